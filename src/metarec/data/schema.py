@@ -1,0 +1,110 @@
+"""The in-memory dataset every loader produces and every model consumes.
+
+Column conventions (all loaders normalise to these):
+
+interactions
+    ``user_id`` (str), ``item_id`` (str), ``rating`` (float32),
+    ``timestamp`` (float64, NaN where the source has none).
+items
+    ``item_id`` (str, unique), ``title`` (str), ``year`` (float64, NaN if
+    unknown), ``genres`` (str, ``|``-separated, may be empty), ``text`` (str,
+    the text the encoder sees, built by :func:`metarec.data.text.build_item_text`),
+    plus any extra source columns (kept as str).
+users (optional)
+    ``user_id`` (str, unique) plus categorical feature columns (str).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+ITEM_COLUMNS = ("item_id", "title", "year", "genres", "text")
+
+
+@dataclass
+class CleaningReport:
+    """What cleaning removed, and why, counted per reason.
+
+    ``dropped`` maps a reason (e.g. ``"duplicate (user, item)"``) to a row
+    count; ``examples`` keeps up to a few offending values per reason so the
+    report can show them.
+    """
+
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, reason: str, count: int, examples: list[str] | None = None) -> None:
+        if count <= 0:
+            return
+        self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+        if examples:
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(examples[: max(0, 5 - len(kept))])
+
+    def summary(self) -> str:
+        lines = [f"rows in: {self.rows_in:,}  rows kept: {self.rows_out:,}"]
+        for reason, n in self.dropped.items():
+            ex = self.examples.get(reason)
+            tail = f" (e.g. {', '.join(ex)})" if ex else ""
+            lines.append(f"  dropped {n:,}: {reason}{tail}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "dropped": dict(self.dropped),
+            "examples": {k: list(v) for k, v in self.examples.items()},
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class Dataset:
+    """Ratings plus item (and optional user) side information."""
+
+    name: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame | None = None
+    rating_range: tuple[float, float] = (1.0, 5.0)
+    report: CleaningReport | None = None
+
+    @property
+    def n_users(self) -> int:
+        return int(self.interactions["user_id"].nunique())
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def user_feature_columns(self) -> list[str]:
+        if self.users is None:
+            return []
+        return [c for c in self.users.columns if c != "user_id"]
+
+    def describe(self) -> dict[str, object]:
+        inter = self.interactions
+        per_user = inter.groupby("user_id").size()
+        return {
+            "name": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "items_rated": int(inter["item_id"].nunique()),
+            "interactions": len(inter),
+            "density": len(inter) / max(1, self.n_users * max(1, self.n_items)),
+            "rating_range": list(self.rating_range),
+            "rating_mean": float(inter["rating"].mean()) if len(inter) else float("nan"),
+            "ratings_per_user_median": float(per_user.median()) if len(per_user) else 0.0,
+            "ratings_per_user_min": int(per_user.min()) if len(per_user) else 0,
+            "user_features": self.user_feature_columns,
+            "has_timestamps": bool(inter["timestamp"].notna().any()) if len(inter) else False,
+        }

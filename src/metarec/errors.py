@@ -1,0 +1,71 @@
+"""Error kinds raised by metarec.
+
+Every error a user can cause derives from :class:`MetarecError`; the CLI turns
+those into one line on stderr and exit code 2, the library lets them propagate.
+Messages name the file, row, field or value at fault and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class MetarecError(Exception):
+    """Base class of all errors caused by input, configuration or state."""
+
+
+class ConfigError(MetarecError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+class DataError(MetarecError):
+    """A data file or frame is malformed.
+
+    ``path``, ``row`` (1-based line number in the file, header = line 1) and
+    ``field`` are kept as attributes so callers can act on them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.row = row
+        self.field = field
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if row is not None:
+            where.append(f"line {row}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class DatasetNotFoundError(MetarecError):
+    """A named dataset could not be found locally nor downloaded."""
+
+
+class UnknownItemError(MetarecError, KeyError):
+    """An item id or title is not in the catalogue."""
+
+    def __init__(self, key: str, suggestions: Sequence[str] = ()) -> None:
+        self.key = key
+        self.suggestions = list(suggestions)
+        msg = f"unknown item {key!r}"
+        if self.suggestions:
+            msg += "; close matches: " + ", ".join(repr(s) for s in self.suggestions)
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class ModelError(MetarecError):
+    """A saved model is missing, incomplete or incompatible."""
