@@ -1,0 +1,433 @@
+"""The ``metarec`` command: a thin shell over the library.
+
+Every user-caused error (bad file, bad config, unknown title, ...) is printed
+as one line on stderr with exit code 2 and no traceback; Ctrl-C exits 130 and
+says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metarec.errors import ConfigError, MetarecError
+
+DEFAULT_RUN = "runs/quickstart"
+
+
+# -- data sources -----------------------------------------------------------
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (a named dataset, a folder, or your own files)")
+    g.add_argument("--dataset", help="ml-100k, ml-1m or ml-latest-small")
+    g.add_argument(
+        "--data", help="folder holding the dataset (RecBole atomic or GroupLens raw files)"
+    )
+    g.add_argument("--interactions", help="CSV/TSV/Parquet of ratings")
+    g.add_argument("--items", help="CSV/TSV/Parquet of items")
+    g.add_argument("--users", help="CSV/TSV/Parquet of users")
+    g.add_argument("--user-col", default="user_id")
+    g.add_argument("--item-col", default="item_id")
+    g.add_argument("--rating-col", default="rating")
+    g.add_argument("--timestamp-col")
+    g.add_argument("--title-col")
+    g.add_argument("--genre-col")
+    g.add_argument("--year-col")
+    g.add_argument("--text-cols", default="", help="comma-separated extra item text columns")
+    g.add_argument("--user-feature-cols", default="", help="comma-separated user feature columns")
+    g.add_argument("--rating-range", help="min,max (default: from the data)")
+
+
+def _data_spec(args: argparse.Namespace) -> dict[str, Any]:
+    keys = (
+        "dataset",
+        "data",
+        "interactions",
+        "items",
+        "users",
+        "user_col",
+        "item_col",
+        "rating_col",
+        "timestamp_col",
+        "title_col",
+        "genre_col",
+        "year_col",
+        "text_cols",
+        "user_feature_cols",
+        "rating_range",
+    )
+    spec = {k: getattr(args, k, None) for k in keys}
+    for k in ("data", "interactions", "items", "users"):
+        if spec[k]:
+            spec[k] = str(Path(spec[k]).resolve())
+    return spec
+
+
+def load_from_spec(spec: dict[str, Any]) -> Any:
+    """Load and clean a dataset from CLI-style options (also stored in runs)."""
+    from metarec.data import clean, load_dataset, load_table
+
+    if spec.get("interactions"):
+        rr = None
+        if spec.get("rating_range"):
+            try:
+                lo, hi = (float(x) for x in str(spec["rating_range"]).split(","))
+            except ValueError:
+                raise ConfigError(
+                    f"--rating-range: expected min,max, got {spec['rating_range']!r}"
+                ) from None
+            rr = (lo, hi)
+        split = lambda s: [c.strip() for c in (s or "").split(",") if c.strip()]  # noqa: E731
+        ds = load_table(
+            spec["interactions"],
+            spec.get("items"),
+            spec.get("users"),
+            user_col=spec.get("user_col") or "user_id",
+            item_col=spec.get("item_col") or "item_id",
+            rating_col=spec.get("rating_col") or "rating",
+            timestamp_col=spec.get("timestamp_col"),
+            title_col=spec.get("title_col"),
+            genre_col=spec.get("genre_col"),
+            year_col=spec.get("year_col"),
+            text_cols=split(spec.get("text_cols")),
+            user_feature_cols=split(spec.get("user_feature_cols")),
+            rating_range=rr,
+        )
+        return clean(ds, rating_range=rr)
+    if spec.get("dataset"):
+        return load_dataset(spec["dataset"], root=spec.get("data"))
+    if spec.get("data"):
+        from metarec.data import load_path
+
+        return clean(load_path(spec["data"]))
+    raise ConfigError(
+        "no data given: use --dataset NAME [--data DIR], --data DIR, or --interactions FILE"
+    )
+
+
+# -- commands ---------------------------------------------------------------
+def cmd_data(args: argparse.Namespace) -> int:
+    from metarec.data import validate
+
+    spec = _data_spec(args)
+    if args.source:
+        if Path(args.source).exists():
+            spec["data"] = str(Path(args.source).resolve())
+        else:
+            spec["dataset"] = args.source
+    ds = load_from_spec(spec)
+    if args.action == "describe":
+        info = ds.describe()
+        if ds.report is not None:
+            info["cleaning"] = ds.report.to_dict()
+        if args.json:
+            print(json.dumps(info, indent=2, default=str))
+        else:
+            for k, v in info.items():
+                if k != "cleaning":
+                    print(f"{k:>26}: {v}")
+            if ds.report is not None:
+                print("cleaning:\n" + ds.report.summary())
+        return 0
+    problems = validate(ds)
+    if ds.report is not None and ds.report.dropped:
+        print("cleaning:\n" + ds.report.summary())
+    for p in problems:
+        print(f"problem: {p}")
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from metarec.config import TrainConfig
+
+    cfg = TrainConfig.from_toml(args.config) if getattr(args, "config", None) else TrainConfig()
+    return cfg.with_overrides(list(getattr(args, "set", None) or []))
+
+
+def _train_run(
+    spec: dict[str, Any], cfg: Any, out: Path, *, holdout: str, progress: bool
+) -> dict[str, Any]:
+    from metarec.evaluation.p1 import make_p1_split
+    from metarec.io import save_json
+    from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+
+    t0 = time.perf_counter()
+    ds = load_from_spec(spec)
+    print(
+        f"data: {ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, "
+        f"{len(ds.interactions):,} ratings"
+    )
+    if ds.report is not None and ds.report.dropped:
+        print(ds.report.summary())
+    catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "config.json", cfg.to_dict())
+    if holdout == "p1":
+        split = make_p1_split(ds, seed=cfg.seed)
+        split.save(out / "split.json")
+        train_rows, val_rows = split.frames["train"], split.frames["validation"]
+    else:
+        train_rows, val_rows = split_users(ds.interactions, 0.1, cfg.seed)
+    print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
+    rec, history = fit_recommender(
+        catalogue,
+        train_rows,
+        cfg,
+        users=ds.users,
+        validation=val_rows,
+        rating_range=ds.rating_range,
+        checkpoint_dir=out / "checkpoint",
+        progress=progress,
+        metadata={"dataset": ds.name, "data_spec": spec, "holdout": holdout},
+    )
+    rec.save(out)
+    secs = time.perf_counter() - t0
+    print(f"saved {out} (best epoch {history.best_epoch}, {secs:.0f} s)")
+    return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    _train_run(_data_spec(args), cfg, Path(args.out), holdout=args.holdout, progress=not args.quiet)
+    return 0
+
+
+def _evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
+    from metarec.data.tasks import UserRatings
+    from metarec.evaluation.p1 import P1Split, evaluate_p1
+    from metarec.io import save_json
+    from metarec.models.bias import BiasModel
+
+    if not (run / "split.json").exists():
+        raise ConfigError(
+            f"{run}: no split.json; train with --holdout p1 to evaluate with protocol P1"
+        )
+    split = P1Split.load(run / "split.json", ds)
+    bias = BiasModel().fit(
+        UserRatings.from_frame(split.frames["train"], rec.item_index), rec.n_items
+    )
+    name = f"metarec-{rec.cfg.algorithm}"
+    result = evaluate_p1(
+        {name: rec, "bias": bias},
+        split,
+        rec.item_index,
+        ds.users,
+        states=("user_cold", "item_cold", "both_cold"),
+    )
+    save_json(
+        run / "metrics.json",
+        {
+            "protocol": "p1",
+            "dataset": ds.name,
+            "split_rule": split.rule,
+            "n_users": result["n_users"],
+            "summary": result["summary"],
+        },
+    )
+    print(f"\nProtocol P1 on {ds.name} (new items: {split.rule}); lower MAE/RMSE is better")
+    print(format_p1_table(result))
+    return result
+
+
+def format_p1_table(result: dict[str, Any]) -> str:
+    metrics = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
+    lines = [f"{'state':<10} {'users':>5}  {'model':<18}" + "".join(f"{m:>12}" for m in metrics)]
+    for state, models in result["summary"].items():
+        for name, vals in models.items():
+            row = f"{state:<10} {result['n_users'][state]:>5}  {name:<18}"
+            lines.append(row + "".join(f"{vals[m]:>12.4f}" for m in metrics))
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from metarec.recommender import Recommender
+
+    run = Path(args.run)
+    rec = Recommender.load(run)
+    spec = _data_spec(args)
+    if not any(spec.get(k) for k in ("dataset", "data", "interactions")):
+        spec = rec.metadata.get("data_spec") or {}
+    _evaluate_run(run, load_from_spec(spec), rec)
+    return 0
+
+
+def _parse_rates(rates: Sequence[str]) -> list[tuple[str, float]]:
+    out = []
+    for r in rates:
+        title, sep, value = r.rpartition("=")
+        if not sep or not title.strip():
+            raise ConfigError(
+                f'--rate {r!r}: expected ITEM=RATING, e.g. --rate "Toy Story (1995)=5"'
+            )
+        try:
+            out.append((title.strip(), float(value)))
+        except ValueError:
+            raise ConfigError(f"--rate {r!r}: rating {value!r} is not a number") from None
+    return out
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from metarec.recommender import Recommender
+
+    rec = Recommender.load(args.run)
+    user = rec.adapt(_parse_rates(args.rate or []))
+    top = rec.recommend(user, k=args.k)
+    if args.json:
+        print(top.to_json(orient="records", indent=2))
+    else:
+        print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return 0
+
+
+DEMO_USER = [
+    ("Toy Story (1995)", 5.0),
+    ("Aladdin (1992)", 5.0),
+    ("Lion King, The (1994)", 4.0),
+    ("Scream (1996)", 1.0),
+    ("Heat (1995)", 2.0),
+]
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    spec = _data_spec(args)
+    if not any(spec.get(k) for k in ("dataset", "interactions")):
+        spec["dataset"] = "ml-100k"
+    out = Path(args.out)
+    run = _train_run(spec, cfg, out, holdout="p1", progress=not args.quiet)
+    _evaluate_run(out, run["dataset"], run["recommender"])
+    rec = run["recommender"]
+    demo = [(t, r) for t, r in DEMO_USER if _known(rec, t)]
+    print("\nA new user rates: " + "; ".join(f"{t} = {r:g}" for t, r in demo))
+    top = rec.recommend(rec.adapt(demo), k=10)
+    print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"\nrun folder: {out}  (model.safetensors, recommender.json, config.json, metrics.json)")
+    print(f'try: metarec recommend {out} --rate "Star Wars (1977)=5" --rate "Fargo (1996)=4"')
+    print(f"total time: {time.perf_counter() - args._t0:.0f} s")
+    return 0
+
+
+def _known(rec: Any, title: str) -> bool:
+    try:
+        rec.resolve(title)
+        return True
+    except MetarecError:
+        return False
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from metarec.evaluation.benchmark import run_p1_benchmark
+
+    run_p1_benchmark(
+        datasets=args.dataset or ["ml-100k", "ml-1m"],
+        root=args.data,
+        out=Path(args.out),
+        algorithms=args.algorithms.split(","),
+        seed=args.seed,
+        progress=not args.quiet,
+        overrides=list(args.set or []),
+    )
+    return 0
+
+
+# -- parser -----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="metarec",
+        description="Cold-start recommendation with meta-learning over LM item vectors.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def train_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="TOML file ([train] table or top-level keys)")
+        sp.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a config value (repeatable)",
+        )
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    q = sub.add_parser(
+        "quickstart", help="ml-100k: clean, encode, meta-train, evaluate (P1), recommend"
+    )
+    _add_data_args(q)
+    train_opts(q)
+    q.add_argument("--out", default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
+    q.set_defaults(func=cmd_quickstart)
+
+    d = sub.add_parser("data", help="describe or validate a dataset")
+    d.add_argument("action", choices=["describe", "validate"])
+    d.add_argument("source", nargs="?", help="dataset name or folder (or use --interactions ...)")
+    d.add_argument("--json", action="store_true")
+    _add_data_args(d)
+    d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("train", help="meta-train a recommender into a run folder")
+    _add_data_args(t)
+    train_opts(t)
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument(
+        "--holdout",
+        choices=["p1", "none"],
+        default="p1",
+        help="p1: hold out P1's new users/items for `metarec evaluate` (default); "
+        "none: train on all users (10%% kept for early stopping)",
+    )
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="protocol P1 metrics of a run against the bias model")
+    e.add_argument("run")
+    _add_data_args(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("recommend", help="top-k for a new user given a few ratings")
+    r.add_argument("run")
+    r.add_argument(
+        "--rate",
+        action="append",
+        metavar="ITEM=RATING",
+        help="an item id or exact title and its rating",
+    )
+    r.add_argument("-k", type=int, default=10)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_recommend)
+
+    b = sub.add_parser("benchmark", help="protocol P1 for every algorithm and the peers")
+    b.add_argument("--dataset", action="append", help="repeatable; default ml-100k and ml-1m")
+    b.add_argument("--data", help="folder holding the datasets")
+    b.add_argument("--algorithms", default="maml,fomaml,reptile,metasgd,transfer")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default="benchmarks/results")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_benchmark)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args._t0 = time.perf_counter()
+    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) <= 0:
+        parser.error(f"-k: must be > 0, got {args.k}")
+    try:
+        return int(args.func(args))
+    except MetarecError as exc:
+        print(f"metarec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nmetarec: interrupted; run the same command again to resume from the last checkpoint",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Typed configuration for training, with TOML files and ``key=value`` overrides.
+
+A run's resolved config is saved beside its model, so a run can be repeated
+from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+from metarec.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+Algorithm = Literal["maml", "fomaml", "reptile", "metasgd", "transfer"]
+AdaptScope = Literal["context", "head", "all"]
+Objective = Literal["rating", "bce", "bpr"]
+
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the preference network (see :mod:`metarec.models.preference`)."""
+
+    hidden: int = 64  # width of h_i, the context z and the head layers
+    tower_hidden: int = 256
+    head_layers: int = 2
+    user_embedding_dim: int = 8
+    use_item_ids: bool = True
+    item_id_dropout: float = 0.3  # share of known items shown to the model as text only
+    use_user_features: bool = True
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a recommender is trained.
+
+    ``algorithm``: ``maml`` (second-order), ``fomaml``, ``reptile``,
+    ``metasgd`` (learned per-parameter inner step sizes) or ``transfer``
+    (global training, then fine-tuning on the support set; the non-meta control).
+    ``adapt``: which parameters the inner loop changes per user: ``context``
+    (the user vector z and bias), ``head`` (plus the scoring MLP, MeLU's
+    choice) or ``all`` (plus the item tower; slowest).
+    """
+
+    algorithm: Algorithm = "fomaml"
+    adapt: AdaptScope = "head"
+    objective: Objective = "rating"
+    inner_steps: int = 5
+    inner_lr: float = 0.05
+    eval_inner_steps: int | None = None  # defaults to inner_steps
+    outer_lr: float = 2e-3
+    weight_decay: float = 0.0
+    meta_batch_size: int = 64
+    epochs: int = 30
+    patience: int = 4
+    min_support: int = 1
+    max_support: int = 40
+    query_size: int = 10
+    negatives: int = 4  # per positive, for the implicit objectives
+    like_threshold: float = 4.0  # ratings at or above count as "liked"
+    seed: int = 0
+    device: str = "auto"
+    encoder: str = "minilm"
+    max_train_users: int | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> TrainConfig:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(
+                f"algorithm: {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}"
+            )
+        if self.adapt not in get_args(AdaptScope):
+            raise ConfigError(f"adapt: {self.adapt!r} is not one of context, head, all")
+        if self.objective not in get_args(Objective):
+            raise ConfigError(f"objective: {self.objective!r} is not one of rating, bce, bpr")
+        positive = {
+            "inner_lr": self.inner_lr,
+            "outer_lr": self.outer_lr,
+            "meta_batch_size": self.meta_batch_size,
+            "epochs": self.epochs,
+            "query_size": self.query_size,
+            "max_support": self.max_support,
+            "model.hidden": self.model.hidden,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {value}")
+        if self.inner_steps < 0:
+            raise ConfigError(f"inner_steps: must be >= 0, got {self.inner_steps}")
+        if not 0 <= self.min_support <= self.max_support:
+            raise ConfigError(
+                f"min_support/max_support: need 0 <= min <= max, "
+                f"got {self.min_support} and {self.max_support}"
+            )
+        if not 0.0 <= self.model.item_id_dropout <= 1.0:
+            raise ConfigError("model.item_id_dropout: must be in [0, 1]")
+        return self
+
+    @property
+    def steps_at_eval(self) -> int:
+        return self.inner_steps if self.eval_inner_steps is None else self.eval_inner_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        return _build(cls, data, source).validate()
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        data = data.get("train", data)
+        return cls.from_dict(data, source=str(path))
+
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
+        """Apply ``key=value`` strings (``model.hidden=128``); values parse as TOML."""
+        data = self.to_dict()
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set {item!r}: expected key=value, e.g. inner_steps=3")
+            value = _parse_value(raw.strip())
+            target = data
+            parts = key.strip().split(".")
+            for part in parts[:-1]:
+                if not isinstance(target.get(part), dict):
+                    raise ConfigError(f"--set {item!r}: {part!r} is not a config section")
+                target = target[part]
+            target[parts[-1]] = value
+        return TrainConfig.from_dict(data, source="--set")
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare word such as maml
+
+
+def _build(cls: type, data: dict[str, Any], source: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {f.name} must be a table")
+            kwargs[f.name] = _build(hint, value, f"{source}: {f.name}")  # type: ignore[arg-type]
+        else:
+            kwargs[f.name] = _coerce(value, hint, f"{source}: {f.name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    args = get_args(hint)
+    origin = getattr(hint, "__origin__", None)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{where}: a value is required")
+    candidates = [a for a in args if a is not type(None)] or [hint]
+    for typ in candidates:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+        elif typ is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif typ is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        elif typ is str and isinstance(value, str):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in candidates)
+    raise ConfigError(f"{where}: expected {names}, got {value!r}")

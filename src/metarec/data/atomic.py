@@ -1,0 +1,183 @@
+"""RecBole atomic files: ``<name>.inter``, ``<name>.item`` and optional ``<name>.user``.
+
+Each is tab-separated with a header of ``field:type`` names, type one of
+``token``, ``token_seq`` (space-separated tokens), ``float``, ``float_seq``.
+See https://recbole.io/docs/user_guide/data/atomic_files.html.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from metarec.data.generic import (
+    LINE_COL,
+    field_count_error,
+    finish_interactions,
+    finish_items,
+    finish_users,
+    infer_rating_range,
+    read_delimited,
+)
+from metarec.data.schema import Dataset
+from metarec.data.text import ItemTextConfig, normalise_genres, split_title_year
+from metarec.errors import DataError
+
+TYPES = ("token", "token_seq", "float", "float_seq")
+_HEADER_FIELD = re.compile(r"^(?P<name>[^:\s]+):(?P<type>\S+)$")
+
+TITLE_FIELDS = ("movie_title", "title", "name")
+YEAR_FIELDS = ("release_year", "year")
+GENRE_FIELDS = ("class", "genre", "genres")
+
+
+def load_atomic(
+    directory_or_prefix: str | Path,
+    name: str | None = None,
+    *,
+    text: ItemTextConfig | None = None,
+    drop_user_columns: Sequence[str] = ("zip_code",),
+) -> Dataset:
+    """Load a RecBole atomic data set.
+
+    ``directory_or_prefix`` is a directory holding ``<name>.inter`` (``name``
+    defaults to the directory's name, or to the only ``.inter`` file in it), or
+    a path prefix such as ``data/ml-100k`` (``.inter`` may be included).
+    ``zip_code`` is dropped from the users by default: it is nearly unique per
+    user, so it identifies rather than describes.
+    """
+    prefix = _resolve_prefix(Path(directory_or_prefix), name)
+    inter_path = prefix.with_name(prefix.name + ".inter")
+    item_path = prefix.with_name(prefix.name + ".item")
+    user_path = prefix.with_name(prefix.name + ".user")
+
+    interactions = _load_inter(inter_path)
+    if item_path.is_file():
+        items = _load_items(item_path, text)
+    else:
+        # No item file: the rated ids are the catalogue, each titled by its id.
+        ids = pd.unique(interactions["item_id"].dropna())
+        items = finish_items(pd.DataFrame({"item_id": ids, "title": ids}), None, text)
+    users = _load_users(user_path, drop_user_columns) if user_path.is_file() else None
+    return Dataset(
+        name=prefix.name,
+        interactions=interactions,
+        items=items,
+        users=users,
+        rating_range=infer_rating_range(interactions["rating"]),
+    )
+
+
+def _resolve_prefix(path: Path, name: str | None) -> Path:
+    if path.suffix in (".inter", ".item", ".user") and not path.is_dir():
+        path = path.with_suffix("")
+    if path.is_dir():
+        if name is not None:
+            return path / name
+        if (path / f"{path.name}.inter").is_file():
+            return path / path.name
+        found = sorted(path.glob("*.inter"))
+        if len(found) == 1:
+            return found[0].with_suffix("")
+        what = "no .inter file" if not found else f"{len(found)} .inter files"
+        raise DataError(f"{what} in the directory; pass name= to choose one", path=path)
+    prefix = path if name is None else path / name
+    if not prefix.with_name(prefix.name + ".inter").is_file():
+        raise DataError("RecBole interaction file not found", path=f"{prefix}.inter")
+    return prefix
+
+
+def read_header(path: Path) -> list[tuple[str, str]]:
+    """Parse and check the ``name:type`` header; raise DataError naming the problem."""
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    with path.open("rb") as fh:
+        first = fh.readline().removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
+    first = first.rstrip("\r\n")
+    if not first.strip():
+        raise DataError(
+            "missing header: the first line must list the fields as name:type, "
+            "e.g. 'user_id:token<TAB>item_id:token<TAB>rating:float'",
+            path=path,
+            row=1,
+        )
+    parts = first.split("\t")
+    if len(parts) == 1 and any(d in first for d in (",", ";", "|")):
+        raise field_count_error(path, 1, first, "\t", 2, 1)
+    fields: list[tuple[str, str]] = []
+    for part in parts:
+        m = _HEADER_FIELD.match(part.strip())
+        if m is None:
+            raise DataError(
+                f"header field {part!r} is not of the form name:type (e.g. 'user_id:token')",
+                path=path,
+                row=1,
+                field=part,
+            )
+        if m.group("type") not in TYPES:
+            raise DataError(
+                f"unknown type {m.group('type')!r} in header field {part!r}; "
+                f"expected one of {', '.join(TYPES)}",
+                path=path,
+                row=1,
+                field=m.group("name"),
+            )
+        if any(m.group("name") == n for n, _ in fields):
+            raise DataError("field appears twice in the header", path=path, row=1, field=part)
+        fields.append((m.group("name"), m.group("type")))
+    return fields
+
+
+def _read(path: Path, required: Sequence[str], floats: Sequence[str]) -> pd.DataFrame:
+    fields = read_header(path)
+    names = [n for n, _ in fields]
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise DataError(
+            f"required field(s) {', '.join(missing)} missing from the header "
+            f"(found: {', '.join(names)})",
+            path=path,
+            row=1,
+            field=missing[0],
+        )
+    float_cols = [n for n, t in fields if t == "float" and n in floats]
+    return read_delimited(path, sep="\t", names=names, float_cols=float_cols, quoted=False)
+
+
+def _load_inter(path: Path) -> pd.DataFrame:
+    raw = _read(path, ("user_id", "item_id", "rating"), ("rating", "timestamp"))
+    cols = [c for c in ("user_id", "item_id", "rating", "timestamp") if c in raw.columns]
+    return finish_interactions(raw[[*cols, LINE_COL]], path)
+
+
+def _first(frame: pd.DataFrame, candidates: Sequence[str]) -> str | None:
+    return next((c for c in candidates if c in frame.columns), None)
+
+
+def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
+    raw = _read(path, ("item_id",), ())
+    title_col = _first(raw, TITLE_FIELDS)
+    year_col = _first(raw, YEAR_FIELDS)
+    genre_col = _first(raw, GENRE_FIELDS)
+    # ml-1m names items "Title (Year)"; without a title field that id is the title.
+    titles, title_years = split_title_year(raw[title_col] if title_col else raw["item_id"])
+    frame = pd.DataFrame({"item_id": raw["item_id"], "title": titles}, index=raw.index)
+    years = pd.to_numeric(raw[year_col], errors="coerce") if year_col else title_years
+    # A year field that does not parse ("unkonwn", "V" in ml-100k) falls back to
+    # the year in the title, where there is one.
+    frame["year"] = years.fillna(title_years)
+    frame["genres"] = normalise_genres(raw[genre_col], r"\s+") if genre_col else ""
+    used = {"item_id", title_col, year_col, genre_col, LINE_COL}
+    for col in raw.columns:
+        if col not in used:
+            frame[col if col not in frame.columns else f"{col}_"] = raw[col]
+    frame[LINE_COL] = raw[LINE_COL]
+    return finish_items(frame, path, text)
+
+
+def _load_users(path: Path, drop: Sequence[str]) -> pd.DataFrame:
+    raw = _read(path, ("user_id",), ())
+    return finish_users(raw, path, drop=drop)

@@ -1,0 +1,406 @@
+"""Dropping bad values, with a report of what went and why.
+
+Loaders raise on broken *structure*; bad *values* reach this module, which
+drops them and counts each reason in a :class:`CleaningReport` — or, with
+``strict=True``, raises :class:`DataError` naming the file and line of the first
+one. :func:`validate` runs the same checks and only describes what it finds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.generic import LINE_COL, RAW_PREFIX, SOURCE_ATTR
+from metarec.data.schema import CleaningReport, Dataset
+from metarec.data.text import build_item_text
+from metarec.errors import ConfigError, DataError
+
+# Titles GroupLens uses for a movie it knows nothing about (ml-100k item 267).
+PLACEHOLDER_TITLES = frozenset({"unknown", "unkonwn"})
+_EXAMPLES = 5
+
+
+@dataclass
+class _Finding:
+    """Rows (positions in the checked frame) sharing one problem."""
+
+    reason: str
+    rows: np.ndarray
+    examples: list[str]
+    error: DataError  # what strict mode raises: the first offending row
+
+
+def clean(
+    dataset: Dataset,
+    *,
+    rating_range: tuple[float, float] | None = None,
+    min_text_chars: int = 1,
+    strict: bool = False,
+) -> Dataset:
+    """A cleaned copy of ``dataset`` with ``report`` saying what was dropped.
+
+    Interactions go when their rating is missing, not a number or outside
+    ``rating_range`` (default: the dataset's), when an id is missing, when
+    their item is not in the items table, or when they repeat a (user, item)
+    pair (the latest by timestamp is kept, else the last row). Items whose
+    text is shorter than ``min_text_chars`` take their title as text, or are
+    dropped with their interactions when the title is empty too.
+    ``strict=True`` raises :class:`DataError` at the first such problem instead.
+    """
+    lo, hi = _rating_range(rating_range or dataset.rating_range)
+    report = CleaningReport(rows_in=len(dataset.interactions))
+    _require_columns(dataset)
+
+    def apply(frame: pd.DataFrame, found: _Finding | None, prefix: str = "") -> pd.DataFrame:
+        if found is None:
+            return frame
+        if strict:
+            raise found.error
+        report.add(prefix + found.reason, len(found.rows), found.examples)
+        keep = np.ones(len(frame), dtype=bool)
+        keep[found.rows] = False
+        return frame[keep].reset_index(drop=True)
+
+    inter = dataset.interactions.reset_index(drop=True)
+    items = _with_text(dataset.items.reset_index(drop=True))
+
+    inter = apply(inter, _missing_ids(inter, "user_id", "item_id"))
+    inter = apply(inter, _bad_ratings(inter))
+    inter = apply(inter, _out_of_range(inter, lo, hi))
+    _note_bad_timestamps(inter, report, strict)
+
+    items = apply(items, _missing_ids(items, "item_id"), "items table: ")
+    items = apply(items, _duplicates(items, ["item_id"], keep="first"), "items table: ")
+    items, no_text = _fill_text(items, min_text_chars, report, strict)
+    if no_text is not None:
+        lost = set(items["item_id"].iloc[no_text.rows])
+        items = apply(items, no_text, "items table: ")
+        inter = apply(inter, _in_items(inter, lost, "item has no text or title"))
+    _note_placeholder_titles(items, report)
+
+    inter = apply(inter, _unknown_items(inter, items))
+    inter = apply(inter, _latest_duplicates(inter))
+
+    users = dataset.users
+    if users is not None:
+        users = users.reset_index(drop=True)
+        users = apply(users, _missing_ids(users, "user_id"), "users table: ")
+        users = apply(users, _duplicates(users, ["user_id"], keep="first"), "users table: ")
+        _note_users_without_features(inter, users, report)
+        users = _public(users)
+
+    inter = _public(inter)
+    inter["rating"] = inter["rating"].astype("float32")
+    if "timestamp" not in inter.columns:
+        inter["timestamp"] = np.nan
+    report.rows_out = len(inter)
+    return replace(
+        dataset,
+        interactions=inter,
+        items=_public(items),
+        users=users,
+        rating_range=(lo, hi),
+        report=report,
+    )
+
+
+def validate(
+    dataset: Dataset,
+    *,
+    rating_range: tuple[float, float] | None = None,
+    min_text_chars: int = 1,
+) -> list[str]:
+    """Problems :func:`clean` would act on, one line each; ``[]`` when there are none.
+
+    Checks run on the data as given (not one after the other as in cleaning),
+    so a row may be counted under two problems.
+    """
+    try:
+        _require_columns(dataset)
+        lo, hi = _rating_range(rating_range or dataset.rating_range)
+    except (DataError, ConfigError) as exc:
+        return [str(exc)]
+    inter = dataset.interactions.reset_index(drop=True)
+    items = _with_text(dataset.items.reset_index(drop=True))
+    users = dataset.users.reset_index(drop=True) if dataset.users is not None else None
+    found: list[tuple[str, _Finding | None]] = [
+        ("interactions", _missing_ids(inter, "user_id", "item_id")),
+        ("interactions", _bad_ratings(inter)),
+        ("interactions", _out_of_range(inter, lo, hi)),
+        ("interactions", _bad_timestamps(inter)),
+        ("interactions", _unknown_items(inter, items)),
+        ("interactions", _latest_duplicates(inter)),
+        ("items", _missing_ids(items, "item_id")),
+        ("items", _duplicates(items, ["item_id"], keep="first")),
+        ("items", _short_text(items, min_text_chars)),
+    ]
+    if users is not None:
+        found += [
+            ("users", _missing_ids(users, "user_id")),
+            ("users", _duplicates(users, ["user_id"], keep="first")),
+        ]
+    problems = []
+    for table, f in found:
+        if f is not None:
+            n = len(f.rows)
+            problems.append(
+                f"{table}: {n:,} row{'s' if n != 1 else ''}: {f.reason} "
+                f"(e.g. {'; '.join(f.examples)})"
+            )
+    return problems
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _missing_ids(frame: pd.DataFrame, *cols: str) -> _Finding | None:
+    masks = {}
+    for col in cols:
+        values = frame[col]
+        masks[col] = (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
+    missing = np.logical_or.reduce(list(masks.values()))
+
+    def which(i: int) -> str:
+        return next(c for c in cols if masks[c][i])
+
+    rows = np.flatnonzero(missing)
+    names = " or ".join(c.removesuffix("_id") for c in cols)
+    field = which(int(rows[0])) if len(rows) else cols[0]
+    return _finding(frame, rows, f"missing {names} id", lambda i: f"no {which(i)}", field)
+
+
+def _bad_ratings(inter: pd.DataFrame) -> _Finding | None:
+    rows = np.flatnonzero(inter["rating"].isna().to_numpy())
+    raw = inter.get(f"{RAW_PREFIX}rating")
+
+    def why(i: int) -> str:
+        text = raw.iloc[i] if raw is not None else None
+        return f"rating {text!r} is not a number" if isinstance(text, str) else "no rating"
+
+    return _finding(inter, rows, "missing or non-numeric rating", why, "rating")
+
+
+def _out_of_range(inter: pd.DataFrame, lo: float, hi: float) -> _Finding | None:
+    r = inter["rating"].to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero((r < lo) | (r > hi))
+    return _finding(
+        inter,
+        rows,
+        f"rating outside [{lo:g}, {hi:g}]",
+        lambda i: f"rating {r[i]:g} is outside [{lo:g}, {hi:g}]",
+        "rating",
+    )
+
+
+def _bad_timestamps(inter: pd.DataFrame) -> _Finding | None:
+    raw = inter.get(f"{RAW_PREFIX}timestamp")
+    if raw is None:
+        return None
+    rows = np.flatnonzero(raw.notna().to_numpy())
+    return _finding(
+        inter,
+        rows,
+        "timestamp is not a number (treated as unknown)",
+        lambda i: f"timestamp {raw.iloc[i]!r} is not a number",
+        "timestamp",
+    )
+
+
+def _note_bad_timestamps(inter: pd.DataFrame, report: CleaningReport, strict: bool) -> None:
+    found = _bad_timestamps(inter)
+    if found is None:
+        return
+    if strict:
+        raise found.error
+    report.notes.append(
+        f"{len(found.rows):,} timestamps were not numbers and are treated as unknown "
+        f"(e.g. {'; '.join(found.examples)})"
+    )
+
+
+def _duplicates(frame: pd.DataFrame, cols: list[str], keep: str) -> _Finding | None:
+    dup = frame.duplicated(cols, keep=keep)  # type: ignore[arg-type]
+    rows = np.flatnonzero(dup.to_numpy())
+    what = " and ".join(cols)
+    return _finding(
+        frame,
+        rows,
+        f"duplicate {what} (kept the first)",
+        lambda i: f"repeats {what} {frame[cols[0]].iloc[i]!r}",
+        cols[0],
+    )
+
+
+def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
+    key = ["user_id", "item_id"]
+    if not inter.duplicated(key).any():  # the common case needs no sort
+        return None
+    # Rows without a timestamp count as oldest; ties keep file order, so the
+    # last row wins when there are no timestamps at all.
+    ordered = inter[[*key, "timestamp"]].sort_values(
+        "timestamp", kind="stable", na_position="first"
+    )
+    dropped = ordered.index[ordered.duplicated(key, keep="last").to_numpy()]
+    rows = np.sort(dropped.to_numpy())
+    return _finding(
+        inter,
+        rows,
+        "duplicate (user, item) rating (kept the latest)",
+        lambda i: (
+            f"user {inter['user_id'].iloc[i]!r} rated item {inter['item_id'].iloc[i]!r} again"
+        ),
+        "item_id",
+    )
+
+
+def _unknown_items(inter: pd.DataFrame, items: pd.DataFrame) -> _Finding | None:
+    rows = np.flatnonzero(~inter["item_id"].isin(items["item_id"]).to_numpy())
+    return _finding(
+        inter,
+        rows,
+        "item id not in the items table",
+        lambda i: f"item {inter['item_id'].iloc[i]!r} is not in the items table",
+        "item_id",
+    )
+
+
+def _in_items(inter: pd.DataFrame, ids: set[str], reason: str) -> _Finding | None:
+    rows = np.flatnonzero(inter["item_id"].isin(list(ids)).to_numpy())
+    return _finding(
+        inter, rows, reason, lambda i: f"item {inter['item_id'].iloc[i]!r}: {reason}", "item_id"
+    )
+
+
+def _short_text(items: pd.DataFrame, min_chars: int) -> _Finding | None:
+    short = items["text"].astype(str).str.strip().str.len() < min_chars
+    rows = np.flatnonzero((short | items["text"].isna()).to_numpy())
+    return _finding(
+        items,
+        rows,
+        f"item text shorter than {min_chars} character(s)",
+        lambda i: f"item {items['item_id'].iloc[i]!r} has no text",
+        "text",
+    )
+
+
+def _fill_text(
+    items: pd.DataFrame, min_chars: int, report: CleaningReport, strict: bool
+) -> tuple[pd.DataFrame, _Finding | None]:
+    """Give text-less items their title; return the items that have neither."""
+    found = _short_text(items, min_chars)
+    if found is None:
+        return items, None
+    if strict:
+        raise found.error
+    titles = items["title"].iloc[found.rows].astype(str).str.strip()
+    usable = titles.str.len().to_numpy() >= min_chars
+    if usable.any():
+        items = items.copy()
+        fill = found.rows[usable]
+        items.loc[fill, "text"] = titles[usable].to_numpy()
+        ids = ", ".join(repr(v) for v in items["item_id"].iloc[fill[:_EXAMPLES]])
+        report.notes.append(f"{len(fill):,} items had no text and use their title (e.g. {ids})")
+    rest = found.rows[~usable]
+    if not len(rest):
+        return items, None
+    return items, _finding(
+        items,
+        rest,
+        "item has neither text nor title",
+        lambda i: f"item {items['item_id'].iloc[i]!r} has neither text nor title",
+        "title",
+    )
+
+
+def _note_placeholder_titles(items: pd.DataFrame, report: CleaningReport) -> None:
+    mask = items["title"].astype(str).str.strip().str.lower().isin(PLACEHOLDER_TITLES)
+    if mask.any():
+        ids = ", ".join(repr(v) for v in items.loc[mask, "item_id"].head(_EXAMPLES))
+        report.notes.append(
+            f"{int(mask.sum())} items have a placeholder title such as 'unknown' (e.g. {ids})"
+        )
+
+
+def _note_users_without_features(
+    inter: pd.DataFrame, users: pd.DataFrame, report: CleaningReport
+) -> None:
+    seen = pd.Index(inter["user_id"].unique())
+    missing = seen.difference(pd.Index(users["user_id"]))
+    if len(missing):
+        ids = ", ".join(repr(v) for v in missing[:_EXAMPLES])
+        report.notes.append(
+            f"{len(missing):,} rating users have no row in the users table (e.g. {ids})"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _finding(
+    frame: pd.DataFrame, rows: np.ndarray, reason: str, why: Callable[[int], str], field: str
+) -> _Finding | None:
+    if not len(rows):
+        return None
+    source = frame.attrs.get(SOURCE_ATTR)
+    lines = frame[LINE_COL].to_numpy() if LINE_COL in frame.columns else None
+
+    def where(i: int) -> str:
+        place = f"line {int(lines[i])}" if lines is not None else f"row {i + 1}"
+        return f"{Path(source).name} {place}" if source else place
+
+    examples = []
+    for i in rows[:_EXAMPLES]:
+        text = why(int(i))
+        examples.append(f"{where(int(i))}: {text}" if text else where(int(i)))
+    first = int(rows[0])
+    error = DataError(
+        why(first) or reason,
+        path=source,
+        row=int(lines[first]) if lines is not None else None,
+        field=field,
+    )
+    return _Finding(reason, rows, examples, error)
+
+
+def _rating_range(rr: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = float(rr[0]), float(rr[1])
+    if not lo <= hi:
+        raise ConfigError(f"rating range must be (low, high) with low <= high, got {rr}")
+    return lo, hi
+
+
+def _require_columns(dataset: Dataset) -> None:
+    checks = [
+        ("interactions", dataset.interactions, ("user_id", "item_id", "rating")),
+        ("items", dataset.items, ("item_id",)),
+    ]
+    if dataset.users is not None:
+        checks.append(("users", dataset.users, ("user_id",)))
+    for table, frame, cols in checks:
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"{table} table lacks column(s) {', '.join(missing)} "
+                f"(has: {', '.join(map(str, frame.columns))})",
+                path=frame.attrs.get(SOURCE_ATTR),
+            )
+
+
+def _with_text(items: pd.DataFrame) -> pd.DataFrame:
+    # Frames built in memory may lack title or text; derive them as loaders do.
+    if "title" not in items.columns:
+        items = items.assign(title=items["item_id"].astype(str))
+    if "text" not in items.columns:
+        items = items.assign(text=build_item_text(items))
+    return items
+
+
+def _public(frame: pd.DataFrame) -> pd.DataFrame:
+    internal = [c for c in frame.columns if str(c).startswith("_")]
+    return frame.drop(columns=internal).reset_index(drop=True)

@@ -1,0 +1,81 @@
+"""User side features as integer codes (0 = unknown), persisted as JSON.
+
+Every feature is treated as categorical. A numeric column with many distinct
+values (ml-100k's exact ages) is cut into quantile bins first, so that a
+new user's age of 37 lands in a learned bin instead of an unseen token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MAX_LEVELS = 24
+
+
+@dataclass
+class UserFeatureEncoder:
+    columns: list[str] = field(default_factory=list)
+    vocab: dict[str, dict[str, int]] = field(default_factory=dict)
+    bins: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(
+        cls, users: pd.DataFrame | None, columns: list[str] | None = None
+    ) -> UserFeatureEncoder:
+        if users is None:
+            return cls()
+        cols = columns if columns is not None else [c for c in users.columns if c != "user_id"]
+        enc = cls(columns=list(cols))
+        for col in cols:
+            values = users[col]
+            numeric = pd.to_numeric(values, errors="coerce")
+            if numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
+                qs = np.unique(np.quantile(numeric, np.linspace(0, 1, 8)[1:-1]))
+                enc.bins[col] = [float(q) for q in qs]
+            levels = sorted(set(enc._raw(col, values)))
+            enc.vocab[col] = {v: i + 1 for i, v in enumerate(levels)}
+        return enc
+
+    def _raw(self, col: str, values: pd.Series) -> list[str]:
+        if col in self.bins:
+            numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            codes = np.searchsorted(np.asarray(self.bins[col]), numeric, side="right")
+            return [
+                f"bin{c}" if not np.isnan(x) else "" for c, x in zip(codes, numeric, strict=True)
+            ]
+        return ["" if pd.isna(v) else str(v) for v in values]
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [len(self.vocab[c]) for c in self.columns]
+
+    def transform(self, users: pd.DataFrame | None, user_ids: np.ndarray) -> np.ndarray:
+        """Codes [len(user_ids), F] in the order of ``user_ids``; unknown → 0."""
+        out = np.zeros((len(user_ids), len(self.columns)), dtype=np.int64)
+        if users is None or not self.columns:
+            return out
+        table = users.drop_duplicates("user_id").set_index("user_id").reindex(pd.Index(user_ids))
+        for j, col in enumerate(self.columns):
+            if col not in table.columns:
+                continue
+            vocab = self.vocab[col]
+            out[:, j] = [vocab.get(v, 0) for v in self._raw(col, table[col])]
+        return out
+
+    def encode_one(self, features: dict[str, Any] | None) -> np.ndarray:
+        """Codes for one user given as ``{"age": 25, "gender": "F"}``; missing → 0."""
+        features = features or {}
+        frame = pd.DataFrame([{c: features.get(c) for c in self.columns}])
+        frame["user_id"] = "_"
+        return self.transform(frame, np.array(["_"], dtype=object))[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "vocab": self.vocab, "bins": self.bins}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UserFeatureEncoder:
+        return cls(list(data["columns"]), dict(data["vocab"]), dict(data.get("bins", {})))

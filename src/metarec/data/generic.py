@@ -1,0 +1,517 @@
+"""Generic CSV/TSV/Parquet tables, and the frame normalisation every loader shares.
+
+Loaders are strict about structure (missing columns, wrong field counts) and
+raise :class:`DataError`; bad values are kept (as NaN or empty strings) for
+:func:`metarec.data.cleaning.clean` to count and drop. Every frame carries an
+internal ``_line`` column (1-based source line, header = line 1) and
+``frame.attrs["source"]`` (the file path) so cleaning can name where a bad value
+came from; cleaning removes the internal ``_``-prefixed columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.schema import Dataset
+from metarec.data.text import ItemTextConfig, build_item_text, normalise_genres
+from metarec.errors import DataError
+
+SOURCE_ATTR = "source"
+LINE_COL = "_line"
+RAW_PREFIX = "_raw_"  # _raw_<col>: source text of values that did not parse
+
+_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+
+
+def str_ids(values: pd.Series) -> pd.Series:
+    """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        known = values.dropna()
+        if bool((known == np.floor(known)).all()):
+            values = values.astype("Int64")
+    mask = values.notna()
+    out = values.astype(str)
+    return out if bool(mask.all()) else out.where(mask)
+
+
+def text_values(values: pd.Series) -> pd.Series:
+    """Free text as ``str``, missing as empty string."""
+    return values.astype(object).where(values.notna(), "").astype(str)
+
+
+def numeric_with_raw(values: pd.Series, name: str) -> tuple[pd.Series, pd.Series | None]:
+    """Parse numbers; return them and, if any failed, the raw text of the failures."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("float64"), None
+    num = pd.to_numeric(values, errors="coerce").astype("float64")
+    raw = text_values(values)
+    bad = num.isna() & raw.str.strip().ne("")
+    if not bad.any():
+        return num, None
+    return num, raw.where(bad, None).rename(f"{RAW_PREFIX}{name}")
+
+
+def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.DataFrame:
+    """Normalise to ``user_id, item_id, rating, timestamp`` (+ internal columns)."""
+    out = pd.DataFrame(index=frame.index)
+    out["user_id"] = str_ids(frame["user_id"])
+    out["item_id"] = str_ids(frame["item_id"])
+    rating, raw_rating = numeric_with_raw(frame["rating"], "rating")
+    out["rating"] = rating.astype("float32")
+    raw_ts = None
+    if "timestamp" not in frame.columns:
+        out["timestamp"] = np.nan
+    elif pd.api.types.is_datetime64_any_dtype(frame["timestamp"].dtype):
+        # Parquet datetimes: to_numeric would give nanoseconds, not seconds.
+        stamps = pd.to_datetime(frame["timestamp"], utc=True)
+        out["timestamp"] = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    else:
+        ts, raw_ts = numeric_with_raw(frame["timestamp"], "timestamp")
+        if raw_ts is not None:
+            ts, raw_ts = _datetimes_as_seconds(frame["timestamp"], ts, raw_ts)
+        out["timestamp"] = ts
+    for raw in (raw_rating, raw_ts):
+        if raw is not None:
+            out[raw.name] = raw
+    _carry_internal(frame, out, source)
+    return out.reset_index(drop=True)
+
+
+def _datetimes_as_seconds(
+    values: pd.Series, num: pd.Series, raw: pd.Series
+) -> tuple[pd.Series, pd.Series | None]:
+    # Timestamps given as dates ("2020-01-31 12:00") are common in exported tables.
+    parsed = pd.to_datetime(values.where(num.isna()), errors="coerce", utc=True, format="mixed")
+    ok = parsed.notna()
+    if not ok.any():
+        return num, raw
+    seconds = (parsed[ok] - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    num = num.copy()
+    num[ok] = seconds.astype("float64")
+    raw = raw.where(~ok, None)
+    return num, (raw if raw.notna().any() else None)
+
+
+def finish_items(
+    frame: pd.DataFrame,
+    source: str | Path | None,
+    text: ItemTextConfig | None = None,
+) -> pd.DataFrame:
+    """Normalise to ``item_id, title, year, genres, text`` plus extra str columns.
+
+    ``genres`` must already be ``|``-joined; ``year`` may be text or numbers.
+    """
+    out = pd.DataFrame(index=frame.index)
+    out["item_id"] = str_ids(frame["item_id"])
+    out["title"] = text_values(frame["title"]) if "title" in frame.columns else out["item_id"]
+    if "year" in frame.columns:
+        out["year"] = pd.to_numeric(frame["year"], errors="coerce").astype("float64")
+    else:
+        out["year"] = np.nan
+    out["genres"] = text_values(frame["genres"]) if "genres" in frame.columns else ""
+    skip = {"item_id", "title", "year", "genres", "text"}
+    for col in frame.columns:
+        if col not in skip and not str(col).startswith("_"):
+            out[col] = text_values(frame[col])
+    out["text"] = build_item_text(out, text)
+    cols = ["item_id", "title", "year", "genres", "text"]
+    out = out[cols + [c for c in out.columns if c not in cols]]
+    _carry_internal(frame, out, source)
+    return out.reset_index(drop=True)
+
+
+def finish_users(
+    frame: pd.DataFrame,
+    source: str | Path | None,
+    drop: Sequence[str] = ("zip_code",),
+) -> pd.DataFrame:
+    """Normalise to ``user_id`` plus categorical feature columns as ``str``."""
+    out = pd.DataFrame(index=frame.index)
+    out["user_id"] = str_ids(frame["user_id"])
+    for col in frame.columns:
+        if col != "user_id" and col not in drop and not str(col).startswith("_"):
+            out[col] = text_values(frame[col]).str.strip()
+    _carry_internal(frame, out, source)
+    return out.reset_index(drop=True)
+
+
+def _carry_internal(src: pd.DataFrame, out: pd.DataFrame, source: str | Path | None) -> None:
+    if LINE_COL in src.columns:
+        out[LINE_COL] = src[LINE_COL].to_numpy()
+    out.attrs = {}
+    if source is not None:
+        out.attrs[SOURCE_ATTR] = str(source)
+
+
+def infer_rating_range(ratings: pd.Series) -> tuple[float, float]:
+    """The observed (min, max) rating, or ``(1, 5)`` when nothing parses."""
+    r = pd.to_numeric(ratings, errors="coerce")
+    r = r[np.isfinite(r.to_numpy(dtype="float64", na_value=np.nan))]
+    if r.empty:
+        return (1.0, 5.0)
+    return (float(r.min()), float(r.max()))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """File contents, without a UTF-8 byte-order mark."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    data = path.read_bytes()
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def delimiter_name(sep: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}.get(sep, repr(sep))
+
+
+def field_count_error(
+    path: str | Path, line: int, text: str, sep: str, expected: int, found: int
+) -> DataError:
+    """The error for a row with the wrong number of fields, guessing a wrong delimiter."""
+    msg = f"expected {expected} {delimiter_name(sep)}-separated fields, found {found}"
+    if found == 1 and any(d in text for d in ("\t", ",", ";", "|") if d != sep):
+        msg += f" — is the file {delimiter_name(sep)}-separated?"
+    return DataError(msg, path=path, row=line)
+
+
+def scan_fields(data: bytes, sep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per non-blank line of unquoted ``data``: line number, field count, start offset.
+
+    Vectorised over bytes so it stays well under a second on million-line files.
+    Blank means empty or only spaces, as pandas' parser treats them. CRLF line
+    ends need no special care: a trailing ``\r`` changes no separator count.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(arr == 10)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [len(arr)]))
+    seps = np.flatnonzero(arr == ord(sep))
+    counts = np.diff(np.concatenate(([0], np.searchsorted(seps, ends))))
+    blank = ends == starts
+    # Lines without a separator are few in a well-formed file; check those by hand.
+    for i in np.flatnonzero((counts == 0) & ~blank):
+        blank[i] = not data[starts[i] : ends[i]].strip(b" \r")
+    keep = ~blank
+    return np.flatnonzero(keep) + 1, counts[keep] + 1, starts[keep]
+
+
+def line_text(data: bytes, start: int) -> str:
+    end = data.find(b"\n", start)
+    line = data[start : end if end >= 0 else len(data)].rstrip(b"\r")
+    return line.decode("utf-8", errors="replace")
+
+
+def read_delimited(
+    path: str | Path,
+    *,
+    sep: str,
+    names: Sequence[str] | None = None,
+    header: bool = True,
+    float_cols: Sequence[str] = (),
+    encoding: str | None = None,
+    quoted: bool = True,
+) -> pd.DataFrame:
+    """Read a delimited text file strictly: every row must have the header's field count.
+
+    ``names`` replaces the header's names (the header line, if any, is still
+    skipped). Columns are ``str`` except ``float_cols``, parsed as float64 where
+    every value parses (otherwise left as text for the caller to coerce). A
+    multi-character ``sep`` (GroupLens' ``::``) is handled by substitution.
+    ``encoding`` defaults to UTF-8, falling back to Latin-1 (older exports,
+    GroupLens' among them, are Latin-1). Adds ``_line`` and ``attrs["source"]``.
+    """
+    data = read_bytes(path)
+    if len(sep) > 1:
+        free = next(c for c in ("\t", "\x1f", "\x1e", "\x1d") if c.encode() not in data)
+        data, sep = data.replace(sep.encode(), free.encode()), free
+    if quoted and b'"' in data:
+        frame = _read_quoted(data, path, sep, names, header, encoding)
+    else:
+        frame = _read_unquoted(data, path, sep, names, header, float_cols, encoding)
+    frame.attrs = {SOURCE_ATTR: str(path)}
+    return frame
+
+
+def _expected_fields(path: str | Path, names: Sequence[str] | None, header: bool, got: int) -> int:
+    if not header and names is None:
+        raise ValueError("names are needed when the file has no header")
+    if got == 0 and header:
+        raise DataError("the file is empty: expected a header line", path=path, row=1)
+    return len(names) if names is not None else got
+
+
+def _read_unquoted(
+    data: bytes,
+    path: str | Path,
+    sep: str,
+    names: Sequence[str] | None,
+    header: bool,
+    float_cols: Sequence[str],
+    encoding: str | None,
+) -> pd.DataFrame:
+    lines, fields, starts = scan_fields(data, sep)
+    expected = _expected_fields(path, names, header, int(fields[0]) if len(fields) else 0)
+    bad = np.flatnonzero(fields != expected)
+    if len(bad):
+        i = int(bad[0])
+        text = line_text(data, int(starts[i]))
+        raise field_count_error(path, int(lines[i]), text, sep, expected, int(fields[i]))
+    col_names = list(names) if names is not None else None
+    data_lines = lines[1:] if header else lines
+    kwargs: dict[str, object] = {
+        "sep": sep,
+        "header": 0 if header else None,
+        "names": col_names,
+        "quoting": csv.QUOTE_NONE,
+        "keep_default_na": False,
+        "engine": "c",
+    }
+    try:
+        frame = _read_csv_fast(data, float_cols, encoding or "utf-8", kwargs)
+    except UnicodeDecodeError:
+        if encoding:
+            raise DataError(f"the file is not valid {encoding} text", path=path) from None
+        frame = _read_csv_fast(data, float_cols, "latin-1", kwargs)
+    if len(frame) != len(data_lines):  # pragma: no cover - guards parser disagreements
+        raise DataError(
+            f"found {len(frame)} rows but {len(data_lines)} non-blank lines; "
+            "the file may contain stray quote or carriage-return characters",
+            path=path,
+        )
+    frame[LINE_COL] = data_lines.astype(np.int64)
+    return frame
+
+
+def _read_csv_fast(
+    data: bytes, float_cols: Sequence[str], encoding: str, kwargs: dict[str, object]
+) -> pd.DataFrame:
+    kwargs = {**kwargs, "encoding": encoding}
+    # Reading numbers as float64 directly is ~3x faster than text then to_numeric;
+    # a value that does not parse makes pandas raise, and then they are read as text.
+    if float_cols:
+        dtype: defaultdict[str, object] = defaultdict(lambda: str)
+        dtype.update({c: "float64" for c in float_cols})
+        try:
+            return pd.read_csv(
+                io.BytesIO(data),
+                dtype=dtype,  # type: ignore[arg-type]
+                na_values={c: [""] for c in float_cols},
+                **kwargs,  # type: ignore[arg-type]
+            )
+        except ValueError:
+            pass
+    return pd.read_csv(io.BytesIO(data), dtype=str, **kwargs)  # type: ignore[arg-type]
+
+
+def _read_quoted(
+    data: bytes,
+    path: str | Path,
+    sep: str,
+    names: Sequence[str] | None,
+    header: bool,
+    encoding: str | None,
+) -> pd.DataFrame:
+    # Quoted fields may hold separators and newlines, so count with the csv module,
+    # which also knows on which line each record starts.
+    try:
+        text = data.decode(encoding or "utf-8")
+    except UnicodeDecodeError:
+        if encoding:
+            raise DataError(f"the file is not valid {encoding} text", path=path) from None
+        text = data.decode("latin-1")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    prev = 0
+    expected = -1
+    head: list[str] | None = None
+    try:
+        for row in reader:
+            start, prev = prev + 1, reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip(" ")):
+                continue
+            if expected < 0:
+                expected = _expected_fields(path, names, header, len(row))
+                if header:
+                    head = row
+                    continue
+            if len(row) != expected:
+                raise field_count_error(path, start, sep.join(row), sep, expected, len(row))
+            rows.append(row)
+            lines.append(start)
+    except csv.Error as exc:
+        raise DataError(f"malformed quoting ({exc})", path=path, row=reader.line_num) from exc
+    if expected < 0:
+        _expected_fields(path, names, header, 0)
+    cols = list(names) if names is not None else list(head or [])
+    frame = pd.DataFrame(rows, columns=cols, dtype=str) if rows else pd.DataFrame(columns=cols)
+    frame[LINE_COL] = np.asarray(lines, dtype=np.int64)
+    return frame
+
+
+def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet table as text columns with ``_line``.
+
+    The delimiter comes from ``sep``, else the extension (.csv/.tsv/.tab), else
+    the first line.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return _read_parquet(path)
+    if sep is None:
+        sep = _DELIMITERS.get(path.suffix.lower())
+    if sep is None:
+        first = read_bytes(path).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        sep = _sniff(first)
+    return read_delimited(path, sep=sep)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    try:
+        frame = pd.read_parquet(path)
+    except ImportError as exc:
+        raise DataError(
+            "reading Parquet needs pyarrow: pip install 'metarec[parquet]'", path=path
+        ) from exc
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
+        raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc
+    # Parquet has no lines; numbering rows as if under a header (first row = 2)
+    # still lets a user find a bad value.
+    frame[LINE_COL] = np.arange(2, len(frame) + 2, dtype=np.int64)
+    frame.attrs = {SOURCE_ATTR: str(path)}
+    return frame
+
+
+def _sniff(first_line: str) -> str:
+    counts = {d: first_line.count(d) for d in ("\t", ",", ";", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None]) -> None:
+    have = [c for c in frame.columns if c != LINE_COL]
+    for role, col in wanted.items():
+        if col is not None and col not in frame.columns:
+            raise DataError(
+                f"{role} column {col!r} not found; columns are: {', '.join(map(str, have))}",
+                path=path,
+                field=col,
+            )
+
+
+def load_table(
+    interactions_path: str | Path,
+    items_path: str | Path | None = None,
+    users_path: str | Path | None = None,
+    *,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    rating_col: str = "rating",
+    timestamp_col: str | None = None,
+    item_id_col: str | None = None,
+    title_col: str | None = None,
+    text_cols: Sequence[str] = (),
+    genre_col: str | None = None,
+    year_col: str | None = None,
+    user_feature_cols: Sequence[str] = (),
+    sep: str | None = None,
+    rating_range: tuple[float, float] | None = None,
+    name: str | None = None,
+    text: ItemTextConfig | None = None,
+) -> Dataset:
+    """Load ratings (and optional item/user tables) from CSV, TSV or Parquet files.
+
+    ``item_id_col`` names the id column of the items file (default: ``item_col``).
+    Without an items file the items are the distinct rated ids, titled by id.
+    ``text_cols`` are copied to the items table and, unless ``text`` says
+    otherwise, appended to the encoder text. ``user_feature_cols`` (default:
+    every column but the id) are kept from the users file.
+    """
+    inter_raw = read_table(interactions_path, sep)
+    _require(
+        inter_raw,
+        interactions_path,
+        {"user": user_col, "item": item_col, "rating": rating_col, "timestamp": timestamp_col},
+    )
+    renamed = {user_col: "user_id", item_col: "item_id", rating_col: "rating"}
+    if timestamp_col:
+        renamed[timestamp_col] = "timestamp"
+    inter = inter_raw[[*renamed, LINE_COL]].rename(columns=renamed)
+    interactions = finish_interactions(inter, interactions_path)
+
+    text = text or ItemTextConfig(extra=tuple(text_cols))
+    if items_path is not None:
+        items = _load_items(
+            items_path,
+            sep,
+            item_id_col or item_col,
+            title_col,
+            year_col,
+            genre_col,
+            text_cols,
+            text,
+        )
+    else:
+        ids = pd.unique(interactions["item_id"].dropna())
+        items = finish_items(pd.DataFrame({"item_id": ids, "title": ids}), None, text)
+
+    users = None
+    if users_path is not None:
+        users_raw = read_table(users_path, sep)
+        feats = list(user_feature_cols) or [
+            c for c in users_raw.columns if c not in (user_col, LINE_COL)
+        ]
+        _require(users_raw, users_path, {"user id": user_col})
+        for col in feats:
+            _require(users_raw, users_path, {"user feature": col})
+        frame = users_raw[[user_col, *feats, LINE_COL]].rename(columns={user_col: "user_id"})
+        users = finish_users(frame, users_path, drop=())
+
+    rr = rating_range or infer_rating_range(interactions["rating"])
+    return Dataset(
+        name=name or Path(interactions_path).stem,
+        interactions=interactions,
+        items=items,
+        users=users,
+        rating_range=(float(rr[0]), float(rr[1])),
+    )
+
+
+def _load_items(
+    path: str | Path,
+    sep: str | None,
+    id_col: str,
+    title_col: str | None,
+    year_col: str | None,
+    genre_col: str | None,
+    text_cols: Sequence[str],
+    text: ItemTextConfig,
+) -> pd.DataFrame:
+    raw = read_table(path, sep)
+    wanted = {"item id": id_col, "title": title_col, "year": year_col, "genre": genre_col}
+    _require(raw, path, wanted)
+    for col in text_cols:
+        _require(raw, path, {"text": col})
+    frame = pd.DataFrame({"item_id": raw[id_col], LINE_COL: raw[LINE_COL]})
+    frame["title"] = raw[title_col] if title_col else raw[id_col]
+    if year_col:
+        frame["year"] = raw[year_col]
+    if genre_col:
+        frame["genres"] = normalise_genres(raw[genre_col])
+    for col in text_cols:
+        if col not in frame.columns:
+            frame[col] = raw[col]
+    return finish_items(frame, path, text)

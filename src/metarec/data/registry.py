@@ -1,0 +1,293 @@
+"""Named data sets: found locally, or downloaded once from GroupLens into a cache.
+
+Where :func:`load_dataset` looks, in order:
+
+1. ``root=`` (the CLI's ``--data``),
+2. the ``METAREC_DATA`` directory (several may be joined with ``os.pathsep``),
+3. the cache, ``$METAREC_CACHE/datasets/<name>/`` (default
+   ``~/.cache/metarec/datasets/<name>/``),
+4. GroupLens' own archive, checked against a pinned SHA-256 and unpacked into
+   the cache (download to a temporary file, verify, extract to a temporary
+   folder, rename), so an interrupted or corrupt download never looks complete.
+
+Each directory may hold RecBole atomic files (``<dir>/<name>/<name>.inter`` or
+``<dir>/<name>.inter``) or the unpacked GroupLens archive (``<dir>/<name>/``,
+or ``<dir>`` itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import tempfile
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from metarec.data.atomic import load_atomic
+from metarec.data.cleaning import clean as clean_dataset
+from metarec.data.movielens import detect_layout, load_movielens_raw
+from metarec.data.schema import Dataset
+from metarec.data.text import ItemTextConfig
+from metarec.errors import ConfigError, DataError, DatasetNotFoundError
+
+ENV_DATA = "METAREC_DATA"
+ENV_CACHE = "METAREC_CACHE"
+_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
+
+# The URL opener; tests replace it to simulate being offline or a bad server.
+urlopen = urllib.request.urlopen
+
+
+@dataclass(frozen=True)
+class KnownDataset:
+    name: str
+    url: str
+    sha256: str | None  # None: unverifiable, downloaded with a warning
+    size: int | None
+    layout: str  # the GroupLens layout inside the archive
+    rating_range: tuple[float, float]
+
+
+# SHA-256 of GroupLens' archives, as published in TensorFlow Datasets'
+# url_checksums/movielens.txt and matched by several independent projects.
+KNOWN_DATASETS: dict[str, KnownDataset] = {
+    d.name: d
+    for d in (
+        KnownDataset(
+            "ml-100k",
+            _BASE_URL + "ml-100k.zip",
+            "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+            4_924_029,
+            "ml-100k",
+            (1.0, 5.0),
+        ),
+        KnownDataset(
+            "ml-1m",
+            _BASE_URL + "ml-1m.zip",
+            "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+            5_917_549,
+            "ml-1m",
+            (1.0, 5.0),
+        ),
+        KnownDataset(
+            "ml-latest-small",
+            _BASE_URL + "ml-latest-small.zip",
+            "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+            978_202,
+            "ml-latest",
+            (0.5, 5.0),
+        ),
+    )
+}
+
+Kind = Literal["atomic", "raw"]
+
+
+def known_names() -> list[str]:
+    return sorted(KNOWN_DATASETS)
+
+
+def cache_root() -> Path:
+    """Where downloaded data sets are unpacked, one folder per name.
+
+    ``$METAREC_CACHE`` is metarec's whole cache (encoders keep models there
+    too), so data sets go in its ``datasets/`` folder.
+    """
+    env = os.environ.get(ENV_CACHE)
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "metarec"
+    return base / "datasets"
+
+
+def find_local(name: str, directory: str | Path) -> tuple[Kind, Path] | None:
+    """The atomic prefix or raw folder of ``name`` under ``directory``, if there."""
+    d = Path(directory).expanduser()
+    for prefix in (d / name / name, d / name):
+        if prefix.with_name(prefix.name + ".inter").is_file():
+            return "atomic", prefix
+    known = KNOWN_DATASETS.get(name)
+    for folder in (d / name, d):
+        layout = detect_layout(folder)
+        if layout is not None and (known is None or layout == known.layout):
+            return "raw", folder
+    return None
+
+
+def load_path(
+    path: str | Path, *, name: str | None = None, text: ItemTextConfig | None = None
+) -> Dataset:
+    """Load whatever ``path`` holds: RecBole atomic files or a GroupLens folder.
+
+    ``path`` may be a directory or an atomic prefix (``data/ml-100k``).
+    """
+    p = Path(path).expanduser()
+    if p.is_dir() and detect_layout(p) is not None:
+        return load_movielens_raw(p, name=name, text=text)
+    if (p.is_dir() and any(p.glob("*.inter"))) or p.with_name(p.name + ".inter").is_file():
+        return load_atomic(p, name, text=text)
+    if p.suffix == ".inter" and p.is_file():
+        return load_atomic(p, text=text)
+    raise DataError(
+        "no data set found: expected RecBole atomic files (<name>.inter, .item, .user) "
+        "or an unpacked MovieLens archive (u.data, ratings.dat or ratings.csv)",
+        path=p,
+    )
+
+
+def locate(
+    name: str, root: str | Path | None = None, *, download: bool = True
+) -> tuple[Kind, Path]:
+    """Find ``name`` (see the module docstring for the order), downloading if allowed."""
+    known = _known(name)
+    looked: list[str] = []
+    if root is not None:
+        found = find_local(name, root)
+        if found:
+            return found
+        looked.append(f"root {root}")
+        warnings.warn(
+            f"data set {name!r} is not in {root}; looking in {ENV_DATA} and the cache",
+            stacklevel=2,
+        )
+    env = os.environ.get(ENV_DATA)
+    for d in (env or "").split(os.pathsep):
+        if d:
+            found = find_local(name, d)
+            if found:
+                return found
+    looked.append(f"{ENV_DATA}={env}" if env else f"{ENV_DATA} (not set)")
+    cached = find_local(name, cache_root())
+    if cached:
+        return cached
+    looked.append(f"the cache {cache_root() / name}")
+    if not download:
+        raise DatasetNotFoundError(_not_found(name, looked, "downloading is switched off"))
+    try:
+        return "raw", fetch(known)
+    except DatasetNotFoundError as exc:
+        raise DatasetNotFoundError(_not_found(name, looked, str(exc))) from exc
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    download: bool = True,
+    clean: bool = True,
+    text: ItemTextConfig | None = None,
+) -> Dataset:
+    """Load a named MovieLens data set (``ml-100k``, ``ml-1m``, ``ml-latest-small``).
+
+    ``clean=False`` returns the loader's output, internal ``_line`` columns
+    included; ``text`` sets how item text is built.
+    """
+    known = _known(name)
+    kind, path = locate(name, root, download=download)
+    loader = load_atomic if kind == "atomic" else load_movielens_raw
+    ds = loader(path, text=text)
+    ds = replace(ds, name=name, rating_range=known.rating_range)
+    return clean_dataset(ds) if clean else ds
+
+
+def _known(name: str) -> KnownDataset:
+    try:
+        return KNOWN_DATASETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown data set {name!r}; known: {', '.join(known_names())} "
+            "(or load your own files with load_table / --interactions)"
+        ) from None
+
+
+def _not_found(name: str, looked: list[str], why: str) -> str:
+    return (
+        f"data set {name!r} not found: looked in {', '.join(looked)}; {why}. "
+        f"Point metarec at local files with root= (Python), the {ENV_DATA} environment "
+        "variable or --data DIR (command line): a directory holding RecBole atomic files "
+        f"({name}/{name}.inter) or the unpacked GroupLens archive ({name}/)"
+    )
+
+
+# --------------------------------------------------------------------------- download
+
+
+def fetch(known: KnownDataset, cache: Path | None = None) -> Path:
+    """Download, verify and unpack ``known`` into the cache; return its folder."""
+    cache = cache or cache_root()
+    target = cache / known.name
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, part_name = tempfile.mkstemp(dir=cache, prefix=f".{known.name}-", suffix=".zip.part")
+    os.close(fd)
+    part = Path(part_name)
+    unpack = Path(tempfile.mkdtemp(dir=cache, prefix=f".{known.name}-unpack-"))
+    try:
+        digest = _download(known.url, part)
+        _verify(known, digest)
+        folder = _extract(part, unpack, known)
+        _install(folder, target, known)
+    finally:
+        part.unlink(missing_ok=True)
+        shutil.rmtree(unpack, ignore_errors=True)
+    return target
+
+
+def _download(url: str, dest: Path) -> str:
+    sha = hashlib.sha256()
+    try:
+        with urlopen(url, timeout=60) as resp, dest.open("wb") as out:
+            while chunk := resp.read(1 << 20):
+                sha.update(chunk)
+                out.write(chunk)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # URLError and timeouts are OSErrors; ValueError covers a malformed URL.
+        raise DatasetNotFoundError(f"downloading {url} failed ({exc})") from exc
+    return sha.hexdigest()
+
+
+def _verify(known: KnownDataset, digest: str) -> None:
+    if known.sha256 is None:
+        warnings.warn(
+            f"no pinned checksum for {known.name}; downloaded archive has sha256 {digest}",
+            stacklevel=3,
+        )
+    elif digest != known.sha256:
+        raise DatasetNotFoundError(
+            f"the archive downloaded from {known.url} has sha256 {digest}, expected "
+            f"{known.sha256}; it was discarded (a proxy or an updated release may be at fault)"
+        )
+
+
+def _extract(archive: Path, dest: Path, known: KnownDataset) -> Path:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                parts = Path(member).parts
+                if Path(member).is_absolute() or ".." in parts:
+                    raise DatasetNotFoundError(
+                        f"the archive from {known.url} has an unsafe path {member!r}"
+                    )
+            zf.extractall(dest)
+    except zipfile.BadZipFile as exc:
+        raise DatasetNotFoundError(f"the archive from {known.url} is not a zip ({exc})") from exc
+    inner = dest / known.name
+    if not inner.is_dir():
+        dirs = [p for p in dest.iterdir() if p.is_dir() and not p.name.startswith("__")]
+        inner = dirs[0] if len(dirs) == 1 else dest
+    if detect_layout(inner) != known.layout:
+        raise DatasetNotFoundError(
+            f"the archive from {known.url} does not hold the expected {known.layout} files"
+        )
+    return inner
+
+
+def _install(folder: Path, target: Path, known: KnownDataset) -> None:
+    if target.exists():
+        if detect_layout(target) == known.layout:
+            return  # another process finished first
+        shutil.rmtree(target)  # a stale, incomplete folder
+    os.replace(folder, target)

@@ -1,0 +1,305 @@
+"""Users as tasks: support/query episodes and padded batches with masks.
+
+A *task* is one user's ratings split into a support set (what the model may
+adapt on) and a query set (what it is judged on). Batches pad every task to
+the longest one and carry masks, so a whole batch of users goes through
+``vmap`` in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+Order = Literal["time", "shuffle"]
+
+
+@dataclass(frozen=True)
+class UserRatings:
+    """Ratings grouped by user in CSR form (one contiguous slice per user)."""
+
+    user_ids: np.ndarray  # object array of user keys, one per row slice
+    offsets: np.ndarray  # int64 [n_users + 1]
+    items: np.ndarray  # int64 catalogue indices
+    ratings: np.ndarray  # float32
+    timestamps: np.ndarray  # float64, NaN where unknown
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, item_index: Mapping[str, int]) -> UserRatings:
+        """Group ``frame`` (user_id, item_id, rating[, timestamp]) by user.
+
+        Rows whose item is not in ``item_index`` are an error upstream (cleaning
+        drops them), so a KeyError here means a bug, not bad input.
+        """
+        frame = frame.sort_values(["user_id"], kind="stable")
+        codes, uniques = pd.factorize(frame["user_id"], sort=False)
+        counts = np.bincount(codes, minlength=len(uniques))
+        offsets = np.zeros(len(uniques) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        items = frame["item_id"].map(item_index).to_numpy()
+        if pd.isna(items).any():
+            missing = frame.loc[pd.isna(items), "item_id"].iloc[0]
+            raise KeyError(f"item {missing!r} is not in the catalogue")
+        ts = (
+            frame["timestamp"].to_numpy(dtype=np.float64)
+            if "timestamp" in frame
+            else np.full(len(frame), np.nan)
+        )
+        return cls(
+            user_ids=np.asarray(uniques, dtype=object),
+            offsets=offsets,
+            items=items.astype(np.int64),
+            ratings=frame["rating"].to_numpy(dtype=np.float32),
+            timestamps=ts,
+        )
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def history(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = self.offsets[row], self.offsets[row + 1]
+        return self.items[lo:hi], self.ratings[lo:hi], self.timestamps[lo:hi]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One user's episode; ``user`` is the row in :class:`UserRatings`."""
+
+    user: int
+    support_items: np.ndarray
+    support_ratings: np.ndarray
+    query_items: np.ndarray
+    query_ratings: np.ndarray
+
+
+def ordered(
+    items: np.ndarray,
+    ratings: np.ndarray,
+    timestamps: np.ndarray,
+    order: Order,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Items and ratings in time order (ties and NaN broken by position) or shuffled."""
+    if order == "time" and not np.isnan(timestamps).all():
+        idx = np.argsort(np.nan_to_num(timestamps, nan=np.inf), kind="stable")
+    else:
+        idx = rng.permutation(len(items))
+    return items[idx], ratings[idx]
+
+
+def fixed_tasks(
+    ur: UserRatings,
+    *,
+    query_size: int,
+    order: Order = "shuffle",
+    seed: int = 0,
+    min_support: int = 1,
+    max_support: int | None = None,
+) -> list[Task]:
+    """One task per user: the last ``query_size`` ratings are the query set.
+
+    This is the MeLU/P1 split when ``order="shuffle"``. Users left with fewer
+    than ``min_support`` support ratings are skipped.
+    """
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for row in range(len(ur)):
+        items, ratings = ordered(*ur.history(row), order, rng)
+        n_support = len(items) - query_size
+        if n_support < min_support:
+            continue
+        s_end = n_support if max_support is None else min(n_support, max_support)
+        tasks.append(
+            Task(row, items[:s_end], ratings[:s_end], items[n_support:], ratings[n_support:])
+        )
+    return tasks
+
+
+def sample_episodes(
+    ur: UserRatings,
+    rng: np.random.Generator,
+    *,
+    min_support: int,
+    max_support: int,
+    query_size: int,
+    rows: Sequence[int] | None = None,
+) -> list[Task]:
+    """Fresh meta-training episodes: per user, a random support size and split.
+
+    Varying the support size during meta-training is what lets one model
+    serve users with 1 rating and users with 40.
+    """
+    tasks = []
+    for row in range(len(ur)) if rows is None else rows:
+        items, ratings, _ = ur.history(row)
+        n = len(items)
+        q = min(query_size, n - max(min_support, 1))
+        if q < 1:
+            continue
+        hi = min(max_support, n - q)
+        k = int(rng.integers(max(min_support, 1), hi + 1)) if hi > min_support else hi
+        perm = rng.permutation(n)
+        s, qi = perm[:k], perm[n - q :]
+        tasks.append(Task(row, items[s], ratings[s], items[qi], ratings[qi]))
+    return tasks
+
+
+@dataclass
+class TaskBatch:
+    """Padded tensors for a batch of tasks.
+
+    ``*_mask`` is 1.0 for real entries, 0.0 for padding. For the ``bpr``
+    objective each side is laid out as ``[positives | negatives]`` of equal
+    width, paired position by position.
+    """
+
+    users: torch.Tensor  # [B] rows in UserRatings
+    user_features: torch.Tensor  # [B, F] int64 codes, 0 = unknown
+    support_items: torch.Tensor  # [B, S]
+    support_y: torch.Tensor  # [B, S]
+    support_mask: torch.Tensor  # [B, S]
+    query_items: torch.Tensor  # [B, Q]
+    query_y: torch.Tensor  # [B, Q]
+    query_mask: torch.Tensor  # [B, Q]
+
+    def to(self, device: torch.device | str) -> TaskBatch:
+        return TaskBatch(**{k: v.to(device) for k, v in vars(self).items()})
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+
+def pad(rows: Sequence[np.ndarray], dtype: torch.dtype, width: int | None = None) -> torch.Tensor:
+    width = max([len(r) for r in rows] + [1]) if width is None else width
+    out = np.zeros((len(rows), width), dtype=np.float64 if dtype.is_floating_point else np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r[:width]
+    return torch.as_tensor(out, dtype=dtype)
+
+
+def _mask(rows: Sequence[np.ndarray], width: int) -> torch.Tensor:
+    lengths = torch.as_tensor([min(len(r), width) for r in rows])
+    return (torch.arange(width)[None, :] < lengths[:, None]).float()
+
+
+def _implicit_side(
+    items: np.ndarray,
+    ratings: np.ndarray,
+    seen: np.ndarray,
+    *,
+    like_threshold: float,
+    negatives: int,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    liked = items[ratings >= like_threshold]
+    if len(liked) == 0 and len(np.unique(ratings)) == 1:
+        liked = items  # implicit data: every interaction is a positive
+    n_neg = len(liked) * negatives
+    cand = pool[rng.integers(0, len(pool), size=n_neg * 2 + 8)]
+    cand = cand[~np.isin(cand, seen)][:n_neg]
+    return (
+        np.concatenate([liked, cand]),
+        np.concatenate([np.ones(len(liked)), np.zeros(len(cand))]),
+        len(liked),
+    )
+
+
+def collate(
+    tasks: Sequence[Task],
+    *,
+    user_features: np.ndarray | None = None,
+    objective: str = "rating",
+    negatives: int = 4,
+    like_threshold: float = 4.0,
+    negative_pool: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+) -> TaskBatch:
+    """Pad ``tasks`` into a :class:`TaskBatch`.
+
+    For ``rating`` the targets are the ratings. For ``bce`` the targets are 1
+    for liked items and 0 for ``negatives`` sampled unseen items per liked
+    item (from ``negative_pool``). For ``bpr``, one sampled negative is paired
+    with each liked item.
+    """
+    users = torch.as_tensor([t.user for t in tasks], dtype=torch.int64)
+    feats = (
+        torch.as_tensor(user_features[[t.user for t in tasks]], dtype=torch.int64)
+        if user_features is not None and user_features.shape[1] > 0
+        else torch.zeros((len(tasks), 0), dtype=torch.int64)
+    )
+    if objective == "rating":
+        s_items = [t.support_items for t in tasks]
+        s_y = [t.support_ratings for t in tasks]
+        q_items = [t.query_items for t in tasks]
+        q_y = [t.query_ratings for t in tasks]
+        s_w = max([len(r) for r in s_items] + [1])
+        q_w = max([len(r) for r in q_items] + [1])
+        return TaskBatch(
+            users,
+            feats,
+            pad(s_items, torch.int64, s_w),
+            pad(s_y, torch.float32, s_w),
+            _mask(s_items, s_w),
+            pad(q_items, torch.int64, q_w),
+            pad(q_y, torch.float32, q_w),
+            _mask(q_items, q_w),
+        )
+    if negative_pool is None or rng is None:
+        raise ValueError("implicit objectives need negative_pool and rng")
+    n_neg = 1 if objective == "bpr" else negatives
+    sides: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[], []]
+    for t in tasks:
+        seen = np.concatenate([t.support_items, t.query_items])
+        for side, (it, r) in enumerate(
+            [(t.support_items, t.support_ratings), (t.query_items, t.query_ratings)]
+        ):
+            sides[side].append(
+                _implicit_side(
+                    it,
+                    r,
+                    seen,
+                    like_threshold=like_threshold,
+                    negatives=n_neg,
+                    pool=negative_pool,
+                    rng=rng,
+                )
+            )
+    out = []
+    for side in sides:
+        if objective == "bpr":
+            # [positives | negatives], each half padded to the widest positive count
+            half = max([n for _, _, n in side] + [1])
+            items_rows, mask_rows = [], []
+            for it, _, n_pos in side:
+                n_pair = min(n_pos, len(it) - n_pos)
+                row = np.zeros(2 * half, dtype=np.int64)
+                m = np.zeros(2 * half, dtype=np.float32)
+                row[:n_pair], row[half : half + n_pair] = it[:n_pair], it[n_pos : n_pos + n_pair]
+                m[:n_pair], m[half : half + n_pair] = 1.0, 1.0
+                items_rows.append(row)
+                mask_rows.append(m)
+            items_t = torch.as_tensor(np.stack(items_rows))
+            mask_t = torch.as_tensor(np.stack(mask_rows))
+            y_t = torch.zeros_like(mask_t)
+            y_t[:, :half] = 1.0
+            out.append((items_t, y_t * mask_t, mask_t))
+        else:
+            w = max([len(it) for it, _, _ in side] + [1])
+            out.append(
+                (
+                    pad([it for it, _, _ in side], torch.int64, w),
+                    pad([y for _, y, _ in side], torch.float32, w),
+                    _mask([it for it, _, _ in side], w),
+                )
+            )
+    (si, sy, sm), (qi, qy, qm) = out
+    return TaskBatch(users, feats, si, sy, sm, qi, qy, qm)

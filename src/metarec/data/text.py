@@ -1,0 +1,259 @@
+"""The text an encoder sees for each item, and title helpers shared by loaders.
+
+A template such as ``"{title} ({year}). Genres: {genres}."`` is filled per item;
+parts that are missing (unknown year, no genres) are dropped together with the
+punctuation around them, so no ``"()"`` or ``"Genres: ."`` is left behind.
+The clean-up works on the template skeleton, never on the values, so titles
+with their own brackets or ellipses are left untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from metarec.errors import ConfigError
+
+DEFAULT_TEMPLATE = "{title} ({year}). Genres: {genres}."
+
+# Articles GroupLens moves to the end ("Matrix, The"). Case-sensitive on purpose:
+# a lowercase "a" after a comma is ordinary text, not a displaced article.
+_ARTICLES = (
+    "The",
+    "A",
+    "An",
+    "Les",
+    "Le",
+    "La",
+    "L'",
+    "Il",
+    "Lo",
+    "Gli",
+    "Das",
+    "Der",
+    "Die",
+    "El",
+    "Los",
+    "Las",
+    "Un",
+    "Une",
+)
+_ARTICLE_RE = re.compile(r"^(?P<name>.+), (?P<art>" + "|".join(map(re.escape, _ARTICLES)) + r")$")
+# Trailing parenthetical groups: "Name, The (Alt, La) (1995)".
+_TAIL_GROUPS_RE = re.compile(r"^(?P<main>.*?)(?P<tail>(?:\s*\([^()]*\))*)\s*$", re.DOTALL)
+_GROUP_RE = re.compile(r"(\s*)\(([^()]*)\)")
+# "Title (1995)", also "Show (2005-2007)" and "Show (2016-)" as in ml-latest.
+_TITLE_YEAR_RE = r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$"
+# Genre values that mean "no genre" in MovieLens releases.
+GENRE_PLACEHOLDERS = frozenset({"unknown", "(no genres listed)", "(no genre listed)"})
+
+_MARK = "\x00{}\x00"
+_MARK_RE = re.compile("\x00(\\d+)\x00")
+
+
+@dataclass
+class ItemTextConfig:
+    """Which item fields make up the encoder text, and how they are laid out.
+
+    ``extra`` names further item columns (e.g. a plot summary). Those the
+    template does not mention are appended after it, separated by a space.
+    ``template`` may use ``{title}``, ``{year}``, ``{genres}`` and any
+    ``extra`` column; a part switched off or empty for an item is dropped with
+    its surrounding punctuation.
+    """
+
+    title: bool = True
+    year: bool = True
+    genres: bool = True
+    extra: Sequence[str] = field(default_factory=tuple)
+    template: str = DEFAULT_TEMPLATE
+    fix_articles: bool = True
+
+
+def fix_title_articles(title: str) -> str:
+    """Turn GroupLens' ``"Matrix, The (1999)"`` into ``"The Matrix (1999)"``.
+
+    The article fix is also applied inside trailing parentheses, so
+    ``"Umbrellas of Cherbourg, The (Parapluies de Cherbourg, Les)"`` becomes
+    ``"The Umbrellas of Cherbourg (Les Parapluies de Cherbourg)"``.
+    """
+    m = _TAIL_GROUPS_RE.match(title)
+    if m is None:  # pragma: no cover - the pattern matches every string
+        return title
+    main, tail = m.group("main"), m.group("tail")
+    tail = _GROUP_RE.sub(lambda g: f"{g.group(1)}({_move_article(g.group(2))})", tail)
+    return _move_article(main) + tail
+
+
+def _move_article(text: str) -> str:
+    m = _ARTICLE_RE.match(text.strip())
+    if m is None:
+        return text
+    art, name = m.group("art"), m.group("name")
+    # "L'" binds to the next word: "Enfer, L'" -> "L'Enfer".
+    return f"{art}{name}" if art.endswith("'") else f"{art} {name}"
+
+
+def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Split ``"Toy Story (1995)"`` into ``("Toy Story", 1995.0)``.
+
+    Titles without a trailing year are returned unchanged with a NaN year.
+    """
+    titles = titles.astype(object).where(titles.notna(), "")
+    parts = titles.str.extract(_TITLE_YEAR_RE)
+    has_year = parts["year"].notna()
+    out_titles = titles.where(~has_year, parts["title"]).astype(str)
+    years = pd.to_numeric(parts["year"], errors="coerce").astype("float64")
+    return out_titles, years
+
+
+def normalise_genres(values: pd.Series, sep: str = r"\s*[|,;]\s*") -> pd.Series:
+    """Return ``|``-joined genres; placeholders like ``"unknown"`` become empty.
+
+    ``sep`` is a regular expression for the source separator.
+    """
+    values = values.astype(object).where(values.notna(), "").astype(str)
+    pattern = re.compile(sep)
+    cache: dict[str, str] = {}
+
+    # Few distinct genre combinations, so the per-value work is memoised.
+    def one(raw: str) -> str:
+        got = cache.get(raw)
+        if got is None:
+            parts = [p.strip() for p in pattern.split(raw)]
+            got = "|".join(p for p in parts if p and p.lower() not in GENRE_PLACEHOLDERS)
+            cache[raw] = got
+        return got
+
+    return pd.Series([one(v) for v in values], index=values.index, dtype=object).astype(str)
+
+
+def format_year(year: pd.Series) -> pd.Series:
+    """Years as text (``"1995"``), empty where unknown."""
+    y = pd.to_numeric(year, errors="coerce")
+    text = pd.Series("", index=y.index, dtype=object)
+    ok = y.notna() & np.isfinite(y.to_numpy(dtype="float64", na_value=np.nan))
+    text[ok] = y[ok].round().astype("int64").astype(str)
+    return text
+
+
+def build_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) -> pd.Series:
+    """The encoder text of each item, as a ``str`` series aligned with ``items``."""
+    config = config or ItemTextConfig()
+    fields = _template_fields(config.template)
+    extra = list(config.extra)
+    allowed = {"title", "year", "genres", *extra}
+    unknown = [f for f in fields if f not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"item text template {config.template!r} uses {unknown}; it may use "
+            f"title, year, genres and the extra columns {extra}"
+        )
+    missing_cols = [c for c in extra if c not in items.columns]
+    if missing_cols:
+        raise ConfigError(
+            f"item text extra columns {missing_cols} are not in the items table "
+            f"(columns: {list(items.columns)})"
+        )
+    values = _part_values(items, config, [*fields, *[c for c in extra if c not in fields]])
+    appended = [c for c in extra if c not in fields]
+    skeletons: dict[tuple[bool, ...], str] = {}
+    names = list(values)
+    columns = [values[n] for n in names]
+    out: list[str] = []
+    for row in zip(*columns, strict=True):
+        present = tuple(bool(v) for v in row)
+        skel = skeletons.get(present)
+        if skel is None:
+            skel = _skeleton(config.template, names, present, appended)
+            skeletons[present] = skel
+        out.append(_MARK_RE.sub(lambda m, row=row: row[int(m.group(1))], skel))
+    return pd.Series(out, index=items.index, dtype=object).astype(str)
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"item text template {template!r} is malformed: {exc}") from exc
+    fields: list[str] = []
+    for _, name, spec, conv in parsed:
+        if name is None:
+            continue
+        if not name or spec or conv:
+            raise ConfigError(
+                f"item text template {template!r}: use plain named fields like {{title}}"
+            )
+        if name not in fields:
+            fields.append(name)
+    return fields
+
+
+def _part_values(
+    items: pd.DataFrame, config: ItemTextConfig, names: list[str]
+) -> dict[str, list[str]]:
+    n = len(items)
+    empty = [""] * n
+
+    def text_col(col: str) -> pd.Series:
+        if col not in items.columns:
+            return pd.Series(empty, index=items.index, dtype=object)
+        s = items[col]
+        return s.astype(object).where(s.notna(), "").astype(str).str.strip()
+
+    values: dict[str, list[str]] = {}
+    for name in names:
+        if name == "title":
+            if not config.title:
+                values[name] = empty
+                continue
+            titles = text_col("title")
+            if config.fix_articles:
+                titles = titles.map(fix_title_articles)
+            values[name] = titles.tolist()
+        elif name == "year":
+            ok = config.year and "year" in items.columns
+            values[name] = format_year(items["year"]).tolist() if ok else empty
+        elif name == "genres":
+            if not config.genres:
+                values[name] = empty
+                continue
+            genres = text_col("genres").str.split("|")
+            values[name] = [", ".join(g for g in gs if g.strip()) for gs in genres]
+        else:
+            values[name] = text_col(name).tolist()
+    return values
+
+
+def _skeleton(
+    template: str, names: list[str], present: tuple[bool, ...], appended: list[str]
+) -> str:
+    """The template with markers for present parts and missing parts removed."""
+    marks = {
+        n: (_MARK.format(i) if ok else "")
+        for i, (n, ok) in enumerate(zip(names, present, strict=True))
+    }
+    skel = template.format(**{n: marks[n] for n in names if n not in appended})
+    for name in appended:
+        if marks[name]:
+            skel = f"{skel} {marks[name]}"
+    return _tidy(skel)
+
+
+def _tidy(skel: str) -> str:
+    # Empty brackets left by a missing part: "Toy Story ()." -> "Toy Story."
+    skel = re.sub(r"\s*(\(\s*\)|\[\s*\])", "", skel)
+    # A label with nothing after it: "Toy Story. Genres: ." -> "Toy Story.."
+    skel = re.sub(r"(?:^|(?<=[.!?;]))[^.!?;:\x00]*:\s*(?=[.!?;,]|$)", "", skel)
+    # A separator with nothing after it: "{title}: {plot}" without a plot.
+    skel = re.sub(r"\s*[:,;]\s*(?=[.!?]|$)", "", skel)
+    skel = re.sub(r"\s+", " ", skel)
+    skel = re.sub(r"\s+([.,;:!?)\]])", r"\1", skel)
+    skel = re.sub(r"([.,;:!?])(?:\s*\1)+", r"\1", skel)
+    skel = re.sub(r"^[\s.,;:!?]+", "", skel).strip()
+    return skel if _MARK_RE.search(skel) else ""

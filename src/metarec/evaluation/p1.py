@@ -1,0 +1,193 @@
+"""Protocol P1, the MeLU protocol: new users and new items, rating prediction.
+
+* Users with 13 to 100 ratings are kept.
+* New items: released in ``new_item_year`` or later when the catalogue has
+  enough of them (ml-1m: 1998), else a seeded random ``new_item_fraction``
+  (ml-100k has few 1998 titles).
+* Users: a seeded 20 % are new; of the existing ones 10 % are held out as
+  validation tasks (early stopping), the rest meta-train.
+* Per user and state: ratings shuffled (seeded); the last 10 are the query
+  set, the rest the support set; a user with fewer than 13 ratings in a state
+  is dropped from it.
+* States: ``warm`` = validation users × existing items (their tasks steer
+  early stopping, so warm figures are slightly optimistic), ``user_cold`` =
+  new users × existing items, ``item_cold`` = existing users × new items,
+  ``both_cold`` = new users × new items. Meta-training sees existing users ×
+  existing items only.
+
+A split is a list of ids, so it is saved as JSON (no ratings are copied) and
+can be re-applied to the same data anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.schema import Dataset
+from metarec.data.tasks import Task, UserRatings, fixed_tasks
+from metarec.errors import DataError
+from metarec.evaluation.metrics import per_user_table, summarise
+from metarec.io import load_json, save_json
+
+STATES = ("warm", "user_cold", "item_cold", "both_cold")
+QUERY_SIZE = 10
+MIN_STATE_RATINGS = 13
+
+
+class TaskPredictor(Protocol):
+    def predict_tasks(self, tasks: list[Task], user_features: Any = None) -> list[np.ndarray]: ...
+
+
+@dataclass
+class P1Split:
+    dataset: str
+    seed: int
+    new_items: list[str]
+    train_users: list[str]
+    validation_users: list[str]
+    new_users: list[str]
+    rule: str = ""
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def save(self, path: str | Path) -> None:
+        save_json(
+            path,
+            {
+                "protocol": "p1",
+                "dataset": self.dataset,
+                "seed": self.seed,
+                "rule": self.rule,
+                "new_items": self.new_items,
+                "train_users": self.train_users,
+                "validation_users": self.validation_users,
+                "new_users": self.new_users,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, dataset: Dataset) -> P1Split:
+        raw = load_json(path)
+        if raw.get("protocol") != "p1":
+            raise DataError("not a P1 split file", path=path)
+        split = cls(
+            raw["dataset"],
+            raw["seed"],
+            raw["new_items"],
+            raw["train_users"],
+            raw["validation_users"],
+            raw["new_users"],
+            raw.get("rule", ""),
+        )
+        split.frames = _frames(dataset.interactions, split)
+        return split
+
+
+def make_p1_split(
+    dataset: Dataset,
+    seed: int = 0,
+    *,
+    new_item_year: float | None = 1998,
+    new_item_fraction: float = 0.2,
+    new_user_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    min_ratings: int = 13,
+    max_ratings: int = 100,
+) -> P1Split:
+    rng = np.random.default_rng(seed)
+    inter = dataset.interactions
+    counts = inter.groupby("user_id").size()
+    kept = np.sort(counts[(counts >= min_ratings) & (counts <= max_ratings)].index.to_numpy())
+    items = dataset.items
+    rule = f"random {new_item_fraction:.0%} of items"
+    new_items: np.ndarray
+    if new_item_year is not None and "year" in items.columns:
+        years = pd.to_numeric(items["year"], errors="coerce")
+        late = items.loc[years >= new_item_year, "item_id"].to_numpy()
+        if len(late) >= 0.05 * len(items):  # enough new titles for a meaningful item-cold state
+            new_items, rule = late, f"released in {new_item_year:g} or later"
+    if not rule.startswith("released"):
+        ids = np.sort(items["item_id"].to_numpy())
+        new_items = rng.choice(ids, size=round(len(ids) * new_item_fraction), replace=False)
+    users = rng.permutation(kept)
+    n_new = round(len(users) * new_user_fraction)
+    new_users, existing = users[:n_new], users[n_new:]
+    n_val = round(len(existing) * validation_fraction)
+    split = P1Split(
+        dataset.name,
+        seed,
+        sorted(map(str, new_items)),
+        sorted(map(str, existing[n_val:])),
+        sorted(map(str, existing[:n_val])),
+        sorted(map(str, new_users)),
+        rule,
+    )
+    split.frames = _frames(inter, split)
+    return split
+
+
+def _frames(inter: pd.DataFrame, split: P1Split) -> dict[str, pd.DataFrame]:
+    is_new_item = inter["item_id"].isin(set(split.new_items))
+    train_u = inter["user_id"].isin(set(split.train_users))
+    val_u = inter["user_id"].isin(set(split.validation_users))
+    new_u = inter["user_id"].isin(set(split.new_users))
+
+    def state(mask: pd.Series) -> pd.DataFrame:
+        frame = inter[mask]
+        n = frame.groupby("user_id")["item_id"].transform("size")
+        return frame[n >= MIN_STATE_RATINGS]
+
+    return {
+        "train": inter[train_u & ~is_new_item],
+        "validation": state(val_u & ~is_new_item),
+        "warm": state(val_u & ~is_new_item),
+        "user_cold": state(new_u & ~is_new_item),
+        "item_cold": state((train_u | val_u) & is_new_item),
+        "both_cold": state(new_u & is_new_item),
+    }
+
+
+def state_tasks(
+    frame: pd.DataFrame, index: dict[str, int], seed: int
+) -> tuple[list[Task], list[str]]:
+    """P1 tasks of one state, and the user id of each task."""
+    ur = UserRatings.from_frame(frame, index)
+    tasks = fixed_tasks(ur, query_size=QUERY_SIZE, order="shuffle", seed=seed, min_support=3)
+    return tasks, [str(ur.user_ids[t.user]) for t in tasks]
+
+
+def evaluate_p1(
+    models: dict[str, TaskPredictor],
+    split: P1Split,
+    index: dict[str, int],
+    users: pd.DataFrame | None = None,
+    *,
+    states: tuple[str, ...] = ("user_cold", "item_cold"),
+) -> dict[str, Any]:
+    """Metrics per state and model: ``{"summary": {state: {model: {metric: v}}},
+    "per_user": {state: {model: {metric: [..]}}}, "n_users": {state: n}}``."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    per_user: dict[str, dict[str, dict[str, list[float]]]] = {}
+    n_users: dict[str, int] = {}
+    for st in states:
+        tasks, user_ids = state_tasks(split.frames[st], index, split.seed)
+        n_users[st] = len(tasks)
+        if not tasks:
+            continue
+        rows = (
+            users.set_index("user_id").reindex(user_ids).reset_index()
+            if users is not None
+            else None
+        )
+        trues = [t.query_ratings for t in tasks]
+        summary[st], per_user[st] = {}, {}
+        for name, model in models.items():
+            preds = model.predict_tasks(tasks, rows)
+            table = per_user_table(preds, trues)
+            summary[st][name] = summarise(table)
+            per_user[st][name] = {m: v.tolist() for m, v in table.items()}
+    return {"summary": summary, "per_user": per_user, "n_users": n_users}

@@ -1,0 +1,77 @@
+"""Atomic artifact I/O: safetensors for tensors, JSON for everything else.
+
+Every write goes to a temporary file in the same directory and is moved into
+place with ``os.replace``, so a crash leaves either the old file or the new
+one, never half of one. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from metarec.errors import ModelError
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    write_bytes_atomic(
+        path, (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode()
+    )
+
+
+def load_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    # safetensors refuses shared or non-contiguous storage; clone makes each tensor its own.
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    write_bytes_atomic(path, save(flat))
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: file not found")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

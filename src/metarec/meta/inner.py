@@ -1,0 +1,149 @@
+"""The inner loop: per-user adaptation with torch.func, vectorised over users.
+
+Parameters are plain dicts of tensors. ``adapt`` takes the shared initial
+values of the adapted parameters (``fast``) and returns, for every user in
+the batch, that user's adapted values (leading batch dimension). It is one
+``vmap`` over a Python loop of ``grad`` steps, so a batch of 1,000 users costs
+one set of batched matrix products per step, not 1,000 small ones.
+
+``first_order=True`` stops the gradient through the inner gradients (FOMAML;
+Meta-SGD's step sizes still get their gradient, which needs only first
+order). With ``first_order=False`` an outer ``backward`` differentiates
+through every inner step (MAML).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from metarec.models.preference import PreferenceNet
+
+Params = dict[str, torch.Tensor]
+TOWER = "tower."
+
+
+def task_loss(
+    pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, objective: str
+) -> torch.Tensor:
+    """Masked mean loss of one task (shapes [n]); padding contributes nothing."""
+    if objective == "rating":
+        per = (pred - y) ** 2
+    elif objective == "bce":
+        per = F.binary_cross_entropy_with_logits(pred, y, reduction="none")
+    elif objective == "bpr":
+        half = pred.shape[-1] // 2
+        per = -F.logsigmoid(pred[..., :half] - pred[..., half:])
+        mask = mask[..., :half]
+    else:  # pragma: no cover - validated in config
+        raise ValueError(objective)
+    return (per * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+
+class Scorer:
+    """Scores items for users given (possibly per-user) fast parameters.
+
+    Holds the functional view of a :class:`PreferenceNet`: the user head is
+    called with ``functional_call`` so the fast parameters may carry a batch
+    dimension under ``vmap``; the item tower is only re-run per user when the
+    adaptation scope includes it.
+    """
+
+    def __init__(self, model: PreferenceNet, objective: str) -> None:
+        self.model = model
+        self.objective = objective
+
+    def item_reps(
+        self, items: torch.Tensor, id_keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.tower(items, id_keep)
+
+    def scores(
+        self,
+        fast: Mapping[str, torch.Tensor],
+        items: torch.Tensor,
+        h: torch.Tensor,
+        b: torch.Tensor,
+        user_features: torch.Tensor,
+        id_keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One user's scores; ``h``/``b`` are ignored when the tower is adapted."""
+        tower_fast = {k[len(TOWER) :]: v for k, v in fast.items() if k.startswith(TOWER)}
+        if tower_fast:
+            h, b = functional_call(self.model.tower, tower_fast, (items, id_keep), strict=False)
+        user_fast = {k: v for k, v in fast.items() if not k.startswith(TOWER)}
+        return functional_call(self.model.user, user_fast, (h, b, user_features), strict=False)
+
+    def loss(
+        self,
+        fast: Mapping[str, torch.Tensor],
+        items: torch.Tensor,
+        h: torch.Tensor,
+        b: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor,
+        user_features: torch.Tensor,
+        id_keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        pred = self.scores(fast, items, h, b, user_features, id_keep)
+        return task_loss(pred, y, mask, self.objective)
+
+    def adapt(
+        self,
+        fast: Params,
+        items: torch.Tensor,
+        h: torch.Tensor,
+        b: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor,
+        user_features: torch.Tensor,
+        *,
+        steps: int,
+        lr: float | Mapping[str, torch.Tensor],
+        first_order: bool,
+        id_keep: torch.Tensor | None = None,
+    ) -> Params:
+        """Adapt ``fast`` to each task of a batch ([B, S] inputs) → batched params."""
+        batch = items.shape[0]
+        if steps == 0:
+            return {k: v.unsqueeze(0).expand(batch, *v.shape) for k, v in fast.items()}
+        step_grad = grad(self.loss)
+
+        def one_task(items, h, b, y, mask, uf):  # type: ignore[no-untyped-def]
+            params = dict(fast)
+            for _ in range(steps):
+                g = step_grad(params, items, h, b, y, mask, uf, id_keep)
+                if first_order:
+                    g = {k: v.detach() for k, v in g.items()}
+                if isinstance(lr, Mapping):
+                    params = {k: params[k] - lr[k] * g[k] for k in params}
+                else:
+                    params = {k: params[k] - lr * g[k] for k in params}
+            return params
+
+        return vmap(one_task)(items, h, b, y, mask, user_features)
+
+    def batch_scores(
+        self,
+        fast: Params,
+        items: torch.Tensor,
+        h: torch.Tensor,
+        b: torch.Tensor,
+        user_features: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores of [B, n] items under batched ``fast`` params → [B, n]."""
+        return vmap(self.scores, in_dims=(0, 0, 0, 0, 0))(fast, items, h, b, user_features)
+
+    def catalogue_scores(
+        self, fast: Params, user_features: torch.Tensor, h: torch.Tensor, b: torch.Tensor
+    ) -> torch.Tensor:
+        """Scores of every catalogue item for batched users: → [B, N].
+
+        ``h``/``b`` are the cached catalogue representations [N, H], [N]; they
+        are shared across users (``in_dims=None``), so no copy per user is made.
+        """
+        items = torch.arange(h.shape[0], device=h.device)
+        return vmap(self.scores, in_dims=(0, None, None, None, 0))(fast, items, h, b, user_features)

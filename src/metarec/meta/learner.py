@@ -1,0 +1,151 @@
+"""Outer loops: MAML, first-order MAML, Reptile, Meta-SGD and the transfer control.
+
+All share one shape: item representations for the batch come from the item
+tower (ordinary autograd), the per-user inner loop runs through
+:class:`metarec.meta.inner.Scorer` under ``vmap``, and the outer update is a
+standard optimiser step on the model's parameters.
+
+* ``maml``: query loss after adaptation, differentiated through the inner steps.
+* ``fomaml``: the same without second-order terms.
+* ``metasgd``: like fomaml, plus a learned step size per adapted parameter
+  entry (its gradient only needs first order).
+* ``reptile``: adapt on the task's support and query, then move the shared
+  initial values toward the mean adapted values (fed to the optimiser as the
+  gradient ``init - mean(adapted)``). Parameters that are not adapted (the
+  item tower) get the first-order query gradient, since Reptile has no
+  update rule for them.
+* ``transfer``: no inner loop in training; one global model is trained on
+  every rating of the training users and fine-tuned on the support set only
+  at evaluation. It is the control that shows what meta-learning adds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from metarec.config import TrainConfig
+from metarec.data.tasks import TaskBatch
+from metarec.meta.inner import TOWER, Params, Scorer, task_loss
+from metarec.models.preference import PreferenceNet
+
+
+class MetaLearner(nn.Module):
+    def __init__(self, model: PreferenceNet, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.scorer = Scorer(model, cfg.objective)
+        self.fast_names = model.adapted_names(cfg.adapt)
+        self.step_sizes = nn.ParameterDict()
+        if cfg.algorithm == "metasgd":
+            for name, p in self.fast_init().items():
+                key = name.replace(".", "__")
+                self.step_sizes[key] = nn.Parameter(torch.full_like(p, cfg.inner_lr))
+
+    # -- parameters ---------------------------------------------------------
+    def fast_init(self) -> Params:
+        """The shared initial values of the adapted parameters (live tensors)."""
+        out: Params = {}
+        user = dict(self.model.user.named_parameters())
+        tower = dict(self.model.tower.named_parameters())
+        for name in self.fast_names:
+            out[name] = tower[name[len(TOWER) :]] if name.startswith(TOWER) else user[name]
+        return out
+
+    def inner_lr(self) -> float | dict[str, torch.Tensor]:
+        if self.step_sizes:
+            return {k.replace("__", "."): v for k, v in self.step_sizes.items()}
+        return self.cfg.inner_lr
+
+    # -- adaptation ---------------------------------------------------------
+    def adapt(
+        self,
+        batch: TaskBatch,
+        *,
+        steps: int,
+        first_order: bool = True,
+        id_keep: torch.Tensor | None = None,
+        fast: Params | None = None,
+    ) -> Params:
+        h, b = self.scorer.item_reps(batch.support_items, id_keep)
+        return self.scorer.adapt(
+            self.fast_init() if fast is None else fast,
+            batch.support_items,
+            h,
+            b,
+            batch.support_y,
+            batch.support_mask,
+            batch.user_features,
+            steps=steps,
+            lr=self.inner_lr(),
+            first_order=first_order,
+            id_keep=id_keep,
+        )
+
+    def query_scores(
+        self, batch: TaskBatch, fast: Params, id_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h, b = self.scorer.item_reps(batch.query_items, id_keep)
+        return self.scorer.batch_scores(fast, batch.query_items, h, b, batch.user_features)
+
+    def query_loss(
+        self, batch: TaskBatch, fast: Params, id_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pred = self.query_scores(batch, fast, id_keep)
+        return task_loss(pred, batch.query_y, batch.query_mask, self.cfg.objective).mean()
+
+    # -- one outer step -----------------------------------------------------
+    def outer_loss(self, batch: TaskBatch, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss whose backward gives the meta-gradient (Reptile: see ``reptile_step``)."""
+        algo = self.cfg.algorithm
+        if algo == "transfer":
+            fast = {
+                k: v.unsqueeze(0).expand(len(batch), *v.shape) for k, v in self.fast_init().items()
+            }
+            both = _support_and_query(batch, self.cfg.objective)
+            return self.query_loss(both, fast, id_keep)
+        fast = self.adapt(
+            batch, steps=self.cfg.inner_steps, first_order=algo != "maml", id_keep=id_keep
+        )
+        return self.query_loss(batch, fast, id_keep)
+
+    def reptile_grads(self, batch: TaskBatch, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Set ``.grad`` for a Reptile step; returns the query loss for logging."""
+        init = self.fast_init()
+        both = _support_and_query(batch, self.cfg.objective)
+        detached = {k: v.detach() for k, v in init.items()}
+        adapted = self.adapt(
+            both,
+            steps=max(1, self.cfg.inner_steps),
+            first_order=True,
+            id_keep=id_keep,
+            fast=detached,
+        )
+        adapted = {k: v.detach() for k, v in adapted.items()}
+        loss = self.query_loss(batch, adapted, id_keep)
+        loss.backward()  # first-order gradient for the parameters that are not adapted
+        for name, p in init.items():
+            p.grad = (p.detach() - adapted[name].mean(0)) / (
+                self.cfg.inner_lr * max(1, self.cfg.inner_steps)
+            )
+        return loss.detach()
+
+
+def _support_and_query(batch: TaskBatch, objective: str) -> TaskBatch:
+    """A batch whose both sides hold the task's support and query together.
+
+    For ``bpr`` each side is ``[positives | negatives]``, so the halves are
+    joined separately to keep every positive paired with its negative.
+    """
+
+    def join(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if objective != "bpr":
+            return torch.cat([a, b], 1)
+        ha, hb = a.shape[1] // 2, b.shape[1] // 2
+        return torch.cat([a[:, :ha], b[:, :hb], a[:, ha:], b[:, hb:]], 1)
+
+    items = join(batch.support_items, batch.query_items)
+    y = join(batch.support_y, batch.query_y)
+    mask = join(batch.support_mask, batch.query_mask)
+    return TaskBatch(batch.users, batch.user_features, items, y, mask, items, y, mask)

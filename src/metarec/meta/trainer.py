@@ -1,0 +1,268 @@
+"""Meta-training loop: episodes, early stopping, resumable checkpoints.
+
+Randomness is derived from ``(seed, epoch)`` at the start of every epoch, so a
+run resumed from its checkpoint after epoch ``e`` produces the same numbers
+as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from metarec.config import TrainConfig
+from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_tasks, sample_episodes
+from metarec.io import load_json, load_tensors, save_json, save_tensors
+from metarec.meta.inner import task_loss
+from metarec.meta.learner import MetaLearner
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TaskSource:
+    """Users whose ratings become tasks, with their feature codes."""
+
+    ratings: UserRatings
+    user_features: np.ndarray  # [n_users, F]
+
+
+@dataclass
+class TrainHistory:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float = math.inf
+    stopped_early: bool = False
+    resumed_from: int | None = None
+
+
+class Trainer:
+    def __init__(
+        self,
+        learner: MetaLearner,
+        cfg: TrainConfig,
+        *,
+        negative_pool: np.ndarray | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.learner = learner
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.learner.to(self.device)
+        self.negative_pool = negative_pool
+        self.progress = progress
+        self.optimizer = torch.optim.Adam(
+            self.learner.parameters(), lr=cfg.outer_lr, weight_decay=cfg.weight_decay
+        )
+
+    # -- batching -----------------------------------------------------------
+    def batches(
+        self, tasks: list[Task], source: TaskSource, rng: np.random.Generator
+    ) -> list[TaskBatch]:
+        size = self.cfg.meta_batch_size
+        return [
+            collate(
+                tasks[i : i + size],
+                user_features=source.user_features,
+                objective=self.cfg.objective,
+                negatives=self.cfg.negatives,
+                like_threshold=self.cfg.like_threshold,
+                negative_pool=self.negative_pool,
+                rng=rng,
+            ).to(self.device)
+            for i in range(0, len(tasks), size)
+        ]
+
+    def _id_keep(self) -> torch.Tensor | None:
+        p = self.cfg.model.item_id_dropout
+        if not self.cfg.model.use_item_ids or p <= 0:
+            return None
+        n = self.learner.model.tower.n_items
+        return (torch.rand(n, device=self.device) >= p).float()
+
+    # -- one epoch ----------------------------------------------------------
+    def train_epoch(self, source: TaskSource, epoch: int) -> float:
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        torch.manual_seed(self.cfg.seed * 100_003 + epoch)
+        tasks = sample_episodes(
+            source.ratings,
+            rng,
+            min_support=self.cfg.min_support,
+            max_support=self.cfg.max_support,
+            query_size=self.cfg.query_size,
+        )
+        order = rng.permutation(len(tasks))
+        tasks = [tasks[i] for i in order]
+        self.learner.train()
+        total, count = 0.0, 0
+        bar = tqdm(
+            self.batches(tasks, source, rng),
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+        )
+        for batch in bar:
+            self.optimizer.zero_grad(set_to_none=True)
+            keep = self._id_keep()
+            if self.cfg.algorithm == "reptile":
+                loss = self.learner.reptile_grads(batch, keep)
+            else:
+                loss = self.learner.outer_loss(batch, keep)
+                loss.backward()
+            self.optimizer.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def validation_loss(self, tasks: list[Task], source: TaskSource) -> float:
+        """Mean query loss after adaptation (what early stopping watches)."""
+        self.learner.eval()
+        rng = np.random.default_rng([self.cfg.seed, 7])
+        total, count = 0.0, 0
+        for batch in self.batches(tasks, source, rng):
+            fast = self.learner.adapt(batch, steps=self.cfg.steps_at_eval)
+            pred = self.learner.query_scores(batch, fast)
+            per_task = task_loss(pred, batch.query_y, batch.query_mask, self.cfg.objective)
+            total += float(per_task.sum())
+            count += len(batch)
+        return total / max(count, 1)
+
+    # -- the loop -----------------------------------------------------------
+    def fit(
+        self,
+        train: TaskSource,
+        validation: TaskSource | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+    ) -> TrainHistory:
+        cfg = self.cfg
+        history = TrainHistory()
+        best_state = None
+        start = 0
+        bad = 0
+        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        fingerprint = config_fingerprint(cfg)
+        if ckpt is not None and (ckpt / "checkpoint.json").exists():
+            meta = load_json(ckpt / "checkpoint.json")
+            if meta.get("fingerprint") == fingerprint:
+                start, bad, best_state = self._restore(ckpt, meta, history)
+        val_tasks = (
+            fixed_tasks(
+                validation.ratings,
+                query_size=cfg.query_size,
+                seed=cfg.seed,
+                max_support=cfg.max_support,
+            )
+            if validation is not None
+            else []
+        )
+        bar = tqdm(
+            range(start, cfg.epochs),
+            desc=f"meta-training ({cfg.algorithm})",
+            unit="epoch",
+            disable=not self.progress,
+            initial=start,
+            total=cfg.epochs,
+        )
+        for epoch in bar:
+            train_loss = self.train_epoch(train, epoch)
+            row = {"epoch": epoch + 1, "train_loss": train_loss}
+            score = train_loss
+            if val_tasks and validation is not None:
+                score = self.validation_loss(val_tasks, validation)
+                row["val_loss"] = score
+            history.epochs.append(row)
+            if score < history.best_score - 1e-5:
+                history.best_score, history.best_epoch, bad = score, epoch + 1, 0
+                best_state = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+            else:
+                bad += 1
+            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
+            if on_epoch is not None:
+                on_epoch(row)
+            stop = bool(val_tasks) and bad >= cfg.patience
+            if ckpt is not None:
+                self._save(ckpt, epoch + 1, bad, best_state, history, fingerprint, done=stop)
+            if stop:
+                history.stopped_early = True
+                break
+        if best_state is not None:
+            self.learner.load_state_dict(best_state)
+        return history
+
+    # -- checkpoints --------------------------------------------------------
+    def _save(
+        self,
+        ckpt: Path,
+        epoch: int,
+        bad: int,
+        best_state: dict[str, torch.Tensor] | None,
+        history: TrainHistory,
+        fingerprint: str,
+        *,
+        done: bool,
+    ) -> None:
+        tensors = {f"model.{k}": v for k, v in self.learner.state_dict().items()}
+        if best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        opt = self.optimizer.state_dict()
+        for idx, state in opt["state"].items():
+            for key, value in state.items():
+                tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
+        save_tensors(ckpt / "checkpoint.safetensors", tensors)
+        save_json(
+            ckpt / "checkpoint.json",
+            {
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "bad_epochs": bad,
+                "done": done,
+                "history": history.epochs,
+                "best_epoch": history.best_epoch,
+                "best_score": history.best_score,
+                "param_groups": opt["param_groups"],
+            },
+        )
+
+    def _restore(
+        self, ckpt: Path, meta: dict, history: TrainHistory
+    ) -> tuple[int, int, dict[str, torch.Tensor] | None]:
+        tensors = load_tensors(ckpt / "checkpoint.safetensors")
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+        self.learner.load_state_dict(model)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        history.epochs = list(meta["history"])
+        history.best_epoch = int(meta["best_epoch"])
+        history.best_score = float(meta["best_score"])
+        history.resumed_from = int(meta["epoch"])
+        epoch = int(meta["epoch"])
+        if meta.get("done"):
+            epoch = self.cfg.epochs  # finished (early stop): nothing left to run
+            history.stopped_early = True
+        return epoch, int(meta["bad_epochs"]), best
+
+
+def config_fingerprint(cfg: TrainConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

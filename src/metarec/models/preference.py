@@ -1,0 +1,134 @@
+"""The preference network: frozen LM item vectors → item tower → user head.
+
+Two modules, because they play different parts in meta-learning:
+
+* :class:`ItemTower` maps an item's frozen sentence-encoder vector (plus an
+  optional item-id embedding, dropped out in training so that items lean on
+  their text) to ``h_i`` and an item bias ``b_i``. It is meta-learned but, by
+  default, not adapted per user, so ``h`` for the whole catalogue is computed
+  once per model and reused for every user.
+* :class:`UserHead` holds everything a user's few ratings may change: a
+  context vector ``z`` and bias (CAVIA-style, the cheapest thing to adapt),
+  and the scoring MLP over ``[h, h ⊙ z, z, user features]`` (MeLU adapts
+  this part).
+
+Item-id embeddings start at zero and an item's row is used only while
+``id_known`` marks it; items the model never trained on (new items, items
+added later) are therefore scored from text alone, exactly like a dropped-out
+known item during training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from metarec.config import ModelConfig
+
+
+class ItemTower(nn.Module):
+    def __init__(self, item_vectors: torch.Tensor, cfg: ModelConfig) -> None:
+        super().__init__()
+        n, d = item_vectors.shape
+        self.register_buffer("item_vectors", item_vectors.float().clone())
+        self.register_buffer("id_known", torch.zeros(n))
+        # A learned shift of the LM space (UniSRec's whitening) before the MLP:
+        # sentence vectors share a large common component that carries no preference.
+        self.center = nn.Parameter(item_vectors.float().mean(0).clone())
+        self.proj = nn.Linear(d, cfg.tower_hidden)
+        self.out = nn.Linear(cfg.tower_hidden, cfg.hidden)
+        self.use_ids = cfg.use_item_ids
+        self.id_emb = nn.Parameter(torch.zeros(n, cfg.hidden)) if cfg.use_item_ids else None
+        self.bias = nn.Linear(cfg.hidden, 1)
+        nn.init.zeros_(self.bias.weight)
+        nn.init.zeros_(self.bias.bias)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_vectors.shape[0])
+
+    def forward(
+        self, items: torch.Tensor, id_keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``items``: any-shaped index tensor → (h [..., H], b [...]).
+
+        ``id_keep``: optional [n_items] 0/1 tensor, the id-dropout draw.
+        """
+        e = self.item_vectors[items] - self.center
+        h = self.out(F.gelu(self.proj(e)))
+        if self.id_emb is not None:
+            gate = self.id_known if id_keep is None else self.id_known * id_keep
+            h = h + self.id_emb[items] * gate[items].unsqueeze(-1)
+        return h, self.bias(h).squeeze(-1)
+
+    @torch.no_grad()
+    def extend(self, vectors: torch.Tensor) -> None:
+        """Append new items (text vectors only; their id rows stay unknown)."""
+        dev = self.item_vectors.device
+        self.item_vectors = torch.cat([self.item_vectors, vectors.float().to(dev)])
+        self.id_known = torch.cat([self.id_known, torch.zeros(len(vectors), device=dev)])
+        if self.id_emb is not None:
+            grown = torch.cat(
+                [self.id_emb.data, self.id_emb.new_zeros(len(vectors), self.id_emb.shape[1])]
+            )
+            self.id_emb = nn.Parameter(grown)
+
+
+class UserHead(nn.Module):
+    def __init__(self, cfg: ModelConfig, user_cardinalities: Sequence[int], offset: float) -> None:
+        super().__init__()
+        hdim = cfg.hidden
+        self.context = nn.Parameter(torch.zeros(hdim))
+        self.user_bias = nn.Parameter(torch.zeros(()))
+        self.features = nn.ModuleList(
+            nn.Embedding(c + 1, cfg.user_embedding_dim) for c in user_cardinalities
+        )
+        width = 3 * hdim + cfg.user_embedding_dim * len(user_cardinalities)
+        layers: list[nn.Module] = []
+        for _ in range(cfg.head_layers):
+            layers += [nn.Linear(width, hdim), nn.ReLU()]
+            if cfg.dropout > 0:
+                layers.append(nn.Dropout(cfg.dropout))
+            width = hdim
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+        self.register_buffer("offset", torch.tensor(float(offset)))
+
+    def forward(
+        self, h: torch.Tensor, b: torch.Tensor, user_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Scores for one user: ``h`` [n, H], ``b`` [n], ``user_features`` [F] → [n]."""
+        z = self.context.expand_as(h)
+        parts = [h, h * z, z]
+        if len(self.features):
+            u = torch.cat([emb(user_features[j]) for j, emb in enumerate(self.features)], -1)
+            parts.append(u.expand(*h.shape[:-1], u.shape[-1]))
+        out = self.mlp(torch.cat(parts, -1)).squeeze(-1)
+        return self.offset + b + self.user_bias + out
+
+
+class PreferenceNet(nn.Module):
+    def __init__(
+        self,
+        item_vectors: torch.Tensor,
+        cfg: ModelConfig,
+        user_cardinalities: Sequence[int] = (),
+        offset: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.tower = ItemTower(item_vectors, cfg)
+        self.user = UserHead(cfg, list(user_cardinalities) if cfg.use_user_features else [], offset)
+        self.cfg = cfg
+
+    def adapted_names(self, scope: str) -> list[str]:
+        """Names (within ``self.user`` or prefixed ``tower.``) adapted per user."""
+        user = ["context", "user_bias"]
+        if scope in ("head", "all"):
+            user += [n for n, _ in self.user.named_parameters() if n.startswith("mlp.")]
+        if scope == "all":
+            user += [n for n, _ in self.user.named_parameters() if n.startswith("features.")]
+            user += ["tower." + n for n, _ in self.tower.named_parameters() if n != "id_emb"]
+        return user

@@ -1,0 +1,174 @@
+"""From a dataset to a fitted :class:`Recommender`: encode, meta-train, wrap.
+
+``train`` is the one-call path (``mr.train(ds, cfg)``); ``encode_catalogue``
+and ``fit_recommender`` are the steps it is made of, used by the evaluation
+protocols to train on a split without re-encoding the catalogue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec.config import TrainConfig
+from metarec.data.features import UserFeatureEncoder
+from metarec.data.schema import Dataset
+from metarec.data.tasks import UserRatings
+from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encoder
+from metarec.encoders.base import encoder_state_tensors
+from metarec.encoders.sentence import metarec_cache_dir
+from metarec.errors import DataError
+from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
+from metarec.recommender import Recommender, build_learner
+
+
+@dataclass
+class Catalogue:
+    """Items with their frozen LM vectors, in catalogue order."""
+
+    items: pd.DataFrame
+    vectors: np.ndarray  # float32 [n_items, dim]
+    encoder: Encoder
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.items["item_id"].tolist())}
+
+
+def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
+    if "text" in items.columns and not items["text"].isna().any():
+        return items
+    from metarec.data.text import ItemTextConfig, build_item_text
+
+    items = items.copy()
+    items["text"] = build_item_text(items, ItemTextConfig())
+    return items
+
+
+def encode_catalogue(
+    items: pd.DataFrame,
+    encoder: Encoder | str = "minilm",
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Catalogue:
+    """Encode every item's text once; vectors are cached on disk by text hash."""
+    items = ensure_text(items).reset_index(drop=True)
+    enc = make_encoder(encoder) if isinstance(encoder, str) else encoder
+    cache = EmbeddingCache(Path(cache_dir) if cache_dir else metarec_cache_dir() / "embeddings")
+    vectors = cached_encode(enc, items["text"].astype(str).tolist(), cache, progress=progress)
+    return Catalogue(items, vectors, enc)
+
+
+def fit_recommender(
+    catalogue: Catalogue,
+    train: pd.DataFrame,
+    cfg: TrainConfig,
+    *,
+    users: pd.DataFrame | None = None,
+    validation: pd.DataFrame | None = None,
+    rating_range: tuple[float, float] = (1.0, 5.0),
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Recommender, TrainHistory]:
+    """Meta-train on ``train`` (user_id, item_id, rating[, timestamp]) rows.
+
+    ``validation`` rows (other users) drive early stopping. Items in ``train``
+    become *known* (their id embeddings are learned); every other catalogue
+    item is scored from its text alone.
+    """
+    cfg.validate()
+    if len(train) == 0:
+        raise DataError("no training interactions left (check filters and splits)")
+    torch.manual_seed(cfg.seed)
+    index = catalogue.index
+    train_ur = UserRatings.from_frame(train, index)
+    if cfg.max_train_users is not None and len(train_ur) > cfg.max_train_users:
+        keep = np.random.default_rng(cfg.seed).choice(
+            len(train_ur), cfg.max_train_users, replace=False
+        )
+        train = train[train["user_id"].isin(set(train_ur.user_ids[keep]))]
+        train_ur = UserRatings.from_frame(train, index)
+    features = (
+        UserFeatureEncoder.fit(users)
+        if users is not None and cfg.model.use_user_features
+        else UserFeatureEncoder()
+    )
+    offset = float(train_ur.ratings.mean()) if cfg.objective == "rating" else 0.0
+    learner = build_learner(torch.as_tensor(catalogue.vectors), cfg, features, offset)
+    known = np.unique(train_ur.items)
+    learner.model.tower.id_known[torch.as_tensor(known)] = 1.0
+    trainer = Trainer(learner, cfg, negative_pool=known, progress=progress)
+    train_src = TaskSource(train_ur, features.transform(users, train_ur.user_ids))
+    val_src = None
+    if validation is not None and len(validation):
+        val_ur = UserRatings.from_frame(validation, index)
+        val_src = TaskSource(val_ur, features.transform(users, val_ur.user_ids))
+    history = trainer.fit(train_src, val_src, checkpoint_dir=checkpoint_dir)
+    popularity = np.bincount(train_ur.items, minlength=len(catalogue.items)).astype(np.float64)
+    meta = {"history": history.epochs, "best_epoch": history.best_epoch, **(metadata or {})}
+    rec = Recommender(
+        learner,
+        catalogue.items,
+        features=features,
+        encoder_config=catalogue.encoder.to_config(),
+        encoder_tensors=encoder_state_tensors(catalogue.encoder),
+        popularity=popularity,
+        rating_range=rating_range,
+        metadata=meta,
+    )
+    return rec, history
+
+
+def split_users(
+    frame: pd.DataFrame, fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded split of ``frame``'s users: (the rest, ``fraction`` of users)."""
+    users = np.sort(frame["user_id"].unique())
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(users, size=round(len(users) * fraction), replace=False))
+    mask = frame["user_id"].isin(held)
+    return frame[~mask], frame[mask]
+
+
+def train(
+    dataset: Dataset,
+    cfg: TrainConfig | None = None,
+    *,
+    encoder: Encoder | str | None = None,
+    cache_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    validation_fraction: float = 0.1,
+    progress: bool = True,
+) -> Recommender:
+    """Encode ``dataset``'s items and meta-train on its users.
+
+    A seeded ``validation_fraction`` of users is held out for early stopping.
+    With ``run_dir`` the run checkpoints there (and resumes if interrupted)
+    and the fitted recommender is saved there.
+    """
+    cfg = (cfg or TrainConfig()).validate()
+    catalogue = encode_catalogue(
+        dataset.items, encoder or cfg.encoder, cache_dir=cache_dir, progress=progress
+    )
+    fit_rows, val_rows = split_users(dataset.interactions, validation_fraction, cfg.seed)
+    rec, _ = fit_recommender(
+        catalogue,
+        fit_rows,
+        cfg,
+        users=dataset.users,
+        validation=val_rows,
+        rating_range=dataset.rating_range,
+        checkpoint_dir=Path(run_dir) / "checkpoint" if run_dir else None,
+        progress=progress,
+        metadata={"dataset": dataset.name},
+    )
+    if run_dir is not None:
+        rec.save(run_dir)
+    return rec

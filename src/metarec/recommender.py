@@ -1,0 +1,403 @@
+"""The fitted artifact: adapt to a user, score, recommend, grow the catalogue, save.
+
+A :class:`Recommender` owns the catalogue (ids, titles, text and frozen LM
+vectors), the meta-learned network, the user-feature vocabulary and the
+encoder's spec, so it can encode items it has never seen. ``adapt`` turns a
+user's history into a small :class:`UserState` (the adapted parameters only);
+scoring the catalogue is one batched head call over the cached item
+representations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec.config import TrainConfig
+from metarec.data.features import UserFeatureEncoder
+from metarec.data.tasks import Task, collate
+from metarec.errors import ConfigError, DataError, ModelError, UnknownItemError
+from metarec.io import load_json, load_tensors, save_json, save_tensors
+from metarec.meta.inner import Params
+from metarec.meta.learner import MetaLearner
+from metarec.models.preference import PreferenceNet
+
+FORMAT_VERSION = 1
+History = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
+
+
+@dataclass
+class UserState:
+    """One user's adapted parameters plus what they have already seen."""
+
+    params: Params  # each tensor with a leading dimension of 1
+    seen: np.ndarray  # catalogue indices
+    user_features: torch.Tensor  # [F] codes
+    n_ratings: int = 0
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+class Recommender:
+    def __init__(
+        self,
+        learner: MetaLearner,
+        items: pd.DataFrame,
+        *,
+        features: UserFeatureEncoder,
+        encoder_config: dict[str, Any],
+        encoder_tensors: dict[str, torch.Tensor] | None = None,
+        popularity: np.ndarray | None = None,
+        rating_range: tuple[float, float] = (1.0, 5.0),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.learner = learner.eval()
+        self.cfg: TrainConfig = learner.cfg
+        self.items = items[["item_id", "title", "text"]].reset_index(drop=True).astype(str)
+        self.features = features
+        self.encoder_config = encoder_config
+        self.encoder_tensors = encoder_tensors or {}
+        self.popularity = (
+            np.zeros(len(items), dtype=np.float64)
+            if popularity is None
+            else popularity.astype(np.float64)
+        )
+        self.rating_range = rating_range
+        self.metadata = metadata or {}
+        self._encoder: Any = None
+        self._reindex()
+
+    # -- catalogue ----------------------------------------------------------
+    @property
+    def model(self) -> PreferenceNet:
+        return self.learner.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.tower.item_vectors.device
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def _reindex(self) -> None:
+        ids = self.items["item_id"].tolist()
+        self.item_index = {item: i for i, item in enumerate(ids)}
+        self.title_index: dict[str, int] = {}
+        for i, title in enumerate(self.items["title"].tolist()):
+            self.title_index.setdefault(_norm(title), i)
+        for i, text in enumerate(self.items["text"].tolist()):
+            # "Toy Story (1995)" — the form people type — is the text's first sentence
+            head = text.split(". ", 1)[0].rstrip(".")
+            self.title_index.setdefault(_norm(head), i)
+        self._refresh_cache()
+
+    @torch.no_grad()
+    def _refresh_cache(self) -> None:
+        self._h, self._b = self.model.tower(torch.arange(self.n_items, device=self.device))
+
+    def resolve(self, key: str | int) -> int:
+        """Catalogue index of an item id or an exact (case-insensitive) title."""
+        skey = str(key)
+        if skey in self.item_index:
+            return self.item_index[skey]
+        hit = self.title_index.get(_norm(skey))
+        if hit is not None:
+            return hit
+        names = list(self.title_index)
+        close = difflib.get_close_matches(_norm(skey), names, n=5, cutoff=0.6)
+        display = [self._display(self.title_index[c]) for c in close]
+        raise UnknownItemError(skey, display)
+
+    def _display(self, idx: int) -> str:
+        return self.items["text"].iat[idx].split(". ", 1)[0].rstrip(".")
+
+    # -- adaptation ---------------------------------------------------------
+    def _history_pairs(self, history: History | None) -> list[tuple[int, float]]:
+        if history is None:
+            return []
+        if isinstance(history, pd.DataFrame):
+            missing = {"item_id", "rating"} - set(history.columns)
+            if missing:
+                raise DataError(
+                    f"history needs columns item_id and rating; missing {sorted(missing)}"
+                )
+            rows: Iterable[tuple[Any, Any]] = zip(
+                history["item_id"], history["rating"], strict=True
+            )
+        elif isinstance(history, Mapping):
+            rows = history.items()
+        else:
+            rows = history
+        lo, hi = self.rating_range
+        pairs: dict[int, float] = {}
+        for n, row in enumerate(rows):
+            try:
+                key, value = row
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"history entry {n}: expected (item, rating), got {row!r}"
+                ) from None
+            try:
+                rating = float(value)
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"history entry {n} ({key!r}): rating {value!r} is not a number"
+                ) from None
+            if not lo <= rating <= hi or rating != rating:
+                raise DataError(
+                    f"history entry {n} ({key!r}): rating {rating:g} is outside [{lo:g}, {hi:g}]"
+                )
+            pairs[self.resolve(key)] = rating  # a repeated item keeps its latest rating
+        return list(pairs.items())
+
+    def adapt(
+        self,
+        history: History | None = None,
+        *,
+        user_features: Mapping[str, Any] | None = None,
+        steps: int | None = None,
+    ) -> UserState:
+        """Adapt the model to a user's ratings (item ids or exact titles).
+
+        An empty history gives the meta-learned prior: the zero-shot model.
+        """
+        pairs = self._history_pairs(history)
+        codes = torch.as_tensor(
+            self.features.encode_one(dict(user_features or {})), device=self.device
+        )
+        items = np.array([i for i, _ in pairs], dtype=np.int64)
+        ratings = np.array([r for _, r in pairs], dtype=np.float32)
+        if self.cfg.objective != "rating":
+            ratings = (ratings >= self.cfg.like_threshold).astype(np.float32)
+        task = Task(0, items, ratings, items[:0], ratings[:0])
+        params = self._adapt_tasks([task], codes[None, :], steps)
+        return UserState(params, items, codes, len(pairs), pairs)
+
+    @torch.no_grad()
+    def _adapt_tasks(self, tasks: Sequence[Task], codes: torch.Tensor, steps: int | None) -> Params:
+        steps = self.cfg.steps_at_eval if steps is None else steps
+        batch = collate(tasks).to(self.device)
+        batch.user_features = codes
+        if all(len(t.support_items) == 0 for t in tasks):
+            steps = 0
+        return self.learner.adapt(batch, steps=steps)
+
+    # -- scoring ------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, user: UserState, items: Sequence[str | int] | None = None) -> np.ndarray:
+        """Scores for ``items`` (ids or titles), or for the whole catalogue."""
+        scores = self.learner.scorer.catalogue_scores(
+            user.params, user.user_features[None], self._h, self._b
+        )[0]
+        out = scores.cpu().numpy()
+        if items is None:
+            return out
+        return out[[self.resolve(i) for i in items]]
+
+    def recommend(
+        self,
+        user: UserState,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: Sequence[str | int] | None = None,
+    ) -> pd.DataFrame:
+        """Top-``k`` items as a frame: rank, item_id, title, score."""
+        if k <= 0:
+            raise ConfigError(f"k: must be > 0, got {k}")
+        scores = self.score(user).astype(np.float64)
+        allowed = np.ones(self.n_items, dtype=bool)
+        if candidates is not None:
+            allowed[:] = False
+            allowed[[self.resolve(c) for c in candidates]] = True
+        if exclude_seen and len(user.seen):
+            allowed[user.seen] = False
+        scores[~allowed] = -np.inf
+        k = min(k, int(allowed.sum()))
+        top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return pd.DataFrame(
+            {
+                "rank": np.arange(1, len(top) + 1),
+                "item_id": self.items["item_id"].to_numpy()[top],
+                "title": [self._display(i) for i in top],
+                "score": scores[top],
+            }
+        )
+
+    @torch.no_grad()
+    def predict_tasks(
+        self,
+        tasks: Sequence[Task],
+        user_features: np.ndarray | pd.DataFrame | None = None,
+        batch_size: int = 256,
+    ) -> list[np.ndarray]:
+        """Query-set predictions after adapting on each task's support set.
+
+        ``user_features``: one row per task, either raw (a frame with
+        ``user_id`` and feature columns) or already-encoded codes [n_tasks, F].
+        """
+        if isinstance(user_features, pd.DataFrame):
+            user_features = self.features.transform(
+                user_features, user_features["user_id"].to_numpy()
+            )
+        out: list[np.ndarray] = []
+        nf = len(self.features.columns)
+        for lo in range(0, len(tasks), batch_size):
+            chunk = list(tasks[lo : lo + batch_size])
+            codes = (
+                torch.as_tensor(user_features[lo : lo + len(chunk)])
+                if user_features is not None
+                else torch.zeros((len(chunk), nf), dtype=torch.int64)
+            ).to(self.device)
+            if self.cfg.objective != "rating":
+                chunk = [
+                    Task(
+                        t.user,
+                        t.support_items,
+                        (t.support_ratings >= self.cfg.like_threshold).astype(np.float32),
+                        t.query_items,
+                        t.query_ratings,
+                    )
+                    for t in chunk
+                ]
+            batch = collate(chunk).to(self.device)
+            batch.user_features = codes
+            params = self.learner.adapt(batch, steps=self.cfg.steps_at_eval)
+            pred = self.learner.query_scores(batch, params).cpu().numpy()
+            out.extend(pred[i, : len(t.query_items)] for i, t in enumerate(chunk))
+        return out
+
+    # -- growing the catalogue ---------------------------------------------
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from metarec.encoders import encoder_from_config
+
+            self._encoder = encoder_from_config(self.encoder_config, self.encoder_tensors or None)
+        return self._encoder
+
+    def add_items(self, items: pd.DataFrame, *, text: Any = None, progress: bool = False) -> int:
+        """Encode new items from their text; they are recommendable at once.
+
+        ``items`` needs ``item_id`` and ``title`` (and whatever text columns the
+        text config uses). Returns how many items were added; an id already in
+        the catalogue is an error (use a new id for a new item).
+        """
+        from metarec.data.text import ItemTextConfig, build_item_text
+        from metarec.encoders import cached_encode
+
+        if "item_id" not in items.columns:
+            raise DataError(f"add_items: needs an item_id column; got {list(items.columns)}")
+        frame = items.copy()
+        frame["item_id"] = frame["item_id"].astype(str)
+        dupes = [i for i in frame["item_id"] if i in self.item_index]
+        if dupes:
+            raise DataError(f"add_items: item ids already in the catalogue: {dupes[:5]}")
+        if frame["item_id"].duplicated().any():
+            raise DataError("add_items: item ids repeat within the new items")
+        for col, default in (("title", ""), ("year", np.nan), ("genres", "")):
+            if col not in frame.columns:
+                frame[col] = default
+        frame["title"] = frame["title"].fillna("").astype(str)
+        if "text" not in frame.columns or frame["text"].isna().any():
+            frame["text"] = build_item_text(frame, text or ItemTextConfig())
+        empty = frame["text"].str.strip() == ""
+        if empty.any():
+            bad = frame.loc[empty, "item_id"].iloc[0]
+            raise DataError(f"add_items: item {bad!r} has no text to encode (title and text empty)")
+        vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
+        self.model.tower.extend(torch.as_tensor(np.asarray(vectors, dtype=np.float32)))
+        self.items = pd.concat(
+            [self.items, frame[["item_id", "title", "text"]].astype(str)], ignore_index=True
+        )
+        self.popularity = np.concatenate([self.popularity, np.zeros(len(frame))])
+        self._reindex()
+        return len(frame)
+
+    # -- persistence --------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``recommender.json`` (+ ``items.json``) atomically."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"learner.{k}": v for k, v in self.learner.state_dict().items()}
+        tensors["popularity"] = torch.as_tensor(self.popularity)
+        tensors.update({f"encoder.{k}": v for k, v in self.encoder_tensors.items()})
+        save_tensors(out / "model.safetensors", tensors)
+        save_json(
+            out / "items.json", {c: self.items[c].tolist() for c in ("item_id", "title", "text")}
+        )
+        save_json(
+            out / "recommender.json",
+            {
+                "format_version": FORMAT_VERSION,
+                "config": self.cfg.to_dict(),
+                "features": self.features.to_dict(),
+                "encoder": self.encoder_config,
+                "rating_range": list(self.rating_range),
+                "n_items": self.n_items,
+                "item_vector_dim": int(self.model.tower.item_vectors.shape[1]),
+                "metadata": self.metadata,
+            },
+        )
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | None = None) -> Recommender:
+        path = Path(directory)
+        if not (path / "recommender.json").exists():
+            raise ModelError(f"{path}: not a metarec run (no recommender.json)")
+        meta = load_json(path / "recommender.json")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelError(
+                f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}"
+            )
+        cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
+        if device is not None:
+            cfg.device = device
+        items_raw = load_json(path / "items.json")
+        items = pd.DataFrame(items_raw)
+        tensors = load_tensors(path / "model.safetensors")
+        state = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
+        vectors = state["model.tower.item_vectors"]
+        if len(items) != vectors.shape[0]:
+            raise ModelError(
+                f"{path}: items.json has {len(items)} items, the model {vectors.shape[0]}"
+            )
+        features = UserFeatureEncoder.from_dict(meta["features"])
+        learner = build_learner(vectors, cfg, features, offset=float(state["model.user.offset"]))
+        learner.load_state_dict(state)
+        from metarec.meta.trainer import resolve_device
+
+        learner.to(resolve_device(cfg.device))
+        enc_tensors = {
+            k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")
+        }
+        return cls(
+            learner,
+            items,
+            features=features,
+            encoder_config=meta["encoder"],
+            encoder_tensors=enc_tensors,
+            popularity=tensors["popularity"].numpy(),
+            rating_range=tuple(meta["rating_range"]),
+            metadata=meta.get("metadata", {}),
+        )
+
+
+def build_learner(
+    vectors: torch.Tensor, cfg: TrainConfig, features: UserFeatureEncoder, offset: float
+) -> MetaLearner:
+    model = PreferenceNet(vectors, cfg.model, features.cardinalities, offset=offset)
+    return MetaLearner(model, cfg)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", str(text)).strip().casefold()

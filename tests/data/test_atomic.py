@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarec.data import clean
+from metarec.data.atomic import load_atomic
+from metarec.errors import DataError
+
+INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+USER_HEADER = "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+
+
+def write(directory: Path, name: str, inter: str, item: str | None, user: str | None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.inter").write_text(inter, encoding="utf-8")
+    if item is not None:
+        (directory / f"{name}.item").write_text(item, encoding="utf-8")
+    if user is not None:
+        (directory / f"{name}.user").write_text(user, encoding="utf-8")
+    return directory
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    return write(
+        tmp_path / "toy",
+        "toy",
+        INTER_HEADER + "1\t10\t4\t100\n1\t11\t2\t101\n2\t10\t5\t102\n",
+        ITEM_HEADER
+        + "10\tMatrix, The\t1999\tAction Sci-Fi\n"
+        + "11\tLand Before Time III (1995)\tV\tAnimation Children's\n",
+        USER_HEADER + "1\t24\tM\ttechnician\t85711\n2\t53\tF\tother\t94043\n",
+    )
+
+
+def test_loads_and_normalises_columns(small: Path) -> None:
+    ds = load_atomic(small)
+    assert ds.name == "toy"
+    inter = ds.interactions
+    assert list(inter.columns[:4]) == ["user_id", "item_id", "rating", "timestamp"]
+    assert inter["rating"].dtype == np.float32
+    assert inter["timestamp"].dtype == np.float64
+    assert inter["user_id"].tolist() == ["1", "1", "2"]
+    assert inter["_line"].tolist() == [2, 3, 4]  # header is line 1
+
+    items = ds.items.set_index("item_id")
+    assert items.loc["10", "title"] == "Matrix, The"
+    assert items.loc["10", "year"] == 1999.0
+    assert items.loc["10", "genres"] == "Action|Sci-Fi"
+    assert items.loc["10", "text"] == "The Matrix (1999). Genres: Action, Sci-Fi."
+    # A year field that does not parse falls back to the year in the title.
+    assert items.loc["11", "title"] == "Land Before Time III"
+    assert items.loc["11", "year"] == 1995.0
+
+    assert ds.users is not None
+    assert list(ds.users.columns[:4]) == ["user_id", "age", "gender", "occupation"]
+    assert "zip_code" not in ds.users.columns  # near-unique: dropped by default
+    assert ds.user_feature_columns[:3] == ["age", "gender", "occupation"]
+    assert ds.rating_range == (2.0, 5.0)
+
+
+def test_keeps_zip_code_when_asked_and_extra_item_columns_as_text(tmp_path: Path) -> None:
+    d = write(
+        tmp_path,
+        "x",
+        INTER_HEADER + "1\t10\t4\t100\n",
+        "item_id:token\ttitle:token\tyear:float\tgenres:token_seq\tbudget:float\n"
+        + "10\tHeat\t1995\tAction Crime\t60000000\n",
+        USER_HEADER + "1\t24\tM\ttechnician\t85711\n",
+    )
+    ds = load_atomic(d / "x", drop_user_columns=())
+    assert ds.users is not None and ds.users["zip_code"].tolist() == ["85711"]
+    assert ds.items["budget"].tolist() == ["60000000"]
+    assert ds.items["genres"].tolist() == ["Action|Crime"]
+
+
+def test_accepts_prefix_inter_path_and_crlf(tmp_path: Path) -> None:
+    d = write(
+        tmp_path, "crlf", (INTER_HEADER + "1\t10\t4\t100\n").replace("\n", "\r\n"), None, None
+    )
+    for where in (d / "crlf", d / "crlf.inter", d):
+        ds = load_atomic(where)
+        assert ds.interactions["timestamp"].tolist() == [100.0]
+        # Without an item file the rated ids are the items, titled by id.
+        assert ds.items["item_id"].tolist() == ["10"]
+        assert ds.users is None
+
+
+def test_bad_rating_is_kept_for_cleaning_with_its_line(tmp_path: Path) -> None:
+    d = write(tmp_path, "x", INTER_HEADER + "1\t10\t4\t100\n1\t11\tfour\t101\n", None, None)
+    ds = load_atomic(d)
+    assert np.isnan(ds.interactions["rating"].iloc[1])
+    cleaned = clean(ds)
+    assert cleaned.report is not None
+    assert cleaned.report.dropped == {"missing or non-numeric rating": 1}
+    assert cleaned.report.examples["missing or non-numeric rating"] == [
+        "x.inter line 3: rating 'four' is not a number"
+    ]
+    with pytest.raises(DataError, match=r"x\.inter, line 3, field 'rating'"):
+        clean(ds, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("inter", "line", "message"),
+    [
+        ("", 1, "missing header"),
+        ("\n1\t2\t3\t4\n", 1, "missing header"),
+        ("user_id\titem_id\trating\n", 1, "not of the form name:type"),
+        ("user_id:token\titem_id:int\trating:float\n", 1, "unknown type 'int'"),
+        (
+            "user_id:token,item_id:token,rating:float\n",
+            1,
+            "is the file tab-separated",
+        ),
+        (
+            INTER_HEADER + "1\t10\t4\t100\n1,11,4,101\n",
+            3,
+            "expected 4 tab-separated fields, found 1 — is the file tab-separated?",
+        ),
+        (
+            INTER_HEADER + "1\t10\t4\t100\n\n1\t11\t4\n",
+            4,
+            "expected 4 tab-separated fields, found 3",
+        ),
+        ("user_id:token\titem_id:token\ttimestamp:float\n", 1, "required field(s) rating missing"),
+    ],
+)
+def test_structural_errors_name_file_and_line(
+    tmp_path: Path, inter: str, line: int, message: str
+) -> None:
+    d = write(tmp_path, "bad", inter, None, None)
+    with pytest.raises(DataError) as info:
+        load_atomic(d)
+    err = info.value
+    assert err.path is not None and err.path.endswith("bad.inter")
+    assert err.row == line
+    assert message in str(err)
+    assert f"bad.inter, line {line}" in str(err)
+
+
+def test_item_file_errors_name_the_item_file(tmp_path: Path) -> None:
+    d = write(
+        tmp_path,
+        "bad",
+        INTER_HEADER + "1\t10\t4\t100\n",
+        "movie_title:token_seq\tclass:token_seq\nHeat\tAction\n",
+        None,
+    )
+    with pytest.raises(DataError, match=r"bad\.item, line 1, field 'item_id'"):
+        load_atomic(d)
+
+
+def test_missing_directory_or_ambiguous_name(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        load_atomic(tmp_path / "nothing")
+    write(tmp_path / "two", "a", INTER_HEADER, None, None)
+    write(tmp_path / "two", "b", INTER_HEADER, None, None)
+    with pytest.raises(DataError, match="pass name="):
+        load_atomic(tmp_path / "two")
+    assert load_atomic(tmp_path / "two", "b").name == "b"
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def test_real_ml100k(shared_data: Path) -> None:
+    if not (shared_data / "ml-100k").is_dir():
+        pytest.skip("ml-100k not in the shared data folder")
+    t0 = time.perf_counter()
+    ds = load_atomic(shared_data / "ml-100k")
+    elapsed = time.perf_counter() - t0
+    assert (ds.n_users, ds.n_items, len(ds.interactions)) == (943, 1682, 100_000)
+    assert ds.users is not None and len(ds.users) == 943
+    assert ds.rating_range == (1.0, 5.0)
+    toy = ds.items.set_index("item_id").loc["1"]
+    assert (toy["title"], toy["year"]) == ("Toy Story", 1995.0)
+    assert toy["genres"] == "Animation|Children's|Comedy"
+    # Item 1412's year field reads "V" (a conversion slip); the title has it.
+    assert ds.items.set_index("item_id").loc["1412", "year"] == 1995.0
+    assert elapsed < 5, f"ml-100k took {elapsed:.2f}s"
+
+    cleaned = clean(ds)
+    assert len(cleaned.interactions) == 100_000 and cleaned.n_items == 1682
+    assert cleaned.report is not None and not cleaned.report.dropped
+    assert any("placeholder title" in n for n in cleaned.report.notes)  # item 267
+
+
+def test_real_ml1m(shared_data: Path) -> None:
+    if not (shared_data / "ml-1m").is_dir():
+        pytest.skip("ml-1m not in the shared data folder")
+    t0 = time.perf_counter()
+    ds = load_atomic(shared_data / "ml-1m")
+    elapsed = time.perf_counter() - t0
+    assert ds.n_items == 3883
+    assert len(ds.interactions) == 1_000_209
+    assert ds.n_users == 6040
+    toy = ds.items.set_index("item_id").loc["Toy Story (1995)"]
+    assert (toy["title"], toy["year"]) == ("Toy Story", 1995.0)
+    assert ds.interactions["user_id"].iloc[0].startswith("1m_")
+    # Vectorised reading: about a second here; generous for slow machines.
+    assert elapsed < 10, f"ml-1m took {elapsed:.2f}s"

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.data import Dataset, clean, load_atomic, load_table, validate
+from metarec.data.text import ItemTextConfig
+from metarec.errors import ConfigError, DataError
+
+INTER = (
+    "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    "1\t10\t4\t100\n"  # line 2: fine
+    "1\t11\tabc\t101\n"  # line 3: not a number
+    "2\t10\t9\t102\n"  # line 4: out of range
+    "\t10\t3\t103\n"  # line 5: missing user
+    "2\t99\t3\t104\n"  # line 6: unknown item
+    "3\t10\t2\t300\n"  # line 7: later rating of (3, 10)...
+    "3\t10\t5\t200\n"  # line 8: ...so this earlier one goes
+    "3\t12\t4\t105\n"  # line 9: item 12 has no text, falls back to its title
+    "3\t13\t4\t106\n"  # line 10: item 13 has neither text nor title
+)
+ITEM = (
+    "item_id:token\tmovie_title:token_seq\tplot:token_seq\n"
+    "10\tHeat\tCops and robbers.\n"
+    "11\tAlien\tIn space.\n"
+    "12\tSolaris\t\n"
+    "13\t\t\n"
+)
+
+
+@pytest.fixture
+def messy(tmp_path: Path) -> Dataset:
+    (tmp_path / "m.inter").write_text(INTER)
+    (tmp_path / "m.item").write_text(ITEM)
+    # Only the plot makes up the text, so empty plots mean empty text.
+    text = ItemTextConfig(extra=["plot"], template="{plot}")
+    ds = load_atomic(tmp_path / "m", text=text)
+    ds.rating_range = (1.0, 5.0)
+    return ds
+
+
+def test_clean_drops_each_problem_and_reports_it(messy: Dataset) -> None:
+    out = clean(messy)
+    report = out.report
+    assert report is not None
+    assert report.rows_in == 9 and report.rows_out == 3
+    assert report.dropped == {
+        "missing user or item id": 1,
+        "missing or non-numeric rating": 1,
+        "rating outside [1, 5]": 1,
+        "items table: item has neither text nor title": 1,
+        "item has no text or title": 1,
+        "item id not in the items table": 1,
+        "duplicate (user, item) rating (kept the latest)": 1,
+    }
+    ex = report.examples
+    assert ex["missing or non-numeric rating"] == ["m.inter line 3: rating 'abc' is not a number"]
+    assert ex["rating outside [1, 5]"] == ["m.inter line 4: rating 9 is outside [1, 5]"]
+    assert ex["missing user or item id"] == ["m.inter line 5: no user_id"]
+    assert ex["item id not in the items table"] == [
+        "m.inter line 6: item '99' is not in the items table"
+    ]
+    assert ex["duplicate (user, item) rating (kept the latest)"] == [
+        "m.inter line 8: user '3' rated item '10' again"
+    ]
+    assert ex["items table: item has neither text nor title"] == [
+        "m.item line 5: item '13' has neither text nor title"
+    ]
+    assert any("use their title" in n and "'12'" in n for n in report.notes)
+    assert "dropped 1: missing or non-numeric rating" in report.summary()
+
+    inter = out.interactions
+    assert inter.columns.tolist() == ["user_id", "item_id", "rating", "timestamp"]
+    assert inter["rating"].dtype == np.float32
+    assert inter[["user_id", "item_id", "rating"]].values.tolist() == [
+        ["1", "10", 4.0],
+        ["3", "10", 2.0],  # the latest by timestamp, though earlier in the file
+        ["3", "12", 4.0],
+    ]
+    items = out.items.set_index("item_id")
+    assert "13" not in items.index and "_line" not in out.items.columns
+    assert items.loc["12", "text"] == "Solaris"
+    # The input is untouched.
+    assert len(messy.interactions) == 9 and "_line" in messy.interactions.columns
+
+
+def test_clean_is_idempotent(messy: Dataset) -> None:
+    once = clean(messy)
+    twice = clean(once)
+    assert twice.report is not None and twice.report.dropped == {}
+    pd.testing.assert_frame_equal(once.interactions, twice.interactions)
+
+
+def test_strict_raises_at_the_first_problem_with_file_and_line(messy: Dataset) -> None:
+    with pytest.raises(DataError) as info:
+        clean(messy, strict=True)
+    err = info.value
+    assert err.path is not None and err.path.endswith("m.inter")
+    assert (err.row, err.field) == (5, "user_id")
+    assert "m.inter, line 5" in str(err)
+
+
+def test_strict_on_items_names_the_item_file(tmp_path: Path) -> None:
+    (tmp_path / "m.inter").write_text(INTER.split("\n", 2)[0] + "\n1\t10\t4\t100\n")
+    (tmp_path / "m.item").write_text(ITEM)
+    ds = load_atomic(tmp_path / "m", text=ItemTextConfig(extra=["plot"], template="{plot}"))
+    with pytest.raises(DataError, match=r"m\.item, line 4, field 'text': item '12' has no text"):
+        clean(ds, strict=True)
+
+
+def test_validate_reports_without_changing(messy: Dataset) -> None:
+    before = messy.interactions.copy()
+    problems = validate(messy)
+    pd.testing.assert_frame_equal(messy.interactions, before)
+    joined = "\n".join(problems)
+    assert "interactions: 1 row: missing or non-numeric rating (e.g. m.inter line 3" in joined
+    assert "rating outside [1, 5]" in joined
+    assert "item id not in the items table" in joined
+    assert "duplicate (user, item)" in joined
+    assert "items: 2 rows: item text shorter than 1 character(s)" in joined
+    assert validate(clean(messy)) == []
+
+
+def test_rating_range_override_and_check(messy: Dataset) -> None:
+    out = clean(messy, rating_range=(0, 10))
+    assert out.report is not None and "rating outside [0, 10]" not in out.report.dropped
+    assert out.rating_range == (0.0, 10.0)
+    with pytest.raises(ConfigError, match="low <= high"):
+        clean(messy, rating_range=(5, 1))
+
+
+def test_duplicates_without_timestamps_keep_the_last_row(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating\n1,10,1\n1,10,2\n1,10,3\n")
+    out = clean(load_table(p, rating_range=(1, 5)))
+    assert out.interactions["rating"].tolist() == [3.0]
+    assert out.interactions["timestamp"].isna().all()
+    assert out.report is not None
+    assert out.report.examples["duplicate (user, item) rating (kept the latest)"] == [
+        "r.csv line 2: user '1' rated item '10' again",
+        "r.csv line 3: user '1' rated item '10' again",
+    ]
+
+
+def test_bad_timestamps_are_noted_not_dropped(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,100\n1,11,4,soon\n")
+    ds = load_table(p, timestamp_col="ts")
+    out = clean(ds)
+    assert len(out.interactions) == 2 and np.isnan(out.interactions["timestamp"].iloc[1])
+    assert out.report is not None
+    assert any("r.csv line 3: timestamp 'soon'" in n for n in out.report.notes)
+    with pytest.raises(DataError, match=r"r\.csv, line 3, field 'timestamp'"):
+        clean(ds, strict=True)
+
+
+def test_in_memory_dataset_without_line_numbers() -> None:
+    ds = Dataset(
+        name="mem",
+        interactions=pd.DataFrame(
+            {"user_id": ["a", "b"], "item_id": ["x", "y"], "rating": [3.0, 7.0]}
+        ),
+        items=pd.DataFrame({"item_id": ["x", "y"], "title": ["X", "Y"]}),
+        users=pd.DataFrame({"user_id": ["a", "a"], "age": ["1", "2"]}),
+    )
+    out = clean(ds)
+    assert out.report is not None
+    assert out.report.examples["rating outside [1, 5]"] == ["row 2: rating 7 is outside [1, 5]"]
+    assert out.report.dropped["users table: duplicate user_id (kept the first)"] == 1
+    assert out.interactions["timestamp"].isna().all()
+    assert out.items["text"].tolist() == ["X.", "Y."]
+    with pytest.raises(DataError, match="rating 7 is outside") as info:
+        clean(ds, strict=True)
+    assert info.value.path is None and info.value.row is None
+
+
+def test_missing_required_column_is_a_data_error() -> None:
+    ds = Dataset(
+        name="mem",
+        interactions=pd.DataFrame({"user_id": ["a"], "item_id": ["x"]}),
+        items=pd.DataFrame({"item_id": ["x"]}),
+    )
+    with pytest.raises(DataError, match="lacks column"):
+        clean(ds)
+    assert validate(ds) == ["interactions table lacks column(s) rating (has: user_id, item_id)"]

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.data import clean, load_table
+from metarec.errors import DataError
+
+
+@pytest.fixture
+def ratings_csv(tmp_path: Path) -> Path:
+    p = tmp_path / "ratings.csv"
+    p.write_text("user,movie,stars,when\nu1,m1,4,100\nu1,m2,3.5,101\nu2,m1,5,102\n")
+    return p
+
+
+def test_csv_with_mapped_columns_and_no_items(ratings_csv: Path) -> None:
+    ds = load_table(
+        ratings_csv, user_col="user", item_col="movie", rating_col="stars", timestamp_col="when"
+    )
+    assert ds.name == "ratings"
+    inter = ds.interactions
+    assert inter[["user_id", "item_id"]].values.tolist() == [
+        ["u1", "m1"],
+        ["u1", "m2"],
+        ["u2", "m1"],
+    ]
+    assert inter["rating"].dtype == np.float32 and inter["timestamp"].tolist() == [100, 101, 102]
+    assert inter["_line"].tolist() == [2, 3, 4]
+    # Without an items file the items are the rated ids, titled by id.
+    assert ds.items[["item_id", "title", "text"]].values.tolist() == [
+        ["m1", "m1", "m1."],
+        ["m2", "m2", "m2."],
+    ]
+    assert ds.rating_range == (3.5, 5.0)  # inferred when not given
+
+
+def test_missing_column_lists_what_is_there(ratings_csv: Path) -> None:
+    with pytest.raises(DataError) as info:
+        load_table(ratings_csv, user_col="user", item_col="item", rating_col="stars")
+    msg = str(info.value)
+    assert "ratings.csv" in msg and "'item'" in msg
+    assert "columns are: user, movie, stars, when" in msg
+    assert info.value.field == "item"
+
+
+def test_tsv_items_users_text_and_genres(tmp_path: Path) -> None:
+    (tmp_path / "r.tsv").write_text("user_id\titem_id\trating\n1\t10\t4\n2\t11\t2\n")
+    (tmp_path / "items.tsv").write_text(
+        "id\tname\tyr\tcats\tplot\n"
+        "10\tHeat\t1995\tAction, Crime\tCops and robbers.\n"
+        "11\tAlien\t\tHorror|Sci-Fi\t\n"
+    )
+    (tmp_path / "users.tsv").write_text("user_id\tage\tcity\n1\t30\tParis\n2\t40\tRome\n")
+    ds = load_table(
+        tmp_path / "r.tsv",
+        tmp_path / "items.tsv",
+        tmp_path / "users.tsv",
+        item_id_col="id",
+        title_col="name",
+        year_col="yr",
+        genre_col="cats",
+        text_cols=["plot"],
+        user_feature_cols=["age"],
+        rating_range=(1, 5),
+    )
+    items = ds.items.set_index("item_id")
+    assert items.loc["10", "genres"] == "Action|Crime"
+    assert items.loc["10", "plot"] == "Cops and robbers."
+    assert items.loc["10", "text"] == "Heat (1995). Genres: Action, Crime. Cops and robbers."
+    assert np.isnan(items.loc["11", "year"])
+    assert items.loc["11", "text"] == "Alien. Genres: Horror, Sci-Fi."
+    assert ds.users is not None and ds.users.columns.tolist() == ["user_id", "age", "_line"]
+    assert ds.rating_range == (1.0, 5.0)
+
+
+def test_delimiter_sniffed_from_first_line(tmp_path: Path) -> None:
+    p = tmp_path / "ratings.txt"
+    p.write_text("user_id;item_id;rating\n1;10;4\n")
+    assert load_table(p).interactions["item_id"].tolist() == ["10"]
+    p.write_text("user_id|item_id|rating\n1|10|4\n")
+    assert load_table(p).interactions["item_id"].tolist() == ["10"]
+
+
+def test_quoted_fields_keep_line_numbers(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,10,4\n1,11,4\n")
+    (tmp_path / "i.csv").write_text(
+        'item_id,title\n10,"Heat, the movie"\n11,"A title\nover two lines"\n12,Alien\n'
+    )
+    ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv", title_col="title")
+    assert ds.items["title"].tolist() == ["Heat, the movie", "A title\nover two lines", "Alien"]
+    assert ds.items["_line"].tolist() == [2, 3, 5]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "message"),
+    [
+        ("1,10,4\n1,11\n", 3, "expected 3 comma-separated fields, found 2"),
+        ("1,10,4\n1,11,4,9\n", 3, "expected 3 comma-separated fields, found 4"),
+        ("1,10,4\n1\t11\t4\n", 3, "found 1 — is the file comma-separated?"),
+        ('1,10,4\n"1,11",4\n', 3, "expected 3 comma-separated fields, found 2"),
+    ],
+)
+def test_field_count_errors(tmp_path: Path, body: str, line: int, message: str) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating\n" + body)
+    with pytest.raises(DataError) as info:
+        load_table(p)
+    assert info.value.row == line and message in str(info.value)
+    assert f"r.csv, line {line}" in str(info.value)
+
+
+def test_parquet(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    p = tmp_path / "r.parquet"
+    when = pd.to_datetime(["1970-01-02", "1970-01-03"])
+    frame = pd.DataFrame({"u": [1, 2], "i": [10.0, 11.0], "r": [4.0, np.nan], "t": when})
+    frame.to_parquet(p)
+    ds = load_table(
+        p, user_col="u", item_col="i", rating_col="r", timestamp_col="t", rating_range=(1, 5)
+    )
+    assert ds.interactions["timestamp"].tolist() == [86400.0, 172800.0]
+    # Integral float ids read as "10", not "10.0".
+    assert ds.interactions["item_id"].tolist() == ["10", "11"]
+    assert ds.interactions["user_id"].tolist() == ["1", "2"]
+    report = clean(ds).report
+    assert report is not None
+    assert report.examples["missing or non-numeric rating"] == ["r.parquet line 3: no rating"]
+
+
+def test_dates_as_timestamps(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,1970-01-02\n1,11,4,86400\n")
+    ds = load_table(p, timestamp_col="ts")
+    assert ds.interactions["timestamp"].tolist() == [86400.0, 86400.0]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="file not found"):
+        load_table(tmp_path / "nope.csv")

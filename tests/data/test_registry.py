@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import urllib.error
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from metarec.data import load_dataset, load_path, registry
+from metarec.errors import ConfigError, DataError, DatasetNotFoundError
+
+INTER = (
+    "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t100\n2\t10\t3\t101\n"
+)
+ITEM = (
+    "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+    "10\tHeat\t1995\tAction\n"
+)
+U_DATA = "196\t242\t3\t881250949\n186\t302\t3\t891717742\n"
+U_ITEM = (
+    "242|Kolya (1996)|24-Jan-1997||http://x|" + "|".join(["0"] * 5 + ["1"] + ["0"] * 13) + "\n"
+    "302|L.A. Confidential (1997)|01-Jan-1997||http://y|"
+    + "|".join(["0"] * 6 + ["1"] + ["0"] * 12)
+    + "\n"
+)
+
+
+def write_atomic(prefix: Path) -> Path:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_name(prefix.name + ".inter").write_text(INTER)
+    prefix.with_name(prefix.name + ".item").write_text(ITEM)
+    return prefix
+
+
+def write_raw(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "u.data").write_text(U_DATA)
+    (folder / "u.item").write_text(U_ITEM, encoding="latin-1")
+    return folder
+
+
+def zip_bytes(members: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+FAKE_ZIP = zip_bytes({"ml-100k/u.data": U_DATA, "ml-100k/u.item": U_ITEM})
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+class Opener:
+    """Stands in for urllib's urlopen: serves fixed bytes or raises."""
+
+    def __init__(self, payload: bytes | None = None) -> None:
+        self.payload = payload
+        self.calls: list[str] = []
+
+    def __call__(self, url: str, timeout: float | None = None) -> io.BytesIO:
+        self.calls.append(url)
+        if self.payload is None:
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+        return io.BytesIO(self.payload)
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Opener:
+    """No real network, no real cache, no inherited METAREC_DATA."""
+    monkeypatch.delenv(registry.ENV_DATA, raising=False)
+    monkeypatch.setenv(registry.ENV_CACHE, str(tmp_path / "cache"))
+    opener = Opener()
+    monkeypatch.setattr(registry, "urlopen", opener)
+    return opener
+
+
+def pin_fake_zip(monkeypatch: pytest.MonkeyPatch, payload: bytes = FAKE_ZIP) -> None:
+    known = registry.KNOWN_DATASETS["ml-100k"]
+    pinned = dataclasses.replace(known, sha256=hashlib.sha256(payload).hexdigest())
+    monkeypatch.setitem(registry.KNOWN_DATASETS, "ml-100k", pinned)
+
+
+@pytest.mark.parametrize("layout", ["nested", "flat", "raw"])
+def test_explicit_root(tmp_path: Path, layout: str) -> None:
+    root = tmp_path / "root"
+    if layout == "nested":
+        write_atomic(root / "ml-100k" / "ml-100k")
+    elif layout == "flat":
+        write_atomic(root / "ml-100k")
+    else:
+        write_raw(root / "ml-100k")
+    ds = load_dataset("ml-100k", root=root)
+    assert ds.name == "ml-100k" and ds.rating_range == (1.0, 5.0)
+    assert len(ds.interactions) == 2
+    assert ds.report is not None and "_line" not in ds.interactions.columns
+    raw = load_dataset("ml-100k", root=root, clean=False)
+    assert raw.report is None and "_line" in raw.interactions.columns
+
+
+def test_root_may_be_the_dataset_folder_itself(tmp_path: Path) -> None:
+    folder = write_raw(tmp_path / "my-copy")
+    assert load_dataset("ml-100k", root=folder).items["title"].tolist() == [
+        "Kolya",
+        "L.A. Confidential",
+    ]
+    # A folder holding another MovieLens release is not taken for this one.
+    assert registry.find_local("ml-1m", folder) is None
+
+
+def test_metarec_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_atomic(tmp_path / "d2" / "ml-100k" / "ml-100k")
+    monkeypatch.setenv(registry.ENV_DATA, f"{tmp_path / 'd1'}:{tmp_path / 'd2'}")
+    assert len(load_dataset("ml-100k").interactions) == 2
+
+
+def test_root_without_the_data_falls_back_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_atomic(tmp_path / "env" / "ml-100k")
+    monkeypatch.setenv(registry.ENV_DATA, str(tmp_path / "env"))
+    with pytest.warns(UserWarning, match="not in"):
+        ds = load_dataset("ml-100k", root=tmp_path / "empty")
+    assert len(ds.interactions) == 2
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="ml-100k, ml-1m, ml-latest-small"):
+        load_dataset("ml-20m")
+
+
+def test_offline_message_says_where_it_looked_and_what_to_do(
+    tmp_path: Path, isolated: Opener
+) -> None:
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("ml-100k")
+    msg = str(info.value)
+    assert isolated.calls == [registry.KNOWN_DATASETS["ml-100k"].url]
+    assert "METAREC_DATA (not set)" in msg
+    assert str(tmp_path / "cache" / "datasets" / "ml-100k") in msg
+    assert "Temporary failure in name resolution" in msg
+    for hint in ("root=", "METAREC_DATA environment variable", "--data"):
+        assert hint in msg
+    assert "\n" not in msg  # the CLI prints errors on one line
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_no_download_when_switched_off(isolated: Opener) -> None:
+    with pytest.raises(DatasetNotFoundError, match="downloading is switched off"):
+        load_dataset("ml-100k", download=False)
+    assert isolated.calls == []
+
+
+def test_checksum_mismatch_leaves_nothing_in_the_cache(tmp_path: Path, isolated: Opener) -> None:
+    isolated.payload = FAKE_ZIP  # not GroupLens' archive, so its hash differs
+    with pytest.raises(DatasetNotFoundError, match="sha256") as info:
+        load_dataset("ml-100k")
+    assert "discarded" in str(info.value)
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_download_verifies_unpacks_and_then_uses_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
+) -> None:
+    pin_fake_zip(monkeypatch)
+    isolated.payload = FAKE_ZIP
+    ds = load_dataset("ml-100k")
+    assert ds.interactions["item_id"].tolist() == ["242", "302"]
+    cache = tmp_path / "cache" / "datasets"
+    assert sorted(p.name for p in cache.iterdir()) == ["ml-100k"]  # no temporary leftovers
+    assert (cache / "ml-100k" / "u.data").is_file()
+
+    isolated.payload = None  # offline now: the cache must serve
+    assert len(load_dataset("ml-100k").interactions) == 2
+    assert len(isolated.calls) == 1
+
+
+def test_unsafe_archive_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
+) -> None:
+    payload = zip_bytes({"../evil.txt": "x", "ml-100k/u.data": U_DATA})
+    pin_fake_zip(monkeypatch, payload)
+    isolated.payload = payload
+    with pytest.raises(DatasetNotFoundError, match="unsafe path"):
+        load_dataset("ml-100k")
+    assert files_under(tmp_path) == []  # neither in the cache nor beside it
+
+
+def test_load_path(tmp_path: Path) -> None:
+    assert load_path(write_raw(tmp_path / "raw")).name == "raw"
+    assert load_path(write_atomic(tmp_path / "atomic" / "mine")).name == "mine"
+    with pytest.raises(DataError, match="no data set found"):
+        load_path(tmp_path / "nothing")
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def test_real_data_from_root_and_env(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not (shared_data / "ml-100k").is_dir():
+        pytest.skip("ml-100k not in the shared data folder")
+    ds = load_dataset("ml-100k", root=shared_data, download=False)
+    assert (ds.n_users, ds.n_items, len(ds.interactions)) == (943, 1682, 100_000)
+    monkeypatch.setenv(registry.ENV_DATA, str(shared_data))
+    assert registry.locate("ml-100k", download=False) == (
+        "atomic",
+        shared_data / "ml-100k" / "ml-100k",
+    )

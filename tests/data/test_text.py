@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.data.text import (
+    ItemTextConfig,
+    build_item_text,
+    fix_title_articles,
+    normalise_genres,
+    split_title_year,
+)
+from metarec.errors import ConfigError
+
+
+def items(**cols: list[object]) -> pd.DataFrame:
+    n = len(next(iter(cols.values())))
+    base: dict[str, list[object]] = {"item_id": [str(i) for i in range(n)]}
+    return pd.DataFrame({**base, **cols})
+
+
+def test_default_template_with_all_parts() -> None:
+    df = items(title=["Toy Story"], year=[1995.0], genres=["Animation|Children's|Comedy"])
+    assert build_item_text(df).tolist() == [
+        "Toy Story (1995). Genres: Animation, Children's, Comedy."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("year", "genres", "expected"),
+    [
+        (np.nan, "Drama", "Heat. Genres: Drama."),
+        (1995.0, "", "Heat (1995)."),
+        (np.nan, "", "Heat."),
+    ],
+)
+def test_missing_parts_are_dropped_cleanly(year: float, genres: str, expected: str) -> None:
+    df = items(title=["Heat"], year=[year], genres=[genres])
+    assert build_item_text(df).tolist() == [expected]
+
+
+def test_missing_columns_count_as_missing_parts() -> None:
+    assert build_item_text(pd.DataFrame({"item_id": ["1"], "title": ["Heat"]})).tolist() == [
+        "Heat."
+    ]
+
+
+def test_values_with_their_own_punctuation_are_untouched() -> None:
+    df = items(title=["Seven (Se7en)", "And Now... Ladies"], year=[np.nan, np.nan], genres=["", ""])
+    assert build_item_text(df).tolist() == ["Seven (Se7en).", "And Now... Ladies."]
+
+
+def test_parts_can_be_switched_off() -> None:
+    df = items(title=["Heat"], year=[1995.0], genres=["Action|Crime"])
+    assert build_item_text(df, ItemTextConfig(year=False)).tolist() == [
+        "Heat. Genres: Action, Crime."
+    ]
+    assert build_item_text(df, ItemTextConfig(genres=False)).tolist() == ["Heat (1995)."]
+
+
+def test_extra_columns_are_appended_or_templated() -> None:
+    df = items(title=["Heat"], year=[1995.0], genres=[""], plot=["Cops and robbers."])
+    assert build_item_text(df, ItemTextConfig(extra=["plot"])).tolist() == [
+        "Heat (1995). Cops and robbers."
+    ]
+    cfg = ItemTextConfig(extra=["plot"], template="{title}: {plot}")
+    assert build_item_text(df, cfg).tolist() == ["Heat: Cops and robbers."]
+    df.loc[0, "plot"] = ""
+    assert build_item_text(df, cfg).tolist() == ["Heat"]
+
+
+def test_template_errors_name_the_problem() -> None:
+    df = items(title=["Heat"])
+    with pytest.raises(ConfigError, match="plot"):
+        build_item_text(df, ItemTextConfig(template="{title} {plot}"))
+    with pytest.raises(ConfigError, match="not in the items table"):
+        build_item_text(df, ItemTextConfig(extra=["plot"]))
+
+
+@pytest.mark.parametrize(
+    ("raw", "fixed"),
+    [
+        ("Matrix, The", "The Matrix"),
+        ("Shawshank Redemption, The (1994)", "The Shawshank Redemption (1994)"),
+        ("Fish Called Wanda, A", "A Fish Called Wanda"),
+        ("American in Paris, An", "An American in Paris"),
+        ("Misérables, Les", "Les Misérables"),
+        ("Promesse, La", "La Promesse"),
+        ("Postino, Il (The Postman)", "Il Postino (The Postman)"),
+        ("Boot, Das", "Das Boot"),
+        ("Himmel über Berlin, Der", "Der Himmel über Berlin"),
+        ("Blechtrommel, Die", "Die Blechtrommel"),
+        ("Mariachi, El", "El Mariachi"),
+        ("Enfer, L'", "L'Enfer"),
+        (
+            "Umbrellas of Cherbourg, The (Parapluies de Cherbourg, Les)",
+            "The Umbrellas of Cherbourg (Les Parapluies de Cherbourg)",
+        ),
+        # Not displaced articles: left alone.
+        ("Hello, Dolly!", "Hello, Dolly!"),
+        ("I, Robot", "I, Robot"),
+        ("Sex, Lies, and Videotape", "Sex, Lies, and Videotape"),
+        ("Toy Story", "Toy Story"),
+    ],
+)
+def test_fix_title_articles(raw: str, fixed: str) -> None:
+    assert fix_title_articles(raw) == fixed
+
+
+def test_articles_fixed_in_text_not_in_title_unless_switched_off() -> None:
+    df = items(title=["Matrix, The"], year=[1999.0], genres=["Sci-Fi"])
+    assert build_item_text(df).tolist() == ["The Matrix (1999). Genres: Sci-Fi."]
+    off = ItemTextConfig(fix_articles=False)
+    assert build_item_text(df, off).tolist() == ["Matrix, The (1999). Genres: Sci-Fi."]
+
+
+def test_split_title_year() -> None:
+    titles, years = split_title_year(
+        pd.Series(["Toy Story (1995)", "Seven (Se7en)", "Show (2005-2007)", None])
+    )
+    assert titles.tolist() == ["Toy Story", "Seven (Se7en)", "Show", ""]
+    assert years.iloc[0] == 1995.0 and np.isnan(years.iloc[1]) and years.iloc[2] == 2005.0
+    assert np.isnan(years.iloc[3])
+
+
+def test_normalise_genres_drops_placeholders() -> None:
+    out = normalise_genres(pd.Series(["Action|unknown", "(no genres listed)", "a, b", None]))
+    assert out.tolist() == ["Action", "", "a|b", ""]

@@ -1,0 +1,209 @@
+"""EmbeddingCache and cached_encode, with a fast deterministic stand-in encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from safetensors import safe_open
+
+from metarec.encoders import EmbeddingCache, TfidfSvdEncoder, cached_encode
+from metarec.encoders.cache import text_hash
+from metarec.errors import ModelError
+
+
+class HashEncoder:
+    """Deterministic pseudo-embeddings derived from the text's hash."""
+
+    def __init__(self, dim: int = 8, name: str = "hash") -> None:
+        self.dim = dim
+        self.id = f"{name}:d{dim}"
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
+        rows = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+            v = np.random.default_rng(seed).standard_normal(self.dim)
+            rows.append(v / np.linalg.norm(v))
+        return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "hash", "dim": self.dim}
+
+
+class Counting:
+    """Wraps an encoder and records every batch it is asked to encode."""
+
+    def __init__(self, inner: HashEncoder) -> None:
+        self.inner = inner
+        self.calls: list[list[str]] = []
+
+    @property
+    def id(self) -> str:
+        return self.inner.id
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
+        self.calls.append(list(texts))
+        return self.inner.encode(texts, progress=progress)
+
+    def to_config(self) -> dict[str, Any]:
+        return self.inner.to_config()
+
+
+TEXTS = ["alpha", "beta", "alpha", "gamma", "beta", "delta"]
+
+
+def _shards(cache: EmbeddingCache, encoder_id: str) -> list[Path]:
+    return sorted(cache.encoder_dir(encoder_id).glob("shard-*.safetensors"))
+
+
+def test_second_run_does_not_call_the_encoder(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    enc = Counting(HashEncoder())
+    first = cached_encode(enc, TEXTS, cache)
+    assert enc.calls == [["alpha", "beta", "gamma", "delta"]]  # deduplicated, first-seen order
+    np.testing.assert_array_equal(first, HashEncoder().encode(TEXTS))
+    assert first.dtype == np.float32 and first.shape == (6, 8)
+
+    again = cached_encode(enc, TEXTS, EmbeddingCache(tmp_path))  # fresh instance, same disk
+    assert len(enc.calls) == 1
+    np.testing.assert_array_equal(again, first)
+
+
+def test_only_missing_texts_are_encoded_into_a_new_shard(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    enc = Counting(HashEncoder())
+    cached_encode(enc, ["alpha", "beta"], cache)
+    out = cached_encode(enc, ["beta", "epsilon", "alpha", "epsilon"], cache)
+    assert enc.calls[1] == ["epsilon"]
+    np.testing.assert_array_equal(
+        out, HashEncoder().encode(["beta", "epsilon", "alpha", "epsilon"])
+    )
+    assert [p.name for p in _shards(cache, enc.id)] == [
+        "shard-0.safetensors",
+        "shard-1.safetensors",
+    ]
+
+
+def test_shard_layout(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    enc = HashEncoder(name="org/model:v1")
+    cached_encode(enc, ["alpha", "beta"], cache)
+    directory = cache.encoder_dir(enc.id)
+    assert directory.parent == tmp_path
+    assert all(c.isalnum() or c in "._-" for c in directory.name)
+    with safe_open(str(directory / "shard-0.safetensors"), framework="np") as f:
+        assert list(f.keys()) == ["vectors"]
+        assert f.get_tensor("vectors").shape == (2, 8)
+        meta = f.metadata()
+    assert json.loads(meta["hashes"]) == [text_hash("alpha"), text_hash("beta")]
+    assert meta["encoder_id"] == enc.id
+    assert not [n for n in os.listdir(directory) if n.endswith(".tmp")]
+    # Ids that sanitise alike still get separate directories.
+    assert cache.encoder_dir("a:b") != cache.encoder_dir("a/b")
+
+
+def test_encoders_do_not_share_entries(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    a, b = Counting(HashEncoder(name="a")), Counting(HashEncoder(name="b"))
+    cached_encode(a, ["alpha"], cache)
+    cached_encode(b, ["alpha"], cache)
+    assert a.calls == b.calls == [["alpha"]]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # truncated body
+        lambda data: data[:5],  # truncated header length
+        lambda data: b"",
+        lambda data: b"not a safetensors file at all" * 10,
+    ],
+)
+def test_corrupt_shard_warns_and_is_reencoded(tmp_path: Path, damage: Any) -> None:
+    cache = EmbeddingCache(tmp_path)
+    enc = Counting(HashEncoder())
+    expected = cached_encode(enc, ["alpha", "beta"], cache)
+    shard = _shards(cache, enc.id)[0]
+    shard.write_bytes(damage(shard.read_bytes()))
+    with pytest.warns(RuntimeWarning, match="ignoring shard"):
+        out = cached_encode(enc, ["alpha", "beta"], cache)
+    assert enc.calls[-1] == ["alpha", "beta"]
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_mismatched_hash_list_is_ignored(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    enc = Counting(HashEncoder())
+    directory = cache.encoder_dir(enc.id)
+    directory.mkdir(parents=True)
+    from safetensors.numpy import save_file
+
+    meta = {"format": "metarec-embeddings-1", "encoder_id": enc.id, "hashes": json.dumps(["x"])}
+    save_file({"vectors": np.zeros((2, 8), np.float32)}, directory / "shard-0.safetensors", meta)
+    with pytest.warns(RuntimeWarning, match="hash list"):
+        cached_encode(enc, ["alpha"], cache)
+    assert enc.calls == [["alpha"]]
+
+
+def test_without_cache_still_deduplicates() -> None:
+    enc = Counting(HashEncoder())
+    out = cached_encode(enc, TEXTS, None)
+    assert enc.calls == [["alpha", "beta", "gamma", "delta"]]
+    np.testing.assert_array_equal(out, HashEncoder().encode(TEXTS))
+    assert cached_encode(enc, [], None).shape == (0, 8)
+
+
+def test_unwritable_cache_warns_but_returns_vectors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    enc = Counting(HashEncoder())
+    with pytest.warns(RuntimeWarning, match="not cached"):
+        out = cached_encode(enc, ["alpha"], EmbeddingCache(blocker))
+    np.testing.assert_array_equal(out, HashEncoder().encode(["alpha"]))
+
+
+def test_dimension_change_under_the_same_id_is_an_error(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    cached_encode(HashEncoder(dim=8, name="x"), ["alpha"], cache)
+    liar = HashEncoder(dim=4, name="x")
+    liar.id = "x:d8"  # an id that fails to reflect a changed setting
+    with pytest.raises(ModelError, match="dim"):
+        cached_encode(liar, ["alpha", "beta"], cache)
+
+
+def test_unfitted_tfidf_is_fitted_on_the_texts(tmp_path: Path) -> None:
+    corpus = ["red apple pie", "green apple tart", "blue sky high", "red sky night"]
+    cache = EmbeddingCache(tmp_path)
+    encoder = TfidfSvdEncoder(dim=4)
+    out = cached_encode(encoder, corpus, cache)
+    assert encoder.is_fitted
+    np.testing.assert_array_equal(out, TfidfSvdEncoder(dim=4).encode(corpus))
+    assert _shards(cache, encoder.id)
+
+
+class NoDim(Counting):
+    """An encoder whose dimension is costly (a model load) and so must not be read."""
+
+    @property
+    def dim(self) -> int:
+        raise AssertionError("dim was read although every text was cached")
+
+
+def test_fully_cached_run_reads_neither_model_nor_dim(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    expected = cached_encode(HashEncoder(), TEXTS, cache)
+    enc = NoDim(HashEncoder())
+    np.testing.assert_array_equal(cached_encode(enc, TEXTS, cache), expected)
+    assert enc.calls == []

