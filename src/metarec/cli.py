@@ -40,6 +40,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text-cols", default="", help="comma-separated extra item text columns")
     g.add_argument("--user-feature-cols", default="", help="comma-separated user feature columns")
     g.add_argument("--rating-range", help="min,max (default: from the data)")
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on the first bad value (rating, unknown item, empty text) instead of "
+        "dropping it and reporting",
+    )
 
 
 def _data_spec(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,6 +65,7 @@ def _data_spec(args: argparse.Namespace) -> dict[str, Any]:
         "text_cols",
         "user_feature_cols",
         "rating_range",
+        "strict",
     )
     spec = {k: getattr(args, k, None) for k in keys}
     for k in ("data", "interactions", "items", "users"):
@@ -67,22 +74,40 @@ def _data_spec(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def load_from_spec(spec: dict[str, Any]) -> Any:
-    """Load and clean a dataset from CLI-style options (also stored in runs)."""
-    from metarec.data import clean, load_dataset, load_table
+def load_from_spec(spec: dict[str, Any], *, cleaned: bool = True) -> Any:
+    """Load (and unless ``cleaned=False``, clean) a dataset from CLI-style options.
+
+    ``spec["strict"]`` turns every value problem cleaning would fix (a bad
+    rating, an unknown item, empty text, ...) into an error naming file and line.
+    """
+    from metarec.data import clean
+
+    raw = _load_raw(spec)
+    if not cleaned:
+        return raw
+    rr = _rating_range(spec)
+    return clean(raw, rating_range=rr, strict=bool(spec.get("strict")))
+
+
+def _rating_range(spec: dict[str, Any]) -> tuple[float, float] | None:
+    if not spec.get("rating_range"):
+        return None
+    try:
+        lo, hi = (float(x) for x in str(spec["rating_range"]).split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--rating-range: expected min,max, got {spec['rating_range']!r}"
+        ) from None
+    return lo, hi
+
+
+def _load_raw(spec: dict[str, Any]) -> Any:
+    from metarec.data import load_dataset, load_path, load_table
 
     if spec.get("interactions"):
-        rr = None
-        if spec.get("rating_range"):
-            try:
-                lo, hi = (float(x) for x in str(spec["rating_range"]).split(","))
-            except ValueError:
-                raise ConfigError(
-                    f"--rating-range: expected min,max, got {spec['rating_range']!r}"
-                ) from None
-            rr = (lo, hi)
+        rr = _rating_range(spec)
         split = lambda s: [c.strip() for c in (s or "").split(",") if c.strip()]  # noqa: E731
-        ds = load_table(
+        return load_table(
             spec["interactions"],
             spec.get("items"),
             spec.get("users"),
@@ -97,13 +122,10 @@ def load_from_spec(spec: dict[str, Any]) -> Any:
             user_feature_cols=split(spec.get("user_feature_cols")),
             rating_range=rr,
         )
-        return clean(ds, rating_range=rr)
     if spec.get("dataset"):
-        return load_dataset(spec["dataset"], root=spec.get("data"))
+        return load_dataset(spec["dataset"], root=spec.get("data"), clean=False)
     if spec.get("data"):
-        from metarec.data import load_path
-
-        return clean(load_path(spec["data"]))
+        return load_path(spec["data"])
     raise ConfigError(
         "no data given: use --dataset NAME [--data DIR], --data DIR, or --interactions FILE"
     )
@@ -119,6 +141,13 @@ def cmd_data(args: argparse.Namespace) -> int:
             spec["data"] = str(Path(args.source).resolve())
         else:
             spec["dataset"] = args.source
+    if args.action == "validate":
+        raw = load_from_spec(spec, cleaned=False)
+        problems = validate(raw, rating_range=_rating_range(spec))
+        for p in problems:
+            print(f"problem: {p}")
+        print("ok: no problems found" if not problems else f"{len(problems)} problem(s)")
+        return 0 if not problems else 1
     ds = load_from_spec(spec)
     if args.action == "describe":
         info = ds.describe()
@@ -132,14 +161,7 @@ def cmd_data(args: argparse.Namespace) -> int:
                     print(f"{k:>26}: {v}")
             if ds.report is not None:
                 print("cleaning:\n" + ds.report.summary())
-        return 0
-    problems = validate(ds)
-    if ds.report is not None and ds.report.dropped:
-        print("cleaning:\n" + ds.report.summary())
-    for p in problems:
-        print(f"problem: {p}")
-    print("ok" if not problems else f"{len(problems)} problem(s)")
-    return 0 if not problems else 1
+    return 0
 
 
 def _config(args: argparse.Namespace) -> Any:

@@ -65,7 +65,9 @@ class TrainConfig:
     patience: int = 4
     min_support: int = 1
     max_support: int = 40
-    query_size: int = 10
+    query_size: int = 10  # query ratings per validation/evaluation task
+    # query ratings per meta-training episode; None = all the user's ratings outside the support
+    train_query_size: int | None = None
     negatives: int = 4  # per positive, for the implicit objectives
     like_threshold: float = 4.0  # ratings at or above count as "liked"
     seed: int = 0

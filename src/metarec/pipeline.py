@@ -103,7 +103,12 @@ def fit_recommender(
     offset = float(train_ur.ratings.mean()) if cfg.objective == "rating" else 0.0
     learner = build_learner(torch.as_tensor(catalogue.vectors), cfg, features, offset)
     known = np.unique(train_ur.items)
-    learner.model.tower.id_known[torch.as_tensor(known)] = 1.0
+    tower = learner.model.tower
+    tower.id_known[torch.as_tensor(known)] = 1.0
+    if cfg.objective == "rating":
+        tower.base_bias.copy_(
+            torch.as_tensor(item_baseline(train_ur, len(catalogue.items), offset))
+        )
     trainer = Trainer(learner, cfg, negative_pool=known, progress=progress)
     train_src = TaskSource(train_ur, features.transform(users, train_ur.user_ids))
     val_src = None
@@ -124,6 +129,15 @@ def fit_recommender(
         metadata=meta,
     )
     return rec, history
+
+
+def item_baseline(
+    ratings: UserRatings, n_items: int, mean: float, damping: float = 10.0
+) -> np.ndarray:
+    """Damped mean offset per item: sum(r - mean) / (count + damping); 0 for unrated items."""
+    resid = np.bincount(ratings.items, weights=ratings.ratings - mean, minlength=n_items)
+    counts = np.bincount(ratings.items, minlength=n_items)
+    return (resid / (counts + damping)).astype(np.float32)
 
 
 def split_users(

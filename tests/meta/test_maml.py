@@ -29,6 +29,10 @@ def _tiny(algorithm: str, adapt: str = "head") -> tuple[MetaLearner, TaskBatch]:
     with torch.no_grad():
         net.tower.id_emb.normal_()
         net.user.context.normal_()
+        # the head's output layer starts at zero (model = bias model); make every path live
+        for p in net.user.mlp.parameters():
+            p.normal_(0, 0.3)
+        net.tower.base_bias.normal_()
     rng = np.random.default_rng(0)
     tasks = [
         Task(

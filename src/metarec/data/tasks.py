@@ -129,23 +129,31 @@ def sample_episodes(
     *,
     min_support: int,
     max_support: int,
-    query_size: int,
+    query_size: int | None,
     rows: Sequence[int] | None = None,
 ) -> list[Task]:
     """Fresh meta-training episodes: per user, a random support size and split.
 
     Varying the support size during meta-training is what lets one model
-    serve users with 1 rating and users with 40.
+    serve users with 1 rating and users with 40. ``query_size=None`` makes
+    every rating outside the support a query rating, so each epoch uses all
+    the training data for the outer update instead of 10 ratings a user.
     """
     tasks = []
+    lo = max(min_support, 1)
     for row in range(len(ur)) if rows is None else rows:
         items, ratings, _ = ur.history(row)
         n = len(items)
-        q = min(query_size, n - max(min_support, 1))
-        if q < 1:
+        if n - lo < 1:
             continue
-        hi = min(max_support, n - q)
-        k = int(rng.integers(max(min_support, 1), hi + 1)) if hi > min_support else hi
+        if query_size is None:
+            hi = min(max_support, n - 1)
+            k = int(rng.integers(lo, hi + 1)) if hi > lo else hi
+            q = n - k
+        else:
+            q = min(query_size, n - lo)
+            hi = min(max_support, n - q)
+            k = int(rng.integers(lo, hi + 1)) if hi > lo else hi
         perm = rng.permutation(n)
         s, qi = perm[:k], perm[n - q :]
         tasks.append(Task(row, items[s], ratings[s], items[qi], ratings[qi]))

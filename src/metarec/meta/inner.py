@@ -106,14 +106,25 @@ class Scorer:
         first_order: bool,
         id_keep: torch.Tensor | None = None,
     ) -> Params:
-        """Adapt ``fast`` to each task of a batch ([B, S] inputs) → batched params."""
-        batch = items.shape[0]
-        if steps == 0:
-            return {k: v.unsqueeze(0).expand(batch, *v.shape) for k, v in fast.items()}
+        """Adapt ``fast`` to each task of a batch ([B, S] inputs) → batched params.
+
+        For the rating objective the user's bias first jumps to its closed-form
+        value, the damped mean residual of the support ratings (Koren's
+        baseline; the damping is meta-learned). Gradient steps then refine
+        everything adapted. Without this, a few small steps leave the user's
+        offset under-fitted and the plain bias model wins.
+        """
+        closed_form = self.objective == "rating" and "user_bias" in fast
         step_grad = grad(self.loss)
+        user = self.model.user
 
         def one_task(items, h, b, y, mask, uf):  # type: ignore[no-untyped-def]
             params = dict(fast)
+            if closed_form:
+                resid = ((y - user.offset - b) * mask).sum()
+                params["user_bias"] = params["user_bias"] + resid / (
+                    mask.sum() + user.bias_damping()
+                )
             for _ in range(steps):
                 g = step_grad(params, items, h, b, y, mask, uf, id_keep)
                 if first_order:

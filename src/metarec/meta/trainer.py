@@ -101,7 +101,7 @@ class Trainer:
             rng,
             min_support=self.cfg.min_support,
             max_support=self.cfg.max_support,
-            query_size=self.cfg.query_size,
+            query_size=self.cfg.train_query_size,
         )
         order = rng.permutation(len(tasks))
         tasks = [tasks[i] for i in order]
@@ -180,6 +180,12 @@ class Trainer:
             initial=start,
             total=cfg.epochs,
         )
+        if val_tasks and validation is not None and start == 0:
+            # the untrained model is a real candidate: training must beat it to be kept
+            history.best_score = self.validation_loss(val_tasks, validation)
+            history.best_epoch = 0
+            best_state = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+            history.epochs.append({"epoch": 0, "val_loss": history.best_score})
         for epoch in bar:
             train_loss = self.train_epoch(train, epoch)
             row = {"epoch": epoch + 1, "train_loss": train_loss}

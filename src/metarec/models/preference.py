@@ -35,6 +35,9 @@ class ItemTower(nn.Module):
         n, d = item_vectors.shape
         self.register_buffer("item_vectors", item_vectors.float().clone())
         self.register_buffer("id_known", torch.zeros(n))
+        # Damped mean rating offset of each known item (Koren's baseline), set at fit
+        # time; the tower learns what text and id add on top of it.
+        self.register_buffer("base_bias", torch.zeros(n))
         # A learned shift of the LM space (UniSRec's whitening) before the MLP:
         # sentence vectors share a large common component that carries no preference.
         self.center = nn.Parameter(item_vectors.float().mean(0).clone())
@@ -59,10 +62,11 @@ class ItemTower(nn.Module):
         """
         e = self.item_vectors[items] - self.center
         h = self.out(F.gelu(self.proj(e)))
+        gate = (self.id_known if id_keep is None else self.id_known * id_keep)[items]
         if self.id_emb is not None:
-            gate = self.id_known if id_keep is None else self.id_known * id_keep
-            h = h + self.id_emb[items] * gate[items].unsqueeze(-1)
-        return h, self.bias(h).squeeze(-1)
+            h = h + self.id_emb[items] * gate.unsqueeze(-1)
+        # a dropped-out item loses its rating history too, so text alone must carry it
+        return h, self.bias(h).squeeze(-1) + self.base_bias[items] * gate
 
     @torch.no_grad()
     def extend(self, vectors: torch.Tensor) -> None:
@@ -70,6 +74,7 @@ class ItemTower(nn.Module):
         dev = self.item_vectors.device
         self.item_vectors = torch.cat([self.item_vectors, vectors.float().to(dev)])
         self.id_known = torch.cat([self.id_known, torch.zeros(len(vectors), device=dev)])
+        self.base_bias = torch.cat([self.base_bias, torch.zeros(len(vectors), device=dev)])
         if self.id_emb is not None:
             grown = torch.cat(
                 [self.id_emb.data, self.id_emb.new_zeros(len(vectors), self.id_emb.shape[1])]
@@ -83,6 +88,8 @@ class UserHead(nn.Module):
         hdim = cfg.hidden
         self.context = nn.Parameter(torch.zeros(hdim))
         self.user_bias = nn.Parameter(torch.zeros(()))
+        # softplus(raw) = pseudo-count shrinking a user's closed-form bias toward 0; starts at 3
+        self.bias_damping_raw = nn.Parameter(torch.tensor(2.95))
         self.features = nn.ModuleList(
             nn.Embedding(c + 1, cfg.user_embedding_dim) for c in user_cardinalities
         )
@@ -93,9 +100,17 @@ class UserHead(nn.Module):
             if cfg.dropout > 0:
                 layers.append(nn.Dropout(cfg.dropout))
             width = hdim
-        layers.append(nn.Linear(width, 1))
+        last = nn.Linear(width, 1)
+        # Zero output at the start: the untrained model is exactly the bias model
+        # (offset + item bias + closed-form user bias), and training adds to it.
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        layers.append(last)
         self.mlp = nn.Sequential(*layers)
         self.register_buffer("offset", torch.tensor(float(offset)))
+
+    def bias_damping(self) -> torch.Tensor:
+        return F.softplus(self.bias_damping_raw)
 
     def forward(
         self, h: torch.Tensor, b: torch.Tensor, user_features: torch.Tensor

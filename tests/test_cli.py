@@ -1,0 +1,166 @@
+"""The ``metarec`` command: error paths give exit 2 and one line; the happy path works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metarec.cli import main
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "metarec.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("metarec: error:")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "items.csv").write_text("item_id,title\n10,Heat\n11,Fargo\n12,\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "ratings, extra, needles",
+    [
+        ("user_id,item_id,rating\n1,10,5\n1,11,x\n", [], ["ratings.csv", "line 3", "'x'"]),
+        ("user_id,item_id,rating\n1,10,5\n1,99,4\n", [], ["ratings.csv", "line 3", "'99'"]),
+        (
+            "user_id,item_id,rating\n1,10,5\n1,12,4\n",
+            ["--title-col", "title"],
+            ["items.csv", "line 4", "'12'", "no text"],
+        ),
+        ("user_id;item_id;rating\n1;10;5\n", [], ["ratings.csv", "user_id"]),
+    ],
+    ids=["bad-rating", "unknown-item", "empty-text", "wrong-delimiter"],
+)
+def test_malformed_files_name_file_and_line(
+    files: Path, ratings: str, extra: list[str], needles: list[str]
+) -> None:
+    (files / "ratings.csv").write_text(ratings)
+    proc = run_cli(
+        "data",
+        "describe",
+        "--interactions",
+        str(files / "ratings.csv"),
+        "--items",
+        str(files / "items.csv"),
+        "--strict",
+        *extra,
+    )
+    assert_one_line_error(proc, *needles)
+
+
+def test_validate_lists_every_problem_and_exits_1(files: Path) -> None:
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n1,10,5\n1,11,x\n1,99,9\n")
+    proc = run_cli(
+        "data",
+        "validate",
+        "--interactions",
+        str(files / "ratings.csv"),
+        "--items",
+        str(files / "items.csv"),
+        "--rating-range",
+        "1,5",
+    )
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert "line 3" in out and "line 4" in out and "problem(s)" in out
+
+
+def test_wrong_atomic_header(tmp_path: Path) -> None:
+    (tmp_path / "x.inter").write_text("user_id:token\titem_id\trating:float\n1\t2\t3\n")
+    assert_one_line_error(
+        run_cli("data", "describe", "--data", str(tmp_path / "x.inter")),
+        "x.inter",
+        "line 1",
+        "item_id",
+    )
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["train", "--dataset", "ml-100k", "--out", "x", "--set", "bogus=1"], ["bogus"]),
+        (["train", "--dataset", "ml-100k", "--out", "x", "--set", "inner_lr=-1"], ["inner_lr"]),
+        (
+            ["train", "--dataset", "ml-100k", "--out", "x", "--set", "algorithm=sgd"],
+            ["sgd", "maml"],
+        ),
+        (["train", "--dataset", "nope", "--out", "x"], ["nope", "ml-100k"]),
+        (["train", "--config", "missing.toml", "--out", "x"], ["missing.toml"]),
+        (["recommend", "no-such-run"], ["no-such-run"]),
+        (["evaluate", "no-such-run"], ["no-such-run"]),
+    ],
+)
+def test_bad_arguments(args: list[str], needles: list[str], tmp_path: Path) -> None:
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), *needles)
+
+
+def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+def test_train_evaluate_recommend(shared_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = run_cli(
+        "train",
+        "--dataset",
+        "ml-100k",
+        "--data",
+        str(shared_data),
+        "--out",
+        str(run),
+        "--quiet",
+        "--set",
+        "encoder=tfidf",
+        "--set",
+        "epochs=2",
+        "--set",
+        "max_train_users=150",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "split.json").exists() and (run / "config.json").exists()
+    proc = run_cli("evaluate", str(run))
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["summary"]) == {"user_cold", "item_cold", "both_cold"}
+    assert 0.5 < metrics["summary"]["user_cold"]["bias"]["mae"] < 1.2
+    proc = run_cli(
+        "recommend",
+        str(run),
+        "--rate",
+        "Toy Story (1995)=5",
+        "--rate",
+        "Heat (1995)=2",
+        "-k",
+        "5",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)
+    assert len(top) == 5 and all(r["title"] != "Toy Story (1995)" for r in top)
+    bad = run_cli("recommend", str(run), "--rate", "Toy Stori (1995)=5")
+    assert_one_line_error(bad, "Toy Stori", "Toy Story (1995)")
+    bad = run_cli("recommend", str(run), "--rate", "Toy Story (1995)=9")
+    assert_one_line_error(bad, "outside [1, 5]")

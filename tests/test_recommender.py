@@ -1,0 +1,135 @@
+"""The fitted recommender on real MovieLens data: adapt, recommend, grow, save, load."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from metarec.config import TrainConfig
+from metarec.data import load_dataset
+from metarec.errors import DataError, ModelError, UnknownItemError
+from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+from metarec.recommender import Recommender
+
+
+@pytest.fixture(scope="module")
+def fitted(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Recommender:
+    ds = load_dataset("ml-100k", root=shared_data)
+    cache = tmp_path_factory.mktemp("emb")
+    catalogue = encode_catalogue(ds.items, "tfidf", cache_dir=cache, progress=False)
+    cfg = TrainConfig(epochs=2, max_train_users=150, inner_steps=2, seed=3, device="cpu")
+    train, val = split_users(ds.interactions, 0.1, seed=3)
+    rec, _ = fit_recommender(catalogue, train, cfg, users=ds.users, validation=val, progress=False)
+    return rec
+
+
+def test_adapt_by_title_and_id_recommends_unseen(fitted: Recommender) -> None:
+    user = fitted.adapt([("Toy Story (1995)", 5), ("2", 1.0), ("heat (1995)", 4)])
+    assert user.n_ratings == 3
+    top = fitted.recommend(user, k=10)
+    assert list(top.columns) == ["rank", "item_id", "title", "score"]
+    assert len(top) == 10 and top["score"].is_monotonic_decreasing
+    assert not set(top["item_id"]) & {"1", "2", fitted.items.item_id[user.seen[2]]}
+    with_seen = fitted.recommend(user, k=fitted.n_items, exclude_seen=False)
+    assert len(with_seen) == fitted.n_items
+
+
+def test_ratings_change_the_list(fitted: Recommender) -> None:
+    a = fitted.recommend(fitted.adapt([("Toy Story (1995)", 5), ("Aladdin (1992)", 5)]), k=20)
+    b = fitted.recommend(fitted.adapt([("Toy Story (1995)", 1), ("Aladdin (1992)", 1)]), k=20)
+    assert list(a["item_id"]) != list(b["item_id"])
+
+
+def test_zero_shot_is_the_prior(fitted: Recommender) -> None:
+    user = fitted.adapt([])
+    assert user.n_ratings == 0 and len(fitted.recommend(user, k=5)) == 5
+    init = fitted.learner.fast_init()
+    for name, value in user.params.items():
+        assert torch.equal(value[0], init[name].detach())
+
+
+def test_unknown_title_lists_close_matches(fitted: Recommender) -> None:
+    with pytest.raises(UnknownItemError) as err:
+        fitted.adapt([("Toy Stori (1995)", 5)])
+    assert "Toy Story (1995)" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "history, needle",
+    [
+        ([("Toy Story (1995)", 7)], "outside [1, 5]"),
+        ([("Toy Story (1995)", "x")], "not a number"),
+        ([("Toy Story (1995)",)], "expected (item, rating)"),
+    ],
+)
+def test_bad_history_is_rejected(fitted: Recommender, history: list, needle: str) -> None:
+    with pytest.raises(DataError, match=re.escape(needle)):
+        fitted.adapt(history)
+
+
+def test_candidates_filter(fitted: Recommender) -> None:
+    user = fitted.adapt([("Toy Story (1995)", 5)])
+    top = fitted.recommend(user, k=5, candidates=["10", "11", "12"])
+    assert set(top["item_id"]) == {"10", "11", "12"}
+
+
+def test_predict_tasks_matches_single_user_scores(fitted: Recommender) -> None:
+    from metarec.data.tasks import Task
+
+    items = np.array([0, 5, 9]), np.array([4.0, 2.0, 5.0], dtype=np.float32)
+    query = np.array([20, 30, 40])
+    batch = fitted.predict_tasks([Task(0, *items, query, np.zeros(3, np.float32))] * 3)
+    single = fitted.score(fitted.adapt(list(zip(["1", "6", "10"], items[1], strict=True))))
+    np.testing.assert_allclose(batch[1], single[query], rtol=1e-4, atol=1e-5)
+
+
+def test_save_load_round_trip_and_add_items(fitted: Recommender, tmp_path: Path) -> None:
+    run = fitted.save(tmp_path / "run")
+    assert {p.name for p in run.iterdir()} >= {
+        "model.safetensors",
+        "recommender.json",
+        "items.json",
+    }
+    assert not list(run.glob("*.tmp")) and not list(run.glob("*.pkl"))
+    loaded = Recommender.load(run)
+    history = [("Toy Story (1995)", 5), ("Fargo (1996)", 4)]
+    np.testing.assert_allclose(
+        loaded.score(loaded.adapt(history)),
+        fitted.score(fitted.adapt(history)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    new = pd.DataFrame(
+        {
+            "item_id": ["new-1"],
+            "title": ["Toy Story 4"],
+            "year": [2019],
+            "genres": ["Animation|Children's|Comedy"],
+        }
+    )
+    assert loaded.add_items(new) == 1
+    user = loaded.adapt([("Toy Story (1995)", 5)])
+    assert np.isfinite(loaded.score(user, ["new-1"])).all()
+    assert "new-1" in set(loaded.recommend(user, k=loaded.n_items)["item_id"])
+    with pytest.raises(DataError, match="already in the catalogue"):
+        loaded.add_items(new)
+    loaded.save(tmp_path / "run2")
+    again = Recommender.load(tmp_path / "run2")
+    assert again.n_items == fitted.n_items + 1 and again.resolve("Toy Story 4") == fitted.n_items
+
+
+def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no recommender.json"):
+        Recommender.load(tmp_path)
+    run = fitted.save(tmp_path / "run")
+    meta = json.loads((run / "recommender.json").read_text())
+    meta["format_version"] = 99
+    (run / "recommender.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="format version"):
+        Recommender.load(run)
