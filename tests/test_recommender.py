@@ -125,7 +125,7 @@ def test_save_load_round_trip_and_add_items(fitted: Recommender, tmp_path: Path)
 
 
 def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="no recommender.json"):
+    with pytest.raises(ModelError, match=r"no recommender\.json"):
         Recommender.load(tmp_path)
     run = fitted.save(tmp_path / "run")
     meta = json.loads((run / "recommender.json").read_text())

@@ -22,6 +22,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 Algorithm = Literal["maml", "fomaml", "reptile", "metasgd", "transfer"]
 AdaptScope = Literal["context", "head", "all"]
 Objective = Literal["rating", "bce", "bpr"]
+RatingLoss = Literal["mse", "l1"]
 
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
@@ -34,6 +35,7 @@ class ModelConfig:
     tower_hidden: int = 256
     head_layers: int = 2
     user_embedding_dim: int = 8
+    factors: int = 32  # width of the closed-form (ridge fold-in) taste vector; 0 = off
     use_item_ids: bool = True
     item_id_dropout: float = 0.3  # share of known items shown to the model as text only
     use_user_features: bool = True
@@ -55,6 +57,7 @@ class TrainConfig:
     algorithm: Algorithm = "fomaml"
     adapt: AdaptScope = "head"
     objective: Objective = "rating"
+    rating_loss: RatingLoss = "l1"  # outer (query) loss for ratings; inner steps use MSE
     inner_steps: int = 5
     inner_lr: float = 0.05
     eval_inner_steps: int | None = None  # defaults to inner_steps
@@ -64,7 +67,7 @@ class TrainConfig:
     epochs: int = 30
     patience: int = 4
     min_support: int = 1
-    max_support: int = 40
+    max_support: int = 100
     query_size: int = 10  # query ratings per validation/evaluation task
     # query ratings per meta-training episode; None = all the user's ratings outside the support
     train_query_size: int | None = None

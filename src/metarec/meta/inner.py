@@ -32,6 +32,8 @@ def task_loss(
     """Masked mean loss of one task (shapes [n]); padding contributes nothing."""
     if objective == "rating":
         per = (pred - y) ** 2
+    elif objective == "rating_l1":
+        per = (pred - y).abs()
     elif objective == "bce":
         per = F.binary_cross_entropy_with_logits(pred, y, reduction="none")
     elif objective == "bpr":
@@ -108,13 +110,17 @@ class Scorer:
     ) -> Params:
         """Adapt ``fast`` to each task of a batch ([B, S] inputs) → batched params.
 
-        For the rating objective the user's bias first jumps to its closed-form
-        value, the damped mean residual of the support ratings (Koren's
-        baseline; the damping is meta-learned). Gradient steps then refine
-        everything adapted. Without this, a few small steps leave the user's
-        offset under-fitted and the plain bias model wins.
+        For the rating objective two closed-form steps come first, each fitted
+        to the residual of the current model on the support set: the user's
+        bias jumps to the damped mean residual (Koren's baseline), then the
+        user's factor vector to the ridge solution over the items' projected
+        representations (ALS fold-in). Damping and ridge strength are
+        meta-learned. Gradient steps then refine everything adapted. Without
+        the closed-form start, a few small steps leave the user under-fitted
+        and the plain bias model wins.
         """
         closed_form = self.objective == "rating" and "user_bias" in fast
+        fold_in = closed_form and "user_factor" in fast and self.model.user.factor is not None
         step_grad = grad(self.loss)
         user = self.model.user
 

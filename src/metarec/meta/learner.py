@@ -93,7 +93,19 @@ class MetaLearner(nn.Module):
         self, batch: TaskBatch, fast: Params, id_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         pred = self.query_scores(batch, fast, id_keep)
-        return task_loss(pred, batch.query_y, batch.query_mask, self.cfg.objective).mean()
+        return task_loss(pred, batch.query_y, batch.query_mask, self.outer_objective).mean()
+
+    @property
+    def outer_objective(self) -> str:
+        """The loss the meta-objective scores queries with.
+
+        For ratings it may differ from the inner loop's MSE: ``rating_loss="l1"``
+        trains the meta-objective on absolute error (the headline P1 metric),
+        while adaptation keeps smooth squared-error gradients.
+        """
+        if self.cfg.objective == "rating" and self.cfg.rating_loss == "l1":
+            return "rating_l1"
+        return self.cfg.objective
 
     # -- one outer step -----------------------------------------------------
     def outer_loss(self, batch: TaskBatch, id_keep: torch.Tensor | None = None) -> torch.Tensor:

@@ -137,7 +137,9 @@ class Trainer:
         for batch in self.batches(tasks, source, rng):
             fast = self.learner.adapt(batch, steps=self.cfg.steps_at_eval)
             pred = self.learner.query_scores(batch, fast)
-            per_task = task_loss(pred, batch.query_y, batch.query_mask, self.cfg.objective)
+            per_task = task_loss(
+                pred, batch.query_y, batch.query_mask, self.learner.outer_objective
+            )
             total += float(per_task.sum())
             count += len(batch)
         return total / max(count, 1)
@@ -271,4 +273,6 @@ class Trainer:
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    """What a checkpoint must match to be resumed; more epochs or patience may be asked for."""
+    data = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "patience", "device")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -90,6 +90,15 @@ class UserHead(nn.Module):
         self.user_bias = nn.Parameter(torch.zeros(()))
         # softplus(raw) = pseudo-count shrinking a user's closed-form bias toward 0; starts at 3
         self.bias_damping_raw = nn.Parameter(torch.tensor(2.95))
+        # Taste by ridge fold-in: items are projected to `factors` dims and a user's
+        # factor vector is solved in closed form from the support residuals (ALS
+        # fold-in, with the projection and the ridge strength meta-learned).
+        self.factors = cfg.factors
+        self.user_factor = nn.Parameter(torch.zeros(cfg.factors))
+        self.factor = nn.Linear(hdim, cfg.factors, bias=False) if cfg.factors else None
+        if self.factor is not None:  # ~0 at first: the untrained model stays the bias model
+            nn.init.normal_(self.factor.weight, std=0.01)
+        self.factor_ridge_raw = nn.Parameter(torch.tensor(1.0))
         self.features = nn.ModuleList(
             nn.Embedding(c + 1, cfg.user_embedding_dim) for c in user_cardinalities
         )
@@ -112,6 +121,9 @@ class UserHead(nn.Module):
     def bias_damping(self) -> torch.Tensor:
         return F.softplus(self.bias_damping_raw)
 
+    def factor_ridge(self) -> torch.Tensor:
+        return F.softplus(self.factor_ridge_raw) + 1e-3
+
     def forward(
         self, h: torch.Tensor, b: torch.Tensor, user_features: torch.Tensor
     ) -> torch.Tensor:
@@ -122,6 +134,8 @@ class UserHead(nn.Module):
             u = torch.cat([emb(user_features[j]) for j, emb in enumerate(self.features)], -1)
             parts.append(u.expand(*h.shape[:-1], u.shape[-1]))
         out = self.mlp(torch.cat(parts, -1)).squeeze(-1)
+        if self.factor is not None:
+            out = out + self.factor(h) @ self.user_factor
         return self.offset + b + self.user_bias + out
 
 
@@ -140,7 +154,7 @@ class PreferenceNet(nn.Module):
 
     def adapted_names(self, scope: str) -> list[str]:
         """Names (within ``self.user`` or prefixed ``tower.``) adapted per user."""
-        user = ["context", "user_bias"]
+        user = ["context", "user_bias"] + (["user_factor"] if self.cfg.factors else [])
         if scope in ("head", "all"):
             user += [n for n, _ in self.user.named_parameters() if n.startswith("mlp.")]
         if scope == "all":

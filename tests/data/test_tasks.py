@@ -1,0 +1,87 @@
+"""Users as tasks: CSR grouping, support/query splits, padded batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from metarec.data.tasks import Task, UserRatings, collate, fixed_tasks, sample_episodes
+
+
+@pytest.fixture()
+def ratings() -> UserRatings:
+    rows = [("a", str(i), float(1 + i % 5), 100.0 - i) for i in range(20)]
+    rows += [("b", str(i), 4.0, float(i)) for i in range(5, 17)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    return UserRatings.from_frame(frame, {str(i): i for i in range(30)})
+
+
+def test_grouping(ratings: UserRatings) -> None:
+    assert list(ratings.user_ids) == ["a", "b"]
+    assert list(ratings.counts()) == [20, 12]
+    items, r, ts = ratings.history(1)
+    assert set(items) == set(range(5, 17)) and (r == 4.0).all()
+
+
+def test_fixed_tasks_by_time_put_latest_in_query(ratings: UserRatings) -> None:
+    tasks = fixed_tasks(ratings, query_size=10, order="time")
+    a, b = tasks
+    # user a's timestamps fall with the item index: the latest ratings are items 0..9
+    assert sorted(a.query_items) == list(range(10)) and sorted(a.support_items) == list(
+        range(10, 20)
+    )
+    assert list(b.support_items) == [5, 6] and len(b.query_items) == 10
+
+
+def test_fixed_tasks_shuffle_is_seeded_and_disjoint(ratings: UserRatings) -> None:
+    one = fixed_tasks(ratings, query_size=10, seed=1)
+    two = fixed_tasks(ratings, query_size=10, seed=1)
+    other = fixed_tasks(ratings, query_size=10, seed=2)
+    assert all(np.array_equal(x.query_items, y.query_items) for x, y in zip(one, two, strict=True))
+    assert not np.array_equal(one[0].query_items, other[0].query_items)
+    for t in one:
+        assert not set(t.support_items) & set(t.query_items)
+    assert len(fixed_tasks(ratings, query_size=10, min_support=3)) == 1  # b has only 2 left
+
+
+def test_episodes_cover_support_range(ratings: UserRatings) -> None:
+    rng = np.random.default_rng(0)
+    sizes = set()
+    for _ in range(30):
+        for t in sample_episodes(ratings, rng, min_support=1, max_support=5, query_size=None):
+            sizes.add(len(t.support_items))
+            assert 1 <= len(t.support_items) <= 5
+            n = ratings.counts()[t.user]
+            assert len(t.support_items) + len(t.query_items) == n  # query = all the rest
+    assert sizes == {1, 2, 3, 4, 5}
+    fixed_q = sample_episodes(ratings, rng, min_support=1, max_support=5, query_size=4)
+    assert all(len(t.query_items) == 4 for t in fixed_q)
+
+
+def test_collate_pads_and_masks() -> None:
+    tasks = [
+        Task(0, np.array([1, 2, 3]), np.array([5.0, 4.0, 3.0]), np.array([7]), np.array([2.0])),
+        Task(1, np.array([4]), np.array([1.0]), np.array([8, 9]), np.array([3.0, 4.0])),
+    ]
+    b = collate(tasks, user_features=np.array([[1, 2], [3, 4]]))
+    assert b.support_items.tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert b.support_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert b.query_y.tolist() == [[2.0, 0.0], [3.0, 4.0]]
+    assert b.user_features.tolist() == [[1, 2], [3, 4]]
+
+
+def test_collate_implicit_objectives() -> None:
+    rng = np.random.default_rng(0)
+    task = Task(0, np.array([1, 2, 3]), np.array([5.0, 2.0, 4.0]), np.array([4]), np.array([5.0]))
+    pool = np.arange(50)
+    bce = collate([task], objective="bce", negatives=2, negative_pool=pool, rng=rng)
+    labels = bce.support_y[0][bce.support_mask[0] > 0]
+    assert labels.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # items 1 and 3 liked, 4 negatives
+    negatives = bce.support_items[0, 2:6]
+    assert not set(negatives.tolist()) & {1, 2, 3, 4}  # never an item the user interacted with
+    bpr = collate([task], objective="bpr", negative_pool=pool, rng=rng)
+    half = bpr.support_items.shape[1] // 2
+    assert bpr.support_items[0, :half].tolist() == [1, 3]
+    assert torch.equal(bpr.support_mask[0, :half], bpr.support_mask[0, half:])

@@ -1,0 +1,83 @@
+"""Training is seeded, stops early, and resumes from its checkpoint to the same numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from metarec.config import ModelConfig, TrainConfig
+from metarec.data.tasks import UserRatings, fixed_tasks
+from metarec.meta.learner import MetaLearner
+from metarec.meta.trainer import TaskSource, Trainer
+from metarec.models.preference import PreferenceNet
+
+
+def _source(seed: int, n_users: int = 60) -> tuple[torch.Tensor, TaskSource]:
+    rng = np.random.default_rng(seed)
+    vectors = torch.nn.functional.normalize(
+        torch.as_tensor(rng.normal(size=(40, 8)), dtype=torch.float32), dim=-1
+    )
+    rows = [
+        (f"u{u}", str(i), float(rng.integers(1, 6)))
+        for u in range(n_users)
+        for i in rng.choice(40, 15, replace=False)
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
+    ur = UserRatings.from_frame(frame, {str(i): i for i in range(40)})
+    return vectors, TaskSource(ur, np.zeros((len(ur), 0), dtype=np.int64))
+
+
+def _trainer(vectors: torch.Tensor, epochs: int) -> Trainer:
+    mc = ModelConfig(hidden=8, tower_hidden=16, factors=4)
+    cfg = TrainConfig(
+        epochs=epochs,
+        patience=100,
+        meta_batch_size=16,
+        inner_steps=1,
+        seed=5,
+        device="cpu",
+        model=mc,
+    )
+    torch.manual_seed(cfg.seed)
+    net = PreferenceNet(vectors, mc, [], offset=3.0)
+    net.tower.id_known[:] = 1
+    return Trainer(MetaLearner(net, cfg), cfg, progress=False)
+
+
+def test_same_seed_same_numbers() -> None:
+    vectors, src = _source(0)
+    a = _trainer(vectors, 2).fit(src, src)
+    b = _trainer(vectors, 2).fit(src, src)
+    assert a.epochs == b.epochs
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    vectors, src = _source(1)
+    full = _trainer(vectors, 4)
+    full_hist = full.fit(src, src)
+    part = _trainer(vectors, 2)
+    part.fit(src, src, checkpoint_dir=tmp_path)  # "interrupted" after two epochs
+    resumed = _trainer(vectors, 4)
+    hist = resumed.fit(src, src, checkpoint_dir=tmp_path)
+    assert hist.resumed_from == 2
+    assert [round(e["val_loss"], 6) for e in hist.epochs] == [
+        round(e["val_loss"], 6) for e in full_hist.epochs
+    ]
+    for (k, v), w in zip(
+        full.learner.state_dict().items(), resumed.learner.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(v, w, atol=1e-6), k
+
+
+def test_training_keeps_the_best_state() -> None:
+    vectors, src = _source(2)
+    trainer = _trainer(vectors, 3)
+    hist = trainer.fit(src, src)
+    scores = [e["val_loss"] for e in hist.epochs]
+    assert hist.best_score == min(scores)
+    tasks = fixed_tasks(src.ratings, query_size=10, seed=5, max_support=100)
+    assert trainer.validation_loss(tasks, src) == pytest.approx(hist.best_score, abs=1e-6)
