@@ -35,7 +35,8 @@ class ModelConfig:
     tower_hidden: int = 256
     head_layers: int = 2
     user_embedding_dim: int = 8
-    factors: int = 32  # width of the closed-form (ridge fold-in) taste vector; 0 = off
+    factors: int = 32  # width of the user's taste vector over projected items; 0 = none
+    fold_in: bool = True  # start the taste vector at its ridge (ALS fold-in) solution
     use_item_ids: bool = True
     item_id_dropout: float = 0.3  # share of known items shown to the model as text only
     use_user_features: bool = True
@@ -55,7 +56,7 @@ class TrainConfig:
     """
 
     algorithm: Algorithm = "fomaml"
-    adapt: AdaptScope = "head"
+    adapt: AdaptScope = "context"
     objective: Objective = "rating"
     rating_loss: RatingLoss = "l1"  # outer (query) loss for ratings; inner steps use MSE
     inner_steps: int = 5

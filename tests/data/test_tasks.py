@@ -21,7 +21,7 @@ def ratings() -> UserRatings:
 def test_grouping(ratings: UserRatings) -> None:
     assert list(ratings.user_ids) == ["a", "b"]
     assert list(ratings.counts()) == [20, 12]
-    items, r, ts = ratings.history(1)
+    items, r, _ = ratings.history(1)
     assert set(items) == set(range(5, 17)) and (r == 4.0).all()
 
 

@@ -104,9 +104,10 @@ def _bimodal_users(n_users: int, rng: np.random.Generator, vectors: np.ndarray) 
     average user: indifferent. Only a model trained to adapt can tell the
     kinds apart from a few ratings.
     """
-    direction = vectors @ rng.normal(size=vectors.shape[1])
+    world = np.random.default_rng(123)  # the same item quality and taste axis for every call
+    direction = vectors @ world.normal(size=vectors.shape[1])
     direction = direction / np.abs(direction).max()
-    quality = vectors @ rng.normal(size=vectors.shape[1])
+    quality = vectors @ world.normal(size=vectors.shape[1])
     quality = quality / np.abs(quality).max()
     users, items, ratings = [], [], []
     for u in range(n_users):
@@ -129,11 +130,12 @@ def test_maml_beats_transfer_on_a_synthetic_task_family() -> None:
     train = _bimodal_users(200, rng, vectors)
     test = _bimodal_users(60, rng, vectors)
     results = {}
-    for algo in ("maml", "fomaml", "transfer"):
+    for algo in ("maml", "transfer"):
         mc = ModelConfig(
             hidden=16, tower_hidden=32, use_item_ids=False, use_user_features=False, factors=8
         )
-        # same inner loop (closed-form start + 2 steps) at evaluation for every algorithm
+        # the same inner loop (closed-form bias, then 2 gradient steps) for every algorithm;
+        # no closed-form taste, so only what the gradient steps achieve counts
         cfg = TrainConfig(
             algorithm=algo,
             adapt="context",
@@ -156,5 +158,4 @@ def test_maml_beats_transfer_on_a_synthetic_task_family() -> None:
         test_source = TaskSource(test, np.zeros((len(test), 0), dtype=np.int64))
         results[algo] = trainer.validation_loss(tasks, test_source)
     # transfer learns the shared quality but never learns to tell the two kinds apart
-    assert results["maml"] < 0.9 * results["transfer"], results
-    assert results["fomaml"] < 0.9 * results["transfer"], results
+    assert results["maml"] < 0.6 * results["transfer"], results

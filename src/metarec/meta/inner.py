@@ -120,17 +120,28 @@ class Scorer:
         and the plain bias model wins.
         """
         closed_form = self.objective == "rating" and "user_bias" in fast
-        fold_in = closed_form and "user_factor" in fast and self.model.user.factor is not None
+        fold_in = (
+            closed_form
+            and "user_factor" in fast
+            and self.model.user.factor is not None
+            and self.model.cfg.fold_in
+        )
         step_grad = grad(self.loss)
         user = self.model.user
 
         def one_task(items, h, b, y, mask, uf):  # type: ignore[no-untyped-def]
             params = dict(fast)
             if closed_form:
-                resid = ((y - user.offset - b) * mask).sum()
-                params["user_bias"] = params["user_bias"] + resid / (
-                    mask.sum() + user.bias_damping()
-                )
+                resid = (y - self.scores(params, items, h, b, uf, id_keep)) * mask
+                shift = resid.sum() / (mask.sum() + user.bias_damping())
+                params["user_bias"] = params["user_bias"] + shift
+                if fold_in:
+                    resid = (resid - shift) * mask
+                    p = user.factor(h) * mask.unsqueeze(-1)  # type: ignore[misc]
+                    eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
+                    gram = p.T @ p + user.factor_ridge() * eye
+                    solved = torch.linalg.solve(gram, p.T @ resid)
+                    params["user_factor"] = params["user_factor"] + solved
             for _ in range(steps):
                 g = step_grad(params, items, h, b, y, mask, uf, id_keep)
                 if first_order:
