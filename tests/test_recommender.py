@@ -133,3 +133,7 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
     (run / "recommender.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="format version"):
         Recommender.load(run)
+
+
+def test_grouplens_title_form_resolves(fitted: Recommender) -> None:
+    assert fitted.resolve("Lion King, The (1994)") == fitted.resolve("The Lion King (1994)")

@@ -93,10 +93,15 @@ class Recommender:
         self.title_index: dict[str, int] = {}
         for i, title in enumerate(self.items["title"].tolist()):
             self.title_index.setdefault(_norm(title), i)
+        titles = self.items["title"].tolist()
         for i, text in enumerate(self.items["text"].tolist()):
-            # "Toy Story (1995)" — the form people type — is the text's first sentence
+            # "Toy Story (1995)" — the form people type — is the text's first sentence;
+            # GroupLens' "Lion King, The (1994)" is accepted as well
             head = text.split(". ", 1)[0].rstrip(".")
             self.title_index.setdefault(_norm(head), i)
+            year = re.search(r"\((\d{4})\)$", head)
+            if year:
+                self.title_index.setdefault(_norm(f"{titles[i]} ({year.group(1)})"), i)
         self._refresh_cache()
 
     @torch.no_grad()

@@ -93,7 +93,8 @@ def run_p1_benchmark(
             "configs": configs,
             "timings": timings,
             "machine": machine_info(),
-            "command": f"metarec benchmark --dataset {name} --seed {seed}",
+            "command": f"metarec benchmark --dataset {name} --seed {seed}"
+            + (" --data DIR" if root else ""),
         }
         save_json(out / f"p1-{name}.json", record)
         write_bytes_atomic(out / f"p1-{name}.md", markdown(record).encode())
