@@ -24,6 +24,7 @@ from metarec.encoders.base import encoder_state_tensors
 from metarec.encoders.sentence import metarec_cache_dir
 from metarec.errors import DataError
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
+from metarec.models.bias import item_baseline
 from metarec.recommender import Recommender, build_learner
 
 
@@ -129,15 +130,6 @@ def fit_recommender(
         metadata=meta,
     )
     return rec, history
-
-
-def item_baseline(
-    ratings: UserRatings, n_items: int, mean: float, damping: float = 10.0
-) -> np.ndarray:
-    """Damped mean offset per item: sum(r - mean) / (count + damping); 0 for unrated items."""
-    resid = np.bincount(ratings.items, weights=ratings.ratings - mean, minlength=n_items)
-    counts = np.bincount(ratings.items, minlength=n_items)
-    return (resid / (counts + damping)).astype(np.float32)
 
 
 def split_users(

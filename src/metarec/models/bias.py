@@ -14,6 +14,15 @@ import numpy as np
 from metarec.data.tasks import Task, UserRatings
 
 
+def item_baseline(
+    ratings: UserRatings, n_items: int, mean: float, damping: float = 10.0
+) -> np.ndarray:
+    """Damped mean offset per item: sum(r - mean) / (count + damping); 0 for unrated items."""
+    resid = np.bincount(ratings.items, weights=ratings.ratings - mean, minlength=n_items)
+    counts = np.bincount(ratings.items, minlength=n_items)
+    return (resid / (counts + damping)).astype(np.float32)
+
+
 class BiasModel:
     name = "bias"
 
@@ -25,10 +34,10 @@ class BiasModel:
 
     def fit(self, ratings: UserRatings, n_items: int) -> BiasModel:
         self.mu = float(ratings.ratings.mean())
-        resid = np.bincount(ratings.items, weights=ratings.ratings - self.mu, minlength=n_items)
-        counts = np.bincount(ratings.items, minlength=n_items)
-        self.item_bias = resid / (counts + self.item_damping)
-        self.popularity = counts
+        self.item_bias = item_baseline(ratings, n_items, self.mu, self.item_damping).astype(
+            np.float64
+        )
+        self.popularity = np.bincount(ratings.items, minlength=n_items)
         return self
 
     def user_offset(self, items: np.ndarray, ratings: np.ndarray) -> float:
