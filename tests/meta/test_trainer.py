@@ -81,3 +81,26 @@ def test_training_keeps_the_best_state() -> None:
     assert hist.best_score == min(scores)
     tasks = fixed_tasks(src.ratings, query_size=10, seed=5, max_support=100)
     assert trainer.validation_loss(tasks, src) == pytest.approx(hist.best_score, abs=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["bce", "bpr"])
+def test_implicit_objectives_train(objective: str) -> None:
+    vectors, src = _source(3)
+    mc = ModelConfig(hidden=8, tower_hidden=16, factors=4)
+    cfg = TrainConfig(
+        objective=objective,
+        epochs=3,
+        patience=100,
+        meta_batch_size=16,
+        inner_steps=1,
+        seed=5,
+        device="cpu",
+        negatives=2,
+        model=mc,
+    )
+    net = PreferenceNet(vectors, mc, [], offset=0.0)
+    net.tower.id_known[:] = 1
+    trainer = Trainer(MetaLearner(net, cfg), cfg, negative_pool=np.arange(40), progress=False)
+    hist = trainer.fit(src, src)
+    losses = [e["val_loss"] for e in hist.epochs]
+    assert all(np.isfinite(losses)) and min(losses[1:]) < losses[0]
