@@ -23,7 +23,7 @@ import torch
 
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.tasks import Task, collate
+from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.errors import ConfigError, DataError, ModelError, UnknownItemError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import Params
@@ -180,20 +180,29 @@ class Recommender:
         )
         items = np.array([i for i, _ in pairs], dtype=np.int64)
         ratings = np.array([r for _, r in pairs], dtype=np.float32)
-        if self.cfg.objective != "rating":
-            ratings = (ratings >= self.cfg.like_threshold).astype(np.float32)
         task = Task(0, items, ratings, items[:0], ratings[:0])
-        params = self._adapt_tasks([task], codes[None, :], steps)
+        _, params = self._adapt_tasks([task], codes[None, :], steps)
         return UserState(params, items, codes, len(pairs), pairs)
 
     @torch.no_grad()
-    def _adapt_tasks(self, tasks: Sequence[Task], codes: torch.Tensor, steps: int | None) -> Params:
+    def _adapt_tasks(
+        self, tasks: Sequence[Task], codes: torch.Tensor, steps: int | None = None
+    ) -> tuple[TaskBatch, Params]:
+        """Adapt to each task's support ratings (turned into like labels for the
+        implicit objectives, as in training) → the padded batch and batched params."""
+        if self.cfg.objective != "rating":
+            threshold = self.cfg.like_threshold
+            tasks = [
+                Task(t.user, t.support_items, (t.support_ratings >= threshold).astype(np.float32),
+                     t.query_items, t.query_ratings)
+                for t in tasks
+            ]  # fmt: skip
         steps = self.cfg.steps_at_eval if steps is None else steps
-        batch = collate(tasks).to(self.device)
-        batch.user_features = codes
         if all(len(t.support_items) == 0 for t in tasks):
             steps = 0
-        return self.learner.adapt(batch, steps=steps)
+        batch = collate(tasks).to(self.device)
+        batch.user_features = codes
+        return batch, self.learner.adapt(batch, steps=steps)
 
     # -- scoring ------------------------------------------------------------
     @torch.no_grad()
@@ -263,20 +272,7 @@ class Recommender:
                 if user_features is not None
                 else torch.zeros((len(chunk), nf), dtype=torch.int64)
             ).to(self.device)
-            if self.cfg.objective != "rating":
-                chunk = [
-                    Task(
-                        t.user,
-                        t.support_items,
-                        (t.support_ratings >= self.cfg.like_threshold).astype(np.float32),
-                        t.query_items,
-                        t.query_ratings,
-                    )
-                    for t in chunk
-                ]
-            batch = collate(chunk).to(self.device)
-            batch.user_features = codes
-            params = self.learner.adapt(batch, steps=self.cfg.steps_at_eval)
+            batch, params = self._adapt_tasks(chunk, codes)
             pred = self.learner.query_scores(batch, params).cpu().numpy()
             out.extend(pred[i, : len(t.query_items)] for i, t in enumerate(chunk))
         return out

@@ -31,9 +31,11 @@ def _source(seed: int, n_users: int = 60) -> tuple[torch.Tensor, TaskSource]:
     return vectors, TaskSource(ur, np.zeros((len(ur), 0), dtype=np.int64))
 
 
-def _trainer(vectors: torch.Tensor, epochs: int) -> Trainer:
+def _trainer(vectors: torch.Tensor, epochs: int, objective: str = "rating") -> Trainer:
     mc = ModelConfig(hidden=8, tower_hidden=16, factors=4)
     cfg = TrainConfig(
+        objective=objective,  # type: ignore[arg-type]
+        negatives=2,
         epochs=epochs,
         patience=100,
         meta_batch_size=16,
@@ -43,9 +45,10 @@ def _trainer(vectors: torch.Tensor, epochs: int) -> Trainer:
         model=mc,
     )
     torch.manual_seed(cfg.seed)
-    net = PreferenceNet(vectors, mc, [], offset=3.0)
+    net = PreferenceNet(vectors, mc, [], offset=3.0 if objective == "rating" else 0.0)
     net.tower.id_known[:] = 1
-    return Trainer(MetaLearner(net, cfg), cfg, progress=False)
+    pool = np.arange(len(vectors))
+    return Trainer(MetaLearner(net, cfg), cfg, negative_pool=pool, progress=False)
 
 
 def test_same_seed_same_numbers() -> None:
@@ -86,21 +89,6 @@ def test_training_keeps_the_best_state() -> None:
 @pytest.mark.parametrize("objective", ["bce", "bpr"])
 def test_implicit_objectives_train(objective: str) -> None:
     vectors, src = _source(3)
-    mc = ModelConfig(hidden=8, tower_hidden=16, factors=4)
-    cfg = TrainConfig(
-        objective=objective,
-        epochs=3,
-        patience=100,
-        meta_batch_size=16,
-        inner_steps=1,
-        seed=5,
-        device="cpu",
-        negatives=2,
-        model=mc,
-    )
-    net = PreferenceNet(vectors, mc, [], offset=0.0)
-    net.tower.id_known[:] = 1
-    trainer = Trainer(MetaLearner(net, cfg), cfg, negative_pool=np.arange(40), progress=False)
-    hist = trainer.fit(src, src)
+    hist = _trainer(vectors, 3, objective).fit(src, src)
     losses = [e["val_loss"] for e in hist.epochs]
     assert all(np.isfinite(losses)) and min(losses[1:]) < losses[0]

@@ -186,7 +186,7 @@ class Trainer:
             # the untrained model is a real candidate: training must beat it to be kept
             history.best_score = self.validation_loss(val_tasks, validation)
             history.best_epoch = 0
-            best_state = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+            best_state = self._snapshot()
             history.epochs.append({"epoch": 0, "val_loss": history.best_score})
         for epoch in bar:
             train_loss = self.train_epoch(train, epoch)
@@ -198,7 +198,7 @@ class Trainer:
             history.epochs.append(row)
             if score < history.best_score - 1e-5:
                 history.best_score, history.best_epoch, bad = score, epoch + 1, 0
-                best_state = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+                best_state = self._snapshot()
             else:
                 bad += 1
             bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
@@ -213,6 +213,9 @@ class Trainer:
         if best_state is not None:
             self.learner.load_state_dict(best_state)
         return history
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
 
     # -- checkpoints --------------------------------------------------------
     def _save(
