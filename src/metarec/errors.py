@@ -69,3 +69,7 @@ class UnknownItemError(MetarecError, KeyError):
 
 class ModelError(MetarecError):
     """A saved model is missing, incomplete or incompatible."""
+
+
+class UnsupportedError(MetarecError):
+    """A model was asked for something it cannot do (e.g. score an item it never saw)."""

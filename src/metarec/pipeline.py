@@ -7,7 +7,6 @@ protocols to train on a split without re-encoding the catalogue.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.schema import Dataset
@@ -26,19 +26,6 @@ from metarec.errors import DataError
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.bias import item_baseline
 from metarec.recommender import Recommender, build_learner
-
-
-@dataclass
-class Catalogue:
-    """Items with their frozen LM vectors, in catalogue order."""
-
-    items: pd.DataFrame
-    vectors: np.ndarray  # float32 [n_items, dim]
-    encoder: Encoder
-
-    @property
-    def index(self) -> dict[str, int]:
-        return {item: i for i, item in enumerate(self.items["item_id"].tolist())}
 
 
 def ensure_text(items: pd.DataFrame) -> pd.DataFrame:

@@ -259,23 +259,32 @@ class Recommender:
         ``user_features``: one row per task, either raw (a frame with
         ``user_id`` and feature columns) or already-encoded codes [n_tasks, F].
         """
-        if isinstance(user_features, pd.DataFrame):
-            user_features = self.features.transform(
-                user_features, user_features["user_id"].to_numpy()
-            )
+        codes_all = self._codes(user_features, len(tasks))
         out: list[np.ndarray] = []
-        nf = len(self.features.columns)
         for lo in range(0, len(tasks), batch_size):
             chunk = list(tasks[lo : lo + batch_size])
-            codes = (
-                torch.as_tensor(user_features[lo : lo + len(chunk)])
-                if user_features is not None
-                else torch.zeros((len(chunk), nf), dtype=torch.int64)
-            ).to(self.device)
+            codes = codes_all[lo : lo + len(chunk)]
             batch, params = self._adapt_tasks(chunk, codes)
             pred = self.learner.query_scores(batch, params).cpu().numpy()
             out.extend(pred[i, : len(t.query_items)] for i, t in enumerate(chunk))
         return out
+
+    def _codes(self, users: np.ndarray | pd.DataFrame | None, n: int) -> torch.Tensor:
+        if isinstance(users, pd.DataFrame):
+            users = self.features.transform(users, users["user_id"].to_numpy())
+        if users is None:
+            users = np.zeros((n, len(self.features.columns)), dtype=np.int64)
+        return torch.as_tensor(np.asarray(users), dtype=torch.int64).to(self.device)
+
+    @torch.no_grad()
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: np.ndarray | pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Scores [len(tasks), n_items] after adapting to each task's support set:
+        one vmapped adaptation for the batch, one head call over the catalogue."""
+        codes = self._codes(users, len(tasks))
+        _, params = self._adapt_tasks(tasks, codes)
+        return self.learner.scorer.catalogue_scores(params, codes, self._h, self._b).cpu().numpy()
 
     # -- growing the catalogue ---------------------------------------------
     def encoder(self) -> Any:
@@ -285,12 +294,20 @@ class Recommender:
             self._encoder = encoder_from_config(self.encoder_config, self.encoder_tensors or None)
         return self._encoder
 
-    def add_items(self, items: pd.DataFrame, *, text: Any = None, progress: bool = False) -> int:
+    def add_items(
+        self,
+        items: pd.DataFrame,
+        *,
+        text: Any = None,
+        vectors: np.ndarray | None = None,
+        progress: bool = False,
+    ) -> int:
         """Encode new items from their text; they are recommendable at once.
 
         ``items`` needs ``item_id`` and ``title`` (and whatever text columns the
         text config uses). Returns how many items were added; an id already in
-        the catalogue is an error (use a new id for a new item).
+        the catalogue is an error (use a new id for a new item). ``vectors``
+        skips encoding when the caller already has the items' LM vectors.
         """
         from metarec.data.text import ItemTextConfig, build_item_text
         from metarec.encoders import cached_encode
@@ -314,7 +331,10 @@ class Recommender:
         if empty.any():
             bad = frame.loc[empty, "item_id"].iloc[0]
             raise DataError(f"add_items: item {bad!r} has no text to encode (title and text empty)")
-        vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
+        if vectors is None:
+            vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
+        elif len(vectors) != len(frame):
+            raise DataError(f"add_items: {len(frame)} items but {len(vectors)} vectors")
         self.model.tower.extend(torch.as_tensor(np.asarray(vectors, dtype=np.float32)))
         self.items = pd.concat(
             [self.items, frame[["item_id", "title", "text"]].astype(str)], ignore_index=True

@@ -1,0 +1,150 @@
+"""One small base class for every model metarec trains, evaluates, combines or serves.
+
+A model is fitted on :class:`TrainingData` (the same object for every model in
+a benchmark, so peers see exactly the same ratings, text vectors and user
+features) and then answers one question: given a user's support set, what
+score does every catalogue item get? Everything else — query-set
+predictions for rating metrics, top-k lists, ensembles, A/B replays — is
+built on :meth:`ScoringModel.score_catalogue`.
+
+Items are catalogue indices (row ``i`` of :class:`~metarec.catalogue.Catalogue`);
+users are :class:`~metarec.data.tasks.Task` objects whose support set is what
+the model may adapt on and whose query set it must never look at.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from metarec.catalogue import Catalogue
+from metarec.data.tasks import Task, UserRatings
+from metarec.errors import UnsupportedError
+
+
+@dataclass
+class TrainingData:
+    """What a model is fitted on.
+
+    ``interactions``: training users' rows (user_id, item_id, rating[, timestamp]);
+    ``validation``: other users' rows for early stopping and weight tuning;
+    ``users``: side features (user_id + columns) or None. Items never rated in
+    ``interactions`` are *new*: a model scores them from text or not at all.
+    """
+
+    interactions: pd.DataFrame
+    catalogue: Catalogue
+    users: pd.DataFrame | None = None
+    validation: pd.DataFrame | None = None
+    rating_range: tuple[float, float] = (1.0, 5.0)
+    seed: int = 0
+
+    @cached_property
+    def ratings(self) -> UserRatings:
+        return UserRatings.from_frame(self.interactions, self.catalogue.index)
+
+    @cached_property
+    def validation_ratings(self) -> UserRatings | None:
+        if self.validation is None or len(self.validation) == 0:
+            return None
+        return UserRatings.from_frame(self.validation, self.catalogue.index)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.catalogue)
+
+
+class ScoringModel(ABC):
+    """Base class: fit once, then score the catalogue for users given their support sets.
+
+    Subclasses implement :meth:`fit` and :meth:`score_catalogue`. A model that
+    predicts on the rating scale sets ``predicts_ratings = True`` and its scores
+    are then read as ratings (MAE, RMSE); a ranking-only model (popularity,
+    ALS) leaves it False and is judged on ranking metrics only.
+    """
+
+    name: str = "model"
+    predicts_ratings: bool = False
+    chunk_size: ClassVar[int] = 256
+
+    @abstractmethod
+    def fit(self, data: TrainingData) -> ScoringModel:
+        """Fit on ``data``; return ``self``."""
+
+    @abstractmethod
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Scores [len(tasks), n_items] after adapting to each task's support set.
+
+        ``users``: one row per task (user_id + side-feature columns) or None.
+        Query sets are never read. Higher is better.
+        """
+
+    @property
+    @abstractmethod
+    def n_items(self) -> int:
+        """Catalogue size this model scores."""
+
+    def predict_tasks(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> list[np.ndarray]:
+        """Scores of each task's query items (ratings when ``predicts_ratings``)."""
+        out: list[np.ndarray] = []
+        for lo in range(0, len(tasks), self.chunk_size):
+            chunk = tasks[lo : lo + self.chunk_size]
+            rows = users.iloc[lo : lo + len(chunk)] if users is not None else None
+            scores = self.score_catalogue(chunk, rows)
+            out.extend(scores[i, t.query_items] for i, t in enumerate(chunk))
+        return out
+
+    def recommend(
+        self,
+        tasks: Sequence[Task],
+        k: int = 10,
+        users: pd.DataFrame | None = None,
+        *,
+        exclude_seen: bool = True,
+    ) -> np.ndarray:
+        """Top-``k`` catalogue indices per task [len(tasks), k], best first.
+
+        ``exclude_seen`` removes each task's support items. Ties break by
+        catalogue index so lists are deterministic.
+        """
+        out = np.zeros((len(tasks), k), dtype=np.int64)
+        for lo in range(0, len(tasks), self.chunk_size):
+            chunk = tasks[lo : lo + self.chunk_size]
+            rows = users.iloc[lo : lo + len(chunk)] if users is not None else None
+            scores = self.score_catalogue(chunk, rows).astype(np.float64)
+            out[lo : lo + len(chunk)] = top_k(scores, k, chunk if exclude_seen else None)
+        return out
+
+    def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        """Append new items (rows in catalogue order and their LM vectors).
+
+        Models that score from text support it; others refuse clearly.
+        """
+        del items, vectors
+        raise UnsupportedError(
+            f"{self.name} cannot score items it never saw in training; "
+            "use a text-aware model (metarec, content kNN) for new items"
+        )
+
+
+def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> np.ndarray:
+    """Indices of the ``k`` best scores per row, best first (ties: lower index first).
+
+    ``exclude``: tasks whose support items are masked out, row by row.
+    """
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    if exclude is not None:
+        for i, t in enumerate(exclude):
+            scores[i, t.support_items] = -np.inf
+    # a stable full sort (catalogues are thousands of items): ties keep index order
+    return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]

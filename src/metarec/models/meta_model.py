@@ -1,0 +1,83 @@
+"""metarec's own network as a :class:`~metarec.models.base.ScoringModel`.
+
+A thin adapter: ``fit`` meta-trains a :class:`~metarec.recommender.Recommender`
+with the given config; scoring delegates to it. This is how every metarec
+algorithm (and the transfer control) takes part in benchmarks and ensembles
+beside the peers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metarec.config import TrainConfig
+from metarec.data.tasks import Task
+from metarec.errors import ModelError
+from metarec.models.base import ScoringModel, TrainingData
+from metarec.recommender import Recommender
+
+
+class MetaModel(ScoringModel):
+    def __init__(
+        self,
+        cfg: TrainConfig | None = None,
+        *,
+        name: str | None = None,
+        progress: bool = False,
+        checkpoint_dir: str | Path | None = None,
+    ) -> None:
+        self.cfg = (cfg or TrainConfig()).validate()
+        self.name = name or self.cfg.algorithm
+        self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
+        self.recommender: Recommender | None = None
+        self.history: object = None
+        self.predicts_ratings = self.cfg.objective == "rating"
+
+    @classmethod
+    def from_recommender(cls, rec: Recommender, name: str | None = None) -> MetaModel:
+        model = cls(rec.cfg, name=name)
+        model.recommender = rec
+        return model
+
+    def fit(self, data: TrainingData) -> MetaModel:
+        from metarec.pipeline import fit_recommender
+
+        self.recommender, self.history = fit_recommender(
+            data.catalogue,
+            data.interactions,
+            self.cfg,
+            users=data.users,
+            validation=data.validation,
+            rating_range=data.rating_range,
+            checkpoint_dir=self.checkpoint_dir,
+            progress=self.progress,
+        )
+        return self
+
+    def _rec(self) -> Recommender:
+        if self.recommender is None:
+            raise ModelError(f"{self.name}: not fitted; call fit() first")
+        return self.recommender
+
+    @property
+    def n_items(self) -> int:
+        return self._rec().n_items
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        return self._rec().score_catalogue(tasks, users)
+
+    def predict_tasks(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> list[np.ndarray]:
+        # query items only: cheaper than scoring the whole catalogue
+        return self._rec().predict_tasks(tasks, users)
+
+    def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        self._rec().add_items(items, vectors=vectors)
