@@ -342,19 +342,254 @@ def _known(rec: Any, title: str) -> bool:
         return False
 
 
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    from metarec.evaluation.benchmark import run_p1_benchmark
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v for v in value.split(",") if v]
 
-    run_p1_benchmark(
-        datasets=args.dataset or ["ml-100k", "ml-1m"],
-        root=args.data,
-        out=Path(args.out),
-        algorithms=args.algorithms.split(","),
-        seed=args.seed,
-        progress=not args.quiet,
-        overrides=list(args.set or []),
-    )
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from metarec.evaluation.benchmark import run_benchmark
+
+    datasets = args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"])
+    shots = None
+    if args.shots:
+        try:
+            shots = [int(k) for k in args.shots.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--shots: expected comma-separated integers, got {args.shots!r}"
+            ) from None
+        if any(k < 0 for k in shots):
+            raise ConfigError(f"--shots: support sizes must be >= 0, got {args.shots!r}")
+    for name in datasets:
+        run_benchmark(
+            args.protocol,
+            name,
+            root=args.data,
+            out=args.out,
+            seed=args.seed,
+            folds=args.folds,
+            algorithms=_csv(args.algorithms) or [],
+            peers=_csv(args.peers),
+            overrides=list(args.set or []),
+            shots=shots,
+            progress=not args.quiet,
+            plots=not args.no_plots,
+        )
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from metarec.evaluation.report import render_markdown, write_report
+    from metarec.io import load_json
+
+    path = Path(args.run)
+    if path.is_dir() and (path / "recommender.json").exists():
+        meta = load_json(path / "recommender.json")
+        history = meta.get("metadata", {}).get("history", [])
+        print(f"# Run {path}\n")
+        print(f"Dataset: {meta.get('metadata', {}).get('dataset', '?')}; items: {meta['n_items']}")
+        print("Config: " + json.dumps(meta["config"], sort_keys=True))
+        if history:
+            keys = [k for k in history[0] if k != "epoch"]
+            print("\n| epoch | " + " | ".join(keys) + " |")
+            print("|---" * (len(keys) + 1) + "|")
+            for row in history:
+                cells = [
+                    f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys
+                ]
+                print(f"| {row.get('epoch', '')} | " + " | ".join(cells) + " |")
+        return 0
+    if path.is_dir():
+        found = sorted(p for p in path.glob("p[12]-*.json") if not p.name.endswith("-split.json"))
+        if not found:
+            raise ConfigError(f"{path}: no benchmark results (p1-*.json, p2-*.json) in it")
+    elif path.suffix == ".json" and path.exists():
+        found = [path]
+    else:
+        raise ConfigError(f"{path}: not a run folder, a results folder or a benchmark .json")
+    for f in found:
+        record = load_json(f)
+        if record.get("protocol") not in ("p1", "p2") or "summary" not in record:
+            raise ConfigError(f"{f}: not a benchmark result (no protocol/summary)")
+        try:
+            if args.write:
+                write_report(record, f.with_suffix(""), plots=not args.no_plots)
+            print(render_markdown(record))
+        except KeyError as err:
+            raise ConfigError(
+                f"{f}: missing field {err} (written by an older metarec? rerun the benchmark)"
+            ) from None
+    return 0
+
+
+def cmd_abtest(args: argparse.Namespace) -> int:
+    """Protocol P4: replay and/or interleave two saved runs on held-out users."""
+    from metarec.evaluation.abtest import (
+        P4Split,
+        check_users_spec,
+        format_report,
+        jsonable,
+        make_p4_split,
+        run_abtest,
+        users_from_spec,
+    )
+    from metarec.io import save_json
+    from metarec.models.meta_model import MetaModel
+    from metarec.recommender import Recommender
+
+    support = 5 if args.support is None else args.support
+    if support < 0:
+        raise ConfigError(f"--support: K must be >= 0, got {support}")
+    if args.top_k <= 0:
+        raise ConfigError(f"-k: must be > 0, got {args.top_k}")
+    check_users_spec(args.users)  # before the slow part: loading runs and data
+    recs = {arm: Recommender.load(run) for arm, run in (("A", args.run_a), ("B", args.run_b))}
+    if list(recs["A"].items["item_id"]) != list(recs["B"].items["item_id"]):
+        raise ConfigError(
+            f"{args.run_a} and {args.run_b} have different catalogues; "
+            "an A/B test needs two runs trained on the same data"
+        )
+    if args.root and not args.dataset:
+        raise ConfigError("--root DIR needs --dataset NAME (or give the folder as --data PATH)")
+    spec: dict[str, Any] = {"dataset": args.dataset, "data": args.root or args.data}
+    if spec["data"]:
+        spec["data"] = str(Path(spec["data"]).resolve())
+    if not any(spec.values()):
+        spec = recs["A"].metadata.get("data_spec") or {}
+    ds = load_from_spec(spec)
+    note = sys.stderr if args.json else sys.stdout  # keep --json output parseable
+    chosen = users_from_spec(args.users, ds.interactions["user_id"].astype(str).unique(), args.seed)
+    if isinstance(chosen, P4Split):
+        split = chosen
+        print(
+            f"split from {args.users}: K = {split.support}, seed {split.seed}, arms as saved",
+            file=note,
+        )
+    else:
+        split = make_p4_split(
+            ds.interactions, chosen, support=support, seed=args.seed, dataset=ds.name
+        )
+        if split.skipped.get("too_few_ratings"):
+            print(
+                f"skipped {split.skipped['too_few_ratings']} users with fewer than "
+                f"{support + 1} ratings",
+                file=note,
+            )
+        if split.skipped.get("not_in_data"):
+            print(f"skipped {split.skipped['not_in_data']} users not in the data", file=note)
+    if args.save_split:
+        split.save(args.save_split)
+    policies = {arm: MetaModel.from_recommender(rec, name=arm) for arm, rec in recs.items()}
+    report = run_abtest(
+        policies["A"],
+        policies["B"],
+        ds.interactions,
+        split,
+        recs["A"].item_index,
+        k=args.top_k,
+        method=args.method,
+        users=ds.users,
+    )
+    report["runs"] = {"A": str(args.run_a), "B": str(args.run_b)}
+    report = jsonable(report)
+    if args.out:
+        save_json(args.out, report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report, report["runs"]))
+    return 0
+
+
+# -- service: serve and retrain --------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from metarec.service.server import serve
+    from metarec.service.settings import ServiceSettings, default_db_url
+
+    settings = ServiceSettings(
+        run=Path(args.run),
+        db_url=args.db or default_db_url(),
+        api_key=ServiceSettings.key_from_env(args.api_key),
+        cors_origins=tuple(args.cors or ()),
+        page_api_key=args.page_api_key,
+        max_body_bytes=args.max_body_bytes,
+        max_events_per_batch=args.max_batch,
+        cache_size=args.cache_size,
+    )
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from metarec.retrain import retrain
+
+    result = retrain(
+        args.run,
+        args.db,
+        args.out,
+        spec=_data_spec(args),
+        overrides=list(args.set or []),
+        tolerance=args.tolerance,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    print(result.summary())
+    if result.written:
+        forced = "" if result.accepted else " (forced)"
+        print(f"wrote {result.out}{forced} in {result.seconds:.0f} s")
+        return 0
+    print(
+        f"metarec: the retrained model is worse: held-out MAE {result.new_mae:.4f} vs "
+        f"{result.old_mae:.4f} for {args.run} (tolerance {args.tolerance:g}); "
+        f"{args.out} not written (--force writes it anyway)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _add_service_commands(sub: Any) -> None:
+    sv = sub.add_parser("serve", help="HTTP service: recommendations that learn from feedback")
+    sv.add_argument("run", help="run folder to serve")
+    sv.add_argument(
+        "--db",
+        help="feedback store URL: sqlite:///path.db or postgresql://user:pw@host/db "
+        "(default: sqlite file metarec-feedback.db in the current directory)",
+    )
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", help="key for write endpoints (default: $METAREC_API_KEY)")
+    sv.add_argument(
+        "--cors", action="append", metavar="ORIGIN", help="allowed browser origin (repeatable)"
+    )
+    sv.add_argument(
+        "--page-api-key",
+        action="store_true",
+        help="hand the API key to the web page at / (demos on a trusted network only)",
+    )
+    sv.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    sv.add_argument("--max-batch", type=int, default=1000, help="max events per request")
+    sv.add_argument("--cache-size", type=int, default=10_000, help="adapted users kept in memory")
+    sv.set_defaults(func=cmd_serve)
+
+    rt = sub.add_parser(
+        "retrain", help="meta-train on the data plus logged feedback; keep it only if not worse"
+    )
+    rt.add_argument("run", help="the run being served")
+    rt.add_argument("--db", required=True, help="feedback store URL (as for serve)")
+    rt.add_argument("--out", required=True, help="folder for the new run")
+    _add_data_args(rt)
+    rt.add_argument("--root", dest="data", help="same as --data")
+    rt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the run's config")
+    rt.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="held-out MAE the new model may lose and still be written (negative: the "
+        "gain it must show; default 0)",
+    )
+    rt.add_argument("--force", action="store_true", help="write the new run even if worse")
+    rt.add_argument("--quiet", action="store_true", help="no progress bars")
+    rt.set_defaults(func=cmd_retrain)
 
 
 # -- parser -----------------------------------------------------------------
@@ -420,15 +655,73 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_recommend)
 
-    b = sub.add_parser("benchmark", help="protocol P1 for every algorithm and the peers")
-    b.add_argument("--dataset", action="append", help="repeatable; default ml-100k and ml-1m")
+    b = sub.add_parser(
+        "benchmark",
+        help="run protocol P1 or P2 (P3 with --folds) for metarec and every peer; "
+        "writes JSON, Markdown and PNG",
+    )
+    b.add_argument("--protocol", choices=("p1", "p2"), default="p1")
+    b.add_argument(
+        "--dataset", action="append", help="repeatable; default ml-1m for p1, ml-100k for p2"
+    )
     b.add_argument("--data", help="folder holding the datasets")
-    b.add_argument("--algorithms", default="maml,fomaml,reptile,metasgd,transfer")
+    b.add_argument("--algorithms", default="maml,fomaml,reptile,metasgd")
+    b.add_argument(
+        "--peers",
+        help="comma-separated (default: all: popularity,bias,knn,als,melu-1,melu-5,transfer)",
+    )
+    b.add_argument("--folds", type=int, default=1, help="P3: k folds over users (default 1)")
+    b.add_argument("--shots", help="P2 support sizes (default 0,1,3,5,10,20)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--set", action="append", metavar="KEY=VALUE")
+    b.add_argument("--no-plots", action="store_true")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_benchmark)
+
+    rp = sub.add_parser("report", help="render a benchmark result or a run folder as Markdown")
+    rp.add_argument("run", metavar="RUN", help="benchmark .json, results folder, or run folder")
+    rp.add_argument("--write", action="store_true", help="also rewrite the .md and .png files")
+    rp.add_argument("--no-plots", action="store_true")
+    rp.set_defaults(func=cmd_report)
+
+    ab = sub.add_parser(
+        "abtest", help="protocol P4: offline A/B test (replay, interleaving) of two saved runs"
+    )
+    ab.add_argument("run_a", metavar="RUN_A", help="run folder of policy A (control)")
+    ab.add_argument("run_b", metavar="RUN_B", help="run folder of policy B (treatment)")
+    ab.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="ml-100k, ml-1m or ml-latest-small (default: RUN_A's data)",
+    )
+    ab.add_argument(
+        "--data", metavar="PATH", help="folder holding the data set (atomic or GroupLens files)"
+    )
+    ab.add_argument("--root", metavar="DIR", help="folder holding the named --dataset")
+    ab.add_argument(
+        "--users",
+        required=True,
+        metavar="SPEC",
+        help="held-out users: a file of user ids (one per line), a P1 split JSON (its new "
+        "users), a P4 split JSON (arms and K as saved), or heldout:FRACTION (a seeded "
+        "fraction of all users; they may have been in the runs' training data)",
+    )
+    ab.add_argument(
+        "--support", type=int, default=None, metavar="K", help="K: first K ratings (default 5)"
+    )
+    ab.add_argument(
+        "-k", dest="top_k", type=int, default=10, metavar="N", help="items recommended (10)"
+    )
+    ab.add_argument("--seed", type=int, default=0, help="arm assignment and interleaving coins")
+    ab.add_argument("--method", choices=["replay", "interleave", "both"], default="both")
+    ab.add_argument("--json", action="store_true", help="print the report as JSON")
+    ab.add_argument("--out", metavar="FILE", help="also write the JSON report to this file")
+    ab.add_argument(
+        "--save-split", metavar="FILE", help="write the P4 split (users, arms, K, seed) as JSON"
+    )
+    ab.set_defaults(func=cmd_abtest)
+    _add_service_commands(sub)
     return p
 
 

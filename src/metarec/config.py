@@ -74,6 +74,8 @@ class TrainConfig:
     train_query_size: int | None = None
     negatives: int = 4  # per positive, for the implicit objectives
     like_threshold: float = 4.0  # ratings at or above count as "liked"
+    # implicit objectives: support positives are the liked or all rated items
+    support_positives: str = "rated"
     seed: int = 0
     device: str = "auto"
     encoder: str = "minilm"
@@ -87,6 +89,10 @@ class TrainConfig:
             )
         if self.adapt not in get_args(AdaptScope):
             raise ConfigError(f"adapt: {self.adapt!r} is not one of context, head, all")
+        if self.support_positives not in ("liked", "rated"):
+            raise ConfigError(
+                f"support_positives: {self.support_positives!r} is not one of liked, rated"
+            )
         if self.objective not in get_args(Objective):
             raise ConfigError(f"objective: {self.objective!r} is not one of rating, bce, bpr")
         positive = {

@@ -188,19 +188,34 @@ class Recommender:
     def _adapt_tasks(
         self, tasks: Sequence[Task], codes: torch.Tensor, steps: int | None = None
     ) -> tuple[TaskBatch, Params]:
-        """Adapt to each task's support ratings (turned into like labels for the
-        implicit objectives, as in training) → the padded batch and batched params."""
-        if self.cfg.objective != "rating":
-            threshold = self.cfg.like_threshold
-            tasks = [
-                Task(t.user, t.support_items, (t.support_ratings >= threshold).astype(np.float32),
-                     t.query_items, t.query_ratings)
-                for t in tasks
-            ]  # fmt: skip
+        """Adapt to each task's support ratings → the padded batch and batched params.
+
+        For the implicit objectives the support side is built exactly as in
+        meta-training (positives plus seeded sampled negatives); query sets are
+        dropped first so that they cannot influence the sampled negatives.
+        """
         steps = self.cfg.steps_at_eval if steps is None else steps
         if all(len(t.support_items) == 0 for t in tasks):
             steps = 0
-        batch = collate(tasks).to(self.device)
+        if self.cfg.objective == "rating":
+            batch = collate(tasks)
+        else:
+            empty = np.zeros(0, dtype=np.int64)
+            support_only = [
+                Task(t.user, t.support_items, t.support_ratings, empty, empty.astype(np.float32))
+                for t in tasks
+            ]
+            known = torch.nonzero(self.model.tower.id_known).flatten().cpu().numpy()
+            batch = collate(
+                support_only,
+                objective=self.cfg.objective,
+                negatives=self.cfg.negatives,
+                like_threshold=self.cfg.like_threshold,
+                negative_pool=known if len(known) else np.arange(self.n_items),
+                rng=np.random.default_rng(self.cfg.seed),
+                support_positives=self.cfg.support_positives,
+            )
+        batch = batch.to(self.device)
         batch.user_features = codes
         return batch, self.learner.adapt(batch, steps=steps)
 

@@ -49,3 +49,119 @@ def test_per_user_table_and_summary_skip_undefined() -> None:
     summary = M.summarise(table)
     assert summary["recall@5"] == pytest.approx(1.0)
     assert summary["mae"] == pytest.approx((3.5 / 4 + np.abs(PRED - 1).mean()) / 2)
+
+
+# -- P1 additions: f1 and AUC ---------------------------------------------------
+def test_f1_at_is_the_harmonic_mean() -> None:
+    # top-2 = items 1, 0; relevant = {0, 2}: P = 1/2, R = 1/2 → F1 = 1/2
+    assert M.f1_at(PRED, TRUE, 2, 4.0) == pytest.approx(0.5)
+    # top-3 = items 1, 0, 2: P = 2/3, R = 1 → F1 = 2·(2/3)/(5/3) = 0.8
+    assert M.f1_at(PRED, TRUE, 3, 4.0) == pytest.approx(0.8)
+    # top-1 = item 1 (rated 3): P = R = 0 → 0, not NaN
+    assert M.f1_at(PRED, TRUE, 1, 4.0) == 0.0
+    assert math.isnan(M.f1_at(PRED, np.ones(4), 2, 4.0))  # no relevant item: recall undefined
+
+
+def test_query_auc_by_hand() -> None:
+    # relevant: items 0 (pred 4.0) and 2 (pred 3.0); others: 1 (4.5), 3 (1.0)
+    # pairs (pos, neg): (0,1) 0, (0,3) 1, (2,1) 0, (2,3) 1 → 2/4
+    assert M.auc_query(PRED, TRUE, 4.0) == pytest.approx(0.5)
+    assert M.auc_query(TRUE, TRUE, 4.0) == pytest.approx(1.0)
+    assert M.auc_query(-TRUE, TRUE, 4.0) == pytest.approx(0.0)
+
+
+def test_auc_ties_count_half_and_one_class_is_nan() -> None:
+    scores = np.array([0.9, 0.8, 0.8, 0.1])
+    positive = np.array([True, False, True, False])
+    # (0 vs 1) 1, (0 vs 3) 1, (2 vs 1) tie ½, (2 vs 3) 1 → 3.5 / 4
+    assert M.auc_score(scores, positive) == pytest.approx(0.875)
+    assert M.auc_score(np.zeros(4), positive) == pytest.approx(0.5)  # all tied
+    assert math.isnan(M.auc_score(scores, np.ones(4, dtype=bool)))
+    assert math.isnan(M.auc_score(scores, np.zeros(4, dtype=bool)))
+
+
+def test_p1_table_has_auc_and_f1_and_skips_one_class_users() -> None:
+    table = M.per_user_table([PRED, PRED], [TRUE, np.full(4, 5.0)])
+    assert table["auc"][0] == pytest.approx(0.5)
+    assert np.isnan(table["auc"][1])  # every query rating relevant: one class
+    assert table["f1@5"][0] == pytest.approx(2 * 0.4 * 1.0 / 1.4)  # P@5 = 2/5, R@5 = 1
+    assert M.summarise(table)["auc"] == pytest.approx(0.5)
+
+
+# -- P2: full-catalogue top-k -----------------------------------------------------
+def test_ranking_table_by_hand() -> None:
+    top = np.array([[3, 1, 7], [4, 5, 6], [2, 8, 0], [5, 6, 7]])
+    relevant = [np.array([1, 9]), np.array([], dtype=np.int64), np.array([2, 8, 0, 5]), [9]]
+    t = M.ranking_table(top, relevant, 3)
+    assert set(t) == {"ndcg@3", "recall@3", "precision@3", "f1@3", "hit@3", "mrr@3"}
+    # user 0: one hit at rank 2; ideal over min(|rel| = 2, 3) = 2 ranks
+    assert t["ndcg@3"][0] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    assert t["recall@3"][0] == pytest.approx(1 / 2)
+    assert t["precision@3"][0] == pytest.approx(1 / 3)
+    assert t["f1@3"][0] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))  # 0.4
+    assert t["hit@3"][0] == 1.0 and t["mrr@3"][0] == pytest.approx(1 / 2)
+    # user 1: nothing relevant → NaN everywhere (skipped in means)
+    assert all(np.isnan(v[1]) for v in t.values())
+    # user 2: all three shown are relevant; ideal over min(4, 3) = 3 → ndcg 1; recall 3/4
+    assert t["ndcg@3"][2] == pytest.approx(1.0)
+    assert t["recall@3"][2] == pytest.approx(3 / 4) and t["precision@3"][2] == 1.0
+    assert t["f1@3"][2] == pytest.approx(2 * 1 * 0.75 / 1.75)
+    assert t["mrr@3"][2] == 1.0
+    # user 3: no hit → zeros (f1 is 0, not NaN)
+    assert [t[m][3] for m in ("ndcg@3", "recall@3", "precision@3", "f1@3", "hit@3", "mrr@3")] == [
+        0.0
+    ] * 6
+    summary = M.ranking_summary(top, relevant, 3, n_items=20)
+    assert summary["hit@3"] == pytest.approx(2 / 3)  # users 0, 2, 3; user 1 skipped
+    # distinct items shown: {0, 1, 2, 3, 4, 5, 6, 7, 8} = 9 of 20
+    assert summary["itemcoverage@3"] == pytest.approx(9 / 20)
+
+
+def test_ranking_table_k_beyond_the_list_and_empty_slots() -> None:
+    # a 2-item list judged @3: the missing third rank is a miss; precision divides by k
+    t = M.ranking_table(np.array([[1, 4]]), [np.array([4])], 3)
+    assert t["precision@3"][0] == pytest.approx(1 / 3)
+    assert t["ndcg@3"][0] == pytest.approx(1 / math.log2(3))  # ideal: 1 hit at rank 1
+    assert t["mrr@3"][0] == pytest.approx(1 / 2)
+    # -1 marks an empty slot and never matches
+    t = M.ranking_table(np.array([[4, -1, -1]]), [np.array([4])], 3)
+    assert t["precision@3"][0] == pytest.approx(1 / 3) and t["ndcg@3"][0] == 1.0
+    # a wider list is cut at k
+    t = M.ranking_table(np.array([[0, 1, 2, 3]]), [np.array([3])], 2)
+    assert t["hit@2"][0] == 0.0
+
+
+def test_ranking_table_matches_a_loop_over_users() -> None:
+    rng = np.random.default_rng(0)
+    k, n_items = 10, 60
+    top = np.stack([rng.permutation(n_items)[:k] for _ in range(50)])
+    relevant = [rng.choice(n_items, size=int(rng.integers(0, 8)), replace=False) for _ in range(50)]
+    table = M.ranking_table(top, relevant, k)
+    for u in range(50):
+        rel = set(relevant[u].tolist())
+        hits = [int(i in rel) for i in top[u]]
+        if not rel:
+            assert np.isnan(table["ndcg@10"][u])
+            continue
+        dcg = sum(h / math.log2(j + 2) for j, h in enumerate(hits))
+        idcg = sum(1 / math.log2(j + 2) for j in range(min(len(rel), k)))
+        assert table["ndcg@10"][u] == pytest.approx(dcg / idcg)
+        assert table["recall@10"][u] == pytest.approx(sum(hits) / len(rel))
+        first = hits.index(1) + 1 if 1 in hits else None
+        assert table["mrr@10"][u] == pytest.approx(1 / first if first else 0.0)
+
+
+def test_coverage() -> None:
+    assert M.coverage(np.array([[0, 1], [1, 2]]), 10) == pytest.approx(3 / 10)
+    assert M.coverage(np.array([[0, -1], [0, -1]]), 4) == pytest.approx(1 / 4)
+
+
+def test_full_auc_excludes_support_and_halves_ties() -> None:
+    scores = np.array([[0.5, 0.5, 0.2, 0.9], [0.1, 0.2, 0.3, 0.4]])
+    relevant = [np.array([0]), np.array([], dtype=np.int64)]
+    # user 0, all four candidates: 0 vs 1 tie ½, vs 2 win 1, vs 3 loss 0 → 1.5/3
+    assert M.full_auc(scores, relevant)[0] == pytest.approx(0.5)
+    # support item 3 excluded: (½ + 1) / 2
+    auc = M.full_auc(scores, relevant, exclude=[np.array([3]), np.array([0])])
+    assert auc[0] == pytest.approx(0.75)
+    assert np.isnan(auc[1])  # no relevant item

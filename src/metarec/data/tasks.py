@@ -230,13 +230,16 @@ def collate(
     like_threshold: float = 4.0,
     negative_pool: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
+    support_positives: str = "liked",
 ) -> TaskBatch:
     """Pad ``tasks`` into a :class:`TaskBatch`.
 
     For ``rating`` the targets are the ratings. For ``bce`` the targets are 1
     for liked items and 0 for ``negatives`` sampled unseen items per liked
     item (from ``negative_pool``). For ``bpr``, one sampled negative is paired
-    with each liked item.
+    with each liked item. ``support_positives="rated"`` makes every support
+    interaction a positive (what the user chose to rate says more about what
+    they will rate next than the rating does); the query side always uses likes.
     """
     users = torch.as_tensor([t.user for t in tasks], dtype=torch.int64)
     feats = (
@@ -275,7 +278,9 @@ def collate(
                     it,
                     r,
                     seen,
-                    like_threshold=like_threshold,
+                    like_threshold=(
+                        -np.inf if side == 0 and support_positives == "rated" else like_threshold
+                    ),
                     negatives=n_neg,
                     pool=negative_pool,
                     rng=rng,

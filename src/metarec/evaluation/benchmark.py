@@ -1,9 +1,16 @@
-"""The P1 benchmark: every meta-learning algorithm, transfer and the bias model.
+"""Benchmarks: every metarec algorithm beside every peer, on the same seeded splits.
 
-All models train and are scored on the same seeded split in one process, so
-ratios between them hold on a noisy machine. Results go to
-``<out>/p1-<dataset>.json`` (raw figures, per-user values omitted for size,
-machine, seed, resolved configs, timings) and ``<out>/p1-<dataset>.md``.
+All models are fitted on the same :class:`~metarec.models.base.TrainingData`
+and scored on the same tasks in one process, so ratios between them hold on
+a noisy machine. A run writes ``<out>/<protocol>-<dataset>.json`` (summaries,
+significance against each peer, per-fold figures, configs, timings, machine,
+seed and the command), a Markdown report and PNG plots beside it, plus the
+split files that reproduce it elsewhere.
+
+* ``p1``: the MeLU protocol (four states), rating models and ranking peers.
+* ``p2``: few-shot full-catalogue ranking for K in {0, 1, 3, 5, 10, 20}.
+* ``folds=n`` (protocol P3): the same over n folds of users; figures are
+  mean ± std over folds and the Wilcoxon tests pool the users of all folds.
 """
 
 from __future__ import annotations
@@ -11,18 +18,29 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from metarec.config import TrainConfig
-from metarec.data.tasks import UserRatings
-from metarec.evaluation.p1 import evaluate_p1, make_p1_split
-from metarec.io import save_json, write_bytes_atomic
-from metarec.models.bias import BiasModel
+from metarec.errors import ConfigError
+from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
+from metarec.io import save_json
+from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.ensemble import Ensemble
+from metarec.models.meta_model import MetaModel
 
-STATES = ("user_cold", "item_cold", "both_cold")
+META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
+P1_PEERS = ("bias", "popularity", "knn", "als", "melu-1", "melu-5", "transfer")
+P2_PEERS = ("popularity", "bias", "knn", "als", "melu-1", "melu-5", "transfer")
+# The ranking protocol trains the same network on an implicit objective: P2
+# judges "will the user like it among everything", not "what rating".
+P2_OVERRIDES = ("objective=bce",)
+P1_HEADLINE = (("mae", True), ("ndcg@3", False))
+P2_HEADLINE = (("ndcg@10", False),)
 
 
 def machine_info() -> dict[str, Any]:
@@ -36,99 +54,310 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def run_p1_benchmark(
+def build_models(
+    protocol: str,
     *,
-    datasets: list[str],
-    root: str | None,
-    out: Path,
-    algorithms: list[str],
-    seed: int = 0,
-    progress: bool = True,
-    overrides: list[str] | None = None,
-) -> dict[str, Any]:
-    from metarec.data import load_dataset
-    from metarec.pipeline import encode_catalogue, fit_recommender
+    algorithms: Sequence[str],
+    peers: Sequence[str],
+    seed: int,
+    overrides: Sequence[str] = (),
+    progress: bool = False,
+    peer_options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, ScoringModel]:
+    """Unfitted models by report name: peers first, then metarec's algorithms."""
+    from metarec.peers import make_peer
 
-    results: dict[str, Any] = {}
-    for name in datasets:
+    base = TrainConfig(seed=seed)
+    if protocol == "p2":
+        base = base.with_overrides(list(P2_OVERRIDES))
+    base = base.with_overrides(list(overrides))
+    models: dict[str, ScoringModel] = {}
+    for name in peers:
+        if name == "transfer":
+            cfg = base.with_overrides(["algorithm=transfer"])
+            models[name] = MetaModel(cfg, name="transfer", progress=progress)
+        else:
+            models[name] = make_peer(name, seed=seed, **(peer_options or {}).get(name, {}))
+    for algo in algorithms:
+        if algo not in META_ALGORITHMS:
+            raise ConfigError(f"algorithm {algo!r} is not one of {', '.join(META_ALGORITHMS)}")
+        cfg = base.with_overrides([f"algorithm={algo}"])
+        models[f"metarec-{algo}"] = MetaModel(cfg, name=f"metarec-{algo}", progress=progress)
+    return models
+
+
+def fit_all(
+    models: dict[str, ScoringModel], data: TrainingData, log: Callable[[str], None]
+) -> dict[str, float]:
+    timings: dict[str, float] = {}
+    for name, model in models.items():
         t0 = time.perf_counter()
-        ds = load_dataset(name, root=root)
-        base = TrainConfig(seed=seed).with_overrides(list(overrides or []))
-        catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
-        encode_s = time.perf_counter() - t0
-        split = make_p1_split(ds, seed=seed)
-        split.save(out / f"p1-{name}-split.json")
-        index = catalogue.index
-        bias = BiasModel().fit(UserRatings.from_frame(split.frames["train"], index), len(index))
-        models: dict[str, Any] = {"bias": bias}
-        configs: dict[str, Any] = {}
-        timings: dict[str, float] = {"load_and_encode_s": encode_s}
-        for algo in algorithms:
-            cfg = base.with_overrides([f"algorithm={algo}"])
-            t1 = time.perf_counter()
-            rec, history = fit_recommender(
-                catalogue,
-                split.frames["train"],
-                cfg,
-                users=ds.users,
-                validation=split.frames["validation"],
-                rating_range=ds.rating_range,
-                progress=progress,
-            )
-            timings[f"train_{algo}_s"] = time.perf_counter() - t1
-            configs[algo] = {
-                "config": cfg.to_dict(),
-                "best_epoch": history.best_epoch,
-                "epochs_run": len(history.epochs),
-            }
-            models[algo] = rec
-        evaluation = evaluate_p1(models, split, index, ds.users, states=STATES)
-        record = {
-            "protocol": "p1",
-            "dataset": name,
-            "seed": seed,
-            "split_rule": split.rule,
-            "n_users": evaluation["n_users"],
-            "summary": evaluation["summary"],
-            "configs": configs,
-            "timings": timings,
-            "machine": machine_info(),
-            "command": f"metarec benchmark --dataset {name} --seed {seed}"
-            + (" --data DIR" if root else ""),
+        model.fit(data)
+        timings[name] = time.perf_counter() - t0
+        log(f"fitted {name} in {timings[name]:.1f} s")
+    return timings
+
+
+def add_ensemble(
+    models: dict[str, ScoringModel],
+    data: TrainingData,
+    mode: str,
+    members: Sequence[str],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Blend already-fitted members with weights learned on the validation users."""
+    chosen = {m: models[m] for m in members if m in models}
+    if len(chosen) < 2:
+        return {}
+    t0 = time.perf_counter()
+    ens = Ensemble(chosen, mode=mode, fit_members=False, seed=data.seed)  # type: ignore[arg-type]
+    ens.fit(data)
+    models["metarec-ensemble"] = ens
+    log(f"fitted metarec-ensemble weights in {time.perf_counter() - t0:.1f} s")
+    return ens.weight_table()
+
+
+def significance(
+    per_user: dict[str, dict[str, list[float]]],
+    reference: str,
+    metrics: Sequence[tuple[str, bool]],
+    seed: int,
+) -> dict[str, Any]:
+    """``{metric: {peer: comparison}}`` of ``reference`` against every other model
+    that has the metric (Holm over the peers of one metric)."""
+    out: dict[str, Any] = {}
+    for metric, lower in metrics:
+        values = {
+            m: np.asarray(v[metric], dtype=np.float64)
+            for m, v in per_user.items()
+            if metric in v and np.isfinite(np.asarray(v[metric], dtype=np.float64)).any()
         }
-        save_json(out / f"p1-{name}.json", record)
-        write_bytes_atomic(out / f"p1-{name}.md", markdown(record).encode())
-        print(markdown(record))
-        results[name] = record
-    return results
+        if reference not in values:
+            continue
+        peers = [m for m in values if m != reference]
+        if peers:
+            out[metric] = compare_to_peers(values, reference, peers, lower, seed=seed)
+    return out
 
 
-def markdown(record: dict[str, Any]) -> str:
-    metrics = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg@5", "precision@5", "mrr@5")
-    lines = [
-        f"# P1 on {record['dataset']} (seed {record['seed']}; new items: {record['split_rule']})",
-        "",
-        f"Reproduce: `{record['command']}`. Machine: {record['machine']['cpu_count']} CPUs, "
-        f"torch {record['machine']['torch']}.",
-        "",
-    ]
-    for state, models in record["summary"].items():
-        best = min(models, key=lambda m: models[m]["mae"])
-        lines += [
-            f"## {state} ({record['n_users'][state]} users)",
-            "",
-            "| model | " + " | ".join(metrics) + " |",
-            "|---" * (len(metrics) + 1) + "|",
-        ]
-        for name, vals in models.items():
-            label = f"**{name}**" if name == best else name
-            lines.append(f"| {label} | " + " | ".join(f"{vals[m]:.4f}" for m in metrics) + " |")
-        lines.append("")
-    lines.append(
-        "Training time (s): "
-        + ", ".join(
-            f"{k.removeprefix('train_').removesuffix('_s')} {v:.0f}"
-            for k, v in record["timings"].items()
-        )
+def confidence_intervals(
+    per_user: dict[str, dict[str, list[float]]], metrics: Sequence[str], seed: int
+) -> dict[str, dict[str, tuple[float, float]]]:
+    return {
+        model: {
+            m: bootstrap_ci(np.asarray(v[m], dtype=np.float64), seed=seed)
+            for m in metrics
+            if m in v and np.isfinite(np.asarray(v[m], dtype=np.float64)).any()
+        }
+        for model, v in per_user.items()
+    }
+
+
+def best_metarec(summary: dict[str, dict[str, float]], metric: str, lower: bool) -> str:
+    """The metarec model (single or ensemble) with the best mean on ``metric``."""
+    ours = {
+        m: v[metric]
+        for m, v in summary.items()
+        if m.startswith("metarec-") and np.isfinite(v.get(metric, np.nan))
+    }
+    if not ours:
+        raise ConfigError("no metarec model in the run")
+    return (min if lower else max)(ours, key=lambda m: ours[m])
+
+
+# -- protocol runs --------------------------------------------------------------
+def _fold_run(
+    protocol: str,
+    ds: Any,
+    catalogue: Any,
+    *,
+    seed: int,
+    fold: int | None,
+    n_folds: int | None,
+    algorithms: Sequence[str],
+    peers: Sequence[str],
+    overrides: Sequence[str],
+    shots: Sequence[int],
+    out: Path,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Split, fit every model, evaluate: one fold's figures with per-user values."""
+    from metarec.evaluation.p1 import evaluate_p1, make_p1_split
+    from metarec.evaluation.p2 import evaluate_p2, make_p2_split
+
+    tag = f"{protocol}-{ds.name}" + (f"-fold{fold}" if fold is not None else "")
+    split: Any
+    if protocol == "p1":
+        split = make_p1_split(ds, seed=seed, n_folds=n_folds, fold=fold)
+    else:
+        split = make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
+    split.save(out / f"{tag}-split.json")
+    data = TrainingData(
+        split.frames["train"],
+        catalogue,
+        ds.users,
+        split.frames["validation"],
+        ds.rating_range,
+        seed,
     )
-    return "\n".join(lines) + "\n"
+    models = build_models(
+        protocol,
+        algorithms=algorithms,
+        peers=peers,
+        seed=seed,
+        overrides=overrides,
+        progress=progress,
+    )
+    timings = fit_all(models, data, log)
+    ours = [m for m in models if m.startswith("metarec-")]
+    if protocol == "p1":
+        weights = add_ensemble(models, data, "rating", [*ours, "bias"], log)
+        result = evaluate_p1(models, split, catalogue.index, ds.users, states=P1_STATES)
+    else:
+        weights = add_ensemble(models, data, "ranking", [*ours, "popularity"], log)
+        result = evaluate_p2(models, split.frames["test"], catalogue.index, ds.users, shots=shots)
+    configs = {
+        name: {"config": m.cfg.to_dict(), "best_epoch": getattr(m.history, "best_epoch", None)}
+        for name, m in models.items()
+        if isinstance(m, MetaModel)
+    }
+    return {
+        **result,
+        "timings": timings,
+        "configs": configs,
+        "ensemble_weights": weights,
+        "split_file": f"{tag}-split.json",
+        "split_rule": getattr(split, "rule", ""),
+    }
+
+
+P1_STATES = ("warm", "user_cold", "item_cold", "both_cold")
+
+
+def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over folds of each summary figure; per-user values concatenated."""
+    summary: dict[str, Any] = {}
+    spread: dict[str, Any] = {}
+    per_user: dict[str, Any] = {}
+    for group in folds[0]["summary"]:
+        summary[group], spread[group], per_user[group] = {}, {}, {}
+        for model in folds[0]["summary"][group]:
+            rows = [f["summary"][group][model] for f in folds if group in f["summary"]]
+            summary[group][model] = {m: float(np.nanmean([r[m] for r in rows])) for m in rows[0]}
+            spread[group][model] = {
+                m: float(np.nanstd([r[m] for r in rows])) if len(rows) > 1 else 0.0 for m in rows[0]
+            }
+            per_user[group][model] = {
+                m: [x for f in folds for x in f["per_user"][group][model][m]]
+                for m in folds[0]["per_user"][group][model]
+            }
+    n_users = {g: int(sum(f["n_users"].get(g, 0) for f in folds)) for g in folds[0]["n_users"]}
+    return {"summary": summary, "std": spread, "per_user": per_user, "n_users": n_users}
+
+
+def run_benchmark(
+    protocol: str,
+    dataset: str,
+    *,
+    root: str | None = None,
+    out: str | Path = "benchmarks/results",
+    seed: int = 0,
+    folds: int = 1,
+    algorithms: Sequence[str] = META_ALGORITHMS,
+    peers: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
+    shots: Sequence[int] | None = None,
+    progress: bool = True,
+    plots: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports."""
+    from metarec.data import load_dataset
+    from metarec.evaluation.p2 import SHOTS
+    from metarec.evaluation.report import write_report
+    from metarec.pipeline import encode_catalogue
+
+    if protocol not in ("p1", "p2"):
+        raise ConfigError(f"protocol: {protocol!r} is not one of p1, p2")
+    if folds < 1:
+        raise ConfigError(f"folds: must be >= 1, got {folds}")
+    peers = list(P1_PEERS if protocol == "p1" else P2_PEERS) if peers is None else list(peers)
+    shots = tuple(SHOTS if shots is None else shots)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        if progress:
+            print(f"[{protocol} {dataset}] {msg}", flush=True)
+
+    t0 = time.perf_counter()
+    ds = load_dataset(dataset, root=root)
+    base = TrainConfig(seed=seed).with_overrides(list(overrides))
+    catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
+    encode_s = time.perf_counter() - t0
+    runs = []
+    for fold in [None] if folds == 1 else range(folds):
+        log(
+            f"fold {fold if fold is not None else '-'}: splitting and fitting {len(peers)} peers "
+            f"and {len(algorithms)} metarec algorithms"
+        )
+        runs.append(
+            _fold_run(
+                protocol,
+                ds,
+                catalogue,
+                seed=seed,
+                fold=fold,
+                n_folds=folds if folds > 1 else None,
+                algorithms=algorithms,
+                peers=peers,
+                overrides=overrides,
+                shots=shots,
+                out=out,
+                progress=progress,
+                log=log,
+            )
+        )
+    pooled = _pool(runs)
+    headline = P1_HEADLINE if protocol == "p1" else P2_HEADLINE
+    sig: dict[str, Any] = {}
+    cis: dict[str, Any] = {}
+    reference: dict[str, str] = {}
+    for group, models in pooled["summary"].items():
+        metric, lower = headline[0]
+        reference[group] = best_metarec(models, metric, lower)
+        sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
+        cis[group] = confidence_intervals(pooled["per_user"][group], [m for m, _ in headline], seed)
+    name = f"{protocol}-{dataset}" + (f"-{folds}fold" if folds > 1 else "")
+    record = {
+        "protocol": protocol,
+        "dataset": dataset,
+        "seed": seed,
+        "folds": folds,
+        "split_rule": runs[0]["split_rule"],
+        "n_users": pooled["n_users"],
+        "summary": pooled["summary"],
+        "std": pooled["std"],
+        "ci95": cis,
+        "reference": reference,
+        "significance": sig,
+        "ensemble_weights": [r["ensemble_weights"] for r in runs],
+        "per_fold": [r["summary"] for r in runs] if folds > 1 else None,
+        "configs": runs[0]["configs"],
+        "overrides": list(overrides),
+        "timings": {
+            "load_and_encode_s": encode_s,
+            "fit_s": [r["timings"] for r in runs],
+            "total_s": time.perf_counter() - t0,
+        },
+        "split_files": [r["split_file"] for r in runs],
+        "machine": machine_info(),
+        "command": command
+        or f"metarec benchmark --protocol {protocol} --dataset {dataset} --seed {seed}"
+        + (f" --folds {folds}" if folds > 1 else ""),
+    }
+    save_json(out / f"{name}.json", record)
+    write_report(record, out / name, plots=plots)
+    log(f"wrote {out / name}.json, .md" + (", .png" if plots else ""))
+    return record

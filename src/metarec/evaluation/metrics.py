@@ -1,15 +1,40 @@
 """Metrics with exact definitions, computed per user and averaged over users.
 
-Rating metrics (per user, over the query set):
+Names follow RecBole (``ndcg@10``, ``recall@10``, ``precision@10``, ``hit@10``,
+``mrr@10``, ``itemcoverage@10``, ``auc``, ``mae``, ``rmse``) plus ``f1@10``.
+A per-user value that is undefined (no relevant item, one class only) is NaN
+and is skipped when averaging over users (:func:`summarise`).
+
+Rating metrics (P1, per user, over the query set):
     mae  = mean |r̂ - r|;  rmse = sqrt(mean (r̂ - r)²)   (rmse is averaged per
     user, then over users — the MeLU / RecBole-MetaRec convention).
 
-Ranking the query items by predicted score (ties keep query order):
+P1 — ranking the query items by predicted score (ties keep query order):
     ndcg@k (MeLU gain)  = DCG@k / IDCG@k with gain 2^r - 1 and discount
     log2(1 + rank), rank starting at 1; IDCG sorts by the true ratings.
     precision@k = |relevant ∩ top-k| / k, relevant = rating >= threshold
-    recall@k    = |relevant ∩ top-k| / |relevant| (users with none: skipped)
+    recall@k    = |relevant ∩ top-k| / |relevant| (users with none: NaN)
+    f1@k        = 2·P·R / (P + R), 0 when P = R = 0 (NaN when R is)
     mrr@k       = 1 / rank of the first relevant item in the top k, else 0.
+    auc         = P(score of a relevant query item > score of a non-relevant
+                  one), ties counting 1/2 — the Mann-Whitney U / (n_pos·n_neg)
+                  from average ranks; NaN when the query set has one class.
+
+P2 — full-catalogue top-k (``top``: per user the k catalogue indices shown,
+best first; ``relevant``: the user's relevant items):
+    hits_j      = 1 if the item at rank j is relevant (j = 1..k)
+    ndcg@k      = Σ_j hits_j / log2(1 + j)  /  Σ_{j ≤ min(|rel|, k)} 1 / log2(1 + j)
+                  (binary gain; the ideal list puts min(|rel|, k) hits first)
+    recall@k    = Σ hits / |rel|;  precision@k = Σ hits / k (k, not the list
+                  length: a list shorter than k is penalised, as in RecBole)
+    f1@k        = 2·P·R / (P + R), 0 when both are 0
+    hit@k       = 1 if Σ hits > 0 else 0;  mrr@k = 1 / rank of the first hit, else 0
+    itemcoverage@k = |distinct items over all users' top-k lists| / n_items
+                  (a population figure, not a per-user one)
+    auc (full ranking) = the AUC above over the user's score row: relevant
+                  items against every other candidate (the catalogue minus the
+                  excluded support items).
+Users with no relevant item get NaN in every P2 per-user metric.
 """
 
 from __future__ import annotations
@@ -17,12 +42,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def _order(pred: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(pred, dtype=np.float64), kind="stable")
 
 
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+# -- rating metrics ---------------------------------------------------------
 def mae(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred) - np.asarray(true))))
 
@@ -31,6 +63,7 @@ def rmse(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(true)) ** 2)))
 
 
+# -- P1: ranking the query set ---------------------------------------------
 def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int) -> float:
     true = np.asarray(true, dtype=np.float64)
     gains = 2.0**true - 1.0
@@ -55,26 +88,77 @@ def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> f
     return float(rel[top].sum() / rel.sum())
 
 
+def f1(precision: float | np.ndarray, recall: float | np.ndarray) -> np.ndarray:
+    """Harmonic mean, 0 where both are 0, NaN where either is NaN."""
+    p = np.asarray(precision, dtype=np.float64)
+    r = np.asarray(recall, dtype=np.float64)
+    total = p + r
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, 2.0 * p * r / np.where(total > 0, total, 1.0), 0.0)
+    return np.where(np.isnan(total), np.nan, out)
+
+
+def f1_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
+    return float(f1(precision_at(pred, true, k, threshold), recall_at(pred, true, k, threshold)))
+
+
 def mrr_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
     top = _order(pred)[:k]
     hits = np.flatnonzero(np.asarray(true)[top] >= threshold)
     return float(1.0 / (hits[0] + 1)) if len(hits) else 0.0
 
 
-P1_METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg@5", "precision@5", "recall@5", "mrr@5")
+def auc_score(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Rank AUC of ``scores`` for the boolean ``positive`` mask (ties count 1/2).
+
+    (Σ average ranks of positives − n_pos(n_pos + 1)/2) / (n_pos · n_neg):
+    the Mann-Whitney U statistic, which counts every tied pair as 1/2.
+    NaN when either class is empty.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64), method="average")
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def auc_query(pred: np.ndarray, true: np.ndarray, threshold: float) -> float:
+    """P1 per-user AUC: query items rated >= ``threshold`` against the rest."""
+    return auc_score(pred, np.asarray(true) >= threshold)
+
+
+P1_METRICS = (
+    "mae",
+    "rmse",
+    "ndcg@1",
+    "ndcg@3",
+    "ndcg@5",
+    "precision@5",
+    "recall@5",
+    "f1@5",
+    "mrr@5",
+    "auc",
+)
 
 
 def p1_user_metrics(pred: np.ndarray, true: np.ndarray, threshold: float = 4.0) -> dict[str, float]:
     """All P1 metrics for one user's query set."""
+    precision = precision_at(pred, true, 5, threshold)
+    recall = recall_at(pred, true, 5, threshold)
     return {
         "mae": mae(pred, true),
         "rmse": rmse(pred, true),
         "ndcg@1": ndcg_graded(pred, true, 1),
         "ndcg@3": ndcg_graded(pred, true, 3),
         "ndcg@5": ndcg_graded(pred, true, 5),
-        "precision@5": precision_at(pred, true, 5, threshold),
-        "recall@5": recall_at(pred, true, 5, threshold),
+        "precision@5": precision,
+        "recall@5": recall,
+        "f1@5": float(f1(precision, recall)),
         "mrr@5": mrr_at(pred, true, 5, threshold),
+        "auc": auc_query(pred, true, threshold),
     }
 
 
@@ -87,6 +171,104 @@ def per_user_table(
 
 
 def summarise(table: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean over users of each metric, NaN users skipped."""
+    return {m: _nanmean(v) for m, v in table.items()}
+
+
+# -- P2: full-catalogue top-k ----------------------------------------------
+def hit_matrix(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Boolean [n_users, k]: is the item at each rank relevant to that user?
+
+    ``top`` may be narrower than ``k`` (short lists: the missing ranks are
+    misses) and may hold -1 for an empty slot. One vectorised membership test
+    over (user, item) keys instead of a Python loop over users.
+    """
+    top = np.asarray(top, dtype=np.int64)
+    if top.ndim != 2 or len(top) != len(relevant):
+        raise ValueError(f"top must be [n_users, k] with one row per relevant set; got {top.shape}")
+    n_users, width = top.shape
+    shown = top[:, : min(k, width)]
+    lengths = np.array([len(r) for r in relevant], dtype=np.int64)
+    rel_items = (
+        np.concatenate([np.asarray(r, dtype=np.int64) for r in relevant])
+        if lengths.sum()
+        else np.zeros(0, dtype=np.int64)
+    )
+    span = int(max(shown.max(initial=0), rel_items.max(initial=0))) + 1
+    rel_keys = np.repeat(np.arange(n_users, dtype=np.int64), lengths) * span + rel_items
+    keys = np.arange(n_users, dtype=np.int64)[:, None] * span + shown
+    hits = np.isin(keys, rel_keys) & (shown >= 0)
+    out = np.zeros((n_users, k), dtype=bool)
+    out[:, : shown.shape[1]] = hits
+    return out
+
+
+def ranking_table(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """P2 per-user metrics @k: ndcg, recall, precision, f1, hit, mrr (NaN: no relevant item).
+
+    ``top[u]``: catalogue indices shown to user ``u``, best first;
+    ``relevant[u]``: the user's relevant catalogue indices (unique).
+    """
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    hits = hit_matrix(top, relevant, k).astype(np.float64)
+    n_rel = np.array([len(np.unique(r)) for r in relevant], dtype=np.float64)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal_cum = np.concatenate([[0.0], np.cumsum(disc)])  # ideal_cum[m] = Σ_{j ≤ m} disc_j
+    dcg = hits @ disc
+    idcg = ideal_cum[np.minimum(n_rel, k).astype(np.int64)]
+    n_hits = hits.sum(axis=1)
+    first = np.argmax(hits > 0, axis=1)
+    none = n_rel == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(none, np.nan, n_hits / np.where(none, 1.0, n_rel))
+        ndcg = np.where(none, np.nan, dcg / np.where(none, 1.0, idcg))
+    precision = np.where(none, np.nan, n_hits / k)
     return {
-        m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for m, v in table.items()
+        f"ndcg@{k}": ndcg,
+        f"recall@{k}": recall,
+        f"precision@{k}": precision,
+        f"f1@{k}": f1(precision, recall),
+        f"hit@{k}": np.where(none, np.nan, (n_hits > 0).astype(np.float64)),
+        f"mrr@{k}": np.where(none, np.nan, np.where(n_hits > 0, 1.0 / (first + 1), 0.0)),
     }
+
+
+def coverage(top: np.ndarray, n_items: int) -> float:
+    """``itemcoverage@k``: distinct items over all users' lists / ``n_items`` (-1 = empty slot)."""
+    if n_items <= 0:
+        raise ValueError(f"n_items must be > 0, got {n_items}")
+    shown = np.asarray(top, dtype=np.int64).ravel()
+    return float(len(np.unique(shown[shown >= 0])) / n_items)
+
+
+def full_auc(
+    scores: np.ndarray,
+    relevant: Sequence[np.ndarray],
+    exclude: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """Per-user full-ranking AUC from score rows [n_users, n_items] (NaN: one class).
+
+    Candidates are every item except ``exclude[u]`` (the support set, which
+    the user is never shown); relevant candidates are ranked against all the
+    other candidates, ties counting 1/2.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.full(len(scores), np.nan)
+    for u, row in enumerate(scores):
+        keep = np.ones(len(row), dtype=bool)
+        if exclude is not None:
+            keep[np.asarray(exclude[u], dtype=np.int64)] = False
+        positive = np.zeros(len(row), dtype=bool)
+        positive[np.asarray(relevant[u], dtype=np.int64)] = True
+        out[u] = auc_score(row[keep], positive[keep])
+    return out
+
+
+def ranking_summary(
+    top: np.ndarray, relevant: Sequence[np.ndarray], k: int, n_items: int
+) -> dict[str, float]:
+    """Means over users of :func:`ranking_table` plus ``itemcoverage@k``."""
+    out = summarise(ranking_table(top, relevant, k))
+    out[f"itemcoverage@{k}"] = coverage(np.asarray(top)[:, :k], n_items)
+    return out

@@ -97,7 +97,13 @@ def make_p1_split(
     validation_fraction: float = 0.1,
     min_ratings: int = 13,
     max_ratings: int = 100,
+    n_folds: int | None = None,
+    fold: int | None = None,
 ) -> P1Split:
+    """The P1 split; with ``n_folds`` the new users are fold ``fold`` of a seeded
+    partition of the kept users (protocol P3) instead of a random 20 %."""
+    if n_folds is not None and (fold is None or not 0 <= fold < n_folds):
+        raise DataError(f"fold must be in [0, {n_folds}); got {fold}")
     rng = np.random.default_rng(seed)
     inter = dataset.interactions
     counts = inter.groupby("user_id").size()
@@ -114,8 +120,13 @@ def make_p1_split(
         ids = np.sort(items["item_id"].to_numpy())
         new_items = rng.choice(ids, size=round(len(ids) * new_item_fraction), replace=False)
     users = rng.permutation(kept)
-    n_new = round(len(users) * new_user_fraction)
-    new_users, existing = users[:n_new], users[n_new:]
+    if n_folds is None:
+        n_new = round(len(users) * new_user_fraction)
+        new_users, existing = users[:n_new], users[n_new:]
+    else:
+        parts = np.array_split(users, n_folds)
+        new_users = parts[fold]  # type: ignore[index]
+        existing = np.concatenate([p for i, p in enumerate(parts) if i != fold])
     n_val = round(len(existing) * validation_fraction)
     split = P1Split(
         dataset.name,
@@ -188,6 +199,10 @@ def evaluate_p1(
         for name, model in models.items():
             preds = model.predict_tasks(tasks, rows)
             table = per_user_table(preds, trues)
+            if not getattr(model, "predicts_ratings", True):
+                # a ranking-only model's scores are not ratings: no MAE/RMSE for it
+                table["mae"] = np.full(len(tasks), np.nan)
+                table["rmse"] = np.full(len(tasks), np.nan)
             summary[st][name] = summarise(table)
             per_user[st][name] = {m: v.tolist() for m, v in table.items()}
     return {"summary": summary, "per_user": per_user, "n_users": n_users}

@@ -1,0 +1,532 @@
+"""Protocol P4: an offline A/B test of two recommendation policies on logged ratings.
+
+Split. Held-out users; per user, ratings sorted by time (ties by position; a
+data set without timestamps falls back to a seeded shuffle); the *support*
+is the first K ratings (what the policy may adapt on), *later* is the rest.
+Users are randomised (seeded) 50/50 into arms A and B; the split is saved as
+JSON (user ids, K, seed, arm of each user) so another machine replays the
+same test.
+
+Replay (one arm, one policy per user). The arm's policy recommends k items,
+the support excluded. A user is a *success* when at least one of the k was
+rated >= ``threshold`` (4) in the later period — the logged analogue of "the
+user clicked something we showed"; users without any later-liked item count
+as failures, as they would online. The secondary rate is hits / k (how many
+of the k were liked later), per user, averaged over the arm.
+
+* Per-arm rate with a 95 % Wilson score interval (good at small n and rates
+  near 0 or 1, where the Wald interval fails).
+* Lift = p_B / p_A − 1 with a 95 % CI by the delta method on the log ratio:
+  se(log(p_B/p_A)) = sqrt((1 − p_A)/(n_A p_A) + (1 − p_B)/(n_B p_B)), CI =
+  exp(log ratio ± z · se) − 1 (undefined — NaN — when either rate is 0).
+* Two-sided p-value: two-proportion z-test with the pooled rate,
+  z = (p_B − p_A) / sqrt(p̄ (1 − p̄) (1/n_A + 1/n_B)).
+* Users per arm for 80 % power at α = 0.05 at the observed rates, the pooled
+  form (Fleiss):
+  n = (z_{1−α/2} sqrt(2 p̄ (1 − p̄)) + z_{1−β} sqrt(p1 (1 − p1) + p2 (1 − p2)))² / (p1 − p2)²,
+  p̄ = (p1 + p2)/2, rounded up; infinite when the rates are equal.
+
+Team-draft interleaving (Radlinski, Kurup & Joachims, CIKM 2008), on every
+held-out user (no arm split): A's and B's lists are merged into one top-k; in
+each round a seeded coin decides which team picks first, and each team
+appends its highest-ranked item not yet shown. Each later-liked item in the
+merged list credits the team that contributed it; the team with more credits
+wins that user (equal credits, including none, is a tie). Reported: win
+proportions, Δ = (wins_B − wins_A) / n over all users, and a two-sided sign
+test (binomial, p = 1/2) on the users with a winner.
+
+The statistics take top-k lists or counts (pure functions, tested without
+models); :func:`run_abtest` feeds them from two
+:class:`~metarec.models.base.ScoringModel` policies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest, norm
+
+from metarec.data.tasks import Task, UserRatings, ordered
+from metarec.errors import ConfigError, DataError
+from metarec.evaluation.metrics import hit_matrix
+from metarec.io import load_json, save_json
+from metarec.models.base import ScoringModel
+
+ARMS = ("A", "B")
+Method = Literal["replay", "interleave", "both"]
+
+
+# -- the split --------------------------------------------------------------
+@dataclass
+class P4Split:
+    """Held-out users, their arms, and the support size K."""
+
+    dataset: str
+    seed: int
+    support: int
+    users: list[str]
+    arms: list[str]  # "A" or "B", one per user
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        save_json(
+            path,
+            {
+                "protocol": "p4",
+                "dataset": self.dataset,
+                "seed": self.seed,
+                "support": self.support,
+                "users": self.users,
+                "arms": self.arms,
+                "skipped": self.skipped,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> P4Split:
+        raw = load_json(path)
+        if not isinstance(raw, dict) or raw.get("protocol") != "p4":
+            raise DataError('not a P4 split file (no "protocol": "p4")', path=path)
+        users, arms = list(map(str, raw["users"])), list(map(str, raw["arms"]))
+        if len(users) != len(arms) or set(arms) - set(ARMS):
+            raise DataError("users and arms must be equally long, arms 'A' or 'B'", path=path)
+        return cls(
+            str(raw.get("dataset", "")),
+            int(raw["seed"]),
+            int(raw["support"]),
+            users,
+            arms,
+            dict(raw.get("skipped", {})),
+        )
+
+    def arm_mask(self, arm: str) -> np.ndarray:
+        return np.array([a == arm for a in self.arms], dtype=bool)
+
+
+def make_p4_split(
+    interactions: pd.DataFrame,
+    users: Sequence[str],
+    *,
+    support: int = 5,
+    seed: int = 0,
+    dataset: str = "",
+) -> P4Split:
+    """Keep ``users`` with at least ``support + 1`` ratings; randomise them 50/50 into A and B.
+
+    Users are sorted first, so the arms depend only on the user set and the
+    seed. ``skipped`` counts users not in ``interactions`` and users with too
+    few ratings (nothing left to judge after the support).
+    """
+    if support < 0:
+        raise ConfigError(f"support K: must be >= 0, got {support}")
+    counts = interactions.groupby(interactions["user_id"].astype(str)).size()
+    wanted = sorted(set(map(str, users)))
+    known = [u for u in wanted if u in counts.index]
+    kept = [u for u in known if counts[u] >= support + 1]
+    rng = np.random.default_rng(seed)
+    arms = np.array(["B"] * len(kept), dtype=object)
+    arms[rng.permutation(len(kept))[: (len(kept) + 1) // 2]] = "A"
+    skipped = {"not_in_data": len(wanted) - len(known), "too_few_ratings": len(known) - len(kept)}
+    return P4Split(dataset, seed, support, kept, [str(a) for a in arms], skipped)
+
+
+def p4_tasks(
+    interactions: pd.DataFrame, split: P4Split, item_index: Mapping[str, int]
+) -> list[Task]:
+    """One task per split user, in split order: support = first K ratings by time, query = later."""
+    frame = interactions[interactions["user_id"].astype(str).isin(set(split.users))].copy()
+    frame["user_id"] = frame["user_id"].astype(str)
+    unknown = ~frame["item_id"].astype(str).isin(item_index.keys())
+    if unknown.any():
+        raise DataError(
+            f"item {frame.loc[unknown, 'item_id'].iloc[0]!r} (and {int(unknown.sum()) - 1} more "
+            "ratings) is not in the run's catalogue; use the data the runs were trained on"
+        )
+    frame["item_id"] = frame["item_id"].astype(str)
+    ur = UserRatings.from_frame(frame, item_index)
+    row_of = {str(u): r for r, u in enumerate(ur.user_ids)}
+    rng = np.random.default_rng(split.seed)
+    tasks = []
+    for user in split.users:
+        if user not in row_of:
+            raise DataError(f"user {user!r} of the split has no ratings in the data")
+        row = row_of[user]
+        items, ratings = ordered(*ur.history(row), "time", rng)
+        k = split.support
+        if len(items) <= k:
+            raise DataError(f"user {user!r} has {len(items)} ratings; the split needs > {k}")
+        tasks.append(Task(row, items[:k], ratings[:k], items[k:], ratings[k:]))
+    return tasks
+
+
+def liked_later(tasks: Sequence[Task], threshold: float = 4.0) -> list[np.ndarray]:
+    """Per task, the later (query) items rated >= ``threshold``."""
+    return [t.query_items[t.query_ratings >= threshold] for t in tasks]
+
+
+# -- users from a spec --------------------------------------------------------
+def check_users_spec(spec: str) -> float | None:
+    """Validate ``--users`` without the data: the fraction of ``heldout:FRACTION``,
+    or None for a file, which must exist."""
+    if spec.startswith("heldout:"):
+        raw = spec.split(":", 1)[1]
+        try:
+            fraction = float(raw)
+        except ValueError:
+            fraction = float("nan")
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"--users {spec!r}: FRACTION must be a number in (0, 1], got {raw!r}")
+        return fraction
+    if not Path(spec).is_file():
+        raise ConfigError(
+            f"--users {spec!r}: no such file; expected a file of user ids, a P1 or P4 "
+            "split JSON, or heldout:FRACTION"
+        )
+    return None
+
+
+def users_from_spec(spec: str, all_users: Sequence[str], seed: int = 0) -> list[str] | P4Split:
+    """``--users``: ``heldout:FRACTION`` (a seeded fraction of ``all_users``), a P1
+    split JSON (its new users), a P4 split JSON (returned whole: arms and K
+    included), or a text file of user ids, one per line (blank lines and
+    ``#`` comments ignored)."""
+    fraction = check_users_spec(spec)
+    if fraction is not None:
+        pool = np.array(sorted(map(str, all_users)), dtype=object)
+        n = min(len(pool), max(1, round(len(pool) * fraction)))
+        picked = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
+        return sorted(pool[picked].tolist())
+    path = Path(spec)
+    if path.suffix.lower() == ".json":
+        raw_json = load_json(path)
+        protocol = raw_json.get("protocol") if isinstance(raw_json, dict) else None
+        if protocol == "p4":
+            return P4Split.load(path)
+        if protocol == "p1":
+            return list(map(str, raw_json["new_users"]))
+        raise DataError("expected a P1 split (new_users) or a P4 split (users, arms)", path=path)
+    lines = (ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines())
+    ids = [ln for ln in lines if ln]
+    if not ids:
+        raise DataError("no user ids in the file (one per line expected)", path=path)
+    return ids
+
+
+# -- replay statistics --------------------------------------------------------
+def replay_hits(
+    top: np.ndarray, liked: Sequence[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user: success (any of the top ``k`` liked later) and hits / k."""
+    hits = hit_matrix(top, liked, k)
+    return hits.any(axis=1), hits.sum(axis=1) / k
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (NaN for n = 0)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(0.5 + level / 2.0))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int) -> tuple[float, float]:
+    """Pooled two-proportion z-test of p_B vs p_A → (z, two-sided p); p = 1 when undefined."""
+    if n_a <= 0 or n_b <= 0:
+        return float("nan"), float("nan")
+    pooled = (x_a + x_b) / (n_a + n_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if se == 0:
+        return 0.0, 1.0  # both arms all-success or all-failure: no evidence of a difference
+    z = (x_b / n_b - x_a / n_a) / se
+    return z, float(2 * norm.sf(abs(z)))
+
+
+def lift_ci(
+    x_a: int, n_a: int, x_b: int, n_b: int, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Lift p_B/p_A − 1 and its delta-method CI on the log ratio → (lift, low, high)."""
+    if n_a <= 0 or n_b <= 0 or x_a == 0:
+        return float("nan"), float("nan"), float("nan")
+    p_a, p_b = x_a / n_a, x_b / n_b
+    lift = p_b / p_a - 1
+    if x_b == 0:
+        return lift, float("nan"), float("nan")
+    z = float(norm.ppf(0.5 + level / 2.0))
+    se = math.sqrt((1 - p_a) / (n_a * p_a) + (1 - p_b) / (n_b * p_b))
+    log_ratio = math.log(p_b / p_a)
+    return lift, math.exp(log_ratio - z * se) - 1, math.exp(log_ratio + z * se) - 1
+
+
+def users_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Users per arm to detect p1 vs p2 (two-sided α, given power), pooled form, rounded up."""
+    if not (0 <= p1 <= 1 and 0 <= p2 <= 1) or math.isnan(p1) or math.isnan(p2):
+        return float("nan")
+    if p1 == p2:
+        return math.inf
+    z_a = float(norm.ppf(1 - alpha / 2))
+    z_b = float(norm.ppf(power))
+    p_bar = (p1 + p2) / 2
+    root = z_a * math.sqrt(2 * p_bar * (1 - p_bar)) + z_b * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    return float(math.ceil(root**2 / (p1 - p2) ** 2))
+
+
+def replay_report(
+    success: np.ndarray, hit_rate: np.ndarray, arms: Sequence[str], level: float = 0.95
+) -> dict[str, Any]:
+    """Per-arm success rates and CIs, lift, p-value and users per arm for 80 % power."""
+    success = np.asarray(success, dtype=bool)
+    hit_rate = np.asarray(hit_rate, dtype=np.float64)
+    arms_arr = np.asarray(arms)
+    per_arm: dict[str, dict[str, Any]] = {}
+    for arm in ARMS:
+        mask = arms_arr == arm
+        n, x = int(mask.sum()), int(success[mask].sum())
+        per_arm[arm] = {
+            "users": n,
+            "successes": x,
+            "rate": x / n if n else float("nan"),
+            "ci": list(wilson_ci(x, n, level)),
+            "hits_per_k": float(hit_rate[mask].mean()) if n else float("nan"),
+        }
+    a, b = per_arm["A"], per_arm["B"]
+    z, p = two_proportion_test(a["successes"], a["users"], b["successes"], b["users"])
+    lift, low, high = lift_ci(a["successes"], a["users"], b["successes"], b["users"], level)
+    return {
+        "success": "at least one of the top k rated >= threshold later than the support",
+        "arms": per_arm,
+        "lift": lift,
+        "lift_ci": [low, high],
+        "lift_ci_method": "delta method on log(p_B / p_A)",
+        "z": z,
+        "p": p,
+        "test": "two-proportion z-test (pooled), two-sided",
+        "users_per_arm_80": users_per_arm(a["rate"], b["rate"]),
+        "power_formula": "pooled (Fleiss), alpha 0.05 two-sided, power 0.8",
+    }
+
+
+# -- team-draft interleaving --------------------------------------------------
+def team_draft(
+    a: np.ndarray, b: np.ndarray, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Team-draft merge of rankings ``a`` and ``b`` → (items, team: 0 = A, 1 = B), ≤ k long.
+
+    Each round a coin decides which team picks first; a team picks its
+    highest-ranked item not yet in the list. Stops at k items or when both
+    lists are used up.
+    """
+    lists = (np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+    pos = [0, 0]
+    shown: set[int] = set()
+    items: list[int] = []
+    teams: list[int] = []
+
+    def pick(team: int) -> bool:
+        lst = lists[team]
+        while pos[team] < len(lst) and (int(lst[pos[team]]) in shown or lst[pos[team]] < 0):
+            pos[team] += 1
+        if pos[team] == len(lst):
+            return False
+        item = int(lst[pos[team]])
+        shown.add(item)
+        items.append(item)
+        teams.append(team)
+        return True
+
+    while len(items) < k:
+        first = int(rng.integers(2))
+        progressed = False
+        for team in (first, 1 - first):
+            if len(items) < k and pick(team):
+                progressed = True
+        if not progressed:
+            break
+    return np.array(items, dtype=np.int64), np.array(teams, dtype=np.int64)
+
+
+def interleave_credits(
+    top_a: np.ndarray, top_b: np.ndarray, liked: Sequence[np.ndarray], k: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, later-liked items in the team-draft top-k credited to A and to B.
+
+    One seeded generator serves all users in order, so the coins are
+    reproducible for a given user order and seed.
+    """
+    rng = np.random.default_rng(seed)
+    credits = np.zeros((len(liked), 2), dtype=np.int64)
+    for u, good in enumerate(liked):
+        items, teams = team_draft(top_a[u], top_b[u], k, rng)
+        hit = np.isin(items, np.asarray(good, dtype=np.int64))
+        credits[u] = np.bincount(teams[hit], minlength=2)
+    return credits[:, 0], credits[:, 1]
+
+
+def interleave_report(credits_a: np.ndarray, credits_b: np.ndarray) -> dict[str, Any]:
+    """Wins per team, Δ = (wins_B − wins_A)/n, and a two-sided sign test on non-tied users."""
+    credits_a, credits_b = np.asarray(credits_a), np.asarray(credits_b)
+    n = len(credits_a)
+    wins_a = int((credits_a > credits_b).sum())
+    wins_b = int((credits_b > credits_a).sum())
+    ties = n - wins_a - wins_b
+    decided = wins_a + wins_b
+    p = float(binomtest(wins_b, decided, 0.5).pvalue) if decided else 1.0
+    share = (lambda x: x / n) if n else (lambda x: float("nan"))
+    return {
+        "users": n,
+        "wins_a": wins_a,
+        "wins_b": wins_b,
+        "ties": ties,
+        "share_a": share(wins_a),
+        "share_b": share(wins_b),
+        "share_ties": share(ties),
+        "delta": share(wins_b - wins_a),
+        "p": p,
+        "test": "two-sided sign test (binomial, p = 1/2) on users with a winner",
+    }
+
+
+# -- running two policies -----------------------------------------------------
+def _user_rows(users: pd.DataFrame | None, ids: Sequence[str]) -> pd.DataFrame | None:
+    if users is None:
+        return None
+    frame = users.assign(user_id=users["user_id"].astype(str))
+    return frame.set_index("user_id").reindex(list(ids)).reset_index()
+
+
+def _top(
+    policy: ScoringModel,
+    tasks: Sequence[Task],
+    rows: np.ndarray,
+    k: int,
+    users: pd.DataFrame | None,
+    ids: Sequence[str],
+) -> np.ndarray:
+    chosen = [tasks[i] for i in rows]
+    feats = _user_rows(users, [ids[i] for i in rows])
+    return policy.recommend(chosen, k, feats, exclude_seen=True)
+
+
+def run_abtest(
+    policy_a: ScoringModel,
+    policy_b: ScoringModel,
+    interactions: pd.DataFrame,
+    split: P4Split,
+    item_index: Mapping[str, int],
+    *,
+    k: int = 10,
+    method: Method = "both",
+    users: pd.DataFrame | None = None,
+    threshold: float = 4.0,
+) -> dict[str, Any]:
+    """Replay and/or interleave ``policy_a`` against ``policy_b`` on ``split``'s users."""
+    if k <= 0:
+        raise ConfigError(f"k: must be > 0, got {k}")
+    if method not in ("replay", "interleave", "both"):
+        raise ConfigError(f"method: expected replay, interleave or both, got {method!r}")
+    if not split.users:
+        raise DataError("no users left for the A/B test (all skipped or none given)")
+    tasks = p4_tasks(interactions, split, item_index)
+    liked = liked_later(tasks, threshold)
+    n = len(tasks)
+    report: dict[str, Any] = {
+        "protocol": "p4",
+        "dataset": split.dataset,
+        "support": split.support,
+        "k": k,
+        "seed": split.seed,
+        "threshold": threshold,
+        "users": n,
+        "skipped": split.skipped,
+    }
+    everyone = np.arange(n)
+    need_all = method in ("interleave", "both")
+    mask_a = split.arm_mask("A")
+    top_a = _top(policy_a, tasks, everyone if need_all else np.flatnonzero(mask_a), k, users,
+                 split.users)  # fmt: skip
+    top_b = _top(policy_b, tasks, everyone if need_all else np.flatnonzero(~mask_a), k, users,
+                 split.users)  # fmt: skip
+    if method in ("replay", "both"):
+        shown = np.zeros((n, top_a.shape[1]), dtype=np.int64)
+        if need_all:
+            shown[mask_a], shown[~mask_a] = top_a[mask_a], top_b[~mask_a]
+        else:
+            shown[mask_a], shown[~mask_a] = top_a, top_b
+        success, rate = replay_hits(shown, liked, k)
+        report["replay"] = replay_report(success, rate, split.arms)
+    if need_all:
+        ca, cb = interleave_credits(top_a, top_b, liked, k, seed=split.seed)
+        report["interleave"] = interleave_report(ca, cb)
+    return report
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None, so the JSON is strict."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    """A readable table of a :func:`run_abtest` report; ``names``: arm → run label."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None or not math.isfinite(x) else f"{x:+.1%}"
+
+    def num(x: float | None, fmt: str = ".3f") -> str:
+        return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
+
+    lines = [
+        f"P4 offline A/B test on {report['dataset'] or 'the data'}: {report['users']:,} users, "
+        f"support K = {report['support']}, top-{report['k']}, seed {report['seed']}"
+    ]
+    rep = report.get("replay")
+    if rep:
+        lines += [
+            "",
+            f"Replay: success = at least one of the top {report['k']} rated "
+            f">= {report['threshold']:g} later",
+            f"{'arm':<4} {'run':<28} {'users':>6} {'successes':>9} {'rate':>7} "
+            f"{'95% CI':>17} {'hits/k':>7}",
+        ]
+        for arm in ARMS:
+            r = rep["arms"][arm]
+            ci = f"[{num(r['ci'][0])}, {num(r['ci'][1])}]"
+            lines.append(
+                f"{arm:<4} {names.get(arm, arm)[-28:]:<28} {r['users']:>6} {r['successes']:>9} "
+                f"{num(r['rate']):>7} {ci:>17} {num(r['hits_per_k']):>7}"
+            )
+        need = rep["users_per_arm_80"]
+        lines += [
+            f"lift (B/A - 1): {pct(rep['lift'])}  95% CI [{pct(rep['lift_ci'][0])}, "
+            f"{pct(rep['lift_ci'][1])}] (delta method, log ratio)",
+            f"p = {num(rep['p'], '.4g')} (two-proportion z-test, two-sided)",
+            "users per arm for 80% power at alpha 0.05 at these rates: "
+            + ("no difference to detect" if need is None or math.isinf(need) else f"{need:,.0f}"),
+        ]
+    inter = report.get("interleave")
+    if inter:
+        lines += [
+            "",
+            f"Team-draft interleaving over all {inter['users']:,} users:",
+            f"  A wins {inter['wins_a']} ({num(inter['share_a'], '.1%')}), "
+            f"B wins {inter['wins_b']} ({num(inter['share_b'], '.1%')}), "
+            f"ties {inter['ties']} ({num(inter['share_ties'], '.1%')})",
+            f"  delta = (wins B - wins A) / n = {num(inter['delta'], '+.3f')}, "
+            f"p = {num(inter['p'], '.4g')} (sign test, two-sided)",
+        ]
+    return "\n".join(lines)

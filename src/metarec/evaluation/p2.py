@@ -1,0 +1,201 @@
+"""Protocol P2: few-shot full-catalogue ranking — what a product shows a new user.
+
+* Users with at least ``min_ratings`` (25) ratings; a seeded 80/10/10 split
+  of them into meta-train / validation / test users. With ``n_folds`` the
+  test users are fold ``fold`` of a seeded partition (protocol P3) and
+  validation is a seeded 1/8 of the rest (≈ 10 % of all users).
+* Per test user, ratings sorted by time (ties by position); support = the
+  first K ratings for K in {0, 1, 3, 5, 10, 20}; test = the rest.
+* Every catalogue item outside the support set is ranked. Relevant = test
+  items rated >= ``like_threshold``.
+* Metrics @10 (see :mod:`metarec.evaluation.metrics`): ndcg, recall,
+  precision, f1, hit, mrr per user, and catalogue coverage of all top-10 lists.
+
+Meta-training sees the training users' full histories. A split is saved as
+user ids only, so it can be re-applied to the same data anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.schema import Dataset
+from metarec.data.tasks import Task, UserRatings, ordered
+from metarec.errors import DataError
+from metarec.evaluation.metrics import coverage, ranking_table
+from metarec.io import load_json, save_json
+from metarec.models.base import ScoringModel
+
+SHOTS = (0, 1, 3, 5, 10, 20)
+TOP_K = 10
+
+
+@dataclass
+class P2Split:
+    dataset: str
+    seed: int
+    train_users: list[str]
+    validation_users: list[str]
+    test_users: list[str]
+    fold: int | None = None
+    n_folds: int | None = None
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def save(self, path: str | Path) -> None:
+        save_json(
+            path,
+            {
+                "protocol": "p2",
+                "dataset": self.dataset,
+                "seed": self.seed,
+                "fold": self.fold,
+                "n_folds": self.n_folds,
+                "train_users": self.train_users,
+                "validation_users": self.validation_users,
+                "test_users": self.test_users,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, dataset: Dataset) -> P2Split:
+        raw = load_json(path)
+        if raw.get("protocol") != "p2":
+            raise DataError("not a P2 split file", path=path)
+        split = cls(
+            raw["dataset"],
+            int(raw["seed"]),
+            list(map(str, raw["train_users"])),
+            list(map(str, raw["validation_users"])),
+            list(map(str, raw["test_users"])),
+            raw.get("fold"),
+            raw.get("n_folds"),
+        )
+        split.frames = _frames(dataset.interactions, split)
+        return split
+
+
+def eligible_users(dataset: Dataset, min_ratings: int = 25) -> np.ndarray:
+    counts = dataset.interactions.groupby("user_id").size()
+    return np.sort(counts[counts >= min_ratings].index.astype(str).to_numpy())
+
+
+def make_p2_split(
+    dataset: Dataset,
+    seed: int = 0,
+    *,
+    min_ratings: int = 25,
+    n_folds: int | None = None,
+    fold: int | None = None,
+) -> P2Split:
+    """80/10/10 users, or fold ``fold`` of ``n_folds`` as the test users (P3)."""
+    users = np.random.default_rng(seed).permutation(eligible_users(dataset, min_ratings))
+    if len(users) < 10:
+        raise DataError(
+            f"P2 needs at least 10 users with >= {min_ratings} ratings; {dataset.name} has "
+            f"{len(users)}"
+        )
+    if n_folds is None:
+        n_test = n_val = round(0.1 * len(users))
+        test, val, train = users[:n_test], users[n_test : n_test + n_val], users[n_test + n_val :]
+    else:
+        if fold is None or not 0 <= fold < n_folds:
+            raise DataError(f"fold must be in [0, {n_folds}); got {fold}")
+        parts = np.array_split(users, n_folds)
+        test = parts[fold]
+        rest = np.concatenate([p for i, p in enumerate(parts) if i != fold])
+        n_val = round(len(rest) / 8)
+        val, train = rest[:n_val], rest[n_val:]
+    split = P2Split(
+        dataset.name,
+        seed,
+        sorted(train.tolist()),
+        sorted(val.tolist()),
+        sorted(test.tolist()),
+        fold,
+        n_folds,
+    )
+    split.frames = _frames(dataset.interactions, split)
+    return split
+
+
+def _frames(inter: pd.DataFrame, split: P2Split) -> dict[str, pd.DataFrame]:
+    uid = inter["user_id"].astype(str)
+    return {
+        name: inter[uid.isin(set(ids))]
+        for name, ids in (
+            ("train", split.train_users),
+            ("validation", split.validation_users),
+            ("test", split.test_users),
+        )
+    }
+
+
+def shot_tasks(
+    frame: pd.DataFrame, index: Mapping[str, int], k: int
+) -> tuple[list[Task], list[str]]:
+    """One task per user: support = first ``k`` ratings by time, query = the rest."""
+    ur = UserRatings.from_frame(frame, index)
+    rng = np.random.default_rng(0)  # only used when timestamps are missing
+    tasks, ids = [], []
+    for row in range(len(ur)):
+        items, ratings = ordered(*ur.history(row), "time", rng)
+        if len(items) <= k:
+            continue
+        tasks.append(Task(row, items[:k], ratings[:k], items[k:], ratings[k:]))
+        ids.append(str(ur.user_ids[row]))
+    return tasks, ids
+
+
+def user_rows(users: pd.DataFrame | None, ids: Sequence[str]) -> pd.DataFrame | None:
+    if users is None:
+        return None
+    table = users.assign(user_id=users["user_id"].astype(str)).drop_duplicates("user_id")
+    return table.set_index("user_id").reindex(list(ids)).reset_index()
+
+
+def relevant_items(tasks: Sequence[Task], like_threshold: float) -> list[np.ndarray]:
+    return [t.query_items[t.query_ratings >= like_threshold] for t in tasks]
+
+
+def evaluate_p2(
+    models: Mapping[str, ScoringModel],
+    frame: pd.DataFrame,
+    index: Mapping[str, int],
+    users: pd.DataFrame | None = None,
+    *,
+    shots: Sequence[int] = SHOTS,
+    k: int = TOP_K,
+    like_threshold: float = 4.0,
+) -> dict[str, Any]:
+    """``{"summary": {K: {model: {metric: mean}}}, "per_user": {K: {model: {metric: [..]}}},
+    "n_users": {K: n}}`` — K as a string key (JSON)."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    per_user: dict[str, dict[str, dict[str, list[float]]]] = {}
+    n_users: dict[str, int] = {}
+    n_items = len(index)
+    for shot in shots:
+        tasks, ids = shot_tasks(frame, index, shot)
+        key = str(shot)
+        n_users[key] = len(tasks)
+        if not tasks:
+            continue
+        rows = user_rows(users, ids)
+        relevant = relevant_items(tasks, like_threshold)
+        summary[key], per_user[key] = {}, {}
+        for name, model in models.items():
+            top = model.recommend(tasks, k, rows, exclude_seen=True)
+            table = ranking_table(top, relevant, k)
+            means = {
+                m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                for m, v in table.items()
+            }
+            means[f"itemcoverage@{k}"] = coverage(top, n_items)
+            summary[key][name] = means
+            per_user[key][name] = {m: v.tolist() for m, v in table.items()}
+    return {"summary": summary, "per_user": per_user, "n_users": n_users}

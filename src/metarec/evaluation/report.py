@@ -1,0 +1,240 @@
+"""Benchmark reports: Markdown tables and PNG plots from a benchmark record.
+
+``write_report(record, stem)`` writes ``stem.md`` and ``stem-*.png``;
+``render_markdown(record)`` is what ``metarec report RUN`` prints. The record
+is the JSON a benchmark writes, so a report can be re-rendered from a
+committed result file without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from metarec.io import write_bytes_atomic
+
+P1_COLUMNS = (
+    "mae",
+    "rmse",
+    "ndcg@1",
+    "ndcg@3",
+    "ndcg@5",
+    "precision@5",
+    "recall@5",
+    "mrr@5",
+    "auc",
+)
+P2_COLUMNS = ("ndcg@10", "recall@10", "precision@10", "hit@10", "mrr@10", "itemcoverage@10")
+LOWER_IS_BETTER = {"mae", "rmse"}
+
+
+def _fmt(value: float | None, std: float | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    text = f"{value:.4f}"
+    if std:
+        text += f" ± {std:.4f}"
+    return text
+
+
+def _best(models: dict[str, dict[str, float]], metric: str) -> str | None:
+    vals = {m: v.get(metric, math.nan) for m, v in models.items()}
+    vals = {m: x for m, x in vals.items() if x is not None and not math.isnan(x)}
+    if not vals:
+        return None
+    pick = min if metric in LOWER_IS_BETTER else max
+    return pick(vals, key=lambda m: vals[m])
+
+
+def _sig_note(record: dict[str, Any], group: str, metric: str, model: str) -> str:
+    comp = record.get("significance", {}).get(group, {}).get(metric, {}).get(model)
+    if not comp:
+        return ""
+    mark = "†" if comp["significant"] and not comp["better"] else ""
+    if comp["significant"] and comp["better"]:
+        mark = "*"
+    return f"{comp['p_holm']:.2g}{mark}"
+
+
+def _header(record: dict[str, Any]) -> list[str]:
+    folds = record.get("folds", 1)
+    m = record["machine"]
+    title = {
+        "p1": "P1 (MeLU protocol: warm, user-cold, item-cold, both-cold)",
+        "p2": "P2 (few-shot full-catalogue ranking)",
+    }[record["protocol"]]
+    lines = [
+        f"# {title} on {record['dataset']}",
+        "",
+        f"Seed {record['seed']}"
+        + (f", {folds} folds over users (mean ± std over folds)" if folds > 1 else ", one split")
+        + (f"; new items: {record['split_rule']}" if record.get("split_rule") else "")
+        + f". Machine: {m['cpu_count']} CPUs, torch {m['torch']}"
+        + (f", {m['cuda']}" if m.get("cuda") else ", no GPU")
+        + f". Total time {record['timings']['total_s'] / 60:.1f} min.",
+        "",
+        f"Reproduce: `{record['command']}`",
+        "",
+        "**Bold**: best mean. `p` column: Holm-corrected paired Wilcoxon p-value of the "
+        "reference metarec model against that model, per user; `*` marks a significant "
+        "(p < 0.05) win of the reference, `†` a significant loss.",
+        "",
+    ]
+    return lines
+
+
+def _p1_markdown(record: dict[str, Any]) -> list[str]:
+    lines = _header(record)
+    for state, models in record["summary"].items():
+        ref = record["reference"][state]
+        std = record.get("std", {}).get(state, {})
+        lines += [
+            f"## {state} ({record['n_users'][state]} users; reference: {ref})",
+            "",
+            "| model | " + " | ".join(P1_COLUMNS) + " | p (mae) | p (ndcg@3) |",
+            "|---" * (len(P1_COLUMNS) + 3) + "|",
+        ]
+        best = {c: _best(models, c) for c in P1_COLUMNS}
+        for name, vals in models.items():
+            cells = []
+            for c in P1_COLUMNS:
+                cell = _fmt(vals.get(c), std.get(name, {}).get(c) if record["folds"] > 1 else None)
+                cells.append(f"**{cell}**" if best[c] == name else cell)
+            label = f"{name} (ref)" if name == ref else name
+            lines.append(
+                f"| {label} | "
+                + " | ".join(cells)
+                + f" | {_sig_note(record, state, 'mae', name)}"
+                + f" | {_sig_note(record, state, 'ndcg@3', name)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _p2_markdown(record: dict[str, Any]) -> list[str]:
+    lines = _header(record)
+    shots = list(record["summary"])
+    models = list(record["summary"][shots[0]])
+    for metric in P2_COLUMNS:
+        lines += [
+            f"## {metric} by support size K",
+            "",
+            "| model | " + " | ".join(f"K={k}" for k in shots) + " |",
+            "|---" * (len(shots) + 1) + "|",
+        ]
+        best = {k: _best(record["summary"][k], metric) for k in shots}
+        for name in models:
+            cells = []
+            for k in shots:
+                vals = record["summary"][k].get(name, {})
+                sd = record.get("std", {}).get(k, {}).get(name, {}).get(metric)
+                cell = _fmt(vals.get(metric), sd if record["folds"] > 1 else None)
+                if metric == "ndcg@10":
+                    note = _sig_note(record, k, metric, name)
+                    cell += f" (p {note})" if note else ""
+                cells.append(f"**{cell}**" if best[k] == name else cell)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+        if metric == "ndcg@10":
+            lines += [
+                "Reference per K: " + ", ".join(f"K={k}: {record['reference'][k]}" for k in shots),
+                "",
+            ]
+    return lines
+
+
+def render_markdown(record: dict[str, Any]) -> str:
+    lines = _p1_markdown(record) if record["protocol"] == "p1" else _p2_markdown(record)
+    weights = record.get("ensemble_weights") or []
+    if weights and weights[0]:
+        lines += ["## Ensemble weights (learned on validation users, by support size)", ""]
+        members = list(next(iter(weights[0].values())))
+        lines += [
+            "| bucket | " + " | ".join(members) + " |",
+            "|---" * (len(members) + 1) + "|",
+        ]
+        for bucket, row in weights[0].items():
+            lines.append(f"| {bucket} | " + " | ".join(f"{row[m]:.2f}" for m in members) + " |")
+        lines.append("")
+    fits = record["timings"]["fit_s"][0]
+    lines.append("Fit time (s, first fold): " + ", ".join(f"{k} {v:.0f}" for k, v in fits.items()))
+    return "\n".join(lines) + "\n"
+
+
+def plot(record: dict[str, Any], stem: Path) -> list[Path]:
+    """PNG plots: P2 metric-vs-K curves; P1 per-state bars with 95 % CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    if record["protocol"] == "p2":
+        shots = list(record["summary"])
+        xs = [int(k) for k in shots]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, metric in zip(axes, ("ndcg@10", "recall@10"), strict=True):
+            for name in record["summary"][shots[0]]:
+                ys = [record["summary"][k][name][metric] for k in shots]
+                style = "-o" if name.startswith("metarec-") else "--."
+                ax.plot(xs, ys, style, label=name, linewidth=2 if "ensemble" in name else 1.2)
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_xlabel("support size K (ratings seen)")
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7, loc="best")
+        fig.suptitle(f"P2 on {record['dataset']}: {metric} vs K")
+        fig.tight_layout()
+        path = stem.with_name(stem.name + "-curves.png")
+        written.append(_save(fig, path))
+    else:
+        states = list(record["summary"])
+        for metric in ("mae", "ndcg@3"):
+            fig, axes = plt.subplots(1, len(states), figsize=(4 * len(states), 4.2))
+            for ax, state in zip(axes, states, strict=True):
+                models = [
+                    m
+                    for m, v in record["summary"][state].items()
+                    if not math.isnan(v.get(metric, math.nan))
+                ]
+                means = [record["summary"][state][m][metric] for m in models]
+                cis = [record["ci95"][state].get(m, {}).get(metric) for m in models]
+                err = [
+                    [mu - ci[0] if ci else 0 for mu, ci in zip(means, cis, strict=True)],
+                    [ci[1] - mu if ci else 0 for mu, ci in zip(means, cis, strict=True)],
+                ]
+                colors = ["tab:blue" if m.startswith("metarec-") else "tab:gray" for m in models]
+                ax.barh(models, means, xerr=err, color=colors, capsize=2)
+                lo = min(c[0] for c in cis if c) if any(cis) else min(means)
+                hi = max(c[1] for c in cis if c) if any(cis) else max(means)
+                pad = (hi - lo) * 0.15 + 1e-6
+                ax.set_xlim(lo - pad, hi + pad)
+                ax.set_title(f"{state} ({metric})")
+                ax.tick_params(axis="y", labelsize=7)
+                ax.grid(axis="x", alpha=0.3)
+            fig.suptitle(f"P1 on {record['dataset']}: {metric} with 95 % bootstrap CIs")
+            fig.tight_layout()
+            path = stem.with_name(stem.name + f"-{metric.replace('@', '')}.png")
+            written.append(_save(fig, path))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+    return path
+
+
+def write_report(record: dict[str, Any], stem: Path, *, plots: bool = True) -> list[Path]:
+    stem = Path(stem)
+    md = stem.with_name(stem.name + ".md")
+    write_bytes_atomic(md, render_markdown(record).encode())
+    return [md, *(plot(record, stem) if plots else [])]

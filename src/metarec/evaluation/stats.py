@@ -1,0 +1,150 @@
+"""Significance tests and confidence intervals for per-user metric values.
+
+Benchmarks compare models user by user (every model sees the same users), so
+the tests are paired:
+
+* :func:`paired_wilcoxon` — two-sided Wilcoxon signed-rank test of the
+  per-user differences (``scipy.stats.wilcoxon``; zero differences dropped,
+  exact distribution for small samples). Pairs with a NaN on either side are
+  dropped; when every difference is zero the two models agree exactly and
+  p = 1.
+* :func:`holm` — Holm–Bonferroni step-down adjustment: sort the m p-values
+  ascending, p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)) (1-based), which
+  is monotone and controls the family-wise error rate.
+* :func:`bootstrap_ci` — percentile bootstrap CI of the mean (seeded);
+  :func:`paired_bootstrap_ci` — the same for the per-user differences.
+* :func:`compare_to_peers` — all of the above for one model against its
+  peers, which is what benchmark reports call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+_BOOT_CHUNK = 256  # bootstrap resamples drawn at a time (bounds memory for large n)
+
+
+class WilcoxonResult(NamedTuple):
+    statistic: float  # min(W+, W−) over the non-zero differences
+    pvalue: float  # two-sided; 1.0 when all differences are 0, NaN with no pairs
+    n: int  # pairs used (finite on both sides)
+
+
+def _paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> np.ndarray:
+    """a − b over the pairs finite on both sides."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need equal shapes, got {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep] - b[keep]
+
+
+def paired_wilcoxon(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
+) -> WilcoxonResult:
+    """Two-sided Wilcoxon signed-rank test of per-user pairs (a[u], b[u])."""
+    diff = _paired(a, b)
+    if len(diff) == 0:
+        return WilcoxonResult(float("nan"), float("nan"), 0)
+    if not np.any(diff != 0):
+        return WilcoxonResult(0.0, 1.0, len(diff))
+    res = wilcoxon(diff, alternative="two-sided")
+    return WilcoxonResult(float(res.statistic), float(res.pvalue), len(diff))
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values, in the input order (NaN stays NaN, not counted)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
+    if m == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (NaN dropped; seeded).
+
+    Resamples users with replacement ``n_boot`` times and takes the
+    (1 − level)/2 and (1 + level)/2 quantiles of the resampled means.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot <= 0:
+        raise ValueError(f"n_boot must be > 0, got {n_boot}")
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for lo in range(0, n_boot, _BOOT_CHUNK):
+        n = min(_BOOT_CHUNK, n_boot - lo)
+        means[lo : lo + n] = x[rng.integers(0, len(x), size=(n, len(x)))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def paired_bootstrap_ci(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(a − b) over users (pairs with a NaN dropped)."""
+    return bootstrap_ci(_paired(a, b), n_boot=n_boot, seed=seed, level=level)
+
+
+def compare_to_peers(
+    per_user: Mapping[str, Sequence[float] | np.ndarray],
+    model: str,
+    peers: Sequence[str],
+    lower_is_better: bool,
+    alpha: float = 0.05,
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> dict[str, dict[str, Any]]:
+    """``model`` against each peer on one metric's per-user values.
+
+    Per peer: ``mean_diff`` = mean(model − peer) over users finite in both,
+    ``ci`` (paired bootstrap, 95 %), ``p`` (Wilcoxon), ``p_holm`` (Holm over
+    this call's peers), ``significant`` = p_holm < alpha, ``better`` = the
+    mean difference points the good way (below 0 when lower is better) — so a
+    claim "significantly better" is ``better and significant``.
+    """
+    missing = [m for m in [model, *peers] if m not in per_user]
+    if missing:
+        raise KeyError(f"no per-user values for {missing}; have {sorted(per_user)}")
+    rows: dict[str, dict[str, Any]] = {}
+    for peer in peers:
+        diff = _paired(per_user[model], per_user[peer])
+        test = paired_wilcoxon(per_user[model], per_user[peer])
+        mean = float(diff.mean()) if len(diff) else float("nan")
+        rows[peer] = {
+            "mean_diff": mean,
+            "ci": bootstrap_ci(diff, n_boot=n_boot, seed=seed, level=0.95),
+            "p": test.pvalue,
+            "n": test.n,
+        }
+    adjusted = holm([r["p"] for r in rows.values()])
+    for r, p_holm in zip(rows.values(), adjusted, strict=True):
+        r["p_holm"] = float(p_holm)
+        r["significant"] = bool(np.isfinite(p_holm) and p_holm < alpha)
+        r["better"] = bool(r["mean_diff"] < 0 if lower_is_better else r["mean_diff"] > 0)
+    return rows

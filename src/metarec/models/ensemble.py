@@ -1,0 +1,234 @@
+"""Model aggregation: a weighted blend of models whose weights depend on support size.
+
+The best model for a user with one rating is rarely the best for a user with
+twenty (popularity wins at K = 0, a collaborative model at K = 20), so the
+ensemble learns one weight vector per *support-size bucket* on validation
+users: for each bucket edge K, every validation user's support is cut to its
+first K interactions and the members' outputs on the rest are blended.
+
+Two modes:
+
+* ``"rating"`` — members predict ratings; the blend is a convex combination
+  (weights >= 0, summing to 1) chosen to minimise validation MAE, so the
+  result stays on the rating scale. Only members with ``predicts_ratings``
+  may take part.
+* ``"ranking"`` — members' catalogue scores are standardised per user
+  (z-scores over the catalogue, so a popularity count and a logit are
+  comparable) and blended with convex weights chosen to maximise
+  validation nDCG@10 of the full-catalogue ranking (protocol P2).
+
+Weights are found by a seeded search over the simplex (an exact grid for up
+to four members, Dirichlet samples beyond), which needs no gradients of the
+members and optimises the metric that is reported, not a surrogate.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.tasks import Task, UserRatings, ordered
+from metarec.errors import ConfigError, ModelError, UnsupportedError
+from metarec.models.base import ScoringModel, TrainingData, top_k
+
+Mode = Literal["rating", "ranking"]
+DEFAULT_BUCKETS = (0, 1, 3, 5, 10, 20)
+
+
+class Ensemble(ScoringModel):
+    def __init__(
+        self,
+        members: Mapping[str, ScoringModel],
+        *,
+        mode: Mode = "ranking",
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        name: str = "ensemble",
+        seed: int = 0,
+        fit_members: bool = True,
+        grid_step: float = 0.1,
+        samples: int = 3000,
+        query_size: int = 10,
+        k: int = 10,
+    ) -> None:
+        if not members:
+            raise ConfigError("ensemble: needs at least one member")
+        if mode not in ("rating", "ranking"):
+            raise ConfigError(f"ensemble mode: {mode!r} is not one of rating, ranking")
+        if mode == "rating":
+            bad = [n for n, m in members.items() if not m.predicts_ratings]
+            if bad:
+                raise ConfigError(f"ensemble: rating mode needs rating predictors; not {bad}")
+        if sorted(set(buckets)) != list(buckets) or buckets[0] != 0:
+            raise ConfigError(f"ensemble buckets: must start at 0 and increase; got {buckets}")
+        self.members = dict(members)
+        self.mode: Mode = mode
+        self.buckets = tuple(int(b) for b in buckets)
+        self.name = name
+        self.seed = seed
+        self.fit_members = fit_members
+        self.grid_step = grid_step
+        self.samples = samples
+        self.query_size = query_size
+        self.k = k
+        self.predicts_ratings = mode == "rating"
+        n = len(self.members)
+        self.weights = np.full((len(self.buckets), n), 1.0 / n)
+
+    # -- fitting ------------------------------------------------------------
+    def fit(self, data: TrainingData) -> Ensemble:
+        if self.fit_members:
+            for model in self.members.values():
+                model.fit(data)
+        if data.validation_ratings is None:
+            raise ModelError("ensemble: needs validation users to learn its weights")
+        val = data.validation_ratings
+        rows = None
+        if data.users is not None:
+            table = data.users.assign(user_id=data.users["user_id"].astype(str))
+            rows = table.drop_duplicates("user_id").set_index("user_id")
+        for b, shot in enumerate(self.buckets):
+            tasks = self._validation_tasks(val, shot)
+            if not tasks:
+                continue
+            users = (
+                rows.reindex([str(val.user_ids[t.user]) for t in tasks]).reset_index()
+                if rows is not None
+                else None
+            )
+            self.weights[b] = self._best_weights(tasks, users, data)
+        return self
+
+    def _validation_tasks(self, val: UserRatings, shot: int) -> list[Task]:
+        """Support = first ``shot`` interactions by time; the rest (or the last
+        ``query_size`` for ratings) is what the blend is judged on."""
+        rng = np.random.default_rng([self.seed, shot])
+        tasks = []
+        need = shot + (self.query_size if self.mode == "rating" else 1)
+        for row in range(len(val)):
+            items, ratings = ordered(*val.history(row), "time", rng)
+            if len(items) < need:
+                continue
+            q = (
+                slice(len(items) - self.query_size, None)
+                if self.mode == "rating"
+                else slice(shot, None)
+            )
+            tasks.append(Task(row, items[:shot], ratings[:shot], items[q], ratings[q]))
+        return tasks
+
+    def _candidates(self) -> np.ndarray:
+        n = len(self.members)
+        if n == 1:
+            return np.ones((1, 1))
+        if n <= 4:
+            steps = round(1 / self.grid_step)
+            grid = [c for c in itertools.product(range(steps + 1), repeat=n - 1) if sum(c) <= steps]
+            out = np.array([[*c, steps - sum(c)] for c in grid], dtype=np.float64) / steps
+        else:
+            rng = np.random.default_rng(self.seed)
+            out = np.vstack(
+                [np.eye(n), np.full((1, n), 1.0 / n), rng.dirichlet(np.ones(n), self.samples)]
+            )
+        return out
+
+    def _best_weights(
+        self, tasks: list[Task], users: pd.DataFrame | None, data: TrainingData
+    ) -> np.ndarray:
+        cands = self._candidates()
+        if self.mode == "rating":
+            preds = np.stack(
+                [np.concatenate(m.predict_tasks(tasks, users)) for m in self.members.values()]
+            )  # [M, total query ratings]
+            truth = np.concatenate([t.query_ratings for t in tasks])
+            owner = np.repeat(np.arange(len(tasks)), [len(t.query_items) for t in tasks])
+            counts = np.bincount(owner)
+            blended = cands @ preds  # [C, R]
+            err = np.abs(blended - truth[None, :])
+            per_user = np.stack([np.bincount(owner, weights=e) / counts for e in err])
+            loss = per_user.mean(axis=1)
+            return cands[int(np.argmin(loss))]
+        # ranking: nDCG@k of the blended, standardised catalogue scores
+        relevant = [t.query_items[t.query_ratings >= 4.0] for t in tasks]
+        keep = [i for i, r in enumerate(relevant) if len(r)]
+        if not keep:
+            return self.weights[0]
+        tasks = [tasks[i] for i in keep]
+        relevant = [relevant[i] for i in keep]
+        users = users.iloc[keep].reset_index(drop=True) if users is not None else None
+        z = self._member_z(tasks, users)  # [M, U, N]
+        disc = 1.0 / np.log2(np.arange(2, self.k + 2))
+        ideal = np.array([disc[: min(len(r), self.k)].sum() for r in relevant])
+        rel_mask = np.zeros(z.shape[1:], dtype=bool)
+        for u, r in enumerate(relevant):
+            rel_mask[u, r] = True
+        best, best_w = -1.0, cands[0]
+        for w in cands:
+            top = top_k(np.tensordot(w, z, axes=1), self.k, tasks)
+            hits = np.take_along_axis(rel_mask, top, axis=1)
+            score = float(((hits * disc).sum(axis=1) / ideal).mean())
+            if score > best + 1e-12:
+                best, best_w = score, w
+        return best_w
+
+    # -- scoring ------------------------------------------------------------
+    def _member_z(self, tasks: Sequence[Task], users: pd.DataFrame | None) -> np.ndarray:
+        out = []
+        for model in self.members.values():
+            s = model.score_catalogue(tasks, users).astype(np.float64)
+            sd = s.std(axis=1, keepdims=True)
+            out.append((s - s.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0))
+        return np.stack(out)
+
+    def _bucket(self, n_support: int) -> int:
+        return int(np.searchsorted(self.buckets, n_support, side="right") - 1)
+
+    @property
+    def n_items(self) -> int:
+        return next(iter(self.members.values())).n_items
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        w = self.weights[[self._bucket(len(t.support_items)) for t in tasks]]  # [U, M]
+        if self.mode == "rating":
+            s = np.stack([m.score_catalogue(tasks, users) for m in self.members.values()])
+        else:
+            s = self._member_z(tasks, users)
+        return np.einsum("um,mun->un", w, s).astype(np.float32)
+
+    def predict_tasks(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> list[np.ndarray]:
+        if self.mode == "ranking":
+            return super().predict_tasks(tasks, users)
+        w = self.weights[[self._bucket(len(t.support_items)) for t in tasks]]
+        preds = [m.predict_tasks(tasks, users) for m in self.members.values()]
+        return [
+            sum(w[i, j] * preds[j][i] for j in range(len(preds))).astype(np.float32)
+            for i in range(len(tasks))
+        ]
+
+    def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        refusing = []
+        for name, model in self.members.items():
+            try:
+                model.add_items(items, vectors)
+            except UnsupportedError:
+                refusing.append(name)
+        if refusing:
+            raise UnsupportedError(
+                f"{self.name}: members {refusing} cannot score new items; drop them from the "
+                "ensemble or use text-aware members only"
+            )
+
+    def weight_table(self) -> dict[str, dict[str, float]]:
+        """``{"K>=b": {member: weight}}`` — what the report prints."""
+        names = list(self.members)
+        return {
+            f"K>={b}": {n: round(float(w), 4) for n, w in zip(names, row, strict=True)}
+            for b, row in zip(self.buckets, self.weights, strict=True)
+        }

@@ -1,0 +1,249 @@
+"""Protocol P4: the split, replay and interleaving statistics, checked by hand."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.data.tasks import Task
+from metarec.errors import ConfigError, DataError
+from metarec.evaluation.abtest import (
+    P4Split,
+    interleave_credits,
+    interleave_report,
+    jsonable,
+    lift_ci,
+    make_p4_split,
+    p4_tasks,
+    replay_hits,
+    replay_report,
+    run_abtest,
+    team_draft,
+    two_proportion_test,
+    users_from_spec,
+    users_per_arm,
+    wilson_ci,
+)
+from metarec.io import save_json
+from metarec.models.base import ScoringModel, TrainingData
+
+
+def _frame(counts: dict[str, int]) -> pd.DataFrame:
+    """User u rates items 0..n-1; timestamps run backwards so time order ≠ row order."""
+    rows = [
+        (u, str(i), 5.0 if i % 2 == 0 else 2.0, 1000.0 - i)
+        for u, n in counts.items()
+        for i in range(n)
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+def test_split_skips_short_histories_and_balances_arms(tmp_path: Path) -> None:
+    inter = _frame({f"u{i:02d}": 3 + i for i in range(40)})  # 3..42 ratings
+    split = make_p4_split(inter, [*inter["user_id"].unique(), "ghost"], support=5, seed=1)
+    # users with 3, 4, 5 ratings have nothing after a support of 5
+    assert split.skipped == {"not_in_data": 1, "too_few_ratings": 3}
+    assert len(split.users) == 37 and "u00" not in split.users and "u03" in split.users
+    assert sorted([split.arms.count("A"), split.arms.count("B")]) == [18, 19]
+    again = make_p4_split(inter, list(reversed(split.users)), support=5, seed=1)
+    assert again.arms == split.arms  # depends on the set and seed, not the order given
+    other = make_p4_split(inter, split.users, support=5, seed=2)
+    assert other.arms != split.arms
+    split.save(tmp_path / "p4.json")
+    loaded = P4Split.load(tmp_path / "p4.json")
+    assert (loaded.users, loaded.arms, loaded.support, loaded.seed) == (
+        split.users,
+        split.arms,
+        5,
+        1,
+    )
+    with pytest.raises(ConfigError, match="-1"):
+        make_p4_split(inter, split.users, support=-1)
+
+
+def test_p4_tasks_use_time_order() -> None:
+    inter = _frame({"a": 8})  # item i at time 1000 - i: item 7 is the earliest
+    split = make_p4_split(inter, ["a"], support=3)
+    index = {str(i): i for i in range(8)}
+    (task,) = p4_tasks(inter, split, index)
+    assert task.support_items.tolist() == [7, 6, 5]
+    assert task.query_items.tolist() == [4, 3, 2, 1, 0]
+    with pytest.raises(DataError, match="catalogue"):
+        p4_tasks(inter, split, {str(i): i for i in range(5)})
+
+
+def test_users_from_spec(tmp_path: Path) -> None:
+    everyone = [f"u{i}" for i in range(50)]
+    picked = users_from_spec("heldout:0.2", everyone, seed=0)
+    assert isinstance(picked, list) and len(picked) == 10 and set(picked) <= set(everyone)
+    assert picked == users_from_spec("heldout:0.2", everyone, seed=0)
+    for bad in ("heldout:0", "heldout:1.5", "heldout:x"):
+        with pytest.raises(ConfigError, match="FRACTION"):
+            users_from_spec(bad, everyone)
+    with pytest.raises(ConfigError, match="no such file"):
+        users_from_spec(str(tmp_path / "missing.txt"), everyone)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("u1\n\n# a comment\nu7  # trailing\n")
+    assert users_from_spec(str(ids), everyone) == ["u1", "u7"]
+    save_json(tmp_path / "p1.json", {"protocol": "p1", "new_users": [3, 4]})
+    assert users_from_spec(str(tmp_path / "p1.json"), everyone) == ["3", "4"]
+    P4Split("x", 0, 2, ["u1"], ["B"]).save(tmp_path / "p4.json")
+    assert isinstance(users_from_spec(str(tmp_path / "p4.json"), everyone), P4Split)
+    save_json(tmp_path / "other.json", {"protocol": "p2"})
+    with pytest.raises(DataError, match="P1 split"):
+        users_from_spec(str(tmp_path / "other.json"), everyone)
+
+
+# -- replay statistics ------------------------------------------------------------
+def test_replay_hits_by_hand() -> None:
+    top = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    liked = [np.array([3, 2]), np.array([], dtype=np.int64), np.array([10])]
+    success, rate = replay_hits(top, liked, 3)
+    assert success.tolist() == [True, False, False]
+    np.testing.assert_allclose(rate, [2 / 3, 0, 0])
+
+
+def test_proportion_statistics_by_hand() -> None:
+    # 50/500 = 0.10 in A, 75/500 = 0.15 in B
+    # pooled p̄ = 125/1000 = 0.125; se = sqrt(0.125·0.875·(2/500)) = 0.0209165
+    # z = 0.05 / 0.0209165 = 2.39046; two-sided p = erfc(z/√2) = 0.016827
+    z, p = two_proportion_test(50, 500, 75, 500)
+    assert z == pytest.approx(2.39046, abs=1e-4)
+    assert p == pytest.approx(math.erfc(2.3904572 / math.sqrt(2)), rel=1e-5)
+    assert p == pytest.approx(0.016827, abs=1e-5)
+    # lift 0.15/0.10 - 1 = 0.5; se(log ratio) = sqrt(0.9/50 + 0.85/75) = 0.171270;
+    # log 1.5 = 0.405465 ± 1.959964·0.171270 → exp(0.069782) - 1, exp(0.741148) - 1
+    lift, lo, hi = lift_ci(50, 500, 75, 500)
+    assert lift == pytest.approx(0.5)
+    assert lo == pytest.approx(math.exp(0.069782) - 1, abs=1e-4)
+    assert hi == pytest.approx(math.exp(0.741148) - 1, abs=1e-4)
+    # Wilson, 50/500: z² = 3.841459; centre = (0.1 + z²/1000) / (1 + z²/500) = 0.10304;
+    # half = z/(1 + z²/500) · sqrt(0.1·0.9/500 + z²/(4·500²)) = 0.026372
+    wlo, whi = wilson_ci(50, 500)
+    assert wlo == pytest.approx(0.10304 - 0.026372, abs=1e-4)
+    assert whi == pytest.approx(0.10304 + 0.026372, abs=1e-4)
+    assert wilson_ci(0, 20)[0] == 0.0 and wilson_ci(20, 20)[1] == 1.0
+    assert all(math.isnan(v) for v in lift_ci(0, 10, 3, 10))  # p_A = 0: no ratio
+    assert two_proportion_test(10, 10, 10, 10) == (0.0, 1.0)
+
+
+def test_users_per_arm_textbook_value() -> None:
+    # p1 = 0.10, p2 = 0.15, pooled form: p̄ = 0.125
+    # 1.959964·sqrt(2·0.125·0.875) = 0.916684; 0.841621·sqrt(0.09 + 0.1275) = 0.392507
+    # (0.916684 + 0.392507)² / 0.05² = 1.713981 / 0.0025 = 685.59 → 686 per arm
+    assert users_per_arm(0.10, 0.15) == 686
+    assert users_per_arm(0.15, 0.10) == 686
+    assert math.isinf(users_per_arm(0.3, 0.3))
+    assert users_per_arm(0.10, 0.15, power=0.9) > 686
+
+
+def test_replay_report() -> None:
+    success = np.array([1, 1, 0, 0, 1, 1, 1, 0], dtype=bool)
+    rate = np.array([0.2, 0.1, 0, 0, 0.3, 0.1, 0.1, 0])
+    arms = ["A", "A", "A", "A", "B", "B", "B", "B"]
+    rep = replay_report(success, rate, arms)
+    a, b = rep["arms"]["A"], rep["arms"]["B"]
+    assert (a["users"], a["successes"], a["rate"]) == (4, 2, 0.5)
+    assert (b["users"], b["successes"], b["rate"]) == (4, 3, 0.75)
+    assert a["hits_per_k"] == pytest.approx(0.075) and b["hits_per_k"] == pytest.approx(0.125)
+    assert rep["lift"] == pytest.approx(0.5)
+    assert rep["p"] == pytest.approx(two_proportion_test(2, 4, 3, 4)[1])
+    assert rep["users_per_arm_80"] == users_per_arm(0.5, 0.75)
+
+
+# -- team-draft interleaving -------------------------------------------------------
+def test_team_draft_by_hand() -> None:
+    a, b = np.array([1, 2, 3, 4]), np.array([2, 5, 1, 6])
+    # coin 0: A picks first in the round, 1: B first. Walked through by hand:
+    expected = {
+        (0, 0): ([1, 2, 3, 5], [0, 1, 0, 1]),  # A 1, B 2, A 3 (2 is taken), B 5
+        (0, 1): ([1, 2, 5, 3], [0, 1, 1, 0]),
+        (1, 0): ([2, 1, 3, 5], [1, 0, 0, 1]),
+        (1, 1): ([2, 1, 5, 3], [1, 0, 1, 0]),  # B 2, A 1, B 5 (1 is taken), A 3
+    }
+    for seed in range(8):
+        coins = np.random.default_rng(seed)
+        key = (int(coins.integers(2)), int(coins.integers(2)))
+        items, teams = team_draft(a, b, 4, np.random.default_rng(seed))
+        assert (items.tolist(), teams.tolist()) == expected[key]
+
+
+def test_team_draft_properties() -> None:
+    rng = np.random.default_rng(0)
+    same = np.array([4, 3, 2, 1])
+    assert team_draft(same, same, 4, rng)[0].tolist() == [4, 3, 2, 1]  # identical lists agree
+    for _ in range(50):
+        a, b = rng.permutation(30)[:10], rng.permutation(30)[:10]
+        items, teams = team_draft(a, b, 10, rng)
+        assert len(items) == 10 and len(set(items.tolist())) == 10
+        for n in range(0, 11, 2):  # after every round the teams are even
+            assert teams[:n].sum() == n // 2
+    short = team_draft(np.array([1]), np.array([1]), 5, rng)[0]
+    assert short.tolist() == [1]  # stops when both lists are used up
+
+
+def test_interleave_credits_and_report() -> None:
+    top_a = np.array([[1, 2], [1, 2], [1, 2]])
+    top_b = np.array([[3, 4], [3, 4], [3, 4]])
+    liked = [np.array([3]), np.array([1, 3]), np.array([], dtype=np.int64)]
+    ca, cb = interleave_credits(top_a, top_b, liked, 2, seed=0)
+    # k = 2: one item from each team whatever the coin, 1 for A and 3 for B
+    assert ca.tolist() == [0, 1, 0] and cb.tolist() == [1, 1, 0]
+    rep = interleave_report(np.array([1, 0, 2, 0, 1]), np.array([0, 1, 2, 3, 0]))
+    # wins A: users 0, 4; wins B: 1, 3; tie: 2 → Δ = 0; sign test 2 of 4 → p = 1
+    assert (rep["wins_a"], rep["wins_b"], rep["ties"]) == (2, 2, 1)
+    assert rep["delta"] == 0.0 and rep["p"] == pytest.approx(1.0)
+    rep = interleave_report(np.zeros(6), np.array([1, 1, 1, 1, 1, 0]))
+    # B wins 5 of 5 decided users: p = 2 · (1/2)^5 = 0.0625; Δ = 5/6
+    assert rep["p"] == pytest.approx(0.0625) and rep["delta"] == pytest.approx(5 / 6)
+    assert interleave_report(np.zeros(3), np.zeros(3))["p"] == 1.0
+
+
+# -- running two policies --------------------------------------------------------
+class FixedScores(ScoringModel):
+    """A policy that ignores the user: every catalogue item has a fixed score."""
+
+    def __init__(self, scores: np.ndarray, name: str) -> None:
+        self.scores = np.asarray(scores, dtype=np.float64)
+        self.name = name
+
+    def fit(self, data: TrainingData) -> FixedScores:
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return len(self.scores)
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        return np.tile(self.scores, (len(tasks), 1))
+
+
+def test_run_abtest_with_two_policies() -> None:
+    # 20 users each rate items 0..11; even items get 5, odd 2; the earliest (by time) are
+    # the highest-numbered items, so the support of 3 is items 11, 10, 9.
+    inter = _frame({f"u{i}": 12 for i in range(20)})
+    index = {str(i): i for i in range(12)}
+    good = FixedScores(np.where(np.arange(12) % 2 == 0, 1.0, 0.0), "good")  # liked items first
+    bad = FixedScores(np.where(np.arange(12) % 2 == 0, 0.0, 1.0), "bad")  # disliked first
+    split = make_p4_split(inter, inter["user_id"].unique(), support=3, seed=0, dataset="toy")
+    rep = run_abtest(bad, good, inter, split, index, k=2, method="both")
+    a, b = rep["replay"]["arms"]["A"], rep["replay"]["arms"]["B"]
+    assert a["users"] + b["users"] == 20 and a["successes"] == 0 and b["successes"] == b["users"]
+    assert b["hits_per_k"] == 1.0  # the two best even items (0, 2) are both liked later
+    assert math.isnan(rep["replay"]["lift"])  # p_A = 0
+    assert rep["replay"]["p"] < 0.001
+    inter_rep = rep["interleave"]
+    assert inter_rep["wins_b"] == 20 and inter_rep["delta"] == 1.0
+    assert inter_rep["p"] == pytest.approx(2 * 0.5**20)
+    # replay alone scores only each arm's own users and agrees
+    only = run_abtest(bad, good, inter, split, index, k=2, method="replay")
+    assert jsonable(only["replay"]) == jsonable(rep["replay"]) and "interleave" not in only
+    with pytest.raises(ConfigError, match="k"):
+        run_abtest(bad, good, inter, split, index, k=0)

@@ -1,0 +1,106 @@
+"""Significance tests and confidence intervals against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from metarec.evaluation.stats import (
+    bootstrap_ci,
+    compare_to_peers,
+    holm,
+    paired_bootstrap_ci,
+    paired_wilcoxon,
+)
+
+
+def test_wilcoxon_exact_small_sample_by_hand() -> None:
+    # differences 1, -2, 3, 4, 5 → |d| ranks 1..5; W+ = 1+3+4+5 = 13, W- = 2 → statistic 2.
+    # Exact null: of the 2^5 = 32 sign patterns, W- <= 2 for {}, {1}, {2} → 3/32;
+    # two-sided p = 2 · 3/32 = 0.1875.
+    res = paired_wilcoxon([1, -2, 3, 4, 5], [0, 0, 0, 0, 0])
+    assert res.statistic == pytest.approx(2.0)
+    assert res.pvalue == pytest.approx(0.1875)
+    assert res.n == 5
+
+
+def test_wilcoxon_drops_nan_pairs_and_all_zero_means_p_one() -> None:
+    a = [1, -2, 3, 4, 5, np.nan, 7]
+    b = [0, 0, 0, 0, 0, 1, np.nan]
+    assert paired_wilcoxon(a, b).pvalue == pytest.approx(0.1875)
+    assert paired_wilcoxon(a, b).n == 5
+    same = paired_wilcoxon([0.5, 0.7, np.nan], [0.5, 0.7, 0.1])
+    assert same.pvalue == 1.0 and same.n == 2
+    assert math.isnan(paired_wilcoxon([np.nan], [1.0]).pvalue)
+
+
+def test_wilcoxon_detects_a_consistent_shift() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=200)
+    assert paired_wilcoxon(base + 0.3 + rng.normal(0, 0.1, 200), base).pvalue < 1e-6
+
+
+def test_holm_by_hand() -> None:
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → max so far 0.06
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+    # capped at 1: 0.5·2 = 1.0, then max(1.0, 0.6·1) = 1.0
+    np.testing.assert_allclose(holm([0.6, 0.5]), [1.0, 1.0])
+    # NaN is not a hypothesis: m = 2 here
+    out = holm([0.01, np.nan, 0.04])
+    assert out[0] == pytest.approx(0.02) and np.isnan(out[1]) and out[2] == pytest.approx(0.04)
+    assert holm([]).shape == (0,)
+
+
+def test_bootstrap_ci_is_seeded_and_sized_like_the_standard_error() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(2.0, 1.0, size=400)
+    lo, hi = bootstrap_ci(x, seed=3)
+    assert (lo, hi) == bootstrap_ci(x, seed=3)
+    assert (lo, hi) != bootstrap_ci(x, seed=4)
+    assert lo < x.mean() < hi
+    # normal theory: width ≈ 2 · 1.96 · sd / sqrt(n)
+    expected = 2 * 1.96 * x.std(ddof=1) / math.sqrt(len(x))
+    assert hi - lo == pytest.approx(expected, rel=0.15)
+    lo90, hi90 = bootstrap_ci(x, seed=3, level=0.90)
+    assert lo < lo90 < hi90 < hi
+
+
+def test_bootstrap_ci_edge_cases() -> None:
+    assert bootstrap_ci([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    assert bootstrap_ci([1.0, np.nan, 1.0]) == (1.0, 1.0)  # NaN dropped
+    assert all(math.isnan(v) for v in bootstrap_ci([np.nan]))
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_ci([1.0], level=1.5)
+
+
+def test_paired_bootstrap_is_the_bootstrap_of_differences() -> None:
+    a = np.array([1.0, 2.0, 4.0, np.nan, 3.0])
+    b = np.array([0.5, 2.5, 3.0, 1.0, 1.0])
+    assert paired_bootstrap_ci(a, b, seed=5) == bootstrap_ci([0.5, -0.5, 1.0, 2.0], seed=5)
+
+
+def test_compare_to_peers() -> None:
+    rng = np.random.default_rng(0)
+    peer = rng.uniform(0.6, 1.0, size=300)
+    model = peer - 0.05 + rng.normal(0, 0.02, size=300)  # lower MAE for nearly every user
+    per_user = {"metarec": model, "bias": peer, "twin": model.copy(), "strong": model - 0.1}
+    rows = compare_to_peers(per_user, "metarec", ["bias", "twin", "strong"], lower_is_better=True)
+    bias, twin, strong = rows["bias"], rows["twin"], rows["strong"]
+    assert bias["mean_diff"] == pytest.approx(float(np.mean(model - peer)))
+    assert bias["ci"][0] < bias["mean_diff"] < bias["ci"][1] < 0
+    assert bias["significant"] and bias["better"]
+    assert twin["p"] == 1.0 and not twin["significant"] and not twin["better"]
+    # a peer with lower MAE everywhere: significant, and metarec is not better
+    assert strong["mean_diff"] == pytest.approx(0.1) and strong["significant"]
+    assert not strong["better"]
+    # Holm over the three peers: the smallest p is multiplied by 3
+    smallest = min(r["p"] for r in rows.values())
+    assert min(r["p_holm"] for r in rows.values()) == pytest.approx(min(1.0, 3 * smallest))
+    # higher-is-better flips the direction of "better", not the test
+    flipped = compare_to_peers(per_user, "metarec", ["bias"], lower_is_better=False)
+    assert not flipped["bias"]["better"] and flipped["bias"]["p"] == bias["p"]
+    with pytest.raises(KeyError, match="nope"):
+        compare_to_peers(per_user, "metarec", ["nope"], lower_is_better=True)

@@ -1,0 +1,177 @@
+"""``metarec abtest``: two small runs trained on ml-100k, compared end to end; bad input.
+
+The runs take ~10-20 s to train on 2 cores, so the tests that use them are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metarec.cli import main
+from metarec.config import TrainConfig
+from metarec.data import load_dataset
+from metarec.data.schema import Dataset
+from metarec.evaluation.p1 import make_p1_split
+from metarec.pipeline import encode_catalogue, fit_recommender
+
+
+@pytest.fixture(scope="module")
+def ml100k(shared_data: Path) -> Dataset:
+    return load_dataset("ml-100k", root=shared_data)
+
+
+@pytest.fixture(scope="module")
+def runs(ml100k: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two runs meta-trained on P1's training users (tfidf, one epoch), new users held out."""
+    root = tmp_path_factory.mktemp("runs")
+    split = make_p1_split(ml100k, seed=0)
+    catalogue = encode_catalogue(ml100k.items, "tfidf", cache_dir=root / "emb", progress=False)
+    out = []
+    for name, cfg in (
+        ("a", TrainConfig(epochs=1, max_train_users=100, inner_steps=1, seed=1, device="cpu")),
+        ("b", TrainConfig(epochs=1, max_train_users=120, inner_steps=2, seed=2, device="cpu")),
+    ):
+        rec, _ = fit_recommender(
+            catalogue,
+            split.frames["train"],
+            cfg,
+            users=ml100k.users,
+            validation=split.frames["validation"],
+            progress=False,
+        )
+        rec.save(root / name)
+        out.append(root / name)
+    split.save(out[0] / "split.json")
+    return out[0], out[1]
+
+
+def _data(shared_data: Path) -> list[str]:
+    return ["--dataset", "ml-100k", "--root", str(shared_data)]
+
+
+@pytest.mark.slow
+def test_abtest_end_to_end_json_and_reproducible(
+    runs: tuple[Path, Path],
+    ml100k: Dataset,
+    shared_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a, b = runs
+    args = ["abtest", str(a), str(b), *_data(shared_data), "--json"]
+    code = main([*args, "--users", str(a / "split.json"), "--out", str(tmp_path / "r.json"),
+                 "--save-split", str(tmp_path / "p4.json")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    # every P1 new user has >= 13 ratings, so all of them take part
+    new_users = json.loads((a / "split.json").read_text())["new_users"]
+    counts = ml100k.interactions.groupby("user_id").size()
+    eligible = sum(int(counts[u]) >= 6 for u in new_users)
+    assert report["users"] == eligible == len(new_users)
+    rep = report["replay"]
+    arms = rep["arms"]
+    assert arms["A"]["users"] + arms["B"]["users"] == eligible
+    assert abs(arms["A"]["users"] - arms["B"]["users"]) <= 1
+    for arm in arms.values():
+        assert 0 <= arm["ci"][0] <= arm["rate"] <= arm["ci"][1] <= 1
+        assert arm["rate"] == pytest.approx(arm["successes"] / arm["users"])
+    assert 0 <= rep["p"] <= 1
+    assert rep["lift"] == pytest.approx(arms["B"]["rate"] / arms["A"]["rate"] - 1)
+    inter = report["interleave"]
+    assert inter["wins_a"] + inter["wins_b"] + inter["ties"] == eligible
+    assert inter["delta"] == pytest.approx((inter["wins_b"] - inter["wins_a"]) / eligible)
+    # the saved P4 split replays the same test exactly
+    code = main([*args, "--users", str(tmp_path / "p4.json")])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out) | {"runs": None} == report | {"runs": None}
+
+
+@pytest.mark.slow
+def test_abtest_table_and_skipped_users(
+    runs: tuple[Path, Path], ml100k: Dataset, shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    a, b = runs
+    ids = sorted(ml100k.interactions["user_id"].astype(str).unique())[:60]
+    (tmp_path / "users.txt").write_text("\n".join([*ids, "no-such-user"]) + "\n")
+    counts = ml100k.interactions.groupby("user_id").size()
+    short = sum(int(counts[u]) < 41 for u in ids)
+    assert 0 < short < 60  # the support of 40 leaves some users out, not all
+    code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "users.txt"), "--support", "40", "-k", "5",
+                 "--method", "replay"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"skipped {short} users with fewer than 41 ratings" in out
+    assert "skipped 1 users not in the data" in out
+    assert f"{60 - short:,} users, support K = 40, top-5" in out
+    assert "lift (B/A - 1)" in out and "users per arm for 80% power" in out
+    assert "interleaving" not in out
+
+
+@pytest.mark.slow
+def test_abtest_command_line_entry_point(
+    runs: tuple[Path, Path], ml100k: Dataset, shared_data: Path
+) -> None:
+    a, b = runs
+    proc = subprocess.run(
+        [sys.executable, "-m", "metarec.cli", "abtest", str(a), str(b), *_data(shared_data),
+         "--users", "heldout:0.05", "--method", "interleave"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    n = round(ml100k.n_users * 0.05)  # every ml-100k user has >= 20 ratings: none skipped
+    assert f"Team-draft interleaving over all {n} users" in proc.stdout
+    assert "Replay" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--users", "heldout:1.5"], ["heldout:1.5", "(0, 1]"]),
+        (["--users", "heldout:abc"], ["heldout:abc", "FRACTION"]),
+        (["--users", "missing-users.txt"], ["missing-users.txt", "no such file"]),
+        (["--users", "heldout:0.1", "--support", "-1"], ["--support", "-1"]),
+        (["--users", "heldout:0.1", "-k", "0"], ["-k", "got 0"]),
+    ],
+)
+def test_abtest_bad_arguments(
+    extra: list[str], needles: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["abtest", str(tmp_path / "a"), str(tmp_path / "b"), *extra])
+    _assert_one_line_error(code, capsys.readouterr().err, *needles)
+
+
+def test_abtest_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["abtest", str(tmp_path / "nope"), str(tmp_path / "b"), "--users", "heldout:0.1"])
+    _assert_one_line_error(code, capsys.readouterr().err, "nope", "not a metarec run")
+
+
+@pytest.mark.slow
+def test_abtest_runs_with_different_catalogues(
+    runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, _ = runs
+    other = tmp_path / "other"
+    shutil.copytree(a, other)
+    items = json.loads((other / "items.json").read_text())
+    items["item_id"][0] = "renamed"
+    (other / "items.json").write_text(json.dumps(items))
+    code = main(["abtest", str(a), str(other), "--users", "heldout:0.1"])
+    _assert_one_line_error(code, capsys.readouterr().err, "different catalogues")
+
+
+def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("metarec: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
