@@ -1,0 +1,64 @@
+"""Protocol P2 splits and tasks on real ml-100k data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarec import load_dataset
+from metarec.errors import DataError
+from metarec.evaluation.p1 import make_p1_split
+from metarec.evaluation.p2 import P2Split, eligible_users, make_p2_split, shot_tasks
+
+
+@pytest.fixture(scope="module")
+def ds(shared_data: Path):
+    return load_dataset("ml-100k", root=shared_data)
+
+
+def test_split_partitions_eligible_users_80_10_10(ds) -> None:
+    split = make_p2_split(ds, seed=1)
+    train, val, test = map(set, (split.train_users, split.validation_users, split.test_users))
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert train | val | test == set(eligible_users(ds, 25))
+    n = len(train | val | test)
+    assert len(test) == round(0.1 * n) and len(val) == round(0.1 * n)
+
+
+def test_folds_cover_every_user_once(ds) -> None:
+    tests = [set(make_p2_split(ds, seed=0, n_folds=5, fold=f).test_users) for f in range(5)]
+    assert sum(len(t) for t in tests) == len(set().union(*tests)) == len(eligible_users(ds, 25))
+    with pytest.raises(DataError, match="fold"):
+        make_p2_split(ds, seed=0, n_folds=5, fold=5)
+
+
+def test_p1_folds_make_every_kept_user_new_once(ds) -> None:
+    news = [set(make_p1_split(ds, seed=0, n_folds=5, fold=f).new_users) for f in range(5)]
+    assert sum(len(n) for n in news) == len(set().union(*news))
+
+
+def test_split_round_trips_through_json(ds, tmp_path: Path) -> None:
+    split = make_p2_split(ds, seed=2)
+    split.save(tmp_path / "s.json")
+    again = P2Split.load(tmp_path / "s.json", ds)
+    assert again.test_users == split.test_users
+    assert len(again.frames["test"]) == len(split.frames["test"])
+    (tmp_path / "bad.json").write_text('{"protocol": "p1"}')
+    with pytest.raises(DataError, match="not a P2 split"):
+        P2Split.load(tmp_path / "bad.json", ds)
+
+
+def test_support_is_the_first_k_ratings_by_time(ds) -> None:
+    split = make_p2_split(ds, seed=0)
+    index = {item: i for i, item in enumerate(ds.items["item_id"].astype(str))}
+    frame = split.frames["test"]
+    tasks, ids = shot_tasks(frame, index, 5)
+    t, uid = tasks[0], ids[0]
+    rows = frame[frame["user_id"].astype(str) == uid].sort_values("timestamp", kind="stable")
+    first = rows["item_id"].astype(str).map(index).to_numpy()
+    assert len(t.support_items) == 5
+    assert set(t.support_items) == set(first[:5])
+    assert len(t.query_items) == len(rows) - 5
+    assert np.all(np.isin(t.query_items, first[5:]))

@@ -1,0 +1,121 @@
+"""The ensemble learns support-size-dependent weights that pick the better member."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.catalogue import Catalogue
+from metarec.data.tasks import Task
+from metarec.errors import ConfigError, UnsupportedError
+from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.ensemble import Ensemble
+
+N_ITEMS = 40
+
+
+class Oracle(ScoringModel):
+    """Scores the truth (each user likes items u, u+1, ...) once it has >= ``needs`` ratings,
+    noise before that; a stand-in for a collaborative model that needs data."""
+
+    predicts_ratings = True
+
+    def __init__(self, needs: int, name: str) -> None:
+        self.needs, self.name = needs, name
+
+    def fit(self, data: TrainingData) -> Oracle:
+        self.truth = data.validation.pivot_table(
+            index="user_id", columns="item_id", values="rating", fill_value=1.0
+        )
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return N_ITEMS
+
+    def score_catalogue(self, tasks: Sequence[Task], users: pd.DataFrame | None = None):
+        rng = np.random.default_rng(len(tasks))
+        out = rng.uniform(1, 5, size=(len(tasks), N_ITEMS))
+        for i, t in enumerate(tasks):
+            if len(t.support_items) >= self.needs:
+                out[i] = _truth_row(t.user)
+        return out
+
+
+class Constant(ScoringModel):
+    """Popularity-like: the same, fairly good ranking for everyone."""
+
+    predicts_ratings = True
+    name = "constant"
+
+    def fit(self, data: TrainingData) -> Constant:
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return N_ITEMS
+
+    def score_catalogue(self, tasks: Sequence[Task], users: pd.DataFrame | None = None):
+        return np.tile(np.linspace(5, 1, N_ITEMS), (len(tasks), 1))
+
+
+def _truth_row(user: int) -> np.ndarray:
+    row = np.full(N_ITEMS, 1.0)
+    row[:4] = 5.0  # liked by everyone: what the constant model knows
+    row[4 + (np.arange(4) + user * 3) % (N_ITEMS - 4)] = 5.0  # this user's own taste
+    return row
+
+
+def _data() -> TrainingData:
+    rows = []
+    for u in range(30):
+        truth = _truth_row(u)
+        for t, item in enumerate(np.random.default_rng(u).permutation(N_ITEMS)[:30]):
+            rows.append((f"u{u:02d}", f"i{item}", truth[item], t))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(N_ITEMS)], "title": "", "text": "x"})
+    cat = Catalogue(items, np.zeros((N_ITEMS, 2), dtype=np.float32), encoder=None)  # type: ignore[arg-type]
+    return TrainingData(frame, cat, None, frame, (1.0, 5.0), 0)
+
+
+@pytest.mark.parametrize("mode", ["ranking", "rating"])
+def test_weights_follow_the_member_that_wins_at_each_support_size(mode: str) -> None:
+    data = _data()
+    ens = Ensemble(
+        {"oracle": Oracle(needs=5, name="oracle"), "constant": Constant()},
+        mode=mode,  # type: ignore[arg-type]
+        buckets=(0, 5),
+    )
+    ens.fit(data)
+    table = ens.weight_table()
+    # with >= 5 ratings the oracle is perfect: it must carry the blend (in rating
+    # mode exactly, in ranking mode any weight that keeps its order is optimal)
+    if mode == "rating":
+        assert table["K>=5"]["oracle"] == pytest.approx(1.0)
+    assert table["K>=5"]["oracle"] > table["K>=5"]["constant"]
+    assert table["K>=0"]["constant"] > 0.5
+    # and scoring uses the bucket of each task's support size
+    zero = Task(0, np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), np.arange(3), np.ones(3))
+    six = Task(0, np.arange(6), np.ones(6, np.float32), np.arange(3), np.ones(3))
+    s0, s6 = ens.score_catalogue([zero, six])
+    assert np.argsort(-s6)[:8].tolist() == np.argsort(-_truth_row(0), kind="stable")[:8].tolist()
+    assert s0.argmax() == 0
+
+
+def test_rating_mode_rejects_ranking_members_and_bad_buckets() -> None:
+    class Ranker(Constant):
+        predicts_ratings = False
+
+    with pytest.raises(ConfigError, match="rating predictors"):
+        Ensemble({"a": Ranker(), "b": Constant()}, mode="rating")
+    with pytest.raises(ConfigError, match="buckets"):
+        Ensemble({"a": Constant()}, buckets=(1, 3))
+
+
+def test_new_items_are_refused_when_a_member_cannot_score_them() -> None:
+    ens = Ensemble({"a": Constant(), "b": Constant()})
+    with pytest.raises(UnsupportedError, match="cannot score new items"):
+        ens.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 2), np.float32))
