@@ -350,6 +350,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from metarec.evaluation.benchmark import run_benchmark
 
     datasets = args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"])
+    if args.protocol == "speed":
+        from metarec.evaluation.speed import run_speed_benchmark
+
+        run_speed_benchmark(
+            dataset=datasets[0], root=args.data, out=args.out, seed=args.seed,
+            progress=not args.quiet,
+        )  # fmt: skip
+        return 0
     shots = None
     if args.shots:
         try:
@@ -660,7 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run protocol P1 or P2 (P3 with --folds) for metarec and every peer; "
         "writes JSON, Markdown and PNG",
     )
-    b.add_argument("--protocol", choices=("p1", "p2"), default="p1")
+    b.add_argument(
+        "--protocol",
+        choices=("p1", "p2", "speed"),
+        default="p1",
+        help="p1 (MeLU protocol), p2 (few-shot ranking) or speed (latency and throughput)",
+    )
     b.add_argument(
         "--dataset", action="append", help="repeatable; default ml-1m for p1, ml-100k for p2"
     )

@@ -1,0 +1,275 @@
+"""Retrain a served run on its original data plus the feedback the service logged.
+
+``metarec retrain RUN --db URL --out NEW_RUN``:
+
+1. loads RUN (its config, encoder and the data it was trained on, unless
+   other data is given) and every event in the feedback store, mapped to
+   ratings exactly as the service maps them for adaptation
+   (:mod:`metarec.service.feedback`; the latest event per user and item wins);
+2. holds out users the old model never trained on — the P1 split's new users
+   when RUN has ``split.json``, else a seeded 10 % of the data's users — and
+   keeps them out of the new model's training too;
+3. meta-trains a new model with RUN's config (``--set`` overrides) on the
+   remaining users plus every feedback user (items added through the API
+   join the catalogue with the text the service encodes them from);
+4. compares old and new by per-user MAE on the held-out users' query sets
+   (P1-style tasks: 10 query ratings per user, the rest support);
+5. writes NEW_RUN only when the new model is not worse (``new <= old +
+   tolerance``), unless forced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metarec.errors import ConfigError
+from metarec.recommender import Recommender
+
+FEEDBACK_PREFIX = "feedback:"  # keeps service user ids apart from the dataset's
+HELD_OUT_FRACTION = 0.1
+
+
+@dataclass
+class RetrainResult:
+    old_mae: float
+    new_mae: float
+    n_eval_users: int
+    n_feedback_users: int
+    n_feedback_ratings: int
+    accepted: bool
+    written: bool
+    out: Path
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        verdict = "not worse" if self.accepted else "worse"
+        return (
+            f"held-out users: {self.n_eval_users}; MAE old {self.old_mae:.4f}, "
+            f"new {self.new_mae:.4f} ({verdict}); feedback: {self.n_feedback_ratings} "
+            f"ratings from {self.n_feedback_users} users"
+        )
+
+
+def not_worse(old_mae: float, new_mae: float, tolerance: float = 0.0) -> bool:
+    """The release rule: the new model may lose at most ``tolerance`` MAE (negative: it
+    must gain at least that much). NaN never passes."""
+    return bool(np.isfinite(new_mae) and np.isfinite(old_mae) and new_mae <= old_mae + tolerance)
+
+
+def feedback_frame(
+    store: Any, rating_range: tuple[float, float], known_items: set[str]
+) -> tuple[pd.DataFrame, int]:
+    """Ratings from the store's events (user_id prefixed), and how many were dropped
+    because their item is not in the catalogue."""
+    from metarec.service.feedback import history_from_events
+
+    rows: list[tuple[str, str, float, float]] = []
+    dropped = 0
+    current: str | None = None
+    pending: list[Any] = []
+
+    def flush() -> None:
+        nonlocal dropped
+        if current is None:
+            return
+        latest_ts = {ev.item_id: ev.timestamp for ev in pending}
+        lo, hi = rating_range
+        for item, rating in history_from_events(pending, rating_range).items():
+            if item not in known_items:
+                dropped += 1
+                continue
+            rows.append(
+                (FEEDBACK_PREFIX + current, item, min(max(rating, lo), hi), latest_ts[item])
+            )
+
+    for user_id, ev in store.iter_all_events():
+        if user_id != current:
+            flush()
+            current, pending = user_id, []
+        pending.append(ev)
+    flush()
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    frame["rating"] = frame["rating"].astype(np.float32)
+    return frame, dropped
+
+
+def combined_items(base: pd.DataFrame, added: list[dict[str, Any]]) -> pd.DataFrame:
+    """The dataset's items with API-added items appended and API-updated ones replaced
+    in place (catalogue order of existing items is kept)."""
+    from metarec.pipeline import ensure_text
+    from metarec.service.items import item_frame
+
+    items = ensure_text(base).reset_index(drop=True)[["item_id", "title", "text"]].astype(str)
+    if not added:
+        return items
+    extra = item_frame(added)[["item_id", "title", "text"]]
+    pos = {item: i for i, item in enumerate(items["item_id"])}
+    known = extra["item_id"].isin(pos).to_numpy()
+    for _, row in extra[known].iterrows():
+        items.loc[pos[row["item_id"]], ["title", "text"]] = [row["title"], row["text"]]
+    return pd.concat([items, extra[~known]], ignore_index=True)
+
+
+def _held_out_users(run: Path, ds: Any, seed: int) -> tuple[set[str], str]:
+    if (run / "split.json").exists():
+        from metarec.evaluation.p1 import P1Split
+
+        split = P1Split.load(run / "split.json", ds)
+        return set(map(str, split.new_users)), "the P1 split's new users"
+    from metarec.pipeline import split_users
+
+    _, held = split_users(ds.interactions, HELD_OUT_FRACTION, seed)
+    return set(map(str, held["user_id"].unique())), f"a seeded {HELD_OUT_FRACTION:.0%} of users"
+
+
+def _mae(
+    rec: Recommender, frame: pd.DataFrame, users: pd.DataFrame | None, seed: int
+) -> tuple[float, int]:
+    from metarec.evaluation.metrics import per_user_table, summarise
+    from metarec.evaluation.p1 import state_tasks
+
+    tasks, user_ids = state_tasks(frame, rec.item_index, seed)
+    if not tasks:
+        return float("nan"), 0
+    rows = users.set_index("user_id").reindex(user_ids).reset_index() if users is not None else None
+    preds = rec.predict_tasks(tasks, rows)
+    table = per_user_table(preds, [t.query_ratings for t in tasks])
+    return summarise(table)["mae"], len(tasks)
+
+
+def retrain(
+    run: str | Path,
+    db_url: str,
+    out: str | Path,
+    *,
+    spec: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    tolerance: float = 0.0,
+    force: bool = False,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+) -> RetrainResult:
+    """Train, compare, and write ``out`` when the new model is not worse (or ``force``)."""
+    from metarec.cli import load_from_spec
+    from metarec.io import save_json
+    from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+    from metarec.service.store import FeedbackStore
+
+    t0 = time.perf_counter()
+    run, out = Path(run).resolve(), Path(out).resolve()
+    if out == run:
+        raise ConfigError(f"--out {out}: must differ from the run being retrained")
+    old = Recommender.load(run)
+    cfg = old.cfg.with_overrides(list(overrides))
+    if not spec or not any(spec.get(k) for k in ("dataset", "data", "interactions")):
+        spec = old.metadata.get("data_spec")
+        if not spec:
+            raise ConfigError(
+                f"{run}: the run does not record its data; give --dataset/--data or --interactions"
+            )
+    ds = load_from_spec(spec)
+    store = FeedbackStore(db_url)
+    try:
+        items = combined_items(ds.items, store.added_items())
+        feedback, dropped = feedback_frame(store, old.rating_range, set(items["item_id"]))
+        fb_features = store.all_user_features()
+    finally:
+        store.close()
+
+    held, held_rule = _held_out_users(run, ds, cfg.seed)
+    inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
+    evaluation = inter[inter["user_id"].isin(held)]
+    rest, validation = split_users(inter[~inter["user_id"].isin(held)], 0.1, cfg.seed)
+    if cfg.max_train_users is not None:
+        # subsample here so that every feedback user stays in training
+        users_rest = np.sort(rest["user_id"].unique())
+        n_keep = max(cfg.max_train_users - feedback["user_id"].nunique(), 0)
+        if len(users_rest) > n_keep:
+            keep = np.random.default_rng(cfg.seed).choice(users_rest, n_keep, replace=False)
+            rest = rest[rest["user_id"].isin(set(keep))]
+    train = pd.concat(
+        [rest, feedback[rest.columns.intersection(feedback.columns)]], ignore_index=True
+    )
+    users = _users_frame(ds.users, fb_features)
+
+    catalogue = encode_catalogue(items, old.encoder(), cache_dir=cache_dir, progress=progress)
+    new, history = fit_recommender(
+        catalogue,
+        train,
+        cfg,
+        users=users,
+        validation=validation,
+        rating_range=old.rating_range,
+        progress=progress,
+        metadata={
+            "dataset": ds.name,
+            "data_spec": spec,
+            "holdout": "retrain",
+            "retrained_from": str(run),
+            "feedback_ratings": len(feedback),
+        },
+    )
+    old_mae, n_eval = _mae(old, evaluation, users, cfg.seed)
+    new_mae, _ = _mae(new, evaluation, users, cfg.seed)
+    accepted = not_worse(old_mae, new_mae, tolerance)
+    result = RetrainResult(
+        old_mae,
+        new_mae,
+        n_eval,
+        int(feedback["user_id"].nunique()),
+        len(feedback),
+        accepted,
+        written=accepted or force,
+        out=out,
+        details={
+            "held_out": held_rule,
+            "feedback_items_dropped": dropped,
+            "best_epoch": history.best_epoch,
+            "tolerance": tolerance,
+        },
+    )
+    result.seconds = time.perf_counter() - t0
+    if result.written:
+        new.save(out)
+        save_json(out / "config.json", cfg.to_dict())
+        save_json(
+            out / "retrain.json",
+            {
+                "retrained_from": str(run),
+                "old_mae": old_mae,
+                "new_mae": new_mae,
+                "n_eval_users": n_eval,
+                "accepted": accepted,
+                "forced": force and not accepted,
+                "feedback_users": result.n_feedback_users,
+                "feedback_ratings": result.n_feedback_ratings,
+                **result.details,
+            },
+        )
+    return result
+
+
+def _users_frame(
+    users: pd.DataFrame | None, feedback: dict[str, dict[str, Any]]
+) -> pd.DataFrame | None:
+    """Dataset users plus feedback users (their features under the dataset's columns)."""
+    if users is None:
+        return None
+    users = users.assign(user_id=users["user_id"].astype(str))
+    cols = [c for c in users.columns if c != "user_id"]
+    extra = pd.DataFrame(
+        [
+            {"user_id": FEEDBACK_PREFIX + u, **{c: f.get(c) for c in cols}}
+            for u, f in feedback.items()
+        ],
+        columns=["user_id", *cols],
+    )
+    return pd.concat([users, extra], ignore_index=True) if len(extra) else users

@@ -1,0 +1,429 @@
+"""The HTTP API (FastAPI): catalogue search, users, feedback events, recommendations.
+
+Endpoints that touch torch or the database are plain ``def`` functions, so
+FastAPI runs them in its thread pool and the event loop never blocks; the
+model is shared across threads behind :class:`~metarec.service.serving.ModelHolder`'s
+locks. Unknown users posting events get 404 (no auto-create): a client
+creates a user once with ``POST /v1/users`` and can tell a typo from a new user.
+"""
+
+import asyncio
+import contextlib
+import hmac
+import html
+import ipaddress
+import logging
+import math
+import signal
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Query, Request, Security
+from fastapi import Path as PathParam
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from metarec.errors import MetarecError, UnknownItemError
+from metarec.service import errors, schemas
+from metarec.service.errors import ApiError, error_response
+from metarec.service.feedback import event_rating
+from metarec.service.metrics import Metrics
+from metarec.service.middleware import BodyLimit, RequestMetrics, _send_error
+from metarec.service.serving import ModelHolder, Served
+from metarec.service.settings import ServiceSettings
+from metarec.service.store import (
+    ID_LENGTH,
+    FeedbackStore,
+    NewEvent,
+    UnknownUserError,
+    UserExistsError,
+)
+
+log = logging.getLogger("metarec.service")
+
+STATIC = Path(__file__).with_name("static")
+PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>metarec</title></head><body><h1>metarec</h1>
+<p>The API is running; see <a href="docs">the API docs</a>.</p></body></html>
+"""
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's key")
+
+
+def is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class ApiKeyGuard:
+    """Write requests under /v1/ need ``X-API-Key``; checked before the body is read, so
+    a client without the key learns nothing about validation. With no key configured,
+    only loopback clients may write."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in WRITE_METHODS
+            and scope["path"].startswith("/v1/")
+        ):
+            denied = self._check(scope)
+            if denied is not None:
+                await _send_error(send, *denied)
+                return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> tuple[int, str, str] | None:
+        if self.key is None:
+            client = scope.get("client")
+            if is_loopback(client[0] if client else None):
+                return None
+            return (
+                403,
+                "forbidden",
+                "no API key is configured on this server, so it accepts writes from "
+                "loopback clients only; start it with --api-key or METAREC_API_KEY",
+            )
+        given = dict(scope.get("headers", ())).get(b"x-api-key")
+        if given is None:
+            return 401, "missing_api_key", "this endpoint needs the X-API-Key header"
+        if not hmac.compare_digest(given, self.key):
+            return 401, "invalid_api_key", "the X-API-Key header does not match the server's key"
+        return None
+
+
+def _page(settings: ServiceSettings) -> str:
+    path = STATIC / "index.html"
+    page = path.read_text(encoding="utf-8") if path.exists() else PLACEHOLDER_PAGE
+    if settings.page_api_key and settings.api_key:
+        page = page.replace(
+            '<meta name="metarec-api-key" content="">',
+            f'<meta name="metarec-api-key" content="{html.escape(settings.api_key, quote=True)}">',
+        )
+    return page
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """Open the store (creating/migrating its schema), load the run, build the app."""
+    metrics = Metrics()
+    store = FeedbackStore(settings.db_url)
+    holder = ModelHolder(store, metrics, settings.cache_size)
+    holder.load(settings.run)
+    if settings.api_key is None:
+        log.warning(
+            "NO API KEY CONFIGURED: write endpoints accept loopback clients only "
+            "(set --api-key or METAREC_API_KEY)"
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.install_sighup and threading.current_thread() is threading.main_thread():
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_in_background)
+        yield
+        store.close()
+
+    def _reload_in_background() -> None:
+        def work() -> None:
+            try:
+                served = holder.load(holder.current.run)
+                metrics.count_reload()
+                log.info("SIGHUP: now serving %s", served.name)
+            except Exception:
+                log.exception("SIGHUP reload failed; still serving the previous model")
+
+        threading.Thread(target=work, name="metarec-reload", daemon=True).start()
+
+    app = FastAPI(
+        title="metarec",
+        summary="Cold-start recommendations that adapt to every piece of feedback.",
+        version="1",
+        lifespan=lifespan,
+        responses={
+            400: {"model": schemas.ErrorBody},
+            401: {"model": schemas.ErrorBody},
+            422: {"model": schemas.ErrorBody},
+        },
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.store = store
+    app.state.metrics = metrics
+    errors.install(app)
+
+    @app.exception_handler(MetarecError)
+    async def _metarec_error(_: Request, exc: MetarecError) -> JSONResponse:
+        code = "unknown_item" if isinstance(exc, UnknownItemError) else "invalid"
+        return error_response(422, code, str(exc))
+
+    # outermost last: metrics see everything, CORS answers preflights, then size, then key
+    app.add_middleware(ApiKeyGuard, api_key=settings.api_key)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Content-Type", "X-API-Key"],
+        )
+    app.add_middleware(RequestMetrics, metrics=metrics)
+
+    page = _page(settings)
+    write = [Security(_KEY_HEADER)]  # for the docs' "Authorize" button; ApiKeyGuard enforces
+    UserId = Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]
+
+    def served() -> Served:
+        return holder.current
+
+    def known_item(s: Served, item_id: str, where: str) -> int:
+        idx = s.rec.item_index.get(item_id)
+        if idx is None:
+            raise ApiError(422, "unknown_item", f"{where}: unknown item {item_id!r}")
+        return idx
+
+    def check_rating(s: Served, value: float | None, where: str) -> None:
+        lo, hi = s.rec.rating_range
+        if value is None or not math.isfinite(value) or not lo <= value <= hi:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"{where}: rating {value!r} is outside the model's rating range [{lo:g}, {hi:g}]",
+            )
+
+    def check_batch(n: int, what: str) -> None:
+        if n > settings.max_events_per_batch:
+            raise ApiError(
+                413,
+                "too_large",
+                f"{what}: {n} in one request; the limit is {settings.max_events_per_batch}",
+            )
+
+    def unknown_user(user_id: str) -> ApiError:
+        return ApiError(404, "unknown_user", f"unknown user {user_id!r}; create it first")
+
+    def user_or_404(user_id: str) -> Any:
+        user = store.user(user_id)
+        if user is None:
+            raise unknown_user(user_id)
+        return user
+
+    # -- operations -----------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health", response_model=schemas.Health, tags=["operations"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], responses={503: {"model": schemas.ErrorBody}})
+    def ready() -> JSONResponse:
+        if not holder.ready:
+            return error_response(503, "not_ready", "no model loaded")
+        try:
+            store.ping()
+        except Exception as exc:
+            log.warning("readiness: database unreachable: %s", exc)
+            return error_response(503, "not_ready", "database unreachable")
+        return JSONResponse({"status": "ready", "model": holder.current.name})
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    async def prometheus() -> PlainTextResponse:
+        text = metrics.render(
+            {
+                "metarec_adaptation_cache_size": (
+                    "Adapted users held in memory",
+                    lambda: len(holder.cache),
+                ),
+                "metarec_model_generation": (
+                    "Models loaded since start",
+                    lambda: holder.current.generation,
+                ),
+                "metarec_catalogue_items": (
+                    "Items the served model can recommend",
+                    lambda: holder.current.rec.n_items,
+                ),
+            }
+        )
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- catalogue ------------------------------------------------------------
+    @app.get("/v1/items", response_model=schemas.ItemList, tags=["items"])
+    def search_items(
+        q: Annotated[str, Query(max_length=200, description="part of a title")] = "",
+        limit: Annotated[int, Query(ge=1, le=settings.max_search_results)] = 20,
+    ) -> dict[str, Any]:
+        """Titles containing ``q`` (case-insensitive), most rated first; empty ``q``: most rated."""
+        return {"items": holder.search(served(), q, limit)}
+
+    @app.get("/v1/items/{item_id}", response_model=schemas.ItemDetail, tags=["items"])
+    def get_item(item_id: Annotated[str, PathParam(max_length=ID_LENGTH)]) -> Any:
+        s = served()
+        idx = s.rec.item_index.get(item_id)
+        if idx is None:
+            raise ApiError(404, "unknown_item", f"unknown item {item_id!r}")
+        return {
+            "item_id": item_id,
+            "title": s.titles[idx],
+            "text": str(s.rec.items["text"].iat[idx]),
+            "n_ratings": int(s.rec.popularity[idx]),
+        }
+
+    @app.put("/v1/items", response_model=schemas.ItemsOut, tags=["items"], dependencies=write)
+    def put_items(body: schemas.ItemsIn) -> dict[str, int]:
+        """Add items (or re-encode existing ids); recommendable as soon as this returns."""
+        if len(body.items) > settings.max_items_per_request:
+            raise ApiError(
+                413,
+                "too_large",
+                f"items: {len(body.items)} in one request; "
+                f"the limit is {settings.max_items_per_request}",
+            )
+        ids = [it.item_id for it in body.items]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ApiError(422, "validation_error", f"items: item_id repeated: {repeated[:5]}")
+        rows = [it.model_dump() for it in body.items]
+        for row in rows:
+            if isinstance(row["genres"], list):
+                row["genres"] = "|".join(row["genres"])  # stored as MovieLens writes genres
+        added, updated = holder.upsert_items(rows)
+        return {"added": added, "updated": updated, "n_items": holder.current.rec.n_items}
+
+    # -- users ----------------------------------------------------------------
+    @app.post(
+        "/v1/users",
+        status_code=201,
+        response_model=schemas.UserCreated,
+        tags=["users"],
+        dependencies=write,
+        responses={409: {"model": schemas.ErrorBody}},
+    )
+    def create_user(body: schemas.UserIn) -> dict[str, Any]:
+        s = served()
+        check_batch(len(body.ratings), "ratings")
+        for key, value in body.features.items():
+            if not isinstance(value, str | int | float | bool | None):
+                raise ApiError(
+                    422, "validation_error", f"features.{key}: must be a string or a number"
+                )
+        initial = []
+        for n, r in enumerate(body.ratings):
+            known_item(s, r.item_id, f"ratings[{n}].item_id")
+            check_rating(s, r.rating, f"ratings[{n}].rating")
+            initial.append(NewEvent(f"init-{uuid.uuid4().hex}", r.item_id, "rating", r.rating))
+        try:
+            n_events = store.create_user(body.user_id, body.features, initial)
+        except UserExistsError:
+            raise ApiError(409, "user_exists", f"user {body.user_id!r} already exists") from None
+        metrics.count_events(n_events, 0)
+        return {"user_id": body.user_id, "n_events": n_events}
+
+    @app.get("/v1/users/{user_id}", response_model=schemas.UserOut, tags=["users"])
+    def get_user(user_id: UserId) -> dict[str, Any]:
+        user = user_or_404(user_id)
+        s = served()
+        lo_hi = s.rec.rating_range
+        history = []
+        for ev in store.events_for(user_id, limit=settings.max_history_returned):
+            idx = s.rec.item_index.get(ev.item_id)
+            history.append(
+                {
+                    "item_id": ev.item_id,
+                    "title": None if idx is None else s.titles[idx],
+                    "type": ev.type,
+                    "value": ev.value,
+                    "rating": event_rating(ev.type, ev.value, lo_hi),
+                    "timestamp": ev.timestamp,
+                }
+            )
+        return {
+            "user_id": user_id,
+            "features": user.features,
+            "n_events": user.n_events,
+            "history": history,
+        }
+
+    @app.post(
+        "/v1/users/{user_id}/events",
+        response_model=schemas.EventsOut,
+        tags=["users"],
+        dependencies=write,
+        responses={404: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}},
+    )
+    def post_events(
+        user_id: UserId,
+        body: Annotated[
+            schemas.EventsIn,
+            Body(description='one event, or {"events": [...]}; retried event_ids count once'),
+        ],
+    ) -> dict[str, int]:
+        s = served()
+        check_batch(len(body.events), "events")
+        batch = []
+        for n, ev in enumerate(body.events):
+            known_item(s, ev.item_id, f"events[{n}].item_id")
+            if ev.type == "rating":
+                check_rating(s, ev.value, f"events[{n}].value")
+            elif ev.value is not None and not math.isfinite(ev.value):
+                raise ApiError(422, "validation_error", f"events[{n}].value: must be finite")
+            batch.append(NewEvent(ev.event_id, ev.item_id, ev.type, ev.value, ev.epoch()))
+        try:
+            accepted, duplicates = store.add_events(user_id, batch)
+        except UnknownUserError:
+            raise unknown_user(user_id) from None
+        metrics.count_events(accepted, duplicates)
+        if accepted:
+            holder.cache.invalidate(user_id)
+        return {"accepted": accepted, "duplicates": duplicates}
+
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        response_model=schemas.Recommendations,
+        tags=["users"],
+        responses={404: {"model": schemas.ErrorBody}},
+    )
+    def recommendations(
+        user_id: UserId,
+        k: Annotated[int, Query(ge=1, le=settings.max_k)] = 10,
+        exclude_seen: bool = True,
+        candidates: Annotated[
+            str | None, Query(max_length=200_000, description="comma-separated item ids")
+        ] = None,
+    ) -> dict[str, Any]:
+        s = served()
+        pool = None
+        if candidates is not None:
+            pool = [c.strip() for c in candidates.split(",") if c.strip()]
+            if not pool:
+                raise ApiError(422, "validation_error", "candidates: no item ids given")
+            for c in pool:
+                known_item(s, c, "candidates")
+        user = user_or_404(user_id)
+        items = holder.recommend(s, user, k, exclude_seen=exclude_seen, candidates=pool)
+        return {"user_id": user_id, "model": s.name, "n_events": user.n_events, "items": items}
+
+    # -- admin ----------------------------------------------------------------
+    @app.post(
+        "/v1/admin/reload", response_model=schemas.ReloadOut, tags=["admin"], dependencies=write
+    )
+    def reload(body: schemas.ReloadIn | None = None) -> dict[str, Any]:
+        """Swap to another run (or re-read the current one) without downtime."""
+        run = body.run if body is not None and body.run else str(holder.current.run)
+        try:
+            s = holder.load(run)
+        except MetarecError as exc:
+            raise ApiError(422, "invalid_run", f"run: {exc}") from None
+        metrics.count_reload()
+        return {"model": s.name, "n_items": s.rec.n_items}
+
+    return app

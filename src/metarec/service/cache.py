@@ -1,0 +1,92 @@
+"""A bounded, thread-safe LRU cache of adapted users, and a readers–writer lock.
+
+A cached entry is only valid for the feedback it was adapted on: the key
+carries the model generation and the user's latest event row id, so a new
+event or a model swap makes old entries unreachable even if an invalidation
+raced with a request that was still adapting; :meth:`AdaptationCache.invalidate`
+frees them early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class AdaptationCache(Generic[V]):
+    """``(user_id, version) → value`` with least-recently-used eviction; one entry per user."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[str, tuple[Hashable, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str, version: Hashable) -> V | None:
+        with self._lock:
+            hit = self._data.get(user_id)
+            if hit is None or hit[0] != version:
+                return None
+            self._data.move_to_end(user_id)
+            return hit[1]
+
+    def put(self, user_id: str, version: Hashable, value: V) -> None:
+        with self._lock:
+            self._data[user_id] = (version, value)
+            self._data.move_to_end(user_id)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def invalidate(self, user_id: str) -> None:
+        with self._lock:
+            self._data.pop(user_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer stops new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()

@@ -1,0 +1,88 @@
+"""Every error leaves the service as ``{"error": {"code", "message"}}`` with the right status.
+
+Validation messages name the field and the value at fault; a failure the
+client did not cause is logged with its traceback and answered with a generic
+500 that reveals nothing about the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("metarec.service")
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "not_ready",
+}
+
+
+class ApiError(Exception):
+    """Raised by endpoints: status, a stable machine code, a message for people."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers or None
+    )
+
+
+def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
+    """FastAPI/pydantic errors → (status, code, message naming field and value)."""
+    for err in errors:
+        if err.get("type") in ("json_invalid", "json_type"):
+            return 400, "bad_json", f"request body is not valid JSON: {err.get('msg', '')}".strip()
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        msg = str(err.get("msg", "invalid"))
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        value = err.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r:.80})"
+        parts.append(f"{loc or 'body'}: {msg}{shown}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return 422, "validation_error", "; ".join(parts) + more
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, message = describe_validation(list(exc.errors()))
+        return error_response(status, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, f"http_{exc.status_code}")
+        detail = exc.detail if isinstance(exc.detail, str) else code
+        headers = dict(exc.headers or {})
+        return error_response(exc.status_code, code, detail, **headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error; see the server log")

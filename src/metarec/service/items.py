@@ -1,0 +1,75 @@
+"""Items added through the API: their encoder text and how they enter a model.
+
+An added item's encoder text is built exactly like a catalogue item's
+(``"Title (year). Genres: a, b."``) with the client's free ``text`` appended,
+so the encoder sees new items in the form it saw in training and the display
+title ("Title (year)") is the text's head as for every other item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec.data.text import build_item_text
+from metarec.encoders import cached_encode
+from metarec.recommender import Recommender
+
+
+def item_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """item_id, title, text (the encoder text) for rows as the API and store hold them."""
+    frame = pd.DataFrame(
+        {
+            "item_id": [str(r["item_id"]) for r in rows],
+            "title": [str(r["title"]) for r in rows],
+            "year": [np.nan if r.get("year") is None else float(r["year"]) for r in rows],
+            "genres": [_genres(r.get("genres")) for r in rows],
+        }
+    )
+    base = build_item_text(frame) if len(frame) else pd.Series([], dtype=object)
+    extra = [str(r.get("text") or "").strip() for r in rows]
+    frame["text"] = [f"{b} {e}".strip() for b, e in zip(base, extra, strict=True)]
+    return frame[["item_id", "title", "text", "year", "genres"]]
+
+
+def _genres(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "|".join(str(v) for v in value)
+    return str(value)
+
+
+def encode(rec: Recommender, frame: pd.DataFrame) -> np.ndarray:
+    """LM vectors of the items' text with the run's own encoder."""
+    if len(frame) == 0:
+        return np.zeros((0, int(rec.model.tower.item_vectors.shape[1])), dtype=np.float32)
+    return cached_encode(rec.encoder(), frame["text"].tolist(), None, progress=False)
+
+
+def apply_items(rec: Recommender, frame: pd.DataFrame, vectors: np.ndarray) -> tuple[int, int]:
+    """Add new ids and re-encode existing ones in place; → (added, updated).
+
+    The caller holds the model's write lock: the catalogue and the cached item
+    representations change together.
+    """
+    known = frame["item_id"].isin(rec.item_index).to_numpy()
+    if known.any():
+        idx = [rec.item_index[i] for i in frame.loc[known, "item_id"]]
+        with torch.no_grad():
+            tower = rec.model.tower
+            tower.item_vectors[torch.as_tensor(idx)] = torch.as_tensor(
+                vectors[known], dtype=tower.item_vectors.dtype, device=tower.item_vectors.device
+            )
+        rec.items.loc[idx, "title"] = frame.loc[known, "title"].to_numpy()
+        rec.items.loc[idx, "text"] = frame.loc[known, "text"].to_numpy()
+        if not (~known).any():
+            # Recommender has no public "update item"; re-index titles and the cached h/b
+            rec._reindex()
+    if (~known).any():
+        rec.add_items(frame.loc[~known].reset_index(drop=True), vectors=vectors[~known])
+    return int((~known).sum()), int(known.sum())

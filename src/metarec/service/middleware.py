@@ -1,0 +1,129 @@
+"""Pure ASGI middleware: body-size limit and per-route metrics.
+
+Written against raw ASGI rather than ``BaseHTTPMiddleware`` so that neither
+adds a task or copies the body per request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from metarec.service.metrics import Metrics
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of a request body (up to ``budget`` bytes): answering while
+    the client is still sending would make it see a reset connection, not our 413."""
+    while budget > 0:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return
+        budget -= len(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return
+
+
+class BodyLimit:
+    """413 for a body over ``max_bytes``: by Content-Length, or, for a body sent without
+    one (chunked), by reading it here up to the limit before the app sees it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.drain_budget = max(64 * max_bytes, 64 << 20)  # beyond this, just hang up
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body over the limit of {self.max_bytes} bytes"
+        headers = dict(scope.get("headers", ()))
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_error(send, 400, "bad_request", "invalid Content-Length header")
+                    return
+                if declared > self.max_bytes:
+                    # a client waiting for "100 Continue" has not sent the body: don't ask for it
+                    if b"expect" not in headers and declared <= self.drain_budget:
+                        await _drain(receive, declared)
+                    await _send_error(send, 413, "too_large", too_large)
+                    return
+                # the HTTP server delivers exactly the declared length
+                await self.app(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":  # the client went away
+                return
+            size += len(msg.get("body", b""))
+            if size > self.max_bytes:
+                if msg.get("more_body", False):
+                    await _drain(receive, self.drain_budget)
+                await _send_error(send, 413, "too_large", too_large)
+                return
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RequestMetrics:
+    """Count and time every request by route template, method and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def tracked(msg: Message) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = int(msg["status"])
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracked)
+        finally:
+            route: Any = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(name, scope["method"], status, time.perf_counter() - t0)

@@ -1,0 +1,187 @@
+"""The model being served: load, swap without downtime, grow the catalogue, adapt, recommend.
+
+A :class:`Served` bundles one loaded :class:`Recommender` with its name, a
+generation number and a readers–writer lock. Requests take the current
+``Served`` once and use it to the end, so a swap (``reload``) never changes
+the model under a request in flight: the old object simply stops being
+handed out. Adding items changes a model in place, under its write lock;
+scoring holds the read lock.
+
+Adapted users are cached (bounded LRU) under ``(generation, number of
+events)``: events are only ever added, so a user's count grows with every
+piece of feedback and a stale adaptation can never be served. After a
+restart the cache is empty and each user is re-adapted from the store on
+their first request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarec.explain import display_titles, explain_indices
+from metarec.recommender import Recommender, UserState
+from metarec.service.cache import AdaptationCache, ReadWriteLock
+from metarec.service.feedback import history_from_events
+from metarec.service.items import apply_items, encode, item_frame
+from metarec.service.metrics import Metrics
+from metarec.service.store import FeedbackStore, UserSummary
+
+log = logging.getLogger("metarec.service")
+
+# torch.func (vmap/grad, used by adaptation and scoring) is not safe to run from several
+# threads at once: concurrent transforms trip an internal functorch assertion. All model
+# math in the service runs under this one lock; torch still uses every core inside a call.
+TORCH_LOCK = threading.Lock()
+
+
+def run_name(run: Path) -> str:
+    """``<run folder>@<first 8 hex of the model file's SHA-256>``: changes with every retrain."""
+    digest = hashlib.sha256()
+    with open(run / "model.safetensors", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{run.resolve().name}@{digest.hexdigest()[:8]}"
+
+
+@dataclass
+class Served:
+    rec: Recommender
+    run: Path
+    name: str
+    generation: int
+    lock: ReadWriteLock = field(default_factory=ReadWriteLock)
+    titles: list[str] = field(default_factory=list)
+    folded: list[str] = field(default_factory=list)
+    by_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def refresh(self) -> None:
+        """Recompute search data after the catalogue changed (caller holds the write lock)."""
+        self.titles = display_titles(self.rec)
+        self.folded = [t.casefold() for t in self.titles]
+        self.by_popularity = np.argsort(-self.rec.popularity, kind="stable")
+
+
+class ModelHolder:
+    def __init__(self, store: FeedbackStore, metrics: Metrics, cache_size: int) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.cache: AdaptationCache[UserState] = AdaptationCache(cache_size)
+        self._swap = threading.Lock()  # one swap or catalogue change at a time
+        self._current: Served | None = None
+        self._generation = 0
+
+    @property
+    def current(self) -> Served:
+        served = self._current
+        if served is None:
+            raise RuntimeError("no model loaded")
+        return served
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    # -- loading and swapping -------------------------------------------------
+    def load(self, run: str | Path) -> Served:
+        """Load ``run``, re-apply the items added through the API, make it current."""
+        path = Path(run).resolve()
+        rec = Recommender.load(path)  # slow part, outside the lock: the old model keeps serving
+        name = run_name(path)
+        with self._swap:
+            rows = self.store.added_items()
+            if rows:
+                frame = item_frame(rows)
+                apply_items(rec, frame, encode(rec, frame))
+            self._generation += 1
+            served = Served(rec, path, name, self._generation)
+            served.refresh()
+            self._current = served
+            self.cache.clear()
+        log.info("serving %s (%d items, %d added through the API)", name, rec.n_items, len(rows))
+        return served
+
+    def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Encode, persist, then apply to the served model; → (added, updated)."""
+        frame = item_frame(rows)
+        with self._swap:
+            served = self.current
+            vectors = encode(served.rec, frame)  # may raise before anything is stored
+            self.store.upsert_items(rows)
+            with served.lock.write(), TORCH_LOCK:
+                added, updated = apply_items(served.rec, frame, vectors)
+                served.refresh()
+            if updated:
+                self.cache.clear()  # users who rated a re-encoded item adapt anew
+        return added, updated
+
+    # -- users ----------------------------------------------------------------
+    def user_state(self, served: Served, user: UserSummary) -> UserState:
+        version = (served.generation, user.n_events)
+        state = self.cache.get(user.user_id, version)
+        if state is not None:
+            return state
+        rec = served.rec
+        t0 = time.perf_counter()
+        history = history_from_events(self.store.events_for(user.user_id), rec.rating_range)
+        lo, hi = rec.rating_range
+        # items this model does not know (a swapped-in run without them) are left out;
+        # ratings are clipped in case the new run's rating range is narrower
+        pairs = [
+            (item, min(max(r, lo), hi)) for item, r in history.items() if item in rec.item_index
+        ]
+        with served.lock.read(), TORCH_LOCK:
+            state = rec.adapt(pairs, user_features=user.features)
+        self.metrics.observe_adaptation(time.perf_counter() - t0)
+        self.cache.put(user.user_id, version, state)
+        return state
+
+    def recommend(
+        self,
+        served: Served,
+        user: UserSummary,
+        k: int,
+        *,
+        exclude_seen: bool,
+        candidates: list[str] | None,
+    ) -> list[dict[str, Any]]:
+        state = self.user_state(served, user)
+        rec = served.rec
+        with served.lock.read(), TORCH_LOCK:
+            top = rec.recommend(state, k, exclude_seen=exclude_seen, candidates=candidates)
+            idx = [rec.item_index[i] for i in top["item_id"]]
+            reasons = explain_indices(rec, state, idx, titles=served.titles)
+            titles = [served.titles[i] for i in idx]
+        return [
+            {
+                "rank": int(rank),
+                "item_id": str(item),
+                "title": title,
+                "score": float(score),
+                "reason": why.reason,
+            }
+            for rank, item, title, score, why in zip(
+                top["rank"], top["item_id"], titles, top["score"], reasons, strict=True
+            )
+        ]
+
+    def search(self, served: Served, q: str, limit: int) -> list[dict[str, str]]:
+        """Titles containing ``q`` (case-insensitive), most rated first."""
+        needle = q.casefold().strip()
+        ids = served.rec.items["item_id"].to_numpy()
+        out: list[dict[str, str]] = []
+        with served.lock.read():
+            for i in served.by_popularity:
+                if needle in served.folded[i]:
+                    out.append({"item_id": str(ids[i]), "title": served.titles[i]})
+                    if len(out) >= limit:
+                        break
+        return out

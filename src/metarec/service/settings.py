@@ -1,0 +1,60 @@
+"""Service settings: one frozen object built by the CLI (or a test) and read everywhere.
+
+Request limits live here so every endpoint enforces the same numbers; the
+length limits of ids (128) and texts are part of the schema
+(:mod:`metarec.service.schemas`, matching the database columns).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metarec.errors import ConfigError
+
+DEFAULT_DB_FILE = "metarec-feedback.db"
+API_KEY_ENV = "METAREC_API_KEY"
+
+
+def default_db_url(cwd: str | Path | None = None) -> str:
+    """SQLite file in the working directory (not in the run folder, so that serving a
+    retrained run from the same place keeps every user and event)."""
+    return f"sqlite:///{(Path(cwd or Path.cwd()) / DEFAULT_DB_FILE).resolve()}"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    run: Path
+    db_url: str = field(default_factory=default_db_url)
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    # Put the API key into the page's <meta name="metarec-api-key"> (demos on a trusted network).
+    page_api_key: bool = False
+    max_body_bytes: int = 1_000_000
+    max_events_per_batch: int = 1000
+    max_items_per_request: int = 1000
+    max_k: int = 100
+    max_search_results: int = 100
+    max_history_returned: int = 1000
+    cache_size: int = 10_000
+    install_sighup: bool = False  # only the CLI's server installs a SIGHUP handler
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "max_events_per_batch",
+            "max_items_per_request",
+            "max_k",
+            "max_search_results",
+            "cache_size",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api key: must not be empty or blank")
+
+    @staticmethod
+    def key_from_env(explicit: str | None) -> str | None:
+        """``--api-key`` wins, then ``$METAREC_API_KEY``; ``None`` when neither is set."""
+        return explicit or os.environ.get(API_KEY_ENV) or None

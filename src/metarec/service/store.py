@@ -1,0 +1,393 @@
+"""The durable feedback store: users, events, added items (SQLAlchemy Core).
+
+SQLite (WAL mode, ``synchronous=FULL``) is the embedded default; PostgreSQL is
+used by URL (``postgresql://user:pw@host/db``, driven by psycopg 3). The
+store creates and migrates its own schema: ``schema_version`` records every
+migration applied, and a database written by a newer metarec is refused.
+
+Durability: :meth:`FeedbackStore.add_events` returns only after its
+transaction has committed, so an event the service acknowledged survives a
+``kill -9`` (and, with ``synchronous=FULL``, a power cut). Idempotency: the
+client's ``event_id`` is unique in the table; a retried id is skipped by the
+database itself (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), never by a
+check-then-insert race, and reported as a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from metarec.errors import ConfigError, MetarecError
+from metarec.service.feedback import StoredEvent
+
+SCHEMA_VERSION = 1
+ID_LENGTH = 128
+_INSERT_CHUNK = 500  # rows per INSERT statement (SQLite caps bound parameters per statement)
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("description", String(200), nullable=False),
+    Column("applied_at", Float, nullable=False),
+)
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(ID_LENGTH), primary_key=True),
+    Column("features", Text, nullable=False, default="{}"),  # JSON object
+    Column("created_at", Float, nullable=False),
+)
+events = Table(
+    "events",
+    metadata,
+    # BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("event_id", String(ID_LENGTH), nullable=False, unique=True),
+    Column("user_id", String(ID_LENGTH), ForeignKey("users.user_id"), nullable=False),
+    Column("item_id", String(ID_LENGTH), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("ts", Float, nullable=False),  # client timestamp, else arrival time (epoch seconds)
+    Column("received_at", Float, nullable=False),
+    Index("ix_events_user", "user_id", "id"),
+)
+items = Table(
+    "items",
+    metadata,
+    Column("item_id", String(ID_LENGTH), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("text", Text, nullable=True),
+    Column("genres", Text, nullable=True),
+    Column("year", Integer, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
+
+
+# -- migrations ---------------------------------------------------------------
+def _v1(conn: Connection) -> None:
+    for table in (users, events, items):
+        table.create(conn, checkfirst=True)
+
+
+# (version, description, step): append new versions, never edit an applied one
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "users, events (unique event_id), items", _v1),
+]
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION`; return the version found before."""
+    with _write(engine) as conn:
+        schema_version.create(conn, checkfirst=True)
+        current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+        if current > SCHEMA_VERSION:
+            raise ConfigError(
+                f"database schema version {current} is newer than this metarec's "
+                f"({SCHEMA_VERSION}); upgrade metarec or use another database"
+            )
+        for version, description, step in MIGRATIONS:
+            if version > current:
+                step(conn)
+                conn.execute(
+                    schema_version.insert().values(
+                        version=version, description=description, applied_at=time.time()
+                    )
+                )
+    return int(current)
+
+
+# -- engine -------------------------------------------------------------------
+def normalise_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` → the psycopg 3 driver; SQLite as given."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"--db {url!r}: not a database URL; expected sqlite:///path.db or "
+            "postgresql://user:password@host/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigError(f"--db {url!r}: the SQLite store must be a file (sqlite:///path.db)")
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30.0, "check_same_thread": False},
+            pool_size=8,
+            max_overflow=24,
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if backend == "postgresql":
+        try:
+            return create_engine(url, pool_size=8, max_overflow=24, pool_pre_ping=True)
+        except ModuleNotFoundError:
+            raise ConfigError("PostgreSQL needs psycopg: pip install 'metarec[postgres]'") from None
+    raise ConfigError(f"--db {url!r}: unsupported database {backend!r}; use sqlite or postgresql")
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling would defer BEGIN; we emit BEGIN ourselves
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cur.execute("PRAGMA synchronous=FULL")  # a committed event is on disk
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # a write transaction takes the write lock up front: a deferred one that read first
+    # could not upgrade after another writer committed (SQLITE_BUSY_SNAPSHOT)
+    write = conn.get_execution_options().get("metarec_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextlib.contextmanager
+def _write(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        conn.execution_options(metarec_write=True)
+        with conn.begin():
+            yield conn
+
+
+# -- records ------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewEvent:
+    event_id: str
+    item_id: str
+    type: str
+    value: float | None = None
+    timestamp: float | None = None
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    user_id: str
+    features: dict[str, Any]
+    n_events: int
+    last_event: int  # largest event row id (0 = none): changes whenever feedback arrives
+
+
+class UserExistsError(MetarecError):
+    pass
+
+
+class UnknownUserError(MetarecError):
+    pass
+
+
+class FeedbackStore:
+    """Users, their events and added items in one SQL database."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self.url = self.engine.url.render_as_string(hide_password=True)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # SQLite has one writer: queue writers in-process instead of busy-waiting in SQLite
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        try:
+            self.previous_version = migrate(self.engine)
+        except OperationalError as exc:
+            raise ConfigError(f"database {self.url}: cannot open ({exc.orig})") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock, _write(self.engine) as conn:
+            yield conn
+
+    def _insert(self, table: Table) -> Any:
+        return (sqlite if self.is_sqlite else postgresql).insert(table)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    # -- users ----------------------------------------------------------------
+    def create_user(
+        self, user_id: str, features: dict[str, Any], initial: Sequence[NewEvent] = ()
+    ) -> int:
+        """Create a user with optional first events (one transaction); → events stored."""
+        now = time.time()
+        with self._tx() as conn:
+            exists = conn.execute(select(users.c.user_id).where(users.c.user_id == user_id))
+            if exists.first() is not None:
+                raise UserExistsError(f"user {user_id!r} already exists")
+            conn.execute(
+                users.insert().values(
+                    user_id=user_id, features=json.dumps(features, sort_keys=True), created_at=now
+                )
+            )
+            accepted, _ = self._insert_events(conn, user_id, initial, now)
+        return accepted
+
+    def user(self, user_id: str) -> UserSummary | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users.c.features).where(users.c.user_id == user_id)).first()
+            if row is None:
+                return None
+            n, last = conn.execute(
+                select(func.count(), func.coalesce(func.max(events.c.id), 0)).where(
+                    events.c.user_id == user_id
+                )
+            ).one()
+        return UserSummary(user_id, json.loads(row[0] or "{}"), int(n), int(last))
+
+    # -- events ---------------------------------------------------------------
+    def add_events(self, user_id: str, batch: Sequence[NewEvent]) -> tuple[int, int]:
+        """Store a batch for one user; → (accepted, duplicates). Returns after commit."""
+        now = time.time()
+        with self._tx() as conn:
+            exists = conn.execute(select(users.c.user_id).where(users.c.user_id == user_id))
+            if exists.first() is None:
+                raise UnknownUserError(f"unknown user {user_id!r}")
+            return self._insert_events(conn, user_id, batch, now)
+
+    def _insert_events(
+        self, conn: Connection, user_id: str, batch: Sequence[NewEvent], now: float
+    ) -> tuple[int, int]:
+        unique: dict[str, NewEvent] = {}
+        for ev in batch:
+            unique.setdefault(ev.event_id, ev)  # a repeat inside one batch is a duplicate too
+        rows = [
+            {
+                "event_id": ev.event_id,
+                "user_id": user_id,
+                "item_id": ev.item_id,
+                "type": ev.type,
+                "value": ev.value,
+                "ts": now if ev.timestamp is None else ev.timestamp,
+                "received_at": now,
+            }
+            for ev in unique.values()
+        ]
+        accepted = 0
+        for lo in range(0, len(rows), _INSERT_CHUNK):
+            stmt = (
+                self._insert(events)
+                .values(rows[lo : lo + _INSERT_CHUNK])
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(events.c.event_id)
+            )
+            accepted += len(conn.execute(stmt).all())
+        return accepted, len(batch) - accepted
+
+    def events_for(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
+        """A user's events in application order (timestamp, then arrival);
+        ``limit`` keeps the latest ones."""
+        order = (events.c.ts.desc(), events.c.id.desc())
+        query = (
+            select(events.c.event_id, events.c.item_id, events.c.type, events.c.value, events.c.ts)
+            .where(events.c.user_id == user_id)
+            .order_by(*order)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [StoredEvent(r[0], r[1], r[2], r[3], float(r[4])) for r in reversed(rows)]
+
+    def iter_all_events(self) -> Iterator[tuple[str, StoredEvent]]:
+        """Every (user_id, event), grouped by user, each user's in application order."""
+        query = select(
+            events.c.user_id,
+            events.c.event_id,
+            events.c.item_id,
+            events.c.type,
+            events.c.value,
+            events.c.ts,
+        ).order_by(events.c.user_id, events.c.ts, events.c.id)
+        with self.engine.connect() as conn:
+            for r in conn.execute(query):
+                yield r[0], StoredEvent(r[1], r[2], r[3], r[4], float(r[5]))
+
+    def all_user_features(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(users.c.user_id, users.c.features)).all()
+        return {r[0]: json.loads(r[1] or "{}") for r in rows}
+
+    def count_events(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar() or 0)
+
+    def event_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(select(events.c.event_id))}
+
+    # -- items ----------------------------------------------------------------
+    def upsert_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace added items (item_id, title, text, genres, year)."""
+        now = time.time()
+        payload = [
+            {
+                "item_id": r["item_id"],
+                "title": r["title"],
+                "text": r.get("text"),
+                "genres": r.get("genres"),
+                "year": r.get("year"),
+                "updated_at": now,
+            }
+            for r in rows
+        ]
+        with self._tx() as conn:
+            for lo in range(0, len(payload), _INSERT_CHUNK):
+                stmt = self._insert(items).values(payload[lo : lo + _INSERT_CHUNK])
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["item_id"],
+                    set_={c: stmt.excluded[c] for c in ("title", "text", "genres", "year",
+                                                        "updated_at")},
+                )  # fmt: skip
+                conn.execute(stmt)
+
+    def added_items(self) -> list[dict[str, Any]]:
+        """Every added or updated item, oldest change first."""
+        query = select(
+            items.c.item_id, items.c.title, items.c.text, items.c.genres, items.c.year
+        ).order_by(items.c.updated_at, items.c.item_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]

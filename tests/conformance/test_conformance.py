@@ -1,0 +1,161 @@
+"""One contract, every model: the properties benchmarks and ensembles rely on.
+
+Each test runs once per :class:`ModelSpec` in ``conftest.SPECS`` (peers and
+metarec's own network), on real ml-100k ratings and TF-IDF item vectors. A
+model is fitted once per module (``fitted``); tests that change a model work
+on a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.data.tasks import Task
+from metarec.errors import UnsupportedError
+from metarec.models.base import ScoringModel
+
+from .conftest import SEED, SPECS, ModelSpec, World
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=[s.name for s in SPECS])
+def spec(request: pytest.FixtureRequest) -> ModelSpec:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def fitted(spec: ModelSpec, world: World) -> ScoringModel:
+    return spec.factory(SEED).fit(world.data)
+
+
+def _flipped(task: Task) -> Task:
+    """The same items with opposite opinions (1 <-> 5, 2 <-> 4)."""
+    return replace(task, support_ratings=(6.0 - task.support_ratings).astype(np.float32))
+
+
+def _empty(task: Task) -> Task:
+    no_items, no_ratings = task.support_items[:0], task.support_ratings[:0]
+    return replace(task, support_items=no_items, support_ratings=no_ratings)
+
+
+def test_unknown_user_is_scored_from_support(
+    spec: ModelSpec, fitted: ScoringModel, world: World
+) -> None:
+    task, user = world.tasks[0], world.users.iloc[:1]
+    scores = fitted.score_catalogue([task], user)
+    assert scores.shape == (1, fitted.n_items) and fitted.n_items == world.data.n_items
+    assert np.isfinite(scores).all()
+    pair = fitted.score_catalogue([task, _flipped(task)], pd.concat([user, user]))
+    np.testing.assert_allclose(pair[0], scores[0], rtol=1e-5, atol=1e-6)  # batching changes nothing
+    if spec.personalised:
+        assert not np.array_equal(pair[0], pair[1]), "opposite ratings gave identical scores"
+    else:
+        np.testing.assert_array_equal(pair[0], pair[1])
+    # side features are optional
+    assert np.isfinite(fitted.score_catalogue([task], None)).all()
+
+
+def test_empty_support_gives_finite_scores(fitted: ScoringModel, world: World) -> None:
+    tasks = [_empty(world.tasks[0]), world.tasks[1], _empty(world.tasks[2])]
+    scores = fitted.score_catalogue(tasks, world.users.iloc[:3])
+    assert scores.shape == (3, fitted.n_items) and np.isfinite(scores).all()
+    alone = fitted.score_catalogue(tasks[:1], world.users.iloc[:1])
+    assert alone.shape == (1, fitted.n_items) and np.isfinite(alone).all()
+
+
+def test_new_item_is_scorable_or_refused_clearly(fitted: ScoringModel, world: World) -> None:
+    model = copy.deepcopy(fitted)
+    before = model.n_items
+    rows = pd.DataFrame(
+        {
+            "item_id": ["conformance-new-1"],
+            "title": ["Toy Story 4"],
+            "year": [2019],
+            "genres": ["Animation|Children's|Comedy"],
+        }
+    )
+    vectors = world.catalogue.encoder.encode(["Toy Story 4 (2019). Genres: Animation, Children's."])
+    try:
+        model.add_items(rows, vectors)
+    except UnsupportedError as err:
+        assert model.name in str(err) and len(str(err)) > 40
+        assert model.n_items == before
+        return
+    assert model.n_items == before + 1
+    scores = model.score_catalogue(world.tasks[:2], world.users.iloc[:2])
+    assert scores.shape == (2, before + 1) and np.isfinite(scores).all()
+    # the old items' scores are untouched by the addition
+    np.testing.assert_allclose(
+        scores[:, :before],
+        fitted.score_catalogue(world.tasks[:2], world.users.iloc[:2]),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_recommend_excludes_support_items_when_asked(fitted: ScoringModel, world: World) -> None:
+    tasks, users = world.tasks, world.users
+    top = fitted.recommend(tasks, k=20, users=users)
+    assert top.shape == (len(tasks), 20)
+    for row, task in zip(top, tasks, strict=True):
+        assert not set(row) & set(task.support_items)
+        assert len(set(row)) == 20
+    # without exclusion the list is the score order itself, support items included
+    scores = fitted.score_catalogue(tasks, users).astype(np.float64)
+    full = fitted.recommend(tasks, k=fitted.n_items, users=users, exclude_seen=False)
+    for row, task, s in zip(full, tasks, scores, strict=True):
+        assert set(task.support_items) <= set(row[: fitted.n_items])
+        np.testing.assert_array_equal(row, np.argsort(-s, kind="stable"))
+
+
+@pytest.mark.slow  # refits every model twice (seconds each for the network-based ones)
+def test_same_seed_same_scores(spec: ModelSpec, fitted: ScoringModel, world: World) -> None:
+    again = spec.factory(SEED).fit(world.data)
+    # identical up to float32 rounding: torch's multi-threaded CPU reductions may
+    # sum in a different order from run to run (last-bit differences, ~1e-7)
+    np.testing.assert_allclose(
+        again.score_catalogue(world.tasks, world.users),
+        fitted.score_catalogue(world.tasks, world.users),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    other = spec.factory(SEED + 1).fit(world.data)
+    if spec.seeded:
+        assert not np.allclose(
+            other.score_catalogue(world.tasks, world.users),
+            fitted.score_catalogue(world.tasks, world.users),
+        ), "a different seed gave the same model: is the seed used?"
+
+
+def test_query_sets_are_never_read(fitted: ScoringModel, world: World) -> None:
+    rng = np.random.default_rng(0)
+    changed = [
+        replace(
+            t,
+            query_items=rng.choice(fitted.n_items, size=7, replace=False),
+            query_ratings=rng.integers(1, 6, size=7).astype(np.float32),
+        )
+        for t in world.tasks
+    ]
+    np.testing.assert_array_equal(
+        fitted.score_catalogue(changed, world.users),
+        fitted.score_catalogue(world.tasks, world.users),
+    )
+
+
+def test_predict_tasks_matches_catalogue_scores(fitted: ScoringModel, world: World) -> None:
+    preds = fitted.predict_tasks(world.tasks, world.users)
+    scores = fitted.score_catalogue(world.tasks, world.users)
+    assert len(preds) == len(world.tasks)
+    for p, s, task in zip(preds, scores, world.tasks, strict=True):
+        np.testing.assert_allclose(p, s[task.query_items], rtol=1e-4, atol=1e-5)
+    if fitted.predicts_ratings:
+        lo, hi = world.data.rating_range
+        values = np.concatenate(preds)
+        # on the rating scale: within a rating of the range, centred near the data's mean
+        assert values.min() >= lo - 1.0 and values.max() <= hi + 1.0
+        assert lo + 1.0 <= values.mean() <= hi - 0.5

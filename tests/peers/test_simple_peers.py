@@ -1,0 +1,111 @@
+"""Popularity, bias and content kNN against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.catalogue import Catalogue
+from metarec.data.tasks import Task
+from metarec.errors import DataError, ModelError
+from metarec.models.base import TrainingData
+from metarec.models.bias import BiasModel
+from metarec.peers import Bias, ContentKNN, Popularity
+
+from .conftest import Small
+
+
+def _task(items: list[int], ratings: list[float]) -> Task:
+    return Task(
+        0,
+        np.array(items, dtype=np.int64),
+        np.array(ratings, dtype=np.float32),
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.float32),
+    )
+
+
+def _frame(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
+
+
+@pytest.mark.parametrize("model", [Popularity(), Bias(), ContentKNN()], ids=lambda m: m.name)
+def test_unfitted_use_is_a_model_error(model: object) -> None:
+    with pytest.raises(ModelError, match="not fitted; call fit"):
+        model.score_catalogue([_task([], [])])  # type: ignore[attr-defined]
+
+
+def test_popularity_counts_likes_then_ratings(small: Small) -> None:
+    # ml-100k item ids "1".."4" are catalogue indices 0..3
+    frame = _frame(
+        [("a", "1", 5), ("b", "1", 4), ("a", "2", 5), ("b", "2", 2), ("c", "2", 1),
+         ("c", "3", 4), ("a", "4", 3)]
+    )  # fmt: skip
+    model = Popularity().fit(TrainingData(frame, small.data.catalogue))
+    scores = model.score_catalogue([_task([0], [5.0]), _task([], [])])
+    np.testing.assert_array_equal(scores[0], scores[1])  # not personalised
+    # likes: item0 2, item1 1 (3 ratings), item2 1 (1 rating), item3 0 (1 rating)
+    assert list(np.argsort(-scores[0], kind="stable")[:4]) == [0, 1, 2, 3]
+    assert scores[0, 3] > 0 and (scores[0, 4:] == 0).all()
+    top = model.recommend([_task([0], [5.0])], k=3)
+    assert list(top[0]) == [1, 2, 3]  # item 0 is in the support
+    model.add_items(pd.DataFrame({"item_id": ["x"]}), np.zeros((1, 4)))
+    assert model.n_items == small.data.n_items + 1
+    assert model.score_catalogue([_task([], [])])[0, -1] == 0.0
+
+
+def test_bias_matches_the_bias_model_per_task(small: Small) -> None:
+    peer = Bias(item_damping=5.0, user_damping=2.0).fit(small.data)
+    reference = BiasModel(item_damping=5.0, user_damping=2.0).fit(
+        small.data.ratings, small.data.n_items
+    )
+    preds = peer.predict_tasks(small.tasks)
+    for got, want in zip(preds, reference.predict_tasks(small.tasks), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    empty = peer.score_catalogue([_task([], [])])[0]
+    np.testing.assert_allclose(empty, reference.mu + reference.item_bias)
+    # a new item has no offset of its own: global mean + the user's offset
+    peer.add_items(pd.DataFrame({"item_id": ["x"]}), np.zeros((1, 1)))
+    task = small.tasks[0]
+    offset = reference.user_offset(task.support_items, task.support_ratings)
+    assert peer.score_catalogue([task])[0, -1] == pytest.approx(reference.mu + offset)
+
+
+@pytest.fixture
+def toy_knn(small: Small) -> ContentKNN:
+    """Four items with hand-made vectors; training mean rating 3."""
+    items = small.data.catalogue.items.iloc[:4].reset_index(drop=True)
+    vectors = np.array(
+        [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32
+    )
+    catalogue = Catalogue(items, vectors, small.data.catalogue.encoder)
+    frame = _frame([("a", "3", 5), ("b", "3", 4), ("a", "4", 1), ("c", "2", 2)])
+    return ContentKNN(damping=3.0).fit(TrainingData(frame, catalogue))
+
+
+def test_knn_profile_pulls_toward_likes_and_away_from_dislikes(toy_knn: ContentKNN) -> None:
+    like, dislike, both, empty = toy_knn.score_catalogue(
+        [_task([0], [5.0]), _task([0], [1.0]), _task([0, 2], [5.0, 1.0]), _task([], [])]
+    )
+    cos01 = 0.9 / np.sqrt(0.82)
+    # one 5 (above the damped centre (5 + 3*3)/4 = 3.5): profile = v0
+    np.testing.assert_allclose(like, [1.0, cos01, 0.0, 0.0])
+    np.testing.assert_allclose(dislike, -like)  # one 1: the opposite direction
+    # centre (5 + 1 + 9) / 5 = 3: weights +2, -2, profile (v0 - v2)/sqrt(2)
+    half = 1 / np.sqrt(2)
+    np.testing.assert_allclose(both, [half, (0.9 - 0.1) / np.sqrt(0.82) * half, -half, 0])
+    # K = 0: popularity order (item 2 has two likes, item 1 one rating, item 3 one rating)
+    assert list(np.argsort(-empty, kind="stable")) == [2, 1, 3, 0]
+    assert (empty >= 0).all() and (empty < 1).all()
+
+
+def test_knn_scores_new_items_from_vectors(toy_knn: ContentKNN) -> None:
+    toy_knn.add_items(pd.DataFrame({"item_id": ["x", "y"]}), np.array([[2.0, 0, 0], [0, 0, 1]]))
+    assert toy_knn.n_items == 6
+    scores = toy_knn.score_catalogue([_task([0], [5.0])])[0]
+    np.testing.assert_allclose(scores[4:], [1.0, 0.0])  # new vectors are normalised too
+    with pytest.raises(DataError, match=r"dimension 2.*have 3"):
+        toy_knn.add_items(pd.DataFrame({"item_id": ["z"]}), np.ones((1, 2)))
+    with pytest.raises(DataError, match="1 items but 2 vectors"):
+        toy_knn.add_items(pd.DataFrame({"item_id": ["z"]}), np.ones((2, 3)))

@@ -1,0 +1,156 @@
+"""Fixtures for the HTTP service: a small trained run and real uvicorn servers on loopback.
+
+``service_run`` (a saved run folder), ``server_api_key`` and ``live_server``
+(the base URL of a running server, session-wide) are shared with the page
+test; ``make_server`` starts a fresh server (own SQLite file unless given one)
+for tests that need one to themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from metarec.config import TrainConfig
+from metarec.data import load_dataset
+from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+from metarec.service import ServiceSettings, create_app
+
+
+@pytest.fixture(scope="session")
+def service_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small metarec model fitted on ml-100k (TF-IDF encoder), saved as a run folder."""
+    ds = load_dataset("ml-100k", root=shared_data)
+    cache = tmp_path_factory.mktemp("emb")
+    catalogue = encode_catalogue(ds.items, "tfidf", cache_dir=cache, progress=False)
+    cfg = TrainConfig(epochs=2, max_train_users=150, inner_steps=2, seed=3, device="cpu")
+    train, val = split_users(ds.interactions, 0.1, seed=3)
+    spec = {"dataset": "ml-100k", "data": str(shared_data)}  # lets `metarec retrain` find it
+    rec, _ = fit_recommender(
+        catalogue,
+        train,
+        cfg,
+        users=ds.users,
+        validation=val,
+        progress=False,
+        metadata={"dataset": ds.name, "data_spec": spec},
+    )
+    run = tmp_path_factory.mktemp("runs") / "ml100k-small"
+    rec.save(run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def server_api_key() -> str:
+    return "test-" + secrets.token_hex(12)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: ServiceSettings
+    app: Any
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def client(self, key: str | None = None, **kw: Any) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
+
+
+def start_server(settings: ServiceSettings) -> LiveServer:
+    """The app under a real uvicorn on a loopback socket, in a thread."""
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    return LiveServer(f"http://127.0.0.1:{port}", settings, app, server, thread)
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    service_run: Path, server_api_key: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    db = tmp_path_factory.mktemp("db") / "feedback.db"
+    live = start_server(
+        ServiceSettings(run=service_run, db_url=f"sqlite:///{db}", api_key=server_api_key)
+    )
+    yield live.url
+    live.stop()
+
+
+@pytest.fixture
+def make_server(
+    service_run: Path, server_api_key: str, tmp_path: Path
+) -> Iterator[Callable[..., LiveServer]]:
+    started: list[LiveServer] = []
+
+    def make(**overrides: Any) -> LiveServer:
+        fields: dict[str, Any] = {
+            "run": service_run,
+            "db_url": f"sqlite:///{tmp_path / 'feedback.db'}",
+            "api_key": server_api_key,
+        }
+        fields.update(overrides)
+        live = start_server(ServiceSettings(**fields))
+        started.append(live)
+        return live
+
+    yield make
+    for live in started:
+        live.stop()
+
+
+def serve_subprocess(run: Path, db: Path, key: str, port: int, log: Path) -> subprocess.Popen:
+    """``metarec serve`` as its own process (for tests that kill it)."""
+    env = {**os.environ, "METAREC_API_KEY": key, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "metarec.cli", "serve", str(run), "--db", f"sqlite:///{db}"]
+    cmd += ["--port", str(port)]
+    with open(log, "ab") as fh:
+        return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server not ready in time")

@@ -1,0 +1,414 @@
+"""The HTTP API end to end: real uvicorn on loopback, real SQLite file, real model."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from metarec.recommender import Recommender
+
+from .conftest import LiveServer
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def find(client: httpx.Client, title: str) -> str:
+    """Item id of an exact display title, through the search endpoint."""
+    hits = client.get("/v1/items", params={"q": title, "limit": 100}).json()["items"]
+    exact = [h["item_id"] for h in hits if h["title"] == title]
+    assert exact, f"{title!r} not found in {hits[:5]}"
+    return exact[0]
+
+
+def test_operations_endpoints(live_server: str) -> None:
+    with httpx.Client(base_url=live_server) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        ready = c.get("/ready")
+        assert ready.status_code == 200 and ready.json()["model"].startswith("ml100k-small@")
+        page = c.get("/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert c.get("/docs").status_code == 200
+        paths = c.get("/openapi.json").json()["paths"]
+        assert {"/v1/items", "/v1/users", "/v1/users/{user_id}/events"} <= set(paths)
+        c.get("/v1/items", params={"q": "star"})
+        metrics = c.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'metarec_http_requests_total{route="/v1/items",method="GET",status="200"}' in text
+    bucket = (
+        'metarec_http_request_duration_seconds_bucket{route="/v1/items",status="200",le="+Inf"}'
+    )
+    assert bucket in text
+    for name in (
+        "metarec_adaptations_total",
+        "metarec_events_stored_total",
+        "metarec_adaptation_cache_size",
+        "metarec_adaptation_duration_seconds_count",
+    ):
+        assert f"\n{name}" in text  # fmt: skip
+
+
+def test_search_is_case_insensitive_and_popular_first(live_server: str) -> None:
+    with httpx.Client(base_url=live_server) as c:
+        hits = c.get("/v1/items", params={"q": "STAR", "limit": 5}).json()["items"]
+        top = c.get("/v1/items", params={"limit": 3}).json()["items"]
+        item = c.get(f"/v1/items/{hits[0]['item_id']}").json()
+    assert len(hits) == 5 and all("star" in h["title"].lower() for h in hits)
+    assert hits[0]["title"] == "Star Wars (1977)"  # the most rated title containing "star"
+    assert top[0]["title"] == "Star Wars (1977)"
+    assert item["n_ratings"] > 0 and item["text"].startswith("Star Wars (1977)")
+
+
+def test_new_user_gets_a_list_then_feedback_changes_it(
+    live_server: str, server_api_key: str
+) -> None:
+    user = uid()
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        titles = ("Toy Story (1995)", "Aladdin (1992)", "The Lion King (1994)")
+        liked = {t: find(c, t) for t in titles}
+        ratings = [
+            {"item_id": i, "rating": r} for i, r in zip(liked.values(), (5, 5, 4), strict=True)
+        ]
+        created = c.post("/v1/users", json={"user_id": user, "ratings": ratings})
+        assert created.status_code == 201 and created.json() == {"user_id": user, "n_events": 3}
+
+        first = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+        assert first["user_id"] == user and first["n_events"] == 3
+        assert first["model"].startswith("ml100k-small@")
+        ids = [it["item_id"] for it in first["items"]]
+        assert len(ids) == 10 and not set(ids) & set(liked.values())
+        scores = [it["score"] for it in first["items"]]
+        assert scores == sorted(scores, reverse=True)
+        assert [it["rank"] for it in first["items"]] == list(range(1, 11))
+
+        # five events on items outside the list: only a re-adapted model can change the top 10
+        picks = ["Alien (1979)", "The Terminator (1984)", "Die Hard (1988)",
+                 "Sleepless in Seattle (1993)", "While You Were Sleeping (1995)"]  # fmt: skip
+        pids = [find(c, t) for t in picks]
+        assert not set(pids) & set(ids)
+        kinds = ["like", "like", "rating", "dislike", "skip"]
+        events = [
+            {"event_id": uid("e"), "item_id": i, "type": k}
+            for i, k in zip(pids, kinds, strict=True)
+        ]
+        events[2]["value"] = 5
+        assert c.post(f"/v1/users/{user}/events", json={"events": events}).json() == {
+            "accepted": 5,
+            "duplicates": 0,
+        }
+        second = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert second["n_events"] == 8
+    assert [it["item_id"] for it in second["items"]] != ids
+    rated_titles = set(liked) | {"Alien (1979)", "The Terminator (1984)", "Die Hard (1988)"}
+    reasons = [it["reason"] for it in second["items"]]
+    because = [r for r in reasons if r.startswith("Because you liked")]
+    assert because, reasons
+    for reason in because:
+        named = reason.removeprefix("Because you liked ").replace(" and ", ", ").split(", ")
+        assert set(named) <= rated_titles, reason
+
+
+def test_zero_shot_user_gets_the_prior(live_server: str, server_api_key: str) -> None:
+    user = uid()
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        assert c.post("/v1/users", json={"user_id": user}).json()["n_events"] == 0
+        recs = c.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
+    assert recs["n_events"] == 0 and len(recs["items"]) == 5
+    assert {it["reason"] for it in recs["items"]} == {"Popular with many viewers"}
+
+
+def test_retried_event_ids_count_once(live_server: str, server_api_key: str) -> None:
+    user = uid()
+    ev = [{"event_id": uid("e"), "item_id": "1", "type": "click"} for _ in range(3)]
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        c.post("/v1/users", json={"user_id": user})
+        path = f"/v1/users/{user}/events"
+        assert c.post(path, json={"events": ev[:2]}).json() == {"accepted": 2, "duplicates": 0}
+        assert c.post(path, json={"events": ev}).json() == {"accepted": 1, "duplicates": 2}
+        assert c.post(path, json=ev[0]).json() == {"accepted": 0, "duplicates": 1}
+        twice = {"events": [ev[0] | {"event_id": "dup-in-batch"}] * 2}
+        assert c.post(path, json=twice).json() == {"accepted": 1, "duplicates": 1}
+        got = c.get(f"/v1/users/{user}").json()
+    assert got["n_events"] == 4 and len(got["history"]) == 4
+    assert got["history"][0] == {
+        "item_id": "1",
+        "title": "Toy Story (1995)",
+        "type": "click",
+        "value": None,
+        "rating": 4.0,  # a click is a weak positive: 4 on 1-5
+        "timestamp": got["history"][0]["timestamp"],
+    }
+
+
+def test_latest_event_per_item_wins(live_server: str, server_api_key: str) -> None:
+    user = uid()
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        c.post("/v1/users", json={"user_id": user})
+        like = {"event_id": uid("e"), "item_id": "50", "type": "like"}
+        rating = {"event_id": uid("e"), "item_id": "50", "type": "rating", "value": 1}
+        events = [like | {"timestamp": "2024-01-02T00:00:00Z"}, rating | {"timestamp": 1704067200}]
+        c.post(f"/v1/users/{user}/events", json={"events": events})
+        history = c.get(f"/v1/users/{user}").json()["history"]
+    # the rating was sent last but happened first (2024-01-01): the later like wins
+    assert [h["type"] for h in history] == ["rating", "like"]
+    assert [h["timestamp"] for h in history] == [1704067200.0, 1704153600.0]
+
+
+Case = tuple[str, str, dict[str, Any], int, str, str]
+
+
+def _bad_requests(key: str) -> list[Case]:
+    """(method, path, httpx kwargs, status, error code, text the message must contain)."""
+    h = {"X-API-Key": key}
+    js = h | {"content-type": "application/json"}
+    ok = {"event_id": "e-bad", "item_id": "1", "type": "like"}
+    events = "/v1/users/{u}/events"
+
+    def event(**kw: Any) -> dict[str, Any]:
+        return {"json": ok | kw, "headers": h}
+
+    def body(obj: Any) -> dict[str, Any]:
+        return {"json": obj, "headers": h}
+
+    rating = {"event_id": "x", "item_id": "1", "type": "rating"}
+    recs = "/v1/users/{u}/recommendations"
+    reload = "/v1/admin/reload"
+    return [
+        ("POST", events, {"content": b'{"event_id": ', "headers": js}, 400, "bad_json", "JSON"),
+        ("POST", events, event(item_id="no-such"), 422, "unknown_item", "no-such"),
+        ("POST", events, body(rating | {"value": 7}), 422, "validation_error", "events[0].value"),
+        ("POST", events, body(rating | {"value": 0.5}), 422, "validation_error", "[1, 5]"),
+        ("POST", events, body(rating), 422, "validation_error", "value"),
+        ("POST", events, event(type="poke"), 422, "validation_error", "type"),
+        ("POST", events, event(event_id=""), 422, "validation_error", "event_id"),
+        ("POST", events, event(event_id="x" * 129), 422, "validation_error", "event_id"),
+        ("POST", events, event(colour="red"), 422, "validation_error", "colour"),
+        ("POST", events, body({"events": []}), 422, "validation_error", "events"),
+        ("POST", events, body({"events": [ok] * 1001}), 413, "too_large", "1000"),
+        ("POST", events, {"content": b" " * 1_000_001, "headers": js}, 413, "too_large", "bytes"),
+        ("POST", events, {"json": ok}, 401, "missing_api_key", "X-API-Key"),
+        ("POST", events, {"json": ok, "headers": {"X-API-Key": "no"}}, 401, "invalid_api_key", "X"),
+        ("POST", "/v1/users/nobody/events", body(ok), 404, "unknown_user", "nobody"),
+        ("GET", "/v1/users/nobody/recommendations", {}, 404, "unknown_user", "nobody"),
+        ("GET", "/v1/users/nobody", {}, 404, "unknown_user", "nobody"),
+        ("GET", recs + "?k=0", {}, 422, "validation_error", "k"),
+        ("GET", recs + "?k=101", {}, 422, "validation_error", "k"),
+        ("GET", recs + "?candidates=1,nope", {}, 422, "unknown_item", "nope"),
+        ("GET", "/v1/items/no-such-item", {}, 404, "unknown_item", "no-such-item"),
+        ("GET", "/v1/items?limit=0", {}, 422, "validation_error", "limit"),
+        ("POST", "/v1/users", body({"user_id": "{u}"}), 409, "user_exists", "{u}"),
+        ("POST", "/v1/users", body({"user_id": ""}), 422, "validation_error", "user_id"),
+        ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": 9}]}),
+         422, "validation_error", "ratings[0].rating"),
+        ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "zz", "rating": 3}]}),
+         422, "unknown_item", "zz"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "n"}]}), 422, "validation_error", "title"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "n", "title": "A"}] * 2}),
+         422, "validation_error", "repeated"),
+        ("POST", reload, body({"run": "/no/such/run"}), 422, "invalid_run", "/no/such/run"),
+        ("POST", reload, {"json": {"run": "/no/such/run"}}, 401, "missing_api_key", "X-API-Key"),
+        ("GET", "/no/such/route", {}, 404, "not_found", "Not Found"),
+    ]  # fmt: skip
+
+
+def test_malformed_requests_get_json_4xx(live_server: str, server_api_key: str) -> None:
+    user = uid()
+    with httpx.Client(base_url=live_server, timeout=60) as c:
+        c.post("/v1/users", json={"user_id": user}, headers={"X-API-Key": server_api_key})
+        for method, path, kw, status, code, needle in _bad_requests(server_api_key):
+            if "json" in kw:
+                kw = kw | {"json": _subst(kw["json"], user)}
+            r = c.request(method, path.replace("{u}", user), **kw)
+            where = f"{method} {path} -> {r.status_code} {r.text[:200]}"
+            assert r.status_code == status, where
+            body = r.json()
+            assert set(body) == {"error"} and body["error"]["code"] == code, where
+            assert needle.replace("{u}", user) in body["error"]["message"], where
+            assert "Traceback" not in r.text
+        # nothing above was stored
+        assert c.get(f"/v1/users/{user}").json()["n_events"] == 0
+
+
+def _subst(obj: Any, user: str) -> Any:
+    if isinstance(obj, dict):
+        return {k: _subst(v, user) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_subst(v, user) for v in obj]
+    return obj.replace("{u}", user) if isinstance(obj, str) else obj
+
+
+def test_chunked_body_over_the_limit_is_413(make_server: Callable[..., LiveServer]) -> None:
+    live = make_server(max_body_bytes=1000)
+    with live.client(live.settings.api_key) as c:
+        r = c.post(
+            "/v1/users",
+            content=iter([b'{"user_id": "', b"x" * 2000, b'"}']),  # no Content-Length
+            headers={"content-type": "application/json"},
+        )
+        small = c.post("/v1/users", content=iter([b'{"user_id": "chunky"}']),
+                       headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    assert small.status_code == 201
+
+
+def test_added_items_are_recommendable_at_once_and_survive_restart(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    live = make_server()
+    new = {"item_id": "new-toy-4", "title": "Toy Story 4", "year": 2019,
+           "genres": ["Animation", "Children's", "Comedy"], "text": "Forky."}  # fmt: skip
+    with live.client(server_api_key) as c:
+        r = c.put("/v1/items", json={"items": [new]})
+        assert r.status_code == 200 and r.json()["added"] == 1
+        c.post("/v1/users", json={"user_id": "kid", "ratings": [{"item_id": "1", "rating": 5}]})
+        recs = c.get("/v1/users/kid/recommendations", params={"candidates": "new-toy-4,2", "k": 2})
+        assert "new-toy-4" in [it["item_id"] for it in recs.json()["items"]]
+        assert c.get("/v1/items", params={"q": "toy story 4"}).json()["items"] == [
+            {"item_id": "new-toy-4", "title": "Toy Story 4 (2019)"}
+        ]
+        # an existing id is updated (re-encoded), not duplicated
+        upd = c.put("/v1/items", json={"items": [new | {"title": "Toy Story Four"}]}).json()
+        assert upd["added"] == 0 and upd["updated"] == 1
+        assert upd["n_items"] == live.app.state.holder.current.rec.n_items
+    live.stop()
+    again = make_server()  # same SQLite file
+    with again.client() as c:
+        assert c.get("/v1/items/new-toy-4").json()["title"] == "Toy Story Four (2019)"
+        assert c.get("/ready").status_code == 200
+        recs = c.get("/v1/users/kid/recommendations", params={"candidates": "new-toy-4"}).json()
+    assert recs["n_events"] == 1 and [it["item_id"] for it in recs["items"]] == ["new-toy-4"]
+
+
+def test_restart_rebuilds_users_from_the_store(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    live = make_server()
+    ratings = [{"item_id": i, "rating": r} for i, r in (("1", 5), ("50", 4), ("288", 1))]
+    with live.client(server_api_key) as c:
+        c.post("/v1/users", json={"user_id": "back", "features": {"age": 30}, "ratings": ratings})
+        before = c.get("/v1/users/back/recommendations").json()
+    live.stop()
+    with make_server().client() as c:
+        after = c.get("/v1/users/back/recommendations").json()
+        user = c.get("/v1/users/back").json()
+    assert after["items"] == before["items"] and after["n_events"] == 3
+    assert user["features"] == {"age": 30}
+
+
+def test_reload_swaps_the_model(
+    make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-run"
+    rec = Recommender.load(service_run)
+    extra = pd.DataFrame({"item_id": ["only-in-other"], "title": ["Other Film"], "year": [2020]})
+    rec.add_items(extra)
+    rec.save(other)
+    live = make_server()
+    with live.client(server_api_key) as c:
+        c.post("/v1/users", json={"user_id": "r", "ratings": [{"item_id": "1", "rating": 5}]})
+        old = c.get("/v1/users/r/recommendations").json()["model"]
+        assert c.get("/v1/items/only-in-other").status_code == 404
+        swapped = c.post("/v1/admin/reload", json={"run": str(other)})
+        assert swapped.status_code == 200
+        assert swapped.json() == {"model": swapped.json()["model"], "n_items": rec.n_items}
+        new = c.get("/v1/users/r/recommendations").json()
+        assert c.get("/v1/items/only-in-other").status_code == 200
+        assert c.post("/v1/admin/reload").json()["model"] == new["model"]  # re-read the same run
+    assert old.startswith("ml100k-small@") and new["model"].startswith("other-run@")
+    assert new["n_events"] == 1
+
+
+def test_requests_keep_working_while_the_model_is_swapped(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    live = make_server()
+    with live.client(server_api_key) as c:
+        c.post("/v1/users", json={"user_id": "busy", "ratings": [{"item_id": "1", "rating": 5}]})
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with live.client() as c:
+            while not stop.is_set():
+                statuses.append(c.get("/v1/users/busy/recommendations").status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    with live.client(server_api_key) as c:
+        generations = [c.post("/v1/admin/reload") for _ in range(3)]
+    stop.set()
+    for t in threads:
+        t.join()
+    assert all(r.status_code == 200 for r in generations)
+    assert statuses and set(statuses) == {200}
+    assert live.app.state.holder.current.generation == 4
+
+
+def test_ready_is_503_when_the_database_is_unreachable(
+    make_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine
+
+    live = make_server()
+    store = live.app.state.store
+    with live.client() as c:
+        assert c.get("/ready").status_code == 200
+        good, store.engine = store.engine, create_engine(f"sqlite:///{tmp_path}/no/such/dir.db")
+        try:
+            r = c.get("/ready")
+        finally:
+            store.engine = good
+    assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+
+
+def test_cors_origin_is_configurable(make_server: Callable[..., LiveServer]) -> None:
+    live = make_server(cors_origins=("https://app.example",))
+    with live.client() as c:
+        pre = c.options(
+            "/v1/users",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "x-api-key,content-type"},
+        )  # fmt: skip
+        other = c.get("/health", headers={"Origin": "https://evil.example"})
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveServer]) -> None:
+    from metarec.service.app import ApiKeyGuard
+
+    live = make_server(api_key=None)
+    with live.client() as c:  # we are on 127.0.0.1
+        assert c.post("/v1/users", json={"user_id": "local"}).status_code == 201
+    guard = ApiKeyGuard(live.app, None)
+    remote = {"type": "http", "method": "POST", "path": "/v1/users", "client": ("10.1.2.3", 5000)}
+    denied = guard._check(remote)
+    assert denied is not None and denied[0] == 403 and "loopback" in denied[2]
+    assert guard._check(remote | {"client": ("::1", 5000)}) is None
+
+
+def test_page_can_be_handed_the_key(make_server: Callable[..., LiveServer]) -> None:
+    live = make_server(page_api_key=True)
+    with live.client() as c:
+        page = c.get("/").text
+    if 'name="metarec-api-key"' in page:
+        assert f'name="metarec-api-key" content="{live.settings.api_key}"' in page
+
+
+def test_copying_a_run_keeps_its_name_by_content(service_run: Path, tmp_path: Path) -> None:
+    from metarec.service.serving import run_name
+
+    copy = tmp_path / "ml100k-small"
+    shutil.copytree(service_run, copy)
+    assert run_name(copy) == run_name(service_run)

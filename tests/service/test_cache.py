@@ -1,0 +1,56 @@
+"""The adaptation cache and the readers–writer lock, with real threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from metarec.service.cache import AdaptationCache, ReadWriteLock
+
+
+def test_cache_is_bounded_and_versioned() -> None:
+    cache: AdaptationCache[str] = AdaptationCache(2)
+    cache.put("a", (1, 3), "A")
+    cache.put("b", (1, 1), "B")
+    assert cache.get("a", (1, 3)) == "A"  # touches a: b is now the oldest
+    cache.put("c", (1, 0), "C")
+    assert len(cache) == 2 and cache.get("b", (1, 1)) is None
+    assert cache.get("a", (1, 4)) is None  # a new event for a: the old state is unusable
+    assert cache.get("a", (2, 3)) is None  # a new model generation: likewise
+    cache.invalidate("a")
+    assert cache.get("a", (1, 3)) is None and len(cache) == 1
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_writer_excludes_readers_and_is_not_starved() -> None:
+    lock = ReadWriteLock()
+    inside: list[str] = []
+    overlap: list[bool] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with lock.read():
+                inside.append("r")
+                overlap.append("w" in inside)
+                time.sleep(0.001)
+                inside.remove("r")
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for t in readers:
+        t.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        with lock.write():
+            inside.append("w")
+            overlap.append("r" in inside)
+            time.sleep(0.002)
+            inside.remove("w")
+    waited = time.perf_counter() - t0
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not any(overlap) and len(overlap) > 10
+    assert waited < 2.0  # four busy readers did not starve the writer

@@ -1,0 +1,112 @@
+"""Event → rating mapping and the explanations, on the real trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.explain import (
+    NEW_ITEM,
+    POPULAR,
+    display_title,
+    explain,
+    liked_weights,
+    pulls,
+    recommend_with_reasons,
+)
+from metarec.recommender import Recommender
+from metarec.service.feedback import StoredEvent, event_rating, history_from_events
+
+
+@pytest.fixture(scope="module")
+def rec(service_run: Path) -> Recommender:
+    return Recommender.load(service_run)
+
+
+@pytest.mark.parametrize(
+    "kind, value, lo_hi, expected",
+    [
+        ("rating", 3.5, (1, 5), 3.5),
+        ("like", None, (1, 5), 5.0),
+        ("dislike", None, (1, 5), 1.0),
+        ("click", None, (1, 5), 4.0),
+        ("skip", None, (1, 5), 2.0),
+        ("click", 1.0, (0, 10), 7.5),  # value ignored for implicit events
+        ("skip", None, (0, 10), 2.5),
+    ],
+)
+def test_event_rating(kind: str, value: float | None, lo_hi: tuple, expected: float) -> None:
+    assert event_rating(kind, value, lo_hi) == expected
+
+
+def test_event_rating_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="needs a value"):
+        event_rating("rating", None, (1, 5))
+    with pytest.raises(ValueError, match="unknown event type 'poke'"):
+        event_rating("poke", None, (1, 5))
+
+
+def test_history_latest_wins_by_time_then_arrival() -> None:
+    events = [
+        StoredEvent("a", "x", "rating", 2.0, 10.0),
+        StoredEvent("b", "y", "like", None, 5.0),
+        StoredEvent("c", "x", "dislike", None, 5.0),  # arrived later but happened earlier
+        StoredEvent("d", "y", "skip", None, 5.0),  # same time: arrival order decides
+    ]
+    assert history_from_events(events, (1.0, 5.0)) == {"x": 2.0, "y": 2.0}
+
+
+def test_liked_weights_are_relative_to_the_users_mean() -> None:
+    np.testing.assert_allclose(liked_weights(np.array([5, 3, 1]), (1, 5)), [2, 0, 0])
+    np.testing.assert_allclose(liked_weights(np.array([5, 5]), (1, 5)), [2, 2])  # no spread
+    np.testing.assert_allclose(liked_weights(np.array([1, 1]), (1, 5)), [0, 0])
+
+
+@pytest.mark.parametrize(
+    "title, text, shown",
+    [
+        ("Mr. Holland's Opus", "Mr. Holland's Opus (1995). Genres: Drama.", "Mr. Holland's Opus (1995)"),  # noqa: E501
+        ("Lion King, The", "The Lion King (1994). Genres: Animation.", "The Lion King (1994)"),
+        ("Matrix, The", "A film about a simulation. Directed by ...", "The Matrix"),
+        ("", "Untitled. Something", "Untitled"),
+    ],
+)  # fmt: skip
+def test_display_title(title: str, text: str, shown: str) -> None:
+    assert display_title(title, text) == shown
+
+
+def test_reasons_name_liked_similar_items(rec: Recommender) -> None:
+    user = rec.adapt([("Toy Story (1995)", 5), ("Scream (1996)", 1), ("Heat (1995)", 3)])
+    [why] = explain(rec, user, ["Aladdin (1992)"])
+    names = [t for _, t, _ in why.because]
+    assert names == ["Toy Story (1995)"]  # Scream was disliked, Heat rated at the mean
+    assert why.reason == "Because you liked Toy Story (1995)"
+
+
+def test_pulls_are_cosine_times_liking(rec: Recommender) -> None:
+    history = [(rec.resolve("Toy Story (1995)"), 5.0), (rec.resolve("Heat (1995)"), 4.0),
+               (rec.resolve("Scream (1996)"), 1.0)]  # fmt: skip
+    items = np.array([rec.resolve("Aladdin (1992)"), rec.resolve("Casino (1995)")])
+    got = pulls(rec, history, items)
+    v = rec.model.tower.item_vectors.double().numpy()
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    weights = np.array([5.0, 4.0, 1.0]) - 10.0 / 3
+    for r, i in enumerate(items):
+        for c, (j, _) in enumerate(history):
+            expected = max(v[i] @ v[j], 0.0) * max(weights[c], 0.0)
+            assert got[r, c] == pytest.approx(expected, abs=1e-9)
+    assert got[:, 2].max() == 0.0  # a disliked item never explains anything
+
+
+def test_zero_shot_reasons(rec: Recommender, tmp_path: Path) -> None:
+    fresh = rec.adapt([])
+    frame = recommend_with_reasons(rec, fresh, k=5)
+    assert list(frame.columns) == ["rank", "item_id", "title", "score", "reason"]
+    assert set(frame["reason"]) == {POPULAR}
+    copy = Recommender.load(rec.save(tmp_path / "copy"))
+    copy.add_items(pd.DataFrame({"item_id": ["n"], "title": ["Brand New"], "year": [2020]}))
+    [why] = explain(copy, copy.adapt([]), ["n"])
+    assert why.reason == NEW_ITEM

@@ -1,0 +1,188 @@
+"""The page at ``GET /`` in a real headless Chromium against a live server on loopback.
+
+A person's path through it: the first rating without an API key is refused and the
+page says so; with the key entered, they search and rate three movies, see ten
+recommendations each with a reason, rate a fourth (one of the recommendations) and
+see the list update without it. The ratings must have reached the server's store.
+A screenshot is written as a test artifact (``$METAREC_TEST_ARTIFACTS`` or the
+test's tmp folder). Skips when Debian's chromium or Playwright is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="Playwright for Python is not installed (pip install -e '.[dev]')",
+)
+expect = sync_api.expect
+
+CHROMIUM = os.environ.get("METAREC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's chromium, not Playwright's download: no `playwright install`, nothing fetched.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# (what a person types, the title to rate)
+# (ids 100, 50, 1: not in id order, so "Your ratings" must keep the order they were given)
+RATED = [
+    ("fargo", "Fargo (1996)"),
+    ("star wars", "Star Wars (1977)"),
+    ("toy story", "Toy Story (1995)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install chromium, or set METAREC_CHROMIUM")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class Tab:
+    page: Any
+    problems: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Tab]:
+    """A fresh browser context (empty localStorage: a new anonymous user) that records
+    every script error, console error and failed request."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    t = Tab(context.new_page())
+    t.page.on("pageerror", lambda e: t.problems.append(f"page error: {e}"))
+    t.page.on(
+        "console", lambda m: t.problems.append(f"console: {m.text}") if m.type == "error" else None
+    )
+    t.page.on("requestfailed", lambda r: t.problems.append(f"request failed: {r.url} {r.failure}"))
+    yield t
+    context.close()
+
+
+def artifact_dir(tmp_path: Path) -> Path:
+    env = os.environ.get("METAREC_TEST_ARTIFACTS")
+    out = Path(env) if env else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def rate_from_search(page: Any, query: str, title: str, stars: int) -> None:
+    page.get_by_label("Title").fill(query)
+    page.get_by_role("button", name="Search").click()
+    row = page.locator("#results li").filter(has_text=title)
+    expect(row).to_have_count(1)
+    row.get_by_role("button", name=f"{stars} stars").click()
+
+
+def recommendations(page: Any) -> list[tuple[str, str]]:
+    """(item id, reason) of each recommendation shown, in order."""
+    rows = page.locator("#recs li")
+    return [
+        (row.get_attribute("data-item-id"), row.locator(".reason").inner_text())
+        for row in rows.all()
+    ]
+
+
+def test_rate_and_get_recommendations_in_a_browser(
+    tab: Tab, live_server: str, server_api_key: str, tmp_path: Path
+) -> None:
+    page = tab.page
+    page.goto(live_server + "/")
+    expect(page).to_have_title("metarec — try it")
+    expect(page.locator("#results li")).to_have_count(20)  # the most popular, before any search
+
+    # without the key the server refuses the write, and the page says so instead of hiding it
+    rate_from_search(page, *RATED[0], stars=5)
+    alert = page.get_by_role("alert")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("X-API-Key")
+    expect(page.locator("#mine li")).to_have_count(0)
+    tab.problems.clear()  # the refused request is logged by the browser as a 401
+
+    page.get_by_label("API key").fill(server_api_key)
+    page.get_by_role("button", name="Save key").click()
+    expect(alert).to_be_hidden()
+
+    for n, (query, title) in enumerate(RATED, start=1):
+        rate_from_search(page, query, title, stars=5)
+        expect(page.locator("#mine li")).to_have_count(n)
+        expect(page.locator("#recs")).to_have_attribute("data-ratings", str(n))
+    expect(page.locator("#recs li")).to_have_count(10)
+    before = recommendations(page)
+    before_titles = page.locator("#recs li .title").all_inner_texts()
+    assert all(reason.strip() for _, reason in before), before
+    rated_ids = {li.get_attribute("data-item-id") for li in page.locator("#mine li").all()}
+    assert not rated_ids & {item for item, _ in before}  # rated movies are not recommended
+
+    # the fourth rating: the top recommendation itself; the list refreshes without it
+    top_id = before[0][0]
+    page.locator(f'#recs li[data-item-id="{top_id}"]').get_by_role("button", name="4 stars").click()
+    expect(page.locator("#recs")).to_have_attribute("data-ratings", "4")
+    expect(page.locator("#mine li")).to_have_count(4)
+    expect(page.locator("#recs li")).to_have_count(10)
+    after = recommendations(page)
+    assert top_id not in {item for item, _ in after}
+    assert all(reason.strip() for _, reason in after), after
+    expect(page.locator("#recs-status")).to_contain_text("4 ratings")
+    top_title = before_titles[0]
+    expect(page.locator("#mine li .title")).to_have_text([t for _, t in RATED] + [top_title])
+    # keyboard focus survives the redraw: on the same star, now under "Your ratings"
+    expect(
+        page.locator(f'#mine li[data-item-id="{top_id}"] button[data-rating="4"]')
+    ).to_be_focused()
+
+    shot = artifact_dir(tmp_path) / "page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+    # what the page showed is what the server stored
+    user_id = page.locator("#user-id").inner_text()
+    stored = httpx.get(f"{live_server}/v1/users/{user_id}", timeout=30).json()
+    ratings = {h["item_id"]: h["rating"] for h in stored["history"] if h["type"] == "rating"}
+    assert ratings[top_id] == 4.0 and len(ratings) == 4
+    assert sorted(v for k, v in ratings.items() if k != top_id) == [5.0, 5.0, 5.0]
+
+    # a reload shows the same state, read back from the server (not the browser's copy)
+    page.evaluate("localStorage.removeItem('metarec.ratings')")
+    page.reload()
+    expect(page.locator("#mine li .title")).to_have_text([t for _, t in RATED] + [top_title])
+    expect(page.locator("#recs")).to_have_attribute("data-ratings", "4")
+    assert [item for item, _ in recommendations(page)] == [item for item, _ in after]
+    assert not tab.problems, tab.problems
+
+
+def test_page_uses_a_key_the_server_hands_it(
+    tab: Tab, make_server: Callable[..., Any], server_api_key: str
+) -> None:
+    """With ``page_api_key`` the server writes its key into the page: nothing to type."""
+    live = make_server(page_api_key=True)
+    page = tab.page
+    page.goto(live.url + "/")
+    meta = page.locator('meta[name="metarec-api-key"]')
+    expect(meta).to_have_attribute("content", server_api_key)
+    page.get_by_text("Settings").click()
+    expect(page.get_by_label("API key")).to_be_hidden()  # no key to ask for
+    rate_from_search(page, *RATED[1], stars=4)
+    expect(page.locator("#recs")).to_have_attribute("data-ratings", "1")
+    expect(page.locator("#recs li")).to_have_count(10)
+    expect(page.get_by_role("alert")).to_be_hidden()
+    assert not tab.problems, tab.problems

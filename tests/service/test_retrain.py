@@ -1,0 +1,127 @@
+"""`metarec retrain`: logged feedback in, a new run out only when it is not worse."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from metarec.cli import main
+from metarec.recommender import Recommender
+from metarec.retrain import not_worse
+
+from .conftest import LiveServer
+
+FAST = ["--set", "epochs=1", "--set", "max_train_users=60", "--set", "inner_steps=1", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "old, new, tolerance, ok",
+    [
+        (0.80, 0.79, 0.0, True),
+        (0.80, 0.80, 0.0, True),
+        (0.80, 0.81, 0.0, False),
+        (0.80, 0.81, 0.02, True),
+        (0.80, 0.79, -0.02, False),  # a negative tolerance demands a gain
+        (0.80, math.nan, 0.0, False),
+        (math.nan, 0.5, 0.0, False),
+    ],
+)
+def test_release_rule(old: float, new: float, tolerance: float, ok: bool) -> None:
+    assert not_worse(old, new, tolerance) is ok
+
+
+@pytest.fixture
+def feedback_db(make_server: Callable[..., LiveServer], server_api_key: str) -> str:
+    """Two users' feedback and one added item, logged through the real service."""
+    live = make_server()
+    new_item = {"item_id": "fb-new", "title": "A Brand New Cartoon", "year": 2021,
+                "genres": "Animation|Children's"}  # fmt: skip
+    with live.client(server_api_key) as c:
+        assert c.put("/v1/items", json={"items": [new_item]}).status_code == 200
+        kids = [{"item_id": i, "rating": 5} for i in ("1", "95", "71", "fb-new")]
+        c.post("/v1/users", json={"user_id": "kid", "features": {"age": 9}, "ratings": kids})
+        c.post("/v1/users", json={"user_id": "noir"})
+        kinds = ["like", "dislike", "click", "skip"] * 5
+        events = [
+            {"event_id": f"n{i}", "item_id": str(i), "type": t}
+            for i, t in zip(range(40, 60), kinds, strict=True)
+        ]
+        assert c.post("/v1/users/noir/events", json={"events": events}).json()["accepted"] == 20
+    live.stop()
+    return live.settings.db_url
+
+
+@pytest.mark.slow
+def test_retrain_writes_a_run_that_knows_the_feedback(
+    service_run: Path,
+    feedback_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+) -> None:
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "retrained"
+    argv = [
+        "retrain",
+        str(service_run),
+        "--db",
+        feedback_db,
+        "--out",
+        str(out),
+        "--tolerance",
+        "10",
+    ]
+    code = main(argv + FAST)
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    old_new = re.search(r"MAE old (\d\.\d+), new (\d\.\d+)", printed)
+    assert old_new and "24 ratings from 2 users" in printed
+    report = json.loads((out / "retrain.json").read_text())
+    assert report["accepted"] and not report["forced"]
+    assert report["old_mae"] == pytest.approx(float(old_new.group(1)), abs=1e-4)
+    assert report["feedback_ratings"] == 24 and report["n_eval_users"] > 50
+    rec = Recommender.load(out)
+    assert "fb-new" in rec.item_index  # the API-added item is part of the new catalogue
+    assert rec.cfg.epochs == 1 and rec.metadata["retrained_from"] == str(service_run)
+    assert rec.popularity[rec.item_index["fb-new"]] == 1  # trained on the kid's rating of it
+    # the service swaps to it without a restart
+    live = make_server(db_url=feedback_db)
+    with live.client(server_api_key) as c:
+        assert c.post("/v1/admin/reload", json={"run": str(out)}).status_code == 200
+        recs = c.get("/v1/users/kid/recommendations").json()
+    assert recs["model"].startswith("retrained@") and recs["n_events"] == 4
+
+
+@pytest.mark.slow
+def test_retrain_refuses_a_model_that_is_not_good_enough(
+    service_run: Path,
+    feedback_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "refused"
+    # a tolerance of -10 demands a gain of 10 MAE: no model can pass, deterministically
+    argv = [
+        "retrain",
+        str(service_run),
+        "--db",
+        feedback_db,
+        "--out",
+        str(out),
+        "--tolerance",
+        "-10",
+    ]
+    assert main(argv + FAST) == 1
+    captured = capsys.readouterr()
+    m = re.search(r"held-out MAE (\d\.\d+) vs (\d\.\d+)", captured.err)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, captured.err
+    assert "not written" in captured.err and not out.exists()

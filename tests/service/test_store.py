@@ -1,0 +1,168 @@
+"""The feedback store against real SQLite files and, when available, a real PostgreSQL.
+
+Set ``METAREC_TEST_POSTGRES_URL`` (``postgresql://user:pw@host/db``; `.ci/run` starts
+a local server and sets it) to run every store test against PostgreSQL as well.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from metarec.errors import ConfigError
+from metarec.service.feedback import history_from_events
+from metarec.service.store import (
+    SCHEMA_VERSION,
+    FeedbackStore,
+    NewEvent,
+    UnknownUserError,
+    UserExistsError,
+    make_engine,
+    metadata,
+)
+
+PG_ENV = "METAREC_TEST_POSTGRES_URL"
+
+
+def _reset_postgres(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL: set {PG_ENV}=postgresql://user:pw@host/db to run")
+    _reset_postgres(url)
+    yield url
+    _reset_postgres(url)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[FeedbackStore]:
+    s = FeedbackStore(store_url)
+    yield s
+    s.close()
+
+
+def ev(event_id: str, item: str = "1", kind: str = "click", value: float | None = None,
+       ts: float | None = None) -> NewEvent:  # fmt: skip
+    return NewEvent(event_id, item, kind, value, ts)
+
+
+def test_schema_is_created_once_and_versioned(store_url: str) -> None:
+    first = FeedbackStore(store_url)
+    assert first.previous_version == 0
+    first.create_user("u", {})
+    first.close()
+    again = FeedbackStore(store_url)  # reopening migrates nothing and keeps the data
+    assert again.previous_version == SCHEMA_VERSION and again.user("u") is not None
+    with again.engine.connect() as conn:
+        versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
+    assert versions == [1]
+    again.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    FeedbackStore(url).close()
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        raw.execute("INSERT INTO schema_version VALUES (99, 'future', 0)")
+    with pytest.raises(ConfigError, match="schema version 99 is newer"):
+        FeedbackStore(url)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'w.db'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    store.close()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "mysql://x/y", "::"])
+def test_bad_urls_name_the_problem(url: str) -> None:
+    with pytest.raises(ConfigError, match="--db"):
+        FeedbackStore(url)
+
+
+def test_users_and_idempotent_events(store: FeedbackStore) -> None:
+    assert store.create_user("u1", {"age": 30}, [ev("i1", "1", "rating", 5.0)]) == 1
+    with pytest.raises(UserExistsError):
+        store.create_user("u1", {})
+    assert store.add_events("u1", [ev("a"), ev("b"), ev("a")]) == (2, 1)
+    assert store.add_events("u1", [ev("b"), ev("c")]) == (1, 1)
+    with pytest.raises(UnknownUserError):
+        store.add_events("ghost", [ev("z")])
+    user = store.user("u1")
+    assert user is not None and user.n_events == 4 and user.features == {"age": 30}
+    assert store.user("ghost") is None
+    assert store.count_events() == 4 and store.event_ids() == {"i1", "a", "b", "c"}
+
+
+def test_event_ids_are_unique_across_users(store: FeedbackStore) -> None:
+    store.create_user("a", {})
+    store.create_user("b", {})
+    assert store.add_events("a", [ev("same")]) == (1, 0)
+    assert store.add_events("b", [ev("same")]) == (0, 1)
+
+
+def test_events_come_back_in_time_order_and_latest_wins(store: FeedbackStore) -> None:
+    store.create_user("u", {})
+    store.add_events(
+        "u", [ev("late", "7", "like", ts=200.0), ev("early", "7", "rating", 2.0, 100.0)]
+    )
+    store.add_events("u", [ev("other", "8", "skip", ts=150.0)])
+    events = store.events_for("u")
+    assert [e.event_id for e in events] == ["early", "other", "late"]
+    assert [e.event_id for e in store.events_for("u", limit=2)] == ["other", "late"]
+    assert history_from_events(events, (1.0, 5.0)) == {"7": 5.0, "8": 2.0}
+    assert [(u, e.event_id) for u, e in store.iter_all_events()] == [
+        ("u", "early"), ("u", "other"), ("u", "late")
+    ]  # fmt: skip
+
+
+def test_items_are_upserted(store: FeedbackStore) -> None:
+    store.upsert_items([{"item_id": "n1", "title": "A", "year": 2001, "genres": "Drama"}])
+    store.upsert_items(
+        [{"item_id": "n1", "title": "B", "text": "t"}, {"item_id": "n2", "title": "C"}]
+    )
+    rows = {r["item_id"]: r for r in store.added_items()}
+    assert set(rows) == {"n1", "n2"}
+    assert rows["n1"]["title"] == "B" and rows["n1"]["text"] == "t" and rows["n1"]["year"] is None
+
+
+def test_concurrent_writers_lose_and_double_nothing(store: FeedbackStore) -> None:
+    """8 threads post overlapping batches (every id sent by two threads): each id stored once,
+    and accepted counts add up to exactly the distinct ids."""
+    store.create_user("c", {})
+    ids = [f"e{i}" for i in range(800)]
+    accepted: list[int] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        mine = ids[(n // 2) * 200 : (n // 2 + 1) * 200]  # threads 2k and 2k+1 share ids
+        for lo in range(0, len(mine), 25):
+            got, _ = store.add_events("c", [ev(i) for i in mine[lo : lo + 25]])
+            with lock:
+                accepted.append(got)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(accepted) == len(ids)
+    assert store.count_events() == len(ids) and store.event_ids() == set(ids)
