@@ -21,7 +21,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 Algorithm = Literal["maml", "fomaml", "reptile", "metasgd", "transfer"]
 AdaptScope = Literal["context", "head", "all"]
-Objective = Literal["rating", "bce", "bpr"]
+Objective = Literal["rating", "bce", "bpr", "softmax"]
 RatingLoss = Literal["mse", "l1"]
 
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -94,7 +94,13 @@ class TrainConfig:
                 f"support_positives: {self.support_positives!r} is not one of liked, rated"
             )
         if self.objective not in get_args(Objective):
-            raise ConfigError(f"objective: {self.objective!r} is not one of rating, bce, bpr")
+            raise ConfigError(
+                f"objective: {self.objective!r} is not one of rating, bce, bpr, softmax"
+            )
+        if self.objective == "softmax" and self.adapt == "all":
+            raise ConfigError(
+                "objective softmax scores the whole catalogue per step; use adapt=context or head"
+            )
         positive = {
             "inner_lr": self.inner_lr,
             "outer_lr": self.outer_lr,

@@ -94,10 +94,10 @@ class Recommender:
         for i, title in enumerate(self.items["title"].tolist()):
             self.title_index.setdefault(_norm(title), i)
         titles = self.items["title"].tolist()
-        for i, text in enumerate(self.items["text"].tolist()):
+        for i in range(len(self.items)):
             # "Toy Story (1995)" — the form people type — is the text's first sentence;
             # GroupLens' "Lion King, The (1994)" is accepted as well
-            head = text.split(". ", 1)[0].rstrip(".")
+            head = self._display(i)
             self.title_index.setdefault(_norm(head), i)
             year = re.search(r"\((\d{4})\)$", head)
             if year:
@@ -122,7 +122,9 @@ class Recommender:
         raise UnknownItemError(skey, display)
 
     def _display(self, idx: int) -> str:
-        return self.items["text"].iat[idx].split(". ", 1)[0].rstrip(".")
+        from metarec.explain import display_title
+
+        return display_title(self.items["title"].iat[idx], self.items["text"].iat[idx])
 
     # -- adaptation ---------------------------------------------------------
     def _history_pairs(self, history: History | None) -> list[tuple[int, float]]:

@@ -266,7 +266,8 @@ def collate(
         )
     if negative_pool is None or rng is None:
         raise ValueError("implicit objectives need negative_pool and rng")
-    n_neg = 1 if objective == "bpr" else negatives
+    # softmax scores positives against the whole catalogue: no sampled negatives
+    n_neg = {"bpr": 1, "softmax": 0}.get(objective, negatives)
     sides: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[], []]
     for t in tasks:
         seen = np.concatenate([t.support_items, t.query_items])

@@ -57,6 +57,9 @@ class Scorer:
     def __init__(self, model: PreferenceNet, objective: str) -> None:
         self.model = model
         self.objective = objective
+        # softmax objective: the catalogue's representations (h [N, H], b [N]) for
+        # this batch, set by the learner before adapting (one tower pass per batch)
+        self.catalogue: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def item_reps(
         self, items: torch.Tensor, id_keep: torch.Tensor | None = None
@@ -90,8 +93,27 @@ class Scorer:
         user_features: torch.Tensor,
         id_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.objective == "softmax":
+            return self.softmax_loss(fast, items, mask, user_features)
         pred = self.scores(fast, items, h, b, user_features, id_keep)
         return task_loss(pred, y, mask, self.objective)
+
+    def softmax_loss(
+        self,
+        fast: Mapping[str, torch.Tensor],
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        user_features: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean negative log-likelihood of one user's positive ``items`` under a
+        softmax over the whole catalogue (the multinomial likelihood of Mult-VAE):
+        it ranks every item against every other, which is what a top-k list needs."""
+        if self.catalogue is None:
+            raise RuntimeError("softmax objective: catalogue representations not set")
+        h_all, b_all = self.catalogue
+        logits = self.scores(fast, items, h_all, b_all, user_features)  # all N items
+        per = torch.logsumexp(logits, -1) - logits[items]
+        return (per * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
     def adapt(
         self,

@@ -68,6 +68,8 @@ class MetaLearner(nn.Module):
         id_keep: torch.Tensor | None = None,
         fast: Params | None = None,
     ) -> Params:
+        if self.cfg.objective == "softmax":
+            self.set_catalogue(id_keep)
         h, b = self.scorer.item_reps(batch.support_items, id_keep)
         return self.scorer.adapt(
             self.fast_init() if fast is None else fast,
@@ -83,6 +85,23 @@ class MetaLearner(nn.Module):
             id_keep=id_keep,
         )
 
+    def set_catalogue(self, id_keep: torch.Tensor | None = None) -> None:
+        """Catalogue representations for the softmax objective (one tower pass)."""
+        items = torch.arange(self.model.tower.n_items, device=self.model.tower.item_vectors.device)
+        self.scorer.catalogue = self.scorer.item_reps(items, id_keep)
+
+    def softmax_task_losses(
+        self, batch: TaskBatch, fast: Params, id_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-task softmax NLL of the query positives over the catalogue → [B]."""
+        if self.scorer.catalogue is None:
+            self.set_catalogue(id_keep)
+        h_all, b_all = self.scorer.catalogue  # type: ignore[misc]
+        logits = self.scorer.catalogue_scores(fast, batch.user_features, h_all, b_all)
+        logp = torch.log_softmax(logits, -1).gather(1, batch.query_items)
+        mask = batch.query_mask
+        return -(logp * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
     def query_scores(
         self, batch: TaskBatch, fast: Params, id_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -92,6 +111,8 @@ class MetaLearner(nn.Module):
     def query_loss(
         self, batch: TaskBatch, fast: Params, id_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if self.cfg.objective == "softmax":
+            return self.softmax_task_losses(batch, fast, id_keep).mean()
         pred = self.query_scores(batch, fast, id_keep)
         return task_loss(pred, batch.query_y, batch.query_mask, self.outer_objective).mean()
 
@@ -111,6 +132,8 @@ class MetaLearner(nn.Module):
     def outer_loss(self, batch: TaskBatch, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """Loss whose backward gives the meta-gradient (Reptile: see ``reptile_step``)."""
         algo = self.cfg.algorithm
+        if self.cfg.objective == "softmax":
+            self.set_catalogue(id_keep)  # fresh for this step's parameters and id dropout
         if algo == "transfer":
             fast = {
                 k: v.unsqueeze(0).expand(len(batch), *v.shape) for k, v in self.fast_init().items()

@@ -137,10 +137,13 @@ class Trainer:
         total, count = 0.0, 0
         for batch in self.batches(tasks, source, rng):
             fast = self.learner.adapt(batch, steps=self.cfg.steps_at_eval)
-            pred = self.learner.query_scores(batch, fast)
-            per_task = task_loss(
-                pred, batch.query_y, batch.query_mask, self.learner.outer_objective
-            )
+            if self.cfg.objective == "softmax":
+                per_task = self.learner.softmax_task_losses(batch, fast)
+            else:
+                pred = self.learner.query_scores(batch, fast)
+                per_task = task_loss(
+                    pred, batch.query_y, batch.query_mask, self.learner.outer_objective
+                )
             total += float(per_task.sum())
             count += len(batch)
         return total / max(count, 1)
