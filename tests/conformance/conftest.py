@@ -20,6 +20,7 @@ from metarec.config import TrainConfig
 from metarec.data import load_dataset
 from metarec.data.tasks import Task, UserRatings
 from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.peers import make_peer
 from metarec.pipeline import encode_catalogue
@@ -70,6 +71,23 @@ SPECS: list[ModelSpec] = [
     ),
     ModelSpec("metarec-fomaml", _meta("fomaml")),
     ModelSpec("metarec-maml", _meta("maml")),
+    # model aggregation: usable wherever a single model is
+    ModelSpec(
+        "ensemble-ranking",
+        lambda seed: Ensemble(
+            {"fomaml": _meta("fomaml")(seed), "knn": make_peer("knn", seed)},
+            mode="ranking",
+            seed=seed,
+        ),
+    ),
+    ModelSpec(
+        "ensemble-rating",
+        lambda seed: Ensemble(
+            {"fomaml": _meta("fomaml")(seed), "bias": make_peer("bias", seed)},
+            mode="rating",
+            seed=seed,
+        ),
+    ),
 ]
 
 

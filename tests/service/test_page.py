@@ -47,10 +47,16 @@ RATED = [
 ]
 
 
+# checked here, not in a fixture: pytest would train and start the session's server first
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        f"no chromium at {CHROMIUM}: apt-get install chromium, or set METAREC_CHROMIUM",
+        allow_module_level=True,
+    )
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install chromium, or set METAREC_CHROMIUM")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b

@@ -77,6 +77,7 @@ class Ensemble(ScoringModel):
         self.predicts_ratings = mode == "rating"
         n = len(self.members)
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
+        self._n_fit_items = 0
 
     # -- fitting ------------------------------------------------------------
     def fit(self, data: TrainingData) -> Ensemble:
@@ -85,6 +86,7 @@ class Ensemble(ScoringModel):
                 model.fit(data)
         if data.validation_ratings is None:
             raise ModelError("ensemble: needs validation users to learn its weights")
+        self._n_fit_items = self.n_items
         val = data.validation_ratings
         rows = None
         if data.users is not None:
@@ -177,10 +179,14 @@ class Ensemble(ScoringModel):
     # -- scoring ------------------------------------------------------------
     def _member_z(self, tasks: Sequence[Task], users: pd.DataFrame | None) -> np.ndarray:
         out = []
+        n = self._n_fit_items
         for model in self.members.values():
             s = model.score_catalogue(tasks, users).astype(np.float64)
-            sd = s.std(axis=1, keepdims=True)
-            out.append((s - s.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0))
+            # statistics over the catalogue as fitted, so adding items later
+            # leaves every existing item's blended score unchanged
+            ref = s[:, :n] if n else s
+            sd = ref.std(axis=1, keepdims=True)
+            out.append((s - ref.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0))
         return np.stack(out)
 
     def _bucket(self, n_support: int) -> int:
