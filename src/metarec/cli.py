@@ -523,6 +523,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_events_per_batch=args.max_batch,
         cache_size=args.cache_size,
+        torch_threads=args.torch_threads,
     )
     serve(settings, host=args.host, port=args.port)
     return 0
@@ -577,6 +578,9 @@ def _add_service_commands(sub: Any) -> None:
     sv.add_argument("--max-body-bytes", type=int, default=1_000_000)
     sv.add_argument("--max-batch", type=int, default=1000, help="max events per request")
     sv.add_argument("--cache-size", type=int, default=10_000, help="adapted users kept in memory")
+    sv.add_argument(
+        "--torch-threads", type=int, default=1, help="threads for model work (default 1)"
+    )
     sv.set_defaults(func=cmd_serve)
 
     rt = sub.add_parser(

@@ -97,6 +97,16 @@ def fit_recommender(
         tower.base_bias.copy_(
             torch.as_tensor(item_baseline(train_ur, len(catalogue.items), offset))
         )
+    else:
+        # implicit objectives start from popularity (log like counts, centred on the
+        # known items), as the rating model starts from the bias model: meta-training
+        # then only has to learn what a user's support adds to it
+        likes = np.bincount(
+            train_ur.items[train_ur.ratings >= cfg.like_threshold], minlength=len(catalogue.items)
+        )
+        logpop = np.log1p(likes.astype(np.float64))
+        logpop -= logpop[known].mean()
+        tower.base_bias.copy_(torch.as_tensor(logpop, dtype=torch.float32))
     trainer = Trainer(learner, cfg, negative_pool=known, progress=progress)
     train_src = TaskSource(train_ur, features.transform(users, train_ur.user_ids))
     val_src = None

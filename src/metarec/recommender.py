@@ -176,15 +176,54 @@ class Recommender:
 
         An empty history gives the meta-learned prior: the zero-shot model.
         """
-        pairs = self._history_pairs(history)
+        return self.adapt_many([history], [user_features], steps=steps)[0]
+
+    def adapt_many(
+        self,
+        histories: Sequence[History | None],
+        user_features: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        steps: int | None = None,
+    ) -> list[UserState]:
+        """:meth:`adapt` for many users in one vmapped call (what a server batches)."""
+        if user_features is None:
+            user_features = [None] * len(histories)
+        if len(user_features) != len(histories):
+            raise DataError(
+                f"adapt_many: {len(histories)} histories but {len(user_features)} feature rows"
+            )
+        all_pairs = [self._history_pairs(h) for h in histories]
         codes = torch.as_tensor(
-            self.features.encode_one(dict(user_features or {})), device=self.device
+            np.stack([self.features.encode_one(dict(f or {})) for f in user_features])
+            if histories
+            else np.zeros((0, len(self.features.columns)), dtype=np.int64),
+            device=self.device,
         )
-        items = np.array([i for i, _ in pairs], dtype=np.int64)
-        ratings = np.array([r for _, r in pairs], dtype=np.float32)
-        task = Task(0, items, ratings, items[:0], ratings[:0])
-        _, params = self._adapt_tasks([task], codes[None, :], steps)
-        return UserState(params, items, codes, len(pairs), pairs)
+        tasks = []
+        for pairs in all_pairs:
+            items = np.array([i for i, _ in pairs], dtype=np.int64)
+            ratings = np.array([r for _, r in pairs], dtype=np.float32)
+            tasks.append(Task(0, items, ratings, items[:0], ratings[:0]))
+        if not tasks:
+            return []
+        # users without ratings take zero steps (the prior); batch them apart from the rest
+        out: list[UserState | None] = [None] * len(tasks)
+        for group in (
+            [i for i, t in enumerate(tasks) if len(t.support_items) == 0],
+            [i for i, t in enumerate(tasks) if len(t.support_items) > 0],
+        ):
+            if not group:
+                continue
+            _, params = self._adapt_tasks([tasks[i] for i in group], codes[group], steps)
+            for j, i in enumerate(group):
+                out[i] = UserState(
+                    {k: v[j : j + 1] for k, v in params.items()},
+                    tasks[i].support_items,
+                    codes[i],
+                    len(all_pairs[i]),
+                    all_pairs[i],
+                )
+        return [s for s in out if s is not None]
 
     @torch.no_grad()
     def _adapt_tasks(

@@ -69,9 +69,22 @@ class UserFeatureEncoder:
     def encode_one(self, features: dict[str, Any] | None) -> np.ndarray:
         """Codes for one user given as ``{"age": 25, "gender": "F"}``; missing → 0."""
         features = features or {}
-        frame = pd.DataFrame([{c: features.get(c) for c in self.columns}])
-        frame["user_id"] = "_"
-        return self.transform(frame, np.array(["_"], dtype=object))[0]
+        out = np.zeros(len(self.columns), dtype=np.int64)
+        # a plain-Python path: this runs once per served request, where pandas costs ms
+        for j, col in enumerate(self.columns):
+            value = features.get(col)
+            if value is None or (isinstance(value, float) and value != value):
+                continue
+            if col in self.bins:
+                try:
+                    x = float(value)
+                except (TypeError, ValueError):
+                    continue
+                token = f"bin{int(np.searchsorted(np.asarray(self.bins[col]), x, side='right'))}"
+            else:
+                token = str(value)
+            out[j] = self.vocab[col].get(token, 0)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": self.columns, "vocab": self.vocab, "bins": self.bins}

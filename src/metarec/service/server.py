@@ -19,6 +19,9 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
     settings = dataclasses.replace(settings, install_sighup=True)
     app = create_app(settings)
     store = app.state.store

@@ -38,6 +38,10 @@ class ServiceSettings:
     max_search_results: int = 100
     max_history_returned: int = 1000
     cache_size: int = 10_000
+    # Model work runs one request at a time (torch.func is not thread-safe), so one
+    # torch thread leaves the other cores to the HTTP side; on a busy 2-core machine
+    # two threads made a single adapt-and-recommend about 8x slower.
+    torch_threads: int = 1
     install_sighup: bool = False  # only the CLI's server installs a SIGHUP handler
 
     def __post_init__(self) -> None:
@@ -48,6 +52,7 @@ class ServiceSettings:
             "max_k",
             "max_search_results",
             "cache_size",
+            "torch_threads",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")

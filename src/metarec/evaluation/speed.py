@@ -1,0 +1,297 @@
+"""Speed and cost, metarec beside MeLU-as-published in the same process.
+
+What is measured (BENCHMARKS.md, "Speed and cost"):
+
+* adaptation latency for one user — p50/p99 over repeated calls, support 10
+  and 50 ratings, 1 and 5 inner steps (metarec: the vmapped closed-form +
+  gradient adaptation; MeLU: its local update of the head);
+* batched adaptation of 1,000 users (users/s), support 10, 5 steps;
+* meta-training throughput (tasks/s) over one epoch of ml-100k training
+  users, first-order and second-order;
+* sentence-encoder throughput (items/s), full precision and dynamically
+  quantised int8 Linear layers (MeLU encodes nothing: it looks features up);
+* ``metarec quickstart`` end to end: wall time and peak resident memory
+  (a child process, cached encodings).
+
+Timings use ``time.perf_counter`` after warm-up calls; the machine's thread
+count is recorded, as both models run with torch's default threads here.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec.config import TrainConfig
+from metarec.data.tasks import Task, collate
+from metarec.io import save_json, write_bytes_atomic
+
+
+def _latency(fn: Callable[[], object], repeats: int, warmup: int = 10) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    arr = np.asarray(times)
+    return {
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "mean_ms": float(arr.mean()),
+        "n": repeats,
+    }
+
+
+def _tasks(ratings: Any, support: int, n: int, seed: int) -> list[Task]:
+    rng = np.random.default_rng(seed)
+    rows = [r for r in range(len(ratings)) if ratings.offsets[r + 1] - ratings.offsets[r] > support]
+    out = []
+    for r in rng.choice(rows, size=n, replace=len(rows) < n):
+        items, values, _ = ratings.history(int(r))
+        perm = rng.permutation(len(items))
+        s, q = perm[:support], perm[support : support + 10]
+        out.append(Task(int(r), items[s], values[s], items[q], values[q]))
+    return out
+
+
+def run_speed_benchmark(
+    *,
+    dataset: str = "ml-100k",
+    root: str | None = None,
+    out: str | Path = "benchmarks/results",
+    seed: int = 0,
+    repeats: int = 200,
+    quickstart: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from metarec.data import load_dataset
+    from metarec.evaluation.benchmark import machine_info
+    from metarec.meta.trainer import TaskSource, Trainer
+    from metarec.models.base import TrainingData
+    from metarec.peers.melu import MeLU
+    from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+
+    def log(msg: str) -> None:
+        if progress:
+            print(f"[speed] {msg}", flush=True)
+
+    torch.manual_seed(seed)
+    ds = load_dataset(dataset, root=root)
+    catalogue = encode_catalogue(ds.items, "minilm", progress=progress)
+    train_rows, val_rows = split_users(ds.interactions, 0.1, seed)
+    cfg = TrainConfig(seed=seed, epochs=1)
+    rec, _ = fit_recommender(
+        catalogue, train_rows, cfg, users=ds.users, validation=val_rows, progress=False
+    )
+    data = TrainingData(train_rows, catalogue, ds.users, val_rows, ds.rating_range, seed)
+    melu = MeLU(local_steps=5, epochs=1, threads=None, seed=seed).fit(data)
+    ur = data.ratings
+    codes_all = rec.features.transform(ds.users, ur.user_ids)
+    result: dict[str, Any] = {"adaptation": {}, "batched": {}, "training": {}, "encoder": {}}
+
+    # -- one user's adaptation -----------------------------------------------
+    net = melu._net()
+    item_emb = net.item_embeddings(melu.years, melu.genres).detach()
+    melu_codes = melu.user_features.transform(ds.users, ur.user_ids)
+    for support in (10, 50):
+        task = _tasks(ur, support, 1, seed)[0]
+        codes = torch.as_tensor(codes_all[[task.user]])
+        batch = collate([task])
+        mcodes = torch.as_tensor(melu_codes[[task.user]])
+        for steps in (1, 5):
+            key = f"support{support}_steps{steps}"
+
+            def ours(task: Task = task, codes: torch.Tensor = codes, steps: int = steps) -> None:
+                rec._adapt_tasks([task], codes, steps)
+
+            def theirs(
+                batch: Any = batch, mcodes: torch.Tensor = mcodes, steps: int = steps
+            ) -> None:
+                melu.local_steps = steps
+                with torch.no_grad():
+                    user = net.user_embeddings(mcodes)
+                melu.adapt(
+                    net, item_emb[batch.support_items], batch.support_y, batch.support_mask, user
+                )
+
+            result["adaptation"][key] = {
+                "metarec": _latency(ours, repeats),
+                "melu": _latency(theirs, repeats),
+            }
+            log(
+                f"adapt {key}: metarec p50 "
+                f"{result['adaptation'][key]['metarec']['p50_ms']:.2f} ms, MeLU "
+                f"{result['adaptation'][key]['melu']['p50_ms']:.2f} ms"
+            )
+    melu.local_steps = 5
+
+    # -- 1,000 users at once -------------------------------------------------
+    tasks = _tasks(ur, 10, 1000, seed)
+    codes = torch.as_tensor(codes_all[[t.user for t in tasks]])
+    mcodes = torch.as_tensor(melu_codes[[t.user for t in tasks]])
+    batch = collate(tasks)
+
+    def ours_batch() -> None:
+        rec._adapt_tasks(tasks, codes, 5)
+
+    def theirs_batch() -> None:
+        with torch.no_grad():
+            user = net.user_embeddings(mcodes)
+        melu.adapt(net, item_emb[batch.support_items], batch.support_y, batch.support_mask, user)
+
+    for name, fn in (("metarec", ours_batch), ("melu", theirs_batch)):
+        lat = _latency(fn, max(5, repeats // 40), warmup=2)
+        result["batched"][name] = {"users_per_s": 1000 / (lat["p50_ms"] / 1000), **lat}
+    log(
+        f"1,000 users: metarec {result['batched']['metarec']['users_per_s']:.0f} users/s, "
+        f"MeLU {result['batched']['melu']['users_per_s']:.0f}"
+    )
+
+    # -- meta-training throughput -------------------------------------------
+    for algo in ("fomaml", "maml"):
+        tcfg = TrainConfig(seed=seed, epochs=1, algorithm=algo)
+        rec_t, _ = fit_recommender(
+            catalogue, train_rows.iloc[:2000], tcfg, users=ds.users, progress=False
+        )  # a fitted learner with the right shapes; its epoch is timed below
+        trainer = Trainer(rec_t.learner, tcfg, progress=False)
+        source = TaskSource(ur, codes_all)
+        t0 = time.perf_counter()
+        trainer.train_epoch(source, 0)
+        elapsed = time.perf_counter() - t0
+        result["training"][f"metarec-{algo}"] = {
+            "tasks_per_s": len(ur) / elapsed,
+            "epoch_s": elapsed,
+            "tasks": len(ur),
+        }
+    for steps in (1, 5):
+        m = MeLU(local_steps=steps, epochs=1, threads=None, seed=seed)
+        t0 = time.perf_counter()
+        m.fit(data)
+        elapsed = time.perf_counter() - t0
+        n = len(m.training_tasks(ur, np.random.default_rng(seed)))
+        result["training"][f"melu-{steps}"] = {
+            "tasks_per_s": n / elapsed,
+            "epoch_s": elapsed,
+            "tasks": n,
+        }
+    log(
+        "training tasks/s: "
+        + ", ".join(f"{k} {v['tasks_per_s']:.0f}" for k, v in result["training"].items())
+    )
+
+    # -- encoder ------------------------------------------------------------
+    texts = catalogue.items["text"].astype(str).tolist()[:1000]
+    enc = catalogue.encoder
+    t0 = time.perf_counter()
+    enc.encode(texts)
+    result["encoder"]["minilm"] = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
+    model = enc.load()  # type: ignore[attr-defined]
+    quant = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    t0 = time.perf_counter()
+    q_vecs = quant.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+    result["encoder"]["minilm-int8"] = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
+    full = enc.encode(texts[:200])
+    cos = (full * q_vecs[:200]).sum(1)
+    result["encoder"]["minilm-int8"]["cosine_to_fp32_mean"] = float(cos.mean())
+    log(
+        f"encoder: {result['encoder']['minilm']['items_per_s']:.0f} items/s, int8 "
+        f"{result['encoder']['minilm-int8']['items_per_s']:.0f}"
+    )
+
+    # -- quickstart ----------------------------------------------------------
+    if quickstart:
+        with_data = ["--data", str(Path(root) / "ml-100k")] if root else []
+        cmd = [sys.executable, "-m", "metarec.cli", "quickstart", "--quiet", *with_data]
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd += ["--out", str(Path(tmp) / "run")]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+            wall = time.perf_counter() - t0
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        result["quickstart"] = {
+            "wall_s": wall,
+            "peak_rss_mb": peak_kb / 1024,
+            "ok": proc.returncode == 0,
+        }
+        log(f"quickstart: {wall:.1f} s, peak {peak_kb / 1024:.0f} MB")
+
+    record = {
+        "benchmark": "speed",
+        "dataset": dataset,
+        "seed": seed,
+        **result,
+        "machine": machine_info(),
+        "command": f"metarec benchmark --protocol speed --dataset {dataset} --seed {seed}",
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "speed.json", record)
+    write_bytes_atomic(out / "speed.md", speed_markdown(record).encode())
+    return record
+
+
+def speed_markdown(record: dict[str, Any]) -> str:
+    m = record["machine"]
+    lines = [
+        f"# Speed on {record['dataset']}: metarec beside MeLU-as-published",
+        "",
+        f"Machine: {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}"
+        + (f", {m['cuda']}" if m.get("cuda") else ", no GPU")
+        + f". Reproduce: `{record['command']}`",
+        "",
+        "## Adaptation latency, one user (ms)",
+        "",
+        "| support, steps | metarec p50 | metarec p99 | MeLU p50 | MeLU p99 |",
+        "|---|---|---|---|---|",
+    ]
+    for key, v in record["adaptation"].items():
+        s, st = key.removeprefix("support").split("_steps")
+        lines.append(
+            f"| {s}, {st} | {v['metarec']['p50_ms']:.2f} | {v['metarec']['p99_ms']:.2f} | "
+            f"{v['melu']['p50_ms']:.2f} | {v['melu']['p99_ms']:.2f} |"
+        )
+    b = record["batched"]
+    lines += [
+        "",
+        "## Throughput",
+        "",
+        "| measure | metarec | MeLU |",
+        "|---|---|---|",
+        f"| batched adaptation, 1,000 users (support 10, 5 steps), users/s | "
+        f"{b['metarec']['users_per_s']:,.0f} | {b['melu']['users_per_s']:,.0f} |",
+    ]
+    t = record["training"]
+    lines.append(
+        f"| meta-training, first-order (metarec fomaml / MeLU-1), tasks/s | "
+        f"{t['metarec-fomaml']['tasks_per_s']:,.0f} | {t['melu-1']['tasks_per_s']:,.0f} |"
+    )
+    lines.append(
+        f"| meta-training, second-order (metarec maml / MeLU-5), tasks/s | "
+        f"{t['metarec-maml']['tasks_per_s']:,.0f} | {t['melu-5']['tasks_per_s']:,.0f} |"
+    )
+    e = record["encoder"]
+    lines.append(
+        f"| sentence encoder (MiniLM fp32 / int8), items/s | {e['minilm']['items_per_s']:,.0f} / "
+        f"{e['minilm-int8']['items_per_s']:,.0f} (int8 cosine to fp32 "
+        f"{e['minilm-int8']['cosine_to_fp32_mean']:.3f}) | n/a (feature lookup) |"
+    )
+    if "quickstart" in record:
+        q = record["quickstart"]
+        lines.append(
+            f"| `metarec quickstart` (ml-100k, cached encodings): wall s / peak MB | "
+            f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | n/a |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""``metarec benchmark`` and ``metarec report`` end to end on real ml-100k (tiny configs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = ["--set", "epochs=1", "--set", "max_train_users=60", "--set", "encoder=tfidf"]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "metarec.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return {**os.environ, "METAREC_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+@pytest.mark.slow
+def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
+    shared_data: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    proc = run_cli(
+        "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
+        "--peers", "popularity,knn", "--algorithms", "fomaml", "--shots", "0,3",
+        "--out", str(tmp_path), "--quiet", *TINY, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "p2-ml-100k.json").read_text())
+    assert set(record["summary"]) == {"0", "3"}
+    models = set(record["summary"]["3"])
+    assert {"popularity", "knn", "metarec-fomaml", "metarec-ensemble"} <= models
+    assert 0 <= record["summary"]["3"]["popularity"]["ndcg@10"] <= 1
+    # significance of the reference against every other model, Holm-corrected
+    ref = record["reference"]["3"]
+    sig = record["significance"]["3"]["ndcg@10"]
+    assert set(sig) == models - {ref}
+    assert all(0 <= s["p_holm"] <= 1 for s in sig.values())
+    assert (tmp_path / "p2-ml-100k.md").read_text().startswith("# P2")
+    assert (tmp_path / "p2-ml-100k-curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "p2-ml-100k-split.json").exists()
+
+    shown = run_cli("report", str(tmp_path / "p2-ml-100k.json"), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "ndcg@10 by support size K" in shown.stdout
+    assert "metarec-ensemble" in shown.stdout
+
+
+@pytest.mark.slow
+def test_p1_benchmark_reports_four_states(
+    shared_data: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    proc = run_cli(
+        "benchmark", "--protocol", "p1", "--dataset", "ml-100k", "--data", str(shared_data),
+        "--peers", "bias,popularity", "--algorithms", "fomaml", "--out", str(tmp_path),
+        "--quiet", "--no-plots", *TINY, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "p1-ml-100k.json").read_text())
+    assert set(record["summary"]) == {"warm", "user_cold", "item_cold", "both_cold"}
+    cold = record["summary"]["user_cold"]
+    assert cold["popularity"]["mae"] != cold["popularity"]["mae"]  # NaN: not a rating model
+    assert 0.5 < cold["metarec-fomaml"]["mae"] < 1.2
+    assert "mae" in record["significance"]["user_cold"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["report", "nowhere.json"], "not a run folder"),
+        (["benchmark", "--protocol", "p2", "--folds", "0", "--dataset", "ml-100k"], "folds"),
+        (["benchmark", "--protocol", "p2", "--shots", "1,x"], "--shots"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    args: list[str], needle: str, env: dict[str, str], shared_data: Path
+) -> None:
+    proc = (
+        run_cli(*args, "--data", str(shared_data), env=env)
+        if args[0] == "benchmark"
+        else (run_cli(*args, env=env))
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr
