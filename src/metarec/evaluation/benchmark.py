@@ -37,8 +37,10 @@ META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 P1_PEERS = ("bias", "popularity", "knn", "als", "melu-1", "melu-5", "transfer")
 P2_PEERS = ("popularity", "bias", "knn", "als", "melu-1", "melu-5", "transfer")
 # The ranking protocol trains the same network on an implicit objective: P2
-# judges "will the user like it among everything", not "what rating".
-P2_OVERRIDES = ("objective=bce",)
+# judges "will the user like it among everything", not "what rating". BCE
+# against sampled items ranked best of the objectives tried (bce, softmax over
+# the catalogue, bpr) on ml-100k validation; 8 epochs bound the run time.
+P2_OVERRIDES = ("objective=bce", "epochs=8")
 P1_HEADLINE = (("mae", True), ("ndcg@3", False))
 P2_HEADLINE = (("ndcg@10", False),)
 
