@@ -219,6 +219,7 @@ def _fold_run(
     else:
         weights = add_ensemble(models, data, "ranking", [*ours, "popularity"], log)
         result = evaluate_p2(models, split.frames["test"], catalogue.index, ds.users, shots=shots)
+        result["abtest"] = _p2_abtest(models, split, ds, catalogue.index, result, seed)
     configs = {
         name: {"config": m.cfg.to_dict(), "best_epoch": getattr(m.history, "best_epoch", None)}
         for name, m in models.items()
@@ -226,6 +227,7 @@ def _fold_run(
     }
     return {
         **result,
+        "abtest": result.get("abtest"),
         "timings": timings,
         "configs": configs,
         "ensemble_weights": weights,
@@ -235,6 +237,33 @@ def _fold_run(
 
 
 P1_STATES = ("warm", "user_cold", "item_cold", "both_cold")
+AB_SUPPORT = 5
+
+
+def _p2_abtest(
+    models: dict[str, ScoringModel],
+    split: Any,
+    ds: Any,
+    index: dict[str, int],
+    result: dict[str, Any],
+    seed: int,
+) -> dict[str, Any] | None:
+    """P4 in the same run: popularity (A, what a product shows without a model) against
+    the best metarec model at K = 5 (B), replay and team-draft interleaving on the
+    test users."""
+    from metarec.evaluation.abtest import jsonable, make_p4_split, run_abtest
+
+    at = result["summary"].get(str(AB_SUPPORT))
+    if "popularity" not in models or not at:
+        return None
+    best = best_metarec(at, "ndcg@10", lower=False)
+    p4 = make_p4_split(
+        split.frames["test"], split.test_users, support=AB_SUPPORT, seed=seed, dataset=ds.name
+    )
+    report = run_abtest(
+        models["popularity"], models[best], split.frames["test"], p4, index, users=ds.users
+    )
+    return jsonable({"A": "popularity", "B": best, **report})
 
 
 def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -345,6 +374,7 @@ def run_benchmark(
         "reference": reference,
         "significance": sig,
         "ensemble_weights": [r["ensemble_weights"] for r in runs],
+        "abtest": runs[0].get("abtest"),
         "per_fold": [r["summary"] for r in runs] if folds > 1 else None,
         "configs": runs[0]["configs"],
         "overrides": list(overrides),

@@ -157,6 +157,40 @@ def render_markdown(record: dict[str, Any]) -> str:
         for bucket, row in weights[0].items():
             lines.append(f"| {bucket} | " + " | ".join(f"{row[m]:.2f}" for m in members) + " |")
         lines.append("")
+    ab = record.get("abtest")
+    if ab and ab.get("replay"):
+        rp, il = ab["replay"], ab.get("interleave") or {}
+        a, b = rp["arms"]["A"], rp["arms"]["B"]
+
+        def num(x: float | None, f: str = ".3f") -> str:
+            return "—" if x is None else format(x, f)
+
+        lines += [
+            f"## Offline A/B test (P4): A = {ab['A']}, B = {ab['B']}, "
+            f"support K = {ab['support']}, top {ab['k']}",
+            "",
+            "Success: at least one of the top-k items rated >= 4 after the support period.",
+            "",
+            "| arm | users | success rate | 95 % CI | hits per k |",
+            "|---|---|---|---|---|",
+            f"| A ({ab['A']}) | {a['users']} | {num(a['rate'])} | "
+            f"{num(a['ci'][0])}–{num(a['ci'][1])} | {num(a['hits_per_k'])} |",
+            f"| B ({ab['B']}) | {b['users']} | {num(b['rate'])} | "
+            f"{num(b['ci'][0])}–{num(b['ci'][1])} | {num(b['hits_per_k'])} |",
+            "",
+            f"Lift B/A − 1: {num(rp['lift'], '+.1%')} (95 % CI {num(rp['lift_ci'][0], '+.1%')} "
+            f"to {num(rp['lift_ci'][1], '+.1%')}), p = {num(rp['p'], '.3g')} "
+            f"({rp['test']}); users per arm for 80 % power: "
+            f"{num(rp['users_per_arm_80'], ',.0f')}.",
+            "",
+        ]
+        if il:
+            lines += [
+                f"Team-draft interleaving over {il['users']} users: A wins {il['wins_a']}, "
+                f"B wins {il['wins_b']}, ties {il['ties']}; Δ = {num(il['delta'], '+.3f')}, "
+                f"p = {num(il['p'], '.3g')} (sign test).",
+                "",
+            ]
     fits = record["timings"]["fit_s"][0]
     lines.append("Fit time (s, first fold): " + ", ".join(f"{k} {v:.0f}" for k, v in fits.items()))
     return "\n".join(lines) + "\n"
