@@ -74,7 +74,11 @@ def run_speed_benchmark(
     repeats: int = 200,
     quickstart: bool = True,
     progress: bool = True,
+    encoder: str = "minilm",
+    max_train_users: int | None = None,
 ) -> dict[str, Any]:
+    """Measure and write ``speed.json``/``speed.md``; ``max_train_users`` shrinks the
+    training set (tests), which changes the training figures, not the per-user ones."""
     from metarec.data import load_dataset
     from metarec.evaluation.benchmark import machine_info
     from metarec.meta.trainer import TaskSource, Trainer
@@ -88,8 +92,11 @@ def run_speed_benchmark(
 
     torch.manual_seed(seed)
     ds = load_dataset(dataset, root=root)
-    catalogue = encode_catalogue(ds.items, "minilm", progress=progress)
+    catalogue = encode_catalogue(ds.items, encoder, progress=progress)
     train_rows, val_rows = split_users(ds.interactions, 0.1, seed)
+    if max_train_users is not None:
+        keep = np.sort(train_rows["user_id"].unique())[:max_train_users]
+        train_rows = train_rows[train_rows["user_id"].isin(set(keep))]
     cfg = TrainConfig(seed=seed, epochs=1)
     rec, _ = fit_recommender(
         catalogue, train_rows, cfg, users=ds.users, validation=val_rows, progress=False
@@ -109,7 +116,7 @@ def run_speed_benchmark(
         codes = torch.as_tensor(codes_all[[task.user]])
         batch = collate([task])
         mcodes = torch.as_tensor(melu_codes[[task.user]])
-        for steps in (1, 5):
+        for steps in (0, 1, 5):  # 0: the closed-form start alone, so per-step cost shows
             key = f"support{support}_steps{steps}"
 
             def ours(task: Task = task, codes: torch.Tensor = codes, steps: int = steps) -> None:
@@ -159,8 +166,8 @@ def run_speed_benchmark(
     )
 
     # -- meta-training throughput -------------------------------------------
-    for algo in ("fomaml", "maml"):
-        tcfg = TrainConfig(seed=seed, epochs=1, algorithm=algo)
+    for algo, batch_size in (("fomaml", 64), ("fomaml", 256), ("maml", 64)):
+        tcfg = TrainConfig(seed=seed, epochs=1, algorithm=algo, meta_batch_size=batch_size)
         rec_t, _ = fit_recommender(
             catalogue, train_rows.iloc[:2000], tcfg, users=ds.users, progress=False
         )  # a fitted learner with the right shapes; its epoch is timed below
@@ -169,7 +176,7 @@ def run_speed_benchmark(
         t0 = time.perf_counter()
         trainer.train_epoch(source, 0)
         elapsed = time.perf_counter() - t0
-        result["training"][f"metarec-{algo}"] = {
+        result["training"][f"metarec-{algo}-b{batch_size}"] = {
             "tasks_per_s": len(ur) / elapsed,
             "epoch_s": elapsed,
             "tasks": len(ur),
@@ -195,19 +202,21 @@ def run_speed_benchmark(
     enc = catalogue.encoder
     t0 = time.perf_counter()
     enc.encode(texts)
-    result["encoder"]["minilm"] = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
-    model = enc.load()  # type: ignore[attr-defined]
-    quant = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    t0 = time.perf_counter()
-    q_vecs = quant.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
-    result["encoder"]["minilm-int8"] = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
-    full = enc.encode(texts[:200])
-    cos = (full * q_vecs[:200]).sum(1)
-    result["encoder"]["minilm-int8"]["cosine_to_fp32_mean"] = float(cos.mean())
-    log(
-        f"encoder: {result['encoder']['minilm']['items_per_s']:.0f} items/s, int8 "
-        f"{result['encoder']['minilm-int8']['items_per_s']:.0f}"
-    )
+    result["encoder"][encoder] = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
+    if hasattr(enc, "load"):  # a sentence-transformers model: also its int8 variant
+        model = enc.load()
+        quant = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        t0 = time.perf_counter()
+        q_vecs = quant.encode(
+            texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True
+        )
+        q = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
+        full = enc.encode(texts[:200])
+        q["cosine_to_fp32_mean"] = float((full * q_vecs[:200]).sum(1).mean())
+        result["encoder"][f"{encoder}-int8"] = q
+    log("encoder items/s: " + ", ".join(
+        f"{k} {v['items_per_s']:.0f}" for k, v in result["encoder"].items()
+    ))  # fmt: skip
 
     # -- quickstart ----------------------------------------------------------
     if quickstart:
@@ -230,6 +239,7 @@ def run_speed_benchmark(
 
     record = {
         "benchmark": "speed",
+        "load_average_after": list(os.getloadavg()),
         "dataset": dataset,
         "seed": seed,
         **result,
@@ -275,19 +285,26 @@ def speed_markdown(record: dict[str, Any]) -> str:
     ]
     t = record["training"]
     lines.append(
-        f"| meta-training, first-order (metarec fomaml / MeLU-1), tasks/s | "
-        f"{t['metarec-fomaml']['tasks_per_s']:,.0f} | {t['melu-1']['tasks_per_s']:,.0f} |"
+        f"| meta-training, first-order (metarec fomaml, 64 tasks a batch / MeLU-1), tasks/s | "
+        f"{t['metarec-fomaml-b64']['tasks_per_s']:,.0f} | {t['melu-1']['tasks_per_s']:,.0f} |"
+    )
+    lines.append(
+        f"| meta-training, first-order, 256 tasks a batch, tasks/s | "
+        f"{t['metarec-fomaml-b256']['tasks_per_s']:,.0f} | — |"
     )
     lines.append(
         f"| meta-training, second-order (metarec maml / MeLU-5), tasks/s | "
-        f"{t['metarec-maml']['tasks_per_s']:,.0f} | {t['melu-5']['tasks_per_s']:,.0f} |"
+        f"{t['metarec-maml-b64']['tasks_per_s']:,.0f} | {t['melu-5']['tasks_per_s']:,.0f} |"
     )
-    e = record["encoder"]
-    lines.append(
-        f"| sentence encoder (MiniLM fp32 / int8), items/s | {e['minilm']['items_per_s']:,.0f} / "
-        f"{e['minilm-int8']['items_per_s']:,.0f} (int8 cosine to fp32 "
-        f"{e['minilm-int8']['cosine_to_fp32_mean']:.3f}) | n/a (feature lookup) |"
-    )
+    for name, e in record["encoder"].items():
+        extra = (
+            f" (cosine to fp32 {e['cosine_to_fp32_mean']:.3f})"
+            if "cosine_to_fp32_mean" in e
+            else ""
+        )
+        lines.append(
+            f"| encoder `{name}`, items/s | {e['items_per_s']:,.0f}{extra} | n/a (feature lookup) |"
+        )
     if "quickstart" in record:
         q = record["quickstart"]
         lines.append(
