@@ -50,7 +50,9 @@ def test_unknown_user_is_scored_from_support(
     assert scores.shape == (1, fitted.n_items) and fitted.n_items == world.data.n_items
     assert np.isfinite(scores).all()
     pair = fitted.score_catalogue([task, _flipped(task)], pd.concat([user, user]))
-    np.testing.assert_allclose(pair[0], scores[0], rtol=1e-5, atol=1e-6)  # batching changes nothing
+    # batching changes nothing but float32 rounding (which an ensemble's per-user
+    # standardisation can scale up to ~1e-6)
+    np.testing.assert_allclose(pair[0], scores[0], rtol=1e-5, atol=1e-5)
     if spec.personalised:
         assert not np.array_equal(pair[0], pair[1]), "opposite ratings gave identical scores"
     else:
