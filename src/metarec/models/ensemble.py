@@ -33,7 +33,7 @@ import pandas as pd
 
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, ModelError, UnsupportedError
-from metarec.models.base import ScoringModel, TrainingData, top_k
+from metarec.models.base import ScoringModel, TrainingData
 
 Mode = Literal["rating", "ranking"]
 DEFAULT_BUCKETS = (0, 1, 3, 5, 10, 20)
@@ -135,7 +135,17 @@ class Ensemble(ScoringModel):
             out = np.vstack(
                 [np.eye(n), np.full((1, n), 1.0 / n), rng.dirichlet(np.ones(n), self.samples)]
             )
-        return out
+        # A strong member nudged by a little of another is often best (popularity plus
+        # a small personal signal), and neither a coarse grid nor Dirichlet samples
+        # contain those points: add every pair at fine small weights.
+        small = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+        pairs = []
+        for i, j in itertools.permutations(range(n), 2):
+            for w in small:
+                row = np.zeros(n)
+                row[i], row[j] = 1.0 - w, w
+                pairs.append(row)
+        return np.vstack([out, *pairs]) if pairs else out
 
     def _best_weights(
         self, tasks: list[Task], users: pd.DataFrame | None, data: TrainingData
@@ -167,9 +177,15 @@ class Ensemble(ScoringModel):
         rel_mask = np.zeros(z.shape[1:], dtype=bool)
         for u, r in enumerate(relevant):
             rel_mask[u, r] = True
+        seen = np.zeros(z.shape[1:], dtype=bool)
+        for u, t in enumerate(tasks):
+            seen[u, t.support_items] = True
         best, best_w = -1.0, cands[0]
         for w in cands:
-            top = top_k(np.tensordot(w, z, axes=1), self.k, tasks)
+            blended = np.where(seen, -np.inf, np.tensordot(w, z, axes=1))
+            part = np.argpartition(-blended, self.k - 1, axis=1)[:, : self.k]
+            order = np.argsort(-np.take_along_axis(blended, part, axis=1), axis=1, kind="stable")
+            top = np.take_along_axis(part, order, axis=1)  # the search needs no tie rule
             hits = np.take_along_axis(rel_mask, top, axis=1)
             score = float(((hits * disc).sum(axis=1) / ideal).mean())
             if score > best + 1e-12:
