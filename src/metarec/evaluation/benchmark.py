@@ -287,6 +287,30 @@ def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"summary": summary, "std": spread, "per_user": per_user, "n_users": n_users}
 
 
+def _command(
+    protocol: str,
+    dataset: str,
+    seed: int,
+    folds: int,
+    algorithms: Sequence[str],
+    peers: Sequence[str],
+    shots: Sequence[int],
+) -> str:
+    """The CLI line that reproduces a run (non-default options only)."""
+    from metarec.evaluation.p2 import SHOTS
+
+    cmd = f"metarec benchmark --protocol {protocol} --dataset {dataset} --seed {seed}"
+    if folds > 1:
+        cmd += f" --folds {folds}"
+    if list(algorithms) != list(META_ALGORITHMS):
+        cmd += f" --algorithms {','.join(algorithms)}"
+    if list(peers) != list(P1_PEERS if protocol == "p1" else P2_PEERS):
+        cmd += f" --peers {','.join(peers)}"
+    if protocol == "p2" and tuple(shots) != tuple(SHOTS):
+        cmd += f" --shots {','.join(map(str, shots))}"
+    return cmd + " --data ../shared/data"
+
+
 def run_benchmark(
     protocol: str,
     dataset: str,
@@ -385,9 +409,7 @@ def run_benchmark(
         },
         "split_files": [r["split_file"] for r in runs],
         "machine": machine_info(),
-        "command": command
-        or f"metarec benchmark --protocol {protocol} --dataset {dataset} --seed {seed}"
-        + (f" --folds {folds}" if folds > 1 else ""),
+        "command": command or _command(protocol, dataset, seed, folds, algorithms, peers, shots),
     }
     save_json(out / f"{name}.json", record)
     write_report(record, out / name, plots=plots)
