@@ -219,7 +219,7 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=7, loc="best")
-        fig.suptitle(f"P2 on {record['dataset']}: {metric} vs K")
+        fig.suptitle(f"P2 on {record['dataset']}: nDCG@10 and recall@10 by support size")
         fig.tight_layout()
         path = stem.with_name(stem.name + "-curves.png")
         written.append(_save(fig, path))
