@@ -12,19 +12,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from metarec.evaluation.metrics import P1_METRICS
 from metarec.io import write_bytes_atomic
 
-P1_COLUMNS = (
-    "mae",
-    "rmse",
-    "ndcg@1",
-    "ndcg@3",
-    "ndcg@5",
-    "precision@5",
-    "recall@5",
-    "mrr@5",
-    "auc",
-)
+P1_COLUMNS = P1_METRICS  # every P1 metric, in the order metrics.py defines them
 P2_COLUMNS = ("ndcg@10", "recall@10", "precision@10", "hit@10", "mrr@10", "itemcoverage@10")
 LOWER_IS_BETTER = {"mae", "rmse"}
 
