@@ -55,13 +55,10 @@ K = 10
 SERVER_CODE = """
 import sys
 from pathlib import Path
-import torch
 from metarec.service.server import serve
 from metarec.service.settings import ServiceSettings
-if int(sys.argv[4]) > 0:
-    torch.set_num_threads(int(sys.argv[4]))
-serve(ServiceSettings(run=Path(sys.argv[1]), db_url=sys.argv[2]), host="127.0.0.1",
-      port=int(sys.argv[3]))
+serve(ServiceSettings(run=Path(sys.argv[1]), db_url=sys.argv[2], torch_threads=int(sys.argv[4])),
+      host="127.0.0.1", port=int(sys.argv[3]))
 """
 
 
@@ -135,8 +132,8 @@ class Server:
 
 
 def start_server(run: Path, workdir: Path, torch_threads: int = 0) -> Server:
-    """``torch_threads`` > 0 sets the server's torch intra-op threads (a deployment knob,
-    like OMP_NUM_THREADS); 0 leaves torch's default."""
+    """``torch_threads``: the server's torch intra-op threads (``metarec serve
+    --torch-threads``; model work runs one batch at a time, so 1 is the default)."""
     port = free_port()
     log = workdir / "server.log"
     db = f"sqlite:///{workdir / 'feedback.db'}"
@@ -367,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-in-flight", type=int, default=256, help="beyond this, requests drop")
     p.add_argument("--cached-users", type=int, default=100)
     p.add_argument(
-        "--torch-threads", type=int, default=0, help="server's torch threads (0: torch default)"
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="server's torch threads (the service's default: 1)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             "inner_steps": meta["config"]["inner_steps"],
             "model": meta["config"]["model"],
         },
-        "server_torch_threads": args.torch_threads or "default",
+        "server_torch_threads": args.torch_threads,
         # other work on the machine skews every figure: the 1/5/15-minute load at the start
         "load_average_before": [round(x, 2) for x in load_before],
         "machine": machine_info(),
