@@ -25,6 +25,12 @@ def test_speed_benchmark_reports_both_systems(
             lat = record["adaptation"][key][system]
             assert 0 < lat["p50_ms"] <= lat["p99_ms"]
     assert record["batched"]["metarec"]["users_per_s"] > 0
-    assert {"metarec-fomaml-b64", "metarec-maml-b64", "melu-1", "melu-5"} <= set(record["training"])
+    assert {
+        "metarec-fomaml-b64",
+        "metarec-fomaml-b64-q10",
+        "metarec-maml-b64",
+        "melu-1",
+        "melu-5",
+    } <= set(record["training"])
     md = (tmp_path / "speed.md").read_text()
     assert "Adaptation latency" in md and "MeLU" in md

@@ -64,7 +64,18 @@ class Scorer:
     def item_reps(
         self, items: torch.Tensor, id_keep: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.tower(items, id_keep)
+        """Tower outputs for an index tensor of any shape.
+
+        A batch of users rates the same popular items over and over (64 users ×
+        110 ratings touch at most a few hundred distinct items), so the tower —
+        most of meta-training's arithmetic — runs once per distinct item and the
+        results are gathered back.
+        """
+        unique, inverse = torch.unique(items, return_inverse=True)
+        if unique.numel() * 2 > items.numel():  # few repeats: gathering would not pay
+            return self.model.tower(items, id_keep)
+        h, b = self.model.tower(unique, id_keep)
+        return h[inverse], b[inverse]
 
     def scores(
         self,
