@@ -281,6 +281,26 @@ class Recommender:
         candidates: Sequence[str | int] | None = None,
     ) -> pd.DataFrame:
         """Top-``k`` items as a frame: rank, item_id, title, score."""
+        top, scores = self.top(user, k, exclude_seen=exclude_seen, candidates=candidates)
+        return pd.DataFrame(
+            {
+                "rank": np.arange(1, len(top) + 1),
+                "item_id": self.items["item_id"].to_numpy()[top],
+                "title": [self._display(i) for i in top],
+                "score": scores,
+            }
+        )
+
+    def top(
+        self,
+        user: UserState,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: Sequence[str | int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Catalogue indices of the top ``k`` items, best first, and their scores
+        (what :meth:`recommend` shows, without building a frame: the serving path)."""
         if k <= 0:
             raise ConfigError(f"k: must be > 0, got {k}")
         scores = self.score(user).astype(np.float64)
@@ -294,14 +314,7 @@ class Recommender:
         k = min(k, int(allowed.sum()))
         top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]
-        return pd.DataFrame(
-            {
-                "rank": np.arange(1, len(top) + 1),
-                "item_id": self.items["item_id"].to_numpy()[top],
-                "title": [self._display(i) for i in top],
-                "score": scores[top],
-            }
-        )
+        return top, scores[top]
 
     @torch.no_grad()
     def predict_tasks(

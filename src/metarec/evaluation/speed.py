@@ -311,13 +311,13 @@ def speed_markdown(record: dict[str, Any]) -> str:
     lines += [
         "| meta-training, first-order, default episodes (query = all other ratings), tasks/s | "
         f"{t['metarec-fomaml-b64']['tasks_per_s']:,.0f} | — |",
-        "| meta-training, first-order, MeLU's episodes (query 10; MeLU-1), tasks/s | "
+        "| meta-training, MeLU's episodes (query 10): metarec first-order / MeLU-1, tasks/s | "
         f"{t['metarec-fomaml-b64-q10']['tasks_per_s']:,.0f} | {t['melu-1']['tasks_per_s']:,.0f} |",
         "| meta-training, first-order, query 10, 256 tasks a batch, tasks/s | "
         f"{t['metarec-fomaml-b256-q10']['tasks_per_s']:,.0f} | — |",
         "| meta-training, second-order, default episodes, tasks/s | "
         f"{t['metarec-maml-b64']['tasks_per_s']:,.0f} | — |",
-        "| meta-training, second-order, MeLU's episodes (query 10; MeLU-5), tasks/s | "
+        "| meta-training, MeLU's episodes (query 10): metarec MAML / MeLU-5, tasks/s | "
         f"{t['metarec-maml-b64-q10']['tasks_per_s']:,.0f} | {t['melu-5']['tasks_per_s']:,.0f} |",
     ]
     for name, e in record["encoder"].items():

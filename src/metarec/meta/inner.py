@@ -207,4 +207,7 @@ class Scorer:
         are shared across users (``in_dims=None``), so no copy per user is made.
         """
         items = torch.arange(h.shape[0], device=h.device)
+        if user_features.shape[0] == 1:  # one user (a served request): no vmap dispatch
+            one = {k: v[0] for k, v in fast.items()}
+            return self.scores(one, items, h, b, user_features[0])[None]
         return vmap(self.scores, in_dims=(0, None, None, None, 0))(fast, items, h, b, user_features)

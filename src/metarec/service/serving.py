@@ -61,12 +61,14 @@ class Served:
     generation: int
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     titles: list[str] = field(default_factory=list)
+    item_ids: list[str] = field(default_factory=list)
     folded: list[str] = field(default_factory=list)
     by_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def refresh(self) -> None:
         """Recompute search data after the catalogue changed (caller holds the write lock)."""
         self.titles = display_titles(self.rec)
+        self.item_ids = [str(i) for i in self.rec.items["item_id"].tolist()]
         self.folded = [t.casefold() for t in self.titles]
         self.by_popularity = np.argsort(-self.rec.popularity, kind="stable")
 
@@ -205,21 +207,18 @@ class ModelHolder:
         state = self.user_state(served, user)
         rec = served.rec
         with served.lock.read(), TORCH_LOCK:
-            top = rec.recommend(state, k, exclude_seen=exclude_seen, candidates=candidates)
-            idx = [rec.item_index[i] for i in top["item_id"]]
-            reasons = explain_indices(rec, state, idx, titles=served.titles)
-            titles = [served.titles[i] for i in idx]
+            idx, scores = rec.top(state, k, exclude_seen=exclude_seen, candidates=candidates)
+            reasons = explain_indices(rec, state, idx.tolist(), titles=served.titles)
+            ids = served.item_ids
         return [
             {
-                "rank": int(rank),
-                "item_id": str(item),
-                "title": title,
+                "rank": rank,
+                "item_id": ids[i],
+                "title": served.titles[i],
                 "score": float(score),
                 "reason": why.reason,
             }
-            for rank, item, title, score, why in zip(
-                top["rank"], top["item_id"], titles, top["score"], reasons, strict=True
-            )
+            for rank, (i, score, why) in enumerate(zip(idx, scores, reasons, strict=True), 1)
         ]
 
     def search(self, served: Served, q: str, limit: int) -> list[dict[str, str]]:
