@@ -419,8 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    save_json(args.out / "service-latency.json", record)
-    write_bytes_atomic(args.out / "service-latency.md", markdown(record).encode())
+    # the default rate (the target) keeps the plain name; other rates get their own files
+    stem = "service-latency" + ("" if args.rate == 200 else f"-{args.rate:g}rps")
+    save_json(args.out / f"{stem}.json", record)
+    write_bytes_atomic(args.out / f"{stem}.md", markdown(record).encode())
     print(markdown(record))
     return 0
 
