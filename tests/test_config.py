@@ -48,3 +48,11 @@ def test_bad_toml_names_the_file(tmp_path: Path) -> None:
     bad.write_text("algorithm = \n")
     with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
         TrainConfig.from_toml(bad)
+
+
+def test_implicit_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="support_positives"):
+        TrainConfig(objective="bce", support_positives="all").validate()
+    with pytest.raises(ConfigError, match="softmax"):
+        TrainConfig(objective="softmax", adapt="all").validate()
+    TrainConfig(objective="softmax", support_positives="liked").validate()

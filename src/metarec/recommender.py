@@ -334,6 +334,11 @@ class Recommender:
             chunk = list(tasks[lo : lo + batch_size])
             codes = codes_all[lo : lo + len(chunk)]
             batch, params = self._adapt_tasks(chunk, codes)
+            if self.cfg.objective != "rating":
+                # the adaptation batch holds the support side only (with sampled
+                # negatives); the query items are padded here, as given
+                batch = collate(chunk).to(self.device)
+                batch.user_features = codes
             pred = self.learner.query_scores(batch, params).cpu().numpy()
             out.extend(pred[i, : len(t.query_items)] for i, t in enumerate(chunk))
         return out

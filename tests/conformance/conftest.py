@@ -36,10 +36,11 @@ class ModelSpec:
     seeded: bool = True  # False for closed-form models that have no randomness
 
 
-def _meta(algorithm: str) -> Callable[[int], ScoringModel]:
+def _meta(algorithm: str, objective: str = "rating") -> Callable[[int], ScoringModel]:
     def build(seed: int) -> ScoringModel:
         cfg = TrainConfig(
             algorithm=algorithm,  # type: ignore[arg-type]
+            objective=objective,  # type: ignore[arg-type]
             epochs=2,
             max_train_users=150,
             inner_steps=2,
@@ -71,6 +72,8 @@ SPECS: list[ModelSpec] = [
     ),
     ModelSpec("metarec-fomaml", _meta("fomaml")),
     ModelSpec("metarec-maml", _meta("maml")),
+    # implicit feedback: support sets get seeded sampled negatives at evaluation
+    ModelSpec("metarec-fomaml-bce", _meta("fomaml", "bce")),
     # model aggregation: usable wherever a single model is
     ModelSpec(
         "ensemble-ranking",

@@ -86,7 +86,7 @@ def test_training_keeps_the_best_state() -> None:
     assert trainer.validation_loss(tasks, src) == pytest.approx(hist.best_score, abs=1e-6)
 
 
-@pytest.mark.parametrize("objective", ["bce", "bpr"])
+@pytest.mark.parametrize("objective", ["bce", "bpr", "softmax"])
 def test_implicit_objectives_train(objective: str) -> None:
     vectors, src = _source(3)
     hist = _trainer(vectors, 3, objective).fit(src, src)
