@@ -160,6 +160,9 @@ def test_train_evaluate_recommend(shared_data: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     top = json.loads(proc.stdout)
     assert len(top) == 5 and all(r["title"] != "Toy Story (1995)" for r in top)
+    # each item says why: the liked rating pulls, the disliked one does not
+    assert all("Toy Story (1995)" in r["reason"] for r in top)
+    assert not any("Heat (1995)" in r["reason"] for r in top)
     bad = run_cli("recommend", str(run), "--rate", "Toy Stori (1995)=5")
     assert_one_line_error(bad, "Toy Stori", "Toy Story (1995)")
     bad = run_cli("recommend", str(run), "--rate", "Toy Story (1995)=9")

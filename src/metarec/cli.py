@@ -294,11 +294,16 @@ def _parse_rates(rates: Sequence[str]) -> list[tuple[str, float]]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from metarec.explain import recommend_with_reasons
     from metarec.recommender import Recommender
 
     rec = Recommender.load(args.run)
     user = rec.adapt(_parse_rates(args.rate or []))
-    top = rec.recommend(user, k=args.k)
+    top = (
+        rec.recommend(user, k=args.k)
+        if args.no_reasons
+        else recommend_with_reasons(rec, user, k=args.k)
+    )
     if args.json:
         print(top.to_json(orient="records", indent=2))
     else:
@@ -665,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("-k", type=int, default=10)
     r.add_argument("--json", action="store_true")
+    r.add_argument(
+        "--no-reasons", action="store_true", help="leave out why each item is recommended"
+    )
     r.set_defaults(func=cmd_recommend)
 
     b = sub.add_parser(
