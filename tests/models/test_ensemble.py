@@ -115,7 +115,25 @@ def test_rating_mode_rejects_ranking_members_and_bad_buckets() -> None:
         Ensemble({"a": Constant()}, buckets=(1, 3))
 
 
+class Growing(Constant):
+    """A member that can take new items."""
+
+    def __init__(self) -> None:
+        self.n = N_ITEMS
+
+    @property
+    def n_items(self) -> int:
+        return self.n
+
+    def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        self.n += len(items)
+
+
 def test_new_items_are_refused_when_a_member_cannot_score_them() -> None:
-    ens = Ensemble({"a": Constant(), "b": Constant()})
+    ens = Ensemble({"grows": Growing(), "b": Constant()})
     with pytest.raises(UnsupportedError, match="cannot score new items"):
         ens.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 2), np.float32))
+    assert ens.members["grows"].n_items == N_ITEMS  # nothing half-added
+    both = Ensemble({"a": Growing(), "b": Growing()})
+    both.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 2), np.float32))
+    assert both.n_items == N_ITEMS + 1

@@ -24,6 +24,7 @@ members and optimises the metric that is reported, not a surrogate.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -235,6 +236,8 @@ class Ensemble(ScoringModel):
         ]
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        """All members take the new items, or none does (the ensemble is left as it was)."""
+        before = copy.deepcopy(self.members)
         refusing = []
         for name, model in self.members.items():
             try:
@@ -242,6 +245,7 @@ class Ensemble(ScoringModel):
             except UnsupportedError:
                 refusing.append(name)
         if refusing:
+            self.members = before
             raise UnsupportedError(
                 f"{self.name}: members {refusing} cannot score new items; drop them from the "
                 "ensemble or use text-aware members only"
