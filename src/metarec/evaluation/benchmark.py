@@ -45,8 +45,29 @@ P1_HEADLINE = (("mae", True), ("ndcg@3", False))
 P2_HEADLINE = (("ndcg@10", False),)
 
 
+def _git_commit() -> str | None:
+    """The checkout's commit, when metarec runs from a git work tree (else None)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def machine_info() -> dict[str, Any]:
+    from metarec import __version__
+
     return {
+        "metarec": __version__,
+        "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
