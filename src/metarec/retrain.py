@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.data.features import user_rows
 from metarec.errors import ConfigError
 from metarec.recommender import Recommender
 
@@ -139,7 +140,7 @@ def _mae(
     tasks, user_ids = state_tasks(frame, rec.item_index, seed)
     if not tasks:
         return float("nan"), 0
-    rows = users.set_index("user_id").reindex(user_ids).reset_index() if users is not None else None
+    rows = user_rows(users, user_ids)
     preds = rec.predict_tasks(tasks, rows)
     table = per_user_table(preds, [t.query_ratings for t in tasks])
     return summarise(table)["mae"], len(tasks)

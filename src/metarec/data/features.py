@@ -7,6 +7,7 @@ new user's age of 37 lands in a learned bin instead of an unseen token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,15 @@ import numpy as np
 import pandas as pd
 
 MAX_LEVELS = 24
+
+
+def user_rows(users: pd.DataFrame | None, ids: Sequence[object]) -> pd.DataFrame | None:
+    """One row of side features per id in ``ids`` (ids compared as strings; unknown
+    ids get an all-missing row): the ``users`` frame every model's scoring takes."""
+    if users is None:
+        return None
+    table = users.assign(user_id=users["user_id"].astype(str)).drop_duplicates("user_id")
+    return table.set_index("user_id").reindex([str(i) for i in ids]).reset_index()
 
 
 @dataclass

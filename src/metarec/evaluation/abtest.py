@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, norm
 
+from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation.metrics import hit_matrix
@@ -395,13 +396,6 @@ def interleave_report(credits_a: np.ndarray, credits_b: np.ndarray) -> dict[str,
 
 
 # -- running two policies -----------------------------------------------------
-def _user_rows(users: pd.DataFrame | None, ids: Sequence[str]) -> pd.DataFrame | None:
-    if users is None:
-        return None
-    frame = users.assign(user_id=users["user_id"].astype(str))
-    return frame.set_index("user_id").reindex(list(ids)).reset_index()
-
-
 def _top(
     policy: ScoringModel,
     tasks: Sequence[Task],
@@ -411,7 +405,7 @@ def _top(
     ids: Sequence[str],
 ) -> np.ndarray:
     chosen = [tasks[i] for i in rows]
-    feats = _user_rows(users, [ids[i] for i in rows])
+    feats = user_rows(users, [ids[i] for i in rows])
     return policy.recommend(chosen, k, feats, exclude_seen=True)
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import DataError
@@ -189,11 +190,7 @@ def evaluate_p1(
         n_users[st] = len(tasks)
         if not tasks:
             continue
-        rows = (
-            users.set_index("user_id").reindex(user_ids).reset_index()
-            if users is not None
-            else None
-        )
+        rows = user_rows(users, user_ids)
         trues = [t.query_ratings for t in tasks]
         summary[st], per_user[st] = {}, {}
         for name, model in models.items():

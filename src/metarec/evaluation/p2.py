@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import DataError
@@ -150,13 +151,6 @@ def shot_tasks(
         tasks.append(Task(row, items[:k], ratings[:k], items[k:], ratings[k:]))
         ids.append(str(ur.user_ids[row]))
     return tasks, ids
-
-
-def user_rows(users: pd.DataFrame | None, ids: Sequence[str]) -> pd.DataFrame | None:
-    if users is None:
-        return None
-    table = users.assign(user_id=users["user_id"].astype(str)).drop_duplicates("user_id")
-    return table.set_index("user_id").reindex(list(ids)).reset_index()
 
 
 def relevant_items(tasks: Sequence[Task], like_threshold: float) -> list[np.ndarray]:

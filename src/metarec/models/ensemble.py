@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, ModelError, UnsupportedError
 from metarec.models.base import ScoringModel, TrainingData
@@ -89,19 +90,11 @@ class Ensemble(ScoringModel):
             raise ModelError("ensemble: needs validation users to learn its weights")
         self._n_fit_items = self.n_items
         val = data.validation_ratings
-        rows = None
-        if data.users is not None:
-            table = data.users.assign(user_id=data.users["user_id"].astype(str))
-            rows = table.drop_duplicates("user_id").set_index("user_id")
         for b, shot in enumerate(self.buckets):
             tasks = self._validation_tasks(val, shot)
             if not tasks:
                 continue
-            users = (
-                rows.reindex([str(val.user_ids[t.user]) for t in tasks]).reset_index()
-                if rows is not None
-                else None
-            )
+            users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
             self.weights[b] = self._best_weights(tasks, users, data)
         return self
 
