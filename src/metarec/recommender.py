@@ -106,7 +106,14 @@ class Recommender:
 
     @torch.no_grad()
     def _refresh_cache(self) -> None:
+        """Everything adaptation and scoring need from the catalogue, computed once per
+        catalogue change instead of once per user."""
         self._h, self._b = self.model.tower(torch.arange(self.n_items, device=self.device))
+        if self.cfg.objective == "softmax":
+            self.learner.scorer.catalogue = (self._h, self._b)
+        known = torch.nonzero(self.model.tower.id_known).flatten().cpu().numpy()
+        # implicit objectives sample support negatives among items seen in training
+        self._negative_pool = known if len(known) else np.arange(self.n_items)
 
     def resolve(self, key: str | int) -> int:
         """Catalogue index of an item id or an exact (case-insensitive) title."""
@@ -246,13 +253,12 @@ class Recommender:
                 Task(t.user, t.support_items, t.support_ratings, empty, empty.astype(np.float32))
                 for t in tasks
             ]
-            known = torch.nonzero(self.model.tower.id_known).flatten().cpu().numpy()
             batch = collate(
                 support_only,
                 objective=self.cfg.objective,
                 negatives=self.cfg.negatives,
                 like_threshold=self.cfg.like_threshold,
-                negative_pool=known if len(known) else np.arange(self.n_items),
+                negative_pool=self._negative_pool,
                 rng=np.random.default_rng(self.cfg.seed),
                 support_positives=self.cfg.support_positives,
             )

@@ -68,8 +68,10 @@ class MetaLearner(nn.Module):
         id_keep: torch.Tensor | None = None,
         fast: Params | None = None,
     ) -> Params:
-        if self.cfg.objective == "softmax":
-            self.set_catalogue(id_keep)
+        """Adapt to each task's support set. The softmax objective reads the
+        catalogue representations set by the caller: once per training step
+        (``outer_loss``, ``reptile_grads``), once per validation pass, once per
+        catalogue change when serving — never once per adaptation."""
         h, b = self.scorer.item_reps(batch.support_items, id_keep)
         return self.scorer.adapt(
             self.fast_init() if fast is None else fast,
@@ -147,6 +149,8 @@ class MetaLearner(nn.Module):
 
     def reptile_grads(self, batch: TaskBatch, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """Set ``.grad`` for a Reptile step; returns the query loss for logging."""
+        if self.cfg.objective == "softmax":
+            self.set_catalogue(id_keep)
         init = self.fast_init()
         both = _support_and_query(batch, self.cfg.objective)
         detached = {k: v.detach() for k, v in init.items()}

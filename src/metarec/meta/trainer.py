@@ -133,6 +133,8 @@ class Trainer:
     def validation_loss(self, tasks: list[Task], source: TaskSource) -> float:
         """Mean query loss after adaptation (what early stopping watches)."""
         self.learner.eval()
+        if self.cfg.objective == "softmax":
+            self.learner.set_catalogue()  # the current parameters, no id dropout
         rng = np.random.default_rng([self.cfg.seed, 7])
         total, count = 0.0, 0
         for batch in self.batches(tasks, source, rng):
