@@ -97,7 +97,8 @@ class AdaptBatcher:
                     break
                 with self._lock:
                     mine = [p for p in self._pending if p[0] is served][: self.max_batch]
-                    self._pending = [p for p in self._pending if all(p is not m for m in mine)]
+                    taken = {id(m) for m in mine}
+                    self._pending = [p for p in self._pending if id(p) not in taken]
                 self._run(served.rec, mine)
         return fut.result()
 
