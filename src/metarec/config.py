@@ -37,6 +37,9 @@ class ModelConfig:
     user_embedding_dim: int = 8
     factors: int = 32  # width of the user's taste vector over projected items; 0 = none
     fold_in: bool = True  # start the taste vector at its ridge (ALS fold-in) solution
+    # start the user's context and taste vector at a learned map of the pooled support items
+    # (an amortised first guess the inner steps refine; see UserHead.encode_support)
+    support_encoder: bool = False
     use_item_ids: bool = True
     item_id_dropout: float = 0.3  # share of known items shown to the model as text only
     use_user_features: bool = True
@@ -76,6 +79,9 @@ class TrainConfig:
     like_threshold: float = 4.0  # ratings at or above count as "liked"
     # implicit objectives: support positives are the liked or all rated items
     support_positives: str = "rated"
+    # how episodes split a user's ratings: at random, or first-k-by-time as support and
+    # what came after as query (see metarec.data.tasks.sample_episodes)
+    episode_order: str = "shuffle"
     seed: int = 0
     device: str = "auto"
     encoder: str = "minilm"
@@ -93,6 +99,8 @@ class TrainConfig:
             raise ConfigError(
                 f"support_positives: {self.support_positives!r} is not one of liked, rated"
             )
+        if self.episode_order not in ("shuffle", "time"):
+            raise ConfigError(f"episode_order: {self.episode_order!r} is not one of shuffle, time")
         if self.objective not in get_args(Objective):
             raise ConfigError(
                 f"objective: {self.objective!r} is not one of rating, bce, bpr, softmax"

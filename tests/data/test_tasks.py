@@ -85,3 +85,21 @@ def test_collate_implicit_objectives() -> None:
     half = bpr.support_items.shape[1] // 2
     assert bpr.support_items[0, :half].tolist() == [1, 3]
     assert torch.equal(bpr.support_mask[0, :half], bpr.support_mask[0, half:])
+
+
+def test_time_ordered_episodes_support_is_first_ratings(ratings: UserRatings) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        for t in sample_episodes(
+            ratings, rng, min_support=1, max_support=5, query_size=None, order="time"
+        ):
+            items, _, stamps = ratings.history(t.user)
+            by_time = items[np.argsort(stamps, kind="stable")]
+            k = len(t.support_items)
+            assert list(t.support_items) == list(by_time[:k])  # the first k ratings
+            assert list(t.query_items) == list(by_time[k:])  # everything after
+    nxt = sample_episodes(
+        ratings, np.random.default_rng(1), min_support=2, max_support=2, query_size=3, order="time"
+    )
+    a = nxt[0]  # user a's timestamps fall with the index: first ratings are items 19, 18
+    assert list(a.support_items) == [19, 18] and list(a.query_items) == [17, 16, 15]

@@ -159,3 +159,42 @@ def test_maml_beats_transfer_on_a_synthetic_task_family() -> None:
         results[algo] = trainer.validation_loss(tasks, test_source)
     # transfer learns the shared quality but never learns to tell the two kinds apart
     assert results["maml"] < 0.6 * results["transfer"], results
+
+
+def test_support_encoder_starts_as_a_no_op_and_then_shifts_the_user() -> None:
+    torch.manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)
+    plain_cfg = ModelConfig(hidden=8, tower_hidden=16, user_embedding_dim=2)
+    enc_cfg = ModelConfig(hidden=8, tower_hidden=16, user_embedding_dim=2, support_encoder=True)
+    torch.manual_seed(1)
+    plain = PreferenceNet(vectors, plain_cfg, [3], offset=3.0)
+    torch.manual_seed(1)
+    encoded = PreferenceNet(vectors, enc_cfg, [3], offset=3.0)
+    encoded.load_state_dict(plain.state_dict(), strict=False)
+    tasks = [
+        Task(
+            0,
+            np.array([1, 2, 3]),
+            np.array([5.0, 4.0, 1.0], np.float32),
+            np.array([4]),
+            np.array([3.0], np.float32),
+        )
+    ]
+    batch = collate(tasks, user_features=np.array([[1]]))
+    cfg = TrainConfig(inner_steps=2, model=plain_cfg)
+    a = MetaLearner(plain, cfg).adapt(batch, steps=2)
+    b = MetaLearner(encoded, TrainConfig(inner_steps=2, model=enc_cfg)).adapt(batch, steps=2)
+    for k in a:  # zero-initialised encoder: exactly the model without one
+        torch.testing.assert_close(a[k], b[k])
+    with torch.no_grad():
+        assert encoded.user.encoder is not None and encoded.user.factor_encoder is not None
+        encoded.user.encoder.weight.normal_()
+        encoded.user.factor_encoder.weight.normal_()
+    c = MetaLearner(encoded, TrainConfig(inner_steps=0, model=enc_cfg)).adapt(batch, steps=0)
+    h, _ = encoded.tower(batch.support_items[0])
+    w = batch.support_mask[0] * (batch.support_y[0] - 3.0)
+    pooled = (h * w[:, None]).sum(0) / 3**0.5
+    with torch.no_grad():
+        expected = encoded.user.context + encoded.user.encoder(pooled)
+    # the closed-form steps move only bias and taste vector, so the context is the encoder's
+    torch.testing.assert_close(c["context"][0], expected)

@@ -131,6 +131,7 @@ def sample_episodes(
     max_support: int,
     query_size: int | None,
     rows: Sequence[int] | None = None,
+    order: Order = "shuffle",
 ) -> list[Task]:
     """Fresh meta-training episodes: per user, a random support size and split.
 
@@ -138,11 +139,19 @@ def sample_episodes(
     serve users with 1 rating and users with 40. ``query_size=None`` makes
     every rating outside the support a query rating, so each epoch uses all
     the training data for the outer update instead of 10 ratings a user.
+
+    ``order="shuffle"`` draws support and query at random (the P1/MeLU
+    setting). ``order="time"`` trains as a product is used: the support is
+    the user's *first* k ratings and the query what they rated afterwards
+    (the next ``query_size``, or all of it). On time-ordered ml-100k a model
+    trained on shuffled episodes ranks below popularity and the same model
+    trained on time-ordered ones above it: a user's first ratings predict
+    their later ones differently from how a random subset predicts the rest.
     """
     tasks = []
     lo = max(min_support, 1)
     for row in range(len(ur)) if rows is None else rows:
-        items, ratings, _ = ur.history(row)
+        items, ratings, stamps = ur.history(row)
         n = len(items)
         if n - lo < 1:
             continue
@@ -154,8 +163,12 @@ def sample_episodes(
             q = min(query_size, n - lo)
             hi = min(max_support, n - q)
             k = int(rng.integers(lo, hi + 1)) if hi > lo else hi
-        perm = rng.permutation(n)
-        s, qi = perm[:k], perm[n - q :]
+        if order == "time":
+            items, ratings = ordered(items, ratings, stamps, "time", rng)
+            s, qi = np.arange(k), np.arange(k, k + q)
+        else:
+            perm = rng.permutation(n)
+            s, qi = perm[:k], perm[n - q :]
         tasks.append(Task(row, items[s], ratings[s], items[qi], ratings[qi]))
     return tasks
 

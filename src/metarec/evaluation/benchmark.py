@@ -36,11 +36,19 @@ from metarec.models.meta_model import MetaModel
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 P1_PEERS = ("bias", "popularity", "knn", "als", "melu-1", "melu-5", "transfer")
 P2_PEERS = ("popularity", "bias", "knn", "als", "melu-1", "melu-5", "transfer")
-# The ranking protocol trains the same network on an implicit objective: P2
-# judges "will the user like it among everything", not "what rating". BCE
-# against sampled items ranked best of the objectives tried (bce, softmax over
-# the catalogue, bpr) on ml-100k validation; 8 epochs bound the run time.
-P2_OVERRIDES = ("objective=bce", "epochs=8")
+# The ranking protocol trains the same network as P2 uses it: an implicit objective
+# ("will the user like it among everything", not "what rating"), and episodes whose
+# support is the user's first k <= 20 ratings by time and whose query is what came
+# after. On ml-100k (seed 0) that ordering alone lifted first-order MAML's ndcg@10 at
+# K = 10 from 0.30 to 0.35 (bce); the softmax over the catalogue to 0.375; the
+# amortised support encoder to 0.39. 8 epochs bound the run time.
+P2_OVERRIDES = (
+    "objective=softmax",
+    "epochs=8",
+    "episode_order=time",
+    "max_support=20",
+    "model.support_encoder=true",
+)
 P1_HEADLINE = (("mae", True), ("ndcg@3", False))
 P2_HEADLINE = (("ndcg@10", False),)
 

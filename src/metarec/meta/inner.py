@@ -164,6 +164,13 @@ class Scorer:
 
         def one_task(items, h, b, y, mask, uf):  # type: ignore[no-untyped-def]
             params = dict(fast)
+            if user.encoder is not None:
+                # ratings pool as deviations from the global mean; implicit targets are
+                # 1 for positives and 0 for sampled negatives, so only positives pool
+                weight = mask * (y - user.offset if self.objective == "rating" else y)
+                for name, shift in user.encode_support(h, weight).items():
+                    if name in params:
+                        params[name] = params[name] + shift
             if closed_form:
                 resid = (y - self.scores(params, items, h, b, uf, id_keep)) * mask
                 shift = resid.sum() / (mask.sum() + user.bias_damping())

@@ -103,6 +103,7 @@ class Trainer:
             min_support=self.cfg.min_support,
             max_support=self.cfg.max_support,
             query_size=self.cfg.train_query_size,
+            order=self.cfg.episode_order,  # type: ignore[arg-type]
         )
         order = rng.permutation(len(tasks))
         tasks = [tasks[i] for i in order]
@@ -150,6 +151,29 @@ class Trainer:
             count += len(batch)
         return total / max(count, 1)
 
+    def _validation_tasks(self, validation: TaskSource | None) -> list[Task]:
+        """Fixed tasks early stopping judges; time-ordered training is judged the same way
+        it trains (first k ratings → what came after, k seeded per user) so that the
+        epoch kept is the one best at the deployed few-shot task."""
+        cfg = self.cfg
+        if validation is None:
+            return []
+        if cfg.episode_order == "time":
+            return sample_episodes(
+                validation.ratings,
+                np.random.default_rng([cfg.seed, 11]),
+                min_support=cfg.min_support,
+                max_support=cfg.max_support,
+                query_size=cfg.train_query_size,
+                order="time",
+            )
+        return fixed_tasks(
+            validation.ratings,
+            query_size=cfg.query_size,
+            seed=cfg.seed,
+            max_support=cfg.max_support,
+        )
+
     # -- the loop -----------------------------------------------------------
     def fit(
         self,
@@ -170,16 +194,7 @@ class Trainer:
             meta = load_json(ckpt / "checkpoint.json")
             if meta.get("fingerprint") == fingerprint:
                 start, bad, best_state = self._restore(ckpt, meta, history)
-        val_tasks = (
-            fixed_tasks(
-                validation.ratings,
-                query_size=cfg.query_size,
-                seed=cfg.seed,
-                max_support=cfg.max_support,
-            )
-            if validation is not None
-            else []
-        )
+        val_tasks = self._validation_tasks(validation)
         bar = tqdm(
             range(start, cfg.epochs),
             desc=f"meta-training ({cfg.algorithm})",

@@ -99,6 +99,20 @@ class UserHead(nn.Module):
         if self.factor is not None:  # ~0 at first: the untrained model stays the bias model
             nn.init.normal_(self.factor.weight, std=0.01)
         self.factor_ridge_raw = nn.Parameter(torch.tensor(1.0))
+        # Amortised start: a learned linear read-out of the user's pooled support items,
+        # added to context and taste vector before any gradient step. Through the taste
+        # vector it is a bilinear item-to-item model (FISM/EASE-like, low rank) that the
+        # gradient steps alone would need many steps to reach. Zero at first, so enabling
+        # it leaves the untrained model unchanged.
+        self.encoder: nn.Linear | None = None
+        self.factor_encoder: nn.Linear | None = None
+        if cfg.support_encoder:
+            self.encoder = nn.Linear(hdim, hdim)
+            nn.init.zeros_(self.encoder.weight)
+            nn.init.zeros_(self.encoder.bias)
+            if cfg.factors:
+                self.factor_encoder = nn.Linear(hdim, cfg.factors, bias=False)
+                nn.init.zeros_(self.factor_encoder.weight)
         self.features = nn.ModuleList(
             nn.Embedding(c + 1, cfg.user_embedding_dim) for c in user_cardinalities
         )
@@ -123,6 +137,22 @@ class UserHead(nn.Module):
 
     def factor_ridge(self) -> torch.Tensor:
         return F.softplus(self.factor_ridge_raw) + 1e-3
+
+    def encode_support(self, h: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Shifts of ``context``/``user_factor`` from one user's support items.
+
+        ``h`` [S, H] support representations, ``weight`` [S] (0 for padding): the
+        pooled vector is the weighted sum over sqrt(count), so it grows with evidence
+        but slower than linearly (FISM's normalisation).
+        """
+        if self.encoder is None:
+            return {}
+        count = (weight != 0).to(h.dtype).sum()
+        pooled = (h * weight.unsqueeze(-1)).sum(0) / count.clamp_min(1.0).sqrt()
+        shifts = {"context": self.encoder(pooled)}
+        if self.factor_encoder is not None:
+            shifts["user_factor"] = self.factor_encoder(pooled)
+        return shifts
 
     def forward(
         self, h: torch.Tensor, b: torch.Tensor, user_features: torch.Tensor
