@@ -294,15 +294,16 @@ def _parse_rates(rates: Sequence[str]) -> list[tuple[str, float]]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from metarec.ensemble_run import load_run
     from metarec.explain import recommend_with_reasons
-    from metarec.recommender import Recommender
 
-    rec = Recommender.load(args.run)
-    user = rec.adapt(_parse_rates(args.rate or []))
+    rates = _parse_rates(args.rate or [])  # before the slow part: loading the model
+    rec = load_run(args.run)  # a run folder or an ensemble folder
+    user = rec.adapt(rates)
     top = (
         rec.recommend(user, k=args.k)
         if args.no_reasons
-        else recommend_with_reasons(rec, user, k=args.k)
+        else recommend_with_reasons(rec, user, k=args.k)  # type: ignore[arg-type]
     )
     if args.json:
         print(top.to_json(orient="records", indent=2))
@@ -514,11 +515,56 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
+    from metarec.ensemble_run import fit_from_runs, format_weights, run_kind
+    from metarec.io import load_json
+    from metarec.models.persist import check_target
+
+    runs = [Path(r) for r in args.runs]
+    for run in runs:  # bad paths fail here, before any data is loaded
+        if run_kind(run) != "run":
+            raise ConfigError(f"{run}: is an ensemble; give the run folders to blend")
+    peers = _csv(args.peers) or []
+    buckets = None
+    if args.buckets:
+        try:
+            buckets = [int(b) for b in args.buckets.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--buckets: expected comma-separated integers, got {args.buckets!r}"
+            ) from None
+    out = Path(args.out)
+    if out.resolve() in {r.resolve() for r in runs}:
+        raise ConfigError(f"--out {out}: must not be one of the runs")
+    check_target(out)  # before the slow part, as the save would refuse it
+    spec = _data_spec(args)
+    if not any(spec.get(k) for k in ("dataset", "data", "interactions")):
+        meta = load_json(runs[0] / "recommender.json")
+        spec = (meta.get("metadata") or {}).get("data_spec") if isinstance(meta, dict) else None
+        if not spec:
+            raise ConfigError(
+                f"{runs[0]}: the run does not record its data; give --dataset/--data or "
+                "--interactions"
+            )
+    ds = load_from_spec(spec)
+    ens = fit_from_runs(runs, ds, peers=peers, mode=args.mode, buckets=buckets, seed=args.seed)
+    ens.metadata["data_spec"] = spec
+    print("\nweights by support size (ratings the user has):")
+    print(format_weights(ens))
+    ens.save(out)
+    print(f"\nsaved {out}")
+    print(f'try: metarec recommend {out} --rate "ITEM=5"   or   metarec serve {out}')
+    return 0
+
+
 # -- service: serve and retrain --------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
+    from metarec.ensemble_run import run_kind
     from metarec.service.server import serve
     from metarec.service.settings import ServiceSettings, default_db_url
 
+    run_kind(args.run)  # a bad folder fails before the feedback store is created
     settings = ServiceSettings(
         run=Path(args.run),
         db_url=args.db or default_db_url(),
@@ -563,7 +609,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def _add_service_commands(sub: Any) -> None:
     sv = sub.add_parser("serve", help="HTTP service: recommendations that learn from feedback")
-    sv.add_argument("run", help="run folder to serve")
+    sv.add_argument("run", help="run folder or ensemble folder to serve")
     sv.add_argument(
         "--db",
         help="feedback store URL: sqlite:///path.db or postgresql://user:pw@host/db "
@@ -661,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("recommend", help="top-k for a new user given a few ratings")
-    r.add_argument("run")
+    r.add_argument("run", help="run folder or ensemble folder")
     r.add_argument(
         "--rate",
         action="append",
@@ -674,6 +720,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reasons", action="store_true", help="leave out why each item is recommended"
     )
     r.set_defaults(func=cmd_recommend)
+
+    en = sub.add_parser(
+        "ensemble",
+        help="blend trained runs and peers with weights learned on validation users; save it",
+    )
+    en.add_argument("runs", nargs="+", metavar="RUN", help="run folders trained on the same data")
+    en.add_argument(
+        "--peers",
+        default="popularity",
+        help="comma-separated peers fitted on the runs' training data: popularity, bias, knn "
+        "(default popularity; '' for none)",
+    )
+    en.add_argument(
+        "--mode",
+        choices=("ranking", "rating"),
+        default="ranking",
+        help="ranking: blend standardised scores for nDCG@10 (default); rating: blend "
+        "ratings for MAE (rating models and the bias peer only)",
+    )
+    en.add_argument("--buckets", help="support-size buckets (default 0,1,3,5,10,20)")
+    en.add_argument("--seed", type=int, default=0)
+    en.add_argument("--out", required=True, help="ensemble folder to write")
+    _add_data_args(en)
+    en.set_defaults(func=cmd_ensemble)
 
     b = sub.add_parser(
         "benchmark",

@@ -27,7 +27,8 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -80,6 +81,7 @@ class Ensemble(ScoringModel):
         n = len(self.members)
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
         self._n_fit_items = 0
+        self.metadata: dict[str, Any] = {}  # saved with the ensemble (e.g. the runs it blends)
 
     # -- fitting ------------------------------------------------------------
     def fit(self, data: TrainingData) -> Ensemble:
@@ -232,11 +234,17 @@ class Ensemble(ScoringModel):
         """All members take the new items, or none does (the ensemble is left as it was)."""
         before = copy.deepcopy(self.members)
         refusing = []
-        for name, model in self.members.items():
-            try:
-                model.add_items(items, vectors)
-            except UnsupportedError:
-                refusing.append(name)
+        try:
+            for name, model in self.members.items():
+                try:
+                    model.add_items(items, vectors)
+                except UnsupportedError:
+                    refusing.append(name)
+        except BaseException:
+            # any other failure (a repeated id, wrong vectors) may come after some members
+            # took the items: put every member back so the catalogues stay aligned
+            self.members = before
+            raise
         if refusing:
             self.members = before
             raise UnsupportedError(
@@ -251,3 +259,19 @@ class Ensemble(ScoringModel):
             f"K>={b}": {n: round(float(w), 4) for n, w in zip(names, row, strict=True)}
             for b, row in zip(self.buckets, self.weights, strict=True)
         }
+
+    # -- persistence --------------------------------------------------------
+    def save(self, directory: str | Path, *, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write the ensemble as a folder (manifest + members), atomically.
+
+        See :mod:`metarec.models.persist` for the layout and which members can be saved.
+        """
+        from metarec.models.persist import save_ensemble
+
+        return save_ensemble(self, directory, metadata=metadata)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | None = None) -> Ensemble:
+        from metarec.models.persist import load_ensemble
+
+        return load_ensemble(directory, device=device)

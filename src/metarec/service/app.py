@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from metarec.errors import MetarecError, UnknownItemError
+from metarec.errors import MetarecError, UnknownItemError, UnsupportedError
 from metarec.service import errors, schemas
 from metarec.service.errors import ApiError, error_response
 from metarec.service.feedback import event_rating
@@ -163,6 +163,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.exception_handler(MetarecError)
     async def _metarec_error(_: Request, exc: MetarecError) -> JSONResponse:
         code = "unknown_item" if isinstance(exc, UnknownItemError) else "invalid"
+        if isinstance(exc, UnsupportedError):  # e.g. an ensemble member that cannot add items
+            code = "unsupported"
         return error_response(422, code, str(exc))
 
     # outermost last: metrics see everything, CORS answers preflights, then size, then key

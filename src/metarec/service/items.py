@@ -17,7 +17,7 @@ import torch
 
 from metarec.data.text import build_item_text
 from metarec.encoders import cached_encode
-from metarec.recommender import Recommender
+from metarec.ensemble_run import EnsembleRecommender, ServedModel
 
 
 def item_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -44,19 +44,21 @@ def _genres(value: Any) -> str:
     return str(value)
 
 
-def encode(rec: Recommender, frame: pd.DataFrame) -> np.ndarray:
+def encode(rec: ServedModel, frame: pd.DataFrame) -> np.ndarray:
     """LM vectors of the items' text with the run's own encoder."""
     if len(frame) == 0:
         return np.zeros((0, int(rec.model.tower.item_vectors.shape[1])), dtype=np.float32)
     return cached_encode(rec.encoder(), frame["text"].tolist(), None, progress=False)
 
 
-def apply_items(rec: Recommender, frame: pd.DataFrame, vectors: np.ndarray) -> tuple[int, int]:
+def apply_items(rec: ServedModel, frame: pd.DataFrame, vectors: np.ndarray) -> tuple[int, int]:
     """Add new ids and re-encode existing ones in place; → (added, updated).
 
     The caller holds the model's write lock: the catalogue and the cached item
     representations change together.
     """
+    if isinstance(rec, EnsembleRecommender):
+        return _apply_to_ensemble(rec, frame, vectors)
     known = frame["item_id"].isin(rec.item_index).to_numpy()
     if known.any():
         idx = [rec.item_index[i] for i in frame.loc[known, "item_id"]]
@@ -72,4 +74,21 @@ def apply_items(rec: Recommender, frame: pd.DataFrame, vectors: np.ndarray) -> t
             rec._reindex()
     if (~known).any():
         rec.add_items(frame.loc[~known].reset_index(drop=True), vectors=vectors[~known])
+    return int((~known).sum()), int(known.sum())
+
+
+def _apply_to_ensemble(
+    ens: EnsembleRecommender, frame: pd.DataFrame, vectors: np.ndarray
+) -> tuple[int, int]:
+    """Every member takes the items: metarec members as single runs do, peers through the
+    ensemble (which refuses, :class:`UnsupportedError`, for members that cannot)."""
+    ens.check_items()
+    known = frame["item_id"].isin(ens.item_index).to_numpy()
+    if known.any():
+        idx = [ens.item_index[i] for i in frame.loc[known, "item_id"]]
+        for rec in ens.metarec_members():
+            apply_items(rec, frame.loc[known].reset_index(drop=True), vectors[known])
+        ens.update_peer_vectors(idx, vectors[known])
+    if (~known).any():
+        ens.add_items(frame.loc[~known].reset_index(drop=True), vectors=vectors[~known])
     return int((~known).sum()), int(known.sum())

@@ -1,6 +1,7 @@
 """The model being served: load, swap without downtime, grow the catalogue, adapt, recommend.
 
-A :class:`Served` bundles one loaded :class:`Recommender` with its name, a
+A :class:`Served` bundles one loaded :class:`Recommender` (or, for an ensemble
+folder, an :class:`~metarec.ensemble_run.EnsembleRecommender`) with its name, a
 generation number and a readers–writer lock. Requests take the current
 ``Served`` once and use it to the end, so a swap (``reload``) never changes
 the model under a request in flight: the old object simply stops being
@@ -11,7 +12,9 @@ Adapted users are cached (bounded LRU) under ``(generation, number of
 events)``: events are only ever added, so a user's count grows with every
 piece of feedback and a stale adaptation can never be served. After a
 restart the cache is empty and each user is re-adapted from the store on
-their first request.
+their first request. For an ensemble the cached state is the user's blended
+catalogue scores (every member adapted once), so a cached request is a sort;
+reasons come from the ensemble's first metarec member's item vectors.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from metarec.ensemble_run import EnsembleRecommender, ServedModel, load_run
 from metarec.explain import display_titles, explain_indices
-from metarec.recommender import Recommender, UserState
+from metarec.models.persist import MANIFEST, is_ensemble_dir
+from metarec.recommender import UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
 from metarec.service.feedback import history_from_events
 from metarec.service.items import apply_items, encode, item_frame
@@ -45,17 +50,25 @@ TORCH_LOCK = threading.Lock()
 
 
 def run_name(run: Path) -> str:
-    """``<run folder>@<first 8 hex of the model file's SHA-256>``: changes with every retrain."""
+    """``<run folder>@<first 8 hex of the model file's SHA-256>``: changes with every retrain.
+
+    For an ensemble folder the digest covers its manifest and every member's tensors.
+    """
     digest = hashlib.sha256()
-    with open(run / "model.safetensors", "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    if is_ensemble_dir(run):
+        files = [run / MANIFEST, *sorted(run.glob("members/*/*.safetensors"))]
+    else:
+        files = [run / "model.safetensors"]
+    for path in files:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     return f"{run.resolve().name}@{digest.hexdigest()[:8]}"
 
 
 @dataclass
 class Served:
-    rec: Recommender
+    rec: ServedModel  # a single run, or an ensemble (its primary member's catalogue)
     run: Path
     name: str
     generation: int
@@ -103,7 +116,7 @@ class AdaptBatcher:
         return fut.result()
 
     @staticmethod
-    def _run(rec: Recommender, jobs: list[Any]) -> None:
+    def _run(rec: ServedModel, jobs: list[Any]) -> None:
         try:
             states = rec.adapt_many([j[1] for j in jobs], [j[2] for j in jobs])
         except Exception:
@@ -143,7 +156,7 @@ class ModelHolder:
     def load(self, run: str | Path) -> Served:
         """Load ``run``, re-apply the items added through the API, make it current."""
         path = Path(run).resolve()
-        rec = Recommender.load(path)  # slow part, outside the lock: the old model keeps serving
+        rec = load_run(path)  # slow part, outside the lock: the old model keeps serving
         with TORCH_LOCK:
             # the first adaptation in a process imports torch.func's machinery (~1.5 s):
             # pay it here, not in the first user's request
@@ -167,6 +180,8 @@ class ModelHolder:
         frame = item_frame(rows)
         with self._swap:
             served = self.current
+            if isinstance(served.rec, EnsembleRecommender):
+                served.rec.check_items()  # refuse before anything is stored
             vectors = encode(served.rec, frame)  # may raise before anything is stored
             self.store.upsert_items(rows)
             with served.lock.write(), TORCH_LOCK:

@@ -1,0 +1,430 @@
+"""A saved ensemble used where a single run is: ``metarec recommend`` and ``metarec serve``.
+
+:class:`EnsembleRecommender` gives a loaded :class:`~metarec.models.ensemble.Ensemble`
+the part of :class:`~metarec.recommender.Recommender`'s interface that the CLI,
+the explanations and the service use (``adapt``, ``adapt_many``, ``top``,
+``recommend``, ``score``, ``add_items``, ``items``, ``item_index``, ...). The
+catalogue, the encoder, the rating range and the LM vectors that explanations
+read come from the *primary* member: the first metarec model of the ensemble.
+
+What an adapted user holds: the blended catalogue scores (one float per item)
+besides the history. Members are adapted when the user is, all users of a
+batch together; a cached user then costs one sort. If the catalogue grows
+after a user was adapted, their scores are recomputed on the next request.
+
+:func:`load_run` opens either kind of folder; :func:`fit_from_runs` builds an
+ensemble from trained runs (what ``metarec ensemble`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec.data.tasks import Task
+from metarec.errors import ConfigError, DataError, MetarecError, ModelError, UnsupportedError
+from metarec.models.ensemble import Ensemble
+from metarec.models.meta_model import MetaModel
+from metarec.models.persist import is_ensemble_dir
+from metarec.recommender import History, Recommender, UserState
+
+
+@dataclass
+class EnsembleUserState(UserState):
+    """A user adapted by every member: the blended catalogue scores, and what produced them."""
+
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    features: Mapping[str, Any] | None = None
+
+
+class EnsembleRecommender:
+    def __init__(self, ensemble: Ensemble, path: Path | None = None) -> None:
+        names = [n for n, m in ensemble.members.items() if isinstance(m, MetaModel)]
+        if not names:
+            raise ModelError(
+                f"{ensemble.name}: needs a metarec member (for the catalogue and the encoder)"
+            )
+        self.ensemble = ensemble
+        self.path = path
+        self.primary_name = names[0]
+        self.metadata: dict[str, Any] = dict(ensemble.metadata)
+
+    # -- what comes from the primary member ------------------------------------
+    @property
+    def primary(self) -> Recommender:
+        # looked up each time: Ensemble.add_items may replace members when it rolls back
+        model = self.ensemble.members[self.primary_name]
+        assert isinstance(model, MetaModel)
+        return model._rec()
+
+    def metarec_members(self) -> list[Recommender]:
+        return [m._rec() for m in self.ensemble.members.values() if isinstance(m, MetaModel)]
+
+    @property
+    def items(self) -> pd.DataFrame:
+        return self.primary.items
+
+    @property
+    def item_index(self) -> dict[str, int]:
+        return self.primary.item_index
+
+    @property
+    def popularity(self) -> np.ndarray:
+        return self.primary.popularity
+
+    @property
+    def rating_range(self) -> tuple[float, float]:
+        return self.primary.rating_range
+
+    @property
+    def model(self) -> Any:
+        """The primary member's network: explanations read the items' LM vectors from it."""
+        return self.primary.model
+
+    @property
+    def cfg(self) -> Any:
+        return self.primary.cfg
+
+    @property
+    def n_items(self) -> int:
+        return self.ensemble.n_items
+
+    def resolve(self, key: str | int) -> int:
+        return self.primary.resolve(key)
+
+    def _display(self, idx: int) -> str:
+        return self.primary._display(idx)
+
+    def encoder(self) -> Any:
+        return self.primary.encoder()
+
+    # -- adaptation and scoring --------------------------------------------------
+    def adapt(
+        self,
+        history: History | None = None,
+        *,
+        user_features: Mapping[str, Any] | None = None,
+        steps: int | None = None,
+    ) -> EnsembleUserState:
+        return self.adapt_many([history], [user_features], steps=steps)[0]
+
+    def adapt_many(
+        self,
+        histories: Sequence[History | None],
+        user_features: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        steps: int | None = None,
+    ) -> list[EnsembleUserState]:
+        if steps is not None:
+            raise UnsupportedError(
+                "ensemble: each member adapts with its own number of steps; steps cannot be set"
+            )
+        if user_features is None:
+            user_features = [None] * len(histories)
+        if len(user_features) != len(histories):
+            raise DataError(
+                f"adapt_many: {len(histories)} histories but {len(user_features)} feature rows"
+            )
+        # the primary validates ratings and resolves titles exactly as a single run does
+        pairs = [self.primary._history_pairs(h) for h in histories]
+        states = [
+            EnsembleUserState(
+                params={},
+                seen=np.array([i for i, _ in p], dtype=np.int64),
+                user_features=torch.as_tensor(self.primary.features.encode_one(dict(f or {}))),
+                n_ratings=len(p),
+                history=p,
+                features=f,
+            )
+            for p, f in zip(pairs, user_features, strict=True)
+        ]
+        self._score_states(states)
+        return states
+
+    def _score_states(self, states: Sequence[EnsembleUserState]) -> None:
+        if not states:
+            return
+        tasks = []
+        for s in states:
+            items = np.array([i for i, _ in s.history], dtype=np.int64)
+            ratings = np.array([r for _, r in s.history], dtype=np.float32)
+            tasks.append(Task(0, items, ratings, items[:0], ratings[:0]))
+        users = None
+        if any(s.features for s in states):
+            # synthetic ids: the members look features up by user_id
+            users = pd.DataFrame(
+                [{**dict(s.features or {}), "user_id": f"_u{n}"} for n, s in enumerate(states)]
+            )
+        scores = self.ensemble.score_catalogue(tasks, users)
+        for s, row in zip(states, scores, strict=True):
+            s.scores = row.astype(np.float64)
+
+    def score(self, user: UserState, items: Sequence[str | int] | None = None) -> np.ndarray:
+        if not isinstance(user, EnsembleUserState):
+            raise ConfigError("ensemble: score needs a user adapted by this ensemble")
+        if len(user.scores) != self.n_items:  # the catalogue grew since: adapt anew
+            self._score_states([user])
+        if items is None:
+            return user.scores
+        return user.scores[[self.resolve(i) for i in items]]
+
+    def top(
+        self,
+        user: UserState,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: Sequence[str | int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`Recommender.top`: the best ``k`` catalogue indices and their scores."""
+        if k <= 0:
+            raise ConfigError(f"k: must be > 0, got {k}")
+        scores = np.array(self.score(user), dtype=np.float64, copy=True)
+        allowed = np.ones(self.n_items, dtype=bool)
+        if candidates is not None:
+            allowed[:] = False
+            allowed[[self.resolve(c) for c in candidates]] = True
+        if exclude_seen and len(user.seen):
+            allowed[user.seen] = False
+        scores[~allowed] = -np.inf
+        k = min(k, int(allowed.sum()))
+        top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return top, scores[top]
+
+    def recommend(
+        self,
+        user: UserState,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: Sequence[str | int] | None = None,
+    ) -> pd.DataFrame:
+        top, scores = self.top(user, k, exclude_seen=exclude_seen, candidates=candidates)
+        return pd.DataFrame(
+            {
+                "rank": np.arange(1, len(top) + 1),
+                "item_id": self.items["item_id"].to_numpy()[top],
+                "title": [self._display(i) for i in top],
+                "score": scores,
+            }
+        )
+
+    # -- growing the catalogue ---------------------------------------------------
+    def check_items(self) -> None:
+        """Raise :class:`UnsupportedError` unless every member can take new or updated items."""
+        from metarec.peers.bias import Bias
+        from metarec.peers.knn import ContentKNN
+        from metarec.peers.popularity import Popularity
+
+        ok = (MetaModel, ContentKNN, Popularity, Bias)
+        refusing = [n for n, m in self.ensemble.members.items() if not isinstance(m, ok)]
+        if refusing:
+            raise UnsupportedError(
+                f"{self.ensemble.name}: members {refusing} cannot take new or changed items"
+            )
+
+    def add_items(
+        self,
+        items: pd.DataFrame,
+        *,
+        text: Any = None,
+        vectors: np.ndarray | None = None,
+        progress: bool = False,
+    ) -> int:
+        """Add items to every member (all or none); they are recommendable at once."""
+        from metarec.data.text import ItemTextConfig, build_item_text
+        from metarec.encoders import cached_encode
+
+        self.check_items()
+        frame = items.copy()
+        if vectors is None:
+            # the peers need the vectors too: encode once here, with the primary's encoder
+            for col, default in (("title", ""), ("year", np.nan), ("genres", "")):
+                if col not in frame.columns:
+                    frame[col] = default
+            if "text" not in frame.columns or frame["text"].isna().any():
+                frame["text"] = build_item_text(frame, text or ItemTextConfig())
+            vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
+        self.ensemble.add_items(frame, np.asarray(vectors, dtype=np.float32))
+        return len(frame)
+
+    def update_peer_vectors(self, idx: Sequence[int], vectors: np.ndarray) -> None:
+        """New LM vectors for existing items, for the peers that read them (content kNN);
+        metarec members are updated by the caller like single runs."""
+        from metarec.peers.knn import ContentKNN, _unit_rows
+
+        self.check_items()
+        for m in self.ensemble.members.values():
+            if isinstance(m, ContentKNN) and m.vectors is not None:
+                m.vectors[np.asarray(idx, dtype=np.int64)] = _unit_rows(
+                    np.asarray(vectors, dtype=np.float64)
+                )
+
+
+ServedModel: TypeAlias = Recommender | EnsembleRecommender
+
+
+# -- opening a folder --------------------------------------------------------------
+def run_kind(path: str | Path) -> str:
+    """``"ensemble"`` or ``"run"``; :class:`ModelError` with one clear line otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such file or directory")
+    if not p.is_dir():
+        raise ModelError(f"{p}: not a directory; expected a run folder or an ensemble folder")
+    if is_ensemble_dir(p):
+        return "ensemble"
+    if (p / "recommender.json").is_file():
+        return "run"
+    raise ModelError(
+        f"{p}: neither a metarec run (no recommender.json) nor an ensemble (no ensemble.json)"
+    )
+
+
+def load_run(path: str | Path, *, device: str | None = None) -> ServedModel:
+    """A run folder as a :class:`Recommender`; an ensemble folder as an
+    :class:`EnsembleRecommender`."""
+    p = Path(path)
+    if run_kind(p) == "ensemble":
+        return EnsembleRecommender(Ensemble.load(p, device=device), p)
+    try:
+        return Recommender.load(p, device=device)
+    except MetarecError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{p}: not a loadable metarec run ({type(exc).__name__}: {exc})") from None
+
+
+# -- building one from trained runs -------------------------------------------------
+def run_split(run: Path, rec: Recommender, ds: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The (training, validation) rows ``run`` was trained with, rebuilt from the data.
+
+    ``metarec train`` (default ``--holdout p1``) saves ``split.json``; ``--holdout
+    none`` and :func:`metarec.train` hold out a seeded 10 % of users with the run's seed.
+    """
+    from metarec.pipeline import split_users
+
+    holdout = rec.metadata.get("holdout")
+    if holdout == "retrain":
+        raise ConfigError(
+            f"{run}: a retrained run learned from logged feedback that is not in the data; "
+            "build ensembles from runs of `metarec train`"
+        )
+    if holdout == "p1" or (run / "split.json").exists():
+        from metarec.evaluation.p1 import P1Split
+
+        if not (run / "split.json").exists():
+            raise ConfigError(f"{run}: trained with the P1 holdout but split.json is missing")
+        split = P1Split.load(run / "split.json", ds)
+        return split.frames["train"], split.frames["validation"]
+    return split_users(ds.interactions, 0.1, rec.cfg.seed)
+
+
+def fit_from_runs(
+    runs: Sequence[Path],
+    ds: Any,
+    *,
+    peers: Sequence[str] = ("popularity",),
+    mode: str = "ranking",
+    buckets: Sequence[int] | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Ensemble:
+    """Blend trained runs and freshly fitted peers, weights learned on the runs' validation
+    users (as the benchmark's ensemble: :meth:`Ensemble.fit` with ``fit_members=False``)."""
+    from metarec.catalogue import Catalogue
+    from metarec.models.base import ScoringModel, TrainingData
+    from metarec.models.ensemble import DEFAULT_BUCKETS
+    from metarec.models.persist import SAVEABLE
+    from metarec.peers import make_peer
+
+    if not runs:
+        raise ConfigError("ensemble: give at least one run folder")
+    unsaveable = [p for p in peers if p not in SAVEABLE]
+    if unsaveable:  # before the slow part
+        raise ConfigError(
+            f"--peers: {unsaveable} cannot be saved in an ensemble; "
+            f"use {', '.join(s for s in SAVEABLE if s != 'metarec')}"
+        )
+    members: dict[str, ScoringModel] = {}
+    splits = []
+    primary: Recommender | None = None
+    for run in runs:
+        if run_kind(run) != "run":
+            raise ConfigError(f"{run}: is an ensemble; give the run folders it was built from")
+        rec = load_run(run, device=device)
+        assert isinstance(rec, Recommender)
+        if primary is None:
+            primary = rec
+            ids = set(ds.items["item_id"].astype(str))
+            if ids != set(rec.items["item_id"]):
+                raise ConfigError(
+                    f"{run}: its catalogue ({rec.n_items} items) is not the data's "
+                    f"({len(ids)} items); give the data the run was trained on"
+                )
+        elif rec.items["item_id"].tolist() != primary.items["item_id"].tolist():
+            raise ConfigError(f"{run} and {runs[0]} have different catalogues")
+        name = run.resolve().name
+        while name in members or name in peers:
+            name += "+"
+        members[name] = MetaModel.from_recommender(rec, name=name)
+        splits.append(run_split(run, rec, ds))
+    assert primary is not None
+    val_users = set(splits[0][1]["user_id"].astype(str))
+    for run, (_, val) in zip(runs[1:], splits[1:], strict=True):
+        if set(val["user_id"].astype(str)) != val_users:
+            raise ConfigError(
+                f"{run} was trained with other validation users than {runs[0]}: their weights "
+                "would be learned on users some member trained on; train the runs with the "
+                "same split (same --holdout and seed)"
+            )
+    train, validation = splits[0]
+    log(
+        f"training users: {train['user_id'].nunique():,}; "
+        f"validation users (for the weights): {validation['user_id'].nunique():,}"
+    )
+    catalogue = Catalogue(
+        primary.items, primary.model.tower.item_vectors.cpu().numpy(), primary.encoder()
+    )
+    data = TrainingData(train, catalogue, ds.users, validation, primary.rating_range, seed)
+    for p in peers:
+        members[p] = make_peer(p, seed=seed)
+    # built before the peers are fitted: a wrong mode or bucket list fails at once
+    ens = Ensemble(
+        members,
+        mode=mode,  # type: ignore[arg-type]
+        buckets=tuple(buckets) if buckets is not None else DEFAULT_BUCKETS,
+        fit_members=False,
+        seed=seed,
+    )
+    for p in peers:
+        log(f"fitting peer {p} ...")
+        members[p].fit(data)
+    log(f"learning {mode} weights on validation users ...")
+    ens.fit(data)
+    ens.metadata = {
+        "runs": [str(r.resolve()) for r in runs],
+        "peers": list(peers),
+        "dataset": ds.name,
+        "data_spec": primary.metadata.get("data_spec"),
+    }
+    return ens
+
+
+def format_weights(ens: Ensemble) -> str:
+    """The weight table as text: one row per support-size bucket."""
+    table = ens.weight_table()
+    names = list(ens.members)
+    width = max(8, *(len(n) for n in names))
+    lines = [f"{'support':<8}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    for bucket, row in table.items():
+        lines.append(f"{bucket:<8}" + "".join(f"{row[n]:>{width + 2}.2f}" for n in names))
+    return "\n".join(lines)

@@ -1,0 +1,380 @@
+"""Saving and loading an :class:`~metarec.models.ensemble.Ensemble` as a folder.
+
+Layout::
+
+    ENSEMBLE/
+      ensemble.json          manifest: format, mode, buckets, weights, members, z-score items
+      members/0/             a metarec member: the Recommender's own run files
+      members/1/peer.safetensors   a peer's fitted arrays (its options and scalars are
+                                   in the manifest)
+
+Only safetensors and JSON are written, never pickle. The whole folder is
+written into a temporary sibling and renamed into place, so a crash or an
+error leaves either the old folder or the new one, never a mix; the manifest
+is the last file written, so a folder without one is not an ensemble.
+
+Members that can be saved: metarec models (:class:`MetaModel`) and the
+popularity, bias and content-kNN peers, whose state is a few arrays. ALS and
+MeLU are refused with :class:`UnsupportedError` naming the member: their
+state is large and tied to libraries and training code that a run folder
+should not depend on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec.errors import ConfigError, MetarecError, ModelError, UnsupportedError
+from metarec.io import load_json, load_tensors, save_json, save_tensors
+from metarec.models.base import ScoringModel
+from metarec.models.ensemble import Ensemble
+from metarec.models.meta_model import MetaModel
+from metarec.peers.bias import Bias
+from metarec.peers.knn import ContentKNN
+from metarec.peers.popularity import Popularity
+
+MANIFEST = "ensemble.json"
+FORMAT = "metarec-ensemble"
+FORMAT_VERSION = 1
+PEER_FILE = "peer.safetensors"
+METAREC = "metarec"
+SAVEABLE = (METAREC, "popularity", "bias", "knn")
+
+
+def is_ensemble_dir(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def check_target(path: str | Path) -> None:
+    """Refuse to save over anything but an ensemble folder or an empty folder."""
+    target = Path(path)
+    if target.exists() and not (
+        target.is_dir() and (is_ensemble_dir(target) or not any(target.iterdir()))
+    ):
+        raise ModelError(f"{target}: exists and is not an ensemble folder; not replacing it")
+
+
+# -- peers: fitted state <-> (options, scalars, arrays) -------------------------
+def _peer_state(
+    name: str, model: ScoringModel
+) -> tuple[str, dict[str, Any], dict[str, float], dict[str, np.ndarray]]:
+    """(kind, constructor options, fitted scalars, fitted arrays) of a saveable peer."""
+    if isinstance(model, Popularity):
+        scores = _fitted(name, model.scores)
+        return "popularity", {"like_threshold": model.like_threshold}, {}, {"scores": scores}
+    if isinstance(model, Bias):
+        m = model._model()
+        arrays = {"item_bias": np.asarray(m.item_bias)}
+        if getattr(m, "popularity", None) is not None:
+            arrays["rating_counts"] = np.asarray(m.popularity)
+        options = {"item_damping": model.item_damping, "user_damping": model.user_damping}
+        return "bias", options, {"mu": float(m.mu)}, arrays
+    if isinstance(model, ContentKNN):
+        vectors = _fitted(name, model.vectors)
+        options = {"damping": model.damping, "like_threshold": model.like_threshold}
+        arrays = {"vectors": vectors, "popularity": np.asarray(model.popularity)}
+        return "knn", options, {"mu": float(model.mu)}, arrays
+    raise UnsupportedError(
+        f"ensemble member {name!r} ({type(model).__name__}) cannot be saved: only metarec "
+        "models and the popularity, bias and knn peers can; leave it out of the ensemble"
+    )
+
+
+def _fitted(name: str, value: np.ndarray | None) -> np.ndarray:
+    if value is None:
+        raise ModelError(f"ensemble member {name!r}: not fitted; call fit() first")
+    return np.asarray(value)
+
+
+def _peer_from_state(
+    kind: str,
+    seed: int,
+    options: dict[str, Any],
+    scalars: dict[str, float],
+    arrays: dict[str, np.ndarray],
+    n_items: int,
+    where: str,
+) -> ScoringModel:
+    from metarec.models.bias import BiasModel
+    from metarec.peers import make_peer
+
+    try:
+        model = make_peer(kind, seed=seed, **options)
+    except ConfigError as exc:
+        raise ModelError(f"{where}: field 'options': {exc}") from None
+    need = {"popularity": ({"scores"}, set()), "bias": ({"item_bias"}, {"mu"})}.get(
+        kind, ({"vectors", "popularity"}, {"mu"})
+    )
+    missing = sorted(need[0] - set(arrays))
+    if missing:
+        raise ModelError(f"{where}: {PEER_FILE} lacks arrays {missing}")
+    missing = sorted(need[1] - set(scalars))
+    if missing:
+        raise ModelError(f"{where}: field 'state' lacks {missing}")
+    for key, arr in arrays.items():
+        if len(arr) != n_items:
+            raise ModelError(f"{where}: array {key!r} has {len(arr)} rows, the ensemble {n_items}")
+    if isinstance(model, Popularity):
+        model.scores = arrays["scores"]
+    elif isinstance(model, Bias):
+        bias = BiasModel(model.item_damping, model.user_damping)
+        bias.mu = float(scalars["mu"])
+        bias.item_bias = arrays["item_bias"]
+        if "rating_counts" in arrays:
+            bias.popularity = arrays["rating_counts"]
+        model.model = bias
+    elif isinstance(model, ContentKNN):
+        model.vectors = arrays["vectors"]
+        model.popularity = arrays["popularity"]
+        model.mu = float(scalars["mu"])
+    return model
+
+
+# -- saving ---------------------------------------------------------------------
+def save_ensemble(
+    ens: Ensemble, directory: str | Path, *, metadata: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``ens`` to ``directory`` atomically (replacing an ensemble folder already there)."""
+    target = Path(directory).absolute()
+    # everything that can refuse is checked before a byte is written
+    peers = {n: _peer_state(n, m) for n, m in ens.members.items() if not isinstance(m, MetaModel)}
+    metarec = [m for m in ens.members.values() if isinstance(m, MetaModel)]
+    if not metarec:
+        raise UnsupportedError(
+            f"{ens.name}: saving needs at least one metarec member: it carries the catalogue "
+            "(item ids, titles, text) and the encoder that recommend and serve use"
+        )
+    n_items = ens.n_items
+    for name, model in ens.members.items():
+        if model.n_items != n_items:
+            raise ModelError(
+                f"ensemble member {name!r} scores {model.n_items} items, the ensemble {n_items}"
+            )
+    first = metarec[0]._rec().items["item_id"].tolist()
+    for m in metarec[1:]:
+        if m._rec().items["item_id"].tolist() != first:
+            raise ModelError(f"ensemble member {m.name!r} has a different catalogue")
+    check_target(target)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # a sibling, so the final rename stays on one file system; mkdir (not mkdtemp, which
+    # makes it owner-only) so the folder gets the same permissions as a run folder
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()
+    try:
+        members = []
+        for i, (name, model) in enumerate(ens.members.items()):
+            rel = f"members/{i}"
+            entry: dict[str, Any] = {"name": name, "path": rel}
+            if isinstance(model, MetaModel):
+                model._rec().save(tmp / rel)
+                entry["kind"] = METAREC
+            else:
+                kind, options, scalars, arrays = peers[name]
+                save_tensors(
+                    tmp / rel / PEER_FILE, {k: torch.as_tensor(v) for k, v in arrays.items()}
+                )
+                entry.update(kind=kind, options=options, state=scalars)
+            members.append(entry)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": ens.name,
+            "mode": ens.mode,
+            "buckets": list(ens.buckets),
+            "members": members,
+            # one row per bucket, one weight per member in the order of "members"
+            "weights": [[float(w) for w in row] for row in ens.weights],
+            "n_items": n_items,
+            # z-scores are taken over the first zscore_items items (the catalogue as
+            # fitted), so items added later leave existing blended scores unchanged
+            "zscore_items": int(ens._n_fit_items),
+            "seed": ens.seed,
+            "k": ens.k,
+            "query_size": ens.query_size,
+            "grid_step": ens.grid_step,
+            "samples": ens.samples,
+            "metadata": dict(metadata if metadata is not None else ens.metadata),
+        }
+        save_json(tmp / MANIFEST, manifest)  # last: without it the folder is no ensemble
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    # a directory cannot be swapped in one rename: move the old one aside first and
+    # back again if the second rename fails, so that one of the two is always in place
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# -- loading --------------------------------------------------------------------
+def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemble:
+    """Read an ensemble folder; every problem names the file and field at fault."""
+    from metarec.recommender import Recommender
+
+    root = Path(directory)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise ModelError(f"{root}: not a directory")
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    man = _Fields(path, raw)
+    if raw.get("format") != FORMAT:
+        raise man.bad("format", f"expected {FORMAT!r}, got {raw.get('format')!r}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise man.bad("format_version", f"{raw.get('format_version')!r} is not {FORMAT_VERSION}")
+    mode = man.get("mode", str)
+    if mode not in ("rating", "ranking"):
+        raise man.bad("mode", f"{mode!r} is not one of rating, ranking")
+    buckets = man.get("buckets", list)
+    if (
+        not buckets
+        or not all(type(b) is int for b in buckets)
+        or buckets[0] != 0
+        or sorted(set(buckets)) != buckets
+    ):
+        raise man.bad("buckets", f"must be increasing integers starting at 0, got {buckets!r}")
+    n_items = man.get("n_items", int)
+    if n_items <= 0:
+        raise man.bad("n_items", f"must be > 0, got {n_items}")
+    zscore_items = man.get("zscore_items", int)
+    if not 0 <= zscore_items <= n_items:
+        raise man.bad("zscore_items", f"must be in [0, {n_items}], got {zscore_items}")
+    seed = man.get("seed", int, 0)
+    entries = man.get("members", list)
+    if not entries:
+        raise man.bad("members", "empty")
+    weights = man.get("weights", list)
+    _check_weights(man, weights, len(buckets), len(entries))
+
+    members: dict[str, ScoringModel] = {}
+    for i, entry in enumerate(entries):
+        field = f"members[{i}]"
+        if not isinstance(entry, dict):
+            raise man.bad(field, "must be an object")
+        name, kind, rel = (entry.get(k) for k in ("name", "kind", "path"))
+        if not isinstance(name, str) or not name:
+            raise man.bad(f"{field}.name", f"must be a non-empty string, got {name!r}")
+        if name in members:
+            raise man.bad(f"{field}.name", f"{name!r} repeats")
+        if kind not in SAVEABLE:
+            raise man.bad(f"{field}.kind", f"{kind!r} is not one of {', '.join(SAVEABLE)}")
+        if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise man.bad(f"{field}.path", f"must be a relative path inside the folder: {rel!r}")
+        where = root / rel
+        if not where.is_dir():
+            raise man.bad(f"{field}.path", f"{where} is missing")
+        if kind == METAREC:
+            rec = _load_recommender(Recommender, where, device)
+            model: ScoringModel = MetaModel.from_recommender(rec, name=name)
+        else:
+            options, state = entry.get("options", {}), entry.get("state", {})
+            if not isinstance(options, dict):
+                raise man.bad(f"{field}.options", "must be an object")
+            if not isinstance(state, dict) or not all(
+                isinstance(v, int | float) for v in state.values()
+            ):
+                raise man.bad(f"{field}.state", "must be an object of numbers")
+            arrays = {k: v.numpy() for k, v in load_tensors(where / PEER_FILE).items()}
+            model = _peer_from_state(
+                kind, seed, options, state, arrays, n_items, f"{path}, {field} ({name})"
+            )
+        if model.n_items != n_items:
+            raise ModelError(
+                f"{where}: member {name!r} has {model.n_items} items; {path} says {n_items}"
+            )
+        members[name] = model
+
+    try:
+        ens = Ensemble(
+            members,
+            mode=mode,  # type: ignore[arg-type]
+            buckets=buckets,
+            name=man.get("name", str, "ensemble"),
+            seed=seed,
+            fit_members=False,
+            grid_step=float(man.get("grid_step", float, 0.1)),
+            samples=man.get("samples", int, 3000),
+            query_size=man.get("query_size", int, 10),
+            k=man.get("k", int, 10),
+        )
+    except ConfigError as exc:  # e.g. a ranking-only member in rating mode
+        raise ModelError(f"{path}: {exc}") from None
+    ens.weights = np.asarray(weights, dtype=np.float64)
+    ens._n_fit_items = zscore_items
+    ens.metadata = man.get("metadata", dict, {})
+    return ens
+
+
+def _load_recommender(cls: Any, where: Path, device: str | None) -> Any:
+    try:
+        return cls.load(where, device=device)
+    except MetarecError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        # a hand-edited or truncated member: say which folder, not a traceback
+        raise ModelError(
+            f"{where}: not a loadable metarec run ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _check_weights(man: _Fields, weights: list[Any], n_buckets: int, n_members: int) -> None:
+    if len(weights) != n_buckets:
+        raise man.bad("weights", f"{len(weights)} rows for {n_buckets} buckets")
+    for b, row in enumerate(weights):
+        field = f"weights[{b}]"
+        if not isinstance(row, list) or len(row) != n_members:
+            raise man.bad(field, f"must be a list of {n_members} weights (one per member)")
+        if not all(isinstance(w, int | float) and math.isfinite(w) and w >= 0 for w in row):
+            raise man.bad(field, f"weights must be finite and >= 0, got {row}")
+        if abs(sum(row) - 1.0) > 1e-6:
+            raise man.bad(field, f"weights must sum to 1, got {sum(row):g}")
+
+
+class _Fields:
+    """Typed reads of a manifest's top-level fields; errors name file and field."""
+
+    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
+        self.path = path
+        self.raw = raw
+
+    def bad(self, field: str, message: str) -> ModelError:
+        return ModelError(f"{self.path}: field '{field}': {message}")
+
+    _MISSING = object()
+
+    def get(self, key: str, kind: type, default: Any = _MISSING) -> Any:
+        if key not in self.raw:
+            if default is _Fields._MISSING:
+                raise self.bad(key, "missing")
+            return default
+        value = self.raw[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise self.bad(key, f"expected {kind.__name__}, got {value!r:.80}")
+        return value

@@ -1,0 +1,236 @@
+"""Ensembles saved as folders: identical scores after loading, atomic writes, clear refusals.
+
+Real parts only: a small metarec model meta-trained on ml-100k (TF-IDF vectors,
+one epoch), real peers, real files. Failures during a save are injected by
+making one write raise, as a crash or Ctrl-C would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.config import TrainConfig
+from metarec.data import load_dataset
+from metarec.data.tasks import Task, UserRatings
+from metarec.ensemble_run import EnsembleRecommender, load_run
+from metarec.errors import ModelError, UnsupportedError
+from metarec.models import persist
+from metarec.models.base import TrainingData
+from metarec.models.ensemble import Ensemble
+from metarec.models.meta_model import MetaModel
+from metarec.peers import make_peer
+from metarec.pipeline import encode_catalogue, split_users
+
+
+class World:
+    data: TrainingData
+    tasks: list[Task]
+    users: pd.DataFrame
+    ranking: Ensemble
+    rating: Ensemble
+
+
+@pytest.fixture(scope="module")
+def world(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(
+        ds.items, "tfidf", cache_dir=tmp_path_factory.mktemp("emb"), progress=False
+    )
+    rest, held = split_users(ds.interactions, 0.02, seed=1)
+    train, val = split_users(rest, 0.1, seed=1)
+    w = World()
+    w.data = TrainingData(train, catalogue, ds.users, val, ds.rating_range, 1)
+    cfg = TrainConfig(epochs=1, max_train_users=100, inner_steps=1, seed=1, device="cpu")
+    meta = MetaModel(cfg, name="fomaml").fit(w.data)
+    peers = {n: make_peer(n, seed=1).fit(w.data) for n in ("popularity", "bias", "knn")}
+    buckets = (0, 1, 5)
+    w.ranking = Ensemble(
+        {"fomaml": meta, "popularity": peers["popularity"], "knn": peers["knn"]},
+        mode="ranking",
+        buckets=buckets,
+        fit_members=False,
+        seed=1,
+    ).fit(w.data)
+    w.rating = Ensemble(
+        {"fomaml": meta, "bias": peers["bias"]},
+        mode="rating",
+        buckets=buckets,
+        fit_members=False,
+        seed=1,
+    ).fit(w.data)
+    held_ur = UserRatings.from_frame(held, catalogue.index)
+    w.tasks = []
+    for row in range(8):
+        items, ratings, _ = held_ur.history(row)
+        k = row % 7  # support sizes 0..6: every bucket is used
+        w.tasks.append(Task(row, items[:k], ratings[:k], items[k : k + 10], ratings[k : k + 10]))
+    w.users = ds.users.set_index("user_id").reindex(held_ur.user_ids[:8]).reset_index()
+    return w
+
+
+@pytest.mark.parametrize("mode", ["ranking", "rating"])
+def test_round_trip_gives_identical_scores(world: World, mode: str, tmp_path: Path) -> None:
+    ens: Ensemble = getattr(world, mode)
+    out = ens.save(tmp_path / "ens", metadata={"note": "test"})
+    loaded = Ensemble.load(out)
+    assert loaded.mode == mode and loaded.buckets == ens.buckets
+    assert list(loaded.members) == list(ens.members)
+    np.testing.assert_array_equal(loaded.weights, ens.weights)
+    assert loaded.weight_table() == ens.weight_table()
+    assert loaded.metadata == {"note": "test"}
+    np.testing.assert_array_equal(
+        loaded.score_catalogue(world.tasks, world.users),
+        ens.score_catalogue(world.tasks, world.users),
+    )
+    for a, b in zip(
+        loaded.predict_tasks(world.tasks, world.users),
+        ens.predict_tasks(world.tasks, world.users),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    # only safetensors and JSON on disk
+    suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
+    assert suffixes <= {".json", ".safetensors"}
+
+
+def test_saving_over_an_ensemble_replaces_it(world: World, tmp_path: Path) -> None:
+    out = tmp_path / "ens"
+    world.rating.save(out)
+    world.ranking.save(out)
+    assert Ensemble.load(out).mode == "ranking"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]  # no temp or old folders
+
+
+def _fail_on_second_tensor_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = persist.save_tensors
+    calls = {"n": 0}
+
+    def failing(path: Any, tensors: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # after the metarec member and one peer are written
+            raise KeyboardInterrupt
+        real(path, tensors)
+
+    monkeypatch.setattr(persist, "save_tensors", failing)
+
+
+def test_interrupted_save_leaves_no_folder(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_on_second_tensor_write(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        world.ranking.save(tmp_path / "ens")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_save_keeps_the_old_ensemble(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "ens"
+    world.rating.save(out)
+    _fail_on_second_tensor_write(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        world.ranking.save(out)
+    assert Ensemble.load(out).mode == "rating"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]
+
+
+def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: Path) -> None:
+    meta = world.ranking.members["fomaml"]
+    ens = Ensemble({"fomaml": meta, "my-als": make_peer("als")}, fit_members=False)
+    with pytest.raises(UnsupportedError, match="'my-als'"):
+        ens.save(tmp_path / "ens")
+    peers_only = Ensemble({"popularity": world.ranking.members["popularity"]}, fit_members=False)
+    with pytest.raises(UnsupportedError, match="metarec member"):
+        peers_only.save(tmp_path / "ens")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recommender.json").write_text("{}")
+    with pytest.raises(ModelError, match="not an ensemble folder"):
+        world.ranking.save(tmp_path / "run")  # never clobbers another kind of folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize(
+    "edit, needles",
+    [
+        (lambda m: m.update(format_version=9), ["'format_version'", "9"]),
+        (lambda m: m.update(mode="average"), ["'mode'", "average"]),
+        (lambda m: m.pop("weights"), ["'weights'", "missing"]),
+        (lambda m: m["weights"].pop(), ["'weights'", "2 rows for 3 buckets"]),
+        (lambda m: m["weights"][1].__setitem__(0, -1.0), ["'weights[1]'", ">= 0"]),
+        (lambda m: m["members"][1].update(kind="als"), ["'members[1].kind'", "als"]),
+        (lambda m: m["members"][2].update(path="../x"), ["'members[2].path'"]),
+        (lambda m: m.update(zscore_items=10**6), ["'zscore_items'"]),
+        (lambda m: m["members"][2]["options"].update(colour=1), ["members[2]", "colour"]),
+    ],
+    ids=[
+        "version",
+        "mode",
+        "no-weights",
+        "weights-rows",
+        "negative",
+        "kind",
+        "path",
+        "zscore",
+        "option",
+    ],
+)
+def test_bad_manifest_names_file_and_field(
+    world: World, tmp_path: Path, edit: Any, needles: list[str]
+) -> None:
+    out = world.ranking.save(tmp_path / "ens")
+    manifest = json.loads((out / "ensemble.json").read_text())
+    edit(manifest)
+    (out / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError) as err:
+        load_run(out)
+    assert "ensemble.json" in str(err.value)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_truncated_member_file_is_a_model_error(world: World, tmp_path: Path) -> None:
+    out = world.ranking.save(tmp_path / "ens")
+    peer = out / "members" / "2" / "peer.safetensors"
+    peer.write_bytes(peer.read_bytes()[:100])
+    with pytest.raises(ModelError, match=r"peer\.safetensors"):
+        Ensemble.load(out)
+    shutil.rmtree(out / "members" / "0")
+    with pytest.raises(ModelError, match=r"members\[0\]\.path"):
+        Ensemble.load(out)
+
+
+def test_loaded_ensemble_recommends_and_grows_like_a_run(world: World, tmp_path: Path) -> None:
+    rec = load_run(world.ranking.save(tmp_path / "ens"))
+    assert isinstance(rec, EnsembleRecommender)
+    history = [("Toy Story (1995)", 5.0), ("Heat (1995)", 2.0)]
+    user = rec.adapt(history)
+    top = rec.recommend(user, k=5)
+    assert len(top) == 5 and "Toy Story (1995)" not in set(top["title"])
+    row = world.tasks[3]
+    ids = rec.items["item_id"].to_numpy()[row.support_items]
+    np.testing.assert_allclose(
+        rec.score(rec.adapt(list(zip(ids, row.support_ratings.tolist(), strict=True)))),
+        world.ranking.score_catalogue([_support_only(row)])[0],
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    n = rec.n_items
+    new = pd.DataFrame({"item_id": ["new-1"], "title": ["Toy Story 4"], "year": [2019]})
+    assert rec.add_items(new) == 1
+    assert rec.n_items == n + 1 and rec.resolve("new-1") == n
+    assert len(rec.score(user)) == n + 1  # a user adapted before the item came is rescored
+    # z-scores are over the catalogue as fitted: existing items keep their scores
+    np.testing.assert_allclose(rec.score(user)[:n], rec.score(rec.adapt(history))[:n], atol=1e-6)
+
+
+def _support_only(task: Task) -> Task:
+    return Task(task.user, task.support_items, task.support_ratings, task.query_items[:0],
+                task.query_ratings[:0])  # fmt: skip

@@ -1,0 +1,90 @@
+"""The service serves an ensemble folder as it serves a run: real uvicorn, SQLite, models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from metarec.data import load_dataset
+from metarec.ensemble_run import EnsembleRecommender, fit_from_runs, load_run
+
+from .conftest import LiveServer
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(
+    service_run: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The service's small run blended with popularity and content kNN, saved."""
+    ds = load_dataset("ml-100k", root=shared_data)
+    ens = fit_from_runs(
+        [service_run], ds, peers=["popularity", "knn"], buckets=(0, 1, 5), log=lambda _: None
+    )
+    return ens.save(tmp_path_factory.mktemp("ens") / "ml100k-ensemble")
+
+
+RATINGS = [("1", 5.0), ("95", 5.0), ("71", 4.0), ("288", 1.0)]  # Toy Story, Aladdin, ...
+
+
+def test_ensemble_serves_recommendations_with_reasons(
+    make_server: Callable[..., LiveServer], server_api_key: str, ensemble_dir: Path
+) -> None:
+    live = make_server(run=ensemble_dir)
+    body = {"user_id": "e1", "ratings": [{"item_id": i, "rating": r} for i, r in RATINGS]}
+    with live.client(server_api_key) as c:
+        assert c.get("/ready").json()["model"].startswith("ml100k-ensemble@")
+        assert c.post("/v1/users", json=body).status_code == 201
+        first = c.get("/v1/users/e1/recommendations", params={"k": 5}).json()
+        again = c.get("/v1/users/e1/recommendations", params={"k": 5}).json()
+        c.post("/v1/users/e1/events", json={"event_id": "x1", "item_id": "50", "type": "like"})
+        after = c.get("/v1/users/e1/recommendations", params={"k": 5}).json()
+        metrics = c.get("/metrics").text
+    ids = [it["item_id"] for it in first["items"]]
+    assert len(ids) == 5 and not set(ids) & {i for i, _ in RATINGS}
+    assert all(it["reason"] for it in first["items"])
+    # the same ranking as the ensemble in-process, for the same history
+    rec = load_run(ensemble_dir)
+    assert isinstance(rec, EnsembleRecommender)
+    assert ids == rec.recommend(rec.adapt(RATINGS), k=5)["item_id"].tolist()
+    assert again["items"] == first["items"]  # served from the adaptation cache
+    assert "metarec_adaptations_total 2" in metrics  # one per feedback state, not per request
+    assert after["n_events"] == 5 and "50" not in [it["item_id"] for it in after["items"]]
+
+
+def test_items_added_to_a_served_ensemble(
+    make_server: Callable[..., LiveServer], server_api_key: str, ensemble_dir: Path
+) -> None:
+    live = make_server(run=ensemble_dir)
+    new = {"item_id": "ens-new", "title": "Toy Story 4", "year": 2019, "genres": ["Animation"]}
+    with live.client(server_api_key) as c:
+        body = {"user_id": "e2", "ratings": [{"item_id": "1", "rating": 5}]}
+        c.post("/v1/users", json=body)
+        c.get("/v1/users/e2/recommendations")  # cached before the catalogue grows
+        put = c.put("/v1/items", json={"items": [new]})
+        assert put.status_code == 200 and put.json()["added"] == 1
+        params = {"candidates": "ens-new,2", "k": 2}
+        recs = c.get("/v1/users/e2/recommendations", params=params).json()
+        assert "ens-new" in [it["item_id"] for it in recs["items"]]
+        upd = c.put("/v1/items", json={"items": [new | {"title": "Toy Story Four"}]}).json()
+        assert upd["added"] == 0 and upd["updated"] == 1
+        assert c.post("/v1/admin/reload").status_code == 200  # re-applies the stored items
+        assert c.get("/v1/items/ens-new").json()["title"] == "Toy Story Four (2019)"
+        recs = c.get("/v1/users/e2/recommendations", params={"candidates": "ens-new"}).json()
+    assert [it["item_id"] for it in recs["items"]] == ["ens-new"]
+
+
+def test_reload_swaps_a_run_for_an_ensemble(
+    make_server: Callable[..., LiveServer], server_api_key: str, ensemble_dir: Path, tmp_path: Path
+) -> None:
+    live = make_server()  # the single run
+    (tmp_path / "neither").mkdir()
+    with live.client(server_api_key) as c:
+        assert c.get("/ready").json()["model"].startswith("ml100k-small@")
+        swapped = c.post("/v1/admin/reload", json={"run": str(ensemble_dir)})
+        assert swapped.status_code == 200
+        assert swapped.json()["model"].startswith("ml100k-ensemble@")
+        bad = c.post("/v1/admin/reload", json={"run": str(tmp_path / "neither")})
+        assert bad.status_code == 422 and "neither a metarec run" in bad.json()["error"]["message"]
+        assert c.get("/ready").json()["model"].startswith("ml100k-ensemble@")

@@ -1,0 +1,121 @@
+"""``metarec ensemble``, then ``metarec recommend`` on the folder it writes; bad folders.
+
+One small run (tfidf, one epoch, P1 split as ``metarec train`` saves it) is
+blended with peers fitted on its training users; ~20 s on 2 cores, so the
+tests that build it are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metarec.cli import main
+from metarec.config import TrainConfig
+from metarec.data import load_dataset
+from metarec.evaluation.p1 import make_p1_split
+from metarec.pipeline import encode_catalogue, fit_recommender
+
+
+@pytest.fixture(scope="module")
+def run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder as `metarec train` writes it: model, split.json, data reference."""
+    ds = load_dataset("ml-100k", root=shared_data)
+    root = tmp_path_factory.mktemp("runs")
+    split = make_p1_split(ds, seed=0)
+    catalogue = encode_catalogue(ds.items, "tfidf", cache_dir=root / "emb", progress=False)
+    cfg = TrainConfig(epochs=1, max_train_users=100, inner_steps=1, seed=0, device="cpu")
+    spec = {"dataset": "ml-100k", "data": str(shared_data)}
+    rec, _ = fit_recommender(
+        catalogue,
+        split.frames["train"],
+        cfg,
+        users=ds.users,
+        validation=split.frames["validation"],
+        progress=False,
+        metadata={"dataset": ds.name, "data_spec": spec, "holdout": "p1"},
+    )
+    rec.save(root / "fomaml-run")
+    split.save(root / "fomaml-run" / "split.json")
+    return root / "fomaml-run"
+
+
+def _error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("metarec: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_ensemble_then_recommend(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ens = tmp_path / "ens"
+    args = ["ensemble", str(run), "--peers", "popularity,bias", "--buckets", "0,1,5"]
+    assert main([*args, "--out", str(ens)]) == 0
+    out = capsys.readouterr().out
+    assert "K>=0" in out and "K>=5" in out and "popularity" in out and "fomaml-run" in out
+    manifest = json.loads((ens / "ensemble.json").read_text())
+    assert [m["kind"] for m in manifest["members"]] == ["metarec", "popularity", "bias"]
+    assert manifest["metadata"]["runs"] == [str(run.resolve())]
+
+    # the installed command, in its own process, as a user runs it
+    proc = subprocess.run(
+        [sys.executable, "-m", "metarec.cli", "recommend", str(ens), "--rate",
+         "Toy Story (1995)=5", "--rate", "Heat (1995)=2", "-k", "5", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)
+    assert [r["rank"] for r in top] == [1, 2, 3, 4, 5]
+    assert not {"Toy Story (1995)", "Heat (1995)"} & {r["title"] for r in top}
+    assert all(r["reason"] for r in top)
+
+    # the same input errors as for a single run
+    assert main(["recommend", str(ens), "--rate", "Toy Story (1995)=9"]) == 2
+    assert "outside [1, 5]" in _error_line(capsys.readouterr().err)
+
+    # a corrupt manifest: one line naming file and field
+    manifest["members"][1]["kind"] = "als"
+    (ens / "ensemble.json").write_text(json.dumps(manifest))
+    assert main(["recommend", str(ens)]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "ensemble.json" in line and "members[1].kind" in line
+
+
+@pytest.mark.slow
+def test_ensemble_refuses_unsaveable_peers_before_work(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(run), "--peers", "als", "--out", str(out)]) == 2
+    assert "'als'" in _error_line(capsys.readouterr().err)
+    assert main(["ensemble", str(run), "--mode", "rating", "--out", str(out)]) == 2
+    assert "rating mode" in _error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["recommend", "serve", "ensemble"])
+def test_folders_that_are_neither_run_nor_ensemble(
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # serve must not create its database for a bad folder
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    extra = ["--out", str(tmp_path / "o")] if command == "ensemble" else []
+    cases = {
+        "missing": "no such file or directory",
+        "empty": "neither a metarec run",
+        "file.txt": "not a directory",
+    }
+    for name, needle in cases.items():
+        assert main([command, str(tmp_path / name), *extra]) == 2
+        assert needle in _error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file.txt"]
