@@ -264,7 +264,9 @@ class Recommender:
             )
         batch = batch.to(self.device)
         batch.user_features = codes
-        return batch, self.learner.adapt(batch, steps=steps)
+        # the support items' tower outputs come from the catalogue cache, as scoring's do
+        reps = (self._h[batch.support_items], self._b[batch.support_items])
+        return batch, self.learner.adapt(batch, steps=steps, reps=reps)
 
     # -- scoring ------------------------------------------------------------
     @torch.no_grad()

@@ -3,11 +3,14 @@
 What is measured (BENCHMARKS.md, "Speed and cost"):
 
 * adaptation latency for one user — p50/p99 over repeated calls, support 10
-  and 50 ratings, 1 and 5 inner steps (metarec: the vmapped closed-form +
-  gradient adaptation; MeLU: its local update of the head);
+  and 50 ratings, 0, 1 and 5 inner steps (metarec: the closed-form start and
+  gradient steps on its default path — the hand-batched ``context`` gradient —
+  and, beside it, the generic ``torch.func`` ``vmap``/``grad`` path it replaces;
+  MeLU: its local update of the head);
 * batched adaptation of 1,000 users (users/s), support 10, 5 steps;
-* meta-training throughput (tasks/s) over one epoch of ml-100k training
-  users, first-order and second-order;
+* meta-training throughput (tasks/s), the median of a few epochs over the
+  ml-100k training users, first-order and second-order, at the default meta-batch
+  (64) and at 256, and first-order on the generic path for comparison;
 * sentence-encoder throughput (items/s), full precision and dynamically
   quantised int8 Linear layers (MeLU encodes nothing: it looks features up);
 * ``metarec quickstart`` end to end: wall time and peak resident memory
@@ -64,6 +67,56 @@ def _tasks(ratings: Any, support: int, n: int, seed: int) -> list[Task]:
     return out
 
 
+def _training_breakdown(
+    catalogue: Any, train_rows: Any, users: Any, source: Any, seed: int, epochs: int = 3
+) -> dict[str, float]:
+    """Where a first-order epoch's time goes (default episodes, 64 tasks a batch): CPU
+    seconds per part, summed over ``epochs`` epochs, from timers around the learner's
+    and the trainer's own calls (nothing is re-implemented here)."""
+    from metarec.meta.trainer import Trainer
+    from metarec.pipeline import fit_recommender
+
+    tcfg = TrainConfig(seed=seed, epochs=1)
+    rec_t, _ = fit_recommender(catalogue, train_rows.iloc[:2000], tcfg, users=users, progress=False)
+    learner = rec_t.learner
+    trainer = Trainer(learner, tcfg, progress=False)
+    spent: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.process_time() - t0
+
+        return wrapper
+
+    # instance attributes shadow the methods for this learner and trainer only
+    learner.scorer.item_reps_many = timed("item tower", learner.scorer.item_reps_many)
+    learner.adapt = timed("inner loop (closed form + steps)", learner.adapt)
+    learner.scorer.masked_scores = timed("query scoring", learner.scorer.masked_scores)
+    learner.outer_loss = timed("outer loss (forward)", learner.outer_loss)
+    trainer.batches = timed("episodes: collate", trainer.batches)
+    trainer.optimizer.step = timed("optimiser step", trainer.optimizer.step)
+    t0 = time.process_time()
+    for epoch in range(epochs):
+        trainer.train_epoch(source, epoch)
+    total = time.process_time() - t0
+    forward = spent.pop("outer loss (forward)")
+    parts = {k: v for k, v in spent.items() if k not in ("episodes: collate", "optimiser step")}
+    out = {
+        **{k: v for k, v in spent.items()},
+        "outer loss: the rest": forward - sum(parts.values()),
+        "backward, sampling and the rest": total - forward - spent["episodes: collate"]
+        - spent["optimiser step"],
+    }  # fmt: skip
+    out = {k: v / total for k, v in out.items()}
+    out["total_cpu_s_per_epoch"] = total / epochs
+    out["tasks"] = float(len(source.ratings))
+    return out
+
+
 def run_speed_benchmark(
     *,
     dataset: str = "ml-100k",
@@ -75,6 +128,7 @@ def run_speed_benchmark(
     progress: bool = True,
     encoder: str = "minilm",
     max_train_users: int | None = None,
+    train_epochs: int = 3,
 ) -> dict[str, Any]:
     """Measure and write ``speed.json``/``speed.md``; ``max_train_users`` shrinks the
     training set (tests), which changes the training figures, not the per-user ones."""
@@ -131,8 +185,13 @@ def run_speed_benchmark(
                     net, item_emb[batch.support_items], batch.support_y, batch.support_mask, user
                 )
 
+            scorer = rec.learner.scorer
+            scorer.direct_path = False  # the generic torch.func path, for comparison
+            generic = _latency(ours, repeats)
+            scorer.direct_path = True
             result["adaptation"][key] = {
                 "metarec": _latency(ours, repeats),
+                "metarec_torch_func": generic,
                 "melu": _latency(theirs, repeats),
             }
             log(
@@ -167,12 +226,14 @@ def run_speed_benchmark(
     # -- meta-training throughput -------------------------------------------
     # metarec's default episodes use every rating outside the support as the query
     # (about 10x MeLU's 10 query ratings a task); "-q10" rows use MeLU's episode shape
-    for algo, batch_size, query in (
-        ("fomaml", 64, None),
-        ("fomaml", 64, 10),
-        ("fomaml", 256, 10),
-        ("maml", 64, None),
-        ("maml", 64, 10),
+    for algo, batch_size, query, direct in (
+        ("fomaml", 64, None, True),
+        ("fomaml", 64, None, False),
+        ("fomaml", 256, None, True),
+        ("fomaml", 64, 10, True),
+        ("fomaml", 256, 10, True),
+        ("maml", 64, None, True),
+        ("maml", 64, 10, True),
     ):
         tcfg = TrainConfig(
             seed=seed,
@@ -184,17 +245,29 @@ def run_speed_benchmark(
         rec_t, _ = fit_recommender(
             catalogue, train_rows.iloc[:2000], tcfg, users=ds.users, progress=False
         )  # a fitted learner with the right shapes; its epoch is timed below
+        rec_t.learner.scorer.direct_path = direct
         trainer = Trainer(rec_t.learner, tcfg, progress=False)
         source = TaskSource(ur, codes_all)
-        t0 = time.perf_counter()
-        trainer.train_epoch(source, 0)
-        elapsed = time.perf_counter() - t0
-        tag = f"metarec-{algo}-b{batch_size}" + (f"-q{query}" if query else "")
+        epoch_s = []
+        for epoch in range(max(1, train_epochs)):  # the median epoch: robust to a busy machine
+            t0 = time.perf_counter()
+            trainer.train_epoch(source, epoch)
+            epoch_s.append(time.perf_counter() - t0)
+        elapsed = float(np.median(epoch_s))
+        tag = (
+            f"metarec-{algo}-b{batch_size}"
+            + (f"-q{query}" if query else "")
+            + ("" if direct else "-torch-func")
+        )
         result["training"][tag] = {
             "tasks_per_s": len(ur) / elapsed,
             "epoch_s": elapsed,
+            "epochs_s": epoch_s,
             "tasks": len(ur),
         }
+    result["training_breakdown"] = _training_breakdown(
+        catalogue, train_rows, ds.users, TaskSource(ur, codes_all), seed
+    )
     for steps in (1, 5):
         m = MeLU(local_steps=steps, epochs=1, threads=None, seed=seed)
         t0 = time.perf_counter()
@@ -288,14 +361,17 @@ def speed_markdown(record: dict[str, Any]) -> str:
         "",
         "## Adaptation latency, one user (ms)",
         "",
-        "| support, steps | metarec p50 | metarec p99 | MeLU p50 | MeLU p99 |",
-        "|---|---|---|---|---|",
+        "| support, steps | metarec p50 | metarec p99 | metarec torch.func path p50 / p99 "
+        "| MeLU p50 | MeLU p99 |",
+        "|---|---|---|---|---|---|",
     ]
     for key, v in record["adaptation"].items():
         s, st = key.removeprefix("support").split("_steps")
+        tf = v.get("metarec_torch_func")
+        generic = f"{tf['p50_ms']:.2f} / {tf['p99_ms']:.2f}" if tf else "—"
         lines.append(
             f"| {s}, {st} | {v['metarec']['p50_ms']:.2f} | {v['metarec']['p99_ms']:.2f} | "
-            f"{v['melu']['p50_ms']:.2f} | {v['melu']['p99_ms']:.2f} |"
+            f"{generic} | {v['melu']['p50_ms']:.2f} | {v['melu']['p99_ms']:.2f} |"
         )
     b = record["batched"]
     lines += [
@@ -308,9 +384,21 @@ def speed_markdown(record: dict[str, Any]) -> str:
         f"{b['metarec']['users_per_s']:,.0f} | {b['melu']['users_per_s']:,.0f} |",
     ]
     t = record["training"]
+
+    def row(label: str, tag: str) -> list[str]:
+        return [f"| {label} | {t[tag]['tasks_per_s']:,.0f} | — |"] if tag in t else []
+
     lines += [
         "| meta-training, first-order, default episodes (query = all other ratings), tasks/s | "
         f"{t['metarec-fomaml-b64']['tasks_per_s']:,.0f} | — |",
+        *row(
+            "meta-training, first-order, default episodes, generic torch.func path, tasks/s",
+            "metarec-fomaml-b64-torch-func",
+        ),
+        *row(
+            "meta-training, first-order, default episodes, 256 tasks a batch, tasks/s",
+            "metarec-fomaml-b256",
+        ),
         "| meta-training, MeLU's episodes (query 10): metarec first-order / MeLU-1, tasks/s | "
         f"{t['metarec-fomaml-b64-q10']['tasks_per_s']:,.0f} | {t['melu-1']['tasks_per_s']:,.0f} |",
         "| meta-training, first-order, query 10, 256 tasks a batch, tasks/s | "
@@ -320,6 +408,17 @@ def speed_markdown(record: dict[str, Any]) -> str:
         "| meta-training, MeLU's episodes (query 10): metarec MAML / MeLU-5, tasks/s | "
         f"{t['metarec-maml-b64-q10']['tasks_per_s']:,.0f} | {t['melu-5']['tasks_per_s']:,.0f} |",
     ]
+    if "training_breakdown" in record:
+        br = dict(record["training_breakdown"])
+        total, tasks = br.pop("total_cpu_s_per_epoch"), br.pop("tasks")
+        share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(br.items(), key=lambda kv: -kv[1]))
+        tail = [
+            "",
+            f"Where a first-order epoch goes (default episodes, 64 tasks a batch; "
+            f"{total:.2f} CPU s for {tasks:,.0f} tasks): {share}.",
+        ]
+    else:
+        tail = []
     for name, e in record["encoder"].items():
         extra = (
             f" (cosine to fp32 {e['cosine_to_fp32_mean']:.3f})"
@@ -335,4 +434,4 @@ def speed_markdown(record: dict[str, Any]) -> str:
             f"| `metarec quickstart` (ml-100k, cached encodings): wall s / peak MB | "
             f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | n/a |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + tail) + "\n"

@@ -10,20 +10,35 @@ one set of batched matrix products per step, not 1,000 small ones.
 Meta-SGD's step sizes still get their gradient, which needs only first
 order). With ``first_order=False`` an outer ``backward`` differentiates
 through every inner step (MAML).
+
+The direct path. For the default scope (``context``: the context vector, the
+user bias and the taste vector) and the rating objective, the inner loss's
+gradient is a handful of batched matrix products, written out in
+:class:`_Head` — the same function ``grad`` differentiates, with the same
+ReLU convention, so the numbers agree to float rounding (tests check it
+against the ``torch.func`` path, and MAML's meta-gradient against finite
+differences). It needs no ``vmap``/``grad`` dispatch, which at one user costs
+far more than the arithmetic, and under first order it builds no graph for
+the inner gradients. Query scoring for that scope runs on the real (unpadded)
+query entries only. Every other scope and objective takes the generic path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 
 import torch
+from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from metarec.models.preference import PreferenceNet
+from metarec.models.preference import PreferenceNet, UserHead
 
 Params = dict[str, torch.Tensor]
 TOWER = "tower."
+# the per-user parameters the direct path adapts (``adapt="context"``)
+DIRECT_NAMES = frozenset({"context", "user_bias", "user_factor"})
 
 
 def task_loss(
@@ -45,6 +60,129 @@ def task_loss(
     return (per * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
+class _Rows:
+    """The real (unpadded) entries of a padded [B, n] batch, row-major, and their users.
+
+    ``take`` gathers per-user values to the entries, ``total`` sums entries per
+    user. One user needs neither an index nor a scatter: values broadcast and
+    sums run over all entries.
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.n_users = mask.shape[0]
+        self.sel = mask > 0
+        self.owner = None if self.n_users == 1 else self.sel.nonzero()[:, 0]
+
+    def pick(self, x: torch.Tensor) -> torch.Tensor:
+        """Entries of a padded [B, n, ...] tensor → [N, ...]."""
+        return x[self.sel]
+
+    def take(self, t: torch.Tensor, dims: int) -> torch.Tensor:
+        """Per-user values [B, ...] at each entry; ``dims``: the dimensions of one
+        user's value, so a shared (unbatched) value just broadcasts."""
+        return t if self.owner is None or t.dim() == dims else t.index_select(0, self.owner)
+
+    def total(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-user sums [B, ...] of entry values [N, ...]."""
+        if self.owner is None:
+            return x.sum(0, keepdim=True)
+        return x.new_zeros(self.n_users, *x.shape[1:]).index_add_(0, self.owner, x)
+
+
+def _direct_pred(
+    fixed: torch.Tensor,
+    out: torch.Tensor,
+    fh: torch.Tensor | None,
+    ub: torch.Tensor,
+    uf: torch.Tensor,
+    rows: _Rows,
+) -> torch.Tensor:
+    """:meth:`UserHead.forward`'s sum at each entry: offset + item bias (``fixed``),
+    user bias, MLP output and the taste term ``factor(h) · user_factor``."""
+    pred = fixed + rows.take(ub, 0) + out
+    if fh is not None:
+        pred = pred + (fh @ uf if uf.dim() == 1 else (fh * rows.take(uf, 1)).sum(-1))
+    return pred
+
+
+class _Head:
+    """The user head's MLP, taken apart for the direct path.
+
+    The first layer's weight is split by input block (``[h, h ⊙ z, z, u]``), so
+    the parts that do not move during adaptation (``h``, user features) are
+    multiplied once per adaptation, and ``∂loss/∂z`` is two products with the
+    ``h ⊙ z`` and ``z`` blocks of the first layer's input gradient.
+    """
+
+    def __init__(self, user: UserHead) -> None:
+        mods = [m for m in user.mlp if not isinstance(m, nn.Dropout)]
+        first = mods[0]
+        assert isinstance(first, nn.Linear)
+        hdim = user.context.shape[-1]
+        w = first.weight
+        self.w_h, self.w_hz = w[:, :hdim], w[:, hdim : 2 * hdim]
+        self.w_z, self.w_u = w[:, 2 * hdim : 3 * hdim], w[:, 3 * hdim :]
+        self.b1 = first.bias
+        self.rest = mods[1:]
+        self.user = user
+
+    @staticmethod
+    def supports(user: UserHead) -> bool:
+        """Linear/ReLU stacks (dropout only while inactive), first layer a Linear."""
+        if user.encoder is not None:  # the amortised start lives on the torch.func path
+            return False
+        mods = list(user.mlp)
+        if not mods or not isinstance(mods[0], nn.Linear):
+            return False
+        for m in mods:
+            if isinstance(m, nn.Dropout):
+                if m.p > 0 and m.training:
+                    return False
+            elif not isinstance(m, (nn.Linear, nn.ReLU)) or getattr(m, "inplace", False):
+                return False
+        return True
+
+    def user_part(self, user_features: torch.Tensor) -> torch.Tensor:
+        """First-layer bias plus the user-feature block: [B, F] codes → [B, H1]."""
+        feats = self.user.features
+        if not len(feats):
+            return self.b1.expand(user_features.shape[0], -1)
+        u = torch.cat([emb(user_features[:, j]) for j, emb in enumerate(feats)], -1)
+        return torch.addmm(self.b1, u, self.w_u.T)
+
+    def forward(
+        self, base: torch.Tensor, h: torch.Tensor, z: torch.Tensor, rows: _Rows
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """MLP output [N] at context ``z`` ([B, H] or shared [H]) and the ReLU outputs.
+
+        ``base`` [N, H1]: the first layer's output from ``h`` and the user features.
+        """
+        a = torch.addmm(base, h * rows.take(z, 1), self.w_hz.T) + rows.take(z @ self.w_z.T, 1)
+        acts = []
+        for m in self.rest:
+            if isinstance(m, nn.ReLU):
+                a = torch.relu(a)
+                acts.append(a)
+            else:
+                a = F.linear(a, m.weight, m.bias)  # type: ignore[arg-type]
+        return a.squeeze(-1), acts
+
+    def grad_context(
+        self, r: torch.Tensor, h: torch.Tensor, acts: list[torch.Tensor], rows: _Rows
+    ) -> torch.Tensor:
+        """``∂loss/∂z`` [B, H] from ``r = ∂loss/∂out`` [N] (ReLU'(0) = 0, as autograd's)."""
+        g = r.unsqueeze(-1)
+        relus = iter(reversed(acts))
+        for m in reversed(self.rest):
+            if isinstance(m, nn.ReLU):
+                g = torch.ops.aten.threshold_backward(g, next(relus), 0)
+            elif g.shape[-1] == 1:
+                g = g * m.weight  # type: ignore[operator]  # the output layer: an outer product
+            else:
+                g = g @ m.weight  # type: ignore[operator]
+        return rows.total(h * (g @ self.w_hz)) + rows.total(g) @ self.w_z
+
+
 class Scorer:
     """Scores items for users given (possibly per-user) fast parameters.
 
@@ -60,6 +198,17 @@ class Scorer:
         # softmax objective: the catalogue's representations (h [N, H], b [N]) for
         # this batch, set by the learner before adapting (one tower pass per batch)
         self.catalogue: tuple[torch.Tensor, torch.Tensor] | None = None
+        # False sends every scope through the generic vmap/grad path (tests, benchmarks)
+        self.direct_path = True
+
+    def direct(self, fast: Mapping[str, torch.Tensor]) -> bool:
+        """Whether ``fast`` can be scored (and, for ratings, adapted) on the direct path."""
+        return (
+            self.direct_path
+            and "context" in fast
+            and set(fast) <= DIRECT_NAMES
+            and _Head.supports(self.model.user)
+        )
 
     def item_reps(
         self, items: torch.Tensor, id_keep: torch.Tensor | None = None
@@ -71,11 +220,32 @@ class Scorer:
         most of meta-training's arithmetic — runs once per distinct item and the
         results are gathered back.
         """
+        return self.item_reps_many([items], id_keep)[0]
+
+    def item_reps_many(
+        self, parts: list[torch.Tensor], id_keep: torch.Tensor | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`item_reps` for several index tensors with one tower pass."""
+        flat = [p.flatten() for p in parts]
+        items = torch.cat(flat) if len(flat) > 1 else flat[0]
         unique, inverse = torch.unique(items, return_inverse=True)
         if unique.numel() * 2 > items.numel():  # few repeats: gathering would not pay
-            return self.model.tower(items, id_keep)
+            if len(parts) == 1:
+                return [self.model.tower(parts[0], id_keep)]
+            unique, inverse = items, torch.arange(len(items), device=items.device)
         h, b = self.model.tower(unique, id_keep)
-        return h[inverse], b[inverse]
+        out, start = [], 0
+        for part in parts:
+            # index_select: a faster gather than indexing, with index_add as its backward
+            idx = inverse[start : start + part.numel()]
+            start += part.numel()
+            out.append(
+                (
+                    h.index_select(0, idx).view(*part.shape, -1),
+                    b.index_select(0, idx).view(part.shape),
+                )
+            )
+        return out
 
     def scores(
         self,
@@ -159,6 +329,11 @@ class Scorer:
             and self.model.user.factor is not None
             and self.model.cfg.fold_in
         )
+        if self.objective == "rating" and self.direct(fast):
+            return self._adapt_direct(
+                fast, h, b, y, mask, user_features, steps=steps, lr=lr,
+                first_order=first_order, closed_form=closed_form, fold_in=fold_in,
+            )  # fmt: skip
         step_grad = grad(self.loss)
         user = self.model.user
 
@@ -192,7 +367,119 @@ class Scorer:
                     params = {k: params[k] - lr * g[k] for k in params}
             return params
 
+        if items.shape[0] == 1:  # one user: the same function without vmap's dispatch
+            one = one_task(items[0], h[0], b[0], y[0], mask[0], user_features[0])
+            return {k: v.unsqueeze(0) for k, v in one.items()}
         return vmap(one_task)(items, h, b, y, mask, user_features)
+
+    def _adapt_direct(
+        self,
+        fast: Params,
+        h: torch.Tensor,
+        b: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor,
+        user_features: torch.Tensor,
+        *,
+        steps: int,
+        lr: float | Mapping[str, torch.Tensor],
+        first_order: bool,
+        closed_form: bool,
+        fold_in: bool,
+    ) -> Params:
+        """:meth:`adapt` for the ``context`` scope and the rating objective, batched
+        by hand over the support's real entries: the same closed-form start and
+        the same MSE gradient steps."""
+        user = self.model.user
+        head = _Head(user)
+        rows = _Rows(mask)
+        n_users = mask.shape[0]
+        h_rows, y_rows = rows.pick(h), rows.pick(y)
+        base = torch.addmm(rows.take(head.user_part(user_features), 1), h_rows, head.w_h.T)
+        fh = user.factor(h_rows) if user.factor is not None else None  # [N, K]
+        z = fast["context"]
+        ub = fast.get("user_bias", user.user_bias)
+        uf = fast.get("user_factor", user.user_factor)
+        fixed = user.offset + rows.pick(b)
+
+        def predict(out: torch.Tensor, ub: torch.Tensor, uf: torch.Tensor) -> torch.Tensor:
+            return _direct_pred(fixed, out, fh, ub, uf, rows)
+
+        out, acts = head.forward(base, h_rows, z, rows)
+        msum = mask.sum(-1)
+        if closed_form:
+            resid = y_rows - predict(out, ub, uf)
+            shift = rows.total(resid) / (msum + user.bias_damping())
+            ub = ub + shift
+            if fold_in and fh is not None:
+                resid = resid - rows.take(shift, 0)
+                eye = torch.eye(fh.shape[-1], dtype=fh.dtype, device=fh.device)
+                if rows.owner is None:
+                    gram = (fh.T @ fh).unsqueeze(0)
+                else:
+                    p = fh.new_zeros(*mask.shape, fh.shape[-1]).index_put((rows.sel,), fh)
+                    gram = p.transpose(-1, -2) @ p
+                gram = gram + user.factor_ridge() * eye
+                rhs = rows.total(fh * resid.unsqueeze(-1))
+                uf = uf + torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
+        params = {"context": z, "user_bias": ub, "user_factor": uf}
+        scale = rows.take(2.0 / msum.clamp_min(1.0), 0)
+        inner = torch.no_grad() if first_order else nullcontext()
+        for step in range(steps):
+            with inner:
+                if step:
+                    out, acts = head.forward(base, h_rows, params["context"], rows)
+                pred = predict(out, params["user_bias"], params["user_factor"])
+                r = (pred - y_rows) * scale  # ∂(masked mean squared error)/∂pred
+                g = {
+                    "context": head.grad_context(r, h_rows, acts, rows),
+                    "user_bias": rows.total(r),
+                }
+                if fh is not None and "user_factor" in fast:
+                    g["user_factor"] = rows.total(fh * r.unsqueeze(-1))
+            for k in fast:
+                if k not in g:
+                    continue
+                if isinstance(lr, Mapping):
+                    params[k] = params[k] - lr[k] * g[k]
+                else:
+                    params[k] = torch.sub(params[k], g[k], alpha=lr)
+        shapes = {k: v.shape for k, v in fast.items()}
+        return {
+            k: (
+                params[k]
+                if params[k].dim() > len(shapes[k])
+                else params[k].expand(n_users, *shapes[k])
+            )
+            for k in fast
+        }
+
+    def masked_scores(
+        self,
+        fast: Params,
+        items: torch.Tensor,
+        mask: torch.Tensor,
+        user_features: torch.Tensor,
+        id_keep: torch.Tensor | None = None,
+        reps: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Scores of [B, n] items under batched direct-path ``fast`` params, computed
+        for the real entries (``mask`` > 0) only; padding scores 0. One head call
+        over the entries, each with its user's parameters gathered to it.
+        ``reps``: the tower outputs of those entries, when the caller has them."""
+        user = self.model.user
+        head = _Head(user)
+        rows = _Rows(mask)
+        h, b = self.item_reps(rows.pick(items), id_keep) if reps is None else reps
+        base = torch.addmm(rows.take(head.user_part(user_features), 1), h, head.w_h.T)
+        out, _ = head.forward(base, h, fast["context"], rows)
+        fh = user.factor(h) if user.factor is not None else None
+        pred = _direct_pred(
+            user.offset + b, out, fh,
+            fast.get("user_bias", user.user_bias), fast.get("user_factor", user.user_factor),
+            rows,
+        )  # fmt: skip
+        return pred.new_zeros(mask.shape).masked_scatter(rows.sel, pred)
 
     def batch_scores(
         self,

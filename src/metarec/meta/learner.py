@@ -46,12 +46,15 @@ class MetaLearner(nn.Module):
     # -- parameters ---------------------------------------------------------
     def fast_init(self) -> Params:
         """The shared initial values of the adapted parameters (live tensors)."""
-        out: Params = {}
-        user = dict(self.model.user.named_parameters())
-        tower = dict(self.model.tower.named_parameters())
-        for name in self.fast_names:
-            out[name] = tower[name[len(TOWER) :]] if name.startswith(TOWER) else user[name]
-        return out
+        user, tower = self.model.user, self.model.tower
+        return {
+            name: (
+                tower.get_parameter(name[len(TOWER) :])
+                if name.startswith(TOWER)
+                else user.get_parameter(name)
+            )
+            for name in self.fast_names
+        }
 
     def inner_lr(self) -> float | dict[str, torch.Tensor]:
         if self.step_sizes:
@@ -67,12 +70,20 @@ class MetaLearner(nn.Module):
         first_order: bool = True,
         id_keep: torch.Tensor | None = None,
         fast: Params | None = None,
+        reps: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Params:
         """Adapt to each task's support set. The softmax objective reads the
         catalogue representations set by the caller: once per training step
         (``outer_loss``, ``reptile_grads``), once per validation pass, once per
-        catalogue change when serving — never once per adaptation."""
-        h, b = self.scorer.item_reps(batch.support_items, id_keep)
+        catalogue change when serving — never once per adaptation.
+
+        ``reps``: the support items' tower outputs when the caller already has
+        them (a served model's cached catalogue); ignored when the tower is adapted.
+        """
+        tower_adapted = any(k.startswith(TOWER) for k in self.fast_names)
+        if reps is None or tower_adapted:
+            reps = self.scorer.item_reps(batch.support_items, id_keep)
+        h, b = reps
         return self.scorer.adapt(
             self.fast_init() if fast is None else fast,
             batch.support_items,
@@ -107,6 +118,11 @@ class MetaLearner(nn.Module):
     def query_scores(
         self, batch: TaskBatch, fast: Params, id_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Scores [B, Q] of the query items (padding: 0 on the direct path)."""
+        if self.scorer.direct(fast):
+            return self.scorer.masked_scores(
+                fast, batch.query_items, batch.query_mask, batch.user_features, id_keep
+            )
         h, b = self.scorer.item_reps(batch.query_items, id_keep)
         return self.scorer.batch_scores(fast, batch.query_items, h, b, batch.user_features)
 
@@ -142,8 +158,22 @@ class MetaLearner(nn.Module):
             }
             both = _support_and_query(batch, self.cfg.objective)
             return self.query_loss(both, fast, id_keep)
+        first_order = algo != "maml"
+        if self.cfg.objective != "softmax" and self.scorer.direct(self.fast_init()):
+            # one tower pass for the support and the query items together
+            query, sel = batch.query_items, batch.query_mask > 0
+            support_reps, query_reps = self.scorer.item_reps_many(
+                [batch.support_items, query[sel]], id_keep
+            )
+            fast = self.adapt(
+                batch, steps=self.cfg.inner_steps, first_order=first_order, reps=support_reps
+            )
+            pred = self.scorer.masked_scores(
+                fast, query, batch.query_mask, batch.user_features, reps=query_reps
+            )
+            return task_loss(pred, batch.query_y, batch.query_mask, self.outer_objective).mean()
         fast = self.adapt(
-            batch, steps=self.cfg.inner_steps, first_order=algo != "maml", id_keep=id_keep
+            batch, steps=self.cfg.inner_steps, first_order=first_order, id_keep=id_keep
         )
         return self.query_loss(batch, fast, id_keep)
 

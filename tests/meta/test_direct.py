@@ -1,0 +1,108 @@
+"""The direct (hand-batched) inner loop and query scoring equal the torch.func path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metarec.data.tasks import Task, TaskBatch, collate
+from metarec.meta.learner import MetaLearner
+
+from .test_maml import _double, _tiny
+
+
+def _batch(support_sizes: list[int], seed: int = 1) -> TaskBatch:
+    """Tasks of uneven support and query sizes (padding inside the batch), one with none."""
+    rng = np.random.default_rng(seed)
+    tasks = [
+        Task(
+            i,
+            rng.choice(50, k, replace=False),
+            rng.integers(1, 6, k).astype(np.float32),
+            rng.choice(50, 3 + i, replace=False),
+            rng.integers(1, 6, 3 + i).astype(np.float32),
+        )
+        for i, k in enumerate(support_sizes)
+    ]
+    codes = np.array([[1 + i % 3] for i in range(len(tasks))])
+    return _double(collate(tasks, user_features=codes))
+
+
+def _run(learner: MetaLearner, batch: TaskBatch, *, direct: bool, first_order: bool):
+    learner.scorer.direct_path = direct
+    learner.zero_grad()
+    fast = learner.adapt(batch, steps=learner.cfg.inner_steps, first_order=first_order)
+    loss = learner.outer_loss(batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in learner.named_parameters() if p.grad is not None}
+    return {k: v.detach().clone() for k, v in fast.items()}, loss.item(), grads
+
+
+@pytest.mark.parametrize("algorithm", ["fomaml", "maml", "metasgd"])
+@pytest.mark.parametrize("sizes", [[7], [1, 9, 4, 2], [0, 3]])
+def test_direct_path_equals_torch_func(algorithm: str, sizes: list[int]) -> None:
+    learner, _ = _tiny(algorithm, "context")
+    batch = _batch(sizes)
+    assert learner.scorer.direct(learner.fast_init())
+    fast_d, loss_d, grads_d = _run(learner, batch, direct=True, first_order=algorithm != "maml")
+    fast_g, loss_g, grads_g = _run(learner, batch, direct=False, first_order=algorithm != "maml")
+    assert fast_d.keys() == fast_g.keys()
+    for k in fast_d:
+        assert fast_d[k].shape == fast_g[k].shape
+        torch.testing.assert_close(fast_d[k], fast_g[k], rtol=1e-10, atol=1e-12)
+    assert loss_d == pytest.approx(loss_g, rel=1e-10)
+    # every parameter the meta-gradient reaches (tower, head, step sizes, damping, ridge)
+    assert grads_d.keys() == grads_g.keys()
+    for name in grads_d:
+        torch.testing.assert_close(grads_d[name], grads_g[name], rtol=1e-8, atol=1e-12)
+
+
+def test_direct_path_zero_steps_and_float32() -> None:
+    """The closed-form start alone, and single precision (served models) within tolerance."""
+    learner, _ = _tiny("fomaml", "context")
+    learner = learner.float()
+    batch = _batch([5, 2, 8])
+    batch = TaskBatch(
+        **{k: v.float() if v.is_floating_point() else v for k, v in vars(batch).items()}
+    )
+    for steps in (0, 4):
+        out = {}
+        for direct in (True, False):
+            learner.scorer.direct_path = direct
+            with torch.no_grad():
+                out[direct] = learner.adapt(batch, steps=steps)
+        for k in out[True]:
+            torch.testing.assert_close(out[True][k], out[False][k], rtol=1e-5, atol=1e-6)
+
+
+def test_masked_scores_equal_padded_scores() -> None:
+    learner, _ = _tiny("fomaml", "context")
+    batch = _batch([3, 6, 1])
+    with torch.no_grad():
+        fast = learner.adapt(batch, steps=2)
+        learner.scorer.direct_path = True
+        direct = learner.query_scores(batch, fast)
+        learner.scorer.direct_path = False
+        padded = learner.query_scores(batch, fast)
+    mask = batch.query_mask > 0
+    torch.testing.assert_close(direct[mask], padded[mask], rtol=1e-10, atol=1e-12)
+    assert (direct[~mask] == 0).all()
+
+
+def test_other_scopes_take_the_generic_path() -> None:
+    for scope in ("head", "all"):
+        learner, _ = _tiny("fomaml", scope)
+        assert not learner.scorer.direct(learner.fast_init())
+
+
+def test_one_user_without_vmap_equals_the_batched_call() -> None:
+    """The generic path skips vmap for one user; the numbers are the batched ones."""
+    learner, _ = _tiny("fomaml", "head")
+    batch = _batch([4, 4])
+    one = TaskBatch(**{k: v[:1] for k, v in vars(batch).items()})
+    with torch.no_grad():
+        both = learner.adapt(batch, steps=2)
+        alone = learner.adapt(one, steps=2)
+    for k in both:
+        torch.testing.assert_close(alone[k][0], both[k][0], rtol=1e-10, atol=1e-12)
