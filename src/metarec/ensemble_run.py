@@ -32,6 +32,7 @@ from metarec.errors import ConfigError, DataError, MetarecError, ModelError, Uns
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import is_ensemble_dir
+from metarec.ranking import TopK
 from metarec.recommender import History, Recommender, UserState
 
 
@@ -43,7 +44,7 @@ class EnsembleUserState(UserState):
     features: Mapping[str, Any] | None = None
 
 
-class EnsembleRecommender:
+class EnsembleRecommender(TopK):
     def __init__(self, ensemble: Ensemble, path: Path | None = None) -> None:
         names = [n for n, m in ensemble.members.items() if isinstance(m, MetaModel)]
         if not names:
@@ -173,48 +174,6 @@ class EnsembleRecommender:
         if items is None:
             return user.scores
         return user.scores[[self.resolve(i) for i in items]]
-
-    def top(
-        self,
-        user: UserState,
-        k: int = 10,
-        *,
-        exclude_seen: bool = True,
-        candidates: Sequence[str | int] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`Recommender.top`: the best ``k`` catalogue indices and their scores."""
-        if k <= 0:
-            raise ConfigError(f"k: must be > 0, got {k}")
-        scores = np.array(self.score(user), dtype=np.float64, copy=True)
-        allowed = np.ones(self.n_items, dtype=bool)
-        if candidates is not None:
-            allowed[:] = False
-            allowed[[self.resolve(c) for c in candidates]] = True
-        if exclude_seen and len(user.seen):
-            allowed[user.seen] = False
-        scores[~allowed] = -np.inf
-        k = min(k, int(allowed.sum()))
-        top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return top, scores[top]
-
-    def recommend(
-        self,
-        user: UserState,
-        k: int = 10,
-        *,
-        exclude_seen: bool = True,
-        candidates: Sequence[str | int] | None = None,
-    ) -> pd.DataFrame:
-        top, scores = self.top(user, k, exclude_seen=exclude_seen, candidates=candidates)
-        return pd.DataFrame(
-            {
-                "rank": np.arange(1, len(top) + 1),
-                "item_id": self.items["item_id"].to_numpy()[top],
-                "title": [self._display(i) for i in top],
-                "score": scores,
-            }
-        )
 
     # -- growing the catalogue ---------------------------------------------------
     def check_items(self) -> None:

@@ -24,11 +24,12 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, collate
-from metarec.errors import ConfigError, DataError, ModelError, UnknownItemError
+from metarec.errors import DataError, ModelError, UnknownItemError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
 from metarec.models.preference import PreferenceNet
+from metarec.ranking import TopK
 
 FORMAT_VERSION = 1
 History = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
@@ -45,7 +46,7 @@ class UserState:
     history: list[tuple[int, float]] = field(default_factory=list)
 
 
-class Recommender:
+class Recommender(TopK):
     def __init__(
         self,
         learner: MetaLearner,
@@ -279,50 +280,6 @@ class Recommender:
         if items is None:
             return out
         return out[[self.resolve(i) for i in items]]
-
-    def recommend(
-        self,
-        user: UserState,
-        k: int = 10,
-        *,
-        exclude_seen: bool = True,
-        candidates: Sequence[str | int] | None = None,
-    ) -> pd.DataFrame:
-        """Top-``k`` items as a frame: rank, item_id, title, score."""
-        top, scores = self.top(user, k, exclude_seen=exclude_seen, candidates=candidates)
-        return pd.DataFrame(
-            {
-                "rank": np.arange(1, len(top) + 1),
-                "item_id": self.items["item_id"].to_numpy()[top],
-                "title": [self._display(i) for i in top],
-                "score": scores,
-            }
-        )
-
-    def top(
-        self,
-        user: UserState,
-        k: int = 10,
-        *,
-        exclude_seen: bool = True,
-        candidates: Sequence[str | int] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Catalogue indices of the top ``k`` items, best first, and their scores
-        (what :meth:`recommend` shows, without building a frame: the serving path)."""
-        if k <= 0:
-            raise ConfigError(f"k: must be > 0, got {k}")
-        scores = self.score(user).astype(np.float64)
-        allowed = np.ones(self.n_items, dtype=bool)
-        if candidates is not None:
-            allowed[:] = False
-            allowed[[self.resolve(c) for c in candidates]] = True
-        if exclude_seen and len(user.seen):
-            allowed[user.seen] = False
-        scores[~allowed] = -np.inf
-        k = min(k, int(allowed.sum()))
-        top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return top, scores[top]
 
     @torch.no_grad()
     def predict_tasks(

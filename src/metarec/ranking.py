@@ -1,0 +1,81 @@
+"""Top-k lists from a scorer: the part :class:`~metarec.recommender.Recommender` and
+:class:`~metarec.ensemble_run.EnsembleRecommender` share, written once.
+
+A class using :class:`TopK` provides ``score(user)`` (one float per catalogue
+item), ``resolve(key)`` (id or title → catalogue index), ``n_items``, ``items``
+(the catalogue frame) and ``_display(index)`` (a title for people).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metarec.errors import ConfigError
+
+
+class TopK:
+    items: pd.DataFrame
+
+    # what the host class provides
+    def score(self, user: Any, items: Sequence[str | int] | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def resolve(self, key: str | int) -> int:
+        raise NotImplementedError
+
+    @property
+    def n_items(self) -> int:
+        raise NotImplementedError
+
+    def _display(self, idx: int) -> str:
+        raise NotImplementedError
+
+    # what it gets
+    def top(
+        self,
+        user: Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: Sequence[str | int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Catalogue indices of the top ``k`` items, best first, and their scores
+        (what :meth:`recommend` shows, without building a frame: the serving path)."""
+        if k <= 0:
+            raise ConfigError(f"k: must be > 0, got {k}")
+        scores = np.array(self.score(user), dtype=np.float64, copy=True)
+        allowed = np.ones(self.n_items, dtype=bool)
+        if candidates is not None:
+            allowed[:] = False
+            allowed[[self.resolve(c) for c in candidates]] = True
+        if exclude_seen and len(user.seen):
+            allowed[user.seen] = False
+        scores[~allowed] = -np.inf
+        k = min(k, int(allowed.sum()))
+        # argpartition, then sort only the k winners: no full sort of the catalogue
+        top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return top, scores[top]
+
+    def recommend(
+        self,
+        user: Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: Sequence[str | int] | None = None,
+    ) -> pd.DataFrame:
+        """Top-``k`` items as a frame: rank, item_id, title, score."""
+        top, scores = self.top(user, k, exclude_seen=exclude_seen, candidates=candidates)
+        return pd.DataFrame(
+            {
+                "rank": np.arange(1, len(top) + 1),
+                "item_id": self.items["item_id"].to_numpy()[top],
+                "title": [self._display(i) for i in top],
+                "score": scores,
+            }
+        )
