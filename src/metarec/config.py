@@ -23,6 +23,7 @@ Algorithm = Literal["maml", "fomaml", "reptile", "metasgd", "transfer"]
 AdaptScope = Literal["context", "head", "all"]
 Objective = Literal["rating", "bce", "bpr", "softmax"]
 RatingLoss = Literal["mse", "l1"]
+EpisodeOrder = Literal["shuffle", "time"]
 
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
@@ -81,7 +82,7 @@ class TrainConfig:
     support_positives: str = "rated"
     # how episodes split a user's ratings: at random, or first-k-by-time as support and
     # what came after as query (see metarec.data.tasks.sample_episodes)
-    episode_order: str = "shuffle"
+    episode_order: EpisodeOrder = "shuffle"
     seed: int = 0
     device: str = "auto"
     encoder: str = "minilm"

@@ -103,7 +103,7 @@ class Trainer:
             min_support=self.cfg.min_support,
             max_support=self.cfg.max_support,
             query_size=self.cfg.train_query_size,
-            order=self.cfg.episode_order,  # type: ignore[arg-type]
+            order=self.cfg.episode_order,
         )
         order = rng.permutation(len(tasks))
         tasks = [tasks[i] for i in order]
