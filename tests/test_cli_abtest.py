@@ -152,7 +152,10 @@ def test_abtest_bad_arguments(
 
 def test_abtest_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["abtest", str(tmp_path / "nope"), str(tmp_path / "b"), "--users", "heldout:0.1"])
-    _assert_one_line_error(code, capsys.readouterr().err, "nope", "not a metarec run")
+    _assert_one_line_error(code, capsys.readouterr().err, "nope", "no such file or directory")
+    (tmp_path / "empty").mkdir()
+    code = main(["abtest", str(tmp_path / "empty"), str(tmp_path / "b"), "--users", "heldout:0.1"])
+    _assert_one_line_error(code, capsys.readouterr().err, "empty", "neither a metarec run")
 
 
 @pytest.mark.slow

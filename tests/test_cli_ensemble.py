@@ -119,3 +119,27 @@ def test_folders_that_are_neither_run_nor_ensemble(
         assert main([command, str(tmp_path / name), *extra]) == 2
         assert needle in _error_line(capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file.txt"]
+
+
+@pytest.mark.slow
+def test_abtest_takes_an_ensemble_as_an_arm(
+    run: Path, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(run), "--peers", "popularity", "--out", str(ens)]) == 0
+    capsys.readouterr()
+    users = str(run / "split.json")
+    data = ["--dataset", "ml-100k", "--root", str(shared_data)]
+    assert main(["abtest", str(run), str(ens), *data, "--users", users, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    new_users = json.loads((run / "split.json").read_text())["new_users"]
+    inter = report["interleave"]
+    assert report["users"] == len(new_users)
+    assert inter["wins_a"] + inter["wins_b"] + inter["ties"] == len(new_users)
+    # the same seeded arms with the run in both: arm A is unchanged, arm B was the blend
+    assert main(["abtest", str(run), str(run), *data, "--users", users, "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)["replay"]["arms"]
+    arms = report["replay"]["arms"]
+    assert arms["A"] == same["A"]
+    assert arms["B"]["users"] == same["B"]["users"]
+    assert arms["B"]["hits_per_k"] != same["B"]["hits_per_k"]

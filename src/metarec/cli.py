@@ -438,6 +438,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_abtest(args: argparse.Namespace) -> int:
     """Protocol P4: replay and/or interleave two saved runs on held-out users."""
+    from metarec.ensemble_run import EnsembleRecommender, load_run
     from metarec.evaluation.abtest import (
         P4Split,
         check_users_spec,
@@ -448,8 +449,8 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         users_from_spec,
     )
     from metarec.io import save_json
+    from metarec.models.base import ScoringModel
     from metarec.models.meta_model import MetaModel
-    from metarec.recommender import Recommender
 
     support = 5 if args.support is None else args.support
     if support < 0:
@@ -457,7 +458,8 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise ConfigError(f"-k: must be > 0, got {args.top_k}")
     check_users_spec(args.users)  # before the slow part: loading runs and data
-    recs = {arm: Recommender.load(run) for arm, run in (("A", args.run_a), ("B", args.run_b))}
+    # either arm may be a run folder or a saved ensemble
+    recs = {arm: load_run(run) for arm, run in (("A", args.run_a), ("B", args.run_b))}
     if list(recs["A"].items["item_id"]) != list(recs["B"].items["item_id"]):
         raise ConfigError(
             f"{args.run_a} and {args.run_b} have different catalogues; "
@@ -493,7 +495,12 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             print(f"skipped {split.skipped['not_in_data']} users not in the data", file=note)
     if args.save_split:
         split.save(args.save_split)
-    policies = {arm: MetaModel.from_recommender(rec, name=arm) for arm, rec in recs.items()}
+    policies: dict[str, ScoringModel] = {
+        arm: rec.ensemble
+        if isinstance(rec, EnsembleRecommender)
+        else MetaModel.from_recommender(rec, name=arm)
+        for arm, rec in recs.items()
+    }
     report = run_abtest(
         policies["A"],
         policies["B"],
@@ -781,7 +788,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     ab = sub.add_parser(
-        "abtest", help="protocol P4: offline A/B test (replay, interleaving) of two saved runs"
+        "abtest",
+        help="protocol P4: offline A/B test (replay, interleaving) of two saved runs or ensembles",
     )
     ab.add_argument("run_a", metavar="RUN_A", help="run folder of policy A (control)")
     ab.add_argument("run_b", metavar="RUN_B", help="run folder of policy B (treatment)")
