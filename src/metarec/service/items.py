@@ -55,40 +55,38 @@ def apply_items(rec: ServedModel, frame: pd.DataFrame, vectors: np.ndarray) -> t
     """Add new ids and re-encode existing ones in place; → (added, updated).
 
     The caller holds the model's write lock: the catalogue and the cached item
-    representations change together.
+    representations change together. An ensemble refuses (:class:`UnsupportedError`)
+    before any member changes when one of its members cannot take items.
     """
     if isinstance(rec, EnsembleRecommender):
-        return _apply_to_ensemble(rec, frame, vectors)
+        rec.check_items()
     known = frame["item_id"].isin(rec.item_index).to_numpy()
     if known.any():
         idx = [rec.item_index[i] for i in frame.loc[known, "item_id"]]
-        with torch.no_grad():
-            tower = rec.model.tower
-            tower.item_vectors[torch.as_tensor(idx)] = torch.as_tensor(
-                vectors[known], dtype=tower.item_vectors.dtype, device=tower.item_vectors.device
-            )
-        rec.items.loc[idx, "title"] = frame.loc[known, "title"].to_numpy()
-        rec.items.loc[idx, "text"] = frame.loc[known, "text"].to_numpy()
-        if not (~known).any():
-            # Recommender has no public "update item"; re-index titles and the cached h/b
-            rec._reindex()
+        # adding items re-indexes anyway; only a pure update must do it itself
+        _update_items(rec, idx, frame.loc[known], vectors[known], reindex=known.all())
     if (~known).any():
         rec.add_items(frame.loc[~known].reset_index(drop=True), vectors=vectors[~known])
     return int((~known).sum()), int(known.sum())
 
 
-def _apply_to_ensemble(
-    ens: EnsembleRecommender, frame: pd.DataFrame, vectors: np.ndarray
-) -> tuple[int, int]:
-    """Every member takes the items: metarec members as single runs do, peers through the
-    ensemble (which refuses, :class:`UnsupportedError`, for members that cannot)."""
-    ens.check_items()
-    known = frame["item_id"].isin(ens.item_index).to_numpy()
-    if known.any():
-        idx = [ens.item_index[i] for i in frame.loc[known, "item_id"]]
-        for rec in ens.metarec_members():
-            apply_items(rec, frame.loc[known].reset_index(drop=True), vectors[known])
-        ens.update_peer_vectors(idx, vectors[known])
-    if (~known).any():
-        ens.add_items(frame.loc[~known].reset_index(drop=True), vectors=vectors[~known])
-    return int((~known).sum()), int(known.sum())
+def _update_items(
+    rec: ServedModel, idx: list[int], rows: pd.DataFrame, vectors: np.ndarray, *, reindex: bool
+) -> None:
+    """New text and LM vectors for catalogue items ``idx`` (every member of an ensemble:
+    its catalogues are aligned, so the indices hold for each)."""
+    if isinstance(rec, EnsembleRecommender):
+        for member in rec.metarec_members():
+            _update_items(member, idx, rows, vectors, reindex=reindex)
+        rec.update_peer_vectors(idx, vectors)
+        return
+    with torch.no_grad():
+        tower = rec.model.tower
+        tower.item_vectors[torch.as_tensor(idx)] = torch.as_tensor(
+            vectors, dtype=tower.item_vectors.dtype, device=tower.item_vectors.device
+        )
+    rec.items.loc[idx, "title"] = rows["title"].to_numpy()
+    rec.items.loc[idx, "text"] = rows["text"].to_numpy()
+    if reindex:
+        # Recommender has no public "update item"; re-index titles and the cached h/b
+        rec._reindex()
