@@ -129,8 +129,6 @@ class _Head:
     @staticmethod
     def supports(user: UserHead) -> bool:
         """Linear/ReLU stacks (dropout only while inactive), first layer a Linear."""
-        if user.encoder is not None:  # the amortised start lives on the torch.func path
-            return False
         mods = list(user.mlp)
         if not mods or not isinstance(mods[0], nn.Linear):
             return False
@@ -329,7 +327,8 @@ class Scorer:
             and self.model.user.factor is not None
             and self.model.cfg.fold_in
         )
-        if self.objective == "rating" and self.direct(fast):
+        # the amortised start (support encoder) is written for the torch.func path only
+        if self.objective == "rating" and self.model.user.encoder is None and self.direct(fast):
             return self._adapt_direct(
                 fast, h, b, y, mask, user_features, steps=steps, lr=lr,
                 first_order=first_order, closed_form=closed_form, fold_in=fold_in,
