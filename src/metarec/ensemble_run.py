@@ -198,18 +198,13 @@ class EnsembleRecommender(TopK):
         progress: bool = False,
     ) -> int:
         """Add items to every member (all or none); they are recommendable at once."""
-        from metarec.data.text import ItemTextConfig, build_item_text
         from metarec.encoders import cached_encode
 
         self.check_items()
-        frame = items.copy()
+        # checked and given text as the primary's catalogue would (members check again)
+        frame = self.primary.prepare_items(items, text)
         if vectors is None:
             # the peers need the vectors too: encode once here, with the primary's encoder
-            for col, default in (("title", ""), ("year", np.nan), ("genres", "")):
-                if col not in frame.columns:
-                    frame[col] = default
-            if "text" not in frame.columns or frame["text"].isna().any():
-                frame["text"] = build_item_text(frame, text or ItemTextConfig())
             vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
         self.ensemble.add_items(frame, np.asarray(vectors, dtype=np.float32))
         return len(frame)

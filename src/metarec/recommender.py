@@ -333,23 +333,10 @@ class Recommender(TopK):
             self._encoder = encoder_from_config(self.encoder_config, self.encoder_tensors or None)
         return self._encoder
 
-    def add_items(
-        self,
-        items: pd.DataFrame,
-        *,
-        text: Any = None,
-        vectors: np.ndarray | None = None,
-        progress: bool = False,
-    ) -> int:
-        """Encode new items from their text; they are recommendable at once.
-
-        ``items`` needs ``item_id`` and ``title`` (and whatever text columns the
-        text config uses). Returns how many items were added; an id already in
-        the catalogue is an error (use a new id for a new item). ``vectors``
-        skips encoding when the caller already has the items' LM vectors.
-        """
+    def prepare_items(self, items: pd.DataFrame, text: Any = None) -> pd.DataFrame:
+        """New items checked against this catalogue (ids present and unused, some text)
+        with their text built as the catalogue's was: what :meth:`add_items` encodes."""
         from metarec.data.text import ItemTextConfig, build_item_text
-        from metarec.encoders import cached_encode
 
         if "item_id" not in items.columns:
             raise DataError(f"add_items: needs an item_id column; got {list(items.columns)}")
@@ -370,6 +357,26 @@ class Recommender(TopK):
         if empty.any():
             bad = frame.loc[empty, "item_id"].iloc[0]
             raise DataError(f"add_items: item {bad!r} has no text to encode (title and text empty)")
+        return frame
+
+    def add_items(
+        self,
+        items: pd.DataFrame,
+        *,
+        text: Any = None,
+        vectors: np.ndarray | None = None,
+        progress: bool = False,
+    ) -> int:
+        """Encode new items from their text; they are recommendable at once.
+
+        ``items`` needs ``item_id`` and ``title`` (and whatever text columns the
+        text config uses). Returns how many items were added; an id already in
+        the catalogue is an error (use a new id for a new item). ``vectors``
+        skips encoding when the caller already has the items' LM vectors.
+        """
+        from metarec.encoders import cached_encode
+
+        frame = self.prepare_items(items, text)
         if vectors is None:
             vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
         elif len(vectors) != len(frame):
