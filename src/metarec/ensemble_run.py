@@ -28,10 +28,10 @@ import pandas as pd
 import torch
 
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError, DataError, MetarecError, ModelError, UnsupportedError
+from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
-from metarec.models.persist import is_ensemble_dir
+from metarec.models.persist import is_ensemble_dir, load_recommender
 from metarec.ranking import TopK
 from metarec.recommender import History, Recommender, UserState
 
@@ -248,12 +248,7 @@ def load_run(path: str | Path, *, device: str | None = None) -> ServedModel:
     p = Path(path)
     if run_kind(p) == "ensemble":
         return EnsembleRecommender(Ensemble.load(p, device=device), p)
-    try:
-        return Recommender.load(p, device=device)
-    except MetarecError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{p}: not a loadable metarec run ({type(exc).__name__}: {exc})") from None
+    return load_recommender(p, device)
 
 
 # -- building one from trained runs -------------------------------------------------

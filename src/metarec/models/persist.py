@@ -41,6 +41,7 @@ from metarec.models.meta_model import MetaModel
 from metarec.peers.bias import Bias
 from metarec.peers.knn import ContentKNN
 from metarec.peers.popularity import Popularity
+from metarec.recommender import Recommender
 
 MANIFEST = "ensemble.json"
 FORMAT = "metarec-ensemble"
@@ -232,8 +233,6 @@ def _move_into_place(tmp: Path, target: Path) -> None:
 # -- loading --------------------------------------------------------------------
 def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemble:
     """Read an ensemble folder; every problem names the file and field at fault."""
-    from metarec.recommender import Recommender
-
     root = Path(directory)
     path = root / MANIFEST
     if not root.is_dir():
@@ -288,7 +287,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
         if not where.is_dir():
             raise man.bad(f"{field}.path", f"{where} is missing")
         if kind == METAREC:
-            rec = _load_recommender(Recommender, where, device)
+            rec = load_recommender(where, device)
             model: ScoringModel = MetaModel.from_recommender(rec, name=name)
         else:
             options, state = entry.get("options", {}), entry.get("state", {})
@@ -329,9 +328,10 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     return ens
 
 
-def _load_recommender(cls: Any, where: Path, device: str | None) -> Any:
+def load_recommender(where: str | Path, device: str | None = None) -> Recommender:
+    """:meth:`Recommender.load`, with a damaged run folder reported as one :class:`ModelError`."""
     try:
-        return cls.load(where, device=device)
+        return Recommender.load(where, device=device)
     except MetarecError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
