@@ -106,7 +106,7 @@ def _training_breakdown(
     forward = spent.pop("outer loss (forward)")
     parts = {k: v for k, v in spent.items() if k not in ("episodes: collate", "optimiser step")}
     out = {
-        **{k: v for k, v in spent.items()},
+        **spent,
         "outer loss: the rest": forward - sum(parts.values()),
         "backward, sampling and the rest": total - forward - spent["episodes: collate"]
         - spent["optimiser step"],
