@@ -324,6 +324,7 @@ def _command(
     algorithms: Sequence[str],
     peers: Sequence[str],
     shots: Sequence[int],
+    root: str | None,
 ) -> str:
     """The CLI line that reproduces a run (non-default options only)."""
     from metarec.evaluation.p2 import SHOTS
@@ -337,7 +338,7 @@ def _command(
         cmd += f" --peers {','.join(peers)}"
     if protocol == "p2" and tuple(shots) != tuple(SHOTS):
         cmd += f" --shots {','.join(map(str, shots))}"
-    return cmd + " --data ../shared/data"
+    return cmd + (f" --data {root}" if root else "")  # the data folder as it was given
 
 
 def run_benchmark(
@@ -438,7 +439,8 @@ def run_benchmark(
         },
         "split_files": [r["split_file"] for r in runs],
         "machine": machine_info(),
-        "command": command or _command(protocol, dataset, seed, folds, algorithms, peers, shots),
+        "command": command
+        or _command(protocol, dataset, seed, folds, algorithms, peers, shots, root),
     }
     save_json(out / f"{name}.json", record)
     write_report(record, out / name, plots=plots)
