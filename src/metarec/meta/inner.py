@@ -341,8 +341,10 @@ class Scorer:
             if user.encoder is not None:
                 # ratings pool as deviations from the global mean; implicit targets are
                 # 1 for positives and 0 for sampled negatives, so only positives pool
-                weight = mask * (y - user.offset if self.objective == "rating" else y)
-                for name, shift in user.encode_support(h, weight).items():
+                pooling = mask if self.objective == "rating" else mask * y
+                weight = mask * (y - user.offset) if self.objective == "rating" else pooling
+                shifts = user.encode_support(h, weight, pooling.sum())
+                for name, shift in shifts.items():
                     if name in params:
                         params[name] = params[name] + shift
             if closed_form:

@@ -138,16 +138,18 @@ class UserHead(nn.Module):
     def factor_ridge(self) -> torch.Tensor:
         return F.softplus(self.factor_ridge_raw) + 1e-3
 
-    def encode_support(self, h: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode_support(
+        self, h: torch.Tensor, weight: torch.Tensor, count: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Shifts of ``context``/``user_factor`` from one user's support items.
 
-        ``h`` [S, H] support representations, ``weight`` [S] (0 for padding): the
-        pooled vector is the weighted sum over sqrt(count), so it grows with evidence
-        but slower than linearly (FISM's normalisation).
+        ``h`` [S, H] support representations, ``weight`` [S] (0 for padding),
+        ``count``: how many items pool. The pooled vector is the weighted sum over
+        sqrt(count), so it grows with evidence but slower than linearly (FISM's
+        normalisation).
         """
         if self.encoder is None:
             return {}
-        count = (weight != 0).to(h.dtype).sum()
         pooled = (h * weight.unsqueeze(-1)).sum(0) / count.clamp_min(1.0).sqrt()
         shifts = {"context": self.encoder(pooled)}
         if self.factor_encoder is not None:
