@@ -124,6 +124,21 @@ def test_save_load_round_trip_and_add_items(fitted: Recommender, tmp_path: Path)
     assert again.n_items == fitted.n_items + 1 and again.resolve("Toy Story 4") == fitted.n_items
 
 
+def test_median_ratings_are_scale_levels_and_survive_save(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # a rating run with validation users gets median cuts on the training scale
+    assert fitted.cutpoints is not None and fitted.cutpoints.levels == (1.0, 2.0, 3.0, 4.0, 5.0)
+    scores = fitted.score(fitted.adapt([("Toy Story (1995)", 5), ("Fargo (1996)", 2)]))
+    medians = fitted.median_ratings(scores)
+    assert set(np.unique(medians)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    # monotone in the score: a higher mean never gets a lower median
+    order = np.argsort(scores, kind="stable")
+    assert np.all(np.diff(medians[order]) >= 0)
+    loaded = Recommender.load(fitted.save(tmp_path / "run"))
+    assert loaded.cutpoints == fitted.cutpoints
+
+
 def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"no recommender\.json"):
         Recommender.load(tmp_path)
@@ -132,6 +147,11 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
     meta["format_version"] = 99
     (run / "recommender.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="format version"):
+        Recommender.load(run)
+    meta["format_version"] = 1
+    meta["rating_cutpoints"] = {"levels": [1, 2, 3], "cuts": [2.0, 1.0]}
+    (run / "recommender.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"recommender\.json.*non-decreasing"):
         Recommender.load(run)
 
 

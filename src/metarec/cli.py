@@ -224,6 +224,7 @@ def _evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
     from metarec.evaluation.p1 import P1Split, evaluate_p1
     from metarec.io import save_json
     from metarec.models.bias import BiasModel
+    from metarec.models.cutpoints import MedianView, rating_levels
 
     if not (run / "split.json").exists():
         raise ConfigError(
@@ -234,8 +235,18 @@ def _evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
         UserRatings.from_frame(split.frames["train"], rec.item_index), rec.n_items
     )
     name = f"metarec-{rec.cfg.algorithm}"
+    judged: dict[str, Any] = {name: rec, "bias": bias}
+    if len(split.frames["validation"]):
+        # the run reports median ratings for MAE; the bias model gets cuts of its own
+        judged["bias-median"] = MedianView.fit(
+            bias,
+            UserRatings.from_frame(split.frames["validation"], rec.item_index),
+            ds.users,
+            levels=rating_levels(split.frames["train"]["rating"].to_numpy()),
+            seed=split.seed,
+        )
     result = evaluate_p1(
-        {name: rec, "bias": bias},
+        judged,
         split,
         rec.item_index,
         ds.users,

@@ -25,6 +25,7 @@ from metarec.encoders.sentence import metarec_cache_dir
 from metarec.errors import DataError
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.bias import item_baseline
+from metarec.models.cutpoints import fit_model_cutpoints, rating_levels, validation_tasks
 from metarec.recommender import Recommender, build_learner
 
 
@@ -126,6 +127,10 @@ def fit_recommender(
         rating_range=rating_range,
         metadata=meta,
     )
+    if cfg.objective == "rating" and val_src is not None:
+        tasks = validation_tasks(val_src.ratings, seed=cfg.seed, query_size=cfg.query_size)
+        codes = val_src.user_features[[t.user for t in tasks]] if tasks else None
+        rec.cutpoints = fit_model_cutpoints(rec, tasks, codes, rating_levels(train_ur.ratings))
     return rec, history
 
 

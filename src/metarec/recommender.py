@@ -28,6 +28,7 @@ from metarec.errors import DataError, ModelError, UnknownItemError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
+from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
 from metarec.ranking import TopK
 
@@ -58,8 +59,12 @@ class Recommender(TopK):
         popularity: np.ndarray | None = None,
         rating_range: tuple[float, float] = (1.0, 5.0),
         metadata: dict[str, Any] | None = None,
+        cutpoints: RatingCutpoints | None = None,
     ) -> None:
         self.learner = learner.eval()
+        # median-rating thresholds (fitted on validation users): what `median_ratings`
+        # and P1's MAE use; scores themselves stay the mean prediction
+        self.cutpoints = cutpoints
         self.cfg: TrainConfig = learner.cfg
         self.items = items[["item_id", "title", "text"]].reset_index(drop=True).astype(str)
         self.features = features
@@ -389,6 +394,12 @@ class Recommender(TopK):
         self._reindex()
         return len(frame)
 
+    def median_ratings(self, scores: np.ndarray) -> np.ndarray:
+        """The scale level a user most plausibly gives for each mean ``score``
+        (the median, which minimises absolute error); ``scores`` unchanged when the
+        run has no cutpoints (implicit objectives, continuous scales, no validation)."""
+        return np.asarray(scores) if self.cutpoints is None else self.cutpoints.apply(scores)
+
     # -- persistence --------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` + ``recommender.json`` (+ ``items.json``) atomically."""
@@ -412,6 +423,7 @@ class Recommender(TopK):
                 "n_items": self.n_items,
                 "item_vector_dim": int(self.model.tower.item_vectors.shape[1]),
                 "metadata": self.metadata,
+                "rating_cutpoints": None if self.cutpoints is None else self.cutpoints.to_dict(),
             },
         )
         return out
@@ -456,6 +468,13 @@ class Recommender(TopK):
             popularity=tensors["popularity"].numpy(),
             rating_range=tuple(meta["rating_range"]),
             metadata=meta.get("metadata", {}),
+            cutpoints=(
+                None
+                if meta.get("rating_cutpoints") is None
+                else RatingCutpoints.from_dict(
+                    meta["rating_cutpoints"], source=str(path / "recommender.json")
+                )
+            ),
         )
 
 

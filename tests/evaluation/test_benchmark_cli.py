@@ -74,6 +74,10 @@ def test_p1_benchmark_reports_four_states(
     assert cold["popularity"]["mae"] != cold["popularity"]["mae"]  # NaN: not a rating model
     assert 0.5 < cold["metarec-fomaml"]["mae"] < 1.2
     assert "mae" in record["significance"]["user_cold"]
+    # the bias model with median cuts is reported beside it; its mean MAE is the bias row's
+    assert cold["bias-median"]["mae_mean"] == pytest.approx(cold["bias"]["mae"])
+    assert cold["bias-median"]["mae"] < cold["bias"]["mae"]
+    assert cold["bias-median"]["rmse"] == pytest.approx(cold["bias"]["rmse"])
 
 
 @pytest.mark.parametrize(

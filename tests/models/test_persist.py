@@ -85,6 +85,8 @@ def test_round_trip_gives_identical_scores(world: World, mode: str, tmp_path: Pa
     np.testing.assert_array_equal(loaded.weights, ens.weights)
     assert loaded.weight_table() == ens.weight_table()
     assert loaded.metadata == {"note": "test"}
+    assert loaded.cutpoints == ens.cutpoints
+    assert (ens.cutpoints is not None) == (mode == "rating")  # median cuts for ratings only
     np.testing.assert_array_equal(
         loaded.score_catalogue(world.tasks, world.users),
         ens.score_catalogue(world.tasks, world.users),

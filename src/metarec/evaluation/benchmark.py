@@ -30,6 +30,7 @@ from metarec.errors import ConfigError
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import save_json
 from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 
@@ -244,7 +245,18 @@ def _fold_run(
     ours = [m for m in models if m.startswith("metarec-")]
     if protocol == "p1":
         weights = add_ensemble(models, data, "rating", [*ours, "bias"], log)
-        result = evaluate_p1(models, split, catalogue.index, ds.users, states=P1_STATES)
+        judged: dict[str, Any] = dict(models)
+        if "bias" in models and data.validation_ratings is not None:
+            # the bias model with median cuts of its own: the share of metarec's MAE
+            # gain that cuts alone would give
+            judged["bias-median"] = MedianView.fit(
+                models["bias"],
+                data.validation_ratings,
+                data.users,
+                levels=rating_levels(data.ratings.ratings),
+                seed=seed,
+            )
+        result = evaluate_p1(judged, split, catalogue.index, ds.users, states=P1_STATES)
     else:
         weights = add_ensemble(models, data, "ranking", [*ours, "popularity"], log)
         result = evaluate_p2(models, split.frames["test"], catalogue.index, ds.users, shots=shots)

@@ -15,6 +15,10 @@
   ``both_cold`` = new users × new items. Meta-training sees existing users ×
   existing items only.
 
+MAE is each model's own point prediction: the median rating of its cutpoints
+(:mod:`metarec.models.cutpoints`) where it has them, else its score; ``mae_mean``
+is always the score's MAE, and RMSE and the ranking metrics always use the score.
+
 A split is a list of ids, so it is saved as JSON (no ratings are copied) and
 can be re-applied to the same data anywhere.
 """
@@ -196,10 +200,19 @@ def evaluate_p1(
         for name, model in models.items():
             preds = model.predict_tasks(tasks, rows)
             table = per_user_table(preds, trues)
+            cuts = getattr(model, "cutpoints", None)
+            # the MAE of the mean prediction is kept beside the model's own MAE, which
+            # is that of its median rating when it has cutpoints
+            table["mae_mean"] = table["mae"]
+            if cuts is not None:
+                table["mae"] = np.array(
+                    [np.abs(cuts.apply(p) - t).mean() for p, t in zip(preds, trues, strict=True)]
+                )
             if not getattr(model, "predicts_ratings", True):
                 # a ranking-only model's scores are not ratings: no MAE/RMSE for it
                 table["mae"] = np.full(len(tasks), np.nan)
                 table["rmse"] = np.full(len(tasks), np.nan)
+                table["mae_mean"] = table["mae"]
             summary[st][name] = summarise(table)
             per_user[st][name] = {m: v.tolist() for m, v in table.items()}
     return {"summary": summary, "per_user": per_user, "n_users": n_users}

@@ -15,9 +15,11 @@ from typing import Any
 from metarec.evaluation.metrics import P1_METRICS
 from metarec.io import write_bytes_atomic
 
-P1_COLUMNS = P1_METRICS  # every P1 metric, in the order metrics.py defines them
+# every P1 metric, in the order metrics.py defines them, with the mean's MAE beside the
+# model's own (its median rating's, where it has cutpoints)
+P1_COLUMNS = (P1_METRICS[0], "mae_mean", *P1_METRICS[1:])
 P2_COLUMNS = ("ndcg@10", "recall@10", "precision@10", "hit@10", "mrr@10", "itemcoverage@10")
-LOWER_IS_BETTER = {"mae", "rmse"}
+LOWER_IS_BETTER = {"mae", "mae_mean", "rmse"}
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:

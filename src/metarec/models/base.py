@@ -26,6 +26,7 @@ import pandas as pd
 from metarec.catalogue import Catalogue
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import UnsupportedError
+from metarec.models.cutpoints import RatingCutpoints
 
 
 @dataclass
@@ -66,11 +67,14 @@ class ScoringModel(ABC):
     Subclasses implement :meth:`fit` and :meth:`score_catalogue`. A model that
     predicts on the rating scale sets ``predicts_ratings = True`` and its scores
     are then read as ratings (MAE, RMSE); a ranking-only model (popularity,
-    ALS) leaves it False and is judged on ranking metrics only.
+    ALS) leaves it False and is judged on ranking metrics only. A rating model
+    with ``cutpoints`` reports the median rating they give for MAE (see
+    :mod:`metarec.models.cutpoints`); its scores stay the mean for RMSE and ranking.
     """
 
     name: str = "model"
     predicts_ratings: bool = False
+    cutpoints: RatingCutpoints | None = None
     chunk_size: ClassVar[int] = 256
 
     @abstractmethod

@@ -18,6 +18,7 @@ from metarec.config import TrainConfig
 from metarec.data.tasks import Task
 from metarec.errors import ModelError
 from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.cutpoints import RatingCutpoints
 from metarec.recommender import Recommender
 
 
@@ -67,6 +68,10 @@ class MetaModel(ScoringModel):
     @property
     def n_items(self) -> int:
         return self._rec().n_items
+
+    @property  # type: ignore[override]
+    def cutpoints(self) -> RatingCutpoints | None:
+        return None if self.recommender is None else self.recommender.cutpoints
 
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None

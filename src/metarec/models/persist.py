@@ -36,6 +36,7 @@ import torch
 from metarec.errors import ConfigError, MetarecError, ModelError, UnsupportedError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.models.base import ScoringModel
+from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.peers.bias import Bias
@@ -204,6 +205,7 @@ def save_ensemble(
             "query_size": ens.query_size,
             "grid_step": ens.grid_step,
             "samples": ens.samples,
+            "rating_cutpoints": None if ens.cutpoints is None else ens.cutpoints.to_dict(),
             "metadata": dict(metadata if metadata is not None else ens.metadata),
         }
         save_json(tmp / MANIFEST, manifest)  # last: without it the folder is no ensemble
@@ -325,6 +327,11 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     ens.weights = np.asarray(weights, dtype=np.float64)
     ens._n_fit_items = zscore_items
     ens.metadata = man.get("metadata", dict, {})
+    cuts = man.raw.get("rating_cutpoints")
+    if cuts is not None:
+        if not isinstance(cuts, dict):
+            raise man.bad("rating_cutpoints", f"expected an object or null, got {cuts!r:.80}")
+        ens.cutpoints = RatingCutpoints.from_dict(cuts, source=f"{path}: field 'rating_cutpoints'")
     return ens
 
 

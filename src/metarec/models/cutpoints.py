@@ -1,0 +1,186 @@
+"""Median ratings: the point prediction that minimises MAE.
+
+A rating model's score estimates the *mean* rating, which is what RMSE
+rewards. MAE is minimised by the *median* of the predictive distribution, and
+on an integer scale the median is itself a scale level: a user who gives 4s
+and 5s in equal measure is predicted 4 or 5, never 4.5. Reporting MAE of a
+mean is therefore leaving error on the table for every model.
+
+:class:`RatingCutpoints` maps a score to a level by learned thresholds:
+``rating = level_0 + sum_j step_j * [score > cut_j]``. This is exactly the
+median of a cumulative-link (ordinal) model ``P(r <= level_j) = F(cut_j - score)``,
+and it is fitted exactly: for values on the scale,
+``|a - b| = sum_j step_j * |[a > level_j] - [b > level_j]|``, so the MAE of a
+threshold rule splits into one independent 0/1 problem per cut ("is the rating
+above level j?"), each solved by one sorted scan of the validation scores.
+Monotone cuts (each at least the previous one) are enforced afterwards.
+
+The continuous score stays what ranks items and what RMSE is computed on;
+only the reported rating (and MAE) uses the cuts. Fitted on validation users,
+never on the users being evaluated. Scales with more than :data:`MAX_LEVELS`
+distinct values (continuous ratings) get no cuts: their median need not be a
+level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from metarec.errors import ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from metarec.data.tasks import Task, UserRatings
+
+MAX_LEVELS = 20
+MIN_RATINGS = 50  # fewer validation ratings than this: the cuts would be noise
+
+
+@dataclass(frozen=True)
+class RatingCutpoints:
+    levels: tuple[float, ...]  # the scale, strictly increasing
+    cuts: tuple[float, ...]  # len(levels) - 1 thresholds, non-decreasing
+
+    def __post_init__(self) -> None:
+        lv, ct = np.asarray(self.levels, float), np.asarray(self.cuts, float)
+        if len(lv) < 2 or not np.all(np.diff(lv) > 0) or not np.isfinite(lv).all():
+            raise ModelError(f"rating cutpoints: levels must increase strictly; got {self.levels}")
+        if len(ct) != len(lv) - 1 or not np.isfinite(ct).all() or np.any(np.diff(ct) < 0):
+            raise ModelError(
+                f"rating cutpoints: need {len(lv) - 1} finite non-decreasing cuts; got {self.cuts}"
+            )
+
+    @classmethod
+    def fit(
+        cls, scores: np.ndarray, ratings: np.ndarray, levels: Sequence[float] | None = None
+    ) -> RatingCutpoints:
+        """Cuts minimising the MAE of ``apply(scores)`` against ``ratings``."""
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        y = np.asarray(ratings, dtype=np.float64).ravel()
+        if len(s) != len(y) or len(s) == 0:
+            raise ModelError(f"rating cutpoints: {len(s)} scores for {len(y)} ratings")
+        lv = np.unique(y) if levels is None else np.asarray(sorted(set(levels)), dtype=np.float64)
+        order = np.argsort(s, kind="stable")
+        s, y = s[order], y[order]
+        cuts = [_best_threshold(s, y > lv[j]) for j in range(len(lv) - 1)]
+        return cls(tuple(map(float, lv)), tuple(map(float, np.maximum.accumulate(cuts))))
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """Scale levels for ``scores`` (any shape)."""
+        s = np.asarray(scores, dtype=np.float64)
+        lv, ct = np.asarray(self.levels), np.asarray(self.cuts)
+        steps = np.diff(lv)
+        return (lv[0] + (s[..., None] > ct) @ steps).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"levels": list(self.levels), "cuts": list(self.cuts)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "") -> RatingCutpoints:
+        where = f"{source}: " if source else ""
+        try:
+            return cls(tuple(float(v) for v in raw["levels"]), tuple(float(v) for v in raw["cuts"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(
+                f"{where}rating_cutpoints must be {{'levels': [...], 'cuts': [...]}} of numbers "
+                f"({exc})"
+            ) from None
+        except ModelError as exc:
+            raise ModelError(f"{where}{exc}") from None
+
+
+def _best_threshold(s: np.ndarray, above: np.ndarray) -> float:
+    """Threshold ``c`` minimising errors of ``s > c`` as a predictor of ``above``
+    (``s`` sorted ascending). Cuts fall midway between distinct scores."""
+    n = len(s)
+    # errors if c sits just after position i (items 0..i predicted "not above"):
+    # positives at or below i, plus negatives after i; i = -1 puts c below everything
+    pos_below = np.concatenate([[0], np.cumsum(above)])
+    neg_above = (~above).sum() - np.concatenate([[0], np.cumsum(~above)])
+    errors = pos_below + neg_above  # [n + 1]
+    # a cut can only sit between two distinct scores (or outside them all)
+    allowed = np.ones(n + 1, dtype=bool)
+    allowed[1:n] = s[1:] > s[:-1]
+    errors = np.where(allowed, errors, np.iinfo(np.int64).max)
+    i = int(np.argmin(errors))
+    if i == 0:
+        return float(s[0] - 1.0)
+    if i == n:
+        return float(s[-1] + 1.0)
+    return float((s[i - 1] + s[i]) / 2)
+
+
+def rating_levels(ratings: np.ndarray) -> tuple[float, ...] | None:
+    """The scale seen in training ratings, or None for a (near-)continuous scale."""
+    lv = np.unique(np.asarray(ratings, dtype=np.float64))
+    return tuple(map(float, lv)) if 2 <= len(lv) <= MAX_LEVELS else None
+
+
+def validation_tasks(ratings: UserRatings, *, seed: int, query_size: int = 10) -> list[Task]:
+    """The tasks cuts are fitted on: P1's shape (shuffled history, the last
+    ``query_size`` ratings as query, at least 3 in support)."""
+    from metarec.data.tasks import fixed_tasks
+
+    return fixed_tasks(ratings, query_size=query_size, order="shuffle", seed=seed, min_support=3)
+
+
+class _Predictor(Protocol):
+    def predict_tasks(self, tasks: Sequence[Task], users: Any = None, /) -> list[np.ndarray]: ...
+
+
+def fit_model_cutpoints(
+    model: _Predictor,
+    tasks: Sequence[Task],
+    users: Any,
+    levels: Sequence[float] | None,
+) -> RatingCutpoints | None:
+    """Cuts for ``model``'s query predictions on ``tasks``; None when the scale has no
+    levels or there are too few validation ratings to place them."""
+    if levels is None or not tasks:
+        return None
+    preds = model.predict_tasks(list(tasks), users)
+    scores = np.concatenate([np.asarray(p, dtype=np.float64) for p in preds])
+    truth = np.concatenate([t.query_ratings for t in tasks]).astype(np.float64)
+    if len(truth) < MIN_RATINGS:
+        return None
+    return RatingCutpoints.fit(scores, truth, levels)
+
+
+class MedianView:
+    """A fitted rating predictor reporting median ratings through cuts of its own.
+
+    metarec's models report the median for MAE; the same cuts on a peer (the bias
+    model in P1 and ``metarec evaluate``) show how much of the MAE gain the cuts
+    alone give and how much the model.
+    """
+
+    predicts_ratings = True
+
+    def __init__(self, base: _Predictor, cutpoints: RatingCutpoints | None) -> None:
+        self.base = base
+        self.cutpoints = cutpoints
+
+    @classmethod
+    def fit(
+        cls,
+        base: _Predictor,
+        validation: UserRatings,
+        users: pd.DataFrame | None,
+        *,
+        levels: Sequence[float] | None,
+        seed: int = 0,
+    ) -> MedianView:
+        """Cuts fitted on ``validation`` users' P1-shaped tasks (``users``: their features)."""
+        from metarec.data.features import user_rows
+
+        tasks = validation_tasks(validation, seed=seed)
+        rows = user_rows(users, [validation.user_ids[t.user] for t in tasks])
+        return cls(base, fit_model_cutpoints(base, tasks, rows, levels))
+
+    def predict_tasks(self, tasks: Sequence[Task], users: Any = None) -> list[np.ndarray]:
+        return self.base.predict_tasks(tasks, users)

@@ -1,0 +1,81 @@
+"""Median-rating cutpoints: hand-computed cuts, exact optimality, persistence, validation."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from metarec.errors import ModelError
+from metarec.models.cutpoints import RatingCutpoints, rating_levels
+
+
+def test_hand_computed_cuts_fall_midway_between_classes() -> None:
+    scores = np.array([0.1, 0.2, 0.5, 0.8, 0.9])
+    ratings = np.array([1, 1, 2, 3, 3])
+    cuts = RatingCutpoints.fit(scores, ratings, levels=[1, 2, 3])
+    assert cuts.levels == (1.0, 2.0, 3.0)
+    assert cuts.cuts == pytest.approx((0.35, 0.65))
+    np.testing.assert_array_equal(cuts.apply(scores), ratings)
+    # a score exactly on a cut is not above it
+    assert cuts.apply(np.array(0.35)) == 1.0 and cuts.apply(np.array(0.36)) == 2.0
+
+
+def test_median_beats_the_mean_on_a_skewed_scale() -> None:
+    # every score 4.15 (the mean of 45 % 4s, 35 % 5s, 20 % 3s): the median 4 is better
+    ratings = np.array([4] * 45 + [5] * 35 + [3] * 20, dtype=float)
+    scores = np.full(len(ratings), ratings.mean())
+    cuts = RatingCutpoints.fit(scores, ratings, levels=[1, 2, 3, 4, 5])
+    assert np.unique(cuts.apply(scores)).tolist() == [4.0]
+    assert np.abs(cuts.apply(scores) - ratings).mean() == pytest.approx(0.55)
+    assert np.abs(scores - ratings).mean() == pytest.approx(0.595)
+
+
+def test_fit_is_the_exact_mae_minimiser_over_monotone_cuts() -> None:
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=60)
+    ratings = np.clip(np.round(2 + latent + rng.normal(scale=0.8, size=60)), 1, 3)
+    scores = np.round(latent, 1)  # ties on purpose
+    fitted = RatingCutpoints.fit(scores, ratings, levels=[1, 2, 3])
+    best = np.abs(fitted.apply(scores) - ratings).mean()
+    grid = np.unique(np.concatenate([scores - 0.05, scores + 0.05]))
+    brute = min(
+        np.abs(RatingCutpoints((1.0, 2.0, 3.0), (a, b)).apply(scores) - ratings).mean()
+        for a, b in itertools.combinations_with_replacement(grid, 2)
+    )
+    assert best == pytest.approx(brute)
+
+
+def test_half_star_scale_and_shapes() -> None:
+    cuts = RatingCutpoints((0.5, 1.0, 1.5), (0.0, 1.0))
+    out = cuts.apply(np.array([[-1.0, 0.5], [1.5, 0.0]]))
+    assert out.shape == (2, 2)
+    np.testing.assert_array_equal(out, [[0.5, 1.0], [1.5, 0.5]])
+
+
+def test_one_sided_class_puts_the_cut_outside_the_scores() -> None:
+    cuts = RatingCutpoints.fit(np.array([1.0, 2.0, 3.0]), np.array([2, 2, 3]), levels=[1, 2, 3])
+    assert cuts.cuts[0] < 1.0  # nobody rated 1: every score is above the first cut
+    np.testing.assert_array_equal(cuts.apply(np.array([1.0, 2.0, 3.0])), [2, 2, 3])
+
+
+def test_round_trip_and_bad_dicts() -> None:
+    cuts = RatingCutpoints.fit(np.arange(10.0), np.repeat([1, 2, 3, 4, 5], 2))
+    assert RatingCutpoints.from_dict(cuts.to_dict()) == cuts
+    for raw, needle in [
+        ({"levels": [1, 2, 3]}, "rating_cutpoints must be"),
+        ({"levels": [1, 2, 3], "cuts": [2.0, 1.0]}, "non-decreasing"),
+        ({"levels": [1, 2, 3], "cuts": [1.0]}, "need 2"),
+        ({"levels": [3, 2, 1], "cuts": [1.0, 2.0]}, "increase strictly"),
+        ({"levels": [1, 2], "cuts": ["x"]}, "rating_cutpoints must be"),
+    ]:
+        with pytest.raises(ModelError, match=needle) as err:
+            RatingCutpoints.from_dict(raw, source="run/recommender.json")
+        assert "run/recommender.json" in str(err.value)
+
+
+def test_levels_of_a_scale() -> None:
+    assert rating_levels(np.array([1, 5, 3, 3, 4])) == (1.0, 3.0, 4.0, 5.0)
+    assert rating_levels(np.linspace(0, 1, 50)) is None  # continuous: no levels
+    assert rating_levels(np.array([4.0, 4.0])) is None
