@@ -14,7 +14,7 @@ from metarec.models.cutpoints import RatingCutpoints, rating_levels
 def test_hand_computed_cuts_fall_midway_between_classes() -> None:
     scores = np.array([0.1, 0.2, 0.5, 0.8, 0.9])
     ratings = np.array([1, 1, 2, 3, 3])
-    cuts = RatingCutpoints.fit(scores, ratings, levels=[1, 2, 3])
+    cuts = RatingCutpoints.fit(scores, ratings, levels=[1, 2, 3], method="exact")
     assert cuts.levels == (1.0, 2.0, 3.0)
     assert cuts.cuts == pytest.approx((0.35, 0.65))
     np.testing.assert_array_equal(cuts.apply(scores), ratings)
@@ -37,7 +37,7 @@ def test_fit_is_the_exact_mae_minimiser_over_monotone_cuts() -> None:
     latent = rng.normal(size=60)
     ratings = np.clip(np.round(2 + latent + rng.normal(scale=0.8, size=60)), 1, 3)
     scores = np.round(latent, 1)  # ties on purpose
-    fitted = RatingCutpoints.fit(scores, ratings, levels=[1, 2, 3])
+    fitted = RatingCutpoints.fit(scores, ratings, levels=[1, 2, 3], method="exact")
     best = np.abs(fitted.apply(scores) - ratings).mean()
     grid = np.unique(np.concatenate([scores - 0.05, scores + 0.05]))
     brute = min(
@@ -45,6 +45,35 @@ def test_fit_is_the_exact_mae_minimiser_over_monotone_cuts() -> None:
         for a, b in itertools.combinations_with_replacement(grid, 2)
     )
     assert best == pytest.approx(brute)
+
+
+def test_logistic_cuts_recover_a_known_ordinal_model() -> None:
+    # P(rating > j | s) = sigmoid(4 (s - c_j)) with c = (1.5, 2.5, 3.5, 4.5): the
+    # median of that model switches level exactly at each c_j
+    rng = np.random.default_rng(1)
+    s = rng.uniform(0.5, 5.5, size=40_000)
+    true_cuts = np.array([1.5, 2.5, 3.5, 4.5])
+    u = rng.uniform(size=(len(s), 1))
+    # one uniform per rating against decreasing probabilities: nested events, so this
+    # is a draw from the cumulative-link model (the rating is 1 + the cuts it is above)
+    above = u < 1 / (1 + np.exp(-4 * (s[:, None] - true_cuts)))
+    ratings = 1 + above.sum(axis=1)
+    cuts = RatingCutpoints.fit(s, ratings, levels=[1, 2, 3, 4, 5])
+    np.testing.assert_allclose(cuts.cuts, true_cuts, atol=0.05)
+
+
+def test_logistic_cuts_are_stable_where_exact_cuts_overfit() -> None:
+    # few, noisy ratings: the exact 0/1 optimum swings with the sample, the logistic
+    # cut stays near the population one (2.5 here) on every draw
+    rng = np.random.default_rng(2)
+    spread = {"exact": [], "logistic": []}
+    for _ in range(30):
+        s = rng.uniform(1, 5, size=60)
+        ratings = np.where(rng.uniform(size=60) < 1 / (1 + np.exp(-(s - 2.5))), 2, 1)
+        for method in spread:
+            spread[method].append(RatingCutpoints.fit(s, ratings, [1, 2], method).cuts[0])
+    assert np.std(spread["logistic"]) < np.std(spread["exact"])
+    assert abs(np.mean(spread["logistic"]) - 2.5) < 0.15
 
 
 def test_half_star_scale_and_shapes() -> None:
@@ -58,6 +87,11 @@ def test_one_sided_class_puts_the_cut_outside_the_scores() -> None:
     cuts = RatingCutpoints.fit(np.array([1.0, 2.0, 3.0]), np.array([2, 2, 3]), levels=[1, 2, 3])
     assert cuts.cuts[0] < 1.0  # nobody rated 1: every score is above the first cut
     np.testing.assert_array_equal(cuts.apply(np.array([1.0, 2.0, 3.0])), [2, 2, 3])
+
+
+def test_unknown_method_is_refused() -> None:
+    with pytest.raises(ModelError, match="method 'median'"):
+        RatingCutpoints.fit(np.arange(3.0), np.array([1, 2, 3]), method="median")  # type: ignore[arg-type]
 
 
 def test_round_trip_and_bad_dicts() -> None:

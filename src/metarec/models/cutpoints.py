@@ -6,29 +6,39 @@ on an integer scale the median is itself a scale level: a user who gives 4s
 and 5s in equal measure is predicted 4 or 5, never 4.5. Reporting MAE of a
 mean is therefore leaving error on the table for every model.
 
-:class:`RatingCutpoints` maps a score to a level by learned thresholds:
-``rating = level_0 + sum_j step_j * [score > cut_j]``. This is exactly the
-median of a cumulative-link (ordinal) model ``P(r <= level_j) = F(cut_j - score)``,
-and it is fitted exactly: for values on the scale,
-``|a - b| = sum_j step_j * |[a > level_j] - [b > level_j]|``, so the MAE of a
-threshold rule splits into one independent 0/1 problem per cut ("is the rating
-above level j?"), each solved by one sorted scan of the validation scores.
-Monotone cuts (each at least the previous one) are enforced afterwards.
+:class:`RatingCutpoints` maps a score to a level by thresholds:
+``rating = level_0 + sum_j step_j * [score > cut_j]``. For values on the scale
+``|a - b| = sum_j step_j * |[a > level_j] - [b > level_j]|``, so the MAE of such
+a rule is a sum of one 0/1 problem per cut: "is the rating above level j?".
+Two ways to place each cut, both fitted on validation users (never on the
+users being evaluated):
 
-The continuous score stays what ranks items and what RMSE is computed on;
-only the reported rating (and MAE) uses the cuts. Fitted on validation users,
-never on the users being evaluated. Scales with more than :data:`MAX_LEVELS`
-distinct values (continuous ratings) get no cuts: their median need not be a
-level.
+* ``"logistic"`` (default): a one-feature logistic regression of
+  ``[rating > level_j]`` on the score; the cut is where its probability crosses
+  1/2, i.e. the median of a cumulative-link (ordinal) model with a slope per
+  cut. Likelihood uses every rating's distance from the cut, so few hundred
+  validation users place it stably.
+* ``"exact"``: the cut that minimises the validation 0/1 errors, hence the
+  validation MAE, exactly (one sorted scan). It is the optimum *on the
+  validation users* and overfits them: on ml-1m (seed 0, 225 validation users)
+  it never predicted a 1 while the test users' own optimum did, and the bias
+  model's user-cold MAE came out 0.707 against 0.695 with logistic cuts.
+
+Monotone cuts (each at least the previous one) are enforced afterwards. The
+continuous score stays what ranks items and what RMSE is computed on; only the
+reported rating (and MAE) uses the cuts. Scales with more than
+:data:`MAX_LEVELS` distinct values (continuous ratings) get no cuts: their
+median need not be a level.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+from scipy.special import expit
 
 from metarec.errors import ModelError
 
@@ -39,6 +49,8 @@ if TYPE_CHECKING:
 
 MAX_LEVELS = 20
 MIN_RATINGS = 50  # fewer validation ratings than this: the cuts would be noise
+CutMethod = Literal["logistic", "exact"]
+RIDGE = 1e-3  # on the standardised score's slope: keeps separable validation data finite
 
 
 @dataclass(frozen=True)
@@ -57,17 +69,24 @@ class RatingCutpoints:
 
     @classmethod
     def fit(
-        cls, scores: np.ndarray, ratings: np.ndarray, levels: Sequence[float] | None = None
+        cls,
+        scores: np.ndarray,
+        ratings: np.ndarray,
+        levels: Sequence[float] | None = None,
+        method: CutMethod = "logistic",
     ) -> RatingCutpoints:
-        """Cuts minimising the MAE of ``apply(scores)`` against ``ratings``."""
+        """Cuts for ``apply(scores)`` to predict ``ratings`` (see the module docstring)."""
         s = np.asarray(scores, dtype=np.float64).ravel()
         y = np.asarray(ratings, dtype=np.float64).ravel()
         if len(s) != len(y) or len(s) == 0:
             raise ModelError(f"rating cutpoints: {len(s)} scores for {len(y)} ratings")
+        if method not in ("logistic", "exact"):
+            raise ModelError(f"rating cutpoints: method {method!r} is not logistic or exact")
         lv = np.unique(y) if levels is None else np.asarray(sorted(set(levels)), dtype=np.float64)
         order = np.argsort(s, kind="stable")
         s, y = s[order], y[order]
-        cuts = [_best_threshold(s, y > lv[j]) for j in range(len(lv) - 1)]
+        place = _logistic_threshold if method == "logistic" else _best_threshold
+        cuts = [place(s, y > lv[j]) for j in range(len(lv) - 1)]
         return cls(tuple(map(float, lv)), tuple(map(float, np.maximum.accumulate(cuts))))
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
@@ -92,6 +111,34 @@ class RatingCutpoints:
             ) from None
         except ModelError as exc:
             raise ModelError(f"{where}{exc}") from None
+
+
+def _logistic_threshold(s: np.ndarray, above: np.ndarray) -> float:
+    """Where a logistic fit of P(above | s) = sigmoid(a s + b) crosses 1/2 (``s`` sorted).
+
+    Newton's method on the two parameters, with a small ridge so that separable
+    data still converge; a flat or decreasing fit (no information in the score)
+    puts the cut outside the scores on the side of the majority."""
+    lo, hi = float(s[0] - 1.0), float(s[-1] + 1.0)
+    t = above.astype(np.float64)
+    if t.min() == t.max():
+        return lo if t[0] == 1.0 else hi
+    # centred and scaled score: Newton is well conditioned whatever the rating scale
+    mu, sd = float(s.mean()), float(s.std()) or 1.0
+    x = np.stack([(s - mu) / sd, np.ones_like(s)], axis=1)
+    w = np.zeros(2)
+    for _ in range(100):
+        p = expit(x @ w)
+        grad = x.T @ (t - p) - RIDGE * w
+        hess = (x * (p * (1.0 - p))[:, None]).T @ x + RIDGE * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w += step
+        if np.abs(step).max() < 1e-10:
+            break
+    a, b = w
+    if a <= 1e-12:
+        return lo if t.mean() > 0.5 else hi
+    return float(np.clip(mu - sd * b / a, lo, hi))
 
 
 def _best_threshold(s: np.ndarray, above: np.ndarray) -> float:
@@ -138,6 +185,7 @@ def fit_model_cutpoints(
     tasks: Sequence[Task],
     users: Any,
     levels: Sequence[float] | None,
+    method: CutMethod = "logistic",
 ) -> RatingCutpoints | None:
     """Cuts for ``model``'s query predictions on ``tasks``; None when the scale has no
     levels or there are too few validation ratings to place them."""
@@ -148,7 +196,7 @@ def fit_model_cutpoints(
     truth = np.concatenate([t.query_ratings for t in tasks]).astype(np.float64)
     if len(truth) < MIN_RATINGS:
         return None
-    return RatingCutpoints.fit(scores, truth, levels)
+    return RatingCutpoints.fit(scores, truth, levels, method)
 
 
 class MedianView:
