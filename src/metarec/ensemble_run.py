@@ -55,6 +55,7 @@ class EnsembleRecommender(TopK):
         self.path = path
         self.primary_name = names[0]
         self.metadata: dict[str, Any] = dict(ensemble.metadata)
+        self.cutpoints = ensemble.cutpoints  # the blend's own (rating ensembles only)
 
     # -- what comes from the primary member ------------------------------------
     @property

@@ -15,10 +15,14 @@ import numpy as np
 import pandas as pd
 
 from metarec.errors import ConfigError
+from metarec.models.cutpoints import RatingCutpoints
 
 
 class TopK:
     items: pd.DataFrame
+    # median-rating thresholds when the scores are mean ratings (see
+    # metarec.models.cutpoints); None for ranking scores
+    cutpoints: RatingCutpoints | None = None
 
     # what the host class provides
     def score(self, user: Any, items: Sequence[str | int] | None = None) -> np.ndarray:
@@ -35,6 +39,13 @@ class TopK:
         raise NotImplementedError
 
     # what it gets
+    def median_ratings(self, scores: np.ndarray) -> np.ndarray:
+        """The scale level a user most plausibly gives for each mean ``score``
+        (the median, which minimises absolute error); ``scores`` unchanged when
+        there are no cutpoints (implicit objectives, continuous scales, no
+        validation users, ranking ensembles)."""
+        return np.asarray(scores) if self.cutpoints is None else self.cutpoints.apply(scores)
+
     def top(
         self,
         user: Any,

@@ -394,12 +394,6 @@ class Recommender(TopK):
         self._reindex()
         return len(frame)
 
-    def median_ratings(self, scores: np.ndarray) -> np.ndarray:
-        """The scale level a user most plausibly gives for each mean ``score``
-        (the median, which minimises absolute error); ``scores`` unchanged when the
-        run has no cutpoints (implicit objectives, continuous scales, no validation)."""
-        return np.asarray(scores) if self.cutpoints is None else self.cutpoints.apply(scores)
-
     # -- persistence --------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` + ``recommender.json`` (+ ``items.json``) atomically."""

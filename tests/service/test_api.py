@@ -89,6 +89,10 @@ def test_new_user_gets_a_list_then_feedback_changes_it(
         scores = [it["score"] for it in first["items"]]
         assert scores == sorted(scores, reverse=True)
         assert [it["rank"] for it in first["items"]] == list(range(1, 11))
+        # a rating run also says which rating the user would most plausibly give
+        rated = [it["rating"] for it in first["items"]]
+        assert set(rated) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+        assert rated == sorted(rated, reverse=True)  # medians follow the scores' order
 
         # five events on items outside the list: only a re-adapted model can change the top 10
         picks = ["Alien (1979)", "The Terminator (1984)", "Die Hard (1988)",

@@ -148,6 +148,8 @@ class Recommendation(BaseModel):
     item_id: str
     title: str
     score: float
+    # the rating the user most plausibly gives (a scale level); null for ranking models
+    rating: float | None = None
     reason: str
 
 

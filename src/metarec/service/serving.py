@@ -226,12 +226,14 @@ class ModelHolder:
             idx, scores = rec.top(state, k, exclude_seen=exclude_seen, candidates=candidates)
             reasons = explain_indices(rec, state, idx.tolist(), titles=served.titles)
             ids = served.item_ids
+        ratings = None if rec.cutpoints is None else rec.median_ratings(scores).tolist()
         return [
             {
                 "rank": rank,
                 "item_id": ids[i],
                 "title": served.titles[i],
                 "score": float(score),
+                "rating": None if ratings is None else ratings[rank - 1],
                 "reason": why.reason,
             }
             for rank, (i, score, why) in enumerate(zip(idx, scores, reasons, strict=True), 1)
