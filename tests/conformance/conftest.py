@@ -21,6 +21,7 @@ from metarec.data import load_dataset
 from metarec.data.tasks import Task, UserRatings
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.ensemble import Ensemble
+from metarec.models.episodic import EpisodicLinear
 from metarec.models.meta_model import MetaModel
 from metarec.peers import make_peer
 from metarec.pipeline import encode_catalogue
@@ -74,6 +75,13 @@ SPECS: list[ModelSpec] = [
     ModelSpec("metarec-maml", _meta("maml")),
     # implicit feedback: support sets get seeded sampled negatives at evaluation
     ModelSpec("metarec-fomaml-bce", _meta("fomaml", "bce")),
+    # the closed-form episodic ridge (no randomness: time order fixes every episode);
+    # the ratings block is forced on, so that opinions, not only items, move the scores
+    ModelSpec(
+        "metarec-episodic",
+        lambda seed: EpisodicLinear(seed=seed, feature_sets=("binary+ratings",)),
+        seeded=False,
+    ),
     # model aggregation: usable wherever a single model is
     ModelSpec(
         "ensemble-ranking",

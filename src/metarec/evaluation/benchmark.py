@@ -32,9 +32,14 @@ from metarec.io import save_json
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
+from metarec.models.episodic import EpisodicLinear
 from metarec.models.meta_model import MetaModel
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
+# metarec models that are not a TrainConfig algorithm (no network, no inner loop), so
+# they stay out of META_ALGORITHMS and the default list: the episodic closed-form
+# ridge (metarec.models.episodic), a ranking model and so P2 only
+EXTRA_ALGORITHMS = ("episodic",)
 P1_PEERS = ("bias", "popularity", "knn", "als", "melu-1", "melu-5", "transfer")
 P2_PEERS = ("popularity", "bias", "knn", "als", "melu-1", "melu-5", "transfer")
 # The ranking protocol trains the same network as P2 uses it: an implicit objective
@@ -111,8 +116,19 @@ def build_models(
         else:
             models[name] = make_peer(name, seed=seed, **(peer_options or {}).get(name, {}))
     for algo in algorithms:
+        if algo == "episodic":
+            if protocol != "p2":
+                raise ConfigError(
+                    "algorithm 'episodic' ranks items and predicts no ratings: use it with "
+                    "--protocol p2"
+                )
+            models["metarec-episodic"] = EpisodicLinear(
+                seed=seed, device=base.device, name="metarec-episodic"
+            )
+            continue
         if algo not in META_ALGORITHMS:
-            raise ConfigError(f"algorithm {algo!r} is not one of {', '.join(META_ALGORITHMS)}")
+            known = ", ".join((*META_ALGORITHMS, *EXTRA_ALGORITHMS))
+            raise ConfigError(f"algorithm {algo!r} is not one of {known}")
         cfg = base.with_overrides([f"algorithm={algo}"])
         models[f"metarec-{algo}"] = MetaModel(cfg, name=f"metarec-{algo}", progress=progress)
     return models

@@ -1,0 +1,214 @@
+"""The episodic linear model: its closed form, its K = 0 prior, new items, and P2 on ml-100k."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.catalogue import Catalogue
+from metarec.data import load_dataset
+from metarec.data.tasks import Task
+from metarec.errors import ConfigError, ModelError
+from metarec.evaluation.benchmark import build_models
+from metarec.evaluation.p2 import evaluate_p2, make_p2_split, shot_tasks
+from metarec.models.base import TrainingData
+from metarec.models.episodic import EpisodicLinear
+from metarec.peers import make_peer
+from metarec.pipeline import encode_catalogue
+
+N_ITEMS = 12
+
+
+def _task(items: list[int], ratings: list[float]) -> Task:
+    return Task(
+        0,
+        np.array(items, dtype=np.int64),
+        np.array(ratings, dtype=np.float32),
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.float32),
+    )
+
+
+def _synthetic(seed: int = 0, n_users: int = 40) -> TrainingData:
+    """Users rate 6..11 distinct items at distinct times; item i is liked more often
+    the larger i is, so targets are not all alike."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        items = rng.permutation(N_ITEMS)[: rng.integers(6, 12)]
+        for t, item in enumerate(items):
+            rating = float(np.clip(round(1 + 4 * item / N_ITEMS + rng.normal()), 1, 5))
+            rows.append((f"u{u}", f"i{item}", rating, 1000 * u + 10 * t))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(N_ITEMS)], "title": "", "text": "x"})
+    cat = Catalogue(items, np.zeros((N_ITEMS, 2), dtype=np.float32), encoder=None)  # type: ignore[arg-type]
+    return TrainingData(frame, cat, None, None, (1.0, 5.0), 0)
+
+
+def _dense_reference(
+    data: TrainingData, shots: tuple[int, ...], lam: float, scale: float, with_ratings: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X, Y as dense numpy rows, one per (user, K); ridge with an intercept by brute force."""
+    frame = data.interactions.sort_values(["user_id", "timestamp"], kind="stable")
+    mu = float(frame["rating"].mean())
+    xs, ys = [], []
+    for _, g in frame.groupby("user_id", sort=True):
+        items = g["item_id"].map(data.catalogue.index).to_numpy()
+        ratings = g["rating"].to_numpy(dtype=np.float64)
+        for k in shots:
+            if len(items) <= k:
+                continue
+            x = np.zeros(2 * N_ITEMS)
+            x[items[:k]] = 1.0
+            x[N_ITEMS + items[:k]] = ratings[:k] - mu
+            y = np.zeros(N_ITEMS)
+            y[items[k:][ratings[k:] >= 4]] = 1.0
+            xs.append(x / k**scale)
+            ys.append(y)
+    x, y = np.array(xs), np.array(ys)
+    if not with_ratings:
+        x = x[:, :N_ITEMS]
+    xm, ym = x.mean(axis=0), y.mean(axis=0)
+    xc = x - xm
+    w = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (y - ym))
+    return w, xm, ym
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.0])
+def test_closed_form_matches_a_dense_ridge(scale: float) -> None:
+    data = _synthetic()
+    shots = (1, 3, 5)
+    model = EpisodicLinear(
+        shots=shots, lams=(2.0,), feature_sets=("binary+ratings",), support_scale=scale
+    ).fit(data)
+    w, xm, ym = _dense_reference(data, shots, 2.0, scale)
+    assert model.features == "binary+ratings" and model.lam == 2.0
+    assert model.w_binary is not None and model.w_ratings is not None
+    np.testing.assert_allclose(model.w_binary, w[:N_ITEMS], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.w_ratings, w[N_ITEMS:], rtol=1e-5, atol=1e-6)
+    # a user's scores are ymean + (x - xmean) W
+    task = _task([3, 7, 1], [5.0, 2.0, 4.0])
+    x = np.zeros(2 * N_ITEMS)
+    x[[3, 7, 1]] = 1.0
+    x[N_ITEMS + np.array([3, 7, 1])] = np.array([5.0, 2.0, 4.0]) - model.mu
+    expected = ym + (x / 3**scale - xm) @ w
+    np.testing.assert_allclose(model.score_catalogue([task])[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_binary_features_ignore_the_ratings() -> None:
+    data = _synthetic()
+    model = EpisodicLinear(shots=(1, 3), lams=(1.0,), feature_sets=("binary",)).fit(data)
+    assert model.w_ratings is None
+    w, _, _ = _dense_reference(data, (1, 3), 1.0, 0.0, with_ratings=False)
+    np.testing.assert_allclose(model.w_binary, w, rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+    a, b = model.score_catalogue([_task([2, 5], [5.0, 5.0]), _task([2, 5], [1.0, 1.0])])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_k0_gives_the_mean_target_of_a_k0_episode() -> None:
+    data = _synthetic()
+    model = EpisodicLinear(shots=(1, 3), lams=(1.0,)).fit(data)
+    scores = model.score_catalogue([_task([], []), _task([4], [5.0]), _task([], [])])
+    frame = data.interactions
+    liked = frame[frame["rating"] >= 4].groupby("item_id")["user_id"].nunique()
+    share = liked.reindex([f"i{i}" for i in range(N_ITEMS)], fill_value=0).to_numpy()
+    expected = share / frame["user_id"].nunique()
+    np.testing.assert_allclose(scores[0], expected)
+    np.testing.assert_array_equal(scores[2], scores[0])
+    assert not np.allclose(scores[1], scores[0])  # one rating moves the list
+
+
+def test_options_are_checked_and_unfitted_use_is_refused() -> None:
+    with pytest.raises(ConfigError, match="shots"):
+        EpisodicLinear(shots=(0, 3))
+    with pytest.raises(ConfigError, match="lams"):
+        EpisodicLinear(lams=(0.0,))
+    with pytest.raises(ConfigError, match="feature_sets"):
+        EpisodicLinear(feature_sets=("text",))  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="not fitted"):
+        EpisodicLinear().score_catalogue([_task([], [])])
+
+
+def test_benchmark_builds_it_for_p2_only() -> None:
+    models = build_models("p2", algorithms=["episodic"], peers=["popularity"], seed=3)
+    assert isinstance(models["metarec-episodic"], EpisodicLinear)
+    assert models["metarec-episodic"].name == "metarec-episodic"
+    with pytest.raises(ConfigError, match="protocol p2"):
+        build_models("p1", algorithms=["episodic"], peers=[], seed=3)
+    with pytest.raises(ConfigError, match="episodic"):
+        build_models("p2", algorithms=["nope"], peers=[], seed=3)
+
+
+# -- real ml-100k, protocol P2 (fold 0 of 5) ------------------------------------------
+@dataclass
+class P2World:
+    data: TrainingData
+    test: pd.DataFrame
+    model: EpisodicLinear
+
+
+@pytest.fixture(scope="module")
+def p2(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P2World:
+    ds = load_dataset("ml-100k", root=shared_data)
+    cat = encode_catalogue(
+        ds.items, "tfidf", cache_dir=tmp_path_factory.mktemp("emb"), progress=False
+    )
+    split = make_p2_split(ds, 0, n_folds=5, fold=0)
+    data = TrainingData(
+        split.frames["train"], cat, ds.users, split.frames["validation"], ds.rating_range, 0
+    )
+    return P2World(data, split.frames["test"], EpisodicLinear(seed=0).fit(data))
+
+
+def test_fit_is_deterministic(p2: P2World) -> None:
+    again = EpisodicLinear(seed=0).fit(p2.data)
+    tasks, _ = shot_tasks(p2.test, p2.data.catalogue.index, 5)
+    np.testing.assert_array_equal(
+        again.score_catalogue(tasks[:50]), p2.model.score_catalogue(tasks[:50])
+    )
+    assert again.describe() == p2.model.describe()
+    # validation picked the best of what it tried
+    chosen = p2.model.validation[f"{p2.model.features} {p2.model.lam:g}"]
+    assert chosen == max(p2.model.validation.values())
+
+
+def test_recommend_excludes_the_support(p2: P2World) -> None:
+    tasks, _ = shot_tasks(p2.test, p2.data.catalogue.index, 20)
+    top = p2.model.recommend(tasks, k=10)
+    for row, task in zip(top, tasks, strict=True):
+        assert not set(row) & set(task.support_items)
+    scores = p2.model.score_catalogue(tasks)
+    # the support items themselves would often make the list: exclusion is doing work
+    raw = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert any(set(r) & set(t.support_items) for r, t in zip(raw, tasks, strict=True))
+
+
+def test_new_items_rank_last_and_leave_old_scores_alone(p2: P2World) -> None:
+    import copy
+
+    model = copy.deepcopy(p2.model)
+    n = model.n_items
+    tasks, _ = shot_tasks(p2.test, p2.data.catalogue.index, 5)
+    tasks = tasks[:8]
+    before = model.score_catalogue(tasks)
+    model.add_items(pd.DataFrame({"item_id": ["new-a", "new-b"]}), np.zeros((2, 3)))
+    assert model.n_items == n + 2
+    after = model.score_catalogue([*tasks, _task([], [])])
+    np.testing.assert_array_equal(after[:-1, :n], before)
+    assert (after[:, n:].max(axis=1) < after[:, :n].min(axis=1)).all()
+    # a new item in a support set is accepted (it carries no weight)
+    with_new = model.score_catalogue([_task([0, n + 1], [5.0, 4.0])])
+    assert with_new.shape == (1, n + 2) and np.isfinite(with_new).all()
+
+
+def test_beats_popularity_at_k10_on_held_out_users(p2: P2World) -> None:
+    """Fold 0's test users (never seen in fitting nor in choosing lam): the episodic
+    model ranks above popularity at K = 10 (0.405 against 0.389 when written)."""
+    models = {"popularity": make_peer("popularity").fit(p2.data), "episodic": p2.model}
+    res = evaluate_p2(models, p2.test, p2.data.catalogue.index, shots=(10,))
+    row = res["summary"]["10"]
+    assert row["episodic"]["ndcg@10"] > 1.02 * row["popularity"]["ndcg@10"]
