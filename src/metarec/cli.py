@@ -393,7 +393,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             out=args.out,
             seed=args.seed,
             folds=args.folds,
-            algorithms=_csv(args.algorithms) or [],
+            algorithms=_csv(args.algorithms),
             peers=_csv(args.peers),
             overrides=list(args.set or []),
             shots=shots,
@@ -778,7 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", action="append", help="repeatable; default ml-1m for p1, ml-100k for p2"
     )
     b.add_argument("--data", help="folder holding the datasets")
-    b.add_argument("--algorithms", default="maml,fomaml,reptile,metasgd")
+    b.add_argument(
+        "--algorithms",
+        help="comma-separated (default: maml,fomaml,reptile,metasgd; P2 adds episodic)",
+    )
     b.add_argument(
         "--peers",
         help="comma-separated (default: all: popularity,bias,knn,als,melu-1,melu-5,transfer)",

@@ -99,3 +99,25 @@ def test_bad_input_is_one_line_exit_2(
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr
+
+
+def test_default_algorithms_depend_on_the_protocol() -> None:
+    from metarec.evaluation.benchmark import _command, default_algorithms
+
+    # P2 adds the episodic ranking model; P1 (ratings) cannot use it
+    assert default_algorithms("p2") == ("maml", "fomaml", "reptile", "metasgd", "episodic")
+    assert "episodic" not in default_algorithms("p1")
+    plain = _command(
+        "p2", "ml-100k", 0, 1, default_algorithms("p2"), _peers("p2"), (0, 1, 3, 5, 10, 20), None
+    )
+    assert "--algorithms" not in plain
+    chosen = _command(
+        "p2", "ml-100k", 0, 5, ["fomaml", "episodic"], _peers("p2"), (0, 1, 3, 5, 10, 20), "d"
+    )
+    assert chosen.endswith("--folds 5 --algorithms fomaml,episodic --data d")
+
+
+def _peers(protocol: str) -> tuple[str, ...]:
+    from metarec.evaluation.benchmark import P1_PEERS, P2_PEERS
+
+    return P1_PEERS if protocol == "p1" else P2_PEERS
