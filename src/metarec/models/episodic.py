@@ -82,7 +82,8 @@ import torch
 
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError, ModelError
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.evaluation.metrics import ranking_table
+from metarec.models.base import ScoringModel, TrainingData, top_k
 
 FeatureSet = Literal["binary", "binary+ratings"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("binary", "binary+ratings")
@@ -169,26 +170,11 @@ def target_matrix(liked: Sequence[np.ndarray], n_items: int, scale: float = 0.0)
     return sp.csr_matrix((value, (rows, cols)), shape=(len(liked), n_items))
 
 
-def ndcg_at_k(scores: np.ndarray, relevant: Sequence[np.ndarray], k: int = 10) -> np.ndarray:
-    """Binary-gain nDCG@k per row of ``scores`` (rows with no relevant item are NaN)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(part, order, axis=1)
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    out = np.full(len(scores), np.nan)
-    for u, rel in enumerate(relevant):
-        if len(rel):
-            hits = np.isin(top[u], rel)
-            out[u] = float((hits * disc).sum() / disc[: min(len(rel), k)].sum())
-    return out
-
-
 def _validation_ndcg(scores: np.ndarray, episodes: Episodes) -> float:
     """Mean over K of the mean nDCG@10 of episodes with that K (support items masked)."""
     for e, items in enumerate(episodes.support_items):
         scores[e, items] = -np.inf
-    per_ep = ndcg_at_k(scores, episodes.liked)
+    per_ep = ranking_table(top_k(scores, 10), episodes.liked, 10)["ndcg@10"]
     # each K counts equally, as in the P2 table
     return float(
         np.mean([np.nanmean(per_ep[episodes.shots == k]) for k in np.unique(episodes.shots)])
