@@ -25,7 +25,7 @@ from metarec.encoders.sentence import metarec_cache_dir
 from metarec.errors import DataError
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.bias import item_baseline
-from metarec.models.cutpoints import fit_model_cutpoints, rating_levels, validation_tasks
+from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 from metarec.recommender import Recommender, build_learner
 
 
@@ -128,9 +128,14 @@ def fit_recommender(
         metadata=meta,
     )
     if cfg.objective == "rating" and val_src is not None:
-        tasks = validation_tasks(val_src.ratings, seed=cfg.seed, query_size=cfg.query_size)
-        codes = val_src.user_features[[t.user for t in tasks]] if tasks else None
-        rec.cutpoints = fit_model_cutpoints(rec, tasks, codes, rating_levels(train_ur.ratings))
+        rec.cutpoints = fit_validation_cutpoints(
+            rec,
+            val_src.ratings,
+            users,
+            levels=rating_levels(train_ur.ratings),
+            seed=cfg.seed,
+            query_size=cfg.query_size,
+        )
     return rec, history
 
 

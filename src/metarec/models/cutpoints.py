@@ -168,35 +168,39 @@ def rating_levels(ratings: np.ndarray) -> tuple[float, ...] | None:
     return tuple(map(float, lv)) if 2 <= len(lv) <= MAX_LEVELS else None
 
 
-def validation_tasks(ratings: UserRatings, *, seed: int, query_size: int = 10) -> list[Task]:
-    """The tasks cuts are fitted on: P1's shape (shuffled history, the last
-    ``query_size`` ratings as query, at least 3 in support)."""
-    from metarec.data.tasks import fixed_tasks
-
-    return fixed_tasks(ratings, query_size=query_size, order="shuffle", seed=seed, min_support=3)
-
-
 class _Predictor(Protocol):
     def predict_tasks(self, tasks: Sequence[Task], users: Any = None, /) -> list[np.ndarray]: ...
 
 
-def fit_model_cutpoints(
+def fit_validation_cutpoints(
     model: _Predictor,
-    tasks: Sequence[Task],
-    users: Any,
+    validation: UserRatings,
+    users: pd.DataFrame | None,
+    *,
     levels: Sequence[float] | None,
+    seed: int,
+    query_size: int = 10,
     method: CutMethod = "logistic",
 ) -> RatingCutpoints | None:
-    """Cuts for ``model``'s query predictions on ``tasks``; None when the scale has no
-    levels or there are too few validation ratings to place them."""
-    if levels is None or not tasks:
+    """Cuts for ``model``'s predictions on the ``validation`` users (``users``: their
+    side features, or None), on P1-shaped tasks: shuffled history, the last
+    ``query_size`` ratings as query, at least 3 in support. None when the scale has
+    no levels or there are too few validation ratings to place them."""
+    from metarec.data.features import user_rows
+    from metarec.data.tasks import fixed_tasks
+
+    if levels is None:
         return None
-    preds = model.predict_tasks(list(tasks), users)
-    scores = np.concatenate([np.asarray(p, dtype=np.float64) for p in preds])
-    truth = np.concatenate([t.query_ratings for t in tasks]).astype(np.float64)
+    tasks = fixed_tasks(
+        validation, query_size=query_size, order="shuffle", seed=seed, min_support=3
+    )
+    truth = np.concatenate([t.query_ratings for t in tasks] or [np.zeros(0)])
     if len(truth) < MIN_RATINGS:
         return None
-    return RatingCutpoints.fit(scores, truth, levels, method)
+    rows = user_rows(users, [validation.user_ids[t.user] for t in tasks])
+    preds = model.predict_tasks(tasks, rows)
+    scores = np.concatenate([np.asarray(p, dtype=np.float64) for p in preds])
+    return RatingCutpoints.fit(scores, truth.astype(np.float64), levels, method)
 
 
 class MedianView:
@@ -223,12 +227,9 @@ class MedianView:
         levels: Sequence[float] | None,
         seed: int = 0,
     ) -> MedianView:
-        """Cuts fitted on ``validation`` users' P1-shaped tasks (``users``: their features)."""
-        from metarec.data.features import user_rows
-
-        tasks = validation_tasks(validation, seed=seed)
-        rows = user_rows(users, [validation.user_ids[t.user] for t in tasks])
-        return cls(base, fit_model_cutpoints(base, tasks, rows, levels))
+        """Cuts fitted on ``validation`` users (see :func:`fit_validation_cutpoints`)."""
+        cuts = fit_validation_cutpoints(base, validation, users, levels=levels, seed=seed)
+        return cls(base, cuts)
 
     def predict_tasks(self, tasks: Sequence[Task], users: Any = None) -> list[np.ndarray]:
         return self.base.predict_tasks(tasks, users)

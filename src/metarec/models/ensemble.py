@@ -37,7 +37,7 @@ from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, ModelError, UnsupportedError
 from metarec.models.base import ScoringModel, TrainingData
-from metarec.models.cutpoints import fit_model_cutpoints, rating_levels, validation_tasks
+from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 
 Mode = Literal["rating", "ranking"]
 DEFAULT_BUCKETS = (0, 1, 3, 5, 10, 20)
@@ -101,10 +101,14 @@ class Ensemble(ScoringModel):
             self.weights[b] = self._best_weights(tasks, users, data)
         if self.mode == "rating":
             # the blend's own median-rating cuts, on P1-shaped validation tasks
-            tasks = validation_tasks(val, seed=self.seed, query_size=self.query_size)
-            users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
-            levels = rating_levels(data.ratings.ratings)
-            self.cutpoints = fit_model_cutpoints(self, tasks, users, levels)
+            self.cutpoints = fit_validation_cutpoints(
+                self,
+                val,
+                data.users,
+                levels=rating_levels(data.ratings.ratings),
+                seed=self.seed,
+                query_size=self.query_size,
+            )
         return self
 
     def _validation_tasks(self, val: UserRatings, shot: int) -> list[Task]:
