@@ -780,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="folder holding the datasets")
     b.add_argument(
         "--algorithms",
-        help="comma-separated (default: maml,fomaml,reptile,metasgd; P2 adds episodic)",
+        help="comma-separated (default: maml,fomaml,reptile,metasgd; P2 adds episodic,stacked)",
     )
     b.add_argument(
         "--peers",

@@ -23,6 +23,7 @@ from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.ensemble import Ensemble
 from metarec.models.episodic import EpisodicLinear
 from metarec.models.meta_model import MetaModel
+from metarec.models.stacked import StackedRanker
 from metarec.peers import make_peer
 from metarec.pipeline import encode_catalogue
 
@@ -81,6 +82,13 @@ SPECS: list[ModelSpec] = [
         "metarec-episodic",
         lambda seed: EpisodicLinear(seed=seed, feature_sets=("binary+ratings",)),
         seeded=False,
+    ),
+    # gradient-boosted trees over few-shot signals, small enough for the suite's data
+    ModelSpec(
+        "metarec-stacked",
+        lambda seed: StackedRanker(
+            seed=seed, folds=2, bags=1, max_iter=20, min_samples_leaf=20, n_candidates=100
+        ),
     ),
     # model aggregation: usable wherever a single model is
     ModelSpec(

@@ -105,8 +105,15 @@ def test_default_algorithms_depend_on_the_protocol() -> None:
     from metarec.evaluation.benchmark import _command, default_algorithms
 
     # P2 adds the episodic ranking model; P1 (ratings) cannot use it
-    assert default_algorithms("p2") == ("maml", "fomaml", "reptile", "metasgd", "episodic")
-    assert "episodic" not in default_algorithms("p1")
+    assert default_algorithms("p2") == (
+        "maml",
+        "fomaml",
+        "reptile",
+        "metasgd",
+        "episodic",
+        "stacked",
+    )
+    assert not {"episodic", "stacked"} & set(default_algorithms("p1"))
     plain = _command(
         "p2", "ml-100k", 0, 1, default_algorithms("p2"), _peers("p2"), (0, 1, 3, 5, 10, 20), None
     )

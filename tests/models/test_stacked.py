@@ -15,6 +15,7 @@ from metarec.catalogue import Catalogue
 from metarec.data import load_dataset
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, ModelError
+from metarec.evaluation.benchmark import build_models
 from metarec.evaluation.p2 import evaluate_p2, make_p2_split, shot_tasks
 from metarec.models.base import TrainingData
 from metarec.models.stacked import FEATURES, StackedRanker, TreeEnsemble
@@ -167,6 +168,14 @@ def test_options_are_checked_and_unfitted_use_is_refused() -> None:
         StackedRanker().score_catalogue([_task([], [])])
     with pytest.raises(DataError, match="training users"):
         StackedRanker(folds=4).fit(_synthetic(n_users=6))
+
+
+def test_benchmark_builds_it_for_p2_only() -> None:
+    models = build_models("p2", algorithms=["stacked"], peers=["popularity"], seed=3)
+    assert isinstance(models["metarec-stacked"], StackedRanker)
+    assert models["metarec-stacked"].seed == 3
+    with pytest.raises(ConfigError, match="protocol p2"):
+        build_models("p1", algorithms=["stacked"], peers=[], seed=3)
 
 
 # -- real ml-100k, protocol P2 (fold 0 of 5) ------------------------------------------

@@ -34,16 +34,19 @@ from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
 from metarec.models.episodic import EpisodicLinear
 from metarec.models.meta_model import MetaModel
+from metarec.models.stacked import StackedRanker
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 # metarec models that are not a TrainConfig algorithm (no network, no inner loop), so
 # they stay out of META_ALGORITHMS: the episodic closed-form ridge
-# (metarec.models.episodic), a ranking model and so P2 only
-EXTRA_ALGORITHMS = ("episodic",)
-# what a benchmark runs when no --algorithms is given: P2 adds the episodic model, which
-# beats popularity at every K >= 3 on all five P2 folds of ml-100k (README, P2)
+# (metarec.models.episodic) and the stacked ranker (metarec.models.stacked), ranking
+# models and so P2 only
+EXTRA_ALGORITHMS = ("episodic", "stacked")
+# what a benchmark runs when no --algorithms is given: P2 adds the two ranking models
+# trained on P2-shaped episodes, which beat popularity where the gradient-trained
+# meta-learners do not (README, P2)
 P1_ALGORITHMS = META_ALGORITHMS
-P2_ALGORITHMS = (*META_ALGORITHMS, "episodic")
+P2_ALGORITHMS = (*META_ALGORITHMS, *EXTRA_ALGORITHMS)
 P1_PEERS = ("bias", "popularity", "knn", "als", "melu-1", "melu-5", "transfer")
 P2_PEERS = ("popularity", "bias", "knn", "als", "melu-1", "melu-5", "transfer")
 # The ranking protocol trains the same network as P2 uses it: an implicit objective
@@ -120,14 +123,15 @@ def build_models(
         else:
             models[name] = make_peer(name, seed=seed, **(peer_options or {}).get(name, {}))
     for algo in algorithms:
-        if algo == "episodic":
+        if algo in EXTRA_ALGORITHMS:
             if protocol != "p2":
                 raise ConfigError(
-                    "algorithm 'episodic' ranks items and predicts no ratings: use it with "
+                    f"algorithm {algo!r} ranks items and predicts no ratings: use it with "
                     "--protocol p2"
                 )
-            models["metarec-episodic"] = EpisodicLinear(
-                seed=seed, device=base.device, name="metarec-episodic"
+            ranker = EpisodicLinear if algo == "episodic" else StackedRanker
+            models[f"metarec-{algo}"] = ranker(
+                seed=seed, device=base.device, name=f"metarec-{algo}"
             )
             continue
         if algo not in META_ALGORITHMS:
