@@ -143,3 +143,27 @@ def test_abtest_takes_an_ensemble_as_an_arm(
     assert arms["A"] == same["A"]
     assert arms["B"]["users"] == same["B"]["users"]
     assert arms["B"]["hits_per_k"] != same["B"]["hits_per_k"]
+
+
+@pytest.mark.slow
+def test_ensemble_carries_a_ranking_model(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """metarec's episodic model joins like a peer, is saved in the folder, and serves."""
+    ens = tmp_path / "ens"
+    args = ["ensemble", str(run), "--peers", "popularity,episodic", "--buckets", "0,1,5"]
+    assert main([*args, "--out", str(ens)]) == 0
+    manifest = json.loads((ens / "ensemble.json").read_text())
+    assert [m["kind"] for m in manifest["members"]] == ["metarec", "popularity", "episodic"]
+    capsys.readouterr()
+    assert main(["recommend", str(ens), "--rate", "Toy Story (1995)=5", "-k", "3", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert len(top) == 3 and "Toy Story (1995)" not in {r["title"] for r in top}
+    # a ranking model cannot blend ratings: refused before any fitting
+    out = tmp_path / "rating"
+    assert (
+        main(["ensemble", str(run), "--peers", "episodic", "--mode", "rating", "--out", str(out)])
+        == 2
+    )
+    assert "rating" in _error_line(capsys.readouterr().err)
+    assert not out.exists()

@@ -747,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument(
         "--peers",
         default="popularity",
-        help="comma-separated peers fitted on the runs' training data: popularity, bias, knn "
+        help="comma-separated models fitted on the runs' training data: the peers "
+        "popularity, bias, knn, and metarec's ranking models episodic, stacked "
         "(default popularity; '' for none)",
     )
     en.add_argument(

@@ -179,11 +179,14 @@ class EnsembleRecommender(TopK):
     # -- growing the catalogue ---------------------------------------------------
     def check_items(self) -> None:
         """Raise :class:`UnsupportedError` unless every member can take new or updated items."""
+        from metarec.models.episodic import EpisodicLinear
+        from metarec.models.stacked import StackedRanker
         from metarec.peers.bias import Bias
         from metarec.peers.knn import ContentKNN
         from metarec.peers.popularity import Popularity
 
-        ok = (MetaModel, ContentKNN, Popularity, Bias)
+        # the ranking models take new items (ranked last until retraining)
+        ok = (MetaModel, ContentKNN, Popularity, Bias, EpisodicLinear, StackedRanker)
         refusing = [n for n, m in self.ensemble.members.items() if not isinstance(m, ok)]
         if refusing:
             raise UnsupportedError(
@@ -211,16 +214,21 @@ class EnsembleRecommender(TopK):
         return len(frame)
 
     def update_peer_vectors(self, idx: Sequence[int], vectors: np.ndarray) -> None:
-        """New LM vectors for existing items, for the peers that read them (content kNN);
-        metarec members are updated by the caller like single runs."""
+        """New LM vectors for existing items, for the members that read them (content
+        kNN, the stacked ranker's text similarity); metarec members are updated by the
+        caller like single runs."""
+        from metarec.models.stacked import StackedRanker
         from metarec.peers.knn import ContentKNN, _unit_rows
 
         self.check_items()
+        rows = np.asarray(idx, dtype=np.int64)
+        unit = _unit_rows(np.asarray(vectors, dtype=np.float64))
         for m in self.ensemble.members.values():
             if isinstance(m, ContentKNN) and m.vectors is not None:
-                m.vectors[np.asarray(idx, dtype=np.int64)] = _unit_rows(
-                    np.asarray(vectors, dtype=np.float64)
-                )
+                m.vectors[rows] = unit
+            elif isinstance(m, StackedRanker) and m.signals is not None:
+                known = rows < len(m.signals.vectors)  # added items have no signals row
+                m.signals.vectors[rows[known]] = unit[known].astype(np.float32)
 
 
 ServedModel: TypeAlias = Recommender | EnsembleRecommender
@@ -293,7 +301,7 @@ def fit_from_runs(
     from metarec.catalogue import Catalogue
     from metarec.models.base import ScoringModel, TrainingData
     from metarec.models.ensemble import DEFAULT_BUCKETS
-    from metarec.models.persist import SAVEABLE
+    from metarec.models.persist import RANKERS, SAVEABLE
     from metarec.peers import make_peer
 
     if not runs:
@@ -346,7 +354,9 @@ def fit_from_runs(
     )
     data = TrainingData(train, catalogue, ds.users, validation, primary.rating_range, seed)
     for p in peers:
-        members[p] = make_peer(p, seed=seed)
+        # metarec's ranking models (episodic, stacked) are fitted here like peers: they
+        # learn from the training users' histories, not from a run
+        members[p] = RANKERS[p](seed=seed, name=p) if p in RANKERS else make_peer(p, seed=seed)
     # built before the peers are fitted: a wrong mode or bucket list fails at once
     ens = Ensemble(
         members,

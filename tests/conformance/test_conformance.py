@@ -174,7 +174,7 @@ def test_saved_ensemble_scores_the_same_or_is_refused_clearly(
     bit for bit; models that cannot be saved say so, naming the member."""
     model = spec.factory(SEED)
     if not isinstance(model, Ensemble | MetaModel):
-        if spec.name not in ("als", "melu-1", "melu-5", "metarec-episodic", "metarec-stacked"):
+        if spec.name not in ("als", "melu-1", "melu-5"):
             # saveable on their own, but a folder needs a metarec member for the catalogue;
             # their round trip is covered as members of the ensemble specs
             peer = request.getfixturevalue("fitted")

@@ -212,3 +212,16 @@ def test_beats_popularity_at_k10_on_held_out_users(p2: P2World) -> None:
     res = evaluate_p2(models, p2.test, p2.data.catalogue.index, shots=(10,))
     row = res["summary"]["10"]
     assert row["episodic"]["ndcg@10"] > 1.02 * row["popularity"]["ndcg@10"]
+
+
+def test_state_round_trip_scores_the_same() -> None:
+    model = EpisodicLinear(shots=(1, 3), lams=(1.0,), feature_sets=("binary+ratings",))
+    model.fit(_synthetic())
+    options, fitted, arrays = model.to_state()
+    loaded = EpisodicLinear.from_state(options, fitted, arrays)
+    tasks = [_task([3, 7], [5.0, 1.0]), _task([], [])]
+    np.testing.assert_array_equal(loaded.score_catalogue(tasks), model.score_catalogue(tasks))
+    with pytest.raises(ModelError, match="do not match"):
+        EpisodicLinear.from_state(options, {**fitted, "features": "binary"}, arrays)
+    with pytest.raises(ModelError, match="intercept"):
+        EpisodicLinear.from_state(options, fitted, {**arrays, "intercept": np.zeros(3)})

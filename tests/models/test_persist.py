@@ -236,3 +236,48 @@ def test_loaded_ensemble_recommends_and_grows_like_a_run(world: World, tmp_path:
 def _support_only(task: Task) -> Task:
     return Task(task.user, task.support_items, task.support_ratings, task.query_items[:0],
                 task.query_ratings[:0])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rankers(world: World) -> Ensemble:
+    """The P2 ranking models beside a metarec member (which carries the catalogue)."""
+    from metarec.models.episodic import EpisodicLinear
+    from metarec.models.stacked import StackedRanker
+
+    members = {
+        "fomaml": world.ranking.members["fomaml"],
+        "episodic": EpisodicLinear(lams=(300.0,), seed=1).fit(world.data),
+        "stacked": StackedRanker(
+            folds=2, bags=2, max_iter=15, min_samples_leaf=50, n_candidates=150, seed=1
+        ).fit(world.data),
+    }
+    return Ensemble(members, mode="ranking", buckets=(0, 1, 5), fit_members=False, seed=1).fit(
+        world.data
+    )
+
+
+def test_episodic_and_stacked_members_round_trip(
+    world: World, rankers: Ensemble, tmp_path: Path
+) -> None:
+    loaded = Ensemble.load(rankers.save(tmp_path / "ens"))
+    for name in ("episodic", "stacked"):
+        np.testing.assert_array_equal(
+            loaded.members[name].score_catalogue(world.tasks, world.users),
+            rankers.members[name].score_catalogue(world.tasks, world.users),
+        )
+    np.testing.assert_array_equal(
+        loaded.score_catalogue(world.tasks, world.users),
+        rankers.score_catalogue(world.tasks, world.users),
+    )
+    suffixes = {p.suffix for p in (tmp_path / "ens").rglob("*") if p.is_file()}
+    assert suffixes <= {".json", ".safetensors"}
+
+
+def test_damaged_stacked_state_names_the_member(rankers: Ensemble, tmp_path: Path) -> None:
+    out = rankers.save(tmp_path / "ens")
+    manifest = json.loads((out / "ensemble.json").read_text())
+    entry = next(m for m in manifest["members"] if m["name"] == "stacked")
+    del entry["state"]["tree_baseline"]
+    (out / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"members\[2\] \(stacked\).*tree_baseline"):
+        Ensemble.load(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,3 +220,19 @@ def test_recommend_excludes_the_support(p2: P2World) -> None:
     top = p2.model.recommend(tasks[:40], k=10)
     for row, task in zip(top, tasks, strict=True):
         assert not set(row) & set(task.support_items)
+
+
+def test_state_round_trip_scores_the_same(synthetic: tuple[TrainingData, StackedRanker]) -> None:
+    _, model = synthetic
+    options, fitted, arrays = model.to_state()
+    json.dumps([options, fitted])  # plain JSON
+    loaded = StackedRanker.from_state(options, fitted, arrays, seed=0)
+    tasks = [_task([0, 12], [3.0, 5.0]), _task([4], [1.0]), _task([], [])]
+    np.testing.assert_array_equal(loaded.score_catalogue(tasks), model.score_catalogue(tasks))
+    bad = {**arrays, "candidates": np.array([0, N_ITEMS + 5])}
+    with pytest.raises(ModelError, match="candidates"):
+        StackedRanker.from_state(options, fitted, bad)
+    with pytest.raises(ModelError, match="lacks"):
+        StackedRanker.from_state(
+            options, {k: v for k, v in fitted.items() if k != "signals"}, arrays
+        )

@@ -437,3 +437,78 @@ class EpisodicLinear(ScoringModel):
             "n_episodes": self.n_episodes,
             "validation_ndcg@10": dict(self.validation),
         }
+
+    # -- persistence: plain arrays and JSON (see metarec.models.persist) ----------
+    def to_state(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+        """(constructor options, fitted fields, arrays)."""
+        w_bin = self._w()
+        options = {
+            "shots": list(self.shots),
+            "lams": list(self.lams),
+            "feature_sets": list(self.feature_sets),
+            "support_scale": self.support_scale,
+            "target_scale": self.target_scale,
+            "validation_shots": list(self.validation_shots),
+            "like_threshold": self.like_threshold,
+            "chunk_episodes": self.chunk_episodes,
+        }
+        fitted = {
+            "mu": self.mu,
+            "n_fit_items": self.n_fit_items,
+            "lam": self.lam,
+            "features": self.features,
+            "n_episodes": self.n_episodes,
+            "validation": dict(self.validation),
+        }
+        arrays = {"w_binary": w_bin, "intercept": self.intercept, "prior": self.prior}
+        if self.w_ratings is not None:
+            arrays["w_ratings"] = self.w_ratings
+        return options, fitted, arrays
+
+    @classmethod
+    def from_state(
+        cls,
+        options: dict[str, Any],
+        fitted: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        seed: int = 0,
+        name: str = "metarec-episodic",
+        device: str = "auto",
+    ) -> EpisodicLinear:
+        """Rebuild a fitted model from :meth:`to_state`'s parts; shapes are checked."""
+        try:
+            model = cls(**options, seed=seed, name=name, device=device)
+        except TypeError as exc:
+            raise ModelError(f"{name}: bad options: {exc}") from None
+        missing = sorted({"w_binary", "intercept", "prior"} - set(arrays))
+        if missing:
+            raise ModelError(f"{name}: saved state lacks arrays {missing}")
+        w = np.asarray(arrays["w_binary"], dtype=np.float32)
+        n = len(w)
+        if w.shape != (n, n):
+            raise ModelError(f"{name}: w_binary must be square, got {w.shape}")
+        for key in ("intercept", "prior"):
+            if np.shape(arrays[key]) != (n,):
+                raise ModelError(f"{name}: {key} has shape {np.shape(arrays[key])}, not ({n},)")
+        if "w_ratings" in arrays and np.shape(arrays["w_ratings"]) != (n, n):
+            raise ModelError(f"{name}: w_ratings has shape {np.shape(arrays['w_ratings'])}")
+        features = fitted.get("features")
+        if features not in FEATURE_SETS or (features != "binary") != ("w_ratings" in arrays):
+            raise ModelError(f"{name}: fitted features {features!r} do not match the arrays")
+        model.w_binary = w
+        model.w_ratings = (
+            np.asarray(arrays["w_ratings"], dtype=np.float32) if "w_ratings" in arrays else None
+        )
+        model.intercept = np.asarray(arrays["intercept"], dtype=np.float64)
+        model.prior = np.asarray(arrays["prior"], dtype=np.float64)
+        model.features = features
+        model.mu = float(fitted.get("mu", 0.0))
+        model.n_fit_items = int(fitted.get("n_fit_items", n))
+        if not 0 < model.n_fit_items <= n:
+            raise ModelError(f"{name}: n_fit_items {model.n_fit_items} is not in [1, {n}]")
+        lam = fitted.get("lam")
+        model.lam = None if lam is None else float(lam)
+        model.n_episodes = int(fitted.get("n_episodes", 0))
+        model.validation = {str(k): float(v) for k, v in dict(fitted.get("validation", {})).items()}
+        return model

@@ -5,16 +5,19 @@ Layout::
     ENSEMBLE/
       ensemble.json          manifest: format, mode, buckets, weights, members, z-score items
       members/0/             a metarec member: the Recommender's own run files
-      members/1/peer.safetensors   a peer's fitted arrays (its options and scalars are
-                                   in the manifest)
+      members/1/peer.safetensors   a peer's or ranking model's fitted arrays (its
+                                   options and fitted fields are in the manifest)
 
 Only safetensors and JSON are written, never pickle. The whole folder is
 written into a temporary sibling and renamed into place, so a crash or an
 error leaves either the old folder or the new one, never a mix; the manifest
 is the last file written, so a folder without one is not an ensemble.
 
-Members that can be saved: metarec models (:class:`MetaModel`) and the
-popularity, bias and content-kNN peers, whose state is a few arrays. ALS and
+Members that can be saved: metarec models (:class:`MetaModel`, and the
+episodic and stacked ranking models, which write their own arrays through
+``to_state`` / ``from_state``) and the popularity, bias and content-kNN
+peers, whose state is a few arrays. An ensemble needs at least one
+:class:`MetaModel` member: it carries the catalogue and encoder. ALS and
 MeLU are refused with :class:`UnsupportedError` naming the member: their
 state is large and tied to libraries and training code that a run folder
 should not depend on.
@@ -38,7 +41,9 @@ from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.models.base import ScoringModel
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.ensemble import Ensemble
+from metarec.models.episodic import EpisodicLinear
 from metarec.models.meta_model import MetaModel
+from metarec.models.stacked import StackedRanker
 from metarec.peers.bias import Bias
 from metarec.peers.knn import ContentKNN
 from metarec.peers.popularity import Popularity
@@ -49,7 +54,12 @@ FORMAT = "metarec-ensemble"
 FORMAT_VERSION = 1
 PEER_FILE = "peer.safetensors"
 METAREC = "metarec"
-SAVEABLE = (METAREC, "popularity", "bias", "knn")
+# ranking models that save themselves (to_state / from_state): options, JSON fields, arrays
+RANKERS: dict[str, type[EpisodicLinear] | type[StackedRanker]] = {
+    "episodic": EpisodicLinear,
+    "stacked": StackedRanker,
+}
+SAVEABLE = (METAREC, "popularity", "bias", "knn", *RANKERS)
 
 
 def is_ensemble_dir(path: str | Path) -> bool:
@@ -85,9 +95,19 @@ def _peer_state(
         options = {"damping": model.damping, "like_threshold": model.like_threshold}
         arrays = {"vectors": vectors, "popularity": np.asarray(model.popularity)}
         return "knn", options, {"mu": float(model.mu)}, arrays
+    for kind, cls in RANKERS.items():
+        if isinstance(model, cls):
+            try:
+                options, fitted, arrays = model.to_state()
+            except ModelError:
+                raise ModelError(
+                    f"ensemble member {name!r}: not fitted; call fit() first"
+                ) from None
+            return kind, options, fitted, arrays
     raise UnsupportedError(
         f"ensemble member {name!r} ({type(model).__name__}) cannot be saved: only metarec "
-        "models and the popularity, bias and knn peers can; leave it out of the ensemble"
+        "models (meta-learners, episodic, stacked) and the popularity, bias and knn peers "
+        "can; leave it out of the ensemble"
     )
 
 
@@ -291,6 +311,17 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
         if kind == METAREC:
             rec = load_recommender(where, device)
             model: ScoringModel = MetaModel.from_recommender(rec, name=name)
+        elif kind in RANKERS:
+            options, state = entry.get("options", {}), entry.get("state", {})
+            if not isinstance(options, dict) or not isinstance(state, dict):
+                raise man.bad(f"{field}.options/state", "must be objects")
+            arrays = {k: v.numpy() for k, v in load_tensors(where / PEER_FILE).items()}
+            try:
+                model = RANKERS[kind].from_state(
+                    options, state, arrays, seed=seed, name=name, device=device or "auto"
+                )
+            except (ModelError, ConfigError) as exc:
+                raise ModelError(f"{path}, {field} ({name}): {exc}") from None
         else:
             options, state = entry.get("options", {}), entry.get("state", {})
             if not isinstance(options, dict):

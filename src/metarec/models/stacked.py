@@ -239,6 +239,52 @@ class Signals:
                 )
             self.groups.append(table)
 
+    # -- persistence: plain arrays and JSON (see metarec.models.persist) ----------
+    _DENSE = ("like_rate", "rating_rate", "mean_rating", "cooc", "ease", "after", "vectors")
+    _SPARSE = ("users", "heads")
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON fields, arrays); the episodic model is saved by its owner."""
+        arrays = {k: np.asarray(getattr(self, k)) for k in self._DENSE}
+        likes = sp.csr_matrix(self.likes)
+        for name, m in (*((k, getattr(self, k)) for k in self._SPARSE), ("likes", likes)):
+            arrays[f"{name}.indptr"] = m.indptr.astype(np.int64)
+            arrays[f"{name}.indices"] = m.indices.astype(np.int64)
+        group_keys = []
+        for i, table in enumerate(self.groups):
+            keys = sorted(table)
+            group_keys.append(keys)
+            n = len(self.like_rate)
+            arrays[f"group.{i}"] = np.stack([table[k] for k in keys]) if keys else np.zeros((0, n))
+        return {"like_threshold": self.like_threshold, "group_keys": group_keys}, arrays
+
+    @classmethod
+    def from_state(
+        cls, fields: dict[str, Any], arrays: dict[str, np.ndarray], episodic: EpisodicLinear
+    ) -> Signals:
+        self = cls.__new__(cls)
+        for k in cls._DENSE:
+            setattr(self, k, arrays[k])
+        n = len(self.like_rate)
+        for k in (*cls._SPARSE, "likes"):
+            indptr, indices = arrays[f"{k}.indptr"], arrays[f"{k}.indices"]
+            if len(indices) and (indices.min() < 0 or indices.max() >= n):
+                raise ModelError(f"array {k}.indices points outside the {n} items")
+            data = np.ones(len(indices), dtype=np.float32)
+            setattr(self, k, sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n)))
+        self.likes = np.asarray(self.likes.todense(), dtype=np.float32)  # type: ignore[attr-defined]
+        self.user_counts = np.asarray(self.users.sum(axis=1), dtype=np.float64).ravel()
+        self.head_counts = np.asarray(self.heads.sum(axis=1), dtype=np.float64).ravel()
+        self.like_threshold = float(fields["like_threshold"])
+        self.groups = []
+        for i, keys in enumerate(fields["group_keys"]):
+            rates = arrays[f"group.{i}"]
+            if len(rates) != len(keys):
+                raise ModelError(f"array group.{i} has {len(rates)} rows for {len(keys)} groups")
+            self.groups.append({str(k): rates[j] for j, k in enumerate(keys)})
+        self.episodic = episodic
+        return self
+
     @staticmethod
     def _after(hist: Histories, n: int) -> np.ndarray:
         """``(A_ij + 1) / (A_ij + A_ji + 2)``, ``A_ij`` = users who rated j after i."""
@@ -707,3 +753,91 @@ class StackedRanker(ScoringModel):
             "training_rows": self.n_rows,
             "positive_rate": self.positive_rate,
         }
+
+    # -- persistence: plain arrays and JSON (see metarec.models.persist) ----------
+    def to_state(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+        """(constructor options, fitted fields, arrays): the trees, the signals and the
+        inner episodic model, each under its own prefix."""
+        signals, trees = self._fitted()
+        options = {
+            "shots": list(self.shots),
+            "n_candidates": self.n_candidates,
+            "folds": self.folds,
+            "bags": self.bags,
+            "head": self.head,
+            "ease_lam": self.ease_lam,
+            "episodic_lam": self.episodic_lam,
+            "like_threshold": self.like_threshold,
+            "learning_rate": self.learning_rate,
+            "max_iter": self.max_iter,
+            "max_leaf_nodes": self.max_leaf_nodes,
+            "min_samples_leaf": self.min_samples_leaf,
+            "chunk_tasks": self.chunk_tasks,
+        }
+        sig_fields, sig_arrays = signals.to_state()
+        epi_options, epi_fitted, epi_arrays = signals.episodic.to_state()
+        fitted = {
+            "n_fit_items": self.n_fit_items,
+            "n_added": self.n_added,
+            "training_rows": self.n_rows,
+            "positive_rate": self.positive_rate,
+            "tree_baseline": trees.baseline,
+            "group_columns": list(self.groups.columns),
+            "group_edges": {c: e.tolist() for c, e in self.groups.edges.items()},
+            "signals": sig_fields,
+            "episodic": {"options": epi_options, "fitted": epi_fitted},
+        }
+        arrays = {"candidates": self.candidates}
+        arrays.update({f"trees.{k}": v for k, v in trees.arrays.items()})
+        arrays.update({f"signals.{k}": v for k, v in sig_arrays.items()})
+        arrays.update({f"episodic.{k}": v for k, v in epi_arrays.items()})
+        return options, fitted, arrays
+
+    @classmethod
+    def from_state(
+        cls,
+        options: dict[str, Any],
+        fitted: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        seed: int = 0,
+        name: str = "metarec-stacked",
+        device: str = "auto",
+    ) -> StackedRanker:
+        """Rebuild a fitted model from :meth:`to_state`'s parts; a missing or
+        inconsistent part raises :class:`ModelError` naming it."""
+        try:
+            model = cls(**options, seed=seed, name=name, device=device)
+        except TypeError as exc:
+            raise ModelError(f"{name}: bad options: {exc}") from None
+
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        try:
+            epi = fitted["episodic"]
+            episodic = EpisodicLinear.from_state(
+                epi["options"], epi["fitted"], part("episodic."), seed=seed, device=device
+            )
+            model.signals = Signals.from_state(fitted["signals"], part("signals."), episodic)
+            model.trees = TreeEnsemble(part("trees."), float(fitted["tree_baseline"]))
+            model.groups = UserGroups(
+                [str(c) for c in fitted["group_columns"]],
+                {str(c): np.asarray(e, dtype=np.float64) for c, e in fitted["group_edges"].items()},
+            )
+            model.candidates = np.asarray(arrays["candidates"], dtype=np.int64)
+            model.n_fit_items = int(fitted["n_fit_items"])
+            model.n_added = int(fitted["n_added"])
+            model.n_rows = int(fitted.get("training_rows", 0))
+            model.positive_rate = float(fitted.get("positive_rate", float("nan")))
+        except KeyError as exc:
+            raise ModelError(f"{name}: saved state lacks {exc}") from None
+        n = model.n_fit_items
+        if len(model.signals.like_rate) != n or episodic.n_items != n:
+            raise ModelError(f"{name}: signals and episodic model disagree with {n} items")
+        if len(model.signals.groups) != len(model.groups.columns):
+            raise ModelError(f"{name}: {len(model.groups.columns)} group columns, tables differ")
+        c = model.candidates
+        if len(c) == 0 or c.min() < 0 or c.max() >= n:
+            raise ModelError(f"{name}: candidates must be item indices in [0, {n})")
+        return model
