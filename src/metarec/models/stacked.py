@@ -266,6 +266,11 @@ class Signals:
         for k in cls._DENSE:
             setattr(self, k, arrays[k])
         n = len(self.like_rate)
+        for k in cls._DENSE:
+            rows = np.shape(getattr(self, k))
+            want = {"cooc": (n, n), "ease": (n, n), "after": (n, n)}.get(k)
+            if rows[0] != n or (want is not None and rows != want):
+                raise ModelError(f"array {k} has shape {rows}, not {want or (n,)} for {n} items")
         for k in (*cls._SPARSE, "likes"):
             indptr, indices = arrays[f"{k}.indptr"], arrays[f"{k}.indices"]
             if len(indices) and (indices.min() < 0 or indices.max() >= n):
@@ -332,7 +337,7 @@ class Signals:
         rank[np.arange(b)[:, None], np.argsort(-epi, axis=1, kind="stable")] = np.arange(n)
         put(rank[:, candidates])
         put(np.asarray(x @ self.ease[:, candidates]))
-        cs = self.cooc[sup][:, :, candidates]  # [b, kmax, c]
+        cs = self.cooc[:, candidates][sup]  # [b, kmax, c], never [b, kmax, n]
         kk = ks[:, None].astype(np.float64)
         put(np.where(mask[:, :, None], cs, 0.0).sum(axis=1) / kk)
         put(np.where(mask[:, :, None], cs, -np.inf).max(axis=1))
