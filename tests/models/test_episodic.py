@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from metarec.catalogue import Catalogue
-from metarec.data import load_dataset
-from metarec.data.tasks import Task
 from metarec.errors import ConfigError, ModelError
 from metarec.evaluation.benchmark import build_models
-from metarec.evaluation.p2 import evaluate_p2, make_p2_split, shot_tasks
+from metarec.evaluation.p2 import evaluate_p2, shot_tasks
 from metarec.models.base import TrainingData
 from metarec.models.episodic import EpisodicLinear
 from metarec.peers import make_peer
-from metarec.pipeline import encode_catalogue
+
+from .conftest import P2Fold, P2World
+from .conftest import support_task as _task
 
 N_ITEMS = 12
-
-
-def _task(items: list[int], ratings: list[float]) -> Task:
-    return Task(
-        0,
-        np.array(items, dtype=np.int64),
-        np.array(ratings, dtype=np.float32),
-        np.zeros(0, dtype=np.int64),
-        np.zeros(0, dtype=np.float32),
-    )
 
 
 def _synthetic(seed: int = 0, n_users: int = 40) -> TrainingData:
@@ -144,24 +131,9 @@ def test_benchmark_builds_it_for_p2_only() -> None:
 
 
 # -- real ml-100k, protocol P2 (fold 0 of 5) ------------------------------------------
-@dataclass
-class P2World:
-    data: TrainingData
-    test: pd.DataFrame
-    model: EpisodicLinear
-
-
 @pytest.fixture(scope="module")
-def p2(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P2World:
-    ds = load_dataset("ml-100k", root=shared_data)
-    cat = encode_catalogue(
-        ds.items, "tfidf", cache_dir=tmp_path_factory.mktemp("emb"), progress=False
-    )
-    split = make_p2_split(ds, 0, n_folds=5, fold=0)
-    data = TrainingData(
-        split.frames["train"], cat, ds.users, split.frames["validation"], ds.rating_range, 0
-    )
-    return P2World(data, split.frames["test"], EpisodicLinear(seed=0).fit(data))
+def p2(p2_fold0: P2Fold) -> P2World:
+    return P2World(p2_fold0.data, p2_fold0.test, EpisodicLinear(seed=0).fit(p2_fold0.data))
 
 
 def test_fit_is_deterministic(p2: P2World) -> None:
