@@ -32,16 +32,15 @@ from metarec.io import save_json
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
-from metarec.models.episodic import EpisodicLinear
 from metarec.models.meta_model import MetaModel
-from metarec.models.stacked import StackedRanker
+from metarec.models.persist import RANKERS
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 # metarec models that are not a TrainConfig algorithm (no network, no inner loop), so
 # they stay out of META_ALGORITHMS: the episodic closed-form ridge
 # (metarec.models.episodic) and the stacked ranker (metarec.models.stacked), ranking
 # models and so P2 only
-EXTRA_ALGORITHMS = ("episodic", "stacked")
+EXTRA_ALGORITHMS = tuple(RANKERS)  # ("episodic", "stacked"): persist's one registry
 # what a benchmark runs when no --algorithms is given: P2 adds the two ranking models
 # trained on P2-shaped episodes, which beat popularity where the gradient-trained
 # meta-learners do not (README, P2)
@@ -129,8 +128,7 @@ def build_models(
                     f"algorithm {algo!r} ranks items and predicts no ratings: use it with "
                     "--protocol p2"
                 )
-            ranker = EpisodicLinear if algo == "episodic" else StackedRanker
-            models[f"metarec-{algo}"] = ranker(
+            models[f"metarec-{algo}"] = RANKERS[algo](
                 seed=seed, device=base.device, name=f"metarec-{algo}"
             )
             continue

@@ -100,6 +100,7 @@ class Episodes:
     support_items: list[np.ndarray]
     support_ratings: list[np.ndarray]
     liked: list[np.ndarray]  # items rated >= like_threshold after the support
+    owners: np.ndarray  # int64 [E]: the user (row of the UserRatings) of each episode
 
     def __len__(self) -> int:
         return len(self.shots)
@@ -119,7 +120,7 @@ def build_episodes(
     ``require_liked`` drops episodes with no later like (nDCG is undefined there).
     """
     rng = np.random.default_rng(seed)  # only breaks ties of ratings without timestamps
-    ks, s_items, s_ratings, liked = [], [], [], []
+    ks, s_items, s_ratings, liked, owners = [], [], [], [], []
     for row in range(len(ur)):
         items, ratings = ordered(*ur.history(row), "time", rng)
         for k in shots:
@@ -129,10 +130,17 @@ def build_episodes(
             if require_liked and len(later) == 0:
                 continue
             ks.append(k)
+            owners.append(row)
             s_items.append(items[:k])
             s_ratings.append(ratings[:k].astype(np.float64))
             liked.append(later)
-    return Episodes(np.asarray(ks, dtype=np.int64), s_items, s_ratings, liked)
+    return Episodes(
+        np.asarray(ks, dtype=np.int64),
+        s_items,
+        s_ratings,
+        liked,
+        np.asarray(owners, dtype=np.int64),
+    )
 
 
 def support_matrix(

@@ -54,7 +54,7 @@ Choices
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,7 @@ from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.models.base import ScoringModel, TrainingData
-from metarec.models.episodic import EpisodicLinear
+from metarec.models.episodic import Episodes, EpisodicLinear, build_episodes
 
 FEATURES = (
     "log_like_rate",  # fraction of training users who liked the item (log)
@@ -395,6 +395,7 @@ class TreeEnsemble:
             if len(a) and (a.min() < 0 or a.max() >= n_nodes):
                 raise ModelError(f"tree ensemble: {f} points outside the {n_nodes} nodes")
         self.baseline = float(baseline)
+        self._tensors: dict[str, dict[str, torch.Tensor]] = {}
         self.depth = int(self.arrays.get("depth", np.array([n_nodes]))[0])
 
     @classmethod
@@ -468,7 +469,10 @@ class TreeEnsemble:
     ) -> np.ndarray:
         """Raw scores (log-odds) of the rows of ``x`` [R, F]."""
         dev = torch.device(device)
-        t = {k: torch.as_tensor(v, device=dev) for k, v in self.arrays.items()}
+        t = self._tensors.get(str(dev))
+        if t is None:  # once per device, not per call: scoring calls this per chunk
+            t = {k: torch.as_tensor(v, device=dev) for k, v in self.arrays.items()}
+            self._tensors[str(dev)] = t
         out = np.empty(len(x), dtype=np.float64)
         for lo in range(0, len(x), chunk):
             rows = torch.as_tensor(np.asarray(x[lo : lo + chunk], dtype=np.float64), device=dev)
@@ -601,23 +605,11 @@ class StackedRanker(ScoringModel):
         order = np.argsort(-signals.like_rate, kind="stable")
         return np.sort(order[: min(self.n_candidates, len(order))])
 
-    def _episodes(self, hist: Histories) -> tuple[list[Task], np.ndarray]:
-        """P2 episodes of ``hist``'s users, and which user (row of ``hist``) each is."""
-        tasks, owners = [], []
-        for row, (items, ratings) in enumerate(zip(hist.items, hist.ratings, strict=True)):
-            for k in self.shots:
-                if len(items) > k:
-                    owners.append(row)
-                    later = ratings[k:] >= self.like_threshold
-                    tasks.append(
-                        Task(-1, items[:k], ratings[:k], items[k:][later], ratings[k:][later])
-                    )
-        return tasks, np.asarray(owners, dtype=np.int64)
-
     def _training_rows(
         self,
         data: TrainingData,
         hist: Histories,
+        episodes: Episodes,
         ids: np.ndarray,
         pick: Any,
         parts: list[np.ndarray],
@@ -626,19 +618,23 @@ class StackedRanker(ScoringModel):
         a part's episodes get signals from the other parts' users only."""
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
+        none = np.zeros(0, dtype=np.int64)  # training tasks carry no query: labels are liked
         for part in parts:
             rest = np.setdiff1d(np.arange(len(hist)), part)
             signals = self._signals(data, hist.subset(rest), ids[rest], pick(rest))
             cand = self._top_liked(signals)
-            inside = np.sort(part)
-            episodes, owners = self._episodes(hist.subset(inside))
-            for lo in range(0, len(episodes), self.chunk_tasks):
-                chunk = episodes[lo : lo + self.chunk_tasks]
-                f = signals.features(chunk, cand, pick(inside[owners[lo : lo + len(chunk)]]))
-                for j, t in enumerate(chunk):
-                    keep = ~np.isin(cand, t.support_items)
+            mine = np.flatnonzero(np.isin(episodes.owners, part))
+            for lo in range(0, len(mine), self.chunk_tasks):
+                chunk = mine[lo : lo + self.chunk_tasks]
+                tasks = [
+                    Task(-1, episodes.support_items[e], episodes.support_ratings[e], none, none)
+                    for e in chunk
+                ]
+                f = signals.features(tasks, cand, pick(episodes.owners[chunk]))
+                for j, e in enumerate(chunk):
+                    keep = ~np.isin(cand, episodes.support_items[e])
                     xs.append(f[j, keep])
-                    ys.append(np.isin(cand[keep], t.query_items))
+                    ys.append(np.isin(cand[keep], episodes.liked[e]))
         if not xs:
             raise DataError(
                 f"{self.name}: no training user has more than {min(self.shots)} ratings"
@@ -658,6 +654,10 @@ class StackedRanker(ScoringModel):
                 f"{self.folds}-fold cross-fitting, got {len(ur)}"
             )
         hist = Histories.from_ratings(ur, self.seed)
+        # the same tie-breaking seed as the histories, so both see one order of ratings
+        episodes = build_episodes(
+            ur, self.shots, like_threshold=self.like_threshold, seed=self.seed
+        )
         ids = np.asarray(ur.user_ids)
         self.groups = UserGroups.fit(data.users)
         keys = self.groups.keys(user_rows(data.users, ids), len(ids))
@@ -670,7 +670,7 @@ class StackedRanker(ScoringModel):
         for bag in range(self.bags):
             # each bag cross-fits on its own random folds, so bags differ in their signals
             parts = np.array_split(rng.permutation(len(hist)), self.folds)
-            x, y = self._training_rows(data, hist, ids, pick, parts)
+            x, y = self._training_rows(data, hist, episodes, ids, pick, parts)
             rows, positives = rows + len(y), positives + int(y.sum())
             gb = HistGradientBoostingClassifier(
                 learning_rate=self.learning_rate,
@@ -709,18 +709,12 @@ class StackedRanker(ScoringModel):
         scores = np.empty((len(tasks), n))
         # items the signals know nothing of (added after training) cannot be in a support
         # set's features; a support of only such items is a K = 0 user
-        seen = [
-            Task(
-                t.user,
-                np.asarray(t.support_items, dtype=np.int64)[np.asarray(t.support_items) < known],
-                np.asarray(t.support_ratings, dtype=np.float64)[
-                    np.asarray(t.support_items) < known
-                ],
-                t.query_items,
-                t.query_ratings,
-            )
-            for t in tasks
-        ]
+        seen = []
+        for t in tasks:
+            items = np.asarray(t.support_items, dtype=np.int64)
+            ratings = np.asarray(t.support_ratings, dtype=np.float64)
+            ok = items < known
+            seen.append(replace(t, support_items=items[ok], support_ratings=ratings[ok]))
         rows = [j for j, t in enumerate(seen) if len(t.support_items) > 0]
         keys = self.groups.keys(users, len(tasks))
         dev = self._torch_device()
