@@ -144,7 +144,9 @@ def test_train_evaluate_recommend(shared_data: Path, tmp_path: Path) -> None:
     proc = run_cli("evaluate", str(run))
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["summary"]) == {"user_cold", "item_cold", "both_cold"}
+    assert set(metrics["summary"]) == {
+        "user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled"
+    }  # fmt: skip
     assert 0.5 < metrics["summary"]["user_cold"]["bias"]["mae"] < 1.2
     proc = run_cli(
         "recommend",

@@ -250,7 +250,7 @@ def _evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
         split,
         rec.item_index,
         ds.users,
-        states=("user_cold", "item_cold", "both_cold"),
+        states=("user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled"),
     )
     save_json(
         run / "metrics.json",
@@ -269,10 +269,10 @@ def _evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
 
 def format_p1_table(result: dict[str, Any]) -> str:
     metrics = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
-    lines = [f"{'state':<10} {'users':>5}  {'model':<18}" + "".join(f"{m:>12}" for m in metrics)]
+    lines = [f"{'state':<16} {'users':>5}  {'model':<18}" + "".join(f"{m:>12}" for m in metrics)]
     for state, models in result["summary"].items():
         for name, vals in models.items():
-            row = f"{state:<10} {result['n_users'][state]:>5}  {name:<18}"
+            row = f"{state:<16} {result['n_users'][state]:>5}  {name:<18}"
             lines.append(row + "".join(f"{vals[m]:>12.4f}" for m in metrics))
     return "\n".join(lines)
 

@@ -59,7 +59,7 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
 
 
 @pytest.mark.slow
-def test_p1_benchmark_reports_four_states(
+def test_p1_benchmark_reports_four_states_and_pooled_ones(
     shared_data: Path, tmp_path: Path, env: dict[str, str]
 ) -> None:
     proc = run_cli(
@@ -69,7 +69,12 @@ def test_p1_benchmark_reports_four_states(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((tmp_path / "p1-ml-100k.json").read_text())
-    assert set(record["summary"]) == {"warm", "user_cold", "item_cold", "both_cold"}
+    assert set(record["summary"]) == {
+        "warm", "user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled"
+    }  # fmt: skip
+    # ranking-only peers have no ratings to correct, so they are not in the pooled states
+    assert "popularity" not in record["summary"]["item_cold_pooled"]
+    assert record["n_users"]["item_cold_pooled"] == record["n_users"]["item_cold"]
     cold = record["summary"]["user_cold"]
     assert cold["popularity"]["mae"] != cold["popularity"]["mae"]  # NaN: not a rating model
     assert 0.5 < cold["metarec-fomaml"]["mae"] < 1.2

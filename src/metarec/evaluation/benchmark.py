@@ -299,7 +299,7 @@ def _fold_run(
     }
 
 
-P1_STATES = ("warm", "user_cold", "item_cold", "both_cold")
+P1_STATES = ("warm", "user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled")
 AB_SUPPORT = 5
 
 

@@ -14,6 +14,12 @@
   new users × existing items, ``item_cold`` = existing users × new items,
   ``both_cold`` = new users × new items. Meta-training sees existing users ×
   existing items only.
+* Pooled states ``item_cold_pooled`` and ``both_cold_pooled`` (not MeLU's):
+  the same tasks, but a new item's ratings in *other* users' support sets
+  count as evidence about it, as they would in a live system that has shown
+  the item to a few people. Each rating model's predictions get the item's
+  shrunk mean residual (:mod:`metarec.models.item_evidence`); the strict
+  states stay as MeLU defined them, so both are reported.
 
 MAE is each model's own point prediction: the median rating of its cutpoints
 (:mod:`metarec.models.cutpoints`) where it has them, else its score; ``mae_mean``
@@ -38,8 +44,12 @@ from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import DataError
 from metarec.evaluation.metrics import per_user_table, summarise
 from metarec.io import load_json, save_json
+from metarec.models.item_evidence import ItemEvidence
 
 STATES = ("warm", "user_cold", "item_cold", "both_cold")
+# the cold-item states again, with the new items' first ratings pooled as evidence
+POOLED = {"item_cold_pooled": "item_cold", "both_cold_pooled": "both_cold"}
+POOL_SOURCES = ("item_cold", "both_cold")
 QUERY_SIZE = 10
 MIN_STATE_RATINGS = 13
 
@@ -185,20 +195,59 @@ def evaluate_p1(
     states: tuple[str, ...] = ("user_cold", "item_cold"),
 ) -> dict[str, Any]:
     """Metrics per state and model: ``{"summary": {state: {model: {metric: v}}},
-    "per_user": {state: {model: {metric: [..]}}}, "n_users": {state: n}}``."""
+    "per_user": {state: {model: {metric: [..]}}}, "n_users": {state: n}}``.
+
+    A pooled state (:data:`POOLED`) scores the same tasks as its strict state,
+    with each rating model's predictions corrected by the new items' ratings in
+    every user's support set (:func:`support_evidence`); ranking-only models
+    are left out of it.
+    """
+    unknown = [s for s in states if s not in STATES and s not in POOLED]
+    if unknown:
+        raise DataError(f"unknown P1 state(s) {unknown}; expected some of {[*STATES, *POOLED]}")
+    wanted = {POOLED.get(s, s) for s in states}
+    if any(s in POOLED for s in states):
+        wanted |= set(POOL_SOURCES)
+    tasks_of = {st: state_tasks(split.frames[st], index, split.seed) for st in sorted(wanted)}
+    rows_of = {st: user_rows(users, ids) for st, (_, ids) in tasks_of.items()}
+    preds_of: dict[tuple[str, str], list[np.ndarray]] = {}
+    evidence_of: dict[str, ItemEvidence] = {}
+
+    def predictions(st: str, name: str) -> list[np.ndarray]:
+        if (st, name) not in preds_of:
+            tasks = tasks_of[st][0]
+            preds_of[st, name] = models[name].predict_tasks(tasks, rows_of[st]) if tasks else []
+        return preds_of[st, name]
+
     summary: dict[str, dict[str, dict[str, float]]] = {}
     per_user: dict[str, dict[str, dict[str, list[float]]]] = {}
     n_users: dict[str, int] = {}
     for st in states:
-        tasks, user_ids = state_tasks(split.frames[st], index, split.seed)
+        source = POOLED.get(st, st)
+        tasks = tasks_of[source][0]
         n_users[st] = len(tasks)
         if not tasks:
             continue
-        rows = user_rows(users, user_ids)
         trues = [t.query_ratings for t in tasks]
         summary[st], per_user[st] = {}, {}
         for name, model in models.items():
-            preds = model.predict_tasks(tasks, rows)
+            rates = getattr(model, "predicts_ratings", True)
+            if st in POOLED:
+                if not rates:
+                    continue
+                if name not in evidence_of:
+                    evidence_of[name] = support_evidence(
+                        model,
+                        {s: tasks_of[s][0] for s in POOL_SOURCES},
+                        rows_of,
+                        len(index),
+                    )
+                preds = [
+                    np.asarray(p, dtype=np.float64) + evidence_of[name].offsets(t.query_items)
+                    for t, p in zip(tasks, predictions(source, name), strict=True)
+                ]
+            else:
+                preds = predictions(st, name)
             table = per_user_table(preds, trues)
             cuts = getattr(model, "cutpoints", None)
             # the MAE of the mean prediction is kept beside the model's own MAE, which
@@ -208,7 +257,7 @@ def evaluate_p1(
                 table["mae"] = np.array(
                     [np.abs(cuts.apply(p) - t).mean() for p, t in zip(preds, trues, strict=True)]
                 )
-            if not getattr(model, "predicts_ratings", True):
+            if not rates:
                 # a ranking-only model's scores are not ratings: no MAE/RMSE for it
                 table["mae"] = np.full(len(tasks), np.nan)
                 table["rmse"] = np.full(len(tasks), np.nan)
@@ -216,3 +265,33 @@ def evaluate_p1(
             summary[st][name] = summarise(table)
             per_user[st][name] = {m: v.tolist() for m, v in table.items()}
     return {"summary": summary, "per_user": per_user, "n_users": n_users}
+
+
+def support_evidence(
+    model: TaskPredictor,
+    tasks_of: dict[str, list[Task]],
+    rows_of: dict[str, Any],
+    n_items: int,
+) -> ItemEvidence:
+    """The new items' :class:`ItemEvidence` for one model.
+
+    The evidence is every support rating in the item-cold and both-cold tasks,
+    as a residual from the model's own prediction for that user after adapting
+    to that user's support set. Query ratings are never evidence, and a user's
+    query items are not in their own support, so no user's held-out ratings
+    reach their own predictions.
+    """
+    items, residuals = [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
+    for st, tasks in tasks_of.items():
+        if not tasks:
+            continue
+        # the support set as query: the adapted model's fit to what the user showed
+        as_query = [
+            Task(t.user, t.support_items, t.support_ratings, t.support_items, t.support_ratings)
+            for t in tasks
+        ]
+        fitted = model.predict_tasks(as_query, rows_of[st])
+        for t, p in zip(tasks, fitted, strict=True):
+            items.append(t.support_items)
+            residuals.append(t.support_ratings - np.asarray(p, dtype=np.float64))
+    return ItemEvidence.fit(np.concatenate(items), np.concatenate(residuals), n_items)

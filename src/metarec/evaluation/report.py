@@ -219,8 +219,14 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
     else:
         states = list(record["summary"])
         for metric in ("mae", "ndcg@3"):
-            fig, axes = plt.subplots(1, len(states), figsize=(4 * len(states), 4.2))
-            for ax, state in zip(axes, states, strict=True):
+            # four panels to a row: six states in one row are too narrow to read
+            cols = min(4, len(states))
+            rows = -(-len(states) // cols)
+            fig, grid = plt.subplots(rows, cols, figsize=(4 * cols, 4.2 * rows), squeeze=False)
+            axes = list(grid.flat)
+            for ax in axes[len(states) :]:
+                ax.set_visible(False)
+            for ax, state in zip(axes, states, strict=False):
                 models = [
                     m
                     for m, v in record["summary"][state].items()
