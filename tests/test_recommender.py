@@ -157,3 +157,61 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
 
 def test_grouplens_title_form_resolves(fitted: Recommender) -> None:
     assert fitted.resolve("Lion King, The (1994)") == fitted.resolve("The Lion King (1994)")
+
+
+def test_fold_in_items_learns_new_items_from_first_ratings(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    from metarec.data.tasks import Task
+
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    # two new films with the same text: only their ratings can tell them apart
+    new = pd.DataFrame(
+        {"item_id": ["loved", "hated"], "title": ["Night Train", "Night Train"], "year": [2001] * 2}
+    )
+    rec.add_items(new)
+    history = [("Toy Story (1995)", 4), ("Fargo (1996)", 4)]
+    before = rec.score(rec.adapt(history), ["loved", "hated"])
+    assert before[0] == pytest.approx(before[1], abs=1e-5)
+    known = [rec.items.item_id[i] for i in range(40)]
+    rows = []
+    for u in range(30):
+        rows += [(f"u{u}", known[(u + j) % 40], 3 + (u + j) % 3) for j in range(4)]
+        rows += [(f"u{u}", "loved", 5), (f"u{u}", "hated", 1)]
+    summary = rec.fold_in_items(pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]))
+    assert summary["items_updated"] == 2 and summary["ratings_used"] == 60
+    loved, hated = rec.item_index["loved"], rec.item_index["hated"]
+    assert rec.item_offsets[loved] > 0.5 and rec.item_offsets[hated] < -0.5
+    # items the network trained on keep the offsets training gave them: none
+    assert not rec.item_offsets[: fitted.n_items].any()
+    after = rec.score(rec.adapt(history), ["loved", "hated"])
+    assert after[0] - after[1] > 1.0
+    # the batched task path and the single-user path agree on the corrected items
+    support = np.array([rec.resolve(t) for t, _ in history]), np.array([4.0, 4.0], np.float32)
+    query = np.array([loved, hated])
+    batch = rec.predict_tasks([Task(0, *support, query, np.zeros(2, np.float32))])[0]
+    np.testing.assert_allclose(batch, after, rtol=1e-4, atol=1e-5)
+    # offsets are part of the saved run
+    again = Recommender.load(rec.save(tmp_path / "run2"))
+    np.testing.assert_array_equal(again.item_offsets, rec.item_offsets)
+    np.testing.assert_allclose(again.score(again.adapt(history), ["loved", "hated"]), after)
+    # a second call recomputes from what it is given rather than stacking offsets
+    rec.fold_in_items(pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]))
+    np.testing.assert_allclose(rec.item_offsets, again.item_offsets, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "frame, error, needle",
+    [
+        (pd.DataFrame({"user_id": ["u"], "item_id": ["1"]}), DataError, "rating"),
+        (pd.DataFrame({"user_id": ["u"], "item_id": ["x9"], "rating": [3]}), UnknownItemError, "x"),
+        (pd.DataFrame({"user_id": ["u"], "item_id": ["1"], "rating": [9]}), DataError, "outside"),
+    ],
+)  # fmt: skip
+def test_fold_in_items_rejects_bad_rows_and_keeps_offsets(
+    fitted: Recommender, frame: pd.DataFrame, error: type[Exception], needle: str
+) -> None:
+    before = fitted.item_offsets.copy()
+    with pytest.raises(error, match=needle):
+        fitted.fold_in_items(frame)
+    np.testing.assert_array_equal(fitted.item_offsets, before)

@@ -24,7 +24,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, collate
-from metarec.errors import DataError, ModelError, UnknownItemError
+from metarec.errors import DataError, ModelError, UnknownItemError, UnsupportedError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
@@ -60,6 +60,7 @@ class Recommender(TopK):
         rating_range: tuple[float, float] = (1.0, 5.0),
         metadata: dict[str, Any] | None = None,
         cutpoints: RatingCutpoints | None = None,
+        item_offsets: np.ndarray | None = None,
     ) -> None:
         self.learner = learner.eval()
         # median-rating thresholds (fitted on validation users): what `median_ratings`
@@ -77,6 +78,16 @@ class Recommender(TopK):
         )
         self.rating_range = rating_range
         self.metadata = metadata or {}
+        # what new items' first ratings taught us (fold_in_items): added to their scores
+        self.item_offsets = (
+            np.zeros(len(items), dtype=np.float64)
+            if item_offsets is None
+            else np.asarray(item_offsets, dtype=np.float64)
+        )
+        if len(self.item_offsets) != len(items):
+            raise ModelError(
+                f"item_offsets has {len(self.item_offsets)} entries for {len(items)} items"
+            )
         self._encoder: Any = None
         self._reindex()
 
@@ -115,6 +126,10 @@ class Recommender(TopK):
         """Everything adaptation and scoring need from the catalogue, computed once per
         catalogue change instead of once per user."""
         self._h, self._b = self.model.tower(torch.arange(self.n_items, device=self.device))
+        if self.item_offsets.any():
+            self._b = self._b + torch.as_tensor(
+                self.item_offsets, dtype=self._b.dtype, device=self.device
+            )
         if self.cfg.objective == "softmax":
             self.learner.scorer.catalogue = (self._h, self._b)
         known = torch.nonzero(self.model.tower.id_known).flatten().cpu().numpy()
@@ -310,7 +325,11 @@ class Recommender(TopK):
                 batch = collate(chunk).to(self.device)
                 batch.user_features = codes
             pred = self.learner.query_scores(batch, params).cpu().numpy()
-            out.extend(pred[i, : len(t.query_items)] for i, t in enumerate(chunk))
+            # the query path recomputes the tower, which knows nothing of fold-in offsets
+            out.extend(
+                pred[i, : len(t.query_items)] + self.item_offsets[t.query_items]
+                for i, t in enumerate(chunk)
+            )
         return out
 
     def _codes(self, users: np.ndarray | pd.DataFrame | None, n: int) -> torch.Tensor:
@@ -391,8 +410,82 @@ class Recommender(TopK):
             [self.items, frame[["item_id", "title", "text"]].astype(str)], ignore_index=True
         )
         self.popularity = np.concatenate([self.popularity, np.zeros(len(frame))])
+        self.item_offsets = np.concatenate([self.item_offsets, np.zeros(len(frame))])
         self._reindex()
         return len(frame)
+
+    def fold_in_items(self, ratings: pd.DataFrame) -> dict[str, Any]:
+        """Learn new items' offsets from their first ratings, without retraining.
+
+        ``ratings``: rows of ``user_id``, ``item_id`` (id or exact title) and
+        ``rating``, e.g. the service's feedback. Only items the network never
+        trained on (added later, or never rated in training) are updated: for
+        them the tower knows the text and nothing of how the item was received.
+        Each user is adapted to all of their rows, the residual of each rating
+        of a new item is taken from that user's adapted prediction, and
+        :class:`~metarec.models.item_evidence.ItemEvidence` turns residuals into
+        shrunk per-item offsets. Offsets are recomputed from scratch on every
+        call, so pass all the feedback, not just the latest. Rating objective
+        only: implicit objectives' scores are not on the rating scale.
+        """
+        from metarec.models.item_evidence import ItemEvidence
+
+        if self.cfg.objective != "rating":
+            raise UnsupportedError(
+                f"fold_in_items corrects predicted ratings; this run's objective is "
+                f"{self.cfg.objective!r}, whose scores are not ratings"
+            )
+        missing = {"user_id", "item_id", "rating"} - set(ratings.columns)
+        if missing:
+            raise DataError(f"fold_in_items: missing column(s) {sorted(missing)}")
+        users = ratings["user_id"].astype(str).to_numpy()
+        pairs_by_user: dict[str, list[tuple[Any, Any]]] = {}
+        for u, item, r in zip(users, ratings["item_id"], ratings["rating"], strict=True):
+            pairs_by_user.setdefault(u, []).append((item, r))
+        new_items = self.model.tower.id_known.cpu().numpy() == 0
+        previous = self.item_offsets
+        # residuals against the text-only score: the old offsets must not explain them away
+        self.item_offsets = np.where(new_items, 0.0, previous)
+        self._refresh_cache()
+        try:
+            histories = [pairs_by_user[u] for u in pairs_by_user]
+            items_all, residuals_all = [], []
+            for lo in range(0, len(histories), 256):
+                chunk = histories[lo : lo + 256]
+                pairs = [self._history_pairs(h) for h in chunk]
+                tasks = [
+                    Task(
+                        0,
+                        np.array([i for i, _ in p], dtype=np.int64),
+                        np.array([r for _, r in p], dtype=np.float32),
+                        np.array([i for i, _ in p if new_items[i]], dtype=np.int64),
+                        np.array([r for i, r in p if new_items[i]], dtype=np.float32),
+                    )
+                    for p in pairs
+                ]
+                preds = self.predict_tasks(tasks)
+                for t, pred in zip(tasks, preds, strict=True):
+                    items_all.append(t.query_items)
+                    residuals_all.append(t.query_ratings - pred)
+            evidence = ItemEvidence.fit(
+                np.concatenate([np.zeros(0, dtype=np.int64), *items_all]),
+                np.concatenate([np.zeros(0), *residuals_all]),
+                self.n_items,
+            )
+        except Exception:
+            self.item_offsets = previous
+            self._refresh_cache()
+            raise
+        offsets = self.item_offsets.copy()
+        offsets[new_items] = evidence.offsets(np.flatnonzero(new_items))
+        self.item_offsets = offsets
+        self._refresh_cache()
+        rated = int((evidence.counts[new_items] > 0).sum())
+        return {
+            "items_updated": rated,
+            "ratings_used": int(evidence.counts.sum()),
+            "shrinkage": evidence.shrinkage,
+        }
 
     # -- persistence --------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -401,6 +494,7 @@ class Recommender(TopK):
         out.mkdir(parents=True, exist_ok=True)
         tensors = {f"learner.{k}": v for k, v in self.learner.state_dict().items()}
         tensors["popularity"] = torch.as_tensor(self.popularity)
+        tensors["item_offsets"] = torch.as_tensor(self.item_offsets)
         tensors.update({f"encoder.{k}": v for k, v in self.encoder_tensors.items()})
         save_tensors(out / "model.safetensors", tensors)
         save_json(
@@ -460,6 +554,8 @@ class Recommender(TopK):
             encoder_config=meta["encoder"],
             encoder_tensors=enc_tensors,
             popularity=tensors["popularity"].numpy(),
+            # runs saved before fold-in existed have no offsets: all zero
+            item_offsets=(tensors["item_offsets"].numpy() if "item_offsets" in tensors else None),
             rating_range=tuple(meta["rating_range"]),
             metadata=meta.get("metadata", {}),
             cutpoints=(

@@ -416,3 +416,42 @@ def test_copying_a_run_keeps_its_name_by_content(service_run: Path, tmp_path: Pa
     copy = tmp_path / "ml100k-small"
     shutil.copytree(service_run, copy)
     assert run_name(copy) == run_name(service_run)
+
+
+def test_fold_in_learns_new_items_from_feedback_and_survives_restart(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    live = make_server()
+    # the same text twice: only how people rated them can tell the two apart
+    twins = [{"item_id": i, "title": "Night Train", "year": 2001} for i in ("loved", "hated")]
+    pick = {"candidates": "loved,hated", "k": 2}
+    with live.client(server_api_key) as c:
+        assert c.put("/v1/items", json={"items": twins}).json()["added"] == 2
+        for u in range(25):
+            ratings = [
+                {"item_id": str(1 + (u + j) % 50), "rating": 3 + (u + j) % 3} for j in range(3)
+            ]
+            ratings += [{"item_id": "loved", "rating": 5}, {"item_id": "hated", "rating": 1}]
+            assert (
+                c.post("/v1/users", json={"user_id": f"fan{u}", "ratings": ratings}).status_code
+                == 201
+            )
+        c.post(
+            "/v1/users", json={"user_id": "newcomer", "ratings": [{"item_id": "1", "rating": 4}]}
+        )
+        before = c.get("/v1/users/newcomer/recommendations", params=pick).json()["items"]
+        assert abs(before[0]["score"] - before[1]["score"]) < 1e-4
+        with live.client() as anonymous:  # an admin call needs the key
+            assert anonymous.post("/v1/admin/fold-in").status_code == 401
+        done = c.post("/v1/admin/fold-in")
+        assert done.status_code == 200, done.text
+        assert done.json()["items_updated"] == 2 and done.json()["ratings_used"] == 50
+        after = c.get("/v1/users/newcomer/recommendations", params=pick).json()["items"]
+    assert [it["item_id"] for it in after] == ["loved", "hated"]
+    assert after[0]["score"] - after[1]["score"] > 1.0
+    live.stop()
+    with make_server().client() as c:  # same SQLite file: the load folds the feedback in again
+        again = c.get("/v1/users/newcomer/recommendations", params=pick).json()["items"]
+    assert [(it["item_id"], round(it["score"], 4)) for it in again] == [
+        (it["item_id"], round(it["score"], 4)) for it in after
+    ]

@@ -71,6 +71,9 @@ def test_items_added_to_a_served_ensemble(
         assert upd["added"] == 0 and upd["updated"] == 1
         assert c.post("/v1/admin/reload").status_code == 200  # re-applies the stored items
         assert c.get("/v1/items/ens-new").json()["title"] == "Toy Story Four (2019)"
+        # fold-in corrects one run's item biases; an ensemble says so instead of half-doing it
+        folded = c.post("/v1/admin/fold-in")
+        assert folded.status_code == 422 and folded.json()["error"]["code"] == "unsupported"
         recs = c.get("/v1/users/e2/recommendations", params={"candidates": "ens-new"}).json()
     assert [it["item_id"] for it in recs["items"]] == ["ens-new"]
 

@@ -428,4 +428,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         metrics.count_reload()
         return {"model": s.name, "n_items": s.rec.n_items}
 
+    @app.post(
+        "/v1/admin/fold-in", response_model=schemas.FoldInOut, tags=["admin"], dependencies=write
+    )
+    def fold_in() -> dict[str, Any]:
+        """Learn items the model never trained on from their ratings so far, without
+        retraining: each gets its shrunk mean residual as an item bias (see
+        `Recommender.fold_in_items`). A load or reload does the same."""
+        return holder.fold_in()
+
     return app

@@ -167,3 +167,10 @@ class ReloadIn(_Strict):
 class ReloadOut(BaseModel):
     model: str
     n_items: int
+
+
+class FoldInOut(BaseModel):
+    model: str
+    items_updated: int
+    ratings_used: int
+    shrinkage: float

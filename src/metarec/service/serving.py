@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from metarec.ensemble_run import EnsembleRecommender, ServedModel, load_run
+from metarec.errors import UnsupportedError
 from metarec.explain import display_titles, explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
-from metarec.recommender import UserState
+from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
 from metarec.service.feedback import history_from_events
 from metarec.service.items import apply_items, encode, item_frame
@@ -131,6 +132,11 @@ class AdaptBatcher:
             job[3].set_result(state)
 
 
+def foldable(rec: ServedModel) -> bool:
+    """Fold-in needs one run whose scores are ratings."""
+    return isinstance(rec, Recommender) and rec.cfg.objective == "rating"
+
+
 class ModelHolder:
     def __init__(self, store: FeedbackStore, metrics: Metrics, cache_size: int) -> None:
         self.store = store
@@ -167,6 +173,11 @@ class ModelHolder:
             if rows:
                 frame = item_frame(rows)
                 apply_items(rec, frame, encode(rec, frame))
+            if foldable(rec):
+                # the served state is a function of (run, store): a restart or reload
+                # learns the new items from the stored feedback as /admin/fold-in did
+                with TORCH_LOCK:
+                    self._fold_in(rec)
             self._generation += 1
             served = Served(rec, path, name, self._generation)
             served.refresh()
@@ -190,6 +201,34 @@ class ModelHolder:
             if updated:
                 self.cache.clear()  # users who rated a re-encoded item adapt anew
         return added, updated
+
+    def fold_in(self) -> dict[str, Any]:
+        """Learn the items the network never trained on from all stored feedback."""
+        with self._swap:
+            served = self.current
+            rec = served.rec
+            if not isinstance(rec, Recommender):
+                raise UnsupportedError(
+                    "fold-in corrects one run's item biases; an ensemble is updated by "
+                    "`metarec retrain` of its members"
+                )
+            with served.lock.write(), TORCH_LOCK:
+                summary = self._fold_in(rec)
+            self.cache.clear()  # adaptation reads the corrected item biases
+        return {"model": served.name, **summary}
+
+    def _fold_in(self, rec: Recommender) -> dict[str, Any]:
+        from metarec.retrain import feedback_frame
+
+        frame, _ = feedback_frame(self.store, rec.rating_range, set(rec.item_index))
+        summary = rec.fold_in_items(frame)
+        log.info(
+            "fold-in: %d new items from %d ratings (shrinkage %g)",
+            summary["items_updated"],
+            summary["ratings_used"],
+            summary["shrinkage"],
+        )
+        return summary
 
     # -- users ----------------------------------------------------------------
     def user_state(self, served: Served, user: UserSummary) -> UserState:
