@@ -31,9 +31,12 @@ def _source(seed: int, n_users: int = 60) -> tuple[torch.Tensor, TaskSource]:
     return vectors, TaskSource(ur, np.zeros((len(ur), 0), dtype=np.int64))
 
 
-def _trainer(vectors: torch.Tensor, epochs: int, objective: str = "rating") -> Trainer:
+def _trainer(
+    vectors: torch.Tensor, epochs: int, objective: str = "rating", algorithm: str = "fomaml"
+) -> Trainer:
     mc = ModelConfig(hidden=8, tower_hidden=16, factors=4)
     cfg = TrainConfig(
+        algorithm=algorithm,  # type: ignore[arg-type]
         objective=objective,  # type: ignore[arg-type]
         negatives=2,
         epochs=epochs,
@@ -56,6 +59,30 @@ def test_same_seed_same_numbers() -> None:
     a = _trainer(vectors, 2).fit(src, src)
     b = _trainer(vectors, 2).fit(src, src)
     assert a.epochs == b.epochs
+
+
+@pytest.mark.parametrize("algorithm, inside", [("maml", 1), ("fomaml", 2)])
+def test_second_order_maml_trains_on_one_cpu_thread(algorithm: str, inside: int) -> None:
+    # two threads made second-order MAML differ from run to run (see Trainer.fit);
+    # the thread count the caller set comes back afterwards, even after an error
+    vectors, src = _source(0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+        _trainer(vectors, 1, algorithm=algorithm).fit(
+            src, src, on_epoch=lambda _: seen.append(torch.get_num_threads())
+        )
+        assert seen == [inside] and torch.get_num_threads() == 2
+
+        def fail(_: dict[str, float]) -> None:
+            raise RuntimeError("interrupted")
+
+        with pytest.raises(RuntimeError, match="interrupted"):
+            _trainer(vectors, 1, algorithm=algorithm).fit(src, src, on_epoch=fail)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:

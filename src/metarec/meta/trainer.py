@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,6 +183,41 @@ class Trainer:
         *,
         checkpoint_dir: str | Path | None = None,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
+    ) -> TrainHistory:
+        with self._reproducible_threads():
+            return self._fit(train, validation, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch)
+
+    @contextmanager
+    def _reproducible_threads(self) -> Iterator[None]:
+        """Second-order MAML on a multi-threaded CPU trains on one thread.
+
+        With two threads MKL's threaded kernels returned results differing in
+        the ninth digit from run to run in the second-order pass; training
+        amplified that, and two ml-1m runs with the same seed parted after eight
+        epochs (user-cold MAE 0.6980 vs 0.6986). One thread gives the same
+        numbers every time, at about 1.25x the fit time there. First-order
+        algorithms were reproducible with two threads and keep them. (Setting
+        ``MKL_CBWR=COMPATIBLE`` also fixed it, but made every matrix product
+        four times slower, the text encoder included.)
+        """
+        threads = torch.get_num_threads()
+        device = next(self.learner.parameters()).device
+        if self.cfg.algorithm != "maml" or device.type != "cpu" or threads == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(
+        self,
+        train: TaskSource,
+        validation: TaskSource | None,
+        *,
+        checkpoint_dir: str | Path | None,
+        on_epoch: Callable[[dict[str, float]], None] | None,
     ) -> TrainHistory:
         cfg = self.cfg
         history = TrainHistory()
