@@ -200,6 +200,18 @@ def test_fold_in_items_learns_new_items_from_first_ratings(
     np.testing.assert_allclose(rec.item_offsets, again.item_offsets, atol=1e-12)
 
 
+def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommender) -> None:
+    # users who rated only items the network trained on carry no evidence (a served
+    # model folds in at every load, feedback or not)
+    known = pd.DataFrame(
+        {"user_id": ["a", "a", "b"], "item_id": ["1", "2", "3"], "rating": [5, 3, 4]}
+    )
+    before = fitted.item_offsets.copy()
+    assert fitted.fold_in_items(known)["items_updated"] == 0
+    assert fitted.fold_in_items(known.iloc[:0])["ratings_used"] == 0
+    np.testing.assert_array_equal(fitted.item_offsets, before)
+
+
 @pytest.mark.parametrize(
     "frame, error, needle",
     [

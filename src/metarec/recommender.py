@@ -448,11 +448,12 @@ class Recommender(TopK):
         self.item_offsets = np.where(new_items, 0.0, previous)
         self._refresh_cache()
         try:
-            histories = [pairs_by_user[u] for u in pairs_by_user]
+            # every row is checked, but only users who rated a new item give evidence
+            resolved = [self._history_pairs(h) for h in pairs_by_user.values()]
+            raters = [p for p in resolved if any(new_items[i] for i, _ in p)]
             items_all, residuals_all = [], []
-            for lo in range(0, len(histories), 256):
-                chunk = histories[lo : lo + 256]
-                pairs = [self._history_pairs(h) for h in chunk]
+            for lo in range(0, len(raters), 256):
+                pairs = raters[lo : lo + 256]
                 tasks = [
                     Task(
                         0,
