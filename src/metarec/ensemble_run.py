@@ -152,11 +152,12 @@ class EnsembleRecommender(TopK):
     def _score_states(self, states: Sequence[EnsembleUserState]) -> None:
         if not states:
             return
-        tasks = []
-        for s in states:
-            items = np.array([i for i, _ in s.history], dtype=np.int64)
-            ratings = np.array([r for _, r in s.history], dtype=np.float32)
-            tasks.append(Task(0, items, ratings, items[:0], ratings[:0]))
+        tasks = [
+            Task.support_only(
+                [i for i, _ in s.history], np.array([r for _, r in s.history], dtype=np.float32)
+            )
+            for s in states
+        ]
         users = None
         if any(s.features for s in states):
             # synthetic ids: the members look features up by user_id

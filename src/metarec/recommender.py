@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -227,11 +227,10 @@ class Recommender(TopK):
             else np.zeros((0, len(self.features.columns)), dtype=np.int64),
             device=self.device,
         )
-        tasks = []
-        for pairs in all_pairs:
-            items = np.array([i for i, _ in pairs], dtype=np.int64)
-            ratings = np.array([r for _, r in pairs], dtype=np.float32)
-            tasks.append(Task(0, items, ratings, items[:0], ratings[:0]))
+        tasks = [
+            Task.support_only([i for i, _ in p], np.array([r for _, r in p], dtype=np.float32))
+            for p in all_pairs
+        ]
         if not tasks:
             return []
         # users without ratings take zero steps (the prior); batch them apart from the rest
@@ -269,10 +268,8 @@ class Recommender(TopK):
         if self.cfg.objective == "rating":
             batch = collate(tasks)
         else:
-            empty = np.zeros(0, dtype=np.int64)
             support_only = [
-                Task(t.user, t.support_items, t.support_ratings, empty, empty.astype(np.float32))
-                for t in tasks
+                Task.support_only(t.support_items, t.support_ratings, t.user) for t in tasks
             ]
             batch = collate(
                 support_only,
@@ -428,7 +425,7 @@ class Recommender(TopK):
         call, so pass all the feedback, not just the latest. Rating objective
         only: implicit objectives' scores are not on the rating scale.
         """
-        from metarec.models.item_evidence import ItemEvidence
+        from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
         if self.cfg.objective != "rating":
             raise UnsupportedError(
@@ -438,41 +435,36 @@ class Recommender(TopK):
         missing = {"user_id", "item_id", "rating"} - set(ratings.columns)
         if missing:
             raise DataError(f"fold_in_items: missing column(s) {sorted(missing)}")
-        users = ratings["user_id"].astype(str).to_numpy()
-        pairs_by_user: dict[str, list[tuple[Any, Any]]] = {}
-        for u, item, r in zip(users, ratings["item_id"], ratings["rating"], strict=True):
-            pairs_by_user.setdefault(u, []).append((item, r))
+        rows_by_user: dict[str, list[tuple[Any, Any]]] = {}
+        for u, item, r in zip(
+            ratings["user_id"].astype(str), ratings["item_id"], ratings["rating"], strict=True
+        ):
+            rows_by_user.setdefault(u, []).append((item, r))
+        # every row is checked before anything changes
+        histories = [self._history_pairs(rows) for rows in rows_by_user.values()]
         new_items = self.model.tower.id_known.cpu().numpy() == 0
-        previous = self.item_offsets
-        # residuals against the text-only score: the old offsets must not explain them away
-        self.item_offsets = np.where(new_items, 0.0, previous)
-        self._refresh_cache()
-        try:
-            # every row is checked, but only users who rated a new item give evidence
-            resolved = [self._history_pairs(h) for h in pairs_by_user.values()]
-            raters = [p for p in resolved if any(new_items[i] for i, _ in p)]
-            items_all, residuals_all = [], []
-            for lo in range(0, len(raters), 256):
-                pairs = raters[lo : lo + 256]
-                tasks = [
-                    Task(
-                        0,
-                        np.array([i for i, _ in p], dtype=np.int64),
-                        np.array([r for _, r in p], dtype=np.float32),
-                        np.array([i for i, _ in p if new_items[i]], dtype=np.int64),
-                        np.array([r for i, r in p if new_items[i]], dtype=np.float32),
+        # each user adapts to all their ratings; only the new items' ones are evidence
+        tasks = []
+        for pairs in histories:
+            on_new = [(i, r) for i, r in pairs if new_items[i]]
+            if on_new:
+                task = Task.support_only(
+                    [i for i, _ in pairs], np.array([r for _, r in pairs], dtype=np.float32)
+                )
+                tasks.append(
+                    replace(
+                        task,
+                        query_items=np.array([i for i, _ in on_new], dtype=np.int64),
+                        query_ratings=np.array([r for _, r in on_new], dtype=np.float32),
                     )
-                    for p in pairs
-                ]
-                preds = self.predict_tasks(tasks)
-                for t, pred in zip(tasks, preds, strict=True):
-                    items_all.append(t.query_items)
-                    residuals_all.append(t.query_ratings - pred)
-            evidence = ItemEvidence.fit(
-                np.concatenate([np.zeros(0, dtype=np.int64), *items_all]),
-                np.concatenate([np.zeros(0), *residuals_all]),
-                self.n_items,
-            )
+                )
+        previous = self.item_offsets
+        if previous[new_items].any():
+            # residuals against the text-only score: old offsets must not explain them away
+            self.item_offsets = np.where(new_items, 0.0, previous)
+            self._refresh_cache()
+        try:
+            evidence = ItemEvidence.fit(*fitted_residuals(self, tasks), self.n_items)
         except Exception:
             self.item_offsets = previous
             self._refresh_cache()

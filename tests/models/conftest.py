@@ -19,13 +19,7 @@ from metarec.pipeline import encode_catalogue
 
 def support_task(items: list[int], ratings: list[float]) -> Task:
     """A user known only by a support set (no query): what scoring takes."""
-    return Task(
-        0,
-        np.array(items, dtype=np.int64),
-        np.array(ratings, dtype=np.float32),
-        np.zeros(0, dtype=np.int64),
-        np.zeros(0, dtype=np.float32),
-    )
+    return Task.support_only(items, np.array(ratings, dtype=np.float32))
 
 
 @dataclass(frozen=True)

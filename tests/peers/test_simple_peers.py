@@ -17,13 +17,7 @@ from .conftest import Small
 
 
 def _task(items: list[int], ratings: list[float]) -> Task:
-    return Task(
-        0,
-        np.array(items, dtype=np.int64),
-        np.array(ratings, dtype=np.float32),
-        np.zeros(0, dtype=np.int64),
-        np.zeros(0, dtype=np.float32),
-    )
+    return Task.support_only(items, np.array(ratings, dtype=np.float32))
 
 
 def _frame(rows: list[tuple[str, str, float]]) -> pd.DataFrame:

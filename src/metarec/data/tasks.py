@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,16 @@ class Task:
     support_ratings: np.ndarray
     query_items: np.ndarray
     query_ratings: np.ndarray
+
+    @classmethod
+    def support_only(cls, items: Any, ratings: Any, user: int = 0) -> Task:
+        """A user known only by a support set, with an empty query: what adaptation
+        and scoring take. Float ratings keep their dtype; anything else is float32."""
+        items = np.asarray(items, dtype=np.int64)
+        ratings = np.asarray(ratings)
+        if not np.issubdtype(ratings.dtype, np.floating):
+            ratings = ratings.astype(np.float32)
+        return cls(user, items, ratings, items[:0], ratings[:0])
 
 
 def ordered(

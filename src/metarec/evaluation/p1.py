@@ -31,9 +31,9 @@ can be re-applied to the same data anywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,8 @@ from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import DataError
 from metarec.evaluation.metrics import per_user_table, summarise
 from metarec.io import load_json, save_json
-from metarec.models.item_evidence import ItemEvidence
+from metarec.models.base import TaskPredictor
+from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
 STATES = ("warm", "user_cold", "item_cold", "both_cold")
 # the cold-item states again, with the new items' first ratings pooled as evidence
@@ -52,10 +53,6 @@ POOLED = {"item_cold_pooled": "item_cold", "both_cold_pooled": "both_cold"}
 POOL_SOURCES = ("item_cold", "both_cold")
 QUERY_SIZE = 10
 MIN_STATE_RATINGS = 13
-
-
-class TaskPredictor(Protocol):
-    def predict_tasks(self, tasks: list[Task], user_features: Any = None) -> list[np.ndarray]: ...
 
 
 @dataclass
@@ -281,17 +278,18 @@ def support_evidence(
     query items are not in their own support, so no user's held-out ratings
     reach their own predictions.
     """
-    items, residuals = [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
-    for st, tasks in tasks_of.items():
-        if not tasks:
-            continue
+    parts = [
         # the support set as query: the adapted model's fit to what the user showed
-        as_query = [
-            Task(t.user, t.support_items, t.support_ratings, t.support_items, t.support_ratings)
-            for t in tasks
-        ]
-        fitted = model.predict_tasks(as_query, rows_of[st])
-        for t, p in zip(tasks, fitted, strict=True):
-            items.append(t.support_items)
-            residuals.append(t.support_ratings - np.asarray(p, dtype=np.float64))
-    return ItemEvidence.fit(np.concatenate(items), np.concatenate(residuals), n_items)
+        fitted_residuals(
+            model,
+            [
+                replace(t, query_items=t.support_items, query_ratings=t.support_ratings)
+                for t in tasks
+            ],
+            rows_of[st],
+        )
+        for st, tasks in tasks_of.items()
+    ]
+    items = np.concatenate([np.zeros(0, dtype=np.int64), *(i for i, _ in parts)])
+    residuals = np.concatenate([np.zeros(0), *(r for _, r in parts)])
+    return ItemEvidence.fit(items, residuals, n_items)

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,13 @@ from metarec.catalogue import Catalogue
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import UnsupportedError
 from metarec.models.cutpoints import RatingCutpoints
+
+
+class TaskPredictor(Protocol):
+    """Anything that predicts each task's query ratings after adapting to its support
+    set: every :class:`ScoringModel`, a :class:`~metarec.recommender.Recommender`."""
+
+    def predict_tasks(self, tasks: list[Task], user_features: Any = None) -> list[np.ndarray]: ...
 
 
 @dataclass

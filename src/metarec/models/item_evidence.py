@@ -21,10 +21,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from metarec.data.tasks import Task
+from metarec.models.base import TaskPredictor
+
 SHRINKAGES: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1e9)
+
+
+def fitted_residuals(
+    model: TaskPredictor, tasks: list[Task], user_features: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The evidence :meth:`ItemEvidence.fit` takes: every task's query items, and
+    their ratings minus the model's predictions after adapting to the support set."""
+    preds = model.predict_tasks(tasks, user_features) if tasks else []
+    items = [np.zeros(0, dtype=np.int64), *(t.query_items for t in tasks)]
+    residuals = [np.zeros(0)]
+    residuals += [
+        t.query_ratings - np.asarray(p, dtype=np.float64) for t, p in zip(tasks, preds, strict=True)
+    ]
+    return np.concatenate(items), np.concatenate(residuals)
 
 
 @dataclass(frozen=True)

@@ -618,7 +618,6 @@ class StackedRanker(ScoringModel):
         a part's episodes get signals from the other parts' users only."""
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
-        none = np.zeros(0, dtype=np.int64)  # training tasks carry no query: labels are liked
         for part in parts:
             rest = np.setdiff1d(np.arange(len(hist)), part)
             signals = self._signals(data, hist.subset(rest), ids[rest], pick(rest))
@@ -626,8 +625,9 @@ class StackedRanker(ScoringModel):
             mine = np.flatnonzero(np.isin(episodes.owners, part))
             for lo in range(0, len(mine), self.chunk_tasks):
                 chunk = mine[lo : lo + self.chunk_tasks]
+                # no query: the labels are the episode's later likes
                 tasks = [
-                    Task(-1, episodes.support_items[e], episodes.support_ratings[e], none, none)
+                    Task.support_only(episodes.support_items[e], episodes.support_ratings[e], -1)
                     for e in chunk
                 ]
                 f = signals.features(tasks, cand, pick(episodes.owners[chunk]))
