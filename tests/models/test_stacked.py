@@ -41,6 +41,31 @@ def test_exported_trees_give_sklearns_decision_function_with_missing_values() ->
     np.testing.assert_allclose(ours, gb.decision_function(probe), rtol=1e-12, atol=1e-12)
 
 
+def test_exported_lightgbm_trees_give_its_predictions_with_missing_values() -> None:
+    lightgbm = pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4000, 5))
+    y = (x[:, 0] + np.sin(3 * x[:, 1]) + 0.5 * rng.normal(size=4000) > 0).astype(int)
+    probe = rng.normal(size=(500, 5))
+    probe[rng.random(probe.shape) < 0.2] = np.nan
+    probe[:5] = np.nan
+    probe[5:10] = 0.0  # where a "None" missing type sends a missing value
+    for missing in (0.0, 0.1):  # without missing values in training LightGBM says "None"
+        xm = x.copy()
+        xm[rng.random(x.shape) < missing] = np.nan
+        ranker = lightgbm.LGBMRanker(
+            n_estimators=30, num_leaves=15, min_child_samples=20, verbose=-1, deterministic=True
+        ).fit(xm, y, group=np.full(40, 100))
+        trees = TreeEnsemble.from_lightgbm(ranker.booster_)
+        assert trees.n_trees == 30
+        np.testing.assert_allclose(
+            trees.decision(probe, chunk=37), ranker.predict(probe), rtol=1e-12, atol=1e-12
+        )
+    # scaling and averaging keep it one ensemble whose decision is the mean
+    both = TreeEnsemble.average([trees, trees.scaled(3.0)])
+    np.testing.assert_allclose(both.decision(probe), 2.0 * trees.decision(probe), atol=1e-12)
+
+
 def test_tree_arrays_are_checked() -> None:
     arrays = {
         "feature": np.array([0, 0, 0]),
@@ -100,9 +125,31 @@ def synthetic() -> tuple[TrainingData, StackedRanker]:
 
 def test_it_learns_the_planted_sequence(synthetic: tuple[TrainingData, StackedRanker]) -> None:
     _, model = synthetic
+    assert model.objective == "blend"
     fan, other = model.recommend([_task([0], [2.0]), _task([4], [2.0])], k=3)
     assert set(fan) == {1, 2, 3}
     assert set(other) == {8, 9, 10}
+
+
+@pytest.mark.parametrize("objective", ["logloss", "lambdarank"])
+def test_each_objective_alone_learns_it_and_the_blend_sits_between(
+    synthetic: tuple[TrainingData, StackedRanker], objective: str
+) -> None:
+    data, blend = synthetic
+    one = StackedRanker(
+        shots=(1, 2),
+        n_candidates=N_ITEMS,
+        folds=2,
+        max_iter=30,
+        min_samples_leaf=5,
+        objective=objective,
+    ).fit(data)
+    assert one.trees is not None and blend.trees is not None
+    assert blend.trees.n_trees == 2 * one.trees.n_trees  # the blend holds both ensembles
+    fan, other = one.recommend([_task([0], [2.0]), _task([4], [2.0])], k=3)
+    assert set(fan) == {1, 2, 3}
+    assert set(other) == {8, 9, 10}
+    assert one.describe()["objective"] == objective
 
 
 def test_k0_is_the_popularity_prior(synthetic: tuple[TrainingData, StackedRanker]) -> None:
@@ -153,6 +200,10 @@ def test_options_are_checked_and_unfitted_use_is_refused() -> None:
         StackedRanker(folds=1)
     with pytest.raises(ConfigError, match="learning_rate"):
         StackedRanker(learning_rate=0.0)
+    with pytest.raises(ConfigError, match="objective must be one of"):
+        StackedRanker(objective="pairwise")
+    with pytest.raises(ConfigError, match="truncation"):
+        StackedRanker(truncation=0)
     with pytest.raises(ModelError, match="not fitted"):
         StackedRanker().score_catalogue([_task([], [])])
     with pytest.raises(DataError, match="training users"):
@@ -170,7 +221,9 @@ def test_benchmark_builds_it_for_p2_only() -> None:
 # -- real ml-100k, protocol P2 (fold 0 of 5) ------------------------------------------
 @pytest.fixture(scope="module")
 def p2(p2_fold0: P2Fold) -> P2World:
-    return P2World(p2_fold0.data, p2_fold0.test, StackedRanker(seed=0).fit(p2_fold0.data))
+    # one bag instead of three keeps the suite fast; the objective is the default blend
+    model = StackedRanker(seed=0, bags=1).fit(p2_fold0.data)
+    return P2World(p2_fold0.data, p2_fold0.test, model)
 
 
 @pytest.mark.slow
@@ -201,6 +254,10 @@ def test_state_round_trip_scores_the_same(synthetic: tuple[TrainingData, Stacked
     loaded = StackedRanker.from_state(options, fitted, arrays, seed=0)
     tasks = [_task([0, 12], [3.0, 5.0]), _task([4], [1.0]), _task([], [])]
     np.testing.assert_array_equal(loaded.score_catalogue(tasks), model.score_catalogue(tasks))
+    assert loaded.objective == "blend"
+    # a run saved before the objective was an option was fitted with log-loss
+    old = {k: v for k, v in options.items() if k not in ("objective", "truncation")}
+    assert StackedRanker.from_state(old, fitted, arrays).objective == "logloss"
     bad = {**arrays, "candidates": np.array([0, N_ITEMS + 5])}
     with pytest.raises(ModelError, match="candidates"):
         StackedRanker.from_state(options, fitted, bad)

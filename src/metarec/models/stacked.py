@@ -42,10 +42,20 @@ Choices
   almost never reaches further on MovieLens: 300 covers most later likes).
   Other items score below every candidate, in popularity order.
 * ``K = 0`` (no support): the popularity prior (most signals are undefined).
-* Trees: scikit-learn's ``HistGradientBoostingClassifier`` (log-loss) to fit;
-  scoring walks the exported trees in torch (:class:`TreeEnsemble`), so a
+* Trees (``objective``): by default each bag fits two tree ensembles on the
+  same rows -- scikit-learn's ``HistGradientBoostingClassifier`` (log-loss:
+  "is this item liked later") and LightGBM's LambdaMART (``lambdarank``: the
+  order of each episode's candidates, weighted toward its top 20) -- and
+  averages their decisions, each divided by its spread on the training rows.
+  On P2's validation users (5 folds of ml-100k, never the test users) the
+  blend beat log-loss alone at K = 3 to 20 (nDCG@10 x 1.178 of popularity at
+  K = 10 against x 1.161, x 1.121 against x 1.105 at K = 5) and tied it at
+  K = 1 (x 0.992 against x 0.995); LambdaMART alone gave x 1.173 at K = 10
+  but lost 2 % at K = 1 and 4 % at K = 20. ``"logloss"`` and
+  ``"lambdarank"`` remain as options (the blend fits 2.5 times as long).
+  Scoring walks the exported trees in torch (:class:`TreeEnsemble`), so a
   fitted model is plain arrays and can be saved as safetensors, never pickle.
-  The score is the raw log-odds (monotone in the probability).
+  The score is the averaged raw decision (log-odds for the classifier).
 * Items never seen in training (including items added with
   :meth:`add_items`) are not candidates: they score last until retraining.
 * Deterministic under ``seed`` (fold assignment and the trees' own seed).
@@ -91,6 +101,7 @@ FEATURES = (
     "support_like_rate",
 )
 DEFAULT_SHOTS = (1, 3, 5, 10, 20)
+OBJECTIVES = ("logloss", "lambdarank", "blend")
 
 
 def _cosine_cooccurrence(x: sp.csr_matrix) -> np.ndarray:
@@ -376,8 +387,9 @@ TREE_FIELDS = ("feature", "threshold", "missing_left", "left", "right", "is_leaf
 class TreeEnsemble:
     """Boosted regression trees as flat arrays, walked in torch for a batch of rows.
 
-    Built from a fitted scikit-learn ``HistGradientBoostingClassifier``; scoring
-    gives exactly its ``decision_function`` (raw log-odds): numeric splits only,
+    Built from a fitted scikit-learn ``HistGradientBoostingClassifier`` or a
+    LightGBM booster; scoring gives exactly its ``decision_function`` /
+    ``predict`` (raw scores): numeric splits only,
     ``x <= threshold`` goes left, a missing value goes where training sent it.
     Plain arrays, so a fitted model saves as safetensors, never pickle.
     """
@@ -438,6 +450,59 @@ class TreeEnsemble:
         return cls(arrays, baseline)
 
     @classmethod
+    def from_lightgbm(cls, booster: Any) -> TreeEnsemble:
+        """Export a fitted LightGBM booster (numeric ``<=`` splits only), from its
+        JSON dump: a missing value goes where LightGBM sends it (``default_left``
+        for a ``NaN`` missing type; as the value 0 when the type is ``None``)."""
+        dump = booster.dump_model()
+        cols: dict[str, list[Any]] = {f: [] for f in TREE_FIELDS}
+        roots, depth = [], 0
+
+        def walk(node: dict[str, Any], level: int) -> int:
+            nonlocal depth
+            me = len(cols["feature"])
+            for f in TREE_FIELDS:
+                cols[f].append(0)
+            if "leaf_value" in node or "split_feature" not in node:
+                cols["is_leaf"][me] = True
+                cols["value"][me] = float(node.get("leaf_value", 0.0))
+                cols["left"][me] = cols["right"][me] = me  # a leaf parks the walk on itself
+                depth = max(depth, level)
+                return me
+            if node.get("decision_type", "<=") != "<=":
+                raise ModelError("tree ensemble: categorical splits are not supported")
+            threshold = float(node["threshold"])
+            missing = node.get("missing_type", "None")
+            if missing == "NaN":
+                missing_left = bool(node["default_left"])
+            elif missing == "None":
+                missing_left = threshold >= 0.0  # NaN compared as the value 0
+            else:
+                raise ModelError(f"tree ensemble: missing type {missing!r} is not supported")
+            cols["feature"][me] = int(node["split_feature"])
+            cols["threshold"][me] = threshold
+            cols["missing_left"][me] = missing_left
+            cols["is_leaf"][me] = False
+            cols["left"][me] = walk(node["left_child"], level + 1)
+            cols["right"][me] = walk(node["right_child"], level + 1)
+            return me
+
+        for info in dump["tree_info"]:
+            roots.append(walk(info["tree_structure"], 0))
+        arrays = {
+            "feature": np.asarray(cols["feature"], dtype=np.int64),
+            "threshold": np.asarray(cols["threshold"], dtype=np.float64),
+            "missing_left": np.asarray(cols["missing_left"], dtype=bool),
+            "left": np.asarray(cols["left"], dtype=np.int64),
+            "right": np.asarray(cols["right"], dtype=np.int64),
+            "is_leaf": np.asarray(cols["is_leaf"], dtype=bool),
+            "value": np.asarray(cols["value"], dtype=np.float64),
+            "roots": np.asarray(roots, dtype=np.int64),
+            "depth": np.array([depth], dtype=np.int64),
+        }
+        return cls(arrays, 0.0)
+
+    @classmethod
     def average(cls, members: Sequence[TreeEnsemble]) -> TreeEnsemble:
         """One ensemble whose decision is the mean of ``members``' decisions."""
         if not members:
@@ -459,6 +524,12 @@ class TreeEnsemble:
         arrays = {f: np.concatenate(v) for f, v in parts.items()}
         arrays["depth"] = np.array([max(e.depth for e in members)], dtype=np.int64)
         return cls(arrays, float(np.mean([e.baseline for e in members])))
+
+    def scaled(self, factor: float) -> TreeEnsemble:
+        """The same trees with every decision multiplied by ``factor``."""
+        arrays = dict(self.arrays)
+        arrays["value"] = self.arrays["value"] * factor
+        return TreeEnsemble(arrays, self.baseline * factor)
 
     @property
     def n_trees(self) -> int:
@@ -494,7 +565,9 @@ class StackedRanker(ScoringModel):
     ``n_candidates`` (most-liked items the trees rank), ``folds`` (cross-fitting),
     ``head`` (how many first ratings ``userknn_head`` matches), tree settings
     (``learning_rate``, ``max_iter``, ``max_leaf_nodes``, ``min_samples_leaf``),
-    ``device`` for the tree walk (``"auto"``: a GPU when present).
+    ``objective`` (``"blend"``, ``"logloss"`` or ``"lambdarank"``, see the module
+    notes), ``truncation`` (how deep LambdaMART's pairs reach into each episode's
+    ranking), ``device`` for the tree walk (``"auto"``: a GPU when present).
     """
 
     name = "metarec-stacked"
@@ -515,6 +588,8 @@ class StackedRanker(ScoringModel):
         max_iter: int = 300,
         max_leaf_nodes: int = 31,
         min_samples_leaf: int = 200,
+        objective: str = "blend",
+        truncation: int = 20,
         chunk_tasks: int = 128,
         device: str = "auto",
         seed: int = 0,
@@ -552,6 +627,12 @@ class StackedRanker(ScoringModel):
         self.max_iter = int(max_iter)
         self.max_leaf_nodes = int(max_leaf_nodes)
         self.min_samples_leaf = int(min_samples_leaf)
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"{name}: objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective = objective
+        if int(truncation) < 1:
+            raise ConfigError(f"{name}: truncation must be >= 1, got {truncation}")
+        self.truncation = int(truncation)
         self.chunk_tasks = int(chunk_tasks)
         self.device = device
         self.seed = seed
@@ -613,11 +694,13 @@ class StackedRanker(ScoringModel):
         ids: np.ndarray,
         pick: Any,
         parts: list[np.ndarray],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Features and labels of every training episode's candidates, cross-fitted:
-        a part's episodes get signals from the other parts' users only."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features, labels and rows per episode (the ranking groups, in row order)
+        of every training episode's candidates, cross-fitted: a part's episodes get
+        signals from the other parts' users only."""
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
+        groups: list[int] = []
         for part in parts:
             rest = np.setdiff1d(np.arange(len(hist)), part)
             signals = self._signals(data, hist.subset(rest), ids[rest], pick(rest))
@@ -635,6 +718,7 @@ class StackedRanker(ScoringModel):
                     keep = ~np.isin(cand, episodes.support_items[e])
                     xs.append(f[j, keep])
                     ys.append(np.isin(cand[keep], episodes.liked[e]))
+                    groups.append(int(keep.sum()))
         if not xs:
             raise DataError(
                 f"{self.name}: no training user has more than {min(self.shots)} ratings"
@@ -642,11 +726,55 @@ class StackedRanker(ScoringModel):
         x, y = np.concatenate(xs), np.concatenate(ys)
         if y.all() or not y.any():
             raise DataError(f"{self.name}: training episodes need both liked and other items")
-        return x, y
+        return x, y, np.asarray(groups, dtype=np.int64)
 
-    def fit(self, data: TrainingData) -> StackedRanker:
+    def _fit_trees(
+        self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int
+    ) -> TreeEnsemble:
+        if self.objective == "blend":
+            # both objectives, each scaled to unit spread of its decisions on the
+            # training rows, so neither dominates the mean by its scale alone
+            members = []
+            for objective in ("logloss", "lambdarank"):
+                trees, decisions = self._fit_one(objective, x, y, groups, seed)
+                members.append(trees.scaled(1.0 / max(float(np.std(decisions)), 1e-12)))
+            return TreeEnsemble.average(members)
+        return self._fit_one(self.objective, x, y, groups, seed)[0]
+
+    def _fit_one(
+        self, objective: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int
+    ) -> tuple[TreeEnsemble, np.ndarray]:
+        """The fitted trees and their decisions on the training rows (from the
+        library's own predictor: the same numbers, far faster than a torch walk)."""
+        if objective == "lambdarank":
+            import lightgbm
+
+            ranker = lightgbm.LGBMRanker(
+                objective="lambdarank",
+                n_estimators=self.max_iter,
+                learning_rate=self.learning_rate,
+                num_leaves=self.max_leaf_nodes,
+                min_child_samples=self.min_samples_leaf,
+                lambdarank_truncation_level=self.truncation,
+                random_state=seed,
+                deterministic=True,
+                force_row_wise=True,
+                verbose=-1,
+            ).fit(x, y.astype(np.int32), group=groups)
+            return TreeEnsemble.from_lightgbm(ranker.booster_), ranker.predict(x)
         from sklearn.ensemble import HistGradientBoostingClassifier
 
+        gb = HistGradientBoostingClassifier(
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            early_stopping=False,
+            random_state=seed,
+        ).fit(x, y)
+        return TreeEnsemble.from_sklearn(gb), gb.decision_function(x)
+
+    def fit(self, data: TrainingData) -> StackedRanker:
         ur = data.ratings
         if len(ur) < 2 * self.folds:
             raise DataError(
@@ -670,17 +798,9 @@ class StackedRanker(ScoringModel):
         for bag in range(self.bags):
             # each bag cross-fits on its own random folds, so bags differ in their signals
             parts = np.array_split(rng.permutation(len(hist)), self.folds)
-            x, y = self._training_rows(data, hist, episodes, ids, pick, parts)
+            x, y, groups = self._training_rows(data, hist, episodes, ids, pick, parts)
             rows, positives = rows + len(y), positives + int(y.sum())
-            gb = HistGradientBoostingClassifier(
-                learning_rate=self.learning_rate,
-                max_iter=self.max_iter,
-                max_leaf_nodes=self.max_leaf_nodes,
-                min_samples_leaf=self.min_samples_leaf,
-                early_stopping=False,
-                random_state=self.seed + bag,
-            ).fit(x, y)
-            bags.append(TreeEnsemble.from_sklearn(gb))
+            bags.append(self._fit_trees(x, y, groups, self.seed + bag))
         self.n_rows, self.positive_rate = rows, positives / max(rows, 1)
         self.trees = TreeEnsemble.average(bags)
         self.signals = self._signals(data, hist, ids, keys)
@@ -748,6 +868,7 @@ class StackedRanker(ScoringModel):
             "features": [*FEATURES, *(f"group:{c}" for c in self.groups.columns)],
             "shots": list(self.shots),
             "n_candidates": self.n_candidates,
+            "objective": self.objective,
             "trees": self.trees.n_trees if self.trees is not None else 0,
             "training_rows": self.n_rows,
             "positive_rate": self.positive_rate,
@@ -771,6 +892,8 @@ class StackedRanker(ScoringModel):
             "max_iter": self.max_iter,
             "max_leaf_nodes": self.max_leaf_nodes,
             "min_samples_leaf": self.min_samples_leaf,
+            "objective": self.objective,
+            "truncation": self.truncation,
             "chunk_tasks": self.chunk_tasks,
         }
         sig_fields, sig_arrays = signals.to_state()
@@ -805,6 +928,8 @@ class StackedRanker(ScoringModel):
     ) -> StackedRanker:
         """Rebuild a fitted model from :meth:`to_state`'s parts; a missing or
         inconsistent part raises :class:`ModelError` naming it."""
+        # runs saved before the objective was an option were fitted with log-loss
+        options = {"objective": "logloss", **options}
         try:
             model = cls(**options, seed=seed, name=name, device=device)
         except TypeError as exc:
