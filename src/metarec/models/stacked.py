@@ -409,6 +409,37 @@ class TreeEnsemble:
         self.baseline = float(baseline)
         self._tensors: dict[str, dict[str, torch.Tensor]] = {}
         self.depth = int(self.arrays.get("depth", np.array([n_nodes]))[0])
+        # The walk advances tree t only while ``level < tree_depths[t]``: LightGBM's
+        # leaf-wise trees differ a lot in depth, and walking every tree to the deepest
+        # one's depth made scoring several times slower than it needs to be.
+        self.tree_depths = self._tree_depths()
+        self._order = np.argsort(-self.tree_depths, kind="stable")
+        self._active = (
+            self.tree_depths[self._order][None, :] > np.arange(self.depth)[:, None]
+        ).sum(axis=1)
+
+    def _tree_depths(self) -> np.ndarray:
+        """Each tree's depth (its deepest leaf's level), found by walking every
+        branch from the roots; a cycle in the node arrays is refused."""
+        a = self.arrays
+        roots = a["roots"].astype(np.int64)
+        n_nodes = len(a["feature"])
+        depths = np.zeros(len(roots), dtype=np.int64)
+        frontier, owner, level = roots, np.arange(len(roots)), 0
+        while len(frontier):
+            inner = ~a["is_leaf"][frontier]
+            frontier, owner = frontier[inner], owner[inner]
+            if not len(frontier):
+                break
+            level += 1
+            if level > n_nodes:
+                raise ModelError("tree ensemble: the node arrays contain a cycle")
+            depths[owner] = level
+            frontier = np.concatenate([a["left"][frontier], a["right"][frontier]])
+            owner = np.concatenate([owner, owner])
+        if depths.size and depths.max() > self.depth:
+            raise ModelError(f"tree ensemble: a tree is deeper than the stated depth {self.depth}")
+        return depths
 
     @classmethod
     def from_sklearn(cls, model: Any) -> TreeEnsemble:
@@ -543,18 +574,33 @@ class TreeEnsemble:
         t = self._tensors.get(str(dev))
         if t is None:  # once per device, not per call: scoring calls this per chunk
             t = {k: torch.as_tensor(v, device=dev) for k, v in self.arrays.items()}
+            # trees deepest first, so the ones still walking at a level are a prefix
+            t["roots"] = t["roots"][torch.as_tensor(self._order, device=dev)]
+            t["unorder"] = torch.as_tensor(np.argsort(self._order, kind="stable"), device=dev)
+            # children side by side: one gather at 2 * node + goes_right finds the next node
+            t["children"] = torch.stack([t["left"], t["right"]], dim=1).reshape(-1)
             self._tensors[str(dev)] = t
         out = np.empty(len(x), dtype=np.float64)
         for lo in range(0, len(x), chunk):
             rows = torch.as_tensor(np.asarray(x[lo : lo + chunk], dtype=np.float64), device=dev)
-            node = t["roots"].expand(len(rows), -1)
-            for _ in range(self.depth):
-                v = rows.gather(1, t["feature"][node])
-                left = torch.where(
-                    torch.isnan(v), t["missing_left"][node], v <= t["threshold"][node]
-                )
-                node = torch.where(left, t["left"][node], t["right"][node])
-            out[lo : lo + len(rows)] = (t["value"][node].sum(dim=1) + self.baseline).cpu().numpy()
+            missing = bool(torch.isnan(rows).any())
+            node = t["roots"].expand(len(rows), -1).clone()
+            for level in range(self.depth):
+                n = int(self._active[level])
+                if n == 0:
+                    break
+                cur = node[:, :n]
+                v = rows.gather(1, t["feature"][cur])
+                if missing:
+                    right = ~torch.where(
+                        torch.isnan(v), t["missing_left"][cur], v <= t["threshold"][cur]
+                    )
+                else:  # the common case: no missing values, no NaN test per node
+                    right = v > t["threshold"][cur]
+                node[:, :n] = t["children"][cur * 2 + right]
+            # leaf values summed in the trees' own order: the same sum as a full walk's
+            leaves = t["value"][node[:, t["unorder"]]]
+            out[lo : lo + len(rows)] = (leaves.sum(dim=1) + self.baseline).cpu().numpy()
         return out
 
 
