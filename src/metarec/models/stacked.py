@@ -52,7 +52,7 @@ Choices
   K = 10 against x 1.161, x 1.121 against x 1.105 at K = 5) and tied it at
   K = 1 (x 0.992 against x 0.995); LambdaMART alone gave x 1.173 at K = 10
   but lost 2 % at K = 1 and 4 % at K = 20. ``"logloss"`` and
-  ``"lambdarank"`` remain as options (the blend fits 2.5 times as long).
+  ``"lambdarank"`` remain as options (the blend fits about three times as long).
   Scoring walks the exported trees in torch (:class:`TreeEnsemble`), so a
   fitted model is plain arrays and can be saved as safetensors, never pickle.
   The score is the averaged raw decision (log-odds for the classifier).
