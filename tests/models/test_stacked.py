@@ -76,9 +76,9 @@ def test_tree_arrays_are_checked() -> None:
         "is_leaf": np.array([False, True, True]),
         "value": np.array([0.0, -1.0, 2.0]),
         "roots": np.array([0]),
-        "depth": np.array([1]),
     }
     stump = TreeEnsemble(arrays, baseline=0.25)
+    assert stump.depth == 1
     # hand-computed: x <= 0.5 goes left (-1), else right (+2), NaN left; plus the baseline
     np.testing.assert_allclose(
         stump.decision(np.array([[0.2], [0.5], [0.7], [np.nan]])), [-0.75, -0.75, 2.25, -0.75]
@@ -87,6 +87,11 @@ def test_tree_arrays_are_checked() -> None:
         TreeEnsemble({**arrays, "right": np.array([7, 1, 2])}, 0.0)
     with pytest.raises(ModelError, match="missing arrays"):
         TreeEnsemble({k: v for k, v in arrays.items() if k != "value"}, 0.0)
+    with pytest.raises(ModelError, match="cycle"):
+        TreeEnsemble({**arrays, "left": np.array([0, 1, 2])}, 0.0)
+    # a state saved when the depth was stored still loads; the depth comes from the trees
+    legacy = TreeEnsemble({**arrays, "depth": np.array([5])}, baseline=0.25)
+    assert legacy.depth == 1 and "depth" not in legacy.arrays
 
 
 # -- a synthetic world with a planted sequence -------------------------------------

@@ -408,11 +408,14 @@ class TreeEnsemble:
                 raise ModelError(f"tree ensemble: {f} points outside the {n_nodes} nodes")
         self.baseline = float(baseline)
         self._tensors: dict[str, dict[str, torch.Tensor]] = {}
-        self.depth = int(self.arrays.get("depth", np.array([n_nodes]))[0])
+        # states saved before 2026-11-30 carry a "depth" array; the depth now comes
+        # from the trees themselves
+        self.arrays.pop("depth", None)
         # The walk advances tree t only while ``level < tree_depths[t]``: LightGBM's
         # leaf-wise trees differ a lot in depth, and walking every tree to the deepest
         # one's depth made scoring several times slower than it needs to be.
         self.tree_depths = self._tree_depths()
+        self.depth = int(self.tree_depths.max()) if self.tree_depths.size else 0
         self._order = np.argsort(-self.tree_depths, kind="stable")
         self._active = (
             self.tree_depths[self._order][None, :] > np.arange(self.depth)[:, None]
@@ -437,8 +440,6 @@ class TreeEnsemble:
             depths[owner] = level
             frontier = np.concatenate([a["left"][frontier], a["right"][frontier]])
             owner = np.concatenate([owner, owner])
-        if depths.size and depths.max() > self.depth:
-            raise ModelError(f"tree ensemble: a tree is deeper than the stated depth {self.depth}")
         return depths
 
     @classmethod
@@ -455,7 +456,7 @@ class TreeEnsemble:
                 "HistGradientBoostingClassifier (its internals changed)"
             ) from exc
         cols: dict[str, list[np.ndarray]] = {f: [] for f in TREE_FIELDS}
-        roots, offset, depth = [], 0, 0
+        roots, offset = [], 0
         for tree in trees:
             nodes = tree.nodes
             if nodes["is_categorical"].any():
@@ -468,7 +469,6 @@ class TreeEnsemble:
             cols["right"].append(nodes["right"].astype(np.int64) + offset)
             cols["is_leaf"].append(nodes["is_leaf"].astype(bool))
             cols["value"].append(nodes["value"].astype(np.float64))
-            depth = max(depth, int(nodes["depth"].max()))
             offset += len(nodes)
         arrays = {f: np.concatenate(v) for f, v in cols.items()}
         leaf = arrays["is_leaf"]
@@ -477,7 +477,6 @@ class TreeEnsemble:
         arrays["right"][leaf] = np.flatnonzero(leaf)
         arrays["feature"][leaf] = 0
         arrays["roots"] = np.asarray(roots, dtype=np.int64)
-        arrays["depth"] = np.array([depth], dtype=np.int64)
         return cls(arrays, baseline)
 
     @classmethod
@@ -487,10 +486,9 @@ class TreeEnsemble:
         for a ``NaN`` missing type; as the value 0 when the type is ``None``)."""
         dump = booster.dump_model()
         cols: dict[str, list[Any]] = {f: [] for f in TREE_FIELDS}
-        roots, depth = [], 0
+        roots = []
 
-        def walk(node: dict[str, Any], level: int) -> int:
-            nonlocal depth
+        def walk(node: dict[str, Any]) -> int:
             me = len(cols["feature"])
             for f in TREE_FIELDS:
                 cols[f].append(0)
@@ -498,7 +496,6 @@ class TreeEnsemble:
                 cols["is_leaf"][me] = True
                 cols["value"][me] = float(node.get("leaf_value", 0.0))
                 cols["left"][me] = cols["right"][me] = me  # a leaf parks the walk on itself
-                depth = max(depth, level)
                 return me
             if node.get("decision_type", "<=") != "<=":
                 raise ModelError("tree ensemble: categorical splits are not supported")
@@ -514,12 +511,12 @@ class TreeEnsemble:
             cols["threshold"][me] = threshold
             cols["missing_left"][me] = missing_left
             cols["is_leaf"][me] = False
-            cols["left"][me] = walk(node["left_child"], level + 1)
-            cols["right"][me] = walk(node["right_child"], level + 1)
+            cols["left"][me] = walk(node["left_child"])
+            cols["right"][me] = walk(node["right_child"])
             return me
 
         for info in dump["tree_info"]:
-            roots.append(walk(info["tree_structure"], 0))
+            roots.append(walk(info["tree_structure"]))
         arrays = {
             "feature": np.asarray(cols["feature"], dtype=np.int64),
             "threshold": np.asarray(cols["threshold"], dtype=np.float64),
@@ -529,7 +526,6 @@ class TreeEnsemble:
             "is_leaf": np.asarray(cols["is_leaf"], dtype=bool),
             "value": np.asarray(cols["value"], dtype=np.float64),
             "roots": np.asarray(roots, dtype=np.int64),
-            "depth": np.array([depth], dtype=np.int64),
         }
         return cls(arrays, 0.0)
 
@@ -553,7 +549,6 @@ class TreeEnsemble:
             parts["roots"].append(a["roots"] + offset)
             offset += len(a["feature"])
         arrays = {f: np.concatenate(v) for f, v in parts.items()}
-        arrays["depth"] = np.array([max(e.depth for e in members)], dtype=np.int64)
         return cls(arrays, float(np.mean([e.baseline for e in members])))
 
     def scaled(self, factor: float) -> TreeEnsemble:
