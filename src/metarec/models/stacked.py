@@ -573,7 +573,8 @@ class TreeEnsemble:
             t["roots"] = t["roots"][torch.as_tensor(self._order, device=dev)]
             t["unorder"] = torch.as_tensor(np.argsort(self._order, kind="stable"), device=dev)
             # children side by side: one gather at 2 * node + goes_right finds the next node
-            t["children"] = torch.stack([t["left"], t["right"]], dim=1).reshape(-1)
+            # (the separate left/right copies are not kept: the walk reads only this)
+            t["children"] = torch.stack([t.pop("left"), t.pop("right")], dim=1).reshape(-1)
             self._tensors[str(dev)] = t
         out = np.empty(len(x), dtype=np.float64)
         for lo in range(0, len(x), chunk):
