@@ -397,6 +397,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             peers=_csv(args.peers),
             overrides=list(args.set or []),
             shots=shots,
+            seeds=args.seeds,
             progress=not args.quiet,
             plots=not args.no_plots,
         )
@@ -790,6 +791,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--folds", type=int, default=1, help="P3: k folds over users (default 1)")
     b.add_argument("--shots", help="P2 support sizes (default 0,1,3,5,10,20)")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="fit each meta-learning algorithm with this many seeds and average them (default 1)",
+    )
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--set", action="append", metavar="KEY=VALUE")
     b.add_argument("--no-plots", action="store_true")

@@ -65,10 +65,14 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
     proc = run_cli(
         "benchmark", "--protocol", "p1", "--dataset", "ml-100k", "--data", str(shared_data),
         "--peers", "bias,popularity", "--algorithms", "fomaml", "--out", str(tmp_path),
-        "--quiet", "--no-plots", *TINY, env=env,
+        "--quiet", "--no-plots", "--seeds", "2", *TINY, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads((tmp_path / "p1-ml-100k.json").read_text())
+    record = json.loads((tmp_path / "p1-ml-100k-seeds2.json").read_text())
+    # first-order MAML is a bag of two seeds, reported under its own name
+    assert record["seeds"] == 2 and "--seeds 2" in record["command"]
+    bag = record["configs"]["metarec-fomaml"]
+    assert bag["seeds"] == [0, 1] and len(bag["best_epoch"]) == 2
     assert set(record["summary"]) == {
         "warm", "user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled"
     }  # fmt: skip
@@ -91,6 +95,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["report", "nowhere.json"], "not a run folder"),
         (["benchmark", "--protocol", "p2", "--folds", "0", "--dataset", "ml-100k"], "folds"),
         (["benchmark", "--protocol", "p2", "--shots", "1,x"], "--shots"),
+        (["benchmark", "--protocol", "p1", "--seeds", "0", "--dataset", "ml-100k"], "seeds"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
@@ -119,14 +124,28 @@ def test_default_algorithms_depend_on_the_protocol() -> None:
         "stacked",
     )
     assert not {"episodic", "stacked"} & set(default_algorithms("p1"))
-    plain = _command(
-        "p2", "ml-100k", 0, 1, default_algorithms("p2"), _peers("p2"), (0, 1, 3, 5, 10, 20), None
-    )
-    assert "--algorithms" not in plain
-    chosen = _command(
-        "p2", "ml-100k", 0, 5, ["fomaml", "episodic"], _peers("p2"), (0, 1, 3, 5, 10, 20), "d"
-    )
-    assert chosen.endswith("--folds 5 --algorithms fomaml,episodic --data d")
+    shots = (0, 1, 3, 5, 10, 20)
+    plain = _command("p2", "ml-100k", 0, 1, default_algorithms("p2"), _peers("p2"), shots, 1, None)
+    assert "--algorithms" not in plain and "--seeds" not in plain
+    chosen = _command("p2", "ml-100k", 0, 5, ["fomaml", "episodic"], _peers("p2"), shots, 3, "d")
+    assert chosen.endswith("--folds 5 --algorithms fomaml,episodic --seeds 3 --data d")
+
+
+def test_seeds_make_each_meta_algorithm_an_equal_weight_bag() -> None:
+    from metarec.evaluation.benchmark import build_models
+    from metarec.models.ensemble import Ensemble
+    from metarec.models.meta_model import MetaModel
+
+    models = build_models("p1", algorithms=["fomaml"], peers=["bias"], seed=3, seeds=2)
+    bag = models["metarec-fomaml"]
+    assert isinstance(bag, Ensemble) and not bag.learn_weights and bag.mode == "rating"
+    assert [m.cfg.seed for m in bag.members.values()] == [3, 4]  # type: ignore[attr-defined]
+    assert all(isinstance(m, MetaModel) for m in bag.members.values())
+    assert not isinstance(models["bias"], Ensemble)  # peers are never bagged
+    ranking = build_models("p2", algorithms=["fomaml"], peers=[], seed=0, seeds=2)
+    assert ranking["metarec-fomaml"].mode == "ranking"  # type: ignore[attr-defined]
+    single = build_models("p1", algorithms=["fomaml"], peers=[], seed=0)
+    assert isinstance(single["metarec-fomaml"], MetaModel)
 
 
 def _peers(protocol: str) -> tuple[str, ...]:

@@ -105,6 +105,26 @@ def test_weights_follow_the_member_that_wins_at_each_support_size(mode: str) -> 
     assert s0.argmax() == 0
 
 
+@pytest.mark.parametrize("mode", ["ranking", "rating"])
+def test_a_seed_bag_keeps_equal_weights_and_averages_its_members(mode: str) -> None:
+    data = _data()
+    oracle, constant = Oracle(needs=5, name="oracle"), Constant()
+    bag = Ensemble(
+        {"oracle": oracle, "constant": constant},
+        mode=mode,  # type: ignore[arg-type]
+        buckets=(0, 5),
+        learn_weights=False,
+    )
+    bag.fit(data)
+    # the learned ensemble gives the oracle everything at K >= 5 (test above); a bag does not
+    assert bag.weights.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    six = Task(0, np.arange(6), np.ones(6, np.float32), np.arange(3), np.ones(3))
+    if mode == "rating":
+        mean = (oracle.score_catalogue([six]) + constant.score_catalogue([six])) / 2
+        np.testing.assert_allclose(bag.score_catalogue([six]), mean, rtol=1e-6)
+        np.testing.assert_allclose(bag.predict_tasks([six])[0], mean[0, :3], rtol=1e-6)
+
+
 def test_rating_mode_rejects_ranking_members_and_bad_buckets() -> None:
     class Ranker(Constant):
         predicts_ratings = False

@@ -75,6 +75,18 @@ def world(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
     return w
 
 
+def test_a_seed_bag_stays_a_seed_bag(world: World, tmp_path: Path) -> None:
+    members = dict(world.rating.members)
+    bag = Ensemble(members, mode="rating", fit_members=False, learn_weights=False).fit(world.data)
+    loaded = Ensemble.load(bag.save(tmp_path / "bag"))
+    assert not loaded.learn_weights
+    assert np.all(loaded.weights == 0.5)
+    np.testing.assert_array_equal(
+        loaded.score_catalogue(world.tasks, world.users),
+        bag.score_catalogue(world.tasks, world.users),
+    )
+
+
 @pytest.mark.parametrize("mode", ["ranking", "rating"])
 def test_round_trip_gives_identical_scores(world: World, mode: str, tmp_path: Path) -> None:
     ens: Ensemble = getattr(world, mode)
@@ -85,6 +97,7 @@ def test_round_trip_gives_identical_scores(world: World, mode: str, tmp_path: Pa
     np.testing.assert_array_equal(loaded.weights, ens.weights)
     assert loaded.weight_table() == ens.weight_table()
     assert loaded.metadata == {"note": "test"}
+    assert loaded.learn_weights
     assert loaded.cutpoints == ens.cutpoints
     assert (ens.cutpoints is not None) == (mode == "rating")  # median cuts for ratings only
     np.testing.assert_array_equal(

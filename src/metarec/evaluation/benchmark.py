@@ -106,8 +106,15 @@ def build_models(
     overrides: Sequence[str] = (),
     progress: bool = False,
     peer_options: dict[str, dict[str, Any]] | None = None,
+    seeds: int = 1,
 ) -> dict[str, ScoringModel]:
-    """Unfitted models by report name: peers first, then metarec's algorithms."""
+    """Unfitted models by report name: peers first, then metarec's algorithms.
+
+    With ``seeds`` > 1 each meta-learning algorithm is a seed bag: that many fits
+    with seeds ``seed``, ``seed + 1``, ... averaged with equal weights (an
+    :class:`Ensemble` with ``learn_weights=False``), reported under the
+    algorithm's own name.
+    """
     from metarec.peers import make_peer
 
     base = TrainConfig(seed=seed)
@@ -136,8 +143,41 @@ def build_models(
             known = ", ".join((*META_ALGORITHMS, *EXTRA_ALGORITHMS))
             raise ConfigError(f"algorithm {algo!r} is not one of {known}")
         cfg = base.with_overrides([f"algorithm={algo}"])
-        models[f"metarec-{algo}"] = MetaModel(cfg, name=f"metarec-{algo}", progress=progress)
+        name = f"metarec-{algo}"
+        if seeds == 1:
+            models[name] = MetaModel(cfg, name=name, progress=progress)
+            continue
+        bag = {
+            f"seed{s}": MetaModel(
+                cfg.with_overrides([f"seed={s}"]), name=f"{name}-seed{s}", progress=progress
+            )
+            for s in range(seed, seed + seeds)
+        }
+        mode = "rating" if protocol == "p1" else "ranking"
+        models[name] = Ensemble(bag, mode=mode, name=name, seed=seed, learn_weights=False)
     return models
+
+
+def meta_configs(models: dict[str, ScoringModel]) -> dict[str, dict[str, Any]]:
+    """The resolved config and best epoch of every meta-learned model (for a seed
+    bag: its first member's config, and each member's seed and best epoch)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, m in models.items():
+        if isinstance(m, MetaModel):
+            out[name] = {"config": m.cfg.to_dict(), "best_epoch": _best_epoch(m)}
+        elif isinstance(m, Ensemble) and not m.learn_weights:
+            bag = [b for b in m.members.values() if isinstance(b, MetaModel)]
+            if bag:
+                out[name] = {
+                    "config": bag[0].cfg.to_dict(),
+                    "seeds": [b.cfg.seed for b in bag],
+                    "best_epoch": [_best_epoch(b) for b in bag],
+                }
+    return out
+
+
+def _best_epoch(model: MetaModel) -> int | None:
+    return getattr(model.history, "best_epoch", None)
 
 
 def fit_all(
@@ -232,6 +272,7 @@ def _fold_run(
     peers: Sequence[str],
     overrides: Sequence[str],
     shots: Sequence[int],
+    seeds: int,
     out: Path,
     progress: bool,
     log: Callable[[str], None],
@@ -262,6 +303,7 @@ def _fold_run(
         seed=seed,
         overrides=overrides,
         progress=progress,
+        seeds=seeds,
     )
     timings = fit_all(models, data, log)
     ours = [m for m in models if m.startswith("metarec-")]
@@ -283,16 +325,11 @@ def _fold_run(
         weights = add_ensemble(models, data, "ranking", [*ours, "popularity"], log)
         result = evaluate_p2(models, split.frames["test"], catalogue.index, ds.users, shots=shots)
         result["abtest"] = _p2_abtest(models, split, ds, catalogue.index, result, seed)
-    configs = {
-        name: {"config": m.cfg.to_dict(), "best_epoch": getattr(m.history, "best_epoch", None)}
-        for name, m in models.items()
-        if isinstance(m, MetaModel)
-    }
     return {
         **result,
         "abtest": result.get("abtest"),
         "timings": timings,
-        "configs": configs,
+        "configs": meta_configs(models),
         "ensemble_weights": weights,
         "split_file": f"{tag}-split.json",
         "split_rule": getattr(split, "rule", ""),
@@ -362,6 +399,7 @@ def _command(
     algorithms: Sequence[str],
     peers: Sequence[str],
     shots: Sequence[int],
+    seeds: int,
     root: str | None,
 ) -> str:
     """The CLI line that reproduces a run (non-default options only)."""
@@ -376,6 +414,8 @@ def _command(
         cmd += f" --peers {','.join(peers)}"
     if protocol == "p2" and tuple(shots) != tuple(SHOTS):
         cmd += f" --shots {','.join(map(str, shots))}"
+    if seeds > 1:
+        cmd += f" --seeds {seeds}"
     return cmd + (f" --data {root}" if root else "")  # the data folder as it was given
 
 
@@ -391,11 +431,15 @@ def run_benchmark(
     peers: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     shots: Sequence[int] | None = None,
+    seeds: int = 1,
     progress: bool = True,
     plots: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports."""
+    """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports.
+
+    ``seeds`` > 1 makes every meta-learning algorithm a seed bag (:func:`build_models`).
+    """
     from metarec.data import load_dataset
     from metarec.evaluation.p2 import SHOTS
     from metarec.evaluation.report import write_report
@@ -405,6 +449,8 @@ def run_benchmark(
         raise ConfigError(f"protocol: {protocol!r} is not one of p1, p2")
     if folds < 1:
         raise ConfigError(f"folds: must be >= 1, got {folds}")
+    if seeds < 1:
+        raise ConfigError(f"seeds: must be >= 1, got {seeds}")
     peers = list(P1_PEERS if protocol == "p1" else P2_PEERS) if peers is None else list(peers)
     algorithms = list(default_algorithms(protocol) if algorithms is None else algorithms)
     shots = tuple(SHOTS if shots is None else shots)
@@ -438,6 +484,7 @@ def run_benchmark(
                 peers=peers,
                 overrides=overrides,
                 shots=shots,
+                seeds=seeds,
                 out=out,
                 progress=progress,
                 log=log,
@@ -453,11 +500,16 @@ def run_benchmark(
         reference[group] = best_metarec(models, metric, lower)
         sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
         cis[group] = confidence_intervals(pooled["per_user"][group], [m for m, _ in headline], seed)
-    name = f"{protocol}-{dataset}" + (f"-{folds}fold" if folds > 1 else "")
+    name = (
+        f"{protocol}-{dataset}"
+        + (f"-{folds}fold" if folds > 1 else "")
+        + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
+    )
     record = {
         "protocol": protocol,
         "dataset": dataset,
         "seed": seed,
+        "seeds": seeds,
         "folds": folds,
         "split_rule": runs[0]["split_rule"],
         "n_users": pooled["n_users"],
@@ -479,7 +531,7 @@ def run_benchmark(
         "split_files": [r["split_file"] for r in runs],
         "machine": machine_info(),
         "command": command
-        or _command(protocol, dataset, seed, folds, algorithms, peers, shots, root),
+        or _command(protocol, dataset, seed, folds, algorithms, peers, shots, seeds, root),
     }
     save_json(out / f"{name}.json", record)
     write_report(record, out / name, plots=plots)

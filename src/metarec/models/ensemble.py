@@ -20,6 +20,12 @@ Two modes:
 Weights are found by a seeded search over the simplex (an exact grid for up
 to four members, Dirichlet samples beyond), which needs no gradients of the
 members and optimises the metric that is reported, not a surrogate.
+
+With ``learn_weights=False`` the weights stay equal in every bucket: a *seed
+bag*, the same model fitted with several seeds and averaged. Averaging cancels
+the part of each fit's error that depends on its seed (initialisation, task
+order); learning weights among near-copies would only fit the validation
+users' noise. A rating-mode bag still fits median-rating cuts of its own.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class Ensemble(ScoringModel):
         samples: int = 3000,
         query_size: int = 10,
         k: int = 10,
+        learn_weights: bool = True,
     ) -> None:
         if not members:
             raise ConfigError("ensemble: needs at least one member")
@@ -78,6 +85,7 @@ class Ensemble(ScoringModel):
         self.samples = samples
         self.query_size = query_size
         self.k = k
+        self.learn_weights = learn_weights
         self.predicts_ratings = mode == "rating"
         n = len(self.members)
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
@@ -93,7 +101,7 @@ class Ensemble(ScoringModel):
             raise ModelError("ensemble: needs validation users to learn its weights")
         self._n_fit_items = self.n_items
         val = data.validation_ratings
-        for b, shot in enumerate(self.buckets):
+        for b, shot in enumerate(self.buckets if self.learn_weights else ()):
             tasks = self._validation_tasks(val, shot)
             if not tasks:
                 continue

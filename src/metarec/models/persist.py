@@ -225,6 +225,7 @@ def save_ensemble(
             "query_size": ens.query_size,
             "grid_step": ens.grid_step,
             "samples": ens.samples,
+            "learn_weights": ens.learn_weights,
             "rating_cutpoints": None if ens.cutpoints is None else ens.cutpoints.to_dict(),
             "metadata": dict(metadata if metadata is not None else ens.metadata),
         }
@@ -352,6 +353,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             samples=man.get("samples", int, 3000),
             query_size=man.get("query_size", int, 10),
             k=man.get("k", int, 10),
+            learn_weights=man.get("learn_weights", bool, True),
         )
     except ConfigError as exc:  # e.g. a ranking-only member in rating mode
         raise ModelError(f"{path}: {exc}") from None
