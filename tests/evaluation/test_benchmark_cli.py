@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -152,3 +153,25 @@ def _peers(protocol: str) -> tuple[str, ...]:
     from metarec.evaluation.benchmark import P1_PEERS, P2_PEERS
 
     return P1_PEERS if protocol == "p1" else P2_PEERS
+
+
+def test_pooling_folds_skips_missing_metrics_without_warnings() -> None:
+    import warnings
+
+    from metarec.evaluation.benchmark import _pool
+
+    def fold(mae: float) -> dict:
+        return {
+            "n_users": {"g": 1},
+            "summary": {"g": {"m": {"mae": mae, "ndcg@10": 0.5}}},
+            "per_user": {"g": {"m": {"mae": [mae], "ndcg@10": [0.5]}}},
+        }
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a ranking model's MAE is NaN in every fold
+        ranking = _pool([fold(float("nan")), fold(float("nan"))])
+    assert math.isnan(ranking["summary"]["g"]["m"]["mae"])
+    assert math.isnan(ranking["std"]["g"]["m"]["mae"])
+    mixed = _pool([fold(1.0), fold(float("nan")), fold(3.0)])
+    assert mixed["summary"]["g"]["m"]["mae"] == 2.0 and mixed["std"]["g"]["m"]["mae"] == 1.0
+    assert mixed["n_users"]["g"] == 3

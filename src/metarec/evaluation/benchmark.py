@@ -366,6 +366,14 @@ def _p2_abtest(
     return jsonable({"A": "popularity", "B": best, **report})
 
 
+def _finite_stat(stat: Callable[[np.ndarray], Any], values: Sequence[float]) -> float:
+    """``stat`` over the values that are not NaN; NaN (without numpy's empty-slice
+    warning) for a metric a model does not have, such as a ranking model's MAE."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(stat(v)) if len(v) else float("nan")
+
+
 def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over folds of each summary figure; per-user values concatenated."""
     summary: dict[str, Any] = {}
@@ -375,9 +383,12 @@ def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
         summary[group], spread[group], per_user[group] = {}, {}, {}
         for model in folds[0]["summary"][group]:
             rows = [f["summary"][group][model] for f in folds if group in f["summary"]]
-            summary[group][model] = {m: float(np.nanmean([r[m] for r in rows])) for m in rows[0]}
+            summary[group][model] = {
+                m: _finite_stat(np.mean, [r[m] for r in rows]) for m in rows[0]
+            }
             spread[group][model] = {
-                m: float(np.nanstd([r[m] for r in rows])) if len(rows) > 1 else 0.0 for m in rows[0]
+                m: _finite_stat(np.std, [r[m] for r in rows]) if len(rows) > 1 else 0.0
+                for m in rows[0]
             }
             per_user[group][model] = {
                 m: [x for f in folds for x in f["per_user"][group][model][m]]
