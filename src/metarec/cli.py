@@ -368,6 +368,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     datasets = args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"])
     if args.protocol == "speed":
+        if args.seeds != 1:
+            # the speed benchmark times single models; a bag there would be silently ignored
+            raise ConfigError(
+                f"--seeds: applies to --protocol p1 and p2, not speed (got {args.seeds})"
+            )
         from metarec.evaluation.speed import run_speed_benchmark
 
         run_speed_benchmark(

@@ -97,6 +97,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["benchmark", "--protocol", "p2", "--folds", "0", "--dataset", "ml-100k"], "folds"),
         (["benchmark", "--protocol", "p2", "--shots", "1,x"], "--shots"),
         (["benchmark", "--protocol", "p1", "--seeds", "0", "--dataset", "ml-100k"], "seeds"),
+        (["benchmark", "--protocol", "speed", "--seeds", "3"], "not speed"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
