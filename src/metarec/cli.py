@@ -373,6 +373,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--seeds: applies to --protocol p1 and p2, not speed (got {args.seeds})"
             )
+        if args.splits is not None:
+            raise ConfigError("--splits: applies to --protocol p1 and p2, not speed")
         from metarec.evaluation.speed import run_speed_benchmark
 
         run_speed_benchmark(
@@ -403,6 +405,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             overrides=list(args.set or []),
             shots=shots,
             seeds=args.seeds,
+            splits=args.splits,
             progress=not args.quiet,
             plots=not args.no_plots,
         )
@@ -801,6 +804,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="fit each meta-learning algorithm with this many seeds and average them (default 1)",
+    )
+    b.add_argument(
+        "--splits",
+        metavar="DIR",
+        help="read each fold's split from the files an earlier run wrote to DIR "
+        "(e.g. benchmarks/results) instead of drawing them",
     )
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--set", action="append", metavar="KEY=VALUE")

@@ -53,6 +53,23 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     assert (tmp_path / "p2-ml-100k-curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "p2-ml-100k-split.json").exists()
 
+    # --splits reads that split back instead of drawing one: under another seed the
+    # test users, and so popularity's figures, are still the first run's
+    again = tmp_path / "again"
+    proc = run_cli(
+        "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
+        "--peers", "popularity", "--algorithms", "episodic", "--shots", "3", "--seed", "1",
+        "--splits", str(tmp_path), "--out", str(again), "--quiet", "--no-plots", *TINY, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rerun = json.loads((again / "p2-ml-100k.json").read_text())
+    assert f"--splits {tmp_path}" in rerun["command"]
+    first = json.loads((tmp_path / "p2-ml-100k-split.json").read_text())
+    copied = json.loads((again / "p2-ml-100k-split.json").read_text())
+    assert copied["test_users"] == first["test_users"]
+    pop = record["summary"]["3"]["popularity"]
+    assert rerun["summary"]["3"]["popularity"] == pytest.approx(pop, rel=0, abs=0)
+
     shown = run_cli("report", str(tmp_path / "p2-ml-100k.json"), env=env)
     assert shown.returncode == 0, shown.stderr
     assert "ndcg@10 by support size K" in shown.stdout
@@ -98,6 +115,11 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["benchmark", "--protocol", "p2", "--shots", "1,x"], "--shots"),
         (["benchmark", "--protocol", "p1", "--seeds", "0", "--dataset", "ml-100k"], "seeds"),
         (["benchmark", "--protocol", "speed", "--seeds", "3"], "not speed"),
+        (["benchmark", "--protocol", "speed", "--splits", "."], "not speed"),
+        (
+            ["benchmark", "--protocol", "p2", "--folds", "5", "--splits", "nowhere"],
+            "--splits: no p2-ml-100k-fold0-split.json in nowhere",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(

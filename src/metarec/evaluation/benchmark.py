@@ -273,6 +273,7 @@ def _fold_run(
     overrides: Sequence[str],
     shots: Sequence[int],
     seeds: int,
+    splits: Path | None,
     out: Path,
     progress: bool,
     log: Callable[[str], None],
@@ -280,14 +281,17 @@ def _fold_run(
     """Split, fit every model, evaluate: one fold's figures with per-user values."""
     from metarec.evaluation.p1 import evaluate_p1, make_p1_split
     from metarec.evaluation.p2 import evaluate_p2, make_p2_split
+    from metarec.evaluation.splits import load_split, split_file_name
 
-    tag = f"{protocol}-{ds.name}" + (f"-fold{fold}" if fold is not None else "")
     split: Any
-    if protocol == "p1":
+    if splits is not None:
+        split = load_split(protocol, ds, splits, fold=fold, n_folds=n_folds)
+    elif protocol == "p1":
         split = make_p1_split(ds, seed=seed, n_folds=n_folds, fold=fold)
     else:
         split = make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
-    split.save(out / f"{tag}-split.json")
+    split_file = split_file_name(protocol, ds.name, fold)
+    split.save(out / split_file)  # beside the results, also when read from --splits
     data = TrainingData(
         split.frames["train"],
         catalogue,
@@ -331,7 +335,7 @@ def _fold_run(
         "timings": timings,
         "configs": meta_configs(models),
         "ensemble_weights": weights,
-        "split_file": f"{tag}-split.json",
+        "split_file": split_file,
         "split_rule": getattr(split, "rule", ""),
     }
 
@@ -412,6 +416,7 @@ def _command(
     shots: Sequence[int],
     seeds: int,
     root: str | None,
+    splits: str | Path | None = None,
 ) -> str:
     """The CLI line that reproduces a run (non-default options only)."""
     from metarec.evaluation.p2 import SHOTS
@@ -427,6 +432,8 @@ def _command(
         cmd += f" --shots {','.join(map(str, shots))}"
     if seeds > 1:
         cmd += f" --seeds {seeds}"
+    if splits is not None:
+        cmd += f" --splits {splits}"
     return cmd + (f" --data {root}" if root else "")  # the data folder as it was given
 
 
@@ -443,6 +450,7 @@ def run_benchmark(
     overrides: Sequence[str] = (),
     shots: Sequence[int] | None = None,
     seeds: int = 1,
+    splits: str | Path | None = None,
     progress: bool = True,
     plots: bool = True,
     command: str | None = None,
@@ -450,6 +458,8 @@ def run_benchmark(
     """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports.
 
     ``seeds`` > 1 makes every meta-learning algorithm a seed bag (:func:`build_models`).
+    ``splits``: a folder of split files an earlier run wrote, read instead of drawing
+    the splits (:mod:`metarec.evaluation.splits`).
     """
     from metarec.data import load_dataset
     from metarec.evaluation.p2 import SHOTS
@@ -472,13 +482,24 @@ def run_benchmark(
         if progress:
             print(f"[{protocol} {dataset}] {msg}", flush=True)
 
+    fold_ids: list[int | None] = [None] if folds == 1 else list(range(folds))
+    if splits is not None:  # before the data is encoded, not minutes into the run
+        from metarec.evaluation.splits import split_file_name
+
+        for f in fold_ids:
+            if not (Path(splits) / split_file_name(protocol, dataset, f)).is_file():
+                raise ConfigError(
+                    f"--splits: no {split_file_name(protocol, dataset, f)} in {splits} (a "
+                    "benchmark writes one split file per fold there; use the same --protocol, "
+                    "--dataset and --folds as the run that wrote them)"
+                )
     t0 = time.perf_counter()
     ds = load_dataset(dataset, root=root)
     base = TrainConfig(seed=seed).with_overrides(list(overrides))
     catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
     encode_s = time.perf_counter() - t0
     runs = []
-    for fold in [None] if folds == 1 else range(folds):
+    for fold in fold_ids:
         log(
             f"fold {fold if fold is not None else '-'}: splitting and fitting {len(peers)} peers "
             f"and {len(algorithms)} metarec algorithms"
@@ -496,6 +517,7 @@ def run_benchmark(
                 overrides=overrides,
                 shots=shots,
                 seeds=seeds,
+                splits=Path(splits) if splits is not None else None,
                 out=out,
                 progress=progress,
                 log=log,
@@ -542,7 +564,7 @@ def run_benchmark(
         "split_files": [r["split_file"] for r in runs],
         "machine": machine_info(),
         "command": command
-        or _command(protocol, dataset, seed, folds, algorithms, peers, shots, seeds, root),
+        or _command(protocol, dataset, seed, folds, algorithms, peers, shots, seeds, root, splits),
     }
     save_json(out / f"{name}.json", record)
     write_report(record, out / name, plots=plots)

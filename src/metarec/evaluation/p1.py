@@ -64,6 +64,8 @@ class P1Split:
     validation_users: list[str]
     new_users: list[str]
     rule: str = ""
+    fold: int | None = None
+    n_folds: int | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def save(self, path: str | Path) -> None:
@@ -78,6 +80,8 @@ class P1Split:
                 "train_users": self.train_users,
                 "validation_users": self.validation_users,
                 "new_users": self.new_users,
+                "fold": self.fold,
+                "n_folds": self.n_folds,
             },
         )
 
@@ -94,6 +98,8 @@ class P1Split:
             raw["validation_users"],
             raw["new_users"],
             raw.get("rule", ""),
+            raw.get("fold"),
+            raw.get("n_folds"),
         )
         split.frames = _frames(dataset.interactions, split)
         return split
@@ -139,6 +145,9 @@ def make_p1_split(
         parts = np.array_split(users, n_folds)
         new_users = parts[fold]  # type: ignore[index]
         existing = np.concatenate([p for i, p in enumerate(parts) if i != fold])
+        # a fresh seeded draw per fold, not the head of ``existing`` (the same users
+        # for folds 1 to k-1, all in fold 0's new users; see make_p2_split)
+        existing = existing[np.random.default_rng([seed, fold]).permutation(len(existing))]
     n_val = round(len(existing) * validation_fraction)
     split = P1Split(
         dataset.name,
@@ -148,6 +157,8 @@ def make_p1_split(
         sorted(map(str, existing[:n_val])),
         sorted(map(str, new_users)),
         rule,
+        fold,
+        n_folds,
     )
     split.frames = _frames(inter, split)
     return split

@@ -3,7 +3,8 @@
 * Users with at least ``min_ratings`` (25) ratings; a seeded 80/10/10 split
   of them into meta-train / validation / test users. With ``n_folds`` the
   test users are fold ``fold`` of a seeded partition (protocol P3) and
-  validation is a seeded 1/8 of the rest (≈ 10 % of all users).
+  validation is a seeded 1/8 of the rest (≈ 10 % of all users), drawn afresh
+  for each fold.
 * Per test user, ratings sorted by time (ties by position); support = the
   first K ratings for K in {0, 1, 3, 5, 10, 20}; test = the rest.
 * Every catalogue item outside the support set is ranked. Relevant = test
@@ -111,7 +112,12 @@ def make_p2_split(
         test = parts[fold]
         rest = np.concatenate([p for i, p in enumerate(parts) if i != fold])
         n_val = round(len(rest) / 8)
-        val, train = rest[:n_val], rest[n_val:]
+        # A fresh seeded draw per fold. Taking the head of ``rest`` (as runs before
+        # 2026-11-30 did) gave folds 1 to k-1 the same validation users, all of them
+        # fold 0's test users; so anything tuned on "every fold's validation users"
+        # was tuned mostly on fold 0's test set.
+        order = np.random.default_rng([seed, fold]).permutation(len(rest))
+        val, train = rest[order[:n_val]], rest[order[n_val:]]
     split = P2Split(
         dataset.name,
         seed,

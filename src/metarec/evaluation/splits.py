@@ -1,0 +1,75 @@
+"""Re-using a benchmark's split files: load one, and refuse one that does not fit.
+
+A benchmark writes each fold's split as user (and item) ids, named
+``{protocol}-{dataset}[-fold{f}]-split.json``. ``metarec benchmark --splits DIR``
+reads them back instead of drawing new ones, so a run can be repeated exactly
+on another machine, or after the split rule changed. A split file is input
+like any other: one for another dataset, another fold, with users the data
+does not have, or with a user in two groups (a leak) is refused, naming the
+file and what is wrong.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from metarec.data.schema import Dataset
+from metarec.errors import ConfigError, DataError
+
+
+def split_file_name(protocol: str, dataset: str, fold: int | None) -> str:
+    return f"{protocol}-{dataset}" + (f"-fold{fold}" if fold is not None else "") + "-split.json"
+
+
+def load_split(
+    protocol: str, dataset: Dataset, folder: str | Path, *, fold: int | None, n_folds: int | None
+) -> Any:
+    """The P1 or P2 split of ``fold`` (``None``: the single split) from ``folder``."""
+    from metarec.evaluation.p1 import P1Split
+    from metarec.evaluation.p2 import P2Split
+
+    path = Path(folder) / split_file_name(protocol, dataset.name, fold)
+    if not path.is_file():
+        raise ConfigError(
+            f"--splits: no {path.name} in {folder} (a benchmark writes one split file per "
+            "fold; use the folder it wrote them to, with the same --protocol, --dataset "
+            "and --folds)"
+        )
+    try:
+        split = (P1Split if protocol == "p1" else P2Split).load(path, dataset)
+    except (KeyError, TypeError, ValueError) as exc:
+        kind = protocol.upper()
+        raise DataError(f"not a readable {kind} split file ({exc!r})", path=path) from None
+    if split.dataset != dataset.name:
+        raise DataError(f"a split of {split.dataset!r}, not of {dataset.name!r}", path=path)
+    # files written before the fold was recorded (P1 before 2026-11-30) carry neither
+    if split.n_folds is not None and (split.fold, split.n_folds) != (fold, n_folds):
+        raise DataError(
+            f"fold {split.fold} of {split.n_folds}, but this run wants fold {fold} of {n_folds}",
+            path=path,
+        )
+    split.fold, split.n_folds = fold, n_folds
+    held_out = "new_users" if protocol == "p1" else "test_users"
+    groups = {g: set(getattr(split, g)) for g in ("train_users", "validation_users", held_out)}
+    known = set(dataset.interactions["user_id"].astype(str))
+    for name, ids in groups.items():
+        unknown = sorted(ids - known)
+        if unknown:
+            raise DataError(
+                f"{len(unknown)} of its {name} are not users of {dataset.name} "
+                f"(first: {unknown[0]!r})",
+                path=path,
+            )
+    for (a, ia), (b, ib) in combinations(groups.items(), 2):
+        both = sorted(ia & ib)
+        if both:
+            raise DataError(
+                f"{a} and {b} share {len(both)} users (first: {both[0]!r}): a user must be "
+                "in one group only",
+                path=path,
+            )
+    if not groups["train_users"] or not groups[held_out]:
+        raise DataError(f"train_users and {held_out} must not be empty", path=path)
+    return split

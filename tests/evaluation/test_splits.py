@@ -1,0 +1,97 @@
+"""Re-using split files (``metarec benchmark --splits``) and the per-fold validation draw,
+on real ml-100k users."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metarec import load_dataset
+from metarec.errors import ConfigError, DataError
+from metarec.evaluation.p1 import make_p1_split
+from metarec.evaluation.p2 import make_p2_split
+from metarec.evaluation.splits import load_split, split_file_name
+
+
+@pytest.fixture(scope="module")
+def ds(shared_data: Path):
+    return load_dataset("ml-100k", root=shared_data)
+
+
+def test_each_fold_draws_its_own_validation_users(ds) -> None:
+    splits = [make_p2_split(ds, seed=0, n_folds=5, fold=f) for f in range(5)]
+    tests = [set(s.test_users) for s in splits]
+    for s, test in zip(splits, tests, strict=True):
+        train, val = set(s.train_users), set(s.validation_users)
+        assert not (train & val) and not (val & test) and not (train & test)
+        assert len(val) == round(len(train | val) / 8)
+    vals = [set(s.validation_users) for s in splits]
+    # the head of the remaining users would give folds 1 to 4 one and the same
+    # validation set, all of it fold 0's test users
+    for a in range(5):
+        for b in range(a + 1, 5):
+            assert len(vals[a] & vals[b]) < len(vals[a]) / 2, (a, b)
+    # so validation users come from every other fold's part, not from one
+    for f, val in enumerate(vals):
+        parts_hit = {g for g, test in enumerate(tests) if val & test}
+        assert parts_hit == set(range(5)) - {f}
+    again = make_p2_split(ds, seed=0, n_folds=5, fold=2)
+    assert again.validation_users == splits[2].validation_users  # seeded
+
+
+def test_p1_folds_draw_their_own_validation_users_too(ds) -> None:
+    splits = [make_p1_split(ds, seed=0, n_folds=5, fold=f) for f in (1, 2)]
+    a, b = (set(s.validation_users) for s in splits)
+    assert a and b and len(a & b) < len(a) / 2
+    assert splits[0].fold == 1 and splits[0].n_folds == 5
+
+
+def test_a_saved_split_loads_back_as_it_was(ds, tmp_path: Path) -> None:
+    split = make_p2_split(ds, seed=0, n_folds=5, fold=3)
+    split.save(tmp_path / split_file_name("p2", ds.name, 3))
+    again = load_split("p2", ds, tmp_path, fold=3, n_folds=5)
+    assert again.train_users == split.train_users
+    assert again.validation_users == split.validation_users
+    assert again.test_users == split.test_users
+    assert len(again.frames["test"]) == len(split.frames["test"])
+    p1 = make_p1_split(ds, seed=0)
+    p1.save(tmp_path / split_file_name("p1", ds.name, None))
+    assert load_split("p1", ds, tmp_path, fold=None, n_folds=None).new_items == p1.new_items
+
+
+def _write(tmp_path: Path, ds, edit) -> None:  # type: ignore[no-untyped-def]
+    split = make_p2_split(ds, seed=0, n_folds=5, fold=0)
+    path = tmp_path / split_file_name("p2", ds.name, 0)
+    split.save(path)
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda r: r.update(fold=1), "fold 1 of 5, but this run wants fold 0 of 5"),
+        (lambda r: r.update(dataset="ml-1m"), "a split of 'ml-1m', not of 'ml-100k'"),
+        (lambda r: r["test_users"].append("no-such-user"), "1 of its test_users are not users"),
+        (
+            lambda r: r["train_users"].append(r["test_users"][0]),
+            "train_users and test_users share 1 users",
+        ),
+        (lambda r: r.pop("train_users"), "not a readable P2 split file"),
+    ],
+)
+def test_a_split_file_that_does_not_fit_is_refused_by_name(
+    ds, tmp_path: Path, edit, needle: str
+) -> None:  # type: ignore[no-untyped-def]
+    _write(tmp_path, ds, edit)
+    with pytest.raises(DataError, match=r"p2-ml-100k-fold0-split\.json") as err:
+        load_split("p2", ds, tmp_path, fold=0, n_folds=5)
+    assert needle in str(err.value)
+
+
+def test_a_missing_split_file_names_the_file(ds, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no p2-ml-100k-fold4-split\.json in"):
+        load_split("p2", ds, tmp_path, fold=4, n_folds=5)
