@@ -484,15 +484,10 @@ def run_benchmark(
 
     fold_ids: list[int | None] = [None] if folds == 1 else list(range(folds))
     if splits is not None:  # before the data is encoded, not minutes into the run
-        from metarec.evaluation.splits import split_file_name
+        from metarec.evaluation.splits import split_path
 
         for f in fold_ids:
-            if not (Path(splits) / split_file_name(protocol, dataset, f)).is_file():
-                raise ConfigError(
-                    f"--splits: no {split_file_name(protocol, dataset, f)} in {splits} (a "
-                    "benchmark writes one split file per fold there; use the same --protocol, "
-                    "--dataset and --folds as the run that wrote them)"
-                )
+            split_path(protocol, dataset, splits, f)
     t0 = time.perf_counter()
     ds = load_dataset(dataset, root=root)
     base = TrainConfig(seed=seed).with_overrides(list(overrides))

@@ -23,6 +23,18 @@ def split_file_name(protocol: str, dataset: str, fold: int | None) -> str:
     return f"{protocol}-{dataset}" + (f"-fold{fold}" if fold is not None else "") + "-split.json"
 
 
+def split_path(protocol: str, dataset: str, folder: str | Path, fold: int | None) -> Path:
+    """Where a benchmark wrote that fold's split in ``folder``; a missing file is refused."""
+    path = Path(folder) / split_file_name(protocol, dataset, fold)
+    if not path.is_file():
+        raise ConfigError(
+            f"--splits: no {path.name} in {folder} (a benchmark writes one split file per "
+            "fold; use the folder it wrote them to, with the same --protocol, --dataset "
+            "and --folds)"
+        )
+    return path
+
+
 def load_split(
     protocol: str, dataset: Dataset, folder: str | Path, *, fold: int | None, n_folds: int | None
 ) -> Any:
@@ -30,13 +42,7 @@ def load_split(
     from metarec.evaluation.p1 import P1Split
     from metarec.evaluation.p2 import P2Split
 
-    path = Path(folder) / split_file_name(protocol, dataset.name, fold)
-    if not path.is_file():
-        raise ConfigError(
-            f"--splits: no {path.name} in {folder} (a benchmark writes one split file per "
-            "fold; use the folder it wrote them to, with the same --protocol, --dataset "
-            "and --folds)"
-        )
+    path = split_path(protocol, dataset.name, folder, fold)
     try:
         split = (P1Split if protocol == "p1" else P2Split).load(path, dataset)
     except (KeyError, TypeError, ValueError) as exc:
