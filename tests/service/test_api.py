@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -262,6 +264,47 @@ def test_chunked_body_over_the_limit_is_413(make_server: Callable[..., LiveServe
                        headers={"content-type": "application/json"})  # fmt: skip
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
     assert small.status_code == 201
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length body, read off a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_refused_write_reads_a_late_body_and_keeps_the_connection(live_server: str) -> None:
+    # A client's body can arrive after the server has decided to refuse the request (a
+    # 401 needs only the headers). Answering and closing before it arrives makes the
+    # late body hit a closed socket: a TCP reset, which can destroy the 401 before the
+    # client reads it (a flaky "connection reset by peer" in CI). The guard reads the
+    # body first and then keeps the connection open for the next request.
+    host, port = live_server.removeprefix("http://").split(":")
+    body = b'{"events": [{"event_id": "late", "item_id": "1", "type": "like"}]}'
+    head = (
+        f"POST /v1/users/someone/events HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head)
+        time.sleep(0.3)  # long enough for a guard that does not wait to answer and close
+        sock.sendall(body)
+        status, headers, payload = _read_response(sock)
+        assert status == 401 and b"missing_api_key" in payload
+        assert headers.get("connection") != "close"
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        status, _, _ = _read_response(sock)
+        assert status == 200
 
 
 def test_added_items_are_recommendable_at_once_and_survive_restart(

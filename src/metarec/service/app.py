@@ -33,7 +33,7 @@ from metarec.service import errors, schemas
 from metarec.service.errors import ApiError, error_response
 from metarec.service.feedback import event_rating
 from metarec.service.metrics import Metrics
-from metarec.service.middleware import BodyLimit, RequestMetrics, _send_error
+from metarec.service.middleware import BodyLimit, RequestMetrics, refuse
 from metarec.service.serving import ModelHolder, Served
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
@@ -62,10 +62,14 @@ def is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
+GUARD_DRAIN_BYTES = 64 << 20
+
+
 class ApiKeyGuard:
-    """Write requests under /v1/ need ``X-API-Key``; checked before the body is read, so
-    a client without the key learns nothing about validation. With no key configured,
-    only loopback clients may write."""
+    """Write requests under /v1/ need ``X-API-Key``; checked before the body is parsed, so
+    a client without the key learns nothing about validation (the body is read and
+    dropped: answering while it is still arriving would reset the connection and lose
+    the 401). With no key configured, only loopback clients may write."""
 
     def __init__(self, app: ASGIApp, api_key: str | None) -> None:
         self.app = app
@@ -79,7 +83,8 @@ class ApiKeyGuard:
         ):
             denied = self._check(scope)
             if denied is not None:
-                await _send_error(send, *denied)
+                # BodyLimit (outside this guard) has already bounded the body's size
+                await refuse(receive, send, *denied, budget=GUARD_DRAIN_BYTES)
                 return
         await self.app(scope, receive, send)
 

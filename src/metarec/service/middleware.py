@@ -15,32 +15,43 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from metarec.service.metrics import Metrics
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+async def _send_error(send: Send, status: int, code: str, message: str, *, close: bool) -> None:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _drain(receive: Receive, budget: int) -> None:
-    """Read and drop the rest of a request body (up to ``budget`` bytes): answering while
-    the client is still sending would make it see a reset connection, not our 413."""
-    while budget > 0:
+async def _drain(receive: Receive, budget: int) -> bool:
+    """Read and drop the rest of a request body, up to ``budget`` bytes; whether it was
+    read to its end. Answering while the client is still sending would make it see a
+    reset connection, not our 413; and once the body is read to its end the connection
+    stays open, since closing it is a second chance of a reset (unread bytes in the
+    server's socket make the close a TCP reset, which can discard our response)."""
+    while True:
         msg = await receive()
         if msg["type"] != "http.request":
-            return
+            return False
         budget -= len(msg.get("body", b""))
         if not msg.get("more_body", False):
-            return
+            return True
+        if budget < 0:
+            return False
+
+
+async def refuse(
+    receive: Receive, send: Send, status: int, code: str, message: str, *, budget: int
+) -> None:
+    """Answer a request with a JSON error before the app sees it: its body (up to
+    ``budget`` bytes) is read first, so the error is not lost to a reset connection,
+    and the connection closes only when the body could not be read to its end."""
+    drained = await _drain(receive, budget)
+    await _send_error(send, status, code, message, close=not drained)
 
 
 class BodyLimit:
@@ -63,13 +74,18 @@ class BodyLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _send_error(send, 400, "bad_request", "invalid Content-Length header")
+                    await _send_error(
+                        send, 400, "bad_request", "invalid Content-Length header", close=True
+                    )
                     return
                 if declared > self.max_bytes:
                     # a client waiting for "100 Continue" has not sent the body: don't ask for it
-                    if b"expect" not in headers and declared <= self.drain_budget:
-                        await _drain(receive, declared)
-                    await _send_error(send, 413, "too_large", too_large)
+                    drained = (
+                        b"expect" not in headers
+                        and declared <= self.drain_budget
+                        and await _drain(receive, declared)
+                    )
+                    await _send_error(send, 413, "too_large", too_large, close=not drained)
                     return
                 # the HTTP server delivers exactly the declared length
                 await self.app(scope, receive, send)
@@ -82,9 +98,10 @@ class BodyLimit:
                 return
             size += len(msg.get("body", b""))
             if size > self.max_bytes:
-                if msg.get("more_body", False):
-                    await _drain(receive, self.drain_budget)
-                await _send_error(send, 413, "too_large", too_large)
+                drained = not msg.get("more_body", False) or await _drain(
+                    receive, self.drain_budget
+                )
+                await _send_error(send, 413, "too_large", too_large, close=not drained)
                 return
             chunks.append(msg.get("body", b""))
             if not msg.get("more_body", False):
