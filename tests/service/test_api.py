@@ -307,6 +307,22 @@ def test_refused_write_reads_a_late_body_and_keeps_the_connection(live_server: s
         assert status == 200
 
 
+def test_refused_write_does_not_ask_for_a_withheld_body(live_server: str) -> None:
+    # a client that sent "Expect: 100-continue" waits before sending its body: the 401
+    # comes at once, without a "100 Continue" that would make it send the body for nothing
+    host, port = live_server.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/users/someone/events HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 5000\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head)
+        status, headers, payload = _read_response(sock)
+    assert status == 401 and b"missing_api_key" in payload
+    assert headers.get("connection") == "close"
+
+
 def test_added_items_are_recommendable_at_once_and_survive_restart(
     make_server: Callable[..., LiveServer], server_api_key: str
 ) -> None:

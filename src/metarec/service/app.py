@@ -84,7 +84,7 @@ class ApiKeyGuard:
             denied = self._check(scope)
             if denied is not None:
                 # BodyLimit (outside this guard) has already bounded the body's size
-                await refuse(receive, send, *denied, budget=GUARD_DRAIN_BYTES)
+                await refuse(scope, receive, send, *denied, budget=GUARD_DRAIN_BYTES)
                 return
         await self.app(scope, receive, send)
 

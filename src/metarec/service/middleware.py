@@ -45,12 +45,21 @@ async def _drain(receive: Receive, budget: int) -> bool:
 
 
 async def refuse(
-    receive: Receive, send: Send, status: int, code: str, message: str, *, budget: int
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    budget: int,
 ) -> None:
     """Answer a request with a JSON error before the app sees it: its body (up to
     ``budget`` bytes) is read first, so the error is not lost to a reset connection,
-    and the connection closes only when the body could not be read to its end."""
-    drained = await _drain(receive, budget)
+    and the connection closes only when the body could not be read to its end. A
+    client waiting for "100 Continue" has not sent its body: it is not asked for it."""
+    waiting = any(name == b"expect" for name, _ in scope.get("headers", ()))
+    drained = not waiting and await _drain(receive, budget)
     await _send_error(send, status, code, message, close=not drained)
 
 
