@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
+import pytest
 
 from metarec.recommender import Recommender
 
@@ -307,19 +308,27 @@ def test_refused_write_reads_a_late_body_and_keeps_the_connection(live_server: s
         assert status == 200
 
 
-def test_refused_write_does_not_ask_for_a_withheld_body(live_server: str) -> None:
+@pytest.mark.parametrize(
+    "with_key, length, status, code",
+    [(False, 5000, 401, b"missing_api_key"), (True, 2_000_000, 413, b"too_large")],
+)
+def test_refused_write_does_not_ask_for_a_withheld_body(
+    live_server: str, server_api_key: str, with_key: bool, length: int, status: int, code: bytes
+) -> None:
     # a client that sent "Expect: 100-continue" waits before sending its body: the 401
-    # comes at once, without a "100 Continue" that would make it send the body for nothing
+    # (no key) or 413 (declared too large) comes at once, without a "100 Continue" that
+    # would make it send the body for nothing
     host, port = live_server.removeprefix("http://").split(":")
+    key = f"X-API-Key: {server_api_key}\r\n" if with_key else ""
     head = (
-        f"POST /v1/users/someone/events HTTP/1.1\r\nHost: {host}\r\n"
-        "Content-Type: application/json\r\nContent-Length: 5000\r\n"
+        f"POST /v1/users/someone/events HTTP/1.1\r\nHost: {host}\r\n{key}"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
         "Expect: 100-continue\r\n\r\n"
     ).encode()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(head)
-        status, headers, payload = _read_response(sock)
-    assert status == 401 and b"missing_api_key" in payload
+        got, headers, payload = _read_response(sock)
+    assert got == status and code in payload
     assert headers.get("connection") == "close"
 
 

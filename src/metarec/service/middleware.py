@@ -77,7 +77,6 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         too_large = f"request body over the limit of {self.max_bytes} bytes"
-        headers = dict(scope.get("headers", ()))
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -87,14 +86,11 @@ class BodyLimit:
                         send, 400, "bad_request", "invalid Content-Length header", close=True
                     )
                     return
+                if declared > self.drain_budget:  # too much to read for nothing: hang up
+                    await _send_error(send, 413, "too_large", too_large, close=True)
+                    return
                 if declared > self.max_bytes:
-                    # a client waiting for "100 Continue" has not sent the body: don't ask for it
-                    drained = (
-                        b"expect" not in headers
-                        and declared <= self.drain_budget
-                        and await _drain(receive, declared)
-                    )
-                    await _send_error(send, 413, "too_large", too_large, close=not drained)
+                    await refuse(scope, receive, send, 413, "too_large", too_large, budget=declared)
                     return
                 # the HTTP server delivers exactly the declared length
                 await self.app(scope, receive, send)
