@@ -463,7 +463,7 @@ def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveSe
     live = make_server(api_key=None)
     with live.client() as c:  # we are on 127.0.0.1
         assert c.post("/v1/users", json={"user_id": "local"}).status_code == 201
-    guard = ApiKeyGuard(live.app, None)
+    guard = ApiKeyGuard(live.app, None, live.settings.max_body_bytes)
     remote = {"type": "http", "method": "POST", "path": "/v1/users", "client": ("10.1.2.3", 5000)}
     denied = guard._check(remote)
     assert denied is not None and denied[0] == 403 and "loopback" in denied[2]

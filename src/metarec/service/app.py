@@ -62,18 +62,19 @@ def is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
-GUARD_DRAIN_BYTES = 64 << 20
-
-
 class ApiKeyGuard:
     """Write requests under /v1/ need ``X-API-Key``; checked before the body is parsed, so
     a client without the key learns nothing about validation (the body is read and
     dropped: answering while it is still arriving would reset the connection and lose
-    the 401). With no key configured, only loopback clients may write."""
+    the 401). With no key configured, only loopback clients may write.
 
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+    ``max_body_bytes``: the body limit's, which :class:`BodyLimit` (outside this guard)
+    has already enforced, so the body read and dropped is never longer."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int) -> None:
         self.app = app
         self.key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -83,8 +84,7 @@ class ApiKeyGuard:
         ):
             denied = self._check(scope)
             if denied is not None:
-                # BodyLimit (outside this guard) has already bounded the body's size
-                await refuse(scope, receive, send, *denied, budget=GUARD_DRAIN_BYTES)
+                await refuse(scope, receive, send, *denied, budget=self.max_body_bytes)
                 return
         await self.app(scope, receive, send)
 
@@ -173,7 +173,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return error_response(422, code, str(exc))
 
     # outermost last: metrics see everything, CORS answers preflights, then size, then key
-    app.add_middleware(ApiKeyGuard, api_key=settings.api_key)
+    app.add_middleware(
+        ApiKeyGuard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
