@@ -4,11 +4,14 @@ on real ml-100k users."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from metarec import load_dataset
+from metarec.data.schema import Dataset
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation.p1 import make_p1_split
 from metarec.evaluation.p2 import make_p2_split
@@ -61,7 +64,7 @@ def test_a_saved_split_loads_back_as_it_was(ds, tmp_path: Path) -> None:
     assert load_split("p1", ds, tmp_path, fold=None, n_folds=None).new_items == p1.new_items
 
 
-def _write(tmp_path: Path, ds, edit) -> None:  # type: ignore[no-untyped-def]
+def _write(tmp_path: Path, ds: Dataset, edit: Callable[[dict[str, Any]], object]) -> None:
     split = make_p2_split(ds, seed=0, n_folds=5, fold=0)
     path = tmp_path / split_file_name("p2", ds.name, 0)
     split.save(path)
@@ -84,8 +87,8 @@ def _write(tmp_path: Path, ds, edit) -> None:  # type: ignore[no-untyped-def]
     ],
 )
 def test_a_split_file_that_does_not_fit_is_refused_by_name(
-    ds, tmp_path: Path, edit, needle: str
-) -> None:  # type: ignore[no-untyped-def]
+    ds: Dataset, tmp_path: Path, edit: Callable[[dict[str, Any]], object], needle: str
+) -> None:
     _write(tmp_path, ds, edit)
     with pytest.raises(DataError, match=r"p2-ml-100k-fold0-split\.json") as err:
         load_split("p2", ds, tmp_path, fold=0, n_folds=5)
