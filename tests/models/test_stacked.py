@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from metarec.catalogue import Catalogue
@@ -15,7 +16,13 @@ from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.benchmark import build_models
 from metarec.evaluation.p2 import evaluate_p2, shot_tasks
 from metarec.models.base import TrainingData
-from metarec.models.stacked import FEATURES, StackedRanker, TreeEnsemble
+from metarec.models.stacked import (
+    FEATURES,
+    StackedRanker,
+    TreeEnsemble,
+    _ridge_to_likes,
+    _walk_to_likes,
+)
 from metarec.peers import make_peer
 
 from .conftest import P2Fold, P2World
@@ -92,6 +99,36 @@ def test_tree_arrays_are_checked() -> None:
     # a state saved when the depth was stored still loads; the depth comes from the trees
     legacy = TreeEnsemble({**arrays, "depth": np.array([5])}, baseline=0.25)
     assert legacy.depth == 1 and "depth" not in legacy.arrays
+
+
+# -- the like-based signals, by hand ------------------------------------------------
+# three users: u0 rated items 0 and 1 and liked 1; u1 rated 0 and 2 and liked both;
+# u2 rated 1 and 2 and liked neither
+_RATED = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float32))
+_LIKED = np.array([[0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=np.float32)
+
+
+def test_walk_to_likes_by_hand() -> None:
+    """Item 0's raters are u0 and u1 (each reached with 1/2); u0 liked only item 1
+    (1), u1 items 0 and 2 (1/2 each): (1/4, 1/2, 1/4); every item has one like,
+    so each is divided by sqrt(1 + 1)."""
+    walk = _walk_to_likes(_RATED, _LIKED, beta=0.5)
+    s2 = np.sqrt(2.0)
+    np.testing.assert_allclose(walk[0], np.array([0.25, 0.5, 0.25]) / s2, rtol=1e-6)
+    np.testing.assert_allclose(walk[1], np.array([0.0, 0.5, 0.0]) / s2, rtol=1e-6)  # u0, u2
+    np.testing.assert_allclose(walk[2], np.array([0.25, 0.0, 0.25]) / s2, rtol=1e-6)  # u1, u2
+    # beta = 0 is the plain walk: each row a distribution over u's likes, averaged
+    np.testing.assert_allclose(_walk_to_likes(_RATED, _LIKED, beta=0.0)[0], [0.25, 0.5, 0.25])
+
+
+def test_ridge_to_likes_is_one_ridge_regression_per_liked_item() -> None:
+    from sklearn.linear_model import Ridge
+
+    b = _ridge_to_likes(_RATED, _LIKED, lam=0.7)
+    x = _RATED.toarray()
+    for j in range(3):
+        ridge = Ridge(alpha=0.7, fit_intercept=False).fit(x, _LIKED[:, j])
+        np.testing.assert_allclose(b[:, j], ridge.coef_, rtol=1e-5, atol=1e-6)
 
 
 # -- a synthetic world with a planted sequence -------------------------------------
@@ -179,6 +216,11 @@ def test_features_have_one_column_each_and_are_finite(
     # the support's own mean rating and like rate
     np.testing.assert_allclose(f[0, 0, FEATURES.index("support_mean_rating")], 3.0)
     np.testing.assert_allclose(f[0, 0, FEATURES.index("support_like_rate")], 0.5)
+    # like-matrix cosine to the *liked* support items only: none liked, all zero
+    cooc_like = f[:, :, FEATURES.index("cooc_like")]
+    np.testing.assert_array_equal(cooc_like[1], 0.0)
+    c = model.signals.cooc_like
+    np.testing.assert_allclose(cooc_like[0], c[0, model.candidates], rtol=1e-6)  # item 0 only
 
 
 def test_fit_is_deterministic_and_new_items_rank_last(
@@ -271,3 +313,7 @@ def test_state_round_trip_scores_the_same(synthetic: tuple[TrainingData, Stacked
         StackedRanker.from_state(
             options, {k: v for k, v in fitted.items() if k != "signals"}, arrays
         )
+    # a state saved before the like-based signals: its trees read other columns
+    legacy = {k: v for k, v in fitted.items() if k != "features"}
+    with pytest.raises(ModelError, match=r"20 signals.*'ease_like'.*retrain"):
+        StackedRanker.from_state(options, legacy, arrays)
