@@ -783,26 +783,23 @@ class StackedRanker(ScoringModel):
     ) -> Signals:
         frame = data.interactions
         sub = frame[frame["user_id"].astype(str).isin(set(map(str, user_ids)))]
-        episodic = EpisodicLinear(
-            shots=self.shots,
-            lams=(self.episodic_lam,),
-            feature_sets=("binary",),
-            like_threshold=self.like_threshold,
-            device=self.device,
-            seed=self.seed,
-            name=f"{self.name}/episodic",
-        ).fit(TrainingData(sub, data.catalogue, seed=data.seed))
+        train = TrainingData(sub, data.catalogue, seed=data.seed)
+
+        def ridge(features: str, role: str) -> EpisodicLinear:
+            return EpisodicLinear(
+                shots=self.shots,
+                lams=(self.episodic_lam,),
+                feature_sets=(features,),
+                like_threshold=self.like_threshold,
+                device=self.device,
+                seed=self.seed,
+                name=f"{self.name}/{role}",
+            ).fit(train)
+
+        episodic = ridge("binary", "episodic")
         # the same ridge with a second input block, each support rating minus the
         # mean: a disliked support item then points away from what its fans liked
-        episodic_opinion = EpisodicLinear(
-            shots=self.shots,
-            lams=(self.episodic_lam,),
-            feature_sets=("binary+ratings",),
-            like_threshold=self.like_threshold,
-            device=self.device,
-            seed=self.seed,
-            name=f"{self.name}/episodic_opinion",
-        ).fit(TrainingData(sub, data.catalogue, seed=data.seed))
+        episodic_opinion = ridge("binary+ratings", "episodic_opinion")
         return Signals(
             hist,
             data.n_items,
