@@ -63,7 +63,9 @@ def _header(record: dict[str, Any]) -> list[str]:
         f"Seed {record['seed']}"
         + (f", {folds} folds over users (mean ± std over folds)" if folds > 1 else ", one split")
         + (f"; new items: {record['split_rule']}" if record.get("split_rule") else "")
-        + f". Machine: {m['cpu_count']} CPUs, torch {m['torch']}"
+        + f". Machine: {m['cpu_count']} CPUs"
+        + (f" ({m['cpu']}, {m.get('cpu_capability')})" if m.get("cpu") else "")
+        + f", torch {m['torch']}"
         + (f", {m['cuda']}" if m.get("cuda") else ", no GPU")
         + f". Total time {record['timings']['total_s'] / 60:.1f} min.",
         "",
