@@ -45,6 +45,7 @@ import httpx
 import numpy as np
 
 from metarec.evaluation.benchmark import machine_info
+from metarec.evaluation.report import describe_machine
 from metarec.io import load_json, save_json, write_bytes_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,7 +309,7 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         f"Reproduce: `{record['command']}`",
         "",
-        f"Machine: {m['cpu_count']} CPUs, torch {m['torch']}, Python {m['python']}; server: "
+        f"Machine: {describe_machine(m)}, Python {m['python']}; server: "
         "uvicorn, one worker, SQLite feedback store, loopback; open-loop load from a separate "
         "process (httpx, asyncio); latency from each request's scheduled send time. "
         f"Run: `{record['run']['name']}` ({record['run']['n_items']} items, "

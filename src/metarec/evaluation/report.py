@@ -50,6 +50,15 @@ def _sig_note(record: dict[str, Any], group: str, metric: str, model: str) -> st
     return f"{comp['p_holm']:.2g}{mark}"
 
 
+def describe_machine(m: dict[str, Any]) -> str:
+    """One line for a record's ``machine`` (:func:`metarec.evaluation.benchmark.machine_info`);
+    fields that older records lack are left out."""
+    cpu = f" ({m['cpu']}, {m.get('cpu_capability')})" if m.get("cpu") else ""
+    threads = f", {m['torch_threads']} torch threads" if m.get("torch_threads") else ""
+    gpu = m["cuda"] if m.get("cuda") else "no GPU"
+    return f"{m['cpu_count']} CPUs{cpu}{threads}, torch {m['torch']}, {gpu}"
+
+
 def _header(record: dict[str, Any]) -> list[str]:
     folds = record.get("folds", 1)
     m = record["machine"]
@@ -63,10 +72,7 @@ def _header(record: dict[str, Any]) -> list[str]:
         f"Seed {record['seed']}"
         + (f", {folds} folds over users (mean ± std over folds)" if folds > 1 else ", one split")
         + (f"; new items: {record['split_rule']}" if record.get("split_rule") else "")
-        + f". Machine: {m['cpu_count']} CPUs"
-        + (f" ({m['cpu']}, {m.get('cpu_capability')})" if m.get("cpu") else "")
-        + f", torch {m['torch']}"
-        + (f", {m['cuda']}" if m.get("cuda") else ", no GPU")
+        + f". Machine: {describe_machine(m)}"
         + f". Total time {record['timings']['total_s'] / 60:.1f} min.",
         "",
         f"Reproduce: `{record['command']}`",

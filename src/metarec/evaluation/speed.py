@@ -35,6 +35,7 @@ import torch
 
 from metarec.config import TrainConfig
 from metarec.data.tasks import Task, collate
+from metarec.evaluation.report import describe_machine
 from metarec.io import save_json, write_bytes_atomic
 
 
@@ -355,9 +356,7 @@ def speed_markdown(record: dict[str, Any]) -> str:
     lines = [
         f"# Speed on {record['dataset']}: metarec beside MeLU-as-published",
         "",
-        f"Machine: {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}"
-        + (f", {m['cuda']}" if m.get("cuda") else ", no GPU")
-        + f". Reproduce: `{record['command']}`",
+        f"Machine: {describe_machine(m)}. Reproduce: `{record['command']}`",
         "",
         "## Adaptation latency, one user (ms)",
         "",
