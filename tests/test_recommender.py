@@ -227,3 +227,20 @@ def test_fold_in_items_rejects_bad_rows_and_keeps_offsets(
     with pytest.raises(error, match=needle):
         fitted.fold_in_items(frame)
     np.testing.assert_array_equal(fitted.item_offsets, before)
+
+
+def test_like_threshold_comes_from_the_rating_scale_unless_set(shared_data: Path) -> None:
+    """Ratings doubled to 2-10: the implicit objective's "liked" is >= 8 there, as >= 4
+    is on 1-5 stars; a threshold the user sets wins. The fitted config holds the number."""
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    doubled = ds.interactions.assign(rating=ds.interactions["rating"] * 2)
+    cfg = TrainConfig(objective="bce", epochs=1, max_train_users=40, seed=0, device="cpu")
+    assert cfg.like_threshold is None
+    rec, _ = fit_recommender(catalogue, doubled, cfg, rating_range=(2.0, 10.0), progress=False)
+    assert rec.cfg.like_threshold == 8.0
+    rec, _ = fit_recommender(catalogue, ds.interactions, cfg, progress=False)
+    assert rec.cfg.like_threshold == 4.0  # 1-5 stars: the threshold every P2 figure used
+    mine = cfg.with_overrides(["like_threshold=9"])
+    rec, _ = fit_recommender(catalogue, doubled, mine, rating_range=(2.0, 10.0), progress=False)
+    assert rec.cfg.like_threshold == 9.0

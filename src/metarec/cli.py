@@ -27,6 +27,42 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--data", help="folder holding the dataset (RecBole atomic or GroupLens raw files)"
     )
+    _add_file_args(g)
+
+
+# your own files: (flag, attribute, default) in the order a reproduction command lists them
+FILE_ARGS: tuple[tuple[str, str, str | None], ...] = (
+    ("--interactions", "interactions", None),
+    ("--items", "items", None),
+    ("--users", "users", None),
+    ("--user-col", "user_col", "user_id"),
+    ("--item-col", "item_col", "item_id"),
+    ("--rating-col", "rating_col", "rating"),
+    ("--timestamp-col", "timestamp_col", None),
+    ("--title-col", "title_col", None),
+    ("--genre-col", "genre_col", None),
+    ("--year-col", "year_col", None),
+    ("--text-cols", "text_cols", ""),
+    ("--user-feature-cols", "user_feature_cols", ""),
+    ("--rating-range", "rating_range", None),
+)
+
+
+def _file_args_command(args: argparse.Namespace) -> str:
+    """The own-files options as given (non-default ones), for a reproduction command."""
+    import shlex
+
+    parts: list[str] = []
+    for flag, attr, default in FILE_ARGS:
+        value = getattr(args, attr, None)
+        if value is not None and value != default:
+            parts += [flag, str(value)]
+    if getattr(args, "strict", False):
+        parts.append("--strict")
+    return shlex.join(parts)
+
+
+def _add_file_args(g: Any) -> None:
     g.add_argument("--interactions", help="CSV/TSV/Parquet of ratings")
     g.add_argument("--items", help="CSV/TSV/Parquet of items")
     g.add_argument("--users", help="CSV/TSV/Parquet of users")
@@ -363,10 +399,44 @@ def _csv(value: str | None) -> list[str] | None:
     return None if value is None else [v for v in value.split(",") if v]
 
 
+def _benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]:
+    """What ``metarec benchmark`` runs on: (known name or loaded dataset, how the
+    reproduction command names it when it is not a known name)."""
+    from metarec.data import clean, known_names, load_path
+
+    if args.interactions:
+        if args.dataset:
+            raise ConfigError("give --dataset or --interactions (your own files), not both")
+        return [(load_from_spec(_data_spec(args)), _file_args_command(args))]
+    # --rating-range and --strict also apply to a folder of atomic files
+    given = [
+        arg
+        for arg in FILE_ARGS[1:]
+        if arg[1] != "rating_range" and getattr(args, arg[1], None) != arg[2]
+    ]
+    if given:
+        raise ConfigError(f"{given[0][0]}: describes your own files; give --interactions too")
+    out: list[tuple[Any, str | None]] = []
+    for name in args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"]):
+        if name in known_names():
+            out.append((name, None))
+        elif Path(name).expanduser().exists() or Path(name + ".inter").exists():
+            rr = _rating_range(_data_spec(args))
+            ds = clean(load_path(name), rating_range=rr, strict=bool(args.strict))
+            out.append((ds, f"--dataset {name}"))
+        else:
+            raise ConfigError(
+                f"--dataset {name!r}: neither a known dataset ({', '.join(known_names())}) "
+                "nor a folder or prefix of RecBole atomic files; for CSV/TSV/Parquet files use "
+                "--interactions FILE [--items FILE ...]"
+            )
+    return out
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from metarec.evaluation.benchmark import run_benchmark
 
-    datasets = args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"])
+    datasets = _benchmark_datasets(args)
     if args.protocol == "speed":
         if args.seeds != 1:
             # the speed benchmark times single models; a bag there would be silently ignored
@@ -375,10 +445,15 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             )
         if args.splits is not None:
             raise ConfigError("--splits: applies to --protocol p1 and p2, not speed")
+        if args.like_threshold is not None:
+            raise ConfigError("--like-threshold: applies to --protocol p1 and p2, not speed")
+        dataset, named = datasets[0]
+        if named is not None:
+            raise ConfigError("--protocol speed: runs on a known dataset (e.g. ml-100k)")
         from metarec.evaluation.speed import run_speed_benchmark
 
         run_speed_benchmark(
-            dataset=datasets[0], root=args.data, out=args.out, seed=args.seed,
+            dataset=dataset, root=args.data, out=args.out, seed=args.seed,
             progress=not args.quiet,
         )  # fmt: skip
         return 0
@@ -392,10 +467,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             ) from None
         if any(k < 0 for k in shots):
             raise ConfigError(f"--shots: support sizes must be >= 0, got {args.shots!r}")
-    for name in datasets:
+    for dataset, named in datasets:
         run_benchmark(
             args.protocol,
-            name,
+            dataset,
             root=args.data,
             out=args.out,
             seed=args.seed,
@@ -408,6 +483,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             splits=args.splits,
             progress=not args.quiet,
             plots=not args.no_plots,
+            like_threshold=args.like_threshold,
+            data_args=named,
         )
     return 0
 
@@ -784,10 +861,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="p1",
         help="p1 (MeLU protocol), p2 (few-shot ranking) or speed (latency and throughput)",
     )
-    b.add_argument(
-        "--dataset", action="append", help="repeatable; default ml-1m for p1, ml-100k for p2"
+    bd = b.add_argument_group("data (known datasets, folders of atomic files, or your own files)")
+    bd.add_argument(
+        "--dataset",
+        action="append",
+        help="a known dataset (ml-100k, ml-1m, ml-latest-small) or a folder or prefix of "
+        "RecBole atomic files; repeatable; default ml-1m for p1, ml-100k for p2",
     )
-    b.add_argument("--data", help="folder holding the datasets")
+    bd.add_argument("--data", help="folder holding the known datasets")
+    _add_file_args(bd)
+    b.add_argument(
+        "--like-threshold",
+        type=float,
+        help="rating at or above which an item counts as liked, for every model and metric "
+        "(default: the top quarter of the data's rating scale, 4 on 1-5 stars)",
+    )
     b.add_argument(
         "--algorithms",
         help="comma-separated (default: maml,fomaml,reptile,metasgd; P2 adds episodic,stacked)",

@@ -77,7 +77,9 @@ class TrainConfig:
     # query ratings per meta-training episode; None = all the user's ratings outside the support
     train_query_size: int | None = None
     negatives: int = 4  # per positive, for the implicit objectives
-    like_threshold: float = 4.0  # ratings at or above count as "liked"
+    # ratings at or above count as "liked" (implicit objectives); None: the top quarter of
+    # the training data's rating scale (4 on 1-5 stars), set when training starts
+    like_threshold: float | None = None
     # implicit objectives: support positives are the liked or all rated items
     support_positives: str = "rated"
     # how episodes split a user's ratings: at random, or first-k-by-time as support and

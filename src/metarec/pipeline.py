@@ -7,6 +7,7 @@ protocols to train on a split without re-encoding the catalogue.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.schema import Dataset
+from metarec.data.schema import Dataset, like_threshold_for
 from metarec.data.tasks import UserRatings
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encoder
 from metarec.encoders.base import encoder_state_tensors
@@ -75,6 +76,8 @@ def fit_recommender(
     cfg.validate()
     if len(train) == 0:
         raise DataError("no training interactions left (check filters and splits)")
+    if cfg.like_threshold is None:  # saved with the run as the number it became
+        cfg = dataclasses.replace(cfg, like_threshold=like_threshold_for(rating_range))
     torch.manual_seed(cfg.seed)
     index = catalogue.index
     train_ur = UserRatings.from_frame(train, index)

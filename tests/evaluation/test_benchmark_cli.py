@@ -123,6 +123,14 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["benchmark", "--protocol", "p1", "--seeds", "0", "--dataset", "ml-100k"], "seeds"),
         (["benchmark", "--protocol", "speed", "--seeds", "3"], "not speed"),
         (["benchmark", "--protocol", "speed", "--splits", "."], "not speed"),
+        (["benchmark", "--protocol", "p2", "--set", "like_threshold=3"], "--like-threshold"),
+        (["benchmark", "--dataset", "ml-9m"], "--dataset 'ml-9m': neither a known dataset"),
+        (["benchmark", "--items", "i.csv"], "--items: describes your own files"),
+        (
+            ["benchmark", "--dataset", "ml-100k", "--interactions", "r.csv"],
+            "not both",
+        ),
+        (["benchmark", "--protocol", "speed", "--like-threshold", "3"], "not speed"),
         (
             ["benchmark", "--protocol", "p2", "--folds", "5", "--splits", "nowhere"],
             "--splits: no p2-ml-100k-fold0-split.json in nowhere",
@@ -205,3 +213,93 @@ def test_pooling_folds_skips_missing_metrics_without_warnings() -> None:
     mixed = _pool([fold(1.0), fold(float("nan")), fold(3.0)])
     assert mixed["summary"]["g"]["m"]["mae"] == 2.0 and mixed["std"]["g"]["m"]["mae"] == 1.0
     assert mixed["n_users"]["g"] == 3
+
+
+def test_like_threshold_is_the_top_quarter_of_the_rating_scale() -> None:
+    from metarec.data import like_threshold_for
+
+    assert like_threshold_for((1, 5)) == 4.0  # MovieLens stars: P2's "liked" as published
+    assert like_threshold_for((2, 10)) == 8.0
+    assert like_threshold_for((0.5, 5)) == 3.875  # half stars: 4 and up
+    assert like_threshold_for((0, 1)) == 0.75  # 0/1 feedback: the 1s
+    assert like_threshold_for((1, 1)) == 1.0  # implicit: every interaction
+
+
+def test_p1_on_implicit_feedback_is_refused_before_any_fit(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "clicks.csv").write_text("user_id,item_id,rating\nu1,a,1\nu1,b,1\nu2,a,1\n")
+    (tmp_path / "items.csv").write_text("item_id,title\na,Alpha\nb,Beta\n")
+    proc = run_cli(
+        "benchmark", "--protocol", "p1", "--interactions", str(tmp_path / "clicks.csv"),
+        "--items", str(tmp_path / "items.csv"), "--title-col", "title",
+        "--out", str(tmp_path / "out"), env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "clicks: every rating is 1 (implicit feedback)" in proc.stderr
+    assert "--protocol p2" in proc.stderr
+    assert not list((tmp_path / "out").glob("*.json"))
+
+
+@pytest.mark.slow
+def test_own_files_on_another_rating_scale_give_the_known_datasets_figures(
+    shared_data: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """ml-100k written as CSV with every rating doubled (2-10): the benchmark reads
+    it through --interactions/--items, counts "liked" as >= 8 instead of >= 4, and
+    so every model that ranks by likes gives the figures of the named dataset."""
+    import pandas as pd
+
+    prefix = shared_data / "ml-100k" / "ml-100k"
+    inter = pd.read_csv(f"{prefix}.inter", sep="\t")
+    inter.columns = ["member", "film", "stars", "when"]
+    inter["stars"] *= 2
+    inter.to_csv(tmp_path / "my ratings.csv", index=False)
+    items = pd.read_csv(f"{prefix}.item", sep="\t")
+    items.columns = ["film", "name", "year", "genres"]
+    items.to_csv(tmp_path / "films.csv", index=False)
+    common = [
+        "--protocol", "p2", "--peers", "popularity,bias", "--algorithms", "episodic",
+        "--shots", "0,3", "--quiet", "--no-plots", "--set", "encoder=tfidf",
+    ]  # fmt: skip
+    own = tmp_path / "own"
+    proc = run_cli(
+        "benchmark", "--interactions", str(tmp_path / "my ratings.csv"),
+        "--items", str(tmp_path / "films.csv"), "--user-col", "member", "--item-col", "film",
+        "--rating-col", "stars", "--timestamp-col", "when", "--title-col", "name",
+        "--year-col", "year", "--genre-col", "genres", "--out", str(own), *common, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    named = tmp_path / "named"
+    proc = run_cli(
+        "benchmark", "--dataset", "ml-100k", "--data", str(shared_data), "--out", str(named),
+        *common, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mine = json.loads((own / "p2-my-ratings.json").read_text())  # the file stem, made safe
+    ref = json.loads((named / "p2-ml-100k.json").read_text())
+    assert (mine["like_threshold"], mine["rating_range"]) == (8.0, [2.0, 10.0])
+    assert (ref["like_threshold"], ref["rating_range"]) == (4.0, [1.0, 5.0])
+    assert (
+        json.loads((own / "p2-my-ratings-split.json").read_text())["test_users"]
+        == (json.loads((named / "p2-ml-100k-split.json").read_text())["test_users"])
+    )
+    for k in ("0", "3"):
+        for model in ("popularity", "bias", "metarec-episodic", "metarec-ensemble"):
+            assert mine["summary"][k][model] == pytest.approx(ref["summary"][k][model]), (k, model)
+    assert "rated >= 8 on a 2-10 scale" in (own / "p2-my-ratings.md").read_text()
+
+    # the recorded command names the files and reproduces the run
+    command = mine["command"]
+    assert "--interactions" in command and "--user-col member" in command
+    assert "--set encoder=tfidf" in command
+    import shlex
+
+    again = tmp_path / "again"
+    words = shlex.split(command)
+    assert words[:2] == ["metarec", "benchmark"]
+    proc = run_cli(*words[1:], "--out", str(again), "--quiet", "--no-plots", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rerun = json.loads((again / "p2-my-ratings.json").read_text())
+    assert rerun["summary"] == mine["summary"]

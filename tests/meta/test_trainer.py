@@ -39,6 +39,7 @@ def _trainer(
         algorithm=algorithm,  # type: ignore[arg-type]
         objective=objective,  # type: ignore[arg-type]
         negatives=2,
+        like_threshold=4.0,
         epochs=epochs,
         patience=100,
         meta_batch_size=16,

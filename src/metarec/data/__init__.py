@@ -16,7 +16,7 @@ from metarec.data.registry import (
     load_path,
     locate,
 )
-from metarec.data.schema import CleaningReport, Dataset
+from metarec.data.schema import CleaningReport, Dataset, like_threshold_for
 from metarec.data.text import ItemTextConfig, build_item_text, fix_title_articles
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "detect_layout",
     "fix_title_articles",
     "known_names",
+    "like_threshold_for",
     "load_atomic",
     "load_dataset",
     "load_movielens_raw",

@@ -66,6 +66,19 @@ class CleaningReport:
         }
 
 
+def like_threshold_for(rating_range: tuple[float, float]) -> float:
+    """The rating at or above which an interaction counts as "liked" on a scale.
+
+    The top quarter of the scale, ``lo + 0.75 (hi - lo)``: 4 on MovieLens' 1-5
+    stars (the convention P2, P4 and the ranking models were defined with), 3.875
+    on half stars from 0.5 (so 4 and up), 7.75 on 1-10 (8 and up), 0.75 on 0/1
+    feedback (the 1s); when every rating is the same (implicit data read as
+    all 1s) every interaction.
+    """
+    lo, hi = (float(x) for x in rating_range)
+    return lo + 0.75 * (hi - lo)
+
+
 @dataclass
 class Dataset:
     """Ratings plus item (and optional user) side information."""
@@ -80,6 +93,11 @@ class Dataset:
     @property
     def n_users(self) -> int:
         return int(self.interactions["user_id"].nunique())
+
+    @property
+    def like_threshold(self) -> float:
+        """Ratings at or above this count as liked (:func:`like_threshold_for`)."""
+        return like_threshold_for(self.rating_range)
 
     @property
     def n_items(self) -> int:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from metarec.config import TrainConfig
+from metarec.data.schema import Dataset
 from metarec.errors import ConfigError
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import save_json
@@ -63,6 +66,13 @@ P2_OVERRIDES = (
 )
 P1_HEADLINE = (("mae", True), ("ndcg@3", False))
 P2_HEADLINE = (("ndcg@10", False),)
+
+
+def safe_name(name: str) -> str:
+    """A dataset name fit for result file names: anything but letters, digits, ``.``,
+    ``_`` and ``-`` becomes ``-`` (a file stem such as ``my ratings`` included)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return cleaned or "data"
 
 
 def _git_commit() -> str | None:
@@ -123,27 +133,35 @@ def build_models(
     progress: bool = False,
     peer_options: dict[str, dict[str, Any]] | None = None,
     seeds: int = 1,
+    like_threshold: float = 4.0,
 ) -> dict[str, ScoringModel]:
     """Unfitted models by report name: peers first, then metarec's algorithms.
 
     With ``seeds`` > 1 each meta-learning algorithm is a seed bag: that many fits
     with seeds ``seed``, ``seed + 1``, ... averaged with equal weights (an
     :class:`Ensemble` with ``learn_weights=False``), reported under the
-    algorithm's own name.
+    algorithm's own name. ``like_threshold`` goes to every model that has one,
+    so all of them learn "liked" as the metrics count it.
     """
-    from metarec.peers import make_peer
+    import inspect
+
+    from metarec.peers import PEERS, make_peer
 
     base = TrainConfig(seed=seed)
     if protocol == "p2":
         base = base.with_overrides(list(P2_OVERRIDES))
-    base = base.with_overrides(list(overrides))
+    base = base.with_overrides([*overrides, f"like_threshold={like_threshold!r}"])
     models: dict[str, ScoringModel] = {}
     for name in peers:
         if name == "transfer":
             cfg = base.with_overrides(["algorithm=transfer"])
             models[name] = MetaModel(cfg, name="transfer", progress=progress)
-        else:
-            models[name] = make_peer(name, seed=seed, **(peer_options or {}).get(name, {}))
+            continue
+        options = dict((peer_options or {}).get(name, {}))
+        factory = PEERS.get(name)
+        if factory is not None and "like_threshold" in inspect.signature(factory).parameters:
+            options.setdefault("like_threshold", like_threshold)
+        models[name] = make_peer(name, seed=seed, **options)
     for algo in algorithms:
         if algo in EXTRA_ALGORITHMS:
             if protocol != "p2":
@@ -152,7 +170,7 @@ def build_models(
                     "--protocol p2"
                 )
             models[f"metarec-{algo}"] = RANKERS[algo](
-                seed=seed, device=base.device, name=f"metarec-{algo}"
+                seed=seed, device=base.device, name=f"metarec-{algo}", like_threshold=like_threshold
             )
             continue
         if algo not in META_ALGORITHMS:
@@ -170,7 +188,9 @@ def build_models(
             for s in range(seed, seed + seeds)
         }
         mode = "rating" if protocol == "p1" else "ranking"
-        models[name] = Ensemble(bag, mode=mode, name=name, seed=seed, learn_weights=False)
+        models[name] = Ensemble(
+            bag, mode=mode, name=name, seed=seed, learn_weights=False, like_threshold=like_threshold
+        )
     return models
 
 
@@ -214,13 +234,20 @@ def add_ensemble(
     mode: str,
     members: Sequence[str],
     log: Callable[[str], None],
+    like_threshold: float = 4.0,
 ) -> dict[str, Any]:
     """Blend already-fitted members with weights learned on the validation users."""
     chosen = {m: models[m] for m in members if m in models}
     if len(chosen) < 2:
         return {}
     t0 = time.perf_counter()
-    ens = Ensemble(chosen, mode=mode, fit_members=False, seed=data.seed)  # type: ignore[arg-type]
+    ens = Ensemble(
+        chosen,
+        mode=mode,  # type: ignore[arg-type]
+        fit_members=False,
+        seed=data.seed,
+        like_threshold=like_threshold,
+    )
     ens.fit(data)
     models["metarec-ensemble"] = ens
     log(f"fitted metarec-ensemble weights in {time.perf_counter() - t0:.1f} s")
@@ -293,6 +320,7 @@ def _fold_run(
     out: Path,
     progress: bool,
     log: Callable[[str], None],
+    like_threshold: float = 4.0,
 ) -> dict[str, Any]:
     """Split, fit every model, evaluate: one fold's figures with per-user values."""
     from metarec.evaluation.p1 import evaluate_p1, make_p1_split
@@ -324,11 +352,12 @@ def _fold_run(
         overrides=overrides,
         progress=progress,
         seeds=seeds,
+        like_threshold=like_threshold,
     )
     timings = fit_all(models, data, log)
     ours = [m for m in models if m.startswith("metarec-")]
     if protocol == "p1":
-        weights = add_ensemble(models, data, "rating", [*ours, "bias"], log)
+        weights = add_ensemble(models, data, "rating", [*ours, "bias"], log, like_threshold)
         judged: dict[str, Any] = dict(models)
         if "bias" in models and data.validation_ratings is not None:
             # the bias model with median cuts of its own: the share of metarec's MAE
@@ -340,11 +369,27 @@ def _fold_run(
                 levels=rating_levels(data.ratings.ratings),
                 seed=seed,
             )
-        result = evaluate_p1(judged, split, catalogue.index, ds.users, states=P1_STATES)
+        result = evaluate_p1(
+            judged,
+            split,
+            catalogue.index,
+            ds.users,
+            states=P1_STATES,
+            like_threshold=like_threshold,
+        )
     else:
-        weights = add_ensemble(models, data, "ranking", [*ours, "popularity"], log)
-        result = evaluate_p2(models, split.frames["test"], catalogue.index, ds.users, shots=shots)
-        result["abtest"] = _p2_abtest(models, split, ds, catalogue.index, result, seed)
+        weights = add_ensemble(models, data, "ranking", [*ours, "popularity"], log, like_threshold)
+        result = evaluate_p2(
+            models,
+            split.frames["test"],
+            catalogue.index,
+            ds.users,
+            shots=shots,
+            like_threshold=like_threshold,
+        )
+        result["abtest"] = _p2_abtest(
+            models, split, ds, catalogue.index, result, seed, like_threshold
+        )
     return {
         **result,
         "abtest": result.get("abtest"),
@@ -367,6 +412,7 @@ def _p2_abtest(
     index: dict[str, int],
     result: dict[str, Any],
     seed: int,
+    like_threshold: float = 4.0,
 ) -> dict[str, Any] | None:
     """P4 in the same run: popularity (A, what a product shows without a model) against
     the best metarec model at K = 5 (B), replay and team-draft interleaving on the
@@ -381,7 +427,13 @@ def _p2_abtest(
         split.frames["test"], split.test_users, support=AB_SUPPORT, seed=seed, dataset=ds.name
     )
     report = run_abtest(
-        models["popularity"], models[best], split.frames["test"], p4, index, users=ds.users
+        models["popularity"],
+        models[best],
+        split.frames["test"],
+        p4,
+        index,
+        users=ds.users,
+        threshold=like_threshold,
     )
     return jsonable({"A": "popularity", "B": best, **report})
 
@@ -433,11 +485,18 @@ def _command(
     seeds: int,
     root: str | None,
     splits: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    like_threshold: float | None = None,
+    data_args: str | None = None,
 ) -> str:
-    """The CLI line that reproduces a run (non-default options only)."""
+    """The CLI line that reproduces a run (non-default options only). ``data_args``:
+    how the data was named when it is not a known dataset (``--interactions ...``)."""
+    import shlex
+
     from metarec.evaluation.p2 import SHOTS
 
-    cmd = f"metarec benchmark --protocol {protocol} --dataset {dataset} --seed {seed}"
+    where = data_args if data_args is not None else f"--dataset {dataset}"
+    cmd = f"metarec benchmark --protocol {protocol} {where} --seed {seed}"
     if folds > 1:
         cmd += f" --folds {folds}"
     if list(algorithms) != list(default_algorithms(protocol)):
@@ -450,12 +509,18 @@ def _command(
         cmd += f" --seeds {seeds}"
     if splits is not None:
         cmd += f" --splits {splits}"
-    return cmd + (f" --data {root}" if root else "")  # the data folder as it was given
+    if like_threshold is not None:
+        cmd += f" --like-threshold {like_threshold:g}"
+    for override in overrides:
+        cmd += f" --set {shlex.quote(override)}"
+    if data_args is None and root:
+        cmd += f" --data {root}"  # the data folder as it was given
+    return cmd
 
 
 def run_benchmark(
     protocol: str,
-    dataset: str,
+    dataset: str | Dataset,
     *,
     root: str | None = None,
     out: str | Path = "benchmarks/results",
@@ -470,12 +535,20 @@ def run_benchmark(
     progress: bool = True,
     plots: bool = True,
     command: str | None = None,
+    like_threshold: float | None = None,
+    data_args: str | None = None,
 ) -> dict[str, Any]:
     """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports.
 
-    ``seeds`` > 1 makes every meta-learning algorithm a seed bag (:func:`build_models`).
-    ``splits``: a folder of split files an earlier run wrote, read instead of drawing
-    the splits (:mod:`metarec.evaluation.splits`).
+    ``dataset``: a known dataset's name (found under ``root``, the cache or
+    downloaded) or an already loaded and cleaned :class:`Dataset` -- any
+    catalogue with text, on any rating scale; ``data_args`` then says how the
+    reproduction command names it. ``seeds`` > 1 makes every meta-learning
+    algorithm a seed bag (:func:`build_models`). ``splits``: a folder of split
+    files an earlier run wrote, read instead of drawing the splits
+    (:mod:`metarec.evaluation.splits`). ``like_threshold``: the rating at or above
+    which an item counts as liked, for every model and metric (default: from the
+    data's rating scale, :func:`metarec.data.like_threshold_for`; 4 on 1-5 stars).
     """
     from metarec.data import load_dataset
     from metarec.evaluation.p2 import SHOTS
@@ -488,24 +561,39 @@ def run_benchmark(
         raise ConfigError(f"folds: must be >= 1, got {folds}")
     if seeds < 1:
         raise ConfigError(f"seeds: must be >= 1, got {seeds}")
+    if any(o.split("=", 1)[0].strip() == "like_threshold" for o in overrides):
+        raise ConfigError(
+            "--set like_threshold: use --like-threshold, which every model and metric of "
+            "the benchmark share"
+        )
     peers = list(P1_PEERS if protocol == "p1" else P2_PEERS) if peers is None else list(peers)
     algorithms = list(default_algorithms(protocol) if algorithms is None else algorithms)
     shots = tuple(SHOTS if shots is None else shots)
+    ds = dataset if isinstance(dataset, Dataset) else None
+    name_ = safe_name(ds.name) if ds is not None else str(dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         if progress:
-            print(f"[{protocol} {dataset}] {msg}", flush=True)
+            print(f"[{protocol} {name_}] {msg}", flush=True)
 
     fold_ids: list[int | None] = [None] if folds == 1 else list(range(folds))
     if splits is not None:  # before the data is encoded, not minutes into the run
         from metarec.evaluation.splits import split_path
 
         for f in fold_ids:
-            split_path(protocol, dataset, splits, f)
+            split_path(protocol, name_, splits, f)
     t0 = time.perf_counter()
-    ds = load_dataset(dataset, root=root)
+    if ds is None:
+        ds = load_dataset(name_, root=root)
+    ds = replace(ds, name=name_)  # split files and reports are named after it
+    like = ds.like_threshold if like_threshold is None else float(like_threshold)
+    if protocol == "p1" and ds.rating_range[0] == ds.rating_range[1]:
+        raise ConfigError(
+            f"{name_}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 predicts "
+            "ratings, so use --protocol p2"
+        )
     base = TrainConfig(seed=seed).with_overrides(list(overrides))
     catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
     encode_s = time.perf_counter() - t0
@@ -532,6 +620,7 @@ def run_benchmark(
                 out=out,
                 progress=progress,
                 log=log,
+                like_threshold=like,
             )
         )
     pooled = _pool(runs)
@@ -545,13 +634,15 @@ def run_benchmark(
         sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
         cis[group] = confidence_intervals(pooled["per_user"][group], [m for m, _ in headline], seed)
     name = (
-        f"{protocol}-{dataset}"
+        f"{protocol}-{name_}"
         + (f"-{folds}fold" if folds > 1 else "")
         + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
     )
     record = {
         "protocol": protocol,
-        "dataset": dataset,
+        "dataset": name_,
+        "rating_range": list(ds.rating_range),
+        "like_threshold": like,
         "seed": seed,
         "seeds": seeds,
         "folds": folds,
@@ -575,7 +666,21 @@ def run_benchmark(
         "split_files": [r["split_file"] for r in runs],
         "machine": machine_info(),
         "command": command
-        or _command(protocol, dataset, seed, folds, algorithms, peers, shots, seeds, root, splits),
+        or _command(
+            protocol,
+            name_,
+            seed,
+            folds,
+            algorithms,
+            peers,
+            shots,
+            seeds,
+            root,
+            splits,
+            overrides=overrides,
+            like_threshold=like_threshold,
+            data_args=data_args,
+        ),
     }
     save_json(out / f"{name}.json", record)
     write_report(record, out / name, plots=plots)

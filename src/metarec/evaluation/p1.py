@@ -201,6 +201,7 @@ def evaluate_p1(
     users: pd.DataFrame | None = None,
     *,
     states: tuple[str, ...] = ("user_cold", "item_cold"),
+    like_threshold: float = 4.0,
 ) -> dict[str, Any]:
     """Metrics per state and model: ``{"summary": {state: {model: {metric: v}}},
     "per_user": {state: {model: {metric: [..]}}}, "n_users": {state: n}}``.
@@ -208,7 +209,8 @@ def evaluate_p1(
     A pooled state (:data:`POOLED`) scores the same tasks as its strict state,
     with each rating model's predictions corrected by the new items' ratings in
     every user's support set (:func:`support_evidence`); ranking-only models
-    are left out of it.
+    are left out of it. ``like_threshold``: the rating at or above which a query
+    item counts as relevant for precision, recall, MRR and AUC.
     """
     unknown = [s for s in states if s not in STATES and s not in POOLED]
     if unknown:
@@ -256,7 +258,7 @@ def evaluate_p1(
                 ]
             else:
                 preds = predictions(st, name)
-            table = per_user_table(preds, trues)
+            table = per_user_table(preds, trues, like_threshold)
             cuts = getattr(model, "cutpoints", None)
             # the MAE of the mean prediction is kept beside the model's own MAE, which
             # is that of its median rating when it has cutpoints

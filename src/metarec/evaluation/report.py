@@ -59,6 +59,15 @@ def describe_machine(m: dict[str, Any]) -> str:
     return f"{m['cpu_count']} CPUs{cpu}{threads}, torch {m['torch']}, {gpu}"
 
 
+def _liked(record: dict[str, Any]) -> str:
+    """What counted as a liked (relevant) item; records before 2026-12-01 used 4 on 1-5."""
+    if "like_threshold" not in record:
+        return ""
+    lo, hi = record.get("rating_range") or (None, None)
+    scale = f" on a {lo:g}-{hi:g} scale" if lo is not None else ""
+    return f" Liked (relevant): rated >= {record['like_threshold']:g}{scale}."
+
+
 def _header(record: dict[str, Any]) -> list[str]:
     folds = record.get("folds", 1)
     m = record["machine"]
@@ -73,7 +82,8 @@ def _header(record: dict[str, Any]) -> list[str]:
         + (f", {folds} folds over users (mean ± std over folds)" if folds > 1 else ", one split")
         + (f"; new items: {record['split_rule']}" if record.get("split_rule") else "")
         + f". Machine: {describe_machine(m)}"
-        + f". Total time {record['timings']['total_s'] / 60:.1f} min.",
+        + f". Total time {record['timings']['total_s'] / 60:.1f} min."
+        + _liked(record),
         "",
         f"Reproduce: `{record['command']}`",
         "",
@@ -170,7 +180,8 @@ def render_markdown(record: dict[str, Any]) -> str:
             f"## Offline A/B test (P4): A = {ab['A']}, B = {ab['B']}, "
             f"support K = {ab['support']}, top {ab['k']}",
             "",
-            "Success: at least one of the top-k items rated >= 4 after the support period.",
+            "Success: at least one of the top-k items rated >= "
+            f"{record.get('like_threshold', 4):g} after the support period.",
             "",
             "| arm | users | success rate | 95 % CI | hits per k |",
             "|---|---|---|---|---|",

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from metarec.config import TrainConfig
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_tasks, sample_episodes
+from metarec.errors import ConfigError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import task_loss
 from metarec.meta.learner import MetaLearner
@@ -58,6 +59,11 @@ class Trainer:
         negative_pool: np.ndarray | None = None,
         progress: bool = True,
     ) -> None:
+        if cfg.objective != "rating" and cfg.like_threshold is None:
+            raise ConfigError(
+                f"like_threshold: the {cfg.objective} objective needs it; set it, or train "
+                "through metarec.pipeline.fit_recommender, which takes it from the rating scale"
+            )
         self.learner = learner
         self.cfg = cfg
         self.device = resolve_device(cfg.device)

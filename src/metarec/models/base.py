@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.catalogue import Catalogue
+from metarec.data.schema import like_threshold_for
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import UnsupportedError
 from metarec.models.cutpoints import RatingCutpoints
@@ -66,6 +67,11 @@ class TrainingData:
     @property
     def n_items(self) -> int:
         return len(self.catalogue)
+
+    def like_threshold(self, given: float | None = None) -> float:
+        """What counts as liked: ``given``, or when None the top quarter of the rating
+        scale (:func:`metarec.data.like_threshold_for`; 4 on 1-5 stars)."""
+        return like_threshold_for(self.rating_range) if given is None else float(given)
 
 
 class ScoringModel(ABC):

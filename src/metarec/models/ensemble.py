@@ -64,6 +64,7 @@ class Ensemble(ScoringModel):
         query_size: int = 10,
         k: int = 10,
         learn_weights: bool = True,
+        like_threshold: float | None = None,
     ) -> None:
         if not members:
             raise ConfigError("ensemble: needs at least one member")
@@ -86,6 +87,10 @@ class Ensemble(ScoringModel):
         self.query_size = query_size
         self.k = k
         self.learn_weights = learn_weights
+        # what counts as a hit when ranking weights are learned; None: from the training
+        # data's rating scale, set at fit (TrainingData.like_threshold)
+        self.like_given = like_threshold
+        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
         self.predicts_ratings = mode == "rating"
         n = len(self.members)
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
@@ -100,6 +105,7 @@ class Ensemble(ScoringModel):
         if data.validation_ratings is None:
             raise ModelError("ensemble: needs validation users to learn its weights")
         self._n_fit_items = self.n_items
+        self.like_threshold = data.like_threshold(self.like_given)
         val = data.validation_ratings
         for b, shot in enumerate(self.buckets if self.learn_weights else ()):
             tasks = self._validation_tasks(val, shot)
@@ -179,7 +185,7 @@ class Ensemble(ScoringModel):
             loss = per_user.mean(axis=1)
             return cands[int(np.argmin(loss))]
         # ranking: nDCG@k of the blended, standardised catalogue scores
-        relevant = [t.query_items[t.query_ratings >= 4.0] for t in tasks]
+        relevant = [t.query_items[t.query_ratings >= self.like_threshold] for t in tasks]
         keep = [i for i, r in enumerate(relevant) if len(r)]
         if not keep:
             return self.weights[0]

@@ -34,12 +34,13 @@ models do not.
 Choices
 -------
 * Input: ``x_j = 1 / K**support_scale`` for each support item; with
-  ``"binary+ratings"`` also ``(r_j - mu) / K**support_scale`` in a second
+  ``"binary+ratings"`` also ``(r_j - mu) / u / K**support_scale`` in a second
   block, ``mu`` the training mean rating (a dislike then pushes the other
-  way). ``support_scale = 0`` (plain one-hot) by default: a longer support
-  set then moves the scores further from the prior, as more evidence
-  should; unit-norm inputs (``0.5``) scored lower on validation in each of
-  the 5 P2 folds of ml-100k (mean nDCG@10 over K 0.426 against 0.432).
+  way), ``u`` a quarter of the rating scale (1 on 1-5 stars, so the same
+  ridge strengths hold on any scale). ``support_scale = 0`` (plain one-hot)
+  by default: a longer support set then moves the scores further from the
+  prior, as more evidence should; unit-norm inputs (``0.5``) scored lower on
+  validation in each of the 5 P2 folds of ml-100k (mean nDCG@10 over K 0.426 against 0.432).
   Which feature set, and ``lam`` from ``lams``, are chosen by validation
   nDCG@10 on the validation users' P2 episodes (``validation_shots``, each
   K weighted equally), since the best ridge strength grows with the data.
@@ -151,9 +152,10 @@ def support_matrix(
     mu: float,
     scale: float,
     with_ratings: bool,
+    unit: float = 1.0,
 ) -> sp.csr_matrix:
     """Sparse inputs [len(items), n_items (x2 with ratings)]: ``1 / K**scale`` per support
-    item, then (with ratings) ``(r - mu) / K**scale`` in a second block."""
+    item, then (with ratings) ``(r - mu) / unit / K**scale`` in a second block."""
     counts = np.array([len(i) for i in items], dtype=np.int64)
     rows = np.repeat(np.arange(len(items)), counts)
     cols = np.concatenate([*items, np.zeros(0, dtype=np.int64)]).astype(np.int64)
@@ -163,7 +165,7 @@ def support_matrix(
         r = np.concatenate([*(np.asarray(x, dtype=np.float64) for x in ratings), np.zeros(0)])
         rows = np.concatenate([rows, rows])
         cols = np.concatenate([cols, cols + n_items])
-        weight = np.concatenate([weight, weight * (r - mu)])
+        weight = np.concatenate([weight, weight * (r - mu) / unit])
     # duplicates (an item rated twice) add up, as they would in a dense one-hot sum
     return sp.csr_matrix((weight, (rows, cols)), shape=(len(items), width))
 
@@ -209,7 +211,7 @@ class EpisodicLinear(ScoringModel):
         support_scale: float = 0.0,
         target_scale: float = 0.0,
         validation_shots: Sequence[int] = VALIDATION_SHOTS,
-        like_threshold: float = 4.0,
+        like_threshold: float | None = None,
         chunk_episodes: int = 4096,
         device: str = "auto",
         seed: int = 0,
@@ -231,7 +233,9 @@ class EpisodicLinear(ScoringModel):
         self.support_scale = float(support_scale)
         self.target_scale = float(target_scale)
         self.validation_shots = tuple(int(k) for k in validation_shots)
-        self.like_threshold = like_threshold
+        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
+        self.like_given = like_threshold
+        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
         self.chunk_episodes = chunk_episodes
         self.device = device
         self.seed = seed
@@ -242,6 +246,9 @@ class EpisodicLinear(ScoringModel):
         self.intercept = np.zeros(0)  # c = ymean - xmean W, float64 [n_items]
         self.prior = np.zeros(0)  # K = 0 scores: mean target of a K = 0 episode
         self.mu = 0.0
+        # a quarter of the rating scale (1 on 1-5 stars): the ratings block is in these
+        # units, so the same ridge strengths suit a 1-10 or a 0.5-5 scale
+        self.rating_unit = 1.0
         self.n_fit_items = 0
         self.lam: float | None = None
         self.features: FeatureSet | None = None
@@ -272,6 +279,7 @@ class EpisodicLinear(ScoringModel):
                 episodes.support_ratings[sl],
                 n_items,
                 mu=self.mu,
+                unit=self.rating_unit,
                 scale=self.support_scale,
                 with_ratings=with_ratings,
             )
@@ -291,11 +299,14 @@ class EpisodicLinear(ScoringModel):
         return g, xty, xm, ym
 
     def fit(self, data: TrainingData) -> EpisodicLinear:
+        self.like_threshold = data.like_threshold(self.like_given)
         ur = data.ratings
         n = data.n_items
         if len(ur.ratings) == 0:
             raise DataError(f"{self.name}: no training ratings")
         self.mu = float(ur.ratings.mean())
+        lo, hi = data.rating_range
+        self.rating_unit = (hi - lo) / 4.0 if hi > lo else 1.0
         episodes = build_episodes(
             ur, self.shots, like_threshold=self.like_threshold, seed=self.seed
         )
@@ -343,6 +354,7 @@ class EpisodicLinear(ScoringModel):
                     val_eps.support_ratings,
                     n,
                     mu=self.mu,
+                    unit=self.rating_unit,
                     scale=self.support_scale,
                     with_ratings=feats != "binary",
                 )
@@ -400,6 +412,7 @@ class EpisodicLinear(ScoringModel):
             ratings,
             n,
             mu=self.mu,
+            unit=self.rating_unit,
             scale=self.support_scale,
             with_ratings=self.w_ratings is not None,
         )
@@ -462,6 +475,7 @@ class EpisodicLinear(ScoringModel):
         }
         fitted = {
             "mu": self.mu,
+            "rating_unit": self.rating_unit,
             "n_fit_items": self.n_fit_items,
             "lam": self.lam,
             "features": self.features,
@@ -512,6 +526,7 @@ class EpisodicLinear(ScoringModel):
         model.prior = np.asarray(arrays["prior"], dtype=np.float64)
         model.features = features
         model.mu = float(fitted.get("mu", 0.0))
+        model.rating_unit = float(fitted.get("rating_unit", 1.0))  # saved before: 1-5 stars
         model.n_fit_items = int(fitted.get("n_fit_items", n))
         if not 0 < model.n_fit_items <= n:
             raise ModelError(f"{name}: n_fit_items {model.n_fit_items} is not in [1, {n}]")

@@ -226,6 +226,8 @@ def save_ensemble(
             "grid_step": ens.grid_step,
             "samples": ens.samples,
             "learn_weights": ens.learn_weights,
+            # as fitted; an ensemble never fitted keeps its option (None: from the data)
+            "like_threshold": ens.like_threshold if ens._n_fit_items else ens.like_given,
             "rating_cutpoints": None if ens.cutpoints is None else ens.cutpoints.to_dict(),
             "metadata": dict(metadata if metadata is not None else ens.metadata),
         }
@@ -341,6 +343,11 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             )
         members[name] = model
 
+    # ensembles saved before the field learned their weights with 4 (1-5 stars); None:
+    # never fitted, so it comes from the data at fit
+    like = man.raw.get("like_threshold", 4.0)
+    if like is not None:
+        like = float(man.get("like_threshold", float))
     try:
         ens = Ensemble(
             members,
@@ -354,6 +361,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             query_size=man.get("query_size", int, 10),
             k=man.get("k", int, 10),
             learn_weights=man.get("learn_weights", bool, True),
+            like_threshold=like,
         )
     except ConfigError as exc:  # e.g. a ranking-only member in rating mode
         raise ModelError(f"{path}: {exc}") from None

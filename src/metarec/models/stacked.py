@@ -704,7 +704,7 @@ class StackedRanker(ScoringModel):
         head: int = 20,
         ease_lam: float = 1000.0,
         episodic_lam: float = 300.0,
-        like_threshold: float = 4.0,
+        like_threshold: float | None = None,
         learning_rate: float = 0.05,
         max_iter: int = 300,
         max_leaf_nodes: int = 31,
@@ -743,7 +743,9 @@ class StackedRanker(ScoringModel):
         self.head = int(head)
         self.ease_lam = float(ease_lam)
         self.episodic_lam = float(episodic_lam)
-        self.like_threshold = float(like_threshold)
+        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
+        self.like_given = like_threshold
+        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
         self.learning_rate = float(learning_rate)
         self.max_iter = int(max_iter)
         self.max_leaf_nodes = int(max_leaf_nodes)
@@ -783,7 +785,7 @@ class StackedRanker(ScoringModel):
     ) -> Signals:
         frame = data.interactions
         sub = frame[frame["user_id"].astype(str).isin(set(map(str, user_ids)))]
-        train = TrainingData(sub, data.catalogue, seed=data.seed)
+        train = TrainingData(sub, data.catalogue, rating_range=data.rating_range, seed=data.seed)
 
         def ridge(features: str, role: str) -> EpisodicLinear:
             return EpisodicLinear(
@@ -905,6 +907,7 @@ class StackedRanker(ScoringModel):
         return TreeEnsemble.from_sklearn(gb), gb.decision_function(x)
 
     def fit(self, data: TrainingData) -> StackedRanker:
+        self.like_threshold = data.like_threshold(self.like_given)
         ur = data.ratings
         if len(ur) < 2 * self.folds:
             raise DataError(

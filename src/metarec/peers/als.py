@@ -54,7 +54,7 @@ class ALS(ScoringModel):
         regularization: float = 0.1,
         alpha: float = 10.0,
         like_weight: float = 3.0,
-        like_threshold: float = 4.0,
+        like_threshold: float | None = None,
         iterations: int = 15,
         seed: int = 0,
     ) -> None:
@@ -67,7 +67,9 @@ class ALS(ScoringModel):
         self.regularization = float(regularization)
         self.alpha = float(alpha)
         self.like_weight = float(like_weight)
-        self.like_threshold = float(like_threshold)
+        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
+        self.like_given = like_threshold
+        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
         self.iterations = int(iterations)
         self.seed = seed
         self.item_factors: np.ndarray | None = None  # float64 [n_items, factors]
@@ -79,6 +81,7 @@ class ALS(ScoringModel):
         return 1.0 + self.alpha * weight
 
     def fit(self, data: TrainingData) -> ALS:
+        self.like_threshold = data.like_threshold(self.like_given)
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 

@@ -49,16 +49,21 @@ class ContentKNN(ScoringModel):
     name = "knn"
     predicts_ratings = False
 
-    def __init__(self, *, damping: float = 3.0, like_threshold: float = 4.0, seed: int = 0) -> None:
+    def __init__(
+        self, *, damping: float = 3.0, like_threshold: float | None = None, seed: int = 0
+    ) -> None:
         check_positive(self.name, "damping", damping, allow_zero=True)
         self.damping = damping
-        self.like_threshold = like_threshold
+        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
+        self.like_given = like_threshold
+        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
         self.seed = seed  # unused: the model is deterministic by construction
         self.vectors: np.ndarray | None = None
         self.popularity = np.zeros(0)
         self.mu = 0.0
 
     def fit(self, data: TrainingData) -> ContentKNN:
+        self.like_threshold = data.like_threshold(self.like_given)
         self.vectors = _unit_rows(np.asarray(data.catalogue.vectors, dtype=np.float64))
         self.popularity = popularity_scores(data.ratings, data.n_items, self.like_threshold)
         self.mu = float(data.ratings.ratings.mean()) if len(data.ratings.ratings) else 0.0
