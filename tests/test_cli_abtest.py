@@ -71,6 +71,8 @@ def test_abtest_end_to_end_json_and_reproducible(
     assert code == 0, captured.err
     report = json.loads(captured.out)
     assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"  # the plot beside it
+    assert report["threshold"] == 4.0  # ml-100k's 1-5 stars: liked is >= 4
     # every P1 new user has >= 13 ratings, so all of them take part
     new_users = json.loads((a / "split.json").read_text())["new_users"]
     counts = ml100k.interactions.groupby("user_id").size()

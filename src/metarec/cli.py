@@ -419,6 +419,12 @@ def _benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]
     out: list[tuple[Any, str | None]] = []
     for name in args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"]):
         if name in known_names():
+            if args.rating_range or args.strict:
+                flag = "--rating-range" if args.rating_range else "--strict"
+                raise ConfigError(
+                    f"{flag}: applies to a folder of atomic files or your own files, not to "
+                    f"the known dataset {name!r} (its scale and cleaning are fixed)"
+                )
             out.append((name, None))
         elif Path(name).expanduser().exists() or Path(name + ".inter").exists():
             rr = _rating_range(_data_spec(args))
@@ -607,11 +613,19 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         k=args.top_k,
         method=args.method,
         users=ds.users,
+        threshold=ds.like_threshold if args.like_threshold is None else args.like_threshold,
     )
     report["runs"] = {"A": str(args.run_a), "B": str(args.run_b)}
     report = jsonable(report)
     if args.out:
         save_json(args.out, report)
+        if report.get("replay"):
+            from metarec.evaluation.report import save_abtest_plot
+
+            save_abtest_plot(
+                {**report, "A": str(args.run_a), "B": str(args.run_b)},
+                Path(args.out).with_suffix(".png"),
+            )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -943,7 +957,17 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--seed", type=int, default=0, help="arm assignment and interleaving coins")
     ab.add_argument("--method", choices=["replay", "interleave", "both"], default="both")
     ab.add_argument("--json", action="store_true", help="print the report as JSON")
-    ab.add_argument("--out", metavar="FILE", help="also write the JSON report to this file")
+    ab.add_argument(
+        "--out",
+        metavar="FILE",
+        help="also write the JSON report to this file, and its plot beside it (.png)",
+    )
+    ab.add_argument(
+        "--like-threshold",
+        type=float,
+        help="rating at or above which a later item counts as a success (default: the top "
+        "quarter of the data's rating scale, 4 on 1-5 stars)",
+    )
     ab.add_argument(
         "--save-split", metavar="FILE", help="write the P4 split (users, arms, K, seed) as JSON"
     )

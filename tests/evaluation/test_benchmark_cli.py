@@ -58,6 +58,7 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     if machine["cpu"]:
         assert f"({machine['cpu']}, {machine['cpu_capability']})" in report
     assert (tmp_path / "p2-ml-100k-curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "p2-ml-100k-abtest.png").exists()  # no K = 5: no A/B test ran
     assert (tmp_path / "p2-ml-100k-split.json").exists()
 
     # --splits reads that split back instead of drawing one: under another seed the
@@ -131,6 +132,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
             "not both",
         ),
         (["benchmark", "--protocol", "speed", "--like-threshold", "3"], "not speed"),
+        (["benchmark", "--dataset", "ml-100k", "--rating-range", "1,10"], "not to the known"),
         (
             ["benchmark", "--protocol", "p2", "--folds", "5", "--splits", "nowhere"],
             "--splits: no p2-ml-100k-fold0-split.json in nowhere",
@@ -303,3 +305,16 @@ def test_own_files_on_another_rating_scale_give_the_known_datasets_figures(
     assert proc.returncode == 0, proc.stderr[-2000:]
     rerun = json.loads((again / "p2-my-ratings.json").read_text())
     assert rerun["summary"] == mine["summary"]
+
+
+def test_report_plots_the_ab_test_of_a_committed_run(tmp_path: Path) -> None:
+    from metarec.evaluation.report import plot
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    record = json.loads((results / "p2-ml-100k.json").read_text())
+    assert record["abtest"]["replay"]
+    written = plot(record, tmp_path / "p2")
+    assert {p.name for p in written} == {"p2-curves.png", "p2-abtest.png"}
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    record["abtest"] = None
+    assert [p.name for p in plot(record, tmp_path / "q")] == ["q-curves.png"]

@@ -209,13 +209,17 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 
 def plot(record: dict[str, Any], stem: Path) -> list[Path]:
-    """PNG plots: P2 metric-vs-K curves; P1 per-state bars with 95 % CIs."""
+    """PNG plots: P2 metric-vs-K curves; P1 per-state bars with 95 % CIs; the P4 A/B
+    test of the run, when it has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written: list[Path] = []
+    ab = record.get("abtest")
+    if ab and ab.get("replay"):
+        written.append(save_abtest_plot(ab, stem.with_name(stem.name + "-abtest.png")))
     if record["protocol"] == "p2":
         shots = list(record["summary"])
         xs = [int(k) for k in shots]
@@ -271,6 +275,54 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
             path = stem.with_name(stem.name + f"-{metric.replace('@', '')}.png")
             written.append(_save(fig, path))
     return written
+
+
+def save_abtest_plot(ab: dict[str, Any], path: Path) -> Path:
+    """A P4 report (with its arms' names as ``A`` and ``B``) as a PNG: replay success
+    per arm with Wilson 95 % CIs, and the interleaving verdicts when it has them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rp, il = ab["replay"], ab.get("interleave")
+    names = {"A": f"A: {ab['A']}", "B": f"B: {ab['B']}"}
+    fig, axes = plt.subplots(1, 2 if il else 1, figsize=(11 if il else 6, 3.6), squeeze=False)
+    ax = axes[0][0]
+    arms = [rp["arms"][a] for a in ("A", "B")]
+    rates = [a["rate"] if a["rate"] is not None else float("nan") for a in arms]
+    err = [
+        [r - a["ci"][0] if a["ci"][0] is not None else 0 for r, a in zip(rates, arms, strict=True)],
+        [a["ci"][1] - r if a["ci"][1] is not None else 0 for r, a in zip(rates, arms, strict=True)],
+    ]
+    ax.barh([names["A"], names["B"]], rates, xerr=err, color=["tab:gray", "tab:blue"], capsize=3)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"success rate (a top-{ab['k']} item rated >= {ab['threshold']:g} later)")
+    lift = rp.get("lift")
+    ax.set_title(
+        f"replay, {arms[0]['users']} + {arms[1]['users']} users: lift "
+        + ("n/a" if lift is None else f"{lift:+.1%}")
+        + ("" if rp.get("p") is None else f", p = {rp['p']:.3g}"),
+        fontsize=9,
+    )
+    ax.grid(axis="x", alpha=0.3)
+    if il:
+        ax = axes[0][1]
+        counts = [il["wins_a"], il["ties"], il["wins_b"]]
+        ax.barh(["A wins", "ties", "B wins"], counts, color=["tab:gray", "tab:olive", "tab:blue"])
+        ax.set_xlabel("users")
+        p = il.get("p")
+        ax.set_title(
+            f"team-draft interleaving, {il['users']} users"
+            + ("" if p is None else f": p = {p:.3g}"),
+            fontsize=9,
+        )
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(
+        f"P4 offline A/B test on {ab.get('dataset') or 'the data'}: support K = {ab['support']}"
+    )
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> Path:
