@@ -169,3 +169,15 @@ def test_train_evaluate_recommend(shared_data: Path, tmp_path: Path) -> None:
     assert_one_line_error(bad, "Toy Stori", "Toy Story (1995)")
     bad = run_cli("recommend", str(run), "--rate", "Toy Story (1995)=9")
     assert_one_line_error(bad, "outside [1, 5]")
+
+
+def test_describe_shows_the_scale_and_what_counts_as_liked(files: Path) -> None:
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n1,10,1\n1,11,10\n2,10,7\n")
+    proc = run_cli(
+        "data", "describe", "--interactions", str(files / "ratings.csv"),
+        "--items", str(files / "items.csv"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["rating_range"] == [1.0, 10.0]
+    assert info["like_threshold"] == 7.75  # the top quarter: 8, 9 and 10 are liked

@@ -318,3 +318,28 @@ def test_report_plots_the_ab_test_of_a_committed_run(tmp_path: Path) -> None:
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
     record["abtest"] = None
     assert [p.name for p in plot(record, tmp_path / "q")] == ["q-curves.png"]
+
+
+@pytest.mark.slow
+def test_a_folder_of_atomic_files_is_a_dataset(
+    shared_data: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    import shutil
+
+    folder = tmp_path / "films"
+    folder.mkdir()
+    for part in ("inter", "item", "user"):
+        shutil.copy(shared_data / "ml-100k" / f"ml-100k.{part}", folder / f"films.{part}")
+    proc = run_cli(
+        "benchmark", "--protocol", "p2", "--dataset", str(folder), "--peers", "popularity",
+        "--algorithms", "episodic", "--shots", "0,3", "--out", str(tmp_path / "out"),
+        "--quiet", "--no-plots", "--set", "encoder=tfidf", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "out" / "p2-films.json").read_text())
+    assert record["dataset"] == "films"
+    assert f"--dataset {folder} " in record["command"] and "--data " not in record["command"]
+    # the same ratings as ml-100k, so popularity's published figure at K = 3
+    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "p2-ml-100k.json"
+    published = json.loads(committed.read_text())["summary"]["3"]["popularity"]["ndcg@10"]
+    assert record["summary"]["3"]["popularity"]["ndcg@10"] == pytest.approx(published)

@@ -120,6 +120,7 @@ class Dataset:
             "interactions": len(inter),
             "density": len(inter) / max(1, self.n_users * max(1, self.n_items)),
             "rating_range": list(self.rating_range),
+            "like_threshold": self.like_threshold,
             "rating_mean": float(inter["rating"].mean()) if len(inter) else float("nan"),
             "ratings_per_user_median": float(per_user.median()) if len(per_user) else 0.0,
             "ratings_per_user_min": int(per_user.min()) if len(per_user) else 0,
