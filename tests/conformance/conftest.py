@@ -67,10 +67,16 @@ SPECS: list[ModelSpec] = [
     # a larger global lr than the paper's so that two epochs on 200 users reach the
     # rating scale: the suite checks the contract, not MeLU's published accuracy
     ModelSpec(
-        "melu-1", lambda seed: make_peer("melu-1", seed, epochs=2, global_lr=5e-3, device="cpu")
+        "melu-1",
+        lambda seed: make_peer(
+            "melu-1", seed, epochs=2, global_lr=5e-3, min_updates=0, device="cpu"
+        ),
     ),
     ModelSpec(
-        "melu-5", lambda seed: make_peer("melu-5", seed, epochs=2, global_lr=5e-3, device="cpu")
+        "melu-5",
+        lambda seed: make_peer(
+            "melu-5", seed, epochs=2, global_lr=5e-3, min_updates=0, device="cpu"
+        ),
     ),
     ModelSpec("metarec-fomaml", _meta("fomaml")),
     ModelSpec("metarec-maml", _meta("maml")),

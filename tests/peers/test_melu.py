@@ -19,7 +19,7 @@ from .conftest import Small
 
 @pytest.fixture(scope="module")
 def melu(small: Small) -> MeLU:
-    model = make_peer("melu-5", seed=2, epochs=1, device="cpu").fit(small.data)
+    model = make_peer("melu-5", seed=2, epochs=1, min_updates=0, device="cpu").fit(small.data)
     assert isinstance(model, MeLU)
     return model
 
@@ -154,7 +154,7 @@ def test_new_items_scored_from_year_and_genres(melu: MeLU, small: Small) -> None
         {"item_id": ["twin"], "title": ["Twin"], "year": [toy_story["year"]],
          "genres": [toy_story["genres"]]}
     )  # fmt: skip
-    model = make_peer("melu-1", seed=2, epochs=1, device="cpu").fit(small.data)
+    model = make_peer("melu-1", seed=2, epochs=1, min_updates=0, device="cpu").fit(small.data)
     model.add_items(twin, np.zeros((1, 64)))
     scores = model.score_catalogue(small.tasks[:3], small.users.iloc[:3])
     assert scores.shape[1] == small.data.n_items + 1
@@ -165,7 +165,9 @@ def test_new_items_scored_from_year_and_genres(melu: MeLU, small: Small) -> None
 
 def test_training_learns_the_rating_scale(small: Small) -> None:
     # a larger global lr than the paper's so three epochs on 300 users suffice
-    model = make_peer("melu-1", seed=0, epochs=3, global_lr=1e-2, device="cpu").fit(small.data)
+    model = make_peer("melu-1", seed=0, epochs=3, global_lr=1e-2, min_updates=0, device="cpu").fit(
+        small.data
+    )
     assert isinstance(model, MeLU)
     assert model.losses[0] > model.losses[1] > model.losses[2]
     preds = model.predict_tasks(small.tasks, small.users)
@@ -179,6 +181,20 @@ def test_errors(small: Small) -> None:
         make_peer("melu-1").score_catalogue([])
     few = small.data.interactions.groupby("user_id").head(5)
     with pytest.raises(DataError, match="no training user has at least 13 ratings"):
-        make_peer("melu-1", epochs=1, device="cpu").fit(
+        make_peer("melu-1", epochs=1, min_updates=0, device="cpu").fit(
             TrainingData(few, small.data.catalogue, small.data.users)
         )
+
+
+def test_epochs_rise_until_the_updates_reach_the_papers_ml1m_schedule(small: Small) -> None:
+    melu = make_peer("melu-5")
+    assert isinstance(melu, MeLU)
+    # ml-1m's P1 training users: 64 or 65 batches of 32, so the paper's 20 epochs
+    assert melu.epochs_for(2025) == melu.epochs_for(2050) == 20
+    assert melu.epochs_for(658) == 61  # ml-100k's P2 split: 21 batches
+    assert make_peer("melu-5", min_updates=0).epochs_for(658) == 20  # as published
+    model = make_peer("melu-1", seed=0, epochs=1, min_updates=25, device="cpu").fit(small.data)
+    assert isinstance(model, MeLU)
+    n_tasks = len(model.training_tasks(small.data.ratings, np.random.default_rng(0)))
+    assert model.epochs_run == -(-25 // -(-n_tasks // 32)) > 1
+    assert len(model.losses) == model.epochs_run

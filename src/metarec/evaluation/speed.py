@@ -14,7 +14,8 @@ What is measured (BENCHMARKS.md, "Speed and cost"):
 * sentence-encoder throughput (items/s), full precision and dynamically
   quantised int8 Linear layers (MeLU encodes nothing: it looks features up);
 * ``metarec quickstart`` end to end: wall time and peak resident memory
-  (a child process, cached encodings).
+  (a child process, cached encodings), beside the same job with MeLU-as-published
+  as the model (:func:`melu_quickstart`: load, P1 split, fit MeLU-5, evaluate).
 
 Timings use ``time.perf_counter`` after warm-up calls; the machine's thread
 count is recorded, as both models run with torch's default threads here.
@@ -54,6 +55,52 @@ def _latency(fn: Callable[[], object], repeats: int, warmup: int = 10) -> dict[s
         "mean_ms": float(arr.mean()),
         "n": repeats,
     }
+
+
+def _child_wall_and_peak(args: list[str]) -> dict[str, Any]:
+    """Wall time and peak resident memory of ``python ARGS`` in a child process."""
+    # a small wrapper process runs the job and reports its children's peak RSS:
+    # measured from here, the fork would count this process's own memory
+    wrapper = (
+        "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
+    )
+    cmd = [sys.executable, "-c", wrapper, sys.executable, *args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    wall = time.perf_counter() - t0
+    lines = proc.stdout.strip().splitlines()
+    peak_kb = int(lines[-1]) if lines and lines[-1].isdigit() else 0
+    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "ok": proc.returncode == 0}
+
+
+def melu_quickstart(root: str | None = None, seed: int = 0) -> dict[str, float]:
+    """``metarec quickstart``'s job with MeLU-as-published (MeLU-5) as the model: load
+    and clean ml-100k, the catalogue from the encoding cache (MeLU reads no text; the
+    cache hit costs little), the same P1 split, fit, then P1 on new users and new items.
+    The speed benchmark times it in a child process; returns the MAE per state."""
+    from metarec.data import load_dataset
+    from metarec.evaluation.p1 import evaluate_p1, make_p1_split
+    from metarec.models.base import TrainingData
+    from metarec.peers import make_peer
+    from metarec.pipeline import encode_catalogue
+
+    ds = load_dataset("ml-100k", root=root)
+    catalogue = encode_catalogue(ds.items, TrainConfig().encoder, progress=False)
+    split = make_p1_split(ds, seed=seed)
+    data = TrainingData(
+        split.frames["train"],
+        catalogue,
+        ds.users,
+        split.frames["validation"],
+        ds.rating_range,
+        seed,
+    )
+    melu = make_peer("melu-5", seed=seed).fit(data)
+    result = evaluate_p1({"melu-5": melu}, split, catalogue.index, ds.users)
+    maes = {state: float(v["melu-5"]["mae"]) for state, v in result["summary"].items()}
+    print(", ".join(f"{state} MAE {mae:.4f}" for state, mae in maes.items()))
+    return maes
 
 
 def _tasks(ratings: Any, support: int, n: int, seed: int) -> list[Task]:
@@ -156,7 +203,7 @@ def run_speed_benchmark(
         catalogue, train_rows, cfg, users=ds.users, validation=val_rows, progress=False
     )
     data = TrainingData(train_rows, catalogue, ds.users, val_rows, ds.rating_range, seed)
-    melu = MeLU(local_steps=5, epochs=1, threads=None, seed=seed).fit(data)
+    melu = MeLU(local_steps=5, epochs=1, min_updates=0, threads=None, seed=seed).fit(data)
     ur = data.ratings
     codes_all = rec.features.transform(ds.users, ur.user_ids)
     result: dict[str, Any] = {"adaptation": {}, "batched": {}, "training": {}, "encoder": {}}
@@ -270,7 +317,7 @@ def run_speed_benchmark(
         catalogue, train_rows, ds.users, TaskSource(ur, codes_all), seed
     )
     for steps in (1, 5):
-        m = MeLU(local_steps=steps, epochs=1, threads=None, seed=seed)
+        m = MeLU(local_steps=steps, epochs=1, min_updates=0, threads=None, seed=seed)
         t0 = time.perf_counter()
         m.fit(data)
         elapsed = time.perf_counter() - t0
@@ -308,32 +355,22 @@ def run_speed_benchmark(
 
     # -- quickstart ----------------------------------------------------------
     if quickstart:
-        with_data = ["--data", str(Path(root) / "ml-100k")] if root else []
-        # a small wrapper process runs quickstart and reports its children's peak RSS:
-        # measured from here, the fork would count this process's own memory
-        wrapper = (
-            "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
-        )
-        cmd = [
-            sys.executable, "-c", wrapper,
-            sys.executable, "-m", "metarec.cli", "quickstart", "--quiet", *with_data,
-        ]  # fmt: skip
         import tempfile
 
+        with_data = ["--data", str(Path(root) / "ml-100k")] if root else []
         with tempfile.TemporaryDirectory() as tmp:
-            cmd += ["--out", str(Path(tmp) / "run")]
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-            wall = time.perf_counter() - t0
-        lines = proc.stdout.strip().splitlines()
-        peak_kb = int(lines[-1]) if lines and lines[-1].isdigit() else 0
-        result["quickstart"] = {
-            "wall_s": wall,
-            "peak_rss_mb": peak_kb / 1024,
-            "ok": proc.returncode == 0,
-        }
-        log(f"quickstart: {wall:.1f} s, peak {peak_kb / 1024:.0f} MB")
+            result["quickstart"] = _child_wall_and_peak(
+                ["-m", "metarec.cli", "quickstart", "--quiet", *with_data,
+                 "--out", str(Path(tmp) / "run")]
+            )  # fmt: skip
+        q = result["quickstart"]
+        log(f"quickstart: {q['wall_s']:.1f} s, peak {q['peak_rss_mb']:.0f} MB")
+        result["quickstart_melu"] = _child_wall_and_peak(
+            ["-c", "import sys; from metarec.evaluation.speed import melu_quickstart; "
+             "melu_quickstart(sys.argv[1] or None)", root or ""]
+        )  # fmt: skip
+        q = result["quickstart_melu"]
+        log(f"the same job with MeLU-5: {q['wall_s']:.1f} s, peak {q['peak_rss_mb']:.0f} MB")
 
     record = {
         "benchmark": "speed",
@@ -429,8 +466,11 @@ def speed_markdown(record: dict[str, Any]) -> str:
         )
     if "quickstart" in record:
         q = record["quickstart"]
+        m = record.get("quickstart_melu")  # runs before 2026-12-01 did not time it
         lines.append(
-            f"| `metarec quickstart` (ml-100k, cached encodings): wall s / peak MB | "
-            f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | n/a |"
+            "| `metarec quickstart` (ml-100k, cached encodings; MeLU: the same job with "
+            f"MeLU-5, `melu_quickstart`): wall s / peak MB | {q['wall_s']:.0f} / "
+            f"{q['peak_rss_mb']:.0f} | "
+            + (f"{m['wall_s']:.0f} / {m['peak_rss_mb']:.0f} |" if m else "n/a |")
         )
     return "\n".join(lines + tail) + "\n"
