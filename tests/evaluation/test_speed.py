@@ -34,3 +34,20 @@ def test_speed_benchmark_reports_both_systems(
     } <= set(record["training"])
     md = (tmp_path / "speed.md").read_text()
     assert "Adaptation latency" in md and "MeLU" in md
+
+
+def test_melu_runs_the_quickstart_job(shared_data: Path) -> None:
+    from metarec.evaluation.speed import melu_quickstart
+
+    maes = melu_quickstart(str(shared_data), epochs=1, min_updates=0, device="cpu")
+    assert set(maes) == {"user_cold", "item_cold"}
+    assert all(0 < v < 4 for v in maes.values())  # MAE on 1-5 stars
+
+
+def test_child_process_wall_time_and_peak_memory() -> None:
+    from metarec.evaluation.speed import _child_wall_and_peak
+
+    done = _child_wall_and_peak(["-c", "x = bytearray(64 * 2**20)"])  # 64 MB touched
+    assert done["ok"] and done["wall_s"] > 0
+    assert done["peak_rss_mb"] >= 64
+    assert not _child_wall_and_peak(["-c", "raise SystemExit(3)"])["ok"]

@@ -74,11 +74,14 @@ def _child_wall_and_peak(args: list[str]) -> dict[str, Any]:
     return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "ok": proc.returncode == 0}
 
 
-def melu_quickstart(root: str | None = None, seed: int = 0) -> dict[str, float]:
+def melu_quickstart(
+    root: str | None = None, seed: int = 0, **melu_options: Any
+) -> dict[str, float]:
     """``metarec quickstart``'s job with MeLU-as-published (MeLU-5) as the model: load
     and clean ml-100k, the catalogue from the encoding cache (MeLU reads no text; the
     cache hit costs little), the same P1 split, fit, then P1 on new users and new items.
-    The speed benchmark times it in a child process; returns the MAE per state."""
+    The speed benchmark times it in a child process; returns the MAE per state.
+    ``melu_options``: MeLU's constructor options (tests shorten its training)."""
     from metarec.data import load_dataset
     from metarec.evaluation.p1 import evaluate_p1, make_p1_split
     from metarec.models.base import TrainingData
@@ -96,7 +99,7 @@ def melu_quickstart(root: str | None = None, seed: int = 0) -> dict[str, float]:
         ds.rating_range,
         seed,
     )
-    melu = make_peer("melu-5", seed=seed).fit(data)
+    melu = make_peer("melu-5", seed=seed, **melu_options).fit(data)
     result = evaluate_p1({"melu-5": melu}, split, catalogue.index, ds.users)
     maes = {state: float(v["melu-5"]["mae"]) for state, v in result["summary"].items()}
     print(", ".join(f"{state} MAE {mae:.4f}" for state, mae in maes.items()))
