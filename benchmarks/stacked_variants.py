@@ -51,15 +51,14 @@ def run(options: dict[str, Any], data_root: str | None, splits: str | None) -> d
             if splits
             else make_p2_split(ds, seed=0, n_folds=FOLDS, fold=fold)
         )
-        frames = split.frames
-        data = TrainingData(
-            frames["train"], catalogue, ds.users, frames["validation"], ds.rating_range, 0
-        )
+        data = TrainingData.from_split(split.frames, catalogue, ds, 0)
         t0 = time.perf_counter()
         model = StackedRanker(seed=0, **options).fit(data)
         fit_s = time.perf_counter() - t0
         models = {"stacked": model, "popularity": Popularity(seed=0).fit(data)}
-        res = evaluate_p2(models, frames["validation"], catalogue.index, ds.users, shots=SHOTS)
+        res = evaluate_p2(
+            models, split.frames["validation"], catalogue.index, ds.users, shots=SHOTS
+        )
         folds[str(fold)] = {
             "fit_s": fit_s,
             "ndcg@10": {

@@ -336,14 +336,7 @@ def _fold_run(
         split = make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
     split_file = split_file_name(protocol, ds.name, fold)
     split.save(out / split_file)  # beside the results, also when read from --splits
-    data = TrainingData(
-        split.frames["train"],
-        catalogue,
-        ds.users,
-        split.frames["validation"],
-        ds.rating_range,
-        seed,
-    )
+    data = TrainingData.from_split(split.frames, catalogue, ds, seed)
     models = build_models(
         protocol,
         algorithms=algorithms,

@@ -91,14 +91,7 @@ def melu_quickstart(
     ds = load_dataset("ml-100k", root=root)
     catalogue = encode_catalogue(ds.items, TrainConfig().encoder, progress=False)
     split = make_p1_split(ds, seed=seed)
-    data = TrainingData(
-        split.frames["train"],
-        catalogue,
-        ds.users,
-        split.frames["validation"],
-        ds.rating_range,
-        seed,
-    )
+    data = TrainingData.from_split(split.frames, catalogue, ds, seed)
     melu = make_peer("melu-5", seed=seed, **melu_options).fit(data)
     result = evaluate_p1({"melu-5": melu}, split, catalogue.index, ds.users)
     maes = {state: float(v["melu-5"]["mae"]) for state, v in result["summary"].items()}

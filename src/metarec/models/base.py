@@ -15,7 +15,7 @@ the model may adapt on and whose query set it must never look at.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Protocol
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.catalogue import Catalogue
-from metarec.data.schema import like_threshold_for
+from metarec.data.schema import Dataset, like_threshold_for
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import UnsupportedError
 from metarec.models.cutpoints import RatingCutpoints
@@ -53,6 +53,21 @@ class TrainingData:
     validation: pd.DataFrame | None = None
     rating_range: tuple[float, float] = (1.0, 5.0)
     seed: int = 0
+
+    @classmethod
+    def from_split(
+        cls, frames: Mapping[str, pd.DataFrame], catalogue: Catalogue, dataset: Dataset, seed: int
+    ) -> TrainingData:
+        """A split's ``train`` users to fit on and ``validation`` users to tune on, with
+        ``dataset``'s user features and rating scale."""
+        return cls(
+            frames["train"],
+            catalogue,
+            dataset.users,
+            frames["validation"],
+            dataset.rating_range,
+            seed,
+        )
 
     @cached_property
     def ratings(self) -> UserRatings:
