@@ -563,28 +563,28 @@ def run_benchmark(
     algorithms = list(default_algorithms(protocol) if algorithms is None else algorithms)
     shots = tuple(SHOTS if shots is None else shots)
     ds = dataset if isinstance(dataset, Dataset) else None
-    name_ = safe_name(ds.name) if ds is not None else str(dataset)
+    ds_name = safe_name(ds.name) if ds is not None else str(dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         if progress:
-            print(f"[{protocol} {name_}] {msg}", flush=True)
+            print(f"[{protocol} {ds_name}] {msg}", flush=True)
 
     fold_ids: list[int | None] = [None] if folds == 1 else list(range(folds))
     if splits is not None:  # before the data is encoded, not minutes into the run
         from metarec.evaluation.splits import split_path
 
         for f in fold_ids:
-            split_path(protocol, name_, splits, f)
+            split_path(protocol, ds_name, splits, f)
     t0 = time.perf_counter()
     if ds is None:
-        ds = load_dataset(name_, root=root)
-    ds = replace(ds, name=name_)  # split files and reports are named after it
+        ds = load_dataset(ds_name, root=root)
+    ds = replace(ds, name=ds_name)  # split files and reports are named after it
     like = ds.like_threshold if like_threshold is None else float(like_threshold)
     if protocol == "p1" and ds.rating_range[0] == ds.rating_range[1]:
         raise ConfigError(
-            f"{name_}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 predicts "
+            f"{ds_name}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 predicts "
             "ratings, so use --protocol p2"
         )
     base = TrainConfig(seed=seed).with_overrides(list(overrides))
@@ -627,13 +627,13 @@ def run_benchmark(
         sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
         cis[group] = confidence_intervals(pooled["per_user"][group], [m for m, _ in headline], seed)
     name = (
-        f"{protocol}-{name_}"
+        f"{protocol}-{ds_name}"
         + (f"-{folds}fold" if folds > 1 else "")
         + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
     )
     record = {
         "protocol": protocol,
-        "dataset": name_,
+        "dataset": ds_name,
         "rating_range": list(ds.rating_range),
         "like_threshold": like,
         "seed": seed,
@@ -661,7 +661,7 @@ def run_benchmark(
         "command": command
         or _command(
             protocol,
-            name_,
+            ds_name,
             seed,
             folds,
             algorithms,
