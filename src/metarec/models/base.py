@@ -103,6 +103,16 @@ class ScoringModel(ABC):
     name: str = "model"
     predicts_ratings: bool = False
     cutpoints: RatingCutpoints | None = None
+
+    def _like_option(self, given: float | None) -> None:
+        """Keep a ``like_threshold`` option (what counts as liked); None: the training
+        data's rating scale, set by :meth:`_fit_like` (until then 1-5 stars' 4)."""
+        self.like_given = given
+        self.like_threshold = like_threshold_for((1.0, 5.0)) if given is None else float(given)
+
+    def _fit_like(self, data: TrainingData) -> None:
+        self.like_threshold = data.like_threshold(self.like_given)
+
     chunk_size: ClassVar[int] = 256
 
     @abstractmethod

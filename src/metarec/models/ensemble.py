@@ -87,10 +87,7 @@ class Ensemble(ScoringModel):
         self.query_size = query_size
         self.k = k
         self.learn_weights = learn_weights
-        # what counts as a hit when ranking weights are learned; None: from the training
-        # data's rating scale, set at fit (TrainingData.like_threshold)
-        self.like_given = like_threshold
-        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
+        self._like_option(like_threshold)  # None: the data's scale, at fit
         self.predicts_ratings = mode == "rating"
         n = len(self.members)
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
@@ -105,7 +102,7 @@ class Ensemble(ScoringModel):
         if data.validation_ratings is None:
             raise ModelError("ensemble: needs validation users to learn its weights")
         self._n_fit_items = self.n_items
-        self.like_threshold = data.like_threshold(self.like_given)
+        self._fit_like(data)
         val = data.validation_ratings
         for b, shot in enumerate(self.buckets if self.learn_weights else ()):
             tasks = self._validation_tasks(val, shot)

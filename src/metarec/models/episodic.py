@@ -233,9 +233,7 @@ class EpisodicLinear(ScoringModel):
         self.support_scale = float(support_scale)
         self.target_scale = float(target_scale)
         self.validation_shots = tuple(int(k) for k in validation_shots)
-        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
-        self.like_given = like_threshold
-        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
+        self._like_option(like_threshold)  # None: the data's scale, at fit
         self.chunk_episodes = chunk_episodes
         self.device = device
         self.seed = seed
@@ -299,7 +297,7 @@ class EpisodicLinear(ScoringModel):
         return g, xty, xm, ym
 
     def fit(self, data: TrainingData) -> EpisodicLinear:
-        self.like_threshold = data.like_threshold(self.like_given)
+        self._fit_like(data)
         ur = data.ratings
         n = data.n_items
         if len(ur.ratings) == 0:

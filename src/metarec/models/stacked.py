@@ -743,9 +743,7 @@ class StackedRanker(ScoringModel):
         self.head = int(head)
         self.ease_lam = float(ease_lam)
         self.episodic_lam = float(episodic_lam)
-        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
-        self.like_given = like_threshold
-        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
+        self._like_option(like_threshold)  # None: the data's scale, at fit
         self.learning_rate = float(learning_rate)
         self.max_iter = int(max_iter)
         self.max_leaf_nodes = int(max_leaf_nodes)
@@ -907,7 +905,7 @@ class StackedRanker(ScoringModel):
         return TreeEnsemble.from_sklearn(gb), gb.decision_function(x)
 
     def fit(self, data: TrainingData) -> StackedRanker:
-        self.like_threshold = data.like_threshold(self.like_given)
+        self._fit_like(data)
         ur = data.ratings
         if len(ur) < 2 * self.folds:
             raise DataError(

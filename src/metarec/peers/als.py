@@ -67,9 +67,7 @@ class ALS(ScoringModel):
         self.regularization = float(regularization)
         self.alpha = float(alpha)
         self.like_weight = float(like_weight)
-        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
-        self.like_given = like_threshold
-        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
+        self._like_option(like_threshold)  # None: the data's scale, at fit
         self.iterations = int(iterations)
         self.seed = seed
         self.item_factors: np.ndarray | None = None  # float64 [n_items, factors]
@@ -81,7 +79,7 @@ class ALS(ScoringModel):
         return 1.0 + self.alpha * weight
 
     def fit(self, data: TrainingData) -> ALS:
-        self.like_threshold = data.like_threshold(self.like_given)
+        self._fit_like(data)
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 

@@ -54,16 +54,14 @@ class ContentKNN(ScoringModel):
     ) -> None:
         check_positive(self.name, "damping", damping, allow_zero=True)
         self.damping = damping
-        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
-        self.like_given = like_threshold
-        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
+        self._like_option(like_threshold)  # None: the data's scale, at fit
         self.seed = seed  # unused: the model is deterministic by construction
         self.vectors: np.ndarray | None = None
         self.popularity = np.zeros(0)
         self.mu = 0.0
 
     def fit(self, data: TrainingData) -> ContentKNN:
-        self.like_threshold = data.like_threshold(self.like_given)
+        self._fit_like(data)
         self.vectors = _unit_rows(np.asarray(data.catalogue.vectors, dtype=np.float64))
         self.popularity = popularity_scores(data.ratings, data.n_items, self.like_threshold)
         self.mu = float(data.ratings.ratings.mean()) if len(data.ratings.ratings) else 0.0

@@ -25,14 +25,12 @@ class Popularity(ScoringModel):
     predicts_ratings = False
 
     def __init__(self, *, like_threshold: float | None = None, seed: int = 0) -> None:
-        # None: from the training data's rating scale, set at fit (TrainingData.like_threshold)
-        self.like_given = like_threshold
-        self.like_threshold = 4.0 if like_threshold is None else float(like_threshold)
+        self._like_option(like_threshold)  # None: the data's scale, at fit
         self.seed = seed  # unused: popularity has no randomness; kept for a uniform factory
         self.scores: np.ndarray | None = None
 
     def fit(self, data: TrainingData) -> Popularity:
-        self.like_threshold = data.like_threshold(self.like_given)
+        self._fit_like(data)
         self.scores = popularity_scores(data.ratings, data.n_items, self.like_threshold)
         return self
 
