@@ -497,7 +497,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from metarec.evaluation.report import render_markdown, write_report
-    from metarec.io import load_json
+    from metarec.evaluation.speed import speed_markdown
+    from metarec.io import load_json, write_bytes_atomic
 
     path = Path(args.run)
     if path.is_dir() and (path / "recommender.json").exists():
@@ -517,17 +518,32 @@ def cmd_report(args: argparse.Namespace) -> int:
                 print(f"| {row.get('epoch', '')} | " + " | ".join(cells) + " |")
         return 0
     if path.is_dir():
-        found = sorted(p for p in path.glob("p[12]-*.json") if not p.name.endswith("-split.json"))
+        found = sorted(
+            p
+            for pattern in ("p[12]-*.json", "speed*.json")
+            for p in path.glob(pattern)
+            if not p.name.endswith("-split.json")
+        )
         if not found:
-            raise ConfigError(f"{path}: no benchmark results (p1-*.json, p2-*.json) in it")
+            raise ConfigError(
+                f"{path}: no benchmark results (p1-*.json, p2-*.json, speed*.json) in it"
+            )
     elif path.suffix == ".json" and path.exists():
         found = [path]
     else:
         raise ConfigError(f"{path}: not a run folder, a results folder or a benchmark .json")
     for f in found:
         record = load_json(f)
+        if record.get("benchmark") == "speed":
+            text = speed_markdown(record)
+            if args.write:  # the speed benchmark draws no plots
+                write_bytes_atomic(f.with_suffix(".md"), text.encode())
+            print(text)
+            continue
         if record.get("protocol") not in ("p1", "p2") or "summary" not in record:
-            raise ConfigError(f"{f}: not a benchmark result (no protocol/summary)")
+            raise ConfigError(
+                f"{f}: not a benchmark result (no protocol/summary, not a speed benchmark)"
+            )
         try:
             if args.write:
                 write_report(record, f.with_suffix(""), plots=not args.no_plots)

@@ -320,6 +320,26 @@ def test_report_plots_the_ab_test_of_a_committed_run(tmp_path: Path) -> None:
     assert [p.name for p in plot(record, tmp_path / "q")] == ["q-curves.png"]
 
 
+def test_report_renders_and_rewrites_a_speed_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.cli import main
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    record = json.loads((results / "speed.json").read_text())
+    (tmp_path / "speed.json").write_text(json.dumps(record))
+    assert main(["report", "--write", str(tmp_path / "speed.json")]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("# Speed on ml-100k")
+    assert (tmp_path / "speed.md").read_text() == (results / "speed.md").read_text()
+    # a results folder renders its speed record beside the protocol results
+    assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == shown
+    (tmp_path / "speed.json").write_text(json.dumps({"benchmark": "latency"}))
+    assert main(["report", str(tmp_path / "speed.json")]) == 2
+    assert "not a speed benchmark" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_folder_of_atomic_files_is_a_dataset(
     shared_data: Path, tmp_path: Path, env: dict[str, str]

@@ -463,10 +463,10 @@ def speed_markdown(record: dict[str, Any]) -> str:
     if "quickstart" in record:
         q = record["quickstart"]
         m = record.get("quickstart_melu")  # runs before 2026-12-01 did not time it
+        melu = "; MeLU: the same job with MeLU-5, `melu_quickstart`" if m else ""
         lines.append(
-            "| `metarec quickstart` (ml-100k, cached encodings; MeLU: the same job with "
-            f"MeLU-5, `melu_quickstart`): wall s / peak MB | {q['wall_s']:.0f} / "
-            f"{q['peak_rss_mb']:.0f} | "
-            + (f"{m['wall_s']:.0f} / {m['peak_rss_mb']:.0f} |" if m else "n/a |")
+            f"| `metarec quickstart` (ml-100k, cached encodings{melu}): wall s / peak MB | "
+            f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | "
+            + (f"{m['wall_s']:.0f} / {m['peak_rss_mb']:.0f} |" if m else "n/a (not timed) |")
         )
     return "\n".join(lines + tail) + "\n"

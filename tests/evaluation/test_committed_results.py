@@ -1,0 +1,235 @@
+"""The committed results and the README agree with each other.
+
+The README's result tables are copied from ``benchmarks/results/*.json`` (the
+issue's acceptance: "the figures in the README match the committed result
+files"), and every committed benchmark Markdown file is what ``metarec report``
+renders from its JSON. These tests read the files as committed, so a rerun that
+replaces a JSON without updating the README, or a hand edit of a table, fails
+here. No data set and no training is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metarec.evaluation.report import render_markdown
+from metarec.evaluation.speed import speed_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+# README rows that are not in any result file: the paper's own figures
+NOT_FROM_FILES = {"MeLU-5 as published (its own split)"}
+# README row labels → result-file model names
+LABELS = {
+    "bias model": "bias",
+    "bias": "bias",
+    "bias model + median cuts": "bias-median",
+    "popularity": "popularity",
+    "knn": "knn",
+    "content kNN": "knn",
+    "als": "als",
+    "ALS (implicit, fold-in)": "als",
+    "MeLU-1, faithful, same split": "melu-1",
+    "MeLU-5, faithful, same split": "melu-5",
+    "MeLU-1, faithful": "melu-1",
+    "MeLU-5, faithful": "melu-5",
+    "transfer (no meta-learning)": "transfer",
+    "transfer": "transfer",
+    "metarec MAML": "metarec-maml",
+    "metarec first-order MAML": "metarec-fomaml",
+    "metarec Reptile": "metarec-reptile",
+    "metarec Meta-SGD": "metarec-metasgd",
+    "metarec episodic": "metarec-episodic",
+    "metarec stacked": "metarec-stacked",
+    "metarec ensemble": "metarec-ensemble",
+    "metarec ensemble (popularity, MAML, episodic, stacked)": "metarec-ensemble",
+}
+STATES = ("user_cold", "item_cold", "both_cold")
+
+
+def _table_after(heading: str, nth: int = 0) -> list[list[str]]:
+    """Body rows of the ``nth`` Markdown table under ``heading`` (a README line)."""
+    lines = README.splitlines()
+    start = lines.index(heading)
+    tables: list[list[list[str]]] = []
+    rows: list[list[str]] | None = None
+    for line in lines[start + 1 :]:
+        if line.startswith("#") and line.count("#") <= heading.count("#") and tables:
+            break
+        if line.startswith("|"):
+            if rows is None:
+                rows = []
+                tables.append(rows)
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not set("".join(cells)) <= set("-: "):
+                rows.append(cells)
+        else:
+            rows = None
+    return tables[nth][1:]  # without the header row
+
+
+def _cell(text: str) -> tuple[str, str, bool]:
+    """'**0.4751 ± 0.0186**' → ('0.4751 ± 0.0186', marks, bold)."""
+    bold = text.startswith("**")
+    text = text.strip("*") if bold else text
+    marks = "".join(ch for ch in text[-2:] if ch in "*†")
+    return text.rstrip("*†").strip(), marks, bold
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def _marks(sig: dict[str, Any] | None) -> str:
+    """The mark a significance entry earns: ``*`` a significant win of the reference,
+    ``†`` a significant loss, nothing otherwise (the reference itself has no entry)."""
+    if not sig or not sig["significant"]:
+        return ""
+    return "*" if sig["better"] else "†"
+
+
+def _model(label: str) -> str:
+    """A README row's model: a display name, or the result file's own name."""
+    model = LABELS.get(label, label)
+    assert re.fullmatch(r"[a-z0-9-]+", model), f"README row {label!r}: no model mapped to it"
+    return model
+
+
+def _check_cell(
+    where: str, cell: str, mean: float, std: float | None, sig: dict[str, Any] | None
+) -> None:
+    number, marks, _ = _cell(cell)
+    expected = f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+    assert number == expected, f"{where}: README has {number}, the result file {expected}"
+    assert marks == _marks(sig), f"{where}: README marks {marks!r}, the file {_marks(sig)!r}"
+
+
+def _check_bold(
+    where: str, rows: list[list[str]], column: int, lower: bool, reference: str | None = None
+) -> None:
+    """Bold marks one row, a best metarec model of the column; where the file names the
+    model the marks compare against (``reference``), that one."""
+    values = {
+        r[0]: float(_cell(r[column])[0].split(" ")[0])
+        for r in rows
+        if r[0] not in NOT_FROM_FILES and _model(r[0]).startswith("metarec-")
+    }
+    best = min(values.values()) if lower else max(values.values())
+    bold = [r[0] for r in rows if _cell(r[column])[2]]
+    assert len(bold) == 1, f"{where}: bold should mark one row, not {bold}"
+    assert values.get(bold[0]) == best, f"{where}: bold {bold[0]!r} is not a best metarec model"
+    if reference is not None:
+        assert _model(bold[0]) == reference, f"{where}: bold should mark {reference}"
+
+
+@pytest.mark.parametrize(
+    ("heading", "file", "metrics"),
+    [
+        (
+            "### P1 on MovieLens 1M (MeLU protocol: rating prediction for new users and new items)",
+            "p1-ml-1m.json",
+            ("mae", "ndcg@3"),
+        ),
+        ("### P3: 5-fold cross-validation of P1 on MovieLens 1M", "p1-ml-1m-5fold-seeds3.json",
+         ("mae",)),
+    ],
+)  # fmt: skip
+def test_readme_p1_tables_match_result_files(heading: str, file: str, metrics: tuple[str]) -> None:
+    record = _load(file)
+    rows = _table_after(heading)
+    std = record.get("std") if record.get("folds", 1) > 1 else None
+    assert {r[0] for r in rows} - NOT_FROM_FILES, "empty table"
+    for row in rows:
+        if row[0] in NOT_FROM_FILES:
+            continue
+        model = _model(row[0])
+        for i, (state, metric) in enumerate((s, m) for s in STATES for m in metrics):
+            where = f"{file} {row[0]} {state} {metric}"
+            _check_cell(
+                where,
+                row[1 + i],
+                record["summary"][state][model][metric],
+                std[state][model][metric] if std else None,
+                record["significance"][state][metric].get(model),
+            )
+    for i, (_, metric) in enumerate((s, m) for s in STATES for m in metrics):
+        _check_bold(f"{file} column {i + 1}", rows, 1 + i, lower=metric == "mae")
+
+
+@pytest.mark.parametrize(
+    ("heading", "file"),
+    [
+        ("### P2 on MovieLens 100K (few-shot full-catalogue ranking)", "p2-ml-100k.json"),
+        ("#### P2 over 5 folds", "p2-ml-100k-5fold.json"),
+    ],
+)
+def test_readme_p2_tables_match_result_files(heading: str, file: str) -> None:
+    record = _load(file)
+    rows = _table_after(heading)
+    shots = [str(k) for k in record["summary"]]
+    std = record.get("std") if record.get("folds", 1) > 1 else None
+    assert len(rows) >= 5
+    for row in rows:
+        model = _model(row[0])
+        assert len(row) == 1 + len(shots), f"{file} {row[0]}: one column per K"
+        for i, k in enumerate(shots):
+            _check_cell(
+                f"{file} {row[0]} K={k}",
+                row[1 + i],
+                record["summary"][k][model]["ndcg@10"],
+                std[k][model]["ndcg@10"] if std else None,
+                record["significance"][k]["ndcg@10"].get(model),
+            )
+    for i, k in enumerate(shots):
+        _check_bold(f"{file} K={k}", rows, 1 + i, lower=False, reference=record["reference"][k])
+
+
+def _numbers(text: str) -> list[str]:
+    """The figures in a table row's value cells, as written (thousands commas dropped)."""
+    return [n.replace(",", "") for n in re.findall(r"\d[\d,]*\.?\d*", text)]
+
+
+def test_readme_speed_tables_match_speed_json() -> None:
+    """Both speed tables carry the figures ``speed.md`` renders from ``speed.json``, in
+    its order (the README words some row labels differently)."""
+    rendered = speed_markdown(_load("speed.json"))
+    ours = [r for r in rendered.splitlines() if r.startswith("| ") and "---" not in r]
+    readme = _table_after("### Speed, beside MeLU in the same process (ml-100k)", 0)
+    readme += _table_after("### Speed, beside MeLU in the same process (ml-100k)", 1)
+    ours = [r for r in ours if not r.startswith(("| support", "| measure"))]
+    assert len(readme) == len(ours), "the README's speed tables have the rendered rows"
+    for mine, theirs in zip(readme, ours, strict=True):
+        cells = theirs.strip().strip("|").split("|")
+        expected = _numbers("|".join(cells[1:]))
+        got = _numbers("|".join(c.strip("*") for c in mine[1:]))
+        assert got == expected, f"speed row {mine[0]!r}: README {got}, speed.json {expected}"
+
+
+def _benchmark_records() -> list[Path]:
+    out = []
+    for path in sorted(RESULTS.rglob("*.json")):
+        if path.name.endswith("-split.json"):
+            continue
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if "protocol" in record or record.get("benchmark") == "speed":
+            out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("path", _benchmark_records(), ids=lambda p: p.stem)
+def test_committed_markdown_is_rendered_from_its_json(path: Path) -> None:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    rendered = speed_markdown(record) if record.get("benchmark") == "speed" else None
+    rendered = rendered if rendered is not None else render_markdown(record)
+    committed = path.with_suffix(".md").read_text(encoding="utf-8")
+    assert committed.rstrip() == rendered.rstrip(), (
+        f"{path.with_suffix('.md').name} is not what `metarec report {path.name}` renders; "
+        "rewrite it with `metarec report --write`"
+    )
