@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -496,9 +497,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from metarec.evaluation.report import render_markdown, write_report
-    from metarec.evaluation.speed import speed_markdown
-    from metarec.io import load_json, write_bytes_atomic
+    from metarec.io import load_json
 
     path = Path(args.run)
     if path.is_dir() and (path / "recommender.json").exists():
@@ -534,25 +533,34 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: not a run folder, a results folder or a benchmark .json")
     for f in found:
         record = load_json(f)
-        if record.get("benchmark") == "speed":
-            text = speed_markdown(record)
-            if args.write:  # the speed benchmark draws no plots
-                write_bytes_atomic(f.with_suffix(".md"), text.encode())
-            print(text)
-            continue
-        if record.get("protocol") not in ("p1", "p2") or "summary" not in record:
-            raise ConfigError(
-                f"{f}: not a benchmark result (no protocol/summary, not a speed benchmark)"
-            )
         try:
-            if args.write:
-                write_report(record, f.with_suffix(""), plots=not args.no_plots)
-            print(render_markdown(record))
+            print(_render_result(f, record, write=args.write, plots=not args.no_plots))
         except KeyError as err:
             raise ConfigError(
                 f"{f}: missing field {err} (written by an older metarec? rerun the benchmark)"
             ) from None
     return 0
+
+
+def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bool) -> str:
+    """A benchmark record as Markdown; ``write`` also rewrites its .md (and plots)."""
+    from metarec.evaluation.report import render_markdown, write_report
+    from metarec.evaluation.speed import speed_markdown
+    from metarec.io import write_bytes_atomic
+
+    if record.get("benchmark") == "speed":
+        text = speed_markdown(record)
+        if write:  # the speed benchmark draws no plots
+            write_bytes_atomic(path.with_suffix(".md"), text.encode())
+        return text
+    if record.get("protocol") not in ("p1", "p2") or "summary" not in record:
+        raise ConfigError(
+            f"{path}: not a benchmark result (no protocol/summary, not a speed benchmark)"
+        )
+    text = render_markdown(record)
+    if write:
+        write_report(record, path.with_suffix(""), plots=plots)
+    return text
 
 
 def cmd_abtest(args: argparse.Namespace) -> int:
@@ -1009,6 +1017,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except BrokenPipeError:
+        # the reader went away (`metarec report ... | head`): not an error of ours; point
+        # stdout at devnull so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

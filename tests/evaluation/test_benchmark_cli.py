@@ -338,6 +338,20 @@ def test_report_renders_and_rewrites_a_speed_record(
     (tmp_path / "speed.json").write_text(json.dumps({"benchmark": "latency"}))
     assert main(["report", str(tmp_path / "speed.json")]) == 2
     assert "not a speed benchmark" in capsys.readouterr().err
+    (tmp_path / "speed.json").write_text(json.dumps({"benchmark": "speed"}))
+    assert main(["report", str(tmp_path / "speed.json")]) == 2
+    assert "missing field 'machine'" in capsys.readouterr().err
+
+
+def test_report_into_a_closed_pipe_is_quiet(env: dict[str, str]) -> None:
+    """`metarec report results/ | head -1`: the reader leaving early is not an error."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    proc = subprocess.run(
+        f"{sys.executable} -m metarec.cli report {results} | head -c 10",
+        shell=True, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.stdout == "# P1 (MeLU"
+    assert proc.stderr == "", proc.stderr
 
 
 @pytest.mark.slow
