@@ -545,22 +545,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bool) -> str:
     """A benchmark record as Markdown; ``write`` also rewrites its .md (and plots)."""
     from metarec.evaluation.report import render_markdown, write_report
-    from metarec.evaluation.speed import speed_markdown
-    from metarec.io import write_bytes_atomic
 
-    if record.get("benchmark") == "speed":
-        text = speed_markdown(record)
-        if write:  # the speed benchmark draws no plots
-            write_bytes_atomic(path.with_suffix(".md"), text.encode())
-        return text
-    if record.get("protocol") not in ("p1", "p2") or "summary" not in record:
+    speed = record.get("benchmark") == "speed"
+    if not speed and (record.get("protocol") not in ("p1", "p2") or "summary" not in record):
         raise ConfigError(
             f"{path}: not a benchmark result (no protocol/summary, not a speed benchmark)"
         )
-    text = render_markdown(record)
     if write:
         write_report(record, path.with_suffix(""), plots=plots)
-    return text
+    return render_markdown(record)
 
 
 def cmd_abtest(args: argparse.Namespace) -> int:

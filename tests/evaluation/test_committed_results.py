@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from metarec.evaluation.report import render_markdown
-from metarec.evaluation.speed import speed_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -199,7 +198,7 @@ def _numbers(text: str) -> list[str]:
 def test_readme_speed_tables_match_speed_json() -> None:
     """Both speed tables carry the figures ``speed.md`` renders from ``speed.json``, in
     its order (the README words some row labels differently)."""
-    rendered = speed_markdown(_load("speed.json"))
+    rendered = render_markdown(_load("speed.json"))
     ours = [r for r in rendered.splitlines() if r.startswith("| ") and "---" not in r]
     readme = _table_after("### Speed, beside MeLU in the same process (ml-100k)", 0)
     readme += _table_after("### Speed, beside MeLU in the same process (ml-100k)", 1)
@@ -226,8 +225,7 @@ def _benchmark_records() -> list[Path]:
 @pytest.mark.parametrize("path", _benchmark_records(), ids=lambda p: p.stem)
 def test_committed_markdown_is_rendered_from_its_json(path: Path) -> None:
     record = json.loads(path.read_text(encoding="utf-8"))
-    rendered = speed_markdown(record) if record.get("benchmark") == "speed" else None
-    rendered = rendered if rendered is not None else render_markdown(record)
+    rendered = render_markdown(record)
     committed = path.with_suffix(".md").read_text(encoding="utf-8")
     assert committed.rstrip() == rendered.rstrip(), (
         f"{path.with_suffix('.md').name} is not what `metarec report {path.name}` renders; "

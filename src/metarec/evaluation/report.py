@@ -2,7 +2,8 @@
 
 ``write_report(record, stem)`` writes ``stem.md`` and ``stem-*.png``;
 ``render_markdown(record)`` is what ``metarec report RUN`` prints. The record
-is the JSON a benchmark writes, so a report can be re-rendered from a
+is the JSON a benchmark writes (a protocol run, or the speed benchmark, which
+has no plots), so a report can be re-rendered from a
 committed result file without rerunning anything.
 """
 
@@ -156,6 +157,10 @@ def _p2_markdown(record: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(record: dict[str, Any]) -> str:
+    if record.get("benchmark") == "speed":
+        from metarec.evaluation.speed import speed_markdown  # speed.py imports this module
+
+        return speed_markdown(record)
     lines = _p1_markdown(record) if record["protocol"] == "p1" else _p2_markdown(record)
     weights = record.get("ensemble_weights") or []
     if weights and weights[0]:
@@ -210,7 +215,9 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 def plot(record: dict[str, Any], stem: Path) -> list[Path]:
     """PNG plots: P2 metric-vs-K curves; P1 per-state bars with 95 % CIs; the P4 A/B
-    test of the run, when it has one."""
+    test of the run, when it has one. The speed benchmark has none."""
+    if record.get("benchmark") == "speed":
+        return []
     import matplotlib
 
     matplotlib.use("Agg")

@@ -103,6 +103,7 @@ class ScoringModel(ABC):
     name: str = "model"
     predicts_ratings: bool = False
     cutpoints: RatingCutpoints | None = None
+    chunk_size: ClassVar[int] = 256
 
     def _like_option(self, given: float | None) -> None:
         """Keep a ``like_threshold`` option (what counts as liked); None: the training
@@ -112,8 +113,6 @@ class ScoringModel(ABC):
 
     def _fit_like(self, data: TrainingData) -> None:
         self.like_threshold = data.like_threshold(self.like_given)
-
-    chunk_size: ClassVar[int] = 256
 
     @abstractmethod
     def fit(self, data: TrainingData) -> ScoringModel:
