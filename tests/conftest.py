@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from metarec.cli import main
 
 # The MovieLens copies kept next to the project (never inside it): ../shared/data.
 _FALLBACK_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -19,3 +23,27 @@ def shared_data() -> Path:
         if (candidate / "ml-100k").is_dir() or (candidate / "ml-1m").is_dir():
             return candidate.resolve()
     pytest.skip("MovieLens not found: set METAREC_DATA or place it at ../shared/data")
+
+
+@dataclass
+class CliResult:
+    """What ``metarec`` returned and printed (the fields of a CompletedProcess)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture()
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``metarec ARGS`` run in this process. Error-path tests use it: each subprocess
+    pays the seconds that importing torch costs, and these tests only need ``main``'s
+    exit code and messages; end-to-end tests still start the real command."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run

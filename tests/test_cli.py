@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +24,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+def assert_one_line_error(proc: Any, *needles: str) -> None:
+    """``proc``: a CompletedProcess, or the ``cli`` fixture's result."""
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("metarec: error:")]
@@ -110,8 +113,16 @@ def test_wrong_atomic_header(tmp_path: Path) -> None:
         (["evaluate", "no-such-run"], ["no-such-run"]),
     ],
 )
-def test_bad_arguments(args: list[str], needles: list[str], tmp_path: Path) -> None:
-    assert_one_line_error(run_cli(*args, cwd=tmp_path), *needles)
+def test_bad_arguments(
+    args: list[str],
+    needles: list[str],
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(cli(*args), *needles)
+    assert not (tmp_path / "x").exists()  # nothing half-written
 
 
 def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,37 +5,84 @@ network is meta-trained with users as tasks so that a few steps on a user's
 ratings give that user's model. See the README for the tour.
 """
 
-from metarec.config import ModelConfig, TrainConfig
-from metarec.data import (
-    CleaningReport,
-    Dataset,
-    ItemTextConfig,
-    clean,
-    load_atomic,
-    load_dataset,
-    load_movielens_raw,
-    load_path,
-    load_table,
-    validate,
-)
-from metarec.encoders import (
-    EmbeddingCache,
-    Encoder,
-    SentenceEncoder,
-    TfidfSvdEncoder,
-    make_encoder,
-)
-from metarec.errors import (
-    ConfigError,
-    DataError,
-    DatasetNotFoundError,
-    MetarecError,
-    ModelError,
-    UnknownItemError,
-)
-from metarec.models.bias import BiasModel
-from metarec.pipeline import encode_catalogue, fit_recommender, train
-from metarec.recommender import Recommender, UserState
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The public names load on first use (PEP 562): `import metarec` and the CLI's
+# argument checks then cost milliseconds, not the seconds torch and pandas take
+# to import, so `metarec --help` and a mistyped option answer at once.
+_HOME = {
+    "ModelConfig": "metarec.config",
+    "TrainConfig": "metarec.config",
+    **dict.fromkeys(
+        (
+            "CleaningReport",
+            "Dataset",
+            "ItemTextConfig",
+            "clean",
+            "load_atomic",
+            "load_dataset",
+            "load_movielens_raw",
+            "load_path",
+            "load_table",
+            "validate",
+        ),
+        "metarec.data",
+    ),
+    **dict.fromkeys(
+        ("EmbeddingCache", "Encoder", "SentenceEncoder", "TfidfSvdEncoder", "make_encoder"),
+        "metarec.encoders",
+    ),
+    **dict.fromkeys(
+        (
+            "ConfigError",
+            "DataError",
+            "DatasetNotFoundError",
+            "MetarecError",
+            "ModelError",
+            "UnknownItemError",
+        ),
+        "metarec.errors",
+    ),
+    "BiasModel": "metarec.models.bias",
+    **dict.fromkeys(("encode_catalogue", "fit_recommender", "train"), "metarec.pipeline"),
+    **dict.fromkeys(("Recommender", "UserState"), "metarec.recommender"),
+}
+
+if TYPE_CHECKING:
+    from metarec.config import ModelConfig, TrainConfig
+    from metarec.data import (
+        CleaningReport,
+        Dataset,
+        ItemTextConfig,
+        clean,
+        load_atomic,
+        load_dataset,
+        load_movielens_raw,
+        load_path,
+        load_table,
+        validate,
+    )
+    from metarec.encoders import (
+        EmbeddingCache,
+        Encoder,
+        SentenceEncoder,
+        TfidfSvdEncoder,
+        make_encoder,
+    )
+    from metarec.errors import (
+        ConfigError,
+        DataError,
+        DatasetNotFoundError,
+        MetarecError,
+        ModelError,
+        UnknownItemError,
+    )
+    from metarec.models.bias import BiasModel
+    from metarec.pipeline import encode_catalogue, fit_recommender, train
+    from metarec.recommender import Recommender, UserState
 
 __version__ = "0.1.0"
 
@@ -70,3 +117,16 @@ __all__ = [
     "train",
     "validate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'metarec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

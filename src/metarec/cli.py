@@ -441,8 +441,6 @@ def _benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from metarec.evaluation.benchmark import run_benchmark
-
     datasets = _benchmark_datasets(args)
     if args.protocol == "speed":
         if args.seeds != 1:
@@ -474,6 +472,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             ) from None
         if any(k < 0 for k in shots):
             raise ConfigError(f"--shots: support sizes must be >= 0, got {args.shots!r}")
+    from metarec.evaluation.benchmark import run_benchmark  # torch: after the cheap checks
+
     for dataset, named in datasets:
         run_benchmark(
             args.protocol,

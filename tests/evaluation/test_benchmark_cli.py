@@ -7,7 +7,9 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -140,16 +142,30 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
     ],
 )
 def test_bad_input_is_one_line_exit_2(
-    args: list[str], needle: str, env: dict[str, str], shared_data: Path
+    args: list[str],
+    needle: str,
+    shared_data: Path,
+    cli: Callable[..., Any],  # tests/conftest.py: CliResult
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    proc = (
-        run_cli(*args, "--data", str(shared_data), env=env)
-        if args[0] == "benchmark"
-        else (run_cli(*args, env=env))
-    )
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # nothing may be written, and not into the checkout
+    res = cli(*args, "--data", str(shared_data)) if args[0] == "benchmark" else cli(*args)
+    assert res.returncode == 2, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln] == [res.stderr.strip()]  # one line
+    assert needle in res.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_input_from_the_installed_command(env: dict[str, str]) -> None:
+    """The same path through a real process: exit code 2, one line, no traceback."""
+    proc = run_cli("benchmark", "--protocol", "speed", "--seeds", "3", env=env)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert needle in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "metarec: error: --seeds: applies to --protocol p1 and p2, not speed (got 3)"
+    ]
 
 
 def test_default_algorithms_depend_on_the_protocol() -> None:

@@ -565,7 +565,6 @@ def run_benchmark(
     ds = dataset if isinstance(dataset, Dataset) else None
     ds_name = safe_name(ds.name) if ds is not None else str(dataset)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         if progress:
@@ -588,6 +587,7 @@ def run_benchmark(
             "ratings, so use --protocol p2"
         )
     base = TrainConfig(seed=seed).with_overrides(list(overrides))
+    out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
     catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
     encode_s = time.perf_counter() - t0
     runs = []
