@@ -132,7 +132,9 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.slow
-def test_train_evaluate_recommend(shared_data: Path, tmp_path: Path) -> None:
+def test_train_evaluate_recommend(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
     run = tmp_path / "run"
     proc = run_cli(
         "train",
@@ -176,9 +178,10 @@ def test_train_evaluate_recommend(shared_data: Path, tmp_path: Path) -> None:
     # each item says why: the liked rating pulls, the disliked one does not
     assert all("Toy Story (1995)" in r["reason"] for r in top)
     assert not any("Heat (1995)" in r["reason"] for r in top)
-    bad = run_cli("recommend", str(run), "--rate", "Toy Stori (1995)=5")
+    # the error paths in-process: a subprocess each would add seconds of imports
+    bad = cli("recommend", str(run), "--rate", "Toy Stori (1995)=5")
     assert_one_line_error(bad, "Toy Stori", "Toy Story (1995)")
-    bad = run_cli("recommend", str(run), "--rate", "Toy Story (1995)=9")
+    bad = cli("recommend", str(run), "--rate", "Toy Story (1995)=9")
     assert_one_line_error(bad, "outside [1, 5]")
 
 
