@@ -1,0 +1,26 @@
+"""The package's surface: every public name resolves, and importing it stays cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import metarec
+
+
+def test_every_public_name_resolves() -> None:
+    for name in metarec.__all__:
+        assert getattr(metarec, name) is not None, name
+    assert set(dir(metarec)) >= set(metarec.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Recomender'"):
+        metarec.Recomender  # noqa: B018
+
+
+def test_the_cli_starts_without_torch() -> None:
+    """`metarec --help` and argument errors should not wait seconds for torch and pandas;
+    the public names load on first use (PEP 562)."""
+    code = "import sys, metarec, metarec.cli; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
