@@ -222,7 +222,9 @@ def _benchmark_records() -> list[Path]:
     return out
 
 
-@pytest.mark.parametrize("path", _benchmark_records(), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", _benchmark_records(), ids=lambda p: p.relative_to(RESULTS).with_suffix("").as_posix()
+)
 def test_committed_markdown_is_rendered_from_its_json(path: Path) -> None:
     record = json.loads(path.read_text(encoding="utf-8"))
     rendered = render_markdown(record)
