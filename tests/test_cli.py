@@ -195,3 +195,17 @@ def test_describe_shows_the_scale_and_what_counts_as_liked(files: Path) -> None:
     info = json.loads(proc.stdout)
     assert info["rating_range"] == [1.0, 10.0]
     assert info["like_threshold"] == 7.75  # the top quarter: 8, 9 and 10 are liked
+
+
+def test_warnings_are_one_line(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warning reads like an error: one line, no source line of metarec's own."""
+    monkeypatch.setenv("METAREC_DATA", str(shared_data))
+    res = cli("data", "describe", "ml-100k", "--data", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        f"metarec: warning: data set 'ml-100k' is not in {tmp_path}; "
+        "looking in METAREC_DATA and the cache"
+    ]
+    assert "users: 943" in res.stdout

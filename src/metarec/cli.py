@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -993,12 +994,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one line on stderr, like an error: a person at a terminal needs
+    the message, not the source line that issued it. Other libraries' warnings keep
+    their category, so they are not taken for metarec's."""
+    ours = Path(filename).resolve().is_relative_to(_PACKAGE_DIR)
+    kind = "" if ours else f"{category.__name__} from {Path(filename).name}:{lineno}: "
+    print(f"metarec: warning: {kind}{message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args._t0 = time.perf_counter()
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) <= 0:
         parser.error(f"-k: must be > 0, got {args.k}")
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except MetarecError as exc:
