@@ -16,6 +16,16 @@ def test_every_public_name_resolves() -> None:
     assert set(dir(metarec)) >= set(metarec.__all__)
     with pytest.raises(AttributeError, match="no attribute 'Recomender'"):
         metarec.Recomender  # noqa: B018
+    with pytest.raises(AttributeError):
+        metarec._private  # noqa: B018
+
+
+def test_subpackages_are_attributes_of_a_fresh_import() -> None:
+    """`import metarec; metarec.data.load_dataset(...)` works, as it did when the
+    package imported its subpackages eagerly (a fresh process: nothing loaded yet)."""
+    code = "import metarec; print(metarec.data.load_dataset is metarec.load_dataset)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
 
 
 def test_the_cli_starts_without_torch() -> None:

@@ -8,6 +8,7 @@ ratings give that user's model. See the README for the tour.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 # The public names load on first use (PEP 562): `import metarec` and the CLI's
@@ -121,9 +122,14 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
-    if home is None:
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # a subpackage by attribute (`metarec.models.ensemble`), as when everything
+        # was imported eagerly
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
         raise AttributeError(f"module 'metarec' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
     globals()[name] = value  # later lookups skip this hook
     return value
 
