@@ -30,6 +30,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError
+from metarec.evaluation.fold_store import FoldStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import save_json
 from metarec.models.base import ScoringModel, TrainingData
@@ -511,6 +512,28 @@ def _command(
     return cmd
 
 
+def _run_key(
+    protocol: str, ds: Dataset, *, splits: str | Path | None, **options: Any
+) -> dict[str, Any]:
+    """What makes two runs' folds interchangeable (:class:`FoldStore`): the options,
+    the data (its ratings and its items' text, hashed) and the code's commit."""
+    import pandas as pd
+
+    def digest(frame: pd.DataFrame) -> str:
+        hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        return f"{len(frame)}:{int(hashed.sum(dtype=np.uint64)):x}"  # the sum wraps around
+
+    return {
+        "protocol": protocol,
+        "dataset": ds.name,
+        "interactions": digest(ds.interactions),
+        "items": digest(ds.items),
+        "splits": str(Path(splits).resolve()) if splits is not None else None,
+        **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()},
+        "git_commit": _git_commit(),
+    }
+
+
 def run_benchmark(
     protocol: str,
     dataset: str | Dataset,
@@ -588,10 +611,28 @@ def run_benchmark(
         )
     base = TrainConfig(seed=seed).with_overrides(list(overrides))
     out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
+    name = (
+        f"{protocol}-{ds_name}"
+        + (f"-{folds}fold" if folds > 1 else "")
+        + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
+    )
+    store = None
+    finished: dict[int, dict[str, Any]] = {}
+    if folds > 1:
+        store = FoldStore(out, name, _run_key(
+            protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
+            overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
+        ))  # fmt: skip
+        finished = store.finished()
+        store.start()
     catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
     encode_s = time.perf_counter() - t0
     runs = []
     for fold in fold_ids:
+        if fold is not None and fold in finished:
+            log(f"fold {fold}: finished by an interrupted run of this command; read, not refitted")
+            runs.append(finished[fold])
+            continue
         log(
             f"fold {fold if fold is not None else '-'}: splitting and fitting {len(peers)} peers "
             f"and {len(algorithms)} metarec algorithms"
@@ -616,6 +657,8 @@ def run_benchmark(
                 like_threshold=like,
             )
         )
+        if store is not None and fold is not None:
+            store.save(fold, runs[-1])
     pooled = _pool(runs)
     headline = P1_HEADLINE if protocol == "p1" else P2_HEADLINE
     sig: dict[str, Any] = {}
@@ -626,11 +669,6 @@ def run_benchmark(
         reference[group] = best_metarec(models, metric, lower)
         sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
         cis[group] = confidence_intervals(pooled["per_user"][group], [m for m, _ in headline], seed)
-    name = (
-        f"{protocol}-{ds_name}"
-        + (f"-{folds}fold" if folds > 1 else "")
-        + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
-    )
     record = {
         "protocol": protocol,
         "dataset": ds_name,
@@ -677,5 +715,7 @@ def run_benchmark(
     }
     save_json(out / f"{name}.json", record)
     write_report(record, out / name, plots=plots)
+    if store is not None:
+        store.clear()
     log(f"wrote {out / name}.json, .md" + (", .png" if plots else ""))
     return record
