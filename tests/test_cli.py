@@ -209,3 +209,20 @@ def test_warnings_are_one_line(
         "looking in METAREC_DATA and the cache"
     ]
     assert "users: 943" in res.stdout
+
+
+def test_an_interrupt_says_what_resumes(
+    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metarec.cli
+
+    def interrupted(args: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metarec.cli, "cmd_benchmark", interrupted)
+    monkeypatch.setattr(metarec.cli, "cmd_report", interrupted)
+    res = cli("benchmark", "--protocol", "p2", "--folds", "5")
+    assert res.returncode == 130
+    assert "a multi-fold run resumes at its first unfinished fold" in res.stderr
+    res = cli("report", "x.json")  # nothing to resume: no promise
+    assert (res.returncode, res.stderr.strip()) == (130, "metarec: interrupted")

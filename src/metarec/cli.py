@@ -995,6 +995,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# what an interrupted command keeps (training checkpoints every epoch; a benchmark
+# keeps its finished folds), said only where running it again really resumes
+_RESUMES = {
+    "train": "; run the same command again to resume from the last checkpoint",
+    "quickstart": "; run the same command again to resume from the last checkpoint",
+    "benchmark": "; run the same command again: a multi-fold run resumes at its first "
+    "unfinished fold, a single split starts over",
+}
 
 
 def _show_warning(
@@ -1031,10 +1039,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"metarec: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "\nmetarec: interrupted; run the same command again to resume from the last checkpoint",
-            file=sys.stderr,
-        )
+        print(f"\nmetarec: interrupted{_RESUMES.get(args.command, '')}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader went away (`metarec report ... | head`): not an error of ours; point
