@@ -62,3 +62,17 @@ def test_a_resumed_run_gives_the_uninterrupted_figures(
     assert not (out / ".p2-ml-100k-2fold.partial").exists()
     for field in ("summary", "std", "per_fold", "significance", "ci95", "ensemble_weights"):
         assert json.dumps(resumed[field], default=str) == json.dumps(whole[field], default=str)
+
+
+def test_the_key_follows_the_data_and_takes_any_catalogue() -> None:
+    import pandas as pd
+
+    from metarec.data.schema import Dataset
+
+    inter = pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "rating": [4.0]})
+    items = pd.DataFrame({"item_id": ["i"], "title": ["Heat"], "tags": [["crime", "la"]]})
+    ds = Dataset("mine", inter, items, None, (1.0, 5.0), None)
+    key = benchmark._run_key("p2", ds, splits=None, seed=0, shots=(1, 3))
+    assert key["shots"] == [1, 3] and key["interactions"].startswith("1:")
+    rerated = Dataset("mine", inter.assign(rating=5.0), items, None, (1.0, 5.0), None)
+    assert benchmark._run_key("p2", rerated, splits=None, seed=0, shots=(1, 3)) != key

@@ -520,7 +520,10 @@ def _run_key(
     import pandas as pd
 
     def digest(frame: pd.DataFrame) -> str:
-        hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        try:
+            hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        except TypeError:  # unhashable cells (lists, dicts) in a catalogue of one's own
+            hashed = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
         return f"{len(frame)}:{int(hashed.sum(dtype=np.uint64)):x}"  # the sum wraps around
 
     return {
