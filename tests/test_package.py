@@ -11,6 +11,7 @@ import metarec
 
 
 def test_every_public_name_resolves() -> None:
+    assert set(metarec._HOME) == set(metarec.__all__)  # the loader's table and the exports
     for name in metarec.__all__:
         assert getattr(metarec, name) is not None, name
     assert set(dir(metarec)) >= set(metarec.__all__)

@@ -532,7 +532,7 @@ def _run_key(
         "interactions": digest(ds.interactions),
         "items": digest(ds.items),
         "splits": str(Path(splits).resolve()) if splits is not None else None,
-        **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()},
+        **options,  # tuples and lists compare equal once FoldStore has put them through JSON
         "git_commit": _git_commit(),
     }
 
@@ -632,7 +632,7 @@ def run_benchmark(
     encode_s = time.perf_counter() - t0
     runs = []
     for fold in fold_ids:
-        if fold is not None and fold in finished:
+        if fold in finished:
             log(f"fold {fold}: finished by an interrupted run of this command; read, not refitted")
             runs.append(finished[fold])
             continue

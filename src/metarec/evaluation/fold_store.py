@@ -31,12 +31,15 @@ class FoldStore:
         # as it reads back from JSON, so a saved key compares equal to a fresh one
         self.key = json.loads(json.dumps(key, default=str))
 
+    def _same_command(self) -> bool:
+        try:
+            return bool(load_json(self.dir / "key.json") == self.key)
+        except ModelError:  # no earlier run, or its key is unreadable
+            return False
+
     def finished(self) -> dict[int, dict[str, Any]]:
         """The folds an interrupted run of the same command finished; {} otherwise."""
-        try:
-            if load_json(self.dir / "key.json") != self.key:
-                return {}
-        except ModelError:  # no earlier run, or its key is unreadable
+        if not self._same_command():
             return {}
         done: dict[int, dict[str, Any]] = {}
         for path in self.dir.glob("fold*.json"):
@@ -48,7 +51,7 @@ class FoldStore:
 
     def start(self) -> None:
         """Forget whatever another command left here and record this one's key."""
-        if self.dir.exists() and not self.finished():
+        if self.dir.exists() and not self._same_command():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         save_json(self.dir / "key.json", self.key)
