@@ -214,13 +214,13 @@ def test_warnings_are_one_line(
 def test_an_interrupt_says_what_resumes(
     cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import metarec.cli
+    from metarec.cli import benchmarking
 
     def interrupted(args: Any) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(metarec.cli, "cmd_benchmark", interrupted)
-    monkeypatch.setattr(metarec.cli, "cmd_report", interrupted)
+    monkeypatch.setattr(benchmarking, "cmd_benchmark", interrupted)
+    monkeypatch.setattr(benchmarking, "cmd_report", interrupted)
     res = cli("benchmark", "--protocol", "p2", "--folds", "5")
     assert res.returncode == 130
     assert "a multi-fold run resumes at its first unfinished fold" in res.stderr

@@ -159,7 +159,7 @@ def retrain(
     cache_dir: str | Path | None = None,
 ) -> RetrainResult:
     """Train, compare, and write ``out`` when the new model is not worse (or ``force``)."""
-    from metarec.cli import load_from_spec
+    from metarec.data.spec import load_from_spec
     from metarec.io import save_json
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
     from metarec.service.store import FeedbackStore

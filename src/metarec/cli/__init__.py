@@ -1,0 +1,90 @@
+"""The ``metarec`` command: a thin shell over the library.
+
+One module a command group, each with a ``register(sub)`` that adds its
+subcommands and options next to the code that reads them. Every user-caused
+error (bad file, bad config, unknown title, ...) is printed as one line on
+stderr with exit code 2 and no traceback; Ctrl-C exits 130 and says what
+resumes. Importing this package loads neither torch nor pandas, so ``--help``
+and a mistyped option answer at once; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metarec.cli import abtest, benchmarking, dataset, ensemble, service, training
+from metarec.errors import MetarecError
+
+__all__ = ["build_parser", "main"]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# what an interrupted command keeps (training checkpoints every epoch; a benchmark
+# keeps its finished folds), said only where running it again really resumes
+_RESUMES = {
+    "train": "; run the same command again to resume from the last checkpoint",
+    "quickstart": "; run the same command again to resume from the last checkpoint",
+    "benchmark": "; run the same command again: a multi-fold run resumes at its first "
+    "unfinished fold, a single split starts over",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="metarec",
+        description="Cold-start recommendation with meta-learning over LM item vectors.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    # the order `metarec --help` lists them in: a run's life, then evaluation, then serving
+    for group in (training, dataset, ensemble, benchmarking, abtest, service):
+        group.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args._t0 = time.perf_counter()
+    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) <= 0:
+        parser.error(f"-k: must be > 0, got {args.k}")
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return int(args.func(args))
+    except MetarecError as exc:
+        print(f"metarec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nmetarec: interrupted{_RESUMES.get(args.command, '')}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`metarec report ... | head`): not an error of ours; point
+        # stdout at devnull so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one line on stderr, like an error: a person at a terminal needs
+    the message, not the source line that issued it. Other libraries' warnings keep
+    their category, so they are not taken for metarec's."""
+    ours = Path(filename).resolve().is_relative_to(_PACKAGE_DIR)
+    kind = "" if ours else f"{category.__name__} from {Path(filename).name}:{lineno}: "
+    print(f"metarec: warning: {kind}{message}", file=sys.stderr if file is None else file)

@@ -1,0 +1,7 @@
+"""``python -m metarec.cli``: the ``metarec`` command without its console script."""
+
+import sys
+
+from metarec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,233 @@
+"""``metarec benchmark`` and ``metarec report``: protocols P1-P3 and speed, and their reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from metarec.cli.options import (
+    FILE_ARGS,
+    add_file_args,
+    comma_list,
+    data_spec,
+    file_args_command,
+    int_list,
+)
+from metarec.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    b = sub.add_parser(
+        "benchmark",
+        help="run protocol P1 or P2 (P3 with --folds) for metarec and every peer; "
+        "writes JSON, Markdown and PNG",
+    )
+    b.add_argument(
+        "--protocol",
+        choices=("p1", "p2", "speed"),
+        default="p1",
+        help="p1 (MeLU protocol), p2 (few-shot ranking) or speed (latency and throughput)",
+    )
+    bd = b.add_argument_group("data (known datasets, folders of atomic files, or your own files)")
+    bd.add_argument(
+        "--dataset",
+        action="append",
+        help="a known dataset (ml-100k, ml-1m, ml-latest-small) or a folder or prefix of "
+        "RecBole atomic files; repeatable; default ml-1m for p1, ml-100k for p2",
+    )
+    bd.add_argument("--data", help="folder holding the known datasets")
+    add_file_args(bd)
+    b.add_argument(
+        "--like-threshold",
+        type=float,
+        help="rating at or above which an item counts as liked, for every model and metric "
+        "(default: the top quarter of the data's rating scale, 4 on 1-5 stars)",
+    )
+    b.add_argument(
+        "--algorithms",
+        help="comma-separated (default: maml,fomaml,reptile,metasgd; P2 adds episodic,stacked)",
+    )
+    b.add_argument(
+        "--peers",
+        help="comma-separated (default: all: popularity,bias,knn,als,melu-1,melu-5,transfer)",
+    )
+    b.add_argument("--folds", type=int, default=1, help="P3: k folds over users (default 1)")
+    b.add_argument("--shots", help="P2 support sizes (default 0,1,3,5,10,20)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="fit each meta-learning algorithm with this many seeds and average them (default 1)",
+    )
+    b.add_argument(
+        "--splits",
+        metavar="DIR",
+        help="read each fold's split from the files an earlier run wrote to DIR "
+        "(e.g. benchmarks/results) instead of drawing them",
+    )
+    b.add_argument("--out", default="benchmarks/results")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE")
+    b.add_argument("--no-plots", action="store_true")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_benchmark)
+
+    rp = sub.add_parser("report", help="render a benchmark result or a run folder as Markdown")
+    rp.add_argument("run", metavar="RUN", help="benchmark .json, results folder, or run folder")
+    rp.add_argument("--write", action="store_true", help="also rewrite the .md and .png files")
+    rp.add_argument("--no-plots", action="store_true")
+    rp.set_defaults(func=cmd_report)
+
+
+def benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]:
+    """What ``metarec benchmark`` runs on: (known name or loaded dataset, how the
+    reproduction command names it when it is not a known name)."""
+    from metarec.data import clean, known_names, load_path
+    from metarec.data.spec import load_from_spec, spec_rating_range
+
+    if args.interactions:
+        if args.dataset:
+            raise ConfigError("give --dataset or --interactions (your own files), not both")
+        return [(load_from_spec(data_spec(args)), file_args_command(args))]
+    # --rating-range and --strict also apply to a folder of atomic files
+    given = [
+        arg
+        for arg in FILE_ARGS[1:]
+        if arg[1] != "rating_range" and getattr(args, arg[1], None) != arg[2]
+    ]
+    if given:
+        raise ConfigError(f"{given[0][0]}: describes your own files; give --interactions too")
+    out: list[tuple[Any, str | None]] = []
+    for name in args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"]):
+        if name in known_names():
+            if args.rating_range or args.strict:
+                flag = "--rating-range" if args.rating_range else "--strict"
+                raise ConfigError(
+                    f"{flag}: applies to a folder of atomic files or your own files, not to "
+                    f"the known dataset {name!r} (its scale and cleaning are fixed)"
+                )
+            out.append((name, None))
+        elif Path(name).expanduser().exists() or Path(name + ".inter").exists():
+            rr = spec_rating_range(data_spec(args))
+            ds = clean(load_path(name), rating_range=rr, strict=bool(args.strict))
+            out.append((ds, f"--dataset {name}"))
+        else:
+            raise ConfigError(
+                f"--dataset {name!r}: neither a known dataset ({', '.join(known_names())}) "
+                "nor a folder or prefix of RecBole atomic files; for CSV/TSV/Parquet files use "
+                "--interactions FILE [--items FILE ...]"
+            )
+    return out
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    datasets = benchmark_datasets(args)
+    if args.protocol == "speed":
+        if args.seeds != 1:
+            # the speed benchmark times single models; a bag there would be silently ignored
+            raise ConfigError(
+                f"--seeds: applies to --protocol p1 and p2, not speed (got {args.seeds})"
+            )
+        if args.splits is not None:
+            raise ConfigError("--splits: applies to --protocol p1 and p2, not speed")
+        if args.like_threshold is not None:
+            raise ConfigError("--like-threshold: applies to --protocol p1 and p2, not speed")
+        dataset, named = datasets[0]
+        if named is not None:
+            raise ConfigError("--protocol speed: runs on a known dataset (e.g. ml-100k)")
+        from metarec.evaluation.speed import run_speed_benchmark
+
+        run_speed_benchmark(
+            dataset=dataset, root=args.data, out=args.out, seed=args.seed,
+            progress=not args.quiet,
+        )  # fmt: skip
+        return 0
+    shots = int_list(args.shots, "--shots") if args.shots else None
+    if shots is not None and any(k < 0 for k in shots):
+        raise ConfigError(f"--shots: support sizes must be >= 0, got {args.shots!r}")
+    from metarec.evaluation.benchmark import run_benchmark  # torch: after the cheap checks
+
+    for dataset, named in datasets:
+        run_benchmark(
+            args.protocol,
+            dataset,
+            root=args.data,
+            out=args.out,
+            seed=args.seed,
+            folds=args.folds,
+            algorithms=comma_list(args.algorithms),
+            peers=comma_list(args.peers),
+            overrides=list(args.set or []),
+            shots=shots,
+            seeds=args.seeds,
+            splits=args.splits,
+            progress=not args.quiet,
+            plots=not args.no_plots,
+            like_threshold=args.like_threshold,
+            data_args=named,
+        )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from metarec.io import load_json
+
+    path = Path(args.run)
+    if path.is_dir() and (path / "recommender.json").exists():
+        _print_run(path, load_json(path / "recommender.json"))
+        return 0
+    if path.is_dir():
+        found = sorted(
+            p
+            for pattern in ("p[12]-*.json", "speed*.json")
+            for p in path.glob(pattern)
+            if not p.name.endswith("-split.json")
+        )
+        if not found:
+            raise ConfigError(
+                f"{path}: no benchmark results (p1-*.json, p2-*.json, speed*.json) in it"
+            )
+    elif path.suffix == ".json" and path.exists():
+        found = [path]
+    else:
+        raise ConfigError(f"{path}: not a run folder, a results folder or a benchmark .json")
+    for f in found:
+        record = load_json(f)
+        try:
+            print(_render_result(f, record, write=args.write, plots=not args.no_plots))
+        except KeyError as err:
+            raise ConfigError(
+                f"{f}: missing field {err} (written by an older metarec? rerun the benchmark)"
+            ) from None
+    return 0
+
+
+def _print_run(path: Path, meta: dict[str, Any]) -> None:
+    """A run folder's dataset, config and training history as Markdown."""
+    history = meta.get("metadata", {}).get("history", [])
+    print(f"# Run {path}\n")
+    print(f"Dataset: {meta.get('metadata', {}).get('dataset', '?')}; items: {meta['n_items']}")
+    print("Config: " + json.dumps(meta["config"], sort_keys=True))
+    if history:
+        keys = [k for k in history[0] if k != "epoch"]
+        print("\n| epoch | " + " | ".join(keys) + " |")
+        print("|---" * (len(keys) + 1) + "|")
+        for row in history:
+            cells = [f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
+            print(f"| {row.get('epoch', '')} | " + " | ".join(cells) + " |")
+
+
+def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bool) -> str:
+    """A benchmark record as Markdown; ``write`` also rewrites its .md (and plots)."""
+    from metarec.evaluation.report import render_markdown, write_report
+
+    speed = record.get("benchmark") == "speed"
+    if not speed and (record.get("protocol") not in ("p1", "p2") or "summary" not in record):
+        raise ConfigError(
+            f"{path}: not a benchmark result (no protocol/summary, not a speed benchmark)"
+        )
+    if write:
+        write_report(record, path.with_suffix(""), plots=plots)
+    return render_markdown(record)

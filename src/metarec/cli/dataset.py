@@ -1,0 +1,51 @@
+"""``metarec data describe|validate``: look at a data set before training on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from metarec.cli.options import add_data_args, data_spec
+
+
+def register(sub: Any) -> None:
+    d = sub.add_parser("data", help="describe or validate a dataset")
+    d.add_argument("action", choices=["describe", "validate"])
+    d.add_argument("source", nargs="?", help="dataset name or folder (or use --interactions ...)")
+    d.add_argument("--json", action="store_true")
+    add_data_args(d)
+    d.set_defaults(func=cmd_data)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from metarec.data import validate
+    from metarec.data.spec import load_from_spec, spec_rating_range
+
+    spec = data_spec(args)
+    if args.source:
+        if Path(args.source).exists():
+            spec["data"] = str(Path(args.source).resolve())
+        else:
+            spec["dataset"] = args.source
+    if args.action == "validate":
+        raw = load_from_spec(spec, cleaned=False)
+        problems = validate(raw, rating_range=spec_rating_range(spec))
+        for p in problems:
+            print(f"problem: {p}")
+        print("ok: no problems found" if not problems else f"{len(problems)} problem(s)")
+        return 0 if not problems else 1
+    ds = load_from_spec(spec)
+    info = ds.describe()
+    if ds.report is not None:
+        info["cleaning"] = ds.report.to_dict()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        for k, v in info.items():
+            if k != "cleaning":
+                print(f"{k:>26}: {v}")
+        if ds.report is not None:
+            print("cleaning:\n" + ds.report.summary())
+    return 0

@@ -1,0 +1,74 @@
+"""``metarec ensemble``: blend trained runs and peers into a saved ensemble."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from metarec.cli.options import add_data_args, comma_list, data_spec, int_list
+from metarec.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    en = sub.add_parser(
+        "ensemble",
+        help="blend trained runs and peers with weights learned on validation users; save it",
+    )
+    en.add_argument("runs", nargs="+", metavar="RUN", help="run folders trained on the same data")
+    en.add_argument(
+        "--peers",
+        default="popularity",
+        help="comma-separated models fitted on the runs' training data: the peers "
+        "popularity, bias, knn, and metarec's ranking models episodic, stacked "
+        "(default popularity; '' for none)",
+    )
+    en.add_argument(
+        "--mode",
+        choices=("ranking", "rating"),
+        default="ranking",
+        help="ranking: blend standardised scores for nDCG@10 (default); rating: blend "
+        "ratings for MAE (rating models and the bias peer only)",
+    )
+    en.add_argument("--buckets", help="support-size buckets (default 0,1,3,5,10,20)")
+    en.add_argument("--seed", type=int, default=0)
+    en.add_argument("--out", required=True, help="ensemble folder to write")
+    add_data_args(en)
+    en.set_defaults(func=cmd_ensemble)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
+    from metarec.data.spec import load_from_spec, names_data
+    from metarec.ensemble_run import fit_from_runs, format_weights, run_kind
+    from metarec.io import load_json
+    from metarec.models.persist import check_target
+
+    runs = [Path(r) for r in args.runs]
+    for run in runs:  # bad paths fail here, before any data is loaded
+        if run_kind(run) != "run":
+            raise ConfigError(f"{run}: is an ensemble; give the run folders to blend")
+    peers = comma_list(args.peers) or []
+    buckets = int_list(args.buckets, "--buckets") if args.buckets else None
+    out = Path(args.out)
+    if out.resolve() in {r.resolve() for r in runs}:
+        raise ConfigError(f"--out {out}: must not be one of the runs")
+    check_target(out)  # before the slow part, as the save would refuse it
+    spec = data_spec(args)
+    if not names_data(spec):
+        meta = load_json(runs[0] / "recommender.json")
+        spec = (meta.get("metadata") or {}).get("data_spec") if isinstance(meta, dict) else None
+        if not spec:
+            raise ConfigError(
+                f"{runs[0]}: the run does not record its data; give --dataset/--data or "
+                "--interactions"
+            )
+    ds = load_from_spec(spec)
+    ens = fit_from_runs(runs, ds, peers=peers, mode=args.mode, buckets=buckets, seed=args.seed)
+    ens.metadata["data_spec"] = spec
+    print("\nweights by support size (ratings the user has):")
+    print(format_weights(ens))
+    ens.save(out)
+    print(f"\nsaved {out}")
+    print(f'try: metarec recommend {out} --rate "ITEM=5"   or   metarec serve {out}')
+    return 0

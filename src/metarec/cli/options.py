@@ -1,0 +1,113 @@
+"""Options several commands share: where the data is, and how training is configured.
+
+Nothing here imports torch or pandas: ``metarec --help`` and a mistyped option
+must answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from metarec.errors import ConfigError
+
+DEFAULT_RUN = "runs/quickstart"
+
+# your own files: (flag, attribute, default) in the order a reproduction command lists them
+FILE_ARGS: tuple[tuple[str, str, str | None], ...] = (
+    ("--interactions", "interactions", None),
+    ("--items", "items", None),
+    ("--users", "users", None),
+    ("--user-col", "user_col", "user_id"),
+    ("--item-col", "item_col", "item_id"),
+    ("--rating-col", "rating_col", "rating"),
+    ("--timestamp-col", "timestamp_col", None),
+    ("--title-col", "title_col", None),
+    ("--genre-col", "genre_col", None),
+    ("--year-col", "year_col", None),
+    ("--text-cols", "text_cols", ""),
+    ("--user-feature-cols", "user_feature_cols", ""),
+    ("--rating-range", "rating_range", None),
+)
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (a named dataset, a folder, or your own files)")
+    g.add_argument("--dataset", help="ml-100k, ml-1m or ml-latest-small")
+    g.add_argument(
+        "--data", help="folder holding the dataset (RecBole atomic or GroupLens raw files)"
+    )
+    add_file_args(g)
+
+
+def add_file_args(g: Any) -> None:
+    g.add_argument("--interactions", help="CSV/TSV/Parquet of ratings")
+    g.add_argument("--items", help="CSV/TSV/Parquet of items")
+    g.add_argument("--users", help="CSV/TSV/Parquet of users")
+    g.add_argument("--user-col", default="user_id")
+    g.add_argument("--item-col", default="item_id")
+    g.add_argument("--rating-col", default="rating")
+    g.add_argument("--timestamp-col")
+    g.add_argument("--title-col")
+    g.add_argument("--genre-col")
+    g.add_argument("--year-col")
+    g.add_argument("--text-cols", default="", help="comma-separated extra item text columns")
+    g.add_argument("--user-feature-cols", default="", help="comma-separated user feature columns")
+    g.add_argument("--rating-range", help="min,max (default: from the data)")
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on the first bad value (rating, unknown item, empty text) instead of "
+        "dropping it and reporting",
+    )
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file ([train] table or top-level keys)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def data_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The data options as a spec (:mod:`metarec.data.spec`), paths made absolute."""
+    from metarec.data.spec import make_spec
+
+    return make_spec(vars(args))
+
+
+def file_args_command(args: argparse.Namespace) -> str:
+    """The own-files options as given (non-default ones), for a reproduction command."""
+    parts: list[str] = []
+    for flag, attr, default in FILE_ARGS:
+        value = getattr(args, attr, None)
+        if value is not None and value != default:
+            parts += [flag, str(value)]
+    if getattr(args, "strict", False):
+        parts.append("--strict")
+    return shlex.join(parts)
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig of ``--config`` (or the defaults) with every ``--set`` applied."""
+    from metarec.config import TrainConfig
+
+    cfg = TrainConfig.from_toml(args.config) if getattr(args, "config", None) else TrainConfig()
+    return cfg.with_overrides(list(getattr(args, "set", None) or []))
+
+
+def comma_list(value: str | None) -> list[str] | None:
+    return None if value is None else [v for v in value.split(",") if v]
+
+
+def int_list(value: str, flag: str) -> list[int]:
+    """``"1,3,5"`` → [1, 3, 5]; anything else is a ConfigError naming ``flag``."""
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated integers, got {value!r}") from None

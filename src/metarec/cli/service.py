@@ -1,0 +1,106 @@
+"""``metarec serve`` and ``metarec retrain``: the service and the loop that retrains it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from metarec.cli.options import add_data_args, data_spec
+
+
+def register(sub: Any) -> None:
+    sv = sub.add_parser("serve", help="HTTP service: recommendations that learn from feedback")
+    sv.add_argument("run", help="run folder or ensemble folder to serve")
+    sv.add_argument(
+        "--db",
+        help="feedback store URL: sqlite:///path.db or postgresql://user:pw@host/db "
+        "(default: sqlite file metarec-feedback.db in the current directory)",
+    )
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", help="key for write endpoints (default: $METAREC_API_KEY)")
+    sv.add_argument(
+        "--cors", action="append", metavar="ORIGIN", help="allowed browser origin (repeatable)"
+    )
+    sv.add_argument(
+        "--page-api-key",
+        action="store_true",
+        help="hand the API key to the web page at / (demos on a trusted network only)",
+    )
+    sv.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    sv.add_argument("--max-batch", type=int, default=1000, help="max events per request")
+    sv.add_argument("--cache-size", type=int, default=10_000, help="adapted users kept in memory")
+    sv.add_argument(
+        "--torch-threads", type=int, default=1, help="threads for model work (default 1)"
+    )
+    sv.set_defaults(func=cmd_serve)
+
+    rt = sub.add_parser(
+        "retrain", help="meta-train on the data plus logged feedback; keep it only if not worse"
+    )
+    rt.add_argument("run", help="the run being served")
+    rt.add_argument("--db", required=True, help="feedback store URL (as for serve)")
+    rt.add_argument("--out", required=True, help="folder for the new run")
+    add_data_args(rt)
+    rt.add_argument("--root", dest="data", help="same as --data")
+    rt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the run's config")
+    rt.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="held-out MAE the new model may lose and still be written (negative: the "
+        "gain it must show; default 0)",
+    )
+    rt.add_argument("--force", action="store_true", help="write the new run even if worse")
+    rt.add_argument("--quiet", action="store_true", help="no progress bars")
+    rt.set_defaults(func=cmd_retrain)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from metarec.ensemble_run import run_kind
+    from metarec.service.server import serve
+    from metarec.service.settings import ServiceSettings, default_db_url
+
+    run_kind(args.run)  # a bad folder fails before the feedback store is created
+    settings = ServiceSettings(
+        run=Path(args.run),
+        db_url=args.db or default_db_url(),
+        api_key=ServiceSettings.key_from_env(args.api_key),
+        cors_origins=tuple(args.cors or ()),
+        page_api_key=args.page_api_key,
+        max_body_bytes=args.max_body_bytes,
+        max_events_per_batch=args.max_batch,
+        cache_size=args.cache_size,
+        torch_threads=args.torch_threads,
+    )
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from metarec.retrain import retrain
+
+    result = retrain(
+        args.run,
+        args.db,
+        args.out,
+        spec=data_spec(args),
+        overrides=list(args.set or []),
+        tolerance=args.tolerance,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    print(result.summary())
+    if result.written:
+        forced = "" if result.accepted else " (forced)"
+        print(f"wrote {result.out}{forced} in {result.seconds:.0f} s")
+        return 0
+    print(
+        f"metarec: the retrained model is worse: held-out MAE {result.new_mae:.4f} vs "
+        f"{result.old_mae:.4f} for {args.run} (tolerance {args.tolerance:g}); "
+        f"{args.out} not written (--force writes it anyway)",
+        file=sys.stderr,
+    )
+    return 1

@@ -1,0 +1,254 @@
+"""``metarec quickstart``, ``train``, ``evaluate`` and ``recommend``: one run's life."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metarec.cli.options import (
+    DEFAULT_RUN,
+    add_data_args,
+    add_train_args,
+    data_spec,
+    train_config,
+)
+from metarec.errors import ConfigError, MetarecError
+
+DEMO_USER = [
+    ("Toy Story (1995)", 5.0),
+    ("Aladdin (1992)", 5.0),
+    ("Lion King, The (1994)", 4.0),
+    ("Scream (1996)", 1.0),
+    ("Heat (1995)", 2.0),
+]
+
+
+def register(sub: Any) -> None:
+    q = sub.add_parser(
+        "quickstart", help="ml-100k: clean, encode, meta-train, evaluate (P1), recommend"
+    )
+    add_data_args(q)
+    add_train_args(q)
+    q.add_argument("--out", default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
+    q.set_defaults(func=cmd_quickstart)
+
+    t = sub.add_parser("train", help="meta-train a recommender into a run folder")
+    add_data_args(t)
+    add_train_args(t)
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument(
+        "--holdout",
+        choices=["p1", "none"],
+        default="p1",
+        help="p1: hold out P1's new users/items for `metarec evaluate` (default); "
+        "none: train on all users (10%% kept for early stopping)",
+    )
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="protocol P1 metrics of a run against the bias model")
+    e.add_argument("run")
+    add_data_args(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("recommend", help="top-k for a new user given a few ratings")
+    r.add_argument("run", help="run folder or ensemble folder")
+    r.add_argument(
+        "--rate",
+        action="append",
+        metavar="ITEM=RATING",
+        help="an item id or exact title and its rating",
+    )
+    r.add_argument("-k", type=int, default=10)
+    r.add_argument("--json", action="store_true")
+    r.add_argument(
+        "--no-reasons", action="store_true", help="leave out why each item is recommended"
+    )
+    r.set_defaults(func=cmd_recommend)
+
+
+def train_run(
+    spec: dict[str, Any], cfg: Any, out: Path, *, holdout: str, progress: bool
+) -> dict[str, Any]:
+    """Load, encode, meta-train and save a run folder; returns what was built."""
+    from metarec.data.spec import load_from_spec
+    from metarec.evaluation.p1 import make_p1_split
+    from metarec.io import save_json
+    from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+
+    t0 = time.perf_counter()
+    ds = load_from_spec(spec)
+    print(
+        f"data: {ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, "
+        f"{len(ds.interactions):,} ratings"
+    )
+    if ds.report is not None and ds.report.dropped:
+        print(ds.report.summary())
+    catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "config.json", cfg.to_dict())
+    if holdout == "p1":
+        split = make_p1_split(ds, seed=cfg.seed)
+        split.save(out / "split.json")
+        train_rows, val_rows = split.frames["train"], split.frames["validation"]
+    else:
+        train_rows, val_rows = split_users(ds.interactions, 0.1, cfg.seed)
+    print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
+    rec, history = fit_recommender(
+        catalogue,
+        train_rows,
+        cfg,
+        users=ds.users,
+        validation=val_rows,
+        rating_range=ds.rating_range,
+        checkpoint_dir=out / "checkpoint",
+        progress=progress,
+        metadata={"dataset": ds.name, "data_spec": spec, "holdout": holdout},
+    )
+    rec.save(out)
+    secs = time.perf_counter() - t0
+    print(f"saved {out} (best epoch {history.best_epoch}, {secs:.0f} s)")
+    return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = train_config(args)
+    train_run(data_spec(args), cfg, Path(args.out), holdout=args.holdout, progress=not args.quiet)
+    return 0
+
+
+def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
+    """Protocol P1 of a run on its saved split against the bias model; prints the table
+    and writes ``run/metrics.json``."""
+    from metarec.data.tasks import UserRatings
+    from metarec.evaluation.p1 import P1Split, evaluate_p1
+    from metarec.io import save_json
+    from metarec.models.bias import BiasModel
+    from metarec.models.cutpoints import MedianView, rating_levels
+
+    if not (run / "split.json").exists():
+        raise ConfigError(
+            f"{run}: no split.json; train with --holdout p1 to evaluate with protocol P1"
+        )
+    split = P1Split.load(run / "split.json", ds)
+    bias = BiasModel().fit(
+        UserRatings.from_frame(split.frames["train"], rec.item_index), rec.n_items
+    )
+    name = f"metarec-{rec.cfg.algorithm}"
+    judged: dict[str, Any] = {name: rec, "bias": bias}
+    if len(split.frames["validation"]):
+        # the run reports median ratings for MAE; the bias model gets cuts of its own
+        judged["bias-median"] = MedianView.fit(
+            bias,
+            UserRatings.from_frame(split.frames["validation"], rec.item_index),
+            ds.users,
+            levels=rating_levels(split.frames["train"]["rating"].to_numpy()),
+            seed=split.seed,
+        )
+    result = evaluate_p1(
+        judged,
+        split,
+        rec.item_index,
+        ds.users,
+        states=("user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled"),
+    )
+    save_json(
+        run / "metrics.json",
+        {
+            "protocol": "p1",
+            "dataset": ds.name,
+            "split_rule": split.rule,
+            "n_users": result["n_users"],
+            "summary": result["summary"],
+        },
+    )
+    print(f"\nProtocol P1 on {ds.name} (new items: {split.rule}); lower MAE/RMSE is better")
+    print(format_p1_table(result))
+    return result
+
+
+def format_p1_table(result: dict[str, Any]) -> str:
+    metrics = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
+    lines = [f"{'state':<16} {'users':>5}  {'model':<18}" + "".join(f"{m:>12}" for m in metrics)]
+    for state, models in result["summary"].items():
+        for name, vals in models.items():
+            row = f"{state:<16} {result['n_users'][state]:>5}  {name:<18}"
+            lines.append(row + "".join(f"{vals[m]:>12.4f}" for m in metrics))
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from metarec.data.spec import load_from_spec, names_data
+    from metarec.recommender import Recommender
+
+    run = Path(args.run)
+    rec = Recommender.load(run)
+    spec = data_spec(args)
+    if not names_data(spec):
+        spec = rec.metadata.get("data_spec") or {}
+    evaluate_run(run, load_from_spec(spec), rec)
+    return 0
+
+
+def parse_rates(rates: Sequence[str]) -> list[tuple[str, float]]:
+    """``--rate ITEM=RATING`` values as (item, rating) pairs."""
+    out = []
+    for r in rates:
+        title, sep, value = r.rpartition("=")
+        if not sep or not title.strip():
+            raise ConfigError(
+                f'--rate {r!r}: expected ITEM=RATING, e.g. --rate "Toy Story (1995)=5"'
+            )
+        try:
+            out.append((title.strip(), float(value)))
+        except ValueError:
+            raise ConfigError(f"--rate {r!r}: rating {value!r} is not a number") from None
+    return out
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from metarec.ensemble_run import load_run
+    from metarec.explain import recommend_with_reasons
+
+    rates = parse_rates(args.rate or [])  # before the slow part: loading the model
+    rec = load_run(args.run)  # a run folder or an ensemble folder
+    user = rec.adapt(rates)
+    top = (
+        rec.recommend(user, k=args.k)
+        if args.no_reasons
+        else recommend_with_reasons(rec, user, k=args.k)  # type: ignore[arg-type]
+    )
+    if args.json:
+        print(top.to_json(orient="records", indent=2))
+    else:
+        print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    cfg = train_config(args)
+    spec = data_spec(args)
+    if not any(spec.get(k) for k in ("dataset", "interactions")):
+        spec["dataset"] = "ml-100k"
+    out = Path(args.out)
+    run = train_run(spec, cfg, out, holdout="p1", progress=not args.quiet)
+    evaluate_run(out, run["dataset"], run["recommender"])
+    rec = run["recommender"]
+    demo = [(t, r) for t, r in DEMO_USER if _known(rec, t)]
+    print("\nA new user rates: " + "; ".join(f"{t} = {r:g}" for t, r in demo))
+    top = rec.recommend(rec.adapt(demo), k=10)
+    print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"\nrun folder: {out}  (model.safetensors, recommender.json, config.json, metrics.json)")
+    print(f'try: metarec recommend {out} --rate "Star Wars (1977)=5" --rate "Fargo (1996)=4"')
+    print(f"total time: {time.perf_counter() - args._t0:.0f} s")
+    return 0
+
+
+def _known(rec: Any, title: str) -> bool:
+    try:
+        rec.resolve(title)
+        return True
+    except MetarecError:
+        return False

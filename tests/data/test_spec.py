@@ -1,0 +1,82 @@
+"""Data specs: the data options a run records so later commands reload the same data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from metarec.data.spec import (
+    SPEC_KEYS,
+    load_from_spec,
+    make_spec,
+    names_data,
+    spec_rating_range,
+)
+from metarec.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def own_files(tmp_path: Path) -> Path:
+    (tmp_path / "r.csv").write_text("u,i,stars\na,x,8\na,y,2\nb,x,11\nb,y,6\n")
+    (tmp_path / "i.csv").write_text("i,name,about\nx,First,a quiet film\ny,Second,a loud one\n")
+    return tmp_path
+
+
+def test_make_spec_has_every_key_and_absolute_paths(
+    own_files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(own_files)
+    cols = {"user_col": "u", "item_col": "i", "rating_col": "stars", "title_col": "name"}
+    spec = make_spec({"interactions": "r.csv", "items": "i.csv", **cols, "ignored": 1})
+    assert list(spec) == list(SPEC_KEYS)
+    assert spec["interactions"] == str(own_files / "r.csv")
+    assert spec["items"] == str(own_files / "i.csv")
+    assert spec["users"] is None and spec["dataset"] is None
+    # a run recorded from one folder reloads its data from any other
+    monkeypatch.chdir(os.sep)
+    assert load_from_spec(spec).n_users == 2
+
+
+def test_names_data() -> None:
+    assert not names_data(None) and not names_data({}) and not names_data(make_spec({}))
+    assert names_data({"dataset": "ml-100k"}) and names_data({"interactions": "r.csv"})
+    assert not names_data({"items": "i.csv"})  # items alone do not say where ratings are
+
+
+def test_own_files_with_a_rating_range_and_text_columns(own_files: Path) -> None:
+    spec = make_spec(
+        {
+            "interactions": str(own_files / "r.csv"),
+            "items": str(own_files / "i.csv"),
+            "user_col": "u",
+            "item_col": "i",
+            "rating_col": "stars",
+            "title_col": "name",
+            "text_cols": "about, ",
+            "rating_range": "1,10",
+        }
+    )
+    assert spec_rating_range(spec) == (1.0, 10.0)
+    raw = load_from_spec(spec, cleaned=False)
+    assert len(raw.interactions) == 4  # the 11 is still there before cleaning
+    ds = load_from_spec(spec)
+    assert ds.rating_range == (1.0, 10.0)
+    assert sorted(ds.interactions["rating"]) == [2.0, 6.0, 8.0]  # 11 is out of range
+    assert "a quiet film" in ds.items.set_index("item_id").loc["x", "text"]
+    spec["strict"] = True  # the same value is now an error naming the file
+    with pytest.raises(DataError, match=r"r\.csv"):
+        load_from_spec(spec)
+
+
+@pytest.mark.parametrize("value", ["1", "1,x", "1,2,3"])
+def test_a_bad_rating_range_is_named(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"--rating-range: expected min,max, got '{value}'"):
+        spec_rating_range({"rating_range": value})
+    assert spec_rating_range({"rating_range": None}) is None
+
+
+def test_a_spec_without_data_says_what_to_give() -> None:
+    with pytest.raises(ConfigError, match="no data given: use --dataset NAME"):
+        load_from_spec(make_spec({}))
