@@ -16,13 +16,9 @@ from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.benchmark import build_models
 from metarec.evaluation.p2 import evaluate_p2, shot_tasks
 from metarec.models.base import TrainingData
-from metarec.models.stacked import (
-    FEATURES,
-    StackedRanker,
-    TreeEnsemble,
-    _ridge_to_likes,
-    _walk_to_likes,
-)
+from metarec.models.stacked import StackedRanker
+from metarec.models.support_signals import FEATURES, ridge_to_likes, walk_to_likes
+from metarec.models.trees import TreeEnsemble
 from metarec.peers import make_peer
 
 from .conftest import P2Fold, P2World
@@ -108,23 +104,23 @@ _RATED = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.floa
 _LIKED = np.array([[0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=np.float32)
 
 
-def test_walk_to_likes_by_hand() -> None:
+def testwalk_to_likes_by_hand() -> None:
     """Item 0's raters are u0 and u1 (each reached with 1/2); u0 liked only item 1
     (1), u1 items 0 and 2 (1/2 each): (1/4, 1/2, 1/4); every item has one like,
     so each is divided by sqrt(1 + 1)."""
-    walk = _walk_to_likes(_RATED, _LIKED, beta=0.5)
+    walk = walk_to_likes(_RATED, _LIKED, beta=0.5)
     s2 = np.sqrt(2.0)
     np.testing.assert_allclose(walk[0], np.array([0.25, 0.5, 0.25]) / s2, rtol=1e-6)
     np.testing.assert_allclose(walk[1], np.array([0.0, 0.5, 0.0]) / s2, rtol=1e-6)  # u0, u2
     np.testing.assert_allclose(walk[2], np.array([0.25, 0.0, 0.25]) / s2, rtol=1e-6)  # u1, u2
     # beta = 0 is the plain walk: each row a distribution over u's likes, averaged
-    np.testing.assert_allclose(_walk_to_likes(_RATED, _LIKED, beta=0.0)[0], [0.25, 0.5, 0.25])
+    np.testing.assert_allclose(walk_to_likes(_RATED, _LIKED, beta=0.0)[0], [0.25, 0.5, 0.25])
 
 
-def test_ridge_to_likes_is_one_ridge_regression_per_liked_item() -> None:
+def testridge_to_likes_is_one_ridge_regression_per_liked_item() -> None:
     from sklearn.linear_model import Ridge
 
-    b = _ridge_to_likes(_RATED, _LIKED, lam=0.7)
+    b = ridge_to_likes(_RATED, _LIKED, lam=0.7)
     x = _RATED.toarray()
     for j in range(3):
         ridge = Ridge(alpha=0.7, fit_intercept=False).fit(x, _LIKED[:, j])
