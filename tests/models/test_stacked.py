@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from metarec.evaluation.benchmark import build_models
 from metarec.evaluation.p2 import evaluate_p2, shot_tasks
 from metarec.models.base import TrainingData
 from metarec.models.stacked import StackedRanker
-from metarec.models.support_signals import FEATURES, ridge_to_likes, walk_to_likes
+from metarec.models.support_signals import FEATURES, UserGroups, ridge_to_likes, walk_to_likes
 from metarec.models.trees import TreeEnsemble
 from metarec.peers import make_peer
 
@@ -104,7 +105,7 @@ _RATED = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.floa
 _LIKED = np.array([[0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=np.float32)
 
 
-def testwalk_to_likes_by_hand() -> None:
+def test_walk_to_likes_by_hand() -> None:
     """Item 0's raters are u0 and u1 (each reached with 1/2); u0 liked only item 1
     (1), u1 items 0 and 2 (1/2 each): (1/4, 1/2, 1/4); every item has one like,
     so each is divided by sqrt(1 + 1)."""
@@ -117,7 +118,7 @@ def testwalk_to_likes_by_hand() -> None:
     np.testing.assert_allclose(walk_to_likes(_RATED, _LIKED, beta=0.0)[0], [0.25, 0.5, 0.25])
 
 
-def testridge_to_likes_is_one_ridge_regression_per_liked_item() -> None:
+def test_ridge_to_likes_is_one_ridge_regression_per_liked_item() -> None:
     from sklearn.linear_model import Ridge
 
     b = ridge_to_likes(_RATED, _LIKED, lam=0.7)
@@ -234,6 +235,35 @@ def test_fit_is_deterministic_and_new_items_rank_last(
     assert (after[:, N_ITEMS] < after[:, :N_ITEMS].min(axis=1)).all()
     # a support of only new items is a user with no known ratings: the prior
     np.testing.assert_array_equal(after[2, :N_ITEMS], model.score_catalogue([_task([], [])])[0])
+
+
+def test_user_groups_from_categories_and_numbers() -> None:
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(10)],
+            "age": [float(a) for a in range(10, 110, 10)],  # a number: quintiles
+            "plan": ["free", "paid"] * 5,  # a category: its value
+        }
+    )
+    groups = UserGroups.fit(users)
+    assert groups.columns == ["age", "plan"] and list(groups.edges) == ["age"]
+    asked = pd.DataFrame({"age": [5.0, 55.0, 200.0, np.nan], "plan": ["paid", None, "x", "free"]})
+    ages, plans = groups.keys(asked, 4)
+    assert ages == ["q0", "q2", "q4", None]  # edges at 28, 46, 64, 82
+    assert plans == ["paid", None, "x", "free"]
+    assert groups.keys(None, 2) == [[None, None], [None, None]]
+
+
+def test_numeric_user_features_are_signals(synthetic: tuple[TrainingData, StackedRanker]) -> None:
+    data, _ = synthetic
+    ids = data.interactions["user_id"].unique()
+    users = pd.DataFrame({"user_id": ids, "age": np.arange(len(ids), dtype=np.float64)})
+    model = _small().fit(replace(data, users=users))
+    assert model.describe()["features"][-1] == "group:age"
+    scores = model.score_catalogue(
+        [_task([0], [2.0])] * 2, users=pd.DataFrame({"age": [1.0, np.nan]})
+    )
+    assert scores.shape == (2, N_ITEMS) and np.isfinite(scores).all()
 
 
 def test_options_are_checked_and_unfitted_use_is_refused() -> None:

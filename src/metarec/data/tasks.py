@@ -311,12 +311,12 @@ def collate(
                 )
             )
     out = []
-    for side in sides:
+    for rows in sides:
         if objective == "bpr":
             # [positives | negatives], each half padded to the widest positive count
-            half = max([n for _, _, n in side] + [1])
+            half = max([n for _, _, n in rows] + [1])
             items_rows, mask_rows = [], []
-            for it, _, n_pos in side:
+            for it, _, n_pos in rows:
                 n_pair = min(n_pos, len(it) - n_pos)
                 row = np.zeros(2 * half, dtype=np.int64)
                 m = np.zeros(2 * half, dtype=np.float32)
@@ -330,12 +330,12 @@ def collate(
             y_t[:, :half] = 1.0
             out.append((items_t, y_t * mask_t, mask_t))
         else:
-            w = max([len(it) for it, _, _ in side] + [1])
+            w = max([len(it) for it, _, _ in rows] + [1])
             out.append(
                 (
-                    pad([it for it, _, _ in side], torch.int64, w),
-                    pad([y for _, y, _ in side], torch.float32, w),
-                    _mask([it for it, _, _ in side], w),
+                    pad([it for it, _, _ in rows], torch.int64, w),
+                    pad([y for _, y, _ in rows], torch.float32, w),
+                    _mask([it for it, _, _ in rows], w),
                 )
             )
     (si, sy, sm), (qi, qy, qm) = out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,8 +172,13 @@ def build_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) -
         if skel is None:
             skel = _skeleton(config.template, names, present, appended)
             skeletons[present] = skel
-        out.append(_MARK_RE.sub(lambda m, row=row: row[int(m.group(1))], skel))
+        out.append(_MARK_RE.sub(_filler(row), skel))
     return pd.Series(out, index=items.index, dtype=object).astype(str)
+
+
+def _filler(row: Sequence[str]) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that fills a skeleton's numbered marks from ``row``."""
+    return lambda m: row[int(m.group(1))]
 
 
 def _template_fields(template: str) -> list[str]:

@@ -30,6 +30,11 @@ from metarec.config import ModelConfig
 
 
 class ItemTower(nn.Module):
+    # buffers (register_buffer): declared so type checkers know them as tensors
+    item_vectors: torch.Tensor
+    id_known: torch.Tensor
+    base_bias: torch.Tensor
+
     def __init__(self, item_vectors: torch.Tensor, cfg: ModelConfig) -> None:
         super().__init__()
         n, d = item_vectors.shape
@@ -83,6 +88,8 @@ class ItemTower(nn.Module):
 
 
 class UserHead(nn.Module):
+    offset: torch.Tensor  # a buffer: the rating scale's offset
+
     def __init__(self, cfg: ModelConfig, user_cardinalities: Sequence[int], offset: float) -> None:
         super().__init__()
         hdim = cfg.hidden

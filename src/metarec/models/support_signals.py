@@ -170,7 +170,7 @@ class UserGroups:
             col = rows[c]
             if c in self.edges:
                 v = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
-                bins = np.digitize(v, self.edges)
+                bins = np.digitize(v, self.edges[c])
                 out.append([None if np.isnan(x) else f"q{b}" for x, b in zip(v, bins, strict=True)])
             else:
                 out.append([None if pd.isna(x) else str(x) for x in col])
