@@ -69,7 +69,7 @@ class EnsembleRecommender(TopK):
         return [m._rec() for m in self.ensemble.members.values() if isinstance(m, MetaModel)]
 
     @property
-    def items(self) -> pd.DataFrame:
+    def items(self) -> pd.DataFrame:  # type: ignore[override]  # read-only: the primary's
         return self.primary.items
 
     @property

@@ -22,12 +22,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
-from metarec.recommender import Recommender, UserState
+from metarec.recommender import UserState
+
+if TYPE_CHECKING:
+    from metarec.ensemble_run import ServedModel
 
 POPULAR = "Popular with many viewers"
 NEW_ITEM = "New in the catalogue"
@@ -58,7 +62,7 @@ def display_title(title: str, text: str) -> str:
     return text.split(". ", 1)[0].rstrip(".")
 
 
-def display_titles(rec: Recommender, items: Sequence[int] | None = None) -> list[str]:
+def display_titles(rec: ServedModel, items: Sequence[int] | None = None) -> list[str]:
     """Display titles of catalogue indices ``items`` (all items when None)."""
     titles, texts = rec.items["title"].to_numpy(), rec.items["text"].to_numpy()
     idx = range(rec.n_items) if items is None else items
@@ -76,7 +80,7 @@ def liked_weights(ratings: np.ndarray, rating_range: tuple[float, float]) -> np.
     return np.clip(ratings - centre, 0.0, None)
 
 
-def pulls(rec: Recommender, history: Sequence[tuple[int, float]], items: np.ndarray) -> np.ndarray:
+def pulls(rec: ServedModel, history: Sequence[tuple[int, float]], items: np.ndarray) -> np.ndarray:
     """[len(items), len(history)] pull of each rated item on each candidate (catalogue indices)."""
     if len(history) == 0 or len(items) == 0:
         return np.zeros((len(items), len(history)))
@@ -91,7 +95,7 @@ def pulls(rec: Recommender, history: Sequence[tuple[int, float]], items: np.ndar
 
 
 def explain_indices(
-    rec: Recommender,
+    rec: ServedModel,
     user: UserState,
     items: Sequence[int],
     *,
@@ -131,14 +135,14 @@ def reason_text(because: Sequence[tuple[str, str, float]]) -> str:
 
 
 def explain(
-    rec: Recommender, user: UserState, items: Sequence[str | int], *, top: int = 2
+    rec: ServedModel, user: UserState, items: Sequence[str | int], *, top: int = 2
 ) -> list[Explanation]:
     """Explanations for items given by id or exact title."""
     return explain_indices(rec, user, [rec.resolve(i) for i in items], top=top)
 
 
 def recommend_with_reasons(
-    rec: Recommender,
+    rec: ServedModel,
     user: UserState,
     k: int = 10,
     *,

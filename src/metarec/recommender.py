@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from metarec.models.preference import PreferenceNet
 from metarec.ranking import TopK
 
 FORMAT_VERSION = 1
-History = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
+History: TypeAlias = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
 
 
 @dataclass
@@ -152,7 +152,7 @@ class Recommender(TopK):
     def _display(self, idx: int) -> str:
         from metarec.explain import display_title
 
-        return display_title(self.items["title"].iat[idx], self.items["text"].iat[idx])
+        return display_title(str(self.items["title"].iat[idx]), str(self.items["text"].iat[idx]))
 
     # -- adaptation ---------------------------------------------------------
     def _history_pairs(self, history: History | None) -> list[tuple[int, float]]:

@@ -57,12 +57,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     spec = data_spec(args)
     if not names_data(spec):
         meta = load_json(runs[0] / "recommender.json")
-        spec = (meta.get("metadata") or {}).get("data_spec") if isinstance(meta, dict) else None
-        if not spec:
+        recorded = (meta.get("metadata") or {}).get("data_spec") if isinstance(meta, dict) else None
+        if not recorded:
             raise ConfigError(
                 f"{runs[0]}: the run does not record its data; give --dataset/--data or "
                 "--interactions"
             )
+        spec = recorded
     ds = load_from_spec(spec)
     ens = fit_from_runs(runs, ds, peers=peers, mode=args.mode, buckets=buckets, seed=args.seed)
     ens.metadata["data_spec"] = spec

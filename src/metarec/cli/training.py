@@ -218,7 +218,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     top = (
         rec.recommend(user, k=args.k)
         if args.no_reasons
-        else recommend_with_reasons(rec, user, k=args.k)  # type: ignore[arg-type]
+        else recommend_with_reasons(rec, user, k=args.k)
     )
     if args.json:
         print(top.to_json(orient="records", indent=2))

@@ -17,7 +17,9 @@ import pandas as pd
 MAX_LEVELS = 24
 
 
-def user_rows(users: pd.DataFrame | None, ids: Sequence[object]) -> pd.DataFrame | None:
+def user_rows(
+    users: pd.DataFrame | None, ids: Sequence[object] | np.ndarray
+) -> pd.DataFrame | None:
     """One row of side features per id in ``ids`` (ids compared as strings; unknown
     ids get an all-missing row): the ``users`` frame every model's scoring takes."""
     if users is None:

@@ -14,7 +14,9 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -269,20 +271,13 @@ def _read_unquoted(
         raise field_count_error(path, int(lines[i]), text, sep, expected, int(fields[i]))
     col_names = list(names) if names is not None else None
     data_lines = lines[1:] if header else lines
-    kwargs: dict[str, object] = {
-        "sep": sep,
-        "header": 0 if header else None,
-        "names": col_names,
-        "quoting": csv.QUOTE_NONE,
-        "keep_default_na": False,
-        "engine": "c",
-    }
+    layout = _CsvLayout(sep, 0 if header else None, col_names)
     try:
-        frame = _read_csv_fast(data, float_cols, encoding or "utf-8", kwargs)
+        frame = _read_csv_fast(data, float_cols, encoding or "utf-8", layout)
     except UnicodeDecodeError:
         if encoding:
             raise DataError(f"the file is not valid {encoding} text", path=path) from None
-        frame = _read_csv_fast(data, float_cols, "latin-1", kwargs)
+        frame = _read_csv_fast(data, float_cols, "latin-1", layout)
     if len(frame) != len(data_lines):  # pragma: no cover - guards parser disagreements
         raise DataError(
             f"found {len(frame)} rows but {len(data_lines)} non-blank lines; "
@@ -293,25 +288,41 @@ def _read_unquoted(
     return frame
 
 
+@dataclass(frozen=True)
+class _CsvLayout:
+    sep: str
+    header: int | None
+    names: list[str] | None
+
+
 def _read_csv_fast(
-    data: bytes, float_cols: Sequence[str], encoding: str, kwargs: dict[str, object]
+    data: bytes, float_cols: Sequence[str], encoding: str, layout: _CsvLayout
 ) -> pd.DataFrame:
-    kwargs = {**kwargs, "encoding": encoding}
+    def read(dtype: Any, na_values: dict[str, list[str]] | None) -> pd.DataFrame:
+        return pd.read_csv(
+            io.BytesIO(data),
+            sep=layout.sep,
+            header=layout.header,
+            names=layout.names,
+            quoting=csv.QUOTE_NONE,
+            keep_default_na=False,
+            engine="c",
+            encoding=encoding,
+            dtype=dtype,
+            na_values=na_values,
+        )
+
     # Reading numbers as float64 directly is ~3x faster than text then to_numeric;
     # a value that does not parse makes pandas raise, and then they are read as text.
     if float_cols:
-        dtype: defaultdict[str, object] = defaultdict(lambda: str)
+        # every other column as text: a defaultdict, which pandas accepts and its stubs do not
+        dtype: defaultdict[str, Any] = defaultdict(lambda: str)
         dtype.update({c: "float64" for c in float_cols})
         try:
-            return pd.read_csv(
-                io.BytesIO(data),
-                dtype=dtype,  # type: ignore[arg-type]
-                na_values={c: [""] for c in float_cols},
-                **kwargs,  # type: ignore[arg-type]
-            )
+            return read(dtype, {c: [""] for c in float_cols})
         except ValueError:
             pass
-    return pd.read_csv(io.BytesIO(data), dtype=str, **kwargs)  # type: ignore[arg-type]
+    return read(str, None)
 
 
 def _read_quoted(

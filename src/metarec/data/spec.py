@@ -38,7 +38,7 @@ _PATH_KEYS = ("data", "interactions", "items", "users")
 
 def make_spec(values: dict[str, Any]) -> dict[str, Any]:
     """A spec from ``values`` (missing keys become None), with its paths made absolute."""
-    spec = {k: values.get(k) for k in SPEC_KEYS}
+    spec: dict[str, Any] = {k: values.get(k) for k in SPEC_KEYS}
     for k in _PATH_KEYS:
         if spec[k]:
             spec[k] = str(Path(spec[k]).resolve())

@@ -250,7 +250,7 @@ def collate(
     user_features: np.ndarray | None = None,
     objective: str = "rating",
     negatives: int = 4,
-    like_threshold: float = 4.0,
+    like_threshold: float | None = 4.0,
     negative_pool: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
     support_positives: str = "liked",
@@ -287,8 +287,8 @@ def collate(
             pad(q_y, torch.float32, q_w),
             _mask(q_items, q_w),
         )
-    if negative_pool is None or rng is None:
-        raise ValueError("implicit objectives need negative_pool and rng")
+    if negative_pool is None or rng is None or like_threshold is None:
+        raise ValueError("implicit objectives need like_threshold, negative_pool and rng")
     # softmax scores positives against the whole catalogue: no sampled negatives
     n_neg = {"bpr": 1, "softmax": 0}.get(objective, negatives)
     sides: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[], []]

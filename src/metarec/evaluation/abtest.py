@@ -192,7 +192,9 @@ def check_users_spec(spec: str) -> float | None:
     return None
 
 
-def users_from_spec(spec: str, all_users: Sequence[str], seed: int = 0) -> list[str] | P4Split:
+def users_from_spec(
+    spec: str, all_users: Sequence[str] | np.ndarray, seed: int = 0
+) -> list[str] | P4Split:
     """``--users``: ``heldout:FRACTION`` (a seeded fraction of ``all_users``), a P1
     split JSON (its new users), a P4 split JSON (returned whole: arms and K
     included), or a text file of user ids, one per line (blank lines and
@@ -225,7 +227,7 @@ def replay_hits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per user: success (any of the top ``k`` liked later) and hits / k."""
     hits = hit_matrix(top, liked, k)
-    return hits.any(axis=1), hits.sum(axis=1) / k
+    return np.asarray(hits.any(axis=1)), hits.sum(axis=1) / k
 
 
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:

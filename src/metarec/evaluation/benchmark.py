@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -188,7 +188,7 @@ def build_models(
             )
             for s in range(seed, seed + seeds)
         }
-        mode = "rating" if protocol == "p1" else "ranking"
+        mode: Literal["rating", "ranking"] = "rating" if protocol == "p1" else "ranking"
         models[name] = Ensemble(
             bag, mode=mode, name=name, seed=seed, learn_weights=False, like_threshold=like_threshold
         )

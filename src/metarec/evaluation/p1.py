@@ -142,8 +142,9 @@ def make_p1_split(
         n_new = round(len(users) * new_user_fraction)
         new_users, existing = users[:n_new], users[n_new:]
     else:
+        assert fold is not None  # checked on entry
         parts = np.array_split(users, n_folds)
-        new_users = parts[fold]  # type: ignore[index]
+        new_users = parts[fold]
         existing = np.concatenate([p for i, p in enumerate(parts) if i != fold])
         # a fresh seeded draw per fold, not the head of ``existing`` (the same users
         # for folds 1 to k-1, all in fold 0's new users; see make_p2_split)

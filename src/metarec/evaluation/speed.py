@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarec.config import TrainConfig
+from metarec.config import Algorithm, TrainConfig
 from metarec.data.tasks import Task, collate
 from metarec.evaluation.report import describe_machine
 from metarec.io import save_json, write_bytes_atomic
@@ -137,12 +137,15 @@ def _training_breakdown(
         return wrapper
 
     # instance attributes shadow the methods for this learner and trainer only
-    learner.scorer.item_reps_many = timed("item tower", learner.scorer.item_reps_many)
-    learner.adapt = timed("inner loop (closed form + steps)", learner.adapt)
-    learner.scorer.masked_scores = timed("query scoring", learner.scorer.masked_scores)
-    learner.outer_loss = timed("outer loss (forward)", learner.outer_loss)
-    trainer.batches = timed("episodes: collate", trainer.batches)
-    trainer.optimizer.step = timed("optimiser step", trainer.optimizer.step)
+    for owner, method, part in (
+        (learner.scorer, "item_reps_many", "item tower"),
+        (learner, "adapt", "inner loop (closed form + steps)"),
+        (learner.scorer, "masked_scores", "query scoring"),
+        (learner, "outer_loss", "outer loss (forward)"),
+        (trainer, "batches", "episodes: collate"),
+        (trainer.optimizer, "step", "optimiser step"),
+    ):
+        setattr(owner, method, timed(part, getattr(owner, method)))
     t0 = time.process_time()
     for epoch in range(epochs):
         trainer.train_epoch(source, epoch)
@@ -270,7 +273,7 @@ def run_speed_benchmark(
     # -- meta-training throughput -------------------------------------------
     # metarec's default episodes use every rating outside the support as the query
     # (about 10x MeLU's 10 query ratings a task); "-q10" rows use MeLU's episode shape
-    for algo, batch_size, query, direct in (
+    throughput_runs: tuple[tuple[Algorithm, int, int | None, bool], ...] = (
         ("fomaml", 64, None, True),
         ("fomaml", 64, None, False),
         ("fomaml", 256, None, True),
@@ -278,7 +281,8 @@ def run_speed_benchmark(
         ("fomaml", 256, 10, True),
         ("maml", 64, None, True),
         ("maml", 64, 10, True),
-    ):
+    )
+    for algo, batch_size, query, direct in throughput_runs:
         tcfg = TrainConfig(
             seed=seed,
             epochs=1,

@@ -336,7 +336,7 @@ class Scorer:
         step_grad = grad(self.loss)
         user = self.model.user
 
-        def one_task(items, h, b, y, mask, uf):  # type: ignore[no-untyped-def]
+        def one_task(items, h, b, y, mask, uf):
             params = dict(fast)
             if user.encoder is not None:
                 # ratings pool as deviations from the global mean; implicit targets are
@@ -353,7 +353,7 @@ class Scorer:
                 params["user_bias"] = params["user_bias"] + shift
                 if fold_in:
                     resid = (resid - shift) * mask
-                    p = user.factor(h) * mask.unsqueeze(-1)  # type: ignore[misc]
+                    p = user.factor(h) * mask.unsqueeze(-1)
                     eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
                     gram = p.T @ p + user.factor_ridge() * eye
                     solved = torch.linalg.solve(gram, p.T @ resid)

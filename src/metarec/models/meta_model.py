@@ -69,8 +69,8 @@ class MetaModel(ScoringModel):
     def n_items(self) -> int:
         return self._rec().n_items
 
-    @property  # type: ignore[override]
-    def cutpoints(self) -> RatingCutpoints | None:
+    @property
+    def cutpoints(self) -> RatingCutpoints | None:  # type: ignore[override]
         return None if self.recommender is None else self.recommender.cutpoints
 
     def score_catalogue(

@@ -351,7 +351,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     try:
         ens = Ensemble(
             members,
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
             buckets=buckets,
             name=man.get("name", str, "ensemble"),
             seed=seed,

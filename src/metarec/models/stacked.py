@@ -87,7 +87,7 @@ from metarec.data.features import user_rows
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.models.base import ScoringModel, TrainingData
-from metarec.models.episodic import Episodes, EpisodicLinear, build_episodes
+from metarec.models.episodic import Episodes, EpisodicLinear, FeatureSet, build_episodes
 from metarec.models.support_signals import (
     FEATURES,
     LEGACY_FEATURES,
@@ -207,7 +207,7 @@ class StackedRanker(ScoringModel):
         sub = frame[frame["user_id"].astype(str).isin(set(map(str, user_ids)))]
         train = TrainingData(sub, data.catalogue, rating_range=data.rating_range, seed=data.seed)
 
-        def ridge(features: str, role: str) -> EpisodicLinear:
+        def ridge(features: FeatureSet, role: str) -> EpisodicLinear:
             return EpisodicLinear(
                 shots=self.shots,
                 lams=(self.episodic_lam,),
@@ -313,7 +313,7 @@ class StackedRanker(ScoringModel):
                 force_row_wise=True,
                 verbose=-1,
             ).fit(x, y.astype(np.int32), group=groups)
-            return TreeEnsemble.from_lightgbm(ranker.booster_), ranker.predict(x)
+            return TreeEnsemble.from_lightgbm(ranker.booster_), np.asarray(ranker.predict(x))
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         gb = HistGradientBoostingClassifier(

@@ -379,9 +379,8 @@ class Signals:
         put(np.broadcast_to(np.array([t.support_ratings.mean() for t in tasks])[:, None], (b, c)))
         likes = np.array([(t.support_ratings >= self.like_threshold).mean() for t in tasks])
         put(np.broadcast_to(likes[:, None], (b, c)))
-        for table, keys in zip(
-            self.groups, group_keys or [[None] * b] * len(self.groups), strict=True
-        ):
+        per_group: list[list[str | None]] = group_keys or [[None] * b for _ in self.groups]
+        for table, keys in zip(self.groups, per_group, strict=True):
             rate = np.stack(
                 [table.get(k, self.like_rate) if k is not None else self.like_rate for k in keys]
             )

@@ -64,7 +64,7 @@ def apply_items(rec: ServedModel, frame: pd.DataFrame, vectors: np.ndarray) -> t
     if known.any():
         idx = [rec.item_index[i] for i in frame.loc[known, "item_id"]]
         # adding items re-indexes anyway; only a pure update must do it itself
-        _update_items(rec, idx, frame.loc[known], vectors[known], reindex=known.all())
+        _update_items(rec, idx, frame.loc[known], vectors[known], reindex=bool(known.all()))
     if (~known).any():
         rec.add_items(frame.loc[~known].reset_index(drop=True), vectors=vectors[~known])
     return int((~known).sum()), int(known.sum())

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -132,7 +132,7 @@ class AdaptBatcher:
             job[3].set_result(state)
 
 
-def foldable(rec: ServedModel) -> bool:
+def foldable(rec: ServedModel) -> TypeGuard[Recommender]:
     """Fold-in needs one run whose scores are ratings."""
     return isinstance(rec, Recommender) and rec.cfg.objective == "rating"
 
@@ -166,7 +166,7 @@ class ModelHolder:
         with TORCH_LOCK:
             # the first adaptation in a process imports torch.func's machinery (~1.5 s):
             # pay it here, not in the first user's request
-            rec.recommend(rec.adapt([(rec.items["item_id"].iat[0], rec.rating_range[1])]), k=1)
+            rec.recommend(rec.adapt([(str(rec.items["item_id"].iat[0]), rec.rating_range[1])]), k=1)
         name = run_name(path)
         with self._swap:
             rows = self.store.added_items()
