@@ -336,7 +336,14 @@ class Scorer:
         step_grad = grad(self.loss)
         user = self.model.user
 
-        def one_task(items, h, b, y, mask, uf):
+        def one_task(
+            items: torch.Tensor,
+            h: torch.Tensor,
+            b: torch.Tensor,
+            y: torch.Tensor,
+            mask: torch.Tensor,
+            uf: torch.Tensor,
+        ) -> dict[str, torch.Tensor]:
             params = dict(fast)
             if user.encoder is not None:
                 # ratings pool as deviations from the global mean; implicit targets are
@@ -351,7 +358,7 @@ class Scorer:
                 resid = (y - self.scores(params, items, h, b, uf, id_keep)) * mask
                 shift = resid.sum() / (mask.sum() + user.bias_damping())
                 params["user_bias"] = params["user_bias"] + shift
-                if fold_in:
+                if fold_in and user.factor is not None:  # fold_in implies a factor
                     resid = (resid - shift) * mask
                     p = user.factor(h) * mask.unsqueeze(-1)
                     eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
