@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from metarec.config import TrainConfig
 from metarec.data import load_dataset
-from metarec.evaluation.benchmark import machine_info
+from metarec.evaluation.machine import machine_info
 from metarec.io import save_json, write_bytes_atomic
 from metarec.meta.trainer import TaskSource, Trainer
 from metarec.models.base import TrainingData

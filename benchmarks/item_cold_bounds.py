@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data import load_dataset
-from metarec.evaluation.benchmark import machine_info
+from metarec.evaluation.machine import machine_info
 from metarec.evaluation.p1 import P1Split, state_tasks
 from metarec.io import save_json, write_bytes_atomic
 from metarec.pipeline import encode_catalogue

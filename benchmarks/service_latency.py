@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from metarec.evaluation.benchmark import machine_info
+from metarec.evaluation.machine import machine_info
 from metarec.evaluation.report import describe_machine
 from metarec.io import load_json, save_json, write_bytes_atomic
 

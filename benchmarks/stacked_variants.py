@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from metarec.data import load_dataset
-from metarec.evaluation.benchmark import machine_info
+from metarec.evaluation.machine import machine_info
 from metarec.evaluation.p2 import evaluate_p2, make_p2_split
 from metarec.evaluation.splits import load_split
 from metarec.io import load_json, save_json

@@ -15,8 +15,6 @@ split files that reproduce it elsewhere.
 
 from __future__ import annotations
 
-import os
-import platform
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -25,12 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from metarec.config import TrainConfig
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError
 from metarec.evaluation.fold_store import FoldStore
+from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import save_json
 from metarec.models.base import ScoringModel, TrainingData
@@ -74,54 +72,6 @@ def safe_name(name: str) -> str:
     ``_`` and ``-`` becomes ``-`` (a file stem such as ``my ratings`` included)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
     return cleaned or "data"
-
-
-def _git_commit() -> str | None:
-    """The checkout's commit, when metarec runs from a git work tree (else None)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _cpu_model() -> str | None:
-    """The CPU's model name where the OS says it (Linux), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def machine_info() -> dict[str, Any]:
-    from metarec import __version__
-
-    # the CPU and the instruction set torch dispatches to are recorded because float
-    # results of its CPU kernels, and so meta-trained networks, can differ between them
-    return {
-        "metarec": __version__,
-        "git_commit": _git_commit(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": _cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "platform": platform.platform(),
-    }
 
 
 def build_models(
@@ -533,7 +483,7 @@ def _run_key(
         "items": digest(ds.items),
         "splits": str(Path(splits).resolve()) if splits is not None else None,
         **options,  # tuples and lists compare equal once FoldStore has put them through JSON
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
 
 

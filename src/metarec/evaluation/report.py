@@ -52,7 +52,7 @@ def _sig_note(record: dict[str, Any], group: str, metric: str, model: str) -> st
 
 
 def describe_machine(m: dict[str, Any]) -> str:
-    """One line for a record's ``machine`` (:func:`metarec.evaluation.benchmark.machine_info`);
+    """One line for a record's ``machine`` (:func:`metarec.evaluation.machine.machine_info`);
     fields that older records lack are left out."""
     cpu = f" ({m['cpu']}, {m.get('cpu_capability')})" if m.get("cpu") else ""
     threads = f", {m['torch_threads']} torch threads" if m.get("torch_threads") else ""

@@ -180,7 +180,7 @@ def run_speed_benchmark(
     """Measure and write ``speed.json``/``speed.md``; ``max_train_users`` shrinks the
     training set (tests), which changes the training figures, not the per-user ones."""
     from metarec.data import load_dataset
-    from metarec.evaluation.benchmark import machine_info
+    from metarec.evaluation.machine import machine_info
     from metarec.meta.trainer import TaskSource, Trainer
     from metarec.models.base import TrainingData
     from metarec.peers.melu import MeLU
