@@ -152,3 +152,13 @@ def test_bundled_zip_is_found_without_importing_the_package() -> None:
 def test_invalid_settings(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         SentenceEncoder(**bad)  # type: ignore[arg-type]
+
+
+def test_loading_shows_no_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    # `--quiet` runs printed transformers' "Loading weights" bar on every model load
+    from transformers.utils import logging as hf_logging
+
+    SentenceEncoder().load()
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in out + err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is restored

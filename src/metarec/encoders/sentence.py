@@ -12,6 +12,7 @@ the import alone takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -20,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -259,7 +260,8 @@ class SentenceEncoder:
 
         source, local = self._resolve_source()
         try:
-            model = SentenceTransformer(source, device=self.device, local_files_only=local)
+            with _quiet_loading():
+                model = SentenceTransformer(source, device=self.device, local_files_only=local)
         except Exception as e:  # loading errors come in many types (OSError, ValueError, ...)
             if local:
                 raise ConfigError(
@@ -350,3 +352,18 @@ class SentenceEncoder:
 
     def __repr__(self) -> str:
         return f"SentenceEncoder({self.model_name!r}, max_seq_length={self.max_seq_length})"
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar from transformers while a model loads: it takes about
+    a second, and it would show even under ``--quiet``. Restores the setting after."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
