@@ -159,7 +159,7 @@ def retrain(
     cache_dir: str | Path | None = None,
 ) -> RetrainResult:
     """Train, compare, and write ``out`` when the new model is not worse (or ``force``)."""
-    from metarec.data.spec import load_from_spec
+    from metarec.data.spec import load_from_spec, names_data
     from metarec.io import save_json
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
     from metarec.service.store import FeedbackStore
@@ -170,7 +170,7 @@ def retrain(
         raise ConfigError(f"--out {out}: must differ from the run being retrained")
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
-    if not spec or not any(spec.get(k) for k in ("dataset", "data", "interactions")):
+    if spec is None or not names_data(spec):
         spec = old.metadata.get("data_spec")
         if not spec:
             raise ConfigError(

@@ -14,7 +14,6 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -271,13 +270,13 @@ def _read_unquoted(
         raise field_count_error(path, int(lines[i]), text, sep, expected, int(fields[i]))
     col_names = list(names) if names is not None else None
     data_lines = lines[1:] if header else lines
-    layout = _CsvLayout(sep, 0 if header else None, col_names)
+    head = 0 if header else None
     try:
-        frame = _read_csv_fast(data, float_cols, encoding or "utf-8", layout)
+        frame = _read_csv_fast(data, float_cols, encoding or "utf-8", sep, head, col_names)
     except UnicodeDecodeError:
         if encoding:
             raise DataError(f"the file is not valid {encoding} text", path=path) from None
-        frame = _read_csv_fast(data, float_cols, "latin-1", layout)
+        frame = _read_csv_fast(data, float_cols, "latin-1", sep, head, col_names)
     if len(frame) != len(data_lines):  # pragma: no cover - guards parser disagreements
         raise DataError(
             f"found {len(frame)} rows but {len(data_lines)} non-blank lines; "
@@ -288,22 +287,20 @@ def _read_unquoted(
     return frame
 
 
-@dataclass(frozen=True)
-class _CsvLayout:
-    sep: str
-    header: int | None
-    names: list[str] | None
-
-
 def _read_csv_fast(
-    data: bytes, float_cols: Sequence[str], encoding: str, layout: _CsvLayout
+    data: bytes,
+    float_cols: Sequence[str],
+    encoding: str,
+    sep: str,
+    header: int | None,
+    names: list[str] | None,
 ) -> pd.DataFrame:
     def read(dtype: Any, na_values: dict[str, list[str]] | None) -> pd.DataFrame:
         return pd.read_csv(
             io.BytesIO(data),
-            sep=layout.sep,
-            header=layout.header,
-            names=layout.names,
+            sep=sep,
+            header=header,
+            names=names,
             quoting=csv.QUOTE_NONE,
             keep_default_na=False,
             engine="c",

@@ -116,13 +116,7 @@ class _Head:
 
     def __init__(self, user: UserHead) -> None:
         mods = [m for m in user.mlp if not isinstance(m, nn.Dropout)]
-        first = mods[0]
-        assert isinstance(first, nn.Linear)
-        hdim = user.context.shape[-1]
-        w = first.weight
-        self.w_h, self.w_hz = w[:, :hdim], w[:, hdim : 2 * hdim]
-        self.w_z, self.w_u = w[:, 2 * hdim : 3 * hdim], w[:, 3 * hdim :]
-        self.b1 = first.bias
+        self.w_h, self.w_hz, self.w_z, self.w_u, self.b1 = user.first_layer()
         self.rest = mods[1:]
         self.user = user
 

@@ -140,6 +140,17 @@ class UserHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.register_buffer("offset", torch.tensor(float(offset)))
 
+    def first_layer(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The MLP's first layer split by the input blocks it reads, ``[h, h ⊙ z, z, u]``:
+        the weights ``(W_h, W_hz, W_z, W_u)`` and the bias (views, so gradients flow)."""
+        first = self.mlp[0]
+        assert isinstance(first, nn.Linear)
+        hd = self.context.shape[-1]
+        w = first.weight
+        return w[:, :hd], w[:, hd : 2 * hd], w[:, 2 * hd : 3 * hd], w[:, 3 * hd :], first.bias
+
     def bias_damping(self) -> torch.Tensor:
         return F.softplus(self.bias_damping_raw)
 
@@ -178,17 +189,14 @@ class UserHead(nn.Module):
         objective's gradient steps, which score the whole catalogue.
         """
         z = self.context
-        first = self.mlp[0]
-        assert isinstance(first, nn.Linear)
-        hd = z.shape[-1]
-        w = first.weight
-        per_user = F.linear(z, w[:, 2 * hd : 3 * hd], first.bias)
+        w_h, w_hz, w_z, w_u, b1 = self.first_layer()
+        per_user = F.linear(z, w_z, b1)
         if len(self.features):
             u = torch.cat([emb(user_features[j]) for j, emb in enumerate(self.features)], -1)
-            per_user = per_user + F.linear(u, w[:, 3 * hd :])
+            per_user = per_user + F.linear(u, w_u)
         # merging W_h + W_hz diag(z) into one weight per user measured no faster under
         # vmap: the shared h is copied once per user for the batched product
-        a = F.linear(h, w[:, :hd]) + F.linear(h * z, w[:, hd : 2 * hd]) + per_user
+        a = F.linear(h, w_h) + F.linear(h * z, w_hz) + per_user
         for layer in itertools.islice(self.mlp, 1, None):
             a = layer(a)
         out = a.squeeze(-1)
