@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 _HOME = {
     "ModelConfig": "metarec.config",
     "TrainConfig": "metarec.config",
+    "keep_freed_memory": "metarec.allocator",
     **dict.fromkeys(
         (
             "CleaningReport",
@@ -53,6 +54,7 @@ _HOME = {
 }
 
 if TYPE_CHECKING:
+    from metarec.allocator import keep_freed_memory
     from metarec.config import ModelConfig, TrainConfig
     from metarec.data import (
         CleaningReport,
@@ -109,6 +111,7 @@ __all__ = [
     "clean",
     "encode_catalogue",
     "fit_recommender",
+    "keep_freed_memory",
     "load_atomic",
     "load_dataset",
     "load_movielens_raw",

