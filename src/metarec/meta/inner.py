@@ -112,18 +112,30 @@ def _direct_pred(
     return pred
 
 
-def _batched(value: torch.Tensor, n_users: int, shape: torch.Size | tuple[()]) -> torch.Tensor:
-    """A parameter with a leading user dimension: shared values are expanded (no copy)."""
-    return value if value.dim() > len(shape) else value.expand(n_users, *shape)
+def _user_params(fast: Mapping[str, torch.Tensor], user: UserHead, n_users: int) -> Params:
+    """Context, bias and taste vector with a leading user dimension: values from ``fast``
+    (shared ones expanded, without a copy), the head's own where ``fast`` lacks them."""
+    out = {}
+    for name, shape in (
+        ("context", user.context.shape),
+        ("user_bias", torch.Size()),
+        ("user_factor", user.user_factor.shape),
+    ):
+        value = fast.get(name, user.get_parameter(name))
+        out[name] = value if value.dim() > len(shape) else value.expand(n_users, *shape)
+    return out
 
 
-# users per chunk of the catalogue layout: [N, users, H1] activations of about this
-# many elements (4 MB in float32) stay in cache through the elementwise passes; a
+# users per chunk of the catalogue layout on a CPU: [N, users, H1] activations of about
+# this many elements (4 MB in float32) stay in cache through the elementwise passes; a
 # 64-user batch over ml-100k's 1,682 items in one piece ran a gradient step 1.5-2x slower
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def _user_chunks(n_users: int, n_items: int, width: int) -> list[slice]:
+def _user_chunks(n_users: int, n_items: int, width: int, device: torch.device) -> list[slice]:
+    """Slices of the batch's users to run one after another (a GPU takes them at once)."""
+    if device.type != "cpu":
+        return [slice(0, n_users)]
     size = max(1, _CHUNK_ELEMENTS // max(1, n_items * width))
     return [slice(i, i + size) for i in range(0, n_users, size)]
 
@@ -558,14 +570,7 @@ class Scorer:
         head = _Head(user)
         h_all, b_all = self.catalogue
         n_users, n_items = mask.shape[0], h_all.shape[0]
-        params = {
-            name: _batched(fast.get(name, getattr(user, name)), n_users, shape)
-            for name, shape in (
-                ("context", user.context.shape),
-                ("user_bias", ()),
-                ("user_factor", user.user_factor.shape),
-            )
-        }
+        params = _user_params(fast, user, n_users)
         if user.encoder is not None:
             # implicit targets: only positives pool (as on the torch.func path)
             weight = mask * y
@@ -582,7 +587,7 @@ class Scorer:
         denom = msum.clamp_min(1.0)
         inner = torch.no_grad() if first_order else nullcontext()
         chunks = []
-        for users in _user_chunks(n_users, n_items, hw.shape[-1]):
+        for users in _user_chunks(n_users, n_items, hw.shape[-1], hw.device):
             part = {k: v[users] for k, v in params.items()}
             for _ in range(steps):
                 with inner:
@@ -619,16 +624,9 @@ class Scorer:
         fixed = user.offset + b
         upart = head.user_part(user_features)
         n_users = upart.shape[0]
-        params = {
-            name: _batched(fast.get(name, getattr(user, name)), n_users, shape)
-            for name, shape in (
-                ("context", user.context.shape),
-                ("user_bias", ()),
-                ("user_factor", user.user_factor.shape),
-            )
-        }
+        params = _user_params(fast, user, n_users)
         scores = []
-        for users in _user_chunks(n_users, h.shape[0], hw.shape[-1]):
+        for users in _user_chunks(n_users, h.shape[0], hw.shape[-1], hw.device):
             z = params["context"][users]
             out, _ = head.catalogue_forward(hw, h, z, upart[users] + z @ head.w_z.T)
             scores.append(
