@@ -13,7 +13,8 @@ user's last support rating:
 * ``trailing 30 / 90 days``: likes in the window before the support's time;
 * ``decay 60 days``: every earlier like, weighted exp(-age / 60 days).
 
-Ties are broken by global popularity. nDCG@10 (binary gain), support items
+Ties are broken by global popularity (and it by how often an item was rated,
+as the peer does). nDCG@10 (binary gain), support items
 excluded, mean over test users with a liked query item, as P2 scores models.
 The answer (``benchmarks/results/time-popularity.md``): no. Each time-aware
 prior is below global popularity on the split and on every fold at every K,
@@ -53,7 +54,7 @@ def _variant_scores(
     else:
         age = (t - like_t) / DAY
         weight = np.where(like_t <= t, np.exp(-np.clip(age, 0, None) / 60.0), 0.0)
-    return np.bincount(like_row, weights=weight, minlength=n_items) + 1e-3 * glob
+    return np.bincount(like_row, weights=weight, minlength=n_items) + 1e-4 * glob
 
 
 def split_ndcg(split: P2Split, index: dict[str, int]) -> dict[str, dict[str, float]]:
@@ -63,7 +64,9 @@ def split_ndcg(split: P2Split, index: dict[str, int]) -> dict[str, dict[str, flo
     likes = train[train["rating"] >= LIKE]
     like_row = likes["item_id"].astype(str).map(index).to_numpy()
     like_t = likes["timestamp"].to_numpy(dtype=np.float64)
-    glob = np.bincount(like_row, minlength=n_items).astype(np.float64)
+    rated = train["item_id"].astype(str).map(index).to_numpy()
+    # the popularity peer's order: likes, ties broken by how often the item was rated
+    glob = np.bincount(like_row, minlength=n_items) + 1e-6 * np.bincount(rated, minlength=n_items)
     times = test.sort_values("timestamp", kind="stable").groupby("user_id")["timestamp"]
     out: dict[str, dict[str, float]] = {}
     for k in SHOTS:
@@ -91,12 +94,11 @@ def main() -> None:
     ds = load_dataset("ml-100k", root=args.data)
     ids = sorted(ds.items["item_id"].astype(str))
     index = {item: i for i, item in enumerate(ids)}
-    names = ["p2-ml-100k-split.json"] + [f"p2-ml-100k-fold{f}-split.json" for f in range(5)]
+    files = {"split": "p2-ml-100k-split.json"} | {
+        f"fold{f}": f"p2-ml-100k-fold{f}-split.json" for f in range(5)
+    }
     runs = {
-        name.removeprefix("p2-ml-100k-").removesuffix("-split.json"): split_ndcg(
-            P2Split.load(RESULTS / name, ds), index
-        )
-        for name in names
+        label: split_ndcg(P2Split.load(RESULTS / name, ds), index) for label, name in files.items()
     }
     record = {
         "benchmark": "time-aware popularity (P2 ml-100k)",

@@ -5,11 +5,15 @@ least its *mmap threshold* (128 KiB to start, adjusted up to 32 MiB as blocks
 are freed) with a fresh ``mmap`` and unmaps it on ``free``, and it trims the
 top of the heap back to the kernel once more than twice that is free there.
 A training step makes and frees the same large temporaries again and again (a
-catalogue's activations for a batch of users are tens of MB), so each of them
-arrives as untouched pages and page-faults on every 4 KiB as it is first
-written: on the 2-core VM this was measured on, a ReLU over a 27 MB tensor took
-11.5 ms with glibc's defaults and 4.7 ms with freed memory kept, and a
-first-order meta-training epoch on ml-100k ran 23 % more tasks a second.
+catalogue's activations for a batch of users are MB to tens of MB), so each of
+them arrives as untouched pages and page-faults on every 4 KiB as it is first
+written. On a 2-core VM a ReLU over a 27 MB tensor took 11.5 ms with glibc's
+defaults and 4.7 ms with freed memory kept. In training
+(``benchmarks/results/training-paths.md``) it matters where tensors are large:
+an epoch of P2's softmax meta-training made 218,000 minor page faults with the
+defaults and 2,000 kept (4 % less time) on the hand-written path, 1,050,000
+against 47,000 (14 % less time) on the ``torch.func`` path; the rating
+objective's smaller tensors saw no difference.
 
 :func:`keep_freed_memory` raises both thresholds with ``mallopt``, once per
 process, so freed blocks are reused from the heap. The cost is that the
