@@ -10,9 +10,8 @@ from metarec.config import ModelConfig, TrainConfig
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.meta import inner
 from metarec.meta.learner import MetaLearner
-from metarec.models.preference import PreferenceNet
 
-from .test_maml import _double, _tiny
+from .test_maml import _double, _tiny, live_net
 
 
 def _batch(support_sizes: list[int], seed: int = 1) -> TaskBatch:
@@ -113,25 +112,12 @@ def test_one_user_without_vmap_equals_the_batched_call() -> None:
 
 def _softmax_learner(algorithm: str, encoder: bool) -> MetaLearner:
     """A double-precision softmax learner with every path live (head, encoder, factors)."""
-    torch.manual_seed(0)
-    vectors = torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)
     mc = ModelConfig(hidden=8, tower_hidden=16, user_embedding_dim=2, support_encoder=encoder)
     cfg = TrainConfig(
         algorithm=algorithm, adapt="context", objective="softmax", like_threshold=4.0,
         inner_steps=3, inner_lr=0.5, model=mc,
     )  # fmt: skip
-    net = PreferenceNet(vectors, mc, [3], offset=3.0).double()
-    net.tower.id_known[:] = 1
-    with torch.no_grad():
-        net.tower.id_emb.normal_()
-        net.user.context.normal_()
-        for p in net.user.mlp.parameters():
-            p.normal_(0, 0.3)
-        for module in (net.user.encoder, net.user.factor_encoder):
-            if module is not None:
-                for p in module.parameters():
-                    p.normal_(0, 0.3)
-    return MetaLearner(net, cfg).double()
+    return MetaLearner(live_net(mc), cfg).double()
 
 
 def _softmax_batch(support_sizes: list[int]) -> TaskBatch:

@@ -19,20 +19,30 @@ def _double(batch: TaskBatch) -> TaskBatch:
     )
 
 
-def _tiny(algorithm: str, adapt: str = "head") -> tuple[MetaLearner, TaskBatch]:
+def live_net(mc: ModelConfig) -> PreferenceNet:
+    """A double-precision net over 50 random items with every path live: the head's
+    output layer and the support encoder start at zero (the bias model) otherwise."""
     torch.manual_seed(0)
     vectors = torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)
-    mc = ModelConfig(hidden=8, tower_hidden=16, user_embedding_dim=2)
-    cfg = TrainConfig(algorithm=algorithm, adapt=adapt, inner_steps=2, inner_lr=0.1, model=mc)
     net = PreferenceNet(vectors, mc, [3], offset=3.0).double()
     net.tower.id_known[:] = 1
     with torch.no_grad():
         net.tower.id_emb.normal_()
         net.user.context.normal_()
-        # the head's output layer starts at zero (model = bias model); make every path live
         for p in net.user.mlp.parameters():
             p.normal_(0, 0.3)
+        for module in (net.user.encoder, net.user.factor_encoder):
+            if module is not None:
+                for p in module.parameters():
+                    p.normal_(0, 0.3)
         net.tower.base_bias.normal_()
+    return net
+
+
+def _tiny(algorithm: str, adapt: str = "head") -> tuple[MetaLearner, TaskBatch]:
+    mc = ModelConfig(hidden=8, tower_hidden=16, user_embedding_dim=2)
+    cfg = TrainConfig(algorithm=algorithm, adapt=adapt, inner_steps=2, inner_lr=0.1, model=mc)
+    net = live_net(mc)
     rng = np.random.default_rng(0)
     tasks = [
         Task(

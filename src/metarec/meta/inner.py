@@ -112,6 +112,22 @@ def _direct_pred(
     return pred
 
 
+def _descend(
+    params: Params,
+    g: Mapping[str, torch.Tensor],
+    lr: float | Mapping[str, torch.Tensor],
+    adapted: Mapping[str, torch.Tensor],
+) -> None:
+    """One gradient step, in ``params``, on the adapted names that have a gradient."""
+    for k in adapted:
+        if k not in g:
+            continue
+        if isinstance(lr, Mapping):
+            params[k] = params[k] - lr[k] * g[k]
+        else:
+            params[k] = torch.sub(params[k], g[k], alpha=lr)
+
+
 def _user_params(fast: Mapping[str, torch.Tensor], user: UserHead, n_users: int) -> Params:
     """Context, bias and taste vector with a leading user dimension: values from ``fast``
     (shared ones expanded, without a copy), the head's own where ``fast`` lacks them."""
@@ -531,13 +547,7 @@ class Scorer:
                 }
                 if fh is not None and "user_factor" in fast:
                     g["user_factor"] = rows.total(fh * r.unsqueeze(-1))
-            for k in fast:
-                if k not in g:
-                    continue
-                if isinstance(lr, Mapping):
-                    params[k] = params[k] - lr[k] * g[k]
-                else:
-                    params[k] = torch.sub(params[k], g[k], alpha=lr)
+            _descend(params, g, lr, fast)
         shapes = {k: v.shape for k, v in fast.items()}
         return {
             k: (
@@ -601,13 +611,7 @@ class Scorer:
                     }
                     if fh is not None:
                         g["user_factor"] = r @ fh
-                for k in fast:
-                    if k not in g:
-                        continue
-                    if isinstance(lr, Mapping):
-                        part[k] = part[k] - lr[k] * g[k]
-                    else:
-                        part[k] = torch.sub(part[k], g[k], alpha=lr)
+                _descend(part, g, lr, fast)
             chunks.append(part)
         if len(chunks) == 1:
             return {k: chunks[0][k] for k in fast}
