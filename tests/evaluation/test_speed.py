@@ -51,3 +51,28 @@ def test_child_process_wall_time_and_peak_memory() -> None:
     assert done["ok"] and done["wall_s"] > 0
     assert done["peak_rss_mb"] >= 64
     assert not _child_wall_and_peak(["-c", "raise SystemExit(3)"])["ok"]
+
+
+def test_int8_variant_quantises_quietly_and_degrades_without_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import warnings
+
+    import torch
+
+    from metarec.evaluation.speed import int8_variant, quantization_notices_off
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    x = torch.randn(8, 32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quantization_notices_off():
+            quant = int8_variant(model)
+            assert quant is not None
+            y = quant(x)
+    assert not [w for w in caught if "quantiz" in str(w.message).lower()]
+    assert type(quant[0]) is not torch.nn.Linear  # a dynamically quantised layer
+    torch.testing.assert_close(y, model(x), atol=0.05, rtol=0.1)  # int8 weights: close, not equal
+    monkeypatch.delattr(torch.ao.quantization, "quantize_dynamic")
+    assert int8_variant(model) is None

@@ -27,7 +27,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,28 @@ def melu_quickstart(
     maes = {state: float(v["melu-5"]["mae"]) for state, v in result["summary"].items()}
     print(", ".join(f"{state} MAE {mae:.4f}" for state, mae in maes.items()))
     return maes
+
+
+@contextmanager
+def quantization_notices_off() -> Iterator[None]:
+    """Silence torch's deprecation notices for its eager-mode quantisation (superseded
+    by torchao, not a dependency here). They name no action for a user of metarec,
+    and would print in the middle of a benchmark: once when a model is quantised,
+    once when a quantised layer first runs."""
+    with warnings.catch_warnings():
+        for text in (r"torch\.ao\.quantization is deprecated", r".*quantiz.*deprecated"):
+            warnings.filterwarnings("ignore", message=text)
+        yield
+
+
+def int8_variant(model: torch.nn.Module) -> Any | None:
+    """``model`` with its Linear layers dynamically quantised to int8, or None where
+    this torch no longer has eager-mode dynamic quantisation (call and run the result
+    under :func:`quantization_notices_off`)."""
+    quantize = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
+    if quantize is None:
+        return None
+    return quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _tasks(ratings: Any, support: int, n: int, seed: int) -> list[Task]:
@@ -338,14 +362,16 @@ def run_speed_benchmark(
     t0 = time.perf_counter()
     enc.encode(texts)
     result["encoder"][encoder] = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
-    if hasattr(enc, "load"):  # a sentence-transformers model: also its int8 variant
-        model = enc.load()
-        quant = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        t0 = time.perf_counter()
-        q_vecs = quant.encode(
-            texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True
-        )
-        q = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
+    with quantization_notices_off():
+        quant = int8_variant(enc.load()) if hasattr(enc, "load") else None
+        if quant is not None:  # a sentence-transformers model: also its int8 variant
+            t0 = time.perf_counter()
+            q_vecs = quant.encode(
+                texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True
+            )
+            elapsed = time.perf_counter() - t0
+    if quant is not None:
+        q = {"items_per_s": len(texts) / elapsed}
         full = enc.encode(texts[:200])
         q["cosine_to_fp32_mean"] = float((full * q_vecs[:200]).sum(1).mean())
         result["encoder"][f"{encoder}-int8"] = q
