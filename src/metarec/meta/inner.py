@@ -156,20 +156,6 @@ def _user_chunks(n_users: int, n_items: int, width: int, device: torch.device) -
     return [slice(i, i + size) for i in range(0, n_users, size)]
 
 
-def _catalogue_pred(
-    fixed: torch.Tensor,
-    out: torch.Tensor,
-    fh: torch.Tensor | None,
-    ub: torch.Tensor,
-    uf: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`_direct_pred` for B users over the same N items → [B, N]; ``out`` [N, B]."""
-    pred = out.T + fixed + ub.unsqueeze(-1)
-    if fh is not None:
-        pred = pred + uf @ fh.T
-    return pred
-
-
 class _Head:
     """The user head's MLP, taken apart for the direct path.
 
@@ -276,6 +262,48 @@ class _Head:
         n, b, h1 = g.shape
         outer = (g.reshape(n, b * h1).T @ h).view(b, h1, -1)
         return (outer * self.w_hz).sum(1) + g.sum(0) @ self.w_z
+
+
+class _Catalogue:
+    """A batch's view of the catalogue all its users score, for the direct path: what
+    does not depend on the users' adapted values, computed once for every chunk of
+    users and every step."""
+
+    def __init__(
+        self, user: UserHead, h: torch.Tensor, b: torch.Tensor, user_features: torch.Tensor
+    ) -> None:
+        self.head = _Head(user)
+        self.h = h
+        self.hw = h @ self.head.w_h.T
+        self.fh = user.factor(h) if user.factor is not None else None
+        self.fixed = user.offset + b
+        self.user_part = self.head.user_part(user_features)
+
+    def chunks(self, n_users: int) -> list[slice]:
+        return _user_chunks(n_users, self.h.shape[0], self.hw.shape[-1], self.hw.device)
+
+    def logits(
+        self, part: Mapping[str, torch.Tensor], users: slice
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`UserHead.forward`'s sum [b, N] for the users ``users`` whose adapted
+        values ``part`` holds (a leading dimension of b), and the MLP's ReLU outputs."""
+        z = part["context"]
+        per_user = self.user_part[users] + z @ self.head.w_z.T
+        out, acts = self.head.catalogue_forward(self.hw, self.h, z, per_user)
+        pred = out.T + self.fixed + part["user_bias"].unsqueeze(-1)
+        if self.fh is not None:
+            pred = pred + part["user_factor"] @ self.fh.T
+        return pred, acts
+
+    def gradients(self, r: torch.Tensor, acts: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Gradients of the adapted values from ``r = ∂loss/∂logits`` [b, N]."""
+        g = {
+            "context": self.head.catalogue_grad_context(r.T, self.h, acts),
+            "user_bias": r.sum(-1),
+        }
+        if self.fh is not None:
+            g["user_factor"] = r @ self.fh
+        return g
 
 
 class Scorer:
@@ -577,9 +605,7 @@ class Scorer:
         catalogue layout (:meth:`_Head.catalogue_forward`)."""
         assert self.catalogue is not None
         user = self.model.user
-        head = _Head(user)
-        h_all, b_all = self.catalogue
-        n_users, n_items = mask.shape[0], h_all.shape[0]
+        n_users = mask.shape[0]
         params = _user_params(fast, user, n_users)
         if user.encoder is not None:
             # implicit targets: only positives pool (as on the torch.func path)
@@ -587,30 +613,20 @@ class Scorer:
             for name, shift in user.encode_support(h, weight, weight.sum(-1)).items():
                 if name in fast:
                     params[name] = params[name] + shift
-        hw = h_all @ head.w_h.T  # the same for every user and every step
-        upart = head.user_part(user_features)
-        fh = user.factor(h_all) if user.factor is not None else None
-        fixed = user.offset + b_all
+        catalogue = _Catalogue(user, *self.catalogue, user_features)
         msum = mask.sum(-1, keepdim=True)
         # ∂(mean NLL)/∂logits = (M softmax - counts) / max(M, 1), M the user's positives
-        counts = mask.new_zeros(n_users, n_items).scatter_add_(1, items, mask)
+        counts = mask.new_zeros(n_users, catalogue.h.shape[0]).scatter_add_(1, items, mask)
         denom = msum.clamp_min(1.0)
         inner = torch.no_grad() if first_order else nullcontext()
         chunks = []
-        for users in _user_chunks(n_users, n_items, hw.shape[-1], hw.device):
+        for users in catalogue.chunks(n_users):
             part = {k: v[users] for k, v in params.items()}
             for _ in range(steps):
                 with inner:
-                    z = part["context"]
-                    out, acts = head.catalogue_forward(hw, h_all, z, upart[users] + z @ head.w_z.T)
-                    logits = _catalogue_pred(fixed, out, fh, part["user_bias"], part["user_factor"])
+                    logits, acts = catalogue.logits(part, users)
                     r = (torch.softmax(logits, -1) * msum[users] - counts[users]) / denom[users]
-                    g = {
-                        "context": head.catalogue_grad_context(r.T, h_all, acts),
-                        "user_bias": r.sum(-1),
-                    }
-                    if fh is not None:
-                        g["user_factor"] = r @ fh
+                    g = catalogue.gradients(r, acts)
                 _descend(part, g, lr, fast)
             chunks.append(part)
         if len(chunks) == 1:
@@ -621,23 +637,13 @@ class Scorer:
         self, fast: Params, user_features: torch.Tensor, h: torch.Tensor, b: torch.Tensor
     ) -> torch.Tensor:
         """:meth:`catalogue_scores` for the ``context`` scope, in the catalogue layout."""
-        user = self.model.user
-        head = _Head(user)
-        hw = h @ head.w_h.T
-        fh = user.factor(h) if user.factor is not None else None
-        fixed = user.offset + b
-        upart = head.user_part(user_features)
-        n_users = upart.shape[0]
-        params = _user_params(fast, user, n_users)
-        scores = []
-        for users in _user_chunks(n_users, h.shape[0], hw.shape[-1], hw.device):
-            z = params["context"][users]
-            out, _ = head.catalogue_forward(hw, h, z, upart[users] + z @ head.w_z.T)
-            scores.append(
-                _catalogue_pred(
-                    fixed, out, fh, params["user_bias"][users], params["user_factor"][users]
-                )
-            )
+        catalogue = _Catalogue(self.model.user, h, b, user_features)
+        n_users = user_features.shape[0]
+        params = _user_params(fast, self.model.user, n_users)
+        scores = [
+            catalogue.logits({k: v[users] for k, v in params.items()}, users)[0]
+            for users in catalogue.chunks(n_users)
+        ]
         return scores[0] if len(scores) == 1 else torch.cat(scores)
 
     def masked_scores(
