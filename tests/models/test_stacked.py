@@ -18,7 +18,15 @@ from metarec.evaluation.benchmark import build_models
 from metarec.evaluation.p2 import evaluate_p2, shot_tasks
 from metarec.models.base import TrainingData
 from metarec.models.stacked import StackedRanker
-from metarec.models.support_signals import FEATURES, UserGroups, ridge_to_likes, walk_to_likes
+from metarec.models.support_signals import (
+    FEATURES,
+    UserGroups,
+    cosine_cooccurrence,
+    ease,
+    ridge_to_likes,
+    top_liked,
+    walk_to_likes,
+)
 from metarec.models.trees import TreeEnsemble
 from metarec.peers import make_peer
 
@@ -103,29 +111,60 @@ def test_tree_arrays_are_checked() -> None:
 # u2 rated 1 and 2 and liked neither
 _RATED = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float32))
 _LIKED = np.array([[0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=np.float32)
+_ALL = np.arange(3)
 
 
 def test_walk_to_likes_by_hand() -> None:
     """Item 0's raters are u0 and u1 (each reached with 1/2); u0 liked only item 1
     (1), u1 items 0 and 2 (1/2 each): (1/4, 1/2, 1/4); every item has one like,
     so each is divided by sqrt(1 + 1)."""
-    walk = walk_to_likes(_RATED, _LIKED, beta=0.5)
+    walk = walk_to_likes(_RATED, _LIKED, beta=0.5, columns=_ALL)
     s2 = np.sqrt(2.0)
     np.testing.assert_allclose(walk[0], np.array([0.25, 0.5, 0.25]) / s2, rtol=1e-6)
     np.testing.assert_allclose(walk[1], np.array([0.0, 0.5, 0.0]) / s2, rtol=1e-6)  # u0, u2
     np.testing.assert_allclose(walk[2], np.array([0.25, 0.0, 0.25]) / s2, rtol=1e-6)  # u1, u2
     # beta = 0 is the plain walk: each row a distribution over u's likes, averaged
-    np.testing.assert_allclose(walk_to_likes(_RATED, _LIKED, beta=0.0)[0], [0.25, 0.5, 0.25])
+    plain = walk_to_likes(_RATED, _LIKED, beta=0.0, columns=_ALL)
+    np.testing.assert_allclose(plain[0], [0.25, 0.5, 0.25])
 
 
 def test_ridge_to_likes_is_one_ridge_regression_per_liked_item() -> None:
     from sklearn.linear_model import Ridge
 
-    b = ridge_to_likes(_RATED, _LIKED, lam=0.7)
+    b = ridge_to_likes(_RATED, _LIKED, lam=0.7, columns=_ALL)
     x = _RATED.toarray()
     for j in range(3):
         ridge = Ridge(alpha=0.7, fit_intercept=False).fit(x, _LIKED[:, j])
         np.testing.assert_allclose(b[:, j], ridge.coef_, rtol=1e-5, atol=1e-6)
+
+
+def test_item_matrices_for_some_columns_are_those_columns_of_the_whole() -> None:
+    """The fitted signals keep only the candidates' columns; each is computed without
+    the others, and must equal the same column of the textbook item x item matrix,
+    to the bit: the trees' thresholds were learned on these numbers."""
+    rng = np.random.default_rng(3)
+    rated = rng.random((60, 25)) < 0.3
+    x = sp.csr_matrix(rated.astype(np.float32))
+    likes = (rated & (rng.random(rated.shape) < 0.5)).astype(np.float32)
+    cols = np.array([2, 3, 11, 24])
+    g = rated.T.astype(np.float64) @ rated
+    norm = np.sqrt(np.diag(g)) + 1e-9
+    cosine = g / norm[:, None] / norm[None, :]
+    np.fill_diagonal(cosine, 0.0)
+    np.testing.assert_array_equal(cosine_cooccurrence(x, cols), cosine[:, cols].astype(np.float32))
+    p = np.linalg.inv(g + 5.0 * np.eye(25))
+    steck = np.eye(25) - p / np.diag(p)[None, :]  # B = I - P diagMat(1 / diag(P))
+    np.fill_diagonal(steck, 0.0)
+    np.testing.assert_allclose(ease(x, 5.0, cols), steck[:, cols], rtol=1e-5, atol=1e-7)
+    for part in (
+        lambda c: ridge_to_likes(x, likes, 5.0, c),
+        lambda c: walk_to_likes(x, likes, 0.5, c),
+        lambda c: cosine_cooccurrence(x, c),
+        lambda c: ease(x, 5.0, c),
+    ):
+        np.testing.assert_array_equal(part(cols), part(np.arange(25))[:, cols])
+    # ties in the like rate go to the lower index, and the result is in index order
+    np.testing.assert_array_equal(top_liked(np.array([0.1, 0.5, 0.5, 0.2, 0.5]), 3), [1, 2, 4])
 
 
 # -- a synthetic world with a planted sequence -------------------------------------
@@ -150,9 +189,9 @@ def _synthetic(seed: int = 0, n_users: int = 80) -> TrainingData:
     return TrainingData(frame, cat, None, None, (1.0, 5.0), seed)
 
 
-def _small(seed: int = 0) -> StackedRanker:
+def _small(seed: int = 0, n_candidates: int = N_ITEMS) -> StackedRanker:
     return StackedRanker(
-        shots=(1, 2), n_candidates=N_ITEMS, folds=2, max_iter=30, min_samples_leaf=5, seed=seed
+        shots=(1, 2), n_candidates=n_candidates, folds=2, max_iter=30, min_samples_leaf=5, seed=seed
     )
 
 
@@ -205,7 +244,7 @@ def test_features_have_one_column_each_and_are_finite(
 ) -> None:
     _, model = synthetic
     assert model.signals is not None
-    f = model.signals.features([_task([0, 5], [4.0, 2.0]), _task([7], [3.0])], model.candidates)
+    f = model.signals.features([_task([0, 5], [4.0, 2.0]), _task([7], [3.0])])
     assert f.shape == (2, len(model.candidates), len(FEATURES))
     assert np.isfinite(f).all()
     k = f[:, :, FEATURES.index("shots")]
@@ -217,7 +256,8 @@ def test_features_have_one_column_each_and_are_finite(
     cooc_like = f[:, :, FEATURES.index("cooc_like")]
     np.testing.assert_array_equal(cooc_like[1], 0.0)
     c = model.signals.cooc_like
-    np.testing.assert_allclose(cooc_like[0], c[0, model.candidates], rtol=1e-6)  # item 0 only
+    assert c.shape == (N_ITEMS, len(model.candidates))
+    np.testing.assert_allclose(cooc_like[0], c[0], rtol=1e-6)  # item 0 only
 
 
 def test_fit_is_deterministic_and_new_items_rank_last(
@@ -346,3 +386,25 @@ def test_state_round_trip_scores_the_same(synthetic: tuple[TrainingData, Stacked
     legacy = {k: v for k, v in fitted.items() if k != "features"}
     with pytest.raises(ModelError, match=r"20 signals.*'ease_like'.*retrain"):
         StackedRanker.from_state(options, legacy, arrays)
+
+
+def test_a_state_with_whole_item_matrices_keeps_the_candidate_columns() -> None:
+    """States saved before 2026-12-01 hold item x item matrices; loading keeps the
+    candidates' columns and scores as the model did."""
+    data = _synthetic()
+    model = _small(n_candidates=6).fit(data)
+    assert len(model.candidates) == 6 and model.signals is not None
+    assert model.signals.ease.shape == (N_ITEMS, 6)
+    options, fitted, arrays = model.to_state()
+    whole = dict(arrays)
+    rng = np.random.default_rng(0)
+    for name in ("cooc", "ease", "after", "ease_like", "walk_like", "cooc_like"):
+        square = rng.normal(size=(N_ITEMS, N_ITEMS)).astype(np.float32)  # other columns: noise
+        square[:, model.candidates] = arrays[f"signals.{name}"]
+        whole[f"signals.{name}"] = square
+    loaded = StackedRanker.from_state(options, fitted, whole)
+    tasks = [_task([0, 12], [3.0, 5.0]), _task([4], [1.0]), _task([], [])]
+    np.testing.assert_array_equal(loaded.score_catalogue(tasks), model.score_catalogue(tasks))
+    whole["signals.ease"] = whole["signals.ease"][:, :5]
+    with pytest.raises(ModelError, match=r"ease has shape \(16, 5\), not \(16, 6\)"):
+        StackedRanker.from_state(options, fitted, whole)

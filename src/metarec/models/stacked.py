@@ -229,14 +229,11 @@ class StackedRanker(ScoringModel):
             like_threshold=self.like_threshold,
             head=self.head,
             ease_lam=self.ease_lam,
+            n_candidates=self.n_candidates,
             episodic=episodic,
             episodic_opinion=episodic_opinion,
             group_keys=group_keys,
         )
-
-    def _top_liked(self, signals: Signals) -> np.ndarray:
-        order = np.argsort(-signals.like_rate, kind="stable")
-        return np.sort(order[: min(self.n_candidates, len(order))])
 
     def _training_rows(
         self,
@@ -256,7 +253,7 @@ class StackedRanker(ScoringModel):
         for part in parts:
             rest = np.setdiff1d(np.arange(len(hist)), part)
             signals = self._signals(data, hist.subset(rest), ids[rest], pick(rest))
-            cand = self._top_liked(signals)
+            cand = signals.candidates
             mine = np.flatnonzero(np.isin(episodes.owners, part))
             for lo in range(0, len(mine), self.chunk_tasks):
                 chunk = mine[lo : lo + self.chunk_tasks]
@@ -265,7 +262,7 @@ class StackedRanker(ScoringModel):
                     Task.support_only(episodes.support_items[e], episodes.support_ratings[e], -1)
                     for e in chunk
                 ]
-                f = signals.features(tasks, cand, pick(episodes.owners[chunk]))
+                f = signals.features(tasks, pick(episodes.owners[chunk]))
                 for j, e in enumerate(chunk):
                     keep = ~np.isin(cand, episodes.support_items[e])
                     xs.append(f[j, keep])
@@ -357,7 +354,7 @@ class StackedRanker(ScoringModel):
         self.n_rows, self.positive_rate = rows, positives / max(rows, 1)
         self.trees = TreeEnsemble.average(bags)
         self.signals = self._signals(data, hist, ids, keys)
-        self.candidates = self._top_liked(self.signals)
+        self.candidates = self.signals.candidates
         self.n_fit_items = data.n_items
         self.n_added = 0
         return self
@@ -394,7 +391,7 @@ class StackedRanker(ScoringModel):
         for lo in range(0, len(rows), self.chunk_tasks):
             chunk = rows[lo : lo + self.chunk_tasks]
             chunk_keys = [[col[j] for j in chunk] for col in keys]
-            f = signals.features([seen[j] for j in chunk], cand, chunk_keys)
+            f = signals.features([seen[j] for j in chunk], chunk_keys)
             raw = trees.decision(f.reshape(-1, f.shape[-1]), dev).reshape(len(chunk), len(cand))
             # non-candidates below every candidate, in popularity order among themselves
             floor = raw.min(axis=1, keepdims=True) - 1.0
@@ -515,15 +512,15 @@ class StackedRanker(ScoringModel):
                     )
                 )
             episodic, episodic_opinion = models
+            model.candidates = np.asarray(arrays["candidates"], dtype=np.int64)
             model.signals = Signals.from_state(
-                fitted["signals"], part("signals."), episodic, episodic_opinion
+                fitted["signals"], part("signals."), episodic, episodic_opinion, model.candidates
             )
             model.trees = TreeEnsemble(part("trees."), float(fitted["tree_baseline"]))
             model.groups = UserGroups(
                 [str(c) for c in fitted["group_columns"]],
                 {str(c): np.asarray(e, dtype=np.float64) for c, e in fitted["group_edges"].items()},
             )
-            model.candidates = np.asarray(arrays["candidates"], dtype=np.int64)
             model.n_fit_items = int(fitted["n_fit_items"])
             model.n_added = int(fitted["n_added"])
             model.n_rows = int(fitted.get("training_rows", 0))
@@ -535,7 +532,4 @@ class StackedRanker(ScoringModel):
             raise ModelError(f"{name}: signals and episodic models disagree with {n} items")
         if len(model.signals.groups) != len(model.groups.columns):
             raise ModelError(f"{name}: {len(model.groups.columns)} group columns, tables differ")
-        c = model.candidates
-        if len(c) == 0 or c.min() < 0 or c.max() >= n:
-            raise ModelError(f"{name}: candidates must be item indices in [0, {n})")
         return model
