@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from metarec.catalogue import Catalogue
-from metarec.errors import ConfigError, ModelError
+from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.benchmark import build_models
 from metarec.evaluation.p2 import evaluate_p2, shot_tasks
+from metarec.models import memory
 from metarec.models.base import TrainingData
 from metarec.models.episodic import EpisodicLinear
 from metarec.peers import make_peer
@@ -118,6 +119,21 @@ def test_options_are_checked_and_unfitted_use_is_refused() -> None:
         EpisodicLinear(feature_sets=("text",))  # type: ignore[arg-type]
     with pytest.raises(ModelError, match="not fitted"):
         EpisodicLinear().score_catalogue([_task([], [])])
+
+
+def test_a_catalogue_too_large_for_memory_is_refused_before_fitting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+    model = EpisodicLinear(seed=0)
+    with pytest.raises(DataError, match=r"metarec-episodic: \d+ items need about"):
+        model.fit(_synthetic())
+    assert model.w_binary is None  # nothing half-fitted
+    # the binary-only ridge needs about a third as much
+    monkeypatch.setattr(memory, "available_bytes", lambda: int(100 * N_ITEMS**2))
+    with pytest.raises(DataError, match="items need about"):
+        EpisodicLinear(seed=0).fit(_synthetic())
+    EpisodicLinear(seed=0, feature_sets=("binary",)).fit(_synthetic())
 
 
 def test_benchmark_builds_it_for_p2_only() -> None:

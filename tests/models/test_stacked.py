@@ -16,6 +16,7 @@ from metarec.catalogue import Catalogue
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.benchmark import build_models
 from metarec.evaluation.p2 import evaluate_p2, shot_tasks
+from metarec.models import memory
 from metarec.models.base import TrainingData
 from metarec.models.stacked import StackedRanker
 from metarec.models.support_signals import (
@@ -275,6 +276,14 @@ def test_fit_is_deterministic_and_new_items_rank_last(
     assert (after[:, N_ITEMS] < after[:, :N_ITEMS].min(axis=1)).all()
     # a support of only new items is a user with no known ratings: the prior
     np.testing.assert_array_equal(after[2, :N_ITEMS], model.score_catalogue([_task([], [])])[0])
+
+
+def test_a_catalogue_too_large_for_memory_is_refused_before_fitting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+    with pytest.raises(DataError, match=rf"metarec-stacked: {N_ITEMS} items need about"):
+        _small().fit(_synthetic())
 
 
 def test_user_groups_from_categories_and_numbers() -> None:

@@ -85,6 +85,11 @@ from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.metrics import ranking_table
 from metarec.models.base import ScoringModel, TrainingData, top_k
+from metarec.models.memory import (
+    EPISODIC_BINARY_BYTES_PER_PAIR,
+    EPISODIC_BYTES_PER_PAIR,
+    require_memory,
+)
 
 FeatureSet = Literal["binary", "binary+ratings"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("binary", "binary+ratings")
@@ -302,6 +307,12 @@ class EpisodicLinear(ScoringModel):
         n = data.n_items
         if len(ur.ratings) == 0:
             raise DataError(f"{self.name}: no training ratings")
+        with_ratings = any(f != "binary" for f in self.feature_sets)
+        require_memory(
+            self.name,
+            n,
+            EPISODIC_BYTES_PER_PAIR if with_ratings else EPISODIC_BINARY_BYTES_PER_PAIR,
+        )
         self.mu = float(ur.ratings.mean())
         lo, hi = data.rating_range
         self.rating_unit = (hi - lo) / 4.0 if hi > lo else 1.0

@@ -88,6 +88,7 @@ from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.episodic import Episodes, EpisodicLinear, FeatureSet, build_episodes
+from metarec.models.memory import STACKED_BYTES_PER_PAIR, require_memory
 from metarec.models.support_signals import (
     FEATURES,
     LEGACY_FEATURES,
@@ -331,6 +332,7 @@ class StackedRanker(ScoringModel):
                 f"{self.name}: needs at least {2 * self.folds} training users for "
                 f"{self.folds}-fold cross-fitting, got {len(ur)}"
             )
+        require_memory(self.name, data.n_items, STACKED_BYTES_PER_PAIR)
         hist = Histories.from_ratings(ur, self.seed)
         # the same tie-breaking seed as the histories, so both see one order of ratings
         episodes = build_episodes(
