@@ -296,9 +296,11 @@ def fit_from_runs(
     seed: int = 0,
     device: str | None = None,
     log: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> Ensemble:
     """Blend trained runs and freshly fitted peers, weights learned on the runs' validation
-    users (as the benchmark's ensemble: :meth:`Ensemble.fit` with ``fit_members=False``)."""
+    users (as the benchmark's ensemble: :meth:`Ensemble.fit` with ``fit_members=False``).
+    ``progress``: bars over the episodic ridge's and the stacked ranker's fits."""
     from metarec.catalogue import Catalogue
     from metarec.models.base import ScoringModel, TrainingData
     from metarec.models.ensemble import DEFAULT_BUCKETS
@@ -357,7 +359,10 @@ def fit_from_runs(
     for p in peers:
         # metarec's ranking models (episodic, stacked) are fitted here like peers: they
         # learn from the training users' histories, not from a run
-        members[p] = RANKERS[p](seed=seed, name=p) if p in RANKERS else make_peer(p, seed=seed)
+        if p in RANKERS:
+            members[p] = RANKERS[p](seed=seed, name=p, progress=progress)
+        else:
+            members[p] = make_peer(p, seed=seed)
     # built before the peers are fitted: a wrong mode or bucket list fails at once
     ens = Ensemble(
         members,

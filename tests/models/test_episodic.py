@@ -136,6 +136,16 @@ def test_a_catalogue_too_large_for_memory_is_refused_before_fitting(
     EpisodicLinear(seed=0, feature_sets=("binary",)).fit(_synthetic())
 
 
+def test_progress_counts_the_ridge_solves(capsys: pytest.CaptureFixture[str]) -> None:
+    EpisodicLinear(seed=0).fit(_synthetic())
+    assert capsys.readouterr().err == ""
+    model = EpisodicLinear(seed=0, lams=(10.0, 100.0), progress=True).fit(_synthetic())
+    err = capsys.readouterr().err
+    # no validation users: one solve, the first feature set at the grid's middle
+    assert "metarec-episodic" in err and "1/1" in err
+    assert model.lam == 100.0
+
+
 def test_benchmark_builds_it_for_p2_only() -> None:
     models = build_models("p2", algorithms=["episodic"], peers=["popularity"], seed=3)
     assert isinstance(models["metarec-episodic"], EpisodicLinear)

@@ -286,6 +286,27 @@ def test_a_catalogue_too_large_for_memory_is_refused_before_fitting(
         _small().fit(_synthetic())
 
 
+def test_progress_counts_the_fit_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    data = _synthetic()
+
+    def two_bags(progress: bool) -> StackedRanker:
+        return StackedRanker(
+            shots=(1, 2), n_candidates=N_ITEMS, folds=2, bags=2, max_iter=30,
+            min_samples_leaf=5, seed=0, progress=progress,
+        ).fit(data)  # fmt: skip
+
+    quiet = two_bags(False)
+    assert capsys.readouterr().err == ""
+    shown = two_bags(True)
+    err = capsys.readouterr().err
+    # 2 bags x (2 parts' signals + trees) + the signals scoring uses
+    assert "metarec-stacked" in err and "7/7" in err
+    for what in ("bag 1/2: signals for part 2/2", "bag 2/2: trees on", "from all training users"):
+        assert what in err
+    tasks = [_task([0], [4.0]), _task([4, 9], [2.0, 5.0])]
+    np.testing.assert_array_equal(shown.score_catalogue(tasks), quiet.score_catalogue(tasks))
+
+
 def test_user_groups_from_categories_and_numbers() -> None:
     users = pd.DataFrame(
         {

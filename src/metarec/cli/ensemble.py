@@ -65,7 +65,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             )
         spec = recorded
     ds = load_from_spec(spec)
-    ens = fit_from_runs(runs, ds, peers=peers, mode=args.mode, buckets=buckets, seed=args.seed)
+    ens = fit_from_runs(
+        runs, ds, peers=peers, mode=args.mode, buckets=buckets, seed=args.seed, progress=True
+    )
     ens.metadata["data_spec"] = spec
     print("\nweights by support size (ratings the user has):")
     print(format_weights(ens))

@@ -110,8 +110,11 @@ def build_models(
             continue
         options = dict((peer_options or {}).get(name, {}))
         factory = PEERS.get(name)
-        if factory is not None and "like_threshold" in inspect.signature(factory).parameters:
+        accepts = inspect.signature(factory).parameters if factory is not None else {}
+        if "like_threshold" in accepts:
             options.setdefault("like_threshold", like_threshold)
+        if "progress" in accepts:  # MeLU: minutes of training
+            options.setdefault("progress", progress)
         models[name] = make_peer(name, seed=seed, **options)
     for algo in algorithms:
         if algo in EXTRA_ALGORITHMS:
@@ -121,7 +124,11 @@ def build_models(
                     "--protocol p2"
                 )
             models[f"metarec-{algo}"] = RANKERS[algo](
-                seed=seed, device=base.device, name=f"metarec-{algo}", like_threshold=like_threshold
+                seed=seed,
+                device=base.device,
+                name=f"metarec-{algo}",
+                like_threshold=like_threshold,
+                progress=progress,
             )
             continue
         if algo not in META_ALGORITHMS:

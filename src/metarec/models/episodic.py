@@ -80,6 +80,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from tqdm.auto import tqdm
 
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError, ModelError
@@ -201,7 +202,9 @@ class EpisodicLinear(ScoringModel):
 
     Options: ``shots`` (support sizes episodes are cut at), ``lams`` (ridge grid),
     ``feature_sets`` (candidates, chosen by validation), ``support_scale`` (input
-    weight ``1 / K**support_scale``), ``device`` (``"auto"``: a GPU when present).
+    weight ``1 / K**support_scale``), ``device`` (``"auto"``: a GPU when present),
+    ``progress`` (a bar over the ridge solves: seconds on ml-100k, 1.5 minutes on
+    ml-1m, growing with the cube of the catalogue).
     """
 
     name = "metarec-episodic"
@@ -221,6 +224,7 @@ class EpisodicLinear(ScoringModel):
         device: str = "auto",
         seed: int = 0,
         name: str = "metarec-episodic",
+        progress: bool = False,
     ) -> None:
         shots = tuple(int(k) for k in shots)
         if not shots or min(shots) < 1:
@@ -243,6 +247,7 @@ class EpisodicLinear(ScoringModel):
         self.device = device
         self.seed = seed
         self.name = name
+        self.progress = progress
         # fitted state
         self.w_binary: np.ndarray | None = None  # float32 [n_items, n_items]
         self.w_ratings: np.ndarray | None = None  # float32 [n_items, n_items] or None
@@ -348,7 +353,7 @@ class EpisodicLinear(ScoringModel):
             for feats in (self.feature_sets if choose else self.feature_sets[:1])
             for lam in (self.lams if choose else self.lams[len(self.lams) // 2 :][:1])
         ]
-        for feats, lam in grid:
+        for feats, lam in tqdm(grid, desc=self.name, unit="solve", disable=not self.progress):
             d = n if feats == "binary" else 2 * n
             # features no training support ever set have zero rows: leave them out of
             # the solve (ridge gives them weight 0 anyway) to shrink the system
