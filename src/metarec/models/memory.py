@@ -7,9 +7,10 @@ items and ml-1m with 3,883): about 180 bytes per item pair for the episodic
 ridge with its ratings block, 65 without it; the stacked ranker, which fits
 such a ridge for each cross-fitting part, 285 on ml-100k, of which about 80 were
 its training rows (which grow with users, not items). So 10,000 items want
-about 18 GB for the episodic ridge alone. A catalogue too large for the machine is refused
-with a message that says so before any work, instead of the process being
-killed by the kernel half-way through a fit. The meta-learned network
+about 18 GB for the episodic ridge alone. A catalogue too large for the memory
+available (the machine's, or a container's cgroup limit where that is less) is
+refused with a message that says so before any work, instead of the process
+being killed half-way through a fit. The meta-learned network
 (:class:`metarec.models.meta_model.MetaModel`) and the peers grow linearly with
 the catalogue and are not limited this way.
 """
@@ -25,17 +26,85 @@ EPISODIC_BINARY_BYTES_PER_PAIR = 65.0
 STACKED_BYTES_PER_PAIR = 200.0  # the item-pair part: its ridge and signal matrices
 
 _MEMINFO = Path("/proc/meminfo")
+_SELF_CGROUP = Path("/proc/self/cgroup")
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
 
 
 def available_bytes() -> int | None:
-    """Memory the kernel can give a new allocation without swapping (Linux's
-    ``MemAvailable``); None where that is not known (other systems)."""
+    """Memory a new allocation can take without swapping or the OOM killer: Linux's
+    ``MemAvailable``, or less where this process's cgroup (a container's limit) has
+    less room; None where neither is known (other systems)."""
+    known = [b for b in (_meminfo_available(), _cgroup_room()) if b is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> int | None:
     try:
         for line in _MEMINFO.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
+    return None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text == "max":  # v2's "no limit"
+        return _NO_LIMIT
+    return int(text) if text.isdigit() else None
+
+
+def _inactive_file(path: Path, key: str) -> int:
+    """Page cache the kernel would drop before it killed anything."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _cgroup_room() -> int | None:
+    """The limit less the usage (less reclaimable page cache) of this process's
+    memory cgroup, v2 or v1; None where there is no limit or no cgroup to read.
+    The cgroup's own folder is tried first, then the mount's root (a container
+    with its own cgroup namespace sees its cgroup there)."""
+    try:
+        lines = _SELF_CGROUP.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, where = rest.partition(":")
+        rel = where.strip().lstrip("/")
+        if hierarchy == "0" and controllers == "":  # v2
+            dirs, files = (
+                [_CGROUP_ROOT / rel, _CGROUP_ROOT],
+                ("memory.max", "memory.current", "inactive_file"),
+            )
+        elif "memory" in controllers.split(","):  # v1
+            base = _CGROUP_ROOT / "memory"
+            dirs, files = (
+                [base / rel, base],
+                ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+            )
+        else:
+            continue
+        for d in dirs:
+            limit, usage = _read_int(d / files[0]), _read_int(d / files[1])
+            if limit is None or usage is None:
+                continue
+            if limit >= _NO_LIMIT:
+                break
+            used = usage - _inactive_file(d / "memory.stat", files[2])
+            return max(limit - max(used, 0), 0)
     return None
 
 

@@ -106,10 +106,17 @@ OBJECTIVES = ("logloss", "lambdarank", "blend")
 class _Stages:
     """A progress bar over a fit's stages, not its rows: a stage (one part's signals,
     one bag's trees) takes seconds to a minute, and inside the tree libraries there
-    is nothing to count. :meth:`begin` ends the stage before it."""
+    is nothing to count. No time-left estimate: a bag's trees take 20 times as long
+    as one part's signals, so a rate over stages would mislead. :meth:`begin` ends
+    the stage before it."""
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.bar = tqdm(total=total, desc=desc, unit="stage", disable=not enabled)
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            disable=not enabled,
+            bar_format="{desc}: {n}/{total} stages [{elapsed}{postfix}]",
+        )
         self.running = False
 
     def begin(self, what: str) -> None:
