@@ -69,6 +69,10 @@ def test_a_containers_cgroup_v2_limit_is_the_room_that_counts(
     assert memory.available_bytes() == 6 * 2**30
     (own / "memory.max").write_text("max\n")
     assert memory.available_bytes() == 32 * 2**30
+    # no limit of its own, but its parent's counts
+    (root / "box" / "memory.max").write_text(f"{2**30}\n")
+    (root / "box" / "memory.current").write_text(f"{2**28}\n")
+    assert memory.available_bytes() == 2**30 - 2**28
 
 
 def test_a_cgroup_v1_limit_counts_and_its_no_limit_value_does_not(

@@ -17,7 +17,7 @@ the catalogue and are not limited this way.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from metarec.errors import DataError
 
@@ -72,10 +72,10 @@ def _inactive_file(path: Path, key: str) -> int:
 
 
 def _cgroup_room() -> int | None:
-    """The limit less the usage (less reclaimable page cache) of this process's
-    memory cgroup, v2 or v1; None where there is no limit or no cgroup to read.
-    The cgroup's own folder is tried first, then the mount's root (a container
-    with its own cgroup namespace sees its cgroup there)."""
+    """Room under this process's memory cgroup (v2 or v1): the least, over the
+    cgroup and each parent up to the mount's root, of its limit less its usage
+    (less reclaimable page cache); None where no folder on the way has a limit.
+    A container with its own cgroup namespace sees its cgroup at the root."""
     try:
         lines = _SELF_CGROUP.read_text().splitlines()
     except OSError:
@@ -83,28 +83,24 @@ def _cgroup_room() -> int | None:
     for line in lines:
         hierarchy, _, rest = line.partition(":")
         controllers, _, where = rest.partition(":")
-        rel = where.strip().lstrip("/")
         if hierarchy == "0" and controllers == "":  # v2
-            dirs, files = (
-                [_CGROUP_ROOT / rel, _CGROUP_ROOT],
-                ("memory.max", "memory.current", "inactive_file"),
-            )
+            base, files = _CGROUP_ROOT, ("memory.max", "memory.current", "inactive_file")
         elif "memory" in controllers.split(","):  # v1
             base = _CGROUP_ROOT / "memory"
-            dirs, files = (
-                [base / rel, base],
-                ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
-            )
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
         else:
             continue
-        for d in dirs:
+        parts = PurePosixPath(where.strip()).parts[1:]  # without the leading "/"
+        rooms = []
+        for depth in range(len(parts), -1, -1):
+            d = base.joinpath(*parts[:depth])
             limit, usage = _read_int(d / files[0]), _read_int(d / files[1])
-            if limit is None or usage is None:
+            if limit is None or usage is None or limit >= _NO_LIMIT:
                 continue
-            if limit >= _NO_LIMIT:
-                break
             used = usage - _inactive_file(d / "memory.stat", files[2])
-            return max(limit - max(used, 0), 0)
+            rooms.append(max(limit - max(used, 0), 0))
+        if rooms:
+            return min(rooms)
     return None
 
 
