@@ -111,10 +111,12 @@ def require_memory(name: str, n_items: int, bytes_per_pair: float) -> None:
     if have is None or need <= have:
         return
     gib = 2.0**30
+    fits = int((have / bytes_per_pair) ** 0.5)
     raise DataError(
         f"{name}: {n_items:,} items need about {need / gib:.1f} GiB for its dense "
         f"item-by-item fit (it grows with the square of the catalogue), and this "
-        f"machine has {have / gib:.1f} GiB available. Fit it on fewer items (the most "
-        "rated ones), on a machine with more memory, or use the meta-learned network "
-        "(MetaModel), whose memory grows linearly with the catalogue."
+        f"machine has {have / gib:.1f} GiB available, enough for about {fits:,} items. "
+        "Fit it on fewer items (the most rated ones), on a machine with more memory, "
+        "or use the meta-learned network (MetaModel), whose memory grows linearly "
+        "with the catalogue."
     )
