@@ -2,12 +2,12 @@
 
 The episodic ridge and the stacked ranker solve dense linear systems over the
 whole catalogue, so the memory they need grows with the square of the number of
-items. Measured peaks over a fresh process (``ru_maxrss``; ml-100k with 1,682
-items and ml-1m with 3,883): about 180 bytes per item pair for the episodic
-ridge with its ratings block, 65 without it; the stacked ranker, which fits
-such a ridge for each cross-fitting part, 285 on ml-100k, of which about 80 were
-its training rows (which grow with users, not items). So 10,000 items want
-about 18 GB for the episodic ridge alone. A catalogue too large for the memory
+items. Peaks measured over a fit in a fresh process
+(``benchmarks/results/ranker-memory.md``; ml-100k with 1,682 items and ml-1m
+with 3,883): 168 and 181 bytes per item pair for the episodic ridge with its
+ratings block, 76 and 65 without it; 246 for the stacked ranker on ml-100k,
+which includes its training rows (they grow with users, not items). So 10,000
+items want about 18 GB for the episodic ridge alone. A catalogue too large for the memory
 available (the machine's, or a container's cgroup limit where that is less) is
 refused with a message that says so before any work, instead of the process
 being killed half-way through a fit. The meta-learned network
@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from metarec.errors import DataError
 
 EPISODIC_BYTES_PER_PAIR = 180.0  # with the ratings block (the default grid has it)
-EPISODIC_BINARY_BYTES_PER_PAIR = 65.0
+EPISODIC_BINARY_BYTES_PER_PAIR = 80.0
 STACKED_BYTES_PER_PAIR = 200.0  # the item-pair part: its ridge and signal matrices
 
 _MEMINFO = Path("/proc/meminfo")
