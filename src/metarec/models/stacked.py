@@ -221,7 +221,6 @@ class StackedRanker(ScoringModel):
         self.signals: Signals | None = None
         self.groups = UserGroups([], {})
         self.trees: TreeEnsemble | None = None
-        self.candidates = np.zeros(0, dtype=np.int64)
         self.n_fit_items = 0
         self.n_added = 0
         self.n_rows = 0
@@ -402,7 +401,6 @@ class StackedRanker(ScoringModel):
             self.signals = self._signals(data, hist, ids, keys)
         self.n_rows, self.positive_rate = rows, positives / max(rows, 1)
         self.trees = TreeEnsemble.average(bags)
-        self.candidates = self.signals.candidates
         self.n_fit_items = data.n_items
         self.n_added = 0
         return self
@@ -416,6 +414,11 @@ class StackedRanker(ScoringModel):
     @property
     def n_items(self) -> int:
         return self.n_fit_items + self.n_added
+
+    @property
+    def candidates(self) -> np.ndarray:
+        """The items the trees rank (the most-liked training items), ascending."""
+        return self._fitted()[0].candidates
 
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
@@ -560,9 +563,12 @@ class StackedRanker(ScoringModel):
                     )
                 )
             episodic, episodic_opinion = models
-            model.candidates = np.asarray(arrays["candidates"], dtype=np.int64)
             model.signals = Signals.from_state(
-                fitted["signals"], part("signals."), episodic, episodic_opinion, model.candidates
+                fitted["signals"],
+                part("signals."),
+                episodic,
+                episodic_opinion,
+                candidates=arrays["candidates"],
             )
             model.trees = TreeEnsemble(part("trees."), float(fitted["tree_baseline"]))
             model.groups = UserGroups(
