@@ -96,6 +96,8 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
     assert "'als'" in _error_line(capsys.readouterr().err)
     assert main(["ensemble", str(run), "--mode", "rating", "--out", str(out)]) == 2
     assert "rating mode" in _error_line(capsys.readouterr().err)
+    assert main(["ensemble", str(run), "--max-items", "0", "--out", str(out)]) == 2
+    assert "--max-items: must be >= 1, got 0" in _error_line(capsys.readouterr().err)
     assert not out.exists()
 
 
@@ -149,12 +151,14 @@ def test_abtest_takes_an_ensemble_as_an_arm(
 def test_ensemble_carries_a_ranking_model(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """metarec's episodic model joins like a peer, is saved in the folder, and serves."""
+    """metarec's episodic model joins like a peer (here on the 800 most rated items
+    only), is saved in the folder, and serves."""
     ens = tmp_path / "ens"
     args = ["ensemble", str(run), "--peers", "popularity,episodic", "--buckets", "0,1,5"]
-    assert main([*args, "--out", str(ens)]) == 0
+    assert main([*args, "--max-items", "800", "--out", str(ens)]) == 0
     manifest = json.loads((ens / "ensemble.json").read_text())
     assert [m["kind"] for m in manifest["members"]] == ["metarec", "popularity", "episodic"]
+    assert manifest["members"][2]["options"]["max_items"] == 800
     capsys.readouterr()
     assert main(["recommend", str(ens), "--rate", "Toy Story (1995)=5", "-k", "3", "--json"]) == 0
     top = json.loads(capsys.readouterr().out)

@@ -297,10 +297,13 @@ def fit_from_runs(
     device: str | None = None,
     log: Callable[[str], None] = print,
     progress: bool = False,
+    max_items: int | None = None,
 ) -> Ensemble:
     """Blend trained runs and freshly fitted peers, weights learned on the runs' validation
     users (as the benchmark's ensemble: :meth:`Ensemble.fit` with ``fit_members=False``).
-    ``progress``: bars over the episodic ridge's and the stacked ranker's fits."""
+    ``progress``: bars over the episodic ridge's and the stacked ranker's fits;
+    ``max_items``: fit those two on that many of the most rated items only
+    (:mod:`metarec.models.universe`), for catalogues too large for their dense fits."""
     from metarec.catalogue import Catalogue
     from metarec.models.base import ScoringModel, TrainingData
     from metarec.models.ensemble import DEFAULT_BUCKETS
@@ -360,7 +363,7 @@ def fit_from_runs(
         # metarec's ranking models (episodic, stacked) are fitted here like peers: they
         # learn from the training users' histories, not from a run
         if p in RANKERS:
-            members[p] = RANKERS[p](seed=seed, name=p, progress=progress)
+            members[p] = RANKERS[p](seed=seed, name=p, progress=progress, max_items=max_items)
         else:
             members[p] = make_peer(p, seed=seed)
     # built before the peers are fitted: a wrong mode or bucket list fails at once

@@ -96,6 +96,25 @@ SPECS: list[ModelSpec] = [
             seed=seed, folds=2, bags=1, max_iter=20, min_samples_leaf=20, n_candidates=100
         ),
     ),
+    # both fitted on the 600 most rated items only, the rest ranked by popularity
+    # below them: what a catalogue too large for a dense item-by-item fit gets
+    ModelSpec(
+        "metarec-episodic-capped",
+        lambda seed: EpisodicLinear(seed=seed, feature_sets=("binary+ratings",), max_items=600),
+        seeded=False,
+    ),
+    ModelSpec(
+        "metarec-stacked-capped",
+        lambda seed: StackedRanker(
+            seed=seed,
+            folds=2,
+            bags=1,
+            max_iter=20,
+            min_samples_leaf=20,
+            n_candidates=100,
+            max_items=600,
+        ),
+    ),
     # model aggregation: usable wherever a single model is
     ModelSpec(
         "ensemble-ranking",

@@ -223,3 +223,81 @@ def test_state_round_trip_scores_the_same() -> None:
         EpisodicLinear.from_state(options, {**fitted, "features": "binary"}, arrays)
     with pytest.raises(ModelError, match="intercept"):
         EpisodicLinear.from_state(options, fitted, {**arrays, "intercept": np.zeros(3)})
+
+
+def test_max_items_fits_the_most_rated_and_ranks_the_rest_by_popularity_below() -> None:
+    data = _synthetic()
+    capped = EpisodicLinear(shots=(1, 3), lams=(1.0,), max_items=8).fit(data)
+    universe = capped.universe
+    counts = data.interactions["item_id"].value_counts()
+    assert len(universe.items) == 8 and capped.n_items == N_ITEMS
+    rated = counts.reindex([f"i{i}" for i in range(N_ITEMS)], fill_value=0).to_numpy()
+    assert rated[universe.items].min() >= np.delete(rated, universe.items).max()
+    # inside the universe: exactly the model fitted on the universe's items alone
+    alone = EpisodicLinear(shots=(1, 3), lams=(1.0,)).fit(universe.restrict(data))
+    tasks = [_task([int(universe.items[0]), 5, 9], [5.0, 2.0, 4.0]), _task([], [])]
+    scores = capped.score_catalogue(tasks)
+    np.testing.assert_array_equal(
+        scores[:, universe.items], alone.score_catalogue(universe.tasks(tasks))
+    )
+    # outside it: below every universe item, more liked first
+    outside = np.flatnonzero(universe.position < 0)
+    assert (scores[:, outside].max(axis=1) < scores[:, universe.items].min(axis=1)).all()
+    order = outside[np.argsort(-universe.like_rate[outside], kind="stable")]
+    assert (np.diff(scores[:, order], axis=1) <= 0).all()
+    # an outside item in a support set counts for nothing
+    a, b = capped.score_catalogue(
+        [
+            _task([int(universe.items[0])], [5.0]),
+            _task([int(universe.items[0]), int(outside[0])], [5.0, 5.0]),
+        ]
+    )
+    np.testing.assert_array_equal(a, b)
+    assert capped.describe()["items_fitted"] == 8
+
+
+def test_max_items_lets_a_catalogue_fit_in_the_memory_there_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "available_bytes", lambda: 180 * 9**2)
+    with pytest.raises(DataError, match=r"max_items=9 or fewer"):
+        EpisodicLinear(seed=0).fit(_synthetic())
+    EpisodicLinear(seed=0, max_items=9).fit(_synthetic())
+
+
+def test_a_capped_state_round_trips_and_an_old_state_loads_the_same() -> None:
+    model = EpisodicLinear(
+        shots=(1, 3), lams=(1.0,), feature_sets=("binary+ratings",), max_items=9
+    ).fit(_synthetic())
+    model.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 2)))
+    tasks = [_task([3, 7, N_ITEMS], [5.0, 1.0, 4.0]), _task([], [])]
+    options, fitted, arrays = model.to_state()
+    assert options["max_items"] == 9 and fitted["n_items"] == N_ITEMS + 1
+    loaded = EpisodicLinear.from_state(options, fitted, arrays)
+    np.testing.assert_array_equal(loaded.score_catalogue(tasks), model.score_catalogue(tasks))
+
+    # saved before universes: W over the grown catalogue, zero rows and columns for
+    # the added item, no universe arrays, no n_items
+    whole = EpisodicLinear(shots=(1, 3), lams=(1.0,), feature_sets=("binary+ratings",))
+    whole.fit(_synthetic())
+    expected = whole.score_catalogue(tasks[:1])  # before the item is added
+    whole.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 2)))
+    options, fitted, arrays = whole.to_state()
+    grow = ((0, 1), (0, 1))
+    old = {
+        "w_binary": np.pad(arrays["w_binary"], grow),
+        "w_ratings": np.pad(arrays["w_ratings"], grow),
+        "intercept": np.pad(arrays["intercept"], (0, 1)),
+        "prior": np.pad(arrays["prior"], (0, 1)),
+    }
+    old_fitted = {k: v for k, v in fitted.items() if k != "n_items"}
+    old_options = {k: v for k, v in options.items() if k != "max_items"}
+    loaded = EpisodicLinear.from_state(old_options, old_fitted, old)
+    assert loaded.n_items == N_ITEMS + 1 and loaded.n_fit_items == N_ITEMS
+    got = loaded.score_catalogue(tasks)
+    np.testing.assert_array_equal(got, whole.score_catalogue(tasks))
+    np.testing.assert_allclose(got[0, :N_ITEMS], expected[0, :N_ITEMS])
+    spread = np.ptp(expected[0])
+    assert got[0, N_ITEMS] == pytest.approx(expected[0].min() - 0.01 * spread - 1e-6)
+    with pytest.raises(ModelError, match="n_fit_items 13"):
+        EpisodicLinear.from_state(options, {**fitted, "n_fit_items": 13}, arrays)

@@ -438,3 +438,58 @@ def test_a_state_with_whole_item_matrices_keeps_the_candidate_columns() -> None:
     whole["signals.ease"] = whole["signals.ease"][:, :5]
     with pytest.raises(ModelError, match=r"ease has shape \(16, 5\), not \(16, 6\)"):
         StackedRanker.from_state(options, fitted, whole)
+
+
+def test_max_items_fits_the_most_rated_and_ranks_the_rest_by_popularity_below(
+    synthetic: tuple[TrainingData, StackedRanker],
+) -> None:
+    data, whole = synthetic
+    # items 11..15 are rated most (noise), then 0..4 and 8..10 (40 ratings each);
+    # 5..7 never: with 13 items the universe is every rated item, so the trees see
+    # what the whole-catalogue model saw and score the same
+    capped = StackedRanker(
+        shots=(1, 2), n_candidates=N_ITEMS, folds=2, max_iter=30, min_samples_leaf=5,
+        seed=0, max_items=13,
+    ).fit(data)  # fmt: skip
+    np.testing.assert_array_equal(
+        capped.universe.items, [0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15]
+    )
+    assert capped.n_items == N_ITEMS and capped.describe()["items_fitted"] == 13
+    tasks = [_task([0, 12], [3.0, 5.0]), _task([4, 6], [1.0, 5.0]), _task([], [])]
+    scores = capped.score_catalogue(tasks)
+    inside = capped.universe.items
+    alone = _small(n_candidates=13).fit(capped.universe.restrict(data))
+    np.testing.assert_array_equal(
+        scores[:, inside], alone.score_catalogue(capped.universe.tasks(tasks))
+    )
+    fan, other = capped.recommend([_task([0], [2.0]), _task([4], [2.0])], k=3)
+    assert set(fan) == {1, 2, 3} and set(other) == {8, 9, 10}
+    assert (scores[:, [5, 6, 7]].max(axis=1) < scores[:, inside].min(axis=1)).all()
+    # with 10 items, 8..10 fall outside: a "4" user's later likes then rank below the
+    # universe, in like-rate order (they are liked by half the users, 5..7 by none)
+    small = StackedRanker(
+        shots=(1, 2), n_candidates=N_ITEMS, folds=2, max_iter=30, min_samples_leaf=5,
+        seed=0, max_items=10,
+    ).fit(data)  # fmt: skip
+    s = small.score_catalogue([_task([4], [2.0])])[0]
+    np.testing.assert_array_equal(small.universe.items, [0, 1, 2, 3, 4, 11, 12, 13, 14, 15])
+    assert (
+        s[[8, 9, 10]].min() > s[[5, 6, 7]].max()
+        and s[[8, 9, 10]].max() < s[small.universe.items].min()
+    )
+    # saved and loaded with its universe, after the catalogue grew
+    small.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 4)))
+    options, fitted, arrays = small.to_state()
+    assert options["max_items"] == 10 and fitted["n_items"] == N_ITEMS + 1
+    loaded = StackedRanker.from_state(options, fitted, arrays)
+    np.testing.assert_array_equal(loaded.score_catalogue(tasks), small.score_catalogue(tasks))
+    # a state saved before universes (n_added, no universe arrays) scores as before
+    options, fitted, arrays = whole.to_state()
+    old_fitted = {**{k: v for k, v in fitted.items() if k != "n_items"}, "n_added": 1}
+    old = {k: v for k, v in arrays.items() if not k.startswith("universe.")}
+    old_options = {k: v for k, v in options.items() if k != "max_items"}
+    loaded = StackedRanker.from_state(old_options, old_fitted, old)
+    assert loaded.n_items == N_ITEMS + 1
+    got = loaded.score_catalogue(tasks)
+    np.testing.assert_array_equal(got[:, :N_ITEMS], whole.score_catalogue(tasks))
+    np.testing.assert_array_equal(got[:, N_ITEMS], got[:, :N_ITEMS].min(axis=1) - 1.0)

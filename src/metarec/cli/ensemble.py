@@ -31,6 +31,13 @@ def register(sub: Any) -> None:
         "ratings for MAE (rating models and the bias peer only)",
     )
     en.add_argument("--buckets", help="support-size buckets (default 0,1,3,5,10,20)")
+    en.add_argument(
+        "--max-items",
+        type=int,
+        help="fit episodic and stacked on this many of the most rated items only and rank "
+        "the rest by popularity below them: their memory grows with the square of the "
+        "items (default: every item)",
+    )
     en.add_argument("--seed", type=int, default=0)
     en.add_argument("--out", required=True, help="ensemble folder to write")
     add_data_args(en)
@@ -50,6 +57,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             raise ConfigError(f"{run}: is an ensemble; give the run folders to blend")
     peers = comma_list(args.peers) or []
     buckets = int_list(args.buckets, "--buckets") if args.buckets else None
+    if args.max_items is not None and args.max_items < 1:
+        raise ConfigError(f"--max-items: must be >= 1, got {args.max_items}")
     out = Path(args.out)
     if out.resolve() in {r.resolve() for r in runs}:
         raise ConfigError(f"--out {out}: must not be one of the runs")
@@ -66,7 +75,14 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         spec = recorded
     ds = load_from_spec(spec)
     ens = fit_from_runs(
-        runs, ds, peers=peers, mode=args.mode, buckets=buckets, seed=args.seed, progress=True
+        runs,
+        ds,
+        peers=peers,
+        mode=args.mode,
+        buckets=buckets,
+        seed=args.seed,
+        progress=True,
+        max_items=args.max_items,
     )
     ens.metadata["data_spec"] = spec
     print("\nweights by support size (ratings the user has):")

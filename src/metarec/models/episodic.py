@@ -60,12 +60,15 @@ Choices
   The regression's own intercept ``c`` is *not* used there: no training
   episode has ``x = 0`` (each has at least one support item), so ``c`` is
   an extrapolation of the linear fit, not a prior.
-* Items never seen in training (including items added with
-  :meth:`add_items`) have no learned column: they score just below the
-  user's lowest known-item score, so this model never recommends them until
-  it is retrained. :meth:`add_items` extends ``W`` with zero rows and columns
-  (a new item in a support set contributes nothing), so the model keeps
-  working on a grown catalogue; text-aware ensemble members cover new items.
+* Items added with :meth:`add_items` have no learned column: they score
+  just below the user's lowest known-item score, so this model never
+  recommends them until it is retrained, and in a support set they
+  contribute nothing; text-aware ensemble members cover new items.
+* Memory grows with the square of the catalogue (168 bytes per item pair on
+  ml-100k); a catalogue too large for the machine is refused before the fit
+  (:mod:`metarec.models.memory`). ``max_items`` fits the model on the most
+  rated items only and ranks the rest by popularity below them
+  (:mod:`metarec.models.universe`); by default every item is used.
 * Ranking only (``predicts_ratings = False``). Deterministic: the only
   randomness is the seeded tie order of ratings without timestamps.
 """
@@ -91,6 +94,7 @@ from metarec.models.memory import (
     EPISODIC_BYTES_PER_PAIR,
     require_memory,
 )
+from metarec.models.universe import Universe, check_max_items
 
 FeatureSet = Literal["binary", "binary+ratings"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("binary", "binary+ratings")
@@ -204,7 +208,8 @@ class EpisodicLinear(ScoringModel):
     ``feature_sets`` (candidates, chosen by validation), ``support_scale`` (input
     weight ``1 / K**support_scale``), ``device`` (``"auto"``: a GPU when present),
     ``progress`` (a bar over the ridge solves: 6 s on ml-100k, 80 s on ml-1m,
-    growing with the cube of the catalogue).
+    growing with the cube of the catalogue), ``max_items`` (fit on that many of the
+    most rated items, rank the rest by popularity below them; None: every item).
     """
 
     name = "metarec-episodic"
@@ -225,6 +230,7 @@ class EpisodicLinear(ScoringModel):
         seed: int = 0,
         name: str = "metarec-episodic",
         progress: bool = False,
+        max_items: int | None = None,
     ) -> None:
         shots = tuple(int(k) for k in shots)
         if not shots or min(shots) < 1:
@@ -248,11 +254,13 @@ class EpisodicLinear(ScoringModel):
         self.seed = seed
         self.name = name
         self.progress = progress
-        # fitted state
-        self.w_binary: np.ndarray | None = None  # float32 [n_items, n_items]
-        self.w_ratings: np.ndarray | None = None  # float32 [n_items, n_items] or None
-        self.intercept = np.zeros(0)  # c = ymean - xmean W, float64 [n_items]
-        self.prior = np.zeros(0)  # K = 0 scores: mean target of a K = 0 episode
+        self.max_items = check_max_items(name, max_items)
+        # fitted state, over the universe's U items (the catalogue, without max_items)
+        self.universe = Universe.whole(0)
+        self.w_binary: np.ndarray | None = None  # float32 [U, U]
+        self.w_ratings: np.ndarray | None = None  # float32 [U, U] or None
+        self.intercept = np.zeros(0)  # c = ymean - xmean W, float64 [U]
+        self.prior = np.zeros(0)  # K = 0 scores: mean target of a K = 0 episode, [U]
         self.mu = 0.0
         # a quarter of the rating scale (1 on 1-5 stars): the ratings block is in these
         # units, so the same ridge strengths suit a 1-10 or a 0.5-5 scale
@@ -313,10 +321,12 @@ class EpisodicLinear(ScoringModel):
 
     def fit(self, data: TrainingData) -> EpisodicLinear:
         self._fit_like(data)
+        if len(data.interactions) == 0:
+            raise DataError(f"{self.name}: no training ratings")
+        universe = Universe.most_rated(data, self.max_items, self.like_threshold)
+        data = universe.restrict(data)
         ur = data.ratings
         n = data.n_items
-        if len(ur.ratings) == 0:
-            raise DataError(f"{self.name}: no training ratings")
         require_memory(
             self.name,
             n,
@@ -390,6 +400,7 @@ class EpisodicLinear(ScoringModel):
         liked = ur.ratings >= self.like_threshold
         self.prior = np.bincount(ur.items[liked], minlength=n) / max(len(ur), 1)
         self.n_fit_items = n
+        self.universe = universe
         return self
 
     @staticmethod
@@ -414,7 +425,8 @@ class EpisodicLinear(ScoringModel):
 
     @property
     def n_items(self) -> int:
-        return len(self._w())
+        self._w()
+        return self.universe.n_catalogue
 
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
@@ -422,8 +434,10 @@ class EpisodicLinear(ScoringModel):
         w_bin = self._w()
         n = len(w_bin)
         if len(tasks) == 0:
-            return np.zeros((0, n))
-        items = [np.asarray(t.support_items, dtype=np.int64) for t in tasks]
+            return np.zeros((0, self.n_items))
+        # items outside the universe (or added after training) contribute nothing
+        tasks = self.universe.tasks(tasks)
+        items = [t.support_items for t in tasks]
         ratings = [np.asarray(t.support_ratings, dtype=np.float64) for t in tasks]
         x = support_matrix(
             items,
@@ -440,31 +454,20 @@ class EpisodicLinear(ScoringModel):
             scores += np.asarray(x[:, n:] @ self.w_ratings, dtype=np.float64)
         empty = np.array([len(i) == 0 for i in items])
         scores[empty] = self.prior
-        known = self.n_fit_items
-        if known < n:
-            # never-trained items sit just below the user's lowest known score
-            lo, hi = scores[:, :known].min(axis=1), scores[:, :known].max(axis=1)
-            scores[:, known:] = (lo - 0.01 * (hi - lo) - 1e-6)[:, None]
-        return scores
+        # other items sit just below the user's lowest universe score: a gap small
+        # next to the row's spread, so an ensemble's per-user z-scores barely move
+        spread = scores.max(axis=1) - scores.min(axis=1) if n else np.zeros(len(scores))
+        return self.universe.expand(scores, 0.01 * spread + 1e-6)
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
-        """Grow the catalogue: zero rows and columns in ``W`` for the new items.
-
-        They are never recommended by this model until it is retrained (no rating
-        links them to anything); a new item in a support set contributes nothing.
-        """
-        w_bin = self._w()
+        """Grow the catalogue. The new items are never recommended by this model until
+        it is retrained (no rating links them to anything); a new item in a support
+        set contributes nothing."""
+        self._w()
         m = len(items)
         if vectors is not None and len(vectors) != m:
             raise DataError(f"{self.name}.add_items: {m} items but {len(vectors)} vectors")
-        if m == 0:
-            return
-        grow = ((0, m), (0, m))
-        self.w_binary = np.pad(w_bin, grow)
-        if self.w_ratings is not None:
-            self.w_ratings = np.pad(self.w_ratings, grow)
-        self.intercept = np.concatenate([self.intercept, np.zeros(m)])
-        self.prior = np.concatenate([self.prior, np.zeros(m)])
+        self.universe = self.universe.grown(m)
 
     def describe(self) -> dict[str, Any]:
         """What validation chose (for logs and reports)."""
@@ -474,6 +477,7 @@ class EpisodicLinear(ScoringModel):
             "shots": list(self.shots),
             "support_scale": self.support_scale,
             "n_episodes": self.n_episodes,
+            "items_fitted": len(self.universe.items),
             "validation_ndcg@10": dict(self.validation),
         }
 
@@ -490,11 +494,13 @@ class EpisodicLinear(ScoringModel):
             "validation_shots": list(self.validation_shots),
             "like_threshold": self.like_threshold,
             "chunk_episodes": self.chunk_episodes,
+            "max_items": self.max_items,
         }
         fitted = {
             "mu": self.mu,
             "rating_unit": self.rating_unit,
             "n_fit_items": self.n_fit_items,
+            "n_items": self.n_items,
             "lam": self.lam,
             "features": self.features,
             "n_episodes": self.n_episodes,
@@ -503,6 +509,7 @@ class EpisodicLinear(ScoringModel):
         arrays = {"w_binary": w_bin, "intercept": self.intercept, "prior": self.prior}
         if self.w_ratings is not None:
             arrays["w_ratings"] = self.w_ratings
+        arrays.update(self.universe.arrays())
         return options, fitted, arrays
 
     @classmethod
@@ -516,7 +523,12 @@ class EpisodicLinear(ScoringModel):
         name: str = "metarec-episodic",
         device: str = "auto",
     ) -> EpisodicLinear:
-        """Rebuild a fitted model from :meth:`to_state`'s parts; shapes are checked."""
+        """Rebuild a fitted model from :meth:`to_state`'s parts; shapes are checked.
+
+        A state saved before universes existed holds ``W`` over the whole grown
+        catalogue (zero rows and columns for added items) and is cut back to the
+        ``n_fit_items`` it was fitted on.
+        """
         try:
             model = cls(**options, seed=seed, name=name, device=device)
         except TypeError as exc:
@@ -536,18 +548,23 @@ class EpisodicLinear(ScoringModel):
         features = fitted.get("features")
         if features not in FEATURE_SETS or (features != "binary") != ("w_ratings" in arrays):
             raise ModelError(f"{name}: fitted features {features!r} do not match the arrays")
-        model.w_binary = w
+        fit = int(fitted.get("n_fit_items", n))
+        if not 0 < fit <= n or ("universe.items" in arrays and fit != n):
+            raise ModelError(f"{name}: n_fit_items {fit} does not match w_binary's {n} rows")
+        keep = slice(0, fit)  # the whole array for a state with a universe
+        model.w_binary = w[keep, keep]
         model.w_ratings = (
-            np.asarray(arrays["w_ratings"], dtype=np.float32) if "w_ratings" in arrays else None
+            np.asarray(arrays["w_ratings"], dtype=np.float32)[keep, keep]
+            if "w_ratings" in arrays
+            else None
         )
-        model.intercept = np.asarray(arrays["intercept"], dtype=np.float64)
-        model.prior = np.asarray(arrays["prior"], dtype=np.float64)
+        model.intercept = np.asarray(arrays["intercept"], dtype=np.float64)[keep]
+        model.prior = np.asarray(arrays["prior"], dtype=np.float64)[keep]
+        model.universe = Universe.from_arrays(arrays, fit, int(fitted.get("n_items", n)), name)
         model.features = features
         model.mu = float(fitted.get("mu", 0.0))
         model.rating_unit = float(fitted.get("rating_unit", 1.0))  # saved before: 1-5 stars
-        model.n_fit_items = int(fitted.get("n_fit_items", n))
-        if not 0 < model.n_fit_items <= n:
-            raise ModelError(f"{name}: n_fit_items {model.n_fit_items} is not in [1, {n}]")
+        model.n_fit_items = fit
         lam = fitted.get("lam")
         model.lam = None if lam is None else float(lam)
         model.n_episodes = int(fitted.get("n_episodes", 0))

@@ -70,6 +70,11 @@ Choices
   The score is the averaged raw decision (log-odds for the classifier).
 * Items never seen in training (including items added with
   :meth:`add_items`) are not candidates: they score last until retraining.
+* Memory grows with the square of the catalogue (the item-by-item signals
+  and the episodic ridges inside); a catalogue too large for the machine is
+  refused before the fit (:mod:`metarec.models.memory`). ``max_items`` fits
+  the ranker on the most rated items only and ranks the rest by popularity
+  below them (:mod:`metarec.models.universe`); by default every item is used.
 * Deterministic under ``seed`` (fold assignment and the trees' own seed).
 """
 
@@ -98,6 +103,7 @@ from metarec.models.support_signals import (
     UserGroups,
 )
 from metarec.models.trees import TreeEnsemble
+from metarec.models.universe import Universe, check_max_items
 
 DEFAULT_SHOTS = (1, 3, 5, 10, 20)
 OBJECTIVES = ("logloss", "lambdarank", "blend")
@@ -145,7 +151,8 @@ class StackedRanker(ScoringModel):
     notes), ``truncation`` (how deep LambdaMART's pairs reach into each episode's
     ranking), ``device`` for the tree walk (``"auto"``: a GPU when present),
     ``progress`` (a bar over the fit's stages; the fit takes minutes on ml-100k and
-    grows with the number of training users).
+    grows with the number of training users), ``max_items`` (fit on that many of the
+    most rated items, rank the rest by popularity below them; None: every item).
     """
 
     name = "metarec-stacked"
@@ -173,6 +180,7 @@ class StackedRanker(ScoringModel):
         seed: int = 0,
         name: str = "metarec-stacked",
         progress: bool = False,
+        max_items: int | None = None,
     ) -> None:
         shots = tuple(int(k) for k in shots)
         if not shots or min(shots) < 1:
@@ -217,12 +225,13 @@ class StackedRanker(ScoringModel):
         self.seed = seed
         self.name = name
         self.progress = progress
-        # fitted state
+        self.max_items = check_max_items(name, max_items)
+        # fitted state; the signals index the universe's U items
+        self.universe = Universe.whole(0)
         self.signals: Signals | None = None
         self.groups = UserGroups([], {})
         self.trees: TreeEnsemble | None = None
-        self.n_fit_items = 0
-        self.n_added = 0
+        self.n_fit_items = 0  # U
         self.n_rows = 0
         self.positive_rate = float("nan")
 
@@ -363,6 +372,8 @@ class StackedRanker(ScoringModel):
 
     def fit(self, data: TrainingData) -> StackedRanker:
         self._fit_like(data)
+        universe = Universe.most_rated(data, self.max_items, self.like_threshold)
+        data = universe.restrict(data)
         ur = data.ratings
         if len(ur) < 2 * self.folds:
             raise DataError(
@@ -402,7 +413,7 @@ class StackedRanker(ScoringModel):
         self.n_rows, self.positive_rate = rows, positives / max(rows, 1)
         self.trees = TreeEnsemble.average(bags)
         self.n_fit_items = data.n_items
-        self.n_added = 0
+        self.universe = universe
         return self
 
     # -- scoring ------------------------------------------------------------
@@ -413,7 +424,7 @@ class StackedRanker(ScoringModel):
 
     @property
     def n_items(self) -> int:
-        return self.n_fit_items + self.n_added
+        return self.universe.n_catalogue
 
     @property
     def candidates(self) -> np.ndarray:
@@ -424,18 +435,17 @@ class StackedRanker(ScoringModel):
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
     ) -> np.ndarray:
         signals, trees = self._fitted()
-        known, n = self.n_fit_items, self.n_items
         cand = self.candidates
         prior = signals.like_rate
-        scores = np.empty((len(tasks), n))
-        # items the signals know nothing of (added after training) cannot be in a support
-        # set's features; a support of only such items is a K = 0 user
-        seen = []
-        for t in tasks:
-            items = np.asarray(t.support_items, dtype=np.int64)
-            ratings = np.asarray(t.support_ratings, dtype=np.float64)
-            ok = items < known
-            seen.append(replace(t, support_items=items[ok], support_ratings=ratings[ok]))
+        known = len(prior)
+        scores = np.empty((len(tasks), known))
+        # items the signals know nothing of (outside the universe, or added after
+        # training) cannot be in a support set's features; a support of only such
+        # items is a K = 0 user
+        seen = [
+            replace(t, support_ratings=np.asarray(t.support_ratings, dtype=np.float64))
+            for t in self.universe.tasks(tasks)
+        ]
         rows = [j for j, t in enumerate(seen) if len(t.support_items) > 0]
         keys = self.groups.keys(users, len(tasks))
         dev = self._torch_device()
@@ -446,14 +456,11 @@ class StackedRanker(ScoringModel):
             raw = trees.decision(f.reshape(-1, f.shape[-1]), dev).reshape(len(chunk), len(cand))
             # non-candidates below every candidate, in popularity order among themselves
             floor = raw.min(axis=1, keepdims=True) - 1.0
-            scores[chunk, :known] = floor + 0.5 * prior[None, :] / max(prior.max(), 1e-12)
+            scores[chunk] = floor + 0.5 * prior[None, :] / max(prior.max(), 1e-12)
             scores[np.asarray(chunk)[:, None], cand[None, :]] = raw
         empty = [j for j, t in enumerate(seen) if len(t.support_items) == 0]
-        scores[empty, :known] = prior
-        if n > known:
-            lo_ = scores[:, :known].min(axis=1, keepdims=True)
-            scores[:, known:] = lo_ - 1.0
-        return scores
+        scores[empty] = prior
+        return self.universe.expand(scores, 1.0)
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         """Grow the catalogue. New items score last until retraining: no episode links
@@ -462,7 +469,7 @@ class StackedRanker(ScoringModel):
         m = len(items)
         if vectors is not None and len(vectors) != m:
             raise DataError(f"{self.name}.add_items: {m} items but {len(vectors)} vectors")
-        self.n_added += m
+        self.universe = self.universe.grown(m)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -470,6 +477,7 @@ class StackedRanker(ScoringModel):
             "shots": list(self.shots),
             "n_candidates": self.n_candidates,
             "objective": self.objective,
+            "items_fitted": self.n_fit_items,
             "trees": self.trees.n_trees if self.trees is not None else 0,
             "training_rows": self.n_rows,
             "positive_rate": self.positive_rate,
@@ -496,13 +504,14 @@ class StackedRanker(ScoringModel):
             "objective": self.objective,
             "truncation": self.truncation,
             "chunk_tasks": self.chunk_tasks,
+            "max_items": self.max_items,
         }
         sig_fields, sig_arrays = signals.to_state()
         epi_options, epi_fitted, epi_arrays = signals.episodic.to_state()
         op_options, op_fitted, op_arrays = signals.episodic_opinion.to_state()
         fitted = {
             "n_fit_items": self.n_fit_items,
-            "n_added": self.n_added,
+            "n_items": self.n_items,
             "training_rows": self.n_rows,
             "positive_rate": self.positive_rate,
             "tree_baseline": trees.baseline,
@@ -513,7 +522,7 @@ class StackedRanker(ScoringModel):
             "episodic_opinion": {"options": op_options, "fitted": op_fitted},
             "features": list(FEATURES),
         }
-        arrays = {"candidates": self.candidates}
+        arrays = {"candidates": self.candidates, **self.universe.arrays()}
         arrays.update({f"trees.{k}": v for k, v in trees.arrays.items()})
         arrays.update({f"signals.{k}": v for k, v in sig_arrays.items()})
         arrays.update({f"episodic.{k}": v for k, v in epi_arrays.items()})
@@ -576,7 +585,9 @@ class StackedRanker(ScoringModel):
                 {str(c): np.asarray(e, dtype=np.float64) for c, e in fitted["group_edges"].items()},
             )
             model.n_fit_items = int(fitted["n_fit_items"])
-            model.n_added = int(fitted["n_added"])
+            # saved before universes: the fitted items plus the ones added since
+            n_items = fitted.get("n_items", model.n_fit_items + int(fitted.get("n_added", 0)))
+            model.universe = Universe.from_arrays(arrays, model.n_fit_items, int(n_items), name)
             model.n_rows = int(fitted.get("training_rows", 0))
             model.positive_rate = float(fitted.get("positive_rate", float("nan")))
         except KeyError as exc:
