@@ -137,6 +137,11 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
             "not both",
         ),
         (["benchmark", "--protocol", "speed", "--like-threshold", "3"], "not speed"),
+        (["benchmark", "--protocol", "speed", "--max-items", "500"], "not speed"),
+        (
+            ["benchmark", "--protocol", "p2", "--max-items", "0", "--dataset", "ml-100k"],
+            "max_items: must be >= 1, got 0",
+        ),
         (["benchmark", "--dataset", "ml-100k", "--rating-range", "1,10"], "not to the known"),
         (
             ["benchmark", "--protocol", "p2", "--folds", "5", "--splits", "nowhere"],
@@ -172,7 +177,7 @@ def test_bad_input_from_the_installed_command(env: dict[str, str]) -> None:
 
 
 def test_default_algorithms_depend_on_the_protocol() -> None:
-    from metarec.evaluation.benchmark import _command, default_algorithms
+    from metarec.evaluation.benchmark import _command, build_models, default_algorithms
 
     # P2 adds the episodic ranking model; P1 (ratings) cannot use it
     assert default_algorithms("p2") == (
@@ -189,6 +194,12 @@ def test_default_algorithms_depend_on_the_protocol() -> None:
     assert "--algorithms" not in plain and "--seeds" not in plain
     chosen = _command("p2", "ml-100k", 0, 5, ["fomaml", "episodic"], _peers("p2"), shots, 3, "d")
     assert chosen.endswith("--folds 5 --algorithms fomaml,episodic --seeds 3 --data d")
+    capped = _command(
+        "p2", "ml-100k", 0, 1, ["stacked"], _peers("p2"), shots, 1, None, max_items=500
+    )
+    assert capped.endswith("--algorithms stacked --max-items 500")
+    models = build_models("p2", algorithms=["episodic", "stacked"], peers=[], seed=0, max_items=500)
+    assert [m.max_items for m in models.values()] == [500, 500]  # type: ignore[attr-defined]
 
 
 def test_seeds_make_each_meta_algorithm_an_equal_weight_bag() -> None:

@@ -68,6 +68,13 @@ def register(sub: Any) -> None:
         help="read each fold's split from the files an earlier run wrote to DIR "
         "(e.g. benchmarks/results) instead of drawing them",
     )
+    b.add_argument(
+        "--max-items",
+        type=int,
+        help="fit the episodic ridge and the stacked ranker on this many of the most rated "
+        "items, the rest ranked by popularity below them (default: every item; their "
+        "memory grows with the square of the items)",
+    )
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--set", action="append", metavar="KEY=VALUE")
     b.add_argument("--no-plots", action="store_true")
@@ -134,6 +141,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             raise ConfigError("--splits: applies to --protocol p1 and p2, not speed")
         if args.like_threshold is not None:
             raise ConfigError("--like-threshold: applies to --protocol p1 and p2, not speed")
+        if args.max_items is not None:
+            raise ConfigError("--max-items: applies to --protocol p2, not speed")
         dataset, named = datasets[0]
         if named is not None:
             raise ConfigError("--protocol speed: runs on a known dataset (e.g. ml-100k)")
@@ -167,6 +176,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             plots=not args.no_plots,
             like_threshold=args.like_threshold,
             data_args=named,
+            max_items=args.max_items,
         )
     return 0
 

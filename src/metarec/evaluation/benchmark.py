@@ -85,6 +85,7 @@ def build_models(
     peer_options: dict[str, dict[str, Any]] | None = None,
     seeds: int = 1,
     like_threshold: float = 4.0,
+    max_items: int | None = None,
 ) -> dict[str, ScoringModel]:
     """Unfitted models by report name: peers first, then metarec's algorithms.
 
@@ -92,7 +93,9 @@ def build_models(
     with seeds ``seed``, ``seed + 1``, ... averaged with equal weights (an
     :class:`Ensemble` with ``learn_weights=False``), reported under the
     algorithm's own name. ``like_threshold`` goes to every model that has one,
-    so all of them learn "liked" as the metrics count it.
+    so all of them learn "liked" as the metrics count it. ``max_items``: the
+    episodic ridge and the stacked ranker are fitted on that many of the most
+    rated items (:mod:`metarec.models.universe`); None, every item.
     """
     import inspect
 
@@ -129,6 +132,7 @@ def build_models(
                 name=f"metarec-{algo}",
                 like_threshold=like_threshold,
                 progress=progress,
+                max_items=max_items,
             )
             continue
         if algo not in META_ALGORITHMS:
@@ -279,6 +283,7 @@ def _fold_run(
     progress: bool,
     log: Callable[[str], None],
     like_threshold: float = 4.0,
+    max_items: int | None = None,
 ) -> dict[str, Any]:
     """Split, fit every model, evaluate: one fold's figures with per-user values."""
     from metarec.evaluation.p1 import evaluate_p1, make_p1_split
@@ -304,6 +309,7 @@ def _fold_run(
         progress=progress,
         seeds=seeds,
         like_threshold=like_threshold,
+        max_items=max_items,
     )
     timings = fit_all(models, data, log)
     ours = [m for m in models if m.startswith("metarec-")]
@@ -439,6 +445,7 @@ def _command(
     overrides: Sequence[str] = (),
     like_threshold: float | None = None,
     data_args: str | None = None,
+    max_items: int | None = None,
 ) -> str:
     """The CLI line that reproduces a run (non-default options only). ``data_args``:
     how the data was named when it is not a known dataset (``--interactions ...``)."""
@@ -456,6 +463,8 @@ def _command(
         cmd += f" --peers {','.join(peers)}"
     if protocol == "p2" and tuple(shots) != tuple(SHOTS):
         cmd += f" --shots {','.join(map(str, shots))}"
+    if max_items is not None:
+        cmd += f" --max-items {max_items}"
     if seeds > 1:
         cmd += f" --seeds {seeds}"
     if splits is not None:
@@ -513,6 +522,7 @@ def run_benchmark(
     command: str | None = None,
     like_threshold: float | None = None,
     data_args: str | None = None,
+    max_items: int | None = None,
 ) -> dict[str, Any]:
     """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports.
 
@@ -525,6 +535,8 @@ def run_benchmark(
     (:mod:`metarec.evaluation.splits`). ``like_threshold``: the rating at or above
     which an item counts as liked, for every model and metric (default: from the
     data's rating scale, :func:`metarec.data.like_threshold_for`; 4 on 1-5 stars).
+    ``max_items``: fit the episodic ridge and the stacked ranker on that many of the
+    most rated items (for catalogues too large for their dense fits).
     """
     from metarec.data import load_dataset
     from metarec.evaluation.p2 import SHOTS
@@ -537,6 +549,8 @@ def run_benchmark(
         raise ConfigError(f"folds: must be >= 1, got {folds}")
     if seeds < 1:
         raise ConfigError(f"seeds: must be >= 1, got {seeds}")
+    if max_items is not None and max_items < 1:
+        raise ConfigError(f"max_items: must be >= 1, got {max_items}")
     if any(o.split("=", 1)[0].strip() == "like_threshold" for o in overrides):
         raise ConfigError(
             "--set like_threshold: use --like-threshold, which every model and metric of "
@@ -582,6 +596,7 @@ def run_benchmark(
         store = FoldStore(out, name, _run_key(
             protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
             overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
+            max_items=max_items,
         ))  # fmt: skip
         finished = store.finished()
         store.start()
@@ -615,6 +630,7 @@ def run_benchmark(
                 progress=progress,
                 log=log,
                 like_threshold=like,
+                max_items=max_items,
             )
         )
         if store is not None and fold is not None:
@@ -636,6 +652,7 @@ def run_benchmark(
         "like_threshold": like,
         "seed": seed,
         "seeds": seeds,
+        "max_items": max_items,
         "folds": folds,
         "split_rule": runs[0]["split_rule"],
         "n_users": pooled["n_users"],
@@ -671,6 +688,7 @@ def run_benchmark(
             overrides=overrides,
             like_threshold=like_threshold,
             data_args=data_args,
+            max_items=max_items,
         ),
     }
     save_json(out / f"{name}.json", record)
