@@ -54,6 +54,23 @@ def _meta(algorithm: str, objective: str = "rating") -> Callable[[int], ScoringM
     return build
 
 
+def _episodic(max_items: int | None = None) -> Callable[[int], ScoringModel]:
+    def build(seed: int) -> ScoringModel:
+        return EpisodicLinear(seed=seed, feature_sets=("binary+ratings",), max_items=max_items)
+
+    return build
+
+
+def _stacked(max_items: int | None = None) -> Callable[[int], ScoringModel]:
+    def build(seed: int) -> ScoringModel:
+        return StackedRanker(
+            seed=seed, folds=2, bags=1, max_iter=20, min_samples_leaf=20, n_candidates=100,
+            max_items=max_items,
+        )  # fmt: skip
+
+    return build
+
+
 SPECS: list[ModelSpec] = [
     ModelSpec(
         "popularity",
@@ -84,37 +101,13 @@ SPECS: list[ModelSpec] = [
     ModelSpec("metarec-fomaml-bce", _meta("fomaml", "bce")),
     # the closed-form episodic ridge (no randomness: time order fixes every episode);
     # the ratings block is forced on, so that opinions, not only items, move the scores
-    ModelSpec(
-        "metarec-episodic",
-        lambda seed: EpisodicLinear(seed=seed, feature_sets=("binary+ratings",)),
-        seeded=False,
-    ),
+    ModelSpec("metarec-episodic", _episodic(), seeded=False),
     # gradient-boosted trees over few-shot signals, small enough for the suite's data
-    ModelSpec(
-        "metarec-stacked",
-        lambda seed: StackedRanker(
-            seed=seed, folds=2, bags=1, max_iter=20, min_samples_leaf=20, n_candidates=100
-        ),
-    ),
+    ModelSpec("metarec-stacked", _stacked()),
     # both fitted on the 600 most rated items only, the rest ranked by popularity
     # below them: what a catalogue too large for a dense item-by-item fit gets
-    ModelSpec(
-        "metarec-episodic-capped",
-        lambda seed: EpisodicLinear(seed=seed, feature_sets=("binary+ratings",), max_items=600),
-        seeded=False,
-    ),
-    ModelSpec(
-        "metarec-stacked-capped",
-        lambda seed: StackedRanker(
-            seed=seed,
-            folds=2,
-            bags=1,
-            max_iter=20,
-            min_samples_leaf=20,
-            n_candidates=100,
-            max_items=600,
-        ),
-    ),
+    ModelSpec("metarec-episodic-capped", _episodic(max_items=600), seeded=False),
+    ModelSpec("metarec-stacked-capped", _stacked(max_items=600)),
     # model aggregation: usable wherever a single model is
     ModelSpec(
         "ensemble-ranking",
