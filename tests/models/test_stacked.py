@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -493,3 +494,39 @@ def test_max_items_fits_the_most_rated_and_ranks_the_rest_by_popularity_below(
     got = loaded.score_catalogue(tasks)
     np.testing.assert_array_equal(got[:, :N_ITEMS], whole.score_catalogue(tasks))
     np.testing.assert_array_equal(got[:, N_ITEMS], got[:, :N_ITEMS].min(axis=1) - 1.0)
+
+
+def test_max_episodes_samples_each_bags_training_episodes(
+    synthetic: tuple[TrainingData, StackedRanker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, _ = synthetic
+
+    def fit(max_episodes: int | None, bags: int = 1) -> StackedRanker:
+        return StackedRanker(
+            shots=(1, 2), n_candidates=N_ITEMS, folds=2, max_iter=30, min_samples_leaf=5,
+            seed=0, bags=bags, max_episodes=max_episodes,
+        ).fit(data)  # fmt: skip
+
+    # 80 users, 2 support sizes: 160 episodes; a cap above that changes nothing
+    tasks = [_task([0, 12], [3.0, 5.0]), _task([4], [1.0]), _task([], [])]
+    one = fit(None)
+    np.testing.assert_array_equal(fit(160).score_catalogue(tasks), one.score_catalogue(tasks))
+    half = fit(80)
+    assert one.n_rows / half.n_rows == pytest.approx(2.0, rel=0.05)
+    np.testing.assert_array_equal(fit(80).score_catalogue(tasks), half.score_catalogue(tasks))
+    fan, other = half.recommend([_task([0], [2.0]), _task([4], [2.0])], k=3)
+    assert set(fan) == {1, 2, 3} and set(other) == {8, 9, 10}
+    # two bags draw two samples of 80 episodes each
+    seen: list[set[tuple[int, int]]] = []
+    rows = StackedRanker._training_rows
+
+    def record(self: StackedRanker, data: TrainingData, hist: Any, eps: Any, *rest: Any) -> Any:
+        seen.append(set(zip(eps.owners.tolist(), eps.shots.tolist(), strict=True)))
+        return rows(self, data, hist, eps, *rest)
+
+    monkeypatch.setattr(StackedRanker, "_training_rows", record)
+    two = fit(80, bags=2)
+    assert [len(s) for s in seen] == [80, 80] and seen[0] != seen[1]
+    assert two.to_state()[0]["max_episodes"] == 80
+    with pytest.raises(ConfigError, match="max_episodes must be >= 1, got 0"):
+        StackedRanker(max_episodes=0)

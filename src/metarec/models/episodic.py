@@ -116,6 +116,16 @@ class Episodes:
     def __len__(self) -> int:
         return len(self.shots)
 
+    def subset(self, rows: np.ndarray) -> Episodes:
+        """The episodes at ``rows``, in that order."""
+        return Episodes(
+            self.shots[rows],
+            [self.support_items[i] for i in rows],
+            [self.support_ratings[i] for i in rows],
+            [self.liked[i] for i in rows],
+            self.owners[rows],
+        )
+
 
 def build_episodes(
     ur: UserRatings,
