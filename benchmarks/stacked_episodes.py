@@ -1,13 +1,13 @@
 """What ``max_episodes`` costs: the stacked ranker's trees on a sample of training episodes.
 
 The trees' training rows grow with the training users (about 300 rows an
-episode, up to five episodes a user): ml-100k's P2 split gives about 3,300
-episodes, ml-1m's about 23,000 (6.7 million rows, over 20 minutes a bag on 2
-cores). This fits the stacked ranker (one bag) on ml-1m's P2 split (seed 0)
-with each bag's trees on a seeded sample of ``max_episodes`` episodes, and on
-all of them, and scores P2's held-out users beside popularity and the episodic
-ridge. Rows are written as they finish (smallest sample first), so an
-interrupted run keeps what it measured.
+episode, up to five episodes a user): ml-100k's P2 split gives 3,290
+episodes, ml-1m's 22,500 (6.7 million rows; one bag fits in 20 minutes on 2
+cores, 15 of them its trees). This fits the stacked ranker (one bag) on
+ml-1m's P2 split (seed 0) with each bag's trees on a seeded sample of
+``max_episodes`` episodes, and on all of them, and scores P2's held-out
+users beside popularity and the episodic ridge. Rows are written as they
+finish (smallest sample first), so an interrupted run keeps what it measured.
 
     python benchmarks/stacked_episodes.py --data ../shared/data
 """
