@@ -98,6 +98,8 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
     assert "rating mode" in _error_line(capsys.readouterr().err)
     assert main(["ensemble", str(run), "--max-items", "0", "--out", str(out)]) == 2
     assert "--max-items: must be >= 1, got 0" in _error_line(capsys.readouterr().err)
+    assert main(["ensemble", str(run), "--max-episodes", "-1", "--out", str(out)]) == 2
+    assert "--max-episodes: must be >= 1, got -1" in _error_line(capsys.readouterr().err)
     assert not out.exists()
 
 

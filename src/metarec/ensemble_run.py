@@ -298,16 +298,18 @@ def fit_from_runs(
     log: Callable[[str], None] = print,
     progress: bool = False,
     max_items: int | None = None,
+    max_episodes: int | None = None,
 ) -> Ensemble:
     """Blend trained runs and freshly fitted peers, weights learned on the runs' validation
     users (as the benchmark's ensemble: :meth:`Ensemble.fit` with ``fit_members=False``).
     ``progress``: bars over the episodic ridge's and the stacked ranker's fits;
     ``max_items``: fit those two on that many of the most rated items only
-    (:mod:`metarec.models.universe`), for catalogues too large for their dense fits."""
+    (:mod:`metarec.models.universe`), for catalogues too large for their dense fits;
+    ``max_episodes``: the stacked ranker's trees on that many training episodes a bag."""
     from metarec.catalogue import Catalogue
     from metarec.models.base import ScoringModel, TrainingData
     from metarec.models.ensemble import DEFAULT_BUCKETS
-    from metarec.models.persist import RANKERS, SAVEABLE
+    from metarec.models.persist import RANKERS, SAVEABLE, make_ranker
     from metarec.peers import make_peer
 
     if not runs:
@@ -363,7 +365,14 @@ def fit_from_runs(
         # metarec's ranking models (episodic, stacked) are fitted here like peers: they
         # learn from the training users' histories, not from a run
         if p in RANKERS:
-            members[p] = RANKERS[p](seed=seed, name=p, progress=progress, max_items=max_items)
+            members[p] = make_ranker(
+                p,
+                seed=seed,
+                name=p,
+                progress=progress,
+                max_items=max_items,
+                max_episodes=max_episodes,
+            )
         else:
             members[p] = make_peer(p, seed=seed)
     # built before the peers are fitted: a wrong mode or bucket list fails at once

@@ -138,6 +138,11 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         ),
         (["benchmark", "--protocol", "speed", "--like-threshold", "3"], "not speed"),
         (["benchmark", "--protocol", "speed", "--max-items", "500"], "not speed"),
+        (["benchmark", "--protocol", "speed", "--max-episodes", "500"], "--max-episodes"),
+        (
+            ["benchmark", "--protocol", "p2", "--max-episodes", "0", "--dataset", "ml-100k"],
+            "max_episodes: must be >= 1, got 0",
+        ),
         (
             ["benchmark", "--protocol", "p2", "--max-items", "0", "--dataset", "ml-100k"],
             "max_items: must be >= 1, got 0",
@@ -195,11 +200,16 @@ def test_default_algorithms_depend_on_the_protocol() -> None:
     chosen = _command("p2", "ml-100k", 0, 5, ["fomaml", "episodic"], _peers("p2"), shots, 3, "d")
     assert chosen.endswith("--folds 5 --algorithms fomaml,episodic --seeds 3 --data d")
     capped = _command(
-        "p2", "ml-100k", 0, 1, ["stacked"], _peers("p2"), shots, 1, None, max_items=500
-    )
-    assert capped.endswith("--algorithms stacked --max-items 500")
-    models = build_models("p2", algorithms=["episodic", "stacked"], peers=[], seed=0, max_items=500)
+        "p2", "ml-100k", 0, 1, ["stacked"], _peers("p2"), shots, 1, None,
+        max_items=500, max_episodes=2000,
+    )  # fmt: skip
+    assert capped.endswith("--algorithms stacked --max-items 500 --max-episodes 2000")
+    models = build_models(
+        "p2", algorithms=["episodic", "stacked"], peers=[], seed=0, max_items=500,
+        max_episodes=2000,
+    )  # fmt: skip
     assert [m.max_items for m in models.values()] == [500, 500]  # type: ignore[attr-defined]
+    assert models["metarec-stacked"].max_episodes == 2000  # type: ignore[attr-defined]
 
 
 def test_seeds_make_each_meta_algorithm_an_equal_weight_bag() -> None:

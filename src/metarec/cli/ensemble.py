@@ -38,6 +38,12 @@ def register(sub: Any) -> None:
         "the rest by popularity below them: their memory grows with the square of the "
         "items (default: every item)",
     )
+    en.add_argument(
+        "--max-episodes",
+        type=int,
+        help="train each bag of the stacked ranker's trees on this many training episodes, "
+        "a seeded sample (default: every episode)",
+    )
     en.add_argument("--seed", type=int, default=0)
     en.add_argument("--out", required=True, help="ensemble folder to write")
     add_data_args(en)
@@ -57,8 +63,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             raise ConfigError(f"{run}: is an ensemble; give the run folders to blend")
     peers = comma_list(args.peers) or []
     buckets = int_list(args.buckets, "--buckets") if args.buckets else None
-    if args.max_items is not None and args.max_items < 1:
-        raise ConfigError(f"--max-items: must be >= 1, got {args.max_items}")
+    for flag, value in (("--max-items", args.max_items), ("--max-episodes", args.max_episodes)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag}: must be >= 1, got {value}")
     out = Path(args.out)
     if out.resolve() in {r.resolve() for r in runs}:
         raise ConfigError(f"--out {out}: must not be one of the runs")
@@ -83,6 +90,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=True,
         max_items=args.max_items,
+        max_episodes=args.max_episodes,
     )
     ens.metadata["data_spec"] = spec
     print("\nweights by support size (ratings the user has):")

@@ -35,7 +35,7 @@ from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
-from metarec.models.persist import RANKERS
+from metarec.models.persist import RANKERS, make_ranker
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 # metarec models that are not a TrainConfig algorithm (no network, no inner loop), so
@@ -86,6 +86,7 @@ def build_models(
     seeds: int = 1,
     like_threshold: float = 4.0,
     max_items: int | None = None,
+    max_episodes: int | None = None,
 ) -> dict[str, ScoringModel]:
     """Unfitted models by report name: peers first, then metarec's algorithms.
 
@@ -96,6 +97,8 @@ def build_models(
     so all of them learn "liked" as the metrics count it. ``max_items``: the
     episodic ridge and the stacked ranker are fitted on that many of the most
     rated items (:mod:`metarec.models.universe`); None, every item.
+    ``max_episodes``: the stacked ranker's trees learn from that many training
+    episodes a bag; None, every one.
     """
     import inspect
 
@@ -126,13 +129,15 @@ def build_models(
                     f"algorithm {algo!r} ranks items and predicts no ratings: use it with "
                     "--protocol p2"
                 )
-            models[f"metarec-{algo}"] = RANKERS[algo](
+            models[f"metarec-{algo}"] = make_ranker(
+                algo,
                 seed=seed,
                 device=base.device,
                 name=f"metarec-{algo}",
                 like_threshold=like_threshold,
                 progress=progress,
                 max_items=max_items,
+                max_episodes=max_episodes,
             )
             continue
         if algo not in META_ALGORITHMS:
@@ -284,6 +289,7 @@ def _fold_run(
     log: Callable[[str], None],
     like_threshold: float = 4.0,
     max_items: int | None = None,
+    max_episodes: int | None = None,
 ) -> dict[str, Any]:
     """Split, fit every model, evaluate: one fold's figures with per-user values."""
     from metarec.evaluation.p1 import evaluate_p1, make_p1_split
@@ -310,6 +316,7 @@ def _fold_run(
         seeds=seeds,
         like_threshold=like_threshold,
         max_items=max_items,
+        max_episodes=max_episodes,
     )
     timings = fit_all(models, data, log)
     ours = [m for m in models if m.startswith("metarec-")]
@@ -446,6 +453,7 @@ def _command(
     like_threshold: float | None = None,
     data_args: str | None = None,
     max_items: int | None = None,
+    max_episodes: int | None = None,
 ) -> str:
     """The CLI line that reproduces a run (non-default options only). ``data_args``:
     how the data was named when it is not a known dataset (``--interactions ...``)."""
@@ -465,6 +473,8 @@ def _command(
         cmd += f" --shots {','.join(map(str, shots))}"
     if max_items is not None:
         cmd += f" --max-items {max_items}"
+    if max_episodes is not None:
+        cmd += f" --max-episodes {max_episodes}"
     if seeds > 1:
         cmd += f" --seeds {seeds}"
     if splits is not None:
@@ -523,6 +533,7 @@ def run_benchmark(
     like_threshold: float | None = None,
     data_args: str | None = None,
     max_items: int | None = None,
+    max_episodes: int | None = None,
 ) -> dict[str, Any]:
     """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports.
 
@@ -536,7 +547,8 @@ def run_benchmark(
     which an item counts as liked, for every model and metric (default: from the
     data's rating scale, :func:`metarec.data.like_threshold_for`; 4 on 1-5 stars).
     ``max_items``: fit the episodic ridge and the stacked ranker on that many of the
-    most rated items (for catalogues too large for their dense fits).
+    most rated items (for catalogues too large for their dense fits);
+    ``max_episodes``: the stacked ranker's trees on that many training episodes a bag.
     """
     from metarec.data import load_dataset
     from metarec.evaluation.p2 import SHOTS
@@ -549,8 +561,9 @@ def run_benchmark(
         raise ConfigError(f"folds: must be >= 1, got {folds}")
     if seeds < 1:
         raise ConfigError(f"seeds: must be >= 1, got {seeds}")
-    if max_items is not None and max_items < 1:
-        raise ConfigError(f"max_items: must be >= 1, got {max_items}")
+    for what, value in (("max_items", max_items), ("max_episodes", max_episodes)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{what}: must be >= 1, got {value}")
     if any(o.split("=", 1)[0].strip() == "like_threshold" for o in overrides):
         raise ConfigError(
             "--set like_threshold: use --like-threshold, which every model and metric of "
@@ -596,7 +609,7 @@ def run_benchmark(
         store = FoldStore(out, name, _run_key(
             protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
             overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
-            max_items=max_items,
+            max_items=max_items, max_episodes=max_episodes,
         ))  # fmt: skip
         finished = store.finished()
         store.start()
@@ -631,6 +644,7 @@ def run_benchmark(
                 log=log,
                 like_threshold=like,
                 max_items=max_items,
+                max_episodes=max_episodes,
             )
         )
         if store is not None and fold is not None:
@@ -653,6 +667,7 @@ def run_benchmark(
         "seed": seed,
         "seeds": seeds,
         "max_items": max_items,
+        "max_episodes": max_episodes,
         "folds": folds,
         "split_rule": runs[0]["split_rule"],
         "n_users": pooled["n_users"],
@@ -689,6 +704,7 @@ def run_benchmark(
             like_threshold=like_threshold,
             data_args=data_args,
             max_items=max_items,
+            max_episodes=max_episodes,
         ),
     }
     save_json(out / f"{name}.json", record)

@@ -62,6 +62,16 @@ RANKERS: dict[str, type[EpisodicLinear] | type[StackedRanker]] = {
 SAVEABLE = (METAREC, "popularity", "bias", "knn", *RANKERS)
 
 
+def make_ranker(
+    kind: str, *, max_episodes: int | None = None, **options: Any
+) -> EpisodicLinear | StackedRanker:
+    """One of :data:`RANKERS`, unfitted; ``max_episodes`` goes to the stacked ranker
+    only (the episodic ridge has no trees to sample episodes for)."""
+    if kind == "stacked":
+        return StackedRanker(max_episodes=max_episodes, **options)
+    return RANKERS[kind](**options)
+
+
 def is_ensemble_dir(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
