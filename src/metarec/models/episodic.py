@@ -275,7 +275,6 @@ class EpisodicLinear(ScoringModel):
         # a quarter of the rating scale (1 on 1-5 stars): the ratings block is in these
         # units, so the same ridge strengths suit a 1-10 or a 0.5-5 scale
         self.rating_unit = 1.0
-        self.n_fit_items = 0
         self.lam: float | None = None
         self.features: FeatureSet | None = None
         self.validation: dict[str, float] = {}  # "features lam" -> validation nDCG@10
@@ -409,7 +408,6 @@ class EpisodicLinear(ScoringModel):
         # K = 0: the target of a K = 0 episode is everything the user liked
         liked = ur.ratings >= self.like_threshold
         self.prior = np.bincount(ur.items[liked], minlength=n) / max(len(ur), 1)
-        self.n_fit_items = n
         self.universe = universe
         return self
 
@@ -437,6 +435,11 @@ class EpisodicLinear(ScoringModel):
     def n_items(self) -> int:
         self._w()
         return self.universe.n_catalogue
+
+    @property
+    def n_fit_items(self) -> int:
+        """Items ``W`` covers: the universe's."""
+        return len(self.universe.items)
 
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
@@ -574,7 +577,6 @@ class EpisodicLinear(ScoringModel):
         model.features = features
         model.mu = float(fitted.get("mu", 0.0))
         model.rating_unit = float(fitted.get("rating_unit", 1.0))  # saved before: 1-5 stars
-        model.n_fit_items = fit
         lam = fitted.get("lam")
         model.lam = None if lam is None else float(lam)
         model.n_episodes = int(fitted.get("n_episodes", 0))

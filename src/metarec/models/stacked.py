@@ -247,7 +247,6 @@ class StackedRanker(ScoringModel):
         self.signals: Signals | None = None
         self.groups = UserGroups([], {})
         self.trees: TreeEnsemble | None = None
-        self.n_fit_items = 0  # U
         self.n_rows = 0
         self.positive_rate = float("nan")
 
@@ -434,7 +433,6 @@ class StackedRanker(ScoringModel):
             self.signals = self._signals(data, hist, ids, keys)
         self.n_rows, self.positive_rate = rows, positives / max(rows, 1)
         self.trees = TreeEnsemble.average(bags)
-        self.n_fit_items = data.n_items
         self.universe = universe
         return self
 
@@ -447,6 +445,11 @@ class StackedRanker(ScoringModel):
     @property
     def n_items(self) -> int:
         return self.universe.n_catalogue
+
+    @property
+    def n_fit_items(self) -> int:
+        """Items the signals cover: the universe's."""
+        return len(self.universe.items)
 
     @property
     def candidates(self) -> np.ndarray:
@@ -607,10 +610,10 @@ class StackedRanker(ScoringModel):
                 [str(c) for c in fitted["group_columns"]],
                 {str(c): np.asarray(e, dtype=np.float64) for c, e in fitted["group_edges"].items()},
             )
-            model.n_fit_items = int(fitted["n_fit_items"])
+            fit = int(fitted["n_fit_items"])
             # saved before universes: the fitted items plus the ones added since
-            n_items = fitted.get("n_items", model.n_fit_items + int(fitted.get("n_added", 0)))
-            model.universe = Universe.from_arrays(arrays, model.n_fit_items, int(n_items), name)
+            n_items = fitted.get("n_items", fit + int(fitted.get("n_added", 0)))
+            model.universe = Universe.from_arrays(arrays, fit, int(n_items), name)
             model.n_rows = int(fitted.get("training_rows", 0))
             model.positive_rate = float(fitted.get("positive_rate", float("nan")))
         except KeyError as exc:
