@@ -125,6 +125,25 @@ def test_bad_arguments(
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 
+def test_too_little_data_to_train_leaves_no_run_folder(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # one user: the P1 holdout sets them aside as a new user, so nothing is left to train
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n1,10,5\n1,11,3\n")
+    out = tmp_path / "run"
+    proc = cli(
+        "train",
+        "--interactions",
+        str(files / "ratings.csv"),
+        "--items",
+        str(files / "items.csv"),
+        "--out",
+        str(out),
+    )
+    assert_one_line_error(proc, "no training ratings", "2 rating(s) by 1 user(s)", "--holdout")
+    assert not out.exists()
+
+
 def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["recommend"])

@@ -15,7 +15,7 @@ from metarec.cli.options import (
     data_spec,
     train_config,
 )
-from metarec.errors import ConfigError, MetarecError
+from metarec.errors import ConfigError, DataError, MetarecError
 
 DEMO_USER = [
     ("Toy Story (1995)", 5.0),
@@ -86,15 +86,25 @@ def train_run(
     )
     if ds.report is not None and ds.report.dropped:
         print(ds.report.summary())
-    catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(out / "config.json", cfg.to_dict())
-    if holdout == "p1":
-        split = make_p1_split(ds, seed=cfg.seed)
-        split.save(out / "split.json")
+    split = make_p1_split(ds, seed=cfg.seed) if holdout == "p1" else None
+    if split is not None:
         train_rows, val_rows = split.frames["train"], split.frames["validation"]
     else:
         train_rows, val_rows = split_users(ds.interactions, 0.1, cfg.seed)
+    if train_rows.empty:
+        # refused before the run folder exists, so a failed start leaves nothing behind
+        raise DataError(
+            f"{ds.name}: no training ratings: {len(ds.interactions):,} rating(s) by "
+            f"{ds.n_users:,} user(s) remain after cleaning, and the "
+            + ("P1 holdout (new users and new items set aside)" if split else "validation users")
+            + " leaves none to train on; give more users"
+            + (" or use --holdout none" if split else "")
+        )
+    catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "config.json", cfg.to_dict())
+    if split is not None:
+        split.save(out / "split.json")
     print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
     rec, history = fit_recommender(
         catalogue,
