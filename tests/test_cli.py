@@ -107,6 +107,8 @@ def test_wrong_atomic_header(tmp_path: Path) -> None:
             ["train", "--dataset", "ml-100k", "--out", "x", "--set", "algorithm=sgd"],
             ["sgd", "maml"],
         ),
+        (["train", "--dataset", "ml-100k", "--out", "x", "--set", "device=gpu"], ["'gpu'"]),
+        (["train", "--dataset", "ml-100k", "--out", "x", "--set", "negatives=0"], ["negatives"]),
         (["train", "--dataset", "nope", "--out", "x"], ["nope", "ml-100k"]),
         (["train", "--config", "missing.toml", "--out", "x"], ["missing.toml"]),
         (["recommend", "no-such-run"], ["no-such-run"]),

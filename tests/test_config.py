@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metarec.config import TrainConfig
+from metarec.config import ModelConfig, TrainConfig
 from metarec.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train.toml"
@@ -56,3 +56,48 @@ def test_implicit_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="softmax"):
         TrainConfig(objective="softmax", adapt="all").validate()
     TrainConfig(objective="softmax", support_positives="liked").validate()
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"inner_steps": "3"}, "inner_steps: expected int, got '3'"),
+        ({"inner_steps": 3.5}, "inner_steps: expected int, got 3.5"),
+        ({"epochs": True}, "epochs: expected int, got True"),
+        ({"model": {"hidden": 8}}, "model must be a ModelConfig"),
+        ({"negatives": 0}, "negatives: must be > 0"),
+        ({"train_query_size": 0}, "train_query_size: must be > 0"),
+        ({"max_train_users": 0}, "max_train_users: must be > 0"),
+        ({"patience": -1}, "patience: must be >= 0"),
+        ({"eval_inner_steps": -1}, "eval_inner_steps: must be >= 0"),
+        ({"weight_decay": -0.1}, "weight_decay: must be >= 0"),
+        ({"like_threshold": float("nan")}, "like_threshold: must be a finite rating"),
+        ({"device": "gpu"}, "'gpu' is not a device"),
+    ],
+)
+def test_configs_built_in_python_are_checked_too(kwargs: dict, needle: str) -> None:
+    # TrainConfig(...) skips the parsing that files and --set go through
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        TrainConfig(**kwargs).validate()
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"tower_hidden": 0}, "model.tower_hidden: must be > 0"),
+        ({"head_layers": -1}, "model.head_layers: must be >= 0"),
+        ({"factors": -1}, "model.factors: must be >= 0"),
+        ({"dropout": 1.0}, "model.dropout: must be in [0, 1)"),
+        ({"item_id_dropout": 1.5}, "model.item_id_dropout: must be in [0, 1], got 1.5"),
+        ({"hidden": "wide"}, "config: model: hidden: expected int"),
+    ],
+)
+def test_bad_model_shapes_are_refused(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        TrainConfig(model=ModelConfig(**kwargs)).validate()
+
+
+def test_a_device_is_checked_by_name_not_by_this_machine() -> None:
+    # a config written for a GPU server still loads here; using it is refused later
+    assert TrainConfig(device="cuda:1").validate().device == "cuda:1"
+    assert TrainConfig().with_overrides(["device=cpu"]).device == "cpu"

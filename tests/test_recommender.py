@@ -13,7 +13,7 @@ import torch
 
 from metarec.config import TrainConfig
 from metarec.data import load_dataset
-from metarec.errors import DataError, ModelError, UnknownItemError
+from metarec.errors import ConfigError, DataError, ModelError, UnknownItemError
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 from metarec.recommender import Recommender
 
@@ -66,11 +66,20 @@ def test_unknown_title_lists_close_matches(fitted: Recommender) -> None:
         ([("Toy Story (1995)", 7)], "outside [1, 5]"),
         ([("Toy Story (1995)", "x")], "not a number"),
         ([("Toy Story (1995)",)], "expected (item, rating)"),
+        ([("Toy Story (1995)", float("nan"))], "rating nan is not a number"),
+        ("Toy Story (1995)", "expected (item, rating) pairs"),  # not read letter by letter
     ],
 )
 def test_bad_history_is_rejected(fitted: Recommender, history: list, needle: str) -> None:
     with pytest.raises(DataError, match=re.escape(needle)):
         fitted.adapt(history)
+
+
+@pytest.mark.parametrize("k", [0, -1, "5", 2.5, True])
+def test_bad_k_is_rejected(fitted: Recommender, k: object) -> None:
+    user = fitted.adapt([("Toy Story (1995)", 5)])
+    with pytest.raises(ConfigError, match="k: must be a whole number > 0"):
+        fitted.recommend(user, k=k)  # type: ignore[arg-type]
 
 
 def test_candidates_filter(fitted: Recommender) -> None:

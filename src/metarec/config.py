@@ -7,11 +7,13 @@ from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from metarec.device import check_device
 from metarec.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -92,6 +94,13 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> TrainConfig:
+        """``self`` if every field has its type and a usable value, else ConfigError.
+
+        Types are checked here too, not only when a file or ``--set`` is parsed, so a
+        config built in Python (``TrainConfig(inner_steps="3")``) is refused with the
+        field's name instead of failing deep inside training.
+        """
+        _check_types(self, "config")
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(
                 f"algorithm: {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}"
@@ -121,18 +130,41 @@ class TrainConfig:
             "max_support": self.max_support,
             "model.hidden": self.model.hidden,
         }
+        optional_positive = {
+            "train_query_size": self.train_query_size,
+            "max_train_users": self.max_train_users,
+        }
+        positive |= {k: v for k, v in optional_positive.items() if v is not None}
+        positive |= {"negatives": self.negatives, "model.tower_hidden": self.model.tower_hidden}
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {value}")
-        if self.inner_steps < 0:
-            raise ConfigError(f"inner_steps: must be >= 0, got {self.inner_steps}")
+        not_negative = {
+            "inner_steps": self.inner_steps,
+            "eval_inner_steps": 0 if self.eval_inner_steps is None else self.eval_inner_steps,
+            "patience": self.patience,
+            "weight_decay": self.weight_decay,
+            "model.head_layers": self.model.head_layers,
+            "model.user_embedding_dim": self.model.user_embedding_dim,
+            "model.factors": self.model.factors,
+        }
+        for name, value in not_negative.items():
+            if value < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {value}")
+        if self.like_threshold is not None and not math.isfinite(self.like_threshold):
+            raise ConfigError(f"like_threshold: must be a finite rating, got {self.like_threshold}")
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
+        check_device(self.device)
         if not 0 <= self.min_support <= self.max_support:
             raise ConfigError(
                 f"min_support/max_support: need 0 <= min <= max, "
                 f"got {self.min_support} and {self.max_support}"
             )
         if not 0.0 <= self.model.item_id_dropout <= 1.0:
-            raise ConfigError("model.item_id_dropout: must be in [0, 1]")
+            raise ConfigError(
+                f"model.item_id_dropout: must be in [0, 1], got {self.model.item_id_dropout}"
+            )
         return self
 
     @property
@@ -174,6 +206,20 @@ class TrainConfig:
                 target = target[part]
             target[parts[-1]] = value
         return TrainConfig.from_dict(data, source="--set")
+
+
+def _check_types(config: Any, where: str) -> None:
+    """ConfigError naming the first field of ``config`` (a config dataclass) whose value
+    does not have its annotated type; nested config dataclasses are checked in turn."""
+    hints = get_type_hints(type(config))
+    for f in fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise ConfigError(f"{where}: {f.name} must be a {hint.__name__}, got {value!r}")
+            _check_types(value, f"{where}: {f.name}")
+        else:
+            _coerce(value, hint, f"{where}: {f.name}")
 
 
 def _parse_value(raw: str) -> Any:

@@ -56,8 +56,8 @@ class TopK:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Catalogue indices of the top ``k`` items, best first, and their scores
         (what :meth:`recommend` shows, without building a frame: the serving path)."""
-        if k <= 0:
-            raise ConfigError(f"k: must be > 0, got {k}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ConfigError(f"k: must be a whole number > 0, got {k!r}")
         scores = np.array(self.score(user), dtype=np.float64, copy=True)
         allowed = np.ones(self.n_items, dtype=bool)
         if candidates is not None:

@@ -24,6 +24,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, collate
+from metarec.device import resolve_device
 from metarec.errors import DataError, ModelError, UnknownItemError, UnsupportedError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import Params
@@ -169,6 +170,11 @@ class Recommender(TopK):
             )
         elif isinstance(history, Mapping):
             rows = history.items()
+        elif isinstance(history, (str, bytes)):
+            # iterating a string would read its characters as entries
+            raise DataError(
+                f"history: expected (item, rating) pairs, a mapping or a frame, got {history!r}"
+            )
         else:
             rows = history
         lo, hi = self.rating_range
@@ -186,9 +192,10 @@ class Recommender(TopK):
                 raise DataError(
                     f"history entry {n} ({key!r}): rating {value!r} is not a number"
                 ) from None
-            if not lo <= rating <= hi or rating != rating:
+            if not lo <= rating <= hi:  # NaN fails this too
                 raise DataError(
-                    f"history entry {n} ({key!r}): rating {rating:g} is outside [{lo:g}, {hi:g}]"
+                    f"history entry {n} ({key!r}): rating {rating:g} is "
+                    + ("not a number" if rating != rating else f"outside [{lo:g}, {hi:g}]")
                 )
             pairs[self.resolve(key)] = rating  # a repeated item keeps its latest rating
         return list(pairs.items())
@@ -534,8 +541,6 @@ class Recommender(TopK):
         features = UserFeatureEncoder.from_dict(meta["features"])
         learner = build_learner(vectors, cfg, features, offset=float(state["model.user.offset"]))
         learner.load_state_dict(state)
-        from metarec.meta.trainer import resolve_device
-
         learner.to(resolve_device(cfg.device))
         enc_tensors = {
             k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")

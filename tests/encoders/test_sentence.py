@@ -148,7 +148,26 @@ def test_bundled_zip_is_found_without_importing_the_package() -> None:
     assert "all_minilm_l6_v2" not in sys.modules
 
 
-@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"max_seq_length": -1}, {"model": ""}])
+def test_an_unreachable_hub_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import sentence_transformers
+
+    def must_not_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the hub was tried although it is offline")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", must_not_load)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="'metarec-tests/no-such-model': it is not in the Hugg"):
+        SentenceEncoder("metarec-tests/no-such-model").encode([TOY])
+    assert time.perf_counter() - start < 30  # not huggingface_hub's minute of retries
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"batch_size": 0}, {"max_seq_length": -1}, {"model": ""}, {"device": "gpu"}],
+)
 def test_invalid_settings(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         SentenceEncoder(**bad)  # type: ignore[arg-type]

@@ -18,8 +18,10 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 import threading
+import urllib.parse
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from metarec.device import check_device, resolve_device
 from metarec.encoders.base import check_texts
 from metarec.errors import ConfigError, ModelError
 
@@ -196,7 +199,7 @@ class SentenceEncoder:
             )
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
-        self._requested_device = device
+        self._requested_device = None if device is None else check_device(device, "device")
         self._local_dir: Path | None = None
         name = (model or DEFAULT_MODEL).strip()
         if _looks_like_path(name):
@@ -242,11 +245,9 @@ class SentenceEncoder:
 
     @property
     def device(self) -> str:
-        if self._requested_device is not None:
-            return self._requested_device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        """The torch device the model runs on (``auto``: CUDA when available)."""
+        where = f"encoder {self.model_name}: device"
+        return str(resolve_device(self._requested_device or "auto", where))
 
     def load(self) -> SentenceTransformer:
         """Load the model now (it is otherwise loaded by the first encode)."""
@@ -259,9 +260,18 @@ class SentenceEncoder:
         from sentence_transformers import SentenceTransformer
 
         source, local = self._resolve_source()
+        device = self.device
+        if not local and not _hub_reachable() and not _in_hub_cache(source):
+            # huggingface_hub retries an unreachable hub for about 90 s per name; a
+            # typo or an offline machine should hear at once what to do instead
+            raise ConfigError(
+                f"cannot load model {source!r}: it is not in the Hugging Face cache and "
+                f"{_hub_host()} cannot be reached from here. Pass a local model directory, "
+                f"or None for the bundled {DEFAULT_MODEL}" + self._install_hint()
+            )
         try:
             with _quiet_loading():
-                model = SentenceTransformer(source, device=self.device, local_files_only=local)
+                model = SentenceTransformer(source, device=device, local_files_only=local)
         except Exception as e:  # loading errors come in many types (OSError, ValueError, ...)
             if local:
                 raise ConfigError(
@@ -352,6 +362,38 @@ class SentenceEncoder:
 
     def __repr__(self) -> str:
         return f"SentenceEncoder({self.model_name!r}, max_seq_length={self.max_seq_length})"
+
+
+def _hub_host() -> str:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return urllib.parse.urlsplit(endpoint).hostname or "huggingface.co"
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the model hub opens within ``timeout`` seconds;
+    False at once when the user has put the hub offline (``HF_HUB_OFFLINE``)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parts = urllib.parse.urlsplit(endpoint)
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        with socket.create_connection((_hub_host(), port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether the Hugging Face cache holds a snapshot of ``name`` (or of
+    ``sentence-transformers/name``, the prefix sentence-transformers tries)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cached = {repo.repo_id for repo in scan_cache_dir().repos}
+    except Exception:  # no cache folder yet, or an unreadable one: nothing cached
+        return False
+    return name in cached or f"sentence-transformers/{name}" in cached
 
 
 @contextlib.contextmanager

@@ -21,16 +21,11 @@ from tqdm.auto import tqdm
 
 from metarec.config import TrainConfig
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_tasks, sample_episodes
+from metarec.device import resolve_device
 from metarec.errors import ConfigError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import task_loss
 from metarec.meta.learner import MetaLearner
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass

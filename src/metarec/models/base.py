@@ -26,7 +26,7 @@ import pandas as pd
 from metarec.catalogue import Catalogue
 from metarec.data.schema import Dataset, like_threshold_for
 from metarec.data.tasks import Task, UserRatings
-from metarec.errors import UnsupportedError
+from metarec.errors import ConfigError, UnsupportedError
 from metarec.models.cutpoints import RatingCutpoints
 
 
@@ -156,15 +156,20 @@ class ScoringModel(ABC):
         """Top-``k`` catalogue indices per task [len(tasks), k], best first.
 
         ``exclude_seen`` removes each task's support items. Ties break by
-        catalogue index so lists are deterministic.
+        catalogue index so lists are deterministic. A ``k`` beyond the catalogue
+        gives every item.
         """
-        out = np.zeros((len(tasks), k), dtype=np.int64)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ConfigError(f"{self.name}: k must be a whole number > 0, got {k!r}")
+        parts = [np.zeros((0, k), dtype=np.int64)]
         for lo in range(0, len(tasks), self.chunk_size):
             chunk = tasks[lo : lo + self.chunk_size]
             rows = users.iloc[lo : lo + len(chunk)] if users is not None else None
             scores = self.score_catalogue(chunk, rows).astype(np.float64)
-            out[lo : lo + len(chunk)] = top_k(scores, k, chunk if exclude_seen else None)
-        return out
+            parts.append(top_k(scores, k, chunk if exclude_seen else None))
+        if len(parts) > 1:
+            parts = parts[1:]  # the empty part only gives a task-less call its shape
+        return np.concatenate(parts).astype(np.int64, copy=False)
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         """Append new items (rows in catalogue order and their LM vectors).

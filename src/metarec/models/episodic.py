@@ -86,6 +86,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metarec.data.tasks import Task, UserRatings, ordered
+from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.metrics import ranking_table
 from metarec.models.base import ScoringModel, TrainingData, top_k
@@ -260,7 +261,7 @@ class EpisodicLinear(ScoringModel):
         self.validation_shots = tuple(int(k) for k in validation_shots)
         self._like_option(like_threshold)  # None: the data's scale, at fit
         self.chunk_episodes = chunk_episodes
-        self.device = device
+        self.device = check_device(device, f"{name}: device")
         self.seed = seed
         self.name = name
         self.progress = progress
@@ -282,9 +283,7 @@ class EpisodicLinear(ScoringModel):
 
     # -- fitting ------------------------------------------------------------
     def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device, f"{self.name}: device")
 
     @property
     def _with_ratings(self) -> bool:

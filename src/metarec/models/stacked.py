@@ -100,6 +100,7 @@ from tqdm.auto import tqdm
 
 from metarec.data.features import user_rows
 from metarec.data.tasks import Task
+from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.episodic import Episodes, EpisodicLinear, FeatureSet, build_episodes
@@ -234,7 +235,7 @@ class StackedRanker(ScoringModel):
             raise ConfigError(f"{name}: truncation must be >= 1, got {truncation}")
         self.truncation = int(truncation)
         self.chunk_tasks = int(chunk_tasks)
-        self.device = device
+        self.device = check_device(device, f"{name}: device")
         self.seed = seed
         self.name = name
         self.progress = progress
@@ -251,9 +252,7 @@ class StackedRanker(ScoringModel):
         self.positive_rate = float("nan")
 
     def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device, f"{self.name}: device")
 
     # -- fitting ------------------------------------------------------------
     def _signals(

@@ -59,8 +59,8 @@ from tqdm.auto import tqdm
 
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate
+from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, UnsupportedError
-from metarec.meta.trainer import resolve_device
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.peers._common import check_new_items, check_positive, require
 from metarec.peers.melu_features import ItemFeatures, user_encoder
@@ -204,7 +204,7 @@ class MeLU(ScoringModel):
         self.min_ratings = int(min_ratings)
         self.max_ratings = int(max_ratings)
         self.first_order = bool(first_order)
-        self.device = device
+        self.device = check_device(device, f"{self.name}: device")
         self.threads = threads
         self.progress = progress
         self.score_batch = int(score_batch)
@@ -270,7 +270,7 @@ class MeLU(ScoringModel):
         return (per_task / batch.query_mask.sum(1).clamp_min(1.0)).mean()
 
     def fit(self, data: TrainingData) -> MeLU:
-        device = resolve_device(self.device)
+        device = resolve_device(self.device, f"{self.name}: device")
         with cpu_threads(self.threads, device):
             return self._fit(data, device)
 

@@ -1,0 +1,48 @@
+"""One device rule for every model: names checked up front, availability when used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarec.device import check_device, resolve_device
+from metarec.errors import ConfigError
+from metarec.models.episodic import EpisodicLinear
+from metarec.peers.melu import MeLU
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps", "xpu:1"])
+def test_accepted_names(name: str) -> None:
+    assert check_device(name) == name
+
+
+@pytest.mark.parametrize("name", ["gpu", "CUDA", "cuda:", "cuda:x", "", "cpu ", 0, None])
+def test_refused_names_say_what_is_accepted(name: object) -> None:
+    with pytest.raises(ConfigError, match=r"is not a device; use auto, cpu, cuda, cuda:N"):
+        check_device(name, "device")
+
+
+def test_auto_takes_the_gpu_when_there_is_one() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@no_cuda
+def test_a_missing_gpu_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"melu-5: device: 'cuda' asked for, but torch sees no"):
+        resolve_device("cuda", "melu-5: device")
+
+
+def test_a_cuda_index_past_the_machine_is_refused() -> None:
+    with pytest.raises(ConfigError, match="cuda:99"):
+        resolve_device("cuda:99")
+
+
+def test_models_check_the_name_when_built() -> None:
+    with pytest.raises(ConfigError, match="metarec-episodic: device: 'gpu'"):
+        EpisodicLinear(device="gpu")
+    with pytest.raises(ConfigError, match="melu-5: device: 'GPU'"):
+        MeLU(local_steps=5, device="GPU")
