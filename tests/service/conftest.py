@@ -28,6 +28,7 @@ from metarec.config import TrainConfig
 from metarec.data import load_dataset
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 from metarec.service import ServiceSettings, create_app
+from metarec.service.server import listening_socket
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +85,7 @@ class LiveServer:
 def start_server(settings: ServiceSettings) -> LiveServer:
     """The app under a real uvicorn on a loopback socket, in a thread."""
     app = create_app(settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket("127.0.0.1", 0)  # what `metarec serve` binds, on a free port
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)

@@ -4,9 +4,39 @@ one process), SIGHUP reloads the run without downtime."""
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
+from metarec.errors import ConfigError
 from metarec.service.settings import ServiceSettings
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``, or ConfigError saying why it cannot be.
+
+    The service binds before it loads the run or opens the feedback store, so a port
+    in use or a mistyped host fails at once with exit code 2 and leaves nothing
+    behind; handed to uvicorn, the same socket serves (no window for another process
+    to take the port between the check and the start).
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"--port: {port!r} is not a TCP port; expected 0-65535 (0: any free)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"--host: {host!r} is not an address here ({reason})") from None
+    sock = socket.socket(family, kind, proto)
+    # as uvicorn does: a restarted server may take a port whose old connections linger
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"--host/--port: cannot listen on {host}:{port} ({exc.strerror})"
+        ) from None
+    return sock
 
 
 def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -16,6 +46,8 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
 
     from metarec.service.app import create_app
 
+    sock = listening_socket(host, port)
+    port = sock.getsockname()[1]  # the one the system chose, for port 0
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -23,7 +55,11 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
 
     torch.set_num_threads(settings.torch_threads)
     settings = dataclasses.replace(settings, install_sighup=True)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except BaseException:
+        sock.close()
+        raise
     store = app.state.store
     print(
         f"metarec: serving {app.state.holder.current.name} on http://{host}:{port}/",
@@ -36,4 +72,6 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
             "write endpoints accept loopback clients only",
             file=sys.stderr,
         )
-    uvicorn.run(app, host=host, port=port, workers=1, log_level="info", access_log=False)
+    config = uvicorn.Config(app, workers=1, log_level="info", access_log=False)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,55 @@
+"""`metarec serve` binds its port before it loads anything: a bad host or a taken port is
+a one-line error with exit code 2, and no feedback store is created."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metarec.errors import ConfigError
+from metarec.service.server import listening_socket
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999, True, "80"])
+def test_ports_outside_tcp_are_refused(port: object) -> None:
+    with pytest.raises(ConfigError, match=r"--port: .* is not a TCP port; expected 0-65535"):
+        listening_socket("127.0.0.1", port)  # type: ignore[arg-type]
+
+
+def test_an_unresolvable_host_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"--host: '999\.1\.1\.1' is not an address here"):
+        listening_socket("999.1.1.1", 0)
+
+
+def test_port_zero_takes_a_free_port_that_then_is_taken() -> None:
+    with listening_socket("127.0.0.1", 0) as sock:
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port > 0
+        with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{port} \("):
+            listening_socket("127.0.0.1", port)
+
+
+def test_serve_on_a_taken_port_exits_2_before_opening_the_store(
+    service_run: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "feedback.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "metarec.cli", "serve", str(service_run)]
+        proc = subprocess.run(
+            [*command, "--db", f"sqlite:///{db}", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"metarec: error: --host/--port: cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert not db.exists()
