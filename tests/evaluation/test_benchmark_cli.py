@@ -149,6 +149,18 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         ),
         (["benchmark", "--dataset", "ml-100k", "--rating-range", "1,10"], "not to the known"),
         (
+            ["benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--peers", "pop"],
+            "--peers: unknown peer(s) ['pop']",
+        ),
+        (
+            ["benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--algorithms", "sgd"],
+            "--algorithms: ['sgd'] not among p2's algorithms",
+        ),
+        (
+            ["benchmark", "--protocol", "p1", "--dataset", "ml-100k", "--algorithms", "stacked"],
+            "rank items and predict no ratings: use them with --protocol p2",
+        ),
+        (
             ["benchmark", "--protocol", "p2", "--folds", "5", "--splits", "nowhere"],
             "--splits: no p2-ml-100k-fold0-split.json in nowhere",
         ),

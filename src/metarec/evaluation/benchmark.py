@@ -571,6 +571,23 @@ def run_benchmark(
         )
     peers = list(P1_PEERS if protocol == "p1" else P2_PEERS) if peers is None else list(peers)
     algorithms = list(default_algorithms(protocol) if algorithms is None else algorithms)
+    # names are checked before the data is loaded and encoded, not a minute into the run
+    known_peers = sorted({*P1_PEERS, *P2_PEERS})
+    unknown = [p for p in peers if p not in known_peers]
+    if unknown:
+        raise ConfigError(f"--peers: unknown peer(s) {unknown}; expected some of {known_peers}")
+    known = (*META_ALGORITHMS, *(EXTRA_ALGORITHMS if protocol == "p2" else ()))
+    unknown = [a for a in algorithms if a not in known]
+    if unknown:
+        ranking_only = protocol == "p1" and all(a in EXTRA_ALGORITHMS for a in unknown)
+        raise ConfigError(
+            f"--algorithms: {unknown} "
+            + (
+                "rank items and predict no ratings: use them with --protocol p2"
+                if ranking_only
+                else f"not among {protocol}'s algorithms {list(known)}"
+            )
+        )
     shots = tuple(SHOTS if shots is None else shots)
     ds = dataset if isinstance(dataset, Dataset) else None
     ds_name = safe_name(ds.name) if ds is not None else str(dataset)
