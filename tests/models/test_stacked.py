@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +19,7 @@ from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.benchmark import build_models
 from metarec.evaluation.p2 import evaluate_p2, shot_tasks
 from metarec.models import memory
+from metarec.models import stacked as stacked_mod
 from metarec.models.base import TrainingData
 from metarec.models.stacked import StackedRanker
 from metarec.models.support_signals import (
@@ -530,3 +532,22 @@ def test_max_episodes_samples_each_bags_training_episodes(
     assert two.to_state()[0]["max_episodes"] == 80
     with pytest.raises(ConfigError, match="max_episodes must be >= 1, got 0"):
         StackedRanker(max_episodes=0)
+
+
+def test_a_fit_on_many_episodes_without_a_cap_says_what_it_costs(
+    synthetic: tuple[TrainingData, StackedRanker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, _ = synthetic
+    monkeypatch.setattr(stacked_mod, "MANY_EPISODES", 100)  # the synthetic data has 160
+
+    def fit(max_episodes: int | None) -> None:
+        StackedRanker(
+            shots=(1, 2), n_candidates=N_ITEMS, folds=2, max_iter=5, min_samples_leaf=5,
+            seed=0, bags=1, max_episodes=max_episodes,
+        ).fit(data)  # fmt: skip
+
+    with pytest.warns(RuntimeWarning, match=r"all 160 training episodes.*max_episodes=10000"):
+        fit(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a user who chose a cap hears nothing
+        fit(150)

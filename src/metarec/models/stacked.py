@@ -82,13 +82,16 @@ Choices
   own seeded sample of episodes, while the signals still come from every
   training user. On ml-1m 10,000 episodes fit a bag in 11 minutes and 2,500
   in 5, within 0.004 and 0.010 of nDCG@10 at every K
-  (``benchmarks/results/stacked-episodes.md``).
+  (``benchmarks/results/stacked-episodes.md``). The default stays every
+  episode, so quality never changes silently; past :data:`MANY_EPISODES`, a fit
+  without the cap warns of its time instead.
 * Deterministic under ``seed`` (fold assignment, episode samples and the trees'
   own seed).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -116,6 +119,8 @@ from metarec.models.trees import TreeEnsemble
 from metarec.models.universe import Universe, check_max_items
 
 DEFAULT_SHOTS = (1, 3, 5, 10, 20)
+# past this many training episodes a fit without max_episodes warns of its time
+MANY_EPISODES = 10_000
 OBJECTIVES = ("logloss", "lambdarank", "blend")
 
 
@@ -407,6 +412,16 @@ class StackedRanker(ScoringModel):
         def pick(rows: np.ndarray) -> list[list[str | None]]:
             return [[col[r] for r in rows] for col in keys]
 
+        if self.max_episodes is None and len(episodes) > MANY_EPISODES:
+            # the default keeps quality from changing silently, so say what it costs
+            warnings.warn(
+                f"{self.name}: its trees learn from all {len(episodes):,} training episodes "
+                f"(about {300 * len(episodes) / 1e6:.1f}M rows, ~20 min a bag on 2 CPU cores "
+                "at ml-1m's 22,500); max_episodes=10000 (--max-episodes 10000) took half the "
+                "time within 0.004 nDCG@10 there (benchmarks/results/stacked-episodes.md)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         rng = np.random.default_rng(self.seed)
         bags, rows, positives = [], 0, 0
         stages = _Stages(self.bags * (self.folds + 1) + 1, self.name, self.progress)
