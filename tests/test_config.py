@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from metarec.config import ModelConfig, TrainConfig
@@ -101,3 +104,11 @@ def test_a_device_is_checked_by_name_not_by_this_machine() -> None:
     # a config written for a GPU server still loads here; using it is refused later
     assert TrainConfig(device="cuda:1").validate().device == "cuda:1"
     assert TrainConfig().with_overrides(["device=cpu"]).device == "cpu"
+
+
+def test_numpy_numbers_are_stored_as_python_ones() -> None:
+    # a seed from np.arange must still validate, and the saved config must be plain JSON
+    numpy_seed: Any = np.int64(3)
+    cfg = TrainConfig(seed=numpy_seed, inner_lr=1, outer_lr=float(np.float32(0.5))).validate()
+    assert (type(cfg.seed), type(cfg.inner_lr), type(cfg.outer_lr)) == (int, float, float)
+    assert json.loads(json.dumps(cfg.to_dict()))["seed"] == 3

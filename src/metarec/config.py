@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -210,7 +211,8 @@ class TrainConfig:
 
 def _check_types(config: Any, where: str) -> None:
     """ConfigError naming the first field of ``config`` (a config dataclass) whose value
-    does not have its annotated type; nested config dataclasses are checked in turn."""
+    does not have its annotated type; nested config dataclasses are checked in turn.
+    Values that do are stored as that type (``1`` for a float field becomes ``1.0``)."""
     hints = get_type_hints(type(config))
     for f in fields(config):
         value, hint = getattr(config, f.name), hints[f.name]
@@ -218,8 +220,8 @@ def _check_types(config: Any, where: str) -> None:
             if not isinstance(value, hint):
                 raise ConfigError(f"{where}: {f.name} must be a {hint.__name__}, got {value!r}")
             _check_types(value, f"{where}: {f.name}")
-        else:
-            _coerce(value, hint, f"{where}: {f.name}")
+        else:  # stored as the annotated type: a numpy integer becomes an int
+            setattr(config, f.name, _coerce(value, hint, f"{where}: {f.name}"))
 
 
 def _parse_value(raw: str) -> Any:
@@ -269,10 +271,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             if isinstance(value, bool):
                 return value
         elif typ is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
+            # numbers.Integral: numpy's integers too (a seed from np.arange), stored as int
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                return int(value)
         elif typ is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
                 return float(value)
         elif typ is str and isinstance(value, str):
             return value
