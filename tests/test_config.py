@@ -108,7 +108,8 @@ def test_a_device_is_checked_by_name_not_by_this_machine() -> None:
 
 def test_numpy_numbers_are_stored_as_python_ones() -> None:
     # a seed from np.arange must still validate, and the saved config must be plain JSON
-    numpy_seed: Any = np.int64(3)
-    cfg = TrainConfig(seed=numpy_seed, inner_lr=1, outer_lr=float(np.float32(0.5))).validate()
+    seed: Any = np.int64(3)
+    outer_lr: Any = np.float32(0.5)
+    cfg = TrainConfig(seed=seed, inner_lr=1, outer_lr=outer_lr).validate()
     assert (type(cfg.seed), type(cfg.inner_lr), type(cfg.outer_lr)) == (int, float, float)
     assert json.loads(json.dumps(cfg.to_dict()))["seed"] == 3
