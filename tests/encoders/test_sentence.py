@@ -163,6 +163,19 @@ def test_an_unreachable_hub_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
         SentenceEncoder("metarec-tests/no-such-model").encode([TOY])
     assert time.perf_counter() - start < 30  # not huggingface_hub's minute of retries
 
+    # a cached model is read from the cache alone: no request that would retry
+    asked: dict[str, object] = {}
+
+    def cached_only(source: str, **kwargs: object) -> None:
+        asked.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(sentence_mod, "_in_hub_cache", lambda name: True)
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", cached_only)
+    with pytest.raises(ConfigError, match="stop here"):
+        SentenceEncoder("metarec-tests/cached-model").encode([TOY])
+    assert asked["local_files_only"] is True
+
 
 @pytest.mark.parametrize(
     "bad",

@@ -261,14 +261,17 @@ class SentenceEncoder:
 
         source, local = self._resolve_source()
         device = self.device
-        if not local and not _hub_reachable() and not _in_hub_cache(source):
-            # huggingface_hub retries an unreachable hub for about 90 s per name; a
-            # typo or an offline machine should hear at once what to do instead
-            raise ConfigError(
-                f"cannot load model {source!r}: it is not in the Hugging Face cache and "
-                f"{_hub_host()} cannot be reached from here. Pass a local model directory, "
-                f"or None for the bundled {DEFAULT_MODEL}" + self._install_hint()
-            )
+        if not local and not _hub_reachable():
+            # huggingface_hub retries an unreachable hub for about 90 s per name: a
+            # cached model is read from the cache alone, and for any other name an
+            # offline machine (or a typo) hears at once what to do instead
+            if not _in_hub_cache(source):
+                raise ConfigError(
+                    f"cannot load model {source!r}: it is not in the Hugging Face cache and "
+                    f"{_hub_host()} cannot be reached from here. Pass a local model "
+                    f"directory, or None for the bundled {DEFAULT_MODEL}" + self._install_hint()
+                )
+            local = True
         try:
             with _quiet_loading():
                 model = SentenceTransformer(source, device=device, local_files_only=local)
