@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from metarec.data.tasks import Task
-from metarec.errors import UnsupportedError
+from metarec.errors import ConfigError, UnsupportedError
 from metarec.models.base import ScoringModel
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
@@ -115,6 +115,17 @@ def test_recommend_excludes_support_items_when_asked(fitted: ScoringModel, world
     for row, task, s in zip(full, tasks, scores, strict=True):
         assert set(task.support_items) <= set(row[: fitted.n_items])
         np.testing.assert_array_equal(row, np.argsort(-s, kind="stable"))
+
+
+def test_recommend_takes_any_k_and_refuses_a_bad_one(fitted: ScoringModel, world: World) -> None:
+    tasks, users = world.tasks, world.users
+    # past the catalogue: every item once, in score order (it used to fail to broadcast)
+    everything = fitted.recommend(tasks, k=fitted.n_items + 5, users=users, exclude_seen=False)
+    assert everything.shape == (len(tasks), fitted.n_items)
+    assert fitted.recommend([], k=3).shape == (0, 3)
+    for bad in (0, -2, 2.5, "10", True):
+        with pytest.raises(ConfigError, match="k must be a whole number > 0"):
+            fitted.recommend(tasks, k=bad, users=users)  # type: ignore[arg-type]
 
 
 @pytest.mark.slow  # refits every model twice (seconds each for the network-based ones)
