@@ -3,6 +3,7 @@ a one-line error with exit code 2, and no feedback store is created."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from metarec.errors import ConfigError
 from metarec.service.server import listening_socket
+from metarec.service.settings import ServiceSettings
 
 
 @pytest.mark.parametrize("port", [-1, 65536, 99999, True, "80"])
@@ -53,3 +55,23 @@ def test_serve_on_a_taken_port_exits_2_before_opening_the_store(
     assert "Traceback" not in proc.stderr
     assert f"metarec: error: --host/--port: cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("max_body_bytes", 0, "max_body_bytes: must be > 0, got 0"),
+        ("torch_threads", -1, "torch_threads: must be > 0, got -1"),
+        ("api_key", "  ", "api key: must not be empty"),
+        ("cors_origins", ("notaurl",), "--cors 'notaurl': expected an origin"),
+        ("cors_origins", ("https://shop.example/",), "no path"),
+    ],
+)
+def test_settings_refuse_what_would_not_work(field: str, value: object, needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        ServiceSettings(run=Path("run"), **{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("origin", ["*", "https://shop.example", "http://localhost:3000"])
+def test_settings_take_browser_origins(origin: str) -> None:
+    assert ServiceSettings(run=Path("run"), cors_origins=(origin,)).cors_origins == (origin,)

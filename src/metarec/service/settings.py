@@ -8,6 +8,7 @@ length limits of ids (128) and texts are part of the schema
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from metarec.errors import ConfigError
 
 DEFAULT_DB_FILE = "metarec-feedback.db"
 API_KEY_ENV = "METAREC_API_KEY"
+ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(?::\d{1,5})?|https?://\[[0-9A-Fa-f:]+\](?::\d{1,5})?"
+)
 
 
 def default_db_url(cwd: str | Path | None = None) -> str:
@@ -58,6 +62,14 @@ class ServiceSettings:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api key: must not be empty or blank")
+        for origin in self.cors_origins:
+            # a browser sends its Origin as scheme://host[:port], so anything else
+            # (a path, a bare host) would silently never match
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"--cors {origin!r}: expected an origin such as https://shop.example.com "
+                    "or http://localhost:3000 (scheme, host, optional port; no path), or *"
+                )
 
     @staticmethod
     def key_from_env(explicit: str | None) -> str | None:
