@@ -96,7 +96,7 @@ def train_run(
         raise DataError(
             f"{ds.name}: no training ratings: {len(ds.interactions):,} rating(s) by "
             f"{ds.n_users:,} user(s) remain after cleaning, and the "
-            + ("P1 holdout (new users and new items set aside)" if split else "validation users")
+            + ("P1 holdout (new users and new items set aside)" if split else "validation share")
             + " leaves none to train on; give more users"
             + (" or use --holdout none" if split else "")
         )
