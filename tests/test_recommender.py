@@ -253,3 +253,22 @@ def test_like_threshold_comes_from_the_rating_scale_unless_set(shared_data: Path
     mine = cfg.with_overrides(["like_threshold=9"])
     rec, _ = fit_recommender(catalogue, doubled, mine, rating_range=(2.0, 10.0), progress=False)
     assert rec.cfg.like_threshold == 9.0
+
+
+def test_a_run_saved_for_a_missing_device_loads_on_this_one(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # trained with --set device=cuda:N on a GPU server, then served elsewhere
+    fitted.save(tmp_path / "run")
+    meta_path = tmp_path / "run" / "recommender.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["device"] = "cuda:63"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(RuntimeWarning, match="trained for device 'cuda:63'.*device 'auto'"):
+        loaded = Recommender.load(tmp_path / "run")
+    user = [("Toy Story (1995)", 5)]
+    np.testing.assert_allclose(
+        loaded.score(loaded.adapt(user)), fitted.score(fitted.adapt(user)), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ConfigError, match="'cuda:63' asked for"):  # asked for by the caller
+        Recommender.load(tmp_path / "run", device="cuda:63")

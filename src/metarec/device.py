@@ -43,23 +43,25 @@ def resolve_device(name: str, where: str = "device") -> torch.device:
 
     if check_device(name, where) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        available = torch.cuda.is_available()
-    elif device.type == "mps":
-        available = torch.backends.mps.is_available()
-    elif device.type == "xpu":
-        available = hasattr(torch, "xpu") and torch.xpu.is_available()
-    else:
-        available = True
-    if not available:
+    if not device_available(name):
         raise ConfigError(
             f"{where}: {name!r} asked for, but torch sees no such device here; "
             "use auto (a GPU when there is one) or cpu"
         )
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(
-            f"{where}: {name!r} asked for, but this machine has "
-            f"{torch.cuda.device_count()} CUDA device(s)"
-        )
-    return device
+    return torch.device(name)
+
+
+def device_available(name: str) -> bool:
+    """Whether this machine has the device ``name`` names (``auto`` always)."""
+    import torch
+
+    if check_device(name) == "auto":
+        return True
+    device = torch.device(name)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        return bool(torch.backends.mps.is_available())
+    if device.type == "xpu":
+        return hasattr(torch, "xpu") and bool(torch.xpu.is_available())
+    return True

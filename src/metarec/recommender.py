@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, collate
-from metarec.device import resolve_device
+from metarec.device import device_available, resolve_device
 from metarec.errors import DataError, ModelError, UnknownItemError, UnsupportedError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import Params
@@ -529,6 +530,16 @@ class Recommender(TopK):
         cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
         if device is not None:
             cfg.device = device
+        elif not device_available(cfg.device):
+            # a run trained on a GPU server stays servable on a CPU machine; a device
+            # passed here is taken strictly instead
+            warnings.warn(
+                f"{path}: trained for device {cfg.device!r}, which this machine lacks; "
+                "loading it with device 'auto'",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            cfg.device = "auto"
         items_raw = load_json(path / "items.json")
         items = pd.DataFrame(items_raw)
         tensors = load_tensors(path / "model.safetensors")
