@@ -3,13 +3,17 @@ a one-line error with exit code 2, and no feedback store is created."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from metarec.errors import ConfigError
 from metarec.service.server import listening_socket
@@ -65,6 +69,7 @@ def test_serve_on_a_taken_port_exits_2_before_opening_the_store(
         ("api_key", "  ", "api key: must not be empty"),
         ("cors_origins", ("notaurl",), "--cors 'notaurl': expected an origin"),
         ("cors_origins", ("https://shop.example/",), "no path"),
+        ("device", "gpu", "--device: 'gpu' is not a device"),
     ],
 )
 def test_settings_refuse_what_would_not_work(field: str, value: object, needle: str) -> None:
@@ -75,3 +80,33 @@ def test_settings_refuse_what_would_not_work(field: str, value: object, needle: 
 @pytest.mark.parametrize("origin", ["*", "https://shop.example", "http://localhost:3000"])
 def test_settings_take_browser_origins(origin: str) -> None:
     assert ServiceSettings(run=Path("run"), cors_origins=(origin,)).cors_origins == (origin,)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_serve_on_a_missing_device_exits_2_before_opening_the_store(
+    service_run: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "feedback.db"
+    command = [sys.executable, "-m", "metarec.cli", "serve", str(service_run), "--port", "0"]
+    proc = subprocess.run(
+        [*command, "--db", f"sqlite:///{db}", "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "metarec: error: --device: 'cuda' asked for" in proc.stderr
+    assert not db.exists()
+
+
+def test_load_commands_take_a_device(
+    service_run: Path, cli: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    res = cli("recommend", str(service_run), "--device", "cpu", "-k", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)) == 3
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, before anything loads
+        cli("recommend", str(service_run), "--device", "gpu")
+    assert exit_info.value.code == 2
+    assert "'gpu' is not a device" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from metarec.cli.options import add_device_arg
 from metarec.errors import ConfigError
 
 
@@ -58,6 +59,7 @@ def register(sub: Any) -> None:
     ab.add_argument(
         "--save-split", metavar="FILE", help="write the P4 split (users, arms, K, seed) as JSON"
     )
+    add_device_arg(ab)
     ab.set_defaults(func=cmd_abtest)
 
 
@@ -85,7 +87,10 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         raise ConfigError(f"-k: must be > 0, got {args.top_k}")
     check_users_spec(args.users)  # before the slow part: loading runs and data
     # either arm may be a run folder or a saved ensemble
-    recs = {arm: load_run(run) for arm, run in (("A", args.run_a), ("B", args.run_b))}
+    recs = {
+        arm: load_run(run, device=args.device)
+        for arm, run in (("A", args.run_a), ("B", args.run_b))
+    }
     if list(recs["A"].items["item_id"]) != list(recs["B"].items["item_id"]):
         raise ConfigError(
             f"{args.run_a} and {args.run_b} have different catalogues; "

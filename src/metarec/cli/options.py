@@ -74,6 +74,27 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device`` for commands that load saved runs or ensembles."""
+    p.add_argument(
+        "--device",
+        type=device_name,
+        default=None,
+        help="torch device for the loaded models: auto, cpu, cuda, cuda:N, mps or xpu "
+        "(default: the one the run was trained for, or auto where this machine lacks it)",
+    )
+
+
+def device_name(value: str) -> str:
+    """argparse type for ``--device``: a bad name is a usage error (exit 2)."""
+    from metarec.device import check_device
+
+    try:
+        return check_device(value, "--device")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def data_spec(args: argparse.Namespace) -> dict[str, Any]:
     """The data options as a spec (:mod:`metarec.data.spec`), paths made absolute."""
     from metarec.data.spec import make_spec

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarec.cli.options import add_data_args, data_spec
+from metarec.cli.options import add_data_args, add_device_arg, data_spec
 
 
 def register(sub: Any) -> None:
@@ -20,6 +20,7 @@ def register(sub: Any) -> None:
     )
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
+    add_device_arg(sv)
     sv.add_argument("--api-key", help="key for write endpoints (default: $METAREC_API_KEY)")
     sv.add_argument(
         "--cors", action="append", metavar="ORIGIN", help="allowed browser origin (repeatable)"
@@ -59,11 +60,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from metarec.device import resolve_device
     from metarec.ensemble_run import run_kind
     from metarec.service.server import serve
     from metarec.service.settings import ServiceSettings, default_db_url
 
     run_kind(args.run)  # a bad folder fails before the feedback store is created
+    if args.device is not None:  # and so does a device this machine lacks
+        resolve_device(args.device, "--device")
     settings = ServiceSettings(
         run=Path(args.run),
         db_url=args.db or default_db_url(),
@@ -74,6 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_events_per_batch=args.max_batch,
         cache_size=args.cache_size,
         torch_threads=args.torch_threads,
+        device=args.device,
     )
     serve(settings, host=args.host, port=args.port)
     return 0

@@ -11,6 +11,7 @@ from typing import Any
 from metarec.cli.options import (
     DEFAULT_RUN,
     add_data_args,
+    add_device_arg,
     add_train_args,
     data_spec,
     train_config,
@@ -51,6 +52,7 @@ def register(sub: Any) -> None:
     e = sub.add_parser("evaluate", help="protocol P1 metrics of a run against the bias model")
     e.add_argument("run")
     add_data_args(e)
+    add_device_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("recommend", help="top-k for a new user given a few ratings")
@@ -63,6 +65,7 @@ def register(sub: Any) -> None:
     )
     r.add_argument("-k", type=int, default=10)
     r.add_argument("--json", action="store_true")
+    add_device_arg(r)
     r.add_argument(
         "--no-reasons", action="store_true", help="leave out why each item is recommended"
     )
@@ -194,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarec.recommender import Recommender
 
     run = Path(args.run)
-    rec = Recommender.load(run)
+    rec = Recommender.load(run, device=args.device)
     spec = data_spec(args)
     if not names_data(spec):
         spec = rec.metadata.get("data_spec") or {}
@@ -223,7 +226,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.explain import recommend_with_reasons
 
     rates = parse_rates(args.rate or [])  # before the slow part: loading the model
-    rec = load_run(args.run)  # a run folder or an ensemble folder
+    rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder
     user = rec.adapt(rates)
     top = (
         rec.recommend(user, k=args.k)

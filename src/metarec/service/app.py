@@ -122,7 +122,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     """Open the store (creating/migrating its schema), load the run, build the app."""
     metrics = Metrics()
     store = FeedbackStore(settings.db_url)
-    holder = ModelHolder(store, metrics, settings.cache_size)
+    holder = ModelHolder(store, metrics, settings.cache_size, settings.device)
     holder.load(settings.run)
     if settings.api_key is None:
         log.warning(

@@ -138,8 +138,11 @@ def foldable(rec: ServedModel) -> TypeGuard[Recommender]:
 
 
 class ModelHolder:
-    def __init__(self, store: FeedbackStore, metrics: Metrics, cache_size: int) -> None:
+    def __init__(
+        self, store: FeedbackStore, metrics: Metrics, cache_size: int, device: str | None = None
+    ) -> None:
         self.store = store
+        self.device = device
         self.metrics = metrics
         self.cache: AdaptationCache[UserState] = AdaptationCache(cache_size)
         self._swap = threading.Lock()  # one swap or catalogue change at a time
@@ -162,7 +165,8 @@ class ModelHolder:
     def load(self, run: str | Path) -> Served:
         """Load ``run``, re-apply the items added through the API, make it current."""
         path = Path(run).resolve()
-        rec = load_run(path)  # slow part, outside the lock: the old model keeps serving
+        # the slow part, outside the lock: the old model keeps serving
+        rec = load_run(path, device=self.device)
         with TORCH_LOCK:
             # the first adaptation in a process imports torch.func's machinery (~1.5 s):
             # pay it here, not in the first user's request

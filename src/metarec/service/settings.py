@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metarec.device import check_device
 from metarec.errors import ConfigError
 
 DEFAULT_DB_FILE = "metarec-feedback.db"
@@ -47,6 +48,8 @@ class ServiceSettings:
     # two threads made a single adapt-and-recommend about 8x slower.
     torch_threads: int = 1
     install_sighup: bool = False  # only the CLI's server installs a SIGHUP handler
+    # torch device for the served models; None: each run's own, or auto where it is missing
+    device: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -62,6 +65,8 @@ class ServiceSettings:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api key: must not be empty or blank")
+        if self.device is not None:
+            check_device(self.device, "--device")
         for origin in self.cors_origins:
             # a browser sends its Origin as scheme://host[:port], so anything else
             # (a path, a bare host) would silently never match
