@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec.errors import ConfigError
+from metarec.models.base import check_k
 from metarec.models.cutpoints import RatingCutpoints
 
 
@@ -56,8 +56,7 @@ class TopK:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Catalogue indices of the top ``k`` items, best first, and their scores
         (what :meth:`recommend` shows, without building a frame: the serving path)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ConfigError(f"k: must be a whole number > 0, got {k!r}")
+        check_k(k)
         scores = np.array(self.score(user), dtype=np.float64, copy=True)
         allowed = np.ones(self.n_items, dtype=bool)
         if candidates is not None:

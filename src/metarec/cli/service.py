@@ -60,14 +60,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from metarec.device import resolve_device
     from metarec.ensemble_run import run_kind
     from metarec.service.server import serve
     from metarec.service.settings import ServiceSettings, default_db_url
 
     run_kind(args.run)  # a bad folder fails before the feedback store is created
-    if args.device is not None:  # and so does a device this machine lacks
-        resolve_device(args.device, "--device")
     settings = ServiceSettings(
         run=Path(args.run),
         db_url=args.db or default_db_url(),

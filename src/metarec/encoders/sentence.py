@@ -268,7 +268,7 @@ class SentenceEncoder:
             if not _in_hub_cache(source):
                 raise ConfigError(
                     f"cannot load model {source!r}: it is not in the Hugging Face cache and "
-                    f"{_hub_host()} cannot be reached from here. Pass a local model "
+                    f"{_hub_address()[0]} cannot be reached from here. Pass a local model "
                     f"directory, or None for the bundled {DEFAULT_MODEL}" + self._install_hint()
                 )
             local = True
@@ -367,9 +367,10 @@ class SentenceEncoder:
         return f"SentenceEncoder({self.model_name!r}, max_seq_length={self.max_seq_length})"
 
 
-def _hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return urllib.parse.urlsplit(endpoint).hostname or "huggingface.co"
+def _hub_address() -> tuple[str, int]:
+    """Host and port of the model hub (``HF_ENDPOINT`` moves it, as for huggingface_hub)."""
+    parts = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return parts.hostname or "huggingface.co", parts.port or (80 if parts.scheme == "http" else 443)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -377,11 +378,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     False at once when the user has put the hub offline (``HF_HUB_OFFLINE``)."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parts = urllib.parse.urlsplit(endpoint)
-    port = parts.port or (80 if parts.scheme == "http" else 443)
     try:
-        with socket.create_connection((_hub_host(), port), timeout=timeout):
+        with socket.create_connection(_hub_address(), timeout=timeout):
             return True
     except OSError:
         return False

@@ -74,6 +74,25 @@ def safe_name(name: str) -> str:
     return cleaned or "data"
 
 
+def check_model_names(protocol: str, algorithms: Sequence[str], peers: Sequence[str]) -> None:
+    """ConfigError naming the peers and algorithms a ``protocol`` run cannot build."""
+    from metarec.peers import PEERS
+
+    known_peers = sorted({*PEERS, "transfer"})  # transfer: a MetaModel run as a peer
+    unknown = [p for p in peers if p not in known_peers]
+    if unknown:
+        raise ConfigError(f"--peers: unknown peer(s) {unknown}; expected some of {known_peers}")
+    known = (*META_ALGORITHMS, *(EXTRA_ALGORITHMS if protocol == "p2" else ()))
+    unknown = [a for a in algorithms if a not in known]
+    if not unknown:
+        return
+    if protocol == "p1" and all(a in EXTRA_ALGORITHMS for a in unknown):
+        reason = "rank items and predict no ratings: use them with --protocol p2"
+    else:
+        reason = f"not among {protocol}'s algorithms {list(known)}"
+    raise ConfigError(f"--algorithms: {unknown} {reason}")
+
+
 def build_models(
     protocol: str,
     *,
@@ -104,6 +123,7 @@ def build_models(
 
     from metarec.peers import PEERS, make_peer
 
+    check_model_names(protocol, algorithms, peers)
     base = TrainConfig(seed=seed)
     if protocol == "p2":
         base = base.with_overrides(list(P2_OVERRIDES))
@@ -124,11 +144,6 @@ def build_models(
         models[name] = make_peer(name, seed=seed, **options)
     for algo in algorithms:
         if algo in EXTRA_ALGORITHMS:
-            if protocol != "p2":
-                raise ConfigError(
-                    f"algorithm {algo!r} ranks items and predicts no ratings: use it with "
-                    "--protocol p2"
-                )
             models[f"metarec-{algo}"] = make_ranker(
                 algo,
                 seed=seed,
@@ -140,9 +155,6 @@ def build_models(
                 max_episodes=max_episodes,
             )
             continue
-        if algo not in META_ALGORITHMS:
-            known = ", ".join((*META_ALGORITHMS, *EXTRA_ALGORITHMS))
-            raise ConfigError(f"algorithm {algo!r} is not one of {known}")
         cfg = base.with_overrides([f"algorithm={algo}"])
         name = f"metarec-{algo}"
         if seeds == 1:
@@ -571,23 +583,8 @@ def run_benchmark(
         )
     peers = list(P1_PEERS if protocol == "p1" else P2_PEERS) if peers is None else list(peers)
     algorithms = list(default_algorithms(protocol) if algorithms is None else algorithms)
-    # names are checked before the data is loaded and encoded, not a minute into the run
-    known_peers = sorted({*P1_PEERS, *P2_PEERS})
-    unknown = [p for p in peers if p not in known_peers]
-    if unknown:
-        raise ConfigError(f"--peers: unknown peer(s) {unknown}; expected some of {known_peers}")
-    known = (*META_ALGORITHMS, *(EXTRA_ALGORITHMS if protocol == "p2" else ()))
-    unknown = [a for a in algorithms if a not in known]
-    if unknown:
-        ranking_only = protocol == "p1" and all(a in EXTRA_ALGORITHMS for a in unknown)
-        raise ConfigError(
-            f"--algorithms: {unknown} "
-            + (
-                "rank items and predict no ratings: use them with --protocol p2"
-                if ranking_only
-                else f"not among {protocol}'s algorithms {list(known)}"
-            )
-        )
+    # before the data is loaded and encoded, not a minute into the run
+    check_model_names(protocol, algorithms, peers)
     shots = tuple(SHOTS if shots is None else shots)
     ds = dataset if isinstance(dataset, Dataset) else None
     ds_name = safe_name(ds.name) if ds is not None else str(dataset)

@@ -159,17 +159,14 @@ class ScoringModel(ABC):
         catalogue index so lists are deterministic. A ``k`` beyond the catalogue
         gives every item.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ConfigError(f"{self.name}: k must be a whole number > 0, got {k!r}")
-        parts = [np.zeros((0, k), dtype=np.int64)]
+        check_k(k, f"{self.name}: ")
+        parts = []
         for lo in range(0, len(tasks), self.chunk_size):
             chunk = tasks[lo : lo + self.chunk_size]
             rows = users.iloc[lo : lo + len(chunk)] if users is not None else None
             scores = self.score_catalogue(chunk, rows).astype(np.float64)
             parts.append(top_k(scores, k, chunk if exclude_seen else None))
-        if len(parts) > 1:
-            parts = parts[1:]  # the empty part only gives a task-less call its shape
-        return np.concatenate(parts).astype(np.int64, copy=False)
+        return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         """Append new items (rows in catalogue order and their LM vectors).
@@ -181,6 +178,13 @@ class ScoringModel(ABC):
             f"{self.name} cannot score items it never saw in training; "
             "use a text-aware model (metarec, content kNN) for new items"
         )
+
+
+def check_k(k: object, where: str = "") -> None:
+    """ConfigError unless ``k`` (a list length) is a whole number > 0; ``where`` prefixes
+    the message (a model's name)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ConfigError(f"{where}k: must be a whole number > 0, got {k!r}")
 
 
 def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> np.ndarray:

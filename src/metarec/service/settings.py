@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metarec.device import check_device
+from metarec.device import resolve_device
 from metarec.errors import ConfigError
 
 DEFAULT_DB_FILE = "metarec-feedback.db"
@@ -65,8 +65,8 @@ class ServiceSettings:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api key: must not be empty or blank")
-        if self.device is not None:
-            check_device(self.device, "--device")
+        if self.device is not None:  # a device this machine lacks fails before the store opens
+            resolve_device(self.device, "--device")
         for origin in self.cors_origins:
             # a browser sends its Origin as scheme://host[:port], so anything else
             # (a path, a bare host) would silently never match
