@@ -301,3 +301,33 @@ def test_damaged_stacked_state_names_the_member(rankers: Ensemble, tmp_path: Pat
     (out / "ensemble.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=r"members\[2\] \(stacked\).*tree_baseline"):
         Ensemble.load(out)
+
+
+def test_one_model_round_trips_on_its_own(world: World, rankers: Ensemble, tmp_path: Path) -> None:
+    """What a benchmark keeps of each finished model so that an interrupted run resumes."""
+    models = {**world.ranking.members, "bias": world.rating.members["bias"], **rankers.members}
+    for name, model in models.items():
+        loaded = persist.load_model(persist.save_model(model, tmp_path / name))
+        assert type(loaded) is type(model) and loaded.n_items == model.n_items
+        np.testing.assert_array_equal(
+            loaded.score_catalogue(world.tasks, world.users),
+            model.score_catalogue(world.tasks, world.users),
+        )
+    bag = persist.load_model(persist.save_model(world.rating, tmp_path / "bag"))
+    assert isinstance(bag, Ensemble)  # an ensemble keeps its own layout
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_one_model_folder_is_checked(world: World, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ModelError, match="not a model folder"):
+        persist.save_model(world.rating.members["bias"], tmp_path / "mine")
+    out = persist.save_model(world.rating.members["bias"], tmp_path / "bias")
+    manifest = json.loads((out / "model.json").read_text())
+    (out / "model.json").write_text(json.dumps({**manifest, "kind": "melu"}))
+    with pytest.raises(ModelError, match=r"model\.json: field 'kind': 'melu' is not one of"):
+        persist.load_model(out)
+    with pytest.raises(UnsupportedError, match="cannot be saved"):
+        persist.save_model(make_peer("als", seed=1).fit(world.data), tmp_path / "als")
+    assert not (tmp_path / "als").exists()

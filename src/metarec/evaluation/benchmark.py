@@ -26,9 +26,9 @@ import numpy as np
 
 from metarec.config import TrainConfig
 from metarec.data.schema import Dataset
-from metarec.errors import ConfigError
-from metarec.evaluation.fold_store import FoldStore
+from metarec.errors import ConfigError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
+from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import save_json
 from metarec.models.base import ScoringModel, TrainingData
@@ -195,18 +195,6 @@ def _best_epoch(model: MetaModel) -> int | None:
     return getattr(model.history, "best_epoch", None)
 
 
-def fit_all(
-    models: dict[str, ScoringModel], data: TrainingData, log: Callable[[str], None]
-) -> dict[str, float]:
-    timings: dict[str, float] = {}
-    for name, model in models.items():
-        t0 = time.perf_counter()
-        model.fit(data)
-        timings[name] = time.perf_counter() - t0
-        log(f"fitted {name} in {timings[name]:.1f} s")
-    return timings
-
-
 def add_ensemble(
     models: dict[str, ScoringModel],
     data: TrainingData,
@@ -302,8 +290,13 @@ def _fold_run(
     like_threshold: float = 4.0,
     max_items: int | None = None,
     max_episodes: int | None = None,
+    store: RunStore,
 ) -> dict[str, Any]:
-    """Split, fit every model, evaluate: one fold's figures with per-user values."""
+    """Split, fit every model, evaluate: one fold's figures with per-user values.
+
+    Each model is evaluated as soon as it is fitted, and kept in ``store`` (its
+    figures, and the model itself where the ensemble or the A/B test needs it), so
+    that a run interrupted at any model resumes there with the same figures."""
     from metarec.evaluation.p1 import evaluate_p1, make_p1_split
     from metarec.evaluation.p2 import evaluate_p2, make_p2_split
     from metarec.evaluation.splits import load_split, split_file_name
@@ -330,39 +323,81 @@ def _fold_run(
         max_items=max_items,
         max_episodes=max_episodes,
     )
-    timings = fit_all(models, data, log)
     ours = [m for m in models if m.startswith("metarec-")]
-    if protocol == "p1":
-        weights = add_ensemble(models, data, "rating", [*ours, "bias"], log, like_threshold)
-        judged: dict[str, Any] = dict(models)
-        if "bias" in models and data.validation_ratings is not None:
-            # the bias model with median cuts of its own: the share of metarec's MAE
-            # gain that cuts alone would give
-            judged["bias-median"] = MedianView.fit(
-                models["bias"],
-                data.validation_ratings,
-                data.users,
-                levels=rating_levels(data.ratings.ratings),
-                seed=seed,
+    anchor = "bias" if protocol == "p1" else "popularity"
+    # the models the ensemble blends; the A/B test's arms (popularity and the best
+    # metarec model) are among them. Every other model is dropped once evaluated.
+    members = [m for m in (*ours, anchor) if m in models]
+
+    def evaluate(chosen: dict[str, Any]) -> dict[str, Any]:
+        if protocol == "p1":
+            return evaluate_p1(
+                chosen,
+                split,
+                catalogue.index,
+                ds.users,
+                states=P1_STATES,
+                like_threshold=like_threshold,
             )
-        result = evaluate_p1(
-            judged,
-            split,
-            catalogue.index,
-            ds.users,
-            states=P1_STATES,
-            like_threshold=like_threshold,
-        )
-    else:
-        weights = add_ensemble(models, data, "ranking", [*ours, "popularity"], log, like_threshold)
-        result = evaluate_p2(
-            models,
+        return evaluate_p2(
+            chosen,
             split.frames["test"],
             catalogue.index,
             ds.users,
             shots=shots,
             like_threshold=like_threshold,
         )
+
+    parts: list[dict[str, Any]] = []
+    timings: dict[str, float] = {}
+    configs: dict[str, Any] = {}
+    for index, (name, model) in enumerate(list(models.items())):
+        needed = name in members
+        kept = store.finished_model(fold, index, name, needed=needed)
+        if kept is not None:
+            record, loaded = kept
+            log(f"{name}: fitted and evaluated by an interrupted run of this command; read")
+        else:
+            t0 = time.perf_counter()
+            model.fit(data)
+            fit_s = time.perf_counter() - t0
+            log(f"fitted {name} in {fit_s:.1f} s")
+            record = {
+                "fit_s": fit_s,
+                "config": meta_configs({name: model}).get(name),
+                "result": evaluate({name: model}),
+            }
+            loaded = model
+            try:
+                store.save_model(fold, index, name, record, model if needed else None)
+            except UnsupportedError as exc:  # a model of one's own: fitted again on resume
+                log(f"{name}: not kept for a resumed run ({exc})")
+        timings[name] = record["fit_s"]
+        if record["config"] is not None:
+            configs[name] = record["config"]
+        parts.append(record["result"])
+        if needed and loaded is not None:
+            models[name] = loaded
+        else:
+            del models[name]
+
+    mode = "rating" if protocol == "p1" else "ranking"
+    weights = add_ensemble(models, data, mode, members, log, like_threshold)
+    late: dict[str, Any] = {m: models[m] for m in ("metarec-ensemble",) if m in models}
+    if protocol == "p1" and "bias" in models and data.validation_ratings is not None:
+        # the bias model with median cuts of its own: the share of metarec's MAE
+        # gain that cuts alone would give
+        late["bias-median"] = MedianView.fit(
+            models["bias"],
+            data.validation_ratings,
+            data.users,
+            levels=rating_levels(data.ratings.ratings),
+            seed=seed,
+        )
+    if late:
+        parts.append(evaluate(late))
+    result = _merge(parts)
+    if protocol == "p2":
         result["abtest"] = _p2_abtest(
             models, split, ds, catalogue.index, result, seed, like_threshold
         )
@@ -370,7 +405,7 @@ def _fold_run(
         **result,
         "abtest": result.get("abtest"),
         "timings": timings,
-        "configs": meta_configs(models),
+        "configs": configs,
         "ensemble_weights": weights,
         "split_file": split_file,
         "split_rule": getattr(split, "rule", ""),
@@ -420,6 +455,17 @@ def _finite_stat(stat: Callable[[np.ndarray], Any], values: Sequence[float]) -> 
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
     return float(stat(v)) if len(v) else float("nan")
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One evaluation's figures from its models' separate ones, in the models' order."""
+    out: dict[str, Any] = {"summary": {}, "per_user": {}, "n_users": {}}
+    for part in parts:
+        for field in ("summary", "per_user"):
+            for group, by_model in part[field].items():
+                out[field].setdefault(group, {}).update(by_model)
+        out["n_users"].update(part["n_users"])
+    return out
 
 
 def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -503,7 +549,7 @@ def _command(
 def _run_key(
     protocol: str, ds: Dataset, *, splits: str | Path | None, **options: Any
 ) -> dict[str, Any]:
-    """What makes two runs' folds interchangeable (:class:`FoldStore`): the options,
+    """What makes two runs' folds interchangeable (:class:`RunStore`): the options,
     the data (its ratings and its items' text, hashed) and the code's commit."""
     import pandas as pd
 
@@ -520,7 +566,7 @@ def _run_key(
         "interactions": digest(ds.interactions),
         "items": digest(ds.items),
         "splits": str(Path(splits).resolve()) if splits is not None else None,
-        **options,  # tuples and lists compare equal once FoldStore has put them through JSON
+        **options,  # tuples and lists compare equal once RunStore has put them through JSON
         "git_commit": git_commit(),
     }
 
@@ -617,16 +663,14 @@ def run_benchmark(
         + (f"-{folds}fold" if folds > 1 else "")
         + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
     )
-    store = None
-    finished: dict[int, dict[str, Any]] = {}
-    if folds > 1:
-        store = FoldStore(out, name, _run_key(
-            protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
-            overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
-            max_items=max_items, max_episodes=max_episodes,
-        ))  # fmt: skip
-        finished = store.finished()
-        store.start()
+    # what an interrupted run of this same command finished: folds, and models within one
+    store = RunStore(out, name, _run_key(
+        protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
+        overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
+        max_items=max_items, max_episodes=max_episodes,
+    ))  # fmt: skip
+    finished = store.finished()
+    store.start()
     catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
     encode_s = time.perf_counter() - t0
     runs = []
@@ -659,9 +703,10 @@ def run_benchmark(
                 like_threshold=like,
                 max_items=max_items,
                 max_episodes=max_episodes,
+                store=store,
             )
         )
-        if store is not None and fold is not None:
+        if fold is not None:
             store.save(fold, runs[-1])
     pooled = _pool(runs)
     headline = P1_HEADLINE if protocol == "p1" else P2_HEADLINE
@@ -723,7 +768,6 @@ def run_benchmark(
     }
     save_json(out / f"{name}.json", record)
     write_report(record, out / name, plots=plots)
-    if store is not None:
-        store.clear()
+    store.clear()
     log(f"wrote {out / name}.json, .md" + (", .png" if plots else ""))
     return record

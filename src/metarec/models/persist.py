@@ -53,6 +53,8 @@ MANIFEST = "ensemble.json"
 FORMAT = "metarec-ensemble"
 FORMAT_VERSION = 1
 PEER_FILE = "peer.safetensors"
+MODEL_MANIFEST = "model.json"
+MODEL_FORMAT = "metarec-model"
 METAREC = "metarec"
 # ranking models that save themselves (to_state / from_state): options, JSON fields, arrays
 RANKERS: dict[str, type[EpisodicLinear] | type[StackedRanker]] = {
@@ -171,6 +173,64 @@ def _peer_from_state(
     return model
 
 
+# -- one member: its files and its manifest entry ---------------------------------
+def _write_member(
+    model: ScoringModel,
+    folder: Path,
+    state: tuple[str, dict[str, Any], dict[str, float], dict[str, np.ndarray]] | None,
+) -> dict[str, Any]:
+    """Write a member's files into ``folder``; its manifest entry (kind, options, state).
+    ``state``: the peer's :func:`_peer_state`, taken before anything was written."""
+    if isinstance(model, MetaModel):
+        model._rec().save(folder)
+        return {"kind": METAREC}
+    if state is None:
+        raise ModelError(f"{model.name}: no saved state given")  # a caller's slip, not a user's
+    kind, options, scalars, arrays = state
+    save_tensors(folder / PEER_FILE, {k: torch.as_tensor(v) for k, v in arrays.items()})
+    return {"kind": kind, "options": options, "state": scalars}
+
+
+def _read_member(
+    man: _Fields,
+    field: str,
+    name: str,
+    entry: dict[str, Any],
+    where: Path,
+    *,
+    seed: int,
+    n_items: int,
+    device: str | None,
+) -> ScoringModel:
+    """The model ``entry`` (the manifest's field ``field``; "" for the manifest itself)
+    describes, from its files in ``where``."""
+    kind = entry.get("kind")
+    at = f"{field}." if field else ""
+    where_said = f"{man.path}, {field} ({name})" if field else f"{man.path} ({name})"
+    if kind not in SAVEABLE:
+        raise man.bad(f"{at}kind", f"{kind!r} is not one of {', '.join(SAVEABLE)}")
+    if kind == METAREC:
+        rec = load_recommender(where, device)
+        return MetaModel.from_recommender(rec, name=name)
+    options, state = entry.get("options", {}), entry.get("state", {})
+    if kind in RANKERS:
+        if not isinstance(options, dict) or not isinstance(state, dict):
+            raise man.bad(f"{at}options/state", "must be objects")
+        arrays = {k: v.numpy() for k, v in load_tensors(where / PEER_FILE).items()}
+        try:
+            return RANKERS[kind].from_state(
+                options, state, arrays, seed=seed, name=name, device=device or "auto"
+            )
+        except (ModelError, ConfigError) as exc:
+            raise ModelError(f"{where_said}: {exc}") from None
+    if not isinstance(options, dict):
+        raise man.bad(f"{at}options", "must be an object")
+    if not isinstance(state, dict) or not all(isinstance(v, int | float) for v in state.values()):
+        raise man.bad(f"{at}state", "must be an object of numbers")
+    arrays = {k: v.numpy() for k, v in load_tensors(where / PEER_FILE).items()}
+    return _peer_from_state(kind, seed, options, state, arrays, n_items, where_said)
+
+
 # -- saving ---------------------------------------------------------------------
 def save_ensemble(
     ens: Ensemble, directory: str | Path, *, metadata: Mapping[str, Any] | None = None
@@ -206,17 +266,8 @@ def save_ensemble(
         members = []
         for i, (name, model) in enumerate(ens.members.items()):
             rel = f"members/{i}"
-            entry: dict[str, Any] = {"name": name, "path": rel}
-            if isinstance(model, MetaModel):
-                model._rec().save(tmp / rel)
-                entry["kind"] = METAREC
-            else:
-                kind, options, scalars, arrays = peers[name]
-                save_tensors(
-                    tmp / rel / PEER_FILE, {k: torch.as_tensor(v) for k, v in arrays.items()}
-                )
-                entry.update(kind=kind, options=options, state=scalars)
-            members.append(entry)
+            entry = _write_member(model, tmp / rel, peers.get(name))
+            members.append({"name": name, "path": rel, **entry})
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -309,44 +360,19 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
         field = f"members[{i}]"
         if not isinstance(entry, dict):
             raise man.bad(field, "must be an object")
-        name, kind, rel = (entry.get(k) for k in ("name", "kind", "path"))
+        name, rel = entry.get("name"), entry.get("path")
         if not isinstance(name, str) or not name:
             raise man.bad(f"{field}.name", f"must be a non-empty string, got {name!r}")
         if name in members:
             raise man.bad(f"{field}.name", f"{name!r} repeats")
-        if kind not in SAVEABLE:
-            raise man.bad(f"{field}.kind", f"{kind!r} is not one of {', '.join(SAVEABLE)}")
         if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise man.bad(f"{field}.path", f"must be a relative path inside the folder: {rel!r}")
         where = root / rel
         if not where.is_dir():
             raise man.bad(f"{field}.path", f"{where} is missing")
-        if kind == METAREC:
-            rec = load_recommender(where, device)
-            model: ScoringModel = MetaModel.from_recommender(rec, name=name)
-        elif kind in RANKERS:
-            options, state = entry.get("options", {}), entry.get("state", {})
-            if not isinstance(options, dict) or not isinstance(state, dict):
-                raise man.bad(f"{field}.options/state", "must be objects")
-            arrays = {k: v.numpy() for k, v in load_tensors(where / PEER_FILE).items()}
-            try:
-                model = RANKERS[kind].from_state(
-                    options, state, arrays, seed=seed, name=name, device=device or "auto"
-                )
-            except (ModelError, ConfigError) as exc:
-                raise ModelError(f"{path}, {field} ({name}): {exc}") from None
-        else:
-            options, state = entry.get("options", {}), entry.get("state", {})
-            if not isinstance(options, dict):
-                raise man.bad(f"{field}.options", "must be an object")
-            if not isinstance(state, dict) or not all(
-                isinstance(v, int | float) for v in state.values()
-            ):
-                raise man.bad(f"{field}.state", "must be an object of numbers")
-            arrays = {k: v.numpy() for k, v in load_tensors(where / PEER_FILE).items()}
-            model = _peer_from_state(
-                kind, seed, options, state, arrays, n_items, f"{path}, {field} ({name})"
-            )
+        model = _read_member(
+            man, field, name, entry, where, seed=seed, n_items=n_items, device=device
+        )
         if model.n_items != n_items:
             raise ModelError(
                 f"{where}: member {name!r} has {model.n_items} items; {path} says {n_items}"
@@ -384,6 +410,71 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             raise man.bad("rating_cutpoints", f"expected an object or null, got {cuts!r:.80}")
         ens.cutpoints = RatingCutpoints.from_dict(cuts, source=f"{path}: field 'rating_cutpoints'")
     return ens
+
+
+# -- one model on its own -------------------------------------------------------
+def save_model(model: ScoringModel, directory: str | Path) -> Path:
+    """Write one fitted model to ``directory`` atomically: a metarec model, a saveable
+    peer or ranking model (``model.json`` beside its files), or an ensemble (its own
+    folder layout). A benchmark keeps its finished models this way, so that an
+    interrupted run resumes without fitting them again."""
+    if isinstance(model, Ensemble):
+        return save_ensemble(model, directory)
+    target = Path(directory).absolute()
+    state = None if isinstance(model, MetaModel) else _peer_state(model.name, model)
+    if target.exists() and not (
+        target.is_dir() and ((target / MODEL_MANIFEST).is_file() or not any(target.iterdir()))
+    ):
+        raise ModelError(f"{target}: exists and is not a model folder; not replacing it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()
+    try:
+        entry = _write_member(model, tmp, state)
+        manifest = {
+            "format": MODEL_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": model.name,
+            "seed": int(getattr(model, "seed", 0)),
+            "n_items": model.n_items,
+            **entry,
+        }
+        save_json(tmp / MODEL_MANIFEST, manifest)  # last: without it the folder is no model
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_model(directory: str | Path, *, device: str | None = None) -> ScoringModel:
+    """Read a folder :func:`save_model` wrote."""
+    root = Path(directory)
+    if is_ensemble_dir(root):
+        return load_ensemble(root, device=device)
+    path = root / MODEL_MANIFEST
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    man = _Fields(path, raw)
+    if raw.get("format") != MODEL_FORMAT:
+        raise man.bad("format", f"expected {MODEL_FORMAT!r}, got {raw.get('format')!r}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise man.bad("format_version", f"{raw.get('format_version')!r} is not {FORMAT_VERSION}")
+    n_items = man.get("n_items", int)
+    model = _read_member(
+        man,
+        "",
+        man.get("name", str),
+        raw,
+        root,
+        seed=man.get("seed", int, 0),
+        n_items=n_items,
+        device=device,
+    )
+    if model.n_items != n_items:
+        raise man.bad("n_items", f"says {n_items}; the model's files hold {model.n_items}")
+    return model
 
 
 def load_recommender(where: str | Path, device: str | None = None) -> Recommender:

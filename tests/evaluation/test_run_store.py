@@ -1,5 +1,5 @@
-"""An interrupted multi-fold benchmark resumes at its first unfinished fold, with the
-figures an uninterrupted run gives."""
+"""An interrupted benchmark resumes at the model it was fitting, in the fold it was in,
+with the figures an uninterrupted run gives."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ from typing import Any
 import pytest
 
 from metarec.evaluation import benchmark
-from metarec.evaluation.fold_store import FoldStore
+from metarec.evaluation.run_store import RunStore
 
 
 def test_only_the_same_commands_folds_are_read(tmp_path: Path) -> None:
-    store = FoldStore(tmp_path, "p2-x-3fold", {"seed": 0, "shots": (1, 3)})
+    store = RunStore(tmp_path, "p2-x-3fold", {"seed": 0, "shots": (1, 3)})
     assert store.finished() == {}
     store.start()
     store.save(0, {"summary": {"3": {"m": {"ndcg@10": 0.5}}}})
     store.save(2, {"summary": {}})
     (store.dir / "fold1.json").write_text('{"cut sh')  # a fold cut short: fitted again
-    again = FoldStore(tmp_path, "p2-x-3fold", {"seed": 0, "shots": [1, 3]})
+    again = RunStore(tmp_path, "p2-x-3fold", {"seed": 0, "shots": [1, 3]})
     assert set(again.finished()) == {0, 2}
     assert again.finished()[0]["summary"]["3"]["m"]["ndcg@10"] == 0.5
-    other = FoldStore(tmp_path, "p2-x-3fold", {"seed": 1, "shots": [1, 3]})
+    other = RunStore(tmp_path, "p2-x-3fold", {"seed": 1, "shots": [1, 3]})
     assert other.finished() == {}
     other.start()  # another command: the first one's folds are gone
     assert sorted(p.name for p in other.dir.iterdir()) == ["key.json"]
@@ -35,32 +35,45 @@ def test_only_the_same_commands_folds_are_read(tmp_path: Path) -> None:
 def test_a_resumed_run_gives_the_uninterrupted_figures(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from metarec.models.episodic import EpisodicLinear
+    from metarec.models.meta_model import MetaModel
+    from metarec.peers.knn import ContentKNN
+
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
     options: dict[str, Any] = dict(
-        root=str(shared_data), folds=2, peers=["popularity"], algorithms=["episodic"],
-        shots=[3], overrides=["encoder=tfidf"], progress=False, plots=False,
+        root=str(shared_data), folds=2, peers=["popularity", "knn"],
+        algorithms=["fomaml", "episodic"], shots=[3], progress=False, plots=False,
+        overrides=["encoder=tfidf", "epochs=1", "max_train_users=60", "device=cpu"],
     )  # fmt: skip
     whole = benchmark.run_benchmark("p2", "ml-100k", out=tmp_path / "whole", **options)
 
-    fitted: list[int | None] = []
-    fold_run = benchmark._fold_run
+    fits: list[str] = []
+    for cls in (MetaModel, EpisodicLinear, ContentKNN):
 
-    def interrupted_at_fold_1(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        fitted.append(kwargs["fold"])
-        if kwargs["fold"] == 1 and fitted.count(1) == 1:
-            raise KeyboardInterrupt
-        return fold_run(*args, **kwargs)
+        def counted(self: Any, data: Any, _fit: Any = cls.fit) -> Any:
+            fits.append(type(self).__name__)
+            if fits.count("EpisodicLinear") == 2:  # fold 1, after the others were kept
+                raise KeyboardInterrupt
+            return _fit(self, data)
 
-    monkeypatch.setattr(benchmark, "_fold_run", interrupted_at_fold_1)
+        monkeypatch.setattr(cls, "fit", counted)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         benchmark.run_benchmark("p2", "ml-100k", out=out, **options)
-    assert (out / ".p2-ml-100k-2fold.partial" / "fold0.json").exists()
+    partial = out / ".p2-ml-100k-2fold.partial"
+    assert (partial / "fold0.json").exists() and not (partial / "fold0").exists()
+    kept = sorted(p.name for p in (partial / "fold1").iterdir())
+    assert kept == ["00-popularity", "01-knn", "02-metarec-fomaml"]
+    assert not (partial / "fold1" / "01-knn" / "model").exists()  # no member: figures only
     assert not (out / "p2-ml-100k-2fold.json").exists()
+
+    del fits[:]
     resumed = benchmark.run_benchmark("p2", "ml-100k", out=out, **options)
-    assert fitted == [0, 1, 1]  # fold 0 was not fitted again
-    assert not (out / ".p2-ml-100k-2fold.partial").exists()
-    for field in ("summary", "std", "per_fold", "significance", "ci95", "ensemble_weights"):
+    assert fits == ["EpisodicLinear"]  # fold 0 and fold 1's first three were read
+    assert not partial.exists()
+    for field in (
+        "summary", "std", "per_fold", "significance", "ci95", "ensemble_weights", "configs"
+    ):  # fmt: skip
         assert json.dumps(resumed[field], default=str) == json.dumps(whole[field], default=str)
 
 
@@ -74,7 +87,7 @@ def test_the_key_follows_the_data_and_takes_any_catalogue() -> None:
     ds = Dataset("mine", inter, items, None, (1.0, 5.0), None)
     key = benchmark._run_key("p2", ds, splits=None, seed=0, shots=(1, 3))
     # what is stored and compared: the key as it reads back from JSON
-    assert FoldStore(Path("unused"), "x", key).key["shots"] == [1, 3]
+    assert RunStore(Path("unused"), "x", key).key["shots"] == [1, 3]
     assert key["interactions"].startswith("1:")
     rerated = Dataset("mine", inter.assign(rating=5.0), items, None, (1.0, 5.0), None)
     assert benchmark._run_key("p2", rerated, splits=None, seed=0, shots=(1, 3)) != key

@@ -1,0 +1,130 @@
+"""The finished work of a benchmark run, kept so that an interrupted run resumes.
+
+A P2 run takes 25 minutes on two cores for one split and one to two hours over
+5 folds; losing it to a Ctrl-C or a closed terminal should cost the model being
+fitted, not the run. Two levels are kept under ``OUT/.NAME.partial/``, beside a
+``key.json`` that says which command produced them (the options, the data's
+fingerprint and the code's commit):
+
+- ``foldF.json``: a finished fold's figures, the per-user values included.
+- ``FOLD/MODEL/``: within the fold being run (``split`` for a single split), each
+  model that has been fitted and evaluated: ``result.json`` (its figures, fit time
+  and config) and, for a model the ensemble or the A/B test still needs, the
+  fitted model itself (``model/``, :func:`metarec.models.persist.save_model`:
+  safetensors and JSON). A model nothing else needs keeps only its figures.
+
+Run the same command again and what is found there is read instead of refitted;
+any other command ignores and replaces it. The folder goes once the final
+report is written.
+
+Resuming gives the figures of an uninterrupted run, because every model seeds
+itself from the run's seed when it is fitted, so nothing depends on the random
+state another model left behind, and a saved model scores exactly as it did
+before it was saved (``tests/evaluation/test_run_store.py`` holds a resumed run
+to an uninterrupted one).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from metarec.errors import MetarecError, ModelError
+from metarec.io import load_json, save_json
+from metarec.models.base import ScoringModel
+
+RESULT = "result.json"
+MODEL = "model"
+
+
+class RunStore:
+    def __init__(self, out: Path, name: str, key: dict[str, Any]) -> None:
+        self.dir = Path(out) / f".{name}.partial"
+        # as it reads back from JSON, so a saved key compares equal to a fresh one
+        self.key = json.loads(json.dumps(key, default=str))
+        self._same = self._same_command()
+
+    def _same_command(self) -> bool:
+        try:
+            return bool(load_json(self.dir / "key.json") == self.key)
+        except ModelError:  # no earlier run, or its key is unreadable
+            return False
+
+    def finished(self) -> dict[int, dict[str, Any]]:
+        """The folds an interrupted run of the same command finished; {} otherwise."""
+        if not self._same:
+            return {}
+        done: dict[int, dict[str, Any]] = {}
+        for path in self.dir.glob("fold*.json"):
+            try:
+                done[int(path.stem.removeprefix("fold"))] = load_json(path)
+            except (ModelError, ValueError):
+                continue  # a fold written by hand or cut short: fitted again
+        return done
+
+    def start(self) -> None:
+        """Forget whatever another command left here and record this one's key."""
+        if self.dir.exists() and not self._same:
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_json(self.dir / "key.json", self.key)
+        self._same = True
+
+    def save(self, fold: int, run: dict[str, Any]) -> None:
+        save_json(self.dir / f"fold{fold}.json", run)  # atomic: a fold is whole or absent
+        shutil.rmtree(self._fold_dir(fold), ignore_errors=True)  # its models: in the fold now
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- models within the fold being run ----------------------------------------
+    def _fold_dir(self, fold: int | None) -> Path:
+        return self.dir / ("split" if fold is None else f"fold{fold}")
+
+    def _model_dir(self, fold: int | None, index: int, name: str) -> Path:
+        # by position as well as name: two names that make the same file name stay apart
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return self._fold_dir(fold) / f"{index:02d}-{safe}"
+
+    def finished_model(
+        self, fold: int | None, index: int, name: str, *, needed: bool
+    ) -> tuple[dict[str, Any], ScoringModel | None] | None:
+        """What a run of the same command kept of model ``name`` (the ``index``-th):
+        its record and, when ``needed``, the fitted model; None if it must be fitted."""
+        if not self._same:
+            return None
+        where = self._model_dir(fold, index, name)
+        try:
+            record = load_json(where / RESULT)
+        except ModelError:  # never finished, or cut short
+            return None
+        if not isinstance(record, dict) or record.get("name") != name:
+            return None
+        if not needed:
+            return record, None
+        from metarec.models.persist import load_model
+
+        try:
+            return record, load_model(where / MODEL)
+        except (MetarecError, OSError):  # kept without its model, or damaged: fit again
+            return None
+
+    def save_model(
+        self,
+        fold: int | None,
+        index: int,
+        name: str,
+        record: dict[str, Any],
+        model: ScoringModel | None,
+    ) -> None:
+        """Keep a fitted and evaluated model's ``record`` and, if given, the model.
+        The record is written last, so a model cut short while saving is fitted again."""
+        from metarec.models.persist import save_model
+
+        where = self._model_dir(fold, index, name)
+        shutil.rmtree(where, ignore_errors=True)
+        if model is not None:
+            save_model(model, where / MODEL)
+        save_json(where / RESULT, {"name": name, **record})
