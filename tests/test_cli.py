@@ -244,6 +244,6 @@ def test_an_interrupt_says_what_resumes(
     monkeypatch.setattr(benchmarking, "cmd_report", interrupted)
     res = cli("benchmark", "--protocol", "p2", "--folds", "5")
     assert res.returncode == 130
-    assert "a multi-fold run resumes at its first unfinished fold" in res.stderr
+    assert "resume at the model it was fitting" in res.stderr
     res = cli("report", "x.json")  # nothing to resume: no promise
     assert (res.returncode, res.stderr.strip()) == (130, "metarec: interrupted")

@@ -27,12 +27,12 @@ __all__ = ["build_parser", "main"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # what an interrupted command keeps (training checkpoints every epoch; a benchmark
-# keeps its finished folds), said only where running it again really resumes
+# keeps its finished folds and models), said only where running it again really resumes
 _RESUMES = {
     "train": "; run the same command again to resume from the last checkpoint",
     "quickstart": "; run the same command again to resume from the last checkpoint",
-    "benchmark": "; run the same command again: a multi-fold run resumes at its first "
-    "unfinished fold, a single split starts over",
+    "benchmark": "; run the same command again to resume at the model it was fitting "
+    "(finished folds and models are kept in OUT/.NAME.partial/)",
 }
 
 

@@ -11,6 +11,10 @@ split files that reproduce it elsewhere.
 * ``p2``: few-shot full-catalogue ranking for K in {0, 1, 3, 5, 10, 20}.
 * ``folds=n`` (protocol P3): the same over n folds of users; figures are
   mean ± std over folds and the Wilcoxon tests pool the users of all folds.
+
+Each model is evaluated as soon as it is fitted and kept until the report is
+written (:mod:`metarec.evaluation.run_store`), so an interrupted run resumes at
+the model it was fitting.
 """
 
 from __future__ import annotations
@@ -361,12 +365,13 @@ def _fold_run(
             t0 = time.perf_counter()
             model.fit(data)
             fit_s = time.perf_counter() - t0
-            log(f"fitted {name} in {fit_s:.1f} s")
             record = {
                 "fit_s": fit_s,
                 "config": meta_configs({name: model}).get(name),
                 "result": evaluate({name: model}),
             }
+            eval_s = time.perf_counter() - t0 - fit_s
+            log(f"fitted {name} in {fit_s:.1f} s, evaluated in {eval_s:.1f} s")
             loaded = model
             try:
                 store.save_model(fold, index, name, record, model if needed else None)
