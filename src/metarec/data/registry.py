@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -35,6 +34,7 @@ from metarec.data.movielens import detect_layout, load_movielens_raw
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig
 from metarec.errors import ConfigError, DataError, DatasetNotFoundError
+from metarec.tempfiles import create_temp_dir, create_temp_file
 
 ENV_DATA = "METAREC_DATA"
 ENV_CACHE = "METAREC_CACHE"
@@ -221,10 +221,9 @@ def fetch(known: KnownDataset, cache: Path | None = None) -> Path:
     cache = cache or cache_root()
     target = cache / known.name
     cache.mkdir(parents=True, exist_ok=True)
-    fd, part_name = tempfile.mkstemp(dir=cache, prefix=f".{known.name}-", suffix=".zip.part")
+    fd, part = create_temp_file(cache, f".{known.name}-", ".zip.part")
     os.close(fd)
-    part = Path(part_name)
-    unpack = Path(tempfile.mkdtemp(dir=cache, prefix=f".{known.name}-unpack-"))
+    unpack = create_temp_dir(cache, f".{known.name}-unpack-")
     try:
         digest = _download(known.url, part)
         _verify(known, digest)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from safetensors.numpy import save_file
 
 from metarec.encoders.base import Encoder, FittableEncoder, check_texts, needs_fit
 from metarec.errors import ModelError
+from metarec.tempfiles import create_temp_file
 
 __all__ = ["EmbeddingCache", "cached_encode", "text_hash"]
 
@@ -162,9 +162,8 @@ class EmbeddingCache:
         vectors: npt.NDArray[np.float32],
     ) -> None:
         metadata = {"format": _FORMAT, "encoder_id": encoder_id, "hashes": json.dumps(list(hashes))}
-        fd, tmp_name = tempfile.mkstemp(prefix=".shard-", suffix=".tmp", dir=directory)
+        fd, tmp = create_temp_file(directory, ".shard-", ".tmp")
         os.close(fd)
-        tmp = Path(tmp_name)
         try:
             save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, tmp, metadata)
             _publish(tmp, directory)

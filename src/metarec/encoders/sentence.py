@@ -19,7 +19,6 @@ import importlib.util
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import urllib.parse
 import zipfile
@@ -33,6 +32,7 @@ import numpy.typing as npt
 from metarec.device import check_device, resolve_device
 from metarec.encoders.base import check_texts
 from metarec.errors import ConfigError, ModelError
+from metarec.tempfiles import create_temp_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -116,7 +116,7 @@ def bundled_model_dir() -> Path | None:
         return target
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+        tmp = create_temp_dir(parent, f".{target.name}.", ".tmp")
     except OSError as e:
         raise ConfigError(f"cannot create model cache directory {parent}: {e}") from e
     try:

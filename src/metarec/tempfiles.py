@@ -1,0 +1,42 @@
+"""Temporary files and folders for atomic writes, made with the usual permissions.
+
+``tempfile.mkstemp`` and ``mkdtemp`` make owner-only files (0600) and folders
+(0700) whatever the umask, because they are meant for private scratch data.
+Every artifact metarec writes is first written under a temporary name and then
+renamed into place, so those permissions would stick to run folders, result
+files, the encoding cache and the unpacked model: a service running as another
+account could not read the run a training job wrote. These helpers make the
+same unguessable, exclusive names with ``0666`` / ``0777`` masked by the umask,
+as ``open`` and ``mkdir`` would.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+_ATTEMPTS = 100  # a clash of 48 random bits is next to impossible; this only bounds the loop
+
+
+def create_temp_file(directory: str | Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """A new empty file in ``directory``, opened for writing: (descriptor, path)."""
+    for _ in range(_ATTEMPTS):
+        path = Path(directory) / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{directory}: no free temporary name after {_ATTEMPTS} tries")
+
+
+def create_temp_dir(parent: str | Path, prefix: str, suffix: str = "") -> Path:
+    """A new empty folder in ``parent``."""
+    for _ in range(_ATTEMPTS):
+        path = Path(parent) / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{parent}: no free temporary name after {_ATTEMPTS} tries")

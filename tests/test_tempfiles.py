@@ -1,0 +1,61 @@
+"""Artifacts get the permissions the umask gives, not owner-only ones: a service
+running as another account must be able to read the run a training job wrote."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarec.io import save_json, save_tensors
+from metarec.tempfiles import create_temp_dir, create_temp_file
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_artifacts_are_readable_by_others_under_a_022_umask(
+    umask_022: None, tmp_path: Path
+) -> None:
+    save_json(tmp_path / "run" / "config.json", {"seed": 0})
+    save_tensors(tmp_path / "run" / "model.safetensors", {"w": torch.zeros(2)})
+    assert _mode(tmp_path / "run" / "config.json") == 0o644
+    assert _mode(tmp_path / "run" / "model.safetensors") == 0o644
+    folder = create_temp_dir(tmp_path, ".model.", ".tmp")
+    assert _mode(folder) == 0o755
+    assert folder.name.startswith(".model.") and folder.name.endswith(".tmp")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == [folder.name]
+
+
+def test_the_umask_is_still_obeyed(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        fd, path = create_temp_file(tmp_path, ".x.", ".tmp")
+        os.close(fd)
+        assert _mode(path) == 0o600
+        assert _mode(create_temp_dir(tmp_path, ".y.")) == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_temporary_names_never_clash(tmp_path: Path) -> None:
+    made = set()
+    for _ in range(50):
+        fd, path = create_temp_file(tmp_path, ".x.", ".tmp")
+        os.close(fd)
+        made.add(path)
+    assert len(made) == 50
