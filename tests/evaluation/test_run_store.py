@@ -31,6 +31,34 @@ def test_only_the_same_commands_folds_are_read(tmp_path: Path) -> None:
     assert not other.dir.exists()
 
 
+def test_a_kept_model_is_read_back_only_when_whole(tmp_path: Path) -> None:
+    import numpy as np
+
+    from metarec.peers.popularity import Popularity
+
+    popularity = Popularity()
+    popularity.scores = np.array([3.0, 1.0, 2.0])  # as fitted
+    record: dict[str, Any] = {"fit_s": 0.1, "config": None, "result": {"summary": {"3": {}}}}
+    store = RunStore(tmp_path, "p2-x", {"seed": 0})
+    store.start()
+    store.save_model(None, 0, "popularity", record, popularity)
+    store.save_model(None, 1, "knn", record, None)  # nothing needs it later: figures only
+
+    again = RunStore(tmp_path, "p2-x", {"seed": 0})
+    kept = again.finished_model(None, 0, "popularity", needed=True)
+    assert kept is not None and kept[0]["fit_s"] == 0.1
+    assert isinstance(kept[1], Popularity) and np.array_equal(kept[1].scores, popularity.scores)
+    assert again.finished_model(None, 1, "knn", needed=False) == ({"name": "knn", **record}, None)
+    assert again.finished_model(None, 1, "knn", needed=True) is None  # no model kept: refit
+    assert again.finished_model(None, 1, "als", needed=False) is None  # another model there
+    assert again.finished_model(0, 0, "popularity", needed=False) is None  # another fold
+    (store.dir / "split" / "00-popularity" / "model" / "peer.safetensors").write_bytes(b"cut")
+    assert again.finished_model(None, 0, "popularity", needed=True) is None  # damaged: refit
+    assert (
+        RunStore(tmp_path, "p2-x", {"seed": 1}).finished_model(None, 1, "knn", needed=False) is None
+    )  # another command's
+
+
 @pytest.mark.slow
 def test_a_resumed_run_gives_the_uninterrupted_figures(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
