@@ -29,7 +29,8 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from metarec.peers.bias import Bias
 from metarec.peers.knn import ContentKNN
 from metarec.peers.popularity import Popularity
 from metarec.recommender import Recommender
+from metarec.tempfiles import create_temp_dir
 
 MANIFEST = "ensemble.json"
 FORMAT = "metarec-ensemble"
@@ -257,12 +259,7 @@ def save_ensemble(
             raise ModelError(f"ensemble member {m.name!r} has a different catalogue")
     check_target(target)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # a sibling, so the final rename stays on one file system; mkdir (not mkdtemp, which
-    # makes it owner-only) so the folder gets the same permissions as a run folder
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()
-    try:
+    with _staged(target) as tmp:
         members = []
         for i, (name, model) in enumerate(ens.members.items()):
             rel = f"members/{i}"
@@ -293,11 +290,23 @@ def save_ensemble(
             "metadata": dict(metadata if metadata is not None else ens.metadata),
         }
         save_json(tmp / MANIFEST, manifest)  # last: without it the folder is no ensemble
+    return target
+
+
+@contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A fresh folder to write ``target``'s files into, moved into place when the block
+    ends and removed if it fails, so ``target`` is always whole: old or new.
+
+    A sibling of ``target``, so the final rename stays on one file system."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = create_temp_dir(target.parent, f".{target.name}.", ".tmp")
+    try:
+        yield tmp
         _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def _move_into_place(tmp: Path, target: Path) -> None:
@@ -323,14 +332,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     path = root / MANIFEST
     if not root.is_dir():
         raise ModelError(f"{root}: not a directory")
-    raw = load_json(path)
-    if not isinstance(raw, dict):
-        raise ModelError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    man = _Fields(path, raw)
-    if raw.get("format") != FORMAT:
-        raise man.bad("format", f"expected {FORMAT!r}, got {raw.get('format')!r}")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise man.bad("format_version", f"{raw.get('format_version')!r} is not {FORMAT_VERSION}")
+    man = _read_manifest(path, FORMAT)
     mode = man.get("mode", str)
     if mode not in ("rating", "ranking"):
         raise man.bad("mode", f"{mode!r} is not one of rating, ranking")
@@ -426,10 +428,7 @@ def save_model(model: ScoringModel, directory: str | Path) -> Path:
         target.is_dir() and ((target / MODEL_MANIFEST).is_file() or not any(target.iterdir()))
     ):
         raise ModelError(f"{target}: exists and is not a model folder; not replacing it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()
-    try:
+    with _staged(target) as tmp:
         entry = _write_member(model, tmp, state)
         manifest = {
             "format": MODEL_FORMAT,
@@ -440,10 +439,6 @@ def save_model(model: ScoringModel, directory: str | Path) -> Path:
             **entry,
         }
         save_json(tmp / MODEL_MANIFEST, manifest)  # last: without it the folder is no model
-        _move_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -453,14 +448,8 @@ def load_model(directory: str | Path, *, device: str | None = None) -> ScoringMo
     if is_ensemble_dir(root):
         return load_ensemble(root, device=device)
     path = root / MODEL_MANIFEST
-    raw = load_json(path)
-    if not isinstance(raw, dict):
-        raise ModelError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    man = _Fields(path, raw)
-    if raw.get("format") != MODEL_FORMAT:
-        raise man.bad("format", f"expected {MODEL_FORMAT!r}, got {raw.get('format')!r}")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise man.bad("format_version", f"{raw.get('format_version')!r} is not {FORMAT_VERSION}")
+    man = _read_manifest(path, MODEL_FORMAT)
+    raw = man.raw
     n_items = man.get("n_items", int)
     model = _read_member(
         man,
@@ -475,6 +464,19 @@ def load_model(directory: str | Path, *, device: str | None = None) -> ScoringMo
     if model.n_items != n_items:
         raise man.bad("n_items", f"says {n_items}; the model's files hold {model.n_items}")
     return model
+
+
+def _read_manifest(path: Path, kind: str) -> _Fields:
+    """A manifest of format ``kind`` at our version, ready for typed reads."""
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    man = _Fields(path, raw)
+    if raw.get("format") != kind:
+        raise man.bad("format", f"expected {kind!r}, got {raw.get('format')!r}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise man.bad("format_version", f"{raw.get('format_version')!r} is not {FORMAT_VERSION}")
+    return man
 
 
 def load_recommender(where: str | Path, device: str | None = None) -> Recommender:
