@@ -247,3 +247,28 @@ def test_an_interrupt_says_what_resumes(
     assert "resume at the model it was fitting" in res.stderr
     res = cli("report", "x.json")  # nothing to resume: no promise
     assert (res.returncode, res.stderr.strip()) == (130, "metarec: interrupted")
+
+
+def test_sigterm_stops_a_long_command_like_ctrl_c(
+    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's or `docker stop`'s SIGTERM: the message and exit status 143, not
+    a silent death; the process's own SIGTERM handler is back afterwards."""
+    import os
+    import signal
+    import time
+
+    from metarec.cli import benchmarking
+
+    def terminated(args: Any) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises long before this ends
+        return 0
+
+    monkeypatch.setattr(benchmarking, "cmd_benchmark", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    t0 = time.perf_counter()
+    res = cli("benchmark", "--protocol", "p2")
+    assert res.returncode == 143 and time.perf_counter() - t0 < 4
+    assert "metarec: terminated; run the same command again to resume" in res.stderr
+    assert signal.getsignal(signal.SIGTERM) == before

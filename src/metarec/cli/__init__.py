@@ -4,7 +4,8 @@ One module a command group, each with a ``register(sub)`` that adds its
 subcommands and options next to the code that reads them. Every user-caused
 error (bad file, bad config, unknown title, ...) is printed as one line on
 stderr with exit code 2 and no traceback; Ctrl-C exits 130 and says what
-resumes. Importing this package loads neither torch nor pandas, so ``--help``
+resumes, and so does SIGTERM (a scheduler's, or ``docker stop``'s) with 143
+for the commands that resume. Importing this package loads neither torch nor pandas, so ``--help``
 and a mistyped option answer at once; each command imports what it needs.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -61,20 +64,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be: the command stops the same way."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def _run(args: argparse.Namespace) -> int:
+    installed, previous = False, None
+    if args.command in _RESUMES and threading.current_thread() is threading.main_thread():
+        # a job scheduler or `docker stop` ends a long job with SIGTERM; by default the
+        # process would vanish without a word. Its writes are atomic either way, so this
+        # only adds the message; `serve` keeps uvicorn's own graceful shutdown.
+        previous, installed = signal.signal(signal.SIGTERM, _terminate), True
     try:
         return int(args.func(args))
     except MetarecError as exc:
         print(f"metarec: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\nmetarec: interrupted{_RESUMES.get(args.command, '')}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        stopped = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"\nmetarec: {stopped}{_RESUMES.get(args.command, '')}", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
     except BrokenPipeError:
         # the reader went away (`metarec report ... | head`): not an error of ours; point
         # stdout at devnull so the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if installed:  # main() called in a process of one's own (tests, notebooks)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _show_warning(
