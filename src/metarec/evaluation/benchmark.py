@@ -555,8 +555,11 @@ def _run_key(
     protocol: str, ds: Dataset, *, splits: str | Path | None, **options: Any
 ) -> dict[str, Any]:
     """What makes two runs' folds interchangeable (:class:`RunStore`): the options,
-    the data (its ratings and its items' text, hashed) and the code's commit."""
+    the data (its ratings and its items' text, hashed) and the code (commit, versions)."""
     import pandas as pd
+    import torch
+
+    from metarec import __version__ as metarec_version
 
     def digest(frame: pd.DataFrame) -> str:
         try:
@@ -572,7 +575,10 @@ def _run_key(
         "items": digest(ds.items),
         "splits": str(Path(splits).resolve()) if splits is not None else None,
         **options,  # tuples and lists compare equal once RunStore has put them through JSON
+        # an installed package has no commit: its version and torch's stand for the code
         "git_commit": git_commit(),
+        "metarec": metarec_version,
+        "torch": torch.__version__,
     }
 
 
