@@ -55,7 +55,9 @@ def register(sub: Any) -> None:
     )
     b.add_argument("--folds", type=int, default=1, help="P3: k folds over users (default 1)")
     b.add_argument("--shots", help="P2 support sizes (default 0,1,3,5,10,20)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--seed", type=int, default=0, help="seeds the splits and every model (default 0)"
+    )
     b.add_argument(
         "--seeds",
         type=int,
@@ -81,10 +83,21 @@ def register(sub: Any) -> None:
         help="train each bag of the stacked ranker's trees on this many training episodes, "
         "a seeded sample (default: every episode; ml-1m has 22,500 and a bag fits in 20 min)",
     )
-    b.add_argument("--out", default="benchmarks/results")
-    b.add_argument("--set", action="append", metavar="KEY=VALUE")
-    b.add_argument("--no-plots", action="store_true")
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument(
+        "--out",
+        default="benchmarks/results",
+        help="folder for the JSON, Markdown, PNG and split files (default benchmarks/results); "
+        "an interrupted run keeps its finished folds and models in OUT/.NAME.partial/, and "
+        "the same command resumes from them",
+    )
+    b.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a training-config override for every metarec model (repeatable), e.g. epochs=3",
+    )
+    b.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
+    b.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     b.set_defaults(func=cmd_benchmark)
 
     rp = sub.add_parser("report", help="render a benchmark result or a run folder as Markdown")
@@ -143,8 +156,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--seeds: applies to --protocol p1 and p2, not speed (got {args.seeds})"
             )
-        if args.splits is not None:
-            raise ConfigError("--splits: applies to --protocol p1 and p2, not speed")
+        # what the speed benchmark does not take: refused, not silently ignored
+        for flag, given in (
+            ("--splits", args.splits is not None),
+            ("--folds", args.folds != 1),
+            ("--algorithms", args.algorithms is not None),
+            ("--peers", args.peers is not None),
+            ("--shots", args.shots is not None),
+            ("--set", bool(args.set)),
+        ):
+            if given:
+                raise ConfigError(f"{flag}: applies to --protocol p1 and p2, not speed")
         if args.like_threshold is not None:
             raise ConfigError("--like-threshold: applies to --protocol p1 and p2, not speed")
         if args.max_items is not None or args.max_episodes is not None:
