@@ -124,6 +124,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
     "args, needle",
     [
         (["report", "nowhere.json"], "not a run folder"),
+        (["report", "nowhere.json", "--no-plots"], "--no-plots: applies with --write"),
         (["benchmark", "--protocol", "p2", "--folds", "0", "--dataset", "ml-100k"], "folds"),
         (["benchmark", "--protocol", "p2", "--shots", "1,x"], "--shots"),
         (["benchmark", "--protocol", "p1", "--seeds", "0", "--dataset", "ml-100k"], "seeds"),

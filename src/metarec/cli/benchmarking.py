@@ -103,7 +103,7 @@ def register(sub: Any) -> None:
     rp = sub.add_parser("report", help="render a benchmark result or a run folder as Markdown")
     rp.add_argument("run", metavar="RUN", help="benchmark .json, results folder, or run folder")
     rp.add_argument("--write", action="store_true", help="also rewrite the .md and .png files")
-    rp.add_argument("--no-plots", action="store_true")
+    rp.add_argument("--no-plots", action="store_true", help="with --write: rewrite the .md only")
     rp.set_defaults(func=cmd_report)
 
 
@@ -214,6 +214,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from metarec.io import load_json
 
+    if args.no_plots and not args.write:
+        raise ConfigError("--no-plots: applies with --write (without it nothing is written)")
     path = Path(args.run)
     if path.is_dir() and (path / "recommender.json").exists():
         _print_run(path, load_json(path / "recommender.json"))

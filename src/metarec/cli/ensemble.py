@@ -44,7 +44,9 @@ def register(sub: Any) -> None:
         help="train each bag of the stacked ranker's trees on this many training episodes, "
         "a seeded sample (default: every episode)",
     )
-    en.add_argument("--seed", type=int, default=0)
+    en.add_argument(
+        "--seed", type=int, default=0, help="seeds the peers and the weight search (default 0)"
+    )
     en.add_argument("--out", required=True, help="ensemble folder to write")
     add_data_args(en)
     en.set_defaults(func=cmd_ensemble)

@@ -63,8 +63,8 @@ def register(sub: Any) -> None:
         metavar="ITEM=RATING",
         help="an item id or exact title and its rating",
     )
-    r.add_argument("-k", type=int, default=10)
-    r.add_argument("--json", action="store_true")
+    r.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    r.add_argument("--json", action="store_true", help="print the list as JSON instead of a table")
     add_device_arg(r)
     r.add_argument(
         "--no-reasons", action="store_true", help="leave out why each item is recommended"
