@@ -189,6 +189,18 @@ def test_bad_input_is_one_line_exit_2(
     assert not any(tmp_path.iterdir())
 
 
+def test_no_resume_reaches_the_run(
+    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metarec.evaluation import benchmark
+
+    seen: list[bool] = []
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: seen.append(k["resume"]))
+    assert cli("benchmark", "--protocol", "p2", "--quiet").returncode == 0
+    assert cli("benchmark", "--protocol", "p2", "--quiet", "--no-resume").returncode == 0
+    assert seen == [True, False]
+
+
 def test_bad_input_from_the_installed_command(env: dict[str, str]) -> None:
     """The same path through a real process: exit code 2, one line, no traceback."""
     proc = run_cli("benchmark", "--protocol", "speed", "--seeds", "3", env=env)

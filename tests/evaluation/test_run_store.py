@@ -57,6 +57,9 @@ def test_a_kept_model_is_read_back_only_when_whole(tmp_path: Path) -> None:
     assert (
         RunStore(tmp_path, "p2-x", {"seed": 1}).finished_model(None, 1, "knn", needed=False) is None
     )  # another command's
+    again.clear()  # what --no-resume does before the run
+    assert again.finished_model(None, 1, "knn", needed=False) is None
+    assert not again.dir.exists()
 
 
 @pytest.mark.slow

@@ -97,6 +97,11 @@ def register(sub: Any) -> None:
         help="a training-config override for every metarec model (repeatable), e.g. epochs=3",
     )
     b.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
+    b.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over: ignore what an interrupted run of this command kept",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     b.set_defaults(func=cmd_benchmark)
 
@@ -207,6 +212,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             data_args=named,
             max_items=args.max_items,
             max_episodes=args.max_episodes,
+            resume=not args.no_resume,
         )
     return 0
 

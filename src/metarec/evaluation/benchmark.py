@@ -603,6 +603,7 @@ def run_benchmark(
     data_args: str | None = None,
     max_items: int | None = None,
     max_episodes: int | None = None,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports.
 
@@ -618,6 +619,8 @@ def run_benchmark(
     ``max_items``: fit the episodic ridge and the stacked ranker on that many of the
     most rated items (for catalogues too large for their dense fits);
     ``max_episodes``: the stacked ranker's trees on that many training episodes a bag.
+    ``resume``: read what an interrupted run of the same command kept
+    (:mod:`metarec.evaluation.run_store`); False starts over.
     """
     from metarec.data import load_dataset
     from metarec.evaluation.p2 import SHOTS
@@ -680,6 +683,8 @@ def run_benchmark(
         overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
         max_items=max_items, max_episodes=max_episodes,
     ))  # fmt: skip
+    if not resume:
+        store.clear()
     finished = store.finished()
     store.start()
     catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)

@@ -13,9 +13,9 @@ fingerprint and the code's commit):
   fitted model itself (``model/``, :func:`metarec.models.persist.save_model`:
   safetensors and JSON). A model nothing else needs keeps only its figures.
 
-Run the same command again and what is found there is read instead of refitted;
-any other command ignores and replaces it. The folder goes once the final
-report is written.
+Run the same command again and what is found there is read instead of refitted
+(``--no-resume`` starts over); any other command ignores and replaces it. The
+folder goes once the final report is written.
 
 Resuming gives the figures of an uninterrupted run, because every model seeds
 itself from the run's seed when it is fitted, so nothing depends on the random
@@ -78,6 +78,7 @@ class RunStore:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._same = False  # nothing kept to read back
 
     # -- models within the fold being run ----------------------------------------
     def _fold_dir(self, fold: int | None) -> Path:
