@@ -135,6 +135,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["benchmark", "--protocol", "speed", "--peers", "als"], "--peers: applies to"),
         (["benchmark", "--protocol", "speed", "--algorithms", "maml"], "--algorithms: applies"),
         (["benchmark", "--protocol", "speed", "--shots", "1"], "--shots: applies to"),
+        (["benchmark", "--protocol", "speed", "--no-resume"], "--no-resume: applies to"),
         (["benchmark", "--protocol", "p2", "--set", "like_threshold=3"], "--like-threshold"),
         (["benchmark", "--dataset", "ml-9m"], "--dataset 'ml-9m': neither a known dataset"),
         (["benchmark", "--items", "i.csv"], "--items: describes your own files"),

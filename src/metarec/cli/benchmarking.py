@@ -169,6 +169,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             ("--peers", args.peers is not None),
             ("--shots", args.shots is not None),
             ("--set", bool(args.set)),
+            ("--no-resume", args.no_resume),  # three minutes: nothing is kept to resume
         ):
             if given:
                 raise ConfigError(f"{flag}: applies to --protocol p1 and p2, not speed")
