@@ -5,8 +5,9 @@ subcommands and options next to the code that reads them. Every user-caused
 error (bad file, bad config, unknown title, ...) is printed as one line on
 stderr with exit code 2 and no traceback; Ctrl-C exits 130 and says what
 resumes, and so does SIGTERM (a scheduler's, or ``docker stop``'s) with 143
-for the commands that resume. Importing this package loads neither torch nor pandas, so ``--help``
-and a mistyped option answer at once; each command imports what it needs.
+for the commands that resume. Importing this package loads neither torch nor
+pandas, so ``--help`` and a mistyped option answer at once; each command
+imports what it needs.
 """
 
 from __future__ import annotations
