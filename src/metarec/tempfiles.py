@@ -14,29 +14,36 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 _ATTEMPTS = 100  # a clash of 48 random bits is next to impossible; this only bounds the loop
+T = TypeVar("T")
 
 
 def create_temp_file(directory: str | Path, prefix: str, suffix: str) -> tuple[int, Path]:
     """A new empty file in ``directory``, opened for writing: (descriptor, path)."""
-    for _ in range(_ATTEMPTS):
-        path = Path(directory) / f"{prefix}{secrets.token_hex(6)}{suffix}"
-        try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{directory}: no free temporary name after {_ATTEMPTS} tries")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    return _fresh(directory, prefix, suffix, lambda path: (os.open(path, flags, 0o666), path))
 
 
 def create_temp_dir(parent: str | Path, prefix: str, suffix: str = "") -> Path:
     """A new empty folder in ``parent``."""
+
+    def make(path: Path) -> Path:
+        os.mkdir(path, 0o777)
+        return path
+
+    return _fresh(parent, prefix, suffix, make)
+
+
+def _fresh(parent: str | Path, prefix: str, suffix: str, make: Callable[[Path], T]) -> T:
+    """``make`` at the first random name in ``parent`` that is free (it raises
+    FileExistsError where the name is taken)."""
     for _ in range(_ATTEMPTS):
-        path = Path(parent) / f"{prefix}{secrets.token_hex(6)}{suffix}"
         try:
-            os.mkdir(path, 0o777)
-            return path
+            return make(Path(parent) / f"{prefix}{secrets.token_hex(6)}{suffix}")
         except FileExistsError:
             continue
     raise FileExistsError(f"{parent}: no free temporary name after {_ATTEMPTS} tries")

@@ -170,11 +170,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             ("--shots", args.shots is not None),
             ("--set", bool(args.set)),
             ("--no-resume", args.no_resume),  # three minutes: nothing is kept to resume
+            ("--like-threshold", args.like_threshold is not None),
         ):
             if given:
                 raise ConfigError(f"{flag}: applies to --protocol p1 and p2, not speed")
-        if args.like_threshold is not None:
-            raise ConfigError("--like-threshold: applies to --protocol p1 and p2, not speed")
         if args.max_items is not None or args.max_episodes is not None:
             flag = "--max-items" if args.max_items is not None else "--max-episodes"
             raise ConfigError(f"{flag}: applies to --protocol p2, not speed")

@@ -80,13 +80,14 @@ def is_ensemble_dir(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def check_target(path: str | Path) -> None:
-    """Refuse to save over anything but an ensemble folder or an empty folder."""
+def check_target(path: str | Path, manifest: str = MANIFEST, what: str = "an ensemble") -> None:
+    """Refuse to save over anything but a folder of the same kind (one holding
+    ``manifest``) or an empty folder."""
     target = Path(path)
     if target.exists() and not (
-        target.is_dir() and (is_ensemble_dir(target) or not any(target.iterdir()))
+        target.is_dir() and ((target / manifest).is_file() or not any(target.iterdir()))
     ):
-        raise ModelError(f"{target}: exists and is not an ensemble folder; not replacing it")
+        raise ModelError(f"{target}: exists and is not {what} folder; not replacing it")
 
 
 # -- peers: fitted state <-> (options, scalars, arrays) -------------------------
@@ -424,10 +425,7 @@ def save_model(model: ScoringModel, directory: str | Path) -> Path:
         return save_ensemble(model, directory)
     target = Path(directory).absolute()
     state = None if isinstance(model, MetaModel) else _peer_state(model.name, model)
-    if target.exists() and not (
-        target.is_dir() and ((target / MODEL_MANIFEST).is_file() or not any(target.iterdir()))
-    ):
-        raise ModelError(f"{target}: exists and is not a model folder; not replacing it")
+    check_target(target, MODEL_MANIFEST, "a model")
     with _staged(target) as tmp:
         entry = _write_member(model, tmp, state)
         manifest = {
