@@ -39,6 +39,7 @@ _HOME = {
     ),
     **dict.fromkeys(
         (
+            "BusyError",
             "ConfigError",
             "DataError",
             "DatasetNotFoundError",
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
         make_encoder,
     )
     from metarec.errors import (
+        BusyError,
         ConfigError,
         DataError,
         DatasetNotFoundError,
@@ -91,6 +93,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BiasModel",
+    "BusyError",
     "CleaningReport",
     "ConfigError",
     "DataError",

@@ -71,5 +71,9 @@ class ModelError(MetarecError):
     """A saved model is missing, incomplete or incompatible."""
 
 
+class BusyError(MetarecError):
+    """Another process is writing the folder this one was asked to write."""
+
+
 class UnsupportedError(MetarecError):
     """A model was asked for something it cannot do (e.g. score an item it never saw)."""

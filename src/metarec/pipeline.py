@@ -8,6 +8,7 @@ protocols to train on a split without re-encoding the catalogue.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encode
 from metarec.encoders.base import encoder_state_tensors
 from metarec.encoders.sentence import metarec_cache_dir
 from metarec.errors import DataError
+from metarec.locks import exclusive
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.bias import item_baseline
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
@@ -174,17 +176,20 @@ def train(
         dataset.items, encoder or cfg.encoder, cache_dir=cache_dir, progress=progress
     )
     fit_rows, val_rows = split_users(dataset.interactions, validation_fraction, cfg.seed)
-    rec, _ = fit_recommender(
-        catalogue,
-        fit_rows,
-        cfg,
-        users=dataset.users,
-        validation=val_rows,
-        rating_range=dataset.rating_range,
-        checkpoint_dir=Path(run_dir) / "checkpoint" if run_dir else None,
-        progress=progress,
-        metadata={"dataset": dataset.name},
-    )
-    if run_dir is not None:
-        rec.save(run_dir)
+    # a second train into the same run folder would resume from this one's checkpoint
+    lock = exclusive(run_dir, "wait for it, or choose another run_dir") if run_dir else None
+    with lock or nullcontext():
+        rec, _ = fit_recommender(
+            catalogue,
+            fit_rows,
+            cfg,
+            users=dataset.users,
+            validation=val_rows,
+            rating_range=dataset.rating_range,
+            checkpoint_dir=Path(run_dir) / "checkpoint" if run_dir else None,
+            progress=progress,
+            metadata={"dataset": dataset.name},
+        )
+        if run_dir is not None:
+            rec.save(run_dir)
     return rec

@@ -79,6 +79,7 @@ def train_run(
     from metarec.data.spec import load_from_spec
     from metarec.evaluation.p1 import make_p1_split
     from metarec.io import save_json
+    from metarec.locks import exclusive
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 
     t0 = time.perf_counter()
@@ -104,23 +105,25 @@ def train_run(
             + (" or use --holdout none" if split else "")
         )
     catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(out / "config.json", cfg.to_dict())
-    if split is not None:
-        split.save(out / "split.json")
-    print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
-    rec, history = fit_recommender(
-        catalogue,
-        train_rows,
-        cfg,
-        users=ds.users,
-        validation=val_rows,
-        rating_range=ds.rating_range,
-        checkpoint_dir=out / "checkpoint",
-        progress=progress,
-        metadata={"dataset": ds.name, "data_spec": spec, "holdout": holdout},
-    )
-    rec.save(out)
+    # a second train into the same folder would resume from this one's checkpoint
+    with exclusive(out, "wait for it to finish, or give another --out"):
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(out / "config.json", cfg.to_dict())
+        if split is not None:
+            split.save(out / "split.json")
+        print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
+        rec, history = fit_recommender(
+            catalogue,
+            train_rows,
+            cfg,
+            users=ds.users,
+            validation=val_rows,
+            rating_range=ds.rating_range,
+            checkpoint_dir=out / "checkpoint",
+            progress=progress,
+            metadata={"dataset": ds.name, "data_spec": spec, "holdout": holdout},
+        )
+        rec.save(out)
     secs = time.perf_counter() - t0
     print(f"saved {out} (best epoch {history.best_epoch}, {secs:.0f} s)")
     return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}

@@ -35,6 +35,7 @@ from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import save_json
+from metarec.locks import exclusive
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
@@ -677,113 +678,117 @@ def run_benchmark(
         + (f"-{folds}fold" if folds > 1 else "")
         + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
     )
-    # what an interrupted run of this same command finished: folds, and models within one
-    store = RunStore(out, name, _run_key(
-        protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
-        overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
-        max_items=max_items, max_episodes=max_episodes,
-    ))  # fmt: skip
-    if not resume:
-        store.clear()
-    finished = store.finished()
-    store.start()
-    catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
-    encode_s = time.perf_counter() - t0
-    runs = []
-    for fold in fold_ids:
-        if fold in finished:
-            log(f"fold {fold}: finished by an interrupted run of this command; read, not refitted")
-            runs.append(finished[fold])
-            continue
-        log(
-            f"fold {fold if fold is not None else '-'}: splitting and fitting {len(peers)} peers "
-            f"and {len(algorithms)} metarec algorithms"
-        )
-        runs.append(
-            _fold_run(
+    # one run at a time per report: another would take over this one's kept progress
+    with exclusive(out / name, "wait for it to finish, or write elsewhere (--out)"):
+        # what an interrupted run of this same command finished: folds, and models within one
+        store = RunStore(out, name, _run_key(
+            protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
+            overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
+            max_items=max_items, max_episodes=max_episodes,
+        ))  # fmt: skip
+        if not resume:
+            store.clear()
+        finished = store.finished()
+        store.start()
+        catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
+        encode_s = time.perf_counter() - t0
+        runs = []
+        for fold in fold_ids:
+            if fold in finished:
+                log(f"fold {fold}: finished by an interrupted run of this command, not refitted")
+                runs.append(finished[fold])
+                continue
+            log(
+                f"fold {fold if fold is not None else '-'}: splitting and fitting "
+                f"{len(peers)} peers and {len(algorithms)} metarec algorithms"
+            )
+            runs.append(
+                _fold_run(
+                    protocol,
+                    ds,
+                    catalogue,
+                    seed=seed,
+                    fold=fold,
+                    n_folds=folds if folds > 1 else None,
+                    algorithms=algorithms,
+                    peers=peers,
+                    overrides=overrides,
+                    shots=shots,
+                    seeds=seeds,
+                    splits=Path(splits) if splits is not None else None,
+                    out=out,
+                    progress=progress,
+                    log=log,
+                    like_threshold=like,
+                    max_items=max_items,
+                    max_episodes=max_episodes,
+                    store=store,
+                )
+            )
+            if fold is not None:
+                store.save(fold, runs[-1])
+        pooled = _pool(runs)
+        headline = P1_HEADLINE if protocol == "p1" else P2_HEADLINE
+        sig: dict[str, Any] = {}
+        cis: dict[str, Any] = {}
+        reference: dict[str, str] = {}
+        for group, models in pooled["summary"].items():
+            metric, lower = headline[0]
+            reference[group] = best_metarec(models, metric, lower)
+            sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
+            cis[group] = confidence_intervals(
+                pooled["per_user"][group], [m for m, _ in headline], seed
+            )
+        record = {
+            "protocol": protocol,
+            "dataset": ds_name,
+            "rating_range": list(ds.rating_range),
+            "like_threshold": like,
+            "seed": seed,
+            "seeds": seeds,
+            "max_items": max_items,
+            "max_episodes": max_episodes,
+            "folds": folds,
+            "split_rule": runs[0]["split_rule"],
+            "n_users": pooled["n_users"],
+            "summary": pooled["summary"],
+            "std": pooled["std"],
+            "ci95": cis,
+            "reference": reference,
+            "significance": sig,
+            "ensemble_weights": [r["ensemble_weights"] for r in runs],
+            "abtest": runs[0].get("abtest"),
+            "per_fold": [r["summary"] for r in runs] if folds > 1 else None,
+            "configs": runs[0]["configs"],
+            "overrides": list(overrides),
+            "timings": {
+                "load_and_encode_s": encode_s,
+                "fit_s": [r["timings"] for r in runs],
+                "total_s": time.perf_counter() - t0,
+            },
+            "split_files": [r["split_file"] for r in runs],
+            "machine": machine_info(),
+            "command": command
+            or _command(
                 protocol,
-                ds,
-                catalogue,
-                seed=seed,
-                fold=fold,
-                n_folds=folds if folds > 1 else None,
-                algorithms=algorithms,
-                peers=peers,
+                ds_name,
+                seed,
+                folds,
+                algorithms,
+                peers,
+                shots,
+                seeds,
+                root,
+                splits,
                 overrides=overrides,
-                shots=shots,
-                seeds=seeds,
-                splits=Path(splits) if splits is not None else None,
-                out=out,
-                progress=progress,
-                log=log,
-                like_threshold=like,
+                like_threshold=like_threshold,
+                data_args=data_args,
                 max_items=max_items,
                 max_episodes=max_episodes,
-                store=store,
-            )
-        )
-        if fold is not None:
-            store.save(fold, runs[-1])
-    pooled = _pool(runs)
-    headline = P1_HEADLINE if protocol == "p1" else P2_HEADLINE
-    sig: dict[str, Any] = {}
-    cis: dict[str, Any] = {}
-    reference: dict[str, str] = {}
-    for group, models in pooled["summary"].items():
-        metric, lower = headline[0]
-        reference[group] = best_metarec(models, metric, lower)
-        sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
-        cis[group] = confidence_intervals(pooled["per_user"][group], [m for m, _ in headline], seed)
-    record = {
-        "protocol": protocol,
-        "dataset": ds_name,
-        "rating_range": list(ds.rating_range),
-        "like_threshold": like,
-        "seed": seed,
-        "seeds": seeds,
-        "max_items": max_items,
-        "max_episodes": max_episodes,
-        "folds": folds,
-        "split_rule": runs[0]["split_rule"],
-        "n_users": pooled["n_users"],
-        "summary": pooled["summary"],
-        "std": pooled["std"],
-        "ci95": cis,
-        "reference": reference,
-        "significance": sig,
-        "ensemble_weights": [r["ensemble_weights"] for r in runs],
-        "abtest": runs[0].get("abtest"),
-        "per_fold": [r["summary"] for r in runs] if folds > 1 else None,
-        "configs": runs[0]["configs"],
-        "overrides": list(overrides),
-        "timings": {
-            "load_and_encode_s": encode_s,
-            "fit_s": [r["timings"] for r in runs],
-            "total_s": time.perf_counter() - t0,
-        },
-        "split_files": [r["split_file"] for r in runs],
-        "machine": machine_info(),
-        "command": command
-        or _command(
-            protocol,
-            ds_name,
-            seed,
-            folds,
-            algorithms,
-            peers,
-            shots,
-            seeds,
-            root,
-            splits,
-            overrides=overrides,
-            like_threshold=like_threshold,
-            data_args=data_args,
-            max_items=max_items,
-            max_episodes=max_episodes,
-        ),
-    }
-    save_json(out / f"{name}.json", record)
-    write_report(record, out / name, plots=plots)
-    store.clear()
-    log(f"wrote {out / name}.json, .md" + (", .png" if plots else ""))
-    return record
+            ),
+        }
+        save_json(out / f"{name}.json", record)
+        write_report(record, out / name, plots=plots)
+        store.clear()
+        log(f"wrote {out / name}.json, .md" + (", .png" if plots else ""))
+        return record

@@ -15,7 +15,10 @@ fingerprint and the code's commit):
 
 Run the same command again and what is found there is read instead of refitted
 (``--no-resume`` starts over); any other command ignores and replaces it. The
-folder goes once the final report is written.
+folder goes once the final report is written. One process at a time works here:
+:func:`~metarec.evaluation.benchmark.run_benchmark` holds ``OUT/.NAME.lock``
+(:mod:`metarec.locks`) throughout, so a second command aimed at the same report
+is refused instead of taking over this one's progress.
 
 Resuming gives the figures of an uninterrupted run, because every model seeds
 itself from the run's seed when it is fitted, so nothing depends on the random

@@ -1,0 +1,78 @@
+"""One writer at a time for a folder that a long job fills.
+
+A benchmark keeps its progress in ``OUT/.NAME.partial/`` and a training run its
+checkpoint in ``RUN/checkpoint/``. Two commands aimed at the same place would
+each read, replace and resume from the other's half-finished work, and their
+final reports would overwrite each other. The second one is therefore refused
+at once, with the holder's process id, rather than made to wait: these jobs
+run for minutes to hours, and the fix (another ``--out``) is the user's.
+
+The lock is POSIX ``flock`` on a hidden sibling, ``.NAME.lock``. The kernel
+drops it when its holder exits however it exits (``kill -9`` included), so a
+crashed run never leaves a stale lock for anyone to delete by hand. The file is
+removed on release, so a finished run leaves nothing behind. Where ``fcntl`` is
+missing (Windows) no lock is taken.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from metarec.errors import BusyError
+
+
+def lock_path(target: str | Path) -> Path:
+    target = Path(target)
+    return target.parent / f".{target.name}.lock"
+
+
+@contextmanager
+def exclusive(target: str | Path, hint: str) -> Iterator[None]:
+    """Hold ``target``'s lock for the block; :class:`BusyError` (saying ``hint``,
+    what to do instead) if another process or another block holds it."""
+    if sys.platform == "win32":
+        yield
+        return
+    path = lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(path, Path(target), hint)
+    try:
+        yield
+    finally:
+        # unlinked while still held: a process that opened the old file meanwhile
+        # sees, once it gets the lock, that the path no longer names its file
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _acquire(path: Path, target: Path, hint: str) -> int:
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise BusyError(f"{target}: {who} is writing it (lock {path}); {hint}") from None
+        if _names(path, fd):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)  # its holder released and removed it between our open and lock
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
