@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -321,7 +322,8 @@ def test_own_files_on_another_rating_scale_give_the_known_datasets_figures(
 ) -> None:
     """ml-100k written as CSV with every rating doubled (2-10): the benchmark reads
     it through --interactions/--items, counts "liked" as >= 8 instead of >= 4, and
-    so every model that ranks by likes gives the figures of the named dataset."""
+    so every model that ranks by likes gives the figures of the named dataset, here
+    read as a folder of atomic files (``--dataset DIR``, a dataset of one's own)."""
     import pandas as pd
 
     prefix = shared_data / "ml-100k" / "ml-100k"
@@ -344,23 +346,32 @@ def test_own_files_on_another_rating_scale_give_the_known_datasets_figures(
         "--year-col", "year", "--genre-col", "genres", "--out", str(own), *common, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the named dataset's own files, as a folder of atomic files under another name
+    folder = tmp_path / "films"
+    folder.mkdir()
+    for part in ("inter", "item", "user"):
+        shutil.copy(f"{prefix}.{part}", folder / f"films.{part}")
     named = tmp_path / "named"
     proc = run_cli(
-        "benchmark", "--dataset", "ml-100k", "--data", str(shared_data), "--out", str(named),
-        *common, env=env,
+        "benchmark", "--dataset", str(folder), "--out", str(named), *common, env=env
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     mine = json.loads((own / "p2-my-ratings.json").read_text())  # the file stem, made safe
-    ref = json.loads((named / "p2-ml-100k.json").read_text())
+    ref = json.loads((named / "p2-films.json").read_text())  # the folder's name
+    assert f"--dataset {folder} " in ref["command"] and "--data " not in ref["command"]
     assert (mine["like_threshold"], mine["rating_range"]) == (8.0, [2.0, 10.0])
     assert (ref["like_threshold"], ref["rating_range"]) == (4.0, [1.0, 5.0])
     assert (
         json.loads((own / "p2-my-ratings-split.json").read_text())["test_users"]
-        == (json.loads((named / "p2-ml-100k-split.json").read_text())["test_users"])
+        == (json.loads((named / "p2-films-split.json").read_text())["test_users"])
     )
     for k in ("0", "3"):
         for model in ("popularity", "bias", "metarec-episodic", "metarec-ensemble"):
             assert mine["summary"][k][model] == pytest.approx(ref["summary"][k][model]), (k, model)
+    # and those are the named dataset's: popularity's committed figure at K = 3
+    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "p2-ml-100k.json"
+    published = json.loads(committed.read_text())["summary"]["3"]["popularity"]["ndcg@10"]
+    assert ref["summary"]["3"]["popularity"]["ndcg@10"] == pytest.approx(published)
     assert "rated >= 8 on a 2-10 scale" in (own / "p2-my-ratings.md").read_text()
 
     # the recorded command names the files and reproduces the run
@@ -423,28 +434,3 @@ def test_report_into_a_closed_pipe_is_quiet(env: dict[str, str]) -> None:
     )  # fmt: skip
     assert proc.stdout == "# P1 (MeLU"
     assert proc.stderr == "", proc.stderr
-
-
-@pytest.mark.slow
-def test_a_folder_of_atomic_files_is_a_dataset(
-    shared_data: Path, tmp_path: Path, env: dict[str, str]
-) -> None:
-    import shutil
-
-    folder = tmp_path / "films"
-    folder.mkdir()
-    for part in ("inter", "item", "user"):
-        shutil.copy(shared_data / "ml-100k" / f"ml-100k.{part}", folder / f"films.{part}")
-    proc = run_cli(
-        "benchmark", "--protocol", "p2", "--dataset", str(folder), "--peers", "popularity",
-        "--algorithms", "episodic", "--shots", "0,3", "--out", str(tmp_path / "out"),
-        "--quiet", "--no-plots", "--set", "encoder=tfidf", env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads((tmp_path / "out" / "p2-films.json").read_text())
-    assert record["dataset"] == "films"
-    assert f"--dataset {folder} " in record["command"] and "--data " not in record["command"]
-    # the same ratings as ml-100k, so popularity's published figure at K = 3
-    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "p2-ml-100k.json"
-    published = json.loads(committed.read_text())["summary"]["3"]["popularity"]["ndcg@10"]
-    assert record["summary"]["3"]["popularity"]["ndcg@10"] == pytest.approx(published)
