@@ -20,4 +20,5 @@ def test_encode_one_matches_transform_on_real_users(shared_data: Path) -> None:
         np.testing.assert_array_equal(enc.encode_one(row), batch)
     # unknown values and missing keys map to 0, never raise
     assert enc.encode_one({"age": "n/a", "gender": "X"}).tolist() == [0, 0, 0]
+    assert enc.encode_one({"age": 10**400}).tolist() == [0, 0, 0]  # past a float: unknown
     assert enc.encode_one({}).tolist() == [0] * len(enc.columns)

@@ -43,10 +43,13 @@ def test_operations_endpoints(live_server: str) -> None:
         paths = c.get("/openapi.json").json()["paths"]
         assert {"/v1/items", "/v1/users", "/v1/users/{user_id}/events"} <= set(paths)
         c.get("/v1/items", params={"q": "star"})
+        for method in ("FOO1", "FOO2"):  # invented methods: one label, not one each
+            assert c.request(method, "/health").status_code == 405
         metrics = c.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     assert 'metarec_http_requests_total{route="/v1/items",method="GET",status="200"}' in text
+    assert 'route="/health",method="other",status="405"} 2' in text and "FOO" not in text
     bucket = (
         'metarec_http_request_duration_seconds_bucket{route="/v1/items",status="200",le="+Inf"}'
     )
@@ -144,6 +147,22 @@ def test_retried_event_ids_count_once(live_server: str, server_api_key: str) -> 
         assert c.post(path, json=ev[0]).json() == {"accepted": 0, "duplicates": 1}
         twice = {"events": [ev[0] | {"event_id": "dup-in-batch"}] * 2}
         assert c.post(path, json=twice).json() == {"accepted": 1, "duplicates": 1}
+        # an id that names another event is refused, not counted as a retry; the whole
+        # request is rolled back
+        other = uid()
+        c.post("/v1/users", json={"user_id": other})
+        fresh = {"event_id": uid("e"), "item_id": "2", "type": "like"}
+        for where, events in (
+            (f"/v1/users/{other}/events", [ev[0]]),  # another user's id
+            (path, [fresh, ev[0] | {"item_id": "2"}]),  # same user, another item
+            (path, [fresh, ev[1] | {"type": "rating", "value": 2}]),
+            (path, [fresh, fresh | {"item_id": "3"}]),  # two events under one id
+        ):
+            r = c.post(where, json={"events": events})
+            assert r.status_code == 409, r.text
+            assert r.json()["error"]["code"] == "event_conflict"
+            assert "event_id" in r.json()["error"]["message"]
+        assert c.get(f"/v1/users/{other}").json()["n_events"] == 0
         got = c.get(f"/v1/users/{user}").json()
     assert got["n_events"] == 4 and len(got["history"]) == 4
     assert got["history"][0] == {
@@ -221,7 +240,25 @@ def _bad_requests(key: str) -> list[Case]:
         ("PUT", "/v1/items", body({"items": [{"item_id": "n"}]}), 422, "validation_error", "title"),
         ("PUT", "/v1/items", body({"items": [{"item_id": "n", "title": "A"}] * 2}),
          422, "validation_error", "repeated"),
+        # times that are not times: stored, they would sort before or after every event
+        *[("POST", events, {"content": b'{"event_id": "t", "item_id": "1", "type": "click", '
+                            b'"timestamp": ' + t + b"}", "headers": js},
+           422, "validation_error", "timestamp") for t in
+          (b"NaN", b"Infinity", b"-Infinity", b'"nan"', b"1e308", b"true", b"1" + b"0" * 400)],
+        # feature values JSON or the feature encoder cannot hold
+        *[("POST", "/v1/users", {"content": b'{"user_id": "f", "features": {"age": ' + v + b"}}",
+                                 "headers": js}, 422, "validation_error", "features")
+          for v in (b"NaN", b"Infinity", b"1" + b"0" * 400, b"[1]")],
+        # ids the API could not address again: paths, the candidates list
+        ("POST", "/v1/users", body({"user_id": "a/b"}), 422, "validation_error", "'/'"),
+        ("POST", "/v1/users", body({"user_id": " a"}), 422, "validation_error", "space"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "a,b", "title": "A"}]}),
+         422, "validation_error", "','"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "blank", "title": "   "}]}),
+         422, "validation_error", "items.0.title"),
         ("POST", reload, body({"run": "/no/such/run"}), 422, "invalid_run", "/no/such/run"),
+        ("POST", reload, body({"run": "a\x00b"}), 422, "invalid_run", "NUL"),
+        ("POST", reload, body({"run": "x" * 5000}), 422, "invalid_run", "too long"),
         ("POST", reload, {"json": {"run": "/no/such/run"}}, 401, "missing_api_key", "X-API-Key"),
         ("GET", "/no/such/route", {}, 404, "not_found", "Not Found"),
     ]  # fmt: skip
@@ -358,6 +395,25 @@ def test_added_items_are_recommendable_at_once_and_survive_restart(
         assert c.get("/ready").status_code == 200
         recs = c.get("/v1/users/kid/recommendations", params={"candidates": "new-toy-4"}).json()
     assert recs["n_events"] == 1 and [it["item_id"] for it in recs["items"]] == ["new-toy-4"]
+
+
+def test_a_stored_item_no_model_can_take_is_left_out_not_fatal(
+    make_server: Callable[..., LiveServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store written before items were checked may hold a text-less item: the
+    server starts without it (and says so) instead of refusing every start."""
+    from metarec.service.store import FeedbackStore
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    FeedbackStore(url).upsert_items(
+        [{"item_id": "blank", "title": "   "}, {"item_id": "good", "title": "Good Film"}]
+    )
+    with caplog.at_level("WARNING", logger="metarec.service"):
+        live = make_server(db_url=url)
+    assert "stored item 'blank' left out: no text to encode" in caplog.text
+    with live.client() as c:
+        assert c.get("/v1/items/good").json()["title"] == "Good Film"
+        assert c.get("/v1/items/blank").status_code == 404
 
 
 def test_restart_rebuilds_users_from_the_store(

@@ -19,6 +19,7 @@ from metarec.errors import ConfigError
 from metarec.service.feedback import history_from_events
 from metarec.service.store import (
     SCHEMA_VERSION,
+    EventConflictError,
     FeedbackStore,
     NewEvent,
     UnknownUserError,
@@ -116,7 +117,13 @@ def test_event_ids_are_unique_across_users(store: FeedbackStore) -> None:
     store.create_user("a", {})
     store.create_user("b", {})
     assert store.add_events("a", [ev("same")]) == (1, 0)
-    assert store.add_events("b", [ev("same")]) == (0, 1)
+    assert store.add_events("a", [ev("same")]) == (0, 1)  # a retry
+    # another user's id is a conflict, not a retry: refused, and the request rolled back
+    with pytest.raises(EventConflictError, match="another user's event"):
+        store.add_events("b", [ev("fresh", "9"), ev("same")])
+    with pytest.raises(EventConflictError, match="already stored as click of item"):
+        store.add_events("a", [ev("same", "9")])
+    assert store.user("b").n_events == 0 and store.user("a").n_events == 1
 
 
 def test_events_come_back_in_time_order_and_latest_wins(store: FeedbackStore) -> None:

@@ -90,7 +90,7 @@ class UserFeatureEncoder:
             if col in self.bins:
                 try:
                     x = float(value)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):  # unreadable: unknown
                     continue
                 token = f"bin{int(np.searchsorted(np.asarray(self.bins[col]), x, side='right'))}"
             else:

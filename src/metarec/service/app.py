@@ -38,6 +38,7 @@ from metarec.service.serving import ModelHolder, Served
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
     ID_LENGTH,
+    EventConflictError,
     FeedbackStore,
     NewEvent,
     UnknownUserError,
@@ -320,11 +321,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def create_user(body: schemas.UserIn) -> dict[str, Any]:
         s = served()
         check_batch(len(body.ratings), "ratings")
-        for key, value in body.features.items():
-            if not isinstance(value, str | int | float | bool | None):
-                raise ApiError(
-                    422, "validation_error", f"features.{key}: must be a string or a number"
-                )
         initial = []
         for n, r in enumerate(body.ratings):
             known_item(s, r.item_id, f"ratings[{n}].item_id")
@@ -390,6 +386,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             accepted, duplicates = store.add_events(user_id, batch)
         except UnknownUserError:
             raise unknown_user(user_id) from None
+        except EventConflictError as exc:  # nothing of the request was stored
+            raise ApiError(409, "event_conflict", str(exc)) from None
         metrics.count_events(accepted, duplicates)
         if accepted:
             holder.cache.invalidate(user_id)
@@ -428,10 +426,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def reload(body: schemas.ReloadIn | None = None) -> dict[str, Any]:
         """Swap to another run (or re-read the current one) without downtime."""
         run = body.run if body is not None and body.run else str(holder.current.run)
+        if "\x00" in run:
+            raise ApiError(422, "invalid_run", "run: a path cannot contain a NUL character")
         try:
             s = holder.load(run)
         except MetarecError as exc:
             raise ApiError(422, "invalid_run", f"run: {exc}") from None
+        except OSError as exc:  # a path the system refuses, e.g. a name too long
+            raise ApiError(422, "invalid_run", f"run: {run!r:.200}: {exc.strerror}") from None
         metrics.count_reload()
         return {"model": s.name, "n_items": s.rec.n_items}
 

@@ -36,6 +36,19 @@ def item_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return frame[["item_id", "title", "text", "year", "genres"]]
 
 
+def unusable(frame: pd.DataFrame) -> dict[str, str]:
+    """The rows of an :func:`item_frame` a model cannot take, by item id: why each is
+    refused. Checked before anything is stored, so the store only holds items that
+    every later load can apply."""
+    bad: dict[str, str] = {}
+    for item_id, text in zip(frame["item_id"], frame["text"], strict=True):
+        if not str(text).strip():
+            bad[item_id] = "no text to encode (title, genres and text are empty)"
+    for item_id in frame.loc[frame["item_id"].duplicated(), "item_id"]:
+        bad.setdefault(item_id, "repeated in one request")
+    return bad
+
+
 def _genres(value: Any) -> str:
     if value is None:
         return ""

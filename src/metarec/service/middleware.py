@@ -123,6 +123,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
     """Count and time every request by route template, method and status."""
 
@@ -148,4 +151,6 @@ class RequestMetrics:
         finally:
             route: Any = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(name, scope["method"], status, time.perf_counter() - t0)
+            # a client can send any method token: one label each would grow without bound
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.observe_request(name, method, status, time.perf_counter() - t0)

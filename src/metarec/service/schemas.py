@@ -6,17 +6,48 @@ them fails validation (422) naming the field before any work is done.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from metarec.service.feedback import EventType
 from metarec.service.store import ID_LENGTH
 
 ID = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
-Title = Annotated[str, Field(min_length=1, max_length=500)]
 Text = Annotated[str, Field(max_length=10_000)]
+# epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: what a date-time can hold
+EPOCH_RANGE = (-62_135_596_800, 253_402_299_199)
+# a JSON integer a double (and so every JSON reader) holds exactly
+INT_RANGE = 2**53
+
+
+def _some_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must have a character other than spaces")
+    return value
+
+
+def _addressable(value: str) -> str:
+    """A new user or item id: it appears in URL paths (so no '/'), and is compared as
+    sent (so no surrounding spaces, which the candidates list strips)."""
+    if "/" in value:
+        raise ValueError("must not contain '/': ids appear in URL paths")
+    if value != value.strip():
+        raise ValueError("must not start or end with a space")
+    return value
+
+
+def _no_comma(value: str) -> str:
+    if "," in value:
+        raise ValueError("must not contain ',': candidates lists are comma-separated")
+    return value
+
+
+Title = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_some_text)]
+NewUserId = Annotated[ID, AfterValidator(_addressable)]
+NewItemId = Annotated[ID, AfterValidator(_addressable), AfterValidator(_no_comma)]
 
 
 class _Strict(BaseModel):
@@ -51,7 +82,7 @@ class ItemDetail(ItemOut):
 
 
 class ItemIn(_Strict):
-    item_id: ID
+    item_id: NewItemId
     title: Title
     text: Text | None = Field(None, description="free description, appended to the encoder text")
     genres: (
@@ -76,9 +107,30 @@ class RatingIn(_Strict):
 
 
 class UserIn(_Strict):
-    user_id: ID
+    user_id: NewUserId
     features: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict)
     ratings: list[RatingIn] = Field(default_factory=list)
+
+    @field_validator("features")
+    @classmethod
+    def _plain_values(cls, features: dict[str, Any]) -> dict[str, Any]:
+        # stored as JSON and read by the feature encoder: NaN, infinities and integers
+        # past a double's would not survive either
+        for key, value in features.items():
+            if value is None or isinstance(value, bool):
+                continue
+            if isinstance(value, str):
+                if len(value) > 200:
+                    raise ValueError(f"{key}: longer than 200 characters")
+            elif isinstance(value, int):
+                if abs(value) > INT_RANGE:
+                    raise ValueError(f"{key}: integers must lie within ±2^53")
+            elif isinstance(value, float):
+                if not math.isfinite(value):
+                    raise ValueError(f"{key}: must be finite (got {value})")
+            else:
+                raise ValueError(f"{key}: must be a string, a number, a boolean or null")
+        return features
 
 
 class UserCreated(BaseModel):
@@ -110,6 +162,24 @@ class EventIn(_Strict):
     timestamp: datetime | float | None = Field(
         None, description="ISO 8601 (UTC if no zone) or epoch seconds; default: arrival time"
     )
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a date-time or epoch seconds, not a boolean")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _a_real_time(cls, value: datetime | float | None) -> datetime | float | None:
+        # NaN or an infinity would be stored and then sort before or after every other
+        # event for good, pinning the item's rating; "latest wins" needs real times
+        if isinstance(value, float) and not (
+            math.isfinite(value) and EPOCH_RANGE[0] <= value <= EPOCH_RANGE[1]
+        ):
+            raise ValueError("epoch seconds must be a finite number within years 1 to 9999")
+        return value
 
     @model_validator(mode="after")
     def _rating_has_value(self) -> EventIn:

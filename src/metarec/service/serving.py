@@ -32,13 +32,13 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from metarec.ensemble_run import EnsembleRecommender, ServedModel, load_run
-from metarec.errors import UnsupportedError
+from metarec.errors import DataError, UnsupportedError
 from metarec.explain import display_titles, explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
 from metarec.service.feedback import history_from_events
-from metarec.service.items import apply_items, encode, item_frame
+from metarec.service.items import apply_items, encode, item_frame, unusable
 from metarec.service.metrics import Metrics
 from metarec.service.store import FeedbackStore, UserSummary
 
@@ -176,6 +176,12 @@ class ModelHolder:
             rows = self.store.added_items()
             if rows:
                 frame = item_frame(rows)
+                # a store written before items were checked may hold one no model can
+                # take: serve without it rather than refuse to start
+                skipped = unusable(frame)
+                for item_id, why in skipped.items():
+                    log.warning("stored item %r left out: %s", item_id, why)
+                frame = frame[~frame["item_id"].isin(skipped)].reset_index(drop=True)
                 apply_items(rec, frame, encode(rec, frame))
             if foldable(rec):
                 # the served state is a function of (run, store): a restart or reload
@@ -193,6 +199,10 @@ class ModelHolder:
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
         """Encode, persist, then apply to the served model; → (added, updated)."""
         frame = item_frame(rows)
+        bad = unusable(frame)
+        if bad:
+            item_id, why = next(iter(bad.items()))
+            raise DataError(f"items: item {item_id!r}: {why}")
         with self._swap:
             served = self.current
             if isinstance(served.rec, EnsembleRecommender):

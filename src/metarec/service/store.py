@@ -210,12 +210,22 @@ class UserSummary:
     last_event: int  # largest event row id (0 = none): changes whenever feedback arrives
 
 
+def _what(ev: NewEvent) -> tuple[str, str, float | None]:
+    """What makes two sends of one event id the same event (the arrival time does not)."""
+    return ev.item_id, ev.type, ev.value
+
+
 class UserExistsError(MetarecError):
     pass
 
 
 class UnknownUserError(MetarecError):
     pass
+
+
+class EventConflictError(MetarecError):
+    """An event id already names a different event: ids are idempotency keys, so a
+    retry must resend the same event, and a new event needs a new id."""
 
 
 class FeedbackStore:
@@ -293,7 +303,11 @@ class FeedbackStore:
     ) -> tuple[int, int]:
         unique: dict[str, NewEvent] = {}
         for ev in batch:
-            unique.setdefault(ev.event_id, ev)  # a repeat inside one batch is a duplicate too
+            first = unique.setdefault(ev.event_id, ev)  # a repeat inside one batch: a retry
+            if _what(first) != _what(ev):
+                raise EventConflictError(
+                    f"event_id {ev.event_id!r}: sent twice in one request with different events"
+                )
         rows = [
             {
                 "event_id": ev.event_id,
@@ -308,14 +322,43 @@ class FeedbackStore:
         ]
         accepted = 0
         for lo in range(0, len(rows), _INSERT_CHUNK):
+            chunk = list(unique)[lo : lo + _INSERT_CHUNK]  # the rows' event ids, in order
             stmt = (
                 self._insert(events)
                 .values(rows[lo : lo + _INSERT_CHUNK])
                 .on_conflict_do_nothing(index_elements=["event_id"])
                 .returning(events.c.event_id)
             )
-            accepted += len(conn.execute(stmt).all())
+            taken = {r[0] for r in conn.execute(stmt).all()}
+            accepted += len(taken)
+            self._check_retries(conn, user_id, [e for e in chunk if e not in taken], unique)
         return accepted, len(batch) - accepted
+
+    @staticmethod
+    def _check_retries(
+        conn: Connection, user_id: str, ids: list[str], sent: dict[str, NewEvent]
+    ) -> None:
+        """Ids already stored must be retries of the same event, or the whole request is
+        refused (and rolled back): else another user's, or another, event would be
+        silently dropped as a "duplicate"."""
+        if not ids:
+            return
+        query = select(
+            events.c.event_id, events.c.user_id, events.c.item_id, events.c.type, events.c.value
+        ).where(events.c.event_id.in_(ids))
+        for event_id, owner, item_id, kind, value in conn.execute(query):
+            new = sent[event_id]
+            if owner != user_id:
+                raise EventConflictError(
+                    f"event_id {event_id!r} is already another user's event; event ids are "
+                    "unique across users"
+                )
+            if (item_id, kind, value) != _what(new):
+                raise EventConflictError(
+                    f"event_id {event_id!r} is already stored as {kind} of item {item_id!r}"
+                    + ("" if value is None else f" ({value:g})")
+                    + "; a retry must resend the same event, a new event needs a new id"
+                )
 
     def events_for(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
         """A user's events in application order (timestamp, then arrival);
