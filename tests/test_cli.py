@@ -113,6 +113,20 @@ def test_wrong_atomic_header(tmp_path: Path) -> None:
         (["train", "--config", "missing.toml", "--out", "x"], ["missing.toml"]),
         (["recommend", "no-such-run"], ["no-such-run"]),
         (["evaluate", "no-such-run"], ["no-such-run"]),
+        # NaN slips past `x <= 0`; a run trained with it would score every item NaN
+        (
+            ["train", "--dataset", "ml-100k", "--out", "x", "--set", "inner_lr=nan"],
+            ["inner_lr", "finite"],
+        ),
+        (["train", "--dataset", "ml-100k", "--out", "x", "--set", "seed=-1"], ["seed", ">= 0"]),
+        (
+            ["retrain", "run", "--db", "sqlite:///f.db", "--out", "x", "--tolerance", "nan"],
+            ["--tolerance"],
+        ),
+        (
+            ["data", "validate", "--interactions", "r.csv", "--user-col", "rating"],
+            ["--rating-col 'rating'", "also --user-col"],
+        ),
     ],
 )
 def test_bad_arguments(
@@ -125,6 +139,42 @@ def test_bad_arguments(
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(cli(*args), *needles)
     assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_files_the_system_or_our_readers_refuse_are_one_line(
+    tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfgdir").mkdir()
+    (tmp_path / "five.toml").write_text("train = 5\n")
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "model.safetensors").write_bytes(b"")
+    for args, needles in [
+        (["train", "--config", "cfgdir", "--out", "x"], ["cfgdir", "Is a directory"]),
+        (["train", "--config", "five.toml", "--out", "x"], ["five.toml", "table"]),
+        (["report", "list.json"], ["list.json", "not a benchmark result"]),
+        # saving over another run would leave its split and metrics beside the new model
+        (["retrain", "run", "--db", "sqlite:///f.db", "--out", "taken"], ["taken", "exists"]),
+    ]:
+        assert_one_line_error(cli(*args), *needles)
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_out_path_the_file_system_refuses_is_one_line(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    (tmp_path / "afile").write_text("")
+    proc = cli("train", "--dataset", "ml-100k", "--data", str(shared_data), "--quiet",
+               "--set", "encoder=tfidf", "--out", str(tmp_path / "afile" / "run"))  # fmt: skip
+    assert_one_line_error(proc, str(tmp_path / "afile"))
+    # refused by training itself, after the folder was made: no empty run folder stays
+    proc = cli("train", "--dataset", "ml-100k", "--data", str(shared_data), "--quiet",
+               "--set", "encoder=tfidf", "--set", "like_threshold=100",
+               "--out", str(tmp_path / "run"))  # fmt: skip
+    assert_one_line_error(proc, "like_threshold: 100 is not a rating", "[1, 5]")
+    assert not (tmp_path / "run").exists()
 
 
 def test_too_little_data_to_train_leaves_no_run_folder(

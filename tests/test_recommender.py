@@ -162,6 +162,18 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
     (run / "recommender.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"recommender\.json.*non-decreasing"):
         Recommender.load(run)
+    # hand-edited or foreign: one ModelError naming the folder, never a traceback
+    good = json.loads(json.dumps(meta | {"rating_cutpoints": None}))
+    for damaged, needle in [
+        ([], "not a JSON object"),
+        ({"format_version": 1}, "KeyError: 'config'"),
+        (good | {"rating_range": "x"}, "rating_range must be"),
+        (good | {"rating_range": [5, 1]}, "rating_range must be"),
+        (good | {"config": good["config"] | {"model": {"hidden": 7}}}, "not a loadable"),
+    ]:
+        (run / "recommender.json").write_text(json.dumps(damaged))
+        with pytest.raises(ModelError, match=needle):
+            Recommender.load(run)
 
 
 def test_grouplens_title_form_resolves(fitted: Recommender) -> None:

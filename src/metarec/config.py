@@ -137,9 +137,10 @@ class TrainConfig:
         }
         positive |= {k: v for k, v in optional_positive.items() if v is not None}
         positive |= {"negatives": self.negatives, "model.tower_hidden": self.model.tower_hidden}
+        # `not (x > 0)`, not `x <= 0`: NaN compares false both ways and would slip through
         for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{name}: must be > 0, got {value}")
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: must be > 0 and finite, got {value}")
         not_negative = {
             "inner_steps": self.inner_steps,
             "eval_inner_steps": 0 if self.eval_inner_steps is None else self.eval_inner_steps,
@@ -148,10 +149,11 @@ class TrainConfig:
             "model.head_layers": self.model.head_layers,
             "model.user_embedding_dim": self.model.user_embedding_dim,
             "model.factors": self.model.factors,
+            "seed": self.seed,  # numpy's generators take no negative seed
         }
         for name, value in not_negative.items():
-            if value < 0:
-                raise ConfigError(f"{name}: must be >= 0, got {value}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name}: must be >= 0 and finite, got {value}")
         if self.like_threshold is not None and not math.isfinite(self.like_threshold):
             raise ConfigError(f"like_threshold: must be a finite rating, got {self.like_threshold}")
         if not 0.0 <= self.model.dropout < 1.0:
@@ -166,6 +168,9 @@ class TrainConfig:
             raise ConfigError(
                 f"model.item_id_dropout: must be in [0, 1], got {self.model.item_id_dropout}"
             )
+        # the options the checks above do not bound: none means anything at NaN or an
+        # infinity, and training would run and save a model scoring every item NaN
+        _check_finite(self, "config")
         return self
 
     @property
@@ -188,7 +193,11 @@ class TrainConfig:
             raise ConfigError(f"{path}: config file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text, so not a TOML config") from None
         data = data.get("train", data)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: [train] must be a table of options, got {data!r:.40}")
         return cls.from_dict(data, source=str(path))
 
     def with_overrides(self, assignments: list[str]) -> TrainConfig:
@@ -222,6 +231,15 @@ def _check_types(config: Any, where: str) -> None:
             _check_types(value, f"{where}: {f.name}")
         else:  # stored as the annotated type: a numpy integer becomes an int
             setattr(config, f.name, _coerce(value, hint, f"{where}: {f.name}"))
+
+
+def _check_finite(config: Any, where: str) -> None:
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{where}: {f.name}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {f.name} must be a finite number, got {value}")
 
 
 def _parse_value(raw: str) -> Any:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
 
-from metarec.errors import ModelError
+from metarec.errors import DataError, MetarecError, ModelError
 from metarec.tempfiles import create_temp_file
 
 
@@ -49,6 +50,23 @@ def load_json(path: str | Path) -> Any:
         raise ModelError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not UTF-8 text, so not JSON metarec wrote") from None
+
+
+@contextmanager
+def reading(path: str | Path, what: str) -> Iterator[None]:
+    """Reading the fields of one of our files (a split, a checkpoint, a result): a file
+    damaged or edited by hand (a field missing, of another type) is one DataError
+    naming the file and what it should be, not a traceback from the line that used it."""
+    try:
+        yield
+    except MetarecError:
+        raise
+    except KeyError as exc:
+        raise DataError(f"not a {what}: missing field {exc.args[0]!r}", path=path) from None
+    except (TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise DataError(f"not a {what} (damaged or edited?): {exc}", path=path) from None
 
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -19,7 +19,7 @@ import torch
 from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.schema import Dataset, like_threshold_for
+from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
 from metarec.data.tasks import UserRatings
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encoder
 from metarec.encoders.base import encoder_state_tensors
@@ -78,8 +78,11 @@ def fit_recommender(
     cfg.validate()
     if len(train) == 0:
         raise DataError("no training interactions left (check filters and splits)")
-    if cfg.like_threshold is None:  # saved with the run as the number it became
-        cfg = dataclasses.replace(cfg, like_threshold=like_threshold_for(rating_range))
+    like = like_threshold_for(rating_range) if cfg.like_threshold is None else cfg.like_threshold
+    # saved with the run as the number it became
+    cfg = dataclasses.replace(
+        cfg, like_threshold=check_like_threshold(like, rating_range, "like_threshold")
+    )
     torch.manual_seed(cfg.seed)
     index = catalogue.index
     train_ur = UserRatings.from_frame(train, index)

@@ -11,6 +11,7 @@ representations.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +27,13 @@ from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.device import device_available, resolve_device
-from metarec.errors import DataError, ModelError, UnknownItemError, UnsupportedError
+from metarec.errors import (
+    DataError,
+    MetarecError,
+    ModelError,
+    UnknownItemError,
+    UnsupportedError,
+)
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
@@ -519,10 +526,27 @@ class Recommender(TopK):
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None) -> Recommender:
-        path = Path(directory)
+        """The run saved in ``directory``. A damaged or hand-edited run folder (a field
+        missing or of the wrong type, tensors of another model) is one ModelError that
+        names it, never a traceback from deep inside."""
+        try:
+            return cls._load(Path(directory), device)
+        except MetarecError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            # RuntimeError: torch's state-dict mismatch, whose message spans many lines
+            detail = " ".join(str(exc).split())[:300]
+            raise ModelError(
+                f"{directory}: not a loadable metarec run ({type(exc).__name__}: {detail})"
+            ) from None
+
+    @classmethod
+    def _load(cls, path: Path, device: str | None) -> Recommender:
         if not (path / "recommender.json").exists():
             raise ModelError(f"{path}: not a metarec run (no recommender.json)")
         meta = load_json(path / "recommender.json")
+        if not isinstance(meta, dict):
+            raise ModelError(f"{path / 'recommender.json'}: not a JSON object")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelError(
                 f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}"
@@ -565,7 +589,7 @@ class Recommender(TopK):
             popularity=tensors["popularity"].numpy(),
             # runs saved before fold-in existed have no offsets: all zero
             item_offsets=(tensors["item_offsets"].numpy() if "item_offsets" in tensors else None),
-            rating_range=tuple(meta["rating_range"]),
+            rating_range=_rating_range(meta.get("rating_range"), path),
             metadata=meta.get("metadata", {}),
             cutpoints=(
                 None
@@ -582,6 +606,17 @@ def build_learner(
 ) -> MetaLearner:
     model = PreferenceNet(vectors, cfg.model, features.cardinalities, offset=offset)
     return MetaLearner(model, cfg)
+
+
+def _rating_range(raw: Any, path: Path) -> tuple[float, float]:
+    ok = isinstance(raw, list) and len(raw) == 2
+    lo, hi = (float(raw[0]), float(raw[1])) if ok else (math.nan, math.nan)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ModelError(
+            f"{path / 'recommender.json'}: rating_range must be [low, high] with low <= high, "
+            f"got {raw!r}"
+        )
+    return lo, hi
 
 
 def _norm(text: str) -> str:

@@ -168,6 +168,11 @@ def retrain(
     run, out = Path(run).resolve(), Path(out).resolve()
     if out == run:
         raise ConfigError(f"--out {out}: must differ from the run being retrained")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # saving over another run would leave its split and metrics beside the new model
+        raise ConfigError(f"--out {out}: exists; retrain writes a new run folder")
+    if not np.isfinite(tolerance):
+        raise ConfigError(f"--tolerance: must be a finite MAE difference, got {tolerance}")
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
     if spec is None or not names_data(spec):
@@ -177,7 +182,7 @@ def retrain(
                 f"{run}: the run does not record its data; give --dataset/--data or --interactions"
             )
     ds = load_from_spec(spec)
-    store = FeedbackStore(db_url)
+    store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:
         items = combined_items(ds.items, store.added_items())
         feedback, dropped = feedback_frame(store, old.rating_range, set(items["item_id"]))

@@ -434,3 +434,37 @@ def test_report_into_a_closed_pipe_is_quiet(env: dict[str, str]) -> None:
     )  # fmt: skip
     assert proc.stdout == "# P1 (MeLU"
     assert proc.stderr == "", proc.stderr
+
+
+def test_options_the_data_makes_absurd_are_refused_before_any_fit(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """Checked once the data is loaded, before a model is fitted or a file written."""
+    base = [
+        "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
+        "--peers", "popularity", "--algorithms", "episodic", "--out", str(tmp_path),
+    ]  # fmt: skip
+    for extra, needle in [
+        # above the top rating nothing is liked: every ranking model would learn nothing
+        (["--like-threshold", "100"], "--like-threshold: 100 is not a rating"),
+        (["--like-threshold", "nan"], "--like-threshold: nan"),
+        (["--folds", "1000"], "use at most 94"),
+    ]:
+        proc = cli(*base, *extra)
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_refused_before_its_first_model_leaves_no_kept_progress(
+    tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # two users: P2 cannot split them, which it finds only once the run has started
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,a,5\nu1,b,3\nu2,a,4\n")
+    (tmp_path / "i.csv").write_text("item_id,title\na,Alpha\nb,Beta\n")
+    proc = cli(
+        "benchmark", "--protocol", "p2", "--interactions", str(tmp_path / "r.csv"),
+        "--items", str(tmp_path / "i.csv"), "--title-col", "title", "--set", "encoder=tfidf",
+        "--peers", "popularity", "--algorithms", "episodic", "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []

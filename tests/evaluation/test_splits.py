@@ -83,7 +83,7 @@ def _write(tmp_path: Path, ds: Dataset, edit: Callable[[dict[str, Any]], object]
             lambda r: r["train_users"].append(r["test_users"][0]),
             "train_users and test_users share 1 users",
         ),
-        (lambda r: r.pop("train_users"), "not a readable P2 split file"),
+        (lambda r: r.pop("train_users"), "not a P2 split file: missing field 'train_users'"),
     ],
 )
 def test_a_split_file_that_does_not_fit_is_refused_by_name(
@@ -98,3 +98,41 @@ def test_a_split_file_that_does_not_fit_is_refused_by_name(
 def test_a_missing_split_file_names_the_file(ds, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no p2-ml-100k-fold4-split\.json in"):
         load_split("p2", ds, tmp_path, fold=4, n_folds=5)
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ([], "not a P1 split file"),
+        ({"protocol": "p1"}, "missing field 'dataset'"),
+        (
+            {
+                "protocol": "p2",
+                "dataset": "d",
+                "seed": "x",
+                "train_users": [],
+                "validation_users": [],
+                "test_users": [],
+            },
+            "damaged or edited",
+        ),
+        ({"protocol": "p4", "users": ["a"], "arms": ["A"], "seed": 0, "support": -3}, ">= 0"),
+        ({"protocol": "p4", "users": 5, "arms": [], "seed": 0, "support": 1}, "damaged"),
+    ],
+)
+def test_a_damaged_split_file_is_one_error_naming_it(raw: Any, needle: str, tmp_path: Path) -> None:
+    """Hand-edited or foreign split files: a DataError naming the file, not a
+    KeyError or AttributeError from the line that used the field."""
+    from metarec.evaluation.abtest import P4Split
+    from metarec.evaluation.p1 import P1Split
+    from metarec.evaluation.p2 import P2Split
+
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(raw))
+    protocol = raw.get("protocol", "p1") if isinstance(raw, dict) else "p1"
+    with pytest.raises(DataError, match=needle) as info:
+        if protocol == "p4":
+            P4Split.load(path)
+        else:
+            (P1Split if protocol == "p1" else P2Split).load(path, None)  # type: ignore[arg-type]
+    assert str(path) in str(info.value)

@@ -173,3 +173,19 @@ def test_concurrent_writers_lose_and_double_nothing(store: FeedbackStore) -> Non
         t.join()
     assert sum(accepted) == len(ids)
     assert store.count_events() == len(ids) and store.event_ids() == set(ids)
+
+
+def test_a_store_that_must_exist_is_not_created_and_a_non_database_is_refused(
+    tmp_path: Path,
+) -> None:
+    typo = tmp_path / "typo.db"
+    # retrain reads what a service wrote: a mistyped --db is an error, not "no feedback"
+    with pytest.raises(ConfigError, match="holds no feedback store"):
+        FeedbackStore(f"sqlite:///{typo}", create=False)
+    assert not typo.exists()
+    FeedbackStore(f"sqlite:///{typo}").close()
+    FeedbackStore(f"sqlite:///{typo}", create=False).close()  # now it holds one
+    text = tmp_path / "ratings.csv"
+    text.write_text("user_id,item_id,rating\n" * 200)
+    with pytest.raises(ConfigError, match="cannot open"):
+        FeedbackStore(f"sqlite:///{text}")

@@ -94,9 +94,24 @@ def _run(args: argparse.Namespace) -> int:
         # stdout at devnull so the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # the file system refused a path the user gave or that a run names (a file where
+        # a folder is wanted, no permission, a name too long): their input, not our bug
+        print(f"metarec: error: {os_message(exc)}", file=sys.stderr)
+        return 2
     finally:
         if installed:  # main() called in a process of one's own (tests, notebooks)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def os_message(exc: OSError) -> str:
+    """``PATH: reason`` for an error of the file system, as ``ls`` or ``cp`` say it."""
+    if exc.filename is None:
+        return str(exc)
+    where = str(exc.filename)
+    if exc.filename2 is not None:
+        where += f" -> {exc.filename2}"
+    return f"{where}: {exc.strerror or exc}"
 
 
 def _show_warning(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarec.cli.options import add_device_arg
+from metarec.cli.options import add_device_arg, path_arg, seed
 from metarec.errors import ConfigError
 
 
@@ -42,11 +42,12 @@ def register(sub: Any) -> None:
     ab.add_argument(
         "-k", dest="top_k", type=int, default=10, metavar="N", help="items recommended (10)"
     )
-    ab.add_argument("--seed", type=int, default=0, help="arm assignment and interleaving coins")
+    ab.add_argument("--seed", type=seed, default=0, help="arm assignment and interleaving coins")
     ab.add_argument("--method", choices=["replay", "interleave", "both"], default="both")
     ab.add_argument("--json", action="store_true", help="print the report as JSON")
     ab.add_argument(
         "--out",
+        type=path_arg,
         metavar="FILE",
         help="also write the JSON report to this file, and its plot beside it (.png)",
     )
@@ -130,6 +131,13 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         else MetaModel.from_recommender(rec, name=arm)
         for arm, rec in recs.items()
     }
+    from metarec.data.schema import check_like_threshold
+
+    threshold = ds.like_threshold if args.like_threshold is None else args.like_threshold
+    check_like_threshold(threshold, ds.rating_range, "--like-threshold")
+    n_items = len(recs["A"].item_index)
+    if args.top_k > n_items:
+        raise ConfigError(f"-k: {args.top_k} is more than the catalogue's {n_items:,} items")
     report = run_abtest(
         policies["A"],
         policies["B"],
@@ -139,7 +147,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         k=args.top_k,
         method=args.method,
         users=ds.users,
-        threshold=ds.like_threshold if args.like_threshold is None else args.like_threshold,
+        threshold=threshold,
     )
     report["runs"] = {"A": str(args.run_a), "B": str(args.run_b)}
     report = jsonable(report)

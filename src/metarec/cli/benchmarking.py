@@ -14,6 +14,8 @@ from metarec.cli.options import (
     data_spec,
     file_args_command,
     int_list,
+    path_arg,
+    seed,
 )
 from metarec.errors import ConfigError
 
@@ -56,7 +58,7 @@ def register(sub: Any) -> None:
     b.add_argument("--folds", type=int, default=1, help="P3: k folds over users (default 1)")
     b.add_argument("--shots", help="P2 support sizes (default 0,1,3,5,10,20)")
     b.add_argument(
-        "--seed", type=int, default=0, help="seeds the splits and every model (default 0)"
+        "--seed", type=seed, default=0, help="seeds the splits and every model (default 0)"
     )
     b.add_argument(
         "--seeds",
@@ -85,6 +87,7 @@ def register(sub: Any) -> None:
     )
     b.add_argument(
         "--out",
+        type=path_arg,
         default="benchmarks/results",
         help="folder for the JSON, Markdown, PNG and split files (default benchmarks/results); "
         "an interrupted run keeps its finished folds and models in OUT/.NAME.partial/, and "
@@ -218,13 +221,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from metarec.io import load_json
+    from metarec.io import load_json, reading
 
     if args.no_plots and not args.write:
         raise ConfigError("--no-plots: applies with --write (without it nothing is written)")
     path = Path(args.run)
     if path.is_dir() and (path / "recommender.json").exists():
-        _print_run(path, load_json(path / "recommender.json"))
+        with reading(path / "recommender.json", "metarec run's recommender.json"):
+            _print_run(path, load_json(path / "recommender.json"))
         return 0
     if path.is_dir():
         found = sorted(
@@ -243,12 +247,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: not a run folder, a results folder or a benchmark .json")
     for f in found:
         record = load_json(f)
-        try:
+        # a field missing or of another type: edited by hand, or an older metarec's
+        with reading(f, "benchmark result of this metarec (rerun the benchmark?)"):
             print(_render_result(f, record, write=args.write, plots=not args.no_plots))
-        except KeyError as err:
-            raise ConfigError(
-                f"{f}: missing field {err} (written by an older metarec? rerun the benchmark)"
-            ) from None
     return 0
 
 

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from metarec.cli.options import add_data_args, comma_list, data_spec, int_list
+from metarec.cli.options import (
+    add_data_args,
+    comma_list,
+    data_spec,
+    int_list,
+    path_arg,
+    seed,
+)
 from metarec.errors import ConfigError
 
 
@@ -45,9 +52,9 @@ def register(sub: Any) -> None:
         "a seeded sample (default: every episode)",
     )
     en.add_argument(
-        "--seed", type=int, default=0, help="seeds the peers and the weight search (default 0)"
+        "--seed", type=seed, default=0, help="seeds the peers and the weight search (default 0)"
     )
-    en.add_argument("--out", required=True, help="ensemble folder to write")
+    en.add_argument("--out", type=path_arg, required=True, help="ensemble folder to write")
     add_data_args(en)
     en.set_defaults(func=cmd_ensemble)
 

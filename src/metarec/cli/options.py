@@ -32,6 +32,24 @@ FILE_ARGS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
+def seed(value: str) -> int:
+    """``--seed``: numpy's generators take a non-negative integer."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+    return n
+
+
+def path_arg(value: str) -> str:
+    """A file or folder option: an empty string would mean the current folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return value
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (a named dataset, a folder, or your own files)")
     g.add_argument("--dataset", help="ml-100k, ml-1m or ml-latest-small")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarec.cli.options import add_data_args, add_device_arg, data_spec
+from metarec.cli.options import add_data_args, add_device_arg, data_spec, path_arg
 
 
 def register(sub: Any) -> None:
@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
     )
     rt.add_argument("run", help="the run being served")
     rt.add_argument("--db", required=True, help="feedback store URL (as for serve)")
-    rt.add_argument("--out", required=True, help="folder for the new run")
+    rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
     add_data_args(rt)
     rt.add_argument("--root", dest="data", help="same as --data")
     rt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the run's config")

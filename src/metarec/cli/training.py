@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from metarec.cli.options import (
     add_device_arg,
     add_train_args,
     data_spec,
+    path_arg,
     train_config,
 )
 from metarec.errors import ConfigError, DataError, MetarecError
@@ -33,13 +35,15 @@ def register(sub: Any) -> None:
     )
     add_data_args(q)
     add_train_args(q)
-    q.add_argument("--out", default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
+    q.add_argument(
+        "--out", type=path_arg, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})"
+    )
     q.set_defaults(func=cmd_quickstart)
 
     t = sub.add_parser("train", help="meta-train a recommender into a run folder")
     add_data_args(t)
     add_train_args(t)
-    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--out", type=path_arg, required=True, help="run folder")
     t.add_argument(
         "--holdout",
         choices=["p1", "none"],
@@ -73,9 +77,16 @@ def register(sub: Any) -> None:
 
 
 def train_run(
-    spec: dict[str, Any], cfg: Any, out: Path, *, holdout: str, progress: bool
+    spec: dict[str, Any],
+    cfg: Any,
+    out: Path,
+    *,
+    holdout: str,
+    progress: bool,
+    holdout_flag: bool = True,
 ) -> dict[str, Any]:
-    """Load, encode, meta-train and save a run folder; returns what was built."""
+    """Load, encode, meta-train and save a run folder; returns what was built.
+    ``holdout_flag``: whether the command has ``--holdout`` to suggest."""
     from metarec.data.spec import load_from_spec
     from metarec.evaluation.p1 import make_p1_split
     from metarec.io import save_json
@@ -102,27 +113,36 @@ def train_run(
             f"{ds.n_users:,} user(s) remain after cleaning, and the "
             + ("P1 holdout (new users and new items set aside)" if split else "validation share")
             + " leaves none to train on; give more users"
-            + (" or use --holdout none" if split else "")
+            + (" or use --holdout none" if split and holdout_flag else "")
         )
     catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress)
     # a second train into the same folder would resume from this one's checkpoint
     with exclusive(out, "wait for it to finish, or give another --out"):
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
+        print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
+        try:
+            rec, history = fit_recommender(
+                catalogue,
+                train_rows,
+                cfg,
+                users=ds.users,
+                validation=val_rows,
+                rating_range=ds.rating_range,
+                checkpoint_dir=out / "checkpoint",
+                progress=progress,
+                metadata={"dataset": ds.name, "data_spec": spec, "holdout": holdout},
+            )
+        except Exception:
+            # refused before the first checkpoint (a config the data cannot take):
+            # leave no empty run folder behind; an interruption keeps its checkpoint
+            if created and not any(p.is_file() for p in out.rglob("*")):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        # written with the model, so a failed run leaves no config that looks like a run
         save_json(out / "config.json", cfg.to_dict())
         if split is not None:
             split.save(out / "split.json")
-        print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
-        rec, history = fit_recommender(
-            catalogue,
-            train_rows,
-            cfg,
-            users=ds.users,
-            validation=val_rows,
-            rating_range=ds.rating_range,
-            checkpoint_dir=out / "checkpoint",
-            progress=progress,
-            metadata={"dataset": ds.name, "data_spec": spec, "holdout": holdout},
-        )
         rec.save(out)
     secs = time.perf_counter() - t0
     print(f"saved {out} (best epoch {history.best_epoch}, {secs:.0f} s)")
@@ -149,6 +169,15 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
             f"{run}: no split.json; train with --holdout p1 to evaluate with protocol P1"
         )
     split = P1Split.load(run / "split.json", ds)
+    known = set(ds.interactions["user_id"].astype(str))
+    absent = [u for u in split.new_users if str(u) not in known]
+    if absent:
+        # another data set: every state would come out empty, and metrics.json with it
+        raise ConfigError(
+            f"{run / 'split.json'}: {len(absent):,} of its {len(split.new_users):,} new users "
+            f"(e.g. {absent[0]!r}) are not in {ds.name}; the run was trained on "
+            f"{split.dataset}: evaluate it on that data"
+        )
     bias = BiasModel().fit(
         UserRatings.from_frame(split.frames["train"], rec.item_index), rec.n_items
     )
@@ -249,7 +278,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     if not any(spec.get(k) for k in ("dataset", "interactions")):
         spec["dataset"] = "ml-100k"
     out = Path(args.out)
-    run = train_run(spec, cfg, out, holdout="p1", progress=not args.quiet)
+    run = train_run(spec, cfg, out, holdout="p1", progress=not args.quiet, holdout_flag=False)
     evaluate_run(out, run["dataset"], run["recommender"])
     rec = run["recommender"]
     demo = [(t, r) for t, r in DEMO_USER if _known(rec, t)]

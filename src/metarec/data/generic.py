@@ -22,7 +22,7 @@ import pandas as pd
 
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig, build_item_text, normalise_genres
-from metarec.errors import DataError
+from metarec.errors import ConfigError, DataError
 
 SOURCE_ATTR = "source"
 LINE_COL = "_line"
@@ -448,6 +448,14 @@ def load_table(
     otherwise, appended to the encoder text. ``user_feature_cols`` (default:
     every column but the id) are kept from the users file.
     """
+    roles = {"--user-col": user_col, "--item-col": item_col, "--rating-col": rating_col}
+    if timestamp_col:
+        roles["--timestamp-col"] = timestamp_col
+    seen: dict[str, str] = {}
+    for flag, col in roles.items():
+        if col in seen:  # one column cannot be two fields
+            raise ConfigError(f"{flag} {col!r}: is also {seen[col]}; each names its own column")
+        seen[col] = flag
     inter_raw = read_table(interactions_path, sep)
     _require(
         inter_raw,

@@ -16,9 +16,12 @@ users (optional)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+from metarec.errors import ConfigError
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 ITEM_COLUMNS = ("item_id", "title", "year", "genres", "text")
@@ -77,6 +80,16 @@ def like_threshold_for(rating_range: tuple[float, float]) -> float:
     """
     lo, hi = (float(x) for x in rating_range)
     return lo + 0.75 * (hi - lo)
+
+
+def check_like_threshold(value: float, rating_range: tuple[float, float], what: str) -> float:
+    """``value`` if it is a rating on the scale, else ConfigError naming ``what``: above
+    the top rating nothing is ever liked, and every ranking model and metric would
+    learn or count from no positives."""
+    lo, hi = (float(x) for x in rating_range)
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ConfigError(f"{what}: {value:g} is not a rating on the data's scale [{lo:g}, {hi:g}]")
+    return float(value)
 
 
 @dataclass

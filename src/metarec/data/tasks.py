@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metarec.errors import UnknownItemError
+
 Order = Literal["time", "shuffle"]
 
 
@@ -44,7 +46,7 @@ class UserRatings:
         items = frame["item_id"].map(item_index).to_numpy()
         if pd.isna(items).any():
             missing = frame.loc[pd.isna(items), "item_id"].iloc[0]
-            raise KeyError(f"item {missing!r} is not in the catalogue")
+            raise UnknownItemError(str(missing))  # a KeyError too, for callers that catch it
         ts = (
             frame["timestamp"].to_numpy(dtype=np.float64)
             if "timestamp" in frame

@@ -56,7 +56,7 @@ from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation.metrics import hit_matrix
-from metarec.io import load_json, save_json
+from metarec.io import load_json, reading, save_json
 from metarec.models.base import ScoringModel
 
 ARMS = ("A", "B")
@@ -94,17 +94,23 @@ class P4Split:
         raw = load_json(path)
         if not isinstance(raw, dict) or raw.get("protocol") != "p4":
             raise DataError('not a P4 split file (no "protocol": "p4")', path=path)
-        users, arms = list(map(str, raw["users"])), list(map(str, raw["arms"]))
-        if len(users) != len(arms) or set(arms) - set(ARMS):
-            raise DataError("users and arms must be equally long, arms 'A' or 'B'", path=path)
-        return cls(
-            str(raw.get("dataset", "")),
-            int(raw["seed"]),
-            int(raw["support"]),
-            users,
-            arms,
-            dict(raw.get("skipped", {})),
-        )
+        with reading(path, "P4 split file"):
+            users, arms = list(map(str, raw["users"])), list(map(str, raw["arms"]))
+            if len(users) != len(arms) or set(arms) - set(ARMS):
+                raise DataError("users and arms must be equally long, arms 'A' or 'B'", path=path)
+            split = cls(
+                str(raw.get("dataset", "")),
+                int(raw["seed"]),
+                int(raw["support"]),
+                users,
+                arms,
+                dict(raw.get("skipped", {})),
+            )
+        if split.seed < 0 or split.support < 0:
+            raise DataError(
+                f"seed and support must be >= 0, got {split.seed} and {split.support}", path=path
+            )
+        return split
 
     def arm_mask(self, arm: str) -> np.ndarray:
         return np.array([a == arm for a in self.arms], dtype=bool)
@@ -212,9 +218,14 @@ def users_from_spec(
         if protocol == "p4":
             return P4Split.load(path)
         if protocol == "p1":
-            return list(map(str, raw_json["new_users"]))
+            with reading(path, "P1 split file"):
+                return list(map(str, raw_json["new_users"]))
         raise DataError("expected a P1 split (new_users) or a P4 split (users, arms)", path=path)
-    lines = (ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError("not UTF-8 text (one user id per line expected)", path=path) from None
+    lines = (ln.split("#", 1)[0].strip() for ln in text.splitlines())
     ids = [ln for ln in lines if ln]
     if not ids:
         raise DataError("no user ids in the file (one per line expected)", path=path)

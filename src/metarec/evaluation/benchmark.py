@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from metarec.config import TrainConfig
-from metarec.data.schema import Dataset
+from metarec.data.schema import Dataset, check_like_threshold
 from metarec.errors import ConfigError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.run_store import RunStore
@@ -666,6 +666,14 @@ def run_benchmark(
         ds = load_dataset(ds_name, root=root)
     ds = replace(ds, name=ds_name)  # split files and reports are named after it
     like = ds.like_threshold if like_threshold is None else float(like_threshold)
+    check_like_threshold(like, ds.rating_range, "--like-threshold")
+    if folds > 1 and ds.n_users < 10 * folds:
+        # a fold of a user or two measures nothing, and the run would fit every model
+        # `folds` times for it
+        raise ConfigError(
+            f"folds: {folds} folds of {ds.n_users:,} users leave fewer than 10 a fold; "
+            f"use at most {max(ds.n_users // 10, 1)}"
+        )
     if protocol == "p1" and ds.rating_range[0] == ds.rating_range[1]:
         raise ConfigError(
             f"{ds_name}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 predicts "
@@ -678,18 +686,17 @@ def run_benchmark(
         + (f"-{folds}fold" if folds > 1 else "")
         + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
     )
+    # what an interrupted run of this same command finished: folds, and models within one
+    store = RunStore(out, name, _run_key(
+        protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
+        overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
+        max_items=max_items, max_episodes=max_episodes,
+    ))  # fmt: skip
     # one run at a time per report: another would take over this one's kept progress
-    with exclusive(out / name, "wait for it to finish, or write elsewhere (--out)"):
-        # what an interrupted run of this same command finished: folds, and models within one
-        store = RunStore(out, name, _run_key(
-            protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
-            overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
-            max_items=max_items, max_episodes=max_episodes,
-        ))  # fmt: skip
-        if not resume:
-            store.clear()
-        finished = store.finished()
-        store.start()
+    with (
+        exclusive(out / name, "wait for it to finish, or write elsewhere (--out)"),
+        store.session(resume=resume) as finished,
+    ):
         catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
         encode_s = time.perf_counter() - t0
         runs = []

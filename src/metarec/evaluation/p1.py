@@ -43,7 +43,7 @@ from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import DataError
 from metarec.evaluation.metrics import per_user_table, summarise
-from metarec.io import load_json, save_json
+from metarec.io import load_json, reading, save_json
 from metarec.models.base import TaskPredictor
 from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
@@ -88,19 +88,20 @@ class P1Split:
     @classmethod
     def load(cls, path: str | Path, dataset: Dataset) -> P1Split:
         raw = load_json(path)
-        if raw.get("protocol") != "p1":
+        if not isinstance(raw, dict) or raw.get("protocol") != "p1":
             raise DataError("not a P1 split file", path=path)
-        split = cls(
-            raw["dataset"],
-            raw["seed"],
-            raw["new_items"],
-            raw["train_users"],
-            raw["validation_users"],
-            raw["new_users"],
-            raw.get("rule", ""),
-            raw.get("fold"),
-            raw.get("n_folds"),
-        )
+        with reading(path, "P1 split file"):
+            split = cls(
+                str(raw["dataset"]),
+                int(raw["seed"]),
+                list(map(str, raw["new_items"])),
+                list(map(str, raw["train_users"])),
+                list(map(str, raw["validation_users"])),
+                list(map(str, raw["new_users"])),
+                str(raw.get("rule", "")),
+                raw.get("fold"),
+                raw.get("n_folds"),
+            )
         split.frames = _frames(dataset.interactions, split)
         return split
 

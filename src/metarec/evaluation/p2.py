@@ -31,7 +31,7 @@ from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import DataError
 from metarec.evaluation.metrics import coverage, ranking_table
-from metarec.io import load_json, save_json
+from metarec.io import load_json, reading, save_json
 from metarec.models.base import ScoringModel
 
 SHOTS = (0, 1, 3, 5, 10, 20)
@@ -67,17 +67,18 @@ class P2Split:
     @classmethod
     def load(cls, path: str | Path, dataset: Dataset) -> P2Split:
         raw = load_json(path)
-        if raw.get("protocol") != "p2":
+        if not isinstance(raw, dict) or raw.get("protocol") != "p2":
             raise DataError("not a P2 split file", path=path)
-        split = cls(
-            raw["dataset"],
-            int(raw["seed"]),
-            list(map(str, raw["train_users"])),
-            list(map(str, raw["validation_users"])),
-            list(map(str, raw["test_users"])),
-            raw.get("fold"),
-            raw.get("n_folds"),
-        )
+        with reading(path, "P2 split file"):
+            split = cls(
+                str(raw["dataset"]),
+                int(raw["seed"]),
+                list(map(str, raw["train_users"])),
+                list(map(str, raw["validation_users"])),
+                list(map(str, raw["test_users"])),
+                raw.get("fold"),
+                raw.get("n_folds"),
+            )
         split.frames = _frames(dataset.interactions, split)
         return split
 

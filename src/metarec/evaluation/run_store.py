@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,22 @@ class RunStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         save_json(self.dir / "key.json", self.key)
         self._same = True
+
+    @contextmanager
+    def session(self, *, resume: bool) -> Iterator[dict[int, dict[str, Any]]]:
+        """A run of the command: yields the folds to read back (none unless ``resume``),
+        and on an error forgets a run that kept nothing, so a command refused before its
+        first model (too few users, say) leaves no folder behind."""
+        if not resume:
+            self.clear()
+        finished = self.finished()
+        self.start()
+        try:
+            yield finished
+        except Exception:
+            if not any(p.is_file() and p.name != "key.json" for p in self.dir.rglob("*")):
+                self.clear()
+            raise
 
     def save(self, fold: int, run: dict[str, Any]) -> None:
         save_json(self.dir / f"fold{fold}.json", run)  # atomic: a fold is whole or absent

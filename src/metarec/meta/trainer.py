@@ -229,7 +229,7 @@ class Trainer:
         fingerprint = config_fingerprint(cfg)
         if ckpt is not None and (ckpt / "checkpoint.json").exists():
             meta = load_json(ckpt / "checkpoint.json")
-            if meta.get("fingerprint") == fingerprint:
+            if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
                 start, bad, best_state = self._restore(ckpt, meta, history)
         val_tasks = self._validation_tasks(validation)
         bar = tqdm(

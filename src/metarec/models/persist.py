@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarec.errors import ConfigError, MetarecError, ModelError, UnsupportedError
+from metarec.errors import ConfigError, ModelError, UnsupportedError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.models.base import ScoringModel
 from metarec.models.cutpoints import RatingCutpoints
@@ -478,16 +478,9 @@ def _read_manifest(path: Path, kind: str) -> _Fields:
 
 
 def load_recommender(where: str | Path, device: str | None = None) -> Recommender:
-    """:meth:`Recommender.load`, with a damaged run folder reported as one :class:`ModelError`."""
-    try:
-        return Recommender.load(where, device=device)
-    except MetarecError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        # a hand-edited or truncated member: say which folder, not a traceback
-        raise ModelError(
-            f"{where}: not a loadable metarec run ({type(exc).__name__}: {exc})"
-        ) from None
+    """:meth:`Recommender.load`, which reports a damaged run folder as one
+    :class:`ModelError`."""
+    return Recommender.load(where, device=device)
 
 
 def _check_weights(man: _Fields, weights: list[Any], n_buckets: int, n_members: int) -> None:

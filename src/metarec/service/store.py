@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -39,11 +40,12 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 
 from metarec.errors import ConfigError, MetarecError
 from metarec.service.feedback import StoredEvent
@@ -231,16 +233,29 @@ class EventConflictError(MetarecError):
 class FeedbackStore:
     """Users, their events and added items in one SQL database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """``create=False``: the database must already hold a store (``metarec retrain``
+        reads what a service wrote; a mistyped URL must not read as "no feedback")."""
         self.engine = make_engine(url)
         self.url = self.engine.url.render_as_string(hide_password=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         # SQLite has one writer: queue writers in-process instead of busy-waiting in SQLite
         self._write_lock = threading.Lock() if self.is_sqlite else None
         try:
+            if not create and not self._holds_a_store():
+                raise ConfigError(
+                    f"database {self.url}: holds no feedback store (no events table); "
+                    "give the --db the service wrote to"
+                )
             self.previous_version = migrate(self.engine)
-        except OperationalError as exc:
+        except DatabaseError as exc:  # unreachable, or a file that is not a database
             raise ConfigError(f"database {self.url}: cannot open ({exc.orig})") from None
+
+    def _holds_a_store(self) -> bool:
+        path = self.engine.url.database
+        if self.is_sqlite and path and not Path(path).is_file():
+            return False  # connecting would create it
+        return inspect(self.engine).has_table(events.name)
 
     def close(self) -> None:
         self.engine.dispose()
