@@ -104,6 +104,19 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.allclose(v, w, atol=1e-6), k
 
 
+def test_a_damaged_checkpoint_says_how_to_start_over(tmp_path: Path) -> None:
+    from metarec.errors import ModelError
+
+    vectors, src = _source(1)
+    _trainer(vectors, 1).fit(src, src, checkpoint_dir=tmp_path)
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"cut short")
+    with pytest.raises(ModelError, match=r"cannot be resumed .*delete that folder"):
+        _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    (tmp_path / "checkpoint.json").write_text("{")
+    with pytest.raises(ModelError, match=r"not valid JSON.*delete that folder"):
+        _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+
+
 def test_training_keeps_the_best_state() -> None:
     vectors, src = _source(2)
     trainer = _trainer(vectors, 3)

@@ -211,6 +211,10 @@ def _bad_requests(key: str) -> list[Case]:
     return [
         ("POST", events, {"content": b'{"event_id": ', "headers": js}, 400, "bad_json", "JSON"),
         ("POST", events, event(item_id="no-such"), 422, "unknown_item", "no-such"),
+        ("POST", events, {"content": b'{"a": 1}', "headers": h | {"content-type": "text/plain"}},
+         415, "unsupported_media_type", "'text/plain'"),
+        ("POST", events, {"data": {"event_id": "f"}, "headers": h},
+         415, "unsupported_media_type", "application/x-www-form-urlencoded"),
         ("POST", events, body(rating | {"value": 7}), 422, "validation_error", "events[0].value"),
         ("POST", events, body(rating | {"value": 0.5}), 422, "validation_error", "[1, 5]"),
         ("POST", events, body(rating), 422, "validation_error", "value"),

@@ -100,6 +100,20 @@ def test_serve_on_a_missing_device_exits_2_before_opening_the_store(
     assert not db.exists()
 
 
+def test_serving_a_run_that_does_not_load_creates_no_database(
+    service_run: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(service_run, run)
+    (run / "recommender.json").write_text("[]")  # damaged after it was checked to be a run
+    db = tmp_path / "feedback.db"
+    res = cli("serve", str(run), "--db", f"sqlite:///{db}", "--port", "0")
+    assert res.returncode == 2 and "not a JSON object" in res.stderr, res.stderr
+    assert not db.exists()
+
+
 def test_load_commands_take_a_device(
     service_run: Path, cli: Callable[..., Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from metarec.config import TrainConfig
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_tasks, sample_episodes
 from metarec.device import resolve_device
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, MetarecError, ModelError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.meta.inner import task_loss
 from metarec.meta.learner import MetaLearner
@@ -228,9 +228,17 @@ class Trainer:
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         fingerprint = config_fingerprint(cfg)
         if ckpt is not None and (ckpt / "checkpoint.json").exists():
-            meta = load_json(ckpt / "checkpoint.json")
-            if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
-                start, bad, best_state = self._restore(ckpt, meta, history)
+            try:
+                meta = load_json(ckpt / "checkpoint.json")
+                if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
+                    start, bad, best_state = self._restore(ckpt, meta, history)
+            except (MetarecError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+                # left as it is, every rerun would stop here again
+                detail = " ".join(str(exc).split())[:200]
+                raise ModelError(
+                    f"{ckpt}: the checkpoint cannot be resumed ({detail}); delete that "
+                    "folder to train from the start"
+                ) from None
         val_tasks = self._validation_tasks(validation)
         bar = tqdm(
             range(start, cfg.epochs),

@@ -120,11 +120,15 @@ def _page(settings: ServiceSettings) -> str:
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    """Open the store (creating/migrating its schema), load the run, build the app."""
+    """Load the run, open the store (creating/migrating its schema), build the app."""
+    from metarec.ensemble_run import load_run
+
     metrics = Metrics()
+    # the run first: one that does not load must not leave a new, empty database behind
+    run = load_run(Path(settings.run).resolve(), device=settings.device)
     store = FeedbackStore(settings.db_url)
     holder = ModelHolder(store, metrics, settings.cache_size, settings.device)
-    holder.load(settings.run)
+    holder.load(settings.run, loaded=run)
     if settings.api_key is None:
         log.warning(
             "NO API KEY CONFIGURED: write endpoints accept loopback clients only "

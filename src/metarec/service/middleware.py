@@ -63,9 +63,23 @@ async def refuse(
     await _send_error(send, status, code, message, close=not drained)
 
 
+def _not_json(scope: Scope) -> str | None:
+    """Why a request's body is refused as not JSON (every body this API reads is JSON),
+    or None. Only a body that is there counts: ``curl -X POST -d ''`` says form data."""
+    headers = dict(scope.get("headers", ()))
+    kind = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+    sized = headers.get(b"content-length", b"0").strip() not in (b"0", b"")
+    if not kind or not (sized or b"transfer-encoding" in headers):
+        return None
+    if kind == "application/json" or kind.endswith("+json"):
+        return None
+    return f"Content-Type {kind!r}: this API reads application/json bodies"
+
+
 class BodyLimit:
     """413 for a body over ``max_bytes``: by Content-Length, or, for a body sent without
-    one (chunked), by reading it here up to the limit before the app sees it."""
+    one (chunked), by reading it here up to the limit before the app sees it; 415 for a
+    body that says it is not JSON."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -75,6 +89,13 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        refused = _not_json(scope)
+        if refused is not None:
+            await refuse(
+                scope, receive, send, 415, "unsupported_media_type", refused,
+                budget=self.max_bytes,
+            )  # fmt: skip
             return
         too_large = f"request body over the limit of {self.max_bytes} bytes"
         for name, value in scope.get("headers", ()):

@@ -162,11 +162,12 @@ class ModelHolder:
         return self._current is not None
 
     # -- loading and swapping -------------------------------------------------
-    def load(self, run: str | Path) -> Served:
-        """Load ``run``, re-apply the items added through the API, make it current."""
+    def load(self, run: str | Path, loaded: ServedModel | None = None) -> Served:
+        """Load ``run`` (or take it ``loaded`` already), re-apply the items added through
+        the API, make it current."""
         path = Path(run).resolve()
         # the slow part, outside the lock: the old model keeps serving
-        rec = load_run(path, device=self.device)
+        rec = load_run(path, device=self.device) if loaded is None else loaded
         with TORCH_LOCK:
             # the first adaptation in a process imports torch.func's machinery (~1.5 s):
             # pay it here, not in the first user's request
