@@ -94,6 +94,13 @@ def test_abtest_end_to_end_json_and_reproducible(
     code = main([*args, "--users", str(tmp_path / "p4.json")])
     captured = capsys.readouterr()
     assert code == 0 and json.loads(captured.out) | {"runs": None} == report | {"runs": None}
+    # a split of another data set, and a k past the catalogue, are refused by name
+    other = json.loads((tmp_path / "p4.json").read_text()) | {"dataset": "ml-1m"}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main([*args, "--users", str(tmp_path / "other.json")]) == 2
+    assert "a P4 split of 'ml-1m', not of 'ml-100k'" in capsys.readouterr().err
+    assert main([*args, "--users", str(tmp_path / "p4.json"), "-k", "100000"]) == 2
+    assert "-k: 100000 is more than the catalogue's" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -107,6 +107,10 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     chosen = users_from_spec(args.users, ds.interactions["user_id"].astype(str).unique(), args.seed)
     if isinstance(chosen, P4Split):
         split = chosen
+        if split.dataset and split.dataset != ds.name:
+            raise ConfigError(
+                f"--users {args.users}: a P4 split of {split.dataset!r}, not of {ds.name!r}"
+            )
         print(
             f"split from {args.users}: K = {split.support}, seed {split.seed}, arms as saved",
             file=note,
