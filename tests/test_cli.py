@@ -322,3 +322,19 @@ def test_sigterm_stops_a_long_command_like_ctrl_c(
     assert res.returncode == 143 and time.perf_counter() - t0 < 4
     assert "metarec: terminated; run the same command again to resume" in res.stderr
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_describe_json_is_strict_json_even_for_empty_data(
+    tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n")
+    (tmp_path / "i.csv").write_text("item_id,title\na,Alpha\n")
+    proc = cli("data", "describe", "--interactions", str(tmp_path / "r.csv"),
+               "--items", str(tmp_path / "i.csv"), "--title-col", "title", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+    def refuse(word: str) -> None:
+        raise AssertionError(f"{word} is not JSON")
+
+    info = json.loads(proc.stdout, parse_constant=refuse)
+    assert info["interactions"] == 0 and info["rating_mean"] is None  # the mean of nothing

@@ -16,7 +16,6 @@ from metarec.evaluation.abtest import (
     P4Split,
     interleave_credits,
     interleave_report,
-    jsonable,
     lift_ci,
     make_p4_split,
     p4_tasks,
@@ -29,7 +28,7 @@ from metarec.evaluation.abtest import (
     users_per_arm,
     wilson_ci,
 )
-from metarec.io import save_json
+from metarec.io import jsonable, save_json
 from metarec.models.base import ScoringModel, TrainingData
 
 

@@ -72,12 +72,11 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         P4Split,
         check_users_spec,
         format_report,
-        jsonable,
         make_p4_split,
         run_abtest,
         users_from_spec,
     )
-    from metarec.io import save_json
+    from metarec.io import jsonable, save_json
     from metarec.models.base import ScoringModel
     from metarec.models.meta_model import MetaModel
 

@@ -41,7 +41,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if ds.report is not None:
         info["cleaning"] = ds.report.to_dict()
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        from metarec.io import jsonable
+
+        # strict JSON: an empty data set's means are NaN, which JSON has no word for
+        print(json.dumps(jsonable(info), indent=2, default=str, allow_nan=False))
     else:
         for k, v in info.items():
             if k != "cleaning":

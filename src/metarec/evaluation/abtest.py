@@ -475,19 +475,6 @@ def run_abtest(
     return report
 
 
-def jsonable(obj: Any) -> Any:
-    """``obj`` with NaN and infinities as None, so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
     """A readable table of a :func:`run_abtest` report; ``names``: arm → run label."""
 
