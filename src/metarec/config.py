@@ -122,6 +122,11 @@ class TrainConfig:
             raise ConfigError(
                 "objective softmax scores the whole catalogue per step; use adapt=context or head"
             )
+        if self.like_threshold is not None and not math.isfinite(self.like_threshold):
+            raise ConfigError(f"like_threshold: must be a finite rating, got {self.like_threshold}")
+        # no option means anything at NaN or an infinity (training would run and save a
+        # model scoring every item NaN), and the range checks below let NaN through
+        _check_finite(self, "config")
         positive = {
             "inner_lr": self.inner_lr,
             "outer_lr": self.outer_lr,
@@ -137,10 +142,9 @@ class TrainConfig:
         }
         positive |= {k: v for k, v in optional_positive.items() if v is not None}
         positive |= {"negatives": self.negatives, "model.tower_hidden": self.model.tower_hidden}
-        # `not (x > 0)`, not `x <= 0`: NaN compares false both ways and would slip through
         for name, value in positive.items():
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name}: must be > 0 and finite, got {value}")
+            if value <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {value}")
         not_negative = {
             "inner_steps": self.inner_steps,
             "eval_inner_steps": 0 if self.eval_inner_steps is None else self.eval_inner_steps,
@@ -152,10 +156,8 @@ class TrainConfig:
             "seed": self.seed,  # numpy's generators take no negative seed
         }
         for name, value in not_negative.items():
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name}: must be >= 0 and finite, got {value}")
-        if self.like_threshold is not None and not math.isfinite(self.like_threshold):
-            raise ConfigError(f"like_threshold: must be a finite rating, got {self.like_threshold}")
+            if value < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {value}")
         if not 0.0 <= self.model.dropout < 1.0:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
         check_device(self.device)
@@ -168,9 +170,6 @@ class TrainConfig:
             raise ConfigError(
                 f"model.item_id_dropout: must be in [0, 1], got {self.model.item_id_dropout}"
             )
-        # the options the checks above do not bound: none means anything at NaN or an
-        # infinity, and training would run and save a model scoring every item NaN
-        _check_finite(self, "config")
         return self
 
     @property

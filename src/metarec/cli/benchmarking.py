@@ -10,6 +10,7 @@ from typing import Any
 from metarec.cli.options import (
     FILE_ARGS,
     add_file_args,
+    add_set_arg,
     comma_list,
     data_spec,
     file_args_command,
@@ -93,12 +94,7 @@ def register(sub: Any) -> None:
         "an interrupted run keeps its finished folds and models in OUT/.NAME.partial/, and "
         "the same command resumes from them",
     )
-    b.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="a training-config override for every metarec model (repeatable), e.g. epochs=3",
-    )
+    add_set_arg(b, "a training-config override for every metarec model, e.g. epochs=3")
     b.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
     b.add_argument(
         "--no-resume",

@@ -81,14 +81,14 @@ def add_file_args(g: Any) -> None:
     )
 
 
+def add_set_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--set KEY=VALUE`` (repeatable): ``what`` it overrides, for the help."""
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"{what} (repeatable)")
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file ([train] table or top-level keys)")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable)",
-    )
+    add_set_arg(p, "override a config value")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarec.cli.options import add_data_args, add_device_arg, data_spec, path_arg
+from metarec.cli.options import add_data_args, add_device_arg, add_set_arg, data_spec, path_arg
 
 
 def register(sub: Any) -> None:
@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
     rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
     add_data_args(rt)
     rt.add_argument("--root", dest="data", help="same as --data")
-    rt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the run's config")
+    add_set_arg(rt, "override the run's config")
     rt.add_argument(
         "--tolerance",
         type=float,

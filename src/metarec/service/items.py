@@ -39,14 +39,13 @@ def item_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 def unusable(frame: pd.DataFrame) -> dict[str, str]:
     """The rows of an :func:`item_frame` a model cannot take, by item id: why each is
     refused. Checked before anything is stored, so the store only holds items that
-    every later load can apply."""
-    bad: dict[str, str] = {}
-    for item_id, text in zip(frame["item_id"], frame["text"], strict=True):
-        if not str(text).strip():
-            bad[item_id] = "no text to encode (title, genres and text are empty)"
-    for item_id in frame.loc[frame["item_id"].duplicated(), "item_id"]:
-        bad.setdefault(item_id, "repeated in one request")
-    return bad
+    every later load can apply. (Ids are unique already: ``PUT /v1/items`` refuses a
+    repeated one, and the store keys items by id.)"""
+    return {
+        item_id: "no text to encode (title, genres and text are empty)"
+        for item_id, text in zip(frame["item_id"], frame["text"], strict=True)
+        if not str(text).strip()
+    }
 
 
 def _genres(value: Any) -> str:

@@ -335,9 +335,10 @@ class FeedbackStore:
             }
             for ev in unique.values()
         ]
+        ids = list(unique)  # the rows' event ids, in order
         accepted = 0
         for lo in range(0, len(rows), _INSERT_CHUNK):
-            chunk = list(unique)[lo : lo + _INSERT_CHUNK]  # the rows' event ids, in order
+            chunk = ids[lo : lo + _INSERT_CHUNK]
             stmt = (
                 self._insert(events)
                 .values(rows[lo : lo + _INSERT_CHUNK])
