@@ -85,6 +85,29 @@ def test_delimiter_sniffed_from_first_line(tmp_path: Path) -> None:
     assert load_table(p).interactions["item_id"].tolist() == ["10"]
 
 
+def test_items_files_conventional_columns_are_read_unnamed(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,10,4\n1,11,2\n")
+    (tmp_path / "i.csv").write_text(
+        "item_id,title,year,genres\n10,Heat,1995,Crime|Thriller\n11,Fargo,1996,Crime\n"
+    )
+    items = load_table(tmp_path / "r.csv", tmp_path / "i.csv").items
+    assert items["title"].tolist() == ["Heat", "Fargo"]
+    assert items["year"].tolist() == [1995, 1996]
+    assert "Thriller" in items["text"].iloc[0] and "Fargo" in items["text"].iloc[1]
+    # a title column the user names wins over the conventional one
+    (tmp_path / "j.csv").write_text("item_id,title,name\n10,x,Heat\n11,y,Fargo\n")
+    named = load_table(tmp_path / "r.csv", tmp_path / "j.csv", title_col="name").items
+    assert named["title"].tolist() == ["Heat", "Fargo"]
+
+
+def test_an_items_file_without_text_is_warned_about(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,10,4\n")
+    (tmp_path / "i.csv").write_text("item_id,price\n10,3\n")
+    with pytest.warns(UserWarning, match=r"i\.csv: no 'title' column .* ids alone"):
+        ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
+    assert ds.items["title"].tolist() == ["10"]
+
+
 def test_quoted_fields_keep_line_numbers(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,10,4\n1,11,4\n")
     (tmp_path / "i.csv").write_text(

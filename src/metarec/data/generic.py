@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -443,6 +444,8 @@ def load_table(
     """Load ratings (and optional item/user tables) from CSV, TSV or Parquet files.
 
     ``item_id_col`` names the id column of the items file (default: ``item_col``).
+    Its ``title``, ``year`` and ``genres`` (or ``genre``) columns are used without
+    being named; an items file with neither a title nor text columns is warned about.
     Without an items file the items are the distinct rated ids, titled by id.
     ``text_cols`` are copied to the items table and, unless ``text`` says
     otherwise, appended to the encoder text. ``user_feature_cols`` (default:
@@ -506,6 +509,11 @@ def load_table(
     )
 
 
+def _present(raw: pd.DataFrame, *names: str) -> str | None:
+    """The first of ``names`` that ``raw`` has as a column (exactly as written)."""
+    return next((n for n in names if n in raw.columns), None)
+
+
 def _load_items(
     path: str | Path,
     sep: str | None,
@@ -517,6 +525,18 @@ def _load_items(
     text: ItemTextConfig,
 ) -> pd.DataFrame:
     raw = read_table(path, sep)
+    # the conventional names are read without options, as user_id/item_id/rating are:
+    # an items file with a `title` column whose titles went unused would leave every
+    # new item to be scored from its id
+    title_col = title_col or _present(raw, "title")
+    year_col = year_col or _present(raw, "year")
+    genre_col = genre_col or _present(raw, "genres", "genre")
+    if title_col is None and not text_cols:
+        warnings.warn(
+            f"{path}: no 'title' column and no --title-col or --text-cols: items are known "
+            "by their ids alone, so a new item has no text to be scored from",
+            stacklevel=3,
+        )
     wanted = {"item id": id_col, "title": title_col, "year": year_col, "genre": genre_col}
     _require(raw, path, wanted)
     for col in text_cols:
