@@ -36,28 +36,30 @@ def assert_one_line_error(proc: Any, *needles: str) -> None:
 
 @pytest.fixture()
 def files(tmp_path: Path) -> Path:
-    (tmp_path / "items.csv").write_text("item_id,title\n10,Heat\n11,Fargo\n12,\n")
+    (tmp_path / "items.csv").write_text("item_id,title\n10,Heat\n11,Fargo\n12,Ran\n")
     return tmp_path
 
 
 @pytest.mark.parametrize(
-    "ratings, extra, needles",
+    "ratings, items, needles",
     [
-        ("user_id,item_id,rating\n1,10,5\n1,11,x\n", [], ["ratings.csv", "line 3", "'x'"]),
-        ("user_id,item_id,rating\n1,10,5\n1,99,4\n", [], ["ratings.csv", "line 3", "'99'"]),
+        ("user_id,item_id,rating\n1,10,5\n1,11,x\n", None, ["ratings.csv", "line 3", "'x'"]),
+        ("user_id,item_id,rating\n1,10,5\n1,99,4\n", None, ["ratings.csv", "line 3", "'99'"]),
         (
             "user_id,item_id,rating\n1,10,5\n1,12,4\n",
-            ["--title-col", "title"],
+            "item_id,title\n10,Heat\n11,Fargo\n12,\n",  # the title column read unnamed
             ["items.csv", "line 4", "'12'", "no text"],
         ),
-        ("user_id;item_id;rating\n1;10;5\n", [], ["ratings.csv", "user_id"]),
+        ("user_id;item_id;rating\n1;10;5\n", None, ["ratings.csv", "user_id"]),
     ],
     ids=["bad-rating", "unknown-item", "empty-text", "wrong-delimiter"],
 )
 def test_malformed_files_name_file_and_line(
-    files: Path, ratings: str, extra: list[str], needles: list[str]
+    files: Path, ratings: str, items: str | None, needles: list[str]
 ) -> None:
     (files / "ratings.csv").write_text(ratings)
+    if items is not None:
+        (files / "items.csv").write_text(items)
     proc = run_cli(
         "data",
         "describe",
@@ -66,7 +68,6 @@ def test_malformed_files_name_file_and_line(
         "--items",
         str(files / "items.csv"),
         "--strict",
-        *extra,
     )
     assert_one_line_error(proc, *needles)
 
@@ -338,3 +339,40 @@ def test_describe_json_is_strict_json_even_for_empty_data(
 
     info = json.loads(proc.stdout, parse_constant=refuse)
     assert info["interactions"] == 0 and info["rating_mean"] is None  # the mean of nothing
+
+
+def _small_ratings(files: Path) -> list[str]:
+    """Twelve users rating ten items: enough to meta-train for one epoch in seconds."""
+    titles = ["Heat", "Fargo", "Alien", "Brazil", "Ran", "Jaws", "Big", "Rocky", "Psycho", "Up"]
+    items = "item_id,title\n" + "".join(f"{i},{t}\n" for i, t in enumerate(titles))
+    (files / "items.csv").write_text(items)
+    rows = [f"{u},{i},{1 + (u * i) % 5}" for u in range(12) for i in range(10) if (u + i) % 3]
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    return ["--interactions", str(files / "ratings.csv"), "--items", str(files / "items.csv"),
+            "--quiet", "--set", "encoder=tfidf", "--set", "epochs=1"]  # fmt: skip
+
+
+def test_a_support_floor_no_user_reaches_is_refused(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # every user has 6 or 7 ratings: no episode could be drawn, and the untrained
+    # model would have been saved as if it had been trained
+    out = tmp_path / "run"
+    proc = cli("train", *_small_ratings(files), "--holdout", "none",
+               "--set", "min_support=7", "--set", "max_support=20", "--out", str(out))  # fmt: skip
+    assert_one_line_error(proc, "min_support=7", "the most is 7", "lower min_support")
+    assert not out.exists()
+
+
+def test_training_again_drops_the_last_runs_results(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"summary": "an earlier model"}')
+    (out / "split.json").write_text('{"new_users": ["users this model will train on"]}')
+    proc = cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.safetensors").exists()
+    # neither the old figures nor a split whose new users this model trained on survive
+    assert not (out / "metrics.json").exists() and not (out / "split.json").exists()

@@ -32,9 +32,13 @@ def _source(seed: int, n_users: int = 60) -> tuple[torch.Tensor, TaskSource]:
 
 
 def _trainer(
-    vectors: torch.Tensor, epochs: int, objective: str = "rating", algorithm: str = "fomaml"
+    vectors: torch.Tensor,
+    epochs: int,
+    objective: str = "rating",
+    algorithm: str = "fomaml",
+    dropout: float = 0.0,
 ) -> Trainer:
-    mc = ModelConfig(hidden=8, tower_hidden=16, factors=4)
+    mc = ModelConfig(hidden=8, tower_hidden=16, factors=4, dropout=dropout)
     cfg = TrainConfig(
         algorithm=algorithm,  # type: ignore[arg-type]
         objective=objective,  # type: ignore[arg-type]
@@ -104,6 +108,17 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.allclose(v, w, atol=1e-6), k
 
 
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path) -> None:
+    vectors, src = _source(1)
+    _, other = _source(6)  # the same shapes and config, other ratings
+    _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    fresh = _trainer(vectors, 2).fit(other, other)
+    with pytest.warns(UserWarning, match="other data; training from the start"):
+        hist = _trainer(vectors, 2).fit(other, other, checkpoint_dir=tmp_path)
+    assert not hist.resumed_from
+    assert hist.epochs == fresh.epochs
+
+
 def test_a_damaged_checkpoint_says_how_to_start_over(tmp_path: Path) -> None:
     from metarec.errors import ModelError
 
@@ -133,3 +148,13 @@ def test_implicit_objectives_train(objective: str) -> None:
     hist = _trainer(vectors, 3, objective).fit(src, src)
     losses = [e["val_loss"] for e in hist.epochs]
     assert all(np.isfinite(losses)) and min(losses[1:]) < losses[0]
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "metasgd"])
+def test_dropout_in_the_head_trains_and_repeats(algorithm: str) -> None:
+    # dropout draws inside the vmapped per-task adaptation: each task its own mask
+    vectors, src = _source(4, n_users=30)
+    a = _trainer(vectors, 2, algorithm=algorithm, dropout=0.2).fit(src, src)
+    b = _trainer(vectors, 2, algorithm=algorithm, dropout=0.2).fit(src, src)
+    assert all(np.isfinite(e["val_loss"]) for e in a.epochs)
+    assert a.epochs == b.epochs

@@ -115,7 +115,7 @@ def train_run(
             + " leaves none to train on; give more users"
             + (" or use --holdout none" if split and holdout_flag else "")
         )
-    catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress)
+    catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress, device=cfg.device)
     # a second train into the same folder would resume from this one's checkpoint
     with exclusive(out, "wait for it to finish, or give another --out"):
         created = not out.exists()
@@ -139,6 +139,11 @@ def train_run(
             if created and not any(p.is_file() for p in out.rglob("*")):
                 shutil.rmtree(out, ignore_errors=True)
             raise
+        # an earlier run's results would be read as this model's, and its split would
+        # let `evaluate` judge a --holdout none model on users it trained on
+        stale = ["metrics.json"] + ([] if split is not None else ["split.json"])
+        for name in stale:
+            (out / name).unlink(missing_ok=True)
         # written with the model, so a failed run leaves no config that looks like a run
         save_json(out / "config.json", cfg.to_dict())
         if split is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -226,12 +227,20 @@ class Trainer:
         start = 0
         bad = 0
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        fingerprint = config_fingerprint(cfg)
+        # the data too: the same config on other ratings would otherwise resume, and
+        # finish, the earlier data's model
+        fingerprint = config_fingerprint(cfg) + "-" + data_fingerprint(train, validation)
         if ckpt is not None and (ckpt / "checkpoint.json").exists():
             try:
                 meta = load_json(ckpt / "checkpoint.json")
                 if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
                     start, bad, best_state = self._restore(ckpt, meta, history)
+                else:
+                    warnings.warn(
+                        f"{ckpt}: the checkpoint there is of another config or other data; "
+                        "training from the start (it will be replaced)",
+                        stacklevel=3,
+                    )
             except (MetarecError, KeyError, TypeError, ValueError, RuntimeError) as exc:
                 # left as it is, every rerun would stop here again
                 detail = " ".join(str(exc).split())[:200]
@@ -239,6 +248,7 @@ class Trainer:
                     f"{ckpt}: the checkpoint cannot be resumed ({detail}); delete that "
                     "folder to train from the start"
                 ) from None
+        self._check_episodes(train.ratings)
         val_tasks = self._validation_tasks(validation)
         bar = tqdm(
             range(start, cfg.epochs),
@@ -279,6 +289,20 @@ class Trainer:
         if best_state is not None:
             self.learner.load_state_dict(best_state)
         return history
+
+    def _check_episodes(self, ratings: UserRatings) -> None:
+        """Refuse a support floor no training user can meet: every epoch would be
+        empty and the untrained model would be saved as if it had been trained."""
+        lo = max(self.cfg.min_support, 1)
+        counts = np.diff(ratings.offsets)
+        if len(counts) and counts.max() > lo:
+            return
+        most = int(counts.max()) if len(counts) else 0
+        raise ConfigError(
+            f"min_support={self.cfg.min_support}: an episode needs {lo} support ratings "
+            f"and at least one query rating, but no training user has more than {lo} "
+            f"ratings (the most is {most}); lower min_support"
+        )
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
@@ -339,6 +363,21 @@ class Trainer:
             epoch = self.cfg.epochs  # finished (early stop): nothing left to run
             history.stopped_early = True
         return epoch, int(meta["bad_epochs"]), best
+
+
+def data_fingerprint(train: TaskSource, validation: TaskSource | None) -> str:
+    """What the ratings a checkpoint was trained on hash to (users, items, ratings,
+    feature codes, training and validation both)."""
+    digest = hashlib.sha256()
+    for source in (train, validation):
+        if source is None:
+            digest.update(b"none")
+            continue
+        ur = source.ratings
+        digest.update("\x1f".join(map(str, ur.user_ids)).encode())
+        for array in (ur.offsets, ur.items, ur.ratings, source.user_features):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
