@@ -82,6 +82,52 @@ def test_bad_k_is_rejected(fitted: Recommender, k: object) -> None:
         fitted.recommend(user, k=k)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("steps", [-1, 2.5, "3", True])
+def test_bad_steps_are_rejected(fitted: Recommender, steps: object) -> None:
+    with pytest.raises(ConfigError, match="steps: must be a whole number >= 0"):
+        fitted.adapt([("Toy Story (1995)", 5)], steps=steps)  # type: ignore[arg-type]
+
+
+def test_what_is_not_this_recommenders_user_is_named(fitted: Recommender) -> None:
+    with pytest.raises(DataError, match=r"expected the UserState .* got list"):
+        fitted.recommend([("Toy Story (1995)", 5)])  # a history where a state belongs
+    other = Recommender(
+        fitted.learner,
+        fitted.items,
+        features=fitted.features,
+        encoder_config=fitted.encoder_config,
+        encoder_tensors=fitted.encoder_tensors,
+    )
+    with pytest.raises(DataError, match="adapted by another recommender"):
+        fitted.score(other.adapt([("Toy Story (1995)", 5)]))
+
+
+def test_a_string_of_items_is_not_read_letter_by_letter(fitted: Recommender) -> None:
+    user = fitted.adapt([("Toy Story (1995)", 5)])
+    with pytest.raises(DataError, match=r"candidates: expected a list .* got the string"):
+        fitted.recommend(user, candidates="Heat (1995)")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="items: expected a list"):
+        fitted.score(user, "Heat (1995)")  # type: ignore[arg-type]
+    # any iterable of histories adapts, a generator included
+    states = fitted.adapt_many(h for h in [[("Heat (1995)", 4)], []])
+    assert [s.n_ratings for s in states] == [1, 0]
+
+
+def test_save_refuses_before_writing_anything(fitted: Recommender, tmp_path: Path) -> None:
+    run = fitted.save(tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    fitted.metadata["tags"] = {"a set"}  # not JSON
+    try:
+        with pytest.raises(ModelError, match="not saved: metadata must be JSON"):
+            fitted.save(run)
+    finally:
+        del fitted.metadata["tags"]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ModelError, match="is a file; save needs a run folder"):
+        fitted.save(tmp_path / "afile")
+
+
 def test_candidates_filter(fitted: Recommender) -> None:
     user = fitted.adapt([("Toy Story (1995)", 5)])
     top = fitted.recommend(user, k=5, candidates=["10", "11", "12"])
@@ -162,6 +208,13 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
     (run / "recommender.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"recommender\.json.*non-decreasing"):
         Recommender.load(run)
+    items = json.loads((run / "items.json").read_text())
+    items["item_id"][1] = items["item_id"][0]
+    (run / "items.json").write_text(json.dumps(items))
+    with pytest.raises(ModelError, match=r"items\.json: item_id '1' is missing or repeated"):
+        Recommender.load(run)
+    items["item_id"][1] = "2"
+    (run / "items.json").write_text(json.dumps(items))
     # hand-edited or foreign: one ModelError naming the folder, never a traceback
     good = json.loads(json.dumps(meta | {"rating_cutpoints": None}))
     for damaged, needle in [
@@ -239,6 +292,12 @@ def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommen
         (pd.DataFrame({"user_id": ["u"], "item_id": ["1"]}), DataError, "rating"),
         (pd.DataFrame({"user_id": ["u"], "item_id": ["x9"], "rating": [3]}), UnknownItemError, "x"),
         (pd.DataFrame({"user_id": ["u"], "item_id": ["1"], "rating": [9]}), DataError, "outside"),
+        # grouped by user, the message still names the frame's row and its user
+        (pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["1", "2", "1"],
+                       "rating": [5, 3, np.nan]}), DataError, r"row 2 \(user_id 'b', rating nan\)"),
+        (pd.DataFrame({"user_id": ["a", None], "item_id": ["1", "2"], "rating": [5, 3]}),
+         DataError, "row 1 .*no user_id"),
+        ([("u", "1", 5)], DataError, "expected a DataFrame"),
     ],
 )  # fmt: skip
 def test_fold_in_items_rejects_bad_rows_and_keeps_offsets(
@@ -284,3 +343,39 @@ def test_a_run_saved_for_a_missing_device_loads_on_this_one(
     )
     with pytest.raises(ConfigError, match="'cuda:63' asked for"):  # asked for by the caller
         Recommender.load(tmp_path / "run", device="cuda:63")
+
+
+def test_train_checks_a_dataset_it_did_not_clean(shared_data: Path) -> None:
+    from dataclasses import replace
+
+    from metarec.pipeline import train
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    scaled = ds.interactions.assign(rating=ds.interactions["rating"] * 20)
+    # refused before the encoder or training start, naming the problem and the way out
+    with pytest.raises(DataError, match=r"ml-100k: 1 problem\(s\).*outside \[1, 5\].*clean"):
+        train(replace(ds, interactions=scaled), TrainConfig(encoder="tfidf"))
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        train(ds, TrainConfig(encoder="tfidf"), validation_fraction=1.5)
+
+
+def test_encoding_refuses_items_it_could_not_look_up(tmp_path: Path) -> None:
+    twice = pd.DataFrame({"item_id": ["a", "b", "a"], "title": ["Heat", "Ran", "Up"]})
+    with pytest.raises(DataError, match="item id 'a' appears more than once"):
+        encode_catalogue(twice, "tfidf", cache_dir=tmp_path, progress=False)
+    with pytest.raises(DataError, match="no item_id column"):
+        encode_catalogue(twice.drop(columns="item_id"), "tfidf", cache_dir=tmp_path)
+
+
+def test_add_items_refuses_bad_ids_and_vectors(fitted: Recommender) -> None:
+    n, width = fitted.n_items, int(fitted.model.tower.item_vectors.shape[1])
+    one = pd.DataFrame({"item_id": ["new-1"], "title": ["A new film"]})
+    for items, vectors, needle in [
+        (pd.DataFrame({"item_id": [np.nan], "title": ["Foo"]}), None, "row 0: item_id nan"),
+        (pd.DataFrame({"item_id": [" "], "title": ["Foo"]}), None, "is not an id"),
+        (one, np.zeros((1, width + 1)), rf"shape \(1, {width + 1}\); expected \(1, {width}\)"),
+        (one, np.full((1, width), np.nan), "'new-1' holds NaN"),
+    ]:
+        with pytest.raises(DataError, match=needle):
+            fitted.add_items(items, vectors=vectors)
+    assert fitted.n_items == n

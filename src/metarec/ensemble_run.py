@@ -32,7 +32,7 @@ from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import is_ensemble_dir, load_recommender
-from metarec.ranking import TopK
+from metarec.ranking import TopK, item_keys
 from metarec.recommender import History, Recommender, UserState
 
 
@@ -123,6 +123,7 @@ class EnsembleRecommender(TopK):
         *,
         steps: int | None = None,
     ) -> list[EnsembleUserState]:
+        histories = list(histories)  # a generator too
         if steps is not None:
             raise UnsupportedError(
                 "ensemble: each member adapts with its own number of steps; steps cannot be set"
@@ -170,9 +171,13 @@ class EnsembleRecommender(TopK):
 
     def score(self, user: UserState, items: Sequence[str | int] | None = None) -> np.ndarray:
         if not isinstance(user, EnsembleUserState):
-            raise ConfigError("ensemble: score needs a user adapted by this ensemble")
+            raise DataError(
+                f"user: expected the state this ensemble's adapt() returns, got "
+                f"{type(user).__name__}"
+            )
         if len(user.scores) != self.n_items:  # the catalogue grew since: adapt anew
             self._score_states([user])
+        items = item_keys(items, "items")
         if items is None:
             return user.scores
         return user.scores[[self.resolve(i) for i in items]]

@@ -38,10 +38,13 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the JSON :func:`save_json` writes; TypeError for what JSON cannot hold."""
+    return (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode()
+
+
 def save_json(path: str | Path, obj: Any) -> None:
-    write_bytes_atomic(
-        path, (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode()
-    )
+    write_bytes_atomic(path, json_bytes(obj))
 
 
 def load_json(path: str | Path) -> Any:

@@ -18,13 +18,14 @@ import torch
 
 from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
+from metarec.data import cleaning
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
 from metarec.data.tasks import UserRatings
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encoder
 from metarec.encoders.base import encoder_state_tensors
 from metarec.encoders.sentence import metarec_cache_dir
-from metarec.errors import DataError
+from metarec.errors import ConfigError, DataError
 from metarec.locks import exclusive
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.bias import item_baseline
@@ -48,10 +49,25 @@ def encode_catalogue(
     *,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> Catalogue:
-    """Encode every item's text once; vectors are cached on disk by text hash."""
+    """Encode every item's text once; vectors are cached on disk by text hash.
+    ``device``: where an encoder named by ``encoder`` runs (default: CUDA when present)."""
+    if "item_id" not in items.columns:
+        raise DataError(f"items: no item_id column (columns: {list(items.columns)})")
     items = ensure_text(items).reset_index(drop=True)
-    enc = make_encoder(encoder) if isinstance(encoder, str) else encoder
+    ids = items["item_id"].astype(str)
+    repeated = ids[ids.duplicated()]
+    if len(repeated):  # the first of the copies could never be looked up
+        raise DataError(f"items: item id {repeated.iloc[0]!r} appears more than once")
+    blank = items["item_id"].isna() | items["text"].astype(str).str.strip().eq("")
+    if blank.any():
+        row = int(np.flatnonzero(blank.to_numpy())[0])
+        raise DataError(
+            f"items: row {row} (item_id {items['item_id'].iloc[row]!r}) has "
+            + ("no item id" if pd.isna(items["item_id"].iloc[row]) else "no text to encode")
+        )
+    enc = make_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
     cache = EmbeddingCache(Path(cache_dir) if cache_dir else metarec_cache_dir() / "embeddings")
     vectors = cached_encode(enc, items["text"].astype(str).tolist(), cache, progress=progress)
     return Catalogue(items, vectors, enc)
@@ -175,6 +191,14 @@ def train(
     and the fitted recommender is saved there.
     """
     cfg = (cfg or TrainConfig()).validate()
+    if not 0.0 <= validation_fraction < 1.0:  # NaN fails this too
+        raise ConfigError(f"validation_fraction: must be in [0, 1), got {validation_fraction!r}")
+    problems = cleaning.validate(dataset)  # a hand-built or uncleaned Dataset is checked here
+    if problems:
+        raise DataError(
+            f"{dataset.name}: {len(problems)} problem(s) in the data, the first: "
+            f"{problems[0]}; clean it first (metarec.clean, or load it with clean=True)"
+        )
     catalogue = encode_catalogue(
         dataset.items, encoder or cfg.encoder, cache_dir=cache_dir, progress=progress
     )

@@ -14,8 +14,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.errors import DataError
 from metarec.models.base import check_k
 from metarec.models.cutpoints import RatingCutpoints
+
+
+def item_keys(keys: Any, what: str) -> Sequence[str | int] | None:
+    """``keys`` (item ids or titles) as a list; a bare string would be read as its
+    letters, so it is refused."""
+    if keys is None:
+        return None
+    if isinstance(keys, (str, bytes)):
+        raise DataError(f"{what}: expected a list of item ids or titles, got the string {keys!r}")
+    return list(keys)
 
 
 class TopK:
@@ -57,6 +68,7 @@ class TopK:
         """Catalogue indices of the top ``k`` items, best first, and their scores
         (what :meth:`recommend` shows, without building a frame: the serving path)."""
         check_k(k)
+        candidates = item_keys(candidates, "candidates")
         scores = np.array(self.score(user), dtype=np.float64, copy=True)
         allowed = np.ones(self.n_items, dtype=bool)
         if candidates is not None:

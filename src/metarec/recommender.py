@@ -11,6 +11,7 @@ representations.
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
 import warnings
@@ -34,12 +35,13 @@ from metarec.errors import (
     UnknownItemError,
     UnsupportedError,
 )
-from metarec.io import load_json, load_tensors, save_json, save_tensors
+from metarec.io import json_bytes, load_json, load_tensors, save_tensors, write_bytes_atomic
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
+from metarec.models.base import check_steps
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
-from metarec.ranking import TopK
+from metarec.ranking import TopK, item_keys
 
 FORMAT_VERSION = 1
 History: TypeAlias = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
@@ -54,6 +56,16 @@ class UserState:
     user_features: torch.Tensor  # [F] codes
     n_ratings: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
+    # which Recommender adapted it: another one's parameters would index this catalogue
+    owner: int = 0
+
+
+_owners = itertools.count(1)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds, which messages show plainly."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class Recommender(TopK):
@@ -98,6 +110,7 @@ class Recommender(TopK):
                 f"item_offsets has {len(self.item_offsets)} entries for {len(items)} items"
             )
         self._encoder: Any = None
+        self._owner = next(_owners)
         self._reindex()
 
     # -- catalogue ----------------------------------------------------------
@@ -228,7 +241,11 @@ class Recommender(TopK):
         *,
         steps: int | None = None,
     ) -> list[UserState]:
-        """:meth:`adapt` for many users in one vmapped call (what a server batches)."""
+        """:meth:`adapt` for many users in one vmapped call (what a server batches).
+        Feature keys the model was not trained with are ignored: a stored profile may
+        hold more than one model uses."""
+        histories = list(histories)  # a generator too
+        check_steps(steps)
         if user_features is None:
             user_features = [None] * len(histories)
         if len(user_features) != len(histories):
@@ -264,6 +281,7 @@ class Recommender(TopK):
                     codes[i],
                     len(all_pairs[i]),
                     all_pairs[i],
+                    owner=self._owner,
                 )
         return [s for s in out if s is not None]
 
@@ -296,7 +314,7 @@ class Recommender(TopK):
                 support_positives=self.cfg.support_positives,
             )
         batch = batch.to(self.device)
-        batch.user_features = codes
+        batch.user_features = codes.to(self.device)
         # the support items' tower outputs come from the catalogue cache, as scoring's do
         reps = (self._h[batch.support_items], self._b[batch.support_items])
         return batch, self.learner.adapt(batch, steps=steps, reps=reps)
@@ -305,6 +323,8 @@ class Recommender(TopK):
     @torch.no_grad()
     def score(self, user: UserState, items: Sequence[str | int] | None = None) -> np.ndarray:
         """Scores for ``items`` (ids or titles), or for the whole catalogue."""
+        self._check_user(user)
+        items = item_keys(items, "items")
         scores = self.learner.scorer.catalogue_scores(
             user.params, user.user_features[None], self._h, self._b
         )[0]
@@ -312,6 +332,18 @@ class Recommender(TopK):
         if items is None:
             return out
         return out[[self.resolve(i) for i in items]]
+
+    def _check_user(self, user: object) -> None:
+        if not isinstance(user, UserState) or not user.params:
+            raise DataError(
+                f"user: expected the UserState this recommender's adapt() returns, got "
+                f"{type(user).__name__}; e.g. rec.recommend(rec.adapt([('Heat (1995)', 5)]))"
+            )
+        if user.owner != self._owner:
+            raise DataError(
+                "user: this UserState was adapted by another recommender (its parameters "
+                "belong to that model and catalogue); adapt the user with this one"
+            )
 
     @torch.no_grad()
     def predict_tasks(
@@ -366,7 +398,9 @@ class Recommender(TopK):
         if self._encoder is None:
             from metarec.encoders import encoder_from_config
 
-            self._encoder = encoder_from_config(self.encoder_config, self.encoder_tensors or None)
+            self._encoder = encoder_from_config(
+                self.encoder_config, self.encoder_tensors or None, device=str(self.device)
+            )
         return self._encoder
 
     def prepare_items(self, items: pd.DataFrame, text: Any = None) -> pd.DataFrame:
@@ -374,10 +408,17 @@ class Recommender(TopK):
         with their text built as the catalogue's was: what :meth:`add_items` encodes."""
         from metarec.data.text import ItemTextConfig, build_item_text
 
+        if not isinstance(items, pd.DataFrame):
+            raise DataError(f"add_items: expected a DataFrame of items, got {type(items).__name__}")
         if "item_id" not in items.columns:
             raise DataError(f"add_items: needs an item_id column; got {list(items.columns)}")
-        frame = items.copy()
-        frame["item_id"] = frame["item_id"].astype(str)
+        frame = items.copy().reset_index(drop=True)
+        ids = frame["item_id"]
+        no_id = ids.isna() | ids.astype(str).str.strip().eq("")
+        if no_id.any():
+            row = int(np.flatnonzero(no_id.to_numpy())[0])
+            raise DataError(f"add_items: row {row}: item_id {_plain(ids.iloc[row])!r} is not an id")
+        frame["item_id"] = ids.astype(str)
         dupes = [i for i in frame["item_id"] if i in self.item_index]
         if dupes:
             raise DataError(f"add_items: item ids already in the catalogue: {dupes[:5]}")
@@ -415,8 +456,20 @@ class Recommender(TopK):
         frame = self.prepare_items(items, text)
         if vectors is None:
             vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
-        elif len(vectors) != len(frame):
-            raise DataError(f"add_items: {len(frame)} items but {len(vectors)} vectors")
+        else:
+            vectors = np.asarray(vectors, dtype=np.float32)
+            want = (len(frame), int(self.model.tower.item_vectors.shape[1]))
+            if vectors.shape != want:
+                raise DataError(
+                    f"add_items: vectors of shape {vectors.shape}; expected {want} "
+                    f"(one row per new item, the encoder's width)"
+                )
+            if not np.isfinite(vectors).all():
+                row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+                raise DataError(
+                    f"add_items: the vector of item {frame['item_id'].iloc[row]!r} "
+                    "holds NaN or infinite values"
+                )
         self.model.tower.extend(torch.as_tensor(np.asarray(vectors, dtype=np.float32)))
         self.items = pd.concat(
             [self.items, frame[["item_id", "title", "text"]].astype(str)], ignore_index=True
@@ -447,9 +500,15 @@ class Recommender(TopK):
                 f"fold_in_items corrects predicted ratings; this run's objective is "
                 f"{self.cfg.objective!r}, whose scores are not ratings"
             )
+        if not isinstance(ratings, pd.DataFrame):
+            raise DataError(
+                f"fold_in_items: expected a DataFrame of user_id, item_id, rating; got "
+                f"{type(ratings).__name__}"
+            )
         missing = {"user_id", "item_id", "rating"} - set(ratings.columns)
         if missing:
             raise DataError(f"fold_in_items: missing column(s) {sorted(missing)}")
+        self._check_feedback_rows(ratings.reset_index(drop=True))
         rows_by_user: dict[str, list[tuple[Any, Any]]] = {}
         for u, item, r in zip(
             ratings["user_id"].astype(str), ratings["item_id"], ratings["rating"], strict=True
@@ -495,33 +554,63 @@ class Recommender(TopK):
             "shrinkage": evidence.shrinkage,
         }
 
+    def _check_feedback_rows(self, ratings: pd.DataFrame) -> None:
+        """The first row without a user or with an unusable rating, named by its row
+        and user (grouped by user, a history's own message would name neither)."""
+        lo, hi = self.rating_range
+        values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float64)
+        problems = (
+            (ratings["user_id"].isna().to_numpy(), "no user_id"),
+            (
+                ~((values >= lo) & (values <= hi)),
+                f"rating outside [{lo:g}, {hi:g}] or not a number",
+            ),
+        )
+        for bad, what in problems:
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                user, rating = (_plain(ratings[c].iloc[row]) for c in ("user_id", "rating"))
+                raise DataError(
+                    f"fold_in_items: row {row} (user_id {user!r}, rating {rating!r}): {what}"
+                )
+
     # -- persistence --------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` + ``recommender.json`` (+ ``items.json``) atomically."""
+        """Write ``model.safetensors`` + ``items.json`` + ``recommender.json`` into a run
+        folder (its other files stay). Each file is written atomically, and
+        ``recommender.json``, without which the folder holds no run, goes first and comes
+        back last: an interrupted save over an earlier run leaves no run, never the new
+        model's tensors beside the old one's description."""
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise ModelError(f"{out}: is a file; save needs a run folder")
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "config": self.cfg.to_dict(),
+            "features": self.features.to_dict(),
+            "encoder": self.encoder_config,
+            "rating_range": list(self.rating_range),
+            "n_items": self.n_items,
+            "item_vector_dim": int(self.model.tower.item_vectors.shape[1]),
+            "metadata": self.metadata,
+            "rating_cutpoints": None if self.cutpoints is None else self.cutpoints.to_dict(),
+        }
+        try:  # everything that can refuse is checked before a byte is written
+            manifest_bytes = json_bytes(manifest)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(
+                f"{out}: not saved: metadata must be JSON (strings, numbers, lists, dicts): {exc}"
+            ) from None
+        items_bytes = json_bytes({c: self.items[c].tolist() for c in ("item_id", "title", "text")})
         tensors = {f"learner.{k}": v for k, v in self.learner.state_dict().items()}
         tensors["popularity"] = torch.as_tensor(self.popularity)
         tensors["item_offsets"] = torch.as_tensor(self.item_offsets)
         tensors.update({f"encoder.{k}": v for k, v in self.encoder_tensors.items()})
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recommender.json").unlink(missing_ok=True)
         save_tensors(out / "model.safetensors", tensors)
-        save_json(
-            out / "items.json", {c: self.items[c].tolist() for c in ("item_id", "title", "text")}
-        )
-        save_json(
-            out / "recommender.json",
-            {
-                "format_version": FORMAT_VERSION,
-                "config": self.cfg.to_dict(),
-                "features": self.features.to_dict(),
-                "encoder": self.encoder_config,
-                "rating_range": list(self.rating_range),
-                "n_items": self.n_items,
-                "item_vector_dim": int(self.model.tower.item_vectors.shape[1]),
-                "metadata": self.metadata,
-                "rating_cutpoints": None if self.cutpoints is None else self.cutpoints.to_dict(),
-            },
-        )
+        write_bytes_atomic(out / "items.json", items_bytes)
+        write_bytes_atomic(out / "recommender.json", manifest_bytes)
         return out
 
     @classmethod
@@ -572,6 +661,14 @@ class Recommender(TopK):
         if len(items) != vectors.shape[0]:
             raise ModelError(
                 f"{path}: items.json has {len(items)} items, the model {vectors.shape[0]}"
+            )
+        ids = items["item_id"]
+        if ids.isna().any() or ids.astype(str).duplicated().any():
+            # an id held twice, or none, is an item no request could reach
+            bad = ids[ids.isna() | ids.astype(str).duplicated()].iloc[0]
+            raise ModelError(
+                f"{path / 'items.json'}: item_id {_plain(bad)!r} is missing or repeated "
+                "(damaged or edited?)"
             )
         features = UserFeatureEncoder.from_dict(meta["features"])
         learner = build_learner(vectors, cfg, features, offset=float(state["model.user.offset"]))

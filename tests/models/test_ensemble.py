@@ -135,6 +135,33 @@ def test_rating_mode_rejects_ranking_members_and_bad_buckets() -> None:
         Ensemble({"a": Constant()}, buckets=(1, 3))
 
 
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"grid_step": 2.0}, "grid_step: must be in"),  # once: NaN weights, NaN scores
+        ({"grid_step": 0}, "grid_step: must be in"),
+        ({"samples": -1}, "samples: must be a whole number"),
+        ({"k": 0}, "k: must be a whole number"),
+        ({"query_size": 0}, "query_size: must be a whole number"),
+        ({"buckets": []}, "buckets: must start at 0"),
+    ],
+)
+def test_options_that_make_no_blend_are_refused(options: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        Ensemble({"a": Constant(), "b": Oracle(3, "o")}, **options)
+    with pytest.raises(ConfigError, match=r"members \['p'\] are not models"):
+        Ensemble({"p": "popularity"})  # type: ignore[dict-item]
+
+
+def test_members_of_other_catalogues_are_refused() -> None:
+    from metarec.errors import ModelError
+
+    small = Growing()
+    small.n = N_ITEMS - 5
+    with pytest.raises(ModelError, match="catalogues of different sizes"):
+        Ensemble({"a": Constant(), "b": small}).fit(_data())
+
+
 class Growing(Constant):
     """A member that can take new items."""
 

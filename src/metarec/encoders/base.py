@@ -119,13 +119,14 @@ def _tfidf_builder() -> Callable[..., Encoder]:
 _DEFAULT_SENTENCE_ALIASES = frozenset({"minilm", "sentence"})
 
 
-def make_encoder(name: str, **kw: Any) -> Encoder:
+def make_encoder(name: str, *, device: str | None = None, **kw: Any) -> Encoder:
     """Build an encoder by name.
 
     ``"minilm"`` / ``"sentence"`` give the default sentence encoder
     (all-MiniLM-L6-v2, offline copy), ``"tfidf"`` a :class:`TfidfSvdEncoder`;
     any other name is a sentence-transformers model name or local path. ``kw``
-    go to the encoder's constructor.
+    go to the encoder's constructor; ``device`` (a training run's, say) goes to a
+    sentence encoder only, as TF-IDF runs in numpy.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"encoder name must be a non-empty string, got {name!r}")
@@ -133,6 +134,8 @@ def make_encoder(name: str, **kw: Any) -> Encoder:
     if key == "tfidf":
         return _construct(_tfidf_builder(), "tfidf", kw)
     builder = _sentence_builder()
+    if device is not None:
+        kw = {"device": device, **kw}
     if key in _DEFAULT_SENTENCE_ALIASES:
         return _construct(builder, name, kw)
     if "model" in kw:
@@ -154,9 +157,13 @@ def _construct(builder: Callable[..., Encoder], name: str, kw: dict[str, Any]) -
 
 
 def encoder_from_config(
-    config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor] | None = None
+    config: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor] | None = None,
+    *,
+    device: str | None = None,
 ) -> Encoder:
-    """Rebuild an encoder from ``encoder.to_config()`` (and its state tensors).
+    """Rebuild an encoder from ``encoder.to_config()`` (and its state tensors);
+    ``device`` is where a sentence encoder runs (saved configs leave it out).
 
     Warns when the rebuilt encoder's ``id`` differs from the saved one: the
     underlying model changed, so new vectors will not match saved ones.
@@ -168,7 +175,7 @@ def encoder_from_config(
     if kind == "sentence":
         from metarec.encoders.sentence import SentenceEncoder
 
-        encoder = SentenceEncoder.from_config(config)
+        encoder = SentenceEncoder.from_config(config, device=device)
     elif kind == "tfidf":
         from metarec.encoders.tfidf import TfidfSvdEncoder
 

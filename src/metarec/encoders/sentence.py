@@ -207,7 +207,8 @@ class SentenceEncoder:
             if not local.is_dir():
                 raise ConfigError(
                     f"model path {str(local)!r} is not a directory; pass a sentence-transformers "
-                    f"model directory, a model-hub name, or None for the bundled {DEFAULT_MODEL}"
+                    f'model directory, a model-hub name, or the default encoder "minilm" (the '
+                    f"bundled {DEFAULT_MODEL})"
                 )
             # Absolute, so a saved config still finds it from another working directory.
             self._local_dir = local.resolve()
@@ -269,7 +270,8 @@ class SentenceEncoder:
                 raise ConfigError(
                     f"cannot load model {source!r}: it is not in the Hugging Face cache and "
                     f"{_hub_address()[0]} cannot be reached from here. Pass a local model "
-                    f"directory, or None for the bundled {DEFAULT_MODEL}" + self._install_hint()
+                    f'directory, or the default encoder "minilm" (the bundled {DEFAULT_MODEL})'
+                    + self._install_hint()
                 )
             local = True
         try:

@@ -146,6 +146,8 @@ def build_models(
             options.setdefault("like_threshold", like_threshold)
         if "progress" in accepts:  # MeLU: minutes of training
             options.setdefault("progress", progress)
+        if "device" in accepts:  # --set device= applies to every model of the run
+            options.setdefault("device", base.device)
         models[name] = make_peer(name, seed=seed, **options)
     for algo in algorithms:
         if algo in EXTRA_ALGORITHMS:
@@ -698,7 +700,7 @@ def run_benchmark(
         exclusive(out / name, "wait for it to finish, or write elsewhere (--out)"),
         store.session(resume=resume) as finished,
     ):
-        catalogue = encode_catalogue(ds.items, base.encoder, progress=progress)
+        catalogue = encode_catalogue(ds.items, base.encoder, progress=progress, device=base.device)
         encode_s = time.perf_counter() - t0
         runs = []
         for fold in fold_ids:

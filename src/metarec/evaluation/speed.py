@@ -42,13 +42,22 @@ from metarec.evaluation.report import describe_machine
 from metarec.io import save_json, write_bytes_atomic
 
 
+def _sync() -> None:
+    # CUDA kernels run asynchronously: without waiting for them a timer measures
+    # only how long they took to launch
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _latency(fn: Callable[[], object], repeats: int, warmup: int = 10) -> dict[str, float]:
     for _ in range(warmup):
         fn()
+    _sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append((time.perf_counter() - t0) * 1000)
     arr = np.asarray(times)
     return {
@@ -236,11 +245,12 @@ def run_speed_benchmark(
     net = melu._net()
     item_emb = net.item_embeddings(melu.years, melu.genres).detach()
     melu_codes = melu.user_features.transform(ds.users, ur.user_ids)
+    melu_device = melu.years.device
     for support in (10, 50):
         task = _tasks(ur, support, 1, seed)[0]
-        codes = torch.as_tensor(codes_all[[task.user]])
-        batch = collate([task])
-        mcodes = torch.as_tensor(melu_codes[[task.user]])
+        codes = torch.as_tensor(codes_all[[task.user]], device=rec.device)
+        batch = collate([task]).to(melu_device)
+        mcodes = torch.as_tensor(melu_codes[[task.user]], device=melu_device)
         for steps in (0, 1, 5):  # 0: the closed-form start alone, so per-step cost shows
             key = f"support{support}_steps{steps}"
 
@@ -275,9 +285,9 @@ def run_speed_benchmark(
 
     # -- 1,000 users at once -------------------------------------------------
     tasks = _tasks(ur, 10, 1000, seed)
-    codes = torch.as_tensor(codes_all[[t.user for t in tasks]])
-    mcodes = torch.as_tensor(melu_codes[[t.user for t in tasks]])
-    batch = collate(tasks)
+    codes = torch.as_tensor(codes_all[[t.user for t in tasks]], device=rec.device)
+    mcodes = torch.as_tensor(melu_codes[[t.user for t in tasks]], device=melu_device)
+    batch = collate(tasks).to(melu_device)
 
     def ours_batch() -> None:
         rec._adapt_tasks(tasks, codes, 5)
@@ -365,7 +375,10 @@ def run_speed_benchmark(
     result["encoder"][encoder] = {"items_per_s": len(texts) / (time.perf_counter() - t0)}
     with quantization_notices_off():
         # a sentence-transformers model: also its int8 variant, where torch still has it
-        quant = int8_variant(enc.load()) if hasattr(enc, "load") else None
+        # dynamic quantisation makes CPU kernels only: a GPU-resident model is left out
+        model = enc.load() if hasattr(enc, "load") else None
+        on_cpu = model is not None and all(p.device.type == "cpu" for p in model.parameters())
+        quant = int8_variant(model) if model is not None and on_cpu else None
         if quant is not None:
             t0 = time.perf_counter()
             q_vecs = quant.encode(

@@ -146,13 +146,15 @@ def _user_params(fast: Mapping[str, torch.Tensor], user: UserHead, n_users: int)
 # this many elements (4 MB in float32) stay in cache through the elementwise passes; a
 # 64-user batch over ml-100k's 1,682 items in one piece ran a gradient step 1.5-2x slower
 _CHUNK_ELEMENTS = 1 << 20
+# a GPU takes far larger pieces at once, but not unbounded ones: the activations of
+# every user in a batch over a large catalogue would not fit (2^27 float32: 512 MB)
+_GPU_CHUNK_ELEMENTS = 1 << 27
 
 
 def _user_chunks(n_users: int, n_items: int, width: int, device: torch.device) -> list[slice]:
-    """Slices of the batch's users to run one after another (a GPU takes them at once)."""
-    if device.type != "cpu":
-        return [slice(0, n_users)]
-    size = max(1, _CHUNK_ELEMENTS // max(1, n_items * width))
+    """Slices of the batch's users to run one after another."""
+    budget = _CHUNK_ELEMENTS if device.type == "cpu" else _GPU_CHUNK_ELEMENTS
+    size = max(1, budget // max(1, n_items * width))
     return [slice(i, i + size) for i in range(0, n_users, size)]
 
 
@@ -508,7 +510,9 @@ class Scorer:
         if items.shape[0] == 1:  # one user: the same function without vmap's dispatch
             one = one_task(items[0], h[0], b[0], y[0], mask[0], user_features[0])
             return {k: v.unsqueeze(0) for k, v in one.items()}
-        return vmap(one_task)(items, h, b, y, mask, user_features)
+        # "different": a head with dropout draws its own mask for each task, as a loop
+        # over tasks would (the default refuses any random operation under vmap)
+        return vmap(one_task, randomness="different")(items, h, b, y, mask, user_features)
 
     def _adapt_direct(
         self,
@@ -682,7 +686,9 @@ class Scorer:
         user_features: torch.Tensor,
     ) -> torch.Tensor:
         """Scores of [B, n] items under batched ``fast`` params → [B, n]."""
-        return vmap(self.scores, in_dims=(0, 0, 0, 0, 0))(fast, items, h, b, user_features)
+        return vmap(self.scores, in_dims=(0, 0, 0, 0, 0), randomness="different")(
+            fast, items, h, b, user_features
+        )
 
     def catalogue_scores(
         self, fast: Params, user_features: torch.Tensor, h: torch.Tensor, b: torch.Tensor
@@ -698,4 +704,6 @@ class Scorer:
         if user_features.shape[0] == 1:  # one user (a served request): no vmap dispatch
             one = {k: v[0] for k, v in fast.items()}
             return self.scores(one, items, h, b, user_features[0])[None]
-        return vmap(self.scores, in_dims=(0, None, None, None, 0))(fast, items, h, b, user_features)
+        return vmap(self.scores, in_dims=(0, None, None, None, 0), randomness="different")(
+            fast, items, h, b, user_features
+        )

@@ -187,6 +187,14 @@ def check_k(k: object, where: str = "") -> None:
         raise ConfigError(f"{where}k: must be a whole number > 0, got {k!r}")
 
 
+def check_steps(steps: object) -> None:
+    """ConfigError unless ``steps`` (adaptation steps) is None or a whole number >= 0."""
+    if steps is None:
+        return
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ConfigError(f"steps: must be a whole number >= 0 (or None), got {steps!r}")
+
+
 def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> np.ndarray:
     """Indices of the ``k`` best scores per row, best first (ties: lower index first).
 

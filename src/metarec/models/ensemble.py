@@ -74,8 +74,21 @@ class Ensemble(ScoringModel):
             bad = [n for n, m in members.items() if not m.predicts_ratings]
             if bad:
                 raise ConfigError(f"ensemble: rating mode needs rating predictors; not {bad}")
-        if sorted(set(buckets)) != list(buckets) or buckets[0] != 0:
+        not_models = [n for n, m in members.items() if not isinstance(m, ScoringModel)]
+        if not_models:
+            raise ConfigError(
+                f"ensemble: members {not_models} are not models (make them with make_peer, "
+                "make_ranker or MetaModel)"
+            )
+        buckets = list(buckets)
+        if not buckets or sorted(set(buckets)) != buckets or buckets[0] != 0:
             raise ConfigError(f"ensemble buckets: must start at 0 and increase; got {buckets}")
+        # the weight grid steps from 0 to 1: a step outside (0, 1] makes no grid
+        if not (isinstance(grid_step, (int, float)) and 0 < grid_step <= 1):
+            raise ConfigError(f"ensemble grid_step: must be in (0, 1], got {grid_step!r}")
+        for option, value in (("samples", samples), ("query_size", query_size), ("k", k)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ensemble {option}: must be a whole number >= 1, got {value!r}")
         self.members = dict(members)
         self.mode: Mode = mode
         self.buckets = tuple(int(b) for b in buckets)
@@ -101,6 +114,12 @@ class Ensemble(ScoringModel):
                 model.fit(data)
         if data.validation_ratings is None:
             raise ModelError("ensemble: needs validation users to learn its weights")
+        sizes = {n: m.n_items for n, m in self.members.items()}
+        if len(set(sizes.values())) > 1:
+            raise ModelError(
+                f"ensemble: members score catalogues of different sizes {sizes}; "
+                "blend members fitted on the same items"
+            )
         self._n_fit_items = self.n_items
         self._fit_like(data)
         val = data.validation_ratings

@@ -7,7 +7,11 @@ Liked items thus count more without low ratings being read as "never seen";
 ALS treats every unrated item as p = 0 with confidence 1. Fitted with
 ``implicit.cpu.als.AlternatingLeastSquares`` on one thread with a fixed
 ``random_state`` (and BLAS held to one thread), so a seed gives the same
-factors on every run.
+factors on every run. It stays on the CPU where a GPU is present, the one model
+here that does: ``implicit``'s CUDA solver is a separate build whose
+conjugate-gradient steps do not repeat bit for bit, and a peer that moves
+between runs would move every significance test against it. ALS on MovieLens
+fits in seconds on a CPU.
 
 Users: test users are never in the training matrix, so each task's user
 vector is *folded in* from its support set by solving ALS's user step

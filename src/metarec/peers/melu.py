@@ -287,7 +287,10 @@ class MeLU(ScoringModel):
                 f"{self.name}: no training user has at least {self.min_ratings} ratings"
             )
         codes = self.user_features.transform(data.users, data.ratings.user_ids)
-        with torch.random.fork_rng(devices=[]):
+        # manual_seed reseeds every CUDA device too: fork the one in use, so that the
+        # caller's random state there is restored as the CPU's is
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.seed)
             net = MeLUNet(
                 self.item_features.n_years,
