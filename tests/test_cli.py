@@ -103,6 +103,11 @@ def test_wrong_atomic_header(tmp_path: Path) -> None:
     "args, needles",
     [
         (["train", "--dataset", "ml-100k", "--out", "x", "--set", "bogus=1"], ["bogus"]),
+        # an own-files option beside a named dataset would be ignored
+        (
+            ["train", "--dataset", "ml-100k", "--out", "x", "--title-col", "name"],
+            ["--title-col", "give --interactions too"],
+        ),
         (["train", "--dataset", "ml-100k", "--out", "x", "--set", "inner_lr=-1"], ["inner_lr"]),
         (
             ["train", "--dataset", "ml-100k", "--out", "x", "--set", "algorithm=sgd"],

@@ -11,7 +11,6 @@ representations.
 from __future__ import annotations
 
 import difflib
-import itertools
 import math
 import re
 import warnings
@@ -56,11 +55,6 @@ class UserState:
     user_features: torch.Tensor  # [F] codes
     n_ratings: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
-    # which Recommender adapted it: another one's parameters would index this catalogue
-    owner: int = 0
-
-
-_owners = itertools.count(1)
 
 
 def _plain(value: Any) -> Any:
@@ -110,7 +104,6 @@ class Recommender(TopK):
                 f"item_offsets has {len(self.item_offsets)} entries for {len(items)} items"
             )
         self._encoder: Any = None
-        self._owner = next(_owners)
         self._reindex()
 
     # -- catalogue ----------------------------------------------------------
@@ -281,7 +274,6 @@ class Recommender(TopK):
                     codes[i],
                     len(all_pairs[i]),
                     all_pairs[i],
-                    owner=self._owner,
                 )
         return [s for s in out if s is not None]
 
@@ -339,10 +331,16 @@ class Recommender(TopK):
                 f"user: expected the UserState this recommender's adapt() returns, got "
                 f"{type(user).__name__}; e.g. rec.recommend(rec.adapt([('Heat (1995)', 5)]))"
             )
-        if user.owner != self._owner:
+        # a state adapted by this model saved and loaded again is fine; another model's
+        # has parameters of other shapes, or seen items past this catalogue's end
+        init = self.learner.fast_init()
+        foreign = set(user.params) != set(init) or any(
+            user.params[k].shape[1:] != init[k].shape for k in init
+        )
+        if foreign or (len(user.seen) and int(np.max(user.seen)) >= self.n_items):
             raise DataError(
-                "user: this UserState was adapted by another recommender (its parameters "
-                "belong to that model and catalogue); adapt the user with this one"
+                "user: this UserState was adapted by another model (its parameters or "
+                "items do not fit this one); adapt the user with this recommender"
             )
 
     @torch.no_grad()

@@ -136,6 +136,25 @@ def test_field_count_errors(tmp_path: Path, body: str, line: int, message: str) 
     assert f"r.csv, line {line}" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "header", ["user_id,item_id,rating,rating", '"user_id",item_id,rating,"rating"']
+)
+def test_a_column_named_twice_is_refused(tmp_path: Path, header: str) -> None:
+    # pandas would read the second as "rating.1" and the first as the ratings, silently
+    p = tmp_path / "r.csv"
+    p.write_text(header + "\n1,10,4,2\n")
+    with pytest.raises(DataError, match=r"r\.csv, line 1: column 'rating' appears more than once"):
+        load_table(p)
+
+
+def test_a_header_without_rows_is_a_problem(tmp_path: Path) -> None:
+    from metarec.data import validate
+
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating\n")
+    assert validate(load_table(p, rating_range=(1, 5)))[0].startswith("interactions: no rows")
+
+
 def test_parquet(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     p = tmp_path / "r.parquet"

@@ -128,6 +128,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["report", "nowhere.json", "--no-plots"], "--no-plots: applies with --write"),
         (["benchmark", "--protocol", "p2", "--folds", "0", "--dataset", "ml-100k"], "folds"),
         (["benchmark", "--protocol", "p2", "--shots", "1,x"], "--shots"),
+        (["benchmark", "--protocol", "p2", "--shots", ""], "--shots: expected comma-separated"),
         (["benchmark", "--protocol", "p1", "--seeds", "0", "--dataset", "ml-100k"], "seeds"),
         (["benchmark", "--protocol", "speed", "--seeds", "3"], "not speed"),
         (["benchmark", "--protocol", "speed", "--splits", "."], "not speed"),

@@ -209,7 +209,8 @@ def _bad_requests(key: str) -> list[Case]:
     recs = "/v1/users/{u}/recommendations"
     reload = "/v1/admin/reload"
     return [
-        ("POST", events, {"content": b'{"event_id": ', "headers": js}, 400, "bad_json", "JSON"),
+        ("POST", events, {"content": b'{"event_id": ', "headers": js}, 400, "bad_json",
+         "not valid JSON at character 13: Expecting value"),
         ("POST", events, event(item_id="no-such"), 422, "unknown_item", "no-such"),
         ("POST", events, {"content": b'{"a": 1}', "headers": h | {"content-type": "text/plain"}},
          415, "unsupported_media_type", "'text/plain'"),
@@ -259,7 +260,7 @@ def _bad_requests(key: str) -> list[Case]:
         ("PUT", "/v1/items", body({"items": [{"item_id": "a,b", "title": "A"}]}),
          422, "validation_error", "','"),
         ("PUT", "/v1/items", body({"items": [{"item_id": "blank", "title": "   "}]}),
-         422, "validation_error", "items.0.title"),
+         422, "validation_error", "items[0].title"),
         ("POST", reload, body({"run": "/no/such/run"}), 422, "invalid_run", "/no/such/run"),
         ("POST", reload, body({"run": "a\x00b"}), 422, "invalid_run", "NUL"),
         ("POST", reload, body({"run": "x" * 5000}), 422, "invalid_run", "too long"),

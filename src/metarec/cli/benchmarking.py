@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from metarec.cli.options import (
-    FILE_ARGS,
     add_file_args,
     add_set_arg,
+    check_file_args,
     comma_list,
     data_spec,
     file_args_command,
@@ -117,18 +117,9 @@ def benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]
     from metarec.data import clean, known_names, load_path
     from metarec.data.spec import load_from_spec, spec_rating_range
 
+    check_file_args(args)
     if args.interactions:
-        if args.dataset:
-            raise ConfigError("give --dataset or --interactions (your own files), not both")
         return [(load_from_spec(data_spec(args)), file_args_command(args))]
-    # --rating-range and --strict also apply to a folder of atomic files
-    given = [
-        arg
-        for arg in FILE_ARGS[1:]
-        if arg[1] != "rating_range" and getattr(args, arg[1], None) != arg[2]
-    ]
-    if given:
-        raise ConfigError(f"{given[0][0]}: describes your own files; give --interactions too")
     out: list[tuple[Any, str | None]] = []
     for name in args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"]):
         if name in known_names():
@@ -186,7 +177,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )  # fmt: skip
         return 0
-    shots = int_list(args.shots, "--shots") if args.shots else None
+    shots = int_list(args.shots, "--shots") if args.shots is not None else None  # "" refused
     if shots is not None and any(k < 0 for k in shots):
         raise ConfigError(f"--shots: support sizes must be >= 0, got {args.shots!r}")
     from metarec.evaluation.benchmark import run_benchmark  # torch: after the cheap checks

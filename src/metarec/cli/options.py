@@ -113,10 +113,24 @@ def device_name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def check_file_args(args: argparse.Namespace) -> None:
+    """Options for your own files given without ``--interactions`` would be ignored:
+    refused, as is ``--interactions`` beside ``--dataset``."""
+    if getattr(args, "interactions", None):
+        if getattr(args, "dataset", None):
+            raise ConfigError("give --dataset or --interactions (your own files), not both")
+        return
+    # --rating-range and --strict also apply to a folder of atomic files
+    for flag, attr, default in FILE_ARGS[1:]:
+        if attr != "rating_range" and getattr(args, attr, default) != default:
+            raise ConfigError(f"{flag}: describes your own files; give --interactions too")
+
+
 def data_spec(args: argparse.Namespace) -> dict[str, Any]:
     """The data options as a spec (:mod:`metarec.data.spec`), paths made absolute."""
     from metarec.data.spec import make_spec
 
+    check_file_args(args)
     return make_spec(vars(args))
 
 

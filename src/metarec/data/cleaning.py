@@ -145,6 +145,8 @@ def validate(
             ("users", _duplicates(users, ["user_id"], keep="first")),
         ]
     problems = []
+    if inter.empty:  # what every command would refuse later, said by the check for it
+        problems.append("interactions: no rows: nothing to train or evaluate on")
     for table, f in found:
         if f is not None:
             n = len(f.rows)

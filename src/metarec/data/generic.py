@@ -241,8 +241,25 @@ def read_delimited(
         frame = _read_quoted(data, path, sep, names, header, encoding)
     else:
         frame = _read_unquoted(data, path, sep, names, header, float_cols, encoding)
+    if header and names is None:
+        _check_header_names(data, sep, path)
     frame.attrs = {SOURCE_ATTR: str(path)}
     return frame
+
+
+def _check_header_names(data: bytes, sep: str, path: str | Path) -> None:
+    """pandas renames a repeated column to ``rating.1`` and the first copy is read
+    as if it were the only one: a repeated name is refused instead."""
+    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    names = next(csv.reader([first], delimiter=sep), [])
+    repeated = [n for i, n in enumerate(names) if n in names[:i]]
+    if repeated:
+        raise DataError(
+            f"column {repeated[0]!r} appears more than once in the header; each column "
+            "needs its own name",
+            path=path,
+            row=1,
+        )
 
 
 def _expected_fields(path: str | Path, names: Sequence[str] | None, header: bool, got: int) -> int:

@@ -51,10 +51,13 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
     """FastAPI/pydantic errors → (status, code, message naming field and value)."""
     for err in errors:
         if err.get("type") in ("json_invalid", "json_type"):
-            return 400, "bad_json", f"request body is not valid JSON: {err.get('msg', '')}".strip()
+            where = [p for p in err.get("loc", ()) if isinstance(p, int)]
+            reason = (err.get("ctx") or {}).get("error") or err.get("msg", "")
+            at = f" at character {where[0]}" if where else ""
+            return 400, "bad_json", f"request body is not valid JSON{at}: {reason}".strip()
     parts = []
     for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        loc = field_path(err.get("loc", ()))
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
@@ -63,6 +66,16 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
         parts.append(f"{loc or 'body'}: {msg}{shown}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return 422, "validation_error", "; ".join(parts) + more
+
+
+def field_path(loc: Any) -> str:
+    """pydantic's location as a client writes it: ``events[0].item_id``."""
+    out = ""
+    for part in loc:
+        if part == "body" and not out:
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def install(app: FastAPI) -> None:
