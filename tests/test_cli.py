@@ -381,3 +381,16 @@ def test_training_again_drops_the_last_runs_results(
     assert (out / "model.safetensors").exists()
     # neither the old figures nor a split whose new users this model trained on survive
     assert not (out / "metrics.json").exists() and not (out / "split.json").exists()
+
+
+def test_a_rating_model_on_implicit_feedback_is_refused(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    args = _small_ratings(files)
+    rows = (files / "ratings.csv").read_text().splitlines()
+    ones = [",".join([*r.split(",")[:2], "1"]) for r in rows[1:]]  # clicks: every rating 1
+    (files / "ratings.csv").write_text("\n".join([rows[0], *ones]) + "\n")
+    out = tmp_path / "run"
+    proc = cli("train", *args, "--out", str(out))
+    assert_one_line_error(proc, "every rating is 1 (implicit feedback)", "objective=bce")
+    assert not out.exists()

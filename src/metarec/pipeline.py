@@ -20,7 +20,12 @@ from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
 from metarec.data import cleaning
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
+from metarec.data.schema import (
+    Dataset,
+    check_like_threshold,
+    check_objective,
+    like_threshold_for,
+)
 from metarec.data.tasks import UserRatings
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encoder
 from metarec.encoders.base import encoder_state_tensors
@@ -92,6 +97,7 @@ def fit_recommender(
     item is scored from its text alone.
     """
     cfg.validate()
+    check_objective(cfg.objective, rating_range, "training data")
     if len(train) == 0:
         raise DataError("no training interactions left (check filters and splits)")
     like = like_threshold_for(rating_range) if cfg.like_threshold is None else cfg.like_threshold

@@ -84,6 +84,8 @@ def feedback_frame(
         latest_ts = {ev.item_id: ev.timestamp for ev in pending}
         lo, hi = rating_range
         for item, rating in history_from_events(pending, rating_range).items():
+            if rating is None:  # a negative event on a one-value range: no rating to train on
+                continue
             if item not in known_items:
                 dropped += 1
                 continue

@@ -127,6 +127,12 @@ def test_proportion_statistics_by_hand() -> None:
     assert wlo == pytest.approx(0.10304 - 0.026372, abs=1e-4)
     assert whi == pytest.approx(0.10304 + 0.026372, abs=1e-4)
     assert wilson_ci(0, 20)[0] == 0.0 and wilson_ci(20, 20)[1] == 1.0
+    # rounding once put the bound just past p (0/7: lower 2.8e-17), and a report's
+    # error bar p - lower came out negative; every interval holds its p
+    for n in range(1, 200):
+        for x in (0, n // 3, n):
+            lo, hi = wilson_ci(x, n)
+            assert lo <= x / n <= hi, (x, n)
     assert all(math.isnan(v) for v in lift_ci(0, 10, 3, 10))  # p_A = 0: no ratio
     assert two_proportion_test(10, 10, 10, 10) == (0.0, 1.0)
 

@@ -36,9 +36,16 @@ def rec(service_run: Path) -> Recommender:
         ("skip", None, (1, 5), 2.0),
         ("click", 1.0, (0, 10), 7.5),  # value ignored for implicit events
         ("skip", None, (0, 10), 2.5),
+        ("click", None, (0, 1), 0.75),  # at 0/1's like threshold: a positive
+        # all-1s implicit data: a like or click is the one value; a dislike or skip is no
+        # rating at all (read as that value it would be a positive)
+        ("like", None, (1, 1), 1.0),
+        ("click", None, (1, 1), 1.0),
+        ("dislike", None, (1, 1), None),
+        ("skip", None, (1, 1), None),
     ],
 )
-def test_event_rating(kind: str, value: float | None, lo_hi: tuple, expected: float) -> None:
+def test_event_rating(kind: str, value: float | None, lo_hi: tuple, expected: float | None) -> None:
     assert event_rating(kind, value, lo_hi) == expected
 
 
@@ -57,6 +64,8 @@ def test_history_latest_wins_by_time_then_arrival() -> None:
         StoredEvent("d", "y", "skip", None, 5.0),  # same time: arrival order decides
     ]
     assert history_from_events(events, (1.0, 5.0)) == {"x": 2.0, "y": 2.0}
+    # on a one-value range the same events leave x rated and y disliked (no rating)
+    assert history_from_events(events, (1.0, 1.0)) == {"x": 2.0, "y": None}
 
 
 def test_liked_weights_are_relative_to_the_users_mean() -> None:

@@ -87,6 +87,7 @@ def train_run(
 ) -> dict[str, Any]:
     """Load, encode, meta-train and save a run folder; returns what was built.
     ``holdout_flag``: whether the command has ``--holdout`` to suggest."""
+    from metarec.data.schema import check_objective
     from metarec.data.spec import load_from_spec
     from metarec.evaluation.p1 import make_p1_split
     from metarec.io import save_json
@@ -101,6 +102,7 @@ def train_run(
     )
     if ds.report is not None and ds.report.dropped:
         print(ds.report.summary())
+    check_objective(cfg.objective, ds.rating_range, ds.name)  # before the slow encoding
     split = make_p1_split(ds, seed=cfg.seed) if holdout == "p1" else None
     if split is not None:
         train_rows, val_rows = split.frames["train"], split.frames["validation"]
@@ -169,6 +171,11 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
     from metarec.models.bias import BiasModel
     from metarec.models.cutpoints import MedianView, rating_levels
 
+    if ds.rating_range[0] == ds.rating_range[1]:
+        raise ConfigError(
+            f"{ds.name}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 "
+            "measures predicted ratings, so compare models with benchmark --protocol p2"
+        )
     if not (run / "split.json").exists():
         raise ConfigError(
             f"{run}: no split.json; train with --holdout p1 to evaluate with protocol P1"
@@ -203,6 +210,11 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
         rec.item_index,
         ds.users,
         states=("user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled"),
+        # what the run trained with (the data's top quarter unless set): 4 on 1-5 stars,
+        # 7.75 on 1-10, the 1s of 0/1
+        like_threshold=(
+            ds.like_threshold if rec.cfg.like_threshold is None else rec.cfg.like_threshold
+        ),
     )
     save_json(
         run / "metrics.json",

@@ -92,6 +92,19 @@ def check_like_threshold(value: float, rating_range: tuple[float, float], what: 
     return float(value)
 
 
+def check_objective(objective: str, rating_range: tuple[float, float], name: str) -> None:
+    """A rating model on data whose ratings are all one value (clicks, purchases read as
+    1s) learns nothing and predicts that value for every item: refused, naming the
+    objectives that learn from such data."""
+    lo, hi = (float(x) for x in rating_range)
+    if objective == "rating" and lo == hi:
+        raise ConfigError(
+            f"{name}: every rating is {lo:g} (implicit feedback), so a rating model learns "
+            "nothing from it; train with objective=bce (or bpr, softmax: --set objective=bce) "
+            "and --holdout none, and compare models with benchmark --protocol p2"
+        )
+
+
 @dataclass
 class Dataset:
     """Ratings plus item (and optional user) side information."""

@@ -249,7 +249,9 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval holds p; rounding put the bound 3e-17 past it at p = 0 and p = 1, and
+    # a plot's error bar (p - lower) came out negative, which matplotlib refuses
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int) -> tuple[float, float]:

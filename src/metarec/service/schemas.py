@@ -143,7 +143,10 @@ class HistoryEntry(BaseModel):
     title: str | None
     type: str
     value: float | None
-    rating: float = Field(description="the rating this event stands for in adaptation")
+    rating: float | None = Field(
+        description="the rating this event stands for in adaptation (null: a dislike or "
+        "skip on a run whose ratings are all one value, which leaves the item out)"
+    )
     timestamp: float
 
 

@@ -258,9 +258,16 @@ class ModelHolder:
         # items this model does not know (a swapped-in run without them) are left out;
         # ratings are clipped in case the new run's rating range is narrower
         pairs = [
-            (item, min(max(r, lo), hi)) for item, r in history.items() if item in rec.item_index
+            (item, min(max(r, lo), hi))
+            for item, r in history.items()
+            if item in rec.item_index and r is not None
         ]
         state = self.batcher.adapt(served, pairs, user.features)
+        rejected = [
+            rec.item_index[i] for i, r in history.items() if r is None and i in rec.item_index
+        ]
+        if rejected:  # a dislike on a one-value range: not a rating, still not recommended
+            state.seen = np.union1d(state.seen, np.asarray(rejected, dtype=np.int64))
         self.metrics.observe_adaptation(time.perf_counter() - t0)
         self.cache.put(user.user_id, version, state)
         return state
