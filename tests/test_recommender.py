@@ -374,3 +374,23 @@ def test_add_items_refuses_bad_ids_and_vectors(fitted: Recommender) -> None:
         with pytest.raises(DataError, match=needle):
             fitted.add_items(items, vectors=vectors)
     assert fitted.n_items == n
+
+
+def test_new_items_text_is_built_with_the_runs_text_columns(fitted: Recommender) -> None:
+    spec = {"text_cols": "author,description"}
+    fitted.metadata["data_spec"] = spec  # what `metarec train --text-cols ...` records
+    try:
+        books = pd.DataFrame({"item_id": ["b1", "b2"], "title": ["Murder", "Quiet"],
+                              "author": ["Agatha Christie", "Anon"]})  # fmt: skip
+        text = fitted.prepare_items(books)["text"].tolist()
+    finally:
+        del fitted.metadata["data_spec"]
+    assert "Agatha Christie" in text[0] and "Anon" in text[1]  # no description: left out
+
+
+def test_a_title_two_items_share_names_both(fitted: Recommender) -> None:
+    # ml-100k holds Cape Fear of 1962 and of 1991: the bare title is either
+    with pytest.raises(DataError, match=r"title 'Cape Fear' is shared by items \['\d+', '\d+'\]"):
+        fitted.adapt([("Cape Fear", 5)])
+    a, b = (fitted.resolve(f"Cape Fear ({y})") for y in (1962, 1991))
+    assert a != b

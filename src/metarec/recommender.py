@@ -123,17 +123,28 @@ class Recommender(TopK):
         ids = self.items["item_id"].tolist()
         self.item_index = {item: i for i, item in enumerate(ids)}
         self.title_index: dict[str, int] = {}
-        for i, title in enumerate(self.items["title"].tolist()):
-            self.title_index.setdefault(_norm(title), i)
+        # a title two items share (two editions, a remake of the same year) names
+        # neither: resolving it says which ids it could be
+        self.shared_titles: dict[str, list[int]] = {}
+
+        def add(key: str, i: int) -> None:
+            first = self.title_index.setdefault(key, i)
+            if first != i:
+                held = self.shared_titles.setdefault(key, [first])
+                if i not in held:
+                    held.append(i)
+
         titles = self.items["title"].tolist()
+        for i, title in enumerate(titles):
+            add(_norm(title), i)
         for i in range(len(self.items)):
             # "Toy Story (1995)" — the form people type — is the text's first sentence;
             # GroupLens' "Lion King, The (1994)" is accepted as well
             head = self._display(i)
-            self.title_index.setdefault(_norm(head), i)
+            add(_norm(head), i)
             year = re.search(r"\((\d{4})\)$", head)
             if year:
-                self.title_index.setdefault(_norm(f"{titles[i]} ({year.group(1)})"), i)
+                add(_norm(f"{titles[i]} ({year.group(1)})"), i)
         self._refresh_cache()
 
     @torch.no_grad()
@@ -157,6 +168,14 @@ class Recommender(TopK):
         if skey in self.item_index:
             return self.item_index[skey]
         hit = self.title_index.get(_norm(skey))
+        shared = self.shared_titles.get(_norm(skey))
+        if shared:
+            ids = [str(self.items["item_id"].iat[i]) for i in shared]
+            raise DataError(
+                f"title {skey!r} is shared by items {ids[:5]}"
+                + (" ..." if len(ids) > 5 else "")
+                + "; give the item id"
+            )
         if hit is not None:
             return hit
         names = list(self.title_index)
@@ -403,7 +422,9 @@ class Recommender(TopK):
 
     def prepare_items(self, items: pd.DataFrame, text: Any = None) -> pd.DataFrame:
         """New items checked against this catalogue (ids present and unused, some text)
-        with their text built as the catalogue's was: what :meth:`add_items` encodes."""
+        with their text built as the catalogue's was: what :meth:`add_items` encodes.
+        ``text``: the :class:`~metarec.data.text.ItemTextConfig` the catalogue was built
+        with; by default the run's ``--text-cols`` (from the CLI), else the default."""
         from metarec.data.text import ItemTextConfig, build_item_text
 
         if not isinstance(items, pd.DataFrame):
@@ -426,8 +447,16 @@ class Recommender(TopK):
             if col not in frame.columns:
                 frame[col] = default
         frame["title"] = frame["title"].fillna("").astype(str)
+        if text is None:
+            # a run trained from files with --text-cols built its text with those columns
+            spec = self.metadata.get("data_spec") or {}
+            cols = [c.strip() for c in str(spec.get("text_cols") or "").split(",") if c.strip()]
+            text = ItemTextConfig(extra=tuple(cols))
+        for col in text.extra:  # a new item may lack some of them: that part is empty
+            if col not in frame.columns:
+                frame[col] = ""
         if "text" not in frame.columns or frame["text"].isna().any():
-            frame["text"] = build_item_text(frame, text or ItemTextConfig())
+            frame["text"] = build_item_text(frame, text)
         empty = frame["text"].str.strip() == ""
         if empty.any():
             bad = frame.loc[empty, "item_id"].iloc[0]

@@ -89,6 +89,17 @@ def test_one_sided_class_puts_the_cut_outside_the_scores() -> None:
     np.testing.assert_array_equal(cuts.apply(np.array([1.0, 2.0, 3.0])), [2, 2, 3])
 
 
+def test_beyond_the_validation_scores_a_score_rounds_to_its_level() -> None:
+    # a 1-10 scale whose validation users rated 1-7 only, scores up to 6: the cuts
+    # above 7 have no data; a score of 7.0 once read as a 10
+    rng = np.random.default_rng(0)
+    y = rng.integers(1, 8, size=400).astype(float)
+    s = np.clip(y - 1 + rng.normal(0, 0.5, size=400), 0, 6)
+    cuts = RatingCutpoints.fit(s, y, levels=range(1, 11))
+    np.testing.assert_array_equal(cuts.apply(np.array([7.0, 8.2, 9.6, 12.0])), [7, 8, 10, 10])
+    assert cuts.cuts[-3:] == (7.5, 8.5, 9.5)
+
+
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(ModelError, match="method 'median'"):
         RatingCutpoints.fit(np.arange(3.0), np.array([1, 2, 3]), method="median")  # type: ignore[arg-type]

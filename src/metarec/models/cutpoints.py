@@ -86,7 +86,14 @@ class RatingCutpoints:
         order = np.argsort(s, kind="stable")
         s, y = s[order], y[order]
         place = _logistic_threshold if method == "logistic" else _best_threshold
-        cuts = [place(s, y > lv[j]) for j in range(len(lv) - 1)]
+        cuts = np.array([place(s, y > lv[j]) for j in range(len(lv) - 1)])
+        # A cut the validation scores never reach says only "beyond them": on a 1-10
+        # scale with few 8s to 10s, the cuts above 7 all sat just past the highest score,
+        # and a score of 7.0 read as a 10. Beyond the data, a score rounds to the
+        # nearest level instead.
+        mids = (lv[:-1] + lv[1:]) / 2
+        cuts = np.where(cuts > s[-1], np.maximum(cuts, mids), cuts)
+        cuts = np.where(cuts < s[0], np.minimum(cuts, mids), cuts)
         return cls(tuple(map(float, lv)), tuple(map(float, np.maximum.accumulate(cuts))))
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
