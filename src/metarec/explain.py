@@ -13,7 +13,7 @@ range (all 5s still count as liked, all 1s do not). The whole list is one
 matrix product ``[k, d] @ [d, m]``.
 
 A user with no ratings gets the meta-learned prior, so the reason says so:
-"Popular with many viewers" for items people rated in training, "New in the
+"Popular with many users" for items people rated in training, "New in the
 catalogue" for items added since.
 """
 
@@ -33,7 +33,7 @@ from metarec.recommender import UserState
 if TYPE_CHECKING:
     from metarec.ensemble_run import ServedModel
 
-POPULAR = "Popular with many viewers"
+POPULAR = "Popular with many users"
 NEW_ITEM = "New in the catalogue"
 FROM_RATINGS = "Fits the pattern of your ratings"
 

@@ -37,6 +37,7 @@ def test_operations_endpoints(live_server: str) -> None:
         assert c.get("/health").json() == {"status": "ok"}
         ready = c.get("/ready")
         assert ready.status_code == 200 and ready.json()["model"].startswith("ml100k-small@")
+        assert ready.json()["rating_range"] == [1.0, 5.0]  # what the page's stars spread over
         page = c.get("/")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert c.get("/docs").status_code == 200
@@ -133,7 +134,7 @@ def test_zero_shot_user_gets_the_prior(live_server: str, server_api_key: str) ->
         assert c.post("/v1/users", json={"user_id": user}).json()["n_events"] == 0
         recs = c.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
     assert recs["n_events"] == 0 and len(recs["items"]) == 5
-    assert {it["reason"] for it in recs["items"]} == {"Popular with many viewers"}
+    assert {it["reason"] for it in recs["items"]} == {"Popular with many users"}
 
 
 def test_retried_event_ids_count_once(live_server: str, server_api_key: str) -> None:

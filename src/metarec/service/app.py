@@ -248,7 +248,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except Exception as exc:
             log.warning("readiness: database unreachable: %s", exc)
             return error_response(503, "not_ready", "database unreachable")
-        return JSONResponse({"status": "ready", "model": holder.current.name})
+        lo, hi = holder.current.rec.rating_range  # what the page's stars spread over
+        return JSONResponse(
+            {"status": "ready", "model": holder.current.name, "rating_range": [lo, hi]}
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     async def prometheus() -> PlainTextResponse:
