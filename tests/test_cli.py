@@ -394,3 +394,13 @@ def test_a_rating_model_on_implicit_feedback_is_refused(
     proc = cli("train", *args, "--out", str(out))
     assert_one_line_error(proc, "every rating is 1 (implicit feedback)", "objective=bce")
     assert not out.exists()
+
+
+def test_ids_written_differently_in_two_files_are_named(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    (files / "items.csv").write_text("item_id,title\n000199,Heat\n000200,Fargo\n")
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n1,199,5\n1,200,3\n2,199,4\n")
+    proc = cli("train", "--interactions", str(files / "ratings.csv"),
+               "--items", str(files / "items.csv"), "--out", str(tmp_path / "run"))  # fmt: skip
+    assert_one_line_error(proc, "cleaning dropped every rating", "item '199'", "look like '000199'")

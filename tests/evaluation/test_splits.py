@@ -136,3 +136,20 @@ def test_a_damaged_split_file_is_one_error_naming_it(raw: Any, needle: str, tmp_
         else:
             (P1Split if protocol == "p1" else P2Split).load(path, None)  # type: ignore[arg-type]
     assert str(path) in str(info.value)
+
+
+def test_new_items_of_another_catalogue_are_its_newest_fifth(ds) -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    # books published 1950-2024: MovieLens' 1998 would make most of them "new"
+    years = np.random.default_rng(0).integers(1950, 2025, size=len(ds.items))
+    books = replace(ds, name="books", items=ds.items.assign(year=years))
+    split = make_p1_split(books, seed=0)
+    cut = float(np.quantile(years, 0.8, method="higher"))
+    assert split.rule == f"released in {cut:g} or later"
+    assert 0.18 < len(split.new_items) / len(years) < 0.23
+    # a MovieLens data set keeps MeLU's rule: on ml-100k too few items are that late
+    assert make_p1_split(ds, seed=0).rule == "random 20% of items"
+    assert make_p1_split(replace(ds, items=books.items), seed=0).rule == "released in 1998 or later"

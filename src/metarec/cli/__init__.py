@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args._t0 = time.perf_counter()
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) <= 0:
-        parser.error(f"-k: must be > 0, got {args.k}")
+        # one line, as every bad value is (parser.error printed the top-level usage)
+        print(f"metarec: error: -k: must be > 0, got {args.k}", file=sys.stderr)
+        return 2
     if os.environ.get("METAREC_KEEP_FREED_MEMORY", "1") != "0":
         keep_freed_memory()  # large tensors reuse freed memory (see metarec.allocator)
     with warnings.catch_warnings():

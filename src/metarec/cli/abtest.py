@@ -17,8 +17,8 @@ def register(sub: Any) -> None:
         "abtest",
         help="protocol P4: offline A/B test (replay, interleaving) of two saved runs or ensembles",
     )
-    ab.add_argument("run_a", metavar="RUN_A", help="run folder of policy A (control)")
-    ab.add_argument("run_b", metavar="RUN_B", help="run folder of policy B (treatment)")
+    ab.add_argument("run_a", metavar="RUN_A", help="run or ensemble folder of policy A (control)")
+    ab.add_argument("run_b", metavar="RUN_B", help="run or ensemble folder of policy B (treatment)")
     ab.add_argument(
         "--dataset",
         metavar="NAME",
@@ -42,8 +42,15 @@ def register(sub: Any) -> None:
     ab.add_argument(
         "-k", dest="top_k", type=int, default=10, metavar="N", help="items recommended (10)"
     )
-    ab.add_argument("--seed", type=seed, default=0, help="arm assignment and interleaving coins")
-    ab.add_argument("--method", choices=["replay", "interleave", "both"], default="both")
+    ab.add_argument(
+        "--seed", type=seed, default=0, help="arm assignment and interleaving coins (default 0)"
+    )
+    ab.add_argument(
+        "--method",
+        choices=["replay", "interleave", "both"],
+        default="both",
+        help="replay (arms of users), team-draft interleaving, or both (the default)",
+    )
     ab.add_argument("--json", action="store_true", help="print the report as JSON")
     ab.add_argument(
         "--out",

@@ -24,14 +24,15 @@ from metarec.errors import ConfigError
 def register(sub: Any) -> None:
     b = sub.add_parser(
         "benchmark",
-        help="run protocol P1 or P2 (P3 with --folds) for metarec and every peer; "
-        "writes JSON, Markdown and PNG",
+        help="run protocol P1 or P2 (P3 with --folds) for metarec and every peer, or the "
+        "speed benchmark; writes JSON, Markdown and PNG",
     )
     b.add_argument(
         "--protocol",
         choices=("p1", "p2", "speed"),
         default="p1",
-        help="p1 (MeLU protocol), p2 (few-shot ranking) or speed (latency and throughput)",
+        help="p1 (MeLU protocol; the default), p2 (few-shot ranking) or speed (latency and "
+        "throughput)",
     )
     bd = b.add_argument_group("data (known datasets, folders of atomic files, or your own files)")
     bd.add_argument(

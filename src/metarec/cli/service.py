@@ -18,8 +18,10 @@ def register(sub: Any) -> None:
         help="feedback store URL: sqlite:///path.db or postgresql://user:pw@host/db "
         "(default: sqlite file metarec-feedback.db in the current directory)",
     )
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sv.add_argument(
+        "--port", type=int, default=8000, help="port to bind (default 8000; 0: any free port)"
+    )
     add_device_arg(sv)
     sv.add_argument("--api-key", help="key for write endpoints (default: $METAREC_API_KEY)")
     sv.add_argument(
@@ -30,9 +32,18 @@ def register(sub: Any) -> None:
         action="store_true",
         help="hand the API key to the web page at / (demos on a trusted network only)",
     )
-    sv.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    sv.add_argument("--max-batch", type=int, default=1000, help="max events per request")
-    sv.add_argument("--cache-size", type=int, default=10_000, help="adapted users kept in memory")
+    sv.add_argument(
+        "--max-body-bytes", type=int, default=1_000_000, help="largest request body (default 1 MB)"
+    )
+    sv.add_argument(
+        "--max-batch", type=int, default=1000, help="max events per request (default 1000)"
+    )
+    sv.add_argument(
+        "--cache-size",
+        type=int,
+        default=10_000,
+        help="adapted users kept in memory (default 10000)",
+    )
     sv.add_argument(
         "--torch-threads", type=int, default=1, help="threads for model work (default 1)"
     )

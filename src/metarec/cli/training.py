@@ -94,32 +94,39 @@ def train_run(
     from metarec.locks import exclusive
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 
-    t0 = time.perf_counter()
-    ds = load_from_spec(spec)
-    print(
-        f"data: {ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, "
-        f"{len(ds.interactions):,} ratings"
-    )
-    if ds.report is not None and ds.report.dropped:
-        print(ds.report.summary())
-    check_objective(cfg.objective, ds.rating_range, ds.name)  # before the slow encoding
-    split = make_p1_split(ds, seed=cfg.seed) if holdout == "p1" else None
-    if split is not None:
-        train_rows, val_rows = split.frames["train"], split.frames["validation"]
-    else:
-        train_rows, val_rows = split_users(ds.interactions, 0.1, cfg.seed)
-    if train_rows.empty:
-        # refused before the run folder exists, so a failed start leaves nothing behind
-        raise DataError(
-            f"{ds.name}: no training ratings: {len(ds.interactions):,} rating(s) by "
-            f"{ds.n_users:,} user(s) remain after cleaning, and the "
-            + ("P1 holdout (new users and new items set aside)" if split else "validation share")
-            + " leaves none to train on; give more users"
-            + (" or use --holdout none" if split and holdout_flag else "")
-        )
-    catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress, device=cfg.device)
-    # a second train into the same folder would resume from this one's checkpoint
+    # a second train into the same folder would resume from this one's checkpoint: refused
+    # before the data is loaded and the catalogue encoded, not minutes later
     with exclusive(out, "wait for it to finish, or give another --out"):
+        t0 = time.perf_counter()
+        ds = load_from_spec(spec)
+        print(
+            f"data: {ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, "
+            f"{len(ds.interactions):,} ratings"
+        )
+        if ds.report is not None and ds.report.dropped:
+            print(ds.report.summary())
+        if ds.interactions.empty:
+            raise DataError(nothing_left(ds))
+        check_objective(cfg.objective, ds.rating_range, ds.name)  # before the slow encoding
+        split = make_p1_split(ds, seed=cfg.seed) if holdout == "p1" else None
+        if split is not None:
+            train_rows, val_rows = split.frames["train"], split.frames["validation"]
+        else:
+            train_rows, val_rows = split_users(ds.interactions, 0.1, cfg.seed)
+        if train_rows.empty:
+            # refused before the run folder exists, so a failed start leaves nothing behind
+            raise DataError(
+                f"{ds.name}: no training ratings: {len(ds.interactions):,} rating(s) by "
+                f"{ds.n_users:,} user(s) remain after cleaning, and the "
+                + (
+                    "P1 holdout (new users and new items set aside)"
+                    if split
+                    else "validation share"
+                )
+                + " leaves none to train on; give more users"
+                + (" or use --holdout none" if split and holdout_flag else "")
+            )
+        catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress, device=cfg.device)
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
@@ -151,9 +158,28 @@ def train_run(
         if split is not None:
             split.save(out / "split.json")
         rec.save(out)
-    secs = time.perf_counter() - t0
-    print(f"saved {out} (best epoch {history.best_epoch}, {secs:.0f} s)")
-    return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}
+        secs = time.perf_counter() - t0
+        print(f"saved {out} (best epoch {history.best_epoch}, {secs:.0f} s)")
+        return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}
+
+
+def nothing_left(ds: Any) -> str:
+    """Why no rating survived cleaning, in the words of its largest cause."""
+    dropped = ds.report.dropped if ds.report is not None else {}
+    if not dropped:
+        return f"{ds.name}: no ratings to train on"
+    reason = max(dropped, key=dropped.get)
+    examples = ds.report.examples.get(reason) or []
+    message = f"{ds.name}: cleaning dropped every rating, {dropped[reason]:,} of them as {reason}"
+    if examples:
+        message += f" ({examples[0]})"
+    if reason == "item id not in the items table" and len(ds.items):
+        # the usual cause: one file writes ids differently (199 against 000199)
+        message += (
+            f"; the items file's ids look like {str(ds.items['item_id'].iloc[0])!r}: "
+            "do both files write them alike?"
+        )
+    return message
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -302,7 +328,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print("\nA new user rates: " + "; ".join(f"{t} = {r:g}" for t, r in demo))
     top = rec.recommend(rec.adapt(demo), k=10)
     print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"\nrun folder: {out}  (model.safetensors, recommender.json, config.json, metrics.json)")
+    print(
+        f"\nrun folder: {out}  (model.safetensors, recommender.json, items.json, "
+        "config.json, split.json, metrics.json)"
+    )
     print(f'try: metarec recommend {out} --rate "Star Wars (1977)=5" --rate "Fargo (1996)=4"')
     print(f"total time: {time.perf_counter() - args._t0:.0f} s")
     return 0

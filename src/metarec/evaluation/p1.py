@@ -33,12 +33,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from metarec.data.features import user_rows
+from metarec.data.registry import known_names
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import DataError
@@ -52,6 +53,7 @@ STATES = ("warm", "user_cold", "item_cold", "both_cold")
 POOLED = {"item_cold_pooled": "item_cold", "both_cold_pooled": "both_cold"}
 POOL_SOURCES = ("item_cold", "both_cold")
 QUERY_SIZE = 10
+MELU_NEW_ITEM_YEAR = 1998.0  # MeLU's new items on MovieLens: released in 1998 or later
 MIN_STATE_RATINGS = 13
 
 
@@ -110,7 +112,7 @@ def make_p1_split(
     dataset: Dataset,
     seed: int = 0,
     *,
-    new_item_year: float | None = 1998,
+    new_item_year: float | Literal["auto"] | None = "auto",
     new_item_fraction: float = 0.2,
     new_user_fraction: float = 0.2,
     validation_fraction: float = 0.1,
@@ -120,7 +122,14 @@ def make_p1_split(
     fold: int | None = None,
 ) -> P1Split:
     """The P1 split; with ``n_folds`` the new users are fold ``fold`` of a seeded
-    partition of the kept users (protocol P3) instead of a random 20 %."""
+    partition of the kept users (protocol P3) instead of a random 20 %.
+
+    New items are those released in ``new_item_year`` or later. ``"auto"``: 1998 on
+    the MovieLens data sets (MeLU's rule); on other catalogues with release years,
+    the year from which the newest ``new_item_fraction`` of items date (a fixed 1998
+    made 38 % of a books catalogue new, and every item of one from 2005 on). Without
+    years, or with fewer than 5 % of items that late, a seeded random
+    ``new_item_fraction`` of items."""
     if n_folds is not None and (fold is None or not 0 <= fold < n_folds):
         raise DataError(f"fold must be in [0, {n_folds}); got {fold}")
     rng = np.random.default_rng(seed)
@@ -132,6 +141,12 @@ def make_p1_split(
     new_items: np.ndarray
     if new_item_year is not None and "year" in items.columns:
         years = pd.to_numeric(items["year"], errors="coerce")
+        if new_item_year == "auto":
+            new_item_year = (
+                MELU_NEW_ITEM_YEAR
+                if dataset.name in known_names() or years.isna().all()
+                else float(years.quantile(1 - new_item_fraction, interpolation="higher"))
+            )
         late = items.loc[years >= new_item_year, "item_id"].to_numpy()
         if len(late) >= 0.05 * len(items):  # enough new titles for a meaningful item-cold state
             new_items, rule = late, f"released in {new_item_year:g} or later"
