@@ -165,10 +165,10 @@ def train_run(
 
 def nothing_left(ds: Any) -> str:
     """Why no rating survived cleaning, in the words of its largest cause."""
-    dropped = ds.report.dropped if ds.report is not None else {}
+    dropped: dict[str, int] = ds.report.dropped if ds.report is not None else {}
     if not dropped:
         return f"{ds.name}: no ratings to train on"
-    reason = max(dropped, key=dropped.get)
+    reason = max(dropped, key=lambda r: dropped[r])
     examples = ds.report.examples.get(reason) or []
     message = f"{ds.name}: cleaning dropped every rating, {dropped[reason]:,} of them as {reason}"
     if examples:
