@@ -404,3 +404,18 @@ def test_ids_written_differently_in_two_files_are_named(
     proc = cli("train", "--interactions", str(files / "ratings.csv"),
                "--items", str(files / "items.csv"), "--out", str(tmp_path / "run"))  # fmt: skip
     assert_one_line_error(proc, "cleaning dropped every rating", "item '199'", "look like '000199'")
+
+
+def test_the_items_and_users_files_may_name_their_ids_otherwise(files: Path) -> None:
+    (files / "ratings.csv").write_text("reader,isbn,score\nu1,0001,8\nu1,0002,3\nu2,0001,9\n")
+    (files / "books.csv").write_text("book_id,title\n0001,Emma\n0002,Ulysses\n")
+    (files / "readers.csv").write_text("user_id,age\nu1,30\nu2,41\n")
+    proc = run_cli(
+        "data", "describe", "--interactions", str(files / "ratings.csv"),
+        "--items", str(files / "books.csv"), "--users", str(files / "readers.csv"),
+        "--user-col", "reader", "--item-col", "isbn", "--rating-col", "score",
+        "--items-id-col", "book_id", "--users-id-col", "user_id", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert (info["interactions"], info["items_rated"], info["user_features"]) == (3, 2, ["age"])

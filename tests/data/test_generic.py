@@ -183,3 +183,13 @@ def test_dates_as_timestamps(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="file not found"):
         load_table(tmp_path / "nope.csv")
+
+
+def test_epoch_milliseconds_are_read_as_such(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,1680214800000\n1,11,3,1680214801500\n")
+    with pytest.warns(UserWarning, match="read as milliseconds since 1970 .* year 55,213"):
+        ds = load_table(p, timestamp_col="ts")
+    assert ds.interactions["timestamp"].tolist() == [1680214800.0, 1680214801.5]
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,1680214800\n")  # seconds: left alone
+    assert load_table(p, timestamp_col="ts").interactions["timestamp"].tolist() == [1680214800.0]

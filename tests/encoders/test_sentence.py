@@ -109,6 +109,13 @@ def test_bad_local_path_names_it(tmp_path: Path) -> None:
         SentenceEncoder(str(not_a_model)).encode([TOY])
 
 
+@pytest.mark.parametrize(("name", "near"), [("tfidff", "tfidf"), ("minlm", "minilm")])
+def test_a_misspelt_encoder_name_is_caught_at_once(name: str, near: str) -> None:
+    # read as a sentence-transformers model it would fail only at a model-hub lookup
+    with pytest.raises(ConfigError, match=f"did you mean {near!r}"):
+        make_encoder(name)
+
+
 def test_missing_package_explains_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import sentence_transformers
 

@@ -29,6 +29,8 @@ FILE_ARGS: tuple[tuple[str, str, str | None], ...] = (
     ("--text-cols", "text_cols", ""),
     ("--user-feature-cols", "user_feature_cols", ""),
     ("--rating-range", "rating_range", None),
+    ("--items-id-col", "item_id_col", None),
+    ("--users-id-col", "users_id_col", None),
 )
 
 
@@ -73,6 +75,12 @@ def add_file_args(g: Any) -> None:
     g.add_argument("--text-cols", default="", help="comma-separated extra item text columns")
     g.add_argument("--user-feature-cols", default="", help="comma-separated user feature columns")
     g.add_argument("--rating-range", help="min,max (default: from the data)")
+    g.add_argument(
+        "--items-id-col",
+        dest="item_id_col",
+        help="the items file's id column (default: --item-col)",
+    )
+    g.add_argument("--users-id-col", help="the users file's id column (default: --user-col)")
     g.add_argument(
         "--strict",
         action="store_true",

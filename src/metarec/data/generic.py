@@ -76,6 +76,7 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
         out["timestamp"] = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
     else:
         ts, raw_ts = numeric_with_raw(frame["timestamp"], "timestamp")
+        ts = _epoch_seconds(ts, source)
         if raw_ts is not None:
             ts, raw_ts = _datetimes_as_seconds(frame["timestamp"], ts, raw_ts)
         out["timestamp"] = ts
@@ -84,6 +85,31 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
             out[raw.name] = raw
     _carry_internal(frame, out, source)
     return out.reset_index(drop=True)
+
+
+# numbers of an epoch unit finer than seconds: seconds since 1970 pass 1e11 in year 5138
+_EPOCH_UNITS = (
+    (1e17, 1e9, "nanoseconds"),
+    (1e14, 1e6, "microseconds"),
+    (1e11, 1e3, "milliseconds"),
+)
+
+
+def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
+    """Numeric timestamps in seconds: a column of epoch milliseconds (JavaScript's,
+    Kafka's), micro- or nanoseconds is scaled, and the loader says so."""
+    if not ts.notna().any():
+        return ts
+    typical = float(np.nanmedian(np.abs(ts.to_numpy(dtype=np.float64))))
+    for above, per_second, unit in _EPOCH_UNITS:
+        if typical >= above:
+            warnings.warn(
+                f"{source or 'interactions'}: timestamps read as {unit} since 1970 (as seconds "
+                f"they would reach the year {1970 + typical / 31_557_600:,.0f})",
+                stacklevel=4,
+            )
+            return ts / per_second
+    return ts
 
 
 def _datetimes_as_seconds(
@@ -431,8 +457,13 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
     have = [c for c in frame.columns if c != LINE_COL]
     for role, col in wanted.items():
         if col is not None and col not in frame.columns:
+            hint = (
+                " (implicit feedback, clicks or purchases, needs a column of 1s)"
+                if role == "rating"
+                else ""
+            )
             raise DataError(
-                f"{role} column {col!r} not found; columns are: {', '.join(map(str, have))}",
+                f"{role} column {col!r} not found; columns are: {', '.join(map(str, have))}" + hint,
                 path=path,
                 field=col,
             )
@@ -448,6 +479,7 @@ def load_table(
     rating_col: str = "rating",
     timestamp_col: str | None = None,
     item_id_col: str | None = None,
+    users_id_col: str | None = None,
     title_col: str | None = None,
     text_cols: Sequence[str] = (),
     genre_col: str | None = None,
@@ -460,7 +492,8 @@ def load_table(
 ) -> Dataset:
     """Load ratings (and optional item/user tables) from CSV, TSV or Parquet files.
 
-    ``item_id_col`` names the id column of the items file (default: ``item_col``).
+    ``item_id_col`` names the id column of the items file (default: ``item_col``),
+    ``users_id_col`` that of the users file (default: ``user_col``).
     Its ``title``, ``year`` and ``genres`` (or ``genre``) columns are used without
     being named; an items file with neither a title nor text columns is warned about.
     Without an items file the items are the distinct rated ids, titled by id.
@@ -507,13 +540,14 @@ def load_table(
     users = None
     if users_path is not None:
         users_raw = read_table(users_path, sep)
+        id_col = users_id_col or user_col
         feats = list(user_feature_cols) or [
-            c for c in users_raw.columns if c not in (user_col, LINE_COL)
+            c for c in users_raw.columns if c not in (id_col, LINE_COL)
         ]
-        _require(users_raw, users_path, {"user id": user_col})
+        _require(users_raw, users_path, {"user id": id_col})
         for col in feats:
             _require(users_raw, users_path, {"user feature": col})
-        frame = users_raw[[user_col, *feats, LINE_COL]].rename(columns={user_col: "user_id"})
+        frame = users_raw[[id_col, *feats, LINE_COL]].rename(columns={id_col: "user_id"})
         users = finish_users(frame, users_path, drop=())
 
     rr = rating_range or infer_rating_range(interactions["rating"])

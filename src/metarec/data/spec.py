@@ -32,6 +32,8 @@ SPEC_KEYS = (
     "user_feature_cols",
     "rating_range",
     "strict",
+    "item_id_col",
+    "users_id_col",
 )
 _PATH_KEYS = ("data", "interactions", "items", "users")
 
@@ -93,6 +95,8 @@ def _load_raw(spec: dict[str, Any]) -> Dataset:
             item_col=spec.get("item_col") or "item_id",
             rating_col=spec.get("rating_col") or "rating",
             timestamp_col=spec.get("timestamp_col"),
+            item_id_col=spec.get("item_id_col"),
+            users_id_col=spec.get("users_id_col"),
             title_col=spec.get("title_col"),
             genre_col=spec.get("genre_col"),
             year_col=spec.get("year_col"),

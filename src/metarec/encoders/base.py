@@ -10,6 +10,7 @@ seconds, and a TF-IDF user should not pay for it.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -133,6 +134,13 @@ def make_encoder(name: str, *, device: str | None = None, **kw: Any) -> Encoder:
     key = name.strip().lower()
     if key == "tfidf":
         return _construct(_tfidf_builder(), "tfidf", kw)
+    near = difflib.get_close_matches(key, ["tfidf", *sorted(_DEFAULT_SENTENCE_ALIASES)], 1, 0.85)
+    if near and near[0] != key:
+        # read as a model name, a typo would fail minutes later, in a model hub lookup
+        raise ConfigError(
+            f"encoder {name!r}: did you mean {near[0]!r}? (other names are read as "
+            "sentence-transformers models: a hub name or a local folder)"
+        )
     builder = _sentence_builder()
     if device is not None:
         kw = {"device": device, **kw}
