@@ -153,7 +153,7 @@ def test_bad_timestamps_are_noted_not_dropped(tmp_path: Path) -> None:
     assert len(out.interactions) == 2 and np.isnan(out.interactions["timestamp"].iloc[1])
     assert out.report is not None
     assert any("r.csv line 3: timestamp 'soon'" in n for n in out.report.notes)
-    with pytest.raises(DataError, match=r"r\.csv, line 3, field 'timestamp'"):
+    with pytest.raises(DataError, match=r"r\.csv, line 3, field 'ts'"):
         clean(ds, strict=True)
 
 

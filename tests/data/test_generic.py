@@ -193,3 +193,11 @@ def test_epoch_milliseconds_are_read_as_such(tmp_path: Path) -> None:
     assert ds.interactions["timestamp"].tolist() == [1680214800.0, 1680214801.5]
     p.write_text("user_id,item_id,rating,ts\n1,10,4,1680214800\n")  # seconds: left alone
     assert load_table(p, timestamp_col="ts").interactions["timestamp"].tolist() == [1680214800.0]
+
+
+def test_strict_errors_name_the_files_own_column(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("reader,isbn,score\nu1,1,8\nu1,2,x\n")
+    ds = load_table(p, user_col="reader", item_col="isbn", rating_col="score")
+    with pytest.raises(DataError, match=r"r\.csv, line 3, field 'score': rating 'x'"):
+        clean(ds, strict=True)

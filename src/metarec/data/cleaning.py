@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metarec.data.generic import LINE_COL, RAW_PREFIX, SOURCE_ATTR
+from metarec.data.generic import COLUMNS_ATTR, LINE_COL, RAW_PREFIX, SOURCE_ATTR
 from metarec.data.schema import CleaningReport, Dataset
 from metarec.data.text import build_item_text
 from metarec.errors import ConfigError, DataError
@@ -365,7 +365,7 @@ def _finding(
         why(first) or reason,
         path=source,
         row=int(lines[first]) if lines is not None else None,
-        field=field,
+        field=frame.attrs.get(COLUMNS_ATTR, {}).get(field, field),  # as the file names it
     )
     return _Finding(reason, rows, examples, error)
 

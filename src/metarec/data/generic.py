@@ -26,6 +26,9 @@ from metarec.data.text import ItemTextConfig, build_item_text, normalise_genres
 from metarec.errors import ConfigError, DataError
 
 SOURCE_ATTR = "source"
+# frame.attrs[COLUMNS_ATTR]: internal column name -> the file's, for messages that
+# name a field ("score", not "rating")
+COLUMNS_ATTR = "columns"
 LINE_COL = "_line"
 RAW_PREFIX = "_raw_"  # _raw_<col>: source text of values that did not parse
 
@@ -520,6 +523,7 @@ def load_table(
         renamed[timestamp_col] = "timestamp"
     inter = inter_raw[[*renamed, LINE_COL]].rename(columns=renamed)
     interactions = finish_interactions(inter, interactions_path)
+    interactions.attrs[COLUMNS_ATTR] = {new: old for old, new in renamed.items()}
 
     text = text or ItemTextConfig(extra=tuple(text_cols))
     if items_path is not None:
