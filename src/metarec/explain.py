@@ -74,9 +74,12 @@ def liked_weights(ratings: np.ndarray, rating_range: tuple[float, float]) -> np.
     ratings = np.asarray(ratings, dtype=np.float64)
     if len(ratings) == 0:
         return ratings
+    lo, hi = rating_range
+    if hi == lo:  # implicit feedback read as 1s: every interaction is a like
+        return np.ones_like(ratings)
     centre = float(ratings.mean())
     if np.ptp(ratings) == 0:
-        centre = (rating_range[0] + rating_range[1]) / 2.0
+        centre = (lo + hi) / 2.0
     return np.clip(ratings - centre, 0.0, None)
 
 

@@ -66,7 +66,11 @@ def not_worse(old_mae: float, new_mae: float, tolerance: float = 0.0) -> bool:
 
 
 def feedback_frame(
-    store: Any, rating_range: tuple[float, float], known_items: set[str]
+    store: Any,
+    rating_range: tuple[float, float],
+    known_items: set[str],
+    *,
+    negatives: bool = True,
 ) -> tuple[pd.DataFrame, int]:
     """Ratings from the store's events (user_id prefixed), and how many were dropped
     because their item is not in the catalogue."""
@@ -83,7 +87,8 @@ def feedback_frame(
             return
         latest_ts = {ev.item_id: ev.timestamp for ev in pending}
         lo, hi = rating_range
-        for item, rating in history_from_events(pending, rating_range).items():
+        history = history_from_events(pending, rating_range, negatives=negatives)
+        for item, rating in history.items():
             if rating is None:  # a negative event on a one-value range: no rating to train on
                 continue
             if item not in known_items:
@@ -164,6 +169,7 @@ def retrain(
     from metarec.data.spec import load_from_spec, names_data
     from metarec.io import save_json
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+    from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
 
     t0 = time.perf_counter()
@@ -187,7 +193,9 @@ def retrain(
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:
         items = combined_items(ds.items, store.added_items())
-        feedback, dropped = feedback_frame(store, old.rating_range, set(items["item_id"]))
+        feedback, dropped = feedback_frame(
+            store, old.rating_range, set(items["item_id"]), negatives=reads_negatives(old)
+        )
         fb_features = store.all_user_features()
     finally:
         store.close()

@@ -98,6 +98,11 @@ def test_beyond_the_validation_scores_a_score_rounds_to_its_level() -> None:
     cuts = RatingCutpoints.fit(s, y, levels=range(1, 11))
     np.testing.assert_array_equal(cuts.apply(np.array([7.0, 8.2, 9.6, 12.0])), [7, 8, 10, 10])
     assert cuts.cuts[-3:] == (7.5, 8.5, 9.5)
+    # 0/1 clicks whose validation scores all stay under 0.53: the data's edge, not a
+    # cut past the scale, so a score of 0.85 reads as a 1
+    y01 = (rng.random(400) < 0.2).astype(float)
+    s01 = rng.uniform(0.0, 0.53, size=400)
+    assert RatingCutpoints.fit(s01, y01).apply(np.array([0.2, 0.85])).tolist() == [0, 1]
 
 
 def test_unknown_method_is_refused() -> None:

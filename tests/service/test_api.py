@@ -213,6 +213,8 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", events, {"content": b'{"event_id": ', "headers": js}, 400, "bad_json",
          "not valid JSON at character 13: Expecting value"),
         ("POST", events, event(item_id="no-such"), 422, "unknown_item", "no-such"),
+        ("POST", events, event(type="click", value=3), 422, "validation_error",
+         "only a rating event takes one"),
         ("POST", events, {"content": b'{"a": 1}', "headers": h | {"content-type": "text/plain"}},
          415, "unsupported_media_type", "'text/plain'"),
         ("POST", events, {"data": {"event_id": "f"}, "headers": h},

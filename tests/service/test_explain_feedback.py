@@ -49,6 +49,28 @@ def test_event_rating(kind: str, value: float | None, lo_hi: tuple, expected: fl
     assert event_rating(kind, value, lo_hi) == expected
 
 
+def test_a_model_that_reads_every_rated_item_as_positive_gets_no_dislike() -> None:
+    from types import SimpleNamespace
+
+    from metarec.service.feedback import reads_negatives
+
+    def run(objective: str, positives: str = "rated") -> object:
+        return SimpleNamespace(
+            cfg=SimpleNamespace(objective=objective, support_positives=positives)
+        )
+
+    # bce on 1-5 ratings, support positives "rated": a dislike sent as a 1 would be a
+    # positive like any other interaction, so it stands for no rating
+    assert not reads_negatives(run("bce"))
+    assert reads_negatives(run("rating")) and reads_negatives(run("bce", "liked"))
+    assert event_rating("dislike", None, (1, 5), negatives=False) is None
+    assert event_rating("skip", None, (1, 5), negatives=False) is None
+    assert event_rating("like", None, (1, 5), negatives=False) == 5.0
+    assert event_rating("rating", 1.0, (1, 5), negatives=False) == 1.0  # the user's own rating
+    events = [StoredEvent("a", "x", "like", None, 1.0), StoredEvent("b", "x", "dislike", None, 2.0)]
+    assert history_from_events(events, (1.0, 5.0), negatives=False) == {"x": None}
+
+
 def test_event_rating_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="needs a value"):
         event_rating("rating", None, (1, 5))

@@ -91,9 +91,12 @@ class RatingCutpoints:
         # scale with few 8s to 10s, the cuts above 7 all sat just past the highest score,
         # and a score of 7.0 read as a 10. Beyond the data, a score rounds to the
         # nearest level instead.
+        # (a cut the data never reach and a mid the data pass: the data's edge, so the
+        # scores they cover keep their verdict and those beyond it round up; on 0/1
+        # with every validation score under 0.53, no score read as a 1)
         mids = (lv[:-1] + lv[1:]) / 2
-        cuts = np.where(cuts > s[-1], np.maximum(cuts, mids), cuts)
-        cuts = np.where(cuts < s[0], np.minimum(cuts, mids), cuts)
+        cuts = np.where(cuts > s[-1], np.maximum(s[-1], mids), cuts)
+        cuts = np.where((cuts < s[0]) & (mids < s[0]), mids, cuts)
         return cls(tuple(map(float, lv)), tuple(map(float, np.maximum.accumulate(cuts))))
 
     def apply(self, scores: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from metarec.errors import MetarecError, UnknownItemError, UnsupportedError
 from metarec.service import errors, schemas
 from metarec.service.errors import ApiError, error_response
-from metarec.service.feedback import event_rating
+from metarec.service.feedback import event_rating, reads_negatives
 from metarec.service.metrics import Metrics
 from metarec.service.middleware import BodyLimit, RequestMetrics, refuse
 from metarec.service.serving import ModelHolder, Served
@@ -345,6 +345,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         user = user_or_404(user_id)
         s = served()
         lo_hi = s.rec.rating_range
+        negatives = reads_negatives(s.rec)
         history = []
         for ev in store.events_for(user_id, limit=settings.max_history_returned):
             idx = s.rec.item_index.get(ev.item_id)
@@ -354,7 +355,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                     "title": None if idx is None else s.titles[idx],
                     "type": ev.type,
                     "value": ev.value,
-                    "rating": event_rating(ev.type, ev.value, lo_hi),
+                    "rating": event_rating(ev.type, ev.value, lo_hi, negatives=negatives),
                     "timestamp": ev.timestamp,
                 }
             )

@@ -17,11 +17,13 @@ When a user has several events for one item, the latest wins (by the event's
 timestamp, then by arrival order): a like after a rating of 2 means the user
 changed their mind.
 
-A run trained on implicit feedback read as all 1s has a one-value range: there a
-dislike or a skip has no rating below the others to stand for, and taking it as
-the one value would read it as a positive. It stands for no rating (None): the
-item is left out of the user's adaptation and of their recommendations, and out
-of retraining's data.
+Some runs cannot read a low rating as "not this": a run trained on implicit
+feedback read as all 1s (a one-value range, no rating below the others), and a
+run of an implicit objective (bce, bpr, softmax) whose support positives are every
+rated item (``support_positives = "rated"``, the default), for which a rating of 1
+is an interaction like any other. There a dislike or a skip stands for no rating
+(None): the item is left out of the user's adaptation and of their
+recommendations, and out of retraining's data.
 """
 
 from __future__ import annotations
@@ -48,9 +50,16 @@ class StoredEvent:
     timestamp: float  # seconds since the epoch: the client's timestamp or the arrival time
 
 
-def event_rating(kind: str, value: float | None, rating_range: tuple[float, float]) -> float | None:
+def event_rating(
+    kind: str,
+    value: float | None,
+    rating_range: tuple[float, float],
+    *,
+    negatives: bool = True,
+) -> float | None:
     """The rating an event stands for; ``value`` is used for ``rating`` events only.
-    None: a negative event on a one-value range, which no rating can express."""
+    None: a negative event where no rating can express one (a one-value range, or
+    ``negatives=False``: a model that reads every rated item as a positive)."""
     lo, hi = rating_range
     if kind == "rating":
         if value is None:
@@ -60,20 +69,34 @@ def event_rating(kind: str, value: float | None, rating_range: tuple[float, floa
         level = _IMPLICIT_LEVEL[kind]
     except KeyError:
         raise ValueError(f"unknown event type {kind!r}; expected one of {EVENT_TYPES}") from None
-    if lo == hi and level < 0.5:
+    if level < 0.5 and (lo == hi or not negatives):
         return None
     return lo + level * (hi - lo)
 
 
+def reads_negatives(model: object) -> bool:
+    """Whether ``model`` (a run, or an ensemble through its primary run) reads a low
+    rating as a dislike: a rating objective, or an implicit one whose positives are
+    the liked items only."""
+    cfg = getattr(model, "cfg", None) or getattr(getattr(model, "primary", None), "cfg", None)
+    if cfg is None:
+        return True
+    return bool(cfg.objective == "rating" or cfg.support_positives == "liked")
+
+
 def history_from_events(
-    events: Iterable[StoredEvent], rating_range: tuple[float, float]
+    events: Iterable[StoredEvent],
+    rating_range: tuple[float, float],
+    *,
+    negatives: bool = True,
 ) -> dict[str, float | None]:
     """item_id → rating, the latest event per item winning (``events`` in store order);
-    None where the latest is a negative event on a one-value range."""
+    None where the latest is a negative event no rating expresses (see the module)."""
     latest: dict[str, tuple[float, int, float | None]] = {}
     for n, ev in enumerate(events):
         key = (ev.timestamp, n)
         prev = latest.get(ev.item_id)
         if prev is None or key >= prev[:2]:
-            latest[ev.item_id] = (ev.timestamp, n, event_rating(ev.type, ev.value, rating_range))
+            rating = event_rating(ev.type, ev.value, rating_range, negatives=negatives)
+            latest[ev.item_id] = (ev.timestamp, n, rating)
     return {item: r for item, (_, _, r) in latest.items()}

@@ -188,6 +188,12 @@ class EventIn(_Strict):
     def _rating_has_value(self) -> EventIn:
         if self.type == "rating" and self.value is None:
             raise ValueError("value: required for a rating event")
+        if self.type != "rating" and self.value is not None:
+            # it would be stored and shown, yet the event stands for its type's rating
+            raise ValueError(
+                f"value: only a rating event takes one; a {self.type} stands for a "
+                "rating of its own (see the feedback table)"
+            )
         return self
 
     def epoch(self) -> float | None:

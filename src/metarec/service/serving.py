@@ -37,7 +37,7 @@ from metarec.explain import display_titles, explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
-from metarec.service.feedback import history_from_events
+from metarec.service.feedback import history_from_events, reads_negatives
 from metarec.service.items import apply_items, encode, item_frame, unusable
 from metarec.service.metrics import Metrics
 from metarec.service.store import FeedbackStore, UserSummary
@@ -235,7 +235,9 @@ class ModelHolder:
     def _fold_in(self, rec: Recommender) -> dict[str, Any]:
         from metarec.retrain import feedback_frame
 
-        frame, _ = feedback_frame(self.store, rec.rating_range, set(rec.item_index))
+        frame, _ = feedback_frame(
+            self.store, rec.rating_range, set(rec.item_index), negatives=reads_negatives(rec)
+        )
         summary = rec.fold_in_items(frame)
         log.info(
             "fold-in: %d new items from %d ratings (shrinkage %g)",
@@ -253,7 +255,11 @@ class ModelHolder:
             return state
         rec = served.rec
         t0 = time.perf_counter()
-        history = history_from_events(self.store.events_for(user.user_id), rec.rating_range)
+        history = history_from_events(
+            self.store.events_for(user.user_id),
+            rec.rating_range,
+            negatives=reads_negatives(rec),
+        )
         lo, hi = rec.rating_range
         # items this model does not know (a swapped-in run without them) are left out;
         # ratings are clipped in case the new run's rating range is narrower
