@@ -46,6 +46,16 @@ def test_bad_overrides(assignment: str, needle: str) -> None:
         TrainConfig().with_overrides([assignment])
 
 
+def test_options_beside_the_train_table_are_refused(tmp_path: Path) -> None:
+    # [model] beside [train] was read as nothing: hidden stayed 64 without a word
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nepochs = 2\n[model]\nhidden = 32\n")
+    with pytest.raises(ConfigError, match=r"\['model'\] beside the \[train\] table"):
+        TrainConfig.from_toml(cfg)
+    cfg.write_text("[train]\nepochs = 2\n[train.model]\nhidden = 32\n")
+    assert TrainConfig.from_toml(cfg).model.hidden == 32
+
+
 def test_bad_toml_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("algorithm = \n")
@@ -113,3 +123,8 @@ def test_numpy_numbers_are_stored_as_python_ones() -> None:
     cfg = TrainConfig(seed=seed, inner_lr=1, outer_lr=outer_lr).validate()
     assert (type(cfg.seed), type(cfg.inner_lr), type(cfg.outer_lr)) == (int, float, float)
     assert json.loads(json.dumps(cfg.to_dict()))["seed"] == 3
+
+
+def test_a_seed_torch_cannot_take_is_refused_at_once() -> None:
+    with pytest.raises(ConfigError, match=r"seed: must be below 2\*\*32"):
+        TrainConfig(seed=2**48).validate()

@@ -394,3 +394,21 @@ def test_a_title_two_items_share_names_both(fitted: Recommender) -> None:
         fitted.adapt([("Cape Fear", 5)])
     a, b = (fitted.resolve(f"Cape Fear ({y})") for y in (1962, 1991))
     assert a != b
+
+
+def test_implicit_scores_do_not_depend_on_who_shares_the_batch(shared_data: Path) -> None:
+    # sampled support negatives came from one stream for the whole batch, so adding a
+    # user to the call moved another's scores (by up to 0.26, reordering items)
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    cfg = TrainConfig(objective="bce", epochs=1, max_train_users=60, seed=1, device="cpu")
+    rec, _ = fit_recommender(catalogue, ds.interactions, cfg, users=ds.users, progress=False)
+    history = [("1", 5), ("50", 1), ("181", 4)]
+    alone = rec.score(rec.adapt(history))
+    with_others = rec.score(rec.adapt_many([[("300", 4), ("7", 2)], history])[-1])
+    np.testing.assert_allclose(alone, with_others, rtol=1e-5, atol=1e-6)
+
+
+def test_no_tasks_score_as_an_empty_table(fitted: Recommender) -> None:
+    assert fitted.score_catalogue([]).shape == (0, fitted.n_items)
+    assert fitted.predict_tasks([]) == []

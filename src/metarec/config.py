@@ -158,6 +158,8 @@ class TrainConfig:
         for name, value in not_negative.items():
             if value < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {value}")
+        if self.seed >= 2**32:  # torch's seed is seed * 100003 + epoch, a 64-bit integer
+            raise ConfigError(f"seed: must be below 2**32, got {self.seed}")
         if not 0.0 <= self.model.dropout < 1.0:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
         check_device(self.device)
@@ -194,7 +196,14 @@ class TrainConfig:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text, so not a TOML config") from None
-        data = data.get("train", data)
+        if "train" in data:
+            beside = sorted(k for k in data if k != "train")
+            if beside:  # read from the [train] table alone, they would be dropped unseen
+                raise ConfigError(
+                    f"{path}: {beside} beside the [train] table; put every option in it "
+                    "(the model's as [train.model]) or use top-level keys without it"
+                )
+            data = data["train"]
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: [train] must be a table of options, got {data!r:.40}")
         return cls.from_dict(data, source=str(path))

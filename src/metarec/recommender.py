@@ -304,7 +304,10 @@ class Recommender(TopK):
 
         For the implicit objectives the support side is built exactly as in
         meta-training (positives plus seeded sampled negatives); query sets are
-        dropped first so that they cannot influence the sampled negatives.
+        dropped first so that they cannot influence the sampled negatives. Each task
+        draws from a generator seeded by the run's seed and its own support items:
+        one stream for the batch made a user's scores depend on who else was adapted
+        in the same call (a served batch, an evaluation chunk).
         """
         steps = self.cfg.steps_at_eval if steps is None else steps
         if all(len(t.support_items) == 0 for t in tasks):
@@ -321,7 +324,7 @@ class Recommender(TopK):
                 negatives=self.cfg.negatives,
                 like_threshold=self.cfg.like_threshold,
                 negative_pool=self._negative_pool,
-                rng=np.random.default_rng(self.cfg.seed),
+                rng=lambda t: np.random.default_rng([self.cfg.seed, *t.support_items.tolist()]),
                 support_positives=self.cfg.support_positives,
             )
         batch = batch.to(self.device)
@@ -406,6 +409,8 @@ class Recommender(TopK):
     ) -> np.ndarray:
         """Scores [len(tasks), n_items] after adapting to each task's support set:
         one vmapped adaptation for the batch, one head call over the catalogue."""
+        if not len(tasks):  # the shape every peer returns for no tasks
+            return np.zeros((0, self.n_items))
         codes = self._codes(users, len(tasks))
         _, params = self._adapt_tasks(tasks, codes)
         return self.learner.scorer.catalogue_scores(params, codes, self._h, self._b).cpu().numpy()

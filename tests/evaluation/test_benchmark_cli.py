@@ -469,3 +469,23 @@ def test_a_run_refused_before_its_first_model_leaves_no_kept_progress(
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"shots": ()}, "shots: support sizes"),
+        ({"shots": (-1,)}, "shots: support sizes"),
+        ({"algorithms": []}, "at least one metarec model"),
+    ],
+)
+def test_run_benchmark_refuses_options_before_loading_anything(
+    options: dict, needle: str, tmp_path: Path
+) -> None:
+    from metarec.errors import ConfigError
+    from metarec.evaluation.benchmark import run_benchmark
+
+    # a data set that does not exist: the options are refused before it is looked for
+    with pytest.raises(ConfigError, match=needle):
+        run_benchmark("p2", "no-such-data", out=tmp_path, peers=["popularity"], **options)
+    assert not any(tmp_path.iterdir())

@@ -184,3 +184,10 @@ def test_new_items_are_refused_when_a_member_cannot_score_them() -> None:
     both = Ensemble({"a": Growing(), "b": Growing()})
     both.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 2), np.float32))
     assert both.n_items == N_ITEMS + 1
+
+
+def test_a_support_size_no_validation_user_reaches_keeps_the_last_learned_weights() -> None:
+    ens = Ensemble({"a": Constant(), "b": Oracle(3, "o")}, buckets=(0, 3, 1000)).fit(_data())
+    # before: an even split nothing chose, while K >= 3 had learned to trust the oracle
+    np.testing.assert_array_equal(ens.weights[2], ens.weights[1])
+    assert ens.weights[1][1] > 0.5

@@ -45,3 +45,13 @@ def test_unknown_name_and_option_are_config_errors() -> None:
 def test_bad_option_values_name_the_option(name: str, option: str, value: float) -> None:
     with pytest.raises(ConfigError, match=rf"{name}: option {option} must be"):
         make_peer(name, **{option: value})
+
+
+def test_make_ranker_refuses_unknown_kinds_and_options_by_name() -> None:
+    from metarec.errors import ConfigError
+    from metarec.models.persist import make_ranker
+
+    with pytest.raises(ConfigError, match=r"unknown ranker 'nope'; expected one of"):
+        make_ranker("nope")
+    with pytest.raises(ConfigError, match=r"ranker 'episodic': unknown option\(s\) \['foo'\]"):
+        make_ranker("episodic", foo=1)

@@ -8,7 +8,7 @@ the longest one and carry masks, so a whole batch of users goes through
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -254,7 +254,7 @@ def collate(
     negatives: int = 4,
     like_threshold: float | None = 4.0,
     negative_pool: np.ndarray | None = None,
-    rng: np.random.Generator | None = None,
+    rng: np.random.Generator | Callable[[Task], np.random.Generator] | None = None,
     support_positives: str = "liked",
 ) -> TaskBatch:
     """Pad ``tasks`` into a :class:`TaskBatch`.
@@ -309,7 +309,7 @@ def collate(
                     ),
                     negatives=n_neg,
                     pool=negative_pool,
-                    rng=rng,
+                    rng=rng(t) if callable(rng) else rng,
                 )
             )
     out = []

@@ -19,6 +19,7 @@ the model it was fitting.
 
 from __future__ import annotations
 
+import numbers
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -650,6 +651,14 @@ def run_benchmark(
     # before the data is loaded and encoded, not a minute into the run
     check_model_names(protocol, algorithms, peers)
     shots = tuple(SHOTS if shots is None else shots)
+    # checked here, not after every model is fitted
+    if not algorithms:
+        raise ConfigError("algorithms: the run needs at least one metarec model to judge")
+    if protocol == "p2" and (
+        not shots
+        or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0 for k in shots)
+    ):
+        raise ConfigError(f"shots: support sizes must be whole numbers >= 0, got {list(shots)}")
     ds = dataset if isinstance(dataset, Dataset) else None
     ds_name = safe_name(ds.name) if ds is not None else str(dataset)
     out = Path(out)

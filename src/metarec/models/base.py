@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.catalogue import Catalogue
-from metarec.data.schema import Dataset, like_threshold_for
+from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, UnsupportedError
 from metarec.models.cutpoints import RatingCutpoints
@@ -112,7 +112,10 @@ class ScoringModel(ABC):
         self.like_threshold = like_threshold_for((1.0, 5.0)) if given is None else float(given)
 
     def _fit_like(self, data: TrainingData) -> None:
-        self.like_threshold = data.like_threshold(self.like_given)
+        # above the scale (or NaN) nothing is liked, and a model learns from no positives
+        self.like_threshold = check_like_threshold(
+            data.like_threshold(self.like_given), data.rating_range, f"{self.name}: like_threshold"
+        )
 
     @abstractmethod
     def fit(self, data: TrainingData) -> ScoringModel:

@@ -109,11 +109,13 @@ class Ensemble(ScoringModel):
 
     # -- fitting ------------------------------------------------------------
     def fit(self, data: TrainingData) -> Ensemble:
+        if data.validation_ratings is None:  # before minutes of fitting members
+            raise ModelError("ensemble: needs validation users to learn its weights")
+        if self.k > data.n_items:
+            raise ConfigError(f"ensemble k: {self.k} is more than the {data.n_items} items")
         if self.fit_members:
             for model in self.members.values():
                 model.fit(data)
-        if data.validation_ratings is None:
-            raise ModelError("ensemble: needs validation users to learn its weights")
         sizes = {n: m.n_items for n, m in self.members.items()}
         if len(set(sizes.values())) > 1:
             raise ModelError(
@@ -126,6 +128,10 @@ class Ensemble(ScoringModel):
         for b, shot in enumerate(self.buckets if self.learn_weights else ()):
             tasks = self._validation_tasks(val, shot)
             if not tasks:
+                # no validation user has this many ratings: the nearest smaller support
+                # size's weights, not an even split nothing chose
+                if b > 0:
+                    self.weights[b] = self.weights[b - 1]
                 continue
             users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
             self.weights[b] = self._best_weights(tasks, users, data)

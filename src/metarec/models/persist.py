@@ -70,7 +70,18 @@ def make_ranker(
     kind: str, *, max_episodes: int | None = None, **options: Any
 ) -> EpisodicLinear | StackedRanker:
     """One of :data:`RANKERS`, unfitted; ``max_episodes`` goes to the stacked ranker
-    only (the episodic ridge has no trees to sample episodes for)."""
+    only (the episodic ridge has no trees to sample episodes for). Unknown kinds and
+    options raise :class:`ConfigError` listing what is accepted, as ``make_peer`` does."""
+    import inspect
+
+    if kind not in RANKERS:
+        raise ConfigError(f"unknown ranker {kind!r}; expected one of {sorted(RANKERS)}")
+    accepted = set(inspect.signature(RANKERS[kind]).parameters) - {"self", "max_episodes"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"ranker {kind!r}: unknown option(s) {unknown}; accepted: {sorted(accepted)}"
+        )
     if kind == "stacked":
         return StackedRanker(max_episodes=max_episodes, **options)
     return RANKERS[kind](**options)
