@@ -49,11 +49,14 @@ class RetrainResult:
     out: Path
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    # what old_mae/new_mae hold, a loss either way: "MAE" for a rating run, and for an
+    # implicit objective, whose scores are not ratings, "1 - nDCG@3"
+    metric: str = "MAE"
 
     def summary(self) -> str:
         verdict = "not worse" if self.accepted else "worse"
         return (
-            f"held-out users: {self.n_eval_users}; MAE old {self.old_mae:.4f}, "
+            f"held-out users: {self.n_eval_users}; {self.metric} old {self.old_mae:.4f}, "
             f"new {self.new_mae:.4f} ({verdict}); feedback: {self.n_feedback_ratings} "
             f"ratings from {self.n_feedback_users} users"
         )
@@ -63,6 +66,20 @@ def not_worse(old_mae: float, new_mae: float, tolerance: float = 0.0) -> bool:
     """The release rule: the new model may lose at most ``tolerance`` MAE (negative: it
     must gain at least that much). NaN never passes."""
     return bool(np.isfinite(new_mae) and np.isfinite(old_mae) and new_mae <= old_mae + tolerance)
+
+
+def on_levels(feedback: pd.DataFrame, ratings: np.ndarray) -> pd.DataFrame:
+    """Feedback ratings moved to the nearest level of the data's scale: a click stands
+    for 7.75 on 1-10, and as a rating of its own it would become a scale level the
+    retrained model's median cuts predict (levels 3.25, 5.5, 7.75 among 1 to 10)."""
+    from metarec.models.cutpoints import rating_levels
+
+    levels = rating_levels(ratings)
+    if levels is None or feedback.empty:  # a continuous scale has no levels to keep
+        return feedback
+    lv = np.asarray(levels)
+    nearest = np.abs(feedback["rating"].to_numpy(dtype=np.float64)[:, None] - lv).argmin(axis=1)
+    return feedback.assign(rating=lv[nearest])
 
 
 def feedback_frame(
@@ -138,6 +155,13 @@ def _held_out_users(run: Path, ds: Any, seed: int) -> tuple[set[str], str]:
     return set(map(str, held["user_id"].unique())), f"a seeded {HELD_OUT_FRACTION:.0%} of users"
 
 
+def gate_metric(rec: Recommender) -> str:
+    """The loss the release rule compares: MAE where scores are ratings; otherwise
+    1 - nDCG@3 of each held-out user's query items ranked by score (gain 2^r - 1),
+    as the MAE of a bce or softmax score against ratings would measure nothing."""
+    return "MAE" if rec.cfg.objective == "rating" else "1 - nDCG@3"
+
+
 def _mae(
     rec: Recommender, frame: pd.DataFrame, users: pd.DataFrame | None, seed: int
 ) -> tuple[float, int]:
@@ -149,8 +173,9 @@ def _mae(
         return float("nan"), 0
     rows = user_rows(users, user_ids)
     preds = rec.predict_tasks(tasks, rows)
-    table = per_user_table(preds, [t.query_ratings for t in tasks])
-    return summarise(table)["mae"], len(tasks)
+    summary = summarise(per_user_table(preds, [t.query_ratings for t in tasks]))
+    loss = summary["mae"] if gate_metric(rec) == "MAE" else 1.0 - summary["ndcg@3"]
+    return loss, len(tasks)
 
 
 def retrain(
@@ -200,6 +225,7 @@ def retrain(
     finally:
         store.close()
 
+    feedback = on_levels(feedback, ds.interactions["rating"].to_numpy())
     held, held_rule = _held_out_users(run, ds, cfg.seed)
     inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
     evaluation = inter[inter["user_id"].isin(held)]
@@ -245,6 +271,7 @@ def retrain(
         accepted,
         written=accepted or force,
         out=out,
+        metric=gate_metric(old),
         details={
             "held_out": held_rule,
             "feedback_items_dropped": dropped,
@@ -260,6 +287,7 @@ def retrain(
             out / "retrain.json",
             {
                 "retrained_from": str(run),
+                "metric": gate_metric(old),  # what old_mae and new_mae hold
                 "old_mae": old_mae,
                 "new_mae": new_mae,
                 "n_eval_users": n_eval,

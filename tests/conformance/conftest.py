@@ -38,11 +38,14 @@ class ModelSpec:
     seeded: bool = True  # False for closed-form models that have no randomness
 
 
-def _meta(algorithm: str, objective: str = "rating") -> Callable[[int], ScoringModel]:
+def _meta(
+    algorithm: str, objective: str = "rating", positives: str = "rated"
+) -> Callable[[int], ScoringModel]:
     def build(seed: int) -> ScoringModel:
         cfg = TrainConfig(
             algorithm=algorithm,  # type: ignore[arg-type]
             objective=objective,  # type: ignore[arg-type]
+            support_positives=positives,
             epochs=2,
             max_train_users=150,
             inner_steps=2,
@@ -98,7 +101,10 @@ SPECS: list[ModelSpec] = [
     ModelSpec("metarec-fomaml", _meta("fomaml")),
     ModelSpec("metarec-maml", _meta("maml")),
     # implicit feedback: support sets get seeded sampled negatives at evaluation
-    ModelSpec("metarec-fomaml-bce", _meta("fomaml", "bce")),
+    # positives = liked items: with the default (every rated item a positive) opposite
+    # opinions on the same items are the same support by design, and the scores once
+    # differed only through negatives drawn per batch, not per user
+    ModelSpec("metarec-fomaml-bce", _meta("fomaml", "bce", "liked")),
     # the closed-form episodic ridge (no randomness: time order fixes every episode);
     # the ratings block is forced on, so that opinions, not only items, move the scores
     ModelSpec("metarec-episodic", _episodic(), seeded=False),

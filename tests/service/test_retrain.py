@@ -125,3 +125,17 @@ def test_retrain_refuses_a_model_that_is_not_good_enough(
     m = re.search(r"held-out MAE (\d\.\d+) vs (\d\.\d+)", captured.err)
     assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, captured.err
     assert "not written" in captured.err and not out.exists()
+
+
+def test_feedback_ratings_land_on_the_datas_levels() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from metarec.retrain import on_levels
+
+    feedback = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["1", "2", "3"],
+                             "rating": [7.75, 3.25, 10.0]})  # fmt: skip
+    snapped = on_levels(feedback, np.arange(1.0, 11.0))  # a click, a skip, a like on 1-10
+    assert snapped["rating"].tolist() == [8.0, 3.0, 10.0]
+    # a continuous scale has no levels: left as it is
+    assert on_levels(feedback, np.linspace(0, 1, 500))["rating"].tolist() == [7.75, 3.25, 10.0]

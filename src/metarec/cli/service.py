@@ -62,7 +62,8 @@ def register(sub: Any) -> None:
         "--tolerance",
         type=float,
         default=0.0,
-        help="held-out MAE the new model may lose and still be written (negative: the "
+        help="held-out MAE (1 - nDCG@3 for implicit objectives) the new model may lose and "
+        "still be written (negative: the "
         "gain it must show; default 0)",
     )
     rt.add_argument("--force", action="store_true", help="write the new run even if worse")
@@ -111,7 +112,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"wrote {result.out}{forced} in {result.seconds:.0f} s")
         return 0
     print(
-        f"metarec: the retrained model is worse: held-out MAE {result.new_mae:.4f} vs "
+        f"metarec: the retrained model is worse: held-out {result.metric} {result.new_mae:.4f} vs "
         f"{result.old_mae:.4f} for {args.run} (tolerance {args.tolerance:g}); "
         f"{args.out} not written (--force writes it anyway)",
         file=sys.stderr,
