@@ -262,6 +262,8 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", "/v1/users", body({"user_id": " a"}), 422, "validation_error", "space"),
         ("PUT", "/v1/items", body({"items": [{"item_id": "a,b", "title": "A"}]}),
          422, "validation_error", "','"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "b", "title": "B", "author": "A"}]}),
+         422, "validation_error", "items[0].author: not a field of an item"),
         ("PUT", "/v1/items", body({"items": [{"item_id": "blank", "title": "   "}]}),
          422, "validation_error", "items[0].title"),
         ("POST", reload, body({"run": "/no/such/run"}), 422, "invalid_run", "/no/such/run"),

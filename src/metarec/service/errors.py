@@ -61,6 +61,9 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+        if err.get("type") == "extra_forbidden" and loc.startswith("items["):
+            # a catalogue's own columns (author, description) have no field of their own
+            msg = "not a field of an item (title, text, genres, year); put further text in text"
         value = err.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r:.80})"
         parts.append(f"{loc or 'body'}: {msg}{shown}")
