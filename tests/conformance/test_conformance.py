@@ -205,3 +205,18 @@ def test_saved_ensemble_scores_the_same_or_is_refused_clearly(
         loaded.score_catalogue(world.tasks, world.users),
         ens.score_catalogue(world.tasks, world.users),
     )
+
+
+def test_support_sets_no_model_can_read_are_refused(fitted: ScoringModel, world: World) -> None:
+    from metarec.errors import DataError
+
+    task = world.tasks[0]
+    wrapped = replace(task, support_items=np.array([-1], dtype=np.int64),
+                      support_ratings=np.array([5.0], dtype=np.float32))  # fmt: skip
+    with pytest.raises(DataError, match=r"support item -1 is not in \[0, "):
+        fitted.recommend([wrapped], k=3)
+    unrated = replace(task, support_ratings=np.full(len(task.support_items), np.nan, np.float32))
+    with pytest.raises(DataError, match="not a finite number"):
+        fitted.recommend([unrated], k=3)
+    with pytest.raises(DataError, match="2 user rows for 1 tasks"):
+        fitted.recommend([task], k=3, users=world.users.iloc[:2])

@@ -26,7 +26,7 @@ import pandas as pd
 from metarec.catalogue import Catalogue
 from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
 from metarec.data.tasks import Task, UserRatings
-from metarec.errors import ConfigError, UnsupportedError
+from metarec.errors import ConfigError, DataError, UnsupportedError
 from metarec.models.cutpoints import RatingCutpoints
 
 
@@ -140,6 +140,7 @@ class ScoringModel(ABC):
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
     ) -> list[np.ndarray]:
         """Scores of each task's query items (ratings when ``predicts_ratings``)."""
+        check_tasks(tasks, self.n_items, users, self.name)
         out: list[np.ndarray] = []
         for lo in range(0, len(tasks), self.chunk_size):
             chunk = tasks[lo : lo + self.chunk_size]
@@ -163,6 +164,7 @@ class ScoringModel(ABC):
         gives every item.
         """
         check_k(k, f"{self.name}: ")
+        check_tasks(tasks, self.n_items, users, self.name)
         parts = []
         for lo in range(0, len(tasks), self.chunk_size):
             chunk = tasks[lo : lo + self.chunk_size]
@@ -188,6 +190,24 @@ def check_k(k: object, where: str = "") -> None:
     the message (a model's name)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise ConfigError(f"{where}k: must be a whole number > 0, got {k!r}")
+
+
+def check_tasks(
+    tasks: Sequence[Task], n_items: int, users: pd.DataFrame | None, where: str
+) -> None:
+    """DataError for support sets no model can read: an item index outside the
+    catalogue (-1 would wrap to the last item), a rating that is not a finite number
+    (NaN turned a whole row of scores into NaN), or ``users`` rows that do not match
+    the tasks one for one."""
+    if users is not None and len(users) != len(tasks):
+        raise DataError(f"{where}: {len(users)} user rows for {len(tasks)} tasks")
+    for n, t in enumerate(tasks):
+        items = np.asarray(t.support_items)
+        if len(items) and (items.min() < 0 or items.max() >= n_items):
+            bad = int(items[(items < 0) | (items >= n_items)][0])
+            raise DataError(f"{where}: task {n}: support item {bad} is not in [0, {n_items})")
+        if not np.isfinite(np.asarray(t.support_ratings, dtype=np.float64)).all():
+            raise DataError(f"{where}: task {n}: a support rating is not a finite number")
 
 
 def check_steps(steps: object) -> None:
