@@ -13,8 +13,9 @@ range (all 5s still count as liked, all 1s do not). The whole list is one
 matrix product ``[k, d] @ [d, m]``.
 
 A user with no ratings gets the meta-learned prior, so the reason says so:
-"Popular with many users" for items people rated in training, "New in the
-catalogue" for items added since.
+"Well liked by users overall" for items people rated in training (the prior
+ranks by how users in general take an item, not by how many rated it), "New in
+the catalogue" for items added since.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from metarec.recommender import UserState
 if TYPE_CHECKING:
     from metarec.ensemble_run import ServedModel
 
-POPULAR = "Popular with many users"
+POPULAR = "Well liked by users overall"
 NEW_ITEM = "New in the catalogue"
 FROM_RATINGS = "Fits the pattern of your ratings"
 

@@ -134,7 +134,7 @@ def test_zero_shot_user_gets_the_prior(live_server: str, server_api_key: str) ->
         assert c.post("/v1/users", json={"user_id": user}).json()["n_events"] == 0
         recs = c.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
     assert recs["n_events"] == 0 and len(recs["items"]) == 5
-    assert {it["reason"] for it in recs["items"]} == {"Popular with many users"}
+    assert {it["reason"] for it in recs["items"]} == {"Well liked by users overall"}
 
 
 def test_retried_event_ids_count_once(live_server: str, server_api_key: str) -> None:
