@@ -129,6 +129,9 @@ def test_proportion_statistics_by_hand() -> None:
     assert wilson_ci(0, 20)[0] == 0.0 and wilson_ci(20, 20)[1] == 1.0
     # rounding once put the bound just past p (0/7: lower 2.8e-17), and a report's
     # error bar p - lower came out negative; every interval holds its p
+    for bad in ((5, 3, 0.95), (-1, 3, 0.95), (1, 3, 1.5)):  # once a math-domain error or (0, 1)
+        with pytest.raises(ValueError, match="wilson_ci: need"):
+            wilson_ci(*bad)
     for n in range(1, 200):
         for x in (0, n // 3, n):
             lo, hi = wilson_ci(x, n)

@@ -104,3 +104,9 @@ def test_compare_to_peers() -> None:
     assert not flipped["bias"]["better"] and flipped["bias"]["p"] == bias["p"]
     with pytest.raises(KeyError, match="nope"):
         compare_to_peers(per_user, "metarec", ["nope"], lower_is_better=True)
+
+
+def test_holm_refuses_what_is_not_a_p_value() -> None:
+    # once returned -0.2 for a p of -0.1
+    with pytest.raises(ValueError, match=r"p-values must lie in \[0, 1\], got -0.1"):
+        holm([-0.1, 0.1])

@@ -245,6 +245,10 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
     """Wilson score interval of a proportion (NaN for n = 0)."""
     if n <= 0:
         return float("nan"), float("nan")
+    if not 0 <= successes <= n or not 0 < level < 1:
+        raise ValueError(
+            f"wilson_ci: need 0 <= successes <= n and 0 < level < 1, got {successes}, {n}, {level}"
+        )
     z = float(norm.ppf(0.5 + level / 2.0))
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)

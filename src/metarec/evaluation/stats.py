@@ -60,6 +60,8 @@ def paired_wilcoxon(
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values, in the input order (NaN stays NaN, not counted)."""
     p = np.asarray(pvalues, dtype=np.float64)
+    if ((p < 0) | (p > 1)).any():  # NaN compares false: it passes, and stays NaN
+        raise ValueError(f"holm: p-values must lie in [0, 1], got {p[(p < 0) | (p > 1)][0]:g}")
     out = np.full(p.shape, np.nan)
     finite = np.flatnonzero(np.isfinite(p))
     m = len(finite)
