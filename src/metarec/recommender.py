@@ -104,6 +104,9 @@ class Recommender(TopK):
                 f"item_offsets has {len(self.item_offsets)} entries for {len(items)} items"
             )
         self._encoder: Any = None
+        # what an adapted user's parameters look like (no tower parameter that grows
+        # with the catalogue is adapted): checked on every score, computed once
+        self._fast_shapes = {k: v.shape for k, v in learner.fast_init().items()}
         self._reindex()
 
     # -- catalogue ----------------------------------------------------------
@@ -355,9 +358,9 @@ class Recommender(TopK):
             )
         # a state adapted by this model saved and loaded again is fine; another model's
         # has parameters of other shapes, or seen items past this catalogue's end
-        init = self.learner.fast_init()
-        foreign = set(user.params) != set(init) or any(
-            user.params[k].shape[1:] != init[k].shape for k in init
+        shapes = self._fast_shapes
+        foreign = user.params.keys() != shapes.keys() or any(
+            user.params[k].shape[1:] != shape for k, shape in shapes.items()
         )
         if foreign or (len(user.seen) and int(np.max(user.seen)) >= self.n_items):
             raise DataError(

@@ -106,7 +106,7 @@ def feedback_frame(
         lo, hi = rating_range
         history = history_from_events(pending, rating_range, negatives=negatives)
         for item, rating in history.items():
-            if rating is None:  # a negative event on a one-value range: no rating to train on
+            if rating is None:  # a dislike no rating expresses (see metarec.service.feedback)
                 continue
             if item not in known_items:
                 dropped += 1
@@ -162,9 +162,11 @@ def gate_metric(rec: Recommender) -> str:
     return "MAE" if rec.cfg.objective == "rating" else "1 - nDCG@3"
 
 
-def _mae(
-    rec: Recommender, frame: pd.DataFrame, users: pd.DataFrame | None, seed: int
+def _gate_loss(
+    rec: Recommender, frame: pd.DataFrame, users: pd.DataFrame | None, seed: int, metric: str
 ) -> tuple[float, int]:
+    """``metric`` (:func:`gate_metric` of the old run, so both runs are judged alike)
+    over the held-out users in ``frame``, and how many there were."""
     from metarec.evaluation.metrics import per_user_table, summarise
     from metarec.evaluation.p1 import state_tasks
 
@@ -174,7 +176,7 @@ def _mae(
     rows = user_rows(users, user_ids)
     preds = rec.predict_tasks(tasks, rows)
     summary = summarise(per_user_table(preds, [t.query_ratings for t in tasks]))
-    loss = summary["mae"] if gate_metric(rec) == "MAE" else 1.0 - summary["ndcg@3"]
+    loss = summary["mae"] if metric == "MAE" else 1.0 - summary["ndcg@3"]
     return loss, len(tasks)
 
 
@@ -259,8 +261,9 @@ def retrain(
             "feedback_ratings": len(feedback),
         },
     )
-    old_mae, n_eval = _mae(old, evaluation, users, cfg.seed)
-    new_mae, _ = _mae(new, evaluation, users, cfg.seed)
+    metric = gate_metric(old)
+    old_mae, n_eval = _gate_loss(old, evaluation, users, cfg.seed, metric)
+    new_mae, _ = _gate_loss(new, evaluation, users, cfg.seed, metric)
     accepted = not_worse(old_mae, new_mae, tolerance)
     result = RetrainResult(
         old_mae,
@@ -271,7 +274,7 @@ def retrain(
         accepted,
         written=accepted or force,
         out=out,
-        metric=gate_metric(old),
+        metric=metric,
         details={
             "held_out": held_rule,
             "feedback_items_dropped": dropped,
@@ -287,7 +290,7 @@ def retrain(
             out / "retrain.json",
             {
                 "retrained_from": str(run),
-                "metric": gate_metric(old),  # what old_mae and new_mae hold
+                "metric": metric,  # what old_mae and new_mae hold
                 "old_mae": old_mae,
                 "new_mae": new_mae,
                 "n_eval_users": n_eval,

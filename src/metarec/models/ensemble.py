@@ -87,7 +87,7 @@ class Ensemble(ScoringModel):
         if not (isinstance(grid_step, (int, float)) and 0 < grid_step <= 1):
             raise ConfigError(f"ensemble grid_step: must be in (0, 1], got {grid_step!r}")
         for option, value in (("samples", samples), ("query_size", query_size), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigError(f"ensemble {option}: must be a whole number >= 1, got {value!r}")
         self.members = dict(members)
         self.mode: Mode = mode

@@ -272,7 +272,7 @@ class ModelHolder:
         rejected = [
             rec.item_index[i] for i, r in history.items() if r is None and i in rec.item_index
         ]
-        if rejected:  # a dislike on a one-value range: not a rating, still not recommended
+        if rejected:  # a dislike no rating expresses: left out, and still not recommended
             state.seen = np.union1d(state.seen, np.asarray(rejected, dtype=np.int64))
         self.metrics.observe_adaptation(time.perf_counter() - t0)
         self.cache.put(user.user_id, version, state)
