@@ -30,6 +30,15 @@ def test_overrides_parse_as_toml_values() -> None:
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_none_resets_an_optional_key_and_is_refused_for_a_required_one() -> None:
+    cfg = TrainConfig().with_overrides(["eval_inner_steps=7", "like_threshold=4"])
+    cleared = cfg.with_overrides(["eval_inner_steps=none", "like_threshold=None"])
+    assert cleared.eval_inner_steps is None and cleared.like_threshold is None
+    assert cleared.steps_at_eval == cleared.inner_steps
+    with pytest.raises(ConfigError, match="inner_steps: a value is required"):
+        cfg.with_overrides(["inner_steps=none"])
+
+
 @pytest.mark.parametrize(
     "assignment, needle",
     [

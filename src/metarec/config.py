@@ -209,13 +209,16 @@ class TrainConfig:
         return cls.from_dict(data, source=str(path))
 
     def with_overrides(self, assignments: list[str]) -> TrainConfig:
-        """Apply ``key=value`` strings (``model.hidden=128``); values parse as TOML."""
+        """Apply ``key=value`` strings (``model.hidden=128``); values parse as TOML,
+        and ``none`` clears an optional key (``like_threshold=none``)."""
         data = self.to_dict()
         for item in assignments:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"--set {item!r}: expected key=value, e.g. inner_steps=3")
-            value = _parse_value(raw.strip())
+            # TOML has no null: the bare word none resets an optional key to its
+            # default (eval_inner_steps=none follows inner_steps again)
+            value = None if raw.strip().lower() == "none" else _parse_value(raw.strip())
             target = data
             parts = key.strip().split(".")
             for part in parts[:-1]:

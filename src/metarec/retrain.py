@@ -175,7 +175,8 @@ def _gate_loss(
         return float("nan"), 0
     rows = user_rows(users, user_ids)
     preds = rec.predict_tasks(tasks, rows)
-    summary = summarise(per_user_table(preds, [t.query_ratings for t in tasks]))
+    low = float(rec.rating_range[0])
+    summary = summarise(per_user_table(preds, [t.query_ratings for t in tasks], low=low))
     loss = summary["mae"] if metric == "MAE" else 1.0 - summary["ndcg@3"]
     return loss, len(tasks)
 

@@ -28,6 +28,23 @@ def test_ndcg_melu_gain() -> None:
     assert M.ndcg_graded(TRUE, TRUE, 4) == pytest.approx(1.0)
 
 
+def test_ndcg_gain_on_a_scale_below_zero_starts_at_its_lowest_level() -> None:
+    # a -2..2 scale shifted to 0..4: ranked true ratings 0, 2, 1, -2 → 2, 4, 3, 0
+    # → gains 3, 15, 7, 0 (2^r - 1 would give 0, 3, 1, -0.75 and a "nDCG" above 1)
+    true = TRUE - 3.0
+    dcg3 = 3 / math.log2(2) + 15 / math.log2(3) + 7 / math.log2(4)
+    idcg3 = 15 / math.log2(2) + 7 / math.log2(3) + 3 / math.log2(4)
+    assert M.ndcg_graded(PRED, true, 3, low=-2.0) == pytest.approx(dcg3 / idcg3)
+    assert M.ndcg_graded(PRED, true, 1, low=-2.0) == pytest.approx(3 / 15)
+    # a scale from 0 or above keeps MeLU's 2^r - 1
+    assert M.ndcg_graded(PRED, TRUE, 3, low=1.0) == M.ndcg_graded(PRED, TRUE, 3)
+
+
+def test_a_nan_prediction_is_refused_not_averaged_away() -> None:
+    with pytest.raises(ValueError, match=r"user 1 of 2: predictions must be finite; got nan"):
+        M.per_user_table([PRED, np.array([1.0, np.nan, 2.0, 3.0])], [TRUE, TRUE])
+
+
 def test_precision_recall_mrr() -> None:
     # relevant (>= 4): items 0 and 2. Top-2 by prediction: items 1, 0.
     assert M.precision_at(PRED, TRUE, 2, 4.0) == pytest.approx(0.5)

@@ -95,6 +95,65 @@ def test_a_split_file_that_does_not_fit_is_refused_by_name(
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda r: r["new_items"].append("no-such-item"), "1 of its new_items are not items"),
+        (lambda r: r.update(new_items=[]), "new_items must not be empty"),
+    ],
+)
+def test_a_p1_split_file_whose_new_items_do_not_fit_is_refused(
+    ds: Dataset, tmp_path: Path, edit: Callable[[dict[str, Any]], object], needle: str
+) -> None:
+    """Unknown new items would leave the item-cold states silently empty."""
+    split = make_p1_split(ds, seed=0)
+    path = tmp_path / split_file_name("p1", ds.name, None)
+    split.save(path)
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=r"p1-ml-100k-split\.json") as err:
+        load_split("p1", ds, tmp_path, fold=None, n_folds=None)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"n_folds": 1, "fold": 0}, "n_folds must be an integer >= 2; got 1"),
+        ({"n_folds": 5, "fold": 5}, "fold must be an integer in [0, 5); got 5"),
+        ({"n_folds": 5}, "fold must be an integer in [0, 5); got None"),
+        ({"fold": 2}, "fold 2 given without n_folds"),
+    ],
+)
+@pytest.mark.parametrize("protocol", ["p1", "p2"])
+def test_a_fold_plan_that_leaves_no_one_to_train_on_is_refused(
+    ds: Dataset, protocol: str, kwargs: dict[str, Any], needle: str
+) -> None:
+    make = make_p1_split if protocol == "p1" else make_p2_split
+    with pytest.raises(DataError) as err:
+        make(ds, seed=0, **kwargs)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"new_item_fraction": 0.0}, "new_item_fraction must be in (0, 1); got 0.0"),
+        ({"new_user_fraction": 1.5}, "new_user_fraction must be in (0, 1); got 1.5"),
+        ({"validation_fraction": 1.0}, "validation_fraction must be in [0, 1); got 1.0"),
+        ({"min_ratings": 5}, "min_ratings must be at least 13"),
+        ({"min_ratings": 50, "max_ratings": 40}, "at most max_ratings; got 50 and 40"),
+    ],
+)
+def test_p1_split_options_outside_their_range_are_refused(
+    ds: Dataset, kwargs: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(DataError) as err:
+        make_p1_split(ds, seed=0, **kwargs)
+    assert needle in str(err.value)
+
+
 def test_a_missing_split_file_names_the_file(ds, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no p2-ml-100k-fold4-split\.json in"):
         load_split("p2", ds, tmp_path, fold=4, n_folds=5)

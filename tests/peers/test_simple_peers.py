@@ -103,3 +103,14 @@ def test_knn_scores_new_items_from_vectors(toy_knn: ContentKNN) -> None:
         toy_knn.add_items(pd.DataFrame({"item_id": ["z"]}), np.ones((1, 2)))
     with pytest.raises(DataError, match="1 items but 2 vectors"):
         toy_knn.add_items(pd.DataFrame({"item_id": ["z"]}), np.ones((2, 3)))
+
+
+def test_a_model_that_scores_nan_is_refused_not_ranked(small: Small) -> None:
+    """A diverged model's NaN scores would sort first in torch.topk and last in
+    argsort: recommend says which task, instead of a silently arbitrary list."""
+    frame = _frame([("a", "1", 5), ("b", "2", 4), ("c", "3", 4)])
+    model = Popularity().fit(TrainingData(frame, small.data.catalogue))
+    model.scores = model.scores.copy()
+    model.scores[2] = np.nan  # as a diverged fit would leave it
+    with pytest.raises(ModelError, match=r"popularity: scored NaN for task 0 of 2"):
+        model.recommend([_task([0], [5.0]), _task([], [])], k=3)

@@ -90,6 +90,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
     )
     serve(settings, host=args.host, port=args.port)
+    # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:
+    # a clean stop, so 0, as uvicorn and gunicorn exit (not 130 like an interrupted job)
     return 0
 
 

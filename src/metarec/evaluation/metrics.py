@@ -11,7 +11,8 @@ Rating metrics (P1, per user, over the query set):
 
 P1 — ranking the query items by predicted score (ties keep query order):
     ndcg@k (MeLU gain)  = DCG@k / IDCG@k with gain 2^r - 1 and discount
-    log2(1 + rank), rank starting at 1; IDCG sorts by the true ratings.
+    log2(1 + rank), rank starting at 1; IDCG sorts by the true ratings. On a
+    scale with levels below 0 the gain is 2^(r - low) - 1, low the lowest level.
     precision@k = |relevant ∩ top-k| / k, relevant = rating >= threshold
     recall@k    = |relevant ∩ top-k| / |relevant| (users with none: NaN)
     f1@k        = 2·P·R / (P + R), 0 when P = R = 0 (NaN when R is)
@@ -64,9 +65,16 @@ def rmse(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 # -- P1: ranking the query set ---------------------------------------------
-def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int) -> float:
+def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) -> float:
+    """MeLU's nDCG@k with gain 2^(r - min(low, 0)) - 1.
+
+    ``low`` is the rating scale's lowest level. On a scale that starts at 0 or
+    above (MovieLens' 1-5) the gain is MeLU's 2^r - 1 unchanged; on one that
+    goes below 0 (Jester's -10..10) 2^r - 1 turns negative and nDCG leaves
+    [0, 1], so the scale is shifted to start at 0 first.
+    """
     true = np.asarray(true, dtype=np.float64)
-    gains = 2.0**true - 1.0
+    gains = 2.0 ** (true - min(low, 0.0)) - 1.0
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     top = _order(pred)[:k]
     dcg = float((gains[top] * disc[: len(top)]).sum())
@@ -144,16 +152,22 @@ P1_METRICS = (
 )
 
 
-def p1_user_metrics(pred: np.ndarray, true: np.ndarray, threshold: float = 4.0) -> dict[str, float]:
-    """All P1 metrics for one user's query set."""
+def p1_user_metrics(
+    pred: np.ndarray, true: np.ndarray, threshold: float = 4.0, low: float = 0.0
+) -> dict[str, float]:
+    """All P1 metrics for one user's query set (``low``: the scale's lowest level)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if not np.isfinite(pred).all():
+        # a NaN prediction would drop the user from every mean without a word
+        raise ValueError(f"predictions must be finite; got {pred[~np.isfinite(pred)][0]}")
     precision = precision_at(pred, true, 5, threshold)
     recall = recall_at(pred, true, 5, threshold)
     return {
         "mae": mae(pred, true),
         "rmse": rmse(pred, true),
-        "ndcg@1": ndcg_graded(pred, true, 1),
-        "ndcg@3": ndcg_graded(pred, true, 3),
-        "ndcg@5": ndcg_graded(pred, true, 5),
+        "ndcg@1": ndcg_graded(pred, true, 1, low),
+        "ndcg@3": ndcg_graded(pred, true, 3, low),
+        "ndcg@5": ndcg_graded(pred, true, 5, low),
         "precision@5": precision,
         "recall@5": recall,
         "f1@5": float(f1(precision, recall)),
@@ -163,10 +177,18 @@ def p1_user_metrics(pred: np.ndarray, true: np.ndarray, threshold: float = 4.0) 
 
 
 def per_user_table(
-    preds: Sequence[np.ndarray], trues: Sequence[np.ndarray], threshold: float = 4.0
+    preds: Sequence[np.ndarray],
+    trues: Sequence[np.ndarray],
+    threshold: float = 4.0,
+    low: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Metric name → per-user values (NaN where undefined, e.g. recall without relevant items)."""
-    rows = [p1_user_metrics(p, t, threshold) for p, t in zip(preds, trues, strict=True)]
+    rows = []
+    for user, (p, t) in enumerate(zip(preds, trues, strict=True)):
+        try:
+            rows.append(p1_user_metrics(p, t, threshold, low))
+        except ValueError as exc:
+            raise ValueError(f"user {user} of {len(preds)}: {exc}") from None
     return {m: np.array([r[m] for r in rows], dtype=np.float64) for m in P1_METRICS}
 
 

@@ -42,8 +42,9 @@ from metarec.data.features import user_rows
 from metarec.data.registry import known_names
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks
-from metarec.errors import DataError
+from metarec.errors import DataError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
+from metarec.evaluation.splits import check_folds
 from metarec.io import load_json, reading, save_json
 from metarec.models.base import TaskPredictor
 from metarec.models.item_evidence import ItemEvidence, fitted_residuals
@@ -130,8 +131,21 @@ def make_p1_split(
     made 38 % of a books catalogue new, and every item of one from 2005 on). Without
     years, or with fewer than 5 % of items that late, a seeded random
     ``new_item_fraction`` of items."""
-    if n_folds is not None and (fold is None or not 0 <= fold < n_folds):
-        raise DataError(f"fold must be in [0, {n_folds}); got {fold}")
+    check_folds(n_folds, fold)
+    for name, value in (
+        ("new_item_fraction", new_item_fraction),
+        ("new_user_fraction", new_user_fraction),
+    ):
+        if not 0.0 < value < 1.0:
+            raise DataError(f"{name} must be in (0, 1); got {value!r}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise DataError(f"validation_fraction must be in [0, 1); got {validation_fraction!r}")
+    if not QUERY_SIZE + 3 <= min_ratings <= max_ratings:
+        # a P1 task is at least 3 support ratings and the QUERY_SIZE query ratings
+        raise DataError(
+            f"min_ratings must be at least {QUERY_SIZE + 3} (3 support + {QUERY_SIZE} query "
+            f"ratings) and at most max_ratings; got {min_ratings} and {max_ratings}"
+        )
     rng = np.random.default_rng(seed)
     inter = dataset.interactions
     counts = inter.groupby("user_id").size()
@@ -246,6 +260,8 @@ def evaluate_p1(
             preds_of[st, name] = models[name].predict_tasks(tasks, rows_of[st]) if tasks else []
         return preds_of[st, name]
 
+    # the scale's lowest level, for nDCG's gain on scales that go below 0
+    low = min((float(f["rating"].min()) for f in split.frames.values() if len(f)), default=0.0)
     summary: dict[str, dict[str, dict[str, float]]] = {}
     per_user: dict[str, dict[str, dict[str, list[float]]]] = {}
     n_users: dict[str, int] = {}
@@ -275,7 +291,10 @@ def evaluate_p1(
                 ]
             else:
                 preds = predictions(st, name)
-            table = per_user_table(preds, trues, like_threshold)
+            try:
+                table = per_user_table(preds, trues, like_threshold, low)
+            except ValueError as exc:
+                raise ModelError(f"model {name!r} on {st}: {exc}") from None
             cuts = getattr(model, "cutpoints", None)
             # the MAE of the mean prediction is kept beside the model's own MAE, which
             # is that of its median rating when it has cutpoints

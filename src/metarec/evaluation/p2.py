@@ -31,6 +31,7 @@ from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import DataError
 from metarec.evaluation.metrics import coverage, ranking_table
+from metarec.evaluation.splits import check_folds
 from metarec.io import load_json, reading, save_json
 from metarec.models.base import ScoringModel
 
@@ -97,6 +98,7 @@ def make_p2_split(
     fold: int | None = None,
 ) -> P2Split:
     """80/10/10 users, or fold ``fold`` of ``n_folds`` as the test users (P3)."""
+    check_folds(n_folds, fold)
     users = np.random.default_rng(seed).permutation(eligible_users(dataset, min_ratings))
     if len(users) < 10:
         raise DataError(
@@ -107,8 +109,7 @@ def make_p2_split(
         n_test = n_val = round(0.1 * len(users))
         test, val, train = users[:n_test], users[n_test : n_test + n_val], users[n_test + n_val :]
     else:
-        if fold is None or not 0 <= fold < n_folds:
-            raise DataError(f"fold must be in [0, {n_folds}); got {fold}")
+        assert fold is not None  # checked on entry
         parts = np.array_split(users, n_folds)
         test = parts[fold]
         rest = np.concatenate([p for i, p in enumerate(parts) if i != fold])

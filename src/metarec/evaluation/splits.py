@@ -35,6 +35,19 @@ def split_path(protocol: str, dataset: str, folder: str | Path, fold: int | None
     return path
 
 
+def check_folds(n_folds: int | None, fold: int | None) -> None:
+    """Refuse a fold plan that cannot give every user a turn as a held-out user."""
+    if n_folds is None:
+        if fold is not None:
+            raise DataError(f"fold {fold} given without n_folds")
+        return
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
+        # one fold would hold every user out, leaving none to train on
+        raise DataError(f"n_folds must be an integer >= 2; got {n_folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds:
+        raise DataError(f"fold must be an integer in [0, {n_folds}); got {fold!r}")
+
+
 def load_split(
     protocol: str, dataset: Dataset, folder: str | Path, *, fold: int | None, n_folds: int | None
 ) -> Any:
@@ -78,4 +91,16 @@ def load_split(
             )
     if not groups["train_users"] or not groups[held_out]:
         raise DataError(f"train_users and {held_out} must not be empty", path=path)
+    if isinstance(split, P1Split):
+        # new items outside the catalogue would leave the item-cold states silently empty
+        catalogue = set(dataset.items["item_id"].astype(str))
+        absent = sorted(set(split.new_items) - catalogue)
+        if not split.new_items:
+            raise DataError("new_items must not be empty", path=path)
+        if absent:
+            raise DataError(
+                f"{len(absent)} of its new_items are not items of {dataset.name} "
+                f"(first: {absent[0]!r})",
+                path=path,
+            )
     return split

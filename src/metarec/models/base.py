@@ -26,7 +26,7 @@ import pandas as pd
 from metarec.catalogue import Catalogue
 from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
 from metarec.data.tasks import Task, UserRatings
-from metarec.errors import ConfigError, DataError, UnsupportedError
+from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.models.cutpoints import RatingCutpoints
 
 
@@ -170,6 +170,13 @@ class ScoringModel(ABC):
             chunk = tasks[lo : lo + self.chunk_size]
             rows = users.iloc[lo : lo + len(chunk)] if users is not None else None
             scores = self.score_catalogue(chunk, rows).astype(np.float64)
+            bad = np.isnan(scores).any(axis=1)
+            if bad.any():
+                # NaN sorts unpredictably (first in torch.topk, last in argsort)
+                raise ModelError(
+                    f"{self.name}: scored NaN for task {lo + int(np.argmax(bad))} of "
+                    f"{len(tasks)} (diverged training or non-finite input vectors?)"
+                )
             parts.append(top_k(scores, k, chunk if exclude_seen else None))
         return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
