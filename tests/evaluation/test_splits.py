@@ -175,6 +175,31 @@ def test_a_missing_split_file_names_the_file(ds, tmp_path: Path) -> None:
             },
             "damaged or edited",
         ),
+        (
+            # a string is not read as its letters
+            {
+                "protocol": "p2",
+                "dataset": "d",
+                "seed": 0,
+                "train_users": "abc",
+                "validation_users": [],
+                "test_users": [],
+            },
+            "train_users must be a list of ids, got str",
+        ),
+        (
+            {
+                "protocol": "p1",
+                "dataset": "d",
+                "seed": 0,
+                "new_items": [],
+                "train_users": [],
+                "validation_users": [],
+                "new_users": [],
+                "fold": "1",
+            },
+            "fold must be a whole number or null, got '1'",
+        ),
         ({"protocol": "p4", "users": ["a"], "arms": ["A"], "seed": 0, "support": -3}, ">= 0"),
         ({"protocol": "p4", "users": 5, "arms": [], "seed": 0, "support": 1}, "damaged"),
     ],

@@ -32,8 +32,7 @@ can be re-applied to the same data anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -44,8 +43,7 @@ from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import DataError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
-from metarec.evaluation.splits import check_folds
-from metarec.io import load_json, reading, save_json
+from metarec.evaluation.splits import SplitFile, check_folds
 from metarec.models.base import TaskPredictor
 from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
@@ -59,7 +57,9 @@ MIN_STATE_RATINGS = 13
 
 
 @dataclass
-class P1Split:
+class P1Split(SplitFile):
+    protocol: ClassVar[str] = "p1"
+
     dataset: str
     seed: int
     new_items: list[str]
@@ -71,42 +71,8 @@ class P1Split:
     n_folds: int | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
-    def save(self, path: str | Path) -> None:
-        save_json(
-            path,
-            {
-                "protocol": "p1",
-                "dataset": self.dataset,
-                "seed": self.seed,
-                "rule": self.rule,
-                "new_items": self.new_items,
-                "train_users": self.train_users,
-                "validation_users": self.validation_users,
-                "new_users": self.new_users,
-                "fold": self.fold,
-                "n_folds": self.n_folds,
-            },
-        )
-
-    @classmethod
-    def load(cls, path: str | Path, dataset: Dataset) -> P1Split:
-        raw = load_json(path)
-        if not isinstance(raw, dict) or raw.get("protocol") != "p1":
-            raise DataError("not a P1 split file", path=path)
-        with reading(path, "P1 split file"):
-            split = cls(
-                str(raw["dataset"]),
-                int(raw["seed"]),
-                list(map(str, raw["new_items"])),
-                list(map(str, raw["train_users"])),
-                list(map(str, raw["validation_users"])),
-                list(map(str, raw["new_users"])),
-                str(raw.get("rule", "")),
-                raw.get("fold"),
-                raw.get("n_folds"),
-            )
-        split.frames = _frames(dataset.interactions, split)
-        return split
+    def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        return _frames(interactions, self)
 
 
 def make_p1_split(

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,8 +30,7 @@ from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import DataError
 from metarec.evaluation.metrics import coverage, ranking_table
-from metarec.evaluation.splits import check_folds
-from metarec.io import load_json, reading, save_json
+from metarec.evaluation.splits import SplitFile, check_folds
 from metarec.models.base import ScoringModel
 
 SHOTS = (0, 1, 3, 5, 10, 20)
@@ -40,7 +38,9 @@ TOP_K = 10
 
 
 @dataclass
-class P2Split:
+class P2Split(SplitFile):
+    protocol: ClassVar[str] = "p2"
+
     dataset: str
     seed: int
     train_users: list[str]
@@ -50,38 +50,8 @@ class P2Split:
     n_folds: int | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
-    def save(self, path: str | Path) -> None:
-        save_json(
-            path,
-            {
-                "protocol": "p2",
-                "dataset": self.dataset,
-                "seed": self.seed,
-                "fold": self.fold,
-                "n_folds": self.n_folds,
-                "train_users": self.train_users,
-                "validation_users": self.validation_users,
-                "test_users": self.test_users,
-            },
-        )
-
-    @classmethod
-    def load(cls, path: str | Path, dataset: Dataset) -> P2Split:
-        raw = load_json(path)
-        if not isinstance(raw, dict) or raw.get("protocol") != "p2":
-            raise DataError("not a P2 split file", path=path)
-        with reading(path, "P2 split file"):
-            split = cls(
-                str(raw["dataset"]),
-                int(raw["seed"]),
-                list(map(str, raw["train_users"])),
-                list(map(str, raw["validation_users"])),
-                list(map(str, raw["test_users"])),
-                raw.get("fold"),
-                raw.get("n_folds"),
-            )
-        split.frames = _frames(dataset.interactions, split)
-        return split
+    def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        return _frames(interactions, self)
 
 
 def eligible_users(dataset: Dataset, min_ratings: int = 25) -> np.ndarray:

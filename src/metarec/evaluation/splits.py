@@ -11,12 +11,71 @@ file and what is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+
+import pandas as pd
 
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError, DataError
+from metarec.io import load_json, reading, save_json
+
+S = TypeVar("S", bound="SplitFile")
+
+
+class SplitFile:
+    """What the P1 and P2 splits share: their ids written to JSON, read back with
+    each field checked, and the rating frames rebuilt from the data set (a split
+    file holds ids only, never MovieLens' ratings). Subclasses are dataclasses with
+    a ``frames`` field."""
+
+    protocol: ClassVar[str]
+    frames: dict[str, pd.DataFrame]
+
+    def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        kept = [f.name for f in dataclasses.fields(self) if f.name != "frames"]  # type: ignore[arg-type]
+        save_json(path, {"protocol": self.protocol, **{name: getattr(self, name) for name in kept}})
+
+    @classmethod
+    def load(cls: type[S], path: str | Path, dataset: Dataset) -> S:
+        kind = f"{cls.protocol.upper()} split file"
+        raw = load_json(path)
+        if not isinstance(raw, dict) or raw.get("protocol") != cls.protocol:
+            raise DataError(f"not a {kind}", path=path)
+        with reading(path, kind):
+            values = {
+                f.name: _field_value(f, raw)
+                for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.name != "frames"
+            }
+            split = cls(**values)
+        split.frames = split.rebuild_frames(dataset.interactions)
+        return split
+
+
+def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
+    """One field of a split file as its annotation says (``from __future__``
+    annotations are strings); optional fields may be absent (older files)."""
+    required = f.default is dataclasses.MISSING
+    value = raw[f.name] if required else raw.get(f.name, f.default)
+    if f.type == "list[str]":
+        if not isinstance(value, list):
+            raise TypeError(f"{f.name} must be a list of ids, got {type(value).__name__}")
+        return [str(v) for v in value]
+    if f.type == "int":
+        return int(value)
+    if f.type == "str":
+        return str(value)
+    if f.type == "int | None":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{f.name} must be a whole number or null, got {value!r}")
+        return value
+    raise TypeError(f"no reader for {f.name}: {f.type}")
 
 
 def split_file_name(protocol: str, dataset: str, fold: int | None) -> str:
