@@ -180,6 +180,39 @@ def test_dates_as_timestamps(tmp_path: Path) -> None:
     assert ds.interactions["timestamp"].tolist() == [86400.0, 86400.0]
 
 
+def test_day_first_dates_are_read_day_first_throughout(tmp_path: Path) -> None:
+    """13/04 can only be day first, so 03/04 is April 3 too, not March 4 as pandas
+    would read it on its own (which put the later rating first)."""
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,03/04/2020\n1,11,4,13/04/2020\n")
+    stamps = load_table(p, timestamp_col="ts").interactions["timestamp"].tolist()
+    april_3 = (pd.Timestamp("2020-04-03", tz="UTC") - pd.Timestamp(0, tz="UTC")).total_seconds()
+    assert stamps == [april_3, april_3 + 10 * 86400]
+
+
+def test_dates_written_both_ways_are_refused(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,13/04/2020\n1,11,4,04/13/2020\n")
+    with pytest.raises(
+        DataError,
+        match=r"r\.csv: timestamp dates are written both day first "
+        r"\('13/04/2020'\) and month first \('04/13/2020'\)",
+    ):
+        load_table(p, timestamp_col="ts")
+
+
+def test_dates_that_never_say_which_comes_first_are_read_month_first_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,03/04/2020\n")
+    with pytest.warns(UserWarning, match=r"dates such as '03/04/2020' are read month first"):
+        stamps = load_table(p, timestamp_col="ts").interactions["timestamp"].tolist()
+    assert stamps == [
+        (pd.Timestamp("2020-03-04", tz="UTC") - pd.Timestamp(0, tz="UTC")).total_seconds()
+    ]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="file not found"):
         load_table(tmp_path / "nope.csv")

@@ -81,7 +81,7 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
         ts, raw_ts = numeric_with_raw(frame["timestamp"], "timestamp")
         ts = _epoch_seconds(ts, source)
         if raw_ts is not None:
-            ts, raw_ts = _datetimes_as_seconds(frame["timestamp"], ts, raw_ts)
+            ts, raw_ts = _datetimes_as_seconds(frame["timestamp"], ts, raw_ts, source)
         out["timestamp"] = ts
     for raw in (raw_rating, raw_ts):
         if raw is not None:
@@ -115,11 +115,45 @@ def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
     return ts
 
 
+# a date written with the day or month first: 31/01/2020, 01.31.2020, 1-31-20
+_NUMERIC_DATE = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?:\D|$)"
+
+
+def _day_first(text: pd.Series, source: str | Path | None) -> bool:
+    """Whether a column's numeric dates are written day first.
+
+    pandas reads each value on its own, month first when it can, so a day-first
+    file becomes a mix (13/04/2020 as April 13, 03/04/2020 as March 4) and its
+    time order, which P2's supports and the feedback loop rely on, is scrambled.
+    The column is read one way: day first when some value can only be read so."""
+    parts = text.dropna().astype(str).str.extract(_NUMERIC_DATE).dropna().astype(int)
+    if parts.empty:
+        return False
+    days_first, months_first = parts[0] > 12, parts[1] > 12
+    where = source or "interactions"
+    if days_first.any() and months_first.any():
+        a, b = text[days_first.idxmax()], text[months_first.idxmax()]
+        raise DataError(
+            f"{where}: timestamp dates are written both day first ({a!r}) and month first "
+            f"({b!r}); write them one way (ISO 8601, 2020-01-31, is unambiguous)"
+        )
+    if not days_first.any() and not months_first.any():
+        warnings.warn(
+            f"{where}: timestamp dates such as {text[parts.index[0]]!r} are read month first; "
+            "no value shows which comes first (ISO 8601, 2020-01-31, is unambiguous)",
+            stacklevel=5,
+        )
+    return bool(days_first.any())
+
+
 def _datetimes_as_seconds(
-    values: pd.Series, num: pd.Series, raw: pd.Series
+    values: pd.Series, num: pd.Series, raw: pd.Series, source: str | Path | None
 ) -> tuple[pd.Series, pd.Series | None]:
     # Timestamps given as dates ("2020-01-31 12:00") are common in exported tables.
-    parsed = pd.to_datetime(values.where(num.isna()), errors="coerce", utc=True, format="mixed")
+    text = values.where(num.isna())
+    parsed = pd.to_datetime(
+        text, errors="coerce", utc=True, format="mixed", dayfirst=_day_first(text, source)
+    )
     ok = parsed.notna()
     if not ok.any():
         return num, raw
