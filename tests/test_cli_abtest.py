@@ -127,6 +127,30 @@ def test_abtest_table_and_skipped_users(
 
 
 @pytest.mark.slow
+def test_abtest_users_the_data_cannot_test_are_refused_naming_the_file(
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    a, b = runs
+    (tmp_path / "users.txt").write_text("no-such-user\nnor-this-one\n")
+    code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "users.txt")])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err, str(tmp_path / "users.txt"),
+        "none of its users can be tested on ml-100k: 2 are not in the data",
+    )  # fmt: skip
+    (tmp_path / "p4.json").write_text(json.dumps(
+        {"protocol": "p4", "users": ["1", "2"], "arms": ["A", "B"], "seed": 0, "support": 1000}
+    ))  # fmt: skip
+    code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "p4.json")])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err, str(tmp_path / "p4.json"),
+        "ratings in ml-100k; the split's K = 1000 needs more (2 such users",
+    )  # fmt: skip
+
+
+@pytest.mark.slow
 def test_abtest_command_line_entry_point(
     runs: tuple[Path, Path], ml100k: Dataset, shared_data: Path
 ) -> None:

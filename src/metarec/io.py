@@ -26,16 +26,28 @@ from metarec.tempfiles import create_temp_file
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp_file(path.parent, f".{path.name}.", ".tmp")
+    try:
+        fd, tmp = create_temp_file(path.parent, f".{path.name}.", ".tmp")
+    except OSError as exc:
+        raise _about(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _about(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """The error as one about ``path``, the file the caller asked for, not the hidden
+    temporary file it was being written through (``.x.md.3f9a.tmp -> x.md``)."""
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -54,7 +66,8 @@ def load_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise ModelError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise ModelError(f"{path}: not valid JSON ({exc.msg}: {where})") from None
     except UnicodeDecodeError:
         raise ModelError(f"{path}: not UTF-8 text, so not JSON metarec wrote") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,44 @@ def test_users_from_spec(tmp_path: Path) -> None:
     save_json(tmp_path / "other.json", {"protocol": "p2"})
     with pytest.raises(DataError, match="P1 split"):
         users_from_spec(str(tmp_path / "other.json"), everyone)
+    with pytest.raises(ConfigError, match="is a folder"):
+        users_from_spec(str(tmp_path), everyone)
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        # a string of ids is not its letters
+        ({"protocol": "p1", "new_users": "12"}, "new_users must be a list of ids, got str"),
+        (
+            {"protocol": "p4", "users": "12", "arms": "AB", "seed": 0, "support": 1},
+            "users must be a list of ids, got str",
+        ),
+        (
+            {"protocol": "p4", "users": ["1", "2"], "arms": ["A", "B"], "seed": 2.9, "support": 1},
+            "seed must be a whole number, got 2.9",
+        ),
+        (
+            {"protocol": "p4", "users": ["1", "2"], "arms": ["A", "B"], "seed": 0, "support": "5"},
+            "support must be a whole number, got '5'",
+        ),
+        # counted twice, perhaps once in each arm, a user narrows the CIs
+        (
+            {"protocol": "p4", "users": ["1", "2", "1"], "arms": ["A", "B", "B"], "seed": 0,
+             "support": 1},
+            "user '1' is listed 2 times; each user belongs to one arm once",
+        ),
+        ({"protocol": "p4", "users": [], "arms": [], "seed": 0, "support": 1}, "no users in it"),
+    ],
+)  # fmt: skip
+def test_a_users_file_that_does_not_hold_what_it_says_is_refused(
+    raw: dict[str, Any], needle: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "split.json"
+    save_json(path, raw)
+    with pytest.raises(DataError) as err:
+        users_from_spec(str(path), ["1", "2"])
+    assert needle in str(err.value) and str(path) in str(err.value)
 
 
 # -- replay statistics ------------------------------------------------------------
@@ -137,6 +176,20 @@ def test_proportion_statistics_by_hand() -> None:
             lo, hi = wilson_ci(x, n)
             assert lo <= x / n <= hi, (x, n)
     assert all(math.isnan(v) for v in lift_ci(0, 10, 3, 10))  # p_A = 0: no ratio
+    # a rate of 1 made the delta method's variance 0 (a CI of [0 %, 0 %]); with ½ added
+    # to each cell: p = 20.5/21 in both arms, var = 2 · (0.5/21) / 20.5 = 0.0023229,
+    # se = 0.048196, log ratio 0 ± 1.959964 · se = ± 0.094463
+    lift, lo, hi = lift_ci(20, 20, 20, 20)
+    assert lift == 0.0
+    assert lo == pytest.approx(math.exp(-0.094463) - 1, abs=1e-5)
+    assert hi == pytest.approx(math.exp(0.094463) - 1, abs=1e-5)
+    # B without a success: lift -100 %, and an interval all the same
+    # (A 10.5/21, B 0.5/21: var = 0.5/10.5 + (20.5/21)/0.5 = 2.0000, se = 1.414214)
+    lift, lo, hi = lift_ci(10, 20, 0, 20)
+    assert lift == -1.0
+    log_ratio = math.log((0.5 / 21) / (10.5 / 21))
+    assert hi == pytest.approx(math.exp(log_ratio + 1.959964 * 1.414214) - 1, abs=1e-4)
+    # away from 0 and 1 nothing is added: the textbook value above holds
     assert two_proportion_test(10, 10, 10, 10) == (0.0, 1.0)
 
 

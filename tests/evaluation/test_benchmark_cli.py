@@ -124,7 +124,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["report", "nowhere.json"], "not a run folder"),
+        (["report", "nowhere.json"], "nowhere.json: no such file or folder"),
         (["report", "nowhere.json", "--no-plots"], "--no-plots: applies with --write"),
         (["benchmark", "--protocol", "p2", "--folds", "0", "--dataset", "ml-100k"], "folds"),
         (["benchmark", "--protocol", "p2", "--shots", "1,x"], "--shots"),
@@ -424,6 +424,73 @@ def test_report_renders_and_rewrites_a_speed_record(
     (tmp_path / "speed.json").write_text(json.dumps({"benchmark": "speed"}))
     assert main(["report", str(tmp_path / "speed.json")]) == 2
     assert "missing field 'machine'" in capsys.readouterr().err
+
+
+def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.cli import main
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    record = json.loads((results / "p2-ml-100k-5fold.json").read_text())
+    path = tmp_path / "p2-ml-100k-5fold.json"
+    path.write_text(json.dumps(record))
+    assert main(["report", str(path)]) == 0
+    shown = capsys.readouterr().out
+    # at K = 0 every model without a prior falls back to popularity's list: all bold
+    ndcg = shown.split("## ndcg@10 by support size K")[1].split("\n## ")[0]
+    row = {line.split(" | ")[0]: line for line in ndcg.splitlines() if line.startswith("| ")}
+    for name in ("popularity", "knn", "als", "metarec-stacked"):
+        assert row[f"| {name}"].split(" | ")[1].startswith("**0.4496 ± 0.0204"), name
+    for field, needle in [
+        ("significance", "missing field 'significance'"),
+        ("std", "missing field 'std'"),  # the header promises mean ± std over folds
+        ("summary", "its summary is empty"),
+    ]:
+        broken = dict(record)
+        if field == "summary":
+            broken["summary"] = {}
+        else:
+            broken.pop(field)
+        path.write_text(json.dumps(broken))
+        assert main(["report", str(path)]) == 2, field
+        err = capsys.readouterr().err
+        assert str(path) in err and needle in err, err
+    path.write_text("[1, 2, 3]")
+    assert main(["report", str(path)]) == 2
+    assert "not a benchmark result (a JSON list)" in capsys.readouterr().err
+    path.write_text('{"protocol": "p2", "summary": {"1')
+    assert main(["report", str(path)]) == 2
+    assert "not valid JSON (Unterminated string starting at: line 1, column 32)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_report_write_draws_the_plots_before_replacing_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.cli import main
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    record = json.loads((results / "p1-ml-1m.json").read_text())
+    record.pop("ci95")  # the plots need it, the Markdown does not
+    (tmp_path / "p1.json").write_text(json.dumps(record))
+    assert main(["report", "--write", str(tmp_path / "p1.json")]) == 2
+    assert "missing field 'ci95'" in capsys.readouterr().err
+    assert not (tmp_path / "p1.md").exists()
+
+
+def test_a_report_that_cannot_be_written_names_the_report_not_its_temporary_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.cli import main
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    shutil.copy(results / "speed.json", tmp_path / "speed.json")
+    (tmp_path / "speed.md").mkdir()  # a folder where the report goes
+    assert main(["report", "--write", str(tmp_path / "speed.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'speed.md'}: Is a directory" in err and ".tmp" not in err, err
 
 
 def test_report_into_a_closed_pipe_is_quiet(env: dict[str, str]) -> None:

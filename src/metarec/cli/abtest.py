@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec.cli.options import add_device_arg, path_arg, seed
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, DataError
 
 
 def register(sub: Any) -> None:
@@ -73,6 +73,8 @@ def register(sub: Any) -> None:
 
 def cmd_abtest(args: argparse.Namespace) -> int:
     """Protocol P4: replay and/or interleave two saved runs on held-out users."""
+    import numpy as np
+
     from metarec.data.spec import load_from_spec, make_spec, names_data
     from metarec.ensemble_run import EnsembleRecommender, load_run
     from metarec.evaluation.abtest import (
@@ -117,6 +119,17 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--users {args.users}: a P4 split of {split.dataset!r}, not of {ds.name!r}"
             )
+        counts = ds.interactions.groupby(ds.interactions["user_id"].astype(str)).size()
+        have = counts.reindex(split.users, fill_value=0).to_numpy()
+        short = np.flatnonzero(have <= split.support)
+        if len(short):
+            user = split.users[short[0]]
+            raise DataError(
+                f"user {user!r} has {have[short[0]]} ratings in {ds.name}; the split's "
+                f"K = {split.support} needs more ({len(short)} such users; is {ds.name} "
+                "the data the split was drawn from?)",
+                path=args.users,
+            )
         print(
             f"split from {args.users}: K = {split.support}, seed {split.seed}, arms as saved",
             file=note,
@@ -133,6 +146,14 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             )
         if split.skipped.get("not_in_data"):
             print(f"skipped {split.skipped['not_in_data']} users not in the data", file=note)
+        if not split.users:
+            raise DataError(
+                f"none of its users can be tested on {ds.name}: "
+                f"{split.skipped.get('not_in_data', 0)} are not in the data, "
+                f"{split.skipped.get('too_few_ratings', 0)} have {support} ratings or fewer "
+                f"(is {ds.name} the data the runs were trained on?)",
+                path=args.users,
+            )
     if args.save_split:
         split.save(args.save_split)
     policies: dict[str, ScoringModel] = {

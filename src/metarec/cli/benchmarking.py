@@ -229,7 +229,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{path}: no benchmark results (p1-*.json, p2-*.json, speed*.json) in it"
             )
-    elif path.suffix == ".json" and path.exists():
+    elif not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
+    elif path.suffix == ".json":
         found = [path]
     else:
         raise ConfigError(f"{path}: not a run folder, a results folder or a benchmark .json")
@@ -237,7 +239,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         record = load_json(f)
         # a field missing or of another type: edited by hand, or an older metarec's
         with reading(f, "benchmark result of this metarec (rerun the benchmark?)"):
-            print(_render_result(f, record, write=args.write, plots=not args.no_plots))
+            text = _render_result(f, record, write=args.write, plots=not args.no_plots)
+        if len(found) > 1:
+            # a folder's reports one after another: each says which file it renders
+            # (speed.json and its repeats have the same title)
+            title, _, rest = text.partition("\n")
+            text = f"{title}\n\nSource: `{f}`\n{rest}"
+        print(text)
     return 0
 
 
@@ -260,6 +268,8 @@ def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bo
     """A benchmark record as Markdown; ``write`` also rewrites its .md (and plots)."""
     from metarec.evaluation.report import render_markdown, write_report
 
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: not a benchmark result (a JSON {type(record).__name__})")
     speed = record.get("benchmark") == "speed"
     if not speed and (record.get("protocol") not in ("p1", "p2") or "summary" not in record):
         raise ConfigError(

@@ -18,7 +18,11 @@ of the k were liked later), per user, averaged over the arm.
   near 0 or 1, where the Wald interval fails).
 * Lift = p_B / p_A − 1 with a 95 % CI by the delta method on the log ratio:
   se(log(p_B/p_A)) = sqrt((1 − p_A)/(n_A p_A) + (1 − p_B)/(n_B p_B)), CI =
-  exp(log ratio ± z · se) − 1 (undefined — NaN — when either rate is 0).
+  exp(log ratio ± z · se) − 1. Where an arm's rate is 0 or 1 that variance is
+  infinite or 0 (a 20/20 against 20/20 test had the CI [0 %, 0 %]), so the
+  interval is then taken with ½ added to each arm's successes and failures
+  (x + ½ of n + 1, Haldane–Anscombe); the lift itself is the observed one.
+  Undefined (NaN) when A has no success: there is no ratio.
 * Two-sided p-value: two-proportion z-test with the pooled rate,
   z = (p_B − p_A) / sqrt(p̄ (1 − p̄) (1/n_A + 1/n_B)).
 * Users per arm for 80 % power at α = 0.05 at the observed rates, the pooled
@@ -95,13 +99,23 @@ class P4Split:
         if not isinstance(raw, dict) or raw.get("protocol") != "p4":
             raise DataError('not a P4 split file (no "protocol": "p4")', path=path)
         with reading(path, "P4 split file"):
-            users, arms = list(map(str, raw["users"])), list(map(str, raw["arms"]))
+            users, arms = id_list(raw, "users"), id_list(raw, "arms")
             if len(users) != len(arms) or set(arms) - set(ARMS):
                 raise DataError("users and arms must be equally long, arms 'A' or 'B'", path=path)
+            if not users:
+                raise DataError("no users in it", path=path)
+            repeated = pd.Index(users)[pd.Index(users).duplicated()]
+            if len(repeated):
+                # counted twice (perhaps once in each arm), a user would narrow the CIs
+                raise DataError(
+                    f"user {repeated[0]!r} is listed {users.count(repeated[0])} times; "
+                    "each user belongs to one arm once",
+                    path=path,
+                )
             split = cls(
                 str(raw.get("dataset", "")),
-                int(raw["seed"]),
-                int(raw["support"]),
+                whole_number(raw, "seed"),
+                whole_number(raw, "support"),
                 users,
                 arms,
                 dict(raw.get("skipped", {})),
@@ -114,6 +128,21 @@ class P4Split:
 
     def arm_mask(self, arm: str) -> np.ndarray:
         return np.array([a == arm for a in self.arms], dtype=bool)
+
+
+def id_list(raw: dict[str, Any], field: str) -> list[str]:
+    """A split file's list of ids; a string is refused, not read as its letters."""
+    value = raw[field]
+    if not isinstance(value, list):
+        raise TypeError(f"{field} must be a list of ids, got {type(value).__name__}")
+    return [str(v) for v in value]
+
+
+def whole_number(raw: dict[str, Any], field: str) -> int:
+    value = raw[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be a whole number, got {value!r}")
+    return value
 
 
 def make_p4_split(
@@ -190,6 +219,11 @@ def check_users_spec(spec: str) -> float | None:
         if not 0 < fraction <= 1:
             raise ConfigError(f"--users {spec!r}: FRACTION must be a number in (0, 1], got {raw!r}")
         return fraction
+    if Path(spec).is_dir():
+        raise ConfigError(
+            f"--users {spec!r}: is a folder; expected a file of user ids, a P1 or P4 split "
+            "JSON, or heldout:FRACTION"
+        )
     if not Path(spec).is_file():
         raise ConfigError(
             f"--users {spec!r}: no such file; expected a file of user ids, a P1 or P4 "
@@ -219,7 +253,7 @@ def users_from_spec(
             return P4Split.load(path)
         if protocol == "p1":
             with reading(path, "P1 split file"):
-                return list(map(str, raw_json["new_users"]))
+                return id_list(raw_json, "new_users")
         raise DataError("expected a P1 split (new_users) or a P4 split (users, arms)", path=path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -259,7 +293,8 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
 
 
 def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int) -> tuple[float, float]:
-    """Pooled two-proportion z-test of p_B vs p_A → (z, two-sided p); p = 1 when undefined."""
+    """Pooled two-proportion z-test of p_B vs p_A → (z, two-sided p): NaN for an empty
+    arm; z = 0 and p = 1 when both arms are all successes or all failures."""
     if n_a <= 0 or n_b <= 0:
         return float("nan"), float("nan")
     pooled = (x_a + x_b) / (n_a + n_b)
@@ -273,15 +308,17 @@ def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int) -> tuple[float, 
 def lift_ci(
     x_a: int, n_a: int, x_b: int, n_b: int, level: float = 0.95
 ) -> tuple[float, float, float]:
-    """Lift p_B/p_A − 1 and its delta-method CI on the log ratio → (lift, low, high)."""
+    """Lift p_B/p_A − 1 and its delta-method CI on the log ratio → (lift, low, high);
+    with ½ added to each cell for the CI when a rate is 0 or 1 (see the module notes)."""
     if n_a <= 0 or n_b <= 0 or x_a == 0:
         return float("nan"), float("nan"), float("nan")
-    p_a, p_b = x_a / n_a, x_b / n_b
-    lift = p_b / p_a - 1
-    if x_b == 0:
-        return lift, float("nan"), float("nan")
+    lift = (x_b / n_b) / (x_a / n_a) - 1
+    xa, na, xb, nb = float(x_a), float(n_a), float(x_b), float(n_b)
+    if x_a == n_a or x_b in (0, n_b):
+        xa, na, xb, nb = xa + 0.5, na + 1, xb + 0.5, nb + 1
+    p_a, p_b = xa / na, xb / nb
     z = float(norm.ppf(0.5 + level / 2.0))
-    se = math.sqrt((1 - p_a) / (n_a * p_a) + (1 - p_b) / (n_b * p_b))
+    se = math.sqrt((1 - p_a) / (na * p_a) + (1 - p_b) / (nb * p_b))
     log_ratio = math.log(p_b / p_a)
     return lift, math.exp(log_ratio - z * se) - 1, math.exp(log_ratio + z * se) - 1
 
@@ -511,12 +548,18 @@ def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
                 f"{num(r['rate']):>7} {ci:>17} {num(r['hits_per_k']):>7}"
             )
         need = rep["users_per_arm_80"]
+        empty = [arm for arm in ("A", "B") if not rep["arms"][arm]["users"]]
+        if empty:
+            power = f"n/a (arm {' and '.join(empty)} has no users)"
+        elif need is None or math.isinf(need):  # equal rates (JSON writes inf as null)
+            power = "no difference to detect"
+        else:
+            power = f"{need:,.0f}"
         lines += [
             f"lift (B/A - 1): {pct(rep['lift'])}  95% CI [{pct(rep['lift_ci'][0])}, "
             f"{pct(rep['lift_ci'][1])}] (delta method, log ratio)",
             f"p = {num(rep['p'], '.4g')} (two-proportion z-test, two-sided)",
-            "users per arm for 80% power at alpha 0.05 at these rates: "
-            + ("no difference to detect" if need is None or math.isinf(need) else f"{need:,.0f}"),
+            "users per arm for 80% power at alpha 0.05 at these rates: " + power,
         ]
     inter = report.get("interleave")
     if inter:

@@ -32,17 +32,22 @@ def _fmt(value: float | None, std: float | None = None) -> str:
     return text
 
 
-def _best(models: dict[str, dict[str, float]], metric: str) -> str | None:
+def _best(models: dict[str, dict[str, float]], metric: str) -> set[str]:
+    """Every model with the best mean: exact ties (peers that all fall back to
+    popularity at K = 0) are bolded together, not the first of them alone."""
     vals = {m: v.get(metric, math.nan) for m, v in models.items()}
     vals = {m: x for m, x in vals.items() if x is not None and not math.isnan(x)}
     if not vals:
-        return None
-    pick = min if metric in LOWER_IS_BETTER else max
-    return pick(vals, key=lambda m: vals[m])
+        return set()
+    top = (min if metric in LOWER_IS_BETTER else max)(vals.values())
+    return {m for m, x in vals.items() if x == top}
 
 
 def _sig_note(record: dict[str, Any], group: str, metric: str, model: str) -> str:
-    comp = record.get("significance", {}).get(group, {}).get(metric, {}).get(model)
+    # a record without "significance" is damaged: its absence must not read as "no
+    # difference was significant"; a model without a comparison (the reference itself,
+    # a ranking model's MAE) is simply blank
+    comp = record["significance"].get(group, {}).get(metric, {}).get(model)
     if not comp:
         return ""
     mark = "†" if comp["significant"] and not comp["better"] else ""
@@ -76,10 +81,17 @@ def _header(record: dict[str, Any]) -> list[str]:
         "p1": "P1 (MeLU protocol: warm, user-cold, item-cold, both-cold)",
         "p2": "P2 (few-shot full-catalogue ranking)",
     }[record["protocol"]]
+    seeds = int(record.get("seeds", 1))
+    seed = int(record["seed"])
     lines = [
         f"# {title} on {record['dataset']}",
         "",
-        f"Seed {record['seed']}"
+        (
+            f"Seeds {seed} to {seed + seeds - 1} (each meta-learning algorithm a seed bag: "
+            f"{seeds} fits averaged)"
+            if seeds > 1
+            else f"Seed {seed}"
+        )
         + (f", {folds} folds over users (mean ± std over folds)" if folds > 1 else ", one split")
         + (f"; new items: {record['split_rule']}" if record.get("split_rule") else "")
         + f". Machine: {describe_machine(m)}"
@@ -88,7 +100,9 @@ def _header(record: dict[str, Any]) -> list[str]:
         "",
         f"Reproduce: `{record['command']}`",
         "",
-        "**Bold**: best mean. `p` column: Holm-corrected paired Wilcoxon p-value of the "
+        "**Bold**: best mean (every model tied at it). "
+        + ("`p` columns" if record["protocol"] == "p1" else "`(p …)` in the nDCG@10 cells")
+        + ": Holm-corrected paired Wilcoxon p-value of the "
         "reference metarec model against that model, per user; `*` marks a significant "
         "(p < 0.05) win of the reference, `†` a significant loss.",
         "",
@@ -96,11 +110,24 @@ def _header(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _std(record: dict[str, Any]) -> dict[str, Any]:
+    """The per-fold spread: required of a cross-validated record, whose header
+    promises "mean ± std"."""
+    return record["std"] if record.get("folds", 1) > 1 else {}
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    if not record["summary"]:
+        raise ValueError("its summary is empty: no state or support size was evaluated")
+    return dict(record["summary"])
+
+
 def _p1_markdown(record: dict[str, Any]) -> list[str]:
     lines = _header(record)
-    for state, models in record["summary"].items():
+    spread = _std(record)
+    for state, models in _summary(record).items():
         ref = record["reference"][state]
-        std = record.get("std", {}).get(state, {})
+        std = spread.get(state, {})
         lines += [
             f"## {state} ({record['n_users'][state]} users; reference: {ref})",
             "",
@@ -112,7 +139,7 @@ def _p1_markdown(record: dict[str, Any]) -> list[str]:
             cells = []
             for c in P1_COLUMNS:
                 cell = _fmt(vals.get(c), std.get(name, {}).get(c) if record["folds"] > 1 else None)
-                cells.append(f"**{cell}**" if best[c] == name else cell)
+                cells.append(f"**{cell}**" if name in best[c] else cell)
             label = f"{name} (ref)" if name == ref else name
             lines.append(
                 f"| {label} | "
@@ -126,8 +153,9 @@ def _p1_markdown(record: dict[str, Any]) -> list[str]:
 
 def _p2_markdown(record: dict[str, Any]) -> list[str]:
     lines = _header(record)
-    shots = list(record["summary"])
+    shots = list(_summary(record))
     models = list(record["summary"][shots[0]])
+    spread = _std(record)
     for metric in P2_COLUMNS:
         lines += [
             f"## {metric} by support size K",
@@ -140,12 +168,12 @@ def _p2_markdown(record: dict[str, Any]) -> list[str]:
             cells = []
             for k in shots:
                 vals = record["summary"][k].get(name, {})
-                sd = record.get("std", {}).get(k, {}).get(name, {}).get(metric)
+                sd = spread.get(k, {}).get(name, {}).get(metric)
                 cell = _fmt(vals.get(metric), sd if record["folds"] > 1 else None)
                 if metric == "ndcg@10":
                     note = _sig_note(record, k, metric, name)
                     cell += f" (p {note})" if note else ""
-                cells.append(f"**{cell}**" if best[k] == name else cell)
+                cells.append(f"**{cell}**" if name in best[k] else cell)
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
         if metric == "ndcg@10":
@@ -230,18 +258,35 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
     if record["protocol"] == "p2":
         shots = list(record["summary"])
         xs = [int(k) for k in shots]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        names = list(record["summary"][shots[0]])
+        # one colour per model (the default ten-colour cycle left 14-model runs with
+        # pairs told apart by line style alone): metarec's models take tab20's strong
+        # colours, peers (dashed) its pale ones
+        palette = plt.get_cmap("tab20")
+        ours = [n for n in names if n.startswith("metarec-")]
+        theirs = [n for n in names if not n.startswith("metarec-")]
+        colour = {n: palette((2 * i) % 20) for i, n in enumerate(ours)}
+        colour.update({n: palette((2 * i + 1) % 20) for i, n in enumerate(theirs)})
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
         for ax, metric in zip(axes, ("ndcg@10", "recall@10"), strict=True):
-            for name in record["summary"][shots[0]]:
+            for name in names:
                 ys = [record["summary"][k][name][metric] for k in shots]
                 style = "-o" if name.startswith("metarec-") else "--."
-                ax.plot(xs, ys, style, label=name, linewidth=2 if "ensemble" in name else 1.2)
+                ax.plot(
+                    xs,
+                    ys,
+                    style,
+                    label=name,
+                    color=colour[name],
+                    linewidth=2 if "ensemble" in name else 1.2,
+                )
             ax.set_xscale("symlog", linthresh=1)
             ax.set_xticks(xs, [str(x) for x in xs])
             ax.set_xlabel("support size K (ratings seen)")
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=7, loc="best")
+        # beside the panels, not over the curves at small K
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.suptitle(f"P2 on {record['dataset']}: nDCG@10 and recall@10 by support size")
         fig.tight_layout()
         path = stem.with_name(stem.name + "-curves.png")
@@ -268,16 +313,31 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
                     [mu - ci[0] if ci else 0 for mu, ci in zip(means, cis, strict=True)],
                     [ci[1] - mu if ci else 0 for mu, ci in zip(means, cis, strict=True)],
                 ]
-                colors = ["tab:blue" if m.startswith("metarec-") else "tab:gray" for m in models]
-                ax.barh(models, means, xerr=err, color=colors, capsize=2)
+                # points with CIs, not bars: the axis starts near the data so that the
+                # CIs are readable, and bars from there would exaggerate the gaps
+                for i, (m, mu) in enumerate(zip(models, means, strict=True)):
+                    ax.errorbar(
+                        mu,
+                        i,
+                        xerr=[[err[0][i]], [err[1][i]]],
+                        fmt="o",
+                        color="tab:blue" if m.startswith("metarec-") else "tab:gray",
+                        capsize=3,
+                    )
+                ax.set_yticks(range(len(models)), models)
+                ax.invert_yaxis()  # the table's order, top to bottom
                 lo = min(c[0] for c in cis if c) if any(cis) else min(means)
                 hi = max(c[1] for c in cis if c) if any(cis) else max(means)
                 pad = (hi - lo) * 0.15 + 1e-6
                 ax.set_xlim(lo - pad, hi + pad)
+                better = "lower" if metric in LOWER_IS_BETTER else "higher"
+                ax.set_xlabel(f"{metric} ({better} is better)")
                 ax.set_title(f"{state} ({metric})")
                 ax.tick_params(axis="y", labelsize=7)
                 ax.grid(axis="x", alpha=0.3)
-            fig.suptitle(f"P1 on {record['dataset']}: {metric} with 95 % bootstrap CIs")
+            fig.suptitle(
+                f"P1 on {record['dataset']}: mean {metric} per model with 95 % bootstrap CIs"
+            )
             fig.tight_layout()
             path = stem.with_name(stem.name + f"-{metric.replace('@', '')}.png")
             written.append(_save(fig, path))
@@ -347,5 +407,8 @@ def _save(fig: Any, path: Path) -> Path:
 def write_report(record: dict[str, Any], stem: Path, *, plots: bool = True) -> list[Path]:
     stem = Path(stem)
     md = stem.with_name(stem.name + ".md")
-    write_bytes_atomic(md, render_markdown(record).encode())
-    return [md, *(plot(record, stem) if plots else [])]
+    text = render_markdown(record).encode()
+    # the plots first: one that fails must not leave a new report beside old plots
+    pngs = plot(record, stem) if plots else []
+    write_bytes_atomic(md, text)
+    return [md, *pngs]
