@@ -383,6 +383,30 @@ def test_training_again_drops_the_last_runs_results(
     assert not (out / "metrics.json").exists() and not (out / "split.json").exists()
 
 
+def test_an_interrupted_save_leaves_no_run_that_mixes_two(
+    files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the new config is written over an existing run: the old model must
+    not stay loadable beside the new config and split."""
+    import metarec.io
+    from metarec.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", *_small_ratings(files), "--holdout", "none", "--out", str(out)]
+    assert main(args) == 0
+    real = metarec.io.save_json
+
+    def interrupted(path: Path, obj: object) -> None:
+        if Path(path).name == "config.json":
+            raise KeyboardInterrupt
+        real(path, obj)
+
+    monkeypatch.setattr(metarec.io, "save_json", interrupted)
+    assert main([*args, "--set", "seed=1"]) == 130
+    capsys.readouterr()
+    assert not (out / "recommender.json").exists()  # not a run: `evaluate` refuses it
+
+
 def test_a_rating_model_on_implicit_feedback_is_refused(
     files: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:

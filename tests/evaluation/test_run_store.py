@@ -4,6 +4,7 @@ with the figures an uninterrupted run gives."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,15 @@ def test_a_resumed_run_gives_the_uninterrupted_figures(
     assert kept == ["00-popularity", "01-knn", "02-metarec-fomaml"]
     assert not (partial / "fold1" / "01-knn" / "model").exists()  # no member: figures only
     assert not (out / "p2-ml-100k-2fold.json").exists()
+    first_leg = json.loads((partial / "elapsed.json").read_text())["seconds"]
+    assert first_leg > 0
 
     del fits[:]
+    started = time.perf_counter()
     resumed = benchmark.run_benchmark("p2", "ml-100k", out=out, **options)
+    # the total counts the interrupted session too, not only the last one
+    last_leg = time.perf_counter() - started
+    assert first_leg + 0.5 * last_leg < resumed["timings"]["total_s"] <= first_leg + last_leg
     # fold 0 read whole; fold 1's models read (popularity and the metarec model as
     # fitted models, knn as figures), so only the blend's weights are learned again
     assert fits == ["Ensemble"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -119,12 +120,60 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path) -> None:
     assert hist.epochs == fresh.epochs
 
 
+def test_an_interruption_between_the_checkpoints_two_writes_resumes_the_earlier_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epoch 2's tensors written, its checkpoint.json not: the resumed run must not mix
+    them with epoch 1's state (with one fixed file name it did, and ended elsewhere)."""
+    import metarec.meta.trainer as trainer_module
+
+    vectors, src = _source(1)
+    full = _trainer(vectors, 3)
+    full.fit(src, src)
+    real_save_json = trainer_module.save_json
+    calls = {"n": 0}
+
+    def interrupted_second_time(path: Path, obj: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C right after epoch 2's tensors
+        real_save_json(path, obj)
+
+    monkeypatch.setattr(trainer_module, "save_json", interrupted_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(trainer_module, "save_json", real_save_json)
+    assert len(list(tmp_path.glob("checkpoint*.safetensors"))) == 2  # epoch 1's and 2's
+    resumed = _trainer(vectors, 3)
+    hist = resumed.fit(src, src, checkpoint_dir=tmp_path)
+    assert hist.resumed_from == 1
+    for (k, v), w in zip(
+        full.learner.state_dict().items(), resumed.learner.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(v, w, atol=1e-6), k
+    assert len(list(tmp_path.glob("checkpoint*.safetensors"))) == 1  # the stray one is gone
+
+
+def test_a_checkpoint_of_other_item_vectors_is_not_resumed(tmp_path: Path) -> None:
+    """Items whose text changed: the checkpoint holds the old LM vectors, so resuming
+    would keep them, whatever the new catalogue says."""
+    vectors, src = _source(1)
+    other_vectors, _ = _source(7)
+    _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    fresh = _trainer(other_vectors, 2).fit(src, src)
+    with pytest.warns(UserWarning, match="other data; training from the start"):
+        hist = _trainer(other_vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    assert not hist.resumed_from
+    assert hist.epochs == fresh.epochs
+
+
 def test_a_damaged_checkpoint_says_how_to_start_over(tmp_path: Path) -> None:
     from metarec.errors import ModelError
 
     vectors, src = _source(1)
     _trainer(vectors, 1).fit(src, src, checkpoint_dir=tmp_path)
-    (tmp_path / "checkpoint.safetensors").write_bytes(b"cut short")
+    named = json.loads((tmp_path / "checkpoint.json").read_text())["tensors"]
+    (tmp_path / named).write_bytes(b"cut short")
     with pytest.raises(ModelError, match=r"cannot be resumed .*delete that folder"):
         _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
     (tmp_path / "checkpoint.json").write_text("{")

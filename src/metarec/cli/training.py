@@ -150,7 +150,11 @@ def train_run(
             raise
         # an earlier run's results would be read as this model's, and its split would
         # let `evaluate` judge a --holdout none model on users it trained on
-        stale = ["metrics.json"] + ([] if split is not None else ["split.json"])
+        # recommender.json goes first: it is what makes the folder a loadable run, and
+        # an interruption while the new config and split are written must not leave
+        # them beside the old model (evaluate would then judge it on users it saw)
+        stale = ["recommender.json", "metrics.json"]
+        stale += [] if split is not None else ["split.json"]
         for name in stale:
             (out / name).unlink(missing_ok=True)
         # written with the model, so a failed run leaves no config that looks like a run

@@ -707,7 +707,7 @@ def run_benchmark(
     # one run at a time per report: another would take over this one's kept progress
     with (
         exclusive(out / name, "wait for it to finish, or write elsewhere (--out)"),
-        store.session(resume=resume) as finished,
+        store.session(resume=resume, started=t0) as finished,
     ):
         catalogue = encode_catalogue(ds.items, base.encoder, progress=progress, device=base.device)
         encode_s = time.perf_counter() - t0
@@ -783,7 +783,8 @@ def run_benchmark(
             "timings": {
                 "load_and_encode_s": encode_s,
                 "fit_s": [r["timings"] for r in runs],
-                "total_s": time.perf_counter() - t0,
+                # every session of a resumed run, not only the last
+                "total_s": store.earlier_s + time.perf_counter() - t0,
             },
             "split_files": [r["split_file"] for r in runs],
             "machine": machine_info(),

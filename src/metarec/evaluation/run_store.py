@@ -7,6 +7,8 @@ fitted, not the run. Two levels are kept under ``OUT/.NAME.partial/``, beside a
 fingerprint and the code's commit):
 
 - ``foldF.json``: a finished fold's figures, the per-user values included.
+- ``elapsed.json``: the time the interrupted sessions ran, added to the report's
+  total.
 - ``FOLD/MODEL/``: within the fold being run (``split`` for a single split), each
   model that has been fitted and evaluated: ``result.json`` (its figures, fit time
   and config) and, for a model the ensemble or the A/B test still needs, the
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +45,8 @@ from metarec.models.base import ScoringModel
 
 RESULT = "result.json"
 MODEL = "model"
+ELAPSED = "elapsed.json"
+BOOKKEEPING = {"key.json", ELAPSED}  # not progress: a run that kept only these kept nothing
 
 
 class RunStore:
@@ -49,6 +54,7 @@ class RunStore:
         self.dir = Path(out) / f".{name}.partial"
         # as it reads back from JSON, so a saved key compares equal to a fresh one
         self.key = json.loads(json.dumps(key, default=str))
+        self.earlier_s = 0.0  # what interrupted sessions of this command ran (see session)
         self._same = self._same_command()
 
     def _same_command(self) -> bool:
@@ -78,20 +84,41 @@ class RunStore:
         self._same = True
 
     @contextmanager
-    def session(self, *, resume: bool) -> Iterator[dict[int, dict[str, Any]]]:
+    def session(
+        self, *, resume: bool, started: float | None = None
+    ) -> Iterator[dict[int, dict[str, Any]]]:
         """A run of the command: yields the folds to read back (none unless ``resume``),
         and on an error forgets a run that kept nothing, so a command refused before its
-        first model (too few users, say) leaves no folder behind."""
+        first model (too few users, say) leaves no folder behind.
+
+        The time an interrupted session ran (from ``started``, a ``perf_counter``
+        reading, or from now) is kept, and :attr:`earlier_s` is what the sessions
+        before this one spent, so a resumed run's total time counts every leg."""
         if not resume:
             self.clear()
         finished = self.finished()
+        self.earlier_s = self._earlier_seconds()
         self.start()
+        began = time.perf_counter() if started is None else started
         try:
             yield finished
-        except Exception:
-            if not any(p.is_file() and p.name != "key.json" for p in self.dir.rglob("*")):
+        except BaseException as exc:
+            kept = [p for p in self.dir.rglob("*") if p.is_file() and p.name not in BOOKKEEPING]
+            if isinstance(exc, Exception) and not kept:
                 self.clear()
+            elif self.dir.exists():
+                spent = self.earlier_s + time.perf_counter() - began
+                save_json(self.dir / ELAPSED, {"seconds": spent})
             raise
+
+    def _earlier_seconds(self) -> float:
+        if not self._same:
+            return 0.0
+        try:
+            seconds = load_json(self.dir / ELAPSED).get("seconds", 0.0)
+            return float(seconds) if isinstance(seconds, (int, float)) else 0.0
+        except (ModelError, AttributeError):  # none kept (interrupted before this existed)
+            return 0.0
 
     def save(self, fold: int, run: dict[str, Any]) -> None:
         save_json(self.dir / f"fold{fold}.json", run)  # atomic: a fold is whole or absent

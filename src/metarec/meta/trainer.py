@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import secrets
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -229,7 +230,13 @@ class Trainer:
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         # the data too: the same config on other ratings would otherwise resume, and
         # finish, the earlier data's model
-        fingerprint = config_fingerprint(cfg) + "-" + data_fingerprint(train, validation)
+        fingerprint = "-".join(
+            (
+                config_fingerprint(cfg),
+                data_fingerprint(train, validation),
+                inputs_fingerprint(self.learner),
+            )
+        )
         if ckpt is not None and (ckpt / "checkpoint.json").exists():
             try:
                 meta = load_json(ckpt / "checkpoint.json")
@@ -326,10 +333,15 @@ class Trainer:
         for idx, state in opt["state"].items():
             for key, value in state.items():
                 tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
-        save_tensors(ckpt / "checkpoint.safetensors", tensors)
+        # The tensors go to a file of their own name and checkpoint.json, written last,
+        # names it: an interruption between the two writes leaves the previous pair
+        # whole (one fixed name had epoch-2 tensors resumed with epoch-1 state).
+        name = f"checkpoint-{secrets.token_hex(4)}.safetensors"
+        save_tensors(ckpt / name, tensors)
         save_json(
             ckpt / "checkpoint.json",
             {
+                "tensors": name,
                 "fingerprint": fingerprint,
                 "epoch": epoch,
                 "bad_epochs": bad,
@@ -340,11 +352,17 @@ class Trainer:
                 "param_groups": opt["param_groups"],
             },
         )
+        for old in ckpt.glob("checkpoint*.safetensors"):
+            if old.name != name:  # earlier epochs', and one an interruption left unnamed
+                old.unlink(missing_ok=True)
 
     def _restore(
         self, ckpt: Path, meta: dict, history: TrainHistory
     ) -> tuple[int, int, dict[str, torch.Tensor] | None]:
-        tensors = load_tensors(ckpt / "checkpoint.safetensors")
+        name = meta.get("tensors", "checkpoint.safetensors")  # the fixed name before 2026-12-02
+        if not isinstance(name, str) or Path(name).name != name:
+            raise ValueError(f"tensors: expected a file name in {ckpt}, got {name!r}")
+        tensors = load_tensors(ckpt / name)
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
         self.learner.load_state_dict(model)
@@ -377,6 +395,19 @@ def data_fingerprint(train: TaskSource, validation: TaskSource | None) -> str:
         digest.update("\x1f".join(map(str, ur.user_ids)).encode())
         for array in (ur.offsets, ur.items, ur.ratings, source.user_features):
             digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def inputs_fingerprint(module: torch.nn.Module) -> str:
+    """What the model's buffers hash to before training: the catalogue's LM vectors
+    and whatever else it was built from. A checkpoint restores them, so an items
+    file whose text changed would otherwise resume, and keep, the old vectors."""
+    digest = hashlib.sha256()
+    for name, buffer in sorted(module.named_buffers()):
+        digest.update(name.encode())
+        # as bytes, whatever the dtype (numpy has no bfloat16)
+        raw = buffer.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        digest.update(raw.numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
