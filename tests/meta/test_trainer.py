@@ -109,17 +109,6 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.allclose(v, w, atol=1e-6), k
 
 
-def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path) -> None:
-    vectors, src = _source(1)
-    _, other = _source(6)  # the same shapes and config, other ratings
-    _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
-    fresh = _trainer(vectors, 2).fit(other, other)
-    with pytest.warns(UserWarning, match="other data; training from the start"):
-        hist = _trainer(vectors, 2).fit(other, other, checkpoint_dir=tmp_path)
-    assert not hist.resumed_from
-    assert hist.epochs == fresh.epochs
-
-
 def test_an_interruption_between_the_checkpoints_two_writes_resumes_the_earlier_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,15 +143,21 @@ def test_an_interruption_between_the_checkpoints_two_writes_resumes_the_earlier_
     assert len(list(tmp_path.glob("checkpoint*.safetensors"))) == 1  # the stray one is gone
 
 
-def test_a_checkpoint_of_other_item_vectors_is_not_resumed(tmp_path: Path) -> None:
-    """Items whose text changed: the checkpoint holds the old LM vectors, so resuming
-    would keep them, whatever the new catalogue says."""
+@pytest.mark.parametrize("changed", ["ratings", "item vectors"])
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path, changed: str) -> None:
+    """Other ratings, or items whose text changed (the checkpoint holds the old LM
+    vectors, which resuming would keep whatever the new catalogue says): the same
+    shapes and config, trained afresh."""
     vectors, src = _source(1)
-    other_vectors, _ = _source(7)
+    other_vectors, other = _source(6)
+    if changed == "ratings":
+        other_vectors = vectors
+    else:
+        other = src
     _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
-    fresh = _trainer(other_vectors, 2).fit(src, src)
+    fresh = _trainer(other_vectors, 2).fit(other, other)
     with pytest.warns(UserWarning, match="other data; training from the start"):
-        hist = _trainer(other_vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+        hist = _trainer(other_vectors, 2).fit(other, other, checkpoint_dir=tmp_path)
     assert not hist.resumed_from
     assert hist.epochs == fresh.epochs
 
