@@ -483,17 +483,15 @@ def speed_markdown(record: dict[str, Any]) -> str:
         "| meta-training, MeLU's episodes (query 10): metarec MAML / MeLU-5, tasks/s | "
         f"{t['metarec-maml-b64-q10']['tasks_per_s']:,.0f} | {t['melu-5']['tasks_per_s']:,.0f} |",
     ]
-    if "training_breakdown" in record:
-        br = dict(record["training_breakdown"])
-        total, tasks = br.pop("total_cpu_s_per_epoch"), br.pop("tasks")
-        share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(br.items(), key=lambda kv: -kv[1]))
-        tail = [
-            "",
-            f"Where a first-order epoch goes (default episodes, 64 tasks a batch; "
-            f"{total:.2f} CPU s for {tasks:,.0f} tasks): {share}.",
-        ]
-    else:
-        tail = []
+    # every speed record has these (a record without them is damaged: refused by name)
+    br = dict(record["training_breakdown"])
+    total, tasks = br.pop("total_cpu_s_per_epoch"), br.pop("tasks")
+    share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(br.items(), key=lambda kv: -kv[1]))
+    tail = [
+        "",
+        f"Where a first-order epoch goes (default episodes, 64 tasks a batch; "
+        f"{total:.2f} CPU s for {tasks:,.0f} tasks): {share}.",
+    ]
     for name, e in record["encoder"].items():
         extra = (
             f" (cosine to fp32 {e['cosine_to_fp32_mean']:.3f})"
@@ -503,13 +501,12 @@ def speed_markdown(record: dict[str, Any]) -> str:
         lines.append(
             f"| encoder `{name}`, items/s | {e['items_per_s']:,.0f}{extra} | n/a (feature lookup) |"
         )
-    if "quickstart" in record:
-        q = record["quickstart"]
-        m = record.get("quickstart_melu")  # runs before 2026-12-01 did not time it
-        melu = "; MeLU: the same job with MeLU-5, `melu_quickstart`" if m else ""
-        lines.append(
-            f"| `metarec quickstart` (ml-100k, cached encodings{melu}): wall s / peak MB | "
-            f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | "
-            + (f"{m['wall_s']:.0f} / {m['peak_rss_mb']:.0f} |" if m else "n/a (not timed) |")
-        )
+    q = record["quickstart"]
+    m = record.get("quickstart_melu")  # runs before 2026-12-01 did not time it
+    melu = "; MeLU: the same job with MeLU-5, `melu_quickstart`" if m else ""
+    lines.append(
+        f"| `metarec quickstart` (ml-100k, cached encodings{melu}): wall s / peak MB | "
+        f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | "
+        + (f"{m['wall_s']:.0f} / {m['peak_rss_mb']:.0f} |" if m else "n/a (not timed) |")
+    )
     return "\n".join(lines + tail) + "\n"
