@@ -139,6 +139,10 @@ def test_abtest_users_the_data_cannot_test_are_refused_naming_the_file(
         code, capsys.readouterr().err, str(tmp_path / "users.txt"),
         "none of its users can be tested on ml-100k: 2 are not in the data",
     )  # fmt: skip
+    # the same run on both arms is allowed, and said: an A/A test
+    code = main(["abtest", str(a), str(a), *_data(shared_data), "--users",
+                 str(tmp_path / "users.txt")])  # fmt: skip
+    assert code == 2 and "A and B are the same run: an A/A test" in capsys.readouterr().out
     (tmp_path / "p4.json").write_text(json.dumps(
         {"protocol": "p4", "users": ["1", "2"], "arms": ["A", "B"], "seed": 0, "support": 1000}
     ))  # fmt: skip

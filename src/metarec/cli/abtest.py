@@ -112,6 +112,9 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         spec = recs["A"].metadata.get("data_spec") or {}
     ds = load_from_spec(spec)
     note = sys.stderr if args.json else sys.stdout  # keep --json output parseable
+    if Path(args.run_a).resolve() == Path(args.run_b).resolve():
+        # allowed: an A/A test checks the procedure (its differences should be noise)
+        print("A and B are the same run: an A/A test", file=note)
     chosen = users_from_spec(args.users, ds.interactions["user_id"].astype(str).unique(), args.seed)
     if isinstance(chosen, P4Split):
         split = chosen
