@@ -242,7 +242,7 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 
 def plot(record: dict[str, Any], stem: Path) -> list[Path]:
-    """PNG plots: P2 metric-vs-K curves; P1 per-state bars with 95 % CIs; the P4 A/B
+    """PNG plots: P2 metric-vs-K curves; P1 per-state means with 95 % CIs; the P4 A/B
     test of the run, when it has one. The speed benchmark has none."""
     if record.get("benchmark") == "speed":
         return []
