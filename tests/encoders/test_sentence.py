@@ -13,7 +13,7 @@ import pytest
 from metarec.encoders import Encoder, SentenceEncoder, encoder_from_config, make_encoder
 from metarec.encoders import sentence as sentence_mod
 from metarec.encoders.base import encoder_state_tensors
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, DataError
 
 TOY = "Toy Story (1995). Genres: Animation, Children's, Comedy."
 TOY2 = "Toy Story 2 (1999). Genres: Animation, Children's, Comedy."
@@ -49,14 +49,69 @@ def test_empty_input_and_bare_string(minilm: SentenceEncoder) -> None:
 
 def test_id_and_cheap_construction() -> None:
     encoder = SentenceEncoder()
-    assert encoder.id == "sentence:all-MiniLM-L6-v2:max128"
+    zip_path = sentence_mod._bundled_zip()
+    assert zip_path is not None
+    weights = sentence_mod._zip_key(zip_path)
+    assert encoder.id == f"sentence:all-MiniLM-L6-v2@{weights}:max128"
     assert SentenceEncoder("sentence-transformers/all-MiniLM-L6-v2").id == encoder.id
-    assert SentenceEncoder(max_seq_length=None).id == "sentence:all-MiniLM-L6-v2:maxdefault"
+    assert SentenceEncoder(max_seq_length=None).id == (
+        f"sentence:all-MiniLM-L6-v2@{weights}:maxdefault"
+    )
     assert encoder.dim == 384
     assert encoder_state_tensors(encoder) == {}
     assert encoder._model is None  # neither id nor dim loaded the model
     assert make_encoder("minilm").id == encoder.id
-    assert make_encoder("sentence", max_seq_length=64).id == "sentence:all-MiniLM-L6-v2:max64"
+    assert make_encoder("sentence", max_seq_length=64).id == (
+        f"sentence:all-MiniLM-L6-v2@{weights}:max64"
+    )
+
+
+def test_other_bundled_weights_get_another_cache_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new release of the package: its vectors must not be the last one's from the cache."""
+    zip_path = sentence_mod._bundled_zip()
+    assert zip_path is not None
+    before = SentenceEncoder().id
+    other = tmp_path / "model.zip"
+    shutil.copy(zip_path, other)
+    with zipfile.ZipFile(other, "a") as zf:
+        zf.writestr("README.md", "another release")
+    monkeypatch.setattr(sentence_mod, "_bundled_zip", lambda: other)
+    assert SentenceEncoder().id != before
+
+
+def test_a_damaged_unpacked_copy_is_unpacked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path))
+    target = sentence_mod.bundled_model_dir()
+    assert target is not None
+    (target / "model.safetensors").write_bytes(b"cut short")
+    vector = SentenceEncoder(device="cpu").encode([TOY])
+    assert vector.shape == (1, 384) and np.isfinite(vector).all()
+    assert (target / "model.safetensors").stat().st_size > 1_000_000
+
+
+def test_a_lone_surrogate_is_a_data_error_naming_the_text(minilm: SentenceEncoder) -> None:
+    with pytest.raises(DataError, match=r"texts\[1\] is not valid Unicode"):
+        minilm.encode([TOY, "caf\udce9"])
+
+
+def test_folders_are_read_as_folders_before_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "minilm2").mkdir()
+    # not a misspelt "minilm": a folder (here an empty one, refused when loaded)
+    encoder = make_encoder("minilm2")
+    assert isinstance(encoder, SentenceEncoder) and encoder.model_name == str(
+        (tmp_path / "minilm2").resolve()
+    )
+    assert isinstance(make_encoder("./minilm2"), SentenceEncoder)
+    (tmp_path / "MiniLM").mkdir()
+    with pytest.raises(ConfigError, match=r"a built-in encoder and a folder here; write ./MiniLM"):
+        make_encoder("MiniLM")
 
 
 def test_extraction_happens_once(

@@ -14,6 +14,7 @@ import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -132,6 +133,22 @@ def make_encoder(name: str, *, device: str | None = None, **kw: Any) -> Encoder:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"encoder name must be a non-empty string, got {name!r}")
     key = name.strip().lower()
+    builtin = {"tfidf", *_DEFAULT_SENTENCE_ALIASES}
+    given = name.strip()
+    # a path is read as a path before the built-in names and the typo check:
+    # "./minilm" and "minilm2/" are folders, not misspellings of "minilm"
+    written_as_path = given.startswith(("/", ".", "~")) or "/" in given or "\\" in given
+    folder_here = Path(given).expanduser().is_dir()
+    if key in builtin and folder_here and not written_as_path:
+        raise ConfigError(
+            f"encoder {name!r} is a built-in encoder and a folder here; write ./{given} "
+            f"for the folder, or run from another directory for the built-in {key!r}"
+        )
+    if written_as_path or (folder_here and key not in builtin):
+        if "model" in kw:
+            raise ConfigError(f"encoder {name!r} names the model already; do not also pass model=")
+        kw = {"device": device, **kw} if device is not None else kw
+        return _construct(_sentence_builder(), name, {"model": given, **kw})
     if key == "tfidf":
         return _construct(_tfidf_builder(), "tfidf", kw)
     near = difflib.get_close_matches(key, ["tfidf", *sorted(_DEFAULT_SENTENCE_ALIASES)], 1, 0.85)

@@ -49,6 +49,9 @@ def text_hash(text: str) -> str:
 class _ShardIndex:
     hashes: list[str]
     dim: int
+    # sha256 of the vector bytes; None in shards written before 2026-12-02, whose
+    # bytes are only checked for shape and finiteness
+    digest: str | None = None
 
 
 class EmbeddingCache:
@@ -83,7 +86,7 @@ class EmbeddingCache:
             rows = [i for i, h in enumerate(index.hashes) if h in wanted and h not in found]
             if not rows:
                 continue
-            vectors = self._read_vectors(path, len(index.hashes), index.dim)
+            vectors = self._read_vectors(path, len(index.hashes), index.dim, index.digest)
             if vectors is None:
                 continue
             for i in rows:
@@ -139,7 +142,9 @@ class EmbeddingCache:
         self._index[path] = (key, index)
         return index
 
-    def _read_vectors(self, path: Path, rows: int, dim: int) -> npt.NDArray[np.float32] | None:
+    def _read_vectors(
+        self, path: Path, rows: int, dim: int, digest: str | None
+    ) -> npt.NDArray[np.float32] | None:
         try:
             with safe_open(str(path), framework="np") as f:
                 vectors = np.asarray(f.get_tensor("vectors"))
@@ -152,6 +157,10 @@ class EmbeddingCache:
         if not np.isfinite(vectors).all():
             _warn(path, "vectors contain non-finite values")
             return None
+        if digest is not None and _digest(vectors) != digest:
+            # zeroed tail after a crash, swapped rows, a flipped bit: same size, wrong values
+            _warn(path, "vectors do not match their checksum")
+            return None
         return vectors.astype(np.float32, copy=False)
 
     def _write_shard(
@@ -161,11 +170,19 @@ class EmbeddingCache:
         hashes: Sequence[str],
         vectors: npt.NDArray[np.float32],
     ) -> None:
-        metadata = {"format": _FORMAT, "encoder_id": encoder_id, "hashes": json.dumps(list(hashes))}
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        metadata = {
+            "format": _FORMAT,
+            "encoder_id": encoder_id,
+            "hashes": json.dumps(list(hashes)),
+            "sha256": _digest(vectors),
+        }
         fd, tmp = create_temp_file(directory, ".shard-", ".tmp")
         os.close(fd)
         try:
-            save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, tmp, metadata)
+            save_file({"vectors": vectors}, tmp, metadata)
+            with open(tmp, "rb") as fh:  # on disk before it gets a shard's name
+                os.fsync(fh.fileno())
             _publish(tmp, directory)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -220,7 +237,12 @@ def _parse_header(path: Path, encoder_id: str) -> _ShardIndex | None:
     ):
         _warn(path, "has a hash list that does not match its vectors")
         return None
-    return _ShardIndex(hashes=hashes, dim=int(shape[1]))
+    digest = metadata.get("sha256")
+    return _ShardIndex(hashes=hashes, dim=int(shape[1]), digest=digest)
+
+
+def _digest(vectors: npt.NDArray[np.float32]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()).hexdigest()
 
 
 def _warn(path: Path, problem: str) -> None:

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from metarec.device import check_device, resolve_device
 from metarec.encoders.base import check_texts
-from metarec.errors import ConfigError, ModelError
+from metarec.errors import ConfigError, DataError, ModelError
 from metarec.tempfiles import create_temp_dir
 
 if TYPE_CHECKING:
@@ -111,7 +111,8 @@ def bundled_model_dir() -> Path | None:
         return None
     parent = metarec_cache_dir() / "models"
     target = parent / f"{DEFAULT_MODEL}-{_zip_key(zip_path)}"
-    # Only complete copies ever appear under the target name.
+    # Only complete copies ever appear under the target name (a copy damaged since
+    # is moved aside by _load, which then unpacks it again).
     if (target / "modules.json").is_file():
         return target
     try:
@@ -228,12 +229,18 @@ class SentenceEncoder:
     @property
     def id(self) -> str:
         if self._id is None:
+            bundled = _bundled_zip() if self.model_name in _DEFAULT_ALIASES else None
             if self._local_dir is not None:
                 # A local directory can be retrained in place, so its content
                 # (not its path) identifies it.
                 label = f"{self._local_dir.name}@{_dir_fingerprint(self._local_dir)}"
+            elif bundled is not None:
+                # the weights, not the name: another release of the package must not
+                # be served the vectors of the last one from the cache
+                label = f"{DEFAULT_MODEL}@{_zip_key(bundled)}"
             else:
-                label = self._short_name
+                revision = _hub_revision(self.model_name)  # likewise a new hub revision
+                label = self._short_name + (f"@{revision}" if revision else "")
             limit = "default" if self.max_seq_length is None else str(self.max_seq_length)
             self._id = f"sentence:{label}:max{limit}"
         return self._id
@@ -277,16 +284,34 @@ class SentenceEncoder:
         try:
             with _quiet_loading():
                 model = SentenceTransformer(source, device=device, local_files_only=local)
-        except Exception as e:  # loading errors come in many types (OSError, ValueError, ...)
+        except Exception as first:  # loading errors come in many types (OSError, ValueError)
+            error: Exception = first
+            if self._local_dir is None and self.model_name in _DEFAULT_ALIASES and local:
+                # our own unpacked copy, damaged since (a disk error, a cut copy): unpack
+                # the bundled zip again rather than fail on every run from now on
+                shutil.rmtree(source, ignore_errors=True)
+                fresh = bundled_model_dir()
+                try:
+                    if fresh is not None:
+                        with _quiet_loading():
+                            model = SentenceTransformer(
+                                str(fresh), device=device, local_files_only=True
+                            )
+                        return self._finish(model, str(fresh))
+                except Exception as again:
+                    error = again
             if local:
                 raise ConfigError(
-                    f"cannot load sentence-transformers model from {source}: {e}"
-                ) from e
+                    f"cannot load sentence-transformers model from {source}: {error}"
+                ) from error
             raise ConfigError(
                 f"cannot load model {source!r} (not in the Hugging Face cache and the hub "
-                f"is unreachable?): {e}. Pass a local model directory instead"
+                f"is unreachable?): {error}. Pass a local model directory instead"
                 + self._install_hint()
-            ) from e
+            ) from error
+        return self._finish(model, source)
+
+    def _finish(self, model: SentenceTransformer, source: str) -> SentenceTransformer:
         if self.max_seq_length is not None:
             model.max_seq_length = self.max_seq_length
         dim = self._get_dim(model)
@@ -321,6 +346,14 @@ class SentenceEncoder:
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
         items = check_texts(texts)
+        for i, text in enumerate(items):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: the tokenizer's TypeError
+                raise DataError(
+                    f"texts[{i}] is not valid Unicode ({e.reason} at character {e.start}); "
+                    "decode the source with errors='replace'"
+                ) from None
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self.load()
@@ -385,6 +418,23 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def _hub_revision(name: str) -> str | None:
+    """The commit of the cached snapshot that ``name`` (or ``sentence-transformers/name``)
+    resolves to on ``main``; None when it is not cached (it is then downloaded at
+    load time, and named by its revision from the next process on)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        repos = {repo.repo_id: repo for repo in scan_cache_dir().repos}
+    except Exception:  # no cache folder yet, or an unreadable one
+        return None
+    for repo_id in (name, f"sentence-transformers/{name}"):
+        for revision in getattr(repos.get(repo_id), "revisions", ()):
+            if "main" in revision.refs:
+                return str(revision.commit_hash)[:12]
+    return None
 
 
 def _in_hub_cache(name: str) -> bool:
