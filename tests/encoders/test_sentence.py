@@ -81,6 +81,17 @@ def test_other_bundled_weights_get_another_cache_key(
     assert SentenceEncoder().id != before
 
 
+def test_a_run_saved_before_weights_were_in_the_id_loads_without_a_warning(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    config = SentenceEncoder().to_config()
+    legacy = {**config, "id": "sentence:all-MiniLM-L6-v2:max128"}
+    encoder_from_config(legacy)
+    assert not [w for w in recwarn if "differs from saved" in str(w.message)]
+    with pytest.warns(RuntimeWarning, match="differs from saved"):
+        encoder_from_config({**config, "id": "sentence:all-MiniLM-L6-v2@000000000000:max128"})
+
+
 def test_a_damaged_unpacked_copy_is_unpacked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

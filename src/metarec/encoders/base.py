@@ -181,6 +181,17 @@ def _construct(builder: Callable[..., Encoder], name: str, kw: dict[str, Any]) -
     return builder(**kw)
 
 
+def _same_model(saved: str, current: str) -> bool:
+    """Whether a saved encoder id names the model the rebuilt one is. Runs saved before
+    2026-12-02 named the bundled or a hub model without its weights
+    (``sentence:all-MiniLM-L6-v2:max128``); those match any weights of that name."""
+    if saved == current:
+        return True
+    kind, _, rest = current.partition(":")
+    label, _, limit = rest.rpartition(":")
+    return "@" not in saved and saved == f"{kind}:{label.split('@')[0]}:{limit}"
+
+
 def encoder_from_config(
     config: Mapping[str, Any],
     tensors: Mapping[str, torch.Tensor] | None = None,
@@ -210,7 +221,7 @@ def encoder_from_config(
             f"unknown encoder type {kind!r} in saved config; expected 'sentence' or 'tfidf'"
         )
     saved_id = config.get("id")
-    if saved_id is not None and saved_id != encoder.id:
+    if saved_id is not None and not _same_model(str(saved_id), encoder.id):
         warnings.warn(
             f"rebuilt encoder id {encoder.id!r} differs from saved {saved_id!r}; "
             "vectors for new items may not be comparable with saved ones",
