@@ -6,9 +6,11 @@
    other data is given) and every event in the feedback store, mapped to
    ratings exactly as the service maps them for adaptation
    (:mod:`metarec.service.feedback`; the latest event per user and item wins);
-2. holds out users the old model never trained on — the P1 split's new users
-   when RUN has ``split.json``, else a seeded 10 % of the data's users — and
-   keeps them out of the new model's training too;
+2. holds out users the old model never trained on — those a retrained RUN
+   records in ``heldout.json``, else the P1 split's new users when RUN has
+   ``split.json``, else a seeded 10 % of the data's users — and keeps them out
+   of the new model's training too (the new run records them in its own
+   ``heldout.json``, so the next round is judged on the same unseen users);
 3. meta-trains a new model with RUN's config (``--set`` overrides) on the
    remaining users plus every feedback user (items added through the API
    join the catalogue with the text the service encodes them from);
@@ -54,12 +56,25 @@ class RetrainResult:
     metric: str = "MAE"
 
     def summary(self) -> str:
-        verdict = "not worse" if self.accepted else "worse"
+        dropped = int(self.details.get("feedback_items_dropped", 0))
         return (
             f"held-out users: {self.n_eval_users}; {self.metric} old {self.old_mae:.4f}, "
-            f"new {self.new_mae:.4f} ({verdict}); feedback: {self.n_feedback_ratings} "
+            f"new {self.new_mae:.4f} ({self.verdict()}); feedback: {self.n_feedback_ratings} "
             f"ratings from {self.n_feedback_users} users"
+            + (f" ({dropped} for items outside the catalogue left out)" if dropped else "")
         )
+
+    def verdict(self) -> str:
+        """In words: a negative tolerance asks for a gain, so a model that is better but
+        not by that much is "not better by N", not "worse"."""
+        tolerance = float(self.details.get("tolerance", 0.0))
+        if self.accepted:
+            return "not worse" if tolerance >= 0 else f"better by at least {-tolerance:g}"
+        if not (np.isfinite(self.old_mae) and np.isfinite(self.new_mae)):
+            return "not comparable"
+        if self.new_mae <= self.old_mae:
+            return f"better, but not by {-tolerance:g}"
+        return "worse" if tolerance <= 0 else f"worse by more than {tolerance:g}"
 
 
 def not_worse(old_mae: float, new_mae: float, tolerance: float = 0.0) -> bool:
@@ -143,7 +158,20 @@ def combined_items(base: pd.DataFrame, added: list[dict[str, Any]]) -> pd.DataFr
     return pd.concat([items, extra[~known]], ignore_index=True)
 
 
+HELD_OUT_FILE = "heldout.json"
+
+
 def _held_out_users(run: Path, ds: Any, seed: int) -> tuple[set[str], str]:
+    if (run / HELD_OUT_FILE).exists():
+        # a retrained run: the users its own retrain held out (and trained without)
+        from metarec.io import load_json, reading
+
+        raw = load_json(run / HELD_OUT_FILE)
+        with reading(run / HELD_OUT_FILE, "retrain held-out users file"):
+            users, rule = raw["users"], str(raw["rule"])
+            if not isinstance(users, list):
+                raise TypeError(f"users must be a list of ids, got {type(users).__name__}")
+        return set(map(str, users)), rule
     if (run / "split.json").exists():
         from metarec.evaluation.p1 import P1Split
 
@@ -194,21 +222,45 @@ def retrain(
     cache_dir: str | Path | None = None,
 ) -> RetrainResult:
     """Train, compare, and write ``out`` when the new model is not worse (or ``force``)."""
+    from metarec.locks import exclusive
+
+    t0 = time.perf_counter()
+    run, out = Path(run).resolve(), Path(out).resolve()
+    if out == run:
+        raise ConfigError(f"--out {out}: must differ from the run being retrained")
+    if not np.isfinite(tolerance):
+        raise ConfigError(f"--tolerance: must be a finite MAE difference, got {tolerance}")
+    # a second retrain into the same --out would pass the check below as well, and
+    # overwrite this one's run without a word
+    with exclusive(out, "wait for it to finish, or give another --out"):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            # saving over another run would leave its split and metrics beside the new model
+            raise ConfigError(f"--out {out}: exists; retrain writes a new run folder")
+        return _retrain(
+            run, db_url, out, spec=spec, overrides=overrides, tolerance=tolerance,
+            force=force, progress=progress, cache_dir=cache_dir, t0=t0,
+        )  # fmt: skip
+
+
+def _retrain(
+    run: Path,
+    db_url: str,
+    out: Path,
+    *,
+    spec: dict[str, Any] | None,
+    overrides: Sequence[str],
+    tolerance: float,
+    force: bool,
+    progress: bool,
+    cache_dir: str | Path | None,
+    t0: float,
+) -> RetrainResult:
     from metarec.data.spec import load_from_spec, names_data
     from metarec.io import save_json
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
 
-    t0 = time.perf_counter()
-    run, out = Path(run).resolve(), Path(out).resolve()
-    if out == run:
-        raise ConfigError(f"--out {out}: must differ from the run being retrained")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        # saving over another run would leave its split and metrics beside the new model
-        raise ConfigError(f"--out {out}: exists; retrain writes a new run folder")
-    if not np.isfinite(tolerance):
-        raise ConfigError(f"--tolerance: must be a finite MAE difference, got {tolerance}")
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
     if spec is None or not names_data(spec):
@@ -228,6 +280,13 @@ def retrain(
     finally:
         store.close()
 
+    if feedback.empty and not force:
+        # the "new" model would differ from the old only by the users it sampled
+        raise ConfigError(
+            "--db: no feedback to retrain on (no stored rating of a catalogue item"
+            + (f"; {dropped} for items outside it" if dropped else "")
+            + "); --force retrains anyway"
+        )
     feedback = on_levels(feedback, ds.interactions["rating"].to_numpy())
     held, held_rule = _held_out_users(run, ds, cfg.seed)
     inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
@@ -302,6 +361,7 @@ def retrain(
                 **result.details,
             },
         )
+        save_json(out / HELD_OUT_FILE, {"rule": held_rule, "users": sorted(held)})
     return result
 
 

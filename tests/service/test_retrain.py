@@ -12,7 +12,7 @@ import pytest
 
 from metarec.cli import main
 from metarec.recommender import Recommender
-from metarec.retrain import not_worse
+from metarec.retrain import _held_out_users, not_worse
 
 from .conftest import LiveServer
 
@@ -91,6 +91,11 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
     assert "fb-new" in rec.item_index  # the API-added item is part of the new catalogue
     assert rec.cfg.epochs == 1 and rec.metadata["retrained_from"] == str(service_run)
     assert rec.popularity[rec.item_index["fb-new"]] == 1  # trained on the kid's rating of it
+    # the next round is judged on the same users this one held out, never on its own
+    # training users (without the record it fell back to a fresh 10 % of all users)
+    held = json.loads((out / "heldout.json").read_text())
+    assert held["rule"] == report["held_out"] and len(held["users"]) == report["n_eval_users"]
+    assert _held_out_users(out, None, 0) == (set(held["users"]), held["rule"])
     # the service swaps to it without a restart
     live = make_server(db_url=feedback_db)
     with live.client(server_api_key) as c:
@@ -125,6 +130,23 @@ def test_retrain_refuses_a_model_that_is_not_good_enough(
     m = re.search(r"held-out MAE (\d\.\d+) vs (\d\.\d+)", captured.err)
     assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, captured.err
     assert "not written" in captured.err and not out.exists()
+    # a better model that misses the demanded gain is not called worse
+    better = float(m.group(1)) <= float(m.group(2))
+    assert ("(better, but not by 10)" if better else "(worse)") in captured.err
+
+
+def test_retrain_without_feedback_says_so_before_training(
+    service_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.service.store import FeedbackStore
+
+    db = f"sqlite:///{tmp_path / 'empty.db'}"
+    FeedbackStore(db).close()  # a store the service created, with nothing logged yet
+    out = tmp_path / "nothing"
+    assert main(["retrain", str(service_run), "--db", db, "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "no feedback to retrain on" in err and "--force" in err
+    assert not out.exists()
 
 
 def test_feedback_ratings_land_on_the_datas_levels() -> None:

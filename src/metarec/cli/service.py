@@ -114,9 +114,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"wrote {result.out}{forced} in {result.seconds:.0f} s")
         return 0
     print(
-        f"metarec: the retrained model is worse: held-out {result.metric} {result.new_mae:.4f} vs "
-        f"{result.old_mae:.4f} for {args.run} (tolerance {args.tolerance:g}); "
-        f"{args.out} not written (--force writes it anyway)",
+        f"metarec: the retrained model is not accepted ({result.verdict()}): held-out "
+        f"{result.metric} {result.new_mae:.4f} vs {result.old_mae:.4f} for {args.run} "
+        f"(tolerance {args.tolerance:g}); {args.out} not written (--force writes it anyway)",
         file=sys.stderr,
     )
     return 1
