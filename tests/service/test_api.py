@@ -252,7 +252,14 @@ def _bad_requests(key: str) -> list[Case]:
         *[("POST", events, {"content": b'{"event_id": "t", "item_id": "1", "type": "click", '
                             b'"timestamp": ' + t + b"}", "headers": js},
            422, "validation_error", "timestamp") for t in
-          (b"NaN", b"Infinity", b"-Infinity", b'"nan"', b"1e308", b"true", b"1" + b"0" * 400)],
+          (b"NaN", b"Infinity", b"-Infinity", b'"nan"', b"1e308", b"true", b"1" + b"0" * 400,
+           # past year 9999 in UTC; a number in a string (pydantic read it as milliseconds)
+           b'"9999-12-31T23:59:59-14:00"', b'"0001-01-01T00:00:00+14:00"', b'"1700000000000"')],
+        # a boolean is not a rating (pydantic read true as 1)
+        ("POST", events, body(rating | {"value": True}), 422, "validation_error",
+         "not a boolean"),
+        ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": True}]}),
+         422, "validation_error", "ratings[0].rating"),
         # feature values JSON or the feature encoder cannot hold
         *[("POST", "/v1/users", {"content": b'{"user_id": "f", "features": {"age": ' + v + b"}}",
                                  "headers": js}, 422, "validation_error", "features")
@@ -463,6 +470,23 @@ def test_reload_swaps_the_model(
         assert c.post("/v1/admin/reload").json()["model"] == new["model"]  # re-read the same run
     assert old.startswith("ml100k-small@") and new["model"].startswith("other-run@")
     assert new["n_events"] == 1
+
+
+def test_a_reload_follows_a_link_moved_to_another_run(
+    make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
+) -> None:
+    """`ln -sfn NEW_RUN current; kill -HUP`: the served path is read again, so the link
+    is followed to where it points now (it was resolved once, at the first load)."""
+    other = tmp_path / "retrained-run"
+    shutil.copytree(service_run, other)
+    current = tmp_path / "current"
+    current.symlink_to(service_run)
+    live = make_server(run=current)
+    with live.client(server_api_key) as c:
+        assert c.get("/ready").json()["model"].startswith("ml100k-small@")
+        current.unlink()
+        current.symlink_to(other)
+        assert c.post("/v1/admin/reload").json()["model"].startswith("retrained-run@")
 
 
 def test_requests_keep_working_while_the_model_is_swapped(

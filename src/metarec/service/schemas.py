@@ -7,6 +7,7 @@ them fails validation (422) naming the field before any work is done.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ ID = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
 Text = Annotated[str, Field(max_length=10_000)]
 # epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: what a date-time can hold
 EPOCH_RANGE = (-62_135_596_800, 253_402_299_199)
+_NUMERIC = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 # a JSON integer a double (and so every JSON reader) holds exactly
 INT_RANGE = 2**53
 
@@ -101,9 +103,18 @@ class ItemsOut(BaseModel):
     n_items: int
 
 
+def _a_number(value: Any) -> Any:
+    # pydantic reads true as 1.0: a client's boolean is a bug to report, not a rating
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
 class RatingIn(_Strict):
     item_id: ID
     rating: float
+
+    _no_boolean = field_validator("rating", mode="before")(_a_number)
 
 
 class UserIn(_Strict):
@@ -166,11 +177,20 @@ class EventIn(_Strict):
         None, description="ISO 8601 (UTC if no zone) or epoch seconds; default: arrival time"
     )
 
+    _no_boolean_value = field_validator("value", mode="before")(_a_number)
+
     @field_validator("timestamp", mode="before")
     @classmethod
     def _not_a_boolean(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("must be a date-time or epoch seconds, not a boolean")
+        if isinstance(value, str) and _NUMERIC.fullmatch(value):
+            # pydantic reads "1700000000000" as milliseconds and 1700000000000 not at all:
+            # one number, two meanings; epoch seconds come as a JSON number
+            raise ValueError(
+                "a number in a string: send epoch seconds as a JSON number, or an ISO 8601 "
+                "date-time"
+            )
         return value
 
     @field_validator("timestamp")
@@ -182,6 +202,14 @@ class EventIn(_Strict):
             math.isfinite(value) and EPOCH_RANGE[0] <= value <= EPOCH_RANGE[1]
         ):
             raise ValueError("epoch seconds must be a finite number within years 1 to 9999")
+        if isinstance(value, datetime):
+            # 9999-12-31T23:59:59-14:00 is in year 10000 in UTC, where times are kept
+            try:
+                seconds = _utc(value).timestamp()
+            except (OverflowError, ValueError):
+                seconds = math.inf
+            if not EPOCH_RANGE[0] <= seconds <= EPOCH_RANGE[1]:
+                raise ValueError("must lie within years 1 to 9999 in UTC")
         return value
 
     @model_validator(mode="after")
@@ -201,7 +229,12 @@ class EventIn(_Strict):
         ts = self.timestamp
         if ts is None or isinstance(ts, float | int):
             return None if ts is None else float(ts)
-        return (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).timestamp()
+        return _utc(ts).timestamp()
+
+
+def _utc(moment: datetime) -> datetime:
+    """A date-time without a zone is read as UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 class EventsIn(_Strict):

@@ -70,6 +70,8 @@ def run_name(run: Path) -> str:
 @dataclass
 class Served:
     rec: ServedModel  # a single run, or an ensemble (its primary member's catalogue)
+    # as given (absolute, links kept): a reload reads it again, so a link moved to
+    # the retrained run is followed by SIGHUP
     run: Path
     name: str
     generation: int
@@ -165,7 +167,8 @@ class ModelHolder:
     def load(self, run: str | Path, loaded: ServedModel | None = None) -> Served:
         """Load ``run`` (or take it ``loaded`` already), re-apply the items added through
         the API, make it current."""
-        path = Path(run).resolve()
+        given = Path(run).absolute()
+        path = given.resolve()
         # the slow part, outside the lock: the old model keeps serving
         rec = load_run(path, device=self.device) if loaded is None else loaded
         with TORCH_LOCK:
@@ -190,7 +193,7 @@ class ModelHolder:
                 with TORCH_LOCK:
                     self._fold_in(rec)
             self._generation += 1
-            served = Served(rec, path, name, self._generation)
+            served = Served(rec, given, name, self._generation)
             served.refresh()
             self._current = served
             self.cache.clear()
