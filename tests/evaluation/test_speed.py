@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from metarec.errors import ModelError
 from metarec.evaluation.speed import run_speed_benchmark
 
 
@@ -32,6 +33,9 @@ def test_speed_benchmark_reports_both_systems(
         "melu-1",
         "melu-5",
     } <= set(record["training"])
+    # MeLU's epochs alone are timed, as metarec's are, not its setup
+    melu = record["training"]["melu-1"]
+    assert melu["epoch_s"] == sorted(melu["epochs_s"])[len(melu["epochs_s"]) // 2]
     md = (tmp_path / "speed.md").read_text()
     assert "Adaptation latency" in md and "MeLU" in md
 
@@ -50,7 +54,9 @@ def test_child_process_wall_time_and_peak_memory() -> None:
     done = _child_wall_and_peak(["-c", "x = bytearray(64 * 2**20)"])  # 64 MB touched
     assert done["ok"] and done["wall_s"] > 0
     assert done["peak_rss_mb"] >= 64
-    assert not _child_wall_and_peak(["-c", "raise SystemExit(3)"])["ok"]
+    # a failed job is no figure at all, not a short wall time
+    with pytest.raises(ModelError, match=r"failed: .*ValueError: no such run"):
+        _child_wall_and_peak(["-c", "raise ValueError('no such run')"])
 
 
 def test_int8_variant_quantises_quietly_and_degrades_without_the_api(

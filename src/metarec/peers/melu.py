@@ -47,6 +47,7 @@ the new rows carry either column.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -196,6 +197,7 @@ class MeLU(ScoringModel):
             raise ConfigError(f"{self.name}: min_updates must be >= 0, got {min_updates}")
         self.min_updates = int(min_updates)
         self.epochs_run = 0  # epochs the last fit ran (min_updates may raise them)
+        self.epoch_seconds: list[float] = []
         self.local_lr = float(local_lr)
         self.global_lr = float(global_lr)
         self.batch_size = int(batch_size)
@@ -300,9 +302,11 @@ class MeLU(ScoringModel):
             ).to(device)
         optimiser = torch.optim.Adam(net.parameters(), lr=self.global_lr)
         self.losses = []
+        self.epoch_seconds = []  # wall time of each epoch, setup excluded (the speed benchmark)
         self.epochs_run = self.epochs_for(len(tasks))
         bar = tqdm(range(self.epochs_run), desc=self.name, disable=not self.progress)
         for _ in bar:
+            started = time.perf_counter()
             order = rng.permutation(len(tasks))
             total = 0.0
             for lo in range(0, len(tasks), self.batch_size):
@@ -314,6 +318,7 @@ class MeLU(ScoringModel):
                 optimiser.step()
                 total += float(loss.detach()) * len(chunk)
             self.losses.append(total / len(tasks))
+            self.epoch_seconds.append(time.perf_counter() - started)  # float(loss) synced it
             bar.set_postfix(loss=f"{self.losses[-1]:.4f}")
         self.net = net.eval()
         return self
