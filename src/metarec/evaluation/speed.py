@@ -418,6 +418,7 @@ def run_speed_benchmark(
     ))  # fmt: skip
 
     # -- quickstart ----------------------------------------------------------
+    result["quickstart"] = None  # not run (quickstart=False): said so in the report
     if quickstart:
         import tempfile
 
@@ -528,12 +529,15 @@ def speed_markdown(record: dict[str, Any]) -> str:
         lines.append(
             f"| encoder `{name}`, items/s | {e['items_per_s']:,.0f}{extra} | n/a (feature lookup) |"
         )
-    q = record["quickstart"]
+    q = record["quickstart"]  # None: not run; absent: a damaged record
     m = record.get("quickstart_melu")  # runs before 2026-12-01 did not time it
     melu = "; MeLU: the same job with MeLU-5, `melu_quickstart`" if m else ""
-    lines.append(
-        f"| `metarec quickstart` (ml-100k, cached encodings{melu}): wall s / peak MB | "
-        f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | "
-        + (f"{m['wall_s']:.0f} / {m['peak_rss_mb']:.0f} |" if m else "n/a (not timed) |")
-    )
+    if q is None:
+        lines.append("| `metarec quickstart`: wall s / peak MB | not run | not run |")
+    else:
+        lines.append(
+            f"| `metarec quickstart` (ml-100k, cached encodings{melu}): wall s / peak MB | "
+            f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | "
+            + (f"{m['wall_s']:.0f} / {m['peak_rss_mb']:.0f} |" if m else "n/a (not timed) |")
+        )
     return "\n".join(lines + tail) + "\n"
