@@ -64,7 +64,7 @@ def test_clean_drops_each_problem_and_reports_it(messy: Dataset) -> None:
         "m.inter line 6: item '99' is not in the items table"
     ]
     assert ex["duplicate (user, item) rating (kept the latest)"] == [
-        "m.inter line 8: user '3' rated item '10' again"
+        "m.inter line 8: user '3' rated item '10' again later (this rating dropped)"
     ]
     assert ex["items table: item has neither text nor title"] == [
         "m.item line 5: item '13' has neither text nor title"
@@ -140,8 +140,8 @@ def test_duplicates_without_timestamps_keep_the_last_row(tmp_path: Path) -> None
     assert out.interactions["timestamp"].isna().all()
     assert out.report is not None
     assert out.report.examples["duplicate (user, item) rating (kept the latest)"] == [
-        "r.csv line 2: user '1' rated item '10' again",
-        "r.csv line 3: user '1' rated item '10' again",
+        "r.csv line 2: user '1' rated item '10' again later (this rating dropped)",
+        "r.csv line 3: user '1' rated item '10' again later (this rating dropped)",
     ]
 
 

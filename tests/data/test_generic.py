@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from metarec.data import clean, load_table
+from metarec.data.generic import read_table
 from metarec.errors import DataError
 
 
@@ -211,6 +212,63 @@ def test_dates_that_never_say_which_comes_first_are_read_month_first_with_a_warn
     assert stamps == [
         (pd.Timestamp("2020-03-04", tz="UTC") - pd.Timestamp(0, tz="UTC")).total_seconds()
     ]
+
+
+def test_a_file_mixing_utf8_and_another_encoding_is_refused_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    """Read whole as Latin-1, its UTF-8 ids became mojibake and their ratings were
+    dropped as unknown items, with exit 0."""
+    p = tmp_path / "r.csv"
+    p.write_bytes("user_id,item_id,rating\nu1,Amélie,5\nu2,Café,4\n".encode() + b"u\xe94,x,3\n")
+    with pytest.raises(DataError, match=r"r\.csv: line 4: byte 0xe9 is not UTF-8, but other lines"):
+        load_table(p)
+
+
+@pytest.mark.parametrize(
+    "raw, title, name",
+    [
+        ("It’s Here".encode("cp1252"), "It’s Here", "Windows-1252"),  # Excel's curly quote
+        ("Misérables\x81".encode("latin-1"), "Misérables\x81", "Latin-1"),  # 0x81: not cp1252
+    ],
+)
+def test_a_file_in_one_legacy_encoding_is_read_in_it_with_a_warning(
+    tmp_path: Path, raw: bytes, title: str, name: str
+) -> None:
+    p = tmp_path / "items.csv"
+    p.write_bytes(b"item_id,title\n1," + raw + b"\n")
+    with pytest.warns(UserWarning, match=rf"not UTF-8 \(line 2: byte 0x..\); read as {name}"):
+        items = read_table(p)
+    assert items["title"].tolist() == [title]
+
+
+def test_a_semicolon_csv_from_a_european_excel_is_read(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id;item_id;rating\nu1;i1;4\nu2;i1;5\n")
+    assert load_table(p).interactions["rating"].tolist() == [4.0, 5.0]
+
+
+def test_float_ids_are_written_value_by_value() -> None:
+    """A Parquet float id column: whole numbers as integers, 1e20 (no int64) as its
+    float text, where the cast to int64 raised a TypeError traceback."""
+    from metarec.data.generic import str_ids
+
+    ids = str_ids(pd.Series([1.0, 2.0, 1e20, np.nan]))
+    assert ids.tolist()[:3] == ["1", "2", "1e+20"] and pd.isna(ids.iloc[3])
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ("user_id,item_id,rating\nu1,i1,4\n".encode("utf-16"), "UTF-16 text"),
+        (b"user_id,item_id,rating\ru1,i1,4\r", "bare carriage return"),
+    ],
+)
+def test_files_in_a_form_we_cannot_read_say_which(tmp_path: Path, raw: bytes, needle: str) -> None:
+    p = tmp_path / "r.csv"
+    p.write_bytes(raw)
+    with pytest.raises(DataError, match=needle):
+        load_table(p)
 
 
 def test_missing_file(tmp_path: Path) -> None:

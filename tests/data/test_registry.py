@@ -83,7 +83,9 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Opener:
 
 def pin_fake_zip(monkeypatch: pytest.MonkeyPatch, payload: bytes = FAKE_ZIP) -> None:
     known = registry.KNOWN_DATASETS["ml-100k"]
-    pinned = dataclasses.replace(known, sha256=hashlib.sha256(payload).hexdigest())
+    pinned = dataclasses.replace(
+        known, sha256=hashlib.sha256(payload).hexdigest(), size=len(payload)
+    )
     monkeypatch.setitem(registry.KNOWN_DATASETS, "ml-100k", pinned)
 
 
@@ -157,11 +159,30 @@ def test_no_download_when_switched_off(isolated: Opener) -> None:
     assert isolated.calls == []
 
 
-def test_checksum_mismatch_leaves_nothing_in_the_cache(tmp_path: Path, isolated: Opener) -> None:
-    isolated.payload = FAKE_ZIP  # not GroupLens' archive, so its hash differs
+def test_checksum_mismatch_leaves_nothing_in_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
+) -> None:
+    known = registry.KNOWN_DATASETS["ml-100k"]
+    # GroupLens' size, other bytes: its hash differs
+    monkeypatch.setitem(
+        registry.KNOWN_DATASETS, "ml-100k", dataclasses.replace(known, size=len(FAKE_ZIP))
+    )
+    isolated.payload = FAKE_ZIP
     with pytest.raises(DatasetNotFoundError, match="sha256") as info:
         load_dataset("ml-100k")
     assert "discarded" in str(info.value)
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_a_download_cut_short_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
+) -> None:
+    """A connection closed early ends a read without an error; the checksum then
+    failed and the message blamed a proxy or a new release."""
+    pin_fake_zip(monkeypatch)
+    isolated.payload = FAKE_ZIP[:-40]
+    with pytest.raises(DatasetNotFoundError, match=r"stopped short or ran long: .* expected"):
+        load_dataset("ml-100k")
     assert files_under(tmp_path / "cache") == []
 
 
@@ -212,3 +233,46 @@ def test_real_data_from_root_and_env(shared_data: Path, monkeypatch: pytest.Monk
         "atomic",
         shared_data / "ml-100k" / "ml-100k",
     )
+
+
+def test_a_loader_that_loses_the_install_race_uses_the_winners_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process installs the folder between the check and the rename: the
+    rename meets a non-empty folder (ENOTEMPTY), which was a raw OSError."""
+    import os
+    import shutil
+
+    known = registry.KNOWN_DATASETS["ml-100k"]
+    ours, target = write_raw(tmp_path / "ours"), tmp_path / "cache" / "ml-100k"
+    real_replace = os.replace
+
+    def other_process_first(src: str | Path, dst: str | Path) -> None:
+        shutil.copytree(src, dst)  # the winner's copy lands first
+        real_replace(src, dst)
+
+    monkeypatch.setattr(registry.os, "replace", other_process_first)
+    registry._install(ours, target, known)
+    assert registry.detect_layout(target) == known.layout
+
+
+def test_a_killed_loaders_leftovers_are_swept_but_a_running_ones_are_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
+) -> None:
+    import os
+    import time
+
+    pin_fake_zip(monkeypatch)
+    isolated.payload = FAKE_ZIP
+    cache = tmp_path / "cache" / "datasets"
+    cache.mkdir(parents=True)
+    old_part, old_unpack = cache / ".ml-100k-dead.zip.part", cache / ".ml-100k-unpack-dead"
+    old_part.write_bytes(b"half")
+    old_unpack.mkdir()
+    hours_ago = time.time() - 7 * 3600
+    for p in (old_part, old_unpack):
+        os.utime(p, (hours_ago, hours_ago))
+    running = cache / ".ml-100k-live.zip.part"  # another loader's, still downloading
+    running.write_bytes(b"partial")
+    load_dataset("ml-100k")
+    assert not old_part.exists() and not old_unpack.exists() and running.exists()

@@ -254,8 +254,11 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
         inter,
         rows,
         "duplicate (user, item) rating (kept the latest)",
+        # the dropped row is the older rating (or, undated, the earlier line), so it
+        # reads "rated ... again later", not "again" as if this line were the repeat
         lambda i: (
-            f"user {inter['user_id'].iloc[i]!r} rated item {inter['item_id'].iloc[i]!r} again"
+            f"user {inter['user_id'].iloc[i]!r} rated item {inter['item_id'].iloc[i]!r} "
+            "again later (this rating dropped)"
         ),
         "item_id",
     )

@@ -38,9 +38,15 @@ _DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 def str_ids(values: pd.Series) -> pd.Series:
     """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
     if pd.api.types.is_float_dtype(values.dtype):
-        known = values.dropna()
-        if bool((known == np.floor(known)).all()):
-            values = values.astype("Int64")
+        # value by value: a whole number within int64 as an integer ("2", not "2.0"),
+        # any other (1e20, 2.5) as its float text; an id past 2^53 was never exact in a
+        # float column, so nothing truer can be written for it
+        known = values.notna()
+        whole = known & (values == np.floor(values)) & (values.abs() < 2.0**63)
+        text = pd.Series(np.nan, index=values.index, dtype=object)
+        text[whole] = values[whole].astype("int64").astype(str)
+        text[known & ~whole] = values[known & ~whole].astype(str)
+        return text
     mask = values.notna()
     out = values.astype(str)
     return out if bool(mask.all()) else out.where(mask)
@@ -233,6 +239,16 @@ def read_bytes(path: str | Path) -> bytes:
     if not path.is_file():
         raise DataError("file not found", path=path)
     data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # Excel's "Unicode text": read as bytes it is a field count error on a line
+        # the file does not have
+        raise DataError("UTF-16 text (Excel's 'Unicode text'); save it as UTF-8", path=path)
+    if b"\r" in data[:65536] and b"\n" not in data[:65536]:
+        # classic Mac line ends: one line to the reader, no line to name in an error
+        raise DataError(
+            "lines end in a bare carriage return (old Mac format); save it with \\n line ends",
+            path=path,
+        )
     return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
 
 
@@ -357,7 +373,8 @@ def _read_unquoted(
     except UnicodeDecodeError:
         if encoding:
             raise DataError(f"the file is not valid {encoding} text", path=path) from None
-        frame = _read_csv_fast(data, float_cols, "latin-1", sep, head, col_names)
+        fallback = legacy_encoding(data, path)
+        frame = _read_csv_fast(data, float_cols, fallback, sep, head, col_names)
     if len(frame) != len(data_lines):  # pragma: no cover - guards parser disagreements
         raise DataError(
             f"found {len(frame)} rows but {len(data_lines)} non-blank lines; "
@@ -403,6 +420,38 @@ def _read_csv_fast(
     return read(str, None)
 
 
+def legacy_encoding(data: bytes, path: str | Path) -> str:
+    """The encoding of a file that is not UTF-8: Windows-1252 (Excel's exports: its
+    curly quotes and dashes), else Latin-1, which reads any byte; said in a warning.
+
+    A file that is UTF-8 in places and not in others is refused: read whole as
+    Latin-1, its UTF-8 ids and titles would become mojibake ("AmÃ©lie"), and the
+    ratings of those ids would be dropped as unknown items without a word."""
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start]
+    if any(ord(c) > 127 for c in data.decode("utf-8", errors="ignore")):
+        raise DataError(
+            f"line {line}: byte 0x{byte:02x} is not UTF-8, but other lines are UTF-8 text: the "
+            "file mixes encodings; save it as UTF-8",
+            path=path,
+        )
+    try:
+        data.decode("cp1252")
+        chosen = "cp1252"
+    except UnicodeDecodeError:
+        chosen = "latin-1"
+    warnings.warn(
+        f"{path}: not UTF-8 (line {line}: byte 0x{byte:02x}); read as "
+        f"{'Windows-1252' if chosen == 'cp1252' else 'Latin-1'}",
+        stacklevel=4,
+    )
+    return chosen
+
+
 def _read_quoted(
     data: bytes,
     path: str | Path,
@@ -418,7 +467,7 @@ def _read_quoted(
     except UnicodeDecodeError:
         if encoding:
             raise DataError(f"the file is not valid {encoding} text", path=path) from None
-        text = data.decode("latin-1")
+        text = data.decode(legacy_encoding(data, path))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -460,6 +509,12 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         return _read_parquet(path)
     if sep is None:
         sep = _DELIMITERS.get(path.suffix.lower())
+        if sep == ",":
+            # Excel in many European locales saves ".csv" with semicolons (the comma is
+            # their decimal mark): a header with no comma but a semicolon is one of those
+            first = read_bytes(path).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            if "," not in first and ";" in first:
+                sep = ";"
     if sep is None:
         first = read_bytes(path).split(b"\n", 1)[0].decode("utf-8", errors="replace")
         sep = _sniff(first)

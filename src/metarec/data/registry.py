@@ -21,6 +21,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import time
 import urllib.request
 import warnings
 import zipfile
@@ -221,11 +222,20 @@ def fetch(known: KnownDataset, cache: Path | None = None) -> Path:
     cache = cache or cache_root()
     target = cache / known.name
     cache.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(cache, known.name)
     fd, part = create_temp_file(cache, f".{known.name}-", ".zip.part")
     os.close(fd)
     unpack = create_temp_dir(cache, f".{known.name}-unpack-")
     try:
         digest = _download(known.url, part)
+        got = part.stat().st_size
+        if known.size is not None and got != known.size:
+            # a connection closed early ends a read without an error: say so, rather
+            # than blame the checksum on a proxy or a new release
+            raise DatasetNotFoundError(
+                f"the download from {known.url} stopped short or ran long: {got:,} bytes, "
+                f"expected {known.size:,}; it was discarded, try again"
+            )
         _verify(known, digest)
         folder = _extract(part, unpack, known)
         _install(folder, target, known)
@@ -233,6 +243,25 @@ def fetch(known: KnownDataset, cache: Path | None = None) -> Path:
         part.unlink(missing_ok=True)
         shutil.rmtree(unpack, ignore_errors=True)
     return target
+
+
+LEFTOVER_AGE_S = 6 * 3600
+
+
+def _sweep_leftovers(cache: Path, name: str) -> None:
+    """Remove the partial download and unpack folder a killed loader left (kill -9
+    skips its cleanup); only ones hours old, so a concurrent loader keeps its own."""
+    now = time.time()
+    for path in [*cache.glob(f".{name}-*.zip.part"), *cache.glob(f".{name}-unpack-*")]:
+        try:
+            if now - path.stat().st_mtime < LEFTOVER_AGE_S:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            continue  # gone already, or not ours to remove
 
 
 def _download(url: str, dest: Path) -> str:
@@ -289,4 +318,11 @@ def _install(folder: Path, target: Path, known: KnownDataset) -> None:
         if detect_layout(target) == known.layout:
             return  # another process finished first
         shutil.rmtree(target)  # a stale, incomplete folder
-    os.replace(folder, target)
+    try:
+        os.replace(folder, target)
+    except OSError:
+        # another loader installed it between the check and the rename (the rename
+        # then meets a non-empty folder): theirs is as good as ours
+        if target.exists() and detect_layout(target) == known.layout:
+            return
+        raise
