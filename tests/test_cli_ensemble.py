@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from metarec.cli import main
@@ -78,6 +79,26 @@ def test_ensemble_then_recommend(
     # the same input errors as for a single run
     assert main(["recommend", str(ens), "--rate", "Toy Story (1995)=9"]) == 2
     assert "outside [1, 5]" in _error_line(capsys.readouterr().err)
+
+    # report shows its members and weights; evaluate says what to do instead
+    assert main(["report", str(ens)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"# Ensemble {ens}") and "| 5+ |" in shown and "bias" in shown
+    assert main(["evaluate", str(ens)]) == 2
+    assert "an ensemble folder; evaluate scores a single run" in _error_line(
+        capsys.readouterr().err
+    )
+
+    # items added in Python, saved, loaded again (the bias peer's counts grew with it)
+    import pandas as pd
+
+    from metarec.ensemble_run import load_run
+
+    rec = load_run(ens, device="cpu")
+    rec.add_items(pd.DataFrame({"item_id": ["new1"], "title": ["Space Robots (2024)"]}))
+    rec.ensemble.save(tmp_path / "grown")  # type: ignore[attr-defined]
+    again = load_run(tmp_path / "grown", device="cpu")
+    assert again.n_items == rec.n_items and "new1" in again.item_index
 
     # a corrupt manifest: one line naming file and field
     manifest["members"][1]["kind"] = "als"
@@ -173,3 +194,52 @@ def test_ensemble_carries_a_ranking_model(
     )
     assert "rating" in _error_line(capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_runs_with_different_encoders_are_not_one_ensemble() -> None:
+    """An item added later is encoded once, by the first run's encoder, for every
+    member: a second encoder's members got vectors of another model (or width)."""
+    from metarec.ensemble_run import same_encoder
+
+    minilm = {"id": "sentence:all-MiniLM-L6-v2@0123456789ab:max128"}
+    assert same_encoder(minilm, dict(minilm))
+    assert same_encoder(minilm, {"id": "sentence:all-MiniLM-L6-v2:max128"})  # saved before ids
+    assert not same_encoder(minilm, {"id": "tfidf-svd:d64:abc"})
+    assert not same_encoder(minilm, {"id": "sentence:all-MiniLM-L6-v2@0123456789ab:max64"})
+
+
+@pytest.mark.parametrize(
+    "arrays, needle",
+    [
+        ({"scores": np.ones((4, 3))}, "'scores' has 2 dimensions, expected 1"),
+        ({"scores": np.full(4, float("nan"))}, "'scores' holds NaN"),
+    ],
+)
+def test_a_damaged_peer_array_is_refused_by_name(arrays: dict[str, object], needle: str) -> None:
+    from metarec.errors import ModelError
+    from metarec.models.persist import _peer_from_state
+
+    with pytest.raises(ModelError, match=needle):
+        _peer_from_state("popularity", 0, {}, {}, arrays, 4, "ens/members[1]")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_runs_of_several_seeds_with_one_split_seed_blend(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A seed bag from the command line: without --split-seed each run held out the
+    users its own seed drew, and the ensemble refused them."""
+    tiny = ["--set", "encoder=tfidf", "--set", "epochs=1", "--set", "max_train_users=60",
+            "--set", "inner_steps=1", "--quiet", "--holdout", "none"]  # fmt: skip
+    data = ["--dataset", "ml-100k", "--data", str(shared_data)]
+    for s in (1, 2):
+        out = str(tmp_path / f"seed{s}")
+        assert main(["train", *data, "--out", out, *tiny, "--set", f"seed={s}",
+                     "--split-seed", "0"]) == 0  # fmt: skip
+    runs = [str(tmp_path / "seed1"), str(tmp_path / "seed2")]
+    assert main(["ensemble", *runs, "--peers", "popularity", "--out", str(tmp_path / "bag")]) == 0
+    assert main(["train", *data, "--out", str(tmp_path / "seed3"), *tiny, "--set", "seed=3"]) == 0
+    capsys.readouterr()
+    other = [runs[0], str(tmp_path / "seed3")]
+    assert main(["ensemble", *other, "--peers", "popularity", "--out", str(tmp_path / "x")]) == 2
+    assert "--split-seed" in _error_line(capsys.readouterr().err)

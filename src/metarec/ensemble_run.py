@@ -288,7 +288,17 @@ def run_split(run: Path, rec: Recommender, ds: Any) -> tuple[pd.DataFrame, pd.Da
             raise ConfigError(f"{run}: trained with the P1 holdout but split.json is missing")
         split = P1Split.load(run / "split.json", ds)
         return split.frames["train"], split.frames["validation"]
-    return split_users(ds.interactions, 0.1, rec.cfg.seed)
+    # --split-seed, where given; runs before it split with their training seed
+    return split_users(ds.interactions, 0.1, int(rec.metadata.get("split_seed", rec.cfg.seed)))
+
+
+def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two runs' saved encoders are one model (an id saved before 2026-12-02
+    names a model without its weights, and matches any weights of that name)."""
+    from metarec.encoders.base import _same_model
+
+    x, y = str(a.get("id")), str(b.get("id"))
+    return _same_model(x, y) or _same_model(y, x)
 
 
 def fit_from_runs(
@@ -343,6 +353,14 @@ def fit_from_runs(
                 )
         elif rec.items["item_id"].tolist() != primary.items["item_id"].tolist():
             raise ConfigError(f"{run} and {runs[0]} have different catalogues")
+        elif not same_encoder(rec.encoder_config, primary.encoder_config):
+            # an item added later is encoded once, by the first run's encoder, for every
+            # member: vectors of another model (or width) would not be that member's
+            raise ConfigError(
+                f"{run} and {runs[0]} encode items with different encoders "
+                f"({rec.encoder_config.get('id')!r}, {primary.encoder_config.get('id')!r}); "
+                "an ensemble's runs share one encoder"
+            )
         name = run.resolve().name
         while name in members or name in peers:
             name += "+"
@@ -355,7 +373,7 @@ def fit_from_runs(
             raise ConfigError(
                 f"{run} was trained with other validation users than {runs[0]}: their weights "
                 "would be learned on users some member trained on; train the runs with the "
-                "same split (same --holdout and seed)"
+                "same split (same --holdout, and the same seed or --split-seed)"
             )
     train, validation = splits[0]
     log(

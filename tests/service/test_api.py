@@ -449,6 +449,34 @@ def test_restart_rebuilds_users_from_the_store(
     assert user["features"] == {"age": 30}
 
 
+def test_stored_items_the_model_cannot_take_do_not_stop_it_starting(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Items stored by an earlier run's service that this run cannot take (another
+    encoder's width, say): every start crashed on them; now it serves without them."""
+    import metarec.service.serving as serving
+    from metarec.errors import DataError
+    from metarec.service.store import FeedbackStore
+
+    db = f"sqlite:///{tmp_path / 'items.db'}"
+    store = FeedbackStore(db)
+    store.upsert_items([{"item_id": "stored-1", "title": "A Stored Film"}])
+    store.close()
+
+    def cannot_take(*args: object, **kwargs: object) -> None:
+        raise DataError("add_items: vectors of shape (1, 64); expected (1, 384)")
+
+    monkeypatch.setattr(serving, "apply_items", cannot_take)
+    live = make_server(db_url=db)
+    with live.client(server_api_key) as c:
+        assert c.get("/ready").status_code == 200
+        assert c.get("/v1/items/stored-1").status_code == 404  # left out, loudly (logged)
+        assert c.get("/v1/items/1").status_code == 200
+
+
 def test_reload_swaps_the_model(
     make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
 ) -> None:

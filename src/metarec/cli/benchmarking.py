@@ -214,6 +214,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.no_plots and not args.write:
         raise ConfigError("--no-plots: applies with --write (without it nothing is written)")
     path = Path(args.run)
+    from metarec.ensemble_run import is_ensemble_dir
+
+    if path.is_dir() and is_ensemble_dir(path):
+        _print_ensemble(path)
+        return 0
     if path.is_dir() and (path / "recommender.json").exists():
         with reading(path / "recommender.json", "metarec run's recommender.json"):
             _print_run(path, load_json(path / "recommender.json"))
@@ -247,6 +252,24 @@ def cmd_report(args: argparse.Namespace) -> int:
             text = f"{title}\n\nSource: `{f}`\n{rest}"
         print(text)
     return 0
+
+
+def _print_ensemble(path: Path) -> None:
+    """An ensemble folder's members and learned weights as Markdown (it is loaded, so
+    a damaged folder is refused as every command refuses it)."""
+    from metarec.ensemble_run import EnsembleRecommender, load_run
+
+    rec = load_run(path, device="cpu")
+    assert isinstance(rec, EnsembleRecommender)
+    ens = rec.ensemble
+    names = list(ens.members)
+    print(f"# Ensemble {path}\n")
+    print(f"Mode: {ens.mode}; members: {', '.join(names)}; items: {rec.n_items}\n")
+    print("Weights by support size (ratings the user has, from each bucket's floor):\n")
+    print("| support size | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for floor, row in zip(ens.buckets, ens.weights, strict=True):
+        print(f"| {floor}+ | " + " | ".join(f"{w:.2f}" for w in row) + " |")
 
 
 def _print_run(path: Path, meta: dict[str, Any]) -> None:

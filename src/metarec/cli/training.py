@@ -16,6 +16,7 @@ from metarec.cli.options import (
     add_train_args,
     data_spec,
     path_arg,
+    seed,
     train_config,
 )
 from metarec.errors import ConfigError, DataError, MetarecError
@@ -51,6 +52,14 @@ def register(sub: Any) -> None:
         help="p1: hold out P1's new users/items for `metarec evaluate` (default); "
         "none: train on all users (10%% kept for early stopping)",
     )
+    t.add_argument(
+        "--split-seed",
+        type=seed,
+        default=None,
+        help="seed of the users' split (default: the training seed); runs of several "
+        "seeds with one split seed share their validation users, so `metarec ensemble` "
+        "can blend them (a seed bag)",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="protocol P1 metrics of a run against the bias model")
@@ -84,9 +93,11 @@ def train_run(
     holdout: str,
     progress: bool,
     holdout_flag: bool = True,
+    split_seed: int | None = None,
 ) -> dict[str, Any]:
     """Load, encode, meta-train and save a run folder; returns what was built.
-    ``holdout_flag``: whether the command has ``--holdout`` to suggest."""
+    ``holdout_flag``: whether the command has ``--holdout`` to suggest; ``split_seed``:
+    the users' split's seed (default: the training seed)."""
     from metarec.data.schema import check_objective
     from metarec.data.spec import load_from_spec
     from metarec.evaluation.p1 import make_p1_split
@@ -108,11 +119,12 @@ def train_run(
         if ds.interactions.empty:
             raise DataError(nothing_left(ds))
         check_objective(cfg.objective, ds.rating_range, ds.name)  # before the slow encoding
-        split = make_p1_split(ds, seed=cfg.seed) if holdout == "p1" else None
+        drawn = cfg.seed if split_seed is None else split_seed
+        split = make_p1_split(ds, seed=drawn) if holdout == "p1" else None
         if split is not None:
             train_rows, val_rows = split.frames["train"], split.frames["validation"]
         else:
-            train_rows, val_rows = split_users(ds.interactions, 0.1, cfg.seed)
+            train_rows, val_rows = split_users(ds.interactions, 0.1, drawn)
         if train_rows.empty:
             # refused before the run folder exists, so a failed start leaves nothing behind
             raise DataError(
@@ -140,7 +152,12 @@ def train_run(
                 rating_range=ds.rating_range,
                 checkpoint_dir=out / "checkpoint",
                 progress=progress,
-                metadata={"dataset": ds.name, "data_spec": spec, "holdout": holdout},
+                metadata={
+                    "dataset": ds.name,
+                    "data_spec": spec,
+                    "holdout": holdout,
+                    "split_seed": drawn,
+                },
             )
         except Exception:
             # refused before the first checkpoint (a config the data cannot take):
@@ -188,7 +205,14 @@ def nothing_left(ds: Any) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
-    train_run(data_spec(args), cfg, Path(args.out), holdout=args.holdout, progress=not args.quiet)
+    train_run(
+        data_spec(args),
+        cfg,
+        Path(args.out),
+        holdout=args.holdout,
+        progress=not args.quiet,
+        split_seed=args.split_seed,
+    )
     return 0
 
 
@@ -273,9 +297,16 @@ def format_p1_table(result: dict[str, Any]) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarec.data.spec import load_from_spec, names_data
+    from metarec.ensemble_run import run_kind
     from metarec.recommender import Recommender
 
     run = Path(args.run)
+    if run_kind(run) == "ensemble":
+        raise ConfigError(
+            f"{run}: an ensemble folder; evaluate scores a single run on its own P1 split. "
+            "Evaluate each run it blends, or fit and score the ensemble beside its members "
+            "and the peers with `metarec benchmark`"
+        )
     rec = Recommender.load(run, device=args.device)
     spec = data_spec(args)
     if not names_data(spec):

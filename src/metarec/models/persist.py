@@ -170,7 +170,13 @@ def _peer_from_state(
         raise ModelError(f"{where}: field 'state' lacks {missing}")
     for key, arr in arrays.items():
         if len(arr) != n_items:
-            raise ModelError(f"{where}: array {key!r} has {len(arr)} rows, the ensemble {n_items}")
+            raise ModelError(f"{where}: array {key!r} has {len(arr)} rows, the catalogue {n_items}")
+        # one value per item, except content kNN's item vectors (a row per item)
+        dims = 2 if key == "vectors" else 1
+        if arr.ndim != dims:
+            raise ModelError(f"{where}: array {key!r} has {arr.ndim} dimensions, expected {dims}")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise ModelError(f"{where}: array {key!r} holds NaN or infinite values")
     if isinstance(model, Popularity):
         model.scores = arrays["scores"]
     elif isinstance(model, Bias):

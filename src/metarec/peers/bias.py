@@ -65,3 +65,6 @@ class Bias(ScoringModel):
         m = self._model()
         check_new_items(self.name, len(items), vectors)
         m.item_bias = np.concatenate([m.item_bias, np.zeros(len(items))])
+        # its rating counts grow with it: they are saved beside the biases, and a
+        # saved model whose two arrays differ in length cannot be loaded
+        m.popularity = np.concatenate([m.popularity, np.zeros(len(items), m.popularity.dtype)])

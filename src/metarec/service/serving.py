@@ -32,7 +32,7 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from metarec.ensemble_run import EnsembleRecommender, ServedModel, load_run
-from metarec.errors import DataError, UnsupportedError
+from metarec.errors import DataError, MetarecError, UnsupportedError
 from metarec.explain import display_titles, explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
@@ -186,7 +186,14 @@ class ModelHolder:
                 for item_id, why in skipped.items():
                     log.warning("stored item %r left out: %s", item_id, why)
                 frame = frame[~frame["item_id"].isin(skipped)].reset_index(drop=True)
-                apply_items(rec, frame, encode(rec, frame))
+                try:
+                    apply_items(rec, frame, encode(rec, frame))
+                except MetarecError as exc:
+                    # items this model cannot take (a run of another encoder, say) would
+                    # stop every start from now on: serve the run without them, loudly,
+                    # read afresh, as a failure part way may have changed some members
+                    log.error("the %d stored items left out: %s", len(frame), exc)
+                    rec, rows = load_run(path, device=self.device), []
             if foldable(rec):
                 # the served state is a function of (run, store): a restart or reload
                 # learns the new items from the stored feedback as /admin/fold-in did
