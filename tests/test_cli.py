@@ -50,7 +50,8 @@ def files(tmp_path: Path) -> Path:
             "item_id,title\n10,Heat\n11,Fargo\n12,\n",  # the title column read unnamed
             ["items.csv", "line 4", "'12'", "no text"],
         ),
-        ("user_id;item_id;rating\n1;10;5\n", None, ["ratings.csv", "user_id"]),
+        # tabs in a .csv (semicolons are read: Excel's European .csv)
+        ("user_id\titem_id\trating\n1\t10\t5\n", None, ["ratings.csv", "user_id"]),
     ],
     ids=["bad-rating", "unknown-item", "empty-text", "wrong-delimiter"],
 )
