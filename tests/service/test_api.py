@@ -477,6 +477,39 @@ def test_stored_items_the_model_cannot_take_do_not_stop_it_starting(
         assert c.get("/v1/items/1").status_code == 200
 
 
+def test_items_the_model_refuses_are_not_left_in_the_store(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import metarec.service.serving as serving
+    from metarec.errors import DataError
+    from metarec.service.store import FeedbackStore
+
+    db = f"sqlite:///{tmp_path / 'refused.db'}"
+    live = make_server(db_url=db)
+    kept = {"item_id": "kept", "title": "A Kept Film", "text": "first text"}
+    with live.client(server_api_key) as c:
+        assert c.put("/v1/items", json={"items": [kept]}).status_code == 200
+
+        def refuses(*args: object, **kwargs: object) -> None:
+            raise DataError("add_items: vectors of shape (1, 64); expected (1, 384)")
+
+        monkeypatch.setattr(serving, "apply_items", refuses)
+        changed = {**kept, "text": "second text"}
+        new = {"item_id": "new", "title": "A New Film"}
+        assert c.put("/v1/items", json={"items": [changed, new]}).status_code == 422
+    store = FeedbackStore(db)
+    try:
+        assert store.added_items() == [
+            {"item_id": "kept", "title": "A Kept Film", "text": "first text",
+             "genres": None, "year": None}
+        ]  # fmt: skip
+    finally:
+        store.close()
+
+
 def test_reload_swaps_the_model(
     make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
 ) -> None:

@@ -219,10 +219,20 @@ class ModelHolder:
             if isinstance(served.rec, EnsembleRecommender):
                 served.rec.check_items()  # refuse before anything is stored
             vectors = encode(served.rec, frame)  # may raise before anything is stored
-            self.store.upsert_items(rows)
-            with served.lock.write(), TORCH_LOCK:
-                added, updated = apply_items(served.rec, frame, vectors)
-                served.refresh()
+            ids = set(frame["item_id"])
+            before = [r for r in self.store.added_items() if r["item_id"] in ids]
+            self.store.upsert_items(rows)  # stored first: an acknowledged item survives a crash
+            try:
+                with served.lock.write(), TORCH_LOCK:
+                    added, updated = apply_items(served.rec, frame, vectors)
+                    served.refresh()
+            except Exception:
+                # the model refused them: the store must not keep what every later
+                # start would then apply (and fail on) again
+                self.store.remove_items(sorted(ids))
+                if before:
+                    self.store.upsert_items(before)
+                raise
             if updated:
                 self.cache.clear()  # users who rated a re-encoded item adapt anew
         return added, updated

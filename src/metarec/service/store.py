@@ -443,6 +443,11 @@ class FeedbackStore:
                 )  # fmt: skip
                 conn.execute(stmt)
 
+    def remove_items(self, item_ids: Sequence[str]) -> None:
+        """Forget added items (undoing an upsert the served model then refused)."""
+        with self._tx() as conn:
+            conn.execute(items.delete().where(items.c.item_id.in_(list(item_ids))))
+
     def added_items(self) -> list[dict[str, Any]]:
         """Every added or updated item, oldest change first."""
         query = select(
