@@ -204,7 +204,10 @@ def _gate_loss(
     rows = user_rows(users, user_ids)
     preds = rec.predict_tasks(tasks, rows)
     low = float(rec.rating_range[0])
-    summary = summarise(per_user_table(preds, [t.query_ratings for t in tasks], low=low))
+    try:
+        summary = summarise(per_user_table(preds, [t.query_ratings for t in tasks], low=low))
+    except ValueError:  # a diverged model's NaN predictions: no loss, so never accepted
+        return float("nan"), len(tasks)
     loss = summary["mae"] if metric == "MAE" else 1.0 - summary["ndcg@3"]
     return loss, len(tasks)
 
@@ -288,7 +291,9 @@ def _retrain(
             + "); --force retrains anyway"
         )
     feedback = on_levels(feedback, ds.interactions["rating"].to_numpy())
-    held, held_rule = _held_out_users(run, ds, cfg.seed)
+    # the old run's own split seed (--split-seed, else its training seed), not a --set
+    # seed of the new one: only then are these users the old model never trained on
+    held, held_rule = _held_out_users(run, ds, int(old.metadata.get("split_seed", old.cfg.seed)))
     inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
     evaluation = inter[inter["user_id"].isin(held)]
     rest, validation = split_users(inter[~inter["user_id"].isin(held)], 0.1, cfg.seed)

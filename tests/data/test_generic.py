@@ -191,6 +191,21 @@ def test_day_first_dates_are_read_day_first_throughout(tmp_path: Path) -> None:
     assert stamps == [april_3, april_3 + 10 * 86400]
 
 
+def test_iso_dates_beside_day_first_ones_keep_their_month(tmp_path: Path) -> None:
+    """Day first applies to the numeric dates only: with it, 2020-01-05 was read as the
+    1st of May."""
+    p = tmp_path / "r.csv"
+    p.write_text(
+        "user_id,item_id,rating,ts\n1,10,4,2020-01-05\n1,11,4,13/04/2020\n1,12,4,13/13/2020\n"
+    )
+    stamps = load_table(p, timestamp_col="ts").interactions["timestamp"]
+    epoch = pd.Timestamp(0, tz="UTC")
+    assert stamps.tolist()[:2] == [
+        (pd.Timestamp("2020-01-05", tz="UTC") - epoch).total_seconds(),
+        (pd.Timestamp("2020-04-13", tz="UTC") - epoch).total_seconds(),
+    ]
+
+
 def test_dates_written_both_ways_are_refused(tmp_path: Path) -> None:
     p = tmp_path / "r.csv"
     p.write_text("user_id,item_id,rating,ts\n1,10,4,13/04/2020\n1,11,4,04/13/2020\n")
@@ -221,7 +236,7 @@ def test_a_file_mixing_utf8_and_another_encoding_is_refused_naming_the_line(
     dropped as unknown items, with exit 0."""
     p = tmp_path / "r.csv"
     p.write_bytes("user_id,item_id,rating\nu1,Amélie,5\nu2,Café,4\n".encode() + b"u\xe94,x,3\n")
-    with pytest.raises(DataError, match=r"r\.csv: line 4: byte 0xe9 is not UTF-8, but other lines"):
+    with pytest.raises(DataError, match=r"r\.csv: line 4: byte 0xe9 is not UTF-8, but the file's"):
         load_table(p)
 
 
@@ -230,6 +245,10 @@ def test_a_file_mixing_utf8_and_another_encoding_is_refused_naming_the_line(
     [
         ("It’s Here".encode("cp1252"), "It’s Here", "Windows-1252"),  # Excel's curly quote
         ("Misérables\x81".encode("latin-1"), "Misérables\x81", "Latin-1"),  # 0x81: not cp1252
+        # byte pairs that happen to be valid UTF-8 inside legacy text ("ß“", "é" +
+        # no-break space + "»") are no sign of a UTF-8 file
+        ("„Fuß“ und mehr".encode("cp1252"), "„Fuß“ und mehr", "Windows-1252"),
+        ("Le café\u00a0» Amélie".encode("cp1252"), "Le café\u00a0» Amélie", "Windows-1252"),
     ],
 )
 def test_a_file_in_one_legacy_encoding_is_read_in_it_with_a_warning(

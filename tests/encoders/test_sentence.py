@@ -121,8 +121,11 @@ def test_folders_are_read_as_folders_before_names(
     )
     assert isinstance(make_encoder("./minilm2"), SentenceEncoder)
     (tmp_path / "MiniLM").mkdir()
-    with pytest.raises(ConfigError, match=r"a built-in encoder and a folder here; write ./MiniLM"):
-        make_encoder("MiniLM")
+    (tmp_path / "tfidf").mkdir()  # a run folder named after its encoder
+    with pytest.warns(UserWarning, match=r"is the built-in 'minilm', not the folder 'MiniLM'"):
+        assert make_encoder("MiniLM").id == make_encoder("sentence").id
+    with pytest.warns(UserWarning, match="write ./tfidf for the folder"):
+        assert not isinstance(make_encoder("tfidf"), SentenceEncoder)
 
 
 def test_extraction_happens_once(

@@ -189,6 +189,7 @@ def test_proportion_statistics_by_hand() -> None:
     assert lift == -1.0
     log_ratio = math.log((0.5 / 21) / (10.5 / 21))
     assert hi == pytest.approx(math.exp(log_ratio + 1.959964 * 1.414214) - 1, abs=1e-4)
+    assert lo == -1.0  # the interval holds the observed lift (corrected alone: -99.7 %)
     # away from 0 and 1 nothing is added: the textbook value above holds
     assert two_proportion_test(10, 10, 10, 10) == (0.0, 1.0)
 

@@ -143,6 +143,27 @@ def test_an_interruption_between_the_checkpoints_two_writes_resumes_the_earlier_
     assert len(list(tmp_path.glob("checkpoint*.safetensors"))) == 1  # the stray one is gone
 
 
+def test_a_checkpoint_written_before_item_vectors_were_fingerprinted_resumes(
+    tmp_path: Path,
+) -> None:
+    """One tensors file named checkpoint.safetensors and a config-ratings fingerprint:
+    the format before 2026-12-02, resumed rather than silently trained afresh."""
+    vectors, src = _source(1)
+    full = _trainer(vectors, 4)
+    full.fit(src, src)
+    _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    (tmp_path / meta.pop("tensors")).rename(tmp_path / "checkpoint.safetensors")
+    meta["fingerprint"] = meta["fingerprint"].rsplit("-", 1)[0]  # config-ratings only
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    resumed = _trainer(vectors, 4)
+    assert resumed.fit(src, src, checkpoint_dir=tmp_path).resumed_from == 2
+    for (k, v), w in zip(
+        full.learner.state_dict().items(), resumed.learner.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(v, w, atol=1e-6), k
+
+
 @pytest.mark.parametrize("changed", ["ratings", "item vectors"])
 def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path, changed: str) -> None:
     """Other ratings, or items whose text changed (the checkpoint holds the old LM

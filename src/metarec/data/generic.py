@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -135,6 +136,10 @@ def _day_first(text: pd.Series, source: str | Path | None) -> bool:
     parts = text.dropna().astype(str).str.extract(_NUMERIC_DATE).dropna().astype(int)
     if parts.empty:
         return False
+    # 13/13/2020 is no date either way: pandas leaves it unparsed, and it says nothing
+    # about which comes first
+    possible = ~((parts[0] > 12) & (parts[1] > 12))
+    parts = parts[possible]
     days_first, months_first = parts[0] > 12, parts[1] > 12
     where = source or "interactions"
     if days_first.any() and months_first.any():
@@ -143,7 +148,7 @@ def _day_first(text: pd.Series, source: str | Path | None) -> bool:
             f"{where}: timestamp dates are written both day first ({a!r}) and month first "
             f"({b!r}); write them one way (ISO 8601, 2020-01-31, is unambiguous)"
         )
-    if not days_first.any() and not months_first.any():
+    if len(parts) and not days_first.any() and not months_first.any():
         warnings.warn(
             f"{where}: timestamp dates such as {text[parts.index[0]]!r} are read month first; "
             "no value shows which comes first (ISO 8601, 2020-01-31, is unambiguous)",
@@ -157,9 +162,15 @@ def _datetimes_as_seconds(
 ) -> tuple[pd.Series, pd.Series | None]:
     # Timestamps given as dates ("2020-01-31 12:00") are common in exported tables.
     text = values.where(num.isna())
-    parsed = pd.to_datetime(
-        text, errors="coerce", utc=True, format="mixed", dayfirst=_day_first(text, source)
-    )
+    # day first applies to the numeric dates only: with it, dateutil reads an ISO
+    # 2020-01-05 as the 1st of May
+    numeric = text.astype(str).str.match(_NUMERIC_DATE) & text.notna()
+    parsed = pd.to_datetime(text.where(~numeric), errors="coerce", utc=True, format="mixed")
+    if numeric.any():
+        day_first = _day_first(text, source)
+        parsed[numeric] = pd.to_datetime(
+            text[numeric], errors="coerce", utc=True, format="mixed", dayfirst=day_first
+        )
     ok = parsed.notna()
     if not ok.any():
         return num, raw
@@ -420,6 +431,9 @@ def _read_csv_fast(
     return read(str, None)
 
 
+_MULTIBYTE = re.compile("[^\x00-\x7f\ufffd]")
+
+
 def legacy_encoding(data: bytes, path: str | Path) -> str:
     """The encoding of a file that is not UTF-8: Windows-1252 (Excel's exports: its
     curly quotes and dashes), else Latin-1, which reads any byte; said in a warning.
@@ -433,10 +447,16 @@ def legacy_encoding(data: bytes, path: str | Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         byte = data[exc.start]
-    if any(ord(c) > 127 for c in data.decode("utf-8", errors="ignore")):
+    # UTF-8 with a stray byte, or a legacy file? In legacy text a valid UTF-8 sequence
+    # is a coincidence ("é" + no-break space + "»" is one), so it is mixed only where
+    # the valid multibyte characters outnumber the bytes that are not UTF-8
+    as_utf8 = data.decode("utf-8", errors="replace")
+    invalid = as_utf8.count("\ufffd")
+    valid = len(_MULTIBYTE.findall(as_utf8))
+    if valid > invalid:
         raise DataError(
-            f"line {line}: byte 0x{byte:02x} is not UTF-8, but other lines are UTF-8 text: the "
-            "file mixes encodings; save it as UTF-8",
+            f"line {line}: byte 0x{byte:02x} is not UTF-8, but the file's other non-ASCII "
+            f"text is ({valid:,} characters): it mixes encodings; save it as UTF-8",
             path=path,
         )
     try:

@@ -140,9 +140,12 @@ def make_encoder(name: str, *, device: str | None = None, **kw: Any) -> Encoder:
     written_as_path = given.startswith(("/", ".", "~")) or "/" in given or "\\" in given
     folder_here = Path(given).expanduser().is_dir()
     if key in builtin and folder_here and not written_as_path:
-        raise ConfigError(
-            f"encoder {name!r} is a built-in encoder and a folder here; write ./{given} "
-            f"for the folder, or run from another directory for the built-in {key!r}"
+        # the built-in wins (a run folder named tfidf must not change what tfidf means),
+        # but a user who meant the folder hears how to name it
+        warnings.warn(
+            f"encoder {name!r} is the built-in {key!r}, not the folder {given!r} here; "
+            f"write ./{given} for the folder",
+            stacklevel=2,
         )
     if written_as_path or (folder_here and key not in builtin):
         if "model" in kw:

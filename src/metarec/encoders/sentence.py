@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -112,7 +113,7 @@ def bundled_model_dir() -> Path | None:
     parent = metarec_cache_dir() / "models"
     target = parent / f"{DEFAULT_MODEL}-{_zip_key(zip_path)}"
     # Only complete copies ever appear under the target name (a copy damaged since
-    # is moved aside by _load, which then unpacks it again).
+    # is moved aside by SentenceEncoder._load, which then unpacks it again).
     if (target / "modules.json").is_file():
         return target
     try:
@@ -286,10 +287,16 @@ class SentenceEncoder:
                 model = SentenceTransformer(source, device=device, local_files_only=local)
         except Exception as first:  # loading errors come in many types (OSError, ValueError)
             error: Exception = first
-            if self._local_dir is None and self.model_name in _DEFAULT_ALIASES and local:
+            own_copy = self._local_dir is None and self.model_name in _DEFAULT_ALIASES and local
+            if own_copy and _damaged(Path(source)):
                 # our own unpacked copy, damaged since (a disk error, a cut copy): unpack
-                # the bundled zip again rather than fail on every run from now on
-                shutil.rmtree(source, ignore_errors=True)
+                # the bundled zip again rather than fail on every run from now on. Moved
+                # aside first, in one rename: another process never sees a half-deleted
+                # copy under the name. (Any other failure, out of memory say, keeps it.)
+                aside = Path(source).with_name(f".{Path(source).name}.damaged-{os.getpid()}")
+                with contextlib.suppress(OSError):
+                    os.rename(source, aside)
+                shutil.rmtree(aside, ignore_errors=True)
                 fresh = bundled_model_dir()
                 try:
                     if fresh is not None:
@@ -418,6 +425,21 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def _damaged(folder: Path) -> bool:
+    """Whether an unpacked model's files are unreadable (cut short, overwritten)."""
+    from safetensors import safe_open
+
+    try:
+        for name in ("modules.json", "config.json"):
+            json.loads((folder / name).read_text(encoding="utf-8"))
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                f.get_slice(key).get_shape()
+    except Exception:  # any of the many ways a file can be unreadable
+        return True
+    return False
 
 
 def _hub_revision(name: str) -> str | None:

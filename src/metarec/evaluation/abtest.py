@@ -320,7 +320,10 @@ def lift_ci(
     z = float(norm.ppf(0.5 + level / 2.0))
     se = math.sqrt((1 - p_a) / (na * p_a) + (1 - p_b) / (nb * p_b))
     log_ratio = math.log(p_b / p_a)
-    return lift, math.exp(log_ratio - z * se) - 1, math.exp(log_ratio + z * se) - 1
+    low, high = math.exp(log_ratio - z * se) - 1, math.exp(log_ratio + z * se) - 1
+    # the interval is the corrected estimate's; it must still hold the observed lift
+    # (B without a success: -100 %, just below a corrected lower bound of -99.7 %)
+    return lift, min(low, lift), max(high, lift)
 
 
 def users_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -510,16 +510,17 @@ def speed_markdown(record: dict[str, Any]) -> str:
         "| meta-training, query 10 (supports as above): metarec MAML / MeLU-5, tasks/s | "
         f"{t['metarec-maml-b64-q10']['tasks_per_s']:,.0f} | {t['melu-5']['tasks_per_s']:,.0f} |",
     ]
-    # every speed record has these (a record without them is damaged: refused by name)
-    br = dict(record["training_breakdown"])
-    total, tasks = br.pop("total_cpu_s_per_epoch"), br.pop("tasks")
-    share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(br.items(), key=lambda kv: -kv[1]))
-    tail = [
-        "",
-        f"Where a first-order epoch goes (default episodes, 64 tasks a batch; "
-        f"{total:.2f} CPU s for {tasks:,.0f} tasks, CPU time over all threads, the last "
-        f"part by difference): {share}.",
-    ]
+    tail: list[str] = []
+    if "training_breakdown" in record:  # records before it was measured have none
+        br = dict(record["training_breakdown"])
+        total, tasks = br.pop("total_cpu_s_per_epoch"), br.pop("tasks")
+        share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(br.items(), key=lambda kv: -kv[1]))
+        tail = [
+            "",
+            f"Where a first-order epoch goes (default episodes, 64 tasks a batch; "
+            f"{total:.2f} CPU s for {tasks:,.0f} tasks, CPU time over all threads, the last "
+            f"part by difference): {share}.",
+        ]
     for name, e in record["encoder"].items():
         extra = (
             f" (cosine to fp32 {e['cosine_to_fp32_mean']:.3f})"
@@ -529,7 +530,7 @@ def speed_markdown(record: dict[str, Any]) -> str:
         lines.append(
             f"| encoder `{name}`, items/s | {e['items_per_s']:,.0f}{extra} | n/a (feature lookup) |"
         )
-    q = record["quickstart"]  # None: not run; absent: a damaged record
+    q = record.get("quickstart")  # None or absent (before 2026-12-02): not run
     m = record.get("quickstart_melu")  # runs before 2026-12-01 did not time it
     melu = "; MeLU: the same job with MeLU-5, `melu_quickstart`" if m else ""
     if q is None:

@@ -230,17 +230,16 @@ class Trainer:
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         # the data too: the same config on other ratings would otherwise resume, and
         # finish, the earlier data's model
-        fingerprint = "-".join(
-            (
-                config_fingerprint(cfg),
-                data_fingerprint(train, validation),
-                inputs_fingerprint(self.learner),
-            )
-        )
+        ratings_part = config_fingerprint(cfg) + "-" + data_fingerprint(train, validation)
+        fingerprint = ratings_part + "-" + inputs_fingerprint(self.learner)
         if ckpt is not None and (ckpt / "checkpoint.json").exists():
             try:
                 meta = load_json(ckpt / "checkpoint.json")
-                if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
+                # a checkpoint written before 2026-12-02 (one tensors file, no item
+                # vectors in its fingerprint) resumes on its config and ratings alone
+                legacy = isinstance(meta, dict) and "tensors" not in meta
+                wanted = ratings_part if legacy else fingerprint
+                if isinstance(meta, dict) and meta.get("fingerprint") == wanted:
                     start, bad, best_state = self._restore(ckpt, meta, history)
                 else:
                     warnings.warn(
