@@ -71,6 +71,10 @@ def test_clean_drops_each_problem_and_reports_it(messy: Dataset) -> None:
     ]
     assert any("use their title" in n and "'12'" in n for n in report.notes)
     assert "dropped 1: missing or non-numeric rating" in report.summary()
+    # the items table's drop counts items: the rating reasons alone make rows in - out
+    assert "dropped 1 item: items table: item has neither text nor title" in report.summary()
+    ratings = {r: n for r, n in report.dropped.items() if not r.startswith("items table: ")}
+    assert sum(ratings.values()) == report.rows_in - report.rows_out
 
     inter = out.interactions
     assert inter.columns.tolist() == ["user_id", "item_id", "rating", "timestamp"]

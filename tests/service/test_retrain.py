@@ -135,6 +135,37 @@ def test_retrain_refuses_a_model_that_is_not_good_enough(
     assert ("(better, but not by 10)" if better else "(worse)") in captured.err
 
 
+@pytest.mark.slow
+def test_retrain_holds_out_the_users_the_old_runs_split_seed_drew(
+    service_run: Path,
+    feedback_db: str,
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run trained with --split-seed 7 held out the users seed 7 drew; judging it on
+    its training seed's draw would judge it on users it trained on."""
+    import shutil
+
+    from metarec.data import load_dataset
+    from metarec.pipeline import split_users
+
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "split-seed-run"
+    shutil.copytree(service_run, run)
+    manifest = json.loads((run / "recommender.json").read_text())
+    manifest["metadata"]["split_seed"] = 7
+    (run / "recommender.json").write_text(json.dumps(manifest))
+    out = tmp_path / "retrained"
+    argv = ["retrain", str(run), "--db", feedback_db, "--out", str(out), "--tolerance", "10"]
+    assert main(argv + FAST) == 0, capsys.readouterr().err
+    ds = load_dataset("ml-100k", root=shared_data)
+    _, held = split_users(ds.interactions, 0.1, 7)
+    recorded = json.loads((out / "heldout.json").read_text())["users"]
+    assert recorded == sorted(set(held["user_id"].astype(str)))
+
+
 def test_retrain_without_feedback_says_so_before_training(
     service_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.generic import COLUMNS_ATTR, LINE_COL, RAW_PREFIX, SOURCE_ATTR
-from metarec.data.schema import CleaningReport, Dataset
+from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset
 from metarec.data.text import build_item_text
 from metarec.errors import ConfigError, DataError
 
@@ -74,12 +74,12 @@ def clean(
     inter = apply(inter, _out_of_range(inter, lo, hi))
     _note_bad_timestamps(inter, report, strict)
 
-    items = apply(items, _missing_ids(items, "item_id"), "items table: ")
-    items = apply(items, _duplicates(items, ["item_id"], keep="first"), "items table: ")
+    items = apply(items, _missing_ids(items, "item_id"), ITEMS_TABLE)
+    items = apply(items, _duplicates(items, ["item_id"], keep="first"), ITEMS_TABLE)
     items, no_text = _fill_text(items, min_text_chars, report, strict)
     if no_text is not None:
         lost = set(items["item_id"].iloc[no_text.rows])
-        items = apply(items, no_text, "items table: ")
+        items = apply(items, no_text, ITEMS_TABLE)
         inter = apply(inter, _in_items(inter, lost, "item has no text or title"))
     _note_placeholder_titles(items, report)
 

@@ -27,6 +27,9 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 ITEM_COLUMNS = ("item_id", "title", "year", "genres", "text")
 
 
+ITEMS_TABLE = "items table: "  # the prefix of reasons that count items, not ratings
+
+
 @dataclass
 class CleaningReport:
     """What cleaning removed, and why, counted per reason.
@@ -55,7 +58,10 @@ class CleaningReport:
         for reason, n in self.dropped.items():
             ex = self.examples.get(reason)
             tail = f" (e.g. {', '.join(ex)})" if ex else ""
-            lines.append(f"  dropped {n:,}: {reason}{tail}")
+            # the items table's reasons count items, not the rating rows above, so the
+            # rating reasons alone add up to rows in - rows kept
+            what = (" item" if n == 1 else " items") if reason.startswith(ITEMS_TABLE) else ""
+            lines.append(f"  dropped {n:,}{what}: {reason}{tail}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 

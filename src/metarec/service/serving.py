@@ -178,6 +178,7 @@ class ModelHolder:
         name = run_name(path)
         with self._swap:
             rows = self.store.added_items()
+            added = updated = 0
             if rows:
                 frame = item_frame(rows)
                 # a store written before items were checked may hold one no model can
@@ -187,7 +188,7 @@ class ModelHolder:
                     log.warning("stored item %r left out: %s", item_id, why)
                 frame = frame[~frame["item_id"].isin(skipped)].reset_index(drop=True)
                 try:
-                    apply_items(rec, frame, encode(rec, frame))
+                    added, updated = apply_items(rec, frame, encode(rec, frame))
                 except MetarecError as exc:
                     # items this model cannot take (a run of another encoder, say) would
                     # stop every start from now on: serve the run without them, loudly,
@@ -204,7 +205,13 @@ class ModelHolder:
             served.refresh()
             self._current = served
             self.cache.clear()
-        log.info("serving %s (%d items, %d added through the API)", name, rec.n_items, len(rows))
+        log.info(
+            "serving %s (%d items; through the API: %d added, %d updated)",
+            name,
+            rec.n_items,
+            added,
+            updated,
+        )
         return served
 
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
