@@ -36,6 +36,9 @@ class ModelSpec:
     factory: Callable[[int], ScoringModel]
     personalised: bool = True
     seeded: bool = True  # False for closed-form models that have no randomness
+    # scores a new item from its text; the others (popularity, bias, ALS, MeLU...)
+    # give it a prior of their own or refuse it
+    reads_text: bool = False
 
 
 def _meta(
@@ -82,7 +85,7 @@ SPECS: list[ModelSpec] = [
         seeded=False,
     ),
     ModelSpec("bias", lambda seed: make_peer("bias", seed), seeded=False),
-    ModelSpec("knn", lambda seed: make_peer("knn", seed), seeded=False),
+    ModelSpec("knn", lambda seed: make_peer("knn", seed), seeded=False, reads_text=True),
     ModelSpec("als", lambda seed: make_peer("als", seed, factors=16, iterations=5)),
     # a larger global lr than the paper's so that two epochs on 200 users reach the
     # rating scale: the suite checks the contract, not MeLU's published accuracy
@@ -98,13 +101,18 @@ SPECS: list[ModelSpec] = [
             "melu-5", seed, epochs=2, global_lr=5e-3, min_updates=0, device="cpu"
         ),
     ),
-    ModelSpec("metarec-fomaml", _meta("fomaml")),
-    ModelSpec("metarec-maml", _meta("maml")),
+    ModelSpec("metarec-fomaml", _meta("fomaml"), reads_text=True),
+    ModelSpec("metarec-maml", _meta("maml"), reads_text=True),
+    # each with its own path: Reptile's update, Meta-SGD's learned (and saved) step
+    # sizes, transfer's fine-tuning on the support at evaluation
+    ModelSpec("metarec-reptile", _meta("reptile"), reads_text=True),
+    ModelSpec("metarec-metasgd", _meta("metasgd"), reads_text=True),
+    ModelSpec("metarec-transfer", _meta("transfer"), reads_text=True),
     # implicit feedback: support sets get seeded sampled negatives at evaluation
     # positives = liked items: with the default (every rated item a positive) opposite
     # opinions on the same items are the same support by design, and the scores once
     # differed only through negatives drawn per batch, not per user
-    ModelSpec("metarec-fomaml-bce", _meta("fomaml", "bce", "liked")),
+    ModelSpec("metarec-fomaml-bce", _meta("fomaml", "bce", "liked"), reads_text=True),
     # the closed-form episodic ridge (no randomness: time order fixes every episode);
     # the ratings block is forced on, so that opinions, not only items, move the scores
     ModelSpec("metarec-episodic", _episodic(), seeded=False),
