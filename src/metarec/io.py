@@ -98,6 +98,11 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise ModelError(f"{path}: file not found")
     try:
+        with path.open("rb"):  # safetensors reports a permission error as a missing file
+            pass
+    except OSError as exc:
+        raise ModelError(f"{path}: {exc.strerror or exc}") from None
+    try:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
         raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None

@@ -115,6 +115,11 @@ def test_a_p1_split_file_whose_new_items_do_not_fit_is_refused(
     with pytest.raises(DataError, match=r"p1-ml-100k-split\.json") as err:
         load_split("p1", ds, tmp_path, fold=None, n_folds=None)
     assert needle in str(err.value)
+    # and where a run's split.json is read directly (`metarec evaluate`, `ensemble`)
+    from metarec.evaluation.p1 import P1Split
+
+    with pytest.raises(DataError, match=needle):
+        P1Split.load(path, ds)
 
 
 @pytest.mark.parametrize(

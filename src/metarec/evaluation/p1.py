@@ -32,6 +32,7 @@ can be re-applied to the same data anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -73,6 +74,20 @@ class P1Split(SplitFile):
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
         return _frames(interactions, self)
+
+    def check_fits(self, dataset: Dataset, path: str | Path) -> None:
+        super().check_fits(dataset, path)
+        # new items outside the catalogue would leave the item-cold states silently empty
+        if not self.new_items:
+            raise DataError("new_items must not be empty", path=path)
+        catalogue = set(dataset.items["item_id"].astype(str))
+        absent = sorted(set(self.new_items) - catalogue)
+        if absent:
+            raise DataError(
+                f"{len(absent)} of its new_items are not items of {dataset.name} "
+                f"(first: {absent[0]!r})",
+                path=path,
+            )
 
 
 def make_p1_split(

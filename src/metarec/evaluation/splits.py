@@ -54,8 +54,16 @@ class SplitFile:
                 if f.name != "frames"
             }
             split = cls(**values)
+        split.check_fits(dataset, path)
         split.frames = split.rebuild_frames(dataset.interactions)
         return split
+
+    def check_fits(self, dataset: Dataset, path: str | Path) -> None:
+        """Refuse a split of another data set (wherever a split file is read: a
+        benchmark's --splits, a run's split.json for evaluate and ensemble)."""
+        name = getattr(self, "dataset", None)
+        if name is not None and name != dataset.name:
+            raise DataError(f"a split of {name!r}, not of {dataset.name!r}", path=path)
 
 
 def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
@@ -120,8 +128,6 @@ def load_split(
     except (KeyError, TypeError, ValueError) as exc:
         kind = protocol.upper()
         raise DataError(f"not a readable {kind} split file ({exc!r})", path=path) from None
-    if split.dataset != dataset.name:
-        raise DataError(f"a split of {split.dataset!r}, not of {dataset.name!r}", path=path)
     # files written before the fold was recorded (P1 before 2026-11-30) carry neither
     if split.n_folds is not None and (split.fold, split.n_folds) != (fold, n_folds):
         raise DataError(
@@ -150,16 +156,4 @@ def load_split(
             )
     if not groups["train_users"] or not groups[held_out]:
         raise DataError(f"train_users and {held_out} must not be empty", path=path)
-    if isinstance(split, P1Split):
-        # new items outside the catalogue would leave the item-cold states silently empty
-        catalogue = set(dataset.items["item_id"].astype(str))
-        absent = sorted(set(split.new_items) - catalogue)
-        if not split.new_items:
-            raise DataError("new_items must not be empty", path=path)
-        if absent:
-            raise DataError(
-                f"{len(absent)} of its new_items are not items of {dataset.name} "
-                f"(first: {absent[0]!r})",
-                path=path,
-            )
     return split
