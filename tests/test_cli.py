@@ -88,6 +88,12 @@ def test_validate_lists_every_problem_and_exits_1(files: Path) -> None:
     assert proc.returncode == 1
     out = proc.stdout
     assert "line 3" in out and "line 4" in out and "problem(s)" in out
+    # --json gives JSON here too (it printed the text above)
+    args = ["data", "validate", "--interactions", str(files / "ratings.csv"),
+            "--items", str(files / "items.csv"), "--rating-range", "1,5", "--json"]  # fmt: skip
+    proc = run_cli(*args)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and report["ok"] is False and len(report["problems"]) >= 2
 
 
 def test_wrong_atomic_header(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ def register(sub: Any) -> None:
     d = sub.add_parser("data", help="describe or validate a dataset")
     d.add_argument("action", choices=["describe", "validate"])
     d.add_argument("source", nargs="?", help="dataset name or folder (or use --interactions ...)")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print JSON (both actions)")
     add_data_args(d)
     d.set_defaults(func=cmd_data)
 
@@ -32,9 +32,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "validate":
         raw = load_from_spec(spec, cleaned=False)
         problems = validate(raw, rating_range=spec_rating_range(spec))
-        for p in problems:
-            print(f"problem: {p}")
-        print("ok: no problems found" if not problems else f"{len(problems)} problem(s)")
+        if args.json:
+            print(json.dumps({"ok": not problems, "problems": list(problems)}, indent=2))
+        else:
+            for p in problems:
+                print(f"problem: {p}")
+            print("ok: no problems found" if not problems else f"{len(problems)} problem(s)")
         return 0 if not problems else 1
     ds = load_from_spec(spec)
     info = ds.describe()
