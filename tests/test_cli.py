@@ -238,6 +238,8 @@ def test_train_evaluate_recommend(
     )
     assert proc.returncode == 0, proc.stderr
     assert (run / "split.json").exists() and (run / "config.json").exists()
+    # it says how many users it trains on: max_train_users of the training users
+    assert "meta-training fomaml on 150 users (a seeded sample of " in proc.stdout
     proc = run_cli("evaluate", str(run))
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run / "metrics.json").read_text())

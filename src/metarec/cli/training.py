@@ -141,7 +141,14 @@ def train_run(
         catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress, device=cfg.device)
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        print(f"meta-training {cfg.algorithm} on {train_rows['user_id'].nunique():,} users ...")
+        n_train = train_rows["user_id"].nunique()
+        # fit_recommender samples max_train_users of them: say how many it trains on
+        sampled = n_train if cfg.max_train_users is None else min(n_train, cfg.max_train_users)
+        print(
+            f"meta-training {cfg.algorithm} on {sampled:,} users"
+            + (f" (a seeded sample of {n_train:,})" if sampled < n_train else "")
+            + " ..."
+        )
         try:
             rec, history = fit_recommender(
                 catalogue,
