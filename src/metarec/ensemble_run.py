@@ -295,10 +295,10 @@ def run_split(run: Path, rec: Recommender, ds: Any) -> tuple[pd.DataFrame, pd.Da
 def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two runs' saved encoders are one model (an id saved before 2026-12-02
     names a model without its weights, and matches any weights of that name)."""
-    from metarec.encoders.base import _same_model
+    from metarec.encoders.base import same_model
 
     x, y = str(a.get("id")), str(b.get("id"))
-    return _same_model(x, y) or _same_model(y, x)
+    return same_model(x, y) or same_model(y, x)
 
 
 def fit_from_runs(

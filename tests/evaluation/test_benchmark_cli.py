@@ -19,6 +19,7 @@ import torch
 # five times was most of the P2 test's minute
 TINY = ["--set", "epochs=1", "--set", "max_train_users=60", "--set", "encoder=tfidf"]
 TINY += ["--set", "inner_steps=1"]
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -370,7 +371,7 @@ def test_own_files_on_another_rating_scale_give_the_known_datasets_figures(
         for model in ("popularity", "bias", "metarec-episodic", "metarec-ensemble"):
             assert mine["summary"][k][model] == pytest.approx(ref["summary"][k][model]), (k, model)
     # and those are the named dataset's: popularity's committed figure at K = 3
-    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "p2-ml-100k.json"
+    committed = RESULTS / "p2-ml-100k.json"
     published = json.loads(committed.read_text())["summary"]["3"]["popularity"]["ndcg@10"]
     assert ref["summary"]["3"]["popularity"]["ndcg@10"] == pytest.approx(published)
     assert "rated >= 8 on a 2-10 scale" in (own / "p2-my-ratings.md").read_text()
@@ -393,8 +394,7 @@ def test_own_files_on_another_rating_scale_give_the_known_datasets_figures(
 def test_report_plots_the_ab_test_of_a_committed_run(tmp_path: Path) -> None:
     from metarec.evaluation.report import plot
 
-    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    record = json.loads((results / "p2-ml-100k.json").read_text())
+    record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
     assert record["abtest"]["replay"]
     written = plot(record, tmp_path / "p2")
     assert {p.name for p in written} == {"p2-curves.png", "p2-abtest.png"}
@@ -408,13 +408,12 @@ def test_report_renders_and_rewrites_a_speed_record(
 ) -> None:
     from metarec.cli import main
 
-    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    record = json.loads((results / "speed.json").read_text())
+    record = json.loads((RESULTS / "speed.json").read_text())
     (tmp_path / "speed.json").write_text(json.dumps(record))
     assert main(["report", "--write", str(tmp_path / "speed.json")]) == 0
     shown = capsys.readouterr().out
     assert shown.startswith("# Speed on ml-100k")
-    assert (tmp_path / "speed.md").read_text() == (results / "speed.md").read_text()
+    assert (tmp_path / "speed.md").read_text() == (RESULTS / "speed.md").read_text()
     # a results folder renders its speed record beside the protocol results
     assert main(["report", str(tmp_path)]) == 0
     assert capsys.readouterr().out == shown
@@ -438,8 +437,7 @@ def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
 ) -> None:
     from metarec.cli import main
 
-    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    record = json.loads((results / "p2-ml-100k-5fold.json").read_text())
+    record = json.loads((RESULTS / "p2-ml-100k-5fold.json").read_text())
     path = tmp_path / "p2-ml-100k-5fold.json"
     path.write_text(json.dumps(record))
     assert main(["report", str(path)]) == 0
@@ -478,8 +476,7 @@ def test_report_write_draws_the_plots_before_replacing_the_report(
 ) -> None:
     from metarec.cli import main
 
-    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    record = json.loads((results / "p1-ml-1m.json").read_text())
+    record = json.loads((RESULTS / "p1-ml-1m.json").read_text())
     record.pop("ci95")  # the plots need it, the Markdown does not
     (tmp_path / "p1.json").write_text(json.dumps(record))
     assert main(["report", "--write", str(tmp_path / "p1.json")]) == 2
@@ -492,8 +489,7 @@ def test_a_report_that_cannot_be_written_names_the_report_not_its_temporary_file
 ) -> None:
     from metarec.cli import main
 
-    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    shutil.copy(results / "speed.json", tmp_path / "speed.json")
+    shutil.copy(RESULTS / "speed.json", tmp_path / "speed.json")
     (tmp_path / "speed.md").mkdir()  # a folder where the report goes
     assert main(["report", "--write", str(tmp_path / "speed.json")]) == 2
     err = capsys.readouterr().err
@@ -502,9 +498,8 @@ def test_a_report_that_cannot_be_written_names_the_report_not_its_temporary_file
 
 def test_report_into_a_closed_pipe_is_quiet(env: dict[str, str]) -> None:
     """`metarec report results/ | head -1`: the reader leaving early is not an error."""
-    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     proc = subprocess.run(
-        f"{sys.executable} -m metarec.cli report {results} | head -c 10",
+        f"{sys.executable} -m metarec.cli report {RESULTS} | head -c 10",
         shell=True, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.stdout == "# P1 (MeLU"

@@ -532,13 +532,20 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         if sep == ",":
             # Excel in many European locales saves ".csv" with semicolons (the comma is
             # their decimal mark): a header with no comma but a semicolon is one of those
-            first = read_bytes(path).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            first = _first_line(path)
             if "," not in first and ";" in first:
                 sep = ";"
-    if sep is None:
-        first = read_bytes(path).split(b"\n", 1)[0].decode("utf-8", errors="replace")
-        sep = _sniff(first)
+        elif sep is None:
+            sep = _sniff(_first_line(path))
     return read_delimited(path, sep=sep)
+
+
+def _first_line(path: Path) -> str:
+    """The header line, for the delimiter: read alone, not the whole file twice."""
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    with path.open("rb") as fh:
+        return fh.readline(65536).decode("utf-8", errors="replace")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

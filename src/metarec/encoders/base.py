@@ -184,7 +184,7 @@ def _construct(builder: Callable[..., Encoder], name: str, kw: dict[str, Any]) -
     return builder(**kw)
 
 
-def _same_model(saved: str, current: str) -> bool:
+def same_model(saved: str, current: str) -> bool:
     """Whether a saved encoder id names the model the rebuilt one is. Runs saved before
     2026-12-02 named the bundled or a hub model without its weights
     (``sentence:all-MiniLM-L6-v2:max128``); those match any weights of that name."""
@@ -224,7 +224,7 @@ def encoder_from_config(
             f"unknown encoder type {kind!r} in saved config; expected 'sentence' or 'tfidf'"
         )
     saved_id = config.get("id")
-    if saved_id is not None and not _same_model(str(saved_id), encoder.id):
+    if saved_id is not None and not same_model(str(saved_id), encoder.id):
         warnings.warn(
             f"rebuilt encoder id {encoder.id!r} differs from saved {saved_id!r}; "
             "vectors for new items may not be comparable with saved ones",

@@ -346,8 +346,8 @@ def run_speed_benchmark(
         source = TaskSource(ur, codes_all)
         epoch_s = []
         # with the threads `metarec train` uses (second-order MAML on one CPU thread,
-        # for repeatable numbers; see Trainer._reproducible_threads)
-        with trainer._reproducible_threads():
+        # for repeatable numbers; see Trainer.reproducible_threads)
+        with trainer.reproducible_threads():
             for epoch in range(max(1, train_epochs)):  # the median epoch: robust to a busy machine
                 t0 = time.perf_counter()
                 trainer.train_epoch(source, epoch)

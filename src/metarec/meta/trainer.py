@@ -187,11 +187,11 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
     ) -> TrainHistory:
-        with self._reproducible_threads():
+        with self.reproducible_threads():
             return self._fit(train, validation, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch)
 
     @contextmanager
-    def _reproducible_threads(self) -> Iterator[None]:
+    def reproducible_threads(self) -> Iterator[None]:
         """Second-order MAML on a multi-threaded CPU trains on one thread.
 
         With two threads MKL's threaded kernels returned results differing in

@@ -226,8 +226,8 @@ class ModelHolder:
             if isinstance(served.rec, EnsembleRecommender):
                 served.rec.check_items()  # refuse before anything is stored
             vectors = encode(served.rec, frame)  # may raise before anything is stored
-            ids = set(frame["item_id"])
-            before = [r for r in self.store.added_items() if r["item_id"] in ids]
+            ids = sorted(set(frame["item_id"]))
+            before = self.store.added_items(ids)
             self.store.upsert_items(rows)  # stored first: an acknowledged item survives a crash
             try:
                 with served.lock.write(), TORCH_LOCK:
@@ -236,7 +236,7 @@ class ModelHolder:
             except Exception:
                 # the model refused them: the store must not keep what every later
                 # start would then apply (and fail on) again
-                self.store.remove_items(sorted(ids))
+                self.store.remove_items(ids)
                 if before:
                     self.store.upsert_items(before)
                 raise

@@ -448,10 +448,12 @@ class FeedbackStore:
         with self._tx() as conn:
             conn.execute(items.delete().where(items.c.item_id.in_(list(item_ids))))
 
-    def added_items(self) -> list[dict[str, Any]]:
-        """Every added or updated item, oldest change first."""
+    def added_items(self, item_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every added or updated item (or those of ``item_ids``), oldest change first."""
         query = select(
             items.c.item_id, items.c.title, items.c.text, items.c.genres, items.c.year
         ).order_by(items.c.updated_at, items.c.item_id)
+        if item_ids is not None:
+            query = query.where(items.c.item_id.in_(list(item_ids)))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
