@@ -136,6 +136,22 @@ def test_wrong_atomic_header(tmp_path: Path) -> None:
             ["retrain", "run", "--db", "sqlite:///f.db", "--out", "x", "--tolerance", "nan"],
             ["--tolerance"],
         ),
+        # --root is --data's other name: two different folders is a conflict, not "last wins"
+        (
+            [
+                "retrain",
+                "run",
+                "--db",
+                "sqlite:///f.db",
+                "--out",
+                "x",
+                "--data",
+                "a",
+                "--root",
+                "b",
+            ],
+            ["--data a and --root b"],
+        ),
         (
             ["data", "validate", "--interactions", "r.csv", "--user-col", "rating"],
             ["--rating-col 'rating'", "also --user-col"],
@@ -181,7 +197,7 @@ def test_an_out_path_the_file_system_refuses_is_one_line(
     (tmp_path / "afile").write_text("")
     proc = cli("train", "--dataset", "ml-100k", "--data", str(shared_data), "--quiet",
                "--set", "encoder=tfidf", "--out", str(tmp_path / "afile" / "run"))  # fmt: skip
-    assert_one_line_error(proc, str(tmp_path / "afile"))
+    assert_one_line_error(proc, str(tmp_path / "afile"), "is a file; a folder is needed")
     # refused by training itself, after the folder was made: no empty run folder stays
     proc = cli("train", "--dataset", "ml-100k", "--data", str(shared_data), "--quiet",
                "--set", "encoder=tfidf", "--set", "like_threshold=100",
@@ -213,6 +229,24 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["recommend"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "args, usage",
+    [
+        (["recommend", "run", "--bogus", "x"], "usage: metarec recommend"),
+        (["data", "validate", "--bogus"], "usage: metarec data"),
+    ],
+)
+def test_an_unknown_option_shows_its_commands_usage(
+    args: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # parse_args would print the top-level usage, a list of commands
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(usage) and "unrecognized arguments: --bogus" in err
 
 
 @pytest.mark.slow
@@ -269,6 +303,12 @@ def test_train_evaluate_recommend(
     assert_one_line_error(bad, "Toy Stori", "Toy Story (1995)")
     bad = cli("recommend", str(run), "--rate", "Toy Story (1995)=9")
     assert_one_line_error(bad, "outside [1, 5]")
+    # one item twice (by title and by id): the last rating is used, and said so
+    twice = cli("recommend", str(run), "--rate", "Toy Story (1995)=5", "--rate", "1=2")
+    assert twice.returncode == 0
+    assert "--rate: Toy Story (1995)=5, 1=2 rate the same item; the last (2) is used" in (
+        twice.stderr
+    )
 
 
 def test_describe_shows_the_scale_and_what_counts_as_liked(files: Path) -> None:

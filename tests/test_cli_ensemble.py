@@ -121,7 +121,21 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
     assert "--max-items: must be >= 1, got 0" in _error_line(capsys.readouterr().err)
     assert main(["ensemble", str(run), "--max-episodes", "-1", "--out", str(out)]) == 2
     assert "--max-episodes: must be >= 1, got -1" in _error_line(capsys.readouterr().err)
+    # the same member twice (one run by two spellings, a peer listed twice)
+    assert main(["ensemble", str(run), str(run / ".." / run.name), "--out", str(out)]) == 2
+    assert f"run {run.resolve()} given twice" in _error_line(capsys.readouterr().err)
+    assert main(["ensemble", str(run), "--peers", "bias,bias", "--out", str(out)]) == 2
+    assert "peer bias given twice" in _error_line(capsys.readouterr().err)
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_serve_names_the_flag_a_bad_setting_came_from(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for flag, value in (("--max-batch", "-1"), ("--torch-threads", "0"), ("--cache-size", "0")):
+        assert main(["serve", str(run), flag, value]) == 2
+        assert f"{flag}: must be > 0, got {value}" in _error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("command", ["recommend", "serve", "ensemble"])

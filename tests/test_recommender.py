@@ -196,7 +196,7 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
     meta = json.loads((run / "recommender.json").read_text())
     meta["format_version"] = 99
     (run / "recommender.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="format version"):
+    with pytest.raises(ModelError, match=r"recommender\.json: format_version 99 is not 1"):
         Recommender.load(run)
     meta["format_version"] = 1
     meta["rating_cutpoints"] = {"levels": [1, 2, 3], "cuts": [2.0, 1.0]}
@@ -214,7 +214,21 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
     good = json.loads(json.dumps(meta | {"rating_cutpoints": None}))
     for damaged, needle in [
         ([], "not a JSON object"),
-        ({"format_version": 1}, "KeyError: 'config'"),
+        ({"format_version": 1}, r"recommender\.json: config: expected an object, got None"),
+        (good | {"config": []}, r"recommender\.json: config: expected an object, got \[\]"),
+        (good | {"metadata": [1]}, r"recommender\.json: metadata: expected an object"),
+        (
+            good | {"config": good["config"] | {"inner_lr": -1}},
+            r"recommender\.json: inner_lr: must be > 0",
+        ),
+        (
+            good | {"features": good["features"] | {"columns": 5}},
+            r"recommender\.json: features\.columns: expected a list of column names, got 5",
+        ),
+        (
+            good | {"features": {"columns": ["age"], "vocab": {"age": {"x": "1"}}}},
+            r"recommender\.json: features\.vocab\.age: expected an object of value: code",
+        ),
         (good | {"rating_range": "x"}, "rating_range must be"),
         (good | {"rating_range": [5, 1]}, "rating_range must be"),
         (good | {"config": good["config"] | {"model": {"hidden": 7}}}, "not a loadable"),

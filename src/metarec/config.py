@@ -183,7 +183,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
-        return _build(cls, data, source).validate()
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a table of options, got {data!r:.60}")
+        config = _build(cls, data, source)
+        try:
+            return config.validate()
+        except ConfigError as exc:
+            # a file's values: name the file, as a wrong type does (a --set value is
+            # named by its key alone)
+            raise (ConfigError(f"{source}: {exc}") if source != "config" else exc) from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:

@@ -301,6 +301,15 @@ def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return same_model(x, y) or same_model(y, x)
 
 
+def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
+    """Refuse a run or peer named twice: the same member twice only doubles its share of
+    the blend's starting point and its cost, so it is a slip (a shell glob, a pasted list)."""
+    for what, names in (("run", [str(Path(r).resolve()) for r in runs]), ("peer", list(peers))):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"ensemble: {what} {repeated[0]} given twice; give each once")
+
+
 def fit_from_runs(
     runs: Sequence[Path],
     ds: Any,
@@ -329,6 +338,7 @@ def fit_from_runs(
 
     if not runs:
         raise ConfigError("ensemble: give at least one run folder")
+    check_members(runs, peers)
     unsaveable = [p for p in peers if p not in SAVEABLE]
     if unsaveable:  # before the slow part
         raise ConfigError(

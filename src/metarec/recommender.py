@@ -28,6 +28,7 @@ from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.device import device_available, resolve_device
 from metarec.errors import (
+    ConfigError,
     DataError,
     MetarecError,
     ModelError,
@@ -673,9 +674,19 @@ class Recommender(TopK):
             raise ModelError(f"{path / 'recommender.json'}: not a JSON object")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelError(
-                f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}"
+                f"{path / 'recommender.json'}: format_version {meta.get('format_version')!r} "
+                f"is not {FORMAT_VERSION}"
             )
-        cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
+        for part in ("config", "features", "encoder", "metadata"):
+            if not isinstance(meta.get(part, {} if part == "metadata" else None), dict):
+                raise ModelError(
+                    f"{path / 'recommender.json'}: {part}: expected an object, got "
+                    f"{meta.get(part)!r:.60} (damaged or edited?)"
+                )
+        try:
+            cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
+        except ConfigError as exc:  # the saved values, not the caller's: a damaged run
+            raise ModelError(str(exc)) from None
         if device is not None:
             cfg.device = device
         elif not device_available(cfg.device):
@@ -705,7 +716,9 @@ class Recommender(TopK):
                 f"{path / 'items.json'}: item_id {_plain(bad)!r} is missing or repeated "
                 "(damaged or edited?)"
             )
-        features = UserFeatureEncoder.from_dict(meta["features"])
+        features = UserFeatureEncoder.from_dict(
+            meta["features"], source=str(path / "recommender.json")
+        )
         learner = build_learner(vectors, cfg, features, offset=float(state["model.user.offset"]))
         learner.load_state_dict(state)
         learner.to(resolve_device(cfg.device))

@@ -451,10 +451,18 @@ def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
         ("significance", "missing field 'significance'"),
         ("std", "missing field 'std'"),  # the header promises mean ± std over folds
         ("summary", "its summary is empty"),
+        # of another type: the field is named, not the renderer's line that tripped
+        ("seed", "field 'seed': expected an integer, got '0'"),
+        ("rating_range", "field 'rating_range': expected [low, high], got [5]"),
+        ("like_threshold", "field 'like_threshold': expected a number or null, got '4'"),
     ]:
         broken = dict(record)
         if field == "summary":
             broken["summary"] = {}
+        elif field in ("seed", "like_threshold"):
+            broken[field] = str(int(record[field]))
+        elif field == "rating_range":
+            broken[field] = [5]
         else:
             broken.pop(field)
         path.write_text(json.dumps(broken))

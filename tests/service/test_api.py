@@ -490,21 +490,39 @@ def test_items_the_model_refuses_are_not_left_in_the_store(
     db = f"sqlite:///{tmp_path / 'refused.db'}"
     live = make_server(db_url=db)
     kept = {"item_id": "kept", "title": "A Kept Film", "text": "first text"}
+    real_apply = serving.apply_items
     with live.client(server_api_key) as c:
         assert c.put("/v1/items", json={"items": [kept]}).status_code == 200
+        store = FeedbackStore(db)
+        try:
+            stored_at = store.added_items(with_times=True)[0]["updated_at"]
+        finally:
+            store.close()
 
-        def refuses(*args: object, **kwargs: object) -> None:
+        calls = []
+
+        def refuses_part_way(rec: Any, frame: Any, vectors: Any) -> tuple[int, int]:
+            # the update is taken in memory, then the new item refused: the served model
+            # must not keep the half (it did until the next restart); the re-read after
+            # it applies the stored items as usual
+            calls.append(len(frame))
+            if len(calls) > 1:
+                return real_apply(rec, frame, vectors)
+            real_apply(rec, frame.iloc[:1], vectors[:1])
             raise DataError("add_items: vectors of shape (1, 64); expected (1, 384)")
 
-        monkeypatch.setattr(serving, "apply_items", refuses)
+        monkeypatch.setattr(serving, "apply_items", refuses_part_way)
         changed = {**kept, "text": "second text"}
         new = {"item_id": "new", "title": "A New Film"}
         assert c.put("/v1/items", json={"items": [changed, new]}).status_code == 422
+        assert calls == [2, 1]  # refused, then the stored item applied to the fresh model
+        assert c.get("/v1/items/kept").json()["text"] == "A Kept Film. first text"
+        assert c.get("/v1/items/new").status_code == 404
     store = FeedbackStore(db)
     try:
-        assert store.added_items() == [
+        assert store.added_items(with_times=True) == [
             {"item_id": "kept", "title": "A Kept Film", "text": "first text",
-             "genres": None, "year": None}
+             "genres": None, "year": None, "updated_at": stored_at}
         ]  # fmt: skip
     finally:
         store.close()

@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # parse_args would report them with the top-level usage, which lists commands,
+        # not the options of the one the user is typing
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     args._t0 = time.perf_counter()
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) <= 0:
         # one line, as every bad value is (parser.error printed the top-level usage)
@@ -65,6 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         return _run(args)
+
+
+def _innermost(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` chose, e.g. ``metarec data validate``'s."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _innermost(chosen, args)
+    return parser
 
 
 class _Terminated(KeyboardInterrupt):
@@ -113,6 +129,9 @@ def os_message(exc: OSError) -> str:
     where = str(exc.filename)
     if exc.filename2 is not None:
         where += f" -> {exc.filename2}"
+    elif isinstance(exc, FileExistsError) and not Path(where).is_dir():
+        # mkdir(exist_ok=True) on a file says "File exists", which reads as no error
+        return f"{where}: is a file; a folder is needed there"
     return f"{where}: {exc.strerror or exc}"
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarec.cli.options import add_device_arg, path_arg, seed
+from metarec.cli.options import add_device_arg, data_or_root, path_arg, seed
 from metarec.errors import ConfigError, DataError
 
 
@@ -107,7 +107,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         )
     if args.root and not args.dataset:
         raise ConfigError("--root DIR needs --dataset NAME (or give the folder as --data PATH)")
-    spec = make_spec({"dataset": args.dataset, "data": args.root or args.data})
+    spec = make_spec({"dataset": args.dataset, "data": data_or_root(args)})
     if not names_data(spec):
         spec = recs["A"].metadata.get("data_spec") or {}
     ds = load_from_spec(spec)

@@ -289,7 +289,7 @@ def _print_run(path: Path, meta: dict[str, Any]) -> None:
 
 def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bool) -> str:
     """A benchmark record as Markdown; ``write`` also rewrites its .md (and plots)."""
-    from metarec.evaluation.report import render_markdown, write_report
+    from metarec.evaluation.report import check_record_fields, render_markdown, write_report
 
     if not isinstance(record, dict):
         raise ConfigError(f"{path}: not a benchmark result (a JSON {type(record).__name__})")
@@ -298,6 +298,8 @@ def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bo
         raise ConfigError(
             f"{path}: not a benchmark result (no protocol/summary, not a speed benchmark)"
         )
+    if not speed:
+        check_record_fields(record, path)
     if write:
         write_report(record, path.with_suffix(""), plots=plots)
     return render_markdown(record)

@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
     from metarec.data.spec import load_from_spec, names_data
-    from metarec.ensemble_run import fit_from_runs, format_weights, run_kind
+    from metarec.ensemble_run import check_members, fit_from_runs, format_weights, run_kind
     from metarec.io import load_json
     from metarec.models.persist import check_target
 
@@ -71,6 +71,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         if run_kind(run) != "run":
             raise ConfigError(f"{run}: is an ensemble; give the run folders to blend")
     peers = comma_list(args.peers) or []
+    check_members(runs, peers)
     buckets = int_list(args.buckets, "--buckets") if args.buckets else None
     for flag, value in (("--max-items", args.max_items), ("--max-episodes", args.max_episodes)):
         if value is not None and value < 1:

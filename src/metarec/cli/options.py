@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 from typing import Any
 
 from metarec.errors import ConfigError
@@ -132,6 +133,15 @@ def check_file_args(args: argparse.Namespace) -> None:
     for flag, attr, default in FILE_ARGS[1:]:
         if attr != "rating_range" and getattr(args, attr, default) != default:
             raise ConfigError(f"{flag}: describes your own files; give --interactions too")
+
+
+def data_or_root(args: argparse.Namespace) -> str | None:
+    """``--data`` or its alias ``--root``; both, naming different folders, is refused
+    (argparse would keep whichever came last without a word)."""
+    data, root = getattr(args, "data", None), getattr(args, "root", None)
+    if data is not None and root is not None and Path(data) != Path(root):
+        raise ConfigError(f"--data {data} and --root {root}: two different folders; give one")
+    return data if data is not None else root
 
 
 def data_spec(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarec.cli.options import add_data_args, add_device_arg, add_set_arg, data_spec, path_arg
+from metarec.cli.options import (
+    add_data_args,
+    add_device_arg,
+    add_set_arg,
+    data_or_root,
+    data_spec,
+    path_arg,
+)
+from metarec.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -56,7 +64,7 @@ def register(sub: Any) -> None:
     rt.add_argument("--db", required=True, help="feedback store URL (as for serve)")
     rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
     add_data_args(rt)
-    rt.add_argument("--root", dest="data", help="same as --data")
+    rt.add_argument("--root", help="same as --data")
     add_set_arg(rt, "override the run's config")
     rt.add_argument(
         "--tolerance",
@@ -77,27 +85,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from metarec.service.settings import ServiceSettings, default_db_url
 
     run_kind(args.run)  # a bad folder fails before the feedback store is created
-    settings = ServiceSettings(
-        run=Path(args.run),
-        db_url=args.db or default_db_url(),
-        api_key=ServiceSettings.key_from_env(args.api_key),
-        cors_origins=tuple(args.cors or ()),
-        page_api_key=args.page_api_key,
-        max_body_bytes=args.max_body_bytes,
-        max_events_per_batch=args.max_batch,
-        cache_size=args.cache_size,
-        torch_threads=args.torch_threads,
-        device=args.device,
-    )
+    try:
+        settings = ServiceSettings(
+            run=Path(args.run),
+            db_url=args.db or default_db_url(),
+            api_key=ServiceSettings.key_from_env(args.api_key),
+            cors_origins=tuple(args.cors or ()),
+            page_api_key=args.page_api_key,
+            max_body_bytes=args.max_body_bytes,
+            max_events_per_batch=args.max_batch,
+            cache_size=args.cache_size,
+            torch_threads=args.torch_threads,
+            device=args.device,
+        )
+    except ConfigError as exc:
+        # the settings name their fields; a person at the shell typed the flag
+        field, sep, rest = str(exc).partition(":")
+        raise ConfigError(f"{_FLAGS.get(field, field)}{sep}{rest}") from None
     serve(settings, host=args.host, port=args.port)
     # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:
     # a clean stop, so 0, as uvicorn and gunicorn exit (not 130 like an interrupted job)
     return 0
 
 
+# ServiceSettings' fields as `metarec serve` spells them
+_FLAGS = {
+    "max_body_bytes": "--max-body-bytes",
+    "max_events_per_batch": "--max-batch",
+    "cache_size": "--cache-size",
+    "torch_threads": "--torch-threads",
+    "api key": "--api-key (or $METAREC_API_KEY)",
+}
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from metarec.retrain import retrain
 
+    args.data = data_or_root(args)
     result = retrain(
         args.run,
         args.db,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -338,12 +339,31 @@ def parse_rates(rates: Sequence[str]) -> list[tuple[str, float]]:
     return out
 
 
+def warn_repeated_rates(rec: Any, rates: Sequence[tuple[str, float]]) -> None:
+    """The library keeps an item's latest rating (a user re-rating); on one command line
+    the same item twice, by id and by title say, is more likely a slip: say which won."""
+    given: dict[int, list[tuple[str, float]]] = {}
+    for key, value in rates:
+        try:
+            given.setdefault(rec.resolve(key), []).append((key, value))
+        except MetarecError:
+            continue  # adapt names the unknown item
+    for pairs in given.values():
+        if len(pairs) > 1:
+            names = ", ".join(f"{k}={v:g}" for k, v in pairs)
+            warnings.warn(
+                f"--rate: {names} rate the same item; the last ({pairs[-1][1]:g}) is used",
+                stacklevel=2,
+            )
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.ensemble_run import load_run
     from metarec.explain import recommend_with_reasons
 
     rates = parse_rates(args.rate or [])  # before the slow part: loading the model
     rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder
+    warn_repeated_rates(rec, rates)
     user = rec.adapt(rates)
     top = (
         rec.recommend(user, k=args.k)

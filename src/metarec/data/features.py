@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.errors import ModelError
+
 MAX_LEVELS = 24
 
 
@@ -102,5 +104,30 @@ class UserFeatureEncoder:
         return {"columns": self.columns, "vocab": self.vocab, "bins": self.bins}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UserFeatureEncoder:
-        return cls(list(data["columns"]), dict(data["vocab"]), dict(data.get("bins", {})))
+    def from_dict(cls, data: Any, *, source: str = "features") -> UserFeatureEncoder:
+        """Read :meth:`to_dict`'s form back; a saved run's hand-edited or damaged
+        ``features`` is a ModelError naming ``source`` and the field."""
+
+        def bad(field: str, expected: str, got: Any) -> ModelError:
+            return ModelError(f"{source}: {field}: expected {expected}, got {got!r:.60}")
+
+        if not isinstance(data, dict):
+            raise bad("features", "an object with columns and vocab", data)
+        columns, vocab, bins = data.get("columns"), data.get("vocab"), data.get("bins", {})
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise bad("features.columns", "a list of column names", columns)
+        if not isinstance(vocab, dict):
+            raise bad("features.vocab", "an object of column: {value: code}", vocab)
+        for col in columns:
+            codes = vocab.get(col)
+            if not isinstance(codes, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in codes.values()
+            ):
+                raise bad(f"features.vocab.{col}", "an object of value: code >= 0", codes)
+        if not isinstance(bins, dict) or not all(
+            isinstance(edges, list)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in edges)
+            for edges in bins.values()
+        ):
+            raise bad("features.bins", "an object of column: [edges]", bins)
+        return cls(list(columns), dict(vocab), dict(bins))

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from metarec.errors import DataError
 from metarec.evaluation.metrics import P1_METRICS
 from metarec.io import write_bytes_atomic
 
@@ -21,6 +22,74 @@ from metarec.io import write_bytes_atomic
 P1_COLUMNS = (P1_METRICS[0], "mae_mean", *P1_METRICS[1:])
 P2_COLUMNS = ("ndcg@10", "recall@10", "precision@10", "hit@10", "mrr@10", "itemcoverage@10")
 LOWER_IS_BETTER = {"mae", "mae_mean", "rmse"}
+
+
+# a P1/P2 record's top-level fields and the JSON types `metarec benchmark` writes them
+# as (None: may be null); a hand-edited one is refused by field name, not by the line
+# of the renderer that tripped over it
+_RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
+    "protocol": (str,),
+    "dataset": (str,),
+    "seed": (int,),
+    "seeds": (int,),
+    "folds": (int,),
+    "split_rule": (str,),
+    "n_users": (dict,),
+    "summary": (dict,),
+    "std": (dict,),
+    "ci95": (dict,),
+    "reference": (dict,),
+    "significance": (dict,),
+    "ensemble_weights": (list,),
+    "abtest": (dict, None),
+    "per_fold": (list, None),
+    "configs": (dict,),
+    "overrides": (list,),
+    "timings": (dict,),
+    "split_files": (list,),
+    "machine": (dict,),
+    "command": (str,),
+    "rating_range": (list,),
+    "like_threshold": (int, float, None),
+    "max_items": (int, None),
+    "max_episodes": (int, None),
+}
+_JSON_NAMES: dict[type | None, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    dict: "an object",
+    list: "a list",
+    None: "null",
+}
+
+
+def check_record_fields(record: dict[str, Any], source: str | Path) -> None:
+    """Refuse a P1/P2 record whose top-level field has another JSON type than the
+    benchmark writes, naming the file and the field."""
+    for name, allowed in _RECORD_TYPES.items():
+        if name not in record:
+            continue  # a missing field is named where it is needed
+        value = record[name]
+        ok = any(
+            value is None if t is None else isinstance(value, t) and not isinstance(value, bool)
+            for t in allowed
+        )
+        if name == "rating_range" and ok:
+            ok = len(value) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
+            )
+        if not ok:
+            expected = " or ".join(
+                _JSON_NAMES[t] for t in allowed if not (t is int and float in allowed)
+            )
+            if name == "rating_range":
+                expected = "[low, high]"
+            raise DataError(
+                f"expected {expected}, got {value!r:.40} (damaged or edited?)",
+                path=source,
+                field=name,
+            )
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:

@@ -75,6 +75,7 @@ class Served:
     run: Path
     name: str
     generation: int
+    folder: Path | None = None  # the folder ``run`` led to when loaded (links resolved)
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     titles: list[str] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
@@ -201,7 +202,7 @@ class ModelHolder:
                 with TORCH_LOCK:
                     self._fold_in(rec)
             self._generation += 1
-            served = Served(rec, given, name, self._generation)
+            served = Served(rec, given, name, self._generation, folder=path)
             served.refresh()
             self._current = served
             self.cache.clear()
@@ -227,22 +228,35 @@ class ModelHolder:
                 served.rec.check_items()  # refuse before anything is stored
             vectors = encode(served.rec, frame)  # may raise before anything is stored
             ids = sorted(set(frame["item_id"]))
-            before = self.store.added_items(ids)
+            before = self.store.added_items(ids, with_times=True)
             self.store.upsert_items(rows)  # stored first: an acknowledged item survives a crash
+            refused: Exception | None = None
             try:
                 with served.lock.write(), TORCH_LOCK:
                     added, updated = apply_items(served.rec, frame, vectors)
                     served.refresh()
-            except Exception:
+            except Exception as exc:
                 # the model refused them: the store must not keep what every later
                 # start would then apply (and fail on) again
                 self.store.remove_items(ids)
                 if before:
                     self.store.upsert_items(before)
-                raise
-            if updated:
+                refused = exc
+            if refused is None and updated:
                 self.cache.clear()  # users who rated a re-encoded item adapt anew
+        if refused is not None:
+            self._restore(served)
+            raise refused
         return added, updated
+
+    def _restore(self, served: Served) -> None:
+        """After a refused change: the model may have taken part of it first (an update
+        before an add, an ensemble's first members), so serve (run, store) read afresh, as
+        a restart would; the same folder, even if the run's link has moved since."""
+        try:
+            self.load(served.run, loaded=load_run(served.folder or served.run, device=self.device))
+        except Exception:
+            log.exception("re-reading %s after refused items failed; it serves on", served.name)
 
     def fold_in(self) -> dict[str, Any]:
         """Learn the items the network never trained on from all stored feedback."""

@@ -429,7 +429,8 @@ class FeedbackStore:
                 "text": r.get("text"),
                 "genres": r.get("genres"),
                 "year": r.get("year"),
-                "updated_at": now,
+                # a row put back after a refused change keeps the time it had
+                "updated_at": r.get("updated_at") or now,
             }
             for r in rows
         ]
@@ -448,11 +449,15 @@ class FeedbackStore:
         with self._tx() as conn:
             conn.execute(items.delete().where(items.c.item_id.in_(list(item_ids))))
 
-    def added_items(self, item_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Every added or updated item (or those of ``item_ids``), oldest change first."""
-        query = select(
-            items.c.item_id, items.c.title, items.c.text, items.c.genres, items.c.year
-        ).order_by(items.c.updated_at, items.c.item_id)
+    def added_items(
+        self, item_ids: Sequence[str] | None = None, *, with_times: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every added or updated item (or those of ``item_ids``), oldest change first;
+        ``with_times``: with each row's ``updated_at`` (to put a row back as it was)."""
+        columns = [items.c.item_id, items.c.title, items.c.text, items.c.genres, items.c.year]
+        if with_times:
+            columns.append(items.c.updated_at)
+        query = select(*columns).order_by(items.c.updated_at, items.c.item_id)
         if item_ids is not None:
             query = query.where(items.c.item_id.in_(list(item_ids)))
         with self.engine.connect() as conn:
