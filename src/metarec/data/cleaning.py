@@ -243,8 +243,10 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
     key = ["user_id", "item_id"]
     if not inter.duplicated(key).any():  # the common case needs no sort
         return None
-    # Rows without a timestamp count as oldest; ties keep file order, so the
-    # last row wins when there are no timestamps at all.
+    # Rows without a timestamp count as oldest here: a rating whose time is known is
+    # the surer one to keep. (In task order, metarec.data.tasks.ordered, they go
+    # last instead, so a user's dated first ratings stay the support set.) Ties keep
+    # file order, so the last row wins when there are no timestamps at all.
     ordered = inter[[*key, "timestamp"]].sort_values(
         "timestamp", kind="stable", na_position="first"
     )
