@@ -121,6 +121,11 @@ def test_wrong_atomic_header(tmp_path: Path) -> None:
             ["sgd", "maml"],
         ),
         (["train", "--dataset", "ml-100k", "--out", "x", "--set", "device=gpu"], ["'gpu'"]),
+        # a device this machine lacks: refused before the data is loaded
+        (
+            ["train", "--dataset", "ml-100k", "--out", "x", "--set", "device=cuda:63"],
+            ["'cuda:63' asked for"],
+        ),
         (["train", "--dataset", "ml-100k", "--out", "x", "--set", "negatives=0"], ["negatives"]),
         (["train", "--dataset", "nope", "--out", "x"], ["nope", "ml-100k"]),
         (["train", "--config", "missing.toml", "--out", "x"], ["missing.toml"]),

@@ -203,7 +203,7 @@ def train(
     if problems:
         raise DataError(
             f"{dataset.name}: {len(problems)} problem(s) in the data, the first: "
-            f"{problems[0]}; clean it first (metarec.clean, or load it with clean=True)"
+            f"{problems[0]}; clean it first (metarec.clean; load_dataset cleans by default)"
         )
     catalogue = encode_catalogue(
         dataset.items, encoder or cfg.encoder, cache_dir=cache_dir, progress=progress

@@ -167,9 +167,12 @@ def file_args_command(args: argparse.Namespace) -> str:
 def train_config(args: argparse.Namespace) -> Any:
     """The TrainConfig of ``--config`` (or the defaults) with every ``--set`` applied."""
     from metarec.config import TrainConfig
+    from metarec.device import resolve_device
 
     cfg = TrainConfig.from_toml(args.config) if getattr(args, "config", None) else TrainConfig()
-    return cfg.with_overrides(list(getattr(args, "set", None) or []))
+    cfg = cfg.with_overrides(list(getattr(args, "set", None) or []))
+    resolve_device(cfg.device)  # a device this machine lacks: refused before the data loads
+    return cfg
 
 
 def comma_list(value: str | None) -> list[str] | None:

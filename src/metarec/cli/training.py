@@ -25,7 +25,7 @@ from metarec.errors import ConfigError, DataError, MetarecError
 DEMO_USER = [
     ("Toy Story (1995)", 5.0),
     ("Aladdin (1992)", 5.0),
-    ("Lion King, The (1994)", 4.0),
+    ("The Lion King (1994)", 4.0),  # as titles are shown (the file's "Lion King, The")
     ("Scream (1996)", 1.0),
     ("Heat (1995)", 2.0),
 ]
