@@ -311,3 +311,23 @@ def test_strict_errors_name_the_files_own_column(tmp_path: Path) -> None:
     ds = load_table(p, user_col="reader", item_col="isbn", rating_col="score")
     with pytest.raises(DataError, match=r"r\.csv, line 3, field 'score': rating 'x'"):
         clean(ds, strict=True)
+
+
+def test_a_stray_rating_read_as_the_scales_end_is_warned_about(tmp_path: Path) -> None:
+    # one 99 among 1-5 stars: the scale read from the data would be [1, 99]
+    rows = [f"{u},{i},{1 + (u + i) % 5}" for u in range(40) for i in range(10)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join([*rows, "1,3,99"]))
+    with pytest.warns(UserWarning, match=r"\[1, 99\], but 1 rating\(s\) of 99 .* \(1 to 5\)"):
+        ds = load_table(tmp_path / "r.csv")
+    assert ds.rating_range == (1.0, 99.0)
+    # a scale whose end is merely rare, or a small file, is not warned about
+    rare_ten = [f"{u},{i},{1 + (u + i) % 9}" for u in range(40) for i in range(10)]
+    rare_ten[-1] = "39,9,10"
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rare_ten))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_table(tmp_path / "r.csv").rating_range == (1.0, 10.0)
+        (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,1,5\n1,2,7\n2,1,10\n")
+        assert load_table(tmp_path / "r.csv").rating_range == (5.0, 10.0)

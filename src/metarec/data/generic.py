@@ -238,7 +238,31 @@ def infer_rating_range(ratings: pd.Series) -> tuple[float, float]:
     r = r[np.isfinite(r.to_numpy(dtype="float64", na_value=np.nan))]
     if r.empty:
         return (1.0, 5.0)
+    _warn_stray_extreme(r.to_numpy(dtype=np.float64))
     return (float(r.min()), float(r.max()))
+
+
+def _warn_stray_extreme(values: np.ndarray) -> None:
+    """A scale read from the data takes a typo for its end: one 99 among 1-5 ratings
+    makes the scale 1-99, so nothing is refused and every metric is scaled wrong. Warn
+    when an end value is rare (under 1 % of ratings) and farther from the next value
+    than the rest of the ratings span."""
+    levels, counts = np.unique(values, return_counts=True)
+    if len(levels) < 3:
+        return
+    for end, nxt, far, count in (
+        (levels[-1], levels[-2], levels[0], counts[-1]),
+        (levels[0], levels[1], levels[-1], counts[0]),
+    ):
+        if count < 0.01 * len(values) and abs(end - nxt) > abs(nxt - far):
+            warnings.warn(
+                f"rating scale read from the data as [{levels[0]:g}, {levels[-1]:g}], but "
+                f"{count:,} rating(s) of {end:g} stand far from the others "
+                f"({min(far, nxt):g} to {max(far, nxt):g}); if that is a typo, give the scale "
+                "(--rating-range LOW,HIGH, or rating_range=) and those rows are dropped",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 # --------------------------------------------------------------------------- reading
