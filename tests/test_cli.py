@@ -241,6 +241,7 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["recommend", "run", "--bogus", "x"], "usage: metarec recommend"),
         (["data", "validate", "--bogus"], "usage: metarec data"),
+        (["--bogus", "report", "x"], "usage: metarec [-h]"),  # typed before the command
     ],
 )
 def test_an_unknown_option_shows_its_commands_usage(

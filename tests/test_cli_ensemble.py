@@ -108,6 +108,17 @@ def test_ensemble_then_recommend(
     assert "ensemble.json" in line and "members[1].kind" in line
 
 
+def test_a_member_given_twice_is_refused_in_python_before_any_loading(tmp_path: Path) -> None:
+    from metarec.ensemble_run import fit_from_runs
+    from metarec.errors import ConfigError
+
+    # no run folder or data set is read: the check comes first
+    with pytest.raises(ConfigError, match=r"run .* given twice"):
+        fit_from_runs([tmp_path / "a", tmp_path / "x" / ".." / "a"], None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="peer knn given twice"):
+        fit_from_runs([tmp_path / "a"], None, peers=["knn", "bias", "knn"])  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
 def test_ensemble_refuses_unsaveable_peers_before_work(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -55,6 +55,16 @@ def test_bad_overrides(assignment: str, needle: str) -> None:
         TrainConfig().with_overrides([assignment])
 
 
+def test_a_saved_config_names_its_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"run\.json: expected a table of options, got \[\]"):
+        TrainConfig.from_dict([], source="run.json")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^run\.json: epochs: must be > 0, got 0$"):
+        TrainConfig.from_dict({"epochs": 0}, source="run.json")
+    # --set values are named by their key alone, as the user typed it
+    with pytest.raises(ConfigError, match=r"^epochs: must be > 0, got 0$"):
+        TrainConfig().with_overrides(["epochs=0"])
+
+
 def test_options_beside_the_train_table_are_refused(tmp_path: Path) -> None:
     # [model] beside [train] was read as nothing: hidden stayed 64 without a word
     cfg = tmp_path / "c.toml"

@@ -191,7 +191,9 @@ class TrainConfig:
         except ConfigError as exc:
             # a file's values: name the file, as a wrong type does (a --set value is
             # named by its key alone)
-            raise (ConfigError(f"{source}: {exc}") if source != "config" else exc) from None
+            if source in ("config", "--set"):
+                raise
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:

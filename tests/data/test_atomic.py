@@ -204,3 +204,20 @@ def test_real_ml1m(shared_data: Path) -> None:
     assert ds.interactions["user_id"].iloc[0].startswith("1m_")
     # Vectorised reading: about a second here; generous for slow machines.
     assert elapsed < 10, f"ml-1m took {elapsed:.2f}s"
+
+
+def test_a_scale_given_is_taken_and_a_stray_rating_not_warned_about(tmp_path: Path) -> None:
+    import warnings
+
+    from metarec.data.spec import load_from_spec, make_spec
+
+    rows = "".join(f"{u}\t{10 + i}\t{1 + (u + i) % 5}\t{u}\n" for u in range(40) for i in range(5))
+    folder = write(tmp_path / "toy", "toy", INTER_HEADER + rows + "1\t11\t99\t5\n", None, None)
+    with pytest.warns(UserWarning, match=r"\[1, 99\]"):
+        assert load_atomic(folder).rating_range == (1.0, 99.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # --rating-range given: no advice to give it
+        assert load_atomic(folder, rating_range=(1.0, 5.0)).rating_range == (1.0, 5.0)
+        spec = make_spec({"data": str(folder), "rating_range": "1,5"})
+        ds = load_from_spec(spec)
+    assert ds.rating_range == (1.0, 5.0) and ds.interactions["rating"].max() == 5.0

@@ -54,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # parse_args would report them with the top-level usage, which lists commands,
-        # not the options of the one the user is typing
-        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+        # not the options of the one the user is typing (unless typed before it)
+        before = unknown[0] in argv and argv.index(unknown[0]) < argv.index(args.command)
+        (parser if before else _innermost(parser, args)).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     args._t0 = time.perf_counter()
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) <= 0:
         # one line, as every bad value is (parser.error printed the top-level usage)
@@ -129,7 +133,7 @@ def os_message(exc: OSError) -> str:
     where = str(exc.filename)
     if exc.filename2 is not None:
         where += f" -> {exc.filename2}"
-    elif isinstance(exc, FileExistsError) and not Path(where).is_dir():
+    elif isinstance(exc, FileExistsError) and Path(where).is_file():
         # mkdir(exist_ok=True) on a file says "File exists", which reads as no error
         return f"{where}: is a file; a folder is needed there"
     return f"{where}: {exc.strerror or exc}"

@@ -95,6 +95,9 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise ConfigError(f"-k: must be > 0, got {args.top_k}")
     check_users_spec(args.users)  # before the slow part: loading runs and data
+    if args.root and not args.dataset:
+        raise ConfigError("--root DIR needs --dataset NAME (or give the folder as --data PATH)")
+    data = data_or_root(args)
     # either arm may be a run folder or a saved ensemble
     recs = {
         arm: load_run(run, device=args.device)
@@ -105,9 +108,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             f"{args.run_a} and {args.run_b} have different catalogues; "
             "an A/B test needs two runs trained on the same data"
         )
-    if args.root and not args.dataset:
-        raise ConfigError("--root DIR needs --dataset NAME (or give the folder as --data PATH)")
-    spec = make_spec({"dataset": args.dataset, "data": data_or_root(args)})
+    spec = make_spec({"dataset": args.dataset, "data": data})
     if not names_data(spec):
         spec = recs["A"].metadata.get("data_spec") or {}
     ds = load_from_spec(spec)

@@ -139,7 +139,7 @@ def data_or_root(args: argparse.Namespace) -> str | None:
     """``--data`` or its alias ``--root``; both, naming different folders, is refused
     (argparse would keep whichever came last without a word)."""
     data, root = getattr(args, "data", None), getattr(args, "root", None)
-    if data is not None and root is not None and Path(data) != Path(root):
+    if data is not None and root is not None and Path(data).resolve() != Path(root).resolve():
         raise ConfigError(f"--data {data} and --root {root}: two different folders; give one")
     return data if data is not None else root
 

@@ -40,6 +40,7 @@ def load_atomic(
     *,
     text: ItemTextConfig | None = None,
     drop_user_columns: Sequence[str] = ("zip_code",),
+    rating_range: tuple[float, float] | None = None,
 ) -> Dataset:
     """Load a RecBole atomic data set.
 
@@ -48,6 +49,7 @@ def load_atomic(
     a path prefix such as ``data/ml-100k`` (``.inter`` may be included).
     ``zip_code`` is dropped from the users by default: it is nearly unique per
     user, so it identifies rather than describes.
+    ``rating_range``: the scale, when known; else it is read from the data.
     """
     prefix = _resolve_prefix(Path(directory_or_prefix), name)
     inter_path = prefix.with_name(prefix.name + ".inter")
@@ -67,7 +69,7 @@ def load_atomic(
         interactions=interactions,
         items=items,
         users=users,
-        rating_range=infer_rating_range(interactions["rating"]),
+        rating_range=rating_range or infer_rating_range(interactions["rating"]),
     )
 
 

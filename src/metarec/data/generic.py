@@ -246,7 +246,8 @@ def _warn_stray_extreme(values: np.ndarray) -> None:
     """A scale read from the data takes a typo for its end: one 99 among 1-5 ratings
     makes the scale 1-99, so nothing is refused and every metric is scaled wrong. Warn
     when an end value is rare (under 1 % of ratings) and farther from the next value
-    than the rest of the ratings span."""
+    than three times the span of the rest (levels with gaps, such as implicit weights
+    1, 2 and 5, stay quiet)."""
     levels, counts = np.unique(values, return_counts=True)
     if len(levels) < 3:
         return
@@ -254,7 +255,7 @@ def _warn_stray_extreme(values: np.ndarray) -> None:
         (levels[-1], levels[-2], levels[0], counts[-1]),
         (levels[0], levels[1], levels[-1], counts[0]),
     ):
-        if count < 0.01 * len(values) and abs(end - nxt) > abs(nxt - far):
+        if count < 0.01 * len(values) and abs(end - nxt) > 3 * abs(nxt - far):
             warnings.warn(
                 f"rating scale read from the data as [{levels[0]:g}, {levels[-1]:g}], but "
                 f"{count:,} rating(s) of {end:g} stand far from the others "

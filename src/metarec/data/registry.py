@@ -120,19 +120,25 @@ def find_local(name: str, directory: str | Path) -> tuple[Kind, Path] | None:
 
 
 def load_path(
-    path: str | Path, *, name: str | None = None, text: ItemTextConfig | None = None
+    path: str | Path,
+    *,
+    name: str | None = None,
+    text: ItemTextConfig | None = None,
+    rating_range: tuple[float, float] | None = None,
 ) -> Dataset:
     """Load whatever ``path`` holds: RecBole atomic files or a GroupLens folder.
 
     ``path`` may be a directory or an atomic prefix (``data/ml-100k``).
+    ``rating_range``: atomic files' scale, when known (else read from the data;
+    a GroupLens folder's is known from its layout).
     """
     p = Path(path).expanduser()
     if p.is_dir() and detect_layout(p) is not None:
         return load_movielens_raw(p, name=name, text=text)
     if (p.is_dir() and any(p.glob("*.inter"))) or p.with_name(p.name + ".inter").is_file():
-        return load_atomic(p, name, text=text)
+        return load_atomic(p, name, text=text, rating_range=rating_range)
     if p.suffix == ".inter" and p.is_file():
-        return load_atomic(p, text=text)
+        return load_atomic(p, text=text, rating_range=rating_range)
     raise DataError(
         "no data set found: expected RecBole atomic files (<name>.inter, .item, .user) "
         "or an unpacked MovieLens archive (u.data, ratings.dat or ratings.csv)",
@@ -189,8 +195,10 @@ def load_dataset(
     """
     known = _known(name)
     kind, path = locate(name, root, download=download)
-    loader = load_atomic if kind == "atomic" else load_movielens_raw
-    ds = loader(path, text=text)
+    if kind == "atomic":  # the scale is known: not read from (a typo in) the data
+        ds = load_atomic(path, text=text, rating_range=known.rating_range)
+    else:
+        ds = load_movielens_raw(path, text=text)
     ds = replace(ds, name=name, rating_range=known.rating_range)
     return clean_dataset(ds) if clean else ds
 

@@ -107,7 +107,7 @@ def _load_raw(spec: dict[str, Any]) -> Dataset:
     if spec.get("dataset"):
         return load_dataset(spec["dataset"], root=spec.get("data"), clean=False)
     if spec.get("data"):
-        return load_path(spec["data"])
+        return load_path(spec["data"], rating_range=spec_rating_range(spec))
     raise ConfigError(
         "no data given: use --dataset NAME [--data DIR], --data DIR, or --interactions FILE"
     )

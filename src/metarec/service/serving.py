@@ -165,11 +165,20 @@ class ModelHolder:
         return self._current is not None
 
     # -- loading and swapping -------------------------------------------------
-    def load(self, run: str | Path, loaded: ServedModel | None = None) -> Served:
+    def load(
+        self,
+        run: str | Path,
+        loaded: ServedModel | None = None,
+        *,
+        folder: Path | None = None,
+        replacing: Served | None = None,
+    ) -> Served:
         """Load ``run`` (or take it ``loaded`` already), re-apply the items added through
-        the API, make it current."""
+        the API, make it current. ``folder``: the folder ``run`` led to before (a link
+        moved since is not followed); ``replacing``: swap only if that is still the
+        served model (a reload that landed first has read the run and store afresh)."""
         given = Path(run).absolute()
-        path = given.resolve()
+        path = folder if folder is not None else given.resolve()
         # the slow part, outside the lock: the old model keeps serving
         rec = load_run(path, device=self.device) if loaded is None else loaded
         with TORCH_LOCK:
@@ -178,6 +187,8 @@ class ModelHolder:
             rec.recommend(rec.adapt([(str(rec.items["item_id"].iat[0]), rec.rating_range[1])]), k=1)
         name = run_name(path)
         with self._swap:
+            if replacing is not None and self._current is not replacing:
+                return self.current
             rows = self.store.added_items()
             added = updated = 0
             if rows:
@@ -253,8 +264,14 @@ class ModelHolder:
         """After a refused change: the model may have taken part of it first (an update
         before an add, an ensemble's first members), so serve (run, store) read afresh, as
         a restart would; the same folder, even if the run's link has moved since."""
+        folder = served.folder or served.run.resolve()
         try:
-            self.load(served.run, loaded=load_run(served.folder or served.run, device=self.device))
+            self.load(
+                served.run,
+                load_run(folder, device=self.device),
+                folder=folder,
+                replacing=served,
+            )
         except Exception:
             log.exception("re-reading %s after refused items failed; it serves on", served.name)
 
