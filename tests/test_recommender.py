@@ -426,3 +426,54 @@ def test_implicit_scores_do_not_depend_on_who_shares_the_batch(shared_data: Path
 def test_no_tasks_score_as_an_empty_table(fitted: Recommender) -> None:
     assert fitted.score_catalogue([]).shape == (0, fitted.n_items)
     assert fitted.predict_tasks([]) == []
+
+
+def test_wrong_kinds_of_input_are_refused_by_name(fitted: Recommender, tmp_path: Path) -> None:
+    from metarec.data.tasks import Task
+
+    user = fitted.adapt([("Toy Story (1995)", 5)])
+    for call, needle in [
+        (lambda: fitted.adapt(5), "history: expected (item, rating) pairs"),  # type: ignore[arg-type]
+        (lambda: fitted.adapt_many(None), "adapt_many: expected a list of histories"),  # type: ignore[arg-type]
+        (lambda: fitted.adapt([("1", 5)], user_features="M"), "user_features: expected a mapping"),  # type: ignore[arg-type]
+        (lambda: fitted.adapt_many([[("1", 5)]], {"age": 20}), "one mapping (or None) a user"),  # type: ignore[arg-type]
+        # True is 1.0 to float(): a flag taken for the lowest star
+        (lambda: fitted.adapt([("Toy Story (1995)", True)]), "rating True is not a number"),
+        (lambda: fitted.median_ratings([float("nan"), 3.0]), "scores: expected a 1-d array"),
+        (lambda: fitted.median_ratings(None), "scores: expected a 1-d array"),  # type: ignore[arg-type]
+        (lambda: fitted.recommend(user, exclude_seen="no"), "exclude_seen: expected True"),  # type: ignore[arg-type]
+        (
+            lambda: fitted.score_catalogue([Task.support_only([-1], np.array([5.0], np.float32))]),
+            "score_catalogue: task 0: support item -1 is not in",
+        ),
+        (
+            lambda: fitted.score_catalogue(
+                [Task.support_only([3], np.array([5.0], np.float32))] * 2,
+                users=np.zeros((5, len(fitted.features.columns)), dtype=np.int64),
+            ),
+            "users: expected 2 rows",
+        ),
+        (
+            lambda: fitted.add_items(pd.DataFrame({"item_id": [" n1 "], "title": ["A"]})),
+            "starts or ends with a space",
+        ),
+    ]:
+        with pytest.raises(DataError, match=re.escape(needle)):
+            call()
+    # a generator of feature rows is taken as histories are
+    assert fitted.adapt_many([[("1", 5)]], (f for f in [{"age": 20}]))[0].n_ratings == 1
+
+
+def test_added_items_are_keyed_and_worded_as_the_loaders_would(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    rec.add_items(
+        pd.DataFrame(
+            {"item_id": [6000.0, 6001.0], "title": ["Float Id", "Listed"],
+             "genres": ["Drama", ["Comedy", "Drama"]]}
+        )
+    )  # fmt: skip
+    assert rec.items["item_id"].tolist()[-2:] == ["6000", "6001"]
+    assert rec.resolve(6000) == rec.n_items - 2
+    assert rec.items["text"].iloc[-1] == "Listed. Genres: Comedy, Drama."

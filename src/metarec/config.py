@@ -176,13 +176,17 @@ class TrainConfig:
 
     @property
     def steps_at_eval(self) -> int:
+        """Inner steps when adapting at evaluation and serving time."""
         return self.inner_steps if self.eval_inner_steps is None else self.eval_inner_steps
 
     def to_dict(self) -> dict[str, Any]:
+        """Every key as plain JSON/TOML values (what a run saves as config.json)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """A validated config from :meth:`to_dict`'s keys (a subset: the rest default);
+        errors name ``source`` (a file) and the key."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table of options, got {data!r:.60}")
         config = _build(cls, data, source)
@@ -197,6 +201,8 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
+        """A config from a TOML file: a ``[train]`` table (``[train.model]`` nested) or
+        the same keys at the top level."""
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))

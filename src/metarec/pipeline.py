@@ -182,7 +182,7 @@ def split_users(
 
 def train(
     dataset: Dataset,
-    cfg: TrainConfig | None = None,
+    cfg: TrainConfig | dict[str, Any] | None = None,
     *,
     encoder: Encoder | str | None = None,
     cache_dir: str | Path | None = None,
@@ -196,6 +196,11 @@ def train(
     With ``run_dir`` the run checkpoints there (and resumes if interrupted)
     and the fitted recommender is saved there.
     """
+    cleaning.require_dataset(dataset)
+    if isinstance(cfg, dict):  # the keys of a TOML config, as Python writes them
+        cfg = TrainConfig.from_dict(cfg, source="cfg")
+    if cfg is not None and not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"cfg: expected a TrainConfig or a dict of its keys, got {cfg!r:.60}")
     cfg = (cfg or TrainConfig()).validate()
     if not 0.0 <= validation_fraction < 1.0:  # NaN fails this too
         raise ConfigError(f"validation_fraction: must be in [0, 1), got {validation_fraction!r}")

@@ -55,7 +55,18 @@ class TopK:
         (the median, which minimises absolute error); ``scores`` unchanged when
         there are no cutpoints (implicit objectives, continuous scales, no
         validation users, ranking ensembles)."""
-        return np.asarray(scores) if self.cutpoints is None else self.cutpoints.apply(scores)
+        try:
+            values = np.asarray(scores, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"scores: expected numbers (what score() returns), got {scores!r:.60}"
+            ) from None
+        if values.ndim != 1 or not np.isfinite(values).all():
+            raise DataError(
+                "scores: expected a 1-d array of finite numbers (what score() returns), got "
+                + (f"shape {values.shape}" if values.ndim != 1 else "NaN or infinity")
+            )
+        return values if self.cutpoints is None else self.cutpoints.apply(values)
 
     def top(
         self,
@@ -68,6 +79,8 @@ class TopK:
         """Catalogue indices of the top ``k`` items, best first, and their scores
         (what :meth:`recommend` shows, without building a frame: the serving path)."""
         check_k(k)
+        if not isinstance(exclude_seen, (bool, np.bool_)):  # "no" is truthy
+            raise DataError(f"exclude_seen: expected True or False, got {exclude_seen!r}")
         candidates = item_keys(candidates, "candidates")
         scores = np.array(self.score(user), dtype=np.float64, copy=True)
         allowed = np.ones(self.n_items, dtype=bool)

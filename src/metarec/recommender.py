@@ -25,6 +25,7 @@ import torch
 
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
+from metarec.data.generic import str_ids
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.device import device_available, resolve_device
 from metarec.errors import (
@@ -38,7 +39,7 @@ from metarec.errors import (
 from metarec.io import json_bytes, load_json, load_tensors, save_tensors, write_bytes_atomic
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
-from metarec.models.base import check_steps
+from metarec.models.base import check_steps, check_tasks
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
 from metarec.ranking import TopK, item_keys
@@ -64,6 +65,11 @@ def _plain(value: Any) -> Any:
 
 
 class Recommender(TopK):
+    """A meta-trained model with its catalogue: adapt a user from a few ratings, then
+    score or recommend every item (new items scored from their text). Made by
+    :func:`metarec.train`, read back with :meth:`load`; :class:`metarec.models.MetaModel`
+    wraps one as a :class:`~metarec.models.base.ScoringModel` for benchmarks and ensembles."""
+
     def __init__(
         self,
         learner: MetaLearner,
@@ -184,7 +190,8 @@ class Recommender(TopK):
             return hit
         names = list(self.title_index)
         close = difflib.get_close_matches(_norm(skey), names, n=5, cutoff=0.6)
-        display = [self._display(self.title_index[c]) for c in close]
+        # the GroupLens and the display form of one title are two keys of one item
+        display = list(dict.fromkeys(self._display(self.title_index[c]) for c in close))
         raise UnknownItemError(skey, display)
 
     def _display(self, idx: int) -> str:
@@ -207,10 +214,10 @@ class Recommender(TopK):
             )
         elif isinstance(history, Mapping):
             rows = history.items()
-        elif isinstance(history, (str, bytes)):
+        elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
             # iterating a string would read its characters as entries
             raise DataError(
-                f"history: expected (item, rating) pairs, a mapping or a frame, got {history!r}"
+                f"history: expected (item, rating) pairs, a mapping or a frame, got {history!r:.60}"
             )
         else:
             rows = history
@@ -224,6 +231,8 @@ class Recommender(TopK):
                     f"history entry {n}: expected (item, rating), got {row!r}"
                 ) from None
             try:
+                if isinstance(value, (bool, np.bool_)):  # True is 1.0 to float(); not a rating
+                    raise TypeError
                 rating = float(value)
             except (TypeError, ValueError):
                 raise DataError(
@@ -248,6 +257,11 @@ class Recommender(TopK):
 
         An empty history gives the meta-learned prior: the zero-shot model.
         """
+        if user_features is not None and not isinstance(user_features, Mapping):
+            raise DataError(
+                f"user_features: expected a mapping such as {{'age': 25}}, got "
+                f"{user_features!r:.60}"
+            )
         return self.adapt_many([history], [user_features], steps=steps)[0]
 
     def adapt_many(
@@ -260,10 +274,24 @@ class Recommender(TopK):
         """:meth:`adapt` for many users in one vmapped call (what a server batches).
         Feature keys the model was not trained with are ignored: a stored profile may
         hold more than one model uses."""
+        if histories is None or isinstance(histories, (str, bytes, Mapping, pd.DataFrame)):
+            raise DataError(
+                f"adapt_many: expected a list of histories (one a user), got {histories!r:.60}"
+            )
         histories = list(histories)  # a generator too
         check_steps(steps)
         if user_features is None:
             user_features = [None] * len(histories)
+        if isinstance(user_features, Mapping) or not isinstance(user_features, Iterable):
+            raise DataError(
+                f"user_features: expected one mapping (or None) a user, got {user_features!r:.60}"
+            )
+        user_features = list(user_features)
+        for n, f in enumerate(user_features):
+            if f is not None and not isinstance(f, Mapping):
+                raise DataError(
+                    f"user_features[{n}]: expected a mapping such as {{'age': 25}}, got {f!r:.60}"
+                )
         if len(user_features) != len(histories):
             raise DataError(
                 f"adapt_many: {len(histories)} histories but {len(user_features)} feature rows"
@@ -381,6 +409,13 @@ class Recommender(TopK):
         ``user_features``: one row per task, either raw (a frame with
         ``user_id`` and feature columns) or already-encoded codes [n_tasks, F].
         """
+        check_tasks(tasks, self.n_items, None, "predict_tasks")
+        for n, t in enumerate(tasks):
+            q = np.asarray(t.query_items, dtype=np.int64)
+            if len(q) and (q.min() < 0 or q.max() >= self.n_items):
+                raise DataError(
+                    f"predict_tasks: task {n}: a query item is not in [0, {self.n_items})"
+                )
         codes_all = self._codes(user_features, len(tasks))
         out: list[np.ndarray] = []
         for lo in range(0, len(tasks), batch_size):
@@ -405,7 +440,13 @@ class Recommender(TopK):
             users = self.features.transform(users, users["user_id"].to_numpy())
         if users is None:
             users = np.zeros((n, len(self.features.columns)), dtype=np.int64)
-        return torch.as_tensor(np.asarray(users), dtype=torch.int64).to(self.device)
+        codes = np.asarray(users)
+        if codes.shape != (n, len(self.features.columns)):
+            raise DataError(
+                f"users: expected {n} rows of {len(self.features.columns)} feature codes "
+                f"(one a task), got shape {codes.shape}"
+            )
+        return torch.as_tensor(codes, dtype=torch.int64).to(self.device)
 
     @torch.no_grad()
     def score_catalogue(
@@ -415,6 +456,7 @@ class Recommender(TopK):
         one vmapped adaptation for the batch, one head call over the catalogue."""
         if not len(tasks):  # the shape every peer returns for no tasks
             return np.zeros((0, self.n_items))
+        check_tasks(tasks, self.n_items, None, "score_catalogue")
         codes = self._codes(users, len(tasks))
         _, params = self._adapt_tasks(tasks, codes)
         return self.learner.scorer.catalogue_scores(params, codes, self._h, self._b).cpu().numpy()
@@ -446,7 +488,16 @@ class Recommender(TopK):
         if no_id.any():
             row = int(np.flatnonzero(no_id.to_numpy())[0])
             raise DataError(f"add_items: row {row}: item_id {_plain(ids.iloc[row])!r} is not an id")
-        frame["item_id"] = ids.astype(str)
+        # as the loaders write ids (6000.0 read as a float is "6000"), and without the
+        # spaces no lookup would match (the service refuses them too)
+        frame["item_id"] = str_ids(ids)
+        padded = frame["item_id"].ne(frame["item_id"].str.strip())
+        if padded.any():
+            row = int(np.flatnonzero(padded.to_numpy())[0])
+            raise DataError(
+                f"add_items: row {row}: item_id {frame['item_id'].iat[row]!r} starts or ends "
+                "with a space"
+            )
         dupes = [i for i in frame["item_id"] if i in self.item_index]
         if dupes:
             raise DataError(f"add_items: item ids already in the catalogue: {dupes[:5]}")
@@ -456,6 +507,12 @@ class Recommender(TopK):
             if col not in frame.columns:
                 frame[col] = default
         frame["title"] = frame["title"].fillna("").astype(str)
+        # genres as a list (as JSON gives them) are joined as the loaders store them
+        frame["genres"] = [
+            "|".join(map(str, g)) if isinstance(g, (list, tuple)) else g for g in frame["genres"]
+        ]
+        if text is not None and not isinstance(text, ItemTextConfig):
+            raise DataError(f"add_items: text: expected an ItemTextConfig, got {text!r:.60}")
         if text is None:
             # a run trained from files with --text-cols built its text with those columns
             spec = self.metadata.get("data_spec") or {}

@@ -190,3 +190,34 @@ def test_missing_required_column_is_a_data_error() -> None:
     with pytest.raises(DataError, match="lacks column"):
         clean(ds)
     assert validate(ds) == ["interactions table lacks column(s) rating (has: user_id, item_id)"]
+
+
+def test_a_data_set_built_in_memory_is_checked_and_cleaned_like_a_loaded_one() -> None:
+    import metarec as mr
+
+    items = pd.DataFrame({"item_id": [10, 11], "title": ["A", "B"]})
+    inter = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [10.0, 10.0, 11.0],
+                          "rating": ["5", "4", "x"]})  # fmt: skip
+    ds = Dataset("mem", inter, items)
+    problems = validate(ds)
+    # ids as numbers would never match the loaders' text ids: said, and cleaned to text
+    assert any("item_id holds floating values, not text" in p for p in problems)
+    assert any("row 3: rating 'x' is not a number" in p for p in problems)
+    # no timestamp column: the later row of a repeated (user, item) is kept
+    assert any("duplicate (user, item)" in p for p in problems)
+    cleaned = clean(ds)
+    assert cleaned.interactions[["user_id", "item_id", "rating"]].values.tolist() == [
+        ["1", "10", 4.0]
+    ]
+    assert cleaned.items["item_id"].tolist() == ["10", "11"] and validate(cleaned) == []
+    for call in (lambda: clean(inter), lambda: mr.train(inter)):  # type: ignore[arg-type]
+        with pytest.raises(DataError, match="dataset: expected a metarec Dataset"):
+            call()
+    assert validate(inter) == [  # type: ignore[arg-type]
+        "dataset: expected a metarec Dataset (load_dataset, load_table, load_path or "
+        "Dataset(name, interactions, items)), got DataFrame"
+    ]
+    with pytest.raises(ConfigError, match=r"cfg: epochs: must be > 0"):
+        mr.train(cleaned, {"epochs": 0})
+    with pytest.raises(ConfigError, match=r"cfg: expected a TrainConfig or a dict"):
+        mr.train(cleaned, [1])  # type: ignore[arg-type]

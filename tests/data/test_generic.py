@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -331,3 +332,26 @@ def test_a_stray_rating_read_as_the_scales_end_is_warned_about(tmp_path: Path) -
         assert load_table(tmp_path / "r.csv").rating_range == (1.0, 10.0)
         (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,1,5\n1,2,7\n2,1,10\n")
         assert load_table(tmp_path / "r.csv").rating_range == (5.0, 10.0)
+
+
+def test_list_arguments_given_as_one_string_and_bad_scales_are_refused(
+    ratings_csv: Path,
+) -> None:
+    from metarec.errors import ConfigError
+    from metarec.evaluation.benchmark import run_benchmark
+
+    for kwargs, needle in [
+        ({"text_cols": "title"}, "text_cols: expected a list of column names"),
+        ({"rating_range": (5, 1)}, "rating_range: expected finite low <= high"),
+        ({"rating_range": 5}, "rating_range: expected (low, high)"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_table(ratings_csv, user_col="user", item_col="movie", rating_col="stars",
+                       **kwargs)  # fmt: skip
+    # checked before a data set is loaded: "ml-100k" is never read here
+    for kwargs, needle in [
+        ({"peers": "popularity"}, "peers: expected a list, got the string 'popularity'"),
+        ({"folds": "2"}, "folds: expected a whole number, got '2'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            run_benchmark("p2", "ml-100k", **kwargs)  # type: ignore[arg-type]

@@ -182,3 +182,19 @@ def test_full_auc_excludes_support_and_halves_ties() -> None:
     auc = M.full_auc(scores, relevant, exclude=[np.array([3]), np.array([0])])
     assert auc[0] == pytest.approx(0.75)
     assert np.isnan(auc[1])  # no relevant item
+
+
+def test_metric_inputs_that_would_broadcast_or_wrap_are_refused() -> None:
+    pred, true = np.array([0.9, 0.8, 0.1]), np.array([5.0, 3.0, 1.0])
+    for call in [
+        lambda: M.mae([3.0], true),  # one prediction broadcast over three ratings
+        lambda: M.ndcg_graded(pred[:2], true, 3),
+        lambda: M.precision_at(pred, true, -2, 4.0),
+        lambda: M.recall_at(pred, true, 0, 4.0),
+        lambda: M.mrr_at(pred, true, 2.0, 4.0),  # type: ignore[arg-type]
+        lambda: M.auc_score(pred, np.array([True, False])),
+        lambda: M.coverage(np.array([[0, 1, 2], [3, 4, 5]]), 3),
+    ]:
+        with pytest.raises(ValueError):
+            call()
+    assert M.precision_at(pred, true, np.int64(2), 4.0) == 0.5

@@ -15,6 +15,7 @@ import pandas as pd
 
 from metarec.data.generic import (
     LINE_COL,
+    check_rating_range,
     field_count_error,
     finish_interactions,
     finish_items,
@@ -69,7 +70,11 @@ def load_atomic(
         interactions=interactions,
         items=items,
         users=users,
-        rating_range=rating_range or infer_rating_range(interactions["rating"]),
+        rating_range=(
+            check_rating_range(rating_range, "rating_range")
+            if rating_range is not None
+            else infer_rating_range(interactions["rating"])
+        ),
     )
 
 

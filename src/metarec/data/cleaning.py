@@ -11,11 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from metarec.data.generic import COLUMNS_ATTR, LINE_COL, RAW_PREFIX, SOURCE_ATTR
+from metarec.data.generic import (
+    COLUMNS_ATTR,
+    LINE_COL,
+    RAW_PREFIX,
+    SOURCE_ATTR,
+    numeric_with_raw,
+    str_ids,
+)
 from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset
 from metarec.data.text import build_item_text
 from metarec.errors import ConfigError, DataError
@@ -52,9 +60,9 @@ def clean(
     dropped with their interactions when the title is empty too.
     ``strict=True`` raises :class:`DataError` at the first such problem instead.
     """
+    inter, items, users = _tables(dataset)
     lo, hi = _rating_range(rating_range or dataset.rating_range)
-    report = CleaningReport(rows_in=len(dataset.interactions))
-    _require_columns(dataset)
+    report = CleaningReport(rows_in=len(inter))
 
     def apply(frame: pd.DataFrame, found: _Finding | None, prefix: str = "") -> pd.DataFrame:
         if found is None:
@@ -66,9 +74,7 @@ def clean(
         keep[found.rows] = False
         return frame[keep].reset_index(drop=True)
 
-    inter = dataset.interactions.reset_index(drop=True)
-    items = _with_text(dataset.items.reset_index(drop=True))
-
+    items = _with_text(items)
     inter = apply(inter, _missing_ids(inter, "user_id", "item_id"))
     inter = apply(inter, _bad_ratings(inter))
     inter = apply(inter, _out_of_range(inter, lo, hi))
@@ -86,9 +92,7 @@ def clean(
     inter = apply(inter, _unknown_items(inter, items))
     inter = apply(inter, _latest_duplicates(inter))
 
-    users = dataset.users
     if users is not None:
-        users = users.reset_index(drop=True)
         users = apply(users, _missing_ids(users, "user_id"), "users table: ")
         users = apply(users, _duplicates(users, ["user_id"], keep="first"), "users table: ")
         _note_users_without_features(inter, users, report)
@@ -121,13 +125,11 @@ def validate(
     so a row may be counted under two problems.
     """
     try:
-        _require_columns(dataset)
+        inter, items, users = _tables(dataset)
         lo, hi = _rating_range(rating_range or dataset.rating_range)
     except (DataError, ConfigError) as exc:
         return [str(exc)]
-    inter = dataset.interactions.reset_index(drop=True)
-    items = _with_text(dataset.items.reset_index(drop=True))
-    users = dataset.users.reset_index(drop=True) if dataset.users is not None else None
+    items = _with_text(items)
     found: list[tuple[str, _Finding | None]] = [
         ("interactions", _missing_ids(inter, "user_id", "item_id")),
         ("interactions", _bad_ratings(inter)),
@@ -154,7 +156,27 @@ def validate(
                 f"{table}: {n:,} row{'s' if n != 1 else ''}: {f.reason} "
                 f"(e.g. {'; '.join(f.examples)})"
             )
+    problems += _id_types(dataset)
     return problems
+
+
+def _id_types(dataset: Dataset) -> list[str]:
+    """Id columns holding numbers (a frame built in memory): the loaders' ids are text,
+    so 61 would never match "61"; :func:`clean` writes them as text."""
+    out = []
+    tables = [("interactions", dataset.interactions, ("user_id", "item_id")),
+              ("items", dataset.items, ("item_id",))]  # fmt: skip
+    if dataset.users is not None:
+        tables.append(("users", dataset.users, ("user_id",)))
+    for table, frame, cols in tables:
+        for col in cols:
+            kind = pd.api.types.infer_dtype(frame[col], skipna=True)
+            if kind not in ("string", "empty"):
+                out.append(
+                    f"{table}: {col} holds {kind} values, not text; ids are text "
+                    "(clean() writes them so: 61 and 61.0 as '61')"
+                )
+    return out
 
 
 # --------------------------------------------------------------------------- checks
@@ -234,7 +256,7 @@ def _duplicates(frame: pd.DataFrame, cols: list[str], keep: str) -> _Finding | N
         frame,
         rows,
         f"duplicate {what} (kept the first)",
-        lambda i: f"repeats {what} {frame[cols[0]].iloc[i]!r}",
+        lambda i: f"repeats {what} {_plain(frame[cols[0]].iloc[i])!r}",
         cols[0],
     )
 
@@ -247,8 +269,10 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
     # the surer one to keep. (In task order, metarec.data.tasks.ordered, they go
     # last instead, so a user's dated first ratings stay the support set.) Ties keep
     # file order, so the last row wins when there are no timestamps at all.
-    ordered = inter[[*key, "timestamp"]].sort_values(
-        "timestamp", kind="stable", na_position="first"
+    ordered = (
+        inter[[*key, "timestamp"]].sort_values("timestamp", kind="stable", na_position="first")
+        if "timestamp" in inter.columns
+        else inter[key]  # a frame built in memory may have none: file order
     )
     dropped = ordered.index[ordered.duplicated(key, keep="last").to_numpy()]
     rows = np.sort(dropped.to_numpy())
@@ -376,10 +400,48 @@ def _finding(
 
 
 def _rating_range(rr: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = float(rr[0]), float(rr[1])
-    if not lo <= hi:
+    try:
+        lo, hi = (float(x) for x in rr)
+    except (TypeError, ValueError):
+        raise ConfigError(f"rating range must be (low, high), got {rr!r}") from None
+    if not lo <= hi:  # NaN fails this too
         raise ConfigError(f"rating range must be (low, high) with low <= high, got {rr}")
     return lo, hi
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (its repr would say np.int64(1))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def require_dataset(dataset: Any) -> None:
+    """A DataError unless ``dataset`` is a :class:`Dataset` (a bare frame is the usual slip)."""
+    if not isinstance(dataset, Dataset):
+        raise DataError(
+            f"dataset: expected a metarec Dataset (load_dataset, load_table, load_path or "
+            f"Dataset(name, interactions, items)), got {type(dataset).__name__}"
+        )
+
+
+def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """The data set's three tables as cleaning reads them: checked for their columns,
+    ids as strings (a frame built in memory has int ids, which the loaders' string
+    ids would never match), ratings as numbers with the text of those that are not."""
+    require_dataset(dataset)
+    _require_columns(dataset)
+    inter = dataset.interactions.reset_index(drop=True)
+    items = dataset.items.reset_index(drop=True)
+    users = dataset.users.reset_index(drop=True) if dataset.users is not None else None
+    inter = inter.assign(user_id=str_ids(inter["user_id"]), item_id=str_ids(inter["item_id"]))
+    items = items.assign(item_id=str_ids(items["item_id"]))
+    if users is not None:
+        users = users.assign(user_id=str_ids(users["user_id"]))
+    rating, raw = numeric_with_raw(inter["rating"], "rating")
+    if raw is not None and raw.name not in inter.columns:
+        inter[raw.name] = raw
+    for frame, original in ((inter, dataset.interactions), (items, dataset.items)):
+        frame.attrs = dict(original.attrs)  # the file and column names errors point at
+    return inter.assign(rating=rating), items, users
 
 
 def _require_columns(dataset: Dataset) -> None:
@@ -390,6 +452,8 @@ def _require_columns(dataset: Dataset) -> None:
     if dataset.users is not None:
         checks.append(("users", dataset.users, ("user_id",)))
     for table, frame, cols in checks:
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"{table}: expected a pandas DataFrame, got {type(frame).__name__}")
         missing = [c for c in cols if c not in frame.columns]
         if missing:
             raise DataError(

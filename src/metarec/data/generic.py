@@ -232,6 +232,17 @@ def _carry_internal(src: pd.DataFrame, out: pd.DataFrame, source: str | Path | N
         out.attrs[SOURCE_ATTR] = str(source)
 
 
+def check_rating_range(value: Any, where: str) -> tuple[float, float]:
+    """``(low, high)`` as two finite numbers with low <= high, or a ConfigError."""
+    try:
+        lo, hi = (float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected (low, high), got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ConfigError(f"{where}: expected finite low <= high, got {value!r}")
+    return lo, hi
+
+
 def infer_rating_range(ratings: pd.Series) -> tuple[float, float]:
     """The observed (min, max) rating, or ``(1, 5)`` when nothing parses."""
     r = pd.to_numeric(ratings, errors="coerce")
@@ -645,6 +656,12 @@ def load_table(
     otherwise, appended to the encoder text. ``user_feature_cols`` (default:
     every column but the id) are kept from the users file.
     """
+    for what, value in (("text_cols", text_cols), ("user_feature_cols", user_feature_cols)):
+        if isinstance(value, (str, bytes)):  # read letter by letter it names no column
+            raise ConfigError(f"{what}: expected a list of column names, got {value!r}; "
+                              f"write [{value!r}]")  # fmt: skip
+    if rating_range is not None:
+        rating_range = check_rating_range(rating_range, "rating_range")
     roles = {"--user-col": user_col, "--item-col": item_col, "--rating-col": rating_col}
     if timestamp_col:
         roles["--timestamp-col"] = timestamp_col

@@ -124,6 +124,7 @@ class Dataset:
 
     @property
     def n_users(self) -> int:
+        """Distinct users with at least one interaction."""
         return int(self.interactions["user_id"].nunique())
 
     @property
@@ -133,15 +134,19 @@ class Dataset:
 
     @property
     def n_items(self) -> int:
+        """Rows of the items table (the catalogue, rated or not)."""
         return len(self.items)
 
     @property
     def user_feature_columns(self) -> list[str]:
+        """The users table's columns other than the id."""
         if self.users is None:
             return []
         return [c for c in self.users.columns if c != "user_id"]
 
     def describe(self) -> dict[str, object]:
+        """Sizes, density, ratings per user and item, the scale: what ``metarec data
+        describe`` prints."""
         inter = self.interactions
         per_user = inter.groupby("user_id").size()
         return {

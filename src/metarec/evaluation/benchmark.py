@@ -634,6 +634,9 @@ def run_benchmark(
 
     if protocol not in ("p1", "p2"):
         raise ConfigError(f"protocol: {protocol!r} is not one of p1, p2")
+    for what, n in (("folds", folds), ("seeds", seeds)):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise ConfigError(f"{what}: expected a whole number, got {n!r}")
     if folds < 1:
         raise ConfigError(f"folds: must be >= 1, got {folds}")
     if seeds < 1:
@@ -646,6 +649,11 @@ def run_benchmark(
             "--set like_threshold: use --like-threshold, which every model and metric of "
             "the benchmark share"
         )
+    for what, names in (("peers", peers), ("algorithms", algorithms), ("shots", shots)):
+        if isinstance(names, (str, bytes)):  # list("knn") would be three unknown names
+            raise ConfigError(
+                f"{what}: expected a list, got the string {names!r}; write [{names!r}]"
+            )
     peers = list(P1_PEERS if protocol == "p1" else P2_PEERS) if peers is None else list(peers)
     algorithms = list(default_algorithms(protocol) if algorithms is None else algorithms)
     # before the data is loaded and encoded, not a minute into the run

@@ -46,6 +46,23 @@ import numpy as np
 from scipy.stats import rankdata
 
 
+def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One user's predictions and true ratings: 1-d, one for one (numpy would broadcast
+    a single prediction over every rating and return a number that means nothing)."""
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if p.ndim != 1 or p.shape != t.shape:
+        raise ValueError(
+            f"pred and true must be 1-d and of one length; got shapes {p.shape} and {t.shape}"
+        )
+    return p, t
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a whole number > 0, got {k!r}")
+    return int(k)
+
+
 def _order(pred: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(pred, dtype=np.float64), kind="stable")
 
@@ -57,11 +74,15 @@ def _nanmean(values: np.ndarray) -> float:
 
 # -- rating metrics ---------------------------------------------------------
 def mae(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean(np.abs(np.asarray(pred) - np.asarray(true))))
+    """Mean absolute error, mean |pred - true|."""
+    p, t = _pair(pred, true)
+    return float(np.mean(np.abs(p - t)))
 
 
 def rmse(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(true)) ** 2)))
+    """Root mean squared error, sqrt(mean (pred - true)^2)."""
+    p, t = _pair(pred, true)
+    return float(np.sqrt(np.mean((p - t) ** 2)))
 
 
 # -- P1: ranking the query set ---------------------------------------------
@@ -73,7 +94,8 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
     goes below 0 (Jester's -10..10) 2^r - 1 turns negative and nDCG leaves
     [0, 1], so the scale is shifted to start at 0 first.
     """
-    true = np.asarray(true, dtype=np.float64)
+    pred, true = _pair(pred, true)
+    k = _check_k(k)
     gains = 2.0 ** (true - min(low, 0.0)) - 1.0
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     top = _order(pred)[:k]
@@ -84,12 +106,19 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
 
 
 def precision_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
+    """Items rated >= ``threshold`` among the ``k`` highest predicted, over ``k``."""
+    pred, true = _pair(pred, true)
+    k = _check_k(k)
     top = _order(pred)[:k]
-    return float((np.asarray(true)[top] >= threshold).sum() / k)
+    return float((true[top] >= threshold).sum() / k)
 
 
 def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
-    rel = np.asarray(true) >= threshold
+    """Items rated >= ``threshold`` among the ``k`` highest predicted, over all such
+    items; NaN when the user has none."""
+    pred, true = _pair(pred, true)
+    k = _check_k(k)
+    rel = true >= threshold
     if not rel.any():
         return float("nan")
     top = _order(pred)[:k]
@@ -107,12 +136,15 @@ def f1(precision: float | np.ndarray, recall: float | np.ndarray) -> np.ndarray:
 
 
 def f1_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
+    """Harmonic mean of :func:`precision_at` and :func:`recall_at`."""
     return float(f1(precision_at(pred, true, k, threshold), recall_at(pred, true, k, threshold)))
 
 
 def mrr_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
-    top = _order(pred)[:k]
-    hits = np.flatnonzero(np.asarray(true)[top] >= threshold)
+    """1 / rank of the first item rated >= ``threshold`` in the top ``k``; 0 if none."""
+    pred, true = _pair(pred, true)
+    top = _order(pred)[: _check_k(k)]
+    hits = np.flatnonzero(true[top] >= threshold)
     return float(1.0 / (hits[0] + 1)) if len(hits) else 0.0
 
 
@@ -124,6 +156,11 @@ def auc_score(scores: np.ndarray, positive: np.ndarray) -> float:
     NaN when either class is empty.
     """
     positive = np.asarray(positive, dtype=bool)
+    if np.shape(scores) != positive.shape or positive.ndim != 1:
+        raise ValueError(
+            f"scores and positive must be 1-d and of one length; got shapes "
+            f"{np.shape(scores)} and {positive.shape}"
+        )
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -261,6 +298,8 @@ def coverage(top: np.ndarray, n_items: int) -> float:
     if n_items <= 0:
         raise ValueError(f"n_items must be > 0, got {n_items}")
     shown = np.asarray(top, dtype=np.int64).ravel()
+    if shown.size and shown.max() >= n_items:
+        raise ValueError(f"top holds item {shown.max()}, outside a catalogue of {n_items}")
     return float(len(np.unique(shown[shown >= 0])) / n_items)
 
 

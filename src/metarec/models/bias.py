@@ -24,6 +24,9 @@ def item_baseline(
 
 
 class BiasModel:
+    """Global mean + damped item bias + damped user bias (from the support set): the
+    baseline every P1 model is judged against."""
+
     name = "bias"
 
     def __init__(self, item_damping: float = 10.0, user_damping: float = 3.0) -> None:

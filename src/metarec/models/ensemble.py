@@ -50,6 +50,11 @@ DEFAULT_BUCKETS = (0, 1, 3, 5, 10, 20)
 
 
 class Ensemble(ScoringModel):
+    """Members' scores blended with weights learned on validation tasks, one weight set
+    a support-size bucket (``buckets``: the floors, K >= 0, 1, 3, ...); ``mode``
+    "ranking" blends catalogue scores standardised per user, "rating" predicted
+    ratings (see the module notes)."""
+
     def __init__(
         self,
         members: Mapping[str, ScoringModel],
