@@ -457,6 +457,19 @@ def test_wrong_kinds_of_input_are_refused_by_name(fitted: Recommender, tmp_path:
             lambda: fitted.add_items(pd.DataFrame({"item_id": [" n1 "], "title": ["A"]})),
             "starts or ends with a space",
         ),
+        (lambda: fitted.save(None), "save: expected a folder path, got None"),  # type: ignore[arg-type]
+        (
+            lambda: fitted.fold_in_items(
+                pd.DataFrame({"user_id": ["u1", "u1"], "item_id": ["1", None], "rating": [4, 5]})
+            ),
+            "fold_in_items: row 1 (user_id 'u1', rating 5): no item_id",
+        ),
+        (
+            lambda: fitted.fold_in_items(
+                pd.DataFrame({"user_id": ["u1"], "item_id": ["1"], "rating": [True]})
+            ),
+            "row 0 (user_id 'u1', rating True): a boolean, not a rating",
+        ),
     ]:
         with pytest.raises(DataError, match=re.escape(needle)):
             call()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -173,7 +174,9 @@ class Recommender(TopK):
         self._negative_pool = known if len(known) else np.arange(self.n_items)
 
     def resolve(self, key: str | int) -> int:
-        """Catalogue index of an item id or an exact (case-insensitive) title."""
+        """Catalogue index of an item id or an exact (case-insensitive) title. An id is
+        looked up first: "187" is item 187 even where a film is titled "187" (give its
+        title with the year, "187 (1997)", to mean the film)."""
         skey = str(key)
         if skey in self.item_index:
             return self.item_index[skey]
@@ -652,8 +655,17 @@ class Recommender(TopK):
         and user (grouped by user, a history's own message would name neither)."""
         lo, hi = self.rating_range
         values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float64)
+        # True is 1.0 to to_numeric: a flag, not a rating (only object columns mix them)
+        column = ratings["rating"]
+        flags = (
+            column.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+            if column.dtype == object
+            else np.full(len(column), pd.api.types.is_bool_dtype(column.dtype))
+        )
         problems = (
             (ratings["user_id"].isna().to_numpy(), "no user_id"),
+            (ratings["item_id"].isna().to_numpy(), "no item_id"),
+            (flags, "a boolean, not a rating"),
             (
                 ~((values >= lo) & (values <= hi)),
                 f"rating outside [{lo:g}, {hi:g}] or not a number",
@@ -674,6 +686,8 @@ class Recommender(TopK):
         ``recommender.json``, without which the folder holds no run, goes first and comes
         back last: an interrupted save over an earlier run leaves no run, never the new
         model's tensors beside the old one's description."""
+        if not isinstance(directory, (str, os.PathLike)):
+            raise DataError(f"save: expected a folder path, got {directory!r:.60}")
         out = Path(directory)
         if out.exists() and not out.is_dir():
             raise ModelError(f"{out}: is a file; save needs a run folder")

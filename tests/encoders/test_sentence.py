@@ -43,8 +43,10 @@ def test_similar_titles_are_closer_than_unrelated(minilm: SentenceEncoder) -> No
 
 def test_empty_input_and_bare_string(minilm: SentenceEncoder) -> None:
     assert minilm.encode([]).shape == (0, 384)
-    with pytest.raises(TypeError):
+    with pytest.raises(DataError, match="texts: expected a list of strings, got a single"):
         minilm.encode(TOY)
+    with pytest.raises(DataError, match=r"texts\[1\]: expected a string, got NoneType"):
+        minilm.encode([TOY, None])  # type: ignore[list-item]
 
 
 def test_id_and_cheap_construction() -> None:

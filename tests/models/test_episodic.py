@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,6 +121,15 @@ def test_options_are_checked_and_unfitted_use_is_refused() -> None:
         EpisodicLinear(feature_sets=("text",))  # type: ignore[arg-type]
     with pytest.raises(ModelError, match="not fitted"):
         EpisodicLinear().score_catalogue([_task([], [])])
+    # values that were once taken silently: 1.7 read as 1, NaN past "<= 0", "5" as chars
+    for kwargs, needle in [
+        ({"shots": (1.7,)}, "shots: must be whole support sizes >= 1"),
+        ({"shots": "5"}, "shots: expected a list of support sizes"),
+        ({"lams": (float("nan"),)}, "lams[0] must be a finite number > 0"),
+        ({"support_scale": "x"}, "support_scale must be a number"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            EpisodicLinear(**kwargs)  # type: ignore[arg-type]
 
 
 def test_a_catalogue_too_large_for_memory_is_refused_before_fitting(

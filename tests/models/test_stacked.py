@@ -352,6 +352,11 @@ def test_options_are_checked_and_unfitted_use_is_refused() -> None:
         StackedRanker(truncation=0)
     with pytest.raises(ModelError, match="not fitted"):
         StackedRanker().score_catalogue([_task([], [])])
+    # through recommend: it said "support item 3 is not in [0, 0)"
+    with pytest.raises(ModelError, match="not fitted"):
+        StackedRanker().recommend([_task([3], [5.0])], k=5)
+    with pytest.raises(ConfigError, match="learning_rate must be a finite number > 0"):
+        StackedRanker(learning_rate=float("nan"))
     with pytest.raises(DataError, match="training users"):
         StackedRanker(folds=4).fit(_synthetic(n_users=6))
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from metarec.errors import ConfigError, ModelError
+from metarec.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -82,11 +82,14 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     """Return ``texts`` as a list, refusing a bare string or non-string items."""
     # A bare str is a Sequence[str] too; encoding it per character is never intended.
     if isinstance(texts, (str, bytes)):
-        raise TypeError("texts must be a sequence of strings, not a single string")
-    out = list(texts)
+        raise DataError("texts: expected a list of strings, got a single string")
+    try:
+        out = list(texts)
+    except TypeError:
+        raise DataError(f"texts: expected a list of strings, got {texts!r:.60}") from None
     for i, t in enumerate(out):
         if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+            raise DataError(f"texts[{i}]: expected a string, got {type(t).__name__} {t!r:.40}")
     return out
 
 

@@ -199,6 +199,26 @@ def check_k(k: object, where: str = "") -> None:
         raise ConfigError(f"{where}k: must be a whole number > 0, got {k!r}")
 
 
+def check_shots(shots: object, where: str) -> tuple[int, ...]:
+    """Support sizes as whole numbers >= 1 (1.7 is not a support size; "5" would be read
+    as the characters of a string), or a ConfigError naming ``where``."""
+    if isinstance(shots, (str, bytes)) or not isinstance(shots, Sequence | np.ndarray):
+        raise ConfigError(f"{where}: expected a list of support sizes, got {shots!r}")
+    if not len(shots) or any(
+        isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in shots
+    ):
+        raise ConfigError(f"{where}: must be whole support sizes >= 1, got {tuple(shots)}")
+    return tuple(int(k) for k in shots)
+
+
+def check_positive(where: str, **values: object) -> None:
+    """ConfigError unless every value is a finite number > 0 (NaN slips past ``<= 0``)."""
+    for what, value in values.items():
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+        if not ok or not np.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
+            raise ConfigError(f"{where}: {what} must be a finite number > 0, got {value!r}")
+
+
 def check_tasks(
     tasks: Sequence[Task], n_items: int, users: pd.DataFrame | None, where: str
 ) -> None:

@@ -89,7 +89,13 @@ from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.metrics import ranking_table
-from metarec.models.base import ScoringModel, TrainingData, top_k
+from metarec.models.base import (
+    ScoringModel,
+    TrainingData,
+    check_positive,
+    check_shots,
+    top_k,
+)
 from metarec.models.memory import (
     EPISODIC_BINARY_BYTES_PER_PAIR,
     EPISODIC_BYTES_PER_PAIR,
@@ -243,11 +249,14 @@ class EpisodicLinear(ScoringModel):
         progress: bool = False,
         max_items: int | None = None,
     ) -> None:
-        shots = tuple(int(k) for k in shots)
-        if not shots or min(shots) < 1:
-            raise ConfigError(f"{name}: shots must be support sizes >= 1, got {shots}")
-        if not lams or min(lams) <= 0:
-            raise ConfigError(f"{name}: lams must be > 0, got {tuple(lams)}")
+        shots = check_shots(shots, f"{name}: shots")
+        if isinstance(lams, (str, bytes)) or not len(lams):
+            raise ConfigError(f"{name}: lams: expected a list of ridge strengths, got {lams!r}")
+        check_positive(name, **{f"lams[{i}]": lam for i, lam in enumerate(lams)})
+        check_positive(name, chunk_episodes=chunk_episodes)
+        for what, value in (("support_scale", support_scale), ("target_scale", target_scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ConfigError(f"{name}: {what} must be a number, got {value!r}")
         bad = [f for f in feature_sets if f not in FEATURE_SETS]
         if not feature_sets or bad:
             raise ConfigError(f"{name}: feature_sets must be among {FEATURE_SETS}, got {bad}")
@@ -258,7 +267,7 @@ class EpisodicLinear(ScoringModel):
         self.feature_sets: tuple[FeatureSet, ...] = tuple(feature_sets)
         self.support_scale = float(support_scale)
         self.target_scale = float(target_scale)
-        self.validation_shots = tuple(int(k) for k in validation_shots)
+        self.validation_shots = check_shots(validation_shots, f"{name}: validation_shots")
         self._like_option(like_threshold)  # None: the data's scale, at fit
         self.chunk_episodes = chunk_episodes
         self.device = check_device(device, f"{name}: device")

@@ -105,7 +105,7 @@ from metarec.data.features import user_rows
 from metarec.data.tasks import Task
 from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel, TrainingData, check_positive, check_shots
 from metarec.models.episodic import Episodes, EpisodicLinear, FeatureSet, build_episodes
 from metarec.models.memory import STACKED_BYTES_PER_PAIR, require_memory
 from metarec.models.support_signals import (
@@ -201,9 +201,7 @@ class StackedRanker(ScoringModel):
         max_items: int | None = None,
         max_episodes: int | None = None,
     ) -> None:
-        shots = tuple(int(k) for k in shots)
-        if not shots or min(shots) < 1:
-            raise ConfigError(f"{name}: shots must be support sizes >= 1, got {shots}")
+        shots = check_shots(shots, f"{name}: shots")
         for what, value, low in (
             ("n_candidates", n_candidates, 1),
             ("folds", folds, 2),
@@ -216,11 +214,9 @@ class StackedRanker(ScoringModel):
         ):
             if int(value) < low:
                 raise ConfigError(f"{name}: {what} must be >= {low}, got {value}")
-        if ease_lam <= 0 or episodic_lam <= 0 or learning_rate <= 0:
-            raise ConfigError(
-                f"{name}: ease_lam, episodic_lam and learning_rate must be > 0, got "
-                f"{ease_lam}, {episodic_lam}, {learning_rate}"
-            )
+        check_positive(
+            name, ease_lam=ease_lam, episodic_lam=episodic_lam, learning_rate=learning_rate
+        )
         self.shots = shots
         self.n_candidates = int(n_candidates)
         self.folds = int(folds)
@@ -458,6 +454,7 @@ class StackedRanker(ScoringModel):
 
     @property
     def n_items(self) -> int:
+        self._fitted()  # an unfitted ranker says so, not "item 301 is not in [0, 0)"
         return self.universe.n_catalogue
 
     @property
