@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
+
+from _cli import add_common, results_folder, run
 
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
@@ -31,7 +32,6 @@ from metarec.models.stacked import StackedRanker
 from metarec.peers import make_peer
 from metarec.pipeline import encode_catalogue
 
-RESULTS = Path(__file__).parent / "results"
 # (dataset, model, caps); None is the whole catalogue
 RUNS: tuple[tuple[str, str, tuple[int | None, ...]], ...] = (
     ("ml-100k", "episodic", (None, 1000, 500, 250)),
@@ -49,8 +49,9 @@ def build(model: str, cap: int | None) -> ScoringModel:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", help="folder holding the datasets")
+    add_common(p)
     args = p.parse_args()
+    out = results_folder(args.out)
     rows: list[dict[str, Any]] = []
     for dataset in dict.fromkeys(d for d, _, _ in RUNS):
         ds = load_dataset(dataset, root=args.data)
@@ -86,7 +87,7 @@ def main() -> None:
                 print(row, flush=True)
                 rows.append(row)
     machine = machine_info()
-    save_json(RESULTS / "capped-rankers.json", {"runs": rows, "machine": machine})
+    save_json(out / "capped-rankers.json", {"runs": rows, "machine": machine})
     shots = [str(k) for k in SHOTS]
     lines = [
         "# What `max_items` costs (P2, held-out users, nDCG@10)",
@@ -113,8 +114,8 @@ def main() -> None:
         first = next(r for r in rows if r["dataset"] == dataset)
         cells = " | ".join(f"{first['popularity_ndcg@10'].get(k, float('nan')):.4f}" for k in shots)
         lines.append(f"| {dataset} | popularity | | | | {cells} | 1.000 |")
-    write_bytes_atomic(RESULTS / "capped-rankers.md", ("\n".join(lines) + "\n").encode())
+    write_bytes_atomic(out / "capped-rankers.md", ("\n".join(lines) + "\n").encode())
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

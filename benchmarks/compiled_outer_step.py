@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _cli import add_common, positive_int, results_folder, run
 from torch.profiler import ProfilerActivity, profile
 
 from metarec.config import TrainConfig
@@ -30,14 +30,13 @@ from metarec.meta.trainer import TaskSource, Trainer
 from metarec.models.base import TrainingData
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=None, help="folder holding the datasets")
-    parser.add_argument("--epochs", type=int, default=7)
+    add_common(parser)
+    parser.add_argument("--epochs", type=positive_int, default=7)
     args = parser.parse_args()
+    out = results_folder(args.out)
     ds = load_dataset("ml-100k", root=args.data)
     catalogue = encode_catalogue(ds.items, "minilm", progress=False)
     train_rows, val_rows = split_users(ds.interactions, 0.1, 0)
@@ -100,7 +99,7 @@ def main() -> None:
         + (f" --data {args.data}" if args.data else "")
         + (f" --epochs {args.epochs}" if args.epochs != 7 else ""),
     }
-    save_json(RESULTS / "compiled-outer-step.json", record)
+    save_json(out / "compiled-outer-step.json", record)
     lines = [
         "# First-order meta-training: as shipped, bigger batches, a compiled outer step",
         "",
@@ -125,9 +124,9 @@ def main() -> None:
         + ", ".join(f"`{k}` {v:.0%}" for k, v in matmul.items())
         + f", {sum(matmul.values()):.0%} in all.",
     ]
-    write_bytes_atomic(RESULTS / "compiled-outer-step.md", ("\n".join(lines) + "\n").encode())
+    write_bytes_atomic(out / "compiled-outer-step.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

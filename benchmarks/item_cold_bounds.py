@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _cli import add_common, results_folder, run
 
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
@@ -111,8 +112,9 @@ def split_maes(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=None, help="folder holding the datasets")
+    add_common(parser)
     args = parser.parse_args()
+    out = results_folder(args.out)
     ds = load_dataset("ml-1m", root=args.data)
     catalogue = encode_catalogue(ds.items, "minilm", progress=False)  # the default encoder
     vectors = np.asarray(catalogue.vectors, dtype=np.float64)
@@ -136,7 +138,7 @@ def main() -> None:
         "command": "python benchmarks/item_cold_bounds.py"
         + (f" --data {args.data}" if args.data else ""),
     }
-    save_json(RESULTS / "item-cold-bounds.json", record)
+    save_json(out / "item-cold-bounds.json", record)
     lines = [
         "# P1 ml-1m item-cold: what simple bias predictors reach on the same tasks",
         "",
@@ -147,9 +149,9 @@ def main() -> None:
     ]
     for v in VARIANTS:
         lines.append(f"| {v} | " + " | ".join(f"{r[v]:.4f}" for r in runs.values()) + " |")
-    write_bytes_atomic(RESULTS / "item-cold-bounds.md", ("\n".join(lines) + "\n").encode())
+    write_bytes_atomic(out / "item-cold-bounds.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

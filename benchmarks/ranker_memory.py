@@ -18,13 +18,13 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
+
+from _cli import add_common, results_folder, run
 
 from metarec.evaluation.machine import machine_info
 from metarec.io import save_json, write_bytes_atomic
 
-RESULTS = Path(__file__).parent / "results"
 RUNS = (
     ("ml-100k", "episodic"),
     ("ml-100k", "episodic-binary"),
@@ -76,15 +76,16 @@ def measure(dataset: str, model: str, root: str | None) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", help="folder holding the datasets")
+    add_common(p)
     args = p.parse_args()
+    out = results_folder(args.out)
     rows = []
     for dataset, model in RUNS:
         row = {"dataset": dataset, "model": model, **measure(dataset, model, args.data)}
         print(json.dumps(row), flush=True)
         rows.append(row)
     machine = machine_info()
-    save_json(RESULTS / "ranker-memory.json", {"runs": rows, "machine": machine})
+    save_json(out / "ranker-memory.json", {"runs": rows, "machine": machine})
     lines = [
         "# Peak memory of the dense item-by-item fits",
         "",
@@ -101,8 +102,8 @@ def main() -> None:
             f"| {r['dataset']} | {r['model']} | {r['items']:,} | {r['fit_s']:.1f} | "
             f"{r['bytes'] / 1e6:,.0f} | {r['bytes_per_item_pair']:.0f} |"
         )
-    write_bytes_atomic(RESULTS / "ranker-memory.md", ("\n".join(lines) + "\n").encode())
+    write_bytes_atomic(out / "ranker-memory.md", ("\n".join(lines) + "\n").encode())
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -43,7 +43,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _cli import data_folder, non_negative_float, positive_float, positive_int, results_folder
+from _cli import run as cli_run
 
+from metarec.errors import MetarecError
 from metarec.evaluation.machine import machine_info
 from metarec.evaluation.report import describe_machine
 from metarec.io import load_json, save_json, write_bytes_atomic
@@ -356,23 +359,36 @@ def markdown(record: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, help="a trained run folder (default: train a small one)")
-    p.add_argument("--data", help="folder holding ml-100k/ (default: metarec's lookup)")
+    p.add_argument(
+        "--data", type=data_folder, help="folder holding ml-100k/ (default: metarec's lookup)"
+    )
     p.add_argument("--train-out", type=Path, default=ROOT / "runs" / "service-latency-ml-100k")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--rate", type=float, default=200.0, help="target requests/s (open loop)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds measured per scenario")
-    p.add_argument("--warmup", type=float, default=3.0, help="seconds not counted, per scenario")
-    p.add_argument("--max-in-flight", type=int, default=256, help="beyond this, requests drop")
-    p.add_argument("--cached-users", type=int, default=100)
+    p.add_argument(
+        "--rate", type=positive_float, default=200.0, help="target requests/s (open loop)"
+    )
+    p.add_argument(
+        "--duration", type=positive_float, default=30.0, help="seconds measured per scenario"
+    )
+    p.add_argument(
+        "--warmup", type=non_negative_float, default=3.0, help="seconds not counted, per scenario"
+    )
+    p.add_argument(
+        "--max-in-flight", type=positive_int, default=256, help="beyond this, requests drop"
+    )
+    p.add_argument("--cached-users", type=positive_int, default=100)
     p.add_argument(
         "--torch-threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="server's torch threads (the service's default: 1)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
+    results_folder(args.out)  # a file there: refused now, not after the load test
+    if args.run is not None and not (args.run / "recommender.json").is_file():
+        raise MetarecError(f"--run {args.run}: not a metarec run folder (no recommender.json)")
 
     run = args.run.resolve() if args.run else train_run(args.train_out, args.data, args.overrides)
     meta = load_json(run / "recommender.json")
@@ -429,4 +445,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_run(main)

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _cli import add_common, results_folder, run
+
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
 from metarec.evaluation.p2 import SHOTS, evaluate_p2, make_p2_split
@@ -29,15 +31,14 @@ from metarec.models.stacked import StackedRanker
 from metarec.peers import make_peer
 from metarec.pipeline import encode_catalogue
 
-RESULTS = Path(__file__).parent / "results"
 DATASET = "ml-1m"
 CAPS: tuple[int | None, ...] = (2500, 5000, 10000, None)
 
 
-def write(rows: list[dict[str, Any]], baselines: dict[str, dict[str, float]]) -> None:
+def write(rows: list[dict[str, Any]], baselines: dict[str, dict[str, float]], out: Path) -> None:
     machine = machine_info()
     save_json(
-        RESULTS / "stacked-episodes.json",
+        out / "stacked-episodes.json",
         {"dataset": DATASET, "runs": rows, "baselines": baselines, "machine": machine},
     )
     shots = [str(k) for k in SHOTS]
@@ -65,13 +66,14 @@ def write(rows: list[dict[str, Any]], baselines: dict[str, dict[str, float]]) ->
     for name, res in baselines.items():
         cells = " | ".join(f"{res[k]:.4f}" for k in shots)
         lines.append(f"| {name} | | | | {cells} | {res['10'] / pop10:.3f} |")
-    write_bytes_atomic(RESULTS / "stacked-episodes.md", ("\n".join(lines) + "\n").encode())
+    write_bytes_atomic(out / "stacked-episodes.md", ("\n".join(lines) + "\n").encode())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", help="folder holding the datasets")
+    add_common(p)
     args = p.parse_args()
+    out = results_folder(args.out)
     ds = load_dataset(DATASET, root=args.data)
     catalogue = encode_catalogue(ds.items, "minilm", progress=False)
     split = make_p2_split(ds, seed=0)
@@ -101,8 +103,8 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-        write(rows, baselines)
+        write(rows, baselines, out)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

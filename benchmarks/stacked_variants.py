@@ -20,12 +20,15 @@ uses the committed split files instead (the validation users as drawn before
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import add_common, data_folder, results_folder
+from _cli import run as cli_run
 
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
@@ -103,12 +106,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name")
     p.add_argument("options", nargs="?", default="{}", help="StackedRanker options as JSON")
-    p.add_argument("--data", help="folder holding the datasets")
-    p.add_argument("--splits", help="read the fold splits from this folder")
-    p.add_argument("--out", default="benchmarks/results")
+    add_common(p)
+    p.add_argument("--splits", type=data_folder, help="read the fold splits from this folder")
     args = p.parse_args()
-    record = run(json.loads(args.options), args.data, args.splits)
-    out = Path(args.out)
+    out = results_folder(args.out)
+    try:
+        options = json.loads(args.options)
+    except json.JSONDecodeError as exc:
+        p.error(f"options: not JSON ({exc.msg}): {args.options!r}")
+    if not isinstance(options, dict):
+        p.error(f"options: expected a JSON object of StackedRanker options, got {args.options!r}")
+    known = set(inspect.signature(StackedRanker).parameters) - {"seed", "name", "progress"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        p.error(f"options: {unknown} are not StackedRanker options; known: {sorted(known)}")
+    record = run(options, args.data, args.splits)
     path = out / "stacked-variants.json"
     runs = load_json(path) if path.exists() else {}
     runs[args.name] = record
@@ -118,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli_run(main)

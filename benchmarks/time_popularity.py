@@ -29,6 +29,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _cli import add_common, results_folder, run
 
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
@@ -89,8 +90,9 @@ def split_ndcg(split: P2Split, index: dict[str, int]) -> dict[str, dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=None, help="folder holding the datasets")
+    add_common(parser)
     args = parser.parse_args()
+    out = results_folder(args.out)
     ds = load_dataset("ml-100k", root=args.data)
     ids = sorted(ds.items["item_id"].astype(str))
     index = {item: i for i, item in enumerate(ids)}
@@ -108,7 +110,7 @@ def main() -> None:
         "command": "python benchmarks/time_popularity.py"
         + (f" --data {args.data}" if args.data else ""),
     }
-    save_json(RESULTS / "time-popularity.json", record)
+    save_json(out / "time-popularity.json", record)
     lines = [
         "# P2 ml-100k: popularity up to the user's arrival against global popularity",
         "",
@@ -122,9 +124,9 @@ def main() -> None:
         for k in SHOTS:
             cells = " | ".join(f"{r[str(k)][name]:.4f}" for r in runs.values())
             lines.append(f"| {name} | {k} | {cells} |")
-    write_bytes_atomic(RESULTS / "time-popularity.md", ("\n".join(lines) + "\n").encode())
+    write_bytes_atomic(out / "time-popularity.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import add_common, positive_int, results_folder, run
 
 from metarec.config import TrainConfig
 from metarec.evaluation.machine import machine_info
@@ -196,10 +197,11 @@ def _markdown(record: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=None, help="folder holding the datasets")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per arm and round")
+    add_common(parser)
+    parser.add_argument("--rounds", type=positive_int, default=3)
+    parser.add_argument("--epochs", type=positive_int, default=3, help="epochs per arm and round")
     args = parser.parse_args()
+    out = results_folder(args.out)
     soft = softmax_paths(args.data, args.rounds, args.epochs)
     soft["summary"] = _summary(soft)
     record: dict[str, Any] = {"benchmark": "training paths", "softmax": soft}
@@ -212,11 +214,11 @@ def main() -> None:
         "command": "python benchmarks/training_paths.py"
         + (f" --data {args.data}" if args.data else ""),
     }
-    save_json(RESULTS / "training-paths.json", record)
+    save_json(out / "training-paths.json", record)
     text = _markdown(record)
-    write_bytes_atomic(RESULTS / "training-paths.md", text.encode())
+    write_bytes_atomic(out / "training-paths.md", text.encode())
     print(text)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
