@@ -439,7 +439,10 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     rating, raw = numeric_with_raw(inter["rating"], "rating")
     if raw is not None and raw.name not in inter.columns:
         inter[raw.name] = raw
-    for frame, original in ((inter, dataset.interactions), (items, dataset.items)):
+    pairs = [(inter, dataset.interactions), (items, dataset.items)]
+    if users is not None and dataset.users is not None:
+        pairs.append((users, dataset.users))
+    for frame, original in pairs:
         frame.attrs = dict(original.attrs)  # the file and column names errors point at
     return inter.assign(rating=rating), items, users
 
