@@ -26,7 +26,7 @@ import torch
 
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.generic import str_ids
+from metarec.data.generic import plain, str_ids
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.device import device_available, resolve_device
 from metarec.errors import (
@@ -58,11 +58,6 @@ class UserState:
     user_features: torch.Tensor  # [F] codes
     n_ratings: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds, which messages show plainly."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 class Recommender(TopK):
@@ -490,7 +485,7 @@ class Recommender(TopK):
         no_id = ids.isna() | ids.astype(str).str.strip().eq("")
         if no_id.any():
             row = int(np.flatnonzero(no_id.to_numpy())[0])
-            raise DataError(f"add_items: row {row}: item_id {_plain(ids.iloc[row])!r} is not an id")
+            raise DataError(f"add_items: row {row}: item_id {plain(ids.iloc[row])!r} is not an id")
         # as the loaders write ids (6000.0 read as a float is "6000"), and without the
         # spaces no lookup would match (the service refuses them too)
         frame["item_id"] = str_ids(ids)
@@ -674,7 +669,7 @@ class Recommender(TopK):
         for bad, what in problems:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
-                user, rating = (_plain(ratings[c].iloc[row]) for c in ("user_id", "rating"))
+                user, rating = (plain(ratings[c].iloc[row]) for c in ("user_id", "rating"))
                 raise DataError(
                     f"fold_in_items: row {row} (user_id {user!r}, rating {rating!r}): {what}"
                 )
@@ -784,7 +779,7 @@ class Recommender(TopK):
             # an id held twice, or none, is an item no request could reach
             bad = ids[ids.isna() | ids.astype(str).duplicated()].iloc[0]
             raise ModelError(
-                f"{path / 'items.json'}: item_id {_plain(bad)!r} is missing or repeated "
+                f"{path / 'items.json'}: item_id {plain(bad)!r} is missing or repeated "
                 "(damaged or edited?)"
             )
         features = UserFeatureEncoder.from_dict(

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from metarec.errors import ConfigError
 from metarec.evaluation import metrics as M
 
 TRUE = np.array([5.0, 3.0, 4.0, 1.0])
@@ -189,12 +190,16 @@ def test_metric_inputs_that_would_broadcast_or_wrap_are_refused() -> None:
     for call in [
         lambda: M.mae([3.0], true),  # one prediction broadcast over three ratings
         lambda: M.ndcg_graded(pred[:2], true, 3),
-        lambda: M.precision_at(pred, true, -2, 4.0),
-        lambda: M.recall_at(pred, true, 0, 4.0),
-        lambda: M.mrr_at(pred, true, 2.0, 4.0),  # type: ignore[arg-type]
         lambda: M.auc_score(pred, np.array([True, False])),
         lambda: M.coverage(np.array([[0, 1, 2], [3, 4, 5]]), 3),
     ]:
         with pytest.raises(ValueError):
+            call()
+    for call in [
+        lambda: M.precision_at(pred, true, -2, 4.0),
+        lambda: M.recall_at(pred, true, 0, 4.0),
+        lambda: M.mrr_at(pred, true, 2.0, 4.0),  # type: ignore[arg-type]
+    ]:
+        with pytest.raises(ConfigError, match="k: must be a whole number > 0"):
             call()
     assert M.precision_at(pred, true, np.int64(2), 4.0) == 0.5

@@ -13,7 +13,7 @@ from metarec.service.serving import AdaptBatcher, Served
 
 def test_concurrent_users_batched_match_one_at_a_time(service_run: Path) -> None:
     rec = Recommender.load(service_run)
-    served = Served(rec, service_run, "test", 1)
+    served = Served(rec, service_run, "test", 1, service_run)
     rng = np.random.default_rng(0)
     ids = rec.items["item_id"].to_numpy()
     histories = [

@@ -21,7 +21,9 @@ from metarec.data.generic import (
     LINE_COL,
     RAW_PREFIX,
     SOURCE_ATTR,
+    check_rating_range,
     numeric_with_raw,
+    plain,
     str_ids,
 )
 from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset
@@ -61,7 +63,7 @@ def clean(
     ``strict=True`` raises :class:`DataError` at the first such problem instead.
     """
     inter, items, users = _tables(dataset)
-    lo, hi = _rating_range(rating_range or dataset.rating_range)
+    lo, hi = check_rating_range(rating_range or dataset.rating_range, "rating range")
     report = CleaningReport(rows_in=len(inter))
 
     def apply(frame: pd.DataFrame, found: _Finding | None, prefix: str = "") -> pd.DataFrame:
@@ -126,7 +128,7 @@ def validate(
     """
     try:
         inter, items, users = _tables(dataset)
-        lo, hi = _rating_range(rating_range or dataset.rating_range)
+        lo, hi = check_rating_range(rating_range or dataset.rating_range, "rating range")
     except (DataError, ConfigError) as exc:
         return [str(exc)]
     items = _with_text(items)
@@ -256,7 +258,7 @@ def _duplicates(frame: pd.DataFrame, cols: list[str], keep: str) -> _Finding | N
         frame,
         rows,
         f"duplicate {what} (kept the first)",
-        lambda i: f"repeats {what} {_plain(frame[cols[0]].iloc[i])!r}",
+        lambda i: f"repeats {what} {plain(frame[cols[0]].iloc[i])!r}",
         cols[0],
     )
 
@@ -397,21 +399,6 @@ def _finding(
         field=frame.attrs.get(COLUMNS_ATTR, {}).get(field, field),  # as the file names it
     )
     return _Finding(reason, rows, examples, error)
-
-
-def _rating_range(rr: tuple[float, float]) -> tuple[float, float]:
-    try:
-        lo, hi = (float(x) for x in rr)
-    except (TypeError, ValueError):
-        raise ConfigError(f"rating range must be (low, high), got {rr!r}") from None
-    if not lo <= hi:  # NaN fails this too
-        raise ConfigError(f"rating range must be (low, high) with low <= high, got {rr}")
-    return lo, hi
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (its repr would say np.int64(1))."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def require_dataset(dataset: Any) -> None:

@@ -36,6 +36,12 @@ RAW_PREFIX = "_raw_"  # _raw_<col>: source text of values that did not parse
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 
 
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds, which messages show plainly (its
+    repr would say np.int64(1))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def str_ids(values: pd.Series) -> pd.Series:
     """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
     if pd.api.types.is_float_dtype(values.dtype):

@@ -45,6 +45,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from metarec.models.base import check_k
+
 
 def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One user's predictions and true ratings: 1-d, one for one (numpy would broadcast
@@ -55,12 +57,6 @@ def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f"pred and true must be 1-d and of one length; got shapes {p.shape} and {t.shape}"
         )
     return p, t
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a whole number > 0, got {k!r}")
-    return int(k)
 
 
 def _order(pred: np.ndarray) -> np.ndarray:
@@ -95,7 +91,7 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
     [0, 1], so the scale is shifted to start at 0 first.
     """
     pred, true = _pair(pred, true)
-    k = _check_k(k)
+    check_k(k)
     gains = 2.0 ** (true - min(low, 0.0)) - 1.0
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     top = _order(pred)[:k]
@@ -108,7 +104,7 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
 def precision_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
     """Items rated >= ``threshold`` among the ``k`` highest predicted, over ``k``."""
     pred, true = _pair(pred, true)
-    k = _check_k(k)
+    check_k(k)
     top = _order(pred)[:k]
     return float((true[top] >= threshold).sum() / k)
 
@@ -117,7 +113,7 @@ def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> f
     """Items rated >= ``threshold`` among the ``k`` highest predicted, over all such
     items; NaN when the user has none."""
     pred, true = _pair(pred, true)
-    k = _check_k(k)
+    check_k(k)
     rel = true >= threshold
     if not rel.any():
         return float("nan")
@@ -143,7 +139,8 @@ def f1_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float
 def mrr_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
     """1 / rank of the first item rated >= ``threshold`` in the top ``k``; 0 if none."""
     pred, true = _pair(pred, true)
-    top = _order(pred)[: _check_k(k)]
+    check_k(k)
+    top = _order(pred)[:k]
     hits = np.flatnonzero(true[top] >= threshold)
     return float(1.0 / (hits[0] + 1)) if len(hits) else 0.0
 

@@ -75,7 +75,7 @@ class Served:
     run: Path
     name: str
     generation: int
-    folder: Path | None = None  # the folder ``run`` led to when loaded (links resolved)
+    folder: Path  # the folder ``run`` led to when loaded (links resolved)
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     titles: list[str] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
@@ -213,7 +213,7 @@ class ModelHolder:
                 with TORCH_LOCK:
                     self._fold_in(rec)
             self._generation += 1
-            served = Served(rec, given, name, self._generation, folder=path)
+            served = Served(rec, given, name, self._generation, path)
             served.refresh()
             self._current = served
             self.cache.clear()
@@ -264,14 +264,8 @@ class ModelHolder:
         """After a refused change: the model may have taken part of it first (an update
         before an add, an ensemble's first members), so serve (run, store) read afresh, as
         a restart would; the same folder, even if the run's link has moved since."""
-        folder = served.folder or served.run.resolve()
         try:
-            self.load(
-                served.run,
-                load_run(folder, device=self.device),
-                folder=folder,
-                replacing=served,
-            )
+            self.load(served.run, folder=served.folder, replacing=served)
         except Exception:
             log.exception("re-reading %s after refused items failed; it serves on", served.name)
 
