@@ -49,3 +49,56 @@ def test_bad_input_is_one_line_and_exit_2(
     proc = _run(*args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and needle in proc.stderr.strip().splitlines()[-1]
+
+
+def test_service_benchmark_client_keeps_connections_and_replaces_closed_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The latency benchmark's own HTTP client (a real loopback server here): answers
+    come back whole, one connection serves request after request, and a connection the
+    server closed while idle is replaced rather than counted as a failed request."""
+    import asyncio
+    import json
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from service_latency import RawHttp
+
+    async def scenario() -> None:
+        opened = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal opened
+            opened += 1
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    break
+                target = head.split(b" ")[1]
+                body = json.dumps({"target": target.decode()}).encode()
+                status = b"404 Not Found" if b"missing" in target else b"200 OK"
+                writer.write(
+                    b"HTTP/1.1 " + status + b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+                )
+                await writer.drain()
+                if b"bye" in target:  # closes after answering, as an idle timeout would
+                    break
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = RawHttp(f"http://127.0.0.1:{port}")
+        try:
+            assert await client.get("/v1/x?k=10") == (200, b'{"target": "/v1/x?k=10"}')
+            assert (await client.get("/missing"))[0] == 404
+            assert opened == 1
+            assert (await client.get("/bye"))[0] == 200
+            await asyncio.sleep(0.1)  # the server has closed that connection
+            assert await client.get("/after") == (200, b'{"target": "/after"}')
+            assert opened == 2
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())

@@ -21,7 +21,7 @@ the catalogue" for items added since.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -105,15 +105,18 @@ def explain_indices(
     *,
     top: int = 2,
     titles: Sequence[str] | None = None,
+    ids: Sequence[str] | Mapping[int, str] | None = None,
 ) -> list[Explanation]:
     """Explanations for catalogue indices ``items`` (e.g. a recommended list);
-    ``titles``: display titles of the whole catalogue, when the caller has them."""
+    ``titles``/``ids``: display titles and item ids (as text) of the whole catalogue,
+    when the caller has them (the service does: reading the id column costs more than
+    the explanation)."""
     idx = np.asarray(items, dtype=np.int64)
-    ids = rec.items["item_id"].to_numpy()
+    if ids is None:
+        column = rec.items["item_id"].to_numpy()
+        ids = {int(i): str(column[i]) for i in [*idx, *(j for j, _ in user.history)]}
     if not user.history:
-        return [
-            Explanation(str(ids[i]), POPULAR if rec.popularity[i] > 0 else NEW_ITEM) for i in idx
-        ]
+        return [Explanation(ids[i], POPULAR if rec.popularity[i] > 0 else NEW_ITEM) for i in idx]
     pull = pulls(rec, user.history, idx)
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     out = []
@@ -124,8 +127,8 @@ def explain_indices(
                 break
             j = user.history[col][0]
             name = titles[j] if titles is not None else display_titles(rec, [j])[0]
-            because.append((str(ids[j]), name, float(pull[row, col])))
-        out.append(Explanation(str(ids[i]), reason_text(because), because))
+            because.append((ids[j], name, float(pull[row, col])))
+        out.append(Explanation(ids[i], reason_text(because), because))
     return out
 
 

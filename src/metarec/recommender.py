@@ -38,7 +38,7 @@ from metarec.errors import (
     UnsupportedError,
 )
 from metarec.io import json_bytes, load_json, load_tensors, save_tensors, write_bytes_atomic
-from metarec.meta.inner import Params
+from metarec.meta.inner import CatalogueSide, Params
 from metarec.meta.learner import MetaLearner
 from metarec.models.base import check_steps, check_tasks
 from metarec.models.cutpoints import RatingCutpoints
@@ -162,6 +162,7 @@ class Recommender(TopK):
             self._b = self._b + torch.as_tensor(
                 self.item_offsets, dtype=self._b.dtype, device=self.device
             )
+        self._side: CatalogueSide | None = None  # scoring's item side, built when first used
         if self.cfg.objective == "softmax":
             self.learner.scorer.catalogue = (self._h, self._b)
         known = torch.nonzero(self.model.tower.id_known).flatten().cpu().numpy()
@@ -369,9 +370,7 @@ class Recommender(TopK):
         """Scores for ``items`` (ids or titles), or for the whole catalogue."""
         self._check_user(user)
         items = item_keys(items, "items")
-        scores = self.learner.scorer.catalogue_scores(
-            user.params, user.user_features[None], self._h, self._b
-        )[0]
+        scores = self._catalogue_scores(user.params, user.user_features[None])[0]
         out = scores.cpu().numpy()
         if items is None:
             return out
@@ -457,7 +456,13 @@ class Recommender(TopK):
         check_tasks(tasks, self.n_items, None, "score_catalogue")
         codes = self._codes(users, len(tasks))
         _, params = self._adapt_tasks(tasks, codes)
-        return self.learner.scorer.catalogue_scores(params, codes, self._h, self._b).cpu().numpy()
+        return self._catalogue_scores(params, codes).cpu().numpy()
+
+    def _catalogue_scores(self, params: Params, codes: torch.Tensor) -> torch.Tensor:
+        scorer = self.learner.scorer
+        if scorer.direct(params) and self._side is None:
+            self._side = CatalogueSide(self.model.user, self._h, self._b)
+        return scorer.catalogue_scores(params, codes, self._h, self._b, self._side)
 
     # -- growing the catalogue ---------------------------------------------
     def encoder(self) -> Any:

@@ -266,19 +266,31 @@ class _Head:
         return (outer * self.w_hz).sum(1) + g.sum(0) @ self.w_z
 
 
-class _Catalogue:
-    """A batch's view of the catalogue all its users score, for the direct path: what
-    does not depend on the users' adapted values, computed once for every chunk of
-    users and every step."""
+class CatalogueSide:
+    """The item side of direct-path catalogue scoring: the head's first layer taken
+    apart, ``h W_h^T``, the factor projection and the fixed offsets. It depends on the
+    catalogue and the weights, not on the users, so a served model builds it once per
+    catalogue change (a third of one user's scoring time was spent rebuilding it)."""
 
-    def __init__(
-        self, user: UserHead, h: torch.Tensor, b: torch.Tensor, user_features: torch.Tensor
-    ) -> None:
+    def __init__(self, user: UserHead, h: torch.Tensor, b: torch.Tensor) -> None:
         self.head = _Head(user)
         self.h = h
         self.hw = h @ self.head.w_h.T
         self.fh = user.factor(h) if user.factor is not None else None
         self.fixed = user.offset + b
+
+
+class _Catalogue:
+    """A batch's view of the catalogue all its users score, for the direct path: what
+    does not depend on the users' adapted values, computed once for every chunk of
+    users and every step."""
+
+    def __init__(self, side: CatalogueSide, user_features: torch.Tensor) -> None:
+        self.head = side.head
+        self.h = side.h
+        self.hw = side.hw
+        self.fh = side.fh
+        self.fixed = side.fixed
         self.user_part = self.head.user_part(user_features)
 
     def chunks(self, n_users: int) -> list[slice]:
@@ -322,9 +334,28 @@ class Scorer:
         self.objective = objective
         # softmax objective: the catalogue's representations (h [N, H], b [N]) for
         # this batch, set by the learner before adapting (one tower pass per batch)
-        self.catalogue: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._catalogue: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._side: CatalogueSide | None = None
         # False sends every scope through the generic vmap/grad path (tests, benchmarks)
         self.direct_path = True
+
+    @property
+    def catalogue(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._catalogue
+
+    @catalogue.setter
+    def catalogue(self, reps: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        self._catalogue = reps
+        self._side = None  # rebuilt from these representations when next needed
+
+    def catalogue_side(self) -> CatalogueSide:
+        """:class:`CatalogueSide` of :attr:`catalogue`, built once per setting: one per
+        training step (the learner sets fresh representations), one per validation pass
+        or catalogue change."""
+        assert self._catalogue is not None
+        if self._side is None:
+            self._side = CatalogueSide(self.model.user, *self._catalogue)
+        return self._side
 
     def direct(self, fast: Mapping[str, torch.Tensor]) -> bool:
         """Whether ``fast`` can be scored (and, for ratings, adapted) on the direct path."""
@@ -617,7 +648,7 @@ class Scorer:
             for name, shift in user.encode_support(h, weight, weight.sum(-1)).items():
                 if name in fast:
                     params[name] = params[name] + shift
-        catalogue = _Catalogue(user, *self.catalogue, user_features)
+        catalogue = _Catalogue(self.catalogue_side(), user_features)
         msum = mask.sum(-1, keepdim=True)
         # ∂(mean NLL)/∂logits = (M softmax - counts) / max(M, 1), M the user's positives
         counts = mask.new_zeros(n_users, catalogue.h.shape[0]).scatter_add_(1, items, mask)
@@ -638,10 +669,17 @@ class Scorer:
         return {k: torch.cat([c[k] for c in chunks]) for k in fast}
 
     def _catalogue_direct(
-        self, fast: Params, user_features: torch.Tensor, h: torch.Tensor, b: torch.Tensor
+        self,
+        fast: Params,
+        user_features: torch.Tensor,
+        h: torch.Tensor,
+        b: torch.Tensor,
+        side: CatalogueSide | None,
     ) -> torch.Tensor:
         """:meth:`catalogue_scores` for the ``context`` scope, in the catalogue layout."""
-        catalogue = _Catalogue(self.model.user, h, b, user_features)
+        if side is None:
+            side = CatalogueSide(self.model.user, h, b)
+        catalogue = _Catalogue(side, user_features)
         n_users = user_features.shape[0]
         params = _user_params(fast, self.model.user, n_users)
         scores = [
@@ -691,15 +729,22 @@ class Scorer:
         )
 
     def catalogue_scores(
-        self, fast: Params, user_features: torch.Tensor, h: torch.Tensor, b: torch.Tensor
+        self,
+        fast: Params,
+        user_features: torch.Tensor,
+        h: torch.Tensor,
+        b: torch.Tensor,
+        side: CatalogueSide | None = None,
     ) -> torch.Tensor:
         """Scores of every catalogue item for batched users: → [B, N].
 
         ``h``/``b`` are the cached catalogue representations [N, H], [N]; they
         are shared across users (``in_dims=None``), so no copy per user is made.
+        ``side``: their :class:`CatalogueSide` under the current weights, when the
+        caller keeps one (used on the direct path only).
         """
         if self.direct(fast):
-            return self._catalogue_direct(fast, user_features, h, b)
+            return self._catalogue_direct(fast, user_features, h, b, side)
         items = torch.arange(h.shape[0], device=h.device)
         if user_features.shape[0] == 1:  # one user (a served request): no vmap dispatch
             one = {k: v[0] for k, v in fast.items()}

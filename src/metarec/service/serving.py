@@ -343,8 +343,8 @@ class ModelHolder:
         rec = served.rec
         with served.lock.read(), TORCH_LOCK:
             idx, scores = rec.top(state, k, exclude_seen=exclude_seen, candidates=candidates)
-            reasons = explain_indices(rec, state, idx.tolist(), titles=served.titles)
             ids = served.item_ids
+            reasons = explain_indices(rec, state, idx.tolist(), titles=served.titles, ids=ids)
         ratings = None if rec.cutpoints is None else rec.median_ratings(scores).tolist()
         return [
             {
