@@ -127,7 +127,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # the run first: one that does not load must not leave a new, empty database behind
     run = load_run(Path(settings.run).resolve(), device=settings.device)
     store = FeedbackStore(settings.db_url)
-    holder = ModelHolder(store, metrics, settings.cache_size, settings.device)
+    holder = ModelHolder(
+        store, metrics, settings.cache_size, settings.device, freeze_heap=settings.freeze_heap
+    )
     holder.load(settings.run, loaded=run)
     if settings.api_key is None:
         log.warning(

@@ -54,7 +54,7 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
     import torch
 
     torch.set_num_threads(settings.torch_threads)
-    settings = dataclasses.replace(settings, install_sighup=True)
+    settings = dataclasses.replace(settings, install_sighup=True, freeze_heap=True)
     try:
         app = create_app(settings)
     except BaseException:

@@ -48,6 +48,7 @@ class ServiceSettings:
     # two threads made a single adapt-and-recommend about 8x slower.
     torch_threads: int = 1
     install_sighup: bool = False  # only the CLI's server installs a SIGHUP handler
+    freeze_heap: bool = False  # only the CLI's server: see serving.settle_heap
     # torch device for the served models; None: each run's own, or auto where it is missing
     device: str | None = None
 
