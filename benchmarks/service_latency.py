@@ -56,6 +56,7 @@ from metarec.io import load_json, save_json, write_bytes_atomic
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = {"p99_ms": 50.0, "requests_per_s": 200.0}
 RATINGS_PER_USER = 10
+REQUEST_TIMEOUT_S = 30.0  # a request not answered by then counts as an error
 K = 10
 # The server's own process: one uvicorn worker, as `metarec serve` runs it.
 SERVER_CODE = """
@@ -224,7 +225,10 @@ class RawHttp:
             writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+                raise ValueError(f"not an HTTP status line: {lines[0]!r:.80}")
+            status = int(parts[1])
             fields = {
                 k.strip().lower(): v.strip()
                 for k, _, v in (line.partition(":") for line in lines[1:] if line)
@@ -279,10 +283,12 @@ async def open_loop(
         nonlocal in_flight
         sent = time.perf_counter()
         try:
-            status, body = await client.get(f"/v1/users/{quote(uid)}/recommendations?k={K}")
+            status, body = await asyncio.wait_for(
+                client.get(f"/v1/users/{quote(uid)}/recommendations?k={K}"), REQUEST_TIMEOUT_S
+            )
             ok = status == 200 and len(json.loads(body)["items"]) == K
             outcome = "ok" if ok else f"HTTP {status}"
-        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+        except Exception as exc:  # any failure is a failed request, counted by its kind
             outcome = type(exc).__name__
         done = time.perf_counter()
         in_flight -= 1

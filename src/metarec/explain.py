@@ -116,7 +116,9 @@ def explain_indices(
         column = rec.items["item_id"].to_numpy()
         ids = {int(i): str(column[i]) for i in [*idx, *(j for j, _ in user.history)]}
     if not user.history:
-        return [Explanation(ids[i], POPULAR if rec.popularity[i] > 0 else NEW_ITEM) for i in idx]
+        return [
+            Explanation(str(ids[i]), POPULAR if rec.popularity[i] > 0 else NEW_ITEM) for i in idx
+        ]
     pull = pulls(rec, user.history, idx)
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     out = []
@@ -127,8 +129,8 @@ def explain_indices(
                 break
             j = user.history[col][0]
             name = titles[j] if titles is not None else display_titles(rec, [j])[0]
-            because.append((ids[j], name, float(pull[row, col])))
-        out.append(Explanation(ids[i], reason_text(because), because))
+            because.append((str(ids[j]), name, float(pull[row, col])))
+        out.append(Explanation(str(ids[i]), reason_text(because), because))
     return out
 
 

@@ -162,7 +162,8 @@ class Recommender(TopK):
             self._b = self._b + torch.as_tensor(
                 self.item_offsets, dtype=self._b.dtype, device=self.device
             )
-        self._side: CatalogueSide | None = None  # scoring's item side, built when first used
+        # scoring's item side, built when first used (softmax runs share adaptation's)
+        self._side: CatalogueSide | None = None
         if self.cfg.objective == "softmax":
             self.learner.scorer.catalogue = (self._h, self._b)
         known = torch.nonzero(self.model.tower.id_known).flatten().cpu().numpy()
@@ -460,9 +461,15 @@ class Recommender(TopK):
 
     def _catalogue_scores(self, params: Params, codes: torch.Tensor) -> torch.Tensor:
         scorer = self.learner.scorer
-        if scorer.direct(params) and self._side is None:
-            self._side = CatalogueSide(self.model.user, self._h, self._b)
-        return scorer.catalogue_scores(params, codes, self._h, self._b, self._side)
+        side = None
+        if scorer.direct(params):
+            if self.cfg.objective == "softmax":  # adaptation's, from the same _h/_b
+                side = scorer.catalogue_side()
+            else:
+                if self._side is None:
+                    self._side = CatalogueSide(self.model.user, self._h, self._b)
+                side = self._side
+        return scorer.catalogue_scores(params, codes, self._h, self._b, side)
 
     # -- growing the catalogue ---------------------------------------------
     def encoder(self) -> Any:

@@ -198,3 +198,28 @@ def test_catalogue_scores_direct_equals_vmap(chunk_elements: int, monkeypatch) -
                 out[direct] = learner.scorer.catalogue_scores(one, batch.user_features[users], h, b)
             assert out[True].shape == (len(batch.users[users]), 50)
             torch.testing.assert_close(out[True], out[False], rtol=1e-10, atol=1e-12)
+
+
+def test_the_catalogue_side_is_rebuilt_for_new_representations_and_for_gradients() -> None:
+    """The item side of catalogue scoring is kept between calls: it must follow the
+    representations the learner sets each step, and one built without gradients (a
+    validation pass) must not serve a loss that trains the head."""
+    learner = _softmax_learner("fomaml", False)
+    scorer = learner.scorer
+    with torch.no_grad():
+        learner.set_catalogue()
+        quiet = scorer.catalogue_side()
+        assert scorer.catalogue_side() is quiet  # kept while nothing changed
+    assert not quiet.hw.requires_grad
+    trained = scorer.catalogue_side()
+    assert trained is not quiet and trained.hw.requires_grad
+    learner.set_catalogue()
+    assert scorer.catalogue_side() is not trained
+    # and what it gives is what a side built afresh gives
+    batch = _softmax_batch([3, 5, 2])
+    with torch.no_grad():
+        fast = learner.adapt(batch, steps=2)
+        h, b = scorer.catalogue  # type: ignore[misc]
+        kept = scorer.catalogue_scores(fast, batch.user_features, h, b, scorer.catalogue_side())
+        fresh = scorer.catalogue_scores(fast, batch.user_features, h, b)
+    torch.testing.assert_close(kept, fresh, rtol=0, atol=0)

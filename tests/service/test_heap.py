@@ -5,6 +5,7 @@ a service built inside someone else's process leaves that process's collector al
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +54,28 @@ def test_an_app_freezes_only_when_its_settings_say_so(service_run: Path, tmp_pat
         finally:
             app.state.store.close()
             gc.unfreeze()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_reload_lets_what_the_last_load_froze_be_collected(
+    service_run: Path, store: FeedbackStore
+) -> None:
+    """A replaced model's reference cycles are not kept forever: each load unfreezes
+    and collects before it freezes the new heap."""
+    gc.unfreeze()
+    try:
+        holder = ModelHolder(store, Metrics(), 10, "cpu", freeze_heap=True)
+        garbage = _Cycle()
+        alive = weakref.ref(garbage)
+        holder.load(service_run)  # freezes it with everything else alive now
+        del garbage
+        gc.collect()
+        assert alive() is not None  # frozen: out of the collector's reach
+        holder.load(service_run)
+        assert alive() is None
+    finally:
+        gc.unfreeze()

@@ -273,6 +273,7 @@ class CatalogueSide:
     catalogue change (a third of one user's scoring time was spent rebuilding it)."""
 
     def __init__(self, user: UserHead, h: torch.Tensor, b: torch.Tensor) -> None:
+        self.grad = torch.is_grad_enabled()  # whether gradients can flow through it
         self.head = _Head(user)
         self.h = h
         self.hw = h @ self.head.w_h.T
@@ -353,7 +354,8 @@ class Scorer:
         training step (the learner sets fresh representations), one per validation pass
         or catalogue change."""
         assert self._catalogue is not None
-        if self._side is None:
+        # one built without gradients (a validation pass) must not serve a training loss
+        if self._side is None or self._side.grad != torch.is_grad_enabled():
             self._side = CatalogueSide(self.model.user, *self._catalogue)
         return self._side
 

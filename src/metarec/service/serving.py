@@ -150,7 +150,8 @@ def settle_heap() -> None:
     stalled the server for 100-185 ms at a time, which is what its p99 latency was
     made of. Frozen after each load, a full pass walks only what was made since.
     Unfreezing first lets a replaced model's reference cycles be collected before the
-    new heap is frozen; the one full collection is paid at load time, not in requests.
+    new heap is frozen. That one full collection walks the old and the new heap, so a
+    reload stalls requests once, for about as long as one of the passes it removes.
     """
     gc.unfreeze()
     gc.collect()
@@ -284,6 +285,8 @@ class ModelHolder:
         if refused is not None:
             self._restore(served)
             raise refused
+        if self.freeze_heap:
+            gc.freeze()  # the rebuilt indexes and titles; the old ones went by refcount
         return added, updated
 
     def _restore(self, served: Served) -> None:
@@ -308,6 +311,8 @@ class ModelHolder:
             with served.lock.write(), TORCH_LOCK:
                 summary = self._fold_in(rec)
             self.cache.clear()  # adaptation reads the corrected item biases
+        if self.freeze_heap:
+            gc.freeze()
         return {"model": served.name, **summary}
 
     def _fold_in(self, rec: Recommender) -> dict[str, Any]:
