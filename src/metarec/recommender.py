@@ -38,7 +38,7 @@ from metarec.errors import (
     UnsupportedError,
 )
 from metarec.io import json_bytes, load_json, load_tensors, save_tensors, write_bytes_atomic
-from metarec.meta.inner import CatalogueSide, Params
+from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
 from metarec.models.base import check_steps, check_tasks
 from metarec.models.cutpoints import RatingCutpoints
@@ -162,10 +162,9 @@ class Recommender(TopK):
             self._b = self._b + torch.as_tensor(
                 self.item_offsets, dtype=self._b.dtype, device=self.device
             )
-        # scoring's item side, built when first used (softmax runs share adaptation's)
-        self._side: CatalogueSide | None = None
-        if self.cfg.objective == "softmax":
-            self.learner.scorer.catalogue = (self._h, self._b)
+        # scoring (every objective) and the softmax objective's adaptation read these
+        # through the scorer, which keeps their item side until the catalogue changes
+        self.learner.scorer.catalogue = (self._h, self._b)
         known = torch.nonzero(self.model.tower.id_known).flatten().cpu().numpy()
         # implicit objectives sample support negatives among items seen in training
         self._negative_pool = known if len(known) else np.arange(self.n_items)
@@ -371,7 +370,7 @@ class Recommender(TopK):
         """Scores for ``items`` (ids or titles), or for the whole catalogue."""
         self._check_user(user)
         items = item_keys(items, "items")
-        scores = self._catalogue_scores(user.params, user.user_features[None])[0]
+        scores = self.learner.scorer.scores_over_catalogue(user.params, user.user_features[None])[0]
         out = scores.cpu().numpy()
         if items is None:
             return out
@@ -457,19 +456,7 @@ class Recommender(TopK):
         check_tasks(tasks, self.n_items, None, "score_catalogue")
         codes = self._codes(users, len(tasks))
         _, params = self._adapt_tasks(tasks, codes)
-        return self._catalogue_scores(params, codes).cpu().numpy()
-
-    def _catalogue_scores(self, params: Params, codes: torch.Tensor) -> torch.Tensor:
-        scorer = self.learner.scorer
-        side = None
-        if scorer.direct(params):
-            if self.cfg.objective == "softmax":  # adaptation's, from the same _h/_b
-                side = scorer.catalogue_side()
-            else:
-                if self._side is None:
-                    self._side = CatalogueSide(self.model.user, self._h, self._b)
-                side = self._side
-        return scorer.catalogue_scores(params, codes, self._h, self._b, side)
+        return self.learner.scorer.scores_over_catalogue(params, codes).cpu().numpy()
 
     # -- growing the catalogue ---------------------------------------------
     def encoder(self) -> Any:

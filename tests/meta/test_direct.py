@@ -220,6 +220,6 @@ def test_the_catalogue_side_is_rebuilt_for_new_representations_and_for_gradients
     with torch.no_grad():
         fast = learner.adapt(batch, steps=2)
         h, b = scorer.catalogue  # type: ignore[misc]
-        kept = scorer.catalogue_scores(fast, batch.user_features, h, b, scorer.catalogue_side())
+        kept = scorer.scores_over_catalogue(fast, batch.user_features)
         fresh = scorer.catalogue_scores(fast, batch.user_features, h, b)
     torch.testing.assert_close(kept, fresh, rtol=0, atol=0)

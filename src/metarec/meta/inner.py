@@ -674,13 +674,9 @@ class Scorer:
         self,
         fast: Params,
         user_features: torch.Tensor,
-        h: torch.Tensor,
-        b: torch.Tensor,
-        side: CatalogueSide | None,
+        side: CatalogueSide,
     ) -> torch.Tensor:
         """:meth:`catalogue_scores` for the ``context`` scope, in the catalogue layout."""
-        if side is None:
-            side = CatalogueSide(self.model.user, h, b)
         catalogue = _Catalogue(side, user_features)
         n_users = user_features.shape[0]
         params = _user_params(fast, self.model.user, n_users)
@@ -730,23 +726,24 @@ class Scorer:
             fast, items, h, b, user_features
         )
 
+    def scores_over_catalogue(self, fast: Params, user_features: torch.Tensor) -> torch.Tensor:
+        """:meth:`catalogue_scores` over :attr:`catalogue`, reusing its item side."""
+        assert self._catalogue is not None
+        if self.direct(fast):
+            return self._catalogue_direct(fast, user_features, self.catalogue_side())
+        return self.catalogue_scores(fast, user_features, *self._catalogue)
+
     def catalogue_scores(
-        self,
-        fast: Params,
-        user_features: torch.Tensor,
-        h: torch.Tensor,
-        b: torch.Tensor,
-        side: CatalogueSide | None = None,
+        self, fast: Params, user_features: torch.Tensor, h: torch.Tensor, b: torch.Tensor
     ) -> torch.Tensor:
         """Scores of every catalogue item for batched users: → [B, N].
 
         ``h``/``b`` are the cached catalogue representations [N, H], [N]; they
         are shared across users (``in_dims=None``), so no copy per user is made.
-        ``side``: their :class:`CatalogueSide` under the current weights, when the
-        caller keeps one (used on the direct path only).
         """
         if self.direct(fast):
-            return self._catalogue_direct(fast, user_features, h, b, side)
+            side = CatalogueSide(self.model.user, h, b)
+            return self._catalogue_direct(fast, user_features, side)
         items = torch.arange(h.shape[0], device=h.device)
         if user_features.shape[0] == 1:  # one user (a served request): no vmap dispatch
             one = {k: v[0] for k, v in fast.items()}

@@ -109,9 +109,7 @@ class MetaLearner(nn.Module):
         """Per-task softmax NLL of the query positives over the catalogue → [B]."""
         if self.scorer.catalogue is None:
             self.set_catalogue(id_keep)
-        h_all, b_all = self.scorer.catalogue  # type: ignore[misc]
-        side = self.scorer.catalogue_side() if self.scorer.direct(fast) else None
-        logits = self.scorer.catalogue_scores(fast, batch.user_features, h_all, b_all, side)
+        logits = self.scorer.scores_over_catalogue(fast, batch.user_features)
         logp = torch.log_softmax(logits, -1).gather(1, batch.query_items)
         mask = batch.query_mask
         return -(logp * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
