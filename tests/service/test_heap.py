@@ -1,5 +1,5 @@
 """The server process takes each loaded model out of the cyclic collector's full
-passes (``gc.freeze``), whose walks over it stalled requests for 100-185 ms at a time;
+passes (``gc.freeze``), whose walks over it stalled every request under load;
 a service built inside someone else's process leaves that process's collector alone."""
 
 from __future__ import annotations

@@ -146,9 +146,10 @@ def settle_heap() -> None:
     reach (``gc.freeze``).
 
     A served run is millions of long-lived Python objects (item frames, titles, search
-    indexes). The collector's full passes walked all of them: at 200 requests/s they
-    stalled the server for 100-185 ms at a time, which is what its p99 latency was
-    made of. Frozen after each load, a full pass walks only what was made since.
+    indexes). The collector's full passes walked all of them, stalling every request
+    for a tenth of a second or more at a time under load (a probe of the latency
+    benchmark's server at 200 requests/s). Frozen after each load, a full pass walks
+    only what was made since.
     Unfreezing first lets a replaced model's reference cycles be collected before the
     new heap is frozen. That one full collection walks the old and the new heap, so a
     reload stalls requests once, for about as long as one of the passes it removes.
