@@ -37,6 +37,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -46,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy.sql import Select
 
 from metarec.errors import ConfigError, MetarecError
 from metarec.service.feedback import StoredEvent
@@ -93,6 +95,27 @@ items = Table(
     Column("genres", Text, nullable=True),
     Column("year", Integer, nullable=True),
     Column("updated_at", Float, nullable=False),
+)
+
+
+def _user_summary() -> Select[Any]:
+    """A user's features, event count and last event id in one statement, built once:
+    it runs on every recommendation request, and building a statement (and its cache
+    key) cost SQLAlchemy more than running it."""
+    own = events.c.user_id == bindparam("user_id")
+    return select(
+        users.c.features,
+        select(func.count()).where(own).scalar_subquery(),
+        select(func.coalesce(func.max(events.c.id), 0)).where(own).scalar_subquery(),
+    ).where(users.c.user_id == bindparam("user_id"))
+
+
+_USER_SUMMARY = _user_summary()
+# a user's events, latest first (each adaptation reads them)
+_USER_EVENTS = (
+    select(events.c.event_id, events.c.item_id, events.c.type, events.c.value, events.c.ts)
+    .where(events.c.user_id == bindparam("user_id"))
+    .order_by(events.c.ts.desc(), events.c.id.desc())
 )
 
 
@@ -154,8 +177,11 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"timeout": 30.0, "check_same_thread": False},
-            pool_size=8,
-            max_overflow=24,
+            # a SQLite connection is a file handle and a page cache, cheap to keep but not
+            # to open (four PRAGMAs), so the pool keeps one for each of the request
+            # threads (anyio's 40) rather than opening and closing overflow ones under load
+            pool_size=40,
+            max_overflow=24,  # bursts beyond (reloads, fold-in, retraining reads)
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -293,15 +319,10 @@ class FeedbackStore:
 
     def user(self, user_id: str) -> UserSummary | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(users.c.features).where(users.c.user_id == user_id)).first()
-            if row is None:
-                return None
-            n, last = conn.execute(
-                select(func.count(), func.coalesce(func.max(events.c.id), 0)).where(
-                    events.c.user_id == user_id
-                )
-            ).one()
-        return UserSummary(user_id, json.loads(row[0] or "{}"), int(n), int(last))
+            row = conn.execute(_USER_SUMMARY, {"user_id": user_id}).first()
+        if row is None:
+            return None
+        return UserSummary(user_id, json.loads(row[0] or "{}"), int(row[1]), int(row[2]))
 
     # -- events ---------------------------------------------------------------
     def add_events(self, user_id: str, batch: Sequence[NewEvent]) -> tuple[int, int]:
@@ -379,16 +400,9 @@ class FeedbackStore:
     def events_for(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
         """A user's events in application order (timestamp, then arrival);
         ``limit`` keeps the latest ones."""
-        order = (events.c.ts.desc(), events.c.id.desc())
-        query = (
-            select(events.c.event_id, events.c.item_id, events.c.type, events.c.value, events.c.ts)
-            .where(events.c.user_id == user_id)
-            .order_by(*order)
-        )
-        if limit is not None:
-            query = query.limit(limit)
+        query = _USER_EVENTS if limit is None else _USER_EVENTS.limit(limit)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(query, {"user_id": user_id}).all()
         return [StoredEvent(r[0], r[1], r[2], r[3], float(r[4])) for r in reversed(rows)]
 
     def iter_all_events(self) -> Iterator[tuple[str, StoredEvent]]:
