@@ -28,7 +28,7 @@ from metarec.config import TrainConfig
 from metarec.data import load_dataset
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 from metarec.service import ServiceSettings, create_app
-from metarec.service.server import listening_socket
+from metarec.service.server import listening_socket, uvicorn_config
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +87,7 @@ def start_server(settings: ServiceSettings) -> LiveServer:
     app = create_app(settings)
     sock = listening_socket("127.0.0.1", 0)  # what `metarec serve` binds, on a free port
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn_config(app, log_level="warning", lifespan="on")  # as `metarec serve`
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -299,6 +300,31 @@ def test_malformed_requests_get_json_4xx(live_server: str, server_api_key: str) 
             assert "Traceback" not in r.text
         # nothing above was stored
         assert c.get(f"/v1/users/{user}").json()["n_events"] == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",  # no request line
+        b"FROB /health HTTP/1.1\r\nHost: x\r\n\r\n",  # a method the parser does not know
+        b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",  # a header without a colon
+    ],
+)
+def test_unparseable_http_gets_a_json_400(live_server: str, raw: bytes) -> None:
+    host, port = live_server.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(raw)
+        reply = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after it
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert lines[0] == "HTTP/1.1 400 Bad Request", reply
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body) and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_http" and "not an HTTP/1.1 request" in error["message"]
 
 
 def _subst(obj: Any, user: str) -> Any:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from typing import TYPE_CHECKING, Any
 
 from metarec.errors import ConfigError
 from metarec.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -39,10 +43,18 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for the service: one worker, no access log (the metrics count
+    requests), and the HTTP protocol whose parse errors are JSON like every other error."""
+    import uvicorn
+
+    from metarec.service.protocol import HTTP_PROTOCOL
+
+    return uvicorn.Config(app, workers=1, access_log=False, http=HTTP_PROTOCOL, **options)
+
+
 def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     import dataclasses
-
-    import uvicorn
 
     from metarec.service.app import create_app
 
@@ -72,6 +84,8 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
             "write endpoints accept loopback clients only",
             file=sys.stderr,
         )
-    config = uvicorn.Config(app, workers=1, log_level="info", access_log=False)
+    import uvicorn
+
+    config = uvicorn_config(app, log_level="info")
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
