@@ -7,27 +7,22 @@ application code runs; every other error of the service is JSON
 (``{"error": {"code", "message"}}``), so a client parsing errors would choke on
 exactly this one. The override keeps uvicorn's behaviour otherwise: the status, its
 default headers (``date``, ``server``), and closing the connection, as the stream
-cannot be trusted after a parse error.
+cannot be trusted after a parse error. httptools is a dependency, so its protocol
+(the C parser, uvicorn's choice when it is installed) is the one overridden.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # httptools is a dependency; h11 serves where it cannot be built
-    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+from metarec.service.errors import error_response
 
 BAD_HTTP = "bad_http"
 
 
 def bad_http_response(default_headers: list[tuple[bytes, bytes]], message: str) -> bytes:
-    """A complete ``400`` response carrying the service's JSON error body."""
-    body = json.dumps({"error": {"code": BAD_HTTP, "message": message}}).encode()
+    """A complete ``400`` response with the body every other error of the service has."""
+    body = error_response(400, BAD_HTTP, message).body
     head = [b"HTTP/1.1 400 Bad Request\r\n"]
     head += [name + b": " + value + b"\r\n" for name, value in default_headers]
     head += [
@@ -35,31 +30,13 @@ def bad_http_response(default_headers: list[tuple[bytes, bytes]], message: str) 
         b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
         b"connection: close\r\n\r\n",
     ]
-    return b"".join(head) + body
+    return b"".join(head) + bytes(body)
 
 
-def _message(msg: str) -> str:
-    return f"{msg.rstrip('.')}: not an HTTP/1.1 request this server can read"
-
-
-class _JsonBadRequest:
-    transport: Any
-    server_state: Any
+class JsonErrorHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol whose parse errors are JSON."""
 
     def send_400_response(self, msg: str) -> None:
-        self.transport.write(bad_http_response(self.server_state.default_headers, _message(msg)))
+        message = f"{msg.rstrip('.')}: not an HTTP/1.1 request this server can read"
+        self.transport.write(bad_http_response(self.server_state.default_headers, message))
         self.transport.close()
-
-
-class JsonErrorH11Protocol(_JsonBadRequest, H11Protocol):
-    """uvicorn's h11 protocol with JSON parse errors."""
-
-
-if HttpToolsProtocol is not None:
-
-    class JsonErrorHttpToolsProtocol(_JsonBadRequest, HttpToolsProtocol):
-        """uvicorn's httptools protocol (the C parser) with JSON parse errors."""
-
-    HTTP_PROTOCOL: type[Any] = JsonErrorHttpToolsProtocol
-else:  # pragma: no cover - httptools is a dependency
-    HTTP_PROTOCOL = JsonErrorH11Protocol

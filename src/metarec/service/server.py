@@ -48,9 +48,9 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
     requests), and the HTTP protocol whose parse errors are JSON like every other error."""
     import uvicorn
 
-    from metarec.service.protocol import HTTP_PROTOCOL
+    from metarec.service.protocol import JsonErrorHttpProtocol
 
-    return uvicorn.Config(app, workers=1, access_log=False, http=HTTP_PROTOCOL, **options)
+    return uvicorn.Config(app, workers=1, access_log=False, http=JsonErrorHttpProtocol, **options)
 
 
 def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -47,7 +47,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
-from sqlalchemy.sql import Select
 
 from metarec.errors import ConfigError, MetarecError
 from metarec.service.feedback import StoredEvent
@@ -98,23 +97,19 @@ items = Table(
 )
 
 
-def _user_summary() -> Select[Any]:
-    """A user's features, event count and last event id in one statement, built once:
-    it runs on every recommendation request, and building a statement (and its cache
-    key) cost SQLAlchemy more than running it."""
-    own = events.c.user_id == bindparam("user_id")
-    return select(
-        users.c.features,
-        select(func.count()).where(own).scalar_subquery(),
-        select(func.coalesce(func.max(events.c.id), 0)).where(own).scalar_subquery(),
-    ).where(users.c.user_id == bindparam("user_id"))
-
-
-_USER_SUMMARY = _user_summary()
+# The statements run on every recommendation request are built once, with the user id
+# bound at execution: building a statement (and its cache key) cost SQLAlchemy more than
+# running it. A user's features, event count and last event id, in one statement:
+_OWN_EVENTS = events.c.user_id == bindparam("user_id")
+_USER_SUMMARY = select(
+    users.c.features,
+    select(func.count()).where(_OWN_EVENTS).scalar_subquery(),
+    select(func.coalesce(func.max(events.c.id), 0)).where(_OWN_EVENTS).scalar_subquery(),
+).where(users.c.user_id == bindparam("user_id"))
 # a user's events, latest first (each adaptation reads them)
 _USER_EVENTS = (
     select(events.c.event_id, events.c.item_id, events.c.type, events.c.value, events.c.ts)
-    .where(events.c.user_id == bindparam("user_id"))
+    .where(_OWN_EVENTS)
     .order_by(events.c.ts.desc(), events.c.id.desc())
 )
 
