@@ -232,10 +232,34 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
         (good | {"rating_range": "x"}, "rating_range must be"),
         (good | {"rating_range": [5, 1]}, "rating_range must be"),
         (good | {"config": good["config"] | {"model": {"hidden": 7}}}, "not a loadable"),
+        (good | {"n_items": -1}, r"recommender\.json: n_items: expected a positive whole"),
+        (good | {"n_items": "x"}, r"n_items: expected a positive whole number, got 'x'"),
+        (good | {"n_items": good["n_items"] + 1}, r"n_items says \d+; the run's files hold"),
+        (good | {"item_vector_dim": 3}, r"item_vector_dim says 3; the run's files hold"),
+        (
+            good | {"encoder": good["encoder"] | {"dim": "abc"}},
+            r"encoder\.dim: expected a positive whole number, got 'abc'",
+        ),
     ]:
         (run / "recommender.json").write_text(json.dumps(damaged))
         with pytest.raises(ModelError, match=needle):
             Recommender.load(run)
+
+
+def test_load_refuses_non_finite_weights(fitted: Recommender, tmp_path: Path) -> None:
+    # an intact header over NaN weights would otherwise rank by garbage with exit 0
+    from safetensors.torch import load_file, save_file
+
+    run = fitted.save(tmp_path / "run")
+    tensors = load_file(str(run / "model.safetensors"))
+    name = next(k for k in tensors if k.startswith("learner.") and tensors[k].is_floating_point())
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, str(run / "model.safetensors"))
+    with pytest.raises(
+        ModelError, match=rf"model\.safetensors: tensor '{re.escape(name)}' holds 1 NaN"
+    ):
+        Recommender.load(run)
 
 
 def test_grouplens_title_form_resolves(fitted: Recommender) -> None:

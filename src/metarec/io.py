@@ -108,6 +108,20 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
+def require_finite(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding a NaN or an infinity: a damaged file or a diverged run,
+    which would otherwise rank by garbage (NaN sorts anywhere) and exit 0. Not part of
+    :func:`load_tensors`, since some saved arrays hold infinities by design (a tree
+    split that sends only missing values one way has threshold +inf)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(
+                f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s); "
+                "the file is damaged or the run diverged, so retrain or restore it"
+            )
+
+
 def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()

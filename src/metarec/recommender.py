@@ -37,7 +37,14 @@ from metarec.errors import (
     UnknownItemError,
     UnsupportedError,
 )
-from metarec.io import json_bytes, load_json, load_tensors, save_tensors, write_bytes_atomic
+from metarec.io import (
+    json_bytes,
+    load_json,
+    load_tensors,
+    require_finite,
+    save_tensors,
+    write_bytes_atomic,
+)
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
 from metarec.models.base import check_steps, check_tasks
@@ -767,12 +774,14 @@ class Recommender(TopK):
         items_raw = load_json(path / "items.json")
         items = pd.DataFrame(items_raw)
         tensors = load_tensors(path / "model.safetensors")
+        require_finite(tensors, path / "model.safetensors")
         state = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
         vectors = state["model.tower.item_vectors"]
         if len(items) != vectors.shape[0]:
             raise ModelError(
                 f"{path}: items.json has {len(items)} items, the model {vectors.shape[0]}"
             )
+        _check_counts(meta, len(items), int(vectors.shape[1]), path / "recommender.json")
         ids = items["item_id"]
         if ids.isna().any() or ids.astype(str).duplicated().any():
             # an id held twice, or none, is an item no request could reach
@@ -816,6 +825,24 @@ def build_learner(
 ) -> MetaLearner:
     model = PreferenceNet(vectors, cfg.model, features.cardinalities, offset=offset)
     return MetaLearner(model, cfg)
+
+
+def _check_counts(meta: dict, n_items: int, dim: int, source: Path) -> None:
+    """The manifest's counts agree with the files they describe. They are written for
+    readers of the JSON, not read back; one that disagrees or is not a count means the
+    manifest was edited or belongs to another run, so it is refused rather than ignored."""
+    encoder = meta["encoder"]
+    for where, raw, actual in (
+        ("n_items", meta.get("n_items", n_items), n_items),
+        ("item_vector_dim", meta.get("item_vector_dim", dim), dim),
+        ("encoder.dim", encoder.get("dim", 1), None),
+    ):
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise ModelError(
+                f"{source}: {where}: expected a positive whole number, got {raw!r:.60}"
+            )
+        if actual is not None and raw != actual:
+            raise ModelError(f"{source}: {where} says {raw}; the run's files hold {actual}")
 
 
 def _rating_range(raw: Any, path: Path) -> tuple[float, float]:

@@ -25,7 +25,7 @@ from metarec.config import TrainConfig
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_tasks, sample_episodes
 from metarec.device import resolve_device
 from metarec.errors import ConfigError, MetarecError, ModelError
-from metarec.io import load_json, load_tensors, save_json, save_tensors
+from metarec.io import load_json, load_tensors, require_finite, save_json, save_tensors
 from metarec.meta.inner import task_loss
 from metarec.meta.learner import MetaLearner
 
@@ -362,6 +362,7 @@ class Trainer:
         if not isinstance(name, str) or Path(name).name != name:
             raise ValueError(f"tensors: expected a file name in {ckpt}, got {name!r}")
         tensors = load_tensors(ckpt / name)
+        require_finite(tensors, ckpt / name)  # resuming from a diverged epoch only diverges
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
         self.learner.load_state_dict(model)
