@@ -211,6 +211,30 @@ def test_an_out_path_the_file_system_refuses_is_one_line(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, unwritable even to root")
+def test_every_output_is_checked_before_the_work_and_named_as_given(
+    tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # before: the error named a hidden lock or temporary file, or came after the fitting
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "afolder").mkdir()
+    ab = ["abtest", "run", "run", "--users", "100"]
+    for args, flag, given in [
+        (["train", "--dataset", "ml-100k", "--out", "/proc/x"], "--out", "/proc/x"),
+        (["quickstart", "--out", "/proc/x/y"], "--out", "/proc/x/y"),
+        (["benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--out", "/proc/b"],
+         "--out", "/proc/b"),
+        (["retrain", "run", "--db", "sqlite:///f.db", "--out", "/proc/r"], "--out", "/proc/r"),
+        ([*ab, "--out", "/proc/ab.json"], "--out", "/proc/ab.json"),
+        ([*ab, "--save-split", "afolder"], "--save-split", "afolder"),
+    ]:  # fmt: skip
+        proc = cli(*args)
+        assert_one_line_error(proc, f"{flag} {given}: ")
+        assert ".lock" not in proc.stderr and ".tmp" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afolder", "run"]
+
+
 def test_too_little_data_to_train_leaves_no_run_folder(
     files: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarec.cli.options import add_device_arg, data_or_root, path_arg, seed
+from metarec.cli.options import add_device_arg, check_writable, data_or_root, path_arg, seed
 from metarec.errors import ConfigError, DataError
 
 
@@ -74,6 +74,10 @@ def register(sub: Any) -> None:
 def cmd_abtest(args: argparse.Namespace) -> int:
     """Protocol P4: replay and/or interleave two saved runs on held-out users."""
     import numpy as np
+
+    for flag, value in (("--out", args.out), ("--save-split", args.save_split)):
+        if value is not None:
+            check_writable(value, flag, file=True)
 
     from metarec.data.spec import load_from_spec, make_spec, names_data
     from metarec.ensemble_run import EnsembleRecommender, load_run

@@ -11,6 +11,7 @@ from metarec.cli.options import (
     add_file_args,
     add_set_arg,
     check_file_args,
+    check_writable,
     comma_list,
     data_spec,
     file_args_command,
@@ -146,6 +147,7 @@ def benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     datasets = benchmark_datasets(args)
+    check_writable(args.out, "--out")
     if args.protocol == "speed":
         if args.seeds != 1:
             # the speed benchmark times single models; a bag there would be silently ignored

@@ -8,6 +8,7 @@ from typing import Any
 
 from metarec.cli.options import (
     add_data_args,
+    check_writable,
     comma_list,
     data_spec,
     int_list,
@@ -80,6 +81,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if out.resolve() in {r.resolve() for r in runs}:
         raise ConfigError(f"--out {out}: must not be one of the runs")
     check_target(out)  # before the slow part, as the save would refuse it
+    check_writable(out, "--out")
     spec = data_spec(args)
     if not names_data(spec):
         meta = load_json(runs[0] / "recommender.json")

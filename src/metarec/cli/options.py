@@ -7,7 +7,9 @@ must answer at once.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,31 @@ def path_arg(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     return value
+
+
+def check_writable(value: str | os.PathLike[str], flag: str, *, file: bool = False) -> None:
+    """Refuse at once an output the command could never write, naming the flag and the
+    path given: found only at the end of a long job, the error would name a hidden
+    lock or temporary file and the job's work would be lost. A folder output is
+    probed where it (or its nearest existing parent) is; ``file``: the output is a
+    file, so its folder is. Nothing is left behind."""
+    target = Path(value)
+    if file and target.is_dir():
+        raise ConfigError(f"{flag} {value}: is a folder; a file name is needed")
+    if not file and target.exists() and not target.is_dir():
+        raise ConfigError(f"{flag} {value}: is a file; a folder is needed")
+    probe = target.parent if file else target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{flag} {value}: {probe} is a file; a folder is needed")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {value}: cannot write in {probe} ({exc.strerror or exc})"
+        ) from None
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from metarec.cli.options import (
     add_data_args,
     add_device_arg,
     add_set_arg,
+    check_writable,
     data_or_root,
     data_spec,
     path_arg,
@@ -121,6 +122,7 @@ _FLAGS = {
 def cmd_retrain(args: argparse.Namespace) -> int:
     from metarec.retrain import retrain
 
+    check_writable(args.out, "--out")
     args.data = data_or_root(args)
     result = retrain(
         args.run,

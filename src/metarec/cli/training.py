@@ -15,6 +15,7 @@ from metarec.cli.options import (
     add_data_args,
     add_device_arg,
     add_train_args,
+    check_writable,
     data_spec,
     path_arg,
     seed,
@@ -213,6 +214,7 @@ def nothing_left(ds: Any) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
+    check_writable(args.out, "--out")
     train_run(
         data_spec(args),
         cfg,
@@ -382,6 +384,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     spec = data_spec(args)
     if not any(spec.get(k) for k in ("dataset", "interactions")):
         spec["dataset"] = "ml-100k"
+    check_writable(args.out, "--out")
     out = Path(args.out)
     run = train_run(spec, cfg, out, holdout="p1", progress=not args.quiet, holdout_flag=False)
     evaluate_run(out, run["dataset"], run["recommender"])
