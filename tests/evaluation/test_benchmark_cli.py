@@ -469,6 +469,31 @@ def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
         assert main(["report", str(path)]) == 2, field
         err = capsys.readouterr().err
         assert str(path) in err and needle in err, err
+    # a value deep in a table: named by its full path
+    model = "metarec-stacked"
+    for table, value, needle in [
+        ("summary", "0.5", f"field 'summary.10.{model}.ndcg@10': expected a number or null"),
+        ("ci95", [0.4], f"field 'ci95.10.{model}.ndcg@10': expected [low, high] of numbers"),
+        ("ci95", [0.5, 0.4], "expected [low, high] with low <= high, got [0.5, 0.4]"),
+        ("std", [], f"field 'std.10.{model}.ndcg@10': expected a number or null, got []"),
+    ]:
+        broken = json.loads(json.dumps(record))
+        broken[table]["10"][model]["ndcg@10"] = value
+        path.write_text(json.dumps(broken))
+        assert main(["report", str(path)]) == 2, (table, value)
+        err = capsys.readouterr().err
+        assert str(path) in err and needle in err, err
+    broken = json.loads(json.dumps(record))
+    broken["significance"]["10"]["ndcg@10"]["popularity"]["p_holm"] = "0.01"
+    broken["n_users"]["10"] = -1
+    path.write_text(json.dumps(broken))
+    assert main(["report", str(path)]) == 2
+    assert "field 'n_users.10': expected a whole number >= 0, got -1" in capsys.readouterr().err
+    broken["n_users"]["10"] = record["n_users"]["10"]
+    path.write_text(json.dumps(broken))
+    assert main(["report", str(path)]) == 2
+    needle = "field 'significance.10.ndcg@10.popularity.p_holm': expected a number, got '0.01'"
+    assert needle in capsys.readouterr().err
     path.write_text("[1, 2, 3]")
     assert main(["report", str(path)]) == 2
     assert "not a benchmark result (a JSON list)" in capsys.readouterr().err

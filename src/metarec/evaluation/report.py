@@ -10,6 +10,7 @@ committed result file without rerunning anything.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,58 @@ def check_record_fields(record: dict[str, Any], source: str | Path) -> None:
                 path=source,
                 field=name,
             )
+    _check_tables(record, source)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_tables(record: dict[str, Any], source: str | Path) -> None:
+    """The nested tables the report reads, each value of the type the benchmark writes:
+    a hand-edited number (a string, an interval of one end) is named by its full path
+    (``ci95.10.popularity.ndcg@10``), not met later as Python's wording."""
+
+    def bad(where: str, expected: str, value: Any) -> DataError:
+        return DataError(
+            f"expected {expected}, got {value!r:.40} (damaged or edited?)", path=source, field=where
+        )
+
+    def cells(name: str, depth: int) -> Iterator[tuple[str, Any]]:
+        """(dotted path, value) of every leaf ``depth`` objects below ``record[name]``."""
+        level: list[tuple[str, Any]] = [(name, record.get(name, {}))]
+        for _ in range(depth):
+            deeper = []
+            for where, table in level:
+                if not isinstance(table, dict):
+                    raise bad(where, "an object", table)
+                deeper += [(f"{where}.{key}", value) for key, value in table.items()]
+            level = deeper
+        return iter(level)
+
+    for name in ("summary", "std"):
+        for where, value in cells(name, 3):
+            if value is not None and not _is_number(value):
+                raise bad(where, "a number or null", value)
+    for where, value in cells("ci95", 3):
+        ends = value if isinstance(value, list) and len(value) == 2 else None
+        if ends is None or not all(e is None or _is_number(e) for e in ends):
+            raise bad(where, "[low, high] of numbers or nulls", value)
+        if None not in ends and ends[0] > ends[1]:
+            raise bad(where, "[low, high] with low <= high", value)
+    for where, value in cells("n_users", 1):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(where, "a whole number >= 0", value)
+    for where, comp in cells("significance", 3):
+        if not isinstance(comp, dict):
+            raise bad(where, "an object", comp)
+        for key, check, expected in (
+            ("p_holm", _is_number, "a number"),
+            ("significant", lambda v: isinstance(v, bool), "true or false"),
+            ("better", lambda v: isinstance(v, bool), "true or false"),
+        ):
+            if key not in comp or not check(comp[key]):
+                raise bad(f"{where}.{key}", expected, comp.get(key))
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:
