@@ -185,6 +185,8 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         (lambda m: m["members"][2].update(path="../x"), ["'members[2].path'"]),
         (lambda m: m.update(zscore_items=10**6), ["'zscore_items'"]),
         (lambda m: m["members"][2]["options"].update(colour=1), ["members[2]", "colour"]),
+        # json.dumps writes NaN, and Python's json reads it back
+        (lambda m: m.update(like_threshold=float("nan")), ["'like_threshold'", "finite", "nan"]),
     ],
     ids=[
         "version",
@@ -196,6 +198,7 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         "path",
         "zscore",
         "option",
+        "nan",
     ],
 )
 def test_bad_manifest_names_file_and_field(

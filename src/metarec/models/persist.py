@@ -533,7 +533,10 @@ class _Fields:
         value = self.raw[key]
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if kind is float:
+            # Python's json reads NaN and Infinity, which no saved setting holds
             ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if ok and not math.isfinite(value):
+                raise self.bad(key, f"expected a finite number, got {value!r}")
         if not ok:
             raise self.bad(key, f"expected {kind.__name__}, got {value!r:.80}")
         return value
