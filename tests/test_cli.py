@@ -261,6 +261,30 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    "args, line",
+    [
+        (["recommend", "run", "--device", "cuda:x"], "recommend: error: --device: 'cuda:x' is"),
+        (["recommend", "run", "-k", "abc"], "recommend: error: -k: invalid int value: 'abc'"),
+        (["serve", "run", "--port", "x"], "serve: error: --port: invalid int value: 'x'"),
+        (["serve", "run", "--db", ""], "serve: error: --db: expected a store URL"),
+        (["retrain", "run", "--db", " ", "--out", "o"], "retrain: error: --db: expected a store"),
+        (["abtest", "a", "b", "--users", "1", "--method", "z"], "--method: invalid choice: 'z'"),
+    ],
+)
+def test_a_bad_option_value_is_one_line_naming_the_flag_once(
+    args: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an empty --db once fell back to the default store without a word
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and line in err and "usage:" not in err, err
+    flag = line.split("error: ")[-1].split(":")[0] if "error: " in line else "--method"
+    assert err.count(flag) == 1, err
+
+
+@pytest.mark.parametrize(
     "args, usage",
     [
         (["recommend", "run", "--bogus", "x"], "usage: metarec recommend"),

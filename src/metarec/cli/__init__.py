@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from metarec.allocator import keep_freed_memory
 from metarec.cli import abtest, benchmarking, dataset, ensemble, service, training
@@ -40,8 +41,25 @@ _RESUMES = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a bad option value reported in one line, as every other bad value
+    is: ``metarec recommend: error: --device: 'cuda:x' is not a device; ...``. A
+    missing, unknown or valueless option, or an unknown command, still gets the usage,
+    which shows what the command takes."""
+
+    def error(self, message: str) -> NoReturn:
+        flag, sep, detail = message.partition(": ")
+        flag = flag.removeprefix("argument ").split("/")[-1]
+        # "expected one argument": the option's value is missing, a usage error
+        if sep and flag.startswith("-") and not re.fullmatch(r"expected .* arguments?", detail):
+            # our type checks name the flag themselves; argparse names it again
+            detail = detail.removeprefix(f"{flag}: ")
+            self.exit(2, f"{self.prog}: error: {flag}: {detail}\n")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="metarec",
         description="Cold-start recommendation with meta-learning over LM item vectors.",
     )

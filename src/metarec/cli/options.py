@@ -55,6 +55,15 @@ def path_arg(value: str) -> str:
     return value
 
 
+def store_url(value: str) -> str:
+    """``--db``: an empty URL is refused, not read as "use the default store"."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "expected a store URL (sqlite:///feedback.db, postgresql://...), got an empty string"
+        )
+    return value
+
+
 def check_writable(value: str | os.PathLike[str], flag: str, *, file: bool = False) -> None:
     """Refuse at once an output the command could never write, naming the flag and the
     path given: found only at the end of a long job, the error would name a hidden

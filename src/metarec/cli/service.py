@@ -15,6 +15,7 @@ from metarec.cli.options import (
     data_or_root,
     data_spec,
     path_arg,
+    store_url,
 )
 from metarec.errors import ConfigError
 
@@ -24,6 +25,7 @@ def register(sub: Any) -> None:
     sv.add_argument("run", help="run folder or ensemble folder to serve")
     sv.add_argument(
         "--db",
+        type=store_url,
         help="feedback store URL: sqlite:///path.db or postgresql://user:pw@host/db "
         "(default: sqlite file metarec-feedback.db in the current directory)",
     )
@@ -62,7 +64,7 @@ def register(sub: Any) -> None:
         "retrain", help="meta-train on the data plus logged feedback; keep it only if not worse"
     )
     rt.add_argument("run", help="the run being served")
-    rt.add_argument("--db", required=True, help="feedback store URL (as for serve)")
+    rt.add_argument("--db", type=store_url, required=True, help="feedback store URL (as for serve)")
     rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
     add_data_args(rt)
     rt.add_argument("--root", help="same as --data")
@@ -89,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = ServiceSettings(
             run=Path(args.run),
-            db_url=args.db or default_db_url(),
+            db_url=default_db_url() if args.db is None else args.db,
             api_key=ServiceSettings.key_from_env(args.api_key),
             cors_origins=tuple(args.cors or ()),
             page_api_key=args.page_api_key,
