@@ -296,6 +296,15 @@ def test_missing_file(tmp_path: Path) -> None:
         load_table(tmp_path / "nope.csv")
 
 
+def test_a_folder_or_a_device_is_not_called_missing(tmp_path: Path) -> None:
+    (tmp_path / "ratings.csv").mkdir()  # a folder named like a file
+    with pytest.raises(DataError, match=r"ratings\.csv: is a folder; a data file is needed"):
+        load_table(tmp_path / "ratings.csv")
+    if Path("/dev/null").exists():
+        with pytest.raises(DataError, match="not a regular file"):
+            load_table("/dev/null")
+
+
 def test_epoch_milliseconds_are_read_as_such(tmp_path: Path) -> None:
     p = tmp_path / "r.csv"
     p.write_text("user_id,item_id,rating,ts\n1,10,4,1680214800000\n1,11,3,1680214801500\n")

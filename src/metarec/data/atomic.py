@@ -22,6 +22,7 @@ from metarec.data.generic import (
     finish_users,
     infer_rating_range,
     read_delimited,
+    require_file,
 )
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig, normalise_genres, split_title_year
@@ -99,8 +100,7 @@ def _resolve_prefix(path: Path, name: str | None) -> Path:
 
 def read_header(path: Path) -> list[tuple[str, str]]:
     """Parse and check the ``name:type`` header; raise DataError naming the problem."""
-    if not path.is_file():
-        raise DataError("file not found", path=path)
+    require_file(path)
     with path.open("rb") as fh:
         first = fh.readline().removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
     first = first.rstrip("\r\n")

@@ -286,11 +286,24 @@ def _warn_stray_extreme(values: np.ndarray) -> None:
 # --------------------------------------------------------------------------- reading
 
 
+def require_file(path: Path) -> None:
+    """Refuse, with the reason, a path that is not a regular file: a folder or a device
+    said "file not found" before, which sends the user looking for a typo."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise DataError("is a folder; a data file is needed", path=path)
+    if path.exists():
+        # a pipe or a device (/dev/null): it could be read only once, and a file is read
+        # twice (its header for the delimiter, then the whole)
+        raise DataError("not a regular file (a device or a pipe); give a saved file", path=path)
+    raise DataError("file not found", path=path)
+
+
 def read_bytes(path: str | Path) -> bytes:
     """File contents, without a UTF-8 byte-order mark."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", path=path)
+    require_file(path)
     data = path.read_bytes()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         # Excel's "Unicode text": read as bytes it is a field count error on a line
@@ -584,15 +597,13 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
 
 def _first_line(path: Path) -> str:
     """The header line, for the delimiter: read alone, not the whole file twice."""
-    if not path.is_file():
-        raise DataError("file not found", path=path)
+    require_file(path)
     with path.open("rb") as fh:
         return fh.readline(65536).decode("utf-8", errors="replace")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError("file not found", path=path)
+    require_file(path)
     try:
         frame = pd.read_parquet(path)
     except ImportError as exc:
