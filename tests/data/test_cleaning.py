@@ -136,6 +136,24 @@ def test_rating_range_override_and_check(messy: Dataset) -> None:
         clean(messy, rating_range=(5, 1))
 
 
+def test_a_rating_no_float32_holds_is_named_as_written(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    # 1e308 became "rating inf" after an overflow warning from the cast to float32
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating\n1,10,1e308\n1,11,3\n2,10,-inf\n2,11,x\n")
+    out = clean(load_table(p, rating_range=(1, 5)))
+    assert out.interactions["rating"].tolist() == [3.0]
+    assert out.report is not None
+    why = "is not a usable number (infinite, or beyond float32's range)"
+    assert out.report.examples["missing or non-numeric rating"] == [
+        f"r.csv line 2: rating '1e308' {why}",
+        f"r.csv line 4: rating '-inf' {why}",
+        "r.csv line 5: rating 'x' is not a number",
+    ]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_duplicates_without_timestamps_keep_the_last_row(tmp_path: Path) -> None:
     p = tmp_path / "r.csv"
     p.write_text("user_id,item_id,rating\n1,10,1\n1,10,2\n1,10,3\n")

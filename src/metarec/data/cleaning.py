@@ -206,7 +206,13 @@ def _bad_ratings(inter: pd.DataFrame) -> _Finding | None:
 
     def why(i: int) -> str:
         text = raw.iloc[i] if raw is not None else None
-        return f"rating {text!r} is not a number" if isinstance(text, str) else "no rating"
+        if not isinstance(text, str):
+            return "no rating"
+        try:
+            float(text)
+        except ValueError:
+            return f"rating {text!r} is not a number"
+        return f"rating {text!r} is not a usable number (infinite, or beyond float32's range)"
 
     return _finding(inter, rows, "missing or non-numeric rating", why, "rating")
 

@@ -82,6 +82,15 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
     out["user_id"] = str_ids(frame["user_id"])
     out["item_id"] = str_ids(frame["item_id"])
     rating, raw_rating = numeric_with_raw(frame["rating"], "rating")
+    # ratings are float32 from here on: "inf", or 1e308 that would become inf in the
+    # cast, is kept with its text as an unreadable rating, so cleaning names the value
+    # as written rather than "rating inf" after an overflow warning
+    unusable = rating.notna() & ~(rating.abs() <= np.finfo(np.float32).max)
+    if unusable.any():
+        text = text_values(frame["rating"]).where(unusable, None)
+        raw_rating = text if raw_rating is None else raw_rating.fillna(text)
+        raw_rating = raw_rating.rename(f"{RAW_PREFIX}rating")
+        rating = rating.where(~unusable)
     out["rating"] = rating.astype("float32")
     raw_ts = None
     if "timestamp" not in frame.columns:
