@@ -191,3 +191,14 @@ def test_a_store_that_must_exist_is_not_created_and_a_non_database_is_refused(
     text.write_text("user_id,item_id,rating\n" * 200)
     with pytest.raises(ConfigError, match="cannot open"):
         FeedbackStore(f"sqlite:///{text}")
+
+
+def test_a_relative_sqlite_url_error_names_the_file_it_meant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # three slashes: relative to the working folder, which the URL does not show
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        FeedbackStore("sqlite:///no-such-folder/f.db")
+    assert f"(file {tmp_path.resolve() / 'no-such-folder' / 'f.db'})" in str(err.value)
+    assert "cannot open" in str(err.value)

@@ -260,6 +260,10 @@ class FeedbackStore:
         self.engine = make_engine(url)
         self.url = self.engine.url.render_as_string(hide_password=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            # sqlite:///x.db is relative to the working folder, sqlite:////x.db absolute:
+            # an error names the file meant, which the URL's slashes hide
+            self.url += f" (file {Path(str(self.engine.url.database)).resolve()})"
         # SQLite has one writer: queue writers in-process instead of busy-waiting in SQLite
         self._write_lock = threading.Lock() if self.is_sqlite else None
         try:
