@@ -48,6 +48,13 @@ class DataError(MetarecError):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
+class InputError(DataError, ValueError):
+    """Values handed to a function (a metric, a statistic) that it cannot take: an
+    impossible count, arrays of different lengths, a NaN rating. A DataError, so the
+    CLI prints one line; also a ValueError, which is what callers of such numeric
+    functions catch (and what these functions raised before they named the argument)."""
+
+
 class DatasetNotFoundError(MetarecError):
     """A named dataset could not be found locally nor downloaded."""
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.abtest import (
     P4Split,
     interleave_credits,
@@ -168,9 +168,35 @@ def test_proportion_statistics_by_hand() -> None:
     assert wilson_ci(0, 20)[0] == 0.0 and wilson_ci(20, 20)[1] == 1.0
     # rounding once put the bound just past p (0/7: lower 2.8e-17), and a report's
     # error bar p - lower came out negative; every interval holds its p
-    for bad in ((5, 3, 0.95), (-1, 3, 0.95), (1, 3, 1.5)):  # once a math-domain error or (0, 1)
-        with pytest.raises(ValueError, match="wilson_ci: need"):
+    for bad, needle in (  # once a math-domain error or (0, 1)
+        ((5, 3, 0.95), "wilson_ci: need 0 <= successes <= n"),
+        ((-1, 3, 0.95), "wilson_ci: need 0 <= successes <= n"),
+        ((1, 3, 1.5), r"wilson_ci: level must be in \(0, 1\)"),
+    ):
+        with pytest.raises(ValueError, match=needle):  # an InputError is a ValueError
             wilson_ci(*bad)
+    # impossible counts, levels and powers: named, not answered with numbers (11 of 10
+    # gave p = 8e-7, a negative count a lift) or a math-domain / overflow error
+    for call, needle in [
+        (lambda: two_proportion_test(11, 10, 0, 10), "need 0 <= x_a <= n_a, got x_a=11"),
+        (lambda: two_proportion_test(5, 10, -5, 10), "need 0 <= x_b <= n_b, got x_b=-5"),
+        (lambda: two_proportion_test(5.5, 10, 5, 10), "x_a must be a whole number, got 5.5"),
+        (lambda: lift_ci(20, 10, 5, 10), "lift_ci: need 0 <= x_a <= n_a"),
+        (lambda: lift_ci(5, 10, 6, 10, level=0), r"lift_ci: level must be in \(0, 1\), got 0"),
+        (lambda: users_per_arm(0.1, 0.12, alpha=0.0), r"alpha must be in \(0, 1\), got 0.0"),
+        (lambda: users_per_arm(0.1, 0.12, power=1.0), r"power must be in \(0, 1\), got 1.0"),
+        (lambda: users_per_arm(1.5, 0.1), r"p1 must be a rate in \[0, 1\], got 1.5"),
+        (lambda: users_per_arm("0.1", 0.1), r"p1 must be a rate in \[0, 1\], got '0.1'"),
+    ]:
+        with pytest.raises(InputError, match=needle):
+            call()
+    assert math.isnan(users_per_arm(math.nan, 0.1))  # an arm without users: no answer
+    with pytest.raises(InputError, match="must be 1-d, one a user"):
+        interleave_report(np.array([1, 2]), np.array([1]))  # broadcast to "2 users"
+    with pytest.raises(ConfigError, match="k: must be a whole number > 0"):
+        replay_hits(np.array([[1, 2]]), [np.array([1])], 0)  # NaN hit rates before
+    with pytest.raises(ConfigError, match="k: must be a whole number > 0"):
+        interleave_credits(np.array([[1]]), np.array([[2]]), [np.array([1])], -1)
     for n in range(1, 200):
         for x in (0, n // 3, n):
             lo, hi = wilson_ci(x, n)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, InputError
 from metarec.evaluation import metrics as M
 
 TRUE = np.array([5.0, 3.0, 4.0, 1.0])
@@ -203,3 +203,29 @@ def test_metric_inputs_that_would_broadcast_or_wrap_are_refused() -> None:
         with pytest.raises(ConfigError, match="k: must be a whole number > 0"):
             call()
     assert M.precision_at(pred, true, np.int64(2), 4.0) == 0.5
+
+
+def test_inputs_that_would_give_numbers_outside_the_metric_are_named() -> None:
+    pred, true = np.array([0.9, 0.8, 0.1]), np.array([5.0, 3.0, 1.0])
+    rel = [np.array([1])]
+    for call, needle in [
+        # one item shown three times counted three hits: recall@3 = 3, ndcg@3 = 2.13
+        (lambda: M.ranking_table(np.array([[1, 1, 1]]), rel, 3), "row 0 shows item 1 twice"),
+        (lambda: M.ranking_table(np.array([[1.5, 2.0]]), rel, 2), "whole catalogue indices"),
+        (lambda: M.ranking_table([[1, 2], [3]], rel * 2, 2), "rows of one length"),
+        (lambda: M.ranking_table(np.array([[1, 2]]), rel * 2, 2), "top has 1 rows, relevant 2"),
+        # a NaN true rating made the user's MAE NaN, and the mean dropped them silently
+        (lambda: M.p1_user_metrics(pred, np.array([5.0, np.nan, 1.0])), "true ratings must be"),
+        (lambda: M.mae([], []), "empty"),
+        (lambda: M.mae(["a"], [1.0]), r"pred: expected numbers, got \['a'\]"),
+        (lambda: M.precision_at(pred, true, 2, None), "threshold: expected a rating"),
+        (lambda: M.full_auc(np.zeros((1, 3)), [np.array([5])]), r"relevant\[0\]: item indices"),
+        (lambda: M.coverage(np.array([[0, 1]]), 0), "n_items: must be a whole number > 0"),
+    ]:
+        with pytest.raises(InputError, match=needle):
+            call()
+    with pytest.raises(ConfigError, match=r"k: must be a whole number > 0, got 1\.5"):
+        M.ranking_table(np.array([[1, 2]]), rel, 1.5)  # type: ignore[arg-type]
+    # -1 is an empty slot, and whole floats are indices still
+    table = M.ranking_table(np.array([[1.0, 2.0, -1.0]]), rel, 3)
+    assert table["ndcg@3"][0] == 1.0 and table["recall@3"][0] == 1.0

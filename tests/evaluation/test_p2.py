@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from metarec import load_dataset
-from metarec.errors import DataError
+from metarec.errors import ConfigError, DataError
 from metarec.evaluation.p1 import make_p1_split
 from metarec.evaluation.p2 import P2Split, eligible_users, make_p2_split, shot_tasks
 
@@ -48,6 +48,19 @@ def test_split_round_trips_through_json(ds, tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"protocol": "p1"}')
     with pytest.raises(DataError, match="not a P2 split"):
         P2Split.load(tmp_path / "bad.json", ds)
+
+
+def test_shot_tasks_refuses_what_is_not_a_support_size(ds) -> None:
+    split = make_p2_split(ds, seed=0)
+    index = {item: i for i, item in enumerate(ds.items["item_id"].astype(str))}
+    frame = split.frames["test"]
+    # -1 once sliced off every user's last rating as a one-item query, silently
+    for k in (-1, True, 1.5, "5", None):
+        with pytest.raises(ConfigError, match=r"k must be a whole number >= 0"):
+            shot_tasks(frame, index, k)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['rating'\]"):
+        shot_tasks(frame.drop(columns="rating"), index, 1)
+    assert all(len(t.support_items) == 0 for t in shot_tasks(frame, index, 0)[0])
 
 
 def test_support_is_the_first_k_ratings_by_time(ds) -> None:

@@ -58,10 +58,10 @@ from scipy.stats import binomtest, norm
 
 from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, ordered
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import hit_matrix
 from metarec.io import load_json, reading, save_json
-from metarec.models.base import ScoringModel
+from metarec.models.base import ScoringModel, check_k
 
 ARMS = ("A", "B")
 Method = Literal["replay", "interleave", "both"]
@@ -271,18 +271,38 @@ def replay_hits(
     top: np.ndarray, liked: Sequence[np.ndarray], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per user: success (any of the top ``k`` liked later) and hits / k."""
-    hits = hit_matrix(top, liked, k)
+    hits = hit_matrix(top, liked, k)  # checks k: 0 gave NaN hit rates
     return np.asarray(hits.any(axis=1)), hits.sum(axis=1) / k
+
+
+def _counts(where: str, *pairs: tuple[str, Any, str, Any]) -> None:
+    """Each (successes, users) pair whole numbers with 0 <= successes <= users: 11
+    successes of 10 users gave a p-value, and a negative count a lift, before."""
+    for x_name, x, n_name, n in pairs:
+        for name, value in ((x_name, x), (n_name, n)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise InputError(f"{where}: {name} must be a whole number, got {value!r:.40}")
+        if not 0 <= x <= max(n, 0):
+            raise InputError(
+                f"{where}: need 0 <= {x_name} <= {n_name}, got {x_name}={x}, {n_name}={n}"
+            )
+
+
+def _probability(where: str, name: str, value: object) -> float:
+    """A level, alpha or power: a number strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise InputError(f"{where}: {name} must be a number in (0, 1), got {value!r:.40}")
+    if not 0 < value < 1:  # NaN fails this too
+        raise InputError(f"{where}: {name} must be in (0, 1), got {value}")
+    return float(value)
 
 
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion (NaN for n = 0)."""
+    _counts("wilson_ci", ("successes", successes, "n", n))
+    level = _probability("wilson_ci", "level", level)
     if n <= 0:
         return float("nan"), float("nan")
-    if not 0 <= successes <= n or not 0 < level < 1:
-        raise ValueError(
-            f"wilson_ci: need 0 <= successes <= n and 0 < level < 1, got {successes}, {n}, {level}"
-        )
     z = float(norm.ppf(0.5 + level / 2.0))
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -295,6 +315,7 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
 def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int) -> tuple[float, float]:
     """Pooled two-proportion z-test of p_B vs p_A → (z, two-sided p): NaN for an empty
     arm; z = 0 and p = 1 when both arms are all successes or all failures."""
+    _counts("two_proportion_test", ("x_a", x_a, "n_a", n_a), ("x_b", x_b, "n_b", n_b))
     if n_a <= 0 or n_b <= 0:
         return float("nan"), float("nan")
     pooled = (x_a + x_b) / (n_a + n_b)
@@ -310,6 +331,8 @@ def lift_ci(
 ) -> tuple[float, float, float]:
     """Lift p_B/p_A − 1 and its delta-method CI on the log ratio → (lift, low, high);
     with ½ added to each cell for the CI when a rate is 0 or 1 (see the module notes)."""
+    _counts("lift_ci", ("x_a", x_a, "n_a", n_a), ("x_b", x_b, "n_b", n_b))
+    level = _probability("lift_ci", "level", level)
     if n_a <= 0 or n_b <= 0 or x_a == 0:
         return float("nan"), float("nan"), float("nan")
     lift = (x_b / n_b) / (x_a / n_a) - 1
@@ -327,8 +350,16 @@ def lift_ci(
 
 
 def users_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Users per arm to detect p1 vs p2 (two-sided α, given power), pooled form, rounded up."""
-    if not (0 <= p1 <= 1 and 0 <= p2 <= 1) or math.isnan(p1) or math.isnan(p2):
+    """Users per arm to detect p1 vs p2 (two-sided α, given power), pooled form, rounded
+    up; NaN when a rate is NaN (an arm without users), infinite when they are equal."""
+    alpha = _probability("users_per_arm", "alpha", alpha)
+    power = _probability("users_per_arm", "power", power)
+    for name, rate in (("p1", p1), ("p2", p2)):
+        if isinstance(rate, bool) or not isinstance(rate, int | float | np.number):
+            raise InputError(f"users_per_arm: {name} must be a rate in [0, 1], got {rate!r:.40}")
+        if not math.isnan(rate) and not 0 <= rate <= 1:
+            raise InputError(f"users_per_arm: {name} must be a rate in [0, 1], got {rate}")
+    if math.isnan(p1) or math.isnan(p2):
         return float("nan")
     if p1 == p2:
         return math.inf
@@ -421,6 +452,12 @@ def interleave_credits(
     One seeded generator serves all users in order, so the coins are
     reproducible for a given user order and seed.
     """
+    check_k(k)  # -1 credited nobody, silently
+    if not len(top_a) == len(top_b) == len(liked):
+        raise InputError(
+            f"interleave_credits: top_a, top_b and liked must have a row per user; got "
+            f"{len(top_a)}, {len(top_b)} and {len(liked)}"
+        )
     rng = np.random.default_rng(seed)
     credits = np.zeros((len(liked), 2), dtype=np.int64)
     for u, good in enumerate(liked):
@@ -433,6 +470,12 @@ def interleave_credits(
 def interleave_report(credits_a: np.ndarray, credits_b: np.ndarray) -> dict[str, Any]:
     """Wins per team, Δ = (wins_B − wins_A)/n, and a two-sided sign test on non-tied users."""
     credits_a, credits_b = np.asarray(credits_a), np.asarray(credits_b)
+    if credits_a.ndim != 1 or credits_a.shape != credits_b.shape:
+        # numpy would broadcast one user's credits over every other user's
+        raise InputError(
+            f"interleave_report: credits_a and credits_b must be 1-d, one a user; got shapes "
+            f"{credits_a.shape} and {credits_b.shape}"
+        )
     n = len(credits_a)
     wins_a = int((credits_a > credits_b).sum())
     wins_b = int((credits_b > credits_a).sum())

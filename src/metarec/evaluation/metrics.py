@@ -45,18 +45,40 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from metarec.errors import InputError
 from metarec.models.base import check_k
+
+
+def _numbers(values: object, name: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: expected numbers, got {values!r:.60}") from None
 
 
 def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One user's predictions and true ratings: 1-d, one for one (numpy would broadcast
-    a single prediction over every rating and return a number that means nothing)."""
-    p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    a single prediction over every rating and return a number that means nothing), at
+    least one, and true ratings that are numbers (a NaN one would make the user's MAE
+    NaN, and the mean over users would drop them without a word)."""
+    p, t = _numbers(pred, "pred"), _numbers(true, "true")
     if p.ndim != 1 or p.shape != t.shape:
-        raise ValueError(
+        raise InputError(
             f"pred and true must be 1-d and of one length; got shapes {p.shape} and {t.shape}"
         )
+    if not len(p):
+        raise InputError("pred and true are empty: a metric needs at least one rating")
+    if not np.isfinite(t).all():
+        raise InputError(f"true ratings must be finite; got {t[~np.isfinite(t)][0]}")
     return p, t
+
+
+def _threshold(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise InputError(f"threshold: expected a rating (a number), got {value!r:.40}")
+    if not np.isfinite(value):
+        raise InputError(f"threshold: expected a finite rating, got {value}")
+    return float(value)
 
 
 def _order(pred: np.ndarray) -> np.ndarray:
@@ -106,7 +128,7 @@ def precision_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -
     pred, true = _pair(pred, true)
     check_k(k)
     top = _order(pred)[:k]
-    return float((true[top] >= threshold).sum() / k)
+    return float((true[top] >= _threshold(threshold)).sum() / k)
 
 
 def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
@@ -114,7 +136,7 @@ def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> f
     items; NaN when the user has none."""
     pred, true = _pair(pred, true)
     check_k(k)
-    rel = true >= threshold
+    rel = true >= _threshold(threshold)
     if not rel.any():
         return float("nan")
     top = _order(pred)[:k]
@@ -141,7 +163,7 @@ def mrr_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> floa
     pred, true = _pair(pred, true)
     check_k(k)
     top = _order(pred)[:k]
-    hits = np.flatnonzero(true[top] >= threshold)
+    hits = np.flatnonzero(true[top] >= _threshold(threshold))
     return float(1.0 / (hits[0] + 1)) if len(hits) else 0.0
 
 
@@ -154,7 +176,7 @@ def auc_score(scores: np.ndarray, positive: np.ndarray) -> float:
     """
     positive = np.asarray(positive, dtype=bool)
     if np.shape(scores) != positive.shape or positive.ndim != 1:
-        raise ValueError(
+        raise InputError(
             f"scores and positive must be 1-d and of one length; got shapes "
             f"{np.shape(scores)} and {positive.shape}"
         )
@@ -169,7 +191,8 @@ def auc_score(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def auc_query(pred: np.ndarray, true: np.ndarray, threshold: float) -> float:
     """P1 per-user AUC: query items rated >= ``threshold`` against the rest."""
-    return auc_score(pred, np.asarray(true) >= threshold)
+    pred, true = _pair(pred, true)
+    return auc_score(pred, true >= _threshold(threshold))
 
 
 P1_METRICS = (
@@ -190,10 +213,10 @@ def p1_user_metrics(
     pred: np.ndarray, true: np.ndarray, threshold: float = 4.0, low: float = 0.0
 ) -> dict[str, float]:
     """All P1 metrics for one user's query set (``low``: the scale's lowest level)."""
-    pred = np.asarray(pred, dtype=np.float64)
+    pred, true = _pair(pred, true)
     if not np.isfinite(pred).all():
         # a NaN prediction would drop the user from every mean without a word
-        raise ValueError(f"predictions must be finite; got {pred[~np.isfinite(pred)][0]}")
+        raise InputError(f"predictions must be finite; got {pred[~np.isfinite(pred)][0]}")
     precision = precision_at(pred, true, 5, threshold)
     recall = recall_at(pred, true, 5, threshold)
     return {
@@ -222,7 +245,7 @@ def per_user_table(
         try:
             rows.append(p1_user_metrics(p, t, threshold, low))
         except ValueError as exc:
-            raise ValueError(f"user {user} of {len(preds)}: {exc}") from None
+            raise InputError(f"user {user} of {len(preds)}: {exc}") from None
     return {m: np.array([r[m] for r in rows], dtype=np.float64) for m in P1_METRICS}
 
 
@@ -239,9 +262,10 @@ def hit_matrix(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> np.nd
     misses) and may hold -1 for an empty slot. One vectorised membership test
     over (user, item) keys instead of a Python loop over users.
     """
-    top = np.asarray(top, dtype=np.int64)
-    if top.ndim != 2 or len(top) != len(relevant):
-        raise ValueError(f"top must be [n_users, k] with one row per relevant set; got {top.shape}")
+    check_k(k)
+    top = _top_lists(top)
+    if len(top) != len(relevant):
+        raise InputError(f"top has {len(top)} rows, relevant {len(relevant)}: one a user")
     n_users, width = top.shape
     shown = top[:, : min(k, width)]
     lengths = np.array([len(r) for r in relevant], dtype=np.int64)
@@ -259,14 +283,38 @@ def hit_matrix(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> np.nd
     return out
 
 
+def _top_lists(top: object) -> np.ndarray:
+    """``top`` as [n_users, width] catalogue indices, -1 for an empty slot, no item
+    twice in a row: a list that shows an item twice would count it as two hits, and
+    recall and nDCG would leave [0, 1]."""
+    try:
+        raw = np.asarray(top)
+        arr = raw.astype(np.int64)
+    except (TypeError, ValueError):  # ragged rows, text
+        raise InputError(
+            "top: expected [n_users, k] catalogue indices, rows of one length"
+        ) from None
+    if arr.ndim != 2 or (raw.size and not (arr == raw).all()):
+        raise InputError(
+            f"top: expected [n_users, k] whole catalogue indices; got shape {arr.shape}, "
+            f"dtype {raw.dtype}"
+        )
+    if (arr < -1).any():
+        raise InputError(f"top: holds {int(arr.min())}; indices are >= 0 (-1: an empty slot)")
+    ordered = np.sort(arr, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    if repeated.any():
+        user, col = np.argwhere(repeated)[0]
+        raise InputError(f"top: row {user} shows item {ordered[user, col + 1]} twice")
+    return arr
+
+
 def ranking_table(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> dict[str, np.ndarray]:
     """P2 per-user metrics @k: ndcg, recall, precision, f1, hit, mrr (NaN: no relevant item).
 
     ``top[u]``: catalogue indices shown to user ``u``, best first;
     ``relevant[u]``: the user's relevant catalogue indices (unique).
     """
-    if k <= 0:
-        raise ValueError(f"k must be > 0, got {k}")
     hits = hit_matrix(top, relevant, k).astype(np.float64)
     n_rel = np.array([len(np.unique(r)) for r in relevant], dtype=np.float64)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
@@ -292,11 +340,11 @@ def ranking_table(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> di
 
 def coverage(top: np.ndarray, n_items: int) -> float:
     """``itemcoverage@k``: distinct items over all users' lists / ``n_items`` (-1 = empty slot)."""
-    if n_items <= 0:
-        raise ValueError(f"n_items must be > 0, got {n_items}")
-    shown = np.asarray(top, dtype=np.int64).ravel()
+    if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer) or n_items <= 0:
+        raise InputError(f"n_items: must be a whole number > 0, got {n_items!r}")
+    shown = _top_lists(top).ravel()
     if shown.size and shown.max() >= n_items:
-        raise ValueError(f"top holds item {shown.max()}, outside a catalogue of {n_items}")
+        raise InputError(f"top holds item {shown.max()}, outside a catalogue of {n_items}")
     return float(len(np.unique(shown[shown >= 0])) / n_items)
 
 
@@ -311,7 +359,18 @@ def full_auc(
     the user is never shown); relevant candidates are ranked against all the
     other candidates, ties counting 1/2.
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = _numbers(scores, "scores")
+    if scores.ndim != 2 or len(scores) != len(relevant):
+        raise InputError(
+            f"scores must be [n_users, n_items] with a row per relevant set; got {scores.shape} "
+            f"for {len(relevant)} users"
+        )
+    n_items = scores.shape[1]
+    for name, lists in (("relevant", relevant), ("exclude", exclude or [])):
+        for u, items in enumerate(lists):
+            items = np.asarray(items, dtype=np.int64)
+            if items.size and (items.min() < 0 or items.max() >= n_items):
+                raise InputError(f"{name}[{u}]: item indices must be in [0, {n_items})")
     out = np.full(len(scores), np.nan)
     for u, row in enumerate(scores):
         keep = np.ones(len(row), dtype=bool)

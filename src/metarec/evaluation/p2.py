@@ -28,7 +28,7 @@ import pandas as pd
 from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, ordered
-from metarec.errors import DataError
+from metarec.errors import ConfigError, DataError
 from metarec.evaluation.metrics import coverage, ranking_table
 from metarec.evaluation.splits import SplitFile, check_folds
 from metarec.models.base import ScoringModel
@@ -119,6 +119,14 @@ def shot_tasks(
     frame: pd.DataFrame, index: Mapping[str, int], k: int
 ) -> tuple[list[Task], list[str]]:
     """One task per user: support = first ``k`` ratings by time, query = the rest."""
+    # k = -1 would slice off the last rating as the query, silently: not a support size
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+        raise ConfigError(f"shot_tasks: k must be a whole number >= 0 (0: zero-shot), got {k!r}")
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"shot_tasks: expected a DataFrame of ratings, got {type(frame).__name__}")
+    missing = [c for c in ("user_id", "item_id", "rating") if c not in frame.columns]
+    if missing:
+        raise DataError(f"shot_tasks: the ratings frame lacks column(s) {missing}")
     ur = UserRatings.from_frame(frame, index)
     rng = np.random.default_rng(0)  # only used when timestamps are missing
     tasks, ids = [], []
