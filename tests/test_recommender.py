@@ -118,9 +118,46 @@ def test_save_refuses_before_writing_anything(fitted: Recommender, tmp_path: Pat
     finally:
         del fitted.metadata["tags"]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    fitted.metadata["score"] = float("nan")  # json writes NaN, which is not JSON
+    try:
+        with pytest.raises(ModelError, match="not saved: metadata must be JSON"):
+            fitted.save(run)
+    finally:
+        del fitted.metadata["score"]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     (tmp_path / "afile").write_text("")
     with pytest.raises(ModelError, match="is a file; save needs a run folder"):
         fitted.save(tmp_path / "afile")
+    with pytest.raises(ModelError, match=r"afile is a file; save needs a run folder"):
+        fitted.save(tmp_path / "afile" / "run")  # a raw NotADirectoryError before
+    with pytest.raises(DataError, match="save: expected a folder path, got ''"):
+        fitted.save("")  # the working folder, silently, before
+
+
+def test_wrong_kinds_of_arguments_are_named(fitted: Recommender, tmp_path: Path) -> None:
+    user = fitted.adapt([("Toy Story (1995)", 5)])
+    for call, needle in [
+        (lambda: fitted.score(user, 5), "items: expected a list of item ids or titles, got 5"),
+        (lambda: fitted.recommend(user, candidates=5), "candidates: expected a list"),
+        (lambda: fitted.adapt_many(5), "adapt_many: expected a list of histories"),
+        (lambda: fitted.adapt_many([[]], {"age": 25}), "expected one mapping .* a user"),
+        (lambda: fitted.adapt([], user_features="x"), "user_features: expected a mapping"),
+    ]:
+        with pytest.raises(DataError, match=needle):
+            call()  # type: ignore[arg-type]
+    rec = Recommender.load(fitted.save(tmp_path / "run"))  # items are added to a copy
+    width = rec.model.tower.item_vectors.shape[1]
+    new = pd.DataFrame({"item_id": ["v1"], "title": ["V"]})
+    for vectors, needle in [
+        ([["a"] * width], "vectors: expected numbers"),
+        (np.full((1, width), 1e30), r"the vector of item 'v1' has length \S+, beyond 100"),
+        (np.full((1, width), np.nan), "the vector of item 'v1' holds NaN"),
+    ]:
+        with pytest.raises(DataError, match=needle):
+            rec.add_items(new, vectors=vectors)
+    assert "v1" not in rec.item_index
+    # a text column of numbers is text
+    assert rec.add_items(pd.DataFrame({"item_id": ["q9"], "title": ["G5"], "text": [5]})) == 1
 
 
 def test_candidates_filter(fitted: Recommender) -> None:

@@ -33,7 +33,14 @@ from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import is_ensemble_dir, load_recommender
 from metarec.ranking import TopK, item_keys
-from metarec.recommender import History, Recommender, UserState
+from metarec.recommender import (
+    History,
+    Recommender,
+    UserState,
+    adapt_many_args,
+    check_features,
+    check_new_vectors,
+)
 
 
 @dataclass
@@ -114,6 +121,7 @@ class EnsembleRecommender(TopK):
         user_features: Mapping[str, Any] | None = None,
         steps: int | None = None,
     ) -> EnsembleUserState:
+        check_features(user_features)
         return self.adapt_many([history], [user_features], steps=steps)[0]
 
     def adapt_many(
@@ -123,16 +131,10 @@ class EnsembleRecommender(TopK):
         *,
         steps: int | None = None,
     ) -> list[EnsembleUserState]:
-        histories = list(histories)  # a generator too
+        histories, rows = adapt_many_args(histories, user_features)
         if steps is not None:
             raise UnsupportedError(
                 "ensemble: each member adapts with its own number of steps; steps cannot be set"
-            )
-        if user_features is None:
-            user_features = [None] * len(histories)
-        if len(user_features) != len(histories):
-            raise DataError(
-                f"adapt_many: {len(histories)} histories but {len(user_features)} feature rows"
             )
         # the primary validates ratings and resolves titles exactly as a single run does
         pairs = [self.primary._history_pairs(h) for h in histories]
@@ -145,7 +147,7 @@ class EnsembleRecommender(TopK):
                 history=p,
                 features=f,
             )
-            for p, f in zip(pairs, user_features, strict=True)
+            for p, f in zip(pairs, rows, strict=True)
         ]
         self._score_states(states)
         return states
@@ -216,8 +218,13 @@ class EnsembleRecommender(TopK):
         if vectors is None:
             # the peers need the vectors too: encode once here, with the primary's encoder
             vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
+        else:
+            vectors = check_new_vectors(vectors, frame["item_id"], self._catalogue_vectors())
         self.ensemble.add_items(frame, np.asarray(vectors, dtype=np.float32))
         return len(frame)
+
+    def _catalogue_vectors(self) -> np.ndarray:
+        return self.primary.model.tower.item_vectors.detach().cpu().numpy()
 
     def update_peer_vectors(self, idx: Sequence[int], vectors: np.ndarray) -> None:
         """New LM vectors for existing items, for the members that read them (content
@@ -227,8 +234,22 @@ class EnsembleRecommender(TopK):
         from metarec.peers.knn import ContentKNN, _unit_rows
 
         self.check_items()
-        rows = np.asarray(idx, dtype=np.int64)
-        unit = _unit_rows(np.asarray(vectors, dtype=np.float64))
+        try:
+            rows = np.asarray(idx, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"update_peer_vectors: idx: expected item indices, got {idx!r:.60}"
+            ) from None
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_items):
+            # -1 would quietly change the last item
+            raise DataError(
+                f"update_peer_vectors: idx must be item indices in [0, {self.n_items}), got "
+                f"{int(rows.min()) if rows.min() < 0 else int(rows.max())}"
+            )
+        ids = self.items["item_id"].iloc[rows].reset_index(drop=True)
+        # NaN rows were made zero vectors, shifting every blended score
+        checked = check_new_vectors(vectors, ids, self._catalogue_vectors(), "update_peer_vectors")
+        unit = _unit_rows(checked.astype(np.float64))
         for m in self.ensemble.members.values():
             if isinstance(m, ContentKNN) and m.vectors is not None:
                 m.vectors[rows] = unit

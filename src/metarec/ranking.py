@@ -26,7 +26,12 @@ def item_keys(keys: Any, what: str) -> Sequence[str | int] | None:
         return None
     if isinstance(keys, (str, bytes)):
         raise DataError(f"{what}: expected a list of item ids or titles, got the string {keys!r}")
-    return list(keys)
+    try:
+        return list(keys)
+    except TypeError:  # a number: one id, not a list of them
+        raise DataError(
+            f"{what}: expected a list of item ids or titles, got {keys!r:.60}"
+        ) from None
 
 
 class TopK:

@@ -11,6 +11,7 @@ representations.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -263,11 +264,7 @@ class Recommender(TopK):
 
         An empty history gives the meta-learned prior: the zero-shot model.
         """
-        if user_features is not None and not isinstance(user_features, Mapping):
-            raise DataError(
-                f"user_features: expected a mapping such as {{'age': 25}}, got "
-                f"{user_features!r:.60}"
-            )
+        check_features(user_features)
         return self.adapt_many([history], [user_features], steps=steps)[0]
 
     def adapt_many(
@@ -280,28 +277,8 @@ class Recommender(TopK):
         """:meth:`adapt` for many users in one vmapped call (what a server batches).
         Feature keys the model was not trained with are ignored: a stored profile may
         hold more than one model uses."""
-        if histories is None or isinstance(histories, (str, bytes, Mapping, pd.DataFrame)):
-            raise DataError(
-                f"adapt_many: expected a list of histories (one a user), got {histories!r:.60}"
-            )
-        histories = list(histories)  # a generator too
+        histories, user_features = adapt_many_args(histories, user_features)
         check_steps(steps)
-        if user_features is None:
-            user_features = [None] * len(histories)
-        if isinstance(user_features, Mapping) or not isinstance(user_features, Iterable):
-            raise DataError(
-                f"user_features: expected one mapping (or None) a user, got {user_features!r:.60}"
-            )
-        user_features = list(user_features)
-        for n, f in enumerate(user_features):
-            if f is not None and not isinstance(f, Mapping):
-                raise DataError(
-                    f"user_features[{n}]: expected a mapping such as {{'age': 25}}, got {f!r:.60}"
-                )
-        if len(user_features) != len(histories):
-            raise DataError(
-                f"adapt_many: {len(histories)} histories but {len(user_features)} feature rows"
-            )
         all_pairs = [self._history_pairs(h) for h in histories]
         codes = torch.as_tensor(
             np.stack([self.features.encode_one(dict(f or {})) for f in user_features])
@@ -527,6 +504,7 @@ class Recommender(TopK):
                 frame[col] = ""
         if "text" not in frame.columns or frame["text"].isna().any():
             frame["text"] = build_item_text(frame, text)
+        frame["text"] = frame["text"].astype(str)  # a text column of numbers is text too
         empty = frame["text"].str.strip() == ""
         if empty.any():
             bad = frame.loc[empty, "item_id"].iloc[0]
@@ -554,19 +532,9 @@ class Recommender(TopK):
         if vectors is None:
             vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
         else:
-            vectors = np.asarray(vectors, dtype=np.float32)
-            want = (len(frame), int(self.model.tower.item_vectors.shape[1]))
-            if vectors.shape != want:
-                raise DataError(
-                    f"add_items: vectors of shape {vectors.shape}; expected {want} "
-                    f"(one row per new item, the encoder's width)"
-                )
-            if not np.isfinite(vectors).all():
-                row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-                raise DataError(
-                    f"add_items: the vector of item {frame['item_id'].iloc[row]!r} "
-                    "holds NaN or infinite values"
-                )
+            vectors = check_new_vectors(
+                vectors, frame["item_id"], self.model.tower.item_vectors.detach().cpu().numpy()
+            )
         self.model.tower.extend(torch.as_tensor(np.asarray(vectors, dtype=np.float32)))
         self.items = pd.concat(
             [self.items, frame[["item_id", "title", "text"]].astype(str)], ignore_index=True
@@ -687,11 +655,17 @@ class Recommender(TopK):
         ``recommender.json``, without which the folder holds no run, goes first and comes
         back last: an interrupted save over an earlier run leaves no run, never the new
         model's tensors beside the old one's description."""
-        if not isinstance(directory, (str, os.PathLike)):
+        if not isinstance(directory, (str, os.PathLike)) or not str(directory).strip():
+            # "" would be the working folder: a run spilled among whatever is there
             raise DataError(f"save: expected a folder path, got {directory!r:.60}")
         out = Path(directory)
         if out.exists() and not out.is_dir():
             raise ModelError(f"{out}: is a file; save needs a run folder")
+        above = out.parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            raise ModelError(f"{out}: {above} is a file; save needs a run folder")
         manifest = {
             "format_version": FORMAT_VERSION,
             "config": self.cfg.to_dict(),
@@ -705,6 +679,7 @@ class Recommender(TopK):
         }
         try:  # everything that can refuse is checked before a byte is written
             manifest_bytes = json_bytes(manifest)
+            json.dumps(self.metadata, allow_nan=False)  # NaN is not JSON; strict readers refuse it
         except (TypeError, ValueError) as exc:
             raise ModelError(
                 f"{out}: not saved: metadata must be JSON (strings, numbers, lists, dicts): {exc}"
@@ -714,11 +689,14 @@ class Recommender(TopK):
         tensors["popularity"] = torch.as_tensor(self.popularity)
         tensors["item_offsets"] = torch.as_tensor(self.item_offsets)
         tensors.update({f"encoder.{k}": v for k, v in self.encoder_tensors.items()})
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recommender.json").unlink(missing_ok=True)
-        save_tensors(out / "model.safetensors", tensors)
-        write_bytes_atomic(out / "items.json", items_bytes)
-        write_bytes_atomic(out / "recommender.json", manifest_bytes)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "recommender.json").unlink(missing_ok=True)
+            save_tensors(out / "model.safetensors", tensors)
+            write_bytes_atomic(out / "items.json", items_bytes)
+            write_bytes_atomic(out / "recommender.json", manifest_bytes)
+        except OSError as exc:  # read-only, full disk: the run is not there, and says where
+            raise ModelError(f"{out}: not saved: {exc.strerror or exc} ({exc.filename})") from None
         return out
 
     @classmethod
@@ -818,6 +796,75 @@ class Recommender(TopK):
                 )
             ),
         )
+
+
+def check_new_vectors(
+    vectors: object, ids: pd.Series, catalogue: np.ndarray, where: str = "add_items"
+) -> np.ndarray:
+    """New items' LM vectors as float32 [len(ids), width], or a DataError naming the item
+    whose vector cannot be one: of another width, not numbers, NaN, or of a length no
+    vector of this encoder has (1e30 everywhere scored 1e28 on a 1-5 scale and topped
+    every list)."""
+    try:
+        arr = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: vectors: expected numbers, got {vectors!r:.60}") from None
+    want = (len(ids), catalogue.shape[1])
+    if arr.shape != want:
+        raise DataError(
+            f"{where}: vectors of shape {arr.shape}; expected {want} "
+            "(one row per new item, the encoder's width)"
+        )
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        item = ids.iloc[int(np.flatnonzero(bad)[0])]
+        raise DataError(f"{where}: the vector of item {item!r} holds NaN or infinite values")
+    norms = np.linalg.norm(arr, axis=1)
+    # a sentence encoder's vectors have length 1; an encoder's own outputs never stray
+    # 100 times past the longest in the catalogue
+    limit = 100.0 * max(float(np.linalg.norm(catalogue, axis=1).max(initial=0.0)), 1.0)
+    if (norms > limit).any():
+        row = int(np.flatnonzero(norms > limit)[0])
+        raise DataError(
+            f"{where}: the vector of item {ids.iloc[row]!r} has length {norms[row]:.3g}, "
+            f"beyond {limit:.3g}: not a vector of this run's encoder"
+        )
+    return arr.astype(np.float32)
+
+
+def check_features(user_features: object, where: str = "user_features") -> None:
+    if user_features is not None and not isinstance(user_features, Mapping):
+        raise DataError(
+            f"{where}: expected a mapping such as {{'age': 25}}, got {user_features!r:.60}"
+        )
+
+
+def adapt_many_args(
+    histories: object, user_features: object
+) -> tuple[list[Any], list[Mapping[str, Any] | None]]:
+    """``adapt_many``'s arguments as lists of one entry a user, or a DataError saying
+    which is wrong: shared by a run and an ensemble, so both refuse alike."""
+    if (
+        histories is None
+        or isinstance(histories, (str, bytes, Mapping, pd.DataFrame))
+        or not isinstance(histories, Iterable)
+    ):
+        raise DataError(
+            f"adapt_many: expected a list of histories (one a user), got {histories!r:.60}"
+        )
+    histories = list(histories)  # a generator too
+    if user_features is None:
+        return histories, [None] * len(histories)
+    if isinstance(user_features, (str, bytes, Mapping)) or not isinstance(user_features, Iterable):
+        raise DataError(
+            f"user_features: expected one mapping (or None) a user, got {user_features!r:.60}"
+        )
+    rows = list(user_features)
+    for n, f in enumerate(rows):
+        check_features(f, f"user_features[{n}]")
+    if len(rows) != len(histories):
+        raise DataError(f"adapt_many: {len(histories)} histories but {len(rows)} feature rows")
+    return histories, rows
 
 
 def build_learner(

@@ -250,6 +250,35 @@ def test_loaded_ensemble_recommends_and_grows_like_a_run(world: World, tmp_path:
     np.testing.assert_allclose(rec.score(user)[:n], rec.score(rec.adapt(history))[:n], atol=1e-6)
 
 
+def test_an_ensemble_refuses_bad_arguments_as_a_run_does(world: World, tmp_path: Path) -> None:
+    from metarec.errors import DataError
+
+    rec = load_run(world.ranking.save(tmp_path / "ens"))
+    for call, needle in [
+        (lambda: rec.adapt_many([[("1", 5)]], {"age": 25}), "expected one mapping .* a user"),
+        (lambda: rec.adapt([("1", 5)], user_features="x"), "user_features: expected a mapping"),
+        (lambda: rec.adapt_many(None), "adapt_many: expected a list of histories"),
+        (lambda: rec.adapt_many(5), "adapt_many: expected a list of histories"),
+        (lambda: rec.score(rec.adapt([]), 5), "items: expected a list"),
+    ]:
+        with pytest.raises(DataError, match=needle):
+            call()  # type: ignore[arg-type]
+    width = rec.primary.model.tower.item_vectors.shape[1]
+    before = rec.score(rec.adapt([("1", 5)]))
+    for idx, vectors, needle in [
+        ([-1], np.ones((1, width)), r"idx must be item indices in \[0, \d+\), got -1"),
+        ([10**6], np.ones((1, width)), "idx must be item indices"),
+        ([0], np.full((1, width), np.nan), "update_peer_vectors: the vector of item '1' holds NaN"),
+        ([0], np.ones((1, width + 1)), "update_peer_vectors: vectors of shape"),
+    ]:
+        with pytest.raises(DataError, match=needle):
+            rec.update_peer_vectors(idx, vectors)
+    np.testing.assert_array_equal(rec.score(rec.adapt([("1", 5)])), before)  # nothing moved
+    new = pd.DataFrame({"item_id": ["v1"], "title": ["V"]})
+    with pytest.raises(DataError, match="add_items: vectors: expected numbers"):
+        rec.add_items(new, vectors=[["a"] * width])
+
+
 def _support_only(task: Task) -> Task:
     return Task(task.user, task.support_items, task.support_ratings, task.query_items[:0],
                 task.query_ratings[:0])  # fmt: skip
