@@ -551,3 +551,24 @@ def test_added_items_are_keyed_and_worded_as_the_loaders_would(
     assert rec.items["item_id"].tolist()[-2:] == ["6000", "6001"]
     assert rec.resolve(6000) == rec.n_items - 2
     assert rec.items["text"].iloc[-1] == "Listed. Genres: Comedy, Drama."
+
+
+def test_pipeline_arguments_of_the_wrong_kind_are_named() -> None:
+    users = pd.DataFrame({"user_id": ["1", "2", "3"]})
+    for call, error, needle in [
+        (
+            lambda: split_users(users, 1.5, 0),
+            ConfigError,
+            r"fraction: must be a number in \[0, 1\)",
+        ),
+        (lambda: split_users(users, "x", 0), ConfigError, "fraction: must be a number"),
+        (lambda: split_users(users, 0.5, -1), ConfigError, "seed: must be a whole number >= 0"),
+        (lambda: encode_catalogue(None, "tfidf"), DataError, "items: expected a DataFrame"),
+        (
+            lambda: encode_catalogue(pd.DataFrame({"item_id": ["1"], "title": ["x"]}), 5),
+            ConfigError,
+            "encoder: expected an encoder or its name, got 5",
+        ),
+    ]:
+        with pytest.raises(error, match=needle):
+            call()  # type: ignore[arg-type]

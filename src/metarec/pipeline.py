@@ -33,6 +33,7 @@ from metarec.encoders.sentence import metarec_cache_dir
 from metarec.errors import ConfigError, DataError
 from metarec.locks import exclusive
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
+from metarec.models.base import check_seed
 from metarec.models.bias import item_baseline
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 from metarec.recommender import Recommender, build_learner
@@ -58,8 +59,12 @@ def encode_catalogue(
 ) -> Catalogue:
     """Encode every item's text once; vectors are cached on disk by text hash.
     ``device``: where an encoder named by ``encoder`` runs (default: CUDA when present)."""
+    if not isinstance(items, pd.DataFrame):
+        raise DataError(f"items: expected a DataFrame of items, got {type(items).__name__}")
     if "item_id" not in items.columns:
         raise DataError(f"items: no item_id column (columns: {list(items.columns)})")
+    if not isinstance(encoder, str | Encoder):
+        raise ConfigError(f"encoder: expected an encoder or its name, got {encoder!r:.60}")
     items = ensure_text(items).reset_index(drop=True)
     ids = items["item_id"].astype(str)
     repeated = ids[ids.duplicated()]
@@ -173,6 +178,9 @@ def split_users(
     frame: pd.DataFrame, fraction: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded split of ``frame``'s users: (the rest, ``fraction`` of users)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+        raise ConfigError(f"fraction: must be a number in [0, 1), got {fraction!r:.40}")
+    check_seed(seed)
     users = np.sort(frame["user_id"].unique())
     rng = np.random.default_rng(seed)
     held = set(rng.choice(users, size=round(len(users) * fraction), replace=False))
@@ -202,8 +210,16 @@ def train(
     if cfg is not None and not isinstance(cfg, TrainConfig):
         raise ConfigError(f"cfg: expected a TrainConfig or a dict of its keys, got {cfg!r:.60}")
     cfg = (cfg or TrainConfig()).validate()
-    if not 0.0 <= validation_fraction < 1.0:  # NaN fails this too
-        raise ConfigError(f"validation_fraction: must be in [0, 1), got {validation_fraction!r}")
+    if (
+        isinstance(validation_fraction, bool)
+        or not isinstance(validation_fraction, int | float)
+        or not 0.0 <= validation_fraction < 1.0  # NaN fails this too
+    ):
+        raise ConfigError(
+            f"validation_fraction: must be a number in [0, 1), got {validation_fraction!r:.40}"
+        )
+    if encoder is not None and not isinstance(encoder, str | Encoder):
+        raise ConfigError(f"encoder: expected an encoder or its name, got {encoder!r:.60}")
     problems = cleaning.validate(dataset)  # a hand-built or uncleaned Dataset is checked here
     if problems:
         raise DataError(

@@ -9,7 +9,7 @@ import pytest
 
 from metarec.data import clean, load_table
 from metarec.data.generic import read_table
-from metarec.errors import DataError
+from metarec.errors import ConfigError, DataError
 
 
 @pytest.fixture
@@ -294,6 +294,23 @@ def test_files_in_a_form_we_cannot_read_say_which(tmp_path: Path, raw: bytes, ne
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="file not found"):
         load_table(tmp_path / "nope.csv")
+
+
+def test_arguments_of_the_wrong_kind_are_named(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating\n1,10,5\n")
+    for kwargs, needle in [
+        ({"interactions_path": None}, "interactions_path: expected a file path, got None"),
+        ({"items_path": 5}, "items_path: expected a file path, got 5"),
+        ({"sep": ""}, "sep: expected a delimiter"),
+        ({"user_col": None}, "user_col: expected a column name, got None"),
+        ({"title_col": ""}, "title_col: expected a column name, got ''"),
+        ({"text_cols": [1]}, r"text_cols: expected a list of column names, got \[1\]"),
+        ({"text": 5}, "text: expected an ItemTextConfig, got 5"),
+        ({"name": 5}, "name: expected the data set's name, got 5"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            load_table(**({"interactions_path": p} | kwargs))  # type: ignore[arg-type]
 
 
 def test_a_folder_or_a_device_is_not_called_missing(tmp_path: Path) -> None:

@@ -135,6 +135,10 @@ def test_root_without_the_data_falls_back_with_a_warning(
 def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="ml-100k, ml-1m, ml-latest-small"):
         load_dataset("ml-20m")
+    with pytest.raises(ConfigError, match="root: expected a folder path or None, got 5"):
+        load_dataset("ml-100k", root=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="text: expected an ItemTextConfig"):
+        load_dataset("ml-100k", text="title")  # type: ignore[arg-type]
 
 
 def test_offline_message_says_where_it_looked_and_what_to_do(

@@ -61,6 +61,11 @@ def test_shot_tasks_refuses_what_is_not_a_support_size(ds) -> None:
     with pytest.raises(DataError, match=r"lacks column\(s\) \['rating'\]"):
         shot_tasks(frame.drop(columns="rating"), index, 1)
     assert all(len(t.support_items) == 0 for t in shot_tasks(frame, index, 0)[0])
+    for seed in (-1, "x", 1.5):
+        with pytest.raises(ConfigError, match="seed: must be a whole number >= 0"):
+            make_p2_split(ds, seed=seed)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="seed: must be a whole number >= 0"):
+            make_p1_split(ds, seed=seed)  # type: ignore[arg-type]
 
 
 def test_support_is_the_first_k_ratings_by_time(ds) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import warnings
 from collections import defaultdict
@@ -650,6 +651,16 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
             )
 
 
+def _check_paths(**paths: object) -> None:
+    """Each a file path (the first required): None or a number is refused by name, not
+    met as os.fspath's TypeError."""
+    for n, (what, value) in enumerate(paths.items()):
+        if value is None and n:
+            continue
+        if not isinstance(value, str | os.PathLike) or not str(value).strip():
+            raise ConfigError(f"{what}: expected a file path, got {value!r:.60}")
+
+
 def load_table(
     interactions_path: str | Path,
     items_path: str | Path | None = None,
@@ -682,10 +693,28 @@ def load_table(
     otherwise, appended to the encoder text. ``user_feature_cols`` (default:
     every column but the id) are kept from the users file.
     """
+    _check_paths(interactions_path=interactions_path, items_path=items_path, users_path=users_path)
+    required = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col}
+    optional = {
+        "timestamp_col": timestamp_col, "item_id_col": item_id_col,
+        "users_id_col": users_id_col, "title_col": title_col, "genre_col": genre_col,
+        "year_col": year_col,
+    }  # fmt: skip
+    for what, col in [*required.items(), *optional.items()]:
+        if (col is not None or what in required) and not (isinstance(col, str) and col.strip()):
+            raise ConfigError(f"{what}: expected a column name, got {col!r:.40}")
+    if name is not None and not (isinstance(name, str) and name.strip()):
+        raise ConfigError(f"name: expected the data set's name, got {name!r:.40}")
     for what, value in (("text_cols", text_cols), ("user_feature_cols", user_feature_cols)):
         if isinstance(value, (str, bytes)):  # read letter by letter it names no column
             raise ConfigError(f"{what}: expected a list of column names, got {value!r}; "
                               f"write [{value!r}]")  # fmt: skip
+        if not isinstance(value, Sequence) or not all(isinstance(c, str) for c in value):
+            raise ConfigError(f"{what}: expected a list of column names, got {value!r:.60}")
+    if sep is not None and not (isinstance(sep, str) and sep):
+        raise ConfigError(f"sep: expected a delimiter such as ',' or '\\t', got {sep!r:.20}")
+    if text is not None and not isinstance(text, ItemTextConfig):
+        raise ConfigError(f"text: expected an ItemTextConfig, got {text!r:.60}")
     if rating_range is not None:
         rating_range = check_rating_range(rating_range, "rating_range")
     roles = {"--user-col": user_col, "--item-col": item_col, "--rating-col": rating_col}

@@ -194,6 +194,10 @@ def load_dataset(
     included; ``text`` sets how item text is built.
     """
     known = _known(name)
+    if root is not None and not (isinstance(root, str | os.PathLike) and str(root).strip()):
+        raise ConfigError(f"root: expected a folder path or None, got {root!r:.60}")
+    if text is not None and not isinstance(text, ItemTextConfig):
+        raise ConfigError(f"text: expected an ItemTextConfig, got {text!r:.60}")
     kind, path = locate(name, root, download=download)
     if kind == "atomic":  # the scale is known: not read from (a typo in) the data
         ds = load_atomic(path, text=text, rating_range=known.rating_range)

@@ -45,7 +45,7 @@ from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import DataError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
-from metarec.models.base import TaskPredictor
+from metarec.models.base import TaskPredictor, check_seed
 from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
 STATES = ("warm", "user_cold", "item_cold", "both_cold")
@@ -113,6 +113,7 @@ def make_p1_split(
     years, or with fewer than 5 % of items that late, a seeded random
     ``new_item_fraction`` of items."""
     check_folds(n_folds, fold)
+    check_seed(seed)
     for name, value in (
         ("new_item_fraction", new_item_fraction),
         ("new_user_fraction", new_user_fraction),

@@ -31,7 +31,7 @@ from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation.metrics import coverage, ranking_table
 from metarec.evaluation.splits import SplitFile, check_folds
-from metarec.models.base import ScoringModel
+from metarec.models.base import ScoringModel, check_seed
 
 SHOTS = (0, 1, 3, 5, 10, 20)
 TOP_K = 10
@@ -69,6 +69,7 @@ def make_p2_split(
 ) -> P2Split:
     """80/10/10 users, or fold ``fold`` of ``n_folds`` as the test users (P3)."""
     check_folds(n_folds, fold)
+    check_seed(seed)
     users = np.random.default_rng(seed).permutation(eligible_users(dataset, min_ratings))
     if len(users) < 10:
         raise DataError(

@@ -199,6 +199,13 @@ def check_k(k: object, where: str = "") -> None:
         raise ConfigError(f"{where}k: must be a whole number > 0, got {k!r}")
 
 
+def check_seed(seed: object, where: str = "seed") -> None:
+    """ConfigError unless ``seed`` is a whole number >= 0, which numpy's generators take
+    (a negative or text seed was a raw numpy error)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"{where}: must be a whole number >= 0, got {seed!r:.40}")
+
+
 def check_shots(shots: object, where: str) -> tuple[int, ...]:
     """Support sizes as whole numbers >= 1 (1.7 is not a support size; "5" would be read
     as the characters of a string), or a ConfigError naming ``where``."""
