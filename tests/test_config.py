@@ -48,6 +48,8 @@ def test_none_resets_an_optional_key_and_is_refused_for_a_required_one() -> None
         ("inner_steps", "expected key=value"),
         ("epochs=0", "epochs: must be > 0"),
         ("inner_steps.x=1", "not a config section"),
+        ("outer_lr=1e300", "outer_lr: must be <= 10, got 1e+300"),  # overflowed inside Adam
+        ("inner_lr=100", "inner_lr: must be <= 10, got 100.0"),
     ],
 )
 def test_bad_overrides(assignment: str, needle: str) -> None:

@@ -95,6 +95,16 @@ def test_what_is_not_this_recommenders_user_is_named(fitted: Recommender) -> Non
     other.params = {k: v[..., :-1] for k, v in other.params.items()}  # another model's width
     with pytest.raises(DataError, match="adapted by another model"):
         fitted.score(other)
+    # feature codes that fit no embedding row were a raw IndexError from torch
+    from metarec.recommender import UserState
+
+    good = fitted.adapt([("Toy Story (1995)", 5)], user_features={"age": 25})
+    fitted.score(good)
+    n = len(fitted.features.columns)
+    assert n, "the fixture's run uses user features"
+    for codes in (torch.full((n,), 99), torch.tensor([1]), torch.zeros(n)):
+        with pytest.raises(DataError, match="adapted by another model"):
+            fitted.score(UserState(good.params, good.seen, codes))
 
 
 def test_a_string_of_items_is_not_read_letter_by_letter(fitted: Recommender) -> None:
@@ -301,6 +311,8 @@ def test_load_refuses_non_finite_weights(fitted: Recommender, tmp_path: Path) ->
 
 def test_grouplens_title_form_resolves(fitted: Recommender) -> None:
     assert fitted.resolve("Lion King, The (1994)") == fitted.resolve("The Lion King (1994)")
+    # an id read as a float (pandas reads a column with a gap so) is the id, as in add_items
+    assert fitted.resolve(1.0) == fitted.resolve(np.float64(1)) == fitted.resolve("1")
 
 
 def test_fold_in_items_learns_new_items_from_first_ratings(

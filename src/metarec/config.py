@@ -145,6 +145,11 @@ class TrainConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {value}")
+        # a step size past 10 moves weights of order 0.1 by hundreds at once: training
+        # ends in a degenerate model or overflows inside the optimiser (1e300)
+        for name, value in (("inner_lr", self.inner_lr), ("outer_lr", self.outer_lr)):
+            if value > 10:
+                raise ConfigError(f"{name}: must be <= 10, got {value} (defaults 0.05, 0.002)")
         not_negative = {
             "inner_steps": self.inner_steps,
             "eval_inner_steps": 0 if self.eval_inner_steps is None else self.eval_inner_steps,

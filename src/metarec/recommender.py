@@ -181,6 +181,10 @@ class Recommender(TopK):
         """Catalogue index of an item id or an exact (case-insensitive) title. An id is
         looked up first: "187" is item 187 even where a film is titled "187" (give its
         title with the year, "187 (1997)", to mean the film)."""
+        if isinstance(key, float | np.floating) and float(key).is_integer():
+            # as the loaders and add_items write ids: 6000.0 (pandas' reading of an id
+            # column with a gap) is item "6000"
+            key = int(key)
         skey = str(key)
         if skey in self.item_index:
             return self.item_index[skey]
@@ -371,6 +375,14 @@ class Recommender(TopK):
         shapes = self._fast_shapes
         foreign = user.params.keys() != shapes.keys() or any(
             user.params[k].shape[1:] != shape for k, shape in shapes.items()
+        )
+        codes = user.user_features
+        cards = self.features.cardinalities  # codes 1..c, 0 for unknown
+        foreign = foreign or not (
+            isinstance(codes, torch.Tensor)
+            and tuple(codes.shape) == (len(cards),)
+            and not codes.is_floating_point()
+            and bool(((codes.cpu() >= 0) & (codes.cpu() <= torch.as_tensor(cards))).all())
         )
         if foreign or (len(user.seen) and int(np.max(user.seen)) >= self.n_items):
             raise DataError(

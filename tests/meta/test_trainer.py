@@ -197,6 +197,17 @@ def test_a_damaged_checkpoint_says_how_to_start_over(tmp_path: Path) -> None:
         _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
 
 
+def test_a_diverged_training_is_an_error_not_a_model_of_nans() -> None:
+    from metarec.errors import ModelError
+
+    vectors, src = _source(2)
+    trainer = _trainer(vectors, 2)
+    with torch.no_grad():  # what an exploding step leaves; no validation to fall back on
+        next(trainer.learner.parameters()).fill_(float("nan"))
+    with pytest.raises(ModelError, match=r"meta-training diverged .*lower inner_lr \(0.05\)"):
+        trainer.fit(src, None)
+
+
 def test_training_keeps_the_best_state() -> None:
     vectors, src = _source(2)
     trainer = _trainer(vectors, 3)

@@ -294,6 +294,14 @@ class Trainer:
                 break
         if best_state is not None:
             self.learner.load_state_dict(best_state)
+        if not all(bool(torch.isfinite(p).all()) for p in self.learner.parameters()):
+            # no epoch improved on the start, or there was no validation to fall back
+            # on: a model of NaN weights would be saved and score everything NaN
+            losses = [row.get("val_loss", row.get("train_loss")) for row in history.epochs]
+            raise ModelError(
+                f"meta-training diverged (losses by epoch: {losses[-5:]}); lower inner_lr "
+                f"({cfg.inner_lr}) or outer_lr ({cfg.outer_lr})"
+            )
         return history
 
     def _check_episodes(self, ratings: UserRatings) -> None:
