@@ -380,6 +380,8 @@ def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommen
         (pd.DataFrame({"user_id": ["a", None], "item_id": ["1", "2"], "rating": [5, 3]}),
          DataError, "row 1 .*no user_id"),
         ([("u", "1", 5)], DataError, "expected a DataFrame"),
+        (pd.DataFrame([["u", "1", 5, 4]], columns=["user_id", "item_id", "rating", "rating"]),
+         DataError, r"column\(s\) \['rating'\] appear more than once"),
     ],
 )  # fmt: skip
 def test_fold_in_items_rejects_bad_rows_and_keeps_offsets(

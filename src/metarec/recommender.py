@@ -585,6 +585,9 @@ class Recommender(TopK):
         missing = {"user_id", "item_id", "rating"} - set(ratings.columns)
         if missing:
             raise DataError(f"fold_in_items: missing column(s) {sorted(missing)}")
+        twice = sorted({str(c) for c in ratings.columns[ratings.columns.duplicated()]})
+        if twice:  # which of the two is the rating? pandas would hand over both
+            raise DataError(f"fold_in_items: column(s) {twice} appear more than once")
         self._check_feedback_rows(ratings.reset_index(drop=True))
         rows_by_user: dict[str, list[tuple[Any, Any]]] = {}
         for u, item, r in zip(
