@@ -263,6 +263,22 @@ def _bad_requests(key: str) -> list[Case]:
          "not a boolean"),
         ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": True}]}),
          422, "validation_error", "ratings[0].rating"),
+        # nor is a number in a string, as for timestamps (pydantic read "5" as 5)
+        ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": "5"}]}),
+         422, "validation_error", "not a string"),
+        ("POST", events, body(rating | {"value": "4"}), 422, "validation_error", "not a string"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "y", "title": "Y", "year": "2024"}]}),
+         422, "validation_error", "items[0].year"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "y", "title": "Y", "year": True}]}),
+         422, "validation_error", "not a boolean"),
+        # a lone surrogate: valid JSON, no UTF-8; stored, every read of the user was a 500
+        ("POST", "/v1/users", {"content": b'{"user_id": "s", "features": {"a": "\\ud800"}}',
+                               "headers": js}, 422, "validation_error", "not valid Unicode"),
+        # control characters: invisible in every listing, a NUL ends C strings
+        ("POST", "/v1/users", body({"user_id": "a\u0000b"}), 422, "validation_error", "U+0000"),
+        ("POST", "/v1/users", body({"user_id": "a\tb"}), 422, "validation_error", "U+0009"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "c", "title": "T\u0000"}]}),
+         422, "validation_error", "U+0000"),
         # feature values JSON or the feature encoder cannot hold
         *[("POST", "/v1/users", {"content": b'{"user_id": "f", "features": {"age": ' + v + b"}}",
                                  "headers": js}, 422, "validation_error", "features")
@@ -640,6 +656,47 @@ def test_ready_is_503_when_the_database_is_unreachable(
         finally:
             store.engine = good
     assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+
+
+def test_a_reload_to_a_symlink_loop_is_422(
+    live_server: str, server_api_key: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        r = c.post("/v1/admin/reload", json={"run": str(tmp_path / "a")})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_run", r.text
+        assert "symbolic link loop" in r.json()["error"]["message"]  # a 500 before
+        assert c.get("/ready").status_code == 200  # the served model stays
+
+
+def test_a_store_locked_by_another_process_is_503_then_the_retry_lands(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sqlite3
+
+    from metarec.service import store
+
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 0.2)  # 30 s in service
+    live = make_server(db_url=f"sqlite:///{tmp_path / 'locked.db'}")
+    event = {"event_id": "e-locked", "item_id": "1", "type": "click"}
+    with live.client(server_api_key) as c:
+        assert c.post("/v1/users", json={"user_id": "lk"}).status_code == 201
+        other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # a second writer: another service, a shell
+        try:
+            r = c.post("/v1/users/lk/events", json=event)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        # was a 500 internal_error: nothing was stored, so the client may retry
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_busy", r.text
+        assert r.headers["retry-after"] == "1"
+        again = c.post("/v1/users/lk/events", json=event)
+        assert again.status_code == 200 and again.json() == {"accepted": 1, "duplicates": 0}
 
 
 def test_cors_origin_is_configurable(make_server: Callable[..., LiveServer]) -> None:

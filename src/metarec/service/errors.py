@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("metarec.service")
@@ -97,6 +98,22 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else code
         headers = dict(exc.headers or {})
         return error_response(exc.status_code, code, detail, **headers)
+
+    @app.exception_handler(OperationalError)
+    async def _store_busy(request: Request, exc: OperationalError) -> JSONResponse:
+        # SQLite's "database is locked": another process (a second service on the same
+        # file, a sqlite3 shell) held the write lock past the wait. Nothing was stored;
+        # the client may retry, and a 503 says so where a 500 would not
+        if "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower():
+            log.warning("feedback store busy on %s %s: %s", request.method, request.url.path,
+                        exc.orig)  # fmt: skip
+            return error_response(
+                503,
+                "store_busy",
+                "the feedback store is locked by another writer; nothing was stored, retry",
+                **{"Retry-After": "1"},
+            )
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

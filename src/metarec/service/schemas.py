@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from metarec.service.feedback import EventType
 from metarec.service.store import ID_LENGTH
 
 ID = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
-Text = Annotated[str, Field(max_length=10_000)]
+Text = Annotated[str, Field(max_length=10_000), AfterValidator(lambda v: _no_control(v))]
 # epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: what a date-time can hold
 EPOCH_RANGE = (-62_135_596_800, 253_402_299_199)
 _NUMERIC = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
@@ -31,13 +32,26 @@ def _some_text(value: str) -> str:
     return value
 
 
+def _no_control(value: str) -> str:
+    """No control character (a NUL, an escape): invisible in every listing, and a NUL
+    ends the string for C readers of the store; tabs and newlines are text."""
+    bad = next((c for c in value if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
+    if bad is not None:
+        raise ValueError(f"must not contain the control character U+{ord(bad):04X}")
+    return value
+
+
 def _addressable(value: str) -> str:
     """A new user or item id: it appears in URL paths (so no '/'), and is compared as
-    sent (so no surrounding spaces, which the candidates list strips)."""
+    sent (so no surrounding spaces, which the candidates list strips); no control
+    characters, not even tabs, which no one types into a path."""
     if "/" in value:
         raise ValueError("must not contain '/': ids appear in URL paths")
     if value != value.strip():
         raise ValueError("must not start or end with a space")
+    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ValueError(f"must not contain the control character U+{ord(bad):04X}")
     return value
 
 
@@ -47,7 +61,12 @@ def _no_comma(value: str) -> str:
     return value
 
 
-Title = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_some_text)]
+Title = Annotated[
+    str,
+    Field(min_length=1, max_length=500),
+    AfterValidator(_some_text),
+    AfterValidator(_no_control),
+]
 NewUserId = Annotated[ID, AfterValidator(_addressable)]
 NewItemId = Annotated[ID, AfterValidator(_addressable), AfterValidator(_no_comma)]
 
@@ -92,6 +111,8 @@ class ItemIn(_Strict):
     ) = None
     year: Annotated[int, Field(ge=0, le=9999)] | None = None
 
+    _year_a_number = field_validator("year", mode="before")(lambda v: _a_number(v))
+
 
 class ItemsIn(_Strict):
     items: list[ItemIn] = Field(min_length=1)
@@ -104,9 +125,12 @@ class ItemsOut(BaseModel):
 
 
 def _a_number(value: Any) -> Any:
-    # pydantic reads true as 1.0: a client's boolean is a bug to report, not a rating
+    # pydantic reads true as 1.0 and "5" as 5: a client's boolean or string is a bug to
+    # report, not a rating (timestamps refuse a number in a string alike)
     if isinstance(value, bool):
         raise ValueError("must be a number, not a boolean")
+    if isinstance(value, str):
+        raise ValueError("must be a JSON number, not a string")
     return value
 
 
@@ -133,6 +157,10 @@ class UserIn(_Strict):
             if isinstance(value, str):
                 if len(value) > 200:
                     raise ValueError(f"{key}: longer than 200 characters")
+                try:  # a lone surrogate ("\ud800") is valid JSON but no UTF-8 text:
+                    value.encode("utf-8")  # stored, every later read of the user was a 500
+                except UnicodeEncodeError:
+                    raise ValueError(f"{key}: not valid Unicode text (a lone surrogate)") from None
             elif isinstance(value, int):
                 if abs(value) > INT_RANGE:
                     raise ValueError(f"{key}: integers must lie within ±2^53")

@@ -19,6 +19,7 @@ reasons come from the ensemble's first metarec member's item vectors.
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import logging
@@ -33,7 +34,7 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from metarec.ensemble_run import EnsembleRecommender, ServedModel, load_run
-from metarec.errors import DataError, MetarecError, UnsupportedError
+from metarec.errors import DataError, MetarecError, ModelError, UnsupportedError
 from metarec.explain import display_titles, explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
@@ -204,7 +205,12 @@ class ModelHolder:
         moved since is not followed); ``replacing``: swap only if that is still the
         served model (a reload that landed first has read the run and store afresh)."""
         given = Path(run).absolute()
-        path = folder if folder is not None else given.resolve()
+        try:
+            path = folder if folder is not None else given.resolve()
+        except (RuntimeError, OSError) as exc:  # a loop: RuntimeError before Python 3.13
+            if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+                raise
+            raise ModelError(f"{given}: a symbolic link loop, not a run folder") from None
         # the slow part, outside the lock: the old model keeps serving
         rec = load_run(path, device=self.device) if loaded is None else loaded
         with TORCH_LOCK:

@@ -156,6 +156,11 @@ def normalise_url(url: str) -> str:
     return url
 
 
+# how long a write waits for another process's SQLite write lock before the request
+# gets a 503 store_busy (the service's own writers queue in-process and never meet it)
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     try:
@@ -171,7 +176,7 @@ def make_engine(url: str) -> Engine:
             raise ConfigError(f"--db {url!r}: the SQLite store must be a file (sqlite:///path.db)")
         engine = create_engine(
             url,
-            connect_args={"timeout": 30.0, "check_same_thread": False},
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
             # a SQLite connection is a file handle and a page cache, cheap to keep but not
             # to open (four PRAGMAs), so the pool keeps one for each of the request
             # threads (anyio's 40) rather than opening and closing overflow ones under load
