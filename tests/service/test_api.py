@@ -711,6 +711,46 @@ def test_cors_origin_is_configurable(make_server: Callable[..., LiveServer]) -> 
     assert pre.status_code == 200
     assert pre.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in other.headers
+    # a refused preflight in the service's error shape (Starlette's was plain text)
+    with live.client() as c:
+        for origin, method, needle in [
+            ("https://evil.example", "POST", "Disallowed CORS origin"),
+            ("https://app.example", "DELETE", "Disallowed CORS method"),
+        ]:
+            r = c.options(
+                "/v1/users", headers={"Origin": origin, "Access-Control-Request-Method": method}
+            )
+            assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+            assert r.json()["error"]["code"] == "cors_refused"
+            assert needle in r.json()["error"]["message"] and origin in r.json()["error"]["message"]
+
+
+def test_head_answers_as_get_without_a_body(live_server: str) -> None:
+    # uptime checks and load balancers probe with HEAD; it was 405 on every route
+    with httpx.Client(base_url=live_server) as c:
+        for path in ("/health", "/ready", "/v1/items?limit=2"):
+            got, head = c.get(path), c.head(path)
+            assert head.status_code == got.status_code == 200, path
+            assert (
+                head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+            )
+        assert c.head("/v1/users/nobody").status_code == 404
+
+
+def test_a_body_that_is_not_plain_json_is_415(live_server: str, server_api_key: str) -> None:
+    import gzip
+
+    raw = b'{"user_id": "ct"}'
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        for headers, content, needle in [
+            ({}, raw, "no Content-Type"),  # was a 422 quoting the raw bytes
+            ({"Content-Type": "application/json", "Content-Encoding": "gzip"},
+             gzip.compress(raw), "Content-Encoding 'gzip'"),
+        ]:  # fmt: skip
+            r = c.post("/v1/users", content=content, headers=headers)
+            assert r.status_code == 415, r.text
+            assert r.json()["error"]["code"] == "unsupported_media_type"
+            assert needle in r.json()["error"]["message"]
 
 
 def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveServer]) -> None:

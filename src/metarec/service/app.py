@@ -23,7 +23,6 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query, Request, Security
 from fastapi import Path as PathParam
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,7 +32,13 @@ from metarec.service import errors, schemas
 from metarec.service.errors import ApiError, error_response
 from metarec.service.feedback import event_rating, reads_negatives
 from metarec.service.metrics import Metrics
-from metarec.service.middleware import BodyLimit, RequestMetrics, refuse
+from metarec.service.middleware import (
+    BodyLimit,
+    HeadAsGet,
+    JsonCORSMiddleware,
+    RequestMetrics,
+    refuse,
+)
 from metarec.service.serving import ModelHolder, Served
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
@@ -179,14 +184,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             code = "unsupported"
         return error_response(422, code, str(exc))
 
-    # outermost last: metrics see everything, CORS answers preflights, then size, then key
+    # outermost last: metrics see everything, CORS answers preflights, then size, then
+    # key; innermost, HEAD reaches the routes as GET
+    app.add_middleware(HeadAsGet)
     app.add_middleware(
         ApiKeyGuard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonCORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT"],
             allow_headers=["Content-Type", "X-API-Key"],

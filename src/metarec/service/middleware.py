@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: body-size limit and per-route metrics.
+"""Pure ASGI middleware: body-size limit, per-route metrics, JSON CORS refusals, HEAD.
 
 Written against raw ASGI rather than ``BaseHTTPMiddleware`` so that neither
 adds a task or copies the body per request.
@@ -10,8 +10,12 @@ import json
 import time
 from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from metarec.service.errors import error_response
 from metarec.service.metrics import Metrics
 
 
@@ -65,12 +69,19 @@ async def refuse(
 
 def _not_json(scope: Scope) -> str | None:
     """Why a request's body is refused as not JSON (every body this API reads is JSON),
-    or None. Only a body that is there counts: ``curl -X POST -d ''`` says form data."""
+    or None. Only a body that is there counts: ``curl -X POST -d ''`` says form data.
+    A body without a Content-Type is refused too (it was a 422 quoting the raw bytes),
+    and so is a compressed one, which nothing here decodes."""
     headers = dict(scope.get("headers", ()))
     kind = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
     sized = headers.get(b"content-length", b"0").strip() not in (b"0", b"")
-    if not kind or not (sized or b"transfer-encoding" in headers):
+    if not (sized or b"transfer-encoding" in headers):
         return None
+    encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+    if encoding not in ("", "identity"):
+        return f"Content-Encoding {encoding!r}: this API reads uncompressed JSON bodies"
+    if not kind:
+        return "no Content-Type: send the JSON body with Content-Type: application/json"
     if kind == "application/json" or kind.endswith("+json"):
         return None
     return f"Content-Type {kind!r}: this API reads application/json bodies"
@@ -175,3 +186,45 @@ class RequestMetrics:
             # a client can send any method token: one label each would grow without bound
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.observe_request(name, method, status, time.perf_counter() - t0)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the service's JSON error
+    shape (Starlette answers it in plain text) so a client parses every error one way."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = bytes(response.body).decode("utf-8", "replace")  # "Disallowed CORS origin"
+        kept = {
+            k: v for k, v in response.headers.items() if k.lower().startswith(("access-", "vary"))
+        }
+        return error_response(
+            response.status_code,
+            "cors_refused",
+            f"{refused} (origin {request_headers.get('origin')!r}, method "
+            f"{request_headers.get('access-control-request-method')!r})",
+            **kept,
+        )
+
+
+class HeadAsGet:
+    """HEAD answered as the GET it mirrors, headers only (RFC 9110 has every GET
+    resource take HEAD; FastAPI routes GET alone, so uptime checks and load balancers
+    that probe with HEAD got 405)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # Content-Length stays the GET's
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
