@@ -751,6 +751,16 @@ def test_a_body_that_is_not_plain_json_is_415(live_server: str, server_api_key: 
             assert r.status_code == 415, r.text
             assert r.json()["error"]["code"] == "unsupported_media_type"
             assert needle in r.json()["error"]["message"]
+        # JSON's decoder never saw these: FastAPI said only "error parsing the body"
+        js = {"Content-Type": "application/json"}
+        for content, needle in [
+            (b'{"user_id": "\xff\xfe"}', "not UTF-8 text (byte 0xff at position 13)"),
+            (b"[" * 100_000 + b"]" * 100_000, "nests too deeply"),
+            (b'{"user_id": "d", "features": {"a": 1' + b"0" * 5000 + b"}}", "number too long"),
+        ]:
+            r = c.post("/v1/users", content=content, headers=js)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "bad_json", r.text
+            assert needle in r.json()["error"]["message"], r.text
 
 
 def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveServer]) -> None:

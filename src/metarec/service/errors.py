@@ -72,6 +72,25 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
     return 422, "validation_error", "; ".join(parts) + more
 
 
+def unreadable_body(exc: StarletteHTTPException) -> str | None:
+    """What FastAPI's "There was an error parsing the body" was, said: JSON's decoder
+    reports bad syntax itself (a bad_json naming the character), but not bytes that are
+    no UTF-8, nesting past Python's recursion limit or an integer past its 4,300 digits."""
+    if exc.status_code != 400 or exc.detail != "There was an error parsing the body":
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return (
+            f"request body is not UTF-8 text (byte 0x{cause.object[cause.start]:02x} at "
+            f"position {cause.start}); send JSON as UTF-8"
+        )
+    if isinstance(cause, RecursionError):
+        return "request body is not JSON this API reads: it nests too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "request body holds a number too long to read (over 4,300 digits)"
+    return "request body could not be read as JSON"
+
+
 def field_path(loc: Any) -> str:
     """pydantic's location as a client writes it: ``events[0].item_id``."""
     out = ""
@@ -94,6 +113,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unreadable = unreadable_body(exc)
+        if unreadable is not None:
+            return error_response(400, "bad_json", unreadable)
         code = _CODES.get(exc.status_code, f"http_{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else code
         headers = dict(exc.headers or {})
