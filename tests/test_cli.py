@@ -363,6 +363,26 @@ def test_train_evaluate_recommend(
     assert "--rate: Toy Story (1995)=5, 1=2 rate the same item; the last (2) is used" in (
         twice.stderr
     )
+    # an edited split.json tested the model on users it trained on, with exit 0
+    original = (run / "split.json").read_text()
+    for edit, needle in [
+        (lambda d: d.update(train_users=d["new_users"], new_users=d["train_users"]),
+         "not the split this run was trained with"),  # every group check passes
+        (lambda d: d.update(new_users=d["new_users"] + d["train_users"][:5]),
+         "train_users and new_users share 5 users"),
+        (lambda d: d.update(new_users=[*d["new_users"], d["new_users"][0]]),
+         "new_users holds"),  # tested twice, counted twice
+        (lambda d: d.update(seed=float("inf")), "seed must be a whole number >= 0, got inf"),
+        (lambda d: d.update(seed=-3), "seed must be a whole number >= 0, got -3"),
+        (lambda d: d.update(fold=7, n_folds=5), r"fold must be an integer in [0, 5); got 7"),
+        (lambda d: d.update(protocol="p2"), "protocol 'p2', expected 'p1'"),
+    ]:  # fmt: skip
+        edited = json.loads(original)
+        edit(edited)
+        (run / "split.json").write_text(json.dumps(edited))
+        assert_one_line_error(cli("evaluate", str(run)), "split.json", needle)
+    (run / "split.json").write_text(original)
+    assert cli("evaluate", str(run)).returncode == 0
 
 
 def test_describe_shows_the_scale_and_what_counts_as_liked(files: Path) -> None:

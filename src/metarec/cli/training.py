@@ -166,6 +166,8 @@ def train_run(
                     "data_spec": spec,
                     "holdout": holdout,
                     "split_seed": drawn,
+                    # evaluate refuses a split.json edited since (a leak made to look better)
+                    **({"split_digest": split.digest()} if split is not None else {}),
                 },
             )
         except Exception:
@@ -245,6 +247,13 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
             f"{run}: no split.json; train with --holdout p1 to evaluate with protocol P1"
         )
     split = P1Split.load(run / "split.json", ds)
+    recorded = rec.metadata.get("split_digest")
+    if recorded is not None and recorded != split.digest():
+        raise ConfigError(
+            f"{run / 'split.json'}: not the split this run was trained with (edited or "
+            "copied from another run?); evaluating on it could test the model on users it "
+            "trained on"
+        )
     known = set(ds.interactions["user_id"].astype(str))
     absent = [u for u in split.new_users if str(u) not in known]
     if absent:

@@ -60,6 +60,7 @@ MIN_STATE_RATINGS = 13
 @dataclass
 class P1Split(SplitFile):
     protocol: ClassVar[str] = "p1"
+    held_out: ClassVar[str] = "new_users"
 
     dataset: str
     seed: int

@@ -40,6 +40,7 @@ TOP_K = 10
 @dataclass
 class P2Split(SplitFile):
     protocol: ClassVar[str] = "p2"
+    held_out: ClassVar[str] = "test_users"
 
     dataset: str
     seed: int

@@ -12,6 +12,8 @@ file and what is wrong.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from itertools import combinations
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -32,21 +34,37 @@ class SplitFile:
     a ``frames`` field."""
 
     protocol: ClassVar[str]
+    held_out: ClassVar[str]  # the group whose users are tested: new_users, test_users
     frames: dict[str, pd.DataFrame]
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
         raise NotImplementedError
 
-    def save(self, path: str | Path) -> None:
+    def digest(self) -> str:
+        """sha256 of the split's ids and settings, as a run records the split it was
+        trained with: an edited split.json then no longer matches (swapping the user
+        groups keeps every check above happy and tests the model on its training users)."""
+        blob = json.dumps(self._fields(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def _fields(self) -> dict[str, Any]:
         kept = [f.name for f in dataclasses.fields(self) if f.name != "frames"]  # type: ignore[arg-type]
-        save_json(path, {"protocol": self.protocol, **{name: getattr(self, name) for name in kept}})
+        return {name: getattr(self, name) for name in kept}
+
+    def save(self, path: str | Path) -> None:
+        save_json(path, {"protocol": self.protocol, **self._fields()})
 
     @classmethod
     def load(cls: type[S], path: str | Path, dataset: Dataset) -> S:
         kind = f"{cls.protocol.upper()} split file"
         raw = load_json(path)
-        if not isinstance(raw, dict) or raw.get("protocol") != cls.protocol:
-            raise DataError(f"not a {kind}", path=path)
+        if not isinstance(raw, dict):
+            raise DataError(f"not a {kind} (a JSON {type(raw).__name__})", path=path)
+        if raw.get("protocol") != cls.protocol:
+            raise DataError(
+                f"not a {kind}: protocol {raw.get('protocol')!r}, expected {cls.protocol!r}",
+                path=path,
+            )
         with reading(path, kind):
             values = {
                 f.name: _field_value(f, raw)
@@ -54,9 +72,42 @@ class SplitFile:
                 if f.name != "frames"
             }
             split = cls(**values)
+        try:
+            check_folds(getattr(split, "n_folds", None), getattr(split, "fold", None))
+        except DataError as exc:
+            raise DataError(str(exc), path=path) from None
         split.check_fits(dataset, path)
+        split.check_groups(dataset, path)
         split.frames = split.rebuild_frames(dataset.interactions)
         return split
+
+    def check_groups(self, dataset: Dataset, path: str | Path) -> None:
+        """Every user a user of the data, in one group only, and someone to train on and
+        to test: wherever a split is read (``--splits``, a run's split.json for evaluate,
+        abtest's --users), since an edited one otherwise tests the model on the users
+        it trained on and reports the leak as a better score."""
+        groups = {
+            g: set(getattr(self, g)) for g in ("train_users", "validation_users", self.held_out)
+        }
+        known = set(dataset.interactions["user_id"].astype(str))
+        for name, ids in groups.items():
+            unknown = sorted(ids - known)
+            if unknown:
+                raise DataError(
+                    f"{len(unknown)} of its {name} are not users of {dataset.name} "
+                    f"(first: {unknown[0]!r})",
+                    path=path,
+                )
+        for (a, ia), (b, ib) in combinations(groups.items(), 2):
+            both = sorted(ia & ib)
+            if both:
+                raise DataError(
+                    f"{a} and {b} share {len(both)} users (first: {both[0]!r}): a user must "
+                    "be in one group only",
+                    path=path,
+                )
+        if not groups["train_users"] or not groups[self.held_out]:
+            raise DataError(f"train_users and {self.held_out} must not be empty", path=path)
 
     def check_fits(self, dataset: Dataset, path: str | Path) -> None:
         """Refuse a split of another data set (wherever a split file is read: a
@@ -74,9 +125,15 @@ def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
     if f.type == "list[str]":
         if not isinstance(value, list):
             raise TypeError(f"{f.name} must be a list of ids, got {type(value).__name__}")
-        return [str(v) for v in value]
-    if f.type == "int":
-        return int(value)
+        ids = [str(v) for v in value]
+        if len(set(ids)) != len(ids):  # a user tested twice counts twice in every mean
+            twice = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
+            raise ValueError(f"{f.name} holds {twice!r} more than once")
+        return ids
+    if f.type == "int":  # the seed: numpy's generators take a whole number >= 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{f.name} must be a whole number >= 0, got {value!r:.40}")
+        return value
     if f.type == "str":
         return str(value)
     if f.type == "int | None":
@@ -135,25 +192,4 @@ def load_split(
             path=path,
         )
     split.fold, split.n_folds = fold, n_folds
-    held_out = "new_users" if protocol == "p1" else "test_users"
-    groups = {g: set(getattr(split, g)) for g in ("train_users", "validation_users", held_out)}
-    known = set(dataset.interactions["user_id"].astype(str))
-    for name, ids in groups.items():
-        unknown = sorted(ids - known)
-        if unknown:
-            raise DataError(
-                f"{len(unknown)} of its {name} are not users of {dataset.name} "
-                f"(first: {unknown[0]!r})",
-                path=path,
-            )
-    for (a, ia), (b, ib) in combinations(groups.items(), 2):
-        both = sorted(ia & ib)
-        if both:
-            raise DataError(
-                f"{a} and {b} share {len(both)} users (first: {both[0]!r}): a user must be "
-                "in one group only",
-                path=path,
-            )
-    if not groups["train_users"] or not groups[held_out]:
-        raise DataError(f"train_users and {held_out} must not be empty", path=path)
     return split
