@@ -93,7 +93,12 @@ def test_abtest_end_to_end_json_and_reproducible(
     # the saved P4 split replays the same test exactly
     code = main([*args, "--users", str(tmp_path / "p4.json")])
     captured = capsys.readouterr()
-    assert code == 0 and json.loads(captured.out) | {"runs": None} == report | {"runs": None}
+    assert code == 0, captured.err
+    assert json.loads(captured.out) | {"runs": None} == report | {"runs": None}
+    # the P4 file fixes K and the seed: a flag that would be ignored is refused
+    for flag in ("--support", "--seed"):
+        assert main([*args, "--users", str(tmp_path / "p4.json"), flag, "2"]) == 2
+        assert f"{flag}: the P4 split" in capsys.readouterr().err
     # a split of another data set, and a k past the catalogue, are refused by name
     other = json.loads((tmp_path / "p4.json").read_text()) | {"dataset": "ml-1m"}
     (tmp_path / "other.json").write_text(json.dumps(other))
@@ -109,7 +114,8 @@ def test_abtest_table_and_skipped_users(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     a, b = runs
-    ids = sorted(ml100k.interactions["user_id"].astype(str).unique())[:60]
+    # users neither run trained on: run A's new users (its training users are refused)
+    ids = sorted(json.loads((a / "split.json").read_text())["new_users"])[:60]
     (tmp_path / "users.txt").write_text("\n".join([*ids, "no-such-user"]) + "\n")
     counts = ml100k.interactions.groupby("user_id").size()
     short = sum(int(counts[u]) < 41 for u in ids)
@@ -124,6 +130,13 @@ def test_abtest_table_and_skipped_users(
     assert f"{60 - short:,} users, support K = 40, top-5" in out
     assert "lift (B/A - 1)" in out and "users per arm for 80% power" in out
     assert "interleaving" not in out
+    # a list holding users run A trained on measures memory, not cold start
+    trained = json.loads((a / "split.json").read_text())["train_users"][:3]
+    (tmp_path / "seen.txt").write_text("\n".join([*ids, *trained]) + "\n")
+    code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "seen.txt"), "--method", "replay"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "3 of its users" in err and "trained run A" in err, err
 
 
 @pytest.mark.slow

@@ -91,7 +91,16 @@ def test_users_from_spec(tmp_path: Path) -> None:
     ids.write_text("u1\n\n# a comment\nu7  # trailing\n")
     assert users_from_spec(str(ids), everyone) == ["u1", "u7"]
     save_json(tmp_path / "p1.json", {"protocol": "p1", "new_users": [3, 4]})
-    assert users_from_spec(str(tmp_path / "p1.json"), everyone) == ["3", "4"]
+    assert users_from_spec(str(tmp_path / "p1.json"), [*everyone, "3", "4"]) == ["3", "4"]
+    # a P1 split names users of its data only, once each, and is of this data
+    with pytest.raises(DataError, match="2 of its new_users are not users of the data"):
+        users_from_spec(str(tmp_path / "p1.json"), everyone)
+    save_json(tmp_path / "p1.json", {"protocol": "p1", "new_users": ["u1", "u1"]})
+    with pytest.raises(DataError, match="new_users holds 'u1' more than once"):
+        users_from_spec(str(tmp_path / "p1.json"), everyone)
+    save_json(tmp_path / "p1.json", {"protocol": "p1", "dataset": "ml-1m", "new_users": ["u1"]})
+    with pytest.raises(DataError, match="a P1 split of 'ml-1m', not of 'ml-100k'"):
+        users_from_spec(str(tmp_path / "p1.json"), everyone, dataset="ml-100k")
     P4Split("x", 0, 2, ["u1"], ["B"]).save(tmp_path / "p4.json")
     assert isinstance(users_from_spec(str(tmp_path / "p4.json"), everyone), P4Split)
     save_json(tmp_path / "other.json", {"protocol": "p2"})

@@ -42,9 +42,7 @@ def register(sub: Any) -> None:
     ab.add_argument(
         "-k", dest="top_k", type=int, default=10, metavar="N", help="items recommended (10)"
     )
-    ab.add_argument(
-        "--seed", type=seed, default=0, help="arm assignment and interleaving coins (default 0)"
-    )
+    ab.add_argument("--seed", type=seed, help="arm assignment and interleaving coins (default 0)")
     ab.add_argument(
         "--method",
         choices=["replay", "interleave", "both"],
@@ -120,9 +118,18 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     if Path(args.run_a).resolve() == Path(args.run_b).resolve():
         # allowed: an A/A test checks the procedure (its differences should be noise)
         print("A and B are the same run: an A/A test", file=note)
-    chosen = users_from_spec(args.users, ds.interactions["user_id"].astype(str).unique(), args.seed)
+    drawn = 0 if args.seed is None else args.seed
+    chosen = users_from_spec(
+        args.users, ds.interactions["user_id"].astype(str).unique(), drawn, dataset=ds.name
+    )
     if isinstance(chosen, P4Split):
         split = chosen
+        for flag, given in (("--support", args.support), ("--seed", args.seed)):
+            if given is not None:  # the file fixes them; ignoring the flag would mislead
+                raise ConfigError(
+                    f"{flag}: the P4 split {args.users} fixes K ({split.support}) and the "
+                    f"seed ({split.seed}); leave {flag} out, or draw a new split"
+                )
         if split.dataset and split.dataset != ds.name:
             raise ConfigError(
                 f"--users {args.users}: a P4 split of {split.dataset!r}, not of {ds.name!r}"
@@ -143,9 +150,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             file=note,
         )
     else:
-        split = make_p4_split(
-            ds.interactions, chosen, support=support, seed=args.seed, dataset=ds.name
-        )
+        split = make_p4_split(ds.interactions, chosen, support=support, seed=drawn, dataset=ds.name)
         if split.skipped.get("too_few_ratings"):
             print(
                 f"skipped {split.skipped['too_few_ratings']} users with fewer than "
@@ -162,6 +167,18 @@ def cmd_abtest(args: argparse.Namespace) -> int:
                 f"(is {ds.name} the data the runs were trained on?)",
                 path=args.users,
             )
+    if check_users_spec(args.users) is None:  # heldout:FRACTION may hold training users
+        for arm, run in (("A", args.run_a), ("B", args.run_b)):
+            trained = trained_users(Path(run))
+            seen = sorted(trained & set(split.users))
+            if seen:
+                raise DataError(
+                    f"{len(seen)} of its users (first: {seen[0]!r}) trained run {arm} "
+                    f"({run}, its split.json): an A/B test on them measures memory, not "
+                    "cold start; use the runs' new users (--users RUN/split.json of the "
+                    "run that was trained on this split) or heldout:FRACTION knowingly",
+                    path=args.users,
+                )
     if args.save_split:
         split.save(args.save_split)
     policies: dict[str, ScoringModel] = {
@@ -204,3 +221,18 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, report["runs"]))
     return 0
+
+
+def trained_users(run: Path) -> set[str]:
+    """The users a run folder's model trained (and early-stopped) on, as its split.json
+    records them; empty where it has none (a --holdout none run, an ensemble)."""
+    from metarec.io import load_json
+
+    path = run / "split.json"
+    if not path.is_file():
+        return set()
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        return set()
+    ids = [*(raw.get("train_users") or []), *(raw.get("validation_users") or [])]
+    return {str(u) for u in ids}

@@ -130,12 +130,17 @@ class P4Split:
         return np.array([a == arm for a in self.arms], dtype=bool)
 
 
-def id_list(raw: dict[str, Any], field: str) -> list[str]:
-    """A split file's list of ids; a string is refused, not read as its letters."""
+def id_list(raw: dict[str, Any], field: str, *, unique: bool = False) -> list[str]:
+    """A split file's list of ids; a string is refused, not read as its letters.
+    ``unique``: an id given twice is refused (a user counted twice, or in both arms)."""
     value = raw[field]
     if not isinstance(value, list):
         raise TypeError(f"{field} must be a list of ids, got {type(value).__name__}")
-    return [str(v) for v in value]
+    ids = [str(v) for v in value]
+    if unique and len(set(ids)) != len(ids):
+        twice = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
+        raise ValueError(f"{field} holds {twice!r} more than once")
+    return ids
 
 
 def whole_number(raw: dict[str, Any], field: str) -> int:
@@ -233,7 +238,11 @@ def check_users_spec(spec: str) -> float | None:
 
 
 def users_from_spec(
-    spec: str, all_users: Sequence[str] | np.ndarray, seed: int = 0
+    spec: str,
+    all_users: Sequence[str] | np.ndarray,
+    seed: int = 0,
+    *,
+    dataset: str | None = None,
 ) -> list[str] | P4Split:
     """``--users``: ``heldout:FRACTION`` (a seeded fraction of ``all_users``), a P1
     split JSON (its new users), a P4 split JSON (returned whole: arms and K
@@ -253,7 +262,18 @@ def users_from_spec(
             return P4Split.load(path)
         if protocol == "p1":
             with reading(path, "P1 split file"):
-                return id_list(raw_json, "new_users")
+                ids = id_list(raw_json, "new_users", unique=True)
+            of = raw_json.get("dataset")
+            if dataset is not None and of is not None and of != dataset:
+                raise DataError(f"a P1 split of {of!r}, not of {dataset!r}", path=path)
+            unknown = sorted(set(ids) - set(map(str, all_users)))
+            if unknown:  # a split of this data names only its users: edited, or another's
+                raise DataError(
+                    f"{len(unknown)} of its new_users are not users of the data "
+                    f"(first: {unknown[0]!r})",
+                    path=path,
+                )
+            return ids
         raise DataError("expected a P1 split (new_users) or a P4 split (users, arms)", path=path)
     try:
         text = path.read_text(encoding="utf-8")
