@@ -242,3 +242,26 @@ def test_new_items_of_another_catalogue_are_its_newest_fifth(ds) -> None:
     # a MovieLens data set keeps MeLU's rule: on ml-100k too few items are that late
     assert make_p1_split(ds, seed=0).rule == "random 20% of items"
     assert make_p1_split(replace(ds, items=books.items), seed=0).rule == "released in 1998 or later"
+
+
+def test_fold_files_that_are_no_cross_validation_together_are_refused(ds, tmp_path: Path) -> None:
+    from metarec.evaluation.splits import check_fold_partition
+
+    for f in range(5):
+        make_p2_split(ds, seed=0, n_folds=5, fold=f).save(
+            tmp_path / split_file_name("p2", ds.name, f)
+        )
+    check_fold_partition("p2", ds, tmp_path, 5)  # as written: one user, one held-out fold
+    one = json.loads((tmp_path / split_file_name("p2", ds.name, 0)).read_text())
+    two = json.loads((tmp_path / split_file_name("p2", ds.name, 1)).read_text())
+    for edited, needle in [
+        # each file sound alone; together fold 0's users tested twice, fold 1's never
+        (one | {"fold": 1}, "test_users of fold 1 and of fold 0 share user"),
+        (two | {"test_users": two["test_users"][:3]}, "fold 1 splits"),
+    ]:
+        path = tmp_path / split_file_name("p2", ds.name, 1)
+        path.write_text(json.dumps(edited))
+        with pytest.raises(DataError, match=needle):
+            check_fold_partition("p2", ds, tmp_path, 5)
+    path.write_text(json.dumps(two))
+    check_fold_partition("p2", ds, tmp_path, 5)

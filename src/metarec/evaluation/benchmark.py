@@ -712,6 +712,10 @@ def run_benchmark(
         overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
         max_items=max_items, max_episodes=max_episodes,
     ))  # fmt: skip
+    if splits is not None and folds > 1:  # before the slow part
+        from metarec.evaluation.splits import check_fold_partition
+
+        check_fold_partition(protocol, ds, splits, folds)
     # one run at a time per report: another would take over this one's kept progress
     with (
         exclusive(out / name, "wait for it to finish, or write elsewhere (--out)"),

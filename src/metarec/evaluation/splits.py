@@ -193,3 +193,42 @@ def load_split(
         )
     split.fold, split.n_folds = fold, n_folds
     return split
+
+
+def check_fold_partition(protocol: str, dataset: Dataset, folder: str | Path, n_folds: int) -> None:
+    """The folds read from ``folder`` are one cross-validation: each splits the same
+    users, and each user is held out in exactly one fold. Each file can be sound alone
+    while together they test some users twice and others never (fold 1 a copy of fold
+    0), which a mean over folds would report as a 5-fold result."""
+    splits = [
+        load_split(protocol, dataset, folder, fold=f, n_folds=n_folds) for f in range(n_folds)
+    ]
+    held = splits[0].held_out
+    universe: set[str] = set()
+    where: dict[str, int] = {}
+    for f, split in enumerate(splits):
+        path = split_path(protocol, dataset.name, folder, f)
+        users = {*split.train_users, *split.validation_users, *getattr(split, held)}
+        if f == 0:
+            universe = users
+        elif users != universe:
+            raise DataError(
+                f"fold {f} splits {len(users):,} users, fold 0 {len(universe):,}: the folds of "
+                "one cross-validation split the same users",
+                path=path,
+            )
+        for user in getattr(split, held):
+            if user in where:
+                raise DataError(
+                    f"{held} of fold {f} and of fold {where[user]} share user {user!r}: each "
+                    "user is held out in one fold only",
+                    path=path,
+                )
+            where[user] = f
+    never = sorted(universe - set(where))
+    if never:
+        raise DataError(
+            f"{len(never):,} users are held out in no fold (first: {never[0]!r}); each user "
+            f"is held out in one of the {n_folds} folds",
+            path=folder,
+        )
