@@ -472,10 +472,10 @@ def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
     # a value deep in a table: named by its full path
     model = "metarec-stacked"
     for table, value, needle in [
-        ("summary", "0.5", f"field 'summary.10.{model}.ndcg@10': expected a number or null"),
+        ("summary", "0.5", f"field 'summary.10.{model}.ndcg@10': expected a finite number"),
         ("ci95", [0.4], f"field 'ci95.10.{model}.ndcg@10': expected [low, high] of numbers"),
         ("ci95", [0.5, 0.4], "expected [low, high] with low <= high, got [0.5, 0.4]"),
-        ("std", [], f"field 'std.10.{model}.ndcg@10': expected a number or null, got []"),
+        ("std", [], f"field 'std.10.{model}.ndcg@10': expected a finite number or null, got []"),
     ]:
         broken = json.loads(json.dumps(record))
         broken[table]["10"][model]["ndcg@10"] = value
@@ -494,6 +494,26 @@ def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
     assert main(["report", str(path)]) == 2
     needle = "field 'significance.10.ndcg@10.popularity.p_holm': expected a number, got '0.01'"
     assert needle in capsys.readouterr().err
+    # impossible values rendered as if real: a bold "inf" best, "a 5-1 scale"
+    for edit, needle in [
+        (lambda r: r["summary"]["10"]["popularity"].update({"ndcg@10": math.inf}),
+         "field 'summary.10.popularity.ndcg@10': expected a finite number or null, got inf"),
+        (lambda r: r.update(rating_range=[5, 1]), "field 'rating_range': expected [low, high] "
+         "with low <= high"),
+        (lambda r: r.update(folds=-1), "field 'folds': expected a whole number >= 1, got -1"),
+        (lambda r: r["reference"].update({"1": "nomodel"}),
+         "field 'reference.1': expected one of the record's models, got 'nomodel'"),
+        (lambda r: r["ensemble_weights"][0]["K>=0"].update(popularity="x"),
+         "field 'ensemble_weights[0].K>=0.popularity': expected a finite weight, got 'x'"),
+        (lambda r: r["timings"]["fit_s"][0].update(popularity="x"),
+         "field 'timings.fit_s[0].popularity': expected seconds (a number), got 'x'"),
+    ]:  # fmt: skip
+        broken = json.loads(json.dumps(record))
+        edit(broken)
+        path.write_text(json.dumps(broken))
+        assert main(["report", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err, err
     path.write_text("[1, 2, 3]")
     assert main(["report", str(path)]) == 2
     assert "not a benchmark result (a JSON list)" in capsys.readouterr().err

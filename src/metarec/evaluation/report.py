@@ -122,14 +122,42 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
 
     for name in ("summary", "std"):
         for where, value in cells(name, 3):
-            if value is not None and not _is_number(value):
-                raise bad(where, "a number or null", value)
+            # an undefined mean is null (NaN in records before 2026-11-30); Infinity
+            # is no mean of metrics in [0, 1] or of rating errors: an edit
+            if value is not None and not (_is_number(value) and not math.isinf(value)):
+                raise bad(where, "a finite number or null", value)
     for where, value in cells("ci95", 3):
         ends = value if isinstance(value, list) and len(value) == 2 else None
         if ends is None or not all(e is None or _is_number(e) for e in ends):
             raise bad(where, "[low, high] of numbers or nulls", value)
         if None not in ends and ends[0] > ends[1]:
             raise bad(where, "[low, high] with low <= high", value)
+    lo_hi = record.get("rating_range")
+    if isinstance(lo_hi, list) and len(lo_hi) == 2 and lo_hi[0] > lo_hi[1]:
+        raise bad("rating_range", "[low, high] with low <= high", lo_hi)
+    for name in ("folds", "seeds"):
+        if name in record and record[name] < 1:
+            raise bad(name, "a whole number >= 1", record[name])
+    models = {m for group in record.get("summary", {}).values() for m in group}
+    for where, model in cells("reference", 1):
+        if models and model not in models:  # an empty summary is named where it is read
+            raise bad(where, "one of the record's models", model)
+    for n, row in enumerate(record.get("ensemble_weights") or []):
+        for where, value in [
+            (f"ensemble_weights[{n}].{bucket}.{m}", w)
+            for bucket, weights in (row.items() if isinstance(row, dict) else [("", row)])
+            for m, w in (weights.items() if isinstance(weights, dict) else [("", weights)])
+        ]:
+            if not (_is_number(value) and not math.isinf(value)):
+                raise bad(where, "a finite weight", value)
+    for where, value in cells("timings", 1):
+        if where == "timings.fit_s":
+            for n, fold in enumerate(value if isinstance(value, list) else [value]):
+                for m, secs in fold.items() if isinstance(fold, dict) else [("", fold)]:
+                    if not _is_number(secs):
+                        raise bad(f"timings.fit_s[{n}].{m}", "seconds (a number)", secs)
+        elif value is not None and not _is_number(value):
+            raise bad(where, "seconds (a number)", value)
     for where, value in cells("n_users", 1):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise bad(where, "a whole number >= 0", value)
