@@ -383,6 +383,13 @@ def test_train_evaluate_recommend(
         assert_one_line_error(cli("evaluate", str(run)), "split.json", needle)
     (run / "split.json").write_text(original)
     assert cli("evaluate", str(run)).returncode == 0
+    shown = cli("report", str(run))
+    assert shown.returncode == 0 and shown.stdout.startswith(f"# Run {run}")
+    manifest = json.loads((run / "recommender.json").read_text())
+    for field, value in (("metadata", "x"), ("metadata", {"history": "x"})):
+        (run / "recommender.json").write_text(json.dumps(manifest | {field: value}))
+        # was "'str' object has no attribute 'get'"
+        assert_one_line_error(cli("report", str(run)), "recommender.json", "field 'metadata")
 
 
 def test_describe_shows_the_scale_and_what_counts_as_liked(files: Path) -> None:

@@ -134,6 +134,11 @@ def test_users_from_spec(tmp_path: Path) -> None:
             "user '1' is listed 2 times; each user belongs to one arm once",
         ),
         ({"protocol": "p4", "users": [], "arms": [], "seed": 0, "support": 1}, "no users in it"),
+        (
+            {"protocol": "p4", "users": ["1", "2"], "arms": ["A", "B"], "seed": 0, "support": 1,
+             "skipped": [1, 2]},
+            "skipped must be an object of reason: count, got [1, 2]",
+        ),
     ],
 )  # fmt: skip
 def test_a_users_file_that_does_not_hold_what_it_says_is_refused(

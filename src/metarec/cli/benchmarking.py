@@ -19,7 +19,7 @@ from metarec.cli.options import (
     path_arg,
     seed,
 )
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, DataError
 
 
 def register(sub: Any) -> None:
@@ -276,9 +276,22 @@ def _print_ensemble(path: Path) -> None:
 
 def _print_run(path: Path, meta: dict[str, Any]) -> None:
     """A run folder's dataset, config and training history as Markdown."""
-    history = meta.get("metadata", {}).get("history", [])
+    metadata = meta.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise DataError(
+            f"expected an object, got {metadata!r:.40}",
+            path=path / "recommender.json",
+            field="metadata",
+        )
+    history = metadata.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise DataError(
+            f"expected a list of epoch rows, got {history!r:.40}",
+            path=path / "recommender.json",
+            field="metadata.history",
+        )
     print(f"# Run {path}\n")
-    print(f"Dataset: {meta.get('metadata', {}).get('dataset', '?')}; items: {meta['n_items']}")
+    print(f"Dataset: {metadata.get('dataset', '?')}; items: {meta['n_items']}")
     print("Config: " + json.dumps(meta["config"], sort_keys=True))
     if history:
         keys = [k for k in history[0] if k != "epoch"]

@@ -118,7 +118,7 @@ class P4Split:
                 whole_number(raw, "support"),
                 users,
                 arms,
-                dict(raw.get("skipped", {})),
+                _skipped(raw.get("skipped", {})),
             )
         if split.seed < 0 or split.support < 0:
             raise DataError(
@@ -128,6 +128,15 @@ class P4Split:
 
     def arm_mask(self, arm: str) -> np.ndarray:
         return np.array([a == arm for a in self.arms], dtype=bool)
+
+
+def _skipped(value: Any) -> dict[str, int]:
+    """A P4 file's counts of users left out, by reason (reported, not used)."""
+    if not isinstance(value, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value.values()
+    ):
+        raise ValueError(f"skipped must be an object of reason: count, got {value!r:.60}")
+    return {str(k): int(v) for k, v in value.items()}
 
 
 def id_list(raw: dict[str, Any], field: str, *, unique: bool = False) -> list[str]:
