@@ -737,6 +737,18 @@ def test_head_answers_as_get_without_a_body(live_server: str) -> None:
         assert c.head("/v1/users/nobody").status_code == 404
 
 
+def test_a_request_target_the_routes_would_misread_is_refused(live_server: str) -> None:
+    with httpx.Client(base_url=live_server) as c:
+        # %ff decoded with replacement named the user "\ufffd"
+        r = c.get("/v1/users/%ff")
+        assert r.status_code == 400 and "not UTF-8" in r.json()["error"]["message"], r.text
+        # the last of two values won without a word
+        r = c.get("/v1/items?limit=2&limit=3")
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+        assert "limit: given 2 times" in r.json()["error"]["message"]
+        assert c.get("/v1/items?limit=2").status_code == 200
+
+
 def test_a_body_that_is_not_plain_json_is_415(live_server: str, server_api_key: str) -> None:
     import gzip
 

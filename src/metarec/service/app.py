@@ -37,6 +37,7 @@ from metarec.service.middleware import (
     HeadAsGet,
     JsonCORSMiddleware,
     RequestMetrics,
+    StrictTarget,
     refuse,
 )
 from metarec.service.serving import ModelHolder, Served
@@ -185,8 +186,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return error_response(422, code, str(exc))
 
     # outermost last: metrics see everything, CORS answers preflights, then size, then
-    # key; innermost, HEAD reaches the routes as GET
+    # key, then the request target; innermost, HEAD reaches the routes as GET
     app.add_middleware(HeadAsGet)
+    app.add_middleware(StrictTarget, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         ApiKeyGuard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes
     )

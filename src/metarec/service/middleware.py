@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -228,3 +229,42 @@ class HeadAsGet:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class StrictTarget:
+    """Refuse a request target the routes would misread: a path whose percent-escapes
+    are not UTF-8 (decoded with replacement, /v1/users/%ff named the user "\ufffd"),
+    and a query parameter given twice (the last one silently won: candidates=2&
+    candidates=3 ranked item 3 alone)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.budget = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = _target_problem(scope)
+            if problem is not None:
+                status, code, message = problem
+                await refuse(scope, receive, send, status, code, message, budget=self.budget)
+                return
+        await self.app(scope, receive, send)
+
+
+def _target_problem(scope: Scope) -> tuple[int, str, str] | None:
+    raw = scope.get("raw_path") or scope.get("path", "").encode()
+    try:
+        urllib.parse.unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return 400, "bad_request", "the request path is not UTF-8 once its %-escapes are decoded"
+    query = scope.get("query_string", b"").decode("latin-1")
+    names = [name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return (
+            422,
+            "validation_error",
+            f"{twice[0]}: given {names.count(twice[0])} times; give each query parameter once "
+            "(candidates take one comma-separated list)",
+        )
+    return None
