@@ -128,6 +128,11 @@ def test_save_refuses_before_writing_anything(fitted: Recommender, tmp_path: Pat
     finally:
         del fitted.metadata["tags"]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    fitted.metadata["np"] = np.float32(0.5)  # numpy numbers are numbers
+    try:
+        fitted.save(tmp_path / "np-run")
+    finally:
+        del fitted.metadata["np"]
     fitted.metadata["score"] = float("nan")  # json writes NaN, which is not JSON
     try:
         with pytest.raises(ModelError, match="not saved: metadata must be JSON"):

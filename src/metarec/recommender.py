@@ -694,7 +694,8 @@ class Recommender(TopK):
         }
         try:  # everything that can refuse is checked before a byte is written
             manifest_bytes = json_bytes(manifest)
-            json.dumps(self.metadata, allow_nan=False)  # NaN is not JSON; strict readers refuse it
+            # NaN is not JSON (strict readers refuse it); re-read, numpy values are plain
+            json.dumps(json.loads(manifest_bytes), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ModelError(
                 f"{out}: not saved: metadata must be JSON (strings, numbers, lists, dicts): {exc}"
