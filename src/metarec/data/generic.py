@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -709,8 +709,10 @@ def load_table(
         if isinstance(value, (str, bytes)):  # read letter by letter it names no column
             raise ConfigError(f"{what}: expected a list of column names, got {value!r}; "
                               f"write [{value!r}]")  # fmt: skip
-        if not isinstance(value, Sequence) or not all(isinstance(c, str) for c in value):
+        # any collection of names (a tuple, a frame's columns), not a number or None
+        if not isinstance(value, Collection) or not all(isinstance(c, str) for c in value):
             raise ConfigError(f"{what}: expected a list of column names, got {value!r:.60}")
+    text_cols, user_feature_cols = tuple(text_cols), tuple(user_feature_cols)
     if sep is not None and not (isinstance(sep, str) and sep):
         raise ConfigError(f"sep: expected a delimiter such as ',' or '\\t', got {sep!r:.20}")
     if text is not None and not isinstance(text, ItemTextConfig):
