@@ -265,3 +265,15 @@ def test_fold_files_that_are_no_cross_validation_together_are_refused(ds, tmp_pa
             check_fold_partition("p2", ds, tmp_path, 5)
     path.write_text(json.dumps(two))
     check_fold_partition("p2", ds, tmp_path, 5)
+
+
+def test_a_p1_split_whose_every_item_is_new_is_refused(ds: Dataset, tmp_path: Path) -> None:
+    # nothing would be left to train on ("predictions must be finite; got nan" before)
+    split = make_p1_split(ds, seed=0)
+    path = tmp_path / split_file_name("p1", ds.name, None)
+    split.save(path)
+    raw = json.loads(path.read_text())
+    raw["new_items"] = sorted(ds.items["item_id"].astype(str))
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="new_items holds every rated item of ml-100k"):
+        load_split("p1", ds, tmp_path, fold=None, n_folds=None)

@@ -89,6 +89,14 @@ class P1Split(SplitFile):
                 f"(first: {absent[0]!r})",
                 path=path,
             )
+        rated = set(dataset.interactions["item_id"].astype(str))
+        if rated <= set(self.new_items):
+            # meta-training sees existing items only: none would be left to train on
+            raise DataError(
+                f"new_items holds every rated item of {dataset.name}; existing items are "
+                "needed to train on",
+                path=path,
+            )
 
 
 def make_p1_split(
