@@ -219,12 +219,9 @@ class EnsembleRecommender(TopK):
             # the peers need the vectors too: encode once here, with the primary's encoder
             vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
         else:
-            vectors = check_new_vectors(vectors, frame["item_id"], self._catalogue_vectors())
+            vectors = check_new_vectors(vectors, frame["item_id"], self.model.tower.item_vectors)
         self.ensemble.add_items(frame, np.asarray(vectors, dtype=np.float32))
         return len(frame)
-
-    def _catalogue_vectors(self) -> np.ndarray:
-        return self.primary.model.tower.item_vectors.detach().cpu().numpy()
 
     def update_peer_vectors(self, idx: Sequence[int], vectors: np.ndarray) -> None:
         """New LM vectors for existing items, for the members that read them (content
@@ -248,7 +245,9 @@ class EnsembleRecommender(TopK):
             )
         ids = self.items["item_id"].iloc[rows].reset_index(drop=True)
         # NaN rows were made zero vectors, shifting every blended score
-        checked = check_new_vectors(vectors, ids, self._catalogue_vectors(), "update_peer_vectors")
+        checked = check_new_vectors(
+            vectors, ids, self.model.tower.item_vectors, "update_peer_vectors"
+        )
         unit = _unit_rows(checked.astype(np.float64))
         for m in self.ensemble.members.values():
             if isinstance(m, ContentKNN) and m.vectors is not None:

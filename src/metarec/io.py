@@ -50,9 +50,21 @@ def _about(exc: OSError, path: Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror, str(path))
 
 
-def json_bytes(obj: Any) -> bytes:
-    """``obj`` as the JSON :func:`save_json` writes; TypeError for what JSON cannot hold."""
-    return (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode()
+def json_bytes(obj: Any, *, strict: bool = False) -> bytes:
+    """``obj`` as the JSON :func:`save_json` writes; TypeError for what JSON cannot hold,
+    and with ``strict`` ValueError for NaN or an infinity, which Python's json writes
+    but strict readers refuse."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_jsonable, allow_nan=not strict)
+    return (text + "\n").encode()
+
+
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` itself or its nearest ancestor that exists: where a folder that is not
+    there yet would be made, so what decides whether it can be."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def save_json(path: str | Path, obj: Any) -> None:

@@ -11,7 +11,6 @@ representations.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import re
@@ -42,6 +41,7 @@ from metarec.io import (
     json_bytes,
     load_json,
     load_tensors,
+    nearest_existing,
     require_finite,
     save_tensors,
     write_bytes_atomic,
@@ -118,6 +118,8 @@ class Recommender(TopK):
         # what an adapted user's parameters look like (no tower parameter that grows
         # with the catalogue is adapted): checked on every score, computed once
         self._fast_shapes = {k: v.shape for k, v in learner.fast_init().items()}
+        # the largest code of each user feature (codes 1..c, 0 for unknown), likewise
+        self._feature_limits = torch.as_tensor(features.cardinalities, dtype=torch.int64)
         self._reindex()
 
     # -- catalogue ----------------------------------------------------------
@@ -377,13 +379,15 @@ class Recommender(TopK):
             user.params[k].shape[1:] != shape for k, shape in shapes.items()
         )
         codes = user.user_features
-        cards = self.features.cardinalities  # codes 1..c, 0 for unknown
-        foreign = foreign or not (
+        fits = (
             isinstance(codes, torch.Tensor)
-            and tuple(codes.shape) == (len(cards),)
+            and codes.shape == self._feature_limits.shape
             and not codes.is_floating_point()
-            and bool(((codes.cpu() >= 0) & (codes.cpu() <= torch.as_tensor(cards))).all())
         )
+        if fits:  # codes past an embedding's rows were a raw IndexError from torch
+            codes = codes.cpu()
+            fits = bool(((codes >= 0) & (codes <= self._feature_limits)).all())
+        foreign = foreign or not fits
         if foreign or (len(user.seen) and int(np.max(user.seen)) >= self.n_items):
             raise DataError(
                 "user: this UserState was adapted by another model (its parameters or "
@@ -544,9 +548,7 @@ class Recommender(TopK):
         if vectors is None:
             vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
         else:
-            vectors = check_new_vectors(
-                vectors, frame["item_id"], self.model.tower.item_vectors.detach().cpu().numpy()
-            )
+            vectors = check_new_vectors(vectors, frame["item_id"], self.model.tower.item_vectors)
         self.model.tower.extend(torch.as_tensor(np.asarray(vectors, dtype=np.float32)))
         self.items = pd.concat(
             [self.items, frame[["item_id", "title", "text"]].astype(str)], ignore_index=True
@@ -676,9 +678,7 @@ class Recommender(TopK):
         out = Path(directory)
         if out.exists() and not out.is_dir():
             raise ModelError(f"{out}: is a file; save needs a run folder")
-        above = out.parent
-        while not above.exists() and above != above.parent:
-            above = above.parent
+        above = nearest_existing(out.parent)
         if not above.is_dir():
             raise ModelError(f"{out}: {above} is a file; save needs a run folder")
         manifest = {
@@ -693,9 +693,7 @@ class Recommender(TopK):
             "rating_cutpoints": None if self.cutpoints is None else self.cutpoints.to_dict(),
         }
         try:  # everything that can refuse is checked before a byte is written
-            manifest_bytes = json_bytes(manifest)
-            # NaN is not JSON (strict readers refuse it); re-read, numpy values are plain
-            json.dumps(json.loads(manifest_bytes), allow_nan=False)
+            manifest_bytes = json_bytes(manifest, strict=True)
         except (TypeError, ValueError) as exc:
             raise ModelError(
                 f"{out}: not saved: metadata must be JSON (strings, numbers, lists, dicts): {exc}"
@@ -815,7 +813,7 @@ class Recommender(TopK):
 
 
 def check_new_vectors(
-    vectors: object, ids: pd.Series, catalogue: np.ndarray, where: str = "add_items"
+    vectors: object, ids: pd.Series, catalogue: torch.Tensor, where: str = "add_items"
 ) -> np.ndarray:
     """New items' LM vectors as float32 [len(ids), width], or a DataError naming the item
     whose vector cannot be one: of another width, not numbers, NaN, or of a length no
@@ -838,7 +836,7 @@ def check_new_vectors(
     norms = np.linalg.norm(arr, axis=1)
     # a sentence encoder's vectors have length 1; an encoder's own outputs never stray
     # 100 times past the longest in the catalogue
-    limit = 100.0 * max(float(np.linalg.norm(catalogue, axis=1).max(initial=0.0)), 1.0)
+    limit = 100.0 * max(float(catalogue.detach().norm(dim=1).max()), 1.0)
     if (norms > limit).any():
         row = int(np.flatnonzero(norms > limit)[0])
         raise DataError(

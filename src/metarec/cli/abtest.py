@@ -96,7 +96,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         raise ConfigError(f"--support: K must be >= 0, got {support}")
     if args.top_k <= 0:
         raise ConfigError(f"-k: must be > 0, got {args.top_k}")
-    check_users_spec(args.users)  # before the slow part: loading runs and data
+    heldout = check_users_spec(args.users)  # before the slow part: loading runs and data
     if args.root and not args.dataset:
         raise ConfigError("--root DIR needs --dataset NAME (or give the folder as --data PATH)")
     data = data_or_root(args)
@@ -167,7 +167,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
                 f"(is {ds.name} the data the runs were trained on?)",
                 path=args.users,
             )
-    if check_users_spec(args.users) is None:  # heldout:FRACTION may hold training users
+    if heldout is None:  # heldout:FRACTION may hold training users, as documented
         for arm, run in (("A", args.run_a), ("B", args.run_b)):
             trained = trained_users(Path(run))
             seen = sorted(trained & set(split.users))

@@ -75,9 +75,9 @@ def check_writable(value: str | os.PathLike[str], flag: str, *, file: bool = Fal
         raise ConfigError(f"{flag} {value}: is a folder; a file name is needed")
     if not file and target.exists() and not target.is_dir():
         raise ConfigError(f"{flag} {value}: is a file; a folder is needed")
-    probe = target.parent if file else target
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    from metarec.io import nearest_existing  # here: importing io imports torch
+
+    probe = nearest_existing(target.parent if file else target)
     if not probe.is_dir():
         raise ConfigError(f"{flag} {value}: {probe} is a file; a folder is needed")
     try:

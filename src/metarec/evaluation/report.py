@@ -110,7 +110,10 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
 
     def cells(name: str, depth: int) -> Iterator[tuple[str, Any]]:
         """(dotted path, value) of every leaf ``depth`` objects below ``record[name]``."""
-        level: list[tuple[str, Any]] = [(name, record.get(name, {}))]
+        return leaves(name, record.get(name, {}), depth)
+
+    def leaves(name: str, table: Any, depth: int) -> Iterator[tuple[str, Any]]:
+        level: list[tuple[str, Any]] = [(name, table)]
         for _ in range(depth):
             deeper = []
             for where, table in level:
@@ -143,19 +146,15 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         if models and model not in models:  # an empty summary is named where it is read
             raise bad(where, "one of the record's models", model)
     for n, row in enumerate(record.get("ensemble_weights") or []):
-        for where, value in [
-            (f"ensemble_weights[{n}].{bucket}.{m}", w)
-            for bucket, weights in (row.items() if isinstance(row, dict) else [("", row)])
-            for m, w in (weights.items() if isinstance(weights, dict) else [("", weights)])
-        ]:
+        for where, value in leaves(f"ensemble_weights[{n}]", row, 2):  # bucket, model
             if not (_is_number(value) and not math.isinf(value)):
                 raise bad(where, "a finite weight", value)
     for where, value in cells("timings", 1):
-        if where == "timings.fit_s":
+        if where == "timings.fit_s":  # a list of folds, each model: seconds
             for n, fold in enumerate(value if isinstance(value, list) else [value]):
-                for m, secs in fold.items() if isinstance(fold, dict) else [("", fold)]:
+                for at, secs in leaves(f"{where}[{n}]", fold, 1):
                     if not _is_number(secs):
-                        raise bad(f"timings.fit_s[{n}].{m}", "seconds (a number)", secs)
+                        raise bad(at, "seconds (a number)", secs)
         elif value is not None and not _is_number(value):
             raise bad(where, "seconds (a number)", value)
     for where, value in cells("n_users", 1):

@@ -18,7 +18,6 @@ from metarec.service.feedback import EventType
 from metarec.service.store import ID_LENGTH
 
 ID = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
-Text = Annotated[str, Field(max_length=10_000), AfterValidator(lambda v: _no_control(v))]
 # epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: what a date-time can hold
 EPOCH_RANGE = (-62_135_596_800, 253_402_299_199)
 _NUMERIC = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
@@ -32,13 +31,27 @@ def _some_text(value: str) -> str:
     return value
 
 
-def _no_control(value: str) -> str:
-    """No control character (a NUL, an escape): invisible in every listing, and a NUL
-    ends the string for C readers of the store; tabs and newlines are text."""
-    bad = next((c for c in value if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
+def _no_control(value: str, *, allowed: str = "\t\n\r") -> str:
+    """No control character (a NUL, an escape) but ``allowed``: invisible in every
+    listing, and a NUL ends the string for C readers of the store; in text, tabs and
+    newlines are text."""
+    bad = next((c for c in value if unicodedata.category(c) == "Cc" and c not in allowed), None)
     if bad is not None:
         raise ValueError(f"must not contain the control character U+{ord(bad):04X}")
     return value
+
+
+def _a_number(value: Any) -> Any:
+    # pydantic reads true as 1.0 and "5" as 5: a client's boolean or string is a bug to
+    # report, not a rating (timestamps refuse a number in a string alike)
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    if isinstance(value, str):
+        raise ValueError("must be a JSON number, not a string")
+    return value
+
+
+Text = Annotated[str, Field(max_length=10_000), AfterValidator(_no_control)]
 
 
 def _addressable(value: str) -> str:
@@ -49,10 +62,7 @@ def _addressable(value: str) -> str:
         raise ValueError("must not contain '/': ids appear in URL paths")
     if value != value.strip():
         raise ValueError("must not start or end with a space")
-    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
-    if bad is not None:
-        raise ValueError(f"must not contain the control character U+{ord(bad):04X}")
-    return value
+    return _no_control(value, allowed="")
 
 
 def _no_comma(value: str) -> str:
@@ -111,7 +121,7 @@ class ItemIn(_Strict):
     ) = None
     year: Annotated[int, Field(ge=0, le=9999)] | None = None
 
-    _year_a_number = field_validator("year", mode="before")(lambda v: _a_number(v))
+    _year_a_number = field_validator("year", mode="before")(_a_number)
 
 
 class ItemsIn(_Strict):
@@ -122,16 +132,6 @@ class ItemsOut(BaseModel):
     added: int
     updated: int
     n_items: int
-
-
-def _a_number(value: Any) -> Any:
-    # pydantic reads true as 1.0 and "5" as 5: a client's boolean or string is a bug to
-    # report, not a rating (timestamps refuse a number in a string alike)
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
-    if isinstance(value, str):
-        raise ValueError("must be a JSON number, not a string")
-    return value
 
 
 class RatingIn(_Strict):
