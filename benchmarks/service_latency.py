@@ -1,9 +1,9 @@
 """Service latency: requests/s and p50/p95/p99 of recommendations for cold users.
 
-The real server (uvicorn, one worker, a fresh SQLite feedback store) runs in
-its own process on loopback with a trained run; this process creates users
-with 10 real MovieLens ratings each through the API, then drives an
-open-loop load of ``GET /v1/users/{id}/recommendations?k=10`` at a fixed
+The real server (``metarec serve``'s code: uvicorn, ``--workers`` processes,
+default one, a fresh SQLite feedback store) runs on loopback with a trained
+run; this process creates users with 10 real MovieLens ratings each through
+the API, then drives an open-loop load of ``GET /v1/users/{id}/recommendations?k=10`` at a fixed
 target rate (requests are sent on schedule whether or not earlier ones have
 answered, so a slow server cannot slow the load down and hide its queueing).
 Latency is measured from each request's scheduled send time to its last
@@ -58,14 +58,14 @@ TARGET = {"p99_ms": 50.0, "requests_per_s": 200.0}
 RATINGS_PER_USER = 10
 REQUEST_TIMEOUT_S = 30.0  # a request not answered by then counts as an error
 K = 10
-# The server's own process: one uvicorn worker, as `metarec serve` runs it.
+# The server's own process (and its workers), as `metarec serve` runs it.
 SERVER_CODE = """
 import sys
 from pathlib import Path
 from metarec.service.server import serve
 from metarec.service.settings import ServiceSettings
 serve(ServiceSettings(run=Path(sys.argv[1]), db_url=sys.argv[2], torch_threads=int(sys.argv[4])),
-      host="127.0.0.1", port=int(sys.argv[3]))
+      host="127.0.0.1", port=int(sys.argv[3]), workers=int(sys.argv[5]))
 """
 
 
@@ -122,12 +122,19 @@ class Server:
     log: Path
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time of the server process so far (Linux /proc)."""
+        """User + system CPU time so far of the server process and its worker processes
+        (Linux /proc; a worker that exited has left its time out)."""
+        total, pending = 0, [self.proc.pid]
         try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            while pending:
+                pid = pending.pop()
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending += [int(c) for c in (task / "children").read_text().split()]
         except OSError:
             return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -138,15 +145,17 @@ class Server:
             self.proc.wait()
 
 
-def start_server(run: Path, workdir: Path, torch_threads: int = 0) -> Server:
-    """``torch_threads``: the server's torch intra-op threads (``metarec serve
-    --torch-threads``; model work runs one batch at a time, so 1 is the default)."""
+def start_server(run: Path, workdir: Path, torch_threads: int = 0, workers: int = 1) -> Server:
+    """``torch_threads``: each worker's torch intra-op threads (``metarec serve
+    --torch-threads``; model work runs one batch at a time, so 1 is the default);
+    ``workers``: server processes (``metarec serve --workers``)."""
     port = free_port()
     log = workdir / "server.log"
     db = f"sqlite:///{workdir / 'feedback.db'}"
+    argv = [str(run), db, str(port), str(torch_threads), str(workers)]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER_CODE, str(run), db, str(port), str(torch_threads)],
+            [sys.executable, "-c", SERVER_CODE, *argv],
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
@@ -384,6 +393,11 @@ async def run_load(server: Server, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- report ----------------------------------------------------------------------------------
+def _workers(record: dict[str, Any]) -> str:
+    n = record.get("server_workers", 1)  # records from before --workers: one
+    return "one worker process" if n == 1 else f"{n} worker processes"
+
+
 def markdown(record: dict[str, Any]) -> str:
     m = record["machine"]
     lines = [
@@ -392,7 +406,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"Reproduce: `{record['command']}`",
         "",
         f"Machine: {describe_machine(m)}, Python {m['python']}; server: "
-        "uvicorn, one worker, SQLite feedback store, loopback; open-loop load from a separate "
+        f"uvicorn, {_workers(record)}, SQLite feedback store, loopback; open-loop load from a "
+        "separate "
         "process (keep-alive HTTP/1.1 over asyncio streams); latency from each request's "
         "scheduled send time. "
         f"Run: `{record['run']['name']}` ({record['run']['n_items']} items, "
@@ -464,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="server's torch threads (the service's default: 1)",
     )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="server processes (metarec serve --workers; default 1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
@@ -475,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_json(run / "recommender.json")
     with tempfile.TemporaryDirectory(prefix="metarec-bench-") as tmp:
         load_before = os.getloadavg()
-        server = start_server(run, Path(tmp), args.torch_threads)
+        server = start_server(run, Path(tmp), args.torch_threads, args.workers)
         try:
             figures = asyncio.run(run_load(server, args))
         finally:
@@ -510,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": meta["config"]["model"],
         },
         "server_torch_threads": args.torch_threads,
+        "server_workers": args.workers,
         # other work on the machine skews every figure: the 1/5/15-minute load at the start
         "load_average_before": [round(x, 2) for x in load_before],
         "machine": machine_info(),
@@ -519,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     # the default rate (the target) keeps the plain name; other rates get their own files
     stem = "service-latency" + ("" if args.rate == 200 else f"-{args.rate:g}rps")
+    stem += "" if args.workers == 1 else f"-{args.workers}workers"
     save_json(args.out / f"{stem}.json", record)
     write_bytes_atomic(args.out / f"{stem}.md", markdown(record).encode())
     print(markdown(record))

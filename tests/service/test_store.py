@@ -72,8 +72,33 @@ def test_schema_is_created_once_and_versioned(store_url: str) -> None:
     assert again.previous_version == SCHEMA_VERSION and again.user("u") is not None
     with again.engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
-    assert versions == [1]
+    assert versions == [1, 2]
     again.close()
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    old = FeedbackStore(f"sqlite:///{path}")
+    old.create_user("u", {}, [ev("e1", "1", "rating", 4.0)])
+    old.close()
+    with sqlite3.connect(path) as raw:  # as metarec before the served state was shared
+        raw.execute("DROP TABLE service_state")
+        raw.execute("DELETE FROM schema_version WHERE version = 2")
+    store = FeedbackStore(f"sqlite:///{path}")
+    assert store.previous_version == 1
+    assert store.user("u") is not None and store.user("u").n_events == 1  # type: ignore[union-attr]
+    assert store.served_state() == (0, None)
+    store.close()
+
+
+def test_served_state_versions_every_change_once(store_url: str) -> None:
+    a, b = FeedbackStore(store_url), FeedbackStore(store_url)  # two server processes
+    assert a.served_state() == (0, None)
+    assert a.bump_served_state("/runs/x") == (0, 1)
+    assert b.bump_served_state("/runs/y") == (1, 2)
+    assert a.served_state() == b.served_state() == (2, "/runs/y")
+    a.close()
+    b.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -56,7 +56,17 @@ def register(sub: Any) -> None:
         help="adapted users kept in memory (default 10000)",
     )
     sv.add_argument(
-        "--torch-threads", type=int, default=1, help="threads for model work (default 1)"
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="threads for model work in each worker (default 1)",
+    )
+    sv.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the port, each with its own copy of the model, kept in "
+        "step through the feedback store (default 1; about one per core)",
     )
     sv.set_defaults(func=cmd_serve)
 
@@ -84,9 +94,10 @@ def register(sub: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from metarec.ensemble_run import run_kind
-    from metarec.service.server import serve
+    from metarec.service.server import check_workers, serve
     from metarec.service.settings import ServiceSettings, default_db_url
 
+    check_workers(args.workers)
     run_kind(args.run)  # a bad folder fails before the feedback store is created
     try:
         settings = ServiceSettings(
@@ -105,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # the settings name their fields; a person at the shell typed the flag
         field, sep, rest = str(exc).partition(":")
         raise ConfigError(f"{_FLAGS.get(field, field)}{sep}{rest}") from None
-    serve(settings, host=args.host, port=args.port)
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
     # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:
     # a clean stop, so 0, as uvicorn and gunicorn exit (not 130 like an interrupted job)
     return 0

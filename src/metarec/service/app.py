@@ -14,6 +14,7 @@ import html
 import ipaddress
 import logging
 import math
+import os
 import signal
 import threading
 import uuid
@@ -207,6 +208,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     UserId = Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]
 
     def served() -> Served:
+        holder.sync()  # another server process on the store may have changed what to serve
         return holder.current
 
     def known_item(s: Served, item_id: str, where: str) -> int:
@@ -259,10 +261,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except Exception as exc:
             log.warning("readiness: database unreachable: %s", exc)
             return error_response(503, "not_ready", "database unreachable")
-        lo, hi = holder.current.rec.rating_range  # what the page's stars spread over
-        return JSONResponse(
-            {"status": "ready", "model": holder.current.name, "rating_range": [lo, hi]}
-        )
+        s = served()
+        lo, hi = s.rec.rating_range  # what the page's stars spread over
+        return JSONResponse({"status": "ready", "model": s.name, "rating_range": [lo, hi]})
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     async def prometheus() -> PlainTextResponse:
@@ -279,6 +280,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "metarec_catalogue_items": (
                     "Items the served model can recommend",
                     lambda: holder.current.rec.n_items,
+                ),
+                "metarec_process_id": (
+                    "The server process that answered (with --workers N each process keeps "
+                    "its own counts, and a scrape reaches one of them)",
+                    os.getpid,
                 ),
             }
         )
@@ -448,7 +454,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if "\x00" in run:
             raise ApiError(422, "invalid_run", "run: a path cannot contain a NUL character")
         try:
-            s = holder.load(run)
+            s = holder.reload(run)
         except MetarecError as exc:
             raise ApiError(422, "invalid_run", f"run: {exc}") from None
         except OSError as exc:  # a path the system refuses, e.g. a name too long

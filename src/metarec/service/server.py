@@ -1,14 +1,27 @@
-"""Run the service with uvicorn: one worker (the model and the adaptation cache live in
-one process), SIGHUP reloads the run without downtime."""
+"""Run the service with uvicorn: one process, or ``workers`` processes on one socket.
+
+Each worker is a whole server (the model, the adaptation cache, its own batching of
+adaptations), so N workers use N cores for the model work that holds one process to
+one core at a time. They share only the feedback store, which keeps them in step
+(:meth:`~metarec.service.serving.ModelHolder.sync`). A small supervisor (this module,
+not uvicorn's, whose SIGHUP restarts workers) starts them, forwards SIGHUP so each
+reloads the run without downtime, restarts one that dies and stops them all on
+SIGTERM or Ctrl-C, letting in-flight requests finish.
+"""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import socket
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, MetarecError, ModelError
 from metarec.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -53,39 +66,223 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(app, workers=1, access_log=False, http=JsonErrorHttpProtocol, **options)
 
 
-def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    import dataclasses
+MAX_WORKERS = 64
+STOP_GRACE_S = 30.0  # what a stopping worker gets to finish its requests before SIGKILL
 
-    from metarec.service.app import create_app
 
+def check_workers(workers: object) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers: {workers!r}; expected a whole number 1-{MAX_WORKERS}")
+    return workers
+
+
+def serve(
+    settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
+) -> None:
+    check_workers(workers)
     sock = listening_socket(host, port)
     port = sock.getsockname()[1]  # the one the system chose, for port 0
+    _configure_logging()
+    with sock:
+        if workers == 1:
+            app = _server_app(settings)
+            _announce(settings, app.state.holder.current.name, app.state.store.url, host, port)
+            _run_uvicorn(app, sock)
+        else:
+            Supervisor(settings, sock, workers).run(host, port)
+
+
+def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def _server_app(settings: ServiceSettings) -> Any:
+    """The app as a server process runs it: its torch threads, SIGHUP, a frozen heap."""
+    import dataclasses
+
     import torch
 
+    from metarec.service.app import create_app
+
     torch.set_num_threads(settings.torch_threads)
-    settings = dataclasses.replace(settings, install_sighup=True, freeze_heap=True)
-    try:
-        app = create_app(settings)
-    except BaseException:
-        sock.close()
-        raise
-    store = app.state.store
-    print(
-        f"metarec: serving {app.state.holder.current.name} on http://{host}:{port}/",
-        file=sys.stderr,
-    )
-    print(f"metarec: feedback store {store.url}", file=sys.stderr)
+    return create_app(dataclasses.replace(settings, install_sighup=True, freeze_heap=True))
+
+
+def _run_uvicorn(app: Any, sock: socket.socket) -> None:
+    import uvicorn
+
+    uvicorn.Server(uvicorn_config(app, log_level="info")).run(sockets=[sock])
+
+
+def _announce(
+    settings: ServiceSettings, model: str, store_url: str, host: str, port: int, workers: int = 1
+) -> None:
+    processes = f" ({workers} worker processes)" if workers > 1 else ""
+    print(f"metarec: serving {model} on http://{host}:{port}/{processes}", file=sys.stderr)
+    print(f"metarec: feedback store {store_url}", file=sys.stderr)
     if settings.api_key is None:
         print(
             "metarec: WARNING: no API key configured (--api-key or METAREC_API_KEY): "
             "write endpoints accept loopback clients only",
             file=sys.stderr,
         )
-    import uvicorn
 
-    config = uvicorn_config(app, log_level="info")
-    with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+
+def _worker(settings: ServiceSettings, sock: socket.socket, report: Any) -> None:
+    """One worker process: build the app, report ("ready", model, store) or ("failed",
+    error) to the supervisor, then serve until SIGTERM."""
+    # its own process group: a Ctrl-C at the terminal reaches the supervisor alone, which
+    # stops the workers with SIGTERM (a second signal would make uvicorn drop requests)
+    os.setpgrp()
+    _configure_logging()
+    _stop_with(os.getppid())
+    try:
+        app = _server_app(settings)
+    except MetarecError as exc:
+        report.send(("failed", f"{type(exc).__name__}\t{exc}"))
+        sys.exit(2)
+    except BaseException as exc:
+        report.send(("failed", f"{type(exc).__name__}\t{exc}"))
+        raise
+    report.send(("ready", app.state.holder.current.name, app.state.store.url))
+    report.close()
+    _run_uvicorn(app, sock)
+
+
+def _stop_with(parent: int) -> None:
+    """Stop this worker (SIGTERM: in-flight requests finish) when the supervisor is gone,
+    killed without a chance to stop it: a worker must not serve on, unsupervised."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="metarec-supervisor-watch", daemon=True).start()
+
+
+class Supervisor:
+    """Starts ``workers`` server processes on ``sock`` and looks after them."""
+
+    def __init__(self, settings: ServiceSettings, sock: socket.socket, workers: int) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.workers = workers
+        self.context = multiprocessing.get_context("spawn")  # torch and threads: never fork
+        self.processes: list[Any] = []
+        self.reports: list[Any] = []  # each worker's start report, once waited for: None
+        self.stop = threading.Event()
+        self.log = logging.getLogger("metarec.service")
+
+    def _start(self) -> tuple[Any, Any]:
+        receive, send = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_worker, args=(self.settings, self.sock, send), name="metarec-worker"
+        )
+        process.start()
+        send.close()
+        return process, receive
+
+    def _wait_ready(self, process: Any, receive: Any) -> tuple[str, str]:
+        """(model, store) once the worker serves; a worker that fails to start stops the
+        server with its own error (exit code 2 for a bad run or store, as one process)."""
+        while not self.stop.is_set():
+            if receive.poll(0.2):
+                try:
+                    message = receive.recv()
+                except EOFError:
+                    message = ("failed", f"Exit\tworker exited with code {process.exitcode}")
+                receive.close()
+                if message[0] == "ready":
+                    return message[1], message[2]
+                kind, _, text = message[1].partition("\t")
+                self._stop_all()
+                raise (ModelError if kind != "ConfigError" else ConfigError)(text)
+            if not process.is_alive() and not receive.poll(0):
+                self._stop_all()
+                raise ModelError(f"a worker exited while starting (code {process.exitcode})")
+        self._stop_all()
+        raise KeyboardInterrupt
+
+    def run(self, host: str, port: int) -> None:
+        handlers = {
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
+        try:
+            # the first alone: it creates or migrates the store's schema before the others
+            # open it, and a run or store that cannot be served fails once
+            first = self._start()
+            self.processes.append(first[0])
+            model, store_url = self._wait_ready(*first)
+            rest = [self._start() for _ in range(self.workers - 1)]
+            self.processes += [p for p, _ in rest]
+            for process, receive in rest:
+                self._wait_ready(process, receive)
+            self.reports = [None] * self.workers
+            _announce(self.settings, model, store_url, host, port, self.workers)
+            self._watch()
+        finally:
+            self._stop_all()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, _frame: Any) -> None:
+        if sig == signal.SIGHUP:  # each worker reloads the run itself, serving meanwhile
+            for process in self.processes:
+                if process.is_alive() and process.pid is not None:
+                    os.kill(process.pid, signal.SIGHUP)
+        else:
+            self.stop.set()
+
+    def _watch(self) -> None:
+        """Restart a worker that dies: at once if it had served a minute, else after a
+        pause that doubles while it keeps dying (a run deleted under a running server
+        must not turn into a tight loop of failing starts)."""
+        n = len(self.processes)
+        started, pause = [time.monotonic()] * n, [1.0] * n
+        restart_at: list[float | None] = [None] * n
+        while not self.stop.wait(0.5):
+            now = time.monotonic()
+            for slot, process in enumerate(self.processes):
+                self._read_reports(slot)
+                if process.is_alive():
+                    continue
+                if restart_at[slot] is None:
+                    lived = now - started[slot]
+                    pause[slot] = 1.0 if lived > 60 else min(pause[slot] * 2, 60.0)
+                    restart_at[slot] = now if lived > 60 else now + pause[slot]
+                    self.log.error(
+                        "worker %s exited with code %s; starting another",
+                        process.pid,
+                        process.exitcode,
+                    )
+                if now >= (restart_at[slot] or now):
+                    self.processes[slot], self.reports[slot] = self._start()
+                    started[slot], restart_at[slot] = now, None
+
+    def _read_reports(self, slot: int) -> None:
+        """Log a restarted worker's start (its supervisor is no longer waiting on it)."""
+        receive = self.reports[slot]
+        try:
+            while receive is not None and receive.poll(0):
+                message = receive.recv()
+                if message[0] == "failed":
+                    self.log.error("a restarted worker failed to start: %s", message[1])
+        except (EOFError, OSError):
+            receive.close()
+            self.reports[slot] = None
+
+    def _stop_all(self) -> None:
+        """SIGTERM to every worker (uvicorn lets in-flight requests finish), then wait."""
+        for process in self.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()

@@ -179,6 +179,9 @@ class ModelHolder:
         self._current: Served | None = None
         self._generation = 0
         self.batcher = AdaptBatcher()
+        # the store's served-state version the current model reflects (see sync)
+        self._seen = 0
+        self._sync = threading.Lock()
 
     @property
     def current(self) -> Served:
@@ -221,6 +224,8 @@ class ModelHolder:
         with self._swap:
             if replacing is not None and self._current is not replacing:
                 return self.current
+            # read before the items: a change landing while they load is caught next sync
+            version, _ = self.store.served_state()
             rows = self.store.added_items()
             added = updated = 0
             if rows:
@@ -248,6 +253,7 @@ class ModelHolder:
             served = Served(rec, given, name, self._generation, path)
             served.refresh()
             self._current = served
+            self._seen = version
             self.cache.clear()
         log.info(
             "serving %s (%d items; through the API: %d added, %d updated)",
@@ -260,6 +266,44 @@ class ModelHolder:
             settle_heap()
         return served
 
+    # -- server processes sharing one store -----------------------------------
+    def sync(self) -> None:
+        """Catch up with a change another server process made to the served state (items
+        added, a fold-in, a reload to another run: :meth:`FeedbackStore.served_state`) by
+        reloading (run, store), as a restart would. One read of one row when nothing
+        changed; the request that finds a change waits for the reload (a rating of an item
+        just added elsewhere must find it), other requests keep the model they have."""
+        version, _ = self.store.served_state()
+        if version == self._seen:
+            return
+        with self._sync:
+            version, run = self.store.served_state()
+            if version == self._seen:
+                return  # another request thread reloaded first
+            target = run or str(self.current.run)
+            try:
+                self.load(target)
+                log.info("caught up with the shared store (version %d): %s", version, target)
+            except Exception:
+                # retrying on every request would stall them all: wait for the next change
+                log.exception("catching up with the shared store failed; serving on")
+                self._seen = version
+
+    def _record_change(self, served: Served) -> None:
+        """Tell the other server processes on this store that the served state changed
+        (caller holds ``_swap``); this one already serves it, unless another process's
+        change came first and is still to be loaded."""
+        before, after = self.store.bump_served_state(str(served.run))
+        if before == self._seen:
+            self._seen = after
+
+    def reload(self, run: str | Path) -> Served:
+        """Load ``run`` and make every server process on the store serve it."""
+        served = self.load(run)
+        with self._swap:
+            self._record_change(served)
+        return served
+
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
         """Encode, persist, then apply to the served model; → (added, updated)."""
         frame = item_frame(rows)
@@ -267,6 +311,7 @@ class ModelHolder:
         if bad:
             item_id, why = next(iter(bad.items()))
             raise DataError(f"items: item {item_id!r}: {why}")
+        self.sync()  # apply on top of what the other processes serve
         with self._swap:
             served = self.current
             if isinstance(served.rec, EnsembleRecommender):
@@ -287,8 +332,10 @@ class ModelHolder:
                 if before:
                     self.store.upsert_items(before)
                 refused = exc
-            if refused is None and updated:
-                self.cache.clear()  # users who rated a re-encoded item adapt anew
+            if refused is None:
+                self._record_change(served)
+                if updated:
+                    self.cache.clear()  # users who rated a re-encoded item adapt anew
         if refused is not None:
             self._restore(served)
             raise refused
@@ -307,6 +354,7 @@ class ModelHolder:
 
     def fold_in(self) -> dict[str, Any]:
         """Learn the items the network never trained on from all stored feedback."""
+        self.sync()
         with self._swap:
             served = self.current
             rec = served.rec
@@ -317,6 +365,7 @@ class ModelHolder:
                 )
             with served.lock.write(), TORCH_LOCK:
                 summary = self._fold_in(rec)
+            self._record_change(served)  # the others fold in as they reload
             self.cache.clear()  # adaptation reads the corrected item biases
         if self.freeze_heap:
             gc.freeze()

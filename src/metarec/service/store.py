@@ -51,7 +51,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError
 from metarec.errors import ConfigError, MetarecError
 from metarec.service.feedback import StoredEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ID_LENGTH = 128
 _INSERT_CHUNK = 500  # rows per INSERT statement (SQLite caps bound parameters per statement)
 
@@ -96,6 +96,20 @@ items = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# One row: what every server process on this store must serve. ``version`` grows with each
+# change to the served state that is not derived from events alone (items added through
+# the API, a fold-in, a reload to another run); ``run`` is the run folder served since.
+# A process that sees a version it has not loaded reloads (run, store), so the worker
+# processes of one `metarec serve --workers N`, or servers behind one load balancer, stay
+# in step.
+service_state = Table(
+    "service_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("run", Text, nullable=True),
+)
+
 
 # The statements run on every recommendation request are built once, with the user id
 # bound at execution: building a statement (and its cache key) cost SQLAlchemy more than
@@ -107,6 +121,13 @@ _USER_SUMMARY = select(
     select(func.coalesce(func.max(events.c.id), 0)).where(_OWN_EVENTS).scalar_subquery(),
 ).where(users.c.user_id == bindparam("user_id"))
 # a user's events, latest first (each adaptation reads them)
+_STATE = select(service_state.c.version, service_state.c.run).where(service_state.c.id == 1)
+_BUMP = (
+    service_state.update()
+    .where(service_state.c.id == 1)
+    .values(version=service_state.c.version + 1, run=bindparam("run"))
+    .returning(service_state.c.version)
+)
 _USER_EVENTS = (
     select(events.c.event_id, events.c.item_id, events.c.type, events.c.value, events.c.ts)
     .where(_OWN_EVENTS)
@@ -120,9 +141,15 @@ def _v1(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _v2(conn: Connection) -> None:
+    service_state.create(conn, checkfirst=True)
+    conn.execute(service_state.insert().values(id=1, version=0, run=None))
+
+
 # (version, description, step): append new versions, never edit an applied one
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "users, events (unique event_id), items", _v1),
+    (2, "service_state (what every server process on the store serves)", _v2),
 ]
 
 
@@ -302,6 +329,25 @@ class FeedbackStore:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+    # -- the served state shared by server processes ---------------------------
+    def served_state(self) -> tuple[int, str | None]:
+        """(version, run) of what every server process on this store must serve."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_STATE).first()
+        if row is None:  # a hand-edited table: as if nothing was ever changed
+            return 0, None
+        return int(row[0]), row[1]
+
+    def bump_served_state(self, run: str) -> tuple[int, int]:
+        """Record a change to the served state, made while serving ``run``; → the version
+        (before, after). Atomic: two processes' changes get two versions."""
+        with self._tx() as conn:
+            after = conn.execute(_BUMP, {"run": run}).scalar()
+            if after is None:  # the row is gone: put it back
+                conn.execute(service_state.insert().values(id=1, version=1, run=run))
+                after = 1
+        return int(after) - 1, int(after)
 
     # -- users ----------------------------------------------------------------
     def create_user(

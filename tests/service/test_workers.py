@@ -1,0 +1,147 @@
+"""`metarec serve --workers N`: N server processes on one port, kept in step through the
+feedback store, looked after by a supervisor (SIGHUP reaches each, a dead one is
+replaced, SIGTERM stops them all with exit code 0)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from metarec.errors import ConfigError
+from metarec.service.server import check_workers
+
+from .conftest import free_port, wait_ready
+
+
+@pytest.mark.parametrize("workers", [0, -1, 65, True, 2.0, "2"])
+def test_worker_counts_are_checked(workers: object) -> None:
+    with pytest.raises(ConfigError, match=r"--workers: .*; expected a whole number 1-64"):
+        check_workers(workers)
+
+
+def test_a_bad_worker_count_exits_2_before_loading(
+    service_run: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    db = tmp_path / "feedback.db"
+    res = cli("serve", str(service_run), "--db", f"sqlite:///{db}", "--workers", "0")
+    assert res.returncode == 2 and "--workers: 0; expected" in res.stderr, res.stderr
+    assert not db.exists()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Workers:
+    """A `metarec serve --workers 2` process, its log and its URL."""
+
+    def __init__(self, run: Path, tmp: Path, key: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / "serve.log"
+        self.key = key
+        env = {**os.environ, "METAREC_API_KEY": key, "PYTHONUNBUFFERED": "1"}
+        cmd = ["metarec", "serve", str(run), "--db", f"sqlite:///{tmp / 'feedback.db'}"]
+        cmd += ["--port", str(self.port), "--workers", "2"]
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(re.findall(pattern, self.text())) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} x{count} not in the log:\n{self.text()}")
+            time.sleep(0.1)
+
+    def clients_by_worker(self, want: int = 2, tries: int = 60) -> dict[int, httpx.Client]:
+        """Keep-alive connections that landed on different workers (a connection stays
+        with the process that accepted it), by that process's id."""
+        found: dict[int, httpx.Client] = {}
+        opened = []
+        for _ in range(tries):
+            c = httpx.Client(base_url=self.url, headers={"X-API-Key": self.key}, timeout=60)
+            opened.append(c)
+            pid = re.search(r"^metarec_process_id (\d+)", c.get("/metrics").text, re.M)
+            assert pid is not None
+            found.setdefault(int(pid.group(1)), c)
+            if len(found) == want:
+                break
+        for c in opened:
+            if c not in found.values():
+                c.close()
+        assert len(found) == want, f"connections reached {len(found)} worker(s) only"
+        return found
+
+
+@pytest.fixture
+def workers(service_run: Path, tmp_path: Path, server_api_key: str) -> Iterator[Workers]:
+    w = Workers(service_run, tmp_path, server_api_key)
+    try:
+        wait_ready(w.url, w.proc, timeout=120)
+        w.wait_for(r"\(2 worker processes\)")
+        yield w
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()  # the workers see their supervisor go and stop themselves
+            w.proc.wait()
+
+
+def test_two_workers_share_the_port_and_stay_in_step(workers: Workers) -> None:
+    by_pid = workers.clients_by_worker()
+    (pid_a, a), (pid_b, b) = by_pid.items()
+    item = {"item_id": "fresh", "title": "Night Train", "year": 2001}
+    assert a.put("/v1/items", json={"items": [item]}).json()["added"] == 1
+    # the other process serves it from its next request on: a rating of it is accepted
+    user = {"user_id": "u", "ratings": [{"item_id": "fresh", "rating": 5}]}
+    assert b.post("/v1/users", json=user).status_code == 201
+    assert b.get("/v1/items/fresh").status_code == 200
+    workers.wait_for(r"caught up with the shared store \(version 1\)")
+    for c in (a, b):
+        c.close()
+
+    # SIGHUP reaches each worker, which reloads the run while serving
+    workers.proc.send_signal(signal.SIGHUP)
+    workers.wait_for(r"SIGHUP: now serving", count=2)
+
+    # a worker that dies is replaced; the port never stops answering
+    os.kill(pid_a, signal.SIGKILL)
+    workers.wait_for(rf"worker {pid_a} exited with code -9; starting another")
+    with httpx.Client(base_url=workers.url, timeout=60) as c:
+        assert c.get("/v1/items/fresh").status_code == 200
+    workers.wait_for(r"Application startup complete", count=3)
+
+    # SIGTERM: every worker stops, requests finished, exit code 0
+    workers.proc.send_signal(signal.SIGTERM)
+    assert workers.proc.wait(timeout=60) == 0
+    assert not alive(pid_b)
+
+
+def test_a_run_no_worker_can_load_exits_2_and_leaves_no_worker(
+    service_run: Path, tmp_path: Path, server_api_key: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(service_run, run)
+    (run / "recommender.json").write_text("[]")  # damaged after `serve` checked it is a run
+    w = Workers(run, tmp_path, server_api_key)
+    assert w.proc.wait(timeout=120) == 2
+    out = w.text()
+    assert "metarec: error:" in out and "not a JSON object" in out, out
+    assert "Traceback" not in out
+    assert not (tmp_path / "feedback.db").exists()
