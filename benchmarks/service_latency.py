@@ -513,11 +513,14 @@ def main(argv: list[str] | None = None) -> int:
         "cached_users": args.cached_users,
         "seed": args.seed,
         "target": TARGET,
+        # kept up with the offered rate: every scheduled request answered, none dropped
+        # (the achieved rate counts until the last response, so a server that keeps up
+        # reads a little under the offered rate, and cannot be the test)
         "target_met": bool(
             cold["latency_ms"]["p99"] is not None
             and cold["latency_ms"]["p99"] <= TARGET["p99_ms"]
-            and cold["achieved_requests_per_s"] >= TARGET["requests_per_s"]
-            and not cold["errors"]
+            and args.rate >= TARGET["requests_per_s"]
+            and cold["ok"] == cold["scheduled"]
         ),
         "scenarios": {"cold": cold, "cached": figures["cached"]},
         "users_created": figures["users_created"],

@@ -102,3 +102,37 @@ def test_service_benchmark_client_keeps_connections_and_replaces_closed_ones(
             await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux /proc")
+def test_service_benchmark_counts_the_cpu_of_worker_processes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With --workers the model work runs in child processes of the server: their CPU
+    time is the server's too (the parent alone would read as almost idle)."""
+    import time
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from service_latency import Server
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+    burn += "open(__import__('sys').argv[1], 'w').close()\ntime.sleep(60)"
+    flag = tmp_path / "burnt"
+    parent = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {burn!r}, {str(flag)!r}])\n"
+        "time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    server = Server(proc, "http://unused", tmp_path / "log")
+    try:
+        deadline = time.monotonic() + 30
+        while not flag.exists():
+            assert time.monotonic() < deadline, "the child did not burn its CPU"
+            time.sleep(0.05)
+        cpu = server.cpu_seconds()
+        assert cpu is not None and cpu >= 0.5
+    finally:
+        for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            subprocess.run(["kill", child], check=False)
+        server.stop()
