@@ -10,6 +10,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from .conftest import LiveServer
 
@@ -105,3 +108,107 @@ def test_a_change_that_cannot_be_loaded_leaves_the_other_serving(
         for _ in range(3):  # B logs the failure once and keeps its model
             assert cb.get("/v1/items/1").status_code == 200
         assert generation(b) == 1
+
+
+def test_a_server_started_later_serves_what_the_store_records(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+) -> None:
+    other = shutil.copytree(service_run, tmp_path / "retrained")
+    a = make_server()
+    with a.client(server_api_key) as ca:
+        moved = ca.post("/v1/admin/reload", json={"run": str(other)}).json()["model"]
+    # a worker replacing one that died: the run its siblings serve, not the one first given
+    follower = make_server(follow_store=True)
+    with follower.client() as c:
+        assert c.get("/ready").json()["model"] == moved
+    # an operator starting a server on another run: that run is what the store serves now
+    make_server()
+    with a.client() as ca:
+        assert ca.get("/ready").json()["model"].startswith(service_run.name + "@")
+
+
+def test_a_catch_up_holds_up_only_requests_that_name_items(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    a, b = make_server(), make_server()
+    holder = b.app.state.holder
+    with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
+        ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
+        holder._sync.acquire()  # another request of B's is catching up (a slow load)
+        try:
+            # no wait for a request that names no item: the model B has answers it
+            assert cb.get("/v1/items", params={"q": "toy"}).status_code == 200
+            assert generation(b) == 1
+        finally:
+            holder._sync.release()
+        assert cb.get("/v1/items/fresh").status_code == 200  # names an item: catches up
+
+
+def test_a_failed_catch_up_is_tried_again_after_a_pause(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import metarec.service.serving as serving
+
+    a, b = make_server(), make_server()
+    holder = b.app.state.holder
+    real_load, failures = holder.load, []
+
+    def load_fails_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise OSError("database is locked")  # a passing failure
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(holder, "load", load_fails_once)
+    with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
+        ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
+        monkeypatch.setattr(serving, "SYNC_RETRY_S", 60.0)
+        assert cb.get("/v1/items/fresh").status_code == 404  # failed: serves on
+        assert cb.get("/v1/items/fresh").status_code == 404  # not retried at once
+        holder._failed = (holder._failed[0], 0.0)  # the pause is over
+        assert cb.get("/v1/items/fresh").status_code == 200
+
+
+def test_an_item_change_that_cannot_be_stored_is_not_served(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    a = make_server()
+    store = a.app.state.store
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("UPDATE service_state", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(store, "bump_served_state", locked)
+    with a.client(server_api_key) as ca:
+        item = {"item_id": "fresh", "title": "Night Train"}
+        assert ca.put("/v1/items", json={"items": [item]}).status_code == 503
+        assert ca.get("/v1/items/fresh").status_code == 404  # applied, then undone
+    assert store.added_items() == []
+
+
+def test_every_server_scores_an_added_item_alike(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    a, b = make_server(), make_server()
+    pick = {"candidates": "fresh", "k": 1}
+    with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
+        ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
+        for u in range(30):
+            ratings = [{"item_id": str(1 + (u + j) % 50), "rating": 4} for j in range(3)]
+            ratings.append({"item_id": "fresh", "rating": 1})
+            ca.post("/v1/users", json={"user_id": f"r{u}", "ratings": ratings})
+        ca.post("/v1/users", json={"user_id": "n", "ratings": [{"item_id": "1", "rating": 4}]})
+        # another item through A: A folds in as B's catch-up (a load) does
+        ca.put("/v1/items", json={"items": [{"item_id": "other", "title": "Day Train"}]})
+        on_a = ca.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
+        on_b = cb.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
+    assert on_a == pytest.approx(on_b, abs=1e-5)

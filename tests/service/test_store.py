@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from metarec.errors import ConfigError
 from metarec.service.feedback import history_from_events
@@ -97,8 +98,22 @@ def test_served_state_versions_every_change_once(store_url: str) -> None:
     assert a.bump_served_state("/runs/x") == (0, 1)
     assert b.bump_served_state("/runs/y") == (1, 2)
     assert a.served_state() == b.served_state() == (2, "/runs/y")
+    # an item change keeps the recorded run (it used to write its own, undoing a reload)
+    assert a.bump_served_state(items=[{"item_id": "n", "title": "N"}]) == (2, 3)
+    assert b.served_state() == (3, "/runs/y")
+    assert [r["item_id"] for r in b.added_items()] == ["n"]
     a.close()
     b.close()
+
+
+def test_items_are_stored_only_with_their_announcement(tmp_path: Path) -> None:
+    store = FeedbackStore(f"sqlite:///{tmp_path / 's.db'}")
+    with store.engine.begin() as conn:  # the announcement cannot be written
+        conn.exec_driver_sql("DROP TABLE service_state")
+    with pytest.raises(OperationalError):
+        store.bump_served_state(items=[{"item_id": "n", "title": "N"}])
+    assert store.added_items() == []
+    store.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -145,3 +145,36 @@ def test_a_run_no_worker_can_load_exits_2_and_leaves_no_worker(
     assert "metarec: error:" in out and "not a JSON object" in out, out
     assert "Traceback" not in out
     assert not (tmp_path / "feedback.db").exists()
+
+
+def first_worker_started(w: Workers, timeout: float = 60.0) -> None:
+    """Wait until the supervisor has started a worker (its signal handlers are in place)."""
+    children = Path(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children")
+    deadline = time.monotonic() + timeout
+    while not children.read_text().split():
+        assert w.proc.poll() is None and time.monotonic() < deadline, w.text()
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux /proc")
+def test_signals_while_the_workers_start(
+    service_run: Path, tmp_path: Path, server_api_key: str
+) -> None:
+    # SIGHUP while the first worker loads: not forwarded to it (it would have died, and
+    # the server with it), the start goes on
+    (tmp_path / "hup").mkdir()
+    w = Workers(service_run, tmp_path / "hup", server_api_key)
+    try:
+        first_worker_started(w)
+        w.proc.send_signal(signal.SIGHUP)
+        wait_ready(w.url, w.proc, timeout=120)
+    finally:
+        w.proc.kill()
+        w.proc.wait()
+    # SIGTERM while the first worker loads: a clean stop, exit code 0
+    (tmp_path / "term").mkdir()
+    w = Workers(service_run, tmp_path / "term", server_api_key)
+    first_worker_started(w)
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(timeout=60) == 0, w.text()
+    assert "Traceback" not in w.text()

@@ -131,13 +131,24 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     from metarec.ensemble_run import load_run
 
     metrics = Metrics()
-    # the run first: one that does not load must not leave a new, empty database behind
-    run = load_run(Path(settings.run).resolve(), device=settings.device)
-    store = FeedbackStore(settings.db_url)
+    given = str(Path(settings.run).absolute())
+    if settings.follow_store:
+        # a worker started after the first (or in place of one that died): it serves
+        # what its siblings serve, which a reload may have moved since the start
+        store = FeedbackStore(settings.db_url)
+        given = store.served_state()[1] or given
+        run = load_run(Path(given).resolve(), device=settings.device)
+    else:
+        # the run first: one that does not load must not leave a new, empty database behind
+        run = load_run(Path(settings.run).resolve(), device=settings.device)
+        store = FeedbackStore(settings.db_url)
     holder = ModelHolder(
         store, metrics, settings.cache_size, settings.device, freeze_heap=settings.freeze_heap
     )
-    holder.load(settings.run, loaded=run)
+    # a server started on another run than the store records (a reload in an earlier
+    # life, or by another server on the store) makes its run the one served
+    recorded = store.served_state()[1]
+    holder.load(given, loaded=run, record=recorded is not None and recorded != given)
     if settings.api_key is None:
         log.warning(
             "NO API KEY CONFIGURED: write endpoints accept loopback clients only "
@@ -207,8 +218,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     write = [Security(_KEY_HEADER)]  # for the docs' "Authorize" button; ApiKeyGuard enforces
     UserId = Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]
 
-    def served() -> Served:
-        holder.sync()  # another server process on the store may have changed what to serve
+    def served(*, wait: bool = False) -> Served:
+        """The model to answer with, after catching up with what another server process
+        on the store changed; ``wait``: for requests that name items, which must see an
+        item just added through another process."""
+        holder.sync(wait=wait)
         return holder.current
 
     def known_item(s: Served, item_id: str, where: str) -> int:
@@ -301,7 +315,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get("/v1/items/{item_id}", response_model=schemas.ItemDetail, tags=["items"])
     def get_item(item_id: Annotated[str, PathParam(max_length=ID_LENGTH)]) -> Any:
-        s = served()
+        s = served(wait=True)
         idx = s.rec.item_index.get(item_id)
         if idx is None:
             raise ApiError(404, "unknown_item", f"unknown item {item_id!r}")
@@ -343,7 +357,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         responses={409: {"model": schemas.ErrorBody}},
     )
     def create_user(body: schemas.UserIn) -> dict[str, Any]:
-        s = served()
+        s = served(wait=bool(body.ratings))
         check_batch(len(body.ratings), "ratings")
         initial = []
         for n, r in enumerate(body.ratings):
@@ -397,7 +411,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             Body(description='one event, or {"events": [...]}; retried event_ids count once'),
         ],
     ) -> dict[str, int]:
-        s = served()
+        s = served(wait=True)
         check_batch(len(body.events), "events")
         batch = []
         for n, ev in enumerate(body.events):
@@ -432,7 +446,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             str | None, Query(max_length=200_000, description="comma-separated item ids")
         ] = None,
     ) -> dict[str, Any]:
-        s = served()
+        s = served(wait=candidates is not None)
         pool = None
         if candidates is not None:
             pool = [c.strip() for c in candidates.split(",") if c.strip()]
@@ -468,7 +482,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def fold_in() -> dict[str, Any]:
         """Learn items the model never trained on from their ratings so far, without
         retraining: each gets its shrunk mean residual as an item bias (see
-        `Recommender.fold_in_items`). A load or reload does the same."""
+        `Recommender.fold_in_items`). A load, a reload and adding items do the same."""
         return holder.fold_in()
 
     return app

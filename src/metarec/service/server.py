@@ -11,6 +11,8 @@ SIGTERM or Ctrl-C, letting in-flight requests finish.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -89,7 +91,8 @@ def serve(
             _announce(settings, app.state.holder.current.name, app.state.store.url, host, port)
             _run_uvicorn(app, sock)
         else:
-            Supervisor(settings, sock, workers).run(host, port)
+            with contextlib.suppress(_Stopped):
+                Supervisor(settings, sock, workers).run(host, port)
 
 
 def _configure_logging() -> None:
@@ -100,8 +103,6 @@ def _configure_logging() -> None:
 
 def _server_app(settings: ServiceSettings) -> Any:
     """The app as a server process runs it: its torch threads, SIGHUP, a frozen heap."""
-    import dataclasses
-
     import torch
 
     from metarec.service.app import create_app
@@ -130,14 +131,17 @@ def _announce(
         )
 
 
-def _worker(settings: ServiceSettings, sock: socket.socket, report: Any) -> None:
+def _worker(settings: ServiceSettings, sock: socket.socket, report: Any, supervisor: int) -> None:
     """One worker process: build the app, report ("ready", model, store) or ("failed",
     error) to the supervisor, then serve until SIGTERM."""
     # its own process group: a Ctrl-C at the terminal reaches the supervisor alone, which
     # stops the workers with SIGTERM (a second signal would make uvicorn drop requests)
     os.setpgrp()
+    # a SIGHUP before the app's handler is in place would end the process: the run is
+    # being loaded anyway
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _configure_logging()
-    _stop_with(os.getppid())
+    _stop_with(supervisor)
     try:
         app = _server_app(settings)
     except MetarecError as exc:
@@ -163,6 +167,10 @@ def _stop_with(parent: int) -> None:
     threading.Thread(target=watch, name="metarec-supervisor-watch", daemon=True).start()
 
 
+class _Stopped(Exception):
+    """SIGTERM or Ctrl-C while the workers started: a clean stop, as after the start."""
+
+
 class Supervisor:
     """Starts ``workers`` server processes on ``sock`` and looks after them."""
 
@@ -173,13 +181,17 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")  # torch and threads: never fork
         self.processes: list[Any] = []
         self.reports: list[Any] = []  # each worker's start report, once waited for: None
+        self.serving: set[int] = set()  # pids of the workers that reported ready
         self.stop = threading.Event()
         self.log = logging.getLogger("metarec.service")
 
-    def _start(self) -> tuple[Any, Any]:
+    def _start(self, *, first: bool = False) -> tuple[Any, Any]:
+        """A worker; all but the first serve the run the store records (a reload may
+        have moved it from the one given, before a worker is replaced)."""
+        settings = self.settings if first else dataclasses.replace(self.settings, follow_store=True)
         receive, send = self.context.Pipe(duplex=False)
         process = self.context.Process(
-            target=_worker, args=(self.settings, self.sock, send), name="metarec-worker"
+            target=_worker, args=(settings, self.sock, send, os.getpid()), name="metarec-worker"
         )
         process.start()
         send.close()
@@ -196,6 +208,7 @@ class Supervisor:
                     message = ("failed", f"Exit\tworker exited with code {process.exitcode}")
                 receive.close()
                 if message[0] == "ready":
+                    self.serving.add(process.pid)
                     return message[1], message[2]
                 kind, _, text = message[1].partition("\t")
                 self._stop_all()
@@ -204,7 +217,7 @@ class Supervisor:
                 self._stop_all()
                 raise ModelError(f"a worker exited while starting (code {process.exitcode})")
         self._stop_all()
-        raise KeyboardInterrupt
+        raise _Stopped
 
     def run(self, host: str, port: int) -> None:
         handlers = {
@@ -214,7 +227,7 @@ class Supervisor:
         try:
             # the first alone: it creates or migrates the store's schema before the others
             # open it, and a run or store that cannot be served fails once
-            first = self._start()
+            first = self._start(first=True)
             self.processes.append(first[0])
             model, store_url = self._wait_ready(*first)
             rest = [self._start() for _ in range(self.workers - 1)]
@@ -232,7 +245,9 @@ class Supervisor:
     def _on_signal(self, sig: int, _frame: Any) -> None:
         if sig == signal.SIGHUP:  # each worker reloads the run itself, serving meanwhile
             for process in self.processes:
-                if process.is_alive() and process.pid is not None:
+                # one still starting loads the run anyway (and ignores SIGHUP until its
+                # handler is in place)
+                if process.pid in self.serving and process.is_alive():
                     os.kill(process.pid, signal.SIGHUP)
         else:
             self.stop.set()
@@ -271,6 +286,8 @@ class Supervisor:
                 message = receive.recv()
                 if message[0] == "failed":
                     self.log.error("a restarted worker failed to start: %s", message[1])
+                else:
+                    self.serving.add(self.processes[slot].pid)
         except (EOFError, OSError):
             receive.close()
             self.reports[slot] = None

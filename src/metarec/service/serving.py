@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import numpy as np
+from sqlalchemy.exc import DatabaseError
 
 from metarec.ensemble_run import EnsembleRecommender, ServedModel, load_run
 from metarec.errors import DataError, MetarecError, ModelError, UnsupportedError
@@ -45,6 +46,9 @@ from metarec.service.metrics import Metrics
 from metarec.service.store import FeedbackStore, UserSummary
 
 log = logging.getLogger("metarec.service")
+# a catch-up with the shared store that failed (a run deleted, the database busy) is
+# tried again after this long, not on every request
+SYNC_RETRY_S = 10.0
 
 # torch.func (vmap/grad, used by adaptation and scoring) is not safe to run from several
 # threads at once: concurrent transforms trip an internal functorch assertion. All model
@@ -179,9 +183,11 @@ class ModelHolder:
         self._current: Served | None = None
         self._generation = 0
         self.batcher = AdaptBatcher()
-        # the store's served-state version the current model reflects (see sync)
+        # the store's served-state version the current model reflects (see sync), and a
+        # version whose catch-up failed, not tried again before a pause
         self._seen = 0
         self._sync = threading.Lock()
+        self._failed: tuple[int, float] | None = None
 
     @property
     def current(self) -> Served:
@@ -202,11 +208,14 @@ class ModelHolder:
         *,
         folder: Path | None = None,
         replacing: Served | None = None,
+        record: bool = False,
     ) -> Served:
         """Load ``run`` (or take it ``loaded`` already), re-apply the items added through
         the API, make it current. ``folder``: the folder ``run`` led to before (a link
         moved since is not followed); ``replacing``: swap only if that is still the
-        served model (a reload that landed first has read the run and store afresh)."""
+        served model (a reload that landed first has read the run and store afresh);
+        ``record``: make ``run`` what every server process on the store serves, in the
+        same step as the swap (a catch-up between the two would serve the old run)."""
         given = Path(run).absolute()
         try:
             path = folder if folder is not None else given.resolve()
@@ -254,6 +263,8 @@ class ModelHolder:
             served.refresh()
             self._current = served
             self._seen = version
+            if record:
+                self._announce(version, run=str(given))
             self.cache.clear()
         log.info(
             "serving %s (%d items; through the API: %d added, %d updated)",
@@ -267,76 +278,90 @@ class ModelHolder:
         return served
 
     # -- server processes sharing one store -----------------------------------
-    def sync(self) -> None:
+    def sync(self, *, wait: bool = False) -> None:
         """Catch up with a change another server process made to the served state (items
         added, a fold-in, a reload to another run: :meth:`FeedbackStore.served_state`) by
         reloading (run, store), as a restart would. One read of one row when nothing
-        changed; the request that finds a change waits for the reload (a rating of an item
-        just added elsewhere must find it), other requests keep the model they have."""
-        version, _ = self.store.served_state()
-        if version == self._seen:
+        changed. The request that finds a change reloads; requests meanwhile keep the
+        model they have, unless ``wait`` (those that name items: an item just added
+        through another process must be found). A catch-up that fails is tried again
+        after :data:`SYNC_RETRY_S`, not on every request."""
+        try:
+            version, _ = self.store.served_state()
+        except DatabaseError as exc:  # what is loaded still serves; the store's own
+            log.warning("could not read the shared served state: %s", exc)  # reads fail
             return
-        with self._sync:
+        if version == self._seen or self._waiting_to_retry(version):
+            return
+        if not self._sync.acquire(blocking=wait):
+            return  # another request is catching up: serve the model we have
+        try:
             version, run = self.store.served_state()
-            if version == self._seen:
-                return  # another request thread reloaded first
+            if version == self._seen or self._waiting_to_retry(version):
+                return  # another request caught up first
             target = run or str(self.current.run)
             try:
                 self.load(target)
-                log.info("caught up with the shared store (version %d): %s", version, target)
             except Exception:
-                # retrying on every request would stall them all: wait for the next change
                 log.exception("catching up with the shared store failed; serving on")
-                self._seen = version
+                self._failed = (version, time.monotonic() + SYNC_RETRY_S)
+                return
+            self._failed = None
+            log.info("caught up with the shared store (version %d): %s", version, target)
+        finally:
+            self._sync.release()
 
-    def _record_change(self, served: Served) -> None:
-        """Tell the other server processes on this store that the served state changed
-        (caller holds ``_swap``); this one already serves it, unless another process's
-        change came first and is still to be loaded."""
-        before, after = self.store.bump_served_state(str(served.run))
-        if before == self._seen:
+    def _waiting_to_retry(self, version: int) -> bool:
+        failed = self._failed
+        return failed is not None and failed[0] == version and time.monotonic() < failed[1]
+
+    def _announce(
+        self, seen: int, *, run: str | None = None, items: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Record a change this process made (``seen``: the version it had before) so the
+        other processes on the store catch up (caller holds ``_swap``); it serves the
+        change already, unless another process's change came between and is still to be
+        loaded."""
+        before, after = self.store.bump_served_state(run, items)
+        if before == seen:
             self._seen = after
 
     def reload(self, run: str | Path) -> Served:
         """Load ``run`` and make every server process on the store serve it."""
-        served = self.load(run)
-        with self._swap:
-            self._record_change(served)
-        return served
+        return self.load(run, record=True)
 
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Encode, persist, then apply to the served model; → (added, updated)."""
+        """Encode, apply to the served model, then store (with the announcement to the
+        other processes, in one transaction); → (added, updated)."""
         frame = item_frame(rows)
         bad = unusable(frame)
         if bad:
             item_id, why = next(iter(bad.items()))
             raise DataError(f"items: item {item_id!r}: {why}")
-        self.sync()  # apply on top of what the other processes serve
+        self.sync(wait=True)  # apply on top of what the other processes serve
         with self._swap:
             served = self.current
             if isinstance(served.rec, EnsembleRecommender):
-                served.rec.check_items()  # refuse before anything is stored
-            vectors = encode(served.rec, frame)  # may raise before anything is stored
-            ids = sorted(set(frame["item_id"]))
-            before = self.store.added_items(ids, with_times=True)
-            self.store.upsert_items(rows)  # stored first: an acknowledged item survives a crash
+                served.rec.check_items()  # refuse before anything changes
+            vectors = encode(served.rec, frame)  # may raise before anything changes
             refused: Exception | None = None
             try:
                 with served.lock.write(), TORCH_LOCK:
                     added, updated = apply_items(served.rec, frame, vectors)
+                    if foldable(served.rec):
+                        # as a load does, so every process serves f(run, store) alike
+                        self._fold_in(served.rec)
                     served.refresh()
+                # stored once the model took them (a refused item is never stored, so no
+                # later start fails on it), and acknowledged once stored
+                self._announce(self._seen, items=rows)
             except Exception as exc:
-                # the model refused them: the store must not keep what every later
-                # start would then apply (and fail on) again
-                self.store.remove_items(ids)
-                if before:
-                    self.store.upsert_items(before)
                 refused = exc
             if refused is None:
-                self._record_change(served)
-                if updated:
-                    self.cache.clear()  # users who rated a re-encoded item adapt anew
+                self.cache.clear()  # new offsets and re-encoded items: users adapt anew
         if refused is not None:
+            # the model may have taken part of the change (an update before an add, an
+            # ensemble's first members): serve (run, store) read afresh, as a restart would
             self._restore(served)
             raise refused
         if self.freeze_heap:
@@ -354,7 +379,7 @@ class ModelHolder:
 
     def fold_in(self) -> dict[str, Any]:
         """Learn the items the network never trained on from all stored feedback."""
-        self.sync()
+        self.sync(wait=True)
         with self._swap:
             served = self.current
             rec = served.rec
@@ -365,7 +390,7 @@ class ModelHolder:
                 )
             with served.lock.write(), TORCH_LOCK:
                 summary = self._fold_in(rec)
-            self._record_change(served)  # the others fold in as they reload
+            self._announce(self._seen)  # the others fold in as they reload
             self.cache.clear()  # adaptation reads the corrected item biases
         if self.freeze_heap:
             gc.freeze()

@@ -51,6 +51,9 @@ class ServiceSettings:
     freeze_heap: bool = False  # only the CLI's server: see serving.settle_heap
     # torch device for the served models; None: each run's own, or auto where it is missing
     device: str | None = None
+    # a worker of `serve --workers N` other than the first: serve the run the feedback
+    # store records (a reload may have moved it since the server started), not ``run``
+    follow_store: bool = False
 
     def __post_init__(self) -> None:
         for name in (

@@ -122,10 +122,14 @@ _USER_SUMMARY = select(
 ).where(users.c.user_id == bindparam("user_id"))
 # a user's events, latest first (each adaptation reads them)
 _STATE = select(service_state.c.version, service_state.c.run).where(service_state.c.id == 1)
+# a run of None keeps the one recorded: only a reload (or a start on another run) sets it
 _BUMP = (
     service_state.update()
     .where(service_state.c.id == 1)
-    .values(version=service_state.c.version + 1, run=bindparam("run"))
+    .values(
+        version=service_state.c.version + 1,
+        run=func.coalesce(bindparam("run", type_=Text), service_state.c.run),
+    )
     .returning(service_state.c.version)
 )
 _USER_EVENTS = (
@@ -339,14 +343,24 @@ class FeedbackStore:
             return 0, None
         return int(row[0]), row[1]
 
-    def bump_served_state(self, run: str) -> tuple[int, int]:
-        """Record a change to the served state, made while serving ``run``; → the version
-        (before, after). Atomic: two processes' changes get two versions."""
+    def bump_served_state(
+        self, run: str | None = None, items: Sequence[dict[str, Any]] = ()
+    ) -> tuple[int, int]:
+        """Record a change to the served state; → the version (before, after). ``run``:
+        the run every process is to serve from now on (None: the one recorded);
+        ``items``: added items stored in the same transaction, so the change and its
+        announcement land together or not at all. Two processes' changes get two
+        versions."""
         with self._tx() as conn:
+            self._upsert_items(conn, items)
             after = conn.execute(_BUMP, {"run": run}).scalar()
-            if after is None:  # the row is gone: put it back
-                conn.execute(service_state.insert().values(id=1, version=1, run=run))
-                after = 1
+            if after is None:  # the row is gone (a hand-edited table): put it back
+                conn.execute(
+                    self._insert(service_state)
+                    .values(id=1, version=0, run=None)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                )
+                after = conn.execute(_BUMP, {"run": run}).scalar_one()
         return int(after) - 1, int(after)
 
     # -- users ----------------------------------------------------------------
@@ -484,7 +498,12 @@ class FeedbackStore:
 
     # -- items ----------------------------------------------------------------
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert or replace added items (item_id, title, text, genres, year)."""
+        """Insert or replace added items (item_id, title, text, genres, year). The service
+        stores them with :meth:`bump_served_state`, which tells its other processes."""
+        with self._tx() as conn:
+            self._upsert_items(conn, rows)
+
+    def _upsert_items(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         now = time.time()
         payload = [
             {
@@ -493,31 +512,24 @@ class FeedbackStore:
                 "text": r.get("text"),
                 "genres": r.get("genres"),
                 "year": r.get("year"),
-                # a row put back after a refused change keeps the time it had
-                "updated_at": r.get("updated_at") or now,
+                "updated_at": now,
             }
             for r in rows
         ]
-        with self._tx() as conn:
-            for lo in range(0, len(payload), _INSERT_CHUNK):
-                stmt = self._insert(items).values(payload[lo : lo + _INSERT_CHUNK])
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["item_id"],
-                    set_={c: stmt.excluded[c] for c in ("title", "text", "genres", "year",
-                                                        "updated_at")},
-                )  # fmt: skip
-                conn.execute(stmt)
-
-    def remove_items(self, item_ids: Sequence[str]) -> None:
-        """Forget added items (undoing an upsert the served model then refused)."""
-        with self._tx() as conn:
-            conn.execute(items.delete().where(items.c.item_id.in_(list(item_ids))))
+        for lo in range(0, len(payload), _INSERT_CHUNK):
+            stmt = self._insert(items).values(payload[lo : lo + _INSERT_CHUNK])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["item_id"],
+                set_={c: stmt.excluded[c] for c in ("title", "text", "genres", "year",
+                                                    "updated_at")},
+            )  # fmt: skip
+            conn.execute(stmt)
 
     def added_items(
         self, item_ids: Sequence[str] | None = None, *, with_times: bool = False
     ) -> list[dict[str, Any]]:
         """Every added or updated item (or those of ``item_ids``), oldest change first;
-        ``with_times``: with each row's ``updated_at`` (to put a row back as it was)."""
+        ``with_times``: with each row's ``updated_at``."""
         columns = [items.c.item_id, items.c.title, items.c.text, items.c.genres, items.c.year]
         if with_times:
             columns.append(items.c.updated_at)
