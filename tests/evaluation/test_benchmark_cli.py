@@ -151,11 +151,11 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["benchmark", "--protocol", "speed", "--max-episodes", "500"], "--max-episodes"),
         (
             ["benchmark", "--protocol", "p2", "--max-episodes", "0", "--dataset", "ml-100k"],
-            "max_episodes: must be >= 1, got 0",
+            "--max-episodes: must be >= 1, got 0",
         ),
         (
             ["benchmark", "--protocol", "p2", "--max-items", "0", "--dataset", "ml-100k"],
-            "max_items: must be >= 1, got 0",
+            "--max-items: must be >= 1, got 0",
         ),
         (["benchmark", "--dataset", "ml-100k", "--rating-range", "1,10"], "not to the known"),
         (
@@ -168,7 +168,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         ),
         (
             ["benchmark", "--protocol", "p1", "--dataset", "ml-100k", "--algorithms", "stacked"],
-            "rank items and predict no ratings: use them with --protocol p2",
+            "--algorithms: ['stacked'] rank items and predict no ratings: use them with protocol",
         ),
         (
             ["benchmark", "--protocol", "p2", "--folds", "5", "--splits", "nowhere"],
@@ -314,7 +314,7 @@ def test_p1_on_implicit_feedback_is_refused_before_any_fit(
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "clicks: every rating is 1 (implicit feedback)" in proc.stderr
-    assert "--protocol p2" in proc.stderr
+    assert "so use protocol P2" in proc.stderr
     assert not list((tmp_path / "out").glob("*.json"))
 
 
@@ -610,4 +610,25 @@ def test_run_benchmark_refuses_options_before_loading_anything(
     # a data set that does not exist: the options are refused before it is looked for
     with pytest.raises(ConfigError, match=needle):
         run_benchmark("p2", "no-such-data", out=tmp_path, peers=["popularity"], **options)
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_benchmark_names_its_parameters_and_the_cli_its_flags(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """In Python an error names the argument (``peers``), at the shell the flag."""
+    from metarec.cli.options import named_as_flags
+    from metarec.errors import ConfigError
+    from metarec.evaluation.benchmark import run_benchmark
+
+    with pytest.raises(ConfigError, match=r"^peers: unknown peer\(s\) \['pop'\]"):
+        run_benchmark("p2", "ml-100k", root=shared_data, out=tmp_path, peers=["pop"])
+    with pytest.raises(ConfigError, match=r"^like_threshold: 9 is not a rating on the data"):
+        run_benchmark("p2", "ml-100k", root=shared_data, out=tmp_path, like_threshold=9)
+    flags = named_as_flags({"like_threshold": "--like-threshold"})
+    with pytest.raises(ConfigError, match=r"^--like-threshold: 9 is not a rating"), flags:
+        raise ConfigError("like_threshold: 9 is not a rating on the data's scale [1, 5]")
+    flags = named_as_flags({"like_threshold": "--like-threshold"})
+    with pytest.raises(ConfigError, match=r"^seed: kept as it is"), flags:
+        raise ConfigError("seed: kept as it is")
     assert not any(tmp_path.iterdir())

@@ -16,6 +16,7 @@ from metarec.cli.options import (
     data_spec,
     file_args_command,
     int_list,
+    named_as_flags,
     path_arg,
     seed,
 )
@@ -186,27 +187,28 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from metarec.evaluation.benchmark import run_benchmark  # torch: after the cheap checks
 
     for dataset, named in datasets:
-        run_benchmark(
-            args.protocol,
-            dataset,
-            root=args.data,
-            out=args.out,
-            seed=args.seed,
-            folds=args.folds,
-            algorithms=comma_list(args.algorithms),
-            peers=comma_list(args.peers),
-            overrides=list(args.set or []),
-            shots=shots,
-            seeds=args.seeds,
-            splits=args.splits,
-            progress=not args.quiet,
-            plots=not args.no_plots,
-            like_threshold=args.like_threshold,
-            data_args=named,
-            max_items=args.max_items,
-            max_episodes=args.max_episodes,
-            resume=not args.no_resume,
-        )
+        with named_as_flags(_BENCHMARK_FLAGS):
+            run_benchmark(
+                args.protocol,
+                dataset,
+                root=args.data,
+                out=args.out,
+                seed=args.seed,
+                folds=args.folds,
+                algorithms=comma_list(args.algorithms),
+                peers=comma_list(args.peers),
+                overrides=list(args.set or []),
+                shots=shots,
+                seeds=args.seeds,
+                splits=args.splits,
+                progress=not args.quiet,
+                plots=not args.no_plots,
+                like_threshold=args.like_threshold,
+                data_args=named,
+                max_items=args.max_items,
+                max_episodes=args.max_episodes,
+                resume=not args.no_resume,
+            )
     return 0
 
 
@@ -318,3 +320,17 @@ def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bo
     if write:
         write_report(record, path.with_suffix(""), plots=plots)
     return render_markdown(record)
+
+
+# run_benchmark's parameters as `metarec benchmark` spells them
+_BENCHMARK_FLAGS = {
+    "peers": "--peers",
+    "algorithms": "--algorithms",
+    "like_threshold": "--like-threshold",
+    "overrides": "--set",
+    "folds": "--folds",
+    "seeds": "--seeds",
+    "shots": "--shots",
+    "max_items": "--max-items",
+    "max_episodes": "--max-episodes",
+}

@@ -7,9 +7,11 @@ must answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,20 @@ def store_url(value: str) -> str:
             "expected a store URL (sqlite:///feedback.db, postgresql://...), got an empty string"
         )
     return value
+
+
+@contextlib.contextmanager
+def named_as_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """The library names its parameters in its errors (``max_items: must be >= 1``); a
+    person at the shell typed a flag (``--max-items``): rewrite the name a ConfigError
+    starts with, by ``flags`` (parameter -> flag)."""
+    try:
+        yield
+    except ConfigError as exc:
+        name, sep, rest = str(exc).partition(":")
+        if not sep or name not in flags:
+            raise
+        raise ConfigError(f"{flags[name]}{sep}{rest}") from None
 
 
 def check_writable(value: str | os.PathLike[str], flag: str, *, file: bool = False) -> None:

@@ -14,10 +14,10 @@ from metarec.cli.options import (
     check_writable,
     data_or_root,
     data_spec,
+    named_as_flags,
     path_arg,
     store_url,
 )
-from metarec.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     check_workers(args.workers)
     run_kind(args.run)  # a bad folder fails before the feedback store is created
-    try:
+    with named_as_flags(_FLAGS):
         settings = ServiceSettings(
             run=Path(args.run),
             db_url=default_db_url() if args.db is None else args.db,
@@ -112,10 +112,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             torch_threads=args.torch_threads,
             device=args.device,
         )
-    except ConfigError as exc:
-        # the settings name their fields; a person at the shell typed the flag
-        field, sep, rest = str(exc).partition(":")
-        raise ConfigError(f"{_FLAGS.get(field, field)}{sep}{rest}") from None
     serve(settings, host=args.host, port=args.port, workers=args.workers)
     # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:
     # a clean stop, so 0, as uvicorn and gunicorn exit (not 130 like an interrupted job)

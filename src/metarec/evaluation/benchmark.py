@@ -87,16 +87,16 @@ def check_model_names(protocol: str, algorithms: Sequence[str], peers: Sequence[
     known_peers = sorted({*PEERS, "transfer"})  # transfer: a MetaModel run as a peer
     unknown = [p for p in peers if p not in known_peers]
     if unknown:
-        raise ConfigError(f"--peers: unknown peer(s) {unknown}; expected some of {known_peers}")
+        raise ConfigError(f"peers: unknown peer(s) {unknown}; expected some of {known_peers}")
     known = (*META_ALGORITHMS, *(EXTRA_ALGORITHMS if protocol == "p2" else ()))
     unknown = [a for a in algorithms if a not in known]
     if not unknown:
         return
     if protocol == "p1" and all(a in EXTRA_ALGORITHMS for a in unknown):
-        reason = "rank items and predict no ratings: use them with --protocol p2"
+        reason = "rank items and predict no ratings: use them with protocol p2"
     else:
         reason = f"not among {protocol}'s algorithms {list(known)}"
-    raise ConfigError(f"--algorithms: {unknown} {reason}")
+    raise ConfigError(f"algorithms: {unknown} {reason}")
 
 
 def build_models(
@@ -646,8 +646,8 @@ def run_benchmark(
             raise ConfigError(f"{what}: must be >= 1, got {value}")
     if any(o.split("=", 1)[0].strip() == "like_threshold" for o in overrides):
         raise ConfigError(
-            "--set like_threshold: use --like-threshold, which every model and metric of "
-            "the benchmark share"
+            "overrides: like_threshold is the benchmark's own like_threshold "
+            "(--like-threshold), which every model and metric of the run share"
         )
     for what, names in (("peers", peers), ("algorithms", algorithms), ("shots", shots)):
         if isinstance(names, (str, bytes)):  # list("knn") would be three unknown names
@@ -686,7 +686,7 @@ def run_benchmark(
         ds = load_dataset(ds_name, root=root)
     ds = replace(ds, name=ds_name)  # split files and reports are named after it
     like = ds.like_threshold if like_threshold is None else float(like_threshold)
-    check_like_threshold(like, ds.rating_range, "--like-threshold")
+    check_like_threshold(like, ds.rating_range, "like_threshold")
     if folds > 1 and ds.n_users < 10 * folds:
         # a fold of a user or two measures nothing, and the run would fit every model
         # `folds` times for it
@@ -697,7 +697,7 @@ def run_benchmark(
     if protocol == "p1" and ds.rating_range[0] == ds.rating_range[1]:
         raise ConfigError(
             f"{ds_name}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 predicts "
-            "ratings, so use --protocol p2"
+            "ratings, so use protocol P2"
         )
     base = TrainConfig(seed=seed).with_overrides(list(overrides))
     out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
@@ -718,7 +718,7 @@ def run_benchmark(
         check_fold_partition(protocol, ds, splits, folds)
     # one run at a time per report: another would take over this one's kept progress
     with (
-        exclusive(out / name, "wait for it to finish, or write elsewhere (--out)"),
+        exclusive(out / name, "wait for it to finish, or write to another out folder"),
         store.session(resume=resume, started=t0) as finished,
     ):
         catalogue = encode_catalogue(ds.items, base.encoder, progress=progress, device=base.device)
