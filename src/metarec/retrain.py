@@ -103,9 +103,11 @@ def feedback_frame(
     known_items: set[str],
     *,
     negatives: bool = True,
+    upto: int | None = None,
 ) -> tuple[pd.DataFrame, int]:
-    """Ratings from the store's events (user_id prefixed), and how many were dropped
-    because their item is not in the catalogue."""
+    """Ratings from the store's events (user_id prefixed; ``upto``: only events stored
+    up to that row id), and how many were dropped because their item is not in the
+    catalogue."""
     from metarec.service.feedback import history_from_events
 
     rows: list[tuple[str, str, float, float]] = []
@@ -130,7 +132,7 @@ def feedback_frame(
                 (FEEDBACK_PREFIX + current, item, min(max(rating, lo), hi), latest_ts[item])
             )
 
-    for user_id, ev in store.iter_all_events():
+    for user_id, ev in store.iter_all_events(upto):
         if user_id != current:
             flush()
             current, pending = user_id, []

@@ -212,3 +212,97 @@ def test_every_server_scores_an_added_item_alike(
         on_a = ca.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
         on_b = cb.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
     assert on_a == pytest.approx(on_b, abs=1e-5)
+
+
+def test_a_worker_started_later_learns_what_the_others_folded_in(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    """Fold-in learns from the feedback up to a recorded event, so a worker loading
+    later (replacing one that died) scores the items as its siblings do."""
+    a = make_server()
+    pick = {"candidates": "fresh", "k": 1}
+    with a.client(server_api_key) as ca:
+        ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
+        for u in range(30):
+            ratings = [{"item_id": str(1 + (u + j) % 50), "rating": 4} for j in range(3)]
+            ratings.append({"item_id": "fresh", "rating": 1})
+            ca.post("/v1/users", json={"user_id": f"r{u}", "ratings": ratings})
+        ca.post("/v1/users", json={"user_id": "n", "ratings": [{"item_id": "1", "rating": 4}]})
+        on_a = ca.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
+    late = make_server(follow_store=True)
+    with late.client() as cl:
+        on_late = cl.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
+    assert on_late == pytest.approx(on_a, abs=1e-5)
+
+
+def _reload_during_next_load(monkeypatch: pytest.MonkeyPatch, other: LiveServer, run: Path) -> None:
+    """The next run a server loads, another server's reload to ``run`` lands meanwhile."""
+    import metarec.ensemble_run as ensemble_run
+    import metarec.service.serving as serving
+
+    real, done = serving.load_run, []
+
+    def slow_load(*args: Any, **kwargs: Any) -> Any:
+        loaded = real(*args, **kwargs)
+        if not done:
+            done.append(1)
+            other.app.state.holder.reload(run)
+        return loaded
+
+    monkeypatch.setattr(serving, "load_run", slow_load)  # a catch-up's load
+    monkeypatch.setattr(ensemble_run, "load_run", slow_load)  # a start's
+
+
+def test_a_reload_landing_during_a_catch_up_is_not_lost(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    two = shutil.copytree(service_run, tmp_path / "two")
+    three = shutil.copytree(service_run, tmp_path / "three")
+    a, b, c = make_server(), make_server(), make_server()
+    with a.client(server_api_key) as ca:
+        ca.post("/v1/admin/reload", json={"run": str(two)})
+    _reload_during_next_load(monkeypatch, b, three)  # while C catches up to "two"
+    with c.client() as cc:
+        cc.get("/v1/items/1")  # the catch-up, with B's reload to "three" meanwhile
+        assert cc.get("/ready").json()["model"].startswith("three@")  # not left on "two"
+
+
+def test_a_replacement_worker_does_not_undo_a_reload_made_while_it_started(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    two = shutil.copytree(service_run, tmp_path / "two")
+    a = make_server()
+    _reload_during_next_load(monkeypatch, a, two)  # while the replacement loads
+    late = make_server(follow_store=True)
+    with late.client() as cl, a.client() as ca:
+        assert ca.get("/ready").json()["model"].startswith("two@")  # A kept its reload
+        assert cl.get("/ready").json()["model"].startswith("two@")  # and the late one follows
+
+
+def test_a_catch_up_loads_the_folder_the_others_serve_not_where_a_link_moved(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+) -> None:
+    import os
+
+    old = shutil.copytree(service_run, tmp_path / "old")
+    new = shutil.copytree(service_run, tmp_path / "new")
+    link = tmp_path / "current"
+    os.symlink(old, link)
+    a, b = make_server(run=link), make_server(run=link)
+    link.unlink()
+    os.symlink(new, link)  # a retrained run published; no SIGHUP yet
+    with a.client(server_api_key) as ca, b.client() as cb:
+        ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
+        assert cb.get("/v1/items/fresh").status_code == 200  # B caught up ...
+        assert cb.get("/ready").json()["model"].startswith("old@")  # ... to A's folder

@@ -41,7 +41,7 @@ from metarec.service.middleware import (
     StrictTarget,
     refuse,
 )
-from metarec.service.serving import ModelHolder, Served
+from metarec.service.serving import ModelHolder, Served, ServedRef
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
     ID_LENGTH,
@@ -115,6 +115,16 @@ class ApiKeyGuard:
         return None
 
 
+# a SIGHUP that came before the app could take it (while the run loads at start)
+EARLY_SIGHUP = threading.Event()
+
+
+def catch_early_sighup() -> None:
+    """Until the app's own handler is in place, remember a SIGHUP (whose default
+    action ends the process) and reload once serving; call from the main thread."""
+    signal.signal(signal.SIGHUP, lambda *_: EARLY_SIGHUP.set())
+
+
 def _page(settings: ServiceSettings) -> str:
     path = STATIC / "index.html"
     page = path.read_text(encoding="utf-8") if path.exists() else PLACEHOLDER_PAGE
@@ -131,24 +141,33 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     from metarec.ensemble_run import load_run
 
     metrics = Metrics()
-    given = str(Path(settings.run).absolute())
+    given = Path(settings.run).absolute()
     if settings.follow_store:
         # a worker started after the first (or in place of one that died): it serves
         # what its siblings serve, which a reload may have moved since the start
         store = FeedbackStore(settings.db_url)
-        given = store.served_state()[1] or given
-        run = load_run(Path(given).resolve(), device=settings.device)
+        ref = ServedRef.parse(store.served_state()[1])
+        if ref is not None:
+            given = Path(ref.run)
+        folder = given.resolve() if ref is None else Path(ref.folder)
+        run = load_run(folder, device=settings.device)
     else:
+        # resolved once: a link moved while this loads is followed by the next SIGHUP
+        folder = given.resolve()
         # the run first: one that does not load must not leave a new, empty database behind
-        run = load_run(Path(settings.run).resolve(), device=settings.device)
+        run = load_run(folder, device=settings.device)
         store = FeedbackStore(settings.db_url)
     holder = ModelHolder(
         store, metrics, settings.cache_size, settings.device, freeze_heap=settings.freeze_heap
     )
     # a server started on another run than the store records (a reload in an earlier
     # life, or by another server on the store) makes its run the one served
-    recorded = store.served_state()[1]
-    holder.load(given, loaded=run, record=recorded is not None and recorded != given)
+    holder.load(
+        given,
+        loaded=run,
+        folder=folder,
+        announce="never" if settings.follow_store else "if_moved",
+    )
     if settings.api_key is None:
         log.warning(
             "NO API KEY CONFIGURED: write endpoints accept loopback clients only "
@@ -159,13 +178,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.install_sighup and threading.current_thread() is threading.main_thread():
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_in_background)
+            if EARLY_SIGHUP.is_set():  # one came while the run loaded: re-read it now
+                EARLY_SIGHUP.clear()
+                _reload_in_background()
         yield
         store.close()
 
     def _reload_in_background() -> None:
         def work() -> None:
             try:
-                served = holder.load(holder.current.run)
+                # a link moved to another folder: every process on the store follows
+                served = holder.load(holder.current.run, announce="if_moved")
                 metrics.count_reload()
                 log.info("SIGHUP: now serving %s", served.name)
             except Exception:
@@ -482,7 +505,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def fold_in() -> dict[str, Any]:
         """Learn items the model never trained on from their ratings so far, without
         retraining: each gets its shrunk mean residual as an item bias (see
-        `Recommender.fold_in_items`). A load, a reload and adding items do the same."""
+        `Recommender.fold_in_items`). A load or reload does the same, from the feedback up
+        to the last fold-in."""
         return holder.fold_in()
 
     return app

@@ -82,6 +82,10 @@ def serve(
     settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
 ) -> None:
     check_workers(workers)
+    if threading.current_thread() is threading.main_thread():
+        from metarec.service.app import catch_early_sighup
+
+        catch_early_sighup()  # while the run loads: reloaded once serving, not an exit
     sock = listening_socket(host, port)
     port = sock.getsockname()[1]  # the one the system chose, for port 0
     _configure_logging()
@@ -137,9 +141,9 @@ def _worker(settings: ServiceSettings, sock: socket.socket, report: Any, supervi
     # its own process group: a Ctrl-C at the terminal reaches the supervisor alone, which
     # stops the workers with SIGTERM (a second signal would make uvicorn drop requests)
     os.setpgrp()
-    # a SIGHUP before the app's handler is in place would end the process: the run is
-    # being loaded anyway
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from metarec.service.app import catch_early_sighup
+
+    catch_early_sighup()
     _configure_logging()
     _stop_with(supervisor)
     try:
@@ -182,6 +186,7 @@ class Supervisor:
         self.processes: list[Any] = []
         self.reports: list[Any] = []  # each worker's start report, once waited for: None
         self.serving: set[int] = set()  # pids of the workers that reported ready
+        self.hup_pending: set[int] = set()  # starting workers a SIGHUP is owed to
         self.stop = threading.Event()
         self.log = logging.getLogger("metarec.service")
 
@@ -208,7 +213,7 @@ class Supervisor:
                     message = ("failed", f"Exit\tworker exited with code {process.exitcode}")
                 receive.close()
                 if message[0] == "ready":
-                    self.serving.add(process.pid)
+                    self._serving(process.pid)
                     return message[1], message[2]
                 kind, _, text = message[1].partition("\t")
                 self._stop_all()
@@ -245,12 +250,20 @@ class Supervisor:
     def _on_signal(self, sig: int, _frame: Any) -> None:
         if sig == signal.SIGHUP:  # each worker reloads the run itself, serving meanwhile
             for process in self.processes:
-                # one still starting loads the run anyway (and ignores SIGHUP until its
-                # handler is in place)
-                if process.pid in self.serving and process.is_alive():
+                if not process.is_alive():
+                    continue
+                if process.pid in self.serving:
                     os.kill(process.pid, signal.SIGHUP)
+                else:  # still starting (its Python may not be up): sent once it serves
+                    self.hup_pending.add(process.pid)
         else:
             self.stop.set()
+
+    def _serving(self, pid: int) -> None:
+        self.serving.add(pid)
+        if pid in self.hup_pending:
+            self.hup_pending.discard(pid)
+            os.kill(pid, signal.SIGHUP)
 
     def _watch(self) -> None:
         """Restart a worker that dies: at once if it had served a minute, else after a
@@ -287,7 +300,7 @@ class Supervisor:
                 if message[0] == "failed":
                     self.log.error("a restarted worker failed to start: %s", message[1])
                 else:
-                    self.serving.add(self.processes[slot].pid)
+                    self._serving(self.processes[slot].pid)
         except (EOFError, OSError):
             receive.close()
             self.reports[slot] = None

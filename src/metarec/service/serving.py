@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import gc
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 from sqlalchemy.exc import DatabaseError
@@ -54,6 +55,35 @@ SYNC_RETRY_S = 10.0
 # threads at once: concurrent transforms trip an internal functorch assertion. All model
 # math in the service runs under this one lock; torch still uses every core inside a call.
 TORCH_LOCK = threading.Lock()
+
+Announce = Literal["never", "if_moved", "always"]
+
+
+@dataclass(frozen=True)
+class ServedRef:
+    """What every server process on a feedback store serves, as the store records it:
+    the run as given (a link, which SIGHUP follows), the folder it led to when loaded
+    (what the others load, so a link moved since is not followed by some processes
+    and not others), and the last event the fold-in learned from (so processes that
+    load at different times learn the same offsets)."""
+
+    run: str
+    folder: str
+    events_upto: int | None
+
+    def dumps(self) -> str:
+        return json.dumps({"run": self.run, "folder": self.folder, "events_upto": self.events_upto})
+
+    @staticmethod
+    def parse(text: str | None) -> ServedRef | None:
+        if text is None:
+            return None
+        try:
+            d = json.loads(text)
+            upto = d["events_upto"]
+            return ServedRef(str(d["run"]), str(d["folder"]), None if upto is None else int(upto))
+        except (ValueError, TypeError, KeyError):
+            return ServedRef(text, text, None)  # a bare path, as first recorded
 
 
 def run_name(run: Path) -> str:
@@ -186,6 +216,7 @@ class ModelHolder:
         # the store's served-state version the current model reflects (see sync), and a
         # version whose catch-up failed, not tried again before a pause
         self._seen = 0
+        self._ref: ServedRef | None = None  # what the current model was loaded as
         self._sync = threading.Lock()
         self._failed: tuple[int, float] | None = None
 
@@ -208,14 +239,20 @@ class ModelHolder:
         *,
         folder: Path | None = None,
         replacing: Served | None = None,
-        record: bool = False,
+        announce: Announce = "never",
     ) -> Served:
         """Load ``run`` (or take it ``loaded`` already), re-apply the items added through
-        the API, make it current. ``folder``: the folder ``run`` led to before (a link
-        moved since is not followed); ``replacing``: swap only if that is still the
-        served model (a reload that landed first has read the run and store afresh);
-        ``record``: make ``run`` what every server process on the store serves, in the
-        same step as the swap (a catch-up between the two would serve the old run)."""
+        the API, fold in, make it current. ``folder``: the folder ``run`` led to before (a
+        link moved since is not followed); ``replacing``: swap only if that is still the
+        served model (a reload that landed first has read the run and store afresh).
+
+        ``announce``: whether this load sets what every server process on the store
+        serves (:class:`ServedRef`, with a new fold-in cut-off), in the same step as the
+        swap: ``"always"`` (a reload asked for), ``"if_moved"`` (a start or a SIGHUP:
+        only if the folder differs from the one recorded), ``"never"`` (a catch-up, a
+        restore: the recorded cut-off is used, and a folder other than the recorded one
+        -- a reload landed meanwhile -- leaves this process out of step, so its next
+        request catches up)."""
         given = Path(run).absolute()
         try:
             path = folder if folder is not None else given.resolve()
@@ -234,7 +271,14 @@ class ModelHolder:
             if replacing is not None and self._current is not replacing:
                 return self.current
             # read before the items: a change landing while they load is caught next sync
-            version, _ = self.store.served_state()
+            version, text = self.store.served_state()
+            recorded = ServedRef.parse(text)
+            moved = recorded is None or recorded.folder != str(path)
+            if announce == "always" or (announce == "if_moved" and moved):
+                ref: ServedRef | None = ServedRef(str(given), str(path), self.store.last_event_id())
+                publish = True
+            else:
+                ref, publish = recorded, False
             rows = self.store.added_items()
             added = updated = 0
             if rows:
@@ -257,14 +301,18 @@ class ModelHolder:
                 # the served state is a function of (run, store): a restart or reload
                 # learns the new items from the stored feedback as /admin/fold-in did
                 with TORCH_LOCK:
-                    self._fold_in(rec)
+                    self._fold_in(rec, None if ref is None else ref.events_upto)
             self._generation += 1
             served = Served(rec, given, name, self._generation, path)
             served.refresh()
             self._current = served
-            self._seen = version
-            if record:
-                self._announce(version, run=str(given))
+            self._ref = ref if publish or not moved else None
+            if publish:
+                self._announce(version, ref=ref)
+            elif recorded is None or not moved:
+                self._seen = version
+            # else: loaded another folder than the one recorded (a reload landed while
+            # this loaded): out of step, so the next request's sync loads the recorded one
             self.cache.clear()
         log.info(
             "serving %s (%d items; through the API: %d added, %d updated)",
@@ -296,18 +344,22 @@ class ModelHolder:
         if not self._sync.acquire(blocking=wait):
             return  # another request is catching up: serve the model we have
         try:
-            version, run = self.store.served_state()
-            if version == self._seen or self._waiting_to_retry(version):
-                return  # another request caught up first
-            target = run or str(self.current.run)
             try:
-                self.load(target)
+                version, text = self.store.served_state()
+                if version == self._seen or self._waiting_to_retry(version):
+                    return  # another request caught up first
+                ref = ServedRef.parse(text)
+                current = self.current
+                run, folder = (
+                    (current.run, current.folder) if ref is None else (ref.run, Path(ref.folder))
+                )
+                self.load(run, folder=folder)
             except Exception:
                 log.exception("catching up with the shared store failed; serving on")
                 self._failed = (version, time.monotonic() + SYNC_RETRY_S)
                 return
             self._failed = None
-            log.info("caught up with the shared store (version %d): %s", version, target)
+            log.info("caught up with the shared store (version %d): %s", version, folder)
         finally:
             self._sync.release()
 
@@ -316,19 +368,19 @@ class ModelHolder:
         return failed is not None and failed[0] == version and time.monotonic() < failed[1]
 
     def _announce(
-        self, seen: int, *, run: str | None = None, items: Sequence[dict[str, Any]] = ()
+        self, seen: int, *, ref: ServedRef | None = None, items: Sequence[dict[str, Any]] = ()
     ) -> None:
         """Record a change this process made (``seen``: the version it had before) so the
         other processes on the store catch up (caller holds ``_swap``); it serves the
         change already, unless another process's change came between and is still to be
         loaded."""
-        before, after = self.store.bump_served_state(run, items)
+        before, after = self.store.bump_served_state(None if ref is None else ref.dumps(), items)
         if before == seen:
             self._seen = after
 
     def reload(self, run: str | Path) -> Served:
         """Load ``run`` and make every server process on the store serve it."""
-        return self.load(run, record=True)
+        return self.load(run, announce="always")
 
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
         """Encode, apply to the served model, then store (with the announcement to the
@@ -348,17 +400,14 @@ class ModelHolder:
             try:
                 with served.lock.write(), TORCH_LOCK:
                     added, updated = apply_items(served.rec, frame, vectors)
-                    if foldable(served.rec):
-                        # as a load does, so every process serves f(run, store) alike
-                        self._fold_in(served.rec)
                     served.refresh()
                 # stored once the model took them (a refused item is never stored, so no
                 # later start fails on it), and acknowledged once stored
                 self._announce(self._seen, items=rows)
             except Exception as exc:
                 refused = exc
-            if refused is None:
-                self.cache.clear()  # new offsets and re-encoded items: users adapt anew
+            if refused is None and updated:
+                self.cache.clear()  # users who rated a re-encoded item adapt anew
         if refused is not None:
             # the model may have taken part of the change (an update before an add, an
             # ensemble's first members): serve (run, store) read afresh, as a restart would
@@ -388,19 +437,27 @@ class ModelHolder:
                     "fold-in corrects one run's item biases; an ensemble is updated by "
                     "`metarec retrain` of its members"
                 )
+            upto = self.store.last_event_id()  # what every process then learns from
             with served.lock.write(), TORCH_LOCK:
-                summary = self._fold_in(rec)
-            self._announce(self._seen)  # the others fold in as they reload
+                summary = self._fold_in(rec, upto)
+            base = self._ref or ServedRef(str(served.run), str(served.folder), None)
+            self._ref = ServedRef(base.run, base.folder, upto)
+            self._announce(self._seen, ref=self._ref)  # the others fold in as they reload
             self.cache.clear()  # adaptation reads the corrected item biases
         if self.freeze_heap:
             gc.freeze()
         return {"model": served.name, **summary}
 
-    def _fold_in(self, rec: Recommender) -> dict[str, Any]:
+    def _fold_in(self, rec: Recommender, upto: int | None) -> dict[str, Any]:
+        """Fold in the stored feedback up to event ``upto`` (None: all of it)."""
         from metarec.retrain import feedback_frame
 
         frame, _ = feedback_frame(
-            self.store, rec.rating_range, set(rec.item_index), negatives=reads_negatives(rec)
+            self.store,
+            rec.rating_range,
+            set(rec.item_index),
+            negatives=reads_negatives(rec),
+            upto=upto,
         )
         summary = rec.fold_in_items(frame)
         log.info(

@@ -469,8 +469,9 @@ class FeedbackStore:
             rows = conn.execute(query, {"user_id": user_id}).all()
         return [StoredEvent(r[0], r[1], r[2], r[3], float(r[4])) for r in reversed(rows)]
 
-    def iter_all_events(self) -> Iterator[tuple[str, StoredEvent]]:
-        """Every (user_id, event), grouped by user, each user's in application order."""
+    def iter_all_events(self, upto: int | None = None) -> Iterator[tuple[str, StoredEvent]]:
+        """Every (user_id, event), grouped by user, each user's in application order;
+        ``upto``: only events stored up to that row id (:meth:`last_event_id`)."""
         query = select(
             events.c.user_id,
             events.c.event_id,
@@ -479,9 +480,17 @@ class FeedbackStore:
             events.c.value,
             events.c.ts,
         ).order_by(events.c.user_id, events.c.ts, events.c.id)
+        if upto is not None:
+            query = query.where(events.c.id <= upto)
         with self.engine.connect() as conn:
             for r in conn.execute(query):
                 yield r[0], StoredEvent(r[1], r[2], r[3], r[4], float(r[5]))
+
+    def last_event_id(self) -> int:
+        """The row id of the latest stored event (0: none): a cut-off every server
+        process can apply alike to "the feedback so far"."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
 
     def all_user_features(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
