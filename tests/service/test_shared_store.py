@@ -306,3 +306,68 @@ def test_a_catch_up_loads_the_folder_the_others_serve_not_where_a_link_moved(
         ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
         assert cb.get("/v1/items/fresh").status_code == 200  # B caught up ...
         assert cb.get("/ready").json()["model"].startswith("old@")  # ... to A's folder
+
+
+def test_a_reload_without_a_run_reloads_what_the_store_records(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+) -> None:
+    two = shutil.copytree(service_run, tmp_path / "two")
+    a, b = make_server(), make_server()
+    with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
+        ca.post("/v1/admin/reload", json={"run": str(two)})
+        # B had no request since: "reload the current run" is A's, not B's stale one
+        assert cb.post("/v1/admin/reload").json()["model"].startswith("two@")
+        assert ca.get("/ready").json()["model"].startswith("two@")
+
+
+def test_a_fold_in_that_raced_a_reload_is_refused_and_the_reload_stands(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    two = shutil.copytree(service_run, tmp_path / "two")
+    a, b = make_server(), make_server()
+    store = b.app.state.store
+    real = store.last_event_id
+
+    def reload_lands_meanwhile() -> int:  # B has synced and is about to fold in
+        a.app.state.holder.reload(two)
+        return real()
+
+    monkeypatch.setattr(store, "last_event_id", reload_lands_meanwhile)
+    with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
+        got = cb.post("/v1/admin/fold-in")
+        assert got.status_code == 409 and got.json()["error"]["code"] == "state_changed"
+        monkeypatch.setattr(store, "last_event_id", real)
+        assert cb.get("/ready").json()["model"].startswith("two@")  # B caught up
+        assert ca.get("/ready").json()["model"].startswith("two@")
+
+
+def test_a_reload_the_store_did_not_record_is_not_served(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    two = shutil.copytree(service_run, tmp_path / "two")
+    a = make_server()
+    store = a.app.state.store
+    real = store.bump_served_state
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("UPDATE service_state", {}, Exception("database is locked"))
+
+    with a.client(server_api_key) as ca:
+        monkeypatch.setattr(store, "bump_served_state", locked)
+        assert ca.post("/v1/admin/reload", json={"run": str(two)}).status_code == 503
+        monkeypatch.setattr(store, "bump_served_state", real)
+        # out of step with the store, which still records the first run: caught up
+        assert ca.get("/ready").json()["model"].startswith(service_run.name + "@")

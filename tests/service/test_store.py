@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from metarec.errors import ConfigError
+from metarec.errors import BusyError, ConfigError
 from metarec.service.feedback import history_from_events
 from metarec.service.store import (
     SCHEMA_VERSION,
@@ -102,6 +102,9 @@ def test_served_state_versions_every_change_once(store_url: str) -> None:
     assert a.bump_served_state(items=[{"item_id": "n", "title": "N"}]) == (2, 3)
     assert b.served_state() == (3, "/runs/y")
     assert [r["item_id"] for r in b.added_items()] == ["n"]
+    with pytest.raises(BusyError, match="moved on"):  # made from version 2: refused
+        a.bump_served_state("/runs/z", expect=2)
+    assert b.served_state() == (3, "/runs/y")
     a.close()
     b.close()
 

@@ -718,7 +718,7 @@ def run_benchmark(
         check_fold_partition(protocol, ds, splits, folds)
     # one run at a time per report: another would take over this one's kept progress
     with (
-        exclusive(out / name, "wait for it to finish, or write to another out folder"),
+        exclusive(out / name, "wait for it to finish, or give another out folder (--out)"),
         store.session(resume=resume, started=t0) as finished,
     ):
         catalogue = encode_catalogue(ds.items, base.encoder, progress=progress, device=base.device)

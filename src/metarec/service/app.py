@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from metarec.errors import MetarecError, UnknownItemError, UnsupportedError
+from metarec.errors import BusyError, MetarecError, UnknownItemError, UnsupportedError
 from metarec.service import errors, schemas
 from metarec.service.errors import ApiError, error_response
 from metarec.service.feedback import event_rating, reads_negatives
@@ -187,7 +187,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def _reload_in_background() -> None:
         def work() -> None:
             try:
+                # from what the store records (another process may have reloaded), and
                 # a link moved to another folder: every process on the store follows
+                holder.sync(wait=True)
                 served = holder.load(holder.current.run, announce="if_moved")
                 metrics.count_reload()
                 log.info("SIGHUP: now serving %s", served.name)
@@ -487,6 +489,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     def reload(body: schemas.ReloadIn | None = None) -> dict[str, Any]:
         """Swap to another run (or re-read the current one) without downtime."""
+        if body is None or not body.run:
+            holder.sync(wait=True)  # "the current run": what the store records now
         run = body.run if body is not None and body.run else str(holder.current.run)
         if "\x00" in run:
             raise ApiError(422, "invalid_run", "run: a path cannot contain a NUL character")
@@ -507,6 +511,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         retraining: each gets its shrunk mean residual as an item bias (see
         `Recommender.fold_in_items`). A load or reload does the same, from the feedback up
         to the last fold-in."""
-        return holder.fold_in()
+        try:
+            return holder.fold_in()
+        except BusyError as exc:
+            raise ApiError(409, "state_changed", str(exc)) from None
 
     return app

@@ -82,7 +82,7 @@ class ServedRef:
             d = json.loads(text)
             upto = d["events_upto"]
             return ServedRef(str(d["run"]), str(d["folder"]), None if upto is None else int(upto))
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, OverflowError):
             return ServedRef(text, text, None)  # a bare path, as first recorded
 
 
@@ -273,7 +273,9 @@ class ModelHolder:
             # read before the items: a change landing while they load is caught next sync
             version, text = self.store.served_state()
             recorded = ServedRef.parse(text)
-            moved = recorded is None or recorded.folder != str(path)
+            in_step = recorded is None or recorded.folder == str(path)
+            # a ref without a cut-off (as first recorded) is replaced by one that has one
+            moved = not in_step or recorded is None or recorded.events_upto is None
             if announce == "always" or (announce == "if_moved" and moved):
                 ref: ServedRef | None = ServedRef(str(given), str(path), self.store.last_event_id())
                 publish = True
@@ -306,10 +308,11 @@ class ModelHolder:
             served = Served(rec, given, name, self._generation, path)
             served.refresh()
             self._current = served
-            self._ref = ref if publish or not moved else None
+            self._ref = ref if publish or in_step else None
             if publish:
-                self._announce(version, ref=ref)
-            elif recorded is None or not moved:
+                assert ref is not None
+                self._announce_or_fall_out(version, ref=ref)
+            elif in_step:
                 self._seen = version
             # else: loaded another folder than the one recorded (a reload landed while
             # this loaded): out of step, so the next request's sync loads the recorded one
@@ -378,6 +381,22 @@ class ModelHolder:
         if before == seen:
             self._seen = after
 
+    def _announce_or_fall_out(self, seen: int, *, ref: ServedRef, expect: bool = False) -> None:
+        """:meth:`_announce` for a change this process has made already: if the store
+        does not take it (busy, or moved on), this process is out of step with what the
+        store records, so its next request catches up rather than serving on as if the
+        change were everyone's."""
+        try:
+            before, after = self.store.bump_served_state(
+                ref.dumps(), expect=seen if expect else None
+            )
+        except Exception:
+            self._seen, self._ref = -1, None
+            raise
+        self._ref = ref
+        if before == seen:
+            self._seen = after
+
     def reload(self, run: str | Path) -> Served:
         """Load ``run`` and make every server process on the store serve it."""
         return self.load(run, announce="always")
@@ -400,6 +419,10 @@ class ModelHolder:
             try:
                 with served.lock.write(), TORCH_LOCK:
                     added, updated = apply_items(served.rec, frame, vectors)
+                    if updated and foldable(served.rec) and self._ref is not None:
+                        # a re-encoded item's offset was fitted to its old vector: fold
+                        # in again up to the same cut-off, as a load of (run, store) does
+                        self._fold_in(served.rec, self._ref.events_upto)
                     served.refresh()
                 # stored once the model took them (a refused item is never stored, so no
                 # later start fails on it), and acknowledged once stored
@@ -425,6 +448,7 @@ class ModelHolder:
             self.load(served.run, folder=served.folder, replacing=served)
         except Exception:
             log.exception("re-reading %s after refused items failed; it serves on", served.name)
+            self._seen = -1  # what it serves may hold the refused change: catch up next
 
     def fold_in(self) -> dict[str, Any]:
         """Learn the items the network never trained on from all stored feedback."""
@@ -440,10 +464,13 @@ class ModelHolder:
             upto = self.store.last_event_id()  # what every process then learns from
             with served.lock.write(), TORCH_LOCK:
                 summary = self._fold_in(rec, upto)
-            base = self._ref or ServedRef(str(served.run), str(served.folder), None)
-            self._ref = ServedRef(base.run, base.folder, upto)
-            self._announce(self._seen, ref=self._ref)  # the others fold in as they reload
             self.cache.clear()  # adaptation reads the corrected item biases
+            base = self._ref or ServedRef(str(served.run), str(served.folder), None)
+            # the others fold in as they reload; refused if a reload (say) landed while
+            # this folded in, which the new ref would otherwise undo
+            self._announce_or_fall_out(
+                self._seen, ref=ServedRef(base.run, base.folder, upto), expect=True
+            )
         if self.freeze_heap:
             gc.freeze()
         return {"model": served.name, **summary}

@@ -48,7 +48,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 
-from metarec.errors import ConfigError, MetarecError
+from metarec.errors import BusyError, ConfigError, MetarecError
 from metarec.service.feedback import StoredEvent
 
 SCHEMA_VERSION = 2
@@ -344,14 +344,27 @@ class FeedbackStore:
         return int(row[0]), row[1]
 
     def bump_served_state(
-        self, run: str | None = None, items: Sequence[dict[str, Any]] = ()
+        self,
+        run: str | None = None,
+        items: Sequence[dict[str, Any]] = (),
+        *,
+        expect: int | None = None,
     ) -> tuple[int, int]:
         """Record a change to the served state; → the version (before, after). ``run``:
         the run every process is to serve from now on (None: the one recorded);
         ``items``: added items stored in the same transaction, so the change and its
         announcement land together or not at all. Two processes' changes get two
-        versions."""
+        versions. ``expect``: only if the version is still that one, else
+        :class:`~metarec.errors.BusyError` and nothing is written (a change made from a
+        state that another process has moved on from)."""
         with self._tx() as conn:
+            if expect is not None:
+                now = conn.execute(_STATE).first()
+                if now is not None and int(now[0]) != expect:
+                    raise BusyError(
+                        f"the served state moved on (version {now[0]}, not {expect}): another "
+                        "server process changed it meanwhile; try again"
+                    )
             self._upsert_items(conn, items)
             after = conn.execute(_BUMP, {"run": run}).scalar()
             if after is None:  # the row is gone (a hand-edited table): put it back
