@@ -17,6 +17,19 @@ import pytest
 from .conftest import LiveServer
 
 
+def _database_locked(*args: Any, **kwargs: Any) -> Any:
+    """A store write that finds the database locked past its wait."""
+    from sqlalchemy.exc import OperationalError
+
+    raise OperationalError("UPDATE service_state", {}, Exception("database is locked"))
+
+
+@pytest.fixture
+def two(service_run: Path, tmp_path: Path) -> Path:
+    """A second run folder (a copy: its name tells which one a server serves)."""
+    return Path(shutil.copytree(service_run, tmp_path / "two"))
+
+
 def generation(live: LiveServer) -> int:
     with live.client() as c:
         text = c.get("/metrics").text
@@ -179,15 +192,10 @@ def test_an_item_change_that_cannot_be_stored_is_not_served(
     server_api_key: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sqlalchemy.exc import OperationalError
-
     a = make_server()
     store = a.app.state.store
 
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        raise OperationalError("UPDATE service_state", {}, Exception("database is locked"))
-
-    monkeypatch.setattr(store, "bump_served_state", locked)
+    monkeypatch.setattr(store, "bump_served_state", _database_locked)
     with a.client(server_api_key) as ca:
         item = {"item_id": "fresh", "title": "Night Train"}
         assert ca.put("/v1/items", json={"items": [item]}).status_code == 503
@@ -199,19 +207,28 @@ def test_every_server_scores_an_added_item_alike(
     make_server: Callable[..., LiveServer], server_api_key: str
 ) -> None:
     a, b = make_server(), make_server()
-    pick = {"candidates": "fresh", "k": 1}
     with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
-        ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
-        for u in range(30):
-            ratings = [{"item_id": str(1 + (u + j) % 50), "rating": 4} for j in range(3)]
-            ratings.append({"item_id": "fresh", "rating": 1})
-            ca.post("/v1/users", json={"user_id": f"r{u}", "ratings": ratings})
-        ca.post("/v1/users", json={"user_id": "n", "ratings": [{"item_id": "1", "rating": 4}]})
-        # another item through A: A folds in as B's catch-up (a load) does
+        _fresh_item_rated_low(ca)
+        # another item through A: B's catch-up (a load) folds in to the recorded cut-off,
+        # which A's offsets were learned to
         ca.put("/v1/items", json={"items": [{"item_id": "other", "title": "Day Train"}]})
-        on_a = ca.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
-        on_b = cb.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
+        on_a, on_b = _score_of_fresh(ca), _score_of_fresh(cb)
     assert on_a == pytest.approx(on_b, abs=1e-5)
+
+
+def _fresh_item_rated_low(c: Any) -> None:
+    """Item "fresh" added, rated 1 by 30 users; user "n" with one rating of item 1."""
+    c.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
+    for u in range(30):
+        ratings = [{"item_id": str(1 + (u + j) % 50), "rating": 4} for j in range(3)]
+        ratings.append({"item_id": "fresh", "rating": 1})
+        c.post("/v1/users", json={"user_id": f"r{u}", "ratings": ratings})
+    c.post("/v1/users", json={"user_id": "n", "ratings": [{"item_id": "1", "rating": 4}]})
+
+
+def _score_of_fresh(c: Any) -> float:
+    got = c.get("/v1/users/n/recommendations", params={"candidates": "fresh", "k": 1})
+    return float(got.json()["items"][0]["score"])
 
 
 def test_a_worker_started_later_learns_what_the_others_folded_in(
@@ -220,18 +237,12 @@ def test_a_worker_started_later_learns_what_the_others_folded_in(
     """Fold-in learns from the feedback up to a recorded event, so a worker loading
     later (replacing one that died) scores the items as its siblings do."""
     a = make_server()
-    pick = {"candidates": "fresh", "k": 1}
     with a.client(server_api_key) as ca:
-        ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
-        for u in range(30):
-            ratings = [{"item_id": str(1 + (u + j) % 50), "rating": 4} for j in range(3)]
-            ratings.append({"item_id": "fresh", "rating": 1})
-            ca.post("/v1/users", json={"user_id": f"r{u}", "ratings": ratings})
-        ca.post("/v1/users", json={"user_id": "n", "ratings": [{"item_id": "1", "rating": 4}]})
-        on_a = ca.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
+        _fresh_item_rated_low(ca)
+        on_a = _score_of_fresh(ca)
     late = make_server(follow_store=True)
     with late.client() as cl:
-        on_late = cl.get("/v1/users/n/recommendations", params=pick).json()["items"][0]["score"]
+        on_late = _score_of_fresh(cl)
     assert on_late == pytest.approx(on_a, abs=1e-5)
 
 
@@ -256,11 +267,11 @@ def _reload_during_next_load(monkeypatch: pytest.MonkeyPatch, other: LiveServer,
 def test_a_reload_landing_during_a_catch_up_is_not_lost(
     make_server: Callable[..., LiveServer],
     server_api_key: str,
+    two: Path,
     service_run: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    two = shutil.copytree(service_run, tmp_path / "two")
     three = shutil.copytree(service_run, tmp_path / "three")
     a, b, c = make_server(), make_server(), make_server()
     with a.client(server_api_key) as ca:
@@ -274,11 +285,9 @@ def test_a_reload_landing_during_a_catch_up_is_not_lost(
 def test_a_replacement_worker_does_not_undo_a_reload_made_while_it_started(
     make_server: Callable[..., LiveServer],
     server_api_key: str,
-    service_run: Path,
-    tmp_path: Path,
+    two: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    two = shutil.copytree(service_run, tmp_path / "two")
     a = make_server()
     _reload_during_next_load(monkeypatch, a, two)  # while the replacement loads
     late = make_server(follow_store=True)
@@ -311,10 +320,8 @@ def test_a_catch_up_loads_the_folder_the_others_serve_not_where_a_link_moved(
 def test_a_reload_without_a_run_reloads_what_the_store_records(
     make_server: Callable[..., LiveServer],
     server_api_key: str,
-    service_run: Path,
-    tmp_path: Path,
+    two: Path,
 ) -> None:
-    two = shutil.copytree(service_run, tmp_path / "two")
     a, b = make_server(), make_server()
     with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
         ca.post("/v1/admin/reload", json={"run": str(two)})
@@ -326,11 +333,9 @@ def test_a_reload_without_a_run_reloads_what_the_store_records(
 def test_a_fold_in_that_raced_a_reload_is_refused_and_the_reload_stands(
     make_server: Callable[..., LiveServer],
     server_api_key: str,
-    service_run: Path,
-    tmp_path: Path,
+    two: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    two = shutil.copytree(service_run, tmp_path / "two")
     a, b = make_server(), make_server()
     store = b.app.state.store
     real = store.last_event_id
@@ -351,22 +356,16 @@ def test_a_fold_in_that_raced_a_reload_is_refused_and_the_reload_stands(
 def test_a_reload_the_store_did_not_record_is_not_served(
     make_server: Callable[..., LiveServer],
     server_api_key: str,
+    two: Path,
     service_run: Path,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sqlalchemy.exc import OperationalError
-
-    two = shutil.copytree(service_run, tmp_path / "two")
     a = make_server()
     store = a.app.state.store
     real = store.bump_served_state
 
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        raise OperationalError("UPDATE service_state", {}, Exception("database is locked"))
-
     with a.client(server_api_key) as ca:
-        monkeypatch.setattr(store, "bump_served_state", locked)
+        monkeypatch.setattr(store, "bump_served_state", _database_locked)
         assert ca.post("/v1/admin/reload", json={"run": str(two)}).status_code == 503
         monkeypatch.setattr(store, "bump_served_state", real)
         # out of step with the store, which still records the first run: caught up

@@ -142,18 +142,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     metrics = Metrics()
     given = Path(settings.run).absolute()
+    # resolved once: a link moved while this loads is followed by the next SIGHUP
+    folder = given.resolve()
     if settings.follow_store:
         # a worker started after the first (or in place of one that died): it serves
         # what its siblings serve, which a reload may have moved since the start
         store = FeedbackStore(settings.db_url)
         ref = ServedRef.parse(store.served_state()[1])
         if ref is not None:
-            given = Path(ref.run)
-        folder = given.resolve() if ref is None else Path(ref.folder)
+            given, folder = Path(ref.run), Path(ref.folder)
         run = load_run(folder, device=settings.device)
     else:
-        # resolved once: a link moved while this loads is followed by the next SIGHUP
-        folder = given.resolve()
         # the run first: one that does not load must not leave a new, empty database behind
         run = load_run(folder, device=settings.device)
         store = FeedbackStore(settings.db_url)

@@ -308,14 +308,13 @@ class ModelHolder:
             served = Served(rec, given, name, self._generation, path)
             served.refresh()
             self._current = served
-            self._ref = ref if publish or in_step else None
             if publish:
-                assert ref is not None
-                self._announce_or_fall_out(version, ref=ref)
+                self._announce(version, ref=ref)
             elif in_step:
-                self._seen = version
-            # else: loaded another folder than the one recorded (a reload landed while
-            # this loaded): out of step, so the next request's sync loads the recorded one
+                self._ref, self._seen = ref, version
+            else:  # loaded another folder than the one recorded (a reload landed while
+                # this loaded): out of step, so the next request's sync loads the recorded one
+                self._ref = None
             self.cache.clear()
         log.info(
             "serving %s (%d items; through the API: %d added, %d updated)",
@@ -371,29 +370,30 @@ class ModelHolder:
         return failed is not None and failed[0] == version and time.monotonic() < failed[1]
 
     def _announce(
-        self, seen: int, *, ref: ServedRef | None = None, items: Sequence[dict[str, Any]] = ()
+        self,
+        seen: int,
+        *,
+        ref: ServedRef | None = None,
+        items: Sequence[dict[str, Any]] = (),
+        expect: bool = False,
     ) -> None:
-        """Record a change this process made (``seen``: the version it had before) so the
-        other processes on the store catch up (caller holds ``_swap``); it serves the
-        change already, unless another process's change came between and is still to be
-        loaded."""
-        before, after = self.store.bump_served_state(None if ref is None else ref.dumps(), items)
-        if before == seen:
-            self._seen = after
-
-    def _announce_or_fall_out(self, seen: int, *, ref: ServedRef, expect: bool = False) -> None:
-        """:meth:`_announce` for a change this process has made already: if the store
-        does not take it (busy, or moved on), this process is out of step with what the
-        store records, so its next request catches up rather than serving on as if the
-        change were everyone's."""
+        """Record a change this process made (``seen``: the version it had before; the
+        caller holds ``_swap``): a new ``ref`` and/or stored ``items``, so the other
+        processes on the store catch up. ``expect``: only if no other process changed
+        anything since ``seen``. This process serves the change already, unless another
+        process's change came between and is still to be loaded; if the store does not
+        take it (busy, or moved on), this process is out of step with what the store
+        records, so its next request catches up rather than serving on as if the change
+        were everyone's."""
         try:
             before, after = self.store.bump_served_state(
-                ref.dumps(), expect=seen if expect else None
+                None if ref is None else ref.dumps(), items, expect=seen if expect else None
             )
         except Exception:
             self._seen, self._ref = -1, None
             raise
-        self._ref = ref
+        if ref is not None:
+            self._ref = ref
         if before == seen:
             self._seen = after
 
@@ -468,9 +468,7 @@ class ModelHolder:
             base = self._ref or ServedRef(str(served.run), str(served.folder), None)
             # the others fold in as they reload; refused if a reload (say) landed while
             # this folded in, which the new ref would otherwise undo
-            self._announce_or_fall_out(
-                self._seen, ref=ServedRef(base.run, base.folder, upto), expect=True
-            )
+            self._announce(self._seen, ref=ServedRef(base.run, base.folder, upto), expect=True)
         if self.freeze_heap:
             gc.freeze()
         return {"model": served.name, **summary}
