@@ -125,7 +125,12 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
 ) -> None:
     out = tmp_path / "ens"
     assert main(["ensemble", str(run), "--peers", "als", "--out", str(out)]) == 2
-    assert "'als'" in _error_line(capsys.readouterr().err)
+    assert "--peers: ['als'] cannot be saved" in _error_line(capsys.readouterr().err)
+    from metarec.ensemble_run import fit_from_runs
+    from metarec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^peers: \['als'\] cannot be saved"):
+        fit_from_runs([run], None, peers=["als"])  # type: ignore[arg-type]
     assert main(["ensemble", str(run), "--mode", "rating", "--out", str(out)]) == 2
     assert "rating mode" in _error_line(capsys.readouterr().err)
     assert main(["ensemble", str(run), "--max-items", "0", "--out", str(out)]) == 2

@@ -362,7 +362,7 @@ def fit_from_runs(
     unsaveable = [p for p in peers if p not in SAVEABLE]
     if unsaveable:  # before the slow part
         raise ConfigError(
-            f"--peers: {unsaveable} cannot be saved in an ensemble; "
+            f"peers: {unsaveable} cannot be saved in an ensemble; "
             f"use {', '.join(s for s in SAVEABLE if s != 'metarec')}"
         )
     members: dict[str, ScoringModel] = {}

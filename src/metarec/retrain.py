@@ -232,15 +232,15 @@ def retrain(
     t0 = time.perf_counter()
     run, out = Path(run).resolve(), Path(out).resolve()
     if out == run:
-        raise ConfigError(f"--out {out}: must differ from the run being retrained")
+        raise ConfigError(f"out: {out} must differ from the run being retrained")
     if not np.isfinite(tolerance):
-        raise ConfigError(f"--tolerance: must be a finite MAE difference, got {tolerance}")
+        raise ConfigError(f"tolerance: must be a finite MAE difference, got {tolerance}")
     # a second retrain into the same --out would pass the check below as well, and
     # overwrite this one's run without a word
-    with exclusive(out, "wait for it to finish, or give another --out"):
+    with exclusive(out, "wait for it to finish, or retrain into another folder"):
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             # saving over another run would leave its split and metrics beside the new model
-            raise ConfigError(f"--out {out}: exists; retrain writes a new run folder")
+            raise ConfigError(f"out: {out} exists; retrain writes a new run folder")
         return _retrain(
             run, db_url, out, spec=spec, overrides=overrides, tolerance=tolerance,
             force=force, progress=progress, cache_dir=cache_dir, t0=t0,
@@ -272,7 +272,7 @@ def _retrain(
         spec = old.metadata.get("data_spec")
         if not spec:
             raise ConfigError(
-                f"{run}: the run does not record its data; give --dataset/--data or --interactions"
+                f"spec: {run} does not record its data; name the data it was trained on"
             )
     ds = load_from_spec(spec)
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
@@ -288,9 +288,9 @@ def _retrain(
     if feedback.empty and not force:
         # the "new" model would differ from the old only by the users it sampled
         raise ConfigError(
-            "--db: no feedback to retrain on (no stored rating of a catalogue item"
+            "db_url: no feedback to retrain on (no stored rating of a catalogue item"
             + (f"; {dropped} for items outside it" if dropped else "")
-            + "); --force retrains anyway"
+            + "); force=True retrains anyway"
         )
     feedback = on_levels(feedback, ds.interactions["rating"].to_numpy())
     # the old run's own split seed (--split-seed, else its training seed), not a --set

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metarec.data.schema import Dataset
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.abtest import (
@@ -29,6 +31,7 @@ from metarec.evaluation.abtest import (
     users_per_arm,
     wilson_ci,
 )
+from metarec.evaluation.p1 import make_p1_split
 from metarec.io import jsonable, save_json
 from metarec.models.base import ScoringModel, TrainingData
 
@@ -77,44 +80,74 @@ def test_p4_tasks_use_time_order() -> None:
         p4_tasks(inter, split, {str(i): i for i in range(5)})
 
 
+def _tiny() -> Dataset:
+    """50 users with 15 ratings each (P1's rule draws 13 to 100), 20 items."""
+    rows = [(f"u{u}", str((u + i) % 20), float(1 + (u * i) % 5), float(i)) for u in range(50)
+            for i in range(15)]  # fmt: skip
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    items = pd.DataFrame({"item_id": [str(i) for i in range(20)], "text": ["t"] * 20})
+    return Dataset("tiny", inter, items)
+
+
 def test_users_from_spec(tmp_path: Path) -> None:
-    everyone = [f"u{i}" for i in range(50)]
-    picked = users_from_spec("heldout:0.2", everyone, seed=0)
-    assert isinstance(picked, list) and len(picked) == 10 and set(picked) <= set(everyone)
-    assert picked == users_from_spec("heldout:0.2", everyone, seed=0)
+    ds = _tiny()
+    everyone = {f"u{i}" for i in range(50)}
+    picked = users_from_spec("heldout:0.2", ds, seed=0)
+    assert isinstance(picked, list) and len(picked) == 10 and set(picked) <= everyone
+    assert picked == users_from_spec("heldout:0.2", ds, seed=0)
     for bad in ("heldout:0", "heldout:1.5", "heldout:x"):
         with pytest.raises(ConfigError, match="FRACTION"):
-            users_from_spec(bad, everyone)
+            users_from_spec(bad, ds)
     with pytest.raises(ConfigError, match="no such file"):
-        users_from_spec(str(tmp_path / "missing.txt"), everyone)
+        users_from_spec(str(tmp_path / "missing.txt"), ds)
     ids = tmp_path / "ids.txt"
     ids.write_text("u1\n\n# a comment\nu7  # trailing\n")
-    assert users_from_spec(str(ids), everyone) == ["u1", "u7"]
-    save_json(tmp_path / "p1.json", {"protocol": "p1", "new_users": [3, 4]})
-    assert users_from_spec(str(tmp_path / "p1.json"), [*everyone, "3", "4"]) == ["3", "4"]
-    # a P1 split names users of its data only, once each, and is of this data
-    with pytest.raises(DataError, match="2 of its new_users are not users of the data"):
-        users_from_spec(str(tmp_path / "p1.json"), everyone)
-    save_json(tmp_path / "p1.json", {"protocol": "p1", "new_users": ["u1", "u1"]})
-    with pytest.raises(DataError, match="new_users holds 'u1' more than once"):
-        users_from_spec(str(tmp_path / "p1.json"), everyone)
-    save_json(tmp_path / "p1.json", {"protocol": "p1", "dataset": "ml-1m", "new_users": ["u1"]})
-    with pytest.raises(DataError, match="a P1 split of 'ml-1m', not of 'ml-100k'"):
-        users_from_spec(str(tmp_path / "p1.json"), everyone, dataset="ml-100k")
+    assert users_from_spec(str(ids), ds) == ["u1", "u7"]
+    split = make_p1_split(ds, seed=0)
+    split.save(tmp_path / "p1.json")
+    assert users_from_spec(str(tmp_path / "p1.json"), ds) == split.new_users
     P4Split("x", 0, 2, ["u1"], ["B"]).save(tmp_path / "p4.json")
-    assert isinstance(users_from_spec(str(tmp_path / "p4.json"), everyone), P4Split)
+    assert isinstance(users_from_spec(str(tmp_path / "p4.json"), ds), P4Split)
     save_json(tmp_path / "other.json", {"protocol": "p2"})
     with pytest.raises(DataError, match="P1 split"):
-        users_from_spec(str(tmp_path / "other.json"), everyone)
+        users_from_spec(str(tmp_path / "other.json"), ds)
     with pytest.raises(ConfigError, match="is a folder"):
-        users_from_spec(str(tmp_path), everyone)
+        users_from_spec(str(tmp_path), ds)
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda r: r["new_users"].append("u99"), "1 of its new_users are not users of tiny"),
+        (lambda r: r["new_users"].append(r["new_users"][0]), "more than once"),
+        (lambda r: r.update(dataset="ml-1m"), "a split of 'ml-1m', not of 'tiny'"),
+        # abtest's new users must not have trained the runs: a leak reads as a lift
+        (lambda r: r["new_users"].append(r["train_users"][0]), "share 1 users"),
+        (lambda r: r.pop("train_users"), "missing field 'train_users'"),
+    ],
+)
+def test_a_p1_split_for_users_is_checked_as_every_p1_split_is(
+    tmp_path: Path, edit: Any, needle: str
+) -> None:
+    ds = _tiny()
+    make_p1_split(ds, seed=0).save(tmp_path / "p1.json")
+    raw = json.loads((tmp_path / "p1.json").read_text())
+    edit(raw)
+    save_json(tmp_path / "p1.json", raw)
+    with pytest.raises(DataError, match=needle) as err:
+        users_from_spec(str(tmp_path / "p1.json"), ds)
+    assert "p1.json" in str(err.value)
 
 
 @pytest.mark.parametrize(
     "raw, needle",
     [
         # a string of ids is not its letters
-        ({"protocol": "p1", "new_users": "12"}, "new_users must be a list of ids, got str"),
+        (
+            {"protocol": "p1", "dataset": "tiny", "seed": 0, "new_items": ["1"],
+             "train_users": ["u1"], "validation_users": [], "new_users": "12"},
+            "new_users must be a list of ids, got str",
+        ),
         (
             {"protocol": "p4", "users": "12", "arms": "AB", "seed": 0, "support": 1},
             "users must be a list of ids, got str",
@@ -147,7 +180,7 @@ def test_a_users_file_that_does_not_hold_what_it_says_is_refused(
     path = tmp_path / "split.json"
     save_json(path, raw)
     with pytest.raises(DataError) as err:
-        users_from_spec(str(path), ["1", "2"])
+        users_from_spec(str(path), _tiny())
     assert needle in str(err.value) and str(path) in str(err.value)
 
 

@@ -3,6 +3,7 @@ on real ml-100k users."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -277,3 +278,92 @@ def test_a_p1_split_whose_every_item_is_new_is_refused(ds: Dataset, tmp_path: Pa
     path.write_text(json.dumps(raw))
     with pytest.raises(DataError, match="new_items holds every rated item of ml-100k"):
         load_split("p1", ds, tmp_path, fold=None, n_folds=None)
+
+
+def _user_with(ds: Dataset, outside: Callable[[int], bool], taken: set[str]) -> str:
+    counts = ds.interactions["user_id"].astype(str).value_counts()
+    return next(u for u, n in counts.items() if outside(int(n)) and u not in taken)
+
+
+@pytest.mark.parametrize(
+    "protocol, group, outside, needle",
+    [
+        # P1's cap keeps cold-start users cold; MeLU's rule draws 13 to 100 ratings
+        ("p1", "new_users", lambda n: n > 100, "it draws users with 13 to 100 ratings"),
+        ("p1", "train_users", lambda n: n > 100, "1 of its train_users have"),
+        # P2 at K = 20 silently drops a test user with 20 ratings
+        ("p2", "test_users", lambda n: n < 25, "it draws users with at least 25 ratings"),
+    ],
+)
+def test_a_split_with_a_user_its_rule_would_not_draw_is_refused(
+    ds: Dataset,
+    tmp_path: Path,
+    protocol: str,
+    group: str,
+    outside: Callable[[int], bool],
+    needle: str,
+) -> None:
+    split = (make_p1_split if protocol == "p1" else make_p2_split)(ds, seed=0)
+    path = tmp_path / split_file_name(protocol, ds.name, None)
+    split.save(path)
+    raw = json.loads(path.read_text())
+    taken = {*raw["train_users"], *raw["validation_users"], *raw[split.held_out]}
+    user = _user_with(ds, outside, taken)
+    raw[group] = sorted([*raw[group], user])
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=rf"{protocol}-ml-100k-split\.json") as err:
+        load_split(protocol, ds, tmp_path, fold=None, n_folds=None)
+    assert needle in str(err.value)
+    assert f"(first: {user!r} with " in str(err.value)
+
+
+def test_a_split_records_its_rule_and_hashes_as_before_at_the_defaults(
+    ds: Dataset, tmp_path: Path
+) -> None:
+    from metarec.evaluation.p1 import P1Split
+
+    custom = make_p1_split(ds, seed=0, min_ratings=30, max_ratings=200)
+    path = tmp_path / split_file_name("p1", ds.name, None)
+    custom.save(path)
+    again = load_split("p1", ds, tmp_path, fold=None, n_folds=None)
+    assert (again.min_ratings, again.max_ratings) == (30, 200)
+    assert again.digest() == custom.digest()
+    # a user with 25 ratings is outside the rule this split was drawn with
+    raw = json.loads(path.read_text())
+    raw["new_users"].append(_user_with(ds, lambda n: n == 25, set()))
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="it draws users with 30 to 200 ratings"):
+        P1Split.load(path, ds)
+
+    # files written before the rule was recorded: drawn with the defaults, and a run's
+    # recorded digest of them must still match
+    default = make_p1_split(ds, seed=0)
+    default.save(path)
+    raw = json.loads(path.read_text())
+    assert (raw.pop("min_ratings"), raw.pop("max_ratings")) == (13, 100)
+    path.write_text(json.dumps(raw))
+    old = P1Split.load(path, ds)
+    assert (old.min_ratings, old.max_ratings) == (13, 100)
+    assert old.digest() == default.digest() != custom.digest()
+    fields = {k: v for k, v in raw.items() if k != "protocol"}
+    before = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
+    assert old.digest() == before.hexdigest()
+
+
+@pytest.mark.parametrize(
+    "rule, needle",
+    [
+        ({"min_ratings": 5}, "min_ratings 5: a P1 task needs at least 13 ratings"),
+        ({"min_ratings": 60, "max_ratings": 50}, "min_ratings 60 is above max_ratings 50"),
+        ({"min_ratings": -1}, "min_ratings must be a whole number >= 0"),
+    ],
+)
+def test_a_split_rule_that_cannot_draw_is_refused(
+    ds: Dataset, tmp_path: Path, rule: dict[str, int], needle: str
+) -> None:
+    make_p1_split(ds, seed=0).save(tmp_path / split_file_name("p1", ds.name, None))
+    path = tmp_path / split_file_name("p1", ds.name, None)
+    path.write_text(json.dumps(json.loads(path.read_text()) | rule))
+    with pytest.raises(DataError, match=r"p1-ml-100k-split\.json") as err:
+        load_split("p1", ds, tmp_path, fold=None, n_folds=None)
+    assert needle in str(err.value)

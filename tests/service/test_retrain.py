@@ -176,8 +176,34 @@ def test_retrain_without_feedback_says_so_before_training(
     out = tmp_path / "nothing"
     assert main(["retrain", str(service_run), "--db", db, "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
-    assert "no feedback to retrain on" in err and "--force" in err
+    assert "--db: no feedback to retrain on" in err and "force=True" not in err
+    assert err.rstrip().endswith("; --force retrains anyway")
     assert not out.exists()
+
+
+def test_retrain_names_its_parameters_to_python_and_its_flags_at_the_shell(
+    service_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.errors import ConfigError
+    from metarec.retrain import retrain
+    from metarec.service.store import FeedbackStore
+
+    db = f"sqlite:///{tmp_path / 'empty.db'}"
+    FeedbackStore(db).close()
+    cases = [
+        ({"out": service_run}, "out: ", "--out: "),
+        ({"out": tmp_path / "new", "tolerance": float("nan")}, "tolerance: ", "--tolerance: "),
+        ({"out": tmp_path / "new"}, "db_url: no feedback", "--db: no feedback"),
+    ]
+    for kwargs, python, shell in cases:
+        with pytest.raises(ConfigError) as err:
+            retrain(service_run, db, **kwargs)  # type: ignore[arg-type]
+        assert str(err.value).startswith(python), err.value
+        assert "--" not in str(err.value), err.value  # Python callers gave no flags
+        argv = ["retrain", str(service_run), "--db", db, "--out", str(kwargs["out"])]
+        argv += ["--tolerance", str(kwargs.get("tolerance", 0.0)), *FAST]
+        assert main(argv) == 2
+        assert f"metarec: error: {shell}" in capsys.readouterr().err
 
 
 def test_feedback_ratings_land_on_the_datas_levels() -> None:

@@ -119,9 +119,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         # allowed: an A/A test checks the procedure (its differences should be noise)
         print("A and B are the same run: an A/A test", file=note)
     drawn = 0 if args.seed is None else args.seed
-    chosen = users_from_spec(
-        args.users, ds.interactions["user_id"].astype(str).unique(), drawn, dataset=ds.name
-    )
+    chosen = users_from_spec(args.users, ds, drawn)
     if isinstance(chosen, P4Split):
         split = chosen
         for flag, given in (("--support", args.support), ("--seed", args.seed)):

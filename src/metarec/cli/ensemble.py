@@ -12,6 +12,7 @@ from metarec.cli.options import (
     comma_list,
     data_spec,
     int_list,
+    named_as_flags,
     path_arg,
     seed,
 )
@@ -93,17 +94,18 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             )
         spec = recorded
     ds = load_from_spec(spec)
-    ens = fit_from_runs(
-        runs,
-        ds,
-        peers=peers,
-        mode=args.mode,
-        buckets=buckets,
-        seed=args.seed,
-        progress=True,
-        max_items=args.max_items,
-        max_episodes=args.max_episodes,
-    )
+    with named_as_flags({"peers": "--peers"}):
+        ens = fit_from_runs(
+            runs,
+            ds,
+            peers=peers,
+            mode=args.mode,
+            buckets=buckets,
+            seed=args.seed,
+            progress=True,
+            max_items=args.max_items,
+            max_episodes=args.max_episodes,
+        )
     ens.metadata["data_spec"] = spec
     print("\nweights by support size (ratings the user has):")
     print(format_weights(ens))

@@ -67,16 +67,21 @@ def store_url(value: str) -> str:
 
 
 @contextlib.contextmanager
-def named_as_flags(flags: Mapping[str, str]) -> Iterator[None]:
+def named_as_flags(
+    flags: Mapping[str, str], within: Mapping[str, str] | None = None
+) -> Iterator[None]:
     """The library names its parameters in its errors (``max_items: must be >= 1``); a
     person at the shell typed a flag (``--max-items``): rewrite the name a ConfigError
-    starts with, by ``flags`` (parameter -> flag)."""
+    starts with, by ``flags`` (parameter -> flag), and the advice in the rest of it by
+    ``within`` (``force=True`` -> ``--force``)."""
     try:
         yield
     except ConfigError as exc:
         name, sep, rest = str(exc).partition(":")
         if not sep or name not in flags:
             raise
+        for said, flag in (within or {}).items():
+            rest = rest.replace(said, flag)
         raise ConfigError(f"{flags[name]}{sep}{rest}") from None
 
 

@@ -128,21 +128,31 @@ _FLAGS = {
 }
 
 
+_RETRAIN_FLAGS = {
+    "out": "--out",
+    "tolerance": "--tolerance",
+    "db_url": "--db",
+    "spec": "--dataset/--data or --interactions",
+    "overrides": "--set",
+}
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from metarec.retrain import retrain
 
     check_writable(args.out, "--out")
     args.data = data_or_root(args)
-    result = retrain(
-        args.run,
-        args.db,
-        args.out,
-        spec=data_spec(args),
-        overrides=list(args.set or []),
-        tolerance=args.tolerance,
-        force=args.force,
-        progress=not args.quiet,
-    )
+    with named_as_flags(_RETRAIN_FLAGS, {"force=True": "--force"}):
+        result = retrain(
+            args.run,
+            args.db,
+            args.out,
+            spec=data_spec(args),
+            overrides=list(args.set or []),
+            tolerance=args.tolerance,
+            force=args.force,
+            progress=not args.quiet,
+        )
     print(result.summary())
     if result.written:
         forced = "" if result.accepted else " (forced)"

@@ -57,6 +57,7 @@ import pandas as pd
 from scipy.stats import binomtest, norm
 
 from metarec.data.features import user_rows
+from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import hit_matrix
@@ -139,17 +140,12 @@ def _skipped(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in value.items()}
 
 
-def id_list(raw: dict[str, Any], field: str, *, unique: bool = False) -> list[str]:
-    """A split file's list of ids; a string is refused, not read as its letters.
-    ``unique``: an id given twice is refused (a user counted twice, or in both arms)."""
+def id_list(raw: dict[str, Any], field: str) -> list[str]:
+    """A split file's list of ids; a string is refused, not read as its letters."""
     value = raw[field]
     if not isinstance(value, list):
         raise TypeError(f"{field} must be a list of ids, got {type(value).__name__}")
-    ids = [str(v) for v in value]
-    if unique and len(set(ids)) != len(ids):
-        twice = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
-        raise ValueError(f"{field} holds {twice!r} more than once")
-    return ids
+    return [str(v) for v in value]
 
 
 def whole_number(raw: dict[str, Any], field: str) -> int:
@@ -246,20 +242,15 @@ def check_users_spec(spec: str) -> float | None:
     return None
 
 
-def users_from_spec(
-    spec: str,
-    all_users: Sequence[str] | np.ndarray,
-    seed: int = 0,
-    *,
-    dataset: str | None = None,
-) -> list[str] | P4Split:
-    """``--users``: ``heldout:FRACTION`` (a seeded fraction of ``all_users``), a P1
-    split JSON (its new users), a P4 split JSON (returned whole: arms and K
-    included), or a text file of user ids, one per line (blank lines and
-    ``#`` comments ignored)."""
+def users_from_spec(spec: str, dataset: Dataset, seed: int = 0) -> list[str] | P4Split:
+    """``--users``: ``heldout:FRACTION`` (a seeded fraction of ``dataset``'s users), a
+    P1 split JSON of ``dataset`` (its new users; checked as every reader of a P1 split
+    checks it), a P4 split JSON (returned whole: arms and K included), or a text file
+    of user ids, one per line (blank lines and ``#`` comments ignored)."""
     fraction = check_users_spec(spec)
     if fraction is not None:
-        pool = np.array(sorted(map(str, all_users)), dtype=object)
+        users = dataset.interactions["user_id"].astype(str).unique()
+        pool = np.array(sorted(users), dtype=object)
         n = min(len(pool), max(1, round(len(pool) * fraction)))
         picked = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
         return sorted(pool[picked].tolist())
@@ -270,19 +261,9 @@ def users_from_spec(
         if protocol == "p4":
             return P4Split.load(path)
         if protocol == "p1":
-            with reading(path, "P1 split file"):
-                ids = id_list(raw_json, "new_users", unique=True)
-            of = raw_json.get("dataset")
-            if dataset is not None and of is not None and of != dataset:
-                raise DataError(f"a P1 split of {of!r}, not of {dataset!r}", path=path)
-            unknown = sorted(set(ids) - set(map(str, all_users)))
-            if unknown:  # a split of this data names only its users: edited, or another's
-                raise DataError(
-                    f"{len(unknown)} of its new_users are not users of the data "
-                    f"(first: {unknown[0]!r})",
-                    path=path,
-                )
-            return ids
+            from metarec.evaluation.p1 import P1Split
+
+            return list(P1Split.load(path, dataset).new_users)
         raise DataError("expected a P1 split (new_users) or a P4 split (users, arms)", path=path)
     try:
         text = path.read_text(encoding="utf-8")

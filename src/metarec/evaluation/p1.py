@@ -61,6 +61,7 @@ MIN_STATE_RATINGS = 13
 class P1Split(SplitFile):
     protocol: ClassVar[str] = "p1"
     held_out: ClassVar[str] = "new_users"
+    rule_defaults: ClassVar[dict[str, int]] = {"min_ratings": 13, "max_ratings": 100}
 
     dataset: str
     seed: int
@@ -71,10 +72,23 @@ class P1Split(SplitFile):
     rule: str = ""
     fold: int | None = None
     n_folds: int | None = None
+    min_ratings: int = 13  # every user has min_ratings to max_ratings ratings (MeLU's rule)
+    max_ratings: int = 100
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
         return _frames(interactions, self)
+
+    def rating_bounds(self) -> tuple[int, int | None]:
+        return self.min_ratings, self.max_ratings
+
+    def check_rule(self) -> None:
+        if self.min_ratings < MIN_STATE_RATINGS:
+            raise DataError(
+                f"min_ratings {self.min_ratings}: a P1 task needs at least "
+                f"{MIN_STATE_RATINGS} ratings (3 support + {QUERY_SIZE} query)"
+            )
+        super().check_rule()
 
     def check_fits(self, dataset: Dataset, path: str | Path) -> None:
         super().check_fits(dataset, path)
@@ -181,6 +195,8 @@ def make_p1_split(
         rule,
         fold,
         n_folds,
+        min_ratings,
+        max_ratings,
     )
     split.frames = _frames(inter, split)
     return split

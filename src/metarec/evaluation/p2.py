@@ -41,6 +41,7 @@ TOP_K = 10
 class P2Split(SplitFile):
     protocol: ClassVar[str] = "p2"
     held_out: ClassVar[str] = "test_users"
+    rule_defaults: ClassVar[dict[str, int]] = {"min_ratings": 25}
 
     dataset: str
     seed: int
@@ -49,10 +50,14 @@ class P2Split(SplitFile):
     test_users: list[str]
     fold: int | None = None
     n_folds: int | None = None
+    min_ratings: int = 25  # every user has at least this many ratings
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
         return _frames(interactions, self)
+
+    def rating_bounds(self) -> tuple[int, int | None]:
+        return self.min_ratings, None
 
 
 def eligible_users(dataset: Dataset, min_ratings: int = 25) -> np.ndarray:
@@ -100,6 +105,7 @@ def make_p2_split(
         sorted(test.tolist()),
         fold,
         n_folds,
+        min_ratings,
     )
     split.frames = _frames(dataset.interactions, split)
     return split

@@ -5,8 +5,9 @@ A benchmark writes each fold's split as user (and item) ids, named
 reads them back instead of drawing new ones, so a run can be repeated exactly
 on another machine, or after the split rule changed. A split file is input
 like any other: one for another dataset, another fold, with users the data
-does not have, or with a user in two groups (a leak) is refused, naming the
-file and what is wrong.
+does not have, with a user in two groups (a leak), or with a user its own rule
+would not have drawn (too few ratings to be tested, or too many for P1's
+cold-start users) is refused, naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class SplitFile:
 
     protocol: ClassVar[str]
     held_out: ClassVar[str]  # the group whose users are tested: new_users, test_users
+    # The rule's fields (ratings a user needs to be drawn) with their defaults. Files
+    # written before the rule was recorded lack them and were all drawn with the
+    # defaults; a split at the defaults hashes as those files did (see digest).
+    rule_defaults: ClassVar[dict[str, int]]
     frames: dict[str, pd.DataFrame]
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -43,8 +48,15 @@ class SplitFile:
     def digest(self) -> str:
         """sha256 of the split's ids and settings, as a run records the split it was
         trained with: an edited split.json then no longer matches (swapping the user
-        groups keeps every check above happy and tests the model on its training users)."""
-        blob = json.dumps(self._fields(), sort_keys=True, default=str).encode()
+        groups keeps every check above happy and tests the model on its training users).
+        Rule fields at their defaults are left out, so runs recorded before the rule was
+        written to the file still match their split."""
+        fields = {
+            name: value
+            for name, value in self._fields().items()
+            if self.rule_defaults.get(name, object()) != value
+        }
+        blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def _fields(self) -> dict[str, Any]:
@@ -76,26 +88,60 @@ class SplitFile:
             check_folds(getattr(split, "n_folds", None), getattr(split, "fold", None))
         except DataError as exc:
             raise DataError(str(exc), path=path) from None
+        try:
+            split.check_rule()
+        except DataError as exc:
+            raise DataError(str(exc), path=path) from None
         split.check_fits(dataset, path)
         split.check_groups(dataset, path)
         split.frames = split.rebuild_frames(dataset.interactions)
         return split
 
+    def rating_bounds(self) -> tuple[int, int | None]:
+        """The fewest and most ratings (None: no limit) a user of the split has."""
+        raise NotImplementedError
+
+    def check_rule(self) -> None:
+        """The recorded rule can draw users at all (checked before the data is)."""
+        low, high = self.rating_bounds()
+        if high is not None and high < low:
+            raise DataError(f"min_ratings {low} is above max_ratings {high}")
+
     def check_groups(self, dataset: Dataset, path: str | Path) -> None:
         """Every user a user of the data, in one group only, and someone to train on and
         to test: wherever a split is read (``--splits``, a run's split.json for evaluate,
         abtest's --users), since an edited one otherwise tests the model on the users
-        it trained on and reports the leak as a better score."""
+        it trained on and reports the leak as a better score.
+
+        Every user also has as many ratings as the split's rule asks: the protocols
+        drop a held-out user with too few without a word (P1's states need 13, P2 at
+        K = 20 needs 21), so an edited file would quietly test fewer users, and P1's
+        cap keeps its cold-start users cold."""
         groups = {
             g: set(getattr(self, g)) for g in ("train_users", "validation_users", self.held_out)
         }
-        known = set(dataset.interactions["user_id"].astype(str))
+        counts = dataset.interactions["user_id"].astype(str).value_counts()
+        low, high = self.rating_bounds()
         for name, ids in groups.items():
-            unknown = sorted(ids - known)
+            unknown = sorted(ids - set(counts.index))
             if unknown:
                 raise DataError(
                     f"{len(unknown)} of its {name} are not users of {dataset.name} "
                     f"(first: {unknown[0]!r})",
+                    path=path,
+                )
+            n = counts.reindex(sorted(ids))
+            outside = n[(n < low) | (n > high)] if high is not None else n[n < low]
+            if len(outside):
+                wanted = (
+                    f"{low} to {high} ratings (min_ratings, max_ratings)"
+                    if high is not None
+                    else f"at least {low} ratings (min_ratings)"
+                )
+                raise DataError(
+                    f"{len(outside)} of its {name} have a number of ratings in {dataset.name} "
+                    f"its rule does not draw (first: {outside.index[0]!r} with "
+                    f"{int(outside.iloc[0])}); it draws users with {wanted}",
                     path=path,
                 )
         for (a, ia), (b, ib) in combinations(groups.items(), 2):
@@ -130,7 +176,7 @@ def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
             twice = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
             raise ValueError(f"{f.name} holds {twice!r} more than once")
         return ids
-    if f.type == "int":  # the seed: numpy's generators take a whole number >= 0
+    if f.type == "int":  # the seed (numpy's generators take a whole number >= 0), a count
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{f.name} must be a whole number >= 0, got {value!r:.40}")
         return value
