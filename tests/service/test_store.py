@@ -13,18 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from metarec.errors import BusyError, ConfigError
 from metarec.service.feedback import history_from_events
 from metarec.service.store import (
+    MIGRATION_LOCK,
     SCHEMA_VERSION,
     EventConflictError,
     FeedbackStore,
     NewEvent,
     UnknownUserError,
     UserExistsError,
+    events,
     make_engine,
     metadata,
 )
@@ -245,3 +247,75 @@ def test_a_relative_sqlite_url_error_names_the_file_it_meant(
         FeedbackStore("sqlite:///no-such-folder/f.db")
     assert f"(file {tmp_path.resolve() / 'no-such-folder' / 'f.db'})" in str(err.value)
     assert "cannot open" in str(err.value)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL: set {PG_ENV}=postgresql://user:pw@host/db to run")
+    _reset_postgres(url)
+    yield url
+    _reset_postgres(url)
+
+
+def test_the_event_cut_off_waits_for_inserts_in_flight_on_postgresql(pg_url: str) -> None:
+    """An event that took its id first but commits last must not fall below a cut-off
+    taken before it commits: a process reading the feedback later would learn from it,
+    one reading at the cut-off would not."""
+    store = FeedbackStore(pg_url)
+    store.create_user("u", {})
+    cut: list[int] = []
+    with store.engine.connect() as slow:  # closed even when an assertion fails: an open
+        tx = slow.begin()  # transaction would hold the table past the test's teardown
+        slow.execute(
+            events.insert().values(event_id="slow", user_id="u", item_id="1", type="click",
+                                   value=None, ts=1.0, received_at=1.0)
+        )  # fmt: skip
+        store.add_events("u", [ev("fast")])  # a higher id, committed first
+        taker = threading.Thread(target=lambda: cut.append(store.last_event_id()), daemon=True)
+        taker.start()
+        taker.join(0.5)
+        waited = taker.is_alive() and not cut
+        tx.commit()
+    assert waited, f"the cut-off {cut} passed over an insert in flight"
+    taker.join(10)
+    assert [e.event_id for _, e in store.iter_all_events(cut[0])] == ["slow", "fast"]
+    store.add_events("u", [ev("later")])  # inserts go on once the cut-off is taken
+    assert store.last_event_id() > cut[0]
+    store.close()
+
+
+def test_stores_opened_at_once_migrate_one_at_a_time_on_postgresql(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    opened: list[FeedbackStore] = []
+    with engine.connect() as other, other.begin():  # a server migrating right now
+        other.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        opener = threading.Thread(target=lambda: opened.append(FeedbackStore(pg_url)), daemon=True)
+        opener.start()
+        opener.join(0.5)
+        waited = opener.is_alive() and not opened
+    opener.join(30)
+    assert waited, "a store migrated while another server held the migration lock"
+    assert opened and opened[0].previous_version == 0
+    # and several at once: each finds the schema made by whoever went first
+    more: list[int] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            s = FeedbackStore(pg_url)
+            more.append(s.previous_version)
+            s.close()
+        except BaseException as exc:  # any failure, reported below
+            errors.append(exc)
+
+    _reset_postgres(pg_url)
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and sorted(more) == [0, SCHEMA_VERSION, SCHEMA_VERSION, SCHEMA_VERSION]
+    opened[0].close()
+    engine.dispose()

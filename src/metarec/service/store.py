@@ -43,6 +43,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -157,9 +158,20 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
 ]
 
 
+# pg_advisory_xact_lock's key for schema migration: any constant other code does not use
+MIGRATION_LOCK = 0x6D657461726563  # "metarec"
+
+
 def migrate(engine: Engine) -> int:
-    """Bring the schema to :data:`SCHEMA_VERSION`; return the version found before."""
+    """Bring the schema to :data:`SCHEMA_VERSION`; return the version found before.
+
+    Servers started at once (several hosts on one PostgreSQL) migrate one at a time: on
+    PostgreSQL a transaction-scoped advisory lock, on SQLite its one writer (the
+    ``BEGIN IMMEDIATE`` of every write). Without it, two would both find the schema
+    missing, and the second's ``CREATE TABLE`` or version row fail."""
     with _write(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         schema_version.create(conn, checkfirst=True)
         current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
         if current > SCHEMA_VERSION:
@@ -501,9 +513,22 @@ class FeedbackStore:
 
     def last_event_id(self) -> int:
         """The row id of the latest stored event (0: none): a cut-off every server
-        process can apply alike to "the feedback so far"."""
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
+        process can apply alike to "the feedback so far".
+
+        Every event at or below it is committed when it is returned. On PostgreSQL a
+        transaction takes its id when it inserts and may commit after one with a higher
+        id, so the largest id seen could pass over an event still to come, which a
+        process reading later would count as before the cut-off and one reading now
+        would not. ``SHARE`` mode waits for the transactions inserting events to end
+        (and holds new inserts back while it reads). On SQLite writers commit one at
+        a time, in id order."""
+        query = select(func.coalesce(func.max(events.c.id), 0))
+        if self.is_sqlite:
+            with self.engine.connect() as conn:
+                return int(conn.execute(query).scalar_one())
+        with self.engine.connect() as conn, conn.begin():
+            conn.execute(text(f"LOCK TABLE {events.name} IN SHARE MODE"))
+            return int(conn.execute(query).scalar_one())
 
     def all_user_features(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
