@@ -177,7 +177,8 @@ def _held_out_users(run: Path, ds: Any, seed: int) -> tuple[set[str], str]:
     if (run / "split.json").exists():
         from metarec.evaluation.p1 import P1Split
 
-        split = P1Split.load(run / "split.json", ds)
+        # only its new users matter here, on data that may have grown since the split
+        split = P1Split.load(run / "split.json", ds, check_rule=False)
         return set(map(str, split.new_users)), "the P1 split's new users"
     from metarec.pipeline import split_users
 
@@ -271,9 +272,7 @@ def _retrain(
     if spec is None or not names_data(spec):
         spec = old.metadata.get("data_spec")
         if not spec:
-            raise ConfigError(
-                f"spec: {run} does not record its data; name the data it was trained on"
-            )
+            raise ConfigError(f"{run}: the run does not record its data; give it as spec=")
     ds = load_from_spec(spec)
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:

@@ -367,3 +367,26 @@ def test_a_split_rule_that_cannot_draw_is_refused(
     with pytest.raises(DataError, match=r"p1-ml-100k-split\.json") as err:
         load_split("p1", ds, tmp_path, fold=None, n_folds=None)
     assert needle in str(err.value)
+
+
+def test_readers_of_the_held_out_users_only_take_a_split_on_grown_data(
+    ds: Dataset, tmp_path: Path
+) -> None:
+    """retrain and abtest read a run's new users, on data that may have grown since the
+    split (a user past P1's 100 ratings); evaluate and benchmarks refuse it, asking."""
+    from metarec.evaluation.abtest import users_from_spec
+    from metarec.evaluation.p1 import P1Split
+    from metarec.retrain import _held_out_users
+
+    split = make_p1_split(ds, seed=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    split.save(run / "split.json")
+    raw = json.loads((run / "split.json").read_text())
+    taken = {*raw["train_users"], *raw["validation_users"], *raw["new_users"]}
+    raw["train_users"] = sorted([*raw["train_users"], _user_with(ds, lambda n: n > 100, taken)])
+    (run / "split.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=r"Is this the data the split was drawn from\?"):
+        P1Split.load(run / "split.json", ds)
+    assert _held_out_users(run, ds, 0) == (set(split.new_users), "the P1 split's new users")
+    assert users_from_spec(str(run / "split.json"), ds) == split.new_users

@@ -41,17 +41,22 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
+def _fresh_postgres() -> Iterator[str]:
+    """The test database emptied before and after, or a skip saying how to get one."""
     url = os.environ.get(PG_ENV)
     if not url:
         pytest.skip(f"PostgreSQL: set {PG_ENV}=postgresql://user:pw@host/db to run")
     _reset_postgres(url)
     yield url
     _reset_postgres(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    yield from _fresh_postgres()
 
 
 @pytest.fixture
@@ -251,12 +256,7 @@ def test_a_relative_sqlite_url_error_names_the_file_it_meant(
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.skip(f"PostgreSQL: set {PG_ENV}=postgresql://user:pw@host/db to run")
-    _reset_postgres(url)
-    yield url
-    _reset_postgres(url)
+    yield from _fresh_postgres()
 
 
 def test_the_event_cut_off_waits_for_inserts_in_flight_on_postgresql(pg_url: str) -> None:
@@ -319,3 +319,62 @@ def test_stores_opened_at_once_migrate_one_at_a_time_on_postgresql(pg_url: str) 
     assert not errors and sorted(more) == [0, SCHEMA_VERSION, SCHEMA_VERSION, SCHEMA_VERSION]
     opened[0].close()
     engine.dispose()
+
+
+def test_a_role_that_cannot_lock_events_still_gets_a_cut_off(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SHARE mode needs UPDATE on the table or its ownership; a service role that only
+    reads and inserts gets the cut-off as before, with a warning, not a failed fold-in."""
+    from sqlalchemy.engine import make_url
+
+    owner = FeedbackStore(pg_url)
+    owner.create_user("u", {})
+    owner.add_events("u", [ev("a"), ev("b")])
+    role = "metarec_inserter"
+    with owner.engine.begin() as conn:
+        conn.execute(text(f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role}"))
+        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+    url = make_url(pg_url).set(username=role, password="metarec")
+    try:
+        inserter = FeedbackStore(url.render_as_string(hide_password=False))
+    except ConfigError as exc:
+        owner.close()
+        pytest.skip(f"PostgreSQL: no role {role} with password 'metarec' (.ci/run makes it): {exc}")
+    with caplog.at_level("WARNING", logger="metarec.service"):
+        assert inserter.last_event_id() == owner.last_event_id() > 0
+        inserter.last_event_id()
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "cannot lock the events table" in caplog.records[0].message
+    inserter.close()
+    owner.close()
+
+
+def test_a_cut_off_stuck_behind_an_insert_gives_up_as_busy_on_postgresql(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inserts queue behind a waiting SHARE request, so its wait is bounded; the service
+    answers the OperationalError with 503 store_busy (a retry)."""
+    import time
+
+    from metarec.service import store as store_module
+
+    monkeypatch.setattr(store_module, "CUT_OFF_LOCK_TIMEOUT_MS", 300)
+    store = FeedbackStore(pg_url)
+    store.create_user("u", {})
+    with store.engine.connect() as slow:
+        tx = slow.begin()
+        slow.execute(
+            events.insert().values(event_id="slow", user_id="u", item_id="1", type="click",
+                                   value=None, ts=1.0, received_at=1.0)
+        )  # fmt: skip
+        t0 = time.monotonic()
+        with pytest.raises(OperationalError, match="lock timeout"):
+            store.last_event_id()
+        waited = time.monotonic() - t0
+        tx.commit()
+    assert 0.25 < waited < 5
+    store.add_events("u", [ev("after")])  # nothing left locked
+    cut = store.last_event_id()
+    assert [e.event_id for _, e in store.iter_all_events(cut)] == ["slow", "after"]
+    store.close()

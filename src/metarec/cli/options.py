@@ -72,17 +72,20 @@ def named_as_flags(
 ) -> Iterator[None]:
     """The library names its parameters in its errors (``max_items: must be >= 1``); a
     person at the shell typed a flag (``--max-items``): rewrite the name a ConfigError
-    starts with, by ``flags`` (parameter -> flag), and the advice in the rest of it by
+    starts with, by ``flags`` (parameter -> flag), and advice anywhere in it by
     ``within`` (``force=True`` -> ``--force``)."""
     try:
         yield
     except ConfigError as exc:
-        name, sep, rest = str(exc).partition(":")
-        if not sep or name not in flags:
-            raise
+        message = str(exc)
         for said, flag in (within or {}).items():
-            rest = rest.replace(said, flag)
-        raise ConfigError(f"{flags[name]}{sep}{rest}") from None
+            message = message.replace(said, flag)
+        name, sep, rest = message.partition(":")
+        if sep and name in flags:
+            message = f"{flags[name]}{sep}{rest}"
+        if message == str(exc):
+            raise
+        raise ConfigError(message) from None
 
 
 def check_writable(value: str | os.PathLike[str], flag: str, *, file: bool = False) -> None:

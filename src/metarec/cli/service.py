@@ -132,7 +132,6 @@ _RETRAIN_FLAGS = {
     "out": "--out",
     "tolerance": "--tolerance",
     "db_url": "--db",
-    "spec": "--dataset/--data or --interactions",
     "overrides": "--set",
 }
 
@@ -142,7 +141,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     check_writable(args.out, "--out")
     args.data = data_or_root(args)
-    with named_as_flags(_RETRAIN_FLAGS, {"force=True": "--force"}):
+    within = {"force=True": "--force", "spec=": "--dataset/--data or --interactions"}
+    with named_as_flags(_RETRAIN_FLAGS, within):
         result = retrain(
             args.run,
             args.db,

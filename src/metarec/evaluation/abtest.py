@@ -263,7 +263,8 @@ def users_from_spec(spec: str, dataset: Dataset, seed: int = 0) -> list[str] | P
         if protocol == "p1":
             from metarec.evaluation.p1 import P1Split
 
-            return list(P1Split.load(path, dataset).new_users)
+            # its new users only: they are tested here under abtest's own support rule
+            return list(P1Split.load(path, dataset, check_rule=False).new_users)
         raise DataError("expected a P1 split (new_users) or a P4 split (users, arms)", path=path)
     try:
         text = path.read_text(encoding="utf-8")

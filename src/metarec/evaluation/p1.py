@@ -61,7 +61,7 @@ MIN_STATE_RATINGS = 13
 class P1Split(SplitFile):
     protocol: ClassVar[str] = "p1"
     held_out: ClassVar[str] = "new_users"
-    rule_defaults: ClassVar[dict[str, int]] = {"min_ratings": 13, "max_ratings": 100}
+    rule_before_recorded: ClassVar[dict[str, int]] = {"min_ratings": 13, "max_ratings": 100}
 
     dataset: str
     seed: int

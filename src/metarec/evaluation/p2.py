@@ -41,7 +41,7 @@ TOP_K = 10
 class P2Split(SplitFile):
     protocol: ClassVar[str] = "p2"
     held_out: ClassVar[str] = "test_users"
-    rule_defaults: ClassVar[dict[str, int]] = {"min_ratings": 25}
+    rule_before_recorded: ClassVar[dict[str, int]] = {"min_ratings": 25}
 
     dataset: str
     seed: int

@@ -36,10 +36,10 @@ class SplitFile:
 
     protocol: ClassVar[str]
     held_out: ClassVar[str]  # the group whose users are tested: new_users, test_users
-    # The rule's fields (ratings a user needs to be drawn) with their defaults. Files
-    # written before the rule was recorded lack them and were all drawn with the
-    # defaults; a split at the defaults hashes as those files did (see digest).
-    rule_defaults: ClassVar[dict[str, int]]
+    # The rule (ratings a user needs to be drawn) every file written before the rule was
+    # recorded was drawn with: such a file loads with it, and a split with it hashes as
+    # those files did (see digest). Never edit, even when the defaults change.
+    rule_before_recorded: ClassVar[dict[str, int]]
     frames: dict[str, pd.DataFrame]
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -54,7 +54,7 @@ class SplitFile:
         fields = {
             name: value
             for name, value in self._fields().items()
-            if self.rule_defaults.get(name, object()) != value
+            if self.rule_before_recorded.get(name, object()) != value
         }
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
@@ -67,11 +67,15 @@ class SplitFile:
         save_json(path, {"protocol": self.protocol, **self._fields()})
 
     @classmethod
-    def load(cls: type[S], path: str | Path, dataset: Dataset) -> S:
+    def load(cls: type[S], path: str | Path, dataset: Dataset, *, check_rule: bool = True) -> S:
+        """The split in ``path``, checked against ``dataset``. ``check_rule=False``: its
+        users need not have the ratings its rule drew them with, for a reader that takes
+        only its held-out users on data that may have grown since (retrain, abtest)."""
         kind = f"{cls.protocol.upper()} split file"
         raw = load_json(path)
         if not isinstance(raw, dict):
             raise DataError(f"not a {kind} (a JSON {type(raw).__name__})", path=path)
+        raw = {**cls.rule_before_recorded, **raw}
         if raw.get("protocol") != cls.protocol:
             raise DataError(
                 f"not a {kind}: protocol {raw.get('protocol')!r}, expected {cls.protocol!r}",
@@ -93,7 +97,7 @@ class SplitFile:
         except DataError as exc:
             raise DataError(str(exc), path=path) from None
         split.check_fits(dataset, path)
-        split.check_groups(dataset, path)
+        split.check_groups(dataset, path, check_rule=check_rule)
         split.frames = split.rebuild_frames(dataset.interactions)
         return split
 
@@ -107,7 +111,7 @@ class SplitFile:
         if high is not None and high < low:
             raise DataError(f"min_ratings {low} is above max_ratings {high}")
 
-    def check_groups(self, dataset: Dataset, path: str | Path) -> None:
+    def check_groups(self, dataset: Dataset, path: str | Path, *, check_rule: bool = True) -> None:
         """Every user a user of the data, in one group only, and someone to train on and
         to test: wherever a split is read (``--splits``, a run's split.json for evaluate,
         abtest's --users), since an edited one otherwise tests the model on the users
@@ -132,7 +136,7 @@ class SplitFile:
                 )
             n = counts.reindex(sorted(ids))
             outside = n[(n < low) | (n > high)] if high is not None else n[n < low]
-            if len(outside):
+            if check_rule and len(outside):
                 wanted = (
                     f"{low} to {high} ratings (min_ratings, max_ratings)"
                     if high is not None
@@ -141,7 +145,8 @@ class SplitFile:
                 raise DataError(
                     f"{len(outside)} of its {name} have a number of ratings in {dataset.name} "
                     f"its rule does not draw (first: {outside.index[0]!r} with "
-                    f"{int(outside.iloc[0])}); it draws users with {wanted}",
+                    f"{int(outside.iloc[0])}); it draws users with {wanted}. Is this the "
+                    "data the split was drawn from?",
                     path=path,
                 )
         for (a, ia), (b, ib) in combinations(groups.items(), 2):

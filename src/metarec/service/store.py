@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,10 +48,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy.exc import ArgumentError, DatabaseError, ProgrammingError
 
 from metarec.errors import BusyError, ConfigError, MetarecError
 from metarec.service.feedback import StoredEvent
+
+log = logging.getLogger("metarec.service")
 
 SCHEMA_VERSION = 2
 ID_LENGTH = 128
@@ -157,6 +160,10 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "service_state (what every server process on the store serves)", _v2),
 ]
 
+
+# how long a fold-in cut-off waits on PostgreSQL for the event inserts in flight
+CUT_OFF_LOCK_TIMEOUT_MS = 5000
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE
 
 # pg_advisory_xact_lock's key for schema migration: any constant other code does not use
 MIGRATION_LOCK = 0x6D657461726563  # "metarec"
@@ -314,6 +321,7 @@ class FeedbackStore:
             self.url += f" (file {Path(str(self.engine.url.database)).resolve()})"
         # SQLite has one writer: queue writers in-process instead of busy-waiting in SQLite
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._warned_unlocked_cut_off = False
         try:
             if not create and not self._holds_a_store():
                 raise ConfigError(
@@ -523,11 +531,28 @@ class FeedbackStore:
         (and holds new inserts back while it reads). On SQLite writers commit one at
         a time, in id order."""
         query = select(func.coalesce(func.max(events.c.id), 0))
-        if self.is_sqlite:
-            with self.engine.connect() as conn:
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
                 return int(conn.execute(query).scalar_one())
-        with self.engine.connect() as conn, conn.begin():
-            conn.execute(text(f"LOCK TABLE {events.name} IN SHARE MODE"))
+            try:
+                with conn.begin():
+                    # inserts queue behind a waiting SHARE request: bound the wait (a
+                    # timeout is an OperationalError, which the service answers with 503)
+                    conn.execute(text(f"SET LOCAL lock_timeout = '{CUT_OFF_LOCK_TIMEOUT_MS}ms'"))
+                    conn.execute(text(f"LOCK TABLE {events.name} IN SHARE MODE"))
+                    return int(conn.execute(query).scalar_one())
+            except ProgrammingError as exc:
+                if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                    raise
+                # SHARE mode needs the table's owner or UPDATE on it, which a service role
+                # that only inserts may lack: the cut-off as before, said once
+                if not self._warned_unlocked_cut_off:
+                    self._warned_unlocked_cut_off = True
+                    log.warning(
+                        "the role cannot lock the events table (it needs UPDATE on it, or to "
+                        "own it), so a fold-in cut-off may pass over an event being inserted "
+                        "and server processes may differ until the next fold-in"
+                    )
             return int(conn.execute(query).scalar_one())
 
     def all_user_features(self) -> dict[str, dict[str, Any]]:
