@@ -211,6 +211,37 @@ def test_readme_speed_tables_match_speed_json() -> None:
         assert got == expected, f"speed row {mine[0]!r}: README {got}, speed.json {expected}"
 
 
+def _latency_records(workers: int) -> list[dict[str, Any]]:
+    paths = [*RESULTS.glob("service-latency*.json"), *RESULTS.glob("service-latency*/*/*.json")]
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(paths)]
+    return [r for r in records if (r.get("server_workers") or 1) == workers]
+
+
+def test_readme_service_latency_table_matches_result_files() -> None:
+    """One worker: a run per offered rate; two: every run's figures in one cell, in
+    order of cold p99 (as the README says)."""
+    rows = _table_after("### Service latency (cold users with 10 ratings, ml-100k, loopback)")
+    two = sorted(_latency_records(2), key=lambda r: r["scenarios"]["cold"]["latency_ms"]["p99"])
+    one = {r["scenarios"]["cold"]["target_requests_per_s"]: r for r in _latency_records(1)}
+    assert len(two) == 4 and set(one) == {80.0, 150.0, 200.0}
+    assert len(rows) == 2 + 2 * len(one)
+    for row in rows:
+        workers, scenario, offered = int(row[0]), row[1], float(row[2])
+        runs = two if workers == 2 else [one[offered]]
+        figures = [r["scenarios"][scenario] for r in runs]
+        expected = [
+            [f["achieved_requests_per_s"] for f in figures],
+            [f["latency_ms"]["p50"] for f in figures],
+            [f["latency_ms"]["p99"] for f in figures],
+            [1e3 * f["server_cpu_s"] / f["ok"] for f in figures],
+        ]
+        for cell, want in zip(row[3:7], expected, strict=True):
+            got = [float(n) for n in _numbers(cell)]
+            assert len(got) == len(want), f"{row[:3]}: {cell!r}"
+            for g, w in zip(got, want, strict=True):  # as printed: 0.1, or 3 figures
+                assert abs(g - w) <= max(0.051, 0.005 * w), f"{row[:3]}: README {g}, file {w}"
+
+
 def _benchmark_records() -> list[Path]:
     out = []
     for path in sorted(RESULTS.rglob("*.json")):
