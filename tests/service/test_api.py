@@ -296,7 +296,34 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", reload, body({"run": "a\x00b"}), 422, "invalid_run", "NUL"),
         ("POST", reload, body({"run": "x" * 5000}), 422, "invalid_run", "too long"),
         ("POST", reload, {"json": {"run": "/no/such/run"}}, 401, "missing_api_key", "X-API-Key"),
-        ("GET", "/no/such/route", {}, 404, "not_found", "Not Found"),
+        ("GET", "/no/such/route", {}, 404, "not_found", "no endpoint at '/no/such/route'"),
+        # "1/" is not item "1": a 307 to it answered for another id and re-sent writes
+        ("GET", "/v1/items/1/", {}, 404, "not_found", "'/v1/items/1/'"),
+        ("GET", "/v1/items/1%2F", {}, 404, "not_found", "'/v1/items/1/'"),
+        ("POST", events + "/", event(), 404, "not_found", "events/'"),
+        # a typo'd parameter was ignored, and the list looked like the one asked for
+        ("GET", recs + "?k=1&candidate=50", {}, 422, "validation_error",
+         "unknown query parameter(s) ['candidate'] (this endpoint takes: candidates, "
+         "exclude_seen, k)"),
+        ("GET", recs + "?exclude-seen=false", {}, 422, "validation_error", "['exclude-seen']"),
+        # control characters in the idempotency key, as in every other id
+        ("POST", events, event(event_id="e\u0000x"), 422, "validation_error", "U+0000"),
+        # genres: '|' joins them in the stored text, so "Dra|ma" came back as two
+        ("PUT", "/v1/items", body({"items": [{"item_id": "g", "title": "G",
+                                              "genres": ["Dra|ma"]}]}),
+         422, "validation_error", "items[0].genres"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "g", "title": "G", "genres": [""]}]}),
+         422, "validation_error", "items[0].genres"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "g", "title": "G",
+                                              "genres": "a\u0000b"}]}),
+         422, "validation_error", "U+0000"),
+        # two first ratings of one item: which counted depended on storage order
+        ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": 5},
+                                                               {"item_id": "1", "rating": 1}]}),
+         422, "validation_error", "item '1' is rated at 0 and at 1"),
+        ("POST", reload, body({"run": ""}), 422, "validation_error", "run"),
+        ("POST", "/v1/admin/fold-in", {"content": b"{{", "headers": js}, 400, "bad_json", "JSON"),
+        ("POST", "/v1/admin/fold-in", body({"x": 1}), 422, "validation_error", "x"),
     ]  # fmt: skip
 
 

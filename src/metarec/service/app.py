@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query, Request, Security
+from fastapi import Body, Depends, FastAPI, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
@@ -136,6 +136,31 @@ def _page(settings: ServiceSettings) -> str:
     return page
 
 
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the API route does not take: a typo (``candidate=``,
+    ``exclude-seen=``) was ignored, and the answer looked like the one asked for. Only
+    under /v1/: monitors may add their own parameters to /ready and /health."""
+    if not request.url.path.startswith("/v1/") or not request.query_params:
+        return
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    taken: set[str] = set()
+    pending = [dependant]
+    while pending:  # the route's own parameters and its dependencies'
+        d = pending.pop()
+        taken.update(p.alias for p in d.query_params)
+        pending.extend(d.dependencies)
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        expected = ", ".join(sorted(taken)) if taken else "none"
+        raise ApiError(
+            422,
+            "validation_error",
+            f"unknown query parameter(s) {unknown} (this endpoint takes: {expected})",
+        )
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
     """Load the run, open the store (creating/migrating its schema), build the app."""
     from metarec.ensemble_run import load_run
@@ -198,6 +223,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         threading.Thread(target=work, name="metarec-reload", daemon=True).start()
 
     app = FastAPI(
+        # "/v1/items/1/" (or "1%2F") is not item "1": a 307 to it answered for another
+        # id, re-sent writes, and took its Location from the client's Host header
+        redirect_slashes=False,
+        dependencies=[Depends(known_query)],
         title="metarec",
         summary="Cold-start recommendations that adapt to every piece of feedback.",
         version="1",
@@ -505,7 +534,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post(
         "/v1/admin/fold-in", response_model=schemas.FoldInOut, tags=["admin"], dependencies=write
     )
-    def fold_in() -> dict[str, Any]:
+    def fold_in(
+        body: Annotated[schemas.NoFields | None, Body(description="none, or {}")] = None,
+    ) -> dict[str, Any]:
         """Learn items the model never trained on from their ratings so far, without
         retraining: each gets its shrunk mean residual as an item bias (see
         `Recommender.fold_in_items`). A load or reload does the same, from the feedback up

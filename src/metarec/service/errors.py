@@ -112,12 +112,14 @@ def install(app: FastAPI) -> None:
         return error_response(status, code, message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         unreadable = unreadable_body(exc)
         if unreadable is not None:
             return error_response(400, "bad_json", unreadable)
         code = _CODES.get(exc.status_code, f"http_{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404 and detail == "Not Found":  # no route: say which path
+            detail = f"no endpoint at {request.url.path!r:.300} (see /docs)"
         headers = dict(exc.headers or {})
         return error_response(exc.status_code, code, detail, **headers)
 
@@ -126,7 +128,9 @@ def install(app: FastAPI) -> None:
         # SQLite's "database is locked": another process (a second service on the same
         # file, a sqlite3 shell) held the write lock past the wait. Nothing was stored;
         # the client may retry, and a 503 says so where a 500 would not
-        if "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower():
+        said = str(exc.orig).lower()
+        # PostgreSQL: a lock wait past its lock_timeout (the fold-in cut-off's)
+        if "locked" in said or "busy" in said or getattr(exc.orig, "sqlstate", "") == "55P03":
             log.warning("feedback store busy on %s %s: %s", request.method, request.url.path,
                         exc.orig)  # fmt: skip
             return error_response(

@@ -112,13 +112,28 @@ class ItemDetail(ItemOut):
     n_ratings: int = Field(description="ratings the model was trained on (0 for added items)")
 
 
+def _a_genre(value: str) -> str:
+    """One genre of a list: '|' separates genres in the item's stored text, so one
+    holding it would come back as two."""
+    if "|" in value:
+        raise ValueError("must not contain '|': give each genre as its own list entry")
+    return value
+
+
+Genre = Annotated[
+    str,
+    Field(min_length=1, max_length=100),
+    AfterValidator(_some_text),
+    AfterValidator(_no_control),
+]
+Genres = Annotated[str, Field(max_length=1000), AfterValidator(_no_control)]  # "A|B"
+
+
 class ItemIn(_Strict):
     item_id: NewItemId
     title: Title
     text: Text | None = Field(None, description="free description, appended to the encoder text")
-    genres: (
-        list[Annotated[str, Field(max_length=100)]] | Annotated[str, Field(max_length=1000)] | None
-    ) = None
+    genres: list[Annotated[Genre, AfterValidator(_a_genre)]] | Genres | None = None
     year: Annotated[int, Field(ge=0, le=9999)] | None = None
 
     _year_a_number = field_validator("year", mode="before")(_a_number)
@@ -145,6 +160,17 @@ class UserIn(_Strict):
     user_id: NewUserId
     features: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict)
     ratings: list[RatingIn] = Field(default_factory=list)
+
+    @field_validator("ratings")
+    @classmethod
+    def _each_item_once(cls, ratings: list[RatingIn]) -> list[RatingIn]:
+        # two first ratings of one item: which counts would depend on storage order
+        seen: dict[str, int] = {}
+        for n, r in enumerate(ratings):
+            if r.item_id in seen:
+                raise ValueError(f"item {r.item_id!r} is rated at {seen[r.item_id]} and at {n}")
+            seen[r.item_id] = n
+        return ratings
 
     @field_validator("features")
     @classmethod
@@ -196,8 +222,11 @@ class UserOut(BaseModel):
     history: list[HistoryEntry] = Field(description="the latest events, oldest first")
 
 
+EventId = Annotated[ID, AfterValidator(lambda v: _no_control(v, allowed=""))]
+
+
 class EventIn(_Strict):
-    event_id: ID = Field(description="client idempotency key: a retried id is stored once")
+    event_id: EventId = Field(description="client idempotency key: a retried id is stored once")
     item_id: ID
     type: EventType
     value: float | None = Field(None, description="required for type=rating")
@@ -300,8 +329,15 @@ class Recommendations(BaseModel):
     items: list[Recommendation]
 
 
+class NoFields(_Strict):
+    """A body that may be sent (``{}``) but holds nothing: a field is refused rather
+    than ignored."""
+
+
 class ReloadIn(_Strict):
-    run: str | None = Field(None, description="run folder; default: the one being served")
+    run: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="run folder; default (null or left out): the one being served"
+    )
 
 
 class ReloadOut(BaseModel):
