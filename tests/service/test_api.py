@@ -322,6 +322,12 @@ def _bad_requests(key: str) -> list[Case]:
                                                                {"item_id": "1", "rating": 1}]}),
          422, "validation_error", "item '1' is rated at 0 and at 1"),
         ("POST", reload, body({"run": ""}), 422, "validation_error", "run"),
+        # user features the model cannot read: a typo'd key or a number in a string
+        # counted as "unknown" without a word
+        ("POST", "/v1/users", body({"user_id": "v", "features": {"Age": 25}}),
+         422, "validation_error", "features.Age: not a feature of this model (it reads age, "),
+        ("POST", "/v1/users", body({"user_id": "v", "features": {"age": "25"}}),
+         422, "validation_error", "features.age: must be a JSON number or null (got '25')"),
         ("POST", "/v1/admin/fold-in", {"content": b"{{", "headers": js}, 400, "bad_json", "JSON"),
         ("POST", "/v1/admin/fold-in", body({"x": 1}), 422, "validation_error", "x"),
     ]  # fmt: skip

@@ -7,7 +7,7 @@ new user's age of 37 lands in a learned bin instead of an unseen token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,23 @@ class UserFeatureEncoder:
                 token = str(value)
             out[j] = self.vocab[col].get(token, 0)
         return out
+
+    def problem(self, features: Mapping[str, Any]) -> str | None:
+        """What this encoder cannot read in one user's ``features`` (None: nothing): a
+        key it has no column for (a typo, ``Age`` for ``age``, was read as "unknown"
+        without a word), or a value that is not a number where it bins numbers. A
+        category it has not seen is readable: it counts as unknown, as a new one should.
+        An encoder without columns (a model that uses no user features) reads none and
+        refuses none."""
+        if not self.columns:
+            return None
+        for key, value in features.items():
+            if key not in self.vocab:
+                return f"{key}: not a feature of this model (it reads {', '.join(self.columns)})"
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if key in self.bins and value is not None and not numeric:
+                return f"{key}: must be a JSON number or null (got {value!r:.40})"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": self.columns, "vocab": self.vocab, "bins": self.bins}

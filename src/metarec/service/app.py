@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from metarec.data.features import UserFeatureEncoder
 from metarec.errors import BusyError, MetarecError, UnknownItemError, UnsupportedError
 from metarec.service import errors, schemas
 from metarec.service.errors import ApiError, error_response
@@ -134,6 +135,14 @@ def _page(settings: ServiceSettings) -> str:
             f'<meta name="metarec-api-key" content="{html.escape(settings.api_key, quote=True)}">',
         )
     return page
+
+
+def feature_encoder(rec: Any) -> UserFeatureEncoder:
+    """The user-feature encoder of a run, or of an ensemble's primary member."""
+    enc = getattr(rec, "features", None)
+    if enc is None:
+        enc = getattr(getattr(rec, "primary", None), "features", None)
+    return enc if isinstance(enc, UserFeatureEncoder) else UserFeatureEncoder()
 
 
 def known_query(request: Request) -> None:
@@ -412,6 +421,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def create_user(body: schemas.UserIn) -> dict[str, Any]:
         s = served(wait=bool(body.ratings))
         check_batch(len(body.ratings), "ratings")
+        unreadable = feature_encoder(s.rec).problem(body.features)
+        if unreadable is not None:
+            raise ApiError(422, "validation_error", f"features.{unreadable}")
         initial = []
         for n, r in enumerate(body.ratings):
             known_item(s, r.item_id, f"ratings[{n}].item_id")
