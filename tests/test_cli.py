@@ -50,8 +50,8 @@ def files(tmp_path: Path) -> Path:
             "item_id,title\n10,Heat\n11,Fargo\n12,\n",  # the title column read unnamed
             ["items.csv", "line 4", "'12'", "no text"],
         ),
-        # tabs in a .csv (semicolons are read: Excel's European .csv)
-        ("user_id\titem_id\trating\n1\t10\t5\n", None, ["ratings.csv", "user_id"]),
+        # a comma header over tab-separated rows (a header of tabs or semicolons is read)
+        ("user_id,item_id,rating\n1\t10\t5\n", None, ["ratings.csv", "line 2", "comma"]),
     ],
     ids=["bad-rating", "unknown-item", "empty-text", "wrong-delimiter"],
 )
@@ -175,6 +175,14 @@ def test_bad_arguments(
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 
+def test_a_ratings_file_given_as_a_data_set_says_where_a_file_goes(
+    tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("r.csv").write_text("user_id,item_id,rating\n1,10,5\n")
+    assert_one_line_error(cli("data", "validate", "r.csv"), "r.csv", "is a file", "--interactions")
+
+
 def test_files_the_system_or_our_readers_refuse_are_one_line(
     tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,7 +194,7 @@ def test_files_the_system_or_our_readers_refuse_are_one_line(
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "model.safetensors").write_bytes(b"")
     for args, needles in [
-        (["train", "--config", "cfgdir", "--out", "x"], ["cfgdir", "Is a directory"]),
+        (["train", "--config", "cfgdir", "--out", "x"], ["cfgdir", "is a folder; a TOML"]),
         (["train", "--config", "five.toml", "--out", "x"], ["five.toml", "table"]),
         (["report", "list.json"], ["list.json", "not a benchmark result"]),
         # saving over another run would leave its split and metrics beside the new model

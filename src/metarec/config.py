@@ -209,6 +209,8 @@ class TrainConfig:
         """A config from a TOML file: a ``[train]`` table (``[train.model]`` nested) or
         the same keys at the top level."""
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder; a TOML config file is needed")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:

@@ -268,6 +268,31 @@ def test_a_semicolon_csv_from_a_european_excel_is_read(tmp_path: Path) -> None:
     assert load_table(p).interactions["rating"].tolist() == [4.0, 5.0]
 
 
+def test_a_tab_separated_csv_is_read_by_its_tabs(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"  # exports name tab-separated files .csv too
+    p.write_text("user_id\titem_id\trating\nu1\ti1\t4\nu2\ti1\t5\n")
+    assert load_table(p).interactions["rating"].tolist() == [4.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    "stamp, needle",
+    [
+        # dateutil read these as the clock at loading: a time that moved every run
+        ("now", "timestamp 'now' is not a number or a date"),
+        ("Today", "timestamp 'Today' is not a number or a date"),
+        # no time in any epoch unit (and it swayed the guess of the column's unit)
+        ("99999999999999999999999", "timestamp '99999999999999999999999' is past the year 9999"),
+    ],
+)
+def test_a_timestamp_that_is_no_time_is_reported(tmp_path: Path, stamp: str, needle: str) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text(f"user_id,item_id,rating,ts\nu1,i1,4,100\nu1,i2,3,{stamp}\nu2,i1,5,200\n")
+    data = load_table(p, timestamp_col="ts")
+    assert data.interactions["timestamp"].isna().tolist() == [False, True, False]
+    with pytest.raises(DataError, match=re.escape(needle)):
+        clean(data, strict=True)
+
+
 def test_float_ids_are_written_value_by_value() -> None:
     """A Parquet float id column: whole numbers as integers, 1e20 (no int64) as its
     float text, where the cast to int64 raised a TypeError traceback."""
@@ -381,3 +406,13 @@ def test_list_arguments_given_as_one_string_and_bad_scales_are_refused(
     ]:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             run_benchmark("p2", "ml-100k", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_column_named_timestamp_is_read_without_being_named(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,timestamp\nu1,i1,4,200\nu1,i2,3,100\n")
+    assert load_table(p).interactions["timestamp"].tolist() == [200.0, 100.0]
+    # a rating column named timestamp (odd, but named) is not read twice
+    q = tmp_path / "q.csv"
+    q.write_text("user_id,item_id,timestamp\nu1,i1,4\n")
+    assert load_table(q, rating_col="timestamp").interactions["rating"].tolist() == [4.0]

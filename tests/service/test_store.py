@@ -232,9 +232,19 @@ def test_a_store_that_must_exist_is_not_created_and_a_non_database_is_refused(
 ) -> None:
     typo = tmp_path / "typo.db"
     # retrain reads what a service wrote: a mistyped --db is an error, not "no feedback"
-    with pytest.raises(ConfigError, match="holds no feedback store"):
+    with pytest.raises(ConfigError, match=r"typo\.db\): no such file; give the --db"):
         FeedbackStore(f"sqlite:///{typo}", create=False)
     assert not typo.exists()
+    # an empty file is not made a database by the look (a connection sets WAL mode)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(ConfigError, match="not a SQLite database"):
+        FeedbackStore(f"sqlite:///{empty}", create=False)
+    assert empty.stat().st_size == 0
+    bare = tmp_path / "bare.db"
+    sqlite3.connect(bare).execute("CREATE TABLE other (x)").connection.close()
+    with pytest.raises(ConfigError, match="holds no feedback store"):
+        FeedbackStore(f"sqlite:///{bare}", create=False)
     FeedbackStore(f"sqlite:///{typo}").close()
     FeedbackStore(f"sqlite:///{typo}", create=False).close()  # now it holds one
     text = tmp_path / "ratings.csv"
@@ -378,3 +388,10 @@ def test_a_cut_off_stuck_behind_an_insert_gives_up_as_busy_on_postgresql(
     cut = store.last_event_id()
     assert [e.event_id for _, e in store.iter_all_events(cut)] == ["slow", "after"]
     store.close()
+
+
+def test_a_database_that_cannot_be_reached_is_one_line() -> None:
+    # psycopg puts its hint on a second line, which the CLI printed under the error
+    with pytest.raises(ConfigError) as err:
+        FeedbackStore("postgresql://u:p@127.0.0.1:1/db")
+    assert "cannot open" in str(err.value) and "\n" not in str(err.value)

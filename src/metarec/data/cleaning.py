@@ -235,12 +235,17 @@ def _bad_timestamps(inter: pd.DataFrame) -> _Finding | None:
     if raw is None:
         return None
     rows = np.flatnonzero(raw.notna().to_numpy())
+
+    def why(i: int) -> str:
+        text = raw.iloc[i]
+        try:
+            float(text)
+        except ValueError:
+            return f"timestamp {text!r} is not a number or a date"
+        return f"timestamp {text!r} is past the year 9999"
+
     return _finding(
-        inter,
-        rows,
-        "timestamp is not a number (treated as unknown)",
-        lambda i: f"timestamp {raw.iloc[i]!r} is not a number",
-        "timestamp",
+        inter, rows, "timestamp is not a number or a date (treated as unknown)", why, "timestamp"
     )
 
 

@@ -102,7 +102,12 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
         out["timestamp"] = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
     else:
         ts, raw_ts = numeric_with_raw(frame["timestamp"], "timestamp")
+        # past year 9999 even as nanoseconds: no time in any unit, and it would sway the
+        # guess of the column's unit; then past it in the unit guessed. Kept with its
+        # text so cleaning names it, as an unusable rating is
+        ts, raw_ts = _beyond(ts, raw_ts, frame["timestamp"], MAX_EPOCH_S * 1e9)
         ts = _epoch_seconds(ts, source)
+        ts, raw_ts = _beyond(ts, raw_ts, frame["timestamp"], MAX_EPOCH_S)
         if raw_ts is not None:
             ts, raw_ts = _datetimes_as_seconds(frame["timestamp"], ts, raw_ts, source)
         out["timestamp"] = ts
@@ -113,12 +118,28 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
     return out.reset_index(drop=True)
 
 
+MAX_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59 UTC, the last time a date holds
+# words dateutil reads as the clock at loading: a time that moves with every run
+_CLOCK_WORDS = {"now", "today", "tomorrow", "yesterday"}
+
 # numbers of an epoch unit finer than seconds: seconds since 1970 pass 1e11 in year 5138
 _EPOCH_UNITS = (
     (1e17, 1e9, "nanoseconds"),
     (1e14, 1e6, "microseconds"),
     (1e11, 1e3, "milliseconds"),
 )
+
+
+def _beyond(
+    ts: pd.Series, raw: pd.Series | None, values: pd.Series, limit: float
+) -> tuple[pd.Series, pd.Series | None]:
+    """``ts`` without the numbers past ``limit``, which join ``raw`` as their text."""
+    far = ts.notna() & ~(ts.abs() <= limit)
+    if not far.any():
+        return ts, raw
+    text = text_values(values).where(far, None)
+    raw = (text if raw is None else raw.fillna(text)).rename(f"{RAW_PREFIX}timestamp")
+    return ts.where(~far), raw
 
 
 def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
@@ -178,6 +199,7 @@ def _datetimes_as_seconds(
 ) -> tuple[pd.Series, pd.Series | None]:
     # Timestamps given as dates ("2020-01-31 12:00") are common in exported tables.
     text = values.where(num.isna())
+    text = text.where(~text.astype(str).str.strip().str.lower().isin(_CLOCK_WORDS))
     # day first applies to the numeric dates only: with it, dateutil reads an ISO
     # 2020-01-05 as the 1st of May
     numeric = text.astype(str).str.match(_NUMERIC_DATE) & text.notna()
@@ -596,10 +618,11 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         sep = _DELIMITERS.get(path.suffix.lower())
         if sep == ",":
             # Excel in many European locales saves ".csv" with semicolons (the comma is
-            # their decimal mark): a header with no comma but a semicolon is one of those
+            # their decimal mark), and tab-separated exports are often named .csv: a
+            # header without a comma is read by the separator it does hold
             first = _first_line(path)
-            if "," not in first and ";" in first:
-                sep = ";"
+            if "," not in first:
+                sep = _sniff(first)
         elif sep is None:
             sep = _sniff(_first_line(path))
     return read_delimited(path, sep=sep)
@@ -684,6 +707,7 @@ def load_table(
 ) -> Dataset:
     """Load ratings (and optional item/user tables) from CSV, TSV or Parquet files.
 
+    ``timestamp_col`` defaults to a column named ``timestamp`` where the file has one.
     ``item_id_col`` names the id column of the items file (default: ``item_col``),
     ``users_id_col`` that of the users file (default: ``user_col``).
     Its ``title``, ``year`` and ``genres`` (or ``genre``) columns are used without
@@ -728,6 +752,10 @@ def load_table(
             raise ConfigError(f"{flag} {col!r}: is also {seen[col]}; each names its own column")
         seen[col] = flag
     inter_raw = read_table(interactions_path, sep)
+    if timestamp_col is None and "timestamp" in inter_raw.columns and "timestamp" not in seen:
+        # read as the ids and the rating are, by its usual name: ignored, it let a
+        # column of times go unread (and unchecked) without a word
+        timestamp_col = "timestamp"
     _require(
         inter_raw,
         interactions_path,

@@ -139,6 +139,12 @@ def load_path(
         return load_atomic(p, name, text=text, rating_range=rating_range)
     if p.suffix == ".inter" and p.is_file():
         return load_atomic(p, text=text, rating_range=rating_range)
+    if p.is_file():
+        raise DataError(
+            "is a file, where a data set folder or a RecBole prefix is expected; a ratings "
+            "file is read with --interactions FILE (and --items FILE for its items)",
+            path=p,
+        )
     raise DataError(
         "no data set found: expected RecBole atomic files (<name>.inter, .item, .user) "
         "or an unpacked MovieLens archive (u.data, ratings.dat or ratings.csv)",

@@ -323,20 +323,31 @@ class FeedbackStore:
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._warned_unlocked_cut_off = False
         try:
-            if not create and not self._holds_a_store():
+            missing = None if create else self._why_no_store()
+            if missing is not None:
                 raise ConfigError(
-                    f"database {self.url}: holds no feedback store (no events table); "
-                    "give the --db the service wrote to"
+                    f"database {self.url}: {missing}; give the --db the service wrote to"
                 )
             self.previous_version = migrate(self.engine)
         except DatabaseError as exc:  # unreachable, or a file that is not a database
-            raise ConfigError(f"database {self.url}: cannot open ({exc.orig})") from None
+            said = " ".join(str(exc.orig).split())  # drivers' hints come on a second line
+            raise ConfigError(f"database {self.url}: cannot open ({said})") from None
 
-    def _holds_a_store(self) -> bool:
+    def _why_no_store(self) -> str | None:
+        """Why the database holds no store (None: it does), read without writing: a
+        connection sets SQLite's journal mode, which would turn an empty file into a
+        database and create a missing one."""
         path = self.engine.url.database
-        if self.is_sqlite and path and not Path(path).is_file():
-            return False  # connecting would create it
-        return inspect(self.engine).has_table(events.name)
+        if self.is_sqlite and path:
+            file = Path(path)
+            if not file.is_file():
+                return "no such file"
+            with file.open("rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    return "not a SQLite database (an empty file, or another kind)"
+        if not inspect(self.engine).has_table(events.name):
+            return "holds no feedback store (no events table)"
+        return None
 
     def close(self) -> None:
         self.engine.dispose()
