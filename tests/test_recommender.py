@@ -261,6 +261,17 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
     with pytest.raises(ModelError, match=r"items\.json: item_id '1' is missing or repeated"):
         Recommender.load(run)
     items["item_id"][1] = "2"
+    # a column cut short, or an entry of another type: named, not pandas' "All arrays
+    # must be of the same length", nor an id 5.5 that no request could name
+    for edit, needle in [
+        (items | {"title": items["title"][:-5]}, r"items\.json: title has \d+ entries, item_id"),
+        (items | {"item_id": [5.5, *items["item_id"][1:]]}, r"items\.json: item_id\[0\] is 5\.5"),
+        (items | {"title": [None, *items["title"][1:]]}, r"items\.json: title\[0\] is None"),
+        ({k: v for k, v in items.items() if k != "text"}, r"items\.json: text must be a list"),
+    ]:
+        (run / "items.json").write_text(json.dumps(edit))
+        with pytest.raises(ModelError, match=needle):
+            Recommender.load(run)
     (run / "items.json").write_text(json.dumps(items))
     # hand-edited or foreign: one ModelError naming the folder, never a traceback
     good = json.loads(json.dumps(meta | {"rating_cutpoints": None}))

@@ -763,8 +763,7 @@ class Recommender(TopK):
                 stacklevel=2,
             )
             cfg.device = "auto"
-        items_raw = load_json(path / "items.json")
-        items = pd.DataFrame(items_raw)
+        items = _read_items(path / "items.json")
         tensors = load_tensors(path / "model.safetensors")
         require_finite(tensors, path / "model.safetensors")
         state = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
@@ -879,6 +878,32 @@ def adapt_many_args(
     if len(rows) != len(histories):
         raise DataError(f"adapt_many: {len(histories)} histories but {len(rows)} feature rows")
     return histories, rows
+
+
+def _read_items(path: Path) -> pd.DataFrame:
+    """``items.json`` as :meth:`Recommender.save` writes it: columns of text, one entry
+    per item in each. A hand-edited or damaged file is a ModelError naming the column
+    and entry (pandas said "All arrays must be of the same length", or read a number
+    as an id no request could name)."""
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: expected an object of columns, got {type(raw).__name__}")
+    n = None
+    for col in ("item_id", "title", "text"):
+        values = raw.get(col)
+        if not isinstance(values, list):
+            raise ModelError(f"{path}: {col} must be a list, one entry per item (damaged?)")
+        if n is not None and len(values) != n:
+            raise ModelError(
+                f"{path}: {col} has {len(values)} entries, item_id {n} (damaged or edited?)"
+            )
+        n = len(values)
+        bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if bad is not None:
+            raise ModelError(
+                f"{path}: {col}[{bad}] is {values[bad]!r:.40}, not text (damaged or edited?)"
+            )
+    return pd.DataFrame(raw)
 
 
 def build_learner(
