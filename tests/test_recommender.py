@@ -258,7 +258,7 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
     items = json.loads((run / "items.json").read_text())
     items["item_id"][1] = items["item_id"][0]
     (run / "items.json").write_text(json.dumps(items))
-    with pytest.raises(ModelError, match=r"items\.json: item_id '1' is missing or repeated"):
+    with pytest.raises(ModelError, match=r"items\.json: item_id '1' is repeated"):
         Recommender.load(run)
     items["item_id"][1] = "2"
     # a column cut short, or an entry of another type: named, not pandas' "All arrays

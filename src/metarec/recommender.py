@@ -773,14 +773,6 @@ class Recommender(TopK):
                 f"{path}: items.json has {len(items)} items, the model {vectors.shape[0]}"
             )
         _check_counts(meta, len(items), int(vectors.shape[1]), path / "recommender.json")
-        ids = items["item_id"]
-        if ids.isna().any() or ids.astype(str).duplicated().any():
-            # an id held twice, or none, is an item no request could reach
-            bad = ids[ids.isna() | ids.astype(str).duplicated()].iloc[0]
-            raise ModelError(
-                f"{path / 'items.json'}: item_id {plain(bad)!r} is missing or repeated "
-                "(damaged or edited?)"
-            )
         features = UserFeatureEncoder.from_dict(
             meta["features"], source=str(path / "recommender.json")
         )
@@ -903,7 +895,11 @@ def _read_items(path: Path) -> pd.DataFrame:
             raise ModelError(
                 f"{path}: {col}[{bad}] is {values[bad]!r:.40}, not text (damaged or edited?)"
             )
-    return pd.DataFrame(raw)
+    items = pd.DataFrame(raw)
+    repeated = items["item_id"][items["item_id"].duplicated()]
+    if len(repeated):  # the second of two items with one id no request could reach
+        raise ModelError(f"{path}: item_id {repeated.iloc[0]!r} is repeated (damaged or edited?)")
+    return items
 
 
 def build_learner(

@@ -132,7 +132,6 @@ _RETRAIN_FLAGS = {
     "out": "--out",
     "tolerance": "--tolerance",
     "db_url": "--db",
-    "overrides": "--set",
 }
 
 

@@ -90,9 +90,6 @@ class SplitFile:
             split = cls(**values)
         try:
             check_folds(getattr(split, "n_folds", None), getattr(split, "fold", None))
-        except DataError as exc:
-            raise DataError(str(exc), path=path) from None
-        try:
             split.check_rule()
         except DataError as exc:
             raise DataError(str(exc), path=path) from None
@@ -134,9 +131,11 @@ class SplitFile:
                     f"(first: {unknown[0]!r})",
                     path=path,
                 )
+            if not check_rule:
+                continue
             n = counts.reindex(sorted(ids))
             outside = n[(n < low) | (n > high)] if high is not None else n[n < low]
-            if check_rule and len(outside):
+            if len(outside):
                 wanted = (
                     f"{low} to {high} ratings (min_ratings, max_ratings)"
                     if high is not None

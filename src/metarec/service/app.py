@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -145,29 +145,39 @@ def feature_encoder(rec: Any) -> UserFeatureEncoder:
     return enc if isinstance(enc, UserFeatureEncoder) else UserFeatureEncoder()
 
 
-def known_query(request: Request) -> None:
-    """Refuse a query parameter the API route does not take: a typo (``candidate=``,
-    ``exclude-seen=``) was ignored, and the answer looked like the one asked for. Only
-    under /v1/: monitors may add their own parameters to /ready and /health."""
-    if not request.url.path.startswith("/v1/") or not request.query_params:
-        return
-    dependant = getattr(request.scope.get("route"), "dependant", None)
-    if dependant is None:
-        return
-    taken: set[str] = set()
-    pending = [dependant]
-    while pending:  # the route's own parameters and its dependencies'
-        d = pending.pop()
-        taken.update(p.alias for p in d.query_params)
-        pending.extend(d.dependencies)
-    unknown = sorted(set(request.query_params) - taken)
-    if unknown:
-        expected = ", ".join(sorted(taken)) if taken else "none"
-        raise ApiError(
-            422,
-            "validation_error",
-            f"unknown query parameter(s) {unknown} (this endpoint takes: {expected})",
-        )
+def query_guard() -> Callable[[Request], None]:
+    """A dependency refusing query parameters the API route does not take: a typo
+    (``candidate=``, ``exclude-seen=``) was ignored, and the answer looked like the one
+    asked for. Only under /v1/: monitors may add their own parameters to /ready and
+    /health. One per app: it keeps each route's names, found once, not per request."""
+    names_by_route: dict[int, frozenset[str]] = {}  # routes live as long as the app
+
+    def known_query(request: Request) -> None:
+        if not request.url.path.startswith("/v1/") or not request.query_params:
+            return
+        route = request.scope.get("route")
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            return
+        taken = names_by_route.get(id(route))
+        if taken is None:
+            names: set[str] = set()
+            pending = [dependant]
+            while pending:  # the route's own parameters and its dependencies'
+                d = pending.pop()
+                names.update(p.alias for p in d.query_params)
+                pending.extend(d.dependencies)
+            taken = names_by_route[id(route)] = frozenset(names)
+        unknown = sorted(set(request.query_params) - taken)
+        if unknown:
+            expected = ", ".join(sorted(taken)) if taken else "none"
+            raise ApiError(
+                422,
+                "validation_error",
+                f"unknown query parameter(s) {unknown} (this endpoint takes: {expected})",
+            )
+
+    return known_query
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -235,7 +245,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         # "/v1/items/1/" (or "1%2F") is not item "1": a 307 to it answered for another
         # id, re-sent writes, and took its Location from the client's Host header
         redirect_slashes=False,
-        dependencies=[Depends(known_query)],
+        dependencies=[Depends(query_guard())],
         title="metarec",
         summary="Cold-start recommendations that adapt to every piece of feedback.",
         version="1",

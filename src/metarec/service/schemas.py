@@ -120,11 +120,14 @@ def _a_genre(value: str) -> str:
     return value
 
 
+# as a title, shorter, and without the separator of the stored "A|B" form (Field's
+# length comes before the checks: after them, pydantic words it as a count of "items")
 Genre = Annotated[
     str,
     Field(min_length=1, max_length=100),
     AfterValidator(_some_text),
     AfterValidator(_no_control),
+    AfterValidator(_a_genre),
 ]
 Genres = Annotated[str, Field(max_length=1000), AfterValidator(_no_control)]  # "A|B"
 
@@ -133,7 +136,7 @@ class ItemIn(_Strict):
     item_id: NewItemId
     title: Title
     text: Text | None = Field(None, description="free description, appended to the encoder text")
-    genres: list[Annotated[Genre, AfterValidator(_a_genre)]] | Genres | None = None
+    genres: list[Genre] | Genres | None = None
     year: Annotated[int, Field(ge=0, le=9999)] | None = None
 
     _year_a_number = field_validator("year", mode="before")(_a_number)
