@@ -273,7 +273,7 @@ def _bad_requests(key: str) -> list[Case]:
          422, "validation_error", "not a boolean"),
         # a lone surrogate: valid JSON, no UTF-8; stored, every read of the user was a 500
         ("POST", "/v1/users", {"content": b'{"user_id": "s", "features": {"a": "\\ud800"}}',
-                               "headers": js}, 422, "validation_error", "not valid Unicode"),
+                               "headers": js}, 400, "bad_json", "lone UTF-16 surrogate"),
         # control characters: invisible in every listing, a NUL ends C strings
         ("POST", "/v1/users", body({"user_id": "a\u0000b"}), 422, "validation_error", "U+0000"),
         ("POST", "/v1/users", body({"user_id": "a\tb"}), 422, "validation_error", "U+0009"),
@@ -330,6 +330,16 @@ def _bad_requests(key: str) -> list[Case]:
          422, "validation_error", "features.age: must be a JSON number or null (got '25')"),
         ("POST", "/v1/admin/fold-in", {"content": b"{{", "headers": js}, 400, "bad_json", "JSON"),
         ("POST", "/v1/admin/fold-in", body({"x": 1}), 422, "validation_error", "x"),
+        # JSON that says two things: the last repeated key won without a word, and a
+        # lone surrogate key was printed back as replacement characters
+        ("POST", "/v1/users", {"content": b'{"user_id": "d1", "user_id": "d2"}', "headers": js},
+         400, "bad_json", "gives the key 'user_id' twice in one object"),
+        ("POST", events, {"content": b'{"event_id": "r", "item_id": "1", "type": "rating", '
+                                     b'"value": 5, "value": 1}', "headers": js},
+         400, "bad_json", "the key 'value' twice"),
+        ("POST", "/v1/users", {"content": b'{"user_id": "s", "features": {"\\ud800": 1}}',
+                               "headers": js},
+         400, "bad_json", "lone UTF-16 surrogate ('\\ud800')"),
     ]  # fmt: skip
 
 
@@ -791,6 +801,11 @@ def test_a_body_that_is_not_plain_json_is_415(live_server: str, server_api_key: 
             ({}, raw, "no Content-Type"),  # was a 422 quoting the raw bytes
             ({"Content-Type": "application/json", "Content-Encoding": "gzip"},
              gzip.compress(raw), "Content-Encoding 'gzip'"),
+            # read as UTF-8 whatever it said: a latin-1 'é' was misread or refused as bytes
+            ({"Content-Type": "application/json; charset=ISO-8859-1"},
+             '{"user_id": "caf\u00e9"}'.encode("latin-1"), "charset 'iso-8859-1'"),
+            ({"Content-Type": "application/json; charset=utf-16"},
+             raw.decode().encode("utf-16"), "charset 'utf-16'"),
         ]:  # fmt: skip
             r = c.post("/v1/users", content=content, headers=headers)
             assert r.status_code == 415, r.text
@@ -806,6 +821,13 @@ def test_a_body_that_is_not_plain_json_is_415(live_server: str, server_api_key: 
             r = c.post("/v1/users", content=content, headers=js)
             assert r.status_code == 400 and r.json()["error"]["code"] == "bad_json", r.text
             assert needle in r.json()["error"]["message"], r.text
+        for charset in ("utf-8", "UTF-8", '"utf8"'):  # what RFC 8259 asks for is read
+            r = c.post(
+                "/v1/users",
+                content=b'{"user_id": "%s"}' % charset.encode().strip(b'"'),
+                headers={"Content-Type": f"application/json; charset={charset}"},
+            )
+            assert r.status_code == 201, r.text
 
 
 def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveServer]) -> None:

@@ -33,6 +33,7 @@ from metarec.errors import BusyError, MetarecError, UnknownItemError, Unsupporte
 from metarec.service import errors, schemas
 from metarec.service.errors import ApiError, error_response
 from metarec.service.feedback import event_rating, reads_negatives
+from metarec.service.json_body import StrictJsonRoute
 from metarec.service.metrics import Metrics
 from metarec.service.middleware import (
     BodyLimit,
@@ -256,6 +257,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             422: {"model": schemas.ErrorBody},
         },
     )
+    app.router.route_class = StrictJsonRoute  # set before the routes are added, which take it
     app.state.settings = settings
     app.state.holder = holder
     app.state.store = store

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from metarec.service.json_body import UnreadableJson
+
 log = logging.getLogger("metarec.service")
 
 _CODES = {
@@ -75,10 +77,13 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
 def unreadable_body(exc: StarletteHTTPException) -> str | None:
     """What FastAPI's "There was an error parsing the body" was, said: JSON's decoder
     reports bad syntax itself (a bad_json naming the character), but not bytes that are
-    no UTF-8, nesting past Python's recursion limit or an integer past its 4,300 digits."""
+    no UTF-8, nesting past Python's recursion limit, an integer past its 4,300 digits,
+    or what :mod:`metarec.service.json_body` refuses (a repeated key, a lone surrogate)."""
     if exc.status_code != 400 or exc.detail != "There was an error parsing the body":
         return None
     cause = exc.__cause__
+    if isinstance(cause, UnreadableJson):
+        return str(cause)
     if isinstance(cause, UnicodeDecodeError):
         return (
             f"request body is not UTF-8 text (byte 0x{cause.object[cause.start]:02x} at "

@@ -74,7 +74,8 @@ def _not_json(scope: Scope) -> str | None:
     A body without a Content-Type is refused too (it was a 422 quoting the raw bytes),
     and so is a compressed one, which nothing here decodes."""
     headers = dict(scope.get("headers", ()))
-    kind = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+    kind, *params = headers.get(b"content-type", b"").decode("latin-1").lower().split(";")
+    kind = kind.strip()
     sized = headers.get(b"content-length", b"0").strip() not in (b"0", b"")
     if not (sized or b"transfer-encoding" in headers):
         return None
@@ -84,8 +85,22 @@ def _not_json(scope: Scope) -> str | None:
     if not kind:
         return "no Content-Type: send the JSON body with Content-Type: application/json"
     if kind == "application/json" or kind.endswith("+json"):
-        return None
+        return _not_utf8(params)
     return f"Content-Type {kind!r}: this API reads application/json bodies"
+
+
+def _not_utf8(params: list[str]) -> str | None:
+    """JSON is UTF-8 (RFC 8259), and application/json defines no charset; one that says
+    otherwise is refused rather than ignored, since its text would be misread"""
+    for param in params:
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"')
+        if name.strip() == "charset" and charset not in ("utf-8", "utf8"):
+            return (
+                f"charset {charset!r:.40}: this API reads JSON as UTF-8 (RFC 8259); "
+                "send UTF-8 and drop the charset or make it utf-8"
+            )
+    return None
 
 
 class BodyLimit:

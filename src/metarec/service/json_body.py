@@ -1,0 +1,96 @@
+"""Request bodies read as JSON a client meant: each key once, every string valid text.
+
+Python's decoder keeps the last of a repeated key (``{"rating": 5, "rating": 1}``
+stored a 1 without a word) and reads ``"\\ud800"`` as a lone surrogate, which
+pydantic then reports with the key printed as replacement characters. Both are
+refused here, before validation, as a ``bad_json`` 400 that says which key or
+string; :func:`metarec.service.errors.unreadable_body` words them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+# an escaped UTF-16 surrogate: only then can a decoded string hold a lone one, so
+# bodies without one (nearly all) skip the walk over every string
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class UnreadableJson(ValueError):
+    """JSON that parses but says two things at once, or holds no text."""
+
+
+def _each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise UnreadableJson(
+                    f"request body gives the key {key!a:.80} twice in one "
+                    "object; give each key once"
+                )
+            seen.add(key)
+    return obj
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string in ``value`` (keys included) that is not valid Unicode."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        texts: list[str] = []
+        if isinstance(node, str):
+            texts = [node]
+        elif isinstance(node, dict):
+            texts = list(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return text
+    return None
+
+
+def parse(body: bytes) -> Any:
+    """``body`` as JSON, refusing repeated keys and lone surrogates (:class:`UnreadableJson`)."""
+    value = json.loads(body, object_pairs_hook=_each_key_once)
+    if _ESCAPED_SURROGATE.search(body):
+        bad = _lone_surrogate(value)
+        if bad is not None:
+            raise UnreadableJson(
+                f"request body holds a string with a lone UTF-16 surrogate "
+                f"({bad!a:.80}), which is no text; escape a character "
+                "outside the BMP as a surrogate pair or send it as UTF-8"
+            )
+    return value
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body is read by :func:`parse` (FastAPI reads it via
+    ``Request.json``, so a request class of our own is the one place to do it)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handle(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
