@@ -211,12 +211,34 @@ def test_an_out_path_the_file_system_refuses_is_one_line(
     proc = cli("train", "--dataset", "ml-100k", "--data", str(shared_data), "--quiet",
                "--set", "encoder=tfidf", "--out", str(tmp_path / "afile" / "run"))  # fmt: skip
     assert_one_line_error(proc, str(tmp_path / "afile"), "is a file; a folder is needed")
-    # refused by training itself, after the folder was made: no empty run folder stays
-    proc = cli("train", "--dataset", "ml-100k", "--data", str(shared_data), "--quiet",
+    # a threshold off the data's scale: known once the data loads, refused then, before
+    # the catalogue is encoded (it was refused by training, after the encoding)
+    proc = cli("train", "--dataset", "ml-100k", "--data", str(shared_data),
                "--set", "encoder=tfidf", "--set", "like_threshold=100",
                "--out", str(tmp_path / "run"))  # fmt: skip
     assert_one_line_error(proc, "like_threshold: 100 is not a rating", "[1, 5]")
+    assert "data: ml-100k" in proc.stdout and "meta-training" not in proc.stdout
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "benchmark"])
+def test_a_model_that_cannot_be_found_is_refused_before_the_work(
+    shared_data: Path,
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the same answer on a machine with a network
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    if command == "train":  # loading it would fail: the model's error comes first
+        data = ["--interactions", str(tmp_path / "ratings.csv")]
+    else:  # the out folder was made and the data loaded before the model was looked for
+        data = ["--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data)]
+    proc = cli(command, *data, "--set", "encoder=no-such-model",
+               "--out", str(tmp_path / "out"))  # fmt: skip
+    assert_one_line_error(proc, "cannot load model 'no-such-model'", "not in the Hugging Face")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, unwritable even to root")

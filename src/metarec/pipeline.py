@@ -49,6 +49,19 @@ def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
     return items
 
 
+def ready_encoder(encoder: Encoder | str, *, device: str | None = None) -> Encoder:
+    """The encoder ``encoder`` names, checked to be loadable without loading it (a model
+    that is neither bundled, a folder, cached nor reachable is refused at once): for
+    commands to call before their data loads."""
+    if not isinstance(encoder, str):
+        return encoder
+    built = make_encoder(encoder, device=device)
+    check_source = getattr(built, "check_source", None)
+    if check_source is not None:
+        check_source()
+    return built
+
+
 def encode_catalogue(
     items: pd.DataFrame,
     encoder: Encoder | str = "minilm",

@@ -100,13 +100,14 @@ def train_run(
     """Load, encode, meta-train and save a run folder; returns what was built.
     ``holdout_flag``: whether the command has ``--holdout`` to suggest; ``split_seed``:
     the users' split's seed (default: the training seed)."""
-    from metarec.data.schema import check_objective
+    from metarec.data.schema import check_like_threshold, check_objective
     from metarec.data.spec import load_from_spec
     from metarec.evaluation.p1 import make_p1_split
     from metarec.io import save_json
     from metarec.locks import exclusive
-    from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+    from metarec.pipeline import encode_catalogue, fit_recommender, ready_encoder, split_users
 
+    encoder = ready_encoder(cfg.encoder, device=cfg.device)  # a typo'd model: before the data
     # a second train into the same folder would resume from this one's checkpoint: refused
     # before the data is loaded and the catalogue encoded, not minutes later
     with exclusive(out, "wait for it to finish, or give another --out"):
@@ -120,7 +121,10 @@ def train_run(
             print(ds.report.summary())
         if ds.interactions.empty:
             raise DataError(nothing_left(ds))
-        check_objective(cfg.objective, ds.rating_range, ds.name)  # before the slow encoding
+        # before the slow encoding
+        check_objective(cfg.objective, ds.rating_range, ds.name)
+        if cfg.like_threshold is not None:
+            check_like_threshold(cfg.like_threshold, ds.rating_range, "like_threshold")
         drawn = cfg.seed if split_seed is None else split_seed
         split = make_p1_split(ds, seed=drawn) if holdout == "p1" else None
         if split is not None:
@@ -140,7 +144,7 @@ def train_run(
                 + " leaves none to train on; give more users"
                 + (" or use --holdout none" if split and holdout_flag else "")
             )
-        catalogue = encode_catalogue(ds.items, cfg.encoder, progress=progress, device=cfg.device)
+        catalogue = encode_catalogue(ds.items, encoder, progress=progress)
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         n_train = train_rows["user_id"].nunique()

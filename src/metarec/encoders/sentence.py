@@ -265,11 +265,11 @@ class SentenceEncoder:
                 self._model = self._load()
             return self._model
 
-    def _load(self) -> SentenceTransformer:
-        from sentence_transformers import SentenceTransformer
-
+    def check_source(self) -> tuple[str, bool]:
+        """Where the model will load from, (source, whether local), without loading it;
+        ConfigError at once when it cannot be found: commands call this before their
+        data loads, so a typo'd model name is not reported minutes in."""
         source, local = self._resolve_source()
-        device = self.device
         if not local and not _hub_reachable():
             # huggingface_hub retries an unreachable hub for about 90 s per name: a
             # cached model is read from the cache alone, and for any other name an
@@ -282,6 +282,13 @@ class SentenceEncoder:
                     + self._install_hint()
                 )
             local = True
+        return source, local
+
+    def _load(self) -> SentenceTransformer:
+        from sentence_transformers import SentenceTransformer
+
+        source, local = self.check_source()
+        device = self.device
         try:
             with _quiet_loading():
                 model = SentenceTransformer(source, device=device, local_files_only=local)

@@ -630,7 +630,7 @@ def run_benchmark(
     from metarec.data import load_dataset
     from metarec.evaluation.p2 import SHOTS
     from metarec.evaluation.report import write_report
-    from metarec.pipeline import encode_catalogue
+    from metarec.pipeline import encode_catalogue, ready_encoder
 
     if protocol not in ("p1", "p2"):
         raise ConfigError(f"protocol: {protocol!r} is not one of p1, p2")
@@ -667,6 +667,8 @@ def run_benchmark(
         or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0 for k in shots)
     ):
         raise ConfigError(f"shots: support sizes must be whole numbers >= 0, got {list(shots)}")
+    base = TrainConfig(seed=seed).with_overrides(list(overrides))
+    encoder = ready_encoder(base.encoder, device=base.device)  # a typo'd model name
     ds = dataset if isinstance(dataset, Dataset) else None
     ds_name = safe_name(ds.name) if ds is not None else str(dataset)
     out = Path(out)
@@ -699,7 +701,6 @@ def run_benchmark(
             f"{ds_name}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 predicts "
             "ratings, so use protocol P2"
         )
-    base = TrainConfig(seed=seed).with_overrides(list(overrides))
     out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
     name = (
         f"{protocol}-{ds_name}"
@@ -721,7 +722,7 @@ def run_benchmark(
         exclusive(out / name, "wait for it to finish, or give another out folder (--out)"),
         store.session(resume=resume, started=t0) as finished,
     ):
-        catalogue = encode_catalogue(ds.items, base.encoder, progress=progress, device=base.device)
+        catalogue = encode_catalogue(ds.items, encoder, progress=progress)
         encode_s = time.perf_counter() - t0
         runs = []
         for fold in fold_ids:
