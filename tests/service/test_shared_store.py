@@ -216,6 +216,24 @@ def test_every_server_scores_an_added_item_alike(
     assert on_a == pytest.approx(on_b, abs=1e-5)
 
 
+def test_every_server_holds_the_catalogue_in_one_order(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    # ties between unrated new items were broken by catalogue position, which differed:
+    # the server taking a change appended in request order and updated in place, one
+    # catching up from the store ordered by time of the last change, then by id
+    a, b = make_server(), make_server()
+    with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
+        for batch in (["zz", "aa"], ["mm"], ["zz", "bb"]):  # the last updates zz
+            items = [{"item_id": i, "title": f"Title {i} {n}"} for n, i in enumerate(batch)]
+            assert ca.put("/v1/items", json={"items": items}).status_code == 200
+        assert cb.get("/v1/items/zz").status_code == 200  # b catches up
+    order_a = a.app.state.holder.current.rec.items["item_id"].tolist()
+    order_b = b.app.state.holder.current.rec.items["item_id"].tolist()
+    assert order_a[-4:] == ["zz", "aa", "mm", "bb"]
+    assert order_a == order_b
+
+
 def _fresh_item_rated_low(c: Any) -> None:
     """Item "fresh" added, rated 1 by 30 users; user "n" with one rating of item 1."""
     c.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})

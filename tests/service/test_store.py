@@ -80,7 +80,7 @@ def test_schema_is_created_once_and_versioned(store_url: str) -> None:
     assert again.previous_version == SCHEMA_VERSION and again.user("u") is not None
     with again.engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
     again.close()
 
 
@@ -91,12 +91,41 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     old.close()
     with sqlite3.connect(path) as raw:  # as metarec before the served state was shared
         raw.execute("DROP TABLE service_state")
-        raw.execute("DELETE FROM schema_version WHERE version = 2")
+        raw.execute("DELETE FROM schema_version WHERE version >= 2")
     store = FeedbackStore(f"sqlite:///{path}")
     assert store.previous_version == 1
     assert store.user("u") is not None and store.user("u").n_events == 1  # type: ignore[union-attr]
     assert store.served_state() == (0, None)
     store.close()
+
+
+def test_a_version_2_store_numbers_its_items_in_the_order_they_were_served(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as raw:  # the items table as metarec wrote it before
+        raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                    "description TEXT NOT NULL, applied_at FLOAT NOT NULL)")  # fmt: skip
+        raw.executemany("INSERT INTO schema_version VALUES (?, 'old', 0)", [(1,), (2,)])
+        raw.execute("CREATE TABLE items (item_id VARCHAR(128) PRIMARY KEY, title TEXT NOT NULL, "
+                    "text TEXT, genres TEXT, year INTEGER, updated_at FLOAT NOT NULL)")  # fmt: skip
+        raw.executemany("INSERT INTO items (item_id, title, updated_at) VALUES (?, ?, ?)",
+                        [("late", "L", 30.0), ("b", "B", 10.0), ("a", "A", 10.0)])  # fmt: skip
+    store = FeedbackStore(f"sqlite:///{path}")
+    assert store.previous_version == 2
+    assert [r["item_id"] for r in store.added_items()] == ["a", "b", "late"]
+    store.upsert_items([{"item_id": "new", "title": "N"}, {"item_id": "a", "title": "A2"}])
+    assert [r["item_id"] for r in store.added_items()] == ["a", "b", "late", "new"]
+    store.close()
+
+
+def test_items_keep_the_order_they_were_first_added_in(store: FeedbackStore) -> None:
+    # not by id, and an update (a newer updated_at) does not move an item to the end
+    store.bump_served_state(items=[{"item_id": "z", "title": "Z"}, {"item_id": "a", "title": "A"}])
+    store.bump_served_state(items=[{"item_id": "m", "title": "M"}])
+    store.bump_served_state(items=[{"item_id": "z", "title": "Z2"}, {"item_id": "b", "title": "B"}])
+    got = store.added_items()
+    assert [r["item_id"] for r in got] == ["z", "a", "m", "b"] and got[0]["title"] == "Z2"
 
 
 def test_served_state_versions_every_change_once(store_url: str) -> None:

@@ -55,7 +55,7 @@ from metarec.service.feedback import StoredEvent
 
 log = logging.getLogger("metarec.service")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ID_LENGTH = 128
 _INSERT_CHUNK = 500  # rows per INSERT statement (SQLite caps bound parameters per statement)
 
@@ -98,6 +98,11 @@ items = Table(
     Column("genres", Text, nullable=True),
     Column("year", Integer, nullable=True),
     Column("updated_at", Float, nullable=False),
+    # the order items were first added in (an update keeps it), by which every server
+    # process appends them to its catalogue: ordered by updated_at, a process that loads
+    # the store put an updated item last where the process that took the change kept it
+    # in place, and the same catalogue in two orders breaks score ties two ways
+    Column("added", BigInteger, nullable=True),
 )
 
 # One row: what every server process on this store must serve. ``version`` grows with each
@@ -154,10 +159,27 @@ def _v2(conn: Connection) -> None:
     conn.execute(service_state.insert().values(id=1, version=0, run=None))
 
 
+def _v3(conn: Connection) -> None:
+    # _v1 creates the items table as it is now, with the column; an older one lacks it
+    if "added" not in {c["name"] for c in inspect(conn).get_columns("items")}:
+        conn.execute(text("ALTER TABLE items ADD COLUMN added BIGINT"))
+    # the items stored before: in the order every process loaded them so far
+    ordered = conn.execute(
+        select(items.c.item_id).order_by(items.c.updated_at, items.c.item_id)
+    ).scalars()
+    numbered = [{"id": item_id, "added": n} for n, item_id in enumerate(ordered, 1)]
+    if numbered:
+        conn.execute(
+            items.update().where(items.c.item_id == bindparam("id")),
+            numbered,
+        )
+
+
 # (version, description, step): append new versions, never edit an applied one
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "users, events (unique event_id), items", _v1),
     (2, "service_state (what every server process on the store serves)", _v2),
+    (3, "items.added (the order items were first added in)", _v3),
 ]
 
 
@@ -396,7 +418,8 @@ class FeedbackStore:
                         f"the served state moved on (version {now[0]}, not {expect}): another "
                         "server process changed it meanwhile; try again"
                     )
-            self._upsert_items(conn, items)
+            # the bump first: its row lock queues another process's change behind this
+            # one, so the items' order numbers (read from the table) are never shared
             after = conn.execute(_BUMP, {"run": run}).scalar()
             if after is None:  # the row is gone (a hand-edited table): put it back
                 conn.execute(
@@ -405,6 +428,7 @@ class FeedbackStore:
                     .on_conflict_do_nothing(index_elements=["id"])
                 )
                 after = conn.execute(_BUMP, {"run": run}).scalar_one()
+            self._upsert_items(conn, items)
         return int(after) - 1, int(after)
 
     # -- users ----------------------------------------------------------------
@@ -587,7 +611,12 @@ class FeedbackStore:
             self._upsert_items(conn, rows)
 
     def _upsert_items(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
         now = time.time()
+        # numbered in the order given, after every item stored so far (an update keeps its
+        # number): the order a server process that takes the change appends them in
+        last = conn.execute(select(func.coalesce(func.max(items.c.added), 0))).scalar_one()
         payload = [
             {
                 "item_id": r["item_id"],
@@ -596,8 +625,9 @@ class FeedbackStore:
                 "genres": r.get("genres"),
                 "year": r.get("year"),
                 "updated_at": now,
+                "added": int(last) + n,
             }
-            for r in rows
+            for n, r in enumerate(rows, 1)
         ]
         for lo in range(0, len(payload), _INSERT_CHUNK):
             stmt = self._insert(items).values(payload[lo : lo + _INSERT_CHUNK])
@@ -611,12 +641,12 @@ class FeedbackStore:
     def added_items(
         self, item_ids: Sequence[str] | None = None, *, with_times: bool = False
     ) -> list[dict[str, Any]]:
-        """Every added or updated item (or those of ``item_ids``), oldest change first;
-        ``with_times``: with each row's ``updated_at``."""
+        """Every added or updated item (or those of ``item_ids``), in the order they were
+        first added; ``with_times``: with each row's ``updated_at``."""
         columns = [items.c.item_id, items.c.title, items.c.text, items.c.genres, items.c.year]
         if with_times:
             columns.append(items.c.updated_at)
-        query = select(*columns).order_by(items.c.updated_at, items.c.item_id)
+        query = select(*columns).order_by(items.c.added, items.c.item_id)
         if item_ids is not None:
             query = query.where(items.c.item_id.in_(list(item_ids)))
         with self.engine.connect() as conn:
