@@ -896,3 +896,40 @@ def test_fold_in_learns_new_items_from_feedback_and_survives_restart(
     assert [(it["item_id"], round(it["score"], 4)) for it in again] == [
         (it["item_id"], round(it["score"], 4)) for it in after
     ]
+
+
+def test_a_request_makes_one_trip_to_the_thread_pool(
+    make_server: Callable[..., LiveServer], server_api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FastAPI sends a plain-def dependency, and a plain-def endpoint's response
+    # validation, to the pool: each a queue wait and a thread switch under load (the
+    # query guard and the validation were two of three on every request)
+    import fastapi.routing
+    import starlette.concurrency
+
+    import metarec.service.app
+
+    trips: list[str] = []
+    real = starlette.concurrency.run_in_threadpool
+
+    async def counted(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    for module in (fastapi.routing, metarec.service.app):
+        monkeypatch.setattr(module, "run_in_threadpool", counted)
+    live = make_server()
+    with live.client(server_api_key) as c:
+        user = {"user_id": "trips", "ratings": [{"item_id": "1", "rating": 5}]}
+        for method, path, kw in [
+            ("POST", "/v1/users", {"json": user}),
+            ("GET", "/v1/users/trips/recommendations", {"params": {"k": 3}}),
+            ("POST", "/v1/users/trips/events",
+             {"json": {"event_id": "t1", "item_id": "2", "type": "click"}}),
+            ("GET", "/v1/users/trips", {}),
+            ("GET", "/v1/items", {"params": {"q": "star"}}),
+        ]:  # fmt: skip
+            trips.clear()
+            r = c.request(method, path, **kw)
+            assert r.status_code in (200, 201), r.text
+            assert len(trips) == 1, (path, trips)

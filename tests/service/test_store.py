@@ -29,6 +29,8 @@ from metarec.service.store import (
     events,
     make_engine,
     metadata,
+    service_state,
+    users,
 )
 
 PG_ENV = "METAREC_TEST_POSTGRES_URL"
@@ -100,18 +102,36 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
 
 
 def test_a_version_2_store_numbers_its_items_in_the_order_they_were_served(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
-    path = tmp_path / "v2.db"
-    with sqlite3.connect(path) as raw:  # the items table as metarec wrote it before
-        raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
-                    "description TEXT NOT NULL, applied_at FLOAT NOT NULL)")  # fmt: skip
-        raw.executemany("INSERT INTO schema_version VALUES (?, 'old', 0)", [(1,), (2,)])
-        raw.execute("CREATE TABLE items (item_id VARCHAR(128) PRIMARY KEY, title TEXT NOT NULL, "
-                    "text TEXT, genres TEXT, year INTEGER, updated_at FLOAT NOT NULL)")  # fmt: skip
-        raw.executemany("INSERT INTO items (item_id, title, updated_at) VALUES (?, ?, ?)",
-                        [("late", "L", 30.0), ("b", "B", 10.0), ("a", "A", 10.0)])  # fmt: skip
-    store = FeedbackStore(f"sqlite:///{path}")
+    engine = make_engine(store_url)
+    with engine.begin() as conn:  # the tables as metarec wrote them before
+        conn.execute(
+            text(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                "description TEXT NOT NULL, applied_at FLOAT NOT NULL)"
+            )
+        )
+        for version in (1, 2):
+            conn.execute(text(f"INSERT INTO schema_version VALUES ({version}, 'old', 0)"))
+        conn.execute(
+            text(
+                "CREATE TABLE items (item_id VARCHAR(128) PRIMARY KEY, title TEXT "
+                "NOT NULL, text TEXT, genres TEXT, year INTEGER, updated_at FLOAT "
+                "NOT NULL)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO items (item_id, title, updated_at) VALUES "
+                "('late', 'L', 30.0), ('b', 'B', 10.0), ('a', 'A', 10.0)"
+            )
+        )
+        for table in (users, events, service_state):  # unchanged since version 2
+            table.create(conn)
+        conn.execute(service_state.insert().values(id=1, version=0, run=None))
+    engine.dispose()
+    store = FeedbackStore(store_url)
     assert store.previous_version == 2
     assert [r["item_id"] for r in store.added_items()] == ["a", "b", "late"]
     store.upsert_items([{"item_id": "new", "title": "N"}, {"item_id": "a", "title": "A2"}])

@@ -9,6 +9,7 @@ creates a user once with ``POST /v1/users`` and can tell a typo from a new user.
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import html
 import ipaddress
@@ -18,14 +19,15 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Body, Depends, FastAPI, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from metarec.data.features import UserFeatureEncoder
@@ -55,6 +57,7 @@ from metarec.service.store import (
 )
 
 log = logging.getLogger("metarec.service")
+T = TypeVar("T")
 
 STATIC = Path(__file__).with_name("static")
 PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -146,14 +149,28 @@ def feature_encoder(rec: Any) -> UserFeatureEncoder:
     return enc if isinstance(enc, UserFeatureEncoder) else UserFeatureEncoder()
 
 
-def query_guard() -> Callable[[Request], None]:
+def in_thread_pool(endpoint: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """A blocking endpoint (torch, the database) run in the thread pool as FastAPI runs a
+    plain ``def``, but declared async so that its small response is validated on the
+    event loop: for a ``def`` endpoint FastAPI makes a second trip to the pool for that,
+    which under load costs a queue wait and a thread switch per request. FastAPI reads
+    the parameters from the wrapped function's signature."""
+
+    @functools.wraps(endpoint)
+    async def run(*args: Any, **kwargs: Any) -> T:
+        return await run_in_threadpool(endpoint, *args, **kwargs)
+
+    return run
+
+
+def query_guard() -> Callable[[Request], Awaitable[None]]:
     """A dependency refusing query parameters the API route does not take: a typo
     (``candidate=``, ``exclude-seen=``) was ignored, and the answer looked like the one
     asked for. Only under /v1/: monitors may add their own parameters to /ready and
     /health. One per app: it keeps each route's names, found once, not per request."""
     names_by_route: dict[int, frozenset[str]] = {}  # routes live as long as the app
 
-    def known_query(request: Request) -> None:
+    async def known_query(request: Request) -> None:  # async: no thread hop of its own
         if not request.url.path.startswith("/v1/") or not request.query_params:
             return
         route = request.scope.get("route")
@@ -380,6 +397,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     # -- catalogue ------------------------------------------------------------
     @app.get("/v1/items", response_model=schemas.ItemList, tags=["items"])
+    @in_thread_pool
     def search_items(
         q: Annotated[str, Query(max_length=200, description="part of a title")] = "",
         limit: Annotated[int, Query(ge=1, le=settings.max_search_results)] = 20,
@@ -388,6 +406,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return {"items": holder.search(served(), q, limit)}
 
     @app.get("/v1/items/{item_id}", response_model=schemas.ItemDetail, tags=["items"])
+    @in_thread_pool
     def get_item(item_id: Annotated[str, PathParam(max_length=ID_LENGTH)]) -> Any:
         s = served(wait=True)
         idx = s.rec.item_index.get(item_id)
@@ -401,6 +420,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         }
 
     @app.put("/v1/items", response_model=schemas.ItemsOut, tags=["items"], dependencies=write)
+    @in_thread_pool
     def put_items(body: schemas.ItemsIn) -> dict[str, int]:
         """Add items (or re-encode existing ids); recommendable as soon as this returns."""
         if len(body.items) > settings.max_items_per_request:
@@ -430,6 +450,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         dependencies=write,
         responses={409: {"model": schemas.ErrorBody}},
     )
+    @in_thread_pool
     def create_user(body: schemas.UserIn) -> dict[str, Any]:
         s = served(wait=bool(body.ratings))
         check_batch(len(body.ratings), "ratings")
@@ -449,6 +470,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return {"user_id": body.user_id, "n_events": n_events}
 
     @app.get("/v1/users/{user_id}", response_model=schemas.UserOut, tags=["users"])
+    @in_thread_pool
     def get_user(user_id: UserId) -> dict[str, Any]:
         user = user_or_404(user_id)
         s = served()
@@ -481,6 +503,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         dependencies=write,
         responses={404: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}},
     )
+    @in_thread_pool
     def post_events(
         user_id: UserId,
         body: Annotated[
@@ -515,6 +538,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         tags=["users"],
         responses={404: {"model": schemas.ErrorBody}},
     )
+    @in_thread_pool
     def recommendations(
         user_id: UserId,
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = 10,
@@ -539,6 +563,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post(
         "/v1/admin/reload", response_model=schemas.ReloadOut, tags=["admin"], dependencies=write
     )
+    @in_thread_pool
     def reload(body: schemas.ReloadIn | None = None) -> dict[str, Any]:
         """Swap to another run (or re-read the current one) without downtime."""
         if body is None or not body.run:
@@ -558,6 +583,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post(
         "/v1/admin/fold-in", response_model=schemas.FoldInOut, tags=["admin"], dependencies=write
     )
+    @in_thread_pool
     def fold_in(
         body: Annotated[schemas.NoFields | None, Body(description="none, or {}")] = None,
     ) -> dict[str, Any]:
