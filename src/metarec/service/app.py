@@ -1,7 +1,7 @@
 """The HTTP API (FastAPI): catalogue search, users, feedback events, recommendations.
 
-Endpoints that touch torch or the database are plain ``def`` functions, so
-FastAPI runs them in its thread pool and the event loop never blocks; the
+Endpoints that touch torch or the database run in the thread pool
+(:func:`in_thread_pool`), so the event loop never blocks on them; the
 model is shared across threads behind :class:`~metarec.service.serving.ModelHolder`'s
 locks. Unknown users posting events get 404 (no auto-create): a client
 creates a user once with ``POST /v1/users`` and can tell a typo from a new user.
