@@ -272,3 +272,43 @@ def test_loading_shows_no_progress_bar(capfd: pytest.CaptureFixture[str]) -> Non
     out, err = capfd.readouterr()
     assert "Loading weights" not in out + err
     assert hf_logging.is_progress_bar_enabled()  # the caller's setting is restored
+
+
+def test_a_name_the_hub_does_not_know_is_reported_before_loading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reachable hub (a loopback server answering as huggingface.co does for a missing
+    repository) is asked whether the model exists, before any data is loaded."""
+    import http.server
+    import threading
+
+    asked: list[str] = []
+
+    class NoSuchRepo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = b'{"error": "Repository not found"}'
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoSuchRepo)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.server_address[1]}")
+        with pytest.raises(ConfigError, match=r"'no-such-modl': 127\.0\.0\.1 has no model of"):
+            SentenceEncoder("no-such-modl").check_source()
+        # sentence-transformers would also try its own organisation's model of that name
+        assert [p.split("?")[0] for p in asked] == [
+            "/api/models/no-such-modl",
+            "/api/models/sentence-transformers/no-such-modl",
+        ]
+    finally:
+        hub.shutdown()

@@ -219,6 +219,7 @@ class SentenceEncoder:
         self._model: SentenceTransformer | None = None
         self._dim: int | None = None if self._local_dir else _KNOWN_DIMS.get(self._short_name)
         self._id: str | None = None
+        self._source: tuple[str, bool] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -268,21 +269,37 @@ class SentenceEncoder:
     def check_source(self) -> tuple[str, bool]:
         """Where the model will load from, (source, whether local), without loading it;
         ConfigError at once when it cannot be found: commands call this before their
-        data loads, so a typo'd model name is not reported minutes in."""
+        data loads, so a typo'd model name is not reported minutes in. Found once per
+        encoder: loading asks again only when this was not called first."""
+        if self._source is None:
+            self._source = self._find_source()
+        return self._source
+
+    def _find_source(self) -> tuple[str, bool]:
         source, local = self._resolve_source()
-        if not local and not _hub_reachable():
+        if local:
+            return source, True
+        cached = _in_hub_cache(source)
+        if not _hub_reachable():
             # huggingface_hub retries an unreachable hub for about 90 s per name: a
             # cached model is read from the cache alone, and for any other name an
             # offline machine (or a typo) hears at once what to do instead
-            if not _in_hub_cache(source):
+            if not cached:
                 raise ConfigError(
                     f"cannot load model {source!r}: it is not in the Hugging Face cache and "
                     f"{_hub_address()[0]} cannot be reached from here. Pass a local model "
                     f'directory, or the default encoder "minilm" (the bundled {DEFAULT_MODEL})'
                     + self._install_hint()
                 )
-            local = True
-        return source, local
+            return source, True
+        if not cached and _hub_lacks(source):
+            also = "" if "/" in source else f" (nor sentence-transformers/{source})"
+            raise ConfigError(
+                f"cannot load model {source!r}: {_hub_address()[0]} has no model of that "
+                f"name{also}. Check the name, pass a local model directory, or the default "
+                f'encoder "minilm" (the bundled {DEFAULT_MODEL})'
+            )
+        return source, False
 
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
@@ -416,9 +433,14 @@ class SentenceEncoder:
         return f"SentenceEncoder({self.model_name!r}, max_seq_length={self.max_seq_length})"
 
 
+def _hub_endpoint() -> str:
+    """The model hub's URL (``HF_ENDPOINT`` moves it, as for huggingface_hub)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
 def _hub_address() -> tuple[str, int]:
-    """Host and port of the model hub (``HF_ENDPOINT`` moves it, as for huggingface_hub)."""
-    parts = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    """Host and port of the model hub."""
+    parts = urllib.parse.urlsplit(_hub_endpoint())
     return parts.hostname or "huggingface.co", parts.port or (80 if parts.scheme == "http" else 443)
 
 
@@ -431,6 +453,20 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         with socket.create_connection(_hub_address(), timeout=timeout):
             return True
     except OSError:
+        return False
+
+
+def _hub_lacks(name: str) -> bool:
+    """Whether the hub says it has no model ``name`` (nor ``sentence-transformers/name``,
+    which sentence-transformers also tries); False when it cannot say (a network error,
+    a private model without a token): loading then reports what it finds."""
+    try:
+        from huggingface_hub import HfApi
+
+        hub = HfApi(endpoint=_hub_endpoint())  # the one _hub_reachable tried
+        names = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
+        return not any(hub.repo_exists(n) for n in names)
+    except Exception:  # the hub's many errors: not proof of absence
         return False
 
 

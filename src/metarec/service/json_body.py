@@ -18,9 +18,9 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-# an escaped UTF-16 surrogate: only then can a decoded string hold a lone one, so
-# bodies without one (nearly all) skip the walk over every string
-_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+# an escaped UTF-16 surrogate: once the body is strict UTF-8, only then can a decoded
+# string hold a lone one, so bodies without one (nearly all) skip the walk
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class UnreadableJson(ValueError):
@@ -34,7 +34,7 @@ def _each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         for key, _ in pairs:
             if key in seen:
                 raise UnreadableJson(
-                    f"request body gives the key {key!a:.80} twice in one "
+                    f"request body gives the key {shown(key)} twice in one "
                     "object; give each key once"
                 )
             seen.add(key)
@@ -62,15 +62,34 @@ def _lone_surrogate(value: Any) -> str | None:
     return None
 
 
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a message: as written where it is text, escaped where it holds
+    a lone surrogate (which no response could encode), cut to ``limit`` with its quote."""
+    try:
+        text.encode("utf-8")
+        quoted = repr(text)
+    except UnicodeEncodeError:
+        quoted = ascii(text)
+    return quoted if len(quoted) <= limit else f"{quoted[: limit - 4]}...{quoted[0]}"
+
+
 def parse(body: bytes) -> Any:
-    """``body`` as JSON, refusing repeated keys and lone surrogates (:class:`UnreadableJson`)."""
-    value = json.loads(body, object_pairs_hook=_each_key_once)
-    if _ESCAPED_SURROGATE.search(body):
+    """``body`` as JSON, refusing repeated keys and lone surrogates (:class:`UnreadableJson`).
+
+    Decoded as strict UTF-8 first (:class:`UnicodeDecodeError` otherwise): Python's
+    decoder of bytes guesses UTF-16 and UTF-32 and lets an encoded surrogate through."""
+    text = body.decode("utf-8")
+    if "\x00" in text:  # UTF-16 or UTF-32 of a JSON text: every other byte is NUL
+        raise UnreadableJson(
+            "request body holds NUL bytes, as UTF-16 or UTF-32 text does; send JSON as UTF-8"
+        )
+    value = json.loads(text, object_pairs_hook=_each_key_once)
+    if _ESCAPED_SURROGATE.search(text):
         bad = _lone_surrogate(value)
         if bad is not None:
             raise UnreadableJson(
                 f"request body holds a string with a lone UTF-16 surrogate "
-                f"({bad!a:.80}), which is no text; escape a character "
+                f"({shown(bad)}), which is no text; escape a character "
                 "outside the BMP as a surrogate pair or send it as UTF-8"
             )
     return value

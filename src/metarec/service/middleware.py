@@ -95,7 +95,8 @@ def _not_utf8(params: list[str]) -> str | None:
     for param in params:
         name, _, value = param.partition("=")
         charset = value.strip().strip('"')
-        if name.strip() == "charset" and charset not in ("utf-8", "utf8"):
+        # ASCII is UTF-8's first 128 characters: a body in it is read alike
+        if name.strip() == "charset" and charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
             return (
                 f"charset {charset!r:.40}: this API reads JSON as UTF-8 (RFC 8259); "
                 "send UTF-8 and drop the charset or make it utf-8"
