@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from metarec.errors import BusyError, ConfigError
@@ -136,6 +136,8 @@ def test_a_version_2_store_numbers_its_items_in_the_order_they_were_served(
     assert [r["item_id"] for r in store.added_items()] == ["a", "b", "late"]
     store.upsert_items([{"item_id": "new", "title": "N"}, {"item_id": "a", "title": "A2"}])
     assert [r["item_id"] for r in store.added_items()] == ["a", "b", "late", "new"]
+    indexes = {i["name"] for i in inspect(store.engine).get_indexes("items")}
+    assert "ix_items_added" in indexes  # each change reads the largest number
     store.close()
 
 

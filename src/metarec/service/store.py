@@ -103,6 +103,7 @@ items = Table(
     # the store put an updated item last where the process that took the change kept it
     # in place, and the same catalogue in two orders breaks score ties two ways
     Column("added", BigInteger, nullable=True),
+    Index("ix_items_added", "added"),  # each change reads the largest number
 )
 
 # One row: what every server process on this store must serve. ``version`` grows with each
@@ -163,6 +164,7 @@ def _v3(conn: Connection) -> None:
     # _v1 creates the items table as it is now, with the column; an older one lacks it
     if "added" not in {c["name"] for c in inspect(conn).get_columns("items")}:
         conn.execute(text("ALTER TABLE items ADD COLUMN added BIGINT"))
+        conn.execute(text("CREATE INDEX ix_items_added ON items (added)"))
     # the items stored before: in the order every process loaded them so far
     ordered = conn.execute(
         select(items.c.item_id).order_by(items.c.updated_at, items.c.item_id)
@@ -605,10 +607,10 @@ class FeedbackStore:
 
     # -- items ----------------------------------------------------------------
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert or replace added items (item_id, title, text, genres, year). The service
-        stores them with :meth:`bump_served_state`, which tells its other processes."""
-        with self._tx() as conn:
-            self._upsert_items(conn, rows)
+        """Insert or replace added items (item_id, title, text, genres, year), and tell
+        the server processes on the store (:meth:`bump_served_state`): the items are
+        numbered in order under that announcement's lock."""
+        self.bump_served_state(items=rows)
 
     def _upsert_items(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
@@ -646,7 +648,11 @@ class FeedbackStore:
         columns = [items.c.item_id, items.c.title, items.c.text, items.c.genres, items.c.year]
         if with_times:
             columns.append(items.c.updated_at)
-        query = select(*columns).order_by(items.c.added, items.c.item_id)
+        # an unnumbered row (written by a process still running a version before this
+        # column) last, in the order of before, on SQLite and PostgreSQL alike
+        query = select(*columns).order_by(
+            items.c.added.is_(None), items.c.added, items.c.updated_at, items.c.item_id
+        )
         if item_ids is not None:
             query = query.where(items.c.item_id.in_(list(item_ids)))
         with self.engine.connect() as conn:
