@@ -229,3 +229,43 @@ def test_inputs_that_would_give_numbers_outside_the_metric_are_named() -> None:
     # -1 is an empty slot, and whole floats are indices still
     table = M.ranking_table(np.array([[1.0, 2.0, -1.0]]), rel, 3)
     assert table["ndcg@3"][0] == 1.0 and table["recall@3"][0] == 1.0
+
+
+def test_inputs_that_gave_a_silent_wrong_answer_are_refused() -> None:
+    pred = np.array([0.9, 0.8, 0.1])
+    for call, needle in [
+        # user 1's item -1 was user 0's highest item in the (user, item) keys: a false hit
+        (lambda: M.ranking_table([[3], [0]], [[0], [-1]], 1), r"relevant\[1\]: holds -1"),
+        (lambda: M.ranking_table([[0, 1]], [[1.7]], 2), r"relevant\[0\]: holds 1\.7"),
+        (lambda: M.ranking_table([[0, 1]], [["a"]], 2), r"relevant\[0\]: expected a list"),
+        (lambda: M.ranking_table([[0, 1]], 5, 2), "relevant: expected a list of catalogue"),
+        (lambda: M.hit_matrix([[0, 1]], [1], 2), r"relevant\[0\]: expected a list"),
+        (lambda: M.full_auc([[1.0, 2.0, 3.0]], [[1.5]]), r"relevant\[0\]: holds 1\.5"),
+        (lambda: M.full_auc([[1.0, 2.0, 3.0]] * 2, [[2], [1]], [[0]]), "exclude has 1 lists"),
+        (lambda: M.full_auc([[np.nan, 2.0, 3.0]], [[2]]), r"scores\[0\]: scores must be finite"),
+        # nDCG left [0, 1] with a rating under the scale's lowest level
+        (lambda: M.ndcg_graded([2, 1], [-5, 1], 2), "true rating -5 is below low=0"),
+        (lambda: M.ndcg_graded([1, 2], [1, 2], 2, low=np.nan), "low: expected a finite"),
+        (lambda: M.ndcg_graded([1, 2], [1, 2], 2, low="0"), "low: expected a rating"),  # type: ignore[arg-type]
+        (lambda: M.ndcg_graded([1, 2], [2000, 1], 2), "the gain 2\\^r overflows"),
+        # NaN predictions: MAE NaN, and a NaN sorted first in every ranking
+        (lambda: M.mae([np.nan, 1], [1, 2]), "predictions must be finite; got nan"),
+        (lambda: M.rmse([np.inf], [1]), "predictions must be finite; got inf"),
+        (lambda: M.mrr_at([np.nan, 2, 1], [1, 5, 1], 3, 4), "predictions must be finite"),
+        (lambda: M.auc_score([np.nan, 1], [True, False]), "scores must be finite"),
+        # a 2 or a NaN counted as a relevant item
+        (lambda: M.auc_score([1, 2, 3], [0, 2, 0]), "positive: expected booleans or 0/1"),
+        (lambda: M.auc_score([1, 2], [np.nan, 0]), "positive: expected booleans or 0/1"),
+        (lambda: M.auc_score(["a", "b"], [1, 0]), "scores: expected numbers"),
+        (lambda: M.per_user_table([pred], [pred, pred]), "preds has 1 users, trues 2"),
+        (lambda: M.summarise([1, 2]), "table: expected metric name"),  # type: ignore[arg-type]
+    ]:
+        with pytest.raises(InputError, match=needle):
+            call()
+    # what stays valid: 0/1 as a mask, whole floats as indices, a k past the catalogue
+    assert M.auc_score([1, 2, 3], [0, 1, 1]) == 1.0
+    assert M.ranking_table([[0, 1]], [np.array([1.0])], 2)["hit@2"][0] == 1.0
+    huge = M.ranking_table([[0, 1]], [[1]], 10**10)  # was a 74 GiB allocation
+    assert huge["recall@10000000000"][0] == 1.0
+    assert huge["precision@10000000000"][0] == pytest.approx(1e-10)
+    assert huge["ndcg@10000000000"][0] == pytest.approx(1 / math.log2(3))

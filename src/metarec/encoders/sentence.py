@@ -266,14 +266,16 @@ class SentenceEncoder:
                 self._model = self._load()
             return self._model
 
-    def check_source(self) -> tuple[str, bool]:
-        """Where the model will load from, (source, whether local), without loading it;
-        ConfigError at once when it cannot be found: commands call this before their
-        data loads, so a typo'd model name is not reported minutes in. Found once per
-        encoder: loading asks again only when this was not called first."""
+    def check_source(self) -> None:
+        """ConfigError at once when the model cannot be found, without loading it:
+        commands call this before their data loads, so a typo'd model name is not
+        reported minutes in. The bundled copy is taken as found (it is unpacked when the
+        model first loads, not here)."""
+        bundled = self._local_dir is None and self.model_name in _DEFAULT_ALIASES
+        if bundled and _bundled_zip() is not None:
+            return
         if self._source is None:
             self._source = self._find_source()
-        return self._source
 
     def _find_source(self) -> tuple[str, bool]:
         source, local = self._resolve_source()
@@ -304,7 +306,9 @@ class SentenceEncoder:
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
 
-        source, local = self.check_source()
+        if self._source is None:  # found once: check_source may have found it already
+            self._source = self._find_source()
+        source, local = self._source
         device = self.device
         try:
             with _quiet_loading():

@@ -59,8 +59,8 @@ def _numbers(values: object, name: str) -> np.ndarray:
 def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One user's predictions and true ratings: 1-d, one for one (numpy would broadcast
     a single prediction over every rating and return a number that means nothing), at
-    least one, and true ratings that are numbers (a NaN one would make the user's MAE
-    NaN, and the mean over users would drop them without a word)."""
+    least one, and all finite (a NaN would make the user's MAE NaN, and the mean over
+    users drop them without a word; a NaN prediction sorts first in a ranking)."""
     p, t = _numbers(pred, "pred"), _numbers(true, "true")
     if p.ndim != 1 or p.shape != t.shape:
         raise InputError(
@@ -70,15 +70,21 @@ def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise InputError("pred and true are empty: a metric needs at least one rating")
     if not np.isfinite(t).all():
         raise InputError(f"true ratings must be finite; got {t[~np.isfinite(t)][0]}")
+    if not np.isfinite(p).all():
+        raise InputError(f"predictions must be finite; got {p[~np.isfinite(p)][0]}")
     return p, t
 
 
-def _threshold(value: object) -> float:
+def _threshold(value: object, name: str = "threshold") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise InputError(f"threshold: expected a rating (a number), got {value!r:.40}")
+        raise InputError(f"{name}: expected a rating (a number), got {value!r:.40}")
     if not np.isfinite(value):
-        raise InputError(f"threshold: expected a finite rating, got {value}")
+        raise InputError(f"{name}: expected a finite rating, got {value}")
     return float(value)
+
+
+# 2^r overflows a double past r = 1023: a scale that long has no meaningful MeLU gain
+_MAX_GAIN_LEVEL = 1000.0
 
 
 def _order(pred: np.ndarray) -> np.ndarray:
@@ -114,7 +120,19 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
     """
     pred, true = _pair(pred, true)
     check_k(k)
-    gains = 2.0 ** (true - min(low, 0.0)) - 1.0
+    low = _threshold(low, "low")
+    if (true < low).any():
+        # a rating under the scale's lowest level has a gain below 0: nDCG leaves [0, 1]
+        raise InputError(
+            f"true rating {true[true < low][0]:g} is below low={low:g}, the scale's lowest level"
+        )
+    levels = true - min(low, 0.0)
+    if levels.max() > _MAX_GAIN_LEVEL:
+        raise InputError(
+            f"true rating {true.max():g} is {levels.max():g} levels above the scale's start: "
+            f"the gain 2^r overflows past {_MAX_GAIN_LEVEL:g}"
+        )
+    gains = 2.0**levels - 1.0
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     top = _order(pred)[:k]
     dcg = float((gains[top] * disc[: len(top)]).sum())
@@ -174,12 +192,15 @@ def auc_score(scores: np.ndarray, positive: np.ndarray) -> float:
     the Mann-Whitney U statistic, which counts every tied pair as 1/2.
     NaN when either class is empty.
     """
-    positive = np.asarray(positive, dtype=bool)
-    if np.shape(scores) != positive.shape or positive.ndim != 1:
+    scores = _numbers(scores, "scores")
+    positive = _mask(positive)
+    if scores.shape != positive.shape or positive.ndim != 1:
         raise InputError(
             f"scores and positive must be 1-d and of one length; got shapes "
-            f"{np.shape(scores)} and {positive.shape}"
+            f"{scores.shape} and {positive.shape}"
         )
+    if not np.isfinite(scores).all():
+        raise InputError(f"scores must be finite; got {scores[~np.isfinite(scores)][0]}")
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -187,6 +208,17 @@ def auc_score(scores: np.ndarray, positive: np.ndarray) -> float:
     ranks = rankdata(np.asarray(scores, dtype=np.float64), method="average")
     u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+def _mask(positive: object) -> np.ndarray:
+    """``positive`` as booleans: True/False or 1/0 (a 2 or a NaN read as True before)."""
+    raw = np.asarray(positive)
+    if raw.dtype == bool:
+        return raw
+    if raw.dtype.kind not in "iuf" or not np.isin(raw, (0, 1)).all():
+        shown = raw.ravel()[:3].tolist() if raw.dtype.kind in "iuf" else raw.dtype
+        raise InputError(f"positive: expected booleans or 0/1 per score, got {shown!r:.60}")
+    return raw.astype(bool)
 
 
 def auc_query(pred: np.ndarray, true: np.ndarray, threshold: float) -> float:
@@ -214,9 +246,6 @@ def p1_user_metrics(
 ) -> dict[str, float]:
     """All P1 metrics for one user's query set (``low``: the scale's lowest level)."""
     pred, true = _pair(pred, true)
-    if not np.isfinite(pred).all():
-        # a NaN prediction would drop the user from every mean without a word
-        raise InputError(f"predictions must be finite; got {pred[~np.isfinite(pred)][0]}")
     precision = precision_at(pred, true, 5, threshold)
     recall = recall_at(pred, true, 5, threshold)
     return {
@@ -240,6 +269,8 @@ def per_user_table(
     low: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Metric name → per-user values (NaN where undefined, e.g. recall without relevant items)."""
+    if len(preds) != len(trues):
+        raise InputError(f"preds has {len(preds)} users, trues {len(trues)}: one list a user")
     rows = []
     for user, (p, t) in enumerate(zip(preds, trues, strict=True)):
         try:
@@ -251,7 +282,9 @@ def per_user_table(
 
 def summarise(table: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean over users of each metric, NaN users skipped."""
-    return {m: _nanmean(v) for m, v in table.items()}
+    if not isinstance(table, dict):
+        raise InputError(f"table: expected metric name -> per-user values, got {table!r:.60}")
+    return {m: _nanmean(_numbers(v, f"table[{m!r}]")) for m, v in table.items()}
 
 
 # -- P2: full-catalogue top-k ----------------------------------------------
@@ -263,23 +296,52 @@ def hit_matrix(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> np.nd
     over (user, item) keys instead of a Python loop over users.
     """
     check_k(k)
-    top = _top_lists(top)
+    hits = _hits(_top_lists(top), _index_lists(relevant, "relevant"), k)
+    out = np.zeros((len(hits), k), dtype=bool)
+    out[:, : hits.shape[1]] = hits
+    return out
+
+
+def _hits(top: np.ndarray, relevant: list[np.ndarray], k: int) -> np.ndarray:
+    """:func:`hit_matrix` for the ranks shown only: [n_users, min(k, width)]."""
     if len(top) != len(relevant):
         raise InputError(f"top has {len(top)} rows, relevant {len(relevant)}: one a user")
     n_users, width = top.shape
     shown = top[:, : min(k, width)]
     lengths = np.array([len(r) for r in relevant], dtype=np.int64)
-    rel_items = (
-        np.concatenate([np.asarray(r, dtype=np.int64) for r in relevant])
-        if lengths.sum()
-        else np.zeros(0, dtype=np.int64)
-    )
+    rel_items = np.concatenate(relevant) if lengths.sum() else np.zeros(0, dtype=np.int64)
     span = int(max(shown.max(initial=0), rel_items.max(initial=0))) + 1
     rel_keys = np.repeat(np.arange(n_users, dtype=np.int64), lengths) * span + rel_items
     keys = np.arange(n_users, dtype=np.int64)[:, None] * span + shown
-    hits = np.isin(keys, rel_keys) & (shown >= 0)
-    out = np.zeros((n_users, k), dtype=bool)
-    out[:, : shown.shape[1]] = hits
+    return np.isin(keys, rel_keys) & (shown >= 0)
+
+
+def _index_lists(lists: object, name: str) -> list[np.ndarray]:
+    """``lists`` as one array of catalogue indices per user. Each must be whole numbers
+    >= 0: a -1 in one user's list was another user's item in the (user, item) keys of
+    :func:`_hits`, and 1.7 was cut to item 1."""
+    if isinstance(lists, str | bytes) or not hasattr(lists, "__len__"):
+        raise InputError(
+            f"{name}: expected a list of catalogue indices per user, got {lists!r:.60}"
+        )
+    out = []
+    per_user: Sequence[object] = lists  # type: ignore[assignment]
+    for u, items in enumerate(per_user):
+        raw = np.asarray(items)
+        if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iuf"):
+            raise InputError(
+                f"{name}[{u}]: expected a list of catalogue indices, got {items!r:.60}"
+            )
+        if not raw.size:
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        with np.errstate(invalid="ignore"):
+            arr = raw.astype(np.int64)
+        wrong = (arr != raw) | (arr < 0)
+        if wrong.any():
+            bad = raw[wrong][0].item()
+            raise InputError(f"{name}[{u}]: holds {bad!r}; indices are whole numbers >= 0")
+        out.append(arr)
     return out
 
 
@@ -315,11 +377,16 @@ def ranking_table(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> di
     ``top[u]``: catalogue indices shown to user ``u``, best first;
     ``relevant[u]``: the user's relevant catalogue indices (unique).
     """
-    hits = hit_matrix(top, relevant, k).astype(np.float64)
-    n_rel = np.array([len(np.unique(r)) for r in relevant], dtype=np.float64)
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    check_k(k)
+    rel = _index_lists(relevant, "relevant")
+    hits = _hits(_top_lists(top), rel, k).astype(np.float64)  # the ranks shown, <= k
+    n_rel = np.array([len(np.unique(r)) for r in rel], dtype=np.float64)
+    # discounts as deep as a list or an ideal list reaches, not k deep: a k past the
+    # catalogue (10**10, say) asked for memory no list could fill
+    depth = int(min(k, max(n_rel.max(initial=0), hits.shape[1])))
+    disc = 1.0 / np.log2(np.arange(2, depth + 2))
     ideal_cum = np.concatenate([[0.0], np.cumsum(disc)])  # ideal_cum[m] = Σ_{j ≤ m} disc_j
-    dcg = hits @ disc
+    dcg = hits @ disc[: hits.shape[1]]
     idcg = ideal_cum[np.minimum(n_rel, k).astype(np.int64)]
     n_hits = hits.sum(axis=1)
     first = np.argmax(hits > 0, axis=1)
@@ -366,18 +433,25 @@ def full_auc(
             f"for {len(relevant)} users"
         )
     n_items = scores.shape[1]
-    for name, lists in (("relevant", relevant), ("exclude", exclude or [])):
+    if not np.isfinite(scores).all():
+        user = int(np.argwhere(~np.isfinite(scores))[0, 0])
+        raise InputError(f"scores[{user}]: scores must be finite")
+    rel = _index_lists(relevant, "relevant")
+    skip = [np.zeros(0, dtype=np.int64)] * len(rel)
+    if exclude is not None:
+        skip = _index_lists(exclude, "exclude")
+        if len(skip) != len(rel):
+            raise InputError(f"exclude has {len(skip)} lists for {len(rel)} users: one a user")
+    for name, lists in (("relevant", rel), ("exclude", skip)):
         for u, items in enumerate(lists):
-            items = np.asarray(items, dtype=np.int64)
-            if items.size and (items.min() < 0 or items.max() >= n_items):
+            if items.size and items.max() >= n_items:
                 raise InputError(f"{name}[{u}]: item indices must be in [0, {n_items})")
     out = np.full(len(scores), np.nan)
     for u, row in enumerate(scores):
         keep = np.ones(len(row), dtype=bool)
-        if exclude is not None:
-            keep[np.asarray(exclude[u], dtype=np.int64)] = False
+        keep[skip[u]] = False
         positive = np.zeros(len(row), dtype=bool)
-        positive[np.asarray(relevant[u], dtype=np.int64)] = True
+        positive[rel[u]] = True
         out[u] = auc_score(row[keep], positive[keep])
     return out
 
