@@ -107,6 +107,27 @@ def test_what_is_not_this_recommenders_user_is_named(fitted: Recommender) -> Non
             fitted.score(UserState(good.params, good.seen, codes))
 
 
+def test_user_features_the_model_cannot_read_are_named(fitted: Recommender) -> None:
+    # each was read as "unknown" without a word: a typo'd key, a number given as text,
+    # a list where one value belongs
+    columns = ", ".join(fitted.features.columns)
+    for features, needle in [
+        ({"Age": 25}, f"user_features: Age: not a feature of this model (it reads {columns})"),
+        ({"age": "25"}, "user_features: age: must be a number or null (got '25')"),
+        ({"gender": ["F"]}, "user_features: gender: must be a number, a string or null"),
+    ]:
+        with pytest.raises(DataError, match=re.escape(needle)):
+            fitted.adapt([("1", 5)], user_features=features)
+    # what stays readable: an unseen category, a missing or null value, a numpy number
+    for features in ({"gender": "X"}, {"age": None}, {}, {"age": np.int64(30)}):
+        fitted.adapt([("1", 5)], user_features=features)
+    twice = pd.DataFrame([["1", 5, 3]], columns=["item_id", "rating", "rating"])
+    with pytest.raises(DataError, match="history has two columns named 'rating'; keep one"):
+        fitted.adapt(twice)
+    # adapt_many reads a stored profile that may hold more than this model uses
+    fitted.adapt_many([[("1", 5)]], [{"favourite_colour": "red"}])
+
+
 def test_a_string_of_items_is_not_read_letter_by_letter(fitted: Recommender) -> None:
     user = fitted.adapt([("Toy Story (1995)", 5)])
     with pytest.raises(DataError, match=r"candidates: expected a list .* got the string"):

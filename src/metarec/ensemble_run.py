@@ -38,8 +38,8 @@ from metarec.recommender import (
     Recommender,
     UserState,
     adapt_many_args,
-    check_features,
     check_new_vectors,
+    check_readable_features,
 )
 
 
@@ -121,7 +121,7 @@ class EnsembleRecommender(TopK):
         user_features: Mapping[str, Any] | None = None,
         steps: int | None = None,
     ) -> EnsembleUserState:
-        check_features(user_features)
+        check_readable_features(self.primary.features, user_features)
         return self.adapt_many([history], [user_features], steps=steps)[0]
 
     def adapt_many(

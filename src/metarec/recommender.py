@@ -217,6 +217,10 @@ class Recommender(TopK):
         if history is None:
             return []
         if isinstance(history, pd.DataFrame):
+            repeated = history.columns[history.columns.duplicated()]
+            twice = repeated.intersection(["item_id", "rating"])
+            if len(twice):  # history["rating"] would be a frame: "rating 'rating' not a number"
+                raise DataError(f"history has two columns named {twice[0]!r}; keep one")
             missing = {"item_id", "rating"} - set(history.columns)
             if missing:
                 raise DataError(
@@ -269,8 +273,11 @@ class Recommender(TopK):
         """Adapt the model to a user's ratings (item ids or exact titles).
 
         An empty history gives the meta-learned prior: the zero-shot model.
+        ``user_features``: only keys and values this model reads (DataError otherwise:
+        a typo'd key or a number given as text read as "unknown" without a word);
+        :meth:`adapt_many` ignores the keys it does not read.
         """
-        check_features(user_features)
+        check_readable_features(self.features, user_features)
         return self.adapt_many([history], [user_features], steps=steps)[0]
 
     def adapt_many(
@@ -842,6 +849,15 @@ def check_features(user_features: object, where: str = "user_features") -> None:
         raise DataError(
             f"{where}: expected a mapping such as {{'age': 25}}, got {user_features!r:.60}"
         )
+
+
+def check_readable_features(encoder: UserFeatureEncoder, user_features: object) -> None:
+    """:func:`check_features`, and every key and value one the model reads."""
+    check_features(user_features)
+    if user_features:
+        unreadable = encoder.problem(user_features)  # type: ignore[arg-type]
+        if unreadable is not None:
+            raise DataError(f"user_features: {unreadable}")
 
 
 def adapt_many_args(

@@ -327,7 +327,7 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", "/v1/users", body({"user_id": "v", "features": {"Age": 25}}),
          422, "validation_error", "features.Age: not a feature of this model (it reads age, "),
         ("POST", "/v1/users", body({"user_id": "v", "features": {"age": "25"}}),
-         422, "validation_error", "features.age: must be a JSON number or null (got '25')"),
+         422, "validation_error", "features.age: must be a number or null (got '25')"),
         ("POST", "/v1/admin/fold-in", {"content": b"{{", "headers": js}, 400, "bad_json", "JSON"),
         ("POST", "/v1/admin/fold-in", body({"x": 1}), 422, "validation_error", "x"),
         # JSON that says two things: the last repeated key won without a word, and a

@@ -112,9 +112,14 @@ class UserFeatureEncoder:
         for key, value in features.items():
             if key not in self.vocab:
                 return f"{key}: not a feature of this model (it reads {', '.join(self.columns)})"
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            numeric = isinstance(value, int | float | np.number) and not isinstance(
+                value, bool | np.bool_
+            )
             if key in self.bins and value is not None and not numeric:
-                return f"{key}: must be a JSON number or null (got {value!r:.40})"
+                return f"{key}: must be a number or null (got {value!r:.40})"
+            if value is not None and not numeric and not isinstance(value, str | bool):
+                # a list or a dict was read as the text of its repr: an unknown category
+                return f"{key}: must be a number, a string or null (got {value!r:.40})"
         return None
 
     def to_dict(self) -> dict[str, Any]:
