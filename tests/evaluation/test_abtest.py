@@ -17,6 +17,7 @@ from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.abtest import (
     P4Split,
+    check_users_spec,
     interleave_credits,
     interleave_report,
     lift_ci,
@@ -228,6 +229,10 @@ def test_proportion_statistics_by_hand() -> None:
         (lambda: two_proportion_test(11, 10, 0, 10), "need 0 <= x_a <= n_a, got x_a=11"),
         (lambda: two_proportion_test(5, 10, -5, 10), "need 0 <= x_b <= n_b, got x_b=-5"),
         (lambda: two_proportion_test(5.5, 10, 5, 10), "x_a must be a whole number, got 5.5"),
+        # a negative number of users passed as an empty arm: NaNs, not an error
+        (lambda: two_proportion_test(0, -1, 7, 10), "n_a must be >= 0 .*, got -1"),
+        (lambda: wilson_ci(0, -3), "wilson_ci: n must be >= 0 .*, got -3"),
+        (lambda: lift_ci(0, 10, 0, -2), "lift_ci: n_b must be >= 0"),
         (lambda: lift_ci(20, 10, 5, 10), "lift_ci: need 0 <= x_a <= n_a"),
         (lambda: lift_ci(5, 10, 6, 10, level=0), r"lift_ci: level must be in \(0, 1\), got 0"),
         (lambda: users_per_arm(0.1, 0.12, alpha=0.0), r"alpha must be in \(0, 1\), got 0.0"),
@@ -291,6 +296,28 @@ def test_replay_report() -> None:
     assert rep["users_per_arm_80"] == users_per_arm(0.5, 0.75)
 
 
+@pytest.mark.parametrize(
+    "success, rate, arms, needle",
+    [
+        # labels other than A and B were counted in neither arm: 0 users each
+        ([True, False], [0.1, 0.0], ["a", "b"], r"arms must be 'A' or 'B'; got \['a', 'b'\]"),
+        ([True, False], [0.1, 0.0], "AB", "arms must be a list of 'A' or 'B'"),
+        # once a raw IndexError from a boolean mask
+        ([True, False, True], [0.1, 0.0], ["A", "B"],
+         "success, hit_rate and arms must be 1-d.*success 3, hit_rate 2, arms 2"),
+        ([True, False], [0.1, float("nan")], ["A", "B"],
+         r"hit_rate\[1\] is nan; expected a number in \[0, 1\]"),
+        ([True, False], [0.1, "x"], ["A", "B"], "hit_rate must be numbers"),
+        ([1, 2], [0.1, 0.0], ["A", "B"], r"success\[1\] is 2; expected True or False"),
+    ],
+)  # fmt: skip
+def test_replay_report_refuses_what_is_not_one_value_a_user(
+    success: Any, rate: Any, arms: Any, needle: str
+) -> None:
+    with pytest.raises(InputError, match=needle):
+        replay_report(success, rate, arms)
+
+
 # -- team-draft interleaving -------------------------------------------------------
 def test_team_draft_by_hand() -> None:
     a, b = np.array([1, 2, 3, 4]), np.array([2, 5, 1, 6])
@@ -337,6 +364,70 @@ def test_interleave_credits_and_report() -> None:
     # B wins 5 of 5 decided users: p = 2 · (1/2)^5 = 0.0625; Δ = 5/6
     assert rep["p"] == pytest.approx(0.0625) and rep["delta"] == pytest.approx(5 / 6)
     assert interleave_report(np.zeros(3), np.zeros(3))["p"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "call, error, needle",
+    [
+        # an int for the generator was an AttributeError on .integers
+        (lambda g: team_draft([1, 2], [2, 3], 3, 0), InputError,
+         r"rng must be a numpy Generator \(np.random.default_rng\(seed\)\), got int 0"),
+        # -1 gave an empty list, 1.5 a list of two
+        (lambda g: team_draft([1, 2], [2, 3], -1, g), ConfigError,
+         "team_draft: k: must be a whole number > 0, got -1"),
+        (lambda g: team_draft([1, 2], [2, 3], 1.5, g), ConfigError,
+         "team_draft: k: must be a whole number > 0, got 1.5"),
+        # raw ValueError / TypeError from numpy before
+        (lambda g: team_draft(["a"], [2, 3], 2, g), InputError,
+         r"team_draft: a must hold whole item indices; a\[0\] is 'a'"),
+        (lambda g: team_draft([1, 2], [[2, 3]], 2, g), InputError,
+         "team_draft: b must be a 1-d list of item indices"),
+        (lambda g: team_draft([1, 2.5], [2, 3], 2, g), InputError,
+         r"a\[1\] is 2.5"),  # read as item 2 before
+        # raw numpy SeedSequence errors before
+        *[(lambda g, s=s: interleave_credits([[1]], [[2]], [[1]], 1, seed=s), ConfigError,
+           "interleave_credits: seed: must be a whole number >= 0")
+          for s in ("x", -1, 1.5)],
+        (lambda g: interleave_credits(5, [[2]], [[1]], 1), InputError,
+         "top_a must hold a row per user, got int 5"),
+        (lambda g: interleave_credits([[1]], [[2]], [["x"]], 1), InputError,
+         r"liked\[0\] must hold whole item indices; liked\[0\]\[0\] is 'x'"),
+        (lambda g: interleave_credits([[1], ["y"]], [[2], [3]], [[1], [1]], 1), InputError,
+         r"top_a\[1\] must hold whole item indices"),
+        # strings compared as strings; a NaN lost both comparisons and counted a tie
+        (lambda g: interleave_report(["a"], ["b"]), InputError,
+         "credits_a must be counts of items, got <U1"),
+        (lambda g: interleave_report([np.nan], [1]), InputError,
+         r"credits_a must be finite counts >= 0; credits_a\[0\] is nan"),
+        (lambda g: interleave_report([1, 2], [0, -1]), InputError,
+         r"credits_b\[1\] is -1"),
+    ],
+)  # fmt: skip
+def test_interleaving_refuses_bad_input(call: Any, error: type[Exception], needle: str) -> None:
+    with pytest.raises(error, match=needle):
+        call(np.random.default_rng(0))
+
+
+def test_interleaving_takes_what_it_took_before() -> None:
+    rng = np.random.default_rng(0)
+    assert team_draft([], [], 3, rng)[0].tolist() == []  # [] is float64 to numpy
+    assert team_draft(np.array([3.0, 1.0]), [-1], 2, rng)[0].tolist() == [3, 1]
+    ca, cb = interleave_credits([[1, 2], [3]], [[2], [4, 5]], [[2], []], 2, seed=np.int64(3))
+    assert ca.sum() + cb.sum() == 1
+    assert interleave_report([], [])["users"] == 0
+
+
+@pytest.mark.parametrize("spec", [1, None, ["heldout:0.5"], b"heldout:0.5"])
+def test_users_spec_that_is_not_text_is_refused(spec: Any) -> None:
+    # 1 was an AttributeError on .startswith
+    with pytest.raises(ConfigError, match="--users: expected a file of user ids, a P1 or P4"):
+        check_users_spec(spec)
+
+
+def test_users_spec_takes_a_path(tmp_path: Path) -> None:
+    (tmp_path / "users.txt").write_text("u1\n")
+    assert check_users_spec(tmp_path / "users.txt") is None
+    assert check_users_spec("heldout:0.5") == 0.5
 
 
 # -- running two policies --------------------------------------------------------

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from metarec import load_dataset
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.p1 import make_p1_split
 from metarec.evaluation.p2 import P2Split, eligible_users, make_p2_split, shot_tasks
 
@@ -80,3 +83,37 @@ def test_support_is_the_first_k_ratings_by_time(ds) -> None:
     assert set(t.support_items) == set(first[:5])
     assert len(t.query_items) == len(rows) - 5
     assert np.all(np.isin(t.query_items, first[5:]))
+
+
+@pytest.mark.parametrize(
+    "rating, shown",
+    [(np.nan, "nan"), (np.inf, "inf"), ("x", "'x'"), (None, "nan")],
+)
+def test_shot_tasks_refuses_a_rating_that_is_not_a_number(rating: Any, shown: str) -> None:
+    # a NaN rating was kept in the support set, where every model reads it as a rating
+    frame = pd.DataFrame(
+        {"user_id": ["a", "a", "b"], "item_id": ["1", "2", "1"], "rating": [4, rating, 3],
+         "timestamp": [1, 2, 3]},
+        index=[10, 11, 12],
+    )  # fmt: skip
+    with pytest.raises(InputError, match=f"the rating in row 11 is {shown}; ratings must be"):
+        shot_tasks(frame, {"1": 0, "2": 1}, 1)
+
+
+def test_shot_tasks_refuses_an_index_for_the_item_mapping() -> None:
+    # once "TypeError: 'Index' object is not callable"
+    frame = pd.DataFrame(
+        {"user_id": ["a", "a"], "item_id": ["1", "2"], "rating": [4, 3], "timestamp": [1, 2]}
+    )
+    with pytest.raises(InputError, match="index must be a mapping of item id to catalogue"):
+        shot_tasks(frame, pd.Index(["1", "2"]), 1)  # type: ignore[arg-type]
+    tasks, ids = shot_tasks(frame, {"1": 0, "2": 1}, 1)
+    assert ids == ["a"] and tasks[0].support_items.tolist() == [0]
+
+
+@pytest.mark.parametrize("make", [make_p1_split, make_p2_split, eligible_users])
+@pytest.mark.parametrize("dataset", [None, pd.DataFrame({"user_id": ["a"]})])
+def test_splits_refuse_what_is_not_a_dataset(make: Callable[..., Any], dataset: Any) -> None:
+    # an AttributeError on .interactions before
+    with pytest.raises(DataError, match="dataset: expected a metarec Dataset"):
+        make(dataset)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from metarec.errors import ConfigError, InputError
 from metarec.evaluation.stats import (
     bootstrap_ci,
     compare_to_peers,
@@ -110,3 +112,37 @@ def test_holm_refuses_what_is_not_a_p_value() -> None:
     # once returned -0.2 for a p of -0.1
     with pytest.raises(ValueError, match=r"p-values must lie in \[0, 1\], got -0.1"):
         holm([-0.1, 0.1])
+
+
+@pytest.mark.parametrize(
+    "call, error, needle",
+    [
+        # plain ValueErrors before: the same message, now an InputError (still a ValueError)
+        (lambda: paired_wilcoxon([1, 2], [1, 2, 3]), InputError,
+         r"paired_wilcoxon: paired values need equal shapes, got \(2,\) and \(3,\)"),
+        (lambda: holm([2.0]), InputError, r"holm: p-values must lie in \[0, 1\], got 2"),
+        # raw numpy errors before, naming neither the function nor the argument
+        (lambda: holm("ab"), InputError, "holm: pvalues must be a list of numbers, got 'ab'"),
+        (lambda: holm("0.5"), InputError, "holm: pvalues must be a list of numbers"),
+        (lambda: holm([[0.1, 0.2]]), InputError, "holm: pvalues must be a 1-d list"),
+        (lambda: paired_wilcoxon(["a"], [1]), InputError,
+         "paired_wilcoxon: a must be a list of numbers"),
+        (lambda: paired_bootstrap_ci([1], ["x"]), InputError,
+         "paired_bootstrap_ci: b must be a list of numbers"),
+        (lambda: bootstrap_ci([1, "x"]), InputError, "bootstrap_ci: values must be a list"),
+        *[(lambda s=s: bootstrap_ci([1, 2], seed=s), ConfigError,
+           "bootstrap_ci: seed: must be a whole number >= 0")
+          for s in ("x", -1, 1.5)],
+        (lambda: bootstrap_ci([1, 2], n_boot=1.5), InputError,
+         "bootstrap_ci: n_boot must be a whole number > 0, got 1.5"),
+        (lambda: bootstrap_ci([1, 2], level="x"), InputError,
+         r"bootstrap_ci: level must be a number in \(0, 1\), got 'x'"),
+        (lambda: bootstrap_ci([1, 2], level=math.nan), InputError,
+         r"bootstrap_ci: level must be in \(0, 1\), got nan"),
+    ],
+)  # fmt: skip
+def test_statistics_name_what_they_cannot_take(
+    call: Callable[[], object], error: type[Exception], needle: str
+) -> None:
+    with pytest.raises(error, match=needle):
+        call()

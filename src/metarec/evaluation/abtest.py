@@ -47,6 +47,7 @@ models); :func:`run_abtest` feeds them from two
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import hit_matrix
 from metarec.io import load_json, reading, save_json
-from metarec.models.base import ScoringModel, check_k
+from metarec.models.base import ScoringModel, check_k, check_seed
 
 ARMS = ("A", "B")
 Method = Literal["replay", "interleave", "both"]
@@ -217,9 +218,16 @@ def liked_later(tasks: Sequence[Task], threshold: float = 4.0) -> list[np.ndarra
 
 
 # -- users from a spec --------------------------------------------------------
-def check_users_spec(spec: str) -> float | None:
+def check_users_spec(spec: str | os.PathLike[str]) -> float | None:
     """Validate ``--users`` without the data: the fraction of ``heldout:FRACTION``,
     or None for a file, which must exist."""
+    # a Path is a file name as surely as its text is, and users_from_spec opens either
+    spec = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
+    if not isinstance(spec, str):
+        raise ConfigError(
+            f"--users: expected a file of user ids, a P1 or P4 split JSON, or "
+            f"heldout:FRACTION, got {type(spec).__name__} {spec!r:.40}"
+        )
     if spec.startswith("heldout:"):
         raw = spec.split(":", 1)[1]
         try:
@@ -242,7 +250,9 @@ def check_users_spec(spec: str) -> float | None:
     return None
 
 
-def users_from_spec(spec: str, dataset: Dataset, seed: int = 0) -> list[str] | P4Split:
+def users_from_spec(
+    spec: str | os.PathLike[str], dataset: Dataset, seed: int = 0
+) -> list[str] | P4Split:
     """``--users``: ``heldout:FRACTION`` (a seeded fraction of ``dataset``'s users), a
     P1 split JSON of ``dataset`` (its new users; checked as every reader of a P1 split
     checks it), a P4 split JSON (returned whole: arms and K included), or a text file
@@ -288,12 +298,15 @@ def replay_hits(
 
 def _counts(where: str, *pairs: tuple[str, Any, str, Any]) -> None:
     """Each (successes, users) pair whole numbers with 0 <= successes <= users: 11
-    successes of 10 users gave a p-value, and a negative count a lift, before."""
+    successes of 10 users gave a p-value, and a negative count a lift, before; and
+    0 of -3 users an interval of NaNs, as if the arm were empty."""
     for x_name, x, n_name, n in pairs:
         for name, value in ((x_name, x), (n_name, n)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise InputError(f"{where}: {name} must be a whole number, got {value!r:.40}")
-        if not 0 <= x <= max(n, 0):
+        if n < 0:
+            raise InputError(f"{where}: {n_name} must be >= 0 (a number of users), got {n}")
+        if not 0 <= x <= n:
             raise InputError(
                 f"{where}: need 0 <= {x_name} <= {n_name}, got {x_name}={x}, {n_name}={n}"
             )
@@ -385,9 +398,37 @@ def replay_report(
     success: np.ndarray, hit_rate: np.ndarray, arms: Sequence[str], level: float = 0.95
 ) -> dict[str, Any]:
     """Per-arm success rates and CIs, lift, p-value and users per arm for 80 % power."""
-    success = np.asarray(success, dtype=bool)
-    hit_rate = np.asarray(hit_rate, dtype=np.float64)
-    arms_arr = np.asarray(arms)
+    where = "replay_report"
+    if isinstance(arms, str | bytes):  # "AB" would be one label, not two users
+        raise InputError(
+            f"{where}: arms must be a list of 'A' or 'B', one a user, got {arms!r:.40}"
+        )
+    success, hit_rate, arms_arr = np.asarray(success), np.asarray(hit_rate), np.asarray(arms)
+    shapes = {"success": success.shape, "hit_rate": hit_rate.shape, "arms": arms_arr.shape}
+    if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) > 1:
+        raise InputError(
+            f"{where}: success, hit_rate and arms must be 1-d, one value a user; got lengths "
+            + ", ".join(f"{name} {shape[0] if len(shape) == 1 else shape}"
+                        for name, shape in shapes.items())
+        )  # fmt: skip
+    # a label other than A and B was counted in neither arm: every arm had 0 users
+    unknown = sorted({str(a) for a in arms_arr.tolist()} - set(ARMS))
+    if unknown:
+        raise InputError(f"{where}: arms must be 'A' or 'B'; got {unknown[:5]}")
+    if success.dtype.kind not in "biu":
+        raise InputError(f"{where}: success must be booleans, got {success.dtype} values")
+    if hit_rate.dtype.kind not in "biuf":
+        raise InputError(f"{where}: hit_rate must be numbers in [0, 1], got {hit_rate.dtype}")
+    for name, values, bad in (
+        ("success", success, ~np.isin(success, (0, 1))),
+        # NaN fails the comparison too: it made the arm's hits/k NaN
+        ("hit_rate", hit_rate, ~((hit_rate >= 0) & (hit_rate <= 1))),
+    ):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            wanted = "True or False" if name == "success" else "a number in [0, 1]"
+            raise InputError(f"{where}: {name}[{i}] is {values[i].item()!r}; expected {wanted}")
+    success, hit_rate = success.astype(bool), hit_rate.astype(np.float64)
     per_arm: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
         mask = arms_arr == arm
@@ -424,9 +465,51 @@ def team_draft(
 
     Each round a coin decides which team picks first; a team picks its
     highest-ranked item not yet in the list. Stops at k items or when both
-    lists are used up.
+    lists are used up. Negative entries (a short list's padding) are skipped.
     """
-    lists = (np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+    check_k(k, "team_draft: ")  # -1 gave an empty list, 1.5 a list of 2
+    if not isinstance(rng, np.random.Generator):
+        raise InputError(
+            f"team_draft: rng must be a numpy Generator (np.random.default_rng(seed)), "
+            f"got {type(rng).__name__} {rng!r:.40}"
+        )
+    return _draft(_ranking("team_draft", "a", a), _ranking("team_draft", "b", b), k, rng)
+
+
+def _ranking(where: str, name: str, value: Any) -> np.ndarray:
+    """Item indices, best first, as int64: a string or a 2-d list was a raw numpy error,
+    and 1.5 would have been read as item 1."""
+    if isinstance(value, str | bytes):
+        raise InputError(f"{where}: {name} must be a list of item indices, got {value!r:.40}")
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # a ragged list of lists
+        arr = np.asarray(None)
+    if arr.ndim != 1 and arr.size:
+        raise InputError(
+            f"{where}: {name} must be a 1-d list of item indices, got "
+            f"{type(value).__name__} {value!r:.40}"
+        )
+    if not arr.size:  # [] is float64 to numpy: an empty list, not a float one
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind == "f":
+        bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
+    elif arr.dtype.kind not in "iu":  # text, None, True: find the first such entry
+        bad = np.array([isinstance(v, bool) or not isinstance(v, int) for v in arr.tolist()])
+    else:
+        bad = np.zeros(0, dtype=bool)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{where}: {name} must hold whole item indices; {name}[{i}] is {arr.tolist()[i]!r:.40}"
+        )
+    return arr.astype(np.int64)
+
+
+def _draft(
+    a: np.ndarray, b: np.ndarray, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    lists = (a, b)
     pos = [0, 0]
     shown: set[int] = set()
     items: list[int] = []
@@ -464,6 +547,17 @@ def interleave_credits(
     reproducible for a given user order and seed.
     """
     check_k(k)  # -1 credited nobody, silently
+    check_seed(seed, "interleave_credits: seed")  # "x" was a raw numpy SeedSequence error
+    for name, value in (("top_a", top_a), ("top_b", top_b), ("liked", liked)):
+        if (
+            isinstance(value, str | bytes)
+            or not isinstance(value, Sequence | np.ndarray)
+            or (isinstance(value, np.ndarray) and value.ndim == 0)
+        ):
+            raise InputError(
+                f"interleave_credits: {name} must hold a row per user, got "
+                f"{type(value).__name__} {value!r:.40}"
+            )
     if not len(top_a) == len(top_b) == len(liked):
         raise InputError(
             f"interleave_credits: top_a, top_b and liked must have a row per user; got "
@@ -471,9 +565,11 @@ def interleave_credits(
         )
     rng = np.random.default_rng(seed)
     credits = np.zeros((len(liked), 2), dtype=np.int64)
+    where = "interleave_credits"
     for u, good in enumerate(liked):
-        items, teams = team_draft(top_a[u], top_b[u], k, rng)
-        hit = np.isin(items, np.asarray(good, dtype=np.int64))
+        a, b = _ranking(where, f"top_a[{u}]", top_a[u]), _ranking(where, f"top_b[{u}]", top_b[u])
+        items, teams = _draft(a, b, k, rng)
+        hit = np.isin(items, _ranking(where, f"liked[{u}]", good))
         credits[u] = np.bincount(teams[hit], minlength=2)
     return credits[:, 0], credits[:, 1]
 
@@ -487,6 +583,18 @@ def interleave_report(credits_a: np.ndarray, credits_b: np.ndarray) -> dict[str,
             f"interleave_report: credits_a and credits_b must be 1-d, one a user; got shapes "
             f"{credits_a.shape} and {credits_b.shape}"
         )
+    for name, credits in (("credits_a", credits_a), ("credits_b", credits_b)):
+        # text compared as text, and a NaN lost every comparison: a tie
+        if credits.dtype.kind not in "iuf":
+            raise InputError(
+                f"interleave_report: {name} must be counts of items, got {credits.dtype} values"
+            )
+        bad = np.flatnonzero(~(np.isfinite(credits) & (credits >= 0)))
+        if len(bad):
+            raise InputError(
+                f"interleave_report: {name} must be finite counts >= 0; "
+                f"{name}[{bad[0]}] is {credits[bad[0]].item()!r}"
+            )
     n = len(credits_a)
     wins_a = int((credits_a > credits_b).sum())
     wins_b = int((credits_b > credits_a).sum())

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from metarec.data.cleaning import require_dataset
 from metarec.data.features import user_rows
 from metarec.data.registry import known_names
 from metarec.data.schema import Dataset
@@ -135,6 +136,7 @@ def make_p1_split(
     made 38 % of a books catalogue new, and every item of one from 2005 on). Without
     years, or with fewer than 5 % of items that late, a seeded random
     ``new_item_fraction`` of items."""
+    require_dataset(dataset)  # a bare frame was an AttributeError on .interactions
     check_folds(n_folds, fold)
     check_seed(seed)
     for name, value in (

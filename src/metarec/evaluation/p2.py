@@ -25,10 +25,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from metarec.data.cleaning import require_dataset
 from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, ordered
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import coverage, ranking_table
 from metarec.evaluation.splits import SplitFile, check_folds
 from metarec.models.base import ScoringModel, check_seed
@@ -61,6 +62,7 @@ class P2Split(SplitFile):
 
 
 def eligible_users(dataset: Dataset, min_ratings: int = 25) -> np.ndarray:
+    require_dataset(dataset)
     counts = dataset.interactions.groupby("user_id").size()
     return np.sort(counts[counts >= min_ratings].index.astype(str).to_numpy())
 
@@ -74,6 +76,7 @@ def make_p2_split(
     fold: int | None = None,
 ) -> P2Split:
     """80/10/10 users, or fold ``fold`` of ``n_folds`` as the test users (P3)."""
+    require_dataset(dataset)  # a bare frame was an AttributeError on .interactions
     check_folds(n_folds, fold)
     check_seed(seed)
     users = np.random.default_rng(seed).permutation(eligible_users(dataset, min_ratings))
@@ -135,6 +138,26 @@ def shot_tasks(
     missing = [c for c in ("user_id", "item_id", "rating") if c not in frame.columns]
     if missing:
         raise DataError(f"shot_tasks: the ratings frame lacks column(s) {missing}")
+    if not isinstance(index, Mapping):
+        # refused, not converted: an Index (or a Series of ids) runs position -> id, the
+        # other way round from the id -> position every reader of an item index takes
+        raise InputError(
+            f"shot_tasks: index must be a mapping of item id to catalogue position (as "
+            f"Catalogue.index gives), got {type(index).__name__}"
+        )
+    rating = pd.to_numeric(frame["rating"], errors="coerce")
+    bad = ~np.isfinite(rating.to_numpy(dtype=np.float64))
+    if bad.any():
+        # a NaN rating was kept in the support set, where a model reads it as a rating
+        i = int(np.flatnonzero(bad)[0])
+        row, value = (
+            v.item() if isinstance(v, np.generic) else v
+            for v in (frame.index[i], frame["rating"].iloc[i])
+        )
+        raise InputError(
+            f"shot_tasks: the rating in row {row!r} is {value!r:.40}; ratings must "
+            f"be finite numbers ({int(bad.sum())} of {len(frame)} are not)"
+        )
     ur = UserRatings.from_frame(frame, index)
     rng = np.random.default_rng(0)  # only used when timestamps are missing
     tasks, ids = [], []

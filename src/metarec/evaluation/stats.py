@@ -25,6 +25,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.stats import wilcoxon
 
+from metarec.errors import InputError
+from metarec.models.base import check_seed
+
 _BOOT_CHUNK = 256  # bootstrap resamples drawn at a time (bounds memory for large n)
 
 
@@ -34,12 +37,28 @@ class WilcoxonResult(NamedTuple):
     n: int  # pairs used (finite on both sides)
 
 
-def _paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> np.ndarray:
+def _numbers(where: str, name: str, values: object) -> np.ndarray:
+    """``values`` as float64, or an InputError naming them: numpy's "could not convert
+    string to float" named neither the function nor the argument, and a string of one
+    number ("0.5") became a 0-d array of it."""
+    if isinstance(values, str | bytes):
+        raise InputError(f"{where}: {name} must be a list of numbers, got {values!r:.40}")
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{where}: {name} must be a list of numbers, got {type(values).__name__} {values!r:.40}"
+        ) from None
+
+
+def _paired(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, where: str = "paired"
+) -> np.ndarray:
     """a − b over the pairs finite on both sides."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a = _numbers(where, "a", a)
+    b = _numbers(where, "b", b)
     if a.shape != b.shape:
-        raise ValueError(f"paired values need equal shapes, got {a.shape} and {b.shape}")
+        raise InputError(f"{where}: paired values need equal shapes, got {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     return a[keep] - b[keep]
 
@@ -48,7 +67,7 @@ def paired_wilcoxon(
     a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
 ) -> WilcoxonResult:
     """Two-sided Wilcoxon signed-rank test of per-user pairs (a[u], b[u])."""
-    diff = _paired(a, b)
+    diff = _paired(a, b, "paired_wilcoxon")
     if len(diff) == 0:
         return WilcoxonResult(float("nan"), float("nan"), 0)
     if not np.any(diff != 0):
@@ -59,9 +78,11 @@ def paired_wilcoxon(
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values, in the input order (NaN stays NaN, not counted)."""
-    p = np.asarray(pvalues, dtype=np.float64)
+    p = _numbers("holm", "pvalues", pvalues)
+    if p.ndim != 1:  # the step-down indexes p as one list
+        raise InputError(f"holm: pvalues must be a 1-d list of p-values, got shape {p.shape}")
     if ((p < 0) | (p > 1)).any():  # NaN compares false: it passes, and stays NaN
-        raise ValueError(f"holm: p-values must lie in [0, 1], got {p[(p < 0) | (p > 1)][0]:g}")
+        raise InputError(f"holm: p-values must lie in [0, 1], got {p[(p < 0) | (p > 1)][0]:g}")
     out = np.full(p.shape, np.nan)
     finite = np.flatnonzero(np.isfinite(p))
     m = len(finite)
@@ -84,11 +105,14 @@ def bootstrap_ci(
     Resamples users with replacement ``n_boot`` times and takes the
     (1 − level)/2 and (1 + level)/2 quantiles of the resampled means.
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if n_boot <= 0:
-        raise ValueError(f"n_boot must be > 0, got {n_boot}")
-    x = np.asarray(values, dtype=np.float64)
+    if isinstance(level, bool) or not isinstance(level, int | float | np.number):
+        raise InputError(f"bootstrap_ci: level must be a number in (0, 1), got {level!r:.40}")
+    if not 0 < level < 1:  # NaN fails this too
+        raise InputError(f"bootstrap_ci: level must be in (0, 1), got {level}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot <= 0:
+        raise InputError(f"bootstrap_ci: n_boot must be a whole number > 0, got {n_boot!r:.40}")
+    check_seed(seed, "bootstrap_ci: seed")  # "x" was a raw numpy SeedSequence error
+    x = _numbers("bootstrap_ci", "values", values)
     x = x[np.isfinite(x)]
     if len(x) == 0:
         return float("nan"), float("nan")
@@ -110,7 +134,7 @@ def paired_bootstrap_ci(
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of mean(a − b) over users (pairs with a NaN dropped)."""
-    return bootstrap_ci(_paired(a, b), n_boot=n_boot, seed=seed, level=level)
+    return bootstrap_ci(_paired(a, b, "paired_bootstrap_ci"), n_boot=n_boot, seed=seed, level=level)
 
 
 def compare_to_peers(
@@ -135,7 +159,7 @@ def compare_to_peers(
         raise KeyError(f"no per-user values for {missing}; have {sorted(per_user)}")
     rows: dict[str, dict[str, Any]] = {}
     for peer in peers:
-        diff = _paired(per_user[model], per_user[peer])
+        diff = _paired(per_user[model], per_user[peer], f"compare_to_peers ({model!r} vs {peer!r})")
         test = paired_wilcoxon(per_user[model], per_user[peer])
         mean = float(diff.mean()) if len(diff) else float("nan")
         rows[peer] = {
