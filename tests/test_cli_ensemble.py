@@ -108,15 +108,28 @@ def test_ensemble_then_recommend(
     assert "ensemble.json" in line and "members[1].kind" in line
 
 
-def test_a_member_given_twice_is_refused_in_python_before_any_loading(tmp_path: Path) -> None:
+def test_a_member_given_twice_is_refused_in_python_before_any_loading(
+    tmp_path: Path, shared_data: Path
+) -> None:
     from metarec.ensemble_run import fit_from_runs
-    from metarec.errors import ConfigError
+    from metarec.errors import ConfigError, DataError
 
     # no run folder or data set is read: the check comes first
     with pytest.raises(ConfigError, match=r"run .* given twice"):
         fit_from_runs([tmp_path / "a", tmp_path / "x" / ".." / "a"], None)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="peer knn given twice"):
         fit_from_runs([tmp_path / "a"], None, peers=["knn", "bias", "knn"])  # type: ignore[arg-type]
+    # one folder or peer as text was read letter by letter ("run / given twice")
+    with pytest.raises(ConfigError, match=r"runs: expected a list, got '/runs/a'; write"):
+        fit_from_runs("/runs/a", None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"peers: expected a list, got 'popularity'"):
+        fit_from_runs(["/runs/a"], None, peers="popularity")  # type: ignore[arg-type]
+    # refused before the runs load and the peers fit (minutes, with knn or stacked)
+    with pytest.raises(DataError, match="dataset: expected a metarec Dataset"):
+        fit_from_runs([str(tmp_path / "a")], None)  # type: ignore[arg-type]
+    ds = load_dataset("ml-100k", root=shared_data)
+    with pytest.raises(ConfigError, match="seed"):
+        fit_from_runs([str(tmp_path / "a")], ds, seed=-1)
 
 
 @pytest.mark.slow

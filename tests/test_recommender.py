@@ -623,3 +623,45 @@ def test_pipeline_arguments_of_the_wrong_kind_are_named() -> None:
     ]:
         with pytest.raises(error, match=needle):
             call()  # type: ignore[arg-type]
+
+
+def test_fit_recommender_refuses_bad_arguments_before_training(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", cache_dir=tmp_path / "emb", progress=False)
+    cfg = TrainConfig(epochs=1, max_train_users=20, inner_steps=1, seed=0, device="cpu")
+    train = ds.interactions.head(500)
+    nine, nan = train.copy(), train.copy()
+    nine.iloc[3, nine.columns.get_loc("rating")] = 9  # trained on a 1-5 scale silently
+    nan.iloc[0, nan.columns.get_loc("rating")] = np.nan  # ended as "training diverged"
+    (tmp_path / "afile").write_text("")
+    fit = fit_recommender
+    for call, needle in [
+        (lambda: fit(catalogue, nine, cfg, progress=False),
+         "train: row 3 (user_id '244', rating 9.0): rating outside [1, 5] or not a number"),
+        (lambda: fit(catalogue, nan, cfg, progress=False), "train: row 0"),
+        (lambda: fit(catalogue, train, cfg, rating_range=(2, 4), progress=False),
+         "rating outside [2, 4]"),
+        (lambda: fit(catalogue, train.drop(columns="rating"), cfg, progress=False),
+         "train: missing column(s) ['rating']"),
+        (lambda: fit(catalogue, [1, 2], cfg, progress=False), "train: expected a DataFrame"),
+        (lambda: fit(catalogue, train, cfg, validation=train[["user_id"]], progress=False),
+         "validation: missing column(s)"),
+        (lambda: fit(catalogue, train, cfg, rating_range=(5, 1), progress=False),
+         "rating_range: expected finite low <= high, got (5, 1)"),
+        (lambda: fit(catalogue, train, cfg, rating_range="1-5", progress=False),
+         "rating_range: expected (low, high)"),
+        (lambda: fit(ds.items, train, cfg, progress=False), "catalogue: expected the Catalogue"),
+        (lambda: fit(catalogue, train, {"epochs": 1}, progress=False),
+         "cfg: expected a TrainConfig, got dict"),
+        (lambda: fit(catalogue, train, cfg, users=[1, 2], progress=False),
+         "users: expected a DataFrame with a user_id column"),
+        # these two were refused only after the whole training
+        (lambda: fit(catalogue, train, cfg, metadata=[1], progress=False),
+         "metadata: expected a dict, got list"),
+        (lambda: fit(catalogue, train, cfg, checkpoint_dir=tmp_path / "afile", progress=False),
+         "is a file; a folder is needed"),
+    ]:  # fmt: skip
+        with pytest.raises((DataError, ConfigError), match=re.escape(needle)):
+            call()  # type: ignore[no-untyped-call]

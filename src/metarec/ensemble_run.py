@@ -331,7 +331,7 @@ def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
 
 
 def fit_from_runs(
-    runs: Sequence[Path],
+    runs: Sequence[str | Path],
     ds: Any,
     *,
     peers: Sequence[str] = ("popularity",),
@@ -351,24 +351,31 @@ def fit_from_runs(
     (:mod:`metarec.models.universe`), for catalogues too large for their dense fits;
     ``max_episodes``: the stacked ranker's trees on that many training episodes a bag."""
     from metarec.catalogue import Catalogue
-    from metarec.models.base import ScoringModel, TrainingData
+    from metarec.data.cleaning import require_dataset
+    from metarec.models.base import ScoringModel, TrainingData, check_seed
     from metarec.models.ensemble import DEFAULT_BUCKETS
     from metarec.models.persist import RANKERS, SAVEABLE, make_ranker
     from metarec.peers import make_peer
 
+    for what, names in (("runs", runs), ("peers", peers)):
+        if isinstance(names, str | bytes | Path):  # "run" read letter by letter: "r" twice
+            raise ConfigError(f"{what}: expected a list, got {names!r:.60}; write [{names!r:.60}]")
     if not runs:
         raise ConfigError("ensemble: give at least one run folder")
-    check_members(runs, peers)
+    folders = [Path(r) for r in runs]  # given as text too, as load_run takes them
+    check_members(folders, peers)
     unsaveable = [p for p in peers if p not in SAVEABLE]
     if unsaveable:  # before the slow part
         raise ConfigError(
             f"peers: {unsaveable} cannot be saved in an ensemble; "
             f"use {', '.join(s for s in SAVEABLE if s != 'metarec')}"
         )
+    require_dataset(ds)
+    check_seed(seed)  # before the runs load and the peers fit, not after
     members: dict[str, ScoringModel] = {}
     splits = []
     primary: Recommender | None = None
-    for run in runs:
+    for run in folders:
         if run_kind(run) != "run":
             raise ConfigError(f"{run}: is an ensemble; give the run folders it was built from")
         rec = load_run(run, device=device)
@@ -382,12 +389,12 @@ def fit_from_runs(
                     f"({len(ids)} items); give the data the run was trained on"
                 )
         elif rec.items["item_id"].tolist() != primary.items["item_id"].tolist():
-            raise ConfigError(f"{run} and {runs[0]} have different catalogues")
+            raise ConfigError(f"{run} and {folders[0]} have different catalogues")
         elif not same_encoder(rec.encoder_config, primary.encoder_config):
             # an item added later is encoded once, by the first run's encoder, for every
             # member: vectors of another model (or width) would not be that member's
             raise ConfigError(
-                f"{run} and {runs[0]} encode items with different encoders "
+                f"{run} and {folders[0]} encode items with different encoders "
                 f"({rec.encoder_config.get('id')!r}, {primary.encoder_config.get('id')!r}); "
                 "an ensemble's runs share one encoder"
             )
@@ -398,10 +405,10 @@ def fit_from_runs(
         splits.append(run_split(run, rec, ds))
     assert primary is not None
     val_users = set(splits[0][1]["user_id"].astype(str))
-    for run, (_, val) in zip(runs[1:], splits[1:], strict=True):
+    for run, (_, val) in zip(folders[1:], splits[1:], strict=True):
         if set(val["user_id"].astype(str)) != val_users:
             raise ConfigError(
-                f"{run} was trained with other validation users than {runs[0]}: their weights "
+                f"{run} was trained with other validation users than {folders[0]}: their weights "
                 "would be learned on users some member trained on; train the runs with the "
                 "same split (same --holdout, and the same seed or --split-seed)"
             )
@@ -442,7 +449,7 @@ def fit_from_runs(
     log(f"learning {mode} weights on validation users ...")
     ens.fit(data)
     ens.metadata = {
-        "runs": [str(r.resolve()) for r in runs],
+        "runs": [str(r.resolve()) for r in folders],
         "peers": list(peers),
         "dataset": ds.name,
         "data_spec": primary.metadata.get("data_spec"),

@@ -20,6 +20,7 @@ from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
 from metarec.data import cleaning
 from metarec.data.features import UserFeatureEncoder
+from metarec.data.generic import check_rating_range
 from metarec.data.schema import (
     Dataset,
     check_like_threshold,
@@ -36,7 +37,7 @@ from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.base import check_seed
 from metarec.models.bias import item_baseline
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
-from metarec.recommender import Recommender, build_learner
+from metarec.recommender import Recommender, build_learner, check_rating_frame
 
 
 def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
@@ -114,8 +115,13 @@ def fit_recommender(
     become *known* (their id embeddings are learned); every other catalogue
     item is scored from its text alone.
     """
+    _check_fit_args(catalogue, cfg, users, metadata, checkpoint_dir)
     cfg.validate()
+    rating_range = check_rating_range(rating_range, "rating_range")
     check_objective(cfg.objective, rating_range, "training data")
+    check_rating_frame(train, rating_range, "train")
+    if validation is not None:
+        check_rating_frame(validation, rating_range, "validation")
     if len(train) == 0:
         raise DataError("no training interactions left (check filters and splits)")
     like = like_threshold_for(rating_range) if cfg.like_threshold is None else cfg.like_threshold
@@ -185,6 +191,43 @@ def fit_recommender(
             query_size=cfg.query_size,
         )
     return rec, history
+
+
+def _check_fit_args(
+    catalogue: object,
+    cfg: object,
+    users: object,
+    metadata: object,
+    checkpoint_dir: object,
+) -> None:
+    """:func:`fit_recommender`'s arguments, checked before the work: a metadata list or
+    a checkpoint path that is a file was refused only after training."""
+    if not isinstance(catalogue, Catalogue):
+        raise ConfigError(
+            f"catalogue: expected the Catalogue encode_catalogue returns, got "
+            f"{type(catalogue).__name__}"
+        )
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
+    if users is not None and (not isinstance(users, pd.DataFrame) or "user_id" not in users):
+        raise DataError(
+            f"users: expected a DataFrame with a user_id column (and features), got "
+            f"{type(users).__name__}"
+            + (
+                f" with columns {list(users.columns)[:8]}"
+                if isinstance(users, pd.DataFrame)
+                else ""
+            )
+        )
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ConfigError(f"metadata: expected a dict, got {type(metadata).__name__}")
+    if checkpoint_dir is not None:
+        if not isinstance(checkpoint_dir, str | Path):
+            raise ConfigError(
+                f"checkpoint_dir: expected a folder path, got {type(checkpoint_dir).__name__}"
+            )
+        if Path(checkpoint_dir).is_file():
+            raise ConfigError(f"checkpoint_dir: {checkpoint_dir} is a file; a folder is needed")
 
 
 def split_users(

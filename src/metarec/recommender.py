@@ -586,18 +586,7 @@ class Recommender(TopK):
                 f"fold_in_items corrects predicted ratings; this run's objective is "
                 f"{self.cfg.objective!r}, whose scores are not ratings"
             )
-        if not isinstance(ratings, pd.DataFrame):
-            raise DataError(
-                f"fold_in_items: expected a DataFrame of user_id, item_id, rating; got "
-                f"{type(ratings).__name__}"
-            )
-        missing = {"user_id", "item_id", "rating"} - set(ratings.columns)
-        if missing:
-            raise DataError(f"fold_in_items: missing column(s) {sorted(missing)}")
-        twice = sorted({str(c) for c in ratings.columns[ratings.columns.duplicated()]})
-        if twice:  # which of the two is the rating? pandas would hand over both
-            raise DataError(f"fold_in_items: column(s) {twice} appear more than once")
-        self._check_feedback_rows(ratings.reset_index(drop=True))
+        check_rating_frame(ratings, self.rating_range, "fold_in_items")
         rows_by_user: dict[str, list[tuple[Any, Any]]] = {}
         for u, item, r in zip(
             ratings["user_id"].astype(str), ratings["item_id"], ratings["rating"], strict=True
@@ -642,35 +631,6 @@ class Recommender(TopK):
             "ratings_used": int(evidence.counts.sum()),
             "shrinkage": evidence.shrinkage,
         }
-
-    def _check_feedback_rows(self, ratings: pd.DataFrame) -> None:
-        """The first row without a user or with an unusable rating, named by its row
-        and user (grouped by user, a history's own message would name neither)."""
-        lo, hi = self.rating_range
-        values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float64)
-        # True is 1.0 to to_numeric: a flag, not a rating (only object columns mix them)
-        column = ratings["rating"]
-        flags = (
-            column.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-            if column.dtype == object
-            else np.full(len(column), pd.api.types.is_bool_dtype(column.dtype))
-        )
-        problems = (
-            (ratings["user_id"].isna().to_numpy(), "no user_id"),
-            (ratings["item_id"].isna().to_numpy(), "no item_id"),
-            (flags, "a boolean, not a rating"),
-            (
-                ~((values >= lo) & (values <= hi)),
-                f"rating outside [{lo:g}, {hi:g}] or not a number",
-            ),
-        )
-        for bad, what in problems:
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                user, rating = (plain(ratings[c].iloc[row]) for c in ("user_id", "rating"))
-                raise DataError(
-                    f"fold_in_items: row {row} (user_id {user!r}, rating {rating!r}): {what}"
-                )
 
     # -- persistence --------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -849,6 +809,44 @@ def check_features(user_features: object, where: str = "user_features") -> None:
         raise DataError(
             f"{where}: expected a mapping such as {{'age': 25}}, got {user_features!r:.60}"
         )
+
+
+def check_rating_frame(ratings: object, rating_range: tuple[float, float], where: str) -> None:
+    """``ratings`` a DataFrame of user_id, item_id, rating (each column once) whose every
+    row has a user, an item and a rating on the scale, or a DataError naming the first
+    row that does not, by position, user and rating: training on a 9 of a 1-5 scale,
+    or a NaN, went on without a word (a NaN only to end as "training diverged")."""
+    if not isinstance(ratings, pd.DataFrame):
+        raise DataError(
+            f"{where}: expected a DataFrame of user_id, item_id, rating; got "
+            f"{type(ratings).__name__}"
+        )
+    missing = {"user_id", "item_id", "rating"} - set(ratings.columns)
+    if missing:
+        raise DataError(f"{where}: missing column(s) {sorted(missing)}")
+    twice = sorted({str(c) for c in ratings.columns[ratings.columns.duplicated()]})
+    if twice:  # which of the two is the rating? pandas would hand over both
+        raise DataError(f"{where}: column(s) {twice} appear more than once")
+    lo, hi = rating_range
+    values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float64)
+    # True is 1.0 to to_numeric: a flag, not a rating (only object columns mix them)
+    column = ratings["rating"]
+    flags = (
+        column.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        if column.dtype == object
+        else np.full(len(column), pd.api.types.is_bool_dtype(column.dtype))
+    )
+    problems = (
+        (ratings["user_id"].isna().to_numpy(), "no user_id"),
+        (ratings["item_id"].isna().to_numpy(), "no item_id"),
+        (flags, "a boolean, not a rating"),
+        (~((values >= lo) & (values <= hi)), f"rating outside [{lo:g}, {hi:g}] or not a number"),
+    )
+    for bad, what in problems:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            user, rating = (plain(ratings[c].iloc[row]) for c in ("user_id", "rating"))
+            raise DataError(f"{where}: row {row} (user_id {user!r}, rating {rating!r}): {what}")
 
 
 def check_readable_features(encoder: UserFeatureEncoder, user_features: object) -> None:

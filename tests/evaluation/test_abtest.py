@@ -473,3 +473,6 @@ def test_run_abtest_with_two_policies() -> None:
     assert jsonable(only["replay"]) == jsonable(rep["replay"]) and "interleave" not in only
     with pytest.raises(ConfigError, match="k"):
         run_abtest(bad, good, inter, split, index, k=0)
+    # a served run (another recommend()) or a name: a raw TypeError or AttributeError
+    with pytest.raises(ConfigError, match=r"policy_b: expected a fitted model .* got str"):
+        run_abtest(bad, "popularity", inter, split, index)  # type: ignore[arg-type]

@@ -151,11 +151,11 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["benchmark", "--protocol", "speed", "--max-episodes", "500"], "--max-episodes"),
         (
             ["benchmark", "--protocol", "p2", "--max-episodes", "0", "--dataset", "ml-100k"],
-            "--max-episodes: must be >= 1, got 0",
+            "--max-episodes: must be a whole number >= 1, got 0",
         ),
         (
             ["benchmark", "--protocol", "p2", "--max-items", "0", "--dataset", "ml-100k"],
-            "--max-items: must be >= 1, got 0",
+            "--max-items: must be a whole number >= 1, got 0",
         ),
         (["benchmark", "--dataset", "ml-100k", "--rating-range", "1,10"], "not to the known"),
         (
@@ -599,6 +599,9 @@ def test_a_run_refused_before_its_first_model_leaves_no_kept_progress(
         ({"shots": ()}, "shots: support sizes"),
         ({"shots": (-1,)}, "shots: support sizes"),
         ({"algorithms": []}, "at least one metarec model"),
+        # 2.5 started a run; "5" was a raw TypeError
+        ({"max_items": 2.5}, "max_items: must be a whole number >= 1, got 2.5"),
+        ({"max_episodes": "5"}, "max_episodes: must be a whole number >= 1, got '5'"),
     ],
 )
 def test_run_benchmark_refuses_options_before_loading_anything(

@@ -143,7 +143,10 @@ def test_rating_mode_rejects_ranking_members_and_bad_buckets() -> None:
         ({"samples": -1}, "samples: must be a whole number"),
         ({"k": 0}, "k: must be a whole number"),
         ({"query_size": 0}, "query_size: must be a whole number"),
-        ({"buckets": []}, "buckets: must start at 0"),
+        ({"buckets": []}, "buckets: whole numbers that start at 0"),
+        ({"buckets": [0, 1.5, 2.7]}, r"buckets: whole numbers .* got \[0, 1.5, 2.7\]"),  # cut
+        ({"buckets": 5}, "buckets: expected a list such as"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_options_that_make_no_blend_are_refused(options: dict, needle: str) -> None:
@@ -151,6 +154,11 @@ def test_options_that_make_no_blend_are_refused(options: dict, needle: str) -> N
         Ensemble({"a": Constant(), "b": Oracle(3, "o")}, **options)
     with pytest.raises(ConfigError, match=r"members \['p'\] are not models"):
         Ensemble({"p": "popularity"})  # type: ignore[dict-item]
+    # asked whether it predicts ratings before whether it is a model: an AttributeError
+    with pytest.raises(ConfigError, match=r"members \['p'\] are not models"):
+        Ensemble({"p": "popularity"}, mode="rating")  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="members must be a mapping of name to model"):
+        Ensemble([Constant()])  # type: ignore[arg-type]
 
 
 def test_members_of_other_catalogues_are_refused() -> None:

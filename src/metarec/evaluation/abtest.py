@@ -643,8 +643,13 @@ def run_abtest(
     threshold: float = 4.0,
 ) -> dict[str, Any]:
     """Replay and/or interleave ``policy_a`` against ``policy_b`` on ``split``'s users."""
-    if k <= 0:
-        raise ConfigError(f"k: must be > 0, got {k}")
+    for name, policy in (("policy_a", policy_a), ("policy_b", policy_b)):
+        if not isinstance(policy, ScoringModel):  # a served run has another recommend()
+            raise ConfigError(
+                f"{name}: expected a fitted model (make_peer, make_ranker, or "
+                f"MetaModel.from_recommender for a trained run), got {type(policy).__name__}"
+            )
+    check_k(k)
     if method not in ("replay", "interleave", "both"):
         raise ConfigError(f"method: expected replay, interleave or both, got {method!r}")
     if not split.users:

@@ -642,8 +642,9 @@ def run_benchmark(
     if seeds < 1:
         raise ConfigError(f"seeds: must be >= 1, got {seeds}")
     for what, value in (("max_items", max_items), ("max_episodes", max_episodes)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{what}: must be >= 1, got {value}")
+        whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        if value is not None and (not whole or value < 1):  # 2.5 ran; "5" was a TypeError
+            raise ConfigError(f"{what}: must be a whole number >= 1, got {value!r}")
     if any(o.split("=", 1)[0].strip() == "like_threshold" for o in overrides):
         raise ConfigError(
             "overrides: like_threshold is the benchmark's own like_threshold "

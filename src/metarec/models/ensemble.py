@@ -42,7 +42,7 @@ import pandas as pd
 from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, ModelError, UnsupportedError
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel, TrainingData, check_seed
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 
 Mode = Literal["rating", "ranking"]
@@ -71,23 +71,38 @@ class Ensemble(ScoringModel):
         learn_weights: bool = True,
         like_threshold: float | None = None,
     ) -> None:
+        if not isinstance(members, Mapping):  # a list has no names to weigh by
+            raise ConfigError(
+                f"ensemble: members must be a mapping of name to model, got "
+                f"{type(members).__name__}"
+            )
         if not members:
             raise ConfigError("ensemble: needs at least one member")
         if mode not in ("rating", "ranking"):
             raise ConfigError(f"ensemble mode: {mode!r} is not one of rating, ranking")
-        if mode == "rating":
-            bad = [n for n, m in members.items() if not m.predicts_ratings]
-            if bad:
-                raise ConfigError(f"ensemble: rating mode needs rating predictors; not {bad}")
         not_models = [n for n, m in members.items() if not isinstance(m, ScoringModel)]
-        if not_models:
+        if not_models:  # before asking them whether they predict ratings
             raise ConfigError(
                 f"ensemble: members {not_models} are not models (make them with make_peer, "
                 "make_ranker or MetaModel)"
             )
+        if mode == "rating":
+            bad = [n for n, m in members.items() if not m.predicts_ratings]
+            if bad:
+                raise ConfigError(f"ensemble: rating mode needs rating predictors; not {bad}")
+        check_seed(seed)
+        if isinstance(buckets, str | bytes) or not isinstance(buckets, Sequence):
+            raise ConfigError(
+                f"ensemble buckets: expected a list such as [0, 1, 3], got {buckets!r}"
+            )
+        whole = all(
+            isinstance(b, int | np.integer) and not isinstance(b, bool) for b in buckets
+        )  # 1.5 was cut to 1 without a word
         buckets = list(buckets)
-        if not buckets or sorted(set(buckets)) != buckets or buckets[0] != 0:
-            raise ConfigError(f"ensemble buckets: must start at 0 and increase; got {buckets}")
+        if not whole or not buckets or sorted(set(buckets)) != buckets or buckets[0] != 0:
+            raise ConfigError(
+                f"ensemble buckets: whole numbers that start at 0 and increase; got {buckets}"
+            )
         # the weight grid steps from 0 to 1: a step outside (0, 1] makes no grid
         if not (isinstance(grid_step, (int, float)) and 0 < grid_step <= 1):
             raise ConfigError(f"ensemble grid_step: must be in (0, 1], got {grid_step!r}")

@@ -212,8 +212,10 @@ class StackedRanker(ScoringModel):
             ("min_samples_leaf", min_samples_leaf, 1),
             ("chunk_tasks", chunk_tasks, 1),
         ):
-            if int(value) < low:
-                raise ConfigError(f"{name}: {what} must be >= {low}, got {value}")
+            # a whole number: int() cut 2.7 to 2 and read "x" as a raw ValueError
+            whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
+            if not whole or value < low:
+                raise ConfigError(f"{name}: {what} must be a whole number >= {low}, got {value!r}")
         check_positive(
             name, ease_lam=ease_lam, episodic_lam=episodic_lam, learning_rate=learning_rate
         )
