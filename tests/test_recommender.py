@@ -665,3 +665,35 @@ def test_fit_recommender_refuses_bad_arguments_before_training(
     ]:  # fmt: skip
         with pytest.raises((DataError, ConfigError), match=re.escape(needle)):
             call()  # type: ignore[no-untyped-call]
+
+
+def test_encoding_and_loading_check_their_arguments(shared_data: Path, tmp_path: Path) -> None:
+    import metarec
+    from metarec.data import load_atomic
+    from metarec.ensemble_run import load_run
+
+    items = pd.DataFrame({"item_id": [61.0, 62.0], "title": ["Heat", "Ran"]})
+    # ids read as floats: "61.0" in the catalogue, which no rating's "61" found
+    catalogue = encode_catalogue(items, "tfidf", cache_dir=tmp_path / "emb", progress=False)
+    assert catalogue.index == {"61": 0, "62": 1}
+    twice = pd.DataFrame([[1, "A", 1]], columns=["item_id", "title", "item_id"])
+    (tmp_path / "afile").write_text("")
+    ds = load_dataset("ml-100k", root=shared_data)
+    for call, error, needle in [
+        # a class passed the encoder check, then failed on an unbound property
+        (lambda: encode_catalogue(items, metarec.TfidfSvdEncoder, progress=False),
+         ConfigError, "encoder: expected an encoder or its name, got <class"),
+        (lambda: encode_catalogue(items, "tfidf", cache_dir=5, progress=False),
+         ConfigError, "cache_dir: expected a folder path, got int"),
+        (lambda: encode_catalogue(twice, "tfidf", progress=False),
+         DataError, "items: two columns named 'item_id'; keep one"),
+        # refused after the catalogue's encoding, before
+        (lambda: metarec.train(ds, encoder="tfidf", run_dir=tmp_path / "afile"),
+         ConfigError, "run_dir: " + str(tmp_path / "afile") + " is a file"),
+        (lambda: metarec.train(ds, encoder="tfidf", run_dir=7), ConfigError,
+         "run_dir: expected a folder path, got int"),
+        (lambda: load_run(5), ConfigError, "run: expected a run folder's path, got int"),
+        (lambda: load_atomic(5), DataError, "directory_or_prefix: expected a folder"),
+    ]:  # fmt: skip
+        with pytest.raises(error, match=re.escape(needle)):
+            call()  # type: ignore[no-untyped-call]

@@ -18,6 +18,7 @@ ensemble from trained runs (what ``metarec ensemble`` does).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,6 +281,8 @@ def run_kind(path: str | Path) -> str:
 def load_run(path: str | Path, *, device: str | None = None) -> ServedModel:
     """A run folder as a :class:`Recommender`; an ensemble folder as an
     :class:`EnsembleRecommender`."""
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"run: expected a run folder's path, got {type(path).__name__}")
     p = Path(path)
     if run_kind(p) == "ensemble":
         return EnsembleRecommender(Ensemble.load(p, device=device), p)

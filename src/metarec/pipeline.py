@@ -20,7 +20,7 @@ from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
 from metarec.data import cleaning
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.generic import check_rating_range
+from metarec.data.generic import check_rating_range, str_ids
 from metarec.data.schema import (
     Dataset,
     check_like_threshold,
@@ -77,9 +77,21 @@ def encode_catalogue(
         raise DataError(f"items: expected a DataFrame of items, got {type(items).__name__}")
     if "item_id" not in items.columns:
         raise DataError(f"items: no item_id column (columns: {list(items.columns)})")
-    if not isinstance(encoder, str | Encoder):
+    if not isinstance(encoder, str | Encoder) or isinstance(encoder, type):
+        # a class passes the protocol check: its properties are there, unbound
         raise ConfigError(f"encoder: expected an encoder or its name, got {encoder!r:.60}")
+    # the cache is an optimisation: one that cannot be written warns (EmbeddingCache),
+    # but a cache_dir that is no path at all is a slip
+    if cache_dir is not None and not isinstance(cache_dir, str | Path):
+        raise ConfigError(f"cache_dir: expected a folder path, got {type(cache_dir).__name__}")
+    twice = items.columns[items.columns.duplicated()].intersection(["item_id", "title", "text"])
+    if len(twice):
+        raise DataError(f"items: two columns named {twice[0]!r}; keep one")
     items = ensure_text(items).reset_index(drop=True)
+    if pd.api.types.is_float_dtype(items["item_id"].dtype):
+        # ids read as floats (a column with a gap): "61", as cleaning writes them, where
+        # str() gave "61.0", which no rating's "61" would find
+        items["item_id"] = str_ids(items["item_id"])
     ids = items["item_id"].astype(str)
     repeated = ids[ids.duplicated()]
     if len(repeated):  # the first of the copies could never be looked up
@@ -221,13 +233,17 @@ def _check_fit_args(
         )
     if metadata is not None and not isinstance(metadata, dict):
         raise ConfigError(f"metadata: expected a dict, got {type(metadata).__name__}")
-    if checkpoint_dir is not None:
-        if not isinstance(checkpoint_dir, str | Path):
-            raise ConfigError(
-                f"checkpoint_dir: expected a folder path, got {type(checkpoint_dir).__name__}"
-            )
-        if Path(checkpoint_dir).is_file():
-            raise ConfigError(f"checkpoint_dir: {checkpoint_dir} is a file; a folder is needed")
+    _check_folder_arg("checkpoint_dir", checkpoint_dir)
+
+
+def _check_folder_arg(name: str, folder: object) -> None:
+    """None, or a path that is not a file: a folder to read or write."""
+    if folder is None:
+        return
+    if not isinstance(folder, str | Path):
+        raise ConfigError(f"{name}: expected a folder path, got {type(folder).__name__}")
+    if Path(folder).is_file():
+        raise ConfigError(f"{name}: {folder} is a file; a folder is needed")
 
 
 def split_users(
@@ -276,6 +292,7 @@ def train(
         )
     if encoder is not None and not isinstance(encoder, str | Encoder):
         raise ConfigError(f"encoder: expected an encoder or its name, got {encoder!r:.60}")
+    _check_folder_arg("run_dir", run_dir)  # before the encoding, not after it
     problems = cleaning.validate(dataset)  # a hand-built or uncleaned Dataset is checked here
     if problems:
         raise DataError(

@@ -7,6 +7,7 @@ See https://recbole.io/docs/user_guide/data/atomic_files.html.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,11 @@ def load_atomic(
     user, so it identifies rather than describes.
     ``rating_range``: the scale, when known; else it is read from the data.
     """
+    if not isinstance(directory_or_prefix, str | os.PathLike):
+        raise DataError(
+            f"directory_or_prefix: expected a folder or a path prefix such as data/ml-100k, "
+            f"got {type(directory_or_prefix).__name__}"
+        )
     prefix = _resolve_prefix(Path(directory_or_prefix), name)
     inter_path = prefix.with_name(prefix.name + ".inter")
     item_path = prefix.with_name(prefix.name + ".item")
