@@ -476,3 +476,25 @@ def test_run_abtest_with_two_policies() -> None:
     # a served run (another recommend()) or a name: a raw TypeError or AttributeError
     with pytest.raises(ConfigError, match=r"policy_b: expected a fitted model .* got str"):
         run_abtest(bad, "popularity", inter, split, index)  # type: ignore[arg-type]
+    # a threshold no rating reaches, or NaN: 0 successes in both arms, without a word
+    with pytest.raises(DataError, match=r"no later rating of any user reaches 99 \(the highe"):
+        run_abtest(bad, good, inter, split, index, threshold=99)
+    for threshold in (float("nan"), "4"):
+        with pytest.raises(ConfigError, match="threshold: expected a finite rating"):
+            run_abtest(bad, good, inter, split, index, threshold=threshold)  # type: ignore[arg-type]
+    users = list(inter["user_id"].unique())
+    for call, error, needle in [
+        # "u1" read as users "u" and "1": an empty split
+        (lambda: make_p4_split(inter, "u1"), ConfigError, "users: expected a list of user ids"),
+        (lambda: make_p4_split(inter, users, support=2.5), ConfigError, "whole number >= 0"),
+        (lambda: make_p4_split(inter, users, support="5"), ConfigError, "whole number >= 0"),
+        (lambda: make_p4_split(inter, users, seed=-1), ConfigError, "seed"),
+        (lambda: make_p4_split(inter.values, users), DataError, "interactions: expected a Data"),
+        (lambda: make_p4_split(inter.drop(columns="user_id"), users), DataError,
+         r"interactions: missing column\(s\) \['user_id'\]"),
+        (lambda: p4_tasks(inter, None, index), ConfigError, "split: expected a P4Split"),
+        (lambda: p4_tasks(inter, split, list(index)), ConfigError, "item_index: expected a map"),
+        (lambda: p4_tasks(inter.drop(columns="rating"), split, index), DataError, "rating"),
+    ]:  # fmt: skip
+        with pytest.raises(error, match=needle):
+            call()  # type: ignore[no-untyped-call]

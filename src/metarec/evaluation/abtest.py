@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -156,6 +156,14 @@ def whole_number(raw: dict[str, Any], field: str) -> int:
     return value
 
 
+def _check_frame(frame: object, name: str, columns: Sequence[str]) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{name}: expected a DataFrame of ratings, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{name}: missing column(s) {missing}")
+
+
 def make_p4_split(
     interactions: pd.DataFrame,
     users: Sequence[str],
@@ -170,8 +178,14 @@ def make_p4_split(
     seed. ``skipped`` counts users not in ``interactions`` and users with too
     few ratings (nothing left to judge after the support).
     """
-    if support < 0:
-        raise ConfigError(f"support K: must be >= 0, got {support}")
+    if isinstance(support, bool) or not isinstance(support, int | np.integer) or support < 0:
+        # 2.5 was taken, then a raw TypeError in the A/B test's slicing
+        raise ConfigError(f"support K: must be a whole number >= 0, got {support!r}")
+    check_seed(seed)
+    _check_frame(interactions, "interactions", ("user_id", "item_id"))
+    if isinstance(users, str | bytes) or not isinstance(users, Iterable):
+        # "196" was read as users "1", "9" and "6": an empty split without a word
+        raise ConfigError(f"users: expected a list of user ids, got {users!r:.60}")
     counts = interactions.groupby(interactions["user_id"].astype(str)).size()
     wanted = sorted(set(map(str, users)))
     known = [u for u in wanted if u in counts.index]
@@ -187,6 +201,14 @@ def p4_tasks(
     interactions: pd.DataFrame, split: P4Split, item_index: Mapping[str, int]
 ) -> list[Task]:
     """One task per split user, in split order: support = first K ratings by time, query = later."""
+    _check_frame(interactions, "interactions", ("user_id", "item_id", "rating"))
+    if not isinstance(split, P4Split):
+        raise ConfigError(f"split: expected a P4Split (make_p4_split), got {type(split).__name__}")
+    if not isinstance(item_index, Mapping):
+        raise ConfigError(
+            f"item_index: expected a mapping of item id to catalogue index, got "
+            f"{type(item_index).__name__}"
+        )
     frame = interactions[interactions["user_id"].astype(str).isin(set(split.users))].copy()
     frame["user_id"] = frame["user_id"].astype(str)
     unknown = ~frame["item_id"].astype(str).isin(item_index.keys())
@@ -650,12 +672,26 @@ def run_abtest(
                 f"MetaModel.from_recommender for a trained run), got {type(policy).__name__}"
             )
     check_k(k)
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float | np.number)
+        or not np.isfinite(threshold)
+    ):
+        raise ConfigError(f"threshold: expected a finite rating, got {threshold!r:.40}")
+    if users is not None and not isinstance(users, pd.DataFrame):
+        raise DataError(f"users: expected a DataFrame of user features, got {type(users).__name__}")
     if method not in ("replay", "interleave", "both"):
         raise ConfigError(f"method: expected replay, interleave or both, got {method!r}")
     if not split.users:
         raise DataError("no users left for the A/B test (all skipped or none given)")
     tasks = p4_tasks(interactions, split, item_index)
     liked = liked_later(tasks, threshold)
+    if not any(len(x) for x in liked):  # every arm would score 0 successes, no difference
+        top = max(float(t.query_ratings.max()) for t in tasks)
+        raise DataError(
+            f"threshold: no later rating of any user reaches {threshold:g} (the highest is "
+            f"{top:g}): nothing is liked, so neither arm can succeed"
+        )
     n = len(tasks)
     report: dict[str, Any] = {
         "protocol": "p4",
