@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,16 @@ def test_a_scale_given_is_taken_and_a_stray_rating_not_warned_about(tmp_path: Pa
         spec = make_spec({"data": str(folder), "rating_range": "1,5"})
         ds = load_from_spec(spec)
     assert ds.rating_range == (1.0, 5.0) and ds.interactions["rating"].max() == 5.0
+
+
+def test_a_file_cut_mid_row_is_warned_about(tmp_path: Path) -> None:
+    # the last row still parses (its timestamp cut from 883452000 to 883452) but is wrong
+    cut = write(
+        tmp_path / "cut", "cut", INTER_HEADER + "1\t10\t4\t100\n1\t11\t2\t883452", None, None
+    )
+    with pytest.warns(UserWarning, match=r"cut\.inter: the last line \(3\) has no line end"):
+        assert len(load_atomic(cut).interactions) == 2
+    whole = write(tmp_path / "whole", "whole", INTER_HEADER + "1\t10\t4\t100\n", None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_atomic(whole)

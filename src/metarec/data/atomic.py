@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -162,8 +163,22 @@ def _read(path: Path, required: Sequence[str], floats: Sequence[str]) -> pd.Data
 
 def _load_inter(path: Path) -> pd.DataFrame:
     raw = _read(path, ("user_id", "item_id", "rating"), ("rating", "timestamp"))
+    if len(raw) and not _ends_a_line(path):
+        # RecBole and every writer here end each line; a copy or download that stopped
+        # mid-row leaves a row that still parses (a timestamp cut to 883452) but is wrong
+        warnings.warn(
+            f"{path.name}: the last line ({int(raw[LINE_COL].iloc[-1])}) has no line end; "
+            "if the file was cut short, that row is cut too",
+            stacklevel=3,
+        )
     cols = [c for c in ("user_id", "item_id", "rating", "timestamp") if c in raw.columns]
     return finish_interactions(raw[[*cols, LINE_COL]], path)
+
+
+def _ends_a_line(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) in (b"\n", b"\r")
 
 
 def _first(frame: pd.DataFrame, candidates: Sequence[str]) -> str | None:
