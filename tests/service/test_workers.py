@@ -148,12 +148,21 @@ def test_a_run_no_worker_can_load_exits_2_and_leaves_no_worker(
 
 
 def first_worker_started(w: Workers, timeout: float = 60.0) -> None:
-    """Wait until the supervisor has started a worker (its signal handlers are in place)."""
+    """Wait until the supervisor has started a worker (its signal handlers are in place).
+    A worker, not any child: a short-lived one from an import (a `uname` run, say) came
+    before the handlers, and a SIGTERM then killed the supervisor by default."""
     children = Path(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children")
     deadline = time.monotonic() + timeout
-    while not children.read_text().split():
+    while not any("multiprocessing" in _cmdline(pid) for pid in children.read_text().split()):
         assert w.proc.poll() is None and time.monotonic() < deadline, w.text()
         time.sleep(0.05)
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:  # gone already
+        return ""
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux /proc")
