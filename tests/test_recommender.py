@@ -107,25 +107,39 @@ def test_what_is_not_this_recommenders_user_is_named(fitted: Recommender) -> Non
             fitted.score(UserState(good.params, good.seen, codes))
 
 
-def test_user_features_the_model_cannot_read_are_named(fitted: Recommender) -> None:
-    # each was read as "unknown" without a word: a typo'd key, a number given as text,
-    # a list where one value belongs
-    columns = ", ".join(fitted.features.columns)
+def test_user_features_the_model_cannot_read_are_named(
+    fitted: Recommender, shared_data: Path
+) -> None:
+    # each was read as "unknown" without a word: text that is no number where the model
+    # bins numbers, a list where one value belongs
     for features, needle in [
-        ({"Age": 25}, f"user_features: Age: not a feature of this model (it reads {columns})"),
-        ({"age": "25"}, "user_features: age: must be a number or null (got '25')"),
+        ({"age": "twenty"}, "user_features: age: must be a number or null (got 'twenty')"),
         ({"gender": ["F"]}, "user_features: gender: must be a number, a string or null"),
     ]:
         with pytest.raises(DataError, match=re.escape(needle)):
             fitted.adapt([("1", 5)], user_features=features)
-    # what stays readable: an unseen category, a missing or null value, a numpy number
-    for features in ({"gender": "X"}, {"age": None}, {}, {"age": np.int64(30)}):
-        fitted.adapt([("1", 5)], user_features=features)
+    # what stays readable: a row of the users table as it is (its id, ages as text, as
+    # ml-100k stores them), an unseen category, missing values of every kind, numpy types
+    row = load_dataset("ml-100k", root=shared_data).users.iloc[0].to_dict()
+    assert isinstance(row["age"], str) and "user_id" in row
+    readable = [
+        row,
+        {"gender": "X"},
+        {"age": None},
+        {"age": float("nan")},
+        {"age": pd.NA},
+        {"occupation": pd.NA},
+        {"gender": np.True_},
+        {"age": np.int64(30)},
+        {},
+    ]
+    for features in readable:  # fmt: skip
+        state = fitted.adapt([("1", 5)], user_features=features)
+        alone = fitted.adapt_many([[("1", 5)]], [features])[0]
+        assert torch.equal(state.user_features, alone.user_features)
     twice = pd.DataFrame([["1", 5, 3]], columns=["item_id", "rating", "rating"])
     with pytest.raises(DataError, match="history has two columns named 'rating'; keep one"):
         fitted.adapt(twice)
-    # adapt_many reads a stored profile that may hold more than this model uses
-    fitted.adapt_many([[("1", 5)]], [{"favourite_colour": "red"}])
 
 
 def test_a_string_of_items_is_not_read_letter_by_letter(fitted: Recommender) -> None:
@@ -697,3 +711,15 @@ def test_encoding_and_loading_check_their_arguments(shared_data: Path, tmp_path:
     ]:  # fmt: skip
         with pytest.raises(error, match=re.escape(needle)):
             call()  # type: ignore[no-untyped-call]
+
+
+def test_a_rating_at_the_top_of_a_continuous_scale_stored_as_float32_is_on_it() -> None:
+    from metarec.recommender import check_rating_frame
+
+    # retrain clips feedback to the scale's top (4.3) and stores float32, a hair above
+    frame = pd.DataFrame({"user_id": ["u"], "item_id": ["1"], "rating": [4.3]})
+    frame["rating"] = frame["rating"].astype(np.float32)
+    assert float(frame["rating"].iloc[0]) > 4.3
+    check_rating_frame(frame, (0.5, 4.3), "train")
+    with pytest.raises(DataError, match="rating outside"):
+        check_rating_frame(frame.assign(rating=4.4), (0.5, 4.3), "train")

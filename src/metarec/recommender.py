@@ -273,9 +273,9 @@ class Recommender(TopK):
         """Adapt the model to a user's ratings (item ids or exact titles).
 
         An empty history gives the meta-learned prior: the zero-shot model.
-        ``user_features``: only keys and values this model reads (DataError otherwise:
-        a typo'd key or a number given as text read as "unknown" without a word);
-        :meth:`adapt_many` ignores the keys it does not read.
+        ``user_features``: values this model can read (DataError otherwise: a list, or
+        text that is no number where it bins numbers, read as "unknown" without a word);
+        keys it does not use (a users-table row's ``user_id``) are skipped.
         """
         check_readable_features(self.features, user_features)
         return self.adapt_many([history], [user_features], steps=steps)[0]
@@ -827,8 +827,10 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
     twice = sorted({str(c) for c in ratings.columns[ratings.columns.duplicated()]})
     if twice:  # which of the two is the rating? pandas would hand over both
         raise DataError(f"{where}: column(s) {twice} appear more than once")
-    lo, hi = rating_range
-    values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float64)
+    # compared as float32, the precision ratings are trained in: a rating clipped to the
+    # top of a continuous scale (4.7) and then stored as float32 reads a hair above it
+    lo, hi = np.float32(rating_range[0]), np.float32(rating_range[1])
+    values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float32)
     # True is 1.0 to to_numeric: a flag, not a rating (only object columns mix them)
     column = ratings["rating"]
     flags = (
@@ -850,10 +852,10 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
 
 
 def check_readable_features(encoder: UserFeatureEncoder, user_features: object) -> None:
-    """:func:`check_features`, and every key and value one the model reads."""
+    """:func:`check_features`, and every value of a key the model uses one it can read."""
     check_features(user_features)
     if user_features:
-        unreadable = encoder.problem(user_features)  # type: ignore[arg-type]
+        unreadable = encoder.problem(user_features, json_types=False)  # type: ignore[arg-type]
         if unreadable is not None:
             raise DataError(f"user_features: {unreadable}")
 

@@ -477,8 +477,11 @@ def test_run_abtest_with_two_policies() -> None:
     with pytest.raises(ConfigError, match=r"policy_b: expected a fitted model .* got str"):
         run_abtest(bad, "popularity", inter, split, index)  # type: ignore[arg-type]
     # a threshold no rating reaches, or NaN: 0 successes in both arms, without a word
-    with pytest.raises(DataError, match=r"no later rating of any user reaches 99 \(the highe"):
+    with pytest.raises(DataError, match=r"threshold: 99 is above every rating in the data"):
         run_abtest(bad, good, inter, split, index, threshold=99)
+    # the data's top rating itself is a threshold: only what was past it is refused
+    none = run_abtest(bad, good, inter, split, index, k=2, method="replay", threshold=5.0)
+    assert none["replay"]["arms"]["B"]["successes"] == none["replay"]["arms"]["B"]["users"]
     for threshold in (float("nan"), "4"):
         with pytest.raises(ConfigError, match="threshold: expected a finite rating"):
             run_abtest(bad, good, inter, split, index, threshold=threshold)  # type: ignore[arg-type]

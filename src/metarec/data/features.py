@@ -100,26 +100,35 @@ class UserFeatureEncoder:
             out[j] = self.vocab[col].get(token, 0)
         return out
 
-    def problem(self, features: Mapping[str, Any]) -> str | None:
-        """What this encoder cannot read in one user's ``features`` (None: nothing): a
-        key it has no column for (a typo, ``Age`` for ``age``, was read as "unknown"
-        without a word), or a value that is not a number where it bins numbers. A
-        category it has not seen is readable: it counts as unknown, as a new one should.
+    def problem(self, features: Mapping[str, Any], *, json_types: bool = True) -> str | None:
+        """What this encoder cannot read in one user's ``features`` (None: nothing).
+
+        ``json_types`` (the HTTP API, whose clients send JSON): a key it has no column
+        for (a typo, ``Age`` for ``age``, was read as "unknown" without a word), or a
+        value that is not a JSON number where it bins numbers. Otherwise (Python, where a
+        users-table row holds its id and ages as text): only values :meth:`encode_one`
+        cannot read, a list or a mapping, or text that is no number where it bins.
+        A category it has not seen is readable: it counts as unknown, as a new one should.
         An encoder without columns (a model that uses no user features) reads none and
         refuses none."""
         if not self.columns:
             return None
         for key, value in features.items():
             if key not in self.vocab:
+                if not json_types:
+                    continue
                 return f"{key}: not a feature of this model (it reads {', '.join(self.columns)})"
+            if value is None or _missing(value):
+                continue
             numeric = isinstance(value, int | float | np.number) and not isinstance(
                 value, bool | np.bool_
             )
-            if key in self.bins and value is not None and not numeric:
-                return f"{key}: must be a number or null (got {value!r:.40})"
-            if value is not None and not numeric and not isinstance(value, str | bool):
-                # a list or a dict was read as the text of its repr: an unknown category
+            if isinstance(value, list | tuple | dict | set | np.ndarray):
+                # read as the text of its repr: an unknown category without a word
                 return f"{key}: must be a number, a string or null (got {value!r:.40})"
+            binned_text = key in self.bins and not numeric
+            if binned_text and (json_types or not _reads_as_number(value)):
+                return f"{key}: must be a number or null (got {value!r:.40})"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,3 +162,19 @@ class UserFeatureEncoder:
         ):
             raise bad("features.bins", "an object of column: [edges]", bins)
         return cls(list(columns), dict(vocab), dict(bins))
+
+
+def _missing(value: Any) -> bool:
+    """NaN, pd.NA, NaT: what a users-table row holds for an unknown value."""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # an array-like: not one missing value
+        return False
+
+
+def _reads_as_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True

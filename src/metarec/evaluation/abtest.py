@@ -685,13 +685,13 @@ def run_abtest(
     if not split.users:
         raise DataError("no users left for the A/B test (all skipped or none given)")
     tasks = p4_tasks(interactions, split, item_index)
-    liked = liked_later(tasks, threshold)
-    if not any(len(x) for x in liked):  # every arm would score 0 successes, no difference
-        top = max(float(t.query_ratings.max()) for t in tasks)
+    top = float(pd.to_numeric(interactions["rating"], errors="coerce").max())
+    if threshold > top:  # past the data's top rating: 0 successes in both arms, always
         raise DataError(
-            f"threshold: no later rating of any user reaches {threshold:g} (the highest is "
-            f"{top:g}): nothing is liked, so neither arm can succeed"
+            f"threshold: {threshold:g} is above every rating in the data (the highest is "
+            f"{top:g}): nothing could be liked, so neither arm could succeed"
         )
+    liked = liked_later(tasks, threshold)
     n = len(tasks)
     report: dict[str, Any] = {
         "protocol": "p4",

@@ -162,8 +162,8 @@ class AdaptBatcher:
         except Exception:
             # one bad history must not fail the others: adapt each alone
             for _, pairs, features, fut in jobs:
-                try:
-                    fut.set_result(rec.adapt(pairs, user_features=features))
+                try:  # as the batch reads them: a stored profile's extra keys are skipped
+                    fut.set_result(rec.adapt_many([pairs], [features])[0])
                 except Exception as err:
                     fut.set_exception(err)
             return
