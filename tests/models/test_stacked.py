@@ -345,7 +345,7 @@ def test_options_are_checked_and_unfitted_use_is_refused() -> None:
     with pytest.raises(ConfigError, match="folds"):
         StackedRanker(folds=1)
     for folds in (2.7, "x", None):  # 2.7 was cut to 2; "x" and None raw errors
-        with pytest.raises(ConfigError, match="folds must be a whole number >= 2"):
+        with pytest.raises(ConfigError, match="folds: must be a whole number >= 2"):
             StackedRanker(folds=folds)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="learning_rate"):
         StackedRanker(learning_rate=0.0)

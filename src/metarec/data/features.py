@@ -118,7 +118,7 @@ class UserFeatureEncoder:
                 if not json_types:
                     continue
                 return f"{key}: not a feature of this model (it reads {', '.join(self.columns)})"
-            if value is None or _missing(value):
+            if _missing(value):  # None, NaN, pd.NA
                 continue
             numeric = isinstance(value, int | float | np.number) and not isinstance(
                 value, bool | np.bool_
@@ -165,7 +165,7 @@ class UserFeatureEncoder:
 
 
 def _missing(value: Any) -> bool:
-    """NaN, pd.NA, NaT: what a users-table row holds for an unknown value."""
+    """None, NaN, pd.NA, NaT: what a users-table row holds for an unknown value."""
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):  # an array-like: not one missing value

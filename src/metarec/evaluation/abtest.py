@@ -63,7 +63,7 @@ from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import hit_matrix
 from metarec.io import load_json, reading, save_json
-from metarec.models.base import ScoringModel, check_k, check_seed
+from metarec.models.base import ScoringModel, check_k, check_seed, check_whole
 
 ARMS = ("A", "B")
 Method = Literal["replay", "interleave", "both"]
@@ -178,9 +178,7 @@ def make_p4_split(
     seed. ``skipped`` counts users not in ``interactions`` and users with too
     few ratings (nothing left to judge after the support).
     """
-    if isinstance(support, bool) or not isinstance(support, int | np.integer) or support < 0:
-        # 2.5 was taken, then a raw TypeError in the A/B test's slicing
-        raise ConfigError(f"support K: must be a whole number >= 0, got {support!r}")
+    check_whole(support, "support K", 0)  # 2.5 was taken, then failed in the slicing
     check_seed(seed)
     _check_frame(interactions, "interactions", ("user_id", "item_id"))
     if isinstance(users, str | bytes) or not isinstance(users, Iterable):

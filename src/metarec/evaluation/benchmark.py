@@ -37,7 +37,7 @@ from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import save_json
 from metarec.locks import exclusive
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel, TrainingData, check_whole
 from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
@@ -642,9 +642,8 @@ def run_benchmark(
     if seeds < 1:
         raise ConfigError(f"seeds: must be >= 1, got {seeds}")
     for what, value in (("max_items", max_items), ("max_episodes", max_episodes)):
-        whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
-        if value is not None and (not whole or value < 1):  # 2.5 ran; "5" was a TypeError
-            raise ConfigError(f"{what}: must be a whole number >= 1, got {value!r}")
+        if value is not None:  # 2.5 started a run; "5" was a TypeError
+            check_whole(value, what, 1)
     if any(o.split("=", 1)[0].strip() == "like_threshold" for o in overrides):
         raise ConfigError(
             "overrides: like_threshold is the benchmark's own like_threshold "

@@ -49,7 +49,12 @@ from metarec.errors import InputError
 from metarec.models.base import check_k
 
 
-def _numbers(values: object, name: str) -> np.ndarray:
+def as_numbers(values: object, name: str) -> np.ndarray:
+    """``values`` as float64, or an InputError naming them: numpy's "could not convert
+    string to float" named no argument, and a string of one number ("0.5") became a
+    0-d array of it."""
+    if isinstance(values, str | bytes):
+        raise InputError(f"{name}: expected numbers, got {values!r:.60}")
     try:
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
@@ -61,7 +66,7 @@ def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a single prediction over every rating and return a number that means nothing), at
     least one, and all finite (a NaN would make the user's MAE NaN, and the mean over
     users drop them without a word; a NaN prediction sorts first in a ranking)."""
-    p, t = _numbers(pred, "pred"), _numbers(true, "true")
+    p, t = as_numbers(pred, "pred"), as_numbers(true, "true")
     if p.ndim != 1 or p.shape != t.shape:
         raise InputError(
             f"pred and true must be 1-d and of one length; got shapes {p.shape} and {t.shape}"
@@ -192,7 +197,7 @@ def auc_score(scores: np.ndarray, positive: np.ndarray) -> float:
     the Mann-Whitney U statistic, which counts every tied pair as 1/2.
     NaN when either class is empty.
     """
-    scores = _numbers(scores, "scores")
+    scores = as_numbers(scores, "scores")
     positive = _mask(positive)
     if scores.shape != positive.shape or positive.ndim != 1:
         raise InputError(
@@ -284,7 +289,7 @@ def summarise(table: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean over users of each metric, NaN users skipped."""
     if not isinstance(table, dict):
         raise InputError(f"table: expected metric name -> per-user values, got {table!r:.60}")
-    return {m: _nanmean(_numbers(v, f"table[{m!r}]")) for m, v in table.items()}
+    return {m: _nanmean(as_numbers(v, f"table[{m!r}]")) for m, v in table.items()}
 
 
 # -- P2: full-catalogue top-k ----------------------------------------------
@@ -426,7 +431,7 @@ def full_auc(
     the user is never shown); relevant candidates are ranked against all the
     other candidates, ties counting 1/2.
     """
-    scores = _numbers(scores, "scores")
+    scores = as_numbers(scores, "scores")
     if scores.ndim != 2 or len(scores) != len(relevant):
         raise InputError(
             f"scores must be [n_users, n_items] with a row per relevant set; got {scores.shape} "

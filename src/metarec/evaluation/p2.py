@@ -27,6 +27,7 @@ import pandas as pd
 
 from metarec.data.cleaning import require_dataset
 from metarec.data.features import user_rows
+from metarec.data.generic import plain
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError, InputError
@@ -150,10 +151,7 @@ def shot_tasks(
     if bad.any():
         # a NaN rating was kept in the support set, where a model reads it as a rating
         i = int(np.flatnonzero(bad)[0])
-        row, value = (
-            v.item() if isinstance(v, np.generic) else v
-            for v in (frame.index[i], frame["rating"].iloc[i])
-        )
+        row, value = plain(frame.index[i]), plain(frame["rating"].iloc[i])
         raise InputError(
             f"shot_tasks: the rating in row {row!r} is {value!r:.40}; ratings must "
             f"be finite numbers ({int(bad.sum())} of {len(frame)} are not)"

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from metarec.errors import InputError
+from metarec.evaluation.metrics import as_numbers
 from metarec.models.base import check_seed
 
 _BOOT_CHUNK = 256  # bootstrap resamples drawn at a time (bounds memory for large n)
@@ -37,26 +38,12 @@ class WilcoxonResult(NamedTuple):
     n: int  # pairs used (finite on both sides)
 
 
-def _numbers(where: str, name: str, values: object) -> np.ndarray:
-    """``values`` as float64, or an InputError naming them: numpy's "could not convert
-    string to float" named neither the function nor the argument, and a string of one
-    number ("0.5") became a 0-d array of it."""
-    if isinstance(values, str | bytes):
-        raise InputError(f"{where}: {name} must be a list of numbers, got {values!r:.40}")
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"{where}: {name} must be a list of numbers, got {type(values).__name__} {values!r:.40}"
-        ) from None
-
-
 def _paired(
     a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, where: str = "paired"
 ) -> np.ndarray:
     """a − b over the pairs finite on both sides."""
-    a = _numbers(where, "a", a)
-    b = _numbers(where, "b", b)
+    a = as_numbers(a, f"{where}: a")
+    b = as_numbers(b, f"{where}: b")
     if a.shape != b.shape:
         raise InputError(f"{where}: paired values need equal shapes, got {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
@@ -78,7 +65,7 @@ def paired_wilcoxon(
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values, in the input order (NaN stays NaN, not counted)."""
-    p = _numbers("holm", "pvalues", pvalues)
+    p = as_numbers(pvalues, "holm: pvalues")
     if p.ndim != 1:  # the step-down indexes p as one list
         raise InputError(f"holm: pvalues must be a 1-d list of p-values, got shape {p.shape}")
     if ((p < 0) | (p > 1)).any():  # NaN compares false: it passes, and stays NaN
@@ -112,7 +99,7 @@ def bootstrap_ci(
     if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot <= 0:
         raise InputError(f"bootstrap_ci: n_boot must be a whole number > 0, got {n_boot!r:.40}")
     check_seed(seed, "bootstrap_ci: seed")  # "x" was a raw numpy SeedSequence error
-    x = _numbers("bootstrap_ci", "values", values)
+    x = as_numbers(values, "bootstrap_ci: values")
     x = x[np.isfinite(x)]
     if len(x) == 0:
         return float("nan"), float("nan")

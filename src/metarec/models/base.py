@@ -199,11 +199,19 @@ def check_k(k: object, where: str = "") -> None:
         raise ConfigError(f"{where}k: must be a whole number > 0, got {k!r}")
 
 
+def check_whole(value: object, where: str, low: int) -> int:
+    """``value`` as an int if it is a whole number >= ``low``, else a ConfigError naming
+    ``where``: int() cut 2.5 to 2, a bool is not a count, and "5" compared with a number
+    was a raw TypeError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(f"{where}: must be a whole number >= {low}, got {value!r:.40}")
+    return int(value)
+
+
 def check_seed(seed: object, where: str = "seed") -> None:
     """ConfigError unless ``seed`` is a whole number >= 0, which numpy's generators take
     (a negative or text seed was a raw numpy error)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"{where}: must be a whole number >= 0, got {seed!r:.40}")
+    check_whole(seed, where, 0)
 
 
 def check_shots(shots: object, where: str) -> tuple[int, ...]:

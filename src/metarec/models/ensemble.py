@@ -42,7 +42,7 @@ import pandas as pd
 from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, ModelError, UnsupportedError
-from metarec.models.base import ScoringModel, TrainingData, check_seed
+from metarec.models.base import ScoringModel, TrainingData, check_seed, check_whole
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 
 Mode = Literal["rating", "ranking"]
@@ -107,8 +107,7 @@ class Ensemble(ScoringModel):
         if not (isinstance(grid_step, (int, float)) and 0 < grid_step <= 1):
             raise ConfigError(f"ensemble grid_step: must be in (0, 1], got {grid_step!r}")
         for option, value in (("samples", samples), ("query_size", query_size), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"ensemble {option}: must be a whole number >= 1, got {value!r}")
+            check_whole(value, f"ensemble {option}", 1)
         self.members = dict(members)
         self.mode: Mode = mode
         self.buckets = tuple(int(b) for b in buckets)

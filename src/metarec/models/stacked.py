@@ -105,7 +105,13 @@ from metarec.data.features import user_rows
 from metarec.data.tasks import Task
 from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
-from metarec.models.base import ScoringModel, TrainingData, check_positive, check_shots
+from metarec.models.base import (
+    ScoringModel,
+    TrainingData,
+    check_positive,
+    check_shots,
+    check_whole,
+)
 from metarec.models.episodic import Episodes, EpisodicLinear, FeatureSet, build_episodes
 from metarec.models.memory import STACKED_BYTES_PER_PAIR, require_memory
 from metarec.models.support_signals import (
@@ -212,10 +218,7 @@ class StackedRanker(ScoringModel):
             ("min_samples_leaf", min_samples_leaf, 1),
             ("chunk_tasks", chunk_tasks, 1),
         ):
-            # a whole number: int() cut 2.7 to 2 and read "x" as a raw ValueError
-            whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
-            if not whole or value < low:
-                raise ConfigError(f"{name}: {what} must be a whole number >= {low}, got {value!r}")
+            check_whole(value, f"{name}: {what}", low)  # int() cut 2.7 to 2
         check_positive(
             name, ease_lam=ease_lam, episodic_lam=episodic_lam, learning_rate=learning_rate
         )
