@@ -104,6 +104,8 @@ def test_implicit_options_are_validated() -> None:
         ({"max_train_users": 0}, "max_train_users: must be > 0"),
         ({"patience": -1}, "patience: must be >= 0"),
         ({"eval_inner_steps": -1}, "eval_inner_steps: must be >= 0"),
+        ({"eval_inner_steps": 1001}, "eval_inner_steps: must be <= 1000, got 1001"),
+        ({"inner_steps": 10**6}, "inner_steps: must be <= 1000, got 1000000"),
         ({"weight_decay": -0.1}, "weight_decay: must be >= 0"),
         ({"like_threshold": float("nan")}, "like_threshold: must be a finite rating"),
         ({"device": "gpu"}, "'gpu' is not a device"),

@@ -31,6 +31,13 @@ EpisodeOrder = Literal["shuffle", "time"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 
+# Adaptation fits a handful of ratings with a few gradient steps; past this many, one
+# user's adaptation takes minutes (``adapt(steps=10**6)`` ran on without a word) and
+# meta-training does not finish. One bound for the config's inner steps and for
+# ``Recommender.adapt(steps=...)``.
+MAX_STEPS = 1000
+
+
 @dataclass
 class ModelConfig:
     """Shape of the preference network (see :mod:`metarec.models.preference`)."""
@@ -163,6 +170,9 @@ class TrainConfig:
         for name, value in not_negative.items():
             if value < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {value}")
+        for name in ("inner_steps", "eval_inner_steps"):
+            if not_negative[name] > MAX_STEPS:
+                raise ConfigError(f"{name}: must be <= {MAX_STEPS}, got {not_negative[name]}")
         if self.seed >= 2**32:  # torch's seed is seed * 100003 + epoch, a 64-bit integer
             raise ConfigError(f"seed: must be below 2**32, got {self.seed}")
         if not 0.0 <= self.model.dropout < 1.0:

@@ -104,8 +104,14 @@ def test_compare_to_peers() -> None:
     # higher-is-better flips the direction of "better", not the test
     flipped = compare_to_peers(per_user, "metarec", ["bias"], lower_is_better=False)
     assert not flipped["bias"]["better"] and flipped["bias"]["p"] == bias["p"]
-    with pytest.raises(KeyError, match="nope"):
+    with pytest.raises(InputError, match=r"no per-user values for \['nope'\]"):
         compare_to_peers(per_user, "metarec", ["nope"], lower_is_better=True)
+    with pytest.raises(InputError, match="peers must be a list of names, got 'bias'"):
+        compare_to_peers(per_user, "metarec", "bias", lower_is_better=True)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="lower_is_better must be True or False"):
+        compare_to_peers(per_user, "metarec", ["bias"], lower_is_better="no")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="per_user must map model names"):
+        compare_to_peers([model], "metarec", ["bias"], lower_is_better=True)  # type: ignore[arg-type]
 
 
 def test_holm_refuses_what_is_not_a_p_value() -> None:

@@ -141,9 +141,23 @@ def compare_to_peers(
     mean difference points the good way (below 0 when lower is better) — so a
     claim "significantly better" is ``better and significant``.
     """
+    if not isinstance(per_user, Mapping):
+        raise InputError(
+            f"compare_to_peers: per_user must map model names to per-user values, "
+            f"got {type(per_user).__name__}"
+        )
+    if isinstance(peers, str) or not isinstance(peers, Sequence):
+        # a bare name was compared letter by letter: "no per-user values for ['b', ...]"
+        raise InputError(f"compare_to_peers: peers must be a list of names, got {peers!r:.60}")
+    if not isinstance(lower_is_better, (bool, np.bool_)):
+        raise InputError(
+            f"compare_to_peers: lower_is_better must be True or False, got {lower_is_better!r:.40}"
+        )
     missing = [m for m in [model, *peers] if m not in per_user]
     if missing:
-        raise KeyError(f"no per-user values for {missing}; have {sorted(per_user)}")
+        raise InputError(
+            f"compare_to_peers: no per-user values for {missing}; have {sorted(map(str, per_user))}"
+        )
     rows: dict[str, dict[str, Any]] = {}
     for peer in peers:
         diff = _paired(per_user[model], per_user[peer], f"compare_to_peers ({model!r} vs {peer!r})")

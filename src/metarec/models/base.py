@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.catalogue import Catalogue
+from metarec.config import MAX_STEPS
 from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
@@ -262,11 +263,18 @@ def check_tasks(
 
 
 def check_steps(steps: object) -> None:
-    """ConfigError unless ``steps`` (adaptation steps) is None or a whole number >= 0."""
+    """ConfigError unless ``steps`` (adaptation steps) is None or a whole number in
+    [0, :data:`MAX_STEPS`]."""
     if steps is None:
         return
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ConfigError(f"steps: must be a whole number >= 0 (or None), got {steps!r}")
+    if (
+        isinstance(steps, bool)
+        or not isinstance(steps, (int, np.integer))
+        or not 0 <= steps <= MAX_STEPS
+    ):
+        raise ConfigError(
+            f"steps: must be a whole number in [0, {MAX_STEPS}] (or None), got {steps!r:.40}"
+        )
 
 
 def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> np.ndarray:
