@@ -73,6 +73,13 @@ def test_malformed_files_name_file_and_line(
     assert_one_line_error(proc, *needles)
 
 
+def test_a_link_loop_given_as_a_file_is_one_line(files: Path) -> None:
+    # Path.resolve() raised RuntimeError("Symlink loop") through the CLI as a traceback
+    (files / "loop.csv").symlink_to(files / "loop.csv")
+    proc = run_cli("data", "validate", "--interactions", str(files / "loop.csv"))
+    assert_one_line_error(proc, "loop.csv", "points back to itself")
+
+
 def test_validate_lists_every_problem_and_exits_1(files: Path) -> None:
     (files / "ratings.csv").write_text("user_id,item_id,rating\n1,10,5\n1,11,x\n1,99,9\n")
     proc = run_cli(

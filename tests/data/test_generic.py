@@ -278,8 +278,16 @@ def test_a_tab_separated_csv_is_read_by_its_tabs(tmp_path: Path) -> None:
     "stamp, needle",
     [
         # dateutil read these as the clock at loading: a time that moved every run
-        ("now", "timestamp 'now' is not a number or a date"),
-        ("Today", "timestamp 'Today' is not a number or a date"),
+        ("now", "timestamp 'now' names the clock at loading, not a date"),
+        ("Today", "timestamp 'Today' names the clock at loading, not a date"),
+        # the same from what a value lacks: "10:30" became today at 10:30, "June 5"
+        # the year 1
+        ("10:30", "timestamp '10:30' is not a number or a date with its year"),
+        ("June 5", "timestamp 'June 5' is not a number or a date with its year"),
+        # databases' "no date"; 9999-12-31 was a raw OutOfBoundsDatetime traceback
+        ("9999-12-31", "timestamp '9999-12-31' is a placeholder date (year 1 or 9999"),
+        ("0001-01-01", "timestamp '0001-01-01' is a placeholder date (year 1 or 9999"),
+        ("2021-13-45", "timestamp '2021-13-45' is not a number or a date"),
         # no time in any epoch unit (and it swayed the guess of the column's unit)
         ("99999999999999999999999", "timestamp '99999999999999999999999' is past the year 9999"),
     ],
@@ -291,6 +299,69 @@ def test_a_timestamp_that_is_no_time_is_reported(tmp_path: Path, stamp: str, nee
     assert data.interactions["timestamp"].isna().tolist() == [False, True, False]
     with pytest.raises(DataError, match=re.escape(needle)):
         clean(data, strict=True)
+
+
+@pytest.mark.parametrize("text", ["NaN", "1_0", "\uff14"])
+def test_a_rating_pandas_cannot_read_is_not_called_out_of_range(tmp_path: Path, text: str) -> None:
+    # float() reads these three, pandas does not: they were named "not a usable
+    # number (infinite, or beyond float32's range)"
+    p = tmp_path / "r.csv"
+    p.write_text(f"user_id,item_id,rating\nu1,i1,4\nu1,i2,{text}\n", encoding="utf-8")
+    needle = f"line 3, field 'rating': rating {text!r} is not a number"
+    with pytest.raises(DataError, match=re.escape(needle)):
+        clean(load_table(p), strict=True)
+
+
+def test_dates_far_from_1970_are_read_without_overflow(tmp_path: Path) -> None:
+    # pandas 3 parses dates as microseconds; the nanosecond epoch overflowed past 2262
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,ts\nu1,i1,4,2400-01-01\nu1,i2,3,1500-06-01\n")
+    stamps = load_table(p, timestamp_col="ts").interactions["timestamp"].tolist()
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    assert stamps == [
+        (pd.Timestamp("2400-01-01", tz="UTC") - epoch).total_seconds(),
+        (pd.Timestamp("1500-06-01", tz="UTC") - epoch).total_seconds(),
+    ]
+
+
+def test_a_quote_left_open_is_named_not_swallowing_the_file(tmp_path: Path) -> None:
+    # the open quote took every later row into one field: the catalogue shrank to its
+    # first item, and the ratings of the rest were blamed as unknown items
+    p = tmp_path / "items.csv"
+    p.write_text('item_id,title,description\ni1,Red Shoe,"A great shoe\ni2,Blue Hat,warm\n')
+    with pytest.raises(DataError, match=r"items.csv, line 2: a quoted field opened here is never"):
+        read_table(p)
+
+
+def test_a_long_quoted_field_is_read(tmp_path: Path) -> None:
+    # csv's default cap of 131,072 characters refused it as "malformed quoting"
+    p = tmp_path / "items.csv"
+    body = "x" * 200_000
+    p.write_text(f'item_id,title,description\ni1,"Red, Shoe",{body}\ni2,Hat,"{body}"\n')
+    frame = read_table(p)
+    assert frame["description"].tolist() == [body, body]
+    assert frame["title"].tolist() == ["Red, Shoe", "Hat"]
+
+
+def test_a_broken_link_is_named_as_a_link(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    gone = tmp_path / "gone.csv"
+    gone.symlink_to(tmp_path / "nowhere.csv")
+    for p in (loop, gone):
+        with pytest.raises(DataError, match="is a symbolic link to a missing file, or a loop"):
+            read_table(p)
+
+
+def test_a_tie_of_utf8_letters_and_stray_bytes_is_mixed(tmp_path: Path) -> None:
+    # one Latin-1 "Café" beside one UTF-8 "Amélie": read as Windows-1252, the UTF-8 id
+    # became "AmÃ©lie" and its ratings unknown items
+    p = tmp_path / "r.csv"
+    p.write_bytes(
+        b"user_id,item_id,rating\n" + "u2,Café,5\n".encode("latin-1") + "u1,Amélie,4\n".encode()
+    )
+    with pytest.raises(DataError, match=r"line 2: byte 0xe9 is not UTF-8, .*\(1 character\)"):
+        read_table(p)
 
 
 def test_float_ids_are_written_value_by_value() -> None:

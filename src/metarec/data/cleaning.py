@@ -25,6 +25,7 @@ from metarec.data.generic import (
     numeric_with_raw,
     plain,
     str_ids,
+    timestamp_problem,
 )
 from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset
 from metarec.data.text import build_item_text
@@ -208,9 +209,9 @@ def _bad_ratings(inter: pd.DataFrame) -> _Finding | None:
         text = raw.iloc[i] if raw is not None else None
         if not isinstance(text, str):
             return "no rating"
-        try:
-            float(text)
-        except ValueError:
+        # as the loader read it: float() takes "NaN", "1_0" and full-width digits,
+        # which pandas does not, and would call them numbers beyond range
+        if np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0]):
             return f"rating {text!r} is not a number"
         return f"rating {text!r} is not a usable number (infinite, or beyond float32's range)"
 
@@ -237,12 +238,7 @@ def _bad_timestamps(inter: pd.DataFrame) -> _Finding | None:
     rows = np.flatnonzero(raw.notna().to_numpy())
 
     def why(i: int) -> str:
-        text = raw.iloc[i]
-        try:
-            float(text)
-        except ValueError:
-            return f"timestamp {text!r} is not a number or a date"
-        return f"timestamp {text!r} is past the year 9999"
+        return f"timestamp {raw.iloc[i]!r} {timestamp_problem(str(raw.iloc[i]))}"
 
     return _finding(
         inter, rows, "timestamp is not a number or a date (treated as unknown)", why, "timestamp"

@@ -98,8 +98,7 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
         out["timestamp"] = np.nan
     elif pd.api.types.is_datetime64_any_dtype(frame["timestamp"].dtype):
         # Parquet datetimes: to_numeric would give nanoseconds, not seconds.
-        stamps = pd.to_datetime(frame["timestamp"], utc=True)
-        out["timestamp"] = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        out["timestamp"] = epoch_seconds(pd.to_datetime(frame["timestamp"], utc=True))
     else:
         ts, raw_ts = numeric_with_raw(frame["timestamp"], "timestamp")
         # past year 9999 even as nanoseconds: no time in any unit, and it would sway the
@@ -121,6 +120,33 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
 MAX_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59 UTC, the last time a date holds
 # words dateutil reads as the clock at loading: a time that moves with every run
 _CLOCK_WORDS = {"now", "today", "tomorrow", "yesterday"}
+_YEAR = r"[0-9]{4}"  # a written date names its year in full (31/01/20 is a _NUMERIC_DATE)
+# what databases export for "no date" (0001-01-01, 9999-12-31): as times they would
+# sort a rating before or after every other
+_PLACEHOLDER_YEARS = (1, 9999)
+
+
+def epoch_seconds(stamps: pd.Series) -> pd.Series:
+    """UTC datetimes as float seconds since 1970. Subtracted at the column's own
+    resolution: pandas 3 reads dates as microseconds, and the nanosecond epoch
+    overflowed for a date past 2262 (a raw OutOfBoundsDatetime on 9999-12-31)."""
+    epoch = pd.Timestamp(0, tz="UTC").as_unit(stamps.dt.unit)
+    return (stamps - epoch) / pd.Timedelta(seconds=1)
+
+
+def timestamp_problem(text: str) -> str:
+    """Why a timestamp's text was not read as a time, for cleaning's messages."""
+    if not np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0]):
+        return "is past the year 9999"
+    if text.strip().lower() in _CLOCK_WORDS:
+        return "names the clock at loading, not a date"
+    if not re.search(_YEAR, text) and not re.match(_NUMERIC_DATE, text):
+        return "is not a number or a date with its year"
+    parsed = pd.to_datetime(pd.Series([text]), errors="coerce", utc=True, format="mixed")
+    if parsed.notna().all() and parsed.dt.year.isin(_PLACEHOLDER_YEARS).all():
+        return "is a placeholder date (year 1 or 9999 stands for no date)"
+    return "is not a number or a date"
+
 
 # numbers of an epoch unit finer than seconds: seconds since 1970 pass 1e11 in year 5138
 _EPOCH_UNITS = (
@@ -199,20 +225,26 @@ def _datetimes_as_seconds(
 ) -> tuple[pd.Series, pd.Series | None]:
     # Timestamps given as dates ("2020-01-31 12:00") are common in exported tables.
     text = values.where(num.isna())
-    text = text.where(~text.astype(str).str.strip().str.lower().isin(_CLOCK_WORDS))
+    as_text = text.astype(str)
     # day first applies to the numeric dates only: with it, dateutil reads an ISO
     # 2020-01-05 as the 1st of May
-    numeric = text.astype(str).str.match(_NUMERIC_DATE) & text.notna()
+    numeric = as_text.str.match(_NUMERIC_DATE) & text.notna()
+    # dateutil fills what a value lacks from the clock at loading ("10:30" is today,
+    # "now" is now) or from year 1 ("June 5"): a time that moves with every run, or
+    # that sorts before all others. A date must name its year.
+    text = text.where(numeric | as_text.str.contains(_YEAR))
+    text = text.where(~as_text.str.strip().str.lower().isin(_CLOCK_WORDS))
     parsed = pd.to_datetime(text.where(~numeric), errors="coerce", utc=True, format="mixed")
     if numeric.any():
         day_first = _day_first(text, source)
         parsed[numeric] = pd.to_datetime(
             text[numeric], errors="coerce", utc=True, format="mixed", dayfirst=day_first
         )
+    parsed = parsed.where(~parsed.dt.year.isin(_PLACEHOLDER_YEARS))
     ok = parsed.notna()
     if not ok.any():
         return num, raw
-    seconds = (parsed[ok] - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    seconds = epoch_seconds(parsed[ok])
     num = num.copy()
     num[ok] = seconds.astype("float64")
     raw = raw.where(~ok, None)
@@ -325,6 +357,13 @@ def require_file(path: Path) -> None:
         return
     if path.is_dir():
         raise DataError("is a folder; a data file is needed", path=path)
+    if path.is_symlink():
+        # is_file() and exists() are False for a link whose target is gone, and for a
+        # loop: "file not found" named a path that is there to see in a listing
+        raise DataError(
+            "is a symbolic link to a missing file, or a loop of links; give the file itself",
+            path=path,
+        )
     if path.exists():
         # a pipe or a device (/dev/null): it could be read only once, and a file is read
         # twice (its header for the delimiter, then the whole)
@@ -539,11 +578,16 @@ def legacy_encoding(data: bytes, path: str | Path) -> str:
     # the valid multibyte characters outnumber the bytes that are not UTF-8
     as_utf8 = data.decode("utf-8", errors="replace")
     invalid = as_utf8.count("\ufffd")
-    valid = len(_MULTIBYTE.findall(as_utf8))
-    if valid > invalid:
+    found = _MULTIBYTE.findall(as_utf8)
+    valid = len(found)
+    # A tie (one "Café" in Latin-1 beside one "Amélie" in UTF-8) is mixed when the UTF-8
+    # characters are accented Latin letters: a legacy coincidence lands there only as
+    # "Ã" or "Â" before a symbol, while "ß“" in Windows-1252 decodes to U+07D3
+    if valid > invalid or (valid == invalid and all("\xa0" <= c <= "\u017f" for c in found)):
         raise DataError(
             f"line {line}: byte 0x{byte:02x} is not UTF-8, but the file's other non-ASCII "
-            f"text is ({valid:,} characters): it mixes encodings; save it as UTF-8",
+            f"text is ({valid:,} character{'s' if valid > 1 else ''}): it mixes encodings; "
+            "save it as UTF-8",
             path=path,
         )
     try:
@@ -575,12 +619,18 @@ def _read_quoted(
         if encoding:
             raise DataError(f"the file is not valid {encoding} text", path=path) from None
         text = data.decode(legacy_encoding(data, path))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    # strict: a quote left open used to take the rest of the file into one field (the
+    # catalogue after it vanished, and its ratings were blamed as unknown items)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
     rows: list[list[str]] = []
     lines: list[int] = []
     prev = 0
     expected = -1
     head: list[str] | None = None
+    # no field can be longer than the text; csv's default cap (131,072 characters)
+    # refused a long quoted description that the same file unquoted loads
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
     try:
         for row in reader:
             start, prev = prev + 1, reader.line_num
@@ -596,7 +646,15 @@ def _read_quoted(
             rows.append(row)
             lines.append(start)
     except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DataError(
+                "a quoted field opened here is never closed (a '\"' is missing)",
+                path=path,
+                row=prev + 1,
+            ) from None
         raise DataError(f"malformed quoting ({exc})", path=path, row=reader.line_num) from exc
+    finally:
+        csv.field_size_limit(limit)
     if expected < 0:
         _expected_fields(path, names, header, 0)
     cols = list(names) if names is not None else list(head or [])

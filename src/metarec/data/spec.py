@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec.data.schema import Dataset
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, DataError
 
 SPEC_KEYS = (
     "dataset",
@@ -43,7 +43,12 @@ def make_spec(values: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {k: values.get(k) for k in SPEC_KEYS}
     for k in _PATH_KEYS:
         if spec[k]:
-            spec[k] = str(Path(spec[k]).resolve())
+            try:
+                spec[k] = str(Path(spec[k]).resolve())
+            except (OSError, RuntimeError):  # RuntimeError: a symlink loop before 3.13
+                raise DataError(
+                    "is a symbolic link that points back to itself (a loop)", path=spec[k]
+                ) from None
     return spec
 
 
