@@ -80,6 +80,19 @@ def test_a_link_loop_given_as_a_file_is_one_line(files: Path) -> None:
     assert_one_line_error(proc, "loop.csv", "points back to itself")
 
 
+def test_a_bad_rating_range_is_the_flags_error(files: Path) -> None:
+    # 5,1 was a "problem" of the data (exit 1) and named the Python argument
+    proc = run_cli("data", "validate", "--interactions", str(files / "ratings.csv"),
+                   "--rating-range", "5,1")  # fmt: skip
+    assert_one_line_error(proc, "--rating-range: expected finite min <= max, got '5,1'")
+
+
+def test_a_data_set_beside_its_own_files_is_refused(files: Path) -> None:
+    # the files won and the name was dropped without a word
+    proc = run_cli("data", "validate", "ml-100k", "--interactions", str(files / "ratings.csv"))
+    assert_one_line_error(proc, "give a data set ('ml-100k') or --interactions")
+
+
 def test_validate_lists_every_problem_and_exits_1(files: Path) -> None:
     (files / "ratings.csv").write_text("user_id,item_id,rating\n1,10,5\n1,11,x\n1,99,9\n")
     proc = run_cli(

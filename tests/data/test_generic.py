@@ -487,3 +487,23 @@ def test_a_column_named_timestamp_is_read_without_being_named(tmp_path: Path) ->
     q = tmp_path / "q.csv"
     q.write_text("user_id,item_id,timestamp\nu1,i1,4\n")
     assert load_table(q, rating_col="timestamp").interactions["rating"].tolist() == [4.0]
+
+
+@pytest.mark.parametrize("sep", ["é", '"', "\n"])
+def test_a_delimiter_pandas_cannot_split_on_is_refused(tmp_path: Path, sep: str) -> None:
+    # "é" is two bytes in UTF-8: pandas' raw ValueError said "> 1 char long"
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating\nu1,i1,5\n")
+    with pytest.raises(ConfigError, match="sep: expected a delimiter of ASCII characters"):
+        load_table(p, sep=sep)
+
+
+def test_a_carriage_return_inside_a_line_is_named(tmp_path: Path) -> None:
+    # pandas split the line there: "found 3 rows but 2 non-blank lines", no line named
+    p = tmp_path / "items.csv"
+    p.write_bytes(b"item_id,title,description\r\ni1,Red Shoe,first\rsecond\r\ni2,Hat,x\r\n")
+    with pytest.raises(DataError, match=r"items.csv, line 2: a carriage return \(\\r\) inside"):
+        read_table(p)
+    # CRLF line ends, and a file's last line ended by a lone \r, are still read
+    p.write_bytes(b"item_id,title\r\ni1,Red Shoe\r\ni2,Hat\r")
+    assert read_table(p)["title"].tolist() == ["Red Shoe", "Hat"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec.cli.options import add_data_args, data_spec
+from metarec.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -24,14 +25,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     from metarec.data.spec import load_from_spec, spec_rating_range
 
     spec = data_spec(args)
+    if args.source and args.interactions:
+        # the files won and the name was dropped without a word
+        raise ConfigError(
+            f"give a data set ({args.source!r}) or --interactions (your own files), not both"
+        )
     if args.source:
         if Path(args.source).exists():
             spec["data"] = str(Path(args.source).resolve())
         else:
             spec["dataset"] = args.source
+    rating_range = spec_rating_range(spec)  # a bad flag before minutes of loading
     if args.action == "validate":
         raw = load_from_spec(spec, cleaned=False)
-        problems = validate(raw, rating_range=spec_rating_range(spec))
+        problems = validate(raw, rating_range=rating_range)
         if args.json:
             print(json.dumps({"ok": not problems, "problems": list(problems)}, indent=2))
         else:

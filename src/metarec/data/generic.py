@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.data.compressed import data_suffix, first_data_line, read_data_bytes
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig, build_item_text, normalise_genres
 from metarec.errors import ConfigError, DataError
@@ -375,7 +376,7 @@ def read_bytes(path: str | Path) -> bytes:
     """File contents, without a UTF-8 byte-order mark."""
     path = Path(path)
     require_file(path)
-    data = path.read_bytes()
+    data = read_data_bytes(path)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         # Excel's "Unicode text": read as bytes it is a field count error on a line
         # the file does not have
@@ -495,6 +496,16 @@ def _read_unquoted(
     float_cols: Sequence[str],
     encoding: str | None,
 ) -> pd.DataFrame:
+    if b"\r" in data:
+        # pandas ends a line at a lone carriage return, the line count here does not:
+        # the mismatch was an error with no line to look at
+        stray = re.search(rb"\r(?!\n)", data)
+        if stray is not None and stray.end() < len(data):
+            raise DataError(
+                "a carriage return (\\r) inside the line splits it in two; remove it",
+                path=path,
+                row=data.count(b"\n", 0, stray.start()) + 1,
+            )
     lines, fields, starts = scan_fields(data, sep)
     expected = _expected_fields(path, names, header, int(fields[0]) if len(fields) else 0)
     bad = np.flatnonzero(fields != expected)
@@ -673,7 +684,7 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     if path.suffix.lower() in (".parquet", ".pq"):
         return _read_parquet(path)
     if sep is None:
-        sep = _DELIMITERS.get(path.suffix.lower())
+        sep = _DELIMITERS.get(data_suffix(path))
         if sep == ",":
             # Excel in many European locales saves ".csv" with semicolons (the comma is
             # their decimal mark), and tab-separated exports are often named .csv: a
@@ -689,8 +700,7 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
 def _first_line(path: Path) -> str:
     """The header line, for the delimiter: read alone, not the whole file twice."""
     require_file(path)
-    with path.open("rb") as fh:
-        return fh.readline(65536).decode("utf-8", errors="replace")
+    return first_data_line(path).decode("utf-8", errors="replace")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -795,8 +805,15 @@ def load_table(
         if not isinstance(value, Collection) or not all(isinstance(c, str) for c in value):
             raise ConfigError(f"{what}: expected a list of column names, got {value!r:.60}")
     text_cols, user_feature_cols = tuple(text_cols), tuple(user_feature_cols)
-    if sep is not None and not (isinstance(sep, str) and sep):
-        raise ConfigError(f"sep: expected a delimiter such as ',' or '\\t', got {sep!r:.20}")
+    # ASCII only: pandas splits bytes, and an "é" is two of them in UTF-8 (its
+    # ValueError said "> 1 char long"); a quote or a line end can separate nothing
+    if sep is not None and not (
+        isinstance(sep, str) and sep and sep.isascii() and not set(sep) & set('"\r\n')
+    ):
+        raise ConfigError(
+            f"sep: expected a delimiter of ASCII characters such as ',' or '\\t' (no quote "
+            f"or line end), got {sep!r:.20}"
+        )
     if text is not None and not isinstance(text, ItemTextConfig):
         raise ConfigError(f"text: expected an ItemTextConfig, got {text!r:.60}")
     if rating_range is not None:

@@ -9,6 +9,7 @@ used from any working directory.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,12 @@ def spec_rating_range(spec: dict[str, Any]) -> tuple[float, float] | None:
         raise ConfigError(
             f"--rating-range: expected min,max, got {spec['rating_range']!r}"
         ) from None
+    # checked here, as the flag: 5,1 was a "problem" of the data in `data validate`
+    # (exit 1), or named the Python argument rating_range
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ConfigError(
+            f"--rating-range: expected finite min <= max, got {spec['rating_range']!r}"
+        )
     return lo, hi
 
 

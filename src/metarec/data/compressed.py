@@ -1,0 +1,87 @@
+"""Data files compressed with gzip, bzip2 or xz, read as if they were plain.
+
+Public catalogues often ship as ``ratings.csv.gz``. The format is told from the
+file's first bytes, not its name, so a misnamed file is read too, and a plain file
+never pays for a decompressor. A zip archive or zstd is refused by name: read as
+text it was a field-count error on a line of binary.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+from collections.abc import Callable
+from io import BufferedIOBase
+from pathlib import Path
+from typing import BinaryIO
+
+from metarec.errors import DataError
+
+# magic bytes -> (name, opener of a decompressing binary stream)
+_READABLE: dict[bytes, tuple[str, Callable[[Path], BufferedIOBase]]] = {
+    b"\x1f\x8b": ("gzip", gzip.GzipFile),
+    b"\xfd7zXZ\x00": ("xz", lzma.LZMAFile),
+}
+_REFUSED = {b"PK\x03\x04": "a zip archive", b"(\xb5/\xfd": "zstd-compressed"}
+_SUFFIXES = (".gz", ".bz2", ".xz")
+# errors a truncated or damaged stream raises, by decompressor
+_BROKEN = (OSError, EOFError, lzma.LZMAError, ValueError)
+
+
+def _kind(head: bytes) -> tuple[str, Callable[[Path], BufferedIOBase]] | None:
+    for magic, kind in _READABLE.items():
+        if head.startswith(magic):
+            return kind
+    # "BZh" + a block size digit + the block magic: a CSV header may start "BZh"
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
+        return "bzip2", bz2.BZ2File
+    return None
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(10)
+
+
+def _refuse_archives(path: Path, head: bytes) -> None:
+    for magic, what in _REFUSED.items():
+        if head.startswith(magic):
+            raise DataError(
+                f"is {what}; extract the data file and give that (gzip, bzip2 and xz are read)",
+                path=path,
+            )
+
+
+def _read(path: Path, read: Callable[[BinaryIO | BufferedIOBase], bytes]) -> bytes:
+    head = _head(path)
+    _refuse_archives(path, head)
+    kind = _kind(head)
+    if kind is None:
+        with path.open("rb") as fh:
+            return read(fh)
+    name, opener = kind
+    try:
+        with opener(path) as fh:
+            return read(fh)
+    except _BROKEN as exc:  # truncated in a download, or not really this format
+        raise DataError(f"{name} data that does not decompress ({exc})", path=path) from None
+
+
+def read_data_bytes(path: Path) -> bytes:
+    """The whole file, decompressed when it is gzip, bzip2 or xz."""
+    return _read(path, lambda fh: fh.read())
+
+
+def first_data_line(path: Path, limit: int = 65536) -> bytes:
+    """The first line (up to ``limit`` bytes), decompressed as :func:`read_data_bytes`
+    would be, without reading the rest."""
+    return _read(path, lambda fh: fh.readline(limit))
+
+
+def data_suffix(path: Path) -> str:
+    """The suffix that says the format: ``.csv`` for ``ratings.csv.gz``."""
+    suffix = path.suffix.lower()
+    if suffix in _SUFFIXES:
+        return Path(path.stem).suffix.lower()
+    return suffix
