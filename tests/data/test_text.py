@@ -8,6 +8,7 @@ from metarec.data.text import (
     ItemTextConfig,
     build_item_text,
     fix_title_articles,
+    format_year,
     normalise_genres,
     split_title_year,
 )
@@ -127,3 +128,9 @@ def test_split_title_year() -> None:
 def test_normalise_genres_drops_placeholders() -> None:
     out = normalise_genres(pd.Series(["Action|unknown", "(no genres listed)", "a, b", None]))
     assert out.tolist() == ["Action", "", "a|b", ""]
+
+
+def test_a_year_past_four_digits_is_unknown() -> None:
+    # 1e20 overflowed int64 and the item text read "Red Shoe (-9223372036854775808)."
+    years = pd.Series([1995.0, 1e20, -1e20, np.inf, np.nan, 9999.4])
+    assert format_year(years).tolist() == ["1995", "", "", "", "", "9999"]

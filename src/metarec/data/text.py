@@ -137,7 +137,8 @@ def format_year(year: pd.Series) -> pd.Series:
     """Years as text (``"1995"``), empty where unknown."""
     y = pd.to_numeric(year, errors="coerce")
     text = pd.Series("", index=y.index, dtype=object)
-    ok = y.notna() & np.isfinite(y.to_numpy(dtype="float64", na_value=np.nan))
+    # past four digits a year is no year (1e20 overflowed int64 into "-9223372036854775808")
+    ok = y.notna() & (np.abs(y.to_numpy(dtype="float64", na_value=np.nan)) < 10_000)
     text[ok] = y[ok].round().astype("int64").astype(str)
     return text
 
