@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.compressed import data_suffix, first_data_line, read_data_bytes
+from metarec.data.jsonlines import JSON_LINES_SUFFIXES, read_json_lines
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig, build_item_text, normalise_genres
 from metarec.errors import ConfigError, DataError
@@ -675,7 +676,8 @@ def _read_quoted(
 
 
 def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
-    """Read a CSV/TSV/Parquet table as text columns with ``_line``.
+    """Read a CSV/TSV/Parquet/JSON Lines table with ``_line``; delimited text is
+    read as text columns, JSON keeps its values' types.
 
     The delimiter comes from ``sep``, else the extension (.csv/.tsv/.tab), else
     the first line.
@@ -683,6 +685,10 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         return _read_parquet(path)
+    if data_suffix(path) in JSON_LINES_SUFFIXES:
+        frame = read_json_lines(read_bytes(path), path, LINE_COL)
+        frame.attrs = {SOURCE_ATTR: str(path)}
+        return frame
     if sep is None:
         sep = _DELIMITERS.get(data_suffix(path))
         if sep == ",":
@@ -773,7 +779,8 @@ def load_table(
     name: str | None = None,
     text: ItemTextConfig | None = None,
 ) -> Dataset:
-    """Load ratings (and optional item/user tables) from CSV, TSV or Parquet files.
+    """Load ratings (and optional item/user tables) from CSV, TSV, Parquet or JSON
+    Lines files (any of them gzip, bzip2 or xz compressed).
 
     ``timestamp_col`` defaults to a column named ``timestamp`` where the file has one.
     ``item_id_col`` names the id column of the items file (default: ``item_col``),

@@ -1,0 +1,78 @@
+"""JSON Lines tables (review and catalogue dumps): read by key, refused by line."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from metarec.data import load_table, validate
+from metarec.data.generic import read_table
+from metarec.errors import DataError
+
+REVIEWS = (
+    '{"reviewerID": "A1", "asin": "B001", "overall": 5.0, "unixReviewTime": 1388534400}\n'
+    '{"reviewerID": "A1", "asin": "B002", "overall": 3, "unixReviewTime": 1388620800}\n'
+    "\n"
+    '{"reviewerID": "A2", "asin": "B001", "overall": 4.0, "unixReviewTime": 1388707200,'
+    ' "reviewText": "fits"}\n'
+)
+META = (
+    '{"asin": "B001", "title": "Red running shoe", "brand": "Acme"}\n'
+    '{"asin": "B002", "title": "Blue wool hat"}\n'
+)
+
+
+def test_reviews_and_a_catalogue_load_by_their_keys(tmp_path: Path) -> None:
+    (tmp_path / "reviews.jsonl").write_text(REVIEWS)
+    (tmp_path / "meta.json").write_text(META)
+    ds = load_table(
+        tmp_path / "reviews.jsonl",
+        tmp_path / "meta.json",
+        user_col="reviewerID",
+        item_col="asin",
+        rating_col="overall",
+        timestamp_col="unixReviewTime",
+        text_cols=["brand"],
+    )
+    inter = ds.interactions
+    assert inter["user_id"].tolist() == ["A1", "A1", "A2"]
+    assert inter["rating"].tolist() == [5.0, 3.0, 4.0]
+    assert inter["timestamp"].tolist() == [1388534400, 1388620800, 1388707200]
+    assert inter["_line"].tolist() == [1, 2, 4]  # no header: the first object is line 1
+    assert ds.items.set_index("item_id")["text"].to_dict() == {
+        "B001": "Red running shoe. Acme",
+        "B002": "Blue wool hat.",
+    }
+    assert validate(ds) == []
+
+
+def test_a_gzipped_dump_loads(tmp_path: Path) -> None:
+    (tmp_path / "reviews.jsonl.gz").write_bytes(gzip.compress(REVIEWS.encode()))
+    frame = read_table(tmp_path / "reviews.jsonl.gz")
+    assert frame["asin"].tolist() == ["B001", "B002", "B001"]
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ('{"a": 1}\n{"a": 2,}\n', r"line 2: not JSON \(Expecting property name"),
+        ('{"a": 1}\n[1, 2]\n', "line 2: expected one JSON object a line, got list"),
+        ('{"a": 1, "a": 2}\n', "line 1: key 'a' appears twice in one object"),
+        ('[{"a": 1}, {"a": 2}]\n', "is a JSON array; write one object a line"),
+        ("\n  \n", "the file is empty: expected one JSON object a line"),
+        ('{"a": 1, "_line": 3}\n', "key '_line' is the name metarec numbers lines under"),
+    ],
+    ids=["bad-json", "not-an-object", "repeated-key", "array", "empty", "line-key"],
+)
+def test_what_is_not_json_lines_is_named_by_line(tmp_path: Path, body: str, needle: str) -> None:
+    (tmp_path / "r.jsonl").write_text(body)
+    with pytest.raises(DataError, match=needle):
+        read_table(tmp_path / "r.jsonl")
+
+
+def test_json_that_is_not_utf8_is_refused_by_line(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_bytes(b'{"a": "x"}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"line 2: byte 0xe9 is not UTF-8; JSON text is UTF-8"):
+        read_table(tmp_path / "r.jsonl")
