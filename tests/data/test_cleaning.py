@@ -239,3 +239,24 @@ def test_a_data_set_built_in_memory_is_checked_and_cleaned_like_a_loaded_one() -
         mr.train(cleaned, {"epochs": 0})
     with pytest.raises(ConfigError, match=r"cfg: expected a TrainConfig or a dict"):
         mr.train(cleaned, [1])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("inter_cols", "item_cols", "needle"),
+    [
+        (["user_id", "item_id", "rating", "rating"], ["item_id", "title"],
+         "interactions table has column 'rating' more than once"),
+        (["user_id", "item_id", "rating"], ["item_id", "title", "title"],
+         "items table has column 'title' more than once"),
+    ],
+)  # fmt: skip
+def test_a_column_named_twice_in_memory_is_refused(
+    inter_cols: list[str], item_cols: list[str], needle: str
+) -> None:
+    inter = pd.DataFrame([["u", "a", 4, 4][: len(inter_cols)]], columns=inter_cols)
+    items = pd.DataFrame([["a", "A", "A"][: len(item_cols)]], columns=item_cols)
+    ds = Dataset("mem", inter, items)
+    (problem,) = validate(ds)
+    assert needle in problem and "each column needs its own name" in problem
+    with pytest.raises(DataError, match=needle):
+        clean(ds)

@@ -455,6 +455,16 @@ def _require_columns(dataset: Dataset) -> None:
     for table, frame, cols in checks:
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{table}: expected a pandas DataFrame, got {type(frame).__name__}")
+        repeated = frame.columns[frame.columns.duplicated()]
+        if len(repeated):
+            # frame[name] would be a frame, not a column, and every check after this
+            # met that as an AttributeError; the file loaders refuse such a header too
+            raise DataError(
+                f"{table} table has column {plain(repeated[0])!r} more than once; each "
+                "column needs its own name",
+                path=frame.attrs.get(SOURCE_ATTR),
+                field=str(repeated[0]),
+            )
         missing = [c for c in cols if c not in frame.columns]
         if missing:
             raise DataError(
