@@ -260,3 +260,10 @@ def test_a_column_named_twice_in_memory_is_refused(
     assert needle in problem and "each column needs its own name" in problem
     with pytest.raises(DataError, match=needle):
         clean(ds)
+
+
+def test_an_all_missing_text_column_built_in_memory_takes_the_titles() -> None:
+    inter = pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "rating": [4]})
+    items = pd.DataFrame({"item_id": ["a"], "title": ["A"], "text": [np.nan]})  # float64
+    out = clean(Dataset("mem", inter, items))
+    assert out.items["text"].tolist() == ["A"]

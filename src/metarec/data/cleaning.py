@@ -345,7 +345,9 @@ def _fill_text(
     titles = items["title"].iloc[found.rows].astype(str).str.strip()
     usable = titles.str.len().to_numpy() >= min_chars
     if usable.any():
-        items = items.copy()
+        # as text: a text column built in memory may be all NaN, a float column that
+        # refuses a title written into it
+        items = items.assign(text=items["text"].astype(object))
         fill = found.rows[usable]
         items.loc[fill, "text"] = titles[usable].to_numpy()
         ids = ", ".join(repr(v) for v in items["item_id"].iloc[fill[:_EXAMPLES]])
