@@ -267,3 +267,23 @@ def test_an_all_missing_text_column_built_in_memory_takes_the_titles() -> None:
     items = pd.DataFrame({"item_id": ["a"], "title": ["A"], "text": [np.nan]})  # float64
     out = clean(Dataset("mem", inter, items))
     assert out.items["text"].tolist() == ["A"]
+
+
+def test_timestamps_built_in_memory_are_read_as_seconds_or_named() -> None:
+    inter = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "a", "a"],
+                          "rating": [4, 5, 3], "timestamp": [1, "2020-01-01", 5]})  # fmt: skip
+    ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
+    assert any(
+        "row 2: timestamp '2020-01-01' is not a number (seconds since 1970) or a datetime" in p
+        for p in validate(ds)
+    )
+    # as a file's bad timestamp: unknown, and the dated rating of the pair is kept
+    out = clean(ds)
+    assert out.interactions[["rating", "timestamp"]].values.tolist() == [[4.0, 1.0], [3.0, 5.0]]
+    assert out.report is not None and any("'2020-01-01'" in n for n in out.report.notes)
+    with pytest.raises(DataError, match=r"field 'timestamp': timestamp '2020-01-01'"):
+        clean(ds, strict=True)
+    # datetimes are seconds since 1970, not the nanoseconds to_numeric would give
+    dated = inter.assign(timestamp=pd.to_datetime(["1970-01-02"] * 3))
+    out = clean(Dataset("mem", dated, ds.items))
+    assert out.interactions["timestamp"].tolist() == [86400.0, 86400.0]

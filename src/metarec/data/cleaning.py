@@ -22,6 +22,8 @@ from metarec.data.generic import (
     RAW_PREFIX,
     SOURCE_ATTR,
     check_rating_range,
+    datetime_seconds,
+    is_datetimes,
     numeric_with_raw,
     plain,
     str_ids,
@@ -241,7 +243,13 @@ def _bad_timestamps(inter: pd.DataFrame) -> _Finding | None:
         try:
             float(text)
         except ValueError:
-            return f"timestamp {text!r} is not a number or a date"
+            if inter.attrs.get(SOURCE_ATTR):
+                return f"timestamp {text!r} is not a number or a date"
+            # the loaders read dates written as text; in memory pandas has a type for them
+            return (
+                f"timestamp {text!r} is not a number (seconds since 1970) or a datetime "
+                "(pd.to_datetime converts dates)"
+            )
         return f"timestamp {text!r} is past the year 9999"
 
     return _finding(
@@ -439,6 +447,17 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     rating, raw = numeric_with_raw(inter["rating"], "rating")
     if raw is not None and raw.name not in inter.columns:
         inter[raw.name] = raw
+    if "timestamp" in inter.columns:
+        # the loaders' are seconds already; one built in memory may hold datetimes, or
+        # text that training met as "could not convert string to float" after
+        # validate and clean had passed it
+        if is_datetimes(inter["timestamp"]):
+            inter["timestamp"] = datetime_seconds(inter["timestamp"])
+        else:
+            ts, raw = numeric_with_raw(inter["timestamp"], "timestamp")
+            if raw is not None and raw.name not in inter.columns:
+                inter[raw.name] = raw
+            inter["timestamp"] = ts
     pairs = [(inter, dataset.interactions), (items, dataset.items)]
     if users is not None and dataset.users is not None:
         pairs.append((users, dataset.users))

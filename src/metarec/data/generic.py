@@ -96,10 +96,8 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
     raw_ts = None
     if "timestamp" not in frame.columns:
         out["timestamp"] = np.nan
-    elif pd.api.types.is_datetime64_any_dtype(frame["timestamp"].dtype):
-        # Parquet datetimes: to_numeric would give nanoseconds, not seconds.
-        stamps = pd.to_datetime(frame["timestamp"], utc=True)
-        out["timestamp"] = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    elif is_datetimes(frame["timestamp"]):
+        out["timestamp"] = datetime_seconds(frame["timestamp"])
     else:
         ts, raw_ts = numeric_with_raw(frame["timestamp"], "timestamp")
         # past year 9999 even as nanoseconds: no time in any unit, and it would sway the
@@ -116,6 +114,19 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
             out[raw.name] = raw
     _carry_internal(frame, out, source)
     return out.reset_index(drop=True)
+
+
+def is_datetimes(values: pd.Series) -> bool:
+    """Whether ``values`` are datetimes (Parquet's, or pandas' in a frame built in memory)."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return True
+    return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "datetime"
+
+
+def datetime_seconds(values: pd.Series) -> pd.Series:
+    """Datetimes as seconds since 1970 (UTC): to_numeric would give nanoseconds."""
+    stamps = pd.to_datetime(values, utc=True)
+    return (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
 
 
 MAX_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59 UTC, the last time a date holds
