@@ -416,3 +416,23 @@ def test_a_column_named_timestamp_is_read_without_being_named(tmp_path: Path) ->
     q = tmp_path / "q.csv"
     q.write_text("user_id,item_id,timestamp\nu1,i1,4\n")
     assert load_table(q, rating_col="timestamp").interactions["rating"].tolist() == [4.0]
+
+
+def test_a_users_id_column_is_never_a_feature_too(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,i1,5\nu2,i1,4\n")
+    (tmp_path / "u.csv").write_text("uid,user_id,age\nu1,x,20\nu2,y,30\n")
+    r, u = tmp_path / "r.csv", tmp_path / "u.csv"
+    for kwargs, needle in [
+        ({"user_feature_cols": ["user_id"]}, "'user_id': is the users file's id column"),
+        ({"users_id_col": "uid", "user_feature_cols": ["user_id"]},
+         "'user_id': the users' id is 'uid', which takes the name user_id"),
+        ({"users_id_col": "uid", "user_feature_cols": ["age", "age"]}, "'age': named twice"),
+        ({"user_col": "_line"}, "--user-col '_line': metarec numbers each file's lines"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_table(r, users_path=u, **kwargs)  # type: ignore[arg-type]
+    # the file's own user_id, beside the id chosen, is left out of the features, and said
+    with pytest.warns(UserWarning, match="'user_id' column is not used as a user feature"):
+        users = load_table(r, users_path=u, users_id_col="uid").users
+    assert users is not None and users.columns.tolist() == ["user_id", "age", "_line"]
+    assert users["user_id"].tolist() == ["u1", "u2"]

@@ -754,6 +754,37 @@ def load_table(
         raise ConfigError(f"text: expected an ItemTextConfig, got {text!r:.60}")
     if rating_range is not None:
         rating_range = check_rating_range(rating_range, "rating_range")
+    named = {
+        "--user-col": user_col, "--item-col": item_col, "--rating-col": rating_col,
+        "--timestamp-col": timestamp_col, "--items-id-col": item_id_col,
+        "--users-id-col": users_id_col, "--title-col": title_col, "--genre-col": genre_col,
+        "--year-col": year_col,
+    }  # fmt: skip
+    for flag, col in [*named.items(), *(("--user-feature-cols", c) for c in user_feature_cols)]:
+        if col == LINE_COL:
+            # read_table numbers the lines in this column, over the file's own: the
+            # column named would be line numbers, or clash with them as two `_line`s
+            raise ConfigError(
+                f"{flag} {col!r}: metarec numbers each file's lines in a column of that "
+                "name; rename the file's column"
+            )
+    users_id = users_id_col or user_col
+    # the id column is renamed user_id: a feature of either name would be a second
+    # user_id column in the users table
+    for col in user_feature_cols:
+        if col in (users_id, "user_id"):
+            what = (
+                "is the users file's id column"
+                if col == users_id
+                else f"the users' id is {users_id!r}, which takes the name user_id"
+            )
+            raise ConfigError(
+                f"--user-feature-cols {col!r}: {what}; an id identifies a user, it does "
+                "not describe one"
+            )
+    if len(set(user_feature_cols)) < len(user_feature_cols):
+        twice = next(c for i, c in enumerate(user_feature_cols) if c in user_feature_cols[:i])
+        raise ConfigError(f"--user-feature-cols {twice!r}: named twice")
     roles = {"--user-col": user_col, "--item-col": item_col, "--rating-col": rating_col}
     if timestamp_col:
         roles["--timestamp-col"] = timestamp_col
@@ -798,11 +829,21 @@ def load_table(
     users = None
     if users_path is not None:
         users_raw = read_table(users_path, sep)
-        id_col = users_id_col or user_col
+        id_col = users_id
+        _require(users_raw, users_path, {"user id": id_col})
         feats = list(user_feature_cols) or [
             c for c in users_raw.columns if c not in (id_col, LINE_COL)
         ]
-        _require(users_raw, users_path, {"user id": id_col})
+        if not user_feature_cols and "user_id" in feats:
+            # the id is another column (--users-id-col): the file's own user_id is a
+            # second id, near unique per user as zip_code is, that describes no one,
+            # and its name is the chosen id's in the users table
+            feats.remove("user_id")
+            warnings.warn(
+                f"{users_path}: its 'user_id' column is not used as a user feature: the "
+                f"users' id is {id_col!r}",
+                stacklevel=2,
+            )
         for col in feats:
             _require(users_raw, users_path, {"user feature": col})
         frame = users_raw[[id_col, *feats, LINE_COL]].rename(columns={id_col: "user_id"})
