@@ -9,6 +9,7 @@ import pytest
 
 from metarec.data import clean, load_table
 from metarec.data.generic import read_table
+from metarec.data.text import ItemTextConfig
 from metarec.errors import ConfigError, DataError
 
 
@@ -105,7 +106,7 @@ def test_items_files_conventional_columns_are_read_unnamed(tmp_path: Path) -> No
 def test_an_items_file_without_text_is_warned_about(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,10,4\n")
     (tmp_path / "i.csv").write_text("item_id,price\n10,3\n")
-    with pytest.warns(UserWarning, match=r"i\.csv: no 'title' column .* ids alone"):
+    with pytest.warns(UserWarning, match=r"i\.csv: no 'title' or 'text' column .* ids alone"):
         ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
     assert ds.items["title"].tolist() == ["10"]
 
@@ -436,3 +437,23 @@ def test_a_users_id_column_is_never_a_feature_too(tmp_path: Path) -> None:
         users = load_table(r, users_path=u, users_id_col="uid").users
     assert users is not None and users.columns.tolist() == ["user_id", "age", "_line"]
     assert users["user_id"].tolist() == ["u1", "u2"]
+
+
+def test_an_items_files_text_column_is_item_text(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,i1,5\nu1,i2,3\n")
+    (tmp_path / "i.csv").write_text("item_id,title,text\ni1,Red Shoe,a lovely red shoe\ni2,Hat,\n")
+    r, i = tmp_path / "r.csv", tmp_path / "i.csv"
+    # read unnamed, as the title is, and named alike (it was "not in the items table")
+    for kwargs in ({}, {"text_cols": ["text"]}):
+        items = load_table(r, i, **kwargs).items  # type: ignore[arg-type]
+        assert items["text"].tolist() == ["Red Shoe. a lovely red shoe", "Hat."]
+    # a template may place it, as any text column
+    text = ItemTextConfig(extra=["text"], template="{text} ({title})")
+    assert load_table(r, i, text=text).items["text"].tolist()[0] == "a lovely red shoe (Red Shoe)"
+    (tmp_path / "j.csv").write_text("item_id,_note\ni1,red\n")
+    for kwargs, needle in [
+        ({"text_cols": ["_note"]}, "--text-cols '_note': names starting with '_' are metarec's"),
+        ({"text_cols": ["text", "text"]}, "--text-cols 'text': named twice"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_table(r, tmp_path / "j.csv", **kwargs)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import re
 import warnings
 from collections import defaultdict
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,14 @@ def finish_items(
     for col in frame.columns:
         if col not in skip and not str(col).startswith("_"):
             out[col] = text_values(frame[col])
+    if "text" in frame.columns:
+        # a file's own text (a description) was dropped without a word: it is item
+        # text by its usual name, as a title is, after the title, year and genres (as
+        # the HTTP API's `text`); the items table's `text` is then the whole text
+        out["text"] = text_values(frame["text"]).str.strip()
+        text = text or ItemTextConfig()
+        if "text" not in text.extra:
+            text = replace(text, extra=(*text.extra, "text"))
     out["text"] = build_item_text(out, text)
     cols = ["item_id", "title", "year", "genres", "text"]
     out = out[cols + [c for c in out.columns if c not in cols]]
@@ -722,7 +731,8 @@ def load_table(
     ``item_id_col`` names the id column of the items file (default: ``item_col``),
     ``users_id_col`` that of the users file (default: ``user_col``).
     Its ``title``, ``year`` and ``genres`` (or ``genre``) columns are used without
-    being named; an items file with neither a title nor text columns is warned about.
+    being named, and its ``text`` column is appended to the item text (as the HTTP
+    API's ``text``); an items file with neither a title nor text columns is warned about.
     Without an items file the items are the distinct rated ids, titled by id.
     ``text_cols`` are copied to the items table and, unless ``text`` says
     otherwise, appended to the encoder text. ``user_feature_cols`` (default:
@@ -760,7 +770,7 @@ def load_table(
         "--users-id-col": users_id_col, "--title-col": title_col, "--genre-col": genre_col,
         "--year-col": year_col,
     }  # fmt: skip
-    for flag, col in [*named.items(), *(("--user-feature-cols", c) for c in user_feature_cols)]:
+    for flag, col in named.items():
         if col == LINE_COL:
             # read_table numbers the lines in this column, over the file's own: the
             # column named would be line numbers, or clash with them as two `_line`s
@@ -768,6 +778,15 @@ def load_table(
                 f"{flag} {col!r}: metarec numbers each file's lines in a column of that "
                 "name; rename the file's column"
             )
+    for flag, cols in (("--text-cols", text_cols), ("--user-feature-cols", user_feature_cols)):
+        for col in cols:
+            if col.startswith("_"):
+                # the tables leave such columns out as internal (_line): the column
+                # named was then "not in the items table", or no feature without a word
+                raise ConfigError(
+                    f"{flag} {col!r}: names starting with '_' are metarec's internal "
+                    "columns; rename the file's column"
+                )
     users_id = users_id_col or user_col
     # the id column is renamed user_id: a feature of either name would be a second
     # user_id column in the users table
@@ -782,9 +801,10 @@ def load_table(
                 f"--user-feature-cols {col!r}: {what}; an id identifies a user, it does "
                 "not describe one"
             )
-    if len(set(user_feature_cols)) < len(user_feature_cols):
-        twice = next(c for i, c in enumerate(user_feature_cols) if c in user_feature_cols[:i])
-        raise ConfigError(f"--user-feature-cols {twice!r}: named twice")
+    for flag, cols in (("--text-cols", text_cols), ("--user-feature-cols", user_feature_cols)):
+        if len(set(cols)) < len(cols):
+            twice = next(c for i, c in enumerate(cols) if c in cols[:i])
+            raise ConfigError(f"{flag} {twice!r}: named twice")
     roles = {"--user-col": user_col, "--item-col": item_col, "--rating-col": rating_col}
     if timestamp_col:
         roles["--timestamp-col"] = timestamp_col
@@ -881,10 +901,10 @@ def _load_items(
     title_col = title_col or _present(raw, "title")
     year_col = year_col or _present(raw, "year")
     genre_col = genre_col or _present(raw, "genres", "genre")
-    if title_col is None and not text_cols:
+    if title_col is None and not text_cols and "text" not in raw.columns:
         warnings.warn(
-            f"{path}: no 'title' column and no --title-col or --text-cols: items are known "
-            "by their ids alone, so a new item has no text to be scored from",
+            f"{path}: no 'title' or 'text' column and no --title-col or --text-cols: items "
+            "are known by their ids alone, so a new item has no text to be scored from",
             stacklevel=3,
         )
     wanted = {"item id": id_col, "title": title_col, "year": year_col, "genre": genre_col}
@@ -900,4 +920,6 @@ def _load_items(
     for col in text_cols:
         if col not in frame.columns:
             frame[col] = raw[col]
+    if "text" in raw.columns and "text" not in frame.columns and "text" not in wanted.values():
+        frame["text"] = raw["text"]  # item text unnamed, as the title is: see finish_items
     return finish_items(frame, path, text)
