@@ -287,3 +287,10 @@ def test_timestamps_built_in_memory_are_read_as_seconds_or_named() -> None:
     dated = inter.assign(timestamp=pd.to_datetime(["1970-01-02"] * 3))
     out = clean(Dataset("mem", dated, ds.items))
     assert out.interactions["timestamp"].tolist() == [86400.0, 86400.0]
+
+
+def test_a_list_valued_id_built_in_memory_is_refused() -> None:
+    inter = pd.DataFrame({"user_id": [["u"]], "item_id": ["a"], "rating": [4]})
+    ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
+    with pytest.raises(DataError, match=r"row 1: user_id \['u'\] holds several values"):
+        clean(ds)

@@ -457,3 +457,18 @@ def test_an_items_files_text_column_is_item_text(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             load_table(r, tmp_path / "j.csv", **kwargs)  # type: ignore[arg-type]
+
+
+def test_parquet_list_columns_are_joined_and_a_list_id_refused(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    r, i = tmp_path / "r.parquet", tmp_path / "i.parquet"
+    pd.DataFrame({"user_id": ["u1"], "item_id": [10], "rating": [4]}).to_parquet(r)
+    pd.DataFrame({"item_id": [10], "title": ["Heat"], "genres": [["Crime", "Drama"]],
+                  "text": [["cops", "robbers"]]}).to_parquet(i)  # fmt: skip
+    items = load_table(r, i).items
+    # read as a '|'-separated genres string is, not as numpy's "['Crime' 'Drama']"
+    assert items["genres"].tolist() == ["Crime|Drama"]
+    assert items["text"].tolist() == ["Heat. Genres: Crime, Drama. cops, robbers"]
+    pd.DataFrame({"user_id": [[1]], "item_id": [10], "rating": [4]}).to_parquet(r)
+    with pytest.raises(DataError, match=r"r\.parquet, line 2, field 'user_id': user_id \[1\]"):
+        load_table(r, i)

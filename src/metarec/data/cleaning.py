@@ -22,6 +22,7 @@ from metarec.data.generic import (
     RAW_PREFIX,
     SOURCE_ATTR,
     check_rating_range,
+    check_single_ids,
     datetime_seconds,
     is_datetimes,
     numeric_with_raw,
@@ -440,6 +441,10 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     inter = dataset.interactions.reset_index(drop=True)
     items = dataset.items.reset_index(drop=True)
     users = dataset.users.reset_index(drop=True) if dataset.users is not None else None
+    check_single_ids(inter, ["user_id", "item_id"], dataset.interactions.attrs.get(SOURCE_ATTR))
+    check_single_ids(items, ["item_id"], dataset.items.attrs.get(SOURCE_ATTR))
+    if users is not None and dataset.users is not None:
+        check_single_ids(users, ["user_id"], dataset.users.attrs.get(SOURCE_ATTR))
     inter = inter.assign(user_id=str_ids(inter["user_id"]), item_id=str_ids(inter["item_id"]))
     items = items.assign(item_id=str_ids(items["item_id"]))
     if users is not None:

@@ -25,7 +25,14 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.schema import Dataset
-from metarec.data.text import ItemTextConfig, build_item_text, normalise_genres
+from metarec.data.text import (
+    LIST_TYPES,
+    ItemTextConfig,
+    build_item_text,
+    is_mixed,
+    join_lists,
+    normalise_genres,
+)
 from metarec.errors import ConfigError, DataError
 
 SOURCE_ATTR = "source"
@@ -59,6 +66,29 @@ def str_ids(values: pd.Series) -> pd.Series:
     mask = values.notna()
     out = values.astype(str)
     return out if bool(mask.all()) else out.where(mask)
+
+
+def check_single_ids(frame: pd.DataFrame, cols: Sequence[str], source: str | Path | None) -> None:
+    """Refuse, by column and row, an id that holds several values (a Parquet list
+    column): as the text "[1]" it was an id no rating or request would match."""
+    for col in cols:
+        values = frame[col]
+        if values.dtype != object or not is_mixed(values):
+            continue
+        listed = values.map(lambda v: isinstance(v, (*LIST_TYPES, dict))).to_numpy()
+        if not listed.any():
+            continue
+        i = int(np.flatnonzero(listed)[0])
+        value = values.iloc[i]
+        shown = value.tolist() if isinstance(value, np.ndarray) else value
+        line = int(frame[LINE_COL].iloc[i]) if LINE_COL in frame.columns else None
+        raise DataError(
+            ("" if line is not None else f"row {i + 1}: ")
+            + f"{col} {shown!r} holds several values; an id is one number or text",
+            path=source,
+            row=line,
+            field=col,
+        )
 
 
 def text_values(values: pd.Series) -> pd.Series:
@@ -242,7 +272,10 @@ def finish_items(
     """
     out = pd.DataFrame(index=frame.index)
     out["item_id"] = str_ids(frame["item_id"])
-    out["title"] = text_values(frame["title"]) if "title" in frame.columns else out["item_id"]
+    if "title" in frame.columns:
+        out["title"] = text_values(join_lists(frame["title"], ", "))
+    else:
+        out["title"] = out["item_id"]
     if "year" in frame.columns:
         out["year"] = pd.to_numeric(frame["year"], errors="coerce").astype("float64")
     else:
@@ -251,12 +284,12 @@ def finish_items(
     skip = {"item_id", "title", "year", "genres", "text"}
     for col in frame.columns:
         if col not in skip and not str(col).startswith("_"):
-            out[col] = text_values(frame[col])
+            out[col] = text_values(join_lists(frame[col], ", "))
     if "text" in frame.columns:
         # a file's own text (a description) was dropped without a word: it is item
         # text by its usual name, as a title is, after the title, year and genres (as
         # the HTTP API's `text`); the items table's `text` is then the whole text
-        out["text"] = text_values(frame["text"]).str.strip()
+        out["text"] = text_values(join_lists(frame["text"], ", ")).str.strip()
         text = text or ItemTextConfig()
         if "text" not in text.extra:
             text = replace(text, extra=(*text.extra, "text"))
@@ -823,6 +856,7 @@ def load_table(
         interactions_path,
         {"user": user_col, "item": item_col, "rating": rating_col, "timestamp": timestamp_col},
     )
+    check_single_ids(inter_raw, [user_col, item_col], interactions_path)
     renamed = {user_col: "user_id", item_col: "item_id", rating_col: "rating"}
     if timestamp_col:
         renamed[timestamp_col] = "timestamp"
@@ -851,6 +885,7 @@ def load_table(
         users_raw = read_table(users_path, sep)
         id_col = users_id
         _require(users_raw, users_path, {"user id": id_col})
+        check_single_ids(users_raw, [id_col], users_path)
         feats = list(user_feature_cols) or [
             c for c in users_raw.columns if c not in (id_col, LINE_COL)
         ]
@@ -909,6 +944,7 @@ def _load_items(
         )
     wanted = {"item id": id_col, "title": title_col, "year": year_col, "genre": genre_col}
     _require(raw, path, wanted)
+    check_single_ids(raw, [id_col], path)
     for col in text_cols:
         _require(raw, path, {"text": col})
     frame = pd.DataFrame({"item_id": raw[id_col], LINE_COL: raw[LINE_COL]})
