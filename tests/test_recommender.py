@@ -518,8 +518,10 @@ def test_add_items_refuses_bad_ids_and_vectors(fitted: Recommender) -> None:
 
 
 def test_new_items_text_is_built_with_the_runs_text_columns(fitted: Recommender) -> None:
-    spec = {"text_cols": "author,description"}
-    fitted.metadata["data_spec"] = spec  # what `metarec train --text-cols ...` records
+    # what `metarec train --text-cols ...` records; `text`, an items file's own text
+    # column, is no column of a new item's: its `text` is the whole text, built if absent
+    spec = {"text_cols": "author,description,text"}
+    fitted.metadata["data_spec"] = spec
     try:
         books = pd.DataFrame({"item_id": ["b1", "b2"], "title": ["Murder", "Quiet"],
                               "author": ["Agatha Christie", "Anon"]})  # fmt: skip

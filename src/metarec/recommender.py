@@ -521,7 +521,9 @@ class Recommender(TopK):
             # a run trained from files with --text-cols built its text with those columns
             spec = self.metadata.get("data_spec") or {}
             cols = [c.strip() for c in str(spec.get("text_cols") or "").split(",") if c.strip()]
-            text = ItemTextConfig(extra=tuple(cols))
+            # but not the file's `text` column: a new item's `text` is its whole text, and
+            # filled in as an empty extra column it left an item without one no text
+            text = ItemTextConfig(extra=tuple(c for c in cols if c != "text"))
         for col in text.extra:  # a new item may lack some of them: that part is empty
             if col not in frame.columns:
                 frame[col] = ""

@@ -235,3 +235,40 @@ def test_a_file_cut_mid_row_is_warned_about(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_atomic(whole)
+
+
+def test_other_layouts_item_text_is_read_from_their_fields(tmp_path: Path) -> None:
+    # RecBole's book-crossing layout: a *_title and token_seq words, no MovieLens names
+    d = write(
+        tmp_path,
+        "bx",
+        "user_id:token\titem_id:token\trating:float\n1\t0195153448\t5\n",
+        "item_id:token\tbook_title:token_seq\tbook_author:token_seq\tpublication_year:float\t"
+        "publisher:token_seq\n0195153448\tClassical Mythology\tMark P. O. Morford\t2002\t"
+        "Oxford University Press\n",
+        None,
+    )
+    items = load_atomic(d).items
+    assert items["title"].tolist() == ["Classical Mythology"]
+    assert items["text"].tolist() == [
+        "Classical Mythology. Mark P. O. Morford Oxford University Press"
+    ]
+    # with no word of text at all, said as load_table says it
+    (d / "bx.item").write_text("item_id:token\tprice:float\n0195153448\t3\n")
+    with pytest.warns(UserWarning, match=r"bx\.item: no title field .* ids alone"):
+        assert load_atomic(d).items["text"].tolist() == ["0195153448."]
+
+
+def test_an_item_or_user_file_that_cannot_be_read_is_not_taken_for_none(tmp_path: Path) -> None:
+    d = write(tmp_path, "x", INTER_HEADER + "1\t10\t4\t100\n", None, None)
+    (d / "x.item").mkdir()
+    with pytest.raises(DataError, match=r"x\.item: is a folder"):
+        load_atomic(d)
+    (d / "x.item").rmdir()
+    (d / "x.user").symlink_to(d / "gone.user")  # a dangling link
+    with pytest.raises(DataError, match=r"x\.user: "):
+        load_atomic(d)
+    (d / "x.user").unlink()
+    (d / "x.item").symlink_to(d / "x.item")  # a loop
+    with pytest.raises(DataError, match=r"x\.item: "):
+        load_atomic(d)

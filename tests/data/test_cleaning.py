@@ -239,3 +239,58 @@ def test_a_data_set_built_in_memory_is_checked_and_cleaned_like_a_loaded_one() -
         mr.train(cleaned, {"epochs": 0})
     with pytest.raises(ConfigError, match=r"cfg: expected a TrainConfig or a dict"):
         mr.train(cleaned, [1])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("inter_cols", "item_cols", "needle"),
+    [
+        (["user_id", "item_id", "rating", "rating"], ["item_id", "title"],
+         "interactions table has column 'rating' more than once"),
+        (["user_id", "item_id", "rating"], ["item_id", "title", "title"],
+         "items table has column 'title' more than once"),
+    ],
+)  # fmt: skip
+def test_a_column_named_twice_in_memory_is_refused(
+    inter_cols: list[str], item_cols: list[str], needle: str
+) -> None:
+    inter = pd.DataFrame([["u", "a", 4, 4][: len(inter_cols)]], columns=inter_cols)
+    items = pd.DataFrame([["a", "A", "A"][: len(item_cols)]], columns=item_cols)
+    ds = Dataset("mem", inter, items)
+    (problem,) = validate(ds)
+    assert needle in problem and "each column needs its own name" in problem
+    with pytest.raises(DataError, match=needle):
+        clean(ds)
+
+
+def test_an_all_missing_text_column_built_in_memory_takes_the_titles() -> None:
+    inter = pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "rating": [4]})
+    items = pd.DataFrame({"item_id": ["a"], "title": ["A"], "text": [np.nan]})  # float64
+    out = clean(Dataset("mem", inter, items))
+    assert out.items["text"].tolist() == ["A"]
+
+
+def test_timestamps_built_in_memory_are_read_as_seconds_or_named() -> None:
+    inter = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "a", "a"],
+                          "rating": [4, 5, 3], "timestamp": [1, "2020-01-01", 5]})  # fmt: skip
+    ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
+    assert any(
+        "row 2: timestamp '2020-01-01' is not a number (seconds since 1970) or a datetime" in p
+        for p in validate(ds)
+    )
+    # as a file's bad timestamp: unknown, and the dated rating of the pair is kept
+    out = clean(ds)
+    assert out.interactions[["rating", "timestamp"]].values.tolist() == [[4.0, 1.0], [3.0, 5.0]]
+    assert out.report is not None and any("'2020-01-01'" in n for n in out.report.notes)
+    with pytest.raises(DataError, match=r"field 'timestamp': timestamp '2020-01-01'"):
+        clean(ds, strict=True)
+    # datetimes are seconds since 1970, not the nanoseconds to_numeric would give
+    dated = inter.assign(timestamp=pd.to_datetime(["1970-01-02"] * 3))
+    out = clean(Dataset("mem", dated, ds.items))
+    assert out.interactions["timestamp"].tolist() == [86400.0, 86400.0]
+
+
+def test_a_list_valued_id_built_in_memory_is_refused() -> None:
+    inter = pd.DataFrame({"user_id": [["u"]], "item_id": ["a"], "rating": [4]})
+    ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
+    with pytest.raises(DataError, match=r"row 1: user_id \['u'\] holds several values"):
+        clean(ds)

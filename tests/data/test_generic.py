@@ -9,6 +9,7 @@ import pytest
 
 from metarec.data import clean, load_table
 from metarec.data.generic import read_table
+from metarec.data.text import ItemTextConfig
 from metarec.errors import ConfigError, DataError
 
 
@@ -105,7 +106,7 @@ def test_items_files_conventional_columns_are_read_unnamed(tmp_path: Path) -> No
 def test_an_items_file_without_text_is_warned_about(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,10,4\n")
     (tmp_path / "i.csv").write_text("item_id,price\n10,3\n")
-    with pytest.warns(UserWarning, match=r"i\.csv: no 'title' column .* ids alone"):
+    with pytest.warns(UserWarning, match=r"i\.csv: no 'title' or 'text' column .* ids alone"):
         ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
     assert ds.items["title"].tolist() == ["10"]
 
@@ -507,3 +508,58 @@ def test_a_carriage_return_inside_a_line_is_named(tmp_path: Path) -> None:
     # CRLF line ends, and a file's last line ended by a lone \r, are still read
     p.write_bytes(b"item_id,title\r\ni1,Red Shoe\r\ni2,Hat\r")
     assert read_table(p)["title"].tolist() == ["Red Shoe", "Hat"]
+
+
+def test_a_users_id_column_is_never_a_feature_too(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,i1,5\nu2,i1,4\n")
+    (tmp_path / "u.csv").write_text("uid,user_id,age\nu1,x,20\nu2,y,30\n")
+    r, u = tmp_path / "r.csv", tmp_path / "u.csv"
+    for kwargs, needle in [
+        ({"user_feature_cols": ["user_id"]}, "'user_id': is the users file's id column"),
+        ({"users_id_col": "uid", "user_feature_cols": ["user_id"]},
+         "'user_id': the users' id is 'uid', which takes the name user_id"),
+        ({"users_id_col": "uid", "user_feature_cols": ["age", "age"]}, "'age': named twice"),
+        ({"user_col": "_line"}, "--user-col '_line': metarec numbers each file's lines"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_table(r, users_path=u, **kwargs)  # type: ignore[arg-type]
+    # the file's own user_id, beside the id chosen, is left out of the features, and said
+    with pytest.warns(UserWarning, match="'user_id' column is not used as a user feature"):
+        users = load_table(r, users_path=u, users_id_col="uid").users
+    assert users is not None and users.columns.tolist() == ["user_id", "age", "_line"]
+    assert users["user_id"].tolist() == ["u1", "u2"]
+
+
+def test_an_items_files_text_column_is_item_text(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,i1,5\nu1,i2,3\n")
+    (tmp_path / "i.csv").write_text("item_id,title,text\ni1,Red Shoe,a lovely red shoe\ni2,Hat,\n")
+    r, i = tmp_path / "r.csv", tmp_path / "i.csv"
+    # read unnamed, as the title is, and named alike (it was "not in the items table")
+    for kwargs in ({}, {"text_cols": ["text"]}):
+        items = load_table(r, i, **kwargs).items  # type: ignore[arg-type]
+        assert items["text"].tolist() == ["Red Shoe. a lovely red shoe", "Hat."]
+    # a template may place it, as any text column
+    text = ItemTextConfig(extra=["text"], template="{text} ({title})")
+    assert load_table(r, i, text=text).items["text"].tolist()[0] == "a lovely red shoe (Red Shoe)"
+    (tmp_path / "j.csv").write_text("item_id,_note\ni1,red\n")
+    for kwargs, needle in [
+        ({"text_cols": ["_note"]}, "--text-cols '_note': names starting with '_' are metarec's"),
+        ({"text_cols": ["text", "text"]}, "--text-cols 'text': named twice"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_table(r, tmp_path / "j.csv", **kwargs)  # type: ignore[arg-type]
+
+
+def test_parquet_list_columns_are_joined_and_a_list_id_refused(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    r, i = tmp_path / "r.parquet", tmp_path / "i.parquet"
+    pd.DataFrame({"user_id": ["u1"], "item_id": [10], "rating": [4]}).to_parquet(r)
+    pd.DataFrame({"item_id": [10], "title": ["Heat"], "genres": [["Crime", "Drama"]],
+                  "text": [["cops", "robbers"]]}).to_parquet(i)  # fmt: skip
+    items = load_table(r, i).items
+    # read as a '|'-separated genres string is, not as numpy's "['Crime' 'Drama']"
+    assert items["genres"].tolist() == ["Crime|Drama"]
+    assert items["text"].tolist() == ["Heat. Genres: Crime, Drama. cops, robbers"]
+    pd.DataFrame({"user_id": [[1]], "item_id": [10], "rating": [4]}).to_parquet(r)
+    with pytest.raises(DataError, match=r"r\.parquet, line 2, field 'user_id': user_id \[1\]"):
+        load_table(r, i)

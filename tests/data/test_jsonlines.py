@@ -19,8 +19,9 @@ REVIEWS = (
     ' "reviewText": "fits"}\n'
 )
 META = (
-    '{"asin": "B001", "title": "Red running shoe", "brand": "Acme"}\n'
-    '{"asin": "B002", "title": "Blue wool hat"}\n'
+    '{"asin": "B001", "title": "Red running shoe", "brand": "Acme",'
+    ' "category": ["Shoes", "Running"]}\n'
+    '{"asin": "B002", "title": "Blue wool hat", "category": []}\n'
 )
 
 
@@ -34,6 +35,7 @@ def test_reviews_and_a_catalogue_load_by_their_keys(tmp_path: Path) -> None:
         item_col="asin",
         rating_col="overall",
         timestamp_col="unixReviewTime",
+        genre_col="category",
         text_cols=["brand"],
     )
     inter = ds.interactions
@@ -41,8 +43,10 @@ def test_reviews_and_a_catalogue_load_by_their_keys(tmp_path: Path) -> None:
     assert inter["rating"].tolist() == [5.0, 3.0, 4.0]
     assert inter["timestamp"].tolist() == [1388534400, 1388620800, 1388707200]
     assert inter["_line"].tolist() == [1, 2, 4]  # no header: the first object is line 1
+    # a JSON list of categories is read as genres, as "Shoes|Running" would be
+    assert ds.items["genres"].tolist() == ["Shoes|Running", ""]
     assert ds.items.set_index("item_id")["text"].to_dict() == {
-        "B001": "Red running shoe. Acme",
+        "B001": "Red running shoe. Genres: Shoes, Running. Acme",
         "B002": "Blue wool hat.",
     }
     assert validate(ds) == []

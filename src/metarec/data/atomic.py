@@ -54,6 +54,10 @@ def load_atomic(
     ``zip_code`` is dropped from the users by default: it is nearly unique per
     user, so it identifies rather than describes.
     ``rating_range``: the scale, when known; else it is read from the data.
+    An item's text is its title field (``movie_title``, ``title``, ``name`` or any
+    ``*_title``), year and genres, then, unless ``text`` says otherwise, its other
+    ``token_seq`` fields (words: an author, a publisher). A ``.item`` or ``.user``
+    path that is there but cannot be read (a folder, a broken link) is an error.
     """
     if not isinstance(directory_or_prefix, str | os.PathLike):
         raise DataError(
@@ -66,13 +70,15 @@ def load_atomic(
     user_path = prefix.with_name(prefix.name + ".user")
 
     interactions = _load_inter(inter_path)
-    if item_path.is_file():
+    # lexists, not is_file: a folder, a dangling link or a link loop by the item file's
+    # name is an error (require_file says which), not a data set without items
+    if os.path.lexists(item_path):
         items = _load_items(item_path, text)
     else:
         # No item file: the rated ids are the catalogue, each titled by its id.
         ids = pd.unique(interactions["item_id"].dropna())
         items = finish_items(pd.DataFrame({"item_id": ids, "title": ids}), None, text)
-    users = _load_users(user_path, drop_user_columns) if user_path.is_file() else None
+    users = _load_users(user_path, drop_user_columns) if os.path.lexists(user_path) else None
     return Dataset(
         name=prefix.name,
         interactions=interactions,
@@ -187,7 +193,12 @@ def _first(frame: pd.DataFrame, candidates: Sequence[str]) -> str | None:
 
 def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
     raw = _read(path, ("item_id",), ())
-    title_col = _first(raw, TITLE_FIELDS)
+    types = dict(read_header(path))
+    # other layouts than MovieLens's name their title otherwise (book-crossing's
+    # book_title): unread, every item was titled by its id and had no other text
+    title_col = _first(raw, TITLE_FIELDS) or next(
+        (c for c in raw.columns if str(c).endswith("_title")), None
+    )
     year_col = _first(raw, YEAR_FIELDS)
     genre_col = _first(raw, GENRE_FIELDS)
     # ml-1m names items "Title (Year)"; without a title field that id is the title.
@@ -199,9 +210,25 @@ def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
     frame["year"] = years.fillna(title_years)
     frame["genres"] = normalise_genres(raw[genre_col], r"\s+") if genre_col else ""
     used = {"item_id", title_col, year_col, genre_col, LINE_COL}
+    words = []
     for col in raw.columns:
         if col not in used:
-            frame[col if col not in frame.columns else f"{col}_"] = raw[col]
+            name = col if col not in frame.columns else f"{col}_"
+            frame[name] = raw[col]
+            if types.get(col) == "token_seq":
+                words.append(name)
+    if text is None and words:
+        # token_seq fields are words (book-crossing's book_author and publisher, Yelp's
+        # categories): item text unless the caller's text config says otherwise;
+        # token fields are single codes (a state, a brand id), float fields numbers
+        text = ItemTextConfig(extra=tuple(words))
+    if title_col is None and not (text.extra if text else ()) and "text" not in raw.columns:
+        warnings.warn(
+            f"{path}: no title field ({', '.join(TITLE_FIELDS)} or *_title) and no text "
+            "field (token_seq): items are known by their ids alone, so a new item has no "
+            "text to be scored from",
+            stacklevel=3,
+        )
     frame[LINE_COL] = raw[LINE_COL]
     return finish_items(frame, path, text)
 

@@ -22,6 +22,9 @@ from metarec.data.generic import (
     RAW_PREFIX,
     SOURCE_ATTR,
     check_rating_range,
+    check_single_ids,
+    datetime_seconds,
+    is_datetimes,
     numeric_with_raw,
     plain,
     str_ids,
@@ -238,7 +241,13 @@ def _bad_timestamps(inter: pd.DataFrame) -> _Finding | None:
     rows = np.flatnonzero(raw.notna().to_numpy())
 
     def why(i: int) -> str:
-        return f"timestamp {raw.iloc[i]!r} {timestamp_problem(str(raw.iloc[i]))}"
+        problem = timestamp_problem(str(raw.iloc[i]))
+        if problem.startswith("is not a number") and not inter.attrs.get(SOURCE_ATTR):
+            # the loaders read dates written as text; in memory pandas has a type for them
+            problem = (
+                "is not a number (seconds since 1970) or a datetime (pd.to_datetime converts dates)"
+            )
+        return f"timestamp {raw.iloc[i]!r} {problem}"
 
     return _finding(
         inter, rows, "timestamp is not a number or a date (treated as unknown)", why, "timestamp"
@@ -341,7 +350,9 @@ def _fill_text(
     titles = items["title"].iloc[found.rows].astype(str).str.strip()
     usable = titles.str.len().to_numpy() >= min_chars
     if usable.any():
-        items = items.copy()
+        # as text: a text column built in memory may be all NaN, a float column that
+        # refuses a title written into it
+        items = items.assign(text=items["text"].astype(object))
         fill = found.rows[usable]
         items.loc[fill, "text"] = titles[usable].to_numpy()
         ids = ", ".join(repr(v) for v in items["item_id"].iloc[fill[:_EXAMPLES]])
@@ -426,6 +437,10 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     inter = dataset.interactions.reset_index(drop=True)
     items = dataset.items.reset_index(drop=True)
     users = dataset.users.reset_index(drop=True) if dataset.users is not None else None
+    check_single_ids(inter, ["user_id", "item_id"], dataset.interactions.attrs.get(SOURCE_ATTR))
+    check_single_ids(items, ["item_id"], dataset.items.attrs.get(SOURCE_ATTR))
+    if users is not None and dataset.users is not None:
+        check_single_ids(users, ["user_id"], dataset.users.attrs.get(SOURCE_ATTR))
     inter = inter.assign(user_id=str_ids(inter["user_id"]), item_id=str_ids(inter["item_id"]))
     items = items.assign(item_id=str_ids(items["item_id"]))
     if users is not None:
@@ -433,6 +448,17 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     rating, raw = numeric_with_raw(inter["rating"], "rating")
     if raw is not None and raw.name not in inter.columns:
         inter[raw.name] = raw
+    if "timestamp" in inter.columns:
+        # the loaders' are seconds already; one built in memory may hold datetimes, or
+        # text that training met as "could not convert string to float" after
+        # validate and clean had passed it
+        if is_datetimes(inter["timestamp"]):
+            inter["timestamp"] = datetime_seconds(inter["timestamp"])
+        else:
+            ts, raw = numeric_with_raw(inter["timestamp"], "timestamp")
+            if raw is not None and raw.name not in inter.columns:
+                inter[raw.name] = raw
+            inter["timestamp"] = ts
     pairs = [(inter, dataset.interactions), (items, dataset.items)]
     if users is not None and dataset.users is not None:
         pairs.append((users, dataset.users))
@@ -451,6 +477,16 @@ def _require_columns(dataset: Dataset) -> None:
     for table, frame, cols in checks:
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{table}: expected a pandas DataFrame, got {type(frame).__name__}")
+        repeated = frame.columns[frame.columns.duplicated()]
+        if len(repeated):
+            # frame[name] would be a frame, not a column, and every check after this
+            # met that as an AttributeError; the file loaders refuse such a header too
+            raise DataError(
+                f"{table} table has column {plain(repeated[0])!r} more than once; each "
+                "column needs its own name",
+                path=frame.attrs.get(SOURCE_ATTR),
+                field=str(repeated[0]),
+            )
         missing = [c for c in cols if c not in frame.columns]
         if missing:
             raise DataError(

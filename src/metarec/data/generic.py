@@ -17,6 +17,7 @@ import re
 import warnings
 from collections import defaultdict
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ import pandas as pd
 from metarec.data.compressed import data_suffix, first_data_line, read_data_bytes
 from metarec.data.jsonlines import JSON_LINES_SUFFIXES, read_json_lines
 from metarec.data.schema import Dataset
-from metarec.data.text import ItemTextConfig, build_item_text, normalise_genres
+from metarec.data.text import (
+    LIST_TYPES,
+    ItemTextConfig,
+    build_item_text,
+    is_mixed,
+    join_lists,
+    normalise_genres,
+)
 from metarec.errors import ConfigError, DataError
 
 SOURCE_ATTR = "source"
@@ -60,6 +68,29 @@ def str_ids(values: pd.Series) -> pd.Series:
     mask = values.notna()
     out = values.astype(str)
     return out if bool(mask.all()) else out.where(mask)
+
+
+def check_single_ids(frame: pd.DataFrame, cols: Sequence[str], source: str | Path | None) -> None:
+    """Refuse, by column and row, an id that holds several values (a Parquet list
+    column): as the text "[1]" it was an id no rating or request would match."""
+    for col in cols:
+        values = frame[col]
+        if values.dtype != object or not is_mixed(values):
+            continue
+        listed = values.map(lambda v: isinstance(v, (*LIST_TYPES, dict))).to_numpy()
+        if not listed.any():
+            continue
+        i = int(np.flatnonzero(listed)[0])
+        value = values.iloc[i]
+        shown = value.tolist() if isinstance(value, np.ndarray) else value
+        line = int(frame[LINE_COL].iloc[i]) if LINE_COL in frame.columns else None
+        raise DataError(
+            ("" if line is not None else f"row {i + 1}: ")
+            + f"{col} {shown!r} holds several values; an id is one number or text",
+            path=source,
+            row=line,
+            field=col,
+        )
 
 
 def text_values(values: pd.Series) -> pd.Series:
@@ -98,9 +129,8 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
     raw_ts = None
     if "timestamp" not in frame.columns:
         out["timestamp"] = np.nan
-    elif pd.api.types.is_datetime64_any_dtype(frame["timestamp"].dtype):
-        # Parquet datetimes: to_numeric would give nanoseconds, not seconds.
-        out["timestamp"] = epoch_seconds(pd.to_datetime(frame["timestamp"], utc=True))
+    elif is_datetimes(frame["timestamp"]):
+        out["timestamp"] = datetime_seconds(frame["timestamp"])
     else:
         ts, raw_ts = numeric_with_raw(frame["timestamp"], "timestamp")
         # past year 9999 even as nanoseconds: no time in any unit, and it would sway the
@@ -117,6 +147,18 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
             out[raw.name] = raw
     _carry_internal(frame, out, source)
     return out.reset_index(drop=True)
+
+
+def is_datetimes(values: pd.Series) -> bool:
+    """Whether ``values`` are datetimes (Parquet's, or pandas' in a frame built in memory)."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return True
+    return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "datetime"
+
+
+def datetime_seconds(values: pd.Series) -> pd.Series:
+    """Datetimes as seconds since 1970 (UTC): to_numeric would give nanoseconds."""
+    return epoch_seconds(pd.to_datetime(values, utc=True))
 
 
 MAX_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59 UTC, the last time a date holds
@@ -264,7 +306,10 @@ def finish_items(
     """
     out = pd.DataFrame(index=frame.index)
     out["item_id"] = str_ids(frame["item_id"])
-    out["title"] = text_values(frame["title"]) if "title" in frame.columns else out["item_id"]
+    if "title" in frame.columns:
+        out["title"] = text_values(join_lists(frame["title"], ", "))
+    else:
+        out["title"] = out["item_id"]
     if "year" in frame.columns:
         out["year"] = pd.to_numeric(frame["year"], errors="coerce").astype("float64")
     else:
@@ -273,7 +318,15 @@ def finish_items(
     skip = {"item_id", "title", "year", "genres", "text"}
     for col in frame.columns:
         if col not in skip and not str(col).startswith("_"):
-            out[col] = text_values(frame[col])
+            out[col] = text_values(join_lists(frame[col], ", "))
+    if "text" in frame.columns:
+        # a file's own text (a description) was dropped without a word: it is item
+        # text by its usual name, as a title is, after the title, year and genres (as
+        # the HTTP API's `text`); the items table's `text` is then the whole text
+        out["text"] = text_values(join_lists(frame["text"], ", ")).str.strip()
+        text = text or ItemTextConfig()
+        if "text" not in text.extra:
+            text = replace(text, extra=(*text.extra, "text"))
     out["text"] = build_item_text(out, text)
     cols = ["item_id", "title", "year", "genres", "text"]
     out = out[cols + [c for c in out.columns if c not in cols]]
@@ -786,7 +839,8 @@ def load_table(
     ``item_id_col`` names the id column of the items file (default: ``item_col``),
     ``users_id_col`` that of the users file (default: ``user_col``).
     Its ``title``, ``year`` and ``genres`` (or ``genre``) columns are used without
-    being named; an items file with neither a title nor text columns is warned about.
+    being named, and its ``text`` column is appended to the item text (as the HTTP
+    API's ``text``); an items file with neither a title nor text columns is warned about.
     Without an items file the items are the distinct rated ids, titled by id.
     ``text_cols`` are copied to the items table and, unless ``text`` says
     otherwise, appended to the encoder text. ``user_feature_cols`` (default:
@@ -825,6 +879,47 @@ def load_table(
         raise ConfigError(f"text: expected an ItemTextConfig, got {text!r:.60}")
     if rating_range is not None:
         rating_range = check_rating_range(rating_range, "rating_range")
+    named = {
+        "--user-col": user_col, "--item-col": item_col, "--rating-col": rating_col,
+        "--timestamp-col": timestamp_col, "--items-id-col": item_id_col,
+        "--users-id-col": users_id_col, "--title-col": title_col, "--genre-col": genre_col,
+        "--year-col": year_col,
+    }  # fmt: skip
+    for flag, col in named.items():
+        if col == LINE_COL:
+            # read_table numbers the lines in this column, over the file's own: the
+            # column named would be line numbers, or clash with them as two `_line`s
+            raise ConfigError(
+                f"{flag} {col!r}: metarec numbers each file's lines in a column of that "
+                "name; rename the file's column"
+            )
+    for flag, cols in (("--text-cols", text_cols), ("--user-feature-cols", user_feature_cols)):
+        for col in cols:
+            if col.startswith("_"):
+                # the tables leave such columns out as internal (_line): the column
+                # named was then "not in the items table", or no feature without a word
+                raise ConfigError(
+                    f"{flag} {col!r}: names starting with '_' are metarec's internal "
+                    "columns; rename the file's column"
+                )
+    users_id = users_id_col or user_col
+    # the id column is renamed user_id: a feature of either name would be a second
+    # user_id column in the users table
+    for col in user_feature_cols:
+        if col in (users_id, "user_id"):
+            what = (
+                "is the users file's id column"
+                if col == users_id
+                else f"the users' id is {users_id!r}, which takes the name user_id"
+            )
+            raise ConfigError(
+                f"--user-feature-cols {col!r}: {what}; an id identifies a user, it does "
+                "not describe one"
+            )
+    for flag, cols in (("--text-cols", text_cols), ("--user-feature-cols", user_feature_cols)):
+        if len(set(cols)) < len(cols):
+            twice = next(c for i, c in enumerate(cols) if c in cols[:i])
+            raise ConfigError(f"{flag} {twice!r}: named twice")
     roles = {"--user-col": user_col, "--item-col": item_col, "--rating-col": rating_col}
     if timestamp_col:
         roles["--timestamp-col"] = timestamp_col
@@ -843,6 +938,7 @@ def load_table(
         interactions_path,
         {"user": user_col, "item": item_col, "rating": rating_col, "timestamp": timestamp_col},
     )
+    check_single_ids(inter_raw, [user_col, item_col], interactions_path)
     renamed = {user_col: "user_id", item_col: "item_id", rating_col: "rating"}
     if timestamp_col:
         renamed[timestamp_col] = "timestamp"
@@ -869,11 +965,22 @@ def load_table(
     users = None
     if users_path is not None:
         users_raw = read_table(users_path, sep)
-        id_col = users_id_col or user_col
+        id_col = users_id
+        _require(users_raw, users_path, {"user id": id_col})
+        check_single_ids(users_raw, [id_col], users_path)
         feats = list(user_feature_cols) or [
             c for c in users_raw.columns if c not in (id_col, LINE_COL)
         ]
-        _require(users_raw, users_path, {"user id": id_col})
+        if not user_feature_cols and "user_id" in feats:
+            # the id is another column (--users-id-col): the file's own user_id is a
+            # second id, near unique per user as zip_code is, that describes no one,
+            # and its name is the chosen id's in the users table
+            feats.remove("user_id")
+            warnings.warn(
+                f"{users_path}: its 'user_id' column is not used as a user feature: the "
+                f"users' id is {id_col!r}",
+                stacklevel=2,
+            )
         for col in feats:
             _require(users_raw, users_path, {"user feature": col})
         frame = users_raw[[id_col, *feats, LINE_COL]].rename(columns={id_col: "user_id"})
@@ -911,14 +1018,15 @@ def _load_items(
     title_col = title_col or _present(raw, "title")
     year_col = year_col or _present(raw, "year")
     genre_col = genre_col or _present(raw, "genres", "genre")
-    if title_col is None and not text_cols:
+    if title_col is None and not text_cols and "text" not in raw.columns:
         warnings.warn(
-            f"{path}: no 'title' column and no --title-col or --text-cols: items are known "
-            "by their ids alone, so a new item has no text to be scored from",
+            f"{path}: no 'title' or 'text' column and no --title-col or --text-cols: items "
+            "are known by their ids alone, so a new item has no text to be scored from",
             stacklevel=3,
         )
     wanted = {"item id": id_col, "title": title_col, "year": year_col, "genre": genre_col}
     _require(raw, path, wanted)
+    check_single_ids(raw, [id_col], path)
     for col in text_cols:
         _require(raw, path, {"text": col})
     frame = pd.DataFrame({"item_id": raw[id_col], LINE_COL: raw[LINE_COL]})
@@ -930,4 +1038,6 @@ def _load_items(
     for col in text_cols:
         if col not in frame.columns:
             frame[col] = raw[col]
+    if "text" in raw.columns and "text" not in frame.columns and "text" not in wanted.values():
+        frame["text"] = raw["text"]  # item text unnamed, as the title is: see finish_items
     return finish_items(frame, path, text)

@@ -112,11 +112,38 @@ def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out_titles, years
 
 
+LIST_TYPES = (list, tuple, set, np.ndarray)
+
+
+def is_mixed(values: pd.Series) -> bool:
+    """Whether ``values`` may hold lists: pandas infers every other column (text,
+    numbers) without a Python loop, so a column of text is not looped over."""
+    return pd.api.types.infer_dtype(values, skipna=True).startswith("mixed")
+
+
+def _missing(x: object) -> bool:
+    return x is None or (isinstance(x, float) and np.isnan(x))
+
+
+def join_lists(values: pd.Series, sep: str) -> pd.Series:
+    """Values that are lists (a Parquet list column, arrays built in memory) as their
+    items joined by ``sep``: as text they read as a repr, ``"['Comedy' 'Drama']"``."""
+    if values.dtype != object or not is_mixed(values):
+        return values
+    listed = values.map(lambda v: isinstance(v, LIST_TYPES))
+    if not listed.any():
+        return values
+    joined = [sep.join(str(x) for x in v if not _missing(x)) for v in values[listed]]
+    return values.where(~listed, pd.Series(joined, index=values.index[listed], dtype=object))
+
+
 def normalise_genres(values: pd.Series, sep: str = r"\s*[|,;]\s*") -> pd.Series:
     """Return ``|``-joined genres; placeholders like ``"unknown"`` become empty.
 
-    ``sep`` is a regular expression for the source separator.
+    ``sep`` is a regular expression for the source separator; a list of genres (a
+    Parquet list column) is read as the genres it holds.
     """
+    values = join_lists(values, "|")
     values = values.astype(object).where(values.notna(), "").astype(str)
     pattern = re.compile(sep)
     cache: dict[str, str] = {}
@@ -209,7 +236,7 @@ def _part_values(
     def text_col(col: str) -> pd.Series:
         if col not in items.columns:
             return pd.Series(empty, index=items.index, dtype=object)
-        s = items[col]
+        s = join_lists(items[col], "|" if col == "genres" else ", ")
         return s.astype(object).where(s.notna(), "").astype(str).str.strip()
 
     values: dict[str, list[str]] = {}
