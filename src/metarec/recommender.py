@@ -94,6 +94,7 @@ class Recommender(TopK):
         self.cutpoints = cutpoints
         self.cfg: TrainConfig = learner.cfg
         self.items = items[["item_id", "title", "text"]].reset_index(drop=True).astype(str)
+        self._display_cache: tuple[pd.DataFrame, list[str]] | None = None
         self.features = features
         self.encoder_config = encoder_config
         self.encoder_tensors = encoder_tensors or {}
@@ -208,9 +209,13 @@ class Recommender(TopK):
         raise UnknownItemError(skey, display)
 
     def _display(self, idx: int) -> str:
-        from metarec.explain import display_title
+        # every item's, made once per catalogue: read one at a time from the frame's
+        # Arrow-backed columns, ten titles took half of recommend()'s time
+        from metarec.explain import display_titles
 
-        return display_title(str(self.items["title"].iat[idx]), str(self.items["text"].iat[idx]))
+        if self._display_cache is None or self._display_cache[0] is not self.items:
+            self._display_cache = (self.items, display_titles(self))
+        return self._display_cache[1][idx]
 
     # -- adaptation ---------------------------------------------------------
     def _history_pairs(self, history: History | None) -> list[tuple[int, float]]:
