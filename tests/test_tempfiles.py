@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarec.io import save_json, save_tensors
+from metarec.io import remove_orphan_temps, save_json, save_tensors
 from metarec.tempfiles import create_temp_dir, create_temp_file
 
 
@@ -59,3 +59,16 @@ def test_temporary_names_never_clash(tmp_path: Path) -> None:
         os.close(fd)
         made.add(path)
     assert len(made) == 50
+
+
+def test_what_killed_writers_left_is_removed_and_nothing_else(tmp_path: Path) -> None:
+    # a SIGKILL mid-write left ".model.safetensors.<hex>.tmp" that nothing removed
+    (tmp_path / ".model.safetensors.0123456789ab.tmp").write_bytes(b"half")
+    (tmp_path / ".ensemble.0123456789ab.tmp").mkdir()
+    (tmp_path / ".ensemble.0123456789ab.tmp" / "members.json").write_text("{}")
+    keep = [".hidden", "model.safetensors", ".x.tmp", ".shard-0123456789ab.tmp"]
+    for name in keep:
+        (tmp_path / name).write_text("kept")
+    remove_orphan_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    remove_orphan_temps(tmp_path / "not-there")  # nothing to do, nothing raised

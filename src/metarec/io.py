@@ -2,7 +2,9 @@
 
 Every write goes to a temporary file in the same directory and is moved into
 place with ``os.replace``, so a crash leaves either the old file or the new
-one, never half of one. Nothing is pickled.
+one, never half of one. Nothing is pickled. A writer killed outright (SIGKILL,
+power loss) leaves its hidden temporary file behind; :func:`remove_orphan_temps`
+clears them where a lock says no live writer can own one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +46,32 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# what write_bytes_atomic and persist's folders write through: ".NAME.<12 hex>.tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+
+def remove_orphan_temps(folder: str | Path) -> None:
+    """Remove the temporary files and folders killed writers left in ``folder``.
+
+    Only while holding the lock of what is written there (a run folder, a
+    checkpoint folder): a live writer's file would go too. A kill during a
+    checkpoint left megabytes in ``.checkpoint-*.tmp`` that nothing removed."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:  # gone already, or not ours to remove: it harms no reader
+            continue
 
 
 def _about(exc: OSError, path: Path) -> OSError:

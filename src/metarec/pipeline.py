@@ -32,6 +32,7 @@ from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encode
 from metarec.encoders.base import encoder_state_tensors
 from metarec.encoders.sentence import metarec_cache_dir
 from metarec.errors import ConfigError, DataError
+from metarec.io import remove_orphan_temps
 from metarec.locks import exclusive
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.base import check_seed
@@ -319,4 +320,5 @@ def train(
         )
         if run_dir is not None:
             rec.save(run_dir)
+            remove_orphan_temps(run_dir)  # a kill during an earlier save; the lock is ours
     return rec

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -140,10 +143,35 @@ def test_corrupt_shard_warns_and_is_reencoded(tmp_path: Path, damage: Any) -> No
     expected = cached_encode(enc, ["alpha", "beta"], cache)
     shard = _shards(cache, enc.id)[0]
     shard.write_bytes(damage(shard.read_bytes()))
-    with pytest.warns(RuntimeWarning, match="ignoring shard"):
+    with pytest.warns(RuntimeWarning, match="removing damaged shard"):
         out = cached_encode(enc, ["alpha", "beta"], cache)
     assert enc.calls[-1] == ["alpha", "beta"]
     np.testing.assert_array_equal(out, expected)
+    # the damaged shard is gone: it stayed, and was warned about on every later run
+    assert len(_shards(cache, enc.id)) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(cached_encode(enc, ["alpha", "beta"], cache), expected)
+    assert len(enc.calls) == 2
+
+
+def test_shards_take_the_umask_and_orphans_of_killed_writers_go(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    enc = HashEncoder()
+    directory = cache.encoder_dir(enc.id)
+    directory.mkdir(parents=True)
+    old, fresh = directory / ".shard-0123456789ab.tmp", directory / ".shard-ba9876543210.tmp"
+    old.write_bytes(b"half a shard")
+    fresh.write_bytes(b"a live writer's")
+    os.utime(old, (time.time() - 2 * 3600, time.time() - 2 * 3600))
+    umask = os.umask(0o022)
+    try:
+        cached_encode(enc, ["alpha"], cache)
+    finally:
+        os.umask(umask)
+    # safetensors' save_file made shards owner-only whatever the umask
+    assert stat.S_IMODE(_shards(cache, enc.id)[0].stat().st_mode) == 0o644
+    assert not old.exists() and fresh.exists()
 
 
 def test_mismatched_hash_list_is_ignored(tmp_path: Path) -> None:

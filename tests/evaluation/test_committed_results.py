@@ -48,7 +48,7 @@ LABELS = {
     "metarec episodic": "metarec-episodic",
     "metarec stacked": "metarec-stacked",
     "metarec ensemble": "metarec-ensemble",
-    "metarec ensemble (popularity, MAML, episodic, stacked)": "metarec-ensemble",
+    "metarec ensemble (popularity, first-order MAML, episodic, stacked)": "metarec-ensemble",
 }
 STATES = ("user_cold", "item_cold", "both_cold")
 

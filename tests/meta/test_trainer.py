@@ -38,11 +38,13 @@ def _trainer(
     objective: str = "rating",
     algorithm: str = "fomaml",
     dropout: float = 0.0,
+    adapt: str = "context",
 ) -> Trainer:
     mc = ModelConfig(hidden=8, tower_hidden=16, factors=4, dropout=dropout)
     cfg = TrainConfig(
         algorithm=algorithm,  # type: ignore[arg-type]
         objective=objective,  # type: ignore[arg-type]
+        adapt=adapt,  # type: ignore[arg-type]
         negatives=2,
         like_threshold=4.0,
         epochs=epochs,
@@ -67,16 +69,27 @@ def test_same_seed_same_numbers() -> None:
     assert a.epochs == b.epochs
 
 
-@pytest.mark.parametrize("algorithm, inside", [("maml", 1), ("fomaml", 2)])
-def test_second_order_maml_trains_on_one_cpu_thread(algorithm: str, inside: int) -> None:
-    # two threads made second-order MAML differ from run to run (see Trainer.fit);
-    # the thread count the caller set comes back afterwards, even after an error
+@pytest.mark.parametrize(
+    "algorithm, adapt, inside",
+    [
+        ("maml", "context", 1),
+        ("fomaml", "all", 1),
+        ("fomaml", "context", 2),
+        ("reptile", "head", 2),
+    ],
+)
+def test_second_order_maml_trains_on_one_cpu_thread(
+    algorithm: str, adapt: str, inside: int
+) -> None:
+    # two threads made second-order MAML, and first-order adapting every weight,
+    # differ from run to run (see Trainer.reproducible_threads); the thread count the
+    # caller set comes back afterwards, even after an error
     vectors, src = _source(0)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         seen: list[int] = []
-        _trainer(vectors, 1, algorithm=algorithm).fit(
+        _trainer(vectors, 1, algorithm=algorithm, adapt=adapt).fit(
             src, src, on_epoch=lambda _: seen.append(torch.get_num_threads())
         )
         assert seen == [inside] and torch.get_num_threads() == 2
@@ -85,7 +98,7 @@ def test_second_order_maml_trains_on_one_cpu_thread(algorithm: str, inside: int)
             raise RuntimeError("interrupted")
 
         with pytest.raises(RuntimeError, match="interrupted"):
-            _trainer(vectors, 1, algorithm=algorithm).fit(src, src, on_epoch=fail)
+            _trainer(vectors, 1, algorithm=algorithm, adapt=adapt).fit(src, src, on_epoch=fail)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -234,3 +247,13 @@ def test_dropout_in_the_head_trains_and_repeats(algorithm: str) -> None:
     b = _trainer(vectors, 2, algorithm=algorithm, dropout=0.2).fit(src, src)
     assert all(np.isfinite(e["val_loss"]) for e in a.epochs)
     assert a.epochs == b.epochs
+
+
+def test_a_checkpoint_write_cut_by_a_kill_leaves_no_file(tmp_path: Path) -> None:
+    # a SIGKILL mid-checkpoint left megabytes in a hidden .tmp that nothing removed
+    vectors, src = _source(1)
+    orphan = tmp_path / ".checkpoint-d0edbe0f.safetensors.4a09af91b9d0.tmp"
+    orphan.write_bytes(b"\0" * 1024)
+    _trainer(vectors, 1).fit(src, src, checkpoint_dir=tmp_path)
+    assert not orphan.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

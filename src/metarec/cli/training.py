@@ -103,7 +103,7 @@ def train_run(
     from metarec.data.schema import check_like_threshold, check_objective
     from metarec.data.spec import load_from_spec
     from metarec.evaluation.p1 import make_p1_split
-    from metarec.io import save_json
+    from metarec.io import remove_orphan_temps, save_json
     from metarec.locks import exclusive
     from metarec.pipeline import encode_catalogue, fit_recommender, ready_encoder, split_users
 
@@ -194,6 +194,7 @@ def train_run(
         if split is not None:
             split.save(out / "split.json")
         rec.save(out)
+        remove_orphan_temps(out)  # a kill during an earlier save; the lock is ours
         secs = time.perf_counter() - t0
         print(f"saved {out} (best epoch {history.best_epoch}, {secs:.0f} s)")
         return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}

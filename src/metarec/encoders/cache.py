@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from metarec.encoders.base import Encoder, FittableEncoder, check_texts, needs_fit
 from metarec.errors import ModelError
@@ -106,6 +107,7 @@ class EmbeddingCache:
         directory = self.encoder_dir(encoder_id)
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            _remove_orphans(directory)
             for start in range(0, len(hashes), _MAX_ROWS_PER_SHARD):
                 stop = start + _MAX_ROWS_PER_SHARD
                 self._write_shard(directory, encoder_id, hashes[start:stop], vectors[start:stop])
@@ -149,17 +151,17 @@ class EmbeddingCache:
             with safe_open(str(path), framework="np") as f:
                 vectors = np.asarray(f.get_tensor("vectors"))
         except Exception as e:  # safetensors raises its own error types
-            _warn(path, f"vectors unreadable ({e})")
+            _discard(path, f"vectors unreadable ({e})")
             return None
         if vectors.dtype != np.float32 or vectors.shape != (rows, dim):
-            _warn(path, f"vectors have dtype {vectors.dtype} shape {vectors.shape}")
+            _discard(path, f"vectors have dtype {vectors.dtype} shape {vectors.shape}")
             return None
         if not np.isfinite(vectors).all():
-            _warn(path, "vectors contain non-finite values")
+            _discard(path, "vectors contain non-finite values")
             return None
         if digest is not None and _digest(vectors) != digest:
             # zeroed tail after a crash, swapped rows, a flipped bit: same size, wrong values
-            _warn(path, "vectors do not match their checksum")
+            _discard(path, "vectors do not match their checksum")
             return None
         return vectors.astype(np.float32, copy=False)
 
@@ -177,16 +179,33 @@ class EmbeddingCache:
             "hashes": json.dumps(list(hashes)),
             "sha256": _digest(vectors),
         }
+        # written through our own descriptor: safetensors' save_file made the file
+        # owner-only (0600) whatever the umask, so another account could not read it
         fd, tmp = create_temp_file(directory, ".shard-", ".tmp")
-        os.close(fd)
         try:
-            save_file({"vectors": vectors}, tmp, metadata)
-            with open(tmp, "rb") as fh:  # on disk before it gets a shard's name
-                os.fsync(fh.fileno())
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(save({"vectors": vectors}, metadata))
+                fh.flush()
+                os.fsync(fh.fileno())  # on disk before it gets a shard's name
             _publish(tmp, directory)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+# a live writer holds its temporary shard for seconds; one this old was left by a
+# process killed mid-write (SIGKILL, power loss), and nothing else would remove it
+_ORPHAN_AGE_S = 3600.0
+_TEMP_SHARD = re.compile(r"^\.shard-[0-9a-f]{12}\.tmp$")
+
+
+def _remove_orphans(directory: Path) -> None:
+    now = time.time()
+    for entry in os.scandir(directory):
+        if _TEMP_SHARD.match(entry.name):
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > _ORPHAN_AGE_S:
+                    os.unlink(entry.path)
 
 
 def _publish(tmp: Path, directory: Path) -> None:
@@ -218,7 +237,7 @@ def _parse_header(path: Path, encoder_id: str) -> _ShardIndex | None:
             keys = list(f.keys())
             shape = f.get_slice("vectors").get_shape() if "vectors" in keys else None
     except Exception as e:  # safetensors raises its own error types on bad files
-        _warn(path, f"unreadable ({e})")
+        _discard(path, f"unreadable ({e})")
         return None
     if metadata.get("format") != _FORMAT or shape is None or len(shape) != 2:
         _warn(path, "is not a metarec embedding shard")
@@ -235,7 +254,7 @@ def _parse_header(path: Path, encoder_id: str) -> _ShardIndex | None:
         or not all(isinstance(h, str) for h in hashes)
         or len(hashes) != shape[0]
     ):
-        _warn(path, "has a hash list that does not match its vectors")
+        _discard(path, "has a hash list that does not match its vectors")
         return None
     digest = metadata.get("sha256")
     return _ShardIndex(hashes=hashes, dim=int(shape[1]), digest=digest)
@@ -251,6 +270,20 @@ def _warn(path: Path, problem: str) -> None:
         RuntimeWarning,
         stacklevel=4,
     )
+
+
+def _discard(path: Path, problem: str) -> None:
+    """A damaged shard is removed, not only skipped: it stayed beside the shard that
+    replaced it and was warned about on every later run. Shards are published whole
+    (linked from a finished file), so one that fails here was damaged at rest; a
+    shard of another format version is skipped by :func:`_warn` instead."""
+    warnings.warn(
+        f"embedding cache: removing damaged shard {path}: {problem}; its texts will be re-encoded",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def cached_encode(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,10 +79,34 @@ class RunStore:
     def start(self) -> None:
         """Forget whatever another command left here and record this one's key."""
         if self.dir.exists() and not self._same:
+            self._say_what_is_dropped()
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         save_json(self.dir / "key.json", self.key)
         self._same = True
+
+    def _say_what_is_dropped(self) -> None:
+        """A warning naming why kept progress is not read: the CLI had said "run the
+        same command again to resume", and a commit in between (a README edit
+        included) refitted every model without a word."""
+        kept = [p for p in self.dir.rglob("*") if p.is_file() and p.name not in BOOKKEEPING]
+        if not kept:
+            return
+        try:
+            old = load_json(self.dir / "key.json")
+        except ModelError:
+            old = None
+        if isinstance(old, dict):
+            keys = sorted(set(old) | set(self.key))
+            changed = [k for k in keys if old.get(k) != self.key.get(k)]
+            why = f"its {', '.join(changed)} differ from this run's"
+        else:
+            why = "it does not say which command made it"
+        warnings.warn(
+            f"{self.dir}: the progress an interrupted run left here is not reused ({why}); "
+            "starting afresh",
+            stacklevel=3,
+        )
 
     @contextmanager
     def session(
