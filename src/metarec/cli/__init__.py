@@ -34,8 +34,9 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # what an interrupted command keeps (training checkpoints every epoch; a benchmark
 # keeps its finished folds and models), said only where running it again really resumes
 _RESUMES = {
-    "train": "; run the same command again to resume from the last checkpoint",
-    "quickstart": "; run the same command again to resume from the last checkpoint",
+    # an interruption while encoding has no checkpoint yet to resume from
+    "train": "; run the same command again to resume from the last finished epoch, if any",
+    "quickstart": "; run the same command again to resume from the last finished epoch, if any",
     "benchmark": "; run the same command again to resume at the model it was fitting "
     "(finished folds and models are kept in OUT/.NAME.partial/)",
 }
