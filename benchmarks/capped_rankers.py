@@ -24,7 +24,7 @@ from _cli import add_common, results_folder, run
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
 from metarec.evaluation.p2 import SHOTS, evaluate_p2, make_p2_split
-from metarec.io import save_json, write_bytes_atomic
+from metarec.io import save_json, write_lines_atomic
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.episodic import EpisodicLinear
 from metarec.models.memory import EPISODIC_BYTES_PER_PAIR, STACKED_BYTES_PER_PAIR
@@ -114,7 +114,7 @@ def main() -> None:
         first = next(r for r in rows if r["dataset"] == dataset)
         cells = " | ".join(f"{first['popularity_ndcg@10'].get(k, float('nan')):.4f}" for k in shots)
         lines.append(f"| {dataset} | popularity | | | | {cells} | 1.000 |")
-    write_bytes_atomic(out / "capped-rankers.md", ("\n".join(lines) + "\n").encode())
+    write_lines_atomic(out / "capped-rankers.md", lines)
 
 
 if __name__ == "__main__":

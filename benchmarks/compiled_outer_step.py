@@ -25,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 from metarec.config import TrainConfig
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
-from metarec.io import save_json, write_bytes_atomic
+from metarec.io import save_json, write_lines_atomic
 from metarec.meta.trainer import TaskSource, Trainer
 from metarec.models.base import TrainingData
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
@@ -124,7 +124,7 @@ def main() -> None:
         + ", ".join(f"`{k}` {v:.0%}" for k, v in matmul.items())
         + f", {sum(matmul.values()):.0%} in all.",
     ]
-    write_bytes_atomic(out / "compiled-outer-step.md", ("\n".join(lines) + "\n").encode())
+    write_lines_atomic(out / "compiled-outer-step.md", lines)
     print("\n".join(lines))
 
 

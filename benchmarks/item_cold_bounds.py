@@ -40,7 +40,7 @@ from _cli import add_common, results_folder, run
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
 from metarec.evaluation.p1 import P1Split, state_tasks
-from metarec.io import save_json, write_bytes_atomic
+from metarec.io import save_json, write_lines_atomic
 from metarec.pipeline import encode_catalogue
 
 DAMPING = 3.0  # pseudo-ratings at the mean, for user and item offsets alike
@@ -149,7 +149,7 @@ def main() -> None:
     ]
     for v in VARIANTS:
         lines.append(f"| {v} | " + " | ".join(f"{r[v]:.4f}" for r in runs.values()) + " |")
-    write_bytes_atomic(out / "item-cold-bounds.md", ("\n".join(lines) + "\n").encode())
+    write_lines_atomic(out / "item-cold-bounds.md", lines)
     print("\n".join(lines))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from _cli import add_common, results_folder, run
 
 from metarec.evaluation.machine import machine_info
-from metarec.io import save_json, write_bytes_atomic
+from metarec.io import save_json, write_lines_atomic
 
 RUNS = (
     ("ml-100k", "episodic"),
@@ -102,7 +102,7 @@ def main() -> None:
             f"| {r['dataset']} | {r['model']} | {r['items']:,} | {r['fit_s']:.1f} | "
             f"{r['bytes'] / 1e6:,.0f} | {r['bytes_per_item_pair']:.0f} |"
         )
-    write_bytes_atomic(out / "ranker-memory.md", ("\n".join(lines) + "\n").encode())
+    write_lines_atomic(out / "ranker-memory.md", lines)
 
 
 if __name__ == "__main__":

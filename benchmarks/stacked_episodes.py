@@ -24,7 +24,7 @@ from _cli import add_common, results_folder, run
 from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
 from metarec.evaluation.p2 import SHOTS, evaluate_p2, make_p2_split
-from metarec.io import save_json, write_bytes_atomic
+from metarec.io import save_json, write_lines_atomic
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.episodic import EpisodicLinear
 from metarec.models.stacked import StackedRanker
@@ -66,7 +66,7 @@ def write(rows: list[dict[str, Any]], baselines: dict[str, dict[str, float]], ou
     for name, res in baselines.items():
         cells = " | ".join(f"{res[k]:.4f}" for k in shots)
         lines.append(f"| {name} | | | | {cells} | {res['10'] / pop10:.3f} |")
-    write_bytes_atomic(out / "stacked-episodes.md", ("\n".join(lines) + "\n").encode())
+    write_lines_atomic(out / "stacked-episodes.md", lines)
 
 
 def main() -> None:

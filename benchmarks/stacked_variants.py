@@ -34,7 +34,7 @@ from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
 from metarec.evaluation.p2 import evaluate_p2, make_p2_split
 from metarec.evaluation.splits import load_split
-from metarec.io import load_json, save_json
+from metarec.io import load_json, save_json, write_lines_atomic
 from metarec.models.base import TrainingData
 from metarec.models.stacked import StackedRanker
 from metarec.peers.popularity import Popularity
@@ -99,7 +99,7 @@ def write_table(runs: dict[str, Any], path: Path) -> None:
         users = "as now drawn" if r["splits"] == "drawn" else f"split files in {r['splits']}"
         note = f" ({r['note']})" if r.get("note") else ""
         lines.append(f"| {name}{note} | `{json.dumps(r['options'])}` | {users} | {cells} |")
-    path.write_text("\n".join(lines) + "\n")
+    write_lines_atomic(path, lines)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from metarec.data import load_dataset
 from metarec.evaluation.machine import machine_info
 from metarec.evaluation.metrics import ranking_table
 from metarec.evaluation.p2 import P2Split, relevant_items, shot_tasks
-from metarec.io import save_json, write_bytes_atomic
+from metarec.io import save_json, write_lines_atomic
 
 RESULTS = Path(__file__).parent / "results"
 SHOTS = (1, 3, 5, 10)
@@ -124,7 +124,7 @@ def main() -> None:
         for k in SHOTS:
             cells = " | ".join(f"{r[str(k)][name]:.4f}" for r in runs.values())
             lines.append(f"| {name} | {k} | {cells} |")
-    write_bytes_atomic(out / "time-popularity.md", ("\n".join(lines) + "\n").encode())
+    write_lines_atomic(out / "time-popularity.md", lines)
     print("\n".join(lines))
 
 

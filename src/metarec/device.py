@@ -1,7 +1,9 @@
 """Which torch device a model runs on: one rule for every model, with clear refusals.
 
-``"auto"`` takes the GPU when torch sees one and the CPU otherwise, so the same
-config trains on a laptop and on a GPU server. A named device (``"cpu"``,
+``"auto"`` takes a CUDA GPU when torch sees one and the CPU otherwise, so the same
+config trains on a laptop and on a GPU server. Apple's (``"mps"``) and Intel's
+(``"xpu"``) GPUs are taken only when named, as metarec is tested on CUDA and the
+CPU only. A named device (``"cpu"``,
 ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"``) is taken as asked, and refused
 with a :class:`~metarec.errors.ConfigError` when the name is not one of these or
 this machine does not have it; torch's own errors for these cases are an

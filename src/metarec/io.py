@@ -48,6 +48,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def write_lines_atomic(path: str | Path, lines: list[str]) -> None:
+    """A text file of ``lines`` (a Markdown report), each ended by a newline, atomically."""
+    write_bytes_atomic(path, "".join(f"{line}\n" for line in lines).encode())
+
+
 # what write_bytes_atomic and persist's folders write through: ".NAME.<12 hex>.tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 

@@ -116,7 +116,8 @@ def test_ml_latest(tmp_path: Path) -> None:
     assert items.loc["193609", "genres"] == ""
     assert items.loc["1000", "year"] == 2016.0
     assert items["_line"].tolist() == [2, 3, 4, 5]
-    assert clean(ds).report is not None
+    report = clean(ds).report
+    assert report is not None and report.dropped == {}
 
 
 def test_wrong_delimiter_names_file_and_line(tmp_path: Path) -> None:

@@ -23,10 +23,6 @@ import pandas as pd
 
 from metarec.errors import ConfigError
 
-INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-ITEM_COLUMNS = ("item_id", "title", "year", "genres", "text")
-
-
 ITEMS_TABLE = "items table: "  # the prefix of reasons that count items, not ratings
 
 

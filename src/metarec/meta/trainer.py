@@ -50,7 +50,6 @@ class TrainHistory:
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float = math.inf
-    stopped_early: bool = False
     resumed_from: int | None = None
 
 
@@ -302,7 +301,6 @@ class Trainer:
             if ckpt is not None:
                 self._save(ckpt, epoch + 1, bad, best_state, history, fingerprint, done=stop)
             if stop:
-                history.stopped_early = True
                 break
         if best_state is not None:
             self.learner.load_state_dict(best_state)
@@ -400,7 +398,6 @@ class Trainer:
         epoch = int(meta["epoch"])
         if meta.get("done"):
             epoch = self.cfg.epochs  # finished (early stop): nothing left to run
-            history.stopped_early = True
         return epoch, int(meta["bad_epochs"]), best
 
 

@@ -153,7 +153,7 @@ class Ensemble(ScoringModel):
                     self.weights[b] = self.weights[b - 1]
                 continue
             users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
-            self.weights[b] = self._best_weights(tasks, users, data)
+            self.weights[b] = self._best_weights(tasks, users)
         if self.mode == "rating":
             # the blend's own median-rating cuts, on P1-shaped validation tasks
             self.cutpoints = fit_validation_cutpoints(
@@ -209,9 +209,7 @@ class Ensemble(ScoringModel):
                 pairs.append(row)
         return np.vstack([out, *pairs]) if pairs else out
 
-    def _best_weights(
-        self, tasks: list[Task], users: pd.DataFrame | None, data: TrainingData
-    ) -> np.ndarray:
+    def _best_weights(self, tasks: list[Task], users: pd.DataFrame | None) -> np.ndarray:
         cands = self._candidates()
         if self.mode == "rating":
             preds = np.stack(

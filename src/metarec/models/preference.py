@@ -49,7 +49,6 @@ class ItemTower(nn.Module):
         self.center = nn.Parameter(item_vectors.float().mean(0).clone())
         self.proj = nn.Linear(d, cfg.tower_hidden)
         self.out = nn.Linear(cfg.tower_hidden, cfg.hidden)
-        self.use_ids = cfg.use_item_ids
         self.id_emb = nn.Parameter(torch.zeros(n, cfg.hidden)) if cfg.use_item_ids else None
         self.bias = nn.Linear(cfg.hidden, 1)
         nn.init.zeros_(self.bias.weight)

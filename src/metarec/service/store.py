@@ -123,14 +123,13 @@ service_state = Table(
 
 # The statements run on every recommendation request are built once, with the user id
 # bound at execution: building a statement (and its cache key) cost SQLAlchemy more than
-# running it. A user's features, event count and last event id, in one statement:
+# running it. A user's features and event count (the version of their adapted state:
+# events are only ever added), in one statement:
 _OWN_EVENTS = events.c.user_id == bindparam("user_id")
 _USER_SUMMARY = select(
     users.c.features,
     select(func.count()).where(_OWN_EVENTS).scalar_subquery(),
-    select(func.coalesce(func.max(events.c.id), 0)).where(_OWN_EVENTS).scalar_subquery(),
 ).where(users.c.user_id == bindparam("user_id"))
-# a user's events, latest first (each adaptation reads them)
 _STATE = select(service_state.c.version, service_state.c.run).where(service_state.c.id == 1)
 # a run of None keeps the one recorded: only a reload (or a start on another run) sets it
 _BUMP = (
@@ -142,6 +141,7 @@ _BUMP = (
     )
     .returning(service_state.c.version)
 )
+# a user's events, latest first (each adaptation reads them)
 _USER_EVENTS = (
     select(events.c.event_id, events.c.item_id, events.c.type, events.c.value, events.c.ts)
     .where(_OWN_EVENTS)
@@ -309,7 +309,6 @@ class UserSummary:
     user_id: str
     features: dict[str, Any]
     n_events: int
-    last_event: int  # largest event row id (0 = none): changes whenever feedback arrives
 
 
 def _what(ev: NewEvent) -> tuple[str, str, float | None]:
@@ -456,7 +455,7 @@ class FeedbackStore:
             row = conn.execute(_USER_SUMMARY, {"user_id": user_id}).first()
         if row is None:
             return None
-        return UserSummary(user_id, json.loads(row[0] or "{}"), int(row[1]), int(row[2]))
+        return UserSummary(user_id, json.loads(row[0] or "{}"), int(row[1]))
 
     # -- events ---------------------------------------------------------------
     def add_events(self, user_id: str, batch: Sequence[NewEvent]) -> tuple[int, int]:
