@@ -269,3 +269,27 @@ def test_inputs_that_gave_a_silent_wrong_answer_are_refused() -> None:
     assert huge["recall@10000000000"][0] == 1.0
     assert huge["precision@10000000000"][0] == pytest.approx(1e-10)
     assert huge["ndcg@10000000000"][0] == pytest.approx(1 / math.log2(3))
+
+
+def test_the_table_equals_the_per_user_reference_ties_and_lengths_included() -> None:
+    # per_user_table scores users with one query length as a matrix; p1_user_metrics,
+    # held to hand-computed values above, is the reference, user by user
+    rng = np.random.default_rng(3)
+    lengths = rng.choice([1, 3, 5, 10, 12], size=300)
+    trues = [rng.integers(1, 6, size=n).astype(float) for n in lengths]
+    # rounded predictions tie often; some users have no liked item, some only liked ones
+    preds = [np.round(rng.uniform(1, 5, size=n) * 2) / 2 for n in lengths]
+    trues[0][:] = 2.0
+    trues[1][:] = 5.0
+    table = M.per_user_table(preds, trues, threshold=4.0, low=1.0)
+    for user, (p, t) in enumerate(zip(preds, trues, strict=True)):
+        want = M.p1_user_metrics(p, t, 4.0, 1.0)
+        for metric, value in want.items():
+            np.testing.assert_allclose(table[metric][user], value, rtol=1e-12, atol=0.0)
+    assert np.isnan(table["recall@5"][0]) and np.isnan(table["auc"][1])
+
+
+def test_the_table_names_the_user_whose_ratings_fall_below_the_scale() -> None:
+    ok, low = np.array([3.0, 4.0]), np.array([3.0, 0.5])
+    with pytest.raises(InputError, match=r"user 2 of 3: true rating 0.5 is below low=1"):
+        M.per_user_table([ok, ok, ok], [ok, ok, low], low=1.0)

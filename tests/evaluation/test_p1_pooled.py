@@ -118,3 +118,25 @@ def test_unknown_state_is_named(tmp_path: Path) -> None:
     split, index, _ = _world(tmp_path)
     with pytest.raises(DataError, match="item_cold_polled"):
         evaluate_p1({}, split, index, states=("item_cold_polled",))
+
+
+def test_a_model_with_cutpoints_reports_the_mae_of_its_median_ratings(tmp_path: Path) -> None:
+    # every user's predictions are cut at once and averaged per user: the same figures
+    # as cutting them user by user, with the mean prediction's MAE kept beside them
+    from metarec.models.cutpoints import RatingCutpoints
+
+    split, index, train = _world(tmp_path)
+    model = BiasModel().fit(train, len(index))
+    model.cutpoints = RatingCutpoints((1.0, 2.0, 3.0, 4.0, 5.0), (2.2, 2.9, 3.6, 4.1))
+    result = evaluate_p1({"bias": model}, split, index, states=("user_cold",))
+    tasks = state_tasks(split.frames["user_cold"], index, split.seed)[0]
+    preds = model.predict_tasks(tasks)
+    by_user = [  # averaged in float64, not in the float32 of the levels and ratings
+        np.abs(model.cutpoints.apply(p) - t.query_ratings).mean(dtype=np.float64)
+        for p, t in zip(preds, tasks, strict=True)
+    ]
+    mean = [np.abs(p - t.query_ratings).mean() for p, t in zip(preds, tasks, strict=True)]
+    got = result["per_user"]["user_cold"]["bias"]
+    np.testing.assert_allclose(got["mae"], by_user, rtol=1e-12)
+    np.testing.assert_allclose(got["mae_mean"], mean, rtol=1e-12)
+    assert not np.allclose(by_user, mean)

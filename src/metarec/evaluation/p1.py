@@ -308,10 +308,11 @@ def evaluate_p1(
             # the MAE of the mean prediction is kept beside the model's own MAE, which
             # is that of its median rating when it has cutpoints
             table["mae_mean"] = table["mae"]
-            if cuts is not None:
-                table["mae"] = np.array(
-                    [np.abs(cuts.apply(p) - t).mean() for p, t in zip(preds, trues, strict=True)]
-                )
+            if cuts is not None and trues:  # every user cut at once, then averaged per user
+                sizes = np.array([len(t) for t in trues], dtype=np.int64)
+                err = np.abs(cuts.apply(np.concatenate(preds)) - np.concatenate(trues))
+                owner = np.repeat(np.arange(len(trues)), sizes)
+                table["mae"] = np.bincount(owner, weights=err, minlength=len(trues)) / sizes
             if not rates:
                 # a ranking-only model's scores are not ratings: no MAE/RMSE for it
                 table["mae"] = np.full(len(tasks), np.nan)
