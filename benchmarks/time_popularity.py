@@ -32,9 +32,10 @@ import numpy as np
 from _cli import add_common, results_folder, run
 
 from metarec.data import load_dataset
+from metarec.data.tasks import liked_query_items
 from metarec.evaluation.machine import machine_info
 from metarec.evaluation.metrics import ranking_table
-from metarec.evaluation.p2 import P2Split, relevant_items, shot_tasks
+from metarec.evaluation.p2 import P2Split, shot_tasks
 from metarec.io import save_json, write_lines_atomic
 
 RESULTS = Path(__file__).parent / "results"
@@ -72,7 +73,7 @@ def split_ndcg(split: P2Split, index: dict[str, int]) -> dict[str, dict[str, flo
     out: dict[str, dict[str, float]] = {}
     for k in SHOTS:
         tasks, users = shot_tasks(test, index, k)
-        relevant = relevant_items(tasks, LIKE)
+        relevant = liked_query_items(tasks, LIKE)
         # when the user's K-th rating was made (the same whatever order ties take)
         arrived = [float(times.get_group(u).iloc[k - 1]) for u in users]
         row = {}

@@ -237,7 +237,7 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
     """Protocol P1 of a run on its saved split against the bias model; prints the table
     and writes ``run/metrics.json``."""
     from metarec.data.tasks import UserRatings
-    from metarec.evaluation.p1 import P1Split, evaluate_p1
+    from metarec.evaluation.p1 import ALL_STATES, P1Split, evaluate_p1
     from metarec.io import save_json
     from metarec.models.bias import BiasModel
     from metarec.models.cutpoints import MedianView, rating_levels
@@ -287,7 +287,7 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
         split,
         rec.item_index,
         ds.users,
-        states=("user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled"),
+        states=tuple(s for s in ALL_STATES if s != "warm"),  # warm: validation users
         # what the run trained with (the data's top quarter unless set): 4 on 1-5 stars,
         # 7.75 on 1-10, the 1s of 0/1
         like_threshold=(

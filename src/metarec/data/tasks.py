@@ -92,6 +92,12 @@ class Task:
         return cls(user, items, ratings, items[:0], ratings[:0])
 
 
+def liked_query_items(tasks: Sequence[Task], threshold: float) -> list[np.ndarray]:
+    """Per task, the query items rated >= ``threshold``: what a ranking should find
+    (P2's relevant items, the A/B test's successes, the ensemble's ranking weights)."""
+    return [t.query_items[t.query_ratings >= threshold] for t in tasks]
+
+
 def ordered(
     items: np.ndarray,
     ratings: np.ndarray,

@@ -59,7 +59,7 @@ from scipy.stats import binomtest, norm
 
 from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
-from metarec.data.tasks import Task, UserRatings, ordered
+from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import hit_matrix
 from metarec.io import load_json, reading, save_json
@@ -230,11 +230,6 @@ def p4_tasks(
             raise DataError(f"user {user!r} has {len(items)} ratings; the split needs > {k}")
         tasks.append(Task(row, items[:k], ratings[:k], items[k:], ratings[k:]))
     return tasks
-
-
-def liked_later(tasks: Sequence[Task], threshold: float = 4.0) -> list[np.ndarray]:
-    """Per task, the later (query) items rated >= ``threshold``."""
-    return [t.query_items[t.query_ratings >= threshold] for t in tasks]
 
 
 # -- users from a spec --------------------------------------------------------
@@ -689,7 +684,7 @@ def run_abtest(
             f"threshold: {threshold:g} is above every rating in the data (the highest is "
             f"{top:g}): nothing could be liked, so neither arm could succeed"
         )
-    liked = liked_later(tasks, threshold)
+    liked = liked_query_items(tasks, threshold)
     n = len(tasks)
     report: dict[str, Any] = {
         "protocol": "p4",

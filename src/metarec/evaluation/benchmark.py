@@ -33,6 +33,7 @@ from metarec.config import TrainConfig
 from metarec.data.schema import Dataset, check_like_threshold
 from metarec.errors import ConfigError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
+from metarec.evaluation.p1 import ALL_STATES
 from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import save_json
@@ -421,7 +422,7 @@ def _fold_run(
     }
 
 
-P1_STATES = ("warm", "user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled")
+P1_STATES = ALL_STATES
 AB_SUPPORT = 5
 
 

@@ -52,6 +52,7 @@ from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 STATES = ("warm", "user_cold", "item_cold", "both_cold")
 # the cold-item states again, with the new items' first ratings pooled as evidence
 POOLED = {"item_cold_pooled": "item_cold", "both_cold_pooled": "both_cold"}
+ALL_STATES = (*STATES, *POOLED)
 POOL_SOURCES = ("item_cold", "both_cold")
 QUERY_SIZE = 10
 MELU_NEW_ITEM_YEAR = 1998.0  # MeLU's new items on MovieLens: released in 1998 or later

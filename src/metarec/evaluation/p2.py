@@ -29,9 +29,9 @@ from metarec.data.cleaning import require_dataset
 from metarec.data.features import user_rows
 from metarec.data.generic import plain
 from metarec.data.schema import Dataset
-from metarec.data.tasks import Task, UserRatings, ordered
+from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
 from metarec.errors import ConfigError, DataError, InputError
-from metarec.evaluation.metrics import coverage, ranking_table
+from metarec.evaluation.metrics import coverage, ranking_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
 from metarec.models.base import ScoringModel, check_seed
 
@@ -168,10 +168,6 @@ def shot_tasks(
     return tasks, ids
 
 
-def relevant_items(tasks: Sequence[Task], like_threshold: float) -> list[np.ndarray]:
-    return [t.query_items[t.query_ratings >= like_threshold] for t in tasks]
-
-
 def evaluate_p2(
     models: Mapping[str, ScoringModel],
     frame: pd.DataFrame,
@@ -195,15 +191,12 @@ def evaluate_p2(
         if not tasks:
             continue
         rows = user_rows(users, ids)
-        relevant = relevant_items(tasks, like_threshold)
+        relevant = liked_query_items(tasks, like_threshold)
         summary[key], per_user[key] = {}, {}
         for name, model in models.items():
             top = model.recommend(tasks, k, rows, exclude_seen=True)
             table = ranking_table(top, relevant, k)
-            means = {
-                m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-                for m, v in table.items()
-            }
+            means = summarise(table)
             means[f"itemcoverage@{k}"] = coverage(top, n_items)
             summary[key][name] = means
             per_user[key][name] = {m: v.tolist() for m, v in table.items()}

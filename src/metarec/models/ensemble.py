@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.features import user_rows
-from metarec.data.tasks import Task, UserRatings, ordered
+from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
 from metarec.errors import ConfigError, ModelError, UnsupportedError
 from metarec.models.base import ScoringModel, TrainingData, check_seed, check_whole
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
@@ -224,7 +224,7 @@ class Ensemble(ScoringModel):
             loss = per_user.mean(axis=1)
             return cands[int(np.argmin(loss))]
         # ranking: nDCG@k of the blended, standardised catalogue scores
-        relevant = [t.query_items[t.query_ratings >= self.like_threshold] for t in tasks]
+        relevant = liked_query_items(tasks, self.like_threshold)
         keep = [i for i, r in enumerate(relevant) if len(r)]
         if not keep:
             return self.weights[0]
