@@ -19,8 +19,9 @@ import torch
 from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
 from metarec.data import cleaning
+from metarec.data.columns import str_ids
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.generic import check_rating_range, str_ids
+from metarec.data.generic import check_rating_range
 from metarec.data.schema import (
     Dataset,
     check_like_threshold,

@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 
 from metarec.config import TrainConfig
+from metarec.data.columns import plain, str_ids
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.generic import plain, str_ids
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.device import device_available, resolve_device
 from metarec.errors import (

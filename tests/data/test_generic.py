@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from metarec.data import clean, load_table
-from metarec.data.generic import read_table
+from metarec.data.delimited import read_table
 from metarec.data.text import ItemTextConfig
 from metarec.errors import ConfigError, DataError
 
@@ -368,7 +368,7 @@ def test_a_tie_of_utf8_letters_and_stray_bytes_is_mixed(tmp_path: Path) -> None:
 def test_float_ids_are_written_value_by_value() -> None:
     """A Parquet float id column: whole numbers as integers, 1e20 (no int64) as its
     float text, where the cast to int64 raised a TypeError traceback."""
-    from metarec.data.generic import str_ids
+    from metarec.data.columns import str_ids
 
     ids = str_ids(pd.Series([1.0, 2.0, 1e20, np.nan]))
     assert ids.tolist()[:3] == ["1", "2", "1e+20"] and pd.isna(ids.iloc[3])

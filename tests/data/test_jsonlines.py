@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from metarec.data import load_table, validate
-from metarec.data.generic import read_table
+from metarec.data.delimited import read_table
 from metarec.errors import DataError
 
 REVIEWS = (

@@ -15,16 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from metarec.data.columns import LINE_COL
+from metarec.data.delimited import field_count_error, read_delimited, require_file
 from metarec.data.generic import (
-    LINE_COL,
     check_rating_range,
-    field_count_error,
     finish_interactions,
     finish_items,
     finish_users,
     infer_rating_range,
-    read_delimited,
-    require_file,
 )
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig, normalise_genres, split_title_year

@@ -16,22 +16,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec.data.generic import (
+from metarec.data.columns import (
     COLUMNS_ATTR,
     LINE_COL,
     RAW_PREFIX,
     SOURCE_ATTR,
-    check_rating_range,
     check_single_ids,
-    datetime_seconds,
-    is_datetimes,
     numeric_with_raw,
     plain,
     str_ids,
-    timestamp_problem,
 )
+from metarec.data.generic import check_rating_range
 from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset
 from metarec.data.text import build_item_text
+from metarec.data.timestamps import datetime_seconds, is_datetimes, timestamp_problem
 from metarec.errors import ConfigError, DataError
 
 # Titles GroupLens uses for a movie it knows nothing about (ml-100k item 267).

@@ -18,13 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from metarec.data.generic import (
-    LINE_COL,
-    finish_interactions,
-    finish_items,
-    finish_users,
-    read_delimited,
-)
+from metarec.data.columns import LINE_COL
+from metarec.data.delimited import read_delimited
+from metarec.data.generic import finish_interactions, finish_items, finish_users
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig, normalise_genres, split_title_year
 from metarec.errors import DataError

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.cleaning import require_dataset
+from metarec.data.columns import plain
 from metarec.data.features import user_rows
-from metarec.data.generic import plain
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
 from metarec.errors import ConfigError, DataError, InputError

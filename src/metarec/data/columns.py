@@ -1,0 +1,92 @@
+"""The internal columns every loaded frame carries, and reading a column's values.
+
+Every frame carries an internal ``_line`` column (1-based source line, header =
+line 1) and ``frame.attrs["source"]`` (the file path) so cleaning can name where a
+bad value came from; a value that does not parse keeps its text in
+``_raw_<column>``. Cleaning removes the internal ``_``-prefixed columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.text import (
+    LIST_TYPES,
+    is_mixed,
+)
+from metarec.errors import DataError
+
+SOURCE_ATTR = "source"
+# frame.attrs[COLUMNS_ATTR]: internal column name -> the file's, for messages that
+# name a field ("score", not "rating")
+COLUMNS_ATTR = "columns"
+LINE_COL = "_line"
+RAW_PREFIX = "_raw_"  # _raw_<col>: source text of values that did not parse
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds, which messages show plainly (its
+    repr would say np.int64(1))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def str_ids(values: pd.Series) -> pd.Series:
+    """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        # value by value: a whole number within int64 as an integer ("2", not "2.0"),
+        # any other (1e20, 2.5) as its float text; an id past 2^53 was never exact in a
+        # float column, so nothing truer can be written for it
+        known = values.notna()
+        whole = known & (values == np.floor(values)) & (values.abs() < 2.0**63)
+        text = pd.Series(np.nan, index=values.index, dtype=object)
+        text[whole] = values[whole].astype("int64").astype(str)
+        text[known & ~whole] = values[known & ~whole].astype(str)
+        return text
+    mask = values.notna()
+    out = values.astype(str)
+    return out if bool(mask.all()) else out.where(mask)
+
+
+def check_single_ids(frame: pd.DataFrame, cols: Sequence[str], source: str | Path | None) -> None:
+    """Refuse, by column and row, an id that holds several values (a Parquet list
+    column): as the text "[1]" it was an id no rating or request would match."""
+    for col in cols:
+        values = frame[col]
+        if values.dtype != object or not is_mixed(values):
+            continue
+        listed = values.map(lambda v: isinstance(v, (*LIST_TYPES, dict))).to_numpy()
+        if not listed.any():
+            continue
+        i = int(np.flatnonzero(listed)[0])
+        value = values.iloc[i]
+        shown = value.tolist() if isinstance(value, np.ndarray) else value
+        line = int(frame[LINE_COL].iloc[i]) if LINE_COL in frame.columns else None
+        raise DataError(
+            ("" if line is not None else f"row {i + 1}: ")
+            + f"{col} {shown!r} holds several values; an id is one number or text",
+            path=source,
+            row=line,
+            field=col,
+        )
+
+
+def text_values(values: pd.Series) -> pd.Series:
+    """Free text as ``str``, missing as empty string."""
+    return values.astype(object).where(values.notna(), "").astype(str)
+
+
+def numeric_with_raw(values: pd.Series, name: str) -> tuple[pd.Series, pd.Series | None]:
+    """Parse numbers; return them and, if any failed, the raw text of the failures."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("float64"), None
+    num = pd.to_numeric(values, errors="coerce").astype("float64")
+    raw = text_values(values)
+    bad = num.isna() & raw.str.strip().ne("")
+    if not bad.any():
+        return num, None
+    return num, raw.where(bad, None).rename(f"{RAW_PREFIX}{name}")

@@ -1,0 +1,408 @@
+"""Reading a table file strictly: CSV/TSV (quoted or not, any legacy encoding named),
+Parquet and JSON Lines, any of them compressed.
+
+Loaders are strict about structure (missing columns, wrong field counts) and
+raise :class:`DataError` naming the file and line; every row keeps its line in
+``_line`` and the frame its path in ``attrs["source"]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.columns import LINE_COL, SOURCE_ATTR
+from metarec.data.compressed import data_suffix, first_data_line, read_data_bytes
+from metarec.data.jsonlines import JSON_LINES_SUFFIXES, read_json_lines
+from metarec.errors import DataError
+
+_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+
+
+def require_file(path: Path) -> None:
+    """Refuse, with the reason, a path that is not a regular file: a folder or a device
+    said "file not found" before, which sends the user looking for a typo."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise DataError("is a folder; a data file is needed", path=path)
+    if path.is_symlink():
+        # is_file() and exists() are False for a link whose target is gone, and for a
+        # loop: "file not found" named a path that is there to see in a listing
+        raise DataError(
+            "is a symbolic link to a missing file, or a loop of links; give the file itself",
+            path=path,
+        )
+    if path.exists():
+        # a pipe or a device (/dev/null): it could be read only once, and a file is read
+        # twice (its header for the delimiter, then the whole)
+        raise DataError("not a regular file (a device or a pipe); give a saved file", path=path)
+    raise DataError("file not found", path=path)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """File contents, without a UTF-8 byte-order mark."""
+    path = Path(path)
+    require_file(path)
+    data = read_data_bytes(path)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # Excel's "Unicode text": read as bytes it is a field count error on a line
+        # the file does not have
+        raise DataError("UTF-16 text (Excel's 'Unicode text'); save it as UTF-8", path=path)
+    if b"\r" in data[:65536] and b"\n" not in data[:65536]:
+        # classic Mac line ends: one line to the reader, no line to name in an error
+        raise DataError(
+            "lines end in a bare carriage return (old Mac format); save it with \\n line ends",
+            path=path,
+        )
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def delimiter_name(sep: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}.get(sep, repr(sep))
+
+
+def field_count_error(
+    path: str | Path, line: int, text: str, sep: str, expected: int, found: int
+) -> DataError:
+    """The error for a row with the wrong number of fields, guessing a wrong delimiter."""
+    msg = f"expected {expected} {delimiter_name(sep)}-separated fields, found {found}"
+    if found == 1 and any(d in text for d in ("\t", ",", ";", "|") if d != sep):
+        msg += f" — is the file {delimiter_name(sep)}-separated?"
+    return DataError(msg, path=path, row=line)
+
+
+def scan_fields(data: bytes, sep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per non-blank line of unquoted ``data``: line number, field count, start offset.
+
+    Vectorised over bytes so it stays well under a second on million-line files.
+    Blank means empty or only spaces, as pandas' parser treats them. CRLF line
+    ends need no special care: a trailing ``\r`` changes no separator count.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(arr == 10)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [len(arr)]))
+    seps = np.flatnonzero(arr == ord(sep))
+    counts = np.diff(np.concatenate(([0], np.searchsorted(seps, ends))))
+    blank = ends == starts
+    # Lines without a separator are few in a well-formed file; check those by hand.
+    for i in np.flatnonzero((counts == 0) & ~blank):
+        blank[i] = not data[starts[i] : ends[i]].strip(b" \r")
+    keep = ~blank
+    return np.flatnonzero(keep) + 1, counts[keep] + 1, starts[keep]
+
+
+def line_text(data: bytes, start: int) -> str:
+    end = data.find(b"\n", start)
+    line = data[start : end if end >= 0 else len(data)].rstrip(b"\r")
+    return line.decode("utf-8", errors="replace")
+
+
+def read_delimited(
+    path: str | Path,
+    *,
+    sep: str,
+    names: Sequence[str] | None = None,
+    header: bool = True,
+    float_cols: Sequence[str] = (),
+    encoding: str | None = None,
+    quoted: bool = True,
+) -> pd.DataFrame:
+    """Read a delimited text file strictly: every row must have the header's field count.
+
+    ``names`` replaces the header's names (the header line, if any, is still
+    skipped). Columns are ``str`` except ``float_cols``, parsed as float64 where
+    every value parses (otherwise left as text for the caller to coerce). A
+    multi-character ``sep`` (GroupLens' ``::``) is handled by substitution.
+    ``encoding`` defaults to UTF-8, falling back to Latin-1 (older exports,
+    GroupLens' among them, are Latin-1). Adds ``_line`` and ``attrs["source"]``.
+    """
+    data = read_bytes(path)
+    if len(sep) > 1:
+        free = next(c for c in ("\t", "\x1f", "\x1e", "\x1d") if c.encode() not in data)
+        data, sep = data.replace(sep.encode(), free.encode()), free
+    if quoted and b'"' in data:
+        frame = _read_quoted(data, path, sep, names, header, encoding)
+    else:
+        frame = _read_unquoted(data, path, sep, names, header, float_cols, encoding)
+    if header and names is None:
+        _check_header_names(data, sep, path)
+    frame.attrs = {SOURCE_ATTR: str(path)}
+    return frame
+
+
+def _check_header_names(data: bytes, sep: str, path: str | Path) -> None:
+    """pandas renames a repeated column to ``rating.1`` and the first copy is read
+    as if it were the only one: a repeated name is refused instead."""
+    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    names = next(csv.reader([first], delimiter=sep), [])
+    repeated = [n for i, n in enumerate(names) if n in names[:i]]
+    if repeated:
+        raise DataError(
+            f"column {repeated[0]!r} appears more than once in the header; each column "
+            "needs its own name",
+            path=path,
+            row=1,
+        )
+
+
+def _expected_fields(path: str | Path, names: Sequence[str] | None, header: bool, got: int) -> int:
+    if not header and names is None:
+        raise ValueError("names are needed when the file has no header")
+    if got == 0 and header:
+        raise DataError("the file is empty: expected a header line", path=path, row=1)
+    return len(names) if names is not None else got
+
+
+def _read_unquoted(
+    data: bytes,
+    path: str | Path,
+    sep: str,
+    names: Sequence[str] | None,
+    header: bool,
+    float_cols: Sequence[str],
+    encoding: str | None,
+) -> pd.DataFrame:
+    if b"\r" in data:
+        # pandas ends a line at a lone carriage return, the line count here does not:
+        # the mismatch was an error with no line to look at
+        stray = re.search(rb"\r(?!\n)", data)
+        if stray is not None and stray.end() < len(data):
+            raise DataError(
+                "a carriage return (\\r) inside the line splits it in two; remove it",
+                path=path,
+                row=data.count(b"\n", 0, stray.start()) + 1,
+            )
+    lines, fields, starts = scan_fields(data, sep)
+    expected = _expected_fields(path, names, header, int(fields[0]) if len(fields) else 0)
+    bad = np.flatnonzero(fields != expected)
+    if len(bad):
+        i = int(bad[0])
+        text = line_text(data, int(starts[i]))
+        raise field_count_error(path, int(lines[i]), text, sep, expected, int(fields[i]))
+    col_names = list(names) if names is not None else None
+    data_lines = lines[1:] if header else lines
+    head = 0 if header else None
+    try:
+        frame = _read_csv_fast(data, float_cols, encoding or "utf-8", sep, head, col_names)
+    except UnicodeDecodeError:
+        if encoding:
+            raise DataError(f"the file is not valid {encoding} text", path=path) from None
+        fallback = legacy_encoding(data, path)
+        frame = _read_csv_fast(data, float_cols, fallback, sep, head, col_names)
+    if len(frame) != len(data_lines):  # pragma: no cover - guards parser disagreements
+        raise DataError(
+            f"found {len(frame)} rows but {len(data_lines)} non-blank lines; "
+            "the file may contain stray quote or carriage-return characters",
+            path=path,
+        )
+    frame[LINE_COL] = data_lines.astype(np.int64)
+    return frame
+
+
+def _read_csv_fast(
+    data: bytes,
+    float_cols: Sequence[str],
+    encoding: str,
+    sep: str,
+    header: int | None,
+    names: list[str] | None,
+) -> pd.DataFrame:
+    def read(dtype: Any, na_values: dict[str, list[str]] | None) -> pd.DataFrame:
+        return pd.read_csv(
+            io.BytesIO(data),
+            sep=sep,
+            header=header,
+            names=names,
+            quoting=csv.QUOTE_NONE,
+            keep_default_na=False,
+            engine="c",
+            encoding=encoding,
+            dtype=dtype,
+            na_values=na_values,
+        )
+
+    # Reading numbers as float64 directly is ~3x faster than text then to_numeric;
+    # a value that does not parse makes pandas raise, and then they are read as text.
+    if float_cols:
+        # every other column as text: a defaultdict, which pandas accepts and its stubs do not
+        dtype: defaultdict[str, Any] = defaultdict(lambda: str)
+        dtype.update({c: "float64" for c in float_cols})
+        try:
+            return read(dtype, {c: [""] for c in float_cols})
+        except ValueError:
+            pass
+    return read(str, None)
+
+
+_MULTIBYTE = re.compile("[^\x00-\x7f\ufffd]")
+
+
+def legacy_encoding(data: bytes, path: str | Path) -> str:
+    """The encoding of a file that is not UTF-8: Windows-1252 (Excel's exports: its
+    curly quotes and dashes), else Latin-1, which reads any byte; said in a warning.
+
+    A file that is UTF-8 in places and not in others is refused: read whole as
+    Latin-1, its UTF-8 ids and titles would become mojibake ("AmÃ©lie"), and the
+    ratings of those ids would be dropped as unknown items without a word."""
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start]
+    # UTF-8 with a stray byte, or a legacy file? In legacy text a valid UTF-8 sequence
+    # is a coincidence ("é" + no-break space + "»" is one), so it is mixed only where
+    # the valid multibyte characters outnumber the bytes that are not UTF-8
+    as_utf8 = data.decode("utf-8", errors="replace")
+    invalid = as_utf8.count("\ufffd")
+    found = _MULTIBYTE.findall(as_utf8)
+    valid = len(found)
+    # A tie (one "Café" in Latin-1 beside one "Amélie" in UTF-8) is mixed when the UTF-8
+    # characters are accented Latin letters: a legacy coincidence lands there only as
+    # "Ã" or "Â" before a symbol, while "ß“" in Windows-1252 decodes to U+07D3
+    if valid > invalid or (valid == invalid and all("\xa0" <= c <= "\u017f" for c in found)):
+        raise DataError(
+            f"line {line}: byte 0x{byte:02x} is not UTF-8, but the file's other non-ASCII "
+            f"text is ({valid:,} character{'s' if valid > 1 else ''}): it mixes encodings; "
+            "save it as UTF-8",
+            path=path,
+        )
+    try:
+        data.decode("cp1252")
+        chosen = "cp1252"
+    except UnicodeDecodeError:
+        chosen = "latin-1"
+    warnings.warn(
+        f"{path}: not UTF-8 (line {line}: byte 0x{byte:02x}); read as "
+        f"{'Windows-1252' if chosen == 'cp1252' else 'Latin-1'}",
+        stacklevel=4,
+    )
+    return chosen
+
+
+def _read_quoted(
+    data: bytes,
+    path: str | Path,
+    sep: str,
+    names: Sequence[str] | None,
+    header: bool,
+    encoding: str | None,
+) -> pd.DataFrame:
+    # Quoted fields may hold separators and newlines, so count with the csv module,
+    # which also knows on which line each record starts.
+    try:
+        text = data.decode(encoding or "utf-8")
+    except UnicodeDecodeError:
+        if encoding:
+            raise DataError(f"the file is not valid {encoding} text", path=path) from None
+        text = data.decode(legacy_encoding(data, path))
+    # strict: a quote left open used to take the rest of the file into one field (the
+    # catalogue after it vanished, and its ratings were blamed as unknown items)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    prev = 0
+    expected = -1
+    head: list[str] | None = None
+    # no field can be longer than the text; csv's default cap (131,072 characters)
+    # refused a long quoted description that the same file unquoted loads
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        for row in reader:
+            start, prev = prev + 1, reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip(" ")):
+                continue
+            if expected < 0:
+                expected = _expected_fields(path, names, header, len(row))
+                if header:
+                    head = row
+                    continue
+            if len(row) != expected:
+                raise field_count_error(path, start, sep.join(row), sep, expected, len(row))
+            rows.append(row)
+            lines.append(start)
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DataError(
+                "a quoted field opened here is never closed (a '\"' is missing)",
+                path=path,
+                row=prev + 1,
+            ) from None
+        raise DataError(f"malformed quoting ({exc})", path=path, row=reader.line_num) from exc
+    finally:
+        csv.field_size_limit(limit)
+    if expected < 0:
+        _expected_fields(path, names, header, 0)
+    cols = list(names) if names is not None else list(head or [])
+    frame = pd.DataFrame(rows, columns=cols, dtype=str) if rows else pd.DataFrame(columns=cols)
+    frame[LINE_COL] = np.asarray(lines, dtype=np.int64)
+    return frame
+
+
+def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet/JSON Lines table with ``_line``; delimited text is
+    read as text columns, JSON keeps its values' types.
+
+    The delimiter comes from ``sep``, else the extension (.csv/.tsv/.tab), else
+    the first line.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return _read_parquet(path)
+    if data_suffix(path) in JSON_LINES_SUFFIXES:
+        frame = read_json_lines(read_bytes(path), path, LINE_COL)
+        frame.attrs = {SOURCE_ATTR: str(path)}
+        return frame
+    if sep is None:
+        sep = _DELIMITERS.get(data_suffix(path))
+        if sep == ",":
+            # Excel in many European locales saves ".csv" with semicolons (the comma is
+            # their decimal mark), and tab-separated exports are often named .csv: a
+            # header without a comma is read by the separator it does hold
+            first = _first_line(path)
+            if "," not in first:
+                sep = _sniff(first)
+        elif sep is None:
+            sep = _sniff(_first_line(path))
+    return read_delimited(path, sep=sep)
+
+
+def _first_line(path: Path) -> str:
+    """The header line, for the delimiter: read alone, not the whole file twice."""
+    require_file(path)
+    return first_data_line(path).decode("utf-8", errors="replace")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    require_file(path)
+    try:
+        frame = pd.read_parquet(path)
+    except ImportError as exc:
+        raise DataError(
+            "reading Parquet needs pyarrow: pip install 'metarec[parquet]'", path=path
+        ) from exc
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
+        raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc
+    # Parquet has no lines; numbering rows as if under a header (first row = 2)
+    # still lets a user find a bad value.
+    frame[LINE_COL] = np.arange(2, len(frame) + 2, dtype=np.int64)
+    frame.attrs = {SOURCE_ATTR: str(path)}
+    return frame
+
+
+def _sniff(first_line: str) -> str:
+    counts = {d: first_line.count(d) for d in ("\t", ",", ";", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","

@@ -1,0 +1,184 @@
+"""Timestamps as seconds since 1970, from whatever a table holds: epoch seconds or a
+finer unit, datetimes, or dates written as text (day or month first, never a mix).
+
+A value that is no time (a bare clock time, a date without its year, a placeholder
+such as 9999-12-31, a number past the year 9999) is kept with its text, for
+cleaning to name; :func:`timestamp_problem` says why.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.columns import RAW_PREFIX, numeric_with_raw, text_values
+from metarec.errors import DataError
+
+
+def read_timestamps(
+    values: pd.Series, source: str | Path | None
+) -> tuple[pd.Series, pd.Series | None]:
+    """Seconds since 1970 for a column of timestamps, and the text of those that are
+    no time (None when every value is one)."""
+    if is_datetimes(values):
+        return datetime_seconds(values), None
+    ts, raw_ts = numeric_with_raw(values, "timestamp")
+    # past year 9999 even as nanoseconds: no time in any unit, and it would sway the
+    # guess of the column's unit; then past it in the unit guessed. Kept with its
+    # text so cleaning names it, as an unusable rating is
+    ts, raw_ts = _beyond(ts, raw_ts, values, MAX_EPOCH_S * 1e9)
+    ts = _epoch_seconds(ts, source)
+    ts, raw_ts = _beyond(ts, raw_ts, values, MAX_EPOCH_S)
+    if raw_ts is not None:
+        ts, raw_ts = _datetimes_as_seconds(values, ts, raw_ts, source)
+    return ts, raw_ts
+
+
+def is_datetimes(values: pd.Series) -> bool:
+    """Whether ``values`` are datetimes (Parquet's, or pandas' in a frame built in memory)."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return True
+    return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "datetime"
+
+
+def datetime_seconds(values: pd.Series) -> pd.Series:
+    """Datetimes as seconds since 1970 (UTC): to_numeric would give nanoseconds."""
+    return epoch_seconds(pd.to_datetime(values, utc=True))
+
+
+MAX_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59 UTC, the last time a date holds
+# words dateutil reads as the clock at loading: a time that moves with every run
+_CLOCK_WORDS = {"now", "today", "tomorrow", "yesterday"}
+_YEAR = r"[0-9]{4}"  # a written date names its year in full (31/01/20 is a _NUMERIC_DATE)
+# what databases export for "no date" (0001-01-01, 9999-12-31): as times they would
+# sort a rating before or after every other
+_PLACEHOLDER_YEARS = (1, 9999)
+
+
+def epoch_seconds(stamps: pd.Series) -> pd.Series:
+    """UTC datetimes as float seconds since 1970. Subtracted at the column's own
+    resolution: pandas 3 reads dates as microseconds, and the nanosecond epoch
+    overflowed for a date past 2262 (a raw OutOfBoundsDatetime on 9999-12-31)."""
+    epoch = pd.Timestamp(0, tz="UTC").as_unit(stamps.dt.unit)
+    return (stamps - epoch) / pd.Timedelta(seconds=1)
+
+
+def timestamp_problem(text: str) -> str:
+    """Why a timestamp's text was not read as a time, for cleaning's messages."""
+    if not np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0]):
+        return "is past the year 9999"
+    if text.strip().lower() in _CLOCK_WORDS:
+        return "names the clock at loading, not a date"
+    if not re.search(_YEAR, text) and not re.match(_NUMERIC_DATE, text):
+        return "is not a number or a date with its year"
+    parsed = pd.to_datetime(pd.Series([text]), errors="coerce", utc=True, format="mixed")
+    if parsed.notna().all() and parsed.dt.year.isin(_PLACEHOLDER_YEARS).all():
+        return "is a placeholder date (year 1 or 9999 stands for no date)"
+    return "is not a number or a date"
+
+
+# numbers of an epoch unit finer than seconds: seconds since 1970 pass 1e11 in year 5138
+_EPOCH_UNITS = (
+    (1e17, 1e9, "nanoseconds"),
+    (1e14, 1e6, "microseconds"),
+    (1e11, 1e3, "milliseconds"),
+)
+
+
+def _beyond(
+    ts: pd.Series, raw: pd.Series | None, values: pd.Series, limit: float
+) -> tuple[pd.Series, pd.Series | None]:
+    """``ts`` without the numbers past ``limit``, which join ``raw`` as their text."""
+    far = ts.notna() & ~(ts.abs() <= limit)
+    if not far.any():
+        return ts, raw
+    text = text_values(values).where(far, None)
+    raw = (text if raw is None else raw.fillna(text)).rename(f"{RAW_PREFIX}timestamp")
+    return ts.where(~far), raw
+
+
+def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
+    """Numeric timestamps in seconds: a column of epoch milliseconds (JavaScript's,
+    Kafka's), micro- or nanoseconds is scaled, and the loader says so."""
+    if not ts.notna().any():
+        return ts
+    typical = float(np.nanmedian(np.abs(ts.to_numpy(dtype=np.float64))))
+    for above, per_second, unit in _EPOCH_UNITS:
+        if typical >= above:
+            warnings.warn(
+                f"{source or 'interactions'}: timestamps read as {unit} since 1970 (as seconds "
+                f"they would reach the year {1970 + typical / 31_557_600:,.0f})",
+                stacklevel=5,
+            )
+            return ts / per_second
+    return ts
+
+
+# a date written with the day or month first: 31/01/2020, 01.31.2020, 1-31-20
+_NUMERIC_DATE = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?:\D|$)"
+
+
+def _day_first(text: pd.Series, source: str | Path | None) -> bool:
+    """Whether a column's numeric dates are written day first.
+
+    pandas reads each value on its own, month first when it can, so a day-first
+    file becomes a mix (13/04/2020 as April 13, 03/04/2020 as March 4) and its
+    time order, which P2's supports and the feedback loop rely on, is scrambled.
+    The column is read one way: day first when some value can only be read so."""
+    parts = text.dropna().astype(str).str.extract(_NUMERIC_DATE).dropna().astype(int)
+    if parts.empty:
+        return False
+    # 13/13/2020 is no date either way: pandas leaves it unparsed, and it says nothing
+    # about which comes first
+    possible = ~((parts[0] > 12) & (parts[1] > 12))
+    parts = parts[possible]
+    days_first, months_first = parts[0] > 12, parts[1] > 12
+    where = source or "interactions"
+    if days_first.any() and months_first.any():
+        a, b = text[days_first.idxmax()], text[months_first.idxmax()]
+        raise DataError(
+            f"{where}: timestamp dates are written both day first ({a!r}) and month first "
+            f"({b!r}); write them one way (ISO 8601, 2020-01-31, is unambiguous)"
+        )
+    if len(parts) and not days_first.any() and not months_first.any():
+        warnings.warn(
+            f"{where}: timestamp dates such as {text[parts.index[0]]!r} are read month first; "
+            "no value shows which comes first (ISO 8601, 2020-01-31, is unambiguous)",
+            stacklevel=6,
+        )
+    return bool(days_first.any())
+
+
+def _datetimes_as_seconds(
+    values: pd.Series, num: pd.Series, raw: pd.Series, source: str | Path | None
+) -> tuple[pd.Series, pd.Series | None]:
+    # Timestamps given as dates ("2020-01-31 12:00") are common in exported tables.
+    text = values.where(num.isna())
+    as_text = text.astype(str)
+    # day first applies to the numeric dates only: with it, dateutil reads an ISO
+    # 2020-01-05 as the 1st of May
+    numeric = as_text.str.match(_NUMERIC_DATE) & text.notna()
+    # dateutil fills what a value lacks from the clock at loading ("10:30" is today,
+    # "now" is now) or from year 1 ("June 5"): a time that moves with every run, or
+    # that sorts before all others. A date must name its year.
+    text = text.where(numeric | as_text.str.contains(_YEAR))
+    text = text.where(~as_text.str.strip().str.lower().isin(_CLOCK_WORDS))
+    parsed = pd.to_datetime(text.where(~numeric), errors="coerce", utc=True, format="mixed")
+    if numeric.any():
+        day_first = _day_first(text, source)
+        parsed[numeric] = pd.to_datetime(
+            text[numeric], errors="coerce", utc=True, format="mixed", dayfirst=day_first
+        )
+    parsed = parsed.where(~parsed.dt.year.isin(_PLACEHOLDER_YEARS))
+    ok = parsed.notna()
+    if not ok.any():
+        return num, raw
+    seconds = epoch_seconds(parsed[ok])
+    num = num.copy()
+    num[ok] = seconds.astype("float64")
+    raw = raw.where(~ok, None)
+    return num, (raw if raw.notna().any() else None)
