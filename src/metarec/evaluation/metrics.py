@@ -125,7 +125,17 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
     """
     pred, true = _pair(pred, true)
     check_k(k)
-    low = _threshold(low, "low")
+    gains = 2.0 ** _gain_levels(true, _threshold(low, "low")) - 1.0
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    top = _order(pred)[:k]
+    dcg = float((gains[top] * disc[: len(top)]).sum())
+    ideal = np.sort(gains)[::-1][:k]
+    idcg = float((ideal * disc[: len(ideal)]).sum())
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def _gain_levels(true: np.ndarray, low: float) -> np.ndarray:
+    """Ratings as levels above the scale's start (any shape), for the 2^r gain."""
     if (true < low).any():
         # a rating under the scale's lowest level has a gain below 0: nDCG leaves [0, 1]
         raise InputError(
@@ -137,13 +147,7 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
             f"true rating {true.max():g} is {levels.max():g} levels above the scale's start: "
             f"the gain 2^r overflows past {_MAX_GAIN_LEVEL:g}"
         )
-    gains = 2.0**levels - 1.0
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    top = _order(pred)[:k]
-    dcg = float((gains[top] * disc[: len(top)]).sum())
-    ideal = np.sort(gains)[::-1][:k]
-    idcg = float((ideal * disc[: len(ideal)]).sum())
-    return dcg / idcg if idcg > 0 else 0.0
+    return levels
 
 
 def precision_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
@@ -303,24 +307,18 @@ def per_user_table(
 
 
 def _p1_ok(pred: np.ndarray, true: np.ndarray, low: float) -> bool:
-    levels = true - min(low, 0.0)
-    return bool((true >= low).all() and levels.max() <= _MAX_GAIN_LEVEL)
+    try:
+        _gain_levels(true, low)
+    except InputError:
+        return False
+    return True
 
 
 def _p1_block(
     pred: np.ndarray, true: np.ndarray, threshold: float, low: float
 ) -> dict[str, np.ndarray]:
     """:func:`p1_user_metrics` for ``[users, q]`` predictions and ratings at once."""
-    if (true < low).any():
-        raise InputError(
-            f"true rating {true[true < low][0]:g} is below low={low:g}, the scale's lowest level"
-        )
-    levels = true - min(low, 0.0)
-    if levels.max() > _MAX_GAIN_LEVEL:
-        raise InputError(
-            f"true rating {true.max():g} is {levels.max():g} levels above the scale's start: "
-            f"the gain 2^r overflows past {_MAX_GAIN_LEVEL:g}"
-        )
+    levels = _gain_levels(true, low)
     q = true.shape[1]
     err = pred - true
     order = np.argsort(-pred, axis=1, kind="stable")  # _order's ties, row by row
