@@ -154,7 +154,12 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
     assert main(["ensemble", str(run), str(run / ".." / run.name), "--out", str(out)]) == 2
     assert f"run {run.resolve()} given twice" in _error_line(capsys.readouterr().err)
     assert main(["ensemble", str(run), "--peers", "bias,bias", "--out", str(out)]) == 2
-    assert "peer bias given twice" in _error_line(capsys.readouterr().err)
+    assert "--peers: 'bias' given twice" in _error_line(capsys.readouterr().err)
+    # taken for "no peers" and the default buckets without a word
+    assert main(["ensemble", str(run), "--peers", ",", "--out", str(out)]) == 2
+    assert "--peers: expected comma-separated names" in _error_line(capsys.readouterr().err)
+    assert main(["ensemble", str(run), "--buckets", "", "--out", str(out)]) == 2
+    assert "--buckets: expected comma-separated integers" in _error_line(capsys.readouterr().err)
     assert not out.exists()
 
 

@@ -269,6 +269,13 @@ def _retrain(
 
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
+    if cfg.encoder != old.cfg.encoder:
+        # the items are encoded by the run's own encoder (fitted state and all); another
+        # was recorded in the new run's config while its vectors came from the old one
+        raise ConfigError(
+            f"encoder: retrain keeps the run's encoder ({old.cfg.encoder!r}), got "
+            f"{cfg.encoder!r}; train a new run to change it"
+        )
     if spec is None or not names_data(spec):
         spec = old.metadata.get("data_spec")
         if not spec:

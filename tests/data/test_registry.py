@@ -127,9 +127,17 @@ def test_root_without_the_data_falls_back_with_a_warning(
 ) -> None:
     write_atomic(tmp_path / "env" / "ml-100k")
     monkeypatch.setenv(registry.ENV_DATA, str(tmp_path / "env"))
+    (tmp_path / "empty").mkdir()
     with pytest.warns(UserWarning, match="not in"):
         ds = load_dataset("ml-100k", root=tmp_path / "empty")
     assert len(ds.interactions) == 2
+    # a folder that is not there (a typo) is refused: it fell back to METAREC_DATA, the
+    # cache or a download with only a warning, and trained on data from elsewhere
+    with pytest.raises(DataError, match=r"nowhere: no such folder; give the folder that"):
+        load_dataset("ml-100k", root=tmp_path / "nowhere")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DataError, match=r"a-file: is a file; give the folder that holds"):
+        load_dataset("ml-100k", root=tmp_path / "a-file")
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

@@ -174,6 +174,14 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
             ["benchmark", "--protocol", "p2", "--folds", "5", "--splits", "nowhere"],
             "--splits: no p2-ml-100k-fold0-split.json in nowhere",
         ),
+        # silently ignored, deduplicated or dropped before, with real work started
+        (["benchmark", "--protocol", "p1", "--shots", "1,3"], "--shots: applies to --protocol p2"),
+        (["benchmark", "--protocol", "p1", "--max-items", "9"], "--max-items: applies to --pro"),
+        (["benchmark", "--protocol", "p2", "--shots", "1,1"], "--shots: 1 given twice"),
+        (["benchmark", "--protocol", "p2", "--algorithms", "maml,maml"], "'maml' given twice"),
+        (["benchmark", "--protocol", "p2", "--peers", "bias,bias"], "--peers: 'bias' given"),
+        (["benchmark", "--protocol", "p2", "--peers", ","], "--peers: expected comma-separated"),
+        (["benchmark", "--dataset", "ml-100k", "--dataset", "ml-100k"], "'ml-100k': given twice"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(

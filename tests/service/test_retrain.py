@@ -218,3 +218,23 @@ def test_feedback_ratings_land_on_the_datas_levels() -> None:
     assert snapped["rating"].tolist() == [8.0, 3.0, 10.0]
     # a continuous scale has no levels: left as it is
     assert on_levels(feedback, np.linspace(0, 1, 500))["rating"].tolist() == [7.75, 3.25, 10.0]
+
+
+def test_retrain_keeps_the_runs_encoder(
+    service_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --set encoder= was recorded in the new run's config while its items were still
+    # encoded by the old run's encoder
+    from metarec.service.store import FeedbackStore
+
+    db = f"sqlite:///{tmp_path / 'empty.db'}"
+    FeedbackStore(db).close()
+    kept = json.loads((service_run / "recommender.json").read_text())["config"]["encoder"]
+    other = "minilm" if kept != "minilm" else "tfidf"
+    out = tmp_path / "new"
+    argv = ["retrain", str(service_run), "--db", db, "--out", str(out), "--force"]
+    assert main([*argv, "--set", f"encoder={other}", *FAST]) == 2
+    assert f"metarec: error: encoder: retrain keeps the run's encoder ({kept!r})" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()

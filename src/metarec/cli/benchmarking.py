@@ -57,7 +57,8 @@ def register(sub: Any) -> None:
     )
     b.add_argument(
         "--peers",
-        help="comma-separated (default: all: popularity,bias,knn,als,melu-1,melu-5,transfer)",
+        help='comma-separated, "" for none '
+        "(default: all: popularity,bias,knn,als,melu-1,melu-5,transfer)",
     )
     b.add_argument("--folds", type=int, default=1, help="P3: k folds over users (default 1)")
     b.add_argument("--shots", help="P2 support sizes (default 0,1,3,5,10,20)")
@@ -124,7 +125,11 @@ def benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]
     if args.interactions:
         return [(load_from_spec(data_spec(args)), file_args_command(args))]
     out: list[tuple[Any, str | None]] = []
-    for name in args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"]):
+    names = args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"])
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:  # the same report written twice over
+        raise ConfigError(f"--dataset {twice!r}: given twice")
+    for name in names:
         if name in known_names():
             if args.rating_range or args.strict:
                 flag = "--rating-range" if args.rating_range else "--strict"
@@ -181,6 +186,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )  # fmt: skip
         return 0
+    if args.protocol == "p1":
+        # P2's options: silently ignored by P1 before
+        for flag, given in (
+            ("--shots", args.shots is not None),
+            ("--max-items", args.max_items is not None),
+            ("--max-episodes", args.max_episodes is not None),
+        ):
+            if given:
+                raise ConfigError(f"{flag}: applies to --protocol p2, not p1")
+    comma_list(args.algorithms, "--algorithms")  # before the data loads: minutes on ml-1m
+    comma_list(args.peers, "--peers")
     shots = int_list(args.shots, "--shots") if args.shots is not None else None  # "" refused
     if shots is not None and any(k < 0 for k in shots):
         raise ConfigError(f"--shots: support sizes must be >= 0, got {args.shots!r}")
@@ -195,8 +211,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 out=args.out,
                 seed=args.seed,
                 folds=args.folds,
-                algorithms=comma_list(args.algorithms),
-                peers=comma_list(args.peers),
+                algorithms=comma_list(args.algorithms, "--algorithms"),
+                peers=comma_list(args.peers, "--peers"),
                 overrides=list(args.set or []),
                 shots=shots,
                 seeds=args.seeds,

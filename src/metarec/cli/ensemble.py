@@ -72,9 +72,10 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     for run in runs:  # bad paths fail here, before any data is loaded
         if run_kind(run) != "run":
             raise ConfigError(f"{run}: is an ensemble; give the run folders to blend")
-    peers = comma_list(args.peers) or []
+    peers = comma_list(args.peers, "--peers") or []
     check_members(runs, peers)
-    buckets = int_list(args.buckets, "--buckets") if args.buckets else None
+    # "" is refused by int_list: it was taken for the default buckets without a word
+    buckets = int_list(args.buckets, "--buckets") if args.buckets is not None else None
     for flag, value in (("--max-items", args.max_items), ("--max-episodes", args.max_episodes)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}: must be >= 1, got {value}")

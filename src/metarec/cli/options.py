@@ -235,13 +235,34 @@ def train_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def comma_list(value: str | None) -> list[str] | None:
-    return None if value is None else [v for v in value.split(",") if v]
+def comma_list(value: str | None, flag: str) -> list[str] | None:
+    """``"a,b"`` → ["a", "b"], and ``""`` → [] (none, said on purpose); an empty name
+    within (``","``, ``"a,,b"``) or one given twice is a ConfigError naming ``flag``:
+    they were dropped without a word, so ``--peers ","`` fitted no peer and
+    ``--algorithms maml,maml`` fitted MAML twice."""
+    if value is None:
+        return None
+    if not value.strip():
+        return []
+    names = [v.strip() for v in value.split(",")]
+    if not all(names):
+        raise ConfigError(f"{flag}: expected comma-separated names, got {value!r}")
+    _once(names, flag)
+    return names
 
 
 def int_list(value: str, flag: str) -> list[int]:
-    """``"1,3,5"`` → [1, 3, 5]; anything else is a ConfigError naming ``flag``."""
+    """``"1,3,5"`` → [1, 3, 5]; anything else, or a number given twice, is a
+    ConfigError naming ``flag``."""
     try:
-        return [int(v) for v in value.split(",")]
+        numbers = [int(v) for v in value.split(",")]
     except ValueError:
         raise ConfigError(f"{flag}: expected comma-separated integers, got {value!r}") from None
+    _once(numbers, flag)
+    return numbers
+
+
+def _once(values: list[Any], flag: str) -> None:
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"{flag}: {twice!r} given twice")

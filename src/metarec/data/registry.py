@@ -159,6 +159,11 @@ def locate(
     known = _known(name)
     looked: list[str] = []
     if root is not None:
+        if not Path(root).expanduser().is_dir():
+            # a mistyped folder fell back to METAREC_DATA, the cache or a download with
+            # only a warning, and the run trained on data from elsewhere
+            what = "is a file" if Path(root).expanduser().exists() else "no such folder"
+            raise DataError(f"{what}; give the folder that holds the data sets", path=root)
         found = find_local(name, root)
         if found:
             return found
