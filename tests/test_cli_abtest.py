@@ -183,6 +183,44 @@ def test_abtest_command_line_entry_point(
     assert "Replay" not in proc.stdout
 
 
+@pytest.mark.slow
+def test_abtest_refuses_to_write_over_its_inputs(
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    a, b = runs
+    run = tmp_path / "run"  # a copy: without the check, these commands destroyed it
+    shutil.copytree(a, run)
+    users = tmp_path / "users.txt"
+    users.write_text("\n".join(json.loads((a / "split.json").read_text())["new_users"]))
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    split = ["--users", str(run / "split.json")]
+    for arms, extra, needle in [
+        ([run, b], [*split, "--out", str(run / "recommender.json")], "inside run A's folder"),
+        ([run, b], [*split, "--out", str(run / "split.json")], "is the --users file"),
+        ([run, b], [*split, "--save-split", str(run / "split.json")], "is the --users file"),
+        ([run, b], ["--users", "heldout:0.1", "--save-split", str(run / "split.json")],
+         "inside run A's folder"),
+        ([b, run], [*split, "--out", str(run / ".." / "run" / "new.json")], "run B's folder"),
+        ([b, b], ["--users", str(users), "--out", str(users)], "is the --users file"),
+        ([b, b], ["--users", str(users), "--save-split", str(users)], "is the --users file"),
+        # the replay plot beside the report (r.png) would land on the users file
+        ([b, b], ["--users", str(tmp_path / "r.png"), "--out", str(tmp_path / "r.json")],
+         "r.json's plot"),
+    ]:  # fmt: skip
+        code = main(["abtest", *map(str, arms), *_data(shared_data), *extra, "--method", "both"])
+        _assert_one_line_error(code, capsys.readouterr().err, needle)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "users.txt"]
+    # --method interleave draws no plot: a users file of the plot's name is no clash
+    (tmp_path / "r.png").write_text("\n".join(users.read_text().split()[:20]))
+    code = main(["abtest", str(b), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "r.png"), "--out", str(tmp_path / "r.json"),
+                 "--method", "interleave"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "r.png").read_text().split() == users.read_text().split()[:20]
+
+
 @pytest.mark.parametrize(
     "extra, needles",
     [

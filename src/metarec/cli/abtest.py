@@ -76,6 +76,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     for flag, value in (("--out", args.out), ("--save-split", args.save_split)):
         if value is not None:
             check_writable(value, flag, file=True)
+    check_outputs(args)
 
     from metarec.data.spec import load_from_spec, make_spec, names_data
     from metarec.ensemble_run import EnsembleRecommender, load_run
@@ -219,6 +220,48 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, report["runs"]))
     return 0
+
+
+def outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Every file the command writes, with the flag that names it: the --out report, its
+    replay plot beside it (the report's name with .png; none for --method interleave,
+    which has no replay to plot) and the --save-split file."""
+    written: list[tuple[str, Path]] = []
+    if args.out is not None:
+        written.append(("--out", Path(args.out)))
+        if args.method != "interleave":
+            written.append((f"--out {args.out}'s plot", Path(args.out).with_suffix(".png")))
+    if args.save_split is not None:
+        written.append(("--save-split", Path(args.save_split)))
+    return written
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that lands on what the command reads: the
+    --users file or anything inside either arm's folder. Each write replaces its file
+    whole, so ``--out RUN/recommender.json`` replaced the run's manifest with a report
+    and ``--save-split RUN/split.json`` its P1 split (and with it the record of which
+    users the run trained on), exit 0 both times. Nothing a report needs is inside a
+    run folder, so the whole folder is refused, not only the files in it today (a run
+    grows: metrics.json, checkpoint/). Paths are compared resolved, so ``./runA/../runA``
+    and a symbolic link to a run are caught too."""
+    users = None if args.users.startswith("heldout:") else Path(args.users).resolve()
+    folders = [
+        (arm, run, Path(run).resolve()) for arm, run in (("A", args.run_a), ("B", args.run_b))
+    ]
+    for flag, path in outputs(args):
+        where = path.resolve()
+        if where == users:
+            raise ConfigError(
+                f"{flag} {path}: is the --users file {args.users}; writing it would replace "
+                "the input; give another file name"
+            )
+        for arm, run, folder in folders:
+            if where.is_relative_to(folder):
+                raise ConfigError(
+                    f"{flag} {path}: is inside run {arm}'s folder {run}; writing there could "
+                    "replace a file of the run; give a file outside the runs"
+                )
 
 
 def trained_users(run: Path) -> set[str]:
