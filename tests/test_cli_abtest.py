@@ -238,6 +238,26 @@ def test_abtest_bad_arguments(
     _assert_one_line_error(code, capsys.readouterr().err, *needles)
 
 
+@pytest.mark.parametrize(
+    "outputs, needles",
+    [
+        (["--save-split", "x.json", "--out", "x.json"],
+         ["--save-split and --out name the same file", "x.json"]),
+        (["--out", "r.png"], ["--out", "r.png", "plot", "same name"]),
+        (["--out", "r.json", "--save-split", "r.png"], ["--save-split", "r.png", "plot"]),
+    ],
+)  # fmt: skip
+def test_abtest_outputs_on_one_file_are_refused(
+    outputs: list[str], needles: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one output written over another: the report replaced the saved split (exit 0)
+    named = [str(tmp_path / o) if i % 2 else o for i, o in enumerate(outputs)]
+    code = main(["abtest", str(tmp_path / "a"), str(tmp_path / "b"), "--users", "heldout:0.1",
+                 *named])  # fmt: skip
+    _assert_one_line_error(code, capsys.readouterr().err, *needles)
+    assert not list(tmp_path.iterdir())
+
+
 def test_abtest_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["abtest", str(tmp_path / "nope"), str(tmp_path / "b"), "--users", "heldout:0.1"])
     _assert_one_line_error(code, capsys.readouterr().err, "nope", "no such file or directory")

@@ -249,7 +249,28 @@ def check_outputs(args: argparse.Namespace) -> None:
     folders = [
         (arm, run, Path(run).resolve()) for arm, run in (("A", args.run_a), ("B", args.run_b))
     ]
-    for flag, path in outputs(args):
+    written = outputs(args)
+    # two outputs on one file: the later write silently replaced the earlier (the report
+    # overwrote the saved split, and --out r.png's plot the report)
+    for i, (flag, path) in enumerate(written):
+        for other, there in written[:i]:
+            if path.resolve() != there.resolve():
+                continue
+            if other == "--out" and "plot" in flag:  # --out r.png
+                raise ConfigError(
+                    f"--out {path}: the report's plot is written beside it with a .png name, "
+                    "the same name; name the report .json"
+                )
+            if "plot" in other:
+                raise ConfigError(
+                    f"{flag} {path}: the report's plot is written there (the --out name with "
+                    ".png); give another file name"
+                )
+            raise ConfigError(
+                f"{flag} and {other} name the same file ({path}); the report would replace "
+                "the split: give each its own file"
+            )
+    for flag, path in written:
         where = path.resolve()
         if where == users:
             raise ConfigError(
