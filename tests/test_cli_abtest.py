@@ -238,6 +238,27 @@ def test_abtest_bad_arguments(
     _assert_one_line_error(code, capsys.readouterr().err, *needles)
 
 
+@pytest.mark.slow
+def test_abtest_refused_late_writes_no_split(
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    a, b = runs
+    # -k and --like-threshold are checked only after the split is drawn; the split was
+    # saved before them, so a refused command left --save-split's file behind
+    for extra, needle in [
+        (["-k", "99999"], "-k: 99999 is more than the catalogue's"),
+        (["--like-threshold", "99"], "--like-threshold"),
+        (["--like-threshold", "nan"], "--like-threshold"),
+    ]:
+        code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                     str(a / "split.json"), "--method", "replay", "--save-split",
+                     str(tmp_path / "p4.json"), "--out", str(tmp_path / "r.json"),
+                     *extra])  # fmt: skip
+        _assert_one_line_error(code, capsys.readouterr().err, needle)
+        assert not list(tmp_path.iterdir()), extra
+
+
 @pytest.mark.parametrize(
     "outputs, needles",
     [

@@ -178,8 +178,6 @@ def cmd_abtest(args: argparse.Namespace) -> int:
                     "run that was trained on this split) or heldout:FRACTION knowingly",
                     path=args.users,
                 )
-    if args.save_split:
-        split.save(args.save_split)
     policies: dict[str, ScoringModel] = {
         arm: rec.ensemble
         if isinstance(rec, EnsembleRecommender)
@@ -206,6 +204,11 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     )
     report["runs"] = {"A": str(args.run_a), "B": str(args.run_b)}
     report = jsonable(report)
+    # written only now that every input has passed (-k and --like-threshold are checked
+    # after the split is drawn) and the test has run: a refused command wrote the split
+    # before, and left it as if the test had been done
+    if args.save_split:
+        split.save(args.save_split)
     if args.out:
         save_json(args.out, report)
         if report.get("replay"):
