@@ -152,6 +152,15 @@ def test_abtest_users_the_data_cannot_test_are_refused_naming_the_file(
         code, capsys.readouterr().err, str(tmp_path / "users.txt"),
         "none of its users can be tested on ml-100k: 2 are not in the data",
     )  # fmt: skip
+    # a list with a repeated user is refused as a split file with one is, not deduplicated
+    new = json.loads((a / "split.json").read_text())["new_users"][:3]
+    (tmp_path / "twice.txt").write_text("\n".join([*new, new[1]]))
+    code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "twice.txt"), "--method", "interleave"])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err,
+        f"{tmp_path / 'twice.txt'}, line 4: user {new[1]!r} is listed again (first on line 2)",
+    )  # fmt: skip
     # the same run on both arms is allowed, and said: an A/A test
     code = main(["abtest", str(a), str(a), *_data(shared_data), "--users",
                  str(tmp_path / "users.txt")])  # fmt: skip
