@@ -51,6 +51,19 @@ def runs(ml100k: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return out[0], out[1]
 
 
+@pytest.fixture(scope="module")
+def ensemble(
+    runs: tuple[Path, Path], ml100k: Dataset, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Run A blended with the popularity peer (run B records no split to share)."""
+    from metarec.ensemble_run import fit_from_runs
+
+    ens = fit_from_runs([runs[0]], ml100k, peers=["popularity"], log=lambda _: None)
+    out = tmp_path_factory.mktemp("ensemble") / "ens"
+    ens.save(out)
+    return out
+
+
 def _data(shared_data: Path) -> list[str]:
     return ["--dataset", "ml-100k", "--root", str(shared_data)]
 
@@ -137,6 +150,58 @@ def test_abtest_table_and_skipped_users(
                  str(tmp_path / "seen.txt"), "--method", "replay"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "3 of its users" in err and "trained run A" in err, err
+
+
+@pytest.mark.slow
+def test_abtest_refuses_an_ensembles_training_users(
+    runs: tuple[Path, Path], ensemble: Path, shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    a, _ = runs
+    split = json.loads((a / "split.json").read_text())
+    args = ["abtest", "--method", "interleave", *_data(shared_data)]
+    # an ensemble folder holds no split.json: its users are its runs' (here run A's), the
+    # training users and the validation users its weights were learned on
+    for group in ("train_users", "validation_users"):
+        (tmp_path / "seen.txt").write_text("\n".join(split[group][:20]))
+        code = main([*args, str(ensemble), str(ensemble), "--users", str(tmp_path / "seen.txt")])
+        _assert_one_line_error(
+            code, capsys.readouterr().err, "20 of its users", "trained run A",
+            "the split.json of a run it blends",
+        )  # fmt: skip
+    code = main([*args, str(a), str(ensemble), "--users", str(a / "split.json")])
+    assert code == 0, capsys.readouterr().err  # its new users are fine
+    # read for them, the runs it blends are inputs: no output may land in one
+    code = main([*args, str(ensemble), str(ensemble), "--users", "heldout:0.05",
+                 "--save-split", str(a / "new.json")])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err, f"{a}, a run that ensemble A blends"
+    )  # fmt: skip
+    assert not (a / "new.json").exists()
+    # where the run's split cannot be read, its training users are unknown: refused,
+    # except for heldout:FRACTION, which is documented to take training users too
+    moved = tmp_path / "moved"
+    shutil.copytree(ensemble, moved)
+    manifest = json.loads((moved / "ensemble.json").read_text())
+    manifest["metadata"]["runs"] = [str(tmp_path / "gone")]
+    (moved / "ensemble.json").write_text(json.dumps(manifest))
+    code = main([*args, str(a), str(moved), "--users", str(a / "split.json")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "run B", "training users are unknown",
+        f"came from {tmp_path / 'gone'}, which is gone", "heldout:FRACTION",
+    )  # fmt: skip
+    assert main([*args, str(moved), str(moved), "--users", "heldout:0.05"]) == 0
+    capsys.readouterr()
+    # the run trained again on another split since: its split.json is not the member's
+    manifest["metadata"]["runs"] = [str(a)]
+    (moved / "ensemble.json").write_text(json.dumps(manifest))
+    member = json.loads((moved / "members/0/recommender.json").read_text())
+    member["metadata"]["split_digest"] = "0" * 64
+    (moved / "members/0/recommender.json").write_text(json.dumps(member))
+    code = main([*args, str(moved), str(a), "--users", str(a / "split.json")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "run A", "is no longer the split member",
+    )  # fmt: skip
 
 
 @pytest.mark.slow
