@@ -51,6 +51,19 @@ def runs(ml100k: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return out[0], out[1]
 
 
+@pytest.fixture(scope="module")
+def ensemble(
+    runs: tuple[Path, Path], ml100k: Dataset, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Run A blended with the popularity peer (run B records no split to share)."""
+    from metarec.ensemble_run import fit_from_runs
+
+    ens = fit_from_runs([runs[0]], ml100k, peers=["popularity"], log=lambda _: None)
+    out = tmp_path_factory.mktemp("ensemble") / "ens"
+    ens.save(out)
+    return out
+
+
 def _data(shared_data: Path) -> list[str]:
     return ["--dataset", "ml-100k", "--root", str(shared_data)]
 
@@ -140,6 +153,58 @@ def test_abtest_table_and_skipped_users(
 
 
 @pytest.mark.slow
+def test_abtest_refuses_an_ensembles_training_users(
+    runs: tuple[Path, Path], ensemble: Path, shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    a, _ = runs
+    split = json.loads((a / "split.json").read_text())
+    args = ["abtest", "--method", "interleave", *_data(shared_data)]
+    # an ensemble folder holds no split.json: its users are its runs' (here run A's), the
+    # training users and the validation users its weights were learned on
+    for group in ("train_users", "validation_users"):
+        (tmp_path / "seen.txt").write_text("\n".join(split[group][:20]))
+        code = main([*args, str(ensemble), str(ensemble), "--users", str(tmp_path / "seen.txt")])
+        _assert_one_line_error(
+            code, capsys.readouterr().err, "20 of its users", "trained run A",
+            "the split.json of a run it blends",
+        )  # fmt: skip
+    code = main([*args, str(a), str(ensemble), "--users", str(a / "split.json")])
+    assert code == 0, capsys.readouterr().err  # its new users are fine
+    # read for them, the runs it blends are inputs: no output may land in one
+    code = main([*args, str(ensemble), str(ensemble), "--users", "heldout:0.05",
+                 "--save-split", str(a / "new.json")])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err, f"{a}, a run that ensemble A blends"
+    )  # fmt: skip
+    assert not (a / "new.json").exists()
+    # where the run's split cannot be read, its training users are unknown: refused,
+    # except for heldout:FRACTION, which is documented to take training users too
+    moved = tmp_path / "moved"
+    shutil.copytree(ensemble, moved)
+    manifest = json.loads((moved / "ensemble.json").read_text())
+    manifest["metadata"]["runs"] = [str(tmp_path / "gone")]
+    (moved / "ensemble.json").write_text(json.dumps(manifest))
+    code = main([*args, str(a), str(moved), "--users", str(a / "split.json")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "run B", "training users are unknown",
+        f"came from {tmp_path / 'gone'}, which is gone", "heldout:FRACTION",
+    )  # fmt: skip
+    assert main([*args, str(moved), str(moved), "--users", "heldout:0.05"]) == 0
+    capsys.readouterr()
+    # the run trained again on another split since: its split.json is not the member's
+    manifest["metadata"]["runs"] = [str(a)]
+    (moved / "ensemble.json").write_text(json.dumps(manifest))
+    member = json.loads((moved / "members/0/recommender.json").read_text())
+    member["metadata"]["split_digest"] = "0" * 64
+    (moved / "members/0/recommender.json").write_text(json.dumps(member))
+    code = main([*args, str(moved), str(a), "--users", str(a / "split.json")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "run A", "is no longer the split member",
+    )  # fmt: skip
+
+
+@pytest.mark.slow
 def test_abtest_users_the_data_cannot_test_are_refused_naming_the_file(
     runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -151,6 +216,15 @@ def test_abtest_users_the_data_cannot_test_are_refused_naming_the_file(
     _assert_one_line_error(
         code, capsys.readouterr().err, str(tmp_path / "users.txt"),
         "none of its users can be tested on ml-100k: 2 are not in the data",
+    )  # fmt: skip
+    # a list with a repeated user is refused as a split file with one is, not deduplicated
+    new = json.loads((a / "split.json").read_text())["new_users"][:3]
+    (tmp_path / "twice.txt").write_text("\n".join([*new, new[1]]))
+    code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "twice.txt"), "--method", "interleave"])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err,
+        f"{tmp_path / 'twice.txt'}, line 4: user {new[1]!r} is listed again (first on line 2)",
     )  # fmt: skip
     # the same run on both arms is allowed, and said: an A/A test
     code = main(["abtest", str(a), str(a), *_data(shared_data), "--users",
@@ -183,6 +257,44 @@ def test_abtest_command_line_entry_point(
     assert "Replay" not in proc.stdout
 
 
+@pytest.mark.slow
+def test_abtest_refuses_to_write_over_its_inputs(
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    a, b = runs
+    run = tmp_path / "run"  # a copy: without the check, these commands destroyed it
+    shutil.copytree(a, run)
+    users = tmp_path / "users.txt"
+    users.write_text("\n".join(json.loads((a / "split.json").read_text())["new_users"]))
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    split = ["--users", str(run / "split.json")]
+    for arms, extra, needle in [
+        ([run, b], [*split, "--out", str(run / "recommender.json")], "inside run A's folder"),
+        ([run, b], [*split, "--out", str(run / "split.json")], "is the --users file"),
+        ([run, b], [*split, "--save-split", str(run / "split.json")], "is the --users file"),
+        ([run, b], ["--users", "heldout:0.1", "--save-split", str(run / "split.json")],
+         "inside run A's folder"),
+        ([b, run], [*split, "--out", str(run / ".." / "run" / "new.json")], "run B's folder"),
+        ([b, b], ["--users", str(users), "--out", str(users)], "is the --users file"),
+        ([b, b], ["--users", str(users), "--save-split", str(users)], "is the --users file"),
+        # the replay plot beside the report (r.png) would land on the users file
+        ([b, b], ["--users", str(tmp_path / "r.png"), "--out", str(tmp_path / "r.json")],
+         "r.json's plot"),
+    ]:  # fmt: skip
+        code = main(["abtest", *map(str, arms), *_data(shared_data), *extra, "--method", "both"])
+        _assert_one_line_error(code, capsys.readouterr().err, needle)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "users.txt"]
+    # --method interleave draws no plot: a users file of the plot's name is no clash
+    (tmp_path / "r.png").write_text("\n".join(users.read_text().split()[:20]))
+    code = main(["abtest", str(b), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "r.png"), "--out", str(tmp_path / "r.json"),
+                 "--method", "interleave"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "r.png").read_text().split() == users.read_text().split()[:20]
+
+
 @pytest.mark.parametrize(
     "extra, needles",
     [
@@ -198,6 +310,47 @@ def test_abtest_bad_arguments(
 ) -> None:
     code = main(["abtest", str(tmp_path / "a"), str(tmp_path / "b"), *extra])
     _assert_one_line_error(code, capsys.readouterr().err, *needles)
+
+
+@pytest.mark.slow
+def test_abtest_refused_late_writes_no_split(
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    a, b = runs
+    # -k and --like-threshold are checked only after the split is drawn; the split was
+    # saved before them, so a refused command left --save-split's file behind
+    for extra, needle in [
+        (["-k", "99999"], "-k: 99999 is more than the catalogue's"),
+        (["--like-threshold", "99"], "--like-threshold"),
+        (["--like-threshold", "nan"], "--like-threshold"),
+    ]:
+        code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                     str(a / "split.json"), "--method", "replay", "--save-split",
+                     str(tmp_path / "p4.json"), "--out", str(tmp_path / "r.json"),
+                     *extra])  # fmt: skip
+        _assert_one_line_error(code, capsys.readouterr().err, needle)
+        assert not list(tmp_path.iterdir()), extra
+
+
+@pytest.mark.parametrize(
+    "outputs, needles",
+    [
+        (["--save-split", "x.json", "--out", "x.json"],
+         ["--save-split and --out name the same file", "x.json"]),
+        (["--out", "r.png"], ["--out", "r.png", "plot", "same name"]),
+        (["--out", "r.json", "--save-split", "r.png"], ["--save-split", "r.png", "plot"]),
+    ],
+)  # fmt: skip
+def test_abtest_outputs_on_one_file_are_refused(
+    outputs: list[str], needles: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one output written over another: the report replaced the saved split (exit 0)
+    named = [str(tmp_path / o) if i % 2 else o for i, o in enumerate(outputs)]
+    code = main(["abtest", str(tmp_path / "a"), str(tmp_path / "b"), "--users", "heldout:0.1",
+                 *named])  # fmt: skip
+    _assert_one_line_error(code, capsys.readouterr().err, *needles)
+    assert not list(tmp_path.iterdir())
 
 
 def test_abtest_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -116,6 +116,17 @@ def test_users_from_spec(tmp_path: Path) -> None:
         users_from_spec(str(tmp_path), ds)
 
 
+def test_a_users_list_with_a_repeated_id_is_refused_naming_the_line(tmp_path: Path) -> None:
+    # deduplicated without a word, 20 users listed twice were reported as 20 users
+    ids = tmp_path / "ids.txt"
+    ids.write_text("u1\nu2\n# u1 again below\n\nu3\n u1  # pasted twice\n")
+    with pytest.raises(DataError) as err:
+        users_from_spec(str(ids), _tiny())
+    assert str(err.value) == (
+        f"{ids}, line 6: user 'u1' is listed again (first on line 1); list each user once"
+    )
+
+
 @pytest.mark.parametrize(
     "edit, needle",
     [

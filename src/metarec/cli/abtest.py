@@ -6,10 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metarec.cli.options import add_device_arg, check_writable, data_or_root, path_arg, seed
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, MetarecError
+
+if TYPE_CHECKING:
+    from metarec.data.schema import Dataset
+    from metarec.ensemble_run import EnsembleRecommender
 
 
 def register(sub: Any) -> None:
@@ -76,6 +80,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     for flag, value in (("--out", args.out), ("--save-split", args.save_split)):
         if value is not None:
             check_writable(value, flag, file=True)
+    check_outputs(args)
 
     from metarec.data.spec import load_from_spec, make_spec, names_data
     from metarec.ensemble_run import EnsembleRecommender, load_run
@@ -167,18 +172,21 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             )
     if heldout is None:  # heldout:FRACTION may hold training users, as documented
         for arm, run in (("A", args.run_a), ("B", args.run_b)):
-            trained = trained_users(Path(run))
+            rec = recs[arm]
+            if isinstance(rec, EnsembleRecommender):
+                trained = ensemble_trained_users(rec, arm, run, ds, args.users)
+                source = "the split.json of a run it blends"
+            else:
+                trained, source = trained_users(Path(run)), "its split.json"
             seen = sorted(trained & set(split.users))
             if seen:
                 raise DataError(
                     f"{len(seen)} of its users (first: {seen[0]!r}) trained run {arm} "
-                    f"({run}, its split.json): an A/B test on them measures memory, not "
+                    f"({run}, {source}): an A/B test on them measures memory, not "
                     "cold start; use the runs' new users (--users RUN/split.json of the "
                     "run that was trained on this split) or heldout:FRACTION knowingly",
                     path=args.users,
                 )
-    if args.save_split:
-        split.save(args.save_split)
     policies: dict[str, ScoringModel] = {
         arm: rec.ensemble
         if isinstance(rec, EnsembleRecommender)
@@ -205,6 +213,11 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     )
     report["runs"] = {"A": str(args.run_a), "B": str(args.run_b)}
     report = jsonable(report)
+    # written only now that every input has passed (-k and --like-threshold are checked
+    # after the split is drawn) and the test has run: a refused command wrote the split
+    # before, and left it as if the test had been done
+    if args.save_split:
+        split.save(args.save_split)
     if args.out:
         save_json(args.out, report)
         if report.get("replay"):
@@ -221,9 +234,97 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Every file the command writes, with the flag that names it: the --out report, its
+    replay plot beside it (the report's name with .png; none for --method interleave,
+    which has no replay to plot) and the --save-split file."""
+    written: list[tuple[str, Path]] = []
+    if args.out is not None:
+        written.append(("--out", Path(args.out)))
+        if args.method != "interleave":
+            written.append((f"--out {args.out}'s plot", Path(args.out).with_suffix(".png")))
+    if args.save_split is not None:
+        written.append(("--save-split", Path(args.save_split)))
+    return written
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that lands on what the command reads: the
+    --users file or anything inside either arm's folder. Each write replaces its file
+    whole, so ``--out RUN/recommender.json`` replaced the run's manifest with a report
+    and ``--save-split RUN/split.json`` its P1 split (and with it the record of which
+    users the run trained on), exit 0 both times. Nothing a report needs is inside a
+    run folder, so the whole folder is refused, not only the files in it today (a run
+    grows: metrics.json, checkpoint/). Paths are compared resolved, so ``./runA/../runA``
+    and a symbolic link to a run are caught too."""
+    users = None if args.users.startswith("heldout:") else Path(args.users).resolve()
+    folders = []  # (what the folder is, the folder resolved)
+    for arm, run in (("A", args.run_a), ("B", args.run_b)):
+        folders.append((f"run {arm}'s folder {run}", Path(run).resolve()))
+        # an ensemble's training users are read from its runs' split.json
+        # (ensemble_trained_users): those folders are inputs too
+        folders += [
+            (f"{blended}, a run that ensemble {arm} blends", Path(blended).resolve())
+            for blended in blended_runs(run)
+        ]
+    written = outputs(args)
+    # two outputs on one file: the later write silently replaced the earlier (the report
+    # overwrote the saved split, and --out r.png's plot the report)
+    for i, (flag, path) in enumerate(written):
+        for other, there in written[:i]:
+            if path.resolve() != there.resolve():
+                continue
+            if other == "--out" and "plot" in flag:  # --out r.png
+                raise ConfigError(
+                    f"--out {path}: the report's plot is written beside it with a .png name, "
+                    "the same name; name the report .json"
+                )
+            if "plot" in other:
+                raise ConfigError(
+                    f"{flag} {path}: the report's plot is written there (the --out name with "
+                    ".png); give another file name"
+                )
+            raise ConfigError(
+                f"{flag} and {other} name the same file ({path}); the report would replace "
+                "the split: give each its own file"
+            )
+    for flag, path in written:
+        where = path.resolve()
+        if where == users:
+            raise ConfigError(
+                f"{flag} {path}: is the --users file {args.users}; writing it would replace "
+                "the input; give another file name"
+            )
+        for what, folder in folders:
+            if where.is_relative_to(folder):
+                raise ConfigError(
+                    f"{flag} {path}: is inside {what}; writing there could replace a file "
+                    "of the run; give a file outside the runs"
+                )
+
+
+def blended_runs(folder: str) -> list[str]:
+    """The run folders an ensemble folder records it was built from; none for a run
+    folder, or where the manifest cannot be read (loading the arm reports that)."""
+    from metarec.io import load_json
+    from metarec.models.persist import MANIFEST
+
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        raw = load_json(path)
+    except (OSError, ValueError, MetarecError):
+        return []
+    meta = raw.get("metadata") if isinstance(raw, dict) else None
+    runs = meta.get("runs") if isinstance(meta, dict) else None
+    return [r for r in runs if isinstance(r, str)] if isinstance(runs, list) else []
+
+
 def trained_users(run: Path) -> set[str]:
     """The users a run folder's model trained (and early-stopped) on, as its split.json
-    records them; empty where it has none (a --holdout none run, an ensemble)."""
+    records them; empty where it has none (a --holdout none run). An ensemble's are
+    :func:`ensemble_trained_users`."""
     from metarec.io import load_json
 
     path = run / "split.json"
@@ -234,3 +335,60 @@ def trained_users(run: Path) -> set[str]:
         return set()
     ids = [*(raw.get("train_users") or []), *(raw.get("validation_users") or [])]
     return {str(u) for u in ids}
+
+
+def ensemble_trained_users(
+    rec: EnsembleRecommender, arm: str, folder: str, ds: Dataset, users: str
+) -> set[str]:
+    """The users an ensemble learned from: its runs' training and validation users (the
+    peers were fitted on the first run's, the weights learned on the validation users).
+
+    An ensemble folder holds copies of its runs' models but not their split.json, so
+    trained_users found none and let an ensemble be tested on the very users it trained
+    on. The split is read from the run folders ensemble.json records (metadata.runs, in
+    the order of its metarec members), and each must still be the split that member was
+    trained with: a member records its split's digest (``metarec train``), and a run
+    folder trained again since holds another split. Where the runs' splits cannot be
+    read so (a run moved or deleted, its split.json gone or replaced), the ensemble's
+    training users are unknown, and guessing "none" is what let the leak through: the
+    test is refused, except for --users heldout:FRACTION, which is documented to
+    possibly hold training users and is not checked for them. A member without a
+    recorded split whose run has no split.json was trained with a seeded hold-out of
+    its own (``--holdout none``, :func:`metarec.train`): nothing is recorded, as for
+    such a run folder given as an arm."""
+    from metarec.evaluation.p1 import P1Split
+    from metarec.models.meta_model import MetaModel
+
+    def unknown(why: str) -> ConfigError:
+        return ConfigError(
+            f"--users {users}: run {arm} ({folder}) is an ensemble whose training users "
+            f"are unknown: {why}; test it on --users heldout:FRACTION (which may hold "
+            "training users), or rebuild the ensemble from runs with their split.json"
+        )
+
+    runs = rec.metadata.get("runs")
+    members = [
+        (name, m.recommender)
+        for name, m in rec.ensemble.members.items()
+        if isinstance(m, MetaModel) and m.recommender is not None
+    ]
+    if not isinstance(runs, list) or len(runs) != len(members):
+        raise unknown("its ensemble.json does not record the runs its members came from")
+    trained: set[str] = set()
+    for run, (name, member) in zip(runs, members, strict=True):
+        digest = member.metadata.get("split_digest")
+        split_file = Path(str(run)) / "split.json"
+        if not Path(str(run)).is_dir():
+            raise unknown(f"member {name!r} came from {run}, which is gone")
+        if not split_file.is_file():
+            if digest is not None or member.metadata.get("holdout") == "p1":
+                raise unknown(f"member {name!r} was trained on a P1 split; {split_file} is gone")
+            continue
+        split = P1Split.load(split_file, ds, check_rule=False)
+        if digest is not None and digest != split.digest():
+            raise unknown(
+                f"{split_file} is no longer the split member {name!r} was trained with "
+                "(the run was trained again, or the file edited)"
+            )
+        trained |= {*split.train_users, *split.validation_users}
+    return trained

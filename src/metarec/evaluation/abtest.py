@@ -271,7 +271,7 @@ def users_from_spec(
     """``--users``: ``heldout:FRACTION`` (a seeded fraction of ``dataset``'s users), a
     P1 split JSON of ``dataset`` (its new users; checked as every reader of a P1 split
     checks it), a P4 split JSON (returned whole: arms and K included), or a text file
-    of user ids, one per line (blank lines and ``#`` comments ignored)."""
+    of user ids, one per line, each once (blank lines and ``#`` comments ignored)."""
     fraction = check_users_spec(spec)
     if fraction is not None:
         users = dataset.interactions["user_id"].astype(str).unique()
@@ -295,11 +295,24 @@ def users_from_spec(
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise DataError("not UTF-8 text (one user id per line expected)", path=path) from None
-    lines = (ln.split("#", 1)[0].strip() for ln in text.splitlines())
-    ids = [ln for ln in lines if ln]
-    if not ids:
+    first: dict[str, int] = {}  # id -> the line it is first on
+    for number, line in enumerate(text.splitlines(), start=1):
+        user = line.split("#", 1)[0].strip()
+        if not user:
+            continue
+        if user in first:
+            # refused as the P1 and P4 split files refuse it: a list with repeats is a
+            # slip (two lists pasted together), and dropping them without a word made the
+            # report's user count differ from the file's
+            raise DataError(
+                f"user {user!r} is listed again (first on line {first[user]}); list each user once",
+                path=path,
+                row=number,
+            )
+        first[user] = number
+    if not first:
         raise DataError("no user ids in the file (one per line expected)", path=path)
-    return ids
+    return list(first)
 
 
 # -- replay statistics --------------------------------------------------------
