@@ -35,3 +35,15 @@ def test_the_cli_starts_without_torch() -> None:
     code = "import sys, metarec, metarec.cli; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["metarec", "metarec.cli"])
+def test_python_dash_m_runs_the_command(module: str) -> None:
+    # `python -m metarec` said "is a package and cannot be directly executed"
+    out = subprocess.run(
+        [sys.executable, "-m", module, "data", "validate", "--interactions", "/nonexistent.csv"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == "metarec: error: /nonexistent.csv: file not found"
