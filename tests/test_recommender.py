@@ -363,6 +363,32 @@ def test_load_refuses_non_finite_weights(fitted: Recommender, tmp_path: Path) ->
         Recommender.load(run)
 
 
+def test_load_refuses_popularity_of_another_length_or_sign(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # a popularity cut short crashed the explanations (IndexError) or, with
+    # --no-reasons, served without a word; a negative count loaded as it was
+    from safetensors.torch import load_file, save_file
+
+    run = fitted.save(tmp_path / "run")
+    intact = load_file(str(run / "model.safetensors"))
+    pop = intact["popularity"]
+    for name, value, needle in [
+        ("popularity", pop[:10].clone(), r"popularity: expected one value per item .*\(10,\)"),
+        ("popularity", -pop - 1, r"popularity\[0\] is -\d+; expected a count of ratings"),
+        ("popularity", pop.clone().fill_(float("inf")), r"tensor 'popularity' holds \d+ NaN"),
+        ("item_offsets", intact["item_offsets"][:10].clone(), r"item_offsets: expected one"),
+    ]:
+        save_file(intact | {name: value}, str(run / "model.safetensors"))
+        with pytest.raises(ModelError, match=r"model\.safetensors: .*" + needle):
+            Recommender.load(run)
+    save_file(
+        {k: v for k, v in intact.items() if k != "popularity"}, str(run / "model.safetensors")
+    )
+    with pytest.raises(ModelError, match=r"model\.safetensors: no tensor 'popularity'"):
+        Recommender.load(run)
+
+
 def test_grouplens_title_form_resolves(fitted: Recommender) -> None:
     assert fitted.resolve("Lion King, The (1994)") == fitted.resolve("The Lion King (1994)")
     # an id read as a float (pandas reads a column with a gap so) is the id, as in add_items

@@ -111,10 +111,12 @@ class Recommender(TopK):
             if item_offsets is None
             else np.asarray(item_offsets, dtype=np.float64)
         )
-        if len(self.item_offsets) != len(items):
-            raise ModelError(
-                f"item_offsets has {len(self.item_offsets)} entries for {len(items)} items"
-            )
+        # one value per item each: explanations index popularity by catalogue position
+        for name, values in (("popularity", self.popularity), ("item_offsets", self.item_offsets)):
+            if values.shape != (len(items),):
+                raise ModelError(
+                    f"{name} has shape {values.shape}, not one entry for each of {len(items)} items"
+                )
         self._encoder: Any = None
         # what an adapted user's parameters look like (no tower parameter that grows
         # with the catalogue is adapted): checked on every score, computed once
@@ -762,9 +764,13 @@ class Recommender(TopK):
             features=features,
             encoder_config=meta["encoder"],
             encoder_tensors=enc_tensors,
-            popularity=tensors["popularity"].numpy(),
+            popularity=_item_array(tensors, "popularity", len(items), path),
             # runs saved before fold-in existed have no offsets: all zero
-            item_offsets=(tensors["item_offsets"].numpy() if "item_offsets" in tensors else None),
+            item_offsets=(
+                _item_array(tensors, "item_offsets", len(items), path)
+                if "item_offsets" in tensors
+                else None
+            ),
             rating_range=_rating_range(meta.get("rating_range"), path),
             metadata=meta.get("metadata", {}),
             cutpoints=(
@@ -948,6 +954,33 @@ def _check_counts(meta: dict, n_items: int, dim: int, source: Path) -> None:
             )
         if actual is not None and raw != actual:
             raise ModelError(f"{source}: {where} says {raw}; the run's files hold {actual}")
+
+
+def _item_array(
+    tensors: dict[str, torch.Tensor], name: str, n_items: int, path: Path
+) -> np.ndarray:
+    """One value per catalogue item from ``model.safetensors``, or a ModelError naming the
+    tensor: a popularity cut short was indexed past its end by the explanations
+    (IndexError) or, with --no-reasons, served without a word."""
+    source = path / "model.safetensors"
+    if name not in tensors:
+        raise ModelError(f"{source}: no tensor {name!r} (damaged or edited?)")
+    values = tensors[name]
+    if values.ndim != 1 or len(values) != n_items:
+        raise ModelError(
+            f"{source}: {name}: expected one value per item ({n_items}), got shape "
+            f"{tuple(values.shape)} (damaged or edited?)"
+        )
+    array = values.numpy().astype(np.float64)
+    # popularity is a count of training ratings: a negative one (or a NaN in an integer
+    # tensor require_finite does not read) is no run's
+    if name == "popularity" and not (np.isfinite(array).all() and (array >= 0).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(array) & (array >= 0)))[0])
+        raise ModelError(
+            f"{source}: popularity[{bad}] is {array[bad]:g}; expected a count of ratings, "
+            ">= 0 (damaged or edited?)"
+        )
+    return array
 
 
 def _rating_range(raw: Any, path: Path) -> tuple[float, float]:
