@@ -132,6 +132,24 @@ def test_a_member_given_twice_is_refused_in_python_before_any_loading(
         fit_from_runs([str(tmp_path / "a")], ds, seed=-1)
 
 
+def test_ensemble_refuses_a_runs_damaged_data_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the data is loaded from the first run's recorded spec before the runs are: a
+    # spec edited to a name was an AttributeError, metadata edited to a list another
+    run = tmp_path / "run"
+    run.mkdir()
+    for metadata, needle in [
+        ({"data_spec": "ml-100k"}, "metadata.data_spec: expected an object, got 'ml-100k'"),
+        ([1], "metadata: expected an object, got [1]"),
+    ]:
+        (run / "recommender.json").write_text(json.dumps({"metadata": metadata}))
+        assert main(["ensemble", str(run), "--out", str(tmp_path / "ens")]) == 2
+        line = _error_line(capsys.readouterr().err)
+        assert f"{run / 'recommender.json'}: {needle}" in line, line
+    assert not (tmp_path / "ens").exists()
+
+
 @pytest.mark.slow
 def test_ensemble_refuses_unsaveable_peers_before_work(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

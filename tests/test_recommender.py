@@ -389,6 +389,36 @@ def test_load_refuses_popularity_of_another_length_or_sign(
         Recommender.load(run)
 
 
+def test_load_refuses_recorded_metadata_of_another_type(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # evaluate, ensemble and retrain read these back; a data_spec of "ml-100k" was an
+    # AttributeError in loading the data, a split_seed of "3" a ValueError
+    run = fitted.save(tmp_path / "run")
+    meta = json.loads((run / "recommender.json").read_text())
+    spec = {"dataset": "ml-100k", "data": None, "strict": False}
+    for metadata, needle in [
+        ({"data_spec": "ml-100k"}, r"metadata\.data_spec: expected an object, got 'ml-100k'"),
+        ({"data_spec": spec | {"dataset": 5}}, r"metadata\.data_spec\.dataset: expected text"),
+        (
+            {"data_spec": spec | {"strict": "yes"}},
+            r"metadata\.data_spec\.strict: expected true or false",
+        ),
+        ({"data_spec": spec | {"datset": "x"}}, r"metadata\.data_spec: unknown key 'datset'"),
+        ({"holdout": ["p1"]}, r"metadata\.holdout: expected text"),
+        ({"split_seed": "3"}, r"metadata\.split_seed: expected a whole number >= 0, got '3'"),
+        ({"split_digest": 5}, r"metadata\.split_digest: expected text"),
+    ]:
+        (run / "recommender.json").write_text(json.dumps(meta | {"metadata": metadata}))
+        with pytest.raises(ModelError, match=r"recommender\.json: " + needle):
+            Recommender.load(run)
+    # what `metarec train` records loads
+    (run / "recommender.json").write_text(
+        json.dumps(meta | {"metadata": {"data_spec": spec, "holdout": "p1", "split_seed": 0}})
+    )
+    assert Recommender.load(run).metadata["data_spec"] == spec
+
+
 def test_grouplens_title_form_resolves(fitted: Recommender) -> None:
     assert fitted.resolve("Lion King, The (1994)") == fitted.resolve("The Lion King (1994)")
     # an id read as a float (pandas reads a column with a gap so) is the id, as in add_items

@@ -27,6 +27,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.columns import plain, str_ids
 from metarec.data.features import UserFeatureEncoder
+from metarec.data.spec import check_recorded
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.device import device_available, resolve_device
 from metarec.errors import (
@@ -723,6 +724,7 @@ class Recommender(TopK):
                     f"{path / 'recommender.json'}: {part}: expected an object, got "
                     f"{meta.get(part)!r:.60} (damaged or edited?)"
                 )
+        check_recorded(meta.get("metadata", {}), str(path / "recommender.json"))
         try:
             cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
         except ConfigError as exc:  # the saved values, not the caller's: a damaged run

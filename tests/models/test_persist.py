@@ -187,6 +187,11 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         (lambda m: m["members"][2]["options"].update(colour=1), ["members[2]", "colour"]),
         # json.dumps writes NaN, and Python's json reads it back
         (lambda m: m.update(like_threshold=float("nan")), ["'like_threshold'", "finite", "nan"]),
+        # read back as the data the ensemble was built on (abtest): was an AttributeError
+        (
+            lambda m: m.update(metadata={"data_spec": "ml-100k"}),
+            ["metadata.data_spec: expected an object", "'ml-100k'"],
+        ),
     ],
     ids=[
         "version",
@@ -199,6 +204,7 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         "zscore",
         "option",
         "nan",
+        "data-spec",
     ],
 )
 def test_bad_manifest_names_file_and_field(

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarec.data.spec import check_recorded
 from metarec.errors import ConfigError, ModelError, UnsupportedError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.models.base import ScoringModel
@@ -424,6 +425,8 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     ens.weights = np.asarray(weights, dtype=np.float64)
     ens._n_fit_items = zscore_items
     ens.metadata = man.get("metadata", dict, {})
+    # an ensemble records the data its runs were trained on, read back as theirs is
+    check_recorded(ens.metadata, str(path))
     cuts = man.raw.get("rating_cutpoints")
     if cuts is not None:
         if not isinstance(cuts, dict):
