@@ -187,6 +187,15 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         (lambda m: m["members"][2]["options"].update(colour=1), ["members[2]", "colour"]),
         # json.dumps writes NaN, and Python's json reads it back
         (lambda m: m.update(like_threshold=float("nan")), ["'like_threshold'", "finite", "nan"]),
+        # an option of the wrong type: float("x")'s ValueError, "x" >= 0's TypeError
+        (
+            lambda m: m["members"][1]["options"].update(like_threshold="x"),
+            ["members[1] (popularity)", "option like_threshold must be a finite number", "'x'"],
+        ),
+        (
+            lambda m: m["members"][2]["options"].update(damping="x"),
+            ["members[2] (knn)", "option damping must be a number >= 0", "'x'"],
+        ),
         # read back as the data the ensemble was built on (abtest): was an AttributeError
         (
             lambda m: m.update(metadata={"data_spec": "ml-100k"}),
@@ -204,6 +213,8 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         "zscore",
         "option",
         "nan",
+        "option-type",
+        "option-number",
         "data-spec",
     ],
 )
