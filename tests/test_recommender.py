@@ -419,6 +419,25 @@ def test_load_refuses_recorded_metadata_of_another_type(
     assert Recommender.load(run).metadata["data_spec"] == spec
 
 
+def test_load_refuses_a_like_threshold_off_the_runs_scale(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # training refuses it; edited in afterwards, nothing was liked and evaluate gave
+    # precision 0 and NaN recall without a word
+    run = fitted.save(tmp_path / "run")
+    meta = json.loads((run / "recommender.json").read_text())
+    assert meta["rating_range"] == [1, 5] and meta["config"]["like_threshold"] == 4
+    for like in (99, 0.5):
+        edited = meta | {"config": meta["config"] | {"like_threshold": like}}
+        (run / "recommender.json").write_text(json.dumps(edited))
+        with pytest.raises(
+            ModelError,
+            match=rf"recommender\.json: config\.like_threshold: {like:g} is not a rating on "
+            r"the data's scale \[1, 5\]",
+        ):
+            Recommender.load(run)
+
+
 def test_grouplens_title_form_resolves(fitted: Recommender) -> None:
     assert fitted.resolve("Lion King, The (1994)") == fitted.resolve("The Lion King (1994)")
     # an id read as a float (pandas reads a column with a gap so) is the id, as in add_items

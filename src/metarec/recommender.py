@@ -27,6 +27,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.columns import plain, str_ids
 from metarec.data.features import UserFeatureEncoder
+from metarec.data.schema import check_like_threshold
 from metarec.data.spec import check_recorded
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.device import device_available, resolve_device
@@ -729,6 +730,16 @@ class Recommender(TopK):
             cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
         except ConfigError as exc:  # the saved values, not the caller's: a damaged run
             raise ModelError(str(exc)) from None
+        rating_range = _rating_range(meta.get("rating_range"), path)
+        if cfg.like_threshold is not None:
+            # training refuses a threshold off the scale; one edited in afterwards made
+            # every item unliked: precision 0 and NaN recall in evaluate, without a word
+            try:
+                check_like_threshold(cfg.like_threshold, rating_range, "like_threshold")
+            except ConfigError as exc:
+                raise ModelError(
+                    f"{path / 'recommender.json'}: config.{exc} (damaged or edited?)"
+                ) from None
         if device is not None:
             cfg.device = device
         elif not device_available(cfg.device):
@@ -773,7 +784,7 @@ class Recommender(TopK):
                 if "item_offsets" in tensors
                 else None
             ),
-            rating_range=_rating_range(meta.get("rating_range"), path),
+            rating_range=rating_range,
             metadata=meta.get("metadata", {}),
             cutpoints=(
                 None

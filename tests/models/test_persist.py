@@ -196,6 +196,15 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
             lambda m: m["members"][2]["options"].update(damping="x"),
             ["members[2] (knn)", "option damping must be a number >= 0", "'x'"],
         ),
+        # off the runs' 1-5 scale: nothing liked (training refuses it)
+        (
+            lambda m: m.update(like_threshold=99),
+            ["'like_threshold'", "99 is not a rating on the data's scale [1, 5]"],
+        ),
+        (
+            lambda m: m["members"][1]["options"].update(like_threshold=0),
+            ["'members[1].options.like_threshold'", "0 is not a rating"],
+        ),
         # read back as the data the ensemble was built on (abtest): was an AttributeError
         (
             lambda m: m.update(metadata={"data_spec": "ml-100k"}),
@@ -215,6 +224,8 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         "nan",
         "option-type",
         "option-number",
+        "like-off-scale",
+        "member-like-off-scale",
         "data-spec",
     ],
 )

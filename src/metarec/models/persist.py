@@ -405,6 +405,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     like = man.raw.get("like_threshold", 4.0)
     if like is not None:
         like = float(man.get("like_threshold", float))
+    _check_like_thresholds(man, members, like)
     try:
         ens = Ensemble(
             members,
@@ -433,6 +434,28 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             raise man.bad("rating_cutpoints", f"expected an object or null, got {cuts!r:.80}")
         ens.cutpoints = RatingCutpoints.from_dict(cuts, source=f"{path}: field 'rating_cutpoints'")
     return ens
+
+
+def _check_like_thresholds(
+    man: _Fields, members: dict[str, ScoringModel], like: float | None
+) -> None:
+    """The ensemble's and its peers' like thresholds on the scale of the runs they were
+    fitted beside (a saved ensemble has one): fit refuses one off it, and an edited 99
+    liked nothing, so weights learned or relearned from it had no positives."""
+    from metarec.data.schema import check_like_threshold
+
+    scale = next(m._rec().rating_range for m in members.values() if isinstance(m, MetaModel))
+    checks = [("like_threshold", like)] + [
+        (f"members[{i}].options.like_threshold", getattr(m, "like_given", None))
+        for i, m in enumerate(members.values())
+        if not isinstance(m, MetaModel)  # members[i] is read from the manifest's entry i
+    ]
+    for field, value in checks:
+        if value is not None:
+            try:
+                check_like_threshold(value, scale, field)
+            except ConfigError as exc:
+                raise man.bad(field, str(exc).removeprefix(f"{field}: ")) from None
 
 
 # -- one model on its own -------------------------------------------------------
