@@ -184,6 +184,8 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         (lambda m: m["members"][1].update(kind="als"), ["'members[1].kind'", "als"]),
         (lambda m: m["members"][2].update(path="../x"), ["'members[2].path'"]),
         (lambda m: m.update(zscore_items=10**6), ["'zscore_items'"]),
+        # the count that disagrees with the members' catalogue is named, not zscore_items
+        (lambda m: m.update(n_items=5), ["'n_items'", "says 5", "member 'fomaml'"]),
         (lambda m: m["members"][2]["options"].update(colour=1), ["members[2]", "colour"]),
         # json.dumps writes NaN, and Python's json reads it back
         (lambda m: m.update(like_threshold=float("nan")), ["'like_threshold'", "finite", "nan"]),
@@ -220,6 +222,7 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         "kind",
         "path",
         "zscore",
+        "n-items",
         "option",
         "nan",
         "option-type",

@@ -171,7 +171,9 @@ def _peer_from_state(
         raise ModelError(f"{where}: field 'state' lacks {missing}")
     for key, arr in arrays.items():
         if len(arr) != n_items:
-            raise ModelError(f"{where}: array {key!r} has {len(arr)} rows, the catalogue {n_items}")
+            raise ModelError(
+                f"{where}: array {key!r} has {len(arr)} rows; field 'n_items' says {n_items}"
+            )
         # one value per item, except content kNN's item vectors (a row per item)
         dims = 2 if key == "vectors" else 1
         if arr.ndim != dims:
@@ -367,8 +369,6 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     if n_items <= 0:
         raise man.bad("n_items", f"must be > 0, got {n_items}")
     zscore_items = man.get("zscore_items", int)
-    if not 0 <= zscore_items <= n_items:
-        raise man.bad("zscore_items", f"must be in [0, {n_items}], got {zscore_items}")
     seed = man.get("seed", int, 0)
     entries = man.get("members", list)
     if not entries:
@@ -395,10 +395,15 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             man, field, name, entry, where, seed=seed, n_items=n_items, device=device
         )
         if model.n_items != n_items:
-            raise ModelError(
-                f"{where}: member {name!r} has {model.n_items} items; {path} says {n_items}"
+            raise man.bad(
+                "n_items",
+                f"says {n_items}; member {name!r} ({where}) has {model.n_items} items",
             )
         members[name] = model
+    # against n_items once the members have confirmed it: an edited n_items was reported
+    # as zscore_items out of range, the field that was right
+    if not 0 <= zscore_items <= n_items:
+        raise man.bad("zscore_items", f"must be in [0, {n_items}], got {zscore_items}")
 
     # ensembles saved before the field learned their weights with 4 (1-5 stars); None:
     # never fitted, so it comes from the data at fit
