@@ -305,6 +305,12 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
         (items | {"title": items["title"][:-5]}, r"items\.json: title has \d+ entries, item_id"),
         (items | {"item_id": [5.5, *items["item_id"][1:]]}, r"items\.json: item_id\[0\] is 5\.5"),
         (items | {"title": [None, *items["title"][1:]]}, r"items\.json: title\[0\] is None"),
+        # an id no request can name: it loaded, to surface later as "unknown item '1'"
+        (items | {"item_id": ["", *items["item_id"][1:]]}, r"item_id\[0\] is '', an empty id"),
+        (
+            items | {"item_id": [*items["item_id"][:2], " \t", *items["item_id"][3:]]},
+            r"items\.json: item_id\[2\] is ' \\t', an empty id",
+        ),
         ({k: v for k, v in items.items() if k != "text"}, r"items\.json: text must be a list"),
     ]:
         (run / "items.json").write_text(json.dumps(edit))

@@ -937,6 +937,14 @@ def _read_items(path: Path) -> pd.DataFrame:
             raise ModelError(
                 f"{path}: {col}[{bad}] is {values[bad]!r:.40}, not text (damaged or edited?)"
             )
+    # no request can name an empty id: it loaded, and the item surfaced later as an
+    # "unknown item" nobody asked for
+    blank = next((i for i, v in enumerate(raw["item_id"]) if not v.strip()), None)
+    if blank is not None:
+        raise ModelError(
+            f"{path}: item_id[{blank}] is {raw['item_id'][blank]!r}, an empty id "
+            "(damaged or edited?)"
+        )
     items = pd.DataFrame(raw)
     repeated = items["item_id"][items["item_id"].duplicated()]
     if len(repeated):  # the second of two items with one id no request could reach
