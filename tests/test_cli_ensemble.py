@@ -133,6 +133,55 @@ def test_a_member_given_twice_is_refused_in_python_before_any_loading(
 
 
 @pytest.mark.slow
+def test_evaluate_writes_strict_json(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a metric no user could give is NaN; metrics.json held it as a bare NaN token,
+    # which strict JSON readers refuse
+    import shutil
+
+    import metarec.evaluation.p1 as p1
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    nan = float("nan")
+    metrics = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5", "recall@5")
+    monkeypatch.setattr(
+        p1,
+        "evaluate_p1",
+        lambda *a, **k: {
+            "n_users": {"user_cold": 3},
+            "summary": {"user_cold": {"bias": dict.fromkeys(metrics, nan)}},
+        },
+    )
+    assert main(["evaluate", str(copy)]) == 0
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"metrics.json holds {token}")
+
+    written = json.loads((copy / "metrics.json").read_text(), parse_constant=refuse)
+    assert written["summary"]["user_cold"]["bias"]["recall@5"] is None
+
+
+def test_ensemble_refuses_a_runs_damaged_data_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the data is loaded from the first run's recorded spec before the runs are: a
+    # spec edited to a name was an AttributeError, metadata edited to a list another
+    run = tmp_path / "run"
+    run.mkdir()
+    for metadata, needle in [
+        ({"data_spec": "ml-100k"}, "metadata.data_spec: expected an object, got 'ml-100k'"),
+        ([1], "metadata: expected an object, got [1]"),
+    ]:
+        (run / "recommender.json").write_text(json.dumps({"metadata": metadata}))
+        assert main(["ensemble", str(run), "--out", str(tmp_path / "ens")]) == 2
+        line = _error_line(capsys.readouterr().err)
+        assert f"{run / 'recommender.json'}: {needle}" in line, line
+    assert not (tmp_path / "ens").exists()
+
+
+@pytest.mark.slow
 def test_ensemble_refuses_unsaveable_peers_before_work(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -305,6 +305,12 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
         (items | {"title": items["title"][:-5]}, r"items\.json: title has \d+ entries, item_id"),
         (items | {"item_id": [5.5, *items["item_id"][1:]]}, r"items\.json: item_id\[0\] is 5\.5"),
         (items | {"title": [None, *items["title"][1:]]}, r"items\.json: title\[0\] is None"),
+        # an id no request can name: it loaded, to surface later as "unknown item '1'"
+        (items | {"item_id": ["", *items["item_id"][1:]]}, r"item_id\[0\] is '', an empty id"),
+        (
+            items | {"item_id": [*items["item_id"][:2], " \t", *items["item_id"][3:]]},
+            r"items\.json: item_id\[2\] is ' \\t', an empty id",
+        ),
         ({k: v for k, v in items.items() if k != "text"}, r"items\.json: text must be a list"),
     ]:
         (run / "items.json").write_text(json.dumps(edit))
@@ -361,6 +367,81 @@ def test_load_refuses_non_finite_weights(fitted: Recommender, tmp_path: Path) ->
         ModelError, match=rf"model\.safetensors: tensor '{re.escape(name)}' holds 1 NaN"
     ):
         Recommender.load(run)
+
+
+def test_load_refuses_popularity_of_another_length_or_sign(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # a popularity cut short crashed the explanations (IndexError) or, with
+    # --no-reasons, served without a word; a negative count loaded as it was
+    from safetensors.torch import load_file, save_file
+
+    run = fitted.save(tmp_path / "run")
+    intact = load_file(str(run / "model.safetensors"))
+    pop = intact["popularity"]
+    for name, value, needle in [
+        ("popularity", pop[:10].clone(), r"popularity: expected one value per item .*\(10,\)"),
+        ("popularity", -pop - 1, r"popularity\[0\] is -\d+; expected a count of ratings"),
+        ("popularity", pop.clone().fill_(float("inf")), r"tensor 'popularity' holds \d+ NaN"),
+        ("item_offsets", intact["item_offsets"][:10].clone(), r"item_offsets: expected one"),
+    ]:
+        save_file(intact | {name: value}, str(run / "model.safetensors"))
+        with pytest.raises(ModelError, match=r"model\.safetensors: .*" + needle):
+            Recommender.load(run)
+    save_file(
+        {k: v for k, v in intact.items() if k != "popularity"}, str(run / "model.safetensors")
+    )
+    with pytest.raises(ModelError, match=r"model\.safetensors: no tensor 'popularity'"):
+        Recommender.load(run)
+
+
+def test_load_refuses_recorded_metadata_of_another_type(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # evaluate, ensemble and retrain read these back; a data_spec of "ml-100k" was an
+    # AttributeError in loading the data, a split_seed of "3" a ValueError
+    run = fitted.save(tmp_path / "run")
+    meta = json.loads((run / "recommender.json").read_text())
+    spec = {"dataset": "ml-100k", "data": None, "strict": False}
+    for metadata, needle in [
+        ({"data_spec": "ml-100k"}, r"metadata\.data_spec: expected an object, got 'ml-100k'"),
+        ({"data_spec": spec | {"dataset": 5}}, r"metadata\.data_spec\.dataset: expected text"),
+        (
+            {"data_spec": spec | {"strict": "yes"}},
+            r"metadata\.data_spec\.strict: expected true or false",
+        ),
+        ({"data_spec": spec | {"datset": "x"}}, r"metadata\.data_spec: unknown key 'datset'"),
+        ({"holdout": ["p1"]}, r"metadata\.holdout: expected text"),
+        ({"split_seed": "3"}, r"metadata\.split_seed: expected a whole number >= 0, got '3'"),
+        ({"split_digest": 5}, r"metadata\.split_digest: expected text"),
+    ]:
+        (run / "recommender.json").write_text(json.dumps(meta | {"metadata": metadata}))
+        with pytest.raises(ModelError, match=r"recommender\.json: " + needle):
+            Recommender.load(run)
+    # what `metarec train` records loads
+    (run / "recommender.json").write_text(
+        json.dumps(meta | {"metadata": {"data_spec": spec, "holdout": "p1", "split_seed": 0}})
+    )
+    assert Recommender.load(run).metadata["data_spec"] == spec
+
+
+def test_load_refuses_a_like_threshold_off_the_runs_scale(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # training refuses it; edited in afterwards, nothing was liked and evaluate gave
+    # precision 0 and NaN recall without a word
+    run = fitted.save(tmp_path / "run")
+    meta = json.loads((run / "recommender.json").read_text())
+    assert meta["rating_range"] == [1, 5] and meta["config"]["like_threshold"] == 4
+    for like in (99, 0.5):
+        edited = meta | {"config": meta["config"] | {"like_threshold": like}}
+        (run / "recommender.json").write_text(json.dumps(edited))
+        with pytest.raises(
+            ModelError,
+            match=rf"recommender\.json: config\.like_threshold: {like:g} is not a rating on "
+            r"the data's scale \[1, 5\]",
+        ):
+            Recommender.load(run)
 
 
 def test_grouplens_title_form_resolves(fitted: Recommender) -> None:

@@ -27,6 +27,8 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.columns import plain, str_ids
 from metarec.data.features import UserFeatureEncoder
+from metarec.data.schema import check_like_threshold
+from metarec.data.spec import check_recorded
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.device import device_available, resolve_device
 from metarec.errors import (
@@ -111,10 +113,12 @@ class Recommender(TopK):
             if item_offsets is None
             else np.asarray(item_offsets, dtype=np.float64)
         )
-        if len(self.item_offsets) != len(items):
-            raise ModelError(
-                f"item_offsets has {len(self.item_offsets)} entries for {len(items)} items"
-            )
+        # one value per item each: explanations index popularity by catalogue position
+        for name, values in (("popularity", self.popularity), ("item_offsets", self.item_offsets)):
+            if values.shape != (len(items),):
+                raise ModelError(
+                    f"{name} has shape {values.shape}, not one entry for each of {len(items)} items"
+                )
         self._encoder: Any = None
         # what an adapted user's parameters look like (no tower parameter that grows
         # with the catalogue is adapted): checked on every score, computed once
@@ -721,10 +725,21 @@ class Recommender(TopK):
                     f"{path / 'recommender.json'}: {part}: expected an object, got "
                     f"{meta.get(part)!r:.60} (damaged or edited?)"
                 )
+        check_recorded(meta.get("metadata", {}), str(path / "recommender.json"))
         try:
             cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
         except ConfigError as exc:  # the saved values, not the caller's: a damaged run
             raise ModelError(str(exc)) from None
+        rating_range = _rating_range(meta.get("rating_range"), path)
+        if cfg.like_threshold is not None:
+            # training refuses a threshold off the scale; one edited in afterwards made
+            # every item unliked: precision 0 and NaN recall in evaluate, without a word
+            try:
+                check_like_threshold(cfg.like_threshold, rating_range, "like_threshold")
+            except ConfigError as exc:
+                raise ModelError(
+                    f"{path / 'recommender.json'}: config.{exc} (damaged or edited?)"
+                ) from None
         if device is not None:
             cfg.device = device
         elif not device_available(cfg.device):
@@ -762,10 +777,14 @@ class Recommender(TopK):
             features=features,
             encoder_config=meta["encoder"],
             encoder_tensors=enc_tensors,
-            popularity=tensors["popularity"].numpy(),
+            popularity=_item_array(tensors, "popularity", len(items), path),
             # runs saved before fold-in existed have no offsets: all zero
-            item_offsets=(tensors["item_offsets"].numpy() if "item_offsets" in tensors else None),
-            rating_range=_rating_range(meta.get("rating_range"), path),
+            item_offsets=(
+                _item_array(tensors, "item_offsets", len(items), path)
+                if "item_offsets" in tensors
+                else None
+            ),
+            rating_range=rating_range,
             metadata=meta.get("metadata", {}),
             cutpoints=(
                 None
@@ -918,6 +937,14 @@ def _read_items(path: Path) -> pd.DataFrame:
             raise ModelError(
                 f"{path}: {col}[{bad}] is {values[bad]!r:.40}, not text (damaged or edited?)"
             )
+    # no request can name an empty id: it loaded, and the item surfaced later as an
+    # "unknown item" nobody asked for
+    blank = next((i for i, v in enumerate(raw["item_id"]) if not v.strip()), None)
+    if blank is not None:
+        raise ModelError(
+            f"{path}: item_id[{blank}] is {raw['item_id'][blank]!r}, an empty id "
+            "(damaged or edited?)"
+        )
     items = pd.DataFrame(raw)
     repeated = items["item_id"][items["item_id"].duplicated()]
     if len(repeated):  # the second of two items with one id no request could reach
@@ -948,6 +975,33 @@ def _check_counts(meta: dict, n_items: int, dim: int, source: Path) -> None:
             )
         if actual is not None and raw != actual:
             raise ModelError(f"{source}: {where} says {raw}; the run's files hold {actual}")
+
+
+def _item_array(
+    tensors: dict[str, torch.Tensor], name: str, n_items: int, path: Path
+) -> np.ndarray:
+    """One value per catalogue item from ``model.safetensors``, or a ModelError naming the
+    tensor: a popularity cut short was indexed past its end by the explanations
+    (IndexError) or, with --no-reasons, served without a word."""
+    source = path / "model.safetensors"
+    if name not in tensors:
+        raise ModelError(f"{source}: no tensor {name!r} (damaged or edited?)")
+    values = tensors[name]
+    if values.ndim != 1 or len(values) != n_items:
+        raise ModelError(
+            f"{source}: {name}: expected one value per item ({n_items}), got shape "
+            f"{tuple(values.shape)} (damaged or edited?)"
+        )
+    array = values.numpy().astype(np.float64)
+    # popularity is a count of training ratings: a negative one (or a NaN in an integer
+    # tensor require_finite does not read) is no run's
+    if name == "popularity" and not (np.isfinite(array).all() and (array >= 0).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(array) & (array >= 0)))[0])
+        raise ModelError(
+            f"{source}: popularity[{bad}] is {array[bad]:g}; expected a count of ratings, "
+            ">= 0 (damaged or edited?)"
+        )
+    return array
 
 
 def _rating_range(raw: Any, path: Path) -> tuple[float, float]:

@@ -261,12 +261,15 @@ def _retrain(
     cache_dir: str | Path | None,
     t0: float,
 ) -> RetrainResult:
-    from metarec.data.spec import load_from_spec, names_data
+    from metarec.data.spec import load_from_spec, names_data, spec_problem
     from metarec.io import save_json
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
 
+    if spec is not None and spec_problem(spec) is not None:
+        # the new run records it: one it could not read back would be saved unloadable
+        raise ConfigError(f"spec: {spec_problem(spec)}")
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
     if cfg.encoder != old.cfg.encoder:

@@ -184,9 +184,34 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         (lambda m: m["members"][1].update(kind="als"), ["'members[1].kind'", "als"]),
         (lambda m: m["members"][2].update(path="../x"), ["'members[2].path'"]),
         (lambda m: m.update(zscore_items=10**6), ["'zscore_items'"]),
+        # the count that disagrees with the members' catalogue is named, not zscore_items
+        (lambda m: m.update(n_items=5), ["'n_items'", "says 5", "member 'fomaml'"]),
         (lambda m: m["members"][2]["options"].update(colour=1), ["members[2]", "colour"]),
         # json.dumps writes NaN, and Python's json reads it back
         (lambda m: m.update(like_threshold=float("nan")), ["'like_threshold'", "finite", "nan"]),
+        # an option of the wrong type: float("x")'s ValueError, "x" >= 0's TypeError
+        (
+            lambda m: m["members"][1]["options"].update(like_threshold="x"),
+            ["members[1] (popularity)", "option like_threshold must be a finite number", "'x'"],
+        ),
+        (
+            lambda m: m["members"][2]["options"].update(damping="x"),
+            ["members[2] (knn)", "option damping must be a number >= 0", "'x'"],
+        ),
+        # off the runs' 1-5 scale: nothing liked (training refuses it)
+        (
+            lambda m: m.update(like_threshold=99),
+            ["'like_threshold'", "99 is not a rating on the data's scale [1, 5]"],
+        ),
+        (
+            lambda m: m["members"][1]["options"].update(like_threshold=0),
+            ["'members[1].options.like_threshold'", "0 is not a rating"],
+        ),
+        # read back as the data the ensemble was built on (abtest): was an AttributeError
+        (
+            lambda m: m.update(metadata={"data_spec": "ml-100k"}),
+            ["metadata.data_spec: expected an object", "'ml-100k'"],
+        ),
     ],
     ids=[
         "version",
@@ -197,8 +222,14 @@ def test_unsaveable_members_are_refused_before_writing(world: World, tmp_path: P
         "kind",
         "path",
         "zscore",
+        "n-items",
         "option",
         "nan",
+        "option-type",
+        "option-number",
+        "like-off-scale",
+        "member-like-off-scale",
+        "data-spec",
     ],
 )
 def test_bad_manifest_names_file_and_field(

@@ -206,6 +206,19 @@ def test_retrain_names_its_parameters_to_python_and_its_flags_at_the_shell(
         assert f"metarec: error: {shell}" in capsys.readouterr().err
 
 
+def test_retrain_refuses_a_spec_its_run_could_not_read_back(tmp_path: Path) -> None:
+    from metarec.errors import ConfigError
+    from metarec.retrain import retrain
+
+    # the new run records the spec it is given; a misspelt key (ignored in loading)
+    # would save a run that every later load refuses
+    with pytest.raises(ConfigError, match=r"^spec: unknown key 'datset'"):
+        retrain(tmp_path / "run", "sqlite:///x.db", tmp_path / "out", spec={"datset": "x"})
+    with pytest.raises(ConfigError, match=r"^spec: expected an object, got 'ml-100k'"):
+        retrain(tmp_path / "run", "sqlite:///x.db", tmp_path / "out", spec="ml-100k")  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
 def test_feedback_ratings_land_on_the_datas_levels() -> None:
     import numpy as np
     import pandas as pd

@@ -16,7 +16,7 @@ from metarec.cli.options import (
     path_arg,
     seed,
 )
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, ModelError
 
 
 def register(sub: Any) -> None:
@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
-    from metarec.data.spec import load_from_spec, names_data
+    from metarec.data.spec import check_recorded, load_from_spec, names_data
     from metarec.ensemble_run import check_members, fit_from_runs, format_weights, run_kind
     from metarec.io import load_json
     from metarec.models.persist import check_target
@@ -86,8 +86,18 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     check_writable(out, "--out")
     spec = data_spec(args)
     if not names_data(spec):
-        meta = load_json(runs[0] / "recommender.json")
-        recorded = (meta.get("metadata") or {}).get("data_spec") if isinstance(meta, dict) else None
+        manifest = runs[0] / "recommender.json"
+        meta = load_json(manifest)
+        metadata = meta.get("metadata") if isinstance(meta, dict) else None
+        if not isinstance(metadata, dict | None):
+            raise ModelError(
+                f"{manifest}: metadata: expected an object, got {metadata!r:.60} "
+                "(damaged or edited?)"
+            )
+        metadata = metadata or {}
+        # read before the run is loaded: the checks Recommender.load makes of it
+        check_recorded(metadata, str(manifest))
+        recorded = metadata.get("data_spec")
         if not recorded:
             raise ConfigError(
                 f"{runs[0]}: the run does not record its data; give --dataset/--data or "

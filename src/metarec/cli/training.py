@@ -238,7 +238,7 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
     and writes ``run/metrics.json``."""
     from metarec.data.tasks import UserRatings
     from metarec.evaluation.p1 import ALL_STATES, P1Split, evaluate_p1
-    from metarec.io import save_json
+    from metarec.io import jsonable, save_json
     from metarec.models.bias import BiasModel
     from metarec.models.cutpoints import MedianView, rating_levels
 
@@ -294,15 +294,19 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
             ds.like_threshold if rec.cfg.like_threshold is None else rec.cfg.like_threshold
         ),
     )
+    # strict JSON, as every result file: a metric no user could give (recall where no
+    # query item is liked) is NaN, which json writes as a bare token strict readers refuse
     save_json(
         run / "metrics.json",
-        {
-            "protocol": "p1",
-            "dataset": ds.name,
-            "split_rule": split.rule,
-            "n_users": result["n_users"],
-            "summary": result["summary"],
-        },
+        jsonable(
+            {
+                "protocol": "p1",
+                "dataset": ds.name,
+                "split_rule": split.rule,
+                "n_users": result["n_users"],
+                "summary": result["summary"],
+            }
+        ),
     )
     print(f"\nProtocol P1 on {ds.name} (new items: {split.rule}); lower MAE/RMSE is better")
     print(format_p1_table(result))

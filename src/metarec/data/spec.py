@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec.data.schema import Dataset
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, ModelError
 
 SPEC_KEYS = (
     "dataset",
@@ -51,6 +51,54 @@ def make_spec(values: dict[str, Any]) -> dict[str, Any]:
                     "is a symbolic link that points back to itself (a loop)", path=spec[k]
                 ) from None
     return spec
+
+
+def spec_problem(spec: object) -> str | None:
+    """What is wrong with ``spec`` as a data spec, from the key at fault if one is
+    ("dataset: expected text ..."; None: nothing): an object whose keys
+    are data options (a misspelt one would be ignored, and the data loaded from what is
+    left), each value text or null as the command line gives them ("1,5", "a,b"), and
+    ``strict`` true or false."""
+    if not isinstance(spec, dict):
+        return f"expected an object, got {spec!r:.60}"
+    unknown = sorted(str(k) for k in spec if k not in SPEC_KEYS)
+    if unknown:
+        return f"unknown key {unknown[0]!r}; the keys are {', '.join(SPEC_KEYS)}"
+    for key, value in spec.items():
+        if key == "strict":
+            if value is not None and not isinstance(value, bool):
+                return f"{key}: expected true or false, got {value!r:.60}"
+        elif value is not None and not isinstance(value, str):
+            return f"{key}: expected text or null, got {value!r:.60}"
+    return None
+
+
+def check_recorded(metadata: dict[str, Any], source: str) -> None:
+    """The fields of a saved run's (or ensemble's) ``metadata`` that are read back, each
+    of the type its writer gives it, or a ModelError naming ``source`` and the field: a
+    ``data_spec`` edited to "ml-100k" was an AttributeError deep in loading the data
+    (``evaluate``, ``ensemble``, ``retrain``), a ``split_seed`` of "3" a ValueError."""
+
+    def bad(field: str, problem: str) -> ModelError:
+        return ModelError(f"{source}: metadata.{field}: {problem} (damaged or edited?)")
+
+    spec = metadata.get("data_spec")
+    if spec is not None:
+        problem = spec_problem(spec)
+        if problem is not None:
+            key, _, rest = problem.partition(": ")
+            if isinstance(spec, dict) and key in spec:
+                raise bad(f"data_spec.{key}", rest)
+            raise bad("data_spec", problem)
+    holdout = metadata.get("holdout")
+    if holdout is not None and not isinstance(holdout, str):
+        raise bad("holdout", f"expected text (p1, none or retrain), got {holdout!r:.60}")
+    seed = metadata.get("split_seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise bad("split_seed", f"expected a whole number >= 0, got {seed!r:.60}")
+    digest = metadata.get("split_digest")
+    if digest is not None and not isinstance(digest, str):
+        raise bad("split_digest", f"expected text (the split's digest), got {digest!r:.60}")
 
 
 def names_data(spec: dict[str, Any] | None) -> bool:

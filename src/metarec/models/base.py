@@ -109,6 +109,17 @@ class ScoringModel(ABC):
     def _like_option(self, given: float | None) -> None:
         """Keep a ``like_threshold`` option (what counts as liked); None: the training
         data's rating scale, set by :meth:`_fit_like` (until then 1-5 stars' 4)."""
+        # checked here, where every model takes it: "x" (an edited ensemble.json member's
+        # options) was float()'s ValueError at load, True a threshold of 1
+        if given is not None and (
+            isinstance(given, bool | np.bool_)
+            or not isinstance(given, int | float | np.integer | np.floating)
+            or not np.isfinite(given)
+        ):
+            raise ConfigError(
+                f"{getattr(self, 'name', type(self).__name__)}: option like_threshold must be "
+                f"a finite number (or None: the data's scale), got {given!r:.60}"
+            )
         self.like_given = given
         self.like_threshold = like_threshold_for((1.0, 5.0)) if given is None else float(given)
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarec.data.spec import check_recorded
 from metarec.errors import ConfigError, ModelError, UnsupportedError
 from metarec.io import load_json, load_tensors, save_json, save_tensors
 from metarec.models.base import ScoringModel
@@ -170,7 +171,9 @@ def _peer_from_state(
         raise ModelError(f"{where}: field 'state' lacks {missing}")
     for key, arr in arrays.items():
         if len(arr) != n_items:
-            raise ModelError(f"{where}: array {key!r} has {len(arr)} rows, the catalogue {n_items}")
+            raise ModelError(
+                f"{where}: array {key!r} has {len(arr)} rows; field 'n_items' says {n_items}"
+            )
         # one value per item, except content kNN's item vectors (a row per item)
         dims = 2 if key == "vectors" else 1
         if arr.ndim != dims:
@@ -366,8 +369,6 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     if n_items <= 0:
         raise man.bad("n_items", f"must be > 0, got {n_items}")
     zscore_items = man.get("zscore_items", int)
-    if not 0 <= zscore_items <= n_items:
-        raise man.bad("zscore_items", f"must be in [0, {n_items}], got {zscore_items}")
     seed = man.get("seed", int, 0)
     entries = man.get("members", list)
     if not entries:
@@ -394,16 +395,22 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             man, field, name, entry, where, seed=seed, n_items=n_items, device=device
         )
         if model.n_items != n_items:
-            raise ModelError(
-                f"{where}: member {name!r} has {model.n_items} items; {path} says {n_items}"
+            raise man.bad(
+                "n_items",
+                f"says {n_items}; member {name!r} ({where}) has {model.n_items} items",
             )
         members[name] = model
+    # against n_items once the members have confirmed it: an edited n_items was reported
+    # as zscore_items out of range, the field that was right
+    if not 0 <= zscore_items <= n_items:
+        raise man.bad("zscore_items", f"must be in [0, {n_items}], got {zscore_items}")
 
     # ensembles saved before the field learned their weights with 4 (1-5 stars); None:
     # never fitted, so it comes from the data at fit
     like = man.raw.get("like_threshold", 4.0)
     if like is not None:
         like = float(man.get("like_threshold", float))
+    _check_like_thresholds(man, members, like)
     try:
         ens = Ensemble(
             members,
@@ -424,12 +431,36 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     ens.weights = np.asarray(weights, dtype=np.float64)
     ens._n_fit_items = zscore_items
     ens.metadata = man.get("metadata", dict, {})
+    # an ensemble records the data its runs were trained on, read back as theirs is
+    check_recorded(ens.metadata, str(path))
     cuts = man.raw.get("rating_cutpoints")
     if cuts is not None:
         if not isinstance(cuts, dict):
             raise man.bad("rating_cutpoints", f"expected an object or null, got {cuts!r:.80}")
         ens.cutpoints = RatingCutpoints.from_dict(cuts, source=f"{path}: field 'rating_cutpoints'")
     return ens
+
+
+def _check_like_thresholds(
+    man: _Fields, members: dict[str, ScoringModel], like: float | None
+) -> None:
+    """The ensemble's and its peers' like thresholds on the scale of the runs they were
+    fitted beside (a saved ensemble has one): fit refuses one off it, and an edited 99
+    liked nothing, so weights learned or relearned from it had no positives."""
+    from metarec.data.schema import check_like_threshold
+
+    scale = next(m._rec().rating_range for m in members.values() if isinstance(m, MetaModel))
+    checks = [("like_threshold", like)] + [
+        (f"members[{i}].options.like_threshold", getattr(m, "like_given", None))
+        for i, m in enumerate(members.values())
+        if not isinstance(m, MetaModel)  # members[i] is read from the manifest's entry i
+    ]
+    for field, value in checks:
+        if value is not None:
+            try:
+                check_like_threshold(value, scale, field)
+            except ConfigError as exc:
+                raise man.bad(field, str(exc).removeprefix(f"{field}: ")) from None
 
 
 # -- one model on its own -------------------------------------------------------

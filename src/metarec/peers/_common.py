@@ -57,9 +57,14 @@ def require(value: object, name: str) -> None:
 
 
 def check_positive(name: str, option: str, value: float, *, allow_zero: bool = False) -> None:
+    bound = ">= 0" if allow_zero else "> 0"
+    # a number first: "x" (an edited ensemble.json member's options) was a TypeError
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        raise ConfigError(f"{name}: option {option} must be a number {bound}, got {value!r:.60}")
     ok = value >= 0 if allow_zero else value > 0
     if not ok or value != value:
-        bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name}: option {option} must be {bound}, got {value!r}")
 
 
