@@ -28,3 +28,21 @@ def test_damped_item_and_user_offsets() -> None:
     # user offset: (5 - 4 - 0.25) / (1 + 1) = 0.375
     (pred,) = model.predict_tasks([task])
     np.testing.assert_allclose(pred, [4.0 - 0.25 + 0.375, 4.0 + 0.375])
+
+
+def test_user_offsets_of_many_tasks_are_each_tasks_own() -> None:
+    # one vectorised computation serves the bias model and the bias peer; an empty
+    # support has no offset, and an item past the fitted catalogue (added later) has
+    # no bias of its own
+    model = BiasModel(item_damping=2.0, user_damping=1.0)
+    model.mu, model.item_bias = 4.0, np.array([0.25, -0.25, 0.0])
+    tasks = [
+        Task.support_only([0], [5.0]),
+        Task.support_only([], []),
+        Task.support_only([1, 7], [2.0, 4.0]),  # 7: a new item, bias 0
+    ]
+    # (5 - 4 - 0.25) / 2;  nothing;  ((2 - 4 + 0.25) + (4 - 4)) / 3
+    np.testing.assert_allclose(model.user_offsets(tasks), [0.375, 0.0, -1.75 / 3])
+    assert model.user_offset(np.array([1, 7]), np.array([2.0, 4.0])) == pytest.approx(-1.75 / 3)
+    model.user_damping = 0.0
+    assert model.user_offsets([Task.support_only([], [])]).tolist() == [0.0]

@@ -44,8 +44,23 @@ class BiasModel:
         return self
 
     def user_offset(self, items: np.ndarray, ratings: np.ndarray) -> float:
+        """One user's damped mean residual (:meth:`user_offsets` for one support)."""
+        return float(self.user_offsets([Task.support_only(items, ratings)])[0])
+
+    def user_offsets(self, tasks: Sequence[Task]) -> np.ndarray:
+        """Damped mean residual of each task's support ratings, all tasks at once (0 for
+        an empty support): the bias model's and the bias peer's, written once."""
+        sizes = np.array([len(t.support_items) for t in tasks], dtype=np.int64)
+        if not sizes.sum():
+            return np.zeros(len(tasks))
+        items = np.concatenate([t.support_items for t in tasks]).astype(np.int64)
+        ratings = np.concatenate([t.support_ratings for t in tasks]).astype(np.float64)
         resid = ratings - self.mu - self._bias(items)
-        return float(resid.sum() / (len(resid) + self.user_damping))
+        owner = np.repeat(np.arange(len(tasks)), sizes)
+        sums = np.bincount(owner, weights=resid, minlength=len(tasks))
+        den = sizes + self.user_damping
+        # den is 0 only for an empty support with user_damping = 0: no offset then
+        return np.divide(sums, den, out=np.zeros(len(tasks)), where=den > 0)
 
     def _bias(self, items: np.ndarray) -> np.ndarray:
         inside = items < len(self.item_bias)
@@ -57,8 +72,7 @@ class BiasModel:
         self, tasks: Sequence[Task], user_features: object = None
     ) -> list[np.ndarray]:
         del user_features  # the bias model ignores side information
-        preds = []
-        for t in tasks:
-            bu = self.user_offset(t.support_items, t.support_ratings)
-            preds.append(self.mu + self._bias(t.query_items) + bu)
-        return preds
+        offsets = self.user_offsets(tasks)
+        return [
+            self.mu + self._bias(t.query_items) + bu for t, bu in zip(tasks, offsets, strict=True)
+        ]

@@ -16,7 +16,7 @@ import pandas as pd
 from metarec.data.tasks import Task
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.bias import BiasModel
-from metarec.peers._common import check_new_items, check_positive, padded_support, require
+from metarec.peers._common import check_new_items, check_positive, require
 
 
 class Bias(ScoringModel):
@@ -48,12 +48,7 @@ class Bias(ScoringModel):
 
     def user_offsets(self, tasks: Sequence[Task]) -> np.ndarray:
         """Damped mean residual of each task's support ratings (0 for an empty support)."""
-        m = self._model()
-        items, ratings, mask = padded_support(tasks)
-        resid = np.where(mask, ratings - m.mu - m.item_bias[items], 0.0)
-        den = mask.sum(axis=1) + m.user_damping
-        # den is 0 only for an empty support with user_damping = 0: no offset then
-        return np.divide(resid.sum(axis=1), den, out=np.zeros(len(tasks)), where=den > 0)
+        return self._model().user_offsets(tasks)
 
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
