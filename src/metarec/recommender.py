@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from metarec.config import TrainConfig
-from metarec.data.columns import plain, str_ids
+from metarec.data.columns import check_frame, plain, str_ids
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.schema import check_like_threshold
 from metarec.data.spec import check_recorded
@@ -842,14 +842,7 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
     row has a user, an item and a rating on the scale, or a DataError naming the first
     row that does not, by position, user and rating: training on a 9 of a 1-5 scale,
     or a NaN, went on without a word (a NaN only to end as "training diverged")."""
-    if not isinstance(ratings, pd.DataFrame):
-        raise DataError(
-            f"{where}: expected a DataFrame of user_id, item_id, rating; got "
-            f"{type(ratings).__name__}"
-        )
-    missing = {"user_id", "item_id", "rating"} - set(ratings.columns)
-    if missing:
-        raise DataError(f"{where}: missing column(s) {sorted(missing)}")
+    ratings = check_frame(ratings, where, ("user_id", "item_id", "rating"))
     twice = sorted({str(c) for c in ratings.columns[ratings.columns.duplicated()]})
     if twice:  # which of the two is the rating? pandas would hand over both
         raise DataError(f"{where}: column(s) {twice} appear more than once")
@@ -992,7 +985,7 @@ def _item_array(
             f"{source}: {name}: expected one value per item ({n_items}), got shape "
             f"{tuple(values.shape)} (damaged or edited?)"
         )
-    array = values.numpy().astype(np.float64)
+    array = values.numpy()  # cast to float64 once, by the constructor
     # popularity is a count of training ratings: a negative one (or a NaN in an integer
     # tensor require_finite does not read) is no run's
     if name == "popularity" and not (np.isfinite(array).all() and (array >= 0).all()):

@@ -267,9 +267,10 @@ def _retrain(
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
 
-    if spec is not None and spec_problem(spec) is not None:
+    problem = None if spec is None else spec_problem(spec)
+    if problem is not None:
         # the new run records it: one it could not read back would be saved unloadable
-        raise ConfigError(f"spec: {spec_problem(spec)}")
+        raise ConfigError(f"spec: {problem}")
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
     if cfg.encoder != old.cfg.encoder:

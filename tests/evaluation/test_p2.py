@@ -61,7 +61,7 @@ def test_shot_tasks_refuses_what_is_not_a_support_size(ds) -> None:
     for k in (-1, True, 1.5, "5", None):
         with pytest.raises(ConfigError, match=r"k must be a whole number >= 0"):
             shot_tasks(frame, index, k)  # type: ignore[arg-type]
-    with pytest.raises(DataError, match=r"lacks column\(s\) \['rating'\]"):
+    with pytest.raises(DataError, match=r"shot_tasks: missing column\(s\) \['rating'\]"):
         shot_tasks(frame.drop(columns="rating"), index, 1)
     assert all(len(t.support_items) == 0 for t in shot_tasks(frame, index, 0)[0])
     for seed in (-1, "x", 1.5):

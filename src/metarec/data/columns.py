@@ -29,6 +29,19 @@ LINE_COL = "_line"
 RAW_PREFIX = "_raw_"  # _raw_<col>: source text of values that did not parse
 
 
+def check_frame(frame: object, where: str, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` if it is a DataFrame holding ``columns``, else a DataError naming
+    ``where``."""
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(
+            f"{where}: expected a DataFrame of {', '.join(columns)}; got {type(frame).__name__}"
+        )
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {missing}")
+    return frame
+
+
 def plain(value: Any) -> Any:
     """A numpy scalar as the Python value it holds, which messages show plainly (its
     repr would say np.int64(1))."""

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, norm
 
+from metarec.data.columns import check_frame
 from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
@@ -156,14 +157,6 @@ def whole_number(raw: dict[str, Any], field: str) -> int:
     return value
 
 
-def _check_frame(frame: object, name: str, columns: Sequence[str]) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"{name}: expected a DataFrame of ratings, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{name}: missing column(s) {missing}")
-
-
 def make_p4_split(
     interactions: pd.DataFrame,
     users: Sequence[str],
@@ -180,7 +173,7 @@ def make_p4_split(
     """
     check_whole(support, "support K", 0)  # 2.5 was taken, then failed in the slicing
     check_seed(seed)
-    _check_frame(interactions, "interactions", ("user_id", "item_id"))
+    check_frame(interactions, "interactions", ("user_id", "item_id"))
     if isinstance(users, str | bytes) or not isinstance(users, Iterable):
         # "196" was read as users "1", "9" and "6": an empty split without a word
         raise ConfigError(f"users: expected a list of user ids, got {users!r:.60}")
@@ -199,7 +192,7 @@ def p4_tasks(
     interactions: pd.DataFrame, split: P4Split, item_index: Mapping[str, int]
 ) -> list[Task]:
     """One task per split user, in split order: support = first K ratings by time, query = later."""
-    _check_frame(interactions, "interactions", ("user_id", "item_id", "rating"))
+    check_frame(interactions, "interactions", ("user_id", "item_id", "rating"))
     if not isinstance(split, P4Split):
         raise ConfigError(f"split: expected a P4Split (make_p4_split), got {type(split).__name__}")
     if not isinstance(item_index, Mapping):

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.cleaning import require_dataset
-from metarec.data.columns import plain
+from metarec.data.columns import check_frame, plain
 from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
@@ -134,11 +134,7 @@ def shot_tasks(
     # k = -1 would slice off the last rating as the query, silently: not a support size
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
         raise ConfigError(f"shot_tasks: k must be a whole number >= 0 (0: zero-shot), got {k!r}")
-    if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"shot_tasks: expected a DataFrame of ratings, got {type(frame).__name__}")
-    missing = [c for c in ("user_id", "item_id", "rating") if c not in frame.columns]
-    if missing:
-        raise DataError(f"shot_tasks: the ratings frame lacks column(s) {missing}")
+    check_frame(frame, "shot_tasks", ("user_id", "item_id", "rating"))
     if not isinstance(index, Mapping):
         # refused, not converted: an Index (or a Series of ids) runs position -> id, the
         # other way round from the id -> position every reader of an item index takes
