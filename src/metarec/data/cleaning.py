@@ -24,6 +24,7 @@ from metarec.data.columns import (
     check_single_ids,
     numeric_with_raw,
     plain,
+    reads_as_number,
     str_ids,
 )
 from metarec.data.generic import check_rating_range
@@ -210,9 +211,8 @@ def _bad_ratings(inter: pd.DataFrame) -> _Finding | None:
         text = raw.iloc[i] if raw is not None else None
         if not isinstance(text, str):
             return "no rating"
-        # as the loader read it: float() takes "NaN", "1_0" and full-width digits,
-        # which pandas does not, and would call them numbers beyond range
-        if np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0]):
+        # as the loader read it: float() called "NaN" and "1_0" numbers beyond range
+        if not reads_as_number(text):
             return f"rating {text!r} is not a number"
         return f"rating {text!r} is not a usable number (infinite, or beyond float32's range)"
 

@@ -93,6 +93,12 @@ def text_values(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), "").astype(str)
 
 
+def reads_as_number(text: str) -> bool:
+    """Whether :func:`numeric_with_raw` reads ``text`` as a number (inf included):
+    float() also takes "NaN", "1_0" and full-width digits, which pandas does not."""
+    return not np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0])
+
+
 def numeric_with_raw(values: pd.Series, name: str) -> tuple[pd.Series, pd.Series | None]:
     """Parse numbers; return them and, if any failed, the raw text of the failures."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):

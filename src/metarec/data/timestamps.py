@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metarec.data.columns import RAW_PREFIX, numeric_with_raw, text_values
+from metarec.data.columns import RAW_PREFIX, numeric_with_raw, reads_as_number, text_values
 from metarec.errors import DataError
 
 
@@ -69,7 +69,7 @@ def epoch_seconds(stamps: pd.Series) -> pd.Series:
 
 def timestamp_problem(text: str) -> str:
     """Why a timestamp's text was not read as a time, for cleaning's messages."""
-    if not np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0]):
+    if reads_as_number(text):
         return "is past the year 9999"
     if text.strip().lower() in _CLOCK_WORDS:
         return "names the clock at loading, not a date"
