@@ -381,3 +381,24 @@ def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert len(lines) == 1 and "Traceback" not in err and "usage:" not in err, err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+@pytest.mark.slow
+def test_outputs_over_the_data_read_are_refused(
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # the report replaced the ratings file it had just been computed from (exit 0); a copy,
+    # so that a regression cannot overwrite the shared data
+    a, b = runs
+    shutil.copytree(shared_data / "ml-100k", tmp_path / "ml-100k")
+    ratings = tmp_path / "ml-100k" / "ml-100k.inter"
+    before = ratings.read_bytes()
+    data = ["--dataset", "ml-100k", "--data", str(tmp_path)]
+    for outputs in (["--out", str(ratings)], ["--save-split", str(ratings)]):
+        code = main(["abtest", str(a), str(b), *data, "--users", "heldout:0.1", *outputs])
+        _assert_one_line_error(code, capsys.readouterr().err, outputs[0], "is the data file")
+    assert ratings.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "ml-100k").iterdir()) == [
+        "ml-100k.inter", "ml-100k.item", "ml-100k.user"
+    ]  # fmt: skip

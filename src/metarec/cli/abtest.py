@@ -82,7 +82,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             check_writable(value, flag, file=True)
     check_outputs(args)
 
-    from metarec.data.spec import load_from_spec, make_spec, names_data
+    from metarec.data.spec import check_not_overwriting, load_from_spec, make_spec, names_data
     from metarec.ensemble_run import EnsembleRecommender, load_run
     from metarec.evaluation.abtest import (
         P4Split,
@@ -118,6 +118,8 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     spec = make_spec({"dataset": args.dataset, "data": data})
     if not names_data(spec):
         spec = recs["A"].metadata.get("data_spec") or {}
+    for flag, path in outputs(args):
+        check_not_overwriting(spec, flag, path, folder=False)
     ds = load_from_spec(spec)
     note = sys.stderr if args.json else sys.stdout  # keep --json output parseable
     if Path(args.run_a).resolve() == Path(args.run_b).resolve():

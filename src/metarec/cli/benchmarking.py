@@ -119,17 +119,22 @@ def benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]
     """What ``metarec benchmark`` runs on: (known name or loaded dataset, how the
     reproduction command names it when it is not a known name)."""
     from metarec.data import clean, known_names, load_path
-    from metarec.data.spec import load_from_spec, spec_rating_range
+    from metarec.data.spec import check_not_overwriting, load_from_spec, spec_rating_range
 
     check_file_args(args)
+    out_folder = Path(args.out)
     if args.interactions:
-        return [(load_from_spec(data_spec(args)), file_args_command(args))]
+        spec = data_spec(args)
+        check_not_overwriting(spec, "--out", out_folder, folder=True)
+        return [(load_from_spec(spec), file_args_command(args))]
     out: list[tuple[Any, str | None]] = []
     names = args.dataset or (["ml-1m"] if args.protocol == "p1" else ["ml-100k"])
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:  # the same report written twice over
         raise ConfigError(f"--dataset {twice!r}: given twice")
     for name in names:
+        read = {"dataset": name, "data": args.data} if name in known_names() else {"data": name}
+        check_not_overwriting(read, "--out", out_folder, folder=True)
         if name in known_names():
             if args.rating_range or args.strict:
                 flag = "--rating-range" if args.rating_range else "--strict"

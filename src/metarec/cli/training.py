@@ -101,12 +101,13 @@ def train_run(
     ``holdout_flag``: whether the command has ``--holdout`` to suggest; ``split_seed``:
     the users' split's seed (default: the training seed)."""
     from metarec.data.schema import check_like_threshold, check_objective
-    from metarec.data.spec import load_from_spec
+    from metarec.data.spec import check_not_overwriting, load_from_spec
     from metarec.evaluation.p1 import make_p1_split
     from metarec.io import remove_orphan_temps, save_json
     from metarec.locks import exclusive
     from metarec.pipeline import encode_catalogue, fit_recommender, ready_encoder, split_users
 
+    check_not_overwriting(spec, "--out", out, folder=True)
     encoder = ready_encoder(cfg.encoder, device=cfg.device)  # a typo'd model: before the data
     # a second train into the same folder would resume from this one's checkpoint: refused
     # before the data is loaded and the catalogue encoded, not minutes later

@@ -171,3 +171,50 @@ def _load_raw(spec: dict[str, Any]) -> Dataset:
     raise ConfigError(
         "no data given: use --dataset NAME [--data DIR], --data DIR, or --interactions FILE"
     )
+
+
+def spec_files(spec: dict[str, Any]) -> list[Path]:
+    """The files a spec reads, resolved, as far as they can be found without a download:
+    its own files, or the files of the data set folder or atomic prefix it names. A spec
+    that names nothing findable gives none (loading it says what is wrong)."""
+    import warnings
+
+    from metarec.data.registry import locate
+    from metarec.errors import MetarecError
+
+    own = [spec[k] for k in ("interactions", "items", "users") if spec.get(k)]
+    if own:
+        return [Path(p).resolve() for p in own if Path(p).is_file()]
+    where: Path | None = None
+    if spec.get("dataset"):
+        try:
+            with warnings.catch_warnings():  # "not in ROOT": the loading will say so
+                warnings.simplefilter("ignore")
+                where = locate(spec["dataset"], spec.get("data"), download=False)[1]
+        except (MetarecError, OSError):
+            return []
+    elif spec.get("data"):
+        where = Path(spec["data"])
+    if where is None:
+        return []
+    if where.is_dir():  # a raw folder or a folder of atomic files: its files are read
+        return sorted(p.resolve() for p in where.iterdir() if p.is_file())
+    # an atomic prefix (data/ml-100k/ml-100k): its .inter, .item and .user files
+    return sorted(p.resolve() for p in where.parent.glob(where.name + ".*") if p.is_file())
+
+
+def check_not_overwriting(spec: dict[str, Any], flag: str, path: Path, *, folder: bool) -> None:
+    """Refuse an output that would replace a file the data is read from: a report named
+    as the ratings file, or a run folder that is the data's folder (a run writes
+    ``items.json``, the name of an items file in JSON Lines). ``folder``: ``path`` is a
+    folder the command writes files into (a data file deeper below it is not replaced);
+    otherwise a file."""
+    where = path.resolve()
+    for data_file in spec_files(spec):
+        if data_file == where or (folder and data_file.parent == where):
+            what = "is" if data_file == where else "holds"
+            raise ConfigError(
+                f"{flag} {path}: {what} the data file {data_file}, which the command "
+                f"reads; writing there could replace it: give {'a folder' if folder else 'a file'} "
+                "of its own"
+            )
