@@ -272,3 +272,26 @@ def test_an_item_or_user_file_that_cannot_be_read_is_not_taken_for_none(tmp_path
     (d / "x.item").symlink_to(d / "x.item")  # a loop
     with pytest.raises(DataError, match=r"x\.item: "):
         load_atomic(d)
+
+
+def test_underscore_fields_are_left_out_with_a_warning(tmp_path: Path) -> None:
+    # '_' names metarec's internal columns, which cleaning removes: dropped unsaid, a
+    # user's segment or an item's brand was no feature and nobody knew
+    d = write(
+        tmp_path,
+        "x",
+        INTER_HEADER + "1\t10\t4\t100\n",
+        "item_id:token\ttitle:token_seq\t_brand:token\n10\tHeat\tAcme\n",
+        "user_id:token\tage:token\t_segment:token\n1\t24\tgold\n",
+    )
+    with pytest.warns(UserWarning) as caught:
+        ds = load_atomic(d / "x")
+    said = sorted(str(w.message) for w in caught)
+    assert said == [
+        f"{d / 'x.item'}: column(s) '_brand' not used as item columns: names starting "
+        "with '_' are metarec's internal columns; rename them to use them",
+        f"{d / 'x.user'}: column(s) '_segment' not used as user features: names starting "
+        "with '_' are metarec's internal columns; rename them to use them",
+    ]
+    assert ds.users is not None and ds.users.columns.tolist() == ["user_id", "age", "_line"]
+    assert "_brand" not in ds.items.columns

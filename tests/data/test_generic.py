@@ -563,3 +563,42 @@ def test_parquet_list_columns_are_joined_and_a_list_id_refused(tmp_path: Path) -
     pd.DataFrame({"user_id": [[1]], "item_id": [10], "rating": [4]}).to_parquet(r)
     with pytest.raises(DataError, match=r"r\.parquet, line 2, field 'user_id': user_id \[1\]"):
         load_table(r, i)
+
+
+def test_a_users_files_index_and_underscore_columns_are_left_out_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,i1,5\nu2,i1,4\n")
+    # pandas' to_csv writes its index under an empty name (read back as 'Unnamed: 0'):
+    # a row number describes no user; a '_' column would vanish at cleaning
+    u = tmp_path / "u.csv"
+    u.write_text(",user_id,age,_segment\n0,u1,20,a\n1,u2,30,b\n")
+    with pytest.warns(UserWarning) as caught:
+        ds = load_table(tmp_path / "r.csv", users_path=u)
+    said = [str(w.message) for w in caught]
+    assert f"{u}: column(s) 'Unnamed: 0' not used as user features: a column without" in said[0]
+    assert f"{u}: column(s) '_segment' not used as user features: names starting with" in said[1]
+    assert ds.users is not None and ds.users.columns.tolist() == ["user_id", "age", "_line"]
+    # an index column named is used, as any feature named is
+    users = load_table(tmp_path / "r.csv", users_path=u, user_feature_cols=["Unnamed: 0"]).users
+    assert users is not None and users["Unnamed: 0"].tolist() == ["0", "1"]
+
+
+def test_a_users_files_list_values_are_refused_by_column_and_row(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    r, u = tmp_path / "r.csv", tmp_path / "u.parquet"
+    r.write_text("user_id,item_id,rating\nu1,i1,5\nu2,i1,4\n")
+    # one category per user, as a served user's features are: joined, ["en", "fr"] was
+    # the category "en, fr" (numpy's "['en' 'fr']" before) that no request could match
+    langs = pd.Series([None, np.array(["en", "fr"])], dtype=object)
+    pd.DataFrame({"user_id": ["u1", "u2"], "age": [20, 30], "langs": langs}).to_parquet(u)
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"{u}, line 3, field 'langs': langs ['en', 'fr'] holds several values; a user "
+            "feature is one value per user (a number or text)"
+        ),
+    ):
+        load_table(r, users_path=u)
+    users = load_table(r, users_path=u, user_feature_cols=["age"]).users
+    assert users is not None and users["age"].tolist() == ["20", "30"]

@@ -80,3 +80,17 @@ def test_json_that_is_not_utf8_is_refused_by_line(tmp_path: Path) -> None:
     (tmp_path / "r.jsonl").write_bytes(b'{"a": "x"}\n{"a": "caf\xe9"}\n')
     with pytest.raises(DataError, match=r"line 2: byte 0xe9 is not UTF-8; JSON text is UTF-8"):
         read_table(tmp_path / "r.jsonl")
+
+
+def test_a_users_files_arrays_and_objects_are_refused_by_line(tmp_path: Path) -> None:
+    (tmp_path / "reviews.jsonl").write_text(REVIEWS)
+    users = tmp_path / "users.jsonl"
+    for value in ('["en", "fr"]', '{"city": "Paris"}'):
+        users.write_text(
+            f'{{"reviewerID": "A1", "lang": "de"}}\n{{"reviewerID": "A2", "lang": {value}}}\n'
+        )
+        with pytest.raises(
+            DataError, match=r"users\.jsonl, line 2, field 'lang': lang .* holds several values"
+        ):
+            load_table(tmp_path / "reviews.jsonl", users_path=users, user_col="reviewerID",
+                       item_col="asin", rating_col="overall")  # fmt: skip

@@ -8,6 +8,7 @@ bad value came from; a value that does not parse keeps its text in
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,36 @@ def str_ids(values: pd.Series) -> pd.Series:
     return out if bool(mask.all()) else out.where(mask)
 
 
+def own_columns(cols: Sequence[Any], source: str | Path | None, used_as: str) -> list[Any]:
+    """``cols`` less the internal ones: ``_line`` without a word, any other name that
+    starts with ``_`` (a file's own column) with a warning naming the file and the
+    columns. The prefix is the internal columns' (cleaning removes them by it), so such
+    a column would be dropped there anyway; left out here, the user is told, and
+    renaming the column keeps it."""
+    internal = [c for c in cols if str(c).startswith("_")]
+    own = [c for c in internal if c != LINE_COL]
+    if own:
+        warnings.warn(
+            f"{source or 'table'}: column(s) {', '.join(repr(str(c)) for c in own)} not "
+            f"used as {used_as}: names starting with '_' are metarec's internal columns; "
+            "rename them to use them",
+            stacklevel=4,
+        )
+    return [c for c in cols if c not in internal]
+
+
 def check_single_ids(frame: pd.DataFrame, cols: Sequence[str], source: str | Path | None) -> None:
     """Refuse, by column and row, an id that holds several values (a Parquet list
     column): as the text "[1]" it was an id no rating or request would match."""
+    check_single_values(frame, cols, source, "an id is one number or text")
+
+
+def check_single_values(
+    frame: pd.DataFrame, cols: Sequence[str], source: str | Path | None, expected: str
+) -> None:
+    """Refuse, by column and row, the first value of ``cols`` that holds several (a
+    list, a Parquet list column's array, a JSON array or object); ``expected`` says
+    what one value is there."""
     for col in cols:
         values = frame[col]
         if values.dtype != object or not is_mixed(values):
@@ -81,7 +109,7 @@ def check_single_ids(frame: pd.DataFrame, cols: Sequence[str], source: str | Pat
         line = int(frame[LINE_COL].iloc[i]) if LINE_COL in frame.columns else None
         raise DataError(
             ("" if line is not None else f"row {i + 1}: ")
-            + f"{col} {shown!r} holds several values; an id is one number or text",
+            + f"{col} {shown!r:.80} holds several values; {expected}",
             path=source,
             row=line,
             field=col,

@@ -24,7 +24,9 @@ from metarec.data.columns import (
     RAW_PREFIX,
     SOURCE_ATTR,
     check_single_ids,
+    check_single_values,
     numeric_with_raw,
+    own_columns,
     str_ids,
     text_values,
 )
@@ -37,6 +39,7 @@ from metarec.data.text import (
     normalise_genres,
 )
 from metarec.data.timestamps import read_timestamps
+from metarec.data.users import ONE_FEATURE_VALUE, default_feature_columns
 from metarec.errors import ConfigError, DataError
 
 
@@ -89,9 +92,8 @@ def finish_items(
         out["year"] = np.nan
     out["genres"] = text_values(frame["genres"]) if "genres" in frame.columns else ""
     skip = {"item_id", "title", "year", "genres", "text"}
-    for col in frame.columns:
-        if col not in skip and not str(col).startswith("_"):
-            out[col] = text_values(join_lists(frame[col], ", "))
+    for col in own_columns([c for c in frame.columns if c not in skip], source, "item columns"):
+        out[col] = text_values(join_lists(frame[col], ", "))
     if "text" in frame.columns:
         # a file's own text (a description) was dropped without a word: it is item
         # text by its usual name, as a title is, after the title, year and genres (as
@@ -112,12 +114,16 @@ def finish_users(
     source: str | Path | None,
     drop: Sequence[str] = ("zip_code",),
 ) -> pd.DataFrame:
-    """Normalise to ``user_id`` plus categorical feature columns as ``str``."""
+    """Normalise to ``user_id`` plus categorical feature columns as ``str``; a
+    ``_`` column is left out with a warning, a list value refused (see
+    :mod:`metarec.data.users`)."""
     out = pd.DataFrame(index=frame.index)
     out["user_id"] = str_ids(frame["user_id"])
-    for col in frame.columns:
-        if col != "user_id" and col not in drop and not str(col).startswith("_"):
-            out[col] = text_values(frame[col]).str.strip()
+    cols = [c for c in frame.columns if c != "user_id" and c not in drop]
+    feats = own_columns(cols, source, "user features")
+    check_single_values(frame, feats, source, ONE_FEATURE_VALUE)
+    for col in feats:
+        out[col] = text_values(frame[col]).str.strip()
     _carry_internal(frame, out, source)
     return out.reset_index(drop=True)
 
@@ -361,9 +367,9 @@ def load_table(
         id_col = users_id
         _require(users_raw, users_path, {"user id": id_col})
         check_single_ids(users_raw, [id_col], users_path)
-        feats = list(user_feature_cols) or [
-            c for c in users_raw.columns if c not in (id_col, LINE_COL)
-        ]
+        feats = list(user_feature_cols) or default_feature_columns(
+            users_raw.columns, id_col, users_path
+        )
         if not user_feature_cols and "user_id" in feats:
             # the id is another column (--users-id-col): the file's own user_id is a
             # second id, near unique per user as zip_code is, that describes no one,
