@@ -561,6 +561,13 @@ def test_training_again_drops_the_last_runs_results(
     assert (out / "model.safetensors").exists()
     # neither the old figures nor a split whose new users this model trained on survive
     assert not (out / "metrics.json").exists() and not (out / "split.json").exists()
+    # what it trained on is recorded instead, so `abtest` can keep those users out
+    rated = {line.split(",")[0] for line in (files / "ratings.csv").read_text().splitlines()[1:]}
+    assert json.loads((out / "trained-users.json").read_text()) == {"users": sorted(rated)}
+    # trained again on a P1 split, the run records its users in split.json alone
+    proc = cli("train", *_small_ratings(files), "--holdout", "p1", "--out", str(out))
+    if proc.returncode == 0:
+        assert (out / "split.json").exists() and not (out / "trained-users.json").exists()
 
 
 def test_an_interrupted_save_leaves_no_run_that_mixes_two(

@@ -19,6 +19,7 @@ from metarec.data import load_dataset
 from metarec.data.schema import Dataset
 from metarec.evaluation.p1 import make_p1_split
 from metarec.pipeline import encode_catalogue, fit_recommender
+from metarec.trained_users import save_trained_users
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,9 @@ def runs(ml100k: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
         rec.save(root / name)
         out.append(root / name)
     split.save(out[0] / "split.json")
+    # run B stands for a run trained on every user it was given (--holdout none): it
+    # records them in trained-users.json, as `metarec train` and `metarec.train` do
+    save_trained_users(out[1], [*split.train_users, *split.validation_users])
     return out[0], out[1]
 
 
@@ -150,6 +154,24 @@ def test_abtest_table_and_skipped_users(
                  str(tmp_path / "seen.txt"), "--method", "replay"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "3 of its users" in err and "trained run A" in err, err
+    # so does one of the users a run trained on every user recorded (--holdout none)
+    code = main(["abtest", str(b), str(a), *_data(shared_data), "--users",
+                 str(tmp_path / "seen.txt"), "--method", "replay"])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "3 of its users", "trained run A",
+        f"{b / 'trained-users.json'}",
+    )  # fmt: skip
+    # a run that records nothing: its training users are unknown, so a users list
+    # cannot be checked against them; refused, not taken as "none"
+    bare = tmp_path / "bare"
+    shutil.copytree(b, bare)
+    (bare / "trained-users.json").unlink()
+    code = main(["abtest", str(a), str(bare), *_data(shared_data), "--users",
+                 str(tmp_path / "users.txt"), "--method", "replay"])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "run B", "does not record its training users",
+        "heldout:FRACTION",
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -167,7 +189,7 @@ def test_abtest_refuses_an_ensembles_training_users(
         code = main([*args, str(ensemble), str(ensemble), "--users", str(tmp_path / "seen.txt")])
         _assert_one_line_error(
             code, capsys.readouterr().err, "20 of its users", "trained run A",
-            "the split.json of a run it blends",
+            "the split.json or trained-users.json of a run it blends",
         )  # fmt: skip
     code = main([*args, str(a), str(ensemble), "--users", str(a / "split.json")])
     assert code == 0, capsys.readouterr().err  # its new users are fine

@@ -40,6 +40,7 @@ from metarec.models.base import check_seed
 from metarec.models.bias import item_baseline
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 from metarec.recommender import Recommender, build_learner, check_rating_frame
+from metarec.trained_users import SPLIT, save_trained_users
 
 
 def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
@@ -320,6 +321,12 @@ def train(
             metadata={"dataset": dataset.name},
         )
         if run_dir is not None:
+            # an earlier run's split and metrics would describe another model: `evaluate`
+            # would judge this one, trained on every user, on users it learned from
+            for name in (SPLIT, "metrics.json"):
+                (Path(run_dir) / name).unlink(missing_ok=True)
+            seen = {*fit_rows["user_id"].unique(), *val_rows["user_id"].unique()}
+            save_trained_users(run_dir, seen)
             rec.save(run_dir)
             remove_orphan_temps(run_dir)  # a kill during an earlier save; the lock is ours
     return rec

@@ -95,6 +95,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     from metarec.io import jsonable, save_json
     from metarec.models.base import ScoringModel
     from metarec.models.meta_model import MetaModel
+    from metarec.trained_users import TRAINED_USERS, recorded_training_users
 
     support = 5 if args.support is None else args.support
     if support < 0:
@@ -177,9 +178,18 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             rec = recs[arm]
             if isinstance(rec, EnsembleRecommender):
                 trained = ensemble_trained_users(rec, arm, run, ds, args.users)
-                source = "the split.json of a run it blends"
+                source = f"the split.json or {TRAINED_USERS} of a run it blends"
             else:
-                trained, source = trained_users(Path(run)), "its split.json"
+                recorded = recorded_training_users(run)
+                if recorded is None:
+                    raise ConfigError(
+                        f"--users {args.users}: run {arm} ({run}) does not record its "
+                        f"training users (no split.json or {TRAINED_USERS}: saved by other "
+                        "code, or trained before runs recorded them), so the test cannot "
+                        "keep them out; train it again with metarec train, or test it on "
+                        "--users heldout:FRACTION (which may hold training users)"
+                    )
+                trained, source = recorded
             seen = sorted(trained & set(split.users))
             if seen:
                 raise DataError(
@@ -323,22 +333,6 @@ def blended_runs(folder: str) -> list[str]:
     return [r for r in runs if isinstance(r, str)] if isinstance(runs, list) else []
 
 
-def trained_users(run: Path) -> set[str]:
-    """The users a run folder's model trained (and early-stopped) on, as its split.json
-    records them; empty where it has none (a --holdout none run). An ensemble's are
-    :func:`ensemble_trained_users`."""
-    from metarec.io import load_json
-
-    path = run / "split.json"
-    if not path.is_file():
-        return set()
-    raw = load_json(path)
-    if not isinstance(raw, dict):
-        return set()
-    ids = [*(raw.get("train_users") or []), *(raw.get("validation_users") or [])]
-    return {str(u) for u in ids}
-
-
 def ensemble_trained_users(
     rec: EnsembleRecommender, arm: str, folder: str, ds: Dataset, users: str
 ) -> set[str]:
@@ -356,10 +350,11 @@ def ensemble_trained_users(
     test is refused, except for --users heldout:FRACTION, which is documented to
     possibly hold training users and is not checked for them. A member without a
     recorded split whose run has no split.json was trained with a seeded hold-out of
-    its own (``--holdout none``, :func:`metarec.train`): nothing is recorded, as for
-    such a run folder given as an arm."""
+    its own (``--holdout none``, :func:`metarec.train`): its users are in its
+    trained-users.json (:mod:`metarec.trained_users`)."""
     from metarec.evaluation.p1 import P1Split
     from metarec.models.meta_model import MetaModel
+    from metarec.trained_users import TRAINED_USERS, recorded_training_users
 
     def unknown(why: str) -> ConfigError:
         return ConfigError(
@@ -385,6 +380,13 @@ def ensemble_trained_users(
         if not split_file.is_file():
             if digest is not None or member.metadata.get("holdout") == "p1":
                 raise unknown(f"member {name!r} was trained on a P1 split; {split_file} is gone")
+            recorded = recorded_training_users(run)
+            if recorded is None:
+                raise unknown(
+                    f"member {name!r} came from {run}, which records no training users "
+                    f"(no split.json or {TRAINED_USERS})"
+                )
+            trained |= recorded[0]
             continue
         split = P1Split.load(split_file, ds, check_rule=False)
         if digest is not None and digest != split.digest():

@@ -106,6 +106,7 @@ def train_run(
     from metarec.io import remove_orphan_temps, save_json
     from metarec.locks import exclusive
     from metarec.pipeline import encode_catalogue, fit_recommender, ready_encoder, split_users
+    from metarec.trained_users import TRAINED_USERS, save_trained_users
 
     check_not_overwriting(spec, "--out", out, folder=True)
     encoder = ready_encoder(cfg.encoder, device=cfg.device)  # a typo'd model: before the data
@@ -187,13 +188,16 @@ def train_run(
         # an interruption while the new config and split are written must not leave
         # them beside the old model (evaluate would then judge it on users it saw)
         stale = ["recommender.json", "metrics.json"]
-        stale += [] if split is not None else ["split.json"]
+        stale += [TRAINED_USERS] if split is not None else ["split.json"]
         for name in stale:
             (out / name).unlink(missing_ok=True)
         # written with the model, so a failed run leaves no config that looks like a run
         save_json(out / "config.json", cfg.to_dict())
         if split is not None:
             split.save(out / "split.json")
+        else:  # what keeps `abtest` from testing the model on users it learned from
+            seen = {*train_rows["user_id"].unique(), *val_rows["user_id"].unique()}
+            save_trained_users(out, seen)
         rec.save(out)
         remove_orphan_temps(out)  # a kill during an earlier save; the lock is ours
         secs = time.perf_counter() - t0

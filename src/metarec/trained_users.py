@@ -1,0 +1,53 @@
+"""Which users a run folder's model learned from, so that an A/B test never measures it
+on them (that measures memory, not cold start).
+
+A run trained on a P1 split records them in its ``split.json`` (training and
+validation users). A run trained on every user (``metarec train --holdout none``,
+:func:`metarec.train` with a ``run_dir``) has no split: it records them in
+``trained-users.json``, written with the model. A folder with neither was saved
+by other code (``Recommender.save``) or before the file existed; its users are
+unknown, and a caller that must not test on them refuses rather than guess "none".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from metarec.errors import ModelError
+from metarec.io import load_json, save_json
+
+TRAINED_USERS = "trained-users.json"
+SPLIT = "split.json"
+
+
+def save_trained_users(folder: str | Path, users: Iterable[object]) -> None:
+    """Record ``users`` (ids, as text, sorted) as the users ``folder``'s model saw."""
+    save_json(Path(folder) / TRAINED_USERS, {"users": sorted({str(u) for u in users})})
+
+
+def recorded_training_users(folder: str | Path) -> tuple[set[str], str] | None:
+    """The users ``folder``'s model trained and early-stopped on, and the file that says
+    so; None where nothing records them."""
+    folder = Path(folder)
+    split = folder / SPLIT
+    if split.is_file():
+        raw = load_json(split)
+        if not isinstance(raw, dict):
+            raise ModelError(f"{split}: expected a JSON object (a P1 split)")
+        ids = [*_ids(raw, "train_users", split), *_ids(raw, "validation_users", split)]
+        return {str(u) for u in ids}, str(split)
+    listed = folder / TRAINED_USERS
+    if listed.is_file():
+        raw = load_json(listed)
+        if not isinstance(raw, dict):
+            raise ModelError(f'{listed}: expected a JSON object {{"users": [...]}}')
+        return {str(u) for u in _ids(raw, "users", listed)}, str(listed)
+    return None
+
+
+def _ids(raw: dict[str, object], key: str, path: Path) -> list[object]:
+    ids = raw.get(key) or []
+    if not isinstance(ids, list) or not all(isinstance(u, str | int) for u in ids):
+        raise ModelError(f"{path}: {key}: expected a list of user ids (damaged or edited?)")
+    return ids
