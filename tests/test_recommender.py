@@ -809,3 +809,26 @@ def test_a_rating_at_the_top_of_a_continuous_scale_stored_as_float32_is_on_it() 
     check_rating_frame(frame, (0.5, 4.3), "train")
     with pytest.raises(DataError, match="rating outside"):
         check_rating_frame(frame.assign(rating=4.4), (0.5, 4.3), "train")
+
+
+def test_train_records_its_users_and_drops_an_earlier_runs_split(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    import metarec
+    from metarec.config import TrainConfig
+    from metarec.trained_users import recorded_training_users
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    run = tmp_path / "run"
+    run.mkdir()
+    # an earlier P1 run's files: evaluate would have judged the new model, trained on
+    # every user, on "new" users it learned from
+    (run / "split.json").write_text('{"new_users": ["1"], "train_users": []}')
+    (run / "metrics.json").write_text('{"summary": "an earlier model"}')
+    cfg = TrainConfig(epochs=1, max_train_users=50, inner_steps=1, device="cpu")
+    metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
+                  progress=False)  # fmt: skip
+    assert not (run / "split.json").exists() and not (run / "metrics.json").exists()
+    recorded = recorded_training_users(run)
+    assert recorded is not None
+    assert recorded == (set(ds.interactions["user_id"]), str(run / "trained-users.json"))
