@@ -15,24 +15,12 @@ import pytest
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, InputError
-from metarec.evaluation.abtest import (
-    P4Split,
-    check_users_spec,
-    interleave_credits,
-    interleave_report,
-    lift_ci,
-    make_p4_split,
-    p4_tasks,
-    replay_hits,
-    replay_report,
-    run_abtest,
-    team_draft,
-    two_proportion_test,
-    users_from_spec,
-    users_per_arm,
-    wilson_ci,
-)
+from metarec.evaluation.ab_stats import lift_ci, two_proportion_test, users_per_arm, wilson_ci
+from metarec.evaluation.abtest import replay_hits, replay_report, run_abtest
+from metarec.evaluation.interleaving import interleave_credits, interleave_report, team_draft
 from metarec.evaluation.p1 import make_p1_split
+from metarec.evaluation.p4_split import P4Split, make_p4_split, p4_tasks
+from metarec.evaluation.users_spec import check_users_spec, users_from_spec
 from metarec.io import jsonable, save_json
 from metarec.models.base import ScoringModel, TrainingData
 
@@ -512,3 +500,21 @@ def test_run_abtest_with_two_policies() -> None:
     ]:  # fmt: skip
         with pytest.raises(error, match=needle):
             call()  # type: ignore[no-untyped-call]
+
+
+def test_the_names_abtest_had_before_the_split_still_import_from_it() -> None:
+    """The split, the statistics and the interleaving moved to modules of their own;
+    code written against ``metarec.evaluation.abtest`` must get the same objects."""
+    from metarec.evaluation import ab_stats, abtest, interleaving, p4_split, users_spec
+
+    homes = {
+        p4_split: ["ARMS", "P4Split", "id_list", "make_p4_split", "p4_tasks", "whole_number"],
+        users_spec: ["check_users_spec", "users_from_spec"],
+        ab_stats: ["lift_ci", "two_proportion_test", "users_per_arm", "wilson_ci"],
+        interleaving: ["interleave_credits", "interleave_report", "team_draft"],
+    }
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(abtest, name) is getattr(module, name), name
+    own = ["Method", "format_report", "replay_hits", "replay_report", "run_abtest"]
+    assert sorted(abtest.__all__) == sorted([*own, *(n for ns in homes.values() for n in ns)])

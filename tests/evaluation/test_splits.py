@@ -213,9 +213,9 @@ def test_a_missing_split_file_names_the_file(ds, tmp_path: Path) -> None:
 def test_a_damaged_split_file_is_one_error_naming_it(raw: Any, needle: str, tmp_path: Path) -> None:
     """Hand-edited or foreign split files: a DataError naming the file, not a
     KeyError or AttributeError from the line that used the field."""
-    from metarec.evaluation.abtest import P4Split
     from metarec.evaluation.p1 import P1Split
     from metarec.evaluation.p2 import P2Split
+    from metarec.evaluation.p4_split import P4Split
 
     path = tmp_path / "split.json"
     path.write_text(json.dumps(raw))
@@ -374,8 +374,8 @@ def test_readers_of_the_held_out_users_only_take_a_split_on_grown_data(
 ) -> None:
     """retrain and abtest read a run's new users, on data that may have grown since the
     split (a user past P1's 100 ratings); evaluate and benchmarks refuse it, asking."""
-    from metarec.evaluation.abtest import users_from_spec
     from metarec.evaluation.p1 import P1Split
+    from metarec.evaluation.users_spec import users_from_spec
     from metarec.retrain import _held_out_users
 
     split = make_p1_split(ds, seed=0)

@@ -84,14 +84,9 @@ def cmd_abtest(args: argparse.Namespace) -> int:
 
     from metarec.data.spec import check_not_overwriting, load_from_spec, make_spec, names_data
     from metarec.ensemble_run import EnsembleRecommender, load_run
-    from metarec.evaluation.abtest import (
-        P4Split,
-        check_users_spec,
-        format_report,
-        make_p4_split,
-        run_abtest,
-        users_from_spec,
-    )
+    from metarec.evaluation.abtest import format_report, run_abtest
+    from metarec.evaluation.p4_split import P4Split, make_p4_split
+    from metarec.evaluation.users_spec import check_users_spec, users_from_spec
     from metarec.io import jsonable, save_json
     from metarec.models.base import ScoringModel
     from metarec.models.meta_model import MetaModel

@@ -438,7 +438,8 @@ def _p2_abtest(
     """P4 in the same run: popularity (A, what a product shows without a model) against
     the best metarec model at K = 5 (B), replay and team-draft interleaving on the
     test users."""
-    from metarec.evaluation.abtest import make_p4_split, run_abtest
+    from metarec.evaluation.abtest import run_abtest
+    from metarec.evaluation.p4_split import make_p4_split
     from metarec.io import jsonable
 
     at = result["summary"].get(str(AB_SUPPORT))
