@@ -237,3 +237,20 @@ def test_support_sets_no_model_can_read_are_refused(fitted: ScoringModel, world:
         fitted.recommend([unrated], k=3)
     with pytest.raises(DataError, match="2 user rows for 1 tasks"):
         fitted.recommend([task], k=3, users=world.users.iloc[:2])
+    # each of these was read as something else: 0.7 cut to item 0, a rating without its
+    # item padded, a query item past the catalogue indexed as the last one
+    n = fitted.n_items
+    cases = [
+        (replace(task, support_items=np.array([0.7]), support_ratings=np.array([5.0])),
+         "support item 0.7 is not whole"),
+        (replace(task, support_items=np.array([0, 1]), support_ratings=np.array([5.0])),
+         "2 support items and 1 support ratings"),
+        (replace(task, query_items=np.array([n]), query_ratings=np.array([4.0])),
+         rf"query item {n} is not in \[0, {n}\)"),
+        ("not a task", "task 0: expected a Task"),
+    ]  # fmt: skip
+    for bad, needle in cases:
+        with pytest.raises(DataError, match=needle):
+            fitted.recommend([bad], k=3)  # type: ignore[list-item]
+        with pytest.raises(DataError, match=needle):
+            fitted.predict_tasks([bad])  # type: ignore[list-item]

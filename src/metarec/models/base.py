@@ -247,30 +247,72 @@ def check_positive(where: str, **values: object) -> None:
 
 
 def check_tasks(
-    tasks: Sequence[Task], n_items: int, users: pd.DataFrame | None, where: str
+    tasks: Sequence[Task],
+    n_items: int,
+    users: pd.DataFrame | None,
+    where: str,
+    rating_range: tuple[float, float] | None = None,
 ) -> None:
-    """DataError for support sets no model can read: an item index outside the
-    catalogue (-1 would wrap to the last item), a rating that is not a finite number
-    (NaN turned a whole row of scores into NaN), or ``users`` rows that do not match
-    the tasks one for one."""
+    """DataError for tasks no model can read: not a Task, item or rating arrays of other
+    lengths (a rating without its item was padded, an item without a rating read as
+    rated 0), an item index that is not a whole number (0.7 was cut to 0) or outside the
+    catalogue (-1 would wrap to the last item), a support rating that is not a finite
+    number (NaN turned a whole row of scores into NaN) or, given ``rating_range``, off
+    the scale (100 on 1-5 stars moved the user's model as no real rating can), or
+    ``users`` rows that do not match the tasks one for one."""
+    if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence | np.ndarray):
+        raise DataError(f"{where}: tasks: expected a list of Task, got {tasks!r:.60}")
     if users is not None and len(users) != len(tasks):
         raise DataError(f"{where}: {len(users)} user rows for {len(tasks)} tasks")
     if not len(tasks):
         return
-    # every support set at once: an evaluation passes thousands of tasks
-    items = np.concatenate([np.asarray(t.support_items, dtype=np.int64) for t in tasks])
-    ratings = np.concatenate([np.asarray(t.support_ratings, dtype=np.float64) for t in tasks])
-    owner = np.repeat(np.arange(len(tasks)), [len(t.support_items) for t in tasks])
-    outside = (items < 0) | (items >= n_items)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise DataError(
-            f"{where}: task {owner[i]}: support item {items[i]} is not in [0, {n_items})"
-        )
+    for n, t in enumerate(tasks):
+        if not isinstance(t, Task):
+            raise DataError(f"{where}: task {n}: expected a Task, got {t!r:.60}")
+    # every task at once: an evaluation passes thousands
+    fields = ("support_items", "support_ratings", "query_items", "query_ratings")
+    arrays = {f: [np.asarray(getattr(t, f)) for t in tasks] for f in fields}
+    for f, values in arrays.items():
+        for n, a in enumerate(values):
+            if a.ndim != 1 or a.dtype.kind not in "iuf":
+                raise DataError(
+                    f"{where}: task {n}: {f}: expected a 1-D array of numbers, got "
+                    f"{a.dtype} of shape {a.shape}"
+                )
+    for n, (si, sr, qi, qr) in enumerate(zip(*arrays.values(), strict=True)):
+        # query ratings are only read by evaluation: a prediction task may leave them out
+        if len(si) != len(sr) or (len(qr) and len(qi) != len(qr)):
+            side, a, b = ("support", si, sr) if len(si) != len(sr) else ("query", qi, qr)
+            raise DataError(
+                f"{where}: task {n}: {len(a)} {side} items and {len(b)} {side} ratings; "
+                "each item needs its rating"
+            )
+    for side in ("support", "query"):
+        owner = np.repeat(np.arange(len(tasks)), [len(a) for a in arrays[f"{side}_items"]])
+        items = np.concatenate(arrays[f"{side}_items"]).astype(np.float64)
+        bad = ~np.isfinite(items) | (items != np.round(items)) | (items < 0) | (items >= n_items)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            why = f"not in [0, {n_items})" if items[i] == np.round(items[i]) else "not whole"
+            raise DataError(
+                f"{where}: task {owner[i]}: {side} item {items[i]:g} is {why} (an item is "
+                "its catalogue index)"
+            )
+    owner = np.repeat(np.arange(len(tasks)), [len(a) for a in arrays["support_ratings"]])
+    ratings = np.concatenate(arrays["support_ratings"]).astype(np.float64)
     unreadable = ~np.isfinite(ratings)
     if unreadable.any():
         i = int(np.flatnonzero(unreadable)[0])
         raise DataError(f"{where}: task {owner[i]}: a support rating is not a finite number")
+    if rating_range is not None:
+        lo, hi = rating_range
+        off = (ratings < lo) | (ratings > hi)
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise DataError(
+                f"{where}: task {owner[i]}: support rating {ratings[i]:g} is off the "
+                f"model's scale [{lo:g}, {hi:g}]"
+            )
 
 
 def check_steps(steps: object) -> None:

@@ -42,7 +42,13 @@ import pandas as pd
 from metarec.data.features import user_rows
 from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
 from metarec.errors import ConfigError, ModelError, UnsupportedError
-from metarec.models.base import ScoringModel, TrainingData, check_seed, check_whole
+from metarec.models.base import (
+    ScoringModel,
+    TrainingData,
+    check_seed,
+    check_tasks,
+    check_whole,
+)
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 
 Mode = Literal["rating", "ranking"]
@@ -287,6 +293,7 @@ class Ensemble(ScoringModel):
     ) -> list[np.ndarray]:
         if self.mode == "ranking":
             return super().predict_tasks(tasks, users)
+        check_tasks(tasks, self.n_items, users, self.name)  # before the weights index them
         w = self.weights[[self._bucket(len(t.support_items)) for t in tasks]]
         preds = [m.predict_tasks(tasks, users) for m in self.members.values()]
         return [
