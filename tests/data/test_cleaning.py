@@ -294,3 +294,57 @@ def test_a_list_valued_id_built_in_memory_is_refused() -> None:
     ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
     with pytest.raises(DataError, match=r"row 1: user_id \['u'\] holds several values"):
         clean(ds)
+
+
+@pytest.mark.parametrize(
+    "ratings, shown",
+    [([True, False, True], "row 1: True"),  # bool dtype
+     ([4.0, np.True_, 5.0], "row 2: True"),  # a stray one among numbers (object dtype)
+     (pd.array([True, None, False], dtype="boolean"), "row 1: True")],
+)  # fmt: skip
+def test_a_boolean_rating_column_is_refused_not_read_as_one_and_zero(
+    ratings: object, shown: str
+) -> None:
+    # a True was kept as a rating of 1 and a False dropped as outside [1, 5]
+    inter = pd.DataFrame(
+        {"user_id": ["u", "v", "w"], "item_id": ["a", "a", "b"], "rating": ratings}
+    )
+    ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"]}))
+    needle = rf"column 'rating' holds booleans \({shown}\), not ratings"
+    with pytest.raises(DataError, match=needle):
+        clean(ds)
+    (problem,) = validate(ds)
+    assert "column 'rating' holds booleans" in problem
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [({"min_text_chars": "1"}, "min_text_chars: must be a whole number >= 0, got '1'"),
+     ({"min_text_chars": -1}, "min_text_chars: must be a whole number >= 0, got -1"),
+     ({"min_text_chars": 1.5}, "min_text_chars: must be a whole number >= 0, got 1.5"),
+     ({"strict": "yes"}, "strict: expected True or False, got 'yes'"),
+     ({"strict": 1}, "strict: expected True or False, got 1")],
+)  # fmt: skip
+def test_clean_options_it_cannot_take_are_config_errors(
+    messy: Dataset, options: dict[str, object], needle: str
+) -> None:
+    # "1" was a raw TypeError, -1 was taken, and "yes" (like "no") read as strict=True
+    with pytest.raises(ConfigError, match=needle):
+        clean(messy, **options)  # type: ignore[arg-type]
+    if "min_text_chars" in options:
+        assert validate(messy, **options) == [needle]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [(("mem", [1, 2], "items"), "interactions: expected a pandas DataFrame, got list"),
+     (("mem", "inter", None), "items: expected a pandas DataFrame, got NoneType"),
+     (("mem", "inter", "items", {"user_id": ["u"]}), "users: expected a pandas DataFrame"),
+     ((None, "inter", "items"), "name: expected a data set name")],
+)  # fmt: skip
+def test_a_dataset_refuses_tables_that_are_not_frames(args: tuple, needle: str) -> None:
+    # taken before, and met as an AttributeError wherever the list was first read
+    frames = {"inter": pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "rating": [4.0]}),
+              "items": pd.DataFrame({"item_id": ["a"]})}  # fmt: skip
+    with pytest.raises(DataError, match=needle):
+        Dataset(*(frames.get(a, a) if isinstance(a, str) else a for a in args))

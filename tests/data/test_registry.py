@@ -147,6 +147,11 @@ def test_unknown_name_lists_the_known_ones() -> None:
         load_dataset("ml-100k", root=5)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="text: expected an ItemTextConfig"):
         load_dataset("ml-100k", text="title")  # type: ignore[arg-type]
+    # "no" is truthy: it cleaned (or downloaded) where the caller said not to
+    for flag in ("clean", "download"):
+        for value in ("no", 0, None):
+            with pytest.raises(ConfigError, match=f"{flag}: expected True or False, got "):
+                load_dataset("ml-100k", **{flag: value})  # type: ignore[arg-type]
 
 
 def test_offline_message_says_where_it_looked_and_what_to_do(

@@ -144,6 +144,12 @@ def test_ranking_table_k_beyond_the_list_and_empty_slots() -> None:
     # -1 marks an empty slot and never matches
     t = M.ranking_table(np.array([[4, -1, -1]]), [np.array([4])], 3)
     assert t["precision@3"][0] == pytest.approx(1 / 3) and t["ndcg@3"][0] == 1.0
+    # a list of no items (top [n, 0]) shows nothing: argmax of an empty sequence before
+    t = M.ranking_table(np.zeros((2, 0)), [np.array([2]), np.array([], dtype=int)], 3)
+    assert [t[m][0] for m in ("ndcg@3", "recall@3", "precision@3", "f1@3", "hit@3", "mrr@3")] == [
+        0.0
+    ] * 6
+    assert all(np.isnan(t[m][1]) for m in t)  # no relevant item: NaN, as for any list
     # a wider list is cut at k
     t = M.ranking_table(np.array([[0, 1, 2, 3]]), [np.array([3])], 2)
     assert t["hit@2"][0] == 0.0
@@ -258,6 +264,14 @@ def test_inputs_that_gave_a_silent_wrong_answer_are_refused() -> None:
         (lambda: M.auc_score([1, 2], [np.nan, 0]), "positive: expected booleans or 0/1"),
         (lambda: M.auc_score(["a", "b"], [1, 0]), "scores: expected numbers"),
         (lambda: M.per_user_table([pred], [pred, pred]), "preds has 1 users, trues 2"),
+        # TypeError "has no len()" before
+        (lambda: M.per_user_table(None, None), "preds: expected a list with one array per user"),  # type: ignore[arg-type]
+        (lambda: M.per_user_table([pred], (p for p in [pred])), "trues: expected a list with"),  # type: ignore[arg-type]
+        # f1(2, 5) was 2.86; ("a", "b") numpy's "could not convert string to float"
+        (lambda: M.f1(2.0, 0.5), r"f1: precision must lie in \[0, 1\], got 2"),
+        (lambda: M.f1(np.array([0.5, np.nan]), np.array([0.5, -0.1])), "f1: recall must lie in"),
+        (lambda: M.f1("a", "b"), "f1: precision: expected numbers, got 'a'"),  # type: ignore[arg-type]
+        (lambda: M.f1([0.5, 0.5], [0.5, 0.5, 0.5]), "f1: precision and recall must be of one"),
         (lambda: M.summarise([1, 2]), "table: expected metric name"),  # type: ignore[arg-type]
     ]:
         with pytest.raises(InputError, match=needle):

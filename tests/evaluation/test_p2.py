@@ -111,6 +111,14 @@ def test_shot_tasks_refuses_an_index_for_the_item_mapping() -> None:
     assert ids == ["a"] and tasks[0].support_items.tolist() == [0]
 
 
+@pytest.mark.parametrize("make", [make_p2_split, eligible_users])
+@pytest.mark.parametrize("min_ratings", ["25", -1, 0, 2.5, True, None])
+def test_p2_min_ratings_must_be_a_count(ds, make: Callable[..., Any], min_ratings: Any) -> None:
+    # "25" was a raw TypeError; -1 and 2.5 were taken, and recorded in the split file
+    with pytest.raises(ConfigError, match=r"min_ratings: must be a whole number >= 1, got "):
+        make(ds, min_ratings=min_ratings)
+
+
 @pytest.mark.parametrize("make", [make_p1_split, make_p2_split, eligible_users])
 @pytest.mark.parametrize("dataset", [None, pd.DataFrame({"user_id": ["a"]})])
 def test_splits_refuse_what_is_not_a_dataset(make: Callable[..., Any], dataset: Any) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from metarec import load_dataset
@@ -143,21 +144,46 @@ def test_a_fold_plan_that_leaves_no_one_to_train_on_is_refused(
 
 
 @pytest.mark.parametrize(
-    "kwargs, needle",
+    "kwargs, error, needle",
     [
-        ({"new_item_fraction": 0.0}, "new_item_fraction must be in (0, 1); got 0.0"),
-        ({"new_user_fraction": 1.5}, "new_user_fraction must be in (0, 1); got 1.5"),
-        ({"validation_fraction": 1.0}, "validation_fraction must be in [0, 1); got 1.0"),
-        ({"min_ratings": 5}, "min_ratings must be at least 13"),
-        ({"min_ratings": 50, "max_ratings": 40}, "at most max_ratings; got 50 and 40"),
+        ({"new_item_fraction": 0.0}, DataError, "new_item_fraction must be in (0, 1); got 0.0"),
+        ({"new_user_fraction": 1.5}, DataError, "new_user_fraction must be in (0, 1); got 1.5"),
+        ({"validation_fraction": 1.0}, DataError,
+         "validation_fraction must be in [0, 1); got 1.0"),
+        ({"min_ratings": 5}, DataError, "min_ratings must be at least 13"),
+        ({"min_ratings": 50, "max_ratings": 40}, DataError, "at most max_ratings; got 50 and 40"),
+        # raw TypeErrors before ("<" between float and str)
+        ({"new_item_fraction": "0.2"}, DataError,
+         "new_item_fraction must be a number in (0, 1); got '0.2'"),
+        ({"new_user_fraction": None}, DataError,
+         "new_user_fraction must be a number in (0, 1); got None"),
+        ({"validation_fraction": True}, DataError,
+         "validation_fraction must be a number in [0, 1); got True"),
+        ({"validation_fraction": float("nan")}, DataError,
+         "validation_fraction must be in [0, 1); got nan"),
+        ({"new_item_year": "1998"}, DataError,
+         "new_item_year must be a whole year, 'auto' or None; got '1998'"),
+        ({"new_item_year": 1998.5}, DataError, "new_item_year must be a whole year"),
+        ({"new_item_year": float("nan")}, DataError, "new_item_year must be a whole year"),
+        # 13.5 was taken and written to the split file
+        ({"min_ratings": 13.5}, ConfigError, "min_ratings: must be a whole number >= 1, got 13.5"),
+        ({"max_ratings": "100"}, ConfigError,
+         "max_ratings: must be a whole number >= 1, got '100'"),
     ],
-)
+)  # fmt: skip
 def test_p1_split_options_outside_their_range_are_refused(
-    ds: Dataset, kwargs: dict[str, Any], needle: str
+    ds: Dataset, kwargs: dict[str, Any], error: type[Exception], needle: str
 ) -> None:
-    with pytest.raises(DataError) as err:
+    with pytest.raises(error) as err:
         make_p1_split(ds, seed=0, **kwargs)
     assert needle in str(err.value)
+
+
+def test_p1_split_takes_a_year_as_any_whole_number(ds: Dataset) -> None:
+    by_int = make_p1_split(ds, seed=0, new_item_year=np.int64(1997))
+    by_float = make_p1_split(ds, seed=0, new_item_year=1997.0)
+    assert by_int.rule == by_float.rule == "released in 1997 or later"
+    assert by_int.new_items == by_float.new_items
 
 
 def test_a_missing_split_file_names_the_file(ds, tmp_path: Path) -> None:

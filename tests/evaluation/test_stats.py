@@ -104,6 +104,8 @@ def test_compare_to_peers() -> None:
     # higher-is-better flips the direction of "better", not the test
     flipped = compare_to_peers(per_user, "metarec", ["bias"], lower_is_better=False)
     assert not flipped["bias"]["better"] and flipped["bias"]["p"] == bias["p"]
+    strict = compare_to_peers(per_user, "metarec", ["bias"], True, alpha=np.float64(1e-300))
+    assert not strict["bias"]["significant"] and strict["bias"]["p"] == bias["p"]
     with pytest.raises(InputError, match=r"no per-user values for \['nope'\]"):
         compare_to_peers(per_user, "metarec", ["nope"], lower_is_better=True)
     with pytest.raises(InputError, match="peers must be a list of names, got 'bias'"):
@@ -118,6 +120,9 @@ def test_holm_refuses_what_is_not_a_p_value() -> None:
     # once returned -0.2 for a p of -0.1
     with pytest.raises(ValueError, match=r"p-values must lie in \[0, 1\], got -0.1"):
         holm([-0.1, 0.1])
+
+
+PER_USER = {"m": [0.5, 0.6, 0.7, 0.8] * 5, "p": [0.5, 0.6, 0.7, 0.81] * 5, "q": [0.4] * 20}
 
 
 @pytest.mark.parametrize(
@@ -145,6 +150,22 @@ def test_holm_refuses_what_is_not_a_p_value() -> None:
          r"bootstrap_ci: level must be a number in \(0, 1\), got 'x'"),
         (lambda: bootstrap_ci([1, 2], level=math.nan), InputError,
          r"bootstrap_ci: level must be in \(0, 1\), got nan"),
+        # alpha 0 or NaN made nothing significant, 5 near-identical values significant,
+        # "x" a raw UFuncTypeError
+        *[(lambda a=a: compare_to_peers(PER_USER, "m", ["p"], True, alpha=a), InputError,
+           rf"compare_to_peers: alpha must be in \(0, 1\), got {a}")
+          for a in (0, math.nan, 5, 1.0)],
+        *[(lambda a=a: compare_to_peers(PER_USER, "m", ["p"], True, alpha=a), InputError,
+           r"compare_to_peers: alpha must be a number in \(0, 1\), got ")
+          for a in ("x", None, True)],
+        # one row per name: Holm counted one comparison of the two asked for
+        (lambda: compare_to_peers(PER_USER, "m", ["p", "q", "p"], True), InputError,
+         r"compare_to_peers: peers name \['p'\] more than once"),
+        (lambda: compare_to_peers(PER_USER, "m", [["p"]], True), InputError,
+         r"compare_to_peers: peers must be a list of names, got \[\['p'\]\]"),
+        # "unhashable type: 'list'" before
+        (lambda: compare_to_peers(PER_USER, ["m"], ["p"], True), InputError,
+         r"compare_to_peers: model must be a model name, got \['m'\]"),
     ],
 )  # fmt: skip
 def test_statistics_name_what_they_cannot_take(

@@ -47,6 +47,14 @@ def test_bad_option_values_name_the_option(name: str, option: str, value: float)
         make_peer(name, **{option: value})
 
 
+@pytest.mark.parametrize("seed", ["x", -1, 1.5, True, None])
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_a_seed_numpy_cannot_take_is_refused_when_the_peer_is_made(name: str, seed: object) -> None:
+    # taken before, and met only at fit (or never: popularity, bias and knn draw nothing)
+    with pytest.raises(ConfigError, match=rf"{name}: seed: must be a whole number >= 0, got "):
+        make_peer(name, seed=seed)  # type: ignore[arg-type]
+
+
 def test_make_ranker_refuses_unknown_kinds_and_options_by_name() -> None:
     from metarec.errors import ConfigError
     from metarec.models.persist import make_ranker

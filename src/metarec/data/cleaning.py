@@ -28,7 +28,7 @@ from metarec.data.columns import (
     str_ids,
 )
 from metarec.data.generic import check_rating_range
-from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset
+from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset, check_table
 from metarec.data.text import build_item_text
 from metarec.data.timestamps import datetime_seconds, is_datetimes, timestamp_problem
 from metarec.errors import ConfigError, DataError
@@ -67,6 +67,7 @@ def clean(
     """
     inter, items, users = _tables(dataset)
     lo, hi = check_rating_range(rating_range or dataset.rating_range, "rating range")
+    _check_options(min_text_chars, strict)
     report = CleaningReport(rows_in=len(inter))
 
     def apply(frame: pd.DataFrame, found: _Finding | None, prefix: str = "") -> pd.DataFrame:
@@ -132,6 +133,7 @@ def validate(
     try:
         inter, items, users = _tables(dataset)
         lo, hi = check_rating_range(rating_range or dataset.rating_range, "rating range")
+        _check_options(min_text_chars)
     except (DataError, ConfigError) as exc:
         return [str(exc)]
     items = _with_text(items)
@@ -417,6 +419,23 @@ def _finding(
     return _Finding(reason, rows, examples, error)
 
 
+def _check_options(min_text_chars: object, strict: object = False) -> None:
+    """ConfigError for options cleaning cannot take: ``min_text_chars`` a whole number
+    >= 0 ("1" was a raw TypeError, -1 taken), ``strict`` True or False ("no" is truthy).
+    As :func:`metarec.models.base.check_whole` words it; that module imports torch,
+    which loading data does not need."""
+    if (
+        isinstance(min_text_chars, bool)
+        or not isinstance(min_text_chars, int | np.integer)
+        or min_text_chars < 0
+    ):
+        raise ConfigError(
+            f"min_text_chars: must be a whole number >= 0, got {min_text_chars!r:.40}"
+        )
+    if not isinstance(strict, bool | np.bool_):
+        raise ConfigError(f"strict: expected True or False, got {strict!r:.40}")
+
+
 def require_dataset(dataset: Any) -> None:
     """A DataError unless ``dataset`` is a :class:`Dataset` (a bare frame is the usual slip)."""
     if not isinstance(dataset, Dataset):
@@ -432,6 +451,7 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     ids would never match), ratings as numbers with the text of those that are not."""
     require_dataset(dataset)
     _require_columns(dataset)
+    _refuse_boolean_ratings(dataset.interactions)
     inter = dataset.interactions.reset_index(drop=True)
     items = dataset.items.reset_index(drop=True)
     users = dataset.users.reset_index(drop=True) if dataset.users is not None else None
@@ -465,6 +485,26 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     return inter.assign(rating=rating), items, users
 
 
+def _refuse_boolean_ratings(inter: pd.DataFrame) -> None:
+    """A DataError for True or False in the rating column: read as the numbers 1 and 0,
+    a True was kept as a rating of 1 and a False dropped as outside the scale, where
+    every other reader of ratings (Recommender, training) refuses a boolean."""
+    column = inter["rating"]
+    if pd.api.types.is_bool_dtype(column.dtype):
+        flags = np.ones(len(column), dtype=bool)
+    elif column.dtype == object:  # only a column of mixed values holds a stray one
+        flags = column.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+    else:
+        return
+    if flags.any():
+        row = int(np.flatnonzero(flags)[0])
+        raise DataError(
+            f"interactions table: column 'rating' holds booleans (row {row + 1}: "
+            f"{plain(column.iloc[row])!r}), not ratings; give the ratings as numbers",
+            path=inter.attrs.get(SOURCE_ATTR),
+        )
+
+
 def _require_columns(dataset: Dataset) -> None:
     checks = [
         ("interactions", dataset.interactions, ("user_id", "item_id", "rating")),
@@ -473,8 +513,7 @@ def _require_columns(dataset: Dataset) -> None:
     if dataset.users is not None:
         checks.append(("users", dataset.users, ("user_id",)))
     for table, frame, cols in checks:
-        if not isinstance(frame, pd.DataFrame):
-            raise DataError(f"{table}: expected a pandas DataFrame, got {type(frame).__name__}")
+        check_table(frame, table)  # a Dataset checks its tables when built, not when changed
         repeated = frame.columns[frame.columns.duplicated()]
         if len(repeated):
             # frame[name] would be a frame, not a column, and every check after this

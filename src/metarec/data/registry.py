@@ -207,6 +207,9 @@ def load_dataset(
     known = _known(name)
     if root is not None and not (isinstance(root, str | os.PathLike) and str(root).strip()):
         raise ConfigError(f"root: expected a folder path or None, got {root!r:.60}")
+    for flag, value in (("download", download), ("clean", clean)):
+        if not isinstance(value, bool):  # "no" is truthy: it cleaned, or downloaded
+            raise ConfigError(f"{flag}: expected True or False, got {value!r:.40}")
     if text is not None and not isinstance(text, ItemTextConfig):
         raise ConfigError(f"text: expected an ItemTextConfig, got {text!r:.60}")
     kind, path = locate(name, root, download=download)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, DataError
 
 ITEMS_TABLE = "items table: "  # the prefix of reasons that count items, not ratings
 
@@ -107,6 +107,13 @@ def check_objective(objective: str, rating_range: tuple[float, float], name: str
         )
 
 
+def check_table(frame: object, table: str) -> pd.DataFrame:
+    """``frame`` if it is a DataFrame, else a DataError naming the ``table``."""
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{table}: expected a pandas DataFrame, got {type(frame).__name__}")
+    return frame
+
+
 @dataclass
 class Dataset:
     """Ratings plus item (and optional user) side information."""
@@ -117,6 +124,17 @@ class Dataset:
     users: pd.DataFrame | None = None
     rating_range: tuple[float, float] = (1.0, 5.0)
     report: CleaningReport | None = None
+
+    def __post_init__(self) -> None:
+        # Types only: a Dataset is built often (every replace() builds one), and its
+        # columns and values are validate's and clean's to check. A list of ratings was
+        # taken here, and met as an AttributeError by whatever read it first.
+        if not isinstance(self.name, str):
+            raise DataError(f"name: expected a data set name (text), got {self.name!r:.60}")
+        check_table(self.interactions, "interactions")
+        check_table(self.items, "items")
+        if self.users is not None:
+            check_table(self.users, "users")
 
     @property
     def n_users(self) -> int:

@@ -46,8 +46,9 @@ def _counts(where: str, *pairs: tuple[str, Any, str, Any]) -> None:
             )
 
 
-def _probability(where: str, name: str, value: object) -> float:
-    """A level, alpha or power: a number strictly between 0 and 1."""
+def check_probability(where: str, name: str, value: object) -> float:
+    """A level, alpha or power: a number strictly between 0 and 1, or an InputError naming
+    ``where`` and ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         raise InputError(f"{where}: {name} must be a number in (0, 1), got {value!r:.40}")
     if not 0 < value < 1:  # NaN fails this too
@@ -58,7 +59,7 @@ def _probability(where: str, name: str, value: object) -> float:
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion (NaN for n = 0)."""
     _counts("wilson_ci", ("successes", successes, "n", n))
-    level = _probability("wilson_ci", "level", level)
+    level = check_probability("wilson_ci", "level", level)
     if n <= 0:
         return float("nan"), float("nan")
     z = float(norm.ppf(0.5 + level / 2.0))
@@ -90,7 +91,7 @@ def lift_ci(
     """Lift p_B/p_A − 1 and its delta-method CI on the log ratio → (lift, low, high);
     with ½ added to each cell for the CI when a rate is 0 or 1 (see the module notes)."""
     _counts("lift_ci", ("x_a", x_a, "n_a", n_a), ("x_b", x_b, "n_b", n_b))
-    level = _probability("lift_ci", "level", level)
+    level = check_probability("lift_ci", "level", level)
     if n_a <= 0 or n_b <= 0 or x_a == 0:
         return float("nan"), float("nan"), float("nan")
     lift = (x_b / n_b) / (x_a / n_a) - 1
@@ -110,8 +111,8 @@ def lift_ci(
 def users_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Users per arm to detect p1 vs p2 (two-sided α, given power), pooled form, rounded
     up; NaN when a rate is NaN (an arm without users), infinite when they are equal."""
-    alpha = _probability("users_per_arm", "alpha", alpha)
-    power = _probability("users_per_arm", "power", power)
+    alpha = check_probability("users_per_arm", "alpha", alpha)
+    power = check_probability("users_per_arm", "power", power)
     for name, rate in (("p1", p1), ("p2", p2)):
         if isinstance(rate, bool) or not isinstance(rate, int | float | np.number):
             raise InputError(f"users_per_arm: {name} must be a rate in [0, 1], got {rate!r:.40}")

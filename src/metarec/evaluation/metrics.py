@@ -172,8 +172,15 @@ def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> f
 
 def f1(precision: float | np.ndarray, recall: float | np.ndarray) -> np.ndarray:
     """Harmonic mean, 0 where both are 0, NaN where either is NaN."""
-    p = np.asarray(precision, dtype=np.float64)
-    r = np.asarray(recall, dtype=np.float64)
+    p, r = as_numbers(precision, "f1: precision"), as_numbers(recall, "f1: recall")
+    if p.shape != r.shape:  # numpy broadcast a mismatch, or raised naming neither
+        raise InputError(
+            f"f1: precision and recall must be of one shape; got {p.shape} and {r.shape}"
+        )
+    for name, values in (("precision", p), ("recall", r)):
+        outside = (values < 0) | (values > 1)  # NaN compares false: it stays NaN
+        if outside.any():  # f1(2, 5) was 2.86, a harmonic mean of no precision and recall
+            raise InputError(f"f1: {name} must lie in [0, 1], got {values[outside].flat[0]:g}")
     total = p + r
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(total > 0, 2.0 * p * r / np.where(total > 0, total, 1.0), 0.0)
@@ -278,6 +285,10 @@ def per_user_table(
     low: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Metric name → per-user values (NaN where undefined, e.g. recall without relevant items)."""
+    for name, lists in (("preds", preds), ("trues", trues)):
+        if isinstance(lists, str | bytes) or not hasattr(lists, "__len__"):
+            # None or a generator met len() as a TypeError naming neither
+            raise InputError(f"{name}: expected a list with one array per user, got {lists!r:.60}")
     if len(preds) != len(trues):
         raise InputError(f"preds has {len(preds)} users, trues {len(trues)}: one list a user")
     pairs = []
@@ -459,7 +470,8 @@ def ranking_table(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> di
     dcg = hits @ disc[: hits.shape[1]]
     idcg = ideal_cum[np.minimum(n_rel, k).astype(np.int64)]
     n_hits = hits.sum(axis=1)
-    first = np.argmax(hits > 0, axis=1)
+    # a list as wide as nothing (top of shape [n, 0]) has no first hit: argmax refused it
+    first = np.argmax(hits > 0, axis=1) if hits.shape[1] else np.zeros(len(hits), dtype=np.int64)
     none = n_rel == 0
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(none, np.nan, n_hits / np.where(none, 1.0, n_rel))

@@ -46,7 +46,7 @@ from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import DataError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
-from metarec.models.base import TaskPredictor, check_seed
+from metarec.models.base import TaskPredictor, check_seed, check_whole
 from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
 STATES = ("warm", "user_cold", "item_cold", "both_cold")
@@ -140,14 +140,28 @@ def make_p1_split(
     require_dataset(dataset)  # a bare frame was an AttributeError on .interactions
     check_folds(n_folds, fold)
     check_seed(seed)
-    for name, value in (
-        ("new_item_fraction", new_item_fraction),
-        ("new_user_fraction", new_user_fraction),
+    for name, value, interval in (
+        ("new_item_fraction", new_item_fraction, "(0, 1)"),
+        ("new_user_fraction", new_user_fraction, "(0, 1)"),
+        ("validation_fraction", validation_fraction, "[0, 1)"),
     ):
-        if not 0.0 < value < 1.0:
-            raise DataError(f"{name} must be in (0, 1); got {value!r}")
-    if not 0.0 <= validation_fraction < 1.0:
-        raise DataError(f"validation_fraction must be in [0, 1); got {validation_fraction!r}")
+        # "0.2" compared with 0.0 was a raw TypeError; NaN fails the range
+        number = not isinstance(value, bool) and isinstance(value, int | float | np.number)
+        if not number or not (0.0 <= value < 1.0 if interval[0] == "[" else 0.0 < value < 1.0):
+            kind = "" if number else "a number "
+            raise DataError(f"{name} must be {kind}in {interval}; got {value!r:.40}")
+    if new_item_year not in ("auto", None) and (
+        isinstance(new_item_year, bool)
+        or not isinstance(new_item_year, int | float | np.number)
+        or not float(new_item_year).is_integer()  # NaN and inf are not
+    ):
+        # "1998" against the year column was a raw TypeError
+        raise DataError(
+            f"new_item_year must be a whole year, 'auto' or None; got {new_item_year!r:.40}"
+        )
+    # whole numbers (13.5 was taken and recorded); the bounds below say why 13
+    min_ratings = check_whole(min_ratings, "min_ratings", 1)
+    max_ratings = check_whole(max_ratings, "max_ratings", 1)
     if not QUERY_SIZE + 3 <= min_ratings <= max_ratings:
         # a P1 task is at least 3 support ratings and the QUERY_SIZE query ratings
         raise DataError(

@@ -33,7 +33,7 @@ from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import coverage, ranking_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
-from metarec.models.base import ScoringModel, check_seed
+from metarec.models.base import ScoringModel, check_seed, check_whole
 
 SHOTS = (0, 1, 3, 5, 10, 20)
 TOP_K = 10
@@ -64,6 +64,7 @@ class P2Split(SplitFile):
 
 def eligible_users(dataset: Dataset, min_ratings: int = 25) -> np.ndarray:
     require_dataset(dataset)
+    check_whole(min_ratings, "min_ratings", 1)  # "25" was a raw TypeError, -1 and 2.5 taken
     counts = dataset.interactions.groupby("user_id").size()
     return np.sort(counts[counts >= min_ratings].index.astype(str).to_numpy())
 
@@ -80,6 +81,7 @@ def make_p2_split(
     require_dataset(dataset)  # a bare frame was an AttributeError on .interactions
     check_folds(n_folds, fold)
     check_seed(seed)
+    min_ratings = check_whole(min_ratings, "min_ratings", 1)  # recorded in the split file
     users = np.random.default_rng(seed).permutation(eligible_users(dataset, min_ratings))
     if len(users) < 10:
         raise DataError(

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from metarec.errors import InputError
+from metarec.evaluation.ab_stats import check_probability
 from metarec.evaluation.metrics import as_numbers
 from metarec.models.base import check_seed
 
@@ -92,10 +93,7 @@ def bootstrap_ci(
     Resamples users with replacement ``n_boot`` times and takes the
     (1 − level)/2 and (1 + level)/2 quantiles of the resampled means.
     """
-    if isinstance(level, bool) or not isinstance(level, int | float | np.number):
-        raise InputError(f"bootstrap_ci: level must be a number in (0, 1), got {level!r:.40}")
-    if not 0 < level < 1:  # NaN fails this too
-        raise InputError(f"bootstrap_ci: level must be in (0, 1), got {level}")
+    check_probability("bootstrap_ci", "level", level)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot <= 0:
         raise InputError(f"bootstrap_ci: n_boot must be a whole number > 0, got {n_boot!r:.40}")
     check_seed(seed, "bootstrap_ci: seed")  # "x" was a raw numpy SeedSequence error
@@ -146,9 +144,20 @@ def compare_to_peers(
             f"compare_to_peers: per_user must map model names to per-user values, "
             f"got {type(per_user).__name__}"
         )
-    if isinstance(peers, str) or not isinstance(peers, Sequence):
+    if not isinstance(model, str):  # a list was "unhashable type", raised by the lookup
+        raise InputError(f"compare_to_peers: model must be a model name, got {model!r:.60}")
+    if (
+        isinstance(peers, str)
+        or not isinstance(peers, Sequence)
+        or not all(isinstance(p, str) for p in peers)
+    ):
         # a bare name was compared letter by letter: "no per-user values for ['b', ...]"
         raise InputError(f"compare_to_peers: peers must be a list of names, got {peers!r:.60}")
+    twice = sorted({p for p in peers if peers.count(p) > 1})
+    if twice:  # one row per name: Holm would count one comparison where the list has two
+        raise InputError(f"compare_to_peers: peers name {twice} more than once")
+    # 0 or NaN made nothing significant, 5 everything
+    check_probability("compare_to_peers", "alpha", alpha)
     if not isinstance(lower_is_better, (bool, np.bool_)):
         raise InputError(
             f"compare_to_peers: lower_is_better must be True or False, got {lower_is_better!r:.40}"

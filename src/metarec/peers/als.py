@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import UnsupportedError
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel, TrainingData, check_seed
 from metarec.peers._common import (
     check_positive,
     padded_support,
@@ -73,6 +73,7 @@ class ALS(ScoringModel):
         self.like_weight = float(like_weight)
         self._like_option(like_threshold)  # None: the data's scale, at fit
         self.iterations = int(iterations)
+        check_seed(seed, f"{self.name}: seed")
         self.seed = seed
         self.item_factors: np.ndarray | None = None  # float64 [n_items, factors]
         self.trained = np.zeros(0, dtype=bool)  # items with training interactions

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.tasks import Task
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel, TrainingData, check_seed
 from metarec.models.bias import BiasModel
 from metarec.peers._common import check_new_items, check_positive, require
 
@@ -30,6 +30,7 @@ class Bias(ScoringModel):
         check_positive(self.name, "user_damping", user_damping, allow_zero=True)
         self.item_damping = item_damping
         self.user_damping = user_damping
+        check_seed(seed, f"{self.name}: seed")
         self.seed = seed  # unused: the bias model is closed-form
         self.model: BiasModel | None = None
 

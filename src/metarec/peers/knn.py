@@ -29,7 +29,7 @@ import pandas as pd
 
 from metarec.data.tasks import Task
 from metarec.errors import DataError
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel, TrainingData, check_seed
 from metarec.peers._common import (
     check_new_items,
     check_positive,
@@ -55,6 +55,7 @@ class ContentKNN(ScoringModel):
         check_positive(self.name, "damping", damping, allow_zero=True)
         self.damping = damping
         self._like_option(like_threshold)  # None: the data's scale, at fit
+        check_seed(seed, f"{self.name}: seed")
         self.seed = seed  # unused: the model is deterministic by construction
         self.vectors: np.ndarray | None = None
         self.popularity = np.zeros(0)

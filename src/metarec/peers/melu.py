@@ -62,7 +62,7 @@ from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate
 from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, UnsupportedError
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel, TrainingData, check_seed
 from metarec.peers._common import check_new_items, check_positive, require
 from metarec.peers.melu_features import ItemFeatures, user_encoder
 
@@ -210,6 +210,7 @@ class MeLU(ScoringModel):
         self.threads = threads
         self.progress = progress
         self.score_batch = int(score_batch)
+        check_seed(seed, f"{self.name}: seed")
         self.seed = seed
         self.net: MeLUNet | None = None
         self.item_features = ItemFeatures()

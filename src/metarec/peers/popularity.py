@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.tasks import Task
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel, TrainingData, check_seed
 from metarec.peers._common import check_new_items, popularity_scores, require
 
 
@@ -26,6 +26,7 @@ class Popularity(ScoringModel):
 
     def __init__(self, *, like_threshold: float | None = None, seed: int = 0) -> None:
         self._like_option(like_threshold)  # None: the data's scale, at fit
+        check_seed(seed, f"{self.name}: seed")
         self.seed = seed  # unused: popularity has no randomness; kept for a uniform factory
         self.scores: np.ndarray | None = None
 
