@@ -30,18 +30,17 @@ import torch
 
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
-from metarec.models.ensemble import Ensemble
-from metarec.models.meta_model import MetaModel
-from metarec.models.persist import is_ensemble_dir, load_recommender
-from metarec.ranking import TopK, item_keys
-from metarec.recommender import (
+from metarec.inputs import (
     History,
-    Recommender,
-    UserState,
     adapt_many_args,
     check_new_vectors,
     check_readable_features,
 )
+from metarec.models.ensemble import Ensemble
+from metarec.models.meta_model import MetaModel
+from metarec.models.persist import is_ensemble_dir, load_recommender
+from metarec.ranking import TopK, item_keys
+from metarec.recommender import Recommender, UserState
 
 
 @dataclass

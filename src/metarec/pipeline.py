@@ -33,13 +33,15 @@ from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encode
 from metarec.encoders.base import encoder_state_tensors
 from metarec.encoders.sentence import metarec_cache_dir
 from metarec.errors import ConfigError, DataError
+from metarec.inputs import check_rating_frame
 from metarec.io import remove_orphan_temps
 from metarec.locks import exclusive
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.base import check_seed
 from metarec.models.bias import item_baseline
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
-from metarec.recommender import Recommender, build_learner, check_rating_frame
+from metarec.recommender import Recommender
+from metarec.run_folder import build_learner
 from metarec.trained_users import SPLIT, save_trained_users
 
 

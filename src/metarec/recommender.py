@@ -6,47 +6,44 @@ encoder's spec, so it can encode items it has never seen. ``adapt`` turns a
 user's history into a small :class:`UserState` (the adapted parameters only);
 scoring the catalogue is one batched head call over the cached item
 representations.
+
+Checks on what callers pass in live in :mod:`metarec.inputs` (an ensemble applies the
+same ones); the run folder's format, written by ``save`` and read by ``load``, lives
+in :mod:`metarec.run_folder`.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-import os
 import re
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from metarec.config import TrainConfig
-from metarec.data.columns import check_frame, plain, str_ids
+from metarec.data.columns import plain, str_ids
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.schema import check_like_threshold
-from metarec.data.spec import check_recorded
 from metarec.data.tasks import Task, TaskBatch, collate
-from metarec.device import device_available, resolve_device
 from metarec.errors import (
-    ConfigError,
     DataError,
     MetarecError,
     ModelError,
     UnknownItemError,
     UnsupportedError,
 )
-from metarec.io import (
-    json_bytes,
-    load_json,
-    load_tensors,
-    nearest_existing,
-    require_finite,
-    save_tensors,
-    write_bytes_atomic,
+from metarec.inputs import (
+    History,
+    adapt_many_args,
+    check_features,
+    check_new_vectors,
+    check_rating_frame,
+    check_readable_features,
+    history_pairs,
 )
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
@@ -54,9 +51,22 @@ from metarec.models.base import check_steps, check_tasks
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
 from metarec.ranking import TopK, item_keys
+from metarec.run_folder import FORMAT_VERSION, build_learner, read_run, write_run
 
-FORMAT_VERSION = 1
-History: TypeAlias = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
+# the checks and the run-folder names lived here before they had modules of their
+# own, and code outside metarec (the tests among it) still imports them from here
+__all__ = [
+    "FORMAT_VERSION",
+    "History",
+    "Recommender",
+    "UserState",
+    "adapt_many_args",
+    "build_learner",
+    "check_features",
+    "check_new_vectors",
+    "check_rating_frame",
+    "check_readable_features",
+]
 
 
 @dataclass
@@ -223,54 +233,7 @@ class Recommender(TopK):
 
     # -- adaptation ---------------------------------------------------------
     def _history_pairs(self, history: History | None) -> list[tuple[int, float]]:
-        if history is None:
-            return []
-        if isinstance(history, pd.DataFrame):
-            repeated = history.columns[history.columns.duplicated()]
-            twice = repeated.intersection(["item_id", "rating"])
-            if len(twice):  # history["rating"] would be a frame: "rating 'rating' not a number"
-                raise DataError(f"history has two columns named {twice[0]!r}; keep one")
-            missing = {"item_id", "rating"} - set(history.columns)
-            if missing:
-                raise DataError(
-                    f"history needs columns item_id and rating; missing {sorted(missing)}"
-                )
-            rows: Iterable[tuple[Any, Any]] = zip(
-                history["item_id"], history["rating"], strict=True
-            )
-        elif isinstance(history, Mapping):
-            rows = history.items()
-        elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
-            # iterating a string would read its characters as entries
-            raise DataError(
-                f"history: expected (item, rating) pairs, a mapping or a frame, got {history!r:.60}"
-            )
-        else:
-            rows = history
-        lo, hi = self.rating_range
-        pairs: dict[int, float] = {}
-        for n, row in enumerate(rows):
-            try:
-                key, value = row
-            except (TypeError, ValueError):
-                raise DataError(
-                    f"history entry {n}: expected (item, rating), got {row!r}"
-                ) from None
-            try:
-                if isinstance(value, (bool, np.bool_)):  # True is 1.0 to float(); not a rating
-                    raise TypeError
-                rating = float(value)
-            except (TypeError, ValueError):
-                raise DataError(
-                    f"history entry {n} ({key!r}): rating {value!r} is not a number"
-                ) from None
-            if not lo <= rating <= hi:  # NaN fails this too
-                raise DataError(
-                    f"history entry {n} ({key!r}): rating {rating:g} is "
-                    + ("not a number" if rating != rating else f"outside [{lo:g}, {hi:g}]")
-                )
-            pairs[self.resolve(key)] = rating  # a repeated item keeps its latest rating
-        return list(pairs.items())
+        return history_pairs(history, self.rating_range, self.resolve)
 
     def adapt(
         self,
@@ -650,46 +613,7 @@ class Recommender(TopK):
         ``recommender.json``, without which the folder holds no run, goes first and comes
         back last: an interrupted save over an earlier run leaves no run, never the new
         model's tensors beside the old one's description."""
-        if not isinstance(directory, (str, os.PathLike)) or not str(directory).strip():
-            # "" would be the working folder: a run spilled among whatever is there
-            raise DataError(f"save: expected a folder path, got {directory!r:.60}")
-        out = Path(directory)
-        if out.exists() and not out.is_dir():
-            raise ModelError(f"{out}: is a file; save needs a run folder")
-        above = nearest_existing(out.parent)
-        if not above.is_dir():
-            raise ModelError(f"{out}: {above} is a file; save needs a run folder")
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "config": self.cfg.to_dict(),
-            "features": self.features.to_dict(),
-            "encoder": self.encoder_config,
-            "rating_range": list(self.rating_range),
-            "n_items": self.n_items,
-            "item_vector_dim": int(self.model.tower.item_vectors.shape[1]),
-            "metadata": self.metadata,
-            "rating_cutpoints": None if self.cutpoints is None else self.cutpoints.to_dict(),
-        }
-        try:  # everything that can refuse is checked before a byte is written
-            manifest_bytes = json_bytes(manifest, strict=True)
-        except (TypeError, ValueError) as exc:
-            raise ModelError(
-                f"{out}: not saved: metadata must be JSON (strings, numbers, lists, dicts): {exc}"
-            ) from None
-        items_bytes = json_bytes({c: self.items[c].tolist() for c in ("item_id", "title", "text")})
-        tensors = {f"learner.{k}": v for k, v in self.learner.state_dict().items()}
-        tensors["popularity"] = torch.as_tensor(self.popularity)
-        tensors["item_offsets"] = torch.as_tensor(self.item_offsets)
-        tensors.update({f"encoder.{k}": v for k, v in self.encoder_tensors.items()})
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "recommender.json").unlink(missing_ok=True)
-            save_tensors(out / "model.safetensors", tensors)
-            write_bytes_atomic(out / "items.json", items_bytes)
-            write_bytes_atomic(out / "recommender.json", manifest_bytes)
-        except OSError as exc:  # read-only, full disk: the run is not there, and says where
-            raise ModelError(f"{out}: not saved: {exc.strerror or exc} ({exc.filename})") from None
-        return out
+        return write_run(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None) -> Recommender:
@@ -697,7 +621,7 @@ class Recommender(TopK):
         missing or of the wrong type, tensors of another model) is one ModelError that
         names it, never a traceback from deep inside."""
         try:
-            return cls._load(Path(directory), device)
+            return read_run(cls, Path(directory), device)
         except MetarecError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
@@ -706,306 +630,6 @@ class Recommender(TopK):
             raise ModelError(
                 f"{directory}: not a loadable metarec run ({type(exc).__name__}: {detail})"
             ) from None
-
-    @classmethod
-    def _load(cls, path: Path, device: str | None) -> Recommender:
-        if not (path / "recommender.json").exists():
-            raise ModelError(f"{path}: not a metarec run (no recommender.json)")
-        meta = load_json(path / "recommender.json")
-        if not isinstance(meta, dict):
-            raise ModelError(f"{path / 'recommender.json'}: not a JSON object")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelError(
-                f"{path / 'recommender.json'}: format_version {meta.get('format_version')!r} "
-                f"is not {FORMAT_VERSION}"
-            )
-        for part in ("config", "features", "encoder", "metadata"):
-            if not isinstance(meta.get(part, {} if part == "metadata" else None), dict):
-                raise ModelError(
-                    f"{path / 'recommender.json'}: {part}: expected an object, got "
-                    f"{meta.get(part)!r:.60} (damaged or edited?)"
-                )
-        check_recorded(meta.get("metadata", {}), str(path / "recommender.json"))
-        try:
-            cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
-        except ConfigError as exc:  # the saved values, not the caller's: a damaged run
-            raise ModelError(str(exc)) from None
-        rating_range = _rating_range(meta.get("rating_range"), path)
-        if cfg.like_threshold is not None:
-            # training refuses a threshold off the scale; one edited in afterwards made
-            # every item unliked: precision 0 and NaN recall in evaluate, without a word
-            try:
-                check_like_threshold(cfg.like_threshold, rating_range, "like_threshold")
-            except ConfigError as exc:
-                raise ModelError(
-                    f"{path / 'recommender.json'}: config.{exc} (damaged or edited?)"
-                ) from None
-        if device is not None:
-            cfg.device = device
-        elif not device_available(cfg.device):
-            # a run trained on a GPU server stays servable on a CPU machine; a device
-            # passed here is taken strictly instead
-            warnings.warn(
-                f"{path}: trained for device {cfg.device!r}, which this machine lacks; "
-                "loading it with device 'auto'",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            cfg.device = "auto"
-        items = _read_items(path / "items.json")
-        tensors = load_tensors(path / "model.safetensors")
-        require_finite(tensors, path / "model.safetensors")
-        state = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
-        vectors = state["model.tower.item_vectors"]
-        if len(items) != vectors.shape[0]:
-            raise ModelError(
-                f"{path}: items.json has {len(items)} items, the model {vectors.shape[0]}"
-            )
-        _check_counts(meta, len(items), int(vectors.shape[1]), path / "recommender.json")
-        features = UserFeatureEncoder.from_dict(
-            meta["features"], source=str(path / "recommender.json")
-        )
-        learner = build_learner(vectors, cfg, features, offset=float(state["model.user.offset"]))
-        learner.load_state_dict(state)
-        learner.to(resolve_device(cfg.device))
-        enc_tensors = {
-            k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")
-        }
-        return cls(
-            learner,
-            items,
-            features=features,
-            encoder_config=meta["encoder"],
-            encoder_tensors=enc_tensors,
-            popularity=_item_array(tensors, "popularity", len(items), path),
-            # runs saved before fold-in existed have no offsets: all zero
-            item_offsets=(
-                _item_array(tensors, "item_offsets", len(items), path)
-                if "item_offsets" in tensors
-                else None
-            ),
-            rating_range=rating_range,
-            metadata=meta.get("metadata", {}),
-            cutpoints=(
-                None
-                if meta.get("rating_cutpoints") is None
-                else RatingCutpoints.from_dict(
-                    meta["rating_cutpoints"], source=str(path / "recommender.json")
-                )
-            ),
-        )
-
-
-def check_new_vectors(
-    vectors: object, ids: pd.Series, catalogue: torch.Tensor, where: str = "add_items"
-) -> np.ndarray:
-    """New items' LM vectors as float32 [len(ids), width], or a DataError naming the item
-    whose vector cannot be one: of another width, not numbers, NaN, or of a length no
-    vector of this encoder has (1e30 everywhere scored 1e28 on a 1-5 scale and topped
-    every list)."""
-    try:
-        arr = np.asarray(vectors, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: vectors: expected numbers, got {vectors!r:.60}") from None
-    want = (len(ids), catalogue.shape[1])
-    if arr.shape != want:
-        raise DataError(
-            f"{where}: vectors of shape {arr.shape}; expected {want} "
-            "(one row per new item, the encoder's width)"
-        )
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        item = ids.iloc[int(np.flatnonzero(bad)[0])]
-        raise DataError(f"{where}: the vector of item {item!r} holds NaN or infinite values")
-    norms = np.linalg.norm(arr, axis=1)
-    # a sentence encoder's vectors have length 1; an encoder's own outputs never stray
-    # 100 times past the longest in the catalogue
-    limit = 100.0 * max(float(catalogue.detach().norm(dim=1).max()), 1.0)
-    if (norms > limit).any():
-        row = int(np.flatnonzero(norms > limit)[0])
-        raise DataError(
-            f"{where}: the vector of item {ids.iloc[row]!r} has length {norms[row]:.3g}, "
-            f"beyond {limit:.3g}: not a vector of this run's encoder"
-        )
-    return arr.astype(np.float32)
-
-
-def check_features(user_features: object, where: str = "user_features") -> None:
-    if user_features is not None and not isinstance(user_features, Mapping):
-        raise DataError(
-            f"{where}: expected a mapping such as {{'age': 25}}, got {user_features!r:.60}"
-        )
-
-
-def check_rating_frame(ratings: object, rating_range: tuple[float, float], where: str) -> None:
-    """``ratings`` a DataFrame of user_id, item_id, rating (each column once) whose every
-    row has a user, an item and a rating on the scale, or a DataError naming the first
-    row that does not, by position, user and rating: training on a 9 of a 1-5 scale,
-    or a NaN, went on without a word (a NaN only to end as "training diverged")."""
-    ratings = check_frame(ratings, where, ("user_id", "item_id", "rating"))
-    twice = sorted({str(c) for c in ratings.columns[ratings.columns.duplicated()]})
-    if twice:  # which of the two is the rating? pandas would hand over both
-        raise DataError(f"{where}: column(s) {twice} appear more than once")
-    # compared as float32, the precision ratings are trained in: a rating clipped to the
-    # top of a continuous scale (4.7) and then stored as float32 reads a hair above it
-    lo, hi = np.float32(rating_range[0]), np.float32(rating_range[1])
-    values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float32)
-    # True is 1.0 to to_numeric: a flag, not a rating (only object columns mix them)
-    column = ratings["rating"]
-    flags = (
-        column.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-        if column.dtype == object
-        else np.full(len(column), pd.api.types.is_bool_dtype(column.dtype))
-    )
-    problems = (
-        (ratings["user_id"].isna().to_numpy(), "no user_id"),
-        (ratings["item_id"].isna().to_numpy(), "no item_id"),
-        (flags, "a boolean, not a rating"),
-        (~((values >= lo) & (values <= hi)), f"rating outside [{lo:g}, {hi:g}] or not a number"),
-    )
-    for bad, what in problems:
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            user, rating = (plain(ratings[c].iloc[row]) for c in ("user_id", "rating"))
-            raise DataError(f"{where}: row {row} (user_id {user!r}, rating {rating!r}): {what}")
-
-
-def check_readable_features(encoder: UserFeatureEncoder, user_features: object) -> None:
-    """:func:`check_features`, and every value of a key the model uses one it can read."""
-    check_features(user_features)
-    if user_features:
-        unreadable = encoder.problem(user_features, json_types=False)  # type: ignore[arg-type]
-        if unreadable is not None:
-            raise DataError(f"user_features: {unreadable}")
-
-
-def adapt_many_args(
-    histories: object, user_features: object
-) -> tuple[list[Any], list[Mapping[str, Any] | None]]:
-    """``adapt_many``'s arguments as lists of one entry a user, or a DataError saying
-    which is wrong: shared by a run and an ensemble, so both refuse alike."""
-    if (
-        histories is None
-        or isinstance(histories, (str, bytes, Mapping, pd.DataFrame))
-        or not isinstance(histories, Iterable)
-    ):
-        raise DataError(
-            f"adapt_many: expected a list of histories (one a user), got {histories!r:.60}"
-        )
-    histories = list(histories)  # a generator too
-    if user_features is None:
-        return histories, [None] * len(histories)
-    if isinstance(user_features, (str, bytes, Mapping)) or not isinstance(user_features, Iterable):
-        raise DataError(
-            f"user_features: expected one mapping (or None) a user, got {user_features!r:.60}"
-        )
-    rows = list(user_features)
-    for n, f in enumerate(rows):
-        check_features(f, f"user_features[{n}]")
-    if len(rows) != len(histories):
-        raise DataError(f"adapt_many: {len(histories)} histories but {len(rows)} feature rows")
-    return histories, rows
-
-
-def _read_items(path: Path) -> pd.DataFrame:
-    """``items.json`` as :meth:`Recommender.save` writes it: columns of text, one entry
-    per item in each. A hand-edited or damaged file is a ModelError naming the column
-    and entry (pandas said "All arrays must be of the same length", or read a number
-    as an id no request could name)."""
-    raw = load_json(path)
-    if not isinstance(raw, dict):
-        raise ModelError(f"{path}: expected an object of columns, got {type(raw).__name__}")
-    n = None
-    for col in ("item_id", "title", "text"):
-        values = raw.get(col)
-        if not isinstance(values, list):
-            raise ModelError(f"{path}: {col} must be a list, one entry per item (damaged?)")
-        if n is not None and len(values) != n:
-            raise ModelError(
-                f"{path}: {col} has {len(values)} entries, item_id {n} (damaged or edited?)"
-            )
-        n = len(values)
-        bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
-        if bad is not None:
-            raise ModelError(
-                f"{path}: {col}[{bad}] is {values[bad]!r:.40}, not text (damaged or edited?)"
-            )
-    # no request can name an empty id: it loaded, and the item surfaced later as an
-    # "unknown item" nobody asked for
-    blank = next((i for i, v in enumerate(raw["item_id"]) if not v.strip()), None)
-    if blank is not None:
-        raise ModelError(
-            f"{path}: item_id[{blank}] is {raw['item_id'][blank]!r}, an empty id "
-            "(damaged or edited?)"
-        )
-    items = pd.DataFrame(raw)
-    repeated = items["item_id"][items["item_id"].duplicated()]
-    if len(repeated):  # the second of two items with one id no request could reach
-        raise ModelError(f"{path}: item_id {repeated.iloc[0]!r} is repeated (damaged or edited?)")
-    return items
-
-
-def build_learner(
-    vectors: torch.Tensor, cfg: TrainConfig, features: UserFeatureEncoder, offset: float
-) -> MetaLearner:
-    model = PreferenceNet(vectors, cfg.model, features.cardinalities, offset=offset)
-    return MetaLearner(model, cfg)
-
-
-def _check_counts(meta: dict, n_items: int, dim: int, source: Path) -> None:
-    """The manifest's counts agree with the files they describe. They are written for
-    readers of the JSON, not read back; one that disagrees or is not a count means the
-    manifest was edited or belongs to another run, so it is refused rather than ignored."""
-    encoder = meta["encoder"]
-    for where, raw, actual in (
-        ("n_items", meta.get("n_items", n_items), n_items),
-        ("item_vector_dim", meta.get("item_vector_dim", dim), dim),
-        ("encoder.dim", encoder.get("dim", 1), None),
-    ):
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
-            raise ModelError(
-                f"{source}: {where}: expected a positive whole number, got {raw!r:.60}"
-            )
-        if actual is not None and raw != actual:
-            raise ModelError(f"{source}: {where} says {raw}; the run's files hold {actual}")
-
-
-def _item_array(
-    tensors: dict[str, torch.Tensor], name: str, n_items: int, path: Path
-) -> np.ndarray:
-    """One value per catalogue item from ``model.safetensors``, or a ModelError naming the
-    tensor: a popularity cut short was indexed past its end by the explanations
-    (IndexError) or, with --no-reasons, served without a word."""
-    source = path / "model.safetensors"
-    if name not in tensors:
-        raise ModelError(f"{source}: no tensor {name!r} (damaged or edited?)")
-    values = tensors[name]
-    if values.ndim != 1 or len(values) != n_items:
-        raise ModelError(
-            f"{source}: {name}: expected one value per item ({n_items}), got shape "
-            f"{tuple(values.shape)} (damaged or edited?)"
-        )
-    array = values.numpy()  # cast to float64 once, by the constructor
-    # popularity is a count of training ratings: a negative one (or a NaN in an integer
-    # tensor require_finite does not read) is no run's
-    if name == "popularity" and not (np.isfinite(array).all() and (array >= 0).all()):
-        bad = int(np.flatnonzero(~(np.isfinite(array) & (array >= 0)))[0])
-        raise ModelError(
-            f"{source}: popularity[{bad}] is {array[bad]:g}; expected a count of ratings, "
-            ">= 0 (damaged or edited?)"
-        )
-    return array
-
-
-def _rating_range(raw: Any, path: Path) -> tuple[float, float]:
-    ok = isinstance(raw, list) and len(raw) == 2
-    lo, hi = (float(raw[0]), float(raw[1])) if ok else (math.nan, math.nan)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-        raise ModelError(
-            f"{path / 'recommender.json'}: rating_range must be [low, high] with low <= high, "
-            f"got {raw!r}"
-        )
-    return lo, hi
 
 
 def _norm(text: str) -> str:

@@ -1,0 +1,184 @@
+"""Checks on what callers hand a recommender: histories, user features, ratings, vectors.
+
+Shared by a single run (:class:`~metarec.recommender.Recommender`), an ensemble
+(:mod:`metarec.ensemble_run`) and training (:mod:`metarec.pipeline`), so all of them
+refuse a bad argument with the same DataError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec.data.columns import check_frame, plain
+from metarec.data.features import UserFeatureEncoder
+from metarec.errors import DataError
+
+History: TypeAlias = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
+
+
+def history_pairs(
+    history: History | None,
+    rating_range: tuple[float, float],
+    resolve: Callable[[str | int], int],
+) -> list[tuple[int, float]]:
+    """A user's history as (catalogue index, rating) pairs, or a DataError naming the
+    entry that is no (item, rating) on the scale. ``resolve`` maps an id or title to
+    its catalogue index."""
+    if history is None:
+        return []
+    if isinstance(history, pd.DataFrame):
+        repeated = history.columns[history.columns.duplicated()]
+        twice = repeated.intersection(["item_id", "rating"])
+        if len(twice):  # history["rating"] would be a frame: "rating 'rating' not a number"
+            raise DataError(f"history has two columns named {twice[0]!r}; keep one")
+        missing = {"item_id", "rating"} - set(history.columns)
+        if missing:
+            raise DataError(f"history needs columns item_id and rating; missing {sorted(missing)}")
+        rows: Iterable[tuple[Any, Any]] = zip(history["item_id"], history["rating"], strict=True)
+    elif isinstance(history, Mapping):
+        rows = history.items()
+    elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
+        # iterating a string would read its characters as entries
+        raise DataError(
+            f"history: expected (item, rating) pairs, a mapping or a frame, got {history!r:.60}"
+        )
+    else:
+        rows = history
+    lo, hi = rating_range
+    pairs: dict[int, float] = {}
+    for n, row in enumerate(rows):
+        try:
+            key, value = row
+        except (TypeError, ValueError):
+            raise DataError(f"history entry {n}: expected (item, rating), got {row!r}") from None
+        try:
+            if isinstance(value, (bool, np.bool_)):  # True is 1.0 to float(); not a rating
+                raise TypeError
+            rating = float(value)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"history entry {n} ({key!r}): rating {value!r} is not a number"
+            ) from None
+        if not lo <= rating <= hi:  # NaN fails this too
+            raise DataError(
+                f"history entry {n} ({key!r}): rating {rating:g} is "
+                + ("not a number" if rating != rating else f"outside [{lo:g}, {hi:g}]")
+            )
+        pairs[resolve(key)] = rating  # a repeated item keeps its latest rating
+    return list(pairs.items())
+
+
+def check_new_vectors(
+    vectors: object, ids: pd.Series, catalogue: torch.Tensor, where: str = "add_items"
+) -> np.ndarray:
+    """New items' LM vectors as float32 [len(ids), width], or a DataError naming the item
+    whose vector cannot be one: of another width, not numbers, NaN, or of a length no
+    vector of this encoder has (1e30 everywhere scored 1e28 on a 1-5 scale and topped
+    every list)."""
+    try:
+        arr = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: vectors: expected numbers, got {vectors!r:.60}") from None
+    want = (len(ids), catalogue.shape[1])
+    if arr.shape != want:
+        raise DataError(
+            f"{where}: vectors of shape {arr.shape}; expected {want} "
+            "(one row per new item, the encoder's width)"
+        )
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        item = ids.iloc[int(np.flatnonzero(bad)[0])]
+        raise DataError(f"{where}: the vector of item {item!r} holds NaN or infinite values")
+    norms = np.linalg.norm(arr, axis=1)
+    # a sentence encoder's vectors have length 1; an encoder's own outputs never stray
+    # 100 times past the longest in the catalogue
+    limit = 100.0 * max(float(catalogue.detach().norm(dim=1).max()), 1.0)
+    if (norms > limit).any():
+        row = int(np.flatnonzero(norms > limit)[0])
+        raise DataError(
+            f"{where}: the vector of item {ids.iloc[row]!r} has length {norms[row]:.3g}, "
+            f"beyond {limit:.3g}: not a vector of this run's encoder"
+        )
+    return arr.astype(np.float32)
+
+
+def check_features(user_features: object, where: str = "user_features") -> None:
+    if user_features is not None and not isinstance(user_features, Mapping):
+        raise DataError(
+            f"{where}: expected a mapping such as {{'age': 25}}, got {user_features!r:.60}"
+        )
+
+
+def check_rating_frame(ratings: object, rating_range: tuple[float, float], where: str) -> None:
+    """``ratings`` a DataFrame of user_id, item_id, rating (each column once) whose every
+    row has a user, an item and a rating on the scale, or a DataError naming the first
+    row that does not, by position, user and rating: training on a 9 of a 1-5 scale,
+    or a NaN, went on without a word (a NaN only to end as "training diverged")."""
+    ratings = check_frame(ratings, where, ("user_id", "item_id", "rating"))
+    twice = sorted({str(c) for c in ratings.columns[ratings.columns.duplicated()]})
+    if twice:  # which of the two is the rating? pandas would hand over both
+        raise DataError(f"{where}: column(s) {twice} appear more than once")
+    # compared as float32, the precision ratings are trained in: a rating clipped to the
+    # top of a continuous scale (4.7) and then stored as float32 reads a hair above it
+    lo, hi = np.float32(rating_range[0]), np.float32(rating_range[1])
+    values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float32)
+    # True is 1.0 to to_numeric: a flag, not a rating (only object columns mix them)
+    column = ratings["rating"]
+    flags = (
+        column.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        if column.dtype == object
+        else np.full(len(column), pd.api.types.is_bool_dtype(column.dtype))
+    )
+    problems = (
+        (ratings["user_id"].isna().to_numpy(), "no user_id"),
+        (ratings["item_id"].isna().to_numpy(), "no item_id"),
+        (flags, "a boolean, not a rating"),
+        (~((values >= lo) & (values <= hi)), f"rating outside [{lo:g}, {hi:g}] or not a number"),
+    )
+    for bad, what in problems:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            user, rating = (plain(ratings[c].iloc[row]) for c in ("user_id", "rating"))
+            raise DataError(f"{where}: row {row} (user_id {user!r}, rating {rating!r}): {what}")
+
+
+def check_readable_features(encoder: UserFeatureEncoder, user_features: object) -> None:
+    """:func:`check_features`, and every value of a key the model uses one it can read."""
+    check_features(user_features)
+    if user_features:
+        unreadable = encoder.problem(user_features, json_types=False)  # type: ignore[arg-type]
+        if unreadable is not None:
+            raise DataError(f"user_features: {unreadable}")
+
+
+def adapt_many_args(
+    histories: object, user_features: object
+) -> tuple[list[Any], list[Mapping[str, Any] | None]]:
+    """``adapt_many``'s arguments as lists of one entry a user, or a DataError saying
+    which is wrong: shared by a run and an ensemble, so both refuse alike."""
+    if (
+        histories is None
+        or isinstance(histories, (str, bytes, Mapping, pd.DataFrame))
+        or not isinstance(histories, Iterable)
+    ):
+        raise DataError(
+            f"adapt_many: expected a list of histories (one a user), got {histories!r:.60}"
+        )
+    histories = list(histories)  # a generator too
+    if user_features is None:
+        return histories, [None] * len(histories)
+    if isinstance(user_features, (str, bytes, Mapping)) or not isinstance(user_features, Iterable):
+        raise DataError(
+            f"user_features: expected one mapping (or None) a user, got {user_features!r:.60}"
+        )
+    rows = list(user_features)
+    for n, f in enumerate(rows):
+        check_features(f, f"user_features[{n}]")
+    if len(rows) != len(histories):
+        raise DataError(f"adapt_many: {len(histories)} histories but {len(rows)} feature rows")
+    return histories, rows

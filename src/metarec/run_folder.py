@@ -1,0 +1,283 @@
+"""A :class:`~metarec.recommender.Recommender`'s run folder: writing and reading it.
+
+Layout::
+
+    RUN/
+      recommender.json     manifest: format version, config, user-feature vocabulary,
+                           encoder spec, rating range, counts, metadata, cutpoints
+      items.json           the catalogue's ids, titles and text, one list each
+      model.safetensors    the learner's state, popularity, fold-in offsets, encoder tensors
+
+Other files in the folder (metrics, the split) are left alone. Reading checks the files
+against each other: a damaged or hand-edited folder is refused with a ModelError that
+names the file and field rather than loaded into a model that misbehaves later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec.config import TrainConfig
+from metarec.data.features import UserFeatureEncoder
+from metarec.data.schema import check_like_threshold
+from metarec.data.spec import check_recorded
+from metarec.device import device_available, resolve_device
+from metarec.errors import ConfigError, DataError, ModelError
+from metarec.io import (
+    json_bytes,
+    load_json,
+    load_tensors,
+    nearest_existing,
+    require_finite,
+    save_tensors,
+    write_bytes_atomic,
+)
+from metarec.meta.learner import MetaLearner
+from metarec.models.cutpoints import RatingCutpoints
+from metarec.models.preference import PreferenceNet
+
+if TYPE_CHECKING:
+    # only for annotations: the recommender module imports this one
+    from metarec.recommender import Recommender
+
+FORMAT_VERSION = 1
+
+
+def write_run(rec: Recommender, directory: str | Path) -> Path:
+    """:meth:`Recommender.save`: everything that can refuse is checked before a byte is
+    written, and ``recommender.json`` is removed first and written last."""
+    if not isinstance(directory, (str, os.PathLike)) or not str(directory).strip():
+        # "" would be the working folder: a run spilled among whatever is there
+        raise DataError(f"save: expected a folder path, got {directory!r:.60}")
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out}: is a file; save needs a run folder")
+    above = nearest_existing(out.parent)
+    if not above.is_dir():
+        raise ModelError(f"{out}: {above} is a file; save needs a run folder")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "config": rec.cfg.to_dict(),
+        "features": rec.features.to_dict(),
+        "encoder": rec.encoder_config,
+        "rating_range": list(rec.rating_range),
+        "n_items": rec.n_items,
+        "item_vector_dim": int(rec.model.tower.item_vectors.shape[1]),
+        "metadata": rec.metadata,
+        "rating_cutpoints": None if rec.cutpoints is None else rec.cutpoints.to_dict(),
+    }
+    try:  # everything that can refuse is checked before a byte is written
+        manifest_bytes = json_bytes(manifest, strict=True)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(
+            f"{out}: not saved: metadata must be JSON (strings, numbers, lists, dicts): {exc}"
+        ) from None
+    items_bytes = json_bytes({c: rec.items[c].tolist() for c in ("item_id", "title", "text")})
+    tensors = {f"learner.{k}": v for k, v in rec.learner.state_dict().items()}
+    tensors["popularity"] = torch.as_tensor(rec.popularity)
+    tensors["item_offsets"] = torch.as_tensor(rec.item_offsets)
+    tensors.update({f"encoder.{k}": v for k, v in rec.encoder_tensors.items()})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recommender.json").unlink(missing_ok=True)
+        save_tensors(out / "model.safetensors", tensors)
+        write_bytes_atomic(out / "items.json", items_bytes)
+        write_bytes_atomic(out / "recommender.json", manifest_bytes)
+    except OSError as exc:  # read-only, full disk: the run is not there, and says where
+        raise ModelError(f"{out}: not saved: {exc.strerror or exc} ({exc.filename})") from None
+    return out
+
+
+def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommender:
+    """The run in ``path`` as a ``cls``. What this checks is a ModelError naming the file
+    and field; anything else (a missing key, a tensor of another shape) propagates for
+    :meth:`Recommender.load` to word. Call it from there only: the device warning's
+    stacklevel points at that frame, as it did when this was a method of the class."""
+    if not (path / "recommender.json").exists():
+        raise ModelError(f"{path}: not a metarec run (no recommender.json)")
+    meta = load_json(path / "recommender.json")
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path / 'recommender.json'}: not a JSON object")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"{path / 'recommender.json'}: format_version {meta.get('format_version')!r} "
+            f"is not {FORMAT_VERSION}"
+        )
+    for part in ("config", "features", "encoder", "metadata"):
+        if not isinstance(meta.get(part, {} if part == "metadata" else None), dict):
+            raise ModelError(
+                f"{path / 'recommender.json'}: {part}: expected an object, got "
+                f"{meta.get(part)!r:.60} (damaged or edited?)"
+            )
+    check_recorded(meta.get("metadata", {}), str(path / "recommender.json"))
+    try:
+        cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
+    except ConfigError as exc:  # the saved values, not the caller's: a damaged run
+        raise ModelError(str(exc)) from None
+    rating_range = _rating_range(meta.get("rating_range"), path)
+    if cfg.like_threshold is not None:
+        # training refuses a threshold off the scale; one edited in afterwards made
+        # every item unliked: precision 0 and NaN recall in evaluate, without a word
+        try:
+            check_like_threshold(cfg.like_threshold, rating_range, "like_threshold")
+        except ConfigError as exc:
+            raise ModelError(
+                f"{path / 'recommender.json'}: config.{exc} (damaged or edited?)"
+            ) from None
+    if device is not None:
+        cfg.device = device
+    elif not device_available(cfg.device):
+        # a run trained on a GPU server stays servable on a CPU machine; a device
+        # passed here is taken strictly instead
+        warnings.warn(
+            f"{path}: trained for device {cfg.device!r}, which this machine lacks; "
+            "loading it with device 'auto'",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        cfg.device = "auto"
+    items = _read_items(path / "items.json")
+    tensors = load_tensors(path / "model.safetensors")
+    require_finite(tensors, path / "model.safetensors")
+    state = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
+    vectors = state["model.tower.item_vectors"]
+    if len(items) != vectors.shape[0]:
+        raise ModelError(f"{path}: items.json has {len(items)} items, the model {vectors.shape[0]}")
+    _check_counts(meta, len(items), int(vectors.shape[1]), path / "recommender.json")
+    features = UserFeatureEncoder.from_dict(meta["features"], source=str(path / "recommender.json"))
+    learner = build_learner(vectors, cfg, features, offset=float(state["model.user.offset"]))
+    learner.load_state_dict(state)
+    learner.to(resolve_device(cfg.device))
+    enc_tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    return cls(
+        learner,
+        items,
+        features=features,
+        encoder_config=meta["encoder"],
+        encoder_tensors=enc_tensors,
+        popularity=_item_array(tensors, "popularity", len(items), path),
+        # runs saved before fold-in existed have no offsets: all zero
+        item_offsets=(
+            _item_array(tensors, "item_offsets", len(items), path)
+            if "item_offsets" in tensors
+            else None
+        ),
+        rating_range=rating_range,
+        metadata=meta.get("metadata", {}),
+        cutpoints=(
+            None
+            if meta.get("rating_cutpoints") is None
+            else RatingCutpoints.from_dict(
+                meta["rating_cutpoints"], source=str(path / "recommender.json")
+            )
+        ),
+    )
+
+
+def _read_items(path: Path) -> pd.DataFrame:
+    """``items.json`` as :meth:`Recommender.save` writes it: columns of text, one entry
+    per item in each. A hand-edited or damaged file is a ModelError naming the column
+    and entry (pandas said "All arrays must be of the same length", or read a number
+    as an id no request could name)."""
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: expected an object of columns, got {type(raw).__name__}")
+    n = None
+    for col in ("item_id", "title", "text"):
+        values = raw.get(col)
+        if not isinstance(values, list):
+            raise ModelError(f"{path}: {col} must be a list, one entry per item (damaged?)")
+        if n is not None and len(values) != n:
+            raise ModelError(
+                f"{path}: {col} has {len(values)} entries, item_id {n} (damaged or edited?)"
+            )
+        n = len(values)
+        bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if bad is not None:
+            raise ModelError(
+                f"{path}: {col}[{bad}] is {values[bad]!r:.40}, not text (damaged or edited?)"
+            )
+    # no request can name an empty id: it loaded, and the item surfaced later as an
+    # "unknown item" nobody asked for
+    blank = next((i for i, v in enumerate(raw["item_id"]) if not v.strip()), None)
+    if blank is not None:
+        raise ModelError(
+            f"{path}: item_id[{blank}] is {raw['item_id'][blank]!r}, an empty id "
+            "(damaged or edited?)"
+        )
+    items = pd.DataFrame(raw)
+    repeated = items["item_id"][items["item_id"].duplicated()]
+    if len(repeated):  # the second of two items with one id no request could reach
+        raise ModelError(f"{path}: item_id {repeated.iloc[0]!r} is repeated (damaged or edited?)")
+    return items
+
+
+def build_learner(
+    vectors: torch.Tensor, cfg: TrainConfig, features: UserFeatureEncoder, offset: float
+) -> MetaLearner:
+    model = PreferenceNet(vectors, cfg.model, features.cardinalities, offset=offset)
+    return MetaLearner(model, cfg)
+
+
+def _check_counts(meta: dict, n_items: int, dim: int, source: Path) -> None:
+    """The manifest's counts agree with the files they describe. They are written for
+    readers of the JSON, not read back; one that disagrees or is not a count means the
+    manifest was edited or belongs to another run, so it is refused rather than ignored."""
+    encoder = meta["encoder"]
+    for where, raw, actual in (
+        ("n_items", meta.get("n_items", n_items), n_items),
+        ("item_vector_dim", meta.get("item_vector_dim", dim), dim),
+        ("encoder.dim", encoder.get("dim", 1), None),
+    ):
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise ModelError(
+                f"{source}: {where}: expected a positive whole number, got {raw!r:.60}"
+            )
+        if actual is not None and raw != actual:
+            raise ModelError(f"{source}: {where} says {raw}; the run's files hold {actual}")
+
+
+def _item_array(
+    tensors: dict[str, torch.Tensor], name: str, n_items: int, path: Path
+) -> np.ndarray:
+    """One value per catalogue item from ``model.safetensors``, or a ModelError naming the
+    tensor: a popularity cut short was indexed past its end by the explanations
+    (IndexError) or, with --no-reasons, served without a word."""
+    source = path / "model.safetensors"
+    if name not in tensors:
+        raise ModelError(f"{source}: no tensor {name!r} (damaged or edited?)")
+    values = tensors[name]
+    if values.ndim != 1 or len(values) != n_items:
+        raise ModelError(
+            f"{source}: {name}: expected one value per item ({n_items}), got shape "
+            f"{tuple(values.shape)} (damaged or edited?)"
+        )
+    array = values.numpy()  # cast to float64 once, by the constructor
+    # popularity is a count of training ratings: a negative one (or a NaN in an integer
+    # tensor require_finite does not read) is no run's
+    if name == "popularity" and not (np.isfinite(array).all() and (array >= 0).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(array) & (array >= 0)))[0])
+        raise ModelError(
+            f"{source}: popularity[{bad}] is {array[bad]:g}; expected a count of ratings, "
+            ">= 0 (damaged or edited?)"
+        )
+    return array
+
+
+def _rating_range(raw: Any, path: Path) -> tuple[float, float]:
+    ok = isinstance(raw, list) and len(raw) == 2
+    lo, hi = (float(raw[0]), float(raw[1])) if ok else (math.nan, math.nan)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ModelError(
+            f"{path / 'recommender.json'}: rating_range must be [low, high] with low <= high, "
+            f"got {raw!r}"
+        )
+    return lo, hi
