@@ -1,4 +1,5 @@
-"""``metarec ensemble``, then ``metarec recommend`` on the folder it writes; bad folders.
+"""``metarec ensemble``, then ``metarec recommend`` on the folder it writes; bad folders;
+the loaded ensemble's Python API, which is a single run's.
 
 One small run (tfidf, one epoch, P1 split as ``metarec train`` saves it) is
 blended with peers fitted on its training users; ~20 s on 2 cores, so the
@@ -96,7 +97,7 @@ def test_ensemble_then_recommend(
 
     rec = load_run(ens, device="cpu")
     rec.add_items(pd.DataFrame({"item_id": ["new1"], "title": ["Space Robots (2024)"]}))
-    rec.ensemble.save(tmp_path / "grown")  # type: ignore[attr-defined]
+    rec.save(tmp_path / "grown")  # a run and an ensemble save alike
     again = load_run(tmp_path / "grown", device="cpu")
     assert again.n_items == rec.n_items and "new1" in again.item_index
 
@@ -130,6 +131,24 @@ def test_a_member_given_twice_is_refused_in_python_before_any_loading(
     ds = load_dataset("ml-100k", root=shared_data)
     with pytest.raises(ConfigError, match="seed"):
         fit_from_runs([str(tmp_path / "a")], ds, seed=-1)
+
+
+def test_fit_from_runs_names_an_unknown_peer_and_a_log_it_cannot_call(tmp_path: Path) -> None:
+    """A typo was told it "cannot be saved in an ensemble", as if it were a peer; a log
+    that is not a function was a raw TypeError once the runs had loaded."""
+    from metarec.ensemble_run import fit_from_runs
+    from metarec.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        fit_from_runs([tmp_path / "a"], None, peers=["popularity", "nope"])  # type: ignore[arg-type]
+    assert str(err.value) == (
+        "peers: unknown ['nope']; known peers for an ensemble: popularity, bias, knn, "
+        "episodic, stacked"
+    )
+    with pytest.raises(ConfigError, match=r"^peers: expected a list, got None"):
+        fit_from_runs([tmp_path / "a"], None, peers=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^log: expected a function .* or None, got 3"):
+        fit_from_runs([tmp_path / "a"], None, log=3)  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
@@ -193,6 +212,10 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
 
     with pytest.raises(ConfigError, match=r"^peers: \['als'\] cannot be saved"):
         fit_from_runs([run], None, peers=["als"])  # type: ignore[arg-type]
+    assert main(["ensemble", str(run), "--peers", "popularity,nope", "--out", str(out)]) == 2
+    assert "--peers: unknown ['nope']; known peers for an ensemble: popularity," in (
+        _error_line(capsys.readouterr().err)
+    )
     assert main(["ensemble", str(run), "--mode", "rating", "--out", str(out)]) == 2
     assert "rating mode" in _error_line(capsys.readouterr().err)
     assert main(["ensemble", str(run), "--max-items", "0", "--out", str(out)]) == 2
@@ -340,3 +363,110 @@ def test_runs_of_several_seeds_with_one_split_seed_blend(
     other = [runs[0], str(tmp_path / "seed3")]
     assert main(["ensemble", *other, "--peers", "popularity", "--out", str(tmp_path / "x")]) == 2
     assert "--split-seed" in _error_line(capsys.readouterr().err)
+
+
+# -- the Python API of a loaded ensemble: what a single run's Recommender offers ------
+@pytest.fixture(scope="module")
+def ens_dir(run: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small run blended with popularity, saved."""
+    from metarec.ensemble_run import fit_from_runs
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    ens = fit_from_runs([run], ds, peers=["popularity"], buckets=(0, 1, 5), log=lambda _: None)
+    return ens.save(tmp_path_factory.mktemp("ens") / "ens")
+
+
+@pytest.mark.slow
+def test_fit_from_runs_with_log_none_prints_nothing(
+    run: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.ensemble_run import fit_from_runs
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    ens = fit_from_runs([run], ds, peers=[], buckets=(0,), log=None)  # was a TypeError
+    assert list(ens.members) == [run.name]
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+def test_an_ensemble_scores_only_the_users_it_adapted(ens_dir: Path) -> None:
+    """Two loads of one ensemble given different new items have catalogues of one size:
+    the other's state was scored as its own, its seen index hiding the wrong item."""
+    import pandas as pd
+
+    from metarec.ensemble_run import load_run
+    from metarec.errors import DataError
+
+    a, b, fresh = (load_run(ens_dir, device="cpu") for _ in range(3))
+    a.add_items(pd.DataFrame({"item_id": ["n1"], "title": ["Space Robots (2024)"]}))
+    b.add_items(pd.DataFrame({"item_id": ["n2"], "title": ["Garden Ghosts (2024)"]}))
+    user = a.adapt([("n1", 5.0)])
+    for other in (b, fresh):  # fresh: a catalogue one item short of the state's
+        with pytest.raises(DataError, match=r"^user: this state was adapted by another model"):
+            other.score(user)
+        with pytest.raises(DataError, match="adapted by another model"):
+            other.recommend(user, k=3)
+    scores = a.score(user)
+    scores[:] = 0.0  # the caller's copy: the state keeps what it was adapted to
+    assert np.count_nonzero(a.score(user)) > 0
+    assert "n1" not in a.recommend(user, k=5)["item_id"].tolist()
+
+
+@pytest.mark.slow
+def test_an_ensemble_offers_a_runs_python_api(ens_dir: Path, tmp_path: Path) -> None:
+    """Each method a Recommender has is blended, taken from the primary member, or
+    refused with the reason; never an AttributeError."""
+    import pandas as pd
+
+    from metarec.data.tasks import Task
+    from metarec.ensemble_run import EnsembleRecommender, load_run
+    from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
+
+    rec = load_run(ens_dir, device="cpu")
+    assert isinstance(rec, EnsembleRecommender)
+    ids = rec.items["item_id"].tolist()
+    support, ratings = np.array([0, 1]), np.array([5.0, 3.0], dtype=np.float32)
+    task = Task(0, support, ratings, np.array([2, 3]), np.array([4.0, 4.0], dtype=np.float32))
+
+    # the blend over tasks is the blend over an adapted user
+    scores = rec.score_catalogue([task])
+    assert scores.shape == (1, rec.n_items)
+    np.testing.assert_allclose(scores[0], rec.score(rec.adapt([(ids[0], 5.0), (ids[1], 3.0)])))
+    assert rec.score_catalogue([]).shape == (0, rec.n_items)
+    [pred] = rec.predict_tasks([task])
+    np.testing.assert_allclose(pred, scores[0, [2, 3]], rtol=1e-6)
+    chunked = rec.predict_tasks([task] * 3, batch_size=2)
+    assert len(chunked) == 3 and all(np.allclose(p, pred) for p in chunked)
+    users = pd.DataFrame({"user_id": ["x"], "age": [30], "gender": ["F"]})
+    assert rec.score_catalogue([task], users).shape == (1, rec.n_items)
+    with pytest.raises(UnsupportedError, match="users: an ensemble's members read user"):
+        rec.predict_tasks([task], np.zeros((1, 3), dtype=np.int64))  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="users: expected a DataFrame with a user_id column"):
+        rec.score_catalogue([task], users.drop(columns="user_id"))
+    with pytest.raises(ConfigError, match="batch_size: must be a whole number >= 1, got 0"):
+        rec.predict_tasks([task], batch_size=0)
+    with pytest.raises(DataError, match="task 0: support item 5000 is not in"):
+        rec.score_catalogue([Task.support_only([5000], [5.0])])
+
+    # from the primary member
+    assert rec.features is rec.primary.features
+    new = pd.DataFrame({"item_id": ["n1"], "title": ["Space Robots (2024)"]})
+    assert rec.prepare_items(new)["text"].str.strip().ne("").all()
+    with pytest.raises(DataError, match="already in the catalogue"):
+        rec.prepare_items(pd.DataFrame({"item_id": [ids[0]], "title": ["X"]}))
+
+    # refused, saying why and what to do instead (as the service's fold-in does)
+    with pytest.raises(UnsupportedError, match="fold-in corrects one run's item biases"):
+        rec.fold_in_items(pd.DataFrame({"user_id": ["a"], "item_id": ["1"], "rating": [5]}))
+
+    # saved as `metarec ensemble` saves it, items added since included
+    rec.add_items(new)
+    history = [("n1", 5.0), (ids[0], 4.0)]
+    saved = rec.save(tmp_path / "copy")
+    again = EnsembleRecommender.load(saved, device="cpu")
+    assert again.n_items == rec.n_items and again.metadata == rec.metadata
+    np.testing.assert_allclose(again.score(again.adapt(history)), rec.score(rec.adapt(history)))
+    with pytest.raises(ModelError, match="is not an ensemble folder; not replacing it"):
+        rec.save(ens_dir.parent)  # a folder of other things is never replaced
+    with pytest.raises(ConfigError, match="directory: expected a folder's path"):
+        rec.save(None)  # type: ignore[arg-type]

@@ -1,11 +1,10 @@
 """A saved ensemble used where a single run is: ``metarec recommend`` and ``metarec serve``.
 
 :class:`EnsembleRecommender` gives a loaded :class:`~metarec.models.ensemble.Ensemble`
-the part of :class:`~metarec.recommender.Recommender`'s interface that the CLI,
-the explanations and the service use (``adapt``, ``adapt_many``, ``top``,
-``recommend``, ``score``, ``add_items``, ``items``, ``item_index``, ...). The
-catalogue, the encoder, the rating range and the LM vectors that explanations
-read come from the *primary* member: the first metarec model of the ensemble.
+:class:`~metarec.recommender.Recommender`'s interface (see the class for the few
+methods it refuses). The catalogue, the encoder, the user features, the rating
+range and the LM vectors that explanations read come from the *primary* member:
+the first metarec model of the ensemble.
 
 What an adapted user holds: the blended catalogue scores (one float per item)
 besides the history. Members are adapted when the user is, all users of a
@@ -19,6 +18,7 @@ ensemble from trained runs (what ``metarec ensemble`` does).
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from metarec.inputs import (
     check_new_vectors,
     check_readable_features,
 )
+from metarec.models.base import check_tasks, check_whole
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import is_ensemble_dir, load_recommender
@@ -49,9 +50,32 @@ class EnsembleUserState(UserState):
 
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     features: Mapping[str, Any] | None = None
+    # which EnsembleRecommender adapted it: another's blended scores, or its seen
+    # indices read in another catalogue of the same size, would pass for this one's
+    adapted_by: str = ""
 
 
 class EnsembleRecommender(TopK):
+    """A saved ensemble with :class:`~metarec.recommender.Recommender`'s interface.
+
+    Blended, as a single run does it: :meth:`adapt`, :meth:`adapt_many`, :meth:`score`,
+    :meth:`top`, :meth:`recommend`, :meth:`median_ratings` (rating ensembles),
+    :meth:`predict_tasks` and :meth:`score_catalogue` (users as a frame of ``user_id``
+    and feature columns; the members read features by name, not a run's codes),
+    :meth:`add_items` (every member or none), :meth:`save` and :meth:`load` (an
+    ensemble folder, as ``metarec ensemble`` writes it).
+
+    From the primary member: ``items``, ``item_index``, :meth:`resolve`,
+    :meth:`prepare_items`, :meth:`encoder`, ``features``, ``rating_range``,
+    ``popularity``, ``model``, ``cfg``.
+
+    Refused (:class:`UnsupportedError`): :meth:`fold_in_items` (one run's item
+    biases; an ensemble is updated by retraining its members) and adapting with
+    ``steps`` (each member adapts with its own). Per-member state (``learner``,
+    ``item_offsets``, ``encoder_config``) is each run's: :meth:`metarec_members`.
+    A user state works only with the ensemble object that adapted it.
+    """
+
     def __init__(self, ensemble: Ensemble, path: Path | None = None) -> None:
         names = [n for n, m in ensemble.members.items() if isinstance(m, MetaModel)]
         if not names:
@@ -63,6 +87,31 @@ class EnsembleRecommender(TopK):
         self.primary_name = names[0]
         self.metadata: dict[str, Any] = dict(ensemble.metadata)
         self.cutpoints = ensemble.cutpoints  # the blend's own (rating ensembles only)
+        # stamped on every state this object adapts (see EnsembleUserState.adapted_by)
+        self._key = uuid.uuid4().hex
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | None = None) -> EnsembleRecommender:
+        """The ensemble saved in ``directory`` (:func:`load_run` opens a run folder too)."""
+        if not isinstance(directory, str | os.PathLike):
+            raise ConfigError(
+                f"directory: expected an ensemble folder's path, got {type(directory).__name__}"
+            )
+        p = Path(directory)
+        if run_kind(p) != "ensemble":
+            raise ModelError(f"{p}: a run folder, not an ensemble; open it with load_run")
+        return cls(Ensemble.load(p, device=device), p)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the ensemble folder (manifest + members) atomically, as ``metarec
+        ensemble`` does: one that :meth:`load`, ``recommend`` and ``serve`` open. Items
+        added since loading are saved with every member."""
+        if not isinstance(directory, str | os.PathLike):
+            raise ConfigError(
+                f"directory: expected a folder's path, got {type(directory).__name__}"
+            )
+        # save_ensemble refuses to replace anything but an ensemble folder
+        return self.ensemble.save(directory, metadata=self.metadata)
 
     # -- what comes from the primary member ------------------------------------
     @property
@@ -101,6 +150,11 @@ class EnsembleRecommender(TopK):
         return self.primary.cfg
 
     @property
+    def features(self) -> Any:
+        """The primary's user-feature encoder: what :meth:`adapt` checks features with."""
+        return self.primary.features
+
+    @property
     def n_items(self) -> int:
         return self.ensemble.n_items
 
@@ -112,6 +166,11 @@ class EnsembleRecommender(TopK):
 
     def encoder(self) -> Any:
         return self.primary.encoder()
+
+    def prepare_items(self, items: pd.DataFrame, text: Any = None) -> pd.DataFrame:
+        """New items checked against the catalogue, their text built as
+        :meth:`add_items` encodes it (see :meth:`Recommender.prepare_items`)."""
+        return self.primary.prepare_items(items, text)
 
     # -- adaptation and scoring --------------------------------------------------
     def adapt(
@@ -146,6 +205,7 @@ class EnsembleRecommender(TopK):
                 n_ratings=len(p),
                 history=p,
                 features=f,
+                adapted_by=self._key,
             )
             for p, f in zip(pairs, rows, strict=True)
         ]
@@ -172,17 +232,83 @@ class EnsembleRecommender(TopK):
             s.scores = row.astype(np.float64)
 
     def score(self, user: UserState, items: Sequence[str | int] | None = None) -> np.ndarray:
+        state = self._check_user(user)
+        if len(state.scores) != self.n_items:  # the catalogue grew since: adapt anew
+            self._score_states([state])
+        items = item_keys(items, "items")
+        if items is None:
+            return state.scores.copy()  # the caller's to change; the state's stay as adapted
+        return state.scores[[self.resolve(i) for i in items]]
+
+    def _check_user(self, user: object) -> EnsembleUserState:
         if not isinstance(user, EnsembleUserState):
             raise DataError(
                 f"user: expected the state this ensemble's adapt() returns, got "
                 f"{type(user).__name__}"
             )
-        if len(user.scores) != self.n_items:  # the catalogue grew since: adapt anew
-            self._score_states([user])
-        items = item_keys(items, "items")
-        if items is None:
-            return user.scores
-        return user.scores[[self.resolve(i) for i in items]]
+        if user.adapted_by != self._key:
+            # as Recommender._check_user refuses another model's state
+            raise DataError(
+                "user: this state was adapted by another model (another ensemble, or this "
+                "one loaded again); adapt the user with this ensemble"
+            )
+        return user
+
+    def _user_rows(self, users: object, where: str) -> pd.DataFrame | None:
+        if users is None or (isinstance(users, pd.DataFrame) and "user_id" in users.columns):
+            return users
+        if isinstance(users, np.ndarray | torch.Tensor):
+            raise UnsupportedError(
+                f"{where}: users: an ensemble's members read user features by name; give a "
+                "frame of user_id and feature columns (one row a task), not encoded codes"
+            )
+        got = (
+            f"a DataFrame without one (columns {list(users.columns)[:8]})"
+            if isinstance(users, pd.DataFrame)
+            else type(users).__name__
+        )
+        raise DataError(
+            f"{where}: users: expected a DataFrame with a user_id column (one row a task) or "
+            f"None, got {got}"
+        )
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Blended scores [len(tasks), n_items] after every member adapts to each
+        task's support set (:meth:`Ensemble.score_catalogue`)."""
+        rows = self._user_rows(users, "score_catalogue")
+        check_tasks(tasks, self.n_items, rows, "score_catalogue")
+        if not len(tasks):  # the shape a single run returns for no tasks
+            return np.zeros((0, self.n_items), dtype=np.float32)
+        return self.ensemble.score_catalogue(list(tasks), rows)
+
+    def predict_tasks(
+        self,
+        tasks: Sequence[Task],
+        user_features: pd.DataFrame | None = None,
+        batch_size: int = 256,
+    ) -> list[np.ndarray]:
+        """Blended query-set predictions after adapting on each task's support set
+        (:meth:`Ensemble.predict_tasks`): ratings for a rating ensemble, blended
+        standardised scores for a ranking one."""
+        rows = self._user_rows(user_features, "predict_tasks")
+        size = check_whole(batch_size, "predict_tasks: batch_size", 1)
+        check_tasks(tasks, self.n_items, rows, "predict_tasks")
+        out: list[np.ndarray] = []
+        for lo in range(0, len(tasks), size):  # every member scores a chunk at a time
+            chunk = list(tasks[lo : lo + size])
+            part = None if rows is None else rows.iloc[lo : lo + len(chunk)]
+            out.extend(self.ensemble.predict_tasks(chunk, part))
+        return out
+
+    def fold_in_items(self, ratings: pd.DataFrame) -> dict[str, Any]:
+        """Refused: see the class notes (the service's fold-in refuses an ensemble too)."""
+        raise UnsupportedError(
+            "fold_in_items: fold-in corrects one run's item biases; an ensemble is updated "
+            "by retraining its members: train the runs on data with the new ratings and "
+            "build the ensemble again (`metarec ensemble`)"
+        )
 
     # -- growing the catalogue ---------------------------------------------------
     def check_items(self) -> None:
@@ -341,7 +467,7 @@ def fit_from_runs(
     buckets: Sequence[int] | None = None,
     seed: int = 0,
     device: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = print,
     progress: bool = False,
     max_items: int | None = None,
     max_episodes: int | None = None,
@@ -351,27 +477,35 @@ def fit_from_runs(
     ``progress``: bars over the episodic ridge's and the stacked ranker's fits;
     ``max_items``: fit those two on that many of the most rated items only
     (:mod:`metarec.models.universe`), for catalogues too large for their dense fits;
-    ``max_episodes``: the stacked ranker's trees on that many training episodes a bag."""
+    ``max_episodes``: the stacked ranker's trees on that many training episodes a bag;
+    ``log``: where the progress lines go (None: nowhere)."""
     from metarec.catalogue import Catalogue
     from metarec.data.cleaning import require_dataset
     from metarec.models.base import ScoringModel, TrainingData, check_seed
     from metarec.models.ensemble import DEFAULT_BUCKETS
     from metarec.models.persist import RANKERS, SAVEABLE, make_ranker
-    from metarec.peers import make_peer
+    from metarec.peers import PEERS, make_peer
 
     for what, names in (("runs", runs), ("peers", peers)):
         if isinstance(names, str | bytes | Path):  # "run" read letter by letter: "r" twice
             raise ConfigError(f"{what}: expected a list, got {names!r:.60}; write [{names!r:.60}]")
+        if not isinstance(names, Sequence):  # None was a raw TypeError
+            raise ConfigError(f"{what}: expected a list, got {names!r:.60}")
+    if log is None:
+        log = _quiet
+    elif not callable(log):  # found only after the runs loaded, as a raw TypeError
+        raise ConfigError(f"log: expected a function of one line of text or None, got {log!r:.60}")
     if not runs:
         raise ConfigError("ensemble: give at least one run folder")
+    usable = ", ".join(s for s in SAVEABLE if s != "metarec")
+    unknown = [p for p in peers if not isinstance(p, str) or (p not in PEERS and p not in RANKERS)]
+    if unknown:  # a typo was told it "cannot be saved", as if the name were a peer
+        raise ConfigError(f"peers: unknown {unknown}; known peers for an ensemble: {usable}")
     folders = [Path(r) for r in runs]  # given as text too, as load_run takes them
     check_members(folders, peers)
     unsaveable = [p for p in peers if p not in SAVEABLE]
     if unsaveable:  # before the slow part
-        raise ConfigError(
-            f"peers: {unsaveable} cannot be saved in an ensemble; "
-            f"use {', '.join(s for s in SAVEABLE if s != 'metarec')}"
-        )
+        raise ConfigError(f"peers: {unsaveable} cannot be saved in an ensemble; use {usable}")
     require_dataset(ds)
     check_seed(seed)  # before the runs load and the peers fit, not after
     members: dict[str, ScoringModel] = {}
@@ -457,6 +591,10 @@ def fit_from_runs(
         "data_spec": primary.metadata.get("data_spec"),
     }
     return ens
+
+
+def _quiet(line: str) -> None:
+    """``log=None``: the progress lines go nowhere."""
 
 
 def format_weights(ens: Ensemble) -> str:
