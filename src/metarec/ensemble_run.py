@@ -43,6 +43,14 @@ from metarec.models.persist import is_ensemble_dir, load_recommender
 from metarec.ranking import TopK, item_keys
 from metarec.recommender import Recommender, UserState
 
+# the service's fold-in says the same: `metarec retrain` runs cannot be blended
+# (fit_from_runs refuses them), so retraining the members is not the way
+ENSEMBLE_FOLD_IN = (
+    "fold-in corrects one run's item biases; an ensemble is updated by retraining its "
+    "members: train the runs on data with the new ratings and build the ensemble again "
+    "(`metarec ensemble`)"
+)
+
 
 @dataclass
 class EnsembleUserState(UserState):
@@ -304,11 +312,7 @@ class EnsembleRecommender(TopK):
 
     def fold_in_items(self, ratings: pd.DataFrame) -> dict[str, Any]:
         """Refused: see the class notes (the service's fold-in refuses an ensemble too)."""
-        raise UnsupportedError(
-            "fold_in_items: fold-in corrects one run's item biases; an ensemble is updated "
-            "by retraining its members: train the runs on data with the new ratings and "
-            "build the ensemble again (`metarec ensemble`)"
-        )
+        raise UnsupportedError(f"fold_in_items: {ENSEMBLE_FOLD_IN}")
 
     # -- growing the catalogue ---------------------------------------------------
     def check_items(self) -> None:

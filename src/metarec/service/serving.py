@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeGuard
 import numpy as np
 from sqlalchemy.exc import DatabaseError
 
-from metarec.ensemble_run import EnsembleRecommender, ServedModel, load_run
+from metarec.ensemble_run import ENSEMBLE_FOLD_IN, EnsembleRecommender, ServedModel, load_run
 from metarec.errors import DataError, MetarecError, ModelError, UnsupportedError
 from metarec.explain import display_titles, explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
@@ -457,10 +457,7 @@ class ModelHolder:
             served = self.current
             rec = served.rec
             if not isinstance(rec, Recommender):
-                raise UnsupportedError(
-                    "fold-in corrects one run's item biases; an ensemble is updated by "
-                    "`metarec retrain` of its members"
-                )
+                raise UnsupportedError(ENSEMBLE_FOLD_IN)
             upto = self.store.last_event_id()  # what every process then learns from
             with served.lock.write(), TORCH_LOCK:
                 summary = self._fold_in(rec, upto)
