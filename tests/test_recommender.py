@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import torch
 
 from metarec.config import TrainConfig
 from metarec.data import load_dataset
+from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, ModelError, UnknownItemError
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 from metarec.recommender import Recommender
@@ -68,6 +72,12 @@ def test_unknown_title_lists_close_matches(fitted: Recommender) -> None:
         ([("Toy Story (1995)",)], "expected (item, rating)"),
         ([("Toy Story (1995)", float("nan"))], "rating nan is not a number"),
         ("Toy Story (1995)", "expected (item, rating) pairs"),  # not read letter by letter
+        # looked up as the titles 'None', 'True', 'nan': "unknown item 'None'; close
+        # matches: 'Nixon (1995)'"
+        ([(None, 5)], "item None: an item is named by its id or title (text or a number)"),
+        ([(True, 5)], "item True: an item is named by its id or title"),
+        ([(float("nan"), 5)], "item nan: an item is named by its id or title"),
+        ([(b"1", 5)], "not bytes"),
     ],
 )
 def test_bad_history_is_rejected(fitted: Recommender, history: list, needle: str) -> None:
@@ -113,12 +123,31 @@ def test_user_features_the_model_cannot_read_are_named(
 ) -> None:
     # each was read as "unknown" without a word: text that is no number where the model
     # bins numbers, a list where one value belongs
+    from metarec.data.tasks import Task
+
+    task = Task.support_only([0], np.array([5.0], np.float32))
     for features, needle in [
-        ({"age": "twenty"}, "user_features: age: must be a number or null (got 'twenty')"),
-        ({"gender": ["F"]}, "user_features: gender: must be a number, a string or null"),
+        ({"age": "twenty"}, "age: must be a number or null (got 'twenty')"),
+        ({"gender": ["F"]}, "gender: must be a number, a string or null"),
+        # True was read as age 1, infinity as the top age bin
+        ({"age": True}, "age: must be a number or null (got True)"),
+        ({"age": float("inf")}, "age: must be a finite number or null (got inf)"),
+        ({"age": "-inf"}, "age: must be a finite number or null (got '-inf')"),
     ]:
-        with pytest.raises(DataError, match=re.escape(needle)):
+        with pytest.raises(DataError, match=re.escape(f"user_features: {needle}")):
             fitted.adapt([("1", 5)], user_features=features)
+        # the other paths coded each "unknown" without a word: the same check refuses
+        # it, naming the row
+        with pytest.raises(DataError, match=re.escape(f"user_features[1]: {needle}")):
+            fitted.adapt_many([[("1", 5)], [("2", 4)]], [{}, features])
+        frame = pd.DataFrame({"user_id": ["u"], **{k: [v] for k, v in features.items()}})
+        for score, where in [
+            (fitted.predict_tasks, "user_features"),
+            (fitted.score_catalogue, "users"),
+        ]:
+            row_needle = f"{where}: row 0 (user_id 'u'): {needle}"
+            with pytest.raises(DataError, match=re.escape(row_needle)):
+                score([task], frame)
     # what stays readable: a row of the users table as it is (its id, ages as text, as
     # ml-100k stores them), an unseen category, missing values of every kind, numpy types
     row = load_dataset("ml-100k", root=shared_data).users.iloc[0].to_dict()
@@ -138,6 +167,17 @@ def test_user_features_the_model_cannot_read_are_named(
         state = fitted.adapt([("1", 5)], user_features=features)
         alone = fitted.adapt_many([[("1", 5)]], [features])[0]
         assert torch.equal(state.user_features, alone.user_features)
+    # the users table itself (ages as text, an unseen category, a user without a row)
+    # reads as it did, and a task's codes follow its row, whatever the user_id
+    users = load_dataset("ml-100k", root=shared_data).users.head(3).copy()
+    users.loc[users.index[1], "occupation"] = "astronaut"
+    users.loc[users.index[2], ["age", "gender", "occupation"]] = pd.NA
+    users["user_id"] = "same"
+    rows = [users.iloc[i].to_dict() for i in range(3)]
+    codes = fitted._codes(users, 3, "users").cpu().numpy()
+    expected = np.stack([fitted.features.encode_one(r) for r in rows])
+    np.testing.assert_array_equal(codes, expected)
+    assert codes[0].all() and codes[1, 2] == 0 and not codes[2].any()
     twice = pd.DataFrame([["1", 5, 3]], columns=["item_id", "rating", "rating"])
     with pytest.raises(DataError, match="history has two columns named 'rating'; keep one"):
         fitted.adapt(twice)
@@ -487,8 +527,19 @@ def test_fold_in_items_learns_new_items_from_first_ratings(
     np.testing.assert_array_equal(again.item_offsets, rec.item_offsets)
     np.testing.assert_allclose(again.score(again.adapt(history), ["loved", "hated"]), after)
     # a second call recomputes from what it is given rather than stacking offsets
-    rec.fold_in_items(pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing dropped: no warning
+        rec.fold_in_items(pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]))
     np.testing.assert_allclose(rec.item_offsets, again.item_offsets, atol=1e-12)
+    # from scratch: items no row rates get 0, and the loss is never silent
+    only_loved = pd.DataFrame([r for r in rows if r[1] != "hated"],
+                              columns=["user_id", "item_id", "rating"])  # fmt: skip
+    with pytest.warns(RuntimeWarning, match=r"1 item\(s\) with an offset .*\['hated'\]"):
+        rec.fold_in_items(only_loved)
+    assert rec.item_offsets[hated] == 0 and rec.item_offsets[loved] > 0.5
+    with pytest.warns(RuntimeWarning, match=r"\['loved'\]; offsets are recomputed"):
+        rec.fold_in_items(only_loved.iloc[:0])
+    assert not rec.item_offsets.any()
 
 
 def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommender) -> None:
@@ -600,6 +651,19 @@ def test_add_items_refuses_bad_ids_and_vectors(fitted: Recommender) -> None:
     assert fitted.n_items == n
 
 
+def test_only_new_items_without_text_get_it_built(fitted: Recommender) -> None:
+    from metarec.pipeline import ensure_text
+
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["X", "Y", "Z"],
+                          "text": ["full text", np.nan, "  "]})  # fmt: skip
+    # one missing text rebuilt every row's: item a was encoded as "X."
+    assert fitted.prepare_items(items)["text"].tolist() == ["full text", "Y.", "Z."]
+    assert ensure_text(items)["text"].tolist() == ["full text", "Y.", "Z."]
+    twice = pd.DataFrame([["a", "X", "Y"]], columns=["item_id", "title", "title"])
+    with pytest.raises(DataError, match=re.escape("add_items: column(s) ['title'] appear")):
+        fitted.add_items(twice)  # pandas' AttributeError: no attribute 'dtype'
+
+
 def test_new_items_text_is_built_with_the_runs_text_columns(fitted: Recommender) -> None:
     # what `metarec train --text-cols ...` records; `text`, an items file's own text
     # column, is no column of a new item's: its `text` is the whole text, built if absent
@@ -633,6 +697,99 @@ def test_implicit_scores_do_not_depend_on_who_shares_the_batch(shared_data: Path
     alone = rec.score(rec.adapt(history))
     with_others = rec.score(rec.adapt_many([[("300", 4), ("7", 2)], history])[-1])
     np.testing.assert_allclose(alone, with_others, rtol=1e-5, atol=1e-6)
+
+
+def _task() -> Task:
+    return Task(0, np.array([0, 1]), np.array([5.0, 3.0], np.float32), np.array([2, 3]),
+                np.array([4.0, 4.0], np.float32))  # fmt: skip
+
+
+def _codes(rec: Recommender, shift: float = 0) -> np.ndarray:
+    return np.zeros((1, len(rec.features.columns))) + shift
+
+
+@pytest.mark.parametrize(
+    "call, error, needle",
+    [
+        # 100 and -50 stars moved the user's model as no rating can (17.1 on 1-5 stars)
+        (lambda r: r.predict_tasks([replace(_task(), support_ratings=np.array([100.0, -50.0]))]),
+         DataError, "predict_tasks: task 0: support rating 100 is off the model's scale [1, 5]"),
+        (lambda r: r.score_catalogue([replace(_task(), support_ratings=np.array([5.0, 0.0]))]),
+         DataError, "score_catalogue: task 0: support rating 0 is off the model's scale"),
+        # -1 returned [] without a word, 0 and 1.5 were range()'s errors
+        (lambda r: r.predict_tasks([_task()], batch_size=-1), ConfigError,
+         "predict_tasks: batch_size: must be a whole number >= 1, got -1"),
+        (lambda r: r.predict_tasks([_task()], batch_size=0), ConfigError, "got 0"),
+        (lambda r: r.predict_tasks([_task()], batch_size=1.5), ConfigError, "got 1.5"),
+        # codes past an embedding's rows were torch's IndexError; 1.9 was cut to 1
+        (lambda r: r.predict_tasks([_task()], _codes(r, 999)), DataError,
+         "user_features: row 0: age code 999.0 is not a whole number in [0, "),
+        (lambda r: r.score_catalogue([_task()], _codes(r, -1)), DataError,
+         "users: row 0: age code -1.0 is not"),
+        (lambda r: r.score_catalogue([_task()], _codes(r, 1.9)), DataError, "code 1.9 is not"),
+        (lambda r: r.score_catalogue([_task()], _codes(r).astype(bool)), DataError,
+         "feature codes must be whole numbers, got bool"),
+        # a users table without its user_id column was pandas' KeyError
+        (lambda r: r.predict_tasks([_task()], pd.DataFrame({"age": [20]})), DataError,
+         "user_features: a users table needs a user_id column"),
+        (lambda r: r.score_catalogue(
+            [_task()], pd.DataFrame([["u", 20, 30]], columns=["user_id", "age", "age"])),
+         DataError, "users: column(s) ['age'] appear more than once"),
+    ],
+)  # fmt: skip
+def test_tasks_and_feature_codes_the_model_cannot_read_are_refused(
+    fitted: Recommender, call: Callable[[Recommender], object], error: type, needle: str
+) -> None:
+    assert fitted.features.columns[0] == "age"
+    with pytest.raises(error, match=re.escape(needle)):
+        call(fitted)
+
+
+def test_whole_feature_codes_and_batches_of_one_read(fitted: Recommender) -> None:
+    codes = np.ones((2, len(fitted.features.columns)))  # floats, but whole
+    one = fitted.predict_tasks([_task(), _task()], codes, batch_size=1)
+    np.testing.assert_allclose(one[1], fitted.predict_tasks([_task()], codes[:1])[0], rtol=1e-5)
+
+
+def test_a_task_rating_at_the_top_of_a_continuous_scale_stored_as_float32_is_on_it() -> None:
+    from metarec.data.tasks import Task
+    from metarec.models.base import check_tasks
+
+    # retrain's feedback, clipped to the top (4.3) and held as float32, a hair above it
+    top = Task.support_only([0], np.array([4.3], np.float32))
+    check_tasks([top], 5, None, "predict_tasks", rating_range=(0.5, 4.3))
+    with pytest.raises(DataError, match=r"support rating 4\.4 is off"):
+        check_tasks([Task.support_only([0], np.array([4.4], np.float32))], 5, None, "x",
+                    rating_range=(0.5, 4.3))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "seen, needle",
+    [
+        # -1 excluded the catalogue's last item without a word; 0.5 was numpy's IndexError
+        ([-1], "user: seen: item -1 is not a catalogue index"),
+        ([0.5], "user: seen: item 0.5 is not a catalogue index"),
+        (["1"], "user: seen: expected a 1-d array of catalogue indices"),
+    ],
+)
+def test_hand_built_seen_items_that_are_no_indices_are_refused(
+    fitted: Recommender, seen: list, needle: str
+) -> None:
+    from metarec.recommender import UserState
+
+    user = fitted.adapt([("Toy Story (1995)", 5)])
+    with pytest.raises(DataError, match=re.escape(needle)):
+        fitted.recommend(UserState(user.params, np.asarray(seen), user.user_features))
+
+
+def test_nan_parameters_are_refused_not_ranked(fitted: Recommender) -> None:
+    from metarec.recommender import UserState
+
+    user = fitted.adapt([("Toy Story (1995)", 5)])
+    # they put a seen item first, scored -inf
+    nan = {k: v * float("nan") for k, v in user.params.items()}
+    with pytest.raises(ModelError, match="recommend: scored NaN for"):
+        fitted.recommend(UserState(nan, user.seen, user.user_features), k=3)
 
 
 def test_no_tasks_score_as_an_empty_table(fitted: Recommender) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec.data.columns import check_frame, plain
+from metarec.data.columns import check_frame, not_index, plain
 from metarec.data.features import UserFeatureEncoder
 from metarec.errors import DataError
 
@@ -147,20 +147,77 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
             raise DataError(f"{where}: row {row} (user_id {user!r}, rating {rating!r}): {what}")
 
 
-def check_readable_features(encoder: UserFeatureEncoder, user_features: object) -> None:
-    """:func:`check_features`, and every value of a key the model uses one it can read."""
-    check_features(user_features)
+def check_readable_features(
+    encoder: UserFeatureEncoder, user_features: object, where: str = "user_features"
+) -> None:
+    """:func:`check_features`, and every value of a key the model uses one it can read
+    (:meth:`UserFeatureEncoder.problem`: a list, text or a boolean where it bins numbers,
+    infinity), or a DataError naming ``where``."""
+    check_features(user_features, where)
     if user_features:
         unreadable = encoder.problem(user_features, json_types=False)  # type: ignore[arg-type]
         if unreadable is not None:
-            raise DataError(f"user_features: {unreadable}")
+            raise DataError(f"{where}: {unreadable}")
+
+
+def check_feature_codes(
+    encoder: UserFeatureEncoder, codes: object, n: int, where: str
+) -> np.ndarray:
+    """Feature codes given as numbers ([n, F], one row a task) as int64, or a DataError
+    naming ``where`` and the first code no embedding row holds: a code is a whole
+    number in [0, the column's vocabulary size] (0: unknown), which a float (1.9 was
+    cut to 1), a negative or a larger code (torch's IndexError) is not."""
+    try:
+        values = np.asarray(codes)
+    except (TypeError, ValueError):  # a ragged list
+        values = np.asarray(None)
+    shape = (n, len(encoder.columns))
+    if values.shape != shape:
+        raise DataError(
+            f"{where}: expected {n} rows of {shape[1]} feature codes (one a task), got "
+            f"shape {values.shape}"
+        )
+    if values.size and values.dtype.kind not in "iuf":
+        raise DataError(f"{where}: feature codes must be whole numbers, got {values.dtype}")
+    limits = np.asarray(encoder.cardinalities, dtype=np.float64)
+    numbers = values.astype(np.float64)
+    bad = not_index(numbers, limits + 1)  # codes 1..size, 0 for unknown
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{where}: row {row}: {encoder.columns[col]} code {plain(values[row, col])!r} is "
+            f"not a whole number in [0, {int(limits[col])}] (0: unknown)"
+        )
+    return numbers.astype(np.int64)
+
+
+def check_users_frame(encoder: UserFeatureEncoder, users: pd.DataFrame, n: int, where: str) -> None:
+    """A users table of one row a task, with ``user_id``, whose every value the model
+    can read (:meth:`UserFeatureEncoder.frame_problem`), or a DataError naming ``where``:
+    text where it bins ages was coded "unknown" without a word."""
+    if "user_id" not in users.columns:
+        raise DataError(
+            f"{where}: a users table needs a user_id column (and one row a task); got "
+            f"{[str(c) for c in users.columns][:8]}"
+        )
+    used = users.columns[users.columns.isin(["user_id", *encoder.columns])]
+    twice = sorted({str(c) for c in used[used.duplicated()]})
+    if twice:  # users[col] would be a frame of both
+        raise DataError(f"{where}: column(s) {twice} appear more than once; keep one")
+    if len(users) != n:
+        raise DataError(f"{where}: expected {n} rows (one a task), got {len(users)}")
+    unreadable = encoder.frame_problem(users)
+    if unreadable is not None:
+        raise DataError(f"{where}: {unreadable}")
 
 
 def adapt_many_args(
-    histories: object, user_features: object
+    histories: object, user_features: object, encoder: UserFeatureEncoder | None = None
 ) -> tuple[list[Any], list[Mapping[str, Any] | None]]:
     """``adapt_many``'s arguments as lists of one entry a user, or a DataError saying
-    which is wrong: shared by a run and an ensemble, so both refuse alike."""
+    which is wrong: shared by a run and an ensemble, so both refuse alike. Given the
+    model's ``encoder``, each feature row is also checked as ``adapt`` checks its one
+    (:func:`check_readable_features`), the message naming the row."""
     if (
         histories is None
         or isinstance(histories, (str, bytes, Mapping, pd.DataFrame))
@@ -178,7 +235,10 @@ def adapt_many_args(
         )
     rows = list(user_features)
     for n, f in enumerate(rows):
-        check_features(f, f"user_features[{n}]")
+        if encoder is None:
+            check_features(f, f"user_features[{n}]")
+        else:
+            check_readable_features(encoder, f, f"user_features[{n}]")
     if len(rows) != len(histories):
         raise DataError(f"adapt_many: {len(histories)} histories but {len(rows)} feature rows")
     return histories, rows

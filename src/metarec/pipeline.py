@@ -46,12 +46,12 @@ from metarec.trained_users import SPLIT, save_trained_users
 
 
 def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
-    if "text" in items.columns and not items["text"].isna().any():
-        return items
-    from metarec.data.text import ItemTextConfig, build_item_text
+    """``items`` with a text for every item: its own where it has one, else one built
+    from its title, year and genres (:func:`~metarec.data.text.fill_item_text`)."""
+    from metarec.data.text import fill_item_text
 
     items = items.copy()
-    items["text"] = build_item_text(items, ItemTextConfig())
+    items["text"] = fill_item_text(items)
     return items
 
 

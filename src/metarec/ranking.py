@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec.errors import DataError
+from metarec.data.columns import not_index, plain
+from metarec.errors import DataError, ModelError
 from metarec.models.base import check_k
 from metarec.models.cutpoints import RatingCutpoints
 
@@ -32,6 +33,28 @@ def item_keys(keys: Any, what: str) -> Sequence[str | int] | None:
         raise DataError(
             f"{what}: expected a list of item ids or titles, got {keys!r:.60}"
         ) from None
+
+
+def seen_indices(seen: object, n_items: int | None = None) -> np.ndarray:
+    """A user state's ``seen`` (the items it rated) as int64 catalogue indices, or a
+    DataError: -1 wrapped to the last item, which was then excluded without a word, and
+    0.5 was numpy's IndexError. ``n_items``: the catalogue's size, when the caller has
+    no message of its own for an index past its end."""
+    values = np.asarray(seen)
+    if values.ndim != 1 or (values.size and values.dtype.kind not in "iuf"):
+        raise DataError(
+            f"user: seen: expected a 1-d array of catalogue indices, got {values.dtype} "
+            f"of shape {values.shape}"
+        )
+    numbers = values.astype(np.float64)
+    bad = not_index(numbers, np.inf if n_items is None else n_items)
+    if bad.any():
+        value = plain(values[int(np.flatnonzero(bad)[0])])
+        top = "" if n_items is None else f" below {n_items}"
+        raise DataError(
+            f"user: seen: item {value!r} is not a catalogue index (a whole number >= 0{top})"
+        )
+    return numbers.astype(np.int64)
 
 
 class TopK:
@@ -88,12 +111,20 @@ class TopK:
             raise DataError(f"exclude_seen: expected True or False, got {exclude_seen!r}")
         candidates = item_keys(candidates, "candidates")
         scores = np.array(self.score(user), dtype=np.float64, copy=True)
+        nan = np.isnan(scores)
+        if nan.any():
+            # NaN sorts unpredictably: a seen item came first, scored -inf (as
+            # ScoringModel.recommend refuses it)
+            raise ModelError(
+                f"recommend: scored NaN for {int(nan.sum())} of {len(scores)} items (the "
+                "user's adapted parameters hold NaN: diverged training or non-finite input?)"
+            )
         allowed = np.ones(self.n_items, dtype=bool)
         if candidates is not None:
             allowed[:] = False
             allowed[[self.resolve(c) for c in candidates]] = True
-        if exclude_seen and len(user.seen):
-            allowed[user.seen] = False
+        if exclude_seen:
+            allowed[seen_indices(user.seen, self.n_items)] = False
         scores[~allowed] = -np.inf
         k = min(k, int(allowed.sum()))
         # argpartition, then sort only the k winners: no full sort of the catalogue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,18 +40,20 @@ from metarec.errors import (
 from metarec.inputs import (
     History,
     adapt_many_args,
+    check_feature_codes,
     check_features,
     check_new_vectors,
     check_rating_frame,
     check_readable_features,
+    check_users_frame,
     history_pairs,
 )
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
-from metarec.models.base import check_steps, check_tasks
+from metarec.models.base import check_steps, check_tasks, check_whole
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
-from metarec.ranking import TopK, item_keys
+from metarec.ranking import TopK, item_keys, seen_indices
 from metarec.run_folder import FORMAT_VERSION, build_learner, read_run, write_run
 
 # the checks and the run-folder names lived here before they had modules of their
@@ -198,6 +201,17 @@ class Recommender(TopK):
         """Catalogue index of an item id or an exact (case-insensitive) title. An id is
         looked up first: "187" is item 187 even where a film is titled "187" (give its
         title with the year, "187 (1997)", to mean the film)."""
+        number = isinstance(key, int | float | np.integer | np.floating)
+        flag = isinstance(key, bool | np.bool_)
+        odd = isinstance(key, float | np.floating) and not np.isfinite(key)
+        if flag or odd or not (isinstance(key, str) or number):
+            # str(None) and str(True) were looked up as titles: "unknown item 'None';
+            # close matches: 'Nixon (1995)'" sent people hunting for a film
+            kind = "NaN or infinite" if odd else "None" if key is None else type(key).__name__
+            raise DataError(
+                f"item {key!r:.60}: an item is named by its id or title (text or a "
+                f"number), not {kind}"
+            )
         if isinstance(key, float | np.floating) and float(key).is_integer():
             # as the loaders and add_items write ids: 6000.0 (pandas' reading of an id
             # column with a gap) is item "6000"
@@ -246,8 +260,9 @@ class Recommender(TopK):
 
         An empty history gives the meta-learned prior: the zero-shot model.
         ``user_features``: values this model can read (DataError otherwise: a list, or
-        text that is no number where it bins numbers, read as "unknown" without a word);
-        keys it does not use (a users-table row's ``user_id``) are skipped.
+        text, a boolean or infinity where it bins numbers, read as "unknown" or a wrong
+        bin without a word); keys it does not use (a users-table row's ``user_id``) are
+        skipped. :meth:`adapt_many` and :meth:`predict_tasks`' users table check alike.
         """
         check_readable_features(self.features, user_features)
         return self.adapt_many([history], [user_features], steps=steps)[0]
@@ -262,7 +277,7 @@ class Recommender(TopK):
         """:meth:`adapt` for many users in one vmapped call (what a server batches).
         Feature keys the model was not trained with are ignored: a stored profile may
         hold more than one model uses."""
-        histories, user_features = adapt_many_args(histories, user_features)
+        histories, user_features = adapt_many_args(histories, user_features, self.features)
         check_steps(steps)
         all_pairs = [self._history_pairs(h) for h in histories]
         codes = torch.as_tensor(
@@ -367,7 +382,8 @@ class Recommender(TopK):
             codes = codes.cpu()
             fits = bool(((codes >= 0) & (codes <= self._feature_limits)).all())
         foreign = foreign or not fits
-        if foreign or (len(user.seen) and int(np.max(user.seen)) >= self.n_items):
+        seen = seen_indices(user.seen)
+        if foreign or (len(seen) and int(seen.max()) >= self.n_items):
             raise DataError(
                 "user: this UserState was adapted by another model (its parameters or "
                 "items do not fit this one); adapt the user with this recommender"
@@ -383,16 +399,14 @@ class Recommender(TopK):
         """Query-set predictions after adapting on each task's support set.
 
         ``user_features``: one row per task, either raw (a frame with
-        ``user_id`` and feature columns) or already-encoded codes [n_tasks, F].
+        ``user_id`` and feature columns, each value one :meth:`adapt` could read) or
+        already-encoded codes [n_tasks, F]. ``batch_size``: tasks adapted per call.
         """
-        check_tasks(tasks, self.n_items, None, "predict_tasks")
-        for n, t in enumerate(tasks):
-            q = np.asarray(t.query_items, dtype=np.int64)
-            if len(q) and (q.min() < 0 or q.max() >= self.n_items):
-                raise DataError(
-                    f"predict_tasks: task {n}: a query item is not in [0, {self.n_items})"
-                )
-        codes_all = self._codes(user_features, len(tasks))
+        # support ratings off the scale (100 on 1-5 stars) moved the model as no
+        # rating can; query items, lengths and whole indices are checked there too
+        check_tasks(tasks, self.n_items, None, "predict_tasks", rating_range=self.rating_range)
+        batch_size = check_whole(batch_size, "predict_tasks: batch_size", 1)
+        codes_all = self._codes(user_features, len(tasks), "user_features")
         out: list[np.ndarray] = []
         for lo in range(0, len(tasks), batch_size):
             chunk = list(tasks[lo : lo + batch_size])
@@ -411,17 +425,18 @@ class Recommender(TopK):
             )
         return out
 
-    def _codes(self, users: np.ndarray | pd.DataFrame | None, n: int) -> torch.Tensor:
-        if isinstance(users, pd.DataFrame):
-            users = self.features.transform(users, users["user_id"].to_numpy())
+    def _codes(self, users: np.ndarray | pd.DataFrame | None, n: int, where: str) -> torch.Tensor:
+        """Feature codes [n, F] for ``n`` tasks from a users table or from codes, checked
+        (``where`` names the argument) before any reaches an embedding."""
         if users is None:
-            users = np.zeros((n, len(self.features.columns)), dtype=np.int64)
-        codes = np.asarray(users)
-        if codes.shape != (n, len(self.features.columns)):
-            raise DataError(
-                f"users: expected {n} rows of {len(self.features.columns)} feature codes "
-                f"(one a task), got shape {codes.shape}"
-            )
+            codes = np.zeros((n, len(self.features.columns)), dtype=np.int64)
+        elif isinstance(users, pd.DataFrame):
+            check_users_frame(self.features, users, n, where)
+            # row i is task i: looked up by position, not by user_id, which may repeat
+            rows = np.arange(n)
+            codes = self.features.transform(users.assign(user_id=rows), rows)
+        else:
+            codes = check_feature_codes(self.features, users, n, where)
         return torch.as_tensor(codes, dtype=torch.int64).to(self.device)
 
     @torch.no_grad()
@@ -432,8 +447,8 @@ class Recommender(TopK):
         one vmapped adaptation for the batch, one head call over the catalogue."""
         if not len(tasks):  # the shape every peer returns for no tasks
             return np.zeros((0, self.n_items))
-        check_tasks(tasks, self.n_items, None, "score_catalogue")
-        codes = self._codes(users, len(tasks))
+        check_tasks(tasks, self.n_items, None, "score_catalogue", rating_range=self.rating_range)
+        codes = self._codes(users, len(tasks), "users")
         _, params = self._adapt_tasks(tasks, codes)
         return self.learner.scorer.scores_over_catalogue(params, codes).cpu().numpy()
 
@@ -452,10 +467,13 @@ class Recommender(TopK):
         with their text built as the catalogue's was: what :meth:`add_items` encodes.
         ``text``: the :class:`~metarec.data.text.ItemTextConfig` the catalogue was built
         with; by default the run's ``--text-cols`` (from the CLI), else the default."""
-        from metarec.data.text import ItemTextConfig, build_item_text
+        from metarec.data.text import ItemTextConfig, fill_item_text
 
         if not isinstance(items, pd.DataFrame):
             raise DataError(f"add_items: expected a DataFrame of items, got {type(items).__name__}")
+        twice = sorted({str(c) for c in items.columns[items.columns.duplicated()]})
+        if twice:  # frame[col] would be a frame: an AttributeError deep in pandas
+            raise DataError(f"add_items: column(s) {twice} appear more than once; keep one")
         if "item_id" not in items.columns:
             raise DataError(f"add_items: needs an item_id column; got {list(items.columns)}")
         frame = items.copy().reset_index(drop=True)
@@ -499,9 +517,8 @@ class Recommender(TopK):
         for col in text.extra:  # a new item may lack some of them: that part is empty
             if col not in frame.columns:
                 frame[col] = ""
-        if "text" not in frame.columns or frame["text"].isna().any():
-            frame["text"] = build_item_text(frame, text)
-        frame["text"] = frame["text"].astype(str)  # a text column of numbers is text too
+        # only items without a text get one built: the others keep their own
+        frame["text"] = fill_item_text(frame, text)  # a text column of numbers is text too
         empty = frame["text"].str.strip() == ""
         if empty.any():
             bad = frame.loc[empty, "item_id"].iloc[0]
@@ -550,8 +567,14 @@ class Recommender(TopK):
         of a new item is taken from that user's adapted prediction, and
         :class:`~metarec.models.item_evidence.ItemEvidence` turns residuals into
         shrunk per-item offsets. Offsets are recomputed from scratch on every
-        call, so pass all the feedback, not just the latest. Rating objective
-        only: implicit objectives' scores are not on the rating scale.
+        call, so pass all the feedback, not just the latest: a new item no row
+        rates gets offset 0, even one an earlier call (or the saved run) gave an
+        offset, and a call with no rating of a new item (an empty frame) sets
+        them all to 0. That is what keeps a served model a function of run and
+        feedback store (the service folds in at every load, from all stored
+        feedback); so that such a loss is never silent, a RuntimeWarning names
+        the items whose earlier offsets were dropped. Rating objective only:
+        implicit objectives' scores are not on the rating scale.
         """
         from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
@@ -599,6 +622,7 @@ class Recommender(TopK):
         offsets[new_items] = evidence.offsets(np.flatnonzero(new_items))
         self.item_offsets = offsets
         self._refresh_cache()
+        _warn_dropped(self.items["item_id"], previous, new_items & (evidence.counts == 0))
         rated = int((evidence.counts[new_items] > 0).sum())
         return {
             "items_updated": rated,
@@ -630,6 +654,23 @@ class Recommender(TopK):
             raise ModelError(
                 f"{directory}: not a loadable metarec run ({type(exc).__name__}: {detail})"
             ) from None
+
+
+def _warn_dropped(ids: pd.Series, previous: np.ndarray, unrated: np.ndarray) -> None:
+    """Warn when a fold-in set to 0 offsets learned before (items no row rated): by the
+    from-scratch rule that is right for feedback given in full, and a lost fold-in
+    when a caller passed only the latest feedback, or none by mistake."""
+    dropped = np.flatnonzero(unrated & (previous != 0))
+    if len(dropped):
+        names = [str(ids.iat[i]) for i in dropped[:5]]
+        warnings.warn(
+            f"fold_in_items: {len(dropped)} item(s) with an offset from earlier feedback "
+            f"have no rating here, so their offsets are now 0: {names}"
+            + (" ..." if len(dropped) > 5 else "")
+            + "; offsets are recomputed from the ratings given: pass all the feedback",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _norm(text: str) -> str:

@@ -21,6 +21,10 @@ def test_encode_one_matches_transform_on_real_users(shared_data: Path) -> None:
     # unknown values and missing keys map to 0, never raise
     assert enc.encode_one({"age": "n/a", "gender": "X"}).tolist() == [0, 0, 0]
     assert enc.encode_one({"age": 10**400}).tolist() == [0, 0, 0]  # past a float: unknown
+    # not age 1, not the top bin (adapt and the users-table check refuse both first)
+    for odd in (True, float("inf"), "-inf"):
+        assert enc.encode_one({"age": odd}).tolist() == [0, 0, 0]
+        assert enc.problem({"age": odd}, json_types=False) is not None
     assert enc.encode_one({}).tolist() == [0] * len(enc.columns)
 
 

@@ -49,6 +49,14 @@ def plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def not_index(numbers: np.ndarray, stop: float | np.ndarray = np.inf) -> np.ndarray:
+    """Where ``numbers`` (floats) hold no index in [0, ``stop``): NaN, infinity, a
+    fraction (int() cut 1.9 to 1), a negative (-1 wrapped to the last row) or one at or
+    past ``stop`` (torch's IndexError)."""
+    whole = np.isfinite(numbers) & (numbers == np.round(numbers))
+    return ~whole | (numbers < 0) | (numbers >= stop)
+
+
 def str_ids(values: pd.Series) -> pd.Series:
     """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
     if pd.api.types.is_float_dtype(values.dtype):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.data.columns import plain
 from metarec.errors import ModelError
 
 MAX_LEVELS = 24
@@ -87,13 +88,14 @@ class UserFeatureEncoder:
         # a plain-Python path: this runs once per served request, where pandas costs ms
         for j, col in enumerate(self.columns):
             value = features.get(col)
-            if value is None or (isinstance(value, float) and value != value):
+            if _missing(value):
                 continue
             if col in self.bins:
-                try:
-                    x = float(value)
-                except (TypeError, ValueError, OverflowError):  # unreadable: unknown
+                # unreadable (entry points refuse it first: problem()): unknown, not the
+                # bin of True's 1.0 or infinity's top bin
+                if not _reads_as_number(value) or not _finite(value):
                     continue
+                x = float(value)  # type: ignore[arg-type]
                 token = f"bin{int(np.searchsorted(np.asarray(self.bins[col]), x, side='right'))}"
             else:
                 token = str(value)
@@ -108,6 +110,7 @@ class UserFeatureEncoder:
         value that is not a JSON number where it bins numbers. Otherwise (Python, where a
         users-table row holds its id and ages as text): only values :meth:`encode_one`
         cannot read, a list or a mapping, or text that is no number where it bins.
+        Either way a boolean (True is no age 1) or infinity (no bin) where it bins.
         A category it has not seen is readable: it counts as unknown, as a new one should.
         An encoder without columns (a model that uses no user features) reads none and
         refuses none."""
@@ -120,15 +123,61 @@ class UserFeatureEncoder:
                 return f"{key}: not a feature of this model (it reads {', '.join(self.columns)})"
             if _missing(value):  # None, NaN, pd.NA
                 continue
-            numeric = isinstance(value, int | float | np.number) and not isinstance(
-                value, bool | np.bool_
-            )
-            if isinstance(value, list | tuple | dict | set | np.ndarray):
-                # read as the text of its repr: an unknown category without a word
-                return f"{key}: must be a number, a string or null (got {value!r:.40})"
-            binned_text = key in self.bins and not numeric
-            if binned_text and (json_types or not _reads_as_number(value)):
-                return f"{key}: must be a number or null (got {value!r:.40})"
+            unreadable = self._value_problem(key, value, json_types=json_types)
+            if unreadable is not None:
+                return unreadable
+        return None
+
+    def frame_problem(self, users: pd.DataFrame) -> str | None:
+        """:meth:`problem` (Python's reading) for each row of a users table, naming the
+        first row it finds one in by position and ``user_id``: the table a model's
+        ``predict_tasks`` takes, whose unreadable values :meth:`transform` would code
+        as "unknown" without a word. Missing values and unseen categories are readable.
+        """
+        for col in self.columns:
+            if col not in users.columns:
+                continue
+            values = users[col]
+            kind = values.dtype.kind
+            text = isinstance(values.dtype, pd.StringDtype)
+            if kind in "iu" or (col not in self.bins and (kind == "f" or text)):
+                continue  # each value readable: no loop over an evaluation's rows
+            if kind == "f":
+                numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+                bad = values.notna().to_numpy() & ~np.isfinite(numbers)
+                rows = np.flatnonzero(bad)
+            else:
+                rows = np.flatnonzero(
+                    [
+                        not _missing(v)
+                        and self._value_problem(col, v, json_types=False) is not None
+                        for v in values
+                    ]
+                )
+            if len(rows):
+                row = int(rows[0])
+                value = plain(values.iloc[row])  # 5, not np.int64(5), in the message
+                who = ""
+                if "user_id" in users.columns:
+                    who = f" (user_id {plain(users['user_id'].iloc[row])!r})"
+                return f"row {row}{who}: {self._value_problem(col, value, json_types=False)}"
+        return None
+
+    def _value_problem(self, key: str, value: Any, *, json_types: bool) -> str | None:
+        """What is wrong with one present value of column ``key`` (None: nothing)."""
+        if isinstance(value, list | tuple | dict | set | np.ndarray):
+            # read as the text of its repr: an unknown category without a word
+            return f"{key}: must be a number, a string or null (got {value!r:.40})"
+        if key not in self.bins:
+            return None  # any one value is a category, an unseen one "unknown"
+        # True is 1.0 to float(): a flag, not an age
+        numeric = isinstance(value, int | float | np.number) and not isinstance(
+            value, bool | np.bool_
+        )
+        if not numeric and (json_types or not _reads_as_number(value)):
+            return f"{key}: must be a number or null (got {value!r:.40})"
+        if not _finite(value):  # inf landed in the top bin, "nan" text there too
+            return f"{key}: must be a finite number or null (got {value!r:.40})"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,7 +221,16 @@ def _missing(value: Any) -> bool:
         return False
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except (OverflowError, TypeError, ValueError):  # an int past float's range
+        return False
+
+
 def _reads_as_number(value: Any) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
     try:
         float(value)
     except (TypeError, ValueError, OverflowError):

@@ -204,6 +204,21 @@ def build_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) -
     return pd.Series(out, index=items.index, dtype=object).astype(str)
 
 
+def fill_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) -> pd.Series:
+    """Each item's ``text`` where it has one, and where it has none (no ``text`` column,
+    a missing or blank value) the text :func:`build_item_text` makes of its columns, as
+    a ``str`` series aligned with ``items``: one missing text rebuilt every row's, so an
+    item with a whole text of its own was encoded as its bare title."""
+    if "text" not in items.columns:
+        return build_item_text(items, config)
+    given = items["text"]
+    missing = given.isna() | given.astype(str).str.strip().eq("")
+    out = given.astype(object).where(~missing, "").astype(str)
+    if missing.any():
+        out[missing] = build_item_text(items[missing], config)
+    return out
+
+
 def _filler(row: Sequence[str]) -> Callable[[re.Match[str]], str]:
     """A ``re.sub`` replacement that fills a skeleton's numbered marks from ``row``."""
     return lambda m: row[int(m.group(1))]

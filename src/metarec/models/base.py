@@ -25,6 +25,7 @@ import pandas as pd
 
 from metarec.catalogue import Catalogue
 from metarec.config import MAX_STEPS
+from metarec.data.columns import not_index
 from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
@@ -290,7 +291,7 @@ def check_tasks(
     for side in ("support", "query"):
         owner = np.repeat(np.arange(len(tasks)), [len(a) for a in arrays[f"{side}_items"]])
         items = np.concatenate(arrays[f"{side}_items"]).astype(np.float64)
-        bad = ~np.isfinite(items) | (items != np.round(items)) | (items < 0) | (items >= n_items)
+        bad = not_index(items, n_items)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             why = f"not in [0, {n_items})" if items[i] == np.round(items[i]) else "not whole"
@@ -305,8 +306,11 @@ def check_tasks(
         i = int(np.flatnonzero(unreadable)[0])
         raise DataError(f"{where}: task {owner[i]}: a support rating is not a finite number")
     if rating_range is not None:
-        lo, hi = rating_range
-        off = (ratings < lo) | (ratings > hi)
+        # compared in float32, the precision tasks hold ratings in: a rating at the top
+        # of a continuous scale (4.3) stored as float32 reads a hair above it
+        lo, hi = np.float32(rating_range[0]), np.float32(rating_range[1])
+        as_held = ratings.astype(np.float32)
+        off = (as_held < lo) | (as_held > hi)
         if off.any():
             i = int(np.flatnonzero(off)[0])
             raise DataError(
