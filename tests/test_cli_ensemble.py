@@ -433,6 +433,10 @@ def test_an_ensemble_offers_a_runs_python_api(ens_dir: Path, tmp_path: Path) -> 
     assert scores.shape == (1, rec.n_items)
     np.testing.assert_allclose(scores[0], rec.score(rec.adapt([(ids[0], 5.0), (ids[1], 3.0)])))
     assert rec.score_catalogue([]).shape == (0, rec.n_items)
+    # a feature value `adapt` refuses is refused by adapt_many too, naming the user, not
+    # coded "unknown" without a word
+    with pytest.raises(DataError, match=r"user_features\[1\]: age"):
+        rec.adapt_many([[(ids[0], 5.0)], [(ids[1], 4.0)]], [None, {"age": "old"}])
     [pred] = rec.predict_tasks([task])
     np.testing.assert_allclose(pred, scores[0, [2, 3]], rtol=1e-6)
     chunked = rec.predict_tasks([task] * 3, batch_size=2)

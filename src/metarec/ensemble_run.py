@@ -198,7 +198,7 @@ class EnsembleRecommender(TopK):
         *,
         steps: int | None = None,
     ) -> list[EnsembleUserState]:
-        histories, rows = adapt_many_args(histories, user_features)
+        histories, rows = adapt_many_args(histories, user_features, self.primary.features)
         if steps is not None:
             raise UnsupportedError(
                 "ensemble: each member adapts with its own number of steps; steps cannot be set"
