@@ -937,3 +937,22 @@ def test_a_request_makes_one_trip_to_the_thread_pool(
             r = c.request(method, path, **kw)
             assert r.status_code in (200, 201), r.text
             assert len(trips) == 1, (path, trips)
+
+
+def test_a_stored_profile_the_model_cannot_read_still_gets_recommendations(
+    make_server: Callable[..., LiveServer], server_api_key: str, tmp_path: Path
+) -> None:
+    """A profile stored under a model that did not bin age (checked against it then), read
+    by one that does: every request of the user failed with a DataError naming a Python
+    argument; the value counts as unknown instead, as an unseen category does."""
+    from metarec.service.store import FeedbackStore
+
+    db = f"sqlite:///{tmp_path / 'profiles.db'}"
+    store = FeedbackStore(db)
+    store.create_user("old-profile", {"age": "twenty-something", "gender": "F"})
+    store.close()
+    live = make_server(db_url=db)
+    with live.client(server_api_key) as c:
+        got = c.get("/v1/users/old-profile/recommendations", params={"k": 3})
+        assert got.status_code == 200, got.text
+        assert len(got.json()["items"]) == 3

@@ -128,6 +128,17 @@ class UserFeatureEncoder:
                 return unreadable
         return None
 
+    def readable(self, features: Mapping[str, Any]) -> dict[str, Any]:
+        """``features`` less the values :meth:`problem` (Python's reading) refuses: what
+        a stored profile still says to a model loaded after it was stored."""
+        return {
+            key: value
+            for key, value in features.items()
+            if key not in self.vocab
+            or _missing(value)
+            or self._value_problem(key, value, json_types=False) is None
+        }
+
     def frame_problem(self, users: pd.DataFrame) -> str | None:
         """:meth:`problem` (Python's reading) for each row of a users table, naming the
         first row it finds one in by position and ``user_id``: the table a model's

@@ -511,7 +511,12 @@ class ModelHolder:
             for item, r in history.items()
             if item in rec.item_index and r is not None
         ]
-        state = self.batcher.adapt(served, pairs, user.features)
+        # a stored profile was checked against the model serving when it was stored; a
+        # model loaded since may bin a feature the other did not: what it cannot read
+        # counts as unknown, as a value it has never seen does, rather than failing
+        # every request of the user (as items it does not know are left out above)
+        features = rec.features.readable(user.features)
+        state = self.batcher.adapt(served, pairs, features)
         rejected = [
             rec.item_index[i] for i, r in history.items() if r is None and i in rec.item_index
         ]
