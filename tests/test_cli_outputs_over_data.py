@@ -54,6 +54,8 @@ def test_spec_files_of_each_kind_of_spec(shared_data: Path, tmp_path: Path) -> N
     assert spec_files({"dataset": "ml-100k", "data": str(shared_data)}) == atomic
     assert spec_files({"data": str(shared_data / "ml-100k" / "ml-100k")}) == atomic
     assert spec_files({"data": str(shared_data / "ml-100k")}) == atomic
+    # the .inter file itself, which load_path takes too
+    assert spec_files({"data": str(shared_data / "ml-100k" / "ml-100k.inter")}) == atomic
     # nothing findable (and nothing downloaded to find out): the loading says what is wrong
     assert spec_files({"data": str(tmp_path / "none")}) == []
     assert spec_files({"dataset": "ml-100k", "data": str(tmp_path / "none")}) == []

@@ -989,3 +989,28 @@ def test_train_records_its_users_and_drops_an_earlier_runs_split(
     recorded = recorded_training_users(run)
     assert recorded is not None
     assert recorded == (set(ds.interactions["user_id"]), str(run / "trained-users.json"))
+
+
+def test_a_failed_train_save_leaves_no_old_run_beside_the_new_users(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metarec
+    from metarec.config import TrainConfig
+    from metarec.errors import ModelError
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    run = tmp_path / "run"
+    cfg = TrainConfig(epochs=1, max_train_users=50, inner_steps=1, device="cpu")
+    metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
+                  progress=False)  # fmt: skip
+
+    def full_disk(self: Recommender, directory: object) -> None:
+        raise ModelError(f"{directory}: not saved: No space left on device")
+
+    monkeypatch.setattr(Recommender, "save", full_disk)
+    with pytest.raises(ModelError, match="No space left"):
+        metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
+                      progress=False)  # fmt: skip
+    # the old model is no run any more: it would have been loaded beside the new
+    # run's record of its users
+    assert not (run / "recommender.json").exists()

@@ -325,7 +325,9 @@ def train(
         if run_dir is not None:
             # an earlier run's split and metrics would describe another model: `evaluate`
             # would judge this one, trained on every user, on users it learned from
-            for name in (SPLIT, "metrics.json"):
+            # recommender.json first, as `metarec train` does: a save that fails leaves
+            # no run, never the old model beside this one's users
+            for name in ("recommender.json", SPLIT, "metrics.json"):
                 (Path(run_dir) / name).unlink(missing_ok=True)
             seen = {*fit_rows["user_id"].unique(), *val_rows["user_id"].unique()}
             save_trained_users(run_dir, seen)

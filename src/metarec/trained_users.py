@@ -47,7 +47,11 @@ def recorded_training_users(folder: str | Path) -> tuple[set[str], str] | None:
 
 
 def _ids(raw: dict[str, object], key: str, path: Path) -> list[object]:
-    ids = raw.get(key) or []
+    # a missing key is a damaged file, not "nobody": read as none, it let a test run on
+    # every user the run learned from
+    if key not in raw:
+        raise ModelError(f"{path}: no {key} (damaged or edited?)")
+    ids = raw[key]
     if not isinstance(ids, list) or not all(isinstance(u, str | int) for u in ids):
         raise ModelError(f"{path}: {key}: expected a list of user ids (damaged or edited?)")
     return ids

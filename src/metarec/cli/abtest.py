@@ -335,18 +335,18 @@ def ensemble_trained_users(
     peers were fitted on the first run's, the weights learned on the validation users).
 
     An ensemble folder holds copies of its runs' models but not their split.json, so
-    trained_users found none and let an ensemble be tested on the very users it trained
-    on. The split is read from the run folders ensemble.json records (metadata.runs, in
-    the order of its metarec members), and each must still be the split that member was
-    trained with: a member records its split's digest (``metarec train``), and a run
-    folder trained again since holds another split. Where the runs' splits cannot be
-    read so (a run moved or deleted, its split.json gone or replaced), the ensemble's
-    training users are unknown, and guessing "none" is what let the leak through: the
-    test is refused, except for --users heldout:FRACTION, which is documented to
-    possibly hold training users and is not checked for them. A member without a
-    recorded split whose run has no split.json was trained with a seeded hold-out of
-    its own (``--holdout none``, :func:`metarec.train`): its users are in its
-    trained-users.json (:mod:`metarec.trained_users`)."""
+    reading the ensemble folder alone found none and let an ensemble be tested on the
+    very users it trained on. The split is read from the run folders ensemble.json
+    records (metadata.runs, in the order of its metarec members), and each must still be
+    the split that member was trained with: a member records its split's digest
+    (``metarec train``), and a run folder trained again since holds another split. Where
+    the runs' splits cannot be read so (a run moved or deleted, its split.json gone or
+    replaced), the ensemble's training users are unknown, and guessing "none" is what
+    let the leak through: the test is refused, except for --users heldout:FRACTION,
+    which is documented to possibly hold training users and is not checked for them. A
+    member without a recorded split whose run has no split.json was trained with a
+    seeded hold-out of its own (``--holdout none``, :func:`metarec.train`): its users
+    are in its trained-users.json (:mod:`metarec.trained_users`)."""
     from metarec.evaluation.p1 import P1Split
     from metarec.models.meta_model import MetaModel
     from metarec.trained_users import TRAINED_USERS, recorded_training_users
@@ -355,7 +355,8 @@ def ensemble_trained_users(
         return ConfigError(
             f"--users {users}: run {arm} ({folder}) is an ensemble whose training users "
             f"are unknown: {why}; test it on --users heldout:FRACTION (which may hold "
-            "training users), or rebuild the ensemble from runs with their split.json"
+            "training users), or rebuild the ensemble from runs that record their users "
+            "(split.json or trained-users.json)"
         )
 
     runs = rec.metadata.get("runs")

@@ -194,7 +194,9 @@ def spec_files(spec: dict[str, Any]) -> list[Path]:
         except (MetarecError, OSError):
             return []
     elif spec.get("data"):
-        where = Path(spec["data"])
+        where = Path(spec["data"]).expanduser()
+        if where.suffix == ".inter" and where.is_file():  # load_path takes the file too
+            where = where.with_suffix("")
     if where is None:
         return []
     if where.is_dir():  # a raw folder or a folder of atomic files: its files are read
