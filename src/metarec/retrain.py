@@ -266,6 +266,7 @@ def _retrain(
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
+    from metarec.trained_users import save_trained_users
 
     problem = None if spec is None else spec_problem(spec)
     if problem is not None:
@@ -361,6 +362,9 @@ def _retrain(
     )
     result.seconds = time.perf_counter() - t0
     if result.written:
+        # what keeps `abtest` from testing the new model on users it learned from (the
+        # held-out users are not among them)
+        save_trained_users(out, {*train["user_id"].astype(str), *validation["user_id"].astype(str)})
         new.save(out)
         save_json(out / "config.json", cfg.to_dict())
         save_json(

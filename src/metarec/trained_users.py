@@ -3,7 +3,8 @@ on them (that measures memory, not cold start).
 
 A run trained on a P1 split records them in its ``split.json`` (training and
 validation users). A run trained on every user (``metarec train --holdout none``,
-:func:`metarec.train` with a ``run_dir``) has no split: it records them in
+:func:`metarec.train` with a ``run_dir``), or by ``metarec retrain`` (whose
+held-out users are in ``heldout.json``), has no P1 split: it records them in
 ``trained-users.json``, written with the model. A folder with neither was saved
 by other code (``Recommender.save``) or before the file existed; its users are
 unknown, and a caller that must not test on them refuses rather than guess "none".

@@ -13,6 +13,7 @@ import pytest
 from metarec.cli import main
 from metarec.recommender import Recommender
 from metarec.retrain import _held_out_users, not_worse
+from metarec.trained_users import recorded_training_users
 
 from .conftest import LiveServer
 
@@ -96,6 +97,10 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
     held = json.loads((out / "heldout.json").read_text())
     assert held["rule"] == report["held_out"] and len(held["users"]) == report["n_eval_users"]
     assert _held_out_users(out, None, 0) == (set(held["users"]), held["rule"])
+    # and records the users it trained on, the feedback's among them, so that `abtest`
+    # keeps them out (it refused a users list for a run that recorded none)
+    trained, _ = recorded_training_users(out) or (set(), "")
+    assert {"feedback:kid"} <= trained and not trained & set(held["users"])
     # the service swaps to it without a restart
     live = make_server(db_url=feedback_db)
     with live.client(server_api_key) as c:
