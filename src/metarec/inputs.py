@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec.data.columns import check_frame, not_index, plain
+from metarec.data.columns import boolean_values, check_frame, not_index, plain
 from metarec.data.features import UserFeatureEncoder
 from metarec.errors import DataError
 
@@ -127,13 +127,7 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
     # top of a continuous scale (4.7) and then stored as float32 reads a hair above it
     lo, hi = np.float32(rating_range[0]), np.float32(rating_range[1])
     values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float32)
-    # True is 1.0 to to_numeric: a flag, not a rating (only object columns mix them)
-    column = ratings["rating"]
-    flags = (
-        column.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-        if column.dtype == object
-        else np.full(len(column), pd.api.types.is_bool_dtype(column.dtype))
-    )
+    flags = boolean_values(ratings["rating"])  # True is 1.0 to to_numeric
     problems = (
         (ratings["user_id"].isna().to_numpy(), "no user_id"),
         (ratings["item_id"].isna().to_numpy(), "no item_id"),

@@ -42,7 +42,7 @@ from metarec.models.bias import item_baseline
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 from metarec.recommender import Recommender
 from metarec.run_folder import build_learner
-from metarec.trained_users import SPLIT, save_trained_users
+from metarec.trained_users import clear_for_new_model, save_trained_users
 
 
 def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
@@ -323,12 +323,7 @@ def train(
             metadata={"dataset": dataset.name},
         )
         if run_dir is not None:
-            # an earlier run's split and metrics would describe another model: `evaluate`
-            # would judge this one, trained on every user, on users it learned from
-            # recommender.json first, as `metarec train` does: a save that fails leaves
-            # no run, never the old model beside this one's users
-            for name in ("recommender.json", SPLIT, "metrics.json"):
-                (Path(run_dir) / name).unlink(missing_ok=True)
+            clear_for_new_model(run_dir, has_split=False)
             seen = {*fit_rows["user_id"].unique(), *val_rows["user_id"].unique()}
             save_trained_users(run_dir, seen)
             rec.save(run_dir)

@@ -106,7 +106,7 @@ def train_run(
     from metarec.io import remove_orphan_temps, save_json
     from metarec.locks import exclusive
     from metarec.pipeline import encode_catalogue, fit_recommender, ready_encoder, split_users
-    from metarec.trained_users import TRAINED_USERS, save_trained_users
+    from metarec.trained_users import SPLIT, clear_for_new_model, save_trained_users
 
     check_not_overwriting(spec, "--out", out, folder=True)
     encoder = ready_encoder(cfg.encoder, device=cfg.device)  # a typo'd model: before the data
@@ -182,19 +182,11 @@ def train_run(
             if created and not any(p.is_file() for p in out.rglob("*")):
                 shutil.rmtree(out, ignore_errors=True)
             raise
-        # an earlier run's results would be read as this model's, and its split would
-        # let `evaluate` judge a --holdout none model on users it trained on
-        # recommender.json goes first: it is what makes the folder a loadable run, and
-        # an interruption while the new config and split are written must not leave
-        # them beside the old model (evaluate would then judge it on users it saw)
-        stale = ["recommender.json", "metrics.json"]
-        stale += [TRAINED_USERS] if split is not None else ["split.json"]
-        for name in stale:
-            (out / name).unlink(missing_ok=True)
+        clear_for_new_model(out, has_split=split is not None)
         # written with the model, so a failed run leaves no config that looks like a run
         save_json(out / "config.json", cfg.to_dict())
         if split is not None:
-            split.save(out / "split.json")
+            split.save(out / SPLIT)
         else:  # what keeps `abtest` from testing the model on users it learned from
             seen = {*train_rows["user_id"].unique(), *val_rows["user_id"].unique()}
             save_trained_users(out, seen)

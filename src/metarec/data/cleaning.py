@@ -21,6 +21,7 @@ from metarec.data.columns import (
     LINE_COL,
     RAW_PREFIX,
     SOURCE_ATTR,
+    boolean_values,
     check_single_ids,
     numeric_with_raw,
     plain,
@@ -490,12 +491,7 @@ def _refuse_boolean_ratings(inter: pd.DataFrame) -> None:
     a True was kept as a rating of 1 and a False dropped as outside the scale, where
     every other reader of ratings (Recommender, training) refuses a boolean."""
     column = inter["rating"]
-    if pd.api.types.is_bool_dtype(column.dtype):
-        flags = np.ones(len(column), dtype=bool)
-    elif column.dtype == object:  # only a column of mixed values holds a stray one
-        flags = column.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
-    else:
-        return
+    flags = boolean_values(column)
     if flags.any():
         row = int(np.flatnonzero(flags)[0])
         raise DataError(

@@ -57,6 +57,14 @@ def not_index(numbers: np.ndarray, stop: float | np.ndarray = np.inf) -> np.ndar
     return ~whole | (numbers < 0) | (numbers >= stop)
 
 
+def boolean_values(values: pd.Series) -> np.ndarray:
+    """Where ``values`` holds True or False (a bool column, or a stray one in a column of
+    mixed values): 1.0 and 0.0 to pandas' number readers, a flag where a rating belongs."""
+    if values.dtype == object:
+        return values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+    return np.full(len(values), pd.api.types.is_bool_dtype(values.dtype))
+
+
 def str_ids(values: pd.Series) -> pd.Series:
     """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
     if pd.api.types.is_float_dtype(values.dtype):

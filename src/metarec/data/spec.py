@@ -10,11 +10,12 @@ used from any working directory.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 from metarec.data.schema import Dataset
-from metarec.errors import ConfigError, DataError, ModelError
+from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 
 SPEC_KEYS = (
     "dataset",
@@ -177,10 +178,7 @@ def spec_files(spec: dict[str, Any]) -> list[Path]:
     """The files a spec reads, resolved, as far as they can be found without a download:
     its own files, or the files of the data set folder or atomic prefix it names. A spec
     that names nothing findable gives none (loading it says what is wrong)."""
-    import warnings
-
     from metarec.data.registry import locate
-    from metarec.errors import MetarecError
 
     own = [spec[k] for k in ("interactions", "items", "users") if spec.get(k)]
     if own:
