@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from metarec.data import load_table
-from metarec.data.compressed import data_suffix
+from metarec.data.compressed import data_stem, data_suffix
 from metarec.errors import DataError
 
 RATINGS = b"user_id,item_id,rating,timestamp\nu1,i1,5,100\nu1,i2,3,200\nu2,i1,4,300\n"
@@ -35,6 +35,14 @@ def test_compressed_files_load_as_the_plain_file_does(
     plain = load_table(tmp_path / "plain.csv").interactions
     packed = load_table(tmp_path / name).interactions
     assert packed.equals(plain) and len(packed) == 3
+
+
+def test_a_compressed_file_names_its_dataset_by_the_plain_name(tmp_path: Path) -> None:
+    # reports are named after the dataset: p2-r.json, not p2-r.csv.json
+    (tmp_path / "r.csv.gz").write_bytes(gzip.compress(RATINGS))
+    assert load_table(tmp_path / "r.csv.gz").name == "r"
+    assert data_stem(Path("a/ratings.TSV.XZ")) == "ratings"
+    assert data_stem(Path("ratings.v2.csv")) == "ratings.v2"
 
 
 def test_a_compressed_tsv_is_read_by_its_inner_suffix(tmp_path: Path) -> None:

@@ -131,6 +131,36 @@ def test_new_user_gets_a_list_then_feedback_changes_it(
         assert set(named) <= rated_titles, reason
 
 
+def _readme_body(starts: str) -> dict[str, Any]:
+    """The JSON body the README's endpoint table shows, found by how it starts."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| endpoint | what |") :].split("\n\n")[0]
+    bodies = [b for b in table.split("`") if b.startswith(starts)]
+    assert len(bodies) == 1, f"README's endpoint table: no single body starting {starts!r}"
+    body: dict[str, Any] = json.loads(bodies[0])
+    return body
+
+
+def test_the_readme_request_bodies_are_accepted(live_server: str, server_api_key: str) -> None:
+    """A user copying the README's examples gets 2xx, not a round of 422s."""
+    items = _readme_body('{"items"')
+    items["items"][0]["item_id"] = item = uid("i")
+    user_body = _readme_body('{"user_id"')
+    user_body["user_id"] = user = uid()
+    event = _readme_body('{"event_id"')
+    event["event_id"] = uid("e")
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        assert c.put("/v1/items", json=items).status_code == 200
+        created = c.post("/v1/users", json=user_body)
+        assert created.status_code == 201, created.text
+        sent = c.post(f"/v1/users/{user}/events", json=event)
+        assert sent.json() == {"accepted": 1, "duplicates": 0}, sent.text
+        got = c.get(f"/v1/users/{user}").json()
+        assert got["features"] == user_body["features"]
+        # shown as MovieLens shows titles, with the year
+        assert c.get(f"/v1/items/{item}").json()["title"].startswith(items["items"][0]["title"])
+
+
 def test_zero_shot_user_gets_the_prior(live_server: str, server_api_key: str) -> None:
     user = uid()
     with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:

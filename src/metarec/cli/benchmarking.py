@@ -150,8 +150,8 @@ def benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]
         else:
             raise ConfigError(
                 f"--dataset {name!r}: neither a known dataset ({', '.join(known_names())}) "
-                "nor a folder or prefix of RecBole atomic files; for CSV/TSV/Parquet files use "
-                "--interactions FILE [--items FILE ...]"
+                "nor a folder or prefix of RecBole atomic files; for CSV/TSV/Parquet/JSON Lines "
+                "files use --interactions FILE [--items FILE ...]"
             )
     return out
 

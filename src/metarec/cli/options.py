@@ -123,9 +123,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_file_args(g: Any) -> None:
-    g.add_argument("--interactions", help="CSV/TSV/Parquet of ratings")
-    g.add_argument("--items", help="CSV/TSV/Parquet of items")
-    g.add_argument("--users", help="CSV/TSV/Parquet of users")
+    g.add_argument("--interactions", help="CSV/TSV/Parquet/JSON Lines of ratings")
+    g.add_argument("--items", help="CSV/TSV/Parquet/JSON Lines of items")
+    g.add_argument("--users", help="CSV/TSV/Parquet/JSON Lines of users")
     g.add_argument("--user-col", default="user_id")
     g.add_argument("--item-col", default="item_id")
     g.add_argument("--rating-col", default="rating")

@@ -79,6 +79,13 @@ def first_data_line(path: Path, limit: int = 65536) -> bytes:
     return _read(path, lambda fh: fh.readline(limit))
 
 
+def data_stem(path: Path) -> str:
+    """The name without its format: ``ratings`` for ``ratings.csv.gz`` (a dataset named
+    ``ratings.csv`` would name its reports ``p2-ratings.csv.json``)."""
+    name = Path(path.stem) if path.suffix.lower() in _SUFFIXES else path
+    return name.stem
+
+
 def data_suffix(path: Path) -> str:
     """The suffix that says the format: ``.csv`` for ``ratings.csv.gz``."""
     suffix = path.suffix.lower()

@@ -30,6 +30,7 @@ from metarec.data.columns import (
     str_ids,
     text_values,
 )
+from metarec.data.compressed import data_stem
 from metarec.data.delimited import read_table
 from metarec.data.schema import Dataset
 from metarec.data.text import (
@@ -387,7 +388,7 @@ def load_table(
 
     rr = rating_range or infer_rating_range(interactions["rating"])
     return Dataset(
-        name=name or Path(interactions_path).stem,
+        name=name or data_stem(Path(interactions_path)),
         interactions=interactions,
         items=items,
         users=users,
