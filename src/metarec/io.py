@@ -14,7 +14,8 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,23 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
         raise DataError(f"not a {what}: missing field {exc.args[0]!r}", path=path) from None
     except (TypeError, ValueError, AttributeError, IndexError) as exc:
         raise DataError(f"not a {what} (damaged or edited?): {exc}", path=path) from None
+
+
+def warn_unknown_keys(
+    raw: Mapping[str, Any], known: Collection[str], path: str | Path, what: str
+) -> None:
+    """Warn, naming ``path``, of the keys of ``raw`` that are none of ``known``. They
+    are not refused, so a file a later version wrote (with fields added) still loads;
+    but a misspelt key ("test_user") was dropped without a word, its field then read
+    as missing or at its default."""
+    unknown = sorted(str(key) for key in raw if key not in known)
+    if unknown:
+        warnings.warn(
+            f"{path}: key(s) {', '.join(map(repr, unknown))} not read: not a field of a "
+            f"{what}, which has {', '.join(map(repr, sorted(known)))} (misspelt, or from "
+            "a later metarec?)",
+            stacklevel=3,
+        )
 
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -176,6 +176,78 @@ def test_parquet(tmp_path: Path) -> None:
     assert report.examples["missing or non-numeric rating"] == ["r.parquet line 3: no rating"]
 
 
+def _write_own_line_column(path: Path) -> None:
+    rows = {"_line": [7, 9], "user_id": ["u1", "u2"], "item_id": ["i1", "i1"], "rating": [4, 5]}
+    if path.suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+        pd.DataFrame(rows).to_parquet(path, index=False)
+    elif path.suffix == ".jsonl":
+        pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    else:
+        # a quoted field takes the csv module's reader, an unquoted file pandas'
+        quote = '"' if "quoted" in path.name else ""
+        sep = "\t" if path.suffix == ".tsv" else ","
+        lines = [sep.join(rows), f"7{sep}{quote}u1{quote}{sep}i1{sep}4", f"9{sep}u2{sep}i1{sep}5"]
+        path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "name, lines",
+    [
+        ("r.csv", [2, 3]),
+        ("r-quoted.csv", [2, 3]),
+        ("r.tsv", [2, 3]),
+        ("r.parquet", [2, 3]),  # numbered as if under a header
+        ("r.jsonl", [1, 2]),  # no header
+    ],
+)
+def test_a_files_own_line_column_is_warned_about_and_the_lines_stay_right(
+    tmp_path: Path, name: str, lines: list[int]
+) -> None:
+    """Its values were replaced by metarec's line numbers without a word (a JSON
+    Lines file was refused): the user is told, as of any other '_' column."""
+    path = tmp_path / name
+    _write_own_line_column(path)
+    with pytest.warns(UserWarning) as caught:
+        ds = load_table(path)
+    said = [str(w.message) for w in caught]
+    assert any(
+        m.startswith(f"{path}: column '_line' not used: metarec numbers each row's line")
+        and "rename the file's column" in m
+        for m in said
+    ), said
+    assert ds.interactions["_line"].tolist() == lines
+    assert ds.interactions["user_id"].tolist() == ["u1", "u2"]
+
+
+def test_a_parquet_files_named_index_is_read_as_a_column(tmp_path: Path) -> None:
+    """pandas saves a frame's index in the Parquet file and restores it as the index,
+    where the users' ids (df.set_index("user_id").to_parquet) were "missing"."""
+    pytest.importorskip("pyarrow")
+    r, u, i = tmp_path / "r.csv", tmp_path / "u.parquet", tmp_path / "i.parquet"
+    r.write_text("user,item_id,rating\nu1,10,5\nu2,11,4\n")
+    users = pd.DataFrame({"user_id": ["u1", "u2"], "age": [20, 30]})
+    users.set_index("user_id").to_parquet(u)
+    items = pd.DataFrame({"item_id": [10, 11], "title": ["Heat", "Alien"]})
+    items.set_index("item_id").to_parquet(i)
+    ds = load_table(r, i, u, user_col="user", users_id_col="user_id")
+    assert ds.users is not None and ds.users.columns.tolist() == ["user_id", "age", "_line"]
+    assert ds.users["user_id"].tolist() == ["u1", "u2"] and ds.users["_line"].tolist() == [2, 3]
+    assert ds.items["title"].tolist() == ["Heat", "Alien"]
+    # pandas' default RangeIndex, and the row labels a filtered frame keeps, are no field
+    users.to_parquet(u)
+    plain = load_table(r, users_path=u, user_col="user", users_id_col="user_id").users
+    assert plain is not None and plain.columns.tolist() == ["user_id", "age", "_line"]
+    users[users["age"] > 20].to_parquet(u)
+    kept = load_table(r, users_path=u, user_col="user", users_id_col="user_id").users
+    assert kept is not None and kept.columns.tolist() == ["user_id", "age", "_line"]
+    # an index and a column of one name: which holds the ids cannot be told
+    both = users.set_index("user_id").assign(user_id=["u3", "u4"])
+    both.to_parquet(u)
+    with pytest.raises(DataError, match=r"u\.parquet: the frame's index 'user_id' \(saved"):
+        load_table(r, users_path=u, user_col="user", users_id_col="user_id")
+
+
 def test_dates_as_timestamps(tmp_path: Path) -> None:
     p = tmp_path / "r.csv"
     p.write_text("user_id,item_id,rating,ts\n1,10,4,1970-01-02\n1,11,4,86400\n")

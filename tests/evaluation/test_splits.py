@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -416,3 +417,39 @@ def test_readers_of_the_held_out_users_only_take_a_split_on_grown_data(
         P1Split.load(run / "split.json", ds)
     assert _held_out_users(run, ds, 0) == (set(split.new_users), "the P1 split's new users")
     assert users_from_spec(str(run / "split.json"), ds) == split.new_users
+
+
+@pytest.mark.parametrize("protocol", ["p1", "p2", "p4"])
+def test_a_split_files_unknown_keys_are_warned_about_and_it_still_loads(
+    ds: Dataset, tmp_path: Path, protocol: str
+) -> None:
+    """A key no reader knows was dropped without a word: misspelt ("test_user"), its
+    users were not read. Still loaded, as a later version's file with fields added."""
+    from metarec.evaluation.p4_split import P4Split, make_p4_split
+
+    path = tmp_path / split_file_name(protocol, ds.name, None)
+    if protocol == "p4":
+        users = sorted(ds.interactions["user_id"].astype(str).unique())[:20]
+        make_p4_split(ds.interactions, users, dataset=ds.name).save(path)
+    else:
+        (make_p1_split if protocol == "p1" else make_p2_split)(ds, seed=0).save(path)
+
+    def load() -> Any:
+        if protocol == "p4":
+            return P4Split.load(path)
+        return load_split(protocol, ds, tmp_path, fold=None, n_folds=None)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a file as saved holds no key its reader skips
+        split = load()
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps(raw | {"test_user": ["1"], "later_field": 1}))
+    with pytest.warns(UserWarning) as caught:
+        again = load()
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and said[0].startswith(
+        f"{path}: key(s) 'later_field', 'test_user' not read: not a field of a "
+        f"{protocol.upper()} split file, which has "
+    )
+    assert "'protocol'" in said[0] and "'seed'" in said[0]
+    assert (again.seed, again.dataset) == (split.seed, split.dataset)

@@ -82,8 +82,23 @@ def str_ids(values: pd.Series) -> pd.Series:
     return out if bool(mask.all()) else out.where(mask)
 
 
+def number_lines(frame: pd.DataFrame, lines: np.ndarray, source: str | Path) -> None:
+    """Put each row's source line in ``frame[LINE_COL]``. A file's own column of that
+    name is replaced, with a warning naming the file: it could hold anything, and
+    cleaning's messages must point at the lines the rows are on."""
+    if LINE_COL in frame.columns:
+        warnings.warn(
+            f"{source}: column {LINE_COL!r} not used: metarec numbers each row's line in a "
+            "column of that name (names starting with '_' are its internal columns); "
+            "rename the file's column to use it",
+            stacklevel=4,
+        )
+    frame[LINE_COL] = np.asarray(lines, dtype=np.int64)
+
+
 def own_columns(cols: Sequence[Any], source: str | Path | None, used_as: str) -> list[Any]:
-    """``cols`` less the internal ones: ``_line`` without a word, any other name that
+    """``cols`` less the internal ones: ``_line`` without a word (a file's own was
+    warned about where it was read, see :func:`number_lines`), any other name that
     starts with ``_`` (a file's own column) with a warning naming the file and the
     columns. The prefix is the internal columns' (cleaning removes them by it), so such
     a column would be dropped there anyway; left out here, the user is told, and

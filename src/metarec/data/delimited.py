@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec.data.columns import LINE_COL, SOURCE_ATTR
+from metarec.data.columns import SOURCE_ATTR, number_lines
 from metarec.data.compressed import data_suffix, first_data_line, read_data_bytes
 from metarec.data.jsonlines import JSON_LINES_SUFFIXES, read_json_lines
 from metarec.errors import DataError
@@ -206,7 +206,7 @@ def _read_unquoted(
             "the file may contain stray quote or carriage-return characters",
             path=path,
         )
-    frame[LINE_COL] = data_lines.astype(np.int64)
+    number_lines(frame, data_lines, path)
     return frame
 
 
@@ -347,7 +347,7 @@ def _read_quoted(
         _expected_fields(path, names, header, 0)
     cols = list(names) if names is not None else list(head or [])
     frame = pd.DataFrame(rows, columns=cols, dtype=str) if rows else pd.DataFrame(columns=cols)
-    frame[LINE_COL] = np.asarray(lines, dtype=np.int64)
+    number_lines(frame, np.asarray(lines), path)
     return frame
 
 
@@ -362,7 +362,7 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     if path.suffix.lower() in (".parquet", ".pq"):
         return _read_parquet(path)
     if data_suffix(path) in JSON_LINES_SUFFIXES:
-        frame = read_json_lines(read_bytes(path), path, LINE_COL)
+        frame = read_json_lines(read_bytes(path), path)
         frame.attrs = {SOURCE_ATTR: str(path)}
         return frame
     if sep is None:
@@ -395,9 +395,23 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         ) from exc
     except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc
+    named = [name for name in frame.index.names if name is not None]
+    if named:
+        # a frame saved with its ids as the index (df.set_index("user_id").to_parquet)
+        # comes back with them there, and the id column was "missing"; an unnamed index
+        # (a RangeIndex, or row labels left by filtering) holds no field of the data
+        clash = [name for name in named if name in frame.columns]
+        if clash:
+            # two columns of one name: which one holds the ids is anyone's guess
+            raise DataError(
+                f"the frame's index {clash[0]!r} (saved with it) has a column's name; "
+                "expected one column of each name: save it with index=False, or rename one",
+                path=path,
+            )
+        frame = frame.reset_index()
     # Parquet has no lines; numbering rows as if under a header (first row = 2)
     # still lets a user find a bad value.
-    frame[LINE_COL] = np.arange(2, len(frame) + 2, dtype=np.int64)
+    number_lines(frame, np.arange(2, len(frame) + 2), path)
     frame.attrs = {SOURCE_ATTR: str(path)}
     return frame
 

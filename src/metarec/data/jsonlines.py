@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.data.columns import number_lines
 from metarec.errors import DataError
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -32,8 +33,8 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def read_json_lines(data: bytes, path: str | Path, line_col: str) -> pd.DataFrame:
-    """The objects of ``data`` as a frame, with each one's line in ``line_col``."""
+def read_json_lines(data: bytes, path: str | Path) -> pd.DataFrame:
+    """The objects of ``data`` as a frame, with each one's line in ``_line``."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:  # JSON is UTF-8 (RFC 8259), so no guessing
@@ -72,9 +73,5 @@ def read_json_lines(data: bytes, path: str | Path, line_col: str) -> pd.DataFram
     if not records:
         raise DataError("the file is empty: expected one JSON object a line", path=path)
     frame = pd.DataFrame.from_records(records)
-    if line_col in frame.columns:
-        raise DataError(
-            f"key {line_col!r} is the name metarec numbers lines under; rename it", path=path
-        )
-    frame[line_col] = np.asarray(lines, dtype=np.int64)
+    number_lines(frame, np.asarray(lines), path)
     return frame

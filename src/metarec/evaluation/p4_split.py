@@ -21,10 +21,12 @@ import pandas as pd
 from metarec.data.columns import check_frame
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError
-from metarec.io import load_json, reading, save_json
+from metarec.io import load_json, reading, save_json, warn_unknown_keys
 from metarec.models.base import check_seed, check_whole
 
 ARMS = ("A", "B")
+# the keys save writes, each read by load
+P4_KEYS = ("protocol", "dataset", "seed", "support", "users", "arms", "skipped")
 
 
 @dataclass
@@ -57,6 +59,7 @@ class P4Split:
         raw = load_json(path)
         if not isinstance(raw, dict) or raw.get("protocol") != "p4":
             raise DataError('not a P4 split file (no "protocol": "p4")', path=path)
+        warn_unknown_keys(raw, P4_KEYS, path, "P4 split file")
         with reading(path, "P4 split file"):
             users, arms = id_list(raw, "users"), id_list(raw, "arms")
             if len(users) != len(arms) or set(arms) - set(ARMS):

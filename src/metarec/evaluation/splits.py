@@ -23,7 +23,7 @@ import pandas as pd
 
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError, DataError
-from metarec.io import load_json, reading, save_json
+from metarec.io import load_json, reading, save_json, warn_unknown_keys
 
 S = TypeVar("S", bound="SplitFile")
 
@@ -59,9 +59,13 @@ class SplitFile:
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
+    @classmethod
+    def _field_names(cls) -> list[str]:
+        """The fields a split file holds (the frames are rebuilt from the data)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name != "frames"]  # type: ignore[arg-type]
+
     def _fields(self) -> dict[str, Any]:
-        kept = [f.name for f in dataclasses.fields(self) if f.name != "frames"]  # type: ignore[arg-type]
-        return {name: getattr(self, name) for name in kept}
+        return {name: getattr(self, name) for name in self._field_names()}
 
     def save(self, path: str | Path) -> None:
         save_json(path, {"protocol": self.protocol, **self._fields()})
@@ -81,11 +85,13 @@ class SplitFile:
                 f"not a {kind}: protocol {raw.get('protocol')!r}, expected {cls.protocol!r}",
                 path=path,
             )
+        names = cls._field_names()
+        warn_unknown_keys(raw, ["protocol", *names], path, kind)
         with reading(path, kind):
             values = {
                 f.name: _field_value(f, raw)
                 for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                if f.name != "frames"
+                if f.name in names
             }
             split = cls(**values)
         try:
