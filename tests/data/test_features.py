@@ -49,3 +49,43 @@ def test_a_saved_encoder_is_read_back_or_refused_by_field() -> None:
     ]:
         with pytest.raises(ModelError, match=r"run/recommender\.json: " + needle):
             UserFeatureEncoder.from_dict(damaged, source="run/recommender.json")
+
+
+def test_a_users_file_with_gaps_still_bins_its_numbers_and_reads_whole_floats() -> None:
+    """A CSV pandas wrote from an age column with gaps says "34.0", and its blanks are
+    empty text: one blank made the column categories "34.0" that a request's 34
+    never matched, and the blank a category of its own."""
+    ages = [str(float(18 + i)) if i % 7 else "" for i in range(60)]  # "19.0", ..., ""
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(60)],
+            "age": ages,
+            "job": [f"{i % 5}.0" if i % 9 else " " for i in range(60)],  # "3.0", " "
+        }
+    )
+    enc = UserFeatureEncoder.fit(users)
+    assert "age" in enc.bins and "job" not in enc.bins  # 51 ages binned, 5 jobs not
+    assert set(enc.vocab["job"]) == {"0", "1", "2", "3", "4"}  # no "" level: unknown is 0
+    assert (
+        enc.encode_one({"age": 34, "job": 3}).tolist()
+        == enc.encode_one({"age": "34.0", "job": "3.0"}).tolist()
+    )
+    assert 0 not in enc.encode_one({"age": 34, "job": 3})
+    # a blank is unknown in training as for a served user who does not say
+    ids = np.array(["u0", "u7", "u9"], dtype=object)  # both blank; age blank; job blank
+    age27, job2 = enc.encode_one({"age": 27})[0], enc.encode_one({"job": 2})[1]
+    assert enc.transform(users, ids).tolist() == [[0, 0], [0, job2], [age27, 0]]
+    # "007" is a code, not the number 7
+    codes = UserFeatureEncoder.fit(pd.DataFrame({"user_id": ["a", "b"], "zip": ["007", "7"]}))
+    assert len(codes.vocab["zip"]) == 2
+
+
+def test_a_run_saved_with_float_categories_reads_a_requests_whole_number() -> None:
+    saved = {"columns": ["job"], "vocab": {"job": {"3.0": 1, "4.0": 2, "x": 3}}, "bins": {}}
+    enc = UserFeatureEncoder.from_dict(saved)
+    assert enc.encode_one({"job": 3}).tolist() == [1]
+    assert enc.encode_one({"job": 4.0}).tolist() == [2]
+    assert enc.encode_one({"job": "x"}).tolist() == [3]
+    # two keys that would read alike are left as they were saved
+    both = {"columns": ["job"], "vocab": {"job": {"3.0": 1, "3": 2}}, "bins": {}}
+    assert UserFeatureEncoder.from_dict(both).vocab["job"] == {"3.0": 1, "3": 2}

@@ -94,6 +94,25 @@ def test_knn_profile_pulls_toward_likes_and_away_from_dislikes(toy_knn: ContentK
     assert (empty >= 0).all() and (empty < 1).all()
 
 
+def test_knn_on_one_value_feedback_follows_what_the_user_chose(small: Small) -> None:
+    """Clicks read as all 1s: ratings minus the centre are all 0, and the profile
+    was empty, so every user got popularity's list. Each interaction is a like."""
+    items = small.data.catalogue.items.iloc[:4].reset_index(drop=True)
+    vectors = np.array(
+        [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32
+    )
+    catalogue = Catalogue(items, vectors, small.data.catalogue.encoder)
+    frame = _frame([("a", "3", 1), ("b", "3", 1), ("a", "4", 1), ("c", "2", 1)])
+    knn = ContentKNN(damping=3.0).fit(TrainingData(frame, catalogue, rating_range=(1.0, 1.0)))
+    one, two, empty = knn.score_catalogue(
+        [_task([0], [1.0]), _task([0, 3], [1.0, 1.0]), _task([], [])]
+    )
+    np.testing.assert_allclose(one, [1.0, 0.9 / np.sqrt(0.82), 0.0, 0.0])
+    half = 1 / np.sqrt(2)
+    np.testing.assert_allclose(two, [half, 0.9 / np.sqrt(0.82) * half, 0.0, half])
+    assert list(np.argsort(-empty, kind="stable")) == [2, 1, 3, 0]  # K = 0: popularity
+
+
 def test_knn_scores_new_items_from_vectors(toy_knn: ContentKNN) -> None:
     toy_knn.add_items(pd.DataFrame({"item_id": ["x", "y"]}), np.array([[2.0, 0, 0], [0, 0, 1]]))
     assert toy_knn.n_items == 6

@@ -7,6 +7,7 @@ new user's age of 37 lands in a learned bin instead of an unseen token.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,11 +48,16 @@ class UserFeatureEncoder:
         enc = cls(columns=list(cols))
         for col in cols:
             values = users[col]
-            numeric = pd.to_numeric(values, errors="coerce")
-            if numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
+            # a blank is a missing value, not a category nor a number that is not one:
+            # one blank age made the whole column categories, 34 unknown beside "34.0"
+            present = ~values.map(_blank).to_numpy(dtype=bool)
+            numeric = pd.to_numeric(values[present], errors="coerce")
+            if len(numeric) and numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
                 qs = np.unique(np.quantile(numeric, np.linspace(0, 1, 8)[1:-1]))
                 enc.bins[col] = [float(q) for q in qs]
-            levels = sorted(set(enc._raw(col, values)))
+            # missing is code 0, "unknown", as for a served user who does not say:
+            # training users without a value teach the model what unknown means
+            levels = sorted(set(enc._raw(col, values)) - {""})
             enc.vocab[col] = {v: i + 1 for i, v in enumerate(levels)}
         return enc
 
@@ -62,7 +68,7 @@ class UserFeatureEncoder:
             return [
                 f"bin{c}" if not np.isnan(x) else "" for c, x in zip(codes, numeric, strict=True)
             ]
-        return ["" if pd.isna(v) else str(v) for v in values]
+        return ["" if _blank(v) else category(v) for v in values]
 
     @property
     def cardinalities(self) -> list[int]:
@@ -98,7 +104,7 @@ class UserFeatureEncoder:
                 x = float(value)  # type: ignore[arg-type]
                 token = f"bin{int(np.searchsorted(np.asarray(self.bins[col]), x, side='right'))}"
             else:
-                token = str(value)
+                token = category(value)
             out[j] = self.vocab[col].get(token, 0)
         return out
 
@@ -221,7 +227,34 @@ class UserFeatureEncoder:
             for edges in bins.values()
         ):
             raise bad("features.bins", "an object of column: [edges]", bins)
-        return cls(list(columns), dict(vocab), dict(bins))
+        # runs fitted before categories were read as category() reads them hold "34.0"
+        # where a request's 34 now reads "34"; a key that would merge two is kept as is
+        canonical = {}
+        for col in columns:
+            codes = vocab[col]
+            renamed = {category(k) if category(k) not in codes else k: c for k, c in codes.items()}
+            canonical[col] = renamed if len(renamed) == len(codes) else dict(codes)
+        return cls(list(columns), canonical, dict(bins))
+
+
+_WHOLE_DECIMAL = re.compile(r"[+-]?\d+\.0*")
+
+
+def category(value: Any) -> str:
+    """A category value as the text it is known by: a whole number written as a float
+    (34.0, or "34.0" in a CSV pandas wrote from a column with gaps) as the integer,
+    so that a request's 34 finds it; other text as it is ("007" stays "007")."""
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, str) and _WHOLE_DECIMAL.fullmatch(value.strip()):
+        return str(int(float(value)))
+    return str(value)
+
+
+def _blank(value: Any) -> bool:
+    """Missing (:func:`_missing`) or text of nothing but spaces, as a CSV's empty field
+    reads."""
+    return _missing(value) or (isinstance(value, str) and not value.strip())
 
 
 def _missing(value: Any) -> bool:

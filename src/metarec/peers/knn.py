@@ -12,9 +12,12 @@ single rating meaningful: with one rating the plain user mean would equal
 that rating and every weight would be 0, whereas the damped centre sits near
 the global mean, so a lone 5 is a like and a lone 1 a dislike.
 
-Scores are the cosine between the profile and each item vector. A user with
-no usable profile — an empty support set (K = 0) or weights that cancel to a
-zero vector — gets the popularity order instead (rescaled into [0, 1)),
+Where every support rating sits at the centre (data with one rating value,
+implicit feedback read as all 1s, whose mean is that value), the weights are
+all 0; each support item then weighs 1, since that the user chose it is all the
+data says. Scores are the cosine between the profile and each item vector. A
+user with no usable profile — an empty support set (K = 0) or weights that
+cancel to a zero vector — gets the popularity order instead (rescaled into [0, 1)),
 since there is nothing to measure similarity against. New items are scored
 from their vectors like any other item; with no ratings they rank last in
 the popularity fallback.
@@ -86,6 +89,11 @@ class ContentKNN(ScoringModel):
         total = np.where(mask, ratings, 0.0).sum(axis=1) + self.damping * self.mu
         centre = np.divide(total, den, out=np.full(len(tasks), self.mu), where=den > 0)
         weights = np.where(mask, ratings - centre[:, None], 0.0)
+        # one-value feedback (clicks read as all 1s): the centre is that value and every
+        # weight 0, which left each user popularity's list; an interaction is then the
+        # only signal there is, so each counts as a like
+        flat = n.astype(bool) & ~(weights != 0).any(axis=1)
+        weights[flat] = mask[flat]
         return _unit_rows(np.einsum("bs,bsd->bd", weights, vectors[items]))
 
     def score_catalogue(
