@@ -643,3 +643,14 @@ def test_run_benchmark_names_its_parameters_and_the_cli_its_flags(
     with pytest.raises(ConfigError, match=r"^seed: kept as it is"), flags:
         raise ConfigError("seed: kept as it is")
     assert not any(tmp_path.iterdir())
+
+
+def test_result_names_keep_letters_of_any_script() -> None:
+    from metarec.evaluation.benchmark import safe_name
+
+    # both were "data": the second benchmark replaced the first's results
+    assert safe_name("日本") != safe_name("中国")
+    assert safe_name("données clics") == "données-clics"
+    assert safe_name("my ratings") == "my-ratings"
+    assert safe_name("a/../b") == "a-..-b"  # never a path
+    assert safe_name("///") == "data"

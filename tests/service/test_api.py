@@ -328,8 +328,9 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", reload, {"json": {"run": "/no/such/run"}}, 401, "missing_api_key", "X-API-Key"),
         ("GET", "/no/such/route", {}, 404, "not_found", "no endpoint at '/no/such/route'"),
         # "1/" is not item "1": a 307 to it answered for another id and re-sent writes
-        ("GET", "/v1/items/1/", {}, 404, "not_found", "'/v1/items/1/'"),
-        ("GET", "/v1/items/1%2F", {}, 404, "not_found", "'/v1/items/1/'"),
+        ("GET", "/v1/items/1/", {}, 404, "unknown_item", "unknown item '1/'"),
+        ("GET", "/v1/items/1%2F", {}, 404, "unknown_item", "unknown item '1/'"),
+        ("GET", "/v1/items/", {}, 422, "validation_error", "item_id"),
         ("POST", events + "/", event(), 404, "not_found", "events/'"),
         # a typo'd parameter was ignored, and the list looked like the one asked for
         ("GET", recs + "?k=1&candidate=50", {}, 422, "validation_error",
@@ -986,3 +987,28 @@ def test_a_stored_profile_the_model_cannot_read_still_gets_recommendations(
         got = c.get("/v1/users/old-profile/recommendations", params={"k": 3})
         assert got.status_code == 200, got.text
         assert len(got.json()["items"]) == 3
+
+
+def test_catalogue_ids_with_a_slash_can_be_looked_up(
+    shared_data: Path, tmp_path: Path, make_server: Callable[..., LiveServer]
+) -> None:
+    """A catalogue's own ids may hold "/" (news/2026/17): they were recommended, but
+    GET /v1/items/{id} answered "no endpoint" for them, sent plain or as %2F."""
+    from metarec import load_dataset
+    from metarec.config import TrainConfig
+    from metarec.pipeline import encode_catalogue, fit_recommender
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    items = ds.items.assign(item_id="film/" + ds.items["item_id"].astype(str))
+    ratings = ds.interactions.assign(item_id="film/" + ds.interactions["item_id"].astype(str))
+    catalogue = encode_catalogue(items, "tfidf", cache_dir=tmp_path / "emb", progress=False)
+    cfg = TrainConfig(epochs=1, max_train_users=40, inner_steps=1, seed=0, device="cpu")
+    rec, _ = fit_recommender(catalogue, ratings, cfg, progress=False)
+    rec.save(tmp_path / "run")
+    live = make_server(run=tmp_path / "run")
+    with live.client() as c:
+        for path in ("/v1/items/film/1", "/v1/items/film%2F1"):
+            got = c.get(path)
+            assert got.status_code == 200, (path, got.text)
+            assert got.json()["item_id"] == "film/1" and got.json()["title"].startswith("Toy Story")
+        assert c.get("/v1/items/film/").json()["error"]["code"] == "unknown_item"

@@ -76,8 +76,10 @@ P2_HEADLINE = (("ndcg@10", False),)
 
 def safe_name(name: str) -> str:
     """A dataset name fit for result file names: anything but letters, digits, ``.``,
-    ``_`` and ``-`` becomes ``-`` (a file stem such as ``my ratings`` included)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    ``_`` and ``-`` becomes ``-`` (a file stem such as ``my ratings`` included). Letters
+    and digits of any script stay: ``日本`` and ``中国`` both became ``data``, so the
+    second benchmark replaced the first's results, and ``données`` lost its ``é``."""
+    cleaned = re.sub(r"[^\w.-]+", "-", name).strip("-.")
     return cleaned or "data"
 
 

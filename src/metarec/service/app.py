@@ -405,9 +405,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """Titles containing ``q`` (case-insensitive), most rated first; empty ``q``: most rated."""
         return {"items": holder.search(served(), q, limit)}
 
-    @app.get("/v1/items/{item_id}", response_model=schemas.ItemDetail, tags=["items"])
+    # ":path": a catalogue's own ids may hold "/" ("news/2026/17"; ids added through
+    # the API may not), sent as "%2F" or plain; "1/" is then item "1/", not "1"
+    @app.get("/v1/items/{item_id:path}", response_model=schemas.ItemDetail, tags=["items"])
     @in_thread_pool
-    def get_item(item_id: Annotated[str, PathParam(max_length=ID_LENGTH)]) -> Any:
+    def get_item(item_id: Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]) -> Any:
         s = served(wait=True)
         idx = s.rec.item_index.get(item_id)
         if idx is None:
