@@ -526,6 +526,27 @@ def test_describe_json_is_strict_json_even_for_empty_data(
     assert info["interactions"] == 0 and info["rating_mean"] is None  # the mean of nothing
 
 
+def test_describe_notes_zeros_below_a_one_to_n_scale(
+    tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """Book-Crossing writes 0 for "read, not rated" beside 1-10 ratings: read as the
+    strongest dislike without a word, where giving the scale drops them."""
+    rows = [f"u{u},b{i},{(u + i) % 11}" for u in range(8) for i in range(6)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    (tmp_path / "i.csv").write_text("item_id,title\n" + "".join(f"b{i},B{i}\n" for i in range(6)))
+    args = ["data", "describe", "--interactions", str(tmp_path / "r.csv"),
+            "--items", str(tmp_path / "i.csv"), "--title-col", "title"]  # fmt: skip
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    zeros = sum((u + i) % 11 == 0 for u in range(8) for i in range(6))
+    assert f"note: {zeros} rating(s) of 0 below an otherwise 1-10 scale" in proc.stdout
+    assert "--rating-range 1,10" in proc.stdout
+    assert json.loads(cli(*args, "--json").stdout)["notes"]
+    # the scale given, the zeros are dropped: nothing left to note
+    proc = cli(*args, "--rating-range", "1,10", "--json")
+    assert json.loads(proc.stdout)["notes"] == []
+
+
 def _small_ratings(files: Path) -> list[str]:
     """Twelve users rating ten items: enough to meta-train for one epoch in seconds."""
     titles = ["Heat", "Fargo", "Alien", "Brazil", "Ran", "Jaws", "Big", "Rocky", "Psycho", "Up"]

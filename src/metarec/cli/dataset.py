@@ -57,8 +57,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(json.dumps(jsonable(info), indent=2, default=str, allow_nan=False))
     else:
         for k, v in info.items():
-            if k != "cleaning":
+            if k not in ("cleaning", "notes"):
                 print(f"{k:>26}: {v}")
+        notes = info["notes"]
+        assert isinstance(notes, list)
+        for note in notes:
+            print(f"note: {note}")
         if ds.report is not None:
             print("cleaning:\n" + ds.report.summary())
     return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from metarec.errors import ConfigError, DataError
@@ -177,4 +178,21 @@ class Dataset:
             "ratings_per_user_min": int(per_user.min()) if len(per_user) else 0,
             "user_features": self.user_feature_columns,
             "has_timestamps": bool(inter["timestamp"].notna().any()) if len(inter) else False,
+            "notes": self._scale_notes(),
         }
+
+    def _scale_notes(self) -> list[str]:
+        """What a person should check about the scale before training: a 0 below an
+        otherwise 1-N scale is the strongest dislike here, but some catalogues (Book-
+        Crossing) write 0 for "read, not rated"; which it is, only they know."""
+        levels = np.unique(self.interactions["rating"].to_numpy(dtype=np.float64))
+        rest = levels[1:]
+        if len(rest) < 3 or levels[0] != 0 or rest[0] != 1 or not (rest == rest.round()).all():
+            return []
+        zeros = int((self.interactions["rating"] == 0).sum())
+        return [
+            f"{zeros:,} rating(s) of 0 below an otherwise 1-{rest[-1]:g} scale are read as the "
+            f"strongest dislike; if 0 means an interaction without a rating, give "
+            f"--rating-range 1,{rest[-1]:g} (rating_range=(1, {rest[-1]:g})) and those rows "
+            "are dropped"
+        ]
