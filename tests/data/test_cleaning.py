@@ -348,3 +348,20 @@ def test_a_dataset_refuses_tables_that_are_not_frames(args: tuple, needle: str) 
               "items": pd.DataFrame({"item_id": ["a"]})}  # fmt: skip
     with pytest.raises(DataError, match=needle):
         Dataset(*(frames.get(a, a) if isinstance(a, str) else a for a in args))
+
+
+def test_an_unknown_item_that_nearly_matches_says_how(tmp_path: Path) -> None:
+    """'café 1' decomposed (NFD) in one file and composed in the other prints the same:
+    "not in the items table" alone sent the user looking for a typo that is not there."""
+    nfd, nfc = "cafe\u0301 1", "caf\u00e9 1"
+    (tmp_path / "r.csv").write_text(
+        f"user_id,item_id,rating\nu,{nfd},4\nu,BOOK,3\nu,other,2\nu,book,5\n", encoding="utf-8"
+    )
+    (tmp_path / "i.csv").write_text(f"item_id,title\n{nfc},C\nbook,B\n", encoding="utf-8")
+    ds = load_table(tmp_path / "r.csv", items_path=tmp_path / "i.csv", title_col="title")
+    report = clean(ds, rating_range=(1.0, 5.0)).report
+    assert report is not None
+    ex = report.examples["item id not in the items table"]
+    assert f"item {nfd!r} is not in the items table (it has {nfc!r}: the same text in " in ex[0]
+    assert "'BOOK' is not in the items table (it has 'book': letter case differs)" in ex[1]
+    assert ex[2].endswith("item 'other' is not in the items table")

@@ -8,6 +8,7 @@ one. :func:`validate` runs the same checks and only describes what it finds.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -311,13 +312,31 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
 
 def _unknown_items(inter: pd.DataFrame, items: pd.DataFrame) -> _Finding | None:
     rows = np.flatnonzero(~inter["item_id"].isin(items["item_id"]).to_numpy())
-    return _finding(
-        inter,
-        rows,
-        "item id not in the items table",
-        lambda i: f"item {inter['item_id'].iloc[i]!r} is not in the items table",
-        "item_id",
-    )
+    if not len(rows):
+        return None
+    alike = {_loose_id(i): i for i in items["item_id"].astype(str)}
+
+    def message(i: int) -> str:
+        item = str(inter["item_id"].iloc[i])
+        text = f"item {item!r} is not in the items table"
+        near = alike.get(_loose_id(item))
+        # "café" composed in one file and decomposed in the other, or a stray space,
+        # print alike: say which id it nearly is, and how they differ
+        return text + (f" (it has {near!r}: {_how_ids_differ(item, near)})" if near else "")
+
+    return _finding(inter, rows, "item id not in the items table", message, "item_id")
+
+
+def _loose_id(value: str) -> str:
+    return unicodedata.normalize("NFC", value).strip().casefold()
+
+
+def _how_ids_differ(a: str, b: str) -> str:
+    if a.strip() != a or b.strip() != b:
+        return "spaces at an end differ"
+    if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b):
+        return "the same text in another Unicode form (NFC/NFD); normalise the files alike"
+    return "letter case differs"
 
 
 def _in_items(inter: pd.DataFrame, ids: set[str], reason: str) -> _Finding | None:
