@@ -89,3 +89,13 @@ def test_a_run_saved_with_float_categories_reads_a_requests_whole_number() -> No
     # two keys that would read alike are left as they were saved
     both = {"columns": ["job"], "vocab": {"job": {"3.0": 1, "3": 2}}, "bins": {}}
     assert UserFeatureEncoder.from_dict(both).vocab["job"] == {"3.0": 1, "3": 2}
+
+
+def test_the_rankers_user_groups_read_categories_as_the_encoder_does() -> None:
+    from metarec.models.support_signals import UserGroups
+
+    users = pd.DataFrame({"user_id": ["a", "b", "c"], "job": ["3.0", "", "4.0"]})
+    groups = UserGroups.fit(users)
+    served = pd.DataFrame({"job": [3, 3.0, "3.0", None, " "]})
+    assert groups.keys(served, 5) == [["3", "3", "3", None, None]]
+    assert groups.keys(users, 3) == [["3", None, "4"]]  # a blank is no group of its own

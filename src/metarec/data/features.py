@@ -50,7 +50,7 @@ class UserFeatureEncoder:
             values = users[col]
             # a blank is a missing value, not a category nor a number that is not one:
             # one blank age made the whole column categories, 34 unknown beside "34.0"
-            present = ~values.map(_blank).to_numpy(dtype=bool)
+            present = ~values.map(blank).to_numpy(dtype=bool)
             numeric = pd.to_numeric(values[present], errors="coerce")
             if len(numeric) and numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
                 qs = np.unique(np.quantile(numeric, np.linspace(0, 1, 8)[1:-1]))
@@ -68,7 +68,7 @@ class UserFeatureEncoder:
             return [
                 f"bin{c}" if not np.isnan(x) else "" for c, x in zip(codes, numeric, strict=True)
             ]
-        return ["" if _blank(v) else category(v) for v in values]
+        return ["" if blank(v) else category(v) for v in values]
 
     @property
     def cardinalities(self) -> list[int]:
@@ -251,7 +251,7 @@ def category(value: Any) -> str:
     return str(value)
 
 
-def _blank(value: Any) -> bool:
+def blank(value: Any) -> bool:
     """Missing (:func:`_missing`) or text of nothing but spaces, as a CSV's empty field
     reads."""
     return _missing(value) or (isinstance(value, str) and not value.strip())

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from metarec.data.features import blank, category
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ModelError
 from metarec.models.episodic import EpisodicLinear
@@ -202,7 +203,9 @@ class UserGroups:
                 bins = np.digitize(v, self.edges[c])
                 out.append([None if np.isnan(x) else f"q{b}" for x, b in zip(v, bins, strict=True)])
             else:
-                out.append([None if pd.isna(x) else str(x) for x in col])
+                # as the feature encoder reads categories: a blank is missing, and the
+                # file's "34.0" the request's 34
+                out.append([None if blank(x) else category(x) for x in col])
         return out
 
 
