@@ -99,3 +99,14 @@ def test_the_rankers_user_groups_read_categories_as_the_encoder_does() -> None:
     served = pd.DataFrame({"job": [3, 3.0, "3.0", None, " "]})
     assert groups.keys(served, 5) == [["3", "3", "3", None, None]]
     assert groups.keys(users, 3) == [["3", None, "4"]]  # a blank is no group of its own
+
+
+def test_the_rankers_user_groups_cut_numbers_given_as_text_into_quintiles() -> None:
+    from metarec.models.support_signals import UserGroups
+
+    # as every file gives them: text; 61 exact ages were 61 groups, not quintiles
+    ages = [str(18 + i % 50) for i in range(100)] + [""]
+    groups = UserGroups.fit(pd.DataFrame({"user_id": range(101), "age": ages, "g": "M"}))
+    assert "age" in groups.edges and "g" not in groups.edges
+    (age, _) = groups.keys(pd.DataFrame({"age": [18, "67", None], "g": "M"}), 3)
+    assert age == ["q0", "q4", None]
