@@ -589,7 +589,8 @@ def test_options_the_data_makes_absurd_are_refused_before_any_fit(
 def test_a_run_refused_before_its_first_model_leaves_no_kept_progress(
     tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
-    # two users: P2 cannot split them, which it finds only once the run has started
+    # two users: P2 cannot split them, which it finds before anything is written (it
+    # was inside the run, after an interrupted run's progress had been discarded)
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,a,5\nu1,b,3\nu2,a,4\n")
     (tmp_path / "i.csv").write_text("item_id,title\na,Alpha\nb,Beta\n")
     proc = cli(
@@ -598,7 +599,7 @@ def test_a_run_refused_before_its_first_model_leaves_no_kept_progress(
         "--peers", "popularity", "--algorithms", "episodic", "--out", str(tmp_path / "out"),
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -654,3 +655,26 @@ def test_result_names_keep_letters_of_any_script() -> None:
     assert safe_name("my ratings") == "my-ratings"
     assert safe_name("a/../b") == "a-..-b"  # never a path
     assert safe_name("///") == "data"
+
+
+def test_a_run_beside_another_fold_plans_split_files_is_refused_before_any_work(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """A 2-fold run would replace folds 0 and 1 of a 3-fold run's split files (named
+    by fold only) and leave its fold 2: the 3-fold report beside a mix of two plans."""
+    for fold in range(3):
+        raw = {"protocol": "p2", "dataset": "ml-100k", "seed": 0, "fold": fold, "n_folds": 3}
+        (tmp_path / f"p2-ml-100k-fold{fold}-split.json").write_text(json.dumps(raw))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    res = cli(
+        "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
+        "--folds", "2", "--peers", "popularity", "--algorithms", "episodic",
+        "--out", str(tmp_path), "--quiet",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln] == [res.stderr.strip()]  # one line
+    assert f"--out: {tmp_path / 'p2-ml-100k-fold0-split.json'} holds fold 0 of a 3-fold" in (
+        res.stderr
+    )
+    assert "give another out folder, or move" in res.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,212 @@ def test_the_key_follows_the_data_and_takes_any_catalogue() -> None:
     assert key["interactions"].startswith("1:")
     rerated = Dataset("mine", inter.assign(rating=5.0), items, None, (1.0, 5.0), None)
     assert benchmark._run_key("p2", rerated, splits=None, seed=0, shots=(1, 3)) != key
+
+
+def test_the_key_follows_the_users_file() -> None:
+    import pandas as pd
+
+    from metarec.data.schema import Dataset
+
+    inter = pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "rating": [4.0]})
+    items = pd.DataFrame({"item_id": ["i"], "title": ["Heat"]})
+    users = pd.DataFrame({"user_id": ["u"], "age": [34]})
+
+    def key(users: pd.DataFrame | None) -> dict[str, Any]:
+        ds = Dataset("mine", inter, items, users, (1.0, 5.0), None)
+        return benchmark._run_key("p2", ds, splits=None, seed=0)
+
+    # the models read the users' features: a resumed run kept models fitted on the old
+    assert key(users) != key(users.assign(age=35))
+    assert key(users) != key(None)
+    assert key(users) == key(users.copy())
+
+
+# -- resuming on tiny data (seconds): a synthetic catalogue, two peers and the ridge ----
+def _tiny() -> Any:
+    import numpy as np
+    import pandas as pd
+
+    from metarec.data.schema import Dataset
+
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{u}", f"i{i}", float(rng.integers(1, 6)), t)
+        for u in range(60)
+        for t, i in enumerate(rng.choice(40, size=30, replace=False))
+    ]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    titles = [f"film {i} {('crime', 'drama', 'comedy')[i % 3]}" for i in range(40)]
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(40)], "title": titles})
+    return Dataset("tiny", inter, items, None, (1.0, 5.0), None)
+
+
+TINY_RUN: dict[str, Any] = dict(
+    peers=["popularity", "bias"], algorithms=["episodic"], shots=[1, 3], plots=False,
+    overrides=["encoder=tfidf"],
+)  # fmt: skip
+
+
+@pytest.fixture()
+def stop_at_bias(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``stop_at_bias(n)``: the n-th fit of the bias peer from now on is interrupted
+    (Ctrl-C), once popularity, fitted before it, has been kept."""
+    from metarec.peers.bias import Bias
+
+    fit = Bias.fit
+
+    def arm(n: int) -> None:
+        calls = [0]
+
+        def interrupted(self: Any, data: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == n:
+                raise KeyboardInterrupt
+            return fit(self, data)
+
+        monkeypatch.setattr(Bias, "fit", interrupted)
+
+    return arm
+
+
+def _read_back(out: str) -> list[str]:
+    """The models a run read from kept progress instead of fitting (its log)."""
+    return [
+        line.split("] ", 1)[1].split(":", 1)[0]
+        for line in out.splitlines()
+        if "fitted and evaluated by an interrupted run" in line
+    ]
+
+
+def test_a_split_file_edited_before_the_resume_refits_every_model(
+    tmp_path: Path, stop_at_bias: Callable[[int], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.evaluation.p2 import make_p2_split
+
+    ds = _tiny()
+    splits = tmp_path / "splits"
+    split = make_p2_split(ds, seed=0)
+    split.save(splits / "p2-tiny-split.json")
+    stop_at_bias(1)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_benchmark("p2", ds, out=tmp_path / "out", splits=splits, **TINY_RUN)
+    assert (tmp_path / "out" / ".p2-tiny.partial" / "split" / "00-popularity").is_dir()
+
+    # still a sound split (every check passes), but another one: popularity's kept
+    # figures are of the first
+    moved = split.train_users[0]
+    split.train_users = split.train_users[1:]
+    split.validation_users = [*split.validation_users, moved]
+    split.save(splits / "p2-tiny-split.json")
+    stop_at_bias(0)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"its splits differ"):
+        benchmark.run_benchmark("p2", ds, out=tmp_path / "out", splits=splits, **TINY_RUN)
+    assert _read_back(capsys.readouterr().out) == []
+    written = json.loads((tmp_path / "out" / "p2-tiny-split.json").read_text())
+    assert moved in written["validation_users"]
+
+
+@pytest.mark.parametrize("folds", [1, 2])
+def test_split_files_are_written_with_the_report_not_before(
+    folds: int,
+    tmp_path: Path,
+    stop_at_bias: Callable[[int], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from metarec.evaluation.p2 import make_p2_split
+    from metarec.evaluation.splits import split_file_name
+
+    ds = _tiny()
+    out = tmp_path / "out"
+    fold_ids: list[int | None] = [None] if folds == 1 else list(range(folds))
+    names = [split_file_name("p2", "tiny", f) for f in fold_ids]
+    benchmark.run_benchmark("p2", ds, out=out, folds=folds, seed=0, **TINY_RUN)
+    seed0 = {n: (out / n).read_bytes() for n in names}
+
+    # seed 1, interrupted in its last fold: the folder still holds seed 0's report and
+    # seed 0's split files, which --splits would read as that report's
+    stop_at_bias(folds)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_benchmark("p2", ds, out=out, folds=folds, seed=1, **TINY_RUN)
+    assert {n: (out / n).read_bytes() for n in names} == seed0
+    stop_at_bias(0)
+    capsys.readouterr()
+    record = benchmark.run_benchmark("p2", ds, out=out, folds=folds, seed=1, **TINY_RUN)
+    assert _read_back(capsys.readouterr().out) == ["popularity"]  # it did resume
+    assert record["seed"] == 1
+    for fold, name in zip(fold_ids, names, strict=True):
+        # a finished fold's split comes from the kept progress, the last one drawn again
+        expected = tmp_path / "expected" / name
+        make_p2_split(ds, seed=1, n_folds=folds if folds > 1 else None, fold=fold).save(expected)
+        assert json.loads((out / name).read_text()) == json.loads(expected.read_text())
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_refused_split_file_keeps_an_interrupted_runs_progress(
+    resume: bool,
+    tmp_path: Path,
+    stop_at_bias: Callable[[int], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from metarec.errors import DataError
+    from metarec.evaluation.p2 import make_p2_split
+
+    ds = _tiny()
+    out = tmp_path / "out"
+    stop_at_bias(1)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_benchmark("p2", ds, out=out, **TINY_RUN)
+    kept = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert Path(".p2-tiny.partial/split/00-popularity/result.json") in kept
+
+    # the same report from a split file with a user in two groups: refused, and
+    # the interrupted run's popularity is still there to resume with
+    split = make_p2_split(ds, seed=0)
+    split.validation_users = [*split.validation_users, split.test_users[0]]
+    split.save(tmp_path / "bad" / "p2-tiny-split.json")
+    with pytest.raises(DataError, match="share 1 users"):
+        benchmark.run_benchmark(
+            "p2", ds, out=out, splits=tmp_path / "bad", resume=resume, **TINY_RUN
+        )
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == kept
+    stop_at_bias(0)
+    capsys.readouterr()
+    benchmark.run_benchmark("p2", ds, out=out, **TINY_RUN)
+    assert _read_back(capsys.readouterr().out) == ["popularity"]
+
+
+def test_another_commands_progress_goes_only_once_this_one_keeps_something(
+    tmp_path: Path,
+) -> None:
+    from contextlib import AbstractContextManager, nullcontext
+
+    record: dict[str, Any] = {"fit_s": 0.1, "config": None, "result": {}}
+    first = RunStore(tmp_path, "p2-x", {"seed": 0})
+    first.start()
+    first.save_model(None, 0, "knn", record, None)
+    kept = sorted(first.dir.rglob("*"))
+
+    # refused (or stopped) before its first model: what the first command kept stays
+    for resume in (True, False):
+        other = RunStore(tmp_path, "p2-x", {"seed": 1})
+        # said at once (not when it goes, a model later); --no-resume asked for it
+        said: AbstractContextManager[Any] = (
+            pytest.warns(UserWarning, match="not reused") if resume else nullcontext()
+        )
+        with said, pytest.raises(ValueError), other.session(resume=resume):
+            raise ValueError("a bad input found late")
+        assert sorted(first.dir.rglob("*")) == kept
+    same = RunStore(tmp_path, "p2-x", {"seed": 0})
+    with pytest.raises(KeyboardInterrupt), same.session(resume=False):
+        raise KeyboardInterrupt
+    assert same.finished_model(None, 0, "knn", needed=False) is None  # --no-resume: not read
+    assert RunStore(tmp_path, "p2-x", {"seed": 0}).finished_model(None, 0, "knn", needed=False)
+
+    # once it keeps a model of its own, the other's is gone
+    other = RunStore(tmp_path, "p2-x", {"seed": 1})
+    with pytest.warns(UserWarning, match="not reused"), other.session(resume=True):
+        assert other.finished_model(None, 0, "knn", needed=False) is None
+        other.save_model(None, 1, "als", record, None)
+    assert sorted(p.name for p in (other.dir / "split").iterdir()) == ["01-als"]
+    assert json.loads((other.dir / "key.json").read_text()) == {"seed": 1}

@@ -453,3 +453,41 @@ def test_a_split_files_unknown_keys_are_warned_about_and_it_still_loads(
     )
     assert "'protocol'" in said[0] and "'seed'" in said[0]
     assert (again.seed, again.dataset) == (split.seed, split.dataset)
+
+
+def test_split_files_of_another_fold_plan_are_refused_before_being_mixed(
+    tmp_path: Path,
+) -> None:
+    from metarec.evaluation.splits import check_fold_plan
+
+    def write(fold: int, **fields: Any) -> None:
+        raw = {"protocol": "p2", "dataset": "d", "seed": 0, "fold": fold, **fields}
+        (tmp_path / split_file_name("p2", "d", fold)).write_text(json.dumps(raw))
+
+    check_fold_plan("p2", "d", tmp_path, 5)  # nothing there
+    for f in range(3):
+        write(f, n_folds=3)
+    check_fold_plan("p2", "d", tmp_path, 3)  # the same plan: replaced as before
+    check_fold_plan("p1", "d", tmp_path, 2)  # another protocol's names
+    check_fold_plan("p2", "d-2", tmp_path, 2)  # another data set's
+    # a 2-fold run would replace folds 0 and 1 and leave the 3-fold plan's fold 2
+    with pytest.raises(ConfigError) as refused:
+        check_fold_plan("p2", "d", tmp_path, 2)
+    message = str(refused.value)
+    assert message.startswith(f"out: {tmp_path / 'p2-d-fold0-split.json'} holds fold 0 of a ")
+    assert "3-fold split, and this 2-fold run" in message
+    assert (
+        f"give another out folder, or move that run's p2-d-fold*-split.json out of {tmp_path}"
+        in message
+    )
+    assert "\n" not in message
+
+    # files from before the fold count was recorded (P1's committed ones): the plan is
+    # as many folds as there are files
+    for f in range(3):
+        write(f)
+    check_fold_plan("p2", "d", tmp_path, 3)
+    with pytest.raises(ConfigError, match=r"p2-d-fold2-split.json holds fold 2 of a split of at"):
+        check_fold_plan("p2", "d", tmp_path, 2)
+    with pytest.raises(ConfigError, match=r"holds fold 2 of a 3-fold split \(no fold count"):
+        check_fold_plan("p2", "d", tmp_path, 5)

@@ -354,4 +354,5 @@ _BENCHMARK_FLAGS = {
     "shots": "--shots",
     "max_items": "--max-items",
     "max_episodes": "--max-episodes",
+    "out": "--out",
 }

@@ -31,7 +31,7 @@ import numpy as np
 
 from metarec.config import TrainConfig
 from metarec.data.schema import Dataset, check_like_threshold
-from metarec.errors import ConfigError, UnsupportedError
+from metarec.errors import ConfigError, DataError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.p1 import ALL_STATES
 from metarec.evaluation.run_store import RunStore
@@ -295,7 +295,7 @@ def _fold_run(
     shots: Sequence[int],
     seeds: int,
     splits: Path | None,
-    out: Path,
+    split_digest: str | None = None,
     progress: bool,
     log: Callable[[str], None],
     like_threshold: float = 4.0,
@@ -308,19 +308,21 @@ def _fold_run(
     Each model is evaluated as soon as it is fitted, and kept in ``store`` (its
     figures, and the model itself where the ensemble or the A/B test needs it), so
     that a run interrupted at any model resumes there with the same figures."""
-    from metarec.evaluation.p1 import evaluate_p1, make_p1_split
-    from metarec.evaluation.p2 import evaluate_p2, make_p2_split
-    from metarec.evaluation.splits import load_split, split_file_name
+    from metarec.evaluation.p1 import evaluate_p1
+    from metarec.evaluation.p2 import evaluate_p2
+    from metarec.evaluation.splits import split_file_name, split_path
 
-    split: Any
-    if splits is not None:
-        split = load_split(protocol, ds, splits, fold=fold, n_folds=n_folds)
-    elif protocol == "p1":
-        split = make_p1_split(ds, seed=seed, n_folds=n_folds, fold=fold)
-    else:
-        split = make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
+    split = _split(protocol, ds, seed=seed, fold=fold, n_folds=n_folds, splits=splits)
+    if splits is not None and split.digest() != split_digest:
+        # the run's kept progress is keyed on the split it began with (_run_key)
+        raise DataError(
+            "changed since this run began, so its folds would not be one split's; "
+            "run the command again",
+            path=split_path(protocol, ds.name, splits, fold),
+        )
+    # written beside the report at the end, not here: an interrupted run would leave a
+    # split that does not match the report already there
     split_file = split_file_name(protocol, ds.name, fold)
-    split.save(out / split_file)  # beside the results, also when read from --splits
     data = TrainingData.from_split(split.frames, catalogue, ds, seed)
     models = build_models(
         protocol,
@@ -420,8 +422,31 @@ def _fold_run(
         "configs": configs,
         "ensemble_weights": weights,
         "split_file": split_file,
+        "split": split.to_json(),  # kept with a finished fold, so a resumed run can write it
         "split_rule": getattr(split, "rule", ""),
     }
+
+
+def _split(
+    protocol: str,
+    ds: Dataset,
+    *,
+    seed: int,
+    fold: int | None,
+    n_folds: int | None,
+    splits: Path | None,
+) -> Any:
+    """The split of ``fold``: read from the ``splits`` folder (and checked), or drawn
+    from ``seed``; the same each time for the same data, seed and code."""
+    from metarec.evaluation.p1 import make_p1_split
+    from metarec.evaluation.p2 import make_p2_split
+    from metarec.evaluation.splits import load_split
+
+    if splits is not None:
+        return load_split(protocol, ds, splits, fold=fold, n_folds=n_folds)
+    if protocol == "p1":
+        return make_p1_split(ds, seed=seed, n_folds=n_folds, fold=fold)
+    return make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
 
 
 P1_STATES = ALL_STATES
@@ -561,10 +586,12 @@ def _command(
 
 
 def _run_key(
-    protocol: str, ds: Dataset, *, splits: str | Path | None, **options: Any
+    protocol: str, ds: Dataset, *, splits: Sequence[str] | None, **options: Any
 ) -> dict[str, Any]:
     """What makes two runs' folds interchangeable (:class:`RunStore`): the options,
-    the data (its ratings and its items' text, hashed) and the code (commit, versions)."""
+    the data (its ratings, its items' text and its users' features, hashed), the
+    splits read from ``--splits`` (each fold's :meth:`SplitFile.digest`, None when
+    drawn from the seed) and the code (commit, versions)."""
     import pandas as pd
     import torch
 
@@ -582,7 +609,11 @@ def _run_key(
         "dataset": ds.name,
         "interactions": digest(ds.interactions),
         "items": digest(ds.items),
-        "splits": str(Path(splits).resolve()) if splits is not None else None,
+        # the models read the users' features too: an edited users file is another run
+        "users": digest(ds.users) if ds.users is not None else None,
+        # the files' contents, not the folder's path: one edited in between would
+        # otherwise leave models trained on the old split beside ones on the new
+        "splits": list(splits) if splits is not None else None,
         **options,  # tuples and lists compare equal once RunStore has put them through JSON
         # an installed package has no commit: its version and torch's stand for the code
         "git_commit": git_commit(),
@@ -687,6 +718,10 @@ def run_benchmark(
 
         for f in fold_ids:
             split_path(protocol, ds_name, splits, f)
+    if folds > 1:
+        from metarec.evaluation.splits import check_fold_plan
+
+        check_fold_plan(protocol, ds_name, out, folds)
     t0 = time.perf_counter()
     if ds is None:
         ds = load_dataset(ds_name, root=root)
@@ -705,6 +740,26 @@ def run_benchmark(
             f"{ds_name}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 predicts "
             "ratings, so use protocol P2"
         )
+    # Every split read (and so checked) or drawn here, before the run store discards
+    # what an interrupted run of another command kept: a refused --splits file, or data
+    # too small to split, cost that run's progress when found inside the session.
+    n_folds = folds if folds > 1 else None
+    split_folder = Path(splits) if splits is not None else None
+    split_digests: list[str] | None = None
+    if split_folder is not None:
+        from metarec.evaluation.splits import check_partition
+
+        read = [
+            _split(protocol, ds, seed=seed, fold=f, n_folds=n_folds, splits=split_folder)
+            for f in fold_ids
+        ]
+        if folds > 1:
+            check_partition(protocol, ds, split_folder, read)
+        split_digests = [s.digest() for s in read]
+        del read  # read again fold by fold: one fold's frames in memory at a time
+    else:
+        for f in fold_ids:
+            _split(protocol, ds, seed=seed, fold=f, n_folds=n_folds, splits=None)
     out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
     name = (
         f"{protocol}-{ds_name}"
@@ -714,13 +769,9 @@ def run_benchmark(
     # what an interrupted run of this same command finished: folds, and models within one
     store = RunStore(out, name, _run_key(
         protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
-        overrides=overrides, shots=shots, seeds=seeds, splits=splits, like=like,
+        overrides=overrides, shots=shots, seeds=seeds, splits=split_digests, like=like,
         max_items=max_items, max_episodes=max_episodes,
     ))  # fmt: skip
-    if splits is not None and folds > 1:  # before the slow part
-        from metarec.evaluation.splits import check_fold_partition
-
-        check_fold_partition(protocol, ds, splits, folds)
     # one run at a time per report: another would take over this one's kept progress
     with (
         exclusive(out / name, "wait for it to finish, or give another out folder (--out)"),
@@ -729,7 +780,7 @@ def run_benchmark(
         catalogue = encode_catalogue(ds.items, encoder, progress=progress)
         encode_s = time.perf_counter() - t0
         runs = []
-        for fold in fold_ids:
+        for position, fold in enumerate(fold_ids):
             if fold in finished:
                 log(f"fold {fold}: finished by an interrupted run of this command, not refitted")
                 runs.append(finished[fold])
@@ -745,14 +796,14 @@ def run_benchmark(
                     catalogue,
                     seed=seed,
                     fold=fold,
-                    n_folds=folds if folds > 1 else None,
+                    n_folds=n_folds,
                     algorithms=algorithms,
                     peers=peers,
                     overrides=overrides,
                     shots=shots,
                     seeds=seeds,
-                    splits=Path(splits) if splits is not None else None,
-                    out=out,
+                    splits=split_folder,
+                    split_digest=None if split_digests is None else split_digests[position],
                     progress=progress,
                     log=log,
                     like_threshold=like,
@@ -824,6 +875,8 @@ def run_benchmark(
                 max_episodes=max_episodes,
             ),
         }
+        for run in runs:  # with the report, so they always match (see _fold_run)
+            save_json(out / run["split_file"], run["split"])
         save_json(out / f"{name}.json", record)
         write_report(record, out / name, plots=plots)
         store.clear()

@@ -16,8 +16,10 @@ fingerprint and the code's commit):
   safetensors and JSON). A model nothing else needs keeps only its figures.
 
 Run the same command again and what is found there is read instead of refitted
-(``--no-resume`` starts over); any other command ignores and replaces it. The
-folder goes once the final report is written. One process at a time works here:
+(``--no-resume`` starts over); any other command ignores it, and replaces it once
+it has kept a model of its own (so a command refused for bad input, or stopped
+before its first model, costs nothing). The folder goes once the final report is
+written. One process at a time works here:
 :func:`~metarec.evaluation.benchmark.run_benchmark` holds ``OUT/.NAME.lock``
 (:mod:`metarec.locks`) throughout, so a second command aimed at the same report
 is refused instead of taking over this one's progress.
@@ -57,6 +59,8 @@ class RunStore:
         self.key = json.loads(json.dumps(key, default=str))
         self.earlier_s = 0.0  # what interrupted sessions of this command ran (see session)
         self._same = self._same_command()
+        self._started = False  # this command's key recorded, another's progress gone
+        self._drop_quietly = False  # --no-resume: dropping its own progress was asked for
 
     def _same_command(self) -> bool:
         try:
@@ -79,11 +83,13 @@ class RunStore:
     def start(self) -> None:
         """Forget whatever another command left here and record this one's key."""
         if self.dir.exists() and not self._same:
-            self._say_what_is_dropped()
+            if not self._drop_quietly:
+                self._say_what_is_dropped()
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         save_json(self.dir / "key.json", self.key)
         self._same = True
+        self._started = True
 
     def _say_what_is_dropped(self) -> None:
         """A warning naming why kept progress is not read: the CLI had said "run the
@@ -116,18 +122,29 @@ class RunStore:
         and on an error forgets a run that kept nothing, so a command refused before its
         first model (too few users, say) leaves no folder behind.
 
+        What another command kept (or, without ``resume``, this one) is discarded only
+        when this run keeps its first model or fold, not when the session opens: a run
+        that fails before that (a bad input found late) leaves it to be resumed.
+
         The time an interrupted session ran (from ``started``, a ``perf_counter``
         reading, or from now) is kept, and :attr:`earlier_s` is what the sessions
         before this one spent, so a resumed run's total time counts every leg."""
         if not resume:
-            self.clear()
+            self._same = False  # nothing read back
+            self._drop_quietly = True
         finished = self.finished()
         self.earlier_s = self._earlier_seconds()
-        self.start()
+        if self._same:
+            self.start()  # its own progress: nothing to discard
+        elif self.dir.exists() and not self._drop_quietly:
+            self._say_what_is_dropped()  # now, not minutes later when it goes
+            self._drop_quietly = True
         began = time.perf_counter() if started is None else started
         try:
             yield finished
         except BaseException as exc:
+            if not self._started:
+                raise  # nothing of this run kept, and what was there is left as it was
             kept = [p for p in self.dir.rglob("*") if p.is_file() and p.name not in BOOKKEEPING]
             if isinstance(exc, Exception) and not kept:
                 self.clear()
@@ -146,12 +163,18 @@ class RunStore:
             return 0.0
 
     def save(self, fold: int, run: dict[str, Any]) -> None:
+        self._begin()
         save_json(self.dir / f"fold{fold}.json", run)  # atomic: a fold is whole or absent
         shutil.rmtree(self._fold_dir(fold), ignore_errors=True)  # its models: in the fold now
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
         self._same = False  # nothing kept to read back
+        self._started = False
+
+    def _begin(self) -> None:
+        if not self._started:
+            self.start()
 
     # -- models within the fold being run ----------------------------------------
     def _fold_dir(self, fold: int | None) -> Path:
@@ -197,6 +220,7 @@ class RunStore:
         The record is written last, so a model cut short while saving is fitted again."""
         from metarec.models.persist import save_model
 
+        self._begin()
         where = self._model_dir(fold, index, name)
         shutil.rmtree(where, ignore_errors=True)
         if model is not None:

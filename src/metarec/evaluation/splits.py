@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -22,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import pandas as pd
 
 from metarec.data.schema import Dataset
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, MetarecError
 from metarec.io import load_json, reading, save_json, warn_unknown_keys
 
 S = TypeVar("S", bound="SplitFile")
@@ -67,8 +69,12 @@ class SplitFile:
     def _fields(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._field_names()}
 
+    def to_json(self) -> dict[str, Any]:
+        """What :meth:`save` writes: kept by a benchmark until its report is written."""
+        return {"protocol": self.protocol, **self._fields()}
+
     def save(self, path: str | Path) -> None:
-        save_json(path, {"protocol": self.protocol, **self._fields()})
+        save_json(path, self.to_json())
 
     @classmethod
     def load(cls: type[S], path: str | Path, dataset: Dataset, *, check_rule: bool = True) -> S:
@@ -259,6 +265,14 @@ def check_fold_partition(protocol: str, dataset: Dataset, folder: str | Path, n_
     splits = [
         load_split(protocol, dataset, folder, fold=f, n_folds=n_folds) for f in range(n_folds)
     ]
+    check_partition(protocol, dataset, folder, splits)
+
+
+def check_partition(
+    protocol: str, dataset: Dataset, folder: str | Path, splits: Sequence[Any]
+) -> None:
+    """:func:`check_fold_partition` of folds already read (fold ``f`` at ``splits[f]``)."""
+    n_folds = len(splits)
     held = splits[0].held_out
     universe: set[str] = set()
     where: dict[str, int] = {}
@@ -288,3 +302,49 @@ def check_fold_partition(protocol: str, dataset: Dataset, folder: str | Path, n_
             f"is held out in one of the {n_folds} folds",
             path=folder,
         )
+
+
+def check_fold_plan(protocol: str, dataset: str, folder: str | Path, n_folds: int) -> None:
+    """Refuse to write an ``n_folds``-fold run's split files into ``folder`` when it
+    holds fold split files of another number of folds. The files are named by fold
+    only (``p2-ml-100k-fold0-split.json`` for 2 folds as for 5; committed results and
+    README commands read these names), so a 2-fold run would replace folds 0 and 1 of
+    a 5-fold run's files and leave 2 to 4: a 5-fold report beside a mix of two plans,
+    which ``--splits`` then reads. A file that records no fold count (P1 before
+    2026-11-30) belongs to a plan of as many folds as its set of files."""
+    prefix = f"{protocol}-{dataset}-fold"
+    pattern = re.compile(rf"{re.escape(prefix)}(\d+)-split\.json")
+    unrecorded: list[tuple[int, Path]] = []
+    for path in sorted(Path(folder).glob(f"{prefix}*-split.json")):
+        matched = pattern.fullmatch(path.name)
+        if matched is None:
+            continue
+        fold = int(matched.group(1))
+        try:
+            raw = load_json(path)
+        except MetarecError:  # unreadable: the plan it belongs to is unknown
+            raw = {}
+        recorded = raw.get("n_folds") if isinstance(raw, dict) else None
+        if isinstance(recorded, int) and not isinstance(recorded, bool):
+            holds = f"fold {fold} of a {recorded}-fold split"
+            if recorded != n_folds:
+                _refuse_plan(path, holds, prefix, folder, n_folds)
+        elif fold >= n_folds:
+            holds = f"fold {fold} of a split of at least {fold + 1} folds"
+            _refuse_plan(path, holds, prefix, folder, n_folds)
+        else:
+            unrecorded.append((fold, path))
+    if unrecorded:
+        planned = max(f for f, _ in unrecorded) + 1
+        if planned != n_folds:
+            path = max(unrecorded)[1]
+            holds = f"fold {planned - 1} of a {planned}-fold split (no fold count recorded)"
+            _refuse_plan(path, holds, prefix, folder, n_folds)
+
+
+def _refuse_plan(path: Path, holds: str, prefix: str, folder: str | Path, n_folds: int) -> None:
+    raise ConfigError(
+        f"out: {path} holds {holds}, and this {n_folds}-fold run would write its "
+        f"{prefix}*-split.json beside it, leaving two plans' split files mixed; "
+        f"give another out folder, or move that run's {prefix}*-split.json out of {folder}"
+    )
