@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -678,3 +679,201 @@ def test_a_run_beside_another_fold_plans_split_files_is_refused_before_any_work(
     )
     assert "give another out folder, or move" in res.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _no_fit(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a model was fitted: the run should have been refused before")
+
+
+@pytest.mark.parametrize(
+    "shots, needle",
+    [
+        # every model was fitted, then a ValueError traceback and a record without figures
+        ("99999", "--shots: K = 99999: P2 evaluates a user at K only with more than K ratings"),
+        # exit 0 with K = 2000 missing from a report whose command names it
+        ("1,2000", "no test user of ml-100k has that many; the largest K this split allows is"),
+    ],
+)
+def test_a_support_size_no_test_user_can_take_is_refused_before_any_fit(
+    shots: str,
+    needle: str,
+    shared_data: Path,
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from metarec.evaluation import benchmark
+
+    monkeypatch.setattr(benchmark, "_fold_run", _no_fit)
+    res = cli(
+        "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
+        "--algorithms", "fomaml", "--peers", "popularity", "--shots", shots, *TINY,
+        "--quiet", "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln] == [res.stderr.strip()]
+    assert needle in res.stderr, res.stderr
+    largest = int(res.stderr.rsplit(" ", 1)[1])
+    assert 24 <= largest < 2000  # every P2 user has >= 25 ratings
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_largest_support_size_is_what_every_fold_allows(shared_data: Path) -> None:
+    from metarec.data import load_dataset
+    from metarec.errors import ConfigError
+    from metarec.evaluation.benchmark import _check_shots
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    with pytest.raises(ConfigError, match=r"largest K every fold's split allows is \d+$") as exc:
+        _check_shots(ds, (1, 5000), seed=0, folds=5, splits=None)
+    largest = int(str(exc.value).rsplit(" ", 1)[1])
+    _check_shots(ds, (0, largest), seed=0, folds=5, splits=None)  # taken: no error
+    with pytest.raises(ConfigError, match=f"K = {largest + 1}:"):
+        _check_shots(ds, (largest + 1,), seed=0, folds=5, splits=None)
+
+
+@pytest.mark.parametrize(
+    "taken", ["p2-ml-100k.json", "p2-ml-100k.md", "p2-ml-100k-curves.png", "p2-ml-100k-split.json"]
+)
+def test_a_folder_where_a_result_file_goes_is_refused_before_any_fit(
+    taken: str,
+    shared_data: Path,
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from metarec.evaluation import benchmark
+
+    monkeypatch.setattr(benchmark, "_fold_run", _no_fit)  # it failed 'Is a directory' after
+    (tmp_path / taken).mkdir()
+    res = cli(
+        "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
+        "--algorithms", "fomaml", "--peers", "popularity", *TINY, "--quiet",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert f"--out: {tmp_path / taken} is a folder, where the run writes a result file" in (
+        res.stderr
+    )
+    assert [p.name for p in tmp_path.iterdir()] == [taken]
+
+
+def _fold(shots: Sequence[str]) -> dict[str, Any]:
+    """What ``_fold_run`` returns, for two models evaluated at ``shots`` by three users."""
+    metrics = ("ndcg@10", "recall@10", "precision@10", "hit@10", "mrr@10", "itemcoverage@10")
+    values = {"metarec-fomaml": [0.2, 0.4, 0.3], "popularity": [0.1, 0.3, 0.2]}
+    return {
+        "summary": {
+            k: {m: {x: float(np.mean(v)) for x in metrics} for m, v in values.items()}
+            for k in shots
+        },
+        "per_user": {k: {m: {x: v for x in metrics} for m, v in values.items()} for k in shots},
+        "n_users": dict.fromkeys(shots, 3),
+        "abtest": None,
+        "timings": {"popularity": 0.1, "metarec-fomaml": 1.0},
+        "configs": {},
+        "ensemble_weights": {},
+        "split_file": "p2-ml-100k-split.json",
+        "split": {"protocol": "p2", "dataset": "ml-100k", "seed": 0},
+        "split_rule": "",
+    }
+
+
+def test_run_benchmark_writes_no_record_it_could_not_report_whole(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metarec.errors import ConfigError, DataError
+    from metarec.evaluation import benchmark, report
+
+    folds: list[dict[str, Any]] = []
+    monkeypatch.setattr(benchmark, "_fold_run", lambda *a, **k: folds[0])
+
+    def run() -> dict[str, Any]:
+        return benchmark.run_benchmark(
+            "p2", "ml-100k", root=str(shared_data), out=tmp_path, peers=["popularity"],
+            algorithms=["fomaml"], shots=(1, 3), overrides=["encoder=tfidf"], progress=False,
+        )  # fmt: skip
+
+    # a K that no test user could take, found only once evaluated (what the check before
+    # the fits rules out): the record would lack it while its command names it
+    folds[:] = [_fold(["1"])]
+    with pytest.raises(ConfigError, match=r"^shots: no test user could be evaluated at K = 3 "):
+        run()
+    folds[:] = [_fold([])]  # a ValueError traceback from the report, with the JSON written
+    with pytest.raises(DataError, match="no support size K had a test user to evaluate"):
+        run()
+    assert not list(tmp_path.glob("p2-ml-100k*"))
+
+    folds[:] = [_fold(["1", "3"])]
+    record = run()
+    report_files = [tmp_path / "p2-ml-100k.md", tmp_path / "p2-ml-100k-curves.png"]
+    old = [p.read_bytes() for p in report_files]
+    saved = (tmp_path / "p2-ml-100k.json").read_bytes()
+    assert json.loads(saved)["summary"] == record["summary"]
+
+    # a report that fails to render: the JSON was written first, beside the old report
+    def broken(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
+        raise RuntimeError("a plot failed")
+
+    monkeypatch.setattr(report, "render_plots", broken)
+    folds[:] = [_fold(["1", "3"])]
+    folds[0]["summary"]["1"]["popularity"]["ndcg@10"] = 0.9
+    split_file = tmp_path / "p2-ml-100k-split.json"
+    split_before = split_file.read_bytes()
+    folds[0]["split"] = {**folds[0]["split"], "seed": 1}  # its split: written with it, or not
+    with pytest.raises(RuntimeError, match="a plot failed"):
+        run()
+    assert (tmp_path / "p2-ml-100k.json").read_bytes() == saved
+    assert split_file.read_bytes() == split_before
+    assert [p.read_bytes() for p in report_files] == old
+
+
+def test_a_report_removes_the_plots_it_no_longer_draws_and_nothing_else(tmp_path: Path) -> None:
+    from metarec.evaluation.report import write_report
+
+    record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    stem = tmp_path / "p2"
+    # beside the report, but none of its plots: never removed
+    kept = [tmp_path / "p2-notes.png", tmp_path / "p2-curves.png.bak", tmp_path / "p2.png"]
+    for path in kept:
+        path.write_bytes(b"mine")
+    written = write_report(record, stem)
+    assert {p.name for p in written} == {"p2.md", "p2-curves.png", "p2-abtest.png"}
+    # a rerun without an A/B test: its old plot stood beside the new report
+    write_report({**record, "abtest": None}, stem)
+    assert not (tmp_path / "p2-abtest.png").exists()
+    assert (tmp_path / "p2-curves.png").read_bytes()[:4] == b"\x89PNG"
+    # --no-plots: the old curves stood beside the new report
+    assert write_report(record, stem, plots=False) == [tmp_path / "p2.md"]
+    assert sorted(tmp_path.iterdir()) == sorted([*kept, tmp_path / "p2.md"])
+    assert all(p.read_bytes() == b"mine" for p in kept)
+
+    # P1's plots (one per metric, a panel per state) by their own names; a folder
+    # named like a plot is not a plot this report drew
+    p1 = json.loads((RESULTS / "p1-ml-1m.json").read_text())
+    for name in ("p1-mae.png", "p1-ndcg3.png", "p1-abtest.png", "p1-curves.png"):
+        (tmp_path / name).write_bytes(b"old")
+    (tmp_path / "p1-abtest.png").unlink()
+    (tmp_path / "p1-abtest.png").mkdir()
+    write_report(p1, tmp_path / "p1", plots=False)
+    assert sorted(p.name for p in tmp_path.glob("p1*")) == [
+        "p1-abtest.png", "p1-curves.png", "p1.md",  # P1 draws no curves: not its file
+    ]  # fmt: skip
+
+
+def test_report_write_of_a_damaged_record_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.cli import main
+
+    record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    # the table shows a missing figure as "—"; the curves cannot draw it
+    del record["summary"]["10"]["popularity"]["recall@10"]
+    (tmp_path / "p2.json").write_text(json.dumps(record))
+    old = {name: name.encode() for name in ("p2.md", "p2-curves.png", "p2-abtest.png")}
+    for name, data in old.items():
+        (tmp_path / name).write_bytes(data)
+    assert main(["report", "--write", str(tmp_path / "p2.json")]) == 2
+    assert "'recall@10'" in capsys.readouterr().err
+    # the A/B test's plot was drawn and written before the curves failed
+    assert {name: (tmp_path / name).read_bytes() for name in old} == old

@@ -111,7 +111,11 @@ def register(sub: Any) -> None:
     rp = sub.add_parser("report", help="render a benchmark result or a run folder as Markdown")
     rp.add_argument("run", metavar="RUN", help="benchmark .json, results folder, or run folder")
     rp.add_argument("--write", action="store_true", help="also rewrite the .md and .png files")
-    rp.add_argument("--no-plots", action="store_true", help="with --write: rewrite the .md only")
+    rp.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="with --write: rewrite the .md only (its old plots are removed)",
+    )
     rp.set_defaults(func=cmd_report)
 
 

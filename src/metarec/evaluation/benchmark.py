@@ -36,7 +36,7 @@ from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.p1 import ALL_STATES
 from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
-from metarec.io import save_json
+from metarec.io import json_bytes
 from metarec.locks import exclusive
 from metarec.models.base import ScoringModel, TrainingData, check_whole
 from metarec.models.cutpoints import MedianView, rating_levels
@@ -531,6 +531,69 @@ def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"summary": summary, "std": spread, "per_user": per_user, "n_users": n_users}
 
 
+def _check_shots(
+    ds: Dataset,
+    shots: Sequence[int],
+    *,
+    seed: int,
+    folds: int,
+    splits: str | Path | None,
+) -> None:
+    """Refuse, before any model is fitted, a support size K that no test user can take:
+    P2 evaluates a user at K only with a rating after the first K to rank
+    (:func:`metarec.evaluation.p2.shot_tasks`), and such a K was dropped from the
+    results once every model had been fitted (or, with no K left, the run failed)."""
+    from metarec.evaluation.p2 import make_p2_split
+    from metarec.evaluation.splits import load_split
+
+    counts = ds.interactions.groupby(ds.interactions["user_id"].astype(str)).size()
+    n_folds = folds if folds > 1 else None
+    largest: int | None = None
+    for fold in [None] if n_folds is None else range(folds):
+        # drawn again by the run itself: a split is seeded, so it is the same one
+        split = (
+            load_split("p2", ds, splits, fold=fold, n_folds=n_folds)
+            if splits is not None
+            else make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
+        )
+        most = int(counts.reindex(split.test_users).fillna(0).max()) - 1
+        largest = most if largest is None else min(largest, most)
+    assert largest is not None
+    too_many = [k for k in shots if k > largest]
+    if too_many:
+        which = "every fold's split allows" if n_folds else "this split allows"
+        raise ConfigError(
+            f"shots: K = {', '.join(map(str, too_many))}: P2 evaluates a user at K only "
+            f"with more than K ratings (what comes after the first K is ranked), and no test "
+            f"user of {ds.name} has that many; the largest K {which} is {largest}"
+        )
+
+
+def _check_outputs(out: Path, paths: Sequence[Path]) -> None:
+    """Refuse a result file's place taken by a folder before the run, not after every
+    model is fitted, when writing it failed with 'Is a directory'."""
+    for path in paths:
+        if path.is_dir():
+            raise ConfigError(
+                f"out: {path} is a folder, where the run writes a result file; move it "
+                f"away or give another out folder than {out}"
+            )
+
+
+def _check_summary(protocol: str, summary: dict[str, Any], shots: Sequence[int]) -> None:
+    """Refuse to save a record without figures, or without a support size it was asked
+    for: its report would fail to render, or drop that K while its command names it."""
+    if not summary:
+        what = "state (P1)" if protocol == "p1" else "support size K"
+        raise DataError(f"no {what} had a test user to evaluate; no result written")
+    missing = [k for k in shots if str(k) not in summary] if protocol == "p2" else []
+    if missing:
+        raise ConfigError(
+            f"shots: no test user could be evaluated at K = {', '.join(map(str, missing))} "
+            "(each needs more than K ratings); no result written"
+        )
+
+
 def default_algorithms(protocol: str) -> tuple[str, ...]:
     return P1_ALGORITHMS if protocol == "p1" else P2_ALGORITHMS
 
@@ -760,12 +823,22 @@ def run_benchmark(
     else:
         for f in fold_ids:
             _split(protocol, ds, seed=seed, fold=f, n_folds=n_folds, splits=None)
-    out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
+    if protocol == "p2":
+        _check_shots(ds, shots, seed=seed, folds=folds, splits=splits)
     name = (
         f"{protocol}-{ds_name}"
         + (f"-{folds}fold" if folds > 1 else "")
         + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
     )
+    from metarec.evaluation.report import plot_paths
+    from metarec.evaluation.splits import split_file_name
+
+    _check_outputs(out, [
+        out / f"{name}.json", out / f"{name}.md",
+        *(plot_paths(protocol, out / name) if plots else []),
+        *(out / split_file_name(protocol, ds_name, f) for f in fold_ids),
+    ])  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
     # what an interrupted run of this same command finished: folds, and models within one
     store = RunStore(out, name, _run_key(
         protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
@@ -875,10 +948,11 @@ def run_benchmark(
                 max_episodes=max_episodes,
             ),
         }
-        for run in runs:  # with the report, so they always match (see _fold_run)
-            save_json(out / run["split_file"], run["split"])
-        save_json(out / f"{name}.json", record)
-        write_report(record, out / name, plots=plots)
+        _check_summary(protocol, record["summary"], shots)
+        # the report rendered whole before any file is written, the split files with it
+        # (so they always match; see _fold_run), and the record last
+        splits_out = {out / run["split_file"]: json_bytes(run["split"]) for run in runs}
+        write_report(record, out / name, plots=plots, save_record=True, extra=splits_out)
         store.clear()
         log(f"wrote {out / name}.json, .md" + (", .png" if plots else ""))
         return record

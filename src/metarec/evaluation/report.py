@@ -1,6 +1,8 @@
 """Benchmark reports: Markdown tables and PNG plots from a benchmark record.
 
-``write_report(record, stem)`` writes ``stem.md`` and ``stem-*.png``;
+``write_report(record, stem)`` writes ``stem.md`` and ``stem-*.png`` (every file
+rendered in memory first, so a record that fails to render leaves the old report
+whole);
 ``render_markdown(record)`` is what ``metarec report RUN`` prints. The record
 is the JSON a benchmark writes (a protocol run, or the speed benchmark, which
 has no plots), so a report can be re-rendered from a
@@ -10,19 +12,30 @@ committed result file without rerunning anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from metarec.errors import DataError
 from metarec.evaluation.metrics import P1_METRICS
-from metarec.io import write_bytes_atomic
+from metarec.io import json_bytes, write_bytes_atomic
 
 # every P1 metric, in the order metrics.py defines them, with the mean's MAE beside the
 # model's own (its median rating's, where it has cutpoints)
 P1_COLUMNS = (P1_METRICS[0], "mae_mean", *P1_METRICS[1:])
 P2_COLUMNS = ("ndcg@10", "recall@10", "precision@10", "hit@10", "mrr@10", "itemcoverage@10")
 LOWER_IS_BETTER = {"mae", "mae_mean", "rmse"}
+P1_PLOT_METRICS = ("mae", "ndcg@3")  # one plot each, a panel per state
+
+
+def plot_paths(protocol: str | None, stem: Path) -> list[Path]:
+    """Every plot a report of ``protocol`` can draw beside ``stem``, by exact name: the
+    files a run checks it can write before it starts, and the ones :func:`write_report`
+    removes when it no longer draws them. The speed benchmark (None) has none."""
+    if protocol not in ("p1", "p2"):
+        return []
+    kinds = ["curves"] if protocol == "p2" else [m.replace("@", "") for m in P1_PLOT_METRICS]
+    return [stem.with_name(f"{stem.name}-{kind}.png") for kind in ("abtest", *kinds)]
 
 
 # a P1/P2 record's top-level fields and the JSON types `metarec benchmark` writes them
@@ -391,19 +404,28 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 
 def plot(record: dict[str, Any], stem: Path) -> list[Path]:
-    """PNG plots: P2 metric-vs-K curves; P1 per-state means with 95 % CIs; the P4 A/B
-    test of the run, when it has one. The speed benchmark has none."""
+    """Write the PNG plots of :func:`render_plots`; every one is drawn before the first
+    is written."""
+    drawn = render_plots(record, stem)
+    for path, png in drawn.items():
+        write_bytes_atomic(path, png)
+    return list(drawn)
+
+
+def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
+    """PNG plots by path: P2 metric-vs-K curves; P1 per-state means with 95 % CIs; the
+    P4 A/B test of the run, when it has one. The speed benchmark has none."""
     if record.get("benchmark") == "speed":
-        return []
+        return {}
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written: list[Path] = []
+    written: dict[Path, bytes] = {}
     ab = record.get("abtest")
     if ab and ab.get("replay"):
-        written.append(save_abtest_plot(ab, stem.with_name(stem.name + "-abtest.png")))
+        written[stem.with_name(stem.name + "-abtest.png")] = abtest_png(ab)
     if record["protocol"] == "p2":
         shots = list(record["summary"])
         xs = [int(k) for k in shots]
@@ -438,11 +460,10 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
         axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.suptitle(f"P2 on {record['dataset']}: nDCG@10 and recall@10 by support size")
         fig.tight_layout()
-        path = stem.with_name(stem.name + "-curves.png")
-        written.append(_save(fig, path))
+        written[stem.with_name(stem.name + "-curves.png")] = _png(fig)
     else:
         states = list(record["summary"])
-        for metric in ("mae", "ndcg@3"):
+        for metric in P1_PLOT_METRICS:
             # four panels to a row: six states in one row are too narrow to read
             cols = min(4, len(states))
             rows = -(-len(states) // cols)
@@ -488,12 +509,17 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
                 f"P1 on {record['dataset']}: mean {metric} per model with 95 % bootstrap CIs"
             )
             fig.tight_layout()
-            path = stem.with_name(stem.name + f"-{metric.replace('@', '')}.png")
-            written.append(_save(fig, path))
+            written[stem.with_name(stem.name + f"-{metric.replace('@', '')}.png")] = _png(fig)
     return written
 
 
 def save_abtest_plot(ab: dict[str, Any], path: Path) -> Path:
+    """Write :func:`abtest_png` to ``path``."""
+    write_bytes_atomic(path, abtest_png(ab))
+    return path
+
+
+def abtest_png(ab: dict[str, Any]) -> bytes:
     """A P4 report (with its arms' names as ``A`` and ``B``) as a PNG: replay success
     per arm with Wilson 95 % CIs, and the interleaving verdicts when it has them."""
     import matplotlib
@@ -538,10 +564,10 @@ def save_abtest_plot(ab: dict[str, Any], path: Path) -> Path:
         f"P4 offline A/B test on {ab.get('dataset') or 'the data'}: support K = {ab['support']}"
     )
     fig.tight_layout()
-    return _save(fig, path)
+    return _png(fig)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _png(fig: Any) -> bytes:
     import io
 
     import matplotlib.pyplot as plt
@@ -549,15 +575,41 @@ def _save(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-    return path
+    return buf.getvalue()
 
 
-def write_report(record: dict[str, Any], stem: Path, *, plots: bool = True) -> list[Path]:
+def write_report(
+    record: dict[str, Any],
+    stem: Path,
+    *,
+    plots: bool = True,
+    save_record: bool = False,
+    extra: Mapping[Path, bytes] | None = None,
+) -> list[Path]:
+    """Write ``stem.md`` and (with ``plots``) ``stem-*.png``, and remove the plots of
+    ``stem`` this report does not draw; ``save_record``: also ``stem.json``, last;
+    ``extra``: other files that belong with the record (a run's split files), written
+    before it.
+
+    Everything is rendered before the first file is written, so a record that fails to
+    render (damaged, edited, a bug) leaves the previous report as it was."""
     stem = Path(stem)
     md = stem.with_name(stem.name + ".md")
-    text = render_markdown(record).encode()
-    # the plots first: one that fails must not leave a new report beside old plots
-    pngs = plot(record, stem) if plots else []
-    write_bytes_atomic(md, text)
-    return [md, *pngs]
+    files = render_plots(record, stem) if plots else {}
+    files[md] = render_markdown(record).encode()
+    files.update(extra or {})
+    saved = stem.with_name(stem.name + ".json")
+    record_json = json_bytes(record) if save_record else None
+    for path, data in files.items():
+        write_bytes_atomic(path, data)
+    protocol = None if record.get("benchmark") == "speed" else record.get("protocol")
+    for path in plot_paths(protocol, stem):
+        # an earlier run's plot (drawn before --no-plots, or of an A/B test this run has
+        # not) would stand beside this report as if it showed it
+        if path not in files and (path.is_file() or path.is_symlink()):
+            path.unlink(missing_ok=True)
+    if record_json is not None:
+        # last: a new record is never beside an older report
+        write_bytes_atomic(saved, record_json)
+        files[saved] = record_json
+    return [md, *(p for p in files if p != md)]
