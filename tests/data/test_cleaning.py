@@ -362,6 +362,15 @@ def test_an_unknown_item_that_nearly_matches_says_how(tmp_path: Path) -> None:
     report = clean(ds, rating_range=(1.0, 5.0)).report
     assert report is not None
     ex = report.examples["item id not in the items table"]
-    assert f"item {nfd!r} is not in the items table (it has {nfc!r}: the same text in " in ex[0]
-    assert "'BOOK' is not in the items table (it has 'book': letter case differs)" in ex[1]
+    assert f"(it has {nfc!r}: they differ in Unicode form (NFC/NFD" in ex[0]
+    assert ex[0].startswith(f"r.csv line 2: item {nfd!r} is not in the items table")
+    assert "'BOOK' is not in the items table (it has 'book': they differ in letter case)" in ex[1]
     assert ex[2].endswith("item 'other' is not in the items table")
+    from metarec.data.cleaning import _how_ids_differ
+
+    # every difference, so that fixing one does not meet the next as the same refusal
+    assert _how_ids_differ(" BOOK", "book") == "they differ in spaces at an end and letter case"
+    both = _how_ids_differ("CAFE\u0301", "caf\u00e9")
+    assert both == (
+        "they differ in Unicode form (NFC/NFD: normalise the files alike) and letter case"
+    )

@@ -230,7 +230,12 @@ def test_a_parquet_files_named_index_is_read_as_a_column(tmp_path: Path) -> None
     users.set_index("user_id").to_parquet(u)
     items = pd.DataFrame({"item_id": [10, 11], "title": ["Heat", "Alien"]})
     items.set_index("item_id").to_parquet(i)
-    ds = load_table(r, i, u, user_col="user", users_id_col="user_id")
+    with pytest.warns(UserWarning, match=r"\(saved with it\) is read as a column") as said:
+        ds = load_table(r, i, u, user_col="user", users_id_col="user_id")
+    assert sorted(str(w.message).split(": ")[1] for w in said) == [
+        "the frame's index 'item_id' (saved with it) is read as a column",
+        "the frame's index 'user_id' (saved with it) is read as a column",
+    ]
     assert ds.users is not None and ds.users.columns.tolist() == ["user_id", "age", "_line"]
     assert ds.users["user_id"].tolist() == ["u1", "u2"] and ds.users["_line"].tolist() == [2, 3]
     assert ds.items["title"].tolist() == ["Heat", "Alien"]
@@ -241,6 +246,18 @@ def test_a_parquet_files_named_index_is_read_as_a_column(tmp_path: Path) -> None
     users[users["age"] > 20].to_parquet(u)
     kept = load_table(r, users_path=u, user_col="user", users_id_col="user_id").users
     assert kept is not None and kept.columns.tolist() == ["user_id", "age", "_line"]
+    # row numbers given a name cannot be told from ids 0, 1, ... (pandas keeps both as a
+    # RangeIndex): read as a column, and said
+    users.rename_axis("row").to_parquet(u)
+    with pytest.warns(UserWarning, match="index 'row'"):
+        named = load_table(r, users_path=u, user_col="user", users_id_col="user_id").users
+    assert named is not None and "row" in named.columns
+    # of a two-level index, the named level is data and the unnamed one row labels
+    two = users.assign(n=[7, 8]).set_index(["user_id", "n"]).rename_axis(["user_id", None])
+    two.to_parquet(u)
+    with pytest.warns(UserWarning, match="index 'user_id'"):
+        levels = load_table(r, users_path=u, user_col="user", users_id_col="user_id").users
+    assert levels is not None and levels.columns.tolist() == ["user_id", "age", "_line"]
     # an index and a column of one name: which holds the ids cannot be told
     both = users.set_index("user_id").assign(user_id=["u3", "u4"])
     both.to_parquet(u)

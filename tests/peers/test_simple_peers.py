@@ -111,6 +111,13 @@ def test_knn_on_one_value_feedback_follows_what_the_user_chose(small: Small) -> 
     half = 1 / np.sqrt(2)
     np.testing.assert_allclose(two, [half, 0.9 / np.sqrt(0.82) * half, 0.0, half])
     assert list(np.argsort(-empty, kind="stable")) == [2, 1, 3, 0]  # K = 0: popularity
+    # explicit ratings with no damping: a lone rating is its own centre; a 5 is still
+    # a like, and a 1 no like (popularity's list, as before), not read as one
+    stars = _frame([("a", "3", 5), ("b", "3", 4), ("a", "4", 1), ("c", "2", 2)])
+    undamped = ContentKNN(damping=0.0).fit(TrainingData(stars, catalogue))
+    five, one_star = undamped.score_catalogue([_task([0], [5.0]), _task([0], [1.0])])
+    np.testing.assert_allclose(five, [1.0, 0.9 / np.sqrt(0.82), 0.0, 0.0])
+    assert list(np.argsort(-one_star, kind="stable")) == [2, 1, 3, 0]
 
 
 def test_knn_scores_new_items_from_vectors(toy_knn: ContentKNN) -> None:

@@ -332,11 +332,17 @@ def _loose_id(value: str) -> str:
 
 
 def _how_ids_differ(a: str, b: str) -> str:
-    if a.strip() != a or b.strip() != b:
-        return "spaces at an end differ"
-    if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b):
-        return "the same text in another Unicode form (NFC/NFD); normalise the files alike"
-    return "letter case differs"
+    """Every way two ids :func:`_loose_id` takes for one differ: the user fixing one
+    would otherwise meet the next as the same refusal."""
+    ways = []
+    if a != a.strip() or b != b.strip():
+        ways.append("spaces at an end")
+    a, b = a.strip(), b.strip()
+    if a.casefold() != b.casefold():  # alike only once normalised
+        ways.append("Unicode form (NFC/NFD: normalise the files alike)")
+    if unicodedata.normalize("NFC", a) != unicodedata.normalize("NFC", b):
+        ways.append("letter case")
+    return "they differ in " + " and ".join(ways)
 
 
 def _in_items(inter: pd.DataFrame, ids: set[str], reason: str) -> _Finding | None:

@@ -79,11 +79,18 @@ def first_data_line(path: Path, limit: int = 65536) -> bytes:
     return _read(path, lambda fh: fh.readline(limit))
 
 
+# what names a table's format (``metarec.data.delimited``, ``jsonlines``, RecBole's
+# atomic files): the part of a name a dataset is not named by
+FORMAT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".dat", ".jsonl", ".ndjson", ".json",
+                   ".parquet", ".pq", ".inter", ".item", ".user")  # fmt: skip
+
+
 def data_stem(path: Path) -> str:
     """The name without its format: ``ratings`` for ``ratings.csv.gz`` (a dataset named
-    ``ratings.csv`` would name its reports ``p2-ratings.csv.json``)."""
-    name = Path(path.stem) if path.suffix.lower() in _SUFFIXES else path
-    return name.stem
+    ``ratings.csv`` would name its reports ``p2-ratings.csv.json``); a part that names
+    no format stays (``ratings.v2.gz`` is ``ratings.v2``)."""
+    name = Path(path.stem) if path.suffix.lower() in _SUFFIXES else Path(path.name)
+    return name.stem if name.suffix.lower() in FORMAT_SUFFIXES else name.name
 
 
 def data_suffix(path: Path) -> str:

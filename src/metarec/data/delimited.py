@@ -395,11 +395,13 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         ) from exc
     except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc
-    named = [name for name in frame.index.names if name is not None]
+    # a frame saved with its ids as the index (df.set_index("user_id").to_parquet) comes
+    # back with them there, and the id column was "missing". An unnamed level (row
+    # labels left by filtering) holds no field of the data; a named one may be row
+    # numbers given a name, but pandas makes ids 10, 11, ... a RangeIndex too, so a
+    # named index is read as a column and the user told which
+    named = [n for n in frame.index.names if n is not None]
     if named:
-        # a frame saved with its ids as the index (df.set_index("user_id").to_parquet)
-        # comes back with them there, and the id column was "missing"; an unnamed index
-        # (a RangeIndex, or row labels left by filtering) holds no field of the data
         clash = [name for name in named if name in frame.columns]
         if clash:
             # two columns of one name: which one holds the ids is anyone's guess
@@ -408,7 +410,12 @@ def _read_parquet(path: Path) -> pd.DataFrame:
                 "expected one column of each name: save it with index=False, or rename one",
                 path=path,
             )
-        frame = frame.reset_index()
+        warnings.warn(
+            f"{path}: the frame's index {', '.join(map(repr, named))} (saved with it) is "
+            "read as a column",
+            stacklevel=4,
+        )
+        frame = frame.reset_index(level=named).reset_index(drop=True)
     # Parquet has no lines; numbering rows as if under a header (first row = 2)
     # still lets a user find a bad value.
     number_lines(frame, np.arange(2, len(frame) + 2), path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -127,8 +127,8 @@ class UserFeatureEncoder:
                 if not json_types:
                     continue
                 return f"{key}: not a feature of this model (it reads {', '.join(self.columns)})"
-            if _missing(value):  # None, NaN, pd.NA
-                continue
+            if _missing(value) or (not json_types and blank(value)):
+                continue  # None, NaN, pd.NA; and a file's empty field, read from a table
             unreadable = self._value_problem(key, value, json_types=json_types)
             if unreadable is not None:
                 return unreadable
@@ -141,7 +141,7 @@ class UserFeatureEncoder:
             key: value
             for key, value in features.items()
             if key not in self.vocab
-            or _missing(value)
+            or blank(value)
             or self._value_problem(key, value, json_types=False) is None
         }
 
@@ -166,8 +166,7 @@ class UserFeatureEncoder:
             else:
                 rows = np.flatnonzero(
                     [
-                        not _missing(v)
-                        and self._value_problem(col, v, json_types=False) is not None
+                        not blank(v) and self._value_problem(col, v, json_types=False) is not None
                         for v in values
                     ]
                 )
@@ -227,17 +226,22 @@ class UserFeatureEncoder:
             for edges in bins.values()
         ):
             raise bad("features.bins", "an object of column: [edges]", bins)
-        # runs fitted before categories were read as category() reads them hold "34.0"
-        # where a request's 34 now reads "34"; a key that would merge two is kept as is
-        canonical = {}
-        for col in columns:
-            codes = vocab[col]
-            renamed = {category(k) if category(k) not in codes else k: c for k, c in codes.items()}
-            canonical[col] = renamed if len(renamed) == len(codes) else dict(codes)
+        canonical = {col: rekeyed(vocab[col]) for col in columns}
         return cls(list(columns), canonical, dict(bins))
 
 
-_WHOLE_DECIMAL = re.compile(r"[+-]?\d+\.0*")
+V = TypeVar("V")
+
+
+def rekeyed(table: Mapping[str, V]) -> dict[str, V]:
+    """A saved table keyed by category values, keyed as :func:`category` reads them
+    now: runs fitted before it hold "34.0" where a request's 34 reads "34". Kept as
+    saved where two keys would become one (which of them a request meant is unknown)."""
+    renamed = {category(k): v for k, v in table.items()}
+    return renamed if len(renamed) == len(table) else dict(table)
+
+
+_WHOLE_DECIMAL = re.compile(r"([+-]?)(\d+)\.0*")
 
 
 def category(value: Any) -> str:
@@ -246,8 +250,11 @@ def category(value: Any) -> str:
     so that a request's 34 finds it; other text as it is ("007" stays "007")."""
     if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
         return str(int(value))
-    if isinstance(value, str) and _WHOLE_DECIMAL.fullmatch(value.strip()):
-        return str(int(float(value)))
+    whole = _WHOLE_DECIMAL.fullmatch(value.strip()) if isinstance(value, str) else None
+    if whole is not None:
+        # the digits as written, not through a float, which rounds 20-digit codes
+        sign, digits = whole.groups()
+        return ("-" if sign == "-" and digits.strip("0") else "") + digits
     return str(value)
 
 

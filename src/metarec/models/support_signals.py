@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from metarec.data.features import MAX_LEVELS, blank, category
+from metarec.data.features import MAX_LEVELS, blank, category, rekeyed
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ModelError
 from metarec.models.episodic import EpisodicLinear
@@ -356,7 +356,7 @@ class Signals:
             rates = arrays[f"group.{i}"]
             if len(rates) != len(keys):
                 raise ModelError(f"array group.{i} has {len(rates)} rows for {len(keys)} groups")
-            self.groups.append({str(k): rates[j] for j, k in enumerate(keys)})
+            self.groups.append(rekeyed({str(k): rates[j] for j, k in enumerate(keys)}))
         self.episodic = episodic
         self.episodic_opinion = episodic_opinion
         return self

@@ -13,14 +13,17 @@ that rating and every weight would be 0, whereas the damped centre sits near
 the global mean, so a lone 5 is a like and a lone 1 a dislike.
 
 Where every support rating sits at the centre (data with one rating value,
-implicit feedback read as all 1s, whose mean is that value), the weights are
-all 0; each support item then weighs 1, since that the user chose it is all the
-data says. Scores are the cosine between the profile and each item vector. A
-user with no usable profile — an empty support set (K = 0) or weights that
-cancel to a zero vector — gets the popularity order instead (rescaled into [0, 1)),
-since there is nothing to measure similarity against. New items are scored
-from their vectors like any other item; with no ratings they rank last in
-the popularity fallback.
+implicit feedback read as all 1s, whose mean is that value; or ``damping=0``
+and ratings all alike), the weights are all 0; each support item the user
+liked (rated at or above the like threshold, every click on one-value data)
+then weighs 1, since that is all the data says.
+
+Scores are the cosine between the profile and each item vector. A user with no
+usable profile (an empty support set at K = 0, weights that cancel to a zero
+vector, or no like where centring left nothing) gets the popularity order
+instead (rescaled into [0, 1)), since there is nothing to measure similarity
+against. New items are scored from their vectors like any other item; with no
+ratings they rank last in the popularity fallback.
 """
 
 from __future__ import annotations
@@ -90,10 +93,11 @@ class ContentKNN(ScoringModel):
         centre = np.divide(total, den, out=np.full(len(tasks), self.mu), where=den > 0)
         weights = np.where(mask, ratings - centre[:, None], 0.0)
         # one-value feedback (clicks read as all 1s): the centre is that value and every
-        # weight 0, which left each user popularity's list; an interaction is then the
-        # only signal there is, so each counts as a like
+        # weight 0, which left each user popularity's list. Where centring leaves nothing,
+        # the likes are the signal: each click on such data (its like threshold is that
+        # one value); with damping 0, a lone 5 (but not a lone 1, which stays no profile)
         flat = n.astype(bool) & ~(weights != 0).any(axis=1)
-        weights[flat] = mask[flat]
+        weights[flat] = mask[flat] & (ratings[flat] >= self.like_threshold)
         return _unit_rows(np.einsum("bs,bsd->bd", weights, vectors[items]))
 
     def score_catalogue(
