@@ -691,7 +691,7 @@ def _no_fit(*args: Any, **kwargs: Any) -> Any:
         # every model was fitted, then a ValueError traceback and a record without figures
         ("99999", "--shots: K = 99999: P2 evaluates a user at K only with more than K ratings"),
         # exit 0 with K = 2000 missing from a report whose command names it
-        ("1,2000", "no test user of ml-100k has that many; the largest K this split allows is"),
+        ("1,2000", "none of this split's test users of ml-100k has that many; the largest K"),
     ],
 )
 def test_a_support_size_no_test_user_can_take_is_refused_before_any_fit(
@@ -724,7 +724,7 @@ def test_the_largest_support_size_is_what_every_fold_allows(shared_data: Path) -
     from metarec.evaluation.benchmark import _check_shots
 
     ds = load_dataset("ml-100k", root=shared_data)
-    with pytest.raises(ConfigError, match=r"largest K every fold's split allows is \d+$") as exc:
+    with pytest.raises(ConfigError, match=r"none of fold \d's test users .* allows is \d+$") as exc:
         _check_shots(ds, (1, 5000), seed=0, folds=5, splits=None)
     largest = int(str(exc.value).rsplit(" ", 1)[1])
     _check_shots(ds, (0, largest), seed=0, folds=5, splits=None)  # taken: no error

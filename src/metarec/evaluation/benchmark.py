@@ -549,6 +549,7 @@ def _check_shots(
     counts = ds.interactions.groupby(ds.interactions["user_id"].astype(str)).size()
     n_folds = folds if folds > 1 else None
     largest: int | None = None
+    limiting: int | None = None  # the fold whose test users have the fewest ratings
     for fold in [None] if n_folds is None else range(folds):
         # drawn again by the run itself: a split is seeded, so it is the same one
         split = (
@@ -557,15 +558,17 @@ def _check_shots(
             else make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
         )
         most = int(counts.reindex(split.test_users).fillna(0).max()) - 1
-        largest = most if largest is None else min(largest, most)
+        if largest is None or most < largest:
+            largest, limiting = most, fold
     assert largest is not None
     too_many = [k for k in shots if k > largest]
     if too_many:
+        where = f"fold {limiting}'s" if n_folds else "this split's"
         which = "every fold's split allows" if n_folds else "this split allows"
         raise ConfigError(
             f"shots: K = {', '.join(map(str, too_many))}: P2 evaluates a user at K only "
-            f"with more than K ratings (what comes after the first K is ranked), and no test "
-            f"user of {ds.name} has that many; the largest K {which} is {largest}"
+            f"with more than K ratings (what comes after the first K is ranked), and none of "
+            f"{where} test users of {ds.name} has that many; the largest K {which} is {largest}"
         )
 
 
