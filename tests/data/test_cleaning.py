@@ -370,6 +370,9 @@ def test_an_unknown_item_that_nearly_matches_says_how(tmp_path: Path) -> None:
 
     # every difference, so that fixing one does not meet the next as the same refusal
     assert _how_ids_differ(" BOOK", "book") == "they differ in spaces at an end and letter case"
+    assert _how_ids_differ("\u212b", "\u00c5") == (  # the Ångström sign and Å
+        "they differ in Unicode form (NFC/NFD: normalise the files alike)"
+    )
     both = _how_ids_differ("CAFE\u0301", "caf\u00e9")
     assert both == (
         "they differ in Unicode form (NFC/NFD: normalise the files alike) and letter case"

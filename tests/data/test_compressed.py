@@ -45,6 +45,7 @@ def test_a_compressed_file_names_its_dataset_by_the_plain_name(tmp_path: Path) -
     assert data_stem(Path("ratings.v2.csv")) == "ratings.v2"
     assert data_stem(Path("ratings.v2.gz")) == "ratings.v2"  # .v2 names no format
     assert data_stem(Path("2024.06.gz")) == "2024.06"
+    assert data_stem(Path("u.data")) == "u"  # ml-100k's ratings: read by sniffing
 
 
 def test_a_compressed_tsv_is_read_by_its_inner_suffix(tmp_path: Path) -> None:

@@ -338,11 +338,12 @@ def _how_ids_differ(a: str, b: str) -> str:
     if a != a.strip() or b != b.strip():
         ways.append("spaces at an end")
     a, b = a.strip(), b.strip()
-    if a.casefold() != b.casefold():  # alike only once normalised
+    na, nb = unicodedata.normalize("NFC", a), unicodedata.normalize("NFC", b)
+    if a != na or b != nb:  # Å as A + ring, or the Ångström sign
         ways.append("Unicode form (NFC/NFD: normalise the files alike)")
-    if unicodedata.normalize("NFC", a) != unicodedata.normalize("NFC", b):
+    if na != nb:
         ways.append("letter case")
-    return "they differ in " + " and ".join(ways)
+    return "they differ in " + " and ".join(ways or ["Unicode form"])
 
 
 def _in_items(inter: pd.DataFrame, ids: set[str], reason: str) -> _Finding | None:

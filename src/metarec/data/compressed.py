@@ -87,10 +87,12 @@ FORMAT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".dat", ".jsonl", ".ndjson", 
 
 def data_stem(path: Path) -> str:
     """The name without its format: ``ratings`` for ``ratings.csv.gz`` (a dataset named
-    ``ratings.csv`` would name its reports ``p2-ratings.csv.json``); a part that names
-    no format stays (``ratings.v2.gz`` is ``ratings.v2``)."""
-    name = Path(path.stem) if path.suffix.lower() in _SUFFIXES else Path(path.name)
-    return name.stem if name.suffix.lower() in FORMAT_SUFFIXES else name.name
+    ``ratings.csv`` would name its reports ``p2-ratings.csv.json``); inside a compressed
+    name, a part that names no format stays (``ratings.v2.gz`` is ``ratings.v2``)."""
+    if path.suffix.lower() not in _SUFFIXES:
+        return path.stem  # any suffix of a plain file: its format, read by sniffing (u.data)
+    inner = Path(path.stem)
+    return inner.stem if inner.suffix.lower() in FORMAT_SUFFIXES else inner.name
 
 
 def data_suffix(path: Path) -> str:

@@ -241,7 +241,7 @@ def rekeyed(table: Mapping[str, V]) -> dict[str, V]:
     return renamed if len(renamed) == len(table) else dict(table)
 
 
-_WHOLE_DECIMAL = re.compile(r"([+-]?)(\d+)\.0*")
+_WHOLE_DECIMAL = re.compile(r"([+-]?)([0-9]+)\.0*")  # ASCII digits: "١٢.0" is no 12
 
 
 def category(value: Any) -> str:
