@@ -96,6 +96,7 @@ def clean(
         items = apply(items, no_text, ITEMS_TABLE)
         inter = apply(inter, _in_items(inter, lost, "item has no text or title"))
     _note_placeholder_titles(items, report)
+    _note_letterless_text(items, report)
 
     inter = apply(inter, _unknown_items(inter, items))
     inter = apply(inter, _latest_duplicates(inter))
@@ -394,6 +395,21 @@ def _fill_text(
         lambda i: f"item {items['item_id'].iloc[i]!r} has neither text nor title",
         "title",
     )
+
+
+def _note_letterless_text(items: pd.DataFrame, report: CleaningReport) -> None:
+    """An item with neither title nor text but a year reads "(1909).": long enough to
+    pass as text, and all the encoder learns of it is a number. Noted, not dropped: a
+    film may be called "1917"."""
+    mask = ~items["text"].astype(str).str.contains(r"[^\W\d_]", regex=True)
+    if mask.any():
+        shown = items.loc[mask, ["item_id", "text"]].head(_EXAMPLES)
+        pairs = zip(shown["item_id"], shown["text"], strict=True)
+        examples = ", ".join(f"{i!r}: {t!r}" for i, t in pairs)
+        report.notes.append(
+            f"{int(mask.sum())} items' text has no letter (e.g. {examples}): "
+            "check their title and text columns"
+        )
 
 
 def _note_placeholder_titles(items: pd.DataFrame, report: CleaningReport) -> None:
