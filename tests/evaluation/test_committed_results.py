@@ -264,3 +264,15 @@ def test_committed_markdown_is_rendered_from_its_json(path: Path) -> None:
         f"{path.with_suffix('.md').name} is not what `metarec report {path.name}` renders; "
         "rewrite it with `metarec report --write`"
     )
+
+
+def test_a_p1_state_without_test_users_is_named_not_left_out() -> None:
+    """Own data without new items has no item-cold user: the report had no such section
+    and read as if the protocol had no such state."""
+    record = json.loads((RESULTS / "p1-ml-1m.json").read_text(encoding="utf-8"))
+    assert "Not evaluated" not in render_markdown(record)
+    del record["summary"]["both_cold"], record["summary"]["both_cold_pooled"]
+    record["n_users"].update(both_cold=0, both_cold_pooled=0)
+    text = render_markdown(record)
+    assert "Not evaluated, no test user in the state: both_cold, both_cold_pooled." in text
+    assert "## both_cold" not in text

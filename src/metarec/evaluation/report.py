@@ -287,6 +287,11 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
 def _p1_markdown(record: dict[str, Any]) -> list[str]:
     lines = _header(record)
     spread = _std(record)
+    # a state of no test user has no table: say so, or the report reads as if the
+    # protocol had no such state (own data without new items, say)
+    empty = [st for st, n in record["n_users"].items() if not n]
+    if empty:
+        lines += [f"Not evaluated, no test user in the state: {', '.join(empty)}.", ""]
     for state, models in _summary(record).items():
         ref = record["reference"][state]
         std = spread.get(state, {})
