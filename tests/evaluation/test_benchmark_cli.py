@@ -721,15 +721,16 @@ def test_a_support_size_no_test_user_can_take_is_refused_before_any_fit(
 def test_the_largest_support_size_is_what_every_fold_allows(shared_data: Path) -> None:
     from metarec.data import load_dataset
     from metarec.errors import ConfigError
-    from metarec.evaluation.benchmark import _check_shots
+    from metarec.evaluation.benchmark import _check_shots, _split
 
     ds = load_dataset("ml-100k", root=shared_data)
+    folds = [(f, _split("p2", ds, seed=0, fold=f, n_folds=5, splits=None)) for f in range(5)]
     with pytest.raises(ConfigError, match=r"none of fold \d's test users .* allows is \d+$") as exc:
-        _check_shots(ds, (1, 5000), seed=0, folds=5, splits=None)
+        _check_shots(ds, (1, 5000), folds)
     largest = int(str(exc.value).rsplit(" ", 1)[1])
-    _check_shots(ds, (0, largest), seed=0, folds=5, splits=None)  # taken: no error
+    _check_shots(ds, (0, largest), folds)  # taken: no error
     with pytest.raises(ConfigError, match=f"K = {largest + 1}:"):
-        _check_shots(ds, (largest + 1,), seed=0, folds=5, splits=None)
+        _check_shots(ds, (largest + 1,), folds)
 
 
 @pytest.mark.parametrize(

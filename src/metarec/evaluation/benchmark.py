@@ -532,39 +532,22 @@ def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _check_shots(
-    ds: Dataset,
-    shots: Sequence[int],
-    *,
-    seed: int,
-    folds: int,
-    splits: str | Path | None,
+    ds: Dataset, shots: Sequence[int], splits: Sequence[tuple[int | None, Any]]
 ) -> None:
-    """Refuse, before any model is fitted, a support size K that no test user can take:
-    P2 evaluates a user at K only with a rating after the first K to rank
-    (:func:`metarec.evaluation.p2.shot_tasks`), and such a K was dropped from the
-    results once every model had been fitted (or, with no K left, the run failed)."""
-    from metarec.evaluation.p2 import make_p2_split
-    from metarec.evaluation.splits import load_split
-
+    """Refuse, before any model is fitted, a support size K that no test user of some
+    fold's split (``(fold, split)`` pairs) can take: P2 evaluates a user at K only with
+    a rating after the first K to rank (:func:`metarec.evaluation.p2.shot_tasks`), and
+    such a K was dropped from the results once every model had been fitted (or, with
+    no K left, the run failed)."""
     counts = ds.interactions.groupby(ds.interactions["user_id"].astype(str)).size()
-    n_folds = folds if folds > 1 else None
-    largest: int | None = None
-    limiting: int | None = None  # the fold whose test users have the fewest ratings
-    for fold in [None] if n_folds is None else range(folds):
-        # drawn again by the run itself: a split is seeded, so it is the same one
-        split = (
-            load_split("p2", ds, splits, fold=fold, n_folds=n_folds)
-            if splits is not None
-            else make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
-        )
-        most = int(counts.reindex(split.test_users).fillna(0).max()) - 1
-        if largest is None or most < largest:
-            largest, limiting = most, fold
-    assert largest is not None
+    most = {fold: int(counts.reindex(s.test_users).fillna(0).max()) - 1 for fold, s in splits}
+    limiting = min(most, key=lambda fold: most[fold])  # the fold whose users rated least
+    largest = most[limiting]
     too_many = [k for k in shots if k > largest]
     if too_many:
-        where = f"fold {limiting}'s" if n_folds else "this split's"
-        which = "every fold's split allows" if n_folds else "this split allows"
+        folded = limiting is not None
+        where = f"fold {limiting}'s" if folded else "this split's"
+        which = "every fold's split allows" if folded else "this split allows"
         raise ConfigError(
             f"shots: K = {', '.join(map(str, too_many))}: P2 evaluates a user at K only "
             f"with more than K ratings (what comes after the first K is ranked), and none of "
@@ -811,23 +794,20 @@ def run_benchmark(
     # too small to split, cost that run's progress when found inside the session.
     n_folds = folds if folds > 1 else None
     split_folder = Path(splits) if splits is not None else None
+    drawn = [
+        (f, _split(protocol, ds, seed=seed, fold=f, n_folds=n_folds, splits=split_folder))
+        for f in fold_ids
+    ]  # user lists only: each fold's frames are made again in its turn
     split_digests: list[str] | None = None
     if split_folder is not None:
         from metarec.evaluation.splits import check_partition
 
-        read = [
-            _split(protocol, ds, seed=seed, fold=f, n_folds=n_folds, splits=split_folder)
-            for f in fold_ids
-        ]
         if folds > 1:
-            check_partition(protocol, ds, split_folder, read)
-        split_digests = [s.digest() for s in read]
-        del read  # read again fold by fold: one fold's frames in memory at a time
-    else:
-        for f in fold_ids:
-            _split(protocol, ds, seed=seed, fold=f, n_folds=n_folds, splits=None)
+            check_partition(protocol, ds, split_folder, [s for _, s in drawn])
+        split_digests = [s.digest() for _, s in drawn]
     if protocol == "p2":
-        _check_shots(ds, shots, seed=seed, folds=folds, splits=splits)
+        _check_shots(ds, shots, drawn)
+    del drawn
     name = (
         f"{protocol}-{ds_name}"
         + (f"-{folds}fold" if folds > 1 else "")
