@@ -48,11 +48,8 @@ class UserFeatureEncoder:
         enc = cls(columns=list(cols))
         for col in cols:
             values = users[col]
-            # a blank is a missing value, not a category nor a number that is not one:
-            # one blank age made the whole column categories, 34 unknown beside "34.0"
-            present = ~values.map(blank).to_numpy(dtype=bool)
-            numeric = pd.to_numeric(values[present], errors="coerce")
-            if len(numeric) and numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
+            numeric = many_numbers(values)
+            if numeric is not None:
                 qs = np.unique(np.quantile(numeric, np.linspace(0, 1, 8)[1:-1]))
                 enc.bins[col] = [float(q) for q in qs]
             # missing is code 0, "unknown", as for a served user who does not say:
@@ -228,6 +225,19 @@ class UserFeatureEncoder:
             raise bad("features.bins", "an object of column: [edges]", bins)
         canonical = {col: rekeyed(vocab[col]) for col in columns}
         return cls(list(columns), canonical, dict(bins))
+
+
+def many_numbers(values: pd.Series) -> pd.Series | None:
+    """A column's present values as numbers, where it is read as numbers to bin rather
+    than as categories: every non-blank value a number, more distinct ones than a
+    category has (exact ages). A blank is a missing value, not a category nor a number
+    that is not one: one blank age made the column categories, 34 unknown beside the
+    file's "34.0". None for a column of categories."""
+    present = values[~values.map(blank).to_numpy(dtype=bool)]
+    numbers = pd.to_numeric(present, errors="coerce")
+    if len(numbers) and numbers.notna().all() and numbers.nunique() > MAX_LEVELS:
+        return numbers
+    return None
 
 
 V = TypeVar("V")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from metarec.data.features import MAX_LEVELS, blank, category, rekeyed
+from metarec.data.features import blank, category, many_numbers, rekeyed
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ModelError
 from metarec.models.episodic import EpisodicLinear
@@ -185,13 +185,11 @@ class UserGroups:
         edges = {}
         for c in columns:
             col = users[c]
-            present = col[~col.map(blank).to_numpy(dtype=bool)]
-            numbers = pd.to_numeric(present, errors="coerce")
             # files give every column as text: ml-100k's ages made 61 groups of one age
             # each, not quintiles; numbers as text are numbers where the feature encoder
-            # bins them (more levels than a category has)
-            many = numbers.notna().all() and numbers.nunique() > MAX_LEVELS
-            if pd.api.types.is_numeric_dtype(col) or (len(present) and many):
+            # bins them
+            numbers = col.dropna() if pd.api.types.is_numeric_dtype(col) else many_numbers(col)
+            if numbers is not None:
                 v = numbers.to_numpy(dtype=np.float64)
                 qs = np.quantile(v, [0.2, 0.4, 0.6, 0.8]) if len(v) else np.zeros(0)
                 edges[c] = np.unique(qs)
