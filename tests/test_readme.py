@@ -35,7 +35,7 @@ def test_the_readme_python_blocks_run(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # "runs/ml100k" and "results" land here
-    first, second = python_blocks()
+    first, second, own = python_blocks()
     ns: dict[str, Any] = {}
     exec(
         edited(
@@ -78,3 +78,23 @@ def test_the_readme_python_blocks_run(
     assert top.shape == (len(ns["user_ids"]), 10)
     assert 0 < ns["record"]["summary"]["5"]["metarec-episodic"]["ndcg@10"] <= 1
     assert (tmp_path / "results" / "p2-ml-100k.md").is_file()
+
+    exec(
+        edited(
+            own,
+            [
+                ('out="results", models=', 'out="own", models='),
+                (
+                    'models={"most-liked": MostLiked()})',
+                    'models={"most-liked": MostLiked()}, algorithms=["episodic"], '
+                    'peers=["popularity"], shots=[5], progress=False, plots=False)',
+                ),
+            ],
+        ),
+        ns,
+    )
+    at5 = ns["record"]["summary"]["5"]
+    # the popularity peer's rule written again: judged on the same split, the same figures
+    assert 0 < at5["most-liked"]["ndcg@10"] <= 1
+    assert at5["most-liked"] == at5["popularity"]
+    assert "most-liked" in ns["record"]["significance"]["5"]["ndcg@10"]

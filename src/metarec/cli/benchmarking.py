@@ -60,6 +60,14 @@ def register(sub: Any) -> None:
         help='comma-separated, "" for none '
         "(default: all: popularity,bias,knn,als,melu-1,melu-5,transfer)",
     )
+    b.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=MODULE:FACTORY",
+        help="a model of your own, judged beside the peers: a ScoringModel class or a "
+        "function returning one (given seed= if it takes it), imported from MODULE with the "
+        "current folder first on the path, e.g. mine=mymodels:MyModel; repeatable",
+    )
     b.add_argument("--folds", type=int, default=1, help="P3: k folds over users (default 1)")
     b.add_argument("--shots", help="P2 support sizes (default 0,1,3,5,10,20)")
     b.add_argument(
@@ -160,7 +168,24 @@ def benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]
     return out
 
 
+def own_models(specs: list[str] | None) -> dict[str, Any]:
+    """``--model NAME=MODULE:FACTORY`` flags → {NAME: factory}, imported now: a typo
+    is refused before the data loads, not after the peers are fitted."""
+    from metarec.evaluation.own_models import load_factory
+
+    out: dict[str, Any] = {}
+    for spec in specs or []:
+        name, factory = load_factory(spec)
+        if name in out:
+            raise ConfigError(f"--model {spec!r}: the name {name!r} is given twice")
+        out[name] = factory
+    return out
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.protocol == "speed" and args.model:
+        raise ConfigError("--model: applies to --protocol p1 and p2, not speed")
+    models = own_models(args.model)
     datasets = benchmark_datasets(args)
     check_writable(args.out, "--out")
     if args.protocol == "speed":
@@ -233,6 +258,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 max_items=args.max_items,
                 max_episodes=args.max_episodes,
                 resume=not args.no_resume,
+                models=models,
+                model_args=args.model or [],
             )
     return 0
 
@@ -359,4 +386,5 @@ _BENCHMARK_FLAGS = {
     "max_items": "--max-items",
     "max_episodes": "--max-episodes",
     "out": "--out",
+    "models": "--model",
 }

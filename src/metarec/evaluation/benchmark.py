@@ -22,7 +22,7 @@ from __future__ import annotations
 import numbers
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,10 @@ from metarec.config import TrainConfig
 from metarec.data.schema import Dataset, check_like_threshold
 from metarec.errors import ConfigError, DataError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
+from metarec.evaluation.own_models import OwnModel
+from metarec.evaluation.own_models import build as build_own
+from metarec.evaluation.own_models import check_names as check_own_names
+from metarec.evaluation.own_models import fingerprints as own_fingerprints
 from metarec.evaluation.p1 import ALL_STATES
 from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
@@ -302,6 +306,7 @@ def _fold_run(
     max_items: int | None = None,
     max_episodes: int | None = None,
     store: RunStore,
+    own: Mapping[str, OwnModel] | None = None,
 ) -> dict[str, Any]:
     """Split, fit every model, evaluate: one fold's figures with per-user values.
 
@@ -324,7 +329,7 @@ def _fold_run(
     # split that does not match the report already there
     split_file = split_file_name(protocol, ds.name, fold)
     data = TrainingData.from_split(split.frames, catalogue, ds, seed)
-    models = build_models(
+    built = build_models(
         protocol,
         algorithms=algorithms,
         peers=peers,
@@ -336,6 +341,10 @@ def _fold_run(
         max_items=max_items,
         max_episodes=max_episodes,
     )
+    # the report's rows: the peers, then models of one's own, then metarec's
+    models = {n: m for n, m in built.items() if not n.startswith("metarec-")}
+    models.update({n: build_own(n, given, seed) for n, given in (own or {}).items()})
+    models.update({n: m for n, m in built.items() if n.startswith("metarec-")})
     ours = [m for m in models if m.startswith("metarec-")]
     anchor = "bias" if protocol == "p1" else "popularity"
     # the models the ensemble blends; the A/B test's arms (popularity and the best
@@ -600,9 +609,13 @@ def _command(
     data_args: str | None = None,
     max_items: int | None = None,
     max_episodes: int | None = None,
+    own: Sequence[str] = (),
+    model_args: Sequence[str] | None = None,
 ) -> str:
     """The CLI line that reproduces a run (non-default options only). ``data_args``:
-    how the data was named when it is not a known dataset (``--interactions ...``)."""
+    how the data was named when it is not a known dataset (``--interactions ...``);
+    ``model_args``: the ``--model`` specs of models of one's own (``own``, their names),
+    which a run from Python has not: the line then says which models it leaves out."""
     import shlex
 
     from metarec.evaluation.p2 import SHOTS
@@ -631,6 +644,10 @@ def _command(
         cmd += f" --set {shlex.quote(override)}"
     if data_args is None and root:
         cmd += f" --data {root}"  # the data folder as it was given
+    if model_args is not None:
+        cmd += "".join(f" --model {shlex.quote(spec)}" for spec in model_args)
+    elif own:
+        cmd += f"  # plus models given in Python: {', '.join(own)}"
     return cmd
 
 
@@ -693,6 +710,8 @@ def run_benchmark(
     max_items: int | None = None,
     max_episodes: int | None = None,
     resume: bool = True,
+    models: Mapping[str, OwnModel] | None = None,
+    model_args: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run protocol ``p1`` or ``p2`` (over ``folds`` folds when > 1) and write the reports.
 
@@ -709,7 +728,10 @@ def run_benchmark(
     most rated items (for catalogues too large for their dense fits);
     ``max_episodes``: the stacked ranker's trees on that many training episodes a bag.
     ``resume``: read what an interrupted run of the same command kept
-    (:mod:`metarec.evaluation.run_store`); False starts over.
+    (:mod:`metarec.evaluation.run_store`); False starts over. ``models``: models of
+    one's own by report name, each an unfitted :class:`ScoringModel` or a factory
+    returning one (:mod:`metarec.evaluation.own_models`), fitted and judged beside the
+    peers; ``model_args``: how the reproduction command names them (``--model ...``).
     """
     from metarec.data import load_dataset
     from metarec.evaluation.p2 import SHOTS
@@ -742,6 +764,13 @@ def run_benchmark(
     algorithms = list(default_algorithms(protocol) if algorithms is None else algorithms)
     # before the data is loaded and encoded, not a minute into the run
     check_model_names(protocol, algorithms, peers)
+    if models is not None and not isinstance(models, Mapping):
+        raise ConfigError(
+            f"models: expected a mapping of report name to model, got {type(models).__name__}"
+        )
+    own = dict(models or {})
+    check_own_names(own, peers)
+    own_key = own_fingerprints(own, seed)  # builds each once: a bad factory is refused here
     shots = tuple(SHOTS if shots is None else shots)
     # checked here, not after every model is fitted
     if not algorithms:
@@ -826,7 +855,7 @@ def run_benchmark(
     store = RunStore(out, name, _run_key(
         protocol, ds, seed=seed, folds=folds, algorithms=algorithms, peers=peers,
         overrides=overrides, shots=shots, seeds=seeds, splits=split_digests, like=like,
-        max_items=max_items, max_episodes=max_episodes,
+        max_items=max_items, max_episodes=max_episodes, models=own_key,
     ))  # fmt: skip
     # one run at a time per report: another would take over this one's kept progress
     with (
@@ -866,6 +895,7 @@ def run_benchmark(
                     max_items=max_items,
                     max_episodes=max_episodes,
                     store=store,
+                    own=own,
                 )
             )
             if fold is not None:
@@ -875,9 +905,9 @@ def run_benchmark(
         sig: dict[str, Any] = {}
         cis: dict[str, Any] = {}
         reference: dict[str, str] = {}
-        for group, models in pooled["summary"].items():
+        for group, by_model in pooled["summary"].items():
             metric, lower = headline[0]
-            reference[group] = best_metarec(models, metric, lower)
+            reference[group] = best_metarec(by_model, metric, lower)
             sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
             cis[group] = confidence_intervals(
                 pooled["per_user"][group], [m for m, _ in headline], seed
@@ -929,6 +959,8 @@ def run_benchmark(
                 data_args=data_args,
                 max_items=max_items,
                 max_episodes=max_episodes,
+                own=list(own),
+                model_args=model_args,
             ),
         }
         _check_summary(protocol, record["summary"], shots)

@@ -1,0 +1,143 @@
+"""Models of one's own in a benchmark: a researcher's :class:`ScoringModel` judged in
+the same run as metarec and every peer, on the same splits, metrics and tests.
+
+A model is given as an unfitted :class:`ScoringModel` (copied for each fold, so
+every fold fits a fresh one) or a factory returning one (called for each fold;
+with the run's seed when it takes a ``seed`` parameter). At the shell it is
+``--model NAME=MODULE:FACTORY``, imported as ``uvicorn`` imports an app: the
+current folder first on the import path.
+
+Such a model is reported as a peer: metarec's best model is still the reference
+its significance marks compare against, and it stays out of the ensemble (which
+blends metarec's models and the protocol's anchor). A run's kept progress is
+keyed on each factory's name and the text of the files that define it and the
+model's class, so an edited model file starts the run over instead of mixing
+figures from two versions of the code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from metarec.errors import ConfigError
+from metarec.models.base import ScoringModel
+
+OwnModel = ScoringModel | Callable[..., ScoringModel]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# names the run's own rows use: a model of one's own under them would replace them
+_RESERVED = ("metarec-", "bias-median")
+
+
+def check_names(names: Iterable[str], taken: Iterable[str]) -> None:
+    """ConfigError for a name that is not fit for a report row or is another model's."""
+    taken = set(taken)
+    for name in names:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ConfigError(
+                f"models: name {name!r} must start with a letter or digit and hold only "
+                "letters, digits, '.', '_' and '-'"
+            )
+        if name.startswith(_RESERVED[0]) or name == _RESERVED[1]:
+            raise ConfigError(
+                f"models: name {name!r} is metarec's own (names starting 'metarec-', and "
+                "'bias-median', are its rows); choose another"
+            )
+        if name in taken:
+            raise ConfigError(f"models: name {name!r} is a peer of this run; choose another")
+
+
+def load_factory(spec: str) -> tuple[str, Callable[..., ScoringModel]]:
+    """``"NAME=MODULE:ATTR"`` → (NAME, the object ATTR names in MODULE), imported with
+    the current folder first on the path (a ``mymodels.py`` beside the command)."""
+    name, eq, target = spec.partition("=")
+    module_name, colon, attr = target.partition(":")
+    if not eq or not colon or not name.strip() or not module_name or not attr:
+        raise ConfigError(
+            f"--model {spec!r}: expected NAME=MODULE:FACTORY, e.g. "
+            "mine=mymodels:MyModel (a ScoringModel class or a function returning one)"
+        )
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"--model {spec!r}: no module {exc.name!r} (looked in {cwd} and the installed packages)"
+        ) from None
+    except Exception as exc:  # the user's module failed while being imported
+        raise ConfigError(
+            f"--model {spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"--model {spec!r}: {module_name} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(
+            f"--model {spec!r}: {module_name}:{attr} is of type {type(obj).__name__}, not a "
+            "ScoringModel class or a function returning one"
+        )
+    return name.strip(), obj
+
+
+def build(name: str, given: OwnModel, seed: int) -> ScoringModel:
+    """A fresh, unfitted model for one fold."""
+    if isinstance(given, ScoringModel):
+        return copy.deepcopy(given)  # each fold fits its own, never the last fold's
+    if not callable(given):
+        raise ConfigError(
+            f"models: {name!r} is of type {type(given).__name__}; expected an unfitted "
+            "ScoringModel or a factory returning one"
+        )
+    try:
+        takes_seed = "seed" in inspect.signature(given).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        takes_seed = False
+    try:
+        model = given(seed=seed) if takes_seed else given()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"models: building {name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(model, ScoringModel):
+        raise ConfigError(
+            f"models: {name!r} gave an object of type {type(model).__name__}; expected a "
+            "ScoringModel (metarec.models.base): fit(TrainingData) and score_catalogue(tasks)"
+        )
+    return model
+
+
+def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
+    """What identifies a model's code for a resumed run: its factory's and class's
+    qualified names and a digest of the files that define them."""
+    model = build(name, given, seed)  # refuses a bad factory before the data loads
+    parts: list[Any] = [type(model)]
+    if not isinstance(given, ScoringModel):
+        parts.append(given)
+    names, digest = [], hashlib.sha256()
+    for part in parts:
+        names.append(f"{getattr(part, '__module__', '?')}:{getattr(part, '__qualname__', '?')}")
+        try:
+            source = inspect.getsourcefile(part)
+        except TypeError:
+            source = None
+        if source is not None and Path(source).is_file():
+            digest.update(Path(source).read_bytes())
+    return {"name": name, "code": names, "source": digest.hexdigest()[:16]}
+
+
+def fingerprints(models: Mapping[str, OwnModel], seed: int) -> list[dict[str, Any]]:
+    return [fingerprint(name, given, seed) for name, given in models.items()]

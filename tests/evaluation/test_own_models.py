@@ -1,0 +1,196 @@
+"""A model of one's own in ``metarec benchmark``: fitted and judged beside the peers on
+the same split, from Python (``models=``) and at the shell (``--model``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metarec.errors import ConfigError
+from metarec.evaluation.benchmark import run_benchmark
+from metarec.evaluation.own_models import build, check_names, fingerprint, load_factory
+from metarec.peers.popularity import Popularity
+
+# the quickest run that still fits a metarec model, an ensemble and a peer
+QUICK: dict[str, Any] = dict(
+    peers=["popularity"],
+    algorithms=["episodic"],
+    shots=[3],
+    overrides=["encoder=tfidf"],
+    plots=False,
+    progress=False,
+)
+
+# a module of one's own, as a researcher would write it beside the command
+MODULE = '''
+import numpy as np
+
+from metarec.models.base import ScoringModel
+from metarec.peers.popularity import Popularity
+
+SEEDS = []
+
+
+class Shuffled(ScoringModel):
+    """Popularity with seeded noise: its figures depend on the seed it is given."""
+
+    name = "shuffled"
+
+    def __init__(self, seed=0):
+        self.seed = seed
+        SEEDS.append(seed)
+
+    def fit(self, data):
+        self.pop = Popularity().fit(data)
+        self.noise = np.random.default_rng(self.seed).random(self.pop.n_items)
+        return self
+
+    @property
+    def n_items(self):
+        return self.pop.n_items
+
+    def score_catalogue(self, tasks, users=None):
+        scores = self.pop.score_catalogue(tasks, users)
+        return scores + {scale} * scores.std() * self.noise
+
+
+def popularity():
+    return Popularity()
+
+
+NOT_A_MODEL = 3
+
+
+def broken():
+    return "a string"
+'''
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+
+
+def test_a_copy_of_a_peer_given_as_ones_own_model_gets_the_peers_figures(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    record = run_benchmark(
+        "p2", "ml-100k", root=str(shared_data), out=tmp_path, models={"mine": Popularity()}, **QUICK
+    )
+    at3 = record["summary"]["3"]
+    assert list(at3)[:2] == ["popularity", "mine"]  # beside the peers, before metarec's rows
+    assert at3["mine"] == at3["popularity"]
+    # judged like a peer: metarec's best model is the reference, and "mine" is compared
+    assert record["reference"]["3"].startswith("metarec-")
+    assert "mine" in record["significance"]["3"]["ndcg@10"]
+    assert "mine" in record["ci95"]["3"]
+    # never blended: the ensemble takes metarec's models and the anchor only
+    assert "mine" not in json.dumps(record["ensemble_weights"])
+    assert record["command"].endswith("# plus models given in Python: mine")
+    assert "| mine |" in (tmp_path / "p2-ml-100k.md").read_text()
+
+
+def test_the_shell_imports_a_model_from_the_current_folder(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "mymodels.py").write_text(MODULE.replace("{scale}", "0.5"))
+    env = {**os.environ, "METAREC_CACHE": str(tmp_path / "cache")}
+    args = [
+        sys.executable, "-m", "metarec.cli", "benchmark", "--protocol", "p2",
+        "--dataset", "ml-100k", "--data", str(shared_data), "--peers", "popularity",
+        "--algorithms", "episodic", "--shots", "3", "--set", "encoder=tfidf", "--no-plots",
+        "--quiet", "--seed", "7", "--out", "out",
+        "--model", "shuffled=mymodels:Shuffled", "--model", "pop=mymodels:popularity",
+    ]  # fmt: skip
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "out" / "p2-ml-100k.json").read_text())
+    at3 = record["summary"]["3"]
+    assert at3["pop"] == at3["popularity"]
+    # seeded noise moved the list: a different figure from popularity's
+    assert at3["shuffled"]["ndcg@10"] != at3["popularity"]["ndcg@10"]
+    assert (
+        "--model shuffled=mymodels:Shuffled --model pop=mymodels:popularity" in (record["command"])
+    )
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("mymodels:Shuffled", "expected NAME=MODULE:FACTORY"),
+        ("x=mymodels", "expected NAME=MODULE:FACTORY"),
+        ("x=no_such_module_here:f", "no module 'no_such_module_here'"),
+        ("x=mymodels:Missing", "mymodels has no 'Missing'"),
+        ("x=mymodels:NOT_A_MODEL", "mymodels:NOT_A_MODEL is of type int, not a ScoringModel"),
+        ("x=mymodels:broken", "'x' gave an object of type str; expected a ScoringModel"),
+        ("metarec-x=mymodels:popularity", "name 'metarec-x' is metarec's own"),
+        ("popularity=mymodels:popularity", "name 'popularity' is a peer of this run"),
+        ("a b=mymodels:popularity", "name 'a b' must start with a letter"),
+    ],
+)
+def test_a_bad_model_flag_is_one_line_exit_2_before_the_data_loads(
+    spec: str, needle: str, tmp_path: Path, shared_data: Path
+) -> None:
+    (tmp_path / "mymodels.py").write_text(MODULE.replace("{scale}", "1e-3"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "metarec.cli", "benchmark", "--protocol", "p2",
+         "--dataset", "ml-100k", "--data", str(shared_data), "--peers", "popularity",
+         "--out", "out", "--model", spec],
+        cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "METAREC_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_fold_fits_its_own_model_built_with_the_runs_seed(tmp_path: Path) -> None:
+    given = Popularity()
+    first, second = build("mine", given, 0), build("mine", given, 0)
+    assert first is not given and second is not first  # a fold never refits another's
+    (tmp_path / "seeded.py").write_text(MODULE.replace("{scale}", "1e-3"))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        _, factory = load_factory("s=seeded:Shuffled")
+        assert build("s", factory, 11).seed == 11  # type: ignore[attr-defined]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("seeded", None)
+
+
+def test_kept_progress_is_keyed_on_the_text_of_the_models_code(tmp_path: Path) -> None:
+    """A resumed run reads back only figures of the same code: an edited model file is
+    another run (its fingerprint is in the run store's key)."""
+    path = tmp_path / "keyed.py"
+    path.write_text(MODULE.replace("{scale}", "1e-3"))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        _, factory = load_factory("s=keyed:Shuffled")
+        before = fingerprint("s", factory, 0)
+        assert before["code"] == ["keyed:Shuffled", "keyed:Shuffled"]
+        assert fingerprint("s", factory, 0) == before
+        path.write_text(MODULE.replace("{scale}", "1.0"))
+        assert fingerprint("s", factory, 0)["source"] != before["source"]
+        assert fingerprint("p", Popularity(), 0)["code"] == ["metarec.peers.popularity:Popularity"]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("keyed", None)
+
+
+def test_python_models_are_checked_before_anything_loads(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="models: expected a mapping"):
+        run_benchmark("p2", "no-such-data", out=tmp_path, models=[Popularity()], **QUICK)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="'x' is of type int; expected an unfitted ScoringModel"):
+        run_benchmark("p2", "no-such-data", out=tmp_path, models={"x": 3}, **QUICK)  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="building 'x' failed: ZeroDivisionError"):
+        run_benchmark("p2", "no-such-data", out=tmp_path, models={"x": lambda: 1 / 0}, **QUICK)
+    with pytest.raises(ConfigError, match="is a peer of this run"):
+        check_names(["knn"], ["popularity", "knn"])
+    assert not any(tmp_path.iterdir())
