@@ -11,21 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from metarec.catalogue import Catalogue
 from metarec.config import TrainConfig
+from metarec.conformance import World, make_world
 from metarec.data import load_dataset
-from metarec.data.tasks import Task, UserRatings
-from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.base import ScoringModel
 from metarec.models.ensemble import Ensemble
 from metarec.models.episodic import EpisodicLinear
 from metarec.models.meta_model import MetaModel
 from metarec.models.stacked import StackedRanker
 from metarec.peers import make_peer
-from metarec.pipeline import encode_catalogue
 
 SEED = 5
 
@@ -142,38 +138,8 @@ SPECS: list[ModelSpec] = [
 ]
 
 
-@dataclass
-class World:
-    """Training data for every model, and held-out users' tasks (support 10, query 10)."""
-
-    data: TrainingData
-    catalogue: Catalogue
-    tasks: list[Task]
-    users: pd.DataFrame  # one row per task
-
-
 @pytest.fixture(scope="session")
 def world(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """Real ml-100k: 200 users to fit on, 30 to tune on, 12 held-out users' tasks."""
     ds = load_dataset("ml-100k", root=shared_data)
-    catalogue = encode_catalogue(
-        ds.items, "tfidf", cache_dir=tmp_path_factory.mktemp("emb"), progress=False
-    )
-    users = np.random.default_rng(SEED).permutation(np.sort(ds.interactions["user_id"].unique()))
-    rows = ds.interactions["user_id"]
-    data = TrainingData(
-        interactions=ds.interactions[rows.isin(set(users[:200]))],
-        catalogue=catalogue,
-        users=ds.users,
-        validation=ds.interactions[rows.isin(set(users[200:230]))],
-        seed=SEED,
-    )
-    held = UserRatings.from_frame(ds.interactions[rows.isin(set(users[230:242]))], catalogue.index)
-    rng = np.random.default_rng(SEED)
-    tasks = []
-    for row in range(len(held)):
-        items, ratings, _ = held.history(row)
-        order = rng.permutation(len(items))[:20]  # every ml-100k user has >= 20 ratings
-        s, q = order[:10], order[10:]
-        tasks.append(Task(row, items[s], ratings[s], items[q], ratings[q]))
-    frame = ds.users.set_index("user_id").reindex(held.user_ids).reset_index()
-    return World(data, catalogue, tasks, frame)
+    return make_world(ds, seed=SEED, cache_dir=tmp_path_factory.mktemp("emb"))

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from metarec.allocator import keep_freed_memory
-from metarec.cli import abtest, benchmarking, dataset, ensemble, service, training
+from metarec.cli import (
+    abtest,
+    benchmarking,
+    conformance,
+    dataset,
+    ensemble,
+    service,
+    training,
+)
 from metarec.errors import MetarecError
 
 __all__ = ["build_parser", "main"]
@@ -66,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     # the order `metarec --help` lists them in: a run's life, then evaluation, then serving
-    for group in (training, dataset, ensemble, benchmarking, abtest, service):
+    for group in (training, dataset, ensemble, benchmarking, conformance, abtest, service):
         group.register(sub)
     return p
 

@@ -56,14 +56,25 @@ def check_names(names: Iterable[str], taken: Iterable[str]) -> None:
 
 
 def load_factory(spec: str) -> tuple[str, Callable[..., ScoringModel]]:
-    """``"NAME=MODULE:ATTR"`` → (NAME, the object ATTR names in MODULE), imported with
-    the current folder first on the path (a ``mymodels.py`` beside the command)."""
+    """``"NAME=MODULE:ATTR"`` → (NAME, the object ATTR names in MODULE)."""
     name, eq, target = spec.partition("=")
-    module_name, colon, attr = target.partition(":")
-    if not eq or not colon or not name.strip() or not module_name or not attr:
+    if not eq or not name.strip() or ":" not in target:
         raise ConfigError(
             f"--model {spec!r}: expected NAME=MODULE:FACTORY, e.g. "
             "mine=mymodels:MyModel (a ScoringModel class or a function returning one)"
+        )
+    return name.strip(), import_factory(target, f"--model {spec!r}")
+
+
+def import_factory(target: str, where: str) -> Callable[..., ScoringModel]:
+    """The callable ``"MODULE:ATTR"`` names, imported with the current folder first on
+    the path (a ``mymodels.py`` beside the command), as ``uvicorn`` imports an app;
+    ``where`` (the flag and its value) begins each error."""
+    module_name, colon, attr = target.partition(":")
+    if not colon or not module_name or not attr:
+        raise ConfigError(
+            f"{where}: expected MODULE:FACTORY, e.g. mymodels:MyModel (a ScoringModel "
+            "class or a function returning one)"
         )
     cwd = str(Path.cwd())
     if cwd not in sys.path:
@@ -72,23 +83,23 @@ def load_factory(spec: str) -> tuple[str, Callable[..., ScoringModel]]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigError(
-            f"--model {spec!r}: no module {exc.name!r} (looked in {cwd} and the installed packages)"
+            f"{where}: no module {exc.name!r} (looked in {cwd} and the installed packages)"
         ) from None
     except Exception as exc:  # the user's module failed while being imported
         raise ConfigError(
-            f"--model {spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+            f"{where}: importing {module_name} failed: {type(exc).__name__}: {exc}"
         ) from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"--model {spec!r}: {module_name} has no {attr!r}")
+            raise ConfigError(f"{where}: {module_name} has no {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise ConfigError(
-            f"--model {spec!r}: {module_name}:{attr} is of type {type(obj).__name__}, not a "
+            f"{where}: {module_name}:{attr} is of type {type(obj).__name__}, not a "
             "ScoringModel class or a function returning one"
         )
-    return name.strip(), obj
+    return obj
 
 
 def build(name: str, given: OwnModel, seed: int) -> ScoringModel:

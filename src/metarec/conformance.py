@@ -1,0 +1,453 @@
+"""The contract every model keeps, as checks anyone can run on a model of their own.
+
+Benchmarks, ensembles, A/B tests and the service rely on a few properties of a
+:class:`~metarec.models.base.ScoringModel`: an unknown user is scored from their
+support set alone; an empty support still gives a ranking; a new item is scored
+from its text or refused clearly; ``recommend`` leaves out what the user rated
+and takes any list length; the same seed gives the same scores; a task's query
+set (its held-out answers) is never read. metarec's own suite
+(``tests/conformance``) runs every model through these functions; a researcher
+runs a model of their own through the same ones before benchmarking it (in the
+manner of scikit-learn's ``check_estimator``)::
+
+    from metarec.conformance import check_model, make_world
+    world = make_world(load_dataset("ml-100k", root="../shared/data"))
+    check_model(lambda seed: MyModel(seed=seed), world)  # ConformanceError lists failures
+
+Each check raises :class:`ConformanceError` saying what broke; :func:`check_model`
+runs them all and reports every failure at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metarec.catalogue import Catalogue
+from metarec.data.schema import Dataset
+from metarec.data.tasks import Task, UserRatings
+from metarec.errors import ConfigError, DataError, UnsupportedError
+from metarec.models.base import ScoringModel, TrainingData
+
+Factory = Callable[[int], ScoringModel]
+
+# float32 rounding of batched against single scoring, which an ensemble's per-user
+# standardisation can scale up ten-fold
+TOLERANCE = 1e-5
+
+
+class ConformanceError(AssertionError):
+    """A model broke the contract; the message says which part and how."""
+
+
+@dataclass
+class World:
+    """Training data for a model, and held-out users' tasks (support 10, query 10)."""
+
+    data: TrainingData
+    catalogue: Catalogue
+    tasks: list[Task]
+    users: pd.DataFrame  # one row per task: user_id and side features
+
+
+def make_world(
+    ds: Dataset,
+    *,
+    encoder: str = "tfidf",
+    seed: int = 5,
+    n_train: int = 200,
+    n_validation: int = 30,
+    n_test: int = 12,
+    cache_dir: str | Path | None = None,
+) -> World:
+    """A small world from ``ds``: ``n_train`` seeded users to fit on, ``n_validation``
+    to tune on and ``n_test`` held-out users, each a task of 10 random support and 10
+    query ratings (so every test user needs 20). TF-IDF vectors by default: seconds,
+    not the minute MiniLM takes on a CPU; any encoder name works."""
+    from metarec.pipeline import encode_catalogue
+
+    catalogue = encode_catalogue(ds.items, encoder, cache_dir=cache_dir, progress=False)
+    counts = ds.interactions.groupby("user_id").size()
+    users = np.random.default_rng(seed).permutation(np.sort(ds.interactions["user_id"].unique()))
+    held_out = [u for u in users[n_train + n_validation :] if counts[u] >= 20][:n_test]
+    if len(users) < n_train + n_validation + 1 or not held_out:
+        raise DataError(
+            f"{ds.name}: a conformance world needs {n_train + n_validation} users to fit on "
+            f"and at least one more with 20 ratings; it has {len(users):,} users"
+        )
+    rows = ds.interactions["user_id"]
+    data = TrainingData(
+        interactions=ds.interactions[rows.isin(set(users[:n_train]))],
+        catalogue=catalogue,
+        users=ds.users,
+        validation=ds.interactions[rows.isin(set(users[n_train : n_train + n_validation]))],
+        rating_range=ds.rating_range,
+        seed=seed,
+    )
+    held = UserRatings.from_frame(ds.interactions[rows.isin(set(held_out))], catalogue.index)
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for row in range(len(held)):
+        items, ratings, _ = held.history(row)
+        order = rng.permutation(len(items))[:20]
+        s, q = order[:10], order[10:]
+        tasks.append(Task(row, items[s], ratings[s], items[q], ratings[q]))
+    if ds.users is not None:
+        frame = ds.users.set_index("user_id").reindex(held.user_ids).reset_index()
+    else:
+        frame = pd.DataFrame({"user_id": held.user_ids})
+    return World(data, catalogue, tasks, frame)
+
+
+def _close(actual: np.ndarray, expected: np.ndarray, what: str, tol: float = TOLERANCE) -> None:
+    if np.shape(actual) != np.shape(expected):
+        raise ConformanceError(f"{what}: shape {np.shape(actual)}, expected {np.shape(expected)}")
+    if not np.allclose(actual, expected, rtol=tol, atol=tol):
+        gap = float(np.nanmax(np.abs(np.asarray(actual, float) - np.asarray(expected, float))))
+        raise ConformanceError(f"{what}: scores differ by up to {gap:.3g}")
+
+
+def _finite(scores: np.ndarray, shape: tuple[int, int], what: str) -> None:
+    if np.shape(scores) != shape:
+        raise ConformanceError(f"{what}: scores of shape {np.shape(scores)}, expected {shape}")
+    if not np.isfinite(scores).all():
+        raise ConformanceError(f"{what}: scores hold NaN or infinity")
+
+
+def _refuses(call: Callable[[], Any], error: type[Exception], pattern: str, what: str) -> None:
+    try:
+        call()
+    except error as exc:
+        if not re.search(pattern, str(exc)):
+            raise ConformanceError(
+                f"{what}: refused, but the message {str(exc)!r} does not say {pattern!r}"
+            ) from None
+        return
+    except Exception as exc:  # the wrong kind of refusal: a traceback at the shell
+        raise ConformanceError(
+            f"{what}: raised {type(exc).__name__} ({exc}), expected {error.__name__}"
+        ) from None
+    raise ConformanceError(f"{what}: accepted; expected {error.__name__} saying {pattern!r}")
+
+
+def flipped(task: Task, rating_range: tuple[float, float] = (1.0, 5.0)) -> Task:
+    """The same items with opposite opinions (1 <-> 5, 2 <-> 4 on 1-5 stars)."""
+    lo, hi = rating_range
+    return replace(task, support_ratings=(lo + hi - task.support_ratings).astype(np.float32))
+
+
+def emptied(task: Task) -> Task:
+    no_items, no_ratings = task.support_items[:0], task.support_ratings[:0]
+    return replace(task, support_items=no_items, support_ratings=no_ratings)
+
+
+def check_scored_from_support(model: ScoringModel, world: World, *, personalised: bool) -> None:
+    """An unknown user is scored from their support set, alone or in a batch; opposite
+    opinions move a personalised model's scores, and no other model's."""
+    task, user = world.tasks[0], world.users.iloc[:1]
+    scores = model.score_catalogue([task], user)
+    if model.n_items != world.data.n_items:
+        raise ConformanceError(
+            f"n_items is {model.n_items}, the catalogue has {world.data.n_items}"
+        )
+    _finite(scores, (1, model.n_items), "one user")
+    opposite = flipped(task, world.data.rating_range)
+    pair = model.score_catalogue([task, opposite], pd.concat([user, user]))
+    _close(pair[0], scores[0], "the same user scored alone and in a batch")
+    gap = float(np.abs(pair[0] - pair[1]).max())
+    if personalised and gap <= 1e-4:  # more than a last bit: the bias model moves all alike
+        raise ConformanceError(
+            f"opposite ratings moved no score by more than {gap:.1e} (a model not meant to "
+            "personalise: personalised=False, --not-personalised)"
+        )
+    if not personalised and gap != 0:
+        raise ConformanceError(
+            f"a model said not to personalise moved scores by {gap:.3g} on opposite ratings"
+        )
+    _finite(model.score_catalogue([task], None), (1, model.n_items), "no side features")
+
+
+def check_empty_support(model: ScoringModel, world: World) -> None:
+    """A user with no ratings yet gets finite scores that still rank the catalogue."""
+    tasks = [emptied(world.tasks[0]), world.tasks[1], emptied(world.tasks[2])]
+    scores = model.score_catalogue(tasks, world.users.iloc[:3])
+    _finite(scores, (3, model.n_items), "empty supports in a batch")
+    alone = model.score_catalogue(tasks[:1], world.users.iloc[:1])
+    _finite(alone, (1, model.n_items), "an empty support alone")
+    _close(alone[0], scores[0], "an empty support scored alone and in a batch")
+    if np.ptp(scores[0]) <= 0:
+        raise ConformanceError("an empty support gave every item one score")
+
+
+def check_new_items(model: ScoringModel, world: World, *, reads_text: bool) -> None:
+    """Items added after fitting are scored (from their text, when the model reads
+    text) without moving the old items' scores, or refused with UnsupportedError
+    naming the model."""
+    added = copy.deepcopy(model)
+    before = added.n_items
+    rows = pd.DataFrame(
+        {
+            "item_id": ["conformance-new-1", "conformance-new-2"],
+            "title": ["Toy Story 4", "A War Film"],
+            "year": [2019, 2019],
+            "genres": ["Animation|Children's|Comedy", "Drama|War"],
+        }
+    )
+    vectors = world.catalogue.encoder.encode(
+        [
+            "Toy Story 4 (2019). Genres: Animation, Children's.",
+            "Schindler's List (1993). Genres: Drama, War.",
+        ]
+    )
+    try:
+        added.add_items(rows, vectors)
+    except UnsupportedError as err:
+        if model.name not in str(err) or len(str(err)) <= 40:
+            raise ConformanceError(
+                f"new items refused without naming the model and the reason: {err}"
+            ) from None
+        if added.n_items != before:
+            raise ConformanceError("refusing new items changed the catalogue size") from None
+        return
+    if added.n_items != before + 2:
+        raise ConformanceError(f"2 items added: n_items {before} -> {added.n_items}")
+    scores = added.score_catalogue(world.tasks[:2], world.users.iloc[:2])
+    _finite(scores, (2, before + 2), "after adding 2 items")
+    if reads_text and np.allclose(scores[:, before], scores[:, before + 1]):
+        raise ConformanceError("two new items with different texts scored alike: text ignored")
+    old = model.score_catalogue(world.tasks[:2], world.users.iloc[:2])
+    _close(scores[:, :before], old, "the old items' scores after adding items")
+
+
+def check_recommend_excludes_seen(model: ScoringModel, world: World) -> None:
+    """``recommend`` gives the best unseen items in score order (ties by catalogue
+    index) and, with ``exclude_seen=False``, the score order itself."""
+    tasks, users = world.tasks, world.users
+    top = model.recommend(tasks, k=20, users=users)
+    if top.shape != (len(tasks), 20):
+        raise ConformanceError(f"recommend(k=20): shape {top.shape}")
+    scores = model.score_catalogue(tasks, users).astype(np.float64)
+    for n, (row, task, s) in enumerate(zip(top, tasks, scores, strict=True)):
+        if set(row) & set(task.support_items):
+            raise ConformanceError(f"task {n}: recommended an item of its support set")
+        unseen = s.copy()
+        unseen[task.support_items] = -np.inf
+        if not np.array_equal(row, np.argsort(-unseen, kind="stable")[:20]):
+            raise ConformanceError(f"task {n}: the top 20 are not the best unseen by score")
+    full = model.recommend(tasks, k=model.n_items, users=users, exclude_seen=False)
+    for n, (row, s) in enumerate(zip(full, scores, strict=True)):
+        if not np.array_equal(row, np.argsort(-s, kind="stable")):
+            raise ConformanceError(f"task {n}: exclude_seen=False is not the score order")
+
+
+def check_any_k(model: ScoringModel, world: World) -> None:
+    """Any whole k works (past the catalogue: every item once); any other is refused."""
+    tasks, users = world.tasks, world.users
+    everything = model.recommend(tasks, k=model.n_items + 5, users=users, exclude_seen=False)
+    if everything.shape != (len(tasks), model.n_items):
+        raise ConformanceError(f"k past the catalogue: shape {everything.shape}")
+    if model.recommend([], k=3).shape != (0, 3):
+        raise ConformanceError("no tasks: expected an empty (0, 3) list")
+    bad_ks: tuple[Any, ...] = (0, -2, 2.5, "10", True)  # a float, a string, a bool: not k
+    for bad in bad_ks:
+        _refuses(
+            partial(model.recommend, tasks, k=bad, users=users),
+            ConfigError,
+            re.escape(f"{model.name}: k: must be a whole"),
+            f"k={bad!r}",
+        )
+
+
+def check_same_seed(factory: Factory, model: ScoringModel, world: World, seed: int, *,
+                    seeded: bool) -> None:  # fmt: skip
+    """The same seed gives the same scores; another seed, when the model has randomness,
+    other ones. ``model``: ``factory(seed)`` already fitted on ``world``."""
+    again = factory(seed).fit(world.data)
+    ours = model.score_catalogue(world.tasks, world.users)
+    _close(again.score_catalogue(world.tasks, world.users), ours, "refitted with the same seed")
+    if seeded:
+        other = factory(seed + 1).fit(world.data)
+        if np.allclose(other.score_catalogue(world.tasks, world.users), ours):
+            raise ConformanceError(
+                "a different seed gave the same model: is the seed used? (a model without "
+                "randomness: seeded=False, --unseeded)"
+            )
+
+
+def check_query_never_read(model: ScoringModel, world: World) -> None:
+    """Scores do not change when the tasks' query sets (the held-out answers) do."""
+    rng = np.random.default_rng(0)
+    lo, hi = world.data.rating_range
+    changed = [
+        replace(
+            t,
+            query_items=rng.choice(model.n_items, size=7, replace=False),
+            query_ratings=rng.uniform(lo, hi, size=7).round().astype(np.float32),
+        )
+        for t in world.tasks
+    ]
+    if not np.array_equal(
+        model.score_catalogue(changed, world.users), model.score_catalogue(world.tasks, world.users)
+    ):
+        raise ConformanceError("changing the query sets changed the scores: they were read")
+
+
+def check_predict_tasks(model: ScoringModel, world: World) -> None:
+    """``predict_tasks`` gives each query item's catalogue score; a rating model's are
+    on the rating scale."""
+    preds = model.predict_tasks(world.tasks, world.users)
+    scores = model.score_catalogue(world.tasks, world.users)
+    if len(preds) != len(world.tasks):
+        raise ConformanceError(f"predict_tasks: {len(preds)} answers for {len(world.tasks)} tasks")
+    for n, (p, s, task) in enumerate(zip(preds, scores, world.tasks, strict=True)):
+        _close(p, s[task.query_items], f"task {n}: predict_tasks against score_catalogue", 1e-4)
+    if model.predicts_ratings:
+        lo, hi = world.data.rating_range
+        values = np.concatenate(preds)
+        if values.min() < lo - 1.0 or values.max() > hi + 1.0:
+            raise ConformanceError(
+                f"predicts_ratings, but predictions run {values.min():.3g}..{values.max():.3g} "
+                f"on a {lo:g}-{hi:g} scale"
+            )
+        if not lo + 1.0 <= values.mean() <= hi - 0.5:
+            raise ConformanceError(f"predictions centred at {values.mean():.3g}, off the scale")
+
+
+def check_bad_support_refused(model: ScoringModel, world: World) -> None:
+    """Tasks no model can read are refused with DataError naming what is wrong."""
+    task, n = world.tasks[0], model.n_items
+    cases: list[tuple[Any, str, pd.DataFrame | None]] = [
+        (replace(task, support_items=np.array([-1]), support_ratings=np.array([5.0])),
+         r"support item -1 is not in \[0, ", None),
+        (replace(task, support_ratings=np.full(len(task.support_items), np.nan, np.float32)),
+         "not a finite number", None),
+        (task, "2 user rows for 1 tasks", world.users.iloc[:2]),
+        (replace(task, support_items=np.array([0.7]), support_ratings=np.array([5.0])),
+         "support item 0.7 is not whole", None),
+        (replace(task, support_items=np.array([0, 1]), support_ratings=np.array([5.0])),
+         "2 support items and 1 support ratings", None),
+        (replace(task, query_items=np.array([n]), query_ratings=np.array([4.0])),
+         rf"query item {n} is not in \[0, {n}\)", None),
+        ("not a task", "task 0: expected a Task", None),
+    ]  # fmt: skip
+    for bad, pattern, users in cases:
+        _refuses(
+            partial(model.recommend, [bad], k=3, users=users),
+            DataError,
+            pattern,
+            f"recommend({pattern!r} case)",
+        )
+        if users is None:
+            _refuses(
+                partial(model.predict_tasks, [bad]),
+                DataError,
+                pattern,
+                f"predict_tasks({pattern!r} case)",
+            )
+
+
+@dataclass
+class Outcome:
+    """What :func:`run_checks` found: per check, None if it passed, else what failed."""
+
+    model: str
+    results: dict[str, str | None]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {name: why for name, why in self.results.items() if why is not None}
+
+
+CHECKS = (
+    "scored_from_support",
+    "empty_support",
+    "new_items",
+    "recommend_excludes_seen",
+    "any_k",
+    "same_seed",
+    "query_never_read",
+    "predict_tasks",
+    "bad_support_refused",
+)
+
+
+def run_checks(
+    factory: Factory,
+    world: World,
+    *,
+    seed: int = 5,
+    personalised: bool = True,
+    seeded: bool = True,
+    reads_text: bool = False,
+    skip: Sequence[str] = (),
+) -> Outcome:
+    """Fit ``factory(seed)`` on ``world`` and run every check of :data:`CHECKS` but
+    ``skip``, in order; a failure is recorded and the next check still runs.
+
+    ``personalised``: the scores depend on the support set (False for popularity);
+    ``seeded``: another seed gives another model (False for closed-form ones);
+    ``reads_text``: a new item is scored from its text vector; ``skip``: checks not
+    to run (``"same_seed"`` fits the model twice more).
+    """
+    unknown = sorted(set(skip) - set(CHECKS))
+    if unknown:
+        raise ConfigError(f"skip: unknown check(s) {unknown}; expected some of {list(CHECKS)}")
+    model = factory(seed)
+    if not isinstance(model, ScoringModel):
+        raise ConformanceError(f"the factory gave a {type(model).__name__}, not a ScoringModel")
+    fitted = model.fit(world.data)
+    if fitted is not model:
+        raise ConformanceError("fit() must return the model itself (self)")
+
+    def run(name: str) -> None:
+        if name == "scored_from_support":
+            check_scored_from_support(fitted, world, personalised=personalised)
+        elif name == "empty_support":
+            check_empty_support(fitted, world)
+        elif name == "new_items":
+            check_new_items(fitted, world, reads_text=reads_text)
+        elif name == "recommend_excludes_seen":
+            check_recommend_excludes_seen(fitted, world)
+        elif name == "any_k":
+            check_any_k(fitted, world)
+        elif name == "same_seed":
+            check_same_seed(factory, fitted, world, seed, seeded=seeded)
+        elif name == "query_never_read":
+            check_query_never_read(fitted, world)
+        elif name == "predict_tasks":
+            check_predict_tasks(fitted, world)
+        else:
+            check_bad_support_refused(fitted, world)
+
+    results: dict[str, str | None] = {}
+    for name in CHECKS:
+        if name in skip:
+            continue
+        try:
+            run(name)
+            results[name] = None
+        except ConformanceError as exc:
+            results[name] = str(exc)
+        except Exception as exc:  # a crash is a failure of that check, not of the run
+            results[name] = f"raised {type(exc).__name__}: {exc}"
+    return Outcome(fitted.name, results)
+
+
+def check_model(factory: Factory, world: World, **options: Any) -> list[str]:
+    """:func:`run_checks` (same options), raising :class:`ConformanceError` that lists
+    every failed check; the names of the checks run when all passed."""
+    outcome = run_checks(factory, world, **options)
+    if outcome.failed:
+        raise ConformanceError(
+            f"{outcome.model}: {len(outcome.failed)} of {len(outcome.results)} checks failed:"
+            + "".join(f"\n  {name}: {why}" for name, why in outcome.failed.items())
+        )
+    return list(outcome.results)

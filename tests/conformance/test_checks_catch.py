@@ -1,0 +1,162 @@
+"""The conformance checks fail the models that break the contract, and say how.
+
+Each broken model below breaks one property on purpose; :func:`check_model` must
+name that check, and pass the same model without the fault.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.conformance import CHECKS, ConformanceError, World, check_model
+from metarec.data.tasks import Task
+from metarec.errors import ConfigError
+from metarec.models.base import ScoringModel, TrainingData
+
+
+class LikedCounts(ScoringModel):
+    """Liked-item counts plus a small seeded jitter and each support item's rating
+    spread to its neighbours by index: personalised, seeded, keeps the contract."""
+
+    name = "liked-counts"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, data: TrainingData) -> LikedCounts:
+        liked = data.interactions[data.interactions["rating"] >= 4]
+        rows = liked["item_id"].map(data.catalogue.index).to_numpy()
+        counts = np.bincount(rows, minlength=data.n_items).astype(np.float64)
+        jitter = np.random.default_rng(self.seed).random(data.n_items) * 1e-3
+        self.scores = counts + jitter
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return len(self.scores)
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = np.tile(self.scores, (len(tasks), 1))
+        for row, task in enumerate(tasks):
+            for item, rating in zip(task.support_items, task.support_ratings, strict=True):
+                near = slice(max(int(item) - 5, 0), int(item) + 6)
+                out[row, near] += float(rating) - 3.0
+        return out
+
+
+class ReadsQuery(LikedCounts):
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        for row, task in enumerate(tasks):
+            out[row, task.query_items] += 100.0  # the answers, peeked at
+        return out
+
+
+class IgnoresSeed(LikedCounts):
+    def fit(self, data: TrainingData) -> IgnoresSeed:
+        self.seed = 0
+        super().fit(data)
+        return self
+
+
+class RecommendsSeen(LikedCounts):
+    def recommend(
+        self,
+        tasks: Sequence[Task],
+        k: int = 10,
+        users: pd.DataFrame | None = None,
+        *,
+        exclude_seen: bool = True,
+    ) -> np.ndarray:
+        return super().recommend(tasks, k, users, exclude_seen=False)  # the flag dropped
+
+
+class NaNWhenNew(LikedCounts):
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        out[[len(t.support_items) == 0 for t in tasks]] = np.nan
+        return out
+
+
+def test_a_model_that_keeps_the_contract_passes_every_check(world: World) -> None:
+    assert check_model(LikedCounts, world) == list(CHECKS)
+
+
+@pytest.mark.parametrize(
+    "broken, check, needle",
+    [
+        (ReadsQuery, "query_never_read", "query sets changed the scores"),
+        (IgnoresSeed, "same_seed", "a different seed gave the same model"),
+        (RecommendsSeen, "recommend_excludes_seen", "recommended an item of its support set"),
+        (NaNWhenNew, "empty_support", "scores hold NaN"),
+    ],
+)
+def test_each_broken_model_fails_the_check_it_breaks(
+    broken: type[LikedCounts], check: str, needle: str, world: World
+) -> None:
+    with pytest.raises(ConformanceError) as caught:
+        check_model(broken, world)
+    message = str(caught.value)
+    assert message.startswith("liked-counts: ")
+    assert f"\n  {check}: " in message and needle in message
+    # and only that check: the message lists each failure on a line of its own
+    assert check_model(broken, world, skip=[check]) == [c for c in CHECKS if c != check]
+
+
+def test_a_model_said_not_to_personalise_must_not(world: World) -> None:
+    with pytest.raises(ConformanceError, match="said not to personalise moved scores"):
+        check_model(LikedCounts, world, personalised=False, skip=["same_seed"])
+
+
+def test_what_is_not_a_model_is_refused(world: World) -> None:
+    with pytest.raises(ConformanceError, match="gave a str, not a ScoringModel"):
+        check_model(lambda seed: "a model", world)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigError, match=r"skip: unknown check\(s\) \['same-seed'\]"):
+        check_model(LikedCounts, world, skip=["same-seed"])
+
+
+def test_check_model_at_the_shell(shared_data: Path, tmp_path: Path) -> None:
+    """``metarec check-model``: each check's outcome, exit 1 when one fails, 0 when all
+    pass, 2 for a factory it cannot import."""
+    source = Path(__file__).read_text()
+    # this file's models, importable from the folder the command runs in
+    (tmp_path / "mine.py").write_text(source.split("def test_")[0])
+    env = {**os.environ, "METAREC_CACHE": str(tmp_path / "cache")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "metarec.cli", "check-model", *args,
+             "--data", str(shared_data), "--skip", "same_seed"],
+            cwd=tmp_path, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+
+    good = run("mine:LikedCounts")
+    assert good.returncode == 0, good.stderr[-2000:]
+    assert "liked-counts: 8 of 8 checks passed on ml-100k" in good.stdout
+    bad = run("mine:ReadsQuery")
+    assert bad.returncode == 1, bad.stderr[-2000:]
+    assert "FAIL query_never_read" in bad.stdout and "7 of 8 checks passed" in bad.stdout
+    assert "ok   scored_from_support" in bad.stdout
+    missing = run("mine:Missing")
+    assert missing.returncode == 2 and "mine has no 'Missing'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_the_shells_check_names_are_the_librarys() -> None:
+    from metarec.cli.conformance import _checks
+
+    assert _checks().split(", ") == list(CHECKS)
