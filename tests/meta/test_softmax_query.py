@@ -1,0 +1,78 @@
+"""The softmax objective's query loss ranks what comes next among the items the user
+does not already have (the support set), as recommendation does (``exclude_seen``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metarec.data.tasks import Task, collate
+from metarec.meta.learner import _support_and_query
+
+from .test_direct import _softmax_learner
+from .test_maml import _double
+
+
+def _clicks_batch():
+    """Clicks (every rating 1): users whose support and query share no item; the first
+    holds item 0 in its support and has the shortest query, so its padded query
+    entries point at a left-out item."""
+    rng = np.random.default_rng(5)
+    tasks = []
+    for user, (k, q) in enumerate([(6, 2), (3, 5), (9, 4)]):
+        items = rng.choice(np.arange(1, 50), k + q, replace=False)
+        if user == 0:
+            items[0] = 0
+        ones = np.ones(k + q, dtype=np.float32)
+        tasks.append(Task(user, items[:k], ones[:k], items[k:], ones[k:]))
+    batch = collate(
+        tasks, user_features=np.array([[1], [2], [3]]), objective="softmax",
+        like_threshold=1.0, negative_pool=np.arange(50), rng=np.random.default_rng(0),
+        support_positives="rated",
+    )  # fmt: skip
+    return tasks, _double(batch)
+
+
+def _nll(scores: torch.Tensor, candidates: np.ndarray, targets: np.ndarray) -> float:
+    """Mean NLL of ``targets`` under a softmax over ``candidates`` alone."""
+    logz = torch.logsumexp(scores[torch.as_tensor(candidates)], 0)
+    return float((logz - scores[torch.as_tensor(targets)]).mean())
+
+
+@pytest.mark.parametrize("algorithm", ["fomaml", "maml"])
+def test_the_query_softmax_leaves_out_the_users_support_items(algorithm: str) -> None:
+    learner = _softmax_learner(algorithm, encoder=True)
+    tasks, batch = _clicks_batch()
+    learner.set_catalogue()
+    fast = learner.adapt(batch, steps=2, first_order=algorithm != "maml")
+    losses = learner.softmax_task_losses(batch, fast).detach()
+    scores = learner.scorer.scores_over_catalogue(fast, batch.user_features).detach()
+    for row, task in enumerate(tasks):
+        unseen = np.setdiff1d(np.arange(50), task.support_items)
+        assert float(losses[row]) == pytest.approx(
+            _nll(scores[row], unseen, task.query_items), rel=1e-10
+        )
+    # finite value and gradient although padded query entries point at a left-out item
+    loss = learner.outer_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in learner.parameters() if p.grad is not None)
+
+
+def test_a_joined_batch_keeps_its_targets_in_the_softmax() -> None:
+    """The transfer control scores support and query together as targets: nothing that
+    is a target is left out, so its loss is the whole catalogue's softmax."""
+    learner = _softmax_learner("transfer", encoder=False)
+    tasks, batch = _clicks_batch()
+    both = _support_and_query(batch, "softmax")
+    learner.set_catalogue()
+    fast = {k: v.unsqueeze(0).expand(len(both), *v.shape) for k, v in learner.fast_init().items()}
+    with torch.no_grad():
+        losses = learner.softmax_task_losses(both, fast)
+        scores = learner.scorer.scores_over_catalogue(fast, both.user_features)
+    for row, task in enumerate(tasks):
+        targets = np.concatenate([task.support_items, task.query_items])
+        assert float(losses[row]) == pytest.approx(
+            _nll(scores[row], np.arange(50), targets), rel=1e-10
+        )
