@@ -223,6 +223,17 @@ def test_latest_event_per_item_wins(live_server: str, server_api_key: str) -> No
     assert [h["timestamp"] for h in history] == [1704067200.0, 1704153600.0]
 
 
+def test_a_client_clock_a_little_fast_is_taken(live_server: str, server_api_key: str) -> None:
+    user = uid()
+    soon = time.time() + 120  # inside the slack; 2099 is refused (see _bad_requests)
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        c.post("/v1/users", json={"user_id": user})
+        ev = {"event_id": uid("e"), "item_id": "50", "type": "like", "timestamp": soon}
+        assert c.post(f"/v1/users/{user}/events", json=ev).status_code == 200
+        history = c.get(f"/v1/users/{user}").json()["history"]
+    assert [h["timestamp"] for h in history] == [pytest.approx(soon)]
+
+
 Case = tuple[str, str, dict[str, Any], int, str, str]
 
 
@@ -274,6 +285,11 @@ def _bad_requests(key: str) -> list[Case]:
         ("GET", "/v1/items?limit=0", {}, 422, "validation_error", "limit"),
         ("POST", "/v1/users", body({"user_id": "{u}"}), 409, "user_exists", "{u}"),
         ("POST", "/v1/users", body({"user_id": ""}), 422, "validation_error", "user_id"),
+        # looks like "ab" everywhere it is shown, and is another user
+        ("POST", "/v1/users", body({"user_id": "a\u200bb"}), 422, "validation_error",
+         "invisible character U+200B"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "x\u202ey", "title": "A"}]}),
+         422, "validation_error", "invisible character U+202E"),
         ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": 9}]}),
          422, "validation_error", "ratings[0].rating"),
         ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "zz", "rating": 3}]}),
@@ -288,6 +304,11 @@ def _bad_requests(key: str) -> list[Case]:
           (b"NaN", b"Infinity", b"-Infinity", b'"nan"', b"1e308", b"true", b"1" + b"0" * 400,
            # past year 9999 in UTC; a number in a string (pydantic read it as milliseconds)
            b'"9999-12-31T23:59:59-14:00"', b'"0001-01-01T00:00:00+14:00"', b'"1700000000000"')],
+        # far ahead of the server's clock: as the latest event it would pin the item for good
+        *[("POST", events, {"content": b'{"event_id": "t", "item_id": "1", "type": "click", '
+                            b'"timestamp": ' + t + b"}", "headers": js},
+           422, "validation_error", "ahead of the server's clock") for t in
+          (b'"2099-01-01T00:00:00Z"', b"4102444800", str(time.time() + 3600).encode())],
         # a boolean is not a rating (pydantic read true as 1)
         ("POST", events, body(rating | {"value": True}), 422, "validation_error",
          "not a boolean"),
@@ -351,7 +372,7 @@ def _bad_requests(key: str) -> list[Case]:
         # two first ratings of one item: which counted depended on storage order
         ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": 5},
                                                                {"item_id": "1", "rating": 1}]}),
-         422, "validation_error", "item '1' is rated at 0 and at 1"),
+         422, "validation_error", "item '1' is rated twice, at ratings[0] and ratings[1]"),
         ("POST", reload, body({"run": ""}), 422, "validation_error", "run"),
         # user features the model cannot read: a typo'd key or a number in a string
         # counted as "unknown" without a word

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import torch
 from metarec.errors import ConfigError
 from metarec.service.server import listening_socket
 from metarec.service.settings import ServiceSettings
+
+from .conftest import free_port, wait_ready
 
 
 @pytest.mark.parametrize("port", [-1, 65536, 99999, True, "80"])
@@ -124,3 +128,81 @@ def test_load_commands_take_a_device(
         cli("recommend", str(service_run), "--device", "gpu")
     assert exit_info.value.code == 2
     assert "'gpu' is not a device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag, env, needle",
+    [
+        (["--api-key", ""], {}, "--api-key: empty or blank"),
+        ([], {"METAREC_API_KEY": " "}, "$METAREC_API_KEY: empty or blank"),
+    ],
+)
+def test_an_empty_api_key_is_refused_not_read_as_none(
+    service_run: Path,
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    flag: list[str],
+    env: dict[str, str],
+    needle: str,
+) -> None:
+    # `--api-key "$KEY"` with KEY unset: serving with no key would open every write
+    monkeypatch.delenv("METAREC_API_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    db = tmp_path / "feedback.db"
+    res = cli("serve", str(service_run), "--db", f"sqlite:///{db}", "--port", "0", *flag)
+    assert res.returncode == 2 and needle in res.stderr, res.stderr
+    assert not db.exists()
+
+
+def test_a_key_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METAREC_API_KEY", "from-env")
+    assert ServiceSettings.key_from_env("given") == "given"
+    assert ServiceSettings.key_from_env(None) == "from-env"
+    monkeypatch.delenv("METAREC_API_KEY")
+    assert ServiceSettings.key_from_env(None) is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_one_server_process_stops_on_a_signal_with_exit_code_0(
+    service_run: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    # as the supervisor of several: a stop asked for is not a failure (uvicorn raised
+    # the signal again after its graceful shutdown, so the process died of SIGTERM)
+    port = free_port()
+    command = ["metarec", "serve", str(service_run), "--db", f"sqlite:///{tmp_path / 'f.db'}"]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([*command, "--port", str(port)], stdout=fh, stderr=fh)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout=120)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    text = log.read_text()
+    assert "Traceback" not in text and "interrupted" not in text, text
+    assert "Finished server process" in text, text
+
+
+def test_one_server_process_stopped_while_it_loads_exits_0(
+    service_run: Path, tmp_path: Path
+) -> None:
+    command = ["metarec", "serve", str(service_run), "--db", f"sqlite:///{tmp_path / 'f.db'}"]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([*command, "--port", "0"], stdout=fh, stderr=fh)
+    try:
+        deadline = time.monotonic() + 60
+        # logged once the handler is in place, before the run loads
+        while "loading" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in log.read_text()

@@ -7,6 +7,7 @@ a reload to another run, a fold-in) is served by the other from its next request
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +129,7 @@ def test_a_server_started_later_serves_what_the_store_records(
     server_api_key: str,
     service_run: Path,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     other = shutil.copytree(service_run, tmp_path / "retrained")
     a = make_server()
@@ -137,10 +139,19 @@ def test_a_server_started_later_serves_what_the_store_records(
     follower = make_server(follow_store=True)
     with follower.client() as c:
         assert c.get("/ready").json()["model"] == moved
-    # an operator starting a server on another run: that run is what the store serves now
-    make_server()
+    # an operator starting a server on another run: that run is what the store serves
+    # now, said as a warning naming both (a restart with the first command rolls back
+    # every server on the store)
+    with caplog.at_level(logging.WARNING, logger="metarec.service"):
+        make_server()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"not {other.resolve()}" in m and "every server process" in m for m in said), said
     with a.client() as ca:
         assert ca.get("/ready").json()["model"].startswith(service_run.name + "@")
+    caplog.clear()  # a start on what the store records says nothing of the kind
+    with caplog.at_level(logging.WARNING, logger="metarec.service"):
+        make_server()
+    assert not [r for r in caplog.records if "shared store records" in r.getMessage()]
 
 
 def test_a_catch_up_holds_up_only_requests_that_name_items(

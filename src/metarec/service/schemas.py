@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import unicodedata
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -20,6 +21,10 @@ from metarec.service.store import ID_LENGTH
 ID = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
 # epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: what a date-time can hold
 EPOCH_RANGE = (-62_135_596_800, 253_402_299_199)
+# how far past the server's clock an event's time may lie: a client's clock runs
+# a little fast, but "the latest event per item wins", so an event dated 2099
+# would outrank every later rating of that item for good
+FUTURE_SLACK_S = 600.0
 _NUMERIC = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 # a JSON integer a double (and so every JSON reader) holds exactly
 INT_RANGE = 2**53
@@ -62,6 +67,11 @@ def _addressable(value: str) -> str:
         raise ValueError("must not contain '/': ids appear in URL paths")
     if value != value.strip():
         raise ValueError("must not start or end with a space")
+    # a zero-width space, joiner or direction mark: "ab" and "a\u200bb" look the same in
+    # every listing and log, yet are two users
+    hidden = next((c for c in value if unicodedata.category(c) == "Cf"), None)
+    if hidden is not None:
+        raise ValueError(f"must not contain the invisible character U+{ord(hidden):04X}")
     return _no_control(value, allowed="")
 
 
@@ -171,7 +181,10 @@ class UserIn(_Strict):
         seen: dict[str, int] = {}
         for n, r in enumerate(ratings):
             if r.item_id in seen:
-                raise ValueError(f"item {r.item_id!r} is rated at {seen[r.item_id]} and at {n}")
+                raise ValueError(
+                    f"item {r.item_id!r} is rated twice, at ratings[{seen[r.item_id]}] and "
+                    f"ratings[{n}]; give each item once"
+                )
             seen[r.item_id] = n
         return ratings
 
@@ -267,6 +280,16 @@ class EventIn(_Strict):
                 seconds = math.inf
             if not EPOCH_RANGE[0] <= seconds <= EPOCH_RANGE[1]:
                 raise ValueError("must lie within years 1 to 9999 in UTC")
+        if value is not None:
+            seconds = float(value) if isinstance(value, float | int) else _utc(value).timestamp()
+            now = time.time()
+            if seconds > now + FUTURE_SLACK_S:
+                clock = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
+                raise ValueError(
+                    f"lies {seconds - now:,.0f} s ahead of the server's clock ({clock}); "
+                    f"at most {FUTURE_SLACK_S:g} s is taken, as the latest event per item "
+                    "wins (leave it out to use the arrival time)"
+                )
         return value
 
     @model_validator(mode="after")

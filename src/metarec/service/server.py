@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from metarec.errors import ConfigError, MetarecError, ModelError
@@ -91,12 +92,37 @@ def serve(
     _configure_logging()
     with sock:
         if workers == 1:
-            app = _server_app(settings)
-            _announce(settings, app.state.holder.current.name, app.state.store.url, host, port)
-            _run_uvicorn(app, sock)
+            with _stopped_cleanly():
+                logging.getLogger("metarec.service").info("loading %s", settings.run)
+                app = _server_app(settings)
+                _announce(settings, app.state.holder.current.name, app.state.store.url, host, port)
+                _run_uvicorn(app, sock)
         else:
             with contextlib.suppress(_Stopped):
                 Supervisor(settings, sock, workers).run(host, port)
+
+
+@contextlib.contextmanager
+def _stopped_cleanly() -> Iterator[None]:
+    """SIGTERM or Ctrl-C, while the run loads or once it serves, stops one server
+    process with exit code 0, as the supervisor of several does: a stop asked for is
+    not a failure (systemd, Kubernetes and shells would log it as one)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_sig: int, _frame: Any) -> None:
+        raise _Stopped
+
+    # uvicorn puts its own handlers in while it serves, and once it has shut down
+    # gracefully raises the signal again (>= 0.29), which lands here
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except (_Stopped, KeyboardInterrupt):
+        logging.getLogger("metarec.service").info("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _configure_logging() -> None:

@@ -279,6 +279,21 @@ class ModelHolder:
             if announce == "always" or (announce == "if_moved" and moved):
                 ref: ServedRef | None = ServedRef(str(given), str(path), self.store.last_event_id())
                 publish = True
+                if announce == "if_moved" and not in_step and self._current is None:
+                    # a start on another run than the store's: often a restart with the
+                    # first command after a reload or retrain, which rolls back every
+                    # server on the store; as intended it says so too
+                    assert recorded is not None
+                    log.warning(
+                        "starting on %s, not %s, which the shared store records as served "
+                        "(a reload or retrain since this command was written?): every "
+                        "server process on the store now serves %s. To restart on the "
+                        "served run, start on a link that reloads move (README: Closing "
+                        "the loop)",
+                        path,
+                        recorded.folder,
+                        name,
+                    )
             else:
                 ref, publish = recorded, False
             rows = self.store.added_items()

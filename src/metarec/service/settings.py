@@ -82,5 +82,19 @@ class ServiceSettings:
 
     @staticmethod
     def key_from_env(explicit: str | None) -> str | None:
-        """``--api-key`` wins, then ``$METAREC_API_KEY``; ``None`` when neither is set."""
-        return explicit or os.environ.get(API_KEY_ENV) or None
+        """``--api-key`` wins, then ``$METAREC_API_KEY``; ``None`` when neither is set.
+
+        An empty or blank one is refused, wherever it came from: ``--api-key "$KEY"``
+        with ``KEY`` unset would otherwise open every write endpoint without a word."""
+        if explicit is not None:
+            where, key = "--api-key", explicit
+        elif API_KEY_ENV in os.environ:
+            where, key = f"${API_KEY_ENV}", os.environ[API_KEY_ENV]
+        else:
+            return None
+        if not key.strip():
+            raise ConfigError(
+                f"{where}: empty or blank; give a key, or leave {where} out to serve "
+                "without one" + ("" if where == "--api-key" else f" (unset {API_KEY_ENV})")
+            )
+        return key
