@@ -6,6 +6,7 @@ name that check, and pass the same model without the fault.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,9 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metarec.conformance import CHECKS, ConformanceError, World, check_model
+from metarec.conformance import (
+    CHECKS,
+    ConformanceError,
+    World,
+    check_model,
+    check_scored_from_support,
+    make_world,
+)
+from metarec.data import load_dataset
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, DataError
 from metarec.models.base import ScoringModel, TrainingData
 
 
@@ -33,7 +42,7 @@ class LikedCounts(ScoringModel):
 
     def fit(self, data: TrainingData) -> LikedCounts:
         liked = data.interactions[data.interactions["rating"] >= 4]
-        rows = liked["item_id"].map(data.catalogue.index).to_numpy()
+        rows = liked["item_id"].map(data.catalogue.index).to_numpy(dtype=np.int64)
         counts = np.bincount(rows, minlength=data.n_items).astype(np.float64)
         jitter = np.random.default_rng(self.seed).random(data.n_items) * 1e-3
         self.scores = counts + jitter
@@ -83,6 +92,57 @@ class RecommendsSeen(LikedCounts):
         return super().recommend(tasks, k, users, exclude_seen=False)  # the flag dropped
 
 
+class IgnoresSupport(LikedCounts):
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        return np.tile(self.scores, (len(tasks), 1))  # everyone alike, said personalised
+
+
+class MovesOldItems(LikedCounts):
+    def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        # the new items in, and every old item's score shifted on the way
+        self.scores = np.concatenate([self.scores * 2.0, np.zeros(len(items))])
+
+
+class TakesAnyK(LikedCounts):
+    def recommend(
+        self,
+        tasks: Sequence[Task],
+        k: int = 10,
+        users: pd.DataFrame | None = None,
+        *,
+        exclude_seen: bool = True,
+    ) -> np.ndarray:
+        k = int(k) if isinstance(k, float) else k  # 2.5 read as 2, where it is refused
+        return super().recommend(tasks, k, users, exclude_seen=exclude_seen)
+
+
+class PredictsOff(LikedCounts):
+    def predict_tasks(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> list[np.ndarray]:
+        return [p + 0.5 for p in super().predict_tasks(tasks, users)]
+
+
+class ReadsAnyTask(LikedCounts):
+    def predict_tasks(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> list[np.ndarray]:
+        # the base class's answer without its input check: a bad task gives numbers
+        scores = self.score_catalogue(tasks, users)
+        return [
+            row[np.clip(np.asarray(t.query_items, dtype=np.int64), 0, len(row) - 1)]
+            for row, t in zip(scores, tasks, strict=True)
+        ]
+
+
+class ForgetsSelf(LikedCounts):
+    def fit(self, data: TrainingData) -> ForgetsSelf:
+        super().fit(data)
+        return None  # type: ignore[return-value]  # the mistake on purpose
+
+
 class NaNWhenNew(LikedCounts):
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
@@ -99,10 +159,15 @@ def test_a_model_that_keeps_the_contract_passes_every_check(world: World) -> Non
 @pytest.mark.parametrize(
     "broken, check, needle",
     [
-        (ReadsQuery, "query_never_read", "query sets changed the scores"),
+        (ReadsQuery, "query_never_read", "the query sets (the answers) were read"),
         (IgnoresSeed, "same_seed", "a different seed gave the same model"),
         (RecommendsSeen, "recommend_excludes_seen", "recommended an item of its support set"),
         (NaNWhenNew, "empty_support", "scores hold NaN"),
+        (IgnoresSupport, "scored_from_support", "opposite ratings moved no score"),
+        (MovesOldItems, "new_items", "the old items' scores after adding items"),
+        (TakesAnyK, "any_k", "k=2.5"),
+        (PredictsOff, "predict_tasks", "predict_tasks against score_catalogue"),
+        (ReadsAnyTask, "bad_support_refused", "predict_tasks("),
     ],
 )
 def test_each_broken_model_fails_the_check_it_breaks(
@@ -151,6 +216,11 @@ def test_check_model_at_the_shell(shared_data: Path, tmp_path: Path) -> None:
     assert bad.returncode == 1, bad.stderr[-2000:]
     assert "FAIL query_never_read" in bad.stdout and "7 of 8 checks passed" in bad.stdout
     assert "ok   scored_from_support" in bad.stdout
+    # the commonest first mistake: one line and exit 1, not a traceback
+    forgot = run("mine:ForgetsSelf")
+    assert forgot.returncode == 1, forgot.stderr[-2000:]
+    assert "FAIL fit" in forgot.stdout and "must return the model itself" in forgot.stdout
+    assert "Traceback" not in forgot.stderr
     missing = run("mine:Missing")
     assert missing.returncode == 2 and "mine has no 'Missing'" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -160,3 +230,28 @@ def test_the_shells_check_names_are_the_librarys() -> None:
     from metarec.cli.conformance import _checks
 
     assert _checks().split(", ") == list(CHECKS)
+
+
+def test_a_world_needs_three_held_out_users(shared_data: Path, tmp_path: Path) -> None:
+    # the checks batch three users (an empty support among them): fewer crashed them
+    ds = load_dataset("ml-100k", root=shared_data)
+    with pytest.raises(ConfigError, match="n_test: 2; a conformance world needs at least 3"):
+        make_world(ds, n_test=2)
+    with pytest.raises(DataError, match=r"at least 3 more with 20 ratings each; .* 2 of the"):
+        make_world(ds, n_train=911, n_validation=30, cache_dir=tmp_path)  # 943 users
+
+
+def test_on_clicks_a_personalised_model_is_told_by_another_users_items(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Where every rating is one value, "opposite opinions" are the same ratings: the
+    check contrasts two users' items instead, and still catches a model that ignores
+    the support."""
+    ds = load_dataset("ml-100k", root=shared_data)
+    clicks = dataclasses.replace(
+        ds, interactions=ds.interactions.assign(rating=1.0), rating_range=(1.0, 1.0)
+    )
+    world = make_world(clicks, cache_dir=tmp_path)
+    check_scored_from_support(LikedCounts().fit(world.data), world, personalised=True)
+    with pytest.raises(ConformanceError, match="another user's items moved no score"):
+        check_scored_from_support(IgnoresSupport().fit(world.data), world, personalised=True)

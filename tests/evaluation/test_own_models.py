@@ -130,7 +130,9 @@ def test_the_shell_imports_a_model_from_the_current_folder(
         ("x=mymodels:NOT_A_MODEL", "mymodels:NOT_A_MODEL is of type int, not a ScoringModel"),
         ("x=mymodels:broken", "'x' gave an object of type str; expected a ScoringModel"),
         ("metarec-x=mymodels:popularity", "name 'metarec-x' is metarec's own"),
-        ("popularity=mymodels:popularity", "name 'popularity' is a peer of this run"),
+        ("popularity=mymodels:popularity", "name 'popularity' is a peer's"),
+        # not a peer of this run (only popularity is): still the anchor's name
+        ("bias=mymodels:popularity", "name 'bias' is a peer's"),
         ("a b=mymodels:popularity", "name 'a b' must start with a letter"),
     ],
 )
@@ -191,6 +193,31 @@ def test_python_models_are_checked_before_anything_loads(tmp_path: Path) -> None
         run_benchmark("p2", "no-such-data", out=tmp_path, models={"x": 3}, **QUICK)  # type: ignore[dict-item]
     with pytest.raises(ConfigError, match="building 'x' failed: ZeroDivisionError"):
         run_benchmark("p2", "no-such-data", out=tmp_path, models={"x": lambda: 1 / 0}, **QUICK)
-    with pytest.raises(ConfigError, match="is a peer of this run"):
+    with pytest.raises(ConfigError, match="is a peer's"):
         check_names(["knn"], ["popularity", "knn"])
     assert not any(tmp_path.iterdir())
+
+
+def test_kept_progress_is_keyed_on_the_models_settings_too() -> None:
+    """One class, two settings: ``partial`` factories and instances with other
+    hyperparameters share their code, not their figures."""
+    from functools import partial
+
+    from metarec.peers import make_peer
+
+    small, large = partial(make_peer, "als", factors=8), partial(make_peer, "als", factors=64)
+    assert fingerprint("a", small, 0)["code"] == fingerprint("a", large, 0)["code"]
+    assert fingerprint("a", small, 0)["settings"] != fingerprint("a", large, 0)["settings"]
+    assert fingerprint("a", small, 0) == fingerprint("a", partial(make_peer, "als", factors=8), 0)
+    # the seed a factory is built with is a setting: another seed, another run
+    assert fingerprint("a", small, 0)["settings"] != fingerprint("a", small, 1)["settings"]
+
+
+def test_a_model_without_a_source_file_is_warned_about() -> None:
+    namespace: dict[str, Any] = {}
+    exec(  # as a notebook cell defines it: no file to digest
+        "from metarec.peers import Popularity\nclass Cell(Popularity):\n    name = 'cell'\n",
+        namespace,
+    )
+    with pytest.warns(UserWarning, match=r"'cell': no source file for .*Cell"):
+        fingerprint("cell", namespace["Cell"](), 0)

@@ -290,6 +290,8 @@ def _bad_requests(key: str) -> list[Case]:
          "invisible character U+200B"),
         ("PUT", "/v1/items", body({"items": [{"item_id": "x\u202ey", "title": "A"}]}),
          422, "validation_error", "invisible character U+202E"),
+        ("POST", "/v1/users", body({"user_id": "cafe\u0301"}), 422, "validation_error",
+         "NFC"),
         ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": 9}]}),
          422, "validation_error", "ratings[0].rating"),
         ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "zz", "rating": 3}]}),
@@ -304,6 +306,12 @@ def _bad_requests(key: str) -> list[Case]:
           (b"NaN", b"Infinity", b"-Infinity", b'"nan"', b"1e308", b"true", b"1" + b"0" * 400,
            # past year 9999 in UTC; a number in a string (pydantic read it as milliseconds)
            b'"9999-12-31T23:59:59-14:00"', b'"0001-01-01T00:00:00+14:00"', b'"1700000000000"')],
+        # a wall-clock time without a zone, east of UTC: read as UTC, hours ahead
+        ("POST", events, {"content": b'{"event_id": "t", "item_id": "1", "type": "click", '
+                          b'"timestamp": "' + time.strftime(
+                              "%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 9 * 3600)
+                          ).encode() + b'"}', "headers": js},
+         422, "validation_error", "without a zone is read as UTC"),
         # far ahead of the server's clock: as the latest event it would pin the item for good
         *[("POST", events, {"content": b'{"event_id": "t", "item_id": "1", "type": "click", '
                             b'"timestamp": ' + t + b"}", "headers": js},

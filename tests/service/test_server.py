@@ -4,6 +4,7 @@ a one-line error with exit code 2, and no feedback store is created."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -205,4 +206,23 @@ def test_one_server_process_stopped_while_it_loads_exits_0(
     finally:
         proc.kill()
         proc.wait()
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text and "stopped" in text, text
+    # stopped during the load (torch's import alone takes a second), not once serving
+    assert "metarec: serving" not in text, text
+
+
+def test_a_stop_passes_the_broad_excepts_of_a_loader() -> None:
+    """A file reader's ``except Exception`` (metarec.io, a library's) must not catch
+    the stop and report it as, say, a damaged weights file."""
+    from metarec.service.server import _stopped_cleanly
+
+    reached = []
+    with _stopped_cleanly():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here, before the sleep ends
+        except Exception:  # what a loader does
+            reached.append("caught as an error")
+        reached.append("went on loading")
+    assert reached == []

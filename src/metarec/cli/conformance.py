@@ -4,10 +4,13 @@ keeps (:mod:`metarec.conformance`), before it goes into a benchmark."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metarec.cli.options import add_data_args, comma_list, data_spec, seed
 from metarec.errors import ConfigError
+
+if TYPE_CHECKING:  # not at import: torch would slow `metarec --help`
+    from metarec.models.base import ScoringModel
 
 
 def register(sub: Any) -> None:
@@ -60,7 +63,12 @@ def cmd_check_model(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--skip: unknown check(s) {unknown}; expected some of {_checks()}")
     factory = import_factory(args.factory, f"MODULE:FACTORY {args.factory!r}")
-    build("model", factory, args.seed)  # a factory that gives no model: exit 2, before data
+    spec = args.factory
+
+    def make(s: int) -> ScoringModel:
+        return build(spec, factory, s, field="MODULE:FACTORY")
+
+    make(args.seed)  # a factory that gives no model: exit 2, before the data loads
 
     from metarec.conformance import make_world, run_checks
     from metarec.data.spec import load_from_spec
@@ -70,7 +78,7 @@ def cmd_check_model(args: argparse.Namespace) -> int:
     ds = load_from_spec(data_spec(args))
     world = make_world(ds, encoder=args.encoder, seed=args.seed)
     outcome = run_checks(
-        lambda s: build("model", factory, s),
+        make,
         world,
         seed=args.seed,
         personalised=not args.not_personalised,
@@ -78,7 +86,7 @@ def cmd_check_model(args: argparse.Namespace) -> int:
         reads_text=args.reads_text,
         skip=skip,
     )
-    width = max(len(name) for name in outcome.results)
+    width = max((len(name) for name in outcome.results), default=0)
     for name, why in outcome.results.items():
         print(f"{'ok  ' if why is None else 'FAIL'} {name:<{width}}  {why or ''}".rstrip())
     failed = len(outcome.failed)

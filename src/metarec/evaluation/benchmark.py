@@ -769,7 +769,9 @@ def run_benchmark(
             f"models: expected a mapping of report name to model, got {type(models).__name__}"
         )
     own = dict(models or {})
-    check_own_names(own, peers)
+    from metarec.peers import PEERS
+
+    check_own_names(own, {*peers, *PEERS, *P1_PEERS, *P2_PEERS})
     own_key = own_fingerprints(own, seed)  # builds each once: a bad factory is refused here
     shots = tuple(SHOTS if shots is None else shots)
     # checked here, not after every model is fitted

@@ -18,14 +18,19 @@ figures from two versions of the code.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib
 import inspect
+import json
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from metarec.errors import ConfigError
 from metarec.models.base import ScoringModel
@@ -38,7 +43,10 @@ _RESERVED = ("metarec-", "bias-median")
 
 
 def check_names(names: Iterable[str], taken: Iterable[str]) -> None:
-    """ConfigError for a name that is not fit for a report row or is another model's."""
+    """ConfigError for a name that is not fit for a report row or is another model's
+    (``taken``: every peer's name, not only this run's: a model named ``popularity`` in
+    a run without that peer would be taken for it as the ensemble's member and the A/B
+    test's arm)."""
     taken = set(taken)
     for name in names:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
@@ -52,7 +60,10 @@ def check_names(names: Iterable[str], taken: Iterable[str]) -> None:
                 "'bias-median', are its rows); choose another"
             )
         if name in taken:
-            raise ConfigError(f"models: name {name!r} is a peer of this run; choose another")
+            raise ConfigError(
+                f"models: name {name!r} is a peer's, in this run or not (the rows, the "
+                "ensemble and the A/B test find their anchors by it); choose another"
+            )
 
 
 def load_factory(spec: str) -> tuple[str, Callable[..., ScoringModel]]:
@@ -102,13 +113,13 @@ def import_factory(target: str, where: str) -> Callable[..., ScoringModel]:
     return obj
 
 
-def build(name: str, given: OwnModel, seed: int) -> ScoringModel:
-    """A fresh, unfitted model for one fold."""
+def build(name: str, given: OwnModel, seed: int, *, field: str = "models") -> ScoringModel:
+    """A fresh, unfitted model for one fold (``field``: what messages name as given)."""
     if isinstance(given, ScoringModel):
         return copy.deepcopy(given)  # each fold fits its own, never the last fold's
     if not callable(given):
         raise ConfigError(
-            f"models: {name!r} is of type {type(given).__name__}; expected an unfitted "
+            f"{field}: {name!r} is of type {type(given).__name__}; expected an unfitted "
             "ScoringModel or a factory returning one"
         )
     try:
@@ -121,33 +132,80 @@ def build(name: str, given: OwnModel, seed: int) -> ScoringModel:
         raise
     except Exception as exc:
         raise ConfigError(
-            f"models: building {name!r} failed: {type(exc).__name__}: {exc}"
+            f"{field}: building {name!r} failed: {type(exc).__name__}: {exc}"
         ) from None
     if not isinstance(model, ScoringModel):
         raise ConfigError(
-            f"models: {name!r} gave an object of type {type(model).__name__}; expected a "
+            f"{field}: {name!r} gave an object of type {type(model).__name__}; expected a "
             "ScoringModel (metarec.models.base): fit(TrainingData) and score_catalogue(tasks)"
         )
     return model
 
 
 def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
-    """What identifies a model's code for a resumed run: its factory's and class's
-    qualified names and a digest of the files that define them."""
+    """What identifies a model for a resumed run: its factory's and class's qualified
+    names, a digest of the files that define them, and a digest of the settings the
+    built model holds (``MyModel(dim=32)`` against ``dim=64``, or two ``partial``
+    factories, share their code but not their figures)."""
     model = build(name, given, seed)  # refuses a bad factory before the data loads
     parts: list[Any] = [type(model)]
     if not isinstance(given, ScoringModel):
         parts.append(given)
-    names, digest = [], hashlib.sha256()
+    names, digest, sourceless = [], hashlib.sha256(), []
     for part in parts:
-        names.append(f"{getattr(part, '__module__', '?')}:{getattr(part, '__qualname__', '?')}")
+        while isinstance(part, functools.partial):  # its settings are in the model's
+            part = part.func
+        qualname = f"{getattr(part, '__module__', '?')}:{getattr(part, '__qualname__', '?')}"
+        names.append(qualname)
         try:
             source = inspect.getsourcefile(part)
         except TypeError:
             source = None
         if source is not None and Path(source).is_file():
             digest.update(Path(source).read_bytes())
-    return {"name": name, "code": names, "source": digest.hexdigest()[:16]}
+        else:
+            sourceless.append(qualname)
+    if sourceless:
+        warnings.warn(
+            f"models: {name!r}: no source file for {', '.join(sourceless)} (defined in a "
+            "notebook or at the prompt?), so an edit to it is not seen: a resumed run "
+            "would mix its figures with the old code's; run with resume=False "
+            "(--no-resume) after editing it",
+            stacklevel=4,  # the caller of run_benchmark
+        )
+    settings = json.dumps(_settings(vars(model)), sort_keys=True)
+    return {
+        "name": name,
+        "code": names,
+        "source": digest.hexdigest()[:16],
+        "settings": hashlib.sha256(settings.encode()).hexdigest()[:16],
+    }
+
+
+def _settings(value: Any, depth: int = 0) -> Any:
+    """A model's attributes as JSON that is the same across processes: numbers and
+    text as they are, arrays by a digest of their bytes, other objects by their type
+    and (a few levels down) their own attributes; never a memory address."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_settings(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _settings(v, depth + 1) for k, v in value.items()}
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return (
+            f"{value.dtype}{value.shape}:"
+            + hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
+        )
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, functools.partial):
+        return [kind, _settings(value.func, depth + 1), _settings(value.args, depth + 1),
+                _settings(value.keywords, depth + 1)]  # fmt: skip
+    if depth < 3 and hasattr(value, "__dict__") and not inspect.isroutine(value):
+        return [kind, _settings(vars(value), depth + 1)]
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", kind if inspect.isroutine(value) else repr(value))
 
 
 def fingerprints(models: Mapping[str, OwnModel], seed: int) -> list[dict[str, Any]]:

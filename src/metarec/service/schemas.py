@@ -67,12 +67,26 @@ def _addressable(value: str) -> str:
         raise ValueError("must not contain '/': ids appear in URL paths")
     if value != value.strip():
         raise ValueError("must not start or end with a space")
-    # a zero-width space, joiner or direction mark: "ab" and "a\u200bb" look the same in
-    # every listing and log, yet are two users
-    hidden = next((c for c in value if unicodedata.category(c) == "Cf"), None)
+    # "ab" and "a\u200bb", or "café" composed and decomposed, look the same in every
+    # listing and log, yet would be two users. Joiners (U+200C, U+200D) stay: Persian
+    # and Indic words and emoji sequences need them.
+    hidden = next((c for c in value if c in _INVISIBLE), None)
     if hidden is not None:
         raise ValueError(f"must not contain the invisible character U+{ord(hidden):04X}")
+    if unicodedata.normalize("NFC", value) != value:
+        raise ValueError(
+            "must be in Unicode NFC form (an accent composed with its letter), as it "
+            "would otherwise look like another id: send unicodedata.normalize('NFC', id)"
+        )
     return _no_control(value, allowed="")
+
+
+# zero-width space, word joiner, invisible operators, BOM, soft hyphen, Mongolian vowel
+# separator, and every direction mark, embedding, override and isolate
+_INVISIBLE = frozenset(
+    "\u200b\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e\u061c\u200e\u200f"
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 def _no_comma(value: str) -> str:
@@ -285,10 +299,16 @@ class EventIn(_Strict):
             now = time.time()
             if seconds > now + FUTURE_SLACK_S:
                 clock = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
+                naive = isinstance(value, datetime) and value.tzinfo is None
                 raise ValueError(
                     f"lies {seconds - now:,.0f} s ahead of the server's clock ({clock}); "
                     f"at most {FUTURE_SLACK_S:g} s is taken, as the latest event per item "
                     "wins (leave it out to use the arrival time)"
+                    + (
+                        "; a date-time without a zone is read as UTC: add its offset (+09:00, say)"
+                        if naive
+                        else ""
+                    )
                 )
         return value
 

@@ -102,6 +102,12 @@ def serve(
                 Supervisor(settings, sock, workers).run(host, port)
 
 
+class _StopAsked(BaseException):
+    """SIGTERM in one server process. A BaseException, as KeyboardInterrupt is: raised
+    wherever the load happens to be, it must pass the ``except Exception`` of a file
+    reader (which would report a stop as a damaged weights file) and of libraries."""
+
+
 @contextlib.contextmanager
 def _stopped_cleanly() -> Iterator[None]:
     """SIGTERM or Ctrl-C, while the run loads or once it serves, stops one server
@@ -112,14 +118,14 @@ def _stopped_cleanly() -> Iterator[None]:
         return
 
     def stop(_sig: int, _frame: Any) -> None:
-        raise _Stopped
+        raise _StopAsked
 
     # uvicorn puts its own handlers in while it serves, and once it has shut down
     # gracefully raises the signal again (>= 0.29), which lands here
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
-    except (_Stopped, KeyboardInterrupt):
+    except (_StopAsked, KeyboardInterrupt):
         logging.getLogger("metarec.service").info("stopped")
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -85,7 +85,8 @@ class ServiceSettings:
         """``--api-key`` wins, then ``$METAREC_API_KEY``; ``None`` when neither is set.
 
         An empty or blank one is refused, wherever it came from: ``--api-key "$KEY"``
-        with ``KEY`` unset would otherwise open every write endpoint without a word."""
+        with ``KEY`` unset would otherwise serve with no key, writes open to every
+        loopback client (every client, behind a proxy on the same host)."""
         if explicit is not None:
             where, key = "--api-key", explicit
         elif API_KEY_ENV in os.environ:
