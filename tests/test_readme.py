@@ -87,9 +87,8 @@ def test_the_readme_python_blocks_run(
                 [
                     ('out="results", models=', 'out="own", models='),
                     (
-                        'models={"most-liked": MostLiked()})',
-                        'models={"most-liked": MostLiked()}, algorithms=["episodic"], '
-                        'peers=["popularity"], shots=[5], progress=False, plots=False)',
+                        'algorithms=["episodic"], shots=[5])',
+                        'algorithms=["episodic"], shots=[5], progress=False, plots=False)',
                     ),
                 ],
             ),

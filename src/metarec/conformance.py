@@ -35,6 +35,7 @@ from metarec.catalogue import Catalogue
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, UnsupportedError
+from metarec.evaluation.own_models import OwnModel, build, takes_seed
 from metarec.models.base import ScoringModel, TrainingData
 
 Factory = Callable[[int], ScoringModel]
@@ -110,12 +111,15 @@ def make_world(
     return World(data, catalogue, tasks, frame)
 
 
-def _close(actual: np.ndarray, expected: np.ndarray, what: str, tol: float = TOLERANCE) -> None:
+def _close(
+    actual: np.ndarray, expected: np.ndarray, what: str, tol: float = TOLERANCE, why: str = ""
+) -> None:
+    """ConformanceError unless equal within ``tol``; ``why``: the likely cause, said after."""
     if np.shape(actual) != np.shape(expected):
         raise ConformanceError(f"{what}: shape {np.shape(actual)}, expected {np.shape(expected)}")
     if not np.allclose(actual, expected, rtol=tol, atol=tol):
         gap = float(np.nanmax(np.abs(np.asarray(actual, float) - np.asarray(expected, float))))
-        raise ConformanceError(f"{what}: scores differ by up to {gap:.3g}")
+        raise ConformanceError(f"{what}: scores differ by up to {gap:.3g}{why}")
 
 
 def _finite(scores: np.ndarray, shape: tuple[int, int], what: str) -> None:
@@ -286,7 +290,13 @@ def check_same_seed(factory: Factory, model: ScoringModel, world: World, seed: i
     other ones. ``model``: ``factory(seed)`` already fitted on ``world``."""
     again = factory(seed).fit(world.data)
     ours = model.score_catalogue(world.tasks, world.users)
-    _close(again.score_catalogue(world.tasks, world.users), ours, "refitted with the same seed")
+    _close(
+        again.score_catalogue(world.tasks, world.users),
+        ours,
+        "refitted with the same seed",
+        why=" (randomness not drawn from the seed: numpy's global np.random, or an "
+        "unseeded torch? draw from np.random.default_rng(seed))",
+    )
     if seeded:
         other = factory(seed + 1).fit(world.data)
         if np.allclose(other.score_catalogue(world.tasks, world.users), ours):
@@ -310,14 +320,21 @@ def check_query_never_read(model: ScoringModel, world: World) -> None:
     ]
     # within TOLERANCE, as same_seed: a GPU's or threads' reductions vary in the last
     # bits from call to call; an answer read moves scores far more
-    try:
-        _close(
-            model.score_catalogue(changed, world.users),
-            model.score_catalogue(world.tasks, world.users),
-            "changing the query sets",
-        )
-    except ConformanceError as exc:
-        raise ConformanceError(f"{exc}: the query sets (the answers) were read") from None
+    first = model.score_catalogue(world.tasks, world.users)
+    # noise at scoring time would read as the answers read: told apart first
+    _close(
+        model.score_catalogue(world.tasks, world.users),
+        first,
+        "the same tasks scored twice",
+        why=": score_catalogue is not deterministic (unseeded noise when scoring?), so "
+        "whether the query sets are read cannot be told",
+    )
+    _close(
+        model.score_catalogue(changed, world.users),
+        first,
+        "changing the query sets",
+        why=": the query sets (the answers) were read",
+    )
 
 
 def check_predict_tasks(model: ScoringModel, world: World) -> None:
@@ -404,7 +421,7 @@ CHECKS = (
 
 
 def run_checks(
-    factory: Factory,
+    factory: OwnModel,
     world: World,
     *,
     seed: int = 5,
@@ -413,7 +430,9 @@ def run_checks(
     reads_text: bool = False,
     skip: Sequence[str] = (),
 ) -> Outcome:
-    """Fit ``factory(seed)`` on ``world`` and run every check of :data:`CHECKS` but
+    """Fit a model from ``factory`` -- anything a benchmark's ``models=`` takes: an
+    unfitted model (copied), a class or a function returning one (given ``seed=`` when
+    it takes one) -- on ``world`` and run every check of :data:`CHECKS` but
     ``skip``, in order; a failure is recorded and the next check still runs. A fit
     that raises or does not return the model is the one result, ``"fit"``.
 
@@ -425,9 +444,19 @@ def run_checks(
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         raise ConfigError(f"skip: unknown check(s) {unknown}; expected some of {list(CHECKS)}")
-    model = factory(seed)
-    if not isinstance(model, ScoringModel):
-        raise ConformanceError(f"the factory gave a {type(model).__name__}, not a ScoringModel")
+    label = getattr(factory, "__qualname__", type(factory).__name__)
+
+    def make(s: int) -> ScoringModel:  # what a benchmark's models= takes, built alike
+        return build(label, factory, s, field="factory")
+
+    model = make(seed)
+    if seeded and not takes_seed(factory):
+        seedless = (
+            f"{label} takes no seed, so every seed builds the same model: give it a seed "
+            "parameter, or say it has no randomness (seeded=False, --unseeded)"
+        )
+    else:
+        seedless = None
     try:
         fitted = model.fit(world.data)
     except Exception as exc:  # the commonest first failure: reported as one, not a crash
@@ -448,7 +477,9 @@ def run_checks(
         elif name == "any_k":
             check_any_k(fitted, world)
         elif name == "same_seed":
-            check_same_seed(factory, fitted, world, seed, seeded=seeded)
+            if seedless is not None:
+                raise ConformanceError(seedless)
+            check_same_seed(make, fitted, world, seed, seeded=seeded)
         elif name == "query_never_read":
             check_query_never_read(fitted, world)
         elif name == "predict_tasks":
@@ -470,7 +501,7 @@ def run_checks(
     return Outcome(fitted.name, results)
 
 
-def check_model(factory: Factory, world: World, **options: Any) -> list[str]:
+def check_model(factory: OwnModel, world: World, **options: Any) -> list[str]:
     """:func:`run_checks` (same options), raising :class:`ConformanceError` that lists
     every failed check; the names of the checks run when all passed."""
     outcome = run_checks(factory, world, **options)

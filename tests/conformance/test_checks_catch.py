@@ -137,6 +137,19 @@ class ReadsAnyTask(LikedCounts):
         ]
 
 
+class NoisyScores(LikedCounts):
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        return out + np.random.default_rng().random(out.shape) * 1e-3  # unseeded
+
+
+class Seedless(LikedCounts):
+    def __init__(self) -> None:  # no seed reaches it: every fold's model is the same
+        super().__init__(seed=0)
+
+
 class ForgetsSelf(LikedCounts):
     def fit(self, data: TrainingData) -> ForgetsSelf:
         super().fit(data)
@@ -188,7 +201,7 @@ def test_a_model_said_not_to_personalise_must_not(world: World) -> None:
 
 
 def test_what_is_not_a_model_is_refused(world: World) -> None:
-    with pytest.raises(ConformanceError, match="gave a str, not a ScoringModel"):
+    with pytest.raises(ConfigError, match="gave an object of type str; expected a Scoring"):
         check_model(lambda seed: "a model", world)  # type: ignore[arg-type,return-value]
     with pytest.raises(ConfigError, match=r"skip: unknown check\(s\) \['same-seed'\]"):
         check_model(LikedCounts, world, skip=["same-seed"])
@@ -255,3 +268,21 @@ def test_on_clicks_a_personalised_model_is_told_by_another_users_items(
     check_scored_from_support(LikedCounts().fit(world.data), world, personalised=True)
     with pytest.raises(ConformanceError, match="another user's items moved no score"):
         check_scored_from_support(IgnoresSupport().fit(world.data), world, personalised=True)
+
+
+def test_what_a_benchmark_takes_the_checks_take(world: World) -> None:
+    """A model given built, a class, a factory with or without ``seed``: as
+    ``run_benchmark(models=...)`` takes them."""
+    assert check_model(LikedCounts(seed=3), world, seeded=False) == list(CHECKS)
+    assert check_model(LikedCounts, world) == list(CHECKS)
+    with pytest.raises(ConformanceError, match="Seedless takes no seed, so every seed"):
+        check_model(Seedless, world)
+    assert check_model(Seedless, world, seeded=False) == list(CHECKS)
+
+
+def test_noise_at_scoring_time_is_not_called_reading_the_answers(world: World) -> None:
+    with pytest.raises(ConformanceError) as caught:
+        check_model(NoisyScores, world, skip=["same_seed"])
+    message = str(caught.value)
+    assert "query_never_read: the same tasks scored twice" in message
+    assert "not deterministic" in message and "were read" not in message

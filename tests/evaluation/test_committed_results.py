@@ -245,7 +245,9 @@ def test_readme_service_latency_table_matches_result_files() -> None:
 def _benchmark_records() -> list[Path]:
     out = []
     for path in sorted(RESULTS.rglob("*.json")):
-        if path.name.endswith("-split.json"):
+        # a benchmark's kept progress (".p2-ml-100k.partial/", git-ignored) is not a result
+        hidden = any(part.startswith(".") for part in path.relative_to(RESULTS).parts)
+        if path.name.endswith("-split.json") or hidden:
             continue
         record = json.loads(path.read_text(encoding="utf-8"))
         if "protocol" in record or record.get("benchmark") == "speed":

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, ModelError
 from metarec.evaluation.benchmark import run_benchmark
 from metarec.evaluation.own_models import build, check_names, fingerprint, load_factory
 from metarec.peers.popularity import Popularity
@@ -94,6 +95,10 @@ def test_a_copy_of_a_peer_given_as_ones_own_model_gets_the_peers_figures(
     assert "mine" not in json.dumps(record["ensemble_weights"])
     assert record["command"].endswith("# plus models given in Python: mine")
     assert "| mine |" in (tmp_path / "p2-ml-100k.md").read_text()
+    # the record says which code and settings gave that row
+    (kept,) = record["own_models"]
+    assert kept["name"] == "mine" and kept["code"] == ["metarec.peers.popularity:Popularity"]
+    assert set(kept) == {"name", "code", "source", "settings", "folder"}
 
 
 def test_the_shell_imports_a_model_from_the_current_folder(
@@ -127,6 +132,8 @@ def test_the_shell_imports_a_model_from_the_current_folder(
         ("x=mymodels", "expected NAME=MODULE:FACTORY"),
         ("x=no_such_module_here:f", "no module 'no_such_module_here'"),
         ("x=mymodels:Missing", "mymodels has no 'Missing'"),
+        ("x=mymodels:Shufled", "mymodels has no 'Shufled' (did you mean 'Shuffled'?)"),
+        ("x=mymodels.py:Shuffled", "'mymodels.py' is a file; give its module name (mymodels:"),
         ("x=mymodels:NOT_A_MODEL", "mymodels:NOT_A_MODEL is of type int, not a ScoringModel"),
         ("x=mymodels:broken", "'x' gave an object of type str; expected a ScoringModel"),
         ("metarec-x=mymodels:popularity", "name 'metarec-x' is metarec's own"),
@@ -176,7 +183,7 @@ def test_kept_progress_is_keyed_on_the_text_of_the_models_code(tmp_path: Path) -
     try:
         _, factory = load_factory("s=keyed:Shuffled")
         before = fingerprint("s", factory, 0)
-        assert before["code"] == ["keyed:Shuffled", "keyed:Shuffled"]
+        assert before["code"] == ["keyed:Shuffled"]  # the class is its own factory
         assert fingerprint("s", factory, 0) == before
         path.write_text(MODULE.replace("{scale}", "1.0"))
         assert fingerprint("s", factory, 0)["source"] != before["source"]
@@ -221,3 +228,46 @@ def test_a_model_without_a_source_file_is_warned_about() -> None:
     )
     with pytest.warns(UserWarning, match=r"'cell': no source file for .*Cell"):
         fingerprint("cell", namespace["Cell"](), 0)
+
+
+def test_an_edit_to_a_base_class_in_another_file_is_seen(tmp_path: Path) -> None:
+    """``class Tuned(Shuffled)`` in one file, ``Shuffled`` in another: an edit to the
+    base class is an edit to the model (a resumed run read the old figures)."""
+    (tmp_path / "basefile.py").write_text(MODULE.replace("{scale}", "1e-3"))
+    (tmp_path / "childfile.py").write_text(
+        "from basefile import Shuffled\n\nclass Tuned(Shuffled):\n    name = 'tuned'\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        _, factory = load_factory("t=childfile:Tuned")
+        before = fingerprint("t", factory, 0)
+        assert before["code"] == ["childfile:Tuned", "basefile:Shuffled"]
+        (tmp_path / "basefile.py").write_text(MODULE.replace("{scale}", "1.0"))
+        assert fingerprint("t", factory, 0)["source"] != before["source"]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("basefile", None)
+        sys.modules.pop("childfile", None)
+
+
+class Transposed(Popularity):
+    """Scores laid out item x task: the commonest shape mistake."""
+
+    def score_catalogue(self, tasks: Any, users: Any = None) -> np.ndarray:
+        return super().score_catalogue(tasks, users).T.copy()
+
+
+def test_a_model_that_fails_in_a_benchmark_is_named_with_where_to_look(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # its traceback ran through metarec's evaluation, naming neither the model nor
+    # the mistake (an IndexError deep in top_k)
+    with pytest.raises(ModelError) as caught:
+        run_benchmark(
+            "p2", "ml-100k", root=str(shared_data), out=tmp_path, models={"mine": Transposed()},
+            **QUICK,
+        )  # fmt: skip
+    message = str(caught.value)
+    assert message.startswith("models: 'mine' failed: ModelError: popularity: score_catalogue")
+    assert "returned shape (1682, " in message and "expected (" in message
+    assert "metarec check-model" in message

@@ -4,13 +4,10 @@ keeps (:mod:`metarec.conformance`), before it goes into a benchmark."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from metarec.cli.options import add_data_args, comma_list, data_spec, seed
 from metarec.errors import ConfigError
-
-if TYPE_CHECKING:  # not at import: torch would slow `metarec --help`
-    from metarec.models.base import ScoringModel
 
 
 def register(sub: Any) -> None:
@@ -63,12 +60,8 @@ def cmd_check_model(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--skip: unknown check(s) {unknown}; expected some of {_checks()}")
     factory = import_factory(args.factory, f"MODULE:FACTORY {args.factory!r}")
-    spec = args.factory
-
-    def make(s: int) -> ScoringModel:
-        return build(spec, factory, s, field="MODULE:FACTORY")
-
-    make(args.seed)  # a factory that gives no model: exit 2, before the data loads
+    # a factory that gives no model: exit 2, before the data loads
+    build(args.factory, factory, args.seed, field="MODULE:FACTORY")
 
     from metarec.conformance import make_world, run_checks
     from metarec.data.spec import load_from_spec
@@ -78,7 +71,7 @@ def cmd_check_model(args: argparse.Namespace) -> int:
     ds = load_from_spec(data_spec(args))
     world = make_world(ds, encoder=args.encoder, seed=args.seed)
     outcome = run_checks(
-        make,
+        factory,
         world,
         seed=args.seed,
         personalised=not args.not_personalised,

@@ -19,10 +19,11 @@ the model it was fitting.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +32,7 @@ import numpy as np
 
 from metarec.config import TrainConfig
 from metarec.data.schema import Dataset, check_like_threshold
-from metarec.errors import ConfigError, DataError, UnsupportedError
+from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.own_models import OwnModel
 from metarec.evaluation.own_models import build as build_own
@@ -381,13 +382,14 @@ def _fold_run(
             log(f"{name}: fitted and evaluated by an interrupted run of this command; read")
         else:
             t0 = time.perf_counter()
-            model.fit(data)
-            fit_s = time.perf_counter() - t0
-            record = {
-                "fit_s": fit_s,
-                "config": meta_configs({name: model}).get(name),
-                "result": evaluate({name: model}),
-            }
+            with _own_model_named(name, own):
+                model.fit(data)
+                fit_s = time.perf_counter() - t0
+                record = {
+                    "fit_s": fit_s,
+                    "config": meta_configs({name: model}).get(name),
+                    "result": evaluate({name: model}),
+                }
             eval_s = time.perf_counter() - t0 - fit_s
             log(f"fitted {name} in {fit_s:.1f} s, evaluated in {eval_s:.1f} s")
             loaded = model
@@ -434,6 +436,24 @@ def _fold_run(
         "split": split.to_json(),  # kept with a finished fold, so a resumed run can write it
         "split_rule": getattr(split, "rule", ""),
     }
+
+
+@contextlib.contextmanager
+def _own_model_named(name: str, own: Mapping[str, OwnModel] | None) -> Iterator[None]:
+    """A model of one's own that fails is named by its report name, with where to look:
+    its traceback ran through metarec's evaluation code and said nothing of which
+    ``--model`` it was."""
+    if name not in (own or {}):
+        yield
+        return
+    try:
+        yield
+    except Exception as exc:
+        raise ModelError(
+            f"models: {name!r} failed: {type(exc).__name__}: {exc} "
+            "(`metarec check-model MODULE:FACTORY` runs a model through the contract "
+            "a benchmark relies on)"
+        ) from exc
 
 
 def _split(
@@ -965,6 +985,10 @@ def run_benchmark(
                 model_args=model_args,
             ),
         }
+        if own_key:
+            # which code and settings gave the own models' rows: the command alone
+            # reruns whatever mymodels.py holds by then, from whichever folder
+            record["own_models"] = [{**key, "folder": str(Path.cwd())} for key in own_key]
         _check_summary(protocol, record["summary"], shots)
         # the report rendered whole before any file is written, the split files with it
         # (so they always match; see _fold_run), and the record last

@@ -17,7 +17,9 @@ figures from two versions of the code.
 
 from __future__ import annotations
 
+import builtins
 import copy
+import difflib
 import functools
 import hashlib
 import importlib
@@ -25,6 +27,7 @@ import inspect
 import json
 import re
 import sys
+import sysconfig
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -87,6 +90,12 @@ def import_factory(target: str, where: str) -> Callable[..., ScoringModel]:
             f"{where}: expected MODULE:FACTORY, e.g. mymodels:MyModel (a ScoringModel "
             "class or a function returning one)"
         )
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        stem = Path(module_name).stem or "mymodels"
+        raise ConfigError(
+            f"{where}: {module_name!r} is a file; give its module name ({stem}:{attr}), run "
+            "from its folder or put that folder on PYTHONPATH"
+        )
     cwd = str(Path.cwd())
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -94,7 +103,8 @@ def import_factory(target: str, where: str) -> Callable[..., ScoringModel]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigError(
-            f"{where}: no module {exc.name!r} (looked in {cwd} and the installed packages)"
+            f"{where}: no module {exc.name!r} (looked in {cwd}, on PYTHONPATH and in the "
+            "installed packages: run from the module's folder, or add it to PYTHONPATH)"
         ) from None
     except Exception as exc:  # the user's module failed while being imported
         raise ConfigError(
@@ -103,7 +113,9 @@ def import_factory(target: str, where: str) -> Callable[..., ScoringModel]:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"{where}: {module_name} has no {attr!r}")
+            near = difflib.get_close_matches(part, [n for n in dir(obj) if n[:1] != "_"], 1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"{where}: {module_name} has no {attr!r}{hint}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise ConfigError(
@@ -111,6 +123,17 @@ def import_factory(target: str, where: str) -> Callable[..., ScoringModel]:
             "ScoringModel class or a function returning one"
         )
     return obj
+
+
+def takes_seed(given: OwnModel) -> bool:
+    """Whether each fold's (or check's) seed reaches the model: a factory with a
+    ``seed`` parameter. A model given built is copied, its seed fixed."""
+    if isinstance(given, ScoringModel) or not callable(given):
+        return False
+    try:
+        return "seed" in inspect.signature(given).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
 
 
 def build(name: str, given: OwnModel, seed: int, *, field: str = "models") -> ScoringModel:
@@ -123,11 +146,7 @@ def build(name: str, given: OwnModel, seed: int, *, field: str = "models") -> Sc
             "ScoringModel or a factory returning one"
         )
     try:
-        takes_seed = "seed" in inspect.signature(given).parameters
-    except (TypeError, ValueError):  # a builtin without a signature
-        takes_seed = False
-    try:
-        model = given(seed=seed) if takes_seed else given()
+        model = given(seed=seed) if takes_seed(given) else given()
     except ConfigError:
         raise
     except Exception as exc:
@@ -148,21 +167,29 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
     built model holds (``MyModel(dim=32)`` against ``dim=64``, or two ``partial``
     factories, share their code but not their figures)."""
     model = build(name, given, seed)  # refuses a bad factory before the data loads
-    parts: list[Any] = [type(model)]
-    if not isinstance(given, ScoringModel):
-        parts.append(given)
-    names, digest, sourceless = [], hashlib.sha256(), []
+    # the class and every class it inherits from outside metarec and installed
+    # packages (a base class in another file of one's own is the model's code too),
+    # and the factory
+    parts: list[Any] = [type(model), *(c for c in type(model).__mro__[1:] if _ones_own(c))]
+    factory = given
+    while isinstance(factory, functools.partial):  # its settings are in the model's
+        factory = factory.func
+    if not isinstance(given, ScoringModel) and factory not in parts:
+        parts.append(factory)
+    names, digest, sourceless, read = [], hashlib.sha256(), [], set()
     for part in parts:
-        while isinstance(part, functools.partial):  # its settings are in the model's
-            part = part.func
         qualname = f"{getattr(part, '__module__', '?')}:{getattr(part, '__qualname__', '?')}"
         names.append(qualname)
+        if isinstance(part, type) and not _ones_own(part):
+            continue  # metarec's own class given as a model: named, not read
         try:
             source = inspect.getsourcefile(part)
         except TypeError:
             source = None
         if source is not None and Path(source).is_file():
-            digest.update(Path(source).read_bytes())
+            if source not in read:  # two classes of one file: its text once
+                read.add(source)
+                digest.update(Path(source).read_bytes())
         else:
             sourceless.append(qualname)
     if sourceless:
@@ -180,6 +207,32 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
         "source": digest.hexdigest()[:16],
         "settings": hashlib.sha256(settings.encode()).hexdigest()[:16],
     }
+
+
+def _ones_own(cls: type) -> bool:
+    """A class of the researcher's code: not metarec's (its version is the run's), not
+    an installed package's or the standard library's, which change with an upgrade."""
+    module = getattr(cls, "__module__", "") or ""
+    if module == "builtins" and getattr(builtins, cls.__name__, None) is cls:
+        return False  # object, dict, ...
+    if module.split(".")[0] in ("metarec", "abc", "typing"):
+        return False
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:
+        return module in ("__main__", "builtins")  # defined at the prompt: no file
+    if source is None:
+        return True
+    path = str(Path(source).resolve())
+    return not any(path.startswith(p) for p in _INSTALLED)
+
+
+# where installed packages and the standard library live
+_INSTALLED = tuple(
+    str(Path(p).resolve())
+    for p in {*sysconfig.get_paths().values(), sys.prefix, sys.base_prefix}
+    if p and Path(p).is_dir() and Path(p).resolve() != Path.cwd().resolve()
+)
 
 
 def _settings(value: Any, depth: int = 0) -> Any:

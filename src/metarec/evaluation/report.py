@@ -67,6 +67,7 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "like_threshold": (int, float, None),
     "max_items": (int, None),
     "max_episodes": (int, None),
+    "own_models": (list,),
 }
 _JSON_NAMES: dict[type | None, str] = {
     str: "a string",
@@ -260,7 +261,7 @@ def _header(record: dict[str, Any]) -> list[str]:
         + f". Total time {record['timings']['total_s'] / 60:.1f} min."
         + _liked(record),
         "",
-        f"Reproduce: `{record['command']}`",
+        f"Reproduce: `{record['command']}`" + _own_models(record),
         "",
         "**Bold**: best mean (every model tied at it). "
         + ("`p` columns" if record["protocol"] == "p1" else "`(p …)` in the nDCG@10 cells")
@@ -270,6 +271,21 @@ def _header(record: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _own_models(record: dict[str, Any]) -> str:
+    """Which code gave the rows of models of one's own: the command reruns whatever
+    their files hold by then."""
+    kept = record.get("own_models")
+    if not isinstance(kept, list) or not kept:
+        return ""
+    said = "; ".join(
+        f"`{k.get('name')}`: {', '.join(map(str, k.get('code', [])))} (source "
+        f"{k.get('source')}, settings {k.get('settings')}), run from `{k.get('folder')}`"
+        for k in kept
+        if isinstance(k, dict)
+    )
+    return f" — models of one's own as run: {said}"
 
 
 def _std(record: dict[str, Any]) -> dict[str, Any]:

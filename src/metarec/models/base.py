@@ -158,7 +158,7 @@ class ScoringModel(ABC):
         for lo in range(0, len(tasks), self.chunk_size):
             chunk = tasks[lo : lo + self.chunk_size]
             rows = users.iloc[lo : lo + len(chunk)] if users is not None else None
-            scores = self.score_catalogue(chunk, rows)
+            scores = self._checked_scores(chunk, rows)
             out.extend(scores[i, t.query_items] for i, t in enumerate(chunk))
         return out
 
@@ -182,7 +182,7 @@ class ScoringModel(ABC):
         for lo in range(0, len(tasks), self.chunk_size):
             chunk = tasks[lo : lo + self.chunk_size]
             rows = users.iloc[lo : lo + len(chunk)] if users is not None else None
-            scores = self.score_catalogue(chunk, rows).astype(np.float64)
+            scores = self._checked_scores(chunk, rows).astype(np.float64)
             bad = np.isnan(scores).any(axis=1)
             if bad.any():
                 # NaN sorts unpredictably (first in torch.topk, last in argsort)
@@ -192,6 +192,23 @@ class ScoringModel(ABC):
                 )
             parts.append(top_k(scores, k, chunk if exclude_seen else None))
         return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
+
+    def _checked_scores(self, tasks: Sequence[Task], users: pd.DataFrame | None) -> np.ndarray:
+        # a model of one's own returning a list, a tensor or its transpose failed
+        # further on, as an IndexError or a missing .astype that named nothing
+        scores = self.score_catalogue(tasks, users)
+        want = (len(tasks), self.n_items)
+        if not isinstance(scores, np.ndarray):
+            raise ModelError(
+                f"{self.name}: score_catalogue returned a {type(scores).__name__}; expected "
+                f"a numpy array of shape {want} (a row per task, a column per item)"
+            )
+        if scores.shape != want:
+            raise ModelError(
+                f"{self.name}: score_catalogue returned shape {scores.shape}; expected "
+                f"{want} (a row per task, a column per catalogue item)"
+            )
+        return scores
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         """Append new items (rows in catalogue order and their LM vectors).
