@@ -447,6 +447,10 @@ def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
     from metarec.cli import main
 
     record = json.loads((RESULTS / "p2-ml-100k-5fold.json").read_text())
+    # at K = 0 the ensemble's blend may differ from popularity's list in the 5th
+    # digit (0.4497 at 6401958): level with it here, so that the tie is the record's own
+    at0 = record["summary"]["0"]
+    at0["metarec-ensemble"]["ndcg@10"] = at0["popularity"]["ndcg@10"]
     path = tmp_path / "p2-ml-100k-5fold.json"
     path.write_text(json.dumps(record))
     assert main(["report", str(path)]) == 0

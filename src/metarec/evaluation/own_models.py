@@ -10,9 +10,11 @@ current folder first on the import path.
 Such a model is reported as a peer: metarec's best model is still the reference
 its significance marks compare against, and it stays out of the ensemble (which
 blends metarec's models and the protocol's anchor). A run's kept progress is
-keyed on each factory's name and the text of the files that define it and the
-model's class, so an edited model file starts the run over instead of mixing
-figures from two versions of the code.
+keyed on the names of the model's class and factory, the text of the files that
+define them and the classes it inherits from outside metarec and installed
+packages, and the settings the built model holds, so an edited model file or
+another constructor argument starts the run over instead of mixing figures from
+two versions of the code.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ def build(name: str, given: OwnModel, seed: int, *, field: str = "models") -> Sc
     if not isinstance(model, ScoringModel):
         raise ConfigError(
             f"{field}: {name!r} gave an object of type {type(model).__name__}; expected a "
-            "ScoringModel (metarec.models.base): fit(TrainingData) and score_catalogue(tasks)"
+            "ScoringModel (metarec.models.base): fit(data) returning itself, "
+            "score_catalogue(tasks, users=None) and n_items"
         )
     return model
 
