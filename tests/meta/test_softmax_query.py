@@ -3,6 +3,8 @@ does not already have (the support set), as recommendation does (``exclude_seen`
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,11 @@ def _clicks_batch():
         support_positives="rated",
     )  # fmt: skip
     return tasks, _double(batch)
+
+
+def _unadapted(learner: Any, n: int) -> dict[str, torch.Tensor]:
+    """The shared starting parameters for ``n`` tasks, as the transfer control scores."""
+    return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in learner.fast_init().items()}
 
 
 def _nll(scores: torch.Tensor, candidates: np.ndarray, targets: np.ndarray) -> float:
@@ -67,7 +74,7 @@ def test_a_joined_batch_keeps_its_targets_in_the_softmax() -> None:
     tasks, batch = _clicks_batch()
     both = _support_and_query(batch, "softmax")
     learner.set_catalogue()
-    fast = {k: v.unsqueeze(0).expand(len(both), *v.shape) for k, v in learner.fast_init().items()}
+    fast = _unadapted(learner, len(both))
     with torch.no_grad():
         losses = learner.softmax_task_losses(both, fast)
         scores = learner.scorer.scores_over_catalogue(fast, both.user_features)
@@ -85,7 +92,7 @@ def test_the_transfer_control_is_judged_over_the_whole_catalogue() -> None:
     learner = _softmax_learner("transfer", encoder=False)
     tasks, batch = _clicks_batch()
     learner.set_catalogue()
-    fast = {k: v.unsqueeze(0).expand(len(batch), *v.shape) for k, v in learner.fast_init().items()}
+    fast = _unadapted(learner, len(batch))
     with torch.no_grad():
         losses = learner.softmax_task_losses(batch, fast)
         scores = learner.scorer.scores_over_catalogue(fast, batch.user_features)

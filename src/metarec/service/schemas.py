@@ -282,10 +282,8 @@ class EventIn(_Strict):
     def _a_real_time(cls, value: datetime | float | None) -> datetime | float | None:
         # NaN or an infinity would be stored and then sort before or after every other
         # event for good, pinning the item's rating; "latest wins" needs real times
-        if isinstance(value, float) and not (
-            math.isfinite(value) and EPOCH_RANGE[0] <= value <= EPOCH_RANGE[1]
-        ):
-            raise ValueError("epoch seconds must be a finite number within years 1 to 9999")
+        if value is None:
+            return value
         if isinstance(value, datetime):
             # 9999-12-31T23:59:59-14:00 is in year 10000 in UTC, where times are kept
             try:
@@ -294,22 +292,24 @@ class EventIn(_Strict):
                 seconds = math.inf
             if not EPOCH_RANGE[0] <= seconds <= EPOCH_RANGE[1]:
                 raise ValueError("must lie within years 1 to 9999 in UTC")
-        if value is not None:
-            seconds = float(value) if isinstance(value, float | int) else _utc(value).timestamp()
-            now = time.time()
-            if seconds > now + FUTURE_SLACK_S:
-                clock = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
-                naive = isinstance(value, datetime) and value.tzinfo is None
-                raise ValueError(
-                    f"lies {seconds - now:,.0f} s ahead of the server's clock ({clock}); "
-                    f"at most {FUTURE_SLACK_S:g} s is taken, as the latest event per item "
-                    "wins (leave it out to use the arrival time)"
-                    + (
-                        "; a date-time without a zone is read as UTC: add its offset (+09:00, say)"
-                        if naive
-                        else ""
-                    )
-                )
+        else:
+            try:
+                seconds = float(value)
+            except OverflowError:  # an integer past a double's range
+                seconds = math.inf
+            if not (math.isfinite(seconds) and EPOCH_RANGE[0] <= seconds <= EPOCH_RANGE[1]):
+                raise ValueError("epoch seconds must be a finite number within years 1 to 9999")
+        now = time.time()
+        if seconds > now + FUTURE_SLACK_S:
+            clock = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
+            naive = isinstance(value, datetime) and value.tzinfo is None
+            raise ValueError(
+                f"lies {seconds - now:,.0f} s ahead of the server's clock ({clock}); "
+                f"at most {FUTURE_SLACK_S:g} s is taken, as the latest event per item "
+                "wins (leave it out to use the arrival time)"
+                + ("; a date-time without a zone is read as UTC: add its offset (+09:00, say)"
+                   if naive else "")
+            )  # fmt: skip
         return value
 
     @model_validator(mode="after")
