@@ -67,6 +67,29 @@ def test_the_query_softmax_leaves_out_the_users_support_items(algorithm: str) ->
     assert all(torch.isfinite(p.grad).all() for p in learner.parameters() if p.grad is not None)
 
 
+def test_support_items_below_the_like_threshold_are_left_out_too() -> None:
+    """Under ``support_positives = "liked"`` the support side holds only the liked
+    items; the disliked ones are the user's all the same, so they leave the softmax."""
+    learner = _softmax_learner("fomaml", encoder=True)
+    rng = np.random.default_rng(3)
+    items = rng.choice(np.arange(50), 12, replace=False)
+    ratings = np.array([5, 1, 2, 4, 1, 5, 5, 4, 5, 3, 4, 5], dtype=np.float32)
+    task = Task(0, items[:6], ratings[:6], items[6:], ratings[6:])
+    batch = _double(collate(
+        [task], user_features=np.array([[1]]), objective="softmax", like_threshold=4.0,
+        negative_pool=np.arange(50), rng=np.random.default_rng(0), support_positives="liked",
+    ))  # fmt: skip
+    assert sorted(batch.support_items[0].tolist()) == sorted(items[[0, 3, 5]].tolist())
+    learner.set_catalogue()
+    fast = learner.adapt(batch, steps=1, first_order=True)
+    with torch.no_grad():
+        loss = learner.softmax_task_losses(batch, fast)
+        scores = learner.scorer.scores_over_catalogue(fast, batch.user_features)
+    unseen = np.setdiff1d(np.arange(50), task.support_items)
+    liked_query = task.query_items[task.query_ratings >= 4]
+    assert float(loss[0]) == pytest.approx(_nll(scores[0], unseen, liked_query), rel=1e-10)
+
+
 def test_a_joined_batch_keeps_its_targets_in_the_softmax() -> None:
     """The transfer control scores support and query together as targets: nothing that
     is a target is left out, so its loss is the whole catalogue's softmax."""

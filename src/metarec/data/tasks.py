@@ -198,6 +198,12 @@ class TaskBatch:
     ``*_mask`` is 1.0 for real entries, 0.0 for padding. For the ``bpr``
     objective each side is laid out as ``[positives | negatives]`` of equal
     width, paired position by position.
+
+    ``seen_items`` are every item of the support set, whatever its rating: the items
+    the user already has, which the softmax objective leaves out of what comes next.
+    They are the support side's items where that side holds them all (ratings, or
+    every rated item a positive), and are given apart where it holds only the liked
+    ones (``support_positives = "liked"``).
     """
 
     users: torch.Tensor  # [B] rows in UserRatings
@@ -208,6 +214,14 @@ class TaskBatch:
     query_items: torch.Tensor  # [B, Q]
     query_y: torch.Tensor  # [B, Q]
     query_mask: torch.Tensor  # [B, Q]
+    seen_items: torch.Tensor = None  # type: ignore[assignment]  # [B, N]; default: support
+    seen_mask: torch.Tensor = None  # type: ignore[assignment]  # [B, N]
+
+    def __post_init__(self) -> None:
+        if (self.seen_items is None) != (self.seen_mask is None):
+            raise ValueError("seen_items and seen_mask are given together")
+        if self.seen_items is None:
+            self.seen_items, self.seen_mask = self.support_items, self.support_mask
 
     def to(self, device: torch.device | str) -> TaskBatch:
         return TaskBatch(**{k: v.to(device) for k, v in vars(self).items()})
@@ -347,4 +361,10 @@ def collate(
                 )
             )
     (si, sy, sm), (qi, qy, qm) = out
-    return TaskBatch(users, feats, si, sy, sm, qi, qy, qm)
+    if support_positives == "rated" and n_neg == 0:
+        return TaskBatch(users, feats, si, sy, sm, qi, qy, qm)  # the support side holds all
+    rated = [t.support_items for t in tasks]
+    width = max([len(r) for r in rated] + [1])
+    return TaskBatch(
+        users, feats, si, sy, sm, qi, qy, qm, pad(rated, torch.int64, width), _mask(rated, width)
+    )

@@ -115,8 +115,9 @@ class MetaLearner(nn.Module):
         gives the support's neighbourhood, so the loss rewarded scoring the user's own
         kind of item low; on 400 users of clicks over 300 items (a user had up to a
         fifth of the catalogue) no epoch improved on popularity until they were left out.
-        Under ``support_positives = "liked"`` the batch holds only the liked support
-        items, so a rated item below the like threshold stays in (not yet handled).
+        Every support item is left out, liked or not (``TaskBatch.seen_items``): under
+        ``support_positives = "liked"`` a rated item below the threshold is not a
+        target, but the user has it all the same.
         """
         if self.scorer.catalogue is None:
             self.set_catalogue(id_keep)
@@ -126,7 +127,7 @@ class MetaLearner(nn.Module):
             # (early stopping) by a loss that left its support out, it stopped epochs
             # sooner: over P2's 5 folds 0.3545 -> 0.3157 at K = 10. A peer stays as it was
             return self._softmax_nll(logits, batch)
-        seen = torch.zeros_like(logits).scatter_add_(1, batch.support_items, batch.support_mask)
+        seen = torch.zeros_like(logits).scatter_add_(1, batch.seen_items, batch.seen_mask)
         wanted = torch.zeros_like(logits).scatter_add_(1, batch.query_items, batch.query_mask)
         # the lowest finite value, not -inf: a padded query entry that gathers a left-out
         # item is then 0 once masked, where -inf * 0 was NaN
