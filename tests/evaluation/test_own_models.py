@@ -250,6 +250,38 @@ def test_an_edit_to_a_base_class_in_another_file_is_seen(tmp_path: Path) -> None
         sys.modules.pop("childfile", None)
 
 
+def test_an_edit_to_a_helper_module_the_model_imports_is_seen(tmp_path: Path) -> None:
+    """The model's file imports a function of another file of one's own (and that file
+    a module of its own in turn): an edit to either is an edit to the model; an edit to
+    an unrelated file is not."""
+    (tmp_path / "deep.py").write_text("SCALE = 1e-3\n")
+    (tmp_path / "helpers.py").write_text("import deep\n\ndef scale():\n    return deep.SCALE\n")
+    (tmp_path / "unrelated.py").write_text("X = 1\n")
+    (tmp_path / "usesfile.py").write_text(
+        "from basefile2 import Shuffled\nfrom helpers import scale\n\n"
+        "class Helped(Shuffled):\n    name = 'helped'\n"
+    )
+    (tmp_path / "basefile2.py").write_text(MODULE.replace("{scale}", "1e-3"))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        _, factory = load_factory("h=usesfile:Helped")
+        import unrelated  # noqa: F401  (imported, but not by the model's code)
+
+        before = fingerprint("h", factory, 0)
+        (tmp_path / "unrelated.py").write_text("X = 2\n")
+        assert fingerprint("h", factory, 0) == before
+        (tmp_path / "deep.py").write_text("SCALE = 1.0\n")
+        after_deep = fingerprint("h", factory, 0)
+        assert after_deep["source"] != before["source"]
+        (tmp_path / "helpers.py").write_text("import deep\n\ndef scale():\n    return 2.0\n")
+        assert fingerprint("h", factory, 0)["source"] != after_deep["source"]
+        assert before["code"] == ["usesfile:Helped", "basefile2:Shuffled"]
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in ("deep", "helpers", "unrelated", "usesfile", "basefile2"):
+            sys.modules.pop(name, None)
+
+
 class Transposed(Popularity):
     """Scores laid out item x task: the commonest shape mistake."""
 

@@ -11,8 +11,8 @@ Such a model is reported as a peer: metarec's best model is still the reference
 its significance marks compare against, and it stays out of the ensemble (which
 blends metarec's models and the protocol's anchor). A run's kept progress is
 keyed on the names of the model's class and factory, the text of the files that
-define them and the classes it inherits from outside metarec and installed
-packages, and the settings the built model holds, so an edited model file or
+define them, the classes it inherits from and the modules they import (outside
+metarec and installed packages), and the settings the built model holds, so an edited model file or
 another constructor argument starts the run over instead of mixing figures from
 two versions of the code.
 """
@@ -195,6 +195,10 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
                 digest.update(Path(source).read_bytes())
         else:
             sourceless.append(qualname)
+    # the researcher's modules the model's code imports (a helper that builds its
+    # features is its code as much as the class is), in a stable order
+    for source in sorted(_imported_own_files(parts) - {str(Path(r).resolve()) for r in read}):
+        digest.update(Path(source).read_bytes())
     if sourceless:
         warnings.warn(
             f"models: {name!r}: no source file for {', '.join(sourceless)} (defined in a "
@@ -210,6 +214,42 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
         "source": digest.hexdigest()[:16],
         "settings": hashlib.sha256(settings.encode()).hexdigest()[:16],
     }
+
+
+def _imported_own_files(parts: Iterable[Any]) -> set[str]:
+    """The source files of the researcher's modules reachable by import from the
+    modules defining ``parts``: a module a global names, or the module a global
+    function or class comes from (``from helpers import features``), and onwards."""
+    todo = [sys.modules.get(getattr(part, "__module__", "") or "") for part in parts]
+    seen: set[str] = set()
+    files: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module is None or module.__name__ in seen:
+            continue
+        seen.add(module.__name__)
+        source = _own_module_file(module)
+        if source is None:
+            continue
+        files.add(source)
+        for value in list(vars(module).values()):
+            if inspect.ismodule(value):
+                todo.append(value)
+            elif inspect.isclass(value) or inspect.isroutine(value):
+                todo.append(sys.modules.get(getattr(value, "__module__", "") or ""))
+    return files
+
+
+def _own_module_file(module: Any) -> str | None:
+    """A module's source file when it is the researcher's: not metarec's, not an
+    installed package's or the standard library's, and Python source."""
+    if module.__name__.split(".")[0] == "metarec":
+        return None
+    source = getattr(module, "__file__", None)
+    if not isinstance(source, str) or not source.endswith(".py") or not Path(source).is_file():
+        return None
+    resolved = str(Path(source).resolve())
+    return None if any(resolved.startswith(p) for p in _INSTALLED) else resolved
 
 
 def _ones_own(cls: type) -> bool:
