@@ -6,9 +6,11 @@ a local server and sets it) to run every store test against PostgreSQL as well.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,7 +84,7 @@ def test_schema_is_created_once_and_versioned(store_url: str) -> None:
     assert again.previous_version == SCHEMA_VERSION and again.user("u") is not None
     with again.engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
     again.close()
 
 
@@ -138,6 +140,40 @@ def test_a_version_2_store_numbers_its_items_in_the_order_they_were_served(
     assert [r["item_id"] for r in store.added_items()] == ["a", "b", "late", "new"]
     indexes = {i["name"] for i in inspect(store.engine).get_indexes("items")}
     assert "ix_items_added" in indexes  # each change reads the largest number
+    store.close()
+
+
+def test_a_version_3_store_redates_events_from_far_past_their_arrival(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stored before the service refused them, an event dated years ahead won "the
+    latest event per item" for good; it takes its arrival time, as an event sent
+    without a time does. An event a little ahead (a fast clock), or in the past, keeps
+    its own."""
+    old = FeedbackStore(store_url)
+    now = time.time()
+    old.create_user("u", {}, [
+        ev("far", "1", "rating", 5.0, ts=now + 3e9),  # 2121
+        ev("near", "2", "rating", 4.0, ts=now + 60.0),
+        ev("past", "3", "rating", 2.0, ts=1e9),
+    ])  # fmt: skip
+    old.add_events("u", [ev("later", "1", "rating", 1.0, ts=now + 1.0)])
+    with old.engine.begin() as conn:  # as metarec wrote it before version 4
+        conn.execute(text("DELETE FROM schema_version WHERE version >= 4"))
+    assert [e.event_id for e in old.events_for("u")][-1] == "far"
+    old.close()
+    with caplog.at_level(logging.WARNING, logger="metarec.service"):
+        store = FeedbackStore(store_url)
+    assert store.previous_version == 3
+    assert "1 stored event(s) dated more than 600 s after they arrived" in caplog.text
+    stored = {e.event_id: e.timestamp for e in store.events_for("u")}
+    with store.engine.connect() as conn:
+        arrived = dict(conn.execute(text("SELECT event_id, received_at FROM events")).all())
+    assert stored["far"] == pytest.approx(arrived["far"]) and stored["far"] < now + 60
+    assert stored["near"] == pytest.approx(now + 60.0) and stored["past"] == 1e9
+    # the rating of item 1 that came after it is the latest now
+    assert [e.event_id for e in store.events_for("u")][-1] == "near"
+    assert [e.event_id for e in store.events_for("u") if e.item_id == "1"][-1] == "later"
     store.close()
 
 

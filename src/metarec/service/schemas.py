@@ -16,15 +16,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from metarec.service.feedback import EventType
-from metarec.service.store import ID_LENGTH
+from metarec.service.store import FUTURE_SLACK_S, ID_LENGTH
 
 ID = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
 # epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: what a date-time can hold
 EPOCH_RANGE = (-62_135_596_800, 253_402_299_199)
-# how far past the server's clock an event's time may lie: a client's clock runs
-# a little fast, but "the latest event per item wins", so an event dated 2099
-# would outrank every later rating of that item for good
-FUTURE_SLACK_S = 600.0
 _NUMERIC = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 # a JSON integer a double (and so every JSON reader) holds exactly
 INT_RANGE = 2**53

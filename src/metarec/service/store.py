@@ -55,8 +55,12 @@ from metarec.service.feedback import StoredEvent
 
 log = logging.getLogger("metarec.service")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ID_LENGTH = 128
+# how far past the server's clock an event's time may lie: a client's clock runs
+# a little fast, but "the latest event per item wins", so an event dated 2099
+# would outrank every later rating of that item for good
+FUTURE_SLACK_S = 600.0
 _INSERT_CHUNK = 500  # rows per INSERT statement (SQLite caps bound parameters per statement)
 
 metadata = MetaData()
@@ -177,11 +181,30 @@ def _v3(conn: Connection) -> None:
         )
 
 
+def _v4(conn: Connection) -> None:
+    # stored before the service refused event times far past its clock: such an event
+    # takes its arrival time, as one sent without a time does, so that it no longer
+    # outranks every later event of its item
+    redated = conn.execute(
+        events.update()
+        .where(events.c.ts > events.c.received_at + FUTURE_SLACK_S)
+        .values(ts=events.c.received_at)
+    ).rowcount
+    if redated:
+        log.warning(
+            "%d stored event(s) dated more than %g s after they arrived now carry their "
+            "arrival time",
+            redated,
+            FUTURE_SLACK_S,
+        )
+
+
 # (version, description, step): append new versions, never edit an applied one
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "users, events (unique event_id), items", _v1),
     (2, "service_state (what every server process on the store serves)", _v2),
     (3, "items.added (the order items were first added in)", _v3),
+    (4, "events dated far past their arrival carry their arrival time", _v4),
 ]
 
 
