@@ -31,6 +31,7 @@ from metarec.service.store import (
     events,
     make_engine,
     metadata,
+    schema_version,
     service_state,
     users,
 )
@@ -443,6 +444,38 @@ def test_a_role_that_cannot_lock_events_still_gets_a_cut_off(
     assert "cannot lock the events table" in caplog.records[0].message
     inserter.close()
     owner.close()
+
+
+def test_a_role_that_may_not_migrate_is_told_which_role_may(pg_url: str) -> None:
+    """Version 4 re-dates events (an UPDATE): a role that only reads and inserts is
+    told the schema needs migrating by the tables' owner, with nothing half-done."""
+    from sqlalchemy.engine import make_url
+
+    owner = FeedbackStore(pg_url)
+    owner.create_user("u", {}, [ev("far", ts=time.time() + 3e9)])
+    role = "metarec_inserter"
+    with owner.engine.begin() as conn:
+        conn.execute(text(f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role}"))
+        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+    url = make_url(pg_url).set(username=role, password="metarec").render_as_string(False)
+    try:
+        FeedbackStore(url).close()  # at the current version: nothing to migrate
+    except ConfigError as exc:
+        owner.close()
+        pytest.skip(f"PostgreSQL: no role {role} with password 'metarec' (.ci/run makes it): {exc}")
+    with owner.engine.begin() as conn:
+        conn.execute(text("DELETE FROM schema_version WHERE version >= 4"))
+    with pytest.raises(
+        ConfigError,
+        match=r"version 3\) needs migrating to version 4 .*"
+        r"permission denied for table events.*role that owns the tables",
+    ):
+        FeedbackStore(url)
+    with owner.engine.connect() as conn:
+        assert conn.execute(select(func.max(schema_version.c.version))).scalar() == 3
+    assert owner.events_for("u")[0].timestamp > time.time() + 1e9  # not re-dated
+    owner.close()
+    FeedbackStore(pg_url).close()  # the owner migrates it
 
 
 def test_a_cut_off_stuck_behind_an_insert_gives_up_as_busy_on_postgresql(

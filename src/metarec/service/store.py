@@ -235,7 +235,18 @@ def migrate(engine: Engine) -> int:
             )
         for version, description, step in MIGRATIONS:
             if version > current:
-                step(conn)
+                try:
+                    step(conn)
+                except ProgrammingError as exc:
+                    if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                        raise
+                    said = " ".join(str(exc.orig).split())
+                    raise ConfigError(
+                        f"database {engine.url}: its schema (version {current}) needs "
+                        f"migrating to version {version} ({description}), which this role "
+                        f"may not do ({said}); start metarec once with the role that owns "
+                        "the tables, then this one"
+                    ) from None
                 conn.execute(
                     schema_version.insert().values(
                         version=version, description=description, applied_at=time.time()
