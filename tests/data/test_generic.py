@@ -533,6 +533,13 @@ def test_a_stray_rating_read_as_the_scales_end_is_warned_about(tmp_path: Path) -
     with pytest.warns(UserWarning, match=r"\[1, 99\], but 1 rating\(s\) of 99 .* \(1 to 5\)"):
         ds = load_table(tmp_path / "r.csv")
     assert ds.rating_range == (1.0, 99.0)
+    # a typo nearer the scale: past its step, though within three of its spans
+    for typo in (10, 7, -1):
+        (tmp_path / "r.csv").write_text(
+            "user_id,item_id,rating\n" + "\n".join([*rows, f"1,3,{typo}"])
+        )
+        with pytest.warns(UserWarning, match=rf"1 rating\(s\) of {typo} .* \(1 to 5\)"):
+            load_table(tmp_path / "r.csv")
     # a scale whose end is merely rare, or a small file, is not warned about
     rare_ten = [f"{u},{i},{1 + (u + i) % 9}" for u in range(40) for i in range(10)]
     rare_ten[-1] = "39,9,10"

@@ -162,16 +162,19 @@ def _warn_stray_extreme(values: np.ndarray) -> None:
     """A scale read from the data takes a typo for its end: one 99 among 1-5 ratings
     makes the scale 1-99, so nothing is refused and every metric is scaled wrong. Warn
     when an end value is rare (under 1 % of ratings) and farther from the next value
-    than three times the span of the rest (levels with gaps, such as implicit weights
-    1, 2 and 5, stay quiet)."""
+    than three times the span of the rest, or, where the rest is a scale of four or
+    more levels, farther than any two of its neighbouring levels (a 10 or a 7 among
+    1-5 stars; levels with gaps, such as implicit weights 1, 2 and 5, stay quiet)."""
     levels, counts = np.unique(values, return_counts=True)
     if len(levels) < 3:
         return
-    for end, nxt, far, count in (
-        (levels[-1], levels[-2], levels[0], counts[-1]),
-        (levels[0], levels[1], levels[-1], counts[0]),
+    for end, nxt, far, count, rest in (
+        (levels[-1], levels[-2], levels[0], counts[-1], levels[:-1]),
+        (levels[0], levels[1], levels[-1], counts[0], levels[1:]),
     ):
-        if count < 0.01 * len(values) and abs(end - nxt) > 3 * abs(nxt - far):
+        gap = abs(end - nxt)
+        past_scale = len(rest) >= 4 and gap > 1.001 * float(np.diff(rest).max())
+        if count < 0.01 * len(values) and (gap > 3 * abs(nxt - far) or past_scale):
             warnings.warn(
                 f"rating scale read from the data as [{levels[0]:g}, {levels[-1]:g}], but "
                 f"{count:,} rating(s) of {end:g} stand far from the others "
