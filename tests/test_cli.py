@@ -300,7 +300,28 @@ def test_too_little_data_to_train_leaves_no_run_folder(
         "--out",
         str(out),
     )
-    assert_one_line_error(proc, "no training ratings", "2 rating(s) by 1 user(s)", "--holdout")
+    assert_one_line_error(proc, "13 to 100 ratings (MeLU's rule): 0 of 1 users", "--holdout none")
+    assert not out.exists()
+
+
+def test_a_p1_holdout_of_short_histories_is_refused_with_the_rule(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """MeLU's rule keeps users with 13 to 100 ratings: of 40 users with 6 ratings and 3
+    with 20 it kept 3, and the run trained on 2, stopped early on none and saved a split
+    ``evaluate`` could not use."""
+    rows = [f"{u},{10 + (u + k) % 12},{1 + (u * k) % 5}" for u in range(40) for k in range(6)]
+    rows += [f"{u},{10 + k},{1 + k % 5}" for u in range(40, 43) for k in range(20)]
+    items = ["item_id,title,genres"] + [f"{i},Book {i},Drama" for i in range(10, 30)]
+    (files / "short.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows))
+    (files / "books.csv").write_text("\n".join(items))
+    out = tmp_path / "run"
+    data = ["--interactions", str(files / "short.csv"), "--items", str(files / "books.csv")]
+    proc = cli("train", *data, "--out", str(out))
+    assert_one_line_error(
+        proc, "keeps users with 13 to 100 ratings (MeLU's rule): 3 of 43 users here",
+        "to stop early on", "--holdout none",
+    )  # fmt: skip
     assert not out.exists()
 
 

@@ -87,6 +87,26 @@ def register(sub: Any) -> None:
     r.set_defaults(func=cmd_recommend)
 
 
+def _check_p1_groups(split: Any, n_users: int, name: str, holdout_flag: bool) -> None:
+    """Refuse a P1 holdout with no one to stop early on or to evaluate (MeLU's rule keeps
+    users with 13 to 100 ratings: on short histories it left 2 users to train on, and
+    ``evaluate`` then failed on the saved split); say so where it keeps under half."""
+    kept = len(split.train_users) + len(split.validation_users) + len(split.new_users)
+    said = (
+        f"{name}: the P1 holdout keeps users with {split.min_ratings} to "
+        f"{split.max_ratings} ratings (MeLU's rule): {kept:,} of {n_users:,} users here"
+    )
+    other = "; use --holdout none to train on every user" if holdout_flag else ""
+    if not split.train_users or not split.validation_users or not split.new_users:
+        raise DataError(
+            f"{said}, leaving {len(split.train_users):,} to train on, "
+            f"{len(split.validation_users):,} to stop early on and "
+            f"{len(split.new_users):,} new users to evaluate on{other}"
+        )
+    if kept < n_users / 2:
+        print(f"note: {said}, so it trains on {len(split.train_users):,}{other}")
+
+
 def train_run(
     spec: dict[str, Any],
     cfg: Any,
@@ -133,6 +153,8 @@ def train_run(
             train_rows, val_rows = split.frames["train"], split.frames["validation"]
         else:
             train_rows, val_rows = split_users(ds.interactions, 0.1, drawn)
+        if split is not None:
+            _check_p1_groups(split, ds.n_users, ds.name, holdout_flag)
         if train_rows.empty:
             # refused before the run folder exists, so a failed start leaves nothing behind
             raise DataError(
