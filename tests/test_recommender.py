@@ -861,6 +861,32 @@ def test_added_items_are_keyed_and_worded_as_the_loaders_would(
     assert rec.items["text"].iloc[-1] == "Listed. Genres: Comedy, Drama."
 
 
+def test_added_items_may_come_in_the_shape_of_the_runs_item_file(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    """A run trained from files with columns of its own (``--items-id-col book_id
+    --title-col name --genre-col category --year-col pub_year --text-cols blurb``) takes
+    new rows under those names, with their text built as the file's was."""
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    rec.metadata["data_spec"] = {
+        "item_col": "book", "item_id_col": "book_id", "title_col": "name",
+        "genre_col": "category", "year_col": "pub_year", "text_cols": "blurb",
+    }  # fmt: skip
+    theirs = pd.DataFrame({"book_id": ["b1"], "name": ["The Alibi"], "pub_year": [2024],
+                           "category": ["Mystery"], "blurb": ["A quiet village."]})  # fmt: skip
+    ours = theirs.rename(columns={"book_id": "item_id", "name": "title", "pub_year": "year",
+                                  "category": "genres"})  # fmt: skip
+    expected = rec.prepare_items(ours)["text"].iloc[0]
+    assert "The Alibi (2024)" in expected and "Mystery" in expected and "village" in expected
+    assert rec.add_items(theirs) == 1
+    assert rec.items["item_id"].iloc[-1] == "b1" and rec.items["text"].iloc[-1] == expected
+    assert "book_id" in theirs.columns and "item_id" not in theirs.columns  # left as given
+    # metarec's own names win where a frame has both
+    both = ours.assign(item_id=["b2"], book_id=["b3"])
+    rec.add_items(both)
+    assert rec.items["item_id"].iloc[-1] == "b2"
+
+
 def test_pipeline_arguments_of_the_wrong_kind_are_named() -> None:
     users = pd.DataFrame({"user_id": ["1", "2", "3"]})
     for call, error, needle in [

@@ -474,9 +474,9 @@ class Recommender(TopK):
         twice = sorted({str(c) for c in items.columns[items.columns.duplicated()]})
         if twice:  # frame[col] would be a frame: an AttributeError deep in pandas
             raise DataError(f"add_items: column(s) {twice} appear more than once; keep one")
-        if "item_id" not in items.columns:
+        frame = items.rename(columns=self._file_columns(items)).reset_index(drop=True)
+        if "item_id" not in frame.columns:
             raise DataError(f"add_items: needs an item_id column; got {list(items.columns)}")
-        frame = items.copy().reset_index(drop=True)
         ids = frame["item_id"]
         no_id = ids.isna() | ids.astype(str).str.strip().eq("")
         if no_id.any():
@@ -524,6 +524,22 @@ class Recommender(TopK):
             bad = frame.loc[empty, "item_id"].iloc[0]
             raise DataError(f"add_items: item {bad!r} has no text to encode (title and text empty)")
         return frame
+
+    def _file_columns(self, items: pd.DataFrame) -> dict[str, str]:
+        """Renames from the item file's own column names (``--items-id-col``/``--item-col``,
+        ``--title-col``, ``--genre-col``, ``--year-col`` of a run trained from files) to
+        metarec's, for the columns ``items`` lacks under metarec's name: new rows in
+        the shape of the file the run was trained on are taken as they are."""
+        spec = self.metadata.get("data_spec") or {}
+        renames: dict[str, str] = {}
+        for key, ours in (("item_id_col", "item_id"), ("item_col", "item_id"),
+                          ("title_col", "title"), ("genre_col", "genres"),
+                          ("year_col", "year")):  # fmt: skip
+            theirs = spec.get(key)
+            taken = ours in items.columns or ours in renames.values()
+            if isinstance(theirs, str) and theirs in items.columns and not taken:
+                renames[theirs] = ours
+        return renames
 
     def add_items(
         self,
