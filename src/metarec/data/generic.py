@@ -305,6 +305,17 @@ def load_table(
                     f"{flag} {col!r}: names starting with '_' are metarec's internal "
                     "columns; rename the file's column"
                 )
+    if items_path is None:
+        # without it the items are the rated ids, titled by id: the columns named were
+        # then "not in the items table", a table the user never gave
+        for flag, col in (("--text-cols", ",".join(text_cols)), ("--title-col", title_col),
+                          ("--genre-col", genre_col), ("--year-col", year_col),
+                          ("--items-id-col", item_id_col)):  # fmt: skip
+            if col:
+                raise ConfigError(
+                    f"{flag} {col}: names a column of the items file, and none was given "
+                    "(--items FILE, or items_path=)"
+                )
     users_id = users_id_col or user_col
     # the id column is renamed user_id: a feature of either name would be a second
     # user_id column in the users table
