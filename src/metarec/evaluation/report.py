@@ -337,6 +337,14 @@ def _p1_markdown(record: dict[str, Any]) -> list[str]:
 def _p2_markdown(record: dict[str, Any]) -> list[str]:
     lines = _header(record)
     shots = list(_summary(record))
+    # how many users each figure averages: what a p-value or a tie rests on
+    counts = {k: record["n_users"].get(k) for k in shots}
+    pooled = f" (the {record['folds']} folds' together)" if record.get("folds", 1) > 1 else ""
+    if len(set(counts.values())) == 1:
+        lines += [f"Test users: {next(iter(counts.values())):,} at every K{pooled}.", ""]
+    else:
+        each = ", ".join(f"K={k}: {n:,}" for k, n in counts.items() if n is not None)
+        lines += [f"Test users{pooled}: {each}.", ""]
     models = list(record["summary"][shots[0]])
     spread = _std(record)
     for metric in P2_COLUMNS:
