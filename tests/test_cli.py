@@ -420,8 +420,12 @@ def test_train_evaluate_recommend(
     assert proc.returncode == 0, proc.stderr
     top = json.loads(proc.stdout)
     assert len(top) == 5 and all(r["title"] != "Toy Story (1995)" for r in top)
-    # each item says why: the liked rating pulls, the disliked one does not
-    assert all("Toy Story (1995)" in r["reason"] for r in top)
+    # each item says why: the liked rating pulls where the item is like it, the
+    # disliked one never does
+    from metarec.explain import FROM_RATINGS
+
+    assert all(r["reason"] in ("Because you liked Toy Story (1995)", FROM_RATINGS) for r in top)
+    assert any("Toy Story (1995)" in r["reason"] for r in top), top
     assert not any("Heat (1995)" in r["reason"] for r in top)
     # the error paths in-process: a subprocess each would add seconds of imports
     bad = cli("recommend", str(run), "--rate", "Toy Stori (1995)=5")

@@ -2,14 +2,18 @@
 
 For a recommended item c and each item j the user rated, the pull is
 
-    pull(c, j) = max(cos(e_c, e_j), 0) · max(r_j − r̄, 0)
+    pull(c, j) = max(cos(e_c − ē, e_j − ē), 0) · max(r_j − r̄, 0)
 
 with e the frozen LM vectors of the items (``rec.model.tower.item_vectors``,
-the space the model reads items from) and r̄ the user's mean rating: an item
-explains a recommendation when it is close in text space *and* the user
-liked it more than they usually like things. A user whose ratings are all
-equal has no spread, so the centre falls back to the middle of the rating
-range (all 5s still count as liked, all 1s do not). The whole list is one
+the space the model reads items from), ē their mean over the catalogue and r̄
+the user's mean rating: an item explains a recommendation when it is closer to
+it in text space than items are on average *and* the user liked it more than
+they usually like things. Uncentred, any two texts of a catalogue share a
+direction (every book blurb is about a book), so every liked item "explained"
+every recommendation, a cooking book as well as the mystery it was next to; a
+recommendation no liked item is close to is said to fit the ratings' pattern.
+A user whose ratings are all equal has no spread, so r̄ falls back to the middle
+of the rating range (all 5s still count as liked, all 1s do not). The whole list is one
 matrix product ``[k, d] @ [d, m]``.
 
 A user with no ratings gets the meta-learned prior, so the reason says so:
@@ -96,9 +100,23 @@ def pulls(rec: ServedModel, history: Sequence[tuple[int, float]], items: np.ndar
     rows = torch.as_tensor(np.concatenate([np.asarray(items, dtype=np.int64), rated]))
     with torch.no_grad():
         picked = vectors[rows.to(vectors.device)].cpu().numpy().astype(np.float64)
+    picked -= catalogue_centre(vectors)
     picked /= np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)  # as F.normalize
     sim = np.clip(picked[: len(items)] @ picked[len(items) :].T, 0.0, None)
     return sim * weights[None, :]
+
+
+def catalogue_centre(vectors: torch.Tensor) -> np.ndarray:
+    """The mean item vector, kept on the catalogue's tensor with the version count
+    that an in-place change moves (``extend`` makes a new tensor): every served list
+    needs it, and a whole catalogue's mean is the costly part of a short list."""
+    kept = getattr(vectors, "_metarec_centre", None)
+    if kept is not None and kept[0] == vectors._version:
+        return kept[1]
+    with torch.no_grad():
+        centre = vectors.double().mean(0).cpu().numpy()
+    vectors._metarec_centre = (vectors._version, centre)  # type: ignore[attr-defined]
+    return centre
 
 
 def explain_indices(

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from metarec.explain import (
+    FROM_RATINGS,
     NEW_ITEM,
     POPULAR,
     display_title,
@@ -117,12 +118,26 @@ def test_reasons_name_liked_similar_items(rec: Recommender) -> None:
     assert why.reason == "Because you liked Toy Story (1995)"
 
 
-def test_pulls_are_cosine_times_liking(rec: Recommender) -> None:
+def test_a_liked_item_unlike_the_recommendation_does_not_explain_it(rec: Recommender) -> None:
+    """Every text of a catalogue shares a direction, so uncentred every liked item had a
+    pull on every recommendation: a war drama was "because you liked Toy Story"."""
+    user = rec.adapt([("Toy Story (1995)", 5), ("Scream (1996)", 1)])
+    toy, war = rec.resolve("Toy Story (1995)"), rec.resolve("Schindler's List (1993)")
+    v = rec.model.tower.item_vectors.double().numpy()
+    assert v[toy] @ v[war] > 0  # uncentred, they looked alike
+    [why] = explain(rec, user, ["Schindler's List (1993)"])
+    assert why.because == [] and why.reason == FROM_RATINGS
+    [why] = explain(rec, user, ["Aladdin (1992)"])
+    assert why.reason == "Because you liked Toy Story (1995)"
+
+
+def test_pulls_are_centred_cosine_times_liking(rec: Recommender) -> None:
     history = [(rec.resolve("Toy Story (1995)"), 5.0), (rec.resolve("Heat (1995)"), 4.0),
                (rec.resolve("Scream (1996)"), 1.0)]  # fmt: skip
     items = np.array([rec.resolve("Aladdin (1992)"), rec.resolve("Casino (1995)")])
     got = pulls(rec, history, items)
     v = rec.model.tower.item_vectors.double().numpy()
+    v = v - v.mean(0)  # centred on the catalogue: what every text shares explains nothing
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
     weights = np.array([5.0, 4.0, 1.0]) - 10.0 / 3
     for r, i in enumerate(items):
