@@ -64,7 +64,8 @@ def test_clean_drops_each_problem_and_reports_it(messy: Dataset) -> None:
         "m.inter line 6: item '99' is not in the items table"
     ]
     assert ex["duplicate (user, item) rating (kept the latest)"] == [
-        "m.inter line 8: user '3' rated item '10' again later (this rating dropped)"
+        "m.inter line 8: user '3' rated item '10' at line 7 too, later in time, which is kept "
+        "(this rating dropped)"
     ]
     assert ex["items table: item has neither text nor title"] == [
         "m.item line 5: item '13' has neither text nor title"
@@ -162,8 +163,25 @@ def test_duplicates_without_timestamps_keep_the_last_row(tmp_path: Path) -> None
     assert out.interactions["timestamp"].isna().all()
     assert out.report is not None
     assert out.report.examples["duplicate (user, item) rating (kept the latest)"] == [
-        "r.csv line 2: user '1' rated item '10' again later (this rating dropped)",
-        "r.csv line 3: user '1' rated item '10' again later (this rating dropped)",
+        "r.csv line 2: user '1' rated item '10' at line 4 too, the later line, which is kept "
+        "(this rating dropped)",
+        "r.csv line 3: user '1' rated item '10' at line 4 too, the later line, which is kept "
+        "(this rating dropped)",
+    ]
+
+
+def test_findings_name_columns_as_the_file_does_and_where_a_copy_is_kept(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("reader,book,stars\n1,10,4\n,11,3\n2,12,5\n1,10,4\n")
+    out = clean(load_table(p, user_col="reader", item_col="book", rating_col="stars",
+                           rating_range=(1, 5)))  # fmt: skip
+    assert out.report is not None
+    assert out.report.examples["missing user or item id"] == ["r.csv line 3: no reader"]
+    assert out.report.examples["duplicate (user, item) rating (kept the latest)"] == [
+        "r.csv line 2: user '1' rated item '10' at line 5 too, the later line, which is kept "
+        "(this rating dropped)"
     ]
 
 

@@ -202,10 +202,14 @@ def _missing_ids(frame: pd.DataFrame, *cols: str) -> _Finding | None:
     def which(i: int) -> str:
         return next(c for c in cols if masks[c][i])
 
+    # the file's own name for the column (reader_id for user_id), as the field is given
+    named = frame.attrs.get(COLUMNS_ATTR, {})
     rows = np.flatnonzero(missing)
     names = " or ".join(c.removesuffix("_id") for c in cols)
     field = which(int(rows[0])) if len(rows) else cols[0]
-    return _finding(frame, rows, f"missing {names} id", lambda i: f"no {which(i)}", field)
+    return _finding(
+        frame, rows, f"missing {names} id", lambda i: f"no {named.get(which(i), which(i))}", field
+    )
 
 
 def _bad_ratings(inter: pd.DataFrame) -> _Finding | None:
@@ -297,18 +301,27 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
     )
     dropped = ordered.index[ordered.duplicated(key, keep="last").to_numpy()]
     rows = np.sort(dropped.to_numpy())
-    return _finding(
-        inter,
-        rows,
-        "duplicate (user, item) rating (kept the latest)",
-        # the dropped row is the older rating (or, undated, the earlier line), so it
-        # reads "rated ... again later", not "again" as if this line were the repeat
-        lambda i: (
-            f"user {inter['user_id'].iloc[i]!r} rated item {inter['item_id'].iloc[i]!r} "
-            "again later (this rating dropped)"
-        ),
-        "item_id",
-    )
+    repeated = ordered.duplicated(key, keep=False).to_numpy()
+    kept_rows = ordered[repeated].drop_duplicates(key, keep="last")
+    pairs = zip(kept_rows["user_id"], kept_rows["item_id"], strict=True)
+    kept = dict(zip(pairs, kept_rows.index, strict=True))
+    lines = inter[LINE_COL].to_numpy() if LINE_COL in inter.columns else None
+
+    def why(i: int) -> str:
+        user, item = inter["user_id"].iloc[i], inter["item_id"].iloc[i]
+        other = int(kept[(user, item)])
+        # where the rating that stays is, and why it wins: the dropped row is the older
+        # one (undated or dated alike: the earlier line); "again later" misread a copy
+        at = f"line {int(lines[other])}" if lines is not None else f"row {other + 1}"
+        stamps = inter["timestamp"] if "timestamp" in inter.columns else None
+        later = stamps is not None and bool(stamps.iloc[other] > stamps.iloc[i])
+        return (
+            f"user {user!r} rated item {item!r} at {at} too, "
+            + ("later in time" if later else "the later line")
+            + ", which is kept (this rating dropped)"
+        )
+
+    return _finding(inter, rows, "duplicate (user, item) rating (kept the latest)", why, "item_id")
 
 
 def _unknown_items(inter: pd.DataFrame, items: pd.DataFrame) -> _Finding | None:
