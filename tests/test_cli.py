@@ -676,3 +676,16 @@ def test_the_items_and_users_files_may_name_their_ids_otherwise(files: Path) -> 
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert (info["interactions"], info["items_rated"], info["user_features"]) == (3, 2, ["age"])
+
+
+def test_the_p1_table_says_which_states_had_no_or_few_test_users() -> None:
+    from metarec.cli.training import format_p1_table
+
+    vals = {"mae": 0.8, "rmse": 1.0, "ndcg@3": 0.7, "precision@5": 0.5, "mrr@5": 0.6}
+    table = format_p1_table({
+        "summary": {"user_cold": {"bias": vals}, "item_cold": {"bias": vals}},
+        "n_users": {"user_cold": 55, "item_cold": 3, "both_cold": 0},
+    })  # fmt: skip
+    assert "both_cold            0  not evaluated: no test user in this state" in table
+    assert "few test users in item_cold (3): those figures are rough" in table
+    assert "user_cold (55)" not in table

@@ -339,6 +339,15 @@ def format_p1_table(result: dict[str, Any]) -> str:
         for name, vals in models.items():
             row = f"{state:<16} {result['n_users'][state]:>5}  {name:<18}"
             lines.append(row + "".join(f"{vals[m]:>12.4f}" for m in metrics))
+    for state, n in result["n_users"].items():
+        if not n:  # a row left out without a word read as a state not asked for
+            lines.append(f"{state:<16} {0:>5}  not evaluated: no test user in this state")
+    few = [f"{s} ({n})" for s, n in result["n_users"].items() if 0 < n < 20]
+    if few:
+        lines.append(
+            f"few test users in {', '.join(few)}: those figures are rough, and a difference "
+            "between models there is unlikely to be significant"
+        )
     return "\n".join(lines)
 
 
