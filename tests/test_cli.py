@@ -689,3 +689,18 @@ def test_the_p1_table_says_which_states_had_no_or_few_test_users() -> None:
     assert "both_cold            0  not evaluated: no test user in this state" in table
     assert "few test users in item_cold (3): those figures are rough" in table
     assert "user_cold (55)" not in table
+
+
+def test_too_few_users_for_a_p1_holdout_is_not_blamed_on_its_rule() -> None:
+    from types import SimpleNamespace
+
+    from metarec.cli.training import _check_p1_groups
+    from metarec.errors import DataError
+
+    every = SimpleNamespace(train_users=["a", "b", "c"], validation_users=[], new_users=["d"],
+                            min_ratings=13, max_ratings=100)  # fmt: skip
+    with pytest.raises(DataError, match=r"x: 4 users are too few for the P1 holdout, leaving 3 "
+                       r"to train on, 0 to stop early on and 1 new users"):  # fmt: skip
+        _check_p1_groups(every, 4, "x", True)
+    with pytest.raises(DataError, match=r"\(MeLU's rule\): 4 of 9 users here"):
+        _check_p1_groups(every, 9, "x", True)

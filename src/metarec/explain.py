@@ -110,12 +110,13 @@ def catalogue_centre(vectors: torch.Tensor) -> np.ndarray:
     """The mean item vector, kept on the catalogue's tensor with the version count
     that an in-place change moves (``extend`` makes a new tensor): every served list
     needs it, and a whole catalogue's mean is the costly part of a short list."""
+    version = vectors._version  # before the mean: a change during it is not stamped as seen
     kept = getattr(vectors, "_metarec_centre", None)
-    if kept is not None and kept[0] == vectors._version:
+    if kept is not None and kept[0] == version:
         return kept[1]
     with torch.no_grad():
-        centre = vectors.double().mean(0).cpu().numpy()
-    vectors._metarec_centre = (vectors._version, centre)  # type: ignore[attr-defined]
+        centre = vectors.mean(0, dtype=torch.float64).cpu().numpy()
+    vectors._metarec_centre = (version, centre)  # type: ignore[attr-defined]
     return centre
 
 

@@ -476,7 +476,10 @@ class Recommender(TopK):
             raise DataError(f"add_items: column(s) {twice} appear more than once; keep one")
         frame = items.rename(columns=self._file_columns(items)).reset_index(drop=True)
         if "item_id" not in frame.columns:
-            raise DataError(f"add_items: needs an item_id column; got {list(items.columns)}")
+            raise DataError(
+                f"add_items: needs an item_id column (or the id column of the file the run "
+                f"was trained on); got {list(items.columns)}"
+            )
         ids = frame["item_id"]
         no_id = ids.isna() | ids.astype(str).str.strip().eq("")
         if no_id.any():
@@ -537,7 +540,10 @@ class Recommender(TopK):
                           ("year_col", "year")):  # fmt: skip
             theirs = spec.get(key)
             taken = ours in items.columns or ours in renames.values()
-            if isinstance(theirs, str) and theirs in items.columns and not taken:
+            # a file column of one of metarec's names (an id column called "title") is
+            # read as metarec reads that name, not moved to another
+            ours_too = theirs in ("item_id", "title", "genres", "year", "text")
+            if isinstance(theirs, str) and theirs in items.columns and not (taken or ours_too):
                 renames[theirs] = ours
         return renames
 

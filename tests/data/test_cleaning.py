@@ -174,14 +174,17 @@ def test_findings_name_columns_as_the_file_does_and_where_a_copy_is_kept(
     tmp_path: Path,
 ) -> None:
     p = tmp_path / "r.csv"
-    p.write_text("reader,book,stars\n1,10,4\n,11,3\n2,12,5\n1,10,4\n")
+    p.write_text("reader,book,stars,t\n1,10,4,\n,11,3,\n2,12,5,3\n1,10,4,\n2,12,4,\n")
     out = clean(load_table(p, user_col="reader", item_col="book", rating_col="stars",
-                           rating_range=(1, 5)))  # fmt: skip
+                           timestamp_col="t", rating_range=(1, 5)))  # fmt: skip
     assert out.report is not None
     assert out.report.examples["missing user or item id"] == ["r.csv line 3: no reader"]
     assert out.report.examples["duplicate (user, item) rating (kept the latest)"] == [
         "r.csv line 2: user '1' rated item '10' at line 5 too, the later line, which is kept "
-        "(this rating dropped)"
+        "(this rating dropped)",
+        # the dated copy wins over an undated one further down
+        "r.csv line 6: user '2' rated item '12' at line 4 too, dated, where this rating is "
+        "not, which is kept (this rating dropped)",
     ]
 
 

@@ -158,7 +158,7 @@ def test_a_version_3_store_redates_events_from_far_past_their_arrival(
         ev("near", "2", "rating", 4.0, ts=now + 60.0),
         ev("past", "3", "rating", 2.0, ts=1e9),
     ])  # fmt: skip
-    old.add_events("u", [ev("later", "1", "rating", 1.0, ts=now + 1.0)])
+    old.add_events("u", [ev("later", "1", "rating", 1.0, ts=now + 30.0)])
     with old.engine.begin() as conn:  # as metarec wrote it before version 4
         conn.execute(text("DELETE FROM schema_version WHERE version >= 4"))
     assert [e.event_id for e in old.events_for("u")][-1] == "far"

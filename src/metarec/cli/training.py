@@ -95,6 +95,8 @@ def _check_p1_groups(split: Any, n_users: int, name: str, holdout_flag: bool) ->
     said = (
         f"{name}: the P1 holdout keeps users with {split.min_ratings} to "
         f"{split.max_ratings} ratings (MeLU's rule): {kept:,} of {n_users:,} users here"
+        if kept < n_users
+        else f"{name}: {n_users:,} users are too few for the P1 holdout"
     )
     other = "; use --holdout none to train on every user" if holdout_flag else ""
     if not split.train_users or not split.validation_users or not split.new_users:
@@ -340,9 +342,9 @@ def format_p1_table(result: dict[str, Any]) -> str:
             row = f"{state:<16} {result['n_users'][state]:>5}  {name:<18}"
             lines.append(row + "".join(f"{vals[m]:>12.4f}" for m in metrics))
     for state, n in result["n_users"].items():
-        if not n:  # a row left out without a word read as a state not asked for
+        if n == 0:  # a row left out without a word read as a state not asked for
             lines.append(f"{state:<16} {0:>5}  not evaluated: no test user in this state")
-    few = [f"{s} ({n})" for s, n in result["n_users"].items() if 0 < n < 20]
+    few = [f"{s} ({n})" for s, n in result["n_users"].items() if isinstance(n, int) and 0 < n < 20]
     if few:
         lines.append(
             f"few test users in {', '.join(few)}: those figures are rough, and a difference "

@@ -314,11 +314,14 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
         # one (undated or dated alike: the earlier line); "again later" misread a copy
         at = f"line {int(lines[other])}" if lines is not None else f"row {other + 1}"
         stamps = inter["timestamp"] if "timestamp" in inter.columns else None
-        later = stamps is not None and bool(stamps.iloc[other] > stamps.iloc[i])
-        return (
-            f"user {user!r} rated item {item!r} at {at} too, "
-            + ("later in time" if later else "the later line")
-            + ", which is kept (this rating dropped)"
+        if stamps is not None and pd.isna(stamps.iloc[i]) and pd.notna(stamps.iloc[other]):
+            wins = "dated, where this rating is not"
+        elif stamps is not None and bool(stamps.iloc[other] > stamps.iloc[i]):
+            wins = "later in time"
+        else:
+            wins = "the later line"
+        return f"user {user!r} rated item {item!r} at {at} too, {wins}, which is kept " + (
+            "(this rating dropped)"
         )
 
     return _finding(inter, rows, "duplicate (user, item) rating (kept the latest)", why, "item_id")

@@ -162,8 +162,8 @@ def _warn_stray_extreme(values: np.ndarray) -> None:
     """A scale read from the data takes a typo for its end: one 99 among 1-5 ratings
     makes the scale 1-99, so nothing is refused and every metric is scaled wrong. Warn
     when an end value is rare (under 1 % of ratings) and farther from the next value
-    than three times the span of the rest, or, where the rest is a scale of four or
-    more levels, farther than any two of its neighbouring levels (a 10 or a 7 among
+    than three times the span of the rest, or, where the rest is a scale of 4 to 11
+    evenly spaced levels, farther than its step (a 10 or a 7 among
     1-5 stars; levels with gaps, such as implicit weights 1, 2 and 5, stay quiet)."""
     levels, counts = np.unique(values, return_counts=True)
     if len(levels) < 3:
@@ -172,8 +172,11 @@ def _warn_stray_extreme(values: np.ndarray) -> None:
         (levels[-1], levels[-2], levels[0], counts[-1], levels[:-1]),
         (levels[0], levels[1], levels[-1], counts[0], levels[1:]),
     ):
-        gap = abs(end - nxt)
-        past_scale = len(rest) >= 4 and gap > 1.001 * float(np.diff(rest).max())
+        gap, steps = abs(end - nxt), np.diff(rest)
+        # a scale: a few evenly spaced levels (1-5 stars, 0.5 to 5 in halves); counts and
+        # weights, whose top values spread out, are not one
+        scale = 4 <= len(rest) <= 11 and float(np.ptp(steps)) <= 1e-9 * float(steps.max())
+        past_scale = scale and gap > 1.001 * float(steps.max())
         if count < 0.01 * len(values) and (gap > 3 * abs(nxt - far) or past_scale):
             warnings.warn(
                 f"rating scale read from the data as [{levels[0]:g}, {levels[-1]:g}], but "
@@ -306,16 +309,25 @@ def load_table(
                     "columns; rename the file's column"
                 )
     if items_path is None:
-        # without it the items are the rated ids, titled by id: the columns named were
-        # then "not in the items table", a table the user never gave
-        for flag, col in (("--text-cols", ",".join(text_cols)), ("--title-col", title_col),
-                          ("--genre-col", genre_col), ("--year-col", year_col),
-                          ("--items-id-col", item_id_col)):  # fmt: skip
-            if col:
-                raise ConfigError(
-                    f"{flag} {col}: names a column of the items file, and none was given "
-                    "(--items FILE, or items_path=)"
-                )
+        # without it the items are the rated ids, titled by id: the text columns were then
+        # "not in the items table", a table the user never gave. The other item columns
+        # are read from nowhere: said, not refused, as a saved run's spec or a config
+        # shared between data sets may name them and loaded before
+        if text_cols:
+            raise ConfigError(
+                f"--text-cols {','.join(text_cols)}: names columns of the items file, and "
+                "none was given (--items FILE, or items_path=)"
+            )
+        unread = [f"{flag} {col}" for flag, col in (
+            ("--title-col", title_col), ("--genre-col", genre_col), ("--year-col", year_col),
+            ("--items-id-col", item_id_col)) if col]  # fmt: skip
+        if unread:
+            warnings.warn(
+                f"{', '.join(unread)}: name(s) columns of an items file, and none was given "
+                "(--items FILE, or items_path=); the items are the rated ids, titled by id",
+                UserWarning,
+                stacklevel=2,
+            )
     users_id = users_id_col or user_col
     # the id column is renamed user_id: a feature of either name would be a second
     # user_id column in the users table

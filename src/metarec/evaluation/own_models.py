@@ -11,10 +11,10 @@ Such a model is reported as a peer: metarec's best model is still the reference
 its significance marks compare against, and it stays out of the ensemble (which
 blends metarec's models and the protocol's anchor). A run's kept progress is
 keyed on the names of the model's class and factory, the text of the files that
-define them, the classes it inherits from and the modules they import (outside
-metarec and installed packages), and the settings the built model holds, so an edited model file or
-another constructor argument starts the run over instead of mixing figures from
-two versions of the code.
+define them, the classes it inherits from and the modules of one's own they import
+by name (in the current folder or beside the model's files), and the settings the
+built model holds, so an edited model file or another constructor argument starts
+the run over instead of mixing figures from two versions of the code.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import importlib
 import inspect
 import json
 import re
+import site
 import sys
 import sysconfig
 import warnings
@@ -219,7 +220,20 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
 def _imported_own_files(parts: Iterable[Any]) -> set[str]:
     """The source files of the researcher's modules reachable by import from the
     modules defining ``parts``: a module a global names, or the module a global
-    function or class comes from (``from helpers import features``), and onwards."""
+    function or class comes from (``from helpers import features``), and onwards.
+    Only modules in the current folder or a folder of the model's own files count
+    (a package installed with ``pip install --user`` or put on ``PYTHONPATH`` is not
+    the model's code); a constant imported by name, or a module imported inside a
+    function, is not followed."""
+    parts = list(parts)
+    roots = {Path.cwd().resolve()}
+    for part in parts:
+        try:
+            source = inspect.getsourcefile(part)
+        except TypeError:
+            source = None
+        if source is not None:
+            roots.add(Path(source).resolve().parent)
     todo = [sys.modules.get(getattr(part, "__module__", "") or "") for part in parts]
     seen: set[str] = set()
     files: set[str] = set()
@@ -229,7 +243,7 @@ def _imported_own_files(parts: Iterable[Any]) -> set[str]:
             continue
         seen.add(module.__name__)
         source = _own_module_file(module)
-        if source is None:
+        if source is None or not any(Path(source).is_relative_to(r) for r in roots):
             continue
         files.add(source)
         for value in list(vars(module).values()):
@@ -270,10 +284,15 @@ def _ones_own(cls: type) -> bool:
     return not any(path.startswith(p) for p in _INSTALLED)
 
 
-# where installed packages and the standard library live
+# where installed packages and the standard library live (``pip install --user`` too)
 _INSTALLED = tuple(
     str(Path(p).resolve())
-    for p in {*sysconfig.get_paths().values(), sys.prefix, sys.base_prefix}
+    for p in {
+        *sysconfig.get_paths().values(),
+        sys.prefix,
+        sys.base_prefix,
+        site.getusersitepackages(),
+    }
     if p and Path(p).is_dir() and Path(p).resolve() != Path.cwd().resolve()
 )
 

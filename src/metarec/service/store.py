@@ -237,6 +237,11 @@ def migrate(engine: Engine) -> int:
             if version > current:
                 try:
                     step(conn)
+                    conn.execute(
+                        schema_version.insert().values(
+                            version=version, description=description, applied_at=time.time()
+                        )
+                    )
                 except ProgrammingError as exc:
                     if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
                         raise
@@ -247,11 +252,6 @@ def migrate(engine: Engine) -> int:
                         f"may not do ({said}); start metarec once with the role that owns "
                         "the tables, then this one"
                     ) from None
-                conn.execute(
-                    schema_version.insert().values(
-                        version=version, description=description, applied_at=time.time()
-                    )
-                )
     return int(current)
 
 
