@@ -212,6 +212,37 @@ def test_one_server_process_stopped_while_it_loads_exits_0(
     assert "metarec: serving" not in text, text
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_one_server_process_stopped_before_its_imports_end_exits_0(
+    service_run: Path, tmp_path: Path
+) -> None:
+    """SIGTERM from the moment the command catches it (read off /proc: the signal's bit
+    in SigCgt), while the server's modules still import, exits 0 as a later stop does;
+    it died of the signal, 143 and no word, before."""
+    command = ["metarec", "serve", str(service_run), "--db", f"sqlite:///{tmp_path / 'f.db'}"]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([*command, "--port", "0"], stdout=fh, stderr=fh)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            caught = int(next(ln for ln in status.splitlines() if ln.startswith("SigCgt:"))
+                         .split()[1], 16)  # fmt: skip
+            if caught & (1 << (signal.SIGTERM - 1)):
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    text = log.read_text()
+    assert "Traceback" not in text and "stopped before serving" in text, text
+    assert not (tmp_path / "f.db").exists()
+
+
 def test_a_stop_passes_the_broad_excepts_of_a_loader() -> None:
     """A file reader's ``except Exception`` (metarec.io, a library's) must not catch
     the stop and report it as, say, a damaged weights file."""

@@ -122,6 +122,11 @@ def _terminate(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
+def _stop_before_serving(signum: int, frame: Any) -> None:
+    print("metarec: stopped before serving", file=sys.stderr)
+    raise SystemExit(0)
+
+
 def _run(args: argparse.Namespace) -> int:
     installed, previous = False, None
     if args.command in _RESUMES and threading.current_thread() is threading.main_thread():
@@ -129,6 +134,11 @@ def _run(args: argparse.Namespace) -> int:
         # process would vanish without a word. Its writes are atomic either way, so this
         # only adds the message; `serve` keeps uvicorn's own graceful shutdown.
         previous, installed = signal.signal(signal.SIGTERM, _terminate), True
+    elif args.command == "serve" and threading.current_thread() is threading.main_thread():
+        # until the server puts in its own (its imports take a second or two): a stop
+        # then exits 0, as one during the load or once serving does, not 143 unsaid;
+        # nothing is written before the server starts
+        previous, installed = signal.signal(signal.SIGTERM, _stop_before_serving), True
     try:
         return int(args.func(args))
     except MetarecError as exc:
