@@ -43,7 +43,7 @@ from metarec.data.features import user_rows
 from metarec.data.registry import known_names
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks
-from metarec.errors import DataError, ModelError
+from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
 from metarec.models.base import TaskPredictor, check_seed, check_whole
@@ -145,18 +145,19 @@ def make_p1_split(
         ("new_user_fraction", new_user_fraction, "(0, 1)"),
         ("validation_fraction", validation_fraction, "[0, 1)"),
     ):
-        # "0.2" compared with 0.0 was a raw TypeError; NaN fails the range
+        # "0.2" compared with 0.0 was a raw TypeError; NaN fails the range. Options, not
+        # data: ConfigError, as the seed, fold and whole-number checks beside them raise
         number = not isinstance(value, bool) and isinstance(value, int | float | np.number)
         if not number or not (0.0 <= value < 1.0 if interval[0] == "[" else 0.0 < value < 1.0):
             kind = "" if number else "a number "
-            raise DataError(f"{name} must be {kind}in {interval}; got {value!r:.40}")
+            raise ConfigError(f"{name} must be {kind}in {interval}; got {value!r:.40}")
     if new_item_year not in ("auto", None) and (
         isinstance(new_item_year, bool)
         or not isinstance(new_item_year, int | float | np.number)
         or not float(new_item_year).is_integer()  # NaN and inf are not
     ):
         # "1998" against the year column was a raw TypeError
-        raise DataError(
+        raise ConfigError(
             f"new_item_year must be a whole year, 'auto' or None; got {new_item_year!r:.40}"
         )
     # whole numbers (13.5 was taken and recorded); the bounds below say why 13
@@ -164,7 +165,7 @@ def make_p1_split(
     max_ratings = check_whole(max_ratings, "max_ratings", 1)
     if not QUERY_SIZE + 3 <= min_ratings <= max_ratings:
         # a P1 task is at least 3 support ratings and the QUERY_SIZE query ratings
-        raise DataError(
+        raise ConfigError(
             f"min_ratings must be at least {QUERY_SIZE + 3} (3 support + {QUERY_SIZE} query "
             f"ratings) and at most max_ratings; got {min_ratings} and {max_ratings}"
         )
