@@ -191,6 +191,7 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
         except TypeError:
             source = None
         if source is not None and Path(source).is_file():
+            source = str(Path(source).resolve())
             if source not in read:  # two classes of one file: its text once
                 read.add(source)
                 digest.update(Path(source).read_bytes())
@@ -198,7 +199,7 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
             sourceless.append(qualname)
     # the researcher's modules the model's code imports (a helper that builds its
     # features is its code as much as the class is), in a stable order
-    for source in sorted(_imported_own_files(parts) - {str(Path(r).resolve()) for r in read}):
+    for source in sorted(_imported_own_files(parts, read) - read):
         digest.update(Path(source).read_bytes())
     if sourceless:
         warnings.warn(
@@ -217,23 +218,15 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
     }
 
 
-def _imported_own_files(parts: Iterable[Any]) -> set[str]:
+def _imported_own_files(parts: Iterable[Any], sources: Iterable[str]) -> set[str]:
     """The source files of the researcher's modules reachable by import from the
     modules defining ``parts``: a module a global names, or the module a global
     function or class comes from (``from helpers import features``), and onwards.
-    Only modules in the current folder or a folder of the model's own files count
-    (a package installed with ``pip install --user`` or put on ``PYTHONPATH`` is not
-    the model's code); a constant imported by name, or a module imported inside a
-    function, is not followed."""
-    parts = list(parts)
-    roots = {Path.cwd().resolve()}
-    for part in parts:
-        try:
-            source = inspect.getsourcefile(part)
-        except TypeError:
-            source = None
-        if source is not None:
-            roots.add(Path(source).resolve().parent)
+    Only modules in the current folder or a folder of ``sources`` (the parts' own
+    files) count (a package installed with ``pip install --user`` or put on
+    ``PYTHONPATH`` is not the model's code); a constant imported by name, or a module
+    imported inside a function, is not followed."""
+    roots = {Path.cwd().resolve(), *(Path(source).parent for source in sources)}
     todo = [sys.modules.get(getattr(part, "__module__", "") or "") for part in parts]
     seen: set[str] = set()
     files: set[str] = set()
@@ -263,7 +256,7 @@ def _own_module_file(module: Any) -> str | None:
     if not isinstance(source, str) or not source.endswith(".py") or not Path(source).is_file():
         return None
     resolved = str(Path(source).resolve())
-    return None if any(resolved.startswith(p) for p in _INSTALLED) else resolved
+    return None if _installed(resolved) else resolved
 
 
 def _ones_own(cls: type) -> bool:
@@ -278,10 +271,12 @@ def _ones_own(cls: type) -> bool:
         source = inspect.getsourcefile(cls)
     except TypeError:
         return module in ("__main__", "builtins")  # defined at the prompt: no file
-    if source is None:
-        return True
-    path = str(Path(source).resolve())
-    return not any(path.startswith(p) for p in _INSTALLED)
+    return source is None or not _installed(str(Path(source).resolve()))
+
+
+def _installed(resolved: str) -> bool:
+    """Whether a resolved file path lies with installed packages or the standard library."""
+    return any(resolved.startswith(p) for p in _INSTALLED)
 
 
 # where installed packages and the standard library live (``pip install --user`` too)
