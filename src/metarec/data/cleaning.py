@@ -306,6 +306,7 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
     pairs = zip(kept_rows["user_id"], kept_rows["item_id"], strict=True)
     kept = dict(zip(pairs, kept_rows.index, strict=True))
     lines = inter[LINE_COL].to_numpy() if LINE_COL in inter.columns else None
+    stamps = inter["timestamp"] if "timestamp" in inter.columns else None
 
     def why(i: int) -> str:
         user, item = inter["user_id"].iloc[i], inter["item_id"].iloc[i]
@@ -313,16 +314,14 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
         # where the rating that stays is, and why it wins: the dropped row is the older
         # one (undated or dated alike: the earlier line); "again later" misread a copy
         at = f"line {int(lines[other])}" if lines is not None else f"row {other + 1}"
-        stamps = inter["timestamp"] if "timestamp" in inter.columns else None
         if stamps is not None and pd.isna(stamps.iloc[i]) and pd.notna(stamps.iloc[other]):
             wins = "dated, where this rating is not"
         elif stamps is not None and bool(stamps.iloc[other] > stamps.iloc[i]):
             wins = "later in time"
         else:
             wins = "the later line"
-        return f"user {user!r} rated item {item!r} at {at} too, {wins}, which is kept " + (
-            "(this rating dropped)"
-        )
+        kept_at = f"at {at} too, {wins}, which is kept"
+        return f"user {user!r} rated item {item!r} {kept_at} (this rating dropped)"
 
     return _finding(inter, rows, "duplicate (user, item) rating (kept the latest)", why, "item_id")
 

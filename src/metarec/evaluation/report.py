@@ -340,11 +340,9 @@ def _p2_markdown(record: dict[str, Any]) -> list[str]:
     # how many users each figure averages: what a p-value or a tie rests on
     counts = {k: record["n_users"].get(k) for k in shots}
     pooled = f" (the {record['folds']} folds' together)" if record.get("folds", 1) > 1 else ""
-    if None in counts.values():  # a record that does not say: no line
-        pass
-    elif len(set(counts.values())) == 1:
+    if len(set(counts.values())) == 1 and None not in counts.values():
         lines += [f"Test users: {next(iter(counts.values())):,} at every K{pooled}.", ""]
-    else:
+    elif None not in counts.values():  # a record that does not say gets no line
         each = ", ".join(f"K={k}: {n:,}" for k, n in counts.items())
         lines += [f"Test users{pooled}: {each}.", ""]
     models = list(record["summary"][shots[0]])
