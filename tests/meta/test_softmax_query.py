@@ -41,6 +41,15 @@ def _unadapted(learner: Any, n: int) -> dict[str, torch.Tensor]:
     return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in learner.fast_init().items()}
 
 
+def _losses_and_scores(
+    learner: Any, batch: Any, fast: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-task softmax losses and each task's scores over the catalogue, no gradients."""
+    with torch.no_grad():
+        losses = learner.softmax_task_losses(batch, fast)
+        return losses, learner.scorer.scores_over_catalogue(fast, batch.user_features)
+
+
 def _nll(scores: torch.Tensor, candidates: np.ndarray, targets: np.ndarray) -> float:
     """Mean NLL of ``targets`` under a softmax over ``candidates`` alone."""
     logz = torch.logsumexp(scores[torch.as_tensor(candidates)], 0)
@@ -82,9 +91,7 @@ def test_support_items_below_the_like_threshold_are_left_out_too() -> None:
     assert sorted(batch.support_items[0].tolist()) == sorted(items[[0, 3, 5]].tolist())
     learner.set_catalogue()
     fast = learner.adapt(batch, steps=1, first_order=True)
-    with torch.no_grad():
-        loss = learner.softmax_task_losses(batch, fast)
-        scores = learner.scorer.scores_over_catalogue(fast, batch.user_features)
+    loss, scores = _losses_and_scores(learner, batch, fast)
     unseen = np.setdiff1d(np.arange(50), task.support_items)
     liked_query = task.query_items[task.query_ratings >= 4]
     assert float(loss[0]) == pytest.approx(_nll(scores[0], unseen, liked_query), rel=1e-10)
@@ -98,9 +105,7 @@ def test_a_joined_batch_keeps_its_targets_in_the_softmax() -> None:
     both = _support_and_query(batch, "softmax")
     learner.set_catalogue()
     fast = _unadapted(learner, len(both))
-    with torch.no_grad():
-        losses = learner.softmax_task_losses(both, fast)
-        scores = learner.scorer.scores_over_catalogue(fast, both.user_features)
+    losses, scores = _losses_and_scores(learner, both, fast)
     for row, task in enumerate(tasks):
         targets = np.concatenate([task.support_items, task.query_items])
         assert float(losses[row]) == pytest.approx(
@@ -116,9 +121,7 @@ def test_the_transfer_control_is_judged_over_the_whole_catalogue() -> None:
     tasks, batch = _clicks_batch()
     learner.set_catalogue()
     fast = _unadapted(learner, len(batch))
-    with torch.no_grad():
-        losses = learner.softmax_task_losses(batch, fast)
-        scores = learner.scorer.scores_over_catalogue(fast, batch.user_features)
+    losses, scores = _losses_and_scores(learner, batch, fast)
     for row, task in enumerate(tasks):
         assert float(losses[row]) == pytest.approx(
             _nll(scores[row], np.arange(50), task.query_items), rel=1e-10

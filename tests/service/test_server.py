@@ -188,57 +188,55 @@ def test_one_server_process_stops_on_a_signal_with_exit_code_0(
     assert "Finished server process" in text, text
 
 
-def test_one_server_process_stopped_while_it_loads_exits_0(
-    service_run: Path, tmp_path: Path
-) -> None:
+def _serve_then_stop(
+    service_run: Path,
+    tmp_path: Path,
+    ready: Callable[[subprocess.Popen[bytes], Path], bool],
+    timeout: float,
+) -> str:
+    """Start ``metarec serve`` on port 0, send SIGTERM once ``ready(proc, log)`` (or
+    ``timeout`` s), expect exit code 0; its log."""
     command = ["metarec", "serve", str(service_run), "--db", f"sqlite:///{tmp_path / 'f.db'}"]
     log = tmp_path / "serve.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([*command, "--port", "0"], stdout=fh, stderr=fh)
     try:
-        deadline = time.monotonic() + 60
-        # logged once the handler is in place, before the run loads
-        while "loading" not in log.read_text() and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while not ready(proc, log) and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()
-    finally:
-        proc.kill()
-        proc.wait()
-    text = log.read_text()
-    assert "Traceback" not in text and "stopped" in text, text
-    # stopped during the load (torch's import alone takes a second), not once serving
-    assert "metarec: serving" not in text, text
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
-def test_one_server_process_stopped_before_its_imports_end_exits_0(
-    service_run: Path, tmp_path: Path
-) -> None:
-    """SIGTERM from the moment the command catches it (read off /proc: the signal's bit
-    in SigCgt), while the server's modules still import, exits 0 as a later stop does;
-    it died of the signal, 143 and no word, before."""
-    command = ["metarec", "serve", str(service_run), "--db", f"sqlite:///{tmp_path / 'f.db'}"]
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([*command, "--port", "0"], stdout=fh, stderr=fh)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            caught = int(next(ln for ln in status.splitlines() if ln.startswith("SigCgt:"))
-                         .split()[1], 16)  # fmt: skip
-            if caught & (1 << (signal.SIGTERM - 1)):
-                break
             time.sleep(0.005)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
     finally:
         proc.kill()
         proc.wait()
-    text = log.read_text()
+    return log.read_text()
+
+
+def test_one_server_process_stopped_while_it_loads_exits_0(
+    service_run: Path, tmp_path: Path
+) -> None:
+    # logged once the handler is in place, before the run loads
+    text = _serve_then_stop(service_run, tmp_path, lambda _, log: "loading" in log.read_text(), 60)
+    assert "Traceback" not in text and "stopped" in text, text
+    # stopped during the load (torch's import alone takes a second), not once serving
+    assert "metarec: serving" not in text, text
+
+
+def _catches_sigterm(proc: subprocess.Popen[bytes], _log: Path) -> bool:
+    """Whether the process has a SIGTERM handler in place (its bit in /proc's SigCgt)."""
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    caught = int(next(ln for ln in status.splitlines() if ln.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_one_server_process_stopped_before_its_imports_end_exits_0(
+    service_run: Path, tmp_path: Path
+) -> None:
+    """SIGTERM from the moment the command catches it, while the server's modules still
+    import, exits 0 as a later stop does; it died of the signal, 143 and no word, before."""
+    text = _serve_then_stop(service_run, tmp_path, _catches_sigterm, 30)
     assert "Traceback" not in text and "stopped before serving" in text, text
     assert not (tmp_path / "f.db").exists()
 
