@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal, get_args, get_type_hints
 
 from metarec.device import check_device
 from metarec.errors import ConfigError
+from metarec.values import is_number, is_whole
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -333,11 +333,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             if isinstance(value, bool):
                 return value
         elif typ is int:
-            # numbers.Integral: numpy's integers too (a seed from np.arange), stored as int
-            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            # numpy's integers too (a seed from np.arange), stored as int
+            if is_whole(value):
                 return int(value)
         elif typ is float:
-            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if is_number(value):
                 return float(value)
         elif typ is str and isinstance(value, str):
             return value

@@ -43,6 +43,7 @@ from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
 from metarec.recommender import Recommender
 from metarec.run_folder import build_learner
 from metarec.trained_users import clear_for_new_model, save_trained_users
+from metarec.values import is_number
 
 
 def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
@@ -255,7 +256,7 @@ def split_users(
     frame: pd.DataFrame, fraction: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded split of ``frame``'s users: (the rest, ``fraction`` of users)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+    if not is_number(fraction) or not 0 <= fraction < 1:
         raise ConfigError(f"fraction: must be a number in [0, 1), got {fraction!r:.40}")
     check_seed(seed)
     users = np.sort(frame["user_id"].unique())
@@ -287,11 +288,8 @@ def train(
     if cfg is not None and not isinstance(cfg, TrainConfig):
         raise ConfigError(f"cfg: expected a TrainConfig or a dict of its keys, got {cfg!r:.60}")
     cfg = (cfg or TrainConfig()).validate()
-    if (
-        isinstance(validation_fraction, bool)
-        or not isinstance(validation_fraction, int | float)
-        or not 0.0 <= validation_fraction < 1.0  # NaN fails this too
-    ):
+    # NaN fails the interval too
+    if not is_number(validation_fraction) or not 0.0 <= validation_fraction < 1.0:
         raise ConfigError(
             f"validation_fraction: must be a number in [0, 1), got {validation_fraction!r:.40}"
         )

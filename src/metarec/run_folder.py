@@ -43,6 +43,7 @@ from metarec.io import (
 from metarec.meta.learner import MetaLearner
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
+from metarec.values import is_whole
 
 if TYPE_CHECKING:
     # only for annotations: the recommender module imports this one
@@ -237,7 +238,7 @@ def _check_counts(meta: dict, n_items: int, dim: int, source: Path) -> None:
         ("item_vector_dim", meta.get("item_vector_dim", dim), dim),
         ("encoder.dim", encoder.get("dim", 1), None),
     ):
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        if not is_whole(raw) or raw < 1:
             raise ModelError(
                 f"{source}: {where}: expected a positive whole number, got {raw!r:.60}"
             )

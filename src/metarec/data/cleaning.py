@@ -34,6 +34,7 @@ from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset, check_tabl
 from metarec.data.text import build_item_text
 from metarec.data.timestamps import datetime_seconds, is_datetimes, timestamp_problem
 from metarec.errors import ConfigError, DataError
+from metarec.values import is_whole
 
 # Titles GroupLens uses for a movie it knows nothing about (ml-100k item 267).
 PLACEHOLDER_TITLES = frozenset({"unknown", "unkonwn"})
@@ -482,11 +483,7 @@ def _check_options(min_text_chars: object, strict: object = False) -> None:
     >= 0 ("1" was a raw TypeError, -1 taken), ``strict`` True or False ("no" is truthy).
     As :func:`metarec.models.base.check_whole` words it; that module imports torch,
     which loading data does not need."""
-    if (
-        isinstance(min_text_chars, bool)
-        or not isinstance(min_text_chars, int | np.integer)
-        or min_text_chars < 0
-    ):
+    if not is_whole(min_text_chars) or min_text_chars < 0:
         raise ConfigError(
             f"min_text_chars: must be a whole number >= 0, got {min_text_chars!r:.40}"
         )

@@ -17,6 +17,7 @@ import pandas as pd
 
 from metarec.data.columns import plain
 from metarec.errors import ModelError
+from metarec.values import is_number, is_whole
 
 MAX_LEVELS = 24
 
@@ -214,13 +215,11 @@ class UserFeatureEncoder:
         for col in columns:
             codes = vocab.get(col)
             if not isinstance(codes, dict) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in codes.values()
+                is_whole(v) and v >= 0 for v in codes.values()
             ):
                 raise bad(f"features.vocab.{col}", "an object of value: code >= 0", codes)
         if not isinstance(bins, dict) or not all(
-            isinstance(edges, list)
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in edges)
-            for edges in bins.values()
+            isinstance(edges, list) and all(is_number(x) for x in edges) for edges in bins.values()
         ):
             raise bad("features.bins", "an object of column: [edges]", bins)
         canonical = {col: rekeyed(vocab[col]) for col in columns}

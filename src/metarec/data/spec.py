@@ -16,6 +16,7 @@ from typing import Any
 
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError, DataError, MetarecError, ModelError
+from metarec.values import is_whole
 
 SPEC_KEYS = (
     "dataset",
@@ -95,7 +96,7 @@ def check_recorded(metadata: dict[str, Any], source: str) -> None:
     if holdout is not None and not isinstance(holdout, str):
         raise bad("holdout", f"expected text (p1, none or retrain), got {holdout!r:.60}")
     seed = metadata.get("split_seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+    if seed is not None and (not is_whole(seed) or seed < 0):
         raise bad("split_seed", f"expected a whole number >= 0, got {seed!r:.60}")
     digest = metadata.get("split_digest")
     if digest is not None and not isinstance(digest, str):

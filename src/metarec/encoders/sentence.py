@@ -34,6 +34,7 @@ from metarec.device import check_device, resolve_device
 from metarec.encoders.base import check_texts
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.tempfiles import create_temp_dir
+from metarec.values import is_whole
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -189,18 +190,14 @@ class SentenceEncoder:
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise ConfigError(f"model must be a non-empty string or None, got {model!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_whole(batch_size) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_seq_length is not None and (
-            isinstance(max_seq_length, bool)
-            or not isinstance(max_seq_length, int)
-            or max_seq_length < 1
-        ):
+        if max_seq_length is not None and (not is_whole(max_seq_length) or max_seq_length < 1):
             raise ConfigError(
                 f"max_seq_length must be a positive integer or None, got {max_seq_length!r}"
             )
-        self.batch_size = batch_size
-        self.max_seq_length = max_seq_length
+        self.batch_size = int(batch_size)
+        self.max_seq_length = None if max_seq_length is None else int(max_seq_length)
         self._requested_device = None if device is None else check_device(device, "device")
         self._local_dir: Path | None = None
         name = (model or DEFAULT_MODEL).strip()

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from metarec.encoders.base import check_texts
 from metarec.errors import ConfigError, DataError, ModelError
+from metarec.values import is_whole
 
 if TYPE_CHECKING:
     import torch
@@ -50,13 +51,13 @@ class TfidfSvdEncoder:
         ngram_range: tuple[int, int] = (1, 2),
         max_features: int | None = None,
     ) -> None:
-        if _not_int(dim) or dim < 1:
+        if not is_whole(dim) or dim < 1:
             raise ConfigError(f"dim must be a positive integer, got {dim!r}")
-        if _not_int(seed) or seed < 0:
+        if not is_whole(seed) or seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-        if isinstance(min_df, bool) or not (
-            (isinstance(min_df, int) and min_df >= 1)
-            or (isinstance(min_df, float) and 0.0 <= min_df <= 1.0)
+        if not (
+            (is_whole(min_df) and min_df >= 1)
+            or (isinstance(min_df, float | np.floating) and 0.0 <= min_df <= 1.0)
         ):
             raise ConfigError(
                 f"min_df must be an integer >= 1 (documents) or a float in [0, 1] "
@@ -68,15 +69,15 @@ class TfidfSvdEncoder:
             raise ConfigError(f"ngram_range must be two integers, got {ngram_range!r}") from None
         if not 1 <= lo <= hi:
             raise ConfigError(f"ngram_range must satisfy 1 <= low <= high, got {ngram_range!r}")
-        if max_features is not None and (_not_int(max_features) or max_features < 1):
+        if max_features is not None and (not is_whole(max_features) or max_features < 1):
             raise ConfigError(
                 f"max_features must be a positive integer or None, got {max_features!r}"
             )
-        self._dim = dim
-        self.seed = seed
-        self.min_df = min_df
+        self._dim = int(dim)
+        self.seed = int(seed)
+        self.min_df: int | float = int(min_df) if is_whole(min_df) else float(min_df)
         self.ngram_range = (lo, hi)
-        self.max_features = max_features
+        self.max_features = None if max_features is None else int(max_features)
         self._vocab: dict[str, int] | None = None
         self._idf: npt.NDArray[np.float64] | None = None
         self._components: npt.NDArray[np.float32] | None = None
@@ -275,10 +276,6 @@ class TfidfSvdEncoder:
         self._state_hash = h.hexdigest()[:16]
 
 
-def _not_int(value: object) -> bool:
-    return isinstance(value, bool) or not isinstance(value, int)
-
-
 def _read_state(
     config: Mapping[str, Any], tensors: Mapping[str, Any], dim: int
 ) -> tuple[dict[str, int], npt.NDArray[np.float64], npt.NDArray[np.float32]]:
@@ -286,7 +283,7 @@ def _read_state(
     idf_raw = config.get("idf")
     if not isinstance(vocab_raw, Mapping) or not isinstance(idf_raw, Sequence):
         raise ModelError("saved TF-IDF config lacks 'vocabulary' (mapping) or 'idf' (list)")
-    if not all(isinstance(k, str) and not _not_int(v) for k, v in vocab_raw.items()):
+    if not all(isinstance(k, str) and is_whole(v) for k, v in vocab_raw.items()):
         raise ModelError("saved TF-IDF vocabulary must map strings to integers")
     vocab = {str(k): int(v) for k, v in vocab_raw.items()}
     try:

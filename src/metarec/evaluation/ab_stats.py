@@ -24,10 +24,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 from scipy.stats import norm
 
 from metarec.errors import InputError
+from metarec.values import is_number, is_whole
 
 
 def _counts(where: str, *pairs: tuple[str, Any, str, Any]) -> None:
@@ -36,7 +36,7 @@ def _counts(where: str, *pairs: tuple[str, Any, str, Any]) -> None:
     0 of -3 users an interval of NaNs, as if the arm were empty."""
     for x_name, x, n_name, n in pairs:
         for name, value in ((x_name, x), (n_name, n)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            if not is_whole(value):
                 raise InputError(f"{where}: {name} must be a whole number, got {value!r:.40}")
         if n < 0:
             raise InputError(f"{where}: {n_name} must be >= 0 (a number of users), got {n}")
@@ -49,7 +49,7 @@ def _counts(where: str, *pairs: tuple[str, Any, str, Any]) -> None:
 def check_probability(where: str, name: str, value: object) -> float:
     """A level, alpha or power: a number strictly between 0 and 1, or an InputError naming
     ``where`` and ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+    if not is_number(value):
         raise InputError(f"{where}: {name} must be a number in (0, 1), got {value!r:.40}")
     if not 0 < value < 1:  # NaN fails this too
         raise InputError(f"{where}: {name} must be in (0, 1), got {value}")
@@ -114,7 +114,7 @@ def users_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8)
     alpha = check_probability("users_per_arm", "alpha", alpha)
     power = check_probability("users_per_arm", "power", power)
     for name, rate in (("p1", p1), ("p2", p2)):
-        if isinstance(rate, bool) or not isinstance(rate, int | float | np.number):
+        if not is_number(rate):
             raise InputError(f"users_per_arm: {name} must be a rate in [0, 1], got {rate!r:.40}")
         if not math.isnan(rate) and not 0 <= rate <= 1:
             raise InputError(f"users_per_arm: {name} must be a rate in [0, 1], got {rate}")

@@ -45,6 +45,7 @@ from metarec.evaluation.p4_split import (
 )
 from metarec.evaluation.users_spec import check_users_spec, users_from_spec
 from metarec.models.base import ScoringModel, check_k
+from metarec.values import is_number
 
 __all__ = [
     "ARMS",
@@ -178,11 +179,7 @@ def run_abtest(
                 f"MetaModel.from_recommender for a trained run), got {type(policy).__name__}"
             )
     check_k(k)
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, int | float | np.number)
-        or not np.isfinite(threshold)
-    ):
+    if not is_number(threshold) or not np.isfinite(threshold):
         raise ConfigError(f"threshold: expected a finite rating, got {threshold!r:.40}")
     if users is not None and not isinstance(users, pd.DataFrame):
         raise DataError(f"users: expected a DataFrame of user features, got {type(users).__name__}")

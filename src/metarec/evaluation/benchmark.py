@@ -20,7 +20,6 @@ the model it was fitting.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +47,7 @@ from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import RANKERS, make_ranker
+from metarec.values import is_whole
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 # metarec models that are not a TrainConfig algorithm (no network, no inner loop), so
@@ -761,7 +761,7 @@ def run_benchmark(
     if protocol not in ("p1", "p2"):
         raise ConfigError(f"protocol: {protocol!r} is not one of p1, p2")
     for what, n in (("folds", folds), ("seeds", seeds)):
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        if not is_whole(n):
             raise ConfigError(f"{what}: expected a whole number, got {n!r}")
     if folds < 1:
         raise ConfigError(f"folds: must be >= 1, got {folds}")
@@ -797,10 +797,7 @@ def run_benchmark(
     # checked here, not after every model is fitted
     if not algorithms:
         raise ConfigError("algorithms: the run needs at least one metarec model to judge")
-    if protocol == "p2" and (
-        not shots
-        or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0 for k in shots)
-    ):
+    if protocol == "p2" and (not shots or any(not is_whole(k) or k < 0 for k in shots)):
         raise ConfigError(f"shots: support sizes must be whole numbers >= 0, got {list(shots)}")
     base = TrainConfig(seed=seed).with_overrides(list(overrides))
     encoder = ready_encoder(base.encoder, device=base.device)  # a typo'd model name

@@ -23,6 +23,7 @@ from scipy.stats import binomtest
 
 from metarec.errors import InputError
 from metarec.models.base import check_k, check_seed
+from metarec.values import is_whole
 
 
 def team_draft(
@@ -62,7 +63,7 @@ def _ranking(where: str, name: str, value: Any) -> np.ndarray:
     if arr.dtype.kind == "f":
         bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
     elif arr.dtype.kind not in "iu":  # text, None, True: find the first such entry
-        bad = np.array([isinstance(v, bool) or not isinstance(v, int) for v in arr.tolist()])
+        bad = np.array([not is_whole(v) for v in arr.tolist()])
     else:
         bad = np.zeros(0, dtype=bool)
     if bad.any():

@@ -47,6 +47,7 @@ from scipy.stats import rankdata
 
 from metarec.errors import InputError
 from metarec.models.base import check_k
+from metarec.values import is_number, is_whole
 
 
 def as_numbers(values: object, name: str) -> np.ndarray:
@@ -81,7 +82,7 @@ def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _threshold(value: object, name: str = "threshold") -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+    if not is_number(value):
         raise InputError(f"{name}: expected a rating (a number), got {value!r:.40}")
     if not np.isfinite(value):
         raise InputError(f"{name}: expected a finite rating, got {value}")
@@ -489,7 +490,7 @@ def ranking_table(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> di
 
 def coverage(top: np.ndarray, n_items: int) -> float:
     """``itemcoverage@k``: distinct items over all users' lists / ``n_items`` (-1 = empty slot)."""
-    if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer) or n_items <= 0:
+    if not is_whole(n_items) or n_items <= 0:
         raise InputError(f"n_items: must be a whole number > 0, got {n_items!r}")
     shown = _top_lists(top).ravel()
     if shown.size and shown.max() >= n_items:

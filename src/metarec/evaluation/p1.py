@@ -48,6 +48,7 @@ from metarec.evaluation.metrics import per_user_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
 from metarec.models.base import TaskPredictor, check_seed, check_whole
 from metarec.models.item_evidence import ItemEvidence, fitted_residuals
+from metarec.values import is_number
 
 STATES = ("warm", "user_cold", "item_cold", "both_cold")
 # the cold-item states again, with the new items' first ratings pooled as evidence
@@ -147,14 +148,12 @@ def make_p1_split(
     ):
         # "0.2" compared with 0.0 was a raw TypeError; NaN fails the range. Options, not
         # data: ConfigError, as the seed, fold and whole-number checks beside them raise
-        number = not isinstance(value, bool) and isinstance(value, int | float | np.number)
+        number = is_number(value)
         if not number or not (0.0 <= value < 1.0 if interval[0] == "[" else 0.0 < value < 1.0):
             kind = "" if number else "a number "
             raise ConfigError(f"{name} must be {kind}in {interval}; got {value!r:.40}")
     if new_item_year not in ("auto", None) and (
-        isinstance(new_item_year, bool)
-        or not isinstance(new_item_year, int | float | np.number)
-        or not float(new_item_year).is_integer()  # NaN and inf are not
+        not is_number(new_item_year) or not float(new_item_year).is_integer()  # NaN and inf are not
     ):
         # "1998" against the year column was a raw TypeError
         raise ConfigError(

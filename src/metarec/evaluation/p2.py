@@ -34,6 +34,7 @@ from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import coverage, ranking_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
 from metarec.models.base import ScoringModel, check_seed, check_whole
+from metarec.values import is_whole
 
 SHOTS = (0, 1, 3, 5, 10, 20)
 TOP_K = 10
@@ -134,7 +135,7 @@ def shot_tasks(
 ) -> tuple[list[Task], list[str]]:
     """One task per user: support = first ``k`` ratings by time, query = the rest."""
     # k = -1 would slice off the last rating as the query, silently: not a support size
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+    if not is_whole(k) or k < 0:
         raise ConfigError(f"shot_tasks: k must be a whole number >= 0 (0: zero-shot), got {k!r}")
     check_frame(frame, "shot_tasks", ("user_id", "item_id", "rating"))
     if not isinstance(index, Mapping):

@@ -23,6 +23,7 @@ from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ConfigError, DataError
 from metarec.io import load_json, reading, save_json, warn_unknown_keys
 from metarec.models.base import check_seed, check_whole
+from metarec.values import is_whole
 
 ARMS = ("A", "B")
 # the keys save writes, each read by load
@@ -94,9 +95,7 @@ class P4Split:
 
 def _skipped(value: Any) -> dict[str, int]:
     """A P4 file's counts of users left out, by reason (reported, not used)."""
-    if not isinstance(value, dict) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value.values()
-    ):
+    if not isinstance(value, dict) or not all(is_whole(n) and n >= 0 for n in value.values()):
         raise ValueError(f"skipped must be an object of reason: count, got {value!r:.60}")
     return {str(k): int(v) for k, v in value.items()}
 
@@ -111,9 +110,9 @@ def id_list(raw: dict[str, Any], field: str) -> list[str]:
 
 def whole_number(raw: dict[str, Any], field: str) -> int:
     value = raw[field]
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_whole(value):
         raise TypeError(f"{field} must be a whole number, got {value!r}")
-    return value
+    return int(value)
 
 
 def make_p4_split(

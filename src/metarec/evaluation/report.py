@@ -19,6 +19,7 @@ from typing import Any
 from metarec.errors import DataError
 from metarec.evaluation.metrics import P1_METRICS
 from metarec.io import json_bytes, write_bytes_atomic
+from metarec.values import is_number, is_whole
 
 # every P1 metric, in the order metrics.py defines them, with the mean's MAE beside the
 # model's own (its median rating's, where it has cutpoints)
@@ -91,9 +92,7 @@ def check_record_fields(record: dict[str, Any], source: str | Path) -> None:
             for t in allowed
         )
         if name == "rating_range" and ok:
-            ok = len(value) == 2 and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
-            )
+            ok = len(value) == 2 and all(is_number(x) for x in value)
         if not ok:
             expected = " or ".join(
                 _JSON_NAMES[t] for t in allowed if not (t is int and float in allowed)
@@ -106,10 +105,6 @@ def check_record_fields(record: dict[str, Any], source: str | Path) -> None:
                 field=name,
             )
     _check_tables(record, source)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_tables(record: dict[str, Any], source: str | Path) -> None:
@@ -141,11 +136,11 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         for where, value in cells(name, 3):
             # an undefined mean is null (NaN in records before 2026-11-30); Infinity
             # is no mean of metrics in [0, 1] or of rating errors: an edit
-            if value is not None and not (_is_number(value) and not math.isinf(value)):
+            if value is not None and not (is_number(value) and not math.isinf(value)):
                 raise bad(where, "a finite number or null", value)
     for where, value in cells("ci95", 3):
         ends = value if isinstance(value, list) and len(value) == 2 else None
-        if ends is None or not all(e is None or _is_number(e) for e in ends):
+        if ends is None or not all(e is None or is_number(e) for e in ends):
             raise bad(where, "[low, high] of numbers or nulls", value)
         if None not in ends and ends[0] > ends[1]:
             raise bad(where, "[low, high] with low <= high", value)
@@ -161,24 +156,24 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
             raise bad(where, "one of the record's models", model)
     for n, row in enumerate(record.get("ensemble_weights") or []):
         for where, value in leaves(f"ensemble_weights[{n}]", row, 2):  # bucket, model
-            if not (_is_number(value) and not math.isinf(value)):
+            if not (is_number(value) and not math.isinf(value)):
                 raise bad(where, "a finite weight", value)
     for where, value in cells("timings", 1):
         if where == "timings.fit_s":  # a list of folds, each model: seconds
             for n, fold in enumerate(value if isinstance(value, list) else [value]):
                 for at, secs in leaves(f"{where}[{n}]", fold, 1):
-                    if not _is_number(secs):
+                    if not is_number(secs):
                         raise bad(at, "seconds (a number)", secs)
-        elif value is not None and not _is_number(value):
+        elif value is not None and not is_number(value):
             raise bad(where, "seconds (a number)", value)
     for where, value in cells("n_users", 1):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not is_whole(value) or value < 0:
             raise bad(where, "a whole number >= 0", value)
     for where, comp in cells("significance", 3):
         if not isinstance(comp, dict):
             raise bad(where, "an object", comp)
         for key, check, expected in (
-            ("p_holm", _is_number, "a number"),
+            ("p_holm", is_number, "a number"),
             ("significant", lambda v: isinstance(v, bool), "true or false"),
             ("better", lambda v: isinstance(v, bool), "true or false"),
         ):

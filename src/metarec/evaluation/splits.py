@@ -26,6 +26,7 @@ import pandas as pd
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError, DataError, MetarecError
 from metarec.io import load_json, reading, save_json, warn_unknown_keys
+from metarec.values import is_whole
 
 S = TypeVar("S", bound="SplitFile")
 
@@ -193,13 +194,13 @@ def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
             raise ValueError(f"{f.name} holds {twice!r} more than once")
         return ids
     if f.type == "int":  # the seed (numpy's generators take a whole number >= 0), a count
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_whole(value) or value < 0:
             raise ValueError(f"{f.name} must be a whole number >= 0, got {value!r:.40}")
         return value
     if f.type == "str":
         return str(value)
     if f.type == "int | None":
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if value is not None and not is_whole(value):
             raise TypeError(f"{f.name} must be a whole number or null, got {value!r}")
         return value
     raise TypeError(f"no reader for {f.name}: {f.type}")
@@ -227,10 +228,10 @@ def check_folds(n_folds: int | None, fold: int | None) -> None:
         if fold is not None:
             raise DataError(f"fold {fold} given without n_folds")
         return
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
+    if not is_whole(n_folds) or n_folds < 2:
         # one fold would hold every user out, leaving none to train on
         raise DataError(f"n_folds must be an integer >= 2; got {n_folds!r}")
-    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds:
+    if not is_whole(fold) or not 0 <= fold < n_folds:
         raise DataError(f"fold must be an integer in [0, {n_folds}); got {fold!r}")
 
 
@@ -325,7 +326,7 @@ def check_fold_plan(protocol: str, dataset: str, folder: str | Path, n_folds: in
         except MetarecError:  # unreadable: the plan it belongs to is unknown
             raw = {}
         recorded = raw.get("n_folds") if isinstance(raw, dict) else None
-        if isinstance(recorded, int) and not isinstance(recorded, bool):
+        if is_whole(recorded):
             holds = f"fold {fold} of a {recorded}-fold split"
             if recorded != n_folds:
                 _refuse_plan(path, holds, prefix, folder, n_folds)

@@ -29,6 +29,7 @@ from metarec.errors import InputError
 from metarec.evaluation.ab_stats import check_probability
 from metarec.evaluation.metrics import as_numbers
 from metarec.models.base import check_seed
+from metarec.values import is_whole
 
 _BOOT_CHUNK = 256  # bootstrap resamples drawn at a time (bounds memory for large n)
 
@@ -94,7 +95,7 @@ def bootstrap_ci(
     (1 − level)/2 and (1 + level)/2 quantiles of the resampled means.
     """
     check_probability("bootstrap_ci", "level", level)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot <= 0:
+    if not is_whole(n_boot) or n_boot <= 0:
         raise InputError(f"bootstrap_ci: n_boot must be a whole number > 0, got {n_boot!r:.40}")
     check_seed(seed, "bootstrap_ci: seed")  # "x" was a raw numpy SeedSequence error
     x = as_numbers(values, "bootstrap_ci: values")

@@ -30,6 +30,7 @@ from metarec.data.schema import Dataset, check_like_threshold, like_threshold_fo
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.models.cutpoints import RatingCutpoints
+from metarec.values import is_number, is_whole
 
 
 class TaskPredictor(Protocol):
@@ -225,7 +226,7 @@ class ScoringModel(ABC):
 def check_k(k: object, where: str = "") -> None:
     """ConfigError unless ``k`` (a list length) is a whole number > 0; ``where`` prefixes
     the message (a model's name)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+    if not is_whole(k) or k <= 0:
         raise ConfigError(f"{where}k: must be a whole number > 0, got {k!r}")
 
 
@@ -233,7 +234,7 @@ def check_whole(value: object, where: str, low: int) -> int:
     """``value`` as an int if it is a whole number >= ``low``, else a ConfigError naming
     ``where``: int() cut 2.5 to 2, a bool is not a count, and "5" compared with a number
     was a raw TypeError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if not is_whole(value) or value < low:
         raise ConfigError(f"{where}: must be a whole number >= {low}, got {value!r:.40}")
     return int(value)
 
@@ -249,9 +250,7 @@ def check_shots(shots: object, where: str) -> tuple[int, ...]:
     as the characters of a string), or a ConfigError naming ``where``."""
     if isinstance(shots, (str, bytes)) or not isinstance(shots, Sequence | np.ndarray):
         raise ConfigError(f"{where}: expected a list of support sizes, got {shots!r}")
-    if not len(shots) or any(
-        isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in shots
-    ):
+    if not len(shots) or any(not is_whole(k) or k < 1 for k in shots):
         raise ConfigError(f"{where}: must be whole support sizes >= 1, got {tuple(shots)}")
     return tuple(int(k) for k in shots)
 
@@ -259,7 +258,7 @@ def check_shots(shots: object, where: str) -> tuple[int, ...]:
 def check_positive(where: str, **values: object) -> None:
     """ConfigError unless every value is a finite number > 0 (NaN slips past ``<= 0``)."""
     for what, value in values.items():
-        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+        ok = is_number(value)
         if not ok or not np.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{where}: {what} must be a finite number > 0, got {value!r}")
 
@@ -341,11 +340,7 @@ def check_steps(steps: object) -> None:
     [0, :data:`MAX_STEPS`]."""
     if steps is None:
         return
-    if (
-        isinstance(steps, bool)
-        or not isinstance(steps, (int, np.integer))
-        or not 0 <= steps <= MAX_STEPS
-    ):
+    if not is_whole(steps) or not 0 <= steps <= MAX_STEPS:
         raise ConfigError(
             f"steps: must be a whole number in [0, {MAX_STEPS}] (or None), got {steps!r:.40}"
         )

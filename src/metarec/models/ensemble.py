@@ -50,6 +50,7 @@ from metarec.models.base import (
     check_whole,
 )
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
+from metarec.values import is_whole
 
 Mode = Literal["rating", "ranking"]
 DEFAULT_BUCKETS = (0, 1, 3, 5, 10, 20)
@@ -101,9 +102,7 @@ class Ensemble(ScoringModel):
             raise ConfigError(
                 f"ensemble buckets: expected a list such as [0, 1, 3], got {buckets!r}"
             )
-        whole = all(
-            isinstance(b, int | np.integer) and not isinstance(b, bool) for b in buckets
-        )  # 1.5 was cut to 1 without a word
+        whole = all(is_whole(b) for b in buckets)  # 1.5 was cut to 1 without a word
         buckets = list(buckets)
         if not whole or not buckets or sorted(set(buckets)) != buckets or buckets[0] != 0:
             raise ConfigError(

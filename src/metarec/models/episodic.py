@@ -102,6 +102,7 @@ from metarec.models.memory import (
     require_memory,
 )
 from metarec.models.universe import Universe, check_max_items
+from metarec.values import is_number
 
 FeatureSet = Literal["binary", "binary+ratings"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("binary", "binary+ratings")
@@ -255,7 +256,7 @@ class EpisodicLinear(ScoringModel):
         check_positive(name, **{f"lams[{i}]": lam for i, lam in enumerate(lams)})
         check_positive(name, chunk_episodes=chunk_episodes)
         for what, value in (("support_scale", support_scale), ("target_scale", target_scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            if not is_number(value):
                 raise ConfigError(f"{name}: {what} must be a number, got {value!r}")
         bad = [f for f in feature_sets if f not in FEATURE_SETS]
         if not feature_sets or bad:

@@ -51,6 +51,7 @@ from metarec.peers.knn import ContentKNN
 from metarec.peers.popularity import Popularity
 from metarec.recommender import Recommender
 from metarec.tempfiles import create_temp_dir
+from metarec.values import is_number, is_whole
 
 MANIFEST = "ensemble.json"
 FORMAT = "metarec-ensemble"
@@ -562,10 +563,10 @@ class _Fields:
                 raise self.bad(key, "missing")
             return default
         value = self.raw[key]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        ok = is_whole(value) if kind is int else isinstance(value, kind)
         if kind is float:
             # Python's json reads NaN and Infinity, which no saved setting holds
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = is_number(value)
             if ok and not math.isfinite(value):
                 raise self.bad(key, f"expected a finite number, got {value!r}")
         if not ok:

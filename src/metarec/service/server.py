@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from metarec.errors import ConfigError, MetarecError, ModelError
 from metarec.service.settings import ServiceSettings
+from metarec.values import is_whole
 
 if TYPE_CHECKING:
     import uvicorn
@@ -39,8 +40,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
     behind; handed to uvicorn, the same socket serves (no window for another process
     to take the port between the check and the start).
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+    if not is_whole(port) or not 0 <= port <= 65535:
         raise ConfigError(f"--port: {port!r} is not a TCP port; expected 0-65535 (0: any free)")
+    port = int(port)  # getaddrinfo takes no numpy integer
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as exc:
@@ -74,9 +76,9 @@ STOP_GRACE_S = 30.0  # what a stopping worker gets to finish its requests before
 
 
 def check_workers(workers: object) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+    if not is_whole(workers) or not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"--workers: {workers!r}; expected a whole number 1-{MAX_WORKERS}")
-    return workers
+    return int(workers)
 
 
 def serve(
