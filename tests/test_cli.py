@@ -616,6 +616,22 @@ def test_training_again_drops_the_last_runs_results(
         assert (out / "split.json").exists() and not (out / "trained-users.json").exists()
 
 
+def test_training_a_run_again_with_more_epochs_says_it_resumed(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    out = tmp_path / "run"
+    args = [*_small_ratings(files), "--holdout", "none", "--out", str(out)]
+    assert cli("train", *args).returncode == 0
+    proc = cli("train", *args, "--set", "epochs=2")
+    assert proc.returncode == 0, proc.stderr
+    assert ", resumed after epoch 1, " in proc.stdout
+    # fewer epochs than the checkpoint holds: trained afresh, as the config asks
+    proc = cli("train", *args)
+    assert proc.returncode == 0 and "resumed" not in proc.stdout
+    assert "trained 2 epochs, more than epochs=1; training from the start" in proc.stderr
+    assert json.loads((out / "config.json").read_text())["epochs"] == 1
+
+
 def test_an_interrupted_save_leaves_no_run_that_mixes_two(
     files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,5 +52,5 @@ def test_numpy_integers_are_taken_and_stored_as_int() -> None:
 def test_a_boolean_is_still_refused_where_a_count_is_expected() -> None:
     with pytest.raises(ConfigError, match="dim must be a positive integer, got True"):
         TfidfSvdEncoder(dim=True)
-    with pytest.raises(ConfigError, match="--workers: 2.0"):
+    with pytest.raises(ConfigError, match=r"--workers: 2\.0"):
         check_workers(2.0)

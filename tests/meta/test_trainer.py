@@ -177,6 +177,25 @@ def test_a_checkpoint_written_before_item_vectors_were_fingerprinted_resumes(
         assert torch.allclose(v, w, atol=1e-6), k
 
 
+def test_fewer_epochs_than_the_checkpoint_trained_start_afresh(tmp_path: Path) -> None:
+    """A finished 3-epoch checkpoint asked for 2 epochs: resuming kept the 3-epoch
+    model (best epoch 3) under a config that says 2; a fresh 2-epoch run is what the
+    config asks for."""
+    vectors, src = _source(1)
+    _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)
+    fresh = _trainer(vectors, 2)
+    fresh_hist = fresh.fit(src, src)
+    again = _trainer(vectors, 2)
+    with pytest.warns(UserWarning, match="trained 3 epochs, more than epochs=2; training"):
+        hist = again.fit(src, src, checkpoint_dir=tmp_path)
+    assert not hist.resumed_from and hist.epochs == fresh_hist.epochs
+    assert max(e["epoch"] for e in hist.epochs) == 2
+    for (k, v), w in zip(
+        fresh.learner.state_dict().items(), again.learner.state_dict().values(), strict=True
+    ):
+        assert torch.equal(v, w), k
+
+
 @pytest.mark.parametrize("changed", ["ratings", "item vectors"])
 def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path, changed: str) -> None:
     """Other ratings, or items whose text changed (the checkpoint holds the old LM

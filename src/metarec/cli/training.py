@@ -217,7 +217,9 @@ def train_run(
         rec.save(out)
         remove_orphan_temps(out)  # a kill during an earlier save; the lock is ours
         secs = time.perf_counter() - t0
-        print(f"saved {out} (best epoch {history.best_epoch}, {secs:.0f} s)")
+        # the seconds are this command's: say so when earlier epochs came from a checkpoint
+        resumed = f", resumed after epoch {history.resumed_from}" if history.resumed_from else ""
+        print(f"saved {out} (best epoch {history.best_epoch}{resumed}, {secs:.0f} s)")
         return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}
 
 

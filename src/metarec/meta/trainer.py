@@ -250,12 +250,21 @@ class Trainer:
                 # vectors in its fingerprint) resumes on its config and ratings alone
                 legacy = isinstance(meta, dict) and "tensors" not in meta
                 wanted = ratings_part if legacy else fingerprint
-                if isinstance(meta, dict) and meta.get("fingerprint") == wanted:
+                same = isinstance(meta, dict) and meta.get("fingerprint") == wanted
+                # more epochs continue a checkpoint; fewer cannot: its model may be
+                # from an epoch past them, which a fresh run would never have reached
+                past = same and int(meta["epoch"]) > cfg.epochs
+                if same and not past:
                     start, bad, best_state = self._restore(ckpt, meta, history)
                 else:
+                    what = (
+                        f"trained {int(meta['epoch'])} epochs, more than epochs={cfg.epochs}"
+                        if past
+                        else "of another config or other data"
+                    )
                     warnings.warn(
-                        f"{ckpt}: the checkpoint there is of another config or other data; "
-                        "training from the start (it will be replaced)",
+                        f"{ckpt}: the checkpoint there is {what}; training from the start "
+                        "(it will be replaced)",
                         stacklevel=3,
                     )
             except (MetarecError, KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -430,6 +439,7 @@ def inputs_fingerprint(module: torch.nn.Module) -> str:
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
-    """What a checkpoint must match to be resumed; more epochs or patience may be asked for."""
+    """What a checkpoint must match to be resumed; more epochs (see ``_fit``) or another
+    patience may be asked for."""
     data = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "patience", "device")}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
