@@ -129,18 +129,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is not None:
-        value = getattr(importlib.import_module(home), name)
-    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        # a subpackage by attribute (`metarec.models.ensemble`), as when everything
-        # was imported eagerly
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module 'metarec' has no attribute {name!r}")
-    globals()[name] = value  # later lookups skip this hook
-    return value
+# hidden from type checkers: a module __getattr__ returning Any would let any
+# misspelt name (`mr.TrainConifg`) type-check as Any; the names above are typed
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        home = _HOME.get(name)
+        if home is not None:
+            value = getattr(importlib.import_module(home), name)
+        elif not name.startswith("_") and importlib.util.find_spec(f"metarec.{name}") is not None:
+            # a subpackage by attribute (`metarec.models.ensemble`), as when everything
+            # was imported eagerly
+            value = importlib.import_module(f"{__name__}.{name}")
+        else:
+            raise AttributeError(f"module 'metarec' has no attribute {name!r}")
+        globals()[name] = value  # later lookups skip this hook
+        return value
 
 
 def __dir__() -> list[str]:

@@ -312,3 +312,14 @@ def test_a_name_the_hub_does_not_know_is_reported_before_loading(
         ]
     finally:
         hub.shutdown()
+
+
+def test_a_deep_copy_shares_the_loaded_encoder(minilm: SentenceEncoder) -> None:
+    """An ensemble keeps a deep copy of its members to roll back a failed add_items;
+    a member holding the loaded encoder made that copy fail on the encoder's lock."""
+    import copy
+
+    minilm.load()
+    holder = {"encoder": minilm, "offsets": [0.5]}
+    copied = copy.deepcopy(holder)
+    assert copied["encoder"] is minilm and copied["offsets"] is not holder["offsets"]

@@ -433,6 +433,12 @@ class SentenceEncoder:
     def __repr__(self) -> str:
         return f"SentenceEncoder({self.model_name!r}, max_seq_length={self.max_seq_length})"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SentenceEncoder:
+        # read-only once loaded, and its lock cannot be copied: a deep copy of what
+        # holds it (an ensemble's members, kept to roll back a failed add_items)
+        # shares it, as it shares the 90 MB of weights it would otherwise duplicate
+        return self
+
 
 def _hub_endpoint() -> str:
     """The model hub's URL (``HF_ENDPOINT`` moves it, as for huggingface_hub)."""

@@ -46,7 +46,6 @@ import numpy as np
 from scipy.stats import rankdata
 
 from metarec.errors import InputError
-from metarec.models.base import check_k
 from metarec.values import is_number, is_whole
 
 
@@ -79,6 +78,13 @@ def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(p).all():
         raise InputError(f"predictions must be finite; got {p[~np.isfinite(p)][0]}")
     return p, t
+
+
+def _check_k(k: object) -> None:
+    # an InputError (a ValueError), as for every other value a metric cannot take;
+    # models' check_k raises ConfigError, the error of a setting
+    if not is_whole(k) or k <= 0:
+        raise InputError(f"k: must be a whole number > 0, got {k!r}")
 
 
 def _threshold(value: object, name: str = "threshold") -> float:
@@ -125,7 +131,7 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
     [0, 1], so the scale is shifted to start at 0 first.
     """
     pred, true = _pair(pred, true)
-    check_k(k)
+    _check_k(k)
     gains = 2.0 ** _gain_levels(true, _threshold(low, "low")) - 1.0
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     top = _order(pred)[:k]
@@ -154,7 +160,7 @@ def _gain_levels(true: np.ndarray, low: float) -> np.ndarray:
 def precision_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
     """Items rated >= ``threshold`` among the ``k`` highest predicted, over ``k``."""
     pred, true = _pair(pred, true)
-    check_k(k)
+    _check_k(k)
     top = _order(pred)[:k]
     return float((true[top] >= _threshold(threshold)).sum() / k)
 
@@ -163,7 +169,7 @@ def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> f
     """Items rated >= ``threshold`` among the ``k`` highest predicted, over all such
     items; NaN when the user has none."""
     pred, true = _pair(pred, true)
-    check_k(k)
+    _check_k(k)
     rel = true >= _threshold(threshold)
     if not rel.any():
         return float("nan")
@@ -196,7 +202,7 @@ def f1_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float
 def mrr_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
     """1 / rank of the first item rated >= ``threshold`` in the top ``k``; 0 if none."""
     pred, true = _pair(pred, true)
-    check_k(k)
+    _check_k(k)
     top = _order(pred)[:k]
     hits = np.flatnonzero(true[top] >= _threshold(threshold))
     return float(1.0 / (hits[0] + 1)) if len(hits) else 0.0
@@ -377,7 +383,7 @@ def hit_matrix(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> np.nd
     misses) and may hold -1 for an empty slot. One vectorised membership test
     over (user, item) keys instead of a Python loop over users.
     """
-    check_k(k)
+    _check_k(k)
     hits = _hits(_top_lists(top), _index_lists(relevant, "relevant"), k)
     out = np.zeros((len(hits), k), dtype=bool)
     out[:, : hits.shape[1]] = hits
@@ -459,7 +465,7 @@ def ranking_table(top: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> di
     ``top[u]``: catalogue indices shown to user ``u``, best first;
     ``relevant[u]``: the user's relevant catalogue indices (unique).
     """
-    check_k(k)
+    _check_k(k)
     rel = _index_lists(relevant, "relevant")
     hits = _hits(_top_lists(top), rel, k).astype(np.float64)  # the ranks shown, <= k
     n_rel = np.array([len(np.unique(r)) for r in rel], dtype=np.float64)

@@ -31,6 +31,7 @@ can be re-applied to the same data anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -241,7 +242,7 @@ def _frames(inter: pd.DataFrame, split: P1Split) -> dict[str, pd.DataFrame]:
 
 
 def state_tasks(
-    frame: pd.DataFrame, index: dict[str, int], seed: int
+    frame: pd.DataFrame, index: Mapping[str, int], seed: int
 ) -> tuple[list[Task], list[str]]:
     """P1 tasks of one state, and the user id of each task."""
     ur = UserRatings.from_frame(frame, index)
@@ -250,9 +251,9 @@ def state_tasks(
 
 
 def evaluate_p1(
-    models: dict[str, TaskPredictor],
+    models: Mapping[str, TaskPredictor],
     split: P1Split,
-    index: dict[str, int],
+    index: Mapping[str, int],
     users: pd.DataFrame | None = None,
     *,
     states: tuple[str, ...] = ("user_cold", "item_cold"),
