@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -302,6 +303,32 @@ def test_save_load_round_trip_and_add_items(fitted: Recommender, tmp_path: Path)
     loaded.save(tmp_path / "run2")
     again = Recommender.load(tmp_path / "run2")
     assert again.n_items == fitted.n_items + 1 and again.resolve("Toy Story 4") == fitted.n_items
+
+
+def test_an_added_items_text_is_encoded_once_across_loads(
+    fitted: Recommender, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service adds its stored items again at every start; each text went
+    through the encoder every time (minutes for a few thousand items)."""
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    run = fitted.save(tmp_path / "run")
+    new = pd.DataFrame({"item_id": ["n1", "n2"], "title": ["Night Train", "Garden Ghosts"]})
+    first = Recommender.load(run)
+    first.add_items(new)
+    again = Recommender.load(run)
+    encoded: list[str] = []
+    real = type(again.encoder()).encode
+
+    def counting(self: Any, texts: Any, **kw: Any) -> Any:
+        encoded.extend(texts)
+        return real(self, texts, **kw)
+
+    monkeypatch.setattr(type(again.encoder()), "encode", counting)
+    again.add_items(new)
+    assert encoded == []
+    np.testing.assert_array_equal(
+        again.model.tower.item_vectors[-2:].numpy(), first.model.tower.item_vectors[-2:].numpy()
+    )
 
 
 def test_median_ratings_are_scale_levels_and_survive_save(

@@ -340,14 +340,16 @@ class EnsembleRecommender(TopK):
         progress: bool = False,
     ) -> int:
         """Add items to every member (all or none); they are recommendable at once."""
-        from metarec.encoders import cached_encode
+        from metarec.encoders import cached_encode, default_cache
 
         self.check_items()
         # checked and given text as the primary's catalogue would (members check again)
         frame = self.primary.prepare_items(items, text)
         if vectors is None:
             # the peers need the vectors too: encode once here, with the primary's encoder
-            vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
+            vectors = cached_encode(
+                self.encoder(), frame["text"].tolist(), default_cache(), progress=progress
+            )
         else:
             vectors = check_new_vectors(vectors, frame["item_id"], self.model.tower.item_vectors)
         self.ensemble.add_items(frame, np.asarray(vectors, dtype=np.float32))

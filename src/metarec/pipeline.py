@@ -29,9 +29,8 @@ from metarec.data.schema import (
     like_threshold_for,
 )
 from metarec.data.tasks import UserRatings
-from metarec.encoders import EmbeddingCache, Encoder, cached_encode, make_encoder
+from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cache, make_encoder
 from metarec.encoders.base import encoder_state_tensors
-from metarec.encoders.sentence import metarec_cache_dir
 from metarec.errors import ConfigError, DataError
 from metarec.inputs import check_rating_frame
 from metarec.io import remove_orphan_temps
@@ -110,7 +109,7 @@ def encode_catalogue(
             + ("no item id" if pd.isna(items["item_id"].iloc[row]) else "no text to encode")
         )
     enc = make_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
-    cache = EmbeddingCache(Path(cache_dir) if cache_dir else metarec_cache_dir() / "embeddings")
+    cache = EmbeddingCache(cache_dir) if cache_dir else default_cache()
     vectors = cached_encode(enc, items["text"].astype(str).tolist(), cache, progress=progress)
     return Catalogue(items, vectors, enc)
 

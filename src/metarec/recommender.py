@@ -562,11 +562,13 @@ class Recommender(TopK):
         the catalogue is an error (use a new id for a new item). ``vectors``
         skips encoding when the caller already has the items' LM vectors.
         """
-        from metarec.encoders import cached_encode
+        from metarec.encoders import cached_encode, default_cache
 
         frame = self.prepare_items(items, text)
         if vectors is None:
-            vectors = cached_encode(self.encoder(), frame["text"].tolist(), None, progress=progress)
+            vectors = cached_encode(
+                self.encoder(), frame["text"].tolist(), default_cache(), progress=progress
+            )
         else:
             vectors = check_new_vectors(vectors, frame["item_id"], self.model.tower.item_vectors)
         self.model.tower.extend(torch.as_tensor(np.asarray(vectors, dtype=np.float32)))

@@ -32,7 +32,7 @@ from metarec.encoders.base import Encoder, FittableEncoder, check_texts, needs_f
 from metarec.errors import ModelError
 from metarec.tempfiles import create_temp_file
 
-__all__ = ["EmbeddingCache", "cached_encode", "text_hash"]
+__all__ = ["EmbeddingCache", "cached_encode", "default_cache", "text_hash"]
 
 _FORMAT = "metarec-embeddings-1"
 _SHARD_RE = re.compile(r"^shard-(\d+)\.safetensors$")
@@ -284,6 +284,16 @@ def _discard(path: Path, problem: str) -> None:
     )
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def default_cache() -> EmbeddingCache:
+    """The cache training fills by default: ``$METAREC_CACHE/embeddings``, else
+    ``~/.cache/metarec/embeddings``. Items added later go there too, so a service
+    that re-adds its stored items at every start encodes each text once, not at
+    every start."""
+    from metarec.encoders.sentence import metarec_cache_dir  # torch-free module split
+
+    return EmbeddingCache(metarec_cache_dir() / "embeddings")
 
 
 def cached_encode(

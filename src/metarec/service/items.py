@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from metarec.data.text import build_item_text
-from metarec.encoders import cached_encode
+from metarec.encoders import cached_encode, default_cache
 from metarec.ensemble_run import EnsembleRecommender, ServedModel
 
 
@@ -60,7 +60,7 @@ def encode(rec: ServedModel, frame: pd.DataFrame) -> np.ndarray:
     """LM vectors of the items' text with the run's own encoder."""
     if len(frame) == 0:
         return np.zeros((0, int(rec.model.tower.item_vectors.shape[1])), dtype=np.float32)
-    return cached_encode(rec.encoder(), frame["text"].tolist(), None, progress=False)
+    return cached_encode(rec.encoder(), frame["text"].tolist(), default_cache(), progress=False)
 
 
 def apply_items(rec: ServedModel, frame: pd.DataFrame, vectors: np.ndarray) -> tuple[int, int]:
