@@ -420,6 +420,8 @@ def test_train_evaluate_recommend(
     assert proc.returncode == 0, proc.stderr
     top = json.loads(proc.stdout)
     assert len(top) == 5 and all(r["title"] != "Toy Story (1995)" for r in top)
+    # beside each score (a predicted rating, not clipped) the scale level it stands for
+    assert all(r["rating"] in (1, 2, 3, 4, 5) for r in top), top
     # each item says why: the liked rating pulls where the item is like it, the
     # disliked one never does
     from metarec.explain import FROM_RATINGS

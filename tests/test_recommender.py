@@ -18,7 +18,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data import load_dataset
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError, DataError, ModelError, UnknownItemError
+from metarec.errors import ConfigError, DataError, ModelError, UnknownItemError, UnsupportedError
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 from metarec.recommender import Recommender
 
@@ -344,6 +344,20 @@ def test_median_ratings_are_scale_levels_and_survive_save(
     assert np.all(np.diff(medians[order]) >= 0)
     loaded = Recommender.load(fitted.save(tmp_path / "run"))
     assert loaded.cutpoints == fitted.cutpoints
+
+
+def test_median_ratings_without_cutpoints_stay_on_the_scale(
+    fitted: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no validation users to fit cuts on: a score past the scale's top came back as
+    # a "rating" of 5.9 on a 1-5 scale
+    monkeypatch.setattr(fitted, "cutpoints", None)
+    assert fitted.scores_are_ratings
+    np.testing.assert_array_equal(fitted.median_ratings(np.array([5.9, 0.2, 3.3])), [5, 1, 3.3])
+    # ranking scores are no ratings at all
+    monkeypatch.setattr(type(fitted), "scores_are_ratings", property(lambda self: False))
+    with pytest.raises(UnsupportedError, match="median_ratings: this model's scores rank"):
+        fitted.median_ratings(np.array([0.5]))
 
 
 def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> None:

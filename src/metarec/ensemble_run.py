@@ -95,6 +95,7 @@ class EnsembleRecommender(TopK):
         self.primary_name = names[0]
         self.metadata: dict[str, Any] = dict(ensemble.metadata)
         self.cutpoints = ensemble.cutpoints  # the blend's own (rating ensembles only)
+        self.rating_range = self.primary.rating_range
         # stamped on every state this object adapts (see EnsembleUserState.adapted_by)
         self._key = uuid.uuid4().hex
 
@@ -145,10 +146,6 @@ class EnsembleRecommender(TopK):
         return self.primary.popularity
 
     @property
-    def rating_range(self) -> tuple[float, float]:
-        return self.primary.rating_range
-
-    @property
     def model(self) -> Any:
         """The primary member's network: explanations read the items' LM vectors from it."""
         return self.primary.model
@@ -165,6 +162,10 @@ class EnsembleRecommender(TopK):
     @property
     def n_items(self) -> int:
         return self.ensemble.n_items
+
+    @property
+    def scores_are_ratings(self) -> bool:
+        return self.ensemble.mode == "rating"
 
     def resolve(self, key: str | int) -> int:
         return self.primary.resolve(key)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.columns import not_index, plain
-from metarec.errors import DataError, ModelError
+from metarec.errors import DataError, ModelError, UnsupportedError
 from metarec.models.base import check_k
 from metarec.models.cutpoints import RatingCutpoints
 
@@ -62,6 +62,7 @@ class TopK:
     # median-rating thresholds when the scores are mean ratings (see
     # metarec.models.cutpoints); None for ranking scores
     cutpoints: RatingCutpoints | None = None
+    rating_range: tuple[float, float]  # the data's (lowest, highest) rating
 
     # what the host class provides
     def score(self, user: Any, items: Sequence[str | int] | None = None) -> np.ndarray:
@@ -74,15 +75,27 @@ class TopK:
     def n_items(self) -> int:
         raise NotImplementedError
 
+    @property
+    def scores_are_ratings(self) -> bool:
+        """Whether scores are predicted ratings (the rating objective), not ranking scores."""
+        raise NotImplementedError
+
     def _display(self, idx: int) -> str:
         raise NotImplementedError
 
     # what it gets
     def median_ratings(self, scores: np.ndarray) -> np.ndarray:
         """The scale level a user most plausibly gives for each mean ``score``
-        (the median, which minimises absolute error); ``scores`` unchanged when
-        there are no cutpoints (implicit objectives, continuous scales, no
-        validation users, ranking ensembles)."""
+        (the median, which minimises absolute error). Without cutpoints (a
+        continuous scale, or no validation users to fit them on) a score is only
+        clipped to the rating scale: a mean rating cannot pass its ends, though a
+        score can. Ranking scores (implicit objectives, ranking ensembles) are no
+        ratings: an :class:`~metarec.errors.UnsupportedError`."""
+        if not self.scores_are_ratings:
+            raise UnsupportedError(
+                "median_ratings: this model's scores rank items (an implicit objective or "
+                "a ranking ensemble); they are not ratings on the scale"
+            )
         try:
             values = np.asarray(scores, dtype=np.float64)
         except (TypeError, ValueError):
@@ -94,7 +107,9 @@ class TopK:
                 "scores: expected a 1-d array of finite numbers (what score() returns), got "
                 + (f"shape {values.shape}" if values.ndim != 1 else "NaN or infinity")
             )
-        return values if self.cutpoints is None else self.cutpoints.apply(values)
+        if self.cutpoints is None:
+            return np.clip(values, *self.rating_range)
+        return self.cutpoints.apply(values)
 
     def top(
         self,

@@ -153,6 +153,10 @@ class Recommender(TopK):
     def n_items(self) -> int:
         return len(self.items)
 
+    @property
+    def scores_are_ratings(self) -> bool:
+        return self.cfg.objective == "rating"
+
     def _reindex(self) -> None:
         ids = self.items["item_id"].tolist()
         self.item_index = {item: i for i, item in enumerate(ids)}

@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metarec.cli.options import (
     DEFAULT_RUN,
@@ -22,6 +22,9 @@ from metarec.cli.options import (
     train_config,
 )
 from metarec.errors import ConfigError, DataError, MetarecError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEMO_USER = [
     ("Toy Story (1995)", 5.0),
@@ -422,11 +425,24 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         if args.no_reasons
         else recommend_with_reasons(rec, user, k=args.k)
     )
+    top = with_ratings(rec, top)
     if args.json:
         print(top.to_json(orient="records", indent=2))
     else:
         print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return 0
+
+
+def with_ratings(rec: Any, top: pd.DataFrame) -> pd.DataFrame:
+    """``top`` with a ``rating`` column after ``score`` where scores are predicted
+    ratings: the scale level the user most plausibly gives, as the service shows it.
+    A score is not clipped (a strong match can pass the scale's top); the rating is."""
+    if not rec.scores_are_ratings:
+        return top
+    top = top.copy()
+    ratings = rec.median_ratings(top["score"].to_numpy(dtype=float))
+    top.insert(list(top.columns).index("score") + 1, "rating", ratings)
+    return top
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -441,7 +457,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     rec = run["recommender"]
     demo = [(t, r) for t, r in DEMO_USER if _known(rec, t)]
     print("\nA new user rates: " + "; ".join(f"{t} = {r:g}" for t, r in demo))
-    top = rec.recommend(rec.adapt(demo), k=10)
+    top = with_ratings(rec, rec.recommend(rec.adapt(demo), k=10))
     print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(
         f"\nrun folder: {out}  (model.safetensors, recommender.json, items.json, "
