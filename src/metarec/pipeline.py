@@ -24,6 +24,7 @@ from metarec.data.features import UserFeatureEncoder
 from metarec.data.generic import check_rating_range
 from metarec.data.schema import (
     Dataset,
+    check_inferred_like_threshold,
     check_like_threshold,
     check_objective,
     like_threshold_for,
@@ -141,7 +142,10 @@ def fit_recommender(
         check_rating_frame(validation, rating_range, "validation")
     if len(train) == 0:
         raise DataError("no training interactions left (check filters and splits)")
-    like = like_threshold_for(rating_range) if cfg.like_threshold is None else cfg.like_threshold
+    like = cfg.like_threshold
+    if like is None:
+        like = like_threshold_for(rating_range)
+        check_inferred_like_threshold(train["rating"], like, rating_range)
     # saved with the run as the number it became
     cfg = dataclasses.replace(
         cfg, like_threshold=check_like_threshold(like, rating_range, "like_threshold")

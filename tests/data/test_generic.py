@@ -553,6 +553,36 @@ def test_a_stray_rating_read_as_the_scales_end_is_warned_about(tmp_path: Path) -
         assert load_table(tmp_path / "r.csv").rating_range == (5.0, 10.0)
 
 
+def test_a_stray_top_rating_that_leaves_nothing_liked_is_refused_before_any_fit(
+    tmp_path: Path,
+) -> None:
+    """One 7 among 1-5 stars put the like threshold at 5.5: train succeeded with no
+    rating liked, and a P2 benchmark fitted every model before failing with "no
+    metarec model in the run"."""
+    import metarec as mr
+    from metarec.errors import ConfigError
+    from metarec.evaluation.benchmark import run_benchmark
+
+    rows = [f"{u},{i},{1 + (u + i) % 5}" for u in range(40) for i in range(10)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join([*rows, "40,0,7"]))
+    titles = ["Heat", "Fargo", "Alien", "Brazil", "Ran", "Jaws", "Big", "Rocky", "Psycho", "Up"]
+    (tmp_path / "i.csv").write_text(
+        "item_id,title\n" + "".join(f"{i},{t}\n" for i, t in enumerate(titles))
+    )
+    with pytest.warns(UserWarning, match="stand far from the others"):
+        ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
+    needle = r"like threshold 5\.5, the top quarter of the scale \[1, 7\] read from the data, is "
+    needle += r"reached by 1 of \d+ ratings"
+    with pytest.raises(ConfigError, match=needle.replace(r"\d+", "401")):
+        run_benchmark("p2", ds, out=tmp_path / "out", peers=["popularity"], plots=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(ConfigError, match=needle):
+        mr.train(ds, {"epochs": 1}, encoder="tfidf", progress=False)
+    # a threshold given is the user's word; so is the scale, which drops the typo
+    given = mr.train(ds, {"epochs": 1, "like_threshold": 5}, encoder="tfidf", progress=False)
+    assert given.cfg.like_threshold == 5
+
+
 def test_item_file_columns_without_an_item_file_are_refused_or_said(ratings_csv: Path) -> None:
     from metarec.errors import ConfigError
 

@@ -209,7 +209,7 @@ def _read_back(out: str) -> list[str]:
     return [
         line.split("] ", 1)[1].split(":", 1)[0]
         for line in out.splitlines()
-        if "fitted and evaluated by an interrupted run" in line
+        if "fitted and evaluated by an earlier, stopped run" in line
     ]
 
 

@@ -111,7 +111,7 @@ def register(sub: Any) -> None:
     b.add_argument(
         "--no-resume",
         action="store_true",
-        help="start over: ignore what an interrupted run of this command kept",
+        help="start over: ignore what an earlier, stopped run of this command kept",
     )
     b.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     b.set_defaults(func=cmd_benchmark)

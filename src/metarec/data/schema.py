@@ -95,6 +95,27 @@ def check_like_threshold(value: float, rating_range: tuple[float, float], what: 
     return float(value)
 
 
+def check_inferred_like_threshold(
+    ratings: object, threshold: float, rating_range: tuple[float, float]
+) -> None:
+    """ConfigError when a like threshold read from the scale (not given) is reached by
+    under 1 % of ``ratings``: one typo past the scale's top (a 7 among 1-5 stars)
+    stretches the scale, puts the threshold above every real rating, and every ranking
+    model and metric would then learn or count from no positives, failing far from
+    the cause or, worse, not at all."""
+    values = np.asarray(ratings, dtype=np.float64)
+    liked = int((values >= threshold).sum())
+    if len(values) and liked < 0.01 * len(values):
+        lo, hi = (float(x) for x in rating_range)
+        raise ConfigError(
+            f"like threshold {threshold:g}, the top quarter of the scale [{lo:g}, {hi:g}] "
+            f"read from the data, is reached by {liked:,} of {len(values):,} ratings: "
+            "almost nothing would count as liked. If the scale's end is a typo, give the "
+            "scale (--rating-range LOW,HIGH, or rating_range=; those rows are dropped); "
+            "else give the threshold (--like-threshold, or like_threshold=)"
+        )
+
+
 def check_objective(objective: str, rating_range: tuple[float, float], name: str) -> None:
     """A rating model on data whose ratings are all one value (clicks, purchases read as
     1s) learns nothing and predicts that value for every item: refused, naming the

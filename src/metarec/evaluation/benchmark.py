@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from metarec.config import TrainConfig
-from metarec.data.schema import Dataset, check_like_threshold
+from metarec.data.schema import Dataset, check_inferred_like_threshold, check_like_threshold
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.own_models import OwnModel
@@ -379,7 +379,7 @@ def _fold_run(
         kept = store.finished_model(fold, index, name, needed=needed)
         if kept is not None:
             record, loaded = kept
-            log(f"{name}: fitted and evaluated by an interrupted run of this command; read")
+            log(f"{name}: fitted and evaluated by an earlier, stopped run of this command; read")
         else:
             t0 = time.perf_counter()
             with _own_model_named(name, own):
@@ -824,6 +824,8 @@ def run_benchmark(
         ds = load_dataset(ds_name, root=root)
     ds = replace(ds, name=ds_name)  # split files and reports are named after it
     like = ds.like_threshold if like_threshold is None else float(like_threshold)
+    if like_threshold is None:
+        check_inferred_like_threshold(ds.interactions["rating"], like, ds.rating_range)
     check_like_threshold(like, ds.rating_range, "like_threshold")
     if folds > 1 and ds.n_users < 10 * folds:
         # a fold of a user or two measures nothing, and the run would fit every model
@@ -886,7 +888,7 @@ def run_benchmark(
         runs = []
         for position, fold in enumerate(fold_ids):
             if fold in finished:
-                log(f"fold {fold}: finished by an interrupted run of this command, not refitted")
+                log(f"fold {fold}: kept from an earlier, stopped run of this command; not refitted")
                 runs.append(finished[fold])
                 continue
             log(
