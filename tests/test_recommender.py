@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -529,6 +530,27 @@ def test_grouplens_title_form_resolves(fitted: Recommender) -> None:
     assert fitted.resolve("Lion King, The (1994)") == fitted.resolve("The Lion King (1994)")
     # an id read as a float (pandas reads a column with a gap so) is the id, as in add_items
     assert fitted.resolve(1.0) == fitted.resolve(np.float64(1)) == fitted.resolve("1")
+
+
+def test_a_title_without_its_year_and_an_id_as_typed_resolve_where_unambiguous(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # recommend shows "The Shawshank Redemption (1994)"; without the year it was unknown
+    assert fitted.resolve("the shawshank redemption") == fitted.resolve(
+        "Shawshank Redemption, The (1994)"
+    )
+    # two items are shown as "The Ice Storm (1997)": the title alone names neither
+    with pytest.raises(UnknownItemError):
+        fitted.resolve("The Ice Storm")
+    # ids with stray spaces or decomposed letters (as a file held them): a command
+    # line strips the spaces, and a keyboard composes the letters
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    cafe = unicodedata.normalize("NFD", "café-9")
+    rec.add_items(pd.DataFrame({"item_id": [cafe, "x1"], "title": ["Café Noir", "X"]}))
+    with pytest.raises(DataError, match="starts or ends with a space"):
+        rec.add_items(pd.DataFrame({"item_id": [" spaced "], "title": ["Spaced"]}))
+    assert rec.resolve("café-9") == rec.resolve(cafe) == rec.item_index[cafe]
+    assert rec.resolve(" x1 ") == rec.item_index["x1"]
 
 
 def test_fold_in_items_learns_new_items_from_first_ratings(

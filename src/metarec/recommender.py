@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -175,6 +176,11 @@ class Recommender(TopK):
         titles = self.items["title"].tolist()
         for i, title in enumerate(titles):
             add(_norm(title), i)
+        # looked up only when nothing above matches, and only where one item has the
+        # key: the displayed title without its year ("The Shawshank Redemption"), and
+        # an id as typed without its stray spaces or in another Unicode form (an id
+        # " spaced " could not be given on a command line, which strips the spaces)
+        loose: dict[str, list[int]] = {}
         for i in range(len(self.items)):
             # "Toy Story (1995)" — the form people type — is the text's first sentence;
             # GroupLens' "Lion King, The (1994)" is accepted as well
@@ -183,6 +189,16 @@ class Recommender(TopK):
             year = re.search(r"\((\d{4})\)$", head)
             if year:
                 add(_norm(f"{titles[i]} ({year.group(1)})"), i)
+                loose.setdefault(_norm(head[: year.start()]), []).append(i)
+        self.loose_titles = {k: v[0] for k, v in loose.items() if len(v) == 1}
+        loose_ids: dict[str, list[int]] = {}
+        for i, item in enumerate(ids):
+            key = _loose_id(str(item))
+            if key != item:
+                loose_ids.setdefault(key, []).append(i)
+        self.loose_ids = {
+            k: v[0] for k, v in loose_ids.items() if len(v) == 1 and k not in self.item_index
+        }
         self._refresh_cache()
 
     @torch.no_grad()
@@ -234,6 +250,12 @@ class Recommender(TopK):
             )
         if hit is not None:
             return hit
+        typed = _loose_id(skey)  # the key typed with stray spaces, or decomposed
+        loose = self.item_index.get(typed, self.loose_ids.get(typed))
+        if loose is None:
+            loose = self.loose_titles.get(_norm(skey))
+        if loose is not None:
+            return loose
         names = list(self.title_index)
         close = difflib.get_close_matches(_norm(skey), names, n=5, cutoff=0.6)
         # the GroupLens and the display form of one title are two keys of one item
@@ -703,3 +725,7 @@ def _warn_dropped(ids: pd.Series, previous: np.ndarray, unrated: np.ndarray) -> 
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", str(text)).strip().casefold()
+
+
+def _loose_id(item: str) -> str:
+    return unicodedata.normalize("NFC", item).strip()
