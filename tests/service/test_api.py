@@ -434,6 +434,15 @@ def test_malformed_requests_get_json_4xx(live_server: str, server_api_key: str) 
     ],
 )
 def test_unparseable_http_gets_a_json_400(live_server: str, raw: bytes) -> None:
+    status, headers, body = _raw_reply(live_server, raw)
+    assert status == "HTTP/1.1 400 Bad Request", body
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body) and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_http" and "not an HTTP/1.1 request" in error["message"]
+
+
+def _raw_reply(live_server: str, raw: bytes) -> tuple[str, dict[str, str], bytes]:
     host, port = live_server.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(raw)
@@ -442,12 +451,26 @@ def test_unparseable_http_gets_a_json_400(live_server: str, raw: bytes) -> None:
             reply += chunk
     head, _, body = reply.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    assert lines[0] == "HTTP/1.1 400 Bad Request", reply
-    assert headers["content-type"] == "application/json"
-    assert int(headers["content-length"]) == len(body) and headers["connection"] == "close"
+    return lines[0], dict(line.lower().split(": ", 1) for line in lines[1:]), body
+
+
+def test_a_candidates_list_past_what_a_url_holds_is_named(live_server: str) -> None:
+    """The endpoint declared 200,000 characters of candidates, but a URL past 65,535
+    bytes failed in the parser as "not an HTTP/1.1 request": the limit is now one a
+    URL can hold, and a longer URL a 414 saying why."""
+    path = "/v1/users/nobody/recommendations?candidates="
+    over = httpx.get(live_server + path + "1," * 30_001, timeout=30)
+    assert over.status_code == 422, over.text
+    assert "candidates" in over.text and "60000" in over.text
+    status, headers, body = _raw_reply(
+        live_server, f"GET {path}{'1,' * 40_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    assert status == "HTTP/1.1 414 URI Too Long" and headers["content-type"] == "application/json"
     error = json.loads(body)["error"]
-    assert error["code"] == "bad_http" and "not an HTTP/1.1 request" in error["message"]
+    assert error["code"] == "uri_too_long"
+    assert (
+        "this server reads up to 65,535 (a candidates list takes at most 60,000" in error["message"]
+    )
 
 
 def _subst(obj: Any, user: str) -> Any:

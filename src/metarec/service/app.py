@@ -45,6 +45,7 @@ from metarec.service.middleware import (
     StrictTarget,
     refuse,
 )
+from metarec.service.protocol import MAX_CANDIDATES_CHARS
 from metarec.service.serving import ModelHolder, Served, ServedRef
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
@@ -546,7 +547,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = 10,
         exclude_seen: bool = True,
         candidates: Annotated[
-            str | None, Query(max_length=200_000, description="comma-separated item ids")
+            str | None,
+            Query(max_length=MAX_CANDIDATES_CHARS, description="comma-separated item ids"),
         ] = None,
     ) -> dict[str, Any]:
         s = served(wait=candidates is not None)

@@ -20,10 +20,24 @@ from metarec.service.errors import error_response
 BAD_HTTP = "bad_http"
 
 
-def bad_http_response(default_headers: list[tuple[bytes, bytes]], message: str) -> bytes:
-    """A complete ``400`` response with the body every other error of the service has."""
-    body = error_response(400, BAD_HTTP, message).body
-    head = [b"HTTP/1.1 400 Bad Request\r\n"]
+URI_TOO_LONG = "uri_too_long"
+# httptools splits a URL with 16-bit offsets: a longer one is a parse error
+MAX_URL_BYTES = 65_535
+# what a recommendations request's candidates may hold, leaving room under that for
+# the path, a long user id and the other parameters
+MAX_CANDIDATES_CHARS = 60_000
+
+
+def bad_http_response(
+    default_headers: list[tuple[bytes, bytes]],
+    message: str,
+    status: tuple[int, bytes, str] = (400, b"Bad Request", BAD_HTTP),
+) -> bytes:
+    """A complete error response (``400`` by default) with the body every other error
+    of the service has; ``status``: (code, reason phrase, error code)."""
+    code, reason, error = status
+    body = error_response(code, error, message).body
+    head = [b"HTTP/1.1 %d %s\r\n" % (code, reason)]
     head += [name + b": " + value + b"\r\n" for name, value in default_headers]
     head += [
         b"content-type: application/json\r\n",
@@ -37,6 +51,16 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol whose parse errors are JSON."""
 
     def send_400_response(self, msg: str) -> None:
-        message = f"{msg.rstrip('.')}: not an HTTP/1.1 request this server can read"
-        self.transport.write(bad_http_response(self.server_state.default_headers, message))
+        url = getattr(self, "url", b"")  # what the parser read of the URL so far
+        if len(url) > MAX_URL_BYTES:
+            # a long candidates list: say so, not that the bytes were no HTTP
+            message = (
+                f"the URL is {len(url):,} bytes; this server reads up to {MAX_URL_BYTES:,} "
+                f"(a candidates list takes at most {MAX_CANDIDATES_CHARS:,} characters)"
+            )
+            status = (414, b"URI Too Long", URI_TOO_LONG)
+        else:
+            message = f"{msg.rstrip('.')}: not an HTTP/1.1 request this server can read"
+            status = (400, b"Bad Request", BAD_HTTP)
+        self.transport.write(bad_http_response(self.server_state.default_headers, message, status))
         self.transport.close()
