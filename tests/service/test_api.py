@@ -292,6 +292,21 @@ def _bad_requests(key: str) -> list[Case]:
          422, "validation_error", "invisible character U+202E"),
         ("POST", "/v1/users", body({"user_id": "cafe\u0301"}), 422, "validation_error",
          "NFC"),
+        # a space that is not ' ', a tag character and a filler draw like "a b", "a"
+        ("POST", "/v1/users", body({"user_id": "a\u00a0b"}), 422, "validation_error",
+         "U+00A0 (NO-BREAK SPACE), which looks like a plain space"),
+        ("POST", "/v1/users", body({"user_id": "a\U000e0041"}), 422, "validation_error",
+         "invisible character U+E0041"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "a\u3164", "title": "A"}]}),
+         422, "validation_error", "invisible character U+3164"),
+        ("POST", "/v1/users", body({"user_id": ".."}), 422, "validation_error",
+         "clients resolve those path segments away"),
+        # one line per field, not one per member of pydantic's unions
+        ("PUT", "/v1/items", body({"items": [{"item_id": "g", "title": "A", "genres": ["A|B"]}]}),
+         422, "validation_error", "items[0].genres[0]: must not contain '|'"),
+        ("POST", events, event(timestamp="yesterday"), 422, "validation_error",
+         "events[0].timestamp: Input should be a valid datetime or date, input is too short; "
+         "or Input should be a valid number"),
         ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "1", "rating": 9}]}),
          422, "validation_error", "ratings[0].rating"),
         ("POST", "/v1/users", body({"user_id": "v", "ratings": [{"item_id": "zz", "rating": 3}]}),

@@ -8,6 +8,7 @@ client did not cause is logged with its traceback and answered with a generic
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -58,12 +59,11 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
             reason = (err.get("ctx") or {}).get("error") or err.get("msg", "")
             at = f" at character {where[0]}" if where else ""
             return 400, "bad_json", f"request body is not valid JSON{at}: {reason}".strip()
+    errors = _one_per_union(errors)
     parts = []
     for err in errors[:5]:
         loc = field_path(err.get("loc", ()))
         msg = str(err.get("msg", "invalid"))
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
         if err.get("type") == "extra_forbidden" and loc.startswith("items["):
             # a catalogue's own columns (author, description) have no field of their own
             msg = "not a field of an item (title, text, genres, year); put further text in text"
@@ -72,6 +72,53 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
         parts.append(f"{loc or 'body'}: {msg}{shown}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return 422, "validation_error", "; ".join(parts) + more
+
+
+# the names pydantic gives a union's members in an error's location: a type
+# ("float", "datetime") or a validator chain ("function-after[_a_genre(), ...]")
+_UNION_MEMBER = re.compile(
+    r"[a-z]+(?:-[a-z]+)*\[.*\]|constrained-[a-z]+|str|int|float|bool|datetime|date|time|none"
+)
+
+
+def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pydantic reports a value a union refuses once per member, each located under
+    the member's internal name (``timestamp.datetime``, ``timestamp.float``, or a
+    validator chain for ``genres``). A client wants one line per field: the member
+    names go, a validator's own message wins over another member's type mismatch
+    (``genres[0]: must not contain '|'``, not "should be a valid string" from the
+    string member), and mismatches alone are joined with "or"."""
+    out: list[dict[str, Any]] = []
+    unions: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        tag = next(
+            (i for i, p in enumerate(loc) if isinstance(p, str) and _UNION_MEMBER.fullmatch(p)),
+            None,
+        )
+        plain = {**err, "msg": msg, "loc": tuple(p for i, p in enumerate(loc) if i != tag)}
+        if tag is None:
+            out.append(plain)
+            continue
+        root = loc[:tag]
+        if root not in unions:
+            unions[root] = []
+            out.append({"_union": root})  # where the union's line goes
+        unions[root].append(plain)
+    merged: list[dict[str, Any]] = []
+    for err in out:
+        if "_union" not in err:
+            merged.append(err)
+            continue
+        members = unions[err["_union"]]
+        own = [m for m in members if m.get("type") == "value_error"]
+        if own:
+            merged.extend(own)
+            continue
+        msgs = list(dict.fromkeys(m["msg"] for m in members))
+        merged.append({**members[0], "loc": err["_union"], "msg": "; or ".join(msgs)})
+    return merged
 
 
 def unreadable_body(exc: StarletteHTTPException) -> str | None:

@@ -66,9 +66,20 @@ def _addressable(value: str) -> str:
     # "ab" and "a\u200bb", or "café" composed and decomposed, look the same in every
     # listing and log, yet would be two users. Joiners (U+200C, U+200D) stay: Persian
     # and Indic words and emoji sequences need them.
-    hidden = next((c for c in value if c in _INVISIBLE), None)
+    if value in (".", ".."):
+        raise ValueError(
+            "must not be '.' or '..': clients resolve those path segments away, so the id "
+            "could never be reached in a URL"
+        )
+    hidden = next((c for c in value if _invisible(c)), None)
     if hidden is not None:
         raise ValueError(f"must not contain the invisible character U+{ord(hidden):04X}")
+    spaced = next((c for c in value if c != " " and unicodedata.category(c) == "Zs"), None)
+    if spaced is not None:
+        raise ValueError(
+            f"must not contain U+{ord(spaced):04X} ({unicodedata.name(spaced, 'a space')}), "
+            "which looks like a plain space: use ' '"
+        )
     if unicodedata.normalize("NFC", value) != value:
         raise ValueError(
             "must be in Unicode NFC form (an accent composed with its letter), as it "
@@ -82,7 +93,20 @@ def _addressable(value: str) -> str:
 _INVISIBLE = frozenset(
     "\u200b\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e\u061c\u200e\u200f"
     "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    # combining grapheme joiner, the Hangul and Khmer fillers: letters or marks that
+    # draw nothing
+    "\u034f\u115f\u1160\u3164\uffa0\u17b4\u17b5"
 )
+
+
+def _invisible(c: str) -> bool:
+    """Draws nothing: the set above, any other format character (tag characters
+    U+E0020-E007F among them) but the joiners U+200C and U+200D, which Persian, Indic
+    words and emoji sequences need, and the line and paragraph separators."""
+    if c in _INVISIBLE:
+        return True
+    kind = unicodedata.category(c)
+    return (kind == "Cf" and c not in "\u200c\u200d") or kind in ("Zl", "Zp")
 
 
 def _no_comma(value: str) -> str:
