@@ -513,3 +513,45 @@ def test_a_database_that_cannot_be_reached_is_one_line() -> None:
     with pytest.raises(ConfigError) as err:
         FeedbackStore("postgresql://u:p@127.0.0.1:1/db")
     assert "cannot open" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_writers_queued_behind_a_locked_file_share_one_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds SQLite's write lock: each of three writers in this
+    process waited its own full timeout after the one before it (the third answered
+    after three); each now gives up within one."""
+    import sqlite3
+    import threading
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from metarec.service import store as store_module
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_S", 1.0)
+    db = tmp_path / "locked.db"
+    s = FeedbackStore(f"sqlite:///{db}")
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a backup job, a sqlite3 shell
+    waited: list[float] = []
+
+    def write(n: int) -> None:
+        t0 = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked"):
+            s.create_user(f"u{n}", {})
+        waited.append(time.monotonic() - t0)
+
+    try:
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert len(waited) == 3 and max(waited) < 1.9, waited  # was 1, 2 and 3 s
+    s.create_user("after", {})  # the file free again: the next write lands at once
+    assert s.user("after") is not None
+    s.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, ProgrammingError
 
 from metarec.errors import BusyError, ConfigError, MetarecError
 from metarec.service.feedback import StoredEvent
@@ -309,7 +310,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
     cur.execute("PRAGMA synchronous=FULL")  # a committed event is on disk
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cur.close()
 
 
@@ -321,11 +322,21 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 
 @contextlib.contextmanager
-def _write(engine: Engine) -> Iterator[Connection]:
+def _write(engine: Engine, busy_ms: int | None = None) -> Iterator[Connection]:
+    """A write transaction; ``busy_ms``: how long SQLite may wait for the file's write
+    lock this time (what is left of the caller's wait), instead of the full timeout."""
     with engine.connect() as conn:
         conn.execution_options(metarec_write=True)
-        with conn.begin():
-            yield conn
+        raw: Any = None
+        if busy_ms is not None:  # outside SQLAlchemy's transaction: a connection setting
+            raw = conn.connection.driver_connection
+            raw.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            if raw is not None:  # the pool hands the connection to others
+                raw.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
 
 
 # -- records ------------------------------------------------------------------
@@ -411,9 +422,28 @@ class FeedbackStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
-        lock = self._write_lock or contextlib.nullcontext()
-        with lock, _write(self.engine) as conn:
-            yield conn
+        if self._write_lock is None:
+            with _write(self.engine) as conn:
+                yield conn
+            return
+        # one wait per write, in the queue and at the file together: each writer queued
+        # behind one that waited out the file's lock used to wait its own 30 s after it,
+        # so the tenth answered after five minutes
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        if not self._write_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+            raise OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                sqlite3.OperationalError(
+                    f"database is locked: writers queued past {SQLITE_BUSY_TIMEOUT_S:g} s"
+                ),
+            )
+        try:
+            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            with _write(self.engine, busy_ms=left_ms) as conn:
+                yield conn
+        finally:
+            self._write_lock.release()
 
     def _insert(self, table: Table) -> Any:
         return (sqlite if self.is_sqlite else postgresql).insert(table)
