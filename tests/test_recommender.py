@@ -71,6 +71,8 @@ def test_unknown_title_lists_close_matches(fitted: Recommender) -> None:
     [
         ([("Toy Story (1995)", 7)], "outside [1, 5]"),
         ([("Toy Story (1995)", "x")], "not a number"),
+        # the service refuses "5" as a rating; so does Python, for the same reason
+        ([("Toy Story (1995)", "5")], "history entry 0 ('Toy Story (1995)'): rating '5' (text)"),
         ([("Toy Story (1995)",)], "expected (item, rating)"),
         ([("Toy Story (1995)", float("nan"))], "rating nan is not a number"),
         ("Toy Story (1995)", "expected (item, rating) pairs"),  # not read letter by letter
@@ -85,6 +87,16 @@ def test_unknown_title_lists_close_matches(fitted: Recommender) -> None:
 def test_bad_history_is_rejected(fitted: Recommender, history: list, needle: str) -> None:
     with pytest.raises(DataError, match=re.escape(needle)):
         fitted.adapt(history)
+
+
+def test_a_bad_history_in_a_batch_is_named_by_its_place(fitted: Recommender) -> None:
+    with pytest.raises(DataError, match=re.escape("histories[1] entry 0 ('50'): rating 44 is")):
+        fitted.adapt_many([[("1", 5)], [("50", 44)]])
+    # adapt checks its one history before adapting: a generator is read once for both
+    pairs = [("Toy Story (1995)", 5), ("Heat (1995)", 2)]
+    np.testing.assert_array_equal(
+        fitted.score(fitted.adapt(p for p in pairs)), fitted.score(fitted.adapt(pairs))
+    )
 
 
 @pytest.mark.parametrize("k", [0, -1, "5", 2.5, True])

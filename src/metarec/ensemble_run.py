@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -190,6 +190,9 @@ class EnsembleRecommender(TopK):
         steps: int | None = None,
     ) -> EnsembleUserState:
         check_readable_features(self.primary.features, user_features)
+        if isinstance(history, Iterator):  # read twice below: once to check, once to adapt
+            history = list(history)
+        self.primary._history_pairs(history)  # a bad one is named "history", not "histories[0]"
         return self.adapt_many([history], [user_features], steps=steps)[0]
 
     def adapt_many(
@@ -205,7 +208,7 @@ class EnsembleRecommender(TopK):
                 "ensemble: each member adapts with its own number of steps; steps cannot be set"
             )
         # the primary validates ratings and resolves titles exactly as a single run does
-        pairs = [self.primary._history_pairs(h) for h in histories]
+        pairs = [self.primary._history_pairs(h, f"histories[{n}]") for n, h in enumerate(histories)]
         states = [
             EnsembleUserState(
                 params={},

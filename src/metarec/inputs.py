@@ -25,27 +25,29 @@ def history_pairs(
     history: History | None,
     rating_range: tuple[float, float],
     resolve: Callable[[str | int], int],
+    where: str = "history",
 ) -> list[tuple[int, float]]:
     """A user's history as (catalogue index, rating) pairs, or a DataError naming the
     entry that is no (item, rating) on the scale. ``resolve`` maps an id or title to
-    its catalogue index."""
+    its catalogue index; ``where`` names the history in messages (``histories[3]``
+    in a batch)."""
     if history is None:
         return []
     if isinstance(history, pd.DataFrame):
         repeated = history.columns[history.columns.duplicated()]
         twice = repeated.intersection(["item_id", "rating"])
         if len(twice):  # history["rating"] would be a frame: "rating 'rating' not a number"
-            raise DataError(f"history has two columns named {twice[0]!r}; keep one")
+            raise DataError(f"{where} has two columns named {twice[0]!r}; keep one")
         missing = {"item_id", "rating"} - set(history.columns)
         if missing:
-            raise DataError(f"history needs columns item_id and rating; missing {sorted(missing)}")
+            raise DataError(f"{where} needs columns item_id and rating; missing {sorted(missing)}")
         rows: Iterable[tuple[Any, Any]] = zip(history["item_id"], history["rating"], strict=True)
     elif isinstance(history, Mapping):
         rows = history.items()
     elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
         # iterating a string would read its characters as entries
         raise DataError(
-            f"history: expected (item, rating) pairs, a mapping or a frame, got {history!r:.60}"
+            f"{where}: expected (item, rating) pairs, a mapping or a frame, got {history!r:.60}"
         )
     else:
         rows = history
@@ -55,18 +57,21 @@ def history_pairs(
         try:
             key, value = row
         except (TypeError, ValueError):
-            raise DataError(f"history entry {n}: expected (item, rating), got {row!r}") from None
+            raise DataError(f"{where} entry {n}: expected (item, rating), got {row!r}") from None
         try:
-            if isinstance(value, (bool, np.bool_)):  # True is 1.0 to float(); not a rating
+            # True is 1.0 to float(), and "5" 5.0: a client's boolean or text is a bug
+            # to report, not a rating (the service refuses both alike)
+            if isinstance(value, (bool, np.bool_, str, bytes)):
                 raise TypeError
             rating = float(value)
         except (TypeError, ValueError):
+            text = " (text)" if isinstance(value, (str, bytes)) else ""
             raise DataError(
-                f"history entry {n} ({key!r}): rating {value!r} is not a number"
+                f"{where} entry {n} ({key!r}): rating {value!r}{text} is not a number"
             ) from None
         if not lo <= rating <= hi:  # NaN fails this too
             raise DataError(
-                f"history entry {n} ({key!r}): rating {rating:g} is "
+                f"{where} entry {n} ({key!r}): rating {rating:g} is "
                 + ("not a number" if rating != rating else f"outside [{lo:g}, {hi:g}]")
             )
         pairs[resolve(key)] = rating  # a repeated item keeps its latest rating

@@ -18,7 +18,7 @@ import difflib
 import re
 import unicodedata
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -272,8 +272,10 @@ class Recommender(TopK):
         return self._display_cache[1][idx]
 
     # -- adaptation ---------------------------------------------------------
-    def _history_pairs(self, history: History | None) -> list[tuple[int, float]]:
-        return history_pairs(history, self.rating_range, self.resolve)
+    def _history_pairs(
+        self, history: History | None, where: str = "history"
+    ) -> list[tuple[int, float]]:
+        return history_pairs(history, self.rating_range, self.resolve, where)
 
     def adapt(
         self,
@@ -291,6 +293,9 @@ class Recommender(TopK):
         skipped. :meth:`adapt_many` and :meth:`predict_tasks`' users table check alike.
         """
         check_readable_features(self.features, user_features)
+        if isinstance(history, Iterator):  # read twice below: once to check, once to adapt
+            history = list(history)
+        self._history_pairs(history)  # a bad one is named "history", not "histories[0]"
         return self.adapt_many([history], [user_features], steps=steps)[0]
 
     def adapt_many(
@@ -305,7 +310,7 @@ class Recommender(TopK):
         hold more than one model uses."""
         histories, user_features = adapt_many_args(histories, user_features, self.features)
         check_steps(steps)
-        all_pairs = [self._history_pairs(h) for h in histories]
+        all_pairs = [self._history_pairs(h, f"histories[{n}]") for n, h in enumerate(histories)]
         codes = torch.as_tensor(
             np.stack([self.features.encode_one(dict(f or {})) for f in user_features])
             if histories
