@@ -50,7 +50,6 @@ _HOME = {
         ),
         "metarec.errors",
     ),
-    "BiasModel": "metarec.models.bias",
     **dict.fromkeys(("encode_catalogue", "fit_recommender", "train"), "metarec.pipeline"),
     **dict.fromkeys(("Recommender", "UserState"), "metarec.recommender"),
 }
@@ -87,14 +86,12 @@ if TYPE_CHECKING:
         ModelError,
         UnknownItemError,
     )
-    from metarec.models.bias import BiasModel
     from metarec.pipeline import encode_catalogue, fit_recommender, train
     from metarec.recommender import Recommender, UserState
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BiasModel",
     "BusyError",
     "CleaningReport",
     "ConfigError",

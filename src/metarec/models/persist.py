@@ -105,9 +105,10 @@ def check_target(path: str | Path, manifest: str = MANIFEST, what: str = "an ens
 
 # -- peers: fitted state <-> (options, scalars, arrays) -------------------------
 def _peer_state(
-    name: str, model: ScoringModel
+    name: str, model: ScoringModel, alone: bool = False
 ) -> tuple[str, dict[str, Any], dict[str, float], dict[str, np.ndarray]]:
-    """(kind, constructor options, fitted scalars, fitted arrays) of a saveable peer."""
+    """(kind, constructor options, fitted scalars, fitted arrays) of a saveable peer;
+    ``alone``: saved by itself (``save_model``), not as an ensemble's member."""
     if isinstance(model, Popularity):
         scores = _fitted(name, model.scores)
         return "popularity", {"like_threshold": model.like_threshold}, {}, {"scores": scores}
@@ -132,10 +133,11 @@ def _peer_state(
                     f"ensemble member {name!r}: not fitted; call fit() first"
                 ) from None
             return kind, options, fitted, arrays
+    what, hint = ("model", "") if alone else ("ensemble member", "; leave it out of the ensemble")
     raise UnsupportedError(
-        f"ensemble member {name!r} ({type(model).__name__}) cannot be saved: only metarec "
+        f"{what} {name!r} ({type(model).__name__}) cannot be saved: only metarec "
         "models (meta-learners, episodic, stacked) and the popularity, bias and knn peers "
-        "can; leave it out of the ensemble"
+        f"can{hint}"
     )
 
 
@@ -473,7 +475,7 @@ def save_model(model: ScoringModel, directory: str | Path) -> Path:
     if isinstance(model, Ensemble):
         return save_ensemble(model, directory)
     target = Path(directory).absolute()
-    state = None if isinstance(model, MetaModel) else _peer_state(model.name, model)
+    state = None if isinstance(model, MetaModel) else _peer_state(model.name, model, alone=True)
     check_target(target, MODEL_MANIFEST, "a model")
     with _staged(target) as tmp:
         entry = _write_member(model, tmp, state)
