@@ -385,6 +385,13 @@ def load_table(
             text,
         )
     else:
+        # as an items file without a text column is: the user should hear it once here
+        warnings.warn(
+            f"{interactions_path}: no items file (--items FILE, or items_path=): items are "
+            "known by their ids alone, so the encoder reads ids as text and a new item "
+            "has no text to be scored from",
+            stacklevel=2,
+        )
         ids = pd.unique(interactions["item_id"].dropna())
         items = finish_items(pd.DataFrame({"item_id": ids, "title": ids}), None, text)
 
