@@ -48,6 +48,8 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
         "--out", str(tmp_path), "--quiet", *TINY, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # quiet: no progress, but the one line that says where the report went
+    assert proc.stdout == f"[p2 ml-100k] wrote {tmp_path / 'p2-ml-100k'}.json, .md, .png\n"
     record = json.loads((tmp_path / "p2-ml-100k.json").read_text())
     assert set(record["summary"]) == {"0", "3"}
     models = set(record["summary"]["3"])

@@ -994,5 +994,6 @@ def run_benchmark(
         splits_out = {out / run["split_file"]: json_bytes(run["split"]) for run in runs}
         write_report(record, out / name, plots=plots, save_record=True, extra=splits_out)
         store.clear()
-        log(f"wrote {out / name}.json, .md" + (", .png" if plots else ""))
+        # said even when quiet: without it a quiet run ends without saying where it wrote
+        print(f"[{protocol} {ds_name}] wrote {out / name}.json, .md" + (", .png" if plots else ""))
         return record
