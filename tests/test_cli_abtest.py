@@ -395,6 +395,16 @@ def test_abtest_runs_with_different_catalogues(
     (other / "items.json").write_text(json.dumps(items))
     code = main(["abtest", str(a), str(other), "--users", "heldout:0.1"])
     _assert_one_line_error(code, capsys.readouterr().err, "different catalogues")
+    # the same catalogue on another scale: named, not met deep in scoring as "support
+    # rating 5 is off the model's scale"
+    shutil.rmtree(other)
+    shutil.copytree(a, other)
+    meta = json.loads((other / "recommender.json").read_text())
+    (other / "recommender.json").write_text(json.dumps(meta | {"rating_range": [0.5, 4.5]}))
+    code = main(["abtest", str(a), str(other), "--users", "heldout:0.1"])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "trained on ratings [1, 5]", "on [0.5, 4.5]"
+    )
 
 
 def _assert_one_line_error(code: int, err: str, *needles: str) -> None:

@@ -244,7 +244,7 @@ def test_proportion_statistics_by_hand() -> None:
     assert math.isnan(users_per_arm(math.nan, 0.1))  # an arm without users: no answer
     with pytest.raises(InputError, match="must be 1-d, one a user"):
         interleave_report(np.array([1, 2]), np.array([1]))  # broadcast to "2 users"
-    with pytest.raises(ConfigError, match="k: must be a whole number > 0"):
+    with pytest.raises(InputError, match="k: must be a whole number > 0"):
         replay_hits(np.array([[1, 2]]), [np.array([1])], 0)  # NaN hit rates before
     with pytest.raises(ConfigError, match="k: must be a whole number > 0"):
         interleave_credits(np.array([[1]]), np.array([[2]]), [np.array([1])], -1)

@@ -111,6 +111,13 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             f"{args.run_a} and {args.run_b} have different catalogues; "
             "an A/B test needs two runs trained on the same data"
         )
+    scales = [tuple(map(float, recs[arm].rating_range)) for arm in ("A", "B")]
+    if scales[0] != scales[1]:  # was "score_catalogue: support rating 5 is off the scale"
+        shown = [f"[{lo:g}, {hi:g}]" for lo, hi in scales]
+        raise ConfigError(
+            f"{args.run_a} was trained on ratings {shown[0]} and {args.run_b} on {shown[1]}; "
+            "an A/B test needs two runs trained on the same data"
+        )
     spec = make_spec({"dataset": args.dataset, "data": data})
     if not names_data(spec):
         spec = recs["A"].metadata.get("data_spec") or {}

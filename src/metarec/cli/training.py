@@ -415,9 +415,12 @@ def warn_repeated_rates(rec: Any, rates: Sequence[tuple[str, float]]) -> None:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.ensemble_run import load_run
     from metarec.explain import recommend_with_reasons
+    from metarec.inputs import history_pairs
 
     rates = parse_rates(args.rate or [])  # before the slow part: loading the model
     rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder
+    # checked as the flag's: "history entry 0" named nothing on this command line
+    history_pairs(rates, rec.rating_range, rec.resolve, "--rate")
     warn_repeated_rates(rec, rates)
     user = rec.adapt(rates)
     top = (
