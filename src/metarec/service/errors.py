@@ -88,15 +88,29 @@ def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     names go, a validator's own message wins over another member's type mismatch
     (``genres[0]: must not contain '|'``, not "should be a valid string" from the
     string member), and mismatches alone are joined with "or"."""
+
+    def member(loc: tuple[Any, ...]) -> int | None:
+        return next(
+            (i for i, p in enumerate(loc) if isinstance(p, str) and _UNION_MEMBER.fullmatch(p)),
+            None,
+        )
+
+    # a bare type name ("time") is a member only beside another member of its union:
+    # alone it may be a key of the client's own, a user feature named "time"
+    roots: dict[tuple[Any, ...], int] = {}
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        at = member(loc)
+        if at is not None:
+            roots[loc[:at]] = roots.get(loc[:at], 0) + 1
     out: list[dict[str, Any]] = []
     unions: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for err in errors:
         loc = tuple(err.get("loc", ()))
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        tag = next(
-            (i for i, p in enumerate(loc) if isinstance(p, str) and _UNION_MEMBER.fullmatch(p)),
-            None,
-        )
+        tag = member(loc)
+        if tag is not None and roots[loc[:tag]] == 1 and loc[tag].isidentifier():
+            tag = None
         plain = {**err, "msg": msg, "loc": tuple(p for i, p in enumerate(loc) if i != tag)}
         if tag is None:
             out.append(plain)

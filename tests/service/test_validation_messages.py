@@ -1,0 +1,41 @@
+"""422 messages name fields as a client writes them, one line per field (service.errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import pytest
+
+from metarec.service import schemas
+from metarec.service.errors import describe_validation
+
+
+def _message(model: type[pydantic.BaseModel], body: dict[str, Any]) -> str:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        model.model_validate(body)
+    status, code, message = describe_validation(list(caught.value.errors()))
+    assert (status, code) == (422, "validation_error")
+    return message
+
+
+def test_a_validators_message_wins_over_another_union_members_type_mismatch() -> None:
+    body = {"items": [{"item_id": "g", "title": "T", "genres": ["A|B"]}]}
+    # was items[0].genres.list[function-after[_a_genre(), ...]][0]: ...; and a second
+    # line from the string member
+    assert _message(schemas.ItemsIn, body) == (
+        "items[0].genres[0]: must not contain '|': give each genre as its own list entry "
+        "(got 'A|B')"
+    )
+
+
+def test_type_mismatches_of_every_member_are_one_line_joined_by_or() -> None:
+    event = {"event_id": "e", "item_id": "1", "type": "like", "timestamp": [1]}
+    assert _message(schemas.EventsIn, {"events": [event]}) == (
+        "events[0].timestamp: Input should be a valid datetime; or Input should be a valid number"
+    )
+
+
+def test_a_clients_own_key_named_like_a_type_is_kept() -> None:
+    error = {"loc": ("body", "features", "time"), "msg": "Value error, bad", "type": "value_error"}
+    assert describe_validation([error | {"input": "x"}])[2] == "features.time: bad (got 'x')"
