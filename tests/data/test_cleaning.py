@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,12 @@ def test_duplicates_without_timestamps_keep_the_last_row(tmp_path: Path) -> None
         "r.csv line 3: user '1' rated item '10' at line 4 too, the later line, which is kept "
         "(this rating dropped)",
     ]
+    # --strict stops and validate only reports: neither keeps or drops anything
+    said = "r.csv line 2: user '1' rated item '10' at line 4 too, the later line, which "
+    said += "cleaning keeps (dropping this rating)"
+    assert said in validate(load_table(p, rating_range=(1, 5)))[0]
+    with pytest.raises(DataError, match=re.escape(said.removeprefix("r.csv line 2: "))):
+        clean(load_table(p, rating_range=(1, 5)), strict=True)
 
 
 def test_findings_name_columns_as_the_file_does_and_where_a_copy_is_kept(

@@ -100,7 +100,7 @@ def clean(
     _note_letterless_text(items, report)
 
     inter = apply(inter, _unknown_items(inter, items))
-    inter = apply(inter, _latest_duplicates(inter))
+    inter = apply(inter, _latest_duplicates(inter, acting=not strict))
 
     if users is not None:
         users = apply(users, _missing_ids(users, "user_id"), "users table: ")
@@ -287,7 +287,9 @@ def _duplicates(frame: pd.DataFrame, cols: list[str], keep: str) -> _Finding | N
     )
 
 
-def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
+def _latest_duplicates(inter: pd.DataFrame, acting: bool = False) -> _Finding | None:
+    """Repeated (user, item) pairs but the latest; ``acting``: cleaning drops them now
+    (else validation, or --strict, reports what cleaning would do)."""
     key = ["user_id", "item_id"]
     if not inter.duplicated(key).any():  # the common case needs no sort
         return None
@@ -321,8 +323,11 @@ def _latest_duplicates(inter: pd.DataFrame) -> _Finding | None:
             wins = "later in time"
         else:
             wins = "the later line"
-        kept_at = f"at {at} too, {wins}, which is kept"
-        return f"user {user!r} rated item {item!r} {kept_at} (this rating dropped)"
+        if acting:
+            kept_at = f"at {at} too, {wins}, which is kept (this rating dropped)"
+        else:  # nothing is kept or dropped by a report, nor by --strict, which stops
+            kept_at = f"at {at} too, {wins}, which cleaning keeps (dropping this rating)"
+        return f"user {user!r} rated item {item!r} {kept_at}"
 
     return _finding(inter, rows, "duplicate (user, item) rating (kept the latest)", why, "item_id")
 
