@@ -116,6 +116,19 @@ def test_validate_lists_every_problem_and_exits_1(files: Path) -> None:
     assert proc.returncode == 1 and report["ok"] is False and len(report["problems"]) >= 2
 
 
+def test_validate_shows_what_cleaning_notes_but_keeps(files: Path) -> None:
+    # an item whose only text is its year passed as "ok: no problems found"
+    (files / "items.csv").write_text("item_id,title,year\n10,Heat,1995\n11,,1984\n")
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n1,10,5\n1,11,4\n")
+    args = ["data", "validate", "--interactions", str(files / "ratings.csv"),
+            "--items", str(files / "items.csv")]  # fmt: skip
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: 1 items' text has no letter (e.g. '11': '(1984).')" in proc.stdout
+    assert proc.stdout.rstrip().endswith("ok: no problems found")
+    assert json.loads(run_cli(*args, "--json").stdout)["notes"][0].startswith("1 items' text")
+
+
 def test_wrong_atomic_header(tmp_path: Path) -> None:
     (tmp_path / "x.inter").write_text("user_id:token\titem_id\trating:float\n1\t2\t3\n")
     assert_one_line_error(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec.cli.options import add_data_args, data_spec
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, MetarecError
 
 
 def register(sub: Any) -> None:
@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from metarec.data import validate
+    from metarec.data import clean, validate
     from metarec.data.spec import load_from_spec, spec_rating_range
 
     spec = data_spec(args)
@@ -39,11 +39,21 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "validate":
         raw = load_from_spec(spec, cleaned=False)
         problems = validate(raw, rating_range=rating_range)
+        # what cleaning notes but keeps (an item whose only text is its year): not a
+        # problem, yet "ok" alone hid it where `data describe` shows it
+        try:
+            report = clean(raw, rating_range=rating_range).report
+        except MetarecError:  # a table cleaning cannot read: the problems say why
+            report = None
+        cleaning_notes = list(report.notes) if report is not None else []
         if args.json:
-            print(json.dumps({"ok": not problems, "problems": list(problems)}, indent=2))
+            shown = {"ok": not problems, "problems": list(problems), "notes": cleaning_notes}
+            print(json.dumps(shown, indent=2))
         else:
             for p in problems:
                 print(f"problem: {p}")
+            for n in cleaning_notes:
+                print(f"note: {n}")
             print("ok: no problems found" if not problems else f"{len(problems)} problem(s)")
         return 0 if not problems else 1
     ds = load_from_spec(spec)
