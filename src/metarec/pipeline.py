@@ -305,6 +305,9 @@ def train(
             f"{dataset.name}: {len(problems)} problem(s) in the data, the first: "
             f"{problems[0]}; clean it first (metarec.clean; load_dataset cleans by default)"
         )
+    if cfg.like_threshold is None:  # before the encoding; fit_recommender checks its rows
+        like = like_threshold_for(dataset.rating_range)
+        check_inferred_like_threshold(dataset.interactions["rating"], like, dataset.rating_range)
     catalogue = encode_catalogue(
         dataset.items, encoder or cfg.encoder, cache_dir=cache_dir, progress=progress
     )

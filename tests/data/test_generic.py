@@ -572,7 +572,7 @@ def test_a_stray_top_rating_that_leaves_nothing_liked_is_refused_before_any_fit(
     )
     with pytest.warns(UserWarning, match="stand far from the others"):
         ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
-    needle = r"like threshold 5\.5, the top quarter of the scale \[1, 7\] read from the data, is "
+    needle = r"like threshold 5\.5, the top quarter of the rating scale \[1, 7\], is "
     needle += r"reached by 1 of \d+ ratings"
     with pytest.raises(ConfigError, match=needle.replace(r"\d+", "401")):
         run_benchmark("p2", ds, out=tmp_path / "out", peers=["popularity"], plots=False)
@@ -582,6 +582,12 @@ def test_a_stray_top_rating_that_leaves_nothing_liked_is_refused_before_any_fit(
     # a threshold given is the user's word; so is the scale, which drops the typo
     given = mr.train(ds, {"epochs": 1, "like_threshold": 5}, encoder="tfidf", progress=False)
     assert given.cfg.like_threshold == 5
+    # impressions (0 shown, 1 clicked) with 0.5 % clicks: the rare 1s are what is liked
+    shown = [f"{u},{i},{int(u == 0 and i < 2)}" for u in range(40) for i in range(10)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(shown))
+    clicks = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
+    fitted = mr.train(clicks, {"epochs": 1, "objective": "bce"}, encoder="tfidf", progress=False)
+    assert fitted.cfg.like_threshold == 0.75
 
 
 def test_ratings_without_an_items_file_are_said_to_leave_items_without_text(

@@ -96,24 +96,29 @@ def check_like_threshold(value: float, rating_range: tuple[float, float], what: 
 
 
 def check_inferred_like_threshold(
-    ratings: object, threshold: float, rating_range: tuple[float, float]
+    ratings: object,
+    threshold: float,
+    rating_range: tuple[float, float],
+    flags: str = "--set like_threshold=X, or like_threshold=",
 ) -> None:
-    """ConfigError when a like threshold read from the scale (not given) is reached by
-    under 1 % of ``ratings``: one typo past the scale's top (a 7 among 1-5 stars)
-    stretches the scale, puts the threshold above every real rating, and every ranking
-    model and metric would then learn or count from no positives, failing far from
-    the cause or, worse, not at all."""
+    """ConfigError when a like threshold taken from the scale (not given) is reached by
+    under 1 % of ``ratings`` on a scale of three or more levels: one typo past the
+    scale's top (a 7 among 1-5 stars) stretches the scale, puts the threshold above
+    every real rating, and every ranking model and metric would then learn or count
+    from no positives, failing far from the cause or, worse, not at all. Feedback of
+    two values (0 shown, 1 clicked) is left alone: its rare 1s are what is liked.
+    ``flags``: how the calling command gives a threshold."""
     values = np.asarray(ratings, dtype=np.float64)
     liked = int((values >= threshold).sum())
-    if len(values) and liked < 0.01 * len(values):
-        lo, hi = (float(x) for x in rating_range)
-        raise ConfigError(
-            f"like threshold {threshold:g}, the top quarter of the scale [{lo:g}, {hi:g}] "
-            f"read from the data, is reached by {liked:,} of {len(values):,} ratings: "
-            "almost nothing would count as liked. If the scale's end is a typo, give the "
-            "scale (--rating-range LOW,HIGH, or rating_range=; those rows are dropped); "
-            "else give the threshold (--like-threshold, or like_threshold=)"
-        )
+    if not len(values) or liked >= 0.01 * len(values) or len(np.unique(values)) < 3:
+        return
+    lo, hi = (float(x) for x in rating_range)
+    raise ConfigError(
+        f"like threshold {threshold:g}, the top quarter of the rating scale [{lo:g}, {hi:g}], "
+        f"is reached by {liked:,} of {len(values):,} ratings: almost nothing would count "
+        "as liked. If the scale's top is a typo, give the scale (--rating-range LOW,HIGH, "
+        f"or rating_range=; those rows are dropped); else give a threshold ({flags})"
+    )
 
 
 def check_objective(objective: str, rating_range: tuple[float, float], name: str) -> None:

@@ -825,7 +825,8 @@ def run_benchmark(
     ds = replace(ds, name=ds_name)  # split files and reports are named after it
     like = ds.like_threshold if like_threshold is None else float(like_threshold)
     if like_threshold is None:
-        check_inferred_like_threshold(ds.interactions["rating"], like, ds.rating_range)
+        flags = "--like-threshold X, or like_threshold="
+        check_inferred_like_threshold(ds.interactions["rating"], like, ds.rating_range, flags)
     check_like_threshold(like, ds.rating_range, "like_threshold")
     if folds > 1 and ds.n_users < 10 * folds:
         # a fold of a user or two measures nothing, and the run would fit every model
