@@ -563,6 +563,8 @@ def test_a_title_without_its_year_and_an_id_as_typed_resolve_where_unambiguous(
         rec.add_items(pd.DataFrame({"item_id": [" spaced "], "title": ["Spaced"]}))
     assert rec.resolve("café-9") == rec.resolve(cafe) == rec.item_index[cafe]
     assert rec.resolve(" x1 ") == rec.item_index["x1"]
+    # an id with stray spaces is the id, before any title: a film is titled "187"
+    assert rec.resolve(" 187") == rec.resolve("187 ") == rec.item_index["187"]
 
 
 def test_fold_in_items_learns_new_items_from_first_ratings(

@@ -239,6 +239,12 @@ class Recommender(TopK):
         skey = str(key)
         if skey in self.item_index:
             return self.item_index[skey]
+        # an id as typed, with stray spaces or decomposed letters, is still an id and
+        # comes before titles: " 187" is item 187, not the film titled "187"
+        typed = _loose_id(skey)
+        loose = self.item_index.get(typed, self.loose_ids.get(typed))
+        if loose is not None:
+            return loose
         hit = self.title_index.get(_norm(skey))
         shared = self.shared_titles.get(_norm(skey))
         if shared:
@@ -250,10 +256,7 @@ class Recommender(TopK):
             )
         if hit is not None:
             return hit
-        typed = _loose_id(skey)  # the key typed with stray spaces, or decomposed
-        loose = self.item_index.get(typed, self.loose_ids.get(typed))
-        if loose is None:
-            loose = self.loose_titles.get(_norm(skey))
+        loose = self.loose_titles.get(_norm(skey))
         if loose is not None:
             return loose
         names = list(self.title_index)

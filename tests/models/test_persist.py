@@ -395,3 +395,5 @@ def test_one_model_folder_is_checked(world: World, tmp_path: Path) -> None:
     with pytest.raises(UnsupportedError, match=r"^model 'als' \(ALS\) cannot be saved: .*can$"):
         persist.save_model(make_peer("als", seed=1).fit(world.data), tmp_path / "als")
     assert not (tmp_path / "als").exists()
+    with pytest.raises(ModelError, match=r"^model 'popularity': not fitted; call fit\(\) first"):
+        persist.save_model(make_peer("popularity"), tmp_path / "unfitted")

@@ -109,8 +109,9 @@ def _peer_state(
 ) -> tuple[str, dict[str, Any], dict[str, float], dict[str, np.ndarray]]:
     """(kind, constructor options, fitted scalars, fitted arrays) of a saveable peer;
     ``alone``: saved by itself (``save_model``), not as an ensemble's member."""
+    what = f"model {name!r}" if alone else f"ensemble member {name!r}"
     if isinstance(model, Popularity):
-        scores = _fitted(name, model.scores)
+        scores = _fitted(what, model.scores)
         return "popularity", {"like_threshold": model.like_threshold}, {}, {"scores": scores}
     if isinstance(model, Bias):
         m = model._model()
@@ -120,7 +121,7 @@ def _peer_state(
         options = {"item_damping": model.item_damping, "user_damping": model.user_damping}
         return "bias", options, {"mu": float(m.mu)}, arrays
     if isinstance(model, ContentKNN):
-        vectors = _fitted(name, model.vectors)
+        vectors = _fitted(what, model.vectors)
         options = {"damping": model.damping, "like_threshold": model.like_threshold}
         arrays = {"vectors": vectors, "popularity": np.asarray(model.popularity)}
         return "knn", options, {"mu": float(model.mu)}, arrays
@@ -129,21 +130,19 @@ def _peer_state(
             try:
                 options, fitted, arrays = model.to_state()
             except ModelError:
-                raise ModelError(
-                    f"ensemble member {name!r}: not fitted; call fit() first"
-                ) from None
+                raise ModelError(f"{what}: not fitted; call fit() first") from None
             return kind, options, fitted, arrays
-    what, hint = ("model", "") if alone else ("ensemble member", "; leave it out of the ensemble")
+    hint = "" if alone else "; leave it out of the ensemble"
     raise UnsupportedError(
-        f"{what} {name!r} ({type(model).__name__}) cannot be saved: only metarec "
+        f"{what} ({type(model).__name__}) cannot be saved: only metarec "
         "models (meta-learners, episodic, stacked) and the popularity, bias and knn peers "
         f"can{hint}"
     )
 
 
-def _fitted(name: str, value: np.ndarray | None) -> np.ndarray:
-    if value is None:
-        raise ModelError(f"ensemble member {name!r}: not fitted; call fit() first")
+def _fitted(what: str, value: np.ndarray | None) -> np.ndarray:
+    if value is None:  # what: "model 'knn'" or "ensemble member 'knn'"
+        raise ModelError(f"{what}: not fitted; call fit() first")
     return np.asarray(value)
 
 
