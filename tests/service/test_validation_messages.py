@@ -29,6 +29,17 @@ def test_a_validators_message_wins_over_another_union_members_type_mismatch() ->
     )
 
 
+def test_every_error_of_the_member_that_got_further_keeps_its_place() -> None:
+    # merged at the union's root, "genres: ... (got '')" lost which entry was empty,
+    # and a validator's message hid the other entries' errors
+    body = {"items": [{"item_id": "g", "title": "T", "genres": ["Comedy", "", "A|B"]}]}
+    assert _message(schemas.ItemsIn, body) == (
+        "items[0].genres[1]: String should have at least 1 character (got ''); "
+        "items[0].genres[2]: must not contain '|': give each genre as its own list entry "
+        "(got 'A|B')"
+    )
+
+
 def test_type_mismatches_of_every_member_are_one_line_joined_by_or() -> None:
     event = {"event_id": "e", "item_id": "1", "type": "like", "timestamp": [1]}
     assert _message(schemas.EventsIn, {"events": [event]}) == (

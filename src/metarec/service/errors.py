@@ -84,10 +84,11 @@ _UNION_MEMBER = re.compile(
 def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """pydantic reports a value a union refuses once per member, each located under
     the member's internal name (``timestamp.datetime``, ``timestamp.float``, or a
-    validator chain for ``genres``). A client wants one line per field: the member
-    names go, a validator's own message wins over another member's type mismatch
-    (``genres[0]: must not contain '|'``, not "should be a valid string" from the
-    string member), and mismatches alone are joined with "or"."""
+    validator chain for ``genres``). A client wants each field named as it wrote it:
+    the member names go; the members that got further than a type mismatch (an
+    error deeper in the value, ``genres[1]``, or a validator's own message) are the
+    ones reported, every error of theirs; where every member only mismatched the
+    type, their messages are one line, joined with "or"."""
 
     def member(loc: tuple[Any, ...]) -> int | None:
         return next(
@@ -104,7 +105,9 @@ def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if at is not None:
             roots[loc[:at]] = roots.get(loc[:at], 0) + 1
     out: list[dict[str, Any]] = []
-    unions: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    # union root -> member name -> (its errors, whether it got past the type)
+    unions: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
+    further: set[tuple[tuple[Any, ...], str]] = set()
     for err in errors:
         loc = tuple(err.get("loc", ()))
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
@@ -115,23 +118,27 @@ def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if tag is None:
             out.append(plain)
             continue
-        root = loc[:tag]
+        root, name = loc[:tag], loc[tag]
         if root not in unions:
-            unions[root] = []
-            out.append({"_union": root})  # where the union's line goes
-        unions[root].append(plain)
+            unions[root] = {}
+            out.append({"_union": root})  # where the union's lines go
+        unions[root].setdefault(name, []).append(plain)
+        if len(loc) > tag + 1 or err.get("type") == "value_error":
+            further.add((root, name))
     merged: list[dict[str, Any]] = []
     for err in out:
         if "_union" not in err:
             merged.append(err)
             continue
-        members = unions[err["_union"]]
-        own = [m for m in members if m.get("type") == "value_error"]
-        if own:
-            merged.extend(own)
+        root = err["_union"]
+        members = unions[root]
+        reached = [errs for name, errs in members.items() if (root, name) in further]
+        if reached:
+            merged.extend(e for errs in reached for e in errs)
             continue
-        msgs = list(dict.fromkeys(m["msg"] for m in members))
-        merged.append({**members[0], "loc": err["_union"], "msg": "; or ".join(msgs)})
+        first = next(iter(members.values()))[0]
+        msgs = list(dict.fromkeys(e["msg"] for errs in members.values() for e in errs))
+        merged.append({**first, "loc": root, "msg": "; or ".join(msgs)})
     return merged
 
 
