@@ -23,9 +23,11 @@ BAD_HTTP = "bad_http"
 URI_TOO_LONG = "uri_too_long"
 # httptools splits a URL with 16-bit offsets: a longer one is a parse error
 MAX_URL_BYTES = 65_535
-# what a recommendations request's candidates may hold, leaving room under that for
-# the path, a long user id and the other parameters
-MAX_CANDIDATES_CHARS = 60_000
+# what a recommendations request's candidates may hold: the limit counts decoded
+# characters, the parser's bytes of the URL as sent, where a client's encoding makes
+# a comma three bytes (%2C): 20,000 ASCII characters stay under it so encoded, with
+# room for the path, a long user id and the other parameters
+MAX_CANDIDATES_CHARS = 20_000
 
 
 def bad_http_response(
@@ -55,8 +57,9 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         if len(url) > MAX_URL_BYTES:
             # a long candidates list: say so, not that the bytes were no HTTP
             message = (
-                f"the URL is {len(url):,} bytes; this server reads up to {MAX_URL_BYTES:,} "
-                f"(a candidates list takes at most {MAX_CANDIDATES_CHARS:,} characters)"
+                f"the URL is {len(url):,} bytes as sent; this server reads up to "
+                f"{MAX_URL_BYTES:,}: send fewer candidates (at most {MAX_CANDIDATES_CHARS:,} "
+                "characters, which percent-encoding may make three times as many bytes)"
             )
             status = (414, b"URI Too Long", URI_TOO_LONG)
         else:
