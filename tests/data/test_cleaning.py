@@ -172,7 +172,8 @@ def test_duplicates_without_timestamps_keep_the_last_row(tmp_path: Path) -> None
     # --strict stops and validate only reports: neither keeps or drops anything
     said = "r.csv line 2: user '1' rated item '10' at line 4 too, the later line, which "
     said += "cleaning keeps (dropping this rating)"
-    assert said in validate(load_table(p, rating_range=(1, 5)))[0]
+    reported = validate(load_table(p, rating_range=(1, 5)))[0]
+    assert said in reported and "rating (cleaning keeps the latest)" in reported
     with pytest.raises(DataError, match=re.escape(said.removeprefix("r.csv line 2: "))):
         clean(load_table(p, rating_range=(1, 5)), strict=True)
 

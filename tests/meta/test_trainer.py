@@ -39,6 +39,7 @@ def _trainer(
     algorithm: str = "fomaml",
     dropout: float = 0.0,
     adapt: str = "context",
+    patience: int = 100,
 ) -> Trainer:
     mc = ModelConfig(hidden=8, tower_hidden=16, factors=4, dropout=dropout)
     cfg = TrainConfig(
@@ -48,7 +49,7 @@ def _trainer(
         negatives=2,
         like_threshold=4.0,
         epochs=epochs,
-        patience=100,
+        patience=patience,
         meta_batch_size=16,
         inner_steps=1,
         seed=5,
@@ -194,6 +195,29 @@ def test_fewer_epochs_than_the_checkpoint_trained_start_afresh(tmp_path: Path) -
         fresh.learner.state_dict().items(), again.learner.state_dict().values(), strict=True
     ):
         assert torch.equal(v, w), k
+
+
+def test_less_patience_than_the_checkpoint_ran_with_starts_afresh(tmp_path: Path) -> None:
+    # seed 1's validation loss stops improving after epoch 4: patience 1 stops at 5
+    vectors, src = _source(1)
+    _trainer(vectors, 8).fit(src, src, checkpoint_dir=tmp_path)  # patience 100: 8 epochs
+    fresh = _trainer(vectors, 8, patience=1).fit(src, src)
+    assert fresh.epochs[-1]["epoch"] == 5
+    with pytest.warns(UserWarning, match="trained past epoch 5, where patience=1 stops"):
+        hist = _trainer(vectors, 8, patience=1).fit(src, src, checkpoint_dir=tmp_path)
+    assert not hist.resumed_from and hist.epochs == fresh.epochs
+
+
+def test_more_patience_trains_on_from_a_checkpoint_that_stopped_early(tmp_path: Path) -> None:
+    vectors, src = _source(1)
+    _trainer(vectors, 8, patience=1).fit(src, src, checkpoint_dir=tmp_path)  # stops at 5
+    fresh = _trainer(vectors, 8, patience=2).fit(src, src)
+    hist = _trainer(vectors, 8, patience=2).fit(src, src, checkpoint_dir=tmp_path)
+    # it stopped there for patience 1, which patience 2 would not have: one epoch more
+    assert hist.resumed_from == 5 and hist.epochs[-1]["epoch"] == 6
+    assert [round(e["val_loss"], 6) for e in hist.epochs] == [
+        round(e["val_loss"], 6) for e in fresh.epochs
+    ]
 
 
 @pytest.mark.parametrize("changed", ["ratings", "item vectors"])

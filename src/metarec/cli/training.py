@@ -445,10 +445,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def with_ratings(rec: Any, top: pd.DataFrame) -> pd.DataFrame:
-    """``top`` with a ``rating`` column after ``score`` where scores are predicted
-    ratings: the scale level the user most plausibly gives, as the service shows it.
-    A score is not clipped (a strong match can pass the scale's top); the rating is."""
-    if not rec.scores_are_ratings:
+    """``top`` with a ``rating`` column after ``score`` where the run has cutpoints:
+    the scale level the user most plausibly gives, as the service shows it (which
+    leaves it null otherwise). A score is not clipped (a strong match can pass the
+    scale's top); the rating is a level of the scale."""
+    if rec.cutpoints is None:
         return top
     top = top.copy()
     ratings = rec.median_ratings(top["score"].to_numpy(dtype=float))

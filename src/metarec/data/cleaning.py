@@ -329,7 +329,10 @@ def _latest_duplicates(inter: pd.DataFrame, acting: bool = False) -> _Finding | 
             kept_at = f"at {at} too, {wins}, which cleaning keeps (dropping this rating)"
         return f"user {user!r} rated item {item!r} {kept_at}"
 
-    return _finding(inter, rows, "duplicate (user, item) rating (kept the latest)", why, "item_id")
+    reason = "duplicate (user, item) rating " + (
+        "(kept the latest)" if acting else "(cleaning keeps the latest)"
+    )
+    return _finding(inter, rows, reason, why, "item_id")
 
 
 def _unknown_items(inter: pd.DataFrame, items: pd.DataFrame) -> _Finding | None:

@@ -251,17 +251,18 @@ class Trainer:
                 legacy = isinstance(meta, dict) and "tensors" not in meta
                 wanted = ratings_part if legacy else fingerprint
                 same = isinstance(meta, dict) and meta.get("fingerprint") == wanted
-                # more epochs continue a checkpoint; fewer cannot: its model may be
-                # from an epoch past them, which a fresh run would never have reached
-                past = same and int(meta["epoch"]) > cfg.epochs
+                # more epochs or patience continue a checkpoint; fewer cannot: its model
+                # may be from an epoch past where a fresh run would have stopped
+                stop = _stop_epoch(meta["history"], cfg.patience) if same else None
+                past = same and (int(meta["epoch"]) > cfg.epochs or stop is not None)
                 if same and not past:
                     start, bad, best_state = self._restore(ckpt, meta, history)
                 else:
-                    what = (
-                        f"trained {int(meta['epoch'])} epochs, more than epochs={cfg.epochs}"
-                        if past
-                        else "of another config or other data"
-                    )
+                    what = "of another config or other data"
+                    if past and stop is not None:
+                        what = f"trained past epoch {stop}, where patience={cfg.patience} stops"
+                    elif past:
+                        what = f"trained {int(meta['epoch'])} epochs, more than epochs={cfg.epochs}"
                     warnings.warn(
                         f"{ckpt}: the checkpoint there is {what}; training from the start "
                         "(it will be replaced)",
@@ -404,10 +405,31 @@ class Trainer:
         history.best_epoch = int(meta["best_epoch"])
         history.best_score = float(meta["best_score"])
         history.resumed_from = int(meta["epoch"])
-        epoch = int(meta["epoch"])
-        if meta.get("done"):
-            epoch = self.cfg.epochs  # finished (early stop): nothing left to run
-        return epoch, int(meta["bad_epochs"]), best
+        epoch, bad = int(meta["epoch"]), int(meta["bad_epochs"])
+        validated = bool(history.epochs) and "val_loss" in history.epochs[-1]
+        if validated and bad >= self.cfg.patience:
+            epoch = self.cfg.epochs  # stopped early, or would stop here: nothing to run
+        # stopped early under a lower patience: more patience trains on from there, as a
+        # fresh run with it would have (it never met this patience before)
+        return epoch, bad, best
+
+
+def _stop_epoch(rows: object, patience: int) -> int | None:
+    """The epoch before the last of a checkpoint's history at which a run with this
+    ``patience`` would have stopped early, or None: replays the early-stopping rule of
+    ``_fit`` on the recorded validation losses (no validation: no early stop)."""
+    if not isinstance(rows, list) or not rows or "val_loss" not in rows[-1]:
+        return None
+    best, bad = math.inf, 0
+    for row in rows[:-1]:
+        score = float(row["val_loss"])
+        if score < best - 1e-5:
+            best, bad = score, 0
+        elif int(row["epoch"]) > 0:  # the untrained start counts as a score, not a stop
+            bad += 1
+        if int(row["epoch"]) > 0 and bad >= patience:
+            return int(row["epoch"])
+    return None
 
 
 def data_fingerprint(train: TaskSource, validation: TaskSource | None) -> str:
@@ -439,7 +461,7 @@ def inputs_fingerprint(module: torch.nn.Module) -> str:
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
-    """What a checkpoint must match to be resumed; more epochs (see ``_fit``) or another
-    patience may be asked for."""
+    """What a checkpoint must match to be resumed; more epochs or patience may be asked
+    for (``_fit`` trains afresh where fewer would have stopped earlier)."""
     data = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "patience", "device")}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
