@@ -12,6 +12,7 @@ it held are simply encoded again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -293,7 +294,14 @@ def default_cache() -> EmbeddingCache:
     every start."""
     from metarec.encoders.sentence import metarec_cache_dir  # torch-free module split
 
-    return EmbeddingCache(metarec_cache_dir() / "embeddings")
+    return _cache_at(metarec_cache_dir() / "embeddings")
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_at(directory: Path) -> EmbeddingCache:
+    # one object per folder and process: its parsed shard headers are reused by every
+    # later add, where a new object read each shard's header again
+    return EmbeddingCache(directory)
 
 
 def cached_encode(
