@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -190,10 +190,8 @@ class EnsembleRecommender(TopK):
         steps: int | None = None,
     ) -> EnsembleUserState:
         check_readable_features(self.primary.features, user_features)
-        if isinstance(history, Iterator):  # read twice below: once to check, once to adapt
-            history = list(history)
-        self.primary._history_pairs(history)  # a bad one is named "history", not "histories[0]"
-        return self.adapt_many([history], [user_features], steps=steps)[0]
+        # one user: a bad entry is named "history", not "histories[0]"
+        return self._adapt_many([history], [user_features], steps, lambda n: "history")[0]
 
     def adapt_many(
         self,
@@ -202,13 +200,23 @@ class EnsembleRecommender(TopK):
         *,
         steps: int | None = None,
     ) -> list[EnsembleUserState]:
+        return self._adapt_many(histories, user_features, steps, lambda n: f"histories[{n}]")
+
+    def _adapt_many(
+        self,
+        histories: Sequence[History | None],
+        user_features: Sequence[Mapping[str, Any] | None] | None,
+        steps: int | None,
+        where: Callable[[int], str],
+    ) -> list[EnsembleUserState]:
+        # where(n): how a message names the n-th history
         histories, rows = adapt_many_args(histories, user_features, self.primary.features)
         if steps is not None:
             raise UnsupportedError(
                 "ensemble: each member adapts with its own number of steps; steps cannot be set"
             )
         # the primary validates ratings and resolves titles exactly as a single run does
-        pairs = [self.primary._history_pairs(h, f"histories[{n}]") for n, h in enumerate(histories)]
+        pairs = [self.primary._history_pairs(h, where(n)) for n, h in enumerate(histories)]
         states = [
             EnsembleUserState(
                 params={},

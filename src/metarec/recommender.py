@@ -18,7 +18,7 @@ import difflib
 import re
 import unicodedata
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -296,10 +296,8 @@ class Recommender(TopK):
         skipped. :meth:`adapt_many` and :meth:`predict_tasks`' users table check alike.
         """
         check_readable_features(self.features, user_features)
-        if isinstance(history, Iterator):  # read twice below: once to check, once to adapt
-            history = list(history)
-        self._history_pairs(history)  # a bad one is named "history", not "histories[0]"
-        return self.adapt_many([history], [user_features], steps=steps)[0]
+        # one user: a bad entry is named "history", not "histories[0]"
+        return self._adapt_many([history], [user_features], steps, lambda n: "history")[0]
 
     def adapt_many(
         self,
@@ -311,9 +309,19 @@ class Recommender(TopK):
         """:meth:`adapt` for many users in one vmapped call (what a server batches).
         Feature keys the model was not trained with are ignored: a stored profile may
         hold more than one model uses."""
+        return self._adapt_many(histories, user_features, steps, lambda n: f"histories[{n}]")
+
+    def _adapt_many(
+        self,
+        histories: Sequence[History | None],
+        user_features: Sequence[Mapping[str, Any] | None] | None,
+        steps: int | None,
+        where: Callable[[int], str],
+    ) -> list[UserState]:
+        # where(n): how a message names the n-th history
         histories, user_features = adapt_many_args(histories, user_features, self.features)
         check_steps(steps)
-        all_pairs = [self._history_pairs(h, f"histories[{n}]") for n, h in enumerate(histories)]
+        all_pairs = [self._history_pairs(h, where(n)) for n, h in enumerate(histories)]
         codes = torch.as_tensor(
             np.stack([self.features.encode_one(dict(f or {})) for f in user_features])
             if histories
