@@ -440,7 +440,10 @@ class FeedbackStore:
             )
         try:
             left_ms = max(1, int((deadline - time.monotonic()) * 1000))
-            with _write(self.engine, busy_ms=left_ms) as conn:
+            # the lock taken at once (the usual case): the connection's own timeout is
+            # the budget, and two PRAGMAs a write would only cost time
+            waited = left_ms < SQLITE_BUSY_TIMEOUT_S * 1000 - 100
+            with _write(self.engine, busy_ms=left_ms if waited else None) as conn:
                 yield conn
         finally:
             self._write_lock.release()
