@@ -24,10 +24,9 @@ from metarec.data.features import UserFeatureEncoder
 from metarec.data.generic import check_rating_range
 from metarec.data.schema import (
     Dataset,
-    check_inferred_like_threshold,
     check_like_threshold,
     check_objective,
-    like_threshold_for,
+    inferred_like_threshold,
 )
 from metarec.data.tasks import UserRatings
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cache, make_encoder
@@ -144,8 +143,7 @@ def fit_recommender(
         raise DataError("no training interactions left (check filters and splits)")
     like = cfg.like_threshold
     if like is None:
-        like = like_threshold_for(rating_range)
-        check_inferred_like_threshold(train["rating"], like, rating_range)
+        like = inferred_like_threshold(train["rating"], rating_range)
     # saved with the run as the number it became
     cfg = dataclasses.replace(
         cfg, like_threshold=check_like_threshold(like, rating_range, "like_threshold")
@@ -306,8 +304,7 @@ def train(
             f"{problems[0]}; clean it first (metarec.clean; load_dataset cleans by default)"
         )
     if cfg.like_threshold is None:  # before the encoding; fit_recommender checks its rows
-        like = like_threshold_for(dataset.rating_range)
-        check_inferred_like_threshold(dataset.interactions["rating"], like, dataset.rating_range)
+        inferred_like_threshold(dataset.interactions["rating"], dataset.rating_range)
     catalogue = encode_catalogue(
         dataset.items, encoder or cfg.encoder, cache_dir=cache_dir, progress=progress
     )

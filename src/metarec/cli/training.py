@@ -126,10 +126,9 @@ def train_run(
     ``holdout_flag``: whether the command has ``--holdout`` to suggest; ``split_seed``:
     the users' split's seed (default: the training seed)."""
     from metarec.data.schema import (
-        check_inferred_like_threshold,
         check_like_threshold,
         check_objective,
-        like_threshold_for,
+        inferred_like_threshold,
     )
     from metarec.data.spec import check_not_overwriting, load_from_spec
     from metarec.evaluation.p1 import make_p1_split
@@ -158,8 +157,7 @@ def train_run(
         if cfg.like_threshold is not None:
             check_like_threshold(cfg.like_threshold, ds.rating_range, "like_threshold")
         else:
-            like = like_threshold_for(ds.rating_range)
-            check_inferred_like_threshold(ds.interactions["rating"], like, ds.rating_range)
+            inferred_like_threshold(ds.interactions["rating"], ds.rating_range)
         drawn = cfg.seed if split_seed is None else split_seed
         split = make_p1_split(ds, seed=drawn) if holdout == "p1" else None
         if split is not None:

@@ -95,23 +95,23 @@ def check_like_threshold(value: float, rating_range: tuple[float, float], what: 
     return float(value)
 
 
-def check_inferred_like_threshold(
+def inferred_like_threshold(
     ratings: object,
-    threshold: float,
     rating_range: tuple[float, float],
     flags: str = "--set like_threshold=X, or like_threshold=",
-) -> None:
-    """ConfigError when a like threshold taken from the scale (not given) is reached by
-    under 1 % of ``ratings`` on a scale of three or more levels: one typo past the
+) -> float:
+    """:func:`like_threshold_for` the scale, or a ConfigError where under 1 % of
+    ``ratings`` reach it on a scale of three or more levels: one typo past the
     scale's top (a 7 among 1-5 stars) stretches the scale, puts the threshold above
     every real rating, and every ranking model and metric would then learn or count
     from no positives, failing far from the cause or, worse, not at all. Feedback of
     two values (0 shown, 1 clicked) is left alone: its rare 1s are what is liked.
     ``flags``: how the calling command gives a threshold."""
+    threshold = like_threshold_for(rating_range)
     values = np.asarray(ratings, dtype=np.float64)
     liked = int((values >= threshold).sum())
     if not len(values) or liked >= 0.01 * len(values) or len(np.unique(values)) < 3:
-        return
+        return threshold
     lo, hi = (float(x) for x in rating_range)
     raise ConfigError(
         f"like threshold {threshold:g}, the top quarter of the rating scale [{lo:g}, {hi:g}], "

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from metarec.config import TrainConfig
-from metarec.data.schema import Dataset, check_inferred_like_threshold, check_like_threshold
+from metarec.data.schema import Dataset, check_like_threshold, inferred_like_threshold
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.own_models import OwnModel
@@ -823,10 +823,13 @@ def run_benchmark(
     if ds is None:
         ds = load_dataset(ds_name, root=root)
     ds = replace(ds, name=ds_name)  # split files and reports are named after it
-    like = ds.like_threshold if like_threshold is None else float(like_threshold)
-    if like_threshold is None:
-        flags = "--like-threshold X, or like_threshold="
-        check_inferred_like_threshold(ds.interactions["rating"], like, ds.rating_range, flags)
+    like = (
+        inferred_like_threshold(
+            ds.interactions["rating"], ds.rating_range, "--like-threshold X, or like_threshold="
+        )
+        if like_threshold is None
+        else float(like_threshold)
+    )
     check_like_threshold(like, ds.rating_range, "like_threshold")
     if folds > 1 and ds.n_users < 10 * folds:
         # a fold of a user or two measures nothing, and the run would fit every model
