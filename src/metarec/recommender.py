@@ -196,9 +196,8 @@ class Recommender(TopK):
             key = _loose_id(str(item))
             if key != item:
                 loose_ids.setdefault(key, []).append(i)
-        self.loose_ids = {
-            k: v[0] for k, v in loose_ids.items() if len(v) == 1 and k not in self.item_index
-        }
+        # an exact id wins in resolve before this is read
+        self.loose_ids = {k: v[0] for k, v in loose_ids.items() if len(v) == 1}
         self._refresh_cache()
 
     @torch.no_grad()

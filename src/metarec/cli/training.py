@@ -161,11 +161,10 @@ def train_run(
         drawn = cfg.seed if split_seed is None else split_seed
         split = make_p1_split(ds, seed=drawn) if holdout == "p1" else None
         if split is not None:
+            _check_p1_groups(split, ds.n_users, ds.name, holdout_flag)
             train_rows, val_rows = split.frames["train"], split.frames["validation"]
         else:
             train_rows, val_rows = split_users(ds.interactions, 0.1, drawn)
-        if split is not None:
-            _check_p1_groups(split, ds.n_users, ds.name, holdout_flag)
         if train_rows.empty:
             # refused before the run folder exists, so a failed start leaves nothing behind
             raise DataError(

@@ -321,13 +321,6 @@ def load_table(
         unread = [f"{flag} {col}" for flag, col in (
             ("--title-col", title_col), ("--genre-col", genre_col), ("--year-col", year_col),
             ("--items-id-col", item_id_col)) if col]  # fmt: skip
-        if unread:
-            warnings.warn(
-                f"{', '.join(unread)}: name(s) columns of an items file, and none was given "
-                "(--items FILE, or items_path=); the items are the rated ids, titled by id",
-                UserWarning,
-                stacklevel=2,
-            )
     users_id = users_id_col or user_col
     # the id column is renamed user_id: a feature of either name would be a second
     # user_id column in the users table
@@ -385,11 +378,14 @@ def load_table(
             text,
         )
     else:
-        # as an items file without a text column is: the user should hear it once here
+        # as an items file without a text column is, in one warning with the item-file
+        # flags given that it leaves unread
+        unread_flags = f"; {', '.join(unread)}: name(s) columns of such a file" if unread else ""
         warnings.warn(
             f"{interactions_path}: no items file (--items FILE, or items_path=): items are "
             "known by their ids alone, so the encoder reads ids as text and a new item "
-            "has no text to be scored from",
+            f"has no text to be scored from{unread_flags}",
+            UserWarning,
             stacklevel=2,
         )
         ids = pd.unique(interactions["item_id"].dropna())

@@ -423,11 +423,11 @@ def _stop_epoch(rows: object, patience: int) -> int | None:
     best, bad = math.inf, 0
     for row in rows[:-1]:
         score = float(row["val_loss"])
-        if score < best - 1e-5:
+        if score < best - 1e-5:  # the untrained start (epoch 0) always is
             best, bad = score, 0
-        elif int(row["epoch"]) > 0:  # the untrained start counts as a score, not a stop
+        else:
             bad += 1
-        if int(row["epoch"]) > 0 and bad >= patience:
+        if int(row["epoch"]) > 0 and bad >= patience:  # no stop before training
             return int(row["epoch"])
     return None
 

@@ -88,21 +88,16 @@ def _addressable(value: str) -> str:
     return _no_control(value, allowed="")
 
 
-# zero-width space, word joiner, invisible operators, BOM, soft hyphen, Mongolian vowel
-# separator, and every direction mark, embedding, override and isolate
-_INVISIBLE = frozenset(
-    "\u200b\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e\u061c\u200e\u200f"
-    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-    # combining grapheme joiner, the Hangul and Khmer fillers: letters or marks that
-    # draw nothing
-    "\u034f\u115f\u1160\u3164\uffa0\u17b4\u17b5"
-)
+# the combining grapheme joiner and the Hangul and Khmer fillers: letters or marks
+# that draw nothing, outside the format characters _invisible finds by category
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u3164\uffa0\u17b4\u17b5")
 
 
 def _invisible(c: str) -> bool:
-    """Draws nothing: the set above, any other format character (tag characters
-    U+E0020-E007F among them) but the joiners U+200C and U+200D, which Persian, Indic
-    words and emoji sequences need, and the line and paragraph separators."""
+    """Draws nothing: a format character (the zero-width space, word joiner, BOM, soft
+    hyphen, every direction mark, embedding, override and isolate, the tag characters
+    U+E0020-E007F) but the joiners U+200C and U+200D, which Persian, Indic words and
+    emoji sequences need; a line or paragraph separator; or one of the set above."""
     if c in _INVISIBLE:
         return True
     kind = unicodedata.category(c)
