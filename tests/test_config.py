@@ -111,10 +111,18 @@ def test_implicit_options_are_validated() -> None:
         ({"device": "gpu"}, "'gpu' is not a device"),
     ],
 )
-def test_configs_built_in_python_are_checked_too(kwargs: dict, needle: str) -> None:
-    # TrainConfig(...) skips the parsing that files and --set go through
+def test_configs_built_in_python_are_refused_where_written(kwargs: dict, needle: str) -> None:
+    # TrainConfig(...) skips the parsing that files and --set go through; its own
+    # construction checks, so the error points at the line that wrote the value
     with pytest.raises(ConfigError, match=re.escape(needle)):
-        TrainConfig(**kwargs).validate()
+        TrainConfig(**kwargs)
+
+
+def test_a_field_changed_after_construction_is_checked_by_validate() -> None:
+    cfg = TrainConfig()
+    cfg.algorithm = "bogus"  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="algorithm: 'bogus' is not one of maml"):
+        cfg.validate()
 
 
 @pytest.mark.parametrize(
@@ -130,7 +138,7 @@ def test_configs_built_in_python_are_checked_too(kwargs: dict, needle: str) -> N
 )
 def test_bad_model_shapes_are_refused(kwargs: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(needle)):
-        TrainConfig(model=ModelConfig(**kwargs)).validate()
+        TrainConfig(model=ModelConfig(**kwargs))
 
 
 def test_a_device_is_checked_by_name_not_by_this_machine() -> None:

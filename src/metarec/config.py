@@ -101,6 +101,12 @@ class TrainConfig:
     max_train_users: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
 
+    def __post_init__(self) -> None:
+        # refused where it is written (``TrainConfig(algorithm="bogus")``), not minutes
+        # later when training starts; a field changed after construction is checked
+        # again by ``validate()``, which every training entry point calls
+        self.validate()
+
     def validate(self) -> TrainConfig:
         """``self`` if every field has its type and a usable value, else ConfigError.
 
@@ -204,15 +210,7 @@ class TrainConfig:
         errors name ``source`` (a file) and the key."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table of options, got {data!r:.60}")
-        config = _build(cls, data, source)
-        try:
-            return config.validate()
-        except ConfigError as exc:
-            # a file's values: name the file, as a wrong type does (a --set value is
-            # named by its key alone)
-            if source in ("config", "--set"):
-                raise
-            raise ConfigError(f"{source}: {exc}") from None
+        return _build(cls, data, source)  # constructing validates
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
@@ -313,7 +311,14 @@ def _build(cls: type, data: dict[str, Any], source: str) -> Any:
             kwargs[f.name] = _build(hint, value, f"{source}: {f.name}")  # type: ignore[arg-type]
         else:
             kwargs[f.name] = _coerce(value, hint, f"{source}: {f.name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        # a file's values: name the file, as a wrong type does (a --set value is
+        # named by its key alone)
+        if source in ("config", "--set"):
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

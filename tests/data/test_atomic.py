@@ -218,6 +218,7 @@ def test_a_scale_given_is_taken_and_a_stray_rating_not_warned_about(tmp_path: Pa
         assert load_atomic(folder).rating_range == (1.0, 99.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # --rating-range given: no advice to give it
+        warnings.filterwarnings("ignore", r"[^:]*: no toy\.item beside it")
         assert load_atomic(folder, rating_range=(1.0, 5.0)).rating_range == (1.0, 5.0)
         spec = make_spec({"data": str(folder), "rating_range": "1,5"})
         ds = load_from_spec(spec)
@@ -234,6 +235,7 @@ def test_a_file_cut_mid_row_is_warned_about(tmp_path: Path) -> None:
     whole = write(tmp_path / "whole", "whole", INTER_HEADER + "1\t10\t4\t100\n", None, None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", r"[^:]*: no whole\.item beside it")
         load_atomic(whole)
 
 
@@ -295,3 +297,11 @@ def test_underscore_fields_are_left_out_with_a_warning(tmp_path: Path) -> None:
     ]
     assert ds.users is not None and ds.users.columns.tolist() == ["user_id", "age", "_line"]
     assert "_brand" not in ds.items.columns
+
+
+def test_a_folder_without_its_item_file_is_warned_about(tmp_path: Path) -> None:
+    # a copy that lost its .item trained on ids as text without a word
+    d = write(tmp_path / "toy", "toy", INTER_HEADER + "1\t10\t4\t100\n", None, None)
+    with pytest.warns(UserWarning, match=r"toy\.inter: no toy\.item beside it: items are known"):
+        ds = load_atomic(d)
+    assert ds.items["title"].tolist() == ["10"]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metarec.data import clean, load_table
+from metarec.data import clean, load_table, validate
 from metarec.data.delimited import read_table
 from metarec.data.text import ItemTextConfig
 from metarec.errors import ConfigError, DataError
@@ -518,6 +518,29 @@ def test_epoch_milliseconds_are_read_as_such(tmp_path: Path) -> None:
     assert load_table(p, timestamp_col="ts").interactions["timestamp"].tolist() == [1680214800.0]
 
 
+def test_timestamps_in_another_unit_than_the_column_are_named(tmp_path: Path) -> None:
+    # seconds among milliseconds were scaled with them into January 1970, and sorted
+    # before every other rating; milliseconds among seconds were "past the year 9999"
+    p = tmp_path / "r.csv"
+    ms = [f"u{n},{n},4,{1600000000000 + n}" for n in range(4)]
+    p.write_text("user_id,item_id,rating,ts\n" + "\n".join([*ms, "u9,9,4,1600000400"]) + "\n")
+    with pytest.warns(UserWarning, match="read as milliseconds"):
+        ds = load_table(p, timestamp_col="ts")
+    assert ds.interactions["timestamp"].isna().tolist() == [False] * 4 + [True]
+    assert validate(ds) == [
+        "interactions: 1 row: timestamp is not a time (treated as unknown) (e.g. r.csv line 6: "
+        "timestamp '1600000400' is in another unit than the column's other timestamps)"
+    ]
+    secs = [f"u{n},{n},4,{1600000000 + n}" for n in range(4)]
+    p.write_text("user_id,item_id,rating,ts\n" + "\n".join([*secs, "u9,9,4,1600000400000"]))
+    assert "is in another unit" in validate(load_table(p, timestamp_col="ts"))[0]
+    # ordinals span every scale and a 0 is often "no time": both left alone
+    for stamps in (["1", "2", "500", "9000"], ["0", *(str(1600000000 + n) for n in range(3))]):
+        rows = [f"u{n},{n},4,{t}" for n, t in enumerate(stamps)]
+        p.write_text("user_id,item_id,rating,ts\n" + "\n".join(rows) + "\n")
+        assert load_table(p, timestamp_col="ts").interactions["timestamp"].notna().all()
+
+
 def test_strict_errors_name_the_files_own_column(tmp_path: Path) -> None:
     p = tmp_path / "r.csv"
     p.write_text("reader,isbn,score\nu1,1,8\nu1,2,x\n")
@@ -758,3 +781,43 @@ def test_a_users_files_list_values_are_refused_by_column_and_row(tmp_path: Path)
         load_table(r, users_path=u)
     users = load_table(r, users_path=u, user_feature_cols=["age"]).users
     assert users is not None and users["age"].tolist() == ["20", "30"]
+
+
+def test_long_integer_ids_in_parquet_beside_a_null_stay_exact(tmp_path: Path) -> None:
+    # as in JSON Lines: pandas gives an int64 column with a null as floats, which round
+    # 19-digit ids into one another
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    users = [1234567890123456789, 1234567890123456788, None, 1234567890123456787]
+    ids = pa.array(users, pa.int64())
+    table = pa.table({"user_id": ids, "item_id": ["1", "2", "3", "1"], "rating": [5, 1, 4, 2]})
+    pq.write_table(table, tmp_path / "r.parquet")
+    got = load_table(tmp_path / "r.parquet").interactions["user_id"]
+    assert got.dropna().tolist() == [str(u) for u in users if u is not None]
+
+
+def test_the_scale_is_read_from_the_rows_cleaning_keeps(tmp_path: Path) -> None:
+    # 30 ratings of 6 for an item the items file lacks are dropped by cleaning; read
+    # into the scale, they made 1-5 data a 1-6 scale and the like threshold 4.75
+    rows = [f"u{u},{i},{1 + (u + i) % 5}" for u in range(40) for i in range(1, 6)]
+    rows += [f"u{u},77,6" for u in range(30)] + [",1,9"]  # and one without a user
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    (tmp_path / "i.csv").write_text("item_id,title\n1,A\n2,B\n3,C\n4,D\n5,E\n")
+    ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
+    assert ds.rating_range == (1.0, 5.0)
+    assert clean(ds).report.rows_out == 200
+
+
+def test_an_items_files_years_are_read_from_dates_and_titles(tmp_path: Path) -> None:
+    # a year in the title beside the same in the year column was written twice into the
+    # text; a date or a title's year was no year at all, and "'95" dropped without a word
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,1,4\n")
+    (tmp_path / "i.csv").write_text(
+        "item_id,title,year\n1,Toy Story (1995),1995\n2,Heat,1995-12-25\n"
+        '3,"Matrix, The (1999)",\n4,Ran,\'95\n5,Seven (1995),1996\n'
+    )
+    with pytest.warns(UserWarning, match=r"i\.csv: 1 year\(s\) hold no year, .* line 5: \"'95\""):
+        items = load_table(tmp_path / "r.csv", tmp_path / "i.csv").items
+    assert items["title"].tolist() == ["Toy Story", "Heat", "Matrix, The", "Ran", "Seven (1995)"]
+    assert items["year"].fillna(0).tolist() == [1995, 1995, 1999, 0, 1996]
+    assert items["text"].iloc[0] == "Toy Story (1995)."

@@ -93,3 +93,28 @@ def test_a_users_files_arrays_and_objects_are_refused_by_line(tmp_path: Path) ->
         ):
             load_table(tmp_path / "reviews.jsonl", users_path=users, user_col="reviewerID",
                        item_col="asin", rating_col="overall")  # fmt: skip
+
+
+def test_long_integer_ids_beside_a_null_stay_exact(tmp_path: Path) -> None:
+    """pandas reads integers with a null as floats, where 19-digit ids round: three
+    users became one, under an id that was in no file, and a rating was dropped as
+    that one user's duplicate."""
+    ids = [1234567890123456789, 1234567890123456788, None, 1234567890123456787, 2**64 - 1]
+    lines = [
+        f'{{"user_id": {"null" if u is None else u}, "item_id": "1", "rating": 4}}' for u in ids
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    ds = load_table(tmp_path / "r.jsonl")
+    got = ds.interactions["user_id"].tolist()
+    assert got[:2] + got[3:] == [str(u) for u in ids if u is not None]
+    assert got[2] != got[2]  # still missing (NaN), for cleaning to name
+
+
+def test_boolean_ratings_are_refused_at_their_line(tmp_path: Path) -> None:
+    # read as 1 and 0 they made a 0-1 scale, where a frame with them is refused
+    (tmp_path / "r.jsonl").write_text(
+        '{"user_id": "u1", "item_id": "1", "rating": 5}\n'
+        '{"user_id": "u1", "item_id": "2", "rating": false}\n'
+    )
+    with pytest.raises(DataError, match=r"r\.jsonl, line 2: the rating column holds booleans"):
+        load_table(tmp_path / "r.jsonl")

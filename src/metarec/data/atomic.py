@@ -16,7 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from metarec.data.columns import LINE_COL
-from metarec.data.delimited import field_count_error, read_delimited, require_file
+from metarec.data.delimited import (
+    field_count_error,
+    read_delimited,
+    require_file,
+    warn_if_cut_short,
+)
 from metarec.data.generic import (
     check_rating_range,
     finish_interactions,
@@ -73,7 +78,15 @@ def load_atomic(
     if os.path.lexists(item_path):
         items = _load_items(item_path, text)
     else:
-        # No item file: the rated ids are the catalogue, each titled by its id.
+        # No item file: the rated ids are the catalogue, each titled by its id; said, as
+        # load_table says it, since a copy that lost its .item trains on ids as text
+        warnings.warn(
+            f"{inter_path}: no {item_path.name} beside it: items are known by their ids "
+            "alone, so the encoder reads ids as text and a new item has no text to be "
+            "scored from",
+            UserWarning,
+            stacklevel=2,
+        )
         ids = pd.unique(interactions["item_id"].dropna())
         items = finish_items(pd.DataFrame({"item_id": ids, "title": ids}), None, text)
     users = _load_users(user_path, drop_user_columns) if os.path.lexists(user_path) else None
@@ -85,7 +98,7 @@ def load_atomic(
         rating_range=(
             check_rating_range(rating_range, "rating_range")
             if rating_range is not None
-            else infer_rating_range(interactions["rating"])
+            else infer_rating_range(interactions, items)
         ),
     )
 
@@ -167,22 +180,9 @@ def _read(path: Path, required: Sequence[str], floats: Sequence[str]) -> pd.Data
 
 def _load_inter(path: Path) -> pd.DataFrame:
     raw = _read(path, ("user_id", "item_id", "rating"), ("rating", "timestamp"))
-    if len(raw) and not _ends_a_line(path):
-        # RecBole and every writer here end each line; a copy or download that stopped
-        # mid-row leaves a row that still parses (a timestamp cut to 883452) but is wrong
-        warnings.warn(
-            f"{path.name}: the last line ({int(raw[LINE_COL].iloc[-1])}) has no line end; "
-            "if the file was cut short, that row is cut too",
-            stacklevel=3,
-        )
+    warn_if_cut_short(path, raw)
     cols = [c for c in ("user_id", "item_id", "rating", "timestamp") if c in raw.columns]
     return finish_interactions(raw[[*cols, LINE_COL]], path)
-
-
-def _ends_a_line(path: Path) -> bool:
-    with path.open("rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) in (b"\n", b"\r")
 
 
 def _first(frame: pd.DataFrame, candidates: Sequence[str]) -> str | None:

@@ -60,9 +60,9 @@ def clean(
 ) -> Dataset:
     """A cleaned copy of ``dataset`` with ``report`` saying what was dropped.
 
-    Interactions go when their rating is missing, not a number or outside
-    ``rating_range`` (default: the dataset's), when an id is missing, when
-    their item is not in the items table, or when they repeat a (user, item)
+    Interactions go when their rating is missing or not a number, when an id is
+    missing, when their item is not in the items table, when their rating is
+    outside ``rating_range`` (default: the dataset's), or when they repeat a (user, item)
     pair (the latest by timestamp is kept, else the last row). Items whose
     text is shorter than ``min_text_chars`` take their title as text, or are
     dropped with their interactions when the title is empty too.
@@ -86,7 +86,6 @@ def clean(
     items = _with_text(items)
     inter = apply(inter, _missing_ids(inter, "user_id", "item_id"))
     inter = apply(inter, _bad_ratings(inter))
-    inter = apply(inter, _out_of_range(inter, lo, hi))
     _note_bad_timestamps(inter, report, strict)
 
     items = apply(items, _missing_ids(items, "item_id"), ITEMS_TABLE)
@@ -100,6 +99,8 @@ def clean(
     _note_letterless_text(items, report)
 
     inter = apply(inter, _unknown_items(inter, items))
+    # after the unknown items, as the scale read from the data leaves their rows out
+    inter = apply(inter, _out_of_range(inter, lo, hi))
     inter = apply(inter, _latest_duplicates(inter, acting=not strict))
 
     if users is not None:
@@ -144,7 +145,7 @@ def validate(
     found: list[tuple[str, _Finding | None]] = [
         ("interactions", _missing_ids(inter, "user_id", "item_id")),
         ("interactions", _bad_ratings(inter)),
-        ("interactions", _out_of_range(inter, lo, hi)),
+        ("interactions", _out_of_range(inter, lo, hi, items)),
         ("interactions", _bad_timestamps(inter)),
         ("interactions", _unknown_items(inter, items)),
         ("interactions", _latest_duplicates(inter)),
@@ -229,10 +230,18 @@ def _bad_ratings(inter: pd.DataFrame) -> _Finding | None:
     return _finding(inter, rows, "missing or non-numeric rating", why, "rating")
 
 
-def _out_of_range(inter: pd.DataFrame, lo: float, hi: float) -> _Finding | None:
+def _out_of_range(
+    inter: pd.DataFrame, lo: float, hi: float, items: pd.DataFrame | None = None
+) -> _Finding | None:
+    """Ratings outside [lo, hi]; with ``items``, only those of items in it. A scale read
+    from the data is read from the rows cleaning keeps, so a rating of an unknown item
+    past it was "outside" a scale nobody gave, beside the reason it is dropped."""
     r = inter["rating"].to_numpy(dtype="float64", na_value=np.nan)
     with np.errstate(invalid="ignore"):
-        rows = np.flatnonzero((r < lo) | (r > hi))
+        outside = (r < lo) | (r > hi)
+    if items is not None:
+        outside &= inter["item_id"].isin(items["item_id"].dropna()).to_numpy()
+    rows = np.flatnonzero(outside)
     return _finding(
         inter,
         rows,
@@ -257,9 +266,7 @@ def _bad_timestamps(inter: pd.DataFrame) -> _Finding | None:
             )
         return f"timestamp {raw.iloc[i]!r} {problem}"
 
-    return _finding(
-        inter, rows, "timestamp is not a number or a date (treated as unknown)", why, "timestamp"
-    )
+    return _finding(inter, rows, "timestamp is not a time (treated as unknown)", why, "timestamp")
 
 
 def _note_bad_timestamps(inter: pd.DataFrame, report: CleaningReport, strict: bool) -> None:
@@ -269,7 +276,7 @@ def _note_bad_timestamps(inter: pd.DataFrame, report: CleaningReport, strict: bo
     if strict:
         raise found.error
     report.notes.append(
-        f"{len(found.rows):,} timestamps were not numbers and are treated as unknown "
+        f"{len(found.rows):,} timestamps could not be read as times and are treated as unknown "
         f"(e.g. {'; '.join(found.examples)})"
     )
 

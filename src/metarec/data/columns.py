@@ -65,6 +65,22 @@ def boolean_values(values: pd.Series) -> np.ndarray:
     return np.full(len(values), pd.api.types.is_bool_dtype(values.dtype))
 
 
+def exact_integers(column: pd.Series, values: Sequence[Any]) -> pd.Series:
+    """``column`` as read, unless it is a column of integers made float by a missing
+    value (pandas' way) and one of them is past 2^53, where a float holds no exact
+    integer: then ``values`` (the column's own Python values) as nullable integers, or
+    as objects past int64. Ids of 19 digits were rounded there, and users 788 and 789
+    became one user whose id was in no file."""
+    known = [v for v in values if v is not None]
+    if not known or not all(isinstance(v, int) and not isinstance(v, bool) for v in known):
+        return column
+    if all(abs(v) < 2**53 for v in known):
+        return column
+    if all(-(2**63) <= v < 2**63 for v in known):
+        return pd.Series(pd.array(list(values), dtype="Int64"), index=column.index)
+    return pd.Series(list(values), index=column.index, dtype=object)
+
+
 def str_ids(values: pd.Series) -> pd.Series:
     """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
     if pd.api.types.is_float_dtype(values.dtype):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import warnings
 from collections import defaultdict
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec.data.columns import SOURCE_ATTR, number_lines
+from metarec.data.columns import LINE_COL, SOURCE_ATTR, exact_integers, number_lines
 from metarec.data.compressed import data_suffix, first_data_line, read_data_bytes
 from metarec.data.jsonlines import JSON_LINES_SUFFIXES, read_json_lines
 from metarec.errors import DataError
@@ -385,6 +386,23 @@ def _first_line(path: Path) -> str:
     return first_data_line(path).decode("utf-8", errors="replace")
 
 
+def warn_if_cut_short(path: Path, frame: pd.DataFrame) -> None:
+    """Warn when ``path``'s last line has no line end: every writer of these files ends
+    each line, and a copy or download that stopped mid-row leaves a row that still
+    parses (a timestamp cut from 883452000 to 883452) but is wrong."""
+    if not len(frame):
+        return
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) in (b"\n", b"\r"):
+            return
+    warnings.warn(
+        f"{path.name}: the last line ({int(frame[LINE_COL].iloc[-1])}) has no line end; "
+        "if the file was cut short, that row is cut too",
+        stacklevel=3,
+    )
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
     require_file(path)
     try:
@@ -395,6 +413,14 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         ) from exc
     except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc
+    for col in frame.columns:
+        values = frame[col]
+        if pd.api.types.is_float_dtype(values.dtype) and (values.abs() >= 2.0**53).any():
+            # maybe integers made float by a null, rounded: read again exactly
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+            exact = pq.read_table(path, columns=[col]).column(col).to_pylist()
+            frame[col] = exact_integers(values, exact)
     # a frame saved with its ids as the index (df.set_index("user_id").to_parquet) comes
     # back with them there, and the id column was "missing". An unnamed level (row
     # labels left by filtering) holds no field of the data; a named one may be row

@@ -9,6 +9,7 @@ Bad values are kept (as NaN or empty strings, their text in ``_raw_<column>``) f
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import replace
@@ -23,10 +24,12 @@ from metarec.data.columns import (
     LINE_COL,
     RAW_PREFIX,
     SOURCE_ATTR,
+    boolean_values,
     check_single_ids,
     check_single_values,
     numeric_with_raw,
     own_columns,
+    plain,
     str_ids,
     text_values,
 )
@@ -38,6 +41,7 @@ from metarec.data.text import (
     build_item_text,
     join_lists,
     normalise_genres,
+    split_title_year,
 )
 from metarec.data.timestamps import read_timestamps
 from metarec.data.users import ONE_FEATURE_VALUE, default_feature_columns
@@ -49,6 +53,7 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
     out = pd.DataFrame(index=frame.index)
     out["user_id"] = str_ids(frame["user_id"])
     out["item_id"] = str_ids(frame["item_id"])
+    _refuse_boolean_ratings(frame, source)
     rating, raw_rating = numeric_with_raw(frame["rating"], "rating")
     # ratings are float32 from here on: "inf", or 1e308 that would become inf in the
     # cast, is kept with its text as an unreadable rating, so cleaning names the value
@@ -72,6 +77,22 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
     return out.reset_index(drop=True)
 
 
+def _refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> None:
+    """JSON's true/false and Parquet's booleans were read as ratings 1 and 0, where a
+    frame built in memory with them is refused (see cleaning); refused here too, at the
+    first one's line."""
+    flags = boolean_values(frame["rating"])
+    if flags.any():
+        row = int(np.flatnonzero(flags)[0])
+        line = int(frame[LINE_COL].iloc[row]) if LINE_COL in frame.columns else None
+        raise DataError(
+            f"the rating column holds booleans ({plain(frame['rating'].iloc[row])!r}), not "
+            "ratings; give them as numbers (1 for a click or a like, for implicit feedback)",
+            path=source,
+            row=line,
+        )
+
+
 def finish_items(
     frame: pd.DataFrame,
     source: str | Path | None,
@@ -87,10 +108,15 @@ def finish_items(
         out["title"] = text_values(join_lists(frame["title"], ", "))
     else:
         out["title"] = out["item_id"]
-    if "year" in frame.columns:
-        out["year"] = pd.to_numeric(frame["year"], errors="coerce").astype("float64")
-    else:
-        out["year"] = np.nan
+    year = _read_years(frame, source) if "year" in frame.columns else pd.Series(np.nan, out.index)
+    # "Toy Story (1995)" as MovieLens' own files are read: the year is the item's (a
+    # P1 split's new items are found by it), and a year column beside it was written
+    # twice into the text ("Toy Story (1995) (1995)"); a title whose year differs
+    # from the column's is left whole
+    bare, in_title = split_title_year(out["title"])
+    split = in_title.notna() & (year.isna() | (year == in_title))
+    out["title"] = out["title"].where(~split, bare)
+    out["year"] = year.where(~split, in_title).astype("float64")
     out["genres"] = text_values(frame["genres"]) if "genres" in frame.columns else ""
     skip = {"item_id", "title", "year", "genres", "text"}
     for col in own_columns([c for c in frame.columns if c not in skip], source, "item columns"):
@@ -108,6 +134,34 @@ def finish_items(
     out = out[cols + [c for c in out.columns if c not in cols]]
     _carry_internal(frame, out, source)
     return out.reset_index(drop=True)
+
+
+_YEAR_IN_TEXT = re.compile(r"(?<!\d)([12]\d{3})(?!\d)")
+
+
+def _read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
+    """The year column as numbers: a date's year where it holds dates ("1995-12-25",
+    "Dec 1995"), NaN with a warning naming the first where it holds no year ("'95")."""
+    values = frame["year"]
+    years = pd.to_numeric(values, errors="coerce").astype("float64")
+    text = text_values(values).str.strip()
+    unread = years.isna() & text.ne("") & values.notna()
+    if not unread.any():
+        return years
+    found = text[unread].str.findall(_YEAR_IN_TEXT)
+    one = found.map(len).eq(1)
+    years[one[one].index] = found[one].str[0].astype("float64")
+    left = one[~one].index
+    if len(left):
+        first = left[0]
+        line = f" line {int(frame[LINE_COL][first])}" if LINE_COL in frame.columns else ""
+        warnings.warn(
+            f"{source or 'items'}: {len(left):,} year(s) hold no year, and those items "
+            f"have none (e.g.{line}: {text[first]!r:.40}); write years as 1995",
+            UserWarning,
+            stacklevel=4,
+        )
+    return years
 
 
 def finish_users(
@@ -148,9 +202,20 @@ def check_rating_range(value: Any, where: str) -> tuple[float, float]:
     return lo, hi
 
 
-def infer_rating_range(ratings: pd.Series) -> tuple[float, float]:
-    """The observed (min, max) rating, or ``(1, 5)`` when nothing parses."""
-    r = pd.to_numeric(ratings, errors="coerce")
+def infer_rating_range(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple[float, float]:
+    """The (min, max) rating of the rows cleaning can keep, or ``(1, 5)`` when nothing
+    parses. Rows without an id or of an item the items table lacks are left out: 30
+    ratings of 6 for an unknown item made the scale 1-6 for data rated 1-5 after
+    cleaning, and the like threshold 4.75."""
+    users, item_ids = (interactions[c].astype(str).str.strip() for c in ("user_id", "item_id"))
+    kept = (
+        interactions["user_id"].notna()
+        & users.ne("")
+        & interactions["item_id"].notna()
+        & item_ids.ne("")
+        & interactions["item_id"].isin(items["item_id"].dropna())
+    )
+    r = pd.to_numeric(interactions["rating"][kept], errors="coerce")
     r = r[np.isfinite(r.to_numpy(dtype="float64", na_value=np.nan))]
     if r.empty:
         return (1.0, 5.0)
@@ -415,7 +480,7 @@ def load_table(
         frame = users_raw[[id_col, *feats, LINE_COL]].rename(columns={id_col: "user_id"})
         users = finish_users(frame, users_path, drop=())
 
-    rr = rating_range or infer_rating_range(interactions["rating"])
+    rr = rating_range or infer_rating_range(interactions, items)
     return Dataset(
         name=name or data_stem(Path(interactions_path)),
         interactions=interactions,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec.data.columns import number_lines
+from metarec.data.columns import exact_integers, number_lines
 from metarec.errors import DataError
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -73,5 +73,8 @@ def read_json_lines(data: bytes, path: str | Path) -> pd.DataFrame:
     if not records:
         raise DataError("the file is empty: expected one JSON object a line", path=path)
     frame = pd.DataFrame.from_records(records)
+    for col in frame.columns:
+        if pd.api.types.is_float_dtype(frame[col].dtype):
+            frame[col] = exact_integers(frame[col], [r.get(col) for r in records])
     number_lines(frame, np.asarray(lines), path)
     return frame

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from metarec.data.columns import LINE_COL
-from metarec.data.delimited import read_delimited
+from metarec.data.delimited import read_delimited, warn_if_cut_short
 from metarec.data.generic import finish_interactions, finish_items, finish_users
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig, normalise_genres, split_title_year
@@ -98,6 +98,7 @@ _Frames = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]
 def _ml100k(d: Path, text: ItemTextConfig | None, drop: Sequence[str]) -> _Frames:
     path = d / "u.data"
     raw = read_delimited(path, sep="\t", names=_INTER, header=False, float_cols=_RATINGS)
+    warn_if_cut_short(path, raw)
     interactions = finish_interactions(raw, path)
 
     path = d / "u.item"
@@ -136,6 +137,7 @@ def _ml1m(d: Path, text: ItemTextConfig | None, drop: Sequence[str]) -> _Frames:
     raw = read_delimited(
         path, sep="::", names=_INTER, header=False, float_cols=_RATINGS, quoted=False
     )
+    warn_if_cut_short(path, raw)
     interactions = finish_interactions(raw, path)
 
     path = d / "movies.dat"
@@ -161,6 +163,7 @@ def _ml1m(d: Path, text: ItemTextConfig | None, drop: Sequence[str]) -> _Frames:
 def _ml_latest(d: Path, text: ItemTextConfig | None, drop: Sequence[str]) -> _Frames:
     path = d / "ratings.csv"
     raw = read_delimited(path, sep=",", float_cols=_RATINGS)
+    warn_if_cut_short(path, raw)
     _check_header(raw, path, ("userId", "movieId", "rating", "timestamp"))
     raw = raw.rename(columns={"userId": "user_id", "movieId": "item_id"})
     interactions = finish_interactions(raw[[*_INTER, LINE_COL]], path)

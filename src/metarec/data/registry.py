@@ -53,6 +53,7 @@ class KnownDataset:
     size: int | None
     layout: str  # the GroupLens layout inside the archive
     rating_range: tuple[float, float]
+    ratings: int  # rows of the release's ratings file, to tell a damaged copy
 
 
 # SHA-256 of GroupLens' archives, as published in TensorFlow Datasets'
@@ -67,6 +68,7 @@ KNOWN_DATASETS: dict[str, KnownDataset] = {
             4_924_029,
             "ml-100k",
             (1.0, 5.0),
+            100_000,
         ),
         KnownDataset(
             "ml-1m",
@@ -75,6 +77,7 @@ KNOWN_DATASETS: dict[str, KnownDataset] = {
             5_917_549,
             "ml-1m",
             (1.0, 5.0),
+            1_000_209,
         ),
         KnownDataset(
             "ml-latest-small",
@@ -83,6 +86,7 @@ KNOWN_DATASETS: dict[str, KnownDataset] = {
             978_202,
             "ml-latest",
             (0.5, 5.0),
+            100_836,
         ),
     )
 }
@@ -217,6 +221,15 @@ def load_dataset(
         ds = load_atomic(path, text=text, rating_range=known.rating_range)
     else:
         ds = load_movielens_raw(path, text=text)
+    if len(ds.interactions) != known.ratings:
+        # the archive was checksummed when downloaded, but an unpacked copy (the cache,
+        # a folder given) can lose its tail or be edited later, and still parse
+        warnings.warn(
+            f"{path}: holds {len(ds.interactions):,} ratings where GroupLens' {name} has "
+            f"{known.ratings:,}: a damaged or edited copy? Remove it to load a fresh one",
+            UserWarning,
+            stacklevel=2,
+        )
     ds = replace(ds, name=name, rating_range=known.rating_range)
     return clean_dataset(ds) if clean else ds
 

@@ -33,6 +33,7 @@ def read_timestamps(
     ts, raw_ts = _beyond(ts, raw_ts, values, MAX_EPOCH_S * 1e9)
     ts = _epoch_seconds(ts, source)
     ts, raw_ts = _beyond(ts, raw_ts, values, MAX_EPOCH_S)
+    ts, raw_ts = _off_unit(ts, raw_ts, values)
     if raw_ts is not None:
         ts, raw_ts = _datetimes_as_seconds(values, ts, raw_ts, source)
     return ts, raw_ts
@@ -70,7 +71,10 @@ def epoch_seconds(stamps: pd.Series) -> pd.Series:
 def timestamp_problem(text: str) -> str:
     """Why a timestamp's text was not read as a time, for cleaning's messages."""
     if reads_as_number(text):
-        return "is past the year 9999"
+        if abs(float(text)) > MAX_EPOCH_S * 1e9:
+            return "is past the year 9999"
+        # past 9999 in the column's unit, or a unit below it (see _off_unit)
+        return "is in another unit than the column's other timestamps"
     if text.strip().lower() in _CLOCK_WORDS:
         return "names the clock at loading, not a date"
     if not re.search(_YEAR, text) and not re.match(_NUMERIC_DATE, text):
@@ -99,6 +103,30 @@ def _beyond(
     text = text_values(values).where(far, None)
     raw = (text if raw is None else raw.fillna(text)).rename(f"{RAW_PREFIX}timestamp")
     return ts.where(~far), raw
+
+
+def _off_unit(
+    ts: pd.Series, raw: pd.Series | None, values: pd.Series
+) -> tuple[pd.Series, pd.Series | None]:
+    """``ts`` (seconds) without the positive values a hundred times or more below the
+    column's median, which join ``raw`` as their text: seconds among milliseconds,
+    scaled with the rest, fell in January 1970 and sorted before every other rating.
+    Ratings of one catalogue span decades, not a factor of a hundred in time since
+    1970 (1.6e7 s is July 1970 beside a median in 2020). Only a column of times since
+    1970 is checked (a median past 1973): ordinals (1, 2, 3, ...) and offsets from a
+    start of the data's own span every scale; a 0 (often "no time") is left alone."""
+    positive = ts.notna() & (ts > 0)
+    if not positive.any():
+        return ts, raw
+    typical = float(np.median(ts[positive].to_numpy(dtype=np.float64)))
+    if typical < 1e8:
+        return ts, raw
+    low = positive & (ts * 100 <= typical)
+    if not low.any():
+        return ts, raw
+    text = text_values(values).where(low, None)
+    raw = (text if raw is None else raw.fillna(text)).rename(f"{RAW_PREFIX}timestamp")
+    return ts.where(~low), raw
 
 
 def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
