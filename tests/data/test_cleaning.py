@@ -418,3 +418,11 @@ def test_text_without_a_letter_is_noted(tmp_path: Path) -> None:
     assert report is not None
     notes = [n for n in report.notes if "has no letter" in n]
     assert notes and "'a': '(1909)" in notes[0] and "'b'" not in notes[0]
+
+
+def test_multiindex_columns_are_refused_by_name() -> None:
+    # its "user_id" is ("user_id", ""): validate raised a raw KeyError
+    inter = pd.DataFrame({("user_id", ""): ["u1"], ("item_id", ""): ["1"], ("rating", ""): [4.0]})
+    items = pd.DataFrame({"item_id": ["1"], "title": ["A"]})
+    with pytest.raises(DataError, match=r"interactions: its columns are a MultiIndex"):
+        Dataset("x", inter, items)

@@ -70,3 +70,26 @@ def test_a_cut_download_and_an_archive_are_named(tmp_path: Path) -> None:
 def test_a_header_that_starts_like_bzip2_is_text(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_bytes(b"BZh,item_id,rating\nu1,i1,5\n")
     assert load_table(tmp_path / "r.csv", user_col="BZh").interactions["user_id"].tolist() == ["u1"]
+
+
+def test_files_of_other_programs_are_named(tmp_path: Path) -> None:
+    # read as text, an SQLite file was "lines end in a bare carriage return (old Mac
+    # format)" and a workbook "a zip archive; extract the data file"
+    import sqlite3
+
+    db = tmp_path / "db.csv"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table ratings (user_id text)")
+    conn.close()
+    with pytest.raises(DataError, match=r"db\.csv: is an SQLite database; export the table"):
+        load_table(db)
+    book = tmp_path / "book.csv"
+    with zipfile.ZipFile(book, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(DataError, match=r"book\.csv: is an Excel workbook; save the sheet as CSV"):
+        load_table(book)
+    old = tmp_path / "old.csv"
+    old.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100))
+    with pytest.raises(DataError, match=r"old\.csv: is an Excel 97-2003 workbook"):
+        load_table(old)

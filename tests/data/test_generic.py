@@ -636,6 +636,17 @@ def test_item_file_columns_without_an_item_file_are_refused_or_said(ratings_csv:
     assert len(ds.items) > 0
 
 
+def test_user_file_columns_without_a_users_file_are_refused_or_said(ratings_csv: Path) -> None:
+    # both were ignored without a word, and validate said "ok"
+    with pytest.raises(ConfigError, match=r"--user-feature-cols age: names columns of the "
+                       r"users file, and none was given \(--users FILE"):  # fmt: skip
+        load_table(ratings_csv, user_col="user", item_col="movie", rating_col="stars",
+                   user_feature_cols=["age"])  # fmt: skip
+    with pytest.warns(UserWarning, match=r"--users-id-col uid: names a column of the users"):
+        load_table(ratings_csv, user_col="user", item_col="movie", rating_col="stars",
+                   users_id_col="uid")  # fmt: skip
+
+
 def test_list_arguments_given_as_one_string_and_bad_scales_are_refused(
     ratings_csv: Path,
 ) -> None:
@@ -821,3 +832,15 @@ def test_an_items_files_years_are_read_from_dates_and_titles(tmp_path: Path) -> 
     assert items["title"].tolist() == ["Toy Story", "Heat", "Matrix, The", "Ran", "Seven (1995)"]
     assert items["year"].fillna(0).tolist() == [1995, 1995, 1999, 0, 1996]
     assert items["text"].iloc[0] == "Toy Story (1995)."
+
+
+def test_decimal_commas_in_ratings_are_read_and_said(tmp_path: Path) -> None:
+    # Excel's CSV in the semicolon locales writes 4,5: every half star was "not a
+    # number" and dropped, leaving a 3-4 scale
+    (tmp_path / "r.csv").write_text("user_id;item_id;rating\nu1;1;4,5\nu1;2;3\nu2;3;1,5\n")
+    with pytest.warns(UserWarning, match=r"2 rating\(s\) read with a decimal comma \('4,5' as 4.5"):
+        ds = load_table(tmp_path / "r.csv")
+    assert ds.interactions["rating"].tolist() == [4.5, 3.0, 1.5]
+    # beside a decimal point, which is meant is anyone's guess: named by cleaning
+    (tmp_path / "r.csv").write_text("user_id;item_id;rating\nu1;1;4,5\nu1;2;3.5\n")
+    assert "rating '4,5'" in validate(load_table(tmp_path / "r.csv"))[0]

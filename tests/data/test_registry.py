@@ -293,3 +293,28 @@ def test_a_killed_loaders_leftovers_are_swept_but_a_running_ones_are_not(
     running.write_bytes(b"partial")
     load_dataset("ml-100k")
     assert not old_part.exists() and not old_unpack.exists() and running.exists()
+
+
+def test_a_copy_of_a_release_with_other_ratings_or_a_cut_line_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    # the archive is checksummed when downloaded, but an unpacked copy that lost its
+    # tail still parsed: its last row read with timestamp 880 and "ok" from validate
+    folder = write_raw(tmp_path / "ml-100k")
+    with pytest.warns(UserWarning, match=r"holds 2 ratings where GroupLens' ml-100k has 100,000"):
+        load_dataset("ml-100k", root=tmp_path)
+    (folder / "u.data").write_text(U_DATA[:-7])
+    with pytest.warns(UserWarning, match=r"u\.data: the last line \(2\) has no line end"):
+        load_dataset("ml-100k", root=tmp_path)
+
+
+def test_a_cache_that_is_a_file_and_a_missing_path_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # raw NotADirectoryError and TypeError, where the README promises metarec's errors
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv(registry.ENV_CACHE, str(tmp_path / "a-file"))
+    with pytest.raises(DatasetNotFoundError, match=r"cannot make the download cache .*a-file"):
+        load_dataset("ml-100k")
+    with pytest.raises(ConfigError, match="path: expected a data set folder or prefix, got None"):
+        load_path(None)  # type: ignore[arg-type]

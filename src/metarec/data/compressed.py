@@ -11,6 +11,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import zipfile
 from collections.abc import Callable
 from io import BufferedIOBase
 from pathlib import Path
@@ -39,18 +40,41 @@ def _kind(head: bytes) -> tuple[str, Callable[[Path], BufferedIOBase]] | None:
     return None
 
 
+# files of other programs, named .csv: read as text they gave messages about line
+# ends or delimiters ("old Mac format") that sent the user the wrong way
+_OTHER_PROGRAMS = {
+    b"SQLite format 3\x00": "an SQLite database; export the table as CSV "
+    "(sqlite3 -header -csv FILE 'select * from ratings' > ratings.csv)",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an Excel 97-2003 workbook (or another old "
+    "Office file); save the sheet as CSV",
+}
+
+
 def _head(path: Path) -> bytes:
     with path.open("rb") as fh:
-        return fh.read(10)
+        return fh.read(16)
 
 
 def _refuse_archives(path: Path, head: bytes) -> None:
+    for magic, program in _OTHER_PROGRAMS.items():
+        if head.startswith(magic):
+            raise DataError(f"is {program}", path=path)
+    if head.startswith(b"PK\x03\x04") and _is_workbook(path):
+        raise DataError("is an Excel workbook; save the sheet as CSV", path=path)
     for magic, what in _REFUSED.items():
         if head.startswith(magic):
             raise DataError(
                 f"is {what}; extract the data file and give that (gzip, bzip2 and xz are read)",
                 path=path,
             )
+
+
+def _is_workbook(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.startswith("xl/") for name in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _read(path: Path, read: Callable[[BinaryIO | BufferedIOBase], bytes]) -> bytes:

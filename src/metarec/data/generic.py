@@ -54,7 +54,7 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
     out["user_id"] = str_ids(frame["user_id"])
     out["item_id"] = str_ids(frame["item_id"])
     _refuse_boolean_ratings(frame, source)
-    rating, raw_rating = numeric_with_raw(frame["rating"], "rating")
+    rating, raw_rating = numeric_with_raw(_decimal_commas(frame["rating"], source), "rating")
     # ratings are float32 from here on: "inf", or 1e308 that would become inf in the
     # cast, is kept with its text as an unreadable rating, so cleaning names the value
     # as written rather than "rating inf" after an overflow warning
@@ -75,6 +75,29 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
             out[raw.name] = raw
     _carry_internal(frame, out, source)
     return out.reset_index(drop=True)
+
+
+_DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+\s*$"
+
+
+def _decimal_commas(values: pd.Series, source: str | Path | None) -> pd.Series:
+    """Ratings written with a decimal comma ("4,5", as Excel writes them in the locales
+    whose CSV is semicolon-separated) as numbers, said in a warning; a column that
+    also holds a decimal point is left as it is, for cleaning to name the values."""
+    if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
+        return values
+    text = text_values(values)
+    comma = text.str.match(_DECIMAL_COMMA, na=False)
+    if not comma.any() or text.str.contains(".", regex=False, na=False).any():
+        return values
+    warnings.warn(
+        f"{source or 'interactions'}: {int(comma.sum()):,} rating(s) read with a decimal "
+        f"comma ({text[comma].iloc[0].strip()!r} as "
+        f"{text[comma].iloc[0].strip().replace(',', '.')})",
+        UserWarning,
+        stacklevel=4,
+    )
+    return text.where(~comma, text.str.replace(",", ".", regex=False))
 
 
 def _refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> None:
@@ -386,6 +409,21 @@ def load_table(
         unread = [f"{flag} {col}" for flag, col in (
             ("--title-col", title_col), ("--genre-col", genre_col), ("--year-col", year_col),
             ("--items-id-col", item_id_col)) if col]  # fmt: skip
+    if users_path is None:
+        # read from nowhere, as the items file's flags are: features are refused as
+        # --text-cols are (they name what the model is to read), the id column said
+        if user_feature_cols:
+            raise ConfigError(
+                f"--user-feature-cols {','.join(user_feature_cols)}: names columns of the "
+                "users file, and none was given (--users FILE, or users_path=)"
+            )
+        if users_id_col:
+            warnings.warn(
+                f"--users-id-col {users_id_col}: names a column of the users file, and none "
+                "was given (--users FILE, or users_path=)",
+                UserWarning,
+                stacklevel=2,
+            )
     users_id = users_id_col or user_col
     # the id column is renamed user_id: a feature of either name would be a second
     # user_id column in the users table

@@ -136,6 +136,8 @@ def load_path(
     ``rating_range``: atomic files' scale, when known (else read from the data;
     a GroupLens folder's is known from its layout).
     """
+    if not isinstance(path, str | os.PathLike) or not str(path).strip():
+        raise ConfigError(f"path: expected a data set folder or prefix, got {path!r:.60}")
     p = Path(path).expanduser()
     if p.is_dir() and detect_layout(p) is not None:
         return load_movielens_raw(p, name=name, text=text)
@@ -260,7 +262,13 @@ def fetch(known: KnownDataset, cache: Path | None = None) -> Path:
     """Download, verify and unpack ``known`` into the cache; return its folder."""
     cache = cache or cache_root()
     target = cache / known.name
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # $METAREC_CACHE a file, or a folder one cannot write
+        raise DatasetNotFoundError(
+            f"{known.name}: cannot make the download cache {cache} ({exc.strerror}); set "
+            f"${ENV_CACHE} to a folder you can write, or give the data with --data DIR / root="
+        ) from None
     _sweep_leftovers(cache, known.name)
     fd, part = create_temp_file(cache, f".{known.name}-", ".zip.part")
     os.close(fd)

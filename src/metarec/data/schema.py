@@ -138,6 +138,11 @@ def check_table(frame: object, table: str) -> pd.DataFrame:
     """``frame`` if it is a DataFrame, else a DataError naming the ``table``."""
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{table}: expected a pandas DataFrame, got {type(frame).__name__}")
+    if isinstance(frame.columns, pd.MultiIndex):  # its "user_id" is a tuple: a raw KeyError
+        raise DataError(
+            f"{table}: its columns are a MultiIndex ({frame.columns[0]!r:.40}, ...); flatten "
+            "them to one name each, e.g. frame.columns = frame.columns.get_level_values(0)"
+        )
     return frame
 
 
