@@ -318,3 +318,9 @@ def test_a_cache_that_is_a_file_and_a_missing_path_are_named(
         load_dataset("ml-100k")
     with pytest.raises(ConfigError, match="path: expected a data set folder or prefix, got None"):
         load_path(None)  # type: ignore[arg-type]
+
+
+def test_a_path_given_as_a_data_set_name_is_pointed_to_data() -> None:
+    # `metarec data validate a/ok/ok` said only "unknown data set"
+    with pytest.raises(ConfigError, match=r"'a/ok/ok' looks like a path: give it with --data"):
+        load_dataset("a/ok/ok")

@@ -114,8 +114,14 @@ def _resolve_prefix(path: Path, name: str | None) -> Path:
         found = sorted(path.glob("*.inter"))
         if len(found) == 1:
             return found[0].with_suffix("")
-        what = "no .inter file" if not found else f"{len(found)} .inter files"
-        raise DataError(f"{what} in the directory; pass name= to choose one", path=path)
+        if not found:
+            raise DataError("no .inter file in the directory", path=path)
+        raise DataError(
+            f"{len(found)} .inter files in the directory ({', '.join(p.stem for p in found[:5])}"
+            f"{', ...' if len(found) > 5 else ''}); choose one by its prefix "
+            f"({found[0].with_suffix('')}), or name= in Python",
+            path=path,
+        )
     prefix = path if name is None else path / name
     if not prefix.with_name(prefix.name + ".inter").is_file():
         raise DataError("RecBole interaction file not found", path=f"{prefix}.inter")

@@ -360,7 +360,17 @@ def _unknown_items(inter: pd.DataFrame, items: pd.DataFrame) -> _Finding | None:
 
 
 def _loose_id(value: str) -> str:
-    return unicodedata.normalize("NFC", value).strip().casefold()
+    loose = unicodedata.normalize("NFC", value).strip().casefold()
+    return _as_number(loose) or loose
+
+
+def _as_number(text: str) -> str | None:
+    """A whole number's plain digits ("1.0" and "01" are "1"), else None: one file's
+    spreadsheet wrote the ids as numbers, the other as text."""
+    if not text.lstrip("+-").replace(".", "", 1).isdigit():
+        return None
+    number = float(text)
+    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else None
 
 
 def _how_ids_differ(a: str, b: str) -> str:
@@ -373,8 +383,10 @@ def _how_ids_differ(a: str, b: str) -> str:
     na, nb = unicodedata.normalize("NFC", a), unicodedata.normalize("NFC", b)
     if a != na or b != nb:  # Å as A + ring, or the Ångström sign
         ways.append("Unicode form (NFC/NFD: normalise the files alike)")
-    if na != nb:
+    if na != nb and na.casefold() == nb.casefold():
         ways.append("letter case")
+    elif na != nb:
+        ways.append("how a number is written; ids are text, so 1, 01 and 1.0 are three")
     return "they differ in " + " and ".join(ways or ["Unicode form"])
 
 

@@ -240,9 +240,15 @@ def _known(name: str) -> KnownDataset:
     try:
         return KNOWN_DATASETS[name]
     except KeyError:
+        looks_like_path = isinstance(name, str) and ("/" in name or os.sep in name)
+        hint = (
+            f"; {name!r} looks like a path: give it with --data {name} (load_path in Python)"
+            if looks_like_path or (isinstance(name, str) and os.path.lexists(name))
+            else ""
+        )
         raise ConfigError(
             f"unknown data set {name!r}; known: {', '.join(known_names())} "
-            "(or load your own files with load_table / --interactions)"
+            f"(or load your own files with load_table / --interactions){hint}"
         ) from None
 
 
