@@ -299,18 +299,23 @@ def test_an_all_missing_text_column_built_in_memory_takes_the_titles() -> None:
 
 
 def test_timestamps_built_in_memory_are_read_as_seconds_or_named() -> None:
+    # as a file's column is read: a date as text is a time, a word is named
+    stamps = [1, "yesterday", "2020-01-01"]
     inter = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "a", "a"],
-                          "rating": [4, 5, 3], "timestamp": [1, "2020-01-01", 5]})  # fmt: skip
+                          "rating": [4, 5, 3], "timestamp": stamps})  # fmt: skip
     ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
     assert any(
-        "row 2: timestamp '2020-01-01' is not a number (seconds since 1970) or a datetime" in p
+        "row 2: timestamp 'yesterday' names the clock at loading, not a date" in p
         for p in validate(ds)
     )
     # as a file's bad timestamp: unknown, and the dated rating of the pair is kept
     out = clean(ds)
-    assert out.interactions[["rating", "timestamp"]].values.tolist() == [[4.0, 1.0], [3.0, 5.0]]
-    assert out.report is not None and any("'2020-01-01'" in n for n in out.report.notes)
-    with pytest.raises(DataError, match=r"field 'timestamp': timestamp '2020-01-01'"):
+    assert out.interactions[["rating", "timestamp"]].values.tolist() == [
+        [4.0, 1.0],
+        [3.0, 1577836800.0],
+    ]
+    assert out.report is not None and any("'yesterday'" in n for n in out.report.notes)
+    with pytest.raises(DataError, match=r"field 'timestamp': timestamp 'yesterday'"):
         clean(ds, strict=True)
     # datetimes are seconds since 1970, not the nanoseconds to_numeric would give
     dated = inter.assign(timestamp=pd.to_datetime(["1970-01-02"] * 3))
@@ -439,3 +444,15 @@ def test_an_unknown_item_written_as_another_number_says_how(tmp_path: Path) -> N
         "written; ids are text, so 1, 01 and 1.0 are three)" in problems[0]
     )
     assert "item '2' is not in the items table (it has '02'" in problems[0]
+
+
+def test_epoch_milliseconds_built_in_memory_are_scaled_as_a_files_are() -> None:
+    # kept as 1.5e12 "seconds" (the year 49,502), where a file's column was scaled
+    stamps = [1.5e12, 1.5e12 + 500, 1.5e9]
+    inter = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "a"],
+                          "rating": [4, 5, 3], "timestamp": stamps})  # fmt: skip
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"]})
+    with pytest.warns(UserWarning, match="timestamps read as milliseconds"):
+        out = clean(Dataset("mem", inter, items))
+    assert out.interactions["timestamp"].tolist()[:2] == [1.5e9, 1.5e9 + 0.5]
+    assert np.isnan(out.interactions["timestamp"].iloc[2])  # seconds among milliseconds

@@ -32,7 +32,7 @@ from metarec.data.columns import (
 from metarec.data.generic import check_rating_range
 from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset, check_table
 from metarec.data.text import build_item_text
-from metarec.data.timestamps import datetime_seconds, is_datetimes, timestamp_problem
+from metarec.data.timestamps import read_timestamps, timestamp_problem
 from metarec.errors import ConfigError, DataError
 from metarec.values import is_whole
 
@@ -258,13 +258,7 @@ def _bad_timestamps(inter: pd.DataFrame) -> _Finding | None:
     rows = np.flatnonzero(raw.notna().to_numpy())
 
     def why(i: int) -> str:
-        problem = timestamp_problem(str(raw.iloc[i]))
-        if problem.startswith("is not a number") and not inter.attrs.get(SOURCE_ATTR):
-            # the loaders read dates written as text; in memory pandas has a type for them
-            problem = (
-                "is not a number (seconds since 1970) or a datetime (pd.to_datetime converts dates)"
-            )
-        return f"timestamp {raw.iloc[i]!r} {problem}"
+        return f"timestamp {raw.iloc[i]!r} {timestamp_problem(str(raw.iloc[i]))}"
 
     return _finding(inter, rows, "timestamp is not a time (treated as unknown)", why, "timestamp")
 
@@ -549,16 +543,15 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     if raw is not None and raw.name not in inter.columns:
         inter[raw.name] = raw
     if "timestamp" in inter.columns:
-        # the loaders' are seconds already; one built in memory may hold datetimes, or
-        # text that training met as "could not convert string to float" after
-        # validate and clean had passed it
-        if is_datetimes(inter["timestamp"]):
-            inter["timestamp"] = datetime_seconds(inter["timestamp"])
-        else:
-            ts, raw = numeric_with_raw(inter["timestamp"], "timestamp")
-            if raw is not None and raw.name not in inter.columns:
-                inter[raw.name] = raw
-            inter["timestamp"] = ts
+        # the loaders' are seconds already (read again, they stay as they are); a frame
+        # built in memory is read as a file's column is: datetimes, dates as text, epoch
+        # milliseconds scaled, a time past 9999 or in another unit named. Its text met
+        # training as "could not convert string to float" after validate passed it
+        ts, raw = read_timestamps(inter["timestamp"], dataset.interactions.attrs.get(SOURCE_ATTR))
+        if raw is not None:
+            kept = inter.get(raw.name)
+            inter[raw.name] = raw if kept is None else kept.fillna(raw)
+        inter["timestamp"] = ts
     pairs = [(inter, dataset.interactions), (items, dataset.items)]
     if users is not None and dataset.users is not None:
         pairs.append((users, dataset.users))

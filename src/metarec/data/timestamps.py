@@ -185,7 +185,13 @@ def _datetimes_as_seconds(
     values: pd.Series, num: pd.Series, raw: pd.Series, source: str | Path | None
 ) -> tuple[pd.Series, pd.Series | None]:
     # Timestamps given as dates ("2020-01-31 12:00") are common in exported tables.
-    text = values.where(num.isna())
+    # A number set aside (past 9999, or in another unit) is no date: to_datetime read
+    # 1.5e9 as nanoseconds, 1.5 s after 1970
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return num, raw
+    unread = num.isna() & values.notna()
+    unread[unread] = ~text_values(values[unread]).map(reads_as_number).astype(bool)
+    text = values.where(unread)
     as_text = text.astype(str)
     # day first applies to the numeric dates only: with it, dateutil reads an ISO
     # 2020-01-05 as the 1st of May
