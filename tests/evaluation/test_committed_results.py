@@ -268,6 +268,27 @@ def test_committed_markdown_is_rendered_from_its_json(path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "path", _benchmark_records(), ids=lambda p: p.relative_to(RESULTS).with_suffix("").as_posix()
+)
+def test_committed_records_are_strict_json(path: Path) -> None:
+    # NaN for a peer's undefined mean: JSON.parse and other strict readers refused it
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path.name} holds {constant}, which strict JSON has not")
+
+    json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def test_a_written_record_is_strict_json(tmp_path: Path) -> None:
+    from metarec.evaluation.report import write_report
+
+    record = json.loads((RESULTS / "p1-ml-1m.json").read_text())
+    record["summary"]["warm"]["popularity"]["mae"] = float("nan")
+    write_report(record, tmp_path / "p1", plots=False, save_record=True)
+    saved = json.loads((tmp_path / "p1.json").read_text(), parse_constant=lambda c: 1 / 0)
+    assert saved["summary"]["warm"]["popularity"]["mae"] is None
+
+
 def test_a_p1_state_without_test_users_is_named_not_left_out() -> None:
     """Own data without new items has no item-cold user: the report had no such section
     and read as if the protocol had no such state."""
@@ -278,3 +299,15 @@ def test_a_p1_state_without_test_users_is_named_not_left_out() -> None:
     text = render_markdown(record)
     assert "Not evaluated, no test user in the state: both_cold, both_cold_pooled." in text
     assert "## both_cold" not in text
+
+
+def test_p_values_and_bold_follow_the_printed_figures() -> None:
+    from metarec.evaluation.report import _best, _fmt_p
+
+    # 0.0499 printed as 0.05* beside a legend that marks p < 0.05
+    assert (_fmt_p(0.04987), _fmt_p(0.0504), _fmt_p(0.012), _fmt_p(1.0)) == (
+        "0.0499", "0.05", "0.012", "1",
+    )  # fmt: skip
+    # one of two models that both print 0.8526 was bolded alone, by float noise
+    models = {"a": {"mae": 0.85257199128}, "b": {"mae": 0.85257199387}, "c": {"mae": 0.86}}
+    assert _best(models, "mae") == {"a", "b"}

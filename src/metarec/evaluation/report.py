@@ -18,7 +18,7 @@ from typing import Any
 
 from metarec.errors import DataError
 from metarec.evaluation.metrics import P1_METRICS
-from metarec.io import json_bytes, write_bytes_atomic
+from metarec.io import json_bytes, jsonable, write_bytes_atomic
 from metarec.values import is_number, is_whole
 
 # every P1 metric, in the order metrics.py defines them, with the mean's MAE beside the
@@ -197,8 +197,11 @@ def _best(models: dict[str, dict[str, float]], metric: str) -> set[str]:
     vals = {m: x for m, x in vals.items() if x is not None and not math.isnan(x)}
     if not vals:
         return set()
-    top = (min if metric in LOWER_IS_BETTER else max)(vals.values())
-    return {m for m, x in vals.items() if x == top}
+    # by the figure the table prints: 0.85257199128 and 0.85257199387 both read
+    # 0.8526, and bolding one of them alone marked float noise as a win
+    shown = {m: float(_fmt(x)) for m, x in vals.items()}
+    top = (min if metric in LOWER_IS_BETTER else max)(shown.values())
+    return {m for m, x in shown.items() if x == top}
 
 
 def _sig_note(record: dict[str, Any], group: str, metric: str, model: str) -> str:
@@ -211,7 +214,17 @@ def _sig_note(record: dict[str, Any], group: str, metric: str, model: str) -> st
     mark = "†" if comp["significant"] and not comp["better"] else ""
     if comp["significant"] and comp["better"]:
         mark = "*"
-    return f"{comp['p_holm']:.2g}{mark}"
+    return f"{_fmt_p(comp['p_holm'])}{mark}"
+
+
+def _fmt_p(p: float) -> str:
+    """``p`` to two significant digits, or more where two would cross 0.05: 0.0499 read
+    0.05* against a legend that marks p < 0.05."""
+    for digits in (2, 3, 4, 6):
+        text = f"{p:.{digits}g}"
+        if (float(text) < 0.05) == (p < 0.05):
+            return text
+    return repr(p)
 
 
 def describe_machine(m: dict[str, Any]) -> str:
@@ -623,7 +636,9 @@ def write_report(
     files[md] = render_markdown(record).encode()
     files.update(extra or {})
     saved = stem.with_name(stem.name + ".json")
-    record_json = json_bytes(record) if save_record else None
+    # strict JSON: a peer's undefined mean (popularity has no MAE) is null, as every
+    # other reader than Python's takes it (JSON.parse refused NaN)
+    record_json = json_bytes(jsonable(record), strict=True) if save_record else None
     for path, data in files.items():
         write_bytes_atomic(path, data)
     protocol = None if record.get("benchmark") == "speed" else record.get("protocol")
