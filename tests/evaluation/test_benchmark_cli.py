@@ -60,6 +60,9 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     sig = record["significance"]["3"]["ndcg@10"]
     assert set(sig) == models - {ref}
     assert all(0 <= s["p_holm"] <= 1 for s in sig.values())
+    # the users the tests rest on, which the report states where fewer than the test users
+    assert all(s["n"] == record["n_scored"]["3"] for s in sig.values())
+    assert record["n_scored"]["3"] <= record["n_users"]["3"]
     report = (tmp_path / "p2-ml-100k.md").read_text()
     assert report.startswith("# P2")
     # the CPU and torch's kernel dispatch are recorded: results can differ between them
@@ -884,3 +887,30 @@ def test_report_write_of_a_damaged_record_writes_nothing(
     assert "'recall@10'" in capsys.readouterr().err
     # the A/B test's plot was drawn and written before the curves failed
     assert {name: (tmp_path / name).read_bytes() for name in old} == old
+
+
+def test_p2_on_data_without_timestamps_says_its_support_is_drawn_at_random(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # "the first K ratings by time" was a seeded permutation without a word
+    from metarec.evaluation.report import render_markdown
+
+    rows = [f"u{u},i{(u + n) % 40},{1 + (u * n) % 5}" for u in range(30) for n in range(30)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    (tmp_path / "i.csv").write_text(
+        "item_id,title\n" + "\n".join(f"i{n},Item {n}" for n in range(40)) + "\n"
+    )
+    proc = run_cli(
+        "benchmark", "--protocol", "p2", "--interactions", str(tmp_path / "r.csv"),
+        "--items", str(tmp_path / "i.csv"), "--folds", "9", "--out", str(tmp_path / "o"), env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2  # refused after the warning: 9 folds of 30 users
+    assert "r: no timestamps, so each test user's support is K of their ratings drawn at " in (
+        proc.stderr
+    )
+    record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    assert "drawn at random" not in render_markdown(record)
+    record["support_order"] = "random"
+    assert "; support: K ratings drawn at random per user (the data has no timestamps)" in (
+        render_markdown(record)
+    )

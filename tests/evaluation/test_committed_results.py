@@ -311,3 +311,16 @@ def test_p_values_and_bold_follow_the_printed_figures() -> None:
     # one of two models that both print 0.8526 was bolded alone, by float noise
     models = {"a": {"mae": 0.85257199128}, "b": {"mae": 0.85257199387}, "c": {"mae": 0.86}}
     assert _best(models, "mae") == {"a", "b"}
+
+
+def test_a_p2_report_says_how_many_users_its_means_rest_on() -> None:
+    # "Test users: 82 at every K" stood over tests of 79: users without a liked item
+    # after their support have no ranking metric
+    record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    record["n_scored"] = {k: n for k, n in record["n_users"].items()}
+    assert "Means and tests rest on" not in render_markdown(record)
+    record["n_scored"]["5"] = 79
+    assert (
+        "Means and tests rest on the test users with a liked item after their support "
+        "(K=5: 79); the others have no ranking metric." in render_markdown(record)
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -536,6 +537,17 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _n_scored(per_user: dict[str, Any]) -> dict[str, int]:
+    """P2: the test users whose ranking metrics are defined at each K (a liked item
+    after the support), which the means and tests rest on; the others are left out
+    of both (NaN), and the report said "Test users: 82" over tests of 79."""
+    out = {}
+    for group, by_model in per_user.items():
+        values = next(iter(by_model.values()))[P2_HEADLINE[0][0]]
+        out[group] = int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
+    return out
+
+
 def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over folds of each summary figure; per-user values concatenated."""
     summary: dict[str, Any] = {}
@@ -831,6 +843,16 @@ def run_benchmark(
         else float(like_threshold)
     )
     check_like_threshold(like, ds.rating_range, "like_threshold")
+    untimed = protocol == "p2" and not ds.interactions["timestamp"].notna().any()
+    if untimed:
+        # P2's support is a user's first K ratings by time; without times it is K drawn
+        # at random (seeded), which the report then says, and so does this warning
+        warnings.warn(
+            f"{ds_name}: no timestamps, so each test user's support is K of their ratings "
+            "drawn at random (seeded), not their first K by time",
+            UserWarning,
+            stacklevel=2,
+        )
     if folds > 1 and ds.n_users < 10 * folds:
         # a fold of a user or two measures nothing, and the run would fit every model
         # `folds` times for it
@@ -949,6 +971,14 @@ def run_benchmark(
             "folds": folds,
             "split_rule": runs[0]["split_rule"],
             "n_users": pooled["n_users"],
+            **(
+                {
+                    "n_scored": _n_scored(pooled["per_user"]),
+                    "support_order": "random" if untimed else "time",
+                }
+                if protocol == "p2"
+                else {}
+            ),
             "summary": pooled["summary"],
             "std": pooled["std"],
             "ci95": cis,

@@ -50,6 +50,8 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "folds": (int,),
     "split_rule": (str,),
     "n_users": (dict,),
+    "n_scored": (dict,),
+    "support_order": (str,),
     "summary": (dict,),
     "std": (dict,),
     "ci95": (dict,),
@@ -166,9 +168,10 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
                         raise bad(at, "seconds (a number)", secs)
         elif value is not None and not is_number(value):
             raise bad(where, "seconds (a number)", value)
-    for where, value in cells("n_users", 1):
-        if not is_whole(value) or value < 0:
-            raise bad(where, "a whole number >= 0", value)
+    for field in ("n_users", "n_scored"):
+        for where, value in cells(field, 1):
+            if not is_whole(value) or value < 0:
+                raise bad(where, "a whole number >= 0", value)
     for where, comp in cells("significance", 3):
         if not isinstance(comp, dict):
             raise bad(where, "an object", comp)
@@ -263,8 +266,19 @@ def _header(record: dict[str, Any]) -> list[str]:
             if seeds > 1
             else f"Seed {seed}"
         )
-        + (f", {folds} folds over users (mean ± std over folds)" if folds > 1 else ", one split")
+        # the population std (numpy's default, dividing by the folds' count), said: a
+        # reader taking it for the sample std would widen it by sqrt(n / (n - 1))
+        + (
+            f", {folds} folds over users (mean ± population std over folds)"
+            if folds > 1
+            else ", one split"
+        )
         + (f"; new items: {record['split_rule']}" if record.get("split_rule") else "")
+        + (
+            "; support: K ratings drawn at random per user (the data has no timestamps)"
+            if record.get("support_order") == "random"
+            else ""
+        )
         + f". Machine: {describe_machine(m)}"
         + f". Total time {record['timings']['total_s'] / 60:.1f} min."
         + _liked(record),
@@ -353,6 +367,15 @@ def _p2_markdown(record: dict[str, Any]) -> list[str]:
     elif None not in counts.values():  # a record that does not say gets no line
         each = ", ".join(f"K={k}: {n:,}" for k, n in counts.items())
         lines += [f"Test users{pooled}: {each}.", ""]
+    scored = {k: record.get("n_scored", {}).get(k) for k in shots}
+    fewer = {k: n for k, n in scored.items() if n is not None and n != counts.get(k)}
+    if fewer:  # users without a liked item after their support: no ranking to score
+        each = ", ".join(f"K={k}: {n:,}" for k, n in fewer.items())
+        lines += [
+            f"Means and tests rest on the test users with a liked item after their support "
+            f"({each}); the others have no ranking metric.",
+            "",
+        ]
     models = list(record["summary"][shots[0]])
     spread = _std(record)
     for metric in P2_COLUMNS:
