@@ -4,10 +4,13 @@
 probability; numpy's scalars (a seed from ``np.arange``, a rating from an array)
 are numbers as much as Python's. Every check of an argument, a setting or a
 field read from JSON asks these two, so all of them draw the line in one place.
+:func:`safe_name` is the one shape a name takes in a result file's name, kept here
+(no torch) so the command line checks report names before anything loads.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeGuard
 
 import numpy as np
@@ -22,3 +25,12 @@ def is_number(value: object) -> TypeGuard[int | float | np.integer[Any] | np.flo
     """True for an int, float or numpy integer or float, not a bool, text or complex
     number; NaN and infinity are numbers here (callers that need finite say so)."""
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def safe_name(name: str) -> str:
+    """A dataset name fit for result file names: anything but letters, digits, ``.``,
+    ``_`` and ``-`` becomes ``-`` (a file stem such as ``my ratings`` included). Letters
+    and digits of any script stay: ``日本`` and ``中国`` both became ``data``, so the
+    second benchmark replaced the first's results, and ``données`` lost its ``é``."""
+    cleaned = re.sub(r"[^\w.-]+", "-", name).strip("-.")
+    return cleaned or "data"

@@ -657,7 +657,7 @@ def test_run_benchmark_names_its_parameters_and_the_cli_its_flags(
 
 
 def test_result_names_keep_letters_of_any_script() -> None:
-    from metarec.evaluation.benchmark import safe_name
+    from metarec.values import safe_name
 
     # both were "data": the second benchmark replaced the first's results
     assert safe_name("日本") != safe_name("中国")
@@ -914,3 +914,21 @@ def test_p2_on_data_without_timestamps_says_its_support_is_drawn_at_random(
     assert "; support: K ratings drawn at random per user (the data has no timestamps)" in (
         render_markdown(record)
     )
+
+
+def test_two_data_sets_whose_reports_share_a_name_are_refused(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # x1/books then x2/books: the second report overwrote the first, and exit 0
+    for folder in ("x1", "x2"):
+        (tmp_path / folder / "books").mkdir(parents=True)
+        (tmp_path / folder / "books" / "books.inter").write_text(
+            "user_id:token\titem_id:token\trating:float\n1\t10\t4\n"
+        )
+    proc = run_cli(
+        "benchmark", "--protocol", "p2", "--dataset", str(tmp_path / "x1" / "books"),
+        "--dataset", str(tmp_path / "x2" / "books"), "--out", str(tmp_path / "o"), env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "x2/books': its report is named 'books', as that of --dataset" in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -21,6 +21,7 @@ from metarec.cli.options import (
     seed,
 )
 from metarec.errors import ConfigError, DataError
+from metarec.values import safe_name
 
 
 def register(sub: Any) -> None:
@@ -165,6 +166,18 @@ def benchmark_datasets(args: argparse.Namespace) -> list[tuple[Any, str | None]]
                 "nor a folder or prefix of RecBole atomic files; for CSV/TSV/Parquet/JSON Lines "
                 "files use --interactions FILE [--items FILE ...]"
             )
+    # reports are named after the data set: two folders of one name (x1/books and
+    # x2/books), or ml-100k and a copy of it, wrote one report over the other
+    reported: dict[str, str] = {}
+    for given, (ds, _) in zip(names, out, strict=True):
+        report = ds if isinstance(ds, str) else safe_name(ds.name)
+        if report in reported:
+            raise ConfigError(
+                f"--dataset {given!r}: its report is named {report!r}, as that of "
+                f"--dataset {reported[report]!r}; one would overwrite the other. Rename one "
+                "folder, or benchmark them into different --out folders"
+            )
+        reported[report] = given
     return out
 
 

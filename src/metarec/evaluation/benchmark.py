@@ -20,7 +20,6 @@ the model it was fitting.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,7 +47,7 @@ from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import RANKERS, make_ranker
-from metarec.values import is_whole
+from metarec.values import is_whole, safe_name
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 # metarec models that are not a TrainConfig algorithm (no network, no inner loop), so
@@ -78,15 +77,6 @@ P2_OVERRIDES = (
 )
 P1_HEADLINE = (("mae", True), ("ndcg@3", False))
 P2_HEADLINE = (("ndcg@10", False),)
-
-
-def safe_name(name: str) -> str:
-    """A dataset name fit for result file names: anything but letters, digits, ``.``,
-    ``_`` and ``-`` becomes ``-`` (a file stem such as ``my ratings`` included). Letters
-    and digits of any script stay: ``日本`` and ``中国`` both became ``data``, so the
-    second benchmark replaced the first's results, and ``données`` lost its ``é``."""
-    cleaned = re.sub(r"[^\w.-]+", "-", name).strip("-.")
-    return cleaned or "data"
 
 
 def check_model_names(protocol: str, algorithms: Sequence[str], peers: Sequence[str]) -> None:
