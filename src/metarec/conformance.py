@@ -117,12 +117,22 @@ def _close(
     """ConformanceError unless equal within ``tol``; ``why``: the likely cause, said after."""
     if np.shape(actual) != np.shape(expected):
         raise ConformanceError(f"{what}: shape {np.shape(actual)}, expected {np.shape(expected)}")
+    # NaN equals nothing, itself included: a model that scores an item NaN was told
+    # "scores differ by up to 0" and "not deterministic"
+    for scores in (actual, expected):
+        if not np.isfinite(np.asarray(scores, dtype=np.float64)).all():
+            raise ConformanceError(f"{what}: scores hold NaN or infinity")
     if not np.allclose(actual, expected, rtol=tol, atol=tol):
         gap = float(np.nanmax(np.abs(np.asarray(actual, float) - np.asarray(expected, float))))
         raise ConformanceError(f"{what}: scores differ by up to {gap:.3g}{why}")
 
 
 def _finite(scores: np.ndarray, shape: tuple[int, int], what: str) -> None:
+    if not isinstance(scores, np.ndarray):  # a list met arithmetic as a raw TypeError
+        raise ConformanceError(
+            f"{what}: score_catalogue returned {type(scores).__name__}, expected a numpy "
+            f"array of shape {shape}"
+        )
     if np.shape(scores) != shape:
         raise ConformanceError(f"{what}: scores of shape {np.shape(scores)}, expected {shape}")
     if not np.isfinite(scores).all():
@@ -228,6 +238,11 @@ def check_new_items(model: ScoringModel, world: World, *, reads_text: bool) -> N
     try:
         added.add_items(rows, vectors)
     except UnsupportedError as err:
+        if reads_text:  # the text a new item is scored from is the claim checked here
+            raise ConformanceError(
+                f"said to score new items from their text (reads_text, --reads-text), but "
+                f"refuses new items: {err}"
+            ) from None
         if model.name not in str(err) or len(str(err)) <= 40:
             raise ConformanceError(
                 f"new items refused without naming the model and the reason: {err}"

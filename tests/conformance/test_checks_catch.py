@@ -286,3 +286,42 @@ def test_noise_at_scoring_time_is_not_called_reading_the_answers(world: World) -
     message = str(caught.value)
     assert "query_never_read: the same tasks scored twice" in message
     assert "not deterministic" in message and "were read" not in message
+
+
+class NaNItem(LikedCounts):
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        out[:, 3] = np.nan  # deterministic: the same NaN at every call
+        return out
+
+
+class ListScores(LikedCounts):
+    def score_catalogue(  # type: ignore[override]  # the mistake on purpose
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> list[list[float]]:
+        return super().score_catalogue(tasks, users).tolist()
+
+
+def test_nan_scores_and_a_list_are_named_as_what_they_are(world: World) -> None:
+    # NaN != NaN read as "scores differ by up to 0 ... not deterministic", and a list
+    # met the checks' arithmetic as a raw TypeError
+    with pytest.raises(ConformanceError) as caught:
+        check_model(NaNItem, world)
+    message = str(caught.value)
+    assert "differ by up to" not in message and "not deterministic" not in message
+    assert "\n  same_seed: refitted with the same seed: scores hold NaN or infinity" in message
+    with pytest.raises(ConformanceError) as caught:
+        check_model(ListScores, world)
+    assert "scored_from_support: one user: score_catalogue returned list, expected a numpy " in (
+        str(caught.value)
+    )
+    assert "TypeError" not in str(caught.value)
+
+
+def test_a_model_said_to_read_text_must_take_new_items(world: World) -> None:
+    # --reads-text passed a model that refuses new items: no text was ever read
+    with pytest.raises(ConformanceError, match=r"new_items: said to score new items from their "
+                       r"text \(reads_text, --reads-text\), but refuses new items"):  # fmt: skip
+        check_model(LikedCounts, world, reads_text=True)
