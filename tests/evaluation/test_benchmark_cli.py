@@ -119,7 +119,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
     assert "popularity" not in record["summary"]["item_cold_pooled"]
     assert record["n_users"]["item_cold_pooled"] == record["n_users"]["item_cold"]
     cold = record["summary"]["user_cold"]
-    assert cold["popularity"]["mae"] != cold["popularity"]["mae"]  # NaN: not a rating model
+    assert cold["popularity"]["mae"] is None  # null (strict JSON): not a rating model
     assert 0.5 < cold["metarec-fomaml"]["mae"] < 1.2
     assert "mae" in record["significance"]["user_cold"]
     # the bias model with median cuts is reported beside it; its mean MAE is the bias row's
@@ -525,6 +525,17 @@ def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
          "field 'ensemble_weights[0].K>=0.popularity': expected a finite weight, got 'x'"),
         (lambda r: r["timings"]["fit_s"][0].update(popularity="x"),
          "field 'timings.fit_s[0].popularity': expected seconds (a number), got 'x'"),
+        # printed as "(p 2)", a bold 1.7000 best, and a * on p 0.12
+        (lambda r: r["significance"]["5"]["ndcg@10"]["popularity"].update(p_holm=2.0),
+         "field 'significance.5.ndcg@10.popularity.p_holm': expected a p-value in [0, 1]"),
+        (lambda r: r["summary"]["5"]["popularity"].update({"ndcg@10": 1.7}),
+         "field 'summary.5.popularity.ndcg@10': expected a number in [0, 1], got 1.7"),
+        (lambda r: r["summary"]["5"]["popularity"].update({"ndcg@10": -0.1}),
+         "field 'summary.5.popularity.ndcg@10': expected a number >= 0, got -0.1"),
+        (lambda r: r["significance"]["5"]["ndcg@10"]["popularity"].update(
+            p_holm=0.12, significant=True),
+         "field 'significance.5.ndcg@10.popularity.significant': expected False for p_holm "
+         "0.12, got True"),
     ]:  # fmt: skip
         broken = json.loads(json.dumps(record))
         edit(broken)

@@ -109,6 +109,10 @@ def check_record_fields(record: dict[str, Any], source: str | Path) -> None:
     _check_tables(record, source)
 
 
+# rating errors, in the rating scale's units; every other metric is in [0, 1]
+_ERROR_METRICS = frozenset({"mae", "rmse", "mae_mean"})
+
+
 def _check_tables(record: dict[str, Any], source: str | Path) -> None:
     """The nested tables the report reads, each value of the type the benchmark writes:
     a hand-edited number (a string, an interval of one end) is named by its full path
@@ -140,6 +144,12 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
             # is no mean of metrics in [0, 1] or of rating errors: an edit
             if value is not None and not (is_number(value) and not math.isinf(value)):
                 raise bad(where, "a finite number or null", value)
+            # a metric past its range printed and was bolded as the best (1.7000)
+            metric = where.rsplit(".", 1)[-1]
+            if value is not None and value < 0:
+                raise bad(where, "a number >= 0", value)
+            if value is not None and metric not in _ERROR_METRICS and value > 1:
+                raise bad(where, "a number in [0, 1]", value)
     for where, value in cells("ci95", 3):
         ends = value if isinstance(value, list) and len(value) == 2 else None
         if ends is None or not all(e is None or is_number(e) for e in ends):
@@ -182,10 +192,20 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         ):
             if key not in comp or not check(comp[key]):
                 raise bad(f"{where}.{key}", expected, comp.get(key))
+        if not 0 <= comp["p_holm"] <= 1:
+            raise bad(f"{where}.p_holm", "a p-value in [0, 1]", comp["p_holm"])
+        if comp["significant"] != (comp["p_holm"] < 0.05):  # the mark the legend defines
+            raise bad(f"{where}.significant", f"{comp['p_holm'] < 0.05} for p_holm "
+                      f"{comp['p_holm']:g}", comp["significant"])  # fmt: skip
+
+
+def _defined(value: float | None) -> bool:
+    """A mean that exists: not null (a record's JSON) nor NaN (one still in memory)."""
+    return value is not None and not math.isnan(value)
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not _defined(value):
         return "—"
     text = f"{value:.4f}"
     if std:
@@ -197,7 +217,7 @@ def _best(models: dict[str, dict[str, float]], metric: str) -> set[str]:
     """Every model with the best mean: exact ties (peers that all fall back to
     popularity at K = 0) are bolded together, not the first of them alone."""
     vals = {m: v.get(metric, math.nan) for m, v in models.items()}
-    vals = {m: x for m, x in vals.items() if x is not None and not math.isnan(x)}
+    vals = {m: x for m, x in vals.items() if _defined(x)}
     if not vals:
         return set()
     # by the figure the table prints: 0.85257199128 and 0.85257199387 both read
@@ -532,11 +552,7 @@ def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
             for ax in axes[len(states) :]:
                 ax.set_visible(False)
             for ax, state in zip(axes, states, strict=False):
-                models = [
-                    m
-                    for m, v in record["summary"][state].items()
-                    if not math.isnan(v.get(metric, math.nan))
-                ]
+                models = [m for m, v in record["summary"][state].items() if _defined(v.get(metric))]
                 means = [record["summary"][state][m][metric] for m in models]
                 cis = [record["ci95"][state].get(m, {}).get(metric) for m in models]
                 err = [
