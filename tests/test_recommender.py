@@ -617,6 +617,13 @@ def test_fold_in_items_learns_new_items_from_first_ratings(
     with pytest.warns(RuntimeWarning, match=r"\['loved'\]; offsets are recomputed"):
         rec.fold_in_items(only_loved.iloc[:0])
     assert not rec.item_offsets.any()
+    # keep_unrated (the service's fold-in): an item no row rates keeps its offset
+    rec.fold_in_items(pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]))
+    hated_offset = rec.item_offsets[hated]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec.fold_in_items(only_loved, keep_unrated=True)
+    assert rec.item_offsets[hated] == hated_offset and rec.item_offsets[loved] > 0.5
 
 
 def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommender) -> None:

@@ -32,6 +32,7 @@ from metarec.data.columns import plain, str_ids
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.errors import (
+    ConfigError,
     DataError,
     MetarecError,
     ModelError,
@@ -621,7 +622,7 @@ class Recommender(TopK):
         self._reindex()
         return len(frame)
 
-    def fold_in_items(self, ratings: pd.DataFrame) -> dict[str, Any]:
+    def fold_in_items(self, ratings: pd.DataFrame, *, keep_unrated: bool = False) -> dict[str, Any]:
         """Learn new items' offsets from their first ratings, without retraining.
 
         ``ratings``: rows of ``user_id``, ``item_id`` (id or exact title) and
@@ -638,8 +639,11 @@ class Recommender(TopK):
         them all to 0. That is what keeps a served model a function of run and
         feedback store (the service folds in at every load, from all stored
         feedback); so that such a loss is never silent, a RuntimeWarning names
-        the items whose earlier offsets were dropped. Rating objective only:
-        implicit objectives' scores are not on the rating scale.
+        the items whose earlier offsets were dropped. ``keep_unrated=True``
+        leaves the offsets of new items no row rates as they are: the service folds
+        in its store's feedback so, and a run's own offsets (from a fold-in in
+        Python, saved with it) stay beside it. Rating objective only: implicit
+        objectives' scores are not on the rating scale.
         """
         from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
@@ -648,6 +652,8 @@ class Recommender(TopK):
                 f"fold_in_items corrects predicted ratings; this run's objective is "
                 f"{self.cfg.objective!r}, whose scores are not ratings"
             )
+        if not isinstance(keep_unrated, bool):
+            raise ConfigError(f"keep_unrated: expected True or False, got {keep_unrated!r:.40}")
         check_rating_frame(ratings, self.rating_range, "fold_in_items")
         rows_by_user: dict[str, list[tuple[Any, Any]]] = {}
         for u, item, r in zip(
@@ -673,9 +679,17 @@ class Recommender(TopK):
                     )
                 )
         previous = self.item_offsets
-        if previous[new_items].any():
+        # the items recomputed: every new one, or those rated here when the others keep
+        # theirs (no user adapted here rated those, so their offsets explain no residual)
+        redone = new_items.copy()
+        if keep_unrated:
+            rated_here = np.zeros(self.n_items, dtype=bool)
+            for task in tasks:
+                rated_here[task.query_items] = True
+            redone &= rated_here
+        if previous[redone].any():
             # residuals against the text-only score: old offsets must not explain them away
-            self.item_offsets = np.where(new_items, 0.0, previous)
+            self.item_offsets = np.where(redone, 0.0, previous)
             self._refresh_cache()
         try:
             evidence = ItemEvidence.fit(*fitted_residuals(self, tasks), self.n_items)
@@ -684,10 +698,10 @@ class Recommender(TopK):
             self._refresh_cache()
             raise
         offsets = self.item_offsets.copy()
-        offsets[new_items] = evidence.offsets(np.flatnonzero(new_items))
+        offsets[redone] = evidence.offsets(np.flatnonzero(redone))
         self.item_offsets = offsets
         self._refresh_cache()
-        _warn_dropped(self.items["item_id"], previous, new_items & (evidence.counts == 0))
+        _warn_dropped(self.items["item_id"], previous, redone & (evidence.counts == 0))
         rated = int((evidence.counts[new_items] > 0).sum())
         return {
             "items_updated": rated,

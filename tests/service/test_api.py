@@ -1006,6 +1006,28 @@ def test_fold_in_learns_new_items_from_feedback_and_survives_restart(
     ]
 
 
+def test_a_runs_own_fold_in_offsets_are_served(
+    make_server: Callable[..., LiveServer], service_run: Path, tmp_path: Path,
+    server_api_key: str,
+) -> None:  # fmt: skip
+    # folded in in Python and saved with the run, they were set to 0 by the fold-in
+    # every load does from the (here empty) store: Python and the service disagreed
+    from metarec import Recommender
+
+    rec = Recommender.load(service_run)
+    rec.add_items(pd.DataFrame({"item_id": ["loved"], "title": ["Night Train"], "year": [2001]}))
+    rows = [(f"u{u}", str(1 + u % 50), 3) for u in range(20)]
+    rows += [(f"u{u}", "loved", 5) for u in range(20)]
+    rec.fold_in_items(pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]))
+    run = rec.save(tmp_path / "folded")
+    expected = Recommender.load(run).score(rec.adapt([("1", 4)]), ["loved"])[0]
+    live = make_server(run=run)
+    with live.client(server_api_key) as c:
+        c.post("/v1/users", json={"user_id": "p", "ratings": [{"item_id": "1", "rating": 4}]})
+        got = c.get("/v1/users/p/recommendations", params={"candidates": "loved", "k": 1})
+    assert got.json()["items"][0]["score"] == pytest.approx(float(expected), abs=1e-4)
+
+
 def test_a_request_makes_one_trip_to_the_thread_pool(
     make_server: Callable[..., LiveServer], server_api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

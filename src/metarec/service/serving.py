@@ -496,7 +496,9 @@ class ModelHolder:
             negatives=reads_negatives(rec),
             upto=upto,
         )
-        summary = rec.fold_in_items(frame)
+        # the run's own offsets (a fold-in in Python, saved with it) stay for the items
+        # the store has no rating of: the model served is the run plus the store
+        summary = rec.fold_in_items(frame, keep_unrated=True)
         log.info(
             "fold-in: %d new items from %d ratings (shrinkage %g)",
             summary["items_updated"],
