@@ -1006,6 +1006,25 @@ def test_fold_in_learns_new_items_from_feedback_and_survives_restart(
     ]
 
 
+def test_a_damaged_store_row_is_a_500_that_names_it(
+    make_server: Callable[..., LiveServer], server_api_key: str, tmp_path: Path
+) -> None:
+    # a bare 500 internal_error, where the fault (a row the service never wrote) can
+    # be named; a 4xx would blame the client
+    import sqlite3
+
+    live = make_server()
+    with live.client(server_api_key) as c:
+        c.post("/v1/users", json={"user_id": "d", "ratings": [{"item_id": "1", "rating": 4}]})
+        with sqlite3.connect(tmp_path / "feedback.db") as conn:
+            conn.execute("UPDATE users SET features = '{x' WHERE user_id = 'd'")
+        conn.close()
+        got = c.get("/v1/users/d")
+    assert got.status_code == 500
+    assert got.json()["error"]["code"] == "store_damaged"
+    assert "user 'd': features are not JSON" in got.json()["error"]["message"]
+
+
 def test_a_runs_own_fold_in_offsets_are_served(
     make_server: Callable[..., LiveServer], service_run: Path, tmp_path: Path,
     server_api_key: str,

@@ -555,3 +555,45 @@ def test_writers_queued_behind_a_locked_file_share_one_wait(
     s.create_user("after", {})  # the file free again: the next write lands at once
     assert s.user("after") is not None
     s.close()
+
+
+def test_rows_the_service_never_wrote_are_named_as_damage(store: FeedbackStore) -> None:
+    # retrain and serve died with a ValueError or JSONDecodeError traceback, and the
+    # service answered such a user's requests with a bare 500
+    from metarec.service.store import DamagedStoreError
+
+    store.create_user("u", {"age": 30}, [ev("e1", "1", "rating", 4.0), ev("e2", "2")])
+    with store.engine.begin() as conn:
+        conn.execute(events.update().where(events.c.event_id == "e2").values(type="purchase"))
+    with pytest.raises(DamagedStoreError, match=r"user 'u' event 'e2': type 'purchase' is not "
+                       r"one of rating, click"):  # fmt: skip
+        store.events_for("u")
+    with pytest.raises(DamagedStoreError, match="type 'purchase'"):
+        list(store.iter_all_events())
+    with store.engine.begin() as conn:
+        conn.execute(events.update().where(events.c.event_id == "e2").values(type="click"))
+        conn.execute(users.update().where(users.c.user_id == "u").values(features="{x"))
+    with pytest.raises(DamagedStoreError, match=r"user 'u': features are not JSON"):
+        store.user("u")
+    with pytest.raises(DamagedStoreError, match=r"user 'u': features are not JSON"):
+        store.all_user_features()
+
+
+def test_a_damaged_sqlite_file_is_named_not_met_as_a_traceback(tmp_path: Path) -> None:
+    from metarec.service.store import DamagedStoreError
+
+    path = tmp_path / "store.db"
+    store = FeedbackStore(f"sqlite:///{path}")
+    store.create_user("u", {}, [ev(f"e{n}", str(n % 50 + 1)) for n in range(400)])
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with path.open("r+b") as fh:  # pages past the schema's, overwritten
+        fh.seek(4096 * 3)
+        fh.write(b"\xff" * 8192)
+    store = FeedbackStore(f"sqlite:///{path}", create=False)
+    with pytest.raises(DamagedStoreError, match=r"store\.db\): cannot be read \(database disk "
+                       r"image is malformed\); restore it from a backup"):  # fmt: skip
+        store.events_for("u")
+    store.close()

@@ -50,6 +50,7 @@ from metarec.service.serving import ModelHolder, Served, ServedRef
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
     ID_LENGTH,
+    DamagedStoreError,
     EventConflictError,
     FeedbackStore,
     NewEvent,
@@ -283,7 +284,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     errors.install(app)
 
     @app.exception_handler(MetarecError)
-    async def _metarec_error(_: Request, exc: MetarecError) -> JSONResponse:
+    async def _metarec_error(request: Request, exc: MetarecError) -> JSONResponse:
+        if isinstance(exc, DamagedStoreError):  # the server's fault, said as a 5xx
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return error_response(500, "store_damaged", str(exc))
         code = "unknown_item" if isinstance(exc, UnknownItemError) else "invalid"
         if isinstance(exc, UnsupportedError):  # e.g. an ensemble member that cannot add items
             code = "unsupported"

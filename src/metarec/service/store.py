@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -51,8 +52,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, ProgrammingError
 
-from metarec.errors import BusyError, ConfigError, MetarecError
-from metarec.service.feedback import StoredEvent
+from metarec.errors import BusyError, ConfigError, DataError, MetarecError
+from metarec.service.feedback import EVENT_TYPES, StoredEvent
+from metarec.values import is_number
 
 log = logging.getLogger("metarec.service")
 
@@ -374,6 +376,11 @@ class EventConflictError(MetarecError):
     retry must resend the same event, and a new event needs a new id."""
 
 
+class DamagedStoreError(DataError):
+    """A row or page of the store that the service never wrote: the command line exits 2
+    naming it, the service answers 500 ``store_damaged`` (the fault is not the client's)."""
+
+
 class FeedbackStore:
     """Users, their events and added items in one SQL database."""
 
@@ -419,6 +426,49 @@ class FeedbackStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection to read with; a damaged database (a page overwritten, a file cut)
+        is a DataError naming it, where retrain and serve died with SQLAlchemy's
+        traceback. A locked one (OperationalError) stays what it is: busy, not damaged."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError:
+            raise
+        except DatabaseError as exc:
+            said = " ".join(str(exc.orig).split())
+            raise DamagedStoreError(
+                f"database {self.url}: cannot be read ({said}); restore it from a backup"
+            ) from None
+
+    def _damaged(self, what: str, problem: str) -> DamagedStoreError:
+        return DamagedStoreError(
+            f"database {self.url}: {what}: {problem} (damaged or edited by hand?)"
+        )
+
+    def _features(self, user_id: str, raw: str | None) -> dict[str, Any]:
+        """A user's stored features: a JSON object, as the service writes them."""
+        try:
+            features = json.loads(raw or "{}")
+        except json.JSONDecodeError as exc:
+            raise self._damaged(f"user {user_id!r}", f"features are not JSON ({exc.msg})") from None
+        if not isinstance(features, dict):
+            raise self._damaged(f"user {user_id!r}", f"features {raw!r:.40} are not an object")
+        return features
+
+    def _event(self, user_id: str, row: Sequence[Any]) -> StoredEvent:
+        """An event row as the service wrote it: a known type, a rating's finite value."""
+        event_id, item_id, kind, value, ts = row
+        where = f"user {user_id!r} event {event_id!r}"
+        if kind not in EVENT_TYPES:
+            raise self._damaged(where, f"type {kind!r} is not one of {', '.join(EVENT_TYPES)}")
+        if kind == "rating" and not (is_number(value) and math.isfinite(value)):
+            raise self._damaged(where, f"a rating event with value {value!r}")
+        if not (is_number(ts) and math.isfinite(ts)):
+            raise self._damaged(where, f"timestamp {ts!r} is not a number")
+        return StoredEvent(event_id, item_id, kind, value, float(ts))
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -518,11 +568,11 @@ class FeedbackStore:
         return accepted
 
     def user(self, user_id: str) -> UserSummary | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(_USER_SUMMARY, {"user_id": user_id}).first()
         if row is None:
             return None
-        return UserSummary(user_id, json.loads(row[0] or "{}"), int(row[1]))
+        return UserSummary(user_id, self._features(user_id, row[0]), int(row[1]))
 
     # -- events ---------------------------------------------------------------
     def add_events(self, user_id: str, batch: Sequence[NewEvent]) -> tuple[int, int]:
@@ -601,9 +651,9 @@ class FeedbackStore:
         """A user's events in application order (timestamp, then arrival);
         ``limit`` keeps the latest ones."""
         query = _USER_EVENTS if limit is None else _USER_EVENTS.limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(query, {"user_id": user_id}).all()
-        return [StoredEvent(r[0], r[1], r[2], r[3], float(r[4])) for r in reversed(rows)]
+        return [self._event(user_id, r) for r in reversed(rows)]
 
     def iter_all_events(self, upto: int | None = None) -> Iterator[tuple[str, StoredEvent]]:
         """Every (user_id, event), grouped by user, each user's in application order;
@@ -618,9 +668,9 @@ class FeedbackStore:
         ).order_by(events.c.user_id, events.c.ts, events.c.id)
         if upto is not None:
             query = query.where(events.c.id <= upto)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             for r in conn.execute(query):
-                yield r[0], StoredEvent(r[1], r[2], r[3], r[4], float(r[5]))
+                yield r[0], self._event(r[0], r[1:])
 
     def last_event_id(self) -> int:
         """The row id of the latest stored event (0: none): a cut-off every server
@@ -659,9 +709,9 @@ class FeedbackStore:
             return int(conn.execute(query).scalar_one())
 
     def all_user_features(self) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(users.c.user_id, users.c.features)).all()
-        return {r[0]: json.loads(r[1] or "{}") for r in rows}
+        return {r[0]: self._features(r[0], r[1]) for r in rows}
 
     def count_events(self) -> int:
         with self.engine.connect() as conn:
