@@ -281,6 +281,14 @@ def _retrain(
             f"encoder: retrain keeps the run's encoder ({old.cfg.encoder!r}), got "
             f"{cfg.encoder!r}; train a new run to change it"
         )
+    if cfg.objective != old.cfg.objective:
+        # the gate compares old and new on one measure (MAE of ratings, or 1 - nDCG@3 of
+        # a ranking): a bce model's scores judged by their MAE as ratings read 3.9 "worse"
+        raise ConfigError(
+            f"objective: retrain keeps the run's objective ({old.cfg.objective!r}), got "
+            f"{cfg.objective!r}, as the new run is judged against the old on one measure; "
+            "train a new run to change it"
+        )
     if spec is None or not names_data(spec):
         spec = old.metadata.get("data_spec")
         if not spec:

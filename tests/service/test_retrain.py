@@ -238,7 +238,7 @@ def test_feedback_ratings_land_on_the_datas_levels() -> None:
     assert on_levels(feedback, np.linspace(0, 1, 500))["rating"].tolist() == [7.75, 3.25, 10.0]
 
 
-def test_retrain_keeps_the_runs_encoder(
+def test_retrain_keeps_the_runs_encoder_and_objective(
     service_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # --set encoder= was recorded in the new run's config while its items were still
@@ -253,6 +253,12 @@ def test_retrain_keeps_the_runs_encoder(
     argv = ["retrain", str(service_run), "--db", db, "--out", str(out), "--force"]
     assert main([*argv, "--set", f"encoder={other}", *FAST]) == 2
     assert f"metarec: error: encoder: retrain keeps the run's encoder ({kept!r})" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
+    # and its objective: a bce model's scores were judged by their MAE as ratings
+    assert main([*argv, "--set", "objective=bce", *FAST]) == 2
+    assert "metarec: error: objective: retrain keeps the run's objective ('rating'), got 'bce'" in (
         capsys.readouterr().err
     )
     assert not out.exists()
