@@ -262,7 +262,7 @@ def _retrain(
     t0: float,
 ) -> RetrainResult:
     from metarec.data.spec import load_from_spec, names_data, spec_problem
-    from metarec.io import save_json
+    from metarec.io import jsonable, save_json
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
@@ -317,6 +317,13 @@ def _retrain(
     held, held_rule = _held_out_users(run, ds, int(old.metadata.get("split_seed", old.cfg.seed)))
     inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
     evaluation = inter[inter["user_id"].isin(held)]
+    if evaluation.empty and not force:
+        # found only after minutes of training, as "MAE old nan, new nan"
+        raise ConfigError(
+            f"held-out users ({held_rule}): none of the {len(held):,} is in the data, so the "
+            "new run could not be judged against the old (an edited heldout.json, or other "
+            "data?); force=True (--force) writes it unjudged"
+        )
     rest, validation = split_users(inter[~inter["user_id"].isin(held)], 0.1, cfg.seed)
     if cfg.max_train_users is not None:
         # subsample here so that every feedback user stays in training
@@ -377,18 +384,20 @@ def _retrain(
         save_json(out / "config.json", cfg.to_dict())
         save_json(
             out / "retrain.json",
-            {
-                "retrained_from": str(run),
-                "metric": metric,  # what old_mae and new_mae hold
-                "old_mae": old_mae,
-                "new_mae": new_mae,
-                "n_eval_users": n_eval,
-                "accepted": accepted,
-                "forced": force and not accepted,
-                "feedback_users": result.n_feedback_users,
-                "feedback_ratings": result.n_feedback_ratings,
-                **result.details,
-            },
+            jsonable(
+                {  # a loss that could not be measured is null, not NaN (strict JSON)
+                    "retrained_from": str(run),
+                    "metric": metric,  # what old_mae and new_mae hold
+                    "old_mae": old_mae,
+                    "new_mae": new_mae,
+                    "n_eval_users": n_eval,
+                    "accepted": accepted,
+                    "forced": force and not accepted,
+                    "feedback_users": result.n_feedback_users,
+                    "feedback_ratings": result.n_feedback_ratings,
+                    **result.details,
+                }
+            ),
         )
         save_json(out / HELD_OUT_FILE, {"rule": held_rule, "users": sorted(held)})
     return result

@@ -262,3 +262,22 @@ def test_retrain_keeps_the_runs_encoder_and_objective(
         capsys.readouterr().err
     )
     assert not out.exists()
+
+
+def test_held_out_users_that_are_not_in_the_data_are_refused_before_training(
+    service_run: Path, tmp_path: Path, feedback_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trained in full, then "MAE old nan, new nan"; --force wrote NaN into retrain.json
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(service_run, run)
+    (run / "heldout.json").write_text('{"users": ["nobody"], "rule": "edited"}')
+    out = tmp_path / "new"
+    argv = ["retrain", str(run), "--db", feedback_db, "--out", str(out)]
+    assert main(argv + FAST) == 2
+    assert "held-out users (edited): none of the 1 is in the data" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*argv, "--force", *FAST]) == 0, capsys.readouterr().err
+    record = json.loads((out / "retrain.json").read_text(), parse_constant=lambda c: 1 / 0)
+    assert record["old_mae"] is None and record["new_mae"] is None
