@@ -474,3 +474,15 @@ def test_an_ensemble_offers_a_runs_python_api(ens_dir: Path, tmp_path: Path) -> 
         rec.save(ens_dir.parent)  # a folder of other things is never replaced
     with pytest.raises(ConfigError, match="directory: expected a folder's path"):
         rec.save(None)  # type: ignore[arg-type]
+
+
+def test_retrain_of_an_ensemble_says_what_to_do(
+    ens_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "not a metarec run (no recommender.json)" said nothing of ensembles
+    from metarec.service.store import FeedbackStore
+
+    db = f"sqlite:///{tmp_path / 'fb.db'}"
+    FeedbackStore(db).close()
+    assert main(["retrain", str(ens_dir), "--db", db, "--out", str(tmp_path / "o")]) == 2
+    assert "is an ensemble; retrain its member runs one by one" in capsys.readouterr().err

@@ -649,6 +649,10 @@ def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommen
                        "rating": [5, 3, np.nan]}), DataError, r"row 2 \(user_id 'b', rating nan\)"),
         (pd.DataFrame({"user_id": ["a", None], "item_id": ["1", "2"], "rating": [5, 3]}),
          DataError, "row 1 .*no user_id"),
+        # named by the frame's row, not its place in user b's history ("entry 1")
+        (pd.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": ["1", "2", "3", "1"],
+                       "rating": [5, 3, 4, "4"]}), DataError,
+         r"row 3 \(user_id 'b', rating '4'\): text, not a number"),
         ([("u", "1", 5)], DataError, "expected a DataFrame"),
         (pd.DataFrame([["u", "1", 5, 4]], columns=["user_id", "item_id", "rating", "rating"]),
          DataError, r"column\(s\) \['rating'\] appear more than once"),

@@ -133,10 +133,18 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
     lo, hi = np.float32(rating_range[0]), np.float32(rating_range[1])
     values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float32)
     flags = boolean_values(ratings["rating"])  # True is 1.0 to to_numeric
+    # "4" is 4.0 to to_numeric: taken here, and named later by its position in one
+    # user's history (adapt refuses text); refused here by the frame's own row
+    text = (
+        ratings["rating"].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        if ratings["rating"].dtype == object
+        else np.zeros(len(ratings), dtype=bool)
+    )
     problems = (
         (ratings["user_id"].isna().to_numpy(), "no user_id"),
         (ratings["item_id"].isna().to_numpy(), "no item_id"),
         (flags, "a boolean, not a rating"),
+        (text, "text, not a number"),
         (~((values >= lo) & (values <= hi)), f"rating outside [{lo:g}, {hi:g}] or not a number"),
     )
     for bad, what in problems:

@@ -272,6 +272,13 @@ def _retrain(
     if problem is not None:
         # the new run records it: one it could not read back would be saved unloadable
         raise ConfigError(f"spec: {problem}")
+    from metarec.models.persist import is_ensemble_dir
+
+    if is_ensemble_dir(run):  # "not a metarec run (no recommender.json)" said nothing of it
+        raise ConfigError(
+            f"{run}: is an ensemble; retrain its member runs one by one (metarec retrain "
+            "RUN for each) and build the ensemble again from them (metarec ensemble)"
+        )
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
     if cfg.encoder != old.cfg.encoder:
