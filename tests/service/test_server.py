@@ -193,8 +193,9 @@ def _serve_then_stop(
     tmp_path: Path,
     ready: Callable[[subprocess.Popen[bytes], Path], bool],
     timeout: float,
+    sig: signal.Signals = signal.SIGTERM,
 ) -> str:
-    """Start ``metarec serve`` on port 0, send SIGTERM once ``ready(proc, log)`` (or
+    """Start ``metarec serve`` on port 0, send ``sig`` once ``ready(proc, log)`` (or
     ``timeout`` s), expect exit code 0; its log."""
     command = ["metarec", "serve", str(service_run), "--db", f"sqlite:///{tmp_path / 'f.db'}"]
     log = tmp_path / "serve.log"
@@ -205,7 +206,7 @@ def _serve_then_stop(
         while not ready(proc, log) and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             time.sleep(0.005)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0, log.read_text()
     finally:
         proc.kill()
@@ -231,12 +232,14 @@ def _catches_sigterm(proc: subprocess.Popen[bytes], _log: Path) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_one_server_process_stopped_before_its_imports_end_exits_0(
-    service_run: Path, tmp_path: Path
+    service_run: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    """SIGTERM from the moment the command catches it, while the server's modules still
-    import, exits 0 as a later stop does; it died of the signal, 143 and no word, before."""
-    text = _serve_then_stop(service_run, tmp_path, _catches_sigterm, 30)
+    """SIGTERM or Ctrl-C from the moment the command catches them (together), while the
+    server's modules still import, exits 0 as a later stop does; SIGTERM died of the
+    signal, 143 and no word, and Ctrl-C said "interrupted" with 130, before."""
+    text = _serve_then_stop(service_run, tmp_path, _catches_sigterm, 30, sig)
     assert "Traceback" not in text and "stopped before serving" in text, text
     assert not (tmp_path / "f.db").exists()
 

@@ -128,17 +128,21 @@ def _stop_before_serving(signum: int, frame: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    installed, previous = False, None
-    if args.command in _RESUMES and threading.current_thread() is threading.main_thread():
-        # a job scheduler or `docker stop` ends a long job with SIGTERM; by default the
-        # process would vanish without a word. Its writes are atomic either way, so this
-        # only adds the message; `serve` keeps uvicorn's own graceful shutdown.
+    installed, previous, previous_int = False, None, None
+    main_thread = threading.current_thread() is threading.main_thread()
+    if args.command != "serve" and main_thread:
+        # a job scheduler or `docker stop` ends a long job (train, retrain, benchmark)
+        # with SIGTERM; by default the process would vanish without a word, past the
+        # cleanup of its locks and temporary files. Its writes are atomic either way, so
+        # this adds the message and the cleanup; `serve` keeps uvicorn's graceful stop.
         previous, installed = signal.signal(signal.SIGTERM, _terminate), True
-    elif args.command == "serve" and threading.current_thread() is threading.main_thread():
-        # until the server puts in its own (its imports take a second or two): a stop
-        # then exits 0, as one during the load or once serving does, not 143 unsaid;
-        # nothing is written before the server starts
+    elif args.command == "serve" and main_thread:
+        # until the server puts in its own (its imports take a second or two): a stop,
+        # Ctrl-C as SIGTERM, then exits 0, as one during the load or once serving does
+        # (Ctrl-C gave "interrupted" and 130 in the first seconds); nothing is written
+        # before the server starts
         previous, installed = signal.signal(signal.SIGTERM, _stop_before_serving), True
+        previous_int = signal.signal(signal.SIGINT, _stop_before_serving)
     try:
         return int(args.func(args))
     except MetarecError as exc:
@@ -161,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if installed:  # main() called in a process of one's own (tests, notebooks)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def os_message(exc: OSError) -> str:

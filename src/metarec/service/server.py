@@ -123,14 +123,17 @@ def _stopped_cleanly() -> Iterator[None]:
         raise _StopAsked
 
     # uvicorn puts its own handlers in while it serves, and once it has shut down
-    # gracefully raises the signal again (>= 0.29), which lands here
+    # gracefully raises the signal again (>= 0.29), which lands here; Ctrl-C too, so
+    # that it does not land in the command line's "stopped before serving"
     previous = signal.signal(signal.SIGTERM, stop)
+    previous_int = signal.signal(signal.SIGINT, stop)
     try:
         yield
     except (_StopAsked, KeyboardInterrupt):
         logging.getLogger("metarec.service").info("stopped")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _configure_logging() -> None:
