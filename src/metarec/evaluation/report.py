@@ -456,7 +456,10 @@ def render_markdown(record: dict[str, Any]) -> str:
             f"support K = {ab['support']}, top {ab['k']}",
             "",
             "Success: at least one of the top-k items rated >= "
-            f"{record.get('like_threshold', 4):g} after the support period.",
+            f"{record.get('like_threshold', 4):g} after the support period. B is the "
+            f"metarec model with the best nDCG@10 at K = {ab['support']} on these same "
+            "test users, chosen after seeing them, so the test leans toward B; "
+            "`metarec abtest RUN_A RUN_B` tests two models fixed in advance.",
             "",
             "| arm | users | success rate | 95 % CI | hits per k |",
             "|---|---|---|---|---|",
