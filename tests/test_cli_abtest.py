@@ -212,6 +212,14 @@ def test_abtest_refuses_an_ensembles_training_users(
         code, capsys.readouterr().err, "run B", "training users are unknown",
         f"came from {tmp_path / 'gone'}, which is gone", "heldout:FRACTION",
     )  # fmt: skip
+    saved = tmp_path / "p4.json"
+    assert main([*args, str(a), str(a), "--users", "heldout:0.05", "--save-split", str(saved)]) == 0
+    assert "users drawn by heldout:0.05: from all of" in capsys.readouterr().out
+    # its replay takes the users as the first run did: it was refused, naming the
+    # training users the first run had taken without a word
+    assert json.loads(saved.read_text())["users_from"] == "heldout:0.05"
+    assert main([*args, str(a), str(a), "--users", str(saved)]) == 0, capsys.readouterr().err
+    assert "users drawn by heldout:0.05" in capsys.readouterr().out
     assert main([*args, str(moved), str(moved), "--users", "heldout:0.05"]) == 0
     capsys.readouterr()
     # the run trained again on another split since: its split.json is not the member's

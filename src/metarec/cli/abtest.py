@@ -132,6 +132,10 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     chosen = users_from_spec(args.users, ds, drawn)
     if isinstance(chosen, P4Split):
         split = chosen
+        if split.users_from.startswith("heldout:"):
+            # drawn by heldout:F, which may hold training users: its replay is taken as
+            # the first run was, not refused for them
+            heldout = check_users_spec(split.users_from)
         for flag, given in (("--support", args.support), ("--seed", args.seed)):
             if given is not None:  # the file fixes them; ignoring the flag would mislead
                 raise ConfigError(
@@ -159,6 +163,8 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         )
     else:
         split = make_p4_split(ds.interactions, chosen, support=support, seed=drawn, dataset=ds.name)
+        if heldout is not None:
+            split.users_from = str(args.users)
         if split.skipped.get("too_few_ratings"):
             print(
                 f"skipped {split.skipped['too_few_ratings']} users with fewer than "
@@ -175,6 +181,12 @@ def cmd_abtest(args: argparse.Namespace) -> int:
                 f"(is {ds.name} the data the runs were trained on?)",
                 path=args.users,
             )
+    if heldout is not None:  # said, as a replay of its split file would not show it
+        print(
+            f"users drawn by {split.users_from}: from all of {ds.name}'s users, so some may "
+            "have trained the runs (--users RUN/split.json tests new users only)",
+            file=note,
+        )
     if heldout is None:  # heldout:FRACTION may hold training users, as documented
         for arm, run in (("A", args.run_a), ("B", args.run_b)):
             rec = recs[arm]

@@ -27,7 +27,7 @@ from metarec.values import is_whole
 
 ARMS = ("A", "B")
 # the keys save writes, each read by load
-P4_KEYS = ("protocol", "dataset", "seed", "support", "users", "arms", "skipped")
+P4_KEYS = ("protocol", "dataset", "seed", "support", "users", "arms", "skipped", "users_from")
 
 
 @dataclass
@@ -40,6 +40,9 @@ class P4Split:
     users: list[str]
     arms: list[str]  # "A" or "B", one per user
     skipped: dict[str, int] = field(default_factory=dict)
+    # how the users were chosen, where it matters to a replay: "heldout:0.2" draws from
+    # every user, trained ones included, which a replay must accept as the first run did
+    users_from: str = ""
 
     def save(self, path: str | Path) -> None:
         save_json(
@@ -52,6 +55,7 @@ class P4Split:
                 "users": self.users,
                 "arms": self.arms,
                 "skipped": self.skipped,
+                **({"users_from": self.users_from} if self.users_from else {}),
             },
         )
 
@@ -82,6 +86,7 @@ class P4Split:
                 users,
                 arms,
                 _skipped(raw.get("skipped", {})),
+                str(raw.get("users_from", "")),
             )
         if split.seed < 0 or split.support < 0:
             raise DataError(
