@@ -475,6 +475,10 @@ def test_train_evaluate_recommend(
     assert cli("evaluate", str(run)).returncode == 0
     shown = cli("report", str(run))
     assert shown.returncode == 0 and shown.stdout.startswith(f"# Run {run}")
+    # what evaluate wrote, which the report left out; --write, a silent no-op, refused
+    assert "| state | users | model | mae |" in shown.stdout
+    assert "| user_cold | " in shown.stdout
+    assert_one_line_error(cli("report", str(run), "--write"), "--write", "is a run folder")
     manifest = json.loads((run / "recommender.json").read_text())
     for field, value in (("metadata", "x"), ("metadata", {"history": "x"})):
         (run / "recommender.json").write_text(json.dumps(manifest | {field: value}))

@@ -285,12 +285,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = Path(args.run)
     from metarec.ensemble_run import is_ensemble_dir
 
+    run_folder = path.is_dir() and (is_ensemble_dir(path) or (path / "recommender.json").exists())
+    if run_folder and args.write:  # it was a silent no-op, exit 0
+        raise ConfigError(
+            f"--write: rewrites a benchmark's report (a .json or a results folder); {path} "
+            "is a run folder, whose report is printed only"
+        )
     if path.is_dir() and is_ensemble_dir(path):
         _print_ensemble(path)
         return 0
     if path.is_dir() and (path / "recommender.json").exists():
         with reading(path / "recommender.json", "metarec run's recommender.json"):
             _print_run(path, load_json(path / "recommender.json"))
+        if (path / "metrics.json").exists():
+            with reading(path / "metrics.json", "metarec evaluate's metrics.json"):
+                _print_run_metrics(load_json(path / "metrics.json"))
         return 0
     if path.is_dir():
         found = sorted(
@@ -367,6 +376,22 @@ def _print_run(path: Path, meta: dict[str, Any]) -> None:
         for row in history:
             cells = [f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
             print(f"| {row.get('epoch', '')} | " + " | ".join(cells) + " |")
+
+
+_RUN_METRICS = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
+
+
+def _print_run_metrics(metrics: dict[str, Any]) -> None:
+    """What ``metarec evaluate`` wrote (``metrics.json``), as Markdown: one row per
+    state and model. A damaged file meets ``reading``'s one-line error."""
+    summary, n_users = metrics["summary"], metrics["n_users"]
+    print(f"\n## P1 on {metrics.get('dataset', '?')} (new items: {metrics.get('split_rule')})\n")
+    print("| state | users | model | " + " | ".join(_RUN_METRICS) + " |")
+    print("|---" * (len(_RUN_METRICS) + 3) + "|")
+    for state, models in summary.items():
+        for name, vals in models.items():
+            cells = ["—" if vals.get(m) is None else f"{float(vals[m]):.4f}" for m in _RUN_METRICS]
+            print(f"| {state} | {int(n_users[state])} | {name} | " + " | ".join(cells) + " |")
 
 
 def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bool) -> str:
