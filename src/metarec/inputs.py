@@ -135,9 +135,10 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
     flags = boolean_values(ratings["rating"])  # True is 1.0 to to_numeric
     # "4" is 4.0 to to_numeric: taken here, and named later by its position in one
     # user's history (adapt refuses text); refused here by the frame's own row
+    column = ratings["rating"]
     text = (
-        ratings["rating"].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-        if ratings["rating"].dtype == object
+        column.astype(object).map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        if column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
         else np.zeros(len(ratings), dtype=bool)
     )
     problems = (

@@ -456,3 +456,16 @@ def test_epoch_milliseconds_built_in_memory_are_scaled_as_a_files_are() -> None:
         out = clean(Dataset("mem", inter, items))
     assert out.interactions["timestamp"].tolist()[:2] == [1.5e9, 1.5e9 + 0.5]
     assert np.isnan(out.interactions["timestamp"].iloc[2])  # seconds among milliseconds
+
+
+def test_ids_that_are_digits_to_isdigit_but_no_number_do_not_break_the_hints(
+    tmp_path: Path,
+) -> None:
+    # "²" and "①" are digits to str.isdigit and no number to float: validate raised
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,²,4\nu1,x9,3\nu2,+-1,5\n")
+    (tmp_path / "i.csv").write_text("item_id,title\n²,Squared\n①,Circled\n+-1,Signs\n")
+    problems = validate(load_table(tmp_path / "r.csv", tmp_path / "i.csv"))
+    assert problems == [
+        "interactions: 1 row: item id not in the items table (e.g. r.csv line 3: item 'x9' "
+        "is not in the items table)"
+    ]

@@ -534,8 +534,14 @@ def test_timestamps_in_another_unit_than_the_column_are_named(tmp_path: Path) ->
     secs = [f"u{n},{n},4,{1600000000 + n}" for n in range(4)]
     p.write_text("user_id,item_id,rating,ts\n" + "\n".join([*secs, "u9,9,4,1600000400000"]))
     assert "is in another unit" in validate(load_table(p, timestamp_col="ts"))[0]
-    # ordinals span every scale and a 0 is often "no time": both left alone
-    for stamps in (["1", "2", "500", "9000"], ["0", *(str(1600000000 + n) for n in range(3))]):
+    # ordinals and offsets from the data's own start span every scale (only a column
+    # read in a finer unit is checked), and a 0 is often "no time": all left alone
+    offsets = ["1000000", "150000000", "300000000"]
+    for stamps in (
+        ["1", "2", "500", "9000"],
+        offsets,
+        ["0", *(str(1600000000 + n) for n in range(3))],
+    ):
         rows = [f"u{n},{n},4,{t}" for n, t in enumerate(stamps)]
         p.write_text("user_id,item_id,rating,ts\n" + "\n".join(rows) + "\n")
         assert load_table(p, timestamp_col="ts").interactions["timestamp"].notna().all()

@@ -943,3 +943,27 @@ def test_two_data_sets_whose_reports_share_a_name_are_refused(
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "x2/books': its report is named 'books', as that of --dataset" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_p2_on_a_frame_without_a_timestamp_column_is_said_to_draw_at_random(
+    tmp_path: Path,
+) -> None:
+    # a frame built in memory may have no timestamp column: the check for one raised
+    # KeyError 'timestamp'
+    import pandas as pd
+
+    from metarec.data import Dataset
+    from metarec.errors import ConfigError
+    from metarec.evaluation.benchmark import run_benchmark
+
+    rows = [(f"u{u}", f"i{(u + n) % 40}", float(1 + (u * n) % 5)) for u in range(30)
+            for n in range(30)]  # fmt: skip
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
+    items = pd.DataFrame({"item_id": [f"i{n}" for n in range(40)],
+                          "title": [f"Item {n}" for n in range(40)]})  # fmt: skip
+    with (
+        pytest.warns(UserWarning, match="no timestamps, so each test user's support"),
+        pytest.raises(ConfigError, match="folds: 9 folds of 30 users"),
+    ):
+        run_benchmark("p2", Dataset("x", inter, items), out=tmp_path, folds=9,
+                      overrides=["encoder=tfidf"], progress=False)  # fmt: skip

@@ -1023,6 +1023,14 @@ def test_a_damaged_store_row_is_a_500_that_names_it(
     assert got.status_code == 500
     assert got.json()["error"]["code"] == "store_damaged"
     assert "user 'd': features are not JSON" in got.json()["error"]["message"]
+    # a reload folds in from the store: its damage was "422 invalid_run", the run blamed
+    with sqlite3.connect(tmp_path / "feedback.db") as conn:
+        conn.execute("UPDATE events SET type = 'bogus'")
+    conn.close()
+    with live.client(server_api_key) as c:
+        got = c.post("/v1/admin/reload", json={})
+    assert (got.status_code, got.json()["error"]["code"]) == (500, "store_damaged")
+    assert "type 'bogus' is not one of" in got.json()["error"]["message"]
 
 
 def test_a_runs_own_fold_in_offsets_are_served(

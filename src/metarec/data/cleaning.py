@@ -8,6 +8,7 @@ one. :func:`validate` runs the same checks and only describes what it finds.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -361,7 +362,8 @@ def _loose_id(value: str) -> str:
 def _as_number(text: str) -> str | None:
     """A whole number's plain digits ("1.0" and "01" are "1"), else None: one file's
     spreadsheet wrote the ids as numbers, the other as text."""
-    if not text.lstrip("+-").replace(".", "", 1).isdigit():
+    # ASCII digits only: "²" and "①" are digits to isdigit and no number to float
+    if not re.fullmatch(r"[+-]?[0-9]+(?:\.[0-9]*)?", text):
         return None
     number = float(text)
     return str(int(number)) if number.is_integer() and abs(number) < 2**53 else None

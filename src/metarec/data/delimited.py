@@ -399,7 +399,7 @@ def warn_if_cut_short(path: Path, frame: pd.DataFrame) -> None:
     warnings.warn(
         f"{path.name}: the last line ({int(frame[LINE_COL].iloc[-1])}) has no line end; "
         "if the file was cut short, that row is cut too",
-        stacklevel=3,
+        stacklevel=4,  # past the layout's reader and the loader, at their caller
     )
 
 

@@ -226,10 +226,11 @@ def check_rating_range(value: Any, where: str) -> tuple[float, float]:
 
 
 def infer_rating_range(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple[float, float]:
-    """The (min, max) rating of the rows cleaning can keep, or ``(1, 5)`` when nothing
-    parses. Rows without an id or of an item the items table lacks are left out: 30
-    ratings of 6 for an unknown item made the scale 1-6 for data rated 1-5 after
-    cleaning, and the like threshold 4.75."""
+    """The (min, max) rating of the rows with both ids and an item of ``items``, or
+    ``(1, 5)`` when nothing parses. The rows cleaning drops for a missing id or an
+    unknown item are left out: 30 ratings of 6 for an unknown item made the scale 1-6
+    for data rated 1-5 after cleaning, and the like threshold 4.75. (A superseded
+    duplicate still counts: which one cleaning keeps depends on the timestamps.)"""
     users, item_ids = (interactions[c].astype(str).str.strip() for c in ("user_id", "item_id"))
     kept = (
         interactions["user_id"].notna()

@@ -31,9 +31,11 @@ def read_timestamps(
     # guess of the column's unit; then past it in the unit guessed. Kept with its
     # text so cleaning names it, as an unusable rating is
     ts, raw_ts = _beyond(ts, raw_ts, values, MAX_EPOCH_S * 1e9)
+    read = ts
     ts = _epoch_seconds(ts, source)
     ts, raw_ts = _beyond(ts, raw_ts, values, MAX_EPOCH_S)
-    ts, raw_ts = _off_unit(ts, raw_ts, values)
+    if ts is not read:  # scaled from a finer unit: values of a coarser one stand out
+        ts, raw_ts = _off_unit(ts, raw_ts, values)
     if raw_ts is not None:
         ts, raw_ts = _datetimes_as_seconds(values, ts, raw_ts, source)
     return ts, raw_ts
@@ -108,13 +110,14 @@ def _beyond(
 def _off_unit(
     ts: pd.Series, raw: pd.Series | None, values: pd.Series
 ) -> tuple[pd.Series, pd.Series | None]:
-    """``ts`` (seconds) without the positive values a hundred times or more below the
-    column's median, which join ``raw`` as their text: seconds among milliseconds,
-    scaled with the rest, fell in January 1970 and sorted before every other rating.
-    Ratings of one catalogue span decades, not a factor of a hundred in time since
-    1970 (1.6e7 s is July 1970 beside a median in 2020). Only a column of times since
-    1970 is checked (a median past 1973): ordinals (1, 2, 3, ...) and offsets from a
-    start of the data's own span every scale; a 0 (often "no time") is left alone."""
+    """``ts`` (seconds, scaled from a finer unit) without the positive values a hundred
+    times or more below the column's median, which join ``raw`` as their text: seconds
+    among milliseconds, scaled with the rest, fell in January 1970 and sorted before
+    every other rating. Ratings of one catalogue span decades, not a factor of a
+    hundred in time since 1970 (1.6e7 s is July 1970 beside a median in 2020). Only a
+    column read in a finer unit is checked (see read_timestamps): a column of seconds
+    may hold ordinals (1, 2, 3, ...) or offsets from the data's own start, which span
+    every scale; a 0 (often "no time") is left alone."""
     positive = ts.notna() & (ts > 0)
     if not positive.any():
         return ts, raw

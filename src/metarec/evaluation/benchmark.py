@@ -833,7 +833,8 @@ def run_benchmark(
         else float(like_threshold)
     )
     check_like_threshold(like, ds.rating_range, "like_threshold")
-    untimed = protocol == "p2" and not ds.interactions["timestamp"].notna().any()
+    stamps = ds.interactions.get("timestamp")  # a frame built in memory may have none
+    untimed = protocol == "p2" and (stamps is None or not stamps.notna().any())
     if untimed:
         # P2's support is a user's first K ratings by time; without times it is K drawn
         # at random (seeded), which the report then says, and so does this warning

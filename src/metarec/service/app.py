@@ -581,6 +581,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(422, "invalid_run", "run: a path cannot contain a NUL character")
         try:
             s = holder.reload(run)
+        except DamagedStoreError:  # the store's fault, not the run's: 500 store_damaged
+            raise
         except MetarecError as exc:
             raise ApiError(422, "invalid_run", f"run: {exc}") from None
         except OSError as exc:  # a path the system refuses, e.g. a name too long
