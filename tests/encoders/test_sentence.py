@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,33 @@ def test_a_damaged_unpacked_copy_is_unpacked_again(
     assert (target / "model.safetensors").stat().st_size > 1_000_000
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda t: (t / "tokenizer.json").write_bytes((t / "tokenizer.json").read_bytes()[:100]),
+        lambda t: (t / "1_Pooling" / "config.json").write_text("{"),
+        lambda t: (t / "modules.json").unlink(),
+    ],
+    ids=["tokenizer-cut", "pooling-config-overwritten", "modules-json-gone"],
+)
+def test_a_copy_damaged_in_any_file_is_unpacked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Path], object]
+) -> None:
+    # only modules.json, config.json and the weights were checked: a cut tokenizer
+    # failed every run for good, and a copy without modules.json stood in the way of
+    # every fresh one ("Directory not empty")
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path))
+    target = sentence_mod.bundled_model_dir()
+    assert target is not None
+    original = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    damage(target)
+    vector = SentenceEncoder(device="cpu").encode([TOY])
+    assert vector.shape == (1, 384) and np.isfinite(vector).all()
+    for name, data in original.items():
+        assert (target / name).read_bytes() == data, name
+    assert os.listdir(tmp_path / "models") == [target.name]  # nothing left aside
+
+
 def test_a_lone_surrogate_is_a_data_error_naming_the_text(minilm: SentenceEncoder) -> None:
     with pytest.raises(DataError, match=r"texts\[1\] is not valid Unicode"):
         minilm.encode([TOY, "caf\udce9"])
@@ -176,8 +204,14 @@ def test_bad_local_path_names_it(tmp_path: Path) -> None:
         make_encoder(str(missing))
     not_a_model = tmp_path / "empty-dir"
     not_a_model.mkdir()
+    (not_a_model / "readme.txt").write_text("hi")
     with pytest.raises(ConfigError, match="empty-dir"):
         SentenceEncoder(str(not_a_model)).encode([TOY])
+    # before any data loads (check_source), saying why: it was "Unrecognized model ...
+    # should have a model_type key in its config.json" after the data had loaded
+    said = r"empty-dir: the folder holds no sentence-transformers or Hugging Face model"
+    with pytest.raises(ConfigError, match=said):
+        SentenceEncoder(str(not_a_model)).check_source()
 
 
 @pytest.mark.parametrize(("name", "near"), [("tfidff", "tfidf"), ("minlm", "minilm")])

@@ -23,6 +23,7 @@ import socket
 import threading
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,16 @@ def bundled_model_dir() -> Path | None:
         try:
             os.rename(tmp, target)
         except OSError as e:
+            if not (target / "modules.json").is_file() and target.is_dir():
+                # a copy that lost its modules.json (the mark of a complete one) stood
+                # in the way of every fresh copy: moved aside in one rename, as _load
+                # moves a damaged one, and the fresh copy takes its place
+                aside = target.with_name(f".{target.name}.damaged-{os.getpid()}")
+                with contextlib.suppress(OSError):
+                    os.rename(target, aside)
+                shutil.rmtree(aside, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.rename(tmp, target)
             if not (target / "modules.json").is_file():
                 raise ConfigError(f"cannot move unpacked model to {target}: {e}") from e
     finally:
@@ -277,6 +288,17 @@ class SentenceEncoder:
     def _find_source(self) -> tuple[str, bool]:
         source, local = self._resolve_source()
         if local:
+            folder = Path(source)
+            if folder.is_dir() and not any(
+                (folder / name).is_file() for name in ("modules.json", "config.json")
+            ):
+                # found only when the model loaded, after the data: "Unrecognized model
+                # ... should have a model_type key in its config.json", which it lacked
+                raise ConfigError(
+                    f"encoder {source}: the folder holds no sentence-transformers or Hugging "
+                    "Face model (no modules.json or config.json); give the folder a model "
+                    "was saved to (SentenceTransformer.save), or a model name"
+                )
             return source, True
         cached = _in_hub_cache(source)
         if not _hub_reachable():
@@ -477,11 +499,30 @@ def _hub_lacks(name: str) -> bool:
         return False
 
 
+# files of the bundled copy small enough to compare by checksum at every failed load
+_CRC_CHECKED_BYTES = 1 << 20
+
+
 def _damaged(folder: Path) -> bool:
-    """Whether an unpacked model's files are unreadable (cut short, overwritten)."""
+    """Whether an unpacked copy of the bundled model differs from the zip it came from:
+    a file missing or of another size (cut short), a small one (the tokenizer, the
+    pooling config) of another checksum, or weights that do not read. Only the three
+    files a load reads first were checked, so a cut tokenizer.json failed every run."""
     from safetensors import safe_open
 
+    zip_path = _bundled_zip()
     try:
+        if zip_path is not None:
+            with zipfile.ZipFile(zip_path) as zf:
+                for member in zf.infolist():
+                    if member.is_dir():
+                        continue
+                    file = folder / member.filename
+                    if not file.is_file() or file.stat().st_size != member.file_size:
+                        return True
+                    small = member.file_size <= _CRC_CHECKED_BYTES
+                    if small and zlib.crc32(file.read_bytes()) != member.CRC:
+                        return True
         for name in ("modules.json", "config.json"):
             json.loads((folder / name).read_text(encoding="utf-8"))
         with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
