@@ -9,6 +9,7 @@ tests that build it are marked slow.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -486,3 +487,28 @@ def test_retrain_of_an_ensemble_says_what_to_do(
     FeedbackStore(db).close()
     assert main(["retrain", str(ens_dir), "--db", db, "--out", str(tmp_path / "o")]) == 2
     assert "is an ensemble; retrain its member runs one by one" in capsys.readouterr().err
+
+
+def test_runs_on_another_scale_or_other_users_are_not_one_ensemble(
+    run: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    # blended without a word, then refused at every served rating past the first run's
+    # scale; runs trained on every user of other data were never compared
+    from metarec.ensemble_run import fit_from_runs
+    from metarec.errors import ConfigError
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    wide = tmp_path / "wide"
+    shutil.copytree(run, wide)
+    manifest = json.loads((wide / "recommender.json").read_text())
+    manifest["rating_range"] = [1.0, 10.0]
+    (wide / "recommender.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"trained on ratings \[1, 10\] and .* on \[1, 5\]; an "):
+        fit_from_runs([run, wide], ds, log=lambda _: None)
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    split = json.loads((other / "split.json").read_text())
+    split["train_users"] = split["train_users"][:-5]
+    (other / "split.json").write_text(json.dumps(split))
+    with pytest.raises(ConfigError, match="was trained on other users than"):
+        fit_from_runs([run, other], ds, log=lambda _: None)

@@ -42,6 +42,7 @@ from metarec.models.meta_model import MetaModel
 from metarec.models.persist import is_ensemble_dir, load_recommender
 from metarec.ranking import TopK, item_keys
 from metarec.recommender import Recommender, UserState
+from metarec.trained_users import recorded_training_users
 
 # the service's fold-in says the same: `metarec retrain` runs cannot be blended
 # (fit_from_runs refuses them), so retraining the members is not the way
@@ -544,6 +545,14 @@ def fit_from_runs(
                 )
         elif rec.items["item_id"].tolist() != primary.items["item_id"].tolist():
             raise ConfigError(f"{run} and {folders[0]} have different catalogues")
+        elif tuple(map(float, rec.rating_range)) != tuple(map(float, primary.rating_range)):
+            # blended without a word, then refused at every served rating past the
+            # first run's scale ("support rating 10 is off the model's scale [1, 5]")
+            shown = [f"[{lo:g}, {hi:g}]" for lo, hi in (rec.rating_range, primary.rating_range)]
+            raise ConfigError(
+                f"{run} was trained on ratings {shown[0]} and {folders[0]} on {shown[1]}; an "
+                "ensemble's runs share one rating scale"
+            )
         elif not same_encoder(rec.encoder_config, primary.encoder_config):
             # an item added later is encoded once, by the first run's encoder, for every
             # member: vectors of another model (or width) would not be that member's
@@ -558,6 +567,15 @@ def fit_from_runs(
         members[name] = MetaModel.from_recommender(rec, name=name)
         splits.append(run_split(run, rec, ds))
     assert primary is not None
+    # runs of other data: a P1 split names its data, but runs trained on every user
+    # (--holdout none) were rebuilt from the first run's data and never compared
+    trained = [recorded_training_users(run) for run in folders]
+    for run, users in zip(folders[1:], trained[1:], strict=True):
+        if users is not None and trained[0] is not None and users[0] != trained[0][0]:
+            raise ConfigError(
+                f"{run} was trained on other users than {folders[0]} ({users[1]}, "
+                f"{trained[0][1]}): an ensemble's runs are trained on the same data and split"
+            )
     val_users = set(splits[0][1]["user_id"].astype(str))
     for run, (_, val) in zip(folders[1:], splits[1:], strict=True):
         if set(val["user_id"].astype(str)) != val_users:

@@ -246,6 +246,34 @@ def test_bad_manifest_names_file_and_field(
         assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "which, edit, needles",
+    [
+        # True is an int to isinstance: loaded, and the ensemble recommended
+        ("ranking", lambda m: m["weights"][0].__setitem__(0, True),
+         ["'weights[0]'", "finite and >= 0"]),
+        # one folder read as two members: a name's weight scored another's model
+        ("ranking", lambda m: m["members"][1].update(path=m["members"][0]["path"]),
+         ["'members[1].path'", "is members[0]'s folder too"]),
+        # printed as a rating of 50 on 1-5 stars
+        ("rating", lambda m: m["rating_cutpoints"]["levels"].__setitem__(-1, 50.0),
+         ["'rating_cutpoints.levels'", "50 is off the runs' scale [1, 5]"]),
+    ],
+    ids=["bool-weight", "same-member-folder", "level-off-scale"],
+)  # fmt: skip
+def test_more_hand_edits_are_named(
+    world: World, tmp_path: Path, which: str, edit: Any, needles: list[str]
+) -> None:
+    out = getattr(world, which).save(tmp_path / "ens")
+    manifest = json.loads((out / "ensemble.json").read_text())
+    edit(manifest)
+    (out / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError) as err:
+        load_run(out)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
 def test_truncated_member_file_is_a_model_error(world: World, tmp_path: Path) -> None:
     out = world.ranking.save(tmp_path / "ens")
     peer = out / "members" / "2" / "peer.safetensors"

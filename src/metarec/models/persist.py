@@ -379,6 +379,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     _check_weights(man, weights, len(buckets), len(entries))
 
     members: dict[str, ScoringModel] = {}
+    paths: list[Path] = []
     for i, entry in enumerate(entries):
         field = f"members[{i}]"
         if not isinstance(entry, dict):
@@ -393,6 +394,11 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
         where = root / rel
         if not where.is_dir():
             raise man.bad(f"{field}.path", f"{where} is missing")
+        # one folder read as two members: a name's weight then scored another's model
+        same = next((i for i, p in enumerate(paths) if p == where.resolve()), None)
+        if same is not None:
+            raise man.bad(f"{field}.path", f"{rel!r} is members[{same}]'s folder too")
+        paths.append(where.resolve())
         model = _read_member(
             man, field, name, entry, where, seed=seed, n_items=n_items, device=device
         )
@@ -440,6 +446,12 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
         if not isinstance(cuts, dict):
             raise man.bad("rating_cutpoints", f"expected an object or null, got {cuts!r:.80}")
         ens.cutpoints = RatingCutpoints.from_dict(cuts, source=f"{path}: field 'rating_cutpoints'")
+        lo, hi = next(m._rec().rating_range for m in members.values() if isinstance(m, MetaModel))
+        off = [v for v in ens.cutpoints.levels if not lo - 1e-6 <= v <= hi + 1e-6]
+        if off:  # printed as a rating ("50.000" on 1-5 stars)
+            raise man.bad(
+                "rating_cutpoints.levels", f"{off[0]:g} is off the runs' scale [{lo:g}, {hi:g}]"
+            )
     return ens
 
 
@@ -540,7 +552,7 @@ def _check_weights(man: _Fields, weights: list[Any], n_buckets: int, n_members: 
         field = f"weights[{b}]"
         if not isinstance(row, list) or len(row) != n_members:
             raise man.bad(field, f"must be a list of {n_members} weights (one per member)")
-        if not all(isinstance(w, int | float) and math.isfinite(w) and w >= 0 for w in row):
+        if not all(is_number(w) and math.isfinite(w) and w >= 0 for w in row):  # no bools
             raise man.bad(field, f"weights must be finite and >= 0, got {row}")
         if abs(sum(row) - 1.0) > 1e-6:
             raise man.bad(field, f"weights must sum to 1, got {sum(row):g}")

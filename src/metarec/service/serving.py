@@ -362,9 +362,14 @@ class ModelHolder:
             return  # another request is catching up: serve the model we have
         try:
             try:
-                version, text = self.store.served_state()
-                if version == self._seen or self._waiting_to_retry(version):
-                    return  # another request caught up first
+                # under the swap lock: a reload of this process that has bumped the
+                # version but not yet recorded it as seen finishes first, rather than
+                # being loaded a second time as another process's change
+                with self._swap:
+                    version, text = self.store.served_state()
+                    seen = self._seen
+                if version == seen or self._waiting_to_retry(version):
+                    return  # another request caught up first, or the change was ours
                 ref = ServedRef.parse(text)
                 current = self.current
                 run, folder = (
