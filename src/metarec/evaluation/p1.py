@@ -31,6 +31,7 @@ can be re-applied to the same data anywhere.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -93,6 +94,23 @@ class P1Split(SplitFile):
                 f"{MIN_STATE_RATINGS} ratings (3 support + {QUERY_SIZE} query)"
             )
         super().check_rule()
+
+    def check_groups(self, dataset: Dataset, path: str | Path, *, check_rule: bool = True) -> None:
+        super().check_groups(dataset, path, check_rule=check_rule)
+        year = re.fullmatch(r"released in (-?[0-9]+(?:\.[0-9]+)?) or later", self.rule)
+        if check_rule and year is not None:
+            # the report prints the rule as the new items' definition: an edited rule
+            # over other new items (random ones) would be printed as if it held
+            years = pd.to_numeric(dataset.items["year"], errors="coerce")
+            late = set(dataset.items.loc[years >= float(year[1]), "item_id"].astype(str))
+            if late != set(self.new_items):
+                raise DataError(
+                    f"its rule says the new items are those {self.rule}, but "
+                    f"{len(late ^ set(self.new_items)):,} items are on one side only "
+                    f"({len(self.new_items):,} new_items, {len(late):,} such items in "
+                    f"{dataset.name}): edited, or drawn from other data?",
+                    path=path,
+                )
 
     def check_fits(self, dataset: Dataset, path: str | Path) -> None:
         super().check_fits(dataset, path)
