@@ -9,7 +9,7 @@ bad value came from; a value that does not parse keeps its text in
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +65,21 @@ def boolean_values(values: pd.Series) -> np.ndarray:
     return np.full(len(values), pd.api.types.is_bool_dtype(values.dtype))
 
 
-def exact_integers(column: pd.Series, values: Sequence[Any]) -> pd.Series:
+def exact_integers(column: pd.Series, values: Callable[[], Sequence[Any]]) -> pd.Series:
     """``column`` as read, unless it is a column of integers made float by a missing
     value (pandas' way) and one of them is past 2^53, where a float holds no exact
-    integer: then ``values`` (the column's own Python values) as nullable integers, or
-    as objects past int64. Ids of 19 digits were rounded there, and users 788 and 789
-    became one user whose id was in no file."""
-    known = [v for v in values if v is not None]
-    if not known or not all(isinstance(v, int) and not isinstance(v, bool) for v in known):
+    integer: then ``values()`` (the column's own Python values, read only then) as
+    nullable integers, or as objects past int64. Ids of 19 digits were rounded there,
+    and users 788 and 789 became one user whose id was in no file."""
+    if not pd.api.types.is_float_dtype(column.dtype) or not (column.abs() >= 2.0**53).any():
         return column
-    if all(abs(v) < 2**53 for v in known):
-        return column
+    exact = list(values())
+    known = [v for v in exact if v is not None]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in known):
+        return column  # floats of their own (1e20), not integers made float
     if all(-(2**63) <= v < 2**63 for v in known):
-        return pd.Series(pd.array(list(values), dtype="Int64"), index=column.index)
-    return pd.Series(list(values), index=column.index, dtype=object)
+        return pd.Series(pd.array(exact, dtype="Int64"), index=column.index)
+    return pd.Series(exact, index=column.index, dtype=object)
 
 
 def str_ids(values: pd.Series) -> pd.Series:

@@ -15,6 +15,7 @@ import re
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +404,12 @@ def warn_if_cut_short(path: Path, frame: pd.DataFrame) -> None:
     )
 
 
+def _parquet_values(path: Path, column: Any) -> list[Any]:
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]  # pandas read with it
+
+    return list(pq.read_table(path, columns=[column]).column(column).to_pylist())
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
     require_file(path)
     try:
@@ -414,13 +421,8 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc
     for col in frame.columns:
-        values = frame[col]
-        if pd.api.types.is_float_dtype(values.dtype) and (values.abs() >= 2.0**53).any():
-            # maybe integers made float by a null, rounded: read again exactly
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
-
-            exact = pq.read_table(path, columns=[col]).column(col).to_pylist()
-            frame[col] = exact_integers(values, exact)
+        # integers made float by a null may be rounded: read again exactly if so
+        frame[col] = exact_integers(frame[col], partial(_parquet_values, path, col))
     # a frame saved with its ids as the index (df.set_index("user_id").to_parquet) comes
     # back with them there, and the id column was "missing". An unnamed level (row
     # labels left by filtering) holds no field of the data; a named one may be row

@@ -10,6 +10,7 @@ with the fix: its records have no lines for an error to name.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"key {key!r} appears twice in one object")
         out[key] = value
     return out
+
+
+def _values(records: list[dict[str, Any]], key: str) -> list[Any]:
+    return [r.get(key) for r in records]
 
 
 def read_json_lines(data: bytes, path: str | Path) -> pd.DataFrame:
@@ -74,7 +79,6 @@ def read_json_lines(data: bytes, path: str | Path) -> pd.DataFrame:
         raise DataError("the file is empty: expected one JSON object a line", path=path)
     frame = pd.DataFrame.from_records(records)
     for col in frame.columns:
-        if pd.api.types.is_float_dtype(frame[col].dtype):
-            frame[col] = exact_integers(frame[col], [r.get(col) for r in records])
+        frame[col] = exact_integers(frame[col], partial(_values, records, col))
     number_lines(frame, np.asarray(lines), path)
     return frame
