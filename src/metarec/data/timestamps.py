@@ -99,12 +99,19 @@ def _beyond(
     ts: pd.Series, raw: pd.Series | None, values: pd.Series, limit: float
 ) -> tuple[pd.Series, pd.Series | None]:
     """``ts`` without the numbers past ``limit``, which join ``raw`` as their text."""
-    far = ts.notna() & ~(ts.abs() <= limit)
-    if not far.any():
+    return _set_aside(ts, raw, values, ts.notna() & ~(ts.abs() <= limit))
+
+
+def _set_aside(
+    ts: pd.Series, raw: pd.Series | None, values: pd.Series, unusable: pd.Series
+) -> tuple[pd.Series, pd.Series | None]:
+    """``ts`` unknown where ``unusable``, those values' text joining ``raw`` (for cleaning
+    to name)."""
+    if not unusable.any():
         return ts, raw
-    text = text_values(values).where(far, None)
+    text = text_values(values).where(unusable, None)
     raw = (text if raw is None else raw.fillna(text)).rename(f"{RAW_PREFIX}timestamp")
-    return ts.where(~far), raw
+    return ts.where(~unusable), raw
 
 
 def _off_unit(
@@ -122,14 +129,7 @@ def _off_unit(
     if not positive.any():
         return ts, raw
     typical = float(np.median(ts[positive].to_numpy(dtype=np.float64)))
-    if typical < 1e8:
-        return ts, raw
-    low = positive & (ts * 100 <= typical)
-    if not low.any():
-        return ts, raw
-    text = text_values(values).where(low, None)
-    raw = (text if raw is None else raw.fillna(text)).rename(f"{RAW_PREFIX}timestamp")
-    return ts.where(~low), raw
+    return _set_aside(ts, raw, values, positive & (ts * 100 <= typical))
 
 
 def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
