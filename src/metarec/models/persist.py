@@ -418,7 +418,9 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     like = man.raw.get("like_threshold", 4.0)
     if like is not None:
         like = float(man.get("like_threshold", float))
-    _check_like_thresholds(man, members, like)
+    # the scale of the runs the ensemble blends, which its thresholds and levels are on
+    scale = next(m._rec().rating_range for m in members.values() if isinstance(m, MetaModel))
+    _check_like_thresholds(man, members, like, scale)
     try:
         ens = Ensemble(
             members,
@@ -446,7 +448,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
         if not isinstance(cuts, dict):
             raise man.bad("rating_cutpoints", f"expected an object or null, got {cuts!r:.80}")
         ens.cutpoints = RatingCutpoints.from_dict(cuts, source=f"{path}: field 'rating_cutpoints'")
-        lo, hi = next(m._rec().rating_range for m in members.values() if isinstance(m, MetaModel))
+        lo, hi = scale
         off = [v for v in ens.cutpoints.levels if not lo - 1e-6 <= v <= hi + 1e-6]
         if off:  # printed as a rating ("50.000" on 1-5 stars)
             raise man.bad(
@@ -456,14 +458,16 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
 
 
 def _check_like_thresholds(
-    man: _Fields, members: dict[str, ScoringModel], like: float | None
+    man: _Fields,
+    members: dict[str, ScoringModel],
+    like: float | None,
+    scale: tuple[float, float],
 ) -> None:
     """The ensemble's and its peers' like thresholds on the scale of the runs they were
     fitted beside (a saved ensemble has one): fit refuses one off it, and an edited 99
     liked nothing, so weights learned or relearned from it had no positives."""
     from metarec.data.schema import check_like_threshold
 
-    scale = next(m._rec().rating_range for m in members.values() if isinstance(m, MetaModel))
     checks = [("like_threshold", like)] + [
         (f"members[{i}].options.like_threshold", getattr(m, "like_given", None))
         for i, m in enumerate(members.values())
