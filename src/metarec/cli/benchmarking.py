@@ -378,19 +378,20 @@ def _print_run(path: Path, meta: dict[str, Any]) -> None:
             print(f"| {row.get('epoch', '')} | " + " | ".join(cells) + " |")
 
 
-_RUN_METRICS = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
-
-
 def _print_run_metrics(metrics: dict[str, Any]) -> None:
     """What ``metarec evaluate`` wrote (``metrics.json``), as Markdown: one row per
     state and model. A damaged file meets ``reading``'s one-line error."""
+    from metarec.cli.training import P1_TABLE_METRICS
+
     summary, n_users = metrics["summary"], metrics["n_users"]
     print(f"\n## P1 on {metrics.get('dataset', '?')} (new items: {metrics.get('split_rule')})\n")
-    print("| state | users | model | " + " | ".join(_RUN_METRICS) + " |")
-    print("|---" * (len(_RUN_METRICS) + 3) + "|")
+    print("| state | users | model | " + " | ".join(P1_TABLE_METRICS) + " |")
+    print("|---" * (len(P1_TABLE_METRICS) + 3) + "|")
     for state, models in summary.items():
         for name, vals in models.items():
-            cells = ["—" if vals.get(m) is None else f"{float(vals[m]):.4f}" for m in _RUN_METRICS]
+            cells = [
+                "—" if vals.get(m) is None else f"{float(vals[m]):.4f}" for m in P1_TABLE_METRICS
+            ]
             print(f"| {state} | {int(n_users[state])} | {name} | " + " | ".join(cells) + " |")
 
 

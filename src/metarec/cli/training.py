@@ -344,8 +344,12 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
     return result
 
 
+# what `evaluate` prints of each state and model, and `report RUN` of its metrics.json
+P1_TABLE_METRICS = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
+
+
 def format_p1_table(result: dict[str, Any]) -> str:
-    metrics = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
+    metrics = P1_TABLE_METRICS
     lines = [f"{'state':<16} {'users':>5}  {'model':<18}" + "".join(f"{m:>12}" for m in metrics)]
     for state, models in result["summary"].items():
         for name, vals in models.items():
