@@ -116,5 +116,5 @@ def test_boolean_ratings_are_refused_at_their_line(tmp_path: Path) -> None:
         '{"user_id": "u1", "item_id": "1", "rating": 5}\n'
         '{"user_id": "u1", "item_id": "2", "rating": false}\n'
     )
-    with pytest.raises(DataError, match=r"r\.jsonl, line 2: the rating column holds booleans"):
+    with pytest.raises(DataError, match=r"r\.jsonl, line 2: column 'rating' holds booleans"):
         load_table(tmp_path / "r.jsonl")

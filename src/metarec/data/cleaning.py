@@ -23,11 +23,11 @@ from metarec.data.columns import (
     LINE_COL,
     RAW_PREFIX,
     SOURCE_ATTR,
-    boolean_values,
     check_single_ids,
     numeric_with_raw,
     plain,
     reads_as_number,
+    refuse_boolean_ratings,
     str_ids,
 )
 from metarec.data.generic import check_rating_range
@@ -529,7 +529,7 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     ids would never match), ratings as numbers with the text of those that are not."""
     require_dataset(dataset)
     _require_columns(dataset)
-    _refuse_boolean_ratings(dataset.interactions)
+    refuse_boolean_ratings(dataset.interactions, dataset.interactions.attrs.get(SOURCE_ATTR))
     inter = dataset.interactions.reset_index(drop=True)
     items = dataset.items.reset_index(drop=True)
     users = dataset.users.reset_index(drop=True) if dataset.users is not None else None
@@ -560,21 +560,6 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     for frame, original in pairs:
         frame.attrs = dict(original.attrs)  # the file and column names errors point at
     return inter.assign(rating=rating), items, users
-
-
-def _refuse_boolean_ratings(inter: pd.DataFrame) -> None:
-    """A DataError for True or False in the rating column: read as the numbers 1 and 0,
-    a True was kept as a rating of 1 and a False dropped as outside the scale, where
-    every other reader of ratings (Recommender, training) refuses a boolean."""
-    column = inter["rating"]
-    flags = boolean_values(column)
-    if flags.any():
-        row = int(np.flatnonzero(flags)[0])
-        raise DataError(
-            f"interactions table: column 'rating' holds booleans (row {row + 1}: "
-            f"{plain(column.iloc[row])!r}), not ratings; give the ratings as numbers",
-            path=inter.attrs.get(SOURCE_ATTR),
-        )
 
 
 def _require_columns(dataset: Dataset) -> None:

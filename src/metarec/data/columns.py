@@ -82,6 +82,27 @@ def exact_integers(column: pd.Series, values: Callable[[], Sequence[Any]]) -> pd
     return pd.Series(exact, index=column.index, dtype=object)
 
 
+def refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> None:
+    """A DataError for True or False in ``frame``'s rating column, at the first one's
+    line (a file's) or row (a frame built in memory): read as the numbers 1 and 0, a
+    True was kept as a rating of 1 and a False dropped as outside the scale, where
+    every other reader of ratings (Recommender, training) refuses a boolean."""
+    column = frame["rating"]
+    flags = boolean_values(column)
+    if not flags.any():
+        return
+    row = int(np.flatnonzero(flags)[0])
+    value = plain(column.iloc[row])
+    fix = "not ratings; give them as numbers (1 for a click or a like, for implicit feedback)"
+    if LINE_COL in frame.columns:
+        line = int(frame[LINE_COL].iloc[row])
+        raise DataError(f"column 'rating' holds booleans ({value!r}), {fix}", path=source, row=line)
+    raise DataError(
+        f"interactions table: column 'rating' holds booleans (row {row + 1}: {value!r}), {fix}",
+        path=source,
+    )
+
+
 def str_ids(values: pd.Series) -> pd.Series:
     """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
     if pd.api.types.is_float_dtype(values.dtype):

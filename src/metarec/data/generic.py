@@ -24,12 +24,11 @@ from metarec.data.columns import (
     LINE_COL,
     RAW_PREFIX,
     SOURCE_ATTR,
-    boolean_values,
     check_single_ids,
     check_single_values,
     numeric_with_raw,
     own_columns,
-    plain,
+    refuse_boolean_ratings,
     str_ids,
     text_values,
 )
@@ -53,7 +52,7 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
     out = pd.DataFrame(index=frame.index)
     out["user_id"] = str_ids(frame["user_id"])
     out["item_id"] = str_ids(frame["item_id"])
-    _refuse_boolean_ratings(frame, source)
+    refuse_boolean_ratings(frame, source)
     rating, raw_rating = numeric_with_raw(_decimal_commas(frame["rating"], source), "rating")
     # ratings are float32 from here on: "inf", or 1e308 that would become inf in the
     # cast, is kept with its text as an unreadable rating, so cleaning names the value
@@ -98,22 +97,6 @@ def _decimal_commas(values: pd.Series, source: str | Path | None) -> pd.Series:
         stacklevel=4,
     )
     return text.where(~comma, text.str.replace(",", ".", regex=False))
-
-
-def _refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> None:
-    """JSON's true/false and Parquet's booleans were read as ratings 1 and 0, where a
-    frame built in memory with them is refused (see cleaning); refused here too, at the
-    first one's line."""
-    flags = boolean_values(frame["rating"])
-    if flags.any():
-        row = int(np.flatnonzero(flags)[0])
-        line = int(frame[LINE_COL].iloc[row]) if LINE_COL in frame.columns else None
-        raise DataError(
-            f"the rating column holds booleans ({plain(frame['rating'].iloc[row])!r}), not "
-            "ratings; give them as numbers (1 for a click or a like, for implicit feedback)",
-            path=source,
-            row=line,
-        )
 
 
 def finish_items(
