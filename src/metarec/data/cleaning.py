@@ -24,6 +24,7 @@ from metarec.data.columns import (
     RAW_PREFIX,
     SOURCE_ATTR,
     check_single_ids,
+    missing_ids,
     numeric_with_raw,
     plain,
     reads_as_number,
@@ -199,7 +200,7 @@ def _missing_ids(frame: pd.DataFrame, *cols: str) -> _Finding | None:
     masks = {}
     for col in cols:
         values = frame[col]
-        masks[col] = (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
+        masks[col] = missing_ids(values).to_numpy()
     missing = np.logical_or.reduce(list(masks.values()))
 
     def which(i: int) -> str:

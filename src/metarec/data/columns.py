@@ -103,6 +103,11 @@ def refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> No
     )
 
 
+def missing_ids(values: pd.Series) -> pd.Series:
+    """Where an id column holds no id: missing, or only spaces (a CSV's empty field)."""
+    return values.isna() | values.astype(str).str.strip().eq("")
+
+
 def str_ids(values: pd.Series) -> pd.Series:
     """Ids as strings, missing stays missing; ``1.0`` read as float becomes ``"1"``."""
     if pd.api.types.is_float_dtype(values.dtype):

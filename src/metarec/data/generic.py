@@ -26,6 +26,7 @@ from metarec.data.columns import (
     SOURCE_ATTR,
     check_single_ids,
     check_single_values,
+    missing_ids,
     numeric_with_raw,
     own_columns,
     refuse_boolean_ratings,
@@ -214,12 +215,9 @@ def infer_rating_range(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple
     unknown item are left out: 30 ratings of 6 for an unknown item made the scale 1-6
     for data rated 1-5 after cleaning, and the like threshold 4.75. (A superseded
     duplicate still counts: which one cleaning keeps depends on the timestamps.)"""
-    users, item_ids = (interactions[c].astype(str).str.strip() for c in ("user_id", "item_id"))
     kept = (
-        interactions["user_id"].notna()
-        & users.ne("")
-        & interactions["item_id"].notna()
-        & item_ids.ne("")
+        ~missing_ids(interactions["user_id"])
+        & ~missing_ids(interactions["item_id"])
         & interactions["item_id"].isin(items["item_id"].dropna())
     )
     r = pd.to_numeric(interactions["rating"][kept], errors="coerce")
