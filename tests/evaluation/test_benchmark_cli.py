@@ -75,7 +75,11 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     assert (tmp_path / "p2-ml-100k-split.json").exists()
 
     # --splits reads that split back instead of drawing one: under another seed the
-    # test users, and so popularity's figures, are still the first run's
+    # test users, and so popularity's figures, are still the first run's. Its rule, edited
+    # to a looser one the same users meet, is the report's to state (the protocol's is not)
+    assert "user_rule" not in record
+    split_file = tmp_path / "p2-ml-100k-split.json"
+    split_file.write_text(json.dumps(json.loads(split_file.read_text()) | {"min_ratings": 20}))
     again = tmp_path / "again"
     proc = run_cli(
         "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
@@ -90,6 +94,10 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     assert copied["test_users"] == first["test_users"]
     pop = record["summary"]["3"]["popularity"]
     assert rerun["summary"]["3"]["popularity"] == pytest.approx(pop, rel=0, abs=0)
+    assert rerun["user_rule"] == {"min_ratings": 20}
+    assert "users drawn by the split files' own rule (min_ratings 20), not the protocol's" in (
+        (again / "p2-ml-100k.md").read_text()
+    )
 
     shown = run_cli("report", str(tmp_path / "p2-ml-100k.json"), env=env)
     assert shown.returncode == 0, shown.stderr

@@ -290,6 +290,8 @@ def test_fold_files_that_are_no_cross_validation_together_are_refused(ds, tmp_pa
         # each file sound alone; together fold 0's users tested twice, fold 1's never
         (one | {"fold": 1}, "test_users of fold 1 and of fold 0 share user"),
         (two | {"test_users": two["test_users"][:3]}, "fold 1 splits"),
+        # the same users drawn by a looser rule in one fold: the report states one rule
+        (two | {"min_ratings": 20}, "fold 1 draws users with at least 20 ratings"),
     ]:
         path = tmp_path / split_file_name("p2", ds.name, 1)
         path.write_text(json.dumps(edited))

@@ -49,6 +49,7 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "seeds": (int,),
     "folds": (int,),
     "split_rule": (str,),
+    "user_rule": (dict,),
     "n_users": (dict,),
     "n_scored": (dict,),
     "support_order": (str,),
@@ -294,6 +295,7 @@ def _header(record: dict[str, Any]) -> list[str]:
             else ", one split"
         )
         + (f"; new items: {record['split_rule']}" if record.get("split_rule") else "")
+        + _user_rule(record)
         + (
             "; support: K ratings drawn at random per user (the data has no timestamps)"
             if record.get("support_order") == "random"
@@ -313,6 +315,16 @@ def _header(record: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _user_rule(record: dict[str, Any]) -> str:
+    """A split file's own rule for drawing users, where it is not the protocol's: its
+    figures are over other users than the protocol's would be."""
+    rule = record.get("user_rule")
+    if not rule:
+        return ""
+    said = ", ".join(f"{name} {value}" for name, value in rule.items())
+    return f"; users drawn by the split files' own rule ({said}), not the protocol's"
 
 
 def _own_models(record: dict[str, Any]) -> str:

@@ -149,11 +149,7 @@ class SplitFile:
             n = counts.reindex(sorted(ids))
             outside = n[(n < low) | (n > high)] if high is not None else n[n < low]
             if len(outside):
-                wanted = (
-                    f"{low} to {high} ratings (min_ratings, max_ratings)"
-                    if high is not None
-                    else f"at least {low} ratings (min_ratings)"
-                )
+                wanted = _rule_words(self)
                 raise DataError(
                     f"{len(outside)} of its {name} have a number of ratings in {dataset.name} "
                     f"its rule does not draw (first: {outside.index[0]!r} with "
@@ -178,6 +174,20 @@ class SplitFile:
         name = getattr(self, "dataset", None)
         if name is not None and name != dataset.name:
             raise DataError(f"a split of {name!r}, not of {dataset.name!r}", path=path)
+
+
+def _rule_words(split: SplitFile) -> str:
+    low, high = split.rating_bounds()
+    return (
+        f"{low} to {high} ratings (min_ratings, max_ratings)"
+        if high is not None
+        else f"at least {low} ratings (min_ratings)"
+    )
+
+
+def user_rule(split: SplitFile) -> dict[str, int]:
+    """The split's rule for drawing users, by the names its file gives them."""
+    return {name: getattr(split, name) for name in split.rule_before_recorded}
 
 
 def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
@@ -282,6 +292,13 @@ def check_partition(
         users = {*split.train_users, *split.validation_users, *getattr(split, held)}
         if f == 0:
             universe = users
+        elif split.rating_bounds() != splits[0].rating_bounds():
+            # the report states one rule for the run (_header), so the folds keep one
+            raise DataError(
+                f"fold {f} draws users with {_rule_words(split)}, fold 0 with "
+                f"{_rule_words(splits[0])}: the folds of one cross-validation keep one rule",
+                path=path,
+            )
         elif users != universe:
             raise DataError(
                 f"fold {f} splits {len(users):,} users, fold 0 {len(universe):,}: the folds of "
