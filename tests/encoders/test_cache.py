@@ -238,3 +238,53 @@ def test_fully_cached_run_reads_neither_model_nor_dim(tmp_path: Path) -> None:
     enc = NoDim(HashEncoder())
     np.testing.assert_array_equal(cached_encode(enc, TEXTS, cache), expected)
     assert enc.calls == []
+
+
+def test_small_shards_are_merged_by_size_tier_and_stay_findable(tmp_path: Path) -> None:
+    # a service's PUT of one item at a time adds a shard each: 300 of them were 300 files
+    # every lookup read the header of, for as long as the service ran
+    cache = EmbeddingCache(tmp_path)
+    enc = HashEncoder()
+    texts = [f"item {i}" for i in range(300)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a merged-away shard is not a damaged one
+        for text in texts:
+            cached_encode(enc, [text], cache)
+    shards = _shards(cache, enc.id)
+    rows = []
+    for path in shards:
+        with safe_open(str(path), framework="np") as f:
+            rows.append(len(json.loads(f.metadata()["hashes"])))
+    assert sum(rows) == 300  # every text once: nothing lost or kept twice by a merge
+    assert len(shards) < 2 * 16  # at most 15 a tier is left unmerged
+    assert max(rows) == 256  # 16 merged shards of 16, themselves 16 merged single rows
+    counting = Counting(enc)
+    fresh = EmbeddingCache(tmp_path)
+    np.testing.assert_array_equal(cached_encode(counting, texts, fresh), enc.encode(texts))
+    assert counting.calls == []
+
+
+def test_a_reader_whose_listed_shards_were_merged_away_finds_their_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enc = HashEncoder()
+    reader = EmbeddingCache(tmp_path)
+    writer = EmbeddingCache(tmp_path)
+    texts = [f"item {i}" for i in range(15)]
+    for text in texts:
+        cached_encode(enc, [text], writer)
+    listed = reader._shards(enc.id)
+    assert len(listed) == 15
+    for path in listed:  # headers read, as a long-running reader has them
+        reader._read_index(path, enc.id)
+    cached_encode(enc, ["one more"], writer)  # the 16th small shard: all merged into one
+    assert len(_shards(writer, enc.id)) == 1 and not any(p.exists() for p in listed)
+    # the merge came between the reader's listing and its reads
+    listings = iter([listed])
+    real = reader._shards
+    monkeypatch.setattr(reader, "_shards", lambda eid: next(listings, None) or real(eid))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = reader.lookup(enc.id, [text_hash(t) for t in texts])
+    assert len(found) == 15
+    np.testing.assert_array_equal(found[text_hash("item 3")], enc.encode(["item 3"])[0])

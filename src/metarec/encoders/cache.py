@@ -3,10 +3,18 @@
 Layout: ``<dir>/<sanitised encoder id>/shard-<n>.safetensors``. Each shard
 holds one float32 tensor ``vectors`` [m, dim]; its safetensors metadata holds
 the JSON list of the m text hashes and the unsanitised encoder id. Shards are
-only ever added, each written to a temporary file and then linked into place,
-so readers never see a partial shard and concurrent writers never overwrite
-each other. A shard that cannot be read is skipped with a warning; the texts
-it held are simply encoded again.
+written to a temporary file and then linked into place, so readers never see a
+partial shard and concurrent writers never overwrite each other. A shard that
+cannot be read is skipped with a warning; the texts it held are simply encoded
+again.
+
+Every store adds a shard, and a service adds one for each PUT of a few items, so
+small shards are merged as they pile up (size tiers, as log-structured stores
+do): once ``_MERGE_AT`` shards hold rows of the same order of magnitude (base
+``_MERGE_AT``), they are written as one shard and then removed. A row is so
+rewritten about log(n) times, not at every merge, and a lookup reads a few dozen
+headers, not one per PUT since the service began. A reader that listed a shard a
+merge has since removed lists the folder again.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from safetensors import safe_open
 from safetensors.numpy import save
 
 from metarec.encoders.base import Encoder, FittableEncoder, check_texts, needs_fit
-from metarec.errors import ModelError
+from metarec.errors import BusyError, ModelError
+from metarec.locks import exclusive
 from metarec.tempfiles import create_temp_file
 
 __all__ = ["EmbeddingCache", "cached_encode", "default_cache", "text_hash"]
@@ -40,6 +49,8 @@ _SHARD_RE = re.compile(r"^shard-(\d+)\.safetensors$")
 # Bounds the JSON hash list in a shard header (~65 bytes a row) well below
 # safetensors' header size limit.
 _MAX_ROWS_PER_SHARD = 100_000
+# shards of one size tier merged into one (see the module's docstring)
+_MERGE_AT = 16
 
 
 def text_hash(text: str) -> str:
@@ -76,24 +87,32 @@ class EmbeddingCache:
         wanted = set(hashes)
         found: dict[str, npt.NDArray[np.float32]] = {}
         dim: int | None = None
-        for path in self._shards(encoder_id):
-            index = self._read_index(path, encoder_id)
-            if index is None:
-                continue
-            if dim is None:
-                dim = index.dim
-            elif index.dim != dim:
-                _warn(path, f"holds {index.dim}-dim vectors where other shards hold {dim}")
-                continue
-            rows = [i for i, h in enumerate(index.hashes) if h in wanted and h not in found]
-            if not rows:
-                continue
-            vectors = self._read_vectors(path, len(index.hashes), index.dim, index.digest)
-            if vectors is None:
-                continue
-            for i in rows:
-                found[index.hashes[i]] = vectors[i]
-            if len(found) == len(wanted):
+        seen: set[Path] = set()
+        for _ in range(3):  # a merge that removed listed shards: their rows are in a new one
+            vanished = False
+            for path in self._shards(encoder_id):
+                if path in seen or len(found) == len(wanted):
+                    continue
+                seen.add(path)
+                index = self._read_index(path, encoder_id)
+                if index is None:
+                    vanished |= not path.exists()
+                    continue
+                if dim is None:
+                    dim = index.dim
+                elif index.dim != dim:
+                    _warn(path, f"holds {index.dim}-dim vectors where other shards hold {dim}")
+                    continue
+                rows = [i for i, h in enumerate(index.hashes) if h in wanted and h not in found]
+                if not rows:
+                    continue
+                vectors = self._read_vectors(path, len(index.hashes), index.dim, index.digest)
+                if vectors is None:
+                    vanished |= not path.exists()
+                    continue
+                for i in rows:
+                    found[index.hashes[i]] = vectors[i]
+            if not vanished or len(found) == len(wanted):
                 break
         return found
 
@@ -112,12 +131,56 @@ class EmbeddingCache:
             for start in range(0, len(hashes), _MAX_ROWS_PER_SHARD):
                 stop = start + _MAX_ROWS_PER_SHARD
                 self._write_shard(directory, encoder_id, hashes[start:stop], vectors[start:stop])
+            self._merge_small_shards(directory, encoder_id)
         except OSError as e:
             warnings.warn(
                 f"embedding cache: cannot write to {directory}: {e}; vectors were not cached",
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+    def _merge_small_shards(self, directory: Path, encoder_id: str) -> None:
+        """Merge the shards of a size tier that holds ``_MERGE_AT`` of them. One merger
+        at a time per folder; another process's store skips merging while it runs."""
+        if len(self._shards(encoder_id)) < _MERGE_AT:
+            return
+        with contextlib.suppress(BusyError), exclusive(directory / "merge", "merging"):
+            tiers: dict[int, list[tuple[Path, _ShardIndex]]] = {}
+            for path in self._shards(encoder_id):  # listed again under the lock
+                index = self._read_index(path, encoder_id)
+                if index is not None and len(index.hashes) * _MERGE_AT <= _MAX_ROWS_PER_SHARD:
+                    tiers.setdefault(_tier(len(index.hashes)), []).append((path, index))
+            for shards in tiers.values():
+                if len(shards) >= _MERGE_AT:
+                    self._merge(directory, encoder_id, shards)
+
+    def _merge(
+        self, directory: Path, encoder_id: str, shards: list[tuple[Path, _ShardIndex]]
+    ) -> None:
+        hashes: list[str] = []
+        parts: list[npt.NDArray[np.float32]] = []
+        kept: set[str] = set()
+        dim = shards[0][1].dim
+        merged: list[Path] = []
+        for path, index in shards:
+            if index.dim != dim:
+                continue  # lookup warns about it; merging would hide it in a bigger shard
+            vectors = self._read_vectors(path, len(index.hashes), index.dim, index.digest)
+            if vectors is None:
+                continue
+            new = [i for i, h in enumerate(index.hashes) if h not in kept]
+            hashes += [index.hashes[i] for i in new]
+            kept.update(index.hashes)
+            parts.append(vectors[new])
+            merged.append(path)
+        if len(merged) < 2:
+            return
+        # published before its sources go, so every row stays findable throughout
+        self._write_shard(directory, encoder_id, hashes, np.concatenate(parts))
+        for path in merged:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._index.pop(path, None)
 
     def _shards(self, encoder_id: str) -> list[Path]:
         directory = self.encoder_dir(encoder_id)
@@ -136,7 +199,8 @@ class EmbeddingCache:
         try:
             st = path.stat()
         except OSError:
-            return None  # vanished since listing
+            self._index.pop(path, None)  # merged away (or removed) since listing
+            return None
         key = (st.st_size, st.st_mtime_ns)
         cached = self._index.get(path)
         if cached is not None and cached[0] == key:
@@ -151,6 +215,8 @@ class EmbeddingCache:
         try:
             with safe_open(str(path), framework="np") as f:
                 vectors = np.asarray(f.get_tensor("vectors"))
+        except FileNotFoundError:
+            return None  # merged into another shard since it was listed, not damaged
         except Exception as e:  # safetensors raises its own error types
             _discard(path, f"vectors unreadable ({e})")
             return None
@@ -231,12 +297,23 @@ def _publish(tmp: Path, directory: Path) -> None:
             return
 
 
+def _tier(rows: int) -> int:
+    """The shard's size tier: its row count's order of magnitude, base ``_MERGE_AT``."""
+    tier = 0
+    while rows >= _MERGE_AT:
+        rows //= _MERGE_AT
+        tier += 1
+    return tier
+
+
 def _parse_header(path: Path, encoder_id: str) -> _ShardIndex | None:
     try:
         with safe_open(str(path), framework="np") as f:
             metadata = f.metadata() or {}
             keys = list(f.keys())
             shape = f.get_slice("vectors").get_shape() if "vectors" in keys else None
+    except FileNotFoundError:
+        return None  # merged into another shard since it was listed
     except Exception as e:  # safetensors raises its own error types on bad files
         _discard(path, f"unreadable ({e})")
         return None
