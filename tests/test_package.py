@@ -47,3 +47,43 @@ def test_python_dash_m_runs_the_command(module: str) -> None:
     )
     assert out.returncode == 2
     assert out.stderr.strip() == "metarec: error: /nonexistent.csv: file not found"
+
+
+def test_every_package_the_code_imports_is_declared() -> None:
+    """An import that works only because another dependency pulls its package in breaks
+    when that one stops doing so (pydantic and starlette came through fastapi,
+    transformers through sentence-transformers, undeclared)."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    root = Path(metarec.__file__).parent
+    imported: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"metarec"}
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    project = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())["project"]
+    extras = {k: v for k, v in project["optional-dependencies"].items() if k != "dev"}
+    requirements = [*project["dependencies"], *(r for group in extras.values() for r in group)]
+    declared = {norm(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in requirements}  # type: ignore[union-attr]
+    dists = packages_distributions()
+    undeclared = {
+        module
+        for module in third_party
+        if not {norm(d) for d in dists.get(module, [module])} & declared
+    }
+    assert third_party and not undeclared, sorted(undeclared)
