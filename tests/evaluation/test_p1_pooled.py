@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,6 +93,12 @@ def test_pooled_states_learn_new_items_from_other_users_support(tmp_path: Path) 
         assert result["n_users"][pooled] == result["n_users"][strict] > 0
         assert s[pooled]["bias"]["mae"] < 0.6 * s[strict]["bias"]["mae"]
         assert "rank-only" not in s[pooled] and "rank-only" in s[strict]
+    # whose values they are, for a cross-validation to count a user once
+    for state in states:
+        ids = result["user_ids"][state]
+        assert len(ids) == len(set(ids)) == result["n_users"][state]
+        assert len(result["per_user"][state]["bias"]["mae"]) == len(ids)
+    assert result["user_ids"]["item_cold_pooled"] == result["user_ids"]["item_cold"]
 
 
 def test_query_ratings_are_never_evidence(tmp_path: Path) -> None:
@@ -140,3 +147,36 @@ def test_a_model_with_cutpoints_reports_the_mae_of_its_median_ratings(tmp_path: 
     np.testing.assert_allclose(got["mae"], by_user, rtol=1e-12)
     np.testing.assert_allclose(got["mae_mean"], mean, rtol=1e-12)
     assert not np.allclose(by_user, mean)
+
+
+def test_a_cross_validation_counts_a_user_of_several_folds_once() -> None:
+    """Existing users are evaluated (warm, item-cold) in every fold but their own: their
+    values were concatenated, so 5 folds counted a user up to 4 times in the tests."""
+    from metarec.evaluation.benchmark import _pool
+
+    def fold(ids: list[str], mae: list[float], auc: list[float]) -> dict[str, Any]:
+        per_user = {"item_cold": {"m": {"mae": mae, "auc": auc}}}
+        summary = {"item_cold": {"m": {"mae": float(np.mean(mae)), "auc": float(np.nanmean(auc))}}}
+        return {
+            "summary": summary,
+            "per_user": per_user,
+            "n_users": {"item_cold": len(ids)},
+            "user_ids": {"item_cold": ids},
+        }
+
+    nan = float("nan")
+    pooled = _pool([
+        fold(["a", "b"], [1.0, 0.5], [nan, 0.8]),
+        fold(["c", "a"], [0.2, 0.0], [0.4, nan]),
+        fold(["b", "d"], [0.7, 0.3], [0.6, 0.9]),
+    ])  # fmt: skip
+    assert pooled["n_users"] == {"item_cold": 4}  # not 6
+    values = pooled["per_user"]["item_cold"]["m"]
+    assert values["mae"] == pytest.approx([0.5, 0.6, 0.2, 0.3])  # a, b, c, d
+    np.testing.assert_allclose(values["auc"], [nan, 0.7, 0.4, 0.9])  # a's undefined twice
+    # the headline means stay the folds' means (mean ± std over folds)
+    assert pooled["summary"]["item_cold"]["m"]["mae"] == pytest.approx(np.mean([0.75, 0.1, 0.5]))
+    # folds that did not say whose values they are (P2: each test user in one fold)
+    untold = [{k: v for k, v in fold(["a"], [1.0], [0.5]).items() if k != "user_ids"}] * 2
+    assert _pool(untold)["per_user"]["item_cold"]["m"]["mae"] == [1.0, 1.0]
+    assert _pool(untold)["n_users"] == {"item_cold": 2}

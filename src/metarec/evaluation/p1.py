@@ -278,7 +278,8 @@ def evaluate_p1(
     like_threshold: float = 4.0,
 ) -> dict[str, Any]:
     """Metrics per state and model: ``{"summary": {state: {model: {metric: v}}},
-    "per_user": {state: {model: {metric: [..]}}}, "n_users": {state: n}}``.
+    "per_user": {state: {model: {metric: [..]}}}, "n_users": {state: n},
+    "user_ids": {state: [the users of per_user's values]}}``.
 
     A pooled state (:data:`POOLED`) scores the same tasks as its strict state,
     with each rating model's predictions corrected by the new items' ratings in
@@ -354,7 +355,10 @@ def evaluate_p1(
                 table["mae_mean"] = table["mae"]
             summary[st][name] = summarise(table)
             per_user[st][name] = {m: v.tolist() for m, v in table.items()}
-    return {"summary": summary, "per_user": per_user, "n_users": n_users}
+    # whose values per_user holds, in its order: a cross-validation evaluates an existing
+    # user in several folds (warm, item-cold), and counts each once (benchmark._pool)
+    user_ids = {st: [str(u) for u in tasks_of[POOLED.get(st, st)][1]] for st in per_user}
+    return {"summary": summary, "per_user": per_user, "n_users": n_users, "user_ids": user_ids}
 
 
 def support_evidence(
