@@ -746,3 +746,20 @@ def test_too_few_users_for_a_p1_holdout_is_not_blamed_on_its_rule() -> None:
         _check_p1_groups(every, 4, "x", True)
     with pytest.raises(DataError, match=r"\(MeLU's rule\): 4 of 9 users here"):
         _check_p1_groups(every, 9, "x", True)
+
+
+def test_a_run_that_kept_its_untrained_model_says_so(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # "saved (best epoch 0)" and exit 0 read as a trained model
+    args = [*_small_ratings(files), "--holdout", "none", "--out", str(tmp_path / "run")]
+    titles = "item_id,title\n" + "".join(f"{i},film number {i}\n" for i in range(30))
+    (files / "items.csv").write_text(titles)
+    rows = [f"{u},{(u + j) % 30},{1 + (u * j) % 5}" for u in range(40) for j in range(20)]
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    proc = cli("train", *args, "--set", "epochs=2", "--set", "outer_lr=1e-9")
+    assert proc.returncode == 0, proc.stderr
+    assert "(best epoch 0, " in proc.stdout
+    assert "no epoch of meta-training beat the untrained model" in proc.stderr
+    proc = cli("train", *args, "--set", "epochs=2", "--out", str(tmp_path / "other"))
+    assert proc.returncode == 0 and "untrained" not in proc.stderr, proc.stdout

@@ -102,7 +102,9 @@ def test_implicit_options_are_validated() -> None:
         ({"negatives": 0}, "negatives: must be > 0"),
         ({"train_query_size": 0}, "train_query_size: must be > 0"),
         ({"max_train_users": 0}, "max_train_users: must be > 0"),
-        ({"patience": -1}, "patience: must be >= 0"),
+        ({"patience": -1}, "patience: must be > 0"),
+        # 0 stopped after the first epoch whether it improved or not
+        ({"patience": 0}, "patience: must be > 0"),
         ({"eval_inner_steps": -1}, "eval_inner_steps: must be >= 0"),
         ({"eval_inner_steps": 1001}, "eval_inner_steps: must be <= 1000, got 1001"),
         ({"inner_steps": 10**6}, "inner_steps: must be <= 1000, got 1000000"),

@@ -145,6 +145,9 @@ class TrainConfig:
             "outer_lr": self.outer_lr,
             "meta_batch_size": self.meta_batch_size,
             "epochs": self.epochs,
+            # epochs without improvement before stopping: 0 stopped after the first
+            # epoch whether it improved or not (epochs= alone bounds a run without it)
+            "patience": self.patience,
             "query_size": self.query_size,
             "max_support": self.max_support,
             "model.hidden": self.model.hidden,
@@ -166,7 +169,6 @@ class TrainConfig:
         not_negative = {
             "inner_steps": self.inner_steps,
             "eval_inner_steps": 0 if self.eval_inner_steps is None else self.eval_inner_steps,
-            "patience": self.patience,
             "weight_decay": self.weight_decay,
             "model.head_layers": self.model.head_layers,
             "model.user_embedding_dim": self.model.user_embedding_dim,

@@ -31,7 +31,7 @@ from metarec.data.schema import (
 from metarec.data.tasks import UserRatings
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cache, make_encoder
 from metarec.encoders.base import encoder_state_tensors
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, ModelError
 from metarec.inputs import check_rating_frame
 from metarec.io import remove_orphan_temps
 from metarec.locks import exclusive
@@ -188,6 +188,7 @@ def fit_recommender(
         val_ur = UserRatings.from_frame(validation, index)
         val_src = TaskSource(val_ur, features.transform(users, val_ur.user_ids))
     history = trainer.fit(train_src, val_src, checkpoint_dir=checkpoint_dir)
+    _check_not_diverged(history, cfg, rating_range)
     popularity = np.bincount(train_ur.items, minlength=len(catalogue.items)).astype(np.float64)
     meta = {"history": history.epochs, "best_epoch": history.best_epoch, **(metadata or {})}
     rec = Recommender(
@@ -210,6 +211,27 @@ def fit_recommender(
             query_size=cfg.query_size,
         )
     return rec, history
+
+
+def _check_not_diverged(
+    history: TrainHistory, cfg: TrainConfig, rating_range: tuple[float, float]
+) -> None:
+    """Refuse a kept model whose validation error is past the rating scale's span, worse
+    than predicting any one rating of the scale: adaptation steps that blow up (inner_lr
+    near its limit) leave finite weights that score -375,137 and were saved as a model,
+    with an MAE that looked ordinary only because it came from the cutpoints."""
+    if cfg.objective != "rating" or not any("val_loss" in row for row in history.epochs):
+        return
+    span = float(rating_range[1] - rating_range[0])
+    limit = span if cfg.rating_loss == "l1" else span**2
+    if span > 0 and history.best_score > limit:
+        what = "mean absolute error" if cfg.rating_loss == "l1" else "mean squared error"
+        raise ModelError(
+            f"meta-training diverged: the best epoch's validation {what} is "
+            f"{history.best_score:.4g}, more than any one rating of the scale "
+            f"{rating_range[0]:g} to {rating_range[1]:g} would give ({limit:g}); lower "
+            f"inner_lr ({cfg.inner_lr}) or outer_lr ({cfg.outer_lr})"
+        )
 
 
 def _check_fit_args(

@@ -264,6 +264,52 @@ def test_a_diverged_training_is_an_error_not_a_model_of_nans() -> None:
         trainer.fit(src, None)
 
 
+def test_an_epoch_that_diverges_ends_training_on_the_best_epoch_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN epoch went into the run's history, whose JSON then refused to save, so a
+    good earlier epoch was lost with 'metadata must be JSON'; training went on, NaN."""
+    vectors, src = _source(2)
+    trainer = _trainer(vectors, 4)
+    real = trainer.train_epoch
+
+    def exploding(source: TaskSource, epoch: int) -> float:
+        loss = real(source, epoch)
+        if epoch == 1:  # the second epoch's step blows up
+            with torch.no_grad():
+                for p in trainer.learner.parameters():
+                    p.fill_(float("nan"))
+            return float("nan")
+        return loss
+
+    monkeypatch.setattr(trainer, "train_epoch", exploding)
+    with pytest.warns(UserWarning, match=r"diverged at epoch 2 .*kept epoch [01], the best"):
+        hist = trainer.fit(src, src, checkpoint_dir=tmp_path)
+    assert [e["epoch"] for e in hist.epochs] == [0, 1, 2]  # no epoch 3 or 4 trained on NaN
+    assert hist.epochs[-1] == {"epoch": 2, "train_loss": None, "val_loss": None}
+    json.dumps(hist.epochs, allow_nan=False)  # what a run folder writes
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.learner.parameters())
+    tasks = fixed_tasks(src.ratings, query_size=10, seed=5, max_support=100)
+    assert trainer.validation_loss(tasks, src) == pytest.approx(hist.best_score, abs=1e-6)
+    # the checkpoint holds the kept epoch, finished: a rerun does not train on from NaN
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["done"] and saved["best_epoch"] == hist.best_epoch
+
+
+def test_an_untrained_model_whose_loss_is_not_finite_does_not_block_every_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # NaN as the best score: no later loss compared below it, so no epoch was ever kept
+    vectors, src = _source(2)
+    trainer = _trainer(vectors, 2)
+    real = trainer.validation_loss
+    calls = iter([float("nan")])
+    monkeypatch.setattr(trainer, "validation_loss", lambda *a: next(calls, None) or real(*a))
+    hist = trainer.fit(src, src)
+    assert hist.epochs[0] == {"epoch": 0, "val_loss": None}
+    assert hist.best_epoch >= 1 and np.isfinite(hist.best_score)
+
+
 def test_training_keeps_the_best_state() -> None:
     vectors, src = _source(2)
     trainer = _trainer(vectors, 3)
@@ -300,3 +346,26 @@ def test_a_checkpoint_write_cut_by_a_kill_leaves_no_file(tmp_path: Path) -> None
     _trainer(vectors, 1).fit(src, src, checkpoint_dir=tmp_path)
     assert not orphan.exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "loss, best, diverged",
+    [("l1", 4.2, True), ("l1", 3.9, False), ("mse", 16.5, True), ("mse", 15.9, False)],
+)
+def test_a_kept_model_worse_than_any_rating_of_the_scale_is_refused(
+    loss: str, best: float, diverged: bool
+) -> None:
+    """Adaptation steps that blow up leave finite weights: a validation MAE of 16 on 1-5
+    ratings was saved as a model, which recommended at scores of -375,137."""
+    from metarec.errors import ModelError
+    from metarec.meta.trainer import TrainHistory
+    from metarec.pipeline import _check_not_diverged
+
+    cfg = TrainConfig(rating_loss=loss, inner_lr=2.0)  # type: ignore[arg-type]
+    history = TrainHistory(epochs=[{"epoch": 0, "val_loss": best}], best_score=best)
+    if diverged:
+        with pytest.raises(ModelError, match=r"diverged: the best epoch's validation mean"):
+            _check_not_diverged(history, cfg, (1.0, 5.0))
+    else:
+        _check_not_diverged(history, cfg, (1.0, 5.0))
+    _check_not_diverged(history, TrainConfig(objective="bce"), (1.0, 5.0))  # no such scale

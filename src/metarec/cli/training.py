@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -228,6 +229,14 @@ def train_run(
         # the seconds are this command's: say so when earlier epochs came from a checkpoint
         resumed = f", resumed after epoch {history.resumed_from}" if history.resumed_from else ""
         print(f"saved {out} (best epoch {history.best_epoch}{resumed}, {secs:.0f} s)")
+        if history.best_epoch == 0 and len(history.epochs) > 1:
+            # exit 0 and "best epoch 0" read as a trained model; it is the starting one
+            print(
+                "note: no epoch of meta-training beat the untrained model on the validation "
+                "users, so the untrained model was kept (the bias model for ratings, "
+                "popularity for likes); try another algorithm or learning rate",
+                file=sys.stderr,
+            )
         return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}
 
 

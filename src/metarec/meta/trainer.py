@@ -47,7 +47,7 @@ class TaskSource:
 
 @dataclass
 class TrainHistory:
-    epochs: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float | None]] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float = math.inf
     resumed_from: int | None = None
@@ -287,10 +287,13 @@ class Trainer:
         )
         if val_tasks and validation is not None and start == 0:
             # the untrained model is a real candidate: training must beat it to be kept
-            history.best_score = self.validation_loss(val_tasks, validation)
-            history.best_epoch = 0
-            best_state = self._snapshot()
-            history.epochs.append({"epoch": 0, "val_loss": history.best_score})
+            # (unless its loss is not finite, which no later epoch could then beat)
+            score = self.validation_loss(val_tasks, validation)
+            history.epochs.append({"epoch": 0, "val_loss": _finite_or_none(score)})
+            if math.isfinite(score):
+                history.best_score, history.best_epoch = score, 0
+                best_state = self._snapshot()
+        diverged: int | None = None
         for epoch in bar:
             train_loss = self.train_epoch(train, epoch)
             row = {"epoch": epoch + 1, "train_loss": train_loss}
@@ -298,7 +301,13 @@ class Trainer:
             if val_tasks and validation is not None:
                 score = self.validation_loss(val_tasks, validation)
                 row["val_loss"] = score
-            history.epochs.append(row)
+            if not (math.isfinite(train_loss) and math.isfinite(score)):
+                # the weights are NaN or infinite now, and every later epoch with them;
+                # the row keeps null (JSON has no NaN), and the best epoch so far stands
+                history.epochs.append({k: _finite_or_none(v) for k, v in row.items()})
+                diverged = epoch + 1
+                break
+            history.epochs.append(dict(row))
             if score < history.best_score - 1e-5:
                 history.best_score, history.best_epoch, bad = score, epoch + 1, 0
                 best_state = self._snapshot()
@@ -312,15 +321,24 @@ class Trainer:
                 self._save(ckpt, epoch + 1, bad, best_state, history, fingerprint, done=stop)
             if stop:
                 break
+        lower = f"lower inner_lr ({cfg.inner_lr}) or outer_lr ({cfg.outer_lr})"
         if best_state is not None:
             self.learner.load_state_dict(best_state)
-        if not all(bool(torch.isfinite(p).all()) for p in self.learner.parameters()):
-            # no epoch improved on the start, or there was no validation to fall back
-            # on: a model of NaN weights would be saved and score everything NaN
+        if not all(bool(torch.isfinite(p).all()) for p in self.learner.parameters()) or (
+            diverged is not None and best_state is None
+        ):
+            # no finite epoch to fall back on (no validation, or none finite): a model
+            # of NaN weights would be saved and score everything NaN
             losses = [row.get("val_loss", row.get("train_loss")) for row in history.epochs]
-            raise ModelError(
-                f"meta-training diverged (losses by epoch: {losses[-5:]}); lower inner_lr "
-                f"({cfg.inner_lr}) or outer_lr ({cfg.outer_lr})"
+            raise ModelError(f"meta-training diverged (losses by epoch: {losses[-5:]}); {lower}")
+        if diverged is not None:
+            if ckpt is not None:  # a rerun resumes the kept epoch's state, not the NaN one
+                self._save(ckpt, diverged, bad, best_state, history, fingerprint, done=True)
+            warnings.warn(
+                f"meta-training diverged at epoch {diverged} (its loss is not finite); "
+                f"kept epoch {history.best_epoch}, the best before it. To train further, " + lower,
+                UserWarning,
+                stacklevel=3,
             )
         return history
 
@@ -414,6 +432,10 @@ class Trainer:
         return epoch, bad, best
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _stop_epoch(rows: object, patience: int) -> int | None:
     """The epoch before the last of a checkpoint's history at which a run with this
     ``patience`` would have stopped early, or None: replays the early-stopping rule of
@@ -422,7 +444,7 @@ def _stop_epoch(rows: object, patience: int) -> int | None:
         return None
     best, bad = math.inf, 0
     for row in rows[:-1]:
-        score = float(row["val_loss"])
+        score = math.nan if row["val_loss"] is None else float(row["val_loss"])
         if score < best - 1e-5:  # the untrained start (epoch 0) always is
             best, bad = score, 0
         else:
