@@ -32,6 +32,7 @@ can be re-applied to the same data anywhere.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -200,11 +201,23 @@ def make_p1_split(
             new_item_year = (
                 MELU_NEW_ITEM_YEAR
                 if dataset.name in known_names() or years.isna().all()
-                else float(years.quantile(1 - new_item_fraction, interpolation="higher"))
+                else _newest_year(years, new_item_fraction, dataset.name)
             )
-        late = items.loc[years >= new_item_year, "item_id"].to_numpy()
+        late = (
+            items.loc[years >= new_item_year, "item_id"].to_numpy()
+            if new_item_year is not None
+            else np.array([])
+        )
         if len(late) >= 0.05 * len(items):  # enough new titles for a meaningful item-cold state
             new_items, rule = late, f"released in {new_item_year:g} or later"
+            undated = int(years.isna().sum())
+            if undated >= 0.01 * len(items):  # one stray blank is not worth a warning
+                warnings.warn(
+                    f"{dataset.name}: {undated:,} of {len(items):,} items have no year, so "
+                    f"P1 counts them as existing items, never new ({rule})",
+                    UserWarning,
+                    stacklevel=2,
+                )
     if not rule.startswith("released"):
         ids = np.sort(items["item_id"].to_numpy())
         new_items = rng.choice(ids, size=round(len(ids) * new_item_fraction), replace=False)
@@ -236,6 +249,25 @@ def make_p1_split(
     )
     split.frames = _frames(inter, split)
     return split
+
+
+def _newest_year(years: pd.Series, fraction: float, name: str) -> float | None:
+    """The release year from which the newest items come closest to ``fraction`` of
+    the catalogue, or None (new items drawn at random) where the closest is over half
+    as many again. Years are tied: the quantile's year took every item of the latest
+    year, 34 % of a catalogue for 20 %, and all of one whose items share a year."""
+    share = (years.value_counts().sort_index(ascending=False).cumsum() / len(years)).rename(None)
+    year = float((share - fraction).abs().idxmin())
+    if share[year] <= 1.5 * fraction:
+        return year
+    warnings.warn(
+        f"{name}: {share[year]:.0%} of items date from {year:g} or later, the fewest a "
+        f"release year leaves for P1's newest {fraction:.0%}; new items are a random "
+        f"{fraction:.0%} of items instead",
+        UserWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 def _frames(inter: pd.DataFrame, split: P1Split) -> dict[str, pd.DataFrame]:
