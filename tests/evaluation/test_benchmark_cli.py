@@ -975,3 +975,25 @@ def test_p2_on_a_frame_without_a_timestamp_column_is_said_to_draw_at_random(
     ):
         run_benchmark("p2", Dataset("x", inter, items), out=tmp_path, folds=9,
                       overrides=["encoder=tfidf"], progress=False)  # fmt: skip
+
+
+def test_a_p1_benchmark_on_histories_too_short_for_its_rule_says_so(
+    tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # numpy's 'Mean of empty slice', then 'no training interactions left (check filters
+    # and splits)', where train said which rule left no one
+    rows = [f"u{u},i{(u + n) % 40},{1 + (u * n) % 5}" for u in range(30) for n in range(8)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    (tmp_path / "i.csv").write_text(
+        "item_id,title\n" + "\n".join(f"i{n},Item {n}" for n in range(40)) + "\n"
+    )
+    res = cli(
+        "benchmark", "--protocol", "p1", "--interactions", str(tmp_path / "r.csv"),
+        "--items", str(tmp_path / "i.csv"), "--out", str(tmp_path / "o"), "--quiet",
+        "--set", "encoder=tfidf",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "keeps users with 13 to 100 ratings (MeLU's rule): 0 of 30 users here" in res.stderr
+    assert "P2 (--protocol p2) takes users with 25 or more" in res.stderr
+    assert "Traceback" not in res.stderr and "empty slice" not in res.stderr
+    assert not (tmp_path / "o").exists()

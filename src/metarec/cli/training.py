@@ -92,25 +92,12 @@ def register(sub: Any) -> None:
 
 
 def _check_p1_groups(split: Any, n_users: int, name: str, holdout_flag: bool) -> None:
-    """Refuse a P1 holdout with no one to stop early on or to evaluate (MeLU's rule keeps
-    users with 13 to 100 ratings: on short histories it left 2 users to train on, and
-    ``evaluate`` then failed on the saved split); say so where it keeps under half."""
-    kept = len(split.train_users) + len(split.validation_users) + len(split.new_users)
-    said = (
-        f"{name}: the P1 holdout keeps users with {split.min_ratings} to "
-        f"{split.max_ratings} ratings (MeLU's rule): {kept:,} of {n_users:,} users here"
-        if kept < n_users
-        else f"{name}: {n_users:,} users are too few for the P1 holdout"
-    )
+    from metarec.evaluation.p1 import check_p1_groups
+
     other = "; use --holdout none to train on every user" if holdout_flag else ""
-    if not split.train_users or not split.validation_users or not split.new_users:
-        raise DataError(
-            f"{said}, leaving {len(split.train_users):,} to train on, "
-            f"{len(split.validation_users):,} to stop early on and "
-            f"{len(split.new_users):,} new users to evaluate on{other}"
-        )
-    if kept < n_users / 2:
-        print(f"note: {said}, so it trains on {len(split.train_users):,}{other}")
+    note = check_p1_groups(split, n_users, name, other)
+    if note:
+        print(f"note: {note}")
 
 
 def train_run(

@@ -922,6 +922,13 @@ def run_benchmark(
         (f, _split(protocol, ds, seed=seed, fold=f, n_folds=n_folds, splits=split_folder))
         for f in fold_ids
     ]  # user lists only: each fold's frames are made again in its turn
+    if protocol == "p1":
+        from metarec.evaluation.p1 import check_p1_groups
+
+        for _, split in drawn:  # users too few for P1 failed as 'no training interactions'
+            check_p1_groups(
+                split, ds.n_users, ds_name, "; P2 (--protocol p2) takes users with 25 or more"
+            )
     split_digests: list[str] | None = None
     if split_folder is not None:
         from metarec.evaluation.splits import check_partition

@@ -251,6 +251,30 @@ def make_p1_split(
     return split
 
 
+def check_p1_groups(split: P1Split, n_users: int, name: str, other: str = "") -> str | None:
+    """Refuse a P1 split with no one to train on, stop early on or evaluate (MeLU's rule
+    keeps users with 13 to 100 ratings: on short histories it left 2 users to train on,
+    and training or a benchmark failed later with 'no training interactions left');
+    where it keeps under half of the users, the note to print. ``other``: what else to
+    do, said after the reason."""
+    kept = len(split.train_users) + len(split.validation_users) + len(split.new_users)
+    said = (
+        f"{name}: the P1 holdout keeps users with {split.min_ratings} to "
+        f"{split.max_ratings} ratings (MeLU's rule): {kept:,} of {n_users:,} users here"
+        if kept < n_users
+        else f"{name}: {n_users:,} users are too few for the P1 holdout"
+    )
+    if not split.train_users or not split.validation_users or not split.new_users:
+        raise DataError(
+            f"{said}, leaving {len(split.train_users):,} to train on, "
+            f"{len(split.validation_users):,} to stop early on and "
+            f"{len(split.new_users):,} new users to evaluate on{other}"
+        )
+    if kept < n_users / 2:
+        return f"{said}, so it trains on {len(split.train_users):,}{other}"
+    return None
+
+
 def _newest_year(years: pd.Series, fraction: float, name: str) -> float | None:
     """The release year from which the newest items come closest to ``fraction`` of
     the catalogue, or None (new items drawn at random) where the closest is over half
