@@ -256,6 +256,16 @@ def test_abtest_users_the_data_cannot_test_are_refused_naming_the_file(
         code, capsys.readouterr().err,
         f"{tmp_path / 'twice.txt'}, line 4: user {new[1]!r} is listed again (first on line 2)",
     )  # fmt: skip
+    # a K none of them can take: the largest that some can, not a doubt about the data
+    (tmp_path / "new.txt").write_text("\n".join(new))
+    code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
+                 str(tmp_path / "new.txt"), "--support", "1000"])  # fmt: skip
+    most = int(load_dataset("ml-100k", root=shared_data).interactions.groupby("user_id")
+               .size().reindex(new).max()) - 1  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err, str(tmp_path / "new.txt"),
+        f"3 have 1000 ratings or fewer (the most any of them allows is --support {most})",
+    )  # fmt: skip
     # the same run on both arms is allowed, and said: an A/A test
     code = main(["abtest", str(a), str(a), *_data(shared_data), "--users",
                  str(tmp_path / "users.txt")])  # fmt: skip

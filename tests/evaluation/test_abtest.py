@@ -16,7 +16,7 @@ from metarec.data.schema import Dataset
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.ab_stats import lift_ci, two_proportion_test, users_per_arm, wilson_ci
-from metarec.evaluation.abtest import replay_hits, replay_report, run_abtest
+from metarec.evaluation.abtest import format_report, replay_hits, replay_report, run_abtest
 from metarec.evaluation.interleaving import interleave_credits, interleave_report, team_draft
 from metarec.evaluation.p1 import make_p1_split
 from metarec.evaluation.p4_split import P4Split, make_p4_split, p4_tasks
@@ -470,6 +470,15 @@ def test_run_abtest_with_two_policies() -> None:
     # replay alone scores only each arm's own users and agrees
     only = run_abtest(bad, good, inter, split, index, k=2, method="replay")
     assert jsonable(only["replay"]) == jsonable(rep["replay"]) and "interleave" not in only
+    assert rep["support_order"] == "time" and "drawn at random" not in format_report(rep, {})
+    # without times the support is K drawn at random: said where "later" was
+    untimed = inter.drop(columns="timestamp")
+    split_u = make_p4_split(untimed, untimed["user_id"].unique(), support=3, seed=0)
+    rep_u = run_abtest(bad, good, untimed, split_u, index, k=2)
+    assert rep_u["support_order"] == "random"
+    assert "K ratings drawn at random per user (the data has no timestamps)" in format_report(
+        rep_u, {}
+    )
     with pytest.raises(ConfigError, match="k"):
         run_abtest(bad, good, inter, split, index, k=0)
     # a served run (another recommend()) or a name: a raw TypeError or AttributeError

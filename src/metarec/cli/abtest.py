@@ -84,7 +84,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
 
     from metarec.data.spec import check_not_overwriting, load_from_spec, make_spec, names_data
     from metarec.ensemble_run import EnsembleRecommender, load_run
-    from metarec.evaluation.abtest import format_report, run_abtest
+    from metarec.evaluation.abtest import format_report, has_times, run_abtest
     from metarec.evaluation.p4_split import P4Split, make_p4_split
     from metarec.evaluation.users_spec import check_users_spec, users_from_spec
     from metarec.io import jsonable, save_json
@@ -174,13 +174,27 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         if split.skipped.get("not_in_data"):
             print(f"skipped {split.skipped['not_in_data']} users not in the data", file=note)
         if not split.users:
+            missing = split.skipped.get("not_in_data", 0)
+            counts = ds.interactions.groupby(ds.interactions["user_id"].astype(str)).size()
+            largest = counts.reindex([str(u) for u in chosen]).max()  # NaN: none in the data
+            most = int(largest) - 1 if largest == largest else 0
             raise DataError(
-                f"none of its users can be tested on {ds.name}: "
-                f"{split.skipped.get('not_in_data', 0)} are not in the data, "
-                f"{split.skipped.get('too_few_ratings', 0)} have {support} ratings or fewer "
-                f"(is {ds.name} the data the runs were trained on?)",
+                f"none of its users can be tested on {ds.name}: {missing} are not in the "
+                f"data, {split.skipped.get('too_few_ratings', 0)} have {support} ratings or "
+                "fewer "
+                + (
+                    f"(is {ds.name} the data the runs were trained on?)"
+                    if missing or most < 1
+                    else f"(the most any of them allows is --support {most})"
+                ),
                 path=args.users,
             )
+    if not has_times(ds.interactions):  # as the benchmark warns for P2's support
+        print(
+            f"note: {ds.name} has no timestamps, so each user's support is K of their "
+            "ratings drawn at random (seeded), not their first K by time",
+            file=note,
+        )
     if heldout is not None:  # said, as a replay of its split file would not show it
         print(
             f"users drawn by {split.users_from}: from all of {ds.name}'s users, so some may "

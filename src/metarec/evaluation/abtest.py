@@ -159,6 +159,12 @@ def _top(
     return policy.recommend(chosen, k, feats, exclude_seen=True)
 
 
+def has_times(interactions: pd.DataFrame) -> bool:
+    """Whether any rating has a time, by which P2's and P4's supports are ordered."""
+    stamps = interactions.get("timestamp")
+    return stamps is not None and bool(stamps.notna().any())
+
+
 def run_abtest(
     policy_a: ScoringModel,
     policy_b: ScoringModel,
@@ -205,6 +211,9 @@ def run_abtest(
         "threshold": threshold,
         "users": n,
         "skipped": split.skipped,
+        # P4's support is a user's first K ratings by time; without times, K drawn at
+        # random (seeded), and "later" is then only "the rest", which the report says
+        "support_order": "time" if has_times(interactions) else "random",
     }
     everyone = np.arange(n)
     need_all = method in ("interleave", "both")
@@ -240,6 +249,11 @@ def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
         f"P4 offline A/B test on {report['dataset'] or 'the data'}: {report['users']:,} users, "
         f"support K = {report['support']}, top-{report['k']}, seed {report['seed']}"
     ]
+    if report.get("support_order") == "random":
+        lines.append(
+            "Support: K ratings drawn at random per user (the data has no timestamps); "
+            "'later' is the rest of their ratings"
+        )
     rep = report.get("replay")
     if rep:
         lines += [

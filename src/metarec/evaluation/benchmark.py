@@ -890,8 +890,9 @@ def run_benchmark(
         else float(like_threshold)
     )
     check_like_threshold(like, ds.rating_range, "like_threshold")
-    stamps = ds.interactions.get("timestamp")  # a frame built in memory may have none
-    untimed = protocol == "p2" and (stamps is None or not stamps.notna().any())
+    from metarec.evaluation.abtest import has_times
+
+    untimed = protocol == "p2" and not has_times(ds.interactions)
     if untimed:
         # P2's support is a user's first K ratings by time; without times it is K drawn
         # at random (seeded), which the report then says, and so does this warning
