@@ -479,6 +479,8 @@ def test_train_evaluate_recommend(
     assert "| state | users | model | mae |" in shown.stdout
     assert "| user_cold | " in shown.stdout
     assert_one_line_error(cli("report", str(run), "--write"), "--write", "is a run folder")
+    (run / "metrics.json").unlink()  # the table ended at training, without a word why
+    assert f"Not evaluated yet: `metarec evaluate {run}`" in cli("report", str(run)).stdout
     manifest = json.loads((run / "recommender.json").read_text())
     for field, value in (("metadata", "x"), ("metadata", {"history": "x"})):
         (run / "recommender.json").write_text(json.dumps(manifest | {field: value}))
@@ -496,6 +498,20 @@ def test_describe_shows_the_scale_and_what_counts_as_liked(files: Path) -> None:
     info = json.loads(proc.stdout)
     assert info["rating_range"] == [1.0, 10.0]
     assert info["like_threshold"] == 7.75  # the top quarter: 8, 9 and 10 are liked
+
+
+def test_validate_says_what_all_one_ratings_need(files: Path, cli: Callable[..., Any]) -> None:
+    # "ok: no problems found", then a default train refused the data
+    rows = "".join(f"{u},{i},1\n" for u in range(5) for i in range(4))
+    (files / "clicks.csv").write_text("user_id,item_id,rating\n" + rows)
+    (files / "items.csv").write_text("item_id,title\n" + "".join(f"{i},T{i}\n" for i in range(4)))
+    args = ["--interactions", str(files / "clicks.csv"), "--items", str(files / "items.csv")]
+    res = cli("data", "validate", *args)
+    assert res.returncode == 0, res.stderr
+    assert "note: every rating is 1 (implicit feedback): train with --set objective=bce" in (
+        res.stdout
+    )
+    assert "implicit feedback" in cli("data", "describe", *args).stdout
 
 
 def test_warnings_are_one_line(
@@ -763,3 +779,5 @@ def test_a_run_that_kept_its_untrained_model_says_so(
     assert "no epoch of meta-training beat the untrained model" in proc.stderr
     proc = cli("train", *args, "--set", "epochs=2", "--out", str(tmp_path / "other"))
     assert proc.returncode == 0 and "untrained" not in proc.stderr, proc.stdout
+    shown = cli("report", str(tmp_path / "other")).stdout
+    assert "No P1 figures: trained with --holdout none" in shown

@@ -300,6 +300,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         if (path / "metrics.json").exists():
             with reading(path / "metrics.json", "metarec evaluate's metrics.json"):
                 _print_run_metrics(load_json(path / "metrics.json"))
+        elif (path / "split.json").exists():  # the table stopped at training, unexplained
+            print(f"\nNot evaluated yet: `metarec evaluate {path}` adds P1's figures here.")
+        else:
+            print(
+                "\nNo P1 figures: trained with --holdout none, so no held-out users to "
+                "evaluate on (`metarec benchmark` measures such data)."
+            )
         return 0
     if path.is_dir():
         found = sorted(

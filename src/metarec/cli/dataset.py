@@ -42,10 +42,13 @@ def cmd_data(args: argparse.Namespace) -> int:
         # what cleaning notes but keeps (an item whose only text is its year): not a
         # problem, yet "ok" alone hid it where `data describe` shows it
         try:
-            report = clean(raw, rating_range=rating_range).report
+            cleaned = clean(raw, rating_range=rating_range)
+            report = cleaned.report
+            # and what describe says of the scale (all 1s: no rating model can learn)
+            scale_notes = cleaned.scale_notes() if len(cleaned.interactions) else []
         except MetarecError:  # a table cleaning cannot read: the problems say why
-            report = None
-        cleaning_notes = list(report.notes) if report is not None else []
+            report, scale_notes = None, []
+        cleaning_notes = [*(report.notes if report is not None else []), *scale_notes]
         if args.json:
             shown = {"ok": not problems, "problems": list(problems), "notes": cleaning_notes}
             print(json.dumps(shown, indent=2))

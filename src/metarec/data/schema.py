@@ -209,14 +209,21 @@ class Dataset:
             "ratings_per_user_min": int(per_user.min()) if len(per_user) else 0,
             "user_features": self.user_feature_columns,
             "has_timestamps": bool(inter["timestamp"].notna().any()) if len(inter) else False,
-            "notes": self._scale_notes(),
+            "notes": self.scale_notes(),
         }
 
-    def _scale_notes(self) -> list[str]:
+    def scale_notes(self) -> list[str]:
         """What a person should check about the scale before training: a 0 below an
         otherwise 1-N scale is the strongest dislike here, but some catalogues (Book-
         Crossing) write 0 for "read, not rated"; which it is, only they know."""
         levels = np.unique(self.interactions["rating"].to_numpy(dtype=np.float64))
+        if len(levels) == 1 and self.rating_range[0] == self.rating_range[1]:
+            # `data validate` said "ok" and a default `train` then refused the data
+            return [
+                f"every rating is {levels[0]:g} (implicit feedback): train with --set "
+                "objective=bce (or bpr, softmax) and --holdout none, and compare models with "
+                "benchmark --protocol p2 (P1 and evaluate measure predicted ratings)"
+            ]
         rest = levels[1:]
         if len(rest) < 3 or levels[0] != 0 or rest[0] != 1 or not (rest == rest.round()).all():
             return []
