@@ -58,6 +58,19 @@ def test_zero_shot_is_the_prior(fitted: Recommender) -> None:
     init = fitted.learner.fast_init()
     for name, value in user.params.items():
         assert torch.equal(value[0], init[name].detach())
+    # the user's own copy: changing it in place leaves the model (and a copy) as they were
+    import copy
+
+    kept = copy.deepcopy(user)  # refused while the state was the model's own tensors
+    scores = np.array(fitted.score(user), copy=True)
+    before = {k: v.detach().clone() for k, v in fitted.learner.fast_init().items()}
+    for value in user.params.values():
+        assert not value.requires_grad
+        value.add_(1.0)
+    after = fitted.learner.fast_init()
+    assert all(torch.equal(after[k].detach(), v) for k, v in before.items())
+    np.testing.assert_array_equal(fitted.score(kept), scores)
+    np.testing.assert_array_equal(fitted.score(fitted.adapt([])), scores)
 
 
 def test_unknown_title_lists_close_matches(fitted: Recommender) -> None:

@@ -345,7 +345,10 @@ class Recommender(TopK):
             _, params = self._adapt_tasks([tasks[i] for i in group], codes[group], steps)
             for j, i in enumerate(group):
                 out[i] = UserState(
-                    {k: v[j : j + 1] for k, v in params.items()},
+                    # the user's own copy: with zero steps these are the live model's
+                    # parameters, which an in-place change to either would have changed
+                    # in both (and copy.deepcopy refused, as they required grad)
+                    {k: v[j : j + 1].detach().clone() for k, v in params.items()},
                     tasks[i].support_items,
                     codes[i],
                     len(all_pairs[i]),
