@@ -105,6 +105,8 @@ def test_implicit_options_are_validated() -> None:
         ({"patience": -1}, "patience: must be > 0"),
         # 0 stopped after the first epoch whether it improved or not
         ({"patience": 0}, "patience: must be > 0"),
+        # Reptile trained with 1 step without a word while evaluation adapted with 0
+        ({"algorithm": "reptile", "inner_steps": 0}, "so it needs at least 1 step"),
         ({"eval_inner_steps": -1}, "eval_inner_steps: must be >= 0"),
         ({"eval_inner_steps": 1001}, "eval_inner_steps: must be <= 1000, got 1001"),
         ({"inner_steps": 10**6}, "inner_steps: must be <= 1000, got 1000000"),

@@ -181,6 +181,12 @@ class TrainConfig:
         for name in ("inner_steps", "eval_inner_steps"):
             if not_negative[name] > MAX_STEPS:
                 raise ConfigError(f"{name}: must be <= {MAX_STEPS}, got {not_negative[name]}")
+        if self.algorithm == "reptile" and self.inner_steps == 0:
+            # it trained with 1 step without a word, while evaluation adapted with 0
+            raise ConfigError(
+                "inner_steps: Reptile moves its start toward each user's adapted weights, "
+                "so it needs at least 1 step (eval_inner_steps=0 still serves the start)"
+            )
         if self.seed >= 2**32:  # torch's seed is seed * 100003 + epoch, a 64-bit integer
             raise ConfigError(f"seed: must be below 2**32, got {self.seed}")
         if not 0.0 <= self.model.dropout < 1.0:

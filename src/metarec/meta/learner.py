@@ -211,7 +211,7 @@ class MetaLearner(nn.Module):
         detached = {k: v.detach() for k, v in init.items()}
         adapted = self.adapt(
             both,
-            steps=max(1, self.cfg.inner_steps),
+            steps=self.cfg.inner_steps,  # >= 1: TrainConfig refuses 0 for Reptile
             first_order=True,
             id_keep=id_keep,
             fast=detached,
@@ -221,7 +221,7 @@ class MetaLearner(nn.Module):
         loss.backward()  # first-order gradient for the parameters that are not adapted
         for name, p in init.items():
             p.grad = (p.detach() - adapted[name].mean(0)) / (
-                self.cfg.inner_lr * max(1, self.cfg.inner_steps)
+                self.cfg.inner_lr * self.cfg.inner_steps
             )
         return loss.detach()
 
