@@ -221,6 +221,26 @@ def test_a_string_of_items_is_not_read_letter_by_letter(fitted: Recommender) -> 
     assert [s.n_ratings for s in states] == [1, 0]
 
 
+def test_a_run_saved_with_values_a_later_rule_refuses_still_loads(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # patience 0 and Reptile with 0 inner steps trained before they were refused
+    run = fitted.save(tmp_path / "run")
+    manifest = json.loads((run / "recommender.json").read_text())
+    steps_before = fitted.cfg.steps_at_eval
+    for legacy in ({"patience": 0}, {"algorithm": "reptile", "inner_steps": 0}):
+        config = manifest["config"] | legacy
+        (run / "recommender.json").write_text(json.dumps(manifest | {"config": config}))
+        loaded = Recommender.load(run)
+        assert loaded.cfg.patience >= 1
+        if "inner_steps" in legacy:  # what it trained with (1) and served with (0)
+            assert (loaded.cfg.inner_steps, loaded.cfg.steps_at_eval) == (1, 0)
+        else:
+            assert loaded.cfg.steps_at_eval == steps_before
+    with pytest.raises(ConfigError, match="patience: must be > 0"):
+        TrainConfig.from_dict({"patience": 0})  # a config to train with is still refused
+
+
 def test_save_refuses_before_writing_anything(fitted: Recommender, tmp_path: Path) -> None:
     run = fitted.save(tmp_path / "run")
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}

@@ -221,6 +221,22 @@ class TrainConfig:
         return _build(cls, data, source)  # constructing validates
 
     @classmethod
+    def from_saved(cls, data: dict[str, Any], *, source: str) -> TrainConfig:
+        """:meth:`from_dict` for a config a run saved: values that trained before a rule
+        refused them are read as what they did, so those runs still load (patience 0
+        stopped after one epoch, as patience 1 does after a first epoch that did not
+        improve; Reptile with 0 inner steps trained with 1 and served the start)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("patience") == 0:
+                data["patience"] = 1
+            if data.get("algorithm") == "reptile" and data.get("inner_steps") == 0:
+                data["inner_steps"] = 1
+                if data.get("eval_inner_steps") is None:
+                    data["eval_inner_steps"] = 0
+        return cls.from_dict(data, source=source)
+
+    @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
         """A config from a TOML file: a ``[train]`` table (``[train.model]`` nested) or
         the same keys at the top level."""

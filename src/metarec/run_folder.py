@@ -120,7 +120,7 @@ def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommen
             )
     check_recorded(meta.get("metadata", {}), str(path / "recommender.json"))
     try:
-        cfg = TrainConfig.from_dict(meta["config"], source=str(path / "recommender.json"))
+        cfg = TrainConfig.from_saved(meta["config"], source=str(path / "recommender.json"))
     except ConfigError as exc:  # the saved values, not the caller's: a damaged run
         raise ModelError(str(exc)) from None
     rating_range = _rating_range(meta.get("rating_range"), path)

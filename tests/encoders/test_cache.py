@@ -288,3 +288,54 @@ def test_a_reader_whose_listed_shards_were_merged_away_finds_their_rows(
         found = reader.lookup(enc.id, [text_hash(t) for t in texts])
     assert len(found) == 15
     np.testing.assert_array_equal(found[text_hash("item 3")], enc.encode(["item 3"])[0])
+
+
+def test_a_merge_of_a_crowded_tier_keeps_the_shard_size_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 20 shards of 10 rows (merges skipped while another process held the lock) merged
+    # into one of 201 rows where shards hold at most 160
+    from metarec.encoders import cache as cache_module
+
+    cache = EmbeddingCache(tmp_path)
+    enc = HashEncoder()
+    monkeypatch.setattr(cache_module, "_MERGE_AT", 10**6)  # no merging while they pile up
+    for n in range(20):
+        cached_encode(enc, [f"item {n} {i}" for i in range(10)], cache)
+    monkeypatch.setattr(cache_module, "_MERGE_AT", 16)
+    monkeypatch.setattr(cache_module, "_MAX_ROWS_PER_SHARD", 160)
+    cached_encode(enc, ["one more"], cache)
+    rows = []
+    for path in _shards(cache, enc.id):
+        with safe_open(str(path), framework="np") as f:
+            rows.append(len(json.loads(f.metadata()["hashes"])))
+    assert max(rows) <= 160 and sum(rows) == 201
+
+
+def test_a_merge_that_cannot_remove_its_sources_keeps_every_row_and_says_nothing_false(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a shard held open elsewhere: "vectors were not cached" was warned for cached vectors
+    cache = EmbeddingCache(tmp_path)
+    enc = HashEncoder()
+    for n in range(15):
+        cached_encode(enc, [f"item {n}"], cache)
+
+    real = Path.unlink
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        if self.name.startswith("shard-"):
+            raise PermissionError(13, "in use", str(self))
+        real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached_encode(enc, ["item 15"], cache)
+    monkeypatch.undo()
+    counting = Counting(enc)
+    texts = [f"item {n}" for n in range(16)]
+    np.testing.assert_array_equal(
+        cached_encode(counting, texts, EmbeddingCache(tmp_path)), enc.encode(texts)
+    )
+    assert counting.calls == []

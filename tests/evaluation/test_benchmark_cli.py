@@ -995,5 +995,12 @@ def test_a_p1_benchmark_on_histories_too_short_for_its_rule_says_so(
     assert res.returncode == 2, res.stderr
     assert "keeps users with 13 to 100 ratings (MeLU's rule): 0 of 30 users here" in res.stderr
     assert "P2 (--protocol p2) takes users with 25 or more" in res.stderr
+    # a split's own rule is not called MeLU's
+    from metarec.errors import DataError
+    from metarec.evaluation.p1 import P1Split, check_p1_groups
+
+    own = P1Split("x", 0, [], [], [], [], min_ratings=30, max_ratings=60)
+    with pytest.raises(DataError, match=r"keeps users with 30 to 60 ratings: 0 of 9 users"):
+        check_p1_groups(own, 9, "x")
     assert "Traceback" not in res.stderr and "empty slice" not in res.stderr
     assert not (tmp_path / "o").exists()

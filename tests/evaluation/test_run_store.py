@@ -136,6 +136,22 @@ def test_the_key_follows_the_data_and_takes_any_catalogue() -> None:
     assert key["interactions"].startswith("1:")
     rerated = Dataset("mine", inter.assign(rating=5.0), items, None, (1.0, 5.0), None)
     assert benchmark._run_key("p2", rerated, splits=None, seed=0, shots=(1, 3)) != key
+    # folds kept in an older form (no user_ids) are not pooled with newer ones, even
+    # where no commit tells the two versions apart (an installed package)
+    assert key["fold_format"] == benchmark.FOLD_FORMAT
+
+
+def test_a_kept_fold_of_an_older_form_is_not_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    from metarec.data.schema import Dataset
+
+    inter = pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "rating": [4.0]})
+    ds = Dataset("mine", inter, pd.DataFrame({"item_id": ["i"], "title": ["Heat"]}))
+    monkeypatch.setattr(benchmark, "git_commit", lambda: None)
+    key = benchmark._run_key("p2", ds, splits=None, seed=0)
+    monkeypatch.setattr(benchmark, "FOLD_FORMAT", benchmark.FOLD_FORMAT - 1)
+    assert benchmark._run_key("p2", ds, splits=None, seed=0) != key
 
 
 def test_the_key_follows_the_users_file() -> None:

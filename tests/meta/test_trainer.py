@@ -292,8 +292,16 @@ def test_an_epoch_that_diverges_ends_training_on_the_best_epoch_before_it(
     tasks = fixed_tasks(src.ratings, query_size=10, seed=5, max_support=100)
     assert trainer.validation_loss(tasks, src) == pytest.approx(hist.best_score, abs=1e-6)
     # the checkpoint holds the kept epoch, finished: a rerun does not train on from NaN
+    # (nor refuses the checkpoint for the optimiser's NaN moments, as it did)
     saved = json.loads((tmp_path / "checkpoint.json").read_text())
-    assert saved["done"] and saved["best_epoch"] == hist.best_epoch
+    assert saved["diverged"] and saved["best_epoch"] == hist.best_epoch
+    again = _trainer(vectors, 4)
+    trained: list[int] = []
+    monkeypatch.setattr(again, "train_epoch", lambda source, epoch: trained.append(epoch) or 0.0)
+    rerun = again.fit(src, src, checkpoint_dir=tmp_path)
+    assert trained == [] and rerun.best_epoch == hist.best_epoch
+    for p, q in zip(again.learner.parameters(), trainer.learner.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_an_untrained_model_whose_loss_is_not_finite_does_not_block_every_epoch(

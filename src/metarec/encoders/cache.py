@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -131,10 +132,22 @@ class EmbeddingCache:
             for start in range(0, len(hashes), _MAX_ROWS_PER_SHARD):
                 stop = start + _MAX_ROWS_PER_SHARD
                 self._write_shard(directory, encoder_id, hashes[start:stop], vectors[start:stop])
-            self._merge_small_shards(directory, encoder_id)
         except OSError as e:
             warnings.warn(
                 f"embedding cache: cannot write to {directory}: {e}; vectors were not cached",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        if sys.platform == "win32":
+            # no lock to keep two mergers apart, and a shard another process has open
+            # cannot be removed there: the shards stay as written
+            return
+        try:
+            self._merge_small_shards(directory, encoder_id)
+        except OSError as e:  # the vectors are cached; only the tidying failed
+            warnings.warn(
+                f"embedding cache: cannot merge small shards in {directory}: {e}",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -175,10 +188,15 @@ class EmbeddingCache:
             merged.append(path)
         if len(merged) < 2:
             return
-        # published before its sources go, so every row stays findable throughout
-        self._write_shard(directory, encoder_id, hashes, np.concatenate(parts))
+        # published before its sources go, so every row stays findable throughout; a
+        # tier of more than _MERGE_AT shards (merges skipped while another process held
+        # the lock) is cut at the shard size limit
+        vectors = np.concatenate(parts)
+        for start in range(0, len(hashes), _MAX_ROWS_PER_SHARD):
+            stop = start + _MAX_ROWS_PER_SHARD
+            self._write_shard(directory, encoder_id, hashes[start:stop], vectors[start:stop])
         for path in merged:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or held open elsewhere
                 path.unlink()
             self._index.pop(path, None)
 

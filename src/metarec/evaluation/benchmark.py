@@ -730,6 +730,9 @@ def _command(
     return cmd
 
 
+FOLD_FORMAT = 2  # raised whenever a kept fold's results gain a field the pooling reads
+
+
 def _run_key(
     protocol: str, ds: Dataset, *, splits: Sequence[str] | None, **options: Any
 ) -> dict[str, Any]:
@@ -764,6 +767,9 @@ def _run_key(
         "git_commit": git_commit(),
         "metarec": metarec_version,
         "torch": torch.__version__,
+        # what a kept fold holds: without a commit, a fold kept before its results named
+        # their users (user_ids, 2026-12-04) would pool with newer ones as if it did
+        "fold_format": FOLD_FORMAT,
     }
 
 

@@ -258,9 +258,14 @@ def check_p1_groups(split: P1Split, n_users: int, name: str, other: str = "") ->
     where it keeps under half of the users, the note to print. ``other``: what else to
     do, said after the reason."""
     kept = len(split.train_users) + len(split.validation_users) + len(split.new_users)
+    whose = (
+        " (MeLU's rule)"
+        if split.rating_bounds() == tuple(P1Split.rule_before_recorded.values())
+        else ""
+    )
     said = (
         f"{name}: the P1 holdout keeps users with {split.min_ratings} to "
-        f"{split.max_ratings} ratings (MeLU's rule): {kept:,} of {n_users:,} users here"
+        f"{split.max_ratings} ratings{whose}: {kept:,} of {n_users:,} users here"
         if kept < n_users
         else f"{name}: {n_users:,} users are too few for the P1 holdout"
     )
@@ -285,8 +290,8 @@ def _newest_year(years: pd.Series, fraction: float, name: str) -> float | None:
     if share[year] <= 1.5 * fraction:
         return year
     warnings.warn(
-        f"{name}: {share[year]:.0%} of items date from {year:g} or later, the fewest a "
-        f"release year leaves for P1's newest {fraction:.0%}; new items are a random "
+        f"{name}: {share[year]:.0%} of items date from {year:g} or later, the closest to "
+        f"P1's newest {fraction:.0%} that a release year gives; new items are a random "
         f"{fraction:.0%} of items instead",
         UserWarning,
         stacklevel=3,

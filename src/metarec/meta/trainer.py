@@ -332,8 +332,13 @@ class Trainer:
             losses = [row.get("val_loss", row.get("train_loss")) for row in history.epochs]
             raise ModelError(f"meta-training diverged (losses by epoch: {losses[-5:]}); {lower}")
         if diverged is not None:
-            if ckpt is not None:  # a rerun resumes the kept epoch's state, not the NaN one
-                self._save(ckpt, diverged, bad, best_state, history, fingerprint, done=True)
+            if ckpt is not None:
+                # the kept epoch's weights, without the optimiser's moments (NaN now); a
+                # rerun of this config finishes here, as training on would diverge again
+                self._save(
+                    ckpt, diverged, bad, best_state, history, fingerprint, done=True,
+                    diverged=True,
+                )  # fmt: skip
             warnings.warn(
                 f"meta-training diverged at epoch {diverged} (its loss is not finite); "
                 f"kept epoch {history.best_epoch}, the best before it. To train further, " + lower,
@@ -370,12 +375,13 @@ class Trainer:
         fingerprint: str,
         *,
         done: bool,
+        diverged: bool = False,
     ) -> None:
         tensors = {f"model.{k}": v for k, v in self.learner.state_dict().items()}
         if best_state is not None:
             tensors.update({f"best.{k}": v for k, v in best_state.items()})
         opt = self.optimizer.state_dict()
-        for idx, state in opt["state"].items():
+        for idx, state in opt["state"].items() if not diverged else ():
             for key, value in state.items():
                 tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
         # The tensors go to a file of their own name and checkpoint.json, written last,
@@ -395,6 +401,7 @@ class Trainer:
                 "best_epoch": history.best_epoch,
                 "best_score": history.best_score,
                 "param_groups": opt["param_groups"],
+                **({"diverged": True} if diverged else {}),
             },
         )
         for old in ckpt.glob("checkpoint*.safetensors"):
@@ -425,7 +432,7 @@ class Trainer:
         history.resumed_from = int(meta["epoch"])
         epoch, bad = int(meta["epoch"]), int(meta["bad_epochs"])
         validated = bool(history.epochs) and "val_loss" in history.epochs[-1]
-        if validated and bad >= self.cfg.patience:
+        if (validated and bad >= self.cfg.patience) or meta.get("diverged"):
             epoch = self.cfg.epochs  # stopped early, or would stop here: nothing to run
         # stopped early under a lower patience: more patience trains on from there, as a
         # fresh run with it would have (it never met this patience before)
