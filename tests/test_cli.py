@@ -750,13 +750,12 @@ def test_the_p1_table_says_which_states_had_no_or_few_test_users() -> None:
 
 
 def test_too_few_users_for_a_p1_holdout_is_not_blamed_on_its_rule() -> None:
-    from types import SimpleNamespace
-
     from metarec.cli.training import _check_p1_groups
     from metarec.errors import DataError
+    from metarec.evaluation.p1 import P1Split
 
-    every = SimpleNamespace(train_users=["a", "b", "c"], validation_users=[], new_users=["d"],
-                            min_ratings=13, max_ratings=100)  # fmt: skip
+    every = P1Split("x", 0, [], train_users=["a", "b", "c"], validation_users=[],
+                    new_users=["d"])  # fmt: skip
     with pytest.raises(DataError, match=r"x: 4 users are too few for the P1 holdout, leaving 3 "
                        r"to train on, 0 to stop early on and 1 new users"):  # fmt: skip
         _check_p1_groups(every, 4, "x", True)
