@@ -298,10 +298,35 @@ def test_an_epoch_that_diverges_ends_training_on_the_best_epoch_before_it(
     again = _trainer(vectors, 4)
     trained: list[int] = []
     monkeypatch.setattr(again, "train_epoch", lambda source, epoch: trained.append(epoch) or 0.0)
-    rerun = again.fit(src, src, checkpoint_dir=tmp_path)
-    assert trained == [] and rerun.best_epoch == hist.best_epoch
+    with pytest.warns(UserWarning, match=r"diverged at epoch 2 "):  # said again, not lost
+        rerun = again.fit(src, src, checkpoint_dir=tmp_path)
+    assert trained == [] and rerun.best_epoch == hist.best_epoch and rerun.diverged_at == 2
     for p, q in zip(again.learner.parameters(), trainer.learner.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_an_optimiser_state_blown_up_under_finite_losses_is_a_divergence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loss of 6e22 stayed finite while Adam's moments overflowed: the checkpoint then
+    held infinities, and a rerun refused it as damaged."""
+    vectors, src = _source(2)
+    trainer = _trainer(vectors, 3)
+    real = trainer.train_epoch
+
+    def overflowing(source: TaskSource, epoch: int) -> float:
+        loss = real(source, epoch)
+        if epoch == 1:
+            for state in trainer.optimizer.state.values():
+                state["exp_avg_sq"].fill_(float("inf"))
+        return loss
+
+    monkeypatch.setattr(trainer, "train_epoch", overflowing)
+    with pytest.warns(UserWarning, match=r"diverged at epoch 2 \(its loss or optimiser state"):
+        hist = trainer.fit(src, src, checkpoint_dir=tmp_path)
+    assert hist.diverged_at == 2 and hist.best_epoch < 2
+    with pytest.warns(UserWarning, match="diverged at epoch 2"):
+        _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)  # resumed, not refused
 
 
 def test_an_untrained_model_whose_loss_is_not_finite_does_not_block_every_epoch(

@@ -171,6 +171,31 @@ def test_retrain_holds_out_the_users_the_old_runs_split_seed_drew(
     assert recorded == sorted(set(held["user_id"].astype(str)))
 
 
+@pytest.mark.slow
+def test_a_retrain_that_kept_the_untrained_model_says_so(
+    service_run: Path,
+    feedback_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # "wrote" with exit 0, and retrain.json's best_epoch 0 the only trace, where train
+    # said the untrained model was kept
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "retrained"
+    argv = ["retrain", str(service_run), "--db", feedback_db, "--out", str(out)]
+    argv += ["--tolerance", "10", *FAST, "--set", "outer_lr=1e-9"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "no epoch of meta-training beat the untrained model" in capsys.readouterr().err
+    assert json.loads((out / "retrain.json").read_text())["best_epoch"] == 0
+    # the report shows the run's epochs; a loss kept as null (not finite) says so
+    manifest = json.loads((out / "recommender.json").read_text())
+    manifest["metadata"]["history"][-1]["val_loss"] = None
+    (out / "recommender.json").write_text(json.dumps(manifest))
+    assert main(["report", str(out)]) == 0
+    assert "not finite (diverged)" in capsys.readouterr().out
+
+
 def test_retrain_without_feedback_says_so_before_training(
     service_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -381,8 +381,14 @@ def _print_run(path: Path, meta: dict[str, Any]) -> None:
         print("\n| epoch | " + " | ".join(keys) + " |")
         print("|---" * (len(keys) + 1) + "|")
         for row in history:
-            cells = [f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
+            cells = [_epoch_cell(row.get(k, "")) for k in keys]
             print(f"| {row.get('epoch', '')} | " + " | ".join(cells) + " |")
+
+
+def _epoch_cell(value: object) -> str:
+    if value is None:  # a loss that was not finite is kept as null
+        return "not finite (diverged)"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _print_run_metrics(metrics: dict[str, Any]) -> None:

@@ -153,6 +153,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     print(result.summary())
+    if result.details.get("best_epoch") == 0:  # as train says it: best epoch 0 is the start
+        from metarec.cli.training import UNTRAINED_NOTE
+
+        print(UNTRAINED_NOTE, file=sys.stderr)
     if result.written:
         forced = "" if result.accepted else " (forced)"
         print(f"wrote {result.out}{forced} in {result.seconds:.0f} s")

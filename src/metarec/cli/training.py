@@ -218,13 +218,15 @@ def train_run(
         print(f"saved {out} (best epoch {history.best_epoch}{resumed}, {secs:.0f} s)")
         if history.best_epoch == 0 and len(history.epochs) > 1:
             # exit 0 and "best epoch 0" read as a trained model; it is the starting one
-            print(
-                "note: no epoch of meta-training beat the untrained model on the validation "
-                "users, so the untrained model was kept (the bias model for ratings, "
-                "popularity for likes); try another algorithm or learning rate",
-                file=sys.stderr,
-            )
+            print(UNTRAINED_NOTE, file=sys.stderr)
         return {"dataset": ds, "catalogue": catalogue, "recommender": rec, "seconds": secs}
+
+
+UNTRAINED_NOTE = (
+    "note: no epoch of meta-training beat the untrained model on the validation users, "
+    "so the untrained model was kept (the bias model for ratings, popularity for likes); "
+    "try another algorithm or learning rate"
+)
 
 
 def nothing_left(ds: Any) -> str:

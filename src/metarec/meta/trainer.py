@@ -51,6 +51,9 @@ class TrainHistory:
     best_epoch: int = -1
     best_score: float = math.inf
     resumed_from: int | None = None
+    # the epoch whose loss (or optimiser state) was not finite, training having ended
+    # on the best epoch before it; kept in the checkpoint, so a rerun says it again
+    diverged_at: int | None = None
 
 
 class Trainer:
@@ -301,9 +304,12 @@ class Trainer:
             if val_tasks and validation is not None:
                 score = self.validation_loss(val_tasks, validation)
                 row["val_loss"] = score
-            if not (math.isfinite(train_loss) and math.isfinite(score)):
-                # the weights are NaN or infinite now, and every later epoch with them;
-                # the row keeps null (JSON has no NaN), and the best epoch so far stands
+            if not (
+                math.isfinite(train_loss) and math.isfinite(score) and self._optimiser_finite()
+            ):
+                # the weights are NaN or infinite now (or the optimiser's moments are, which
+                # the next step spreads to them), and every later epoch with them; the row
+                # keeps null for what is not finite (JSON has no NaN), the best epoch stands
                 history.epochs.append({k: _finite_or_none(v) for k, v in row.items()})
                 diverged = epoch + 1
                 break
@@ -332,6 +338,7 @@ class Trainer:
             losses = [row.get("val_loss", row.get("train_loss")) for row in history.epochs]
             raise ModelError(f"meta-training diverged (losses by epoch: {losses[-5:]}); {lower}")
         if diverged is not None:
+            history.diverged_at = diverged
             if ckpt is not None:
                 # the kept epoch's weights, without the optimiser's moments (NaN now); a
                 # rerun of this config finishes here, as training on would diverge again
@@ -339,13 +346,26 @@ class Trainer:
                     ckpt, diverged, bad, best_state, history, fingerprint, done=True,
                     diverged=True,
                 )  # fmt: skip
+        if history.diverged_at is not None:  # this run's, or the resumed checkpoint's
+            kept = history.best_epoch
             warnings.warn(
-                f"meta-training diverged at epoch {diverged} (its loss is not finite); "
-                f"kept epoch {history.best_epoch}, the best before it. To train further, " + lower,
+                f"meta-training diverged at epoch {history.diverged_at} (its loss or "
+                f"optimiser state is not finite); kept epoch {kept}, the best before it"
+                + (" (the untrained model)" if kept == 0 else "")
+                + ". To train further, "
+                + lower,
                 UserWarning,
                 stacklevel=3,
             )
         return history
+
+    def _optimiser_finite(self) -> bool:
+        return all(
+            bool(torch.isfinite(value).all())
+            for state in self.optimizer.state.values()
+            for value in state.values()
+            if torch.is_tensor(value) and value.is_floating_point()
+        )
 
     def _check_episodes(self, ratings: UserRatings) -> None:
         """Refuse a support floor no training user can meet: every epoch would be
@@ -401,7 +421,7 @@ class Trainer:
                 "best_epoch": history.best_epoch,
                 "best_score": history.best_score,
                 "param_groups": opt["param_groups"],
-                **({"diverged": True} if diverged else {}),
+                **({"diverged": epoch} if diverged else {}),
             },
         )
         for old in ckpt.glob("checkpoint*.safetensors"):
@@ -430,6 +450,8 @@ class Trainer:
         history.best_epoch = int(meta["best_epoch"])
         history.best_score = float(meta["best_score"])
         history.resumed_from = int(meta["epoch"])
+        if meta.get("diverged"):
+            history.diverged_at = int(meta["diverged"])
         epoch, bad = int(meta["epoch"]), int(meta["bad_epochs"])
         validated = bool(history.epochs) and "val_loss" in history.epochs[-1]
         if (validated and bad >= self.cfg.patience) or meta.get("diverged"):
