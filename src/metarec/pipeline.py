@@ -190,7 +190,13 @@ def fit_recommender(
     history = trainer.fit(train_src, val_src, checkpoint_dir=checkpoint_dir)
     _check_not_diverged(history, cfg, rating_range)
     popularity = np.bincount(train_ur.items, minlength=len(catalogue.items)).astype(np.float64)
-    meta = {"history": history.epochs, "best_epoch": history.best_epoch, **(metadata or {})}
+    meta = {
+        "history": history.epochs,
+        "best_epoch": history.best_epoch,
+        # where training ended early because it diverged (the kept epoch is before it)
+        **({"diverged_at": history.diverged_at} if history.diverged_at is not None else {}),
+        **(metadata or {}),
+    }
     rec = Recommender(
         learner,
         catalogue.items,

@@ -387,7 +387,7 @@ def _print_run(path: Path, meta: dict[str, Any]) -> None:
 
 def _epoch_cell(value: object) -> str:
     if value is None:  # a loss that was not finite is kept as null
-        return "not finite (diverged)"
+        return "not finite"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 

@@ -153,7 +153,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     print(result.summary())
-    if result.details.get("best_epoch") == 0:  # as train says it: best epoch 0 is the start
+    if result.written and result.details.get("best_epoch") == 0:  # as train says it
         from metarec.cli.training import UNTRAINED_NOTE
 
         print(UNTRAINED_NOTE, file=sys.stderr)

@@ -304,12 +304,9 @@ class Trainer:
             if val_tasks and validation is not None:
                 score = self.validation_loss(val_tasks, validation)
                 row["val_loss"] = score
-            if not (
-                math.isfinite(train_loss) and math.isfinite(score) and self._optimiser_finite()
-            ):
-                # the weights are NaN or infinite now (or the optimiser's moments are, which
-                # the next step spreads to them), and every later epoch with them; the row
-                # keeps null for what is not finite (JSON has no NaN), the best epoch stands
+            if not (math.isfinite(train_loss) and math.isfinite(score)):
+                # the weights are NaN or infinite now, and every later epoch with them; the
+                # row keeps null for what is not finite (JSON has no NaN), the best stands
                 history.epochs.append({k: _finite_or_none(v) for k, v in row.items()})
                 diverged = epoch + 1
                 break
@@ -319,6 +316,11 @@ class Trainer:
                 best_state = self._snapshot()
             else:
                 bad += 1
+            if not self._optimiser_finite():
+                # finite weights and losses, but moments the next step spreads to the
+                # weights: this epoch is judged as any other, and training ends here
+                diverged = epoch + 1
+                break
             bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
             if on_epoch is not None:
                 on_epoch(row)
@@ -350,7 +352,7 @@ class Trainer:
             kept = history.best_epoch
             warnings.warn(
                 f"meta-training diverged at epoch {history.diverged_at} (its loss or "
-                f"optimiser state is not finite); kept epoch {kept}, the best before it"
+                f"optimiser state is not finite); kept epoch {kept}, the best up to it"
                 + (" (the untrained model)" if kept == 0 else "")
                 + ". To train further, "
                 + lower,
@@ -450,8 +452,9 @@ class Trainer:
         history.best_epoch = int(meta["best_epoch"])
         history.best_score = float(meta["best_score"])
         history.resumed_from = int(meta["epoch"])
-        if meta.get("diverged"):
-            history.diverged_at = int(meta["diverged"])
+        if meta.get("diverged"):  # its epoch; True in checkpoints of the day before
+            diverged = meta["diverged"]
+            history.diverged_at = int(meta["epoch"]) if diverged is True else int(diverged)
         epoch, bad = int(meta["epoch"]), int(meta["bad_epochs"])
         validated = bool(history.epochs) and "val_loss" in history.epochs[-1]
         if (validated and bad >= self.cfg.patience) or meta.get("diverged"):
