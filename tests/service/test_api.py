@@ -67,6 +67,39 @@ def test_operations_endpoints(live_server: str) -> None:
         assert f"\n{name}" in text  # fmt: skip
 
 
+def test_the_openapi_document_lists_what_the_service_answers(live_server: str) -> None:
+    """A client generated from /openapi.json: the statuses the server sends, /ready's
+    body, the single-event form of events, and a rating always sent."""
+    with httpx.Client(base_url=live_server) as c:
+        doc = c.get("/openapi.json").json()
+        paths = doc["paths"]
+
+        def statuses(path: str, method: str) -> set[str]:
+            return set(paths[path][method]["responses"])
+
+        # reads name what they answer; no key is needed for them
+        assert {"404", "400", "422"} <= statuses("/v1/items/{item_id}", "get")
+        assert {"404", "503"} <= statuses("/v1/users/{user_id}/recommendations", "get")
+        assert "401" not in statuses("/v1/items", "get") | statuses("/health", "get")
+        assert c.get("/v1/items/no-such-item").status_code == 404
+        # writes: key, host, size, media type and a busy store; events their conflict
+        for path, method in (("/v1/items", "put"), ("/v1/users", "post")):
+            assert {"401", "403", "413", "415", "503"} <= statuses(path, method)
+        assert "409" in statuses("/v1/users/{user_id}/events", "post")
+        bad_type = c.post("/v1/users", content=b"{}", headers={"Content-Type": "text/plain"})
+        assert bad_type.status_code == 415 and bad_type.json()["error"]["code"]
+        # /ready's body, as sent
+        ready = doc["components"]["schemas"]["Ready"]
+        assert set(ready["required"]) == set(c.get("/ready").json()) == {
+            "status", "model", "rating_range"
+        }  # fmt: skip
+        # one event object is a body the schema allows, as the server does
+        body = paths["/v1/users/{user_id}/events"]["post"]["requestBody"]
+        refs = {s["$ref"] for s in body["content"]["application/json"]["schema"]["anyOf"]}
+        assert refs == {"#/components/schemas/EventsIn", "#/components/schemas/EventIn"}
+        assert "rating" in doc["components"]["schemas"]["Recommendation"]["required"]
+
+
 def test_search_is_case_insensitive_and_popular_first(live_server: str) -> None:
     with httpx.Client(base_url=live_server) as c:
         hits = c.get("/v1/items", params={"q": "STAR", "limit": 5}).json()["items"]

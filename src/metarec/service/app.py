@@ -70,6 +70,17 @@ WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's key")
 
 
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of the service's one error body for these status codes."""
+    return {code: {"model": schemas.ErrorBody} for code in codes}
+
+
+# what a write can answer beyond any route's: no key or a wrong one (401), a write from
+# another host to a server without a key (403), a body too large (413) or not JSON
+# (415), a store another process holds past the wait (503, with Retry-After)
+WRITE_ERRORS = _errors(401, 403, 413, 415, 503)
+
+
 def is_loopback(host: str | None) -> bool:
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
@@ -270,11 +281,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         summary="Cold-start recommendations that adapt to every piece of feedback.",
         version="1",
         lifespan=lifespan,
-        responses={
-            400: {"model": schemas.ErrorBody},
-            401: {"model": schemas.ErrorBody},
-            422: {"model": schemas.ErrorBody},
-        },
+        # what any route can answer; the writes add WRITE_ERRORS, routes their own
+        responses={code: {"model": schemas.ErrorBody} for code in (400, 405, 414, 422)},
     )
     app.router.route_class = StrictJsonRoute  # set before the routes are added, which take it
     app.state.settings = settings
@@ -307,6 +315,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT"],
             allow_headers=["Content-Type", "X-API-Key"],
+            # a 503's wait, which browser code cannot read unless exposed
+            expose_headers=["Retry-After"],
         )
     app.add_middleware(RequestMetrics, metrics=metrics)
 
@@ -362,7 +372,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"], responses={503: {"model": schemas.ErrorBody}})
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        responses={200: {"model": schemas.Ready}, **_errors(503)},
+    )
     def ready() -> JSONResponse:
         if not holder.ready:
             return error_response(503, "not_ready", "no model loaded")
@@ -412,7 +426,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     # ":path": a catalogue's own ids may hold "/" ("news/2026/17"; ids added through
     # the API may not), sent as "%2F" or plain; "1/" is then item "1/", not "1"
-    @app.get("/v1/items/{item_id:path}", response_model=schemas.ItemDetail, tags=["items"])
+    @app.get(
+        "/v1/items/{item_id:path}",
+        response_model=schemas.ItemDetail,
+        tags=["items"],
+        responses=_errors(404),
+    )
     @in_thread_pool
     def get_item(item_id: Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]) -> Any:
         s = served(wait=True)
@@ -426,7 +445,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             "n_ratings": int(s.rec.popularity[idx]),
         }
 
-    @app.put("/v1/items", response_model=schemas.ItemsOut, tags=["items"], dependencies=write)
+    @app.put(
+        "/v1/items",
+        response_model=schemas.ItemsOut,
+        tags=["items"],
+        dependencies=write,
+        responses=WRITE_ERRORS,
+    )
     @in_thread_pool
     def put_items(body: schemas.ItemsIn) -> dict[str, int]:
         """Add items (or re-encode existing ids); recommendable as soon as this returns."""
@@ -455,7 +480,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         response_model=schemas.UserCreated,
         tags=["users"],
         dependencies=write,
-        responses={409: {"model": schemas.ErrorBody}},
+        responses=WRITE_ERRORS | _errors(409),
     )
     @in_thread_pool
     def create_user(body: schemas.UserIn) -> dict[str, Any]:
@@ -476,7 +501,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         metrics.count_events(n_events, 0)
         return {"user_id": body.user_id, "n_events": n_events}
 
-    @app.get("/v1/users/{user_id}", response_model=schemas.UserOut, tags=["users"])
+    @app.get(
+        "/v1/users/{user_id}",
+        response_model=schemas.UserOut,
+        tags=["users"],
+        responses=_errors(404, 503),
+    )
     @in_thread_pool
     def get_user(user_id: UserId) -> dict[str, Any]:
         user = user_or_404(user_id)
@@ -508,7 +538,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         response_model=schemas.EventsOut,
         tags=["users"],
         dependencies=write,
-        responses={404: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}},
+        responses=WRITE_ERRORS | _errors(404, 409),
+        # one event object is taken as well as {"events": [...]} (schemas.EventsIn)
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "anyOf": [
+                                {"$ref": "#/components/schemas/EventsIn"},
+                                {"$ref": "#/components/schemas/EventIn"},
+                            ]
+                        }
+                    }
+                },
+            }
+        },
     )
     @in_thread_pool
     def post_events(
@@ -543,7 +589,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/users/{user_id}/recommendations",
         response_model=schemas.Recommendations,
         tags=["users"],
-        responses={404: {"model": schemas.ErrorBody}},
+        responses=_errors(404, 503),
     )
     @in_thread_pool
     def recommendations(
@@ -569,7 +615,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     # -- admin ----------------------------------------------------------------
     @app.post(
-        "/v1/admin/reload", response_model=schemas.ReloadOut, tags=["admin"], dependencies=write
+        "/v1/admin/reload",
+        response_model=schemas.ReloadOut,
+        tags=["admin"],
+        dependencies=write,
+        responses=WRITE_ERRORS,
     )
     @in_thread_pool
     def reload(body: schemas.ReloadIn | None = None) -> dict[str, Any]:
@@ -591,7 +641,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return {"model": s.name, "n_items": s.rec.n_items}
 
     @app.post(
-        "/v1/admin/fold-in", response_model=schemas.FoldInOut, tags=["admin"], dependencies=write
+        "/v1/admin/fold-in",
+        response_model=schemas.FoldInOut,
+        tags=["admin"],
+        dependencies=write,
+        responses=WRITE_ERRORS,
     )
     @in_thread_pool
     def fold_in(

@@ -137,6 +137,13 @@ class Health(BaseModel):
     status: str
 
 
+class Ready(BaseModel):
+    status: str
+    model: str
+    # the scale a client draws its stars over: [low, high]
+    rating_range: tuple[float, float]
+
+
 class ItemOut(BaseModel):
     item_id: str
     title: str
@@ -375,8 +382,9 @@ class Recommendation(BaseModel):
     item_id: str
     title: str
     score: float
-    # the rating the user most plausibly gives (a scale level); null for ranking models
-    rating: float | None = None
+    # the rating the user most plausibly gives (a scale level); null for ranking models,
+    # and always sent (required, so generated clients do not type it as absent)
+    rating: float | None
     reason: str
 
 
