@@ -351,7 +351,7 @@ def _bad_requests(key: str) -> list[Case]:
         *[("POST", events, {"content": b'{"event_id": "t", "item_id": "1", "type": "click", '
                             b'"timestamp": ' + t + b"}", "headers": js},
            422, "validation_error", "timestamp") for t in
-          (b"NaN", b"Infinity", b"-Infinity", b'"nan"', b"1e308", b"true", b"1" + b"0" * 400,
+          (b'"nan"', b"1e308", b"true", b"1" + b"0" * 400,
            # past year 9999 in UTC; a number in a string (pydantic read it as milliseconds)
            b'"9999-12-31T23:59:59-14:00"', b'"0001-01-01T00:00:00+14:00"', b'"1700000000000"')],
         # a wall-clock time without a zone, east of UTC: read as UTC, hours ahead
@@ -389,7 +389,7 @@ def _bad_requests(key: str) -> list[Case]:
         # feature values JSON or the feature encoder cannot hold
         *[("POST", "/v1/users", {"content": b'{"user_id": "f", "features": {"age": ' + v + b"}}",
                                  "headers": js}, 422, "validation_error", "features")
-          for v in (b"NaN", b"Infinity", b"1" + b"0" * 400, b"[1]")],
+          for v in (b"1" + b"0" * 400, b"[1]")],
         # ids the API could not address again: paths, the candidates list
         ("POST", "/v1/users", body({"user_id": "a/b"}), 422, "validation_error", "'/'"),
         ("POST", "/v1/users", body({"user_id": " a"}), 422, "validation_error", "space"),
@@ -445,6 +445,13 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", events, {"content": b'{"event_id": "r", "item_id": "1", "type": "rating", '
                                      b'"value": 5, "value": 1}', "headers": js},
          400, "bad_json", "the key 'value' twice"),
+        # Python's decoder reads NaN and Infinity, which JSON has no word for
+        *[("POST", "/v1/users", {"content": b'{"user_id": "n", "features": {"age": ' + v + b"}}",
+                                 "headers": js},
+           400, "bad_json", f"holds {v.decode()}, which is not JSON")
+          for v in (b"NaN", b"Infinity", b"-Infinity")],
+        ("POST", events, {"content": b'{"event_id": "t", "item_id": "1", "type": "click", '
+                          b'"timestamp": NaN}', "headers": js}, 400, "bad_json", "holds NaN"),
         ("POST", "/v1/users", {"content": b'{"user_id": "s", "features": {"\\ud800": 1}}',
                                "headers": js},
          400, "bad_json", "lone UTF-16 surrogate ('\\ud800')"),

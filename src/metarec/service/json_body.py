@@ -73,6 +73,11 @@ def shown(text: str, limit: int = 80) -> str:
     return quoted if len(quoted) <= limit else f"{quoted[: limit - 4]}...{quoted[0]}"
 
 
+def _no_constant(name: str) -> Any:
+    # Python's decoder reads NaN, Infinity and -Infinity, which JSON has no word for
+    raise UnreadableJson(f"request body holds {name}, which is not JSON; send a number or null")
+
+
 def parse(body: bytes) -> Any:
     """``body`` as JSON, refusing repeated keys and lone surrogates (:class:`UnreadableJson`).
 
@@ -83,7 +88,7 @@ def parse(body: bytes) -> Any:
         raise UnreadableJson(
             "request body holds NUL bytes, as UTF-16 or UTF-32 text does; send JSON as UTF-8"
         )
-    value = json.loads(text, object_pairs_hook=_each_key_once)
+    value = json.loads(text, object_pairs_hook=_each_key_once, parse_constant=_no_constant)
     if _ESCAPED_SURROGATE.search(text):
         bad = _lone_surrogate(value)
         if bad is not None:
