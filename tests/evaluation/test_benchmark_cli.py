@@ -908,17 +908,24 @@ def test_report_write_of_a_damaged_record_writes_nothing(
     assert {name: (tmp_path / name).read_bytes() for name in old} == old
 
 
+def _thirty_users(folder: Path, ratings_each: int) -> None:
+    """r.csv: 30 users rating ``ratings_each`` of 40 items (no timestamps); i.csv: titles."""
+    rows = [
+        f"u{u},i{(u + n) % 40},{1 + (u * n) % 5}" for u in range(30) for n in range(ratings_each)
+    ]
+    (folder / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    (folder / "i.csv").write_text(
+        "item_id,title\n" + "\n".join(f"i{n},Item {n}" for n in range(40)) + "\n"
+    )
+
+
 def test_p2_on_data_without_timestamps_says_its_support_is_drawn_at_random(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     # "the first K ratings by time" was a seeded permutation without a word
     from metarec.evaluation.report import render_markdown
 
-    rows = [f"u{u},i{(u + n) % 40},{1 + (u * n) % 5}" for u in range(30) for n in range(30)]
-    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
-    (tmp_path / "i.csv").write_text(
-        "item_id,title\n" + "\n".join(f"i{n},Item {n}" for n in range(40)) + "\n"
-    )
+    _thirty_users(tmp_path, ratings_each=30)
     proc = run_cli(
         "benchmark", "--protocol", "p2", "--interactions", str(tmp_path / "r.csv"),
         "--items", str(tmp_path / "i.csv"), "--folds", "9", "--out", str(tmp_path / "o"), env=env,
@@ -982,11 +989,7 @@ def test_a_p1_benchmark_on_histories_too_short_for_its_rule_says_so(
 ) -> None:
     # numpy's 'Mean of empty slice', then 'no training interactions left (check filters
     # and splits)', where train said which rule left no one
-    rows = [f"u{u},i{(u + n) % 40},{1 + (u * n) % 5}" for u in range(30) for n in range(8)]
-    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
-    (tmp_path / "i.csv").write_text(
-        "item_id,title\n" + "\n".join(f"i{n},Item {n}" for n in range(40)) + "\n"
-    )
+    _thirty_users(tmp_path, ratings_each=8)
     res = cli(
         "benchmark", "--protocol", "p1", "--interactions", str(tmp_path / "r.csv"),
         "--items", str(tmp_path / "i.csv"), "--out", str(tmp_path / "o"), "--quiet",
@@ -995,6 +998,8 @@ def test_a_p1_benchmark_on_histories_too_short_for_its_rule_says_so(
     assert res.returncode == 2, res.stderr
     assert "keeps users with 13 to 100 ratings (MeLU's rule): 0 of 30 users here" in res.stderr
     assert "P2 (--protocol p2) takes users with 25 or more" in res.stderr
+    assert "Traceback" not in res.stderr and "empty slice" not in res.stderr
+    assert not (tmp_path / "o").exists()
     # a split's own rule is not called MeLU's
     from metarec.errors import DataError
     from metarec.evaluation.p1 import P1Split, check_p1_groups
@@ -1002,5 +1007,3 @@ def test_a_p1_benchmark_on_histories_too_short_for_its_rule_says_so(
     own = P1Split("x", 0, [], [], [], [], min_ratings=30, max_ratings=60)
     with pytest.raises(DataError, match=r"keeps users with 30 to 60 ratings: 0 of 9 users"):
         check_p1_groups(own, 9, "x")
-    assert "Traceback" not in res.stderr and "empty slice" not in res.stderr
-    assert not (tmp_path / "o").exists()
