@@ -129,9 +129,7 @@ class EmbeddingCache:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             _remove_orphans(directory)
-            for start in range(0, len(hashes), _MAX_ROWS_PER_SHARD):
-                stop = start + _MAX_ROWS_PER_SHARD
-                self._write_shard(directory, encoder_id, hashes[start:stop], vectors[start:stop])
+            self._write_shards(directory, encoder_id, hashes, vectors)
         except OSError as e:
             warnings.warn(
                 f"embedding cache: cannot write to {directory}: {e}; vectors were not cached",
@@ -190,11 +188,8 @@ class EmbeddingCache:
             return
         # published before its sources go, so every row stays findable throughout; a
         # tier of more than _MERGE_AT shards (merges skipped while another process held
-        # the lock) is cut at the shard size limit
-        vectors = np.concatenate(parts)
-        for start in range(0, len(hashes), _MAX_ROWS_PER_SHARD):
-            stop = start + _MAX_ROWS_PER_SHARD
-            self._write_shard(directory, encoder_id, hashes[start:stop], vectors[start:stop])
+        # the lock) is cut at the shard size limit as any store is
+        self._write_shards(directory, encoder_id, hashes, np.concatenate(parts))
         for path in merged:
             with contextlib.suppress(OSError):  # gone already, or held open elsewhere
                 path.unlink()
@@ -249,6 +244,18 @@ class EmbeddingCache:
             _discard(path, "vectors do not match their checksum")
             return None
         return vectors.astype(np.float32, copy=False)
+
+    def _write_shards(
+        self,
+        directory: Path,
+        encoder_id: str,
+        hashes: Sequence[str],
+        vectors: npt.NDArray[np.float32],
+    ) -> None:
+        """As many shards as the rows need, each of at most ``_MAX_ROWS_PER_SHARD``."""
+        for start in range(0, len(hashes), _MAX_ROWS_PER_SHARD):
+            stop = start + _MAX_ROWS_PER_SHARD
+            self._write_shard(directory, encoder_id, hashes[start:stop], vectors[start:stop])
 
     def _write_shard(
         self,
