@@ -82,9 +82,10 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             check_writable(value, flag, file=True)
     check_outputs(args)
 
+    from metarec.data.schema import has_timestamps
     from metarec.data.spec import check_not_overwriting, load_from_spec, make_spec, names_data
     from metarec.ensemble_run import EnsembleRecommender, load_run
-    from metarec.evaluation.abtest import format_report, has_times, run_abtest
+    from metarec.evaluation.abtest import format_report, run_abtest
     from metarec.evaluation.p4_split import P4Split, make_p4_split
     from metarec.evaluation.users_spec import check_users_spec, users_from_spec
     from metarec.io import jsonable, save_json
@@ -189,7 +190,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
                 ),
                 path=args.users,
             )
-    if not has_times(ds.interactions):  # as the benchmark warns for P2's support
+    if not has_timestamps(ds.interactions):  # as the benchmark warns for P2's support
         print(
             f"note: {ds.name} has no timestamps, so each user's support is K of their "
             "ratings drawn at random (seeded), not their first K by time",

@@ -134,6 +134,13 @@ def check_objective(objective: str, rating_range: tuple[float, float], name: str
         )
 
 
+def has_timestamps(interactions: pd.DataFrame) -> bool:
+    """Whether any rating has a time, by which P2's and P4's supports are ordered (a
+    frame built in memory may have no timestamp column at all)."""
+    stamps = interactions.get("timestamp")
+    return stamps is not None and bool(stamps.notna().any())
+
+
 def check_table(frame: object, table: str) -> pd.DataFrame:
     """``frame`` if it is a DataFrame, else a DataError naming the ``table``."""
     if not isinstance(frame, pd.DataFrame):
@@ -208,7 +215,7 @@ class Dataset:
             "ratings_per_user_median": float(per_user.median()) if len(per_user) else 0.0,
             "ratings_per_user_min": int(per_user.min()) if len(per_user) else 0,
             "user_features": self.user_feature_columns,
-            "has_timestamps": bool(inter["timestamp"].notna().any()) if len(inter) else False,
+            "has_timestamps": has_timestamps(inter),
             "notes": self.scale_notes(),
         }
 

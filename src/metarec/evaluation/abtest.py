@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.features import user_rows
+from metarec.data.schema import has_timestamps
 from metarec.data.tasks import Task, liked_query_items
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.ab_stats import lift_ci, two_proportion_test, users_per_arm, wilson_ci
@@ -159,12 +160,6 @@ def _top(
     return policy.recommend(chosen, k, feats, exclude_seen=True)
 
 
-def has_times(interactions: pd.DataFrame) -> bool:
-    """Whether any rating has a time, by which P2's and P4's supports are ordered."""
-    stamps = interactions.get("timestamp")
-    return stamps is not None and bool(stamps.notna().any())
-
-
 def run_abtest(
     policy_a: ScoringModel,
     policy_b: ScoringModel,
@@ -213,7 +208,7 @@ def run_abtest(
         "skipped": split.skipped,
         # P4's support is a user's first K ratings by time; without times, K drawn at
         # random (seeded), and "later" is then only "the rest", which the report says
-        "support_order": "time" if has_times(interactions) else "random",
+        "support_order": "time" if has_timestamps(interactions) else "random",
     }
     everyone = np.arange(n)
     need_all = method in ("interleave", "both")

@@ -30,7 +30,12 @@ from typing import Any, Literal
 import numpy as np
 
 from metarec.config import TrainConfig
-from metarec.data.schema import Dataset, check_like_threshold, inferred_like_threshold
+from metarec.data.schema import (
+    Dataset,
+    check_like_threshold,
+    has_timestamps,
+    inferred_like_threshold,
+)
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info
 from metarec.evaluation.own_models import OwnModel
@@ -896,9 +901,7 @@ def run_benchmark(
         else float(like_threshold)
     )
     check_like_threshold(like, ds.rating_range, "like_threshold")
-    from metarec.evaluation.abtest import has_times
-
-    untimed = protocol == "p2" and not has_times(ds.interactions)
+    untimed = protocol == "p2" and not has_timestamps(ds.interactions)
     if untimed:
         # P2's support is a user's first K ratings by time; without times it is K drawn
         # at random (seeded), which the report then says, and so does this warning
