@@ -312,7 +312,7 @@ def _fold_run(
     that a run interrupted at any model resumes there with the same figures."""
     from metarec.evaluation.p1 import evaluate_p1
     from metarec.evaluation.p2 import evaluate_p2
-    from metarec.evaluation.splits import split_file_name, split_path, user_rule
+    from metarec.evaluation.splits import has_protocol_rule, split_file_name, split_path, user_rule
 
     split = _split(protocol, ds, seed=seed, fold=fold, n_folds=n_folds, splits=splits)
     if splits is not None and split.digest() != split_digest:
@@ -431,7 +431,9 @@ def _fold_run(
         "split_file": split_file,
         "split": split.to_json(),  # kept with a finished fold, so a resumed run can write it
         "split_rule": getattr(split, "rule", ""),
-        "user_rule": user_rule(split),
+        # only where a --splits file drew its users by a rule of its own, which the
+        # report then states (the folds keep one: check_partition)
+        **({} if has_protocol_rule(split) else {"user_rule": user_rule(split)}),
     }
 
 
@@ -451,14 +453,6 @@ def _own_model_named(name: str, own: Mapping[str, OwnModel] | None) -> Iterator[
             "(`metarec check-model MODULE:FACTORY` runs a model through the contract "
             "a benchmark relies on)"
         ) from exc
-
-
-def _user_rule(protocol: str, rule: dict[str, int]) -> dict[str, Any]:
-    from metarec.evaluation.p1 import P1Split
-    from metarec.evaluation.p2 import P2Split
-
-    standard = (P1Split if protocol == "p1" else P2Split).rule_before_recorded
-    return {} if not rule or rule == standard else {"user_rule": rule}
 
 
 def _split(
@@ -735,7 +729,7 @@ def _command(
     return cmd
 
 
-FOLD_FORMAT = 2  # raised whenever a kept fold's results gain a field the pooling reads
+FOLD_FORMAT = 3  # raised whenever a kept fold's results gain or change a field the record reads
 
 
 def _run_key(
@@ -1035,9 +1029,7 @@ def run_benchmark(
             "max_episodes": max_episodes,
             "folds": folds,
             "split_rule": runs[0]["split_rule"],
-            # only where a --splits file drew its users by a rule of its own (the folds
-            # keep one: check_partition), which the report then states
-            **_user_rule(protocol, runs[0].get("user_rule", {})),
+            **({"user_rule": runs[0]["user_rule"]} if "user_rule" in runs[0] else {}),
             "n_users": pooled["n_users"],
             **(
                 {

@@ -48,7 +48,7 @@ from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
-from metarec.evaluation.splits import SplitFile, check_folds
+from metarec.evaluation.splits import SplitFile, check_folds, has_protocol_rule
 from metarec.models.base import TaskPredictor, check_seed, check_whole
 from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 from metarec.values import is_number
@@ -258,11 +258,7 @@ def check_p1_groups(split: P1Split, n_users: int, name: str, other: str = "") ->
     where it keeps under half of the users, the note to print. ``other``: what else to
     do, said after the reason."""
     kept = len(split.train_users) + len(split.validation_users) + len(split.new_users)
-    whose = (
-        " (MeLU's rule)"
-        if split.rating_bounds() == tuple(P1Split.rule_before_recorded.values())
-        else ""
-    )
+    whose = " (MeLU's rule)" if has_protocol_rule(split) else ""
     said = (
         f"{name}: the P1 holdout keeps users with {split.min_ratings} to "
         f"{split.max_ratings} ratings{whose}: {kept:,} of {n_users:,} users here"

@@ -190,6 +190,12 @@ def user_rule(split: SplitFile) -> dict[str, int]:
     return {name: getattr(split, name) for name in split.rule_before_recorded}
 
 
+def has_protocol_rule(split: SplitFile) -> bool:
+    """Whether the split draws its users by its protocol's own rule (the one a file
+    written before the rule was recorded had), not by one a split file set."""
+    return user_rule(split) == split.rule_before_recorded
+
+
 def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
     """One field of a split file as its annotation says (``from __future__``
     annotations are strings); optional fields may be absent (older files)."""
