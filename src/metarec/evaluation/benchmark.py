@@ -491,8 +491,9 @@ def _p2_abtest(
     like_threshold: float = 4.0,
 ) -> dict[str, Any] | None:
     """P4 in the same run: popularity (A, what a product shows without a model) against
-    the best metarec model at K = 5 (B), replay and team-draft interleaving on the
-    test users."""
+    the metarec model a product would ship (B), replay and team-draft interleaving on
+    the test users. B is chosen before the test, on the validation users
+    (:func:`ab_challenger`)."""
     from metarec.evaluation.abtest import run_abtest
     from metarec.evaluation.p4_split import make_p4_split
     from metarec.io import jsonable
@@ -500,7 +501,7 @@ def _p2_abtest(
     at = result["summary"].get(str(AB_SUPPORT))
     if "popularity" not in models or not at:
         return None
-    best = best_metarec(at, "ndcg@10", lower=False)
+    best, choice = ab_challenger(models, split, ds, index, at, like_threshold)
     p4 = make_p4_split(
         split.frames["test"], split.test_users, support=AB_SUPPORT, seed=seed, dataset=ds.name
     )
@@ -513,7 +514,60 @@ def _p2_abtest(
         users=ds.users,
         threshold=like_threshold,
     )
-    return jsonable({"A": "popularity", "B": best, **report})
+    return jsonable({"A": "popularity", "B": best, **choice, **report})
+
+
+AB_CHOICE_METRIC = "ndcg@10"
+
+
+def ab_challenger(
+    models: Mapping[str, ScoringModel],
+    split: Any,
+    ds: Any,
+    index: dict[str, int],
+    test_summary: dict[str, dict[str, float]],
+    like_threshold: float = 4.0,
+) -> tuple[str, dict[str, Any]]:
+    """The A/B test's arm B and how it was chosen: the metarec model with the best
+    nDCG@10 at K = 5 on the *validation* users, so that the test users judge a model
+    fixed before they were seen (runs before 2026-12-04 chose it on the test users
+    themselves, which leans the test toward B).
+
+    The ensemble is not a candidate: its weights were learned on those same validation
+    users, so its validation figure is in-sample and would win the choice for that
+    reason alone. Where the validation users give no figure (too few, or none with a
+    liked item after their support), B falls back to the best on the test users, and
+    the record says so (``chosen_on``)."""
+    from metarec.evaluation.p2 import evaluate_p2
+
+    candidates = {
+        m: model
+        for m, model in models.items()
+        if m.startswith("metarec-") and not isinstance(model, Ensemble)
+    }
+    if len(candidates) == 1:  # nothing to choose between: fixed before the test
+        return next(iter(candidates)), {"chosen_on": "the only candidate"}
+    frame = split.frames.get("validation")
+    figures: dict[str, float] = {}
+    if len(candidates) > 1 and frame is not None and len(frame):
+        scored = evaluate_p2(
+            candidates,
+            frame,
+            index,
+            ds.users,
+            shots=[AB_SUPPORT],
+            like_threshold=like_threshold,
+        )["summary"].get(str(AB_SUPPORT), {})
+        figures = {
+            m: float(v[AB_CHOICE_METRIC])
+            for m, v in scored.items()
+            if np.isfinite(v.get(AB_CHOICE_METRIC, np.nan))
+        }
+    if figures:
+        best = max(figures, key=lambda m: figures[m])
+        return best, {"chosen_on": "validation users", "choice": figures}
+    best = best_metarec(test_summary, AB_CHOICE_METRIC, lower=False)
+    return best, {"chosen_on": "test users"}
 
 
 def _finite_stat(stat: Callable[[np.ndarray], Any], values: Sequence[float]) -> float:

@@ -438,6 +438,27 @@ def _p2_markdown(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ab_choice(ab: dict[str, Any]) -> str:
+    """How the A/B test's arm B was chosen; a record without ``chosen_on`` is from
+    before B was chosen on the validation users."""
+    on = ab.get("chosen_on", "test users")
+    if on == "the only candidate":
+        return "B is the run's only single metarec model, fixed before the test."
+    if on == "validation users":
+        figures = ", ".join(f"{m} {v:.4f}" for m, v in ab.get("choice", {}).items())
+        return (
+            f"B is the metarec model with the best nDCG@10 at K = {ab['support']} on the "
+            f"validation users ({figures}), fixed before these test users were seen; the "
+            "ensemble, whose weights were learned on the validation users, is not a "
+            "candidate."
+        )
+    return (
+        f"B is the metarec model with the best nDCG@10 at K = {ab['support']} on these "
+        "same test users, chosen after seeing them, so the test leans toward B; "
+        "`metarec abtest RUN_A RUN_B` tests two models fixed in advance."
+    )
+
+
 def render_markdown(record: dict[str, Any]) -> str:
     if record.get("benchmark") == "speed":
         from metarec.evaluation.speed import speed_markdown  # speed.py imports this module
@@ -468,10 +489,7 @@ def render_markdown(record: dict[str, Any]) -> str:
             f"support K = {ab['support']}, top {ab['k']}",
             "",
             "Success: at least one of the top-k items rated >= "
-            f"{record.get('like_threshold', 4):g} after the support period. B is the "
-            f"metarec model with the best nDCG@10 at K = {ab['support']} on these same "
-            "test users, chosen after seeing them, so the test leans toward B; "
-            "`metarec abtest RUN_A RUN_B` tests two models fixed in advance.",
+            f"{record.get('like_threshold', 4):g} after the support period. " + _ab_choice(ab),
             "",
             "| arm | users | success rate | 95 % CI | hits per k |",
             "|---|---|---|---|---|",
