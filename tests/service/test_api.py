@@ -308,6 +308,10 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", events, {"content": b" " * 1_000_001, "headers": js}, 413, "too_large", "bytes"),
         ("POST", events, {"json": ok}, 401, "missing_api_key", "X-API-Key"),
         ("POST", events, {"json": ok, "headers": {"X-API-Key": "no"}}, 401, "invalid_api_key", "X"),
+        # the key comes before routing: without it no write route is confirmed or denied
+        ("POST", "/v1/no-such-route", {"json": ok}, 401, "missing_api_key", "X-API-Key"),
+        ("DELETE", "/v1/items", {}, 401, "missing_api_key", "X-API-Key"),
+        ("POST", "/v1/no-such-route", body(ok), 404, "not_found", "/v1/no-such-route"),
         ("POST", "/v1/users/nobody/events", body(ok), 404, "unknown_user", "nobody"),
         ("GET", "/v1/users/nobody/recommendations", {}, 404, "unknown_user", "nobody"),
         ("GET", "/v1/users/nobody", {}, 404, "unknown_user", "nobody"),

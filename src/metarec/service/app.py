@@ -89,10 +89,12 @@ def is_loopback(host: str | None) -> bool:
 
 
 class ApiKeyGuard:
-    """Write requests under /v1/ need ``X-API-Key``; checked before the body is parsed, so
-    a client without the key learns nothing about validation (the body is read and
-    dropped: answering while it is still arriving would reset the connection and lose
-    the 401). With no key configured, only loopback clients may write.
+    """Write requests under /v1/ need ``X-API-Key``; checked before routing and before the
+    body is parsed, so a client without the key learns nothing about which write routes
+    exist (an unknown path or a wrong method is 401, not 404 or 405) or how bodies are
+    validated (the body is read and dropped: answering while it is still arriving would
+    reset the connection and lose the 401). With no key configured, only loopback
+    clients may write.
 
     ``max_body_bytes``: the body limit's, which :class:`BodyLimit` (outside this guard)
     has already enforced, so the body read and dropped is never longer."""
