@@ -541,9 +541,13 @@ def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
         (lambda r: r["summary"]["5"]["popularity"].update({"ndcg@10": -0.1}),
          "field 'summary.5.popularity.ndcg@10': expected a number >= 0, got -0.1"),
         (lambda r: r["significance"]["5"]["ndcg@10"]["popularity"].update(
-            p_holm=0.12, significant=True),
-         "field 'significance.5.ndcg@10.popularity.significant': expected False for p_holm "
-         "0.12, got True"),
+            p_holm=0.12, p_choice=min(1, 0.12 * r["reference_chosen_from"]["5"]),
+            significant=True),
+         "field 'significance.5.ndcg@10.popularity.significant': expected False for p_choice "
+         "0.48, got True"),
+        # a p_holm edited beside the p_choice it gave
+        (lambda r: r["significance"]["5"]["ndcg@10"]["popularity"].update(p_holm=0.12),
+         "field 'significance.5.ndcg@10.popularity.p_choice': expected 4 x p_holm = 0.48, got"),
     ]:  # fmt: skip
         broken = json.loads(json.dumps(record))
         edit(broken)

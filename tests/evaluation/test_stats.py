@@ -116,6 +116,27 @@ def test_compare_to_peers() -> None:
         compare_to_peers([model], "metarec", ["bias"], lower_is_better=True)  # type: ignore[arg-type]
 
 
+def test_a_reference_picked_from_several_is_judged_by_p_times_their_number() -> None:
+    # p-values by hand: differences +1..+8 all one way give the exact two-sided
+    # Wilcoxon p = 2 / 2^8 = 0.0078125; Holm over one peer leaves it
+    ref = np.arange(1.0, 9.0)
+    per_user = {"ref": ref, "peer": np.zeros(8)}
+    alone = compare_to_peers(per_user, "ref", ["peer"], lower_is_better=False)["peer"]
+    assert alone["p_holm"] == pytest.approx(0.0078125)
+    assert alone["p_choice"] == alone["p_holm"] and alone["significant"]
+    # the best of 6 on the same users: 6 x 0.0078 = 0.047, still a win; of 7, 0.055 is not
+    six = compare_to_peers(per_user, "ref", ["peer"], False, chosen_from=6)["peer"]
+    assert six["p_choice"] == pytest.approx(0.046875) and six["significant"]
+    seven = compare_to_peers(per_user, "ref", ["peer"], False, chosen_from=7)["peer"]
+    assert seven["p_choice"] == pytest.approx(0.0546875) and not seven["significant"]
+    assert seven["p_holm"] == alone["p_holm"]  # the printed p is Holm's, untouched
+    capped = compare_to_peers(per_user, "ref", ["peer"], False, chosen_from=1000)["peer"]
+    assert capped["p_choice"] == 1.0
+    for bad in (0, 2.5, "3", True):
+        with pytest.raises(InputError, match="chosen_from must be a whole number >= 1"):
+            compare_to_peers(per_user, "ref", ["peer"], False, chosen_from=bad)  # type: ignore[arg-type]
+
+
 def test_holm_refuses_what_is_not_a_p_value() -> None:
     # once returned -0.2 for a p of -0.1
     with pytest.raises(ValueError, match=r"p-values must lie in \[0, 1\], got -0.1"):

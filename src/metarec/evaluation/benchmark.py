@@ -43,6 +43,7 @@ from metarec.evaluation.own_models import build as build_own
 from metarec.evaluation.own_models import check_names as check_own_names
 from metarec.evaluation.own_models import fingerprints as own_fingerprints
 from metarec.evaluation.p1 import ALL_STATES
+from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
 from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import json_bytes
@@ -238,9 +239,11 @@ def significance(
     reference: str,
     metrics: Sequence[tuple[str, bool]],
     seed: int,
+    chosen_from: int = 1,
 ) -> dict[str, Any]:
     """``{metric: {peer: comparison}}`` of ``reference`` against every other model
-    that has the metric (Holm over the peers of one metric)."""
+    that has the metric (Holm over the peers of one metric, then Bonferroni over the
+    ``chosen_from`` models the reference was picked from: ``compare_to_peers``)."""
     out: dict[str, Any] = {}
     for metric, lower in metrics:
         values = {
@@ -252,7 +255,9 @@ def significance(
             continue
         peers = [m for m in values if m != reference]
         if peers:
-            out[metric] = compare_to_peers(values, reference, peers, lower, seed=seed)
+            out[metric] = compare_to_peers(
+                values, reference, peers, lower, seed=seed, chosen_from=chosen_from
+            )
     return out
 
 
@@ -269,13 +274,19 @@ def confidence_intervals(
     }
 
 
-def best_metarec(summary: dict[str, dict[str, float]], metric: str, lower: bool) -> str:
-    """The metarec model (single or ensemble) with the best mean on ``metric``."""
-    ours = {
+def metarec_candidates(summary: dict[str, dict[str, float]], metric: str) -> dict[str, float]:
+    """The metarec models (single or ensemble) with a mean on ``metric``: what the
+    reference is picked from."""
+    return {
         m: v[metric]
         for m, v in summary.items()
         if m.startswith("metarec-") and np.isfinite(v.get(metric, np.nan))
     }
+
+
+def best_metarec(summary: dict[str, dict[str, float]], metric: str, lower: bool) -> str:
+    """The metarec model (single or ensemble) with the best mean on ``metric``."""
+    ours = metarec_candidates(summary, metric)
     if not ours:
         raise ConfigError("no metarec model in the run")
     return (min if lower else max)(ours, key=lambda m: ours[m])
@@ -1065,10 +1076,17 @@ def run_benchmark(
         sig: dict[str, Any] = {}
         cis: dict[str, Any] = {}
         reference: dict[str, str] = {}
+        chosen_from: dict[str, int] = {}
         for group, by_model in pooled["summary"].items():
             metric, lower = headline[0]
+            # the reference is the best on these same users, so its tests account for
+            # the choice (compare_to_peers)
             reference[group] = best_metarec(by_model, metric, lower)
-            sig[group] = significance(pooled["per_user"][group], reference[group], headline, seed)
+            chosen_from[group] = len(metarec_candidates(by_model, metric))
+            in_sample = protocol == "p1" and group in P1_IN_SAMPLE
+            sig[group] = {} if in_sample else significance(
+                pooled["per_user"][group], reference[group], headline, seed, chosen_from[group]
+            )  # fmt: skip
             cis[group] = confidence_intervals(
                 pooled["per_user"][group], [m for m, _ in headline], seed
             )
@@ -1097,6 +1115,7 @@ def run_benchmark(
             "std": pooled["std"],
             "ci95": cis,
             "reference": reference,
+            "reference_chosen_from": chosen_from,
             "significance": sig,
             "ensemble_weights": [r["ensemble_weights"] for r in runs],
             "abtest": runs[0].get("abtest"),

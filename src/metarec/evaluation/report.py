@@ -18,6 +18,7 @@ from typing import Any
 
 from metarec.errors import DataError
 from metarec.evaluation.metrics import P1_METRICS
+from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
 from metarec.io import json_bytes, jsonable, write_bytes_atomic
 from metarec.values import is_number, is_whole
 
@@ -57,6 +58,7 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "std": (dict,),
     "ci95": (dict,),
     "reference": (dict,),
+    "reference_chosen_from": (dict,),
     "significance": (dict,),
     "ensemble_weights": (list,),
     "abtest": (dict, None),
@@ -193,11 +195,24 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         ):
             if key not in comp or not check(comp[key]):
                 raise bad(f"{where}.{key}", expected, comp.get(key))
-        if not 0 <= comp["p_holm"] <= 1:
-            raise bad(f"{where}.p_holm", "a p-value in [0, 1]", comp["p_holm"])
-        if comp["significant"] != (comp["p_holm"] < 0.05):  # the mark the legend defines
-            raise bad(f"{where}.significant", f"{comp['p_holm'] < 0.05} for p_holm "
-                      f"{comp['p_holm']:g}", comp["significant"])  # fmt: skip
+        # p_choice: Holm's p times the models the reference was picked from; a record
+        # from before the choice was accounted for judged p_holm alone
+        judged = "p_choice" if "p_choice" in comp else "p_holm"
+        for key in ("p_holm", "p_choice"):
+            if key in comp and not (is_number(comp[key]) and 0 <= comp[key] <= 1):
+                raise bad(f"{where}.{key}", "a p-value in [0, 1]", comp[key])
+        n = record.get("reference_chosen_from", {}).get(where.split(".")[1])
+        if judged == "p_choice" and is_whole(n) and n >= 1:
+            # a hand-edited p_holm beside the p_choice it once gave
+            expect = min(1.0, n * comp["p_holm"])
+            if not math.isclose(comp["p_choice"], expect, rel_tol=1e-9, abs_tol=1e-300):
+                raise bad(f"{where}.p_choice", f"{n} x p_holm = {expect:g}", comp["p_choice"])
+        if comp["significant"] != (comp[judged] < 0.05):  # the mark the legend defines
+            raise bad(f"{where}.significant", f"{comp[judged] < 0.05} for {judged} "
+                      f"{comp[judged]:g}", comp["significant"])  # fmt: skip
+    for where, n in cells("reference_chosen_from", 1):
+        if not is_whole(n) or n < 1:
+            raise bad(where, "a whole number >= 1", n)
 
 
 def _defined(value: float | None) -> bool:
@@ -310,11 +325,34 @@ def _header(record: dict[str, Any]) -> list[str]:
         "**Bold**: best mean (every model tied at it). "
         + ("`p` columns" if record["protocol"] == "p1" else "`(p …)` in the nDCG@10 cells")
         + ": Holm-corrected paired Wilcoxon p-value of the "
-        "reference metarec model against that model, per user; `*` marks a significant "
-        "(p < 0.05) win of the reference, `†` a significant loss.",
+        "reference metarec model against that model, per user; " + _marks_legend(record),
         "",
     ]
     return lines
+
+
+IN_SAMPLE_NOTE = (
+    "In-sample: these are the validation users, whose tasks also chose each network's "
+    "early-stopping epoch, the median cuts and the ensemble's weights, so the figures "
+    "flatter those models; no tests are run here."
+)
+
+
+def _marks_legend(record: dict[str, Any]) -> str:
+    if "reference_chosen_from" not in record:  # before the choice was accounted for
+        return "`*` marks a significant (p < 0.05) win of the reference, `†` a significant loss."
+    return (
+        "the reference is the best metarec model on these same users, picked from N "
+        "(given with it), so `*` marks a win of the reference and `†` a loss that stay "
+        "significant when p is multiplied by N (p · N < 0.05: Bonferroni for the choice, "
+        "which a test of a model named in advance would not need)."
+    )
+
+
+def _reference(record: dict[str, Any], group: str) -> str:
+    """The reference model of a state or K, with how many it was picked from."""
+    n = record.get("reference_chosen_from", {}).get(group)
+    return record["reference"][group] + ("" if n is None else f", best of {n}")
 
 
 def _user_rule(record: dict[str, Any]) -> str:
@@ -365,9 +403,12 @@ def _p1_markdown(record: dict[str, Any]) -> list[str]:
     for state, models in _summary(record).items():
         ref = record["reference"][state]
         std = spread.get(state, {})
+        tested = bool(record["significance"].get(state))
         lines += [
-            f"## {state} ({record['n_users'][state]} users; reference: {ref})",
+            f"## {state} ({record['n_users'][state]} users; "
+            + (f"reference: {_reference(record, state)})" if tested else "no tests)"),
             "",
+            *(() if tested or state not in P1_IN_SAMPLE else (IN_SAMPLE_NOTE, "")),
             "| model | " + " | ".join(P1_COLUMNS) + " | p (mae) | p (ndcg@3) |",
             "|---" * (len(P1_COLUMNS) + 3) + "|",
         ]
@@ -432,7 +473,7 @@ def _p2_markdown(record: dict[str, Any]) -> list[str]:
         lines.append("")
         if metric == "ndcg@10":
             lines += [
-                "Reference per K: " + ", ".join(f"K={k}: {record['reference'][k]}" for k in shots),
+                "Reference per K: " + ", ".join(f"K={k}: {_reference(record, k)}" for k in shots),
                 "",
             ]
     return lines
