@@ -12,7 +12,10 @@ Pure functions on counts (successes of users per arm), tested without models.
   (x + ½ of n + 1, Haldane–Anscombe); the lift itself is the observed one.
   Undefined (NaN) when A has no success: there is no ratio.
 * Two-sided p-value: two-proportion z-test with the pooled rate,
-  z = (p_B − p_A) / sqrt(p̄ (1 − p̄) (1/n_A + 1/n_B)).
+  z = (p_B − p_A) / sqrt(p̄ (1 − p̄) (1/n_A + 1/n_B)), what A/B tools report.
+  It is a normal approximation: with under about 5 expected failures (or
+  successes) an arm, its p is smaller than an exact test's (82 users at 83 %
+  against 95 %: 0.077, Fisher's exact 0.155).
 * Users per arm for 80 % power at α = 0.05 at the observed rates, the pooled
   form (Fleiss):
   n = (z_{1−α/2} sqrt(2 p̄ (1 − p̄)) + z_{1−β} sqrt(p1 (1 − p1) + p2 (1 − p2)))² / (p1 − p2)²,

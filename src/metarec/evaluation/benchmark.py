@@ -544,11 +544,13 @@ def ab_challenger(
     fixed before they were seen (runs before 2026-12-04 chose it on the test users
     themselves, which leans the test toward B).
 
-    The ensemble is not a candidate: its weights were learned on those same validation
-    users, so its validation figure is in-sample and would win the choice for that
-    reason alone. Where the validation users give no figure (too few, or none with a
-    liked item after their support), B falls back to the best on the test users, and
-    the record says so (``chosen_on``)."""
+    The ensemble is not a candidate: its weights were fitted to this very metric on
+    those same validation users, so its validation figure is in-sample and would win
+    the choice for that reason alone. The networks' early stopping (their validation
+    loss) and the episodic ridge's ridge strength (a grid of a few values) read these
+    users too, more lightly; the stacked ranker does not. Where the validation users
+    give no figure (too few, or none with a liked item after their support), B falls
+    back to the best on the test users, and the record says so (``chosen_on``)."""
     from metarec.evaluation.p2 import evaluate_p2
 
     candidates = {

@@ -142,7 +142,9 @@ def compare_to_peers(
     this call's peers), ``p_choice`` = min(1, chosen_from · p_holm),
     ``significant`` = p_choice < alpha, ``better`` = the mean difference points
     the good way (below 0 when lower is better) — so a claim "significantly
-    better" is ``better and significant``.
+    better" is ``better and significant``. The test ranks the differences and the
+    direction is the mean's, so on skewed differences (most users a little better,
+    a few much worse) the two can disagree: read such a mark beside ``ci``.
 
     ``chosen_from``: how many models ``model`` was picked from as the best on these
     same users (a benchmark's reference is its best metarec model). Picking the best
