@@ -22,6 +22,7 @@ from typing import Any
 from metarec.evaluation.benchmark import P1_HEADLINE, P2_HEADLINE, metarec_candidates
 from metarec.evaluation.p1 import IN_SAMPLE
 from metarec.evaluation.report import render_markdown
+from metarec.evaluation.stats import choice_p
 from metarec.io import json_bytes, jsonable, write_bytes_atomic
 
 ALPHA = 0.05
@@ -43,7 +44,7 @@ def rejudge(record: dict[str, Any]) -> dict[str, Any]:
             m: {
                 peer: {
                     **comp,
-                    "p_choice": (p := min(1.0, chosen_from[group] * comp["p_holm"])),
+                    "p_choice": (p := choice_p(comp["p_holm"], chosen_from[group])),
                     "significant": bool(p < ALPHA),
                 }
                 for peer, comp in by_peer.items()

@@ -25,14 +25,14 @@ def world(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     catalogue = encode_catalogue(
         ds.items, "tfidf", cache_dir=tmp_path_factory.mktemp("emb"), progress=False
     )
-    data = TrainingData(split.frames["train"], catalogue, users=ds.users)
+    data = TrainingData.from_split(split.frames, catalogue, ds, seed=0)
     # two stand-ins under metarec names, so that the choice has something to choose
     models = {
         "popularity": make_peer("popularity", 0).fit(data),
         "metarec-pop": make_peer("popularity", 0).fit(data),
         "metarec-knn": make_peer("knn", 0).fit(data),
     }
-    return {"ds": ds, "split": split, "index": catalogue.index, "models": models}
+    return {"ds": ds, "split": split, "index": catalogue.index, "models": models, "data": data}
 
 
 def _validation_figures(world: dict[str, Any], names: list[str]) -> dict[str, float]:
@@ -72,6 +72,18 @@ def test_the_ensemble_is_no_candidate_and_one_model_needs_no_choice(world) -> No
     assert chosen != "metarec-ensemble"
     assert set(record["choice"]) == {"metarec-pop", "metarec-knn"}
 
+    # a seed bag is an Ensemble of equal weights that read no user: a candidate
+    bag = Ensemble(
+        {"a": models["metarec-knn"], "b": models["metarec-knn"]},
+        mode="ranking",
+        fit_members=False,
+        learn_weights=False,
+    )
+    bag.fit(world["data"])
+    models["metarec-knn"] = bag
+    chosen, record = ab_challenger(models, world["split"], world["ds"], world["index"], rigged)
+    assert set(record["choice"]) == {"metarec-pop", "metarec-knn"}
+
     del models["metarec-knn"]
     chosen, record = ab_challenger(models, world["split"], world["ds"], world["index"], rigged)
     assert (chosen, record) == ("metarec-pop", {"chosen_on": "the only candidate"})
@@ -94,7 +106,7 @@ def test_without_validation_figures_b_falls_back_to_the_test_users_and_says_so(w
     [
         (
             {"chosen_on": "validation users", "choice": {"metarec-a": 0.41, "metarec-b": 0.4}},
-            "on the validation users (metarec-a 0.4100, metarec-b 0.4000), fixed before",
+            "on the validation users (metarec-a 0.4100, metarec-b 0.4000), not on these",
         ),
         ({"chosen_on": "the only candidate"}, "only single metarec model, fixed before"),
         ({"chosen_on": "test users"}, "same test users, chosen after seeing them"),

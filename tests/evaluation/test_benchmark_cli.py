@@ -60,6 +60,12 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     sig = record["significance"]["3"]["ndcg@10"]
     assert set(sig) == models - {ref}
     assert all(0 <= s["p_holm"] <= 1 for s in sig.values())
+    # the reference is the best of the metarec models on these users: its marks say so
+    n = record["reference_chosen_from"]["3"]
+    assert n == len({m for m in models if m.startswith("metarec-")}) == 2
+    assert all(s["p_choice"] == pytest.approx(min(1, n * s["p_holm"])) for s in sig.values())
+    assert all(s["significant"] == (s["p_choice"] < 0.05) for s in sig.values())
+    assert f"K=3: {ref}, best of 2" in (tmp_path / "p2-ml-100k.md").read_text()
     # the users the tests rest on, which the report states where fewer than the test users
     assert all(s["n"] == record["n_scored"]["3"] for s in sig.values())
     assert record["n_scored"]["3"] <= record["n_users"]["3"]
@@ -130,6 +136,11 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
     assert cold["popularity"]["mae"] is None  # null (strict JSON): not a rating model
     assert 0.5 < cold["metarec-fomaml"]["mae"] < 1.2
     assert "mae" in record["significance"]["user_cold"]
+    # warm is scored on the users that tuned the models: figures, no tests
+    assert record["significance"]["warm"] == {} and "warm" in record["reference_chosen_from"]
+    comp = record["significance"]["user_cold"]["mae"]["bias"]
+    n = record["reference_chosen_from"]["user_cold"]
+    assert n >= 2 and comp["p_choice"] == pytest.approx(min(1, n * comp["p_holm"]))
     # the bias model with median cuts is reported beside it; its mean MAE is the bias row's
     assert cold["bias-median"]["mae_mean"] == pytest.approx(cold["bias"]["mae"])
     assert cold["bias-median"]["mae"] < cold["bias"]["mae"]

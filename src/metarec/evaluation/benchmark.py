@@ -556,7 +556,8 @@ def ab_challenger(
     candidates = {
         m: model
         for m, model in models.items()
-        if m.startswith("metarec-") and not isinstance(model, Ensemble)
+        # a seed bag is an Ensemble too, of equal weights that read no user
+        if m.startswith("metarec-") and not (isinstance(model, Ensemble) and model.learn_weights)
     }
     if len(candidates) == 1:  # nothing to choose between: fixed before the test
         return next(iter(candidates)), {"chosen_on": "the only candidate"}

@@ -19,6 +19,7 @@ from typing import Any
 from metarec.errors import DataError
 from metarec.evaluation.metrics import P1_METRICS
 from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
+from metarec.evaluation.stats import choice_p
 from metarec.io import json_bytes, jsonable, write_bytes_atomic
 from metarec.values import is_number, is_whole
 
@@ -195,16 +196,22 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         ):
             if key not in comp or not check(comp[key]):
                 raise bad(f"{where}.{key}", expected, comp.get(key))
-        # p_choice: Holm's p times the models the reference was picked from; a record
-        # from before the choice was accounted for judged p_holm alone
-        judged = "p_choice" if "p_choice" in comp else "p_holm"
+        # p_choice: Holm's p times the models the reference was picked from (the legend
+        # says so where the record has reference_chosen_from); a record from before the
+        # choice was accounted for judged p_holm alone
+        judged = "p_choice" if "reference_chosen_from" in record else "p_holm"
         for key in ("p_holm", "p_choice"):
-            if key in comp and not (is_number(comp[key]) and 0 <= comp[key] <= 1):
-                raise bad(f"{where}.{key}", "a p-value in [0, 1]", comp[key])
-        n = record.get("reference_chosen_from", {}).get(where.split(".")[1])
-        if judged == "p_choice" and is_whole(n) and n >= 1:
+            if (key in comp or key == judged) and not (
+                is_number(comp.get(key)) and 0 <= comp[key] <= 1
+            ):
+                raise bad(f"{where}.{key}", "a p-value in [0, 1]", comp.get(key))
+        if judged == "p_choice":
+            group = where.split(".")[1]  # a P1 state or a K: never dotted
+            n = record["reference_chosen_from"].get(group)
+            if not is_whole(n) or n < 1:
+                raise bad(f"reference_chosen_from.{group}", "a whole number >= 1", n)
             # a hand-edited p_holm beside the p_choice it once gave
-            expect = min(1.0, n * comp["p_holm"])
+            expect = choice_p(comp["p_holm"], n)
             if not math.isclose(comp["p_choice"], expect, rel_tol=1e-9, abs_tol=1e-300):
                 raise bad(f"{where}.p_choice", f"{n} x p_holm = {expect:g}", comp["p_choice"])
         if comp["significant"] != (comp[judged] < 0.05):  # the mark the legend defines
@@ -253,15 +260,17 @@ def _sig_note(record: dict[str, Any], group: str, metric: str, model: str) -> st
     mark = "†" if comp["significant"] and not comp["better"] else ""
     if comp["significant"] and comp["better"]:
         mark = "*"
-    return f"{_fmt_p(comp['p_holm'])}{mark}"
+    n = record.get("reference_chosen_from", {}).get(group, 1)
+    return f"{_fmt_p(comp['p_holm'], 0.05 / n)}{mark}"
 
 
-def _fmt_p(p: float) -> str:
-    """``p`` to two significant digits, or more where two would cross 0.05: 0.0499 read
-    0.05* against a legend that marks p < 0.05."""
+def _fmt_p(p: float, threshold: float = 0.05) -> str:
+    """``p`` to two significant digits, or more where two would cross ``threshold``:
+    0.0499 read 0.05* against a legend that marks p < 0.05 (or 0.0083 against a mark
+    at 0.05 / 6, which 0.008334 misses)."""
     for digits in (2, 3, 4, 6):
         text = f"{p:.{digits}g}"
-        if (float(text) < 0.05) == (p < 0.05):
+        if (float(text) < threshold) == (p < threshold):
             return text
     return repr(p)
 
@@ -418,7 +427,7 @@ def _p1_markdown(record: dict[str, Any]) -> list[str]:
             for c in P1_COLUMNS:
                 cell = _fmt(vals.get(c), std.get(name, {}).get(c) if record["folds"] > 1 else None)
                 cells.append(f"**{cell}**" if name in best[c] else cell)
-            label = f"{name} (ref)" if name == ref else name
+            label = f"{name} (ref)" if name == ref and tested else name
             lines.append(
                 f"| {label} | "
                 + " | ".join(cells)
@@ -489,9 +498,8 @@ def _ab_choice(ab: dict[str, Any]) -> str:
         figures = ", ".join(f"{m} {v:.4f}" for m, v in ab.get("choice", {}).items())
         return (
             f"B is the metarec model with the best nDCG@10 at K = {ab['support']} on the "
-            f"validation users ({figures}), fixed before these test users were seen; the "
-            "ensemble, whose weights were learned on the validation users, is not a "
-            "candidate."
+            f"validation users ({figures}), not on these test users; the ensemble, whose "
+            "weights were learned on the validation users, is not a candidate."
         )
     return (
         f"B is the metarec model with the best nDCG@10 at K = {ab['support']} on these "

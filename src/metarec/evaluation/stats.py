@@ -125,6 +125,14 @@ def paired_bootstrap_ci(
     return bootstrap_ci(_paired(a, b, "paired_bootstrap_ci"), n_boot=n_boot, seed=seed, level=level)
 
 
+def choice_p(p_holm: float, chosen_from: int) -> float:
+    """Holm's p of a model picked as the best of ``chosen_from`` on the same users,
+    times their number (Bonferroni over the choice), at most 1; NaN stays NaN."""
+    if not np.isfinite(p_holm):
+        return float("nan")
+    return min(1.0, chosen_from * float(p_holm))
+
+
 def compare_to_peers(
     per_user: Mapping[str, Sequence[float] | np.ndarray],
     model: str,
@@ -201,7 +209,7 @@ def compare_to_peers(
     adjusted = holm([r["p"] for r in rows.values()])
     for r, p_holm in zip(rows.values(), adjusted, strict=True):
         r["p_holm"] = float(p_holm)
-        r["p_choice"] = min(1.0, chosen_from * float(p_holm))
-        r["significant"] = bool(np.isfinite(p_holm) and r["p_choice"] < alpha)
+        r["p_choice"] = choice_p(float(p_holm), chosen_from)
+        r["significant"] = bool(np.isfinite(r["p_choice"]) and r["p_choice"] < alpha)
         r["better"] = bool(r["mean_diff"] < 0 if lower_is_better else r["mean_diff"] > 0)
     return rows
