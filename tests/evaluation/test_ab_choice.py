@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from metarec.data import load_dataset
+from metarec.data.tasks import liked_query_items
 from metarec.evaluation.benchmark import AB_SUPPORT, ab_challenger
-from metarec.evaluation.p2 import evaluate_p2, make_p2_split
+from metarec.evaluation.p2 import evaluate_p2, make_p2_split, shot_tasks
 from metarec.evaluation.report import render_markdown
 from metarec.models.base import TrainingData
 from metarec.models.ensemble import Ensemble
@@ -57,6 +58,10 @@ def test_b_is_the_best_on_the_validation_users_whatever_the_test_users_say(world
     assert chosen == best
     assert record["chosen_on"] == "validation users"
     assert record["choice"] == pytest.approx(truth)
+    # the users with a liked item after their first 5 ratings: what the choice rests on
+    tasks, _ = shot_tasks(world["split"].frames["validation"], world["index"], AB_SUPPORT)
+    liked = sum(len(x) > 0 for x in liked_query_items(tasks, 4.0))
+    assert record["choice_users"] == liked and 0 < liked <= len(tasks)
 
 
 def test_the_ensemble_is_no_candidate_and_one_model_needs_no_choice(world) -> None:
@@ -107,6 +112,10 @@ def test_without_validation_figures_b_falls_back_to_the_test_users_and_says_so(w
         (
             {"chosen_on": "validation users", "choice": {"metarec-a": 0.41, "metarec-b": 0.4}},
             "on the validation users (metarec-a 0.4100, metarec-b 0.4000), not on these",
+        ),
+        (
+            {"chosen_on": "validation users", "choice": {"metarec-a": 0.4}, "choice_users": 1200},
+            "on the 1,200 validation users (metarec-a 0.4000)",
         ),
         ({"chosen_on": "the only candidate"}, "only single metarec model, fixed before"),
         ({"chosen_on": "test users"}, "same test users, chosen after seeing them"),

@@ -549,8 +549,9 @@ def ab_challenger(
     the choice for that reason alone. The networks' early stopping (their validation
     loss) and the episodic ridge's ridge strength (a grid of a few values) read these
     users too, more lightly; the stacked ranker does not. Where the validation users
-    give no figure (too few, or none with a liked item after their support), B falls
-    back to the best on the test users, and the record says so (``chosen_on``)."""
+    give no figure (none, or none with a liked item after their support), B falls
+    back to the best on the test users, and the record says so (``chosen_on``); how
+    many validation users the choice rests on is recorded (``choice_users``)."""
     from metarec.evaluation.p2 import evaluate_p2
 
     candidates = {
@@ -563,15 +564,18 @@ def ab_challenger(
         return next(iter(candidates)), {"chosen_on": "the only candidate"}
     frame = split.frames.get("validation")
     figures: dict[str, float] = {}
+    users = 0
     if len(candidates) > 1 and frame is not None and len(frame):
-        scored = evaluate_p2(
+        result = evaluate_p2(
             candidates,
             frame,
             index,
             ds.users,
             shots=[AB_SUPPORT],
             like_threshold=like_threshold,
-        )["summary"].get(str(AB_SUPPORT), {})
+        )
+        scored = result["summary"].get(str(AB_SUPPORT), {})
+        users = _n_scored(result["per_user"]).get(str(AB_SUPPORT), 0)
         figures = {
             m: float(v[AB_CHOICE_METRIC])
             for m, v in scored.items()
@@ -579,7 +583,7 @@ def ab_challenger(
         }
     if figures:
         best = max(figures, key=lambda m: figures[m])
-        return best, {"chosen_on": "validation users", "choice": figures}
+        return best, {"chosen_on": "validation users", "choice": figures, "choice_users": users}
     best = best_metarec(test_summary, AB_CHOICE_METRIC, lower=False)
     return best, {"chosen_on": "test users"}
 

@@ -496,9 +496,10 @@ def _ab_choice(ab: dict[str, Any]) -> str:
         return "B is the run's only single metarec model, fixed before the test."
     if on == "validation users":
         figures = ", ".join(f"{m} {v:.4f}" for m, v in ab.get("choice", {}).items())
+        users = f"{ab['choice_users']:,} " if "choice_users" in ab else ""
         return (
             f"B is the metarec model with the best nDCG@10 at K = {ab['support']} on the "
-            f"validation users ({figures}), not on these test users; the ensemble, whose "
+            f"{users}validation users ({figures}), not on these test users; the ensemble, whose "
             "weights were learned on the validation users, is not a candidate."
         )
     return (
