@@ -129,3 +129,11 @@ def test_the_report_says_how_b_was_chosen(choice: dict[str, Any], said: str) -> 
     record["abtest"] = {**ab, **choice}
     text = render_markdown(record)
     assert said in text
+
+
+def test_the_report_gives_fishers_exact_p_where_the_record_has_it() -> None:
+    committed = Path(__file__).parents[2] / "benchmarks/results/p2-ml-100k.json"
+    record = json.loads(committed.read_text())
+    assert "Fisher" not in render_markdown(record)  # recorded before it was computed
+    record["abtest"]["replay"]["p_exact"] = 0.1549
+    assert "two-sided; Fisher's exact p = 0.155); users per arm" in render_markdown(record)

@@ -15,7 +15,13 @@ import pytest
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, InputError
-from metarec.evaluation.ab_stats import lift_ci, two_proportion_test, users_per_arm, wilson_ci
+from metarec.evaluation.ab_stats import (
+    fisher_exact_p,
+    lift_ci,
+    two_proportion_test,
+    users_per_arm,
+    wilson_ci,
+)
 from metarec.evaluation.abtest import format_report, replay_hits, replay_report, run_abtest
 from metarec.evaluation.interleaving import interleave_credits, interleave_report, team_draft
 from metarec.evaluation.p1 import make_p1_split
@@ -191,6 +197,26 @@ def test_replay_hits_by_hand() -> None:
     success, rate = replay_hits(top, liked, 3)
     assert success.tolist() == [True, False, False]
     np.testing.assert_allclose(rate, [2 / 3, 0, 0])
+
+
+def test_fisher_exact_p_by_hand() -> None:
+    # 3/3 against 0/3: of the C(6, 3) = 20 tables with these margins, the observed one
+    # and its mirror (0/3 against 3/3) are as extreme, each of probability 1/20
+    assert fisher_exact_p(3, 3, 0, 3) == pytest.approx(2 / 20)
+    # 1/2 against 1/2 is the most likely table: nothing is as unlikely, p = 1
+    assert fisher_exact_p(1, 2, 1, 2) == pytest.approx(1.0)
+    # where the z-test's normal approximation is poor (4.5 expected failures an arm),
+    # the exact p is larger: 34/41 against 39/41 gives 0.077 by z and 0.155 exactly
+    assert two_proportion_test(34, 41, 39, 41)[1] == pytest.approx(0.0773, abs=1e-4)
+    assert fisher_exact_p(34, 41, 39, 41) == pytest.approx(0.1549, abs=1e-4)
+    assert math.isnan(fisher_exact_p(0, 0, 3, 5))
+    with pytest.raises(InputError, match="need 0 <= x_b <= n_b, got x_b=6"):
+        fisher_exact_p(1, 5, 6, 5)
+    report = replay_report(np.array([1, 1, 1, 0, 0, 0], bool), np.zeros(6), list("AAABBB"))
+    assert report["p_exact"] == pytest.approx(0.1)
+    head = {"dataset": "d", "users": 6, "support": 5, "k": 10, "seed": 0, "threshold": 4}
+    text = format_report(head | {"replay": report}, {"A": "a", "B": "b"})
+    assert "(two-proportion z-test, two-sided); Fisher's exact p = 0.1" in text
 
 
 def test_proportion_statistics_by_hand() -> None:

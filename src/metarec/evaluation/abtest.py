@@ -33,7 +33,13 @@ from metarec.data.features import user_rows
 from metarec.data.schema import has_timestamps
 from metarec.data.tasks import Task, liked_query_items
 from metarec.errors import ConfigError, DataError, InputError
-from metarec.evaluation.ab_stats import lift_ci, two_proportion_test, users_per_arm, wilson_ci
+from metarec.evaluation.ab_stats import (
+    fisher_exact_p,
+    lift_ci,
+    two_proportion_test,
+    users_per_arm,
+    wilson_ci,
+)
 from metarec.evaluation.interleaving import interleave_credits, interleave_report, team_draft
 from metarec.evaluation.metrics import hit_matrix
 from metarec.evaluation.p4_split import (
@@ -53,6 +59,7 @@ __all__ = [
     "Method",
     "P4Split",
     "check_users_spec",
+    "fisher_exact_p",
     "format_report",
     "id_list",
     "interleave_credits",
@@ -141,6 +148,8 @@ def replay_report(
         "z": z,
         "p": p,
         "test": "two-proportion z-test (pooled), two-sided",
+        "p_exact": fisher_exact_p(a["successes"], a["users"], b["successes"], b["users"]),
+        "exact_test": "Fisher's exact test, two-sided",
         "users_per_arm_80": users_per_arm(a["rate"], b["rate"]),
         "power_formula": "pooled (Fleiss), alpha 0.05 two-sided, power 0.8",
     }
@@ -276,7 +285,8 @@ def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
         lines += [
             f"lift (B/A - 1): {pct(rep['lift'])}  95% CI [{pct(rep['lift_ci'][0])}, "
             f"{pct(rep['lift_ci'][1])}] (delta method, log ratio)",
-            f"p = {num(rep['p'], '.4g')} (two-proportion z-test, two-sided)",
+            f"p = {num(rep['p'], '.4g')} (two-proportion z-test, two-sided)"
+            + (f"; Fisher's exact p = {num(rep['p_exact'], '.4g')}" if "p_exact" in rep else ""),
             "users per arm for 80% power at alpha 0.05 at these rates: " + power,
         ]
     inter = report.get("interleave")

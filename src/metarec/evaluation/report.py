@@ -550,7 +550,9 @@ def render_markdown(record: dict[str, Any]) -> str:
             "",
             f"Lift B/A − 1: {num(rp['lift'], '+.1%')} (95 % CI {num(rp['lift_ci'][0], '+.1%')} "
             f"to {num(rp['lift_ci'][1], '+.1%')}), p = {num(rp['p'], '.3g')} "
-            f"({rp['test']}); users per arm for 80 % power: "
+            f"({rp['test']}"
+            + (f"; Fisher's exact p = {num(rp['p_exact'], '.3g')}" if "p_exact" in rp else "")
+            + "); users per arm for 80 % power: "
             f"{num(rp['users_per_arm_80'], ',.0f')}.",
             "",
         ]
