@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from scipy.stats import norm
 
 from metarec.errors import InputError
@@ -98,7 +99,7 @@ def fisher_exact_p(x_a: int, n_a: int, x_b: int, n_b: int) -> float:
     _counts("fisher_exact_p", ("x_a", x_a, "n_a", n_a), ("x_b", x_b, "n_b", n_b))
     if n_a <= 0 or n_b <= 0:
         return float("nan")
-    table = [[x_a, n_a - x_a], [x_b, n_b - x_b]]
+    table = np.array([[x_a, n_a - x_a], [x_b, n_b - x_b]], dtype=np.int64)
     return float(min(1.0, fisher_exact(table, alternative="two-sided").pvalue))
 
 
