@@ -59,7 +59,6 @@ __all__ = [
     "Method",
     "P4Split",
     "check_users_spec",
-    "fisher_exact_p",
     "format_report",
     "id_list",
     "interleave_credits",
