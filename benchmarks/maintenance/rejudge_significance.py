@@ -19,8 +19,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from metarec.evaluation.benchmark import P1_HEADLINE, P2_HEADLINE, metarec_candidates
-from metarec.evaluation.p1 import IN_SAMPLE
+from metarec.evaluation.benchmark import (
+    P1_HEADLINE,
+    P2_HEADLINE,
+    is_tested,
+    metarec_candidates,
+)
 from metarec.evaluation.report import render_markdown
 from metarec.evaluation.stats import choice_p
 from metarec.io import json_bytes, jsonable, write_bytes_atomic
@@ -37,7 +41,7 @@ def rejudge(record: dict[str, Any]) -> dict[str, Any]:
     }
     significance: dict[str, Any] = {}
     for group, by_metric in record["significance"].items():
-        if record["protocol"] == "p1" and group in IN_SAMPLE:
+        if not is_tested(record["protocol"], group):
             significance[group] = {}
             continue
         significance[group] = {

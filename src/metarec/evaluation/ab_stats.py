@@ -29,7 +29,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import fisher_exact, norm
 
 from metarec.errors import InputError
 from metarec.values import is_number, is_whole
@@ -94,8 +94,6 @@ def fisher_exact_p(x_a: int, n_a: int, x_b: int, n_b: int) -> float:
     """Fisher's exact test of the 2x2 table (successes, failures) x (A, B), two-sided:
     the z-test's companion where an arm expects few failures or successes, whose
     normal approximation then understates p. NaN for an empty arm."""
-    from scipy.stats import fisher_exact
-
     _counts("fisher_exact_p", ("x_a", x_a, "n_a", n_a), ("x_b", x_b, "n_b", n_b))
     if n_a <= 0 or n_b <= 0:
         return float("nan")

@@ -284,6 +284,12 @@ def metarec_candidates(summary: dict[str, dict[str, float]], metric: str) -> dic
     }
 
 
+def is_tested(protocol: str, group: str) -> bool:
+    """Whether a P1 state or P2 support size gets significance tests: P1's in-sample
+    states (warm) get figures only."""
+    return not (protocol == "p1" and group in P1_IN_SAMPLE)
+
+
 def best_metarec(summary: dict[str, dict[str, float]], metric: str, lower: bool) -> str:
     """The metarec model (single or ensemble) with the best mean on ``metric``."""
     ours = metarec_candidates(summary, metric)
@@ -565,7 +571,7 @@ def ab_challenger(
     frame = split.frames.get("validation")
     figures: dict[str, float] = {}
     users = 0
-    if len(candidates) > 1 and frame is not None and len(frame):
+    if candidates and frame is not None and len(frame):
         result = evaluate_p2(
             candidates,
             frame,
@@ -1090,10 +1096,10 @@ def run_benchmark(
             # the choice (compare_to_peers)
             reference[group] = best_metarec(by_model, metric, lower)
             chosen_from[group] = len(metarec_candidates(by_model, metric))
-            in_sample = protocol == "p1" and group in P1_IN_SAMPLE
-            sig[group] = {} if in_sample else significance(
+            tested = is_tested(protocol, group)
+            sig[group] = significance(
                 pooled["per_user"][group], reference[group], headline, seed, chosen_from[group]
-            )  # fmt: skip
+            ) if tested else {}  # fmt: skip
             cis[group] = confidence_intervals(
                 pooled["per_user"][group], [m for m, _ in headline], seed
             )
