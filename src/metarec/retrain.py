@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.config import TrainConfig
 from metarec.data.features import user_rows
 from metarec.errors import ConfigError
+from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
 
 FEEDBACK_PREFIX = "feedback:"  # keeps service user ids apart from the dataset's
@@ -262,11 +264,9 @@ def _retrain(
     t0: float,
 ) -> RetrainResult:
     from metarec.data.spec import load_from_spec, names_data, spec_problem
-    from metarec.io import jsonable, save_json
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
-    from metarec.trained_users import save_trained_users
 
     problem = None if spec is None else spec_problem(spec)
     if problem is not None:
@@ -384,30 +384,53 @@ def _retrain(
     )
     result.seconds = time.perf_counter() - t0
     if result.written:
-        # what keeps `abtest` from testing the new model on users it learned from (the
-        # held-out users are not among them)
-        save_trained_users(out, {*train["user_id"].astype(str), *validation["user_id"].astype(str)})
-        new.save(out)
-        save_json(out / "config.json", cfg.to_dict())
-        save_json(
-            out / "retrain.json",
-            jsonable(
-                {  # a loss that could not be measured is null, not NaN (strict JSON)
-                    "retrained_from": str(run),
-                    "metric": metric,  # what old_mae and new_mae hold
-                    "old_mae": old_mae,
-                    "new_mae": new_mae,
-                    "n_eval_users": n_eval,
-                    "accepted": accepted,
-                    "forced": force and not accepted,
-                    "feedback_users": result.n_feedback_users,
-                    "feedback_ratings": result.n_feedback_ratings,
-                    **result.details,
-                }
-            ),
-        )
-        save_json(out / HELD_OUT_FILE, {"rule": held_rule, "users": sorted(held)})
+        # staged and moved into place whole: a run stopped part way (before heldout.json,
+        # say) would load, and the next round of the loop would judge it on other users
+        with staged_folder(out) as folder:
+            # what keeps `abtest` from testing the new model on users it learned from
+            # (the held-out users are not among them)
+            trained = {*train["user_id"].astype(str), *validation["user_id"].astype(str)}
+            _write_new_run(folder, new, cfg, result, run, force, (held_rule, held), trained)
     return result
+
+
+def _write_new_run(
+    folder: Path,
+    new: Recommender,
+    cfg: TrainConfig,
+    result: RetrainResult,
+    run: Path,
+    force: bool,
+    held_out: tuple[str, Collection[str]],
+    trained: set[str],
+) -> None:
+    """The retrained run's files: the model, its config, the retrain's verdict and the
+    users it was judged on, so the next round of the loop is judged on the same ones."""
+    from metarec.io import jsonable, save_json
+    from metarec.trained_users import save_trained_users
+
+    save_trained_users(folder, trained)
+    new.save(folder)
+    save_json(folder / "config.json", cfg.to_dict())
+    save_json(
+        folder / "retrain.json",
+        jsonable(
+            {  # a loss that could not be measured is null, not NaN (strict JSON)
+                "retrained_from": str(run),
+                "metric": result.metric,  # what old_mae and new_mae hold
+                "old_mae": result.old_mae,
+                "new_mae": result.new_mae,
+                "n_eval_users": result.n_eval_users,
+                "accepted": result.accepted,
+                "forced": force and not result.accepted,
+                "feedback_users": result.n_feedback_users,
+                "feedback_ratings": result.n_feedback_ratings,
+                **result.details,
+            }
+        ),
+    )
+    rule, users = held_out
+    save_json(folder / HELD_OUT_FILE, {"rule": rule, "users": sorted(users)})
 
 
 def _users_frame(

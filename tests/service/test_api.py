@@ -937,6 +937,12 @@ def test_a_request_target_the_routes_would_misread_is_refused(live_server: str) 
         # %ff decoded with replacement named the user "\ufffd"
         r = c.get("/v1/users/%ff")
         assert r.status_code == 400 and "not UTF-8" in r.json()["error"]["message"], r.text
+        # and in the query: searched for, or named as an unknown candidate, as "\ufffd"
+        for target in ("/v1/items?q=%ff", "/v1/users/nobody/recommendations?candidates=%ff"):
+            r = c.get(target)
+            assert r.status_code == 400, (target, r.text)
+            assert "query string is not UTF-8" in r.json()["error"]["message"]
+        assert c.get("/v1/items?q=%C3%A9").status_code == 200  # é, well formed
         # the last of two values won without a word
         r = c.get("/v1/items?limit=2&limit=3")
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"

@@ -110,6 +110,50 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
 
 
 @pytest.mark.slow
+def test_a_retrain_stopped_while_writing_leaves_no_run(
+    service_run: Path,
+    feedback_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Stopped before its last file, the new run loaded (its model was written) without
+    heldout.json, and the next round judged it on another set of users."""
+    import metarec.io
+
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "runs" / "retrained"
+    argv = [
+        "retrain",
+        str(service_run),
+        "--db",
+        feedback_db,
+        "--out",
+        str(out),
+        "--tolerance",
+        "10",
+    ]
+    save_json = metarec.io.save_json
+
+    def stop_at_the_last_file(path: Path, *args: object, **kwargs: object) -> None:
+        if Path(path).name == "heldout.json":
+            raise KeyboardInterrupt  # what SIGTERM and Ctrl-C raise
+        save_json(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metarec.io, "save_json", stop_at_the_last_file)
+    assert main(argv + FAST) == 130
+    capsys.readouterr()
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir()] == [], "a staged folder was left behind"
+    monkeypatch.setattr(metarec.io, "save_json", save_json)
+    assert main(argv + FAST) == 0, capsys.readouterr().err  # not refused as existing
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "heldout.json", "items.json", "model.safetensors",
+        "recommender.json", "retrain.json", "trained-users.json",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
 def test_retrain_refuses_a_model_that_is_not_good_enough(
     service_run: Path,
     feedback_db: str,

@@ -282,7 +282,7 @@ def save_ensemble(
             raise ModelError(f"ensemble member {m.name!r} has a different catalogue")
     check_target(target)
 
-    with _staged(target) as tmp:
+    with staged_folder(target) as tmp:
         members = []
         for i, (name, model) in enumerate(ens.members.items()):
             rel = f"members/{i}"
@@ -317,7 +317,7 @@ def save_ensemble(
 
 
 @contextmanager
-def _staged(target: Path) -> Iterator[Path]:
+def staged_folder(target: Path) -> Iterator[Path]:
     """A fresh folder to write ``target``'s files into, moved into place when the block
     ends and removed if it fails, so ``target`` is always whole: old or new.
 
@@ -492,7 +492,7 @@ def save_model(model: ScoringModel, directory: str | Path) -> Path:
     target = Path(directory).absolute()
     state = None if isinstance(model, MetaModel) else _peer_state(model.name, model, alone=True)
     check_target(target, MODEL_MANIFEST, "a model")
-    with _staged(target) as tmp:
+    with staged_folder(target) as tmp:
         entry = _write_member(model, tmp, state)
         manifest = {
             "format": MODEL_FORMAT,

@@ -437,15 +437,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @in_thread_pool
     def get_item(item_id: Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]) -> Any:
         s = served(wait=True)
-        idx = s.rec.item_index.get(item_id)
-        if idx is None:
-            raise ApiError(404, "unknown_item", f"unknown item {item_id!r}")
-        return {
-            "item_id": item_id,
-            "title": s.titles[idx],
-            "text": str(s.rec.items["text"].iat[idx]),
-            "n_ratings": int(s.rec.popularity[idx]),
-        }
+        with s.lock.read():  # an item being added is in the index before its title
+            idx = s.rec.item_index.get(item_id)
+            if idx is None:
+                raise ApiError(404, "unknown_item", f"unknown item {item_id!r}")
+            return {
+                "item_id": item_id,
+                "title": s.titles[idx],
+                "text": str(s.rec.items["text"].iat[idx]),
+                "n_ratings": int(s.rec.popularity[idx]),
+            }
 
     @app.put(
         "/v1/items",
@@ -515,19 +516,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         s = served()
         lo_hi = s.rec.rating_range
         negatives = reads_negatives(s.rec)
-        history = []
-        for ev in store.events_for(user_id, limit=settings.max_history_returned):
-            idx = s.rec.item_index.get(ev.item_id)
-            history.append(
-                {
-                    "item_id": ev.item_id,
-                    "title": None if idx is None else s.titles[idx],
-                    "type": ev.type,
-                    "value": ev.value,
-                    "rating": event_rating(ev.type, ev.value, lo_hi, negatives=negatives),
-                    "timestamp": ev.timestamp,
-                }
-            )
+        events = list(store.events_for(user_id, limit=settings.max_history_returned))
+        with s.lock.read():  # an item being added is in the index before its title
+            titles = [
+                None if (idx := s.rec.item_index.get(ev.item_id)) is None else s.titles[idx]
+                for ev in events
+            ]
+        history = [
+            {
+                "item_id": ev.item_id,
+                "title": title,
+                "type": ev.type,
+                "value": ev.value,
+                "rating": event_rating(ev.type, ev.value, lo_hi, negatives=negatives),
+                "timestamp": ev.timestamp,
+            }
+            for ev, title in zip(events, titles, strict=True)
+        ]
         return {
             "user_id": user_id,
             "features": user.features,

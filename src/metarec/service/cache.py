@@ -1,9 +1,10 @@
 """A bounded, thread-safe LRU cache of adapted users, and a readers–writer lock.
 
-A cached entry is only valid for the feedback it was adapted on: the key
-carries the model generation and the user's latest event row id, so a new
-event or a model swap makes old entries unreachable even if an invalidation
-raced with a request that was still adapting; :meth:`AdaptationCache.invalidate`
+A cached entry is only valid for the model and feedback it was adapted on: the
+key carries the model's generation and revision and the user's number of events,
+so a new event, a model swap or an in-place change of the model makes old
+entries unreachable even if an invalidation raced with a request that was still
+adapting; :meth:`AdaptationCache.invalidate`
 frees them early.
 """
 

@@ -273,7 +273,14 @@ def _target_problem(scope: Scope) -> tuple[int, str, str] | None:
         urllib.parse.unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         return 400, "bad_request", "the request path is not UTF-8 once its %-escapes are decoded"
-    query = scope.get("query_string", b"").decode("latin-1")
+    raw_query = scope.get("query_string", b"")
+    try:
+        # the framework decodes with replacement: "%ff" would be searched, or named as an
+        # unknown item, as U+FFFD, which the client never sent
+        urllib.parse.unquote_to_bytes(raw_query).decode("utf-8")
+    except UnicodeDecodeError:
+        return 400, "bad_request", "the query string is not UTF-8 once its %-escapes are decoded"
+    query = raw_query.decode("latin-1")
     names = [name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

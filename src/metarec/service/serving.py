@@ -8,9 +8,13 @@ the model under a request in flight: the old object simply stops being
 handed out. Adding items changes a model in place, under its write lock;
 scoring holds the read lock.
 
-Adapted users are cached (bounded LRU) under ``(generation, number of
-events)``: events are only ever added, so a user's count grows with every
-piece of feedback and a stale adaptation can never be served. After a
+Adapted users are cached (bounded LRU) under ``(generation, revision, number
+of events)``: events are only ever added, so a user's count grows with every
+piece of feedback, and a change of the model in place that adaptation reads (a
+re-encoded item, a fold-in) bumps the revision under the write lock, so a stale
+adaptation can never be served, even one a request finished and cached after
+the change had cleared the cache. Readers of the catalogue (titles, ids,
+search) hold the read lock too: adding items rebuilds them under the write lock. After a
 restart the cache is empty and each user is re-adapted from the store on
 their first request. For an ensemble the cached state is the user's blended
 catalogue scores (every member adapted once), so a cached request is a sort;
@@ -113,6 +117,9 @@ class Served:
     generation: int
     folder: Path  # the folder ``run`` led to when loaded (links resolved)
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
+    # bumped under the write lock when the model changes in place in a way a user's
+    # adaptation depends on (a re-encoded item, a fold-in): part of the cache key
+    revision: int = 0
     titles: list[str] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
     folded: list[str] = field(default_factory=list)
@@ -443,6 +450,8 @@ class ModelHolder:
                         # a re-encoded item's offset was fitted to its old vector: fold
                         # in again up to the same cut-off, as a load of (run, store) does
                         self._fold_in(served.rec, self._ref.events_upto)
+                    if updated:
+                        served.revision += 1
                     served.refresh()
                 # stored once the model took them (a refused item is never stored, so no
                 # later start fails on it), and acknowledged once stored
@@ -450,7 +459,7 @@ class ModelHolder:
             except Exception as exc:
                 refused = exc
             if refused is None and updated:
-                self.cache.clear()  # users who rated a re-encoded item adapt anew
+                self.cache.clear()  # users who rated a re-encoded item adapt anew: free early
         if refused is not None:
             # the model may have taken part of the change (an update before an add, an
             # ensemble's first members): serve (run, store) read afresh, as a restart would
@@ -481,7 +490,8 @@ class ModelHolder:
             upto = self.store.last_event_id()  # what every process then learns from
             with served.lock.write(), TORCH_LOCK:
                 summary = self._fold_in(rec, upto)
-            self.cache.clear()  # adaptation reads the corrected item biases
+                served.revision += 1
+            self.cache.clear()  # adaptation reads the corrected item biases: free them early
             base = self._ref or ServedRef(str(served.run), str(served.folder), None)
             # the others fold in as they reload; refused if a reload (say) landed while
             # this folded in, which the new ref would otherwise undo
@@ -514,7 +524,9 @@ class ModelHolder:
 
     # -- users ----------------------------------------------------------------
     def user_state(self, served: Served, user: UserSummary) -> UserState:
-        version = (served.generation, user.n_events)
+        # read before adapting: an adaptation that began before an in-place change is
+        # cached under the revision it read, which no later request asks for
+        version = (served.generation, served.revision, user.n_events)
         state = self.cache.get(user.user_id, version)
         if state is not None:
             return state
@@ -561,14 +573,15 @@ class ModelHolder:
         rec = served.rec
         with served.lock.read(), TORCH_LOCK:
             idx, scores = rec.top(state, k, exclude_seen=exclude_seen, candidates=candidates)
-            ids = served.item_ids
-            reasons = explain_indices(rec, state, idx.tolist(), titles=served.titles, ids=ids)
+            # one catalogue for the whole answer: adding items rebuilds both lists
+            ids, titles = served.item_ids, served.titles
+            reasons = explain_indices(rec, state, idx.tolist(), titles=titles, ids=ids)
         ratings = None if rec.cutpoints is None else rec.median_ratings(scores).tolist()
         return [
             {
                 "rank": rank,
                 "item_id": ids[i],
-                "title": served.titles[i],
+                "title": titles[i],
                 "score": float(score),
                 "rating": None if ratings is None else ratings[rank - 1],
                 "reason": why.reason,
@@ -579,12 +592,11 @@ class ModelHolder:
     def search(self, served: Served, q: str, limit: int) -> list[dict[str, str]]:
         """Titles containing ``q`` (case-insensitive), most rated first."""
         needle = q.casefold().strip()
-        ids = served.rec.items["item_id"].to_numpy()
         out: list[dict[str, str]] = []
-        with served.lock.read():
+        with served.lock.read():  # the lists below are rebuilt together as items are added
             for i in served.by_popularity:
                 if needle in served.folded[i]:
-                    out.append({"item_id": str(ids[i]), "title": served.titles[i]})
+                    out.append({"item_id": served.item_ids[i], "title": served.titles[i]})
                     if len(out) >= limit:
                         break
         return out
