@@ -279,7 +279,8 @@ def describe_machine(m: dict[str, Any]) -> str:
     """One line for a record's ``machine`` (:func:`metarec.evaluation.machine.machine_info`);
     fields that older records lack are left out."""
     cpu = f" ({m['cpu']}, {m.get('cpu_capability')})" if m.get("cpu") else ""
-    threads = f", {m['torch_threads']} torch threads" if m.get("torch_threads") else ""
+    n = m.get("torch_threads")
+    threads = f", {n} torch thread{'' if n == 1 else 's'}" if n else ""
     gpu = m["cuda"] if m.get("cuda") else "no GPU"
     return f"{m['cpu_count']} CPUs{cpu}{threads}, torch {m['torch']}, {gpu}"
 
@@ -331,7 +332,7 @@ def _header(record: dict[str, Any]) -> list[str]:
         "",
         f"Reproduce: `{record['command']}`" + _own_models(record),
         "",
-        "**Bold**: best mean (every model tied at it). "
+        "**Bold**: the best mean (on each model that ties for it). "
         + ("`p` columns" if record["protocol"] == "p1" else "`(p …)` in the nDCG@10 cells")
         + ": Holm-corrected paired Wilcoxon p-value of the "
         "reference metarec model against that model, per user; " + _marks_legend(record),
