@@ -711,6 +711,27 @@ def test_a_rating_model_on_implicit_feedback_is_refused(
     assert not out.exists()
 
 
+def test_implicit_feedback_trains_on_every_user_by_default(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """P1 measures predicted ratings: on clicks the default P1 holdout set users and items
+    aside (130 of 162 users trained) for an evaluation that then refused the run."""
+    args = _small_ratings(files)
+    rows = (files / "ratings.csv").read_text().splitlines()
+    ones = [",".join([*r.split(",")[:2], "1"]) for r in rows[1:]]
+    (files / "ratings.csv").write_text("\n".join([rows[0], *ones]) + "\n")
+    bce = ["--set", "objective=bce"]
+    proc = cli("train", *args, *bce, "--holdout", "p1", "--out", str(tmp_path / "p1"))
+    assert_one_line_error(proc, "--holdout p1: every rating of", "use --holdout none")
+    assert not (tmp_path / "p1").exists()
+    out = tmp_path / "run"
+    proc = cli("train", *args, *bce, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "holdout: none (every rating is 1, implicit feedback" in proc.stdout
+    assert not (out / "split.json").exists()
+    assert json.loads((out / "recommender.json").read_text())["metadata"]["holdout"] == "none"
+
+
 def test_ids_written_differently_in_two_files_are_named(
     files: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:

@@ -145,6 +145,21 @@ def test_what_is_not_this_recommenders_user_is_named(fitted: Recommender) -> Non
             fitted.score(UserState(good.params, good.seen, codes))
 
 
+def test_a_feature_the_model_has_no_column_for_is_warned_about(fitted: Recommender) -> None:
+    # "agee" was read as no feature at all without a word (the HTTP API refuses it)
+    with pytest.warns(
+        UserWarning, match=r"user_features: 'agee' not a feature of this model, ignored \(it reads "
+    ):
+        typo = fitted.adapt([("1", 5)], user_features={"agee": 34})
+    plain = fitted.adapt([("1", 5)])
+    np.testing.assert_allclose(fitted.score(typo), fitted.score(plain))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.adapt([("1", 5)], user_features={"user_id": "u1", "age": 34})  # a row's own id
+        # stored profiles may hold more than one model reads: adapt_many takes them as is
+        fitted.adapt_many([[("1", 5)], [("2", 4)]], [{}, {"zip_code": "10001", "age": 30}])
+
+
 def test_user_features_the_model_cannot_read_are_named(
     fitted: Recommender, shared_data: Path
 ) -> None:
@@ -1164,3 +1179,77 @@ def test_a_failed_train_save_leaves_no_old_run_beside_the_new_users(
     # the old model is no run any more: it would have been loaded beside the new
     # run's record of its users
     assert not (run / "recommender.json").exists()
+
+
+def _books(folder: Path) -> tuple[Path, Path]:
+    """A small books catalogue in files with columns of their own."""
+    rng = np.random.default_rng(0)
+    genres = ["Mystery", "Fantasy", "Romance", "History"]
+    books = pd.DataFrame(
+        {
+            "book_id": [f"isbn{i:03d}" for i in range(60)],
+            "name": [f"Book number {i}" for i in range(60)],
+            "category": [genres[i % 4] for i in range(60)],
+            "author": [f"Writer {i % 7}" for i in range(60)],
+            "description": [f"a {genres[i % 4].lower()} tale of place {i}" for i in range(60)],
+        }
+    )
+    rows = [
+        (f"r{u}", f"isbn{i:03d}", int(rng.integers(1, 6)))
+        for u in range(40)
+        for i in rng.choice(60, 15, replace=False)
+    ]
+    ratings = pd.DataFrame(rows, columns=["reader", "book", "stars"])
+    books.to_csv(folder / "books.csv", index=False)
+    ratings.to_csv(folder / "ratings.csv", index=False)
+    return folder / "ratings.csv", folder / "books.csv"
+
+
+def test_a_run_trained_in_python_builds_new_items_text_as_its_files_did(
+    tmp_path: Path,
+) -> None:
+    """A run trained from Python on load_table's files built a new item's text from
+    title, year and genres alone (the catalogue's held author and description), and
+    refused rows named as the file names its columns; `metarec train` recorded both."""
+    from metarec import clean, load_table, train
+    from metarec.data.spec import load_from_spec
+    from metarec.data.text import ItemTextConfig
+
+    ratings, books = _books(tmp_path)
+    options: dict[str, Any] = {
+        "user_col": "reader", "item_col": "book", "rating_col": "stars",
+        "item_id_col": "book_id", "title_col": "name", "genre_col": "category",
+        "text_cols": ["author", "description"],
+    }  # fmt: skip
+    ds = clean(load_table(ratings, books, **options))
+    assert ds.spec is not None and ds.spec["text_cols"] == "author,description"
+    again = load_from_spec(ds.spec)  # the recorded options read the same data
+    pd.testing.assert_frame_equal(again.items, ds.items)
+    pd.testing.assert_frame_equal(again.interactions, ds.interactions)
+    cfg = TrainConfig(epochs=1, inner_steps=1, seed=0, device="cpu", encoder="tfidf")
+    rec = train(ds, cfg, run_dir=tmp_path / "run", progress=False)
+    rec = Recommender.load(tmp_path / "run")
+    new = pd.DataFrame({"book_id": ["n1"], "name": ["A Dragon Saga"], "category": ["Fantasy"],
+                        "author": ["Someone"], "description": ["dragons and wizards"]})  # fmt: skip
+    text = rec.prepare_items(new)["text"].iloc[0]
+    assert "Someone" in text and "dragons and wizards" in text, text
+    assert text.startswith("A Dragon Saga") and "Fantasy" in text
+    # options a spec cannot say leave the data set, and so its runs, without one
+    assert load_table(ratings, books, sep=",", **options).spec is None
+    custom = ItemTextConfig(extra=("author",), template="{title}")
+    assert load_table(ratings, books, **{**options, "text": custom}).spec is None
+
+
+def test_time_ordered_episodes_without_timestamps_are_warned_about(shared_data: Path) -> None:
+    # the episodes fell back to random order without a word
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    untimed = ds.interactions.drop(columns="timestamp")
+    cfg = TrainConfig(epochs=1, max_train_users=20, inner_steps=1, seed=0, device="cpu",
+                      episode_order="time")  # fmt: skip
+    with pytest.warns(UserWarning, match="episode_order=time: the training data has no timest"):
+        fit_recommender(catalogue, untimed, cfg, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_recommender(catalogue, ds.interactions, cfg, progress=False)
+    assert not [w for w in caught if "episode_order" in str(w.message)]

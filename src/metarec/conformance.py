@@ -82,10 +82,15 @@ def make_world(
         raise ConfigError(f"n_test: {n_test}; a conformance world needs at least 3")
     held_out = [u for u in users[n_train + n_validation :] if counts[u] >= 20][:n_test]
     if len(held_out) < 3:
+        others = len(users) - n_train - n_validation
+        has = (
+            f"{len(held_out)} of the other {others:,} with 20 ratings"
+            if others > 0
+            else "none beyond those"
+        )
         raise DataError(
             f"{ds.name}: a conformance world needs {n_train + n_validation} users to fit on "
-            f"and at least 3 more with 20 ratings each; it has {len(users):,} users, "
-            f"{len(held_out)} of the others with 20 ratings"
+            f"and at least 3 more with 20 ratings each; it has {len(users):,} users, {has}"
         )
     rows = ds.interactions["user_id"]
     data = TrainingData(

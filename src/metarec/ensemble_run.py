@@ -35,6 +35,7 @@ from metarec.inputs import (
     adapt_many_args,
     check_new_vectors,
     check_readable_features,
+    warn_unused_features,
 )
 from metarec.models.base import check_tasks, check_whole
 from metarec.models.ensemble import Ensemble
@@ -191,6 +192,7 @@ class EnsembleRecommender(TopK):
         steps: int | None = None,
     ) -> EnsembleUserState:
         check_readable_features(self.primary.features, user_features)
+        warn_unused_features(self.primary.features, user_features, "user_features")
         # one user: a bad entry is named "history", not "histories[0]"
         return self._adapt_many([history], [user_features], steps, lambda n: "history")[0]
 

@@ -7,6 +7,7 @@ refuse a bad argument with the same DataError.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
@@ -162,10 +163,30 @@ def check_readable_features(
     (:meth:`UserFeatureEncoder.problem`: a list, text or a boolean where it bins numbers,
     infinity), or a DataError naming ``where``."""
     check_features(user_features, where)
-    if user_features:
-        unreadable = encoder.problem(user_features, json_types=False)  # type: ignore[arg-type]
-        if unreadable is not None:
-            raise DataError(f"{where}: {unreadable}")
+    if not user_features:
+        return
+    features: Mapping[str, Any] = user_features  # type: ignore[assignment]
+    unreadable = encoder.problem(features, json_types=False)
+    if unreadable is not None:
+        raise DataError(f"{where}: {unreadable}")
+
+
+def warn_unused_features(encoder: UserFeatureEncoder, user_features: object, where: str) -> None:
+    """A UserWarning naming the keys of one user's ``user_features`` the model has no
+    column for (but ``user_id``, a users-table row's own): :meth:`adapt`'s check, where a
+    misspelt key ("agee") was read as no feature at all without a word. Not an error, as
+    the HTTP API's is, and not in ``adapt_many``, which takes stored profiles that may
+    hold more than one model uses."""
+    if not encoder.columns or not isinstance(user_features, Mapping):
+        return
+    unused = [repr(k) for k in user_features if k not in encoder.vocab and k != "user_id"]
+    if unused:
+        warnings.warn(
+            f"{where}: {', '.join(unused[:5])} not a feature of this model, ignored "
+            f"(it reads {', '.join(encoder.columns)})",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def check_feature_codes(

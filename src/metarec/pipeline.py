@@ -8,6 +8,7 @@ protocols to train on a split without re-encoding the catalogue.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from metarec.data.schema import (
     Dataset,
     check_like_threshold,
     check_objective,
+    has_timestamps,
     inferred_like_threshold,
 )
 from metarec.data.tasks import UserRatings
@@ -141,6 +143,14 @@ def fit_recommender(
         check_rating_frame(validation, rating_range, "validation")
     if len(train) == 0:
         raise DataError("no training interactions left (check filters and splits)")
+    if cfg.episode_order == "time" and not has_timestamps(train):
+        # the episodes fall back to random order: say so, as the P2 benchmark does
+        warnings.warn(
+            "episode_order=time: the training data has no timestamps, so each episode's "
+            "support is a random draw of the user's ratings",
+            UserWarning,
+            stacklevel=2,
+        )
     like = cfg.like_threshold
     if like is None:
         like = inferred_like_threshold(train["rating"], rating_range)
@@ -295,6 +305,14 @@ def split_users(
     return frame[~mask], frame[mask]
 
 
+def _spec_metadata(dataset: Dataset) -> dict[str, Any]:
+    """``{"data_spec": ...}`` for a data set read with options a spec can say, else {}."""
+    from metarec.data.spec import spec_problem
+
+    spec = dataset.spec
+    return {"data_spec": dict(spec)} if spec is not None and spec_problem(spec) is None else {}
+
+
 def train(
     dataset: Dataset,
     cfg: TrainConfig | dict[str, Any] | None = None,
@@ -349,7 +367,9 @@ def train(
             rating_range=dataset.rating_range,
             checkpoint_dir=Path(run_dir) / "checkpoint" if run_dir else None,
             progress=progress,
-            metadata={"dataset": dataset.name},
+            # the data options, as `metarec train` records them: new items' text is then
+            # built from the same columns, and evaluate and retrain find the data
+            metadata={"dataset": dataset.name, **_spec_metadata(dataset)},
         )
         if run_dir is not None:
             clear_for_new_model(run_dir, has_split=False)

@@ -49,6 +49,7 @@ from metarec.inputs import (
     check_readable_features,
     check_users_frame,
     history_pairs,
+    warn_unused_features,
 )
 from metarec.meta.inner import Params
 from metarec.meta.learner import MetaLearner
@@ -292,10 +293,12 @@ class Recommender(TopK):
         An empty history gives the meta-learned prior: the zero-shot model.
         ``user_features``: values this model can read (DataError otherwise: a list, or
         text, a boolean or infinity where it bins numbers, read as "unknown" or a wrong
-        bin without a word); keys it does not use (a users-table row's ``user_id``) are
-        skipped. :meth:`adapt_many` and :meth:`predict_tasks`' users table check alike.
+        bin without a word); keys it does not use are skipped, with a UserWarning that
+        names them (a misspelt ``"agee"``), but for a users-table row's ``user_id``.
+        :meth:`adapt_many` and :meth:`predict_tasks`' users table check values alike.
         """
         check_readable_features(self.features, user_features)
+        warn_unused_features(self.features, user_features, "user_features")
         # one user: a bad entry is named "history", not "histories[0]"
         return self._adapt_many([history], [user_features], steps, lambda n: "history")[0]
 

@@ -252,6 +252,10 @@ def test_a_world_needs_three_held_out_users(shared_data: Path, tmp_path: Path) -
         make_world(ds, n_test=2)
     with pytest.raises(DataError, match=r"at least 3 more with 20 ratings each; .* 2 of the"):
         make_world(ds, n_train=911, n_validation=30, cache_dir=tmp_path)  # 943 users
+    # a small catalogue's users are all taken to fit and tune on: "0 of the others" named
+    # others there were none of
+    with pytest.raises(DataError, match=r"it has 943 users, none beyond those$"):
+        make_world(ds, n_train=930, n_validation=30, cache_dir=tmp_path)
 
 
 def test_on_clicks_a_personalised_model_is_told_by_another_users_items(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -516,6 +517,21 @@ def test_epoch_milliseconds_are_read_as_such(tmp_path: Path) -> None:
     assert ds.interactions["timestamp"].tolist() == [1680214800.0, 1680214801.5]
     p.write_text("user_id,item_id,rating,ts\n1,10,4,1680214800\n")  # seconds: left alone
     assert load_table(p, timestamp_col="ts").interactions["timestamp"].tolist() == [1680214800.0]
+
+
+def test_a_column_of_years_is_not_read_as_times_without_a_word(tmp_path: Path) -> None:
+    # "2019" read as 2019 seconds: every rating in the first hour of 1970, and "ok"
+    p = tmp_path / "r.csv"
+    p.write_text('user_id,item_id,rating,date\n1,10,4,"2019"\n1,11,3,2021\n')
+    with pytest.warns(UserWarning, match=r"every timestamp is a whole number from 1800 to 2100 "
+                      r"\(2019, ...\): read as seconds since 1970, not as years"):  # fmt: skip
+        load_table(p, timestamp_col="date")
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,1\n1,11,3,2\n1,12,3,2019\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_table(p, timestamp_col="ts")
+    # ordinals (1, 2, ...) that reach 2019 are no years
+    assert not [w for w in caught if "not as years" in str(w.message)]
 
 
 def test_timestamps_in_another_unit_than_the_column_are_named(tmp_path: Path) -> None:

@@ -235,6 +235,15 @@ def test_load_path(tmp_path: Path) -> None:
     assert load_path(write_atomic(tmp_path / "atomic" / "mine")).name == "mine"
     with pytest.raises(DataError, match="no data set found"):
         load_path(tmp_path / "nothing")
+    # a folder of one's own files: ratings.csv alone is no MovieLens layout (it needs
+    # movies.csv), and the message said only "ratings.csv", which it holds
+    own = tmp_path / "books"
+    own.mkdir()
+    for name in ("ratings.csv", "books.csv"):
+        (own / name).write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match=r"ratings\.csv with movies\.csv\); it holds books\.csv, "
+                       r"ratings\.csv: name your own files with --interactions FILE"):  # fmt: skip
+        load_path(own)
 
 
 # --------------------------------------------------------------------------- real data

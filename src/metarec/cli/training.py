@@ -54,9 +54,10 @@ def register(sub: Any) -> None:
     t.add_argument(
         "--holdout",
         choices=["p1", "none"],
-        default="p1",
-        help="p1: hold out P1's new users/items for `metarec evaluate` (default); "
-        "none: train on all users (10%% kept for early stopping)",
+        default=None,
+        help="p1: hold out P1's new users/items for `metarec evaluate` (default for "
+        "ratings); none: train on all users (10%% kept for early stopping; the default "
+        "where every rating is one value, clicks or purchases, which P1 cannot measure)",
     )
     t.add_argument(
         "--split-seed",
@@ -100,19 +101,44 @@ def _check_p1_groups(split: Any, n_users: int, name: str, holdout_flag: bool) ->
         print(f"note: {note}")
 
 
+def _holdout_for(holdout: str | None, ds: Any) -> str:
+    """``--holdout`` as given, or its default for the data: P1 measures predicted
+    ratings, so on data whose every rating is one value it would set users and items
+    aside for an evaluation that refuses the run."""
+    implicit = ds.rating_range[0] == ds.rating_range[1]
+    if holdout is None:
+        if implicit:
+            print(
+                f"holdout: none (every rating is {ds.rating_range[0]:g}, implicit feedback, "
+                "which P1 cannot measure: every user trains; compare models with "
+                "benchmark --protocol p2)"
+            )
+        return "none" if implicit else "p1"
+    if holdout == "p1" and implicit:
+        raise ConfigError(
+            f"--holdout p1: every rating of {ds.name} is {ds.rating_range[0]:g} (implicit "
+            "feedback), and P1 measures predicted ratings, so its held-out users could "
+            "never be evaluated; use --holdout none (the default for such data) and "
+            "benchmark --protocol p2"
+        )
+    return holdout
+
+
 def train_run(
     spec: dict[str, Any],
     cfg: Any,
     out: Path,
     *,
-    holdout: str,
+    holdout: str | None,
     progress: bool,
     holdout_flag: bool = True,
     split_seed: int | None = None,
 ) -> dict[str, Any]:
     """Load, encode, meta-train and save a run folder; returns what was built.
-    ``holdout_flag``: whether the command has ``--holdout`` to suggest; ``split_seed``:
-    the users' split's seed (default: the training seed)."""
+    ``holdout``: "p1", "none", or None: p1 unless every rating is one value (implicit
+    feedback, whose held-out P1 users no evaluation could score); ``holdout_flag``:
+    whether the command has ``--holdout`` to suggest; ``split_seed``: the users' split's
+    seed (default: the training seed)."""
     from metarec.data.schema import (
         check_like_threshold,
         check_objective,
@@ -146,6 +172,7 @@ def train_run(
             check_like_threshold(cfg.like_threshold, ds.rating_range, "like_threshold")
         else:
             inferred_like_threshold(ds.interactions["rating"], ds.rating_range)
+        holdout = _holdout_for(holdout, ds)
         drawn = cfg.seed if split_seed is None else split_seed
         split = make_p1_split(ds, seed=drawn) if holdout == "p1" else None
         if split is not None:

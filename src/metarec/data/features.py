@@ -133,14 +133,14 @@ class UserFeatureEncoder:
         return None
 
     def readable(self, features: Mapping[str, Any]) -> dict[str, Any]:
-        """``features`` less the values :meth:`problem` (Python's reading) refuses: what
-        a stored profile still says to a model loaded after it was stored."""
+        """``features`` less the keys this model has no column for and the values
+        :meth:`problem` (Python's reading) refuses: what a stored profile still says to a
+        model loaded after it was stored."""
         return {
             key: value
             for key, value in features.items()
-            if key not in self.vocab
-            or blank(value)
-            or self._value_problem(key, value, json_types=False) is None
+            if key in self.vocab
+            and (blank(value) or self._value_problem(key, value, json_types=False) is None)
         }
 
     def frame_problem(self, users: pd.DataFrame) -> str | None:

@@ -450,6 +450,7 @@ def load_table(
     interactions = finish_interactions(inter, interactions_path)
     interactions.attrs[COLUMNS_ATTR] = {new: old for old, new in renamed.items()}
 
+    own_text = text  # a spec cannot say it: such data is not recorded with its runs
     text = text or ItemTextConfig(extra=tuple(text_cols))
     if items_path is not None:
         items = _load_items(
@@ -501,12 +502,39 @@ def load_table(
         users = finish_users(frame, users_path, drop=())
 
     rr = rating_range or infer_rating_range(interactions, items)
+    options = {
+        "interactions": interactions_path, "items": items_path, "users": users_path,
+        "user_col": user_col, "item_col": item_col, "rating_col": rating_col,
+        "timestamp_col": timestamp_col, "item_id_col": item_id_col,
+        "users_id_col": users_id_col, "title_col": title_col, "genre_col": genre_col,
+        "year_col": year_col, "text_cols": text_cols, "user_feature_cols": user_feature_cols,
+        "rating_range": rating_range,
+    }  # fmt: skip
     return Dataset(
         name=name or data_stem(Path(interactions_path)),
         interactions=interactions,
         items=items,
         users=users,
         rating_range=(float(rr[0]), float(rr[1])),
+        spec=None if own_text is not None or sep is not None else _spec_of(options),
+    )
+
+
+def _spec_of(options: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`load_table`'s options as the spec `metarec train` records for the same
+    files (None if a column name holds the comma that separates names there)."""
+    from metarec.data.spec import make_spec
+
+    lists = ("text_cols", "user_feature_cols")
+    if any("," in c for key in lists for c in options[key]):
+        return None
+    rr = options["rating_range"]
+    return make_spec(
+        {
+            **options,
+            **{key: ",".join(options[key]) or None for key in lists},
+            "rating_range": None if rr is None else f"{float(rr[0])!r},{float(rr[1])!r}",
+        }
     )
 
 

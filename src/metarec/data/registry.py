@@ -151,9 +151,23 @@ def load_path(
             "file is read with --interactions FILE (and --items FILE for its items)",
             path=p,
         )
+    tables = sorted(
+        f.name
+        for f in (p.iterdir() if p.is_dir() else ())
+        if f.is_file() and f.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl", ".json")
+    )
+    # a folder of one's own CSVs, which the MovieLens layouts' ratings.csv seemed to take
+    own = (
+        f"; it holds {', '.join(tables[:3])}{', ...' if len(tables) > 3 else ''}: name "
+        "your own files with --interactions FILE --items FILE (interactions_path=, "
+        "items_path= of load_table)"
+        if tables
+        else ""
+    )
     raise DataError(
         "no data set found: expected RecBole atomic files (<name>.inter, .item, .user) "
-        "or an unpacked MovieLens archive (u.data, ratings.dat or ratings.csv)",
+        "or an unpacked MovieLens archive (u.data with u.item, ratings.dat with "
+        f"movies.dat, or ratings.csv with movies.csv){own}",
         path=p,
     )
 

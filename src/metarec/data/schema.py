@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -163,6 +164,12 @@ class Dataset:
     users: pd.DataFrame | None = None
     rating_range: tuple[float, float] = (1.0, 5.0)
     report: CleaningReport | None = None
+    # the data options it was read with, as `metarec train` records them
+    # (:mod:`metarec.data.spec`): a run trained on it keeps them, so that ``add_items``
+    # builds new items' text from the same columns and takes rows named as the file
+    # names them, and ``evaluate`` and ``retrain`` find the data again. None: built in
+    # memory, or read with options a spec cannot say (``sep``, a custom ``text``).
+    spec: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Types only: a Dataset is built often (every replace() builds one), and its
@@ -174,6 +181,8 @@ class Dataset:
         check_table(self.items, "items")
         if self.users is not None:
             check_table(self.users, "users")
+        if self.spec is not None and not isinstance(self.spec, dict):
+            raise DataError(f"spec: expected a dict of data options, got {self.spec!r:.60}")
 
     @property
     def n_users(self) -> int:

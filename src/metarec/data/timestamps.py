@@ -146,6 +146,17 @@ def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
                 stacklevel=5,
             )
             return ts / per_second
+    known = ts.dropna().to_numpy(dtype=np.float64)
+    if len(known) and ((known >= 1800) & (known <= 2100) & (known == np.round(known))).all():
+        # read as seconds, every one falls in the first 35 minutes of 1970: the order
+        # holds (what P2's supports and the feedback loop read) but ties within a year,
+        # and beside the service's real times every rating predates all feedback
+        warnings.warn(
+            f"{source or 'interactions'}: every timestamp is a whole number from 1800 to "
+            f"2100 ({int(known[0])}, ...): read as seconds since 1970, not as years; if "
+            "they are years, give dates (2019-01-01) or times in seconds",
+            stacklevel=5,
+        )
     return ts
 
 
