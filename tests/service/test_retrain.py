@@ -20,6 +20,10 @@ from .conftest import LiveServer
 FAST = ["--set", "epochs=1", "--set", "max_train_users=60", "--set", "inner_steps=1", "--quiet"]
 
 
+def retrain_argv(run: Path, db: str, out: Path, tolerance: float) -> list[str]:
+    return ["retrain", str(run), "--db", db, "--out", str(out), "--tolerance", f"{tolerance:g}"]
+
+
 @pytest.mark.parametrize(
     "old, new, tolerance, ok",
     [
@@ -69,16 +73,7 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
 ) -> None:
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "retrained"
-    argv = [
-        "retrain",
-        str(service_run),
-        "--db",
-        feedback_db,
-        "--out",
-        str(out),
-        "--tolerance",
-        "10",
-    ]
+    argv = retrain_argv(service_run, feedback_db, out, 10)
     code = main(argv + FAST)
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -123,16 +118,7 @@ def test_a_retrain_stopped_while_writing_leaves_no_run(
 
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "runs" / "retrained"
-    argv = [
-        "retrain",
-        str(service_run),
-        "--db",
-        feedback_db,
-        "--out",
-        str(out),
-        "--tolerance",
-        "10",
-    ]
+    argv = retrain_argv(service_run, feedback_db, out, 10)
     save_json = metarec.io.save_json
 
     def stop_at_the_last_file(path: Path, *args: object, **kwargs: object) -> None:
@@ -164,16 +150,7 @@ def test_retrain_refuses_a_model_that_is_not_good_enough(
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "refused"
     # a tolerance of -10 demands a gain of 10 MAE: no model can pass, deterministically
-    argv = [
-        "retrain",
-        str(service_run),
-        "--db",
-        feedback_db,
-        "--out",
-        str(out),
-        "--tolerance",
-        "-10",
-    ]
+    argv = retrain_argv(service_run, feedback_db, out, -10)
     assert main(argv + FAST) == 1
     captured = capsys.readouterr()
     m = re.search(r"held-out MAE (\d\.\d+) vs (\d\.\d+)", captured.err)
@@ -207,7 +184,7 @@ def test_retrain_holds_out_the_users_the_old_runs_split_seed_drew(
     manifest["metadata"]["split_seed"] = 7
     (run / "recommender.json").write_text(json.dumps(manifest))
     out = tmp_path / "retrained"
-    argv = ["retrain", str(run), "--db", feedback_db, "--out", str(out), "--tolerance", "10"]
+    argv = retrain_argv(run, feedback_db, out, 10)
     assert main(argv + FAST) == 0, capsys.readouterr().err
     ds = load_dataset("ml-100k", root=shared_data)
     _, held = split_users(ds.interactions, 0.1, 7)
