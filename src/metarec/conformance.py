@@ -265,9 +265,21 @@ def check_new_items(model: ScoringModel, world: World, *, reads_text: bool) -> N
     _close(scores[:, :before], old, "the old items' scores after adding items")
 
 
+def _score_order(scores: np.ndarray) -> np.ndarray:
+    """Item indices by score, best first, ties in the catalogue's fixed tie order: what
+    ``recommend`` must give (a slow reference, one row at a time)."""
+    from metarec.models.base import tie_order
+
+    ties = tie_order(len(scores))
+    rank = np.empty(len(scores), dtype=np.int64)
+    rank[ties] = np.arange(len(scores))
+    return np.lexsort((rank, -scores))
+
+
 def check_recommend_excludes_seen(model: ScoringModel, world: World) -> None:
-    """``recommend`` gives the best unseen items in score order (ties by catalogue
-    index) and, with ``exclude_seen=False``, the score order itself."""
+    """``recommend`` gives the best unseen items in score order (ties in the fixed order
+    :func:`~metarec.models.base.top_k` breaks them by) and, with ``exclude_seen=False``,
+    the score order itself."""
     tasks, users = world.tasks, world.users
     top = model.recommend(tasks, k=20, users=users)
     if top.shape != (len(tasks), 20):
@@ -278,11 +290,11 @@ def check_recommend_excludes_seen(model: ScoringModel, world: World) -> None:
             raise ConformanceError(f"task {n}: recommended an item of its support set")
         unseen = s.copy()
         unseen[task.support_items] = -np.inf
-        if not np.array_equal(row, np.argsort(-unseen, kind="stable")[:20]):
+        if not np.array_equal(row, _score_order(unseen)[:20]):
             raise ConformanceError(f"task {n}: the top 20 are not the best unseen by score")
     full = model.recommend(tasks, k=model.n_items, users=users, exclude_seen=False)
     for n, (row, s) in enumerate(zip(full, scores, strict=True)):
-        if not np.array_equal(row, np.argsort(-s, kind="stable")):
+        if not np.array_equal(row, _score_order(s)):
             raise ConformanceError(f"task {n}: exclude_seen=False is not the score order")
 
 

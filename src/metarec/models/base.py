@@ -14,6 +14,7 @@ the model may adapt on and whose query set it must never look at.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -173,9 +174,10 @@ class ScoringModel(ABC):
     ) -> np.ndarray:
         """Top-``k`` catalogue indices per task [len(tasks), k], best first.
 
-        ``exclude_seen`` removes each task's support items. Ties break by
-        catalogue index so lists are deterministic. A ``k`` beyond the catalogue
-        gives every item.
+        ``exclude_seen`` removes each task's support items (a row with fewer than
+        ``k`` others is padded with -1). Ties break by a fixed pseudo-random order of
+        the catalogue (:func:`top_k`), so lists are deterministic and no model gains
+        from the catalogue's own order. A ``k`` beyond the catalogue gives every item.
         """
         check_k(k, f"{self.name}: ")
         check_tasks(tasks, self.n_items, users, self.name)
@@ -276,7 +278,9 @@ def check_tasks(
     catalogue (-1 would wrap to the last item), a support rating that is not a finite
     number (NaN turned a whole row of scores into NaN) or, given ``rating_range``, off
     the scale (100 on 1-5 stars moved the user's model as no real rating can), or
-    ``users`` rows that do not match the tasks one for one."""
+    ``users`` rows that do not match the tasks one for one. A query item may also be in
+    its task's support: fitting residuals (the fold-in) predicts the ratings adapted to,
+    so it is no error here; the protocols' splits keep the two apart."""
     if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence | np.ndarray):
         raise DataError(f"{where}: tasks: expected a list of Task, got {tasks!r:.60}")
     if users is not None and len(users) != len(tasks):
@@ -346,14 +350,43 @@ def check_steps(steps: object) -> None:
         )
 
 
-def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> np.ndarray:
-    """Indices of the ``k`` best scores per row, best first (ties: lower index first).
+# the seed of the catalogue-wide order that breaks tied scores (see top_k)
+TIE_SEED = 20_240_531
 
-    ``exclude``: tasks whose support items are masked out, row by row.
+
+@functools.lru_cache(maxsize=8)
+def tie_order(n_items: int) -> np.ndarray:
+    """A fixed pseudo-random order of a catalogue of ``n_items`` (item indices): the same
+    on every run and machine, and unrelated to the catalogue's own order."""
+    order = np.random.default_rng(TIE_SEED).permutation(n_items)
+    order.flags.writeable = False
+    return order
+
+
+def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> np.ndarray:
+    """Indices of the ``k`` best scores per row, best first.
+
+    Ties break by a fixed pseudo-random order of the catalogue (:func:`tie_order`), so
+    lists are deterministic. Not by index: a catalogue's order often follows
+    popularity (MovieLens numbers its best-known films first), and a model whose scores
+    tie (a few genres and a year, or a constant) was handed hits for free; on ml-100k's
+    P2 test users equal scores gave nDCG@10 0.18 in index order, 0.04 in random orders.
+
+    ``exclude``: tasks whose support items are masked out, row by row. An excluded
+    item is never returned: where fewer than ``k`` items are left (or the model scored
+    every other item -inf) the list is padded with -1.
     """
     scores = np.array(scores, dtype=np.float64, copy=True)
+    excluded = np.zeros(scores.shape, dtype=bool)
     if exclude is not None:
         for i, t in enumerate(exclude):
-            scores[i, t.support_items] = -np.inf
-    # a stable full sort (catalogues are thousands of items): ties keep index order
-    return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+            excluded[i, t.support_items] = True
+        scores[excluded] = np.nan  # sorted after every score, -inf too
+    # a stable full sort per row (catalogues are thousands of items) of the columns laid
+    # out in the tie order: equal scores keep that order; then back to item indices
+    ties = tie_order(scores.shape[1])
+    at = np.argsort(-scores[:, ties], axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+    order = ties[at]
+    if exclude is not None:
+        order = np.where(np.take_along_axis(excluded, order, axis=1), -1, order)
+    return order
