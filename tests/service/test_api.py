@@ -1184,3 +1184,67 @@ def test_catalogue_ids_with_a_slash_can_be_looked_up(
             assert got.status_code == 200, (path, got.text)
             assert got.json()["item_id"] == "film/1" and got.json()["title"].startswith("Toy Story")
         assert c.get("/v1/items/film/").json()["error"]["code"] == "unknown_item"
+
+
+def _metric(live: LiveServer, prefix: str) -> float:
+    with live.client() as c:
+        lines = c.get("/metrics").text.splitlines()
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(prefix))
+
+
+def test_metrics_count_what_happened(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    """A client that left mid-body was a server 500 (false alerts), a HEAD probe an
+    "unmatched" route, out of its route's counts."""
+    live = make_server()
+    host, port = live.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"use\r\n")  # fmt: skip
+            time.sleep(0.05)
+    with live.client() as c:
+        for _ in range(2):
+            assert c.head("/health").status_code == 200
+    deadline = time.monotonic() + 10  # the server notices the closed sockets
+    while (
+        _metric(live, 'metarec_http_requests_total{route="unmatched",method="POST",status="499"')
+        < 3
+    ):
+        assert time.monotonic() < deadline, _metric(live, "metarec_http_requests_total")
+        time.sleep(0.05)
+    assert (
+        _metric(live, 'metarec_http_requests_total{route="unmatched",method="POST",status="500"')
+        == 0
+    )
+    assert (
+        _metric(live, 'metarec_http_requests_total{route="/health",method="HEAD",status="200"') == 2
+    )
+
+
+def test_a_deleted_database_file_is_not_ready_and_stores_nothing(
+    make_server: Callable[..., LiveServer], server_api_key: str, tmp_path: Path
+) -> None:
+    # a pooled connection held the deleted file open: "ready", and writes acknowledged
+    # into a file no later start would read
+    db = tmp_path / "gone.db"
+    live = make_server(db_url=f"sqlite:///{db}")
+    with live.client(server_api_key) as c:
+        assert c.get("/ready").status_code == 200
+        for f in tmp_path.glob("gone.db*"):
+            f.unlink()
+        assert c.get("/ready").status_code == 503
+        r = c.post("/v1/users", json={"user_id": "lost"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+        assert "the database file is gone" in r.json()["error"]["message"]
+
+
+def test_the_start_line_writes_an_ipv6_host_as_a_url_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from metarec.service import ServiceSettings
+    from metarec.service.server import _announce
+
+    _announce(ServiceSettings(run=tmp_path, api_key="k"), "m@1", "sqlite", "::1", 8000)
+    assert "on http://[::1]:8000/" in capsys.readouterr().err

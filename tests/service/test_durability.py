@@ -168,3 +168,38 @@ def test_kill_9_loses_no_acknowledged_event(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``sig`` (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(ln for ln in status.splitlines() if ln.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught >> (sig - 1) & 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux /proc")
+def test_a_reload_asked_for_while_the_server_starts_does_not_stop_it(
+    service_run: Path, tmp_path: Path, server_api_key: str
+) -> None:
+    """SIGHUP's default action ends the process: one in the first seconds of `metarec
+    serve` (a `systemctl reload` right after a start), before the server's imports put
+    its handler in place, stopped the service with exit code 129."""
+    port = free_port()
+    proc = serve_subprocess(service_run, tmp_path / "f.db", server_api_key, port, tmp_path / "log")
+    try:
+        deadline = time.monotonic() + 30
+        while not _catches(proc.pid, signal.SIGTERM):  # the command has begun
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)  # long before the server's imports are done
+        proc.send_signal(signal.SIGHUP)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, proc)
+        deadline = time.monotonic() + 30  # and the reload asked for happens once it serves
+        while "metarec_model_generation 2" not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline, (tmp_path / "log").read_text()[-2000:]
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

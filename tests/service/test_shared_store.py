@@ -83,6 +83,12 @@ def test_a_reload_through_one_server_moves_the_other(
         moved = ca.post("/v1/admin/reload", json={"run": str(other)}).json()["model"]
         assert moved != old and moved.startswith("retrained@")
         assert cb.get("/ready").json()["model"] == moved
+        # B swapped models too, by catching up: counted as A's reload is
+        reloads = [
+            ln for ln in cb.get("/metrics").text.splitlines()
+            if ln.startswith("metarec_model_reloads_total ")
+        ]  # fmt: skip
+        assert reloads == ["metarec_model_reloads_total 1"]
 
 
 def test_a_fold_in_through_one_server_reaches_the_other(
@@ -344,6 +350,33 @@ def test_a_catch_up_loads_the_folder_the_others_serve_not_where_a_link_moved(
         ca.put("/v1/items", json={"items": [{"item_id": "fresh", "title": "Night Train"}]})
         assert cb.get("/v1/items/fresh").status_code == 200  # B caught up ...
         assert cb.get("/ready").json()["model"].startswith("old@")  # ... to A's folder
+
+
+def test_a_start_on_a_link_to_the_served_folder_records_the_link(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+) -> None:
+    """Started once on a folder, then (as the README advises) on a link to it: the store
+    kept the folder's name, so a worker started later, and every reload of what the
+    store records, re-read the old folder after the link moved."""
+    import os
+
+    old = shutil.copytree(service_run, tmp_path / "old")
+    new = shutil.copytree(service_run, tmp_path / "new")
+    make_server(run=old).stop()
+    link = tmp_path / "current"
+    os.symlink(old, link)
+    a = make_server(run=link)
+    worker = make_server(follow_store=True)  # one started in place of a dead one
+    assert worker.app.state.holder.current.run == link
+    link.unlink()
+    os.symlink(new, link)  # a retrained run published, then SIGHUP or a bare reload
+    with worker.client(server_api_key) as c:
+        assert c.post("/v1/admin/reload").json()["model"].startswith("new@")
+    with a.client() as c:
+        assert c.get("/ready").json()["model"].startswith("new@")
 
 
 def test_a_reload_without_a_run_reloads_what_the_store_records(

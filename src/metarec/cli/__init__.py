@@ -128,7 +128,7 @@ def _stop_before_serving(signum: int, frame: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    installed, previous, previous_int = False, None, None
+    installed, previous, previous_int, previous_hup = False, None, None, None
     main_thread = threading.current_thread() is threading.main_thread()
     if args.command != "serve" and main_thread:
         # a job scheduler or `docker stop` ends a long job (train, retrain, benchmark)
@@ -143,6 +143,12 @@ def _run(args: argparse.Namespace) -> int:
         # before the server starts
         previous, installed = signal.signal(signal.SIGTERM, _stop_before_serving), True
         previous_int = signal.signal(signal.SIGINT, _stop_before_serving)
+        # and a reload asked for (SIGHUP, whose default ends the process: a `systemctl
+        # reload` in the first seconds stopped the service) is kept for once it serves
+        from metarec.service.early_sighup import catch_early_sighup
+
+        previous_hup = signal.getsignal(signal.SIGHUP)
+        catch_early_sighup()
     try:
         return int(args.func(args))
     except MetarecError as exc:
@@ -167,6 +173,8 @@ def _run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if previous_int is not None:
             signal.signal(signal.SIGINT, previous_int)
+        if previous_hup is not None:
+            signal.signal(signal.SIGHUP, previous_hup)
 
 
 def os_message(exc: OSError) -> str:

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from metarec.data.features import UserFeatureEncoder
 from metarec.errors import BusyError, MetarecError, UnknownItemError, UnsupportedError
 from metarec.service import errors, schemas
+from metarec.service.early_sighup import EARLY_SIGHUP
 from metarec.service.errors import ApiError, error_response
 from metarec.service.feedback import event_rating, reads_negatives
 from metarec.service.json_body import StrictJsonRoute
@@ -133,16 +134,6 @@ class ApiKeyGuard:
         if not hmac.compare_digest(given, self.key):
             return 401, "invalid_api_key", "the X-API-Key header does not match the server's key"
         return None
-
-
-# a SIGHUP that came before the app could take it (while the run loads at start)
-EARLY_SIGHUP = threading.Event()
-
-
-def catch_early_sighup() -> None:
-    """Until the app's own handler is in place, remember a SIGHUP (whose default
-    action ends the process) and reload once serving; call from the main thread."""
-    signal.signal(signal.SIGHUP, lambda *_: EARLY_SIGHUP.set())
 
 
 def _page(settings: ServiceSettings) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from metarec.service.json_body import UnreadableJson
+from metarec.service.store import FILE_GONE
 
 log = logging.getLogger("metarec.service")
 
@@ -202,6 +203,13 @@ def install(app: FastAPI) -> None:
         # file, a sqlite3 shell) held the write lock past the wait. Nothing was stored;
         # the client may retry, and a 503 says so where a 500 would not
         said = str(exc.orig).lower()
+        if FILE_GONE in said:
+            log.error("feedback store unusable on %s %s: %s", request.method, request.url.path,
+                      exc.orig)  # fmt: skip
+            return error_response(
+                503, "store_unavailable", f"the feedback store is unusable: {FILE_GONE}; "
+                "nothing was stored",
+            )  # fmt: skip
         # PostgreSQL: a lock wait past its lock_timeout (the fold-in cut-off's)
         if "locked" in said or "busy" in said or getattr(exc.orig, "sqlstate", "") == "55P03":
             log.warning("feedback store busy on %s %s: %s", request.method, request.url.path,

@@ -173,6 +173,7 @@ class BodyLimit:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CLIENT_GONE = 499  # the status label of a request whose client left before the answer
 
 
 class RequestMetrics:
@@ -187,7 +188,8 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        status = 500
+        status: int | None = None
+        failed = False
 
         async def tracked(msg: Message) -> None:
             nonlocal status
@@ -197,12 +199,18 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, tracked)
+        except BaseException:
+            failed = True
+            raise
         finally:
             route: Any = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
             # a client can send any method token: one label each would grow without bound
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            self.metrics.observe_request(name, method, status, time.perf_counter() - t0)
+            # no answer and no error: the client went away mid-request (499, as nginx
+            # logs it), which counted as a 500 of the server's and set off its alerts
+            code = status if status is not None else 500 if failed else CLIENT_GONE
+            self.metrics.observe_request(name, method, code, time.perf_counter() - t0)
 
 
 class JsonCORSMiddleware(CORSMiddleware):
@@ -244,7 +252,14 @@ class HeadAsGet:
                 message = {**message, "body": b""}  # Content-Length stays the GET's
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        inner = {**scope, "method": "GET"}
+        try:
+            await self.app(inner, receive, headers_only)
+        finally:
+            # the route the router matched, for the request metrics outside (a HEAD
+            # probe was counted as "unmatched", out of its route's counts and latency)
+            if "route" in inner:
+                scope["route"] = inner["route"]
 
 
 class StrictTarget:

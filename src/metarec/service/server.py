@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from metarec.errors import ConfigError, MetarecError, ModelError
+from metarec.service.early_sighup import EARLY_SIGHUP, catch_early_sighup
 from metarec.service.settings import ServiceSettings
 from metarec.values import is_whole
 
@@ -86,9 +87,9 @@ def serve(
 ) -> None:
     check_workers(workers)
     if threading.current_thread() is threading.main_thread():
-        from metarec.service.app import catch_early_sighup
-
-        catch_early_sighup()  # while the run loads: reloaded once serving, not an exit
+        # while the run loads: reloaded once serving, not an exit (`metarec serve` has
+        # put it in place already, before this module's imports)
+        catch_early_sighup()
     sock = listening_socket(host, port)
     port = sock.getsockname()[1]  # the one the system chose, for port 0
     _configure_logging()
@@ -162,7 +163,8 @@ def _announce(
     settings: ServiceSettings, model: str, store_url: str, host: str, port: int, workers: int = 1
 ) -> None:
     processes = f" ({workers} worker processes)" if workers > 1 else ""
-    print(f"metarec: serving {model} on http://{host}:{port}/{processes}", file=sys.stderr)
+    where = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+    print(f"metarec: serving {model} on http://{where}:{port}/{processes}", file=sys.stderr)
     print(f"metarec: feedback store {store_url}", file=sys.stderr)
     if settings.api_key is None:
         print(
@@ -178,8 +180,6 @@ def _worker(settings: ServiceSettings, sock: socket.socket, report: Any, supervi
     # its own process group: a Ctrl-C at the terminal reaches the supervisor alone, which
     # stops the workers with SIGTERM (a second signal would make uvicorn drop requests)
     os.setpgrp()
-    from metarec.service.app import catch_early_sighup
-
     catch_early_sighup()
     _configure_logging()
     _stop_with(supervisor)
@@ -277,6 +277,9 @@ class Supervisor:
             for process, receive in rest:
                 self._wait_ready(process, receive)
             self.reports = [None] * self.workers
+            if EARLY_SIGHUP.is_set():  # one came before these handlers: every worker reloads
+                EARLY_SIGHUP.clear()
+                self._on_signal(signal.SIGHUP, None)
             _announce(self.settings, model, store_url, host, port, self.workers)
             self._watch()
         finally:

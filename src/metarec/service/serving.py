@@ -281,10 +281,18 @@ class ModelHolder:
             version, text = self.store.served_state()
             recorded = ServedRef.parse(text)
             in_step = recorded is None or recorded.folder == str(path)
+            # the same folder reached by another name (a start on a link, as the README
+            # advises, where the store recorded the folder): recorded, or the other
+            # processes, and any started later, kept re-reading the old name on SIGHUP
+            renamed = recorded is not None and in_step and recorded.run != str(given)
             # a ref without a cut-off (as first recorded) is replaced by one that has one
-            moved = not in_step or recorded is None or recorded.events_upto is None
+            moved = not in_step or recorded is None or recorded.events_upto is None or renamed
             if announce == "always" or (announce == "if_moved" and moved):
-                ref: ServedRef | None = ServedRef(str(given), str(path), self.store.last_event_id())
+                upto = self.store.last_event_id()
+                if announce == "if_moved" and in_step and recorded is not None:
+                    # the same model under a new name: the same fold-in cut-off
+                    upto = recorded.events_upto if recorded.events_upto is not None else upto
+                ref: ServedRef | None = ServedRef(str(given), str(path), upto)
                 publish = True
                 if announce == "if_moved" and not in_step and self._current is None:
                     # a start on another run than the store's: often a restart with the
@@ -383,6 +391,7 @@ class ModelHolder:
                     (current.run, current.folder) if ref is None else (ref.run, Path(ref.folder))
                 )
                 self.load(run, folder=folder)
+                self.metrics.count_reload()  # a swap as a reload's or SIGHUP's is
             except Exception:
                 log.exception("catching up with the shared store failed; serving on")
                 self._failed = (version, time.monotonic() + SYNC_RETRY_S)

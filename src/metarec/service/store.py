@@ -270,6 +270,7 @@ def normalise_url(url: str) -> str:
 # how long a write waits for another process's SQLite write lock before the request
 # gets a 503 store_busy (the service's own writers queue in-process and never meet it)
 SQLITE_BUSY_TIMEOUT_S = 30.0
+FILE_GONE = "the database file is gone (deleted or moved while serving)"
 
 
 def make_engine(url: str) -> Engine:
@@ -390,10 +391,18 @@ class FeedbackStore:
         self.engine = make_engine(url)
         self.url = self.engine.url.render_as_string(hide_password=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        database = self.engine.url.database
+        # the database file, for ping (None: in memory)
+        self._file = (
+            Path(database).resolve()
+            if self.is_sqlite and database and database != ":memory:"
+            and not database.startswith("file:")
+            else None
+        )  # fmt: skip
         if self.is_sqlite:
             # sqlite:///x.db is relative to the working folder, sqlite:////x.db absolute:
             # an error names the file meant, which the URL's slashes hide
-            self.url += f" (file {Path(str(self.engine.url.database)).resolve()})"
+            self.url += f" (file {Path(str(database)).resolve()})"
         # SQLite has one writer: queue writers in-process instead of busy-waiting in SQLite
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._warned_unlocked_cut_off = False
@@ -472,6 +481,7 @@ class FeedbackStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
+        self._check_file("write")
         if self._write_lock is None:
             with _write(self.engine) as conn:
                 yield conn
@@ -502,8 +512,16 @@ class FeedbackStore:
         return (sqlite if self.is_sqlite else postgresql).insert(table)
 
     def ping(self) -> None:
+        self._check_file("ping")
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+    def _check_file(self, doing: str) -> None:
+        """An OperationalError if the SQLite file was deleted while in use: a pooled
+        connection holds it open and answers on, so writes were acknowledged into a
+        file no later start would read, and the readiness probe said "reachable"."""
+        if self._file is not None and not self._file.exists():
+            raise OperationalError(doing, None, Exception(f"{self._file}: {FILE_GONE}"))
 
     # -- the served state shared by server processes ---------------------------
     def served_state(self) -> tuple[int, str | None]:
