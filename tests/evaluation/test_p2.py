@@ -125,3 +125,32 @@ def test_splits_refuse_what_is_not_a_dataset(make: Callable[..., Any], dataset: 
     # an AttributeError on .interactions before
     with pytest.raises(DataError, match="dataset: expected a metarec Dataset"):
         make(dataset)
+
+
+def test_tied_scores_gain_nothing_from_the_catalogue_order(ds) -> None:
+    """MovieLens numbers its best-known films first: ties broken by index handed a model
+    whose scores tie (faithful MeLU, which knows a film by its year and genres) hits
+    for free. On the committed split's test users at K = 0, equal scores ranked by
+    index score nDCG@10 0.18, in random orders 0.04 on average: the fixed order lists
+    break ties by is one such random order."""
+    from metarec.data.tasks import liked_query_items
+    from metarec.evaluation.metrics import ranking_table
+    from metarec.models.base import top_k
+
+    results = Path(__file__).parents[2] / "benchmarks" / "results"
+    split = P2Split.load(results / "p2-ml-100k-split.json", ds)
+    index = {str(i): n for n, i in enumerate(ds.items["item_id"])}
+    tasks, _ = shot_tasks(split.frames["test"], index, 0)
+    relevant = liked_query_items(tasks, 4.0)
+    tied = np.zeros((len(tasks), len(index)))
+
+    def ndcg(top: np.ndarray) -> float:
+        return float(np.nanmean(ranking_table(top, relevant, 10)["ndcg@10"]))
+
+    def one_list(order: np.ndarray) -> float:  # every user shown the same ten
+        return ndcg(np.tile(order[:10], (len(tasks), 1)))
+
+    by_index = one_list(np.arange(len(index)))
+    shuffled = [one_list(np.random.default_rng(s).permutation(len(index))) for s in range(20)]
+    assert round(by_index, 2) == 0.18 and round(float(np.mean(shuffled)), 2) == 0.04
+    assert ndcg(top_k(tied, 10, tasks)) < 0.1 < by_index
