@@ -32,9 +32,13 @@ best first; ``relevant``: the user's relevant items):
     hit@k       = 1 if Σ hits > 0 else 0;  mrr@k = 1 / rank of the first hit, else 0
     itemcoverage@k = |distinct items over all users' top-k lists| / n_items
                   (a population figure, not a per-user one)
-    auc (full ranking) = the AUC above over the user's score row: relevant
-                  items against every other candidate (the catalogue minus the
-                  excluded support items).
+    auc (full ranking, :func:`full_auc`; not among P2's reported metrics, which
+                  rank from top-k lists alone) = the AUC above over the user's
+                  score row: relevant items against every other candidate (the
+                  catalogue minus the excluded support items).
+    A list padded with -1 (fewer than k items left once the support is excluded)
+    counts no hit there. Tied scores are shown in a fixed pseudo-random order of
+    the catalogue (:func:`metarec.models.base.top_k`), never in index order.
 Users with no relevant item get NaN in every P2 per-user metric.
 """
 
