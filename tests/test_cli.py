@@ -724,6 +724,10 @@ def test_implicit_feedback_trains_on_every_user_by_default(
     proc = cli("train", *args, *bce, "--holdout", "p1", "--out", str(tmp_path / "p1"))
     assert_one_line_error(proc, "--holdout p1: every rating of", "use --holdout none")
     assert not (tmp_path / "p1").exists()
+    # quickstart evaluates with P1 and has no --holdout to suggest
+    proc = cli("quickstart", *args, *bce, "--out", str(tmp_path / "qs"))
+    assert_one_line_error(proc, "quickstart evaluates with protocol P1", "`metarec train`")
+    assert "--holdout" not in proc.stderr
     out = tmp_path / "run"
     proc = cli("train", *args, *bce, "--out", str(out))
     assert proc.returncode == 0, proc.stderr

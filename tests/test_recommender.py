@@ -1233,6 +1233,9 @@ def test_a_run_trained_in_python_builds_new_items_text_as_its_files_did(
                         "author": ["Someone"], "description": ["dragons and wizards"]})  # fmt: skip
     text = rec.prepare_items(new)["text"].iloc[0]
     assert "Someone" in text and "dragons and wizards" in text, text
+    # its column options, not its files: a data set filtered since would be read whole
+    recorded = rec.metadata["data_spec"]
+    assert recorded["text_cols"] == "author,description" and recorded["interactions"] is None
     assert text.startswith("A Dragon Saga") and "Fantasy" in text
     # options a spec cannot say leave the data set, and so its runs, without one
     assert load_table(ratings, books, sep=",", **options).spec is None
@@ -1253,3 +1256,22 @@ def test_time_ordered_episodes_without_timestamps_are_warned_about(shared_data: 
         warnings.simplefilter("always")
         fit_recommender(catalogue, ds.interactions, cfg, progress=False)
     assert not [w for w in caught if "episode_order" in str(w.message)]
+
+
+def test_served_lists_break_ties_as_every_ranked_list_does(
+    fitted: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the serving path took ties as argpartition left them, and a seen item could come
+    # back among items the model scored -inf
+    from metarec.models.base import tie_order
+
+    user = fitted.adapt([("1", 5), ("2", 1)])  # items 0 and 1 seen
+    crafted = np.full(fitted.n_items, -np.inf)
+    crafted[10:20] = 1.0  # ten tied items
+    monkeypatch.setattr(fitted, "score", lambda *_: crafted.copy())
+    top, scores = fitted.top(user, 12)
+    tied = [i for i in tie_order(fitted.n_items) if 10 <= i < 20]
+    assert top[:10].tolist() == tied and scores[:10].tolist() == [1.0] * 10
+    assert not {0, 1} & set(top.tolist()) and np.isneginf(scores[10:]).all()
+    top, _ = fitted.top(user, 5, candidates=["1", "2", "3"], exclude_seen=True)
+    assert top.tolist() == [2]  # the only candidate not seen, though scored -inf

@@ -265,15 +265,17 @@ def check_new_items(model: ScoringModel, world: World, *, reads_text: bool) -> N
     _close(scores[:, :before], old, "the old items' scores after adding items")
 
 
-def _score_order(scores: np.ndarray) -> np.ndarray:
-    """Item indices by score, best first, ties in the catalogue's fixed tie order: what
-    ``recommend`` must give (a slow reference, one row at a time)."""
+def _score_order(scores: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
+    """Item indices by score, best first, ties in the catalogue's fixed tie order, the
+    ``excluded`` ones after all others (-inf scores too): what ``recommend`` must give
+    (a slow reference, one row at a time)."""
     from metarec.models.base import tie_order
 
     ties = tie_order(len(scores))
     rank = np.empty(len(scores), dtype=np.int64)
     rank[ties] = np.arange(len(scores))
-    return np.lexsort((rank, -scores))
+    last = np.zeros(len(scores), dtype=bool) if excluded is None else excluded
+    return np.lexsort((rank, -scores, last))
 
 
 def check_recommend_excludes_seen(model: ScoringModel, world: World) -> None:
@@ -288,9 +290,9 @@ def check_recommend_excludes_seen(model: ScoringModel, world: World) -> None:
     for n, (row, task, s) in enumerate(zip(top, tasks, scores, strict=True)):
         if set(row) & set(task.support_items):
             raise ConformanceError(f"task {n}: recommended an item of its support set")
-        unseen = s.copy()
-        unseen[task.support_items] = -np.inf
-        if not np.array_equal(row, _score_order(unseen)[:20]):
+        support = np.zeros(len(s), dtype=bool)
+        support[task.support_items] = True
+        if not np.array_equal(row, _score_order(s, support)[:20]):
             raise ConformanceError(f"task {n}: the top 20 are not the best unseen by score")
     full = model.recommend(tasks, k=model.n_items, users=users, exclude_seen=False)
     for n, (row, s) in enumerate(zip(full, scores, strict=True)):

@@ -306,11 +306,16 @@ def split_users(
 
 
 def _spec_metadata(dataset: Dataset) -> dict[str, Any]:
-    """``{"data_spec": ...}`` for a data set read with options a spec can say, else {}."""
-    from metarec.data.spec import spec_problem
+    """``{"data_spec": ...}``: the column options ``dataset`` was read with (what
+    ``add_items`` reads), else {}. Not its files: a data set filtered in Python since
+    would be read back whole by ``evaluate`` or ``retrain``, which are told the data."""
+    from metarec.data.spec import PATH_KEYS, spec_problem
 
     spec = dataset.spec
-    return {"data_spec": dict(spec)} if spec is not None and spec_problem(spec) is None else {}
+    if spec is None or spec_problem(spec) is not None:
+        return {}
+    where = (*PATH_KEYS, "dataset")
+    return {"data_spec": {k: None if k in where else v for k, v in spec.items()}}
 
 
 def train(

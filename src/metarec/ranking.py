@@ -16,7 +16,7 @@ import pandas as pd
 
 from metarec.data.columns import not_index, plain
 from metarec.errors import DataError, ModelError, UnsupportedError
-from metarec.models.base import check_k
+from metarec.models.base import check_k, tie_order
 from metarec.models.cutpoints import RatingCutpoints
 
 
@@ -140,11 +140,19 @@ class TopK:
             allowed[[self.resolve(c) for c in candidates]] = True
         if exclude_seen:
             allowed[seen_indices(user.seen, self.n_items)] = False
-        scores[~allowed] = -np.inf
         k = min(k, int(allowed.sum()))
-        # argpartition, then sort only the k winners: no full sort of the catalogue
-        top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
-        top = top[np.argsort(-scores[top], kind="stable")]
+        if not k:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        # laid out in the catalogue's tie order (as every ranked list is: top_k), what
+        # is not allowed after every score (-inf too, which a model may give)
+        ties = tie_order(self.n_items)
+        key = np.where(allowed, -scores, np.nan)[ties]
+        # a partition, then a sort of the winners and of what ties with the last of
+        # them: no full sort of the catalogue
+        kth = np.partition(key, k - 1)[k - 1]
+        near = np.flatnonzero(key <= kth)
+        at = near[np.lexsort((near, key[near]))][:k]
+        top = ties[at]
         return top, scores[top]
 
     def recommend(

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from metarec.service.serving import ServedRef
+
 from .conftest import LiveServer
 
 
@@ -377,6 +379,10 @@ def test_a_start_on_a_link_to_the_served_folder_records_the_link(
         assert c.post("/v1/admin/reload").json()["model"].startswith("new@")
     with a.client() as c:
         assert c.get("/ready").json()["model"].startswith("new@")
+    # and a start on the folder the link leads to leaves the recorded link alone
+    make_server(run=new)
+    recorded = ServedRef.parse(a.app.state.store.served_state()[1])
+    assert recorded is not None and recorded.run == str(link)
 
 
 def test_a_reload_without_a_run_reloads_what_the_store_records(

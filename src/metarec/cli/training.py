@@ -101,7 +101,7 @@ def _check_p1_groups(split: Any, n_users: int, name: str, holdout_flag: bool) ->
         print(f"note: {note}")
 
 
-def _holdout_for(holdout: str | None, ds: Any) -> str:
+def _holdout_for(holdout: str | None, ds: Any, holdout_flag: bool) -> str:
     """``--holdout`` as given, or its default for the data: P1 measures predicted
     ratings, so on data whose every rating is one value it would set users and items
     aside for an evaluation that refuses the run."""
@@ -115,11 +115,19 @@ def _holdout_for(holdout: str | None, ds: Any) -> str:
             )
         return "none" if implicit else "p1"
     if holdout == "p1" and implicit:
+        why = (
+            f"every rating of {ds.name} is {ds.rating_range[0]:g} (implicit feedback), and "
+            "P1 measures predicted ratings"
+        )
+        if not holdout_flag:  # quickstart, which evaluates with P1 and has no --holdout
+            raise ConfigError(
+                f"quickstart evaluates with protocol P1: {why}; train with `metarec train` "
+                "(every user, by default on such data) and compare models with "
+                "`metarec benchmark --protocol p2`"
+            )
         raise ConfigError(
-            f"--holdout p1: every rating of {ds.name} is {ds.rating_range[0]:g} (implicit "
-            "feedback), and P1 measures predicted ratings, so its held-out users could "
-            "never be evaluated; use --holdout none (the default for such data) and "
-            "benchmark --protocol p2"
+            f"--holdout p1: {why}, so its held-out users could never be evaluated; use "
+            "--holdout none (the default for such data) and benchmark --protocol p2"
         )
     return holdout
 
@@ -172,7 +180,7 @@ def train_run(
             check_like_threshold(cfg.like_threshold, ds.rating_range, "like_threshold")
         else:
             inferred_like_threshold(ds.interactions["rating"], ds.rating_range)
-        holdout = _holdout_for(holdout, ds)
+        holdout = _holdout_for(holdout, ds, holdout_flag)
         drawn = cfg.seed if split_seed is None else split_seed
         split = make_p1_split(ds, seed=drawn) if holdout == "p1" else None
         if split is not None:

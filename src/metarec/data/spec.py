@@ -38,13 +38,13 @@ SPEC_KEYS = (
     "item_id_col",
     "users_id_col",
 )
-_PATH_KEYS = ("data", "interactions", "items", "users")
+PATH_KEYS = ("data", "interactions", "items", "users")
 
 
 def make_spec(values: dict[str, Any]) -> dict[str, Any]:
     """A spec from ``values`` (missing keys become None), with its paths made absolute."""
     spec: dict[str, Any] = {k: values.get(k) for k in SPEC_KEYS}
-    for k in _PATH_KEYS:
+    for k in PATH_KEYS:
         if spec[k]:
             try:
                 spec[k] = str(Path(spec[k]).resolve())

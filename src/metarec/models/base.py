@@ -373,8 +373,8 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> 
     P2 test users equal scores gave nDCG@10 0.18 in index order, 0.04 in random orders.
 
     ``exclude``: tasks whose support items are masked out, row by row. An excluded
-    item is never returned: where fewer than ``k`` items are left (or the model scored
-    every other item -inf) the list is padded with -1.
+    item is never returned, not even after items the model scored -inf: where fewer
+    than ``k`` items are left the list is padded with -1.
     """
     scores = np.array(scores, dtype=np.float64, copy=True)
     excluded = np.zeros(scores.shape, dtype=bool)

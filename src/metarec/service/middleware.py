@@ -189,7 +189,7 @@ class RequestMetrics:
             return
         t0 = time.perf_counter()
         status: int | None = None
-        failed = False
+        failed = gone = False
 
         async def tracked(msg: Message) -> None:
             nonlocal status
@@ -197,8 +197,15 @@ class RequestMetrics:
                 status = int(msg["status"])
             await send(msg)
 
+        async def watched() -> Message:
+            nonlocal gone
+            msg = await receive()
+            if msg["type"] == "http.disconnect" and status is None:
+                gone = True  # whatever is answered now reaches no one
+            return msg
+
         try:
-            await self.app(scope, receive, tracked)
+            await self.app(scope, watched, tracked)
         except BaseException:
             failed = True
             raise
@@ -207,9 +214,12 @@ class RequestMetrics:
             name = getattr(route, "path", None) or "unmatched"
             # a client can send any method token: one label each would grow without bound
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            # no answer and no error: the client went away mid-request (499, as nginx
-            # logs it), which counted as a 500 of the server's and set off its alerts
-            code = status if status is not None else 500 if failed else CLIENT_GONE
+            # the client went away before the answer (499, as nginx logs it): that
+            # counted as a 500 of the server's, setting off its alerts, or a 400
+            if gone or (status is None and not failed):
+                code = CLIENT_GONE
+            else:
+                code = status if status is not None else 500
             self.metrics.observe_request(name, method, code, time.perf_counter() - t0)
 
 

@@ -281,10 +281,16 @@ class ModelHolder:
             version, text = self.store.served_state()
             recorded = ServedRef.parse(text)
             in_step = recorded is None or recorded.folder == str(path)
-            # the same folder reached by another name (a start on a link, as the README
+            # the same folder reached through a link (a start on one, as the README
             # advises, where the store recorded the folder): recorded, or the other
-            # processes, and any started later, kept re-reading the old name on SIGHUP
-            renamed = recorded is not None and in_step and recorded.run != str(given)
+            # processes, and any started later, kept re-reading the old name on SIGHUP.
+            # Not the other way: a start on the folder leaves a recorded link alone
+            renamed = (
+                recorded is not None
+                and in_step
+                and recorded.run != str(given)
+                and str(given) != str(path)
+            )
             # a ref without a cut-off (as first recorded) is replaced by one that has one
             moved = not in_step or recorded is None or recorded.events_upto is None or renamed
             if announce == "always" or (announce == "if_moved" and moved):
