@@ -372,8 +372,8 @@ def train(
             rating_range=dataset.rating_range,
             checkpoint_dir=Path(run_dir) / "checkpoint" if run_dir else None,
             progress=progress,
-            # the data options, as `metarec train` records them: new items' text is then
-            # built from the same columns, and evaluate and retrain find the data
+            # the data's column options, as `metarec train` records them: new items'
+            # text is then built from the same columns
             metadata={"dataset": dataset.name, **_spec_metadata(dataset)},
         )
         if run_dir is not None:

@@ -390,7 +390,7 @@ def _retrain(
             # what keeps `abtest` from testing the new model on users it learned from
             # (the held-out users are not among them)
             trained = {*train["user_id"].astype(str), *validation["user_id"].astype(str)}
-            _write_new_run(folder, new, cfg, result, run, force, (held_rule, held), trained)
+            _write_new_run(folder, new, cfg, result, run, (held_rule, held), trained)
     return result
 
 
@@ -400,7 +400,6 @@ def _write_new_run(
     cfg: TrainConfig,
     result: RetrainResult,
     run: Path,
-    force: bool,
     held_out: tuple[str, Collection[str]],
     trained: set[str],
 ) -> None:
@@ -422,7 +421,7 @@ def _write_new_run(
                 "new_mae": result.new_mae,
                 "n_eval_users": result.n_eval_users,
                 "accepted": result.accepted,
-                "forced": force and not result.accepted,
+                "forced": not result.accepted,  # written all the same: --force
                 "feedback_users": result.n_feedback_users,
                 "feedback_ratings": result.n_feedback_ratings,
                 **result.details,

@@ -165,10 +165,10 @@ class Dataset:
     rating_range: tuple[float, float] = (1.0, 5.0)
     report: CleaningReport | None = None
     # the data options it was read with, as `metarec train` records them
-    # (:mod:`metarec.data.spec`): a run trained on it keeps them, so that ``add_items``
-    # builds new items' text from the same columns and takes rows named as the file
-    # names them, and ``evaluate`` and ``retrain`` find the data again. None: built in
-    # memory, or read with options a spec cannot say (``sep``, a custom ``text``).
+    # (:mod:`metarec.data.spec`): a run trained on it keeps their column options, so
+    # that ``add_items`` builds new items' text from the same columns and takes rows
+    # named as the file names them. None: built in memory, or read with options a spec
+    # cannot say (``sep``, a custom ``text``).
     spec: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:

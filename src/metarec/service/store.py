@@ -402,7 +402,7 @@ class FeedbackStore:
         if self.is_sqlite:
             # sqlite:///x.db is relative to the working folder, sqlite:////x.db absolute:
             # an error names the file meant, which the URL's slashes hide
-            self.url += f" (file {Path(str(database)).resolve()})"
+            self.url += f" (file {self._file or Path(str(database)).resolve()})"
         # SQLite has one writer: queue writers in-process instead of busy-waiting in SQLite
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._warned_unlocked_cut_off = False
