@@ -158,6 +158,12 @@ def test_a_feature_the_model_has_no_column_for_is_warned_about(fitted: Recommend
         fitted.adapt([("1", 5)], user_features={"user_id": "u1", "age": 34})  # a row's own id
         # stored profiles may hold more than one model reads: adapt_many takes them as is
         fitted.adapt_many([[("1", 5)], [("2", 4)]], [{}, {"zip_code": "10001", "age": 30}])
+    # a model trained without user features reads none: a profile was ignored in silence
+    from metarec.data.features import UserFeatureEncoder
+    from metarec.inputs import warn_unused_features
+
+    with pytest.warns(UserWarning, match=r"'age' not a .*trained without user features"):
+        warn_unused_features(UserFeatureEncoder(), {"age": 34}, "user_features")
 
 
 def test_user_features_the_model_cannot_read_are_named(

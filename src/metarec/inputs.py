@@ -177,13 +177,19 @@ def warn_unused_features(encoder: UserFeatureEncoder, user_features: object, whe
     misspelt key ("agee") was read as no feature at all without a word. Not an error, as
     the HTTP API's is, and not in ``adapt_many``, which takes stored profiles that may
     hold more than one model uses."""
-    if not encoder.columns or not isinstance(user_features, Mapping):
+    if not isinstance(user_features, Mapping):
         return
     unused = [repr(k) for k in user_features if k not in encoder.vocab and k != "user_id"]
     if unused:
+        # A model trained without user features reads none: saying so, rather than
+        # nothing, tells a caller their profile made no difference.
+        reads = (
+            f"it reads {', '.join(encoder.columns)}"
+            if encoder.columns
+            else "it was trained without user features"
+        )
         warnings.warn(
-            f"{where}: {', '.join(unused[:5])} not a feature of this model, ignored "
-            f"(it reads {', '.join(encoder.columns)})",
+            f"{where}: {', '.join(unused[:5])} not a feature of this model, ignored ({reads})",
             UserWarning,
             stacklevel=3,
         )

@@ -597,3 +597,30 @@ def test_a_damaged_sqlite_file_is_named_not_met_as_a_traceback(tmp_path: Path) -
                        r"image is malformed\); restore it from a backup"):  # fmt: skip
         store.events_for("u")
     store.close()
+
+
+def test_a_write_queued_while_the_file_is_deleted_stores_nothing(tmp_path: Path) -> None:
+    # the file was checked before the write's wait in the queue: a write that waited
+    # behind another while the file was deleted was acknowledged into the deleted file
+    path = tmp_path / "store.db"
+    store = FeedbackStore(f"sqlite:///{path}")
+    store.create_user("u1", {})
+    assert store._write_lock is not None
+    store._write_lock.acquire()  # another write in progress
+    outcome: list[object] = []
+
+    def queued() -> None:
+        try:
+            outcome.append(store.add_events("u1", [ev("late")]))
+        except OperationalError as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=queued)
+    writer.start()
+    time.sleep(0.2)  # the write is waiting in the queue
+    path.unlink()
+    store._write_lock.release()
+    writer.join(timeout=30)
+    store.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], OperationalError), outcome
+    assert "database file is gone" in str(outcome[0])

@@ -481,7 +481,6 @@ class FeedbackStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
-        self._check_file("write")
         if self._write_lock is None:
             with _write(self.engine) as conn:
                 yield conn
@@ -499,6 +498,9 @@ class FeedbackStore:
                 ),
             )
         try:
+            # checked once this write's turn has come, not before its wait in the queue:
+            # a write queued while the file was deleted was acknowledged into it
+            self._check_file("write")
             left_ms = max(1, int((deadline - time.monotonic()) * 1000))
             # the lock taken at once (the usual case): the connection's own timeout is
             # the budget, and two PRAGMAs a write would only cost time
