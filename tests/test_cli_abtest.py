@@ -425,6 +425,50 @@ def test_abtest_runs_with_different_catalogues(
     )
 
 
+@pytest.mark.slow
+def test_abtest_on_data_the_runs_were_not_trained_on(
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Fewer items was tested (exit 0); ratings on another scale failed as "support
+    rating 8 is off the model's scale", naming neither the data nor a flag."""
+    import pandas as pd
+
+    a, b = runs
+    source = shared_data / "ml-100k"
+    inter = pd.read_csv(source / "ml-100k.inter", sep="\t")
+    items = pd.read_csv(source / "ml-100k.item", sep="\t")
+    cases = {
+        "fewer": (inter[inter["item_id:token"] <= 1600], items[items["item_id:token"] <= 1600]),
+        "doubled": (inter.assign(**{"rating:float": inter["rating:float"] * 2}), items),
+    }
+    for name, (rows, catalogue) in cases.items():
+        folder = tmp_path / name / "ml-100k"
+        folder.mkdir(parents=True)
+        rows.to_csv(folder / "ml-100k.inter", sep="\t", index=False)
+        catalogue.to_csv(folder / "ml-100k.item", sep="\t", index=False)
+        shutil.copy(source / "ml-100k.user", folder)
+    new_users = json.loads((a / "split.json").read_text())["new_users"]
+    (tmp_path / "new.txt").write_text("\n".join(new_users) + "\n")
+    argv = ["abtest", str(a), str(b), "--users", str(tmp_path / "new.txt"), "--data"]
+    code = main([*argv, str(tmp_path / "fewer" / "ml-100k")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "--data: ml-100k's catalogue (1,600 items) is not the "
+        "runs' (1,682 items"
+    )  # fmt: skip
+    code = main([*argv, str(tmp_path / "doubled" / "ml-100k")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "--data: ml-100k's ratings are on [2, 10]", "on [1, 5]"
+    )
+    # one user: arm B empty, and every replay figure "n/a" with exit 0
+    one = tmp_path / "one.txt"
+    one.write_text(new_users[0] + "\n")
+    code = main(["abtest", str(a), str(b), "--users", str(one), *_data(shared_data),
+                 "--method", "replay", "--out", str(tmp_path / "r.json")])  # fmt: skip
+    _assert_one_line_error(code, capsys.readouterr().err, "the replay needs users in both arms")
+    assert not (tmp_path / "r.json").exists()
+
+
 def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert code == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("metarec: error:")]

@@ -545,6 +545,15 @@ def fit_from_runs(
                     f"{run}: its catalogue ({rec.n_items} items) is not the data's "
                     f"({len(ids)} items); give the data the run was trained on"
                 )
+            (lo, hi), (run_lo, run_hi) = ds.rating_range, rec.rating_range
+            if float(lo) < float(run_lo) or float(hi) > float(run_hi):
+                # found only once the peers were fitted, as "support rating 8 is off the
+                # model's scale [1, 5]", which named neither the data nor the run
+                raise ConfigError(
+                    f"{run}: trained on ratings [{float(run_lo):g}, {float(run_hi):g}], "
+                    f"but {ds.name}'s are on [{float(lo):g}, {float(hi):g}]; give the data "
+                    "the run was trained on"
+                )
         elif rec.items["item_id"].tolist() != primary.items["item_id"].tolist():
             raise ConfigError(f"{run} and {folders[0]} have different catalogues")
         elif tuple(map(float, rec.rating_range)) != tuple(map(float, primary.rating_range)):

@@ -33,12 +33,17 @@ import pandas as pd
 
 from metarec.config import TrainConfig
 from metarec.data.features import user_rows
+from metarec.data.tasks import Task
 from metarec.errors import ConfigError
 from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
 
 FEEDBACK_PREFIX = "feedback:"  # keeps service user ids apart from the dataset's
 HELD_OUT_FRACTION = 0.1
+# the release rule on one-level (implicit) data ranks the catalogue: its depth, and how
+# many held-out users are scored over the whole catalogue at once
+CATALOGUE_K = 10
+CATALOGUE_BATCH = 256
 
 
 @dataclass
@@ -53,8 +58,9 @@ class RetrainResult:
     out: Path
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
-    # what old_mae/new_mae hold, a loss either way: "MAE" for a rating run, and for an
-    # implicit objective, whose scores are not ratings, "1 - nDCG@3"
+    # what old_mae/new_mae hold, a loss either way: "MAE" for a rating run, for an
+    # implicit objective, whose scores are not ratings, "1 - nDCG@3", and on one-level
+    # data (clicks) CATALOGUE_METRIC (see gate_metric)
     metric: str = "MAE"
 
     def summary(self) -> str:
@@ -188,11 +194,44 @@ def _held_out_users(run: Path, ds: Any, seed: int) -> tuple[set[str], str]:
     return set(map(str, held["user_id"].unique())), f"a seeded {HELD_OUT_FRACTION:.0%} of users"
 
 
-def gate_metric(rec: Recommender) -> str:
+CATALOGUE_METRIC = f"1 - nDCG@{CATALOGUE_K} over the catalogue"
+
+
+def gate_metric(rec: Recommender, ratings: np.ndarray | None = None) -> str:
     """The loss the release rule compares: MAE where scores are ratings; otherwise
     1 - nDCG@3 of each held-out user's query items ranked by score (gain 2^r - 1),
-    as the MAE of a bce or softmax score against ratings would measure nothing."""
+    as the MAE of a bce or softmax score against ratings would measure nothing.
+
+    Where every rating is one value (clicks, plays) both measure nothing: any order of
+    equal query ratings has nDCG 1, and a constant prediction has MAE 0, so an untrained
+    model passed. There each held-out user's query items are found among the whole
+    catalogue (but their support items), as P2 does: 1 - binary nDCG@10. One value in
+    the run's rating range, or in ``ratings`` (the held-out users' own: a run fitted in
+    Python on clicks may keep the default 1-5 range), says so."""
+    low, high = rec.rating_range
+    if low == high or (ratings is not None and len(np.unique(ratings)) == 1):
+        return CATALOGUE_METRIC
     return "MAE" if rec.cfg.objective == "rating" else "1 - nDCG@3"
+
+
+def _catalogue_loss(rec: Recommender, tasks: list[Task], rows: Any) -> float:
+    """1 - mean binary nDCG@10 of the query items among the catalogue, scored in
+    batches: one [users, items] matrix at a time stays small for large catalogues."""
+    from metarec.evaluation.metrics import ranking_table
+    from metarec.models.base import top_k
+
+    ndcg = []
+    for start in range(0, len(tasks), CATALOGUE_BATCH):
+        batch = tasks[start : start + CATALOGUE_BATCH]
+        part = None if rows is None else rows.iloc[start : start + CATALOGUE_BATCH]
+        scores = rec.score_catalogue(batch, part)
+        if not np.isfinite(scores).all():  # a diverged model: no loss, never accepted
+            return float("nan")
+        top = top_k(scores, CATALOGUE_K, exclude=batch)
+        table = ranking_table(top, [np.unique(t.query_items) for t in batch], CATALOGUE_K)
+        ndcg.append(table[f"ndcg@{CATALOGUE_K}"])
+    values = np.concatenate(ndcg)
+    return float(1.0 - np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def _gate_loss(
@@ -207,6 +246,8 @@ def _gate_loss(
     if not tasks:
         return float("nan"), 0
     rows = user_rows(users, user_ids)
+    if metric == CATALOGUE_METRIC:
+        return _catalogue_loss(rec, tasks, rows), len(tasks)
     preds = rec.predict_tasks(tasks, rows)
     low = float(rec.rating_range[0])
     try:
@@ -361,7 +402,7 @@ def _retrain(
             "feedback_ratings": len(feedback),
         },
     )
-    metric = gate_metric(old)
+    metric = gate_metric(old, evaluation["rating"].to_numpy())
     old_mae, n_eval = _gate_loss(old, evaluation, users, cfg.seed, metric)
     new_mae, _ = _gate_loss(new, evaluation, users, cfg.seed, metric)
     accepted = not_worse(old_mae, new_mae, tolerance)

@@ -107,6 +107,31 @@ def test_metasgd_learns_step_sizes() -> None:
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.parametrize("adapt", ["context", "head"])
+def test_reptile_gives_what_it_does_not_adapt_first_order_mamls_gradient(adapt: str) -> None:
+    """Reptile has no rule for the parameters it does not adapt. They got the query
+    loss at values adapted on support and query, where the closed-form solve fits the
+    query itself: on P1 ml-1m training diverged in its first epoch, and the solve's
+    damping and ridge, which that loss never reached, kept their starting values."""
+    reptile, batch = _tiny("reptile", adapt)
+    fo, _ = _tiny("fomaml", adapt)
+    reptile.reptile_grads(batch)
+    fo.outer_loss(batch).backward()
+    shared = {id(p) for p in reptile.fast_init().values()}
+    fo_params = dict(fo.model.named_parameters())
+    checked = set()
+    for name, p in reptile.model.named_parameters():
+        if id(p) in shared or fo_params[name].grad is None:
+            continue
+        torch.testing.assert_close(p.grad, fo_params[name].grad, msg=name)
+        checked.add(name)
+    assert {"user.bias_damping_raw", "user.factor_ridge_raw", "tower.proj.weight"} <= checked
+    # the shared initial values move toward the mean values adapted on support and query
+    user = reptile.model.user
+    assert user.context.grad is not None
+    assert not torch.allclose(user.context.grad, fo.model.user.context.grad)
+
+
 def _bimodal_users(n_users: int, rng: np.random.Generator, vectors: np.ndarray) -> UserRatings:
     """Two kinds of users who agree on item quality but have opposite tastes.
 

@@ -7,7 +7,9 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from metarec.cli import main
@@ -327,3 +329,44 @@ def test_held_out_users_that_are_not_in_the_data_are_refused_before_training(
     assert main([*argv, "--force", *FAST]) == 0, capsys.readouterr().err
     record = json.loads((out / "retrain.json").read_text(), parse_constant=lambda c: 1 / 0)
     assert record["old_mae"] is None and record["new_mae"] is None
+
+
+def test_on_clicks_the_release_rule_ranks_the_catalogue(shared_data: Path) -> None:
+    # every rating 1: any order of the query items had nDCG 1, so an untrained model
+    # was "not worse" (1 - nDCG@3 old 0.0000, new 0.0000) and was written
+    from metarec.config import TrainConfig
+    from metarec.data import load_dataset
+    from metarec.errors import ConfigError
+    from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+    from metarec.retrain import CATALOGUE_METRIC, _gate_loss, gate_metric
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    clicks = ds.interactions[ds.interactions["rating"] >= 4].assign(rating=1.0)
+    train, held = split_users(clicks, 0.1, seed=0)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    cfg = TrainConfig(objective="bce", max_train_users=120, seed=1, device="cpu")
+
+    def fit(changes: list[str], **kwargs: Any) -> Recommender:
+        rec, _ = fit_recommender(
+            catalogue, train, cfg.with_overrides(changes), progress=False, **kwargs
+        )
+        return rec
+
+    # clicks on the default 1-5 scale: nothing liked, so nothing learnt, without a word
+    with pytest.raises(ConfigError, match=r"every rating is 1, under the like threshold 4 "):
+        fit(["epochs=1"])
+    trained = fit(["epochs=3"], rating_range=(1.0, 1.0))
+    assert gate_metric(trained) == CATALOGUE_METRIC == "1 - nDCG@10 over the catalogue"
+    # a worse model: trained on clicks of random items; fitted on the 1-5 scale with a
+    # threshold given, where the held-out ratings tell what they are
+    rng = np.random.default_rng(0)
+    noise = train.assign(item_id=rng.choice(ds.items["item_id"].to_numpy(), len(train)))
+    worse, _ = fit_recommender(
+        catalogue, noise, cfg.with_overrides(["epochs=3", "like_threshold=1"]), progress=False
+    )
+    assert gate_metric(worse) == "1 - nDCG@3"
+    assert gate_metric(worse, held["rating"].to_numpy()) == CATALOGUE_METRIC
+    good, n = _gate_loss(trained, held, None, 0, CATALOGUE_METRIC)
+    bad, _ = _gate_loss(worse, held, None, 0, CATALOGUE_METRIC)
+    assert n > 50 and 0 < good < bad - 0.05 < 1, (good, bad)
+    assert not not_worse(good, bad, 0.0)

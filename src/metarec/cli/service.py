@@ -83,7 +83,8 @@ def register(sub: Any) -> None:
         "--tolerance",
         type=float,
         default=0.0,
-        help="held-out MAE (1 - nDCG@3 for implicit objectives) the new model may lose and "
+        help="held-out MAE (1 - nDCG@3 for implicit objectives, 1 - nDCG@10 over the "
+        "catalogue on one-level data such as clicks) the new model may lose and "
         "still be written (negative: the "
         "gain it must show; default 0)",
     )

@@ -111,9 +111,20 @@ def inferred_like_threshold(
     threshold = like_threshold_for(rating_range)
     values = np.asarray(ratings, dtype=np.float64)
     liked = int((values >= threshold).sum())
-    if not len(values) or liked >= 0.01 * len(values) or len(np.unique(values)) < 3:
-        return threshold
+    levels = np.unique(values)
     lo, hi = (float(x) for x in rating_range)
+    if len(values) and not liked and len(levels) == 1:
+        # clicks read on a 1-5 scale (fit_recommender's default range): no positive, so
+        # a ranking model learnt nothing and its loss measured nothing, without a word
+        raise ConfigError(
+            f"every rating is {levels[0]:g}, under the like threshold {threshold:g} of the "
+            f"rating scale [{lo:g}, {hi:g}]: nothing would count as liked. For implicit "
+            f"feedback give the scale as that one value (--rating-range {levels[0]:g},"
+            f"{levels[0]:g}, or rating_range=({levels[0]:g}, {levels[0]:g})); else give a "
+            f"threshold ({flags})"
+        )
+    if not len(values) or liked >= 0.01 * len(values) or len(levels) < 3:
+        return threshold
     raise ConfigError(
         f"like threshold {threshold:g}, the top quarter of the rating scale [{lo:g}, {hi:g}], "
         f"is reached by {liked:,} of {len(values):,} ratings: almost nothing would count "

@@ -196,6 +196,15 @@ def run_abtest(
         raise ConfigError(f"method: expected replay, interleave or both, got {method!r}")
     if not split.users:
         raise DataError("no users left for the A/B test (all skipped or none given)")
+    per_arm = {arm: split.arms.count(arm) for arm in ("A", "B")}
+    if method != "interleave" and not all(per_arm.values()):
+        # the replay compared an arm with nobody in it: every figure "n/a", exit 0,
+        # and a report written as if the test had run
+        raise DataError(
+            f"the replay needs users in both arms: A has {per_arm['A']:,}, B "
+            f"{per_arm['B']:,} of {len(split.users):,}; test more users, or compare the "
+            "two on the same users with method interleave"
+        )
     tasks = p4_tasks(interactions, split, item_index)
     top = float(pd.to_numeric(interactions["rating"], errors="coerce").max())
     if threshold > top:  # past the data's top rating: 0 successes in both arms, always
