@@ -680,6 +680,33 @@ def test_fold_in_items_learns_new_items_from_first_ratings(
     assert rec.item_offsets[hated] == hated_offset and rec.item_offsets[loved] > 0.5
 
 
+def test_fold_in_offsets_move_every_adaptation_scopes_scores(shared_data: Path) -> None:
+    # adapt="all" adapts the item tower, whose recomputed outputs left the offsets out:
+    # score and recommend ignored fold-in, while predict_tasks added them
+    from metarec.config import ModelConfig
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    model = ModelConfig(hidden=8, tower_hidden=16, factors=4, user_embedding_dim=2)
+    history = [("Toy Story (1995)", 5), ("Heat (1995)", 2)]
+    for adapt in ("context", "all"):
+        cfg = TrainConfig(adapt=adapt, epochs=1, inner_steps=2, max_train_users=60, seed=0,
+                          device="cpu", model=model)  # fmt: skip
+        rec, _ = fit_recommender(catalogue, ds.interactions, cfg, progress=False)
+        new = int(np.flatnonzero(rec.model.tower.id_known.numpy() == 0)[0])
+        before = rec.score(rec.adapt(history))
+        raters = pd.DataFrame({"user_id": [f"x{i}" for i in range(30)], "rating": [5] * 30,
+                               "item_id": [rec.items.item_id[new]] * 30})  # fmt: skip
+        rec.fold_in_items(raters)
+        offset = rec.item_offsets[new]
+        assert offset > 0.1, adapt
+        after = rec.score(rec.adapt(history))
+        assert after[new] - before[new] == pytest.approx(offset, rel=0.2), adapt
+        support = np.array([rec.resolve(t) for t, _ in history]), np.array([5, 2], np.float32)
+        task = Task(0, *support, np.array([new]), np.zeros(1, np.float32))
+        np.testing.assert_allclose(rec.predict_tasks([task])[0], after[[new]], rtol=1e-4)
+
+
 def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommender) -> None:
     # users who rated only items the network trained on carry no evidence (a served
     # model folds in at every load, feedback or not)

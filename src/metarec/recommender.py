@@ -206,11 +206,16 @@ class Recommender(TopK):
     def _refresh_cache(self) -> None:
         """Everything adaptation and scoring need from the catalogue, computed once per
         catalogue change instead of once per user."""
-        self._h, self._b = self.model.tower(torch.arange(self.n_items, device=self.device))
+        offsets = None
         if self.item_offsets.any():
-            self._b = self._b + torch.as_tensor(
-                self.item_offsets, dtype=self._b.dtype, device=self.device
-            )
+            dtype = next(self.model.parameters()).dtype
+            offsets = torch.as_tensor(self.item_offsets, dtype=dtype, device=self.device)
+        # every item bias the scorer computes gets them: the cached catalogue's, and the
+        # query items' and an adapted tower's (adapt="all"), which it computes anew
+        self.learner.scorer.item_offsets = offsets
+        self._h, self._b = self.learner.scorer.tower_out(
+            torch.arange(self.n_items, device=self.device)
+        )
         # scoring (every objective) and the softmax objective's adaptation read these
         # through the scorer, which keeps their item side until the catalogue changes
         self.learner.scorer.catalogue = (self._h, self._b)
@@ -465,12 +470,9 @@ class Recommender(TopK):
                 # negatives); the query items are padded here, as given
                 batch = collate(chunk).to(self.device)
                 batch.user_features = codes
+            # the scorer adds fold-in offsets to the query items' biases it computes
             pred = self.learner.query_scores(batch, params).cpu().numpy()
-            # the query path recomputes the tower, which knows nothing of fold-in offsets
-            out.extend(
-                pred[i, : len(t.query_items)] + self.item_offsets[t.query_items]
-                for i, t in enumerate(chunk)
-            )
+            out.extend(pred[i, : len(t.query_items)] for i, t in enumerate(chunk))
         return out
 
     def _codes(self, users: np.ndarray | pd.DataFrame | None, n: int, where: str) -> torch.Tensor:

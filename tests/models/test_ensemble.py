@@ -199,3 +199,15 @@ def test_a_support_size_no_validation_user_reaches_keeps_the_last_learned_weight
     # before: an even split nothing chose, while K >= 3 had learned to trust the oracle
     np.testing.assert_array_equal(ens.weights[2], ens.weights[1])
     assert ens.weights[1][1] > 0.5
+
+
+def test_a_support_size_with_nothing_liked_after_it_keeps_the_last_learned_weights() -> None:
+    # ranking weights are chosen by the liked items after the support: where no
+    # validation user has one, K >= 20 took K >= 0's weights (the constant model)
+    data = _data()
+    late = data.validation["timestamp"] >= 20
+    frame = data.validation.assign(rating=data.validation["rating"].where(~late, 1.0))
+    data = TrainingData(frame, data.catalogue, None, frame, (1.0, 5.0), 0)
+    ens = Ensemble({"a": Constant(), "b": Oracle(3, "o")}, buckets=(0, 3, 20)).fit(data)
+    assert ens.weights[0][0] > 0.5 and ens.weights[1][1] > 0.5
+    np.testing.assert_array_equal(ens.weights[2], ens.weights[1])

@@ -339,6 +339,10 @@ class Scorer:
         self._side: CatalogueSide | None = None
         # False sends every scope through the generic vmap/grad path (tests, benchmarks)
         self.direct_path = True
+        # per catalogue item, added to every item bias the tower computes here: a served
+        # model's fold-in offsets (None in training). The cached catalogue has them
+        # already; an adapted tower's outputs did not, so adapt="all" ignored fold-in
+        self.item_offsets: torch.Tensor | None = None
 
     @property
     def catalogue(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -389,9 +393,9 @@ class Scorer:
         unique, inverse = torch.unique(items, return_inverse=True)
         if unique.numel() * 2 > items.numel():  # few repeats: gathering would not pay
             if len(parts) == 1:
-                return [self.model.tower(parts[0], id_keep)]
+                return [self.tower_out(parts[0], id_keep)]
             unique, inverse = items, torch.arange(len(items), device=items.device)
-        h, b = self.model.tower(unique, id_keep)
+        h, b = self.tower_out(unique, id_keep)
         out, start = [], 0
         for part in parts:
             # index_select: a faster gather than indexing, with index_add as its backward
@@ -405,6 +409,22 @@ class Scorer:
             )
         return out
 
+    def tower_out(
+        self,
+        items: torch.Tensor,
+        id_keep: torch.Tensor | None = None,
+        params: Mapping[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tower's (h, b) for ``items`` (under adapted ``params`` when given), with
+        :attr:`item_offsets` added to b."""
+        if params:
+            h, b = functional_call(self.model.tower, dict(params), (items, id_keep), strict=False)
+        else:
+            h, b = self.model.tower(items, id_keep)
+        if self.item_offsets is not None:
+            b = b + self.item_offsets[items]
+        return h, b
+
     def scores(
         self,
         fast: Mapping[str, torch.Tensor],
@@ -417,7 +437,7 @@ class Scorer:
         """One user's scores; ``h``/``b`` are ignored when the tower is adapted."""
         tower_fast = {k[len(TOWER) :]: v for k, v in fast.items() if k.startswith(TOWER)}
         if tower_fast:
-            h, b = functional_call(self.model.tower, tower_fast, (items, id_keep), strict=False)
+            h, b = self.tower_out(items, id_keep, tower_fast)
         user_fast = {k: v for k, v in fast.items() if not k.startswith(TOWER)}
         return functional_call(self.model.user, user_fast, (h, b, user_features), strict=False)
 

@@ -151,14 +151,15 @@ class Ensemble(ScoringModel):
         val = data.validation_ratings
         for b, shot in enumerate(self.buckets if self.learn_weights else ()):
             tasks = self._validation_tasks(val, shot)
-            if not tasks:
-                # no validation user has this many ratings: the nearest smaller support
-                # size's weights, not an even split nothing chose
-                if b > 0:
-                    self.weights[b] = self.weights[b - 1]
-                continue
             users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
-            self.weights[b] = self._best_weights(tasks, users)
+            best = self._best_weights(tasks, users) if tasks else None
+            if best is not None:
+                self.weights[b] = best
+            elif b > 0:
+                # no validation user with this many ratings (or, ranking, with a liked
+                # item after them): the nearest smaller support size's weights, not an
+                # even split nothing chose
+                self.weights[b] = self.weights[b - 1]
         if self.mode == "rating":
             # the blend's own median-rating cuts, on P1-shaped validation tasks
             self.cutpoints = fit_validation_cutpoints(
@@ -214,7 +215,7 @@ class Ensemble(ScoringModel):
                 pairs.append(row)
         return np.vstack([out, *pairs]) if pairs else out
 
-    def _best_weights(self, tasks: list[Task], users: pd.DataFrame | None) -> np.ndarray:
+    def _best_weights(self, tasks: list[Task], users: pd.DataFrame | None) -> np.ndarray | None:
         cands = self._candidates()
         if self.mode == "rating":
             preds = np.stack(
@@ -231,8 +232,8 @@ class Ensemble(ScoringModel):
         # ranking: nDCG@k of the blended, standardised catalogue scores
         relevant = liked_query_items(tasks, self.like_threshold)
         keep = [i for i, r in enumerate(relevant) if len(r)]
-        if not keep:
-            return self.weights[0]
+        if not keep:  # nothing to rank for: nothing to choose weights by
+            return None
         tasks = [tasks[i] for i in keep]
         relevant = [relevant[i] for i in keep]
         users = users.iloc[keep].reset_index(drop=True) if users is not None else None
