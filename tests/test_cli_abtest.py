@@ -460,6 +460,12 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     _assert_one_line_error(
         code, capsys.readouterr().err, "--data: ml-100k's ratings are on [2, 10]", "on [1, 5]"
     )
+    # metarec ensemble said so only after fitting its peers, in the same words
+    code = main(["ensemble", str(a), "--data", str(tmp_path / "doubled" / "ml-100k"),
+                 "--peers", "popularity", "--out", str(tmp_path / "ens")])  # fmt: skip
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "trained on ratings [1, 5], but ml-100k's are on [2, 10]"
+    )
     # one user: arm B empty, and every replay figure "n/a" with exit 0
     one = tmp_path / "one.txt"
     one.write_text(new_users[0] + "\n")

@@ -1018,6 +1018,21 @@ def test_wrong_kinds_of_input_are_refused_by_name(fitted: Recommender, tmp_path:
     assert fitted.adapt_many([[("1", 5)]], (f for f in [{"age": 20}]))[0].n_ratings == 1
 
 
+def test_an_unknown_id_names_the_id_that_writes_its_number_otherwise(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # ids are text: --rate 99999=1 met only "unknown item '99999'" beside "0099999"
+    from metarec.errors import UnknownItemError
+
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    rec.add_items(pd.DataFrame({"item_id": ["0099999"], "title": ["A Padded Id"]}))
+    with pytest.raises(UnknownItemError, match=r"unknown item '99999'; close matches: '0099999'"):
+        rec.resolve("99999")
+    with pytest.raises(UnknownItemError) as caught:
+        rec.resolve("99998")
+    assert "0099999" not in caught.value.suggestions
+
+
 def test_added_items_are_keyed_and_worded_as_the_loaders_would(
     fitted: Recommender, tmp_path: Path
 ) -> None:
@@ -1057,6 +1072,37 @@ def test_added_items_may_come_in_the_shape_of_the_runs_item_file(
     both = ours.assign(item_id=["b2"], book_id=["b3"])
     rec.add_items(both)
     assert rec.items["item_id"].iloc[-1] == "b2"
+
+
+def test_added_rows_of_the_runs_item_file_get_the_text_the_file_gave_them(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    """Dates in the year column lost the year, and "science; interview" stayed one
+    genre, where the loader had read 2024 and two genres; Unix times (a news feed's
+    publication times) were taken as years past 9999 and dropped from the text."""
+    from metarec.data import load_table
+
+    (tmp_path / "plays.csv").write_text("listener,episode,played\nu1,e1,1\nu1,e2,1\n")
+    (tmp_path / "episodes.csv").write_text(
+        "id,headline,published,tags\n"
+        "e1,Space physics,2024-03-01,science; interview\n"
+        "e2,Late news,1709251200000,news\n"
+    )
+    options = {"user_col": "listener", "item_col": "episode", "rating_col": "played",
+               "item_id_col": "id", "title_col": "headline", "year_col": "published",
+               "genre_col": "tags"}  # fmt: skip
+    with pytest.warns(UserWarning, match=r"1 year\(s\) are Unix times, read as their year "
+                      r"\(e\.g\. line 3: '?1709251200000'? as 2024\)"):  # fmt: skip
+        ds = load_table(tmp_path / "plays.csv", tmp_path / "episodes.csv", **options)
+    loaded = ds.items.set_index("item_id")["text"]
+    assert loaded["e1"].startswith("Space physics (2024)") and "science, interview" in loaded["e1"]
+    assert loaded["e2"].startswith("Late news (2024)")
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    rec.metadata["data_spec"] = options
+    rows = pd.read_csv(tmp_path / "episodes.csv", dtype=str).assign(id=["n1", "n2"])
+    with pytest.warns(UserWarning, match="Unix times"):
+        added = rec.prepare_items(rows)
+    assert added["text"].tolist() == [loaded["e1"], loaded["e2"]]
 
 
 def test_pipeline_arguments_of_the_wrong_kind_are_named() -> None:

@@ -269,7 +269,17 @@ class Recommender(TopK):
         close = difflib.get_close_matches(_norm(skey), names, n=5, cutoff=0.6)
         # the GroupLens and the display form of one title are two keys of one item
         display = list(dict.fromkeys(self._display(self.title_index[c]) for c in close))
-        raise UnknownItemError(skey, display)
+        raise UnknownItemError(skey, [*self._same_number(skey), *display])
+
+    def _same_number(self, key: str) -> list[str]:
+        """Ids that write ``key``'s number another way ("007" for 7): ids are text, so
+        --rate 7=1 met only "unknown item '7'" where the catalogue has "007"."""
+        if not _WHOLE_NUMBER.fullmatch(key):
+            return []
+        number = int(float(key))
+        ids = self.items["item_id"].astype(str)
+        numeric = ids[ids.str.fullmatch(_WHOLE_NUMBER.pattern)]
+        return [i for i in numeric if int(float(i)) == number][:3]
 
     def _display(self, idx: int) -> str:
         # every item's, made once per catalogue: read one at a time from the frame's
@@ -517,7 +527,8 @@ class Recommender(TopK):
         with their text built as the catalogue's was: what :meth:`add_items` encodes.
         ``text``: the :class:`~metarec.data.text.ItemTextConfig` the catalogue was built
         with; by default the run's ``--text-cols`` (from the CLI), else the default."""
-        from metarec.data.text import ItemTextConfig, fill_item_text
+        from metarec.data.generic import read_years
+        from metarec.data.text import ItemTextConfig, fill_item_text, normalise_genres
 
         if not isinstance(items, pd.DataFrame):
             raise DataError(f"add_items: expected a DataFrame of items, got {type(items).__name__}")
@@ -554,10 +565,11 @@ class Recommender(TopK):
             if col not in frame.columns:
                 frame[col] = default
         frame["title"] = frame["title"].fillna("").astype(str)
-        # genres as a list (as JSON gives them) are joined as the loaders store them
-        frame["genres"] = [
-            "|".join(map(str, g)) if isinstance(g, (list, tuple)) else g for g in frame["genres"]
-        ]
+        # as the loaders read an items file: a year column of dates (or Unix times) as
+        # their years, which the text left out, and genres as a list or separated by
+        # | , or ; joined by |, so that "science; interview" reads as two genres
+        frame["year"] = read_years(frame, "add_items")
+        frame["genres"] = normalise_genres(frame["genres"])
         if text is not None and not isinstance(text, ItemTextConfig):
             raise DataError(f"add_items: text: expected an ItemTextConfig, got {text!r:.60}")
         if text is None:
@@ -762,6 +774,10 @@ def _warn_dropped(ids: pd.Series, previous: np.ndarray, unrated: np.ndarray) -> 
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", str(text)).strip().casefold()
+
+
+# an id written as a whole number: "7", "007", "7.0"
+_WHOLE_NUMBER = re.compile(r"[+-]?\d{1,18}(\.0*)?")
 
 
 def _loose_id(item: str) -> str:

@@ -13,6 +13,7 @@ from metarec.data.spec import (
     make_spec,
     names_data,
     spec_rating_range,
+    with_recorded_columns,
 )
 from metarec.errors import ConfigError, DataError
 
@@ -43,6 +44,26 @@ def test_names_data() -> None:
     assert not names_data(None) and not names_data({}) and not names_data(make_spec({}))
     assert names_data({"dataset": "ml-100k"}) and names_data({"interactions": "r.csv"})
     assert not names_data({"items": "i.csv"})  # items alone do not say where ratings are
+
+
+def test_files_given_again_are_read_with_the_runs_recorded_columns(own_files: Path) -> None:
+    # a run's own files given again (grown since) were read as if their columns had
+    # metarec's default names: "user column 'user_id' not found"
+    cols = {"user_col": "u", "item_col": "i", "rating_col": "stars", "title_col": "name",
+            "rating_range": "0,12"}  # fmt: skip
+    recorded = make_spec(cols)  # as metarec.train records load_table's options: no files
+    given = make_spec({"interactions": own_files / "r.csv", "items": own_files / "i.csv"})
+    with pytest.raises(DataError, match="user column 'user_id' not found"):
+        load_from_spec(given)
+    spec = with_recorded_columns(given, recorded)
+    assert {k: spec[k] for k in cols} == cols and spec["interactions"] == given["interactions"]
+    assert load_from_spec(spec).rating_range == (0.0, 12.0)
+    # an option given wins; a run of a named data set, or data named by data set, is left
+    assert with_recorded_columns({**given, "rating_col": "x"}, recorded)["rating_col"] == "x"
+    assert with_recorded_columns(given, {**recorded, "dataset": "ml-100k"}) == given
+    named = make_spec({"dataset": "ml-100k"})
+    assert with_recorded_columns(named, recorded) == named
+    assert with_recorded_columns(given, None) == given
 
 
 def test_own_files_with_a_rating_range_and_text_columns(own_files: Path) -> None:

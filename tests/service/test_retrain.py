@@ -370,3 +370,28 @@ def test_on_clicks_the_release_rule_ranks_the_catalogue(shared_data: Path) -> No
     bad, _ = _gate_loss(worse, held, None, 0, CATALOGUE_METRIC)
     assert n > 50 and 0 < good < bad - 0.05 < 1, (good, bad)
     assert not not_worse(good, bad, 0.0)
+
+
+def test_retrain_reads_the_runs_files_given_again_with_its_recorded_columns(
+    tmp_path: Path,
+) -> None:
+    # a run records its files' column options, and retrain is told the files: they were
+    # read as if their columns had the default names ("user column 'user_id' not found")
+    import metarec as mr
+    from metarec.errors import ConfigError, DataError
+    from metarec.retrain import retrain
+
+    rows = [f"r{u},m{(u * 7 + j) % 30},{1 + (u + j) % 5}" for u in range(40) for j in range(12)]
+    plays, episodes = tmp_path / "plays.csv", tmp_path / "episodes.csv"
+    plays.write_text("listener,episode,stars\n" + "\n".join(rows) + "\n")
+    titles = "".join(f"m{i},episode {i} of a show\n" for i in range(30))
+    episodes.write_text("id,headline\n" + titles)
+    ds = mr.load_table(plays, episodes, user_col="listener", item_col="episode",
+                       rating_col="stars", item_id_col="id", title_col="headline")  # fmt: skip
+    mr.train(ds, {"epochs": 1}, encoder="tfidf", run_dir=tmp_path / "run", progress=False)
+    missing = f"sqlite:///{tmp_path / 'no-feedback.db'}"
+    # the data is read as the run recorded it; what stops the retrain is the store
+    with pytest.raises((ConfigError, DataError)) as caught:
+        retrain(tmp_path / "run", missing, tmp_path / "out",
+                spec={"interactions": str(plays), "items": str(episodes)})  # fmt: skip
+    assert "no-feedback.db" in str(caught.value) and "not found" not in str(caught.value)

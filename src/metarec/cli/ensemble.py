@@ -63,7 +63,12 @@ def register(sub: Any) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
-    from metarec.data.spec import check_recorded, load_from_spec, names_data
+    from metarec.data.spec import (
+        check_recorded,
+        load_from_spec,
+        names_data,
+        with_recorded_columns,
+    )
     from metarec.ensemble_run import check_members, fit_from_runs, format_weights, run_kind
     from metarec.io import load_json
     from metarec.models.persist import check_target
@@ -85,8 +90,10 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     check_target(out)  # before the slow part, as the save would refuse it
     check_writable(out, "--out")
     spec = data_spec(args)
-    if not names_data(spec):
-        manifest = runs[0] / "recommender.json"
+    # the first run's record: its data, or its files' column options for files given
+    manifest = runs[0] / "recommender.json"
+    recorded = None
+    if not names_data(spec) or manifest.is_file():
         meta = load_json(manifest)
         metadata = meta.get("metadata") if isinstance(meta, dict) else None
         if not isinstance(metadata, dict | None):
@@ -98,11 +105,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         # read before the run is loaded: the checks Recommender.load makes of it
         check_recorded(metadata, str(manifest))
         recorded = metadata.get("data_spec")
-        if not recorded:
-            raise ConfigError(
-                f"{runs[0]}: the run does not record its data; give --dataset/--data or "
-                "--interactions"
-            )
+    if names_data(spec):
+        spec = with_recorded_columns(spec, recorded)
+    elif not recorded:
+        raise ConfigError(
+            f"{runs[0]}: the run does not record its data; give --dataset/--data or --interactions"
+        )
+    else:
         spec = recorded
     ds = load_from_spec(spec)
     with named_as_flags({"peers": "--peers"}):

@@ -401,7 +401,7 @@ def format_p1_table(result: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metarec.data.spec import load_from_spec, names_data
+    from metarec.data.spec import load_from_spec, names_data, with_recorded_columns
     from metarec.ensemble_run import run_kind
     from metarec.recommender import Recommender
 
@@ -414,7 +414,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     rec = Recommender.load(run, device=args.device)
     spec = data_spec(args)
-    if not names_data(spec):
+    if names_data(spec):
+        spec = with_recorded_columns(spec, rec.metadata.get("data_spec"))
+    else:
         spec = rec.metadata.get("data_spec") or {}
     evaluate_run(run, load_from_spec(spec), rec)
     return 0

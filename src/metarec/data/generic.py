@@ -115,7 +115,7 @@ def finish_items(
         out["title"] = text_values(join_lists(frame["title"], ", "))
     else:
         out["title"] = out["item_id"]
-    year = _read_years(frame, source) if "year" in frame.columns else pd.Series(np.nan, out.index)
+    year = read_years(frame, source) if "year" in frame.columns else pd.Series(np.nan, out.index)
     # "Toy Story (1995)" as MovieLens' own files are read: the year is the item's (a
     # P1 split's new items are found by it), and a year column beside it was written
     # twice into the text ("Toy Story (1995) (1995)"); a title whose year differs
@@ -146,11 +146,19 @@ def finish_items(
 _YEAR_IN_TEXT = re.compile(r"(?<!\d)([12]\d{3})(?!\d)")
 
 
-def _read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
+# a number this large in a year column is a Unix time (a news item's publication time):
+# seconds from 1973 on (1e8), milliseconds from 2001 on (1e12)
+_EPOCH_SECONDS = 1e8
+_EPOCH_MILLISECONDS = 1e12
+
+
+def read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
     """The year column as numbers: a date's year where it holds dates ("1995-12-25",
-    "Dec 1995"), NaN with a warning naming the first where it holds no year ("'95")."""
+    "Dec 1995") or Unix times (1704067200, in seconds or milliseconds, with a warning),
+    NaN with a warning naming the first where it holds no year ("'95")."""
     values = frame["year"]
     years = pd.to_numeric(values, errors="coerce").astype("float64")
+    years = _years_of_unix_times(frame, years, source)
     text = text_values(values).str.strip()
     unread = years.isna() & text.ne("") & values.notna()
     if not unread.any():
@@ -168,6 +176,29 @@ def _read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
             UserWarning,
             stacklevel=4,
         )
+    return years
+
+
+def _years_of_unix_times(
+    frame: pd.DataFrame, years: pd.Series, source: str | Path | None
+) -> pd.Series:
+    """``years`` with Unix times read as their (UTC) year, said in a warning: they were
+    kept as years past 9999, which the item text leaves out without a word."""
+    big = years.abs() >= _EPOCH_SECONDS
+    if not big.any():
+        return years
+    seconds = years[big].where(years[big].abs() < _EPOCH_MILLISECONDS, years[big] / 1000)
+    as_dates = pd.to_datetime(seconds, unit="s", errors="coerce", utc=True)
+    years = years.copy()
+    years[big] = as_dates.dt.year.astype("float64")
+    first = big[big].index[0]
+    line = f" line {int(frame[LINE_COL][first])}" if LINE_COL in frame.columns else ""
+    warnings.warn(
+        f"{source or 'items'}: {int(big.sum()):,} year(s) are Unix times, read as their "
+        f"year (e.g.{line}: {frame['year'][first]!r:.40} as {years[first]:.0f})",
+        UserWarning,
+        stacklevel=5,
+    )
     return years
 
 

@@ -39,6 +39,9 @@ SPEC_KEYS = (
     "users_id_col",
 )
 PATH_KEYS = ("data", "interactions", "items", "users")
+# how a table's columns are read (and its scale): what a run trained on files records
+# beside the paths, and what the same files given again still need
+COLUMN_KEYS = tuple(k for k in SPEC_KEYS if k not in (*PATH_KEYS, "dataset", "strict"))
 
 
 def make_spec(values: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +104,21 @@ def check_recorded(metadata: dict[str, Any], source: str) -> None:
     digest = metadata.get("split_digest")
     if digest is not None and not isinstance(digest, str):
         raise bad("split_digest", f"expected text (the split's digest), got {digest!r:.60}")
+
+
+def with_recorded_columns(spec: dict[str, Any], recorded: dict[str, Any] | None) -> dict[str, Any]:
+    """``spec``, which names its own files (``interactions``), with the column options
+    a run recorded for its files filled in where ``spec`` leaves them unset: the run's
+    files given again (``--interactions plays.csv``, grown since) were read as if their
+    columns had metarec's default names ("user column 'user_id' not found"), although
+    the run records that its users are in ``listener``. Options ``spec`` gives win; a
+    run trained on a named data set (``dataset``/``data``) records none to fill."""
+    if not spec.get("interactions") or not isinstance(recorded, dict):
+        return spec
+    if recorded.get("dataset") or recorded.get("data"):
+        return spec
+    filled = {k: recorded[k] for k in COLUMN_KEYS if spec.get(k) is None and recorded.get(k)}
+    return {**spec, **filled}
 
 
 def names_data(spec: dict[str, Any] | None) -> bool:
