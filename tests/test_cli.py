@@ -625,6 +625,31 @@ def _small_ratings(files: Path) -> list[str]:
             "--quiet", "--set", "encoder=tfidf", "--set", "epochs=1"]  # fmt: skip
 
 
+def test_a_runs_files_given_again_are_read_with_its_column_names(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # --user-col and the like defaulted to metarec's names at the shell, so a run's
+    # record never filled them: "user column 'user_id' not found" from retrain,
+    # evaluate and ensemble given the run's own files (grown since) again
+    args = _small_ratings(files)
+    ratings = files / "ratings.csv"
+    ratings.write_text(ratings.read_text().replace("user_id,item_id,rating", "who,what,stars"))
+    run = tmp_path / "run"
+    named = ["--user-col", "who", "--item-col", "what", "--rating-col", "stars",
+             "--items-id-col", "item_id"]  # fmt: skip
+    proc = cli("train", *args, *named, "--holdout", "none", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr
+    db = tmp_path / "no-feedback.db"
+    proc = cli("retrain", str(run), "--db", f"sqlite:///{db}", "--out", str(tmp_path / "new"),
+               "--interactions", str(ratings), "--items", str(files / "items.csv"),
+               "--quiet")  # fmt: skip
+    assert_one_line_error(proc, "no-feedback.db")  # the data read; the store is what is not
+    # a column the user names wins over the record
+    proc = cli("retrain", str(run), "--db", f"sqlite:///{db}", "--out", str(tmp_path / "new"),
+               "--interactions", str(ratings), "--user-col", "whom", "--quiet")  # fmt: skip
+    assert_one_line_error(proc, "user column 'whom' not found")
+
+
 def test_a_support_floor_no_user_reaches_is_refused(
     files: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:

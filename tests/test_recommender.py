@@ -1031,6 +1031,11 @@ def test_an_unknown_id_names_the_id_that_writes_its_number_otherwise(
     with pytest.raises(UnknownItemError) as caught:
         rec.resolve("99998")
     assert "0099999" not in caught.value.suggestions
+    # exactly: read through a float, 18 digits named another item's id
+    rec.add_items(pd.DataFrame({"item_id": ["123456789012345678"], "title": ["Long Id"]}))
+    with pytest.raises(UnknownItemError) as caught:
+        rec.resolve("123456789012345679")
+    assert "123456789012345678" not in caught.value.suggestions
 
 
 def test_added_items_are_keyed_and_worded_as_the_loaders_would(

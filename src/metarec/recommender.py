@@ -276,10 +276,10 @@ class Recommender(TopK):
         --rate 7=1 met only "unknown item '7'" where the catalogue has "007"."""
         if not _WHOLE_NUMBER.fullmatch(key):
             return []
-        number = int(float(key))
+        number = _whole(key)
         ids = self.items["item_id"].astype(str)
         numeric = ids[ids.str.fullmatch(_WHOLE_NUMBER.pattern)]
-        return [i for i in numeric if int(float(i)) == number][:3]
+        return [i for i in numeric if _whole(i) == number][:3]
 
     def _display(self, idx: int) -> str:
         # every item's, made once per catalogue: read one at a time from the frame's
@@ -778,6 +778,12 @@ def _norm(text: str) -> str:
 
 # an id written as a whole number: "7", "007", "7.0"
 _WHOLE_NUMBER = re.compile(r"[+-]?\d{1,18}(\.0*)?")
+
+
+def _whole(text: str) -> int:
+    """The whole number a :data:`_WHOLE_NUMBER` id writes, exactly (float() rounds past
+    2**53, and named another id)."""
+    return int(text.split(".")[0])
 
 
 def _loose_id(item: str) -> str:

@@ -866,3 +866,20 @@ def test_decimal_commas_in_ratings_are_read_and_said(tmp_path: Path) -> None:
     # beside a decimal point, which is meant is anyone's guess: named by cleaning
     (tmp_path / "r.csv").write_text("user_id;item_id;rating\nu1;1;4,5\nu1;2;3.5\n")
     assert "rating '4,5'" in validate(load_table(tmp_path / "r.csv"))[0]
+
+
+def test_unix_times_in_a_year_column_are_read_as_their_years() -> None:
+    # a news feed's publication times were kept as years past 9999 and left out of the
+    # item text without a word; in any unit, and what no unit fits is no year
+    from metarec.data.generic import read_years
+
+    values = [1709251200, 1709251200000, 1709251200000000, 1709251200000000000, 1995,
+              "2024-03-01", 1e22]  # fmt: skip
+    frame = pd.DataFrame({"year": pd.Series(values, dtype=object)})
+    with pytest.warns(UserWarning) as caught:
+        years = read_years(frame, "items.csv")
+    assert years.iloc[:6].tolist() == [2024.0] * 4 + [1995.0, 2024.0]
+    assert np.isnan(years.iloc[6])
+    said = [str(w.message) for w in caught]
+    assert any("4 year(s) are Unix times, read as their year" in m for m in said), said
+    assert any("1 year(s) hold no year" in m for m in said), said

@@ -64,6 +64,13 @@ def test_files_given_again_are_read_with_the_runs_recorded_columns(own_files: Pa
     named = make_spec({"dataset": "ml-100k"})
     assert with_recorded_columns(named, recorded) == named
     assert with_recorded_columns(given, None) == given
+    # an items or users file's options only beside that file: the run's --text-cols
+    # with interactions alone was refused as if the user had typed it
+    alone = make_spec({"interactions": own_files / "r.csv"})
+    texts = {**recorded, "text_cols": "about", "user_feature_cols": "age"}
+    spec = with_recorded_columns(alone, texts)
+    assert spec["text_cols"] is None and spec["user_feature_cols"] is None
+    assert spec["user_col"] == "u" and with_recorded_columns(given, texts)["text_cols"] == "about"
 
 
 def test_own_files_with_a_rating_range_and_text_columns(own_files: Path) -> None:

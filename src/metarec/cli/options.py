@@ -24,9 +24,9 @@ FILE_ARGS: tuple[tuple[str, str, str | None], ...] = (
     ("--interactions", "interactions", None),
     ("--items", "items", None),
     ("--users", "users", None),
-    ("--user-col", "user_col", "user_id"),
-    ("--item-col", "item_col", "item_id"),
-    ("--rating-col", "rating_col", "rating"),
+    ("--user-col", "user_col", None),
+    ("--item-col", "item_col", None),
+    ("--rating-col", "rating_col", None),
     ("--timestamp-col", "timestamp_col", None),
     ("--title-col", "title_col", None),
     ("--genre-col", "genre_col", None),
@@ -126,9 +126,12 @@ def add_file_args(g: Any) -> None:
     g.add_argument("--interactions", help="CSV/TSV/Parquet/JSON Lines of ratings")
     g.add_argument("--items", help="CSV/TSV/Parquet/JSON Lines of items")
     g.add_argument("--users", help="CSV/TSV/Parquet/JSON Lines of users")
-    g.add_argument("--user-col", default="user_id")
-    g.add_argument("--item-col", default="item_id")
-    g.add_argument("--rating-col", default="rating")
+    # no defaults here: unset, a run's recorded column names fill them in where its
+    # files are given again (retrain, evaluate, ensemble); loading reads unset as the
+    # default names
+    g.add_argument("--user-col", help="the user id column (default: user_id)")
+    g.add_argument("--item-col", help="the item id column (default: item_id)")
+    g.add_argument("--rating-col", help="the rating column (default: rating)")
     g.add_argument("--timestamp-col")
     g.add_argument("--title-col")
     g.add_argument("--genre-col")

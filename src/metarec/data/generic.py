@@ -146,10 +146,10 @@ def finish_items(
 _YEAR_IN_TEXT = re.compile(r"(?<!\d)([12]\d{3})(?!\d)")
 
 
-# a number this large in a year column is a Unix time (a news item's publication time):
-# seconds from 1973 on (1e8), milliseconds from 2001 on (1e12)
+# a number this large in a year column is a Unix time (a news item's publication time),
+# in seconds from 1973 on, or in milli-, micro- or nanoseconds (each 1,000 times more)
 _EPOCH_SECONDS = 1e8
-_EPOCH_MILLISECONDS = 1e12
+_EPOCH_UNITS = (("s", 1.0), ("ms", 1e3), ("us", 1e6), ("ns", 1e9))
 
 
 def read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
@@ -184,13 +184,20 @@ def _years_of_unix_times(
 ) -> pd.Series:
     """``years`` with Unix times read as their (UTC) year, said in a warning: they were
     kept as years past 9999, which the item text leaves out without a word."""
-    big = years.abs() >= _EPOCH_SECONDS
+    big = years >= _EPOCH_SECONDS
     if not big.any():
         return years
-    seconds = years[big].where(years[big].abs() < _EPOCH_MILLISECONDS, years[big] / 1000)
-    as_dates = pd.to_datetime(seconds, unit="s", errors="coerce", utc=True)
+    seconds = pd.Series(np.nan, index=years.index)
+    for _, scale in _EPOCH_UNITS:  # each unit's range: from 1973 to 5138 in that unit
+        fits = big & (years >= _EPOCH_SECONDS * scale) & (years < _EPOCH_SECONDS * scale * 1e3)
+        seconds[fits] = years[fits] / scale
+    as_dates = pd.to_datetime(seconds[big], unit="s", errors="coerce", utc=True)
     years = years.copy()
+    # past every unit (1e20): no year, which the caller then says of it
     years[big] = as_dates.dt.year.astype("float64")
+    big &= years.notna()
+    if not big.any():
+        return years
     first = big[big].index[0]
     line = f" line {int(frame[LINE_COL][first])}" if LINE_COL in frame.columns else ""
     warnings.warn(

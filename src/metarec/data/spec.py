@@ -117,7 +117,16 @@ def with_recorded_columns(spec: dict[str, Any], recorded: dict[str, Any] | None)
         return spec
     if recorded.get("dataset") or recorded.get("data"):
         return spec
-    filled = {k: recorded[k] for k in COLUMN_KEYS if spec.get(k) is None and recorded.get(k)}
+    # an items or users file's options only where that file is given: the run's
+    # --text-cols beside interactions alone was refused as if the user had typed it
+    needs = {"item_id_col": "items", "title_col": "items", "genre_col": "items",
+             "year_col": "items", "text_cols": "items", "users_id_col": "users",
+             "user_feature_cols": "users"}  # fmt: skip
+    filled = {
+        k: recorded[k]
+        for k in COLUMN_KEYS
+        if not spec.get(k) and recorded.get(k) and (k not in needs or spec.get(needs[k]))
+    }
     return {**spec, **filled}
 
 
