@@ -57,14 +57,14 @@ def test_committed_records_are_what_the_rejudging_gives(name: str) -> None:
 
 def test_the_reference_is_said_to_be_the_best_of_n_and_its_marks_account_for_it() -> None:
     record = _load("p1-ml-1m.json")
-    n = record["reference_chosen_from"]["both_cold"]
-    assert n == sum(m.startswith("metarec-") for m in record["summary"]["both_cold"])
-    comp = record["significance"]["both_cold"]["ndcg@3"]["melu-1"]
-    # Holm alone would have marked it (p 0.013); picked from 5, 0.064 does not
+    n = record["reference_chosen_from"]["item_cold"]
+    assert n == sum(m.startswith("metarec-") for m in record["summary"]["item_cold"])
+    comp = record["significance"]["item_cold"]["mae"]["metarec-reptile"]
+    # Holm alone would have marked it (p 0.030); picked from 5, 0.152 does not
     assert comp["p_holm"] < 0.05 <= comp["p_choice"] == pytest.approx(n * comp["p_holm"])
     assert not comp["significant"]
     text = render_markdown(record)
-    assert f"reference: {record['reference']['both_cold']}, best of {n})" in text
+    assert f"reference: {record['reference']['item_cold']}, best of {n})" in text
     assert "multiplied by N (p · N < 0.05" in text
     # a record from before: Holm's p alone, and the old legend
     old = render_markdown(_legacy(record))
