@@ -454,18 +454,20 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     code = main([*argv, str(tmp_path / "fewer" / "ml-100k")])
     _assert_one_line_error(
         code, capsys.readouterr().err, "--data: ml-100k's catalogue (1,600 items) is not the "
-        "runs' (1,682 items"
+        "run's (1,682 items)"
     )  # fmt: skip
     code = main([*argv, str(tmp_path / "doubled" / "ml-100k")])
     _assert_one_line_error(
-        code, capsys.readouterr().err, "--data: ml-100k's ratings are on [2, 10]", "on [1, 5]"
-    )
+        code, capsys.readouterr().err,
+        "--data: ml-100k's ratings are on [2, 10], the run's on [1, 5]",
+    )  # fmt: skip
     # metarec ensemble said so only after fitting its peers, in the same words
     code = main(["ensemble", str(a), "--data", str(tmp_path / "doubled" / "ml-100k"),
                  "--peers", "popularity", "--out", str(tmp_path / "ens")])  # fmt: skip
     _assert_one_line_error(
-        code, capsys.readouterr().err, "trained on ratings [1, 5], but ml-100k's are on [2, 10]"
-    )
+        code, capsys.readouterr().err,
+        "ml-100k's ratings are on [2, 10], the run's on [1, 5]; give the data",
+    )  # fmt: skip
     # one user: arm B empty, and every replay figure "n/a" with exit 0
     one = tmp_path / "one.txt"
     one.write_text(new_users[0] + "\n")

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from metarec.models.persist import is_ensemble_dir, load_recommender
 from metarec.ranking import TopK, item_keys
 from metarec.recommender import Recommender, UserState
 from metarec.trained_users import recorded_training_users
+
+if TYPE_CHECKING:
+    from metarec.data.schema import Dataset
 
 # the service's fold-in says the same: `metarec retrain` runs cannot be blended
 # (fit_from_runs refuses them), so retraining the members is not the way
@@ -479,6 +482,21 @@ def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
             raise ConfigError(f"ensemble: {what} {repeated[0]} given twice; give each once")
 
 
+def data_mismatch(ds: Dataset, rec: Recommender | EnsembleRecommender) -> str | None:
+    """How ``ds`` cannot be the data ``rec`` was trained on, as far as a run can tell
+    (None: it may be): another catalogue, or ratings past the run's scale, which failed
+    deep in scoring as "support rating 8 is off the model's scale", naming neither."""
+    ids = set(ds.items["item_id"].astype(str))
+    if ids != set(rec.items["item_id"]):
+        return (
+            f"{ds.name}'s catalogue ({len(ids):,} items) is not the run's ({rec.n_items:,} items)"
+        )
+    (lo, hi), (run_lo, run_hi) = (tuple(map(float, r)) for r in (ds.rating_range, rec.rating_range))
+    if lo < run_lo or hi > run_hi:
+        return f"{ds.name}'s ratings are on [{lo:g}, {hi:g}], the run's on [{run_lo:g}, {run_hi:g}]"
+    return None
+
+
 def fit_from_runs(
     runs: Sequence[str | Path],
     ds: Any,
@@ -539,21 +557,9 @@ def fit_from_runs(
         assert isinstance(rec, Recommender)
         if primary is None:
             primary = rec
-            ids = set(ds.items["item_id"].astype(str))
-            if ids != set(rec.items["item_id"]):
-                raise ConfigError(
-                    f"{run}: its catalogue ({rec.n_items} items) is not the data's "
-                    f"({len(ids)} items); give the data the run was trained on"
-                )
-            (lo, hi), (run_lo, run_hi) = ds.rating_range, rec.rating_range
-            if float(lo) < float(run_lo) or float(hi) > float(run_hi):
-                # found only once the peers were fitted, as "support rating 8 is off the
-                # model's scale [1, 5]", which named neither the data nor the run
-                raise ConfigError(
-                    f"{run}: trained on ratings [{float(run_lo):g}, {float(run_hi):g}], "
-                    f"but {ds.name}'s are on [{float(lo):g}, {float(hi):g}]; give the data "
-                    "the run was trained on"
-                )
+            problem = data_mismatch(ds, rec)
+            if problem:
+                raise ConfigError(f"{run}: {problem}; give the data the run was trained on")
         elif rec.items["item_id"].tolist() != primary.items["item_id"].tolist():
             raise ConfigError(f"{run} and {folders[0]} have different catalogues")
         elif tuple(map(float, rec.rating_range)) != tuple(map(float, primary.rating_range)):

@@ -14,7 +14,6 @@ from metarec.errors import ConfigError, DataError, MetarecError
 if TYPE_CHECKING:
     from metarec.data.schema import Dataset
     from metarec.ensemble_run import EnsembleRecommender
-    from metarec.recommender import Recommender
 
 
 def register(sub: Any) -> None:
@@ -85,7 +84,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
 
     from metarec.data.schema import has_timestamps
     from metarec.data.spec import check_not_overwriting, load_from_spec, make_spec, names_data
-    from metarec.ensemble_run import EnsembleRecommender, load_run
+    from metarec.ensemble_run import EnsembleRecommender, data_mismatch, load_run
     from metarec.evaluation.abtest import format_report, run_abtest
     from metarec.evaluation.p4_split import P4Split, make_p4_split
     from metarec.evaluation.users_spec import check_users_spec, users_from_spec
@@ -126,7 +125,11 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     for flag, path in outputs(args):
         check_not_overwriting(spec, flag, path, folder=False)
     ds = load_from_spec(spec)
-    check_data_fits_runs(ds, recs["A"], args.run_a, args.run_b)
+    problem = data_mismatch(ds, recs["A"])  # A's catalogue and scale are B's (above)
+    if problem:
+        raise ConfigError(
+            f"--data: {problem} ({args.run_a} and {args.run_b}); give the data they were trained on"
+        )
     note = sys.stderr if args.json else sys.stdout  # keep --json output parseable
     if Path(args.run_a).resolve() == Path(args.run_b).resolve():
         # allowed: an A/A test checks the procedure (its differences should be noise)
@@ -275,28 +278,6 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, report["runs"]))
     return 0
-
-
-def check_data_fits_runs(
-    ds: Dataset, rec: Recommender | EnsembleRecommender, run_a: str, run_b: str
-) -> None:
-    """The data is what the runs were trained on, as far as the runs can tell: the same
-    catalogue (data with fewer items was tested, exit 0) and ratings on their scale
-    (else every support rating past it was "off the model's scale", naming no flag)."""
-    ids = set(ds.items["item_id"].astype(str))
-    if ids != set(rec.items["item_id"]):
-        raise ConfigError(
-            f"--data: {ds.name}'s catalogue ({len(ids):,} items) is not the runs' "
-            f"({rec.n_items:,} items in {run_a} and {run_b}); give the data they were "
-            "trained on"
-        )
-    (lo, hi), (run_lo, run_hi) = ds.rating_range, rec.rating_range
-    if float(lo) < float(run_lo) or float(hi) > float(run_hi):
-        raise ConfigError(
-            f"--data: {ds.name}'s ratings are on [{float(lo):g}, {float(hi):g}]; {run_a} and "
-            f"{run_b} were trained on [{float(run_lo):g}, {float(run_hi):g}]; give the data "
-            "they were trained on"
-        )
 
 
 def outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:

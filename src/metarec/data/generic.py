@@ -149,7 +149,7 @@ _YEAR_IN_TEXT = re.compile(r"(?<!\d)([12]\d{3})(?!\d)")
 # a number this large in a year column is a Unix time (a news item's publication time),
 # in seconds from 1973 on, or in milli-, micro- or nanoseconds (each 1,000 times more)
 _EPOCH_SECONDS = 1e8
-_EPOCH_UNITS = (("s", 1.0), ("ms", 1e3), ("us", 1e6), ("ns", 1e9))
+_EPOCH_SCALES = (1.0, 1e3, 1e6, 1e9)  # to seconds from s, ms, µs and ns
 
 
 def read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
@@ -169,7 +169,7 @@ def read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
     left = one[~one].index
     if len(left):
         first = left[0]
-        line = f" line {int(frame[LINE_COL][first])}" if LINE_COL in frame.columns else ""
+        line = _line_of(frame, first)
         warnings.warn(
             f"{source or 'items'}: {len(left):,} year(s) hold no year, and those items "
             f"have none (e.g.{line}: {text[first]!r:.40}); write years as 1995",
@@ -177,6 +177,11 @@ def read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
             stacklevel=4,
         )
     return years
+
+
+def _line_of(frame: pd.DataFrame, row: Any) -> str:
+    """ " line N" for a warning about ``row``, where the frame knows its file lines."""
+    return f" line {int(frame[LINE_COL][row])}" if LINE_COL in frame.columns else ""
 
 
 def _years_of_unix_times(
@@ -188,7 +193,7 @@ def _years_of_unix_times(
     if not big.any():
         return years
     seconds = pd.Series(np.nan, index=years.index)
-    for _, scale in _EPOCH_UNITS:  # each unit's range: from 1973 to 5138 in that unit
+    for scale in _EPOCH_SCALES:  # each unit's range: from 1973 to 5138 in that unit
         fits = big & (years >= _EPOCH_SECONDS * scale) & (years < _EPOCH_SECONDS * scale * 1e3)
         seconds[fits] = years[fits] / scale
     as_dates = pd.to_datetime(seconds[big], unit="s", errors="coerce", utc=True)
@@ -199,7 +204,7 @@ def _years_of_unix_times(
     if not big.any():
         return years
     first = big[big].index[0]
-    line = f" line {int(frame[LINE_COL][first])}" if LINE_COL in frame.columns else ""
+    line = _line_of(frame, first)
     warnings.warn(
         f"{source or 'items'}: {int(big.sum()):,} year(s) are Unix times, read as their "
         f"year (e.g.{line}: {frame['year'][first]!r:.40} as {years[first]:.0f})",
