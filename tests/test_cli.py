@@ -660,6 +660,15 @@ def test_a_support_floor_no_user_reaches_is_refused(
                "--set", "min_support=7", "--set", "max_support=20", "--out", str(out))  # fmt: skip
     assert_one_line_error(proc, "min_support=7", "the most is 7", "lower min_support")
     assert not out.exists()
+    # one rating a user: "lower min_support" was said with min_support at 0 already
+    args = _small_ratings(files)
+    (files / "ratings.csv").write_text(
+        "user_id,item_id,rating\n" + "".join(f"{u},{u % 10},{1 + u % 5}\n" for u in range(40))
+    )
+    proc = cli("train", *args, "--holdout", "none", "--set", "min_support=0", "--out", str(out))
+    assert_one_line_error(proc, "no training user has more than 1 rating(s)", "two ratings or more")
+    assert "lower min_support" not in proc.stderr
+    assert not out.exists()
 
 
 def test_training_again_drops_the_last_runs_results(

@@ -130,6 +130,38 @@ def test_validate_reports_without_changing(messy: Dataset) -> None:
     assert validate(clean(messy)) == []
 
 
+def test_validate_checks_each_row_as_cleaning_does(tmp_path: Path) -> None:
+    """validate ran every check on the rows as given: a rating without a value was "the
+    later one, which cleaning keeps" though cleaning drops it first, and a row without
+    an item id was also "item '' not in the items table"."""
+    (tmp_path / "r.csv").write_text(
+        "user_id,item_id,rating,timestamp\nu1,7,4,1600000000\nu1,7,,1700000000\n"
+        "u2,,3,1600000000\nu2,7,5,1600000000\n"
+    )
+    (tmp_path / "i.csv").write_text("item_id,title\n7,Seven\n")
+    ds = load_table(tmp_path / "r.csv", items_path=tmp_path / "i.csv", title_col="title")
+    problems = validate(ds, rating_range=(1.0, 5.0))
+    assert problems == [
+        "interactions: 1 row: missing user or item id (e.g. r.csv line 4: no item_id)",
+        "interactions: 1 row: missing or non-numeric rating (e.g. r.csv line 3: no rating)",
+    ]
+    cleaned = clean(ds, rating_range=(1.0, 5.0))
+    assert cleaned.interactions["rating"].tolist() == [4.0, 5.0]
+
+
+def test_a_loaded_files_timestamp_warning_is_said_once(tmp_path: Path) -> None:
+    # cleaning read the loader's seconds again and said its warning again: three times
+    # for one `metarec data validate`
+    import warnings
+
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating,timestamp\nu1,1,4,2015\nu2,1,3,2019\n")
+    with pytest.warns(UserWarning, match="not as years"):
+        ds = load_table(tmp_path / "r.csv", rating_range=(1, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert validate(clean(ds)) == []
+
+
 def test_rating_range_override_and_check(messy: Dataset) -> None:
     out = clean(messy, rating_range=(0, 10))
     assert out.report is not None and "rating outside [0, 10]" not in out.report.dropped
@@ -411,6 +443,32 @@ def test_an_unknown_item_that_nearly_matches_says_how(tmp_path: Path) -> None:
     assert both == (
         "they differ in Unicode form (NFC/NFD: normalise the files alike) and letter case"
     )
+
+
+def test_user_ids_that_differ_only_in_spaces_or_unicode_form_are_named(tmp_path: Path) -> None:
+    """'u1 ' beside 'u1' (a spreadsheet's stray space) was two users to every model and
+    "ok: no problems found" to validate; item ids had the items table to be caught by."""
+    nfd, nfc = "cafe\u0301", "caf\u00e9"
+    (tmp_path / "r.csv").write_text(
+        f"user_id,item_id,rating\nu1,1,4\nu1 ,2,3\n{nfd},1,2\n{nfc},2,5\nU1,1,1\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "i.csv").write_text("item_id,title\n1,A\n2,B\n")
+    ds = load_table(tmp_path / "r.csv", items_path=tmp_path / "i.csv", title_col="title")
+    problems = validate(ds, rating_range=(1.0, 5.0))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(
+        "interactions: 2 rows: user id differs from another only in spaces or Unicode form"
+    )
+    assert "r.csv line 3: user 'u1 ' is also 'u1' (they differ in spaces at an end)" in problems[0]
+    assert f"line 4: user {nfd!r} is also {nfc!r} (they differ in Unicode form" in problems[0]
+    # named, not merged: ids differing in case ('U1') may be different users
+    cleaned = clean(ds, rating_range=(1.0, 5.0))
+    assert cleaned.interactions["user_id"].nunique() == 5
+    assert cleaned.report is not None
+    assert any(n.startswith("2 user ids differ from another only") for n in cleaned.report.notes)
+    with pytest.raises(DataError, match=r"user 'u1 ' is also 'u1'"):
+        clean(ds, rating_range=(1.0, 5.0), strict=True)
 
 
 def test_text_without_a_letter_is_noted(tmp_path: Path) -> None:

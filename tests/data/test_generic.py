@@ -140,6 +140,12 @@ def test_field_count_errors(tmp_path: Path, body: str, line: int, message: str) 
     assert f"r.csv, line {line}" in str(info.value)
 
 
+def test_a_comma_file_named_tsv_is_said_to_look_comma_separated(tmp_path: Path) -> None:
+    (tmp_path / "r.tsv").write_text("user_id,item_id,rating\nu1,1,4\n")
+    with pytest.raises(DataError, match=r"the file looks comma-separated but its name says tab"):
+        load_table(tmp_path / "r.tsv")
+
+
 @pytest.mark.parametrize(
     "header", ["user_id,item_id,rating,rating", '"user_id",item_id,rating,"rating"']
 )
@@ -149,6 +155,42 @@ def test_a_column_named_twice_is_refused(tmp_path: Path, header: str) -> None:
     p.write_text(header + "\n1,10,4,2\n")
     with pytest.raises(DataError, match=r"r\.csv, line 1: column 'rating' appears more than once"):
         load_table(p)
+
+
+@pytest.mark.parametrize("quote", ["", '"'])
+def test_excels_trailing_empty_columns_are_left_out(tmp_path: Path, quote: str) -> None:
+    # cleared cells that kept a format: "user_id,item_id,rating,," was "column ''
+    # appears more than once", and in a users file "a row index" no flag could name
+    (tmp_path / "r.csv").write_text(f"user_id,item_id,rating,,\nu1,{quote}1{quote},4,,\n")
+    (tmp_path / "i.csv").write_text("item_id,title,,,\n1,A,,,\n")
+    (tmp_path / "u.csv").write_text(",user_id,age,,\n0,u1,20,,\n")
+    with pytest.warns(UserWarning, match=r"'Unnamed: 0' not used as user features") as caught:
+        ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv", users_path=tmp_path / "u.csv")
+    assert len(caught) == 1, [str(w.message) for w in caught]  # the index column, not ''
+    assert ds.interactions["rating"].tolist() == [4.0]
+    assert ds.users is not None and list(ds.users.columns) == ["user_id", "age", "_line"]
+    assert ds.items["text"].tolist() == ["A."]
+
+
+def test_tab_separated_text_that_quotes_nothing_reads_its_quotes_as_written(
+    tmp_path: Path,
+) -> None:
+    # PostgreSQL's COPY and mysql -B quote no field: a title starting with a quote was
+    # "malformed quoting", and no flag read the file
+    (tmp_path / "r.tsv").write_text("user_id\titem_id\trating\nu1\t1\t4\nu1\t2\t3\n")
+    (tmp_path / "i.tsv").write_text('item_id\ttitle\n1\t"Weird Al" Yankovic Live\n2\t12" Single\n')
+    with pytest.warns(UserWarning, match=r"i\.tsv, line 2: malformed quoting .* plain character"):
+        ds = load_table(tmp_path / "r.tsv", tmp_path / "i.tsv")
+    assert ds.items["title"].tolist() == ['"Weird Al" Yankovic Live', '12" Single']
+    # a quote that opens a field never closed still is an error where reading the
+    # quotes as written leaves a line short of fields
+    (tmp_path / "i.tsv").write_text('item_id\ttitle\tyear\n1\t"Weird Al\n2\tHeat\t1995\n')
+    with pytest.raises(DataError, match=r"i\.tsv, line 2: a quoted field opened here is never"):
+        load_table(tmp_path / "r.tsv", tmp_path / "i.tsv")
+    # in a comma-separated file quotes are CSV's: the error stands
+    (tmp_path / "i.csv").write_text('item_id,title\n1,"Weird Al" Yankovic Live\n')
+    with pytest.raises(DataError, match=r"i\.csv, line 2: malformed quoting"):
+        load_table(tmp_path / "r.tsv", tmp_path / "i.csv")
 
 
 def test_a_header_without_rows_is_a_problem(tmp_path: Path) -> None:
@@ -866,6 +908,16 @@ def test_decimal_commas_in_ratings_are_read_and_said(tmp_path: Path) -> None:
     # beside a decimal point, which is meant is anyone's guess: named by cleaning
     (tmp_path / "r.csv").write_text("user_id;item_id;rating\nu1;1;4,5\nu1;2;3.5\n")
     assert "rating '4,5'" in validate(load_table(tmp_path / "r.csv"))[0]
+    # a placeholder with a point ("k.A.", keine Angabe) is no decimal point: it turned
+    # the comma reading off, and every half star was "not a number"
+    (tmp_path / "r.csv").write_text("user_id;item_id;rating\nu1;1;4,5\nu1;2;k.A.\nu2;3;2,5\n")
+    with pytest.warns(UserWarning, match=r"2 rating\(s\) read with a decimal comma"):
+        ds = load_table(tmp_path / "r.csv")
+    assert ds.interactions["rating"].iloc[[0, 2]].tolist() == [4.5, 2.5]
+    assert validate(ds) == [
+        "interactions: 1 row: missing or non-numeric rating (e.g. r.csv line 3: rating 'k.A.' "
+        "is not a number)"
+    ]
 
 
 def test_unix_times_in_a_year_column_are_read_as_their_years() -> None:

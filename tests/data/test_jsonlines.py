@@ -52,6 +52,25 @@ def test_reviews_and_a_catalogue_load_by_their_keys(tmp_path: Path) -> None:
     assert validate(ds) == []
 
 
+def test_nested_lists_and_objects_are_read_as_their_values(tmp_path: Path) -> None:
+    # Amazon's category paths and a rank per category reached the genres and the text
+    # as Python reprs: "['Books'|'Fiction']", "{'Books': 1234}"
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,b1,4\nu1,b2,3\n")
+    (tmp_path / "meta.jsonl").write_text(
+        '{"item_id": "b1", "title": "Book 1", "category": [["Books", "Fiction"], ["Kindle"]], '
+        '"rank": {"Books": 1234, "Kindle": null}}\n'
+        '{"item_id": "b2", "title": "Book 2", "category": ["Books", []], "rank": {}}\n'
+    )
+    ds = load_table(
+        tmp_path / "r.csv", tmp_path / "meta.jsonl", genre_col="category", text_cols=["rank"]
+    )
+    assert ds.items["genres"].tolist() == ["Books|Fiction|Kindle", "Books"]
+    assert ds.items["text"].tolist() == [
+        "Book 1. Genres: Books, Fiction, Kindle. Books: 1234",
+        "Book 2. Genres: Books.",
+    ]
+
+
 def test_a_gzipped_dump_loads(tmp_path: Path) -> None:
     (tmp_path / "reviews.jsonl.gz").write_bytes(gzip.compress(REVIEWS.encode()))
     frame = read_table(tmp_path / "reviews.jsonl.gz")

@@ -81,9 +81,7 @@ def clean(
         if strict:
             raise found.error
         report.add(prefix + found.reason, len(found.rows), found.examples)
-        keep = np.ones(len(frame), dtype=bool)
-        keep[found.rows] = False
-        return frame[keep].reset_index(drop=True)
+        return _without(frame, found)
 
     items = _with_text(items)
     inter = apply(inter, _missing_ids(inter, "user_id", "item_id"))
@@ -100,6 +98,7 @@ def clean(
     _note_placeholder_titles(items, report)
     _note_letterless_text(items, report)
 
+    _note_alike_users(inter, report, strict)
     inter = apply(inter, _unknown_items(inter, items))
     # after the unknown items, as the scale read from the data leaves their rows out
     inter = apply(inter, _out_of_range(inter, lo, hi))
@@ -134,8 +133,10 @@ def validate(
 ) -> list[str]:
     """Problems :func:`clean` would act on, one line each; ``[]`` when there are none.
 
-    Checks run on the data as given (not one after the other as in cleaning),
-    so a row may be counted under two problems.
+    The rating checks run one after the other as in cleaning, each on the rows the
+    ones before leave: a row without an item id is not also "not in the items
+    table", and of two ratings of one item the one cleaning keeps is named as kept
+    (the latest was picked among rows cleaning drops anyway).
     """
     try:
         inter, items, users = _tables(dataset)
@@ -144,13 +145,23 @@ def validate(
     except (DataError, ConfigError) as exc:
         return [str(exc)]
     items = _with_text(items)
-    found: list[tuple[str, _Finding | None]] = [
-        ("interactions", _missing_ids(inter, "user_id", "item_id")),
-        ("interactions", _bad_ratings(inter)),
-        ("interactions", _out_of_range(inter, lo, hi, items)),
-        ("interactions", _bad_timestamps(inter)),
-        ("interactions", _unknown_items(inter, items)),
-        ("interactions", _latest_duplicates(inter)),
+    found: list[tuple[str, _Finding | None]] = []
+    checks: list[Callable[[pd.DataFrame], _Finding | None]] = [
+        lambda f: _missing_ids(f, "user_id", "item_id"),
+        _bad_ratings,
+        _bad_timestamps,  # noted, not dropped
+        _alike_users,  # noted, not dropped
+        lambda f: _unknown_items(f, items),
+        lambda f: _out_of_range(f, lo, hi),
+        _latest_duplicates,
+    ]
+    rest = inter
+    for check in checks:
+        finding = check(rest)
+        found.append(("interactions", finding))
+        if finding is not None and check not in (_bad_timestamps, _alike_users):
+            rest = _without(rest, finding)
+    found += [
         ("items", _missing_ids(items, "item_id")),
         ("items", _duplicates(items, ["item_id"], keep="first")),
         ("items", _short_text(items, min_text_chars)),
@@ -172,6 +183,12 @@ def validate(
             )
     problems += _id_types(dataset)
     return problems
+
+
+def _without(frame: pd.DataFrame, found: _Finding) -> pd.DataFrame:
+    keep = np.ones(len(frame), dtype=bool)
+    keep[found.rows] = False
+    return frame[keep].reset_index(drop=True)
 
 
 def _id_types(dataset: Dataset) -> list[str]:
@@ -232,17 +249,13 @@ def _bad_ratings(inter: pd.DataFrame) -> _Finding | None:
     return _finding(inter, rows, "missing or non-numeric rating", why, "rating")
 
 
-def _out_of_range(
-    inter: pd.DataFrame, lo: float, hi: float, items: pd.DataFrame | None = None
-) -> _Finding | None:
-    """Ratings outside [lo, hi]; with ``items``, only those of items in it. A scale read
-    from the data is read from the rows cleaning keeps, so a rating of an unknown item
-    past it was "outside" a scale nobody gave, beside the reason it is dropped."""
+def _out_of_range(inter: pd.DataFrame, lo: float, hi: float) -> _Finding | None:
+    """Ratings outside [lo, hi]. Checked after the unknown items are dropped: a scale
+    read from the data is read from the rows cleaning keeps, so a rating of an unknown
+    item past it was "outside" a scale nobody gave, beside the reason it is dropped."""
     r = inter["rating"].to_numpy(dtype="float64", na_value=np.nan)
     with np.errstate(invalid="ignore"):
         outside = (r < lo) | (r > hi)
-    if items is not None:
-        outside &= inter["item_id"].isin(items["item_id"].dropna()).to_numpy()
     rows = np.flatnonzero(outside)
     return _finding(
         inter,
@@ -353,6 +366,48 @@ def _unknown_items(inter: pd.DataFrame, items: pd.DataFrame) -> _Finding | None:
         return text + (f" (it has {near!r}: {_how_ids_differ(item, near)})" if near else "")
 
     return _finding(inter, rows, "item id not in the items table", message, "item_id")
+
+
+def _alike_users(inter: pd.DataFrame) -> _Finding | None:
+    """Ratings whose user id differs from another user's only in spaces at an end or in
+    Unicode form ('u1 ' beside 'u1'): two users to every model, one person to whoever
+    exported the file. Item ids have the items table to be checked against (see
+    :func:`_unknown_items`); user ids only each other. Named, not merged: an id is the
+    file's to fix, and ids that differ in case or in how a number is written may well
+    be different users."""
+    known = pd.Series(inter["user_id"].dropna().unique(), dtype=object).astype(str)
+    loose = known.str.strip().str.normalize("NFC")
+    twins = loose.duplicated(keep=False)
+    if not twins.any():
+        return None
+    # each group's id as written most plainly (stripped and composed), else its first
+    plain_form: dict[str, str] = {}
+    for raw, key in zip(known[twins], loose[twins], strict=True):
+        if raw == key or key not in plain_form:
+            plain_form[key] = raw
+    odd = {raw: plain_form[key] for raw, key in zip(known[twins], loose[twins], strict=True)
+           if raw != plain_form[key]}  # fmt: skip
+    rows = np.flatnonzero(inter["user_id"].isin(list(odd)).to_numpy())
+
+    def message(i: int) -> str:
+        user = str(inter["user_id"].iloc[i])
+        return f"user {user!r} is also {odd[user]!r} ({_how_ids_differ(user, odd[user])})"
+
+    reason = "user id differs from another only in spaces or Unicode form (read as two users)"
+    return _finding(inter, rows, reason, message, "user_id")
+
+
+def _note_alike_users(inter: pd.DataFrame, report: CleaningReport, strict: bool) -> None:
+    found = _alike_users(inter)
+    if found is None:
+        return
+    if strict:
+        raise found.error
+    users = inter["user_id"].iloc[found.rows].nunique()
+    report.notes.append(
+        f"{users:,} user ids differ from another only in spaces at an end or Unicode form and "
+        f"are read as different users (e.g. {'; '.join(found.examples)})"
+    )
 
 
 def _loose_id(value: str) -> str:
@@ -545,8 +600,12 @@ def _tables(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame 
     rating, raw = numeric_with_raw(inter["rating"], "rating")
     if raw is not None and raw.name not in inter.columns:
         inter[raw.name] = raw
-    if "timestamp" in inter.columns:
-        # the loaders' are seconds already (read again, they stay as they are); a frame
+    loaded = dataset.interactions.attrs.get(SOURCE_ATTR) is not None
+    if "timestamp" in inter.columns and not (
+        loaded and pd.api.types.is_float_dtype(inter["timestamp"].dtype)
+    ):
+        # the loaders' are seconds already, and read again their warnings were said
+        # once more for every cleaning and validation; a frame
         # built in memory is read as a file's column is: datetimes, dates as text, epoch
         # milliseconds scaled, a time past 9999 or in another unit named. Its text met
         # training as "could not convert string to float" after validate passed it

@@ -71,7 +71,11 @@ def exact_integers(column: pd.Series, values: Callable[[], Sequence[Any]]) -> pd
     integer: then ``values()`` (the column's own Python values, read only then) as
     nullable integers, or as objects past int64. Ids of 19 digits were rounded there,
     and users 788 and 789 became one user whose id was in no file."""
-    if not pd.api.types.is_float_dtype(column.dtype) or not (column.abs() >= 2.0**53).any():
+    # as float64: float16's 2^53 is inf, and the cast said "overflow" to the user
+    if (
+        not pd.api.types.is_float_dtype(column.dtype)
+        or not (column.astype("float64").abs() >= 2.0**53).any()
+    ):
         return column
     exact = list(values())
     known = [v for v in exact if v is not None]
@@ -198,7 +202,13 @@ def text_values(values: pd.Series) -> pd.Series:
 def reads_as_number(text: str) -> bool:
     """Whether :func:`numeric_with_raw` reads ``text`` as a number (inf included):
     float() also takes "NaN", "1_0" and full-width digits, which pandas does not."""
-    return not np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0])
+    return bool(reads_as_numbers(pd.Series([text])).iloc[0])
+
+
+def reads_as_numbers(texts: pd.Series) -> pd.Series:
+    """:func:`reads_as_number` for a whole column at once: a million dated ratings
+    took a minute and a half one value at a time."""
+    return pd.to_numeric(texts, errors="coerce").notna()
 
 
 def numeric_with_raw(values: pd.Series, name: str) -> tuple[pd.Series, pd.Series | None]:

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec.data.columns import LINE_COL, SOURCE_ATTR, exact_integers, number_lines
+from metarec.data.columns import (
+    LINE_COL,
+    SOURCE_ATTR,
+    exact_integers,
+    missing_ids,
+    number_lines,
+)
 from metarec.data.compressed import data_suffix, first_data_line, read_data_bytes
 from metarec.data.jsonlines import JSON_LINES_SUFFIXES, read_json_lines
 from metarec.errors import DataError
@@ -134,20 +140,73 @@ def read_delimited(
         free = next(c for c in ("\t", "\x1f", "\x1e", "\x1d") if c.encode() not in data)
         data, sep = data.replace(sep.encode(), free.encode()), free
     if quoted and b'"' in data:
-        frame = _read_quoted(data, path, sep, names, header, encoding)
+        frame = _read_quoted_or_literal(data, path, sep, names, header, float_cols, encoding)
     else:
         frame = _read_unquoted(data, path, sep, names, header, float_cols, encoding)
     if header and names is None:
         _check_header_names(data, sep, path)
+        frame = _without_empty_unnamed(frame, data, sep)
     frame.attrs = {SOURCE_ATTR: str(path)}
     return frame
 
 
+def _read_quoted_or_literal(
+    data: bytes,
+    path: str | Path,
+    sep: str,
+    names: Sequence[str] | None,
+    header: bool,
+    float_cols: Sequence[str],
+    encoding: str | None,
+) -> pd.DataFrame:
+    """A file with quotes, read as CSV quotes it; a tab-separated one whose quotes are
+    no CSV quoting is read with them as plain characters, with a warning.
+
+    PostgreSQL's ``COPY`` and ``mysql -B`` write tab-separated text that quotes
+    nothing, so a title ``"Weird Al" Yankovic Live`` starts with a quote that ends
+    no field: such files were refused as "malformed quoting", with no flag to read
+    them. A tab-separated file read so must still give every line the header's field
+    count; otherwise the quoting error stands."""
+    try:
+        return _read_quoted(data, path, sep, names, header, encoding)
+    except DataError as quoted_error:
+        if sep != "\t":
+            raise
+        try:
+            frame = _read_unquoted(data, path, sep, names, header, float_cols, encoding)
+        except DataError:
+            raise quoted_error from None
+        warnings.warn(
+            f"{quoted_error}: read with '\"' as a plain character, as PostgreSQL's COPY "
+            "and mysql -B write tab-separated text (no field is quoted)",
+            UserWarning,
+            stacklevel=4,
+        )
+        return frame
+
+
+def _without_empty_unnamed(frame: pd.DataFrame, data: bytes, sep: str) -> pd.DataFrame:
+    """``frame`` less the columns with neither a name nor a value: what Excel leaves
+    after cleared cells. A users file warned that they were "a row index", and no flag
+    could name them; an unnamed column that holds values is kept (a row index is, and
+    said to be one where it matters)."""
+    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    header = next(csv.reader([first], delimiter=sep), [])
+    # by position: the quoted reader keeps the empty names, all alike
+    unnamed = [i for i, n in enumerate(header[: frame.shape[1]]) if not n.strip()]
+    empty = {i for i in unnamed if missing_ids(frame.iloc[:, i]).all()}
+    if not empty:
+        return frame
+    return frame.iloc[:, [i for i in range(frame.shape[1]) if i not in empty]]
+
+
 def _check_header_names(data: bytes, sep: str, path: str | Path) -> None:
     """pandas renames a repeated column to ``rating.1`` and the first copy is read
-    as if it were the only one: a repeated name is refused instead."""
+    as if it were the only one: a repeated name is refused instead. Empty names are
+    not repeats: pandas numbers them (``Unnamed: 4``), and Excel writes a run of them
+    (``user_id,item_id,rating,,``) after cells that were cleared but kept a format."""
     first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
-    names = next(csv.reader([first], delimiter=sep), [])
+    names = [n for n in next(csv.reader([first], delimiter=sep), []) if n.strip()]
     repeated = [n for i, n in enumerate(names) if n in names[:i]]
     if repeated:
         raise DataError(
@@ -347,7 +406,13 @@ def _read_quoted(
         csv.field_size_limit(limit)
     if expected < 0:
         _expected_fields(path, names, header, 0)
-    cols = list(names) if names is not None else list(head or [])
+    # an empty name as pandas' reader (the unquoted path) names it: a file's columns
+    # are named alike whether or not it holds a quote, and two empty names stay two
+    cols = (
+        list(names)
+        if names is not None
+        else [n if n.strip() else f"Unnamed: {i}" for i, n in enumerate(head or [])]
+    )
     frame = pd.DataFrame(rows, columns=cols, dtype=str) if rows else pd.DataFrame(columns=cols)
     number_lines(frame, np.asarray(lines), path)
     return frame

@@ -29,6 +29,7 @@ from metarec.data.columns import (
     missing_ids,
     numeric_with_raw,
     own_columns,
+    reads_as_numbers,
     refuse_boolean_ratings,
     str_ids,
     text_values,
@@ -83,12 +84,15 @@ _DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+\s*$"
 def _decimal_commas(values: pd.Series, source: str | Path | None) -> pd.Series:
     """Ratings written with a decimal comma ("4,5", as Excel writes them in the locales
     whose CSV is semicolon-separated) as numbers, said in a warning; a column that
-    also holds a decimal point is left as it is, for cleaning to name the values."""
+    also holds a number with a decimal point is left as it is, for cleaning to name the
+    values (a placeholder such as "k.A." has a point and says nothing of the column's
+    decimals: it turned the comma reading off for every value)."""
     if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
         return values
     text = text_values(values)
     comma = text.str.match(_DECIMAL_COMMA, na=False)
-    if not comma.any() or text.str.contains(".", regex=False, na=False).any():
+    pointed = text.str.contains(".", regex=False, na=False) & reads_as_numbers(text)
+    if not comma.any() or pointed.any():
         return values
     warnings.warn(
         f"{source or 'interactions'}: {int(comma.sum()):,} rating(s) read with a decimal "
@@ -304,6 +308,9 @@ def _warn_stray_extreme(values: np.ndarray) -> None:
 # --------------------------------------------------------------------------- reading
 
 
+_SEPARATORS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+
+
 def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None]) -> None:
     have = [c for c in frame.columns if c != LINE_COL]
     for role, col in wanted.items():
@@ -313,6 +320,13 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
                 if role == "rating"
                 else ""
             )
+            seps = [n for c, n in _SEPARATORS.items() if len(have) == 1 and c in str(have[0])]
+            if seps:  # a comma file named .tsv: its header read as one column
+                hint += (
+                    f" (the header was read as one column: the file looks {seps[0]}-separated "
+                    "but its name says tab-separated; named .csv, or with no known ending, "
+                    "its separator is found from its header)"
+                )
             raise DataError(
                 f"{role} column {col!r} not found; columns are: {', '.join(map(str, have))}" + hint,
                 path=path,

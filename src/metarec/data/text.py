@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,14 +127,29 @@ def _missing(x: object) -> bool:
 
 def join_lists(values: pd.Series, sep: str) -> pd.Series:
     """Values that are lists (a Parquet list column, arrays built in memory) as their
-    items joined by ``sep``: as text they read as a repr, ``"['Comedy' 'Drama']"``."""
+    items joined by ``sep``: as text they read as a repr, ``"['Comedy' 'Drama']"``.
+
+    Nested values are read through: lists of lists (Amazon's category paths,
+    ``[["Books", "Fiction"], ["Kindle Store"]]``) as all their items, objects
+    (``{"Books": 1234}``, a JSON Lines field) as ``key: value`` pairs; their repr
+    reached the titles, genres and encoder text."""
     if values.dtype != object or not is_mixed(values):
         return values
-    listed = values.map(lambda v: isinstance(v, LIST_TYPES))
+    listed = values.map(lambda v: isinstance(v, (*LIST_TYPES, Mapping)))
     if not listed.any():
         return values
-    joined = [sep.join(str(x) for x in v if not _missing(x)) for v in values[listed]]
+    joined = [_joined(v, sep) for v in values[listed]]
     return values.where(~listed, pd.Series(joined, index=values.index[listed], dtype=object))
+
+
+def _joined(value: object, sep: str) -> str:
+    if isinstance(value, Mapping):
+        parts = (f"{k}: {_joined(v, sep)}" for k, v in value.items() if not _missing(v))
+    elif isinstance(value, LIST_TYPES):
+        parts = (_joined(v, sep) for v in value if not _missing(v))
+    else:
+        return str(value)
+    return sep.join(p for p in parts if p)
 
 
 def normalise_genres(values: pd.Series, sep: str = r"\s*[|,;]\s*") -> pd.Series:

@@ -14,8 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
-from metarec.data.columns import RAW_PREFIX, numeric_with_raw, reads_as_number, text_values
+from metarec.data.columns import (
+    RAW_PREFIX,
+    numeric_with_raw,
+    reads_as_number,
+    reads_as_numbers,
+    text_values,
+)
 from metarec.errors import DataError
 
 
@@ -204,7 +211,7 @@ def _datetimes_as_seconds(
     if pd.api.types.is_numeric_dtype(values.dtype):
         return num, raw
     unread = num.isna() & values.notna()
-    unread[unread] = ~text_values(values[unread]).map(reads_as_number).astype(bool)
+    unread[unread] = ~reads_as_numbers(text_values(values[unread]))
     text = values.where(unread)
     as_text = text.astype(str)
     # day first applies to the numeric dates only: with it, dateutil reads an ISO
@@ -215,12 +222,9 @@ def _datetimes_as_seconds(
     # that sorts before all others. A date must name its year.
     text = text.where(numeric | as_text.str.contains(_YEAR))
     text = text.where(~as_text.str.strip().str.lower().isin(_CLOCK_WORDS))
-    parsed = pd.to_datetime(text.where(~numeric), errors="coerce", utc=True, format="mixed")
+    parsed = _parse_dates(text.where(~numeric), day_first=False)
     if numeric.any():
-        day_first = _day_first(text, source)
-        parsed[numeric] = pd.to_datetime(
-            text[numeric], errors="coerce", utc=True, format="mixed", dayfirst=day_first
-        )
+        parsed[numeric] = _parse_dates(text[numeric], day_first=_day_first(text, source))
     parsed = parsed.where(~parsed.dt.year.isin(_PLACEHOLDER_YEARS))
     ok = parsed.notna()
     if not ok.any():
@@ -230,3 +234,24 @@ def _datetimes_as_seconds(
     num[ok] = seconds.astype("float64")
     raw = raw.where(~ok, None)
     return num, (raw if raw.notna().any() else None)
+
+
+def _parse_dates(text: pd.Series, day_first: bool) -> pd.Series:
+    """``text`` as UTC datetimes, NaT where it is no date.
+
+    An exported column is written in one format, which pandas reads in C once it is
+    named; ``format="mixed"`` hands every value to dateutil, 13 s for ml-100k's
+    100,000 dates. The format is guessed from the first date, and the values it
+    does not fit (a column of several formats) are read one by one as before.
+    """
+    known = text.dropna()
+    guessed = guess_datetime_format(str(known.iloc[0]), dayfirst=day_first) if len(known) else None
+    if guessed is None:
+        return pd.to_datetime(text, errors="coerce", utc=True, format="mixed", dayfirst=day_first)
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format=guessed)
+    rest = parsed.isna() & text.notna()
+    if rest.any():
+        parsed[rest] = pd.to_datetime(
+            text[rest], errors="coerce", utc=True, format="mixed", dayfirst=day_first
+        )
+    return parsed

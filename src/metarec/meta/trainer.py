@@ -377,6 +377,12 @@ class Trainer:
         if len(counts) and counts.max() > lo:
             return
         most = int(counts.max()) if len(counts) else 0
+        if self.cfg.min_support <= 1:  # lowering it helps no one
+            raise ConfigError(
+                f"no training user has more than {most} rating(s): an episode needs at least "
+                "one support and one query rating, so there is nothing to meta-train on "
+                "(every user needs two ratings or more)"
+            )
         raise ConfigError(
             f"min_support={self.cfg.min_support}: an episode needs {lo} support ratings "
             f"and at least one query rating, but no training user has more than {lo} "
