@@ -2,13 +2,15 @@
 
 For a recommended item c and each item j the user rated, the pull is
 
-    pull(c, j) = max(cos(e_c − ē, e_j − ē), 0) · max(r_j − r̄, 0)
+    pull(c, j) = max(cos(e_c − ē, e_j − ē), 0) · max(r_j − r̄, 0) · [r_j ≥ τ]
 
 with e the frozen LM vectors of the items (``rec.model.tower.item_vectors``,
-the space the model reads items from), ē their mean over the catalogue and r̄
-the user's mean rating: an item explains a recommendation when it is closer to
-it in text space than items are on average *and* the user liked it more than
-they usually like things. Uncentred, any two texts of a catalogue share a
+the space the model reads items from), ē their mean over the catalogue, r̄
+the user's mean rating and τ the run's like threshold (4 on 1-5 stars): an item
+explains a recommendation when it is closer to it in text space than items are on
+average *and* the user liked it more than they usually like things *and* liked it
+at all. Above their own mean alone, a user who gave 1s and a 2 was told "because
+you liked" the 2 (a skip is stored as one). Uncentred, any two texts of a catalogue share a
 direction (every book blurb is about a book), so every liked item "explained"
 every recommendation, a cooking book as well as the mystery it was next to; a
 recommendation no liked item is close to is said to fit the ratings' pattern.
@@ -19,7 +21,12 @@ matrix product ``[k, d] @ [d, m]``.
 A user with no ratings gets the meta-learned prior, so the reason says so:
 "Well liked by users overall" for items people rated in training (the prior
 ranks by how users in general take an item, not by how many rated it), "New in
-the catalogue" for items added since.
+the catalogue" for items no training user rated: those added since, and a P1 run's
+held-out new items, which that run treats as new (``--holdout none`` trains on all).
+
+An item the user rated (listed when ``exclude_seen`` is off) is explained by that
+rating, "You rated it 4": it was its own strongest reason ("because you liked"
+the item itself), or a 1 was explained by liked items near it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metarec.data.schema import like_threshold_for
 from metarec.recommender import UserState
 
 if TYPE_CHECKING:
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
 POPULAR = "Well liked by users overall"
 NEW_ITEM = "New in the catalogue"
 FROM_RATINGS = "Fits the pattern of your ratings"
+ALREADY_CHOSEN = "Already in your history"
 
 # "Mr. Holland's Opus (1995). Genres: Drama." → "Mr. Holland's Opus (1995)": up to the year,
 # not up to the first ". " (titles have their own full stops)
@@ -74,8 +83,11 @@ def display_titles(rec: ServedModel, items: Sequence[int] | None = None) -> list
     return [display_title(str(titles[i]), str(texts[i])) for i in idx]
 
 
-def liked_weights(ratings: np.ndarray, rating_range: tuple[float, float]) -> np.ndarray:
-    """How much more than usual the user liked each rated item (0 for the rest)."""
+def liked_weights(
+    ratings: np.ndarray, rating_range: tuple[float, float], threshold: float | None = None
+) -> np.ndarray:
+    """How much more than usual the user liked each rated item: 0 for the rest, and
+    for any rating under ``threshold`` (default: the scale's like threshold)."""
     ratings = np.asarray(ratings, dtype=np.float64)
     if len(ratings) == 0:
         return ratings
@@ -85,7 +97,15 @@ def liked_weights(ratings: np.ndarray, rating_range: tuple[float, float]) -> np.
     centre = float(ratings.mean())
     if np.ptp(ratings) == 0:
         centre = (lo + hi) / 2.0
-    return np.clip(ratings - centre, 0.0, None)
+    floor = like_threshold_for(rating_range) if threshold is None else threshold
+    return np.where(ratings >= floor, np.clip(ratings - centre, 0.0, None), 0.0)
+
+
+def like_floor(rec: ServedModel) -> float:
+    """The rating from which the run counts an item as liked: its training's threshold
+    (set by training, or given), else the scale's."""
+    given = getattr(rec.cfg, "like_threshold", None)
+    return like_threshold_for(rec.rating_range) if given is None else float(given)
 
 
 def pulls(rec: ServedModel, history: Sequence[tuple[int, float]], items: np.ndarray) -> np.ndarray:
@@ -93,7 +113,7 @@ def pulls(rec: ServedModel, history: Sequence[tuple[int, float]], items: np.ndar
     if len(history) == 0 or len(items) == 0:
         return np.zeros((len(items), len(history)))
     rated = np.fromiter((i for i, _ in history), dtype=np.int64, count=len(history))
-    weights = liked_weights(np.array([r for _, r in history]), rec.rating_range)
+    weights = liked_weights(np.array([r for _, r in history]), rec.rating_range, like_floor(rec))
     vectors = rec.model.tower.item_vectors
     # one gather of the candidates' and the rated items' rows, then numpy: a dozen small
     # torch calls cost more than the arithmetic (this runs on every served list)
@@ -143,8 +163,14 @@ def explain_indices(
         ]
     pull = pulls(rec, user.history, idx)
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
+    rated = {j: r for j, r in user.history}  # the latest rating of an item rated twice
     out = []
     for row, i in enumerate(idx):
+        if int(i) in rated:
+            lo, hi = rec.rating_range  # one level (clicks): no rating to quote
+            said = f"You rated it {rated[int(i)]:g}" if hi > lo else ALREADY_CHOSEN
+            out.append(Explanation(str(ids[i]), said))
+            continue
         because = []
         for col in order[row]:
             if pull[row, col] <= 0:

@@ -528,7 +528,12 @@ class Recommender(TopK):
         ``text``: the :class:`~metarec.data.text.ItemTextConfig` the catalogue was built
         with; by default the run's ``--text-cols`` (from the CLI), else the default."""
         from metarec.data.generic import read_years
-        from metarec.data.text import ItemTextConfig, fill_item_text, normalise_genres
+        from metarec.data.text import (
+            ItemTextConfig,
+            fill_item_text,
+            normalise_genres,
+            title_and_year,
+        )
 
         if not isinstance(items, pd.DataFrame):
             raise DataError(f"add_items: expected a DataFrame of items, got {type(items).__name__}")
@@ -568,7 +573,11 @@ class Recommender(TopK):
         # as the loaders read an items file: a year column of dates (or Unix times) as
         # their years, which the text left out, and genres as a list or separated by
         # | , or ; joined by |, so that "science; interview" reads as two genres
-        frame["year"] = read_years(frame, "add_items")
+        # "Matrix Redux (1999)" beside 1999 is read as a file's row is: once in the text,
+        # not "Matrix Redux (1999) (1999)"
+        frame["title"], frame["year"] = title_and_year(
+            frame["title"], read_years(frame, "add_items"), "add_items"
+        )
         frame["genres"] = normalise_genres(frame["genres"])
         if text is not None and not isinstance(text, ItemTextConfig):
             raise DataError(f"add_items: text: expected an ItemTextConfig, got {text!r:.60}")

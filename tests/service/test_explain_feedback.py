@@ -95,6 +95,26 @@ def test_liked_weights_are_relative_to_the_users_mean() -> None:
     np.testing.assert_allclose(liked_weights(np.array([5, 3, 1]), (1, 5)), [2, 0, 0])
     np.testing.assert_allclose(liked_weights(np.array([5, 5]), (1, 5)), [2, 2])  # no spread
     np.testing.assert_allclose(liked_weights(np.array([1, 1]), (1, 5)), [0, 0])
+    # above the user's own mean is not liked: a 2 among 1s (a skip is stored as a 2) and
+    # a 3 were "because you liked"; liked starts at the like threshold, 4 on 1-5
+    np.testing.assert_allclose(liked_weights(np.array([1, 1, 2]), (1, 5)), [0, 0, 0])
+    np.testing.assert_allclose(liked_weights(np.array([1, 3, 5]), (1, 5)), [0, 0, 2])
+    np.testing.assert_allclose(liked_weights(np.array([1, 3, 5]), (1, 5), 3.0), [0, 0, 2])
+    np.testing.assert_allclose(liked_weights(np.array([1, 2, 3]), (1, 5), 2.0), [0, 0, 1])
+
+
+def test_rated_items_are_explained_by_their_rating_and_low_ones_never_as_liked(
+    rec: Recommender,
+) -> None:
+    # a user who disliked Star Wars and skipped Empire was told "because you liked The
+    # Empire Strikes Back"; listed with exclude_seen off, Star Wars explained itself
+    user = rec.adapt([("Star Wars (1977)", 1), ("Empire Strikes Back, The (1980)", 2)])
+    frame = recommend_with_reasons(rec, user, k=20)
+    assert not frame["reason"].str.startswith("Because you liked").any()
+    user = rec.adapt([("Star Wars (1977)", 5), ("Schindler's List (1993)", 1)])
+    [star, schindler] = explain(rec, user, ["Star Wars (1977)", "Schindler's List (1993)"])
+    assert (star.reason, star.because) == ("You rated it 5", [])
+    assert (schindler.reason, schindler.because) == ("You rated it 1", [])
 
 
 @pytest.mark.parametrize(
@@ -156,3 +176,19 @@ def test_zero_shot_reasons(rec: Recommender, tmp_path: Path) -> None:
     copy.add_items(pd.DataFrame({"item_id": ["n"], "title": ["Brand New"], "year": [2020]}))
     [why] = explain(copy, copy.adapt([]), ["n"])
     assert why.reason == NEW_ITEM
+
+
+def test_an_added_titles_year_is_read_once(rec: Recommender, tmp_path: Path) -> None:
+    # "Matrix Redux (1999)" beside year 1999 was "Matrix Redux (1999) (1999)" in the text
+    # and in every reason that named it, where a file's row is read once
+    copy = Recommender.load(rec.save(tmp_path / "copy"))
+    new = pd.DataFrame({"item_id": ["m", "h"], "title": ["Matrix Redux (1999)", "Heat (1995)"],
+                        "year": [1999, 2030]})  # fmt: skip
+    with pytest.warns(UserWarning, match=r"add_items: 1 title\(s\) end in a year other than"):
+        copy.add_items(new)
+    added = copy.items.set_index("item_id").loc[["m", "h"]]
+    assert added["title"].tolist() == ["Matrix Redux", "Heat (1995)"]
+    assert added["text"].iloc[0].startswith("Matrix Redux (1999).")
+    user = copy.adapt([("m", 5), ("Toy Story (1995)", 1)])
+    assert explain(copy, user, ["m"])[0].reason == "You rated it 5"
+    assert display_title(added["title"].iloc[0], added["text"].iloc[0]) == "Matrix Redux (1999)"

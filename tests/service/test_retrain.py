@@ -216,7 +216,15 @@ def test_a_retrain_that_kept_the_untrained_model_says_so(
     manifest["metadata"]["history"][-1]["val_loss"] = None
     (out / "recommender.json").write_text(json.dumps(manifest))
     assert main(["report", str(out)]) == 0
-    assert "| not finite |" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "| not finite |" in shown
+    # the verdict it was written on, not "trained with --holdout none" (it was not)
+    verdict = json.loads((out / "retrain.json").read_text())
+    assert f"## Retrained from {service_run}" in shown
+    assert "best epoch 0" in shown and "--holdout none" not in shown
+    assert f"MAE on {verdict['n_eval_users']:,} held-out users" in shown
+    assert f"old {verdict['old_mae']:.4f}, new {verdict['new_mae']:.4f}" in shown
+    assert "tolerance 10)" in shown
 
 
 def test_retrain_without_feedback_says_so_before_training(

@@ -297,9 +297,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if path.is_dir() and (path / "recommender.json").exists():
         with reading(path / "recommender.json", "metarec run's recommender.json"):
             _print_run(path, load_json(path / "recommender.json"))
+        if (path / "retrain.json").exists():
+            with reading(path / "retrain.json", "metarec retrain's retrain.json"):
+                _print_retrain(load_json(path / "retrain.json"))
         if (path / "metrics.json").exists():
             with reading(path / "metrics.json", "metarec evaluate's metrics.json"):
                 _print_run_metrics(load_json(path / "metrics.json"))
+        elif (path / "retrain.json").exists():
+            pass  # its verdict is its figures; "trained with --holdout none" it was not
         elif (path / "split.json").exists():  # the table stopped at training, unexplained
             print(f"\nNot evaluated yet: `metarec evaluate {path}` adds P1's figures here.")
         else:
@@ -383,6 +388,28 @@ def _print_run(path: Path, meta: dict[str, Any]) -> None:
         for row in history:
             cells = [_epoch_cell(row.get(k, "")) for k in keys]
             print(f"| {row.get('epoch', '')} | " + " | ".join(cells) + " |")
+
+
+def _print_retrain(record: dict[str, Any]) -> None:
+    """What ``metarec retrain`` judged the run on (``retrain.json``): the run it
+    replaces, the feedback, and the release rule's losses on the held-out users."""
+
+    def loss(key: str) -> str:
+        value = record.get(key)
+        return "not finite" if value is None else f"{float(value):.4f}"
+
+    verdict = "accepted" if record["accepted"] else "refused, written with --force"
+    tolerance = float(record.get("tolerance", 0.0))
+    print(f"\n## Retrained from {record['retrained_from']}\n")
+    print(
+        f"Feedback: {int(record['feedback_ratings']):,} ratings from "
+        f"{int(record['feedback_users']):,} users; best epoch {record.get('best_epoch', '?')}."
+    )
+    print(
+        f"{record['metric']} on {int(record['n_eval_users']):,} held-out users "
+        f"({record.get('held_out', '?')}): old {loss('old_mae')}, new {loss('new_mae')} "
+        f"({verdict}" + (f"; tolerance {tolerance:g}" if tolerance else "") + ")."
+    )
 
 
 def _epoch_cell(value: object) -> str:

@@ -42,7 +42,7 @@ from metarec.data.text import (
     build_item_text,
     join_lists,
     normalise_genres,
-    split_title_year,
+    title_and_year,
 )
 from metarec.data.timestamps import read_timestamps
 from metarec.data.users import ONE_FEATURE_VALUE, default_feature_columns
@@ -124,10 +124,7 @@ def finish_items(
     # P1 split's new items are found by it), and a year column beside it was written
     # twice into the text ("Toy Story (1995) (1995)"); a title whose year differs
     # from the column's is left whole
-    bare, in_title = split_title_year(out["title"])
-    split = in_title.notna() & (year.isna() | (year == in_title))
-    out["title"] = out["title"].where(~split, bare)
-    out["year"] = year.where(~split, in_title).astype("float64")
+    out["title"], out["year"] = title_and_year(out["title"], year, str(source or "items"))
     out["genres"] = text_values(frame["genres"]) if "genres" in frame.columns else ""
     skip = {"item_id", "title", "year", "genres", "text"}
     for col in own_columns([c for c in frame.columns if c not in skip], source, "item columns"):

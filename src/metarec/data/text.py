@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import string
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -110,6 +111,27 @@ def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
     out_titles = titles.where(~has_year, parts["title"]).astype(str)
     years = pd.to_numeric(parts["year"], errors="coerce").astype("float64")
     return out_titles, years
+
+
+def title_and_year(titles: pd.Series, years: pd.Series, where: str) -> tuple[pd.Series, pd.Series]:
+    """Titles and years as the item text takes them: "Toy Story (1995)" beside a year
+    1995 (or none) is "Toy Story" of 1995, as MovieLens' own files are read; the year
+    was written twice into the text, "Toy Story (1995) (1995)". A title whose year
+    differs from the column's is left whole, with a warning naming ``where`` (the
+    file, or add_items): both years reach the text, and one of them is likely wrong."""
+    bare, in_title = split_title_year(titles)
+    split = in_title.notna() & (years.isna() | (years == in_title))
+    differ = in_title.notna() & years.notna() & (years != in_title)
+    if differ.any():
+        i = int(np.flatnonzero(differ.to_numpy())[0])
+        warnings.warn(
+            f"{where}: {int(differ.sum()):,} title(s) end in a year other than the year "
+            f"column's (e.g. {titles.iloc[i]!r} with {years.iloc[i]:g}); both are in the "
+            "item text",
+            UserWarning,
+            stacklevel=3,
+        )
+    return titles.where(~split, bare), years.where(~split, in_title).astype("float64")
 
 
 LIST_TYPES = (list, tuple, set, np.ndarray)

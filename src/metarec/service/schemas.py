@@ -155,7 +155,10 @@ class ItemList(BaseModel):
 
 class ItemDetail(ItemOut):
     text: str
-    n_ratings: int = Field(description="ratings the model was trained on (0 for added items)")
+    n_ratings: int = Field(
+        description="ratings of the item by the model's training users (0 for items none of "
+        "them rated: items added since it was trained, and a P1 run's held-out new items)"
+    )
 
 
 def _a_genre(value: str) -> str:
