@@ -543,6 +543,9 @@ def test_an_interrupt_says_what_resumes(
     assert "resume at the model it was fitting" in res.stderr
     res = cli("report", "x.json")  # nothing to resume: no promise
     assert (res.returncode, res.stderr.strip()) == (130, "metarec: interrupted")
+    # the speed benchmark keeps nothing (one process's timings), so promises nothing
+    res = cli("benchmark", "--protocol", "speed")
+    assert (res.returncode, res.stderr.strip()) == (130, "metarec: interrupted")
 
 
 def test_sigterm_stops_a_long_command_like_ctrl_c(
@@ -648,6 +651,31 @@ def test_a_runs_files_given_again_are_read_with_its_column_names(
     proc = cli("retrain", str(run), "--db", f"sqlite:///{db}", "--out", str(tmp_path / "new"),
                "--interactions", str(ratings), "--user-col", "whom", "--quiet")  # fmt: skip
     assert_one_line_error(proc, "user column 'whom' not found")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
+def test_evaluate_waits_for_no_one_writing_its_run(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # a train into the folder meanwhile replaced the model, and evaluate wrote the old
+    # model's figures beside the new one: it takes the run's lock, as train does
+    run = tmp_path / "run"
+    assert (
+        cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(run)).returncode == 0
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom metarec.locks import exclusive\n"
+         "with exclusive(sys.argv[1], 'hint'):\n print('held', flush=True); sys.stdin.read()",
+         str(run)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        proc = cli("evaluate", str(run))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_one_line_error(proc, f"process {holder.pid} is writing it", "then evaluate")
 
 
 def test_a_support_floor_no_user_reaches_is_refused(

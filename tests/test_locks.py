@@ -68,6 +68,18 @@ def test_one_process_cannot_enter_twice_and_other_folders_are_free(tmp_path: Pat
         pass
 
 
+def test_a_folder_named_through_a_link_is_the_same_folder(tmp_path: Path) -> None:
+    # the lock sat beside the name given: train into runs/L and into runs/Llink -> L
+    # wrote one folder at once, the second resuming from the first's live checkpoint
+    (tmp_path / "L").mkdir()
+    (tmp_path / "Llink").symlink_to("L")
+    (tmp_path / "parent-link").symlink_to(tmp_path)
+    with exclusive(tmp_path / "L", "hint"):
+        for alias in (tmp_path / "Llink", tmp_path / "parent-link" / "L"):
+            with pytest.raises(BusyError, match="is writing it"), exclusive(alias, "hint"):
+                pass
+
+
 def test_the_lock_is_released_when_the_block_raises(tmp_path: Path) -> None:
     with pytest.raises(ValueError), exclusive(tmp_path / "run", "hint"):
         raise ValueError("training failed")

@@ -1359,3 +1359,34 @@ def test_served_lists_break_ties_as_every_ranked_list_does(
     assert not {0, 1} & set(top.tolist()) and np.isneginf(scores[10:]).all()
     top, _ = fitted.top(user, 5, candidates=["1", "2", "3"], exclude_seen=True)
     assert top.tolist() == [2]  # the only candidate not seen, though scored -inf
+
+
+def test_a_run_rewritten_while_it_is_read_is_read_again(
+    fitted: Recommender, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a train into the folder between the manifest and the weights gave one run's
+    # cutpoints with another's weights, served without a word
+    import metarec.run_folder as run_folder
+
+    first = fitted.save(tmp_path / "run")
+    other = Recommender.load(first)
+    real, calls = run_folder.load_tensors, []
+
+    def rewritten_meanwhile(path: Path) -> dict[str, torch.Tensor]:
+        calls.append(path)
+        if len(calls) == 1:  # another process saves the folder anew, mid-read
+            other.metadata = {**other.metadata, "note": "the second writer"}
+            other.save(first)
+        return real(path)
+
+    monkeypatch.setattr(run_folder, "load_tensors", rewritten_meanwhile)
+    loaded = Recommender.load(first)
+    assert len(calls) == 2 and loaded.metadata["note"] == "the second writer"
+
+    def always_rewritten(path: Path) -> dict[str, torch.Tensor]:
+        other.save(first)
+        return real(path)
+
+    monkeypatch.setattr(run_folder, "load_tensors", always_rewritten)
+    with pytest.raises(ModelError, match="changed while it was read, 3 times"):
+        Recommender.load(first)

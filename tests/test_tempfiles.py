@@ -72,3 +72,37 @@ def test_what_killed_writers_left_is_removed_and_nothing_else(tmp_path: Path) ->
     remove_orphan_temps(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
     remove_orphan_temps(tmp_path / "not-there")  # nothing to do, nothing raised
+
+
+def test_a_staged_folder_sweeps_what_killed_writers_of_it_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a kill between the move aside and the move in, or before either, left the
+    # ensemble's staged copy and its old one (6.6 MB each) beside it for good
+    import time
+
+    import metarec.tempfiles
+    from metarec.models.persist import staged_folder
+
+    monkeypatch.setattr(metarec.tempfiles, "STALE_AGE_S", 0.5)
+    old_copy, staged = tmp_path / ".ens.old-1a2b3c4d", tmp_path / ".ens.0123456789ab.tmp"
+    other = tmp_path / ".ens2.0123456789ab.tmp"  # another folder's
+    odd = tmp_path / ".e[1].0123456789ab.tmp"  # a name glob would read as a pattern
+    for folder in (old_copy, staged, other, odd):
+        folder.mkdir()
+        (folder / "manifest.json").write_text("{}")
+    time.sleep(0.6)
+    young = tmp_path / ".ens.ba9876543210.tmp"  # another writer's, still at work
+    young.mkdir()
+    # a write that fails sweeps nothing: the old copy may be the only one there is
+    with pytest.raises(RuntimeError), staged_folder(tmp_path / "ens"):
+        raise RuntimeError("killed")
+    assert old_copy.is_dir() and staged.is_dir()
+    with staged_folder(tmp_path / "ens") as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ens", young.name, other.name, odd.name]
+    )
+    with staged_folder(tmp_path / "e[1]") as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert not odd.exists() and other.exists()

@@ -102,9 +102,13 @@ def liked_weights(
 
 
 def like_floor(rec: ServedModel) -> float:
-    """The rating from which the run counts an item as liked: its training's threshold
-    (set by training, or given), else the scale's."""
-    given = getattr(rec.cfg, "like_threshold", None)
+    """The rating from which the run counts an item as liked: an ensemble's own (what it
+    was fitted with), else the training's threshold (set by training, or given), else
+    the scale's."""
+    ensemble = getattr(rec, "ensemble", None)
+    given = getattr(ensemble, "like_threshold", None) if ensemble is not None else None
+    if given is None:
+        given = getattr(rec.cfg, "like_threshold", None)
     return like_threshold_for(rec.rating_range) if given is None else float(given)
 
 

@@ -26,7 +26,10 @@ from metarec.errors import BusyError
 
 
 def lock_path(target: str | Path) -> Path:
-    target = Path(target)
+    """The lock of the folder ``target`` names, wherever the name points: through a
+    link (``runs/latest -> runs/r7``) a second writer took a lock of its own beside
+    the link and wrote the folder alongside the first."""
+    target = Path(target).resolve()
     return target.parent / f".{target.name}.lock"
 
 

@@ -97,11 +97,39 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
     return out
 
 
+_READ_TRIES = 3
+
+
 def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommender:
     """The run in ``path`` as a ``cls``. What this checks is a ModelError naming the file
     and field; anything else (a missing key, a tensor of another shape) propagates for
     :meth:`Recommender.load` to word. Call it from there only: the device warning's
-    stacklevel points at that frame, as it did when this was a method of the class."""
+    stacklevel points at that frame, as it did when this was a method of the class.
+
+    The folder's files are read one by one, and a ``train`` into the folder meanwhile
+    gave a model of one manifest's cutpoints and another's weights, served without a
+    word. A writer removes ``recommender.json`` first and writes it last, so a read
+    during which it changed (or went) is read again."""
+    for _ in range(_READ_TRIES):
+        before = _stamp(path / "recommender.json")
+        rec = _read_run_once(cls, path, device)
+        if before is not None and _stamp(path / "recommender.json") == before:
+            return rec
+    raise ModelError(
+        f"{path}: changed while it was read, {_READ_TRIES} times: another process is writing "
+        "it; load it once that is done"
+    )
+
+
+def _stamp(manifest: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(manifest)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _read_run_once(cls: type[Recommender], path: Path, device: str | None) -> Recommender:
     if not (path / "recommender.json").exists():
         raise ModelError(f"{path}: not a metarec run (no recommender.json)")
     meta = load_json(path / "recommender.json")
@@ -142,7 +170,7 @@ def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommen
             f"{path}: trained for device {cfg.device!r}, which this machine lacks; "
             "loading it with device 'auto'",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,  # read_run's caller: Recommender.load
         )
         cfg.device = "auto"
     items = _read_items(path / "items.json")

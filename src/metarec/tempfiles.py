@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 _ATTEMPTS = 100  # a clash of 48 random bits is next to impossible; this only bounds the loop
+# a live writer holds its temporary file or folder for seconds to minutes; one this old
+# was left by a process killed mid-write (kill -9 skips every cleanup)
+STALE_AGE_S = 3600.0
 T = TypeVar("T")
 
 
@@ -47,3 +52,25 @@ def _fresh(parent: str | Path, prefix: str, suffix: str, make: Callable[[Path], 
         except FileExistsError:
             continue
     raise FileExistsError(f"{parent}: no free temporary name after {_ATTEMPTS} tries")
+
+
+def remove_stale(parent: str | Path, *patterns: str, age_s: float | None = None) -> None:
+    """Remove what ``patterns`` (globs) match in ``parent`` and is older than ``age_s``:
+    the temporary files and folders a killed writer left, which nothing else would
+    remove. A younger one may be another process's, still being written, and stays.
+    Age counts from the last change of contents or name (ctime too: a rename keeps
+    the mtime, so a folder moved aside a moment ago looked hours old). ``patterns``
+    are globs: escape names that come from outside (``glob.escape``)."""
+    now, age_s = time.time(), STALE_AGE_S if age_s is None else age_s
+    for pattern in patterns:
+        for path in Path(parent).glob(pattern):
+            try:
+                st = path.lstat()
+                if now - max(st.st_mtime, st.st_ctime) < age_s:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                continue  # gone already, or not ours to remove

@@ -144,6 +144,12 @@ def test_a_comma_file_named_tsv_is_said_to_look_comma_separated(tmp_path: Path) 
     (tmp_path / "r.tsv").write_text("user_id,item_id,rating\nu1,1,4\n")
     with pytest.raises(DataError, match=r"the file looks comma-separated but its name says tab"):
         load_table(tmp_path / "r.tsv")
+    # a separator given, not read from the name: nothing is said of the name
+    (tmp_path / "r.txt").write_text("user_id,item_id,rating\nu1,1,4\n")
+    with pytest.raises(DataError) as info:
+        load_table(tmp_path / "r.txt", sep="|")
+    assert "user column 'user_id' not found" in str(info.value)
+    assert "its name says" not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -186,6 +192,11 @@ def test_tab_separated_text_that_quotes_nothing_reads_its_quotes_as_written(
     # quotes as written leaves a line short of fields
     (tmp_path / "i.tsv").write_text('item_id\ttitle\tyear\n1\t"Weird Al\n2\tHeat\t1995\n')
     with pytest.raises(DataError, match=r"i\.tsv, line 2: a quoted field opened here is never"):
+        load_table(tmp_path / "r.tsv", tmp_path / "i.tsv")
+    # a field quoted whole is CSV quoting (R's write.table): read literally, the ids
+    # kept their quotes and matched no rating, so the quoting error stands
+    (tmp_path / "i.tsv").write_text('"item_id"\t"title"\n"1"\t"Heat"\n"2"\t"say \\"hi\\""\n')
+    with pytest.raises(DataError, match=r"i\.tsv, line 3: malformed quoting"):
         load_table(tmp_path / "r.tsv", tmp_path / "i.tsv")
     # in a comma-separated file quotes are CSV's: the error stands
     (tmp_path / "i.csv").write_text('item_id,title\n1,"Weird Al" Yankovic Live\n')

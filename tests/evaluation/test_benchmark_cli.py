@@ -93,16 +93,18 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
         "--splits", str(tmp_path), "--out", str(again), "--quiet", "--no-plots", *TINY, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rerun = json.loads((again / "p2-ml-100k.json").read_text())
+    # a seed but 0 is in the names: into one folder, seed 1's split file replaced seed
+    # 0's beside seed 0's report
+    rerun = json.loads((again / "p2-ml-100k-seed1.json").read_text())
     assert f"--splits {tmp_path}" in rerun["command"]
     first = json.loads((tmp_path / "p2-ml-100k-split.json").read_text())
-    copied = json.loads((again / "p2-ml-100k-split.json").read_text())
+    copied = json.loads((again / "p2-ml-100k-seed1-split.json").read_text())
     assert copied["test_users"] == first["test_users"]
     pop = record["summary"]["3"]["popularity"]
     assert rerun["summary"]["3"]["popularity"] == pytest.approx(pop, rel=0, abs=0)
     assert rerun["user_rule"] == {"min_ratings": 20}
     assert "users drawn by the split files' own rule (min_ratings 20), not the protocol's" in (
-        (again / "p2-ml-100k.md").read_text()
+        (again / "p2-ml-100k-seed1.md").read_text()
     )
 
     shown = run_cli("report", str(tmp_path / "p2-ml-100k.json"), env=env)

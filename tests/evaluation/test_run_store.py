@@ -4,6 +4,7 @@ with the figures an uninterrupted run gives."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,16 @@ def test_the_key_follows_the_data_and_takes_any_catalogue() -> None:
     assert key["interactions"].startswith("1:")
     rerated = Dataset("mine", inter.assign(rating=5.0), items, None, (1.0, 5.0), None)
     assert benchmark._run_key("p2", rerated, splits=None, seed=0, shots=(1, 3)) != key
+    # the same rows in another order are another run: ties in time follow the order (P2's
+    # first K ratings), and the two orders' folds were mixed in one report
+    two = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["i", "j"], "rating": [4.0, 2.0]})
+    both = pd.DataFrame({"item_id": ["i", "j"], "title": ["Heat", "Ran"]})
+
+    def ordered(frame: pd.DataFrame) -> dict[str, Any]:
+        return benchmark._run_key("p2", Dataset("mine", frame, both), splits=None, seed=0)
+
+    assert ordered(two)["interactions"] != ordered(two.iloc[::-1])["interactions"]
+    assert ordered(two) == ordered(two.copy())
     # folds kept in an older form (no user_ids) are not pooled with newer ones, even
     # where no commit tells the two versions apart (an installed package)
     assert key["fold_format"] == benchmark.FOLD_FORMAT
@@ -280,13 +291,18 @@ def test_split_files_are_written_with_the_report_not_before(
     stop_at_bias(folds)
     with pytest.raises(KeyboardInterrupt):
         benchmark.run_benchmark("p2", ds, out=out, folds=folds, seed=1, **TINY_RUN)
+    seeded = [split_file_name("p2", "tiny-seed1", f) for f in fold_ids]
+    assert not any((out / n).exists() for n in seeded)
     assert {n: (out / n).read_bytes() for n in names} == seed0
     stop_at_bias(0)
     capsys.readouterr()
     record = benchmark.run_benchmark("p2", ds, out=out, folds=folds, seed=1, **TINY_RUN)
     assert _read_back(capsys.readouterr().out) == ["popularity"]  # it did resume
     assert record["seed"] == 1
-    for fold, name in zip(fold_ids, names, strict=True):
+    # beside seed 0's, under names of their own: seed 1's split files replaced seed 0's
+    # while seed 0's report stayed
+    assert {n: (out / n).read_bytes() for n in names} == seed0
+    for fold, name in zip(fold_ids, seeded, strict=True):
         # a finished fold's split comes from the kept progress, the last one drawn again
         expected = tmp_path / "expected" / name
         make_p2_split(ds, seed=1, n_folds=folds if folds > 1 else None, fold=fold).save(expected)
@@ -356,8 +372,51 @@ def test_another_commands_progress_goes_only_once_this_one_keeps_something(
 
     # once it keeps a model of its own, the other's is gone
     other = RunStore(tmp_path, "p2-x", {"seed": 1})
-    with pytest.warns(UserWarning, match="not reused"), other.session(resume=True):
+    with pytest.warns(UserWarning, match="not reused") as said, other.session(resume=True):
         assert other.finished_model(None, 0, "knn", needed=False) is None
         other.save_model(None, 1, "als", record, None)
+    # metarec's own: the CLI printed one said from contextlib as another library's
+    assert {Path(w.filename).name for w in said} == {"run_store.py"}
     assert sorted(p.name for p in (other.dir / "split").iterdir()) == ["01-als"]
     assert json.loads((other.dir / "key.json").read_text()) == {"seed": 1}
+
+
+def test_uncommitted_source_is_part_of_the_key_new_files_too(tmp_path: Path) -> None:
+    # a benchmark resumed after an edit not yet committed took the earlier code's folds;
+    # `git diff` alone misses a new module not yet added
+    import importlib.util
+    import shutil
+    import subprocess
+
+    from metarec.evaluation import machine
+
+    package = tmp_path / "src" / "metarec"
+    (package / "evaluation").mkdir(parents=True)
+    shutil.copy(machine.__file__, package / "evaluation" / "machine.py")
+    roles, parts = ("AUTHOR", "COMMITTER"), ("NAME", "EMAIL")
+    who = {f"GIT_{role}_{part}": "t" for role in roles for part in parts}
+    env = {**who, "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    spec = importlib.util.spec_from_file_location("copied", package / "evaluation" / "machine.py")
+    assert spec is not None and spec.loader is not None
+    copied = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copied)
+    assert copied.uncommitted_digest() is None  # committed: the commit says it all
+    (package / "newmod.py").write_text("X = 1\n")
+    first = copied.uncommitted_digest()
+    (package / "newmod.py").write_text("X = 2\n")
+    second = copied.uncommitted_digest()
+    assert None not in (first, second) and first != second
+    git("add", ".")
+    git("commit", "-q", "-m", "new module")
+    assert copied.uncommitted_digest() is None
+    (package / "evaluation" / "machine.py").write_text(
+        (package / "evaluation" / "machine.py").read_text() + "\n# edited\n"
+    )
+    assert copied.uncommitted_digest() is not None

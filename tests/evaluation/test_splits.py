@@ -542,3 +542,18 @@ def test_new_items_that_are_not_the_ones_the_year_rule_names_are_refused(
         P1Split.load(tmp_path / "s.json", ml1m)
     # a reader of its new users alone, on data that may have grown, does not ask it
     assert P1Split.load(tmp_path / "s.json", ml1m, check_rule=False).new_users
+
+
+def test_splits_are_read_under_the_runs_seed_else_seed_0s(tmp_path: Path) -> None:
+    # a seed but 0 names its files (p2-ml-100k-seed1-split.json); --splits reads that
+    # seed's where the folder has them, else seed 0's, so one split serves any seed
+    from metarec.errors import ConfigError
+    from metarec.evaluation.splits import read_stem
+
+    with pytest.raises(ConfigError, match=r"no p2-x-seed1-fold0-split\.json .* nor p2-x-fold0"):
+        read_stem("p2", "x", 1, tmp_path, 2)
+    (tmp_path / "p2-x-fold0-split.json").write_text("{}")
+    assert read_stem("p2", "x", 1, tmp_path, 2) == "x"
+    (tmp_path / "p2-x-seed1-fold1-split.json").write_text("{}")  # one of the seed's: its set
+    assert read_stem("p2", "x", 1, tmp_path, 2) == "x-seed1"
+    assert read_stem("p2", "x", 0, tmp_path, 2) == "x"

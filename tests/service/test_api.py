@@ -644,6 +644,15 @@ def test_added_items_are_recommendable_at_once_and_survive_restart(
         upd = c.put("/v1/items", json={"items": [new | {"title": "Toy Story Four"}]}).json()
         assert upd["added"] == 0 and upd["updated"] == 1
         assert upd["n_items"] == live.app.state.holder.current.rec.n_items
+        # a title with its year beside the same year is read once, added or updated:
+        # "Matrix Redux (1999) (1999)" was the text, and the title of an updated item
+        matrix = {"item_id": "mx", "title": "Matrix Redux (1999)", "year": 1999}
+        for _ in ("added", "updated"):
+            assert c.put("/v1/items", json={"items": [matrix]}).status_code == 200
+            assert c.get("/v1/items/mx").json()["title"] == "Matrix Redux (1999)"
+            rec = live.app.state.holder.current.rec
+            text = rec.items["text"].iloc[rec.item_index["mx"]]
+            assert text.startswith("Matrix Redux (1999).") and "(1999) (1999)" not in text
     live.stop()
     again = make_server()  # same SQLite file
     with again.client() as c:

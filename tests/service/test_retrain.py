@@ -225,6 +225,11 @@ def test_a_retrain_that_kept_the_untrained_model_says_so(
     assert f"MAE on {verdict['n_eval_users']:,} held-out users" in shown
     assert f"old {verdict['old_mae']:.4f}, new {verdict['new_mae']:.4f}" in shown
     assert "tolerance 10)" in shown
+    # written before the metric was recorded: judged on MAE, and reported so
+    unnamed = {k: v for k, v in verdict.items() if k != "metric"}
+    (out / "retrain.json").write_text(json.dumps(unnamed))
+    assert main(["report", str(out)]) == 0
+    assert f"MAE on {verdict['n_eval_users']:,} held-out users" in capsys.readouterr().out
 
 
 def test_retrain_without_feedback_says_so_before_training(

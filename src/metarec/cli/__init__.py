@@ -156,7 +156,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt as exc:
         stopped = "terminated" if isinstance(exc, _Terminated) else "interrupted"
-        print(f"\nmetarec: {stopped}{_RESUMES.get(args.command, '')}", file=sys.stderr)
+        # the speed benchmark keeps nothing: its measures are of one uninterrupted process
+        speed = args.command == "benchmark" and getattr(args, "protocol", None) == "speed"
+        resumes = "" if speed else _RESUMES.get(args.command, "")
+        print(f"\nmetarec: {stopped}{resumes}", file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
     except BrokenPipeError:
         # the reader went away (`metarec report ... | head`): not an error of ours; point

@@ -400,16 +400,17 @@ def _print_retrain(record: dict[str, Any]) -> None:
 
     verdict = "accepted" if record["accepted"] else "refused, written with --force"
     tolerance = float(record.get("tolerance", 0.0))
-    print(f"\n## Retrained from {record['retrained_from']}\n")
-    print(
+    # built whole before it is printed: a damaged file prints no half of it
+    text = (
+        f"\n## Retrained from {record['retrained_from']}\n\n"
         f"Feedback: {int(record['feedback_ratings']):,} ratings from "
-        f"{int(record['feedback_users']):,} users; best epoch {record.get('best_epoch', '?')}."
-    )
-    print(
-        f"{record['metric']} on {int(record['n_eval_users']):,} held-out users "
+        f"{int(record['feedback_users']):,} users; best epoch {record.get('best_epoch', '?')}.\n"
+        # runs retrained before the metric was recorded (2026-12-02) were judged on MAE
+        f"{record.get('metric', 'MAE')} on {int(record['n_eval_users']):,} held-out users "
         f"({record.get('held_out', '?')}): old {loss('old_mae')}, new {loss('new_mae')} "
         f"({verdict}" + (f"; tolerance {tolerance:g}" if tolerance else "") + ")."
     )
+    print(text)
 
 
 def _epoch_cell(value: object) -> str:

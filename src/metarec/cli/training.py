@@ -403,6 +403,7 @@ def format_p1_table(result: dict[str, Any]) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarec.data.spec import load_from_spec, names_data, with_recorded_columns
     from metarec.ensemble_run import run_kind
+    from metarec.locks import exclusive
     from metarec.recommender import Recommender
 
     run = Path(args.run)
@@ -412,13 +413,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "Evaluate each run it blends, or fit and score the ensemble beside its members "
             "and the peers with `metarec benchmark`"
         )
-    rec = Recommender.load(run, device=args.device)
-    spec = data_spec(args)
-    if names_data(spec):
-        spec = with_recorded_columns(spec, rec.metadata.get("data_spec"))
-    else:
-        spec = rec.metadata.get("data_spec") or {}
-    evaluate_run(run, load_from_spec(spec), rec)
+    # the run's lock, as train takes it: a train into the folder meanwhile replaced the
+    # model, and this wrote the old model's figures beside the new one
+    with exclusive(run, "wait for it to finish, then evaluate"):
+        rec = Recommender.load(run, device=args.device)
+        spec = data_spec(args)
+        if names_data(spec):
+            spec = with_recorded_columns(spec, rec.metadata.get("data_spec"))
+        else:
+            spec = rec.metadata.get("data_spec") or {}
+        evaluate_run(run, load_from_spec(spec), rec)
     return 0
 
 

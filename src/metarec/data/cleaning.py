@@ -83,7 +83,7 @@ def clean(
         report.add(prefix + found.reason, len(found.rows), found.examples)
         return _without(frame, found)
 
-    items = _with_text(items)
+    items, inter = _with_text(_numbered(items)), _numbered(inter)
     inter = apply(inter, _missing_ids(inter, "user_id", "item_id"))
     inter = apply(inter, _bad_ratings(inter))
     _note_bad_timestamps(inter, report, strict)
@@ -98,7 +98,7 @@ def clean(
     _note_placeholder_titles(items, report)
     _note_letterless_text(items, report)
 
-    _note_alike_users(inter, report, strict)
+    _note_alike_users(inter, report)
     inter = apply(inter, _unknown_items(inter, items))
     # after the unknown items, as the scale read from the data leaves their rows out
     inter = apply(inter, _out_of_range(inter, lo, hi))
@@ -144,13 +144,12 @@ def validate(
         _check_options(min_text_chars)
     except (DataError, ConfigError) as exc:
         return [str(exc)]
-    items = _with_text(items)
+    items, inter = _with_text(_numbered(items)), _numbered(inter)
     found: list[tuple[str, _Finding | None]] = []
     checks: list[Callable[[pd.DataFrame], _Finding | None]] = [
         lambda f: _missing_ids(f, "user_id", "item_id"),
         _bad_ratings,
         _bad_timestamps,  # noted, not dropped
-        _alike_users,  # noted, not dropped
         lambda f: _unknown_items(f, items),
         lambda f: _out_of_range(f, lo, hi),
         _latest_duplicates,
@@ -159,7 +158,7 @@ def validate(
     for check in checks:
         finding = check(rest)
         found.append(("interactions", finding))
-        if finding is not None and check not in (_bad_timestamps, _alike_users):
+        if finding is not None and check is not _bad_timestamps:
             rest = _without(rest, finding)
     found += [
         ("items", _missing_ids(items, "item_id")),
@@ -183,6 +182,25 @@ def validate(
             )
     problems += _id_types(dataset)
     return problems
+
+
+# 1-based row of the table as given, for frames without file lines (built in memory):
+# a check after rows were dropped counted from the rows left, and named other rows
+_ROW_COL = "_row"
+
+
+def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
+    if LINE_COL in frame.columns or _ROW_COL in frame.columns:
+        return frame
+    numbered = frame.assign(**{_ROW_COL: np.arange(1, len(frame) + 1)})
+    numbered.attrs = dict(frame.attrs)
+    return numbered
+
+
+def _row_numbers(frame: pd.DataFrame) -> np.ndarray:
+    if _ROW_COL in frame.columns:
+        return frame[_ROW_COL].to_numpy()
+    return np.arange(1, len(frame) + 1)
 
 
 def _without(frame: pd.DataFrame, found: _Finding) -> pd.DataFrame:
@@ -325,6 +343,7 @@ def _latest_duplicates(inter: pd.DataFrame, acting: bool = False) -> _Finding | 
     pairs = zip(kept_rows["user_id"], kept_rows["item_id"], strict=True)
     kept = dict(zip(pairs, kept_rows.index, strict=True))
     lines = inter[LINE_COL].to_numpy() if LINE_COL in inter.columns else None
+    rows_at = _row_numbers(inter)
     stamps = inter["timestamp"] if "timestamp" in inter.columns else None
 
     def why(i: int) -> str:
@@ -332,7 +351,7 @@ def _latest_duplicates(inter: pd.DataFrame, acting: bool = False) -> _Finding | 
         other = int(kept[(user, item)])
         # where the rating that stays is, and why it wins: the dropped row is the older
         # one (undated or dated alike: the earlier line); "again later" misread a copy
-        at = f"line {int(lines[other])}" if lines is not None else f"row {other + 1}"
+        at = f"line {int(lines[other])}" if lines is not None else f"row {int(rows_at[other])}"
         if stamps is not None and pd.isna(stamps.iloc[i]) and pd.notna(stamps.iloc[other]):
             wins = "dated, where this rating is not"
         elif stamps is not None and bool(stamps.iloc[other] > stamps.iloc[i]):
@@ -397,16 +416,17 @@ def _alike_users(inter: pd.DataFrame) -> _Finding | None:
     return _finding(inter, rows, reason, message, "user_id")
 
 
-def _note_alike_users(inter: pd.DataFrame, report: CleaningReport, strict: bool) -> None:
+def _note_alike_users(inter: pd.DataFrame, report: CleaningReport) -> None:
+    """A note, not a problem (``strict`` passes them, and ``data validate`` lists the
+    note and exits 0): the data cleans and trains as it is, and the ids may be meant."""
     found = _alike_users(inter)
     if found is None:
         return
-    if strict:
-        raise found.error
     users = inter["user_id"].iloc[found.rows].nunique()
     report.notes.append(
-        f"{users:,} user ids differ from another only in spaces at an end or Unicode form and "
-        f"are read as different users (e.g. {'; '.join(found.examples)})"
+        f"{users:,} user id{'s differ' if users != 1 else ' differs'} from another only in "
+        "spaces at an end or Unicode form, read as different users "
+        f"(e.g. {'; '.join(found.examples)})"
     )
 
 
@@ -538,9 +558,10 @@ def _finding(
         return None
     source = frame.attrs.get(SOURCE_ATTR)
     lines = frame[LINE_COL].to_numpy() if LINE_COL in frame.columns else None
+    rows_at = _row_numbers(frame)
 
     def where(i: int) -> str:
-        place = f"line {int(lines[i])}" if lines is not None else f"row {i + 1}"
+        place = f"line {int(lines[i])}" if lines is not None else f"row {int(rows_at[i])}"
         return f"{Path(source).name} {place}" if source else place
 
     examples = []

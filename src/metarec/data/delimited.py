@@ -170,7 +170,9 @@ def _read_quoted_or_literal(
     try:
         return _read_quoted(data, path, sep, names, header, encoding)
     except DataError as quoted_error:
-        if sep != "\t":
+        if sep != "\t" or _QUOTED_FIELD.search(data):
+            # a field quoted whole ("Heat", R's write.table) is CSV quoting: read
+            # literally, its ids would keep their quotes and match no rating
             raise
         try:
             frame = _read_unquoted(data, path, sep, names, header, float_cols, encoding)
@@ -183,6 +185,11 @@ def _read_quoted_or_literal(
             stacklevel=4,
         )
         return frame
+
+
+# a tab-separated field that opens and closes with a quote (a tab inside it or not):
+# the file quotes as CSV does
+_QUOTED_FIELD = re.compile(rb'(?:^|\t)"[^\n]*?"\r?(?:\t|$)', re.MULTILINE)
 
 
 def _without_empty_unnamed(frame: pd.DataFrame, data: bytes, sep: str) -> pd.DataFrame:

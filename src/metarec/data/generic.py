@@ -34,7 +34,7 @@ from metarec.data.columns import (
     str_ids,
     text_values,
 )
-from metarec.data.compressed import data_stem
+from metarec.data.compressed import data_stem, data_suffix
 from metarec.data.delimited import read_table
 from metarec.data.schema import Dataset
 from metarec.data.text import (
@@ -317,8 +317,9 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
                 if role == "rating"
                 else ""
             )
+            by_name = data_suffix(Path(path)) in (".tsv", ".tab")  # else the separator was found
             seps = [n for c, n in _SEPARATORS.items() if len(have) == 1 and c in str(have[0])]
-            if seps:  # a comma file named .tsv: its header read as one column
+            if by_name and seps:  # a comma file named .tsv: its header read as one column
                 hint += (
                     f" (the header was read as one column: the file looks {seps[0]}-separated "
                     "but its name says tab-separated; named .csv, or with no known ending, "

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.api import guess_datetime_format
+
+try:  # public since pandas 2.2; the project takes pandas >= 2.0
+    from pandas.tseries.api import guess_datetime_format
+except ImportError:  # pragma: no cover - older pandas
+    from pandas._libs.tslibs.parsing import guess_datetime_format
 
 from metarec.data.columns import (
     RAW_PREFIX,

@@ -13,6 +13,7 @@ the import alone takes seconds.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -34,7 +35,7 @@ import numpy.typing as npt
 from metarec.device import check_device, resolve_device
 from metarec.encoders.base import check_texts
 from metarec.errors import ConfigError, DataError, ModelError
-from metarec.tempfiles import create_temp_dir
+from metarec.tempfiles import create_temp_dir, remove_stale
 from metarec.values import is_whole
 
 if TYPE_CHECKING:
@@ -120,6 +121,8 @@ def bundled_model_dir() -> Path | None:
         return target
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        # a copy killed mid-unpack (21 MB) stayed for good, one more each time
+        remove_stale(parent, f".{glob.escape(DEFAULT_MODEL)}-*.tmp")
         tmp = create_temp_dir(parent, f".{target.name}.", ".tmp")
     except OSError as e:
         raise ConfigError(f"cannot create model cache directory {parent}: {e}") from e

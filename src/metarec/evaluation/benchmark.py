@@ -20,6 +20,7 @@ the model it was fitting.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,7 +38,7 @@ from metarec.data.schema import (
     inferred_like_threshold,
 )
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
-from metarec.evaluation.machine import git_commit, machine_info
+from metarec.evaluation.machine import git_commit, machine_info, uncommitted_digest
 from metarec.evaluation.own_models import OwnModel
 from metarec.evaluation.own_models import build as build_own
 from metarec.evaluation.own_models import check_names as check_own_names
@@ -329,7 +330,14 @@ def _fold_run(
     that a run interrupted at any model resumes there with the same figures."""
     from metarec.evaluation.p1 import evaluate_p1
     from metarec.evaluation.p2 import evaluate_p2
-    from metarec.evaluation.splits import has_protocol_rule, split_file_name, split_path, user_rule
+    from metarec.evaluation.splits import (
+        has_protocol_rule,
+        read_stem,
+        split_file_name,
+        split_path,
+        split_stem,
+        user_rule,
+    )
 
     split = _split(protocol, ds, seed=seed, fold=fold, n_folds=n_folds, splits=splits)
     if splits is not None and split.digest() != split_digest:
@@ -337,11 +345,13 @@ def _fold_run(
         raise DataError(
             "changed since this run began, so its folds would not be one split's; "
             "run the command again",
-            path=split_path(protocol, ds.name, splits, fold),
+            path=split_path(
+                protocol, read_stem(protocol, ds.name, seed, splits, n_folds or 1), splits, fold
+            ),
         )
     # written beside the report at the end, not here: an interrupted run would leave a
     # split that does not match the report already there
-    split_file = split_file_name(protocol, ds.name, fold)
+    split_file = split_file_name(protocol, split_stem(ds.name, seed), fold)
     data = TrainingData.from_split(split.frames, catalogue, ds, seed)
     built = build_models(
         protocol,
@@ -485,10 +495,11 @@ def _split(
     from ``seed``; the same each time for the same data, seed and code."""
     from metarec.evaluation.p1 import make_p1_split
     from metarec.evaluation.p2 import make_p2_split
-    from metarec.evaluation.splits import load_split
+    from metarec.evaluation.splits import load_split, read_stem
 
     if splits is not None:
-        return load_split(protocol, ds, splits, fold=fold, n_folds=n_folds)
+        stem = read_stem(protocol, ds.name, seed, splits, n_folds or 1)
+        return load_split(protocol, ds, splits, fold=fold, n_folds=n_folds, stem=stem)
     if protocol == "p1":
         return make_p1_split(ds, seed=seed, n_folds=n_folds, fold=fold)
     return make_p2_split(ds, seed=seed, n_folds=n_folds, fold=fold)
@@ -827,7 +838,10 @@ def _run_key(
             hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         except TypeError:  # unhashable cells (lists, dicts) in a catalogue of one's own
             hashed = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
-        return f"{len(frame)}:{int(hashed.sum(dtype=np.uint64)):x}"  # the sum wraps around
+        # in row order: ties in time are broken by it (P2's first K ratings), so the same
+        # rows shuffled are another run; a sum of the row hashes mixed the two's folds
+        rows = hashlib.blake2b(np.ascontiguousarray(hashed).tobytes(), digest_size=8)
+        return f"{len(frame)}:{rows.hexdigest()}"
 
     return {
         "protocol": protocol,
@@ -842,6 +856,8 @@ def _run_key(
         **options,  # tuples and lists compare equal once RunStore has put them through JSON
         # an installed package has no commit: its version and torch's stand for the code
         "git_commit": git_commit(),
+        # edits not yet committed are other code: the commit alone reused their folds
+        "uncommitted": uncommitted_digest(),
         "metarec": metarec_version,
         "torch": torch.__version__,
         # what a kept fold holds: without a commit, a fold kept before its results named
@@ -952,15 +968,18 @@ def run_benchmark(
             print(f"[{protocol} {ds_name}] {msg}", flush=True)
 
     fold_ids: list[int | None] = [None] if folds == 1 else list(range(folds))
+    from metarec.evaluation.splits import split_stem
+
+    stem = split_stem(ds_name, seed)  # the files' names: a seed but 0's is in them
     if splits is not None:  # before the data is encoded, not minutes into the run
-        from metarec.evaluation.splits import split_path
+        from metarec.evaluation.splits import read_stem, split_path
 
         for f in fold_ids:
-            split_path(protocol, ds_name, splits, f)
+            split_path(protocol, read_stem(protocol, ds_name, seed, splits, folds), splits, f)
     if folds > 1:
         from metarec.evaluation.splits import check_fold_plan
 
-        check_fold_plan(protocol, ds_name, out, folds)
+        check_fold_plan(protocol, stem, out, folds)
     t0 = time.perf_counter()
     if ds is None:
         ds = load_dataset(ds_name, root=root)
@@ -1016,13 +1035,19 @@ def run_benchmark(
         from metarec.evaluation.splits import check_partition
 
         if folds > 1:
-            check_partition(protocol, ds, split_folder, [s for _, s in drawn])
+            check_partition(
+                protocol,
+                ds,
+                split_folder,
+                [s for _, s in drawn],
+                read_stem(protocol, ds.name, seed, split_folder, folds),
+            )
         split_digests = [s.digest() for _, s in drawn]
     if protocol == "p2":
         _check_shots(ds, shots, drawn)
     del drawn
     name = (
-        f"{protocol}-{ds_name}"
+        f"{protocol}-{stem}"
         + (f"-{folds}fold" if folds > 1 else "")
         + (f"-seeds{seeds}" if seeds > 1 else "")  # beside the single-seed results, not over them
     )
@@ -1032,7 +1057,7 @@ def run_benchmark(
     _check_outputs(out, [
         out / f"{name}.json", out / f"{name}.md",
         *(plot_paths(protocol, out / name) if plots else []),
-        *(out / split_file_name(protocol, ds_name, f) for f in fold_ids),
+        *(out / split_file_name(protocol, stem, f) for f in fold_ids),
     ])  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
     # what an interrupted run of this same command finished: folds, and models within one

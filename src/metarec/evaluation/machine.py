@@ -33,6 +33,37 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def uncommitted_digest() -> str | None:
+    """A digest of the package's uncommitted changes (``git diff HEAD`` of its own
+    folder), None where there are none or no git work tree: a benchmark resumed after
+    an edit that is not committed yet must not take the earlier code's folds."""
+    import hashlib
+    import subprocess
+
+    here = Path(__file__).resolve().parent.parent  # src/metarec
+
+    def git(*args: str) -> bytes | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=here, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    diff = git("diff", "HEAD", "--", ".")
+    # a new module not yet added is no part of the diff, and is code all the same
+    untracked = git("ls-files", "-z", "--others", "--exclude-standard", "--", ".")
+    if diff is None or untracked is None:
+        return None
+    digest = hashlib.blake2b(diff, digest_size=8)
+    for name in sorted(n for n in untracked.split(b"\0") if n):
+        digest.update(name + b"\0")
+        try:
+            digest.update((here / name.decode()).read_bytes())
+        except OSError:
+            continue  # gone since it was listed
+    return digest.hexdigest() if diff or untracked else None
+
+
 def cpu_model() -> str | None:
     """The CPU's model name where the OS says it (Linux), else what platform knows."""
     try:

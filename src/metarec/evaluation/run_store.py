@@ -111,7 +111,9 @@ class RunStore:
         warnings.warn(
             f"{self.dir}: the progress an interrupted run left here is not reused ({why}); "
             "starting afresh",
-            stacklevel=3,
+            # here, not a caller: start() is reached through session()'s contextmanager,
+            # and a warning attributed to contextlib was printed as another library's
+            stacklevel=1,
         )
 
     @contextmanager

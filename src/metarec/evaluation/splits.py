@@ -222,7 +222,35 @@ def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
     raise TypeError(f"no reader for {f.name}: {f.type}")
 
 
+def split_stem(dataset: str, seed: int) -> str:
+    """The data set's part of a benchmark's file names: its name, and the seed where it
+    is not 0 (``ml-100k-seed1``). Two seeds' runs into one folder wrote one split file,
+    the second's over the first's, while the first's report stayed beside it; seed 0
+    keeps the names committed results and README commands read."""
+    return dataset if seed == 0 else f"{dataset}-seed{seed}"
+
+
+def read_stem(protocol: str, dataset: str, seed: int, folder: str | Path, folds: int) -> str:
+    """The stem of the split files ``--splits`` reads from ``folder``: the run's seed's
+    where the folder holds them, else the data set's own (seed 0's), so that one split
+    can be read back under other model seeds."""
+    seeded = split_stem(dataset, seed)
+    fold_ids: list[int | None] = [None] if folds == 1 else list(range(folds))
+
+    def holds(stem: str) -> bool:  # any fold's: a missing one is then named as missing
+        return any((Path(folder) / split_file_name(protocol, stem, f)).is_file() for f in fold_ids)
+
+    if seeded != dataset and not holds(seeded) and not holds(dataset):
+        raise ConfigError(
+            f"--splits: no {split_file_name(protocol, seeded, fold_ids[0])} (this seed's) nor "
+            f"{split_file_name(protocol, dataset, fold_ids[0])} (seed 0's) in {folder}; use "
+            "the folder a benchmark wrote them to, with the same --protocol, --dataset and --folds"
+        )
+    return seeded if holds(seeded) else dataset
+
+
 def split_file_name(protocol: str, dataset: str, fold: int | None) -> str:
+    """``dataset``: the data set's :func:`split_stem`."""
     return f"{protocol}-{dataset}" + (f"-fold{fold}" if fold is not None else "") + "-split.json"
 
 
@@ -252,13 +280,20 @@ def check_folds(n_folds: int | None, fold: int | None) -> None:
 
 
 def load_split(
-    protocol: str, dataset: Dataset, folder: str | Path, *, fold: int | None, n_folds: int | None
+    protocol: str,
+    dataset: Dataset,
+    folder: str | Path,
+    *,
+    fold: int | None,
+    n_folds: int | None,
+    stem: str | None = None,
 ) -> Any:
-    """The P1 or P2 split of ``fold`` (``None``: the single split) from ``folder``."""
+    """The P1 or P2 split of ``fold`` (``None``: the single split) from ``folder``;
+    ``stem``: the files' :func:`split_stem` (default: the data set's name)."""
     from metarec.evaluation.p1 import P1Split
     from metarec.evaluation.p2 import P2Split
 
-    path = split_path(protocol, dataset.name, folder, fold)
+    path = split_path(protocol, stem or dataset.name, folder, fold)
     try:
         split = (P1Split if protocol == "p1" else P2Split).load(path, dataset)
     except (KeyError, TypeError, ValueError) as exc:
@@ -274,19 +309,26 @@ def load_split(
     return split
 
 
-def check_fold_partition(protocol: str, dataset: Dataset, folder: str | Path, n_folds: int) -> None:
+def check_fold_partition(
+    protocol: str, dataset: Dataset, folder: str | Path, n_folds: int, stem: str | None = None
+) -> None:
     """The folds read from ``folder`` are one cross-validation: each splits the same
     users, and each user is held out in exactly one fold. Each file can be sound alone
     while together they test some users twice and others never (fold 1 a copy of fold
     0), which a mean over folds would report as a 5-fold result."""
     splits = [
-        load_split(protocol, dataset, folder, fold=f, n_folds=n_folds) for f in range(n_folds)
+        load_split(protocol, dataset, folder, fold=f, n_folds=n_folds, stem=stem)
+        for f in range(n_folds)
     ]
-    check_partition(protocol, dataset, folder, splits)
+    check_partition(protocol, dataset, folder, splits, stem)
 
 
 def check_partition(
-    protocol: str, dataset: Dataset, folder: str | Path, splits: Sequence[Any]
+    protocol: str,
+    dataset: Dataset,
+    folder: str | Path,
+    splits: Sequence[Any],
+    stem: str | None = None,
 ) -> None:
     """:func:`check_fold_partition` of folds already read (fold ``f`` at ``splits[f]``)."""
     n_folds = len(splits)
@@ -294,7 +336,7 @@ def check_partition(
     universe: set[str] = set()
     where: dict[str, int] = {}
     for f, split in enumerate(splits):
-        path = split_path(protocol, dataset.name, folder, f)
+        path = split_path(protocol, stem or dataset.name, folder, f)
         users = {*split.train_users, *split.validation_users, *getattr(split, held)}
         if f == 0:
             universe = users

@@ -381,7 +381,7 @@ class Trainer:
             raise ConfigError(
                 f"no training user has more than {most} rating(s): an episode needs at least "
                 "one support and one query rating, so there is nothing to meta-train on "
-                "(every user needs two ratings or more)"
+                "(a training user needs two ratings or more)"
             )
         raise ConfigError(
             f"min_support={self.cfg.min_support}: an episode needs {lo} support ratings "

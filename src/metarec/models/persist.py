@@ -25,6 +25,7 @@ should not depend on.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import shutil
@@ -50,7 +51,7 @@ from metarec.peers.bias import Bias
 from metarec.peers.knn import ContentKNN
 from metarec.peers.popularity import Popularity
 from metarec.recommender import Recommender
-from metarec.tempfiles import create_temp_dir
+from metarec.tempfiles import create_temp_dir, remove_stale
 from metarec.values import is_number, is_whole
 
 MANIFEST = "ensemble.json"
@@ -330,6 +331,11 @@ def staged_folder(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # what a writer of this folder killed before its move (or between its two renames)
+    # left beside it, 6.6 MB a time for an ensemble, kept for good: swept once this
+    # write is in place, never before (an old-* copy may be the only one until then)
+    name = glob.escape(target.name)
+    remove_stale(target.parent, f".{name}.*.tmp", f".{name}.old-*")
 
 
 def _move_into_place(tmp: Path, target: Path) -> None:
