@@ -616,6 +616,8 @@ def test_a_title_without_its_year_and_an_id_as_typed_resolve_where_unambiguous(
     with pytest.raises(DataError, match="starts or ends with a space"):
         rec.add_items(pd.DataFrame({"item_id": [" spaced "], "title": ["Spaced"]}))
     assert rec.resolve("café-9") == rec.resolve(cafe) == rec.item_index[cafe]
+    # a title alike: "Café Noir" typed decomposed was unknown, offered itself as close
+    assert rec.resolve(unicodedata.normalize("NFD", "Café Noir")) == rec.item_index[cafe]
     assert rec.resolve(" x1 ") == rec.item_index["x1"]
     # an id with stray spaces is the id, before any title: a film is titled "187"
     assert rec.resolve(" 187") == rec.resolve("187 ") == rec.item_index["187"]

@@ -47,6 +47,7 @@ _HOME = {
             "MetarecError",
             "ModelError",
             "UnknownItemError",
+            "UnsupportedError",
         ),
         "metarec.errors",
     ),
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
         MetarecError,
         ModelError,
         UnknownItemError,
+        UnsupportedError,
     )
     from metarec.pipeline import encode_catalogue, fit_recommender, train
     from metarec.recommender import Recommender, UserState
@@ -110,6 +112,7 @@ __all__ = [
     "TfidfSvdEncoder",
     "TrainConfig",
     "UnknownItemError",
+    "UnsupportedError",
     "UserState",
     "clean",
     "encode_catalogue",

@@ -322,7 +322,7 @@ def check_same_seed(factory: Factory, model: ScoringModel, world: World, seed: i
                     seeded: bool) -> None:  # fmt: skip
     """The same seed gives the same scores; another seed, when the model has randomness,
     other ones. ``model``: ``factory(seed)`` already fitted on ``world``."""
-    again = factory(seed).fit(world.data)
+    again = factory(seed).fit(world.data.copied())
     ours = model.score_catalogue(world.tasks, world.users)
     _close(
         again.score_catalogue(world.tasks, world.users),
@@ -332,7 +332,7 @@ def check_same_seed(factory: Factory, model: ScoringModel, world: World, seed: i
         "unseeded torch? draw from np.random.default_rng(seed))",
     )
     if seeded:
-        other = factory(seed + 1).fit(world.data)
+        other = factory(seed + 1).fit(world.data.copied())
         if np.allclose(other.score_catalogue(world.tasks, world.users), ours):
             raise ConformanceError(
                 "a different seed gave the same model: is the seed used? (a model without "
@@ -380,6 +380,15 @@ def check_predict_tasks(model: ScoringModel, world: World) -> None:
         raise ConformanceError(f"predict_tasks: {len(preds)} answers for {len(world.tasks)} tasks")
     for n, (p, s, task) in enumerate(zip(preds, scores, world.tasks, strict=True)):
         _close(p, s[task.query_items], f"task {n}: predict_tasks against score_catalogue", 1e-4)
+    # users known by their support alone (what adapt scores): nothing to predict, and
+    # the meta-learned model crashed on it (a reshape of 0 elements)
+    bare = [Task.support_only(t.support_items, t.support_ratings, t.user) for t in world.tasks]
+    empty = model.predict_tasks(bare[:3], world.users.iloc[:3])
+    if len(empty) != 3 or any(len(np.asarray(p)) for p in empty):
+        raise ConformanceError(
+            "predict_tasks of tasks with empty query sets: expected 3 empty arrays, got "
+            f"{[np.shape(p) for p in empty]}"
+        )
     lo, hi = world.data.rating_range
     if model.predicts_ratings and hi > lo:
         # in fractions of the scale, so that 0-1 or 1-10 is held as 1-5 is: at most a
@@ -451,7 +460,47 @@ CHECKS = (
     "query_never_read",
     "predict_tasks",
     "bad_support_refused",
+    "inputs_unchanged",
 )
+
+
+def fingerprint_data(data: TrainingData) -> str:
+    """A digest of everything ``fit`` is given: the frames' values, columns and order,
+    and the item vectors. Equal before and after: the model changed none of it."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for frame in (data.interactions, data.validation, data.users, data.catalogue.items):
+        if frame is None:
+            digest.update(b"none")
+            continue
+        digest.update(repr((list(map(str, frame.columns)), frame.shape)).encode())
+        try:
+            rows = pd.util.hash_pandas_object(frame, index=True).to_numpy()
+        except TypeError:  # unhashable cells (lists) in a catalogue of one's own
+            rows = pd.util.hash_pandas_object(frame.astype(str), index=True).to_numpy()
+        digest.update(np.ascontiguousarray(rows).tobytes())
+    digest.update(np.ascontiguousarray(data.catalogue.vectors).tobytes())
+    return digest.hexdigest()
+
+
+def _guarded(world: World) -> World:
+    """``world`` with tasks no model can write into (read-only arrays) and its users
+    table copied: a model that centred the support ratings in place corrupted the
+    world for every later check and call, and failed five checks none of which named
+    the cause."""
+    from metarec.data.tasks import read_only
+
+    return replace(world, tasks=read_only(world.tasks), users=world.users.copy())
+
+
+def _wrote_into(exc: Exception) -> str | None:
+    if isinstance(exc, ValueError) and "read-only" in str(exc):
+        return (
+            f"wrote into a task's arrays, which are the caller's ({exc}): copy them before "
+            "changing them (inputs_unchanged)"
+        )
+    return None
 
 
 def run_checks(
@@ -475,10 +524,13 @@ def run_checks(
     ``reads_text``: a new item is scored from its text vector; ``skip``: checks not
     to run (``"same_seed"`` fits the model twice more).
     """
+    if isinstance(skip, str):  # one name, not its letters: "unknown check(s) ['_', 'a', ...]"
+        skip = [skip]
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         raise ConfigError(f"skip: unknown check(s) {unknown}; expected some of {list(CHECKS)}")
     label = getattr(factory, "__qualname__", type(factory).__name__)
+    world = _guarded(world)  # the caller's world stays as it was, whatever the model does
 
     def make(s: int) -> ScoringModel:  # what a benchmark's models= takes, built alike
         return build(label, factory, s, field="factory")
@@ -491,10 +543,15 @@ def run_checks(
         )
     else:
         seedless = None
+    given = world.data.copied()
+    before = fingerprint_data(given)
     try:
-        fitted = model.fit(world.data)
+        fitted = model.fit(given)
     except Exception as exc:  # the commonest first failure: reported as one, not a crash
         return Outcome(model.name, {"fit": f"raised {type(exc).__name__}: {exc}"})
+    # fit's data, changed in place, was every later model's in a benchmark before each
+    # fit had its own copy: metarec's own rows moved with no word. Said as the breach
+    changed_by_fit = fingerprint_data(given) != before
     if fitted is not model:
         why = f"returned {type(fitted).__name__}; fit() must return the model itself (self)"
         return Outcome(model.name, {"fit": why})
@@ -518,10 +575,13 @@ def run_checks(
             check_query_never_read(fitted, world)
         elif name == "predict_tasks":
             check_predict_tasks(fitted, world)
-        else:
+        elif name == "bad_support_refused":
             check_bad_support_refused(fitted, world)
+        else:
+            check_inputs_unchanged(changed_by_fit)
 
     results: dict[str, str | None] = {}
+    wrote_tasks: list[str] = []
     for name in CHECKS:
         if name in skip:
             continue
@@ -531,8 +591,28 @@ def run_checks(
         except ConformanceError as exc:
             results[name] = str(exc)
         except Exception as exc:  # a crash is a failure of that check, not of the run
-            results[name] = f"raised {type(exc).__name__}: {exc}"
+            wrote = _wrote_into(exc)
+            results[name] = wrote or f"raised {type(exc).__name__}: {exc}"
+            if wrote is not None:
+                wrote_tasks.append(name)
+    if wrote_tasks and "inputs_unchanged" in results and results["inputs_unchanged"] is None:
+        results["inputs_unchanged"] = (
+            f"wrote into a task's arrays (in {', '.join(wrote_tasks)}); a model must read "
+            "the tasks it is given, not change them: copy an array before changing it"
+        )
     return Outcome(fitted.name, results)
+
+
+def check_inputs_unchanged(changed_by_fit: bool) -> None:
+    """``fit`` left the data it was given as it was (the tasks' arrays are read-only,
+    so writing into them fails the check that did it, and this one)."""
+    if changed_by_fit:
+        raise ConformanceError(
+            "fit changed the TrainingData it was given (its interactions, validation, "
+            "users, items or vectors): the caller's data is not the model's to change "
+            "(a benchmark gives each model its own copy; a caller fitting several models "
+            "on one data set may not); copy before changing (data.interactions.copy())"
+        )
 
 
 def check_model(factory: OwnModel, world: World, **options: Any) -> list[str]:

@@ -473,6 +473,10 @@ class Recommender(TopK):
         out: list[np.ndarray] = []
         for lo in range(0, len(tasks), batch_size):
             chunk = list(tasks[lo : lo + batch_size])
+            if not any(len(t.query_items) for t in chunk):  # nothing to predict: no batch
+                # (a chunk of empty queries met a reshape of 0 elements in the scorer)
+                out.extend(np.zeros(0, dtype=np.float32) for _ in chunk)
+                continue
             codes = codes_all[lo : lo + len(chunk)]
             batch, params = self._adapt_tasks(chunk, codes)
             if self.cfg.objective != "rating":
@@ -782,7 +786,9 @@ def _warn_dropped(ids: pd.Series, previous: np.ndarray, unrated: np.ndarray) -> 
 
 
 def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", str(text)).strip().casefold()
+    """A title as looked up: spaces collapsed, case folded, Unicode composed (NFC): an
+    "Amélie" typed decomposed was unknown, with itself offered as the close match."""
+    return unicodedata.normalize("NFC", re.sub(r"\s+", " ", str(text)).strip().casefold())
 
 
 # an id written as a whole number: "7", "007", "7.0"

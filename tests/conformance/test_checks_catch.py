@@ -165,6 +165,53 @@ class NaNWhenNew(LikedCounts):
         return out
 
 
+class CentresInPlace(LikedCounts):
+    """Centres the support ratings in the tasks it is given, as `w -= mean` does."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        for task in tasks:
+            ratings = task.support_ratings
+            ratings -= 3.0  # the caller's array, changed
+        return super().score_catalogue(tasks, users)
+
+
+class DropsUsersInPlace(LikedCounts):
+    """Keeps only active users, in the data it was given."""
+
+    def fit(self, data: TrainingData) -> DropsUsersInPlace:
+        rows = data.interactions
+        few = rows.groupby("user_id")["item_id"].transform("size") < 50
+        rows.drop(index=rows.index[few.to_numpy()], inplace=True)
+        return super().fit(data)
+
+
+def test_a_model_that_changes_what_it_is_given_is_named_for_it(world: World) -> None:
+    # centring the support in place failed five checks, none of which named the cause,
+    # and corrupted the world for every later call; dropping rows of fit's data passed
+    # all nine, and in a benchmark changed the rows metarec's models fitted on
+    tasks_before = [t.support_ratings.copy() for t in world.tasks]
+    rows_before = len(world.data.interactions)
+    with pytest.raises(ConformanceError) as caught:
+        check_model(CentresInPlace, world)
+    message = str(caught.value)
+    assert "\n  inputs_unchanged: wrote into a task's arrays (in " in message
+    assert "read-only" in message  # numpy's words, at the line that wrote
+    for task, before in zip(world.tasks, tasks_before, strict=True):
+        np.testing.assert_array_equal(task.support_ratings, before)
+    with pytest.raises(ConformanceError) as caught:
+        check_model(DropsUsersInPlace, world)
+    message = str(caught.value)
+    assert "1 of 10 checks failed" in message
+    assert "inputs_unchanged: fit changed the TrainingData it was given" in message
+    assert len(world.data.interactions) == rows_before
+    # one check named alone is one check, not its letters
+    assert check_model(LikedCounts, world, skip="same_seed") == [
+        c for c in CHECKS if c != "same_seed"
+    ]
+
+
 def test_a_model_that_keeps_the_contract_passes_every_check(world: World) -> None:
     assert check_model(LikedCounts, world) == list(CHECKS)
 
@@ -224,10 +271,10 @@ def test_check_model_at_the_shell(shared_data: Path, tmp_path: Path) -> None:
 
     good = run("mine:LikedCounts")
     assert good.returncode == 0, good.stderr[-2000:]
-    assert "liked-counts: 8 of 8 checks passed on ml-100k" in good.stdout
+    assert "liked-counts: 9 of 9 checks passed on ml-100k" in good.stdout
     bad = run("mine:ReadsQuery")
     assert bad.returncode == 1, bad.stderr[-2000:]
-    assert "FAIL query_never_read" in bad.stdout and "7 of 8 checks passed" in bad.stdout
+    assert "FAIL query_never_read" in bad.stdout and "8 of 9 checks passed" in bad.stdout
     assert "ok   scored_from_support" in bad.stdout
     # the commonest first mistake: one line and exit 1, not a traceback
     forgot = run("mine:ForgetsSelf")

@@ -229,6 +229,20 @@ def test_a_model_without_a_source_file_is_warned_about() -> None:
     )
     with pytest.warns(UserWarning, match=r"'cell': no source file for .*Cell"):
         fingerprint("cell", namespace["Cell"](), 0)
+    # `python -c` (and a prompt): __main__ without a file, where inspect raises OSError
+    # on Python 3.10+, which crashed the run the warning was promised for
+    code = (
+        "import warnings\nfrom metarec.peers import Popularity\n"
+        "from metarec.evaluation.own_models import fingerprint\n"
+        "class Cell(Popularity):\n    name = 'cell'\n"
+        "with warnings.catch_warnings(record=True) as said:\n"
+        "    warnings.simplefilter('always')\n"
+        "    fingerprint('cell', Cell(), 0)\n"
+        "print([str(w.message)[:60] for w in said])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'cell': no source file for" in proc.stdout
 
 
 def test_an_edit_to_a_base_class_in_another_file_is_seen(tmp_path: Path) -> None:
@@ -304,3 +318,78 @@ def test_a_model_that_fails_in_a_benchmark_is_named_with_where_to_look(
     assert message.startswith("models: 'mine' failed: ModelError: popularity: score_catalogue")
     assert "returned shape (1682, " in message and "expected (" in message
     assert "metarec check-model" in message
+
+
+class WritesTheAnswers(Popularity):
+    """Writes its own predictions into the query ratings it is judged against."""
+
+    def score_catalogue(self, tasks: Any, users: Any = None) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        for row, task in enumerate(tasks):
+            task.query_ratings[:] = out[row, task.query_items]
+        return out
+
+
+class DropsUsersInPlace(Popularity):
+    """Keeps only active users, in the data it was given."""
+
+    def fit(self, data: Any) -> DropsUsersInPlace:
+        rows = data.interactions
+        few = rows.groupby("user_id")["item_id"].transform("size") < 50
+        rows.drop(index=rows.index[few.to_numpy()], inplace=True)
+        return super().fit(data)
+
+
+def test_a_model_cannot_change_what_the_others_are_judged_on(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # one that wrote its predictions into the query ratings scored MAE 0 and a
+    # significant win over metarec; one that dropped users from fit's data changed
+    # the rows metarec's models were fitted on, with no word
+    with pytest.raises(ModelError) as caught:
+        run_benchmark(
+            "p2", "ml-100k", root=str(shared_data), out=tmp_path / "a",
+            models={"qw": WritesTheAnswers()}, **QUICK,
+        )  # fmt: skip
+    message = str(caught.value)
+    assert message.startswith("models: 'qw' failed: ValueError: ")
+    assert "read-only" in message and "it wrote into a task's arrays" in message
+    plain = run_benchmark(
+        "p2", "ml-100k", root=str(shared_data), out=tmp_path / "b", models={"p": Popularity()},
+        **QUICK,
+    )  # fmt: skip
+    dropped = run_benchmark(
+        "p2", "ml-100k", root=str(shared_data), out=tmp_path / "c",
+        models={"d": DropsUsersInPlace()}, **QUICK,
+    )  # fmt: skip
+    for model in ("popularity", "metarec-episodic"):
+        assert dropped["summary"]["3"][model] == plain["summary"]["3"][model]
+    assert dropped["summary"]["3"]["d"] != plain["summary"]["3"]["p"]  # its own copy, dropped
+
+
+class TooFewItems(Popularity):
+    """Scores only the items up to the highest one rated in training."""
+
+    def fit(self, data: Any) -> TooFewItems:
+        super().fit(data)
+        self.cut = int(data.interactions["item_id"].map(data.catalogue.index).max()) - 5
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return self.cut
+
+    def score_catalogue(self, tasks: Any, users: Any = None) -> np.ndarray:
+        return super().score_catalogue(tasks, users)[:, : self.cut]
+
+
+def test_a_model_of_fewer_items_than_the_catalogue_is_named(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # scores for 1,674 of 1,682 items ran with exit 0, or failed naming a task's item
+    with pytest.raises(ModelError, match=r"models: 'few' failed: .*n_items is 1,6\d\d after fit, "
+                       r"the catalogue has 1,682"):  # fmt: skip
+        run_benchmark(
+            "p2", "ml-100k", root=str(shared_data), out=tmp_path, models={"few": TooFewItems()},
+            **QUICK,
+        )  # fmt: skip

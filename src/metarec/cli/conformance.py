@@ -48,7 +48,7 @@ def _checks() -> str:
     # the names without importing metarec.conformance (torch) for --help
     return (
         "scored_from_support, empty_support, new_items, recommend_excludes_seen, any_k, "
-        "same_seed, query_never_read, predict_tasks, bad_support_refused"
+        "same_seed, query_never_read, predict_tasks, bad_support_refused, inputs_unchanged"
     )
 
 

@@ -92,6 +92,32 @@ class Task:
         return cls(user, items, ratings, items[:0], ratings[:0])
 
 
+def read_only(tasks: Sequence[Task]) -> list[Task]:
+    """``tasks`` with arrays no model can write into (read-only views of the same data).
+
+    What a benchmark and the conformance checks hand the models they judge: a model
+    that centred the support ratings in place changed every later model's input, and
+    one that wrote its predictions into ``query_ratings`` scored MAE 0, as the answers
+    it was judged against were its own. Writing raises ``ValueError: assignment
+    destination is read-only`` at the line that does it instead."""
+
+    def frozen(values: np.ndarray) -> np.ndarray:
+        view = values.view()
+        view.flags.writeable = False
+        return view
+
+    return [
+        Task(
+            t.user,
+            frozen(t.support_items),
+            frozen(t.support_ratings),
+            frozen(t.query_items),
+            frozen(t.query_ratings),
+        )
+        for t in tasks
+    ]
+
+
 def liked_query_items(tasks: Sequence[Task], threshold: float) -> list[np.ndarray]:
     """Per task, the query items rated >= ``threshold``: what a ranking should find
     (P2's relevant items, the A/B test's successes, the ensemble's ranking weights)."""

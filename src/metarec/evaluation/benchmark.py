@@ -406,7 +406,16 @@ def _fold_run(
         else:
             t0 = time.perf_counter()
             with _own_model_named(name, own):
-                model.fit(data)
+                # a model of one's own fits on a copy: one that centred the ratings (or
+                # dropped users) in place changed what every model after it fitted on
+                model.fit(data.copied() if name in (own or {}) else data)
+                if name in (own or {}) and model.n_items != data.n_items:
+                    # scores for fewer items were ranked as if they were the catalogue's
+                    raise ValueError(
+                        f"n_items is {model.n_items:,} after fit, the catalogue has "
+                        f"{data.n_items:,} (score every catalogue item: np.bincount's "
+                        "minlength=data.n_items)"
+                    )
                 fit_s = time.perf_counter() - t0
                 record = {
                     "fit_s": fit_s,
@@ -475,8 +484,10 @@ def _own_model_named(name: str, own: Mapping[str, OwnModel] | None) -> Iterator[
     try:
         yield
     except Exception as exc:
+        wrote = "read-only" in str(exc) and isinstance(exc, ValueError)
+        hint = "(it wrote into a task's arrays, the benchmark's: copy them first) " if wrote else ""
         raise ModelError(
-            f"models: {name!r} failed: {type(exc).__name__}: {exc} "
+            f"models: {name!r} failed: {type(exc).__name__}: {exc} {hint}"
             "(`metarec check-model MODULE:FACTORY` runs a model through the contract "
             "a benchmark relies on)"
         ) from exc

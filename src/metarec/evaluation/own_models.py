@@ -105,6 +105,13 @@ def import_factory(target: str, where: str) -> Callable[..., ScoringModel]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        wanted = exc.name or ""
+        if wanted != module_name and not module_name.startswith(f"{wanted}."):
+            # the module was found; one it imports is not installed
+            raise ConfigError(
+                f"{where}: importing {module_name} failed: it imports {wanted!r}, which is "
+                "not installed (pip install it, or remove the import)"
+            ) from None
         raise ConfigError(
             f"{where}: no module {exc.name!r} (looked in {cwd}, on PYTHONPATH and in the "
             "installed packages: run from the module's folder, or add it to PYTHONPATH)"
@@ -142,7 +149,13 @@ def takes_seed(given: OwnModel) -> bool:
 def build(name: str, given: OwnModel, seed: int, *, field: str = "models") -> ScoringModel:
     """A fresh, unfitted model for one fold (``field``: what messages name as given)."""
     if isinstance(given, ScoringModel):
-        return copy.deepcopy(given)  # each fold fits its own, never the last fold's
+        try:
+            return copy.deepcopy(given)  # each fold fits its own, never the last fold's
+        except Exception as exc:  # a lock, a file handle, an open connection
+            raise ConfigError(
+                f"{field}: {name!r} cannot be copied for each fold ({type(exc).__name__}: "
+                f"{exc}); give a factory instead (a class, or a function returning a model)"
+            ) from None
     if not callable(given):
         raise ConfigError(
             f"{field}: {name!r} is of type {type(given).__name__}; expected an unfitted "
@@ -188,7 +201,7 @@ def fingerprint(name: str, given: OwnModel, seed: int) -> dict[str, Any]:
             continue  # metarec's own class given as a model: named, not read
         try:
             source = inspect.getsourcefile(part)
-        except TypeError:
+        except (TypeError, OSError):  # OSError: a class of `python -c`'s __main__ (3.10+)
             source = None
         if source is not None and Path(source).is_file():
             source = str(Path(source).resolve())
@@ -269,7 +282,7 @@ def _ones_own(cls: type) -> bool:
         return False
     try:
         source = inspect.getsourcefile(cls)
-    except TypeError:
+    except (TypeError, OSError):  # OSError: __main__ without a file (`python -c`)
         return module in ("__main__", "builtins")  # defined at the prompt: no file
     return source is None or not _installed(str(Path(source).resolve()))
 

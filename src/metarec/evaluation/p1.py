@@ -47,7 +47,7 @@ from metarec.data.cleaning import require_dataset
 from metarec.data.features import user_rows
 from metarec.data.registry import known_names
 from metarec.data.schema import Dataset
-from metarec.data.tasks import Task, UserRatings, fixed_tasks
+from metarec.data.tasks import Task, UserRatings, fixed_tasks, read_only
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds, has_protocol_rule
@@ -326,7 +326,8 @@ def state_tasks(
     """P1 tasks of one state, and the user id of each task."""
     ur = UserRatings.from_frame(frame, index)
     tasks = fixed_tasks(ur, query_size=QUERY_SIZE, order="shuffle", seed=seed, min_support=3)
-    return tasks, [str(ur.user_ids[t.user]) for t in tasks]
+    # read-only: the query ratings are the answers the models are judged against
+    return read_only(tasks), [str(ur.user_ids[t.user]) for t in tasks]
 
 
 def evaluate_p1(

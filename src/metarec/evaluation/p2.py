@@ -29,7 +29,7 @@ from metarec.data.cleaning import require_dataset
 from metarec.data.columns import check_frame, plain
 from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
-from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered
+from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered, read_only
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import coverage, ranking_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
@@ -164,7 +164,7 @@ def shot_tasks(
             continue
         tasks.append(Task(row, items[:k], ratings[:k], items[k:], ratings[k:]))
         ids.append(str(ur.user_ids[row]))
-    return tasks, ids
+    return read_only(tasks), ids  # no model judged on them can write into them
 
 
 def evaluate_p2(

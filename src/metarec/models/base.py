@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
@@ -57,6 +57,26 @@ class TrainingData:
     validation: pd.DataFrame | None = None
     rating_range: tuple[float, float] = (1.0, 5.0)
     seed: int = 0
+
+    def copied(self) -> TrainingData:
+        """This data with its frames and vectors copied (the encoder shared: a MiniLM is
+        no copy to make): what a benchmark and the conformance checks give each model of
+        one's own, so that one that changes its data in place (centres the ratings,
+        drops users) changes only its own, not what the models after it fit on."""
+
+        def copied(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+            return None if frame is None else frame.copy()
+
+        catalogue = replace(
+            self.catalogue, items=self.catalogue.items.copy(), vectors=self.catalogue.vectors.copy()
+        )
+        return replace(
+            self,
+            interactions=self.interactions.copy(),
+            validation=copied(self.validation),
+            users=copied(self.users),
+            catalogue=catalogue,
+        )
 
     @classmethod
     def from_split(
