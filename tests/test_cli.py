@@ -387,6 +387,25 @@ def test_an_unknown_option_shows_its_commands_usage(
     assert err.startswith(usage) and "unrecognized arguments: --bogus" in err
 
 
+def test_version_and_help_say_what_the_data_options_default_to(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `metarec --version` was "the following arguments are required: command"
+    from metarec import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"metarec {__version__}\n"
+    helps = {}
+    for command in ("evaluate", "check-model", "train"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = " ".join(capsys.readouterr().out.split())
+    assert "default: the data the run recorded" in helps["evaluate"]
+    assert "(default ml-100k)" in helps["check-model"] and "(default 5)" in helps["check-model"]
+    assert "the dataset's own folder" in helps["train"]
+
+
 @pytest.mark.slow
 def test_train_evaluate_recommend(
     shared_data: Path, tmp_path: Path, cli: Callable[..., Any]

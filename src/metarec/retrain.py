@@ -304,12 +304,7 @@ def _retrain(
     cache_dir: str | Path | None,
     t0: float,
 ) -> RetrainResult:
-    from metarec.data.spec import (
-        load_from_spec,
-        names_data,
-        spec_problem,
-        with_recorded_columns,
-    )
+    from metarec.data.spec import load_from_spec, spec_for_run, spec_problem
     from metarec.pipeline import encode_catalogue, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
@@ -342,12 +337,7 @@ def _retrain(
             f"{cfg.objective!r}, as the new run is judged against the old on one measure; "
             "train a new run to change it"
         )
-    if spec is not None and names_data(spec):
-        spec = with_recorded_columns(spec, old.metadata.get("data_spec"))
-    else:
-        spec = old.metadata.get("data_spec")
-        if not spec:
-            raise ConfigError(f"{run}: the run does not record its data; give it as spec=")
+    spec = spec_for_run(spec, old.metadata.get("data_spec"), str(run))
     ds = load_from_spec(spec)
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:

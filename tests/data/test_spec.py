@@ -108,3 +108,25 @@ def test_a_bad_rating_range_is_named(value: str) -> None:
 def test_a_spec_without_data_says_what_to_give() -> None:
     with pytest.raises(ConfigError, match="no data given: use --dataset NAME"):
         load_from_spec(make_spec({}))
+
+
+def test_a_command_on_a_run_reads_its_recorded_data_with_the_strictness_given(
+    own_files: Path,
+) -> None:
+    # `metarec evaluate RUN --strict` read the run's data unstrict: the flag was dropped
+    # with every other data option when no data was named
+    from metarec.data.spec import spec_for_run
+
+    recorded = make_spec({"interactions": str(own_files / "r.csv"), "user_col": "who"})
+    given = make_spec({"strict": True, "rating_range": "1,5"})
+    spec = spec_for_run(given, recorded, "runs/a")
+    assert spec["interactions"] == recorded["interactions"] and spec["user_col"] == "who"
+    assert spec["strict"] is True and spec["rating_range"] == "1,5"
+    assert spec_for_run(make_spec({}), recorded, "runs/a") == recorded
+    # a column option names columns of data given here; without any it named nothing
+    with pytest.raises(ConfigError, match=r"^--user-col: applies to data given with"):
+        spec_for_run(make_spec({"user_col": "u"}), recorded, "runs/a")
+    with pytest.raises(ConfigError, match=r"^runs/a: the run does not record its data"):
+        spec_for_run(make_spec({}), None, "runs/a")
+    named = make_spec({"interactions": str(own_files / "r.csv")})
+    assert spec_for_run(named, recorded, "runs/a")["user_col"] == "who"  # filled in

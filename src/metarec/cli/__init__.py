@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metarec",
         description="Cold-start recommendation with meta-learning over LM item vectors.",
     )
+    from metarec import __version__
+
+    p.add_argument("--version", action="version", version=f"metarec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     # the order `metarec --help` lists them in: a run's life, then evaluation, then serving
     for group in (training, dataset, ensemble, benchmarking, conformance, abtest, service):

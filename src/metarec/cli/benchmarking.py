@@ -35,14 +35,14 @@ def register(sub: Any) -> None:
         choices=("p1", "p2", "speed"),
         default="p1",
         help="p1 (MeLU protocol; the default), p2 (few-shot ranking) or speed (latency and "
-        "throughput)",
+        "throughput; it takes --dataset, --data, --seed, --out, --no-plots and --quiet only)",
     )
     bd = b.add_argument_group("data (known datasets, folders of atomic files, or your own files)")
     bd.add_argument(
         "--dataset",
         action="append",
         help="a known dataset (ml-100k, ml-1m, ml-latest-small) or a folder or prefix of "
-        "RecBole atomic files; repeatable; default ml-1m for p1, ml-100k for p2",
+        "RecBole atomic files; repeatable; default ml-1m for p1, ml-100k for p2 and speed",
     )
     bd.add_argument("--data", help="folder holding the known datasets")
     add_file_args(bd)
@@ -89,14 +89,14 @@ def register(sub: Any) -> None:
     b.add_argument(
         "--max-items",
         type=int,
-        help="fit the episodic ridge and the stacked ranker on this many of the most rated "
+        help="P2: fit the episodic ridge and the stacked ranker on this many of the most rated "
         "items, the rest ranked by popularity below them (default: every item; their "
         "memory grows with the square of the items)",
     )
     b.add_argument(
         "--max-episodes",
         type=int,
-        help="train each bag of the stacked ranker's trees on this many training episodes, "
+        help="P2: train each bag of the stacked ranker's trees on this many training episodes, "
         "a seeded sample (default: every episode; ml-1m has 22,500 and a bag fits in 20 min)",
     )
     b.add_argument(
@@ -117,8 +117,12 @@ def register(sub: Any) -> None:
     b.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     b.set_defaults(func=cmd_benchmark)
 
-    rp = sub.add_parser("report", help="render a benchmark result or a run folder as Markdown")
-    rp.add_argument("run", metavar="RUN", help="benchmark .json, results folder, or run folder")
+    rp = sub.add_parser(
+        "report", help="render a benchmark result, a run or an ensemble folder as Markdown"
+    )
+    rp.add_argument(
+        "run", metavar="PATH", help="benchmark .json, results folder, run folder or ensemble folder"
+    )
     rp.add_argument("--write", action="store_true", help="also rewrite the .md and .png files")
     rp.add_argument(
         "--no-plots",

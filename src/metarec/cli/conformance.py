@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
         help="a ScoringModel class or a function returning one (given seed= if it takes "
         "it), imported from MODULE with the current folder first on the path",
     )
-    add_data_args(c)
+    add_data_args(c, default="ml-100k")
     c.add_argument(
         "--not-personalised",
         action="store_true",
@@ -40,7 +40,9 @@ def register(sub: Any) -> None:
     )
     c.add_argument("--skip", help=f"comma-separated checks not to run, of: {_checks()}")
     c.add_argument("--encoder", default="tfidf", help="item text encoder (default tfidf)")
-    c.add_argument("--seed", type=seed, default=5, help="the model's and the world's seed")
+    c.add_argument(
+        "--seed", type=seed, default=5, help="the model's and the world's seed (default 5)"
+    )
     c.set_defaults(func=cmd_check_model)
 
 

@@ -57,18 +57,13 @@ def register(sub: Any) -> None:
         "--seed", type=seed, default=0, help="seeds the peers and the weight search (default 0)"
     )
     en.add_argument("--out", type=path_arg, required=True, help="ensemble folder to write")
-    add_data_args(en)
+    add_data_args(en, recorded=True)
     en.set_defaults(func=cmd_ensemble)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
-    from metarec.data.spec import (
-        check_recorded,
-        load_from_spec,
-        names_data,
-        with_recorded_columns,
-    )
+    from metarec.data.spec import check_recorded, load_from_spec, names_data, spec_for_run
     from metarec.ensemble_run import check_members, fit_from_runs, format_weights, run_kind
     from metarec.io import load_json
     from metarec.models.persist import check_target
@@ -105,14 +100,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         # read before the run is loaded: the checks Recommender.load makes of it
         check_recorded(metadata, str(manifest))
         recorded = metadata.get("data_spec")
-    if names_data(spec):
-        spec = with_recorded_columns(spec, recorded)
-    elif not recorded:
-        raise ConfigError(
-            f"{runs[0]}: the run does not record its data; give --dataset/--data or --interactions"
-        )
-    else:
-        spec = recorded
+    spec = spec_for_run(spec, recorded, str(runs[0]))
     ds = load_from_spec(spec)
     with named_as_flags({"peers": "--peers"}):
         ens = fit_from_runs(

@@ -113,12 +113,32 @@ def check_writable(value: str | os.PathLike[str], flag: str, *, file: bool = Fal
         ) from None
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data (a named dataset, a folder, or your own files)")
-    g.add_argument("--dataset", help="ml-100k, ml-1m or ml-latest-small")
+def add_data_args(
+    p: argparse.ArgumentParser, *, recorded: bool = False, default: str | None = None
+) -> None:
+    """The data options. ``recorded``: the command reads a run's recorded data unless
+    told otherwise (evaluate, ensemble, retrain); ``default``: the data set read when
+    none is named (quickstart and check-model: ml-100k), where ``--data`` is the folder
+    that holds it rather than a data set's own folder."""
+    title = "data (a named dataset, a folder, or your own files"
+    title += "; default: the data the run recorded)" if recorded else ")"
+    g = p.add_argument_group(title)
     g.add_argument(
-        "--data", help="folder holding the dataset (RecBole atomic or GroupLens raw files)"
+        "--dataset",
+        help="ml-100k, ml-1m or ml-latest-small" + (f" (default {default})" if default else ""),
     )
+    if default:
+        g.add_argument(
+            "--data",
+            help=f"folder holding {default}/ (or the --dataset named); default: "
+            "$METAREC_DATA, the cache, else GroupLens' download",
+        )
+    else:
+        g.add_argument(
+            "--data",
+            help="the dataset's own folder (RecBole atomic or GroupLens raw files), or with "
+            "--dataset the folder holding it",
+        )
     add_file_args(g)
 
 
@@ -132,16 +152,21 @@ def add_file_args(g: Any) -> None:
     g.add_argument("--user-col", help="the user id column (default: user_id)")
     g.add_argument("--item-col", help="the item id column (default: item_id)")
     g.add_argument("--rating-col", help="the rating column (default: rating)")
-    g.add_argument("--timestamp-col")
-    g.add_argument("--title-col")
-    g.add_argument("--genre-col")
-    g.add_argument("--year-col")
+    g.add_argument("--timestamp-col", help="the time column (default: timestamp, if present)")
+    g.add_argument("--title-col", help="the items file's title column (default: title)")
+    g.add_argument("--genre-col", help="the items file's genres column (default: genres)")
+    g.add_argument("--year-col", help="the items file's year column (default: year)")
     g.add_argument("--text-cols", default="", help="comma-separated extra item text columns")
-    g.add_argument("--user-feature-cols", default="", help="comma-separated user feature columns")
+    g.add_argument(
+        "--user-feature-cols",
+        default="",
+        help="comma-separated user feature columns (default: every users-file column but its id)",
+    )
     g.add_argument("--rating-range", help="min,max (default: from the data)")
     g.add_argument(
         "--items-id-col",
         dest="item_id_col",
+        metavar="ITEMS_ID_COL",
         help="the items file's id column (default: --item-col)",
     )
     g.add_argument("--users-id-col", help="the users file's id column (default: --user-col)")

@@ -34,7 +34,11 @@ def register(sub: Any) -> None:
         "--port", type=int, default=8000, help="port to bind (default 8000; 0: any free port)"
     )
     add_device_arg(sv)
-    sv.add_argument("--api-key", help="key for write endpoints (default: $METAREC_API_KEY)")
+    sv.add_argument(
+        "--api-key",
+        help="key for write endpoints (default: $METAREC_API_KEY; without one, writes are "
+        "taken from loopback only, which behind a proxy on this host is every client)",
+    )
     sv.add_argument(
         "--cors", action="append", metavar="ORIGIN", help="allowed browser origin (repeatable)"
     )
@@ -76,7 +80,7 @@ def register(sub: Any) -> None:
     rt.add_argument("run", help="the run being served")
     rt.add_argument("--db", type=store_url, required=True, help="feedback store URL (as for serve)")
     rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
-    add_data_args(rt)
+    add_data_args(rt, recorded=True)
     rt.add_argument("--root", help="same as --data")
     add_set_arg(rt, "override the run's config")
     rt.add_argument(

@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
     q = sub.add_parser(
         "quickstart", help="ml-100k: clean, encode, meta-train, evaluate (P1), recommend"
     )
-    add_data_args(q)
+    add_data_args(q, default="ml-100k")
     add_train_args(q)
     q.add_argument(
         "--out", type=path_arg, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})"
@@ -71,7 +71,7 @@ def register(sub: Any) -> None:
 
     e = sub.add_parser("evaluate", help="protocol P1 metrics of a run against the bias model")
     e.add_argument("run")
-    add_data_args(e)
+    add_data_args(e, recorded=True)
     add_device_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -81,7 +81,7 @@ def register(sub: Any) -> None:
         "--rate",
         action="append",
         metavar="ITEM=RATING",
-        help="an item id or exact title and its rating",
+        help="an item id or exact title and its rating (repeatable)",
     )
     r.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     r.add_argument("--json", action="store_true", help="print the list as JSON instead of a table")
@@ -401,7 +401,7 @@ def format_p1_table(result: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metarec.data.spec import load_from_spec, names_data, with_recorded_columns
+    from metarec.data.spec import load_from_spec, spec_for_run
     from metarec.ensemble_run import run_kind
     from metarec.locks import exclusive
     from metarec.recommender import Recommender
@@ -417,11 +417,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # model, and this wrote the old model's figures beside the new one
     with exclusive(run, "wait for it to finish, then evaluate"):
         rec = Recommender.load(run, device=args.device)
-        spec = data_spec(args)
-        if names_data(spec):
-            spec = with_recorded_columns(spec, rec.metadata.get("data_spec"))
-        else:
-            spec = rec.metadata.get("data_spec") or {}
+        spec = spec_for_run(data_spec(args), rec.metadata.get("data_spec"), str(run))
         evaluate_run(run, load_from_spec(spec), rec)
     return 0
 

@@ -106,6 +106,33 @@ def check_recorded(metadata: dict[str, Any], source: str) -> None:
         raise bad("split_digest", f"expected text (the split's digest), got {digest!r:.60}")
 
 
+def spec_for_run(
+    given: dict[str, Any] | None, recorded: dict[str, Any] | None, where: str
+) -> dict[str, Any]:
+    """The data a command on a run reads: ``given`` where it names data (with the run's
+    recorded columns filled in, :func:`with_recorded_columns`), else the run's own
+    (``recorded``), taking ``given``'s ``strict`` and rating scale. Those two were
+    dropped without a word when no data was named (``metarec evaluate RUN --strict``
+    ran unstrict); a column or file option without the data it belongs to is refused.
+    ``where``: the run, for messages."""
+    given = given or {}
+    if names_data(given):
+        return with_recorded_columns(given, recorded)
+    if not recorded:
+        raise ConfigError(
+            f"{where}: the run does not record its data; give --dataset/--data or --interactions"
+        )
+    stray = [k for k in SPEC_KEYS if given.get(k) and k not in ("strict", "rating_range")]
+    if stray:
+        flag = "--" + stray[0].replace("_", "-").replace("item-id-col", "items-id-col")
+        raise ConfigError(
+            f"{flag}: applies to data given with --interactions (or --dataset/--data); "
+            f"without them {where}'s recorded data is read, with its own columns"
+        )
+    overlay = {k: given[k] for k in ("strict", "rating_range") if given.get(k)}
+    return {**recorded, **overlay}
+
+
 def with_recorded_columns(spec: dict[str, Any], recorded: dict[str, Any] | None) -> dict[str, Any]:
     """``spec``, which names its own files (``interactions``), with the column options
     a run recorded for its files filled in where ``spec`` leaves them unset: the run's
