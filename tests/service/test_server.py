@@ -179,7 +179,15 @@ def test_one_server_process_stops_on_a_signal_with_exit_code_0(
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, timeout=120)
         proc.send_signal(sig)
-        assert proc.wait(timeout=60) == 0, log.read_text()
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # still there: its threads' stacks (SIGUSR1, faulthandler) say where it hangs
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            stuck = f"no exit 60 s after {sig!r}; its log:\n{log.read_text()}"
+            raise AssertionError(stuck) from None
+        assert code == 0, log.read_text()
     finally:
         proc.kill()
         proc.wait()
@@ -207,7 +215,15 @@ def _serve_then_stop(
             assert proc.poll() is None, log.read_text()
             time.sleep(0.005)
         proc.send_signal(sig)
-        assert proc.wait(timeout=60) == 0, log.read_text()
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # still there: its threads' stacks (SIGUSR1, faulthandler) say where it hangs
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            stuck = f"no exit 60 s after {sig!r}; its log:\n{log.read_text()}"
+            raise AssertionError(stuck) from None
+        assert code == 0, log.read_text()
     finally:
         proc.kill()
         proc.wait()

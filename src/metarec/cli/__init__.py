@@ -13,6 +13,8 @@ imports what it needs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import os
 import re
 import signal
@@ -152,6 +154,11 @@ def _run(args: argparse.Namespace) -> int:
 
         previous_hup = signal.getsignal(signal.SIGHUP)
         catch_early_sighup()
+        # a server that does not answer or stop: `kill -USR1 PID` writes every thread's
+        # Python stack to its stderr (its log), without stopping it. Not where stderr is
+        # no file (called in-process, as tests do): faulthandler writes to a descriptor
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return int(args.func(args))
     except MetarecError as exc:
