@@ -495,7 +495,9 @@ def _guarded(world: World) -> World:
 
 
 def _wrote_into(exc: Exception) -> str | None:
-    if isinstance(exc, ValueError) and "read-only" in str(exc):
+    from metarec.data.tasks import wrote_into_read_only
+
+    if wrote_into_read_only(exc):
         return (
             f"wrote into a task's arrays, which are the caller's ({exc}): copy them before "
             "changing them (inputs_unchanged)"

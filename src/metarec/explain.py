@@ -168,10 +168,10 @@ def explain_indices(
     pull = pulls(rec, user.history, idx)
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     rated = {j: r for j, r in user.history}  # the latest rating of an item rated twice
+    lo, hi = rec.rating_range  # one level (clicks): no rating to quote
     out = []
     for row, i in enumerate(idx):
         if int(i) in rated:
-            lo, hi = rec.rating_range  # one level (clicks): no rating to quote
             said = f"You rated it {rated[int(i)]:g}" if hi > lo else ALREADY_CHOSEN
             out.append(Explanation(str(ids[i]), said))
             continue

@@ -165,6 +165,19 @@ def test_a_key_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert ServiceSettings.key_from_env(None) is None
 
 
+def _stop_with_exit_0(proc: subprocess.Popen[bytes], sig: signal.Signals, log: Path) -> None:
+    """Send ``sig``; the process must exit 0 within 60 s. One still there gets SIGUSR1
+    first, so that its log holds every thread's stack (faulthandler): where it hangs."""
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        raise AssertionError(f"no exit 60 s after {sig!r}; its log:\n{log.read_text()}") from None
+    assert code == 0, log.read_text()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_one_server_process_stops_on_a_signal_with_exit_code_0(
     service_run: Path, tmp_path: Path, sig: signal.Signals
@@ -178,16 +191,7 @@ def test_one_server_process_stops_on_a_signal_with_exit_code_0(
         proc = subprocess.Popen([*command, "--port", str(port)], stdout=fh, stderr=fh)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, timeout=120)
-        proc.send_signal(sig)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            # still there: its threads' stacks (SIGUSR1, faulthandler) say where it hangs
-            proc.send_signal(signal.SIGUSR1)
-            time.sleep(2)
-            stuck = f"no exit 60 s after {sig!r}; its log:\n{log.read_text()}"
-            raise AssertionError(stuck) from None
-        assert code == 0, log.read_text()
+        _stop_with_exit_0(proc, sig, log)
     finally:
         proc.kill()
         proc.wait()
@@ -214,16 +218,7 @@ def _serve_then_stop(
         while not ready(proc, log) and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             time.sleep(0.005)
-        proc.send_signal(sig)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            # still there: its threads' stacks (SIGUSR1, faulthandler) say where it hangs
-            proc.send_signal(signal.SIGUSR1)
-            time.sleep(2)
-            stuck = f"no exit 60 s after {sig!r}; its log:\n{log.read_text()}"
-            raise AssertionError(stuck) from None
-        assert code == 0, log.read_text()
+        _stop_with_exit_0(proc, sig, log)
     finally:
         proc.kill()
         proc.wait()

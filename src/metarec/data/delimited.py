@@ -144,8 +144,9 @@ def read_delimited(
     else:
         frame = _read_unquoted(data, path, sep, names, header, float_cols, encoding)
     if header and names is None:
-        _check_header_names(data, sep, path)
-        frame = _without_empty_unnamed(frame, data, sep)
+        header_names = _header_names(data, sep)
+        _check_header_names(header_names, path)
+        frame = _without_empty_unnamed(frame, header_names)
     frame.attrs = {SOURCE_ATTR: str(path)}
     return frame
 
@@ -192,13 +193,17 @@ def _read_quoted_or_literal(
 _QUOTED_FIELD = re.compile(rb'(?:^|\t)"[^\n]*?"\r?(?:\t|$)', re.MULTILINE)
 
 
-def _without_empty_unnamed(frame: pd.DataFrame, data: bytes, sep: str) -> pd.DataFrame:
+def _header_names(data: bytes, sep: str) -> list[str]:
+    """The header line's names as written (empty ones included)."""
+    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    return next(csv.reader([first], delimiter=sep), [])
+
+
+def _without_empty_unnamed(frame: pd.DataFrame, header: list[str]) -> pd.DataFrame:
     """``frame`` less the columns with neither a name nor a value: what Excel leaves
     after cleared cells. A users file warned that they were "a row index", and no flag
     could name them; an unnamed column that holds values is kept (a row index is, and
     said to be one where it matters)."""
-    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
-    header = next(csv.reader([first], delimiter=sep), [])
     # by position: the quoted reader keeps the empty names, all alike
     unnamed = [i for i, n in enumerate(header[: frame.shape[1]]) if not n.strip()]
     empty = {i for i in unnamed if missing_ids(frame.iloc[:, i]).all()}
@@ -207,13 +212,12 @@ def _without_empty_unnamed(frame: pd.DataFrame, data: bytes, sep: str) -> pd.Dat
     return frame.iloc[:, [i for i in range(frame.shape[1]) if i not in empty]]
 
 
-def _check_header_names(data: bytes, sep: str, path: str | Path) -> None:
+def _check_header_names(header: list[str], path: str | Path) -> None:
     """pandas renames a repeated column to ``rating.1`` and the first copy is read
     as if it were the only one: a repeated name is refused instead. Empty names are
     not repeats: pandas numbers them (``Unnamed: 4``), and Excel writes a run of them
     (``user_id,item_id,rating,,``) after cells that were cleared but kept a format."""
-    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
-    names = [n for n in next(csv.reader([first], delimiter=sep), []) if n.strip()]
+    names = [n for n in header if n.strip()]
     repeated = [n for i, n in enumerate(names) if n in names[:i]]
     if repeated:
         raise DataError(

@@ -118,6 +118,12 @@ def read_only(tasks: Sequence[Task]) -> list[Task]:
     ]
 
 
+def wrote_into_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is numpy's refusal to write into a :func:`read_only` array
+    ("assignment destination is read-only", "output array is read-only")."""
+    return isinstance(exc, ValueError) and "read-only" in str(exc)
+
+
 def liked_query_items(tasks: Sequence[Task], threshold: float) -> list[np.ndarray]:
     """Per task, the query items rated >= ``threshold``: what a ranking should find
     (P2's relevant items, the A/B test's successes, the ensemble's ranking weights)."""

@@ -113,16 +113,19 @@ def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out_titles, years
 
 
-def title_and_year(titles: pd.Series, years: pd.Series, where: str) -> tuple[pd.Series, pd.Series]:
+def title_and_year(
+    titles: pd.Series, years: pd.Series, where: str | None
+) -> tuple[pd.Series, pd.Series]:
     """Titles and years as the item text takes them: "Toy Story (1995)" beside a year
     1995 (or none) is "Toy Story" of 1995, as MovieLens' own files are read; the year
     was written twice into the text, "Toy Story (1995) (1995)". A title whose year
     differs from the column's is left whole, with a warning naming ``where`` (the
-    file, or add_items): both years reach the text, and one of them is likely wrong."""
+    file, or add_items): both years reach the text, and one of them is likely wrong.
+    ``where`` None: no warning (the caller's data is warned about elsewhere)."""
     bare, in_title = split_title_year(titles)
     split = in_title.notna() & (years.isna() | (years == in_title))
     differ = in_title.notna() & years.notna() & (years != in_title)
-    if differ.any():
+    if where is not None and differ.any():
         i = int(np.flatnonzero(differ.to_numpy())[0])
         warnings.warn(
             f"{where}: {int(differ.sum()):,} title(s) end in a year other than the year "

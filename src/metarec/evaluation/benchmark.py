@@ -37,6 +37,7 @@ from metarec.data.schema import (
     has_timestamps,
     inferred_like_threshold,
 )
+from metarec.data.tasks import wrote_into_read_only
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info, uncommitted_digest
 from metarec.evaluation.own_models import OwnModel
@@ -314,6 +315,7 @@ def _fold_run(
     shots: Sequence[int],
     seeds: int,
     splits: Path | None,
+    splits_stem: str | None = None,
     split_digest: str | None = None,
     progress: bool,
     log: Callable[[str], None],
@@ -332,22 +334,21 @@ def _fold_run(
     from metarec.evaluation.p2 import evaluate_p2
     from metarec.evaluation.splits import (
         has_protocol_rule,
-        read_stem,
         split_file_name,
         split_path,
         split_stem,
         user_rule,
     )
 
-    split = _split(protocol, ds, seed=seed, fold=fold, n_folds=n_folds, splits=splits)
+    split = _split(
+        protocol, ds, seed=seed, fold=fold, n_folds=n_folds, splits=splits, stem=splits_stem
+    )
     if splits is not None and split.digest() != split_digest:
         # the run's kept progress is keyed on the split it began with (_run_key)
         raise DataError(
             "changed since this run began, so its folds would not be one split's; "
             "run the command again",
-            path=split_path(
-                protocol, read_stem(protocol, ds.name, seed, splits, n_folds or 1), splits, fold
-            ),
+            path=split_path(protocol, splits_stem or ds.name, splits, fold),
         )
     # written beside the report at the end, not here: an interrupted run would leave a
     # split that does not match the report already there
@@ -405,11 +406,12 @@ def _fold_run(
             log(f"{name}: fitted and evaluated by an earlier, stopped run of this command; read")
         else:
             t0 = time.perf_counter()
+            mine = name in (own or {})
             with _own_model_named(name, own):
                 # a model of one's own fits on a copy: one that centred the ratings (or
                 # dropped users) in place changed what every model after it fitted on
-                model.fit(data.copied() if name in (own or {}) else data)
-                if name in (own or {}) and model.n_items != data.n_items:
+                model.fit(data.copied() if mine else data)
+                if mine and model.n_items != data.n_items:
                     # scores for fewer items were ranked as if they were the catalogue's
                     raise ValueError(
                         f"n_items is {model.n_items:,} after fit, the catalogue has "
@@ -484,7 +486,7 @@ def _own_model_named(name: str, own: Mapping[str, OwnModel] | None) -> Iterator[
     try:
         yield
     except Exception as exc:
-        wrote = "read-only" in str(exc) and isinstance(exc, ValueError)
+        wrote = wrote_into_read_only(exc)
         hint = "(it wrote into a task's arrays, the benchmark's: copy them first) " if wrote else ""
         raise ModelError(
             f"models: {name!r} failed: {type(exc).__name__}: {exc} {hint}"
@@ -501,15 +503,16 @@ def _split(
     fold: int | None,
     n_folds: int | None,
     splits: Path | None,
+    stem: str | None = None,
 ) -> Any:
-    """The split of ``fold``: read from the ``splits`` folder (and checked), or drawn
+    """The split of ``fold``: read from the ``splits`` folder (and checked), from the
+    files named by ``stem`` (:func:`~metarec.evaluation.splits.read_stem`), or drawn
     from ``seed``; the same each time for the same data, seed and code."""
     from metarec.evaluation.p1 import make_p1_split
     from metarec.evaluation.p2 import make_p2_split
-    from metarec.evaluation.splits import load_split, read_stem
+    from metarec.evaluation.splits import load_split
 
     if splits is not None:
-        stem = read_stem(protocol, ds.name, seed, splits, n_folds or 1)
         return load_split(protocol, ds, splits, fold=fold, n_folds=n_folds, stem=stem)
     if protocol == "p1":
         return make_p1_split(ds, seed=seed, n_folds=n_folds, fold=fold)
@@ -982,11 +985,13 @@ def run_benchmark(
     from metarec.evaluation.splits import split_stem
 
     stem = split_stem(ds_name, seed)  # the files' names: a seed but 0's is in them
+    splits_stem: str | None = None  # the names of the files --splits reads
     if splits is not None:  # before the data is encoded, not minutes into the run
         from metarec.evaluation.splits import read_stem, split_path
 
+        splits_stem = read_stem(protocol, ds_name, seed, splits, folds)
         for f in fold_ids:
-            split_path(protocol, read_stem(protocol, ds_name, seed, splits, folds), splits, f)
+            split_path(protocol, splits_stem, splits, f)
     if folds > 1:
         from metarec.evaluation.splits import check_fold_plan
 
@@ -1031,7 +1036,18 @@ def run_benchmark(
     n_folds = folds if folds > 1 else None
     split_folder = Path(splits) if splits is not None else None
     drawn = [
-        (f, _split(protocol, ds, seed=seed, fold=f, n_folds=n_folds, splits=split_folder))
+        (
+            f,
+            _split(
+                protocol,
+                ds,
+                seed=seed,
+                fold=f,
+                n_folds=n_folds,
+                splits=split_folder,
+                stem=splits_stem,
+            ),
+        )
         for f in fold_ids
     ]  # user lists only: each fold's frames are made again in its turn
     if protocol == "p1":
@@ -1046,13 +1062,7 @@ def run_benchmark(
         from metarec.evaluation.splits import check_partition
 
         if folds > 1:
-            check_partition(
-                protocol,
-                ds,
-                split_folder,
-                [s for _, s in drawn],
-                read_stem(protocol, ds.name, seed, split_folder, folds),
-            )
+            check_partition(protocol, ds, split_folder, [s for _, s in drawn], splits_stem)
         split_digests = [s.digest() for _, s in drawn]
     if protocol == "p2":
         _check_shots(ds, shots, drawn)
@@ -1108,6 +1118,7 @@ def run_benchmark(
                     shots=shots,
                     seeds=seeds,
                     splits=split_folder,
+                    splits_stem=splits_stem,
                     split_digest=None if split_digests is None else split_digests[position],
                     progress=progress,
                     log=log,

@@ -8,7 +8,6 @@ title ("Title (year)") is the text's head as for every other item.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,10 +34,9 @@ def item_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         # "Matrix Redux (1999)" beside year 1999 is read once, as a file's row and
         # add_items read it: its text was "Matrix Redux (1999) (1999)", and an updated
         # item kept the year in its title where an added one did not. A year that
-        # differs is warned about by add_items (an update keeps it as it is)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            frame["title"], frame["year"] = title_and_year(frame["title"], frame["year"], "items")
+        # differs is warned about by add_items (an update keeps it as it is); not here,
+        # where catching the warning would silence every other thread of the server
+        frame["title"], frame["year"] = title_and_year(frame["title"], frame["year"], None)
     base = build_item_text(frame) if len(frame) else pd.Series([], dtype=object)
     extra = [str(r.get("text") or "").strip() for r in rows]
     frame["text"] = [f"{b} {e}".strip() for b, e in zip(base, extra, strict=True)]
