@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from metarec.errors import BusyError
-from metarec.locks import exclusive, lock_path
+from metarec.locks import exclusive, holder, lock_path
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
 
@@ -56,6 +56,33 @@ def test_a_second_writer_is_refused_until_the_first_dies(tmp_path: Path) -> None
     with exclusive(target, "hint"):
         assert lock_path(target).read_text() == f"{os.getpid()}\n"
     assert not lock_path(target).exists()  # released: nothing left beside the output
+
+
+def test_the_holder_is_named_while_it_lives_and_reading_takes_no_lock(tmp_path: Path) -> None:
+    target = tmp_path / "run"
+    assert holder(target) is None  # no lock file
+    with held_elsewhere(target) as proc:
+        assert holder(target) == proc.pid
+        # asking did not take the lock from its holder
+        with pytest.raises(BusyError), exclusive(target, "hint"):
+            pass
+    # killed -9: its pid stays in the file, but no process has it
+    assert lock_path(target).exists() and holder(target) is None
+    with exclusive(target, "hint"):  # asking did not keep the lock either
+        assert holder(target) == os.getpid()
+
+
+def test_a_run_read_while_a_writer_holds_it_without_a_manifest_says_so(tmp_path: Path) -> None:
+    from metarec.errors import ModelError
+    from metarec.recommender import Recommender
+
+    run = tmp_path / "run"
+    run.mkdir()  # a train into a new folder: no recommender.json until it saves
+    with held_elsewhere(run) as proc, pytest.raises(ModelError) as refused:
+        Recommender.load(run)
+    assert f"process {proc.pid} is writing the folder" in str(refused.value)
+    with pytest.raises(ModelError, match="not a metarec run"):
+        Recommender.load(run)
 
 
 def test_one_process_cannot_enter_twice_and_other_folders_are_free(tmp_path: Path) -> None:

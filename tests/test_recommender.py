@@ -1392,3 +1392,30 @@ def test_a_run_rewritten_while_it_is_read_is_read_again(
     monkeypatch.setattr(run_folder, "load_tensors", always_rewritten)
     with pytest.raises(ModelError, match="changed while it was read, 3 times"):
         Recommender.load(first)
+
+
+def test_a_run_read_again_warns_of_its_missing_device_once(
+    fitted: Recommender, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each read of a run rewritten meanwhile said the device warning again
+    import metarec.run_folder as run_folder
+
+    run = fitted.save(tmp_path / "run")
+    meta = json.loads((run / "recommender.json").read_text())
+    meta["config"]["device"] = "cuda:63"
+    (run / "recommender.json").write_text(json.dumps(meta))
+    real, calls = run_folder.load_tensors, []
+
+    def rewritten_once(path: Path) -> dict[str, torch.Tensor]:
+        calls.append(path)
+        if len(calls) == 1:  # the manifest is written anew between the two stamps
+            (run / "recommender.json").write_text(json.dumps(meta, indent=1))
+        return real(path)
+
+    monkeypatch.setattr(run_folder, "load_tensors", rewritten_once)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Recommender.load(run)
+    said = [w for w in caught if "trained for device" in str(w.message)]
+    assert len(calls) == 2 and len(said) == 1
+    assert said[0].filename == __file__  # pointed at the caller of load

@@ -52,6 +52,26 @@ def exclusive(target: str | Path, hint: str) -> Iterator[None]:
         os.close(fd)
 
 
+def holder(target: str | Path) -> int | None:
+    """The process id written in ``target``'s lock while that process lives, else
+    None. Only read, never locked: taking the lock even for a moment, to test it,
+    could refuse a writer starting at that moment. A pid reused after a ``kill -9``
+    can name the wrong process; this is for messages, never for decisions."""
+    try:
+        text = lock_path(target).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return None
+    except OSError:  # alive, another user's
+        pass
+    return int(text)
+
+
 def _acquire(path: Path, target: Path, hint: str) -> int:
     import fcntl
 

@@ -40,6 +40,7 @@ from metarec.io import (
     save_tensors,
     write_bytes_atomic,
 )
+from metarec.locks import holder, lock_path
 from metarec.meta.learner import MetaLearner
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
@@ -112,8 +113,15 @@ def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommen
     during which it changed (or went) is read again."""
     for _ in range(_READ_TRIES):
         before = _stamp(path / "recommender.json")
-        rec = _read_run_once(cls, path, device)
+        rec, trained_for = _read_run_once(cls, path, device)
         if before is not None and _stamp(path / "recommender.json") == before:
+            if trained_for is not None:  # said once, of the read that is kept
+                warnings.warn(
+                    f"{path}: trained for device {trained_for!r}, which this machine lacks; "
+                    "loading it with device 'auto'",
+                    RuntimeWarning,
+                    stacklevel=3,  # read_run's caller: Recommender.load
+                )
             return rec
     raise ModelError(
         f"{path}: changed while it was read, {_READ_TRIES} times: another process is writing "
@@ -129,8 +137,18 @@ def _stamp(manifest: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _read_run_once(cls: type[Recommender], path: Path, device: str | None) -> Recommender:
+def _read_run_once(
+    cls: type[Recommender], path: Path, device: str | None
+) -> tuple[Recommender, str | None]:
+    """The run, and the device it was trained for where this machine lacks it and
+    ``auto`` was taken instead (None otherwise)."""
     if not (path / "recommender.json").exists():
+        writer = holder(path)
+        if writer is not None:  # a train removes the manifest first and writes it last
+            raise ModelError(
+                f"{path}: no recommender.json while process {writer} is writing the folder "
+                f"(lock {lock_path(path)}): load it once that is done"
+            )
         raise ModelError(f"{path}: not a metarec run (no recommender.json)")
     meta = load_json(path / "recommender.json")
     if not isinstance(meta, dict):
@@ -161,18 +179,13 @@ def _read_run_once(cls: type[Recommender], path: Path, device: str | None) -> Re
             raise ModelError(
                 f"{path / 'recommender.json'}: config.{exc} (damaged or edited?)"
             ) from None
+    trained_for = None
     if device is not None:
         cfg.device = device
     elif not device_available(cfg.device):
         # a run trained on a GPU server stays servable on a CPU machine; a device
         # passed here is taken strictly instead
-        warnings.warn(
-            f"{path}: trained for device {cfg.device!r}, which this machine lacks; "
-            "loading it with device 'auto'",
-            RuntimeWarning,
-            stacklevel=3,  # read_run's caller: Recommender.load
-        )
-        cfg.device = "auto"
+        trained_for, cfg.device = cfg.device, "auto"
     items = _read_items(path / "items.json")
     tensors = load_tensors(path / "model.safetensors")
     require_finite(tensors, path / "model.safetensors")
@@ -186,7 +199,7 @@ def _read_run_once(cls: type[Recommender], path: Path, device: str | None) -> Re
     learner.load_state_dict(state)
     learner.to(resolve_device(cfg.device))
     enc_tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    return cls(
+    rec = cls(
         learner,
         items,
         features=features,
@@ -209,6 +222,7 @@ def _read_run_once(cls: type[Recommender], path: Path, device: str | None) -> Re
             )
         ),
     )
+    return rec, trained_for
 
 
 def _read_items(path: Path) -> pd.DataFrame:
