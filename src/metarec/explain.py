@@ -152,18 +152,26 @@ def explain_indices(
     top: int = 2,
     titles: Sequence[str] | None = None,
     ids: Sequence[str] | Mapping[int, str] | None = None,
+    history_said: Mapping[int, str] | None = None,
 ) -> list[Explanation]:
     """Explanations for catalogue indices ``items`` (e.g. a recommended list);
     ``titles``/``ids``: display titles and item ids (as text) of the whole catalogue,
     when the caller has them (the service does: reading the id column costs more than
-    the explanation)."""
+    the explanation). ``history_said``: what to say of an item the user already acted
+    on, by index, where the caller knows what they did (the service knows a click from
+    a rating; ``user.history`` holds only the rating it stands for, and not at all a
+    dislike that no rating expresses)."""
     idx = np.asarray(items, dtype=np.int64)
     if ids is None:
         column = rec.items["item_id"].to_numpy()
         ids = {int(i): str(column[i]) for i in [*idx, *(j for j, _ in user.history)]}
+    said = history_said or {}
     if not user.history:
         return [
-            Explanation(str(ids[i]), POPULAR if rec.popularity[i] > 0 else NEW_ITEM) for i in idx
+            Explanation(
+                str(ids[i]), said.get(int(i), POPULAR if rec.popularity[i] > 0 else NEW_ITEM)
+            )
+            for i in idx
         ]
     pull = pulls(rec, user.history, idx)
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
@@ -171,9 +179,12 @@ def explain_indices(
     lo, hi = rec.rating_range  # one level (clicks): no rating to quote
     out = []
     for row, i in enumerate(idx):
+        if int(i) in said:
+            out.append(Explanation(str(ids[i]), said[int(i)]))
+            continue
         if int(i) in rated:
-            said = f"You rated it {rated[int(i)]:g}" if hi > lo else ALREADY_CHOSEN
-            out.append(Explanation(str(ids[i]), said))
+            you = f"You rated it {rated[int(i)]:g}" if hi > lo else ALREADY_CHOSEN
+            out.append(Explanation(str(ids[i]), you))
             continue
         because = []
         for col in order[row]:

@@ -95,8 +95,20 @@ def test_the_openapi_document_lists_what_the_service_answers(live_server: str) -
         }  # fmt: skip
         # one event object is a body the schema allows, as the server does
         body = paths["/v1/users/{user_id}/events"]["post"]["requestBody"]
-        refs = {s["$ref"] for s in body["content"]["application/json"]["schema"]["anyOf"]}
+        schema = body["content"]["application/json"]["schema"]
+        refs = {s["$ref"] for s in schema["anyOf"]}
         assert refs == {"#/components/schemas/EventsIn", "#/components/schemas/EventIn"}
+        # a $ref beside the anyOf holds too in OpenAPI 3.1: only {"events": [...]} passed
+        assert "$ref" not in schema
+        # fold-in's refusal when another process moved the state; a damaged store
+        assert {"409", "500"} <= statuses("/v1/admin/fold-in", "post")
+        # errors are JSON on /metrics as everywhere, though its 200 is text
+        metrics_405 = paths["/metrics"]["get"]["responses"]["405"]["content"]
+        assert set(metrics_405) == {"application/json"}
+        assert c.post("/metrics").headers["content-type"] == "application/json"
+        models = doc["components"]["schemas"]
+        for model, field in (("EventsIn", "events"), ("ItemsIn", "items"), ("UserIn", "ratings")):
+            assert models[model]["properties"][field]["maxItems"] == 1000  # answered with 413
         assert "rating" in doc["components"]["schemas"]["Recommendation"]["required"]
 
 
@@ -153,6 +165,20 @@ def test_new_user_gets_a_list_then_feedback_changes_it(
             "duplicates": 0,
         }
         second = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+        # listed again (exclude_seen off), each says what the user did: a skip was
+        # "You rated it 2", the rating it stands for, and a dislike "Because you liked"
+        seen = c.get(
+            f"/v1/users/{user}/recommendations",
+            params={"k": 6, "exclude_seen": "false", "candidates": ",".join(pids)},
+        ).json()["items"]
+    said = {it["item_id"]: it["reason"] for it in seen}
+    assert said == {
+        pids[0]: "You liked it",
+        pids[1]: "You liked it",
+        pids[2]: "You rated it 5",
+        pids[3]: "You disliked it",
+        pids[4]: "You skipped it",
+    }
     assert second["n_events"] == 8
     assert [it["item_id"] for it in second["items"]] != ids
     rated_titles = set(liked) | {"Alien (1979)", "The Terminator (1984)", "Die Hard (1988)"}

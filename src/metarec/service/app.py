@@ -274,8 +274,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         summary="Cold-start recommendations that adapt to every piece of feedback.",
         version="1",
         lifespan=lifespan,
-        # what any route can answer; the writes add WRITE_ERRORS, routes their own
-        responses={code: {"model": schemas.ErrorBody} for code in (400, 405, 414, 422)},
+        # what any route can answer (500: a damaged store, or a fault of the server's);
+        # the writes add WRITE_ERRORS, routes their own
+        responses=_errors(400, 405, 414, 422, 500),
     )
     app.router.route_class = StrictJsonRoute  # set before the routes are added, which take it
     app.state.settings = settings
@@ -643,7 +644,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         response_model=schemas.FoldInOut,
         tags=["admin"],
         dependencies=write,
-        responses=WRITE_ERRORS,
+        responses=WRITE_ERRORS | _errors(409),
     )
     @in_thread_pool
     def fold_in(
@@ -658,4 +659,35 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except BusyError as exc:
             raise ApiError(409, "state_changed", str(exc)) from None
 
+    app.openapi = _described_as_served(app, settings)  # type: ignore[method-assign]
     return app
+
+
+def _described_as_served(app: FastAPI, settings: ServiceSettings) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` with the document mended where FastAPI's generation says other
+    than the server does. FastAPI merges ``openapi_extra`` into what it generated, so
+    the events body kept its ``$ref`` to EventsIn beside the ``anyOf``: in OpenAPI 3.1
+    both hold, and a client validating against it refused the one-event body. Errors
+    are JSON on every route, /metrics' text/plain included. The batch limits are the
+    server's settings, answered with 413 rather than pydantic's 422, so they are
+    stated here rather than enforced by the models."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = generate()
+        events = doc["paths"]["/v1/users/{user_id}/events"]["post"]["requestBody"]
+        events["content"]["application/json"]["schema"].pop("$ref", None)
+        for operations in doc["paths"].values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status[0] in "45" and "application/json" not in content and content:
+                        response["content"] = {"application/json": content.popitem()[1]}
+        models = doc["components"]["schemas"]
+        for model, field in (("EventsIn", "events"), ("ItemsIn", "items"), ("UserIn", "ratings")):
+            models[model]["properties"][field]["maxItems"] = settings.max_events_per_batch
+        return doc
+
+    return openapi

@@ -84,6 +84,17 @@ def reads_negatives(model: object) -> bool:
     return bool(cfg.objective == "rating" or cfg.support_positives == "liked")
 
 
+def latest_events(events: Iterable[StoredEvent]) -> dict[str, StoredEvent]:
+    """item_id → the event that stands for the user's view of it: the latest by
+    timestamp, then by arrival (``events`` in store order)."""
+    latest: dict[str, tuple[float, int, StoredEvent]] = {}
+    for n, ev in enumerate(events):
+        prev = latest.get(ev.item_id)
+        if prev is None or (ev.timestamp, n) >= prev[:2]:
+            latest[ev.item_id] = (ev.timestamp, n, ev)
+    return {item: ev for item, (_, _, ev) in latest.items()}
+
+
 def history_from_events(
     events: Iterable[StoredEvent],
     rating_range: tuple[float, float],
@@ -92,11 +103,18 @@ def history_from_events(
 ) -> dict[str, float | None]:
     """item_id → rating, the latest event per item winning (``events`` in store order);
     None where the latest is a negative event no rating expresses (see the module)."""
-    latest: dict[str, tuple[float, int, float | None]] = {}
-    for n, ev in enumerate(events):
-        key = (ev.timestamp, n)
-        prev = latest.get(ev.item_id)
-        if prev is None or key >= prev[:2]:
-            rating = event_rating(ev.type, ev.value, rating_range, negatives=negatives)
-            latest[ev.item_id] = (ev.timestamp, n, rating)
-    return {item: r for item, (_, _, r) in latest.items()}
+    return {
+        item: event_rating(ev.type, ev.value, rating_range, negatives=negatives)
+        for item, ev in latest_events(events).items()
+    }
+
+
+def what_you_did(event: StoredEvent) -> str:
+    """An item's reason in a user's list when the user already has it in their history:
+    what they did, in their words (a click is not "You rated it 4", the rating it
+    stands for in adaptation)."""
+    if event.type == "rating":
+        return f"You rated it {event.value:g}"
+    return {"click": "You clicked it", "skip": "You skipped it"}.get(
+        event.type, f"You {event.type}d it"
+    )

@@ -45,7 +45,7 @@ from metarec.explain import display_titles, explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
-from metarec.service.feedback import history_from_events, reads_negatives
+from metarec.service.feedback import event_rating, latest_events, reads_negatives, what_you_did
 from metarec.service.items import apply_items, encode, item_frame, unusable
 from metarec.service.metrics import Metrics
 from metarec.service.store import FeedbackStore, UserSummary
@@ -215,7 +215,7 @@ class ModelHolder:
         self.freeze_heap = freeze_heap  # the server process's own choice: see settle_heap
         self.device = device
         self.metrics = metrics
-        self.cache: AdaptationCache[UserState] = AdaptationCache(cache_size)
+        self.cache: AdaptationCache[tuple[UserState, dict[int, str]]] = AdaptationCache(cache_size)
         self._swap = threading.Lock()  # one swap or catalogue change at a time
         self._current: Served | None = None
         self._generation = 0
@@ -538,20 +538,25 @@ class ModelHolder:
         return summary
 
     # -- users ----------------------------------------------------------------
-    def user_state(self, served: Served, user: UserSummary) -> UserState:
+    def user_state(self, served: Served, user: UserSummary) -> tuple[UserState, dict[int, str]]:
+        """The user adapted, and what to say of each item of their history (catalogue
+        index → "You skipped it") should it be listed."""
         # read before adapting: an adaptation that began before an in-place change is
         # cached under the revision it read, which no later request asks for
         version = (served.generation, served.revision, user.n_events)
-        state = self.cache.get(user.user_id, version)
-        if state is not None:
-            return state
+        cached = self.cache.get(user.user_id, version)
+        if cached is not None:
+            return cached
         rec = served.rec
         t0 = time.perf_counter()
-        history = history_from_events(
-            self.store.events_for(user.user_id),
-            rec.rating_range,
-            negatives=reads_negatives(rec),
-        )
+        latest = latest_events(self.store.events_for(user.user_id))
+        negatives = reads_negatives(rec)
+        history = {
+            item: event_rating(ev.type, ev.value, rec.rating_range, negatives=negatives)
+            for item, ev in latest.items()
+        }
+        index = rec.item_index
+        said = {index[i]: what_you_did(ev) for i, ev in latest.items() if i in index}
         lo, hi = rec.rating_range
         # items this model does not know (a swapped-in run without them) are left out;
         # ratings are clipped in case the new run's rating range is narrower
@@ -572,8 +577,8 @@ class ModelHolder:
         if rejected:  # a dislike no rating expresses: left out, and still not recommended
             state.seen = np.union1d(state.seen, np.asarray(rejected, dtype=np.int64))
         self.metrics.observe_adaptation(time.perf_counter() - t0)
-        self.cache.put(user.user_id, version, state)
-        return state
+        self.cache.put(user.user_id, version, (state, said))
+        return state, said
 
     def recommend(
         self,
@@ -584,13 +589,15 @@ class ModelHolder:
         exclude_seen: bool,
         candidates: list[str] | None,
     ) -> list[dict[str, Any]]:
-        state = self.user_state(served, user)
+        state, said = self.user_state(served, user)
         rec = served.rec
         with served.lock.read(), TORCH_LOCK:
             idx, scores = rec.top(state, k, exclude_seen=exclude_seen, candidates=candidates)
             # one catalogue for the whole answer: adding items rebuilds both lists
             ids, titles = served.item_ids, served.titles
-            reasons = explain_indices(rec, state, idx.tolist(), titles=titles, ids=ids)
+            reasons = explain_indices(
+                rec, state, idx.tolist(), titles=titles, ids=ids, history_said=said
+            )
         ratings = None if rec.cutpoints is None else rec.median_ratings(scores).tolist()
         return [
             {
