@@ -50,3 +50,32 @@ def test_type_mismatches_of_every_member_are_one_line_joined_by_or() -> None:
 def test_a_clients_own_key_named_like_a_type_is_kept() -> None:
     error = {"loc": ("body", "features", "time"), "msg": "Value error, bad", "type": "value_error"}
     assert describe_validation([error | {"input": "x"}])[2] == "features.time: bad (got 'x')"
+
+
+def test_a_bare_event_is_named_as_sent_and_a_list_body_is_told_the_wrapper() -> None:
+    event = {"event_id": "e", "item_id": "1", "type": "like", "timestamp": [1]}
+    with pytest.raises(pydantic.ValidationError) as caught:
+        schemas.EventsIn.model_validate(event)
+    # located as FastAPI locates a body's errors
+    errors = [{**e, "loc": ("body", *e["loc"])} for e in caught.value.errors()]
+    bare = describe_validation(errors, event, "events")[2]
+    # was "events[0].timestamp", a field the client never sent
+    assert bare == "timestamp: Input should be a valid datetime; or Input should be a valid number"
+    assert schemas.EventsIn.model_validate(event | {"timestamp": 1}).where(0) == ""
+    wrapped = schemas.EventsIn.model_validate({"events": [event | {"timestamp": 1}] * 3})
+    assert wrapped.where(2) == "events[2]."
+    error = {"loc": ("body",), "msg": "Input should be a valid dictionary", "type": "dict_type"}
+    said = describe_validation([error | {"input": [event]}], [event], "events")[2]
+    hint = ' (several events go in {"events": [...]})'
+    assert said == "body: expected a JSON object, got a list" + hint
+    elsewhere = describe_validation([error | {"input": [event]}], [event], "users")[2]
+    assert elsewhere == "body: expected a JSON object, got a list"
+
+
+def test_query_and_path_fields_are_named_as_body_fields_are_and_long_values_keep_a_quote() -> None:
+    error = {"loc": ("query", "candidates"), "msg": "too long", "type": "string_too_long"}
+    said = describe_validation([error | {"input": "x" * 500}])[2]
+    assert said.startswith("candidates: too long (got 'xxx") and said.endswith("x…')")
+    assert len(said) == len("candidates: too long (got )") + 80
+    path = {"loc": ("path", "user_id"), "msg": "too long", "type": "string_too_long"}
+    assert describe_validation([path | {"input": "u"}])[2] == "user_id: too long (got 'u')"

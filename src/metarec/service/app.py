@@ -34,7 +34,7 @@ from metarec.data.features import UserFeatureEncoder
 from metarec.errors import BusyError, MetarecError, UnknownItemError, UnsupportedError
 from metarec.service import errors, schemas
 from metarec.service.early_sighup import EARLY_SIGHUP
-from metarec.service.errors import ApiError, error_response
+from metarec.service.errors import ApiError, cut, error_response
 from metarec.service.feedback import event_rating, reads_negatives
 from metarec.service.json_body import StrictJsonRoute
 from metarec.service.metrics import Metrics
@@ -128,9 +128,12 @@ class ApiKeyGuard:
                 "no API key is configured on this server, so it accepts writes from "
                 "loopback clients only; start it with --api-key or METAREC_API_KEY",
             )
-        given = dict(scope.get("headers", ())).get(b"x-api-key")
-        if given is None:
+        keys = [value for name, value in scope.get("headers", ()) if name == b"x-api-key"]
+        if not keys:
             return 401, "missing_api_key", "this endpoint needs the X-API-Key header"
+        if len(keys) > 1:  # which one a proxy or the framework would read is anyone's guess
+            return 400, "bad_request", f"X-API-Key given {len(keys)} times; give it once"
+        given = keys[0]
         if not hmac.compare_digest(given, self.key):
             return 401, "invalid_api_key", "the X-API-Key header does not match the server's key"
         return None
@@ -565,13 +568,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     ) -> dict[str, int]:
         s = served(wait=True)
         check_batch(len(body.events), "events")
+        user_or_404(user_id)  # the resource first: a 404 before an item's 422
         batch = []
         for n, ev in enumerate(body.events):
-            known_item(s, ev.item_id, f"events[{n}].item_id")
+            known_item(s, ev.item_id, f"{body.where(n)}item_id")
             if ev.type == "rating":
-                check_rating(s, ev.value, f"events[{n}].value")
+                check_rating(s, ev.value, f"{body.where(n)}value")
             elif ev.value is not None and not math.isfinite(ev.value):
-                raise ApiError(422, "validation_error", f"events[{n}].value: must be finite")
+                raise ApiError(422, "validation_error", f"{body.where(n)}value: must be finite")
             batch.append(NewEvent(ev.event_id, ev.item_id, ev.type, ev.value, ev.epoch()))
         try:
             accepted, duplicates = store.add_events(user_id, batch)
@@ -601,6 +605,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ] = None,
     ) -> dict[str, Any]:
         s = served(wait=candidates is not None)
+        user = user_or_404(user_id)  # the resource first: a 404 before a field's 422
         pool = None
         if candidates is not None:
             pool = [c.strip() for c in candidates.split(",") if c.strip()]
@@ -608,7 +613,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 raise ApiError(422, "validation_error", "candidates: no item ids given")
             for c in pool:
                 known_item(s, c, "candidates")
-        user = user_or_404(user_id)
         items = holder.recommend(s, user, k, exclude_seen=exclude_seen, candidates=pool)
         return {"user_id": user_id, "model": s.name, "n_events": user.n_events, "items": items}
 
@@ -635,7 +639,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except MetarecError as exc:
             raise ApiError(422, "invalid_run", f"run: {exc}") from None
         except OSError as exc:  # a path the system refuses, e.g. a name too long
-            raise ApiError(422, "invalid_run", f"run: {run!r:.200}: {exc.strerror}") from None
+            raise ApiError(422, "invalid_run", f"run: {cut(run, 200)}: {exc.strerror}") from None
         metrics.count_reload()
         return {"model": s.name, "n_items": s.rec.n_items}
 

@@ -52,8 +52,23 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
     )
 
 
-def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
-    """FastAPI/pydantic errors → (status, code, message naming field and value)."""
+# pydantic's types for a body that is not a JSON object where a model was expected
+_NOT_AN_OBJECT = ("dict_type", "model_type", "model_attributes_type")
+
+
+def cut(value: Any, width: int = 80) -> str:
+    """``repr(value)``, shortened to ``width`` characters with its closing quote kept:
+    ``'xxxx…x'``, not ``'xxxx`` as a plain ``{value!r:.80}`` gave."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[: width - 2]}…{text[-1]}"
+
+
+def describe_validation(
+    errors: list[dict[str, Any]], body: Any = None, body_of: str = ""
+) -> tuple[int, str, str]:
+    """FastAPI/pydantic errors → (status, code, message naming field and value);
+    ``body``: the request's JSON as sent, where it was read; ``body_of``: the last
+    part of the request's path (``events``)."""
     for err in errors:
         if err.get("type") in ("json_invalid", "json_type"):
             where = [p for p in err.get("loc", ()) if isinstance(p, int)]
@@ -61,6 +76,13 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
             at = f" at character {where[0]}" if where else ""
             return 400, "bad_json", f"request body is not valid JSON{at}: {reason}".strip()
     errors = _one_per_union(errors)
+    if body_of == "events" and isinstance(body, dict) and "events" not in body:
+        # one event sent bare is read as {"events": [it]}: name its fields as sent
+        bare = ("body", "events", 0)
+        errors = [
+            {**e, "loc": ("body", *e["loc"][3:])} if tuple(e.get("loc", ()))[:3] == bare else e
+            for e in errors
+        ]
     parts = []
     for err in errors[:5]:
         loc = field_path(err.get("loc", ()))
@@ -68,8 +90,12 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
         if err.get("type") == "extra_forbidden" and loc.startswith("items["):
             # a catalogue's own columns (author, description) have no field of their own
             msg = "not a field of an item (title, text, genres, year); put further text in text"
+        if not loc and isinstance(body, list) and err.get("type") in _NOT_AN_OBJECT:
+            msg = "expected a JSON object, got a list" + (
+                ' (several events go in {"events": [...]})' if body_of == "events" else ""
+            )
         value = err.get("input")
-        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r:.80})"
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {cut(value)})"
         parts.append(f"{loc or 'body'}: {msg}{shown}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return 422, "validation_error", "; ".join(parts) + more
@@ -169,7 +195,7 @@ def field_path(loc: Any) -> str:
     """pydantic's location as a client writes it: ``events[0].item_id``."""
     out = ""
     for part in loc:
-        if part == "body" and not out:
+        if part in ("body", "query", "path") and not out:  # where it came from goes
             continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
@@ -181,8 +207,9 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        status, code, message = describe_validation(list(exc.errors()))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        last = request.url.path.rsplit("/", 1)[-1]
+        status, code, message = describe_validation(list(exc.errors()), exc.body, last)
         return error_response(status, code, message)
 
     @app.exception_handler(StarletteHTTPException)
@@ -193,8 +220,13 @@ def install(app: FastAPI) -> None:
         code = _CODES.get(exc.status_code, f"http_{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else code
         if exc.status_code == 404 and detail == "Not Found":  # no route: say which path
-            detail = f"no endpoint at {request.url.path!r:.300} (see /docs)"
+            detail = f"no endpoint at {cut(request.url.path, 300)} (see /docs)"
         headers = dict(exc.headers or {})
+        if exc.status_code == 405 and headers.get("Allow"):  # say what the path takes
+            detail = (
+                f"{request.method} is not a method {cut(request.url.path, 300)} "
+                f"takes; it takes {headers['Allow']}"
+            )
         return error_response(exc.status_code, code, detail, **headers)
 
     @app.exception_handler(OperationalError)

@@ -16,7 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metarec.service.errors import error_response
+from metarec.service.errors import cut, error_response
 from metarec.service.metrics import Metrics
 
 
@@ -98,7 +98,7 @@ def _not_utf8(params: list[str]) -> str | None:
         # ASCII is UTF-8's first 128 characters: a body in it is read alike
         if name.strip() == "charset" and charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
             return (
-                f"charset {charset!r:.40}: this API reads JSON as UTF-8 (RFC 8259); "
+                f"charset {cut(charset, 40)}: this API reads JSON as UTF-8 (RFC 8259); "
                 "send UTF-8 and drop the charset or make it utf-8"
             )
     return None
@@ -312,7 +312,7 @@ def _target_problem(scope: Scope) -> tuple[int, str, str] | None:
         return (
             422,
             "validation_error",
-            f"{twice[0]}: given {names.count(twice[0])} times; give each query parameter once "
-            "(candidates take one comma-separated list)",
+            f"{twice[0]}: given {names.count(twice[0])} times; give each query parameter once"
+            + (" (candidates take one comma-separated list)" if twice[0] == "candidates" else ""),
         )
     return None

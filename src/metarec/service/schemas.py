@@ -13,7 +13,16 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from metarec.service.feedback import EventType
 from metarec.service.store import FUTURE_SLACK_S, ID_LENGTH
@@ -181,11 +190,25 @@ Genre = Annotated[
 Genres = Annotated[str, Field(max_length=1000), AfterValidator(_no_control)]  # "A|B"
 
 
+def _joined_within_genres_limit(genres: list[str]) -> list[str]:
+    # a list is stored as the "A|B" string, which has its limit: 2,000 one-letter
+    # genres passed as a list where their string was refused
+    joined = len("|".join(genres))
+    if joined > 1000:
+        raise ValueError(f"joined with '|' these genres are {joined:,} characters; at most 1,000")
+    return genres
+
+
+GenreList = Annotated[
+    list[Genre], Field(max_length=100), AfterValidator(_joined_within_genres_limit)
+]
+
+
 class ItemIn(_Strict):
     item_id: NewItemId
     title: Title
     text: Text | None = Field(None, description="free description, appended to the encoder text")
-    genres: list[Genre] | Genres | None = None
+    genres: GenreList | Genres | None = None
     year: Annotated[int, Field(ge=0, le=9999)] | None = None
 
     _year_a_number = field_validator("year", mode="before")(_a_number)
@@ -366,13 +389,20 @@ class EventsIn(_Strict):
     """``{"events": [...]}``; a single event object is accepted as well."""
 
     events: list[EventIn] = Field(min_length=1)
+    # sent as one bare event: its fields are named as sent ("value"), not "events[0].value"
+    _bare: bool = PrivateAttr(False)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _single(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "events" not in data:
-            return {"events": [data]}
-        return data
+    def _single(cls, data: Any, handler: ModelWrapValidatorHandler[EventsIn]) -> EventsIn:
+        bare = isinstance(data, dict) and "events" not in data
+        model = handler({"events": [data]} if bare else data)
+        model._bare = bare
+        return model
+
+    def where(self, n: int) -> str:
+        """How the client names the ``n``-th event's fields: ``events[2].`` or nothing."""
+        return "" if self._bare else f"events[{n}]."
 
 
 class EventsOut(BaseModel):
