@@ -29,6 +29,32 @@ from metarec.data import load_dataset
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 from metarec.service import ServiceSettings, create_app
 from metarec.service.server import listening_socket, uvicorn_config
+from metarec.service.store import make_engine, metadata
+
+PG_ENV = "METAREC_TEST_POSTGRES_URL"
+
+
+def reset_postgres(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+    engine.dispose()
+
+
+def fresh_postgres() -> Iterator[str]:
+    """The test database emptied before and after, or a skip saying how to get one."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL: set {PG_ENV}=postgresql://user:pw@host/db to run")
+    reset_postgres(url)
+    yield url
+    reset_postgres(url)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """An emptied PostgreSQL test database (``$METAREC_TEST_POSTGRES_URL``), or a skip."""
+    yield from fresh_postgres()
 
 
 @pytest.fixture(scope="session")

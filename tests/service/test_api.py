@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import threading
@@ -1307,3 +1308,36 @@ def test_the_start_line_writes_an_ipv6_host_as_a_url_does(
 
     _announce(ServiceSettings(run=tmp_path, api_key="k"), "m@1", "sqlite", "::1", 8000)
     assert "on http://[::1]:8000/" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_a_json_500_logged_once_and_the_connection_kept(
+    make_server: Callable[..., LiveServer],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Starlette answered it, then raised it again for uvicorn, which logged a second
+    # traceback and closed the connection: the client's next request on it was reset
+    live = make_server()
+    holder = live.app.state.holder
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a fault of the server's")
+
+    monkeypatch.setattr(holder, "search", broken)
+    request = b"GET /v1/items?q=x HTTP/1.1\r\nHost: t\r\n\r\n"
+    health = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
+    host, port = live.url.removeprefix("http://").split(":")
+    with (
+        caplog.at_level(logging.ERROR, "metarec.service"),
+        socket.create_connection((host, int(port)), timeout=10) as conn,
+    ):
+        conn.sendall(request)
+        first = conn.recv(65536).decode()
+        conn.sendall(health)  # the same connection
+        second = conn.recv(65536).decode()
+    assert first.startswith("HTTP/1.1 500") and json.loads(first.split("\r\n\r\n", 1)[1]) == {
+        "error": {"code": "internal_error", "message": "internal server error; see the server log"}
+    }
+    assert second.startswith("HTTP/1.1 200"), second
+    traced = [r for r in caplog.records if r.exc_info and "a fault" in str(r.exc_info[1])]
+    assert len(traced) == 1

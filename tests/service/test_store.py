@@ -7,7 +7,6 @@ a local server and sets it) to run every store test against PostgreSQL as well.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -30,30 +29,12 @@ from metarec.service.store import (
     UserExistsError,
     events,
     make_engine,
-    metadata,
     schema_version,
     service_state,
     users,
 )
 
-PG_ENV = "METAREC_TEST_POSTGRES_URL"
-
-
-def _reset_postgres(url: str) -> None:
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-    engine.dispose()
-
-
-def _fresh_postgres() -> Iterator[str]:
-    """The test database emptied before and after, or a skip saying how to get one."""
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.skip(f"PostgreSQL: set {PG_ENV}=postgresql://user:pw@host/db to run")
-    _reset_postgres(url)
-    yield url
-    _reset_postgres(url)
+from .conftest import fresh_postgres, reset_postgres
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -61,7 +42,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    yield from _fresh_postgres()
+    yield from fresh_postgres()
 
 
 @pytest.fixture
@@ -350,11 +331,6 @@ def test_a_relative_sqlite_url_error_names_the_file_it_meant(
     assert "cannot open" in str(err.value)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from _fresh_postgres()
-
-
 def test_the_event_cut_off_waits_for_inserts_in_flight_on_postgresql(pg_url: str) -> None:
     """An event that took its id first but commits last must not fall below a cut-off
     taken before it commits: a process reading the feedback later would learn from it,
@@ -382,6 +358,33 @@ def test_the_event_cut_off_waits_for_inserts_in_flight_on_postgresql(pg_url: str
     store.close()
 
 
+def test_a_user_created_by_another_transaction_meanwhile_exists_on_postgresql(
+    pg_url: str,
+) -> None:
+    # the check found no user, the insert met the other's key: a 500 UniqueViolation
+    # where the service promises 409 user_exists (SQLite's writers lock before the check)
+    store = FeedbackStore(pg_url)
+    outcome: list[BaseException | int] = []
+
+    def create() -> None:
+        try:
+            outcome.append(store.create_user("u", {}))
+        except BaseException as exc:  # what it raised is the outcome
+            outcome.append(exc)
+
+    with store.engine.connect() as other:
+        tx = other.begin()
+        other.execute(users.insert().values(user_id="u", features="{}", created_at=1.0))
+        creator = threading.Thread(target=create, daemon=True)
+        creator.start()
+        creator.join(0.5)  # its insert waits on the other's uncommitted key
+        tx.commit()
+    creator.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], UserExistsError), outcome
+    assert store.user("u") is not None
+    store.close()
+
+
 def test_stores_opened_at_once_migrate_one_at_a_time_on_postgresql(pg_url: str) -> None:
     engine = make_engine(pg_url)
     opened: list[FeedbackStore] = []
@@ -406,7 +409,7 @@ def test_stores_opened_at_once_migrate_one_at_a_time_on_postgresql(pg_url: str) 
         except BaseException as exc:  # any failure, reported below
             errors.append(exc)
 
-    _reset_postgres(pg_url)
+    reset_postgres(pg_url)
     threads = [threading.Thread(target=open_one) for _ in range(4)]
     for t in threads:
         t.start()

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -187,3 +188,28 @@ def test_signals_while_the_workers_start(
     w.proc.send_signal(signal.SIGTERM)
     assert w.proc.wait(timeout=60) == 0, w.text()
     assert "Traceback" not in w.text()
+
+
+def test_a_connection_during_the_drain_is_refused_not_left_hanging(workers: Workers) -> None:
+    # the supervisor's copy of the listening socket kept the port open after the
+    # workers closed theirs: a connection made during the drain hung, then was reset
+    stalled = socket.create_connection(("127.0.0.1", workers.port))
+    stalled.sendall(
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"X-API-Key: " + workers.key.encode() + b'\r\nContent-Length: 40\r\n\r\n{"user'
+    )  # the rest of the body withheld: a request in flight, which the drain waits for
+    time.sleep(0.5)
+    workers.proc.send_signal(signal.SIGTERM)
+    workers.wait_for(r"Shutting down", count=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            late = socket.create_connection(("127.0.0.1", workers.port), timeout=2)
+        except ConnectionRefusedError:
+            break  # refused at once: the client may try another server
+        late.close()
+        assert time.monotonic() < deadline, "the port still took connections during the drain"
+        time.sleep(0.1)
+    assert workers.proc.poll() is None  # still draining the stalled request
+    stalled.close()
+    assert workers.proc.wait(timeout=60) == 0

@@ -44,6 +44,7 @@ from metarec.service.middleware import (
     JsonCORSMiddleware,
     RequestMetrics,
     StrictTarget,
+    Unexpected,
     refuse,
 )
 from metarec.service.protocol import MAX_CANDIDATES_CHARS
@@ -55,6 +56,7 @@ from metarec.service.store import (
     EventConflictError,
     FeedbackStore,
     NewEvent,
+    StoreForbiddenError,
     UnknownUserError,
     UserExistsError,
 )
@@ -290,9 +292,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.exception_handler(MetarecError)
     async def _metarec_error(request: Request, exc: MetarecError) -> JSONResponse:
-        if isinstance(exc, DamagedStoreError):  # the server's fault, said as a 5xx
+        if isinstance(exc, DamagedStoreError | StoreForbiddenError):  # the server's: a 5xx
             log.error("%s %s: %s", request.method, request.url.path, exc)
-            return error_response(500, "store_damaged", str(exc))
+            code = "store_damaged" if isinstance(exc, DamagedStoreError) else "store_forbidden"
+            return error_response(500, code, str(exc))
         code = "unknown_item" if isinstance(exc, UnknownItemError) else "invalid"
         if isinstance(exc, UnsupportedError):  # e.g. an ensemble member that cannot add items
             code = "unsupported"
@@ -306,6 +309,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ApiKeyGuard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Unexpected)  # inside CORS and metrics: a 500 is seen by both
     if settings.cors_origins:
         app.add_middleware(
             JsonCORSMiddleware,
@@ -634,7 +638,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(422, "invalid_run", "run: a path cannot contain a NUL character")
         try:
             s = holder.reload(run)
-        except DamagedStoreError:  # the store's fault, not the run's: 500 store_damaged
+        except (DamagedStoreError, StoreForbiddenError):  # the store's fault, not the run's
             raise
         except MetarecError as exc:
             raise ApiError(422, "invalid_run", f"run: {exc}") from None

@@ -14,11 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from metarec.service.json_body import UnreadableJson
-from metarec.service.store import FILE_GONE
+from metarec.service.store import FILE_GONE, INSUFFICIENT_PRIVILEGE, unreachable
 
 log = logging.getLogger("metarec.service")
 
@@ -229,8 +229,8 @@ def install(app: FastAPI) -> None:
             )
         return error_response(exc.status_code, code, detail, **headers)
 
-    @app.exception_handler(OperationalError)
-    async def _store_busy(request: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(DBAPIError)
+    async def _store_error(request: Request, exc: DBAPIError) -> JSONResponse:
         # SQLite's "database is locked": another process (a second service on the same
         # file, a sqlite3 shell) held the write lock past the wait. Nothing was stored;
         # the client may retry, and a 503 says so where a 500 would not
@@ -242,6 +242,15 @@ def install(app: FastAPI) -> None:
                 503, "store_unavailable", f"the feedback store is unusable: {FILE_GONE}; "
                 "nothing was stored",
             )  # fmt: skip
+        if unreachable(exc):  # PostgreSQL down, restarting or refusing: one line, not a trace
+            log.error("feedback store unreachable on %s %s: %s", request.method,
+                      request.url.path, " ".join(str(exc.orig).split())[:300])  # fmt: skip
+            return error_response(
+                503,
+                "store_unavailable",
+                "the feedback store cannot be reached; nothing was stored, retry",
+                **{"Retry-After": "5"},
+            )
         # PostgreSQL: a lock wait past its lock_timeout (the fold-in cut-off's)
         if "locked" in said or "busy" in said or getattr(exc.orig, "sqlstate", "") == "55P03":
             log.warning("feedback store busy on %s %s: %s", request.method, request.url.path,
@@ -251,6 +260,12 @@ def install(app: FastAPI) -> None:
                 "store_busy",
                 "the feedback store is locked by another writer; nothing was stored, retry",
                 **{"Retry-After": "1"},
+            )
+        if getattr(exc.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE:  # outside the store's
+            said = " ".join(str(exc.orig).split())  # own transactions, which name it already
+            log.error("%s %s: %s", request.method, request.url.path, said)
+            return error_response(
+                500, "store_forbidden", f"the feedback store's role may not do this ({said})"
             )
         return await _unexpected(request, exc)
 

@@ -7,6 +7,7 @@ adds a task or copies the body per request.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.parse
 from typing import Any
@@ -18,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metarec.service.errors import cut, error_response
 from metarec.service.metrics import Metrics
+
+log = logging.getLogger("metarec.service")
 
 
 async def _send_error(send: Send, status: int, code: str, message: str, *, close: bool) -> None:
@@ -221,6 +224,39 @@ class RequestMetrics:
             else:
                 code = status if status is not None else 500
             self.metrics.observe_request(name, method, code, time.perf_counter() - t0)
+
+
+class Unexpected:
+    """An error no handler took: the JSON 500 every other error is, logged once, and the
+    connection kept. Starlette's outermost middleware answers it too, then raises it
+    again for the server, which logged a second traceback and closed the client's
+    keep-alive connection, so its next request on it failed as reset."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if started:  # part of an answer is out: only the server can end it
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await _send_error(
+                send, 500, "internal_error", "internal server error; see the server log",
+                close=False,
+            )  # fmt: skip
 
 
 class JsonCORSMiddleware(CORSMiddleware):

@@ -347,6 +347,11 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         """SIGTERM to every worker (uvicorn lets in-flight requests finish), then wait."""
+        # the workers stop listening at once; this process's copy of the socket kept the
+        # port open, so the kernel took new connections into its queue, where they hung
+        # until the last worker finished and were then reset. Closed, they are refused at
+        # once, as a single process's are, and a client or balancer tries elsewhere
+        self.sock.close()
         for process in self.processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)

@@ -226,6 +226,9 @@ class ModelHolder:
         self._ref: ServedRef | None = None  # what the current model was loaded as
         self._sync = threading.Lock()
         self._failed: tuple[int, float] | None = None
+        # the model serves a change the store refused, and reading it afresh failed too:
+        # answers from it would show what no other process and no restart serves
+        self._unstored = False
 
     @property
     def current(self) -> Served:
@@ -344,6 +347,7 @@ class ModelHolder:
             served = Served(rec, given, name, self._generation, path)
             served.refresh()
             self._current = served
+            self._unstored = False
             if publish:
                 self._announce(version, ref=ref)
             elif in_step:
@@ -374,8 +378,11 @@ class ModelHolder:
         after :data:`SYNC_RETRY_S`, not on every request."""
         try:
             version, _ = self.store.served_state()
-        except DatabaseError as exc:  # what is loaded still serves; the store's own
-            log.warning("could not read the shared served state: %s", exc)  # reads fail
+        except DatabaseError as exc:
+            if self._unstored:  # the store's error, as the request's (a 503 to retry)
+                raise
+            # what is loaded still serves; the store's own reads fail
+            log.warning("could not read the shared served state: %s", exc)
             return
         if version == self._seen or self._waiting_to_retry(version):
             return
@@ -491,8 +498,12 @@ class ModelHolder:
         try:
             self.load(served.run, folder=served.folder, replacing=served)
         except Exception:
-            log.exception("re-reading %s after refused items failed; it serves on", served.name)
+            log.exception(
+                "re-reading %s after refused items failed; requests wait for the store",
+                served.name,
+            )
             self._seen = -1  # what it serves may hold the refused change: catch up next
+            self._unstored = True  # and answer nothing from it meanwhile (see sync)
 
     def fold_in(self) -> dict[str, Any]:
         """Learn the items the network never trained on from all stored feedback."""

@@ -50,7 +50,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from metarec.errors import BusyError, ConfigError, DataError, MetarecError
 from metarec.service.feedback import EVENT_TYPES, StoredEvent
@@ -300,7 +307,13 @@ def make_engine(url: str) -> Engine:
         return engine
     if backend == "postgresql":
         try:
-            return create_engine(url, pool_size=8, max_overflow=24, pool_pre_ping=True)
+            # a server that does not answer (a firewall dropping packets, a host gone)
+            # held each request until the system's TCP timeout, minutes; a timeout in
+            # the URL (?connect_timeout=N) wins
+            waits = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+            return create_engine(
+                url, pool_size=8, max_overflow=24, pool_pre_ping=True, connect_args=waits
+            )
         except ModuleNotFoundError:
             raise ConfigError("PostgreSQL needs psycopg: pip install 'metarec[postgres]'") from None
     raise ConfigError(f"--db {url!r}: unsupported database {backend!r}; use sqlite or postgresql")
@@ -382,6 +395,43 @@ class DamagedStoreError(DataError):
     naming it, the service answers 500 ``store_damaged`` (the fault is not the client's)."""
 
 
+# what psycopg says of a server it cannot reach or that went away (a connection's
+# SQLSTATE is often absent: the failure is before or outside any statement)
+_UNREACHABLE = (
+    "connection failed",
+    "connection refused",
+    "could not connect",
+    "server closed the connection",
+    "terminating connection",
+    "the database system is",
+    "not currently accepting connections",
+    "connection timeout",
+    "timeout expired",
+    "consuming input failed",
+)
+
+
+def unreachable(exc: DBAPIError) -> bool:
+    """Whether ``exc`` says the database server cannot be reached (down, restarting,
+    refusing connections, the connection lost) rather than that a statement failed:
+    a condition a retry may outlast."""
+    if exc.connection_invalidated:
+        return True
+    state = str(getattr(exc.orig, "sqlstate", None) or "")
+    # 08: connection exceptions; 57P01-57P03: shut down by an administrator or a
+    # crash, or not yet accepting connections
+    if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+        return True
+    said = str(exc.orig).lower()
+    return any(words in said for words in _UNREACHABLE)
+
+
+class StoreForbiddenError(ConfigError):
+    """The database role lacks a grant the store needs (PostgreSQL's permission denied):
+    the operator's to fix, so the command line exits 2 naming it and the service answers
+    500 ``store_forbidden``, not a client's 4xx nor a retry's 503."""
+
+
 class FeedbackStore:
     """Users, their events and added items in one SQL database."""
 
@@ -446,11 +496,26 @@ class FeedbackStore:
                 yield conn
         except OperationalError:
             raise
+        except ProgrammingError as exc:
+            raise self._forbidden(exc, "read") from None
         except DatabaseError as exc:
             said = " ".join(str(exc.orig).split())
             raise DamagedStoreError(
                 f"database {self.url}: cannot be read ({said}); restore it from a backup"
             ) from None
+
+    def _forbidden(self, exc: ProgrammingError, doing: str) -> Exception:
+        """PostgreSQL's "permission denied" as a StoreForbiddenError naming the table;
+        any other ProgrammingError (SQL this code got wrong) as it is."""
+        if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+            return exc
+        said = " ".join(str(exc.orig).split())
+        return StoreForbiddenError(
+            f"database {self.url}: this role may not {doing} what the store needs ({said}); "
+            "the service's role needs SELECT and INSERT on every table of the store and "
+            "UPDATE on service_state and items (for added items, reloads and fold-ins): "
+            "grant them, or serve with the role that owns the tables"
+        )
 
     def _damaged(self, what: str, problem: str) -> DamagedStoreError:
         return DamagedStoreError(
@@ -481,9 +546,12 @@ class FeedbackStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
-        if self._write_lock is None:
-            with _write(self.engine) as conn:
-                yield conn
+        if self._write_lock is None:  # PostgreSQL: a role may lack a grant a write needs
+            try:
+                with _write(self.engine) as conn:
+                    yield conn
+            except ProgrammingError as exc:
+                raise self._forbidden(exc, "write") from None
             return
         # one wait per write, in the queue and at the file together: each writer queued
         # behind one that waited out the file's lock used to wait its own 30 s after it,
@@ -579,11 +647,19 @@ class FeedbackStore:
             exists = conn.execute(select(users.c.user_id).where(users.c.user_id == user_id))
             if exists.first() is not None:
                 raise UserExistsError(f"user {user_id!r} already exists")
-            conn.execute(
-                users.insert().values(
-                    user_id=user_id, features=json.dumps(features, sort_keys=True), created_at=now
+            try:
+                conn.execute(
+                    users.insert().values(
+                        user_id=user_id,
+                        features=json.dumps(features, sort_keys=True),
+                        created_at=now,
+                    )
                 )
-            )
+            except IntegrityError:
+                # PostgreSQL: another transaction created the user between the check and
+                # the insert (SQLite's writers take the lock before the check); the key
+                # is the only constraint an insert of these values can break
+                raise UserExistsError(f"user {user_id!r} already exists") from None
             accepted, _ = self._insert_events(conn, user_id, initial, now)
         return accepted
 
