@@ -13,7 +13,7 @@ Two scenarios, each with a short warm-up that is not counted:
 
 * ``cold``: every request is a user's first recommendation after being
   created with 10 ratings, so the server adapts the model on every request
-  (its adaptation cache cannot help). This is the BENCHMARKS.md target:
+  (its adaptation cache cannot help). This is the project's service target:
   p99 <= 50 ms at >= 200 requests/s.
 * ``cached``: repeated requests for a small pool of such users, whose
   adapted state the server keeps: what a page refreshing its list costs.
@@ -441,7 +441,7 @@ def markdown(record: dict[str, Any]) -> str:
     verdict = "met" if record["target_met"] else "missed"
     lines += [
         "",
-        f"Target (BENCHMARKS.md, cold): p99 <= {t['p99_ms']:g} ms at >= "
+        f"Target (the project's, cold): p99 <= {t['p99_ms']:g} ms at >= "
         f"{t['requests_per_s']:g} requests/s: **{verdict}**.",
         "",
         "`cold`: each request is a new user's first recommendation (the server adapts on every "

@@ -5,14 +5,60 @@ is being reproduced."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+
+
+ALL_SCRIPTS = sorted(p.relative_to(BENCHMARKS).as_posix() for p in BENCHMARKS.rglob("*.py"))
+
+
+def _metarec_imports(tree: ast.AST) -> Iterator[tuple[int, str, list[str]]]:
+    """(line, module, names) of every import of metarec in ``tree``, at any depth, and in
+    any string in it that is Python itself (code a script hands a child process)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metarec"):
+            yield node.lineno, str(node.module), [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("metarec"):
+                    yield node.lineno, alias.name, []
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and "metarec" in node.value
+            and "import" in node.value
+        ):
+            try:
+                inner = ast.parse(node.value)
+            except SyntaxError:
+                continue
+            for _, module, names in _metarec_imports(inner):
+                yield node.lineno, module, names
+
+
+@pytest.mark.parametrize("script", ALL_SCRIPTS)
+def test_every_import_of_metarec_a_script_makes_resolves(script: str) -> None:
+    # --help reaches only the imports at the top: those inside functions, and the code
+    # the scripts pass to child processes as text, ran first when a result was rebuilt
+    tree = ast.parse((BENCHMARKS / script).read_text(encoding="utf-8"))
+    for line, module, names in _metarec_imports(tree):
+        imported = importlib.import_module(module)
+        for name in names:
+            if name == "*" or hasattr(imported, name):
+                continue
+            try:  # a submodule its package does not import itself
+                importlib.import_module(f"{module}.{name}")
+            except ModuleNotFoundError:
+                pytest.fail(f"{script}:{line}: from {module} import {name}: no such name")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -136,3 +182,16 @@ def test_service_benchmark_counts_the_cpu_of_worker_processes(
         for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
             subprocess.run(["kill", child], check=False)
         server.stop()
+
+
+@pytest.mark.slow
+def test_the_memory_benchmark_measures_a_fit(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the fit runs in a child process from code held as text, which --help never runs
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from ranker_memory import measure
+
+    row = measure("ml-100k", "episodic-binary", str(shared_data))
+    assert row["items"] == 1682 and row["fit_s"] > 0  # ml-100k's catalogue
+    assert row["bytes"] > 0 and row["bytes_per_item_pair"] == row["bytes"] / 1682**2

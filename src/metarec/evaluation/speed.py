@@ -1,6 +1,6 @@
 """Speed and cost, metarec beside MeLU-as-published in the same process.
 
-What is measured (BENCHMARKS.md, "Speed and cost"):
+What is measured (benchmarks/README.md, "Speed"):
 
 * adaptation latency for one user — p50/p99 over repeated calls, support 10
   and 50 ratings, 0, 1 and 5 inner steps (metarec: the closed-form start and
@@ -17,8 +17,13 @@ What is measured (BENCHMARKS.md, "Speed and cost"):
   (a child process, cached encodings), beside the same job with MeLU-as-published
   as the model (:func:`melu_quickstart`: load, P1 split, fit MeLU-5, evaluate).
 
-Timings use ``time.perf_counter`` after warm-up calls; the machine's thread
-count is recorded, as both models run with torch's default threads here.
+Timings use ``time.perf_counter`` after warm-up calls. Each row records the torch
+threads it ran on (``threads``), which are not all alike: one user's adaptation and
+first-order training run on torch's default (the machine's cores) for both models;
+second-order MAML trains on one thread, as ``metarec train`` runs it (see
+``Trainer.reproducible_threads``), beside MeLU on the default; MeLU's quickstart job
+runs MeLU on its own default of one thread. Records before 2026-12-05 carry only the
+machine's default.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ def _sync() -> None:
 
 
 def _latency(fn: Callable[[], object], repeats: int, warmup: int = 10) -> dict[str, float]:
+    """p50, p99 and mean of ``repeats`` timed calls after ``warmup`` untimed ones, with
+    the torch threads they ran on. A p99 rests on its top 1 %: from fewer than 100
+    calls it is only the slowest, and is not given."""
     for _ in range(warmup):
         fn()
     _sync()
@@ -61,12 +69,10 @@ def _latency(fn: Callable[[], object], repeats: int, warmup: int = 10) -> dict[s
         _sync()
         times.append((time.perf_counter() - t0) * 1000)
     arr = np.asarray(times)
-    return {
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "mean_ms": float(arr.mean()),
-        "n": repeats,
-    }
+    out: dict[str, float] = {"p50_ms": float(np.percentile(arr, 50))}
+    if repeats >= 100:
+        out["p99_ms"] = float(np.percentile(arr, 99))
+    return {**out, "mean_ms": float(arr.mean()), "n": repeats, "threads": torch.get_num_threads()}
 
 
 def _child_wall_and_peak(args: list[str]) -> dict[str, Any]:
@@ -86,8 +92,14 @@ def _child_wall_and_peak(args: list[str]) -> dict[str, Any]:
         tail = " ".join(proc.stderr.strip().splitlines()[-3:])[-400:]
         raise ModelError(f"speed benchmark: `python {' '.join(args)}` failed: {tail}")
     lines = proc.stdout.strip().splitlines()
-    peak_kb = int(lines[-1]) if lines and lines[-1].isdigit() else 0
-    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "ok": True}
+    if not lines or not lines[-1].isdigit():
+        # a peak of 0 MB is not a measurement either
+        ended = repr(lines[-1][-200:]) if lines else "nothing"
+        raise ModelError(
+            f"speed benchmark: `python {' '.join(args)}` did not report its peak memory "
+            f"(its output ended with {ended})"
+        )
+    return {"wall_s": wall, "peak_rss_mb": int(lines[-1]) / 1024, "ok": True}
 
 
 def melu_quickstart(
@@ -167,10 +179,12 @@ def _training_breakdown(
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _sync()  # on a GPU, the time of the kernels this part launched is its own
             t0 = time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
+                _sync()
                 spent[name] = spent.get(name, 0.0) + time.process_time() - t0
 
         return wrapper
@@ -229,6 +243,7 @@ def run_speed_benchmark(
         if progress:
             print(f"[speed] {msg}", flush=True)
 
+    load_before = list(os.getloadavg())  # a busy machine shows in every figure
     torch.manual_seed(seed)
     ds = load_dataset(dataset, root=root)
     catalogue = encode_catalogue(ds.items, encoder, progress=progress)
@@ -320,7 +335,8 @@ def run_speed_benchmark(
 
     # -- meta-training throughput -------------------------------------------
     # metarec's default episodes use every rating outside the support as the query
-    # (about 10x MeLU's 10 query ratings a task); "-q10" rows use MeLU's episode shape
+    # (about 7x MeLU's 10 query ratings a task on ml-100k, 72 on average); "-q10" rows
+    # use MeLU's episode shape
     throughput_runs: tuple[tuple[Algorithm, int, int | None, bool], ...] = (
         ("fomaml", 64, None, True),
         ("fomaml", 64, None, False),
@@ -348,6 +364,7 @@ def run_speed_benchmark(
         # with the threads `metarec train` uses (second-order MAML on one CPU thread,
         # for repeatable numbers; see Trainer.reproducible_threads)
         with trainer.reproducible_threads():
+            threads = torch.get_num_threads()
             for epoch in range(max(1, train_epochs)):  # the median epoch: robust to a busy machine
                 t0 = time.perf_counter()
                 trainer.train_epoch(source, epoch)
@@ -363,6 +380,7 @@ def run_speed_benchmark(
             "epoch_s": elapsed,
             "epochs_s": epoch_s,
             "tasks": len(ur),
+            "threads": threads,
         }
     result["training_breakdown"] = _training_breakdown(
         catalogue, train_rows, ds.users, TaskSource(ur, codes_all), seed
@@ -381,6 +399,7 @@ def run_speed_benchmark(
             "epoch_s": elapsed,
             "epochs_s": list(m.epoch_seconds),
             "tasks": n,
+            "threads": torch.get_num_threads(),  # threads=None: torch's default
         }
     log(
         "training tasks/s: "
@@ -405,6 +424,8 @@ def run_speed_benchmark(
         on_cpu = model is not None and all(p.device.type == "cpu" for p in model.parameters())
         quant = int8_variant(model) if model is not None and on_cpu else None
         if quant is not None:
+            # warmed up as the fp32 model was: its first call allocates and loads kernels
+            quant.encode(texts[:8], batch_size=64, convert_to_numpy=True)
             t0 = time.perf_counter()
             q_vecs = quant.encode(
                 texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True
@@ -430,6 +451,7 @@ def run_speed_benchmark(
             )  # fmt: skip
         q = result["quickstart"]
         log(f"quickstart: {q['wall_s']:.1f} s, peak {q['peak_rss_mb']:.0f} MB")
+        # MeLU on its own default thread count (one), as make_peer builds it
         result["quickstart_melu"] = _child_wall_and_peak(
             ["-c", "import sys; from metarec.evaluation.speed import melu_quickstart; "
              "melu_quickstart(sys.argv[1] or None)", root or ""]
@@ -439,6 +461,7 @@ def run_speed_benchmark(
 
     record = {
         "benchmark": "speed",
+        "load_average_before": load_before,
         "load_average_after": list(os.getloadavg()),
         "dataset": dataset,
         "seed": seed,
@@ -451,6 +474,10 @@ def run_speed_benchmark(
     save_json(out / "speed.json", record)
     write_bytes_atomic(out / "speed.md", speed_markdown(record).encode())
     return record
+
+
+def _p99(row: dict[str, Any]) -> str:
+    return f"{row['p99_ms']:.2f}" if "p99_ms" in row else "— (under 100 calls)"
 
 
 def speed_markdown(record: dict[str, Any]) -> str:
@@ -469,10 +496,10 @@ def speed_markdown(record: dict[str, Any]) -> str:
     for key, v in record["adaptation"].items():
         s, st = key.removeprefix("support").split("_steps")
         tf = v.get("metarec_torch_func")
-        generic = f"{tf['p50_ms']:.2f} / {tf['p99_ms']:.2f}" if tf else "—"
+        generic = f"{tf['p50_ms']:.2f} / {_p99(tf)}" if tf else "—"
         lines.append(
-            f"| {s}, {st} | {v['metarec']['p50_ms']:.2f} | {v['metarec']['p99_ms']:.2f} | "
-            f"{generic} | {v['melu']['p50_ms']:.2f} | {v['melu']['p99_ms']:.2f} |"
+            f"| {s}, {st} | {v['metarec']['p50_ms']:.2f} | {_p99(v['metarec'])} | "
+            f"{generic} | {v['melu']['p50_ms']:.2f} | {_p99(v['melu'])} |"
         )
     b = record["batched"]
     lines += [
@@ -511,11 +538,22 @@ def speed_markdown(record: dict[str, Any]) -> str:
         f"{t['metarec-maml-b64-q10']['tasks_per_s']:,.0f} | {t['melu-5']['tasks_per_s']:,.0f} |",
     ]
     tail: list[str] = []
+    threads = {
+        **{f"adaptation {k}": v["metarec"]["threads"] for k, v in record["adaptation"].items()
+           if "threads" in v["metarec"]},
+        **{f"training {k}": v["threads"] for k, v in t.items() if "threads" in v},
+    }  # fmt: skip
+    if threads:  # records before 2026-12-05 have the machine's default only
+        by_count: dict[int, list[str]] = {}
+        for what, n in threads.items():
+            by_count.setdefault(int(n), []).append(what)
+        said = "; ".join(f"{n}: {', '.join(whats)}" for n, whats in sorted(by_count.items()))
+        tail += ["", f"Torch threads each row ran on: {said}; MeLU's quickstart job: 1."]
     if "training_breakdown" in record:  # records before it was measured have none
         br = dict(record["training_breakdown"])
         total, tasks = br.pop("total_cpu_s_per_epoch"), br.pop("tasks")
         share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(br.items(), key=lambda kv: -kv[1]))
-        tail = [
+        tail += [
             "",
             f"Where a first-order epoch goes (default episodes, 64 tasks a batch; "
             f"{total:.2f} CPU s for {tasks:,.0f} tasks, CPU time over all threads, the last "
