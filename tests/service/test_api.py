@@ -260,6 +260,7 @@ def test_retried_event_ids_count_once(live_server: str, server_api_key: str) -> 
         got = c.get(f"/v1/users/{user}").json()
     assert got["n_events"] == 4 and len(got["history"]) == 4
     assert got["history"][0] == {
+        "event_id": ev[0]["event_id"],  # the client's key, to match what it sent
         "item_id": "1",
         "title": "Toy Story (1995)",
         "type": "click",

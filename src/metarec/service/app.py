@@ -523,6 +523,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             ]
         history = [
             {
+                "event_id": ev.event_id,
                 "item_id": ev.item_id,
                 "title": title,
                 "type": ev.type,

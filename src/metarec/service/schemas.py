@@ -279,6 +279,8 @@ class UserCreated(BaseModel):
 
 
 class HistoryEntry(BaseModel):
+    # the client's idempotency key, so a client can match what it sent to what is stored
+    event_id: str
     item_id: str
     title: str | None
     type: str
