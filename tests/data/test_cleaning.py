@@ -275,6 +275,22 @@ def test_in_memory_dataset_without_line_numbers() -> None:
     assert info.value.path is None and info.value.row is None
 
 
+def test_a_repeated_item_or_user_row_keeps_the_first() -> None:
+    # the report says "kept the first" for both tables; keeping the last, an item repeated
+    # in its table would take its second title and a user their second row of features
+    ds = Dataset(
+        name="mem",
+        interactions=pd.DataFrame(
+            {"user_id": ["a", "a"], "item_id": ["x", "y"], "rating": [3.0, 4.0]}
+        ),
+        items=pd.DataFrame({"item_id": ["x", "x", "y"], "title": ["First", "Second", "Y"]}),
+        users=pd.DataFrame({"user_id": ["a", "a"], "age": ["1", "2"]}),
+    )
+    out = clean(ds)
+    assert out.items["title"].tolist() == ["First", "Y"]
+    assert out.users is not None and out.users["age"].tolist() == ["1"]
+
+
 def test_missing_required_column_is_a_data_error() -> None:
     ds = Dataset(
         name="mem",

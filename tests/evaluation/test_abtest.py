@@ -307,6 +307,14 @@ def test_users_per_arm_textbook_value() -> None:
     assert users_per_arm(0.10, 0.15, power=0.9) > 686
 
 
+def test_users_per_arm_rounds_a_fraction_below_a_half_up() -> None:
+    # 685.59 above rounds up either way; rounded to nearest, 387.34 would give 387 users, short
+    # of the power asked for. p1 = 0.5, p2 = 0.6, pooled p̄ = 0.55:
+    # 1.959964·sqrt(2·0.55·0.45) = 1.378957; 0.841621·sqrt(0.25 + 0.24) = 0.589135
+    # (1.378957 + 0.589135)² / 0.1² = 3.873385 / 0.01 = 387.34 → 388 per arm
+    assert users_per_arm(0.5, 0.6) == 388
+
+
 def test_replay_report() -> None:
     success = np.array([1, 1, 0, 0, 1, 1, 1, 0], dtype=bool)
     rate = np.array([0.2, 0.1, 0, 0, 0.3, 0.1, 0.1, 0])
@@ -535,6 +543,21 @@ def test_run_abtest_with_two_policies() -> None:
     ]:  # fmt: skip
         with pytest.raises(error, match=needle):
             call()  # type: ignore[no-untyped-call]
+
+
+def test_replay_never_shows_a_user_the_items_of_their_own_support() -> None:
+    # listed with the support in, B's top 2 would be items 10, which the user rated before the
+    # test began, and 8: 0.5 hits per k. As above the support of 3 is items 11, 10, 9;
+    # B scores even (liked) items highest, support item 10 above all (1.10), then 8
+    # (1.08), 6 (1.06): without 10, both of its two are liked later, 1.0 hits per k
+    inter = _frame({f"u{i}": 12 for i in range(20)})
+    index = {str(i): i for i in range(12)}
+    liked_first = np.where(np.arange(12) % 2 == 0, 1.0, 0.0) + np.arange(12) / 100
+    good = FixedScores(liked_first, "good")
+    bad = FixedScores(np.where(np.arange(12) % 2 == 0, 0.0, 1.0), "bad")
+    split = make_p4_split(inter, inter["user_id"].unique(), support=3, seed=0, dataset="toy")
+    rep = run_abtest(bad, good, inter, split, index, k=2, method="replay")
+    assert rep["replay"]["arms"]["B"]["hits_per_k"] == 1.0
 
 
 def test_the_names_abtest_had_before_the_split_still_import_from_it() -> None:

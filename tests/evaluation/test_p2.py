@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,17 @@ import pandas as pd
 import pytest
 
 from metarec import load_dataset
+from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.p1 import make_p1_split
-from metarec.evaluation.p2 import P2Split, eligible_users, make_p2_split, shot_tasks
+from metarec.evaluation.p2 import (
+    P2Split,
+    eligible_users,
+    evaluate_p2,
+    make_p2_split,
+    shot_tasks,
+)
+from metarec.models.base import ScoringModel, TrainingData, top_k
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +162,45 @@ def test_tied_scores_gain_nothing_from_the_catalogue_order(ds) -> None:
     shuffled = [one_list(np.random.default_rng(s).permutation(len(index))) for s in range(20)]
     assert round(by_index, 2) == 0.18 and round(float(np.mean(shuffled)), 2) == 0.04
     assert ndcg(top_k(tied, 10, tasks)) < 0.1 < by_index
+
+
+def test_top_k_pads_with_minus_one_where_exclusion_leaves_fewer_than_k() -> None:
+    # with the padding dropped, the excluded item 0 would come back last, shown again.
+    # Scores 3, 2, 1 with item 0 excluded leave items 1, 2, then nothing: [1, 2, -1]
+    task = Task(0, np.array([0]), np.array([5.0], np.float32), np.array([1]),
+                np.array([4.0], np.float32))  # fmt: skip
+    assert top_k(np.array([[3.0, 2.0, 1.0]]), 3, [task]).tolist() == [[1, 2, -1]]
+
+
+class SupportFirst(ScoringModel):
+    """Scores each user's support items highest of all, their liked query items next."""
+
+    name = "support-first"
+
+    def fit(self, data: TrainingData) -> SupportFirst:
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return 30
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = np.zeros((len(tasks), self.n_items))
+        for i, t in enumerate(tasks):
+            out[i, t.query_items[t.query_ratings >= 4]] = 1.0
+            out[i, t.support_items] = 2.0
+        return out
+
+
+def test_p2_never_lists_a_users_own_support_items() -> None:
+    # without exclude_seen the support items, rated before the test, would fill the top 3
+    # of 5. Each user rates 8 items in turn, the first 3 with 2 stars, the last 5 with 5:
+    # at K = 3 the five liked items are the query, and listed alone they score nDCG@5 1
+    rows = [(f"u{u}", f"i{(u + j) % 30}", 5.0 if j >= 3 else 2.0, j)
+            for u in range(5) for j in range(8)]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    index = {f"i{i}": i for i in range(30)}
+    res = evaluate_p2({"support-first": SupportFirst()}, frame, index, shots=(3,), k=5)
+    assert res["summary"]["3"]["support-first"]["ndcg@5"] == pytest.approx(1.0)

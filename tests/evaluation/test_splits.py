@@ -286,12 +286,19 @@ def test_fold_files_that_are_no_cross_validation_together_are_refused(ds, tmp_pa
     check_fold_partition("p2", ds, tmp_path, 5)  # as written: one user, one held-out fold
     one = json.loads((tmp_path / split_file_name("p2", ds.name, 0)).read_text())
     two = json.loads((tmp_path / split_file_name("p2", ds.name, 1)).read_text())
+    first, *rest = two["test_users"]
     for edited, needle in [
         # each file sound alone; together fold 0's users tested twice, fold 1's never
         (one | {"fold": 1}, "test_users of fold 1 and of fold 0 share user"),
         (two | {"test_users": two["test_users"][:3]}, "fold 1 splits"),
         # the same users drawn by a looser rule in one fold: the report states one rule
         (two | {"min_ratings": 20}, "fold 1 draws users with at least 20 ratings"),
+        # one test user moved to training: the same users, none tested twice, but no fold
+        # tests that user, whom cross-validation would then never score
+        (
+            two | {"test_users": rest, "train_users": [*two["train_users"], first]},
+            "1 users are held out in no fold",
+        ),
     ]:
         path = tmp_path / split_file_name("p2", ds.name, 1)
         path.write_text(json.dumps(edited))

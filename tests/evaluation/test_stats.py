@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from metarec.errors import ConfigError, InputError
 from metarec.evaluation.stats import (
@@ -76,6 +77,27 @@ def test_bootstrap_ci_edge_cases() -> None:
     assert all(math.isnan(v) for v in bootstrap_ci([np.nan]))
     with pytest.raises(ValueError, match="level"):
         bootstrap_ci([1.0], level=1.5)
+
+
+def test_bootstrap_ci_at_a_level_is_the_central_interval_of_that_level() -> None:
+    # both tails cut at (1 - level)/2: cut at 1 - level, the 95 % interval would be a 90 %
+    # one, which the rel=0.15 width check above lets pass
+    rng = np.random.default_rng(1)
+    x = rng.normal(2.0, 1.0, size=400)
+    # resampling the sample itself: the mean's spread is the plug-in sd (ddof=0) / sqrt(n)
+    se = x.std(ddof=0) / math.sqrt(len(x))
+    for level in (0.95, 0.80):
+        lo, hi = bootstrap_ci(x, seed=3, n_boot=20000, level=level)
+        # normal theory: width = 2 · z_{(1 + level)/2} · se (1.96 at 95 %, 1.28 at 80 %)
+        z = norm.ppf(0.5 + level / 2)
+        assert hi - lo == pytest.approx(2 * z * se, rel=0.05), level
+
+
+def test_bootstrap_ci_resamples_every_value() -> None:
+    # drawn from all but the last value, [0, 1] would resample only 0s: a CI of (0, 0).
+    # By hand: two draws are both 0 with chance 1/4, both 1 with 1/4, so the 2.5 % and
+    # 97.5 % quantiles of the resampled means are 0 and 1
+    assert bootstrap_ci([0.0, 1.0], seed=0) == (0.0, 1.0)
 
 
 def test_paired_bootstrap_is_the_bootstrap_of_differences() -> None:

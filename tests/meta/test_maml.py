@@ -8,7 +8,7 @@ import torch
 
 from metarec.config import ModelConfig, TrainConfig
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_tasks
-from metarec.meta.learner import MetaLearner
+from metarec.meta.learner import MetaLearner, _support_and_query
 from metarec.meta.trainer import TaskSource, Trainer
 from metarec.models.preference import PreferenceNet
 
@@ -107,6 +107,16 @@ def test_metasgd_learns_step_sizes() -> None:
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_metasgd_learns_one_step_size_per_parameter_entry() -> None:
+    # collapsed to each tensor's mean, every entry would share one step size, and so one
+    # gradient: Meta-SGD would be MAML with a learned learning rate per tensor
+    learner, batch = _tiny("metasgd")
+    learner.outer_loss(batch).backward()
+    grads = [p.grad for p in learner.step_sizes.values() if p.numel() > 1]
+    assert grads and all(g is not None for g in grads)
+    assert any(g.unique().numel() > 1 for g in grads)
+
+
 @pytest.mark.parametrize("adapt", ["context", "head"])
 def test_reptile_gives_what_it_does_not_adapt_first_order_mamls_gradient(adapt: str) -> None:
     """Reptile has no rule for the parameters it does not adapt. They got the query
@@ -130,6 +140,22 @@ def test_reptile_gives_what_it_does_not_adapt_first_order_mamls_gradient(adapt: 
     user = reptile.model.user
     assert user.context.grad is not None
     assert not torch.allclose(user.context.grad, fo.model.user.context.grad)
+
+
+def test_reptile_moves_the_start_by_the_mean_inner_gradient() -> None:
+    # divided by inner_lr alone, the step would grow with inner_steps (2 here: twice too long).
+    # Reptile's direction is start - mean adapted values; over the inner path's length
+    # inner_lr · inner_steps it is, for gradient steps, the mean inner gradient
+    learner, batch = _tiny("reptile", "context")
+    start = {k: v.detach().clone() for k, v in learner.fast_init().items()}
+    learner.reptile_grads(batch)
+    both = _support_and_query(batch, learner.cfg.objective)
+    steps, lr = learner.cfg.inner_steps, learner.cfg.inner_lr
+    assert steps == 2
+    adapted = learner.adapt(both, steps=steps, first_order=True, fast=start)
+    for name, p in learner.fast_init().items():
+        mean_step = (start[name] - adapted[name].detach().mean(0)) / (lr * steps)
+        torch.testing.assert_close(p.grad, mean_step, msg=name)
 
 
 def _bimodal_users(n_users: int, rng: np.random.Generator, vectors: np.ndarray) -> UserRatings:

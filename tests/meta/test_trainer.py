@@ -361,6 +361,31 @@ def test_training_keeps_the_best_state() -> None:
     assert trainer.validation_loss(tasks, src) == pytest.approx(hist.best_score, abs=1e-6)
 
 
+def test_validation_adapts_with_the_evaluation_steps() -> None:
+    # adapting with inner_steps whatever eval_inner_steps says, early stopping would watch
+    # another model than the one served: 0 and 3 steps would give one loss
+    vectors, src = _source(0)
+    trainer = _trainer(vectors, 1)  # inner_steps=1
+    tasks = fixed_tasks(src.ratings, query_size=5, seed=5, max_support=100)
+    losses = []
+    for steps in (0, 3):
+        trainer.cfg = trainer.cfg.with_overrides([f"eval_inner_steps={steps}"])
+        losses.append(trainer.validation_loss(tasks, src))
+    assert losses[0] != losses[1]
+
+
+def test_metasgd_training_learns_its_step_sizes() -> None:
+    # an optimiser over the network's parameters only would leave Meta-SGD's step sizes
+    # at inner_lr, gradients and all
+    vectors, src = _source(0)
+    trainer = _trainer(vectors, 1, algorithm="metasgd")
+    before = {k: v.detach().clone() for k, v in trainer.learner.step_sizes.items()}
+    assert before
+    trainer.fit(src, src)
+    after = trainer.learner.step_sizes
+    assert any(not torch.equal(before[k], v.detach()) for k, v in after.items())
+
+
 @pytest.mark.parametrize("objective", ["bce", "bpr", "softmax"])
 def test_implicit_objectives_train(objective: str) -> None:
     vectors, src = _source(3)

@@ -105,6 +105,44 @@ def test_weights_follow_the_member_that_wins_at_each_support_size(mode: str) -> 
     assert s0.argmax() == 0
 
 
+def test_rating_predictions_blend_with_the_weights_of_each_tasks_support_size() -> None:
+    # predict_tasks taking K >= 0's weights for every task would give a user with 6 ratings
+    # the constant model's guesses where score_catalogue gives the oracle's
+    ens = Ensemble(
+        {"oracle": Oracle(needs=5, name="oracle"), "constant": Constant()},
+        mode="rating",
+        buckets=(0, 5),
+    ).fit(_data())
+    assert not np.allclose(ens.weights[0], ens.weights[1])  # else the buckets look alike
+    zero = Task(0, np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), np.arange(3), np.ones(3))
+    six = Task(0, np.arange(6), np.ones(6, np.float32), np.arange(3), np.ones(3))
+    scores = ens.score_catalogue([zero, six])
+    for pred, row in zip(ens.predict_tasks([zero, six]), scores, strict=True):
+        np.testing.assert_allclose(pred, row[:3], rtol=1e-5)  # query items 0, 1, 2
+
+
+class SupportFirst(Oracle):
+    """The oracle's truth, with each user's support items scored above everything."""
+
+    def score_catalogue(self, tasks: Sequence[Task], users: pd.DataFrame | None = None):
+        out = np.array(super().score_catalogue(tasks, users), dtype=np.float64)
+        for i, t in enumerate(tasks):
+            out[i, t.support_items] = 100.0
+        return out
+
+
+def test_ranking_weights_are_chosen_on_the_items_a_user_has_not_rated() -> None:
+    # a weight search that ranked the support items too, which are never listed, would find
+    # a member that puts them first worthless, though past them it ranks perfectly
+    ens = Ensemble(
+        {"support-first": SupportFirst(needs=5, name="support-first"), "constant": Constant()},
+        mode="ranking",
+        buckets=(0, 5),
+    ).fit(_data())
+    table = ens.weight_table()
+    assert table["K>=5"]["support-first"] > table["K>=5"]["constant"]
+
+
 @pytest.mark.parametrize("mode", ["ranking", "rating"])
 def test_a_seed_bag_keeps_equal_weights_and_averages_its_members(mode: str) -> None:
     data = _data()

@@ -7,14 +7,18 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
+import metarec.retrain
 from metarec.cli import main
 from metarec.recommender import Recommender
-from metarec.retrain import _held_out_users, not_worse
+from metarec.retrain import _gate_loss, _held_out_users, feedback_frame, not_worse
+from metarec.service.store import FeedbackStore, NewEvent
 from metarec.trained_users import recorded_training_users
 
 from .conftest import LiveServer
@@ -40,6 +44,45 @@ def retrain_argv(run: Path, db: str, out: Path, tolerance: float) -> list[str]:
 )
 def test_release_rule(old: float, new: float, tolerance: float, ok: bool) -> None:
     assert not_worse(old, new, tolerance) is ok
+
+
+def test_the_ranking_gate_loss_is_one_minus_ndcg() -> None:
+    # were the gate's loss for an implicit run nDCG@3 itself, the model that ranked the
+    # held-out users' items better would be the one refused.
+    # 4 users rate 15 items each: a model that predicts their query ratings exactly
+    # ranks each query in its ideal order, nDCG@3 = 1, a loss of 0
+    rows = [(f"u{u}", f"i{j}", float((u + j) % 5 + 1), float(j))
+            for u in range(4) for j in range(15)]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    index = {f"i{j}": j for j in range(15)}
+
+    def model(sign: float) -> Any:
+        return SimpleNamespace(
+            item_index=index,
+            rating_range=(1.0, 5.0),
+            predict_tasks=lambda tasks, rows: [sign * t.query_ratings for t in tasks],
+        )
+
+    loss, n = _gate_loss(model(1.0), frame, None, 0, "1 - nDCG@3")
+    assert n == 4 and loss == pytest.approx(0.0)
+    backwards, _ = _gate_loss(model(-1.0), frame, None, 0, "1 - nDCG@3")
+    assert 0 < backwards <= 1  # ranked in reverse: a loss, at most 1
+
+
+def test_feedback_on_items_outside_the_catalogue_is_left_out_and_counted(
+    tmp_path: Path,
+) -> None:
+    # kept, a rating of an item the catalogue lacks would go on to training, while the
+    # count (the summary's "left out") said it was left out
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
+    store.create_user("u", {})
+    store.add_events(
+        "u", [NewEvent("a", "1", "rating", 4.0, 1.0), NewEvent("b", "ghost", "rating", 5.0, 2.0)]
+    )
+    frame, dropped = feedback_frame(store, (1.0, 5.0), {"1", "2"})
+    store.close()
+    assert frame[["user_id", "item_id", "rating"]].values.tolist() == [["feedback:u", "1", 4.0]]
+    assert dropped == 1
 
 
 @pytest.fixture
@@ -161,6 +204,36 @@ def test_retrain_refuses_a_model_that_is_not_good_enough(
     # a better model that misses the demanded gain is not called worse
     better = float(m.group(1)) <= float(m.group(2))
     assert ("(better, but not by 10)" if better else "(worse)") in captured.err
+
+
+@pytest.mark.slow
+def test_the_gate_judges_the_new_model_against_the_old(
+    service_run: Path,
+    feedback_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # with the losses swapped a worse model would pass; judging the old model twice, the
+    # new one would pass whatever it was. Losses are set: old 0.80,
+    # new 0.90, at tolerance 0 a refusal
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    judged: list[Any] = []
+    gate_loss = metarec.retrain._gate_loss
+
+    def set_losses(
+        rec: Any, frame: pd.DataFrame, users: Any, seed: int, metric: str
+    ) -> tuple[float, int]:
+        _, n = gate_loss(rec, frame, users, seed, metric)
+        judged.append(rec)
+        return (0.80 if len(judged) == 1 else 0.90), n  # the old run is judged first
+
+    monkeypatch.setattr(metarec.retrain, "_gate_loss", set_losses)
+    out = tmp_path / "worse"
+    assert main(retrain_argv(service_run, feedback_db, out, 0) + FAST) == 1
+    assert "(worse): held-out MAE 0.9000 vs 0.8000" in capsys.readouterr().err
+    assert len(judged) == 2 and judged[0] is not judged[1]
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -260,6 +260,17 @@ def test_events_come_back_in_time_order_and_latest_wins(store: FeedbackStore) ->
     ]  # fmt: skip
 
 
+def test_events_up_to_a_cut_off_include_the_event_at_it(store: FeedbackStore) -> None:
+    # read as id < upto, fold-in (which learns from the events up to last_event_id())
+    # would leave out the latest stored event, the cut-off itself
+    store.create_user("u", {})
+    store.add_events("u", [ev("a", "1", ts=1.0), ev("b", "2", "like", ts=2.0)])
+    cut = store.last_event_id()
+    store.add_events("u", [ev("c", "3", ts=3.0)])
+    assert [e.event_id for _, e in store.iter_all_events(cut)] == ["a", "b"]
+    assert [e.event_id for _, e in store.iter_all_events()] == ["a", "b", "c"]
+
+
 def test_items_are_upserted(store: FeedbackStore) -> None:
     store.upsert_items([{"item_id": "n1", "title": "A", "year": 2001, "genres": "Drama"}])
     store.upsert_items(
