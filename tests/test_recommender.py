@@ -1419,3 +1419,64 @@ def test_a_run_read_again_warns_of_its_missing_device_once(
     said = [w for w in caught if "trained for device" in str(w.message)]
     assert len(calls) == 2 and len(said) == 1
     assert said[0].filename == __file__  # pointed at the caller of load
+
+
+def _index_of(rec: Recommender) -> tuple[Any, ...]:
+    return (
+        rec.item_index,
+        {k: sorted(v) for k, v in rec.shared_titles.items()},
+        # a shared key's entry is any one of its items; an unshared one's is the item
+        {k: v for k, v in rec.title_index.items() if k not in rec.shared_titles},
+        rec.loose_titles,
+        rec.loose_ids,
+        [rec._display(i) for i in range(rec.n_items)],
+    )
+
+
+def test_items_added_are_indexed_as_a_whole_reindex_would_index_them(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # add_items indexes the new rows alone (a whole catalogue's titles cost seconds at
+    # 100,000 items, every time); what it builds must be what indexing them all builds
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    new = pd.DataFrame(
+        {
+            "item_id": ["n1", "n2", "n3", "n4", "n5"],
+            # a title the catalogue has, one two new items share, a GroupLens form
+            "title": ["Toy Story", "Gift Card", "Gift Card", "Lion King, The", "Heat"],
+            "year": [1995, 2026, 2026, 2026, 1995],
+        }
+    )
+    rec.add_items(new)
+    added = _index_of(rec)
+    rec._reindex()
+    assert added == _index_of(rec)
+    assert sorted(rec.shared_titles["gift card (2026)"]) == [rec.n_items - 4, rec.n_items - 3]
+    with pytest.raises(DataError, match="shared by items"):
+        rec.resolve("Gift Card (2026)")
+
+
+def test_a_title_changed_in_place_is_displayed_after_reindexing(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # the display titles were cached by the frame they came from, and an update changes
+    # that frame in place: the old title went on naming the item in explanations
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    first = rec._display(0)
+    rec.items.loc[[0], "title"] = "Renamed"
+    rec.items.loc[[0], "text"] = "Renamed (1995). Animation."
+    rec._reindex()
+    assert first != "Renamed (1995)" and rec._display(0) == "Renamed (1995)"
+    assert rec.resolve("renamed (1995)") == 0
+
+
+def test_close_matches_in_a_large_catalogue_come_from_titles_sharing_a_word() -> None:
+    from metarec.recommender import _close_matches
+
+    # a catalogue past the full scan: difflib over every title cost 0.7 s at 100,000
+    titles = {f"product {n:06d}": n for n in range(30_000)}
+    titles |= {"toy story (1995)": 30_000, "story of us (1999)": 30_001}
+    assert _close_matches("tpy story (1995)", titles)[0] == "toy story (1995)"
+    assert _close_matches("qqqq", titles) == []  # nothing shares a word: no scan of all
+    small = {"toy story (1995)": 0, "heat (1995)": 1}
+    assert _close_matches("tpy stroy (1995)", small) == ["toy story (1995)"]  # every title

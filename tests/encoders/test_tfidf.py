@@ -142,3 +142,19 @@ def test_protocols_and_factory() -> None:
     assert isinstance(encoder, StatefulEncoder) and isinstance(encoder, FittableEncoder)
     with pytest.raises(ConfigError, match="bogus"):
         make_encoder("tfidf", bogus=1)
+
+
+def test_the_vocabulary_is_capped_by_default_and_a_fit_reuses_its_counts() -> None:
+    from metarec.encoders.tfidf import MAX_FEATURES
+
+    # unbounded, a catalogue's ids and SKUs grew the vocabulary (and the run) with it
+    encoder = TfidfSvdEncoder(dim=4)
+    assert encoder.to_config()["max_features"] == MAX_FEATURES == 2**18
+    capped = _fitted(dim=4, max_features=5)
+    assert len(capped.to_config()["vocabulary"]) == 5
+    # the encode after a fit reads the fit's weighted counts (two passes over the texts,
+    # not three); what it gives is what weighing the texts again gives
+    fitted = _fitted(dim=4)
+    reused = fitted.encode(CORPUS)
+    assert fitted._fitted_corpus is None  # kept once, then freed
+    np.testing.assert_array_equal(reused, fitted.encode(CORPUS))

@@ -116,7 +116,10 @@ def require_memory(name: str, n_items: int, bytes_per_pair: float) -> None:
         f"{name}: {n_items:,} items need about {need / gib:.1f} GiB for its dense "
         f"item-by-item fit (it grows with the square of the catalogue), and this "
         f"machine has {have / gib:.1f} GiB available, enough for about {fits:,} items. "
-        f"Fit it on the most rated items only (the option max_items={fits:,} or fewer; "
+        # written as a value can be pasted (10730, not 10,730); at that many the fit
+        # takes all the memory there is, so the rest of the process wants fewer
+        f"Fit it on the most rated items only (the option max_items={fits} or fewer, as "
+        "that many take all of it; "
         "the rest of the catalogue is then ranked by popularity below them), on a "
         "machine with more memory, or use the meta-learned network (MetaModel), "
         "whose memory grows linearly with the catalogue."
