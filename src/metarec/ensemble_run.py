@@ -178,6 +178,9 @@ class EnsembleRecommender(TopK):
     def _display(self, idx: int) -> str:
         return self.primary._display(idx)
 
+    def _displays(self) -> list[str]:
+        return self.primary._displays()
+
     def encoder(self) -> Any:
         return self.primary.encoder()
 

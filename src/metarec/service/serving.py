@@ -41,7 +41,7 @@ from sqlalchemy.exc import DatabaseError
 
 from metarec.ensemble_run import ENSEMBLE_FOLD_IN, EnsembleRecommender, ServedModel, load_run
 from metarec.errors import DataError, MetarecError, ModelError, UnsupportedError
-from metarec.explain import display_titles, explain_indices
+from metarec.explain import explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
@@ -127,7 +127,9 @@ class Served:
 
     def refresh(self) -> None:
         """Recompute search data after the catalogue changed (caller holds the write lock)."""
-        self.titles = display_titles(self.rec)
+        # the model's own list, which an append extends rather than remakes; copied, as
+        # answers read this one while the model changes
+        self.titles = list(self.rec._displays())
         self.item_ids = [str(i) for i in self.rec.items["item_id"].tolist()]
         self.folded = [t.casefold() for t in self.titles]
         self.by_popularity = np.argsort(-self.rec.popularity, kind="stable")
