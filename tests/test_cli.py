@@ -886,3 +886,39 @@ def test_a_run_that_kept_its_untrained_model_says_so(
     assert proc.returncode == 0 and "untrained" not in proc.stderr, proc.stdout
     shown = cli("report", str(tmp_path / "other")).stdout
     assert "No P1 figures: trained with --holdout none" in shown
+
+
+def test_train_interrupted_before_its_first_checkpoint_leaves_no_folder(
+    files: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the cleanup caught Exception only: Ctrl-C (KeyboardInterrupt) and SIGTERM left an
+    # empty run folder behind
+    import metarec.pipeline
+
+    def interrupted(*_: Any, **__: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metarec.pipeline, "fit_recommender", interrupted)
+    out = tmp_path / "run"
+    proc = cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(out))
+    assert proc.returncode == 130 and not out.exists()
+
+
+def test_a_final_save_that_fails_leaves_no_run_files_and_says_the_checkpoint_is_kept(
+    files: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a full disk at the last write left config.json and split.json, which read as a
+    # run, beside no model, and no word that running again would resume
+    from metarec.recommender import Recommender
+
+    def disk_full(self: Recommender, out: Path) -> Path:
+        raise OSError(28, "No space left on device", str(out / "model.safetensors"))
+
+    monkeypatch.setattr(Recommender, "save", disk_full)
+    out = tmp_path / "run"
+    proc = cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "No space left on device" in proc.stderr
+    assert f"the training is kept in {out / 'checkpoint'}" in proc.stderr
+    assert (out / "checkpoint").is_dir()
+    assert not (out / "config.json").exists() and not (out / "trained-users.json").exists()

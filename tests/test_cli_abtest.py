@@ -143,7 +143,7 @@ def test_abtest_table_and_skipped_users(
     out = capsys.readouterr().out
     assert code == 0
     assert f"skipped {short} users with fewer than 41 ratings" in out
-    assert "skipped 1 users not in the data" in out
+    assert "skipped 1 users not in the data ('no-such-user')" in out  # named
     assert f"{60 - short:,} users, support K = 40, top-5" in out
     assert "lift (B/A - 1)" in out and "users per arm for 80% power" in out
     assert "interleaving" not in out

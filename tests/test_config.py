@@ -111,6 +111,13 @@ def test_implicit_options_are_validated() -> None:
         ({"eval_inner_steps": 1001}, "eval_inner_steps: must be <= 1000, got 1001"),
         ({"inner_steps": 10**6}, "inner_steps: must be <= 1000, got 1000000"),
         ({"weight_decay": -0.1}, "weight_decay: must be >= 0"),
+        # 10^11 units asked the allocator for 100 TB: torch's traceback, exit 1
+        (
+            {"model": ModelConfig(hidden=10**11)},
+            "model.hidden: must be <= 16_384, got 100_000_000_000",
+        ),
+        ({"model": ModelConfig(factors=20_000)}, "model.factors: must be <= 16_384"),
+        ({"model": ModelConfig(head_layers=65)}, "model.head_layers: must be <= 64"),
         ({"like_threshold": float("nan")}, "like_threshold: must be a finite rating"),
         ({"device": "gpu"}, "'gpu' is not a device"),
     ],

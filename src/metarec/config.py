@@ -36,6 +36,8 @@ ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 # meta-training does not finish. One bound for the config's inner steps and for
 # ``Recommender.adapt(steps=...)``.
 MAX_STEPS = 1000
+MAX_WIDTH = 16_384  # a layer's units
+MAX_LAYERS = 64
 
 
 @dataclass
@@ -181,6 +183,18 @@ class TrainConfig:
         for name in ("inner_steps", "eval_inner_steps"):
             if not_negative[name] > MAX_STEPS:
                 raise ConfigError(f"{name}: must be <= {MAX_STEPS}, got {not_negative[name]}")
+        # a layer of 10^11 units asked the allocator for 100 TB and died with torch's
+        # traceback; the defaults are 8 to 256, and 16,384 is already a large model
+        for name, value in (
+            ("model.hidden", self.model.hidden),
+            ("model.tower_hidden", self.model.tower_hidden),
+            ("model.user_embedding_dim", self.model.user_embedding_dim),
+            ("model.factors", self.model.factors),
+            ("model.head_layers", self.model.head_layers),
+        ):
+            limit = MAX_LAYERS if name == "model.head_layers" else MAX_WIDTH
+            if value > limit:
+                raise ConfigError(f"{name}: must be <= {limit:_}, got {value:_}")
         if self.algorithm == "reptile" and self.inner_steps == 0:
             # it trained with 1 step without a word, while evaluation adapted with 0
             raise ConfigError(

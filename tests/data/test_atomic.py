@@ -307,3 +307,13 @@ def test_a_folder_without_its_item_file_is_warned_about(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"toy\.inter: no toy\.item beside it: items are known"):
         ds = load_atomic(d)
     assert ds.items["title"].tolist() == ["10"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_file_is_said_to_be_one(tmp_path: Path, encoding: str) -> None:
+    # read as UTF-8, its header's "unknown type" message printed NUL bytes to the terminal
+    d = write(tmp_path, "wide", "", None, None)
+    (d / "wide.inter").write_bytes((INTER_HEADER + "1\t10\t4\t100\n").encode(encoding))
+    with pytest.raises(DataError, match="UTF-16 text") as info:
+        load_atomic(d)
+    assert "\x00" not in str(info.value) and str(info.value).count("wide.inter") == 1

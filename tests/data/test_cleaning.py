@@ -415,6 +415,23 @@ def test_a_boolean_rating_column_is_refused_not_read_as_one_and_zero(
 
 
 @pytest.mark.parametrize(
+    "ratings",
+    [pd.to_datetime(["2020-01-01"] * 3), pd.to_datetime(["2020-01-01"] * 3, utc=True),
+     pd.to_timedelta([1, 2, 3], unit="s")],
+)  # fmt: skip
+def test_a_date_column_taken_for_ratings_is_refused(ratings: object) -> None:
+    # read as nanoseconds: "every rating is 1.57784e+15 (implicit feedback)", no problem
+    inter = pd.DataFrame(
+        {"user_id": ["u", "v", "w"], "item_id": ["a", "a", "b"], "rating": ratings}
+    )
+    ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"]}))
+    with pytest.raises(DataError, match=r"column 'rating' holds dates or times .*--rating-col"):
+        clean(ds)
+    (problem,) = validate(ds)
+    assert "holds dates or times" in problem
+
+
+@pytest.mark.parametrize(
     "options, needle",
     [({"min_text_chars": "1"}, "min_text_chars: must be a whole number >= 0, got '1'"),
      ({"min_text_chars": -1}, "min_text_chars: must be a whole number >= 0, got -1"),

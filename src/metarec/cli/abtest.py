@@ -178,7 +178,13 @@ def cmd_abtest(args: argparse.Namespace) -> int:
                 file=note,
             )
         if split.skipped.get("not_in_data"):
-            print(f"skipped {split.skipped['not_in_data']} users not in the data", file=note)
+            known = set(ds.interactions["user_id"].astype(str))
+            absent = [str(u) for u in chosen if str(u) not in known]
+            named = ", ".join(repr(u) for u in absent[:5]) + (", ..." if len(absent) > 5 else "")
+            print(
+                f"skipped {split.skipped['not_in_data']} users not in the data ({named})",
+                file=note,
+            )
         if not split.users:
             missing = split.skipped.get("not_in_data", 0)
             counts = ds.interactions.groupby(ds.interactions["user_id"].astype(str)).size()

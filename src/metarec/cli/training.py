@@ -22,7 +22,7 @@ from metarec.cli.options import (
     seed,
     train_config,
 )
-from metarec.errors import ConfigError, DataError, MetarecError
+from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,7 +157,12 @@ def train_run(
     from metarec.io import remove_orphan_temps, save_json
     from metarec.locks import exclusive
     from metarec.pipeline import encode_catalogue, fit_recommender, ready_encoder, split_users
-    from metarec.trained_users import SPLIT, clear_for_new_model, save_trained_users
+    from metarec.trained_users import (
+        SPLIT,
+        TRAINED_USERS,
+        clear_for_new_model,
+        save_trained_users,
+    )
 
     check_not_overwriting(spec, "--out", out, folder=True)
     encoder = ready_encoder(cfg.encoder, device=cfg.device)  # a typo'd model: before the data
@@ -231,21 +236,35 @@ def train_run(
                     **({"split_digest": split.digest()} if split is not None else {}),
                 },
             )
-        except Exception:
-            # refused before the first checkpoint (a config the data cannot take):
-            # leave no empty run folder behind; an interruption keeps its checkpoint
+        except BaseException:
+            # refused before the first checkpoint (a config the data cannot take), or
+            # interrupted before it (Ctrl-C, SIGTERM: not Exceptions): leave no empty run
+            # folder behind; an interruption after it keeps its checkpoint
             if created and not any(p.is_file() for p in out.rglob("*")):
                 shutil.rmtree(out, ignore_errors=True)
             raise
         clear_for_new_model(out, has_split=split is not None)
         # written with the model, so a failed run leaves no config that looks like a run
-        save_json(out / "config.json", cfg.to_dict())
-        if split is not None:
-            split.save(out / SPLIT)
-        else:  # what keeps `abtest` from testing the model on users it learned from
-            seen = {*train_rows["user_id"].unique(), *val_rows["user_id"].unique()}
-            save_trained_users(out, seen)
-        rec.save(out)
+        written = [out / "config.json", out / (SPLIT if split is not None else TRAINED_USERS)]
+        try:
+            save_json(out / "config.json", cfg.to_dict())
+            if split is not None:
+                split.save(out / SPLIT)
+            else:  # what keeps `abtest` from testing the model on users it learned from
+                seen = {*train_rows["user_id"].unique(), *val_rows["user_id"].unique()}
+                save_trained_users(out, seen)
+            rec.save(out)
+        except BaseException as exc:
+            # a full disk at the end: the checkpoint stays to resume from, the files
+            # written for the model go with it
+            for path in written:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, ModelError | OSError) and (out / "checkpoint").is_dir():
+                raise ModelError(
+                    f"{exc}; the training is kept in {out / 'checkpoint'}: free space and "
+                    "run the same command again to save it"
+                ) from None
+            raise
         remove_orphan_temps(out)  # a kill during an earlier save; the lock is ours
         secs = time.perf_counter() - t0
         # the seconds are this command's: say so when earlier epochs came from a checkpoint
@@ -358,6 +377,9 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
             ds.like_threshold if rec.cfg.like_threshold is None else rec.cfg.like_threshold
         ),
     )
+    # shown first: a write that fails still leaves the figures on the screen
+    print(f"\nProtocol P1 on {ds.name} (new items: {split.rule}); lower MAE/RMSE is better")
+    print(format_p1_table(result))
     # strict JSON, as every result file: a metric no user could give (recall where no
     # query item is liked) is NaN, which json writes as a bare token strict readers refuse
     save_json(
@@ -372,8 +394,6 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
             }
         ),
     )
-    print(f"\nProtocol P1 on {ds.name} (new items: {split.rule}); lower MAE/RMSE is better")
-    print(format_p1_table(result))
     return result
 
 
@@ -413,6 +433,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "Evaluate each run it blends, or fit and score the ensemble beside its members "
             "and the peers with `metarec benchmark`"
         )
+    if run.is_dir():  # its metrics.json is written there: found unwritable at the end,
+        # the evaluation's minutes were lost
+        check_writable(run, "RUN (where metrics.json goes)")
     # the run's lock, as train takes it: a train into the folder meanwhile replaced the
     # model, and this wrote the old model's figures beside the new one
     with exclusive(run, "wait for it to finish, then evaluate"):

@@ -132,7 +132,16 @@ def read_header(path: Path) -> list[tuple[str, str]]:
     """Parse and check the ``name:type`` header; raise DataError naming the problem."""
     require_file(path)
     with path.open("rb") as fh:
-        first = fh.readline().removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
+        raw = fh.readline()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        # read as UTF-8 every other byte is a NUL: the header's "unknown type" message
+        # printed them to the terminal
+        raise DataError(
+            "UTF-16 text, or NUL bytes in the header: RecBole's atomic files are UTF-8; "
+            "save it as UTF-8",
+            path=path,
+        )
+    first = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
     first = first.rstrip("\r\n")
     if not first.strip():
         raise DataError(

@@ -92,6 +92,15 @@ def refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> No
     True was kept as a rating of 1 and a False dropped as outside the scale, where
     every other reader of ratings (Recommender, training) refuses a boolean."""
     column = frame["rating"]
+    kind = pd.api.types
+    if kind.is_datetime64_any_dtype(column) or kind.is_timedelta64_dtype(column):
+        # read as nanoseconds, a date column taken for ratings was "implicit feedback,
+        # every rating 1.58e+15" and no problem found
+        raise DataError(
+            f"column 'rating' holds dates or times ({column.dtype}), not ratings; "
+            "is another column the rating (--rating-col)?",
+            path=source,
+        )
     flags = boolean_values(column)
     if not flags.any():
         return
