@@ -57,6 +57,8 @@ def holder(target: str | Path) -> int | None:
     None. Only read, never locked: taking the lock even for a moment, to test it,
     could refuse a writer starting at that moment. A pid reused after a ``kill -9``
     can name the wrong process; this is for messages, never for decisions."""
+    if sys.platform == "win32":  # no locks there; and os.kill(pid, 0) sends Ctrl-C
+        return None
     try:
         text = lock_path(target).read_text(encoding="ascii", errors="replace").strip()
     except OSError:

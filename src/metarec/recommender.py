@@ -826,8 +826,11 @@ def _close_matches(key: str, titles: dict[str, int]) -> list[str]:
     words (of three letters or more), since a title that shares none is rarely close."""
     names: Iterable[str] = titles
     if len(titles) > _ALL_TITLES_SCANNED:
-        words = sorted({w for w in re.findall(r"\w{3,}", key)}, key=len, reverse=True)[:3]
-        names = [t for t in titles if any(w in t for w in words)]
+        words = sorted(set(re.findall(r"\w{3,}", key)), key=len, reverse=True)[:3]
+        # a short title ("Up", "21") has no such word: its two-letter ones, else all
+        words = words or sorted(set(re.findall(r"\w{2,}", key)))[:3]
+        if words:
+            names = [t for t in titles if any(w in t for w in words)]
     return difflib.get_close_matches(key, list(names), n=5, cutoff=0.6)
 
 

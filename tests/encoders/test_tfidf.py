@@ -158,3 +158,20 @@ def test_the_vocabulary_is_capped_by_default_and_a_fit_reuses_its_counts() -> No
     reused = fitted.encode(CORPUS)
     assert fitted._fitted_corpus is None  # kept once, then freed
     np.testing.assert_array_equal(reused, fitted.encode(CORPUS))
+
+
+def test_the_fit_reuse_takes_only_its_own_corpus_and_is_released(tmp_path: Path) -> None:
+    from metarec.encoders.cache import EmbeddingCache, cached_encode
+
+    # joined with separators alone, these two lists were one corpus: the reuse gave the
+    # first list's vectors for the second
+    fitted = TfidfSvdEncoder(dim=4).fit(["foo\x00bar", "baz qux", "foo zip"])
+    other = ["foo", "bar\x00baz qux", "foo zip"]
+    fresh = TfidfSvdEncoder.from_state(fitted.to_config(), fitted.state_tensors())
+    np.testing.assert_array_equal(fitted.encode(other), fresh.encode(other))
+    # every text already cached: no encode follows the fit, and the counts went with it
+    cache = EmbeddingCache(tmp_path / "cache")
+    cached_encode(TfidfSvdEncoder(dim=4), CORPUS, cache)
+    again = TfidfSvdEncoder(dim=4)
+    cached_encode(again, CORPUS, cache)
+    assert again.is_fitted and again._fitted_corpus is None

@@ -1342,3 +1342,32 @@ def test_an_unexpected_error_is_a_json_500_logged_once_and_the_connection_kept(
     assert second.startswith("HTTP/1.1 200"), second
     traced = [r for r in caplog.records if r.exc_info and "a fault" in str(r.exc_info[1])]
     assert len(traced) == 1
+
+
+def test_one_put_that_updates_and_adds_shows_the_updated_title(
+    live_server: str, server_api_key: str
+) -> None:
+    # the append indexed its rows alone and kept the updated item's old title in the
+    # index and the display list: search, lookup and reasons named the old one
+    old, new = uid("i"), uid("i")
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        first = {"item_id": old, "title": "Quillfeather Original", "year": 2001}
+        assert c.put("/v1/items", json={"items": [first]}).json()["added"] == 1
+        renamed = {"item_id": old, "title": "Quillfeather Renamed", "year": 2001}
+        added = {"item_id": new, "title": "Quillfeather Sequel", "year": 2003}
+        both = c.put("/v1/items", json={"items": [renamed, added]}).json()
+        assert (both["added"], both["updated"]) == (1, 1)
+        assert c.get(f"/v1/items/{old}").json()["title"] == "Quillfeather Renamed (2001)"
+        hits = c.get("/v1/items", params={"q": "quillfeather"}).json()["items"]
+    assert sorted(h["title"] for h in hits) == [
+        "Quillfeather Renamed (2001)", "Quillfeather Sequel (2003)"
+    ]  # fmt: skip
+
+
+def test_the_openapi_limits_are_the_servers_own(make_server: Callable[..., LiveServer]) -> None:
+    # the items' limit was stated as the events' (one setting for another)
+    live = make_server(max_items_per_request=50, max_events_per_batch=7)
+    models = httpx.get(f"{live.url}/openapi.json").json()["components"]["schemas"]
+    assert models["ItemsIn"]["properties"]["items"]["maxItems"] == 50
+    assert models["EventsIn"]["properties"]["events"]["maxItems"] == 7
+    assert models["UserIn"]["properties"]["ratings"]["maxItems"] == 7

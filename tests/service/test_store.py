@@ -638,3 +638,27 @@ def test_a_write_queued_while_the_file_is_deleted_stores_nothing(tmp_path: Path)
     store.close()
     assert len(outcome) == 1 and isinstance(outcome[0], OperationalError), outcome
     assert "database file is gone" in str(outcome[0])
+
+
+def test_unreachable_is_read_from_the_drivers_own_errors_only(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import IntegrityError
+
+    from metarec.service.store import unreachable
+
+    # a real refusal: nothing listens on port 1
+    engine = create_engine("postgresql+psycopg://u:p@127.0.0.1:1/db?connect_timeout=2")
+    with pytest.raises(OperationalError) as refused:
+        engine.connect()
+    assert unreachable(refused.value)
+    # a database file that is there answers; one with a duplicate key is no outage,
+    # though the values it quotes read like one
+    quoted = Exception("duplicate key: Key (user_id)=(connection refused) already exists")
+    assert not unreachable(IntegrityError("INSERT", {}, quoted))
+    store = FeedbackStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.create_user("connection refused", {})
+    with pytest.raises(IntegrityError) as duplicate, store.engine.begin() as conn:
+        conn.execute(users.insert().values(user_id="connection refused", features="{}",
+                                           created_at=1.0))  # fmt: skip
+    assert not unreachable(duplicate.value)
+    store.close()

@@ -179,7 +179,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             )
         if split.skipped.get("not_in_data"):
             known = set(ds.interactions["user_id"].astype(str))
-            absent = [str(u) for u in chosen if str(u) not in known]
+            absent = list(dict.fromkeys(str(u) for u in chosen if str(u) not in known))
             named = ", ".join(repr(u) for u in absent[:5]) + (", ..." if len(absent) > 5 else "")
             print(
                 f"skipped {split.skipped['not_in_data']} users not in the data ({named})",

@@ -164,6 +164,11 @@ class TfidfSvdEncoder:
         out /= np.where(norms > 0, norms, 1.0)
         return out.astype(np.float32)
 
+    def release_fitted_corpus(self) -> None:
+        """Drop what :meth:`fit` keeps for the encode that may follow it (the fitted
+        texts' weighted counts), where none will."""
+        self._fitted_corpus = None
+
     def to_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"type": "tfidf", "format": _FORMAT, **self._settings()}
         config["fitted"] = self.is_fitted
@@ -294,8 +299,11 @@ class TfidfSvdEncoder:
 def _digest(items: list[str]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for text in items:
-        h.update(text.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
+        data = text.encode("utf-8", "surrogatepass")
+        # each text's length first: with separators alone, ["a\0b", "c"] and ["a", "b\0c"]
+        # were one corpus
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
     return h.hexdigest()
 
 

@@ -48,7 +48,7 @@ from metarec.service.middleware import (
     refuse,
 )
 from metarec.service.protocol import MAX_CANDIDATES_CHARS
-from metarec.service.serving import ModelHolder, Served, ServedRef
+from metarec.service.serving import ModelHolder, OutOfStepError, Served, ServedRef
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
     ID_LENGTH,
@@ -292,6 +292,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.exception_handler(MetarecError)
     async def _metarec_error(request: Request, exc: MetarecError) -> JSONResponse:
+        if isinstance(exc, OutOfStepError):  # waits for the store: a retry will do
+            return error_response(503, "store_unavailable", str(exc), **{"Retry-After": "5"})
         if isinstance(exc, DamagedStoreError | StoreForbiddenError):  # the server's: a 5xx
             log.error("%s %s: %s", request.method, request.url.path, exc)
             code = "store_damaged" if isinstance(exc, DamagedStoreError) else "store_forbidden"
@@ -695,8 +697,12 @@ def _described_as_served(app: FastAPI, settings: ServiceSettings) -> Callable[[]
                     if status[0] in "45" and "application/json" not in content and content:
                         response["content"] = {"application/json": content.popitem()[1]}
         models = doc["components"]["schemas"]
-        for model, field in (("EventsIn", "events"), ("ItemsIn", "items"), ("UserIn", "ratings")):
-            models[model]["properties"][field]["maxItems"] = settings.max_events_per_batch
+        for model, field, limit in (
+            ("EventsIn", "events", settings.max_events_per_batch),
+            ("UserIn", "ratings", settings.max_events_per_batch),
+            ("ItemsIn", "items", settings.max_items_per_request),
+        ):
+            models[model]["properties"][field]["maxItems"] = limit
         return doc
 
     return openapi

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from metarec.service.json_body import UnreadableJson
@@ -234,7 +234,9 @@ def install(app: FastAPI) -> None:
         # SQLite's "database is locked": another process (a second service on the same
         # file, a sqlite3 shell) held the write lock past the wait. Nothing was stored;
         # the client may retry, and a 503 says so where a 500 would not
-        said = str(exc.orig).lower()
+        # only a driver's own errors are read by their words: an integrity or data
+        # error's text quotes the client's values, which may say "busy" or "locked"
+        said = str(exc.orig).lower() if isinstance(exc, OperationalError) else ""
         if FILE_GONE in said:
             log.error("feedback store unusable on %s %s: %s", request.method, request.url.path,
                       exc.orig)  # fmt: skip

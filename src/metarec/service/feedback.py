@@ -103,9 +103,16 @@ def history_from_events(
 ) -> dict[str, float | None]:
     """item_id → rating, the latest event per item winning (``events`` in store order);
     None where the latest is a negative event no rating expresses (see the module)."""
+    return ratings_of(latest_events(events), rating_range, negatives=negatives)
+
+
+def ratings_of(
+    latest: dict[str, StoredEvent], rating_range: tuple[float, float], *, negatives: bool = True
+) -> dict[str, float | None]:
+    """item_id → the rating each item's latest event stands for (:func:`event_rating`)."""
     return {
         item: event_rating(ev.type, ev.value, rating_range, negatives=negatives)
-        for item, ev in latest_events(events).items()
+        for item, ev in latest.items()
     }
 
 

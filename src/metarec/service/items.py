@@ -80,23 +80,25 @@ def apply_items(rec: ServedModel, frame: pd.DataFrame, vectors: np.ndarray) -> t
     if isinstance(rec, EnsembleRecommender):
         rec.check_items()
     known = frame["item_id"].isin(rec.item_index).to_numpy()
-    if known.any():
-        idx = [rec.item_index[i] for i in frame.loc[known, "item_id"]]
-        # adding items re-indexes anyway; only a pure update must do it itself
-        _update_items(rec, idx, frame.loc[known], vectors[known], reindex=bool(known.all()))
+    idx = [rec.item_index[i] for i in frame.loc[known, "item_id"]]  # appending keeps them
     if (~known).any():
+        # indexes the rows it appends alone, so it comes first: the update's whole
+        # re-index below then sees every title as it now is (after an update, the
+        # append's kept the updated items' old titles in the index and the display list)
         rec.add_items(frame.loc[~known].reset_index(drop=True), vectors=vectors[~known])
+    if known.any():
+        _update_items(rec, idx, frame.loc[known], vectors[known])
     return int((~known).sum()), int(known.sum())
 
 
 def _update_items(
-    rec: ServedModel, idx: list[int], rows: pd.DataFrame, vectors: np.ndarray, *, reindex: bool
+    rec: ServedModel, idx: list[int], rows: pd.DataFrame, vectors: np.ndarray
 ) -> None:
     """New text and LM vectors for catalogue items ``idx`` (every member of an ensemble:
     its catalogues are aligned, so the indices hold for each)."""
     if isinstance(rec, EnsembleRecommender):
         for member in rec.metarec_members():
-            _update_items(member, idx, rows, vectors, reindex=reindex)
+            _update_items(member, idx, rows, vectors)
         rec.update_peer_vectors(idx, vectors)
         return
     with torch.no_grad():
@@ -106,6 +108,5 @@ def _update_items(
         )
     rec.items.loc[idx, "title"] = rows["title"].to_numpy()
     rec.items.loc[idx, "text"] = rows["text"].to_numpy()
-    if reindex:
-        # Recommender has no public "update item"; re-index titles and the cached h/b
-        rec._reindex()
+    # Recommender has no public "update item"; re-index titles and the cached h/b
+    rec._reindex()

@@ -45,7 +45,7 @@ from metarec.explain import explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
-from metarec.service.feedback import event_rating, latest_events, reads_negatives, what_you_did
+from metarec.service.feedback import latest_events, ratings_of, reads_negatives, what_you_did
 from metarec.service.items import apply_items, encode, item_frame, unusable
 from metarec.service.metrics import Metrics
 from metarec.service.store import FeedbackStore, UserSummary
@@ -133,6 +133,11 @@ class Served:
         self.item_ids = [str(i) for i in self.rec.items["item_id"].tolist()]
         self.folded = [t.casefold() for t in self.titles]
         self.by_popularity = np.argsort(-self.rec.popularity, kind="stable")
+
+
+class OutOfStepError(MetarecError):
+    """A server process whose model holds a change the store refused, not yet read
+    afresh: answered with 503 ``store_unavailable`` and Retry-After."""
 
 
 class AdaptBatcher:
@@ -371,6 +376,18 @@ class ModelHolder:
 
     # -- server processes sharing one store -----------------------------------
     def sync(self, *, wait: bool = False) -> None:
+        """:meth:`_catch_up`, then refuse to answer from a model that holds items the
+        store refused (:class:`OutOfStepError`, a 503) until reading it afresh works:
+        a catch-up that failed, or a request that found another catching up, served
+        them."""
+        self._catch_up(wait=wait)
+        if self._unstored:
+            raise OutOfStepError(
+                "this server process holds items the feedback store refused and has not "
+                "yet read the store afresh; nothing was stored, retry"
+            )
+
+    def _catch_up(self, *, wait: bool = False) -> None:
         """Catch up with a change another server process made to the served state (items
         added, a fold-in, a reload to another run: :meth:`FeedbackStore.served_state`) by
         reloading (run, store), as a restart would. One read of one row when nothing
@@ -563,11 +580,7 @@ class ModelHolder:
         rec = served.rec
         t0 = time.perf_counter()
         latest = latest_events(self.store.events_for(user.user_id))
-        negatives = reads_negatives(rec)
-        history = {
-            item: event_rating(ev.type, ev.value, rec.rating_range, negatives=negatives)
-            for item, ev in latest.items()
-        }
+        history = ratings_of(latest, rec.rating_range, negatives=reads_negatives(rec))
         index = rec.item_index
         said = {index[i]: what_you_did(ev) for i, ev in latest.items() if i in index}
         lo, hi = rec.rating_range

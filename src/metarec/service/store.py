@@ -55,6 +55,7 @@ from sqlalchemy.exc import (
     DatabaseError,
     DBAPIError,
     IntegrityError,
+    InterfaceError,
     OperationalError,
     ProgrammingError,
 )
@@ -422,6 +423,8 @@ def unreachable(exc: DBAPIError) -> bool:
     # crash, or not yet accepting connections
     if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
         return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False  # its text may quote the client's values: "(user_id)=(busy-42)"
     said = str(exc.orig).lower()
     return any(words in said for words in _UNREACHABLE)
 
