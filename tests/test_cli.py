@@ -251,6 +251,7 @@ def test_an_out_path_the_file_system_refuses_is_one_line(
                "--out", str(tmp_path / "run"))  # fmt: skip
     assert_one_line_error(proc, "like_threshold: 100 is not a rating", "[1, 5]")
     assert "data: ml-100k" in proc.stdout and "meta-training" not in proc.stdout
+    assert "encoding" not in proc.stdout  # refused before the encoding, not after
     assert not (tmp_path / "run").exists()
 
 
@@ -431,6 +432,8 @@ def test_train_evaluate_recommend(
     assert (run / "split.json").exists() and (run / "config.json").exists()
     # it says how many users it trains on: max_train_users of the training users
     assert "meta-training fomaml on 150 users (a seeded sample of " in proc.stdout
+    # the encoding is said before it starts (TF-IDF's fit at 500,000 items: 80 s silent)
+    assert "encoding 1,682 item texts (tfidf; vectors cached by text) ..." in proc.stdout
     proc = run_cli("evaluate", str(run))
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run / "metrics.json").read_text())
@@ -922,3 +925,17 @@ def test_a_final_save_that_fails_leaves_no_run_files_and_says_the_checkpoint_is_
     assert f"the training is kept in {out / 'checkpoint'}" in proc.stderr
     assert (out / "checkpoint").is_dir()
     assert not (out / "config.json").exists() and not (out / "trained-users.json").exists()
+
+
+def test_report_of_a_run_with_a_damaged_metrics_file_prints_nothing_but_the_error(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # the run's table printed, then the error: half a report above an exit code 2
+    run = tmp_path / "run"
+    trained = cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(run))
+    assert trained.returncode == 0
+    assert "No P1 figures" in cli("report", str(run)).stdout
+    (run / "metrics.json").write_text('{"rows":')
+    proc = cli("report", str(run))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "metrics.json" in proc.stderr and "Traceback" not in proc.stderr

@@ -570,6 +570,10 @@ def test_epoch_milliseconds_are_read_as_such(tmp_path: Path) -> None:
     assert ds.interactions["timestamp"].tolist() == [1680214800.0, 1680214801.5]
     p.write_text("user_id,item_id,rating,ts\n1,10,4,1680214800\n")  # seconds: left alone
     assert load_table(p, timestamp_col="ts").interactions["timestamp"].tolist() == [1680214800.0]
+    # before 1970: the year said was as far ahead (the median's size, not its sign)
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,-1680214800000\n")
+    with pytest.warns(UserWarning, match=r"year -51,273\)"):
+        load_table(p, timestamp_col="ts")
 
 
 def test_a_column_of_years_is_not_read_as_times_without_a_word(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +284,29 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_run_report(path: Path) -> None:
+    """A run folder's report: its training, a retrain's verdict, its P1 figures."""
+    from metarec.io import load_json, reading
+
+    with reading(path / "recommender.json", "metarec run's recommender.json"):
+        _print_run(path, load_json(path / "recommender.json"))
+    if (path / "retrain.json").exists():
+        with reading(path / "retrain.json", "metarec retrain's retrain.json"):
+            _print_retrain(load_json(path / "retrain.json"))
+    if (path / "metrics.json").exists():
+        with reading(path / "metrics.json", "metarec evaluate's metrics.json"):
+            _print_run_metrics(load_json(path / "metrics.json"))
+    elif (path / "retrain.json").exists():
+        pass  # its verdict is its figures; "trained with --holdout none" it was not
+    elif (path / "split.json").exists():  # the table stopped at training, unexplained
+        print(f"\nNot evaluated yet: `metarec evaluate {path}` adds P1's figures here.")
+    else:
+        print(
+            "\nNo P1 figures: trained with --holdout none, so no held-out users to "
+            "evaluate on (`metarec benchmark` measures such data)."
+        )
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from metarec.io import load_json, reading
 
@@ -299,23 +325,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         _print_ensemble(path)
         return 0
     if path.is_dir() and (path / "recommender.json").exists():
-        with reading(path / "recommender.json", "metarec run's recommender.json"):
-            _print_run(path, load_json(path / "recommender.json"))
-        if (path / "retrain.json").exists():
-            with reading(path / "retrain.json", "metarec retrain's retrain.json"):
-                _print_retrain(load_json(path / "retrain.json"))
-        if (path / "metrics.json").exists():
-            with reading(path / "metrics.json", "metarec evaluate's metrics.json"):
-                _print_run_metrics(load_json(path / "metrics.json"))
-        elif (path / "retrain.json").exists():
-            pass  # its verdict is its figures; "trained with --holdout none" it was not
-        elif (path / "split.json").exists():  # the table stopped at training, unexplained
-            print(f"\nNot evaluated yet: `metarec evaluate {path}` adds P1's figures here.")
-        else:
-            print(
-                "\nNo P1 figures: trained with --holdout none, so no held-out users to "
-                "evaluate on (`metarec benchmark` measures such data)."
-            )
+        # the whole report or none of it: a damaged metrics.json after the run's table
+        # printed half a report above the error
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown):
+            _print_run_report(path)
+        sys.stdout.write(shown.getvalue())
         return 0
     if path.is_dir():
         found = sorted(

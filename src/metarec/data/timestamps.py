@@ -148,12 +148,15 @@ def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
     Kafka's), micro- or nanoseconds is scaled, and the loader says so."""
     if not ts.notna().any():
         return ts
-    typical = float(np.nanmedian(np.abs(ts.to_numpy(dtype=np.float64))))
+    values = ts.to_numpy(dtype=np.float64)
+    typical = float(np.nanmedian(np.abs(values)))
     for above, per_second, unit in _EPOCH_UNITS:
         if typical >= above:
+            # the year of the signed median: a column before 1970 said a year far ahead
+            year = 1970 + float(np.nanmedian(values)) / 31_557_600
             warnings.warn(
                 f"{source or 'interactions'}: timestamps read as {unit} since 1970 (as seconds "
-                f"they would reach the year {1970 + typical / 31_557_600:,.0f})",
+                f"they would fall in the year {year:,.0f})",
                 stacklevel=5,
             )
             return ts / per_second
