@@ -308,10 +308,8 @@ class Recommender(TopK):
         """Every item's display title, made once per catalogue (and for the rows an
         append adds): read one at a time from the frame's Arrow-backed columns, ten
         titles took half of recommend()'s time. The list is the model's: do not change."""
-        from metarec.explain import display_titles
-
         if self._display_cache is None or self._display_cache[0] is not self.items:
-            self._display_cache = (self.items, display_titles(self))
+            return self._display_titles_from(0)
         return self._display_cache[1]
 
     # -- adaptation ---------------------------------------------------------

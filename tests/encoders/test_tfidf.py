@@ -144,7 +144,7 @@ def test_protocols_and_factory() -> None:
         make_encoder("tfidf", bogus=1)
 
 
-def test_the_vocabulary_is_capped_by_default_and_a_fit_reuses_its_counts() -> None:
+def test_the_vocabulary_is_capped_by_default() -> None:
     from metarec.encoders.tfidf import MAX_FEATURES
 
     # unbounded, a catalogue's ids and SKUs grew the vocabulary (and the run) with it
@@ -152,26 +152,3 @@ def test_the_vocabulary_is_capped_by_default_and_a_fit_reuses_its_counts() -> No
     assert encoder.to_config()["max_features"] == MAX_FEATURES == 2**18
     capped = _fitted(dim=4, max_features=5)
     assert len(capped.to_config()["vocabulary"]) == 5
-    # the encode after a fit reads the fit's weighted counts (two passes over the texts,
-    # not three); what it gives is what weighing the texts again gives
-    fitted = _fitted(dim=4)
-    reused = fitted.encode(CORPUS)
-    assert fitted._fitted_corpus is None  # kept once, then freed
-    np.testing.assert_array_equal(reused, fitted.encode(CORPUS))
-
-
-def test_the_fit_reuse_takes_only_its_own_corpus_and_is_released(tmp_path: Path) -> None:
-    from metarec.encoders.cache import EmbeddingCache, cached_encode
-
-    # joined with separators alone, these two lists were one corpus: the reuse gave the
-    # first list's vectors for the second
-    fitted = TfidfSvdEncoder(dim=4).fit(["foo\x00bar", "baz qux", "foo zip"])
-    other = ["foo", "bar\x00baz qux", "foo zip"]
-    fresh = TfidfSvdEncoder.from_state(fitted.to_config(), fitted.state_tensors())
-    np.testing.assert_array_equal(fitted.encode(other), fresh.encode(other))
-    # every text already cached: no encode follows the fit, and the counts went with it
-    cache = EmbeddingCache(tmp_path / "cache")
-    cached_encode(TfidfSvdEncoder(dim=4), CORPUS, cache)
-    again = TfidfSvdEncoder(dim=4)
-    cached_encode(again, CORPUS, cache)
-    assert again.is_fitted and again._fitted_corpus is None

@@ -98,11 +98,18 @@ def test_weights_follow_the_member_that_wins_at_each_support_size(mode: str) -> 
     assert table["K>=5"]["oracle"] > table["K>=5"]["constant"]
     assert table["K>=0"]["constant"] > 0.5
     # and scoring uses the bucket of each task's support size
-    zero = Task(0, np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), np.arange(3), np.ones(3))
-    six = Task(0, np.arange(6), np.ones(6, np.float32), np.arange(3), np.ones(3))
+    zero, six = _zero_and_six_ratings()
     s0, s6 = ens.score_catalogue([zero, six])
     assert np.argsort(-s6)[:8].tolist() == np.argsort(-_truth_row(0), kind="stable")[:8].tolist()
     assert s0.argmax() == 0
+
+
+def _zero_and_six_ratings() -> tuple[Task, Task]:
+    """A user with no ratings and one with six (the K >= 5 bucket), both asked about
+    items 0, 1 and 2."""
+    zero = Task(0, np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), np.arange(3), np.ones(3))
+    six = Task(0, np.arange(6), np.ones(6, np.float32), np.arange(3), np.ones(3))
+    return zero, six
 
 
 def test_rating_predictions_blend_with_the_weights_of_each_tasks_support_size() -> None:
@@ -114,8 +121,7 @@ def test_rating_predictions_blend_with_the_weights_of_each_tasks_support_size() 
         buckets=(0, 5),
     ).fit(_data())
     assert not np.allclose(ens.weights[0], ens.weights[1])  # else the buckets look alike
-    zero = Task(0, np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), np.arange(3), np.ones(3))
-    six = Task(0, np.arange(6), np.ones(6, np.float32), np.arange(3), np.ones(3))
+    zero, six = _zero_and_six_ratings()
     scores = ens.score_catalogue([zero, six])
     for pred, row in zip(ens.predict_tasks([zero, six]), scores, strict=True):
         np.testing.assert_allclose(pred, row[:3], rtol=1e-5)  # query items 0, 1, 2

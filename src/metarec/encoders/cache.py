@@ -422,19 +422,6 @@ def cached_encode(
     items = check_texts(texts)
     if items and needs_fit(encoder):
         cast(FittableEncoder, encoder).fit(items)  # its id, the cache key, depends on the fit
-    try:
-        return _lookup_or_encode(encoder, items, cache, progress)
-    finally:
-        # what a fit keeps for the encode that may follow (TF-IDF's weighted counts):
-        # every text found in the cache, none followed, and it stayed with the model
-        release = getattr(encoder, "release_fitted_corpus", None)
-        if release is not None:
-            release()
-
-
-def _lookup_or_encode(
-    encoder: Encoder, items: list[str], cache: EmbeddingCache | None, progress: bool
-) -> npt.NDArray[np.float32]:
     if not items:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     hashes = [text_hash(t) for t in items]

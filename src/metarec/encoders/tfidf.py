@@ -87,9 +87,6 @@ class TfidfSvdEncoder:
         self._components: npt.NDArray[np.float32] | None = None
         self._counter: CountVectorizer | None = None
         self._state_hash: str | None = None
-        # the fitted corpus' weighted matrix, for the encode that follows a fit (as
-        # cached_encode does) to reuse once instead of tokenising the texts again
-        self._fitted_corpus: tuple[str, sp.csr_matrix] | None = None
 
     # -- contract -----------------------------------------------------------------
 
@@ -134,12 +131,8 @@ class TfidfSvdEncoder:
         vocab = {str(term): int(i) for term, i in vectorizer.vocabulary_.items()}
         idf = np.asarray(vectorizer.idf_, dtype=np.float64)
         counter = self._make_counter(vocab)
-        # weighed as encode weighs, not taken from the vectoriser's own transform: that
-        # holds the same numbers with each row's terms in another order, which moves the
-        # SVD's sums, and where texts are alike (tied singular values) the components
         weighted = self._weigh(counter, idf, items)
         self._set_state(vocab, idf, self._fit_components(weighted), counter)
-        self._fitted_corpus = (_digest(items), weighted)
         return self
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
@@ -152,22 +145,13 @@ class TfidfSvdEncoder:
         assert self._components is not None
         if not items:
             return np.zeros((0, self._dim), dtype=np.float32)
-        kept, self._fitted_corpus = self._fitted_corpus, None  # once: it holds memory
-        if kept is not None and kept[0] == _digest(items):
-            weighted = kept[1]
-        else:
-            weighted = self._weigh(self._counter, self._idf, items)
+        weighted = self._weigh(self._counter, self._idf, items)
         reduced = np.asarray(weighted @ self._components.T.astype(np.float64))
         out = np.zeros((len(items), self._dim), dtype=np.float64)
         out[:, : reduced.shape[1]] = reduced
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.where(norms > 0, norms, 1.0)
         return out.astype(np.float32)
-
-    def release_fitted_corpus(self) -> None:
-        """Drop what :meth:`fit` keeps for the encode that may follow it (the fitted
-        texts' weighted counts), where none will."""
-        self._fitted_corpus = None
 
     def to_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"type": "tfidf", "format": _FORMAT, **self._settings()}
@@ -294,17 +278,6 @@ class TfidfSvdEncoder:
         h.update(repr(components.shape).encode())
         h.update(components.astype("<f4").tobytes())
         self._state_hash = h.hexdigest()[:16]
-
-
-def _digest(items: list[str]) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for text in items:
-        data = text.encode("utf-8", "surrogatepass")
-        # each text's length first: with separators alone, ["a\0b", "c"] and ["a", "b\0c"]
-        # were one corpus
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
 
 
 def _read_state(

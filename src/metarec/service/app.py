@@ -575,15 +575,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     ) -> dict[str, int]:
         s = served(wait=True)
         check_batch(len(body.events), "events")
-        user_or_404(user_id)  # the resource first: a 404 before an item's 422
         batch = []
-        for n, ev in enumerate(body.events):
-            known_item(s, ev.item_id, f"{body.where(n)}item_id")
-            if ev.type == "rating":
-                check_rating(s, ev.value, f"{body.where(n)}value")
-            elif ev.value is not None and not math.isfinite(ev.value):
-                raise ApiError(422, "validation_error", f"{body.where(n)}value: must be finite")
-            batch.append(NewEvent(ev.event_id, ev.item_id, ev.type, ev.value, ev.epoch()))
+        try:
+            for n, ev in enumerate(body.events):
+                known_item(s, ev.item_id, f"{body.where(n)}item_id")
+                if ev.type == "rating":
+                    check_rating(s, ev.value, f"{body.where(n)}value")
+                elif ev.value is not None and not math.isfinite(ev.value):
+                    raise ApiError(422, "validation_error", f"{body.where(n)}value: must be finite")
+                batch.append(NewEvent(ev.event_id, ev.item_id, ev.type, ev.value, ev.epoch()))
+        except ApiError:
+            # the resource before its fields: a 404 for an unknown user, not an item's
+            # 422; looked up only here, as storing the events finds the user anyway
+            user_or_404(user_id)
+            raise
         try:
             accepted, duplicates = store.add_events(user_id, batch)
         except UnknownUserError:

@@ -52,6 +52,9 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
     )
 
 
+# what a client is told of a fault of the server's (the log has the rest)
+INTERNAL = "internal server error; see the server log"
+
 # pydantic's types for a body that is not a JSON object where a model was expected
 _NOT_AN_OBJECT = ("dict_type", "model_type", "model_attributes_type")
 
@@ -274,4 +277,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error; see the server log")
+        return error_response(500, "internal_error", INTERNAL)

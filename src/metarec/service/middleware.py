@@ -17,7 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metarec.service.errors import cut, error_response
+from metarec.service.errors import INTERNAL, cut, error_response
 from metarec.service.metrics import Metrics
 
 log = logging.getLogger("metarec.service")
@@ -253,10 +253,7 @@ class Unexpected:
             if started:  # part of an answer is out: only the server can end it
                 raise
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            await _send_error(
-                send, 500, "internal_error", "internal server error; see the server log",
-                close=False,
-            )  # fmt: skip
+            await _send_error(send, 500, "internal_error", INTERNAL, close=False)
 
 
 class JsonCORSMiddleware(CORSMiddleware):

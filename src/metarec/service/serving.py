@@ -397,11 +397,8 @@ class ModelHolder:
         after :data:`SYNC_RETRY_S`, not on every request."""
         try:
             version, _ = self.store.served_state()
-        except DatabaseError as exc:
-            if self._unstored:  # the store's error, as the request's (a 503 to retry)
-                raise
-            # what is loaded still serves; the store's own reads fail
-            log.warning("could not read the shared served state: %s", exc)
+        except DatabaseError as exc:  # what is loaded still serves (see sync); the
+            log.warning("could not read the shared served state: %s", exc)  # reads fail
             return
         if version == self._seen or self._waiting_to_retry(version):
             return

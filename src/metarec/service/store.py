@@ -500,25 +500,26 @@ class FeedbackStore:
         except OperationalError:
             raise
         except ProgrammingError as exc:
-            raise self._forbidden(exc, "read") from None
+            self._refuse_if_forbidden(exc, "read")
+            raise
         except DatabaseError as exc:
             said = " ".join(str(exc.orig).split())
             raise DamagedStoreError(
                 f"database {self.url}: cannot be read ({said}); restore it from a backup"
             ) from None
 
-    def _forbidden(self, exc: ProgrammingError, doing: str) -> Exception:
+    def _refuse_if_forbidden(self, exc: ProgrammingError, doing: str) -> None:
         """PostgreSQL's "permission denied" as a StoreForbiddenError naming the table;
-        any other ProgrammingError (SQL this code got wrong) as it is."""
+        any other ProgrammingError (SQL this code got wrong) is the caller's to raise."""
         if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
-            return exc
+            return
         said = " ".join(str(exc.orig).split())
-        return StoreForbiddenError(
+        raise StoreForbiddenError(
             f"database {self.url}: this role may not {doing} what the store needs ({said}); "
             "the service's role needs SELECT and INSERT on every table of the store and "
             "UPDATE on service_state and items (for added items, reloads and fold-ins): "
             "grant them, or serve with the role that owns the tables"
-        )
+        ) from None
 
     def _damaged(self, what: str, problem: str) -> DamagedStoreError:
         return DamagedStoreError(
@@ -554,7 +555,8 @@ class FeedbackStore:
                 with _write(self.engine) as conn:
                     yield conn
             except ProgrammingError as exc:
-                raise self._forbidden(exc, "write") from None
+                self._refuse_if_forbidden(exc, "write")
+                raise
             return
         # one wait per write, in the queue and at the file together: each writer queued
         # behind one that waited out the file's lock used to wait its own 30 s after it,
