@@ -163,8 +163,9 @@ class Recommender(TopK):
     def _reindex(self, appended: int = 0) -> None:
         """Index the catalogue's ids and titles for :meth:`resolve`. ``appended``: only
         the last ``appended`` rows are new (``add_items``), and only they are indexed:
-        a whole catalogue's titles took 2 s at 100,000 items, paid again for every item
-        added through the service (which holds its write lock meanwhile)."""
+        indexing a whole catalogue's titles again made adding one item take 1.7 s at
+        100,000 items (``benchmarks/results/scale-review-e57f980/``), paid for every item
+        added through the service, which holds its write lock meanwhile."""
         ids = self.items["item_id"].tolist()
         start = len(ids) - appended if 0 < appended <= len(ids) else 0
         if start == 0:

@@ -206,7 +206,8 @@ def train_run(
                 + " leaves none to train on; give more users"
                 + (" or use --holdout none" if split and holdout_flag else "")
             )
-        # said before it starts: fitting TF-IDF on 500,000 items took 80 s without a word
+        # said before it starts: fitting TF-IDF on 500,000 items took 87 s without a word
+        # (benchmarks/results/scale-review-e57f980/encode_phases500k.txt)
         print(f"encoding {ds.n_items:,} item texts ({cfg.encoder}; vectors cached by text) ...")
         catalogue = encode_catalogue(ds.items, encoder, progress=progress)
         created = not out.exists()
