@@ -324,3 +324,24 @@ def test_a_p2_report_says_how_many_users_its_means_rest_on() -> None:
         "Means and tests rest on the test users with a liked item after their support "
         "(K=5: 79); the others have no ranking metric." in render_markdown(record)
     )
+
+
+def test_item_cold_bounds_quoted_in_the_readmes_are_the_committed_ones() -> None:
+    """The READMEs argue from the bounds' 5-fold means (what the text can and cannot
+    recover of a new item's mean); a rerun that moved them would leave the argument
+    quoting figures no file holds."""
+    record = json.loads((RESULTS / "item-cold-bounds.json").read_text(encoding="utf-8"))
+    means = record["runs"]["5-fold mean"]
+    bench_readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    for variant in (
+        "support+history",
+        "support+history+text neighbours",
+        "support+history+text ridge",
+        "support+history+item mean",
+    ):
+        assert f"{means[variant]:.4f}" in bench_readme, (variant, means[variant])
+    assert f"{means['support+history+item mean']:.4f}" in README
+    table = (RESULTS / "item-cold-bounds.md").read_text(encoding="utf-8")
+    for variant, value in means.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {variant} |"))
+        assert row.rstrip(" |").endswith(f"{value:.4f}"), row
