@@ -325,6 +325,63 @@ def test_candidates_filter(fitted: Recommender) -> None:
     assert set(top["item_id"]) == {"10", "11", "12"}
 
 
+def test_chosen_items_are_scored_without_the_rest_of_the_catalogue(
+    fitted: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # score(user, items) and recommend(candidates=) scored all 500,000 items of a large
+    # catalogue to read three of them (200 ms)
+    scorer = fitted.learner.scorer
+    scored: list[int] = []
+    direct = scorer._catalogue_direct
+
+    def counting(fast: Any, user_features: Any, side: Any) -> Any:
+        scored.append(int(side.h.shape[0]))
+        return direct(fast, user_features, side)
+
+    monkeypatch.setattr(scorer, "_catalogue_direct", counting)
+    user = fitted.adapt([("Toy Story (1995)", 5), ("Heat (1995)", 2)])
+    whole = fitted.score(user)
+    chosen = ["10", "Fargo (1996)", "12"]
+    rows = [fitted.resolve(c) for c in chosen]
+    np.testing.assert_allclose(fitted.score(user, chosen), whole[rows], rtol=1e-5, atol=1e-6)
+    top = fitted.recommend(user, k=2, candidates=chosen)
+    assert scored == [fitted.n_items, 3, 3]
+    best = sorted(rows, key=lambda r: -whole[r])[:2]
+    assert top["item_id"].tolist() == fitted.items["item_id"].to_numpy()[best].tolist()
+
+
+def test_top_among_candidates_is_the_catalogue_ranking_cut_to_them(
+    fitted: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ties, -inf, repeated and seen candidates, k past their number: the same order as
+    # the catalogue-wide ranking (best score, then the catalogue's tie order)
+    from metarec.models.base import tie_order
+
+    rng = np.random.default_rng(0)
+    crafted = rng.integers(0, 4, fitted.n_items).astype(np.float64)
+    crafted[rng.choice(fitted.n_items, 50, replace=False)] = -np.inf
+    monkeypatch.setattr(
+        fitted,
+        "score",
+        lambda _, items=None: (
+            crafted[[fitted.resolve(i) for i in items]] if items is not None else crafted.copy()
+        ),
+    )
+    place = {int(item): n for n, item in enumerate(tie_order(fitted.n_items))}
+    user = fitted.adapt([("1", 5), ("2", 1)])
+    ids = fitted.items["item_id"].to_numpy()
+    for trial in range(20):
+        rows = rng.choice(fitted.n_items, int(rng.integers(1, 300)), replace=True).tolist()
+        rows += [0, 1]  # seen
+        k = int(rng.integers(1, 400))
+        for exclude_seen in (True, False):
+            allowed = sorted({r for r in rows if not (exclude_seen and r in (0, 1))})
+            expected = sorted(allowed, key=lambda r: (-crafted[r], place[r]))[:k]
+            top, scores = fitted.top(user, k, exclude_seen=exclude_seen, candidates=ids[rows])
+            assert top.tolist() == expected, (trial, exclude_seen)
+            np.testing.assert_array_equal(scores, crafted[expected])
+
+
 def test_predict_tasks_matches_single_user_scores(fitted: Recommender) -> None:
     from metarec.data.tasks import Task
 
@@ -707,6 +764,13 @@ def test_fold_in_offsets_move_every_adaptation_scopes_scores(shared_data: Path) 
         support = np.array([rec.resolve(t) for t, _ in history]), np.array([5, 2], np.float32)
         task = Task(0, *support, np.array([new]), np.zeros(1, np.float32))
         np.testing.assert_allclose(rec.predict_tasks([task])[0], after[[new]], rtol=1e-4)
+        # chosen items are scored alone (on this scope's own path: direct for context,
+        # the recomputed tower for all), with the offsets, as the catalogue scores them
+        chosen = [rec.items.item_id[new], "1", rec.items.item_id[new]]
+        rows = [new, rec.resolve("1"), new]
+        got = rec.score(rec.adapt(history), chosen)
+        np.testing.assert_allclose(got, after[rows], rtol=1e-5, atol=1e-6, err_msg=adapt)
+        assert rec.score(rec.adapt(history), []).shape == (0,)
 
 
 def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommender) -> None:
@@ -1354,7 +1418,13 @@ def test_served_lists_break_ties_as_every_ranked_list_does(
     user = fitted.adapt([("1", 5), ("2", 1)])  # items 0 and 1 seen
     crafted = np.full(fitted.n_items, -np.inf)
     crafted[10:20] = 1.0  # ten tied items
-    monkeypatch.setattr(fitted, "score", lambda *_: crafted.copy())
+    monkeypatch.setattr(
+        fitted,
+        "score",
+        lambda _, items=None: (
+            crafted[[fitted.resolve(i) for i in items]] if items is not None else crafted.copy()
+        ),
+    )
     top, scores = fitted.top(user, 12)
     tied = [i for i in tie_order(fitted.n_items) if 10 <= i < 20]
     assert top[:10].tolist() == tied and scores[:10].tolist() == [1.0] * 10

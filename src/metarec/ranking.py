@@ -16,7 +16,7 @@ import pandas as pd
 
 from metarec.data.columns import not_index, plain
 from metarec.errors import DataError, ModelError, UnsupportedError
-from metarec.models.base import check_k, tie_order
+from metarec.models.base import check_k, tie_order, tie_ranks
 from metarec.models.cutpoints import RatingCutpoints
 
 
@@ -55,6 +55,17 @@ def seen_indices(seen: object, n_items: int | None = None) -> np.ndarray:
             f"user: seen: item {value!r} is not a catalogue index (a whole number >= 0{top})"
         )
     return numbers.astype(np.int64)
+
+
+def _refuse_nan(scores: np.ndarray) -> None:
+    nan = np.isnan(scores)
+    if nan.any():
+        # NaN sorts unpredictably: a seen item came first, scored -inf (as
+        # ScoringModel.recommend refuses it)
+        raise ModelError(
+            f"recommend: scored NaN for {int(nan.sum())} of {len(scores)} items (the "
+            "user's adapted parameters hold NaN: diverged training or non-finite input?)"
+        )
 
 
 class TopK:
@@ -125,19 +136,11 @@ class TopK:
         if not isinstance(exclude_seen, (bool, np.bool_)):  # "no" is truthy
             raise DataError(f"exclude_seen: expected True or False, got {exclude_seen!r}")
         candidates = item_keys(candidates, "candidates")
-        scores = np.array(self.score(user), dtype=np.float64, copy=True)
-        nan = np.isnan(scores)
-        if nan.any():
-            # NaN sorts unpredictably: a seen item came first, scored -inf (as
-            # ScoringModel.recommend refuses it)
-            raise ModelError(
-                f"recommend: scored NaN for {int(nan.sum())} of {len(scores)} items (the "
-                "user's adapted parameters hold NaN: diverged training or non-finite input?)"
-            )
-        allowed = np.ones(self.n_items, dtype=bool)
         if candidates is not None:
-            allowed[:] = False
-            allowed[[self.resolve(c) for c in candidates]] = True
+            return self._top_of(user, k, exclude_seen, candidates)
+        scores = np.array(self.score(user), dtype=np.float64, copy=True)
+        _refuse_nan(scores)
+        allowed = np.ones(self.n_items, dtype=bool)
         if exclude_seen:
             allowed[seen_indices(user.seen, self.n_items)] = False
         k = min(k, int(allowed.sum()))
@@ -154,6 +157,24 @@ class TopK:
         at = near[np.lexsort((near, key[near]))][:k]
         top = ties[at]
         return top, scores[top]
+
+    def _top_of(
+        self, user: Any, k: int, exclude_seen: bool, candidates: Sequence[str | int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`top` among ``candidates``, scoring those alone (a host's score() of a
+        few items need not score the catalogue), in the same order: best score first,
+        ties in the catalogue's tie order."""
+        scores = np.array(self.score(user, candidates), dtype=np.float64, copy=True)
+        _refuse_nan(scores)
+        rows = np.array([self.resolve(c) for c in candidates], dtype=np.int64)
+        rows, first = np.unique(rows, return_index=True)  # a candidate named twice
+        scores = scores[first]
+        if exclude_seen:
+            fresh = ~np.isin(rows, seen_indices(user.seen, self.n_items))
+            rows, scores = rows[fresh], scores[fresh]
+        ranks = tie_ranks(self.n_items)[rows]
+        best = np.lexsort((ranks, -scores))[: min(k, len(rows))]
+        return rows[best], scores[best]
 
     def recommend(
         self,

@@ -440,11 +440,17 @@ class Recommender(TopK):
         """Scores for ``items`` (ids or titles), or for the whole catalogue."""
         self._check_user(user)
         items = item_keys(items, "items")
-        scores = self.learner.scorer.scores_over_catalogue(user.params, user.user_features[None])[0]
-        out = scores.cpu().numpy()
-        if items is None:
-            return out
-        return out[[self.resolve(i) for i in items]]
+        # the items' rows alone: three items of 500,000 took the whole catalogue's 200 ms
+        rows = None
+        if items is not None:
+            if not items:  # no rows: a reshape of 0 elements in the head
+                return np.zeros(0, dtype=np.float32)
+            rows = torch.tensor([self.resolve(i) for i in items], dtype=torch.int64)
+            rows = rows.to(self.device)
+        scores = self.learner.scorer.scores_over_catalogue(
+            user.params, user.user_features[None], rows
+        )
+        return scores[0].cpu().numpy()
 
     def _check_user(self, user: object) -> None:
         if not isinstance(user, UserState) or not user.params:

@@ -32,6 +32,7 @@ of N rows under ``vmap``. Every other scope and objective takes the generic path
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from contextlib import nullcontext
 
@@ -279,6 +280,14 @@ class CatalogueSide:
         self.hw = h @ self.head.w_h.T
         self.fh = user.factor(h) if user.factor is not None else None
         self.fixed = user.offset + b
+
+    def rows(self, items: torch.Tensor) -> CatalogueSide:
+        """This side for the catalogue rows ``items`` only, taken from what is built
+        (scoring a few items of a large catalogue computed all of them)."""
+        part = copy.copy(self)
+        part.h, part.hw, part.fixed = self.h[items], self.hw[items], self.fixed[items]
+        part.fh = None if self.fh is None else self.fh[items]
+        return part
 
 
 class _Catalogue:
@@ -746,25 +755,39 @@ class Scorer:
             fast, items, h, b, user_features
         )
 
-    def scores_over_catalogue(self, fast: Params, user_features: torch.Tensor) -> torch.Tensor:
-        """:meth:`catalogue_scores` over :attr:`catalogue`, reusing its item side."""
+    def scores_over_catalogue(
+        self, fast: Params, user_features: torch.Tensor, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`catalogue_scores` over :attr:`catalogue`, reusing its item side;
+        ``items``: the catalogue rows to score, all by default → [B, len(items)]."""
         assert self._catalogue is not None
         if self.direct(fast):
-            return self._catalogue_direct(fast, user_features, self.catalogue_side())
-        return self.catalogue_scores(fast, user_features, *self._catalogue)
+            side = self.catalogue_side()
+            side = side if items is None else side.rows(items)
+            return self._catalogue_direct(fast, user_features, side)
+        return self.catalogue_scores(fast, user_features, *self._catalogue, items=items)
 
     def catalogue_scores(
-        self, fast: Params, user_features: torch.Tensor, h: torch.Tensor, b: torch.Tensor
+        self,
+        fast: Params,
+        user_features: torch.Tensor,
+        h: torch.Tensor,
+        b: torch.Tensor,
+        items: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scores of every catalogue item for batched users: → [B, N].
+        """Scores of every catalogue item for batched users: → [B, N], or of the rows
+        ``items`` only → [B, len(items)].
 
         ``h``/``b`` are the cached catalogue representations [N, H], [N]; they
         are shared across users (``in_dims=None``), so no copy per user is made.
         """
+        if items is None:
+            items = torch.arange(h.shape[0], device=h.device)
+        else:  # an adapted tower recomputes the rows from their indices, not from h
+            h, b = h[items], b[items]
         if self.direct(fast):
             side = CatalogueSide(self.model.user, h, b)
             return self._catalogue_direct(fast, user_features, side)
-        items = torch.arange(h.shape[0], device=h.device)
         if user_features.shape[0] == 1:  # one user (a served request): no vmap dispatch
             one = {k: v[0] for k, v in fast.items()}
             return self.scores(one, items, h, b, user_features[0])[None]

@@ -383,6 +383,15 @@ def tie_order(n_items: int) -> np.ndarray:
     return order
 
 
+@functools.lru_cache(maxsize=8)
+def tie_ranks(n_items: int) -> np.ndarray:
+    """Each item's place in :func:`tie_order`: ``tie_ranks(n)[tie_order(n)] == arange(n)``."""
+    ranks = np.empty(n_items, dtype=np.int64)
+    ranks[tie_order(n_items)] = np.arange(n_items)
+    ranks.flags.writeable = False
+    return ranks
+
+
 def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> np.ndarray:
     """Indices of the ``k`` best scores per row, best first.
 
