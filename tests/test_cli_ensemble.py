@@ -463,6 +463,8 @@ def test_an_ensemble_offers_a_runs_python_api(ens_dir: Path, tmp_path: Path) -> 
     # refused, saying why and what to do instead (as the service's fold-in does)
     with pytest.raises(UnsupportedError, match="fold-in corrects one run's item biases"):
         rec.fold_in_items(pd.DataFrame({"user_id": ["a"], "item_id": ["1"], "rating": [5]}))
+    with pytest.raises(UnsupportedError, match="fold-in"):  # a run's call: not a TypeError
+        rec.fold_in_items(pd.DataFrame(), keep_unrated=True)
 
     # saved as `metarec ensemble` saves it, items added since included
     rec.add_items(new)

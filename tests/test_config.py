@@ -170,3 +170,15 @@ def test_numpy_numbers_are_stored_as_python_ones() -> None:
 def test_a_seed_torch_cannot_take_is_refused_at_once() -> None:
     with pytest.raises(ConfigError, match=r"seed: must be below 2\*\*32"):
         TrainConfig(seed=2**48).validate()
+
+
+def test_a_meta_model_takes_the_configs_train_takes() -> None:
+    # MetaModel({"epochs": 1}) was an AttributeError ('dict' has no 'validate')
+    from metarec.models.meta_model import MetaModel
+
+    assert MetaModel({"epochs": 1, "algorithm": "reptile"}).cfg.epochs == 1
+    assert MetaModel(None).cfg == TrainConfig().validate()
+    with pytest.raises(ConfigError, match="MetaModel: cfg: expected a TrainConfig or a dict"):
+        MetaModel("maml")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="epoch"):
+        MetaModel({"epoch": 3})

@@ -190,7 +190,7 @@ def test_user_features_the_model_cannot_read_are_named(
             fitted.adapt_many([[("1", 5)], [("2", 4)]], [{}, features])
         frame = pd.DataFrame({"user_id": ["u"], **{k: [v] for k, v in features.items()}})
         for score, where in [
-            (fitted.predict_tasks, "user_features"),
+            (fitted.predict_tasks, "users"),
             (fitted.score_catalogue, "users"),
         ]:
             row_needle = f"{where}: row 0 (user_id 'u'): {needle}"
@@ -317,6 +317,22 @@ def test_wrong_kinds_of_arguments_are_named(fitted: Recommender, tmp_path: Path)
     assert "v1" not in rec.item_index
     # a text column of numbers is text
     assert rec.add_items(pd.DataFrame({"item_id": ["q9"], "title": ["G5"], "text": [5]})) == 1
+
+
+def test_predict_tasks_names_its_users_as_every_model_does(
+    fitted: Recommender, shared_data: Path
+) -> None:
+    # users= in score_catalogue and every peer, user_features= here: a TypeError either way
+    users = load_dataset("ml-100k", root=shared_data).users.head(2)
+    task = Task(0, np.array([0, 5]), np.array([4.0, 2.0]), np.array([9]), np.array([3.0]))
+    tasks = [task, task]
+    named = fitted.predict_tasks(tasks, users=users)
+    np.testing.assert_array_equal(named[1], fitted.predict_tasks(tasks, users)[1])
+    with pytest.warns(DeprecationWarning, match="user_features= is now users="):
+        old = fitted.predict_tasks(tasks, user_features=users)
+    np.testing.assert_array_equal(old[0], named[0])
+    with pytest.raises(DataError, match="give users= alone"):
+        fitted.predict_tasks(tasks, users, user_features=users)
 
 
 def test_candidates_filter(fitted: Recommender) -> None:
@@ -961,7 +977,7 @@ def _codes(rec: Recommender, shift: float = 0) -> np.ndarray:
         (lambda r: r.predict_tasks([_task()], batch_size=1.5), ConfigError, "got 1.5"),
         # codes past an embedding's rows were torch's IndexError; 1.9 was cut to 1
         (lambda r: r.predict_tasks([_task()], _codes(r, 999)), DataError,
-         "user_features: row 0: age code 999.0 is not a whole number in [0, "),
+         "users: row 0: age code 999.0 is not a whole number in [0, "),
         (lambda r: r.score_catalogue([_task()], _codes(r, -1)), DataError,
          "users: row 0: age code -1.0 is not"),
         (lambda r: r.score_catalogue([_task()], _codes(r, 1.9)), DataError, "code 1.9 is not"),
@@ -969,7 +985,7 @@ def _codes(rec: Recommender, shift: float = 0) -> np.ndarray:
          "feature codes must be whole numbers, got bool"),
         # a users table without its user_id column was pandas' KeyError
         (lambda r: r.predict_tasks([_task()], pd.DataFrame({"age": [20]})), DataError,
-         "user_features: a users table needs a user_id column"),
+         "users: a users table needs a user_id column"),
         (lambda r: r.score_catalogue(
             [_task()], pd.DataFrame([["u", 20, 30]], columns=["user_id", "age", "age"])),
          DataError, "users: column(s) ['age'] appear more than once"),
@@ -1038,6 +1054,8 @@ def test_no_tasks_score_as_an_empty_table(fitted: Recommender) -> None:
 def test_wrong_kinds_of_input_are_refused_by_name(fitted: Recommender, tmp_path: Path) -> None:
     from metarec.data.tasks import Task
 
+    empty = np.zeros(0, np.int64), np.zeros(0, np.float32)
+
     user = fitted.adapt([("Toy Story (1995)", 5)])
     for call, needle in [
         (lambda: fitted.adapt(5), "history: expected (item, rating) pairs"),  # type: ignore[arg-type]
@@ -1050,7 +1068,8 @@ def test_wrong_kinds_of_input_are_refused_by_name(fitted: Recommender, tmp_path:
         (lambda: fitted.median_ratings(None), "scores: expected a 1-d array"),  # type: ignore[arg-type]
         (lambda: fitted.recommend(user, exclude_seen="no"), "exclude_seen: expected True"),  # type: ignore[arg-type]
         (
-            lambda: fitted.score_catalogue([Task.support_only([-1], np.array([5.0], np.float32))]),
+            # built as a Task: support_only refuses -1 itself
+            lambda: fitted.score_catalogue([Task(0, np.array([-1]), np.array([5.0]), *empty)]),
             "score_catalogue: task 0: support item -1 is not in",
         ),
         (

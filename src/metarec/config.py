@@ -235,6 +235,18 @@ class TrainConfig:
         return _build(cls, data, source)  # constructing validates
 
     @classmethod
+    def given(cls, cfg: object, where: str = "cfg") -> TrainConfig:
+        """What a caller passed as a config, validated: a TrainConfig, a dict of its keys
+        (a TOML table as Python writes it), or None for the defaults."""
+        if isinstance(cfg, dict):
+            cfg = cls.from_dict(cfg, source=where)
+        if cfg is not None and not isinstance(cfg, TrainConfig):
+            raise ConfigError(
+                f"{where}: expected a TrainConfig or a dict of its keys, got {cfg!r:.60}"
+            )
+        return (cfg or cls()).validate()
+
+    @classmethod
     def from_saved(cls, data: dict[str, Any], *, source: str) -> TrainConfig:
         """:meth:`from_dict` for a config a run saved: values that trained before a rule
         refused them are read as what they did, so those runs still load (patience 0

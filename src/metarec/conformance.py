@@ -421,6 +421,10 @@ def check_bad_support_refused(model: ScoringModel, world: World) -> None:
         (replace(task, query_items=np.array([n]), query_ratings=np.array([4.0])),
          rf"query item {n} is not in \[0, {n}\)", None),
         ("not a task", "task 0: expected a Task", None),
+        # 99 on 1-5 stars: a peer predicted 27 from it
+        (replace(task, support_items=np.array([0]),
+                 support_ratings=np.array([world.data.rating_range[1] + 94.0])),
+         "off the model's scale", None),
     ]  # fmt: skip
     for bad, pattern, users in cases:
         _refuses(

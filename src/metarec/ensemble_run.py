@@ -35,6 +35,7 @@ from metarec.inputs import (
     adapt_many_args,
     check_new_vectors,
     check_readable_features,
+    renamed_users,
     warn_unused_features,
 )
 from metarec.models.base import check_tasks, check_whole
@@ -315,13 +316,17 @@ class EnsembleRecommender(TopK):
     def predict_tasks(
         self,
         tasks: Sequence[Task],
-        user_features: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
         batch_size: int = 256,
+        *,
+        user_features: pd.DataFrame | None = None,
     ) -> list[np.ndarray]:
         """Blended query-set predictions after adapting on each task's support set
         (:meth:`Ensemble.predict_tasks`): ratings for a rating ensemble, blended
-        standardised scores for a ranking one."""
-        rows = self._user_rows(user_features, "predict_tasks")
+        standardised scores for a ranking one. ``user_features``: the former name of
+        ``users`` (deprecated)."""
+        users = renamed_users(users, user_features, "predict_tasks")
+        rows = self._user_rows(users, "predict_tasks")
         size = check_whole(batch_size, "predict_tasks: batch_size", 1)
         check_tasks(tasks, self.n_items, rows, "predict_tasks")
         out: list[np.ndarray] = []
@@ -331,8 +336,10 @@ class EnsembleRecommender(TopK):
             out.extend(self.ensemble.predict_tasks(chunk, part))
         return out
 
-    def fold_in_items(self, ratings: pd.DataFrame) -> dict[str, Any]:
-        """Refused: see the class notes (the service's fold-in refuses an ensemble too)."""
+    def fold_in_items(self, ratings: pd.DataFrame, *, keep_unrated: bool = False) -> dict[str, Any]:
+        """Refused: see the class notes (the service's fold-in refuses an ensemble too).
+        The run's signature, so that code written for a run gets this answer, not a
+        TypeError."""
         raise UnsupportedError(f"fold_in_items: {ENSEMBLE_FOLD_IN}")
 
     # -- growing the catalogue ---------------------------------------------------

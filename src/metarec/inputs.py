@@ -277,3 +277,20 @@ def adapt_many_args(
     if len(rows) != len(histories):
         raise DataError(f"adapt_many: {len(histories)} histories but {len(rows)} feature rows")
     return histories, rows
+
+
+def renamed_users(users: Any, user_features: Any, where: str) -> Any:
+    """``predict_tasks``'s users table under its name, ``users`` (what every model's
+    ``predict_tasks`` and ``score_catalogue`` call it), or under the name a run's and an
+    ensemble's once had, ``user_features``, with a DeprecationWarning."""
+    if user_features is None:
+        return users
+    if users is not None:
+        raise DataError(f"{where}: give users= alone (user_features= is its former name)")
+    warnings.warn(
+        f"{where}: user_features= is now users=, as every model's predict_tasks and "
+        "score_catalogue name it; the old name will be removed",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return user_features

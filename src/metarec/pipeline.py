@@ -335,11 +335,7 @@ def train(
     and the fitted recommender is saved there.
     """
     cleaning.require_dataset(dataset)
-    if isinstance(cfg, dict):  # the keys of a TOML config, as Python writes them
-        cfg = TrainConfig.from_dict(cfg, source="cfg")
-    if cfg is not None and not isinstance(cfg, TrainConfig):
-        raise ConfigError(f"cfg: expected a TrainConfig or a dict of its keys, got {cfg!r:.60}")
-    cfg = (cfg or TrainConfig()).validate()
+    cfg = TrainConfig.given(cfg)
     # NaN fails the interval too
     if not is_number(validation_fraction) or not 0.0 <= validation_fraction < 1.0:
         raise ConfigError(

@@ -49,6 +49,7 @@ from metarec.inputs import (
     check_readable_features,
     check_users_frame,
     history_pairs,
+    renamed_users,
     warn_unused_features,
 )
 from metarec.meta.inner import Params
@@ -485,20 +486,24 @@ class Recommender(TopK):
     def predict_tasks(
         self,
         tasks: Sequence[Task],
-        user_features: np.ndarray | pd.DataFrame | None = None,
+        users: np.ndarray | pd.DataFrame | None = None,
         batch_size: int = 256,
+        *,
+        user_features: np.ndarray | pd.DataFrame | None = None,
     ) -> list[np.ndarray]:
         """Query-set predictions after adapting on each task's support set.
 
-        ``user_features``: one row per task, either raw (a frame with
-        ``user_id`` and feature columns, each value one :meth:`adapt` could read) or
-        already-encoded codes [n_tasks, F]. ``batch_size``: tasks adapted per call.
+        ``users``: one row per task, either raw (a frame with ``user_id`` and feature
+        columns, each value one :meth:`adapt` could read) or already-encoded codes
+        [n_tasks, F]. ``batch_size``: tasks adapted per call. ``user_features``: the
+        former name of ``users`` (deprecated).
         """
+        users = renamed_users(users, user_features, "predict_tasks")
         # support ratings off the scale (100 on 1-5 stars) moved the model as no
         # rating can; query items, lengths and whole indices are checked there too
         check_tasks(tasks, self.n_items, None, "predict_tasks", rating_range=self.rating_range)
         batch_size = check_whole(batch_size, "predict_tasks: batch_size", 1)
-        codes_all = self._codes(user_features, len(tasks), "user_features")
+        codes_all = self._codes(users, len(tasks), "users")
         out: list[np.ndarray] = []
         for lo in range(0, len(tasks), batch_size):
             chunk = list(tasks[lo : lo + batch_size])

@@ -134,3 +134,22 @@ def test_category_reads_whole_decimals_by_their_digits() -> None:
     assert category(np.float32(3.0)) == "3" and category("3.5") == "3.5"
     assert rekeyed({"3.0": 1, "x": 2}) == {"3": 1, "x": 2}
     assert rekeyed({"3.0": 1, "3": 2}) == {"3.0": 1, "3": 2}  # which one was meant?
+
+
+def test_user_rows_match_ids_as_the_loaders_write_them() -> None:
+    # str() made 1.0 "1.0", which no id "1" matched: every user's features went unknown
+    import pytest
+
+    from metarec.data.features import user_rows
+    from metarec.errors import DataError
+
+    floats = pd.DataFrame({"user_id": [1.0, 2.0], "age": [20, 30]})
+    assert user_rows(floats, ["1", 2, np.int64(2)])["age"].tolist() == [20, 30, 30]
+    ints = pd.DataFrame({"user_id": [1, 2], "age": [20, 30]})
+    rows = user_rows(ints, ["2", 1.0, "7"])
+    assert rows["user_id"].tolist() == ["2", "1", "7"]
+    assert rows["age"].tolist()[:2] == [30, 20] and np.isnan(rows["age"].iloc[2])
+    with pytest.raises(DataError, match="expected a DataFrame with a user_id column, got list"):
+        user_rows([1], ["1"])  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=r"got columns \['age'\]"):
+        user_rows(ints.drop(columns="user_id"), ["1"])

@@ -103,3 +103,38 @@ def test_time_ordered_episodes_support_is_first_ratings(ratings: UserRatings) ->
     )
     a = nxt[0]  # user a's timestamps fall with the index: first ratings are items 19, 18
     assert list(a.support_items) == [19, 18] and list(a.query_items) == [17, 16, 15]
+
+
+def test_support_only_takes_catalogue_indices_and_numbers() -> None:
+    # cast to int64, the id "1" became index 1 (the item with id "2") and 0.7 became 0
+    from metarec.errors import DataError
+
+    for items in (["1"], [0.7], [-1], [True]):
+        with pytest.raises(DataError, match=r"items: expected catalogue indices .*resolve"):
+            Task.support_only(items, [4.0])
+    with pytest.raises(DataError, match="ratings: expected numbers"):
+        Task.support_only([0], ["4"])
+    task = Task.support_only([0, 2.0], [4, 3])
+    assert task.support_items.tolist() == [0, 2] and task.support_items.dtype == np.int64
+    assert task.support_ratings.dtype == np.float32
+    assert len(Task.support_only([], []).support_items) == 0
+
+
+def test_ids_and_timestamps_of_the_wrong_kind_are_named() -> None:
+    from metarec.errors import DataError, UnknownItemError
+
+    index = {"18": 0, "19": 1}
+    frame = pd.DataFrame({"user_id": ["a", "a"], "item_id": ["18", "19"], "rating": [4.0, 2.0]})
+    # numbers for text ids: "unknown item '18'" of a catalogue that holds "18"
+    with pytest.raises(DataError, match=r"item_id 18 is a number .*ids are text"):
+        UserRatings.from_frame(frame.assign(item_id=[18, 19]), index)
+    with pytest.raises(UnknownItemError, match="'20'"):  # truly unknown: as before
+        UserRatings.from_frame(frame.assign(item_id=["18", "20"]), index)
+    # dates where seconds are read: a ValueError from inside pandas
+    dated = frame.assign(timestamp=["2020-01-01", "2020-01-02"])
+    with pytest.raises(DataError, match=r"timestamp: row 0: '2020-01-01' is not a number"):
+        UserRatings.from_frame(dated, index)
+    with pytest.raises(DataError, match="timestamp: row 0"):
+        UserRatings.from_frame(frame.assign(timestamp=pd.to_datetime(["2020-01-01"] * 2)), index)
+    seconds = UserRatings.from_frame(frame.assign(timestamp=[5, None]), index)
+    assert seconds.timestamps[0] == 5 and np.isnan(seconds.timestamps[1])

@@ -77,7 +77,7 @@ def _world(tmp_path: Path) -> tuple[P1Split, dict[str, int], UserRatings]:
 class _RankOnly:
     predicts_ratings = False
 
-    def predict_tasks(self, tasks: list[Task], user_features: object = None) -> list[np.ndarray]:
+    def predict_tasks(self, tasks: list[Task], users: object = None) -> list[np.ndarray]:
         return [np.zeros(len(t.query_items)) for t in tasks]
 
 

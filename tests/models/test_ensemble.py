@@ -184,6 +184,9 @@ def test_rating_mode_rejects_ranking_members_and_bad_buckets() -> None:
     [
         ({"grid_step": 2.0}, "grid_step: must be in"),  # once: NaN weights, NaN scores
         ({"grid_step": 0}, "grid_step: must be in"),
+        ({"grid_step": True}, "grid_step: must be in"),  # a step of 1
+        ({"fit_members": "no"}, "fit_members: expected True or False"),  # truthy: refit
+        ({"learn_weights": 0}, "learn_weights: expected True or False"),
         ({"samples": -1}, "samples: must be a whole number"),
         ({"k": 0}, "k: must be a whole number"),
         ({"query_size": 0}, "query_size: must be a whole number"),

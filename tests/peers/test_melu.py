@@ -186,6 +186,21 @@ def test_errors(small: Small) -> None:
         )
 
 
+def test_a_users_table_it_cannot_read_is_refused(melu: MeLU, small: Small) -> None:
+    # read as no features at all (no user_id) or as unknown values (text for an age),
+    # where metarec's networks refuse the same tables
+    tasks, users = small.tasks[:2], small.users.iloc[:2]
+    for bad, pattern in (
+        (users.drop(columns="user_id"), "needs a user_id column"),
+        (pd.DataFrame({"foo": [1, 2]}), "needs a user_id column"),
+        (users.assign(age=["x", "y"]), r"age: .*number"),
+        (users.iloc[:1], "expected 2 rows"),
+    ):
+        with pytest.raises(DataError, match=rf"melu-5: users: .*{pattern}"):
+            melu.score_catalogue(tasks, bad)
+    assert melu.score_catalogue(tasks, users).shape == (2, melu.n_items)
+
+
 def test_epochs_rise_until_the_updates_reach_the_papers_ml1m_schedule(small: Small) -> None:
     melu = make_peer("melu-5")
     assert isinstance(melu, MeLU)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,3 +142,54 @@ def test_a_model_that_scores_nan_is_refused_not_ranked(small: Small) -> None:
     model.scores[2] = np.nan  # as a diverged fit would leave it
     with pytest.raises(ModelError, match=r"popularity: scored NaN for task 0 of 2"):
         model.recommend([_task([0], [5.0]), _task([], [])], k=3)
+
+
+def test_training_data_refuses_what_no_model_can_fit(small: Small) -> None:
+    # a peer fitted on a NaN rating scored NaN without a word, on 99 of 1-5 stars up to
+    # 11, where a metarec network refused the same frame by its row
+    from metarec.errors import ConfigError
+
+    frame, catalogue = small.data.interactions.reset_index(drop=True), small.data.catalogue
+    cases = [
+        (frame.assign(rating=frame["rating"].where(frame.index != 3)),
+         r"interactions: row 3 \(user_id .*rating nan\): rating outside \[1, 5\]"),
+        (frame.assign(rating=frame["rating"].where(frame.index != 4, 99)),
+         r"row 4 .*rating 99\.0\): rating outside"),
+        (frame.assign(rating=frame["rating"].astype(str)), r"row 0 .*text, not a number"),
+        (frame.drop(columns="rating"), "rating"),
+    ]  # fmt: skip
+    for bad, pattern in cases:
+        with pytest.raises(DataError, match=pattern):
+            TrainingData(bad, catalogue)
+    with pytest.raises(DataError, match=r"validation: row 0"):
+        TrainingData(frame, catalogue, validation=frame.iloc[:2].assign(rating=[7, 1]))
+    with pytest.raises(ConfigError, match=r"rating_range: expected finite low <= high"):
+        TrainingData(frame, catalogue, rating_range=(5, 1))
+    with pytest.raises(DataError, match="catalogue: expected a Catalogue"):
+        TrainingData(frame, catalogue.vectors)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="users: expected None or a DataFrame with a user_id"):
+        TrainingData(frame, catalogue, users=small.users.drop(columns="user_id"))
+
+
+class _OwnMean(Popularity):
+    """One's own model: a fit of its own, which the base class checks all the same."""
+
+    name = "own-mean"
+
+    def fit(self, data: TrainingData) -> _OwnMean:
+        return super().fit(data)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("make", [Popularity, Bias, ContentKNN, _OwnMean])
+def test_fit_takes_training_data_and_keeps_its_scale(make: type, small: Small) -> None:
+    model = make()
+    with pytest.raises(DataError, match=r"fit: expected TrainingData .*got DataFrame"):
+        model.fit(small.data.interactions)  # an AttributeError from inside the model
+    model.fit(small.data)
+    assert model.rating_range == (1.0, 5.0)
+    # a support rating of 99 on 1-5 stars: bias predicted 27 from it
+    off = Task(0, np.array([0]), np.array([99.0]), np.array([1, 2]), np.array([3.0, 3.0]))
+    for call in (lambda: model.predict_tasks([off]), lambda: model.recommend([off], k=2)):
+        with pytest.raises(DataError, match="support rating 99 is off the model's scale"):
+            call()
+    assert len(model.predict_tasks([replace(off, support_ratings=np.array([5.0]))])[0]) == 2

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from metarec.data.columns import plain
-from metarec.errors import ModelError
+from metarec.data.columns import plain, str_ids
+from metarec.errors import DataError, ModelError
 from metarec.values import is_number, is_whole
 
 MAX_LEVELS = 24
@@ -25,12 +25,29 @@ MAX_LEVELS = 24
 def user_rows(
     users: pd.DataFrame | None, ids: Sequence[object] | np.ndarray
 ) -> pd.DataFrame | None:
-    """One row of side features per id in ``ids`` (ids compared as strings; unknown
-    ids get an all-missing row): the ``users`` frame every model's scoring takes."""
+    """One row of side features per id in ``ids`` (ids compared as text, as the loaders
+    write them: 61.0 is "61"; unknown ids get an all-missing row): the ``users`` frame
+    every model's scoring takes."""
     if users is None:
         return None
-    table = users.assign(user_id=users["user_id"].astype(str)).drop_duplicates("user_id")
-    return table.set_index("user_id").reindex([str(i) for i in ids]).reset_index()
+    if not isinstance(users, pd.DataFrame) or "user_id" not in users.columns:
+        raise DataError(
+            "user_rows: users: expected a DataFrame with a user_id column, got "
+            + (f"columns {list(users.columns)[:8]}" if isinstance(users, pd.DataFrame) else
+               type(users).__name__)
+        )  # fmt: skip
+    # str() wrote 1.0 as "1.0", which no id "1" matched: every user went unknown
+    table = users.assign(user_id=str_ids(users["user_id"])).drop_duplicates("user_id")
+    keys = [_id_text(i) for i in ids]
+    return table.set_index("user_id").reindex(keys).reset_index()
+
+
+def _id_text(value: object) -> str:
+    """One id as :func:`~metarec.data.columns.str_ids` writes a column of them."""
+    value = plain(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2.0**63:
+        return str(int(value))
+    return str(value)
 
 
 @dataclass

@@ -16,9 +16,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec.errors import UnknownItemError
+from metarec.data.columns import not_index, plain
+from metarec.errors import DataError, UnknownItemError
 
 Order = Literal["time", "shuffle"]
+
+
+def _timestamps(column: pd.Series) -> np.ndarray:
+    """A timestamp column as float seconds (NaN where missing), or a DataError naming the
+    first value that is none: a column of dates was a ValueError from deep in pandas."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.isnan(values) & column.notna().to_numpy()
+    if bad.any() or isinstance(column.dtype, pd.DatetimeTZDtype) or column.dtype.kind in "mMb":
+        at = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+        raise DataError(
+            f"timestamp: row {plain(column.index[at])!r}: {plain(column.iloc[at])!r:.40} is "
+            "not a number of "
+            "seconds since 1970; metarec.clean reads dates and other units"
+        )
+    return values
 
 
 @dataclass(frozen=True)
@@ -46,11 +62,16 @@ class UserRatings:
         items = frame["item_id"].map(item_index).to_numpy()
         if pd.isna(items).any():
             missing = frame.loc[pd.isna(items), "item_id"].iloc[0]
+            if not isinstance(missing, str) and str(missing) in item_index:
+                # "unknown item '18'" of a catalogue that holds "18" named no cause
+                raise DataError(
+                    f"item_id {plain(missing)!r} is a number ({type(missing).__name__}), and "
+                    f"the catalogue's ids are text ({plain(missing)!r} and {str(missing)!r} "
+                    "differ): write the ids as text, as metarec.clean and the loaders do"
+                )
             raise UnknownItemError(str(missing))  # a KeyError too, for callers that catch it
         ts = (
-            frame["timestamp"].to_numpy(dtype=np.float64)
-            if "timestamp" in frame
-            else np.full(len(frame), np.nan)
+            _timestamps(frame["timestamp"]) if "timestamp" in frame else np.full(len(frame), np.nan)
         )
         return cls(
             user_ids=np.asarray(uniques, dtype=object),
@@ -85,8 +106,21 @@ class Task:
     def support_only(cls, items: Any, ratings: Any, user: int = 0) -> Task:
         """A user known only by a support set, with an empty query: what adaptation
         and scoring take. Float ratings keep their dtype; anything else is float32."""
-        items = np.asarray(items, dtype=np.int64)
+        given = np.asarray(items)
+        # cast, "1" (an id) became index 1, another item, and 0.7 became 0
+        if given.size and (
+            given.dtype.kind not in "iuf" or bool(not_index(given.astype(np.float64)).any())
+        ):
+            raise DataError(
+                f"Task.support_only: items: expected catalogue indices (whole numbers >= 0; "
+                f"rec.resolve(item_id) gives an item's), got {given.tolist()[:5]!r:.80}"
+            )
         ratings = np.asarray(ratings)
+        if ratings.size and ratings.dtype.kind not in "iuf":
+            raise DataError(
+                f"Task.support_only: ratings: expected numbers, got {ratings.tolist()[:5]!r:.80}"
+            )
+        items = given.astype(np.int64)
         if not np.issubdtype(ratings.dtype, np.floating):
             ratings = ratings.astype(np.float32)
         return cls(user, items, ratings, items[:0], ratings[:0])

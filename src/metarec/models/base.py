@@ -27,9 +27,11 @@ import pandas as pd
 from metarec.catalogue import Catalogue
 from metarec.config import MAX_STEPS
 from metarec.data.columns import not_index
+from metarec.data.generic import check_rating_range
 from metarec.data.schema import Dataset, check_like_threshold, like_threshold_for
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
+from metarec.inputs import check_rating_frame
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.values import is_number, is_whole
 
@@ -38,7 +40,7 @@ class TaskPredictor(Protocol):
     """Anything that predicts each task's query ratings after adapting to its support
     set: every :class:`ScoringModel`, a :class:`~metarec.recommender.Recommender`."""
 
-    def predict_tasks(self, tasks: list[Task], user_features: Any = None) -> list[np.ndarray]: ...
+    def predict_tasks(self, tasks: list[Task], users: Any = None) -> list[np.ndarray]: ...
 
 
 @dataclass
@@ -57,6 +59,28 @@ class TrainingData:
     validation: pd.DataFrame | None = None
     rating_range: tuple[float, float] = (1.0, 5.0)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # checked once here, for every model: a peer fitted on a NaN rating (or a 99 on
+        # 1-5 stars) scored NaN (or 11) without a word, where training a metarec network
+        # on the same frame was refused by its row
+        if not isinstance(self.catalogue, Catalogue):
+            raise DataError(
+                f"TrainingData: catalogue: expected a Catalogue (metarec.encode_catalogue "
+                f"gives one), got {type(self.catalogue).__name__}"
+            )
+        self.rating_range = check_rating_range(self.rating_range, "TrainingData: rating_range")
+        check_rating_frame(self.interactions, self.rating_range, "TrainingData: interactions")
+        if self.validation is not None:
+            check_rating_frame(self.validation, self.rating_range, "TrainingData: validation")
+        if self.users is not None and (
+            not isinstance(self.users, pd.DataFrame) or "user_id" not in self.users.columns
+        ):
+            raise DataError(
+                "TrainingData: users: expected None or a DataFrame with a user_id column, got "
+                + (f"columns {list(self.users.columns)[:8]}"
+                   if isinstance(self.users, pd.DataFrame) else type(self.users).__name__)
+            )  # fmt: skip
 
     def copied(self) -> TrainingData:
         """This data with its frames and vectors copied (the encoder shared: a MiniLM is
@@ -128,6 +152,38 @@ class ScoringModel(ABC):
     predicts_ratings: bool = False
     cutpoints: RatingCutpoints | None = None
     chunk_size: ClassVar[int] = 256
+    # the scale of the data it was fitted on (None before fit, or loaded): support
+    # ratings off it are refused, as a metarec network refuses them
+    rating_range: tuple[float, float] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's :meth:`fit`, one's own model's too, checks what it is given
+        and keeps its rating scale: a frame passed for the TrainingData was an
+        AttributeError from inside the model, a support rating of 99 on 1-5 stars
+        predicted 27."""
+        super().__init_subclass__(**kwargs)
+        fit = cls.__dict__.get("fit")
+        if (
+            fit is None
+            or getattr(fit, "_checks_data", False)
+            or getattr(fit, "__isabstractmethod__", False)
+        ):
+            return
+
+        @functools.wraps(fit)
+        def checked_fit(self: ScoringModel, data: TrainingData, *args: Any, **kw: Any) -> Any:
+            if not isinstance(data, TrainingData):
+                raise DataError(
+                    f"{getattr(self, 'name', type(self).__name__)}: fit: expected TrainingData "
+                    f"(metarec.models.TrainingData(interactions, catalogue, ...)), got "
+                    f"{type(data).__name__}"
+                )
+            out = fit(self, data, *args, **kw)
+            self.rating_range = data.rating_range
+            return out
+
+        checked_fit._checks_data = True  # type: ignore[attr-defined]
+        cls.fit = checked_fit  # type: ignore[method-assign]
 
     def _like_option(self, given: float | None) -> None:
         """Keep a ``like_threshold`` option (what counts as liked); None: the training
@@ -175,7 +231,7 @@ class ScoringModel(ABC):
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
     ) -> list[np.ndarray]:
         """Scores of each task's query items (ratings when ``predicts_ratings``)."""
-        check_tasks(tasks, self.n_items, users, self.name)
+        check_tasks(tasks, self.n_items, users, self.name, rating_range=self.rating_range)
         out: list[np.ndarray] = []
         for lo in range(0, len(tasks), self.chunk_size):
             chunk = tasks[lo : lo + self.chunk_size]
@@ -200,7 +256,7 @@ class ScoringModel(ABC):
         from the catalogue's own order. A ``k`` beyond the catalogue gives every item.
         """
         check_k(k, f"{self.name}: ")
-        check_tasks(tasks, self.n_items, users, self.name)
+        check_tasks(tasks, self.n_items, users, self.name, rating_range=self.rating_range)
         parts = []
         for lo in range(0, len(tasks), self.chunk_size):
             chunk = tasks[lo : lo + self.chunk_size]

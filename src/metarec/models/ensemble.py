@@ -50,7 +50,7 @@ from metarec.models.base import (
     check_whole,
 )
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
-from metarec.values import is_whole
+from metarec.values import is_number, is_whole
 
 Mode = Literal["rating", "ranking"]
 DEFAULT_BUCKETS = (0, 1, 3, 5, 10, 20)
@@ -109,8 +109,11 @@ class Ensemble(ScoringModel):
                 f"ensemble buckets: whole numbers that start at 0 and increase; got {buckets}"
             )
         # the weight grid steps from 0 to 1: a step outside (0, 1] makes no grid
-        if not (isinstance(grid_step, (int, float)) and 0 < grid_step <= 1):
+        if not (is_number(grid_step) and 0 < grid_step <= 1):  # True was a step of 1
             raise ConfigError(f"ensemble grid_step: must be in (0, 1], got {grid_step!r}")
+        for option, flag in (("fit_members", fit_members), ("learn_weights", learn_weights)):
+            if not isinstance(flag, bool | np.bool_):  # "no" is truthy: members were refit
+                raise ConfigError(f"ensemble {option}: expected True or False, got {flag!r:.40}")
         for option, value in (("samples", samples), ("query_size", query_size), ("k", k)):
             check_whole(value, f"ensemble {option}", 1)
         self.members = dict(members)

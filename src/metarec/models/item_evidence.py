@@ -32,11 +32,11 @@ SHRINKAGES: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1e
 
 
 def fitted_residuals(
-    model: TaskPredictor, tasks: list[Task], user_features: Any = None
+    model: TaskPredictor, tasks: list[Task], users: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The evidence :meth:`ItemEvidence.fit` takes: every task's query items, and
     their ratings minus the model's predictions after adapting to the support set."""
-    preds = model.predict_tasks(tasks, user_features) if tasks else []
+    preds = model.predict_tasks(tasks, users) if tasks else []
     items = [np.zeros(0, dtype=np.int64), *(t.query_items for t in tasks)]
     residuals = [np.zeros(0)]
     residuals += [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,13 +26,13 @@ from metarec.recommender import Recommender
 class MetaModel(ScoringModel):
     def __init__(
         self,
-        cfg: TrainConfig | None = None,
+        cfg: TrainConfig | dict[str, Any] | None = None,
         *,
         name: str | None = None,
         progress: bool = False,
         checkpoint_dir: str | Path | None = None,
     ) -> None:
-        self.cfg = (cfg or TrainConfig()).validate()
+        self.cfg = TrainConfig.given(cfg, "MetaModel: cfg")  # a dict too, as train() takes
         self.name = name or self.cfg.algorithm
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir

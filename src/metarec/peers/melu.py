@@ -62,6 +62,7 @@ from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate
 from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, UnsupportedError
+from metarec.inputs import check_users_frame
 from metarec.models.base import ScoringModel, TrainingData, check_seed
 from metarec.peers._common import check_new_items, check_positive, require
 from metarec.peers.melu_features import ItemFeatures, user_encoder
@@ -336,8 +337,11 @@ class MeLU(ScoringModel):
         return int(self.years.shape[0])
 
     def _codes(self, users: pd.DataFrame | None, n: int) -> np.ndarray:
-        if users is None or "user_id" not in users.columns:
+        if users is None:
             return np.zeros((n, len(self.user_features.columns)), dtype=np.int64)
+        # a table without user_id, or with text for an age, was read as no features at
+        # all (or as unknown values), where metarec's networks refuse it
+        check_users_frame(self.user_features, users, n, f"{self.name}: users")
         return self.user_features.transform(users, users["user_id"].to_numpy())
 
     def score_catalogue(
