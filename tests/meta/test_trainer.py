@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +252,50 @@ def test_a_damaged_checkpoint_says_how_to_start_over(tmp_path: Path) -> None:
     (tmp_path / "checkpoint.json").write_text("{")
     with pytest.raises(ModelError, match=r"not valid JSON.*delete that folder"):
         _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+
+
+def _edit_checkpoint(folder: Path, fields: dict, tensors: Callable[[dict], None]) -> None:
+    from metarec.io import load_tensors, save_tensors
+
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    values = load_tensors(folder / meta["tensors"])
+    tensors(values)
+    save_tensors(folder / meta["tensors"], values)
+    (folder / "checkpoint.json").write_text(json.dumps(meta | fields))
+
+
+@pytest.mark.parametrize(
+    "fields, tensors, needle",
+    [
+        # 1.7 resumed "after epoch 1" with epoch 2's weights; -3 failed inside numpy
+        ({"epoch": 1.7}, None, r"epoch: expected a whole number >= 0, got 1\.7"),
+        ({"epoch": -3}, None, "epoch: expected a whole number"),
+        ({"bad_epochs": "x"}, None, "bad_epochs: expected"),
+        # saved as three epochs into the run, which `metarec report` then refused
+        ({"history": "abc"}, None, "history: expected a list of epoch rows"),
+        # Adam loads any shape and failed in its first step, outside the check
+        ({}, lambda t: t.update({"opt.0.exp_avg": torch.zeros(3)}), r"opt\.0\.exp_avg: shape"),
+        # resumed with fresh moments, not where it stopped
+        ({}, lambda t: [t.pop(k) for k in [k for k in t if k.startswith("opt.")]],
+         "moments .* are missing"),
+        # cast without a word
+        ({}, lambda t: t.update({k: t[k].double() for k in t if k.startswith("model.")}),
+         "float64 of shape"),
+        # failed after training, outside the check
+        ({}, lambda t: t.update({k: torch.zeros(2) for k in t if k.startswith("best.")}),
+         "best.* of shape"),
+    ],
+)  # fmt: skip
+def test_a_checkpoint_edited_by_hand_is_refused_before_it_is_resumed(
+    tmp_path: Path, fields: dict, tensors: Callable[[dict], None] | None, needle: str
+) -> None:
+    from metarec.errors import ModelError
+
+    vectors, src = _source(1)
+    _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    _edit_checkpoint(tmp_path, fields, tensors or (lambda t: None))
+    with pytest.raises(ModelError, match=rf"cannot be resumed \(.*{needle}.*delete that folder"):
+        _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)
 
 
 def test_a_diverged_training_is_an_error_not_a_model_of_nans() -> None:

@@ -35,6 +35,7 @@ from metarec.io import (
 )
 from metarec.meta.inner import task_loss
 from metarec.meta.learner import MetaLearner
+from metarec.values import is_number, is_whole
 
 
 @dataclass
@@ -437,6 +438,25 @@ class Trainer:
                 old.unlink(missing_ok=True)
         remove_orphan_temps(ckpt)  # a kill mid-write; a run's lock keeps other writers out
 
+    def _check_moments(
+        self, state: dict[int, dict[str, torch.Tensor]], meta: dict, name: str
+    ) -> None:
+        """ValueError unless the optimiser's saved moments fit its parameters: Adam
+        loads any shape and failed in its first step, outside the resume check, and a
+        checkpoint that lost them resumed with fresh moments, not where it stopped."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if meta.get("epoch", 0) > 0 and not meta.get("diverged") and not state:
+            raise ValueError(f"{name}: the optimiser's moments (opt.*) are missing")
+        for idx, values in state.items():
+            if not 0 <= idx < len(params):
+                raise ValueError(f"{name}: opt.{idx}: no such parameter ({len(params)} of them)")
+            for key, value in values.items():
+                if key != "step" and value.shape != params[idx].shape:
+                    raise ValueError(
+                        f"{name}: opt.{idx}.{key}: shape {tuple(value.shape)}, expected "
+                        f"{tuple(params[idx].shape)}"
+                    )
+
     def _restore(
         self, ckpt: Path, meta: dict, history: TrainHistory
     ) -> tuple[int, int, dict[str, torch.Tensor] | None]:
@@ -445,14 +465,22 @@ class Trainer:
             raise ValueError(f"tensors: expected a file name in {ckpt}, got {name!r}")
         tensors = load_tensors(ckpt / name)
         require_finite(tensors, ckpt / name)  # resuming from a diverged epoch only diverges
+        _check_numbers(meta, self.cfg.epochs)
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+        # load_state_dict casts another dtype without a word, and a best state of the
+        # wrong shape failed after training, outside this check
+        for part, values in (("model", model), ("best", best or {})):
+            _check_like(
+                self.learner.state_dict(), values, f"{name}: {part}.", whole=part == "model"
+            )
         self.learner.load_state_dict(model)
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
             if k.startswith("opt."):
                 _, idx, key = k.split(".", 2)
                 state.setdefault(int(idx), {})[key] = v
+        self._check_moments(state, meta, name)
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         history.epochs = list(meta["history"])
         history.best_epoch = int(meta["best_epoch"])
@@ -468,6 +496,44 @@ class Trainer:
         # stopped early under a lower patience: more patience trains on from there, as a
         # fresh run with it would have (it never met this patience before)
         return epoch, bad, best
+
+
+def _check_numbers(meta: dict, epochs: int) -> None:
+    """ValueError unless a checkpoint's counters and history are what ``_save`` writes:
+    epoch 1.7 resumed "after epoch 1" with epoch 2's weights, -3 failed in numpy, and a
+    history of "abc" was saved as three epochs a report then refused."""
+    # best_epoch -1: no epoch kept yet (no validation)
+    for key, low, top in (("epoch", 0, epochs), ("bad_epochs", 0, None), ("best_epoch", -1, None)):
+        value = meta.get(key)
+        if not is_whole(value) or value < low or (top is not None and value > top):
+            raise ValueError(f"{key}: expected a whole number >= {low}, got {value!r:.40}")
+    if not is_number(meta.get("best_score")) and meta.get("best_score") is not None:
+        raise ValueError(f"best_score: expected a number, got {meta.get('best_score')!r:.40}")
+    rows = meta.get("history")
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and is_whole(r.get("epoch")) for r in rows
+    ):
+        raise ValueError(f"history: expected a list of epoch rows, got {rows!r:.60}")
+    if not isinstance(meta.get("param_groups"), list):
+        raise ValueError(f"param_groups: expected a list, got {meta.get('param_groups')!r:.40}")
+
+
+def _check_like(
+    reference: dict[str, torch.Tensor], given: dict[str, torch.Tensor], where: str, whole: bool
+) -> None:
+    """ValueError unless ``given`` has ``reference``'s keys (all of them if ``whole``),
+    shapes and dtypes."""
+    missing = sorted(set(reference) - set(given)) if whole else []
+    extra = sorted(set(given) - set(reference))
+    if missing or extra:
+        raise ValueError(f"{where}: tensors missing {missing[:3]}, unknown {extra[:3]}")
+    for key, value in given.items():
+        want = reference[key]
+        if value.shape != want.shape or value.dtype != want.dtype:
+            raise ValueError(
+                f"{where}{key}: {value.dtype} of shape {tuple(value.shape)}, expected "
+                f"{want.dtype} of shape {tuple(want.shape)}"
+            )
 
 
 def _finite_or_none(value: float | None) -> float | None:
