@@ -57,11 +57,12 @@ def _error_line(err: str) -> str:
 def test_ensemble_then_recommend(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ens = tmp_path / "ens"
+    ens = tmp_path / "my ens"
     args = ["ensemble", str(run), "--peers", "popularity,bias", "--buckets", "0,1,5"]
     assert main([*args, "--out", str(ens)]) == 0
     out = capsys.readouterr().out
     assert "K>=0" in out and "K>=5" in out and "popularity" in out and "fomaml-run" in out
+    assert f"try: metarec recommend '{ens}' --rate" in out  # a pasteable path
     manifest = json.loads((ens / "ensemble.json").read_text())
     assert [m["kind"] for m in manifest["members"]] == ["metarec", "popularity", "bias"]
     assert manifest["metadata"]["runs"] == [str(run.resolve())]
@@ -108,6 +109,30 @@ def test_ensemble_then_recommend(
     assert main(["recommend", str(ens)]) == 2
     line = _error_line(capsys.readouterr().err)
     assert "ensemble.json" in line and "members[1].kind" in line
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
+def test_an_ensemble_waits_for_no_one_writing_its_out(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # two blends into one --out both said "saved", and one of them was lost
+    out = tmp_path / "ens"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom metarec.locks import exclusive\n"
+         "with exclusive(sys.argv[1], 'hint'):\n print('held', flush=True); sys.stdin.read()",
+         str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        code = main(["ensemble", str(run), "--peers", "popularity", "--out", str(out)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"process {holder.pid} is writing it" in line and "another --out" in line
+    assert not (out / "ensemble.json").exists()
 
 
 def test_a_member_given_twice_is_refused_in_python_before_any_loading(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,8 @@ def register(sub: Any) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
-    from metarec.data.spec import check_recorded, load_from_spec, names_data, spec_for_run
-    from metarec.ensemble_run import check_members, fit_from_runs, format_weights, run_kind
-    from metarec.io import load_json
+    from metarec.ensemble_run import check_members, run_kind
+    from metarec.locks import exclusive
     from metarec.models.persist import check_target
 
     runs = [Path(r) for r in args.runs]
@@ -84,6 +84,22 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: must not be one of the runs")
     check_target(out)  # before the slow part, as the save would refuse it
     check_writable(out, "--out")
+    # two blends into one --out both said "saved", and one of them was lost
+    with exclusive(out, "wait for it to finish, or give another --out"):
+        return _blend(args, runs, peers, buckets, out)
+
+
+def _blend(
+    args: argparse.Namespace,
+    runs: list[Path],
+    peers: list[str],
+    buckets: list[int] | None,
+    out: Path,
+) -> int:
+    from metarec.data.spec import check_recorded, load_from_spec, names_data, spec_for_run
+    from metarec.ensemble_run import fit_from_runs, format_weights
+    from metarec.io import load_json
+
     spec = data_spec(args)
     # the first run's record: its data, or its files' column options for files given
     manifest = runs[0] / "recommender.json"
@@ -119,5 +135,6 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     print(format_weights(ens))
     ens.save(out)
     print(f"\nsaved {out}")
-    print(f'try: metarec recommend {out} --rate "ITEM=5"   or   metarec serve {out}')
+    where = shlex.quote(str(out))  # pasteable with a space or a quote in the path
+    print(f'try: metarec recommend {where} --rate "ITEM=5"   or   metarec serve {where}')
     return 0
