@@ -593,6 +593,35 @@ def test_rows_the_service_never_wrote_are_named_as_damage(store: FeedbackStore) 
         store.all_user_features()
 
 
+def test_an_item_row_the_service_never_wrote_is_named_as_damage(store: FeedbackStore) -> None:
+    # a year of "abc" stopped a server's start with float()'s ValueError
+    from metarec.service.store import DamagedStoreError, items
+
+    store.upsert_items([{"item_id": "n1", "title": "New", "text": "t", "genres": "", "year": 1999}])
+    assert store.added_items()[0]["year"] == 1999
+    for values, needle in (
+        ({"year": "abc"}, r"item 'n1': year 'abc' is not a number"),
+        ({"year": float("inf")}, r"item 'n1': year inf is not a number"),
+    ):
+        with store.engine.begin() as conn:
+            conn.execute(items.update().where(items.c.item_id == "n1").values(**values))
+        with pytest.raises(DamagedStoreError, match=needle + r" \(damaged or edited by hand"):
+            store.added_items()
+
+
+def test_a_table_dropped_by_hand_is_named_at_start(tmp_path: Path) -> None:
+    # "no such table: events" from deep in the first fold-in, a traceback and exit 1
+    from metarec.errors import ConfigError
+
+    path = tmp_path / "store.db"
+    FeedbackStore(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE events")
+    conn.close()
+    with pytest.raises(ConfigError, match=r"table\(s\) events missing at schema version"):
+        FeedbackStore(f"sqlite:///{path}")
+
+
 def test_a_damaged_sqlite_file_is_named_not_met_as_a_traceback(tmp_path: Path) -> None:
     from metarec.service.store import DamagedStoreError
 
