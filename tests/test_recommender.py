@@ -590,6 +590,29 @@ def test_load_refuses_non_finite_weights(fitted: Recommender, tmp_path: Path) ->
         Recommender.load(run)
 
 
+def test_load_refuses_weights_of_another_dtype_or_missing_by_name(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # int32 weights were cast without a word (scores moved, exit 0), and a missing or
+    # reshaped tensor was a bare KeyError or ValueError that named no file
+    from safetensors.torch import load_file, save_file
+
+    run = fitted.save(tmp_path / "run")
+    kept = load_file(str(run / "model.safetensors"))
+    weight = next(k for k in kept if k.startswith("learner.model.user.") and k.endswith("weight"))
+    for change, needle in (
+        ({weight: kept[weight].to(torch.int32)}, rf"tensor {re.escape(weight)} is torch\.int32, "
+         r"expected torch\.float32"),
+        ({"learner.model.user.offset": torch.zeros(2)},
+         r"tensor learner\.model\.user\.offset is of shape \(2,\)"),
+        ({"learner.model.tower.item_vectors": None}, r"tensor .*item_vectors is missing"),
+    ):  # fmt: skip
+        tensors = {k: v for k, v in (kept | change).items() if v is not None}
+        save_file(tensors, str(run / "model.safetensors"))
+        with pytest.raises(ModelError, match=rf"model\.safetensors: {needle}.*damaged or edited"):
+            Recommender.load(run)
+
+
 def test_load_refuses_popularity_of_another_length_or_sign(
     fitted: Recommender, tmp_path: Path
 ) -> None:

@@ -190,12 +190,26 @@ def _read_run_once(
     tensors = load_tensors(path / "model.safetensors")
     require_finite(tensors, path / "model.safetensors")
     state = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
+    weights = path / "model.safetensors"
+    for key, size in (("model.tower.item_vectors", None), ("model.user.offset", 1)):
+        # a KeyError or a ValueError that named neither the file nor the tensor
+        if key not in state or (size is not None and state[key].numel() != size):
+            got = "missing" if key not in state else f"of shape {tuple(state[key].shape)}"
+            raise ModelError(f"{weights}: tensor learner.{key} is {got} (damaged or edited?)")
     vectors = state["model.tower.item_vectors"]
     if len(items) != vectors.shape[0]:
         raise ModelError(f"{path}: items.json has {len(items)} items, the model {vectors.shape[0]}")
     _check_counts(meta, len(items), int(vectors.shape[1]), path / "recommender.json")
     features = UserFeatureEncoder.from_dict(meta["features"], source=str(path / "recommender.json"))
     learner = build_learner(vectors, cfg, features, offset=float(state["model.user.offset"]))
+    for key, want in learner.state_dict().items():
+        given = state.get(key)
+        if given is not None and given.dtype != want.dtype:
+            # load_state_dict casts without a word: int32 weights cut to whole numbers
+            raise ModelError(
+                f"{weights}: tensor learner.{key} is {given.dtype}, expected {want.dtype} "
+                "(damaged or edited?)"
+            )
     learner.load_state_dict(state)
     learner.to(resolve_device(cfg.device))
     enc_tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
