@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from metarec.cli import main
 from metarec.config import TrainConfig
@@ -102,6 +103,19 @@ def test_ensemble_then_recommend(
     rec.save(tmp_path / "grown")  # a run and an ensemble save alike
     again = load_run(tmp_path / "grown", device="cpu")
     assert again.n_items == rec.n_items and "new1" in again.item_index
+
+    # a peer's arrays in a dtype no peer saves: numpy's TypeError, a traceback
+    from metarec.io import load_tensors, save_tensors
+    from metarec.models.persist import PEER_FILE
+
+    peer = next((ens / "members").glob(f"*/{PEER_FILE}"))
+    kept = load_tensors(peer)
+    save_tensors(peer, {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                        for k, v in kept.items()})  # fmt: skip
+    assert main(["recommend", str(ens)]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert PEER_FILE in line and "is torch.bfloat16, not a dtype a peer saves" in line
+    save_tensors(peer, kept)
 
     # a corrupt manifest: one line naming file and field
     manifest["members"][1]["kind"] = "als"

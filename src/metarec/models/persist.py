@@ -242,7 +242,7 @@ def _read_member(
     if kind in RANKERS:
         if not isinstance(options, dict) or not isinstance(state, dict):
             raise man.bad(f"{at}options/state", "must be objects")
-        arrays = {k: v.numpy() for k, v in load_tensors(where / PEER_FILE).items()}
+        arrays = _peer_arrays(where / PEER_FILE)
         try:
             return RANKERS[kind].from_state(
                 options, state, arrays, seed=seed, name=name, device=device or "auto"
@@ -253,8 +253,23 @@ def _read_member(
         raise man.bad(f"{at}options", "must be an object")
     if not isinstance(state, dict) or not all(isinstance(v, int | float) for v in state.values()):
         raise man.bad(f"{at}state", "must be an object of numbers")
-    arrays = {k: v.numpy() for k, v in load_tensors(where / PEER_FILE).items()}
+    arrays = _peer_arrays(where / PEER_FILE)
     return _peer_from_state(kind, seed, options, state, arrays, n_items, where_said)
+
+
+# what a peer's state is saved as; bfloat16 was numpy's TypeError, a traceback
+PEER_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.bool)
+
+
+def _peer_arrays(path: Path) -> dict[str, np.ndarray]:
+    tensors = load_tensors(path)
+    for key, value in tensors.items():
+        if value.dtype not in PEER_DTYPES:
+            raise ModelError(
+                f"{path}: tensor {key!r} is {value.dtype}, not a dtype a peer saves "
+                "(damaged or edited?)"
+            )
+    return {k: v.numpy() for k, v in tensors.items()}
 
 
 # -- saving ---------------------------------------------------------------------
