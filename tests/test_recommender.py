@@ -559,6 +559,8 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
         ),
         (good | {"rating_range": "x"}, "rating_range must be"),
         (good | {"rating_range": [5, 1]}, "rating_range must be"),
+        (good | {"rating_range": ["a", "b"]}, r"rating_range must be .* got \['a', 'b'\]"),
+        (good | {"rating_range": [None, 5]}, r"rating_range must be .* got \[None, 5\]"),
         (good | {"config": good["config"] | {"model": {"hidden": 7}}}, "not a loadable"),
         (good | {"n_items": -1}, r"recommender\.json: n_items: expected a positive whole"),
         (good | {"n_items": "x"}, r"n_items: expected a positive whole number, got 'x'"),

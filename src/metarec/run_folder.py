@@ -44,7 +44,7 @@ from metarec.locks import holder, lock_path
 from metarec.meta.learner import MetaLearner
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
-from metarec.values import is_whole
+from metarec.values import is_number, is_whole
 
 if TYPE_CHECKING:
     # only for annotations: the recommender module imports this one
@@ -330,7 +330,8 @@ def _item_array(
 
 
 def _rating_range(raw: Any, path: Path) -> tuple[float, float]:
-    ok = isinstance(raw, list) and len(raw) == 2
+    # float() of "a" or None was a bare ValueError or TypeError naming no field
+    ok = isinstance(raw, list) and len(raw) == 2 and all(is_number(v) for v in raw)
     lo, hi = (float(raw[0]), float(raw[1])) if ok else (math.nan, math.nan)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
         raise ModelError(
