@@ -570,6 +570,19 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
             good | {"encoder": good["encoder"] | {"dim": "abc"}},
             r"encoder\.dim: expected a positive whole number, got 'abc'",
         ),
+        # loaded and served, then met at the first added item as the client's 422
+        (
+            good | {"encoder": good["encoder"] | {"type": "bogus"}},
+            r"encoder\.type 'bogus' is not one of sentence, tfidf",
+        ),
+        (
+            good | {"encoder": good["encoder"] | {"dim": 32}},
+            r"encoder\.dim says 32; the item vectors have \d+",
+        ),
+        (
+            good | {"encoder": {k: v for k, v in good["encoder"].items() if k != "vocabulary"}},
+            r"TF-IDF encoder needs its vocabulary",
+        ),
     ]:
         (run / "recommender.json").write_text(json.dumps(damaged))
         with pytest.raises(ModelError, match=needle):
@@ -608,6 +621,7 @@ def test_load_refuses_weights_of_another_dtype_or_missing_by_name(
         ({"learner.model.user.offset": torch.zeros(2)},
          r"tensor learner\.model\.user\.offset is of shape \(2,\)"),
         ({"learner.model.tower.item_vectors": None}, r"tensor .*item_vectors is missing"),
+        ({"encoder.components": None}, r"tensor encoder\.components is missing"),
     ):  # fmt: skip
         tensors = {k: v for k, v in (kept | change).items() if v is not None}
         save_file(tensors, str(run / "model.safetensors"))

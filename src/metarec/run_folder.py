@@ -213,6 +213,7 @@ def _read_run_once(
     learner.load_state_dict(state)
     learner.to(resolve_device(cfg.device))
     enc_tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    _check_encoder(meta["encoder"], enc_tensors, int(vectors.shape[1]), path)
     rec = cls(
         learner,
         items,
@@ -300,6 +301,33 @@ def _check_counts(meta: dict, n_items: int, dim: int, source: Path) -> None:
             )
         if actual is not None and raw != actual:
             raise ModelError(f"{source}: {where} says {raw}; the run's files hold {actual}")
+
+
+def _check_encoder(config: dict, tensors: dict[str, torch.Tensor], dim: int, path: Path) -> None:
+    """What the run's encoder is rebuilt from when items are added, checked at load: a
+    damaged one loaded, served, and was met at the first added item, whose client was
+    told its request was invalid (422)."""
+    source = path / "recommender.json"
+    kind = config.get("type")
+    if kind not in ("sentence", "tfidf"):
+        raise ModelError(f"{source}: encoder.type {kind!r:.40} is not one of sentence, tfidf")
+    if config.get("dim", dim) != dim:
+        raise ModelError(
+            f"{source}: encoder.dim says {config.get('dim')!r:.20}; the item vectors have {dim}"
+        )
+    if kind == "tfidf":
+        if not isinstance(config.get("vocabulary"), dict) or not isinstance(
+            config.get("idf"), list
+        ):
+            raise ModelError(
+                f"{source}: encoder: a TF-IDF encoder needs its vocabulary (an object) and "
+                "idf (a list) (damaged or edited?)"
+            )
+        if "components" not in tensors:
+            raise ModelError(
+                f"{path / 'model.safetensors'}: tensor encoder.components is missing "
+                "(damaged or edited?)"
+            )
 
 
 def _item_array(
