@@ -572,3 +572,24 @@ def test_ids_that_are_digits_to_isdigit_but_no_number_do_not_break_the_hints(
         "interactions: 1 row: item id not in the items table (e.g. r.csv line 3: item 'x9' "
         "is not in the items table)"
     ]
+
+
+@pytest.mark.parametrize(
+    "column, values, needle",
+    [
+        # kept as their real part, with numpy's ComplexWarning alone
+        ("rating", [4 + 0j, 3 + 0j], r"column 'rating' holds complex numbers \(complex128\)"),
+        # True read as one second after 1970, as boolean ratings are refused already
+        ("timestamp", [True, False], r"column 'timestamp' holds booleans \(bool\), not times"),
+        # a day read as 86,400,000 "milliseconds since 1970", with a warning about the unit
+        ("timestamp", pd.to_timedelta([1, 2], unit="D"), r"holds durations \(timedelta64"),
+    ],
+)
+def test_ratings_and_times_of_no_such_kind_are_refused(
+    column: str, values: object, needle: str
+) -> None:
+    items = pd.DataFrame({"item_id": ["1", "2"], "title": ["A", "B"]})
+    inter = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["1", "2"], "rating": [4.0, 3.0]})
+    inter[column] = values
+    with pytest.raises(DataError, match=needle):
+        clean(Dataset("t", inter, items))

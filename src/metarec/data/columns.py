@@ -101,6 +101,10 @@ def refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> No
             "is another column the rating (--rating-col)?",
             path=source,
         )
+    if kind.is_complex_dtype(column):  # kept as their real part, with numpy's warning
+        raise DataError(
+            f"column 'rating' holds complex numbers ({column.dtype}), not ratings", path=source
+        )
     flags = boolean_values(column)
     if not flags.any():
         return

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older pandas
 
 from metarec.data.columns import (
     RAW_PREFIX,
+    boolean_values,
     numeric_with_raw,
     reads_as_number,
     reads_as_numbers,
@@ -35,6 +36,16 @@ def read_timestamps(
 ) -> tuple[pd.Series, pd.Series | None]:
     """Seconds since 1970 for a column of timestamps, and the text of those that are
     no time (None when every value is one)."""
+    # read as numbers, True was 1970-01-01T00:00:01 and a duration its nanoseconds
+    # (a day, 86,400,000 s "since 1970" after a warning about milliseconds)
+    flags = boolean_values(values)
+    if pd.api.types.is_timedelta64_dtype(values.dtype) or flags.any():
+        what = "durations" if not flags.any() else "booleans"
+        raise DataError(
+            f"column 'timestamp' holds {what} ({values.dtype}), not times; give dates, "
+            "or seconds since 1970, or leave the column out",
+            path=source,
+        )
     if is_datetimes(values):
         return datetime_seconds(values), None
     ts, raw_ts = numeric_with_raw(values, "timestamp")
