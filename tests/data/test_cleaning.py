@@ -593,3 +593,15 @@ def test_ratings_and_times_of_no_such_kind_are_refused(
     inter[column] = values
     with pytest.raises(DataError, match=needle):
         clean(Dataset("t", inter, items))
+
+
+def test_a_dataset_built_by_hand_says_what_is_wrong_with_its_scale() -> None:
+    # None was "'NoneType' object is not iterable" from describe(), and a rating of "4"
+    # in a data set not cleaned yet was a TypeError from inside pandas' mean
+    inter = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["1", "2"], "rating": ["4", "x"]})
+    items = pd.DataFrame({"item_id": ["1", "2"], "title": ["A", "B"]})
+    assert Dataset("t", inter, items).describe()["rating_mean"] == 4.0
+    for scale in (None, (5, 1), ("a", "b"), (1, float("nan")), (True, 5)):
+        with pytest.raises(ConfigError, match=r"rating_range: expected \(low, high\)"):
+            Dataset("t", inter, items, None, scale)  # type: ignore[arg-type]
+    assert Dataset("t", inter, items, None, [1, 10]).rating_range == (1.0, 10.0)  # type: ignore[arg-type]

@@ -194,6 +194,17 @@ class Dataset:
             check_table(self.users, "users")
         if self.spec is not None and not isinstance(self.spec, dict):
             raise DataError(f"spec: expected a dict of data options, got {self.spec!r:.60}")
+        # None was "'NoneType' object is not iterable" from whatever read the scale first
+        scale = self.rating_range
+        if not (
+            isinstance(scale, tuple | list)
+            and len(scale) == 2
+            and all(isinstance(v, int | float | np.integer | np.floating)
+                    and not isinstance(v, bool) and math.isfinite(v) for v in scale)
+            and scale[0] <= scale[1]
+        ):  # fmt: skip
+            raise ConfigError(f"rating_range: expected (low, high) with low <= high, got {scale!r}")
+        self.rating_range = (float(scale[0]), float(scale[1]))
 
     @property
     def n_users(self) -> int:
@@ -231,7 +242,10 @@ class Dataset:
             "density": len(inter) / max(1, self.n_users * max(1, self.n_items)),
             "rating_range": list(self.rating_range),
             "like_threshold": self.like_threshold,
-            "rating_mean": float(inter["rating"].mean()) if len(inter) else float("nan"),
+            # numbers as text ("4") in a data set not cleaned yet: the mean of what reads
+            "rating_mean": float(pd.to_numeric(inter["rating"], errors="coerce").mean())
+            if len(inter)
+            else float("nan"),
             "ratings_per_user_median": float(per_user.median()) if len(per_user) else 0.0,
             "ratings_per_user_min": int(per_user.min()) if len(per_user) else 0,
             "user_features": self.user_feature_columns,
@@ -243,7 +257,10 @@ class Dataset:
         """What a person should check about the scale before training: a 0 below an
         otherwise 1-N scale is the strongest dislike here, but some catalogues (Book-
         Crossing) write 0 for "read, not rated"; which it is, only they know."""
-        levels = np.unique(self.interactions["rating"].to_numpy(dtype=np.float64))
+        ratings = pd.to_numeric(self.interactions["rating"], errors="coerce")
+        levels = np.unique(ratings.dropna().to_numpy(dtype=np.float64))
+        if not len(levels):
+            return []
         if len(levels) == 1 and self.rating_range[0] == self.rating_range[1]:
             # `data validate` said "ok" and a default `train` then refused the data
             return [
@@ -254,7 +271,7 @@ class Dataset:
         rest = levels[1:]
         if len(rest) < 3 or levels[0] != 0 or rest[0] != 1 or not (rest == rest.round()).all():
             return []
-        zeros = int((self.interactions["rating"] == 0).sum())
+        zeros = int((ratings == 0).sum())
         return [
             f"{zeros:,} rating(s) of 0 below an otherwise 1-{rest[-1]:g} scale are read as the "
             f"strongest dislike; if 0 means an interaction without a rating, give "
