@@ -1608,3 +1608,34 @@ def test_close_matches_in_a_large_catalogue_come_from_titles_sharing_a_word() ->
     assert _close_matches("qqqq", titles) == []  # nothing shares a word: no scan of all
     small = {"toy story (1995)": 0, "heat (1995)": 1}
     assert _close_matches("tpy stroy (1995)", small) == ["toy story (1995)"]  # every title
+
+
+def test_a_run_with_an_encoder_of_ones_own_loads_and_serves(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # refused at load once encoders were checked there; only adding items, which
+    # rebuilds the encoder, cannot be done with it
+    import hashlib
+
+    class Hashed:
+        dim, id = 16, "hashed:d16"
+
+        def encode(self, texts: Any, *, progress: bool = False) -> np.ndarray:
+            seeds = [
+                int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts
+            ]
+            rows = [np.random.default_rng(s).standard_normal(self.dim) for s in seeds]
+            return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
+
+        def to_config(self) -> dict[str, Any]:
+            return {"type": "hashed", "dim": self.dim}
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, Hashed(), cache_dir=tmp_path / "emb", progress=False)
+    cfg = TrainConfig(epochs=1, max_train_users=40, inner_steps=1, seed=0, device="cpu")
+    rec, _ = fit_recommender(catalogue, ds.interactions, cfg, progress=False)
+    loaded = Recommender.load(rec.save(tmp_path / "run"))
+    user = loaded.adapt([("Toy Story (1995)", 5)])
+    np.testing.assert_allclose(loaded.score(user), rec.score(rec.adapt([("Toy Story (1995)", 5)])))
+    with pytest.raises(ModelError, match="unknown encoder type 'hashed'"):
+        loaded.add_items(pd.DataFrame({"item_id": ["n1"], "title": ["New"]}))

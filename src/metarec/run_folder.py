@@ -304,13 +304,13 @@ def _check_counts(meta: dict, n_items: int, dim: int, source: Path) -> None:
 
 
 def _check_encoder(config: dict, tensors: dict[str, torch.Tensor], dim: int, path: Path) -> None:
-    """What the run's encoder is rebuilt from when items are added, checked at load: a
-    damaged one loaded, served, and was met at the first added item, whose client was
-    told its request was invalid (422)."""
+    """What the run's encoder is rebuilt from when items are added, checked at load (its
+    width; a TF-IDF's state): a damaged one loaded, served, and was met at the first
+    added item, whose client was told its request was invalid (422)."""
     source = path / "recommender.json"
     kind = config.get("type")
-    if kind not in ("sentence", "tfidf"):
-        raise ModelError(f"{source}: encoder.type {kind!r:.40} is not one of sentence, tfidf")
+    # a type of one's own (an Encoder of one's own, metarec.train(encoder=...)) loads and
+    # serves; only adding items, which rebuilds the encoder, refuses it, as before
     if config.get("dim", dim) != dim:
         raise ModelError(
             f"{source}: encoder.dim says {config.get('dim')!r:.20}; the item vectors have {dim}"

@@ -271,6 +271,7 @@ def _edit_checkpoint(folder: Path, fields: dict, tensors: Callable[[dict], None]
         ({"epoch": 1.7}, None, r"epoch: expected a whole number >= 0, got 1\.7"),
         ({"epoch": -3}, None, "epoch: expected a whole number"),
         ({"bad_epochs": "x"}, None, "bad_epochs: expected"),
+        ({"best_score": None}, None, "best_score: expected a number, got None"),  # float(None)
         # saved as three epochs into the run, which `metarec report` then refused
         ({"history": "abc"}, None, "history: expected a list of epoch rows"),
         # Adam loads any shape and failed in its first step, outside the check

@@ -21,7 +21,7 @@ from metarec.config import TrainConfig
 from metarec.data import load_dataset
 from metarec.data.tasks import Task, UserRatings
 from metarec.ensemble_run import EnsembleRecommender, load_run
-from metarec.errors import ModelError, UnsupportedError
+from metarec.errors import DataError, ModelError, UnsupportedError
 from metarec.models import persist
 from metarec.models.base import TrainingData
 from metarec.models.ensemble import Ensemble
@@ -404,9 +404,26 @@ def test_one_model_round_trips_on_its_own(world: World, rankers: Ensemble, tmp_p
             loaded.score_catalogue(world.tasks, world.users),
             model.score_catalogue(world.tasks, world.users),
         )
+        # and its scale: a loaded bias predicted 27 from a 99 its fitted self refused
+        assert loaded.rating_range == model.rating_range == (1.0, 5.0), name
     bag = persist.load_model(persist.save_model(world.rating, tmp_path / "bag"))
     assert isinstance(bag, Ensemble)  # an ensemble keeps its own layout
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert bag.rating_range == (1.0, 5.0)
+    assert all(m.rating_range == (1.0, 5.0) for m in bag.members.values())
+    off = replace(world.tasks[3], support_ratings=np.full(3, 99.0))
+    for model in (bag, bag.members["bias"]):
+        with pytest.raises(DataError, match="support rating 99 is off the model's scale"):
+            model.predict_tasks([off])
+    # a model saved before the scale was kept loads, without it
+    out = tmp_path / "bias"
+    manifest = json.loads((out / "model.json").read_text())
+    del manifest["rating_range"]
+    (out / "model.json").write_text(json.dumps(manifest))
+    assert persist.load_model(out).rating_range is None
+    (out / "model.json").write_text(json.dumps(manifest | {"rating_range": [5, "x"]}))
+    with pytest.raises(ModelError, match=r"field 'rating_range': expected \[low, high\] or null"):
+        persist.load_model(out)
 
 
 def test_one_model_folder_is_checked(world: World, tmp_path: Path) -> None:

@@ -593,9 +593,12 @@ def test_rows_the_service_never_wrote_are_named_as_damage(store: FeedbackStore) 
         store.all_user_features()
 
 
-def test_an_item_row_the_service_never_wrote_is_named_as_damage(store: FeedbackStore) -> None:
-    # a year of "abc" stopped a server's start with float()'s ValueError
+def test_an_item_row_the_service_never_wrote_is_named_as_damage(tmp_path: Path) -> None:
+    # a year of "abc" stopped a server's start with float()'s ValueError (SQLite alone:
+    # PostgreSQL's typed columns hold no such year)
     from metarec.service.store import DamagedStoreError, items
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'store.db'}")
 
     store.upsert_items([{"item_id": "n1", "title": "New", "text": "t", "genres": "", "year": 1999}])
     assert store.added_items()[0]["year"] == 1999
@@ -607,6 +610,7 @@ def test_an_item_row_the_service_never_wrote_is_named_as_damage(store: FeedbackS
             conn.execute(items.update().where(items.c.item_id == "n1").values(**values))
         with pytest.raises(DamagedStoreError, match=needle + r" \(damaged or edited by hand"):
             store.added_items()
+    store.close()
 
 
 def test_a_table_dropped_by_hand_is_named_at_start(tmp_path: Path) -> None:

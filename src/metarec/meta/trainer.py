@@ -507,7 +507,7 @@ def _check_numbers(meta: dict, epochs: int) -> None:
         value = meta.get(key)
         if not is_whole(value) or value < low or (top is not None and value > top):
             raise ValueError(f"{key}: expected a whole number >= {low}, got {value!r:.40}")
-    if not is_number(meta.get("best_score")) and meta.get("best_score") is not None:
+    if not is_number(meta.get("best_score")):  # inf is written as Infinity, never null
         raise ValueError(f"best_score: expected a number, got {meta.get('best_score')!r:.40}")
     rows = meta.get("history")
     if not isinstance(rows, list) or not all(

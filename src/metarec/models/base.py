@@ -162,7 +162,8 @@ class ScoringModel(ABC):
         AttributeError from inside the model, a support rating of 99 on 1-5 stars
         predicted 27."""
         super().__init_subclass__(**kwargs)
-        fit = cls.__dict__.get("fit")
+        # the fit this class has, its own or a mixin's; one a parent wrapped is wrapped
+        fit = getattr(cls, "fit", None)
         if (
             fit is None
             or getattr(fit, "_checks_data", False)

@@ -461,6 +461,9 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
         raise ModelError(f"{path}: {exc}") from None
     ens.weights = np.asarray(weights, dtype=np.float64)
     ens._n_fit_items = zscore_items
+    # the scale its members were fitted on (its runs'): support ratings off it refused
+    for model in (ens, *members.values()):
+        model.rating_range = scale
     ens.metadata = man.get("metadata", dict, {})
     # an ensemble records the data its runs were trained on, read back as theirs is
     check_recorded(ens.metadata, str(path))
@@ -521,6 +524,9 @@ def save_model(model: ScoringModel, directory: str | Path) -> Path:
             "name": model.name,
             "seed": int(getattr(model, "seed", 0)),
             "n_items": model.n_items,
+            # the scale it was fitted on, off which support ratings are refused: a model
+            # loaded without it predicted 27 from a rating of 99 its fitted self refused
+            "rating_range": None if model.rating_range is None else list(model.rating_range),
             **entry,
         }
         save_json(tmp / MODEL_MANIFEST, manifest)  # last: without it the folder is no model
@@ -548,6 +554,18 @@ def load_model(directory: str | Path, *, device: str | None = None) -> ScoringMo
     )
     if model.n_items != n_items:
         raise man.bad("n_items", f"says {n_items}; the model's files hold {model.n_items}")
+    scale = raw.get("rating_range")  # absent in models saved before it was kept
+    if isinstance(model, MetaModel):
+        model.rating_range = model._rec().rating_range
+    elif scale is not None:
+        if not (
+            isinstance(scale, list)
+            and len(scale) == 2
+            and all(is_number(v) and math.isfinite(v) for v in scale)
+            and scale[0] <= scale[1]
+        ):
+            raise man.bad("rating_range", f"expected [low, high] or null, got {scale!r:.60}")
+        model.rating_range = (float(scale[0]), float(scale[1]))
     return model
 
 
