@@ -572,10 +572,6 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
         ),
         # loaded and served, then met at the first added item as the client's 422
         (
-            good | {"encoder": good["encoder"] | {"type": "bogus"}},
-            r"encoder\.type 'bogus' is not one of sentence, tfidf",
-        ),
-        (
             good | {"encoder": good["encoder"] | {"dim": 32}},
             r"encoder\.dim says 32; the item vectors have \d+",
         ),
