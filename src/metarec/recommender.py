@@ -417,8 +417,19 @@ class Recommender(TopK):
         if self.cfg.objective == "rating":
             batch = collate(tasks)
         else:
+            # in item order where negatives are sampled: they, seeded by the support
+            # items, and the pairs BPR forms depend on the set a user rated, not on the
+            # order given (softmax samples none, and sums over the support as it is)
+            sampled = self.cfg.objective in ("bce", "bpr")
+            ranks = [
+                np.argsort(t.support_items, kind="stable")
+                if sampled
+                else np.arange(len(t.support_items))
+                for t in tasks
+            ]
             support_only = [
-                Task.support_only(t.support_items, t.support_ratings, t.user) for t in tasks
+                Task.support_only(t.support_items[r], t.support_ratings[r], t.user)
+                for t, r in zip(tasks, ranks, strict=True)
             ]
             batch = collate(
                 support_only,
