@@ -34,7 +34,7 @@ import pandas as pd
 from metarec.config import TrainConfig
 from metarec.data.features import user_rows
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, ModelError
 from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
 
@@ -65,11 +65,20 @@ class RetrainResult:
 
     def summary(self) -> str:
         dropped = int(self.details.get("feedback_items_dropped", 0))
+        clipped = int(self.details.get("feedback_ratings_clipped", 0))
+        scale = self.details.get("rating_range")
         return (
             f"held-out users: {self.n_eval_users}; {self.metric} old {self.old_mae:.4f}, "
             f"new {self.new_mae:.4f} ({self.verdict()}); feedback: {self.n_feedback_ratings} "
             f"ratings from {self.n_feedback_users} users"
             + (f" ({dropped} for items outside the catalogue left out)" if dropped else "")
+            # silent, 6 to 10 became 5: a store written for a run on another scale
+            + (
+                f" ({clipped} outside the run's scale {scale} clipped to it: a store written "
+                "for a run on another scale?)"
+                if clipped
+                else ""
+            )
         )
 
     def verdict(self) -> str:
@@ -115,16 +124,18 @@ def feedback_frame(
 ) -> tuple[pd.DataFrame, int]:
     """Ratings from the store's events (user_id prefixed; ``upto``: only events stored
     up to that row id), and how many were dropped because their item is not in the
-    catalogue."""
+    catalogue. A rating off ``rating_range`` (a store written for a run of another
+    scale: the service checked each against the run it served) is clipped to it, as
+    the service reads it; the frame's ``attrs["clipped"]`` counts them."""
     from metarec.service.feedback import history_from_events
 
     rows: list[tuple[str, str, float, float]] = []
-    dropped = 0
+    dropped = clipped = 0
     current: str | None = None
     pending: list[Any] = []
 
     def flush() -> None:
-        nonlocal dropped
+        nonlocal dropped, clipped
         if current is None:
             return
         latest_ts = {ev.item_id: ev.timestamp for ev in pending}
@@ -136,6 +147,7 @@ def feedback_frame(
             if item not in known_items:
                 dropped += 1
                 continue
+            clipped += not lo <= rating <= hi
             rows.append(
                 (FEEDBACK_PREFIX + current, item, min(max(rating, lo), hi), latest_ts[item])
             )
@@ -148,6 +160,7 @@ def feedback_frame(
     flush()
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     frame["rating"] = frame["rating"].astype(np.float32)
+    frame.attrs["clipped"] = clipped
     return frame, dropped
 
 
@@ -171,7 +184,15 @@ def combined_items(base: pd.DataFrame, added: list[dict[str, Any]]) -> pd.DataFr
 HELD_OUT_FILE = "heldout.json"
 
 
-def _held_out_users(run: Path, ds: Any, seed: int) -> tuple[set[str], str]:
+def _held_out_users(run: Path, ds: Any, seed: int, retrained: bool) -> tuple[set[str], str]:
+    if retrained and not (run / HELD_OUT_FILE).exists():
+        # the fallbacks below drew users this run trained on, and judged the old model
+        # partly on them (which favours it) without a word
+        raise ModelError(
+            f"{run / HELD_OUT_FILE}: missing; a retrained run is judged on the users its "
+            "retrain held out, which that file lists (restore it, or retrain the run it was "
+            "retrained from)"
+        )
     if (run / HELD_OUT_FILE).exists():
         # a retrained run: the users its own retrain held out (and trained without)
         from metarec.io import load_json, reading
@@ -359,7 +380,12 @@ def _retrain(
     feedback = on_levels(feedback, ds.interactions["rating"].to_numpy())
     # the old run's own split seed (--split-seed, else its training seed), not a --set
     # seed of the new one: only then are these users the old model never trained on
-    held, held_rule = _held_out_users(run, ds, int(old.metadata.get("split_seed", old.cfg.seed)))
+    held, held_rule = _held_out_users(
+        run,
+        ds,
+        int(old.metadata.get("split_seed", old.cfg.seed)),
+        retrained=old.metadata.get("holdout") == "retrain",
+    )
     inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
     evaluation = inter[inter["user_id"].isin(held)]
     if evaluation.empty and not force:
@@ -367,7 +393,7 @@ def _retrain(
         raise ConfigError(
             f"held-out users ({held_rule}): none of the {len(held):,} is in the data, so the "
             "new run could not be judged against the old (an edited heldout.json, or other "
-            "data?); force=True (--force) writes it unjudged"
+            "data?); force=True writes it unjudged"
         )
     rest, validation = split_users(inter[~inter["user_id"].isin(held)], 0.1, cfg.seed)
     if cfg.max_train_users is not None:
@@ -416,6 +442,8 @@ def _retrain(
         details={
             "held_out": held_rule,
             "feedback_items_dropped": dropped,
+            "feedback_ratings_clipped": int(feedback.attrs.get("clipped", 0)),
+            "rating_range": list(old.rating_range),
             "best_epoch": history.best_epoch,
             "tolerance": tolerance,
         },

@@ -239,8 +239,13 @@ def test_a_missing_split_file_names_the_file(ds, tmp_path: Path) -> None:
         ),
         ({"protocol": "p4", "users": ["a"], "arms": ["A"], "seed": 0, "support": -3}, ">= 0"),
         ({"protocol": "p4", "users": 5, "arms": [], "seed": 0, "support": 1}, "damaged"),
+        # abtest read it back as --users, and its message named a flag never given
+        ({"protocol": "p4", "users": ["a"], "arms": ["A"], "seed": 0, "support": 1,
+          "users_from": "heldout:abc"}, r"users_from must be heldout:FRACTION .*'heldout:abc'"),
+        ({"protocol": "p4", "users": ["a"], "arms": ["A"], "seed": 0, "support": 1,
+          "users_from": "heldout:1.5"}, "users_from must be heldout:FRACTION"),
     ],
-)
+)  # fmt: skip
 def test_a_damaged_split_file_is_one_error_naming_it(raw: Any, needle: str, tmp_path: Path) -> None:
     """Hand-edited or foreign split files: a DataError naming the file, not a
     KeyError or AttributeError from the line that used the field."""

@@ -17,7 +17,13 @@ import pytest
 import metarec.retrain
 from metarec.cli import main
 from metarec.recommender import Recommender
-from metarec.retrain import _gate_loss, _held_out_users, feedback_frame, not_worse
+from metarec.retrain import (
+    RetrainResult,
+    _gate_loss,
+    _held_out_users,
+    feedback_frame,
+    not_worse,
+)
 from metarec.service.store import FeedbackStore, NewEvent
 from metarec.trained_users import recorded_training_users
 
@@ -80,9 +86,25 @@ def test_feedback_on_items_outside_the_catalogue_is_left_out_and_counted(
         "u", [NewEvent("a", "1", "rating", 4.0, 1.0), NewEvent("b", "ghost", "rating", 5.0, 2.0)]
     )
     frame, dropped = feedback_frame(store, (1.0, 5.0), {"1", "2"})
-    store.close()
     assert frame[["user_id", "item_id", "rating"]].values.tolist() == [["feedback:u", "1", 4.0]]
-    assert dropped == 1
+    assert dropped == 1 and frame.attrs["clipped"] == 0
+    # a store written for a run on another scale: 6 to 10 became 5 without a word
+    store.add_events("u", [NewEvent("c", "2", "rating", 9.0, 3.0)])
+    frame, _ = feedback_frame(store, (1.0, 5.0), {"1", "2"})
+    store.close()
+    assert frame["rating"].tolist() == [4.0, 5.0] and frame.attrs["clipped"] == 1
+    details = {"feedback_ratings_clipped": 1, "rating_range": [1.0, 5.0]}
+    result = RetrainResult(0.8, 0.7, 10, 1, 2, True, True, tmp_path, details=details)
+    assert "(1 outside the run's scale [1.0, 5.0] clipped to it" in result.summary()
+
+
+def test_a_retrained_run_without_its_held_out_users_is_refused(tmp_path: Path) -> None:
+    # judged on a fresh draw of users, some of which it trained on (which favours the
+    # old model), without a word
+    from metarec.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"heldout\.json: missing; a retrained run is judged"):
+        _held_out_users(tmp_path, None, 0, retrained=True)
 
 
 @pytest.fixture
@@ -136,7 +158,7 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
     # training users (without the record it fell back to a fresh 10 % of all users)
     held = json.loads((out / "heldout.json").read_text())
     assert held["rule"] == report["held_out"] and len(held["users"]) == report["n_eval_users"]
-    assert _held_out_users(out, None, 0) == (set(held["users"]), held["rule"])
+    assert _held_out_users(out, None, 0, retrained=True) == (set(held["users"]), held["rule"])
     # and records the users it trained on, the feedback's among them, so that `abtest`
     # keeps them out (it refused a users list for a run that recorded none)
     trained, _ = recorded_training_users(out) or (set(), "")

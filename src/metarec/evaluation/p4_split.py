@@ -88,6 +88,18 @@ class P4Split:
                 _skipped(raw.get("skipped", {})),
                 str(raw.get("users_from", "")),
             )
+        if split.users_from.startswith("heldout:"):
+            # read back as --users by abtest, whose message named a flag never given
+            try:
+                fraction = float(split.users_from.split(":", 1)[1])
+            except ValueError:
+                fraction = float("nan")
+            if not 0 < fraction <= 1:
+                raise DataError(
+                    f"users_from must be heldout:FRACTION with FRACTION in (0, 1], got "
+                    f"{split.users_from!r:.60} (damaged or edited?)",
+                    path=path,
+                )
         if split.seed < 0 or split.support < 0:
             raise DataError(
                 f"seed and support must be >= 0, got {split.seed} and {split.support}", path=path
