@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,3 +49,28 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture()
+def held_lock() -> Iterator[Callable[[Path], int]]:
+    """``hold(path)``: another process takes ``path``'s writer lock (what `train`,
+    `evaluate` and `ensemble` take) and keeps it until the test ends; returns its pid."""
+    holders: list[subprocess.Popen[str]] = []
+
+    def hold(path: Path) -> int:
+        script = (
+            "import sys\nfrom metarec.locks import exclusive\n"
+            "with exclusive(sys.argv[1], 'hint'):\n print('held', flush=True); sys.stdin.read()"
+        )
+        holder = subprocess.Popen(
+            [sys.executable, "-c", script, str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        holders.append(holder)
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        return holder.pid
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()

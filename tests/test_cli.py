@@ -677,7 +677,7 @@ def test_a_runs_files_given_again_are_read_with_its_column_names(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
 def test_evaluate_waits_for_no_one_writing_its_run(
-    files: Path, tmp_path: Path, cli: Callable[..., Any]
+    files: Path, tmp_path: Path, cli: Callable[..., Any], held_lock: Callable[[Path], int]
 ) -> None:
     # a train into the folder meanwhile replaced the model, and evaluate wrote the old
     # model's figures beside the new one: it takes the run's lock, as train does
@@ -685,19 +685,9 @@ def test_evaluate_waits_for_no_one_writing_its_run(
     assert (
         cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(run)).returncode == 0
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom metarec.locks import exclusive\n"
-         "with exclusive(sys.argv[1], 'hint'):\n print('held', flush=True); sys.stdin.read()",
-         str(run)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        proc = cli("evaluate", str(run))
-    finally:
-        holder.kill()
-        holder.wait()
-    assert_one_line_error(proc, f"process {holder.pid} is writing it", "then evaluate")
+    pid = held_lock(run)
+    proc = cli("evaluate", str(run))
+    assert_one_line_error(proc, f"process {pid} is writing it", "then evaluate")
 
 
 def test_a_support_floor_no_user_reaches_is_refused(

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -127,25 +128,17 @@ def test_ensemble_then_recommend(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
 def test_an_ensemble_waits_for_no_one_writing_its_out(
-    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    held_lock: Callable[[Path], int],
 ) -> None:
     # two blends into one --out both said "saved", and one of them was lost
     out = tmp_path / "ens"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom metarec.locks import exclusive\n"
-         "with exclusive(sys.argv[1], 'hint'):\n print('held', flush=True); sys.stdin.read()",
-         str(out)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        code = main(["ensemble", str(run), "--peers", "popularity", "--out", str(out)])
-    finally:
-        holder.kill()
-        holder.wait()
-    assert code == 2
+    pid = held_lock(out)
+    assert main(["ensemble", str(run), "--peers", "popularity", "--out", str(out)]) == 2
     line = _error_line(capsys.readouterr().err)
-    assert f"process {holder.pid} is writing it" in line and "another --out" in line
+    assert f"process {pid} is writing it" in line and "another --out" in line
     assert not (out / "ensemble.json").exists()
 
 
