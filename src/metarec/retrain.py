@@ -184,7 +184,7 @@ def combined_items(base: pd.DataFrame, added: list[dict[str, Any]]) -> pd.DataFr
 HELD_OUT_FILE = "heldout.json"
 
 
-def _held_out_users(run: Path, ds: Any, seed: int, retrained: bool) -> tuple[set[str], str]:
+def _held_out_users(run: Path, ds: Any, seed: int, retrained: bool = False) -> tuple[set[str], str]:
     if retrained and not (run / HELD_OUT_FILE).exists():
         # the fallbacks below drew users this run trained on, and judged the old model
         # partly on them (which favours it) without a word
