@@ -577,7 +577,7 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
         ),
         (
             good | {"encoder": {k: v for k, v in good["encoder"].items() if k != "vocabulary"}},
-            r"TF-IDF encoder needs its vocabulary",
+            r"encoder: saved TF-IDF config lacks 'vocabulary' \(mapping\) or 'idf' \(list\)",
         ),
     ]:
         (run / "recommender.json").write_text(json.dumps(damaged))
@@ -617,12 +617,20 @@ def test_load_refuses_weights_of_another_dtype_or_missing_by_name(
         ({"learner.model.user.offset": torch.zeros(2)},
          r"tensor learner\.model\.user\.offset is of shape \(2,\)"),
         ({"learner.model.tower.item_vectors": None}, r"tensor .*item_vectors is missing"),
-        ({"encoder.components": None}, r"tensor encoder\.components is missing"),
     ):  # fmt: skip
         tensors = {k: v for k, v in (kept | change).items() if v is not None}
         save_file(tensors, str(run / "model.safetensors"))
         with pytest.raises(ModelError, match=rf"model\.safetensors: {needle}.*damaged or edited"):
             Recommender.load(run)
+    # the encoder's state, named by what the TF-IDF's own rebuild would find missing
+    save_file({k: v for k, v in kept.items() if k != "encoder.components"},
+              str(run / "model.safetensors"))  # fmt: skip
+    with pytest.raises(
+        ModelError,
+        match=rf"{re.escape(str(run))}: encoder: saved TF-IDF state lacks the 'components' "
+        r"tensor \(damaged or edited\?\)",
+    ):
+        Recommender.load(run)
 
 
 def test_load_refuses_popularity_of_another_length_or_sign(

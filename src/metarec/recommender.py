@@ -421,16 +421,13 @@ class Recommender(TopK):
             # items, and the pairs BPR forms depend on the set a user rated, not on the
             # order given (softmax samples none, and sums over the support as it is)
             sampled = self.cfg.objective in ("bce", "bpr")
-            ranks = [
-                np.argsort(t.support_items, kind="stable")
-                if sampled
-                else np.arange(len(t.support_items))
-                for t in tasks
-            ]
-            support_only = [
-                Task.support_only(t.support_items[r], t.support_ratings[r], t.user)
-                for t, r in zip(tasks, ranks, strict=True)
-            ]
+            support_only = []
+            for t in tasks:
+                items, ratings = t.support_items, t.support_ratings
+                if sampled:
+                    order = np.argsort(items, kind="stable")
+                    items, ratings = items[order], ratings[order]
+                support_only.append(Task.support_only(items, ratings, t.user))
             batch = collate(
                 support_only,
                 objective=self.cfg.objective,

@@ -15,7 +15,6 @@ names the file and field rather than loaded into a model that misbehaves later.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path
@@ -44,7 +43,7 @@ from metarec.locks import holder, lock_path
 from metarec.meta.learner import MetaLearner
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
-from metarec.values import is_number, is_whole
+from metarec.values import as_scale, is_whole
 
 if TYPE_CHECKING:
     # only for annotations: the recommender module imports this one
@@ -316,18 +315,12 @@ def _check_encoder(config: dict, tensors: dict[str, torch.Tensor], dim: int, pat
             f"{source}: encoder.dim says {config.get('dim')!r:.20}; the item vectors have {dim}"
         )
     if kind == "tfidf":
-        if not isinstance(config.get("vocabulary"), dict) or not isinstance(
-            config.get("idf"), list
-        ):
-            raise ModelError(
-                f"{source}: encoder: a TF-IDF encoder needs its vocabulary (an object) and "
-                "idf (a list) (damaged or edited?)"
-            )
-        if "components" not in tensors:
-            raise ModelError(
-                f"{path / 'model.safetensors'}: tensor encoder.components is missing "
-                "(damaged or edited?)"
-            )
+        from metarec.encoders.tfidf import check_saved_state
+
+        try:
+            check_saved_state(config, tensors)
+        except ModelError as exc:
+            raise ModelError(f"{path}: encoder: {exc} (damaged or edited?)") from None
 
 
 def _item_array(
@@ -359,11 +352,10 @@ def _item_array(
 
 def _rating_range(raw: Any, path: Path) -> tuple[float, float]:
     # float() of "a" or None was a bare ValueError or TypeError naming no field
-    ok = isinstance(raw, list) and len(raw) == 2 and all(is_number(v) for v in raw)
-    lo, hi = (float(raw[0]), float(raw[1])) if ok else (math.nan, math.nan)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+    scale = as_scale(raw)
+    if scale is None:
         raise ModelError(
             f"{path / 'recommender.json'}: rating_range must be [low, high] with low <= high, "
             f"got {raw!r}"
         )
-    return lo, hi
+    return scale

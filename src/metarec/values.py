@@ -10,6 +10,7 @@ field read from JSON asks these two, so all of them draw the line in one place.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, TypeGuard
 
@@ -34,3 +35,17 @@ def safe_name(name: str) -> str:
     second benchmark replaced the first's results, and ``données`` lost its ``é``."""
     cleaned = re.sub(r"[^\w.-]+", "-", name).strip("-.")
     return cleaned or "data"
+
+
+def as_scale(value: object) -> tuple[float, float] | None:
+    """``value`` as a rating scale ``(low, high)``: a list or tuple of two finite numbers
+    (not booleans, nor text) with low <= high; None when it is no such pair. What a run's
+    manifest, a saved model's and a Dataset built by hand are each checked with."""
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(is_number(v) and math.isfinite(v) for v in value)
+    ):
+        return None
+    low, high = float(value[0]), float(value[1])
+    return (low, high) if low <= high else None

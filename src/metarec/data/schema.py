@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.errors import ConfigError, DataError
+from metarec.values import as_scale
 
 ITEMS_TABLE = "items table: "  # the prefix of reasons that count items, not ratings
 
@@ -195,16 +196,12 @@ class Dataset:
         if self.spec is not None and not isinstance(self.spec, dict):
             raise DataError(f"spec: expected a dict of data options, got {self.spec!r:.60}")
         # None was "'NoneType' object is not iterable" from whatever read the scale first
-        scale = self.rating_range
-        if not (
-            isinstance(scale, tuple | list)
-            and len(scale) == 2
-            and all(isinstance(v, int | float | np.integer | np.floating)
-                    and not isinstance(v, bool) and math.isfinite(v) for v in scale)
-            and scale[0] <= scale[1]
-        ):  # fmt: skip
-            raise ConfigError(f"rating_range: expected (low, high) with low <= high, got {scale!r}")
-        self.rating_range = (float(scale[0]), float(scale[1]))
+        scale = as_scale(self.rating_range)
+        if scale is None:
+            raise ConfigError(
+                f"rating_range: expected (low, high) with low <= high, got {self.rating_range!r}"
+            )
+        self.rating_range = scale
 
     @property
     def n_users(self) -> int:

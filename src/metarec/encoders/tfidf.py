@@ -280,13 +280,22 @@ class TfidfSvdEncoder:
         self._state_hash = h.hexdigest()[:16]
 
 
+def check_saved_state(config: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+    """A ModelError unless a saved TF-IDF state has its parts (what a run's load checks
+    before any item is added, and the rebuild reads): cheap, no array is built."""
+    if not isinstance(config.get("vocabulary"), Mapping) or not isinstance(
+        config.get("idf"), Sequence
+    ):
+        raise ModelError("saved TF-IDF config lacks 'vocabulary' (mapping) or 'idf' (list)")
+    if "components" not in tensors:
+        raise ModelError("saved TF-IDF state lacks the 'components' tensor")
+
+
 def _read_state(
     config: Mapping[str, Any], tensors: Mapping[str, Any], dim: int
 ) -> tuple[dict[str, int], npt.NDArray[np.float64], npt.NDArray[np.float32]]:
-    vocab_raw = config.get("vocabulary")
-    idf_raw = config.get("idf")
-    if not isinstance(vocab_raw, Mapping) or not isinstance(idf_raw, Sequence):
-        raise ModelError("saved TF-IDF config lacks 'vocabulary' (mapping) or 'idf' (list)")
+    check_saved_state(config, tensors)
+    vocab_raw, idf_raw = config["vocabulary"], config["idf"]
     if not all(isinstance(k, str) and is_whole(v) for k, v in vocab_raw.items()):
         raise ModelError("saved TF-IDF vocabulary must map strings to integers")
     vocab = {str(k): int(v) for k, v in vocab_raw.items()}
@@ -294,8 +303,6 @@ def _read_state(
         idf = np.asarray([float(x) for x in idf_raw], dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise ModelError(f"saved TF-IDF idf list is not numeric: {e}") from e
-    if "components" not in tensors:
-        raise ModelError("saved TF-IDF state lacks the 'components' tensor")
     raw = tensors["components"]
     if hasattr(raw, "detach"):  # a torch tensor; numpy arrays are accepted as well
         raw = raw.detach().cpu().numpy()

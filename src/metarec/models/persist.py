@@ -52,7 +52,7 @@ from metarec.peers.knn import ContentKNN
 from metarec.peers.popularity import Popularity
 from metarec.recommender import Recommender
 from metarec.tempfiles import create_temp_dir, remove_stale
-from metarec.values import is_number, is_whole
+from metarec.values import as_scale, is_number, is_whole
 
 MANIFEST = "ensemble.json"
 FORMAT = "metarec-ensemble"
@@ -558,14 +558,9 @@ def load_model(directory: str | Path, *, device: str | None = None) -> ScoringMo
     if isinstance(model, MetaModel):
         model.rating_range = model._rec().rating_range
     elif scale is not None:
-        if not (
-            isinstance(scale, list)
-            and len(scale) == 2
-            and all(is_number(v) and math.isfinite(v) for v in scale)
-            and scale[0] <= scale[1]
-        ):
+        model.rating_range = as_scale(scale)
+        if model.rating_range is None:
             raise man.bad("rating_range", f"expected [low, high] or null, got {scale!r:.60}")
-        model.rating_range = (float(scale[0]), float(scale[1]))
     return model
 
 
