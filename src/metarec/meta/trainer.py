@@ -470,10 +470,9 @@ class Trainer:
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
         # load_state_dict casts another dtype without a word, and a best state of the
         # wrong shape failed after training, outside this check
+        kept = self.learner.state_dict()
         for part, values in (("model", model), ("best", best or {})):
-            _check_like(
-                self.learner.state_dict(), values, f"{name}: {part}.", whole=part == "model"
-            )
+            _check_like(kept, values, f"{name}: {part}.", whole=part == "model")
         self.learner.load_state_dict(model)
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
