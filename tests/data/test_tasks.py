@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from metarec.data.tasks import Task, UserRatings, collate, fixed_tasks, sample_episodes
+from metarec.data.tasks import Order, Task, UserRatings, collate, fixed_tasks, sample_episodes
 
 
 @pytest.fixture()
@@ -140,23 +140,22 @@ def test_ids_and_timestamps_of_the_wrong_kind_are_named() -> None:
     assert seconds.timestamps[0] == 5 and np.isnan(seconds.timestamps[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: tasks depend on the data's row order and on the other users "
-    "(benchmarks/results/row-order-review-eb2d266); the fix changes every protocol's "
-    "tasks and is to land with every committed result rerun",
-)
 def test_tasks_do_not_depend_on_row_order() -> None:
+    """The same ratings in another row order, or beside another user, give each user
+    the same task: shuffled (P1) and in time order with ties in time (P2's first K)."""
     rng = np.random.default_rng(0)
     rows = [(u, str(i), float(rng.integers(1, 6)), float(rng.integers(0, 5)))
             for u in "abcd" for i in rng.choice(30, 12, replace=False)]  # fmt: skip
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     index = {str(i): i for i in range(30)}
 
-    def query_sets(data: pd.DataFrame) -> dict[str, set[int]]:
+    def query_sets(data: pd.DataFrame, order: Order = "shuffle") -> dict[str, list[int]]:
         ratings = UserRatings.from_frame(data, index)
-        tasks = fixed_tasks(ratings, query_size=4, seed=1)
-        return {str(ratings.user_ids[t.user]): set(t.query_items.tolist()) for t in tasks}
+        tasks = fixed_tasks(ratings, query_size=4, seed=1, order=order)
+        return {str(ratings.user_ids[t.user]): t.query_items.tolist() for t in tasks}
 
-    assert query_sets(frame.sample(frac=1, random_state=3)) == query_sets(frame)
-    assert query_sets(frame[frame["user_id"] != "a"])["b"] == query_sets(frame)["b"]
+    assert frame.duplicated(["user_id", "timestamp"]).sum() > 10  # ties in time to break
+    for order in ("shuffle", "time"):
+        whole = query_sets(frame, order)
+        assert query_sets(frame.sample(frac=1, random_state=3), order) == whole
+        assert query_sets(frame[frame["user_id"] != "a"], order)["b"] == whole["b"]

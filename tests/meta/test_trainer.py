@@ -199,23 +199,23 @@ def test_fewer_epochs_than_the_checkpoint_trained_start_afresh(tmp_path: Path) -
 
 
 def test_less_patience_than_the_checkpoint_ran_with_starts_afresh(tmp_path: Path) -> None:
-    # seed 1's validation loss stops improving after epoch 4: patience 1 stops at 5
-    vectors, src = _source(1)
+    # seed 13's validation loss stops improving after epoch 2: patience 1 stops at 3
+    vectors, src = _source(13)
     _trainer(vectors, 8).fit(src, src, checkpoint_dir=tmp_path)  # patience 100: 8 epochs
     fresh = _trainer(vectors, 8, patience=1).fit(src, src)
-    assert fresh.epochs[-1]["epoch"] == 5
-    with pytest.warns(UserWarning, match="trained past epoch 5, where patience=1 stops"):
+    assert fresh.epochs[-1]["epoch"] == 3
+    with pytest.warns(UserWarning, match="trained past epoch 3, where patience=1 stops"):
         hist = _trainer(vectors, 8, patience=1).fit(src, src, checkpoint_dir=tmp_path)
     assert not hist.resumed_from and hist.epochs == fresh.epochs
 
 
 def test_more_patience_trains_on_from_a_checkpoint_that_stopped_early(tmp_path: Path) -> None:
-    vectors, src = _source(1)
-    _trainer(vectors, 8, patience=1).fit(src, src, checkpoint_dir=tmp_path)  # stops at 5
+    vectors, src = _source(13)
+    _trainer(vectors, 8, patience=1).fit(src, src, checkpoint_dir=tmp_path)  # stops at 3
     fresh = _trainer(vectors, 8, patience=2).fit(src, src)
     hist = _trainer(vectors, 8, patience=2).fit(src, src, checkpoint_dir=tmp_path)
     # it stopped there for patience 1, which patience 2 would not have: one epoch more
-    assert hist.resumed_from == 5 and hist.epochs[-1]["epoch"] == 6
+    assert hist.resumed_from == 3 and hist.epochs[-1]["epoch"] == 4
     assert [round(e["val_loss"], 6) for e in hist.epochs] == [
         round(e["val_loss"], 6) for e in fresh.epochs
     ]

@@ -8,6 +8,7 @@ the longest one and carry masks, so a whole batch of users goes through
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,7 +40,11 @@ def _timestamps(column: pd.Series) -> np.ndarray:
 
 @dataclass(frozen=True)
 class UserRatings:
-    """Ratings grouped by user in CSR form (one contiguous slice per user)."""
+    """Ratings grouped by user in CSR form (one contiguous slice per user).
+
+    Users are in id order and each user's ratings in time order, ties (and unknown
+    times, last) broken by item id: the same ratings in any row order are the same
+    ``UserRatings``, so every task drawn from them is the same too."""
 
     user_ids: np.ndarray  # object array of user keys, one per row slice
     offsets: np.ndarray  # int64 [n_users + 1]
@@ -54,7 +59,24 @@ class UserRatings:
         Rows whose item is not in ``item_index`` are an error upstream (cleaning
         drops them), so a KeyError here means a bug, not bad input.
         """
-        frame = frame.sort_values(["user_id"], kind="stable")
+        ts = (
+            _timestamps(frame["timestamp"]) if "timestamp" in frame else np.full(len(frame), np.nan)
+        )
+        # A canonical order within each user (time, then item id, then rating), not the
+        # file's: ties in time were broken by row position, so the same ratings in another
+        # row order gave other support sets and other benchmark figures.
+        keys = pd.DataFrame(
+            {
+                "user": frame["user_id"].to_numpy(),
+                "time": ts,
+                "item": frame["item_id"].astype(str).to_numpy(),
+                "rating": frame["rating"].to_numpy(),
+            }
+        )
+        order = keys.sort_values(
+            ["user", "time", "item", "rating"], kind="stable", na_position="last"
+        ).index.to_numpy()
+        frame, ts = frame.iloc[order], ts[order]
         codes, uniques = pd.factorize(frame["user_id"], sort=False)
         counts = np.bincount(codes, minlength=len(uniques))
         offsets = np.zeros(len(uniques) + 1, dtype=np.int64)
@@ -70,9 +92,6 @@ class UserRatings:
                     "differ): write the ids as text, as metarec.clean and the loaders do"
                 )
             raise UnknownItemError(str(missing))  # a KeyError too, for callers that catch it
-        ts = (
-            _timestamps(frame["timestamp"]) if "timestamp" in frame else np.full(len(frame), np.nan)
-        )
         return cls(
             user_ids=np.asarray(uniques, dtype=object),
             offsets=offsets,
@@ -164,6 +183,15 @@ def liked_query_items(tasks: Sequence[Task], threshold: float) -> list[np.ndarra
     return [t.query_items[t.query_ratings >= threshold] for t in tasks]
 
 
+def user_stream(seed: int, user_id: object) -> np.random.Generator:
+    """A generator for one user's draw, seeded by ``seed`` and the user's id alone.
+
+    One stream drawn through the users in turn gave a user another task when a user
+    before them came or went (a fold with a user more, a file with one dropped)."""
+    key = hashlib.blake2b(str(user_id).encode("utf-8"), digest_size=8).digest()
+    return np.random.default_rng([seed, int.from_bytes(key, "little")])
+
+
 def ordered(
     items: np.ndarray,
     ratings: np.ndarray,
@@ -171,7 +199,10 @@ def ordered(
     order: Order,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Items and ratings in time order (ties and NaN broken by position) or shuffled."""
+    """Items and ratings in time order or shuffled by ``rng``.
+
+    Ties in time (and NaN, last) keep the order they come in, which
+    :class:`UserRatings` makes canonical: by item id."""
     if order == "time" and not np.isnan(timestamps).all():
         idx = np.argsort(np.nan_to_num(timestamps, nan=np.inf), kind="stable")
     else:
@@ -191,11 +222,13 @@ def fixed_tasks(
     """One task per user: the last ``query_size`` ratings are the query set.
 
     This is the MeLU/P1 split when ``order="shuffle"``. Users left with fewer
-    than ``min_support`` support ratings are skipped.
+    than ``min_support`` support ratings are skipped. Each user's shuffle is drawn by
+    :func:`user_stream`, so a user's task is the same whichever other users the
+    data holds.
     """
-    rng = np.random.default_rng(seed)
     tasks = []
     for row in range(len(ur)):
+        rng = user_stream(seed, ur.user_ids[row])
         items, ratings = ordered(*ur.history(row), order, rng)
         n_support = len(items) - query_size
         if n_support < min_support:

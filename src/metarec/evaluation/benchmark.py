@@ -852,8 +852,9 @@ def _run_key(
             hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         except TypeError:  # unhashable cells (lists, dicts) in a catalogue of one's own
             hashed = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
-        # in row order: ties in time are broken by it (P2's first K ratings), so the same
-        # rows shuffled are another run; a sum of the row hashes mixed the two's folds
+        # in row order: the tasks no longer follow it (UserRatings sorts each user's
+        # ratings), but a fit may (the order of floating-point sums), so the same rows
+        # shuffled are another run, not one to resume; a sum of row hashes hid that
         rows = hashlib.blake2b(np.ascontiguousarray(hashed).tobytes(), digest_size=8)
         return f"{len(frame)}:{rows.hexdigest()}"
 

@@ -29,7 +29,14 @@ from metarec.data.cleaning import require_dataset
 from metarec.data.columns import check_frame, plain
 from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
-from metarec.data.tasks import Task, UserRatings, liked_query_items, ordered, read_only
+from metarec.data.tasks import (
+    Task,
+    UserRatings,
+    liked_query_items,
+    ordered,
+    read_only,
+    user_stream,
+)
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import coverage, ranking_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds
@@ -156,10 +163,10 @@ def shot_tasks(
             f"be finite numbers ({int(bad.sum())} of {len(frame)} are not)"
         )
     ur = UserRatings.from_frame(frame, index)
-    rng = np.random.default_rng(0)  # only used when timestamps are missing
     tasks, ids = [], []
     for row in range(len(ur)):
-        items, ratings = ordered(*ur.history(row), "time", rng)
+        # the stream shuffles only a user with no timestamps
+        items, ratings = ordered(*ur.history(row), "time", user_stream(0, ur.user_ids[row]))
         if len(items) <= k:
             continue
         tasks.append(Task(row, items[:k], ratings[:k], items[k:], ratings[k:]))

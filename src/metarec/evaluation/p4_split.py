@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.columns import check_frame
-from metarec.data.tasks import Task, UserRatings, ordered
+from metarec.data.tasks import Task, UserRatings, ordered, user_stream
 from metarec.errors import ConfigError, DataError
 from metarec.io import load_json, reading, save_json, warn_unknown_keys
 from metarec.models.base import check_seed, check_whole
@@ -186,13 +186,13 @@ def p4_tasks(
     frame["item_id"] = frame["item_id"].astype(str)
     ur = UserRatings.from_frame(frame, item_index)
     row_of = {str(u): r for r, u in enumerate(ur.user_ids)}
-    rng = np.random.default_rng(split.seed)
     tasks = []
     for user in split.users:
         if user not in row_of:
             raise DataError(f"user {user!r} of the split has no ratings in the data")
         row = row_of[user]
-        items, ratings = ordered(*ur.history(row), "time", rng)
+        # the stream shuffles only a user with no timestamps
+        items, ratings = ordered(*ur.history(row), "time", user_stream(split.seed, user))
         k = split.support
         if len(items) <= k:
             raise DataError(f"user {user!r} has {len(items)} ratings; the split needs > {k}")
