@@ -867,9 +867,16 @@ def test_a_run_that_kept_its_untrained_model_says_so(
 ) -> None:
     # "saved (best epoch 0)" and exit 0 read as a trained model
     args = [*_small_ratings(files), "--holdout", "none", "--out", str(tmp_path / "run")]
-    titles = "item_id,title\n" + "".join(f"{i},film number {i}\n" for i in range(30))
+    # half the users love the films whose text says "even" and hate the others, half
+    # the reverse: every film's mean is 3, so only a model of the user beats the bias one
+    kinds = ("even", "odd")
+    titles = "item_id,title\n" + "".join(f"{i},{kinds[i % 2]} film {i}\n" for i in range(30))
     (files / "items.csv").write_text(titles)
-    rows = [f"{u},{(u + j) % 30},{1 + (u * j) % 5}" for u in range(40) for j in range(20)]
+    rows = [
+        f"{u},{i},{5 if (u + i) % 2 else 1}"
+        for u in range(40)
+        for i in ((u + j) % 30 for j in range(20))
+    ]
     (files / "ratings.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
     proc = cli("train", *args, "--set", "epochs=2", "--set", "outer_lr=1e-9")
     assert proc.returncode == 0, proc.stderr

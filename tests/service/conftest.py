@@ -63,7 +63,7 @@ def service_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     ds = load_dataset("ml-100k", root=shared_data)
     cache = tmp_path_factory.mktemp("emb")
     catalogue = encode_catalogue(ds.items, "tfidf", cache_dir=cache, progress=False)
-    cfg = TrainConfig(epochs=2, max_train_users=150, inner_steps=2, seed=3, device="cpu")
+    cfg = TrainConfig(epochs=4, max_train_users=150, inner_steps=2, seed=3, device="cpu")
     train, val = split_users(ds.interactions, 0.1, seed=3)
     spec = {"dataset": "ml-100k", "data": str(shared_data)}  # lets `metarec retrain` find it
     rec, _ = fit_recommender(
