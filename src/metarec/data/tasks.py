@@ -65,17 +65,11 @@ class UserRatings:
         # A canonical order within each user (time, then item id, then rating), not the
         # file's: ties in time were broken by row position, so the same ratings in another
         # row order gave other support sets and other benchmark figures.
-        keys = pd.DataFrame(
-            {
-                "user": frame["user_id"].to_numpy(),
-                "time": ts,
-                "item": frame["item_id"].astype(str).to_numpy(),
-                "rating": frame["rating"].to_numpy(),
-            }
-        )
-        order = keys.sort_values(
-            ["user", "time", "item", "rating"], kind="stable", na_position="last"
-        ).index.to_numpy()
+        # (sorted codes, not the strings: half the time on ml-1m; NaN times sort last)
+        user_codes = pd.factorize(frame["user_id"], sort=True)[0]
+        item_codes = pd.factorize(frame["item_id"].astype(str), sort=True)[0]
+        ratings = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(np.float64)
+        order = np.lexsort((ratings, item_codes, ts, user_codes))
         frame, ts = frame.iloc[order], ts[order]
         codes, uniques = pd.factorize(frame["user_id"], sort=False)
         counts = np.bincount(codes, minlength=len(uniques))
