@@ -57,14 +57,14 @@ def test_committed_records_are_what_the_rejudging_gives(name: str) -> None:
 
 def test_the_reference_is_said_to_be_the_best_of_n_and_its_marks_account_for_it() -> None:
     record = _load("p1-ml-1m.json")
-    n = record["reference_chosen_from"]["item_cold"]
-    assert n == sum(m.startswith("metarec-") for m in record["summary"]["item_cold"])
-    comp = record["significance"]["item_cold"]["mae"]["metarec-reptile"]
-    # Holm alone would have marked it (p 0.030); picked from 5, 0.152 does not
+    n = record["reference_chosen_from"]["user_cold"]
+    assert n == sum(m.startswith("metarec-") for m in record["summary"]["user_cold"])
+    comp = record["significance"]["user_cold"]["mae"]["metarec-maml"]
+    # Holm alone would have marked it (p 0.033); picked from 5, 0.167 does not
     assert comp["p_holm"] < 0.05 <= comp["p_choice"] == pytest.approx(n * comp["p_holm"])
     assert not comp["significant"]
     text = render_markdown(record)
-    assert f"reference: {record['reference']['item_cold']}, best of {n})" in text
+    assert f"reference: {record['reference']['user_cold']}, best of {n})" in text
     assert "multiplied by N (p · N < 0.05" in text
     # a record from before: Holm's p alone, and the old legend
     old = render_markdown(_legacy(record))
@@ -82,10 +82,10 @@ def test_the_warm_state_is_in_sample_and_untested() -> None:
 
 def test_a_mark_that_disagrees_with_its_p_choice_is_refused() -> None:
     record = _load("p2-ml-100k.json")
-    comp = record["significance"]["3"]["ndcg@10"]["metarec-maml"]
+    comp = record["significance"]["10"]["ndcg@10"]["metarec-ensemble"]
     assert comp["p_holm"] < 0.05 and not comp["significant"]  # Holm alone would mark it
     comp["significant"] = True
-    with pytest.raises(DataError, match=r"metarec-maml.significant': expected False for p_choice"):
+    with pytest.raises(DataError, match=r"metarec-ensemble.significant': expected False for p_"):
         check_record_fields(record, "p2.json")
     comp["significant"], comp["p_choice"], was = False, 1.5, comp["p_choice"]
     with pytest.raises(DataError, match="p_choice': expected a p-value in"):
