@@ -66,13 +66,12 @@ class UserRatings:
         # file's: ties in time were broken by row position, so the same ratings in another
         # row order gave other support sets and other benchmark figures.
         # (sorted codes, not the strings: half the time on ml-1m; NaN times sort last)
-        user_codes = pd.factorize(frame["user_id"], sort=True)[0]
+        user_codes, uniques = pd.factorize(frame["user_id"], sort=True)
         item_codes = pd.factorize(frame["item_id"].astype(str), sort=True)[0]
         ratings = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(np.float64)
         order = np.lexsort((ratings, item_codes, ts, user_codes))
         frame, ts = frame.iloc[order], ts[order]
-        codes, uniques = pd.factorize(frame["user_id"], sort=False)
-        counts = np.bincount(codes, minlength=len(uniques))
+        counts = np.bincount(user_codes, minlength=len(uniques))
         offsets = np.zeros(len(uniques) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         items = frame["item_id"].map(item_index).to_numpy()
