@@ -173,6 +173,37 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
+def check_tensors_like(
+    reference: Mapping[str, torch.Tensor],
+    given: Mapping[str, torch.Tensor],
+    source: str | Path,
+    *,
+    prefix: str = "",
+    whole: bool = True,
+) -> None:
+    """ValueError unless ``given`` has ``reference``'s keys (all of them if ``whole``),
+    shapes and dtypes. The message names ``source`` (the file) and the first bad tensor,
+    as ``prefix + key`` (its name in the file).
+
+    Checked before ``load_state_dict``, which casts a tensor of another dtype without a
+    word (int32 weights cut to whole numbers) and words a shape mismatch over many lines
+    naming neither the file nor the first bad tensor."""
+    missing = sorted(set(reference) - set(given)) if whole else []
+    extra = sorted(set(given) - set(reference))
+    if missing or extra:
+        raise ValueError(
+            f"{source}: tensors missing {[prefix + k for k in missing[:3]]}, "
+            f"unknown {[prefix + k for k in extra[:3]]}"
+        )
+    for key, value in given.items():
+        want = reference[key]
+        if value.shape != want.shape or value.dtype != want.dtype:
+            raise ValueError(
+                f"{source}: tensor {prefix}{key} is {value.dtype} of shape "
+                f"{tuple(value.shape)}, expected {want.dtype} of shape {tuple(want.shape)}"
+            )
+
+
 def require_finite(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """Refuse weights holding a NaN or an infinity: a damaged file or a diverged run,
     which would otherwise rank by garbage (NaN sorts anywhere) and exit 0. Not part of

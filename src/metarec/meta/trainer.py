@@ -26,6 +26,7 @@ from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_task
 from metarec.device import resolve_device
 from metarec.errors import ConfigError, MetarecError, ModelError
 from metarec.io import (
+    check_tensors_like,
     load_json,
     load_tensors,
     remove_orphan_temps,
@@ -472,7 +473,7 @@ class Trainer:
         # wrong shape failed after training, outside this check
         kept = self.learner.state_dict()
         for part, values in (("model", model), ("best", best or {})):
-            _check_like(kept, values, f"{name}: {part}.", whole=part == "model")
+            check_tensors_like(kept, values, name, prefix=f"{part}.", whole=part == "model")
         self.learner.load_state_dict(model)
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
@@ -515,24 +516,6 @@ def _check_numbers(meta: dict, epochs: int) -> None:
         raise ValueError(f"history: expected a list of epoch rows, got {rows!r:.60}")
     if not isinstance(meta.get("param_groups"), list):
         raise ValueError(f"param_groups: expected a list, got {meta.get('param_groups')!r:.40}")
-
-
-def _check_like(
-    reference: dict[str, torch.Tensor], given: dict[str, torch.Tensor], where: str, whole: bool
-) -> None:
-    """ValueError unless ``given`` has ``reference``'s keys (all of them if ``whole``),
-    shapes and dtypes."""
-    missing = sorted(set(reference) - set(given)) if whole else []
-    extra = sorted(set(given) - set(reference))
-    if missing or extra:
-        raise ValueError(f"{where}: tensors missing {missing[:3]}, unknown {extra[:3]}")
-    for key, value in given.items():
-        want = reference[key]
-        if value.shape != want.shape or value.dtype != want.dtype:
-            raise ValueError(
-                f"{where}{key}: {value.dtype} of shape {tuple(value.shape)}, expected "
-                f"{want.dtype} of shape {tuple(want.shape)}"
-            )
 
 
 def _finite_or_none(value: float | None) -> float | None:
