@@ -486,6 +486,24 @@ def test_median_ratings_are_scale_levels_and_survive_save(
     assert loaded.cutpoints == fitted.cutpoints
 
 
+@pytest.mark.parametrize(
+    ("scores", "needle"),
+    [(["3"], r"got \['3'\]"), ([True, 2.5], r"got \[True, 2\.5\]"),
+     (np.array([True]), r"got array\(\[ True\]\)"), (None, "got None"), ("3", "got '3'"),
+     (np.array([[3.0]]), r"a 1-d array .* got shape \(1, 1\)"), ([np.nan], "NaN")],
+)  # fmt: skip
+def test_median_ratings_refuses_what_is_no_score(
+    fitted: Recommender, scores: Any, needle: str
+) -> None:
+    # text and booleans were read as numbers ("3" a 3, True a 1), and None was "shape ()"
+    with pytest.raises(DataError, match=rf"^scores: expected .*{needle}"):
+        fitted.median_ratings(scores)
+    assert (
+        fitted.median_ratings([3, 4.5]).tolist()
+        == fitted.median_ratings(np.array([3.0, 4.5])).tolist()
+    )
+
+
 def test_median_ratings_without_cutpoints_stay_on_the_scale(
     fitted: Recommender, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -498,6 +516,18 @@ def test_median_ratings_without_cutpoints_stay_on_the_scale(
     monkeypatch.setattr(type(fitted), "scores_are_ratings", property(lambda self: False))
     with pytest.raises(UnsupportedError, match="median_ratings: this model's scores rank"):
         fitted.median_ratings(np.array([0.5]))
+
+
+def test_paths_no_folder_can_have_are_refused_by_name(fitted: Recommender, tmp_path: Path) -> None:
+    # bare OSError (name too long) and ValueError (embedded null byte) before
+    long = tmp_path / ("x" * 300)
+    with pytest.raises(ModelError, match=r"xxx: cannot be read \(File name too long\)"):
+        Recommender.load(long)
+    with pytest.raises(DataError, match=r"no usable folder path \(File name too long\)"):
+        fitted.save(long / "run")
+    with pytest.raises(DataError, match="holds a NUL character"):
+        fitted.save(tmp_path / "a\x00b")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> None:
@@ -612,8 +642,11 @@ def test_load_refuses_weights_of_another_dtype_or_missing_by_name(
     kept = load_file(str(run / "model.safetensors"))
     weight = next(k for k in kept if k.startswith("learner.model.user.") and k.endswith("weight"))
     for change, needle in (
-        ({weight: kept[weight].to(torch.int32)}, rf"tensor {re.escape(weight)} is torch\.int32, "
-         r"expected torch\.float32"),
+        ({weight: kept[weight].to(torch.int32)}, rf"tensor {re.escape(weight)} is torch\.int32 "
+         r"of shape \(\d+, \d+\), expected torch\.float32"),
+        # torch's own many-line "size mismatch" message named neither file nor tensor
+        ({weight: kept[weight][:1]}, rf"tensor {re.escape(weight)} is torch\.float32 of shape "
+         r"\(1, \d+\), expected torch\.float32 of shape \(\d+, \d+\)"),
         ({"learner.model.user.offset": torch.zeros(2)},
          r"tensor learner\.model\.user\.offset is of shape \(2,\)"),
         ({"learner.model.tower.item_vectors": None}, r"tensor .*item_vectors is missing"),
@@ -926,6 +959,22 @@ def test_train_checks_a_dataset_it_did_not_clean(shared_data: Path) -> None:
         train(ds, TrainConfig(encoder="tfidf"), validation_fraction=1.5)
 
 
+def test_items_without_titles_train_with_their_ids_as_titles(tmp_path: Path) -> None:
+    # validation and cleaning read a frame without titles so; encoding did not, and
+    # training ended in a KeyError after its last epoch, the run lost
+    from metarec.data.schema import Dataset
+    from metarec.pipeline import train
+
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(10)],
+                          "text": [f"a film about {w}" for w in "abcdefghij"]})  # fmt: skip
+    rows = [(f"u{u}", f"i{i}", float(1 + (u * i) % 5)) for u in range(30) for i in range(10)]
+    ratings = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
+    rec = train(Dataset("untitled", ratings, items), {"epochs": 1}, encoder="tfidf",
+                progress=False, cache_dir=tmp_path)  # fmt: skip
+    assert rec.items["title"].tolist() == items["item_id"].tolist()
+    assert rec.items["text"].tolist() == items["text"].tolist()
+
+
 def test_encoding_refuses_items_it_could_not_look_up(tmp_path: Path) -> None:
     twice = pd.DataFrame({"item_id": ["a", "b", "a"], "title": ["Heat", "Ran", "Up"]})
     with pytest.raises(DataError, match="item id 'a' appears more than once"):
@@ -940,6 +989,16 @@ def test_add_items_refuses_bad_ids_and_vectors(fitted: Recommender) -> None:
     for items, vectors, needle in [
         (pd.DataFrame({"item_id": [np.nan], "title": ["Foo"]}), None, "row 0: item_id nan"),
         (pd.DataFrame({"item_id": [" "], "title": ["Foo"]}), None, "is not an id"),
+        # stored as "True" and "['b']", which no request names; a NUL the service refuses
+        (pd.DataFrame({"item_id": [True], "title": ["A"]}), None, "row 0: item_id True is not one"),
+        (
+            pd.DataFrame({"item_id": ["n", ["b"]], "title": ["A", "B"]}),
+            None,
+            r"row 1: item_id \['b'\]",
+        ),
+        (pd.DataFrame({"item_id": ["z\x00"], "title": ["A"]}), None, "holds a control character"),
+        # a MultiIndex: added with NaN ids and titles, and the run saved then did not load
+        (pd.DataFrame({("item_id", ""): ["z2"], ("title", ""): ["Z"]}), None, "MultiIndex"),
         (one, np.zeros((1, width + 1)), rf"shape \(1, {width + 1}\); expected \(1, {width}\)"),
         (one, np.full((1, width), np.nan), "'new-1' holds NaN"),
     ]:

@@ -53,6 +53,10 @@ def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
     from metarec.data.text import fill_item_text
 
     items = items.copy()
+    if "title" not in items.columns and "item_id" in items.columns:
+        # as cleaning reads a frame built in memory: the id stands in for the title. It
+        # was left out here, and training ended in a KeyError after its last epoch
+        items["title"] = str_ids(items["item_id"])
     items["text"] = fill_item_text(items)
     return items
 

@@ -107,9 +107,18 @@ class TopK:
                 "median_ratings: this model's scores rank items (an implicit objective or "
                 "a ranking ensemble); they are not ratings on the scale"
             )
+        # numpy reads "3" and True as 3.0 and 1.0: a slip, not a score
+        raw = np.asarray(scores) if not isinstance(scores, (list, tuple)) else None
+        odd = (
+            raw.dtype.kind in "bUSO"
+            if raw is not None
+            else any(isinstance(v, (bool, np.bool_, str, bytes)) for v in scores)
+        )
         try:
             values = np.asarray(scores, dtype=np.float64)
         except (TypeError, ValueError):
+            odd = True
+        if odd:
             raise DataError(
                 f"scores: expected numbers (what score() returns), got {scores!r:.60}"
             ) from None

@@ -574,15 +574,18 @@ class Recommender(TopK):
         ``text``: the :class:`~metarec.data.text.ItemTextConfig` the catalogue was built
         with; by default the run's ``--text-cols`` (from the CLI), else the default."""
         from metarec.data.generic import read_years
+        from metarec.data.schema import check_table
         from metarec.data.text import (
+            LIST_TYPES,
             ItemTextConfig,
             fill_item_text,
             normalise_genres,
             title_and_year,
         )
 
-        if not isinstance(items, pd.DataFrame):
-            raise DataError(f"add_items: expected a DataFrame of items, got {type(items).__name__}")
+        # a MultiIndex's "item_id" is a tuple: the items were added with NaN ids and
+        # titles, and the run then saved could not be loaded
+        check_table(items, "add_items")
         twice = sorted({str(c) for c in items.columns[items.columns.duplicated()]})
         if twice:  # frame[col] would be a frame: an AttributeError deep in pandas
             raise DataError(f"add_items: column(s) {twice} appear more than once; keep one")
@@ -594,9 +597,15 @@ class Recommender(TopK):
             )
         ids = frame["item_id"]
         no_id = ids.isna() | ids.astype(str).str.strip().eq("")
-        if no_id.any():
-            row = int(np.flatnonzero(no_id.to_numpy())[0])
-            raise DataError(f"add_items: row {row}: item_id {plain(ids.iloc[row])!r} is not an id")
+        # True was stored as the id "True", ["b"] as "['b']": ids no request could name
+        not_one = ids.map(lambda v: isinstance(v, (bool, np.bool_, *LIST_TYPES, Mapping)))
+        # a NUL or an escape: invisible in every listing, and the service refuses them
+        hidden = ids.astype(str).str.contains(r"[\x00-\x1f\x7f-\x9f]", regex=True)
+        for bad, what in ((no_id, "is not an id"), (not_one, "is not one number or text"),
+                          (hidden, "holds a control character")):  # fmt: skip
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(f"add_items: row {row}: item_id {plain(ids.iloc[row])!r} {what}")
         # as the loaders write ids (6000.0 read as a float is "6000"), and without the
         # spaces no lookup would match (the service refuses them too)
         frame["item_id"] = str_ids(ids)
@@ -802,6 +811,9 @@ class Recommender(TopK):
             return read_run(cls, Path(directory), device)
         except MetarecError:
             raise
+        except OSError as exc:  # a name too long, a folder unreadable: a bare OSError
+            detail = exc.strerror or exc
+            raise ModelError(f"{directory!s:.300}: cannot be read ({detail})") from None
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
             # RuntimeError: torch's state-dict mismatch, whose message spans many lines
             detail = " ".join(str(exc).split())[:300]

@@ -31,6 +31,7 @@ from metarec.data.spec import check_recorded
 from metarec.device import device_available, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.io import (
+    check_tensors_like,
     json_bytes,
     load_json,
     load_tensors,
@@ -58,10 +59,19 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
     if not isinstance(directory, (str, os.PathLike)) or not str(directory).strip():
         # "" would be the working folder: a run spilled among whatever is there
         raise DataError(f"save: expected a folder path, got {directory!r:.60}")
+    if "\x00" in str(directory):  # no path holds one: a bare ValueError from mkdir
+        raise DataError(f"save: {str(directory)!r:.80} holds a NUL character; no path can")
     out = Path(directory)
-    if out.exists() and not out.is_dir():
+    try:
+        is_file = out.exists() and not out.is_dir()
+        above = nearest_existing(out.parent)
+    except (OSError, ValueError) as exc:  # a name too long, a NUL: a bare OSError before
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DataError(
+            f"save: {str(directory)!r:.80} is no usable folder path ({detail})"
+        ) from None
+    if is_file:
         raise ModelError(f"{out}: is a file; save needs a run folder")
-    above = nearest_existing(out.parent)
     if not above.is_dir():
         raise ModelError(f"{out}: {above} is a file; save needs a run folder")
     manifest = {
@@ -201,14 +211,10 @@ def _read_run_once(
     _check_counts(meta, len(items), int(vectors.shape[1]), path / "recommender.json")
     features = UserFeatureEncoder.from_dict(meta["features"], source=str(path / "recommender.json"))
     learner = build_learner(vectors, cfg, features, offset=float(state["model.user.offset"]))
-    for key, want in learner.state_dict().items():
-        given = state.get(key)
-        if given is not None and given.dtype != want.dtype:
-            # load_state_dict casts without a word: int32 weights cut to whole numbers
-            raise ModelError(
-                f"{weights}: tensor learner.{key} is {given.dtype}, expected {want.dtype} "
-                "(damaged or edited?)"
-            )
+    try:
+        check_tensors_like(learner.state_dict(), state, weights, prefix="learner.")
+    except ValueError as exc:
+        raise ModelError(f"{exc} (damaged or edited?)") from None
     learner.load_state_dict(state)
     learner.to(resolve_device(cfg.device))
     enc_tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
