@@ -57,6 +57,23 @@ def test_bad_overrides(assignment: str, needle: str) -> None:
         TrainConfig().with_overrides([assignment])
 
 
+def test_a_misspelt_keyword_is_a_config_error_that_names_the_field() -> None:
+    # the dataclass' own bare TypeError, which is no MetarecError a caller catches
+    with pytest.raises(
+        ConfigError, match=r"^TrainConfig: unknown key\(s\) epoch \(did you mean epochs\?\)"
+    ):
+        TrainConfig(epoch=3)  # type: ignore[call-arg]
+    with pytest.raises(
+        ConfigError, match=r"^ModelConfig: unknown key\(s\) factor \(did you mean factors\?\), zz;"
+    ):
+        ModelConfig(factor=8, zz=1)  # type: ignore[call-arg]
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) inner_step \(did you mean inner_steps\?\)"
+    ):
+        TrainConfig().with_overrides(["inner_step=3"])
+    assert TrainConfig(epochs=3, model=ModelConfig(factors=8)).model.factors == 8
+
+
 def test_a_saved_config_names_its_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"run\.json: expected a table of options, got \[\]"):
         TrainConfig.from_dict([], source="run.json")  # type: ignore[arg-type]

@@ -7,11 +7,13 @@ from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal, TypeVar, get_args, get_type_hints
 
 from metarec.device import check_device
 from metarec.errors import ConfigError
@@ -40,6 +42,40 @@ MAX_WIDTH = 16_384  # a layer's units
 MAX_LAYERS = 64
 
 
+def unknown_keys_error(source: str, unknown: list[str], known: set[str]) -> ConfigError:
+    """The error for misspelt or foreign keys, with the nearest known name of each."""
+    guesses = [
+        f"{k} (did you mean {close[0]}?)"
+        if (close := difflib.get_close_matches(k, known, 1))
+        else k
+        for k in unknown
+    ]
+    return ConfigError(
+        f"{source}: unknown key(s) {', '.join(guesses)}; known: {', '.join(sorted(known))}"
+    )
+
+
+_C = TypeVar("_C", bound=type)
+
+
+def _refuse_unknown_keywords(cls: _C) -> _C:
+    """``cls(epoch=3)`` a ConfigError naming ``epochs``, as a file's or ``--set``'s
+    misspelt key is, where the dataclass' own ``__init__`` raised a bare TypeError."""
+    init = vars(cls)["__init__"]  # the dataclass' own, from its class dict
+    known = {f.name for f in fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise unknown_keys_error(cls.__name__, unknown, known)
+        init(self, *args, **kwargs)
+
+    setattr(cls, "__init__", __init__)  # noqa: B010 - mypy refuses assigning a method
+    return cls
+
+
+@_refuse_unknown_keywords
 @dataclass
 class ModelConfig:
     """Shape of the preference network (see :mod:`metarec.models.preference`)."""
@@ -59,6 +95,7 @@ class ModelConfig:
     dropout: float = 0.0
 
 
+@_refuse_unknown_keywords
 @dataclass
 class TrainConfig:
     """Everything that decides how a recommender is trained.
@@ -346,9 +383,7 @@ def _build(cls: type, data: dict[str, Any], source: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+        raise unknown_keys_error(source, unknown, known)
     kwargs: dict[str, Any] = {}
     for f in fields(cls):
         if f.name not in data:
