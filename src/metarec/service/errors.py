@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from metarec.service.json_body import UnreadableJson
 from metarec.service.store import FILE_GONE, INSUFFICIENT_PRIVILEGE, unreachable
@@ -204,6 +205,21 @@ def field_path(loc: Any) -> str:
     return out
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route at the request's path takes, for a 405's ``Allow``.
+    Starlette's names the first route whose path matched alone: ``/v1/items`` "took
+    GET", where it takes PUT too."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    if "GET" in methods:  # every GET answers HEAD, which FastAPI lists only sometimes
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -226,6 +242,7 @@ def install(app: FastAPI) -> None:
             detail = f"no endpoint at {cut(request.url.path, 300)} (see /docs)"
         headers = dict(exc.headers or {})
         if exc.status_code == 405 and headers.get("Allow"):  # say what the path takes
+            headers["Allow"] = allowed_methods(request)
             detail = (
                 f"{request.method} is not a method {cut(request.url.path, 300)} "
                 f"takes; it takes {headers['Allow']}"
