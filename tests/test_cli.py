@@ -408,6 +408,31 @@ def test_version_and_help_say_what_the_data_options_default_to(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [["abtest", "a", "b", "--users", ""],  # read as the current folder: "is a folder"
+     ["abtest", "a", "b", "--users", "u.txt", "--save-split", ""],
+     ["abtest", "a", "b", "--users", "u.txt", "--data", " "],  # read as no --data at all
+     ["train", "--interactions", "", "--out", "x"], ["train", "--dataset", "ml-100k",
+     "--data", "", "--out", "x"], ["benchmark", "--protocol", "p2", "--splits", ""],
+     ["retrain", "r", "--db", "sqlite:///x.db", "--out", "x", "--root", ""]],
+)  # fmt: skip
+def test_an_empty_path_is_refused_by_its_flag(
+    args: list[str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own refusal
+        main(args)
+    err = capsys.readouterr().err
+    flag = args[args.index(next(a for a in args if not a.strip())) - 1]
+    assert exit_info.value.code == 2, err
+    assert f"error: {flag}: expected a path, got an empty string" in err, err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
 def test_train_evaluate_recommend(
     shared_data: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
@@ -494,6 +519,12 @@ def test_train_evaluate_recommend(
         (run / "split.json").write_text(json.dumps(edited))
         assert_one_line_error(cli("evaluate", str(run)), "split.json", needle)
     (run / "split.json").write_text(original)
+    # the users a narrower scale emptied were blamed on split.json, "not users of ml-100k"
+    assert_one_line_error(
+        cli("evaluate", str(run), "--rating-range", "1,3"),
+        "ml-100k: read on the rating scale [1, 3] (--rating-range?)",
+        "trained on [1, 5]",
+    )
     assert cli("evaluate", str(run)).returncode == 0
     shown = cli("report", str(run))
     assert shown.returncode == 0 and shown.stdout.startswith(f"# Run {run}")

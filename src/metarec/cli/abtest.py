@@ -29,12 +29,18 @@ def register(sub: Any) -> None:
         help="ml-100k, ml-1m or ml-latest-small (default: RUN_A's data)",
     )
     ab.add_argument(
-        "--data", metavar="PATH", help="folder holding the data set (atomic or GroupLens files)"
+        "--data",
+        type=path_arg,
+        metavar="PATH",
+        help="folder holding the data set (atomic or GroupLens files)",
     )
-    ab.add_argument("--root", metavar="DIR", help="folder holding the named --dataset")
+    ab.add_argument(
+        "--root", type=path_arg, metavar="DIR", help="folder holding the named --dataset"
+    )
     ab.add_argument(
         "--users",
         required=True,
+        type=path_arg,  # "" was read as the current folder, "is a folder"
         metavar="SPEC",
         help="held-out users: a file of user ids (one per line), a P1 split JSON (its new "
         "users), a P4 split JSON (arms and K as saved), or heldout:FRACTION (a seeded "
@@ -67,7 +73,10 @@ def register(sub: Any) -> None:
         "quarter of the data's rating scale, 4 on 1-5 stars)",
     )
     ab.add_argument(
-        "--save-split", metavar="FILE", help="write the P4 split (users, arms, K, seed) as JSON"
+        "--save-split",
+        type=path_arg,
+        metavar="FILE",
+        help="write the P4 split (users, arms, K, seed) as JSON",
     )
     add_device_arg(ab)
     ab.set_defaults(func=cmd_abtest)

@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
         help="a known dataset (ml-100k, ml-1m, ml-latest-small) or a folder or prefix of "
         "RecBole atomic files; repeatable; default ml-1m for p1, ml-100k for p2 and speed",
     )
-    bd.add_argument("--data", help="folder holding the known datasets")
+    bd.add_argument("--data", type=path_arg, help="folder holding the known datasets")
     add_file_args(bd)
     b.add_argument(
         "--like-threshold",
@@ -85,6 +85,7 @@ def register(sub: Any) -> None:
     )
     b.add_argument(
         "--splits",
+        type=path_arg,
         metavar="DIR",
         help="read each fold's split from the files an earlier run wrote to DIR "
         "(e.g. benchmarks/results) instead of drawing them",

@@ -130,12 +130,14 @@ def add_data_args(
     if default:
         g.add_argument(
             "--data",
+            type=path_arg,
             help=f"folder holding {default}/ (or the --dataset named); default: "
             "$METAREC_DATA, the cache, else GroupLens' download",
         )
     else:
         g.add_argument(
             "--data",
+            type=path_arg,
             help="the dataset's own folder (RecBole atomic or GroupLens raw files), or with "
             "--dataset the folder holding it",
         )
@@ -143,9 +145,10 @@ def add_data_args(
 
 
 def add_file_args(g: Any) -> None:
-    g.add_argument("--interactions", help="CSV/TSV/Parquet/JSON Lines of ratings")
-    g.add_argument("--items", help="CSV/TSV/Parquet/JSON Lines of items")
-    g.add_argument("--users", help="CSV/TSV/Parquet/JSON Lines of users")
+    # "" is refused, not read as the option left out (or the current folder)
+    g.add_argument("--interactions", type=path_arg, help="CSV/TSV/Parquet/JSON Lines of ratings")
+    g.add_argument("--items", type=path_arg, help="CSV/TSV/Parquet/JSON Lines of items")
+    g.add_argument("--users", type=path_arg, help="CSV/TSV/Parquet/JSON Lines of users")
     # no defaults here: unset, a run's recorded column names fill them in where its
     # files are given again (retrain, evaluate, ensemble); loading reads unset as the
     # default names

@@ -81,7 +81,7 @@ def register(sub: Any) -> None:
     rt.add_argument("--db", type=store_url, required=True, help="feedback store URL (as for serve)")
     rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
     add_data_args(rt, recorded=True)
-    rt.add_argument("--root", help="same as --data")
+    rt.add_argument("--root", type=path_arg, help="same as --data")
     add_set_arg(rt, "override the run's config")
     rt.add_argument(
         "--tolerance",

@@ -337,6 +337,14 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
         raise ConfigError(
             f"{run}: no split.json; train with --holdout p1 to evaluate with protocol P1"
         )
+    if tuple(ds.rating_range) != tuple(rec.rating_range):
+        # cleaning drops ratings off the scale: users emptied by it were then blamed on
+        # split.json, "not users of ml-100k", which named neither the scale nor its flag
+        (lo, hi), (run_lo, run_hi) = ds.rating_range, rec.rating_range
+        raise ConfigError(
+            f"{ds.name}: read on the rating scale [{lo:g}, {hi:g}] (--rating-range?), and "
+            f"{run} was trained on [{run_lo:g}, {run_hi:g}]; evaluate it on its own scale"
+        )
     split = P1Split.load(run / "split.json", ds)
     recorded = rec.metadata.get("split_digest")
     if recorded is not None and recorded != split.digest():
