@@ -134,7 +134,12 @@ def test_the_shell_imports_a_model_from_the_current_folder(
         ("x=no_such_module_here:f", "no module 'no_such_module_here'"),
         ("x=mymodels:Missing", "mymodels has no 'Missing'"),
         ("x=mymodels:Shufled", "mymodels has no 'Shufled' (did you mean 'Shuffled'?)"),
-        ("x=mymodels.py:Shuffled", "'mymodels.py' is a file; give its module name (mymodels:"),
+        (
+            "x=mymodels.py:Shuffled",
+            "'mymodels.py' is a path (a file), not a module name; give the module's name (mymodels:",
+        ),
+        # "is a file" was said of a path to nothing
+        ("x=nothere/abc:Y", "'nothere/abc' is a path (no such file), not a module name"),
         ("x=mymodels:NOT_A_MODEL", "mymodels:NOT_A_MODEL is of type int, not a ScoringModel"),
         ("x=mymodels:broken", "'x' gave an object of type str; expected a ScoringModel"),
         ("metarec-x=mymodels:popularity", "name 'metarec-x' is metarec's own"),

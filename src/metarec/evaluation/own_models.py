@@ -95,9 +95,12 @@ def import_factory(target: str, where: str) -> Callable[..., ScoringModel]:
         )
     if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
         stem = Path(module_name).stem or "mymodels"
+        # said of a path whether or not the file is there: "is a file" of no file misled
+        there = "no such file" if not Path(module_name).is_file() else "a file"
         raise ConfigError(
-            f"{where}: {module_name!r} is a file; give its module name ({stem}:{attr}), run "
-            "from its folder or put that folder on PYTHONPATH"
+            f"{where}: {module_name!r} is a path ({there}), not a module name; give the "
+            f"module's name ({stem}:{attr}) and run from its folder or put that folder on "
+            "PYTHONPATH"
         )
     cwd = str(Path.cwd())
     if cwd not in sys.path:
