@@ -164,16 +164,28 @@ def feedback_frame(
     return frame, dropped
 
 
-def combined_items(base: pd.DataFrame, added: list[dict[str, Any]]) -> pd.DataFrame:
+def combined_items(
+    base: pd.DataFrame, added: list[dict[str, Any]], store: str = "the store"
+) -> pd.DataFrame:
     """The dataset's items with API-added items appended and API-updated ones replaced
-    in place (catalogue order of existing items is kept)."""
+    in place (catalogue order of existing items is kept). ``store``: the database the
+    added items come from, named where one of them cannot be encoded."""
     from metarec.pipeline import ensure_text
-    from metarec.service.items import item_frame
+    from metarec.service.items import item_frame, unusable
+    from metarec.service.store import DamagedStoreError
 
     items = ensure_text(base).reset_index(drop=True)[["item_id", "title", "text"]].astype(str)
     if not added:
         return items
     extra = item_frame(added)[["item_id", "title", "text"]]
+    # the service stores no such item; one written by hand was blamed on a row of the
+    # data's items file ("items: row 1682 (item_id 'new1') has no text to encode")
+    bad = unusable(extra)
+    if bad:
+        item_id, why = next(iter(bad.items()))
+        raise DamagedStoreError(
+            f"database {store}: item {item_id!r}: {why} (damaged or edited by hand?)"
+        )
     pos = {item: i for i, item in enumerate(items["item_id"])}
     known = extra["item_id"].isin(pos).to_numpy()
     for _, row in extra[known].iterrows():
@@ -362,7 +374,7 @@ def _retrain(
     ds = load_from_spec(spec)
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:
-        items = combined_items(ds.items, store.added_items())
+        items = combined_items(ds.items, store.added_items(), store.url)
         feedback, dropped = feedback_frame(
             store, old.rating_range, set(items["item_id"]), negatives=reads_negatives(old)
         )

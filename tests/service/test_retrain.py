@@ -380,6 +380,23 @@ def test_retrain_refuses_a_spec_its_run_could_not_read_back(tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
+def test_an_item_in_the_store_without_text_is_named_with_the_store() -> None:
+    # the service stores none; one written by hand was blamed on "items: row 1682" of
+    # the data, where no such row is
+    from metarec.retrain import combined_items
+    from metarec.service.store import DamagedStoreError
+
+    base = pd.DataFrame({"item_id": ["1", "2"], "title": ["Heat", "Ran"]})
+    blank = {"item_id": "new1", "title": "", "text": "", "genres": "", "year": None}
+    with pytest.raises(
+        DamagedStoreError,
+        match=r"^database sqlite:///f\.db: item 'new1': no text to encode .*edited by hand",
+    ):
+        combined_items(base, [blank], "sqlite:///f.db")
+    named = {**blank, "title": "Newer"}
+    assert combined_items(base, [named], "x")["item_id"].tolist() == ["1", "2", "new1"]
+
+
 def test_feedback_ratings_land_on_the_datas_levels() -> None:
     import numpy as np
     import pandas as pd
