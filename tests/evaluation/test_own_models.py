@@ -136,7 +136,8 @@ def test_the_shell_imports_a_model_from_the_current_folder(
         ("x=mymodels:Shufled", "mymodels has no 'Shufled' (did you mean 'Shuffled'?)"),
         (
             "x=mymodels.py:Shuffled",
-            "'mymodels.py' is a path (a file), not a module name; give the module's name (mymodels:",
+            "'mymodels.py' is a path (a file), not a module name; "
+            "give the module's name (mymodels:",
         ),
         # "is a file" was said of a path to nothing
         ("x=nothere/abc:Y", "'nothere/abc' is a path (no such file), not a module name"),
