@@ -394,6 +394,19 @@ def test_a_list_valued_id_built_in_memory_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    "users, shown",
+    [([True, False], "row 1: user_id True"),  # a flag column taken for ids: users "True"
+     (["u1", np.False_], "row 2: user_id False"),
+     (pd.array([None, True], dtype="boolean"), "row 2: user_id True")],
+)  # fmt: skip
+def test_a_boolean_id_is_refused(users: object, shown: str) -> None:
+    inter = pd.DataFrame({"user_id": users, "item_id": ["a", "a"], "rating": [4, 5]})
+    ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
+    with pytest.raises(DataError, match=rf"{shown} is a boolean; an id is one number or text"):
+        clean(ds)
+
+
+@pytest.mark.parametrize(
     "ratings, shown",
     [([True, False, True], "row 1: True"),  # bool dtype
      ([4.0, np.True_, 5.0], "row 2: True"),  # a stray one among numbers (object dtype)

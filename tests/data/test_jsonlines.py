@@ -129,6 +129,16 @@ def test_long_integer_ids_beside_a_null_stay_exact(tmp_path: Path) -> None:
     assert got[2] != got[2]  # still missing (NaN), for cleaning to name
 
 
+def test_long_integer_ids_beside_a_float_stay_exact(tmp_path: Path) -> None:
+    # one float among them (2.0, 1.5) left the column rounded: users ...993 and ...992
+    # became one, with no warning
+    ids = ["9007199254740993", "9007199254740992", "2.0", "1.5", "12345678901234567891"]
+    lines = [f'{{"user_id": {u}, "item_id": "1", "rating": 4}}' for u in ids]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    got = load_table(tmp_path / "r.jsonl").interactions["user_id"].tolist()
+    assert got == ["9007199254740993", "9007199254740992", "2", "1.5", "12345678901234567891"]
+
+
 def test_boolean_ratings_are_refused_at_their_line(tmp_path: Path) -> None:
     # read as 1 and 0 they made a 0-1 scale, where a frame with them is refused
     (tmp_path / "r.jsonl").write_text(

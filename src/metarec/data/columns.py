@@ -79,11 +79,16 @@ def exact_integers(column: pd.Series, values: Callable[[], Sequence[Any]]) -> pd
         return column
     exact = list(values())
     known = [v for v in exact if v is not None]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in known):
+    ints = [v for v in known if isinstance(v, int) and not isinstance(v, bool)]
+    if not any(abs(v) >= 2**53 for v in ints):
         return column  # floats of their own (1e20), not integers made float
-    if all(-(2**63) <= v < 2**63 for v in known):
+    if len(ints) == len(known) and all(-(2**63) <= v < 2**63 for v in ints):
         return pd.Series(pd.array(exact, dtype="Int64"), index=column.index)
-    return pd.Series(exact, index=column.index, dtype=object)
+    # big integers beside floats (a 2.0 among them) were left rounded: users
+    # 9007199254740993 and ...992 became one without a word. Each value is kept as
+    # given, a whole float as the integer it is (2.0 is id "2", as str_ids writes it)
+    kept = [int(v) if isinstance(v, float) and v.is_integer() else v for v in exact]
+    return pd.Series(kept, index=column.index, dtype=object)
 
 
 def refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> None:
@@ -179,6 +184,25 @@ def check_single_ids(frame: pd.DataFrame, cols: Sequence[str], source: str | Pat
     """Refuse, by column and row, an id that holds several values (a Parquet list
     column): as the text "[1]" it was an id no rating or request would match."""
     check_single_values(frame, cols, source, "an id is one number or text")
+    for col in cols:
+        values = frame[col]
+        kind = pd.api.types.infer_dtype(values, skipna=True) if values.dtype == object else ""
+        if not (pd.api.types.is_bool_dtype(values.dtype) or kind == "boolean" or "mixed" in kind):
+            continue
+        # a flag column taken for ids: users "True" and "False" (a missing id stays
+        # cleaning's to name)
+        flags = boolean_values(values) & values.notna().to_numpy()
+        if flags.any():
+            i = int(np.flatnonzero(flags)[0])
+            line = int(frame[LINE_COL].iloc[i]) if LINE_COL in frame.columns else None
+            raise DataError(
+                ("" if line is not None else f"row {i + 1}: ")
+                + f"{col} {plain(values.iloc[i])!r} is a boolean; an id is one number or text "
+                "(is another column the id?)",
+                path=source,
+                row=line,
+                field=col,
+            )
 
 
 def check_single_values(
