@@ -898,6 +898,19 @@ def test_the_scale_is_read_from_the_rows_cleaning_keeps(tmp_path: Path) -> None:
     assert clean(ds).report.rows_out == 200
 
 
+def test_years_no_calendar_has_are_said_and_left_unknown(tmp_path: Path) -> None:
+    # 1995.5 was kept (its text said 1996), -5 and 0 reached the text, and 99999 was
+    # the newest year of all, the first item P1 took for a new one
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,1,4\n")
+    (tmp_path / "i.csv").write_text(
+        "item_id,title,year\n1,A,1995.5\n2,B,-5\n3,C,0\n4,D,99999\n5,E,1995.0\n"
+    )
+    with pytest.warns(UserWarning, match=r"i\.csv: 4 year\(s\) are no year, .*line 2: 1995\.5"):
+        items = load_table(tmp_path / "r.csv", tmp_path / "i.csv").items
+    assert items["year"].isna().tolist() == [True, True, True, True, False]
+    assert items["text"].tolist() == ["A.", "B.", "C.", "D.", "E (1995)."]
+
+
 def test_an_items_files_years_are_read_from_dates_and_titles(tmp_path: Path) -> None:
     # a year in the title beside the same in the year column was written twice into the
     # text; a date or a title's year was no year at all, and "'95" dropped without a word

@@ -160,8 +160,21 @@ def read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
     values = frame["year"]
     years = pd.to_numeric(values, errors="coerce").astype("float64")
     years = _years_of_unix_times(frame, years, source)
+    # 1995.5 was kept (its text said 1996), and 99999 was the newest year there is: the
+    # item P1 took first for a new one, with no year in its text
+    odd = years.notna() & ((years != np.floor(years)) | (years < 1) | (years > 9999))
+    if odd.any():
+        first = odd[odd].index[0]
+        warnings.warn(
+            f"{source or 'items'}: {int(odd.sum()):,} year(s) are no year, and those items "
+            f"have none (e.g.{_line_of(frame, first)}: {years[first]:g}); write years as "
+            "whole numbers from 1 to 9999",
+            UserWarning,
+            stacklevel=4,
+        )
+        years = years.where(~odd)
     text = text_values(values).str.strip()
-    unread = years.isna() & text.ne("") & values.notna()
+    unread = years.isna() & text.ne("") & values.notna() & ~odd
     if not unread.any():
         return years
     found = text[unread].str.findall(_YEAR_IN_TEXT)
