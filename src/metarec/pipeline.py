@@ -348,12 +348,7 @@ def train(
     if encoder is not None and not isinstance(encoder, str | Encoder):
         raise ConfigError(f"encoder: expected an encoder or its name, got {encoder!r:.60}")
     _check_folder_arg("run_dir", run_dir)  # before the encoding, not after it
-    problems = cleaning.validate(dataset)  # a hand-built or uncleaned Dataset is checked here
-    if problems:
-        raise DataError(
-            f"{dataset.name}: {len(problems)} problem(s) in the data, the first: "
-            f"{problems[0]}; clean it first (metarec.clean; load_dataset cleans by default)"
-        )
+    cleaning.require_clean(dataset)  # a hand-built or uncleaned Dataset is checked here
     if cfg.like_threshold is None:  # before the encoding; fit_recommender checks its rows
         inferred_like_threshold(dataset.interactions["rating"], dataset.rating_range)
     catalogue = encode_catalogue(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -657,6 +658,9 @@ def test_a_run_refused_before_its_first_model_leaves_no_kept_progress(
         # 2.5 started a run; "5" was a raw TypeError
         ({"max_items": 2.5}, "max_items: must be a whole number >= 1, got 2.5"),
         ({"max_episodes": "5"}, "max_episodes: must be a whole number >= 1, got '5'"),
+        # "4" ran every model, then failed writing the report; True was 1.0, all liked
+        ({"like_threshold": "4"}, "like_threshold: expected a number or None, got '4'"),
+        ({"like_threshold": True}, "like_threshold: expected a number or None, got True"),
     ],
 )
 def test_run_benchmark_refuses_options_before_loading_anything(
@@ -668,6 +672,20 @@ def test_run_benchmark_refuses_options_before_loading_anything(
     # a data set that does not exist: the options are refused before it is looked for
     with pytest.raises(ConfigError, match=needle):
         run_benchmark("p2", "no-such-data", out=tmp_path, peers=["popularity"], **options)
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_benchmark_refuses_a_dataset_it_did_not_clean(tmp_path: Path) -> None:
+    # failed inside the first fit, at a row number of neither the file nor the frame
+    from metarec.data import Dataset
+    from metarec.errors import DataError
+    from metarec.evaluation.benchmark import run_benchmark
+
+    rows = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"],
+                         "rating": [4.0, np.nan, 5.0]})  # fmt: skip
+    ds = Dataset("raw", rows, pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"]}))
+    with pytest.raises(DataError, match=r"^raw: 1 problem\(s\) .*rating.*clean it first"):
+        run_benchmark("p2", ds, out=tmp_path, peers=["popularity"], overrides=["encoder=tfidf"])
     assert not any(tmp_path.iterdir())
 
 

@@ -125,6 +125,19 @@ def clean(
     )
 
 
+def require_clean(dataset: Dataset) -> None:
+    """A DataError naming the first of :func:`validate`'s problems, if any: what a
+    command that trains on a Dataset it did not clean (a hand-built one, or one loaded
+    with ``clean=False``) says before it starts, where a bad row otherwise failed inside
+    the first fit, at a row number of neither the file nor the frame."""
+    problems = validate(dataset)
+    if problems:
+        raise DataError(
+            f"{dataset.name}: {len(problems)} problem(s) in the data, the first: "
+            f"{problems[0]}; clean it first (metarec.clean; load_dataset cleans by default)"
+        )
+
+
 def validate(
     dataset: Dataset,
     *,

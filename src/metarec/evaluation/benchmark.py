@@ -55,7 +55,7 @@ from metarec.models.cutpoints import MedianView, rating_levels
 from metarec.models.ensemble import Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import RANKERS, make_ranker
-from metarec.values import is_whole, safe_name
+from metarec.values import is_number, is_whole, safe_name
 
 META_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
 # metarec models that are not a TrainConfig algorithm (no network, no inner loop), so
@@ -936,6 +936,10 @@ def run_benchmark(
     for what, n in (("folds", folds), ("seeds", seeds)):
         if not is_whole(n):
             raise ConfigError(f"{what}: expected a whole number, got {n!r}")
+    if like_threshold is not None and not is_number(like_threshold):
+        # "4" ran every model and failed formatting the report's command; True was 1.0,
+        # every rating liked
+        raise ConfigError(f"like_threshold: expected a number or None, got {like_threshold!r:.40}")
     if folds < 1:
         raise ConfigError(f"folds: must be >= 1, got {folds}")
     if seeds < 1:
@@ -1000,6 +1004,10 @@ def run_benchmark(
     t0 = time.perf_counter()
     if ds is None:
         ds = load_dataset(ds_name, root=root)
+    else:
+        from metarec.data.cleaning import require_clean
+
+        require_clean(ds)
     ds = replace(ds, name=ds_name)  # split files and reports are named after it
     like = (
         inferred_like_threshold(
@@ -1204,7 +1212,7 @@ def run_benchmark(
                 root,
                 splits,
                 overrides=overrides,
-                like_threshold=like_threshold,
+                like_threshold=None if like_threshold is None else float(like_threshold),
                 data_args=data_args,
                 max_items=max_items,
                 max_episodes=max_episodes,
