@@ -268,6 +268,8 @@ def test_proportion_statistics_by_hand() -> None:
         with pytest.raises(InputError, match=needle):
             call()
     assert math.isnan(users_per_arm(math.nan, 0.1))  # an arm without users: no answer
+    # a gap whose square underflows (ZeroDivisionError) or whose quotient overflows
+    assert users_per_arm(0.0, 1e-300) == math.inf and users_per_arm(0.5, 0.5 + 1e-160) == math.inf
     with pytest.raises(InputError, match="must be 1-d, one a user"):
         interleave_report(np.array([1, 2]), np.array([1]))  # broadcast to "2 users"
     with pytest.raises(InputError, match="k: must be a whole number > 0"):
@@ -431,7 +433,9 @@ def test_interleave_credits_and_report() -> None:
         (lambda g: interleave_report(["a"], ["b"]), InputError,
          "credits_a must be counts of items, got <U1"),
         (lambda g: interleave_report([np.nan], [1]), InputError,
-         r"credits_a must be finite counts >= 0; credits_a\[0\] is nan"),
+         r"credits_a must be whole counts >= 0; credits_a\[0\] is nan"),
+        (lambda g: interleave_report([0.5, 2], [1, 0]), InputError,  # half a click: no count
+         r"credits_a must be whole counts >= 0; credits_a\[0\] is 0\.5"),
         (lambda g: interleave_report([1, 2], [0, -1]), InputError,
          r"credits_b\[1\] is -1"),
     ],

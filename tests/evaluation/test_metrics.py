@@ -226,6 +226,7 @@ def test_inputs_that_would_give_numbers_outside_the_metric_are_named() -> None:
         (lambda: M.mae(["a"], [1.0]), r"pred: expected numbers, got \['a'\]"),
         (lambda: M.precision_at(pred, true, 2, None), "threshold: expected a rating"),
         (lambda: M.full_auc(np.zeros((1, 3)), [np.array([5])]), r"relevant\[0\]: item indices"),
+        (lambda: M.full_auc(np.zeros((1, 3)), None), "relevant: expected a list"),  # TypeError
         (lambda: M.coverage(np.array([[0, 1]]), 0), "n_items: must be a whole number > 0"),
     ]:
         with pytest.raises(InputError, match=needle):

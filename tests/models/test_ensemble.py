@@ -10,7 +10,7 @@ import pytest
 
 from metarec.catalogue import Catalogue
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError, UnsupportedError
+from metarec.errors import ConfigError, DataError, UnsupportedError
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.ensemble import Ensemble
 
@@ -167,6 +167,13 @@ def test_a_seed_bag_keeps_equal_weights_and_averages_its_members(mode: str) -> N
         mean = (oracle.score_catalogue([six]) + constant.score_catalogue([six])) / 2
         np.testing.assert_allclose(bag.score_catalogue([six]), mean, rtol=1e-6)
         np.testing.assert_allclose(bag.predict_tasks([six])[0], mean[0, :3], rtol=1e-6)
+    # called directly: ints were read as tasks (an AttributeError), and a NaN support
+    # rating scored as a row of NaN
+    with pytest.raises(DataError, match="task 0: expected a Task, got 1"):
+        bag.score_catalogue([1, 2, 3])  # type: ignore[list-item]
+    nan = Task(0, np.arange(2), np.array([4.0, np.nan], np.float32), np.arange(3), np.ones(3))
+    with pytest.raises(DataError, match="support rating"):
+        bag.score_catalogue([nan])
 
 
 def test_rating_mode_rejects_ranking_members_and_bad_buckets() -> None:

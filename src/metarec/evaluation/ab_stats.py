@@ -142,4 +142,8 @@ def users_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8)
     z_b = float(norm.ppf(power))
     p_bar = (p1 + p2) / 2
     root = z_a * math.sqrt(2 * p_bar * (1 - p_bar)) + z_b * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
-    return float(math.ceil(root**2 / (p1 - p2) ** 2))
+    # rates 1e-300 apart: the squared gap underflows to 0 (a ZeroDivisionError), or
+    # the quotient overflows (math.ceil of inf an OverflowError); either is infinite
+    gap = (p1 - p2) ** 2
+    needed = root**2 / gap if gap > 0 else math.inf
+    return float(math.ceil(needed)) if math.isfinite(needed) else math.inf

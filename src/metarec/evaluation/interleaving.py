@@ -157,10 +157,11 @@ def interleave_report(credits_a: np.ndarray, credits_b: np.ndarray) -> dict[str,
             raise InputError(
                 f"interleave_report: {name} must be counts of items, got {credits.dtype} values"
             )
-        bad = np.flatnonzero(~(np.isfinite(credits) & (credits >= 0)))
+        whole = np.isfinite(credits) & (credits >= 0) & (credits == np.floor(credits))
+        bad = np.flatnonzero(~whole)  # 0.5 of a click is no count
         if len(bad):
             raise InputError(
-                f"interleave_report: {name} must be finite counts >= 0; "
+                f"interleave_report: {name} must be whole counts >= 0; "
                 f"{name}[{bad[0]}] is {credits[bad[0]].item()!r}"
             )
     n = len(credits_a)

@@ -520,16 +520,16 @@ def full_auc(
     other candidates, ties counting 1/2.
     """
     scores = as_numbers(scores, "scores")
-    if scores.ndim != 2 or len(scores) != len(relevant):
+    rel = _index_lists(relevant, "relevant")  # before len(): None was a bare TypeError
+    if scores.ndim != 2 or len(scores) != len(rel):
         raise InputError(
             f"scores must be [n_users, n_items] with a row per relevant set; got {scores.shape} "
-            f"for {len(relevant)} users"
+            f"for {len(rel)} users"
         )
     n_items = scores.shape[1]
     if not np.isfinite(scores).all():
         user = int(np.argwhere(~np.isfinite(scores))[0, 0])
         raise InputError(f"scores[{user}]: scores must be finite")
-    rel = _index_lists(relevant, "relevant")
     skip = [np.zeros(0, dtype=np.int64)] * len(rel)
     if exclude is not None:
         skip = _index_lists(exclude, "exclude")

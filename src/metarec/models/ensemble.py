@@ -284,6 +284,9 @@ class Ensemble(ScoringModel):
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
     ) -> np.ndarray:
+        # called directly it read ints as tasks (an AttributeError) and scored a NaN
+        # support rating as a row of NaN; the members' own checks are their callers'
+        check_tasks(tasks, self.n_items, users, self.name, rating_range=self.rating_range)
         w = self.weights[[self._bucket(len(t.support_items)) for t in tasks]]  # [U, M]
         if self.mode == "rating":
             s = np.stack([m.score_catalogue(tasks, users) for m in self.members.values()])
