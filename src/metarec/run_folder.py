@@ -214,7 +214,11 @@ def _read_run_once(
     try:
         check_tensors_like(learner.state_dict(), state, weights, prefix="learner.")
     except ValueError as exc:
-        raise ModelError(f"{exc} (damaged or edited?)") from None
+        # "expected": the network recommender.json's config builds, so either file
+        # may be the edited one
+        raise ModelError(
+            f"{exc} for the model recommender.json describes (damaged or edited?)"
+        ) from None
     learner.load_state_dict(state)
     learner.to(resolve_device(cfg.device))
     enc_tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
