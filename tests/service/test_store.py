@@ -522,6 +522,29 @@ def test_a_cut_off_stuck_behind_an_insert_gives_up_as_busy_on_postgresql(
     store.close()
 
 
+def test_postgresql_connections_give_up_on_a_server_that_went_away(pg_url: str) -> None:
+    # without keepalives a pooled connection whose server vanished (a host gone, a
+    # firewall dropping packets) held its request in a read for the system's two hours
+    engine = make_engine(pg_url)
+    raw = engine.raw_connection()
+    try:
+        given = raw.driver_connection.info.get_parameters()  # libpq's, as connected
+    finally:
+        raw.close()
+        engine.dispose()
+    assert {k: given.get(k) for k in ("keepalives", "keepalives_idle", "tcp_user_timeout")} == {
+        "keepalives": "1", "keepalives_idle": "30", "tcp_user_timeout": "60000"
+    }  # fmt: skip
+    # the URL's own value wins
+    engine = make_engine(pg_url + ("&" if "?" in pg_url else "?") + "keepalives_idle=5")
+    raw = engine.raw_connection()
+    try:
+        assert raw.driver_connection.info.get_parameters()["keepalives_idle"] == "5"
+    finally:
+        raw.close()
+        engine.dispose()
+
+
 def test_a_database_that_cannot_be_reached_is_one_line() -> None:
     # psycopg puts its hint on a second line, which the CLI printed under the error
     with pytest.raises(ConfigError) as err:

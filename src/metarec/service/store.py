@@ -291,6 +291,19 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 FILE_GONE = "the database file is gone (deleted or moved while serving)"
 
 
+# libpq's connection parameters: give up connecting after 10 s, and probe an idle
+# connection after 30 s, then every 10 s, dropping it after 3 unanswered probes; data
+# sent and unacknowledged for 60 s drops it too (a server gone mid-request)
+POSTGRES_WAITS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+
+
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     try:
@@ -319,9 +332,11 @@ def make_engine(url: str) -> Engine:
     if backend == "postgresql":
         try:
             # a server that does not answer (a firewall dropping packets, a host gone)
-            # held each request until the system's TCP timeout, minutes; a timeout in
-            # the URL (?connect_timeout=N) wins
-            waits = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+            # held each request until the system's TCP timeout, minutes: at connect, and
+            # on a pooled connection whose server went away meanwhile (no keepalives:
+            # a request blocked in a read for the system's two hours). Each is libpq's
+            # own; one in the URL (?connect_timeout=N, ?keepalives_idle=N) wins
+            waits = {k: v for k, v in POSTGRES_WAITS.items() if k not in parsed.query}
             return create_engine(
                 url, pool_size=8, max_overflow=24, pool_pre_ping=True, connect_args=waits
             )
