@@ -259,6 +259,9 @@ def test_proportion_statistics_by_hand() -> None:
         (lambda: wilson_ci(0, -3), "wilson_ci: n must be >= 0 .*, got -3"),
         (lambda: lift_ci(0, 10, 0, -2), "lift_ci: n_b must be >= 0"),
         (lambda: lift_ci(20, 10, 5, 10), "lift_ci: need 0 <= x_a <= n_a"),
+        # counts past a float's: a bare OverflowError (to float, or numpy's C long)
+        (lambda: wilson_ci(10**400, 10**400), "n must be at most 2\\*\\*53 .* of 401 digits"),
+        (lambda: fisher_exact_p(1, 10**30, 1, 3), "n_a must be at most 2\\*\\*53"),
         (lambda: lift_ci(5, 10, 6, 10, level=0), r"lift_ci: level must be in \(0, 1\), got 0"),
         (lambda: users_per_arm(0.1, 0.12, alpha=0.0), r"alpha must be in \(0, 1\), got 0.0"),
         (lambda: users_per_arm(0.1, 0.12, power=1.0), r"power must be in \(0, 1\), got 1.0"),

@@ -188,7 +188,9 @@ PER_USER = {"m": [0.5, 0.6, 0.7, 0.8] * 5, "p": [0.5, 0.6, 0.7, 0.81] * 5, "q": 
            "bootstrap_ci: seed: must be a whole number >= 0")
           for s in ("x", -1, 1.5)],
         (lambda: bootstrap_ci([1, 2], n_boot=1.5), InputError,
-         "bootstrap_ci: n_boot must be a whole number > 0, got 1.5"),
+         r"bootstrap_ci: n_boot must be a whole number in \[1, 10,000,000\], got 1\.5"),
+        (lambda: bootstrap_ci([1, 2], n_boot=2**62), InputError,  # numpy's "array is too big"
+         r"n_boot must be a whole number in \[1, 10,000,000\], got 4611686018427387904"),
         (lambda: bootstrap_ci([1, 2], level="x"), InputError,
          r"bootstrap_ci: level must be a number in \(0, 1\), got 'x'"),
         (lambda: bootstrap_ci([1, 2], level=math.nan), InputError,

@@ -34,6 +34,9 @@ from scipy.stats import fisher_exact, norm
 from metarec.errors import InputError
 from metarec.values import is_number, is_whole
 
+# past this a float no longer holds every count exactly, and no test has such arms
+MAX_USERS = 2**53
+
 
 def _counts(where: str, *pairs: tuple[str, Any, str, Any]) -> None:
     """Each (successes, users) pair whole numbers with 0 <= successes <= users: 11
@@ -45,6 +48,12 @@ def _counts(where: str, *pairs: tuple[str, Any, str, Any]) -> None:
                 raise InputError(f"{where}: {name} must be a whole number, got {value!r:.40}")
         if n < 0:
             raise InputError(f"{where}: {n_name} must be >= 0 (a number of users), got {n}")
+        if n > MAX_USERS:  # 10**400 was a bare OverflowError converting to a float
+            digits = str(n)
+            shown = digits if len(digits) <= 20 else f"a number of {len(digits)} digits"
+            raise InputError(
+                f"{where}: {n_name} must be at most 2**53 (a number of users), got {shown}"
+            )
         if not 0 <= x <= n:
             raise InputError(
                 f"{where}: need 0 <= {x_name} <= {n_name}, got {x_name}={x}, {n_name}={n}"

@@ -85,6 +85,9 @@ def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
+MAX_BOOT = 10_000_000  # resampled means held at once: 80 MB
+
+
 def bootstrap_ci(
     values: Sequence[float] | np.ndarray,
     n_boot: int = 2000,
@@ -97,8 +100,11 @@ def bootstrap_ci(
     (1 − level)/2 and (1 + level)/2 quantiles of the resampled means.
     """
     check_probability("bootstrap_ci", "level", level)
-    if not is_whole(n_boot) or n_boot <= 0:
-        raise InputError(f"bootstrap_ci: n_boot must be a whole number > 0, got {n_boot!r:.40}")
+    if not is_whole(n_boot) or not 0 < n_boot <= MAX_BOOT:
+        # 2**62 was numpy's bare "array is too big"
+        raise InputError(
+            f"bootstrap_ci: n_boot must be a whole number in [1, {MAX_BOOT:,}], got {n_boot!r:.40}"
+        )
     check_seed(seed, "bootstrap_ci: seed")  # "x" was a raw numpy SeedSequence error
     x = as_numbers(values, "bootstrap_ci: values")
     x = x[np.isfinite(x)]
