@@ -258,8 +258,12 @@ def test_bad_manifest_names_file_and_field(
         # printed as a rating of 50 on 1-5 stars
         ("rating", lambda m: m["rating_cutpoints"]["levels"].__setitem__(-1, 50.0),
          ["'rating_cutpoints.levels'", "50 is off the runs' scale [1, 5]"]),
+        # the ensemble's own folder, "not a metarec run", naming neither file nor field
+        ("ranking", lambda m: m["members"][1].update(path=""),
+         ["'members[1].path'", "must be a relative path inside the folder: ''"]),
+        ("ranking", lambda m: m["members"][1].update(path="."), ["'members[1].path'"]),
     ],
-    ids=["bool-weight", "same-member-folder", "level-off-scale"],
+    ids=["bool-weight", "same-member-folder", "level-off-scale", "empty-path", "dot-path"],
 )  # fmt: skip
 def test_more_hand_edits_are_named(
     world: World, tmp_path: Path, which: str, edit: Any, needles: list[str]
@@ -272,6 +276,24 @@ def test_more_hand_edits_are_named(
         load_run(out)
     for needle in needles:
         assert needle in str(err.value)
+
+
+def test_a_member_of_another_catalogue_is_refused_at_load(world: World, tmp_path: Path) -> None:
+    # a member folder swapped for a run of as many items in another order loaded, and
+    # its score of index i, another item's, was blended without a word
+    meta = world.ranking.members["fomaml"]
+    bag = Ensemble({"a": meta, "b": meta}, mode="ranking", buckets=(0,), fit_members=False,
+                   learn_weights=False, seed=1).fit(world.data)  # fmt: skip
+    out = bag.save(tmp_path / "ens")
+    manifest = json.loads((out / "ensemble.json").read_text())
+    items = out / manifest["members"][1]["path"] / "items.json"
+    columns = json.loads(items.read_text())
+    (items).write_text(json.dumps({k: v[::-1] for k, v in columns.items()}))
+    with pytest.raises(ModelError) as err:
+        load_run(out)
+    said = str(err.value)
+    assert "ensemble.json: field 'members[1]'" in said
+    assert "member 'b' holds another catalogue than 'a' (item 0: " in said
 
 
 def test_truncated_member_file_is_a_model_error(world: World, tmp_path: Path) -> None:

@@ -410,7 +410,13 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             raise man.bad(f"{field}.name", f"must be a non-empty string, got {name!r}")
         if name in members:
             raise man.bad(f"{field}.name", f"{name!r} repeats")
-        if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        # "" and "." are the ensemble's own folder, read as a run that is not there
+        if (
+            not isinstance(rel, str)
+            or not Path(rel).parts
+            or Path(rel).is_absolute()
+            or ".." in Path(rel).parts
+        ):
             raise man.bad(f"{field}.path", f"must be a relative path inside the folder: {rel!r}")
         where = root / rel
         if not where.is_dir():
@@ -429,6 +435,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
                 f"says {n_items}; member {name!r} ({where}) has {model.n_items} items",
             )
         members[name] = model
+    _check_one_catalogue(man, members)
     # against n_items once the members have confirmed it: an edited n_items was reported
     # as zscore_items out of range, the field that was right
     if not 0 <= zscore_items <= n_items:
@@ -479,6 +486,26 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
                 "rating_cutpoints.levels", f"{off[0]:g} is off the runs' scale [{lo:g}, {hi:g}]"
             )
     return ens
+
+
+def _check_one_catalogue(man: _Fields, members: dict[str, ScoringModel]) -> None:
+    """The metarec members hold one catalogue, item for item, as saving checked: a
+    member folder swapped for a run of another catalogue of the same size loaded, and
+    its scores of index i, another item's, were blended without a word."""
+    runs = [(i, name, m) for i, (name, m) in enumerate(members.items()) if isinstance(m, MetaModel)]
+    if not runs:
+        return
+    _, first_name, first = runs[0]
+    ids = first._rec().items["item_id"].tolist()
+    for i, name, model in runs[1:]:
+        theirs = model._rec().items["item_id"].tolist()
+        if theirs != ids:
+            at = next(j for j, (a, b) in enumerate(zip(theirs, ids, strict=True)) if a != b)
+            raise man.bad(
+                f"members[{i}]",
+                f"member {name!r} holds another catalogue than {first_name!r} (item {at}: "
+                f"{theirs[at]!r} against {ids[at]!r}); the ensemble blends one catalogue",
+            )
 
 
 def _check_like_thresholds(
