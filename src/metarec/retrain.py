@@ -23,10 +23,11 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,9 @@ from metarec.data.tasks import Task
 from metarec.errors import ConfigError, ModelError
 from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
+
+if TYPE_CHECKING:
+    from metarec.service.store import FeedbackStore
 
 FEEDBACK_PREFIX = "feedback:"  # keeps service user ids apart from the dataset's
 HELD_OUT_FRACTION = 0.1
@@ -162,6 +166,28 @@ def feedback_frame(
     frame["rating"] = frame["rating"].astype(np.float32)
     frame.attrs["clipped"] = clipped
     return frame, dropped
+
+
+def _warn_if_served_another(store: FeedbackStore, run: Path) -> None:
+    """Warn where the store records serving another run than ``run``: its added items
+    and feedback are of that run's catalogue, and an item id both share is taken as an
+    update of this run's item (a store of an ml-1m service retrained an ml-100k run,
+    rewriting Toy Story's text, without a word). A warning, not a refusal: retraining
+    an older run of the same service from its store is a use."""
+    from metarec.service.serving import ServedRef
+
+    ref = ServedRef.parse(store.served_state()[1])
+    if ref is None:
+        return
+    here = run.resolve()
+    if here not in (Path(ref.folder).resolve(), Path(ref.run).resolve()):
+        warnings.warn(
+            f"database {store.url}: it records serving {ref.run} (folder {ref.folder}), "
+            f"not {run}; its added items and feedback are that run's, and an item id both "
+            "hold is read as an update of this run's item",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def combined_items(
@@ -374,6 +400,7 @@ def _retrain(
     ds = load_from_spec(spec)
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:
+        _warn_if_served_another(store, run)
         items = combined_items(ds.items, store.added_items(), store.url)
         feedback, dropped = feedback_frame(
             store, old.rating_range, set(items["item_id"]), negatives=reads_negatives(old)

@@ -397,6 +397,31 @@ def test_an_item_in_the_store_without_text_is_named_with_the_store() -> None:
     assert combined_items(base, [named], "x")["item_id"].tolist() == ["1", "2", "new1"]
 
 
+def test_a_store_that_served_another_run_is_said_to_before_retraining(tmp_path: Path) -> None:
+    # an ml-1m service's store retrained an ml-100k run: its item "1" rewrote Toy
+    # Story's text, without a word
+    import warnings
+
+    from metarec.retrain import _warn_if_served_another
+    from metarec.service.serving import ServedRef
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}")
+    here, other = tmp_path / "run", tmp_path / "other"
+    here.mkdir()
+    (tmp_path / "current").symlink_to(here)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_served_another(store, here)  # nothing recorded yet
+        served = ServedRef(str(tmp_path / "current"), str(here), None)
+        store.bump_served_state(run=served.dumps())
+        _warn_if_served_another(store, here)  # the folder its link led to
+        _warn_if_served_another(store, tmp_path / "current")
+    store.bump_served_state(run=ServedRef(str(other), str(other), None).dumps())
+    with pytest.warns(UserWarning, match=rf"records serving {re.escape(str(other))} .*not "):
+        _warn_if_served_another(store, here)
+    store.close()
+
+
 def test_feedback_ratings_land_on_the_datas_levels() -> None:
     import numpy as np
     import pandas as pd
