@@ -292,10 +292,9 @@ def save_ensemble(
             raise ModelError(
                 f"ensemble member {name!r} scores {model.n_items} items, the ensemble {n_items}"
             )
-    first = metarec[0]._rec().items["item_id"].tolist()
-    for m in metarec[1:]:
-        if m._rec().items["item_id"].tolist() != first:
-            raise ModelError(f"ensemble member {m.name!r} has a different catalogue")
+    other = _other_catalogue(ens.members)
+    if other is not None:
+        raise ModelError(f"ensemble {other[1]}")
     check_target(target)
 
     with staged_folder(target) as tmp:
@@ -435,7 +434,9 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
                 f"says {n_items}; member {name!r} ({where}) has {model.n_items} items",
             )
         members[name] = model
-    _check_one_catalogue(man, members)
+    other = _other_catalogue(members)
+    if other is not None:
+        raise man.bad(f"members[{other[0]}]", other[1])
     # against n_items once the members have confirmed it: an edited n_items was reported
     # as zscore_items out of range, the field that was right
     if not 0 <= zscore_items <= n_items:
@@ -488,24 +489,26 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     return ens
 
 
-def _check_one_catalogue(man: _Fields, members: dict[str, ScoringModel]) -> None:
-    """The metarec members hold one catalogue, item for item, as saving checked: a
-    member folder swapped for a run of another catalogue of the same size loaded, and
-    its scores of index i, another item's, were blended without a word."""
+def _other_catalogue(members: Mapping[str, ScoringModel]) -> tuple[int, str] | None:
+    """The position of the first metarec member whose catalogue is not the first one's,
+    item for item, and what differs; None when they hold one. Checked at save and at
+    load: a member folder swapped for a run of another catalogue of the same size
+    loaded, and its score of index i, another item's, was blended without a word."""
     runs = [(i, name, m) for i, (name, m) in enumerate(members.items()) if isinstance(m, MetaModel)]
     if not runs:
-        return
+        return None
     _, first_name, first = runs[0]
     ids = first._rec().items["item_id"].tolist()
     for i, name, model in runs[1:]:
         theirs = model._rec().items["item_id"].tolist()
         if theirs != ids:
+            # the same length: every member's n_items is checked to be the ensemble's
             at = next(j for j, (a, b) in enumerate(zip(theirs, ids, strict=True)) if a != b)
-            raise man.bad(
-                f"members[{i}]",
+            return i, (
                 f"member {name!r} holds another catalogue than {first_name!r} (item {at}: "
-                f"{theirs[at]!r} against {ids[at]!r}); the ensemble blends one catalogue",
+                f"{theirs[at]!r} against {ids[at]!r}); the ensemble blends one catalogue"
             )
+    return None
 
 
 def _check_like_thresholds(
