@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from metarec.recommender import Recommender
+from metarec.service.serving import Served
 
 from .conftest import LiveServer
 
@@ -1324,12 +1325,11 @@ def test_an_unexpected_error_is_a_json_500_logged_once_and_the_connection_kept(
     # Starlette answered it, then raised it again for uvicorn, which logged a second
     # traceback and closed the connection: the client's next request on it was reset
     live = make_server()
-    holder = live.app.state.holder
 
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("a fault of the server's")
 
-    monkeypatch.setattr(holder, "search", broken)
+    monkeypatch.setattr(Served, "search", broken)
     request = b"GET /v1/items?q=x HTTP/1.1\r\nHost: t\r\n\r\n"
     health = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
     host, port = live.url.removeprefix("http://").split(":")

@@ -425,7 +425,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=settings.max_search_results)] = 20,
     ) -> dict[str, Any]:
         """Titles containing ``q`` (case-insensitive), most rated first; empty ``q``: most rated."""
-        return {"items": holder.search(served(), q, limit)}
+        return {"items": served().search(q, limit)}
 
     # ":path": a catalogue's own ids may hold "/" ("news/2026/17"; ids added through
     # the API may not), sent as "%2F" or plain; "1/" is then item "1/", not "1"

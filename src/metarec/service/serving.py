@@ -664,7 +664,3 @@ class ModelHolder:
             }
             for rank, (i, score, why) in enumerate(zip(idx, scores, reasons, strict=True), 1)
         ]
-
-    def search(self, served: Served, q: str, limit: int) -> list[dict[str, str]]:
-        """Titles containing ``q`` (case-insensitive), most rated first."""
-        return served.search(q, limit)
