@@ -108,12 +108,10 @@ class TopK:
                 "a ranking ensemble); they are not ratings on the scale"
             )
         # numpy reads "3" and True as 3.0 and 1.0: a slip, not a score
-        raw = np.asarray(scores) if not isinstance(scores, (list, tuple)) else None
-        odd = (
-            raw.dtype.kind in "bUSO"
-            if raw is not None
-            else any(isinstance(v, (bool, np.bool_, str, bytes)) for v in scores)
-        )
+        if isinstance(scores, (list, tuple)):
+            odd = any(isinstance(v, (bool, np.bool_, str, bytes)) for v in scores)
+        else:
+            odd = np.asarray(scores).dtype.kind in "bUSO"
         try:
             values = np.asarray(scores, dtype=np.float64)
         except (TypeError, ValueError):

@@ -65,8 +65,8 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
     try:
         is_file = out.exists() and not out.is_dir()
         above = nearest_existing(out.parent)
-    except (OSError, ValueError) as exc:  # a name too long, a NUL: a bare OSError before
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    except OSError as exc:  # a name too long: a bare OSError before
+        detail = exc.strerror or exc
         raise DataError(
             f"save: {str(directory)!r:.80} is no usable folder path ({detail})"
         ) from None
