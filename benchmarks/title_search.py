@@ -19,7 +19,9 @@ import random
 import string
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,13 +74,13 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
-def measure(n: int, repeats: int) -> dict[str, dict[str, float]]:
+def measure(n: int, repeats: int) -> dict[str, dict[str, Any]]:
     where = Path("synthetic")
     served = Served(Catalogue(n, seed=0), where, "synthetic", 1, where)  # type: ignore[arg-type]
     with served.lock.write():
         served.refresh()
     folded = [t.casefold() for t in served.titles]
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for label, q in QUERIES.items():
         new = [h["item_id"] for h in served.search(q, LIMIT)]
         if new != loop_search(served, folded, q, LIMIT):
@@ -86,8 +88,8 @@ def measure(n: int, repeats: int) -> dict[str, dict[str, float]]:
         out[label] = {
             "query": q,
             "hits": len(new),
-            "loop_ms": median_ms(lambda q=q: loop_search(served, folded, q, LIMIT), repeats),
-            "find_ms": median_ms(lambda q=q: served.search(q, LIMIT), repeats),
+            "loop_ms": median_ms(partial(loop_search, served, folded, q, LIMIT), repeats),
+            "find_ms": median_ms(partial(served.search, q, LIMIT), repeats),
         }
     return out
 
