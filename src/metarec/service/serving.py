@@ -127,8 +127,8 @@ class Served:
     item_ids: list[str] = field(default_factory=list)
     by_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     # the case-folded titles in popularity order, each after a NUL, searched with one
-    # str.find per hit: a Python loop over 500,000 titles held the read lock 5x as long
-    # for a rare word (40 ms against 8)
+    # str.find per hit: a Python loop over 500,000 titles held the read lock 146 ms for
+    # a word no title holds, this 7 (benchmarks/results/title-search.md)
     haystack: str = ""
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
