@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from metarec.config import TrainConfig
 from metarec.data import load_dataset
@@ -464,3 +465,43 @@ def test_one_model_folder_is_checked(world: World, tmp_path: Path) -> None:
     assert not (tmp_path / "als").exists()
     with pytest.raises(ModelError, match=r"^model 'popularity': not fitted; call fit\(\) first"):
         persist.save_model(make_peer("popularity"), tmp_path / "unfitted")
+
+
+def test_a_peer_array_in_another_dtype_than_saved_is_refused(
+    world: World, rankers: Ensemble, tmp_path: Path
+) -> None:
+    """safetensors holds any dtype; the manifest records each array's, so popularity
+    scores edited to bool (which loaded and ranked) or a ranker's sparse indices turned
+    to float are refused, naming the file, the array and the dtype it was saved as."""
+    from metarec.io import load_tensors, save_tensors
+
+    out = persist.save_model(world.ranking.members["popularity"], tmp_path / "pop")
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["dtypes"] == {"scores": "float64"}
+    kept = load_tensors(out / persist.PEER_FILE)
+    save_tensors(out / persist.PEER_FILE, {"scores": kept["scores"] > 0})
+    with pytest.raises(ModelError, match=r"peer\.safetensors: tensor 'scores' is bool, saved as"):
+        persist.load_model(out)
+    save_tensors(out / persist.PEER_FILE, {**kept, "extra": kept["scores"]})
+    with pytest.raises(ModelError, match=r"holds arrays \['extra', 'scores'\]; .*'dtypes' names"):
+        persist.load_model(out)
+    save_tensors(out / persist.PEER_FILE, kept)
+    (out / "model.json").write_text(json.dumps(manifest | {"dtypes": {"scores": "float16"}}))
+    with pytest.raises(ModelError, match=r"model\.json: field 'dtypes': expected an object"):
+        persist.load_model(out)
+    # a folder saved before dtypes were recorded loads, checked against PEER_DTYPES only
+    older = {k: v for k, v in manifest.items() if k != "dtypes"}
+    (out / "model.json").write_text(json.dumps(older))
+    assert isinstance(persist.load_model(out), type(world.ranking.members["popularity"]))
+    save_tensors(out / persist.PEER_FILE, {"scores": kept["scores"].to(torch.bfloat16)})
+    with pytest.raises(ModelError, match=r"'scores' is bfloat16, not a dtype a peer saves"):
+        persist.load_model(out)
+
+    ens = rankers.save(tmp_path / "ens")
+    index = [m["name"] for m in json.loads((ens / "ensemble.json").read_text())["members"]]
+    peer = ens / "members" / str(index.index("stacked")) / persist.PEER_FILE
+    arrays = load_tensors(peer)
+    key = next(k for k, v in arrays.items() if k.endswith(".indices"))
+    save_tensors(peer, {**arrays, key: arrays[key].double()})
+    with pytest.raises(ModelError, match=rf"tensor '{key}' is float64, saved as int"):
+        Ensemble.load(ens)

@@ -6,7 +6,8 @@ Layout::
       ensemble.json          manifest: format, mode, buckets, weights, members, z-score items
       members/0/             a metarec member: the Recommender's own run files
       members/1/peer.safetensors   a peer's or ranking model's fitted arrays (its
-                                   options and fitted fields are in the manifest)
+                                   options, fitted fields and each array's dtype
+                                   are in the manifest)
 
 Only safetensors and JSON are written, never pickle. The whole folder is
 written into a temporary sibling and renamed into place, so a crash or an
@@ -213,8 +214,12 @@ def _write_member(
     if state is None:
         raise ModelError(f"{model.name}: no saved state given")  # a caller's slip, not a user's
     kind, options, scalars, arrays = state
-    save_tensors(folder / PEER_FILE, {k: torch.as_tensor(v) for k, v in arrays.items()})
-    return {"kind": kind, "options": options, "state": scalars}
+    tensors = {k: torch.as_tensor(v) for k, v in arrays.items()}
+    save_tensors(folder / PEER_FILE, tensors)
+    # the file holds any dtype; the manifest says which one each array was saved as, so
+    # that an edited file (scores turned to bool, indices to float) is refused at load
+    dtypes = {k: str(t.dtype).removeprefix("torch.") for k, t in sorted(tensors.items())}
+    return {"kind": kind, "options": options, "state": scalars, "dtypes": dtypes}
 
 
 def _read_member(
@@ -242,7 +247,7 @@ def _read_member(
     if kind in RANKERS:
         if not isinstance(options, dict) or not isinstance(state, dict):
             raise man.bad(f"{at}options/state", "must be objects")
-        arrays = _peer_arrays(where / PEER_FILE)
+        arrays = _peer_arrays(where / PEER_FILE, _saved_dtypes(man, at, entry))
         try:
             return RANKERS[kind].from_state(
                 options, state, arrays, seed=seed, name=name, device=device or "auto"
@@ -253,7 +258,7 @@ def _read_member(
         raise man.bad(f"{at}options", "must be an object")
     if not isinstance(state, dict) or not all(isinstance(v, int | float) for v in state.values()):
         raise man.bad(f"{at}state", "must be an object of numbers")
-    arrays = _peer_arrays(where / PEER_FILE)
+    arrays = _peer_arrays(where / PEER_FILE, _saved_dtypes(man, at, entry))
     return _peer_from_state(kind, seed, options, state, arrays, n_items, where_said)
 
 
@@ -261,14 +266,35 @@ def _read_member(
 PEER_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.bool)
 
 
-def _peer_arrays(path: Path) -> dict[str, np.ndarray]:
+def _saved_dtypes(man: _Fields, at: str, entry: dict[str, Any]) -> dict[str, str] | None:
+    """The entry's field ``dtypes`` (array name -> torch dtype name); None for folders
+    saved before it was written, which are checked against :data:`PEER_DTYPES` only."""
+    dtypes = entry.get("dtypes")
+    if dtypes is None:
+        return None
+    known = {str(d).removeprefix("torch.") for d in PEER_DTYPES}
+    if not isinstance(dtypes, dict) or not all(
+        isinstance(k, str) and v in known for k, v in dtypes.items()
+    ):
+        raise man.bad(f"{at}dtypes", f"expected an object of array name to one of {sorted(known)}")
+    return dtypes
+
+
+def _peer_arrays(path: Path, dtypes: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a peer's file; each must have the dtype ``dtypes`` records for it
+    (when the manifest records them) and the file no array the manifest does not name."""
     tensors = load_tensors(path)
+    if dtypes is not None and set(tensors) != set(dtypes):
+        raise ModelError(
+            f"{path}: holds arrays {sorted(tensors)}; the manifest's field 'dtypes' names "
+            f"{sorted(dtypes)} (damaged or edited?)"
+        )
     for key, value in tensors.items():
-        if value.dtype not in PEER_DTYPES:
-            raise ModelError(
-                f"{path}: tensor {key!r} is {value.dtype}, not a dtype a peer saves "
-                "(damaged or edited?)"
-            )
+        saved = None if dtypes is None else dtypes[key]
+        name = str(value.dtype).removeprefix("torch.")
+        if value.dtype not in PEER_DTYPES or (saved is not None and name != saved):
+            expected = f"saved as {saved}" if saved else "not a dtype a peer saves"
+            raise ModelError(f"{path}: tensor {key!r} is {name}, {expected} (damaged or edited?)")
     return {k: v.numpy() for k, v in tensors.items()}
 
 
