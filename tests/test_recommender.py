@@ -980,6 +980,31 @@ def test_items_without_titles_train_with_their_ids_as_titles(tmp_path: Path) -> 
     assert rec.items["text"].tolist() == items["text"].tolist()
 
 
+def test_train_encodes_on_the_configured_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI passed the config's device to the encoder, train() did not: "cpu" held
+    for the meta-learner while the catalogue was encoded on the GPU ("auto")."""
+    import metarec.pipeline as pipeline
+    from metarec.data.schema import Dataset
+
+    seen: list[object] = []
+    encode = pipeline.encode_catalogue
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("device"))
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "encode_catalogue", spy)
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(10)],
+                          "title": [f"a film about {w}" for w in "abcdefghij"]})  # fmt: skip
+    rows = [(f"u{u}", f"i{i}", float(1 + (u * i) % 5)) for u in range(30) for i in range(10)]
+    ratings = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
+    pipeline.train(Dataset("tiny", ratings, items), {"epochs": 1, "device": "cpu"},
+                   encoder="tfidf", progress=False, cache_dir=tmp_path)  # fmt: skip
+    assert seen == ["cpu"]
+
+
 def test_encoding_refuses_items_it_could_not_look_up(tmp_path: Path) -> None:
     twice = pd.DataFrame({"item_id": ["a", "b", "a"], "title": ["Heat", "Ran", "Up"]})
     with pytest.raises(DataError, match="item id 'a' appears more than once"):

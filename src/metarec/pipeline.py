@@ -352,7 +352,11 @@ def train(
     if cfg.like_threshold is None:  # before the encoding; fit_recommender checks its rows
         inferred_like_threshold(dataset.interactions["rating"], dataset.rating_range)
     catalogue = encode_catalogue(
-        dataset.items, encoder or cfg.encoder, cache_dir=cache_dir, progress=progress
+        dataset.items,
+        encoder or cfg.encoder,
+        cache_dir=cache_dir,
+        progress=progress,
+        device=cfg.device,  # as the CLI does: "cpu" held for training, not for encoding
     )
     fit_rows, val_rows = split_users(dataset.interactions, validation_fraction, cfg.seed)
     # a second train into the same run folder would resume from this one's checkpoint

@@ -357,3 +357,62 @@ def test_a_deep_copy_shares_the_loaded_encoder(minilm: SentenceEncoder) -> None:
     holder = {"encoder": minilm, "offsets": [0.5]}
     copied = copy.deepcopy(holder)
     assert copied["encoder"] is minilm and copied["offsets"] is not holder["offsets"]
+
+
+def _copy_of_minilm(minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, to: Path) -> Path:
+    monkeypatch.setenv("METAREC_CACHE", str(minilm_cache_dir))
+    extracted = sentence_mod.bundled_model_dir()
+    assert extracted is not None
+    return Path(shutil.copytree(extracted, to))
+
+
+def test_a_model_folder_without_its_tokenizer_is_refused(
+    minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without its tokenizer files the folder loaded with a tokenizer of five special
+    tokens: every word [UNK], and every text nearly the same vector."""
+    folder = _copy_of_minilm(minilm_cache_dir, monkeypatch, tmp_path / "m")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    for vocab in folder.rglob("vocab.txt"):
+        vocab.unlink()
+    with pytest.raises(ConfigError, match=r"tokenizer knows no words .*lacks its tokenizer"):
+        SentenceEncoder(str(folder), device="cpu").encode([TOY])
+
+
+def test_max_seq_length_past_the_model_limit_is_a_config_error(minilm_cache_dir: Path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METAREC_CACHE", str(minilm_cache_dir))
+        encoder = SentenceEncoder(max_seq_length=1000, device="cpu")
+        with pytest.raises(ConfigError, match=r"max_seq_length 1000 is more than .* 512 tokens"):
+            encoder.encode(["word " * 900])
+        at_limit = SentenceEncoder(max_seq_length=512, device="cpu")
+        assert at_limit.encode(["word " * 900]).shape == (1, 384)
+
+
+def test_a_saved_model_name_is_not_read_as_a_folder_here(
+    minilm: SentenceEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved folders are absolute, so a saved relative name is the bundled or a hub
+    model: an empty all-MiniLM-L6-v2/ in the working directory was loaded instead."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "all-MiniLM-L6-v2").mkdir()
+    config = minilm.to_config()
+    assert config["model"] == "all-MiniLM-L6-v2"
+    rebuilt = encoder_from_config(config)
+    assert isinstance(rebuilt, SentenceEncoder) and rebuilt.id == minilm.id
+    # given by hand, the folder still wins (test_folders_are_read_as_folders_before_names)
+    assert make_encoder("all-MiniLM-L6-v2").model_name == str(tmp_path / "all-MiniLM-L6-v2")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_the_folder_fingerprint_passes_over_links_to_nothing_and_pipes(
+    minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A pruned hub snapshot's dangling link was a bare FileNotFoundError; a pipe in
+    the folder blocked the fingerprint's read forever."""
+    folder = _copy_of_minilm(minilm_cache_dir, monkeypatch, tmp_path / "m")
+    plain = SentenceEncoder(str(folder)).id
+    (folder / "README.extra").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(folder / "pipe")
+    assert SentenceEncoder(str(folder)).id == plain

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from metarec.encoders import Encoder, TfidfSvdEncoder, encoder_from_config, make_encoder
 from metarec.encoders.base import FittableEncoder, StatefulEncoder, encoder_state_tensors
+from metarec.encoders.tfidf import check_saved_state
 from metarec.errors import ConfigError, DataError, ModelError
 
 CORPUS = [
@@ -106,6 +107,16 @@ def test_tampered_state_is_rejected() -> None:
         TfidfSvdEncoder.from_state(config, {"components": tensors["components"][:, :-1]})
     with pytest.raises(ModelError):
         encoder_from_config({"type": "word2vec"})
+    # hand-edited settings and arrays: ModelError, not the TypeError and ValueError met
+    # when the first item was added (the check a run's load makes sees the settings too)
+    for ngrams in (2, None):
+        edited = {**config, "ngram_range": ngrams}
+        with pytest.raises(ModelError, match=r"settings are invalid: ngram_range must be two"):
+            TfidfSvdEncoder.from_state(edited, tensors)
+        with pytest.raises(ModelError, match="ngram_range"):
+            check_saved_state(edited, tensors)
+    with pytest.raises(ModelError, match="components are not numeric"):
+        TfidfSvdEncoder.from_state(config, {"components": np.array([["xyz"]])})
 
 
 def test_tiny_corpora() -> None:

@@ -157,13 +157,14 @@ def bundled_model_dir() -> Path | None:
     return target
 
 
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else with separators is a path.
+def _looks_like_path(name: str, *, on_disk: bool = True) -> bool:
+    """Hub ids are "name" or "org/name"; anything else with separators is a path, and so
+    (``on_disk``) is a name a folder in the working directory answers to."""
     return (
         name.startswith(("/", ".", "~"))
         or "\\" in name
         or name.count("/") > 1
-        or Path(name).expanduser().exists()
+        or (on_disk and Path(name).expanduser().exists())
     )
 
 
@@ -174,12 +175,17 @@ def _dir_fingerprint(path: Path) -> str:
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
         for name in sorted(files):
             file = Path(root) / name
-            if file.suffix in _SKIP_SUFFIXES:
+            # a link to nothing (a pruned hub snapshot) or a pipe (which would block the
+            # read forever) is nothing a model loads
+            if file.suffix in _SKIP_SUFFIXES or not file.is_file():
                 continue
             h.update(file.relative_to(path).as_posix().encode() + b"\0")
-            with file.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
+            try:
+                with file.open("rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
+            except OSError as e:
+                raise ConfigError(f"encoder {path}: cannot read {file}: {e.strerror}") from None
     return h.hexdigest()[:12]
 
 
@@ -201,7 +207,11 @@ class SentenceEncoder:
         device: str | None = None,
         batch_size: int = 64,
         max_seq_length: int | None = 128,
+        _saved: bool = False,
     ) -> None:
+        # _saved: ``model`` comes from a saved config, where a folder is always absolute;
+        # a relative name is then the bundled or a hub model, never a folder that happens
+        # to be in the working directory (which was loaded instead, a warning aside)
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise ConfigError(f"model must be a non-empty string or None, got {model!r}")
         if not is_whole(batch_size) or batch_size < 1:
@@ -215,7 +225,7 @@ class SentenceEncoder:
         self._requested_device = None if device is None else check_device(device, "device")
         self._local_dir: Path | None = None
         name = (model or DEFAULT_MODEL).strip()
-        if _looks_like_path(name):
+        if _looks_like_path(name, on_disk=not _saved):
             local = Path(name).expanduser()
             if not local.is_dir():
                 raise ConfigError(
@@ -369,7 +379,28 @@ class SentenceEncoder:
         return self._finish(model, source)
 
     def _finish(self, model: SentenceTransformer, source: str) -> SentenceTransformer:
+        try:
+            tokenizer = model.tokenizer
+            wordless = len(tokenizer) <= len(tokenizer.all_special_tokens)
+        except (AttributeError, TypeError):  # a module of one's own with no such tokenizer
+            wordless = False
+        if wordless:
+            # a folder without its tokenizer files loads with a tokenizer of special
+            # tokens alone: every word [UNK], every text the same vector
+            raise ConfigError(
+                f"encoder {source}: the model's tokenizer knows no words (only "
+                f"{len(tokenizer)} special tokens); the folder lacks its tokenizer files "
+                "(tokenizer.json, vocab.txt, ...)"
+            )
         if self.max_seq_length is not None:
+            limit = _token_limit(model)
+            if limit is not None and self.max_seq_length > limit:
+                # past it, the first long text was torch's "size of tensor a (902) must
+                # match the size of tensor b (512)"
+                raise ConfigError(
+                    f"encoder {source}: max_seq_length {self.max_seq_length} is more than "
+                    f"the model's limit of {limit} tokens"
+                )
             model.max_seq_length = self.max_seq_length
         dim = self._get_dim(model)
         if self._dim is not None and self._dim != dim:
@@ -447,6 +478,7 @@ class SentenceEncoder:
                 device=device,
                 batch_size=config.get("batch_size", 64),
                 max_seq_length=config.get("max_seq_length", 128),
+                _saved=True,
             )
         except ConfigError as e:
             raise ModelError(f"saved sentence encoder config is unusable: {e}") from e
@@ -463,6 +495,21 @@ class SentenceEncoder:
         # holds it (an ensemble's members, kept to roll back a failed add_items)
         # shares it, as it shares the 90 MB of weights it would otherwise duplicate
         return self
+
+
+def _token_limit(model: SentenceTransformer) -> int | None:
+    """The most tokens the transformer's position embeddings take (None: not known):
+    ``max_position_embeddings``, less the offset of models whose position ids start
+    after the padding index (RoBERTa's and MPNet's 514 positions hold 512 tokens). Not
+    the tokenizer's ``model_max_length``, which sentence-transformers sets to the
+    model's default length (MiniLM's 256), below what it can take."""
+    first = model[0] if len(model) else None
+    auto = getattr(first, "auto_model", None)
+    positions = getattr(getattr(auto, "config", None), "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions < 1:
+        return None
+    padding = getattr(getattr(auto, "embeddings", None), "padding_idx", None)
+    return positions - (padding + 1) if isinstance(padding, int) else positions
 
 
 def _hub_endpoint() -> str:

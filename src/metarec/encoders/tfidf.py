@@ -180,16 +180,7 @@ class TfidfSvdEncoder:
             raise ModelError(f"not a TF-IDF encoder config: type={config.get('type')!r}")
         if config.get("format", _FORMAT) != _FORMAT:
             raise ModelError(f"unsupported TF-IDF encoder format {config.get('format')!r}")
-        try:
-            enc = cls(
-                config.get("dim", 64),
-                seed=config.get("seed", 0),
-                min_df=config.get("min_df", 1),
-                ngram_range=tuple(config.get("ngram_range", (1, 2))),
-                max_features=config.get("max_features"),
-            )
-        except ConfigError as e:
-            raise ModelError(f"saved TF-IDF encoder settings are invalid: {e}") from e
+        enc = _unfitted(config)
         if not config.get("fitted", False):
             return enc
         vocab, idf, components = _read_state(config, tensors or {}, enc.dim)
@@ -280,9 +271,26 @@ class TfidfSvdEncoder:
         self._state_hash = h.hexdigest()[:16]
 
 
+def _unfitted(config: Mapping[str, Any]) -> TfidfSvdEncoder:
+    """The encoder a saved config's settings make, before its fitted state is read."""
+    try:
+        return TfidfSvdEncoder(
+            config.get("dim", 64),
+            seed=config.get("seed", 0),
+            min_df=config.get("min_df", 1),
+            ngram_range=config.get("ngram_range", (1, 2)),
+            max_features=config.get("max_features"),
+        )
+    except ConfigError as e:
+        raise ModelError(f"saved TF-IDF encoder settings are invalid: {e}") from e
+
+
 def check_saved_state(config: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
-    """A ModelError unless a saved TF-IDF state has its parts (what a run's load checks
-    before any item is added, and the rebuild reads): cheap, no array is built."""
+    """A ModelError unless a saved TF-IDF config's settings are valid and its state has
+    its parts (what a run's load checks before any item is added, and the rebuild
+    reads): cheap, no array is built. A bad ``ngram_range`` loaded and was met, as a
+    bare TypeError, at the first added item."""
+    _unfitted(config)
     if not isinstance(config.get("vocabulary"), Mapping) or not isinstance(
         config.get("idf"), Sequence
     ):
@@ -306,7 +314,10 @@ def _read_state(
     raw = tensors["components"]
     if hasattr(raw, "detach"):  # a torch tensor; numpy arrays are accepted as well
         raw = raw.detach().cpu().numpy()
-    components = np.ascontiguousarray(raw, dtype=np.float32)
+    try:
+        components = np.ascontiguousarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"saved TF-IDF components are not numeric: {e}") from e
     n_terms = len(vocab)
     if idf.shape != (n_terms,) or not np.isfinite(idf).all():
         raise ModelError(f"saved TF-IDF idf: {idf.size} values for {n_terms} terms, or non-finite")
