@@ -437,8 +437,18 @@ def _retrain(
     rest, validation = split_users(inter[~inter["user_id"].isin(held)], 0.1, cfg.seed)
     if cfg.max_train_users is not None:
         # subsample here so that every feedback user stays in training
+        n_feedback = int(feedback["user_id"].nunique())
+        if n_feedback >= cfg.max_train_users:
+            # else the data set's users all went, and fit_recommender's own subsample
+            # then dropped feedback users too, while trained-users.json listed them
+            raise ConfigError(
+                f"max_train_users {cfg.max_train_users:,} leaves no room for the data "
+                f"set's users: the store holds {n_feedback:,} feedback users, who all train; "
+                f"raise it (--set max_train_users=N, more than {n_feedback:,}) or lift it "
+                "(--set max_train_users=null)"
+            )
         users_rest = np.sort(rest["user_id"].unique())
-        n_keep = max(cfg.max_train_users - feedback["user_id"].nunique(), 0)
+        n_keep = cfg.max_train_users - n_feedback
         if len(users_rest) > n_keep:
             keep = np.random.default_rng(cfg.seed).choice(users_rest, n_keep, replace=False)
             rest = rest[rest["user_id"].isin(set(keep))]

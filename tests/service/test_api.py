@@ -391,6 +391,13 @@ def _bad_requests(key: str) -> list[Case]:
          "invisible character U+E0041"),
         ("PUT", "/v1/items", body({"items": [{"item_id": "a\u3164", "title": "A"}]}),
          422, "validation_error", "invisible character U+3164"),
+        ("POST", "/v1/users", body({"user_id": "a\u2800b"}), 422, "validation_error",
+         "invisible character U+2800"),
+        # a variation selector after a letter draws nothing: "ab" again
+        ("POST", "/v1/users", body({"user_id": "a\ufe0fb"}), 422, "validation_error",
+         "variation selector U+FE0F after a character that takes none"),
+        ("PUT", "/v1/items", body({"items": [{"item_id": "n\U000e0100", "title": "A"}]}),
+         422, "validation_error", "variation selector U+E0100"),
         ("POST", "/v1/users", body({"user_id": ".."}), 422, "validation_error",
          "clients resolve those path segments away"),
         # one line per field, not one per member of pydantic's unions
@@ -412,7 +419,9 @@ def _bad_requests(key: str) -> list[Case]:
            422, "validation_error", "timestamp") for t in
           (b'"nan"', b"1e308", b"true", b"1" + b"0" * 400,
            # past year 9999 in UTC; a number in a string (pydantic read it as milliseconds)
-           b'"9999-12-31T23:59:59-14:00"', b'"0001-01-01T00:00:00+14:00"', b'"1700000000000"')],
+           b'"9999-12-31T23:59:59-14:00"', b'"0001-01-01T00:00:00+14:00"', b'"1700000000000"',
+           # float() reads these, and they reached the epoch-seconds branch
+           b'"1_700_000_000"', b'"Infinity"')],
         # a wall-clock time without a zone, east of UTC: read as UTC, hours ahead
         ("POST", events, {"content": b'{"event_id": "t", "item_id": "1", "type": "click", '
                           b'"timestamp": "' + time.strftime(
@@ -1147,6 +1156,23 @@ def test_a_damaged_store_row_is_a_500_that_names_it(
         got = c.post("/v1/admin/reload", json={})
     assert (got.status_code, got.json()["error"]["code"]) == (500, "store_damaged")
     assert "type 'bogus' is not one of" in got.json()["error"]["message"]
+
+
+def test_a_stored_rating_off_the_runs_scale_is_shown_as_adaptation_reads_it(
+    make_server: Callable[..., LiveServer], server_api_key: str, tmp_path: Path
+) -> None:
+    # a store written for a 1-10 run, served by a 1-5 one: adaptation clips the 9 to 5,
+    # and the user's page said "rating": 9.0, the field that says what adaptation used
+    import sqlite3
+
+    live = make_server()
+    with live.client(server_api_key) as c:
+        c.post("/v1/users", json={"user_id": "o", "ratings": [{"item_id": "1", "rating": 4}]})
+        with sqlite3.connect(tmp_path / "feedback.db") as conn:
+            conn.execute("UPDATE events SET value = 9.0 WHERE user_id = 'o'")
+        conn.close()
+        got = c.get("/v1/users/o").json()["history"][0]
+    assert (got["value"], got["rating"]) == (9.0, 5.0)
 
 
 def test_a_runs_own_fold_in_offsets_are_served(

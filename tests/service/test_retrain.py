@@ -481,6 +481,20 @@ def test_held_out_users_that_are_not_in_the_data_are_refused_before_training(
     assert record["old_mae"] is None and record["new_mae"] is None
 
 
+def test_a_cap_the_feedback_users_fill_is_refused_before_training(
+    service_run: Path, tmp_path: Path, feedback_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # with as many feedback users as max_train_users, every data set user was dropped,
+    # the fit's own subsample could drop feedback users, and trained-users.json still
+    # listed them all
+    out = tmp_path / "new"
+    argv = ["retrain", str(service_run), "--db", feedback_db, "--out", str(out), "--force"]
+    assert main([*argv, *FAST, "--set", "max_train_users=2"]) == 2
+    assert ("max_train_users 2 leaves no room for the data set's users: the store holds 2 "
+            "feedback users") in capsys.readouterr().err  # fmt: skip
+    assert not out.exists()
+
+
 def test_on_clicks_the_release_rule_ranks_the_catalogue(shared_data: Path) -> None:
     # every rating 1: any order of the query items had nDCG 1, so an untrained model
     # was "not worse" (1 - nDCG@3 old 0.0000, new 0.0000) and was written

@@ -609,6 +609,19 @@ def test_rows_the_service_never_wrote_are_named_as_damage(store: FeedbackStore) 
         list(store.iter_all_events())
     with store.engine.begin() as conn:
         conn.execute(events.update().where(events.c.event_id == "e2").values(type="click"))
+    if store.url.startswith("sqlite"):  # PostgreSQL's typed column holds no text
+        # text as a click's value: the user's page failed its response validation, and a
+        # retry of the event formatted it with {:g}, each a bare 500 naming no event
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("update events set value = 'abc' where event_id = 'e2'")
+        needle = r"user 'u' event 'e2': a click event with value 'abc' \(damaged or edited"
+        with pytest.raises(DamagedStoreError, match=needle):
+            store.events_for("u")
+        with pytest.raises(DamagedStoreError, match=needle):
+            store.add_events("u", [ev("e2", "2")])
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("update events set value = NULL where event_id = 'e2'")
+    with store.engine.begin() as conn:
         conn.execute(users.update().where(users.c.user_id == "u").values(features="{x"))
     with pytest.raises(DamagedStoreError, match=r"user 'u': features are not JSON"):
         store.user("u")

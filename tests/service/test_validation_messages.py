@@ -79,3 +79,19 @@ def test_query_and_path_fields_are_named_as_body_fields_are_and_long_values_keep
     assert len(said) == len("candidates: too long (got )") + 80
     path = {"loc": ("path", "user_id"), "msg": "too long", "type": "string_too_long"}
     assert describe_validation([path | {"input": "u"}])[2] == "user_id: too long (got 'u')"
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    # a red heart, a keycap, a CJK ideographic variation sequence, a double exclamation
+    # mark emoji, a Persian word with its zero-width non-joiner
+    [
+        "\u2764\ufe0f",
+        "1\ufe0f\u20e3",
+        "\u8fbb\U000e0100",
+        "\u203c\ufe0f",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+    ],
+)
+def test_ids_whose_variation_selectors_and_joiners_draw_are_taken(user_id: str) -> None:
+    assert schemas.UserIn.model_validate({"user_id": user_id}).user_id == user_id

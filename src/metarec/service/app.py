@@ -523,6 +523,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 None if (idx := s.rec.item_index.get(ev.item_id)) is None else s.titles[idx]
                 for ev in events
             ]
+
+        def _on_scale(rating: float | None) -> float | None:
+            # as adaptation reads it (serving clips a stored rating off this run's scale,
+            # from a store written for another run): the field says what adaptation used
+            return None if rating is None else min(max(rating, lo_hi[0]), lo_hi[1])
+
         history = [
             {
                 "event_id": ev.event_id,
@@ -530,7 +536,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "title": title,
                 "type": ev.type,
                 "value": ev.value,
-                "rating": event_rating(ev.type, ev.value, lo_hi, negatives=negatives),
+                "rating": _on_scale(event_rating(ev.type, ev.value, lo_hi, negatives=negatives)),
                 "timestamp": ev.timestamp,
             }
             for ev, title in zip(events, titles, strict=True)

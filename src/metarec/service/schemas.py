@@ -31,6 +31,18 @@ ID = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
 # epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: what a date-time can hold
 EPOCH_RANGE = (-62_135_596_800, 253_402_299_199)
 _NUMERIC = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _a_number_in_text(value: str) -> bool:
+    """Read as a number by pydantic or by Python's float(): "1_700_000_000", "nan" and
+    "Infinity" reached the epoch-seconds branch, which float() takes them by."""
+    try:
+        float(value)
+    except ValueError:
+        return bool(_NUMERIC.fullmatch(value))
+    return True
+
+
 # a JSON integer a double (and so every JSON reader) holds exactly
 INT_RANGE = 2**53
 
@@ -83,6 +95,12 @@ def _addressable(value: str) -> str:
     hidden = next((c for c in value if _invisible(c)), None)
     if hidden is not None:
         raise ValueError(f"must not contain the invisible character U+{ord(hidden):04X}")
+    stray = _stray_variation_selector(value)
+    if stray is not None:
+        raise ValueError(
+            f"must not contain the variation selector U+{ord(stray):04X} after a character "
+            "that takes none: it draws nothing there"
+        )
     spaced = next((c for c in value if c != " " and unicodedata.category(c) == "Zs"), None)
     if spaced is not None:
         raise ValueError(
@@ -97,9 +115,35 @@ def _addressable(value: str) -> str:
     return _no_control(value, allowed="")
 
 
-# the combining grapheme joiner and the Hangul and Khmer fillers: letters or marks
-# that draw nothing, outside the format characters _invisible finds by category
-_INVISIBLE = frozenset("\u034f\u115f\u1160\u3164\uffa0\u17b4\u17b5")
+# the combining grapheme joiner, the Hangul and Khmer fillers and the Braille blank:
+# letters, marks or symbols that draw nothing, outside the format characters
+# _invisible finds by category
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u3164\uffa0\u17b4\u17b5\u2800")
+
+
+# emoji that take U+FE0F but are not symbols by category: double exclamation and
+# exclamation question marks, information source, wavy dash, part alternation mark
+_EMOJI_OF_OTHER_CATEGORIES = frozenset("\u203c\u2049\u2139\u3030\u303d")
+
+
+def _is_variation_selector(c: str) -> bool:
+    return "\ufe00" <= c <= "\ufe0f" or "\U000e0100" <= c <= "\U000e01ef"
+
+
+def _stray_variation_selector(value: str) -> str | None:
+    """A variation selector where it draws nothing: first, or after a character that
+    takes none ("a\ufe0fb" looks like "ab"). It stays after a symbol ("\u2764\ufe0f", a
+    red heart), an ideograph or other letter without case (CJK ideographic variation
+    sequences), and in a keycap ("1\ufe0f\u20e3")."""
+    for i, c in enumerate(value):
+        if not _is_variation_selector(c):
+            continue
+        before = unicodedata.category(value[i - 1]) if i else ""
+        keycap = i and value[i - 1] in "0123456789#*" and value[i + 1 : i + 2] == "\u20e3"
+        emoji = i and value[i - 1] in _EMOJI_OF_OTHER_CATEGORIES
+        if before not in ("So", "Sm", "Lo") and not keycap and not emoji:
+            return c
+    return None
 
 
 def _invisible(c: str) -> bool:
@@ -318,7 +362,7 @@ class EventIn(_Strict):
     def _not_a_boolean(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("must be a date-time or epoch seconds, not a boolean")
-        if isinstance(value, str) and _NUMERIC.fullmatch(value):
+        if isinstance(value, str) and _a_number_in_text(value):
             # pydantic reads "1700000000000" as milliseconds and 1700000000000 not at all:
             # one number, two meanings; epoch seconds come as a JSON number
             raise ValueError(

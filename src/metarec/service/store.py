@@ -569,9 +569,14 @@ class FeedbackStore:
             raise self._damaged(where, f"type {kind!r} is not one of {', '.join(EVENT_TYPES)}")
         if kind == "rating" and not (is_number(value) and math.isfinite(value)):
             raise self._damaged(where, f"a rating event with value {value!r}")
+        # other events hold no value or a number (a click's weight): text there failed
+        # the response's validation, a bare 500 that named neither user nor event
+        if value is not None and not (is_number(value) and math.isfinite(value)):
+            raise self._damaged(where, f"a {kind} event with value {value!r:.40}")
         if not (is_number(ts) and math.isfinite(ts)):
             raise self._damaged(where, f"timestamp {ts!r} is not a number")
-        return StoredEvent(event_id, item_id, kind, value, float(ts))
+        number = None if value is None else float(value)
+        return StoredEvent(event_id, item_id, kind, number, float(ts))
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -747,9 +752,8 @@ class FeedbackStore:
             self._check_retries(conn, user_id, [e for e in chunk if e not in taken], unique)
         return accepted, len(batch) - accepted
 
-    @staticmethod
     def _check_retries(
-        conn: Connection, user_id: str, ids: list[str], sent: dict[str, NewEvent]
+        self, conn: Connection, user_id: str, ids: list[str], sent: dict[str, NewEvent]
     ) -> None:
         """Ids already stored must be retries of the same event, or the whole request is
         refused (and rolled back): else another user's, or another, event would be
@@ -757,9 +761,15 @@ class FeedbackStore:
         if not ids:
             return
         query = select(
-            events.c.event_id, events.c.user_id, events.c.item_id, events.c.type, events.c.value
+            events.c.event_id,
+            events.c.user_id,
+            events.c.item_id,
+            events.c.type,
+            events.c.value,
+            events.c.ts,
         ).where(events.c.event_id.in_(ids))
-        for event_id, owner, item_id, kind, value in conn.execute(query):
+        for event_id, owner, item_id, kind, value, ts in conn.execute(query):
+            self._event(owner, (event_id, item_id, kind, value, ts))  # as the service wrote it
             new = sent[event_id]
             if owner != user_id:
                 raise EventConflictError(
