@@ -34,7 +34,7 @@ import pandas as pd
 from metarec.catalogue import Catalogue
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings
-from metarec.errors import ConfigError, DataError, UnsupportedError
+from metarec.errors import ConfigError, DataError, MetarecError, UnsupportedError
 from metarec.evaluation.own_models import OwnModel, build, takes_seed
 from metarec.models.base import ScoringModel, TrainingData
 
@@ -45,8 +45,10 @@ Factory = Callable[[int], ScoringModel]
 TOLERANCE = 1e-5
 
 
-class ConformanceError(AssertionError):
-    """A model broke the contract; the message says which part and how."""
+class ConformanceError(MetarecError, AssertionError):
+    """A model broke the contract; the message says which part and how. A
+    :class:`MetarecError`, as every error a user's input can cause (here a model of
+    one's own), and an ``AssertionError``, as a test suite reads it."""
 
 
 @dataclass

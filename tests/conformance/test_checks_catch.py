@@ -27,7 +27,7 @@ from metarec.conformance import (
 )
 from metarec.data import load_dataset
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, MetarecError
 from metarec.models.base import ScoringModel, TrainingData
 
 
@@ -196,6 +196,9 @@ def test_a_model_that_changes_what_it_is_given_is_named_for_it(world: World) -> 
     with pytest.raises(ConformanceError) as caught:
         check_model(CentresInPlace, world)
     message = str(caught.value)
+    # every error a user can cause is a MetarecError (the README's promise); a test
+    # suite reads it as a failed assertion
+    assert isinstance(caught.value, MetarecError) and isinstance(caught.value, AssertionError)
     assert "\n  inputs_unchanged: wrote into a task's arrays (in " in message
     assert "read-only" in message  # numpy's words, at the line that wrote
     for task, before in zip(world.tasks, tasks_before, strict=True):
