@@ -123,6 +123,13 @@ def test_abtest_end_to_end_json_and_reproducible(
     assert "a P4 split of 'ml-1m', not of 'ml-100k'" in capsys.readouterr().err
     assert main([*args, "--users", str(tmp_path / "p4.json"), "-k", "100000"]) == 2
     assert "-k: 100000 is more than the catalogue's" in capsys.readouterr().err
+    # interleaving alone draws no replay plot: the earlier test's r.png stood beside the
+    # new r.json as if it showed it
+    code = main([*args, "--users", str(tmp_path / "p4.json"), "--method", "interleave",
+                 "--out", str(tmp_path / "r.json")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "replay" not in json.loads((tmp_path / "r.json").read_text())
+    assert not (tmp_path / "r.png").exists()
 
 
 @pytest.mark.slow
@@ -391,6 +398,18 @@ def test_abtest_outputs_on_one_file_are_refused(
                  *named])  # fmt: skip
     _assert_one_line_error(code, capsys.readouterr().err, *needles)
     assert not list(tmp_path.iterdir())
+
+
+def test_abtest_a_folder_where_its_plot_goes_is_refused_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # found after the test, when the report and the split were already written
+    (tmp_path / "r.png").mkdir()
+    outputs = ["--out", str(tmp_path / "r.json"), "--save-split", str(tmp_path / "s.json")]
+    code = main(["abtest", str(tmp_path / "a"), str(tmp_path / "b"), "--users", "heldout:0.1",
+                 *outputs])  # fmt: skip
+    _assert_one_line_error(code, capsys.readouterr().err, "plot", "r.png: is a folder")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
 
 
 def test_abtest_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

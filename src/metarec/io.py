@@ -131,7 +131,8 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
         raise
     except KeyError as exc:
         raise DataError(f"not a {what}: missing field {exc.args[0]!r}", path=path) from None
-    except (TypeError, ValueError, AttributeError, IndexError) as exc:
+    # OverflowError: a number past what a float holds (a JSON 10**400) met float()
+    except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         raise DataError(f"not a {what} (damaged or edited?): {exc}", path=path) from None
 
 

@@ -28,6 +28,19 @@ def is_number(value: object) -> TypeGuard[int | float | np.integer[Any] | np.flo
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
+def is_finite_number(
+    value: object,
+) -> TypeGuard[int | float | np.integer[Any] | np.floating[Any]]:
+    """:func:`is_number` and finite as a float: not NaN nor an infinity, nor an integer
+    past what a float holds (a JSON 10**400, on which ``math.isfinite`` raises)."""
+    if not is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def safe_name(name: str) -> str:
     """A dataset name fit for result file names: anything but letters, digits, ``.``,
     ``_`` and ``-`` becomes ``-`` (a file stem such as ``my ratings`` included). Letters
@@ -44,7 +57,7 @@ def as_scale(value: object) -> tuple[float, float] | None:
     if not (
         isinstance(value, list | tuple)
         and len(value) == 2
-        and all(is_number(v) and math.isfinite(v) for v in value)
+        and all(is_finite_number(v) for v in value)
     ):
         return None
     low, high = float(value[0]), float(value[1])

@@ -98,6 +98,9 @@ def test_users_from_spec(tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
     ids.write_text("u1\n\n# a comment\nu7  # trailing\n")
     assert users_from_spec(str(ids), ds) == ["u1", "u7"]
+    # as Notepad saves it: the byte-order mark was read into "u1", a user not in the data
+    ids.write_text("u1\nu7\n", encoding="utf-8-sig")
+    assert users_from_spec(str(ids), ds) == ["u1", "u7"]
     split = make_p1_split(ds, seed=0)
     split.save(tmp_path / "p1.json")
     assert users_from_spec(str(tmp_path / "p1.json"), ds) == split.new_users

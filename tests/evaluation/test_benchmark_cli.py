@@ -601,7 +601,72 @@ def test_a_report_that_cannot_be_written_names_the_report_not_its_temporary_file
     (tmp_path / "speed.md").mkdir()  # a folder where the report goes
     assert main(["report", "--write", str(tmp_path / "speed.json")]) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'speed.md'}: Is a directory" in err and ".tmp" not in err, err
+    assert f"{tmp_path / 'speed.md'}: is a folder; the report writes a file" in err, err
+    assert ".tmp" not in err
+    # a P2 report's .md as a folder: refused before its plots were rewritten
+    shutil.copy(RESULTS / "p2-ml-100k.json", tmp_path / "p2.json")
+    (tmp_path / "p2.md").mkdir()
+    assert main(["report", "--write", str(tmp_path / "p2.json")]) == 2
+    assert "p2.md: is a folder" in capsys.readouterr().err
+    assert not list(tmp_path.glob("p2*.png"))
+
+
+def test_a_results_folder_is_reported_whole_or_not_at_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.cli import main
+
+    record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    (tmp_path / "p2-a.json").write_text(json.dumps(record))
+    record["summary"]["5"]["popularity"]["ndcg@10"] = "x"
+    (tmp_path / "p2-b.json").write_text(json.dumps(record))
+    # the first file's report was printed, and with --write its .md and plots written,
+    # before the second was refused
+    assert main(["report", "--write", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "p2-b.json" in captured.err and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p2-a.json", "p2-b.json"]
+    # an A/B test's --out beside the records is left out with a warning, not refused
+    (tmp_path / "p2-b.json").unlink()
+    (tmp_path / "p2-ml-100k-abtest-runs.json").write_text('{"users": 82, "replay": null}')
+    assert main(["report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "abtest-runs.json: not a benchmark result; left out" in captured.err
+    assert captured.out.startswith("# P2")
+
+
+def test_a_number_past_what_a_float_holds_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a JSON 10**400 is a Python int: float() and math.isfinite raised OverflowError
+    from metarec.cli import main
+
+    text = (RESULTS / "p2-ml-100k.json").read_text()
+    record = json.loads(text)
+    record["summary"]["5"]["popularity"]["ndcg@10"] = 0.123456789
+    huge = json.dumps(record).replace("0.123456789", "1" + "0" * 400)
+    (tmp_path / "p2.json").write_text(huge)
+    assert main(["report", str(tmp_path / "p2.json")]) == 2
+    err = capsys.readouterr().err
+    assert "p2.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "field 'summary.5.popularity.ndcg@10'" in err
+
+
+def test_a_plotting_backend_matplotlib_cannot_use_is_named_before_the_work(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # matplotlib's ValueError came from its import: blamed on a valid record by report,
+    # a traceback after all the work from benchmark and abtest
+    shutil.copy(RESULTS / "p2-ml-100k.json", tmp_path / "p2.json")
+    bad = {**env, "MPLBACKEND": "bogus"}
+    for args in (["report", "--write", str(tmp_path / "p2.json")],
+                 ["benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--out",
+                  str(tmp_path / "out")]):  # fmt: skip
+        proc = run_cli(*args, env=bad)
+        assert proc.returncode == 2, proc.stderr
+        assert "MPLBACKEND='bogus': matplotlib cannot use it" in proc.stderr
+        assert "Traceback" not in proc.stderr and "p2.json" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p2.json"]
 
 
 def test_report_into_a_closed_pipe_is_quiet(env: dict[str, str]) -> None:

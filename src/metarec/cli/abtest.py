@@ -86,10 +86,13 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     """Protocol P4: replay and/or interleave two saved runs on held-out users."""
     import numpy as np
 
-    for flag, value in (("--out", args.out), ("--save-split", args.save_split)):
-        if value is not None:
-            check_writable(value, flag, file=True)
+    for flag, value in outputs(args):  # the plot too: found a folder after the rest
+        check_writable(value, flag, file=True)
     check_outputs(args)
+    if any("plot" in flag for flag, _ in outputs(args)):
+        from metarec.evaluation.report import check_plotting
+
+        check_plotting()
 
     from metarec.data.schema import has_timestamps
     from metarec.data.spec import check_not_overwriting, load_from_spec, make_spec, names_data
@@ -97,7 +100,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     from metarec.evaluation.abtest import format_report, run_abtest
     from metarec.evaluation.p4_split import P4Split, make_p4_split
     from metarec.evaluation.users_spec import check_users_spec, users_from_spec
-    from metarec.io import jsonable, save_json
+    from metarec.io import jsonable, save_json, write_bytes_atomic
     from metarec.models.base import ScoringModel
     from metarec.models.meta_model import MetaModel
     from metarec.trained_users import TRAINED_USERS, recorded_training_users
@@ -277,17 +280,22 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     # written only now that every input has passed (-k and --like-threshold are checked
     # after the split is drawn) and the test has run: a refused command wrote the split
     # before, and left it as if the test had been done
+    plot = None
+    if args.out and report.get("replay"):  # drawn before anything is written
+        from metarec.evaluation.report import abtest_png
+
+        plot = abtest_png({**report, "A": str(args.run_a), "B": str(args.run_b)})
     if args.save_split:
         split.save(args.save_split)
     if args.out:
         save_json(args.out, report)
-        if report.get("replay"):
-            from metarec.evaluation.report import save_abtest_plot
-
-            save_abtest_plot(
-                {**report, "A": str(args.run_a), "B": str(args.run_b)},
-                Path(args.out).with_suffix(".png"),
-            )
+        png = Path(args.out).with_suffix(".png")
+        if plot is not None:
+            write_bytes_atomic(png, plot)
+        elif png.is_file():
+            # an earlier test's replay plot (this one, interleaving alone, has none)
+            # stood beside the new report as if it showed it
+            png.unlink()
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,10 @@ def own_models(specs: list[str] | None) -> dict[str, Any]:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.protocol == "speed" and args.model:
         raise ConfigError("--model: applies to --protocol p1 and p2, not speed")
+    if args.protocol != "speed":  # its report has no plots
+        from metarec.evaluation.report import check_plotting
+
+        check_plotting()
     models = own_models(args.model)
     datasets = benchmark_datasets(args)
     check_writable(args.out, "--out")
@@ -350,18 +355,45 @@ def cmd_report(args: argparse.Namespace) -> int:
         found = [path]
     else:
         raise ConfigError(f"{path}: not a run folder, a results folder or a benchmark .json")
+    # the whole folder or none of it: each record is checked and rendered before the
+    # first is printed or written (a damaged second file left the first's report
+    # printed and its .md and plots rewritten above the error)
+    records: list[tuple[Path, dict[str, Any]]] = []
     for f in found:
         record = load_json(f)
+        if path.is_dir() and not _is_benchmark_record(record):
+            # an A/B test's --out (p2-...-abtest.json) or another file that matched
+            warnings.warn(f"{f}: not a benchmark result; left out of the report", stacklevel=1)
+            continue
+        records.append((f, record))
+    texts = []
+    for f, record in records:
         # a field missing or of another type: edited by hand, or an older metarec's
         with reading(f, "benchmark result of this metarec (rerun the benchmark?)"):
-            text = _render_result(f, record, write=args.write, plots=not args.no_plots)
+            text = _render_result(f, record)
         if len(found) > 1:
             # a folder's reports one after another: each says which file it renders
             # (speed.json and its repeats have the same title)
             title, _, rest = text.partition("\n")
             text = f"{title}\n\nSource: `{f}`\n{rest}"
+        texts.append(text)
+    if args.write:
+        from metarec.evaluation.report import write_report
+
+        for f, record in records:
+            with reading(f, "benchmark result of this metarec (rerun the benchmark?)"):
+                write_report(record, f.with_suffix(""), plots=not args.no_plots)
+    for text in texts:
         print(text)
     return 0
+
+
+def _is_benchmark_record(record: object) -> bool:
+    """A P1 or P2 record or a speed benchmark's (what ``report`` renders), by its kind
+    alone: a damaged one of these is refused when it renders."""
+    if not isinstance(record, dict):
+        return False
+    return record.get("benchmark") == "speed" or record.get("protocol") in ("p1", "p2")
 
 
 def _print_ensemble(path: Path) -> None:
@@ -456,9 +488,9 @@ def _print_run_metrics(metrics: dict[str, Any]) -> None:
             print(f"| {state} | {int(n_users[state])} | {name} | " + " | ".join(cells) + " |")
 
 
-def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bool) -> str:
-    """A benchmark record as Markdown; ``write`` also rewrites its .md (and plots)."""
-    from metarec.evaluation.report import check_record_fields, render_markdown, write_report
+def _render_result(path: Path, record: dict[str, Any]) -> str:
+    """A benchmark record as Markdown, its fields checked first."""
+    from metarec.evaluation.report import check_record_fields, render_markdown
 
     if not isinstance(record, dict):
         raise ConfigError(f"{path}: not a benchmark result (a JSON {type(record).__name__})")
@@ -469,8 +501,6 @@ def _render_result(path: Path, record: dict[str, Any], *, write: bool, plots: bo
         )
     if not speed:
         check_record_fields(record, path)
-    if write:
-        write_report(record, path.with_suffix(""), plots=plots)
     return render_markdown(record)
 
 

@@ -16,12 +16,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from metarec.errors import DataError
+from metarec.errors import ConfigError, DataError
 from metarec.evaluation.metrics import P1_METRICS
 from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
 from metarec.evaluation.stats import choice_p
 from metarec.io import json_bytes, jsonable, write_bytes_atomic
-from metarec.values import is_number, is_whole
+from metarec.values import is_finite_number, is_number, is_whole
 
 # every P1 metric, in the order metrics.py defines them, with the mean's MAE beside the
 # model's own (its median rating's, where it has cutpoints)
@@ -146,7 +146,10 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         for where, value in cells(name, 3):
             # an undefined mean is null (NaN in records before 2026-11-30); Infinity
             # is no mean of metrics in [0, 1] or of rating errors: an edit
-            if value is not None and not (is_number(value) and not math.isinf(value)):
+            finite_or_nan = is_finite_number(value) or (
+                isinstance(value, float) and math.isnan(value)
+            )
+            if value is not None and not finite_or_nan:
                 raise bad(where, "a finite number or null", value)
             # a metric past its range printed and was bolded as the best (1.7000)
             metric = where.rsplit(".", 1)[-1]
@@ -517,8 +520,16 @@ def render_markdown(record: dict[str, Any]) -> str:
         return speed_markdown(record)
     lines = _p1_markdown(record) if record["protocol"] == "p1" else _p2_markdown(record)
     weights = record.get("ensemble_weights") or []
+    # with --folds the weights and the A/B test are the first fold's alone (the JSON has
+    # each fold's weights): said so, not shown as if they covered every fold's users
+    folds = record.get("folds") or 1
+    first = is_whole(folds) and folds > 1
     if weights and weights[0]:
-        lines += ["## Ensemble weights (learned on validation users, by support size)", ""]
+        whose = "the first fold's, " if first else ""
+        lines += [
+            f"## Ensemble weights ({whose}learned on validation users, by support size)",
+            "",
+        ]
         members = list(next(iter(weights[0].values())))
         lines += [
             "| bucket | " + " | ".join(members) + " |",
@@ -537,7 +548,8 @@ def render_markdown(record: dict[str, Any]) -> str:
 
         lines += [
             f"## Offline A/B test (P4): A = {ab['A']}, B = {ab['B']}, "
-            f"support K = {ab['support']}, top {ab['k']}",
+            f"support K = {ab['support']}, top {ab['k']}"
+            + (f", the first fold's {a['users'] + b['users']} test users" if first else ""),
             "",
             "Success: at least one of the top-k items rated >= "
             f"{record.get('like_threshold', 4):g} after the support period. " + _ab_choice(ab),
@@ -583,10 +595,7 @@ def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
     P4 A/B test of the run, when it has one. The speed benchmark has none."""
     if record.get("benchmark") == "speed":
         return {}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written: dict[Path, bytes] = {}
     ab = record.get("abtest")
@@ -675,20 +684,33 @@ def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
     return written
 
 
-def save_abtest_plot(ab: dict[str, Any], path: Path) -> Path:
-    """Write :func:`abtest_png` to ``path``."""
-    write_bytes_atomic(path, abtest_png(ab))
-    return path
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` drawing to files (Agg). A ``MPLBACKEND`` matplotlib cannot
+    use (a notebook's inline backend in a shell) is a ConfigError naming it: matplotlib's
+    ValueError came from its import, after the work, and inside a record's rendering it
+    was blamed on the record. Commands call it before their work (``check_plotting``)."""
+    import os
+
+    try:
+        import matplotlib
+    except ValueError as exc:
+        raise ConfigError(
+            f"MPLBACKEND={os.environ.get('MPLBACKEND', '')!r}: matplotlib cannot use it "
+            f"({exc}); unset it, or set MPLBACKEND=Agg, to draw the plots"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+check_plotting = pyplot  # a command's early check that its plots can be drawn
 
 
 def abtest_png(ab: dict[str, Any]) -> bytes:
     """A P4 report (with its arms' names as ``A`` and ``B``) as a PNG: replay success
     per arm with Wilson 95 % CIs, and the interleaving verdicts when it has them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rp, il = ab["replay"], ab.get("interleave")
     names = {"A": f"A: {ab['A']}", "B": f"B: {ab['B']}"}
     fig, axes = plt.subplots(1, 2 if il else 1, figsize=(11 if il else 6, 3.6), squeeze=False)
@@ -764,6 +786,11 @@ def write_report(
     # strict JSON: a peer's undefined mean (popularity has no MAE) is null, as every
     # other reader than Python's takes it (JSON.parse refused NaN)
     record_json = json_bytes(jsonable(record), strict=True) if save_record else None
+    # every file goes into one folder, so one that can take the first takes them all;
+    # but a folder where a file goes was found after the plots before it were written
+    blocked = [p for p in (*files, *([saved] if save_record else [])) if p.is_dir()]
+    if blocked:
+        raise ConfigError(f"{blocked[0]}: is a folder; the report writes a file of that name")
     for path, data in files.items():
         write_bytes_atomic(path, data)
     protocol = None if record.get("benchmark") == "speed" else record.get("protocol")

@@ -78,7 +78,9 @@ def users_from_spec(
             return list(P1Split.load(path, dataset, check_rule=False).new_users)
         raise DataError("expected a P1 split (new_users) or a P4 split (users, arms)", path=path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Notepad writes one) was read into the first id,
+        # and that user was skipped as "not in the data"
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError("not UTF-8 text (one user id per line expected)", path=path) from None
     first: dict[str, int] = {}  # id -> the line it is first on

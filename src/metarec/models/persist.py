@@ -27,7 +27,6 @@ should not depend on.
 from __future__ import annotations
 
 import glob
-import math
 import os
 import shutil
 import uuid
@@ -53,7 +52,7 @@ from metarec.peers.knn import ContentKNN
 from metarec.peers.popularity import Popularity
 from metarec.recommender import Recommender
 from metarec.tempfiles import create_temp_dir, remove_stale
-from metarec.values import as_scale, is_number, is_whole
+from metarec.values import as_scale, is_finite_number, is_number, is_whole
 
 MANIFEST = "ensemble.json"
 FORMAT = "metarec-ensemble"
@@ -646,7 +645,7 @@ def _check_weights(man: _Fields, weights: list[Any], n_buckets: int, n_members: 
         field = f"weights[{b}]"
         if not isinstance(row, list) or len(row) != n_members:
             raise man.bad(field, f"must be a list of {n_members} weights (one per member)")
-        if not all(is_number(w) and math.isfinite(w) and w >= 0 for w in row):  # no bools
+        if not all(is_finite_number(w) and w >= 0 for w in row):  # no bools
             raise man.bad(field, f"weights must be finite and >= 0, got {row}")
         if abs(sum(row) - 1.0) > 1e-6:
             raise man.bad(field, f"weights must sum to 1, got {sum(row):g}")
@@ -674,7 +673,7 @@ class _Fields:
         if kind is float:
             # Python's json reads NaN and Infinity, which no saved setting holds
             ok = is_number(value)
-            if ok and not math.isfinite(value):
+            if ok and not is_finite_number(value):
                 raise self.bad(key, f"expected a finite number, got {value!r}")
         if not ok:
             raise self.bad(key, f"expected {kind.__name__}, got {value!r:.80}")

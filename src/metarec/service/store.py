@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import sqlite3
 import threading
 import time
@@ -62,7 +61,7 @@ from sqlalchemy.exc import (
 
 from metarec.errors import BusyError, ConfigError, DataError, MetarecError
 from metarec.service.feedback import EVENT_TYPES, StoredEvent
-from metarec.values import is_number
+from metarec.values import is_finite_number
 
 log = logging.getLogger("metarec.service")
 
@@ -567,13 +566,13 @@ class FeedbackStore:
         where = f"user {user_id!r} event {event_id!r}"
         if kind not in EVENT_TYPES:
             raise self._damaged(where, f"type {kind!r} is not one of {', '.join(EVENT_TYPES)}")
-        if kind == "rating" and not (is_number(value) and math.isfinite(value)):
+        if kind == "rating" and not is_finite_number(value):
             raise self._damaged(where, f"a rating event with value {value!r}")
         # other events hold no value or a number (a click's weight): text there failed
         # the response's validation, a bare 500 that named neither user nor event
-        if value is not None and not (is_number(value) and math.isfinite(value)):
+        if value is not None and not is_finite_number(value):
             raise self._damaged(where, f"a {kind} event with value {value!r:.40}")
-        if not (is_number(ts) and math.isfinite(ts)):
+        if not is_finite_number(ts):
             raise self._damaged(where, f"timestamp {ts!r} is not a number")
         number = None if value is None else float(value)
         return StoredEvent(event_id, item_id, kind, number, float(ts))
@@ -915,6 +914,6 @@ class FeedbackStore:
         'abc' stopped a server's start with a traceback). Its text columns need no check:
         SQLite's text affinity and PostgreSQL's types store any value written as text."""
         year = row["year"]
-        if year is not None and not (is_number(year) and math.isfinite(year)):
+        if year is not None and not is_finite_number(year):
             raise self._damaged(f"item {row['item_id']!r}", f"year {year!r:.40} is not a number")
         return row
