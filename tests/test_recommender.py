@@ -1455,10 +1455,13 @@ def test_train_records_its_users_and_drops_an_earlier_runs_split(
     # every user, on "new" users it learned from
     (run / "split.json").write_text('{"new_users": ["1"], "train_users": []}')
     (run / "metrics.json").write_text('{"summary": "an earlier model"}')
+    # a CLI run's settings: they stood beside the model trained with others
+    (run / "config.json").write_text('{"algorithm": "maml", "inner_lr": 0.1}')
     cfg = TrainConfig(epochs=1, max_train_users=50, inner_steps=1, device="cpu")
     metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
                   progress=False)  # fmt: skip
     assert not (run / "split.json").exists() and not (run / "metrics.json").exists()
+    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
     recorded = recorded_training_users(run)
     assert recorded is not None
     assert recorded == (set(ds.interactions["user_id"]), str(run / "trained-users.json"))

@@ -35,7 +35,7 @@ from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cac
 from metarec.encoders.base import encoder_state_tensors
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.inputs import check_rating_frame
-from metarec.io import remove_orphan_temps
+from metarec.io import remove_orphan_temps, save_json
 from metarec.locks import exclusive
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.base import check_seed
@@ -377,6 +377,8 @@ def train(
         )
         if run_dir is not None:
             clear_for_new_model(run_dir, has_split=False)
+            # as `metarec train` writes it: the folder says how to train its model again
+            save_json(Path(run_dir) / "config.json", cfg.to_dict())
             seen = {*fit_rows["user_id"].unique(), *val_rows["user_id"].unique()}
             save_trained_users(run_dir, seen)
             rec.save(run_dir)

@@ -26,11 +26,13 @@ def clear_for_new_model(folder: str | Path, *, has_split: bool) -> None:
     """Before a newly trained model is written into ``folder`` (an earlier run's, say),
     remove what would describe the old one: ``recommender.json`` first (it makes the
     folder a loadable run, so an interrupted write leaves no run rather than the old
-    model beside the new files), ``metrics.json`` (its figures), and the record of
+    model beside the new files), ``metrics.json`` (its figures), ``config.json`` (the
+    old model's settings, beside a model trained with others), and the record of
     training users the new run does not write (``split.json``, whose new users
     `evaluate` would judge a model trained on every user on; or ``trained-users.json``).
     ``has_split``: the new run records a P1 split."""
-    for name in ("recommender.json", "metrics.json", TRAINED_USERS if has_split else SPLIT):
+    stale = ("recommender.json", "metrics.json", "config.json")
+    for name in (*stale, TRAINED_USERS if has_split else SPLIT):
         (Path(folder) / name).unlink(missing_ok=True)
 
 
