@@ -636,6 +636,17 @@ def test_load_refuses_non_finite_weights(fitted: Recommender, tmp_path: Path) ->
         Recommender.load(run)
 
 
+def test_load_refuses_weights_changed_on_disk(fitted: Recommender, tmp_path: Path) -> None:
+    # one bit of a weight flipped: readable, finite, of the right shapes, and it ranked
+    # by another model with exit 0; the digest save_tensors writes catches it
+    run = fitted.save(tmp_path / "run")
+    data = bytearray((run / "model.safetensors").read_bytes())
+    data[-3] ^= 0x01
+    (run / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"model\.safetensors: its tensors do not match"):
+        Recommender.load(run)
+
+
 def test_load_refuses_weights_of_another_dtype_or_missing_by_name(
     fitted: Recommender, tmp_path: Path
 ) -> None:

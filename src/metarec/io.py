@@ -9,6 +9,7 @@ clears them where a lock says no live writer can own one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -153,10 +154,27 @@ def warn_unknown_keys(
         )
 
 
+# the safetensors metadata key under which save_tensors records its tensors' digest
+DIGEST_KEY = "metarec.sha256"
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of each tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)  # no copy
+    return h.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write ``tensors`` atomically, with their digest in the file's metadata: a byte
+    changed on disk since (a bit flip, a bad copy) loaded with other numbers and no
+    word, where safetensors checks only that the header and sizes agree."""
     # safetensors refuses shared or non-contiguous storage; clone makes each tensor its own.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    write_bytes_atomic(path, save(flat))
+    write_bytes_atomic(path, save(flat, metadata={DIGEST_KEY: tensors_digest(flat)}))
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -169,9 +187,28 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     except OSError as exc:
         raise ModelError(f"{path}: {exc.strerror or exc}") from None
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
         raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+    said = _metadata(path).get(DIGEST_KEY)  # None: written before digests, or elsewhere
+    if said is not None and said != tensors_digest(tensors):
+        raise ModelError(
+            f"{path}: its tensors do not match the checksum written with them (the file "
+            "changed on disk since it was written: damaged or edited?)"
+        )
+    return tensors
+
+
+def _metadata(path: Path) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file load_file has just read."""
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def check_tensors_like(

@@ -246,6 +246,14 @@ def test_a_damaged_checkpoint_says_how_to_start_over(tmp_path: Path) -> None:
     vectors, src = _source(1)
     _trainer(vectors, 1).fit(src, src, checkpoint_dir=tmp_path)
     named = json.loads((tmp_path / "checkpoint.json").read_text())["tensors"]
+    # one bit of one weight flipped on disk: readable, of the right shapes, and it
+    # resumed with another number, ending unlike the run that never stopped
+    kept = (tmp_path / named).read_bytes()
+    flipped = bytearray(kept)
+    flipped[-2] ^= 0x40
+    (tmp_path / named).write_bytes(bytes(flipped))
+    with pytest.raises(ModelError, match=r"do not match the checksum .*delete that folder"):
+        _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
     (tmp_path / named).write_bytes(b"cut short")
     with pytest.raises(ModelError, match=r"cannot be resumed .*delete that folder"):
         _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
