@@ -967,3 +967,15 @@ def test_report_of_a_run_with_a_damaged_metrics_file_prints_nothing_but_the_erro
     proc = cli("report", str(run))
     assert proc.returncode == 2 and proc.stdout == ""
     assert "metrics.json" in proc.stderr and "Traceback" not in proc.stderr
+    # readable, but of figures no evaluation gives: printed as "nan" and "7.0000", exit 0
+    for summary, needle in [
+        ({"bias": {"mae": float("nan")}}, "field 'summary.user_cold.bias.mae' is nan"),
+        ({"bias": {"ndcg@3": 7}}, "'summary.user_cold.bias.ndcg@3' is 7, expected a number in"),
+    ]:
+        edited = {"protocol": "p1", "n_users": {"user_cold": 3}, "summary": {"user_cold": summary}}
+        (run / "metrics.json").write_text(json.dumps(edited))
+        proc = cli("report", str(run))
+        assert proc.returncode == 2 and proc.stdout == "" and needle in proc.stderr, proc.stderr
+    (run / "metrics.json").write_text('{"protocol": "p2", "summary": {}, "n_users": {}}')
+    proc = cli("report", str(run))
+    assert proc.returncode == 2 and "field 'protocol' is 'p2', expected 'p1'" in proc.stderr

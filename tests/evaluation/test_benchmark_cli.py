@@ -633,6 +633,9 @@ def test_a_results_folder_is_reported_whole_or_not_at_all(
     captured = capsys.readouterr()
     assert "abtest-runs.json: not a benchmark result; left out" in captured.err
     assert captured.out.startswith("# P2")
+    (tmp_path / "p2-a.json").unlink()  # nothing left to report: refused, not silent
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no benchmark results in it, only other JSON files" in capsys.readouterr().err
 
 
 def test_a_number_past_what_a_float_holds_is_named_not_a_traceback(

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -366,12 +367,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             warnings.warn(f"{f}: not a benchmark result; left out of the report", stacklevel=1)
             continue
         records.append((f, record))
+    if not records:
+        raise ConfigError(f"{path}: no benchmark results in it, only other JSON files")
     texts = []
     for f, record in records:
         # a field missing or of another type: edited by hand, or an older metarec's
         with reading(f, "benchmark result of this metarec (rerun the benchmark?)"):
             text = _render_result(f, record)
-        if len(found) > 1:
+        if len(records) > 1:
             # a folder's reports one after another: each says which file it renders
             # (speed.json and its repeats have the same title)
             title, _, rest = text.partition("\n")
@@ -475,8 +478,25 @@ def _print_run_metrics(metrics: dict[str, Any]) -> None:
     """What ``metarec evaluate`` wrote (``metrics.json``), as Markdown: one row per
     state and model. A damaged file meets ``reading``'s one-line error."""
     from metarec.cli.training import P1_TABLE_METRICS
+    from metarec.values import is_finite_number, is_whole
 
+    if metrics.get("protocol", "p1") != "p1":  # a benchmark record copied in: all dashes
+        raise ValueError(f"field 'protocol' is {metrics['protocol']!r:.40}, expected 'p1'")
     summary, n_users = metrics["summary"], metrics["n_users"]
+    for state, models in summary.items():
+        if not (is_whole(n_users[state]) and n_users[state] >= 0):
+            raise ValueError(f"field 'n_users.{state}' is {n_users[state]!r:.40}, not a count")
+        for name, vals in models.items():
+            for m in P1_TABLE_METRICS:
+                value = vals.get(m)
+                # errors are >= 0, the ranking metrics fractions; NaN printed as "nan"
+                top = math.inf if m in ("mae", "rmse") else 1
+                if value is not None and not (is_finite_number(value) and 0 <= value <= top):
+                    raise ValueError(
+                        f"field 'summary.{state}.{name}.{m}' is {value!r:.40}, expected a "
+                        + ("number >= 0" if top == math.inf else "number in [0, 1]")
+                        + " or null"
+                    )
     print(f"\n## P1 on {metrics.get('dataset', '?')} (new items: {metrics.get('split_rule')})\n")
     print("| state | users | model | " + " | ".join(P1_TABLE_METRICS) + " |")
     print("|---" * (len(P1_TABLE_METRICS) + 3) + "|")
