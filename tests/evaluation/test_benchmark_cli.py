@@ -653,6 +653,14 @@ def test_a_number_past_what_a_float_holds_is_named_not_a_traceback(
     err = capsys.readouterr().err
     assert "p2.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "field 'summary.5.popularity.ndcg@10'" in err
+    # a speed record's figures: a NaN latency and a negative rate were printed as measured
+    speed = json.loads((RESULTS / "speed.json").read_text())
+    first = next(iter(speed["adaptation"]))
+    speed["adaptation"][first]["metarec"]["p50_ms"] = float("nan")
+    (tmp_path / "speed.json").write_text(json.dumps(speed))
+    assert main(["report", str(tmp_path / "speed.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"field 'adaptation.{first}.metarec.p50_ms': nan is no time, rate or count" in err
 
 
 def test_a_plotting_backend_matplotlib_cannot_use_is_named_before_the_work(

@@ -519,7 +519,11 @@ def _render_result(path: Path, record: dict[str, Any]) -> str:
         raise ConfigError(
             f"{path}: not a benchmark result (no protocol/summary, not a speed benchmark)"
         )
-    if not speed:
+    if speed:
+        from metarec.evaluation.speed import check_speed_fields
+
+        check_speed_fields(record, path)
+    else:
         check_record_fields(record, path)
     return render_markdown(record)
 

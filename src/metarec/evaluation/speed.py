@@ -480,6 +480,27 @@ def _p99(row: dict[str, Any]) -> str:
     return f"{row['p99_ms']:.2f}" if "p99_ms" in row else "— (under 100 calls)"
 
 
+def check_speed_fields(record: dict[str, Any], source: str | Path) -> None:
+    """Every figure of a speed record is a time, a rate, a count or a size: finite and
+    >= 0. An edited NaN or -5 was printed in the report's table as if measured."""
+    from metarec.errors import DataError
+    from metarec.values import is_finite_number, is_number
+
+    stack: list[tuple[str, Any]] = [("", record)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        elif is_number(value) and not (is_finite_number(value) and value >= 0):
+            raise DataError(
+                f"field {where!r}: {value!r:.40} is no time, rate or count (a finite number "
+                ">= 0 expected; damaged or edited?)",
+                path=source,
+            )
+
+
 def speed_markdown(record: dict[str, Any]) -> str:
     m = record["machine"]
     lines = [
