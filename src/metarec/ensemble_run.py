@@ -91,6 +91,11 @@ class EnsembleRecommender(TopK):
     """
 
     def __init__(self, ensemble: Ensemble, path: Path | None = None) -> None:
+        if not isinstance(ensemble, Ensemble):  # a path given here: 'str' has no 'members'
+            raise ConfigError(
+                f"ensemble: expected an Ensemble, got {type(ensemble).__name__}; a saved "
+                "folder loads with metarec.ensemble_run.load_run(path)"
+            )
         names = [n for n, m in ensemble.members.items() if isinstance(m, MetaModel)]
         if not names:
             raise ModelError(

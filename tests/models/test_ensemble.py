@@ -265,3 +265,73 @@ def test_a_support_size_with_nothing_liked_after_it_keeps_the_last_learned_weigh
     ens = Ensemble({"a": Constant(), "b": Oracle(3, "o")}, buckets=(0, 3, 20)).fit(data)
     assert ens.weights[0][0] > 0.5 and ens.weights[1][1] > 0.5
     np.testing.assert_array_equal(ens.weights[2], ens.weights[1])
+
+
+def test_names_a_saved_ensemble_could_not_load_are_refused_at_once() -> None:
+    # save wrote them, load refused the folder, and the good one at that path was gone
+    for members, name in (
+        ({1: Constant()}, "e"),
+        ({"": Constant()}, "e"),
+        ({"a": Constant()}, None),
+    ):
+        with pytest.raises(ConfigError, match="expected a non-empty string"):
+            Ensemble(members, name=name)  # type: ignore[arg-type]
+
+
+def test_a_refit_learns_afresh_and_says_when_nothing_can_be_learned() -> None:
+    data = _data()
+    fresh = Ensemble({"a": Constant(), "b": Oracle(3, "o")}, buckets=(0, 3)).fit(data)
+    # refit on validation users with 2 ratings each: no bucket is reached, so each must
+    # fall back to an even split, not keep the first fit's weights
+    short = data.validation.groupby("user_id").head(2)
+    few = TrainingData(data.interactions, data.catalogue, None, short, (1.0, 5.0), 0)
+    assert not np.allclose(fresh.weights, 0.5)
+    with pytest.warns(UserWarning, match="no validation user has 0 \\+ 10 ratings"):
+        fresh.mode = "rating"  # rating mode judges on 10 query ratings
+        fresh.fit(few)
+    np.testing.assert_array_equal(fresh.weights, np.full((2, 2), 0.5))
+
+
+def test_members_fitted_on_another_scale_are_named() -> None:
+    other = Constant()
+    other.rating_range = (1.0, 10.0)
+    with pytest.raises(ConfigError, match=r"members \{'b': \(1\.0, 10\.0\)\} were fitted on"):
+        Ensemble({"a": Constant(), "b": other}, fit_members=False).fit(_data())
+
+
+class MinusInfinity(Constant):
+    """Scores one item -inf: its own lists leave it out, a blend cannot z-score it."""
+
+    def score_catalogue(self, tasks: Sequence[Task], users: pd.DataFrame | None = None):
+        out = super().score_catalogue(tasks, users)
+        out[:, 0] = -np.inf
+        return out
+
+
+def test_a_member_scoring_infinity_is_named() -> None:
+    from metarec.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"member 'minus' scored NaN or infinity"):
+        Ensemble({"a": Constant(), "minus": MinusInfinity()}).fit(_data())
+
+
+def test_score_catalogue_checks_its_tasks_for_every_model() -> None:
+    # called directly, a model of one's own (as the peers) read item -1 as the last item
+    model = Constant()
+    model.rating_range = (1.0, 5.0)
+    bad = Task(0, np.array([-1]), np.array([4.0]), np.array([1]), np.array([3.0]))
+    with pytest.raises(DataError, match=r"support item -1 is not in \[0, 40\)"):
+        model.score_catalogue([bad])
+    high = Task(0, np.array([1]), np.array([99.0]), np.array([2]), np.array([3.0]))
+    with pytest.raises(DataError, match="support rating 99 is off"):
+        model.score_catalogue([high])
+    with pytest.raises(DataError, match="users: expected a DataFrame with a user_id column"):
+        model.recommend([high.__class__(0, np.array([1]), np.array([4.0]), np.array([2]),
+                                        np.array([3.0]))], users=np.zeros((1, 3)))  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_an_ensemble_recommender_of_something_else_says_how_to_load_one() -> None:
+    from metarec.ensemble_run import EnsembleRecommender
+
+    with pytest.raises(ConfigError, match=r"expected an Ensemble, got str; .*load_run\(path\)"):
+        EnsembleRecommender("runs/ens")  # type: ignore[arg-type]

@@ -30,6 +30,8 @@ def test_melu_defaults_are_the_papers() -> None:
 def test_unknown_name_and_option_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"unknown peer 'melu'.*'melu-1'"):
         make_peer("melu")
+    with pytest.raises(ConfigError, match=r"unknown peer \['als'\]"):  # was unhashable
+        make_peer(["als"])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['factor'\].*'factors'"):
         make_peer("als", factor=3)
     # the registry fixes MeLU's local steps per name; melu-1 cannot be turned into melu-3
@@ -40,7 +42,13 @@ def test_unknown_name_and_option_are_config_errors() -> None:
 @pytest.mark.parametrize(
     "name, option, value",
     [("als", "factors", 0), ("als", "regularization", -1.0), ("knn", "damping", -1.0),
-     ("bias", "user_damping", float("nan")), ("melu-5", "epochs", 0)],
+     ("bias", "user_damping", float("nan")), ("melu-5", "epochs", 0),
+     # counts int() cut (0.5 iterations trained nothing, a batch of 0.5 divided by
+     # zero), text a comparison refused with a TypeError, infinity
+     ("als", "iterations", 0.5), ("als", "factors", 2.5), ("melu-1", "batch_size", 0.5),
+     ("melu-1", "min_ratings", "13"), ("melu-1", "max_ratings", None),
+     ("melu-1", "min_updates", "5"), ("melu-1", "threads", 0), ("melu-1", "first_order", "no"),
+     ("knn", "damping", float("inf")), ("als", "regularization", float("inf"))],
 )  # fmt: skip
 def test_bad_option_values_name_the_option(name: str, option: str, value: float) -> None:
     with pytest.raises(ConfigError, match=rf"{name}: option {option} must be"):

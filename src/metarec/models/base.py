@@ -162,6 +162,7 @@ class ScoringModel(ABC):
         AttributeError from inside the model, a support rating of 99 on 1-5 stars
         predicted 27."""
         super().__init_subclass__(**kwargs)
+        cls._check_score_catalogue()
         # the fit this class has, its own or a mixin's; one a parent wrapped is wrapped
         fit = getattr(cls, "fit", None)
         if (
@@ -185,6 +186,29 @@ class ScoringModel(ABC):
 
         checked_fit._checks_data = True  # type: ignore[attr-defined]
         cls.fit = checked_fit  # type: ignore[method-assign]
+
+    @classmethod
+    def _check_score_catalogue(cls) -> None:
+        """:meth:`score_catalogue` checks its tasks as :meth:`recommend` does: called
+        directly, the peers read an item index of -1 as the last item, 5,000 as an
+        IndexError, and a support rating of 99 on 1-5 stars as a rating."""
+        score = cls.__dict__.get("score_catalogue")
+        if (
+            score is None
+            or getattr(score, "_checks_tasks", False)
+            or getattr(score, "__isabstractmethod__", False)
+        ):
+            return
+
+        @functools.wraps(score)
+        def checked_score(
+            self: ScoringModel, tasks: Sequence[Task], users: pd.DataFrame | None = None
+        ) -> np.ndarray:
+            check_tasks(tasks, self.n_items, users, self.name, rating_range=self.rating_range)
+            return score(self, tasks, users)
+
+        checked_score._checks_tasks = True  # type: ignore[attr-defined]
+        cls.score_catalogue = checked_score  # type: ignore[method-assign]
 
     def _like_option(self, given: float | None) -> None:
         """Keep a ``like_threshold`` option (what counts as liked); None: the training
@@ -360,6 +384,12 @@ def check_tasks(
     so it is no error here; the protocols' splits keep the two apart."""
     if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Sequence | np.ndarray):
         raise DataError(f"{where}: tasks: expected a list of Task, got {tasks!r:.60}")
+    if users is not None and not isinstance(users, pd.DataFrame):
+        # an array of feature codes, or a list of dicts: AttributeError ('iloc') inside
+        raise DataError(
+            f"{where}: users: expected a DataFrame with a user_id column (one row per "
+            f"task), got {type(users).__name__}"
+        )
     if users is not None and len(users) != len(tasks):
         raise DataError(f"{where}: {len(users)} user rows for {len(tasks)} tasks")
     if not len(tasks):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +117,11 @@ class Ensemble(ScoringModel):
                 raise ConfigError(f"ensemble {option}: expected True or False, got {flag!r:.40}")
         for option, value in (("samples", samples), ("query_size", query_size), ("k", k)):
             check_whole(value, f"ensemble {option}", 1)
+        # saved as the manifest's names: an int or "" saved a folder load refused, over
+        # the good one that was there
+        for label, text in (("name", name), *(("member name", m) for m in members)):
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(f"ensemble {label}: expected a non-empty string, got {text!r}")
         self.members = dict(members)
         self.mode: Mode = mode
         self.buckets = tuple(int(b) for b in buckets)
@@ -149,9 +155,29 @@ class Ensemble(ScoringModel):
                 f"ensemble: members score catalogues of different sizes {sizes}; "
                 "blend members fitted on the same items"
             )
+        scales = {n: m.rating_range for n, m in self.members.items()}
+        other = {n: r for n, r in scales.items() if r is not None and r != data.rating_range}
+        if other:
+            # a member refuses this data's support ratings (10 on its 1-5) when alone; in
+            # a ranking blend the others' scores carried it without a word
+            raise ConfigError(
+                f"ensemble: members {other} were fitted on another rating scale than this "
+                f"data's {data.rating_range}; fit them on it (fit_members=True)"
+            )
         self._n_fit_items = self.n_items
         self._fit_like(data)
         val = data.validation_ratings
+        # each fit learns afresh: a bucket no validation task reached kept the weights
+        # of an earlier fit on other data
+        n = len(self.members)
+        self.weights = np.full((len(self.buckets), n), 1.0 / n)
+        if self.learn_weights and not self._validation_tasks(val, self.buckets[0]):
+            warnings.warn(
+                f"ensemble: no validation user has {self.buckets[0]} + "
+                f"{self.query_size if self.mode == 'rating' else 1} ratings to judge a "
+                "blend on; every member keeps an even weight",
+                stacklevel=2,
+            )
         for b, shot in enumerate(self.buckets if self.learn_weights else ()):
             tasks = self._validation_tasks(val, shot)
             users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
@@ -265,8 +291,15 @@ class Ensemble(ScoringModel):
     def _member_z(self, tasks: Sequence[Task], users: pd.DataFrame | None) -> np.ndarray:
         out = []
         n = self._n_fit_items
-        for model in self.members.values():
+        for name, model in self.members.items():
             s = model.score_catalogue(tasks, users).astype(np.float64)
+            if not np.isfinite(s).all():
+                # one -inf made every z-score of the row infinite or NaN: the weight search
+                # then gave that member all the weight, and recommend named no member
+                raise ModelError(
+                    f"{self.name}: member {name!r} scored NaN or infinity; a blend needs "
+                    "finite scores from every member"
+                )
             # statistics over the catalogue as fitted, so adding items later
             # leaves every existing item's blended score unchanged
             ref = s[:, :n] if n else s
@@ -284,9 +317,7 @@ class Ensemble(ScoringModel):
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
     ) -> np.ndarray:
-        # called directly it read ints as tasks (an AttributeError) and scored a NaN
-        # support rating as a row of NaN; the members' own checks are their callers'
-        check_tasks(tasks, self.n_items, users, self.name, rating_range=self.rating_range)
+        # its tasks are checked on the way in, as every ScoringModel's are
         w = self.weights[[self._bucket(len(t.support_items)) for t in tasks]]  # [U, M]
         if self.mode == "rating":
             s = np.stack([m.score_catalogue(tasks, users) for m in self.members.values()])

@@ -45,7 +45,7 @@ def make_peer(name: str, seed: int = 0, **options: object) -> ScoringModel:
 
     Unknown names and options raise :class:`ConfigError` listing what is accepted.
     """
-    factory = PEERS.get(name)
+    factory = PEERS.get(name) if isinstance(name, str) else None  # a list is unhashable
     if factory is None:
         raise ConfigError(f"unknown peer {name!r}; expected one of {sorted(PEERS)}")
     params = inspect.signature(factory).parameters

@@ -13,6 +13,7 @@ import numpy as np
 
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError
+from metarec.values import is_whole
 
 
 def padded_support(tasks: Sequence[Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,16 +57,29 @@ def require(value: object, name: str) -> None:
         raise ModelError(f"{name}: not fitted; call fit() first")
 
 
-def check_positive(name: str, option: str, value: float, *, allow_zero: bool = False) -> None:
+def check_positive(
+    name: str, option: str, value: float, *, allow_zero: bool = False, whole: bool = False
+) -> None:
+    """ConfigError unless ``value`` is a finite number > 0 (>= 0 with ``allow_zero``);
+    ``whole``: a count, which int() would have cut (0.5 iterations trained nothing and
+    0.5 a batch divided by zero)."""
     bound = ">= 0" if allow_zero else "> 0"
+    kind = "whole number" if whole else "number"
     # a number first: "x" (an edited ensemble.json member's options) was a TypeError
     if isinstance(value, bool | np.bool_) or not isinstance(
         value, int | float | np.integer | np.floating
     ):
-        raise ConfigError(f"{name}: option {option} must be a number {bound}, got {value!r:.60}")
+        raise ConfigError(f"{name}: option {option} must be a {kind} {bound}, got {value!r:.60}")
     ok = value >= 0 if allow_zero else value > 0
-    if not ok or value != value:
-        raise ConfigError(f"{name}: option {option} must be {bound}, got {value!r}")
+    # infinity: a damping of inf gave everyone the popularity order without a word
+    if not ok or not np.isfinite(value) or (whole and not is_whole(value)):
+        raise ConfigError(f"{name}: option {option} must be a finite {kind} {bound}, got {value!r}")
+
+
+def check_flag(name: str, option: str, value: object) -> None:
+    """ConfigError unless ``value`` is True or False ("no" is truthy)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(f"{name}: option {option} must be True or False, got {value!r:.40}")
 
 
 def check_new_items(name: str, n_rows: int, vectors: np.ndarray | None) -> None:

@@ -62,11 +62,11 @@ class ALS(ScoringModel):
         iterations: int = 15,
         seed: int = 0,
     ) -> None:
-        check_positive(self.name, "factors", factors)
+        check_positive(self.name, "factors", factors, whole=True)
         check_positive(self.name, "regularization", regularization)
         check_positive(self.name, "alpha", alpha, allow_zero=True)
         check_positive(self.name, "like_weight", like_weight, allow_zero=True)
-        check_positive(self.name, "iterations", iterations)
+        check_positive(self.name, "iterations", iterations, whole=True)
         self.factors = int(factors)
         self.regularization = float(regularization)
         self.alpha = float(alpha)

@@ -64,7 +64,7 @@ from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, UnsupportedError
 from metarec.inputs import check_users_frame
 from metarec.models.base import ScoringModel, TrainingData, check_seed
-from metarec.peers._common import check_new_items, check_positive, require
+from metarec.peers._common import check_flag, check_new_items, check_positive, require
 from metarec.peers.melu_features import ItemFeatures, user_encoder
 
 Params = dict[str, torch.Tensor]
@@ -176,17 +176,24 @@ class MeLU(ScoringModel):
         name: str | None = None,
     ) -> None:
         self.name = name or f"melu-{local_steps}"
-        check_positive(self.name, "local_steps", local_steps, allow_zero=True)
+        check_positive(self.name, "local_steps", local_steps, allow_zero=True, whole=True)
+        check_positive(self.name, "min_updates", min_updates, allow_zero=True, whole=True)
+        check_positive(self.name, "local_lr", local_lr)
+        check_positive(self.name, "global_lr", global_lr)
         for option, value in (
             ("epochs", epochs),
-            ("local_lr", local_lr),
-            ("global_lr", global_lr),
             ("batch_size", batch_size),
             ("embedding_dim", embedding_dim),
             ("query_size", query_size),
             ("score_batch", score_batch),
+            ("min_ratings", min_ratings),
+            ("max_ratings", max_ratings),
         ):
-            check_positive(self.name, option, value)
+            check_positive(self.name, option, value, whole=True)
+        if threads is not None:
+            check_positive(self.name, "threads", threads, whole=True)
+        check_flag(self.name, "first_order", first_order)
+        check_flag(self.name, "progress", progress)
         if max_ratings < min_ratings or min_ratings <= query_size:
             raise ConfigError(
                 f"{self.name}: need query_size < min_ratings <= max_ratings, got "
@@ -194,8 +201,6 @@ class MeLU(ScoringModel):
             )
         self.local_steps = int(local_steps)
         self.epochs = int(epochs)
-        if min_updates < 0:
-            raise ConfigError(f"{self.name}: min_updates must be >= 0, got {min_updates}")
         self.min_updates = int(min_updates)
         self.epochs_run = 0  # epochs the last fit ran (min_updates may raise them)
         self.epoch_seconds: list[float] = []
