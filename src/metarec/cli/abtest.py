@@ -292,15 +292,28 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         png = Path(args.out).with_suffix(".png")
         if plot is not None:
             write_bytes_atomic(png, plot)
-        elif png.is_file():
+        elif _is_png(png) and not _is_users_file(png, args.users):
             # an earlier test's replay plot (this one, interleaving alone, has none)
-            # stood beside the new report as if it showed it
+            # stood beside the new report as if it showed it; a file of that name that
+            # is no picture, or is what this test read, is not the plot
             png.unlink()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report, report["runs"]))
     return 0
+
+
+def _is_png(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:  # none there, a folder, unreadable
+        return False
+
+
+def _is_users_file(path: Path, users: str) -> bool:
+    return not users.startswith("heldout:") and Path(users).resolve() == path.resolve()
 
 
 def outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
