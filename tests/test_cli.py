@@ -979,3 +979,41 @@ def test_report_of_a_run_with_a_damaged_metrics_file_prints_nothing_but_the_erro
     (run / "metrics.json").write_text('{"protocol": "p2", "summary": {}, "n_users": {}}')
     proc = cli("report", str(run))
     assert proc.returncode == 2 and "field 'protocol' is 'p2', expected 'p1'" in proc.stderr
+
+
+def test_run_commands_on_a_small_run_say_what_a_user_needs(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """What a review of recommend, data and ensemble found, on one small run."""
+    run = tmp_path / "small run"
+    assert (
+        cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(run)).returncode == 0
+    )
+    # an empty RUN was the current folder
+    proc = run_cli("recommend", "")
+    assert proc.returncode == 2 and "expected a path, got an empty string" in proc.stderr
+    # a device this machine lacks is named as the flag, as serve names it
+    assert_one_line_error(cli("recommend", str(run), "--device", "cuda:7"), "--device:")
+    # every item rated: pandas' "Empty DataFrame" dump, and "[\n\n]" as JSON
+    every = [a for i in range(10) for a in ("--rate", f"{i}=3")]
+    shown = cli("recommend", str(run), *every, "--no-reasons")
+    assert shown.returncode == 0 and shown.stdout == ""
+    assert "no items left to recommend: the user rated all 10" in shown.stderr
+    assert json.loads(cli("recommend", str(run), *every, "--json").stdout) == []
+    # an ensemble whose buckets make no blend: refused before the data loads, by flag
+    assert_one_line_error(
+        cli("ensemble", str(run), "--buckets", "1,3", "--out", str(tmp_path / "e")), "--buckets:"
+    )
+    # a run written into an ensemble folder: recommend went on serving the ensemble
+    ens = tmp_path / "ens"
+    ens.mkdir()
+    (ens / "ensemble.json").write_text("{}")
+    assert_one_line_error(
+        cli("train", *_small_ratings(files), "--out", str(ens)), "an ensemble folder"
+    )
+    assert sorted(p.name for p in ens.iterdir()) == ["ensemble.json"]
+    # a data set named twice: one of the two was dropped without a word
+    assert_one_line_error(
+        cli("data", "describe", "ml-100k", "--dataset", "ml-1m"),
+        "give a data set ('ml-100k') or --dataset, not both",
+    )

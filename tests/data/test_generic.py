@@ -47,7 +47,7 @@ def test_missing_column_lists_what_is_there(ratings_csv: Path) -> None:
         load_table(ratings_csv, user_col="user", item_col="item", rating_col="stars")
     msg = str(info.value)
     assert "ratings.csv" in msg and "'item'" in msg
-    assert "columns are: user, movie, stars, when" in msg
+    assert "columns are: 'user', 'movie', 'stars', 'when'" in msg
     assert info.value.field == "item"
 
 

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metarec.cli.options import add_device_arg, check_writable, data_or_root, path_arg, seed
+from metarec.cli.options import (
+    add_device_arg,
+    check_writable,
+    data_or_root,
+    named_as_flags,
+    path_arg,
+    seed,
+)
 from metarec.errors import ConfigError, DataError, MetarecError
 
 if TYPE_CHECKING:
@@ -21,8 +28,15 @@ def register(sub: Any) -> None:
         "abtest",
         help="protocol P4: offline A/B test (replay, interleaving) of two saved runs or ensembles",
     )
-    ab.add_argument("run_a", metavar="RUN_A", help="run or ensemble folder of policy A (control)")
-    ab.add_argument("run_b", metavar="RUN_B", help="run or ensemble folder of policy B (treatment)")
+    ab.add_argument(
+        "run_a", type=path_arg, metavar="RUN_A", help="run or ensemble folder of policy A (control)"
+    )
+    ab.add_argument(
+        "run_b",
+        type=path_arg,
+        metavar="RUN_B",
+        help="run or ensemble folder of policy B (treatment)",
+    )
     ab.add_argument(
         "--dataset",
         metavar="NAME",
@@ -115,10 +129,11 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         raise ConfigError("--root DIR needs --dataset NAME (or give the folder as --data PATH)")
     data = data_or_root(args)
     # either arm may be a run folder or a saved ensemble
-    recs = {
-        arm: load_run(run, device=args.device)
-        for arm, run in (("A", args.run_a), ("B", args.run_b))
-    }
+    with named_as_flags({"device": "--device"}):  # as serve names it
+        recs = {
+            arm: load_run(run, device=args.device)
+            for arm, run in (("A", args.run_a), ("B", args.run_b))
+        }
     if list(recs["A"].items["item_id"]) != list(recs["B"].items["item_id"]):
         raise ConfigError(
             f"{args.run_a} and {args.run_b} have different catalogues; "

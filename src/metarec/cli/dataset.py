@@ -30,6 +30,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"give a data set ({args.source!r}) or --interactions (your own files), not both"
         )
+    named = [flag for flag, key in (("--dataset", "dataset"), ("--data", "data")) if spec.get(key)]
+    if args.source and named:
+        # one of the two was dropped without a word: `describe ml-100k --dataset ml-1m`
+        # described ml-100k, `describe DIR --dataset ml-1m` ml-1m
+        raise ConfigError(f"give a data set ({args.source!r}) or {named[0]}, not both")
     if args.source:
         if Path(args.source).exists():
             spec["data"] = str(Path(args.source).resolve())

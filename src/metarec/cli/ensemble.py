@@ -25,7 +25,9 @@ def register(sub: Any) -> None:
         "ensemble",
         help="blend trained runs and peers with weights learned on validation users; save it",
     )
-    en.add_argument("runs", nargs="+", metavar="RUN", help="run folders trained on the same data")
+    en.add_argument(
+        "runs", nargs="+", type=path_arg, metavar="RUN", help="run folders trained on the same data"
+    )
     en.add_argument(
         "--peers",
         default="popularity",
@@ -76,6 +78,11 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     check_members(runs, peers)
     # "" is refused by int_list: it was taken for the default buckets without a word
     buckets = int_list(args.buckets, "--buckets") if args.buckets is not None else None
+    if buckets is not None and (sorted(set(buckets)) != buckets or buckets[0] != 0):
+        # found by the ensemble after the data had loaded, naming no flag
+        raise ConfigError(
+            f"--buckets: support sizes that start at 0 and increase, got {args.buckets!r}"
+        )
     for flag, value in (("--max-items", args.max_items), ("--max-episodes", args.max_episodes)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}: must be >= 1, got {value}")
@@ -136,5 +143,12 @@ def _blend(
     ens.save(out)
     print(f"\nsaved {out}")
     where = shlex.quote(str(out))  # pasteable with a space or a quote in the path
-    print(f'try: metarec recommend {where} --rate "ITEM=5"   or   metarec serve {where}')
+    top = f"{rec_scale_top(ens):g}"  # 5 on 1-5 stars; 1 on clicks, where 5 was refused
+    print(f'try: metarec recommend {where} --rate "ITEM={top}"   or   metarec serve {where}')
     return 0
+
+
+def rec_scale_top(ens: Any) -> float:
+    """The top of the rating scale the ensemble was fitted on (5 when unknown)."""
+    scale = getattr(ens, "rating_range", None)
+    return float(scale[1]) if scale is not None else 5.0

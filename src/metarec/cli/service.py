@@ -22,7 +22,7 @@ from metarec.cli.options import (
 
 def register(sub: Any) -> None:
     sv = sub.add_parser("serve", help="HTTP service: recommendations that learn from feedback")
-    sv.add_argument("run", help="run folder or ensemble folder to serve")
+    sv.add_argument("run", type=path_arg, help="run folder or ensemble folder to serve")
     sv.add_argument(
         "--db",
         type=store_url,
@@ -77,7 +77,7 @@ def register(sub: Any) -> None:
     rt = sub.add_parser(
         "retrain", help="meta-train on the data plus logged feedback; keep it only if not worse"
     )
-    rt.add_argument("run", help="the run being served")
+    rt.add_argument("run", type=path_arg, help="the run being served")
     rt.add_argument("--db", type=store_url, required=True, help="feedback store URL (as for serve)")
     rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
     add_data_args(rt, recorded=True)

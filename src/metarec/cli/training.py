@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import time
@@ -18,6 +19,7 @@ from metarec.cli.options import (
     add_train_args,
     check_writable,
     data_spec,
+    named_as_flags,
     path_arg,
     seed,
     train_config,
@@ -70,13 +72,13 @@ def register(sub: Any) -> None:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="protocol P1 metrics of a run against the bias model")
-    e.add_argument("run")
+    e.add_argument("run", type=path_arg)
     add_data_args(e, recorded=True)
     add_device_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("recommend", help="top-k for a new user given a few ratings")
-    r.add_argument("run", help="run folder or ensemble folder")
+    r.add_argument("run", type=path_arg, help="run folder or ensemble folder")
     r.add_argument(
         "--rate",
         action="append",
@@ -165,6 +167,10 @@ def train_run(
     )
 
     check_not_overwriting(spec, "--out", out, folder=True)
+    if (out / "ensemble.json").is_file():
+        # the run's files went in beside the ensemble's, and `recommend` went on serving
+        # the ensemble: the mirror of `ensemble --out`, which refuses a run folder
+        raise ConfigError(f"--out {out}: an ensemble folder; not writing a run into it")
     encoder = ready_encoder(cfg.encoder, device=cfg.device)  # a typo'd model: before the data
     # a second train into the same folder would resume from this one's checkpoint: refused
     # before the data is loaded and the catalogue encoded, not minutes later
@@ -450,7 +456,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # the run's lock, as train takes it: a train into the folder meanwhile replaced the
     # model, and this wrote the old model's figures beside the new one
     with exclusive(run, "wait for it to finish, then evaluate"):
-        rec = Recommender.load(run, device=args.device)
+        with named_as_flags({"device": "--device"}):  # as serve names it
+            rec = Recommender.load(run, device=args.device)
         spec = spec_for_run(data_spec(args), rec.metadata.get("data_spec"), str(run))
         evaluate_run(run, load_from_spec(spec), rec)
     return 0
@@ -496,7 +503,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.inputs import history_pairs
 
     rates = parse_rates(args.rate or [])  # before the slow part: loading the model
-    rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder
+    with named_as_flags({"device": "--device"}):  # as serve names it
+        rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder
     # checked as the flag's: "history entry 0" named nothing on this command line
     history_pairs(rates, rec.rating_range, rec.resolve, "--rate")
     warn_repeated_rates(rec, rates)
@@ -508,7 +516,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     )
     top = with_ratings(rec, top)
     if args.json:
-        print(top.to_json(orient="records", indent=2))
+        print(top.to_json(orient="records", indent=2) if len(top) else "[]")
+    elif not len(top):  # pandas printed "Empty DataFrame / Columns: [...] / Index: []"
+        print(f"no items left to recommend: the user rated all {rec.n_items:,}", file=sys.stderr)
     else:
         print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return 0
@@ -538,14 +548,21 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     evaluate_run(out, run["dataset"], run["recommender"])
     rec = run["recommender"]
     demo = [(t, r) for t, r in DEMO_USER if _known(rec, t)]
-    print("\nA new user rates: " + "; ".join(f"{t} = {r:g}" for t, r in demo))
+    if demo:
+        print("\nA new user rates: " + "; ".join(f"{t} = {r:g}" for t, r in demo))
+    else:  # a catalogue of one's own holds none of the demo's films
+        print("\nA new user with no ratings yet (the meta-learned prior):")
     top = with_ratings(rec, rec.recommend(rec.adapt(demo), k=10))
     print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(
         f"\nrun folder: {out}  (model.safetensors, recommender.json, items.json, "
         "config.json, split.json, metrics.json)"
     )
-    print(f'try: metarec recommend {out} --rate "Star Wars (1977)=5" --rate "Fargo (1996)=4"')
+    # the hint rates what this catalogue holds, at the top of its scale, quoted for a shell
+    rated = [t for t, _ in demo] or [str(t) for t in rec.items["title"].head(2)]
+    top_rating = f"{rec.rating_range[1]:g}"
+    hint = " ".join(f"--rate {shlex.quote(f'{t}={top_rating}')}" for t in rated[:2])
+    print(f"try: metarec recommend {shlex.quote(str(out))} {hint}")
     print(f"total time: {time.perf_counter() - args._t0:.0f} s")
     return 0
 

@@ -339,7 +339,9 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
                     "its separator is found from its header)"
                 )
             raise DataError(
-                f"{role} column {col!r} not found; columns are: {', '.join(map(str, have))}" + hint,
+                # repr: "user_id,  item_id" hid the space that made ' item_id' no match
+                f"{role} column {col!r} not found; columns are: {', '.join(map(repr, have))}"
+                + hint,
                 path=path,
                 field=col,
             )
