@@ -1017,3 +1017,7 @@ def test_run_commands_on_a_small_run_say_what_a_user_needs(
         cli("data", "describe", "ml-100k", "--dataset", "ml-1m"),
         "give a data set ('ml-100k') or --dataset, not both",
     )
+    # a folder and --data: two folders (a name and --data is the folder holding it)
+    assert_one_line_error(
+        cli("data", "describe", str(run), "--data", str(tmp_path)), "or --data, not both"
+    )

@@ -30,10 +30,16 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"give a data set ({args.source!r}) or --interactions (your own files), not both"
         )
-    named = [flag for flag, key in (("--dataset", "dataset"), ("--data", "data")) if spec.get(key)]
+    # one of the two was dropped without a word: `describe ml-100k --dataset ml-1m`
+    # described ml-100k, `describe DIR --dataset ml-1m` ml-1m. With a name, --data is
+    # the folder that holds it (as for every command); with a folder it is a second one
+    is_folder = bool(args.source) and Path(args.source).exists()
+    named = [
+        flag
+        for flag, key in (("--dataset", "dataset"), ("--data", "data"))
+        if spec.get(key) and (key == "dataset" or is_folder)
+    ]
     if args.source and named:
-        # one of the two was dropped without a word: `describe ml-100k --dataset ml-1m`
-        # described ml-100k, `describe DIR --dataset ml-1m` ml-1m
         raise ConfigError(f"give a data set ({args.source!r}) or {named[0]}, not both")
     if args.source:
         if Path(args.source).exists():
