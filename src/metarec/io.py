@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
+from safetensors import safe_open
+from safetensors.torch import save
 
 from metarec.errors import DataError, MetarecError, ModelError
 from metarec.tempfiles import create_temp_file
@@ -187,28 +188,17 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     except OSError as exc:
         raise ModelError(f"{path}: {exc.strerror or exc}") from None
     try:
-        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as fh:  # what load_file does, and the metadata
+            said = (fh.metadata() or {}).get(DIGEST_KEY)  # None: before digests, or elsewhere
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict: no __iter__)
     except Exception as exc:  # safetensors raises its own error types
         raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
-    said = _metadata(path).get(DIGEST_KEY)  # None: written before digests, or elsewhere
     if said is not None and said != tensors_digest(tensors):
         raise ModelError(
             f"{path}: its tensors do not match the checksum written with them (the file "
             "changed on disk since it was written: damaged or edited?)"
         )
     return tensors
-
-
-def _metadata(path: Path) -> dict[str, Any]:
-    """The ``__metadata__`` of a safetensors file load_file has just read."""
-    try:
-        with path.open("rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(size))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta if isinstance(meta, dict) else {}
 
 
 def check_tensors_like(

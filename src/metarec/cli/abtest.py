@@ -104,9 +104,9 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         check_writable(value, flag, file=True)
     check_outputs(args)
     if any("plot" in flag for flag, _ in outputs(args)):
-        from metarec.evaluation.report import check_plotting
+        from metarec.evaluation.report import pyplot
 
-        check_plotting()
+        pyplot()  # an MPLBACKEND matplotlib cannot use: named before the work
 
     from metarec.data.schema import has_timestamps
     from metarec.data.spec import check_not_overwriting, load_from_spec, make_spec, names_data

@@ -209,9 +209,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.protocol == "speed" and args.model:
         raise ConfigError("--model: applies to --protocol p1 and p2, not speed")
     if args.protocol != "speed":  # its report has no plots
-        from metarec.evaluation.report import check_plotting
+        from metarec.evaluation.report import pyplot
 
-        check_plotting()
+        pyplot()  # an MPLBACKEND matplotlib cannot use: named before the work
     models = own_models(args.model)
     datasets = benchmark_datasets(args)
     check_writable(args.out, "--out")

@@ -143,12 +143,7 @@ def _blend(
     ens.save(out)
     print(f"\nsaved {out}")
     where = shlex.quote(str(out))  # pasteable with a space or a quote in the path
-    top = f"{rec_scale_top(ens):g}"  # 5 on 1-5 stars; 1 on clicks, where 5 was refused
+    # the top of the scale it was fitted on: 5 on 1-5 stars, 1 on clicks (5 was refused)
+    top = f"{ens.rating_range[1]:g}" if ens.rating_range is not None else "5"
     print(f'try: metarec recommend {where} --rate "ITEM={top}"   or   metarec serve {where}')
     return 0
-
-
-def rec_scale_top(ens: Any) -> float:
-    """The top of the rating scale the ensemble was fitted on (5 when unknown)."""
-    scale = getattr(ens, "rating_range", None)
-    return float(scale[1]) if scale is not None else 5.0

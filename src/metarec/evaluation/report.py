@@ -688,7 +688,7 @@ def pyplot() -> Any:
     """``matplotlib.pyplot`` drawing to files (Agg). A ``MPLBACKEND`` matplotlib cannot
     use (a notebook's inline backend in a shell) is a ConfigError naming it: matplotlib's
     ValueError came from its import, after the work, and inside a record's rendering it
-    was blamed on the record. Commands call it before their work (``check_plotting``)."""
+    was blamed on the record. Commands that draw call it before their work too."""
     import os
 
     try:
@@ -702,9 +702,6 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-check_plotting = pyplot  # a command's early check that its plots can be drawn
 
 
 def abtest_png(ab: dict[str, Any]) -> bytes:

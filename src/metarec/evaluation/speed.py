@@ -43,9 +43,10 @@ import torch
 
 from metarec.config import Algorithm, TrainConfig
 from metarec.data.tasks import Task, collate
-from metarec.errors import ModelError
+from metarec.errors import DataError, ModelError
 from metarec.evaluation.report import describe_machine
 from metarec.io import save_json, write_bytes_atomic
+from metarec.values import is_finite_number, is_number
 
 
 def _sync() -> None:
@@ -483,9 +484,6 @@ def _p99(row: dict[str, Any]) -> str:
 def check_speed_fields(record: dict[str, Any], source: str | Path) -> None:
     """Every figure of a speed record is a time, a rate, a count or a size: finite and
     >= 0. An edited NaN or -5 was printed in the report's table as if measured."""
-    from metarec.errors import DataError
-    from metarec.values import is_finite_number, is_number
-
     stack: list[tuple[str, Any]] = [("", record)]
     while stack:
         where, value = stack.pop()

@@ -299,8 +299,11 @@ class ScoringModel(ABC):
 
     def _checked_scores(self, tasks: Sequence[Task], users: pd.DataFrame | None) -> np.ndarray:
         # a model of one's own returning a list, a tensor or its transpose failed
-        # further on, as an IndexError or a missing .astype that named nothing
-        scores = self.score_catalogue(tasks, users)
+        # further on, as an IndexError or a missing .astype that named nothing.
+        # Its callers (recommend, predict_tasks) have checked every task already: the
+        # model's own scoring, not score_catalogue's check of each chunk again
+        score = type(self).score_catalogue
+        scores = getattr(score, "__wrapped__", score)(self, tasks, users)
         want = (len(tasks), self.n_items)
         if not isinstance(scores, np.ndarray):
             raise ModelError(

@@ -171,15 +171,15 @@ class Ensemble(ScoringModel):
         # of an earlier fit on other data
         n = len(self.members)
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
-        if self.learn_weights and not self._validation_tasks(val, self.buckets[0]):
-            warnings.warn(
-                f"ensemble: no validation user has {self.buckets[0]} + "
-                f"{self.query_size if self.mode == 'rating' else 1} ratings to judge a "
-                "blend on; every member keeps an even weight",
-                stacklevel=2,
-            )
         for b, shot in enumerate(self.buckets if self.learn_weights else ()):
             tasks = self._validation_tasks(val, shot)
+            if b == 0 and not tasks:  # so none for the larger buckets either
+                warnings.warn(
+                    f"ensemble: no validation user has {shot} + "
+                    f"{self.query_size if self.mode == 'rating' else 1} ratings to judge a "
+                    "blend on; every member keeps an even weight",
+                    stacklevel=2,
+                )
             users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
             best = self._best_weights(tasks, users) if tasks else None
             if best is not None:
