@@ -155,11 +155,18 @@ def test_a_comma_file_named_tsv_is_said_to_look_comma_separated(tmp_path: Path) 
 @pytest.mark.parametrize(
     "header", ["user_id,item_id,rating,rating", '"user_id",item_id,rating,"rating"']
 )
-def test_a_column_named_twice_is_refused(tmp_path: Path, header: str) -> None:
-    # pandas would read the second as "rating.1" and the first as the ratings, silently
+@pytest.mark.parametrize(("blank", "line"), [("", 1), ("\n", 2), ("\r\n \n", 3)])
+def test_a_column_named_twice_is_refused(
+    tmp_path: Path, header: str, blank: str, line: int
+) -> None:
+    # pandas would read the second as "rating.1" and the first as the ratings, silently;
+    # after a blank first line (which the readers skip to the header) it did, and with a
+    # quoted value the reader failed with an AttributeError
     p = tmp_path / "r.csv"
-    p.write_text(header + "\n1,10,4,2\n")
-    with pytest.raises(DataError, match=r"r\.csv, line 1: column 'rating' appears more than once"):
+    p.write_text(blank + header + '\n1,"10",4,2\n')
+    with pytest.raises(
+        DataError, match=rf"r\.csv, line {line}: column 'rating' appears more than once"
+    ):
         load_table(p)
 
 
@@ -589,6 +596,39 @@ def test_a_column_of_years_is_not_read_as_times_without_a_word(tmp_path: Path) -
         load_table(p, timestamp_col="ts")
     # ordinals (1, 2, ...) that reach 2019 are no years
     assert not [w for w in caught if "not as years" in str(w.message)]
+
+
+def test_the_separator_is_sniffed_from_the_header_after_blank_lines(tmp_path: Path) -> None:
+    # a tab-separated ".csv" was sniffed from its blank first line
+    p = tmp_path / "r.csv"
+    p.write_text("\n \nuser_id\titem_id\trating\nu1\t10\t4\n")
+    assert load_table(p).interactions[["user_id", "item_id"]].values.tolist() == [["u1", "10"]]
+
+
+def test_compact_dates_are_not_read_as_times_without_a_word(tmp_path: Path) -> None:
+    # 20200105 read as seconds is 1970-08-22, and validate said "ok"
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,day\n1,10,4,20200105\n1,11,3,20191231\n")
+    with pytest.warns(UserWarning, match=r"whole number of eight digits that reads as a date "
+                      r"\(20200105, ...\): read as seconds since 1970"):  # fmt: skip
+        load_table(p, timestamp_col="day")
+    # seconds of 1970's summer that are no dates (month 13) stay quiet
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,20201305\n1,11,3,20200105\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_table(p, timestamp_col="ts")
+    assert not [w for w in caught if "eight digits" in str(w.message)]
+
+
+def test_the_scale_read_from_the_data_leaves_out_items_cleaning_drops(tmp_path: Path) -> None:
+    # a 10 for an item with neither text nor title made the scale 1-10 (like threshold
+    # 7.75) for data rated 1-5 once cleaning had dropped that item
+    (tmp_path / "i.csv").write_text("item_id,title\ni1,A\ni2,B\ni3,\n")
+    (tmp_path / "r.csv").write_text(
+        "user_id,item_id,rating\nu1,i1,5\nu1,i2,3\nu2,i1,4\nu2,i2,1\nu3,i3,10\n"
+    )
+    ds = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
+    assert ds.rating_range == (1.0, 5.0)
 
 
 def test_timestamps_in_another_unit_than_the_column_are_named(tmp_path: Path) -> None:

@@ -139,6 +139,16 @@ def test_long_integer_ids_beside_a_float_stay_exact(tmp_path: Path) -> None:
     assert got == ["9007199254740993", "9007199254740992", "2", "1.5", "12345678901234567891"]
 
 
+def test_a_whole_float_id_is_the_same_id_beside_text(tmp_path: Path) -> None:
+    # 1 and 1.0 are one JSON number; beside a text id the column was read as objects and
+    # 1.0 written "1.0": one user became two
+    ids = ["1", "1.0", '"1"', '"u2"', "2.5"]
+    lines = [f'{{"user_id": {u}, "item_id": "{n}", "rating": 4}}' for n, u in enumerate(ids)]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    got = load_table(tmp_path / "r.jsonl").interactions["user_id"].tolist()
+    assert got == ["1", "1", "1", "u2", "2.5"]
+
+
 def test_boolean_ratings_are_refused_at_their_line(tmp_path: Path) -> None:
     # read as 1 and 0 they made a 0-1 scale, where a frame with them is refused
     (tmp_path / "r.jsonl").write_text(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from metarec.data.tasks import Order, Task, UserRatings, collate, fixed_tasks, sample_episodes
+from metarec.errors import ConfigError
 
 
 @pytest.fixture()
@@ -60,6 +61,37 @@ def test_episodes_cover_support_range(ratings: UserRatings) -> None:
     assert all(len(t.query_items) == 4 for t in fixed_q)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"query_size": 0}, "query_size"),
+        ({"query_size": -3}, "query_size"),
+        ({"query_size": 2.5}, "query_size"),
+        ({"query_size": 4, "seed": -1}, "seed"),
+        ({"query_size": 4, "min_support": -1}, "min_support"),
+        ({"query_size": 4, "min_support": 3, "max_support": 2}, "max_support"),
+    ],
+)
+def test_fixed_tasks_name_a_bad_count(
+    ratings: UserRatings, kwargs: dict[str, object], named: str
+) -> None:
+    # an empty query set was made without a word, a negative seed was numpy's bare error
+    with pytest.raises(ConfigError, match=named):
+        fixed_tasks(ratings, **kwargs)  # type: ignore[arg-type]
+
+
+def test_episodes_name_a_support_range_upside_down(ratings: UserRatings) -> None:
+    # supports of 3 were drawn for min_support=5
+    with pytest.raises(ConfigError, match="max_support"):
+        sample_episodes(
+            ratings, np.random.default_rng(0), min_support=5, max_support=3, query_size=None
+        )
+    with pytest.raises(ConfigError, match="query_size"):
+        sample_episodes(
+            ratings, np.random.default_rng(0), min_support=1, max_support=3, query_size=0
+        )
+
+
 def test_collate_pads_and_masks() -> None:
     tasks = [
         Task(0, np.array([1, 2, 3]), np.array([5.0, 4.0, 3.0]), np.array([7]), np.array([2.0])),
@@ -85,6 +117,31 @@ def test_collate_implicit_objectives() -> None:
     half = bpr.support_items.shape[1] // 2
     assert bpr.support_items[0, :half].tolist() == [1, 3]
     assert torch.equal(bpr.support_mask[0, :half], bpr.support_mask[0, half:])
+
+
+def test_a_side_of_one_low_rating_is_not_liked() -> None:
+    # explicit stars: a support of a single 1-star rating (or a query of 1s) was taken for
+    # implicit data and every rating labelled a like
+    pool = np.arange(50)
+    task = Task(0, np.array([3]), np.array([1.0]), np.array([5, 6]), np.array([1.0, 1.0]))
+    b = collate(
+        [task],
+        objective="bce",
+        like_threshold=4.0,
+        negative_pool=pool,
+        rng=np.random.default_rng(0),
+    )
+    assert float(b.support_y.sum()) == 0.0 and float(b.query_y.sum()) == 0.0
+    # implicit data has the one value as its scale, so its threshold makes it a like
+    clicks = Task(0, np.array([3]), np.array([1.0]), np.array([5, 6]), np.array([1.0, 1.0]))
+    c = collate(
+        [clicks],
+        objective="bce",
+        like_threshold=1.0,
+        negative_pool=pool,
+        rng=np.random.default_rng(0),
+    )
+    assert float(c.support_y.sum()) == 1.0 and float(c.query_y.sum()) == 2.0
 
 
 def test_time_ordered_episodes_support_is_first_ratings(ratings: UserRatings) -> None:

@@ -143,6 +143,13 @@ def str_ids(values: pd.Series) -> pd.Series:
         text[known & ~whole] = values[known & ~whole].astype(str)
         return text
     mask = values.notna()
+    if values.dtype == object:
+        # JSON's 1.0 beside a text id ("u2") left the column objects, where 1.0 became
+        # "1.0" and 1 "1": one user became two
+        floats = values.map(lambda v: isinstance(v, (float, np.floating)))
+        if floats.any():
+            values = values.copy()
+            values[floats] = str_ids(values[floats].astype(np.float64))
     out = values.astype(str)
     return out if bool(mask.all()) else out.where(mask)
 

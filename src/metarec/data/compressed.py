@@ -98,9 +98,17 @@ def read_data_bytes(path: Path) -> bytes:
 
 
 def first_data_line(path: Path, limit: int = 65536) -> bytes:
-    """The first line (up to ``limit`` bytes), decompressed as :func:`read_data_bytes`
-    would be, without reading the rest."""
-    return _read(path, lambda fh: fh.readline(limit))
+    """The first line that is not blank (up to ``limit`` bytes), decompressed as
+    :func:`read_data_bytes` would be, without reading the rest: the readers skip blank
+    lines to the header, and a separator sniffed from a blank line was a guess."""
+
+    def first(fh: BinaryIO | BufferedIOBase) -> bytes:
+        while True:
+            line = fh.readline(limit)
+            if not line or line.strip(b" \r\n"):
+                return line
+
+    return _read(path, first)
 
 
 # what names a table's format (``metarec.data.delimited``, ``jsonlines``, RecBole's

@@ -139,13 +139,16 @@ def read_delimited(
     if len(sep) > 1:
         free = next(c for c in ("\t", "\x1f", "\x1e", "\x1d") if c.encode() not in data)
         data, sep = data.replace(sep.encode(), free.encode()), free
+    header_names: list[str] = []
+    if header and names is None:
+        # before reading: a repeated name made the quoted reader's column a frame
+        header_line, header_names = _header_names(data, sep)
+        _check_header_names(header_names, path, header_line)
     if quoted and b'"' in data:
         frame = _read_quoted_or_literal(data, path, sep, names, header, float_cols, encoding)
     else:
         frame = _read_unquoted(data, path, sep, names, header, float_cols, encoding)
     if header and names is None:
-        header_names = _header_names(data, sep)
-        _check_header_names(header_names, path)
         frame = _without_empty_unnamed(frame, header_names)
     frame.attrs = {SOURCE_ATTR: str(path)}
     return frame
@@ -193,10 +196,19 @@ def _read_quoted_or_literal(
 _QUOTED_FIELD = re.compile(rb'(?:^|\t)"[^\n]*?"\r?(?:\t|$)', re.MULTILINE)
 
 
-def _header_names(data: bytes, sep: str) -> list[str]:
-    """The header line's names as written (empty ones included)."""
-    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
-    return next(csv.reader([first], delimiter=sep), [])
+def _header_names(data: bytes, sep: str) -> tuple[int, list[str]]:
+    """The header's line number and its names as written (empty ones included). The
+    header is the first line that is not blank, as both readers take it: the first line
+    alone let a blank one before the header hide a repeated name."""
+    start, number = 0, 1
+    while True:
+        end = data.find(b"\n", start)
+        line = data[start : len(data) if end < 0 else end]
+        if line.strip(b" \r") or end < 0:
+            break
+        start, number = end + 1, number + 1
+    text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+    return number, next(csv.reader([text], delimiter=sep), [])
 
 
 def _without_empty_unnamed(frame: pd.DataFrame, header: list[str]) -> pd.DataFrame:
@@ -212,7 +224,7 @@ def _without_empty_unnamed(frame: pd.DataFrame, header: list[str]) -> pd.DataFra
     return frame.iloc[:, [i for i in range(frame.shape[1]) if i not in empty]]
 
 
-def _check_header_names(header: list[str], path: str | Path) -> None:
+def _check_header_names(header: list[str], path: str | Path, line: int) -> None:
     """pandas renames a repeated column to ``rating.1`` and the first copy is read
     as if it were the only one: a repeated name is refused instead. Empty names are
     not repeats: pandas numbers them (``Unnamed: 4``), and Excel writes a run of them
@@ -224,7 +236,7 @@ def _check_header_names(header: list[str], path: str | Path) -> None:
             f"column {repeated[0]!r} appears more than once in the header; each column "
             "needs its own name",
             path=path,
-            row=1,
+            row=line,
         )
 
 

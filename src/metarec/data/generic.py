@@ -270,12 +270,14 @@ def infer_rating_range(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple
     """The (min, max) rating of the rows with both ids and an item of ``items``, or
     ``(1, 5)`` when nothing parses. The rows cleaning drops for a missing id or an
     unknown item are left out: 30 ratings of 6 for an unknown item made the scale 1-6
-    for data rated 1-5 after cleaning, and the like threshold 4.75. (A superseded
-    duplicate still counts: which one cleaning keeps depends on the timestamps.)"""
+    for data rated 1-5 after cleaning, and the like threshold 4.75. So are the ratings of
+    items with neither text nor title, which cleaning drops with their item. (A
+    superseded duplicate still counts: which one cleaning keeps depends on the
+    timestamps.)"""
     kept = (
         ~missing_ids(interactions["user_id"])
         & ~missing_ids(interactions["item_id"])
-        & interactions["item_id"].isin(items["item_id"].dropna())
+        & interactions["item_id"].isin(items["item_id"][_has_words(items)].dropna())
     )
     r = pd.to_numeric(interactions["rating"][kept], errors="coerce")
     r = r[np.isfinite(r.to_numpy(dtype="float64", na_value=np.nan))]
@@ -283,6 +285,19 @@ def infer_rating_range(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple
         return (1.0, 5.0)
     _warn_stray_extreme(r.to_numpy(dtype=np.float64))
     return (float(r.min()), float(r.max()))
+
+
+def _has_words(items: pd.DataFrame) -> pd.Series:
+    """Items with a text or a title: those cleaning keeps at its default of one
+    character (``metarec.data.cleaning``'s ``min_text_chars``)."""
+
+    def filled(col: str) -> pd.Series:
+        if col not in items.columns:
+            return pd.Series(False, index=items.index)
+        values = items[col]
+        return values.notna() & values.astype(str).str.strip().ne("")
+
+    return filled("text") | filled("title")
 
 
 def _warn_stray_extreme(values: np.ndarray) -> None:

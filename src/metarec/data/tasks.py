@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from metarec.data.columns import not_index, plain
-from metarec.errors import DataError, UnknownItemError
+from metarec.errors import ConfigError, DataError, UnknownItemError
+from metarec.values import is_whole
 
 Order = Literal["time", "shuffle"]
 
@@ -203,6 +204,13 @@ def ordered(
     return items[idx], ratings[idx]
 
 
+def _check_count(value: object, where: str, low: int) -> None:
+    """ConfigError unless ``value`` is a whole number >= ``low``: a query of 0 made empty
+    query sets without a word, and a negative seed was numpy's bare ValueError."""
+    if not is_whole(value) or value < low:
+        raise ConfigError(f"{where}: must be a whole number >= {low}, got {value!r:.40}")
+
+
 def fixed_tasks(
     ur: UserRatings,
     *,
@@ -219,6 +227,11 @@ def fixed_tasks(
     :func:`user_stream`, so a user's task is the same whichever other users the
     data holds.
     """
+    _check_count(query_size, "fixed_tasks: query_size", 1)
+    _check_count(seed, "fixed_tasks: seed", 0)
+    _check_count(min_support, "fixed_tasks: min_support", 0)
+    if max_support is not None:
+        _check_count(max_support, "fixed_tasks: max_support", max(min_support, 1))
     tasks = []
     for row in range(len(ur)):
         rng = user_stream(seed, ur.user_ids[row])
@@ -258,6 +271,10 @@ def sample_episodes(
     trained on time-ordered ones above it: a user's first ratings predict
     their later ones differently from how a random subset predicts the rest.
     """
+    _check_count(min_support, "sample_episodes: min_support", 0)
+    _check_count(max_support, "sample_episodes: max_support", max(min_support, 1))
+    if query_size is not None:
+        _check_count(query_size, "sample_episodes: query_size", 1)
     tasks = []
     lo = max(min_support, 1)
     for row in range(len(ur)) if rows is None else rows:
@@ -345,9 +362,10 @@ def _implicit_side(
     pool: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, int]:
+    # implicit data has its one value as its scale, so the scale's threshold likes every
+    # interaction; a side of one low star rating (or of 1s) is no like (it was taken for
+    # implicit data here, and a 1-star support adapted a user towards the film)
     liked = items[ratings >= like_threshold]
-    if len(liked) == 0 and len(np.unique(ratings)) == 1:
-        liked = items  # implicit data: every interaction is a positive
     n_neg = len(liked) * negatives
     cand = pool[rng.integers(0, len(pool), size=n_neg * 2 + 8)]
     cand = cand[~np.isin(cand, seen)][:n_neg]

@@ -182,7 +182,22 @@ def _epoch_seconds(ts: pd.Series, source: str | Path | None) -> pd.Series:
             "they are years, give dates (2019-01-01) or times in seconds",
             stacklevel=5,
         )
+    elif len(known) and _compact_dates(known).all():
+        # as seconds they fall within 1970's first year, in order only within a month
+        warnings.warn(
+            f"{source or 'interactions'}: every timestamp is a whole number of eight digits "
+            f"that reads as a date ({int(known[0])}, ...): read as seconds since 1970, not "
+            "as dates written YYYYMMDD; if they are dates, write them as 2019-01-31",
+            stacklevel=5,
+        )
     return ts
+
+
+def _compact_dates(values: np.ndarray) -> np.ndarray:
+    """Which of ``values`` read as dates written YYYYMMDD from 1800 to 2100."""
+    whole = (values == np.round(values)) & (values >= 18000101) & (values <= 21001231)
+    month, day = (values // 100) % 100, values % 100
+    return whole & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
 
 
 # a date written with the day or month first: 31/01/2020, 01.31.2020, 1-31-20
