@@ -41,6 +41,8 @@ import pandas as pd
 import torch
 
 from metarec.data.schema import like_threshold_for
+from metarec.errors import DataError
+from metarec.models.base import check_whole
 from metarec.recommender import UserState
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ ALREADY_CHOSEN = "Already in your history"
 # "Mr. Holland's Opus (1995). Genres: Drama." → "Mr. Holland's Opus (1995)": up to the year,
 # not up to the first ". " (titles have their own full stops)
 _TITLE_YEAR = re.compile(r"^(.+?\(\d{4}\))(?:\.\s|\.?$)")
+_YEAR_AT_END = re.compile(r"\s*\(\d{4}\)$")
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,24 @@ class Explanation:
 
 
 def display_title(title: str, text: str) -> str:
-    """How people write an item's name: the text's "Title (year)" head, else the title."""
-    m = _TITLE_YEAR.match(text)
-    if m:
-        return m.group(1)
-    if title.strip():
-        from metarec.data.text import fix_title_articles
+    """How people write an item's name: the text's "Title (year)" head where it is the
+    title and its year, else the title."""
+    from metarec.data.text import fix_title_articles
 
-        return fix_title_articles(title.strip())
+    m = _TITLE_YEAR.match(text)
+    name = title.strip()
+    if m and (not name or _names(m.group(1), name, fix_title_articles(name))):
+        return m.group(1)
+    if name:
+        return fix_title_articles(name)
     return text.split(". ", 1)[0].rstrip(".")
+
+
+def _names(head: str, *titles: str) -> bool:
+    """Whether ``head`` is one of ``titles``, or one with its year: the year of an item
+    without one can be another film's in its text ("Night Bus. Genres: Mystery. A sequel
+    to Heat (1995). ..."), and everything up to it was taken for the title."""
+    return head in titles or _YEAR_AT_END.sub("", head) in titles
 
 
 def display_titles(rec: ServedModel, items: Sequence[int] | None = None) -> list[str]:
@@ -161,7 +173,16 @@ def explain_indices(
     on, by index, where the caller knows what they did (the service knows a click from
     a rating; ``user.history`` holds only the rating it stands for, and not at all a
     dislike that no rating expresses)."""
-    idx = np.asarray(items, dtype=np.int64)
+    top = check_whole(top, "explain: top", 1)  # -1 dropped the last reason, 2.5 a TypeError
+    try:
+        idx = np.asarray(items, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"explain: items: expected catalogue indices, got {items!r:.60}") from None
+    bad = idx[(idx < 0) | (idx >= rec.n_items)]
+    if len(bad):  # -1 explained the last item
+        raise DataError(
+            f"explain: items: {int(bad[0])} is not a catalogue index in [0, {rec.n_items})"
+        )
     if ids is None:
         # the rows needed, not the whole column: at 100,000 items converting it cost more
         # than the explanation

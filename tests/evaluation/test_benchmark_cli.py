@@ -210,6 +210,27 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
         (["benchmark", "--protocol", "p2", "--peers", "bias,bias"], "--peers: 'bias' given"),
         (["benchmark", "--protocol", "p2", "--peers", ","], "--peers: expected comma-separated"),
         (["benchmark", "--dataset", "ml-100k", "--dataset", "ml-100k"], "'ml-100k': given twice"),
+        # accepted, and the record said what the run had not done: a "-seeds3" report of
+        # models fitted once, seed 0 beside networks seeded 5, a --max-episodes unread
+        (
+            ["benchmark", "--protocol", "p2", "--algorithms", "episodic", "--seeds", "3"],
+            "--seeds: bags the meta-learning algorithms (maml, fomaml, reptile, metasgd), and "
+            "this run fits none of them (episodic)",
+        ),
+        (["benchmark", "--protocol", "p2", "--set", "seed=5"], "--set: seed is the benchmark's"),
+        (
+            ["benchmark", "--protocol", "p2", "--algorithms", "episodic", "--max-episodes", "9"],
+            "--max-episodes: applies to the stacked ranker",
+        ),
+        (
+            ["benchmark", "--protocol", "p2", "--algorithms", "fomaml", "--max-items", "9"],
+            "--max-items: applies to the episodic ridge and the stacked ranker",
+        ),
+        # ml-1m was dropped without a word
+        (
+            ["benchmark", "--protocol", "speed", "--dataset", "ml-100k", "--dataset", "ml-1m"],
+            "--dataset: --protocol speed runs on one dataset",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
@@ -854,6 +875,62 @@ def test_a_support_size_no_test_user_can_take_is_refused_before_any_fit(
     assert needle in res.stderr, res.stderr
     largest = int(res.stderr.rsplit(" ", 1)[1])
     assert 24 <= largest < 2000  # every P2 user has >= 25 ratings
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        # every model was fitted, then "ensemble: needs validation users", on every resume
+        ({"validation_users": []}, "no validation users: the meta-learners stop early"),
+        # accepted where drawing the split refuses it, and the report stated the rule
+        ({"min_ratings": 0}, "min_ratings must be at least 1, got 0"),
+    ],
+)
+def test_a_split_file_no_run_can_use_is_refused_before_any_fit(
+    edit: dict[str, Any],
+    needle: str,
+    shared_data: Path,
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from metarec.data import load_dataset
+    from metarec.evaluation import benchmark
+    from metarec.evaluation.p2 import make_p2_split
+
+    monkeypatch.setattr(benchmark, "_fold_run", _no_fit)
+    make_p2_split(load_dataset("ml-100k", shared_data)).save(tmp_path / "drawn.json")
+    raw = json.loads((tmp_path / "drawn.json").read_text())
+    if edit.get("validation_users") == []:
+        raw["train_users"] += raw["validation_users"]
+    raw.update(edit)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "p2-ml-100k-split.json").write_text(json.dumps(raw))
+    res = cli(
+        "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
+        "--algorithms", "episodic", "--peers", "popularity", "--shots", "5", *TINY,
+        "--splits", str(tmp_path / "splits"), "--quiet", "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln] == [res.stderr.strip()]
+    assert needle in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_that_would_not_be_read_is_refused(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # --data beside a folder of one's own, or one's own files, was dropped without a word
+    own = shared_data / "ml-100k"
+    for args in (
+        ["benchmark", "--protocol", "p2", "--dataset", str(own), "--data", str(tmp_path)],
+        ["train", "--dataset", str(own), "--data", str(tmp_path)],
+        ["train", "--interactions", str(own / "ml-100k.inter"), "--data", str(tmp_path)],
+    ):
+        res = cli(*args, "--out", str(tmp_path / "out"))
+        assert res.returncode == 2, (args, res.stderr)
+        assert "--data" in res.stderr and "would not be read" in res.stderr, res.stderr
     assert not (tmp_path / "out").exists()
 
 

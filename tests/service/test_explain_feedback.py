@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metarec.errors import ConfigError, DataError
 from metarec.explain import (
     FROM_RATINGS,
     NEW_ITEM,
     POPULAR,
     display_title,
     explain,
+    explain_indices,
     liked_weights,
     pulls,
     recommend_with_reasons,
@@ -124,10 +126,26 @@ def test_rated_items_are_explained_by_their_rating_and_low_ones_never_as_liked(
         ("Lion King, The", "The Lion King (1994). Genres: Animation.", "The Lion King (1994)"),
         ("Matrix, The", "A film about a simulation. Directed by ...", "The Matrix"),
         ("", "Untitled. Something", "Untitled"),
+        # another film's year in an undated item's text: all up to it was the title
+        ("Night Bus", "Night Bus. Genres: Mystery. A sequel to Heat (1995). On a bus.", "Night Bus"),  # noqa: E501
+        ("Heat (1995)", "Heat (1995) (2030). Genres: Crime.", "Heat (1995) (2030)"),
     ],
 )  # fmt: skip
 def test_display_title(title: str, text: str, shown: str) -> None:
     assert display_title(title, text) == shown
+
+
+def test_a_bad_top_or_index_is_named(rec: Recommender) -> None:
+    # top=-1 dropped the last reason, 0 said "fits the pattern", 2.5 was a TypeError;
+    # index -1 explained the last item, 10**6 was an IndexError
+    user = rec.adapt([("Toy Story (1995)", 5), ("Heat (1995)", 4)])
+    for top in (-1, 0, 2.5, "2"):
+        with pytest.raises(ConfigError, match="top"):
+            explain(rec, user, ["Aladdin (1992)"], top=top)  # type: ignore[arg-type]
+    for idx in (-1, rec.n_items, 10**6):
+        with pytest.raises(DataError, match=rf"{idx} is not a catalogue index"):
+            explain_indices(rec, user, [idx])
+    assert len(explain(rec, user, ["Aladdin (1992)"], top=1)[0].because) == 1
 
 
 def test_reasons_name_liked_similar_items(rec: Recommender) -> None:

@@ -237,6 +237,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if args.max_items is not None or args.max_episodes is not None:
             flag = "--max-items" if args.max_items is not None else "--max-episodes"
             raise ConfigError(f"{flag}: applies to --protocol p2, not speed")
+        if len(datasets) > 1:  # the others were dropped without a word
+            raise ConfigError("--dataset: --protocol speed runs on one dataset; give one")
         dataset, named = datasets[0]
         if named is not None:
             raise ConfigError("--protocol speed: runs on a known dataset (e.g. ml-100k)")

@@ -215,15 +215,42 @@ def device_name(value: str) -> str:
 
 def check_file_args(args: argparse.Namespace) -> None:
     """Options for your own files given without ``--interactions`` would be ignored:
-    refused, as is ``--interactions`` beside ``--dataset``."""
+    refused, as is ``--interactions`` beside ``--dataset``, and ``--data`` where it would
+    not be read."""
     if getattr(args, "interactions", None):
         if getattr(args, "dataset", None):
             raise ConfigError("give --dataset or --interactions (your own files), not both")
+        if data_or_root(args) is not None:
+            raise ConfigError(
+                "--data: the folder of data sets, or of RecBole atomic files; your own files "
+                "(--interactions) are read from their paths, so it would not be read"
+            )
         return
+    _check_data_is_read(args)
     # --rating-range and --strict also apply to a folder of atomic files
     for flag, attr, default in FILE_ARGS[1:]:
         if attr != "rating_range" and getattr(args, attr, default) != default:
             raise ConfigError(f"{flag}: describes your own files; give --interactions too")
+
+
+def _check_data_is_read(args: argparse.Namespace) -> None:
+    """``--data`` beside ``--dataset`` folders only: a known data set's name with
+    ``--data`` is read from that folder, a folder of one's own is read as itself, so
+    ``--data`` was dropped without a word."""
+    given = getattr(args, "dataset", None)
+    names = [] if not given else [given] if isinstance(given, str) else list(given)
+    data = data_or_root(args)
+    if data is None or not names:
+        return
+    from metarec.data import known_names
+
+    own = [Path(n).expanduser().exists() or Path(n + ".inter").exists() for n in names]
+    if not any(n in known_names() for n in names) and all(own):  # else: "not known"
+        raise ConfigError(
+            f"--data {data}: the folder that holds known data sets ({', '.join(known_names())}"
+            f"); --dataset {names[0]} is a folder or prefix of its own, so --data would not "
+            "be read"
+        )
 
 
 def data_or_root(args: argparse.Namespace) -> str | None:

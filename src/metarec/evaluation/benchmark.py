@@ -745,6 +745,46 @@ def _check_shots(
         )
 
 
+def _check_model_options(
+    algorithms: Sequence[str], seeds: int, max_items: int | None, max_episodes: int | None
+) -> None:
+    """Refuse options that no model of the run reads: the record and its command would
+    carry them (a "-seeds3" report of models fitted once, a --max-episodes that changed
+    nothing)."""
+    if seeds > 1 and not set(META_ALGORITHMS) & set(algorithms):
+        raise ConfigError(
+            f"seeds: bags the meta-learning algorithms ({', '.join(META_ALGORITHMS)}), and "
+            f"this run fits none of them ({', '.join(algorithms)})"
+        )
+    if max_items is not None and not set(EXTRA_ALGORITHMS) & set(algorithms):
+        raise ConfigError(
+            "max_items: applies to the episodic ridge and the stacked ranker (algorithms "
+            f"{', '.join(EXTRA_ALGORITHMS)}), which this run does not fit"
+        )
+    if max_episodes is not None and "stacked" not in algorithms:
+        raise ConfigError(
+            "max_episodes: applies to the stacked ranker (algorithm stacked), which this "
+            "run does not fit"
+        )
+
+
+def _check_validation_users(
+    protocol: str, splits: Sequence[tuple[int | None, Any]], where: Callable[[int | None], str]
+) -> None:
+    """Refuse a P2 split with no validation users before any model is fitted: the
+    meta-learners stop early and the ensemble learns its weights on them, and the run
+    failed after every fit, again on each resume. (P1's groups are checked by
+    :func:`metarec.evaluation.p1.check_p1_groups`.)"""
+    if protocol != "p2":
+        return
+    for fold, split in splits:
+        if not split.validation_users:
+            raise DataError(
+                f"{where(fold)}: no validation users: the meta-learners stop early and the "
+                "ensemble learns its weights on them"
+            )
+
+
 def _check_outputs(out: Path, paths: Sequence[Path]) -> None:
     """Refuse a result file's place taken by a folder before the run, not after every
     model is fitted, when writing it failed with 'Is a directory'."""
@@ -952,6 +992,12 @@ def run_benchmark(
             "overrides: like_threshold is the benchmark's own like_threshold "
             "(--like-threshold), which every model and metric of the run share"
         )
+    if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
+        # it reseeded the metarec networks alone, while the record said seed 0
+        raise ConfigError(
+            "overrides: seed is the benchmark's own seed (--seed, or seed=), which draws "
+            "the splits and seeds every model of the run"
+        )
     for what, names in (("peers", peers), ("algorithms", algorithms), ("shots", shots)):
         if isinstance(names, (str, bytes)):  # list("knn") would be three unknown names
             raise ConfigError(
@@ -974,6 +1020,7 @@ def run_benchmark(
     # checked here, not after every model is fitted
     if not algorithms:
         raise ConfigError("algorithms: the run needs at least one metarec model to judge")
+    _check_model_options(algorithms, seeds, max_items, max_episodes)
     if protocol == "p2" and (not shots or any(not is_whole(k) or k < 0 for k in shots)):
         raise ConfigError(f"shots: support sizes must be whole numbers >= 0, got {list(shots)}")
     base = TrainConfig(seed=seed).with_overrides(list(overrides))
@@ -1075,6 +1122,15 @@ def run_benchmark(
         split_digests = [s.digest() for _, s in drawn]
     if protocol == "p2":
         _check_shots(ds, shots, drawn)
+        _check_validation_users(
+            protocol,
+            drawn,
+            lambda f: (
+                str(split_path(protocol, splits_stem, split_folder, f))
+                if split_folder is not None and splits_stem is not None
+                else f"{ds_name}: the P2 split" + (f" of fold {f}" if f is not None else "")
+            ),
+        )
     del drawn
     name = (
         f"{protocol}-{stem}"

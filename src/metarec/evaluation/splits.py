@@ -118,6 +118,8 @@ class SplitFile:
     def check_rule(self) -> None:
         """The recorded rule can draw users at all (checked before the data is)."""
         low, high = self.rating_bounds()
+        if low < 1:  # as make_p2_split refuses it: a user with no ratings has no task
+            raise DataError(f"min_ratings must be at least 1, got {low}")
         if high is not None and high < low:
             raise DataError(f"min_ratings {low} is above max_ratings {high}")
 
