@@ -867,6 +867,42 @@ def test_reload_swaps_the_model(
     assert new["n_events"] == 1
 
 
+def test_a_reload_to_a_run_that_cannot_take_the_added_items_is_refused(
+    make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
+) -> None:
+    """A run whose encoder cannot encode here was served without every item added through
+    the API (the start-up fallback), and published so to every process: 200, and the
+    items gone. A reload keeps the model that has them."""
+    other = tmp_path / "other-encoder"
+    shutil.copytree(service_run, other)
+    meta = json.loads((other / "recommender.json").read_text())
+    meta["encoder"] = {**meta["encoder"], "type": "nope"}
+    (other / "recommender.json").write_text(json.dumps(meta))
+    live = make_server()
+    with live.client(server_api_key) as c:
+        item = {"item_id": "fresh", "title": "Night Train", "year": 2001}
+        assert c.put("/v1/items", json={"items": [item]}).status_code == 200
+        before = c.get("/ready").json()["model"]
+        r = c.post("/v1/admin/reload", json={"run": str(other)})
+        assert r.status_code == 422, r.text
+        message = r.json()["error"]["message"]
+        assert "cannot take the 1 items added through the API" in message, message
+        assert f"still serving {before}" in message
+        assert c.get("/v1/items/fresh").status_code == 200
+        assert c.get("/ready").json()["model"] == before
+
+
+def test_a_year_0_is_refused_as_the_data_layer_reads_it(
+    live_server: str, server_api_key: str
+) -> None:
+    # taken, and encoded as "Zero Year (0)."; every start then warned that 0 is no year
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+        item = {"item_id": "y0", "title": "Zero Year", "year": 0}
+        r = c.put("/v1/items", json={"items": [item]})
+        assert r.status_code == 422, r.text
+        assert c.get("/v1/items/y0").status_code == 404
+
+
 def test_a_reload_follows_a_link_moved_to_another_run(
     make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
 ) -> None:

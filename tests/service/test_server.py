@@ -69,11 +69,28 @@ def test_serve_on_a_taken_port_exits_2_before_opening_the_store(
 @pytest.mark.parametrize(
     "field, value, needle",
     [
-        ("max_body_bytes", 0, "max_body_bytes: must be > 0, got 0"),
-        ("torch_threads", -1, "torch_threads: must be > 0, got -1"),
+        ("max_body_bytes", 0, "max_body_bytes: must be a whole number > 0, got 0"),
+        ("torch_threads", -1, "torch_threads: must be a whole number > 0, got -1"),
+        # taken: SQLite reads a negative LIMIT as none; nan, 1.5 and True as counts; "10"
+        # was a TypeError
+        ("max_history_returned", -5, "max_history_returned: must be a whole number > 0"),
+        ("max_history_returned", 0, "max_history_returned: must be a whole number > 0"),
+        ("max_k", float("nan"), "max_k: must be a whole number > 0, got nan"),
+        ("max_k", "10", "max_k: must be a whole number > 0, got '10'"),
+        ("cache_size", 1.5, "cache_size: must be a whole number > 0, got 1.5"),
+        ("torch_threads", True, "torch_threads: must be a whole number > 0, got True"),
+        # 100000 failed as "not a readable safetensors file"
+        ("torch_threads", 100_000, "torch_threads: at most 1024, got 100000"),
         ("api_key", "  ", "api key: must not be empty"),
+        ("api_key", 5, "api key: expected text, got int"),  # an AttributeError
+        # HTTP strips a header's spaces and cannot carry a newline: no client could write
+        ("api_key", "secret\n", "api key: has spaces or a line end at its ends"),
+        ("api_key", " secret", "api key: has spaces or a line end at its ends"),
         ("cors_origins", ("notaurl",), "--cors 'notaurl': expected an origin"),
         ("cors_origins", ("https://shop.example/",), "no path"),
+        ("cors_origins", ("http://x.example:99999",), "port 99999 is past 65535"),
+        # walked letter by letter: "--cors 'h'"
+        ("cors_origins", "http://a.example", "cors_origins: expected a tuple of origins"),
         ("device", "gpu", "--device: 'gpu' is not a device"),
     ],
 )
@@ -82,9 +99,21 @@ def test_settings_refuse_what_would_not_work(field: str, value: object, needle: 
         ServiceSettings(run=Path("run"), **{field: value})  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("origin", ["*", "https://shop.example", "http://localhost:3000"])
-def test_settings_take_browser_origins(origin: str) -> None:
-    assert ServiceSettings(run=Path("run"), cors_origins=(origin,)).cors_origins == (origin,)
+@pytest.mark.parametrize(
+    ("origin", "sent"),
+    [
+        ("*", "*"),
+        ("https://shop.example", "https://shop.example"),
+        ("http://localhost:3000", "http://localhost:3000"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        # as a browser sends them: these never matched an Origin header
+        ("https://shop.example:443", "https://shop.example"),
+        ("HTTP://Upper.Example.com:80", "http://upper.example.com"),
+        ("http://shop.example:443", "http://shop.example:443"),
+    ],
+)
+def test_settings_take_browser_origins(origin: str, sent: str) -> None:
+    assert ServiceSettings(run=Path("run"), cors_origins=(origin,)).cors_origins == (sent,)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -136,6 +165,9 @@ def test_load_commands_take_a_device(
     [
         (["--api-key", ""], {}, "--api-key: empty or blank"),
         ([], {"METAREC_API_KEY": " "}, "$METAREC_API_KEY: empty or blank"),
+        # read from a secrets file with its newline: it started, and no client could write
+        ([], {"METAREC_API_KEY": "secret\n"}, "$METAREC_API_KEY: has spaces or a line end"),
+        (["--api-key", "secret "], {}, "--api-key: has spaces or a line end at its ends"),
     ],
 )
 def test_an_empty_api_key_is_refused_not_read_as_none(
@@ -269,3 +301,44 @@ def test_a_stop_passes_the_broad_excepts_of_a_loader() -> None:
             reached.append("caught as an error")
         reached.append("went on loading")
     assert reached == []
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        # a dual-stack socket (--host ::) shows 127.0.0.1 so: its writes were refused
+        ("::ffff:127.0.0.1", True),
+        ("::ffff:10.0.0.1", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+        (None, False),
+    ],
+)
+def test_loopback_clients_are_known_on_any_socket(host: str | None, loopback: bool) -> None:
+    from metarec.service.app import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_the_command_catches_a_sighup_before_its_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGHUP's default ends a process, and the CLI's imports take tenths of a second: a
+    reload asked for as `metarec serve` started stopped it (exit 129)."""
+    import metarec.cli
+    from metarec import launch
+
+    seen: list[object] = []
+    monkeypatch.setattr(
+        metarec.cli, "main", lambda: seen.append(signal.getsignal(signal.SIGHUP)) or 0
+    )
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        for argv, caught in (["metarec", "train"], False), (["metarec", "serve", "run"], True):
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            monkeypatch.setattr(sys, "argv", argv)
+            assert launch.main() == 0
+            assert (seen[-1] is not signal.SIG_DFL) is caught, argv
+    finally:
+        signal.signal(signal.SIGHUP, before)

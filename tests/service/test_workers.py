@@ -121,6 +121,11 @@ def test_two_workers_share_the_port_and_stay_in_step(workers: Workers) -> None:
     workers.proc.send_signal(signal.SIGHUP)
     workers.wait_for(r"SIGHUP: now serving", count=2)
 
+    # kill -USR1 on a worker writes its stacks and leaves it serving (it ended it)
+    os.kill(pid_b, signal.SIGUSR1)
+    workers.wait_for(r"Thread 0x[0-9a-f]+ \(most recent call first\)")
+    assert alive(pid_b)
+
     # a worker that dies is replaced; the port never stops answering
     os.kill(pid_a, signal.SIGKILL)
     workers.wait_for(rf"worker {pid_a} exited with code -9; starting another")

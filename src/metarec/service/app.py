@@ -86,9 +86,14 @@ WRITE_ERRORS = _errors(401, 403, 413, 415, 503)
 
 def is_loopback(host: str | None) -> bool:
     try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
+        addr = ipaddress.ip_address(host) if host is not None else None
     except ValueError:
         return host == "localhost"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        # a dual-stack socket (--host ::) shows 127.0.0.1 as ::ffff:127.0.0.1, which
+        # Python before 3.13 does not call loopback: its writes were refused
+        addr = addr.ipv4_mapped
+    return addr is not None and addr.is_loopback
 
 
 class ApiKeyGuard:
@@ -262,8 +267,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 # from what the store records (another process may have reloaded), and
                 # a link moved to another folder: every process on the store follows
                 holder.sync(wait=True)
-                served = holder.load(holder.current.run, announce="if_moved")
-                metrics.count_reload()
+                current = holder.current
+                # replacing: an admin reload that lands during this load has read the run
+                # and store afresh; swapping after it served, and published, the old run
+                served = holder.load(current.run, announce="if_moved", replacing=current)
+                if served is not current:
+                    metrics.count_reload()
                 log.info("SIGHUP: now serving %s", served.name)
             except Exception:
                 log.exception("SIGHUP reload failed; still serving the previous model")

@@ -253,7 +253,7 @@ class ItemIn(_Strict):
     title: Title
     text: Text | None = Field(None, description="free description, appended to the encoder text")
     genres: GenreList | Genres | None = None
-    year: Annotated[int, Field(ge=0, le=9999)] | None = None
+    year: Annotated[int, Field(ge=1, le=9999)] | None = None  # 0 is no year to the data layer
 
     _year_a_number = field_validator("year", mode="before")(_a_number)
 

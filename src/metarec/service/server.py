@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import logging
 import multiprocessing
 import os
@@ -181,6 +182,10 @@ def _worker(settings: ServiceSettings, sock: socket.socket, report: Any, supervi
     # stops the workers with SIGTERM (a second signal would make uvicorn drop requests)
     os.setpgrp()
     catch_early_sighup()
+    # `kill -USR1` dumps its stacks, as the supervisor's (README): the default ended the
+    # worker, the process most likely to hang
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     _configure_logging()
     _stop_with(supervisor)
     try:

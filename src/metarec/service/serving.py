@@ -371,9 +371,17 @@ class ModelHolder:
                 try:
                     added, updated = apply_items(rec, frame, encode(rec, frame))
                 except MetarecError as exc:
-                    # items this model cannot take (a run of another encoder, say) would
-                    # stop every start from now on: serve the run without them, loudly,
-                    # read afresh, as a failure part way may have changed some members
+                    if self._current is not None and announce != "never":
+                        # a reload or SIGHUP: keep serving the model that has them (this
+                        # one, published, dropped them for every process)
+                        raise ModelError(
+                            f"{name} cannot take the {len(frame)} items added through the "
+                            f"API ({exc}); still serving {self._current.name}"
+                        ) from None
+                    # at a start, items this model cannot take (a run of another
+                    # encoder, say) would stop every start from now on: serve the run
+                    # without them, loudly, read afresh, as a failure part way may have
+                    # changed some members
                     log.error("the %d stored items left out: %s", len(frame), exc)
                     rec, rows = load_run(path, device=self.device), []
             if foldable(rec):

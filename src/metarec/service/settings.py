@@ -14,11 +14,13 @@ from pathlib import Path
 
 from metarec.device import resolve_device
 from metarec.errors import ConfigError
+from metarec.values import is_whole
 
 DEFAULT_DB_FILE = "metarec-feedback.db"
 API_KEY_ENV = "METAREC_API_KEY"
 ORIGIN = re.compile(
-    r"https?://[A-Za-z0-9.\-]+(?::\d{1,5})?|https?://\[[0-9A-Fa-f:]+\](?::\d{1,5})?"
+    r"https?://[A-Za-z0-9.\-]+(?::\d{1,5})?|https?://\[[0-9A-Fa-f:]+\](?::\d{1,5})?",
+    re.IGNORECASE,  # a browser sends "http", and this is made so (browser_origin)
 )
 
 
@@ -62,23 +64,29 @@ class ServiceSettings:
             "max_items_per_request",
             "max_k",
             "max_search_results",
+            "max_history_returned",  # SQLite reads a negative LIMIT as none
             "cache_size",
             "torch_threads",
         ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ConfigError("api key: must not be empty or blank")
+            value = getattr(self, name)
+            # "10" was a TypeError, nan and 1.5 were taken
+            if not is_whole(value) or value <= 0:
+                raise ConfigError(f"{name}: must be a whole number > 0, got {value!r:.40}")
+        if self.torch_threads > MAX_TORCH_THREADS:  # 100000 failed as an unreadable run
+            raise ConfigError(
+                f"torch_threads: at most {MAX_TORCH_THREADS}, got {self.torch_threads}"
+            )
+        if self.api_key is not None:
+            check_api_key(self.api_key, "api key")
         if self.device is not None:  # a device this machine lacks fails before the store opens
             resolve_device(self.device, "--device")
-        for origin in self.cors_origins:
-            # a browser sends its Origin as scheme://host[:port], so anything else
-            # (a path, a bare host) would silently never match
-            if origin != "*" and not ORIGIN.fullmatch(origin):
-                raise ConfigError(
-                    f"--cors {origin!r}: expected an origin such as https://shop.example.com "
-                    "or http://localhost:3000 (scheme, host, optional port; no path), or *"
-                )
+        if isinstance(self.cors_origins, str) or not isinstance(self.cors_origins, tuple):
+            # a string was read letter by letter ("--cors 'h'")
+            raise ConfigError(
+                f"cors_origins: expected a tuple of origins, got {self.cors_origins!r:.60}"
+            )
+        # as a browser writes them, which is what the CORS check compares
+        object.__setattr__(self, "cors_origins", tuple(map(browser_origin, self.cors_origins)))
 
     @staticmethod
     def key_from_env(explicit: str | None) -> str | None:
@@ -98,4 +106,48 @@ class ServiceSettings:
                 f"{where}: empty or blank; give a key, or leave {where} out to serve "
                 "without one" + ("" if where == "--api-key" else f" (unset {API_KEY_ENV})")
             )
-        return key
+        return check_api_key(key, where)
+
+
+# far past any machine's cores: 100000 threads failed as "not a readable safetensors file"
+MAX_TORCH_THREADS = 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def check_api_key(key: object, where: str) -> str:
+    """``key`` if a client can send it in ``X-API-Key``, else a ConfigError naming
+    ``where``: HTTP strips spaces and tabs around a header's value and cannot carry a
+    line end, so a key read from a file with its newline started a server no client
+    could write to."""
+    if not isinstance(key, str):
+        raise ConfigError(f"{where}: expected text, got {type(key).__name__}")
+    if not key.strip():
+        raise ConfigError(f"{where}: must not be empty or blank")
+    if key != key.strip() or any(not c.isprintable() for c in key):
+        raise ConfigError(
+            f"{where}: has spaces or a line end at its ends, or a control character, "
+            "which no HTTP header can carry; remove them (a key read from a file keeps "
+            "its newline)"
+        )
+    return key
+
+
+def browser_origin(origin: object) -> str:
+    """``origin`` as a browser sends it in ``Origin`` (host in lower case, no default
+    port), or a ConfigError: the CORS check compares the two as text, so
+    ``https://Shop.example.com:443`` never matched, and neither did a path or a bare
+    host."""
+    if origin == "*":
+        return "*"
+    if not isinstance(origin, str) or not ORIGIN.fullmatch(origin):
+        raise ConfigError(
+            f"--cors {origin!r}: expected an origin such as https://shop.example.com "
+            "or http://localhost:3000 (scheme, host, optional port; no path), or *"
+        )
+    scheme, rest = origin.split("://", 1)
+    host, _, port = rest.rpartition(":") if rest.rsplit("]", 1)[-1].count(":") else (rest, "", "")
+    if port and int(port) > 65535:
+        raise ConfigError(f"--cors {origin!r}: port {port} is past 65535")
+    if port and int(port) == _DEFAULT_PORTS[scheme.lower()]:
+        port = ""
+    return f"{scheme.lower()}://{host.lower()}" + (f":{int(port)}" if port else "")

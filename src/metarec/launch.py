@@ -1,0 +1,24 @@
+"""The ``metarec`` command's entry point, kept apart from :mod:`metarec.cli`.
+
+A SIGHUP ends a process by default, and importing the CLI's command modules takes a
+few tenths of a second: a reload asked for as ``metarec serve`` started (a
+``systemctl reload`` right after a start) stopped the service. Here, before those
+imports, ``serve`` starts remembering a SIGHUP (:mod:`metarec.service.early_sighup`,
+which imports nothing), for the server to act on once it serves.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+
+def main() -> int:
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command == "serve" and threading.current_thread() is threading.main_thread():
+        from metarec.service.early_sighup import catch_early_sighup
+
+        catch_early_sighup()
+    from metarec.cli import main as run_command
+
+    return run_command()
