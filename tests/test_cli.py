@@ -587,13 +587,19 @@ def test_an_interrupt_says_what_resumes(
     from metarec.cli import benchmarking
 
     def interrupted(args: Any) -> int:
-        raise KeyboardInterrupt
+        stop = KeyboardInterrupt()
+        # as RunStore says where (add_note from Python 3.11)
+        vars(stop)["__notes__"] = ["kept in /runs/.p2-ml-100k-5fold.partial"]
+        raise stop
 
     monkeypatch.setattr(benchmarking, "cmd_benchmark", interrupted)
     monkeypatch.setattr(benchmarking, "cmd_report", interrupted)
     res = cli("benchmark", "--protocol", "p2", "--folds", "5")
     assert res.returncode == 130
-    assert "resume at the model it was fitting" in res.stderr
+    assert "resume at the model it was fitting (finished folds and models are kept in " in (
+        res.stderr
+    )
+    assert "/runs/.p2-ml-100k-5fold.partial/)" in res.stderr
     res = cli("report", "x.json")  # nothing to resume: no promise
     assert (res.returncode, res.stderr.strip()) == (130, "metarec: interrupted")
     # the speed benchmark keeps nothing (one process's timings), so promises nothing

@@ -336,6 +336,13 @@ def retrain(
     run, out = Path(run).resolve(), Path(out).resolve()
     if out == run:
         raise ConfigError(f"out: {out} must differ from the run being retrained")
+    if run in out.parents or out in run.parents:
+        # a run nested in the served one (or the served one in the new): a copy or
+        # removal of either takes the other along
+        raise ConfigError(
+            f"out: {out} is {'inside' if run in out.parents else 'around'} the run being "
+            f"retrained ({run}); give a folder beside it"
+        )
     if not np.isfinite(tolerance):
         raise ConfigError(f"tolerance: must be a finite MAE difference, got {tolerance}")
     # a second retrain into the same --out would pass the check below as well, and

@@ -289,8 +289,11 @@ def test_split_files_are_written_with_the_report_not_before(
     # seed 1, interrupted in its last fold: the folder still holds seed 0's report and
     # seed 0's split files, which --splits would read as that report's
     stop_at_bias(folds)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         benchmark.run_benchmark("p2", ds, out=out, folds=folds, seed=1, **TINY_RUN)
+    # where its progress is, for the command to say (it said "OUT/.NAME.partial/")
+    partial = out / (".p2-tiny-seed1" + (f"-{folds}fold" if folds > 1 else "") + ".partial")
+    assert stopped.value.__notes__ == [f"kept in {partial}"] and partial.is_dir()
     seeded = [split_file_name("p2", "tiny-seed1", f) for f in fold_ids]
     assert not any((out / n).exists() for n in seeded)
     assert {n: (out / n).read_bytes() for n in names} == seed0

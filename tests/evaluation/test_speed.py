@@ -90,3 +90,12 @@ def test_int8_variant_quantises_quietly_and_degrades_without_the_api(
     torch.testing.assert_close(y, model(x), atol=0.05, rtol=0.1)  # int8 weights: close, not equal
     monkeypatch.delattr(torch.ao.quantization, "quantize_dynamic")
     assert int8_variant(model) is None
+
+
+def test_a_record_of_other_data_or_seed_is_named_by_them() -> None:
+    # a run on ml-1m replaced ml-100k's speed.json without a word
+    from metarec.evaluation.speed import speed_stem
+
+    assert speed_stem("ml-100k", 0) == "speed"  # the README's table
+    assert speed_stem("ml-1m", 0) == "speed-ml-1m"
+    assert speed_stem("ml-100k", 3) == "speed-ml-100k-seed3"

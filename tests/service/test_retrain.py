@@ -353,6 +353,9 @@ def test_retrain_names_its_parameters_to_python_and_its_flags_at_the_shell(
     FeedbackStore(db).close()
     cases = [
         ({"out": service_run}, "out: ", "--out: "),
+        # a run nested in the served one was accepted
+        ({"out": service_run / "retrained"}, "out: ", "--out: "),
+        ({"out": service_run.parent}, "out: ", "--out: "),
         ({"out": tmp_path / "new", "tolerance": float("nan")}, "tolerance: ", "--tolerance: "),
         ({"out": tmp_path / "new"}, "db_url: no feedback", "--db: no feedback"),
     ]

@@ -342,3 +342,30 @@ def test_the_command_catches_a_sighup_before_its_imports(monkeypatch: pytest.Mon
             assert (seen[-1] is not signal.SIG_DFL) is caught, argv
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("bogus://x", "unsupported database 'bogus'"),
+        ("sqlite://", "the SQLite store must be a file"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_a_store_url_no_store_takes_is_refused_before_the_run_loads(
+    service_run: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    needle: str,
+) -> None:
+    # refused only after the model had loaded (seconds, minutes for a large run)
+    from metarec.service import server
+
+    def loaded(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the run was loaded before the store URL was checked")
+
+    monkeypatch.setattr(server, "serve", loaded)
+    res = cli("serve", str(service_run), "--db", url, "--port", "0")
+    assert res.returncode == 2, res.stderr
+    assert needle in res.stderr, res.stderr

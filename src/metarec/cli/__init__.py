@@ -47,8 +47,7 @@ _RESUMES = {
     # an interruption while encoding has no checkpoint yet to resume from
     "train": "; run the same command again to resume from the last finished epoch, if any",
     "quickstart": "; run the same command again to resume from the last finished epoch, if any",
-    "benchmark": "; run the same command again to resume at the model it was fitting "
-    "(finished folds and models are kept in OUT/.NAME.partial/)",
+    "benchmark": "; run the same command again to resume at the model it was fitting",
 }
 
 
@@ -169,6 +168,13 @@ def _run(args: argparse.Namespace) -> int:
         # the speed benchmark keeps nothing: its measures are of one uninterrupted process
         speed = args.command == "benchmark" and getattr(args, "protocol", None) == "speed"
         resumes = "" if speed else _RESUMES.get(args.command, "")
+        notes = getattr(exc, "__notes__", ())
+        if resumes and notes:  # a benchmark's folder of finished folds and models
+            from metarec.evaluation.run_store import KEPT_NOTE
+
+            kept = [n for n in notes if n.startswith(KEPT_NOTE)]
+            if kept:
+                resumes += f" (finished folds and models are {kept[0]}/)"
         print(f"\nmetarec: {stopped}{resumes}", file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
     except BrokenPipeError:

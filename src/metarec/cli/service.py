@@ -101,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from metarec.ensemble_run import run_kind
     from metarec.service.server import check_workers, serve
     from metarec.service.settings import ServiceSettings, default_db_url
+    from metarec.service.store import check_db_url
 
     check_workers(args.workers)
     run_kind(args.run)  # a bad folder fails before the feedback store is created
@@ -117,6 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             torch_threads=args.torch_threads,
             device=args.device,
         )
+    check_db_url(settings.db_url)  # before the run loads: "bogus://x" was refused after it
     serve(settings, host=args.host, port=args.port, workers=args.workers)
     # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:
     # a clean stop, so 0, as uvicorn and gunicorn exit (not 130 like an interrupted job)

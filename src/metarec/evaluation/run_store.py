@@ -52,6 +52,10 @@ ELAPSED = "elapsed.json"
 BOOKKEEPING = {"key.json", ELAPSED}  # not progress: a run that kept only these kept nothing
 
 
+# the note an interrupted run's KeyboardInterrupt carries: the folder its progress is in
+KEPT_NOTE = "kept in "
+
+
 class RunStore:
     def __init__(self, out: Path, name: str, key: dict[str, Any]) -> None:
         self.dir = Path(out) / f".{name}.partial"
@@ -153,6 +157,10 @@ class RunStore:
             elif self.dir.exists():
                 spent = self.earlier_s + time.perf_counter() - began
                 save_json(self.dir / ELAPSED, {"seconds": spent})
+                if isinstance(exc, KeyboardInterrupt):
+                    # where, for the command's closing words (it said "OUT/.NAME.partial/")
+                    # (add_note, but Python 3.10 lacks it; 3.11's keeps notes there too)
+                    vars(exc).setdefault("__notes__", []).append(f"{KEPT_NOTE}{self.dir}")
             raise
 
     def _earlier_seconds(self) -> float:

@@ -231,7 +231,8 @@ def run_speed_benchmark(
     max_train_users: int | None = None,
     train_epochs: int = 3,
 ) -> dict[str, Any]:
-    """Measure and write ``speed.json``/``speed.md``; ``max_train_users`` shrinks the
+    """Measure and write ``speed.json``/``speed.md`` (named by :func:`speed_stem`);
+    ``max_train_users`` shrinks the
     training set (tests), which changes the training figures, not the per-user ones."""
     from metarec.data import load_dataset
     from metarec.evaluation.machine import machine_info
@@ -472,9 +473,20 @@ def run_speed_benchmark(
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_json(out / "speed.json", record)
-    write_bytes_atomic(out / "speed.md", speed_markdown(record).encode())
+    stem = speed_stem(dataset, seed)
+    save_json(out / f"{stem}.json", record)
+    write_bytes_atomic(out / f"{stem}.md", speed_markdown(record).encode())
+    log(f"wrote {out / stem}.json, .md")
     return record
+
+
+def speed_stem(dataset: str, seed: int) -> str:
+    """The record's file name without its suffix: ``speed`` for ml-100k with seed 0 (the
+    README's table), else with the data set and seed in it, as the protocols' reports
+    are named: a run on ml-1m replaced ml-100k's record without a word."""
+    if dataset == "ml-100k" and seed == 0:
+        return "speed"
+    return f"speed-{dataset}" + (f"-seed{seed}" if seed else "")
 
 
 def _p99(row: dict[str, Any]) -> str:

@@ -48,7 +48,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
@@ -303,7 +303,10 @@ POSTGRES_WAITS = {
 }
 
 
-def make_engine(url: str) -> Engine:
+def check_db_url(url: str) -> URL:
+    """``url`` parsed, or a ConfigError naming it unless it is a SQLite file or a
+    PostgreSQL database: what ``serve`` checks before loading the run (a bogus URL was
+    refused only after the model had loaded)."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -316,6 +319,18 @@ def make_engine(url: str) -> Engine:
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ConfigError(f"--db {url!r}: the SQLite store must be a file (sqlite:///path.db)")
+    elif backend != "postgresql":
+        raise ConfigError(
+            f"--db {url!r}: unsupported database {backend!r}; use sqlite or postgresql"
+        )
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    parsed = check_db_url(url)
+    url = normalise_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         engine = create_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
@@ -341,7 +356,7 @@ def make_engine(url: str) -> Engine:
             )
         except ModuleNotFoundError:
             raise ConfigError("PostgreSQL needs psycopg: pip install 'metarec[postgres]'") from None
-    raise ConfigError(f"--db {url!r}: unsupported database {backend!r}; use sqlite or postgresql")
+    raise AssertionError(backend)  # check_db_url refused any other
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
