@@ -61,6 +61,24 @@ def test_split_round_trips_through_json(ds, tmp_path: Path) -> None:
         P2Split.load(tmp_path / "bad.json", ds)
 
 
+def test_without_timestamps_the_runs_seed_draws_the_support(ds) -> None:
+    # every seed drew seed 0's supports
+    split = make_p2_split(ds, seed=0)
+    index = {item: i for i, item in enumerate(ds.items["item_id"].astype(str))}
+    frame = split.frames["test"].drop(columns="timestamp")
+
+    def supports(seed: int) -> list[list[int]]:
+        return [t.support_items.tolist() for t in shot_tasks(frame, index, 5, seed=seed)[0]]
+
+    assert supports(3) == supports(3) != supports(0)
+    timed = split.frames["test"]  # by time, the seed plays no part
+    assert [t.support_items.tolist() for t in shot_tasks(timed, index, 5, seed=3)[0]] == [
+        t.support_items.tolist() for t in shot_tasks(timed, index, 5)[0]
+    ]
+    with pytest.raises(ConfigError, match="shot_tasks: seed: must be a whole number >= 0"):
+        shot_tasks(frame, index, 5, seed=-1)
+
+
 def test_shot_tasks_refuses_what_is_not_a_support_size(ds) -> None:
     split = make_p2_split(ds, seed=0)
     index = {item: i for i, item in enumerate(ds.items["item_id"].astype(str))}

@@ -393,6 +393,7 @@ def _fold_run(
             ds.users,
             shots=shots,
             like_threshold=like_threshold,
+            seed=seed,
         )
 
     parts: list[dict[str, Any]] = []
@@ -604,6 +605,7 @@ def ab_challenger(
             ds.users,
             shots=[AB_SUPPORT],
             like_threshold=like_threshold,
+            seed=split.seed,
         )
         scored = result["summary"].get(str(AB_SUPPORT), {})
         users = _n_scored(result["per_user"]).get(str(AB_SUPPORT), 0)

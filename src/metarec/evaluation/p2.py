@@ -138,9 +138,12 @@ def _frames(inter: pd.DataFrame, split: P2Split) -> dict[str, pd.DataFrame]:
 
 
 def shot_tasks(
-    frame: pd.DataFrame, index: Mapping[str, int], k: int
+    frame: pd.DataFrame, index: Mapping[str, int], k: int, *, seed: int = 0
 ) -> tuple[list[Task], list[str]]:
-    """One task per user: support = first ``k`` ratings by time, query = the rest."""
+    """One task per user: support = first ``k`` ratings by time, query = the rest. A user
+    without timestamps has them in an order drawn by ``seed`` and the user's id (the
+    run's seed: every seed drew seed 0's)."""
+    check_seed(seed, "shot_tasks: seed")
     # k = -1 would slice off the last rating as the query, silently: not a support size
     if not is_whole(k) or k < 0:
         raise ConfigError(f"shot_tasks: k must be a whole number >= 0 (0: zero-shot), got {k!r}")
@@ -166,7 +169,7 @@ def shot_tasks(
     tasks, ids = [], []
     for row in range(len(ur)):
         # the stream shuffles only a user with no timestamps
-        items, ratings = ordered(*ur.history(row), "time", user_stream(0, ur.user_ids[row]))
+        items, ratings = ordered(*ur.history(row), "time", user_stream(seed, ur.user_ids[row]))
         if len(items) <= k:
             continue
         tasks.append(Task(row, items[:k], ratings[:k], items[k:], ratings[k:]))
@@ -183,15 +186,17 @@ def evaluate_p2(
     shots: Sequence[int] = SHOTS,
     k: int = TOP_K,
     like_threshold: float = 4.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """``{"summary": {K: {model: {metric: mean}}}, "per_user": {K: {model: {metric: [..]}}},
-    "n_users": {K: n}}`` — K as a string key (JSON)."""
+    "n_users": {K: n}}`` — K as a string key (JSON). ``seed``: the order of a user
+    without timestamps (:func:`shot_tasks`)."""
     summary: dict[str, dict[str, dict[str, float]]] = {}
     per_user: dict[str, dict[str, dict[str, list[float]]]] = {}
     n_users: dict[str, int] = {}
     n_items = len(index)
     for shot in shots:
-        tasks, ids = shot_tasks(frame, index, shot)
+        tasks, ids = shot_tasks(frame, index, shot, seed=seed)
         key = str(shot)
         n_users[key] = len(tasks)
         if not tasks:
