@@ -274,7 +274,9 @@ def test_serve_names_the_flag_a_bad_setting_came_from(
 ) -> None:
     for flag, value in (("--max-batch", "-1"), ("--torch-threads", "0"), ("--cache-size", "0")):
         assert main(["serve", str(run), flag, value]) == 2
-        assert f"{flag}: must be > 0, got {value}" in _error_line(capsys.readouterr().err)
+        assert f"{flag}: must be a whole number > 0, got {value}" in _error_line(
+            capsys.readouterr().err
+        )
 
 
 @pytest.mark.parametrize("command", ["recommend", "serve", "ensemble"])

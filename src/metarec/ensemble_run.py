@@ -356,7 +356,9 @@ class EnsembleRecommender(TopK):
         from metarec.peers.knn import ContentKNN
         from metarec.peers.popularity import Popularity
 
-        # the ranking models take new items (ranked last until retraining)
+        # the ranking models take new items (ranked last until retraining). MeLU is left
+        # out though it takes new items with a year or genres: an updated item changes
+        # its text and LM vectors only, and MeLU would go on scoring its old features
         ok = (MetaModel, ContentKNN, Popularity, Bias, EpisodicLinear, StackedRanker)
         refusing = [n for n, m in self.ensemble.members.items() if not isinstance(m, ok)]
         if refusing:

@@ -239,10 +239,13 @@ class Growing(Constant):
 
 
 def test_new_items_are_refused_when_a_member_cannot_score_them() -> None:
-    ens = Ensemble({"grows": Growing(), "b": Constant()})
+    grows = Growing()
+    ens = Ensemble({"grows": grows, "b": Constant()})
     with pytest.raises(UnsupportedError, match="cannot score new items"):
         ens.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 2), np.float32))
     assert ens.members["grows"].n_items == N_ITEMS  # nothing half-added
+    # the caller's member too (it kept the item, while the ensemble held a copy)
+    assert ens.members["grows"] is grows and grows.n_items == N_ITEMS
     both = Ensemble({"a": Growing(), "b": Growing()})
     both.add_items(pd.DataFrame({"item_id": ["new"]}), np.zeros((1, 2), np.float32))
     assert both.n_items == N_ITEMS + 1

@@ -339,7 +339,8 @@ class Ensemble(ScoringModel):
         ]
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
-        """All members take the new items, or none does (the ensemble is left as it was)."""
+        """All members take the new items, or none does (the ensemble and its members
+        are left as they were)."""
         before = copy.deepcopy(self.members)
         refusing = []
         try:
@@ -351,14 +352,22 @@ class Ensemble(ScoringModel):
         except BaseException:
             # any other failure (a repeated id, wrong vectors) may come after some members
             # took the items: put every member back so the catalogues stay aligned
-            self.members = before
+            self._restore(before)
             raise
         if refusing:
-            self.members = before
+            self._restore(before)
             raise UnsupportedError(
                 f"{self.name}: members {refusing} cannot score new items; drop them from the "
                 "ensemble or use text-aware members only"
             )
+
+    def _restore(self, before: dict[str, ScoringModel]) -> None:
+        """Each member object back to its state in ``before`` (deep copies), in place: the
+        caller's objects (and an EnsembleRecommender's primary run) are these ones, and
+        swapping in the copies left the caller's members holding the new items."""
+        for name, model in self.members.items():
+            vars(model).clear()
+            vars(model).update(vars(before[name]))
 
     def weight_table(self) -> dict[str, dict[str, float]]:
         """``{"K>=b": {member: weight}}`` — what the report prints."""
