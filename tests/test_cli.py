@@ -946,12 +946,13 @@ def test_a_final_save_that_fails_leaves_no_run_files_and_says_the_checkpoint_is_
 ) -> None:
     # a full disk at the last write left config.json and split.json, which read as a
     # run, beside no model, and no word that running again would resume
+    import metarec.run_folder
     from metarec.recommender import Recommender
 
-    def disk_full(self: Recommender, out: Path) -> Path:
+    def disk_full(rec: Recommender, out: Path) -> Path:
         raise OSError(28, "No space left on device", str(out / "model.safetensors"))
 
-    monkeypatch.setattr(Recommender, "save", disk_full)
+    monkeypatch.setattr(metarec.run_folder, "write_run", disk_full)  # what train writes with
     out = tmp_path / "run"
     proc = cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(out))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

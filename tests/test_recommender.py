@@ -293,6 +293,37 @@ def test_save_refuses_before_writing_anything(fitted: Recommender, tmp_path: Pat
         fitted.save("")  # the working folder, silently, before
 
 
+def test_save_leaves_no_other_models_records_and_no_run_where_it_is_not_read(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    from metarec.errors import BusyError
+    from metarec.locks import exclusive
+
+    run = fitted.save(tmp_path / "run")
+    records = {"split.json": "{}", "trained-users.json": '{"users": []}', "metrics.json": "{}"}
+    for name, text in records.items():
+        (run / name).write_text(text)
+    # the same model saved back (loaded, changed, saved): its records stay
+    Recommender.load(run).save(run)
+    assert all((run / name).exists() for name in records)
+    # another model: evaluate judged it on a split it had trained on
+    other = Recommender.load(run)
+    other.metadata["dataset"] = "another"
+    with pytest.warns(UserWarning, match=r"removed metrics\.json, split\.json, trained-users\."):
+        other.save(run)
+    assert not any((run / name).exists() for name in records)
+    # an ensemble's folder, which every load opens as the ensemble
+    (tmp_path / "ens").mkdir()
+    (tmp_path / "ens" / "ensemble.json").write_text("{}")
+    with pytest.raises(ModelError, match="holds an ensemble; not writing a run into it"):
+        fitted.save(tmp_path / "ens")
+    assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == ["ensemble.json"]
+    # a training run writing there holds the folder
+    with exclusive(tmp_path / "busy", "wait"), pytest.raises(BusyError):
+        fitted.save(tmp_path / "busy")
+    assert not (tmp_path / "busy" / "recommender.json").exists()
+
+
 def test_wrong_kinds_of_arguments_are_named(fitted: Recommender, tmp_path: Path) -> None:
     user = fitted.adapt([("Toy Story (1995)", 5)])
     for call, needle in [
@@ -1491,10 +1522,12 @@ def test_a_failed_train_save_leaves_no_old_run_beside_the_new_users(
     metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
                   progress=False)  # fmt: skip
 
-    def full_disk(self: Recommender, directory: object) -> None:
+    def full_disk(rec: Recommender, directory: object) -> None:
         raise ModelError(f"{directory}: not saved: No space left on device")
 
-    monkeypatch.setattr(Recommender, "save", full_disk)
+    import metarec.run_folder
+
+    monkeypatch.setattr(metarec.run_folder, "write_run", full_disk)  # what train writes with
     with pytest.raises(ModelError, match="No space left"):
         metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
                       progress=False)  # fmt: skip

@@ -376,11 +376,13 @@ def train(
             metadata={"dataset": dataset.name, **_spec_metadata(dataset)},
         )
         if run_dir is not None:
+            from metarec.run_folder import write_run
+
             clear_for_new_model(run_dir, has_split=False)
             # as `metarec train` writes it: the folder says how to train its model again
             save_json(Path(run_dir) / "config.json", cfg.to_dict())
             seen = {*fit_rows["user_id"].unique(), *val_rows["user_id"].unique()}
             save_trained_users(run_dir, seen)
-            rec.save(run_dir)
+            write_run(rec, run_dir)  # under the lock held here, beside the records just written
             remove_orphan_temps(run_dir)  # a kill during an earlier save; the lock is ours
     return rec

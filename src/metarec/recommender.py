@@ -58,7 +58,7 @@ from metarec.models.base import check_steps, check_tasks, check_whole
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
 from metarec.ranking import TopK, item_keys, seen_indices
-from metarec.run_folder import FORMAT_VERSION, build_learner, read_run, write_run
+from metarec.run_folder import FORMAT_VERSION, build_learner, read_run, save_run
 
 # the checks and the run-folder names lived here before they had modules of their
 # own, and code outside metarec (the tests among it) still imports them from here
@@ -800,7 +800,7 @@ class Recommender(TopK):
         ``recommender.json``, without which the folder holds no run, goes first and comes
         back last: an interrupted save over an earlier run leaves no run, never the new
         model's tensors beside the old one's description."""
-        return write_run(self, directory)
+        return save_run(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None) -> Recommender:

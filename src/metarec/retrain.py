@@ -528,10 +528,11 @@ def _write_new_run(
     """The retrained run's files: the model, its config, the retrain's verdict and the
     users it was judged on, so the next round of the loop is judged on the same ones."""
     from metarec.io import jsonable, save_json
+    from metarec.run_folder import write_run
     from metarec.trained_users import save_trained_users
 
     save_trained_users(folder, trained)
-    new.save(folder)
+    write_run(new, folder)  # under retrain's lock on --out
     save_json(folder / "config.json", cfg.to_dict())
     save_json(
         folder / "retrain.json",

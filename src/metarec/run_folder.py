@@ -29,7 +29,7 @@ from metarec.data.features import UserFeatureEncoder
 from metarec.data.schema import check_like_threshold
 from metarec.data.spec import check_recorded
 from metarec.device import device_available, resolve_device
-from metarec.errors import ConfigError, DataError, ModelError
+from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 from metarec.io import (
     check_tensors_like,
     json_bytes,
@@ -40,10 +40,11 @@ from metarec.io import (
     save_tensors,
     write_bytes_atomic,
 )
-from metarec.locks import holder, lock_path
+from metarec.locks import exclusive, holder, lock_path
 from metarec.meta.learner import MetaLearner
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
+from metarec.trained_users import SPLIT, TRAINED_USERS
 from metarec.values import as_scale, is_whole
 
 if TYPE_CHECKING:
@@ -53,9 +54,52 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 
 
-def write_run(rec: Recommender, directory: str | Path) -> Path:
-    """:meth:`Recommender.save`: everything that can refuse is checked before a byte is
-    written, and ``recommender.json`` is removed first and written last."""
+def save_run(rec: Recommender, directory: str | Path) -> Path:
+    """:meth:`Recommender.save`: :func:`write_run` under the folder's writer lock (a
+    training run writing there refuses it, as it refuses another training run), never
+    into an ensemble's folder, and without the records of another model.
+
+    The records of the model a folder held (``split.json``, ``trained-users.json``,
+    ``metrics.json``, ``config.json``) stay only where that model is this one: the
+    folder's ``recommender.json`` has this model's metadata and training config (a run
+    loaded, changed and saved back). Kept beside another model, ``evaluate`` judged it
+    on the held-out users of a split it had trained on."""
+    from metarec.models.persist import MANIFEST, MODEL_MANIFEST
+
+    out = _save_target(directory)
+    for manifest, what in ((MANIFEST, "an ensemble"), (MODEL_MANIFEST, "a saved model")):
+        if (out / manifest).is_file():  # loading the folder opens that, never this run
+            raise ModelError(f"{out}: holds {what}; not writing a run into it")
+    with exclusive(out, "wait for it to finish, or save into another folder"):
+        _drop_other_models_records(rec, out)
+        return write_run(rec, out)
+
+
+def _drop_other_models_records(rec: Recommender, out: Path) -> None:
+    records = ["metrics.json", "config.json", SPLIT, TRAINED_USERS]
+    present = [name for name in records if (out / name).is_file()]
+    if not present:
+        return
+    try:
+        held = load_json(out / "recommender.json")
+        same = held.get("metadata") == rec.metadata and held.get("config") == rec.cfg.to_dict()
+    except (OSError, ValueError, AttributeError, MetarecError):
+        same = False
+    if same:
+        return
+    for name in present:
+        (out / name).unlink(missing_ok=True)
+    warnings.warn(
+        f"{out}: removed {', '.join(present)}, the records of the model saved there "
+        "before, which do not describe this one",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _save_target(directory: object) -> Path:
+    """``directory`` as the folder a run is saved into, or an error naming what is wrong
+    with it (checked before any lock is taken or byte written)."""
     if not isinstance(directory, (str, os.PathLike)) or not str(directory).strip():
         # "" would be the working folder: a run spilled among whatever is there
         raise DataError(f"save: expected a folder path, got {directory!r:.60}")
@@ -74,6 +118,15 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
         raise ModelError(f"{out}: is a file; save needs a run folder")
     if not above.is_dir():
         raise ModelError(f"{out}: {above} is a file; save needs a run folder")
+    return out
+
+
+def write_run(rec: Recommender, directory: str | Path) -> Path:
+    """Write the run's files: everything that can refuse is checked before a byte is
+    written, and ``recommender.json`` is removed first and written last. For callers
+    that hold the folder's lock and wrote its records (training, retraining);
+    :func:`save_run` for anyone else."""
+    out = _save_target(directory)
     manifest = {
         "format_version": FORMAT_VERSION,
         "config": rec.cfg.to_dict(),

@@ -89,6 +89,31 @@ def test_maml_meta_gradient_matches_finite_differences(adapt: str) -> None:
         assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), (adapt, param.shape, idx)
 
 
+@pytest.mark.parametrize("adapt", ["head", "all"])
+def test_the_id_dropout_draw_reaches_the_query_scores_of_every_scope(adapt: str) -> None:
+    # with the tower adapted ("all") the query side kept every id while the support side
+    # dropped them: the query scores ignored the draw
+    from torch.func import functional_call
+
+    learner, batch = _tiny("fomaml", adapt)
+    dropped = torch.zeros(50, dtype=torch.float64)  # every id dropped
+    with torch.no_grad():
+        fast = learner.adapt(batch, steps=1)
+        got = learner.query_scores(batch, fast, dropped)
+        assert not torch.allclose(got, learner.query_scores(batch, fast, None))
+        for i in range(len(batch.query_items)):  # one user at a time, ids gated off
+            tower = {k[6:]: v[i] for k, v in fast.items() if k.startswith("tower.")}
+            items = batch.query_items[i]
+            h, b = (
+                functional_call(learner.model.tower, tower, (items, dropped))
+                if tower
+                else learner.model.tower(items, dropped)
+            )
+            user = {k: v[i] for k, v in fast.items() if not k.startswith("tower.")}
+            alone = functional_call(learner.model.user, user, (h, b, batch.user_features[i]))
+            torch.testing.assert_close(got[i], alone)
+
+
 def test_first_order_differs_from_second_order() -> None:
     maml, batch = _tiny("maml")
     fo, _ = _tiny("fomaml")

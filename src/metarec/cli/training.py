@@ -252,6 +252,8 @@ def train_run(
             if created and not any(p.is_file() for p in out.rglob("*")):
                 shutil.rmtree(out, ignore_errors=True)
             raise
+        from metarec.run_folder import write_run
+
         clear_for_new_model(out, has_split=split is not None)
         # written with the model, so a failed run leaves no config that looks like a run
         written = [out / "config.json", out / (SPLIT if split is not None else TRAINED_USERS)]
@@ -262,7 +264,7 @@ def train_run(
             else:  # what keeps `abtest` from testing the model on users it learned from
                 seen = {*train_rows["user_id"].unique(), *val_rows["user_id"].unique()}
                 save_trained_users(out, seen)
-            rec.save(out)
+            write_run(rec, out)  # under this command's lock, beside the records it wrote
         except BaseException as exc:
             # a full disk at the end: the checkpoint stays to resume from, the files
             # written for the model go with it

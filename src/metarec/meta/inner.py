@@ -749,10 +749,13 @@ class Scorer:
         h: torch.Tensor,
         b: torch.Tensor,
         user_features: torch.Tensor,
+        id_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scores of [B, n] items under batched ``fast`` params → [B, n]."""
-        return vmap(self.scores, in_dims=(0, 0, 0, 0, 0), randomness="different")(
-            fast, items, h, b, user_features
+        """Scores of [B, n] items under batched ``fast`` params → [B, n]; ``id_keep``: the
+        [n_items] id-dropout draw, for an adapted tower, which makes its own ``h``/``b``
+        (the query side kept every id while the support side dropped them)."""
+        return vmap(self.scores, in_dims=(0, 0, 0, 0, 0, None), randomness="different")(
+            fast, items, h, b, user_features, id_keep
         )
 
     def scores_over_catalogue(

@@ -152,7 +152,7 @@ class MetaLearner(nn.Module):
                 fast, batch.query_items, batch.query_mask, batch.user_features, id_keep
             )
         h, b = self.scorer.item_reps(batch.query_items, id_keep)
-        return self.scorer.batch_scores(fast, batch.query_items, h, b, batch.user_features)
+        return self.scorer.batch_scores(fast, batch.query_items, h, b, batch.user_features, id_keep)
 
     def query_loss(
         self, batch: TaskBatch, fast: Params, id_keep: torch.Tensor | None = None
