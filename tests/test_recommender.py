@@ -329,6 +329,11 @@ def test_wrong_kinds_of_arguments_are_named(fitted: Recommender, tmp_path: Path)
     for call, needle in [
         (lambda: fitted.score(user, 5), "items: expected a list of item ids or titles, got 5"),
         (lambda: fitted.recommend(user, candidates=5), "candidates: expected a list"),
+        # its column names were read as item ids ("unknown item 'item_id'")
+        (
+            lambda: fitted.recommend(user, candidates=pd.DataFrame({"item_id": ["1"]})),
+            r"candidates: .* got a DataFrame; give one of its columns",
+        ),
         (lambda: fitted.adapt_many(5), "adapt_many: expected a list of histories"),
         (lambda: fitted.adapt_many([[]], {"age": 25}), "expected one mapping .* a user"),
         (lambda: fitted.adapt([], user_features="x"), "user_features: expected a mapping"),

@@ -43,6 +43,7 @@ import torch
 from metarec.data.schema import like_threshold_for
 from metarec.errors import DataError
 from metarec.models.base import check_whole
+from metarec.ranking import item_keys
 from metarec.recommender import UserState
 
 if TYPE_CHECKING:
@@ -174,10 +175,8 @@ def explain_indices(
     a rating; ``user.history`` holds only the rating it stands for, and not at all a
     dislike that no rating expresses)."""
     top = check_whole(top, "explain: top", 1)  # -1 dropped the last reason, 2.5 a TypeError
-    try:
-        idx = np.asarray(items, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"explain: items: expected catalogue indices, got {items!r:.60}") from None
+    rec._check_user(user)  # None was an AttributeError, another run's state an IndexError
+    idx = _indices(items)
     bad = idx[(idx < 0) | (idx >= rec.n_items)]
     if len(bad):  # -1 explained the last item
         raise DataError(
@@ -222,6 +221,18 @@ def explain_indices(
     return out
 
 
+def _indices(items: object) -> np.ndarray:
+    """``items`` as a 1-D int64 array of catalogue indices, or a DataError: 1.7 was read
+    as item 1 without a word, a number or a nested list a bare TypeError."""
+    try:
+        raw = np.asarray(items)
+    except (TypeError, ValueError):
+        raw = np.asarray(None)
+    if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
+        raise DataError(f"explain: items: expected a list of catalogue indices, got {items!r:.60}")
+    return raw.astype(np.int64)
+
+
 def reason_text(because: Sequence[tuple[str, str, float]]) -> str:
     titles = [t for _, t, _ in because]
     if not titles:
@@ -235,7 +246,9 @@ def explain(
     rec: ServedModel, user: UserState, items: Sequence[str | int], *, top: int = 2
 ) -> list[Explanation]:
     """Explanations for items given by id or exact title."""
-    return explain_indices(rec, user, [rec.resolve(i) for i in items], top=top)
+    keys = item_keys(items, "explain: items")  # "12" was explained as items 1 and 2
+    rec._check_user(user)  # before the items are resolved
+    return explain_indices(rec, user, [rec.resolve(i) for i in keys or []], top=top)
 
 
 def recommend_with_reasons(

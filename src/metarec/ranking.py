@@ -27,6 +27,11 @@ def item_keys(keys: Any, what: str) -> Sequence[str | int] | None:
         return None
     if isinstance(keys, (str, bytes)):
         raise DataError(f"{what}: expected a list of item ids or titles, got the string {keys!r}")
+    if isinstance(keys, pd.DataFrame):  # iterated, it gave its column names as ids
+        raise DataError(
+            f"{what}: expected a list of item ids or titles, got a DataFrame; give one of its "
+            "columns (frame['item_id'])"
+        )
     try:
         return list(keys)
     except TypeError:  # a number: one id, not a list of them

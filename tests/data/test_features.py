@@ -153,3 +153,13 @@ def test_user_rows_match_ids_as_the_loaders_write_them() -> None:
         user_rows([1], ["1"])  # type: ignore[arg-type]
     with pytest.raises(DataError, match=r"got columns \['age'\]"):
         user_rows(ints.drop(columns="user_id"), ["1"])
+
+
+def test_a_missing_time_is_an_unknown_age_in_a_table_as_in_one_user() -> None:
+    # NaT became int64's minimum in a users table: the youngest age bin, where adapt()'s
+    # NaT is unknown (code 0)
+    users = pd.DataFrame({"user_id": [str(i) for i in range(30)], "age": list(range(20, 50))})
+    enc = UserFeatureEncoder.fit(users)
+    frame = pd.DataFrame({"user_id": ["x"], "age": pd.Series([pd.NaT], dtype=object)})
+    assert enc.transform(frame, np.array(["x"], dtype=object))[0].tolist() == [0]
+    assert enc.encode_one({"age": pd.NaT}).tolist() == [0]

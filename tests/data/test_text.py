@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,3 +136,22 @@ def test_a_year_past_four_digits_is_unknown() -> None:
     # 1e20 overflowed int64 and the item text read "Red Shoe (-9223372036854775808)."
     years = pd.Series([1995.0, 1e20, -1e20, np.inf, np.nan, 9999.4])
     assert format_year(years).tolist() == ["1995", "", "", "", "", "9999"]
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        # string.Formatter's TypeError, in load_dataset and in add_items
+        ({"template": 5}, "item text template: expected text, got 5"),
+        # read as the columns g, e, n, r, e, s (add_items added them empty)
+        ({"extra": "plot"}, "item text extra: expected a list of column names"),
+        ({"extra": ["plot", 3]}, "item text extra: expected a list of column names"),
+        ({"title": "no"}, "item text title: expected True or False, got 'no'"),
+        ({"template": "{title!r}"}, "use plain named fields"),
+    ],
+)
+def test_an_item_text_config_that_could_not_work_is_refused(
+    options: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        ItemTextConfig(**options)  # type: ignore[arg-type]

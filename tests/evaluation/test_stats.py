@@ -239,3 +239,14 @@ def test_picking_the_best_of_several_inflates_wins_and_chosen_from_restores_the_
             corrected += win and chosen_from == candidates
     assert naive / runs > 0.1  # several times 0.025
     assert corrected / runs <= 0.04
+
+
+def test_the_choice_correction_takes_only_what_it_can_use() -> None:
+    from metarec.evaluation.stats import choice_p
+
+    assert choice_p(0.02, 3) == pytest.approx(0.06) and choice_p(0.5, 3) == 1.0
+    assert math.isnan(choice_p(float("nan"), 2))
+    # 0 candidates made every p 0 ("significant"), -3 a negative p
+    for p, n in ((0.5, 0), (0.5, -3), (0.5, 1.5), (1.2, 2), (-0.1, 2), ("0.5", 2)):
+        with pytest.raises(InputError, match="choice_p"):
+            choice_p(p, n)  # type: ignore[arg-type]

@@ -145,6 +145,16 @@ def test_a_bad_top_or_index_is_named(rec: Recommender) -> None:
     for idx in (-1, rec.n_items, 10**6):
         with pytest.raises(DataError, match=rf"{idx} is not a catalogue index"):
             explain_indices(rec, user, [idx])
+    # 1.7 was item 1; a number or a nested list a TypeError
+    for items in ([1.7], 3, [[1, 2]], [True]):
+        with pytest.raises(DataError, match="explain: items: expected a list of catalogue"):
+            explain_indices(rec, user, items)  # type: ignore[arg-type]
+    # "12" was explained as items "1" and "2"; None an AttributeError
+    with pytest.raises(DataError, match="explain: items: expected a list of item ids"):
+        explain(rec, user, "12")
+    for state in (None, {}):
+        with pytest.raises(DataError, match="user: expected the UserState"):
+            explain(rec, state, ["Aladdin (1992)"])  # type: ignore[arg-type]
     assert len(explain(rec, user, ["Aladdin (1992)"], top=1)[0].because) == 1
 
 

@@ -78,7 +78,11 @@ class UserFeatureEncoder:
 
     def _raw(self, col: str, values: pd.Series) -> list[str]:
         if col in self.bins:
-            numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            # blanks first: pandas reads NaT as int64's minimum, the youngest bin, where
+            # a served user's NaT is unknown
+            missing = values.map(blank).to_numpy(dtype=bool)
+            given = values.astype(object).where(~missing, None)
+            numeric = pd.to_numeric(given, errors="coerce").to_numpy(dtype=float)
             codes = np.searchsorted(np.asarray(self.bins[col]), numeric, side="right")
             return [
                 f"bin{c}" if not np.isnan(x) else "" for c, x in zip(codes, numeric, strict=True)

@@ -75,6 +75,25 @@ class ItemTextConfig:
     template: str = DEFAULT_TEMPLATE
     fix_articles: bool = True
 
+    def __post_init__(self) -> None:
+        # a template of 5 was string.Formatter's TypeError, and extra="plot" was read as
+        # the columns p, l, o and t (empty ones added without a word by add_items)
+        for name in ("title", "year", "genres", "fix_articles"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"item text {name}: expected True or False, got {getattr(self, name)!r:.40}"
+                )
+        if isinstance(self.extra, (str, bytes)) or not all(
+            isinstance(c, str) and c for c in _iterable(self.extra)
+        ):
+            raise ConfigError(
+                f"item text extra: expected a list of column names, got {self.extra!r:.60}; "
+                "write ['plot'] for one"
+            )
+        if not isinstance(self.template, str):
+            raise ConfigError(f"item text template: expected text, got {self.template!r:.40}")
+        _template_fields(self.template)  # malformed or formatted fields are named now
+
 
 def fix_title_articles(title: str) -> str:
     """Turn GroupLens' ``"Matrix, The (1999)"`` into ``"The Matrix (1999)"``.
@@ -257,6 +276,14 @@ def fill_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) ->
     if missing.any():
         out[missing] = build_item_text(items[missing], config)
     return out
+
+
+def _iterable(value: object) -> list[object]:
+    """``value``'s items, or one item (a number) that no list of names is."""
+    try:
+        return list(value)  # type: ignore[call-overload]
+    except TypeError:
+        return [value]
 
 
 def _filler(row: Sequence[str]) -> Callable[[re.Match[str]], str]:

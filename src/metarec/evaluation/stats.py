@@ -31,7 +31,7 @@ from metarec.errors import InputError
 from metarec.evaluation.ab_stats import check_probability
 from metarec.evaluation.metrics import as_numbers
 from metarec.models.base import check_seed
-from metarec.values import is_whole
+from metarec.values import is_number, is_whole
 
 _BOOT_CHUNK = 256  # bootstrap resamples drawn at a time (bounds memory for large n)
 
@@ -134,6 +134,10 @@ def paired_bootstrap_ci(
 def choice_p(p_holm: float, chosen_from: int) -> float:
     """Holm's p of a model picked as the best of ``chosen_from`` on the same users,
     times their number (Bonferroni over the choice), at most 1; NaN stays NaN."""
+    if not is_whole(chosen_from) or chosen_from < 1:  # 0 made every p 0, "significant"
+        raise InputError(f"choice_p: chosen_from must be a whole number >= 1, got {chosen_from!r}")
+    if not (is_number(p_holm) and (np.isnan(p_holm) or 0 <= p_holm <= 1)):
+        raise InputError(f"choice_p: p_holm must be a p-value in [0, 1] or NaN, got {p_holm!r}")
     if not np.isfinite(p_holm):
         return float("nan")
     return min(1.0, chosen_from * float(p_holm))
