@@ -116,6 +116,22 @@ def test_validate_lists_every_problem_and_exits_1(files: Path) -> None:
     assert proc.returncode == 1 and report["ok"] is False and len(report["problems"]) >= 2
 
 
+def test_validate_lists_a_scale_one_typo_stretched(files: Path) -> None:
+    # warned of, then "ok: no problems found" and exit 0 beside a scale of 1-99
+    rows = [f"{u},{10 + u % 2},{1 + u % 5}" for u in range(200)]
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n" + "\n".join([*rows, "x,10,99"]))
+    args = ["data", "validate", "--interactions", str(files / "ratings.csv"),
+            "--items", str(files / "items.csv")]  # fmt: skip
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "problem: rating scale read from the data as [1, 99], but 1 rating(s) of 99" in (
+        proc.stdout
+    )
+    assert run_cli(*args, "--rating-range", "1,5").returncode == 1  # the 99 is out of range
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows))
+    assert run_cli(*args).returncode == 0
+
+
 def test_validate_shows_what_cleaning_notes_but_keeps(files: Path) -> None:
     # an item whose only text is its year passed as "ok: no problems found"
     (files / "items.csv").write_text("item_id,title,year\n10,Heat,1995\n11,,1984\n")

@@ -61,6 +61,26 @@ class World:
     users: pd.DataFrame  # one row per task: user_id and side features
 
 
+def check_world(world: object) -> None:
+    """ConfigError unless ``world`` is a :class:`World` the checks can judge by: three
+    held-out tasks or more, each with support and query ratings, and a users row each.
+    On a world of empty supports, a model that never excluded seen items passed."""
+    if not isinstance(world, World):
+        raise ConfigError(f"world: expected a World (make_world), got {type(world).__name__}")
+    if len(world.tasks) < 3 or len(world.users) != len(world.tasks):
+        raise ConfigError(
+            f"world: needs 3 or more tasks and one users row each, got {len(world.tasks)} "
+            f"tasks and {len(world.users)} rows"
+        )
+    thin = [
+        n for n, t in enumerate(world.tasks) if not len(t.support_items) or not len(t.query_items)
+    ]
+    if thin:
+        raise ConfigError(
+            f"world: task {thin[0]} has no support or no query ratings; every check needs both"
+        )
+
+
 def make_world(
     ds: Dataset,
     *,
@@ -192,9 +212,24 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
             f"n_items is {model.n_items}, the catalogue has {world.data.n_items}"
         )
     _finite(scores, (1, model.n_items), "one user")
+    # the task's user index is no key to anyone's history: an unknown user has none
+    other = replace(task, user=world.tasks[1].user)
+    _close(
+        model.score_catalogue([other], user)[0],
+        scores[0],
+        "the same support under another user index (an unknown user is scored from the "
+        "support set, not from a history looked up by Task.user)",
+    )
     opposite = contrasting(task, world.tasks[1], world.data.rating_range)
     pair = model.score_catalogue([task, opposite], pd.concat([user, user]))
     _close(pair[0], scores[0], "the same user scored alone and in a batch")
+    _close(pair[1], model.score_catalogue([opposite], user)[0], "the second of a batch alone")
+    # each row of a batch of different users as that user alone: a batch read one
+    # user's features for all, or scored a row against the rest, passed on row 0
+    three = model.score_catalogue(world.tasks[:3], world.users.iloc[:3])
+    for n in range(3):
+        alone = model.score_catalogue(world.tasks[n : n + 1], world.users.iloc[n : n + 1])
+        _close(three[n], alone[0], f"task {n} scored alone and in a batch of three users")
     gap = float(np.abs(pair[0] - pair[1]).max())
     lo, hi = world.data.rating_range
     what = "opposite ratings" if hi > lo else "another user's items"
@@ -211,10 +246,13 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
 
 
 def check_empty_support(model: ScoringModel, world: World) -> None:
-    """A user with no ratings yet gets finite scores that still rank the catalogue."""
+    """A user with no ratings yet gets finite scores that still rank the catalogue, in a
+    batch with others and in a batch of such users alone (P2 at K = 0)."""
     tasks = [emptied(world.tasks[0]), world.tasks[1], emptied(world.tasks[2])]
     scores = model.score_catalogue(tasks, world.users.iloc[:3])
     _finite(scores, (3, model.n_items), "empty supports in a batch")
+    none = model.score_catalogue([emptied(t) for t in world.tasks[:3]], world.users.iloc[:3])
+    _finite(none, (3, model.n_items), "a batch of empty supports only")
     alone = model.score_catalogue(tasks[:1], world.users.iloc[:1])
     _finite(alone, (1, model.n_items), "an empty support alone")
     _close(alone[0], scores[0], "an empty support scored alone and in a batch")
@@ -263,6 +301,18 @@ def check_new_items(model: ScoringModel, world: World, *, reads_text: bool) -> N
     _finite(scores, (2, before + 2), "after adding 2 items")
     if reads_text and np.allclose(scores[:, before], scores[:, before + 1]):
         raise ConformanceError("two new items with different texts scored alike: text ignored")
+    if reads_text:
+        # the same two items added the other way round: their scores follow them, not
+        # their places (a model scoring new items by position passed)
+        swapped = copy.deepcopy(model)
+        swapped.add_items(rows.iloc[::-1].reset_index(drop=True), vectors[::-1].copy())
+        again = swapped.score_catalogue(world.tasks[:2], world.users.iloc[:2])
+        _close(
+            again[:, [before + 1, before]],
+            scores[:, before:],
+            "two new items added in the other order (their scores follow their place, "
+            "not their text)",
+        )
     old = model.score_catalogue(world.tasks[:2], world.users.iloc[:2])
     _close(scores[:, :before], old, "the old items' scores after adding items")
 
@@ -537,6 +587,9 @@ def run_checks(
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         raise ConfigError(f"skip: unknown check(s) {unknown}; expected some of {list(CHECKS)}")
+    if set(skip) >= set(CHECKS):  # "0 of 0 checks passed", exit 0
+        raise ConfigError("skip: every check skipped; nothing would be checked")
+    check_world(world)
     label = getattr(factory, "__qualname__", type(factory).__name__)
     world = _guarded(world)  # the caller's world stays as it was, whatever the model does
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,65 @@ class IgnoresSupport(LikedCounts):
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
     ) -> np.ndarray:
         return np.tile(self.scores, (len(tasks), 1))  # everyone alike, said personalised
+
+
+class FirstUserFeatures(LikedCounts):
+    """The first row's side features read for every row of a batch (users misaligned)."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        if users is not None and len(users):
+            out += float(users.iloc[0]["age"]) * np.linspace(0, 1, out.shape[1])[None, :]
+        return out
+
+
+class ReadsTaskUser(LikedCounts):
+    """An unknown user scored partly from the training history at their task's index."""
+
+    def fit(self, data: TrainingData) -> ReadsTaskUser:
+        super().fit(data)
+        self.train = data.ratings
+        return self
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        for row, task in enumerate(tasks):
+            items, ratings, _ = self.train.history(task.user % len(self.train))
+            out[row, items] += ratings - 3.0
+        return out
+
+
+class CentresByBatch(LikedCounts):
+    """Rows after the first depend on the rest of the batch."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        out[1:] -= out.mean(axis=0)
+        return out
+
+
+class FailsOnEmptyBatches(LikedCounts):
+    """Fails where every user of a batch has no ratings yet (P2 at K = 0)."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        if len(tasks) > 1 and not any(len(t.support_items) for t in tasks):
+            raise ValueError("zero-size array to reduction operation maximum")
+        return super().score_catalogue(tasks, users)
+
+
+class PositionalNewItems(LikedCounts):
+    """Said to read text, but scores new items by their place, not their vectors."""
+
+    def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        self.scores = np.concatenate([self.scores, 1.0 + 0.5 * np.arange(len(items))])
 
 
 class MovesOldItems(LikedCounts):
@@ -232,6 +292,12 @@ def test_a_model_that_keeps_the_contract_passes_every_check(world: World) -> Non
         (TakesAnyK, "any_k", "k=2.5"),
         (PredictsOff, "predict_tasks", "predict_tasks against score_catalogue"),
         (ReadsAnyTask, "bad_support_refused", "predict_tasks("),
+        # each passed every check: the batch checks compared row 0 alone, and no check
+        # varied the task's user index
+        (FirstUserFeatures, "scored_from_support", "batch of three users"),
+        (ReadsTaskUser, "scored_from_support", "under another user index"),
+        (CentresByBatch, "scored_from_support", "the second of a batch alone"),
+        (FailsOnEmptyBatches, "empty_support", "raised ValueError"),
     ],
 )
 def test_each_broken_model_fails_the_check_it_breaks(
@@ -380,3 +446,22 @@ def test_a_model_said_to_read_text_must_take_new_items(world: World) -> None:
     with pytest.raises(ConformanceError, match=r"new_items: said to score new items from their "
                        r"text \(reads_text, --reads-text\), but refuses new items"):  # fmt: skip
         check_model(LikedCounts, world, reads_text=True)
+
+
+def test_a_model_said_to_read_text_must_score_new_items_by_it(world: World) -> None:
+    # scored by their place, two new items differed, and that passed for reading text
+    with pytest.raises(ConformanceError, match=r"new_items: two new items added in the "
+                       r"other order"):  # fmt: skip
+        check_model(PositionalNewItems, world, reads_text=True)
+
+
+def test_nothing_to_check_is_refused(world: World) -> None:
+    # "0 of 0 checks passed", and on a world of empty supports a model that recommended
+    # the items it was given passed recommend_excludes_seen
+    with pytest.raises(ConfigError, match="skip: every check skipped"):
+        check_model(LikedCounts, world, skip=list(CHECKS))
+    bare = replace(world, tasks=[replace(t, support_items=t.support_items[:0],
+                                         support_ratings=t.support_ratings[:0])
+                                 for t in world.tasks])  # fmt: skip
+    with pytest.raises(ConfigError, match="world: task 0 has no support or no query ratings"):
+        check_model(RecommendsSeen, bare)

@@ -605,6 +605,34 @@ def test_the_separator_is_sniffed_from_the_header_after_blank_lines(tmp_path: Pa
     assert load_table(p).interactions[["user_id", "item_id"]].values.tolist() == [["u1", "10"]]
 
 
+def test_lists_written_out_in_a_csv_are_read_as_their_values(tmp_path: Path) -> None:
+    # pandas' to_csv writes a list column as "['a', 'b']": the brackets, quotes and JSON
+    # escapes reached the genres and the encoder text
+    items = pd.DataFrame(
+        {
+            "book_id": ["b1", "b2", "b3"],
+            "name": ["Sea", "Crown", "[REC]"],
+            "tags": [["Horror", "Drama"], ["Self-Help"], ["Drama"]],
+            "authors": [["Ana García", "Bo Li"], ["Cy"], "Di"],
+        }
+    )
+    items.to_csv(tmp_path / "items.csv", index=False)
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,b1,5\nu2,b2,4\nu1,b3,3\n")
+    as_json = tmp_path / "items_json.csv"
+    as_json.write_text(
+        'book_id,name,tags,authors\nb1,Sea,"[""Horror"", ""Drama""]","[""Ana Garc\\u00eda"", '
+        '""Bo Li""]"\nb2,Crown,"[""Self-Help""]",Cy\nb3,[REC],Drama,Di\n'
+    )
+    for path in (tmp_path / "items.csv", as_json):
+        ds = load_table(tmp_path / "r.csv", path, item_id_col="book_id", title_col="name",
+                        genre_col="tags", text_cols=["authors"])  # fmt: skip
+        got = ds.items.set_index("item_id")
+        assert got.loc["b1", "genres"] == "Horror|Drama", path
+        assert "Ana García, Bo Li" in got.loc["b1", "text"], got.loc["b1", "text"]
+        assert "[" not in got.loc["b1", "text"] and "'" not in got.loc["b1", "text"]
+        assert got.loc["b3", "title"] == "[REC]"  # a bracketed title is no list
+
+
 def test_compact_dates_are_not_read_as_times_without_a_word(tmp_path: Path) -> None:
     # 20200105 read as seconds is 1970-08-22, and validate said "ok"
     p = tmp_path / "r.csv"

@@ -130,8 +130,18 @@ def test_knn_scores_new_items_from_vectors(toy_knn: ContentKNN) -> None:
     np.testing.assert_allclose(scores[4:], [1.0, 0.0])  # new vectors are normalised too
     with pytest.raises(DataError, match=r"dimension 2.*have 3"):
         toy_knn.add_items(pd.DataFrame({"item_id": ["z"]}), np.ones((1, 2)))
-    with pytest.raises(DataError, match="1 items but 2 vectors"):
+    with pytest.raises(DataError, match=r"1 items need vectors of shape \(1, d\), got \(2, 3\)"):
         toy_knn.add_items(pd.DataFrame({"item_id": ["z"]}), np.ones((2, 3)))
+    # a bare TypeError, a bare ValueError, a NaN vector zeroed, a 3-D array reshaped
+    for items, vectors, needle in (
+        (None, np.ones((1, 3)), "items: expected a DataFrame of the new items, got NoneType"),
+        (pd.DataFrame({"item_id": ["z"]}), [["a", "b", "c"]], "vectors: expected numbers"),
+        (pd.DataFrame({"item_id": ["z"]}), [[1.0, np.nan, 0.0]], "new item 0 is not finite"),
+        (pd.DataFrame({"item_id": ["z"]}), np.ones((1, 1, 3)), r"got \(1, 1, 3\)"),
+    ):
+        with pytest.raises(DataError, match=needle):
+            toy_knn.add_items(items, vectors)  # type: ignore[arg-type]
+    assert toy_knn.n_items == 6  # none was taken
 
 
 def test_a_model_that_scores_nan_is_refused_not_ranked(small: Small) -> None:
@@ -213,3 +223,26 @@ def test_fit_takes_training_data_and_keeps_its_scale(make: type, small: Small) -
         with pytest.raises(DataError, match="support rating 99 is off the model's scale"):
             call()
     assert len(model.predict_tasks([replace(off, support_ratings=np.array([5.0]))])[0]) == 2
+
+
+def test_the_bias_peer_without_item_damping_scores_unrated_items_by_the_mean(
+    small: Small,
+) -> None:
+    # 0/0 scored every item nobody rated NaN (all of P1's item-cold query items)
+    frame = _frame([("a", "1", 5), ("b", "1", 4), ("c", "2", 2)])
+    data = TrainingData(frame, small.data.catalogue)
+    scores = Bias(item_damping=0.0).fit(data).score_catalogue([_task([], [])])[0]
+    assert np.isfinite(scores).all()
+    np.testing.assert_allclose(scores[2:5], [11 / 3] * 3, rtol=1e-6)  # the global mean
+    with pytest.raises(DataError, match="bias: no ratings to fit on"):
+        Bias().fit(TrainingData(frame.iloc[:0], small.data.catalogue))
+
+
+def test_a_seed_torch_cannot_take_is_refused_by_name() -> None:
+    # MeLU's torch.manual_seed(2**64) was a bare ValueError after check_seed took it
+    from metarec.errors import ConfigError
+    from metarec.peers import MeLU
+
+    for make in (Popularity, ContentKNN, MeLU):
+        with pytest.raises(ConfigError, match=r"seed: must be below 2\*\*64"):
+            make(seed=2**64)

@@ -50,6 +50,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "validate":
         raw = load_from_spec(spec, cleaned=False)
         problems = validate(raw, rating_range=rating_range)
+        if rating_range is None and not spec.get("dataset"):  # a known set's scale is fixed
+            from metarec.data.generic import scale_typos
+
+            problems = [*problems, *scale_typos(raw.interactions, raw.items)]
         # what cleaning notes but keeps (an item whose only text is its year): not a
         # problem, yet "ok" alone hid it where `data describe` shows it
         try:

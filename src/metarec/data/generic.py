@@ -41,6 +41,7 @@ from metarec.data.text import (
     ItemTextConfig,
     build_item_text,
     join_lists,
+    lists_in_text,
     normalise_genres,
     title_and_year,
 )
@@ -274,17 +275,30 @@ def infer_rating_range(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple
     items with neither text nor title, which cleaning drops with their item. (A
     superseded duplicate still counts: which one cleaning keeps depends on the
     timestamps.)"""
+    r = _kept_ratings(interactions, items)
+    if not len(r):
+        return (1.0, 5.0)
+    for message in stray_extremes(r):
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return (float(r.min()), float(r.max()))
+
+
+def scale_typos(interactions: pd.DataFrame, items: pd.DataFrame) -> list[str]:
+    """What :func:`infer_rating_range` warns of, for ``data validate`` to list as
+    problems: it said "ok" beside a scale of 1-99 read from one typo."""
+    return stray_extremes(_kept_ratings(interactions, items))
+
+
+def _kept_ratings(interactions: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
+    """The finite ratings of the rows cleaning keeps (:func:`infer_rating_range`)."""
     kept = (
         ~missing_ids(interactions["user_id"])
         & ~missing_ids(interactions["item_id"])
         & interactions["item_id"].isin(items["item_id"][_has_words(items)].dropna())
     )
     r = pd.to_numeric(interactions["rating"][kept], errors="coerce")
-    r = r[np.isfinite(r.to_numpy(dtype="float64", na_value=np.nan))]
-    if r.empty:
-        return (1.0, 5.0)
-    _warn_stray_extreme(r.to_numpy(dtype=np.float64))
-    return (float(r.min()), float(r.max()))
+    values = r.to_numpy(dtype="float64", na_value=np.nan)
+    return values[np.isfinite(values)]
 
 
 def _has_words(items: pd.DataFrame) -> pd.Series:
@@ -300,16 +314,17 @@ def _has_words(items: pd.DataFrame) -> pd.Series:
     return filled("text") | filled("title")
 
 
-def _warn_stray_extreme(values: np.ndarray) -> None:
+def stray_extremes(values: np.ndarray) -> list[str]:
     """A scale read from the data takes a typo for its end: one 99 among 1-5 ratings
-    makes the scale 1-99, so nothing is refused and every metric is scaled wrong. Warn
-    when an end value is rare (under 1 % of ratings) and farther from the next value
-    than three times the span of the rest, or, where the rest is a scale of 4 to 11
-    evenly spaced levels, farther than its step (a 10 or a 7 among
-    1-5 stars; levels with gaps, such as implicit weights 1, 2 and 5, stay quiet)."""
+    makes the scale 1-99, so nothing is refused and every metric is scaled wrong. Said
+    (one message an end) when an end value is rare (under 1 % of ratings) and farther
+    from the next value than three times the span of the rest, or, where the rest is a
+    scale of 4 to 11 evenly spaced levels, farther than its step (a 10 or a 7 among 1-5
+    stars; levels with gaps, such as implicit weights 1, 2 and 5, stay quiet)."""
     levels, counts = np.unique(values, return_counts=True)
     if len(levels) < 3:
-        return
+        return []
+    said = []
     for end, nxt, far, count, rest in (
         (levels[-1], levels[-2], levels[0], counts[-1], levels[:-1]),
         (levels[0], levels[1], levels[-1], counts[0], levels[1:]),
@@ -320,14 +335,13 @@ def _warn_stray_extreme(values: np.ndarray) -> None:
         scale = 4 <= len(rest) <= 11 and float(np.ptp(steps)) <= 1e-9 * float(steps.max())
         past_scale = scale and gap > 1.001 * float(steps.max())
         if count < 0.01 * len(values) and (gap > 3 * abs(nxt - far) or past_scale):
-            warnings.warn(
+            said.append(
                 f"rating scale read from the data as [{levels[0]:g}, {levels[-1]:g}], but "
                 f"{count:,} rating(s) of {end:g} stand far from the others "
                 f"({min(far, nxt):g} to {max(far, nxt):g}); if that is a typo, give the scale "
-                "(--rating-range LOW,HIGH, or rating_range=) and those rows are dropped",
-                UserWarning,
-                stacklevel=3,
+                "(--rating-range LOW,HIGH, or rating_range=) and those rows are dropped"
             )
+    return said
 
 
 # --------------------------------------------------------------------------- reading
@@ -661,10 +675,12 @@ def _load_items(
     if year_col:
         frame["year"] = raw[year_col]
     if genre_col:
-        frame["genres"] = normalise_genres(raw[genre_col])
+        frame["genres"] = normalise_genres(lists_in_text(raw[genre_col]))
     for col in text_cols:
         if col not in frame.columns:
-            frame[col] = raw[col]
+            frame[col] = lists_in_text(raw[col])
     if "text" in raw.columns and "text" not in frame.columns and "text" not in wanted.values():
-        frame["text"] = raw["text"]  # item text unnamed, as the title is: see finish_items
+        frame["text"] = lists_in_text(
+            raw["text"]
+        )  # item text unnamed, as the title is: see finish_items
     return finish_items(frame, path, text)

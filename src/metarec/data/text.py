@@ -186,6 +186,44 @@ def join_lists(values: pd.Series, sep: str) -> pd.Series:
     return values.where(~listed, pd.Series(joined, index=values.index[listed], dtype=object))
 
 
+def lists_in_text(values: pd.Series) -> pd.Series:
+    """Cells of a text file that hold a list written out (``"['Horror', 'Drama']"``, as
+    pandas' ``to_csv`` writes a list column, or a JSON array) as that list, for
+    :func:`join_lists` to read as its items: as text the brackets, quotes and escapes
+    (``Garc\\u00eda``) reached the genres and the encoder text. A cell that does not
+    parse as a list of values (``"[REC]"``) stays as written."""
+    if values.dtype != object and not pd.api.types.is_string_dtype(values):
+        return values
+    text = values.astype(object).where(values.map(lambda v: isinstance(v, str)), None)
+    bracketed = text.str.strip().str.match(r"^\[.*\]$", na=False).to_numpy(dtype=bool)
+    if not bracketed.any():
+        return values
+    parsed: dict[str, object] = {}
+    for cell in pd.unique(text[bracketed]):
+        parsed[cell] = _listed(cell)
+    out = values.astype(object).copy()
+    rows = np.flatnonzero(bracketed)
+    out.iloc[rows] = [parsed[c] for c in text.iloc[rows]]
+    return out
+
+
+def _listed(cell: str) -> object:
+    """``cell`` as the list it writes out, or ``cell`` itself."""
+    import ast
+    import json
+
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(cell.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(v, (str, int, float, list, tuple)) for v in value
+        ):
+            return list(value)
+    return cell
+
+
 def _joined(value: object, sep: str) -> str:
     if isinstance(value, Mapping):
         parts = (f"{k}: {_joined(v, sep)}" for k, v in value.items() if not _missing(v))

@@ -770,6 +770,20 @@ def _check_model_options(
         )
 
 
+def _warn_few_users(protocol: str, n_users: Mapping[str, int]) -> None:
+    """Say where the test users are too few for the figures to mean much, as `evaluate`
+    does: a P2 run on one's own data judged 4 users without a word."""
+    where = "K = " if protocol == "p2" else ""
+    few = [f"{where}{g} ({n})" for g, n in n_users.items() if is_whole(n) and 0 < n < 20]
+    if few:
+        warnings.warn(
+            f"few test users at {', '.join(few)}: those figures are rough, and a difference "
+            "between models there is unlikely to be significant",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _check_validation_users(
     protocol: str, splits: Sequence[tuple[int | None, Any]], where: Callable[[int | None], str]
 ) -> None:
@@ -1217,6 +1231,7 @@ def run_benchmark(
             cis[group] = confidence_intervals(
                 pooled["per_user"][group], [m for m, _ in headline], seed
             )
+        _warn_few_users(protocol, pooled["n_users"])
         record = {
             "protocol": protocol,
             "dataset": ds_name,

@@ -347,8 +347,10 @@ def check_whole(value: object, where: str, low: int) -> int:
 
 def check_seed(seed: object, where: str = "seed") -> None:
     """ConfigError unless ``seed`` is a whole number >= 0, which numpy's generators take
-    (a negative or text seed was a raw numpy error)."""
-    check_whole(seed, where, 0)
+    (a negative or text seed was a raw numpy error), and below 2**64, which torch's
+    take (2**64 was torch.manual_seed's bare ValueError)."""
+    if check_whole(seed, where, 0) >= 2**64:
+        raise ConfigError(f"{where}: must be below 2**64, got {seed!r:.40}")
 
 
 def check_shots(shots: object, where: str) -> tuple[int, ...]:

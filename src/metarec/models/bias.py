@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from metarec.data.tasks import Task, UserRatings
+from metarec.errors import DataError
 
 
 def item_baseline(
@@ -19,8 +20,9 @@ def item_baseline(
 ) -> np.ndarray:
     """Damped mean offset per item: sum(r - mean) / (count + damping); 0 for unrated items."""
     resid = np.bincount(ratings.items, weights=ratings.ratings - mean, minlength=n_items)
-    counts = np.bincount(ratings.items, minlength=n_items)
-    return (resid / (counts + damping)).astype(np.float32)
+    den = np.bincount(ratings.items, minlength=n_items) + damping
+    # 0 only for an unrated item with damping 0: no offset (0/0 scored it NaN)
+    return np.divide(resid, den, out=np.zeros(n_items), where=den > 0).astype(np.float32)
 
 
 class BiasModel:
@@ -36,6 +38,8 @@ class BiasModel:
         self.item_bias = np.zeros(0, dtype=np.float64)
 
     def fit(self, ratings: UserRatings, n_items: int) -> BiasModel:
+        if not len(ratings.ratings):  # the mean of nothing scored every item NaN
+            raise DataError(f"{self.name}: no ratings to fit on")
         self.mu = float(ratings.ratings.mean())
         self.item_bias = item_baseline(ratings, n_items, self.mu, self.item_damping).astype(
             np.float64

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError
@@ -82,6 +83,29 @@ def check_flag(name: str, option: str, value: object) -> None:
         raise ConfigError(f"{name}: option {option} must be True or False, got {value!r:.40}")
 
 
-def check_new_items(name: str, n_rows: int, vectors: np.ndarray | None) -> None:
-    if vectors is not None and len(vectors) != n_rows:
-        raise DataError(f"{name}.add_items: {n_rows} items but {len(vectors)} vectors")
+def check_new_items(name: str, items: object, vectors: object) -> np.ndarray | None:
+    """The new items' vectors as a float64 [len(items), d] array (None stays None), or a
+    DataError naming the peer: None as the items was a bare TypeError, text vectors a
+    bare ValueError, and a NaN vector was zeroed (scoring 0, mid-list) without a word."""
+    if not isinstance(items, pd.DataFrame):
+        raise DataError(
+            f"{name}.add_items: items: expected a DataFrame of the new items, got "
+            f"{type(items).__name__}"
+        )
+    if vectors is None:
+        return None
+    try:
+        array = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"{name}.add_items: vectors: expected numbers, got {vectors!r:.60}"
+        ) from None
+    if array.ndim != 2 or len(array) != len(items):
+        raise DataError(
+            f"{name}.add_items: {len(items)} items need vectors of shape ({len(items)}, d), "
+            f"got {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise DataError(f"{name}.add_items: the vector of new item {row} is not finite")
+    return array

@@ -59,7 +59,7 @@ class Bias(ScoringModel):
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         m = self._model()
-        check_new_items(self.name, len(items), vectors)
+        check_new_items(self.name, items, vectors)
         m.item_bias = np.concatenate([m.item_bias, np.zeros(len(items))])
         # its rating counts grow with it: they are saved beside the biases, and a
         # saved model whose two arrays differ in length cannot be loaded

@@ -114,8 +114,9 @@ class ContentKNN(ScoringModel):
         current = self._vectors()
         if vectors is None:
             raise DataError(f"{self.name}.add_items: needs the new items' LM vectors")
-        check_new_items(self.name, len(items), vectors)
-        new = _unit_rows(np.asarray(vectors, dtype=np.float64).reshape(len(items), -1))
+        checked = check_new_items(self.name, items, vectors)
+        assert checked is not None
+        new = _unit_rows(checked)
         if new.shape[1] != current.shape[1]:
             raise DataError(
                 f"{self.name}.add_items: vectors have dimension {new.shape[1]}, "

@@ -384,12 +384,12 @@ class MeLU(ScoringModel):
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         self._net()
+        check_new_items(self.name, items, vectors)  # a list of items: an AttributeError
         if not {"year", "genres"} & set(items.columns):
             raise UnsupportedError(
                 f"{self.name}: scores items from their year and genres; the new rows have "
                 f"neither column (got {list(items.columns)})"
             )
-        check_new_items(self.name, len(items), vectors)
         years, genres = self.item_features.encode(items)
         device = self.years.device
         self.years = torch.cat([self.years, torch.as_tensor(years, device=device)])

@@ -1,8 +1,9 @@
 """Popularity: the same list for everyone, the floor every personalised model must clear.
 
 Score = number of training ratings at or above the like threshold, ties
-broken by the total number of ratings (then by catalogue index, in
-:func:`~metarec.models.base.top_k`). Items added after fitting have no
+broken by the total number of ratings (then in the catalogue's fixed pseudo-random
+order, :func:`~metarec.models.base.tie_order`, as :func:`~metarec.models.base.top_k`
+breaks every tie). Items added after fitting have no
 ratings, so they score 0 and rank last: popularity has nothing to say about
 an item nobody rated, and refusing would stop mixed catalogues from being
 scored at all.
@@ -51,5 +52,5 @@ class Popularity(ScoringModel):
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         require(self.scores, self.name)
         assert self.scores is not None
-        check_new_items(self.name, len(items), vectors)
+        check_new_items(self.name, items, vectors)
         self.scores = np.concatenate([self.scores, np.zeros(len(items))])
