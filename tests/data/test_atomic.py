@@ -255,7 +255,7 @@ def test_other_layouts_item_text_is_read_from_their_fields(tmp_path: Path) -> No
     items = load_atomic(d).items
     assert items["title"].tolist() == ["Classical Mythology"]
     assert items["text"].tolist() == [
-        "Classical Mythology. Mark P. O. Morford Oxford University Press"
+        "Classical Mythology. Mark P. O. Morford. Oxford University Press"
     ]
     # with no word of text at all, said as load_table says it
     (d / "bx.item").write_text("item_id:token\tprice:float\n0195153448\t3\n")

@@ -71,6 +71,11 @@ def test_extra_columns_are_appended_or_templated() -> None:
     assert build_item_text(df, cfg).tolist() == ["Heat: Cops and robbers."]
     df.loc[0, "plot"] = ""
     assert build_item_text(df, cfg).tolist() == ["Heat"]
+    # two appended columns are two sentences: the authors ran into the plot after them
+    df = items(title=["Heat"], year=[1995.0], genres=[""], by=["Michael Mann"], plot=["Cops"])
+    assert build_item_text(df, ItemTextConfig(extra=["by", "plot"])).tolist() == [
+        "Heat (1995). Michael Mann. Cops"
+    ]
 
 
 def test_template_errors_name_the_problem() -> None:

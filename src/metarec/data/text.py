@@ -62,7 +62,7 @@ class ItemTextConfig:
     """Which item fields make up the encoder text, and how they are laid out.
 
     ``extra`` names further item columns (e.g. a plot summary). Those the
-    template does not mention are appended after it, separated by a space.
+    template does not mention are appended after it, each a sentence of its own.
     ``template`` may use ``{title}``, ``{year}``, ``{genres}`` and any
     ``extra`` column; a part switched off or empty for an item is dropped with
     its surrounding punctuation.
@@ -287,6 +287,10 @@ def build_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) -
         )
     values = _part_values(items, config, [*fields, *[c for c in extra if c not in fields]])
     appended = [c for c in extra if c not in fields]
+    for name in appended[:-1]:
+        # each appended part a sentence of its own: "Horror. David Smith, Elena García A
+        # historical novel" ran an author list into the description after it
+        values[name] = [_closed(v) for v in values[name]]
     skeletons: dict[tuple[bool, ...], str] = {}
     names = list(values)
     columns = [values[n] for n in names]
@@ -322,6 +326,11 @@ def _iterable(value: object) -> list[object]:
         return list(value)  # type: ignore[call-overload]
     except TypeError:
         return [value]
+
+
+def _closed(text: str) -> str:
+    """``text`` ending as a sentence does (a full stop added where it has no end mark)."""
+    return text if not text or text[-1] in ".!?…\"')]" else f"{text}."
 
 
 def _filler(row: Sequence[str]) -> Callable[[re.Match[str]], str]:
