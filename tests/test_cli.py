@@ -370,6 +370,14 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         (["serve", "run", "--db", ""], "serve: error: --db: expected a store URL"),
         (["retrain", "run", "--db", " ", "--out", "o"], "retrain: error: --db: expected a store"),
         (["abtest", "a", "b", "--users", "1", "--method", "z"], "--method: invalid choice: 'z'"),
+        # trained with the defaults without a word; the second of two kept
+        (["train", "--config", ""], "train: error: --config: expected a path"),
+        (
+            ["train", "--config", "a.toml", "--config", "b.toml"],
+            "train: error: --config: given twice",
+        ),
+        # taken, then refused after the data loaded as "seed" (or trained, below 2**64)
+        (["train", "--split-seed", "4294967296"], "error: --split-seed: expected an integer"),
     ],
 )
 def test_a_bad_option_value_is_one_line_naming_the_flag_once(

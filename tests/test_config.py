@@ -50,6 +50,10 @@ def test_none_resets_an_optional_key_and_is_refused_for_a_required_one() -> None
         ("inner_steps.x=1", "not a config section"),
         ("outer_lr=1e300", "outer_lr: must be <= 10, got 1e+300"),  # overflowed inside Adam
         ("inner_lr=100", "inner_lr: must be <= 10, got 100.0"),
+        # a traceback, after the data loaded (or out of memory), where the key is named now
+        ("inner_lr=" + "1" * 400, "inner_lr: 111111"),
+        ("weight_decay=1e300", "weight_decay: must be <= 1000"),
+        ("negatives=100000000", "negatives: must be <= 10,000"),
     ],
 )
 def test_bad_overrides(assignment: str, needle: str) -> None:
@@ -199,3 +203,25 @@ def test_a_meta_model_takes_the_configs_train_takes() -> None:
         MetaModel("maml")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="epoch"):
         MetaModel({"epoch": 3})
+
+
+def test_a_key_given_twice_is_refused() -> None:
+    # the last one was kept without a word
+    with pytest.raises(ConfigError, match="--set epochs: given twice"):
+        TrainConfig().with_overrides(["epochs=1", "epochs=2"])
+
+
+def test_keys_that_are_no_names_are_refused() -> None:
+    # difflib's bare TypeError
+    with pytest.raises(ConfigError, match="keys must be option names"):
+        TrainConfig.from_dict({1: 2})  # type: ignore[dict-item]
+
+
+def test_a_runs_config_json_is_a_config_file(tmp_path: Path) -> None:
+    # --config read TOML only: a run could not be trained again from its own folder
+    cfg = TrainConfig(epochs=3, inner_lr=0.1, like_threshold=None, seed=7)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert TrainConfig.from_toml(tmp_path / "config.json") == cfg
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"bad\.json: expected an object of options"):
+        TrainConfig.from_toml(tmp_path / "bad.json")

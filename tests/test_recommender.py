@@ -1508,7 +1508,8 @@ def test_train_records_its_users_and_drops_an_earlier_runs_split(
     metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
                   progress=False)  # fmt: skip
     assert not (run / "split.json").exists() and not (run / "metrics.json").exists()
-    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    # with the encoder it used (it said "minilm", the config's, beside a TF-IDF run)
+    assert json.loads((run / "config.json").read_text()) == {**cfg.to_dict(), "encoder": "tfidf"}
     recorded = recorded_training_users(run)
     assert recorded is not None
     assert recorded == (set(ds.interactions["user_id"]), str(run / "trained-users.json"))

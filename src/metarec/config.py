@@ -38,6 +38,8 @@ ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 # meta-training does not finish. One bound for the config's inner steps and for
 # ``Recommender.adapt(steps=...)``.
 MAX_STEPS = 1000
+MAX_WEIGHT_DECAY = 1000.0
+MAX_NEGATIVES = 10_000  # sampled negatives a liked item
 MAX_WIDTH = 16_384  # a layer's units
 MAX_LAYERS = 64
 
@@ -217,6 +219,14 @@ class TrainConfig:
         for name, value in not_negative.items():
             if value < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {value}")
+        # far past any use: 1e300 overflowed inside the optimiser, and 10**8 negatives a
+        # task exhausted memory, each after the data was loaded and encoded
+        if self.weight_decay > MAX_WEIGHT_DECAY:
+            raise ConfigError(
+                f"weight_decay: must be <= {MAX_WEIGHT_DECAY:g}, got {self.weight_decay}"
+            )
+        if self.negatives > MAX_NEGATIVES:
+            raise ConfigError(f"negatives: must be <= {MAX_NEGATIVES:,}, got {self.negatives}")
         for name in ("inner_steps", "eval_inner_steps"):
             if not_negative[name] > MAX_STEPS:
                 raise ConfigError(f"{name}: must be <= {MAX_STEPS}, got {not_negative[name]}")
@@ -302,10 +312,13 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
         """A config from a TOML file: a ``[train]`` table (``[train.model]`` nested) or
-        the same keys at the top level."""
+        the same keys at the top level; or from the ``config.json`` a run folder holds
+        (a ``.json`` file), so a run is trained again from its folder alone."""
         path = Path(path)
         if path.is_dir():
             raise ConfigError(f"{path}: is a folder; a TOML config file is needed")
+        if path.suffix.lower() == ".json":
+            return cls.from_json_file(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -326,14 +339,34 @@ class TrainConfig:
             raise ConfigError(f"{path}: [train] must be a table of options, got {data!r:.40}")
         return cls.from_dict(data, source=str(path))
 
+    @classmethod
+    def from_json_file(cls, path: Path) -> TrainConfig:
+        """The config a run saved (``config.json``): its nulls are the optional keys'
+        "not set", which TOML cannot write."""
+        import json
+
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not a JSON config ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected an object of options, got {data!r:.40}")
+        return cls.from_dict(data, source=str(path))
+
     def with_overrides(self, assignments: list[str]) -> TrainConfig:
         """Apply ``key=value`` strings (``model.hidden=128``); values parse as TOML,
         and ``none`` clears an optional key (``like_threshold=none``)."""
         data = self.to_dict()
+        given: set[str] = set()
         for item in assignments:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"--set {item!r}: expected key=value, e.g. inner_steps=3")
+            if key.strip() in given:  # the last one was kept without a word
+                raise ConfigError(f"--set {key.strip()}: given twice")
+            given.add(key.strip())
             # TOML has no null: the bare word none resets an optional key to its
             # default (eval_inner_steps=none follows inner_steps again)
             value = None if raw.strip().lower() == "none" else _parse_value(raw.strip())
@@ -381,6 +414,9 @@ def _parse_value(raw: str) -> Any:
 def _build(cls: type, data: dict[str, Any], source: str) -> Any:
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:  # difflib's bare TypeError on an int key
+        raise ConfigError(f"{source}: keys must be option names (text), got {odd[0]!r:.40}")
     unknown = sorted(set(data) - known)
     if unknown:
         raise unknown_keys_error(source, unknown, known)
@@ -428,7 +464,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return int(value)
         elif typ is float:
             if is_number(value):
-                return float(value)
+                try:
+                    return float(value)
+                except OverflowError:  # 10**400: a traceback, not the key's name
+                    raise ConfigError(f"{where}: {value!r:.40} is too large") from None
         elif typ is str and isinstance(value, str):
             return value
     names = " or ".join(getattr(t, "__name__", str(t)) for t in candidates)

@@ -347,6 +347,10 @@ def train(
         )
     if encoder is not None and not isinstance(encoder, str | Encoder):
         raise ConfigError(f"encoder: expected an encoder or its name, got {encoder!r:.60}")
+    if isinstance(encoder, str):
+        # the config says what was used: config.json said "minilm" beside a TF-IDF run,
+        # and training again from the folder would have used another encoder
+        cfg = dataclasses.replace(cfg, encoder=encoder)
     _check_folder_arg("run_dir", run_dir)  # before the encoding, not after it
     cleaning.require_clean(dataset)  # a hand-built or uncleaned Dataset is checked here
     if cfg.like_threshold is None:  # before the encoding; fit_recommender checks its rows

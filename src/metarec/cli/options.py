@@ -40,13 +40,16 @@ FILE_ARGS: tuple[tuple[str, str, str | None], ...] = (
 
 
 def seed(value: str) -> int:
-    """``--seed``: numpy's generators take a non-negative integer."""
+    """``--seed``, ``--split-seed``: numpy's generators take a non-negative integer, and
+    a training config's seed is below 2**32 (4294967296 was refused as ``--set seed``
+    and taken as ``--split-seed``; a larger one failed after the data loaded, naming
+    ``seed``)."""
     try:
         n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+    if not 0 <= n < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 4294967295, got {n}")
     return n
 
 
@@ -181,13 +184,33 @@ def add_file_args(g: Any) -> None:
     )
 
 
+class _Once(argparse.Action):
+    """An option given at most once: argparse kept the last of two without a word."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string}: given twice; give it once")
+        setattr(namespace, self.dest, values)
+
+
 def add_set_arg(p: argparse.ArgumentParser, what: str) -> None:
     """``--set KEY=VALUE`` (repeatable): ``what`` it overrides, for the help."""
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"{what} (repeatable)")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML file ([train] table or top-level keys)")
+    p.add_argument(
+        "--config",
+        type=path_arg,  # "" trained with the defaults without a word
+        action=_Once,
+        help="TOML file ([train] table or top-level keys), or a run's config.json",
+    )
     add_set_arg(p, "override a config value")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
