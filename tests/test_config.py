@@ -225,3 +225,30 @@ def test_a_runs_config_json_is_a_config_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"bad\.json: expected an object of options"):
         TrainConfig.from_toml(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    ("assignments", "key"),
+    [
+        (["objective=bpr", "rating_loss=mse"], "rating_loss"),
+        (["support_positives=liked"], "support_positives"),
+        (["objective=softmax", "negatives=8"], "negatives"),
+        (["algorithm=transfer", "model.support_encoder=true"], "model.support_encoder"),
+    ],
+)
+def test_a_setting_the_rest_of_the_config_ignores_is_warned_about(
+    assignments: list[str], key: str
+) -> None:
+    # taken, and changing it restarted a checkpointed run for no effect
+    with pytest.warns(UserWarning, match=rf"--set {re.escape(key)}: has no effect with"):
+        TrainConfig().with_overrides(assignments)
+
+
+def test_settings_that_are_read_are_not_warned_about() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainConfig().with_overrides(["objective=bce", "negatives=8", "support_positives=liked"])
+        TrainConfig().with_overrides(["rating_loss=mse", "like_threshold=4"])
+        TrainConfig().with_overrides(["model.support_encoder=true"])

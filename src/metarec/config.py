@@ -11,6 +11,7 @@ import difflib
 import functools
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_type_hints
@@ -377,7 +378,25 @@ class TrainConfig:
                     raise ConfigError(f"--set {item!r}: {part!r} is not a config section")
                 target = target[part]
             target[parts[-1]] = value
-        return TrainConfig.from_dict(data, source="--set")
+        cfg = TrainConfig.from_dict(data, source="--set")
+        for key in sorted(given):
+            idle = cfg.idle_reason(key)
+            if idle is not None:  # taken and ignored without a word
+                warnings.warn(f"--set {key}: has no effect {idle}", UserWarning, stacklevel=2)
+        return cfg
+
+    def idle_reason(self, key: str) -> str | None:
+        """Why option ``key`` does nothing under the rest of this config (None: it is
+        read), for a setting given by name."""
+        if key == "rating_loss" and self.objective != "rating":
+            return f"with objective={self.objective} (it is the rating objective's loss)"
+        if key == "support_positives" and self.objective == "rating":
+            return "with objective=rating (it shapes the implicit objectives' labels)"
+        if key == "negatives" and self.objective != "bce":
+            return f"with objective={self.objective} (only bce samples that many negatives)"
+        if key == "model.support_encoder" and self.algorithm == "transfer":
+            return "with algorithm=transfer, which never trains it (no support set in training)"
+        return None
 
 
 def _check_types(config: Any, where: str) -> None:
