@@ -365,8 +365,8 @@ class TrainConfig:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"--set {item!r}: expected key=value, e.g. inner_steps=3")
-            if key.strip() in given:  # the last one was kept without a word
-                raise ConfigError(f"--set {key.strip()}: given twice")
+            # a key given again overrides the earlier value, in order, so a --set added
+            # to a command line (a resumed run's epochs=2) wins over one already in it
             given.add(key.strip())
             # TOML has no null: the bare word none resets an optional key to its
             # default (eval_inner_steps=none follows inner_steps again)

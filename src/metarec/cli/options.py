@@ -201,7 +201,12 @@ class _Once(argparse.Action):
 
 def add_set_arg(p: argparse.ArgumentParser, what: str) -> None:
     """``--set KEY=VALUE`` (repeatable): ``what`` it overrides, for the help."""
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"{what} (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"{what} (repeatable; a key given again overrides the earlier value)",
+    )
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
