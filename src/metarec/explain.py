@@ -247,7 +247,6 @@ def explain(
 ) -> list[Explanation]:
     """Explanations for items given by id or exact title."""
     keys = item_keys(items, "explain: items")  # "12" was explained as items 1 and 2
-    rec._check_user(user)  # before the items are resolved
     return explain_indices(rec, user, [rec.resolve(i) for i in keys or []], top=top)
 
 

@@ -79,19 +79,17 @@ def history_pairs(
     return list(pairs.items())
 
 
-def check_new_vectors(
-    vectors: object, ids: pd.Series, catalogue: torch.Tensor, where: str = "add_items"
+def vector_rows(
+    vectors: object, ids: pd.Series, where: str, width: int | None = None
 ) -> np.ndarray:
-    """New items' LM vectors as float32 [len(ids), width], or a DataError naming the item
-    whose vector cannot be one: of another width, not numbers, NaN, or of a length no
-    vector of this encoder has (1e30 everywhere scored 1e28 on a 1-5 scale and topped
-    every list)."""
+    """``vectors`` as float64 [len(ids), width] (any width where None), one finite row
+    per item of ``ids``, or a DataError naming what is wrong (the item, for a NaN row)."""
     try:
         arr = np.asarray(vectors, dtype=np.float64)
     except (TypeError, ValueError):
         raise DataError(f"{where}: vectors: expected numbers, got {vectors!r:.60}") from None
-    want = (len(ids), catalogue.shape[1])
-    if arr.shape != want:
+    if arr.ndim != 2 or len(arr) != len(ids) or (width is not None and arr.shape[1] != width):
+        want = f"({len(ids)}, {'d' if width is None else width})"
         raise DataError(
             f"{where}: vectors of shape {arr.shape}; expected {want} "
             "(one row per new item, the encoder's width)"
@@ -100,6 +98,17 @@ def check_new_vectors(
     if bad.any():
         item = ids.iloc[int(np.flatnonzero(bad)[0])]
         raise DataError(f"{where}: the vector of item {item!r} holds NaN or infinite values")
+    return arr
+
+
+def check_new_vectors(
+    vectors: object, ids: pd.Series, catalogue: torch.Tensor, where: str = "add_items"
+) -> np.ndarray:
+    """New items' LM vectors as float32 [len(ids), width], or a DataError naming the item
+    whose vector cannot be one: of another width, not numbers, NaN, or of a length no
+    vector of this encoder has (1e30 everywhere scored 1e28 on a 1-5 scale and topped
+    every list)."""
+    arr = vector_rows(vectors, ids, where, int(catalogue.shape[1]))
     norms = np.linalg.norm(arr, axis=1)
     # a sentence encoder's vectors have length 1; an encoder's own outputs never stray
     # 100 times past the longest in the catalogue

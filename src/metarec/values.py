@@ -16,6 +16,8 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from metarec.errors import ConfigError
+
 
 def is_whole(value: object) -> TypeGuard[int | np.integer[Any]]:
     """True for an int or numpy integer, not a bool (nor 2.0: a float is no count)."""
@@ -26,6 +28,15 @@ def is_number(value: object) -> TypeGuard[int | float | np.integer[Any] | np.flo
     """True for an int, float or numpy integer or float, not a bool, text or complex
     number; NaN and infinity are numbers here (callers that need finite say so)."""
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def check_whole(value: object, where: str, low: int) -> int:
+    """``value`` as an int if it is a whole number >= ``low``, else a ConfigError naming
+    ``where``: int() cut 2.5 to 2, a bool is not a count, and "5" compared with a number
+    was a raw TypeError."""
+    if not is_whole(value) or value < low:
+        raise ConfigError(f"{where}: must be a whole number >= {low}, got {value!r:.40}")
+    return int(value)
 
 
 def is_finite_number(

@@ -130,14 +130,14 @@ def test_knn_scores_new_items_from_vectors(toy_knn: ContentKNN) -> None:
     np.testing.assert_allclose(scores[4:], [1.0, 0.0])  # new vectors are normalised too
     with pytest.raises(DataError, match=r"dimension 2.*have 3"):
         toy_knn.add_items(pd.DataFrame({"item_id": ["z"]}), np.ones((1, 2)))
-    with pytest.raises(DataError, match=r"1 items need vectors of shape \(1, d\), got \(2, 3\)"):
+    with pytest.raises(DataError, match=r"vectors of shape \(2, 3\); expected \(1, d\)"):
         toy_knn.add_items(pd.DataFrame({"item_id": ["z"]}), np.ones((2, 3)))
     # a bare TypeError, a bare ValueError, a NaN vector zeroed, a 3-D array reshaped
     for items, vectors, needle in (
         (None, np.ones((1, 3)), "items: expected a DataFrame of the new items, got NoneType"),
         (pd.DataFrame({"item_id": ["z"]}), [["a", "b", "c"]], "vectors: expected numbers"),
-        (pd.DataFrame({"item_id": ["z"]}), [[1.0, np.nan, 0.0]], "new item 0 is not finite"),
-        (pd.DataFrame({"item_id": ["z"]}), np.ones((1, 1, 3)), r"got \(1, 1, 3\)"),
+        (pd.DataFrame({"item_id": ["z"]}), [[1.0, np.nan, 0.0]], "item 'z' holds NaN"),
+        (pd.DataFrame({"item_id": ["z"]}), np.ones((1, 1, 3)), r"shape \(1, 1, 3\); expected"),
     ):
         with pytest.raises(DataError, match=needle):
             toy_knn.add_items(items, vectors)  # type: ignore[arg-type]

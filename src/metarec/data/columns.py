@@ -143,9 +143,10 @@ def str_ids(values: pd.Series) -> pd.Series:
         text[known & ~whole] = values[known & ~whole].astype(str)
         return text
     mask = values.notna()
-    if values.dtype == object:
-        # JSON's 1.0 beside a text id ("u2") left the column objects, where 1.0 became
-        # "1.0" and 1 "1": one user became two
+    # JSON's 1.0 beside a text id ("u2") left the column objects, where 1.0 became "1.0"
+    # and 1 "1": one user became two. A column of text alone (every file's ids) is told
+    # by pandas' C-level inference, not a Python pass over a million rows
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) != "string":
         floats = values.map(lambda v: isinstance(v, (float, np.floating)))
         if floats.any():
             values = values.copy()

@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 
 from metarec.data.columns import not_index, plain
-from metarec.errors import ConfigError, DataError, UnknownItemError
-from metarec.values import is_whole
+from metarec.errors import DataError, UnknownItemError
+from metarec.values import check_whole
 
 Order = Literal["time", "shuffle"]
 
@@ -204,13 +204,6 @@ def ordered(
     return items[idx], ratings[idx]
 
 
-def _check_count(value: object, where: str, low: int) -> None:
-    """ConfigError unless ``value`` is a whole number >= ``low``: a query of 0 made empty
-    query sets without a word, and a negative seed was numpy's bare ValueError."""
-    if not is_whole(value) or value < low:
-        raise ConfigError(f"{where}: must be a whole number >= {low}, got {value!r:.40}")
-
-
 def fixed_tasks(
     ur: UserRatings,
     *,
@@ -227,11 +220,11 @@ def fixed_tasks(
     :func:`user_stream`, so a user's task is the same whichever other users the
     data holds.
     """
-    _check_count(query_size, "fixed_tasks: query_size", 1)
-    _check_count(seed, "fixed_tasks: seed", 0)
-    _check_count(min_support, "fixed_tasks: min_support", 0)
+    check_whole(query_size, "fixed_tasks: query_size", 1)
+    check_whole(seed, "fixed_tasks: seed", 0)
+    check_whole(min_support, "fixed_tasks: min_support", 0)
     if max_support is not None:
-        _check_count(max_support, "fixed_tasks: max_support", max(min_support, 1))
+        check_whole(max_support, "fixed_tasks: max_support", max(min_support, 1))
     tasks = []
     for row in range(len(ur)):
         rng = user_stream(seed, ur.user_ids[row])
@@ -271,10 +264,10 @@ def sample_episodes(
     trained on time-ordered ones above it: a user's first ratings predict
     their later ones differently from how a random subset predicts the rest.
     """
-    _check_count(min_support, "sample_episodes: min_support", 0)
-    _check_count(max_support, "sample_episodes: max_support", max(min_support, 1))
+    check_whole(min_support, "sample_episodes: min_support", 0)
+    check_whole(max_support, "sample_episodes: max_support", max(min_support, 1))
     if query_size is not None:
-        _check_count(query_size, "sample_episodes: query_size", 1)
+        check_whole(query_size, "sample_episodes: query_size", 1)
     tasks = []
     lo = max(min_support, 1)
     for row in range(len(ur)) if rows is None else rows:

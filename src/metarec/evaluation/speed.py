@@ -484,9 +484,9 @@ def speed_stem(dataset: str, seed: int) -> str:
     """The record's file name without its suffix: ``speed`` for ml-100k with seed 0 (the
     README's table), else with the data set and seed in it, as the protocols' reports
     are named: a run on ml-1m replaced ml-100k's record without a word."""
-    if dataset == "ml-100k" and seed == 0:
-        return "speed"
-    return f"speed-{dataset}" + (f"-seed{seed}" if seed else "")
+    from metarec.evaluation.splits import split_stem
+
+    return "speed" if (dataset, seed) == ("ml-100k", 0) else f"speed-{split_stem(dataset, seed)}"
 
 
 def _p99(row: dict[str, Any]) -> str:

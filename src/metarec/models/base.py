@@ -33,7 +33,7 @@ from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.inputs import check_rating_frame
 from metarec.models.cutpoints import RatingCutpoints
-from metarec.values import is_number, is_whole
+from metarec.values import check_whole, is_number, is_whole
 
 
 class TaskPredictor(Protocol):
@@ -334,15 +334,6 @@ def check_k(k: object, where: str = "") -> None:
     the message (a model's name)."""
     if not is_whole(k) or k <= 0:
         raise ConfigError(f"{where}k: must be a whole number > 0, got {k!r}")
-
-
-def check_whole(value: object, where: str, low: int) -> int:
-    """``value`` as an int if it is a whole number >= ``low``, else a ConfigError naming
-    ``where``: int() cut 2.5 to 2, a bool is not a count, and "5" compared with a number
-    was a raw TypeError."""
-    if not is_whole(value) or value < low:
-        raise ConfigError(f"{where}: must be a whole number >= {low}, got {value!r:.40}")
-    return int(value)
 
 
 def check_seed(seed: object, where: str = "seed") -> None:

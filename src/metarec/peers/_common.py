@@ -14,6 +14,7 @@ import pandas as pd
 
 from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError
+from metarec.inputs import vector_rows
 from metarec.values import is_whole
 
 
@@ -94,18 +95,5 @@ def check_new_items(name: str, items: object, vectors: object) -> np.ndarray | N
         )
     if vectors is None:
         return None
-    try:
-        array = np.asarray(vectors, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"{name}.add_items: vectors: expected numbers, got {vectors!r:.60}"
-        ) from None
-    if array.ndim != 2 or len(array) != len(items):
-        raise DataError(
-            f"{name}.add_items: {len(items)} items need vectors of shape ({len(items)}, d), "
-            f"got {array.shape}"
-        )
-    if not np.isfinite(array).all():
-        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
-        raise DataError(f"{name}.add_items: the vector of new item {row} is not finite")
-    return array
+    ids = items["item_id"] if "item_id" in items.columns else pd.Series(range(len(items)))
+    return vector_rows(vectors, ids.reset_index(drop=True), f"{name}.add_items")
