@@ -43,6 +43,15 @@ def test_missing_parts_are_dropped_cleanly(year: float, genres: str, expected: s
     assert build_item_text(df).tolist() == [expected]
 
 
+def test_an_untitled_item_does_not_start_with_a_bracketed_year() -> None:
+    df = items(title=["", ""], year=[2011.0, 2011.0], genres=["Drama", ""])
+    assert build_item_text(df).tolist() == ["2011. Genres: Drama.", "2011."]
+    # a title's own bracket stays
+    assert build_item_text(items(title=["(500) Days of Summer"], year=[2009.0])).tolist() == [
+        "(500) Days of Summer (2009)."
+    ]
+
+
 def test_missing_columns_count_as_missing_parts() -> None:
     assert build_item_text(pd.DataFrame({"item_id": ["1"], "title": ["Heat"]})).tolist() == [
         "Heat."

@@ -418,4 +418,7 @@ def _tidy(skel: str) -> str:
     skel = re.sub(r"\s+([.,;:!?)\]])", r"\1", skel)
     skel = re.sub(r"([.,;:!?])(?:\s*\1)+", r"\1", skel)
     skel = re.sub(r"^[\s.,;:!?]+", "", skel).strip()
+    # A bracketed part left first by a missing title: "(2011). Genres: Drama." reads as
+    # an aside to nothing; "2011. Genres: Drama." says the same
+    skel = re.sub(r"^[(\[](\x00\d+\x00)[)\]]", r"\1", skel)
     return skel if _MARK_RE.search(skel) else ""
