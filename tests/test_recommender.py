@@ -1792,3 +1792,23 @@ def test_a_run_with_an_encoder_of_ones_own_loads_and_serves(
     np.testing.assert_allclose(loaded.score(user), rec.score(rec.adapt([("Toy Story (1995)", 5)])))
     with pytest.raises(ModelError, match="unknown encoder type 'hashed'"):
         loaded.add_items(pd.DataFrame({"item_id": ["n1"], "title": ["New"]}))
+
+
+def test_a_reindex_never_shows_readers_a_half_filled_index(
+    fitted: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the service checks an event's item against item_index without its lock while an
+    # item update re-indexes the catalogue: at every point of the rebuild each id is there
+    ids = set(fitted.items["item_id"])
+    seen_mid_rebuild: list[bool] = []
+    rebuild = fitted._display_titles_from
+
+    def titles_then_look(start: int) -> list[str]:
+        seen_mid_rebuild.append(set(fitted.item_index) == ids)
+        return rebuild(start)
+
+    monkeypatch.setattr(fitted, "_display_titles_from", titles_then_look)
+    fitted._reindex()
+    assert seen_mid_rebuild == [True]
+    assert set(fitted.item_index) == ids
+    assert fitted.resolve("Toy Story (1995)") == fitted.item_index["1"]

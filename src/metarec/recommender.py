@@ -114,6 +114,12 @@ class Recommender(TopK):
         self.cfg: TrainConfig = learner.cfg
         self.items = items[["item_id", "title", "text"]].reset_index(drop=True).astype(str)
         self._display_cache: tuple[pd.DataFrame, list[str]] | None = None
+        # filled by _reindex
+        self.item_index: dict[str, int] = {}
+        self.title_index: dict[str, int] = {}
+        self.shared_titles: dict[str, list[int]] = {}
+        self._loose_title_items: dict[str, list[int]] = {}
+        self._loose_id_items: dict[str, list[int]] = {}
         self.features = features
         self.encoder_config = encoder_config
         self.encoder_tensors = encoder_tensors or {}
@@ -170,24 +176,31 @@ class Recommender(TopK):
         ids = self.items["item_id"].tolist()
         start = len(ids) - appended if 0 < appended <= len(ids) else 0
         if start == 0:
-            self.item_index: dict[str, int] = {}
-            self.title_index: dict[str, int] = {}
+            # built aside and published at the end: the service reads item_index without
+            # its lock (an event's item check), and a rebuild in place (an item updated)
+            # showed it half filled, refusing items that exist as unknown
+            item_index: dict[str, int] = {}
+            title_index: dict[str, int] = {}
             # a title two items share (two editions, a remake of the same year) names
             # neither: resolving it says which ids it could be
-            self.shared_titles: dict[str, list[int]] = {}
+            shared_titles: dict[str, list[int]] = {}
             # looked up only when nothing above matches, and only where one item has the
             # key: the displayed title without its year ("The Shawshank Redemption"), and
             # an id as typed without its stray spaces or in another Unicode form (an id
             # " spaced " could not be given on a command line, which strips the spaces)
-            self._loose_title_items: dict[str, list[int]] = {}
-            self._loose_id_items: dict[str, list[int]] = {}
+            loose_title_items: dict[str, list[int]] = {}
+            loose_id_items: dict[str, list[int]] = {}
             self._display_cache = None  # titles may have changed in place (an update)
+        else:  # an append only adds keys, which a reader sees whole or not at all
+            item_index, title_index = self.item_index, self.title_index
+            shared_titles = self.shared_titles
+            loose_title_items, loose_id_items = self._loose_title_items, self._loose_id_items
         heads = self._display_titles_from(start)
 
         def add(key: str, i: int) -> None:
-            first = self.title_index.setdefault(key, i)
+            first = title_index.setdefault(key, i)
             if first != i:
-                held = self.shared_titles.setdefault(key, [first])
+                held = shared_titles.setdefault(key, [first])
                 # an item's keys are added together, so a repeat is the last entry: a
                 # membership test of the list made 32,000 items of one title quadratic
                 if held[-1] != i:
@@ -195,7 +208,6 @@ class Recommender(TopK):
 
         titles = self.items["title"].tolist()
         for i in range(start, len(ids)):
-            self.item_index[ids[i]] = i
             add(_norm(titles[i]), i)
             # "Toy Story (1995)" — the form people type — is the text's first sentence;
             # GroupLens' "Lion King, The (1994)" is accepted as well
@@ -204,13 +216,18 @@ class Recommender(TopK):
             year = _TRAILING_YEAR.search(head)
             if year:
                 add(_norm(f"{titles[i]} ({year.group(1)})"), i)
-                self._loose_title_items.setdefault(_norm(head[: year.start()]), []).append(i)
+                loose_title_items.setdefault(_norm(head[: year.start()]), []).append(i)
             key = _loose_id(str(ids[i]))
             if key != ids[i]:
-                self._loose_id_items.setdefault(key, []).append(i)
-        self.loose_titles = {k: v[0] for k, v in self._loose_title_items.items() if len(v) == 1}
+                loose_id_items.setdefault(key, []).append(i)
+            # the id last: a reader that finds it finds the item's titles too
+            item_index[ids[i]] = i
+        self.title_index, self.shared_titles = title_index, shared_titles
+        self._loose_title_items, self._loose_id_items = loose_title_items, loose_id_items
+        self.loose_titles = {k: v[0] for k, v in loose_title_items.items() if len(v) == 1}
         # an exact id wins in resolve before this is read
-        self.loose_ids = {k: v[0] for k, v in self._loose_id_items.items() if len(v) == 1}
+        self.loose_ids = {k: v[0] for k, v in loose_id_items.items() if len(v) == 1}
+        self.item_index = item_index
         self._refresh_cache()
 
     def _display_titles_from(self, start: int) -> list[str]:

@@ -300,7 +300,8 @@ Case = tuple[str, str, dict[str, Any], int, str, str]
 
 
 def _bad_requests(key: str) -> list[Case]:
-    """(method, path, httpx kwargs, status, error code, text the message must contain)."""
+    """(method, path, httpx kwargs, status, error code, text the message must contain,
+    or start with where it starts with ``^``)."""
     h = {"X-API-Key": key}
     js = h | {"content-type": "application/json"}
     ok = {"event_id": "e-bad", "item_id": "1", "type": "like"}
@@ -319,8 +320,13 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", events, {"content": b'{"event_id": ', "headers": js}, 400, "bad_json",
          "not valid JSON at character 13: Expecting value"),
         ("POST", events, event(item_id="no-such"), 422, "unknown_item", "no-such"),
+        # a check across an event's fields names the field, not "body" ("^": the start)
         ("POST", events, event(type="click", value=3), 422, "validation_error",
-         "only a rating event takes one"),
+         "^value: only a rating event takes one"),
+        ("POST", events, body(rating), 422, "validation_error",
+         "^value: required for a rating event"),
+        ("POST", events, body({"events": [rating]}), 422, "validation_error",
+         "^events[0]: value: required for a rating event"),
         ("POST", events, {"content": b'{"a": 1}', "headers": h | {"content-type": "text/plain"}},
          415, "unsupported_media_type", "'text/plain'"),
         ("POST", events, {"data": {"event_id": "f"}, "headers": h},
@@ -336,6 +342,9 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", "/v1/users/nobody/events", event(item_id="nope"), 404, "unknown_user", "nobody"),
         ("GET", "/v1/users/nobody/recommendations?candidates=nope", {}, 404, "unknown_user",
          "nobody"),
+        # a NUL is in no title: it matched every title with a space
+        ("GET", "/v1/items?q=%00", {}, 422, "validation_error",
+         "q: must not contain the control character U+0000"),
         ("GET", "/v1/items?q=a&q=b", {}, 422, "validation_error",
          "q: given 2 times; give each query parameter once"),
         ("PUT", "/v1/users/{u}", body({}), 405, "method_not_allowed",
@@ -542,7 +551,11 @@ def test_malformed_requests_get_json_4xx(live_server: str, server_api_key: str) 
             assert r.status_code == status, where
             body = r.json()
             assert set(body) == {"error"} and body["error"]["code"] == code, where
-            assert needle.replace("{u}", user) in body["error"]["message"], where
+            needle = needle.replace("{u}", user)
+            if needle.startswith("^"):
+                assert body["error"]["message"].startswith(needle[1:]), where
+            else:
+                assert needle in body["error"]["message"], where
             if status == 405:  # the header and the message name the same methods
                 assert body["error"]["message"].endswith(f"it takes {r.headers['allow']}"), where
             assert "Traceback" not in r.text

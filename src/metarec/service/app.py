@@ -434,6 +434,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=settings.max_search_results)] = 20,
     ) -> dict[str, Any]:
         """Titles containing ``q`` (case-insensitive), most rated first; empty ``q``: most rated."""
+        try:
+            # a NUL or an escape is in no title (a title's control characters are
+            # searched as spaces): "q=%00" listed every title with a space in it
+            schemas.no_control(q, allowed="\t")
+        except ValueError as exc:
+            raise ApiError(422, "validation_error", f"q: {exc} (got {cut(q)})") from None
         return {"items": served().search(q, limit)}
 
     # ":path": a catalogue's own ids may hold "/" ("news/2026/17"; ids added through

@@ -100,10 +100,18 @@ def describe_validation(
             )
         value = err.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {cut(value)})"
+        if not loc and _NAMES_ITS_FIELD.match(msg):
+            # a check across fields (a rating event's value) names the field itself; a
+            # bare event's fields are named as sent, not as parts of "body"
+            loc = msg.split(":", 1)[0]
+            msg = msg.split(":", 1)[1].strip()
         parts.append(f"{loc or 'body'}: {msg}{shown}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return 422, "validation_error", "; ".join(parts) + more
 
+
+# "value: required for a rating event": a model-level message that names its field
+_NAMES_ITS_FIELD = re.compile(r"^[a-z_]+: ")
 
 # the names pydantic gives a union's members in an error's location: a type
 # ("float", "datetime") or a validator chain ("function-after[_a_genre(), ...]")

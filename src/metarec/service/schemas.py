@@ -53,7 +53,7 @@ def _some_text(value: str) -> str:
     return value
 
 
-def _no_control(value: str, *, allowed: str = "\t\n\r") -> str:
+def no_control(value: str, *, allowed: str = "\t\n\r") -> str:
     """No control character (a NUL, an escape) but ``allowed``: invisible in every
     listing, and a NUL ends the string for C readers of the store; in text, tabs and
     newlines are text."""
@@ -73,7 +73,7 @@ def _a_number(value: Any) -> Any:
     return value
 
 
-Text = Annotated[str, Field(max_length=10_000), AfterValidator(_no_control)]
+Text = Annotated[str, Field(max_length=10_000), AfterValidator(no_control)]
 
 
 def _addressable(value: str) -> str:
@@ -112,7 +112,7 @@ def _addressable(value: str) -> str:
             "must be in Unicode NFC form (an accent composed with its letter), as it "
             "would otherwise look like another id: send unicodedata.normalize('NFC', id)"
         )
-    return _no_control(value, allowed="")
+    return no_control(value, allowed="")
 
 
 # the combining grapheme joiner, the Hangul and Khmer fillers and the Braille blank:
@@ -167,7 +167,7 @@ Title = Annotated[
     str,
     Field(min_length=1, max_length=500),
     AfterValidator(_some_text),
-    AfterValidator(_no_control),
+    AfterValidator(no_control),
 ]
 NewUserId = Annotated[ID, AfterValidator(_addressable)]
 NewItemId = Annotated[ID, AfterValidator(_addressable), AfterValidator(_no_comma)]
@@ -228,10 +228,10 @@ Genre = Annotated[
     str,
     Field(min_length=1, max_length=100),
     AfterValidator(_some_text),
-    AfterValidator(_no_control),
+    AfterValidator(no_control),
     AfterValidator(_a_genre),
 ]
-Genres = Annotated[str, Field(max_length=1000), AfterValidator(_no_control)]  # "A|B"
+Genres = Annotated[str, Field(max_length=1000), AfterValidator(no_control)]  # "A|B"
 
 
 def _joined_within_genres_limit(genres: list[str]) -> list[str]:
@@ -343,7 +343,7 @@ class UserOut(BaseModel):
     history: list[HistoryEntry] = Field(description="the latest events, oldest first")
 
 
-EventId = Annotated[ID, AfterValidator(lambda v: _no_control(v, allowed=""))]
+EventId = Annotated[ID, AfterValidator(lambda v: no_control(v, allowed=""))]
 
 
 class EventIn(_Strict):
