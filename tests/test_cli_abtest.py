@@ -227,6 +227,11 @@ def test_abtest_refuses_an_ensembles_training_users(
     assert json.loads(saved.read_text())["users_from"] == "heldout:0.05"
     assert main([*args, str(a), str(a), "--users", str(saved)]) == 0, capsys.readouterr().err
     assert "users drawn by heldout:0.05" in capsys.readouterr().out
+    # --save-split writes JSON whatever the name; it reads back under any name
+    as_text = tmp_path / "p4-split.txt"
+    as_text.write_bytes(saved.read_bytes())
+    assert main([*args, str(a), str(a), "--users", str(as_text)]) == 0, capsys.readouterr().err
+    assert "users drawn by heldout:0.05" in capsys.readouterr().out
     assert main([*args, str(moved), str(moved), "--users", "heldout:0.05"]) == 0
     capsys.readouterr()
     # the run trained again on another split since: its split.json is not the member's
@@ -263,15 +268,17 @@ def test_abtest_users_the_data_cannot_test_are_refused_naming_the_file(
         code, capsys.readouterr().err,
         f"{tmp_path / 'twice.txt'}, line 4: user {new[1]!r} is listed again (first on line 2)",
     )  # fmt: skip
-    # a K none of them can take: the largest that some can, not a doubt about the data
-    (tmp_path / "new.txt").write_text("\n".join(new))
+    # a K none of them can take: the largest that some can, not a doubt about the data,
+    # also with an unknown id beside them
+    (tmp_path / "new.txt").write_text("\n".join([*new, "nobody"]))
     code = main(["abtest", str(a), str(b), *_data(shared_data), "--users",
                  str(tmp_path / "new.txt"), "--support", "1000"])  # fmt: skip
     most = int(load_dataset("ml-100k", root=shared_data).interactions.groupby("user_id")
                .size().reindex(new).max()) - 1  # fmt: skip
     _assert_one_line_error(
         code, capsys.readouterr().err, str(tmp_path / "new.txt"),
-        f"3 have 1000 ratings or fewer (the most any of them allows is --support {most})",
+        f"1 are not in the data, 3 have 1000 ratings or fewer (the most any of them allows "
+        f"is --support {most})",
     )  # fmt: skip
     # the same run on both arms is allowed, and said: an A/A test
     code = main(["abtest", str(a), str(a), *_data(shared_data), "--users",

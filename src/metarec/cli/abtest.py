@@ -223,7 +223,8 @@ def cmd_abtest(args: argparse.Namespace) -> int:
                 "fewer "
                 + (
                     f"(is {ds.name} the data the runs were trained on?)"
-                    if missing or most < 1
+                    # a few unknown ids beside users with too few ratings: K is the slip
+                    if most < 1
                     else f"(the most any of them allows is --support {most})"
                 ),
                 path=args.users,

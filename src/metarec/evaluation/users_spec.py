@@ -66,7 +66,17 @@ def users_from_spec(
         picked = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
         return sorted(pool[picked].tolist())
     path = Path(spec)
-    if path.suffix.lower() == ".json":
+    text = None
+    if path.suffix.lower() != ".json":
+        try:
+            # utf-8-sig: a byte-order mark (Notepad writes one) was read into the first id,
+            # and that user was skipped as "not in the data"
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise DataError("not UTF-8 text (one user id per line expected)", path=path) from None
+    # --save-split writes JSON whatever the name: a split saved as split.txt was read as
+    # a list of ids, its JSON lines as users
+    if text is None or text.lstrip().startswith("{"):
         raw_json = load_json(path)
         protocol = raw_json.get("protocol") if isinstance(raw_json, dict) else None
         if protocol == "p4":
@@ -77,12 +87,6 @@ def users_from_spec(
             # its new users only: they are tested here under abtest's own support rule
             return list(P1Split.load(path, dataset, check_rule=False).new_users)
         raise DataError("expected a P1 split (new_users) or a P4 split (users, arms)", path=path)
-    try:
-        # utf-8-sig: a byte-order mark (Notepad writes one) was read into the first id,
-        # and that user was skipped as "not in the data"
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError("not UTF-8 text (one user id per line expected)", path=path) from None
     first: dict[str, int] = {}  # id -> the line it is first on
     for number, line in enumerate(text.splitlines(), start=1):
         user = line.split("#", 1)[0].strip()
