@@ -1153,6 +1153,8 @@ def _codes(rec: Recommender, shift: float = 0) -> np.ndarray:
          DataError, "predict_tasks: task 0: support rating 100 is off the model's scale [1, 5]"),
         (lambda r: r.score_catalogue([replace(_task(), support_ratings=np.array([5.0, 0.0]))]),
          DataError, "score_catalogue: task 0: support rating 0 is off the model's scale"),
+        (lambda r: r.score_catalogue([replace(_task(), support_items=np.array([1, 1]))]),
+         DataError, "score_catalogue: task 0: support item 1 is given twice"),
         # -1 returned [] without a word, 0 and 1.5 were range()'s errors
         (lambda r: r.predict_tasks([_task()], batch_size=-1), ConfigError,
          "predict_tasks: batch_size: must be a whole number >= 1, got -1"),

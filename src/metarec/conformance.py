@@ -280,6 +280,7 @@ def check_new_items(model: ScoringModel, world: World, *, reads_text: bool) -> N
             "Schindler's List (1993). Genres: Drama, War.",
         ]
     )
+    _refuses_bad_new_items(model, rows, vectors)
     try:
         added.add_items(rows, vectors)
     except UnsupportedError as err:
@@ -315,6 +316,29 @@ def check_new_items(model: ScoringModel, world: World, *, reads_text: bool) -> N
         )
     old = model.score_catalogue(world.tasks[:2], world.users.iloc[:2])
     _close(scores[:, :before], old, "the old items' scores after adding items")
+
+
+def _refuses_bad_new_items(model: ScoringModel, rows: pd.DataFrame, vectors: np.ndarray) -> None:
+    """New items that are no items (None: a bare TypeError) or a NaN vector (zeroed, or
+    NaN scores later) are refused with a DataError, or new items are not taken at all
+    (UnsupportedError), and the catalogue keeps its size."""
+    nan = vectors.copy()
+    nan[0, 0] = np.nan
+    for items, vecs, what in ((None, vectors, "None as the items"), (rows, nan, "a NaN vector")):
+        tried = copy.deepcopy(model)
+        try:
+            tried.add_items(items, vecs)  # type: ignore[arg-type]
+        except (DataError, UnsupportedError):
+            pass
+        except Exception as err:
+            raise ConformanceError(
+                f"add_items with {what}: {type(err).__name__}: {err} (expected a DataError "
+                "naming what is wrong)"
+            ) from None
+        else:
+            raise ConformanceError(f"add_items took {what} without a word")
+        if tried.n_items != model.n_items:
+            raise ConformanceError(f"refusing {what} changed the catalogue size")
 
 
 def _score_order(scores: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:

@@ -420,8 +420,12 @@ class EnsembleRecommender(TopK):
             if isinstance(m, ContentKNN) and m.vectors is not None:
                 m.vectors[rows] = unit
             elif isinstance(m, StackedRanker) and m.signals is not None:
-                known = rows < len(m.signals.vectors)  # added items have no signals row
-                m.signals.vectors[rows[known]] = unit[known].astype(np.float32)
+                # the signals' rows are the universe's items (max_items: the most rated
+                # ones), not the catalogue's: row 96 was catalogue item 182's there
+                pos = m.universe.position
+                inside = rows < len(pos)  # items added since have no signals row
+                inside[inside] = pos[rows[inside]] >= 0  # nor items outside the universe
+                m.signals.vectors[pos[rows[inside]]] = unit[inside].astype(np.float32)
 
 
 ServedModel: TypeAlias = Recommender | EnsembleRecommender

@@ -303,3 +303,18 @@ def renamed_users(users: Any, user_features: Any, where: str) -> Any:
         stacklevel=3,
     )
     return user_features
+
+
+def check_new_items(name: str, items: object, vectors: object) -> np.ndarray | None:
+    """The new items' vectors as a float64 [len(items), d] array (None stays None), or a
+    DataError naming the peer: None as the items was a bare TypeError, text vectors a
+    bare ValueError, and a NaN vector was zeroed (scoring 0, mid-list) without a word."""
+    if not isinstance(items, pd.DataFrame):
+        raise DataError(
+            f"{name}.add_items: items: expected a DataFrame of the new items, got "
+            f"{type(items).__name__}"
+        )
+    if vectors is None:
+        return None
+    ids = items["item_id"] if "item_id" in items.columns else pd.Series(range(len(items)))
+    return vector_rows(vectors, ids.reset_index(drop=True), f"{name}.add_items")

@@ -29,6 +29,7 @@ from metarec.conformance import (
 from metarec.data import load_dataset
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, MetarecError
+from metarec.inputs import check_new_items
 from metarec.models.base import ScoringModel, TrainingData
 
 
@@ -156,13 +157,21 @@ class PositionalNewItems(LikedCounts):
     """Said to read text, but scores new items by their place, not their vectors."""
 
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        check_new_items(self.name, items, vectors)
         self.scores = np.concatenate([self.scores, 1.0 + 0.5 * np.arange(len(items))])
 
 
 class MovesOldItems(LikedCounts):
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        check_new_items(self.name, items, vectors)
         # the new items in, and every old item's score shifted on the way
         self.scores = np.concatenate([self.scores * 2.0, np.zeros(len(items))])
+
+
+class TakesAnyNewItems(LikedCounts):
+    def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        # no look at what it is given: None a bare TypeError, a NaN vector taken
+        self.scores = np.concatenate([self.scores, np.zeros(len(items))])
 
 
 class TakesAnyK(LikedCounts):
@@ -289,6 +298,7 @@ def test_a_model_that_keeps_the_contract_passes_every_check(world: World) -> Non
         (NaNWhenNew, "empty_support", "scores hold NaN"),
         (IgnoresSupport, "scored_from_support", "opposite ratings moved no score"),
         (MovesOldItems, "new_items", "the old items' scores after adding items"),
+        (TakesAnyNewItems, "new_items", "add_items with None as the items: TypeError"),
         (TakesAnyK, "any_k", "k=2.5"),
         (PredictsOff, "predict_tasks", "predict_tasks against score_catalogue"),
         (ReadsAnyTask, "bad_support_refused", "predict_tasks("),

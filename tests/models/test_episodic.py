@@ -126,7 +126,15 @@ def test_options_are_checked_and_unfitted_use_is_refused() -> None:
         ({"shots": (1.7,)}, "shots: must be whole support sizes >= 1"),
         ({"shots": "5"}, "shots: expected a list of support sizes"),
         ({"lams": (float("nan"),)}, "lams[0] must be a finite number > 0"),
-        ({"support_scale": "x"}, "support_scale must be a number"),
+        ({"support_scale": "x"}, "support_scale must be a finite number"),
+        # NaN fitted, then every score was NaN; the rest were raw errors at fit
+        ({"support_scale": float("nan")}, "support_scale must be a finite number"),
+        ({"target_scale": float("inf")}, "target_scale must be a finite number"),
+        ({"chunk_episodes": 2.5}, "chunk_episodes: must be a whole number >= 1"),
+        ({"seed": -1}, "seed: must be a whole number >= 0"),
+        ({"seed": "x"}, "seed: must be a whole number >= 0"),
+        ({"max_items": float("nan")}, "max_items: must be a whole number >= 1"),
+        ({"max_items": "abc"}, "max_items: must be a whole number >= 1"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             EpisodicLinear(**kwargs)  # type: ignore[arg-type]

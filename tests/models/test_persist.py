@@ -381,8 +381,15 @@ def rankers(world: World) -> Ensemble:
     members = {
         "fomaml": world.ranking.members["fomaml"],
         "episodic": EpisodicLinear(lams=(300.0,), seed=1).fit(world.data),
+        # on the 300 most rated items: its signals' rows are not the catalogue's
         "stacked": StackedRanker(
-            folds=2, bags=2, max_iter=15, min_samples_leaf=50, n_candidates=150, seed=1
+            folds=2,
+            bags=2,
+            max_iter=15,
+            min_samples_leaf=50,
+            n_candidates=150,
+            seed=1,
+            max_items=300,
         ).fit(few),
     }
     return Ensemble(members, mode="ranking", buckets=(0, 1, 5), fit_members=False, seed=1).fit(
@@ -405,6 +412,25 @@ def test_episodic_and_stacked_members_round_trip(
     )
     suffixes = {p.suffix for p in (tmp_path / "ens").rglob("*") if p.is_file()}
     assert suffixes <= {".json", ".safetensors"}
+
+
+def test_an_updated_vector_reaches_the_stacked_members_own_row(
+    rankers: Ensemble, tmp_path: Path
+) -> None:
+    from metarec.models.stacked import StackedRanker
+
+    rec = load_run(rankers.save(tmp_path / "ens"))
+    stacked = rec.ensemble.members["stacked"]
+    assert isinstance(stacked, StackedRanker) and stacked.signals is not None
+    pos = stacked.universe.position
+    inside = int(np.flatnonzero((pos >= 0) & (pos != np.arange(len(pos))))[0])
+    outside = int(np.flatnonzero(pos < 0)[0])
+    before = stacked.signals.vectors.copy()
+    width = rec.primary.model.tower.item_vectors.shape[1]
+    rec.update_peer_vectors([inside, outside], np.random.default_rng(0).random((2, width)))
+    changed = np.flatnonzero((stacked.signals.vectors != before).any(axis=1))
+    # catalogue item `inside` is row pos[inside] there; one outside the universe has none
+    assert changed.tolist() == [pos[inside]]
 
 
 def test_damaged_stacked_state_names_the_member(rankers: Ensemble, tmp_path: Path) -> None:

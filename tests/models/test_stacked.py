@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -353,6 +354,18 @@ def test_options_are_checked_and_unfitted_use_is_refused() -> None:
         StackedRanker(objective="pairwise")
     with pytest.raises(ConfigError, match="truncation"):
         StackedRanker(truncation=0)
+    # cut by int() (2.5 to 2, True to 1), or raw errors at fit, after the signals' work
+    for kwargs, needle in [
+        ({"truncation": 2.5}, "truncation: must be a whole number >= 1"),
+        ({"max_episodes": 2.5}, "max_episodes: must be a whole number >= 1"),
+        ({"max_episodes": True}, "max_episodes: must be a whole number >= 1"),
+        ({"max_episodes": "x"}, "max_episodes: must be a whole number >= 1"),
+        ({"max_items": float("nan")}, "max_items: must be a whole number >= 1"),
+        ({"seed": -1}, "seed: must be a whole number >= 0"),
+        ({"seed": 1.5}, "seed: must be a whole number >= 0"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            StackedRanker(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(ModelError, match="not fitted"):
         StackedRanker().score_catalogue([_task([], [])])
     # through recommend: it said "support item 3 is not in [0, 0)"

@@ -223,6 +223,10 @@ def test_fit_takes_training_data_and_keeps_its_scale(make: type, small: Small) -
         with pytest.raises(DataError, match="support rating 99 is off the model's scale"):
             call()
     assert len(model.predict_tasks([replace(off, support_ratings=np.array([5.0]))])[0]) == 2
+    # an item twice in one support set: models read it each their own way
+    twice = replace(off, support_items=np.array([4, 0, 4]), support_ratings=np.ones(3) * 5)
+    with pytest.raises(DataError, match="task 1: support item 4 is given twice"):
+        model.recommend([replace(off, support_ratings=np.array([5.0])), twice], k=2)
 
 
 def test_the_bias_peer_without_item_damping_scores_unrated_items_by_the_mean(

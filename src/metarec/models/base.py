@@ -423,6 +423,7 @@ def check_tasks(
                 "its catalogue index)"
             )
     owner = np.repeat(np.arange(len(tasks)), [len(a) for a in arrays["support_ratings"]])
+    _refuse_repeats(owner, np.concatenate(arrays["support_items"]), n_items, where)
     ratings = np.concatenate(arrays["support_ratings"]).astype(np.float64)
     unreadable = ~np.isfinite(ratings)
     if unreadable.any():
@@ -440,6 +441,22 @@ def check_tasks(
                 f"{where}: task {owner[i]}: support rating {ratings[i]:g} is off the "
                 f"model's scale [{lo:g}, {hi:g}]"
             )
+
+
+def _refuse_repeats(owner: np.ndarray, items: np.ndarray, n_items: int, where: str) -> None:
+    """DataError for an item twice in one support set: models read it differently (the
+    meta models and the episodic ridge count it twice, the stacked ranker's signals
+    once here and twice there), and no protocol or data file makes one (cleaning keeps
+    a user's latest rating of an item, as ``adapt`` does)."""
+    key = owner.astype(np.int64) * max(n_items, 1) + items.astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    again = order[1:][key[order][1:] == key[order][:-1]]
+    if len(again):
+        i = int(again.min())
+        raise DataError(
+            f"{where}: task {owner[i]}: support item {int(items[i])} is given twice; one "
+            "rating per item (Recommender.adapt keeps the last of an item's ratings)"
+        )
 
 
 def check_steps(steps: object) -> None:

@@ -89,11 +89,14 @@ from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.metrics import ranking_table
+from metarec.inputs import check_new_items
 from metarec.models.base import (
     ScoringModel,
     TrainingData,
     check_positive,
+    check_seed,
     check_shots,
+    check_whole,
     top_k,
 )
 from metarec.models.memory import (
@@ -102,7 +105,7 @@ from metarec.models.memory import (
     require_memory,
 )
 from metarec.models.universe import Universe, check_max_items
-from metarec.values import is_number
+from metarec.values import is_finite_number
 
 FeatureSet = Literal["binary", "binary+ratings"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("binary", "binary+ratings")
@@ -254,15 +257,15 @@ class EpisodicLinear(ScoringModel):
         if isinstance(lams, (str, bytes)) or not len(lams):
             raise ConfigError(f"{name}: lams: expected a list of ridge strengths, got {lams!r}")
         check_positive(name, **{f"lams[{i}]": lam for i, lam in enumerate(lams)})
-        check_positive(name, chunk_episodes=chunk_episodes)
+        check_whole(chunk_episodes, f"{name}: chunk_episodes", 1)  # 2.5: a TypeError at fit
+        check_seed(seed, f"{name}: seed")  # -1: numpy's bare ValueError at fit
         for what, value in (("support_scale", support_scale), ("target_scale", target_scale)):
-            if not is_number(value):
-                raise ConfigError(f"{name}: {what} must be a number, got {value!r}")
+            # NaN fitted, and then every score was NaN
+            if not is_finite_number(value):
+                raise ConfigError(f"{name}: {what} must be a finite number, got {value!r}")
         bad = [f for f in feature_sets if f not in FEATURE_SETS]
         if not feature_sets or bad:
             raise ConfigError(f"{name}: feature_sets must be among {FEATURE_SETS}, got {bad}")
-        if chunk_episodes < 1:
-            raise ConfigError(f"{name}: chunk_episodes must be >= 1, got {chunk_episodes}")
         self.shots = shots
         self.lams = tuple(float(x) for x in lams)
         self.feature_sets: tuple[FeatureSet, ...] = tuple(feature_sets)
@@ -270,7 +273,7 @@ class EpisodicLinear(ScoringModel):
         self.target_scale = float(target_scale)
         self.validation_shots = check_shots(validation_shots, f"{name}: validation_shots")
         self._like_option(like_threshold)  # None: the data's scale, at fit
-        self.chunk_episodes = chunk_episodes
+        self.chunk_episodes = int(chunk_episodes)
         self.device = check_device(device, f"{name}: device")
         self.seed = seed
         self.name = name
@@ -486,9 +489,10 @@ class EpisodicLinear(ScoringModel):
         it is retrained (no rating links them to anything); a new item in a support
         set contributes nothing."""
         self._w()
+        checked = check_new_items(self.name, items, vectors)  # None: a bare TypeError
         m = len(items)
-        if vectors is not None and len(vectors) != m:
-            raise DataError(f"{self.name}.add_items: {m} items but {len(vectors)} vectors")
+        if checked is not None and len(checked) != m:
+            raise DataError(f"{self.name}.add_items: {m} items but {len(checked)} vectors")
         self.universe = self.universe.grown(m)
 
     def describe(self) -> dict[str, Any]:

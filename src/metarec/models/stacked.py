@@ -105,10 +105,12 @@ from metarec.data.features import user_rows
 from metarec.data.tasks import Task
 from metarec.device import check_device, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
+from metarec.inputs import check_new_items
 from metarec.models.base import (
     ScoringModel,
     TrainingData,
     check_positive,
+    check_seed,
     check_shots,
     check_whole,
 )
@@ -217,8 +219,12 @@ class StackedRanker(ScoringModel):
             ("max_leaf_nodes", max_leaf_nodes, 2),
             ("min_samples_leaf", min_samples_leaf, 1),
             ("chunk_tasks", chunk_tasks, 1),
+            ("truncation", truncation, 1),
         ):
             check_whole(value, f"{name}: {what}", low)  # int() cut 2.7 to 2
+        if max_episodes is not None:
+            check_whole(max_episodes, f"{name}: max_episodes", 1)
+        check_seed(seed, f"{name}: seed")  # -1: numpy's bare ValueError at fit
         check_positive(
             name, ease_lam=ease_lam, episodic_lam=episodic_lam, learning_rate=learning_rate
         )
@@ -237,8 +243,6 @@ class StackedRanker(ScoringModel):
         if objective not in OBJECTIVES:
             raise ConfigError(f"{name}: objective must be one of {OBJECTIVES}, got {objective!r}")
         self.objective = objective
-        if int(truncation) < 1:
-            raise ConfigError(f"{name}: truncation must be >= 1, got {truncation}")
         self.truncation = int(truncation)
         self.chunk_tasks = int(chunk_tasks)
         self.device = check_device(device, f"{name}: device")
@@ -246,8 +250,6 @@ class StackedRanker(ScoringModel):
         self.name = name
         self.progress = progress
         self.max_items = check_max_items(name, max_items)
-        if max_episodes is not None and int(max_episodes) < 1:
-            raise ConfigError(f"{name}: max_episodes must be >= 1, got {max_episodes}")
         self.max_episodes = None if max_episodes is None else int(max_episodes)
         # fitted state; the signals index the universe's U items
         self.universe = Universe.whole(0)
@@ -443,7 +445,7 @@ class StackedRanker(ScoringModel):
                 x, y, groups = self._training_rows(data, hist, mine, ids, pick, parts, stage)
                 rows, positives = rows + len(y), positives + int(y.sum())
                 stage(f"trees on {len(y):,} rows")
-                bags.append(self._fit_trees(x, y, groups, self.seed + bag))
+                bags.append(self._fit_trees(x, y, groups, (self.seed + bag) % 2**32))
             stages.begin("signals from all training users")
             self.signals = self._signals(data, hist, ids, keys)
         self.n_rows, self.positive_rate = rows, positives / max(rows, 1)
@@ -507,9 +509,10 @@ class StackedRanker(ScoringModel):
         """Grow the catalogue. New items score last until retraining: no episode links
         them to anything, and in a support set they contribute nothing."""
         self._fitted()
+        checked = check_new_items(self.name, items, vectors)  # None: a bare TypeError
         m = len(items)
-        if vectors is not None and len(vectors) != m:
-            raise DataError(f"{self.name}.add_items: {m} items but {len(vectors)} vectors")
+        if checked is not None and len(checked) != m:
+            raise DataError(f"{self.name}.add_items: {m} items but {len(checked)} vectors")
         self.universe = self.universe.grown(m)
 
     def describe(self) -> dict[str, Any]:

@@ -30,17 +30,17 @@ import numpy as np
 
 from metarec.catalogue import Catalogue
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError, ModelError
+from metarec.errors import ModelError
 from metarec.models.base import TrainingData
+from metarec.values import check_whole
 
 
 def check_max_items(name: str, max_items: int | None) -> int | None:
     """``max_items`` as an int, or None (the whole catalogue); a bad value is refused."""
     if max_items is None:
         return None
-    if isinstance(max_items, bool) or int(max_items) != max_items or int(max_items) < 1:
-        raise ConfigError(f"{name}: max_items must be a whole number >= 1, got {max_items!r}")
-    return int(max_items)
+    # "abc" or NaN was int()'s bare ValueError
+    return check_whole(max_items, f"{name}: max_items", 1)
 
 
 @dataclass(frozen=True)

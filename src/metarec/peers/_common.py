@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from metarec.data.tasks import Task, UserRatings
-from metarec.errors import ConfigError, DataError, ModelError
-from metarec.inputs import vector_rows
+from metarec.errors import ConfigError, ModelError
+from metarec.inputs import check_new_items as check_new_items
 from metarec.values import is_whole
 
 
@@ -82,18 +81,3 @@ def check_flag(name: str, option: str, value: object) -> None:
     """ConfigError unless ``value`` is True or False ("no" is truthy)."""
     if not isinstance(value, bool | np.bool_):
         raise ConfigError(f"{name}: option {option} must be True or False, got {value!r:.40}")
-
-
-def check_new_items(name: str, items: object, vectors: object) -> np.ndarray | None:
-    """The new items' vectors as a float64 [len(items), d] array (None stays None), or a
-    DataError naming the peer: None as the items was a bare TypeError, text vectors a
-    bare ValueError, and a NaN vector was zeroed (scoring 0, mid-list) without a word."""
-    if not isinstance(items, pd.DataFrame):
-        raise DataError(
-            f"{name}.add_items: items: expected a DataFrame of the new items, got "
-            f"{type(items).__name__}"
-        )
-    if vectors is None:
-        return None
-    ids = items["item_id"] if "item_id" in items.columns else pd.Series(range(len(items)))
-    return vector_rows(vectors, ids.reset_index(drop=True), f"{name}.add_items")
