@@ -73,3 +73,10 @@ def as_scale(value: object) -> tuple[float, float] | None:
         return None
     low, high = float(value[0]), float(value[1])
     return (low, high) if low <= high else None
+
+
+def rated_at_least(ratings: object, threshold: float) -> np.ndarray:
+    """``ratings >= threshold`` compared in float32, the precision tasks hold ratings in
+    and the models compare them in: a float32 0.7 is 0.69999999, below a float64 0.7, so
+    a rating at the threshold was liked for training and P2 but not for P1's metrics."""
+    return np.asarray(ratings, dtype=np.float32) >= np.float32(threshold)

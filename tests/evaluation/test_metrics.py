@@ -56,6 +56,19 @@ def test_precision_recall_mrr() -> None:
     assert math.isnan(M.recall_at(PRED, np.ones(4), 2, 4.0))
 
 
+def test_a_rating_at_a_threshold_float32_cannot_hold_is_relevant() -> None:
+    # tasks hold ratings as float32, where 0.7 is 0.69999999: below a float64 0.7, so a
+    # like at the threshold was relevant to training and P2 but not to P1's metrics
+    true = np.array([0.7, 0.7, 0.5, 0.6], dtype=np.float32)
+    pred = np.array([4.0, 3.0, 2.0, 1.0])
+    assert M.precision_at(pred, true, 2, 0.7) == 1.0
+    assert M.recall_at(pred, true, 2, 0.7) == 1.0
+    assert M.mrr_at(pred, true, 2, 0.7) == 1.0
+    assert M.auc_query(pred, true, 0.7) == 1.0
+    table = M.per_user_table([pred], [true], threshold=0.7)
+    assert table["precision@5"].tolist() == [0.4] and table["recall@5"].tolist() == [1.0]
+
+
 def test_ties_keep_query_order() -> None:
     flat = np.zeros(4)
     assert M.ndcg_graded(flat, TRUE, 1) == pytest.approx(1.0)  # item 0 (rating 5) comes first

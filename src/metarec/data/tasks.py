@@ -19,7 +19,7 @@ import torch
 
 from metarec.data.columns import not_index, plain
 from metarec.errors import DataError, UnknownItemError
-from metarec.values import check_whole
+from metarec.values import check_whole, rated_at_least
 
 Order = Literal["time", "shuffle"]
 
@@ -174,7 +174,7 @@ def wrote_into_read_only(exc: BaseException) -> bool:
 def liked_query_items(tasks: Sequence[Task], threshold: float) -> list[np.ndarray]:
     """Per task, the query items rated >= ``threshold``: what a ranking should find
     (P2's relevant items, the A/B test's successes, the ensemble's ranking weights)."""
-    return [t.query_items[t.query_ratings >= threshold] for t in tasks]
+    return [t.query_items[rated_at_least(t.query_ratings, threshold)] for t in tasks]
 
 
 def user_stream(seed: int, user_id: object) -> np.random.Generator:

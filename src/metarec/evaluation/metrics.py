@@ -50,7 +50,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from metarec.errors import InputError
-from metarec.values import is_number, is_whole
+from metarec.values import is_number, is_whole, rated_at_least
 
 
 def as_numbers(values: object, name: str) -> np.ndarray:
@@ -166,7 +166,7 @@ def precision_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -
     pred, true = _pair(pred, true)
     _check_k(k)
     top = _order(pred)[:k]
-    return float((true[top] >= _threshold(threshold)).sum() / k)
+    return float(rated_at_least(true[top], _threshold(threshold)).sum() / k)
 
 
 def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> float:
@@ -174,7 +174,7 @@ def recall_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> f
     items; NaN when the user has none."""
     pred, true = _pair(pred, true)
     _check_k(k)
-    rel = true >= _threshold(threshold)
+    rel = rated_at_least(true, _threshold(threshold))
     if not rel.any():
         return float("nan")
     top = _order(pred)[:k]
@@ -208,7 +208,7 @@ def mrr_at(pred: np.ndarray, true: np.ndarray, k: int, threshold: float) -> floa
     pred, true = _pair(pred, true)
     _check_k(k)
     top = _order(pred)[:k]
-    hits = np.flatnonzero(true[top] >= _threshold(threshold))
+    hits = np.flatnonzero(rated_at_least(true[top], _threshold(threshold)))
     return float(1.0 / (hits[0] + 1)) if len(hits) else 0.0
 
 
@@ -251,7 +251,7 @@ def _mask(positive: object) -> np.ndarray:
 def auc_query(pred: np.ndarray, true: np.ndarray, threshold: float) -> float:
     """P1 per-user AUC: query items rated >= ``threshold`` against the rest."""
     pred, true = _pair(pred, true)
-    return auc_score(pred, true >= _threshold(threshold))
+    return auc_score(pred, rated_at_least(true, _threshold(threshold)))
 
 
 P1_METRICS = (
@@ -356,7 +356,7 @@ def _p1_block(
         dcg = (ranked_gains[:, :k] * disc[:k]).sum(axis=1)
         idcg = (ideal[:, :k] * disc[:k]).sum(axis=1)
         out[f"ndcg@{k}"] = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 0.0)
-    rel = true >= threshold
+    rel = rated_at_least(true, threshold)
     hits = np.take_along_axis(rel, order, axis=1)[:, :5]
     n_rel = rel.sum(axis=1)
     out["precision@5"] = hits.sum(axis=1) / 5

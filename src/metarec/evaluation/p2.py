@@ -5,7 +5,8 @@
   test users are fold ``fold`` of a seeded partition (protocol P3) and
   validation is a seeded 1/8 of the rest (≈ 10 % of all users), drawn afresh
   for each fold.
-* Per test user, ratings sorted by time (ties by position); support = the
+* Per test user, ratings sorted by time (ties by item id, compared as text:
+  the order of the rows does not matter); support = the
   first K ratings for K in {0, 1, 3, 5, 10, 20}; test = the rest.
 * Every catalogue item outside the support set is ranked. Relevant = test
   items rated >= ``like_threshold``.

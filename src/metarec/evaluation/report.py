@@ -26,7 +26,15 @@ from metarec.values import is_finite_number, is_number, is_whole
 # every P1 metric, in the order metrics.py defines them, with the mean's MAE beside the
 # model's own (its median rating's, where it has cutpoints)
 P1_COLUMNS = (P1_METRICS[0], "mae_mean", *P1_METRICS[1:])
-P2_COLUMNS = ("ndcg@10", "recall@10", "precision@10", "hit@10", "mrr@10", "itemcoverage@10")
+P2_COLUMNS = (
+    "ndcg@10",
+    "recall@10",
+    "precision@10",
+    "f1@10",
+    "hit@10",
+    "mrr@10",
+    "itemcoverage@10",
+)
 LOWER_IS_BETTER = {"mae", "mae_mean", "rmse"}
 P1_PLOT_METRICS = ("mae", "ndcg@3")  # one plot each, a panel per state
 
