@@ -1506,10 +1506,16 @@ def test_train_records_its_users_and_drops_an_earlier_runs_split(
     (run / "metrics.json").write_text('{"summary": "an earlier model"}')
     # a CLI run's settings: they stood beside the model trained with others
     (run / "config.json").write_text('{"algorithm": "maml", "inner_lr": 0.1}')
+    # a retrain's records: the next retrain judged on users this model trained on
+    (run / "heldout.json").write_text('{"rule": "old", "users": ["1"]}')
+    (run / "retrain.json").write_text('{"verdict": "an earlier retrain"}')
     cfg = TrainConfig(epochs=1, max_train_users=50, inner_steps=1, device="cpu")
-    metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
-                  progress=False)  # fmt: skip
+    rec = metarec.train(ds, cfg, encoder="tfidf", cache_dir=tmp_path / "emb", run_dir=run,
+                        progress=False, validation_fraction=0.2)  # fmt: skip
     assert not (run / "split.json").exists() and not (run / "metrics.json").exists()
+    assert not (run / "heldout.json").exists() and not (run / "retrain.json").exists()
+    # what retrain reads to hold out the users this run early-stopped on
+    assert rec.metadata["validation_fraction"] == 0.2
     # with the encoder it used (it said "minilm", the config's, beside a TF-IDF run)
     assert json.loads((run / "config.json").read_text()) == {**cfg.to_dict(), "encoder": "tfidf"}
     recorded = recorded_training_users(run)

@@ -377,7 +377,13 @@ def train(
             progress=progress,
             # the data's column options, as `metarec train` records them: new items'
             # text is then built from the same columns
-            metadata={"dataset": dataset.name, **_spec_metadata(dataset)},
+            # validation_fraction: retrain judges on these validation users, the ones
+            # the model did not fit; its default 10 % draw was mostly training users
+            metadata={
+                "dataset": dataset.name,
+                "validation_fraction": float(validation_fraction),
+                **_spec_metadata(dataset),
+            },
         )
         if run_dir is not None:
             from metarec.run_folder import write_run

@@ -38,6 +38,7 @@ from metarec.data.tasks import Task
 from metarec.errors import ConfigError, ModelError
 from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
+from metarec.values import is_finite_number
 
 if TYPE_CHECKING:
     from metarec.service.store import FeedbackStore
@@ -222,7 +223,20 @@ def combined_items(
 HELD_OUT_FILE = "heldout.json"
 
 
-def _held_out_users(run: Path, ds: Any, seed: int, retrained: bool = False) -> tuple[set[str], str]:
+def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str]:
+    """The users the old run neither fitted nor early-stopped with, and how they were
+    chosen: its retrain's held-out users, its P1 split's new users, or the validation
+    users it drew (its recorded share, else the CLI's 10 %)."""
+    # the old run's own split seed (--split-seed, else its training seed), not a --set
+    # seed of the new one: only then are these users the old model never trained on
+    seed = int(old.metadata.get("split_seed", old.cfg.seed))
+    retrained = old.metadata.get("holdout") == "retrain"
+    if old.metadata.get("holdout") == "p1" and not (run / "split.json").exists():
+        # a fresh draw below was half the run's training users, judged on without a word
+        raise ModelError(
+            f"{run / 'split.json'}: missing; this run was trained on a P1 split and is judged "
+            "on its new users, which that file lists (restore it)"
+        )
     if retrained and not (run / HELD_OUT_FILE).exists():
         # the fallbacks below drew users this run trained on, and judged the old model
         # partly on them (which favours it) without a word
@@ -249,8 +263,18 @@ def _held_out_users(run: Path, ds: Any, seed: int, retrained: bool = False) -> t
         return set(map(str, split.new_users)), "the P1 split's new users"
     from metarec.pipeline import split_users
 
-    _, held = split_users(ds.interactions, HELD_OUT_FRACTION, seed)
-    return set(map(str, held["user_id"].unique())), f"a seeded {HELD_OUT_FRACTION:.0%} of users"
+    fraction = old.metadata.get("validation_fraction", HELD_OUT_FRACTION)
+    if not is_finite_number(fraction) or not 0 <= fraction < 1:
+        raise ModelError(
+            f"{run / 'recommender.json'}: validation_fraction {fraction!r:.40} is no share of "
+            "users (damaged or edited by hand?)"
+        )
+    if fraction == 0:
+        return set(), "none: the run was trained on every user (validation_fraction 0)"
+    # the draw the run made (metarec.train(validation_fraction=...)): another share drew
+    # mostly its training users
+    _, held = split_users(ds.interactions, float(fraction), seed)
+    return set(map(str, held["user_id"].unique())), f"a seeded {fraction:.0%} of users"
 
 
 CATALOGUE_METRIC = f"1 - nDCG@{CATALOGUE_K} over the catalogue"
@@ -424,16 +448,14 @@ def _retrain(
             + "); force=True retrains anyway"
         )
     feedback = on_levels(feedback, ds.interactions["rating"].to_numpy())
-    # the old run's own split seed (--split-seed, else its training seed), not a --set
-    # seed of the new one: only then are these users the old model never trained on
-    held, held_rule = _held_out_users(
-        run,
-        ds,
-        int(old.metadata.get("split_seed", old.cfg.seed)),
-        retrained=old.metadata.get("holdout") == "retrain",
-    )
+    held, held_rule = _held_out_users(run, ds, old)
     inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
     evaluation = inter[inter["user_id"].isin(held)]
+    if not held and not force:
+        raise ConfigError(
+            f"held-out users ({held_rule}): there is no user neither model trains on to judge "
+            "the new run against the old; force=True writes it unjudged"
+        )
     if evaluation.empty and not force:
         # found only after minutes of training, as "MAE old nan, new nan"
         raise ConfigError(

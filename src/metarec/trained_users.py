@@ -29,9 +29,11 @@ def clear_for_new_model(folder: str | Path, *, has_split: bool) -> None:
     model beside the new files), ``metrics.json`` (its figures), ``config.json`` (the
     old model's settings, beside a model trained with others), and the record of
     training users the new run does not write (``split.json``, whose new users
-    `evaluate` would judge a model trained on every user on; or ``trained-users.json``).
-    ``has_split``: the new run records a P1 split."""
-    stale = ("recommender.json", "metrics.json", "config.json")
+    `evaluate` would judge a model trained on every user on; or ``trained-users.json``),
+    and a retrain's records (``heldout.json``: the next retrain judged the new model on
+    users it had trained on; ``retrain.json``: ``report`` told of a retrain that made
+    another model). ``has_split``: the new run records a P1 split."""
+    stale = ("recommender.json", "metrics.json", "config.json", "heldout.json", "retrain.json")
     for name in (*stale, TRAINED_USERS if has_split else SPLIT):
         (Path(folder) / name).unlink(missing_ok=True)
 

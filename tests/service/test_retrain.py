@@ -104,7 +104,37 @@ def test_a_retrained_run_without_its_held_out_users_is_refused(tmp_path: Path) -
     from metarec.errors import ModelError
 
     with pytest.raises(ModelError, match=r"heldout\.json: missing; a retrained run is judged"):
-        _held_out_users(tmp_path, None, 0, retrained=True)
+        _held_out_users(tmp_path, None, _old({"holdout": "retrain"}))
+    # nor a P1 run without its split: a fresh draw held half its training users
+    with pytest.raises(ModelError, match=r"split\.json: missing; this run was trained on a P1"):
+        _held_out_users(tmp_path, None, _old({"holdout": "p1"}))
+
+
+def _old(metadata: dict[str, Any], seed: int = 3) -> Any:
+    """What _held_out_users reads of the old run."""
+    return SimpleNamespace(metadata=metadata, cfg=SimpleNamespace(seed=seed))
+
+
+def test_held_out_users_are_the_draw_the_run_early_stopped_on(tmp_path: Path) -> None:
+    from metarec.errors import ModelError
+    from metarec.pipeline import split_users
+
+    frame = pd.DataFrame(
+        {"user_id": [f"u{i // 3}" for i in range(300)], "item_id": "1", "rating": 4.0}
+    )
+    ds = SimpleNamespace(interactions=frame)
+    for fraction in (0.1, 0.3):  # metarec.train(validation_fraction=0.3) drew 30 %
+        _, val = split_users(frame, fraction, 5)
+        meta = {"split_seed": 5, "validation_fraction": fraction}
+        held, rule = _held_out_users(tmp_path, ds, _old(meta))
+        assert held == set(val["user_id"]) and rule == f"a seeded {fraction:.0%} of users"
+    # a run recorded before the share was: the CLI's 10 %
+    _, val = split_users(frame, 0.1, 3)
+    assert _held_out_users(tmp_path, ds, _old({}))[0] == set(val["user_id"])
+    held, rule = _held_out_users(tmp_path, ds, _old({"validation_fraction": 0.0}))
+    assert held == set() and "trained on every user" in rule
+    with pytest.raises(ModelError, match="validation_fraction 'x' is no share of users"):
+        _held_out_users(tmp_path, ds, _old({"validation_fraction": "x"}))
 
 
 @pytest.fixture

@@ -29,6 +29,10 @@ from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 if TYPE_CHECKING:
     import pandas as pd
 
+# --holdout none: the share of users kept out of fitting for early stopping, on whom
+# `metarec retrain` later judges the old model against the new
+VALIDATION_FRACTION = 0.1
+
 DEMO_USER = [
     ("Toy Story (1995)", 5.0),
     ("Aladdin (1992)", 5.0),
@@ -198,7 +202,7 @@ def train_run(
             _check_p1_groups(split, ds.n_users, ds.name, holdout_flag)
             train_rows, val_rows = split.frames["train"], split.frames["validation"]
         else:
-            train_rows, val_rows = split_users(ds.interactions, 0.1, drawn)
+            train_rows, val_rows = split_users(ds.interactions, VALIDATION_FRACTION, drawn)
         if train_rows.empty:
             # refused before the run folder exists, so a failed start leaves nothing behind
             raise DataError(
@@ -241,6 +245,7 @@ def train_run(
                     "data_spec": spec,
                     "holdout": holdout,
                     "split_seed": drawn,
+                    **({"validation_fraction": VALIDATION_FRACTION} if split is None else {}),
                     # evaluate refuses a split.json edited since (a leak made to look better)
                     **({"split_digest": split.digest()} if split is not None else {}),
                 },
