@@ -140,7 +140,7 @@ def test_validate_shows_what_cleaning_notes_but_keeps(files: Path) -> None:
             "--items", str(files / "items.csv")]  # fmt: skip
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
-    assert "note: 1 items' text has no letter (e.g. '11': '(1984).')" in proc.stdout
+    assert "note: 1 items' text has no letter (e.g. '11': '1984.')" in proc.stdout
     assert proc.stdout.rstrip().endswith("ok: no problems found")
     assert json.loads(run_cli(*args, "--json").stdout)["notes"][0].startswith("1 items' text")
 

@@ -1802,6 +1802,17 @@ def test_a_run_with_an_encoder_of_ones_own_loads_and_serves(
         loaded.add_items(pd.DataFrame({"item_id": ["n1"], "title": ["New"]}))
 
 
+def test_a_run_says_whether_it_predicts_ratings_as_the_models_do(
+    fitted: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # evaluate judges a run beside the peers by this: a softmax run's logits were MAE'd
+    from dataclasses import replace as changed
+
+    assert fitted.predicts_ratings is True
+    monkeypatch.setattr(fitted, "cfg", changed(fitted.cfg, objective="softmax"))
+    assert fitted.predicts_ratings is False
+
+
 def test_a_reindex_never_shows_readers_a_half_filled_index(
     fitted: Recommender, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -96,6 +96,14 @@ class TopK:
         """Whether scores are predicted ratings (the rating objective), not ranking scores."""
         raise NotImplementedError
 
+    @property
+    def predicts_ratings(self) -> bool:
+        """:attr:`scores_are_ratings` under the name a :class:`ScoringModel` gives it, so
+        a run judged beside the peers (``metarec evaluate``) is read as they are: a
+        softmax run's logits were scored as ratings, MAE 2.2 and "pooled" rating
+        corrections added to them."""
+        return self.scores_are_ratings
+
     def _display(self, idx: int) -> str:
         raise NotImplementedError
 

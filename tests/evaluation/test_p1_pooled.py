@@ -121,6 +121,23 @@ def test_query_ratings_are_never_evidence(tmp_path: Path) -> None:
     )
 
 
+class _SaysNothing:
+    """Predictions, and no word on whether they are ratings (a Recommender said none)."""
+
+    def predict_tasks(self, tasks: list[Task], users: object = None) -> list[np.ndarray]:
+        return [np.full(len(t.query_items), 9.0) for t in tasks]
+
+
+def test_a_model_that_does_not_say_whether_it_predicts_ratings_is_refused(
+    tmp_path: Path,
+) -> None:
+    # it was taken for a rating model: a softmax run's logits scored as ratings (MAE
+    # 2.2), and the pooled states' rating corrections added to them
+    split, index, _ = _world(tmp_path)
+    with pytest.raises(DataError, match=r"models\['odd'\]: .* says whether it predicts ratings"):
+        evaluate_p1({"odd": _SaysNothing()}, split, index, states=("item_cold",))  # type: ignore[dict-item]
+
+
 def test_unknown_state_is_named(tmp_path: Path) -> None:
     split, index, _ = _world(tmp_path)
     with pytest.raises(DataError, match="item_cold_polled"):

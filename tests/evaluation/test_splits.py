@@ -446,6 +446,8 @@ def test_readers_of_the_held_out_users_only_take_a_split_on_grown_data(
 ) -> None:
     """retrain and abtest read a run's new users, on data that may have grown since the
     split (a user past P1's 100 ratings); evaluate and benchmarks refuse it, asking."""
+    from types import SimpleNamespace
+
     from metarec.evaluation.p1 import P1Split
     from metarec.evaluation.users_spec import users_from_spec
     from metarec.retrain import _held_out_users
@@ -460,7 +462,8 @@ def test_readers_of_the_held_out_users_only_take_a_split_on_grown_data(
     (run / "split.json").write_text(json.dumps(raw))
     with pytest.raises(DataError, match=r"Is this the data the split was drawn from\?"):
         P1Split.load(run / "split.json", ds)
-    assert _held_out_users(run, ds, 0) == (set(split.new_users), "the P1 split's new users")
+    old = SimpleNamespace(metadata={"holdout": "p1"}, cfg=SimpleNamespace(seed=0))
+    assert _held_out_users(run, ds, old) == (set(split.new_users), "the P1 split's new users")
     assert users_from_spec(str(run / "split.json"), ds) == split.new_users
 
 

@@ -551,7 +551,7 @@ def test_max_episodes_samples_each_bags_training_episodes(
     two = fit(80, bags=2)
     assert [len(s) for s in seen] == [80, 80] and seen[0] != seen[1]
     assert two.to_state()[0]["max_episodes"] == 80
-    with pytest.raises(ConfigError, match="max_episodes must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="max_episodes: must be a whole number >= 1, got 0"):
         StackedRanker(max_episodes=0)
 
 

@@ -101,8 +101,9 @@ def test_a_grown_catalogue_puts_added_items_last_and_states_round_trip() -> None
         Universe.from_arrays(bad, 2, 5, "m")
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, 7.0, True, "10", float("nan")])
 def test_max_items_must_be_a_positive_whole_number(bad: object) -> None:
-    with pytest.raises(ConfigError, match="m: max_items must be a whole number >= 1"):
+    # NaN and "10" were int()'s bare ValueError; a float is no count, as elsewhere
+    with pytest.raises(ConfigError, match="m: max_items: must be a whole number >= 1"):
         check_max_items("m", bad)  # type: ignore[arg-type]
-    assert check_max_items("m", None) is None and check_max_items("m", 7.0) == 7  # type: ignore[arg-type]
+    assert check_max_items("m", None) is None and check_max_items("m", 7) == 7

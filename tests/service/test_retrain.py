@@ -188,7 +188,7 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
     # training users (without the record it fell back to a fresh 10 % of all users)
     held = json.loads((out / "heldout.json").read_text())
     assert held["rule"] == report["held_out"] and len(held["users"]) == report["n_eval_users"]
-    assert _held_out_users(out, None, 0, retrained=True) == (set(held["users"]), held["rule"])
+    assert _held_out_users(out, None, rec) == (set(held["users"]), held["rule"])
     # and records the users it trained on, the feedback's among them, so that `abtest`
     # keeps them out (it refused a users list for a run that recorded none)
     trained, _ = recorded_training_users(out) or (set(), "")

@@ -48,7 +48,7 @@ from metarec.data.features import user_rows
 from metarec.data.registry import known_names
 from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks, read_only
-from metarec.errors import ConfigError, DataError, ModelError
+from metarec.errors import ConfigError, DataError, InputError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
 from metarec.evaluation.splits import SplitFile, check_folds, has_protocol_rule
 from metarec.models.base import TaskPredictor, check_seed, check_whole
@@ -380,7 +380,7 @@ def evaluate_p1(
         trues = [t.query_ratings for t in tasks]
         summary[st], per_user[st] = {}, {}
         for name, model in models.items():
-            rates = getattr(model, "predicts_ratings", True)
+            rates = _predicts_ratings(name, model)
             if st in POOLED:
                 if not rates:
                     continue
@@ -452,3 +452,16 @@ def support_evidence(
     items = np.concatenate([np.zeros(0, dtype=np.int64), *(i for i, _ in parts)])
     residuals = np.concatenate([np.zeros(0), *(r for _, r in parts)])
     return ItemEvidence.fit(items, residuals, n_items)
+
+
+def _predicts_ratings(name: str, model: Any) -> bool:
+    """Whether ``model``'s predictions are ratings (its MAE means something, and pooled
+    evidence can be added to them); a model that does not say is refused, not taken for
+    one: a bare Recommender was, and a softmax run's logits were scored as ratings."""
+    rates = getattr(model, "predicts_ratings", None)
+    if not isinstance(rates, bool | np.bool_):
+        raise InputError(
+            f"models[{name!r}]: expected a ScoringModel or Recommender, which says whether "
+            f"it predicts ratings (predicts_ratings), got {type(model).__name__}"
+        )
+    return bool(rates)

@@ -30,6 +30,7 @@ class BiasModel:
     baseline every P1 model is judged against."""
 
     name = "bias"
+    predicts_ratings = True
 
     def __init__(self, item_damping: float = 10.0, user_damping: float = 3.0) -> None:
         self.item_damping = item_damping
