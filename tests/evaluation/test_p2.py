@@ -126,6 +126,17 @@ def test_shot_tasks_refuses_a_rating_that_is_not_a_number(rating: Any, shown: st
         shot_tasks(frame, {"1": 0, "2": 1}, 1)
 
 
+def test_shot_tasks_refuses_an_item_a_user_rated_twice() -> None:
+    # its later rating was a query item in the support set: never ranked, always missed
+    frame = pd.DataFrame(
+        {"user_id": ["a", "a", "a"], "item_id": ["1", "2", "1"], "rating": [4, 3, 5],
+         "timestamp": [0, 1, 2]},
+        index=[10, 11, 12],
+    )  # fmt: skip
+    with pytest.raises(InputError, match=r"user 'a' rated item '1' more than once \(row 12"):
+        shot_tasks(frame, {"1": 0, "2": 1}, 1)
+
+
 def test_shot_tasks_refuses_an_index_for_the_item_mapping() -> None:
     # once "TypeError: 'Index' object is not callable"
     frame = pd.DataFrame(

@@ -166,6 +166,17 @@ def shot_tasks(
             f"shot_tasks: the rating in row {row!r} is {value!r:.40}; ratings must "
             f"be finite numbers ({int(bad.sum())} of {len(frame)} are not)"
         )
+    twice = frame.duplicated(["user_id", "item_id"]).to_numpy()
+    if twice.any():
+        # its later rating became a query item the ranking could never show (it is in
+        # the support), so recall and nDCG could not reach 1
+        i = int(np.flatnonzero(twice)[0])
+        user, item = plain(frame["user_id"].iloc[i]), plain(frame["item_id"].iloc[i])
+        raise InputError(
+            f"shot_tasks: user {user!r} rated item {item!r} more than once (row "
+            f"{plain(frame.index[i])!r} and an earlier one); keep one rating per user and "
+            "item (metarec.clean keeps the latest)"
+        )
     ur = UserRatings.from_frame(frame, index)
     tasks, ids = [], []
     for row in range(len(ur)):
