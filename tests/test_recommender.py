@@ -881,6 +881,13 @@ def test_fold_in_items_learns_new_items_from_first_ratings(
         warnings.simplefilter("error")
         rec.fold_in_items(only_loved, keep_unrated=True)
     assert rec.item_offsets[hated] == hated_offset and rec.item_offsets[loved] > 0.5
+    # a user's rating of an item twice: row order chose one, and an offset's sign
+    twice = pd.DataFrame([*rows, ("u3", "loved", 1)], columns=["user_id", "item_id", "rating"])
+    offsets = rec.item_offsets.copy()
+    needle = r"user 'u3' rated item 'loved' more than once \(rows 22 and 180\)"
+    with pytest.raises(DataError, match=needle):
+        rec.fold_in_items(twice)
+    np.testing.assert_array_equal(rec.item_offsets, offsets)  # nothing changed
 
 
 def test_fold_in_offsets_move_every_adaptation_scopes_scores(shared_data: Path) -> None:

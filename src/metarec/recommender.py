@@ -743,8 +743,9 @@ class Recommender(TopK):
         the items whose earlier offsets were dropped. ``keep_unrated=True``
         leaves the offsets of new items no row rates as they are: the service folds
         in its store's feedback so, and a run's own offsets (from a fold-in in
-        Python, saved with it) stay beside it. Rating objective only: implicit
-        objectives' scores are not on the rating scale.
+        Python, saved with it) stay beside it. One rating per user and item: a pair
+        given twice is refused, as no order of rows says which one is the user's latest.
+        Rating objective only: implicit objectives' scores are not on the rating scale.
         """
         from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 
@@ -756,6 +757,17 @@ class Recommender(TopK):
         if not isinstance(keep_unrated, bool):
             raise ConfigError(f"keep_unrated: expected True or False, got {keep_unrated!r:.40}")
         check_rating_frame(ratings, self.rating_range, "fold_in_items")
+        pair = ratings[["user_id", "item_id"]].astype(str)
+        twice = pair.duplicated(keep=False).to_numpy()
+        if twice.any():
+            # one of them was kept by row order: the same feedback in another order gave
+            # an item's offset the other sign
+            rows = [plain(r) for r in ratings.index[twice][:2]]
+            user, item = pair[twice].iloc[0]
+            raise DataError(
+                f"fold_in_items: user {user!r} rated item {item!r} more than once (rows "
+                f"{rows[0]!r} and {rows[1]!r}); give each user's latest rating of an item once"
+            )
         rows_by_user: dict[str, list[tuple[Any, Any]]] = {}
         for u, item, r in zip(
             ratings["user_id"].astype(str), ratings["item_id"], ratings["rating"], strict=True

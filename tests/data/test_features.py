@@ -163,3 +163,21 @@ def test_a_missing_time_is_an_unknown_age_in_a_table_as_in_one_user() -> None:
     frame = pd.DataFrame({"user_id": ["x"], "age": pd.Series([pd.NaT], dtype=object)})
     assert enc.transform(frame, np.array(["x"], dtype=object))[0].tolist() == [0]
     assert enc.encode_one({"age": pd.NaT}).tolist() == [0]
+
+
+def test_metarecs_own_columns_are_no_user_feature() -> None:
+    # load_table keeps each row's file line ("_line") for messages: it was binned as a
+    # feature, and every served user, who has no line, read as unknown in it
+    users = pd.DataFrame({"user_id": ["a", "b", "c"], "age": [20, 30, 40], "_line": [2, 3, 4]})
+    assert UserFeatureEncoder.fit(users).columns == ["age"]
+
+
+def test_a_model_without_user_features_refuses_them_over_json_only() -> None:
+    enc = UserFeatureEncoder.fit(pd.DataFrame({"user_id": ["a"]}))
+    assert enc.columns == []
+    assert enc.problem({}) is None
+    # the HTTP API says what the model reads: another key is a 422 there
+    assert enc.problem({"age": 25}) == (
+        "age: this model reads no user features (it was trained without them); send none"
+    )
+    assert enc.problem({"age": 25}, json_types=False) is None  # Python warns instead

@@ -2,7 +2,9 @@
 
 Every feature is treated as categorical. A numeric column with many distinct
 values (ml-100k's exact ages) is cut into quantile bins first, so that a
-new user's age of 37 lands in a learned bin instead of an unseen token.
+new user's age of 37 lands in a learned bin instead of an unseen token. One with
+few values is read as given: ml-1m's ages are GroupLens' bracket codes (1, 18, 25,
+35, 45, 50, 56), where 37 is a category no user had (unknown), and 35 its bracket.
 """
 
 from __future__ import annotations
@@ -62,7 +64,14 @@ class UserFeatureEncoder:
     ) -> UserFeatureEncoder:
         if users is None:
             return cls()
-        cols = columns if columns is not None else [c for c in users.columns if c != "user_id"]
+        # "_" columns are metarec's own (a file's line numbers, "_line", kept by
+        # load_table for messages): binned as a feature, every served user read as
+        # unknown in it, a value no training user had
+        cols = (
+            columns
+            if columns is not None
+            else [c for c in users.columns if c != "user_id" and not str(c).startswith("_")]
+        )
         enc = cls(columns=list(cols))
         for col in cols:
             values = users[col]
@@ -137,9 +146,14 @@ class UserFeatureEncoder:
         cannot read, a list or a mapping, or text that is no number where it bins.
         Either way a boolean (True is no age 1) or infinity (no bin) where it bins.
         A category it has not seen is readable: it counts as unknown, as a new one should.
-        An encoder without columns (a model that uses no user features) reads none and
-        refuses none."""
+        An encoder without columns (a model that uses no user features) reads none: it
+        refuses any over JSON, and Python's reading (which warns of them) none."""
         if not self.columns:
+            if json_types and features:
+                return (
+                    f"{next(iter(features))}: this model reads no user features (it was "
+                    "trained without them); send none"
+                )
             return None
         for key, value in features.items():
             if key not in self.vocab:
