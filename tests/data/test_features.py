@@ -170,6 +170,9 @@ def test_metarecs_own_columns_are_no_user_feature() -> None:
     # feature, and every served user, who has no line, read as unknown in it
     users = pd.DataFrame({"user_id": ["a", "b", "c"], "age": [20, 30, 40], "_line": [2, 3, 4]})
     assert UserFeatureEncoder.fit(users).columns == ["age"]
+    from metarec.models.support_signals import UserGroups
+
+    assert UserGroups.fit(users).columns == ["age"]  # the stacked ranker's groups too
 
 
 def test_a_model_without_user_features_refuses_them_over_json_only() -> None:

@@ -52,6 +52,13 @@ def _id_text(value: object) -> str:
     return str(value)
 
 
+def feature_columns(users: pd.DataFrame) -> list[str]:
+    """The columns of a users table that describe users: all but ``user_id`` and
+    metarec's own ``_`` columns (a file's line numbers, ``_line``, which load_table keeps
+    for messages, were binned as a feature, every served user unknown in them)."""
+    return [c for c in users.columns if c != "user_id" and not str(c).startswith("_")]
+
+
 @dataclass
 class UserFeatureEncoder:
     columns: list[str] = field(default_factory=list)
@@ -64,14 +71,7 @@ class UserFeatureEncoder:
     ) -> UserFeatureEncoder:
         if users is None:
             return cls()
-        # "_" columns are metarec's own (a file's line numbers, "_line", kept by
-        # load_table for messages): binned as a feature, every served user read as
-        # unknown in it, a value no training user had
-        cols = (
-            columns
-            if columns is not None
-            else [c for c in users.columns if c != "user_id" and not str(c).startswith("_")]
-        )
+        cols = columns if columns is not None else feature_columns(users)
         enc = cls(columns=list(cols))
         for col in cols:
             values = users[col]

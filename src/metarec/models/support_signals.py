@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from metarec.data.features import blank, category, many_numbers, rekeyed
+from metarec.data.features import blank, category, feature_columns, many_numbers, rekeyed
 from metarec.data.tasks import Task, UserRatings, ordered
 from metarec.errors import ModelError
 from metarec.models.episodic import EpisodicLinear
@@ -181,7 +181,7 @@ class UserGroups:
     def fit(cls, users: pd.DataFrame | None) -> UserGroups:
         if users is None:
             return cls([], {})
-        columns = [c for c in users.columns if c != "user_id"]
+        columns = feature_columns(users)
         edges = {}
         for c in columns:
             col = users[c]
