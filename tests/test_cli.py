@@ -1052,3 +1052,20 @@ def test_run_commands_on_a_small_run_say_what_a_user_needs(
     assert_one_line_error(
         cli("data", "describe", str(run), "--data", str(tmp_path)), "or --data, not both"
     )
+
+
+def test_a_ctrl_c_before_the_command_runs_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # while the command modules import or the arguments are read: a traceback through
+    # numpy's import, before the command's own handler
+    import metarec.cli
+    from metarec.launch import main as launch
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metarec.cli, "main", interrupted)
+    monkeypatch.setattr(sys, "argv", ["metarec", "train"])
+    assert launch() == 130
+    assert capsys.readouterr().err == "\nmetarec: interrupted\n"

@@ -290,15 +290,20 @@ def test_folders_that_are_neither_run_nor_ensemble(
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("x")
     extra = ["--out", str(tmp_path / "o")] if command == "ensemble" else []
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     cases = {
         "missing": "no such file or directory",
         "empty": "neither a metarec run",
         "file.txt": "not a directory",
+        # both were "no such file or directory", beside a link ls shows
+        "loop": "a symbolic link that points back to itself (a loop)",
+        "dangling": f"a symbolic link to {tmp_path / 'gone'}, which does not exist",
     }
     for name, needle in cases.items():
         assert main([command, str(tmp_path / name), *extra]) == 2
         assert needle in _error_line(capsys.readouterr().err)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "empty", "file.txt", "loop"]
 
 
 @pytest.mark.slow

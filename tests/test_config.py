@@ -224,6 +224,16 @@ def test_a_runs_config_json_is_a_config_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"bad\.json: expected an object of options"):
         TrainConfig.from_toml(tmp_path / "bad.json")
+    # another of the run's files, picked by mistake: a list of "did you mean" guesses
+    for name, content, kind in [
+        ("recommender.json", {"format_version": 3, "config": {}, "metadata": {}},
+         "a run's recommender.json"),
+        ("split.json", {"protocol": "p1", "new_users": []}, "a split or results file"),
+        ("ensemble.json", {"members": []}, "an ensemble's manifest"),
+    ]:  # fmt: skip
+        (tmp_path / name).write_text(json.dumps(content))
+        with pytest.raises(ConfigError, match=rf"{name}: {kind}, not a training config"):
+            TrainConfig.from_toml(tmp_path / name)
 
 
 @pytest.mark.parametrize(

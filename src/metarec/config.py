@@ -354,6 +354,22 @@ class TrainConfig:
             raise ConfigError(f"{path}: not a JSON config ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected an object of options, got {data!r:.40}")
+        # another of a run's files, picked in the folder by mistake: its keys were each
+        # "not an option (did you mean ...?)", guesses that fit nothing
+        kind = (
+            "a run's recommender.json"
+            if {"format_version", "config"} <= data.keys()
+            else "a split or results file"
+            if "protocol" in data
+            else "an ensemble's manifest"
+            if "members" in data
+            else None
+        )
+        if kind is not None:
+            raise ConfigError(
+                f"{path}: {kind}, not a training config; give a run's config.json "
+                "(--config RUN/config.json)"
+            )
         return cls.from_dict(data, source=str(path))
 
     def with_overrides(self, assignments: list[str]) -> TrainConfig:

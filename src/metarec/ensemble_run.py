@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
+from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError, why_missing
 from metarec.inputs import (
     History,
     adapt_many_args,
@@ -436,7 +436,7 @@ def run_kind(path: str | Path) -> str:
     """``"ensemble"`` or ``"run"``; :class:`ModelError` with one clear line otherwise."""
     p = Path(path)
     if not p.exists():
-        raise ModelError(f"{p}: no such file or directory")
+        raise ModelError(f"{p}: {why_missing(p)}")
     if not p.is_dir():
         raise ModelError(f"{p}: not a directory; expected a run folder or an ensemble folder")
     if is_ensemble_dir(p):

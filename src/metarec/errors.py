@@ -7,6 +7,8 @@ Messages name the file, row, field or value at fault and what was expected.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,3 +86,17 @@ class BusyError(MetarecError):
 
 class UnsupportedError(MetarecError):
     """A model was asked for something it cannot do (e.g. score an item it never saw)."""
+
+
+def why_missing(path: str | Path) -> str:
+    """Why ``path``, which does not exist, is not there, for a message: a symbolic link
+    loop or a dangling link was "no such file or directory", a puzzle beside a link
+    that ``ls`` shows."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that points back to itself (a loop)"
+        if Path(path).is_symlink():
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    return "no such file or directory"

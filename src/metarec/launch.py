@@ -14,11 +14,17 @@ import threading
 
 
 def main() -> int:
-    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    if command == "serve" and threading.current_thread() is threading.main_thread():
-        from metarec.service.early_sighup import catch_early_sighup
+    try:
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        if command == "serve" and threading.current_thread() is threading.main_thread():
+            from metarec.service.early_sighup import catch_early_sighup
 
-        catch_early_sighup()
-    from metarec.cli import main as run_command
+            catch_early_sighup()
+        from metarec.cli import main as run_command
 
-    return run_command()
+        return run_command()
+    except KeyboardInterrupt:
+        # a Ctrl-C while the command modules import or the arguments are read, before a
+        # command's own handler: a traceback through numpy's import
+        print("\nmetarec: interrupted", file=sys.stderr)
+        return 130

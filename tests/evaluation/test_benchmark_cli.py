@@ -724,6 +724,8 @@ def test_options_the_data_makes_absurd_are_refused_before_any_fit(
         (["--like-threshold", "100"], "--like-threshold: 100 is not a rating"),
         (["--like-threshold", "nan"], "--like-threshold: nan"),
         (["--folds", "1000"], "use at most 94"),
+        # its list of folds was built first: an OverflowError's traceback, or GBs
+        (["--folds", "99999999999999999999999"], "--folds: at most 1,000"),
     ]:
         proc = cli(*base, *extra)
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr

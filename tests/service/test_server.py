@@ -92,6 +92,9 @@ def test_serve_on_a_taken_port_exits_2_before_opening_the_store(
         # walked letter by letter: "--cors 'h'"
         ("cors_origins", "http://a.example", "cors_origins: expected a tuple of origins"),
         ("device", "gpu", "--device: 'gpu' is not a device"),
+        # it did nothing, without a word
+        ("page_api_key", True, "page_api_key: hands the page the API key, and none is set"),
+        ("page_api_key", "yes", "page_api_key: expected True or False"),
     ],
 )
 def test_settings_refuse_what_would_not_work(field: str, value: object, needle: str) -> None:

@@ -2,6 +2,6 @@
 
 import sys
 
-from metarec.cli import main
+from metarec.launch import main
 
 sys.exit(main())

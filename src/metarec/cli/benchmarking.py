@@ -25,7 +25,7 @@ from metarec.cli.options import (
     path_arg,
     seed,
 )
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, why_missing
 from metarec.values import safe_name
 
 
@@ -353,7 +353,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 f"{path}: no benchmark results (p1-*.json, p2-*.json, speed*.json) in it"
             )
     elif not path.exists():
-        raise ConfigError(f"{path}: no such file or folder")
+        raise ConfigError(f"{path}: {why_missing(path)}")
     elif path.suffix == ".json":
         found = [path]
     else:

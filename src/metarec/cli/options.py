@@ -168,7 +168,11 @@ def add_file_args(g: Any) -> None:
         default="",
         help="comma-separated user feature columns (default: every users-file column but its id)",
     )
-    g.add_argument("--rating-range", help="min,max (default: from the data)")
+    g.add_argument(
+        "--rating-range",
+        help="min,max (default: from the data; a benchmark of a known dataset keeps its "
+        "fixed scale and refuses it)",
+    )
     g.add_argument(
         "--items-id-col",
         dest="item_id_col",
@@ -180,7 +184,8 @@ def add_file_args(g: Any) -> None:
         "--strict",
         action="store_true",
         help="fail on the first bad value (rating, unknown item, empty text) instead of "
-        "dropping it and reporting",
+        "dropping it and reporting (not for a benchmark of a known dataset, whose cleaning "
+        "is fixed)",
     )
 
 

@@ -105,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     check_workers(args.workers)
     run_kind(args.run)  # a bad folder fails before the feedback store is created
-    with named_as_flags(_FLAGS):
+    with named_as_flags(_FLAGS, _WITHIN):
         settings = ServiceSettings(
             run=Path(args.run),
             db_url=default_db_url() if args.db is None else args.db,
@@ -132,7 +132,9 @@ _FLAGS = {
     "cache_size": "--cache-size",
     "torch_threads": "--torch-threads",
     "api key": "--api-key (or $METAREC_API_KEY)",
+    "page_api_key": "--page-api-key",
 }
+_WITHIN = {"(api_key)": "(--api-key or $METAREC_API_KEY)"}
 
 
 _RETRAIN_FLAGS = {

@@ -87,6 +87,10 @@ P1_HEADLINE = (("mae", True), ("ndcg@3", False))
 P2_HEADLINE = (("ndcg@10", False),)
 
 
+# far past any cross-validation's use; the data's own bound (10 users a fold) comes later
+MAX_FOLDS = 1000
+
+
 def check_model_names(protocol: str, algorithms: Sequence[str], peers: Sequence[str]) -> None:
     """ConfigError naming the peers and algorithms a ``protocol`` run cannot build."""
     from metarec.peers import PEERS
@@ -998,6 +1002,12 @@ def run_benchmark(
         raise ConfigError(f"like_threshold: expected a number or None, got {like_threshold!r:.40}")
     if folds < 1:
         raise ConfigError(f"folds: must be >= 1, got {folds}")
+    if folds > MAX_FOLDS:
+        # the folds' list was built before the data's own bound (10 users a fold) was
+        # checked: 10**20 an OverflowError, 10**9 tens of GB
+        raise ConfigError(
+            f"folds: at most {MAX_FOLDS:,} (10 users a fold at the least), got {folds}"
+        )
     if seeds < 1:
         raise ConfigError(f"seeds: must be >= 1, got {seeds}")
     for what, value in (("max_items", max_items), ("max_episodes", max_episodes)):

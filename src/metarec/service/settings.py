@@ -78,6 +78,13 @@ class ServiceSettings:
             )
         if self.api_key is not None:
             check_api_key(self.api_key, "api key")
+        if not isinstance(self.page_api_key, bool):
+            raise ConfigError(
+                f"page_api_key: expected True or False, got {self.page_api_key!r:.40}"
+            )
+        if self.page_api_key and self.api_key is None:
+            # it did nothing, and the page asked every visitor for a key it could not have
+            raise ConfigError("page_api_key: hands the page the API key, and none is set (api_key)")
         if self.device is not None:  # a device this machine lacks fails before the store opens
             resolve_device(self.device, "--device")
         if isinstance(self.cors_origins, str) or not isinstance(self.cors_origins, tuple):
