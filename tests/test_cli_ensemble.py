@@ -291,6 +291,7 @@ def test_folders_that_are_neither_run_nor_ensemble(
     (tmp_path / "file.txt").write_text("x")
     extra = ["--out", str(tmp_path / "o")] if command == "ensemble" else []
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "unfinished" / "checkpoint").mkdir(parents=True)
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     cases = {
         "missing": "no such file or directory",
@@ -299,11 +300,13 @@ def test_folders_that_are_neither_run_nor_ensemble(
         # both were "no such file or directory", beside a link ls shows
         "loop": "a symbolic link that points back to itself (a loop)",
         "dangling": f"a symbolic link to {tmp_path / 'gone'}, which does not exist",
+        "unfinished": "an unfinished training run (its checkpoint/ is here, no model yet)",
     }
     for name, needle in cases.items():
         assert main([command, str(tmp_path / name), *extra]) == 2
         assert needle in _error_line(capsys.readouterr().err)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "empty", "file.txt", "loop"]
+    left = ["dangling", "empty", "file.txt", "loop", "unfinished"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
 
 
 @pytest.mark.slow

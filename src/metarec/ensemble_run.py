@@ -443,6 +443,11 @@ def run_kind(path: str | Path) -> str:
         return "ensemble"
     if (p / "recommender.json").is_file():
         return "run"
+    if (p / "checkpoint").is_dir():
+        raise ModelError(
+            f"{p}: an unfinished training run (its checkpoint/ is here, no model yet): run "
+            "the same metarec train again to resume it"
+        )
     raise ModelError(
         f"{p}: neither a metarec run (no recommender.json) nor an ensemble (no ensemble.json)"
     )
