@@ -339,3 +339,23 @@ def test_a_merge_that_cannot_remove_its_sources_keeps_every_row_and_says_nothing
         cached_encode(counting, texts, EmbeddingCache(tmp_path)), enc.encode(texts)
     )
     assert counting.calls == []
+
+
+class NaNForBeta(HashEncoder):
+    """What damaged weights gave: NaN vectors for some texts."""
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
+        out = super().encode(texts, progress=progress)
+        out[[t == "beta" for t in texts]] = np.nan
+        return out
+
+
+def test_non_finite_vectors_are_refused_and_never_cached(tmp_path: Path) -> None:
+    # stored, they were read back as a damaged shard (its good rows with them) and
+    # training on them "diverged"
+    cache = EmbeddingCache(tmp_path)
+    with pytest.raises(
+        ModelError, match=r"NaN or infinite vectors for 1 of 2 texts \(e\.g\. 'beta'\)"
+    ):
+        cached_encode(NaNForBeta(name="n"), ["alpha", "beta"], cache)
+    assert not list(tmp_path.rglob("*.safetensors"))

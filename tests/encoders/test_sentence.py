@@ -107,14 +107,54 @@ def test_a_damaged_unpacked_copy_is_unpacked_again(
     assert (target / "model.safetensors").stat().st_size > 1_000_000
 
 
+def _zero_middle(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4_000_000] = bytes(4_000_000)
+    file.write_bytes(bytes(data))
+
+
+def test_leftovers_of_a_killed_unpack_are_swept_when_the_copy_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sweep ran only before an unpack: once the copy was there, a killed unpack's
+    # 88 MB folder (and one moved aside as damaged) stayed for good
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path))
+    target = sentence_mod.bundled_model_dir()
+    assert target is not None
+    models = tmp_path / "models"
+    left = [models / f".{target.name}.abc123.tmp", models / f".{target.name}.damaged-4242"]
+    for folder in left:
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+    assert sentence_mod.bundled_model_dir() == target
+    assert len(os.listdir(models)) == 3  # young: maybe another process's, at work
+    import metarec.tempfiles
+
+    monkeypatch.setattr(metarec.tempfiles, "STALE_AGE_S", 0.0)  # an hour on
+    assert sentence_mod.bundled_model_dir() == target
+    assert os.listdir(models) == [target.name]
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         lambda t: (t / "tokenizer.json").write_bytes((t / "tokenizer.json").read_bytes()[:100]),
         lambda t: (t / "1_Pooling" / "config.json").write_text("{"),
         lambda t: (t / "modules.json").unlink(),
+        # damage that still loads: wrong vectors, cached under the healthy model's key
+        lambda t: _zero_middle(t / "model.safetensors"),
+        lambda t: (t / "tokenizer.json").write_text(
+            (t / "tokenizer.json").read_text().replace('"the":1996', '"the":1997')
+        ),
     ],
-    ids=["tokenizer-cut", "pooling-config-overwritten", "modules-json-gone"],
+    ids=[
+        "tokenizer-cut",
+        "pooling-config-overwritten",
+        "modules-json-gone",
+        "weights-zeroed-in-place",
+        "tokenizer-entry-edited",
+    ],
 )
 def test_a_copy_damaged_in_any_file_is_unpacked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Path], object]

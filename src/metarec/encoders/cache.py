@@ -453,4 +453,14 @@ def _checked(encoder: Encoder, texts: list[str], progress: bool) -> npt.NDArray[
         raise ModelError(
             f"encoder {encoder.id!r} returned shape {out.shape} for {len(texts)} texts"
         )
-    return np.ascontiguousarray(out, dtype=np.float32)
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        # stored, they were read back as a damaged shard (its good rows deleted with
+        # them), and training on them ended as "meta-training diverged"
+        raise ModelError(
+            f"encoder {encoder.id!r} returned NaN or infinite vectors for {int(bad.sum()):,} "
+            f"of {len(texts):,} texts (e.g. {texts[int(np.flatnonzero(bad)[0])]!r:.80}): are "
+            "its weights damaged? Nothing was cached"
+        )
+    return out

