@@ -323,7 +323,13 @@ def test_a_cache_that_is_a_file_and_a_missing_path_are_named(
     # raw NotADirectoryError and TypeError, where the README promises metarec's errors
     (tmp_path / "a-file").write_text("x")
     monkeypatch.setenv(registry.ENV_CACHE, str(tmp_path / "a-file"))
-    with pytest.raises(DatasetNotFoundError, match=r"cannot make the download cache .*a-file"):
+    with pytest.raises(DatasetNotFoundError, match=r"cannot use the download cache .*a-file"):
+        load_dataset("ml-100k")
+    # a file where the data set's folder goes: a NotADirectoryError after the download
+    monkeypatch.setenv(registry.ENV_CACHE, str(tmp_path / "cache"))
+    (tmp_path / "cache" / "datasets").mkdir(parents=True)
+    (tmp_path / "cache" / "datasets" / "ml-100k").write_text("x")
+    with pytest.raises(DatasetNotFoundError, match=r"ml-100k is a file, where the data set's"):
         load_dataset("ml-100k")
     with pytest.raises(ConfigError, match="path: expected a data set folder or prefix, got None"):
         load_path(None)  # type: ignore[arg-type]

@@ -284,15 +284,19 @@ def fetch(known: KnownDataset, cache: Path | None = None) -> Path:
     target = cache / known.name
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not target.is_dir():
+            # found only after the download, as a NotADirectoryError from rmtree
+            raise NotADirectoryError(f"{target} is a file, where the data set's folder goes")
+        _sweep_leftovers(cache, known.name)
+        fd, part = create_temp_file(cache, f".{known.name}-", ".zip.part")
+        os.close(fd)
+        unpack = create_temp_dir(cache, f".{known.name}-unpack-")
     except OSError as exc:  # $METAREC_CACHE a file, or a folder one cannot write
+        why = exc.strerror or str(exc)
         raise DatasetNotFoundError(
-            f"{known.name}: cannot make the download cache {cache} ({exc.strerror}); set "
+            f"{known.name}: cannot use the download cache {cache} ({why}); set "
             f"${ENV_CACHE} to a folder you can write, or give the data with --data DIR / root="
         ) from None
-    _sweep_leftovers(cache, known.name)
-    fd, part = create_temp_file(cache, f".{known.name}-", ".zip.part")
-    os.close(fd)
-    unpack = create_temp_dir(cache, f".{known.name}-unpack-")
     try:
         digest = _download(known.url, part)
         got = part.stat().st_size
