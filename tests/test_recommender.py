@@ -882,7 +882,9 @@ def test_fold_in_items_learns_new_items_from_first_ratings(
         rec.fold_in_items(only_loved, keep_unrated=True)
     assert rec.item_offsets[hated] == hated_offset and rec.item_offsets[loved] > 0.5
     # a user's rating of an item twice: row order chose one, and an offset's sign
-    twice = pd.DataFrame([*rows, ("u3", "loved", 1)], columns=["user_id", "item_id", "rating"])
+    twice = pd.DataFrame(
+        [*rows, ("u3", "loved", 1), ("u5", "hated", 5)], columns=["user_id", "item_id", "rating"]
+    )  # two pairs repeated: the message names the first pair's own rows
     offsets = rec.item_offsets.copy()
     needle = r"user 'u3' rated item 'loved' more than once \(rows 22 and 180\)"
     with pytest.raises(DataError, match=needle):

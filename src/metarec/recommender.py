@@ -762,8 +762,9 @@ class Recommender(TopK):
         if twice.any():
             # one of them was kept by row order: the same feedback in another order gave
             # an item's offset the other sign
-            rows = [plain(r) for r in ratings.index[twice][:2]]
             user, item = pair[twice].iloc[0]
+            same = ((pair["user_id"] == user) & (pair["item_id"] == item)).to_numpy()
+            rows = [plain(r) for r in ratings.index[same][:2]]
             raise DataError(
                 f"fold_in_items: user {user!r} rated item {item!r} more than once (rows "
                 f"{rows[0]!r} and {rows[1]!r}); give each user's latest rating of an item once"

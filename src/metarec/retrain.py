@@ -534,7 +534,17 @@ def _retrain(
             # what keeps `abtest` from testing the new model on users it learned from
             # (the held-out users are not among them)
             trained = {*train["user_id"].astype(str), *validation["user_id"].astype(str)}
-            _write_new_run(folder, new, cfg, result, run, (held_rule, held), trained)
+            record = (held_rule, held)
+            if not held:
+                # the old run held out no one (it trained on every user); the new one
+                # did, its early-stopping users, as a --holdout none run is judged on:
+                # the old reason, kept, refused every later retrain of it
+                record = (
+                    "its early-stopping users (a seeded 10 %), as the run it was retrained "
+                    "from held out none",
+                    set(validation["user_id"].astype(str)),
+                )
+            _write_new_run(folder, new, cfg, result, run, record, trained)
     return result
 
 

@@ -153,7 +153,7 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["report", "nowhere.json"], "nowhere.json: no such file or folder"),
+        (["report", "nowhere.json"], "nowhere.json: no such file or directory"),
         (["report", "nowhere.json", "--no-plots"], "--no-plots: applies with --write"),
         (["benchmark", "--protocol", "p2", "--folds", "0", "--dataset", "ml-100k"], "folds"),
         (["benchmark", "--protocol", "p2", "--shots", "1,x"], "--shots"),

@@ -1451,3 +1451,39 @@ def test_the_openapi_limits_are_the_servers_own(make_server: Callable[..., LiveS
     assert models["ItemsIn"]["properties"]["items"]["maxItems"] == 50
     assert models["EventsIn"]["properties"]["events"]["maxItems"] == 7
     assert models["UserIn"]["properties"]["ratings"]["maxItems"] == 7
+
+
+def test_an_ensembles_user_features_are_checked_against_every_member() -> None:
+    # checked against the primary member alone, an ensemble whose primary reads no
+    # features refused age, which its other member reads
+    from types import SimpleNamespace
+
+    from metarec.data.features import UserFeatureEncoder
+    from metarec.service.app import features_problem
+
+    none = UserFeatureEncoder()
+    ages = UserFeatureEncoder.fit(  # many ages: binned, so text is no age
+        pd.DataFrame(
+            {
+                "user_id": list("abcdefghijklmnopqrstuvwxyz"),
+                "age": range(20, 46),
+                "gender": ["F", "M"] * 13,
+            }
+        )
+    )
+    jobs = UserFeatureEncoder.fit(pd.DataFrame({"user_id": ["a"], "job": ["nurse"]}))
+
+    def ensemble(*encoders: UserFeatureEncoder) -> Any:
+        members = [SimpleNamespace(features=e) for e in encoders]
+        return SimpleNamespace(metarec_members=lambda: members)
+
+    assert features_problem(ensemble(none, ages), {"age": 20}) is None
+    assert features_problem(ensemble(ages, jobs), {"job": "nurse", "gender": "F"}) is None
+    assert features_problem(ensemble(ages, jobs), {"agee": 20}) == (
+        "agee: not a feature of this model (it reads age, gender, job)"
+    )
+    assert "age: " in (features_problem(ensemble(none, ages), {"age": "old"}) or "")
+    assert features_problem(ensemble(none, none), {"age": 20}) == (
+        "age: this model reads no user features (it was trained without them); send none"
+    )
+    assert features_problem(SimpleNamespace(features=ages), {"age": 30}) is None  # one run

@@ -320,6 +320,36 @@ def test_retrain_holds_out_the_users_the_old_runs_split_seed_drew(
 
 
 @pytest.mark.slow
+def test_a_run_trained_on_every_user_is_retrained_only_by_force_and_its_heir_is_judged(
+    service_run: Path,
+    feedback_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "every-user"
+    shutil.copytree(service_run, run)
+    manifest = json.loads((run / "recommender.json").read_text())
+    manifest["metadata"] |= {"holdout": "none", "validation_fraction": 0.0}
+    (run / "recommender.json").write_text(json.dumps(manifest))
+    (run / "split.json").unlink(missing_ok=True)
+    out = tmp_path / "heir"
+    assert main(retrain_argv(run, feedback_db, out, 10) + FAST) == 2
+    assert "there is no user neither model trains on" in capsys.readouterr().err
+    assert main([*retrain_argv(run, feedback_db, out, 10), "--force", *FAST]) == 0
+    capsys.readouterr()
+    # the new run held out its early-stopping users: judged on them, not refused for good
+    held = json.loads((out / "heldout.json").read_text())
+    assert held["users"] and "early-stopping users" in held["rule"]
+    assert main(retrain_argv(out, feedback_db, tmp_path / "next", 10) + FAST) == 0, (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.slow
 def test_a_retrain_that_kept_the_untrained_model_says_so(
     service_run: Path,
     feedback_db: str,

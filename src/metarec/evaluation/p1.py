@@ -461,7 +461,8 @@ def _predicts_ratings(name: str, model: Any) -> bool:
     rates = getattr(model, "predicts_ratings", None)
     if not isinstance(rates, bool | np.bool_):
         raise InputError(
-            f"models[{name!r}]: expected a ScoringModel or Recommender, which says whether "
-            f"it predicts ratings (predicts_ratings), got {type(model).__name__}"
+            f"models[{name!r}]: expected a model that says whether it predicts ratings "
+            f"(predicts_ratings: True or False, as a ScoringModel or a Recommender does), got "
+            f"{type(model).__name__}"
         )
     return bool(rates)

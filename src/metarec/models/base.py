@@ -38,7 +38,12 @@ from metarec.values import check_whole, is_number, is_whole
 
 class TaskPredictor(Protocol):
     """Anything that predicts each task's query ratings after adapting to its support
-    set: every :class:`ScoringModel`, a :class:`~metarec.recommender.Recommender`."""
+    set: every :class:`ScoringModel`, a :class:`~metarec.recommender.Recommender`. It
+    says whether those predictions are ratings (P1's MAE and pooled corrections read
+    them as such) or ranking scores."""
+
+    @property
+    def predicts_ratings(self) -> bool: ...
 
     def predict_tasks(self, tasks: list[Task], users: Any = None) -> list[np.ndarray]: ...
 

@@ -157,12 +157,30 @@ def _page(settings: ServiceSettings) -> str:
     return page
 
 
-def feature_encoder(rec: Any) -> UserFeatureEncoder:
-    """The user-feature encoder of a run, or of an ensemble's primary member."""
-    enc = getattr(rec, "features", None)
-    if enc is None:
-        enc = getattr(getattr(rec, "primary", None), "features", None)
-    return enc if isinstance(enc, UserFeatureEncoder) else UserFeatureEncoder()
+def feature_encoders(rec: Any) -> list[UserFeatureEncoder]:
+    """The user-feature encoders of a run, or of each of an ensemble's metarec members,
+    which may read different features (one trained without any beside one with age)."""
+    runs = rec.metarec_members() if hasattr(rec, "metarec_members") else [rec]
+    encoders = [getattr(r, "features", None) for r in runs]
+    return [e for e in encoders if isinstance(e, UserFeatureEncoder)] or [UserFeatureEncoder()]
+
+
+def features_problem(rec: Any, features: dict[str, Any]) -> str | None:
+    """What the model cannot read in a user's ``features`` (None: nothing): a key no
+    member reads, or a value a member that reads it cannot. Checked against the primary
+    member alone, an ensemble refused age, which its other member reads."""
+    encoders = [e for e in feature_encoders(rec) if e.columns]
+    if not encoders:
+        return UserFeatureEncoder().problem(features)  # none read: any key is refused
+    read = list(dict.fromkeys(c for e in encoders for c in e.columns))
+    unknown = next((k for k in features if k not in read), None)
+    if unknown is not None:
+        return f"{unknown}: not a feature of this model (it reads {', '.join(read)})"
+    for enc in encoders:
+        problem = enc.problem({k: v for k, v in features.items() if k in enc.columns})
+        if problem is not None:
+            return problem
+    return None
 
 
 def in_thread_pool(endpoint: Callable[..., T]) -> Callable[..., Awaitable[T]]:
@@ -505,7 +523,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def create_user(body: schemas.UserIn) -> dict[str, Any]:
         s = served(wait=bool(body.ratings))
         check_batch(len(body.ratings), "ratings")
-        unreadable = feature_encoder(s.rec).problem(body.features)
+        unreadable = features_problem(s.rec, body.features)
         if unreadable is not None:
             raise ApiError(422, "validation_error", f"features.{unreadable}")
         initial = []
