@@ -125,6 +125,10 @@ def test_encoders_do_not_share_entries(tmp_path: Path) -> None:
     assert a.calls == b.calls == [["alpha"]]
 
 
+def _swap(data: bytes, a: bytes, b: bytes) -> bytes:
+    return data.replace(a, b"\0" * len(a)).replace(b, a).replace(b"\0" * len(a), b)
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -135,6 +139,8 @@ def test_encoders_do_not_share_entries(tmp_path: Path) -> None:
         # the same size, other values: caught by the vectors' checksum
         lambda data: data[:-16] + bytes(16),  # the tail zeroed, as a crash can leave it
         lambda data: data[:-1] + bytes([data[-1] ^ 1]),  # one bit flipped
+        # the texts' hashes swapped in the header: each text served the other's vector
+        lambda data: _swap(data, text_hash("alpha").encode(), text_hash("beta").encode()),
     ],
 )
 def test_corrupt_shard_warns_and_is_reencoded(tmp_path: Path, damage: Any) -> None:
@@ -359,3 +365,28 @@ def test_non_finite_vectors_are_refused_and_never_cached(tmp_path: Path) -> None
     ):
         cached_encode(NaNForBeta(name="n"), ["alpha", "beta"], cache)
     assert not list(tmp_path.rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("key", ["sha256", None])
+def test_shards_of_earlier_versions_are_still_read(tmp_path: Path, key: str | None) -> None:
+    # written before the checksum covered the hash list ("sha256": the vectors alone),
+    # or before there was one: read, not re-encoded
+    from safetensors.numpy import save as save_np
+
+    from metarec.encoders.cache import _digest
+
+    cache = EmbeddingCache(tmp_path)
+    enc = Counting(HashEncoder())
+    expected = cached_encode(enc, ["alpha", "beta"], cache)
+    shard = _shards(cache, enc.id)[0]
+    with safe_open(str(shard), framework="np") as f:
+        metadata = dict(f.metadata())
+        vectors = f.get_tensor("vectors")
+    del metadata["sha256_rows"]
+    if key is not None:
+        metadata[key] = _digest(vectors)
+    shard.write_bytes(save_np({"vectors": vectors}, metadata))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(cached_encode(enc, ["alpha", "beta"], cache), expected)
+    assert len(enc.calls) == 1

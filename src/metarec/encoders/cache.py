@@ -66,6 +66,9 @@ class _ShardIndex:
     # sha256 of the vector bytes; None in shards written before 2026-12-02, whose
     # bytes are only checked for shape and finiteness
     digest: str | None = None
+    # the digest covers the hash list too (shards written since 2026-12-06): two
+    # hashes swapped in the header served each text the other's vector
+    digest_covers_hashes: bool = False
 
 
 class EmbeddingCache:
@@ -107,7 +110,7 @@ class EmbeddingCache:
                 rows = [i for i, h in enumerate(index.hashes) if h in wanted and h not in found]
                 if not rows:
                     continue
-                vectors = self._read_vectors(path, len(index.hashes), index.dim, index.digest)
+                vectors = self._read_vectors(path, index)
                 if vectors is None:
                     vanished |= not path.exists()
                     continue
@@ -176,7 +179,7 @@ class EmbeddingCache:
         for path, index in shards:
             if index.dim != dim:
                 continue  # lookup warns about it; merging would hide it in a bigger shard
-            vectors = self._read_vectors(path, len(index.hashes), index.dim, index.digest)
+            vectors = self._read_vectors(path, index)
             if vectors is None:
                 continue
             new = [i for i, h in enumerate(index.hashes) if h not in kept]
@@ -222,9 +225,8 @@ class EmbeddingCache:
         self._index[path] = (key, index)
         return index
 
-    def _read_vectors(
-        self, path: Path, rows: int, dim: int, digest: str | None
-    ) -> npt.NDArray[np.float32] | None:
+    def _read_vectors(self, path: Path, index: _ShardIndex) -> npt.NDArray[np.float32] | None:
+        rows, dim, digest = len(index.hashes), index.dim, index.digest
         try:
             with safe_open(str(path), framework="np") as f:
                 vectors = np.asarray(f.get_tensor("vectors"))
@@ -239,7 +241,8 @@ class EmbeddingCache:
         if not np.isfinite(vectors).all():
             _discard(path, "vectors contain non-finite values")
             return None
-        if digest is not None and _digest(vectors) != digest:
+        hashes = index.hashes if index.digest_covers_hashes else None
+        if digest is not None and _digest(vectors, hashes) != digest:
             # zeroed tail after a crash, swapped rows, a flipped bit: same size, wrong values
             _discard(path, "vectors do not match their checksum")
             return None
@@ -269,7 +272,7 @@ class EmbeddingCache:
             "format": _FORMAT,
             "encoder_id": encoder_id,
             "hashes": json.dumps(list(hashes)),
-            "sha256": _digest(vectors),
+            "sha256_rows": _digest(vectors, list(hashes)),
         }
         # written through our own descriptor: safetensors' save_file made the file
         # owner-only (0600) whatever the umask, so another account could not read it
@@ -359,12 +362,18 @@ def _parse_header(path: Path, encoder_id: str) -> _ShardIndex | None:
     ):
         _discard(path, "has a hash list that does not match its vectors")
         return None
-    digest = metadata.get("sha256")
-    return _ShardIndex(hashes=hashes, dim=int(shape[1]), digest=digest)
+    if "sha256_rows" in metadata:
+        return _ShardIndex(hashes, int(shape[1]), metadata["sha256_rows"], True)
+    return _ShardIndex(hashes=hashes, dim=int(shape[1]), digest=metadata.get("sha256"))
 
 
-def _digest(vectors: npt.NDArray[np.float32]) -> str:
-    return hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()).hexdigest()
+def _digest(vectors: npt.NDArray[np.float32], hashes: list[str] | None = None) -> str:
+    """sha256 of the vector bytes, after the texts' hashes in order where given."""
+    h = hashlib.sha256()
+    for text_hash_ in hashes or ():
+        h.update(text_hash_.encode("utf-8", "surrogatepass"))
+    h.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 def _warn(path: Path, problem: str) -> None:
