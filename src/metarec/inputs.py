@@ -18,6 +18,7 @@ import torch
 from metarec.data.columns import boolean_values, check_frame, not_index, plain
 from metarec.data.features import UserFeatureEncoder
 from metarec.errors import DataError
+from metarec.values import off_scale
 
 History: TypeAlias = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
 
@@ -70,7 +71,7 @@ def history_pairs(
             raise DataError(
                 f"{where} entry {n} ({key!r}): rating {value!r}{text} is not a number"
             ) from None
-        if not lo <= rating <= hi:  # NaN fails this too
+        if rating != rating or off_scale(rating, lo, hi):
             raise DataError(
                 f"{where} entry {n} ({key!r}): rating {rating:g} is "
                 + ("not a number" if rating != rating else f"outside [{lo:g}, {hi:g}]")

@@ -80,3 +80,21 @@ def rated_at_least(ratings: object, threshold: float) -> np.ndarray:
     and the models compare them in: a float32 0.7 is 0.69999999, below a float64 0.7, so
     a rating at the threshold was liked for training and P2 but not for P1's metrics."""
     return np.asarray(ratings, dtype=np.float32) >= np.float32(threshold)
+
+
+def float32_decimal(value: float | np.floating[Any]) -> float:
+    """The shortest decimal a float32 ``value`` reads back as: ratings are held in
+    float32, where 0.7 is 0.699999988 as a float64; a scale's end or level read from
+    them is kept as the 0.7 the data wrote (a top rating of 0.7 was refused as outside
+    [0.01, 0.7], and reports showed 0.699999988079071)."""
+    return float(str(np.float32(value)))
+
+
+def off_scale(ratings: object, low: float, high: float) -> np.ndarray:
+    """Where ``ratings`` fall below ``low`` or above ``high``, compared in float32 as
+    ratings are held (NaN is not off the scale here: callers name it apart): a float32
+    0.3 is 0.30000001, "above" a float64 0.3, and 13 % of a 0-0.3 scale's ratings were
+    dropped as outside it."""
+    r = np.asarray(ratings, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        return (r < np.float32(low)) | (r > np.float32(high))

@@ -129,3 +129,13 @@ def test_levels_of_a_scale() -> None:
     assert rating_levels(np.array([1, 5, 3, 3, 4])) == (1.0, 3.0, 4.0, 5.0)
     assert rating_levels(np.linspace(0, 1, 50)) is None  # continuous: no levels
     assert rating_levels(np.array([4.0, 4.0])) is None
+
+
+def test_a_decimal_scales_levels_are_the_values_the_data_wrote() -> None:
+    # held in float32, 0.9 read back as 0.8999999762, and the levels' summed steps
+    # gave 0.8000000119: a "scale level" no rating has
+    ratings = (np.arange(1, 11) / 10).astype(np.float32)
+    levels = rating_levels(ratings)
+    assert levels == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    cuts = RatingCutpoints(levels, tuple(np.arange(9) + 0.5))
+    assert cuts.apply(np.array([0.0, 7.2, 7.9, 100.0])).tolist() == [0.1, 0.8, 0.9, 1.0]

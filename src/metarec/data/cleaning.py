@@ -36,7 +36,7 @@ from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset, check_tabl
 from metarec.data.text import build_item_text
 from metarec.data.timestamps import read_timestamps, timestamp_problem
 from metarec.errors import ConfigError, DataError
-from metarec.values import is_whole
+from metarec.values import is_whole, off_scale
 
 # Titles GroupLens uses for a movie it knows nothing about (ml-100k item 267).
 PLACEHOLDER_TITLES = frozenset({"unknown", "unkonwn"})
@@ -285,9 +285,7 @@ def _out_of_range(inter: pd.DataFrame, lo: float, hi: float) -> _Finding | None:
     read from the data is read from the rows cleaning keeps, so a rating of an unknown
     item past it was "outside" a scale nobody gave, beside the reason it is dropped."""
     r = inter["rating"].to_numpy(dtype="float64", na_value=np.nan)
-    with np.errstate(invalid="ignore"):
-        outside = (r < lo) | (r > hi)
-    rows = np.flatnonzero(outside)
+    rows = np.flatnonzero(off_scale(r, lo, hi))
     return _finding(
         inter,
         rows,

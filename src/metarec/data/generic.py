@@ -48,6 +48,7 @@ from metarec.data.text import (
 from metarec.data.timestamps import read_timestamps
 from metarec.data.users import ONE_FEATURE_VALUE, default_feature_columns
 from metarec.errors import ConfigError, DataError
+from metarec.values import float32_decimal
 
 
 def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.DataFrame:
@@ -280,7 +281,7 @@ def infer_rating_range(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple
         return (1.0, 5.0)
     for message in stray_extremes(r):
         warnings.warn(message, UserWarning, stacklevel=2)
-    return (float(r.min()), float(r.max()))
+    return (float32_decimal(r.min()), float32_decimal(r.max()))
 
 
 def scale_typos(interactions: pd.DataFrame, items: pd.DataFrame) -> list[str]:

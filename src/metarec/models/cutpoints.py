@@ -41,6 +41,7 @@ import numpy as np
 from scipy.special import expit
 
 from metarec.errors import ModelError
+from metarec.values import float32_decimal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,9 +103,11 @@ class RatingCutpoints:
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """Scale levels for ``scores`` (any shape)."""
         s = np.asarray(scores, dtype=np.float64)
-        lv, ct = np.asarray(self.levels), np.asarray(self.cuts)
-        steps = np.diff(lv)
-        return (lv[0] + (s[..., None] > ct) @ steps).astype(np.float32)
+        lv, ct = np.asarray(self.levels, dtype=np.float64), np.asarray(self.cuts)
+        # the cuts passed (a prefix: they do not decrease) count up to the level, which
+        # is returned as the level itself: summed steps of a 0.1 scale in float32 gave
+        # 0.8000000119 for the level 0.8
+        return lv[(s[..., None] > ct).sum(axis=-1)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"levels": list(self.levels), "cuts": list(self.cuts)}
@@ -175,7 +178,10 @@ def _best_threshold(s: np.ndarray, above: np.ndarray) -> float:
 def rating_levels(ratings: np.ndarray) -> tuple[float, ...] | None:
     """The scale seen in training ratings, or None for a (near-)continuous scale."""
     lv = np.unique(np.asarray(ratings, dtype=np.float64))
-    return tuple(map(float, lv)) if 2 <= len(lv) <= MAX_LEVELS else None
+    if not 2 <= len(lv) <= MAX_LEVELS:
+        return None
+    # as the data wrote them: a float32 0.9 was reported as the level 0.8999999762
+    return tuple(sorted({float32_decimal(v) for v in lv}))
 
 
 class _Predictor(Protocol):

@@ -60,6 +60,7 @@ from metarec.service.store import (
     UnknownUserError,
     UserExistsError,
 )
+from metarec.values import off_scale
 
 log = logging.getLogger("metarec.service")
 T = TypeVar("T")
@@ -369,7 +370,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     def check_rating(s: Served, value: float | None, where: str) -> None:
         lo, hi = s.rec.rating_range
-        if value is None or not math.isfinite(value) or not lo <= value <= hi:
+        # compared in float32, as ratings are held: a scale read from 0.1-1.0 data
+        # refused its own 0.1
+        if value is None or not math.isfinite(value) or off_scale(value, lo, hi):
             raise ApiError(
                 422,
                 "validation_error",
