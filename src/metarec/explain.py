@@ -233,8 +233,19 @@ def _indices(items: object) -> np.ndarray:
     return raw.astype(np.int64)
 
 
+# explicit direction marks: a title's unclosed right-to-left override ran on into the
+# reason's own words ("Because you liked Alpha dna (5991) yrotS yoT")
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _isolated(title: str) -> str:
+    """``title`` set apart (FSI ... PDI) where it holds direction marks, which then
+    end with it; any other title as it is."""
+    return f"\u2068{title}\u2069" if _BIDI_CONTROLS.intersection(title) else title
+
+
 def reason_text(because: Sequence[tuple[str, str, float]]) -> str:
-    titles = [t for _, t, _ in because]
+    titles = [_isolated(t) for _, t, _ in because]
     if not titles:
         return FROM_RATINGS
     if len(titles) == 1:

@@ -1123,14 +1123,45 @@ def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveSe
     denied = guard._check(remote)
     assert denied is not None and denied[0] == 403 and "loopback" in denied[2]
     assert guard._check(remote | {"client": ("::1", 5000)}) is None
+    # a page of another site, open in this host's browser, posted to it as loopback:
+    # any site could reload the model or fold feedback in
+    with live.client() as c:
+        for origin, status in [
+            ("http://localhost:18742", 403), ("null", 403), (live.url, 200)
+        ]:  # fmt: skip
+            r = c.post("/v1/admin/fold-in", headers={"Origin": origin})
+            assert r.status_code == status, (origin, r.text)
+        assert (
+            "a write from a page of another origin"
+            in c.post("/v1/admin/fold-in", headers={"Origin": "http://localhost:18742"}).json()[
+                "error"
+            ]["message"]
+        )
+    listed = ApiKeyGuard(live.app, None, 1000, allowed_origins=("https://app.example",))
+    local = remote | {"client": ("127.0.0.1", 5000), "headers": [(b"host", b"127.0.0.1:8000")]}
+    assert (
+        listed._check(local | {"headers": [*local["headers"], (b"origin", b"https://app.example")]})
+        is None
+    )
 
 
 def test_page_can_be_handed_the_key(make_server: Callable[..., LiveServer]) -> None:
-    live = make_server(page_api_key=True)
+    live = make_server(page_api_key=True, cors_origins=("*",))
     with live.client() as c:
-        page = c.get("/").text
+        response = c.get("/", headers={"Origin": "https://evil.example"})
+        api = c.get("/health")
+    page = response.text
     if 'name="metarec-api-key"' in page:
         assert f'name="metarec-api-key" content="{live.settings.api_key}"' in page
+    # never shared with another origin: under --cors '*' any site read the key from it
+    assert "access-control-allow-origin" not in response.headers
+    # nor framed, sniffed or cached; the page's script may reach its own origin only
+    for r in (response, api):
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert "connect-src 'self'" in response.headers["content-security-policy"]
 
 
 def test_copying_a_run_keeps_its_name_by_content(service_run: Path, tmp_path: Path) -> None:

@@ -220,3 +220,14 @@ def test_an_added_titles_year_is_read_once(rec: Recommender, tmp_path: Path) -> 
     user = copy.adapt([("m", 5), ("Toy Story (1995)", 1)])
     assert explain(copy, user, ["m"])[0].reason == "You rated it 5"
     assert display_title(added["title"].iloc[0], added["text"].iloc[0]) == "Matrix Redux (1999)"
+
+
+def test_a_title_with_direction_marks_is_isolated_in_a_reason() -> None:
+    # an unclosed right-to-left override in a title reversed the reason's own words
+    from metarec.explain import reason_text
+
+    because = [("a", "Alpha \u202e", 5.0), ("b", "Toy Story (1995)", 4.0)]
+    assert reason_text(because) == (
+        "Because you liked \u2068Alpha \u202e\u2069 and Toy Story (1995)"
+    )
+    assert reason_text([("b", "Toy Story (1995)", 4.0)]) == "Because you liked Toy Story (1995)"

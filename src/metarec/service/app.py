@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import threading
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -43,6 +44,7 @@ from metarec.service.middleware import (
     HeadAsGet,
     JsonCORSMiddleware,
     RequestMetrics,
+    SecurityHeaders,
     StrictTarget,
     Unexpected,
     refuse,
@@ -108,10 +110,17 @@ class ApiKeyGuard:
     ``max_body_bytes``: the body limit's, which :class:`BodyLimit` (outside this guard)
     has already enforced, so the body read and dropped is never longer."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        max_body_bytes: int,
+        allowed_origins: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
+        self.allowed_origins = allowed_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -129,7 +138,7 @@ class ApiKeyGuard:
         if self.key is None:
             client = scope.get("client")
             if is_loopback(client[0] if client else None):
-                return None
+                return self._cross_origin(scope)
             return (
                 403,
                 "forbidden",
@@ -145,6 +154,26 @@ class ApiKeyGuard:
         if not hmac.compare_digest(given, self.key):
             return 401, "invalid_api_key", "the X-API-Key header does not match the server's key"
         return None
+
+    def _cross_origin(self, scope: Scope) -> tuple[int, str, str] | None:
+        """A keyless server's loopback write sent by a page of another origin (a site
+        the user has open, whose script posts to 127.0.0.1): refused, unless --cors
+        lists that origin. Such a request comes from the browser on this host, so the
+        loopback rule let any site reload the model or fold feedback in."""
+        headers = dict(scope.get("headers", ()))
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        if not origin:
+            return None  # not a browser's cross-origin request (curl, a script)
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        own = origin != "null" and urllib.parse.urlsplit(origin).netloc.lower() == host
+        if own or origin in self.allowed_origins:
+            return None
+        return (
+            403,
+            "forbidden",
+            f"a write from a page of another origin ({cut(origin)}) to a server without an "
+            "API key; start it with --api-key, or list the origin with --cors",
+        )
 
 
 def _page(settings: ServiceSettings) -> str:
@@ -336,7 +365,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(HeadAsGet)
     app.add_middleware(StrictTarget, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
-        ApiKeyGuard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes
+        ApiKeyGuard,
+        api_key=settings.api_key,
+        max_body_bytes=settings.max_body_bytes,
+        allowed_origins=settings.cors_origins,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Unexpected)  # inside CORS and metrics: a 500 is seen by both
@@ -349,6 +381,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             # a 503's wait, which browser code cannot read unless exposed
             expose_headers=["Retry-After"],
         )
+    app.add_middleware(SecurityHeaders)  # on every answer, refusals and preflights too
     app.add_middleware(RequestMetrics, metrics=metrics)
 
     page = _page(settings)

@@ -258,7 +258,15 @@ class Unexpected:
 
 class JsonCORSMiddleware(CORSMiddleware):
     """Starlette's CORS, with a refused preflight answered in the service's JSON error
-    shape (Starlette answers it in plain text) so a client parses every error one way."""
+    shape (Starlette answers it in plain text) so a client parses every error one way.
+    The page at ``/`` is never shared: it may carry the API key (``--page-api-key``),
+    which any listed origin, or every one under ``*``, could read and write with."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/":
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
@@ -349,3 +357,44 @@ def _target_problem(scope: Scope) -> tuple[int, str, str] | None:
             + (" (candidates take one comma-separated list)" if twice[0] == "candidates" else ""),
         )
     return None
+
+
+# the page's own script and style are inline; it reads the API on its own origin only
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders:
+    """Headers every answer carries: no content sniffing, no framing (the page in
+    another site's frame could be clicked through), no caching of answers that hold a
+    user's history or the page's API key, no referrer; the page its content policy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        page = scope["path"] == "/"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                extra = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"cache-control", b"no-store"),
+                ]
+                if page:
+                    extra.append((b"content-security-policy", PAGE_POLICY.encode()))
+                headers += [(k, v) for k, v in extra if k not in names]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
