@@ -456,3 +456,17 @@ def test_the_folder_fingerprint_passes_over_links_to_nothing_and_pipes(
     (folder / "README.extra").symlink_to(tmp_path / "nowhere")
     os.mkfifo(folder / "pipe")
     assert SentenceEncoder(str(folder)).id == plain
+
+
+def test_a_copy_unpacked_before_checksums_were_kept_gets_them_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path))
+    target = sentence_mod.bundled_model_dir()
+    assert target is not None
+    kept = (target / sentence_mod.CHECKSUMS).read_text()
+    (target / sentence_mod.CHECKSUMS).unlink()  # as an earlier version unpacked it
+    vector = SentenceEncoder(device="cpu").encode([TOY])
+    assert vector.shape == (1, 384)
+    # checked against the zip, found whole, and its checksums written for next time
+    assert (target / sentence_mod.CHECKSUMS).read_text() == kept
