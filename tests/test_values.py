@@ -54,3 +54,17 @@ def test_a_boolean_is_still_refused_where_a_count_is_expected() -> None:
         TfidfSvdEncoder(dim=True)
     with pytest.raises(ConfigError, match=r"--workers: 2\.0"):
         check_workers(2.0)
+
+
+def test_off_scale_compares_as_ratings_are_held() -> None:
+    import warnings
+
+    from metarec.values import float32_decimal, off_scale
+
+    # a float32 0.3 is 0.30000001: on a 0-0.3 scale, not above it
+    assert not off_scale(np.float32(0.3), 0.0, 0.3)
+    assert off_scale([0.31, -0.01, float("nan")], 0.0, 0.3).tolist() == [True, True, False]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning for a value float32 cannot hold
+        assert off_scale(1e300, 1.0, 5.0)
+    assert float32_decimal(np.float32(0.7)) == 0.7

@@ -239,9 +239,11 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 
 
 def _isolated(title: str) -> str:
-    """``title`` set apart (FSI ... PDI) where it holds direction marks, which then
-    end with it; any other title as it is."""
-    return f"\u2068{title}\u2069" if _BIDI_CONTROLS.intersection(title) else title
+    """``title`` without its direction marks and set apart (FSI ... PDI) where it held
+    any (a mark of its own could close the isolate early); any other title as it is."""
+    if not _BIDI_CONTROLS.intersection(title):
+        return title
+    return "\u2068" + "".join(c for c in title if c not in _BIDI_CONTROLS) + "\u2069"
 
 
 def reason_text(because: Sequence[tuple[str, str, float]]) -> str:

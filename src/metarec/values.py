@@ -95,6 +95,6 @@ def off_scale(ratings: object, low: float, high: float) -> np.ndarray:
     ratings are held (NaN is not off the scale here: callers name it apart): a float32
     0.3 is 0.30000001, "above" a float64 0.3, and 13 % of a 0-0.3 scale's ratings were
     dropped as outside it."""
-    r = np.asarray(ratings, dtype=np.float32)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # 1e300: inf in float32, off it
+        r = np.asarray(ratings, dtype=np.float32)
         return (r < np.float32(low)) | (r > np.float32(high))

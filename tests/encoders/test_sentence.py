@@ -147,6 +147,9 @@ def test_leftovers_of_a_killed_unpack_are_swept_when_the_copy_is_there(
         lambda t: (t / "tokenizer.json").write_text(
             (t / "tokenizer.json").read_text().replace('"the":1996', '"the":1997')
         ),
+        # a damaged checksum list checks nothing: an empty one, or no list at all
+        lambda t: (t / sentence_mod.CHECKSUMS).write_text("{}"),
+        lambda t: (t / sentence_mod.CHECKSUMS).write_text("[]"),
     ],
     ids=[
         "tokenizer-cut",
@@ -154,6 +157,8 @@ def test_leftovers_of_a_killed_unpack_are_swept_when_the_copy_is_there(
         "modules-json-gone",
         "weights-zeroed-in-place",
         "tokenizer-entry-edited",
+        "checksums-empty",
+        "checksums-not-a-table",
     ],
 )
 def test_a_copy_damaged_in_any_file_is_unpacked_again(

@@ -139,3 +139,9 @@ def test_a_decimal_scales_levels_are_the_values_the_data_wrote() -> None:
     assert levels == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     cuts = RatingCutpoints(levels, tuple(np.arange(9) + 0.5))
     assert cuts.apply(np.array([0.0, 7.2, 7.9, 100.0])).tolist() == [0.1, 0.8, 0.9, 1.0]
+    # fitted on such ratings, a near-perfect predictor is read back level for level (a
+    # float32 0.2 sat "above" the level 0.2, and every cut was fitted a level off)
+    y = np.repeat(ratings, 50)
+    scores = y + np.random.default_rng(0).normal(0, 0.01, len(y))
+    fitted = RatingCutpoints.fit(scores, y, levels)
+    assert np.abs(fitted.apply(scores) - y).max() < 1e-6

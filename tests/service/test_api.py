@@ -1138,6 +1138,20 @@ def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveSe
             ]["message"]
         )
     listed = ApiKeyGuard(live.app, None, 1000, allowed_origins=("https://app.example",))
+    plain = ApiKeyGuard(live.app, None, 1000)
+    anyone = ApiKeyGuard(live.app, None, 1000, allowed_origins=("*",))
+
+    def sent(host: bytes, origin: bytes) -> dict[str, Any]:
+        return remote | {
+            "client": ("127.0.0.1", 1),
+            "headers": [(b"host", host), (b"origin", origin)],
+        }
+
+    # a rebound DNS name: its page sets Origin and Host alike, and is no loopback host
+    assert plain._check(sent(b"evil.example:8000", b"http://evil.example:8000")) is not None
+    assert plain._check(sent(b"localhost:80", b"http://localhost")) is None  # default port
+    assert plain._check(sent(b"[::1]:8000", b"http://[::1]:8000")) is None
+    assert anyone._check(sent(b"127.0.0.1:8000", b"https://elsewhere.example")) is None
     local = remote | {"client": ("127.0.0.1", 5000), "headers": [(b"host", b"127.0.0.1:8000")]}
     assert (
         listed._check(local | {"headers": [*local["headers"], (b"origin", b"https://app.example")]})

@@ -227,7 +227,8 @@ def test_a_title_with_direction_marks_is_isolated_in_a_reason() -> None:
     from metarec.explain import reason_text
 
     because = [("a", "Alpha \u202e", 5.0), ("b", "Toy Story (1995)", 4.0)]
-    assert reason_text(because) == (
-        "Because you liked \u2068Alpha \u202e\u2069 and Toy Story (1995)"
-    )
+    assert reason_text(because) == "Because you liked \u2068Alpha \u2069 and Toy Story (1995)"
     assert reason_text([("b", "Toy Story (1995)", 4.0)]) == "Because you liked Toy Story (1995)"
+    # a mark of its own that would close the isolate early is dropped
+    escape = [("a", "Alpha\u2069\u202e", 5.0), ("b", "Beta", 4.0)]
+    assert reason_text(escape) == "Because you liked \u2068Alpha\u2069 and Beta"

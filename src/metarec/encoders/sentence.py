@@ -586,6 +586,8 @@ def _differs_from_its_checksums(folder: Path) -> bool:
         return False
     except (OSError, ValueError):
         return True
+    if not isinstance(sums, dict) or not sums:  # a damaged list checks nothing
+        return True
     try:
         return any(
             (folder / name).stat().st_size != size or _crc32(folder / name) != crc

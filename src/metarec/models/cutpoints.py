@@ -87,7 +87,11 @@ class RatingCutpoints:
         order = np.argsort(s, kind="stable")
         s, y = s[order], y[order]
         place = _logistic_threshold if method == "logistic" else _best_threshold
-        cuts = np.array([place(s, y > lv[j]) for j in range(len(lv) - 1)])
+        # above a level compared in float32, as ratings are held: a float32 0.2 is
+        # 0.2000000030, "above" the level 0.2 as the data wrote it, and every cut of a
+        # 0.1-step scale was fitted a level off
+        y32, lv32 = y.astype(np.float32), lv.astype(np.float32)
+        cuts = np.array([place(s, y32 > lv32[j]) for j in range(len(lv) - 1)])
         # A cut the validation scores never reach says only "beyond them": on a 1-10
         # scale with few 8s to 10s, the cuts above 7 all sat just past the highest score,
         # and a score of 7.0 read as a 10. Beyond the data, a score rounds to the

@@ -164,9 +164,10 @@ class ApiKeyGuard:
         origin = headers.get(b"origin", b"").decode("latin-1")
         if not origin:
             return None  # not a browser's cross-origin request (curl, a script)
-        host = headers.get(b"host", b"").decode("latin-1").lower()
-        own = origin != "null" and urllib.parse.urlsplit(origin).netloc.lower() == host
-        if own or origin in self.allowed_origins:
+        if origin in self.allowed_origins or "*" in self.allowed_origins:
+            return None
+        host = headers.get(b"host", b"").decode("latin-1")
+        if origin != "null" and _same_loopback_origin(origin, host):
             return None
         return (
             403,
@@ -174,6 +175,21 @@ class ApiKeyGuard:
             f"a write from a page of another origin ({cut(origin)}) to a server without an "
             "API key; start it with --api-key, or list the origin with --cors",
         )
+
+
+def _same_loopback_origin(origin: str, host: str) -> bool:
+    """Whether a browser's ``Origin`` is this server as reached on loopback (``Host``
+    names a loopback host: a rebound DNS name, whose page sets both alike, is not),
+    the default port written or left out alike."""
+    try:
+        o = urllib.parse.urlsplit(origin)
+        h = urllib.parse.urlsplit(f"{o.scheme}://{host}")
+        default = {"http": 80, "https": 443}.get(o.scheme)
+        same = (o.hostname, o.port or default) == (h.hostname, h.port or default)
+    except ValueError:  # a port past 65535, a bracket unclosed
+        return False
+    name = h.hostname or ""
+    return same and (name == "localhost" or is_loopback(name))
 
 
 def _page(settings: ServiceSettings) -> str:
