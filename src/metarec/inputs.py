@@ -141,8 +141,8 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
         raise DataError(f"{where}: column(s) {twice} appear more than once")
     # compared as float32, the precision ratings are trained in: a rating clipped to the
     # top of a continuous scale (4.7) and then stored as float32 reads a hair above it
-    lo, hi = np.float32(rating_range[0]), np.float32(rating_range[1])
-    values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float32)
+    lo, hi = rating_range
+    values = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float64)
     flags = boolean_values(ratings["rating"])  # True is 1.0 to to_numeric
     # "4" is 4.0 to to_numeric: taken here, and named later by its position in one
     # user's history (adapt refuses text); refused here by the frame's own row
@@ -157,7 +157,10 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
         (ratings["item_id"].isna().to_numpy(), "no item_id"),
         (flags, "a boolean, not a rating"),
         (text, "text, not a number"),
-        (~((values >= lo) & (values <= hi)), f"rating outside [{lo:g}, {hi:g}] or not a number"),
+        (
+            np.isnan(values) | off_scale(values, lo, hi),
+            f"rating outside [{np.float32(lo):g}, {np.float32(hi):g}] or not a number",
+        ),
     )
     for bad, what in problems:
         if bad.any():

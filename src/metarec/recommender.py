@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from metarec.config import TrainConfig
-from metarec.data.columns import plain, str_ids
+from metarec.data.columns import plain, repeated_rating, str_ids
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.errors import (
@@ -757,14 +757,11 @@ class Recommender(TopK):
         if not isinstance(keep_unrated, bool):
             raise ConfigError(f"keep_unrated: expected True or False, got {keep_unrated!r:.40}")
         check_rating_frame(ratings, self.rating_range, "fold_in_items")
-        pair = ratings[["user_id", "item_id"]].astype(str)
-        twice = pair.duplicated(keep=False).to_numpy()
-        if twice.any():
+        repeated = repeated_rating(ratings)
+        if repeated is not None:
             # one of them was kept by row order: the same feedback in another order gave
             # an item's offset the other sign
-            user, item = pair[twice].iloc[0]
-            same = ((pair["user_id"] == user) & (pair["item_id"] == item)).to_numpy()
-            rows = [plain(r) for r in ratings.index[same][:2]]
+            user, item, rows = repeated
             raise DataError(
                 f"fold_in_items: user {user!r} rated item {item!r} more than once (rows "
                 f"{rows[0]!r} and {rows[1]!r}); give each user's latest rating of an item once"

@@ -133,7 +133,9 @@ def test_shot_tasks_refuses_an_item_a_user_rated_twice() -> None:
          "timestamp": [0, 1, 2]},
         index=[10, 11, 12],
     )  # fmt: skip
-    with pytest.raises(InputError, match=r"user 'a' rated item '1' more than once \(row 12"):
+    with pytest.raises(
+        InputError, match=r"user 'a' rated item '1' more than once \(rows 10 and 12\)"
+    ):
         shot_tasks(frame, {"1": 0, "2": 1}, 1)
 
 

@@ -266,3 +266,16 @@ def numeric_with_raw(values: pd.Series, name: str) -> tuple[pd.Series, pd.Series
     if not bad.any():
         return num, None
     return num, raw.where(bad, None).rename(f"{RAW_PREFIX}{name}")
+
+
+def repeated_rating(frame: pd.DataFrame) -> tuple[str, str, list[Any]] | None:
+    """The first user and item ``frame`` rates more than once (ids compared as text, as
+    they resolve) and the labels of its first two rows, or None: which of them counts
+    is a matter of row order, which says nothing."""
+    pair = frame[["user_id", "item_id"]].astype(str)
+    twice = pair.duplicated(keep=False).to_numpy()
+    if not twice.any():
+        return None
+    user, item = pair[twice].iloc[0]
+    same = ((pair["user_id"] == user) & (pair["item_id"] == item)).to_numpy()
+    return user, item, [plain(r) for r in frame.index[same][:2]]

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.cleaning import require_dataset
-from metarec.data.columns import check_frame, plain
+from metarec.data.columns import check_frame, plain, repeated_rating
 from metarec.data.features import user_rows
 from metarec.data.schema import Dataset
 from metarec.data.tasks import (
@@ -166,16 +166,15 @@ def shot_tasks(
             f"shot_tasks: the rating in row {row!r} is {value!r:.40}; ratings must "
             f"be finite numbers ({int(bad.sum())} of {len(frame)} are not)"
         )
-    twice = frame.duplicated(["user_id", "item_id"]).to_numpy()
-    if twice.any():
+    repeated = repeated_rating(frame)
+    if repeated is not None:
         # its later rating became a query item the ranking could never show (it is in
         # the support), so recall and nDCG could not reach 1
-        i = int(np.flatnonzero(twice)[0])
-        user, item = plain(frame["user_id"].iloc[i]), plain(frame["item_id"].iloc[i])
+        user, item, rows = repeated
         raise InputError(
-            f"shot_tasks: user {user!r} rated item {item!r} more than once (row "
-            f"{plain(frame.index[i])!r} and an earlier one); keep one rating per user and "
-            "item (metarec.clean keeps the latest)"
+            f"shot_tasks: user {user!r} rated item {item!r} more than once (rows "
+            f"{rows[0]!r} and {rows[1]!r}); keep one rating per user and item "
+            "(metarec.clean keeps the latest)"
         )
     ur = UserRatings.from_frame(frame, index)
     tasks, ids = [], []

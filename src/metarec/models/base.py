@@ -33,7 +33,7 @@ from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.inputs import check_rating_frame
 from metarec.models.cutpoints import RatingCutpoints
-from metarec.values import check_whole, is_number, is_whole
+from metarec.values import check_whole, is_number, is_whole, off_scale
 
 
 class TaskPredictor(Protocol):
@@ -437,14 +437,13 @@ def check_tasks(
     if rating_range is not None:
         # compared in float32, the precision tasks hold ratings in: a rating at the top
         # of a continuous scale (4.3) stored as float32 reads a hair above it
-        lo, hi = np.float32(rating_range[0]), np.float32(rating_range[1])
-        as_held = ratings.astype(np.float32)
-        off = (as_held < lo) | (as_held > hi)
+        lo, hi = rating_range
+        off = off_scale(ratings, lo, hi)
         if off.any():
             i = int(np.flatnonzero(off)[0])
             raise DataError(
                 f"{where}: task {owner[i]}: support rating {ratings[i]:g} is off the "
-                f"model's scale [{lo:g}, {hi:g}]"
+                f"model's scale [{np.float32(lo):g}, {np.float32(hi):g}]"
             )
 
 
