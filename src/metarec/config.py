@@ -78,6 +78,11 @@ def _refuse_unknown_keywords(cls: _C) -> _C:
     return cls
 
 
+# the share of users a run keeps out of fitting for early stopping (--holdout none,
+# metarec.train's default), and on whom `metarec retrain` judges it
+VALIDATION_FRACTION = 0.1
+
+
 @_refuse_unknown_keywords
 @dataclass
 class ModelConfig:

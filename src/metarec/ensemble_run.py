@@ -469,9 +469,10 @@ def run_split(run: Path, rec: Recommender, ds: Any) -> tuple[pd.DataFrame, pd.Da
     """The (training, validation) rows ``run`` was trained with, rebuilt from the data.
 
     ``metarec train`` (default ``--holdout p1``) saves ``split.json``; ``--holdout
-    none`` and :func:`metarec.train` hold out a seeded 10 % of users with the run's seed.
+    none`` and :func:`metarec.train` hold out a seeded share of users (recorded with
+    the run) with its split seed.
     """
-    from metarec.pipeline import split_users
+    from metarec.pipeline import recorded_validation_split
 
     holdout = rec.metadata.get("holdout")
     if holdout == "retrain":
@@ -486,8 +487,7 @@ def run_split(run: Path, rec: Recommender, ds: Any) -> tuple[pd.DataFrame, pd.Da
             raise ConfigError(f"{run}: trained with the P1 holdout but split.json is missing")
         split = P1Split.load(run / "split.json", ds)
         return split.frames["train"], split.frames["validation"]
-    # --split-seed, where given; runs before it split with their training seed
-    return split_users(ds.interactions, 0.1, int(rec.metadata.get("split_seed", rec.cfg.seed)))
+    return recorded_validation_split(ds.interactions, rec.metadata, rec.cfg.seed)
 
 
 def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pandas as pd
 import torch
 
 from metarec.catalogue import Catalogue
-from metarec.config import TrainConfig
+from metarec.config import VALIDATION_FRACTION, TrainConfig
 from metarec.data import cleaning
 from metarec.data.columns import str_ids
 from metarec.data.features import UserFeatureEncoder
@@ -309,6 +310,22 @@ def split_users(
     return frame[~mask], frame[mask]
 
 
+def recorded_validation_split(
+    frame: pd.DataFrame, metadata: Mapping[str, Any], seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rest, the validation users) a run without a P1 split drew from ``frame``: its
+    recorded share (``metarec.train(validation_fraction=...)``; runs before it was
+    recorded took the 10 % every run then took) with its split seed (--split-seed, else
+    ``seed``, its training seed). Another share drew mostly the run's training users."""
+    fraction = metadata.get("validation_fraction", VALIDATION_FRACTION)
+    if not is_number(fraction) or not 0 <= fraction < 1:
+        raise ModelError(
+            f"validation_fraction {fraction!r:.40} is no share of users (damaged or edited "
+            "by hand?)"
+        )
+    return split_users(frame, float(fraction), int(metadata.get("split_seed", seed)))
+
+
 def _spec_metadata(dataset: Dataset) -> dict[str, Any]:
     """``{"data_spec": ...}``: the column options ``dataset`` was read with (what
     ``add_items`` reads), else {}. Not its files: a data set filtered in Python since
@@ -329,7 +346,7 @@ def train(
     encoder: Encoder | str | None = None,
     cache_dir: str | Path | None = None,
     run_dir: str | Path | None = None,
-    validation_fraction: float = 0.1,
+    validation_fraction: float = VALIDATION_FRACTION,
     progress: bool = True,
 ) -> Recommender:
     """Encode ``dataset``'s items and meta-train on its users.

@@ -32,19 +32,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from metarec.config import TrainConfig
+from metarec.config import VALIDATION_FRACTION, TrainConfig
 from metarec.data.features import user_rows
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, ModelError
 from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
-from metarec.values import is_finite_number
 
 if TYPE_CHECKING:
     from metarec.service.store import FeedbackStore
 
 FEEDBACK_PREFIX = "feedback:"  # keeps service user ids apart from the dataset's
-HELD_OUT_FRACTION = 0.1
 # the release rule on one-level (implicit) data ranks the catalogue: its depth, and how
 # many held-out users are scored over the whole catalogue at once
 CATALOGUE_K = 10
@@ -229,7 +227,6 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
     users it drew (its recorded share, else the CLI's 10 %)."""
     # the old run's own split seed (--split-seed, else its training seed), not a --set
     # seed of the new one: only then are these users the old model never trained on
-    seed = int(old.metadata.get("split_seed", old.cfg.seed))
     retrained = old.metadata.get("holdout") == "retrain"
     if old.metadata.get("holdout") == "p1" and not (run / "split.json").exists():
         # a fresh draw below was half the run's training users, judged on without a word
@@ -261,19 +258,15 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
         # only its new users matter here, on data that may have grown since the split
         split = P1Split.load(run / "split.json", ds, check_rule=False)
         return set(map(str, split.new_users)), "the P1 split's new users"
-    from metarec.pipeline import split_users
+    from metarec.pipeline import recorded_validation_split
 
-    fraction = old.metadata.get("validation_fraction", HELD_OUT_FRACTION)
-    if not is_finite_number(fraction) or not 0 <= fraction < 1:
-        raise ModelError(
-            f"{run / 'recommender.json'}: validation_fraction {fraction!r:.40} is no share of "
-            "users (damaged or edited by hand?)"
-        )
-    if fraction == 0:
+    try:
+        _, held = recorded_validation_split(ds.interactions, old.metadata, old.cfg.seed)
+    except ModelError as exc:
+        raise ModelError(f"{run / 'recommender.json'}: {exc}") from None
+    fraction = old.metadata.get("validation_fraction", VALIDATION_FRACTION)
+    if held.empty:
         return set(), "none: the run was trained on every user (validation_fraction 0)"
-    # the draw the run made (metarec.train(validation_fraction=...)): another share drew
-    # mostly its training users
-    _, held = split_users(ds.interactions, float(fraction), seed)
     return set(map(str, held["user_id"].unique())), f"a seeded {fraction:.0%} of users"
 
 
@@ -463,7 +456,9 @@ def _retrain(
             "new run could not be judged against the old (an edited heldout.json, or other "
             "data?); force=True writes it unjudged"
         )
-    rest, validation = split_users(inter[~inter["user_id"].isin(held)], 0.1, cfg.seed)
+    rest, validation = split_users(
+        inter[~inter["user_id"].isin(held)], VALIDATION_FRACTION, cfg.seed
+    )
     if cfg.max_train_users is not None:
         # subsample here so that every feedback user stays in training
         n_feedback = int(feedback["user_id"].nunique())
@@ -540,8 +535,8 @@ def _retrain(
                 # did, its early-stopping users, as a --holdout none run is judged on:
                 # the old reason, kept, refused every later retrain of it
                 record = (
-                    "its early-stopping users (a seeded 10 %), as the run it was retrained "
-                    "from held out none",
+                    f"its early-stopping users (a seeded {VALIDATION_FRACTION:.0%}), as the "
+                    "run it was retrained from held out none",
                     set(validation["user_id"].astype(str)),
                 )
             _write_new_run(folder, new, cfg, result, run, record, trained)

@@ -24,14 +24,11 @@ from metarec.cli.options import (
     seed,
     train_config,
 )
+from metarec.config import VALIDATION_FRACTION
 from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-# --holdout none: the share of users kept out of fitting for early stopping, on whom
-# `metarec retrain` later judges the old model against the new
-VALIDATION_FRACTION = 0.1
 
 DEMO_USER = [
     ("Toy Story (1995)", 5.0),
