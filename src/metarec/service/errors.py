@@ -103,8 +103,8 @@ def describe_validation(
         if not loc and _NAMES_ITS_FIELD.match(msg):
             # a check across fields (a rating event's value) names the field itself; a
             # bare event's fields are named as sent, not as parts of "body"
-            loc = msg.split(":", 1)[0]
-            msg = msg.split(":", 1)[1].strip()
+            loc, _, msg = msg.partition(":")
+            msg = msg.strip()
         parts.append(f"{loc or 'body'}: {msg}{shown}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return 422, "validation_error", "; ".join(parts) + more

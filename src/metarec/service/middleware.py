@@ -367,6 +367,15 @@ PAGE_POLICY = (
 )
 
 
+_ALWAYS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
+_ON_THE_PAGE = (*_ALWAYS, (b"content-security-policy", PAGE_POLICY.encode()))
+
+
 class SecurityHeaders:
     """Headers every answer carries: no content sniffing, no framing (the page in
     another site's frame could be clicked through), no caching of answers that hold a
@@ -379,20 +388,12 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        page = scope["path"] == "/"
+        extra = _ON_THE_PAGE if scope["path"] == "/" else _ALWAYS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
-                extra = [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store"),
-                ]
-                if page:
-                    extra.append((b"content-security-policy", PAGE_POLICY.encode()))
                 headers += [(k, v) for k, v in extra if k not in names]
                 message = {**message, "headers": headers}
             await send(message)
