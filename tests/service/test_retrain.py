@@ -288,6 +288,17 @@ def test_the_gate_judges_the_new_model_against_the_old(
     assert not out.exists()
 
 
+def _copy_with_metadata(run: Path, to: Path, **changes: Any) -> Path:
+    """A copy of ``run`` whose recorded metadata has ``changes``."""
+    import shutil
+
+    shutil.copytree(run, to)
+    manifest = json.loads((to / "recommender.json").read_text())
+    manifest["metadata"] |= changes
+    (to / "recommender.json").write_text(json.dumps(manifest))
+    return to
+
+
 @pytest.mark.slow
 def test_retrain_holds_out_the_users_the_old_runs_split_seed_drew(
     service_run: Path,
@@ -299,17 +310,12 @@ def test_retrain_holds_out_the_users_the_old_runs_split_seed_drew(
 ) -> None:
     """A run trained with --split-seed 7 held out the users seed 7 drew; judging it on
     its training seed's draw would judge it on users it trained on."""
-    import shutil
 
     from metarec.data import load_dataset
     from metarec.pipeline import split_users
 
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
-    run = tmp_path / "split-seed-run"
-    shutil.copytree(service_run, run)
-    manifest = json.loads((run / "recommender.json").read_text())
-    manifest["metadata"]["split_seed"] = 7
-    (run / "recommender.json").write_text(json.dumps(manifest))
+    run = _copy_with_metadata(service_run, tmp_path / "split-seed-run", split_seed=7)
     out = tmp_path / "retrained"
     argv = retrain_argv(run, feedback_db, out, 10)
     assert main(argv + FAST) == 0, capsys.readouterr().err
@@ -327,14 +333,11 @@ def test_a_run_trained_on_every_user_is_retrained_only_by_force_and_its_heir_is_
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import shutil
 
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
-    run = tmp_path / "every-user"
-    shutil.copytree(service_run, run)
-    manifest = json.loads((run / "recommender.json").read_text())
-    manifest["metadata"] |= {"holdout": "none", "validation_fraction": 0.0}
-    (run / "recommender.json").write_text(json.dumps(manifest))
+    run = _copy_with_metadata(
+        service_run, tmp_path / "every-user", holdout="none", validation_fraction=0.0
+    )
     (run / "split.json").unlink(missing_ok=True)
     out = tmp_path / "heir"
     assert main(retrain_argv(run, feedback_db, out, 10) + FAST) == 2

@@ -681,7 +681,6 @@ def _load_items(
         if col not in frame.columns:
             frame[col] = lists_in_text(raw[col])
     if "text" in raw.columns and "text" not in frame.columns and "text" not in wanted.values():
-        frame["text"] = lists_in_text(
-            raw["text"]
-        )  # item text unnamed, as the title is: see finish_items
+        # item text unnamed, as the title is: see finish_items
+        frame["text"] = lists_in_text(raw["text"])
     return finish_items(frame, path, text)
