@@ -1113,7 +1113,7 @@ def test_a_body_that_is_not_plain_json_is_415(live_server: str, server_api_key: 
 
 
 def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveServer]) -> None:
-    from metarec.service.app import ApiKeyGuard
+    from metarec.service.access import ApiKeyGuard
 
     live = make_server(api_key=None)
     with live.client() as c:  # we are on 127.0.0.1
@@ -1157,6 +1157,47 @@ def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveSe
         listed._check(local | {"headers": [*local["headers"], (b"origin", b"https://app.example")]})
         is None
     )
+
+
+def test_a_keyless_server_answers_loopback_only_under_a_name_it_was_given(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """DNS rebinding: a site's page points its own name at 127.0.0.1 and reads the API
+    as its own origin, with Host naming the site; an IP address cannot be rebound."""
+    live = make_server(api_key=None, allowed_hosts=("metarec.internal",))
+    port = live.url.rsplit(":", 1)[1]
+    with live.client() as c:
+        assert c.post("/v1/users", json={"user_id": "kept"}).status_code == 201
+        for host, status in [
+            (f"evil.example:{port}", 403),
+            ("evil.example", 403),
+            (f"127.0.0.1.evil.example:{port}", 403),
+            (f"localhost.evil.example:{port}", 403),
+            (f"bad host:{port}", 403),  # unreadable as a host: never a name of this server
+            (f"127.0.0.1:{port}", 200),
+            (f"[::1]:{port}", 200),
+            (f"localhost:{port}", 200),
+            (f"LocalHost.:{port}", 200),
+            (f"app.localhost:{port}", 200),  # browsers keep *.localhost on loopback
+            (f"Metarec.Internal:{port}", 200),  # listed with --allowed-host
+        ]:
+            r = c.get("/v1/users/kept", headers={"Host": host})
+            assert r.status_code == status, (host, r.text)
+            if status == 403:
+                assert r.json()["error"]["code"] == "forbidden"
+                assert "--allowed-host" in r.json()["error"]["message"], r.text
+        # writes too, before the key rule's Origin check could be fooled by a page
+        # whose Origin and Host name the same rebound site
+        r = c.post(
+            "/v1/users",
+            json={"user_id": "planted"},
+            headers={"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"},
+        )
+        assert r.status_code == 403, r.text
+        assert c.get("/v1/users/planted").status_code == 404
+    keyed = make_server()  # a key: meant to be reached, under whatever name
+    with keyed.client() as c:
+        assert c.get("/health", headers={"Host": "metarec.example.com"}).status_code == 200
 
 
 def test_page_can_be_handed_the_key(make_server: Callable[..., LiveServer]) -> None:

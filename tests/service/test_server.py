@@ -95,11 +95,41 @@ def test_serve_on_a_taken_port_exits_2_before_opening_the_store(
         # it did nothing, without a word
         ("page_api_key", True, "page_api_key: hands the page the API key, and none is set"),
         ("page_api_key", "yes", "page_api_key: expected True or False"),
+        ("allowed_hosts", ("metarec.internal:8000",), "'metarec.internal:8000' is not a host"),
+        ("allowed_hosts", ("http://metarec.internal",), "no scheme, port or path"),
+        ("allowed_hosts", ("a b",), "allowed_hosts: 'a b' is not a host name"),
+        ("allowed_hosts", "metarec.internal", "allowed_hosts: expected a tuple of host names"),
     ],
 )
 def test_settings_refuse_what_would_not_work(field: str, value: object, needle: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(needle)):
         ServiceSettings(run=Path("run"), **{field: value})  # type: ignore[arg-type]
+
+
+def test_allowed_hosts_are_kept_as_host_carries_them_and_need_a_keyless_server() -> None:
+    settings = ServiceSettings(run=Path("run"), allowed_hosts=("Metarec.Internal.", "box"))
+    assert settings.allowed_hosts == ("metarec.internal", "box")
+    # a keyed server does not check Host: the names would do nothing
+    with pytest.raises(ConfigError, match="only a server without an API key checks"):
+        ServiceSettings(run=Path("run"), api_key="k", allowed_hosts=("box",))
+
+
+def test_serve_names_the_flag_of_an_allowed_host_that_would_do_nothing(
+    service_run: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "feedback.db"
+    command = [sys.executable, "-m", "metarec.cli", "serve", str(service_run), "--port", "0"]
+    proc = subprocess.run(
+        [*command, "--db", f"sqlite:///{db}", "--api-key", "k", "--allowed-host", "box"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "metarec: error: --allowed-host: only a server without an API key" in proc.stderr
+    assert "(--api-key or $METAREC_API_KEY)" in proc.stderr
+    assert not db.exists()
 
 
 @pytest.mark.parametrize(
@@ -321,7 +351,7 @@ def test_a_stop_passes_the_broad_excepts_of_a_loader() -> None:
     ],
 )
 def test_loopback_clients_are_known_on_any_socket(host: str | None, loopback: bool) -> None:
-    from metarec.service.app import is_loopback
+    from metarec.service.access import is_loopback
 
     assert is_loopback(host) is loopback
 

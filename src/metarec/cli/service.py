@@ -43,6 +43,14 @@ def register(sub: Any) -> None:
         "--cors", action="append", metavar="ORIGIN", help="allowed browser origin (repeatable)"
     )
     sv.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="host name under which a server without --api-key answers clients on this "
+        "host (repeatable; IP addresses and localhost always are; any other name is "
+        "refused, so a site cannot point its own name at 127.0.0.1 and read the API)",
+    )
+    sv.add_argument(
         "--page-api-key",
         action="store_true",
         help="hand the API key to the web page at / (demos on a trusted network only)",
@@ -111,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             db_url=default_db_url() if args.db is None else args.db,
             api_key=ServiceSettings.key_from_env(args.api_key),
             cors_origins=tuple(args.cors or ()),
+            allowed_hosts=tuple(args.allowed_host or ()),
             page_api_key=args.page_api_key,
             max_body_bytes=args.max_body_bytes,
             max_events_per_batch=args.max_batch,
@@ -133,6 +142,7 @@ _FLAGS = {
     "torch_threads": "--torch-threads",
     "api key": "--api-key (or $METAREC_API_KEY)",
     "page_api_key": "--page-api-key",
+    "allowed_hosts": "--allowed-host",
 }
 _WITHIN = {"(api_key)": "(--api-key or $METAREC_API_KEY)"}
 

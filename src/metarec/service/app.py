@@ -10,15 +10,12 @@ creates a user once with ``POST /v1/users`` and can tell a typo from a new user.
 import asyncio
 import contextlib
 import functools
-import hmac
 import html
-import ipaddress
 import logging
 import math
 import os
 import signal
 import threading
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,11 +26,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from metarec.data.features import UserFeatureEncoder
 from metarec.errors import BusyError, MetarecError, UnknownItemError, UnsupportedError
 from metarec.service import errors, schemas
+from metarec.service.access import ApiKeyGuard, LoopbackHostGuard
 from metarec.service.early_sighup import EARLY_SIGHUP
 from metarec.service.errors import ApiError, cut, error_response
 from metarec.service.feedback import event_rating, reads_negatives
@@ -47,7 +44,6 @@ from metarec.service.middleware import (
     SecurityHeaders,
     StrictTarget,
     Unexpected,
-    refuse,
 )
 from metarec.service.protocol import MAX_CANDIDATES_CHARS
 from metarec.service.serving import ModelHolder, OutOfStepError, Served, ServedRef
@@ -72,7 +68,6 @@ PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"
 <title>metarec</title></head><body><h1>metarec</h1>
 <p>The API is running; see <a href="docs">the API docs</a>.</p></body></html>
 """
-WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's key")
 
 
@@ -85,111 +80,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 # another host to a server without a key (403), a body too large (413) or not JSON
 # (415), a store another process holds past the wait (503, with Retry-After)
 WRITE_ERRORS = _errors(401, 403, 413, 415, 503)
-
-
-def is_loopback(host: str | None) -> bool:
-    try:
-        addr = ipaddress.ip_address(host) if host is not None else None
-    except ValueError:
-        return host == "localhost"
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        # a dual-stack socket (--host ::) shows 127.0.0.1 as ::ffff:127.0.0.1, which
-        # Python before 3.13 does not call loopback: its writes were refused
-        addr = addr.ipv4_mapped
-    return addr is not None and addr.is_loopback
-
-
-class ApiKeyGuard:
-    """Write requests under /v1/ need ``X-API-Key``; checked before routing and before the
-    body is parsed, so a client without the key learns nothing about which write routes
-    exist (an unknown path or a wrong method is 401, not 404 or 405) or how bodies are
-    validated (the body is read and dropped: answering while it is still arriving would
-    reset the connection and lose the 401). With no key configured, only loopback
-    clients may write.
-
-    ``max_body_bytes``: the body limit's, which :class:`BodyLimit` (outside this guard)
-    has already enforced, so the body read and dropped is never longer."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        api_key: str | None,
-        max_body_bytes: int,
-        allowed_origins: tuple[str, ...] = (),
-    ) -> None:
-        self.app = app
-        self.key = api_key.encode() if api_key else None
-        self.max_body_bytes = max_body_bytes
-        self.allowed_origins = allowed_origins
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] in WRITE_METHODS
-            and scope["path"].startswith("/v1/")
-        ):
-            denied = self._check(scope)
-            if denied is not None:
-                await refuse(scope, receive, send, *denied, budget=self.max_body_bytes)
-                return
-        await self.app(scope, receive, send)
-
-    def _check(self, scope: Scope) -> tuple[int, str, str] | None:
-        if self.key is None:
-            client = scope.get("client")
-            if is_loopback(client[0] if client else None):
-                return self._cross_origin(scope)
-            return (
-                403,
-                "forbidden",
-                "no API key is configured on this server, so it accepts writes from "
-                "loopback clients only; start it with --api-key or METAREC_API_KEY",
-            )
-        keys = [value for name, value in scope.get("headers", ()) if name == b"x-api-key"]
-        if not keys:
-            return 401, "missing_api_key", "this endpoint needs the X-API-Key header"
-        if len(keys) > 1:  # which one a proxy or the framework would read is anyone's guess
-            return 400, "bad_request", f"X-API-Key given {len(keys)} times; give it once"
-        given = keys[0]
-        if not hmac.compare_digest(given, self.key):
-            return 401, "invalid_api_key", "the X-API-Key header does not match the server's key"
-        return None
-
-    def _cross_origin(self, scope: Scope) -> tuple[int, str, str] | None:
-        """A keyless server's loopback write sent by a page of another origin (a site
-        the user has open, whose script posts to 127.0.0.1): refused, unless --cors
-        lists that origin. Such a request comes from the browser on this host, so the
-        loopback rule let any site reload the model or fold feedback in."""
-        headers = dict(scope.get("headers", ()))
-        origin = headers.get(b"origin", b"").decode("latin-1")
-        if not origin:
-            return None  # not a browser's cross-origin request (curl, a script)
-        if origin in self.allowed_origins or "*" in self.allowed_origins:
-            return None
-        host = headers.get(b"host", b"").decode("latin-1")
-        if origin != "null" and _same_loopback_origin(origin, host):
-            return None
-        return (
-            403,
-            "forbidden",
-            f"a write from a page of another origin ({cut(origin)}) to a server without an "
-            "API key; start it with --api-key, or list the origin with --cors",
-        )
-
-
-def _same_loopback_origin(origin: str, host: str) -> bool:
-    """Whether a browser's ``Origin`` is this server as reached on loopback (``Host``
-    names a loopback host: a rebound DNS name, whose page sets both alike, is not),
-    the default port written or left out alike."""
-    try:
-        o = urllib.parse.urlsplit(origin)
-        h = urllib.parse.urlsplit(f"{o.scheme}://{host}")
-        default = {"http": 80, "https": 443}.get(o.scheme)
-        same = (o.hostname, o.port or default) == (h.hostname, h.port or default)
-    except ValueError:  # a port past 65535, a bracket unclosed
-        return False
-    name = h.hostname or ""
-    return same and (name == "localhost" or is_loopback(name))
 
 
 def _page(settings: ServiceSettings) -> str:
@@ -311,7 +201,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     if settings.api_key is None:
         log.warning(
-            "NO API KEY CONFIGURED: write endpoints accept loopback clients only "
+            "NO API KEY CONFIGURED: write endpoints accept loopback clients only, which "
+            "must name the server by IP address, localhost or an allowed host "
             "(set --api-key or METAREC_API_KEY)"
         )
 
@@ -377,7 +268,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return error_response(422, code, str(exc))
 
     # outermost last: metrics see everything, CORS answers preflights, then size, then
-    # key, then the request target; innermost, HEAD reaches the routes as GET
+    # Host (a keyless server's), then key, then the request target; innermost, HEAD
+    # reaches the routes as GET
     app.add_middleware(HeadAsGet)
     app.add_middleware(StrictTarget, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
@@ -386,6 +278,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         allowed_origins=settings.cors_origins,
     )
+    if settings.api_key is None:
+        app.add_middleware(
+            LoopbackHostGuard,
+            allowed_hosts=settings.allowed_hosts,
+            max_body_bytes=settings.max_body_bytes,
+        )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Unexpected)  # inside CORS and metrics: a 500 is seen by both
     if settings.cors_origins:

@@ -36,6 +36,9 @@ class ServiceSettings:
     db_url: str = field(default_factory=default_db_url)
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
+    # Host names (beyond IP addresses and localhost) under which a server without an API
+    # key answers clients on its own host: see access.LoopbackHostGuard.
+    allowed_hosts: tuple[str, ...] = ()
     # Put the API key into the page's <meta name="metarec-api-key"> (demos on a trusted network).
     page_api_key: bool = False
     max_body_bytes: int = 1_000_000
@@ -94,6 +97,17 @@ class ServiceSettings:
             )
         # as a browser writes them, which is what the CORS check compares
         object.__setattr__(self, "cors_origins", tuple(map(browser_origin, self.cors_origins)))
+        if isinstance(self.allowed_hosts, str) or not isinstance(self.allowed_hosts, tuple):
+            raise ConfigError(
+                f"allowed_hosts: expected a tuple of host names, got {self.allowed_hosts!r:.60}"
+            )
+        if self.allowed_hosts and self.api_key is not None:
+            # a server with a key does not check Host at all: the names would do nothing
+            raise ConfigError(
+                "allowed_hosts: only a server without an API key checks the Host its "
+                "loopback clients name, and this one has a key (api_key)"
+            )
+        object.__setattr__(self, "allowed_hosts", tuple(map(host_only, self.allowed_hosts)))
 
     @staticmethod
     def key_from_env(explicit: str | None) -> str | None:
@@ -118,6 +132,7 @@ class ServiceSettings:
 
 # far past any machine's cores: 100000 threads failed as "not a readable safetensors file"
 MAX_TORCH_THREADS = 1024
+HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -137,6 +152,18 @@ def check_api_key(key: object, where: str) -> str:
             "its newline)"
         )
     return key
+
+
+def host_only(name: object) -> str:
+    """``name`` as ``Host`` carries it (lower case, no trailing dot), or a ConfigError:
+    a port, scheme, path or space would never match what a client sends, and a browser
+    sends a name in other scripts as its ``xn--`` form."""
+    if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+        raise ConfigError(
+            f"allowed_hosts: {name!r:.80} is not a host name such as metarec.internal "
+            "(letters, digits, - and _ between dots; no scheme, port or path)"
+        )
+    return name.lower().rstrip(".")
 
 
 def browser_origin(origin: object) -> str:

@@ -1,0 +1,190 @@
+"""Who may reach the API: the key every write needs, the loopback rule of a server
+without one, and the ``Host`` a loopback client must name to that server.
+
+Pure ASGI, checked before routing and before a body is parsed as JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import urllib.parse
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from metarec.service.errors import cut
+from metarec.service.middleware import refuse
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def is_loopback(host: str | None) -> bool:
+    try:
+        addr = ipaddress.ip_address(host) if host is not None else None
+    except ValueError:
+        return host == "localhost"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        # a dual-stack socket (--host ::) shows 127.0.0.1 as ::ffff:127.0.0.1, which
+        # Python before 3.13 does not call loopback: its writes were refused
+        addr = addr.ipv4_mapped
+    return addr is not None and addr.is_loopback
+
+
+class ApiKeyGuard:
+    """Write requests under /v1/ need ``X-API-Key``; checked before routing and before the
+    body is parsed, so a client without the key learns nothing about which write routes
+    exist (an unknown path or a wrong method is 401, not 404 or 405) or how bodies are
+    validated (the body is read and dropped: answering while it is still arriving would
+    reset the connection and lose the 401). With no key configured, only loopback
+    clients may write.
+
+    ``max_body_bytes``: the body limit's, which :class:`BodyLimit` (outside this guard)
+    has already enforced, so the body read and dropped is never longer."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        max_body_bytes: int,
+        allowed_origins: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self.key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+        self.allowed_origins = allowed_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in WRITE_METHODS
+            and scope["path"].startswith("/v1/")
+        ):
+            denied = self._check(scope)
+            if denied is not None:
+                await refuse(scope, receive, send, *denied, budget=self.max_body_bytes)
+                return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> tuple[int, str, str] | None:
+        if self.key is None:
+            client = scope.get("client")
+            if is_loopback(client[0] if client else None):
+                return self._cross_origin(scope)
+            return (
+                403,
+                "forbidden",
+                "no API key is configured on this server, so it accepts writes from "
+                "loopback clients only; start it with --api-key or METAREC_API_KEY",
+            )
+        keys = [value for name, value in scope.get("headers", ()) if name == b"x-api-key"]
+        if not keys:
+            return 401, "missing_api_key", "this endpoint needs the X-API-Key header"
+        if len(keys) > 1:  # which one a proxy or the framework would read is anyone's guess
+            return 400, "bad_request", f"X-API-Key given {len(keys)} times; give it once"
+        given = keys[0]
+        if not hmac.compare_digest(given, self.key):
+            return 401, "invalid_api_key", "the X-API-Key header does not match the server's key"
+        return None
+
+    def _cross_origin(self, scope: Scope) -> tuple[int, str, str] | None:
+        """A keyless server's loopback write sent by a page of another origin (a site
+        the user has open, whose script posts to 127.0.0.1): refused, unless --cors
+        lists that origin. Such a request comes from the browser on this host, so the
+        loopback rule let any site reload the model or fold feedback in."""
+        headers = dict(scope.get("headers", ()))
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        if not origin:
+            return None  # not a browser's cross-origin request (curl, a script)
+        if origin in self.allowed_origins or "*" in self.allowed_origins:
+            return None
+        host = headers.get(b"host", b"").decode("latin-1")
+        if origin != "null" and _same_loopback_origin(origin, host):
+            return None
+        return (
+            403,
+            "forbidden",
+            f"a write from a page of another origin ({cut(origin)}) to a server without an "
+            "API key; start it with --api-key, or list the origin with --cors",
+        )
+
+
+def _same_loopback_origin(origin: str, host: str) -> bool:
+    """Whether a browser's ``Origin`` is this server as reached on loopback (``Host``
+    names a loopback host: a rebound DNS name, whose page sets both alike, is not),
+    the default port written or left out alike."""
+    try:
+        o = urllib.parse.urlsplit(origin)
+        h = urllib.parse.urlsplit(f"{o.scheme}://{host}")
+        default = {"http": 80, "https": 443}.get(o.scheme)
+        same = (o.hostname, o.port or default) == (h.hostname, h.port or default)
+    except ValueError:  # a port past 65535, a bracket unclosed
+        return False
+    name = h.hostname or ""
+    return same and (name == "localhost" or is_loopback(name))
+
+
+class LoopbackHostGuard:
+    """A keyless server answers a loopback client only when the request's ``Host`` is
+    an IP address, ``localhost`` (or a name under ``.localhost``, which browsers keep on
+    loopback) or one of ``allowed_hosts``.
+
+    Why: a page of any site, open in this host's browser, can rebind its own DNS name
+    to 127.0.0.1 and then read this server as its own origin, every user's history
+    included, which neither the loopback rule nor CORS stops (the browser sees no
+    cross-origin request). Its requests still name the site in ``Host``, and an IP
+    address cannot be rebound. Clients that are not loopback are left alone: they
+    could reach the server themselves. A server with a key takes no part: it is meant
+    to be reached, and its reads are open to whoever reaches it."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], max_body_bytes: int) -> None:
+        self.app = app
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = self._refused_host(scope)
+            if host is not None:
+                message = (
+                    f"Host {cut(host)!r}: a server without an API key answers a client on "
+                    "this host only when it is reached by IP address or as localhost (a "
+                    "site's page can point its own name at 127.0.0.1 and read the API); "
+                    "list the name with --allowed-host, or start the server with --api-key"
+                )
+                await refuse(
+                    scope, receive, send, 403, "forbidden", message, budget=self.max_body_bytes
+                )
+                return
+        await self.app(scope, receive, send)
+
+    def _refused_host(self, scope: Scope) -> str | None:
+        client = scope.get("client")
+        if not is_loopback(client[0] if client else None):
+            return None
+        given = [value for name, value in scope.get("headers", ()) if name == b"host"]
+        if not given:
+            return None  # HTTP/1.0 without Host: no browser sends that
+        host = given[0].decode("latin-1")
+        name = host_name(host)
+        if name is None:
+            return host
+        if name in self.allowed_hosts or name == "localhost" or name.endswith(".localhost"):
+            return None
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return host
+        return None
+
+
+def host_name(host: str) -> str | None:
+    """The lower-cased name or address in a ``Host`` value (``[::1]:8000`` gives ``::1``),
+    without a trailing dot; None where it cannot be read as a host and port."""
+    try:
+        parts = urllib.parse.urlsplit(f"http://{host}")
+        parts.port  # noqa: B018 -- raises on a port that is not a number or past 65535
+    except ValueError:
+        return None
+    if parts.hostname is None or parts.username is not None or parts.path or parts.query:
+        return None
+    return parts.hostname.rstrip(".")
