@@ -205,6 +205,14 @@ def test_a_meta_model_takes_the_configs_train_takes() -> None:
         MetaModel({"epoch": 3})
 
 
+def test_a_table_merges_into_its_section() -> None:
+    # model={hidden=128} replaced the whole model table: dropout went back to 0.0
+    cfg = TrainConfig().with_overrides(["model.dropout=0.2", "model={hidden=128, factors=8}"])
+    assert (cfg.model.hidden, cfg.model.factors, cfg.model.dropout) == (128, 8, 0.2)
+    with pytest.raises(ConfigError, match="hiden"):
+        TrainConfig().with_overrides(["model={hiden=128}"])
+
+
 def test_a_key_given_again_overrides_the_earlier_value() -> None:
     # a --set added to a command line wins over one already in it
     assert TrainConfig().with_overrides(["epochs=1", "epochs=2"]).epochs == 2

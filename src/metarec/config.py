@@ -398,7 +398,12 @@ class TrainConfig:
                 if not isinstance(target.get(part), dict):
                     raise ConfigError(f"--set {item!r}: {part!r} is not a config section")
                 target = target[part]
-            target[parts[-1]] = value
+            if isinstance(value, dict) and isinstance(target.get(parts[-1]), dict):
+                # a table merges into its section: model={hidden=128} replaced the whole
+                # model table, and every other model setting went back to its default
+                _merge(target[parts[-1]], value)
+            else:
+                target[parts[-1]] = value
         cfg = TrainConfig.from_dict(data, source="--set")
         for key in sorted(given):
             idle = cfg.idle_reason(key)
@@ -442,6 +447,15 @@ def _check_finite(config: Any, where: str) -> None:
             _check_finite(value, f"{where}: {f.name}")
         elif isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{where}: {f.name} must be a finite number, got {value}")
+
+
+def _merge(section: dict[str, Any], table: dict[str, Any]) -> None:
+    """``table``'s keys into ``section``, sub-tables into sub-sections alike."""
+    for key, value in table.items():
+        if isinstance(value, dict) and isinstance(section.get(key), dict):
+            _merge(section[key], value)
+        else:
+            section[key] = value
 
 
 def _parse_value(raw: str) -> Any:
