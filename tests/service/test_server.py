@@ -45,25 +45,27 @@ def test_port_zero_takes_a_free_port_that_then_is_taken() -> None:
             listening_socket("127.0.0.1", port)
 
 
+def serve_refused(run: Path, tmp_path: Path, *flags: str) -> str:
+    """``metarec serve RUN FLAGS`` refused: exit code 2, no traceback, no store
+    created; its stderr."""
+    db = tmp_path / "feedback.db"
+    command = [sys.executable, "-m", "metarec.cli", "serve", str(run), "--db", f"sqlite:///{db}"]
+    proc = subprocess.run([*command, *flags], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not db.exists()
+    return proc.stderr
+
+
 def test_serve_on_a_taken_port_exits_2_before_opening_the_store(
     service_run: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "feedback.db"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        command = [sys.executable, "-m", "metarec.cli", "serve", str(service_run)]
-        proc = subprocess.run(
-            [*command, "--db", f"sqlite:///{db}", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert f"metarec: error: --host/--port: cannot listen on 127.0.0.1:{port}" in proc.stderr
-    assert not db.exists()
+        stderr = serve_refused(service_run, tmp_path, "--port", str(port))
+    assert f"metarec: error: --host/--port: cannot listen on 127.0.0.1:{port}" in stderr
 
 
 @pytest.mark.parametrize(
@@ -117,19 +119,10 @@ def test_allowed_hosts_are_kept_as_host_carries_them_and_need_a_keyless_server()
 def test_serve_names_the_flag_of_an_allowed_host_that_would_do_nothing(
     service_run: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "feedback.db"
-    command = [sys.executable, "-m", "metarec.cli", "serve", str(service_run), "--port", "0"]
-    proc = subprocess.run(
-        [*command, "--db", f"sqlite:///{db}", "--api-key", "k", "--allowed-host", "box"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "metarec: error: --allowed-host: only a server without an API key" in proc.stderr
-    assert "(--api-key or $METAREC_API_KEY)" in proc.stderr
-    assert not db.exists()
+    flags = ("--port", "0", "--api-key", "k", "--allowed-host", "box")
+    stderr = serve_refused(service_run, tmp_path, *flags)
+    assert "metarec: error: --allowed-host: only a server without an API key" in stderr
+    assert "(--api-key or $METAREC_API_KEY)" in stderr
 
 
 @pytest.mark.parametrize(
@@ -153,18 +146,8 @@ def test_settings_take_browser_origins(origin: str, sent: str) -> None:
 def test_serve_on_a_missing_device_exits_2_before_opening_the_store(
     service_run: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "feedback.db"
-    command = [sys.executable, "-m", "metarec.cli", "serve", str(service_run), "--port", "0"]
-    proc = subprocess.run(
-        [*command, "--db", f"sqlite:///{db}", "--device", "cuda"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "metarec: error: --device: 'cuda' asked for" in proc.stderr
-    assert not db.exists()
+    stderr = serve_refused(service_run, tmp_path, "--port", "0", "--device", "cuda")
+    assert "metarec: error: --device: 'cuda' asked for" in stderr
 
 
 def test_serving_a_run_that_does_not_load_creates_no_database(
