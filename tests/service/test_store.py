@@ -185,6 +185,36 @@ def test_served_state_versions_every_change_once(store_url: str) -> None:
     b.close()
 
 
+def test_an_expected_version_is_judged_after_another_change_commits(store_url: str) -> None:
+    """A fold-in made from version 0 while a reload's bump to 1 is not yet committed:
+    it waits on the row and must then be refused. On PostgreSQL it read version 0
+    before waiting, found it expected, and overwrote the reload acknowledged meanwhile."""
+    store = FeedbackStore(store_url)
+    store.served_state()
+    other = make_engine(store_url).connect()
+    changing = other.begin()
+    bump = "UPDATE service_state SET version = version + 1, run = 'reloaded' WHERE id = 1"
+    other.exec_driver_sql(bump)
+    outcome: list[object] = []
+
+    def fold_in() -> None:
+        try:
+            outcome.append(store.bump_served_state("folded", expect=0))
+        except Exception as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=fold_in)
+    waiting.start()
+    time.sleep(0.5)  # the fold-in is now waiting on the row (SQLite: on the write lock)
+    changing.commit()
+    other.close()
+    waiting.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], BusyError), outcome
+    assert "moved on (version 1, not 0)" in str(outcome[0])
+    assert store.served_state() == (1, "reloaded")
+    store.close()
+
+
 def test_items_are_stored_only_with_their_announcement(tmp_path: Path) -> None:
     store = FeedbackStore(f"sqlite:///{tmp_path / 's.db'}")
     with store.engine.begin() as conn:  # the announcement cannot be written

@@ -666,13 +666,6 @@ class FeedbackStore:
         :class:`~metarec.errors.BusyError` and nothing is written (a change made from a
         state that another process has moved on from)."""
         with self._tx() as conn:
-            if expect is not None:
-                now = conn.execute(_STATE).first()
-                if now is not None and int(now[0]) != expect:
-                    raise BusyError(
-                        f"the served state moved on (version {now[0]}, not {expect}): another "
-                        "server process changed it meanwhile; try again"
-                    )
             # the bump first: its row lock queues another process's change behind this
             # one, so the items' order numbers (read from the table) are never shared
             after = conn.execute(_BUMP, {"run": run}).scalar()
@@ -683,6 +676,15 @@ class FeedbackStore:
                     .on_conflict_do_nothing(index_elements=["id"])
                 )
                 after = conn.execute(_BUMP, {"run": run}).scalar_one()
+            elif expect is not None and int(after) - 1 != expect:
+                # judged on the version the bump itself moved from, which is the row as
+                # committed once its lock is ours: a version read before the bump, under
+                # PostgreSQL's read committed, missed a reload committing meanwhile, and
+                # this fold-in undid it. Raising rolls the bump back.
+                raise BusyError(
+                    f"the served state moved on (version {int(after) - 1}, not {expect}): "
+                    "another server process changed it meanwhile; try again"
+                )
             self._upsert_items(conn, items)
         return int(after) - 1, int(after)
 
