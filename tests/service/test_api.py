@@ -345,6 +345,11 @@ def _bad_requests(key: str) -> list[Case]:
         # a NUL is in no title: it matched every title with a space
         ("GET", "/v1/items?q=%00", {}, 422, "validation_error",
          "q: must not contain the control character U+0000"),
+        # PostgreSQL holds no NUL in text: a 500 "store damaged" there, a 404 here
+        ("GET", "/v1/users/a%00b", {}, 422, "validation_error",
+         "user_id: must not contain the control character U+0000"),
+        ("POST", "/v1/users/a%0Ab/events", event(), 422, "validation_error",
+         "user_id: must not contain the control character U+000A"),
         ("GET", "/v1/items?q=a&q=b", {}, 422, "validation_error",
          "q: given 2 times; give each query parameter once"),
         ("PUT", "/v1/users/{u}", body({}), 405, "method_not_allowed",

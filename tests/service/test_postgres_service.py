@@ -122,3 +122,19 @@ def test_items_refused_while_the_database_is_away_are_not_served_meanwhile(
             time.sleep(0.2)
         assert after.status_code == 404  # caught up: the store never had it
         assert c.get("/v1/items/1").status_code == 200
+
+
+def test_a_user_id_with_a_nul_is_refused_as_sent_not_as_a_damaged_store(
+    pg_url: str, server_api_key: str, make_server: Callable[..., LiveServer]
+) -> None:
+    # PostgreSQL holds no NUL in text: psycopg's refusal read as "restore it from a backup"
+    live = make_server(db_url=pg_url)
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": server_api_key}) as c:
+        event = {"event_id": "e1", "item_id": "1", "type": "like"}
+        for answer in (
+            c.get("/v1/users/a%00b"),
+            c.get("/v1/users/a%00b/recommendations"),
+            c.post("/v1/users/a%00b/events", json=event),
+        ):
+            assert answer.status_code == 422, answer.text
+            assert "user_id: must not contain the control character U+0000" in answer.text

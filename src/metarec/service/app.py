@@ -25,6 +25,7 @@ from fastapi import Body, Depends, FastAPI, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from metarec.data.features import UserFeatureEncoder
@@ -300,7 +301,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     page = _page(settings)
     write = [Security(_KEY_HEADER)]  # for the docs' "Authorize" button; ApiKeyGuard enforces
-    UserId = Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]
+    # no control characters, as in a new id: PostgreSQL cannot hold a NUL in text, and
+    # a user id with one was a 500 "store damaged" there (404 on SQLite)
+    UserId = Annotated[
+        str,
+        PathParam(min_length=1, max_length=ID_LENGTH),
+        AfterValidator(lambda v: schemas.no_control(v, allowed="")),
+    ]
 
     def served(*, wait: bool = False) -> Served:
         """The model to answer with, after catching up with what another server process
