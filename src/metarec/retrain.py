@@ -68,6 +68,7 @@ class RetrainResult:
 
     def summary(self) -> str:
         dropped = int(self.details.get("feedback_items_dropped", 0))
+        kept = int(self.details.get("run_items_kept", 0))
         clipped = int(self.details.get("feedback_ratings_clipped", 0))
         scale = self.details.get("rating_range")
         return (
@@ -75,6 +76,12 @@ class RetrainResult:
             f"new {self.new_mae:.4f} ({self.verdict()}); feedback: {self.n_feedback_ratings} "
             f"ratings from {self.n_feedback_users} users"
             + (f" ({dropped} for items outside the catalogue left out)" if dropped else "")
+            + (
+                f"; {kept} items the run holds beyond the data's items file (added in "
+                "Python) kept in its catalogue"
+                if kept
+                else ""
+            )
             # silent, 6 to 10 became 5: a store written for a run on another scale
             + (
                 f" ({clipped} outside the run's scale {scale} clipped to it: a store written "
@@ -216,6 +223,16 @@ def combined_items(
     for _, row in extra[known].iterrows():
         items.loc[pos[row["item_id"]], ["title", "text"]] = [row["title"], row["text"]]
     return pd.concat([items, extra[~known]], ignore_index=True)
+
+
+def run_only_items(data_items: pd.DataFrame, run_items: pd.DataFrame) -> pd.DataFrame:
+    """The run's items that the data's items file lacks (``item_id``, ``title``, ``text``),
+    in the run's order: those added in Python (``add_items``, then ``save``), which are
+    recorded in the run alone. Rebuilt from the data and the store only, the new run
+    lost them, and dropped the feedback on them as "for items outside the catalogue"."""
+    known = set(data_items["item_id"].astype(str))
+    extra = run_items[["item_id", "title", "text"]].astype(str)
+    return extra[~extra["item_id"].isin(known)].reset_index(drop=True)
 
 
 HELD_OUT_FILE = "heldout.json"
@@ -388,7 +405,7 @@ def _retrain(
     t0: float,
 ) -> RetrainResult:
     from metarec.data.spec import load_from_spec, spec_for_run, spec_problem
-    from metarec.pipeline import encode_catalogue, fit_recommender, split_users
+    from metarec.pipeline import encode_catalogue, ensure_text, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
 
@@ -425,7 +442,11 @@ def _retrain(
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:
         _warn_if_served_another(store, run)
-        items = combined_items(ds.items, store.added_items(), store.url)
+        data_items = ensure_text(ds.items)[["item_id", "title", "text"]].astype(str)
+        run_only = run_only_items(data_items, old.items)
+        items = combined_items(
+            pd.concat([data_items, run_only], ignore_index=True), store.added_items(), store.url
+        )
         feedback, dropped = feedback_frame(
             store, old.rating_range, set(items["item_id"]), negatives=reads_negatives(old)
         )
@@ -515,6 +536,7 @@ def _retrain(
         details={
             "held_out": held_rule,
             "feedback_items_dropped": dropped,
+            "run_items_kept": len(run_only),
             "feedback_ratings_clipped": int(feedback.attrs.get("clipped", 0)),
             "rating_range": list(old.rating_range),
             "best_epoch": history.best_epoch,

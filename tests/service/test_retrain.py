@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -169,21 +171,34 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
     server_api_key: str,
 ) -> None:
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    # an item added in Python and saved with the run is recorded in the run alone: the
+    # new run was built from the data and the store, and lost it and its feedback
+    run = tmp_path / "served"
+    shutil.copytree(service_run, run)
+    served = Recommender.load(run)
+    served.add_items(pd.DataFrame({"item_id": ["py-new"], "title": ["A Python Addition"]}))
+    served.save(run)
+    store = FeedbackStore(feedback_db)
+    store.add_events("kid", [NewEvent("py", "py-new", "rating", 4.0, time.time())])
+    store.close()
     out = tmp_path / "retrained"
-    argv = retrain_argv(service_run, feedback_db, out, 10)
+    argv = retrain_argv(run, feedback_db, out, 10)
     code = main(argv + FAST)
     printed = capsys.readouterr().out
     assert code == 0, printed
     old_new = re.search(r"MAE old (\d\.\d+), new (\d\.\d+)", printed)
-    assert old_new and "24 ratings from 2 users" in printed
+    assert old_new and "25 ratings from 2 users" in printed
+    assert "1 items the run holds beyond the data's items file" in printed
     report = json.loads((out / "retrain.json").read_text())
     assert report["accepted"] and not report["forced"]
     assert report["old_mae"] == pytest.approx(float(old_new.group(1)), abs=1e-4)
-    assert report["feedback_ratings"] == 24 and report["n_eval_users"] > 50
+    assert report["feedback_ratings"] == 25 and report["n_eval_users"] > 50
     rec = Recommender.load(out)
     assert "fb-new" in rec.item_index  # the API-added item is part of the new catalogue
-    assert rec.cfg.epochs == 1 and rec.metadata["retrained_from"] == str(service_run)
+    assert rec.cfg.epochs == 1 and rec.metadata["retrained_from"] == str(run)
     assert rec.popularity[rec.item_index["fb-new"]] == 1  # trained on the kid's rating of it
+    assert rec.popularity[rec.item_index["py-new"]] == 1
+    assert rec.items.loc[rec.item_index["py-new"], "title"] == "A Python Addition"
     # the next round is judged on the same users this one held out, never on its own
     # training users (without the record it fell back to a fresh 10 % of all users)
     held = json.loads((out / "heldout.json").read_text())
@@ -198,7 +213,7 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
     with live.client(server_api_key) as c:
         assert c.post("/v1/admin/reload", json={"run": str(out)}).status_code == 200
         recs = c.get("/v1/users/kid/recommendations").json()
-    assert recs["model"].startswith("retrained@") and recs["n_events"] == 4
+    assert recs["model"].startswith("retrained@") and recs["n_events"] == 5
 
 
 @pytest.mark.slow
@@ -290,8 +305,6 @@ def test_the_gate_judges_the_new_model_against_the_old(
 
 def _copy_with_metadata(run: Path, to: Path, **changes: Any) -> Path:
     """A copy of ``run`` whose recorded metadata has ``changes``."""
-    import shutil
-
     shutil.copytree(run, to)
     manifest = json.loads((to / "recommender.json").read_text())
     manifest["metadata"] |= changes
