@@ -43,9 +43,40 @@ def test_speed_benchmark_reports_both_systems(
     # MeLU's epochs alone are timed, as metarec's are, not its setup
     melu = record["training"]["melu-1"]
     assert melu["epoch_s"] == sorted(melu["epochs_s"])[len(melu["epochs_s"]) // 2]
+    # what was timed, so that a later default does not pass for it
+    assert record["config"]["seed"] == 0 and record["encoder_name"] == "tfidf"
+    assert record["max_train_users"] == 60 and record["melu"]["local_steps"] == 5
     md = (tmp_path / "speed.md").read_text()
     assert "Adaptation latency" in md and "MeLU" in md
     assert "— (under 100 calls)" in md and "Torch threads each row ran on: 1: " in md
+
+
+def test_quickstart_reads_ml_100k_where_the_data_look_finds_it(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root without ml-100k (found through $METAREC_DATA) ended the benchmark after
+    every other figure: quickstart was given ROOT/ml-100k, which is no folder."""
+    from metarec.data import load_dataset
+    from metarec.evaluation.speed import quickstart_folder
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("METAREC_DATA", str(shared_data))
+    with pytest.warns(UserWarning, match="is not in"):
+        folder = quickstart_folder(str(empty))
+    assert len(load_dataset("ml-100k", folder, clean=False).interactions) == 100_000
+    assert Path(quickstart_folder(str(shared_data))).is_dir()
+
+
+def test_a_failed_quickstart_is_said_in_the_report() -> None:
+    from metarec.evaluation.speed import speed_markdown
+
+    record = json.loads((Path(__file__).parents[2] / "benchmarks/results/speed.json").read_text())
+    record |= {"quickstart": None, "quickstart_failed": "speed benchmark: ... failed: x"}
+    md = speed_markdown(record)
+    assert "| `metarec quickstart`: wall s / peak MB | failed (see the record" in md
+    del record["quickstart_failed"]
+    assert "| not run | not run |" in speed_markdown(record)
 
 
 def test_melu_runs_the_quickstart_job(shared_data: Path) -> None:
