@@ -22,6 +22,7 @@ from metarec.service.feedback import history_from_events
 from metarec.service.store import (
     MIGRATION_LOCK,
     SCHEMA_VERSION,
+    SQLITE_BUSY_TIMEOUT_S,
     EventConflictError,
     FeedbackStore,
     NewEvent,
@@ -573,6 +574,34 @@ def test_postgresql_connections_give_up_on_a_server_that_went_away(pg_url: str) 
     finally:
         raw.close()
         engine.dispose()
+
+
+def test_a_postgresql_lock_held_elsewhere_is_waited_for_as_long_as_sqlites(
+    pg_url: str,
+) -> None:
+    # PostgreSQL's default waits for ever: a write behind an operator's open
+    # transaction held its request (and a thread) for good, never a 503 to retry
+    store = FeedbackStore(pg_url)
+    with store.engine.connect() as conn:
+        waits = conn.exec_driver_sql("SHOW lock_timeout").scalar()
+    assert waits == f"{SQLITE_BUSY_TIMEOUT_S:g}s"
+    store.close()
+    # shortened in the URL (its own value wins), the wait ends in PostgreSQL's
+    # lock_not_available, which the service answers with 503 store_busy
+    quick = FeedbackStore(
+        pg_url + ("&" if "?" in pg_url else "?") + "options=-c%20lock_timeout%3D300"
+    )
+    holder = make_engine(pg_url).connect()
+    holding = holder.begin()
+    holder.exec_driver_sql("UPDATE service_state SET version = version WHERE id = 1")
+    try:
+        with pytest.raises(OperationalError) as err:
+            quick.bump_served_state()
+        assert getattr(err.value.orig, "sqlstate", None) == "55P03"
+    finally:
+        holding.rollback()
+        holder.close()
+        quick.close()
 
 
 def test_a_database_that_cannot_be_reached_is_one_line() -> None:

@@ -292,7 +292,10 @@ FILE_GONE = "the database file is gone (deleted or moved while serving)"
 
 # libpq's connection parameters: give up connecting after 10 s, and probe an idle
 # connection after 30 s, then every 10 s, dropping it after 3 unanswered probes; data
-# sent and unacknowledged for 60 s drops it too (a server gone mid-request)
+# sent and unacknowledged for 60 s drops it too (a server gone mid-request). A lock
+# another session holds (an operator's open transaction, another process's change) is
+# waited for as long as a SQLite write lock, then the request is a 503 store_busy:
+# PostgreSQL waits for ever by default, and each such request held a thread for good.
 POSTGRES_WAITS = {
     "connect_timeout": 10,
     "keepalives": 1,
@@ -300,6 +303,7 @@ POSTGRES_WAITS = {
     "keepalives_interval": 10,
     "keepalives_count": 3,
     "tcp_user_timeout": 60_000,
+    "options": f"-c lock_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
 }
 
 
