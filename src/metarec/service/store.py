@@ -235,6 +235,9 @@ def migrate(engine: Engine) -> int:
     missing, and the second's ``CREATE TABLE`` or version row fail."""
     with _write(engine) as conn:
         if engine.dialect.name == "postgresql":
+            # a server starting waits however long another one's migration takes (a
+            # store's events re-dated, a large index built), not a request's 30 s
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         schema_version.create(conn, checkfirst=True)
         current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
