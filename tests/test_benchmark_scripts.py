@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -195,3 +196,21 @@ def test_the_memory_benchmark_measures_a_fit(
     row = measure("ml-100k", "episodic-binary", str(shared_data))
     assert row["items"] == 1682 and row["fit_s"] > 0  # ml-100k's catalogue
     assert row["bytes"] > 0 and row["bytes_per_item_pair"] == row["bytes"] / 1682**2
+
+
+def test_the_capped_rankers_benchmark_writes_its_record(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # its results folder was shadowed by a fit's scores: every fit ran, then the
+    # write failed with a TypeError and the results were lost
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import capped_rankers
+
+    monkeypatch.setattr(capped_rankers, "RUNS", (("ml-100k", "episodic", (250,)),))
+    out = tmp_path / "out"
+    argv = ["capped_rankers.py", "--data", str(shared_data), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    capped_rankers.main()
+    record = json.loads((out / "capped-rankers.json").read_text())
+    assert [r["items_fitted"] for r in record["runs"]] == [250] and record["seed"] == 0
+    assert (out / "capped-rankers.md").read_text().startswith("# What `max_items` costs")
