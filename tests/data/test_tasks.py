@@ -112,11 +112,33 @@ def test_collate_implicit_objectives() -> None:
     labels = bce.support_y[0][bce.support_mask[0] > 0]
     assert labels.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # items 1 and 3 liked, 4 negatives
     negatives = bce.support_items[0, 2:6]
-    assert not set(negatives.tolist()) & {1, 2, 3, 4}  # never an item the user interacted with
+    assert not set(negatives.tolist()) & {1, 2, 3}  # never an item of the support
+    query_negatives = bce.query_items[0][(bce.query_mask[0] > 0) & (bce.query_y[0] == 0)]
+    assert not set(query_negatives.tolist()) & {1, 2, 3, 4}  # nor of the query, for the query
     bpr = collate([task], objective="bpr", negative_pool=pool, rng=rng)
     half = bpr.support_items.shape[1] // 2
     assert bpr.support_items[0, :half].tolist() == [1, 3]
     assert torch.equal(bpr.support_mask[0, :half], bpr.support_mask[0, half:])
+
+
+def test_the_support_side_does_not_depend_on_the_query() -> None:
+    # a user adapted in service has no query: its items shaped the support's negatives
+    # in training and early stopping, so the adapted user depended on what it predicts
+    pool = np.arange(12)
+    support = (np.array([0, 1, 2]), np.array([5.0, 5.0, 5.0]))
+    for objective in ("bce", "bpr"):
+        batches = [
+            collate(
+                [Task(0, *support, np.array(query), np.array([5.0, 5.0, 5.0]))],
+                objective=objective,
+                negatives=4,
+                negative_pool=pool,
+                rng=lambda t: np.random.default_rng([t.user, 7]),
+            )
+            for query in ([3, 4, 5], [9, 10, 11])
+        ]
+        assert torch.equal(batches[0].support_items, batches[1].support_items), objective
+        assert torch.equal(batches[0].support_y, batches[1].support_y), objective
 
 
 def test_a_side_of_one_low_rating_is_not_liked() -> None:

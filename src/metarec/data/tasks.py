@@ -418,7 +418,11 @@ def collate(
     n_neg = {"bpr": 1, "softmax": 0}.get(objective, negatives)
     sides: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[], []]
     for t in tasks:
-        seen = np.concatenate([t.support_items, t.query_items])
+        # the support's negatives avoid the support alone, as a user adapted in service
+        # has no query to avoid: they avoided the query too, so which items the query held
+        # changed the adapted user in training and early stopping, and nowhere else. The
+        # support is drawn first, so the query cannot move its draws either.
+        seen = (t.support_items, np.concatenate([t.support_items, t.query_items]))
         for side, (it, r) in enumerate(
             [(t.support_items, t.support_ratings), (t.query_items, t.query_ratings)]
         ):
@@ -426,7 +430,7 @@ def collate(
                 _implicit_side(
                     it,
                     r,
-                    seen,
+                    seen[side],
                     like_threshold=(
                         -np.inf if side == 0 and support_positives == "rated" else like_threshold
                     ),
