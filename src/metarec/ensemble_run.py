@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metarec.data.features import FeatureReaders, feature_readers
 from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError, why_missing
 from metarec.inputs import (
@@ -167,8 +168,14 @@ class EnsembleRecommender(TopK):
 
     @property
     def features(self) -> Any:
-        """The primary's user-feature encoder: what :meth:`adapt` checks features with."""
+        """The primary's user-feature encoder (its codes are the primary's own)."""
         return self.primary.features
+
+    @property
+    def feature_readers(self) -> FeatureReaders:
+        """Every metarec member's user-feature encoder: what :meth:`adapt` checks
+        features against, as each member reads its own."""
+        return feature_readers(self)
 
     @property
     def n_items(self) -> int:
@@ -203,8 +210,8 @@ class EnsembleRecommender(TopK):
         user_features: Mapping[str, Any] | None = None,
         steps: int | None = None,
     ) -> EnsembleUserState:
-        check_readable_features(self.primary.features, user_features)
-        warn_unused_features(self.primary.features, user_features, "user_features")
+        check_readable_features(self.feature_readers, user_features)
+        warn_unused_features(self.feature_readers, user_features, "user_features")
         # one user: a bad entry is named "history", not "histories[0]"
         return self._adapt_many([history], [user_features], steps, lambda n: "history")[0]
 
@@ -225,7 +232,7 @@ class EnsembleRecommender(TopK):
         where: Callable[[int], str],
     ) -> list[EnsembleUserState]:
         # where(n): how a message names the n-th history
-        histories, rows = adapt_many_args(histories, user_features, self.primary.features)
+        histories, rows = adapt_many_args(histories, user_features, self.feature_readers)
         if steps is not None:
             raise UnsupportedError(
                 "ensemble: each member adapts with its own number of steps; steps cannot be set"

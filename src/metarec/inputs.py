@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from metarec.data.columns import boolean_values, check_frame, not_index, plain
-from metarec.data.features import UserFeatureEncoder
+from metarec.data.features import FeatureReaders, UserFeatureEncoder
 from metarec.errors import DataError
 from metarec.values import off_scale
 
@@ -170,7 +170,9 @@ def check_rating_frame(ratings: object, rating_range: tuple[float, float], where
 
 
 def check_readable_features(
-    encoder: UserFeatureEncoder, user_features: object, where: str = "user_features"
+    encoder: UserFeatureEncoder | FeatureReaders,
+    user_features: object,
+    where: str = "user_features",
 ) -> None:
     """:func:`check_features`, and every value of a key the model uses one it can read
     (:meth:`UserFeatureEncoder.problem`: a list, text or a boolean where it bins numbers,
@@ -184,7 +186,9 @@ def check_readable_features(
         raise DataError(f"{where}: {unreadable}")
 
 
-def warn_unused_features(encoder: UserFeatureEncoder, user_features: object, where: str) -> None:
+def warn_unused_features(
+    encoder: UserFeatureEncoder | FeatureReaders, user_features: object, where: str
+) -> None:
     """A UserWarning naming the keys of one user's ``user_features`` the model has no
     column for (but ``user_id``, a users-table row's own): :meth:`adapt`'s check, where a
     misspelt key ("agee") was read as no feature at all without a word. Not an error, as
@@ -260,7 +264,9 @@ def check_users_frame(encoder: UserFeatureEncoder, users: pd.DataFrame, n: int, 
 
 
 def adapt_many_args(
-    histories: object, user_features: object, encoder: UserFeatureEncoder | None = None
+    histories: object,
+    user_features: object,
+    encoder: UserFeatureEncoder | FeatureReaders | None = None,
 ) -> tuple[list[Any], list[Mapping[str, Any] | None]]:
     """``adapt_many``'s arguments as lists of one entry a user, or a DataError saying
     which is wrong: shared by a run and an ensemble, so both refuse alike. Given the

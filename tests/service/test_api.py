@@ -1578,3 +1578,12 @@ def test_an_ensembles_user_features_are_checked_against_every_member() -> None:
         "age: this model reads no user features (it was trained without them); send none"
     )
     assert features_problem(SimpleNamespace(features=ages), {"age": 30}) is None  # one run
+    # what a stored profile still says to each member: a key any member reads is kept
+    from metarec.data.features import FeatureReaders
+
+    readers = FeatureReaders((none, ages, jobs))
+    profile = {"age": 30, "job": "nurse", "hobby": "chess"}
+    assert readers.readable(profile) == {"age": 30, "job": "nurse"}
+    assert readers.readable({"age": "old", "job": "nurse"}) == {"job": "nurse"}
+    assert readers.problem({"hobby": 1}, json_types=False) is None  # Python warns instead
+    assert "age: " in (readers.problem({"age": "old"}, json_types=False) or "")

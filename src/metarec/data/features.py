@@ -261,6 +261,67 @@ class UserFeatureEncoder:
         return cls(list(columns), canonical, dict(bins))
 
 
+@dataclass(frozen=True)
+class FeatureReaders:
+    """The user-feature encoders of several models read as one: an ensemble's metarec
+    members, which may read different features (one trained without any beside one with
+    age). A key is a feature if any of them reads it; a value must suit every one that
+    reads its key. Checked against the primary member alone, an ensemble refused age
+    that its other member reads, and served every member but the primary without the
+    features it was weighted with."""
+
+    encoders: tuple[UserFeatureEncoder, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(c for e in self.encoders for c in e.columns))
+
+    @property
+    def vocab(self) -> dict[str, dict[str, int]]:
+        """The keys read, for :func:`~metarec.inputs.warn_unused_features` (each key's
+        codes are its first reader's: codes are per model, so nothing encodes by them)."""
+        merged: dict[str, dict[str, int]] = {}
+        for enc in self.encoders:
+            for key, codes in enc.vocab.items():
+                merged.setdefault(key, codes)
+        return merged
+
+    def problem(self, features: Mapping[str, Any], *, json_types: bool = True) -> str | None:
+        """:meth:`UserFeatureEncoder.problem` for them all: a key none reads (over JSON),
+        or a value one that reads its key cannot."""
+        reading = [e for e in self.encoders if e.columns]
+        if not reading:
+            return UserFeatureEncoder().problem(features, json_types=json_types)
+        if json_types:
+            read = self.columns
+            unknown = next((k for k in features if k not in read), None)
+            if unknown is not None:
+                return f"{unknown}: not a feature of this model (it reads {', '.join(read)})"
+        for enc in reading:
+            mine = {k: v for k, v in features.items() if k in enc.vocab}
+            unreadable = enc.problem(mine, json_types=json_types)
+            if unreadable is not None:
+                return unreadable
+        return None
+
+    def readable(self, features: Mapping[str, Any]) -> dict[str, Any]:
+        """``features`` less the keys none reads and the values one that reads their key
+        refuses (:meth:`UserFeatureEncoder.readable`, for them all)."""
+        kept = {k: v for k, v in features.items() if k in self.vocab}
+        for enc in self.encoders:
+            own = enc.readable(kept)
+            kept = {k: v for k, v in kept.items() if k not in enc.vocab or k in own}
+        return kept
+
+
+def feature_readers(model: Any) -> FeatureReaders:
+    """The user-feature encoders of a run, or of each of an ensemble's metarec members."""
+    runs = model.metarec_members() if hasattr(model, "metarec_members") else [model]
+    encoders = [getattr(r, "features", None) for r in runs]
+    found = tuple(e for e in encoders if isinstance(e, UserFeatureEncoder))
+    return FeatureReaders(found or (UserFeatureEncoder(),))
+
+
 def many_numbers(values: pd.Series) -> pd.Series | None:
     """A column's present values as numbers, where it is read as numbers to bin rather
     than as categories: every non-blank value a number, more distinct ones than a

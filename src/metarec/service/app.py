@@ -28,7 +28,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
-from metarec.data.features import UserFeatureEncoder
+from metarec.data.features import feature_readers
 from metarec.errors import BusyError, MetarecError, UnknownItemError, UnsupportedError
 from metarec.service import errors, schemas
 from metarec.service.access import ApiKeyGuard, LoopbackHostGuard
@@ -94,30 +94,10 @@ def _page(settings: ServiceSettings) -> str:
     return page
 
 
-def feature_encoders(rec: Any) -> list[UserFeatureEncoder]:
-    """The user-feature encoders of a run, or of each of an ensemble's metarec members,
-    which may read different features (one trained without any beside one with age)."""
-    runs = rec.metarec_members() if hasattr(rec, "metarec_members") else [rec]
-    encoders = [getattr(r, "features", None) for r in runs]
-    return [e for e in encoders if isinstance(e, UserFeatureEncoder)] or [UserFeatureEncoder()]
-
-
 def features_problem(rec: Any, features: dict[str, Any]) -> str | None:
     """What the model cannot read in a user's ``features`` (None: nothing): a key no
-    member reads, or a value a member that reads it cannot. Checked against the primary
-    member alone, an ensemble refused age, which its other member reads."""
-    encoders = [e for e in feature_encoders(rec) if e.columns]
-    if not encoders:
-        return UserFeatureEncoder().problem(features)  # none read: any key is refused
-    read = list(dict.fromkeys(c for e in encoders for c in e.columns))
-    unknown = next((k for k in features if k not in read), None)
-    if unknown is not None:
-        return f"{unknown}: not a feature of this model (it reads {', '.join(read)})"
-    for enc in encoders:
-        problem = enc.problem({k: v for k, v in features.items() if k in enc.columns})
-        if problem is not None:
-            return problem
-    return None
+    member reads, or a value a member that reads it cannot (:class:`FeatureReaders`)."""
+    return feature_readers(rec).problem(features)
 
 
 def in_thread_pool(endpoint: Callable[..., T]) -> Callable[..., Awaitable[T]]:

@@ -39,6 +39,7 @@ from typing import Any, Literal, TypeGuard
 import numpy as np
 from sqlalchemy.exc import DatabaseError
 
+from metarec.data.features import feature_readers
 from metarec.ensemble_run import ENSEMBLE_FOLD_IN, EnsembleRecommender, ServedModel, load_run
 from metarec.errors import DataError, MetarecError, ModelError, UnsupportedError
 from metarec.explain import explain_indices
@@ -631,7 +632,8 @@ class ModelHolder:
         # model loaded since may bin a feature the other did not: what it cannot read
         # counts as unknown, as a value it has never seen does, rather than failing
         # every request of the user (as items it does not know are left out above)
-        features = rec.features.readable(user.features)
+        # every member's features, for an ensemble: the primary's alone were served
+        features = feature_readers(rec).readable(user.features)
         state = self.batcher.adapt(served, pairs, features)
         rejected = [
             rec.item_index[i] for i, r in history.items() if r is None and i in rec.item_index
