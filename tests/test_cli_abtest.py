@@ -456,8 +456,9 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    """Fewer items was tested (exit 0); ratings on another scale failed as "support
-    rating 8 is off the model's scale", naming neither the data nor a flag."""
+    """Items the runs lack were tested (exit 0); ratings on another scale failed as
+    "support rating 8 is off the model's scale", naming neither the data nor a flag.
+    Fewer items than a run holds may be its data: a run keeps items added in Python."""
     import pandas as pd
 
     a, b = runs
@@ -465,7 +466,10 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     inter = pd.read_csv(source / "ml-100k.inter", sep="\t")
     items = pd.read_csv(source / "ml-100k.item", sep="\t")
     cases = {
-        "fewer": (inter[inter["item_id:token"] <= 1600], items[items["item_id:token"] <= 1600]),
+        "more": (
+            pd.concat([inter, inter.head(1).assign(**{"item_id:token": 1683})]),
+            pd.concat([items, items.head(1).assign(**{"item_id:token": 1683})]),
+        ),
         "doubled": (inter.assign(**{"rating:float": inter["rating:float"] * 2}), items),
     }
     for name, (rows, catalogue) in cases.items():
@@ -477,10 +481,10 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     new_users = json.loads((a / "split.json").read_text())["new_users"]
     (tmp_path / "new.txt").write_text("\n".join(new_users) + "\n")
     argv = ["abtest", str(a), str(b), "--users", str(tmp_path / "new.txt"), "--data"]
-    code = main([*argv, str(tmp_path / "fewer" / "ml-100k")])
+    code = main([*argv, str(tmp_path / "more" / "ml-100k")])
     _assert_one_line_error(
-        code, capsys.readouterr().err, "--data: ml-100k's catalogue (1,600 items) is not the "
-        "run's (1,682 items)"
+        code, capsys.readouterr().err, "--data: ml-100k's catalogue (1,683 items) is not the "
+        "run's (1,682 items): the run lacks 1 of its items, such as '1683'"
     )  # fmt: skip
     code = main([*argv, str(tmp_path / "doubled" / "ml-100k")])
     _assert_one_line_error(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -24,6 +25,7 @@ from metarec.config import TrainConfig
 from metarec.data import load_dataset
 from metarec.evaluation.p1 import make_p1_split
 from metarec.pipeline import encode_catalogue, fit_recommender
+from metarec.recommender import Recommender
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +364,7 @@ def test_ensemble_carries_a_ranking_model(
 def test_runs_with_different_encoders_are_not_one_ensemble() -> None:
     """An item added later is encoded once, by the first run's encoder, for every
     member: a second encoder's members got vectors of another model (or width)."""
-    from metarec.ensemble_run import same_encoder
+    from metarec.models.members import same_encoder
 
     minilm = {"id": "sentence:all-MiniLM-L6-v2@0123456789ab:max128"}
     assert same_encoder(minilm, dict(minilm))
@@ -556,3 +558,22 @@ def test_runs_on_another_scale_or_other_users_are_not_one_ensemble(
     (other / "split.json").write_text(json.dumps(split))
     with pytest.raises(ConfigError, match="was trained on other users than"):
         fit_from_runs([run, other], ds, log=lambda _: None)
+
+
+def test_a_run_holding_items_added_in_python_is_blended(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # refused as trained on other data ("the data's catalogue (1,682 items) is not the
+    # run's (1,683 items)"), though the README adds items so and retrain keeps them
+    from metarec.ensemble_run import load_run
+
+    grown = tmp_path / "grown"
+    shutil.copytree(run, grown)
+    rec = Recommender.load(grown)
+    rec.add_items(pd.DataFrame({"item_id": ["py-new"], "title": ["A Python Addition"]}))
+    rec.save(grown)
+    ens = tmp_path / "ens"
+    code = main(["ensemble", str(grown), "--peers", "popularity", "--out", str(ens)])
+    assert code == 0, capsys.readouterr().err
+    blended = load_run(ens)
+    assert "py-new" in blended.item_index and blended.n_items == rec.n_items

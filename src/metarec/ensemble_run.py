@@ -41,6 +41,7 @@ from metarec.inputs import (
 )
 from metarec.models.base import check_tasks, check_whole
 from metarec.models.ensemble import Ensemble
+from metarec.models.members import same_encoder
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import is_ensemble_dir, load_recommender
 from metarec.ranking import TopK, item_keys
@@ -497,15 +498,6 @@ def run_split(run: Path, rec: Recommender, ds: Any) -> tuple[pd.DataFrame, pd.Da
     return recorded_validation_split(ds.interactions, rec.metadata, rec.cfg.seed)
 
 
-def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two runs' saved encoders are one model (an id saved before 2026-12-02
-    names a model without its weights, and matches any weights of that name)."""
-    from metarec.encoders.base import same_model
-
-    x, y = str(a.get("id")), str(b.get("id"))
-    return same_model(x, y) or same_model(y, x)
-
-
 def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
     """Refuse a run or peer named twice: the same member twice only doubles its share of
     the blend's starting point and its cost, so it is a slip (a shell glob, a pasted list)."""
@@ -520,9 +512,13 @@ def data_mismatch(ds: Dataset, rec: Recommender | EnsembleRecommender) -> str | 
     (None: it may be): another catalogue, or ratings past the run's scale, which failed
     deep in scoring as "support rating 8 is off the model's scale", naming neither."""
     ids = set(ds.items["item_id"].astype(str))
-    if ids != set(rec.items["item_id"]):
+    # the run may hold more: items added in Python and saved with it, which no data
+    # file lists (such a run was refused as trained on other data)
+    lacking = ids - set(rec.items["item_id"].astype(str))
+    if lacking:
         return (
-            f"{ds.name}'s catalogue ({len(ids):,} items) is not the run's ({rec.n_items:,} items)"
+            f"{ds.name}'s catalogue ({len(ids):,} items) is not the run's ({rec.n_items:,} "
+            f"items): the run lacks {len(lacking):,} of its items, such as {min(lacking)!r}"
         )
     (lo, hi), (run_lo, run_hi) = (tuple(map(float, r)) for r in (ds.rating_range, rec.rating_range))
     if lo < run_lo or hi > run_hi:

@@ -7,6 +7,7 @@ making one write raise, as a crash or Ctrl-C would.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -277,6 +278,29 @@ def test_more_hand_edits_are_named(
         load_run(out)
     for needle in needles:
         assert needle in str(err.value)
+
+
+def test_members_of_another_catalogue_or_encoder_are_refused_at_fit(world: World) -> None:
+    # only save and load compared catalogues: an ensemble in memory (a benchmark's,
+    # EnsembleRecommender(ens)) blended another item's score by position without a word
+    meta = world.ranking.members["fomaml"]
+    reordered = copy.deepcopy(meta)
+    rec = reordered._rec()
+    rec.items = rec.items.iloc[::-1].reset_index(drop=True)
+    other_encoder = copy.deepcopy(meta)
+    other_encoder._rec().encoder_config = {"id": "tfidf-svd:d64:0123456789abcdef"}
+
+    def fit(members: dict[str, Any]) -> Ensemble:
+        return Ensemble(members, mode="ranking", buckets=(0,), fit_members=False,
+                        learn_weights=False, seed=1).fit(world.data)  # fmt: skip
+
+    with pytest.raises(ModelError, match=r"member 'b' holds another catalogue than 'a' \(item 0: "):
+        fit({"a": meta, "b": reordered})
+    with pytest.raises(ModelError, match="member 'a' holds another catalogue than the data's"):
+        fit({"a": reordered})
+    with pytest.raises(ModelError, match="member 'b' encodes items with another encoder"):
+        fit({"a": meta, "b": other_encoder})
+    assert fit({"a": meta, "b": copy.deepcopy(meta)}).n_items == world.data.n_items
 
 
 def test_a_member_of_another_catalogue_is_refused_at_load(world: World, tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ from metarec.models.base import (
     check_whole,
 )
 from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
+from metarec.models.members import unlike_member
 from metarec.values import is_number, is_whole
 
 Mode = Literal["rating", "ranking"]
@@ -155,6 +156,9 @@ class Ensemble(ScoringModel):
                 f"ensemble: members score catalogues of different sizes {sizes}; "
                 "blend members fitted on the same items"
             )
+        unlike = unlike_member(self.members, data.catalogue.items["item_id"].tolist())
+        if unlike is not None:  # only save refused it: blended in memory, by position
+            raise ModelError(f"ensemble: {unlike[1]}")
         scales = {n: m.rating_range for n, m in self.members.items()}
         other = {n: r for n, r in scales.items() if r is not None and r != data.rating_range}
         if other:

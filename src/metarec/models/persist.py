@@ -45,6 +45,7 @@ from metarec.models.base import ScoringModel
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.ensemble import Ensemble
 from metarec.models.episodic import EpisodicLinear
+from metarec.models.members import unlike_member
 from metarec.models.meta_model import MetaModel
 from metarec.models.stacked import StackedRanker
 from metarec.peers.bias import Bias
@@ -317,7 +318,7 @@ def save_ensemble(
             raise ModelError(
                 f"ensemble member {name!r} scores {model.n_items} items, the ensemble {n_items}"
             )
-    other = _other_catalogue(ens.members)
+    other = unlike_member(ens.members)
     if other is not None:
         raise ModelError(f"ensemble {other[1]}")
     check_target(target)
@@ -459,7 +460,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
                 f"says {n_items}; member {name!r} ({where}) has {model.n_items} items",
             )
         members[name] = model
-    other = _other_catalogue(members)
+    other = unlike_member(members)
     if other is not None:
         raise man.bad(f"members[{other[0]}]", other[1])
     # against n_items once the members have confirmed it: an edited n_items was reported
@@ -512,28 +513,6 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
                 "rating_cutpoints.levels", f"{off[0]:g} is off the runs' scale [{lo:g}, {hi:g}]"
             )
     return ens
-
-
-def _other_catalogue(members: Mapping[str, ScoringModel]) -> tuple[int, str] | None:
-    """The position of the first metarec member whose catalogue is not the first one's,
-    item for item, and what differs; None when they hold one. Checked at save and at
-    load: a member folder swapped for a run of another catalogue of the same size
-    loaded, and its score of index i, another item's, was blended without a word."""
-    runs = [(i, name, m) for i, (name, m) in enumerate(members.items()) if isinstance(m, MetaModel)]
-    if not runs:
-        return None
-    _, first_name, first = runs[0]
-    ids = first._rec().items["item_id"].tolist()
-    for i, name, model in runs[1:]:
-        theirs = model._rec().items["item_id"].tolist()
-        if theirs != ids:
-            # the same length: every member's n_items is checked to be the ensemble's
-            at = next(j for j, (a, b) in enumerate(zip(theirs, ids, strict=True)) if a != b)
-            return i, (
-                f"member {name!r} holds another catalogue than {first_name!r} (item {at}: "
-                f"{theirs[at]!r} against {ids[at]!r}); the ensemble blends one catalogue"
-            )
-    return None
 
 
 def _check_like_thresholds(
