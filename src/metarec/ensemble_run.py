@@ -636,7 +636,10 @@ def fit_from_runs(
         f"validation users (for the weights): {validation['user_id'].nunique():,}"
     )
     catalogue = Catalogue(
-        primary.items, primary.model.tower.item_vectors.cpu().numpy(), primary.encoder()
+        primary.items,
+        primary.model.tower.item_vectors.cpu().numpy(),
+        # adding items later refuses a changed model; blending the runs needs none
+        primary.encoder(changed_ok=True),
     )
     data = TrainingData(train, catalogue, ds.users, validation, primary.rating_range, seed)
     for p in peers:

@@ -80,6 +80,12 @@ class ModelError(MetarecError):
     """A saved model is missing, incomplete or incompatible."""
 
 
+class EncoderUnavailableError(ModelError):
+    """A run's encoder cannot encode new items as it encoded the run's catalogue: its
+    model is gone, or changed since the run was saved. The operator's to fix, not a
+    client's: the service answers 500 ``encoder_unavailable``."""
+
+
 class BusyError(MetarecError):
     """Another process is writing the folder this one was asked to write."""
 

@@ -34,6 +34,7 @@ from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.errors import (
     ConfigError,
     DataError,
+    EncoderUnavailableError,
     MetarecError,
     ModelError,
     UnknownItemError,
@@ -143,6 +144,7 @@ class Recommender(TopK):
                     f"{name} has shape {values.shape}, not one entry for each of {len(items)} items"
                 )
         self._encoder: Any = None
+        self._encoder_changed: str | None = None  # why its model is not the run's
         # what an adapted user's parameters look like (no tower parameter that grows
         # with the catalogue is adapted): checked on every score, computed once
         self._fast_shapes = {k: v.shape for k, v in learner.fast_init().items()}
@@ -576,12 +578,33 @@ class Recommender(TopK):
         return self.learner.scorer.scores_over_catalogue(params, codes).cpu().numpy()
 
     # -- growing the catalogue ---------------------------------------------
-    def encoder(self) -> Any:
+    def encoder(self, *, changed_ok: bool = False) -> Any:
+        """The encoder the catalogue was encoded with, rebuilt from the run's config: what
+        new items are encoded by. Its model gone, or changed since the run was saved
+        (a model folder retrained in place), is an :class:`EncoderUnavailableError`: new
+        items' vectors would come from other weights than every other item's, and were
+        added with a warning alone. ``changed_ok``: a changed model is taken (retrain,
+        which encodes the whole catalogue anew, says so instead)."""
         if self._encoder is None:
             from metarec.encoders import encoder_from_config
+            from metarec.encoders.base import changed_model
 
-            self._encoder = encoder_from_config(
-                self.encoder_config, self.encoder_tensors or None, device=str(self.device)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # judged just below
+                    built = encoder_from_config(
+                        self.encoder_config, self.encoder_tensors or None, device=str(self.device)
+                    )
+            except ModelError as exc:
+                raise EncoderUnavailableError(
+                    f"the run's encoder cannot be rebuilt to encode new items: {exc}"
+                ) from None
+            self._encoder_changed = changed_model(self.encoder_config.get("id"), built.id)
+            self._encoder = built
+        if self._encoder_changed is not None and not changed_ok:
+            raise EncoderUnavailableError(
+                f"the run's encoder: {self._encoder_changed}; restore the model the run was "
+                "trained with, or retrain the run (metarec retrain encodes its catalogue anew)"
             )
         return self._encoder
 

@@ -502,7 +502,16 @@ def _retrain(
     )
     users = _users_frame(ds.users, fb_features)
 
-    catalogue = encode_catalogue(items, old.encoder(), cache_dir=cache_dir, progress=progress)
+    encoder = old.encoder(changed_ok=True)
+    if old._encoder_changed is not None:
+        # every item is encoded anew below, so the new run is of one model throughout
+        warnings.warn(
+            f"encoder: {old._encoder_changed}; the new run encodes its whole catalogue with "
+            "the model as it is now",
+            UserWarning,
+            stacklevel=2,
+        )
+    catalogue = encode_catalogue(items, encoder, cache_dir=cache_dir, progress=progress)
     new, history = fit_recommender(
         catalogue,
         train,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import zipfile
@@ -90,8 +91,8 @@ def test_a_run_saved_before_weights_were_in_the_id_loads_without_a_warning(
     config = SentenceEncoder().to_config()
     legacy = {**config, "id": "sentence:all-MiniLM-L6-v2:max128"}
     encoder_from_config(legacy)
-    assert not [w for w in recwarn if "differs from saved" in str(w.message)]
-    with pytest.warns(RuntimeWarning, match="differs from saved"):
+    assert not [w for w in recwarn if "changed since" in str(w.message)]
+    with pytest.warns(RuntimeWarning, match="its model changed since the run was saved"):
         encoder_from_config({**config, "id": "sentence:all-MiniLM-L6-v2@000000000000:max128"})
 
 
@@ -475,3 +476,43 @@ def test_a_copy_unpacked_before_checksums_were_kept_gets_them_once(
     assert vector.shape == (1, 384)
     # checked against the zip, found whole, and its checksums written for next time
     assert (target / sentence_mod.CHECKSUMS).read_text() == kept
+
+
+def test_a_model_folder_is_known_by_its_weights_wherever_it_is(
+    minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Moved or renamed, a folder is the same model (a run may point at its new place);
+    a file of it changed is another model, also in a linked sub-folder, which the
+    fingerprint passed over: the cache then served the old vectors."""
+    from metarec.encoders.base import same_model
+
+    folder = _copy_of_minilm(minilm_cache_dir, monkeypatch, tmp_path / "m")
+    first = SentenceEncoder(str(folder)).id
+    moved = Path(shutil.move(folder, tmp_path / "elsewhere" / "renamed"))
+    assert same_model(first, SentenceEncoder(str(moved)).id)
+    pooling = tmp_path / "pooling"
+    shutil.move(moved / "1_Pooling", pooling)
+    (moved / "1_Pooling").symlink_to(pooling, target_is_directory=True)
+    linked = SentenceEncoder(str(moved)).id
+    assert same_model(first, linked)
+    config = pooling / "config.json"
+    modes = json.loads(config.read_text())
+    config.write_text(json.dumps(modes | {"pooling_mode_mean_tokens": False,
+                                          "pooling_mode_cls_token": True}))  # fmt: skip
+    assert not same_model(first, SentenceEncoder(str(moved)).id)
+    (moved / "loop").symlink_to(moved, target_is_directory=True)  # no endless walk
+    assert SentenceEncoder(str(moved)).id
+
+
+def test_a_folder_saved_over_after_its_id_was_read_is_refused_at_load(
+    minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The id (the cache's key) is read before the model loads, as a service does at
+    start: a folder saved over in between had the new weights cached under the old id."""
+    folder = _copy_of_minilm(minilm_cache_dir, monkeypatch, tmp_path / "m")
+    encoder = SentenceEncoder(str(folder), device="cpu")
+    encoder.id  # noqa: B018 -- read first, as a server does at start
+    settings = folder / "config_sentence_transformers.json"  # saved again since
+    settings.write_text(json.dumps(json.loads(settings.read_text()) | {"saved": "again"}))
+    with pytest.raises(ConfigError, match="the model's files changed while it was in use"):
+        encoder.encode([TOY])

@@ -1587,3 +1587,33 @@ def test_an_ensembles_user_features_are_checked_against_every_member() -> None:
     assert readers.readable({"age": "old", "job": "nurse"}) == {"job": "nurse"}
     assert readers.problem({"hobby": 1}, json_types=False) is None  # Python warns instead
     assert "age: " in (readers.problem({"age": "old"}, json_types=False) or "")
+
+
+def test_items_are_refused_when_the_runs_encoder_model_changed(
+    make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
+) -> None:
+    """A model folder retrained in place since the run was saved: new items' vectors came
+    from other weights than every other item's, added with a warning alone (HTTP 200)."""
+    from metarec.errors import EncoderUnavailableError
+    from metarec.recommender import Recommender
+
+    run = Path(shutil.copytree(service_run, tmp_path / "run"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")  # never loaded: its files are its identity
+    manifest = json.loads((run / "recommender.json").read_text())
+    manifest["encoder"] = {"type": "sentence", "model": str(model), "max_seq_length": 128,
+                           "id": "sentence:model@000000000000:max128"}  # fmt: skip
+    (run / "recommender.json").write_text(json.dumps(manifest))
+    new = {"item_id": "n1", "title": "Toy Story 4", "year": 2019}
+    rec = Recommender.load(run)
+    with pytest.raises(EncoderUnavailableError, match="its model changed since the run was"):
+        rec.add_items(pd.DataFrame([new]))
+    assert "n1" not in rec.item_index
+    live = make_server(run=run)
+    with live.client(server_api_key) as c:
+        r = c.put("/v1/items", json={"items": [new]})
+        assert r.status_code == 500, r.text  # the operator's to fix, not the client's
+        assert r.json()["error"]["code"] == "encoder_unavailable"
+        assert "restore the model the run was trained with" in r.json()["error"]["message"]
+        assert c.get("/v1/items/n1").status_code == 404

@@ -188,14 +188,33 @@ def _construct(builder: Callable[..., Encoder], name: str, kw: dict[str, Any]) -
 
 
 def same_model(saved: str, current: str) -> bool:
-    """Whether a saved encoder id names the model the rebuilt one is. Runs saved before
-    2026-12-02 named the bundled or a hub model without its weights
-    (``sentence:all-MiniLM-L6-v2:max128``); those match any weights of that name."""
+    """Whether a saved encoder id names the model the rebuilt one is: the same weights
+    (the hash after ``@``) and input limit, whatever the folder is called now (a model
+    folder moved or renamed is the same model). Runs saved before 2026-12-02 named the
+    bundled or a hub model without its weights (``sentence:all-MiniLM-L6-v2:max128``);
+    those match any weights of that name."""
     if saved == current:
         return True
     kind, _, rest = current.partition(":")
     label, _, limit = rest.rpartition(":")
-    return "@" not in saved and saved == f"{kind}:{label.split('@')[0]}:{limit}"
+    if "@" not in saved:
+        return saved == f"{kind}:{label.split('@')[0]}:{limit}"
+    saved_kind, _, saved_rest = saved.partition(":")
+    saved_label, _, saved_limit = saved_rest.rpartition(":")
+    weights = saved_label.rpartition("@")[2]
+    return (saved_kind, saved_limit, weights) == (kind, limit, label.rpartition("@")[2])
+
+
+def changed_model(saved: object, current: str) -> str | None:
+    """Why an encoder rebuilt from a run's saved config is not the model the run saved
+    (None: it is): its weights changed since, so new items' vectors would not be the
+    run's kind."""
+    if saved is None or same_model(str(saved), current):
+        return None
+    return (
+        f"its model changed since the run was saved (saved {str(saved)!r}, now {current!r}), "
+        "so new items would be encoded by other weights than the run's catalogue was"
+    )
 
 
 def encoder_from_config(
@@ -208,7 +227,8 @@ def encoder_from_config(
     ``device`` is where a sentence encoder runs (saved configs leave it out).
 
     Warns when the rebuilt encoder's ``id`` differs from the saved one: the
-    underlying model changed, so new vectors will not match saved ones.
+    underlying model changed, so new vectors will not match saved ones (a run refuses
+    to add items then: :meth:`metarec.recommender.Recommender.encoder`).
     """
     if not isinstance(config, Mapping):
         raise ModelError(f"encoder config must be a mapping, got {type(config).__name__}")
@@ -226,12 +246,7 @@ def encoder_from_config(
         raise ModelError(
             f"unknown encoder type {kind!r} in saved config; expected 'sentence' or 'tfidf'"
         )
-    saved_id = config.get("id")
-    if saved_id is not None and not same_model(str(saved_id), encoder.id):
-        warnings.warn(
-            f"rebuilt encoder id {encoder.id!r} differs from saved {saved_id!r}; "
-            "vectors for new items may not be comparable with saved ones",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    changed = changed_model(config.get("id"), encoder.id)
+    if changed is not None:
+        warnings.warn(f"encoder: {changed}", RuntimeWarning, stacklevel=2)
     return encoder

@@ -186,7 +186,15 @@ def _looks_like_path(name: str, *, on_disk: bool = True) -> bool:
 def _dir_fingerprint(path: Path) -> str:
     """Short content hash of the files sentence-transformers would load."""
     h = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
+    seen: set[str] = set()
+    # linked folders too (a pooling module kept elsewhere): left out, a change there kept
+    # the id, and the cache served the old vectors; each real folder once (no loops)
+    for root, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
         for name in sorted(files):
             file = Path(root) / name
@@ -424,6 +432,15 @@ class SentenceEncoder:
         dim = self._get_dim(model)
         if self._dim is not None and self._dim != dim:
             raise ModelError(f"model {source} gives {dim}-dim vectors, expected {self._dim}")
+        if self._local_dir is not None and self._id is not None:
+            # the id (the encoding cache's key) was read before the model loaded: a folder
+            # saved over in between gave the new weights' vectors under the old id
+            now = _dir_fingerprint(self._local_dir)
+            if f"@{now}:" not in self._id:
+                raise ConfigError(
+                    f"encoder {source}: the model's files changed while it was in use "
+                    f"(now {now}, it was {self._id}); start again to use the model as saved now"
+                )
         self._dim = dim
         return model
 

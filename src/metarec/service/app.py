@@ -29,7 +29,13 @@ from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from metarec.data.features import feature_readers
-from metarec.errors import BusyError, MetarecError, UnknownItemError, UnsupportedError
+from metarec.errors import (
+    BusyError,
+    EncoderUnavailableError,
+    MetarecError,
+    UnknownItemError,
+    UnsupportedError,
+)
 from metarec.service import errors, schemas
 from metarec.service.access import ApiKeyGuard, LoopbackHostGuard
 from metarec.service.early_sighup import EARLY_SIGHUP
@@ -239,9 +245,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def _metarec_error(request: Request, exc: MetarecError) -> JSONResponse:
         if isinstance(exc, OutOfStepError):  # waits for the store: a retry will do
             return error_response(503, "store_unavailable", str(exc), **{"Retry-After": "5"})
-        if isinstance(exc, DamagedStoreError | StoreForbiddenError):  # the server's: a 5xx
+        if isinstance(exc, DamagedStoreError | StoreForbiddenError | EncoderUnavailableError):
+            # the server's to fix, not the client's: a 5xx, logged
             log.error("%s %s: %s", request.method, request.url.path, exc)
             code = "store_damaged" if isinstance(exc, DamagedStoreError) else "store_forbidden"
+            if isinstance(exc, EncoderUnavailableError):
+                code = "encoder_unavailable"
             return error_response(500, code, str(exc))
         code = "unknown_item" if isinstance(exc, UnknownItemError) else "invalid"
         if isinstance(exc, UnsupportedError):  # e.g. an ensemble member that cannot add items
