@@ -1191,6 +1191,11 @@ def test_a_keyless_server_answers_loopback_only_under_a_name_it_was_given(
             if status == 403:
                 assert r.json()["error"]["code"] == "forbidden"
                 assert "--allowed-host" in r.json()["error"]["message"], r.text
+        # uvicorn takes a loopback client's X-Forwarded-For as its address, which a
+        # rebound page can set: judged as a remote client, it read every history
+        spoofed = {"Host": f"evil.example:{port}", "X-Forwarded-For": "203.0.113.9"}
+        assert c.get("/v1/users/kept", headers=spoofed).status_code == 403
+        assert "Host 'evil.example:" in c.get("/health", headers=spoofed).json()["error"]["message"]
         # writes too, before the key rule's Origin check could be fooled by a page
         # whose Origin and Host name the same rebound site
         r = c.post(

@@ -116,6 +116,20 @@ def test_allowed_hosts_are_kept_as_host_carries_them_and_need_a_keyless_server()
         ServiceSettings(run=Path("run"), api_key="k", allowed_hosts=("box",))
 
 
+def test_a_keyless_server_bound_to_a_name_answers_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `serve --host vm` announced http://vm:8000/ and refused every request to it
+    from argparse import Namespace
+
+    from metarec.cli.service import allowed_hosts
+
+    monkeypatch.delenv("METAREC_API_KEY", raising=False)
+    given = Namespace(host="vm", api_key=None, allowed_host=["box"])
+    assert allowed_hosts(given) == ("box", "vm")
+    for host in ("127.0.0.1", "::", "[::1]", "0.0.0.0"):
+        assert allowed_hosts(Namespace(host=host, api_key=None, allowed_host=None)) == ()
+    assert allowed_hosts(Namespace(host="vm", api_key="k", allowed_host=None)) == ()
+
+
 def test_serve_names_the_flag_of_an_allowed_host_that_would_do_nothing(
     service_run: Path, tmp_path: Path
 ) -> None:

@@ -46,9 +46,9 @@ def register(sub: Any) -> None:
         "--allowed-host",
         action="append",
         metavar="NAME",
-        help="host name under which a server without --api-key answers clients on this "
-        "host (repeatable; IP addresses and localhost always are; any other name is "
-        "refused, so a site cannot point its own name at 127.0.0.1 and read the API)",
+        help="host name under which a server without --api-key answers (repeatable; IP "
+        "addresses, localhost and the --host name always are; any other name is refused, "
+        "so a site cannot point its own name at the server and read the API)",
     )
     sv.add_argument(
         "--page-api-key",
@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             db_url=default_db_url() if args.db is None else args.db,
             api_key=ServiceSettings.key_from_env(args.api_key),
             cors_origins=tuple(args.cors or ()),
-            allowed_hosts=tuple(args.allowed_host or ()),
+            allowed_hosts=allowed_hosts(args),
             page_api_key=args.page_api_key,
             max_body_bytes=args.max_body_bytes,
             max_events_per_batch=args.max_batch,
@@ -132,6 +132,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:
     # a clean stop, so 0, as uvicorn and gunicorn exit (not 130 like an interrupted job)
     return 0
+
+
+def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--allowed-host`` names, and for a keyless server bound to a name (``--host vm``)
+    that name: the address it announces was refused as a name it was not given."""
+    import ipaddress
+
+    from metarec.service.settings import HOST_NAME, ServiceSettings
+
+    names = tuple(args.allowed_host or ())
+    bound = str(args.host).strip("[]")
+    try:
+        ipaddress.ip_address(bound)
+    except ValueError:
+        keyless = ServiceSettings.key_from_env(args.api_key) is None
+        if keyless and HOST_NAME.fullmatch(bound) and bound not in names:
+            names += (bound,)
+    return names
 
 
 # ServiceSettings' fields as `metarec serve` spells them

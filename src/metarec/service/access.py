@@ -123,18 +123,20 @@ def _same_loopback_origin(origin: str, host: str) -> bool:
     return same and (name == "localhost" or is_loopback(name))
 
 
-class LoopbackHostGuard:
-    """A keyless server answers a loopback client only when the request's ``Host`` is
-    an IP address, ``localhost`` (or a name under ``.localhost``, which browsers keep on
-    loopback) or one of ``allowed_hosts``.
+class KeylessHostGuard:
+    """A server without an API key answers a request only when its ``Host`` is an IP
+    address, ``localhost`` (or a name under ``.localhost``, which browsers keep on
+    loopback) or one of ``allowed_hosts``, whoever the client is.
 
-    Why: a page of any site, open in this host's browser, can rebind its own DNS name
-    to 127.0.0.1 and then read this server as its own origin, every user's history
-    included, which neither the loopback rule nor CORS stops (the browser sees no
-    cross-origin request). Its requests still name the site in ``Host``, and an IP
-    address cannot be rebound. Clients that are not loopback are left alone: they
-    could reach the server themselves. A server with a key takes no part: it is meant
-    to be reached, and its reads are open to whoever reaches it."""
+    Why: a page of any site, open in a browser that can reach this server (on this
+    host, or on its network), can rebind its own DNS name to the server's address and
+    then read the API as its own origin, every user's history included, which neither
+    the loopback rule nor CORS stops (the browser sees no cross-origin request). Its
+    requests still name the site in ``Host``, and an IP address cannot be rebound.
+    Judged for every client, not only loopback ones: uvicorn takes a loopback client's
+    ``X-Forwarded-For`` as its address, which such a page can set. A server with a key
+    takes no part: it is meant to be reached, and its reads are open to whoever
+    reaches it."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], max_body_bytes: int) -> None:
         self.app = app
@@ -146,10 +148,10 @@ class LoopbackHostGuard:
             host = self._refused_host(scope)
             if host is not None:
                 message = (
-                    f"Host {cut(host)!r}: a server without an API key answers a client on "
-                    "this host only when it is reached by IP address or as localhost (a "
-                    "site's page can point its own name at 127.0.0.1 and read the API); "
-                    "list the name with --allowed-host, or start the server with --api-key"
+                    f"Host {cut(host)}: a server without an API key answers only when it "
+                    "is reached by IP address or as localhost (a site's page can point its "
+                    "own name at the server's address and read the API); list the name "
+                    "with --allowed-host, or start the server with --api-key"
                 )
                 await refuse(
                     scope, receive, send, 403, "forbidden", message, budget=self.max_body_bytes
@@ -158,9 +160,6 @@ class LoopbackHostGuard:
         await self.app(scope, receive, send)
 
     def _refused_host(self, scope: Scope) -> str | None:
-        client = scope.get("client")
-        if not is_loopback(client[0] if client else None):
-            return None
         given = [value for name, value in scope.get("headers", ()) if name == b"host"]
         if not given:
             return None  # HTTP/1.0 without Host: no browser sends that

@@ -37,7 +37,7 @@ from metarec.errors import (
     UnsupportedError,
 )
 from metarec.service import errors, schemas
-from metarec.service.access import ApiKeyGuard, LoopbackHostGuard
+from metarec.service.access import ApiKeyGuard, KeylessHostGuard
 from metarec.service.early_sighup import EARLY_SIGHUP
 from metarec.service.errors import ApiError, cut, error_response
 from metarec.service.feedback import event_rating, reads_negatives
@@ -188,8 +188,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     if settings.api_key is None:
         log.warning(
-            "NO API KEY CONFIGURED: write endpoints accept loopback clients only, which "
-            "must name the server by IP address, localhost or an allowed host "
+            "NO API KEY CONFIGURED: write endpoints accept loopback clients only, and "
+            "every request must name the server by IP address, localhost or an allowed host "
             "(set --api-key or METAREC_API_KEY)"
         )
 
@@ -270,7 +270,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     if settings.api_key is None:
         app.add_middleware(
-            LoopbackHostGuard,
+            KeylessHostGuard,
             allowed_hosts=settings.allowed_hosts,
             max_body_bytes=settings.max_body_bytes,
         )

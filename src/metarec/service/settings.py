@@ -37,7 +37,7 @@ class ServiceSettings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     # Host names (beyond IP addresses and localhost) under which a server without an API
-    # key answers clients on its own host: see access.LoopbackHostGuard.
+    # key answers: see access.KeylessHostGuard.
     allowed_hosts: tuple[str, ...] = ()
     # Put the API key into the page's <meta name="metarec-api-key"> (demos on a trusted network).
     page_api_key: bool = False
@@ -105,7 +105,7 @@ class ServiceSettings:
             # a server with a key does not check Host at all: the names would do nothing
             raise ConfigError(
                 "allowed_hosts: only a server without an API key checks the Host its "
-                "loopback clients name, and this one has a key (api_key)"
+                "clients name, and this one has a key (api_key)"
             )
         object.__setattr__(self, "allowed_hosts", tuple(map(host_only, self.allowed_hosts)))
 
