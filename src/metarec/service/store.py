@@ -235,9 +235,6 @@ def migrate(engine: Engine) -> int:
     missing, and the second's ``CREATE TABLE`` or version row fail."""
     with _write(engine) as conn:
         if engine.dialect.name == "postgresql":
-            # a server starting waits however long another one's migration takes (a
-            # store's events re-dated, a large index built), not a request's 30 s
-            conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         schema_version.create(conn, checkfirst=True)
         current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
@@ -295,10 +292,7 @@ FILE_GONE = "the database file is gone (deleted or moved while serving)"
 
 # libpq's connection parameters: give up connecting after 10 s, and probe an idle
 # connection after 30 s, then every 10 s, dropping it after 3 unanswered probes; data
-# sent and unacknowledged for 60 s drops it too (a server gone mid-request). A lock
-# another session holds (an operator's open transaction, another process's change) is
-# waited for as long as a SQLite write lock, then the request is a 503 store_busy:
-# PostgreSQL waits for ever by default, and each such request held a thread for good.
+# sent and unacknowledged for 60 s drops it too (a server gone mid-request)
 POSTGRES_WAITS = {
     "connect_timeout": 10,
     "keepalives": 1,
@@ -306,8 +300,13 @@ POSTGRES_WAITS = {
     "keepalives_interval": 10,
     "keepalives_count": 3,
     "tcp_user_timeout": 60_000,
-    "options": f"-c lock_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
 }
+# How long a write waits for a lock another session holds (an operator's open
+# transaction, another process's change) before the request is a 503 store_busy, as
+# long as for a SQLite write lock: PostgreSQL waits for ever by default, and each such
+# request held a thread for good. Set in each write transaction (SET LOCAL), not as a
+# connection option, which PgBouncer refuses and which overrode $PGOPTIONS.
+POSTGRES_LOCK_WAIT_MS = int(SQLITE_BUSY_TIMEOUT_S * 1000)
 
 
 def check_db_url(url: str) -> URL:
@@ -604,6 +603,7 @@ class FeedbackStore:
         if self._write_lock is None:  # PostgreSQL: a role may lack a grant a write needs
             try:
                 with _write(self.engine) as conn:
+                    conn.execute(text(f"SET LOCAL lock_timeout = {int(POSTGRES_LOCK_WAIT_MS)}"))
                     yield conn
             except ProgrammingError as exc:
                 self._refuse_if_forbidden(exc, "write")
