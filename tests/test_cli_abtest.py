@@ -456,9 +456,10 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    """Items the runs lack were tested (exit 0); ratings on another scale failed as
-    "support rating 8 is off the model's scale", naming neither the data nor a flag.
-    Fewer items than a run holds may be its data: a run keeps items added in Python."""
+    """Other items were tested (exit 0); ratings on another scale failed as "support
+    rating 8 is off the model's scale", naming neither the data nor a flag. Fewer
+    items than a run holds are its data only when it records the rest as added later
+    (test_a_run_holding_items_added_in_python_is_blended)."""
     import pandas as pd
 
     a, b = runs
@@ -466,6 +467,7 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     inter = pd.read_csv(source / "ml-100k.inter", sep="\t")
     items = pd.read_csv(source / "ml-100k.item", sep="\t")
     cases = {
+        "fewer": (inter[inter["item_id:token"] <= 1600], items[items["item_id:token"] <= 1600]),
         "more": (
             pd.concat([inter, inter.head(1).assign(**{"item_id:token": 1683})]),
             pd.concat([items, items.head(1).assign(**{"item_id:token": 1683})]),
@@ -481,6 +483,11 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     new_users = json.loads((a / "split.json").read_text())["new_users"]
     (tmp_path / "new.txt").write_text("\n".join(new_users) + "\n")
     argv = ["abtest", str(a), str(b), "--users", str(tmp_path / "new.txt"), "--data"]
+    code = main([*argv, str(tmp_path / "fewer" / "ml-100k")])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "--data: ml-100k's catalogue (1,600 items) is not the "
+        "run's (1,682 items): the run holds 82 items it lacks, such as '1601'"
+    )  # fmt: skip
     code = main([*argv, str(tmp_path / "more" / "ml-100k")])
     _assert_one_line_error(
         code, capsys.readouterr().err, "--data: ml-100k's catalogue (1,683 items) is not the "

@@ -511,14 +511,25 @@ def data_mismatch(ds: Dataset, rec: Recommender | EnsembleRecommender) -> str | 
     """How ``ds`` cannot be the data ``rec`` was trained on, as far as a run can tell
     (None: it may be): another catalogue, or ratings past the run's scale, which failed
     deep in scoring as "support rating 8 is off the model's scale", naming neither."""
+    from metarec.data.spec import added_items
+
     ids = set(ds.items["item_id"].astype(str))
-    # the run may hold more: items added in Python and saved with it, which no data
-    # file lists (such a run was refused as trained on other data)
-    lacking = ids - set(rec.items["item_id"].astype(str))
-    if lacking:
+    held = set(rec.items["item_id"].astype(str))
+    # the run may hold more: the items it records as added after training (add_items
+    # then save, or the service's through retrain), which no data file lists; such a
+    # run was refused as trained on other data
+    run = rec.primary if isinstance(rec, EnsembleRecommender) else rec
+    extra = held - ids - added_items(run.metadata)
+    lacking = ids - held
+    if lacking or extra:
+        differs = (
+            f"the run lacks {len(lacking):,} of its items, such as {min(lacking)!r}"
+            if lacking
+            else f"the run holds {len(extra):,} items it lacks, such as {min(extra)!r}"
+        )
         return (
             f"{ds.name}'s catalogue ({len(ids):,} items) is not the run's ({rec.n_items:,} "
-            f"items): the run lacks {len(lacking):,} of its items, such as {min(lacking)!r}"
+            f"items): {differs}"
         )
     (lo, hi), (run_lo, run_hi) = (tuple(map(float, r)) for r in (ds.rating_range, rec.rating_range))
     if lo < run_lo or hi > run_hi:

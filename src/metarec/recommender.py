@@ -30,6 +30,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.columns import plain, repeated_rating, str_ids
 from metarec.data.features import UserFeatureEncoder
+from metarec.data.spec import ADDED_ITEMS
 from metarec.data.tasks import Task, TaskBatch, collate
 from metarec.errors import (
     ConfigError,
@@ -741,6 +742,10 @@ class Recommender(TopK):
         self.items = pd.concat(
             [self.items, frame[["item_id", "title", "text"]].astype(str)], ignore_index=True
         )
+        # recorded, so that the run's data (which lacks them) is still known for its own,
+        # and retrain keeps them: see metarec.data.spec.ADDED_ITEMS
+        recorded = list(self.metadata.get(ADDED_ITEMS) or [])
+        self.metadata[ADDED_ITEMS] = recorded + frame["item_id"].astype(str).tolist()
         self.popularity = np.concatenate([self.popularity, np.zeros(len(frame))])
         self.item_offsets = np.concatenate([self.item_offsets, np.zeros(len(frame))])
         self._reindex(appended=len(frame))

@@ -225,14 +225,19 @@ def combined_items(
     return pd.concat([items, extra[~known]], ignore_index=True)
 
 
-def run_only_items(data_items: pd.DataFrame, run_items: pd.DataFrame) -> pd.DataFrame:
-    """The run's items that the data's items file lacks (``item_id``, ``title``, ``text``),
-    in the run's order: those added in Python (``add_items``, then ``save``), which are
-    recorded in the run alone. Rebuilt from the data and the store only, the new run
-    lost them, and dropped the feedback on them as "for items outside the catalogue"."""
+def run_only_items(
+    data_items: pd.DataFrame, run_items: pd.DataFrame, added: set[str]
+) -> pd.DataFrame:
+    """The run's items that the data's items file lacks and that the run records as
+    ``added`` after training (``item_id``, ``title``, ``text``), in the run's order:
+    those added in Python (``add_items``, then ``save``), which are kept in the run
+    alone. Rebuilt from the data and the store only, the new run lost them, and dropped
+    the feedback on them as "for items outside the catalogue". An item trained on but
+    since removed from the data stays removed."""
     known = set(data_items["item_id"].astype(str))
     extra = run_items[["item_id", "title", "text"]].astype(str)
-    return extra[~extra["item_id"].isin(known)].reset_index(drop=True)
+    keep = ~extra["item_id"].isin(known) & extra["item_id"].isin(added)
+    return extra[keep].reset_index(drop=True)
 
 
 HELD_OUT_FILE = "heldout.json"
@@ -404,7 +409,13 @@ def _retrain(
     cache_dir: str | Path | None,
     t0: float,
 ) -> RetrainResult:
-    from metarec.data.spec import load_from_spec, spec_for_run, spec_problem
+    from metarec.data.spec import (
+        ADDED_ITEMS,
+        added_items,
+        load_from_spec,
+        spec_for_run,
+        spec_problem,
+    )
     from metarec.pipeline import encode_catalogue, ensure_text, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
@@ -443,7 +454,7 @@ def _retrain(
     try:
         _warn_if_served_another(store, run)
         data_items = ensure_text(ds.items)[["item_id", "title", "text"]].astype(str)
-        run_only = run_only_items(data_items, old.items)
+        run_only = run_only_items(data_items, old.items, added_items(old.metadata))
         items = combined_items(
             pd.concat([data_items, run_only], ignore_index=True), store.added_items(), store.url
         )
@@ -526,6 +537,8 @@ def _retrain(
             "holdout": "retrain",
             "retrained_from": str(run),
             "feedback_ratings": len(feedback),
+            # the run's and the service's additions, which its data does not list
+            ADDED_ITEMS: sorted(set(items["item_id"]) - set(data_items["item_id"])),
         },
     )
     metric = gate_metric(old, evaluation["rating"].to_numpy())

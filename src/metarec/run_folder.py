@@ -27,7 +27,7 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.schema import check_like_threshold
-from metarec.data.spec import check_recorded
+from metarec.data.spec import ADDED_ITEMS, check_recorded
 from metarec.device import device_available, resolve_device
 from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 from metarec.io import (
@@ -82,7 +82,10 @@ def _drop_other_models_records(rec: Recommender, out: Path) -> None:
         return
     try:
         held = load_json(out / "recommender.json")
-        same = held.get("metadata") == rec.metadata and held.get("config") == rec.cfg.to_dict()
+        same = (
+            _as_trained(held.get("metadata")) == _as_trained(rec.metadata)
+            and held.get("config") == rec.cfg.to_dict()
+        )
     except (OSError, ValueError, AttributeError, MetarecError):
         same = False
     if same:
@@ -95,6 +98,14 @@ def _drop_other_models_records(rec: Recommender, out: Path) -> None:
         UserWarning,
         stacklevel=4,
     )
+
+
+def _as_trained(metadata: object) -> object:
+    """A run's metadata less the items added since it trained: the same model with items
+    added (add_items, then save back) keeps its records."""
+    if not isinstance(metadata, dict):
+        return metadata
+    return {k: v for k, v in metadata.items() if k != ADDED_ITEMS}
 
 
 def _save_target(directory: object) -> Path:

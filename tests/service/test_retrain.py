@@ -77,6 +77,19 @@ def test_the_ranking_gate_loss_is_one_minus_ndcg() -> None:
     assert 0 < backwards <= 1  # ranked in reverse: a loss, at most 1
 
 
+def test_only_items_the_run_records_as_added_outlive_the_data() -> None:
+    # an item trained on and since removed from the data's items file stayed in every
+    # retrained run, said to be "added in Python"
+    from metarec.retrain import run_only_items
+
+    data = pd.DataFrame({"item_id": ["1", "2"], "title": ["A", "B"], "text": ["a", "b"]})
+    run = pd.DataFrame(
+        {"item_id": ["1", "2", "3", "py"], "title": list("ABCP"), "text": list("abcp")}
+    )
+    kept = run_only_items(data, run, {"py"})
+    assert kept.to_dict("list") == {"item_id": ["py"], "title": ["P"], "text": ["p"]}
+
+
 def test_feedback_on_items_outside_the_catalogue_is_left_out_and_counted(
     tmp_path: Path,
 ) -> None:
@@ -199,6 +212,9 @@ def test_retrain_writes_a_run_that_knows_the_feedback(
     assert rec.popularity[rec.item_index["fb-new"]] == 1  # trained on the kid's rating of it
     assert rec.popularity[rec.item_index["py-new"]] == 1
     assert rec.items.loc[rec.item_index["py-new"], "title"] == "A Python Addition"
+    # recorded as the new run's additions (the service's and Python's): its data lacks
+    # them, and the next retrain or ensemble must know them for the run's own
+    assert set(rec.metadata["added_items"]) == {"fb-new", "py-new"}
     # the next round is judged on the same users this one held out, never on its own
     # training users (without the record it fell back to a fresh 10 % of all users)
     held = json.loads((out / "heldout.json").read_text())

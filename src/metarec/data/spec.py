@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,22 @@ def check_recorded(metadata: dict[str, Any], source: str) -> None:
     digest = metadata.get("split_digest")
     if digest is not None and not isinstance(digest, str):
         raise bad("split_digest", f"expected text (the split's digest), got {digest!r:.60}")
+    added = metadata.get(ADDED_ITEMS)
+    if added is not None and not (
+        isinstance(added, list) and all(isinstance(i, str) for i in added)
+    ):
+        raise bad(ADDED_ITEMS, f"expected a list of item ids (text), got {added!r:.60}")
+
+
+# a run's metadata key: the ids of the items added to it after training (add_items, or
+# the service's through retrain), which no data file lists and which a command given
+# the run's data must not take for a sign of other data
+ADDED_ITEMS = "added_items"
+
+
+def added_items(metadata: Mapping[str, Any]) -> set[str]:
+    """The ids a run records as added after training (:data:`ADDED_ITEMS`)."""
+    return set(metadata.get(ADDED_ITEMS) or ())
 
 
 def spec_for_run(
