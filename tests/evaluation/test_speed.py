@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarec.errors import ModelError
+from metarec.errors import DatasetNotFoundError, ModelError
 from metarec.evaluation.speed import run_speed_benchmark
 
 
@@ -17,11 +17,19 @@ def test_speed_benchmark_reports_both_systems(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    import metarec.evaluation.speed as speed
+
+    def nowhere(root: str | None) -> str:
+        raise DatasetNotFoundError("data set 'ml-100k' not found (looked in: nowhere)")
+
+    # a quickstart that cannot run loses none of the figures measured before it
+    monkeypatch.setattr(speed, "quickstart_folder", nowhere)
     run_speed_benchmark(
         dataset="ml-100k", root=str(shared_data), out=tmp_path, repeats=3,
-        quickstart=False, progress=False, encoder="tfidf", max_train_users=60,
+        quickstart=True, progress=False, encoder="tfidf", max_train_users=60,
     )  # fmt: skip
     record = json.loads((tmp_path / "speed.json").read_text())
+    assert record["quickstart"] is None and "not found" in record["quickstart_failed"]
     for key in ("support10_steps5", "support50_steps1", "support10_steps0"):
         for system in ("metarec", "melu"):
             lat = record["adaptation"][key][system]

@@ -420,8 +420,10 @@ def collate(
     for t in tasks:
         # the support's negatives avoid the support alone, as a user adapted in service
         # has no query to avoid: they avoided the query too, so which items the query held
-        # changed the adapted user in training and early stopping, and nowhere else. The
-        # support is drawn first, so the query cannot move its draws either.
+        # changed the adapted user in training and early stopping, and nowhere else. With
+        # a generator of its own a task (rng(t)), its support is drawn first and its query
+        # cannot move those draws; one generator shared by a batch (training) is noise
+        # across tasks, not a bias.
         seen = (t.support_items, np.concatenate([t.support_items, t.query_items]))
         for side, (it, r) in enumerate(
             [(t.support_items, t.support_ratings), (t.query_items, t.query_ratings)]

@@ -45,7 +45,7 @@ import torch
 
 from metarec.config import Algorithm, TrainConfig
 from metarec.data.tasks import Task, collate
-from metarec.errors import DataError, ModelError
+from metarec.errors import DataError, MetarecError, ModelError
 from metarec.evaluation.report import describe_machine
 from metarec.io import save_json, write_bytes_atomic
 from metarec.values import is_finite_number, is_number
@@ -447,7 +447,8 @@ def run_speed_benchmark(
     if quickstart:
         try:
             result |= _quickstart_pair(root, log)
-        except ModelError as exc:  # the minutes of figures above are kept and written
+        except MetarecError as exc:  # the minutes of figures above are kept and written
+            # (no ml-100k to be found, an encoder that fails, a child that fails)
             result["quickstart_failed"] = str(exc)
             log(f"quickstart: {exc}")
 
