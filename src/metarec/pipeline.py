@@ -33,7 +33,7 @@ from metarec.data.schema import (
 )
 from metarec.data.tasks import UserRatings
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cache, make_encoder
-from metarec.encoders.base import encoder_state_tensors
+from metarec.encoders.base import encoder_state_tensors, folder_named
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.inputs import check_rating_frame
 from metarec.io import remove_orphan_temps, save_json
@@ -161,7 +161,9 @@ def fit_recommender(
         like = inferred_like_threshold(train["rating"], rating_range)
     # saved with the run as the number it became
     cfg = dataclasses.replace(
-        cfg, like_threshold=check_like_threshold(like, rating_range, "like_threshold")
+        cfg,
+        like_threshold=check_like_threshold(like, rating_range, "like_threshold"),
+        encoder=folder_named(cfg.encoder) or cfg.encoder,  # a folder, as read from here
     )
     torch.manual_seed(cfg.seed)
     index = catalogue.index
@@ -407,7 +409,10 @@ def train(
 
             clear_for_new_model(run_dir, has_split=False)
             # as `metarec train` writes it: the folder says how to train its model again
-            save_json(Path(run_dir) / "config.json", cfg.to_dict())
+            save_json(
+                Path(run_dir) / "config.json",
+                dataclasses.replace(cfg, encoder=rec.cfg.encoder).to_dict(),
+            )
             seen = {*fit_rows["user_id"].unique(), *val_rows["user_id"].unique()}
             save_trained_users(run_dir, seen)
             write_run(rec, run_dir)  # under the lock held here, beside the records just written

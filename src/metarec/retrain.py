@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -416,6 +416,7 @@ def _retrain(
         spec_for_run,
         spec_problem,
     )
+    from metarec.encoders.base import folder_named
     from metarec.pipeline import encode_catalogue, ensure_text, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
@@ -433,6 +434,10 @@ def _retrain(
         )
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
+    named = folder_named(cfg.encoder) if cfg.encoder != old.cfg.encoder else None
+    if named is not None and named == old.encoder_config.get("model"):
+        # the run's folder written another way (in full, where it saved ./my-model)
+        cfg = replace(cfg, encoder=old.cfg.encoder)
     if cfg.encoder != old.cfg.encoder:
         # the items are encoded by the run's own encoder (fitted state and all); another
         # was recorded in the new run's config while its vectors came from the old one

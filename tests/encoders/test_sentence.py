@@ -386,7 +386,9 @@ def test_a_name_the_hub_does_not_know_is_reported_before_loading(
         with pytest.raises(ConfigError, match=r"'no-such-modl': 127\.0\.0\.1 has no model of"):
             SentenceEncoder("no-such-modl").check_source()
         # sentence-transformers would also try its own organisation's model of that name
-        assert [p.split("?")[0] for p in asked] == [
+        # (huggingface_hub may also fetch its agent registry once a process: not ours)
+        models = [p.split("?")[0] for p in asked if p.startswith("/api/models/")]
+        assert models == [
             "/api/models/no-such-modl",
             "/api/models/sentence-transformers/no-such-modl",
         ]
@@ -516,3 +518,20 @@ def test_a_folder_saved_over_after_its_id_was_read_is_refused_at_load(
     settings.write_text(json.dumps(json.loads(settings.read_text()) | {"saved": "again"}))
     with pytest.raises(ConfigError, match="the model's files changed while it was in use"):
         encoder.encode([TOY])
+
+
+def test_a_folder_is_recorded_as_read_from_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.json kept ./my-model as typed: trained again from another working
+    directory it read another folder, and retrain refused the folder written in full."""
+    from metarec.encoders.base import folder_named
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-model").mkdir()
+    (tmp_path / "tfidf").mkdir()
+    assert folder_named("./my-model") == str(tmp_path / "my-model")
+    assert folder_named("my-model") == str(tmp_path / "my-model")
+    assert folder_named("./tfidf") == str(tmp_path / "tfidf")
+    for name in ("tfidf", "minilm", "sentence-transformers/all-mpnet-base-v2", "./gone"):
+        assert folder_named(name) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import shutil
 import sys
@@ -260,7 +261,12 @@ def train_run(
         # written with the model, so a failed run leaves no config that looks like a run
         written = [out / "config.json", out / (SPLIT if split is not None else TRAINED_USERS)]
         try:
-            save_json(out / "config.json", cfg.to_dict())
+            # the encoder as the run records it: a folder made absolute (training again
+            # from another working directory read another ./my-model)
+            save_json(
+                out / "config.json",
+                dataclasses.replace(cfg, encoder=rec.cfg.encoder).to_dict(),
+            )
             if split is not None:
                 split.save(out / SPLIT)
             else:  # what keeps `abtest` from testing the model on users it learned from

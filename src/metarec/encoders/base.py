@@ -187,6 +187,20 @@ def _construct(builder: Callable[..., Encoder], name: str, kw: dict[str, Any]) -
     return builder(**kw)
 
 
+def folder_named(name: str) -> str | None:
+    """The absolute folder an encoder name given here reads (``./my-model``), or None
+    for a model name: what a run's config records, so that training it again from
+    another working directory, or ``retrain --set encoder=`` with the folder written
+    in full, names the same model."""
+    given = name.strip()
+    if given.lower() in {"tfidf", *_DEFAULT_SENTENCE_ALIASES}:
+        written_as_path = given.startswith(("/", ".", "~")) or "/" in given or "\\" in given
+        if not written_as_path:  # the built-in wins over a folder of that name here
+            return None
+    folder = Path(given).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else None
+
+
 def same_model(saved: str, current: str) -> bool:
     """Whether a saved encoder id names the model the rebuilt one is: the same weights
     (the hash after ``@``) and input limit, whatever the folder is called now (a model
