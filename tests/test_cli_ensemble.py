@@ -577,3 +577,9 @@ def test_a_run_holding_items_added_in_python_is_blended(
     assert code == 0, capsys.readouterr().err
     blended = load_run(ens)
     assert "py-new" in blended.item_index and blended.n_items == rec.n_items
+    # one saved before additions were recorded in the run is blended as it was then
+    manifest = json.loads((grown / "recommender.json").read_text())
+    del manifest["metadata"]["added_items"]
+    (grown / "recommender.json").write_text(json.dumps(manifest))
+    code = main(["ensemble", str(grown), "--peers", "popularity", "--out", str(tmp_path / "e2")])
+    assert code == 0, capsys.readouterr().err

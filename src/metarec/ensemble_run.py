@@ -519,7 +519,8 @@ def data_mismatch(ds: Dataset, rec: Recommender | EnsembleRecommender) -> str | 
     # then save, or the service's through retrain), which no data file lists; such a
     # run was refused as trained on other data
     run = rec.primary if isinstance(rec, EnsembleRecommender) else rec
-    extra = held - ids - added_items(run.metadata)
+    added = added_items(run.metadata)
+    extra = held - ids - (held if added is None else added)  # older runs: as before
     lacking = ids - held
     if lacking or extra:
         differs = (

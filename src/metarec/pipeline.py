@@ -31,6 +31,7 @@ from metarec.data.schema import (
     has_timestamps,
     inferred_like_threshold,
 )
+from metarec.data.spec import ADDED_ITEMS
 from metarec.data.tasks import UserRatings
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cache, make_encoder
 from metarec.encoders.base import encoder_state_tensors, folder_named
@@ -212,6 +213,9 @@ def fit_recommender(
         "best_epoch": history.best_epoch,
         # where training ended early because it diverged (the kept epoch is before it)
         **({"diverged_at": history.diverged_at} if history.diverged_at is not None else {}),
+        # none yet: recorded, so that a run of this version is not read as one saved
+        # before additions were recorded (data.spec.added_items)
+        ADDED_ITEMS: [],
         **(metadata or {}),
     }
     rec = Recommender(

@@ -586,6 +586,8 @@ class Recommender(TopK):
         items' vectors would come from other weights than every other item's, and were
         added with a warning alone. ``changed_ok``: a changed model is taken (retrain,
         which encodes the whole catalogue anew, says so instead)."""
+        if self._encoder_changed is not None:
+            self._encoder = None  # judged again: the model may have been restored since
         if self._encoder is None:
             from metarec.encoders import encoder_from_config
             from metarec.encoders.base import changed_model

@@ -226,17 +226,20 @@ def combined_items(
 
 
 def run_only_items(
-    data_items: pd.DataFrame, run_items: pd.DataFrame, added: set[str]
+    data_items: pd.DataFrame, run_items: pd.DataFrame, added: set[str] | None
 ) -> pd.DataFrame:
     """The run's items that the data's items file lacks and that the run records as
     ``added`` after training (``item_id``, ``title``, ``text``), in the run's order:
     those added in Python (``add_items``, then ``save``), which are kept in the run
     alone. Rebuilt from the data and the store only, the new run lost them, and dropped
     the feedback on them as "for items outside the catalogue". An item trained on but
-    since removed from the data stays removed."""
+    since removed from the data stays removed. ``added`` None (a run saved before they
+    were recorded): every item beyond the data, as such runs were retrained before."""
     known = set(data_items["item_id"].astype(str))
     extra = run_items[["item_id", "title", "text"]].astype(str)
-    keep = ~extra["item_id"].isin(known) & extra["item_id"].isin(added)
+    keep = ~extra["item_id"].isin(known)
+    if added is not None:
+        keep &= extra["item_id"].isin(added)
     return extra[keep].reset_index(drop=True)
 
 
@@ -438,7 +441,19 @@ def _retrain(
     if named is not None and named == old.encoder_config.get("model"):
         # the run's folder written another way (in full, where it saved ./my-model)
         cfg = replace(cfg, encoder=old.cfg.encoder)
-    if cfg.encoder != old.cfg.encoder:
+    saved_folder = old.encoder_config.get("model")
+    if (
+        cfg.encoder == old.cfg.encoder
+        and isinstance(saved_folder, str)
+        and Path(saved_folder).is_absolute()
+    ):
+        # the folder the run's vectors came from: a run saved before folders were
+        # recorded absolute says ./my-model, which read from here may be another one
+        cfg = replace(cfg, encoder=saved_folder)
+        old_encoder = saved_folder
+    else:
+        old_encoder = old.cfg.encoder
+    if cfg.encoder != old_encoder:
         # the items are encoded by the run's own encoder (fitted state and all); another
         # was recorded in the new run's config while its vectors came from the old one
         raise ConfigError(

@@ -15,7 +15,7 @@ import pytest
 from metarec.encoders import Encoder, SentenceEncoder, encoder_from_config, make_encoder
 from metarec.encoders import sentence as sentence_mod
 from metarec.encoders.base import encoder_state_tensors
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, EncoderUnavailableError
 
 TOY = "Toy Story (1995). Genres: Animation, Children's, Comedy."
 TOY2 = "Toy Story 2 (1999). Genres: Animation, Children's, Comedy."
@@ -516,7 +516,8 @@ def test_a_folder_saved_over_after_its_id_was_read_is_refused_at_load(
     encoder.id  # noqa: B018 -- read first, as a server does at start
     settings = folder / "config_sentence_transformers.json"  # saved again since
     settings.write_text(json.dumps(json.loads(settings.read_text()) | {"saved": "again"}))
-    with pytest.raises(ConfigError, match="the model's files changed while it was in use"):
+    # the server's to fix: a 500 encoder_unavailable, not a client's 422
+    with pytest.raises(EncoderUnavailableError, match="the model's files changed while it"):
         encoder.encode([TOY])
 
 
@@ -535,3 +536,14 @@ def test_a_folder_is_recorded_as_read_from_here(
     assert folder_named("./tfidf") == str(tmp_path / "tfidf")
     for name in ("tfidf", "minilm", "sentence-transformers/all-mpnet-base-v2", "./gone"):
         assert folder_named(name) is None
+
+
+def test_a_model_not_yet_downloaded_is_not_a_changed_one() -> None:
+    # a hub model's id carries its revision once it is in the cache: on a machine whose
+    # cache lacks it, the id had none and every item a run added was refused for good
+    from metarec.encoders.base import changed_model
+
+    saved = "sentence:org/model@e8c3b32edf5e:max128"
+    assert changed_model(saved, "sentence:org/model:max128") is None
+    assert changed_model(saved, "sentence:org/model@0123456789ab:max128") is not None
+    assert changed_model(saved, "sentence:renamed@e8c3b32edf5e:max128") is None

@@ -1599,6 +1599,7 @@ def test_items_are_refused_when_the_runs_encoder_model_changed(
 ) -> None:
     """A model folder retrained in place since the run was saved: new items' vectors came
     from other weights than every other item's, added with a warning alone (HTTP 200)."""
+    from metarec.encoders import SentenceEncoder
     from metarec.errors import EncoderUnavailableError
     from metarec.recommender import Recommender
 
@@ -1615,6 +1616,9 @@ def test_items_are_refused_when_the_runs_encoder_model_changed(
     with pytest.raises(EncoderUnavailableError, match="its model changed since the run was"):
         rec.add_items(pd.DataFrame([new]))
     assert "n1" not in rec.item_index
+    # restored (here: the saved id made the folder's own), the loaded run sees it at once
+    rec.encoder_config["id"] = SentenceEncoder(str(model)).id
+    assert rec.encoder().id == rec.encoder_config["id"]
     live = make_server(run=run)
     with live.client(server_api_key) as c:
         r = c.put("/v1/items", json={"items": [new]})

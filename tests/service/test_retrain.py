@@ -88,6 +88,8 @@ def test_only_items_the_run_records_as_added_outlive_the_data() -> None:
     )
     kept = run_only_items(data, run, {"py"})
     assert kept.to_dict("list") == {"item_id": ["py"], "title": ["P"], "text": ["p"]}
+    # a run saved before additions were recorded: every item beyond the data, as before
+    assert run_only_items(data, run, None)["item_id"].tolist() == ["3", "py"]
 
 
 def test_feedback_on_items_outside_the_catalogue_is_left_out_and_counted(

@@ -579,26 +579,36 @@ def test_postgresql_connections_give_up_on_a_server_that_went_away(pg_url: str) 
 def test_a_postgresql_lock_held_elsewhere_is_waited_for_as_long_as_sqlites(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # PostgreSQL's default waits for ever: a write behind an operator's open
-    # transaction held its request (and a thread) for good, never a 503 to retry
+    # PostgreSQL's default waits for ever: a write behind an operator's open transaction,
+    # a read behind an ALTER TABLE, held its request (and a thread) for good, never a 503
     import metarec.service.store as store_module
 
     assert store_module.POSTGRES_LOCK_WAIT_MS == SQLITE_BUSY_TIMEOUT_S * 1000
-    monkeypatch.setattr(store_module, "POSTGRES_LOCK_WAIT_MS", 300)
     store = FeedbackStore(pg_url)
     with store.engine.connect() as conn:
-        # set in each write alone: a connection option broke PgBouncer and $PGOPTIONS
-        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "30s"
+    store.close()
+    # one the server or role sets is kept (as a connection option it overrode $PGOPTIONS,
+    # and PgBouncer refused it)
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=5s")
+    with make_engine(pg_url).connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "5s"
+    monkeypatch.delenv("PGOPTIONS")
+    monkeypatch.setattr(store_module, "POSTGRES_LOCK_WAIT_MS", 300)
+    store = FeedbackStore(pg_url)
+    store.create_user("u", {})
     holder = make_engine(pg_url).connect()
     holding = holder.begin()
     holder.exec_driver_sql("UPDATE service_state SET version = version WHERE id = 1")
+    holder.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
     try:
-        started = time.monotonic()
-        with pytest.raises(OperationalError) as err:
-            store.bump_served_state()
-        # lock_not_available, which the service answers with 503 store_busy
-        assert getattr(err.value.orig, "sqlstate", None) == "55P03"
-        assert time.monotonic() - started < 10
+        for what, call in [("write", store.bump_served_state), ("read", lambda: store.user("u"))]:
+            started = time.monotonic()
+            with pytest.raises(OperationalError) as err:
+                call()
+            # lock_not_available, which the service answers with 503 store_busy
+            assert getattr(err.value.orig, "sqlstate", None) == "55P03", what
+            assert time.monotonic() - started < 10, what
     finally:
         holding.rollback()
         holder.close()

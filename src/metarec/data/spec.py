@@ -118,8 +118,12 @@ def check_recorded(metadata: dict[str, Any], source: str) -> None:
 ADDED_ITEMS = "added_items"
 
 
-def added_items(metadata: Mapping[str, Any]) -> set[str]:
-    """The ids a run records as added after training (:data:`ADDED_ITEMS`)."""
+def added_items(metadata: Mapping[str, Any]) -> set[str] | None:
+    """The ids a run records as added after training (:data:`ADDED_ITEMS`); None for a
+    run saved before they were recorded (2026-12-06), whose items beyond its data may
+    be any such additions."""
+    if ADDED_ITEMS not in metadata:
+        return None
     return set(metadata.get(ADDED_ITEMS) or ())
 
 

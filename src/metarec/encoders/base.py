@@ -223,7 +223,9 @@ def changed_model(saved: object, current: str) -> str | None:
     """Why an encoder rebuilt from a run's saved config is not the model the run saved
     (None: it is): its weights changed since, so new items' vectors would not be the
     run's kind."""
-    if saved is None or same_model(str(saved), current):
+    if saved is None or "@" not in current or same_model(str(saved), current):
+        # no weights in the id now: a hub model not yet in this machine's cache, whose
+        # revision is known once it downloads; unknown is not changed
         return None
     return (
         f"its model changed since the run was saved (saved {str(saved)!r}, now {current!r}), "

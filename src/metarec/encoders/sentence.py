@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from metarec.device import check_device, resolve_device
 from metarec.encoders.base import check_texts
-from metarec.errors import ConfigError, DataError, ModelError
+from metarec.errors import ConfigError, DataError, EncoderUnavailableError, ModelError
 from metarec.tempfiles import create_temp_dir, remove_stale
 from metarec.values import is_whole
 
@@ -437,7 +437,7 @@ class SentenceEncoder:
             # saved over in between gave the new weights' vectors under the old id
             now = _dir_fingerprint(self._local_dir)
             if f"@{now}:" not in self._id:
-                raise ConfigError(
+                raise EncoderUnavailableError(
                     f"encoder {source}: the model's files changed while it was in use "
                     f"(now {now}, it was {self._id}); start again to use the model as saved now"
                 )

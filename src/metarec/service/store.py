@@ -235,6 +235,9 @@ def migrate(engine: Engine) -> int:
     missing, and the second's ``CREATE TABLE`` or version row fail."""
     with _write(engine) as conn:
         if engine.dialect.name == "postgresql":
+            # a server starting waits however long another one's migration takes (a
+            # store's events re-dated, a large index built), not a request's 30 s
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         schema_version.create(conn, checkfirst=True)
         current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
@@ -301,10 +304,11 @@ POSTGRES_WAITS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 60_000,
 }
-# How long a write waits for a lock another session holds (an operator's open
-# transaction, another process's change) before the request is a 503 store_busy, as
-# long as for a SQLite write lock: PostgreSQL waits for ever by default, and each such
-# request held a thread for good. Set in each write transaction (SET LOCAL), not as a
+# How long a read or write waits for a lock another session holds (an operator's open
+# transaction or ALTER TABLE, another process's change) before the request is a 503
+# store_busy, as long as for a SQLite write lock: PostgreSQL waits for ever by default,
+# and each such request held a thread for good. Set on each new connection where the
+# server or role set none ($PGOPTIONS, ALTER ROLE ... SET win), with SET, not as a
 # connection option, which PgBouncer refuses and which overrode $PGOPTIONS.
 POSTGRES_LOCK_WAIT_MS = int(SQLITE_BUSY_TIMEOUT_S * 1000)
 
@@ -357,12 +361,25 @@ def make_engine(url: str) -> Engine:
             # a request blocked in a read for the system's two hours). Each is libpq's
             # own; one in the URL (?connect_timeout=N, ?keepalives_idle=N) wins
             waits = {k: v for k, v in POSTGRES_WAITS.items() if k not in parsed.query}
-            return create_engine(
+            engine = create_engine(
                 url, pool_size=8, max_overflow=24, pool_pre_ping=True, connect_args=waits
             )
+            event.listen(engine, "connect", _postgres_on_connect)
+            return engine
         except ModuleNotFoundError:
             raise ConfigError("PostgreSQL needs psycopg: pip install 'metarec[postgres]'") from None
     raise AssertionError(backend)  # check_db_url refused any other
+
+
+def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """A lock wait of :data:`POSTGRES_LOCK_WAIT_MS` on a new connection where none is
+    set (0, PostgreSQL's default)."""
+    with dbapi_connection.cursor() as cur:
+        cur.execute("SHOW lock_timeout")
+        row = cur.fetchone()
+        if row is not None and row[0] == "0":
+            cur.execute(f"SET lock_timeout = {int(POSTGRES_LOCK_WAIT_MS)}")
+    dbapi_connection.commit()
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -603,7 +620,6 @@ class FeedbackStore:
         if self._write_lock is None:  # PostgreSQL: a role may lack a grant a write needs
             try:
                 with _write(self.engine) as conn:
-                    conn.execute(text(f"SET LOCAL lock_timeout = {int(POSTGRES_LOCK_WAIT_MS)}"))
                     yield conn
             except ProgrammingError as exc:
                 self._refuse_if_forbidden(exc, "write")
