@@ -581,5 +581,10 @@ def test_a_run_holding_items_added_in_python_is_blended(
     manifest = json.loads((grown / "recommender.json").read_text())
     del manifest["metadata"]["added_items"]
     (grown / "recommender.json").write_text(json.dumps(manifest))
+    # and stays one when it gains items: recording these alone made py-new other data
+    old = Recommender.load(grown)
+    old.add_items(pd.DataFrame({"item_id": ["py-2"], "title": ["A Second Addition"]}))
+    old.save(grown)
+    assert "added_items" not in old.metadata
     code = main(["ensemble", str(grown), "--peers", "popularity", "--out", str(tmp_path / "e2")])
     assert code == 0, capsys.readouterr().err

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import time
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -146,6 +147,7 @@ class Recommender(TopK):
                 )
         self._encoder: Any = None
         self._encoder_changed: str | None = None  # why its model is not the run's
+        self._encoder_judged = 0.0  # when (time.monotonic) it was judged
         # what an adapted user's parameters look like (no tower parameter that grows
         # with the catalogue is adapted): checked on every score, computed once
         self._fast_shapes = {k: v.shape for k, v in learner.fast_init().items()}
@@ -586,8 +588,10 @@ class Recommender(TopK):
         items' vectors would come from other weights than every other item's, and were
         added with a warning alone. ``changed_ok``: a changed model is taken (retrain,
         which encodes the whole catalogue anew, says so instead)."""
-        if self._encoder_changed is not None:
-            self._encoder = None  # judged again: the model may have been restored since
+        if self._encoder_changed is not None and time.monotonic() - self._encoder_judged > 5.0:
+            # judged again, the model may have been restored since; not at every call,
+            # as judging a folder reads all of it (a refused PUT held the item lock)
+            self._encoder = None
         if self._encoder is None:
             from metarec.encoders import encoder_from_config
             from metarec.encoders.base import changed_model
@@ -603,6 +607,7 @@ class Recommender(TopK):
                     f"the run's encoder cannot be rebuilt to encode new items: {exc}"
                 ) from None
             self._encoder_changed = changed_model(self.encoder_config.get("id"), built.id)
+            self._encoder_judged = time.monotonic()
             self._encoder = built
         if self._encoder_changed is not None and not changed_ok:
             raise EncoderUnavailableError(
@@ -746,8 +751,11 @@ class Recommender(TopK):
         )
         # recorded, so that the run's data (which lacks them) is still known for its own,
         # and retrain keeps them: see metarec.data.spec.ADDED_ITEMS
-        recorded = list(self.metadata.get(ADDED_ITEMS) or [])
-        self.metadata[ADDED_ITEMS] = recorded + frame["item_id"].astype(str).tolist()
+        # (a run saved before they were recorded stays one: its earlier additions are
+        # unknown, and recording these alone would make them look like other data)
+        if ADDED_ITEMS in self.metadata:
+            recorded = list(self.metadata.get(ADDED_ITEMS) or [])
+            self.metadata[ADDED_ITEMS] = recorded + frame["item_id"].astype(str).tolist()
         self.popularity = np.concatenate([self.popularity, np.zeros(len(frame))])
         self.item_offsets = np.concatenate([self.item_offsets, np.zeros(len(frame))])
         self._reindex(appended=len(frame))

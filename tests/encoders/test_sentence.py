@@ -547,3 +547,5 @@ def test_a_model_not_yet_downloaded_is_not_a_changed_one() -> None:
     assert changed_model(saved, "sentence:org/model:max128") is None
     assert changed_model(saved, "sentence:org/model@0123456789ab:max128") is not None
     assert changed_model(saved, "sentence:renamed@e8c3b32edf5e:max128") is None
+    for other in ("sentence:other/model:max128", "sentence:org/model:max256", "tfidf-svd:d64:ab"):
+        assert changed_model(saved, other) is not None, other

@@ -1618,6 +1618,9 @@ def test_items_are_refused_when_the_runs_encoder_model_changed(
     assert "n1" not in rec.item_index
     # restored (here: the saved id made the folder's own), the loaded run sees it at once
     rec.encoder_config["id"] = SentenceEncoder(str(model)).id
+    with pytest.raises(EncoderUnavailableError):  # not judged again at once: costly
+        rec.encoder()
+    rec._encoder_judged -= 10  # ten seconds on
     assert rec.encoder().id == rec.encoder_config["id"]
     live = make_server(run=run)
     with live.client(server_api_key) as c:

@@ -219,13 +219,22 @@ def same_model(saved: str, current: str) -> bool:
     return (saved_kind, saved_limit, weights) == (kind, limit, label.rpartition("@")[2])
 
 
+def _unknown_weights(saved: str, current: str) -> bool:
+    """Whether ``current`` names ``saved``'s model without its weights (no ``@``): a hub
+    model not yet in this machine's cache, whose revision is known once it downloads.
+    Unknown is not changed; another name, kind or input limit is."""
+    if "@" in current:
+        return False
+    kind, _, rest = saved.partition(":")
+    label, _, limit = rest.rpartition(":")
+    return current == f"{kind}:{label.split('@')[0]}:{limit}"
+
+
 def changed_model(saved: object, current: str) -> str | None:
     """Why an encoder rebuilt from a run's saved config is not the model the run saved
     (None: it is): its weights changed since, so new items' vectors would not be the
     run's kind."""
-    if saved is None or "@" not in current or same_model(str(saved), current):
-        # no weights in the id now: a hub model not yet in this machine's cache, whose
-        # revision is known once it downloads; unknown is not changed
+    if saved is None or same_model(str(saved), current) or _unknown_weights(str(saved), current):
         return None
     return (
         f"its model changed since the run was saved (saved {str(saved)!r}, now {current!r}), "

@@ -311,6 +311,7 @@ POSTGRES_WAITS = {
 # server or role set none ($PGOPTIONS, ALTER ROLE ... SET win), with SET, not as a
 # connection option, which PgBouncer refuses and which overrode $PGOPTIONS.
 POSTGRES_LOCK_WAIT_MS = int(SQLITE_BUSY_TIMEOUT_S * 1000)
+LOCK_WAIT_OURS = "metarec_lock_wait"  # the connection's flag: the wait is ours to set
 
 
 def check_db_url(url: str) -> URL:
@@ -371,15 +372,20 @@ def make_engine(url: str) -> Engine:
     raise AssertionError(backend)  # check_db_url refused any other
 
 
-def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    """A lock wait of :data:`POSTGRES_LOCK_WAIT_MS` on a new connection where none is
-    set (0, PostgreSQL's default)."""
+def _postgres_on_connect(dbapi_connection: Any, record: Any) -> None:
+    """A lock wait of :data:`POSTGRES_LOCK_WAIT_MS` on a new connection where nothing set
+    one (its source PostgreSQL's default: not the server's file, the role, the database
+    or ``$PGOPTIONS``, whose value, 0 included, is kept); remembered on the connection so
+    that each write sets it again for its own transaction (``SET LOCAL``), which
+    PgBouncer's transaction pooling may run on another server connection."""
     with dbapi_connection.cursor() as cur:
-        cur.execute("SHOW lock_timeout")
+        cur.execute("SELECT source FROM pg_settings WHERE name = 'lock_timeout'")
         row = cur.fetchone()
-        if row is not None and row[0] == "0":
+        ours = row is not None and row[0] == "default"
+        if ours:
             cur.execute(f"SET lock_timeout = {int(POSTGRES_LOCK_WAIT_MS)}")
     dbapi_connection.commit()
+    record.info[LOCK_WAIT_OURS] = ours
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -620,6 +626,8 @@ class FeedbackStore:
         if self._write_lock is None:  # PostgreSQL: a role may lack a grant a write needs
             try:
                 with _write(self.engine) as conn:
+                    if conn.connection.info.get(LOCK_WAIT_OURS):
+                        conn.execute(text(f"SET LOCAL lock_timeout = {int(POSTGRES_LOCK_WAIT_MS)}"))
                     yield conn
             except ProgrammingError as exc:
                 self._refuse_if_forbidden(exc, "write")
