@@ -243,6 +243,37 @@ def run_only_items(
     return extra[keep].reset_index(drop=True)
 
 
+def with_runs_encoder(
+    cfg: TrainConfig, recorded: str, encoder_config: dict[str, Any]
+) -> TrainConfig:
+    """``cfg`` (the run's config with the retrain's overrides) naming the encoder the
+    run's vectors came from, or a ConfigError where the overrides name another:
+    ``recorded`` is the run's config's encoder, ``encoder_config`` its saved encoder."""
+    from metarec.encoders.base import folder_named
+
+    named = folder_named(cfg.encoder) if cfg.encoder != recorded else None
+    saved_folder = encoder_config.get("model")
+    if named is not None and named == saved_folder:
+        # the run's folder written another way (in full, where it saved ./my-model)
+        cfg = replace(cfg, encoder=recorded)
+    if (
+        cfg.encoder == recorded
+        and isinstance(saved_folder, str)
+        and Path(saved_folder).is_absolute()
+    ):
+        # the folder the run's vectors came from: a run saved before folders were
+        # recorded absolute says ./my-model, which read from here may be another one
+        return replace(cfg, encoder=saved_folder)
+    if cfg.encoder != recorded:
+        # the items are encoded by the run's own encoder (fitted state and all); another
+        # was recorded in the new run's config while its vectors came from the old one
+        raise ConfigError(
+            f"encoder: retrain keeps the run's encoder ({recorded!r}), got "
+            f"{cfg.encoder!r}; train a new run to change it"
+        )
+    return cfg
+
+
 HELD_OUT_FILE = "heldout.json"
 
 
@@ -419,7 +450,6 @@ def _retrain(
         spec_for_run,
         spec_problem,
     )
-    from metarec.encoders.base import folder_named
     from metarec.pipeline import encode_catalogue, ensure_text, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
@@ -437,29 +467,7 @@ def _retrain(
         )
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))
-    named = folder_named(cfg.encoder) if cfg.encoder != old.cfg.encoder else None
-    if named is not None and named == old.encoder_config.get("model"):
-        # the run's folder written another way (in full, where it saved ./my-model)
-        cfg = replace(cfg, encoder=old.cfg.encoder)
-    saved_folder = old.encoder_config.get("model")
-    if (
-        cfg.encoder == old.cfg.encoder
-        and isinstance(saved_folder, str)
-        and Path(saved_folder).is_absolute()
-    ):
-        # the folder the run's vectors came from: a run saved before folders were
-        # recorded absolute says ./my-model, which read from here may be another one
-        cfg = replace(cfg, encoder=saved_folder)
-        old_encoder = saved_folder
-    else:
-        old_encoder = old.cfg.encoder
-    if cfg.encoder != old_encoder:
-        # the items are encoded by the run's own encoder (fitted state and all); another
-        # was recorded in the new run's config while its vectors came from the old one
-        raise ConfigError(
-            f"encoder: retrain keeps the run's encoder ({old.cfg.encoder!r}), got "
-            f"{cfg.encoder!r}; train a new run to change it"
-        )
+    cfg = with_runs_encoder(cfg, old.cfg.encoder, old.encoder_config)
     if cfg.objective != old.cfg.objective:
         # the gate compares old and new on one measure (MAE of ratings, or 1 - nDCG@3 of
         # a ranking): a bce model's scores judged by their MAE as ratings read 3.9 "worse"

@@ -77,6 +77,32 @@ def test_the_ranking_gate_loss_is_one_minus_ndcg() -> None:
     assert 0 < backwards <= 1  # ranked in reverse: a loss, at most 1
 
 
+def test_retrain_names_the_encoder_folder_the_runs_vectors_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run saved with ./my-model, retrained from where another ./my-model is: the new
+    run's config named that one while its vectors came from the run's own folder; and
+    the run's folder written in full was refused as another encoder."""
+    from metarec.config import TrainConfig
+    from metarec.errors import ConfigError
+    from metarec.retrain import with_runs_encoder
+
+    own, here = tmp_path / "train" / "my-model", tmp_path / "elsewhere" / "my-model"
+    own.mkdir(parents=True)
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here.parent)
+    saved = {"type": "sentence", "model": str(own)}
+    for given in ("./my-model", str(own)):
+        cfg = with_runs_encoder(TrainConfig(encoder=given), "./my-model", saved)
+        assert cfg.encoder == str(own), given
+    with pytest.raises(ConfigError, match="retrain keeps the run's encoder"):
+        with_runs_encoder(TrainConfig(encoder=str(here)), "./my-model", saved)
+    tfidf = {"type": "tfidf", "id": "tfidf-svd:d64:ab"}
+    assert with_runs_encoder(TrainConfig(encoder="tfidf"), "tfidf", tfidf).encoder == "tfidf"
+    with pytest.raises(ConfigError, match="retrain keeps the run's encoder"):
+        with_runs_encoder(TrainConfig(encoder="minilm"), "tfidf", tfidf)
+
+
 def test_only_items_the_run_records_as_added_outlive_the_data() -> None:
     # an item trained on and since removed from the data's items file stayed in every
     # retrained run, said to be "added in Python"
