@@ -398,12 +398,9 @@ class TrainConfig:
                 if not isinstance(target.get(part), dict):
                     raise ConfigError(f"--set {item!r}: {part!r} is not a config section")
                 target = target[part]
-            if isinstance(value, dict) and isinstance(target.get(parts[-1]), dict):
-                # a table merges into its section: model={hidden=128} replaced the whole
-                # model table, and every other model setting went back to its default
-                _merge(target[parts[-1]], value)
-            else:
-                target[parts[-1]] = value
+            # a table merges into its section: model={hidden=128} replaced the whole
+            # model table, and every other model setting went back to its default
+            _merge(target, {parts[-1]: value})
         cfg = TrainConfig.from_dict(data, source="--set")
         for key in sorted(given):
             idle = cfg.idle_reason(key)

@@ -581,6 +581,12 @@ class Recommender(TopK):
         return self.learner.scorer.scores_over_catalogue(params, codes).cpu().numpy()
 
     # -- growing the catalogue ---------------------------------------------
+    @property
+    def encoder_changed(self) -> str | None:
+        """Why the run's encoder, as last rebuilt by :meth:`encoder`, is not the model the
+        run was saved with (None: it is, or it was not rebuilt yet)."""
+        return self._encoder_changed
+
     def encoder(self, *, changed_ok: bool = False) -> Any:
         """The encoder the catalogue was encoded with, rebuilt from the run's config: what
         new items are encoded by. Its model gone, or changed since the run was saved

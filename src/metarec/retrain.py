@@ -542,10 +542,10 @@ def _retrain(
     users = _users_frame(ds.users, fb_features)
 
     encoder = old.encoder(changed_ok=True)
-    if old._encoder_changed is not None:
+    if old.encoder_changed is not None:
         # every item is encoded anew below, so the new run is of one model throughout
         warnings.warn(
-            f"encoder: {old._encoder_changed}; the new run encodes its whole catalogue with "
+            f"encoder: {old.encoder_changed}; the new run encodes its whole catalogue with "
             "the model as it is now",
             UserWarning,
             stacklevel=2,

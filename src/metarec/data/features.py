@@ -9,6 +9,7 @@ few values is read as given: ml-1m's ages are GroupLens' bracket codes (1, 18, 2
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -272,11 +273,11 @@ class FeatureReaders:
 
     encoders: tuple[UserFeatureEncoder, ...]
 
-    @property
+    @functools.cached_property
     def columns(self) -> list[str]:
         return list(dict.fromkeys(c for e in self.encoders for c in e.columns))
 
-    @property
+    @functools.cached_property
     def vocab(self) -> dict[str, dict[str, int]]:
         """The keys read, for :func:`~metarec.inputs.warn_unused_features` (each key's
         codes are its first reader's: codes are per model, so nothing encodes by them)."""
@@ -307,7 +308,8 @@ class FeatureReaders:
     def readable(self, features: Mapping[str, Any]) -> dict[str, Any]:
         """``features`` less the keys none reads and the values one that reads their key
         refuses (:meth:`UserFeatureEncoder.readable`, for them all)."""
-        kept = {k: v for k, v in features.items() if k in self.vocab}
+        read = self.vocab
+        kept = {k: v for k, v in features.items() if k in read}
         for enc in self.encoders:
             own = enc.readable(kept)
             kept = {k: v for k, v in kept.items() if k not in enc.vocab or k in own}

@@ -201,6 +201,14 @@ def folder_named(name: str) -> str | None:
     return str(folder.resolve()) if folder.is_dir() else None
 
 
+def _id_parts(encoder_id: str) -> tuple[str, str, str | None, str]:
+    """``kind:name@weights:limit`` as (kind, name, weights or None, limit)."""
+    kind, _, rest = encoder_id.partition(":")
+    label, _, limit = rest.rpartition(":")
+    name, at, weights = label.rpartition("@")  # a folder's own name may hold an @
+    return (kind, name, weights, limit) if at else (kind, label, None, limit)
+
+
 def same_model(saved: str, current: str) -> bool:
     """Whether a saved encoder id names the model the rebuilt one is: the same weights
     (the hash after ``@``) and input limit, whatever the folder is called now (a model
@@ -209,25 +217,19 @@ def same_model(saved: str, current: str) -> bool:
     those match any weights of that name."""
     if saved == current:
         return True
-    kind, _, rest = current.partition(":")
-    label, _, limit = rest.rpartition(":")
-    if "@" not in saved:
-        return saved == f"{kind}:{label.split('@')[0]}:{limit}"
-    saved_kind, _, saved_rest = saved.partition(":")
-    saved_label, _, saved_limit = saved_rest.rpartition(":")
-    weights = saved_label.rpartition("@")[2]
-    return (saved_kind, saved_limit, weights) == (kind, limit, label.rpartition("@")[2])
+    kind, name, weights, limit = _id_parts(saved)
+    now_kind, now_name, now_weights, now_limit = _id_parts(current)
+    if (kind, limit) != (now_kind, now_limit):
+        return False
+    return name == now_name if weights is None else weights == now_weights
 
 
 def _unknown_weights(saved: str, current: str) -> bool:
     """Whether ``current`` names ``saved``'s model without its weights (no ``@``): a hub
     model not yet in this machine's cache, whose revision is known once it downloads.
     Unknown is not changed; another name, kind or input limit is."""
-    if "@" in current:
-        return False
-    kind, _, rest = saved.partition(":")
-    label, _, limit = rest.rpartition(":")
-    return current == f"{kind}:{label.split('@')[0]}:{limit}"
+    kind, name, _, limit = _id_parts(saved)
+    return _id_parts(current) == (kind, name, None, limit)
 
 
 def changed_model(saved: object, current: str) -> str | None:

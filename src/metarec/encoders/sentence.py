@@ -143,7 +143,7 @@ def bundled_model_dir() -> Path | None:
                 zf.extractall(tmp)  # extractall drops absolute and '..' member paths
                 # each file's size and checksum, for the check before every load
                 # (reading them from the zip opened it at every run)
-                sums = {m.filename: [m.file_size, m.CRC] for m in zf.infolist() if not m.is_dir()}
+                sums = _zip_checksums(zf)
             (tmp / CHECKSUMS).write_text(json.dumps(sums), encoding="utf-8")
         except (zipfile.BadZipFile, OSError) as e:
             raise ConfigError(
@@ -621,8 +621,12 @@ def _write_checksums(folder: Path) -> None:
     if zip_path is None:
         return
     with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(zip_path) as zf:
-        sums = {m.filename: [m.file_size, m.CRC] for m in zf.infolist() if not m.is_dir()}
-        write_bytes_atomic(folder / CHECKSUMS, json.dumps(sums).encode())
+        write_bytes_atomic(folder / CHECKSUMS, json.dumps(_zip_checksums(zf)).encode())
+
+
+def _zip_checksums(zf: zipfile.ZipFile) -> dict[str, list[int]]:
+    """Each file's [size, CRC-32] in the bundled zip: what :data:`CHECKSUMS` keeps."""
+    return {m.filename: [m.file_size, m.CRC] for m in zf.infolist() if not m.is_dir()}
 
 
 def _damaged(folder: Path, *, every_byte: bool = False) -> bool:
