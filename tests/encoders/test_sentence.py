@@ -533,6 +533,16 @@ def test_a_model_folder_is_known_by_its_weights_wherever_it_is(
     assert SentenceEncoder(str(moved)).id
 
 
+def test_a_saved_folder_gone_says_where_to_write_its_new_place(tmp_path: Path) -> None:
+    """The advice was a constructor's ("pass a model directory"), of no use to a run
+    whose folder moved: the run names it in its recommender.json."""
+    from metarec.errors import ModelError
+
+    gone = {"type": "sentence", "model": str(tmp_path / "moved"), "max_seq_length": 128}
+    with pytest.raises(ModelError, match=r"moved.* is not there; .*recommender\.json"):
+        SentenceEncoder.from_config(gone)
+
+
 def test_a_folder_saved_over_after_its_id_was_read_is_refused_at_load(
     minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -254,6 +254,12 @@ class SentenceEncoder:
         name = (model or DEFAULT_MODEL).strip()
         if _looks_like_path(name, on_disk=not _saved):
             local = Path(name).expanduser()
+            if not local.is_dir() and _saved:
+                raise ConfigError(
+                    f"the model folder {str(local)!r} it was saved with is not there; if it "
+                    'moved, write its new place as "model" under "encoder" in the run\'s '
+                    "recommender.json"
+                )
             if not local.is_dir():
                 raise ConfigError(
                     f"model path {str(local)!r} is not a directory; pass a sentence-transformers "
