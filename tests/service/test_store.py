@@ -601,15 +601,27 @@ def test_a_postgresql_lock_held_elsewhere_is_waited_for_as_long_as_sqlites(
     holder = make_engine(pg_url).connect()
     holding = holder.begin()
     holder.exec_driver_sql("UPDATE service_state SET version = version WHERE id = 1")
-    holder.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+    holder.exec_driver_sql("LOCK TABLE users, service_state IN ACCESS EXCLUSIVE MODE")
+    calls = [("write", store.bump_served_state), ("read", lambda: store.user("u")),
+             ("state", store.served_state)]  # fmt: skip
     try:
-        for what, call in [("write", store.bump_served_state), ("read", lambda: store.user("u"))]:
+        for what, call in calls:
             started = time.monotonic()
             with pytest.raises(OperationalError) as err:
                 call()
             # lock_not_available, which the service answers with 503 store_busy
             assert getattr(err.value.orig, "sqlstate", None) == "55P03", what
             assert time.monotonic() - started < 10, what
+        # PgBouncer's transaction pooling hands each transaction a server connection of
+        # its own, without the session's wait: reads waited for ever there
+        lost = store.engine.connect()
+        lost.exec_driver_sql("SET SESSION lock_timeout = 0")
+        lost.commit()
+        lost.close()
+        for what, call in calls:
+            with pytest.raises(OperationalError) as err:
+                call()
+            assert getattr(err.value.orig, "sqlstate", None) == "55P03", f"{what}, pooled"
     finally:
         holding.rollback()
         holder.close()

@@ -366,6 +366,7 @@ def make_engine(url: str) -> Engine:
                 url, pool_size=8, max_overflow=24, pool_pre_ping=True, connect_args=waits
             )
             event.listen(engine, "connect", _postgres_on_connect)
+            event.listen(engine, "begin", _postgres_on_begin)
             return engine
         except ModuleNotFoundError:
             raise ConfigError("PostgreSQL needs psycopg: pip install 'metarec[postgres]'") from None
@@ -376,8 +377,7 @@ def _postgres_on_connect(dbapi_connection: Any, record: Any) -> None:
     """A lock wait of :data:`POSTGRES_LOCK_WAIT_MS` on a new connection where nothing set
     one (its source PostgreSQL's default: not the server's file, the role, the database
     or ``$PGOPTIONS``, whose value, 0 included, is kept); remembered on the connection so
-    that each write sets it again for its own transaction (``SET LOCAL``), which
-    PgBouncer's transaction pooling may run on another server connection."""
+    that each transaction sets it again (:func:`_postgres_on_begin`)."""
     with dbapi_connection.cursor() as cur:
         cur.execute("SELECT source FROM pg_settings WHERE name = 'lock_timeout'")
         row = cur.fetchone()
@@ -386,6 +386,14 @@ def _postgres_on_connect(dbapi_connection: Any, record: Any) -> None:
             cur.execute(f"SET lock_timeout = {int(POSTGRES_LOCK_WAIT_MS)}")
     dbapi_connection.commit()
     record.info[LOCK_WAIT_OURS] = ours
+
+
+def _postgres_on_begin(conn: Connection) -> None:
+    # every transaction, reads too: PgBouncer's transaction pooling may run it on another
+    # server connection, which lacks the session's wait (a read behind an ALTER TABLE
+    # waited for ever there); one round trip a transaction, a tenth of a millisecond
+    if conn.connection.info.get(LOCK_WAIT_OURS):
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(POSTGRES_LOCK_WAIT_MS)}")
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -626,8 +634,6 @@ class FeedbackStore:
         if self._write_lock is None:  # PostgreSQL: a role may lack a grant a write needs
             try:
                 with _write(self.engine) as conn:
-                    if conn.connection.info.get(LOCK_WAIT_OURS):
-                        conn.execute(text(f"SET LOCAL lock_timeout = {int(POSTGRES_LOCK_WAIT_MS)}"))
                     yield conn
             except ProgrammingError as exc:
                 self._refuse_if_forbidden(exc, "write")
