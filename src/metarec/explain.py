@@ -19,9 +19,11 @@ of the rating range (all 5s still count as liked, all 1s do not). The whole list
 matrix product ``[k, d] @ [d, m]``.
 
 A user with no ratings gets the meta-learned prior, so the reason says so:
-"Well liked by users overall" for items people rated in training (the prior
-ranks by how users in general take an item, not by how many rated it), "New in
-the catalogue" for items no training user rated: those added since, and a P1 run's
+"Well liked by users overall" for items people rated in training that the prior
+ranks in the top half of them (it ranks by how users in general take an item, not
+by how many rated it), "Less liked by users overall" for the other half (a
+requested candidate the prior ranks last was called well liked), "New in the
+catalogue" for items no training user rated: those added since, and a P1 run's
 held-out new items, which that run treats as new (``--holdout none`` trains on all).
 
 An item the user rated (listed when ``exclude_seen`` is off) is explained by that
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from metarec.ensemble_run import ServedModel
 
 POPULAR = "Well liked by users overall"
+LESS_LIKED = "Less liked by users overall"
 NEW_ITEM = "New in the catalogue"
 FROM_RATINGS = "Fits the pattern of your ratings"
 ALREADY_CHOSEN = "Already in your history"
@@ -189,12 +192,8 @@ def explain_indices(
         ids = {int(i): str(column.iat[i]) for i in [*idx, *(j for j, _ in user.history)]}
     said = history_said or {}
     if not user.history:
-        return [
-            Explanation(
-                str(ids[i]), said.get(int(i), POPULAR if rec.popularity[i] > 0 else NEW_ITEM)
-            )
-            for i in idx
-        ]
+        prior = zip(idx, _prior_reasons(rec, user, idx), strict=True)
+        return [Explanation(str(ids[i]), said.get(int(i), why)) for i, why in prior]
     pull = pulls(rec, user.history, idx)
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     rated = {j: r for j, r in user.history}  # the latest rating of an item rated twice
@@ -219,6 +218,19 @@ def explain_indices(
             because.append((str(ids[j]), name, float(pull[row, col])))
         out.append(Explanation(str(ids[i]), reason_text(because), because))
     return out
+
+
+def _prior_reasons(rec: ServedModel, user: UserState, items: np.ndarray) -> list[str]:
+    """What the prior says of ``items`` for a user with no ratings: how it ranks each
+    among the items rated in training (one catalogue scoring, as a served list costs)."""
+    rated = np.asarray(rec.popularity) > 0
+    if not rated[items].any():
+        return [NEW_ITEM] * len(items)
+    scores = np.asarray(rec.score(user), dtype=np.float64)
+    median = float(np.median(scores[rated]))
+    return [
+        NEW_ITEM if not rated[i] else POPULAR if scores[i] >= median else LESS_LIKED for i in items
+    ]
 
 
 def _indices(items: object) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 from metarec.errors import ConfigError, DataError
 from metarec.explain import (
     FROM_RATINGS,
+    LESS_LIKED,
     NEW_ITEM,
     POPULAR,
     display_title,
@@ -200,6 +201,13 @@ def test_zero_shot_reasons(rec: Recommender, tmp_path: Path) -> None:
     frame = recommend_with_reasons(rec, fresh, k=5)
     assert list(frame.columns) == ["rank", "item_id", "title", "score", "reason"]
     assert set(frame["reason"]) == {POPULAR}
+    # a requested candidate the prior ranks last was "well liked" too: popularity > 0
+    # said only that people had rated it
+    prior = rec.score(fresh)
+    last, first = rec.items["item_id"].iloc[[int(prior.argmin()), int(prior.argmax())]]
+    ranked = recommend_with_reasons(rec, fresh, k=2, candidates=[last, first])
+    said = dict(zip(ranked["item_id"], ranked["reason"], strict=True))
+    assert said == {first: POPULAR, last: LESS_LIKED}
     copy = Recommender.load(rec.save(tmp_path / "copy"))
     copy.add_items(pd.DataFrame({"item_id": ["n"], "title": ["Brand New"], "year": [2020]}))
     [why] = explain(copy, copy.adapt([]), ["n"])
