@@ -388,6 +388,14 @@ def test_team_draft_properties() -> None:
             assert teams[:n].sum() == n // 2
     short = team_draft(np.array([1]), np.array([1]), 5, rng)[0]
     assert short.tolist() == [1]  # stops when both lists are used up
+    # and when one is (Radlinski et al.'s Algorithm 1): drafting on from the longer list
+    # credited its team with 4, 5 and 6, which the short one had no chance to show
+    longer, padded = np.arange(1, 7), np.array([1, 2, -1, -1, -1, -1])
+    for seed in range(4):
+        items, teams = team_draft(longer, padded, 6, np.random.default_rng(seed))
+        assert sorted(items.tolist()) == [1, 2] and sorted(teams.tolist()) == [0, 1]
+    credits = interleave_credits([longer] * 50, [padded] * 50, [np.array([4, 5, 6])] * 50, 6)
+    assert credits[0].sum() == credits[1].sum() == 0
 
 
 def test_interleave_credits_and_report() -> None:
@@ -454,7 +462,7 @@ def test_interleaving_refuses_bad_input(call: Any, error: type[Exception], needl
 def test_interleaving_takes_what_it_took_before() -> None:
     rng = np.random.default_rng(0)
     assert team_draft([], [], 3, rng)[0].tolist() == []  # [] is float64 to numpy
-    assert team_draft(np.array([3.0, 1.0]), [-1], 2, rng)[0].tolist() == [3, 1]
+    assert sorted(team_draft(np.array([3.0, 1.0]), [1, 3, -1], 2, rng)[0].tolist()) == [1, 3]
     ca, cb = interleave_credits([[1, 2], [3]], [[2], [4, 5]], [[2], []], 2, seed=np.int64(3))
     assert ca.sum() + cb.sum() == 1
     assert interleave_report([], [])["users"] == 0

@@ -32,8 +32,9 @@ def team_draft(
     """Team-draft merge of rankings ``a`` and ``b`` → (items, team: 0 = A, 1 = B), ≤ k long.
 
     Each round a coin decides which team picks first; a team picks its
-    highest-ranked item not yet in the list. Stops at k items or when both
-    lists are used up. Negative entries (a short list's padding) are skipped.
+    highest-ranked item not yet in the list. Stops at k items or when either
+    list has no item left to show, as in the published algorithm. Negative
+    entries (a short list's padding) are skipped.
     """
     check_k(k, "team_draft: ")  # -1 gave an empty list, 1.5 a list of 2
     if not isinstance(rng, np.random.Generator):
@@ -77,32 +78,30 @@ def _ranking(where: str, name: str, value: Any) -> np.ndarray:
 def _draft(
     a: np.ndarray, b: np.ndarray, k: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
+    # Radlinski et al.'s Algorithm 1: the team with fewer picks goes next, a coin on a tie
+    # (one coin a round, as both teams pick once a round), while *both* lists have an item
+    # not yet shown; drafting on from the longer list gave its team credit the exhausted
+    # one had no chance at
     lists = (a, b)
     pos = [0, 0]
     shown: set[int] = set()
     items: list[int] = []
     teams: list[int] = []
+    picks = [0, 0]
 
-    def pick(team: int) -> bool:
+    def has_next(team: int) -> bool:
         lst = lists[team]
         while pos[team] < len(lst) and (int(lst[pos[team]]) in shown or lst[pos[team]] < 0):
             pos[team] += 1
-        if pos[team] == len(lst):
-            return False
-        item = int(lst[pos[team]])
+        return pos[team] < len(lst)
+
+    while len(items) < k and has_next(0) and has_next(1):
+        team = int(picks[1] < picks[0]) if picks[0] != picks[1] else int(rng.integers(2))
+        item = int(lists[team][pos[team]])
         shown.add(item)
         items.append(item)
         teams.append(team)
-        return True
-
-    while len(items) < k:
-        first = int(rng.integers(2))
-        progressed = False
-        for team in (first, 1 - first):
-            if len(items) < k and pick(team):
-                progressed = True
-        if not progressed:
-            break
+        picks[team] += 1
     return np.array(items, dtype=np.int64), np.array(teams, dtype=np.int64)
 
 
