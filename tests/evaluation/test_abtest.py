@@ -62,6 +62,12 @@ def test_split_skips_short_histories_and_balances_arms(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="-1"):
         make_p4_split(inter, split.users, support=-1)
+    # refused by the interleaving's coins, at the end of a whole replay, naming neither
+    # the file nor its field
+    raw = json.loads((tmp_path / "p4.json").read_text())
+    (tmp_path / "big.json").write_text(json.dumps(raw | {"seed": 2**64}))
+    with pytest.raises(DataError, match=r"big\.json.*seed must be below 2\*\*64"):
+        P4Split.load(tmp_path / "big.json")
 
 
 def test_p4_tasks_use_time_order() -> None:

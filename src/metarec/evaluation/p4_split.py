@@ -104,6 +104,8 @@ class P4Split:
             raise DataError(
                 f"seed and support must be >= 0, got {split.seed} and {split.support}", path=path
             )
+        if split.seed >= 2**64:  # refused by the interleaving's coins, after the whole replay
+            raise DataError(f"seed must be below 2**64, got {split.seed}", path=path)
         return split
 
     def arm_mask(self, arm: str) -> np.ndarray:
