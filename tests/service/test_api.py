@@ -1049,6 +1049,21 @@ def test_cors_origin_is_configurable(make_server: Callable[..., LiveServer]) -> 
             assert needle in r.json()["error"]["message"] and origin in r.json()["error"]["message"]
 
 
+def test_a_preflight_without_cors_is_refused_as_one(live_server: str) -> None:
+    # it was 405 method_not_allowed ("OPTIONS is not a method ... takes"): the server
+    # had no CORS layer at all without --cors
+    with httpx.Client(base_url=live_server) as c:
+        r = c.options(
+            "/v1/users",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        plain = c.get("/health", headers={"Origin": "http://evil.example"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "cors_refused"
+    assert "--cors ORIGIN" in r.json()["error"]["message"]
+    assert "access-control-allow-origin" not in r.headers
+    assert plain.status_code == 200 and not any(h.startswith("access-") for h in plain.headers)
+
+
 def test_head_answers_as_get_without_a_body(live_server: str) -> None:
     # uptime checks and load balancers probe with HEAD; it was 405 on every route
     with httpx.Client(base_url=live_server) as c:
@@ -1433,7 +1448,8 @@ def test_metrics_count_what_happened(
     make_server: Callable[..., LiveServer], server_api_key: str
 ) -> None:
     """A client that left mid-body was a server 500 (false alerts) or a 400, a HEAD
-    probe an "unmatched" route, out of its route's counts."""
+    probe an "unmatched" route, out of its route's counts, as was a request refused
+    before routing (a 415, a query parameter given twice)."""
     live = make_server()
     host, port = live.url.removeprefix("http://").split(":")
     head = b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -1447,18 +1463,25 @@ def test_metrics_count_what_happened(
     with live.client() as c:
         for _ in range(2):
             assert c.head("/health").status_code == 200
+        plain = {"Content-Type": "text/plain", "X-API-Key": server_api_key}
+        assert c.post("/v1/users", content=b"{}", headers=plain).status_code == 415
+        assert c.get("/v1/users/u1/recommendations?k=3&k=4").status_code == 422
+        assert c.get("/v1/nothing/here").status_code == 404
 
     def count(route: str, method: str, status: int) -> float:
         labels = f'route="{route}",method="{method}",status="{status}"'
         return _metric(live, "metarec_http_requests_total{" + labels)
 
     deadline = time.monotonic() + 10  # the server notices the closed sockets
-    while count("unmatched", "POST", 499) < 4:  # left before its body was read: unrouted
+    while count("/v1/users", "POST", 499) < 4:  # left before its body was read
         assert time.monotonic() < deadline, _metric(live, "metarec_http_requests_total")
         time.sleep(0.05)
     for status in (400, 500):
         assert count("unmatched", "POST", status) == count("/v1/users", "POST", status) == 0
     assert count("/health", "HEAD", 200) == 2
+    assert count("/v1/users", "POST", 415) == 1
+    assert count("/v1/users/{user_id}/recommendations", "GET", 422) == 1
+    assert count("unmatched", "GET", 404) == 1  # paths no route has: one label for all
 
 
 def test_a_deleted_database_file_is_not_ready_and_stores_nothing(

@@ -276,15 +276,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Unexpected)  # inside CORS and metrics: a 500 is seen by both
-    if settings.cors_origins:
-        app.add_middleware(
-            JsonCORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PUT"],
-            allow_headers=["Content-Type", "X-API-Key"],
-            # a 503's wait, which browser code cannot read unless exposed
-            expose_headers=["Retry-After"],
-        )
+    # without --cors too (no origin allowed), so a preflight is refused as cors_refused,
+    # as the README says, rather than as a 405 of OPTIONS
+    app.add_middleware(
+        JsonCORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "PUT"],
+        allow_headers=["Content-Type", "X-API-Key"],
+        # a 503's wait, which browser code cannot read unless exposed
+        expose_headers=["Retry-After"] if settings.cors_origins else [],
+    )
     app.add_middleware(SecurityHeaders)  # on every answer, refusals and preflights too
     app.add_middleware(RequestMetrics, metrics=metrics)
 

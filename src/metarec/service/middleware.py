@@ -15,6 +15,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metarec.service.errors import INTERNAL, cut, error_response
@@ -179,6 +180,22 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 CLIENT_GONE = 499  # the status label of a request whose client left before the answer
 
 
+def _route_path(scope: Scope) -> str:
+    """The template of the route a request was for: the one the router matched, else
+    the first whose path it fits (a request refused before routing, a 415 or a repeated
+    query parameter, was counted as "unmatched", out of its route's error rate)."""
+    route: Any = scope.get("route")
+    name = getattr(route, "path", None)
+    if name:
+        return str(name)
+    router = getattr(scope.get("app"), "router", None)
+    for candidate in getattr(router, "routes", ()):
+        match, _ = candidate.matches(scope)  # PARTIAL: the path, another method
+        if match != Match.NONE and getattr(candidate, "path", None):
+            return str(candidate.path)
+    return "unmatched"
+
+
 class RequestMetrics:
     """Count and time every request by route template, method and status."""
 
@@ -213,8 +230,7 @@ class RequestMetrics:
             failed = True
             raise
         finally:
-            route: Any = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
+            name = _route_path(scope)
             # a client can send any method token: one label each would grow without bound
             method = scope["method"] if scope["method"] in _METHODS else "other"
             # the client went away before the answer (499, as nginx logs it): that
@@ -273,6 +289,8 @@ class JsonCORSMiddleware(CORSMiddleware):
         if response.status_code < 400:
             return response
         refused = bytes(response.body).decode("utf-8", "replace")  # "Disallowed CORS origin"
+        if not self.allow_origins:
+            refused += "; this server allows no other origin (start it with --cors ORIGIN)"
         kept = {
             k: v for k, v in response.headers.items() if k.lower().startswith(("access-", "vary"))
         }
