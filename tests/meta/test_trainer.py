@@ -466,6 +466,10 @@ def test_a_checkpoint_write_cut_by_a_kill_leaves_no_file(tmp_path: Path) -> None
     _trainer(vectors, 1).fit(src, src, checkpoint_dir=tmp_path)
     assert not orphan.exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # a rerun that resumes the finished checkpoint saves no epoch, and kept it
+    orphan.write_bytes(b"\0" * 1024)
+    _trainer(vectors, 1).fit(src, src, checkpoint_dir=tmp_path)
+    assert not orphan.exists()
 
 
 @pytest.mark.parametrize(

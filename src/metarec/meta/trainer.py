@@ -248,6 +248,10 @@ class Trainer:
         # finish, the earlier data's model
         ratings_part = config_fingerprint(cfg) + "-" + data_fingerprint(train, validation)
         fingerprint = ratings_part + "-" + inputs_fingerprint(self.learner)
+        if ckpt is not None:
+            # as each save does: a rerun that trains no further epoch (resuming a finished
+            # checkpoint) saves none, and left a killed write's file there for good
+            remove_orphan_temps(ckpt)
         if ckpt is not None and (ckpt / "checkpoint.json").exists():
             try:
                 meta = load_json(ckpt / "checkpoint.json")
