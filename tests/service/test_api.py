@@ -1171,6 +1171,14 @@ def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveSe
     assert plain._check(sent(b"evil.example:8000", b"http://evil.example:8000")) is not None
     assert plain._check(sent(b"localhost:80", b"http://localhost")) is None  # default port
     assert plain._check(sent(b"[::1]:8000", b"http://[::1]:8000")) is None
+    # any name the keyless server answers to is its own origin: a page opened under one
+    # could search but not rate ("a write from a page of another origin")
+    named = ApiKeyGuard(live.app, None, 1000, allowed_hosts=("mybox",))
+    for host in (b"demo.localhost:8000", b"localhost.:8000", b"mybox:8000", b"10.0.0.7:8000"):
+        origin = b"http://" + host
+        assert named._check(sent(host, origin)) is None, host
+        assert named._check(sent(host, b"http://other.localhost:8000")) is not None, host
+    assert plain._check(sent(b"mybox:8000", b"http://mybox:8000")) is not None  # not given
     assert anyone._check(sent(b"127.0.0.1:8000", b"https://elsewhere.example")) is None
     local = remote | {"client": ("127.0.0.1", 5000), "headers": [(b"host", b"127.0.0.1:8000")]}
     assert (

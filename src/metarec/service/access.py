@@ -47,11 +47,13 @@ class ApiKeyGuard:
         api_key: str | None,
         max_body_bytes: int,
         allowed_origins: tuple[str, ...] = (),
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.allowed_origins = allowed_origins
+        self.allowed_hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -98,7 +100,7 @@ class ApiKeyGuard:
         if origin in self.allowed_origins or "*" in self.allowed_origins:
             return None
         host = headers.get(b"host", b"").decode("latin-1")
-        if origin != "null" and _same_loopback_origin(origin, host):
+        if origin != "null" and _same_origin(origin, host, self.allowed_hosts):
             return None
         return (
             403,
@@ -108,19 +110,36 @@ class ApiKeyGuard:
         )
 
 
-def _same_loopback_origin(origin: str, host: str) -> bool:
-    """Whether a browser's ``Origin`` is this server as reached on loopback (``Host``
-    names a loopback host: a rebound DNS name, whose page sets both alike, is not),
-    the default port written or left out alike."""
+def _same_origin(origin: str, host: str, allowed_hosts: frozenset[str]) -> bool:
+    """Whether a browser's ``Origin`` is this server as the request reached it (its
+    ``Host``, the default port written or left out alike), under a name a keyless
+    server answers to (:func:`keyless_name`): a rebound DNS name, whose page sets both
+    alike, is not. A page opened as demo.localhost or under an --allowed-host name
+    could read but not rate while only loopback names counted here."""
     try:
         o = urllib.parse.urlsplit(origin)
         h = urllib.parse.urlsplit(f"{o.scheme}://{host}")
         default = {"http": 80, "https": 443}.get(o.scheme)
-        same = (o.hostname, o.port or default) == (h.hostname, h.port or default)
+        same = (o.hostname or "").rstrip(".") == (h.hostname or "").rstrip(".") and (
+            o.port or default
+        ) == (h.port or default)
     except ValueError:  # a port past 65535, a bracket unclosed
         return False
-    name = h.hostname or ""
-    return same and (name == "localhost" or is_loopback(name))
+    name = host_name(host)
+    return same and name is not None and keyless_name(name, allowed_hosts)
+
+
+def keyless_name(name: str, allowed_hosts: frozenset[str]) -> bool:
+    """Whether a server without a key answers to ``name`` (as :func:`host_name` gives
+    it): an IP address, ``localhost`` or a name under ``.localhost`` (which browsers
+    keep on loopback), or one of ``allowed_hosts``: names a site cannot rebind."""
+    if name in allowed_hosts or name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class KeylessHostGuard:
@@ -140,7 +159,7 @@ class KeylessHostGuard:
 
     def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], max_body_bytes: int) -> None:
         self.app = app
-        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self.allowed_hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,15 +184,7 @@ class KeylessHostGuard:
             return None  # HTTP/1.0 without Host: no browser sends that
         host = given[0].decode("latin-1")
         name = host_name(host)
-        if name is None:
-            return host
-        if name in self.allowed_hosts or name == "localhost" or name.endswith(".localhost"):
-            return None
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            return host
-        return None
+        return None if name is not None and keyless_name(name, self.allowed_hosts) else host
 
 
 def host_name(host: str) -> str | None:

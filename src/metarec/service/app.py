@@ -267,6 +267,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         api_key=settings.api_key,
         max_body_bytes=settings.max_body_bytes,
         allowed_origins=settings.cors_origins,
+        allowed_hosts=settings.allowed_hosts,
     )
     if settings.api_key is None:
         app.add_middleware(
