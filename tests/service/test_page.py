@@ -192,3 +192,74 @@ def test_page_uses_a_key_the_server_hands_it(
     expect(page.locator("#recs li")).to_have_count(10)
     expect(page.get_by_role("alert")).to_be_hidden()
     assert not tab.problems, tab.problems
+
+
+def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
+    browser: Any, make_server: Callable[..., Any]
+) -> None:
+    """A server on a fresh store forgot the user and an item added through the API: the
+    page re-sent that rating with the rest at every try, and no rating could be saved
+    again. Two tabs each counted their own ratings and wrote them over the other's."""
+    live = make_server(page_api_key=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        first = context.new_page()
+        first.goto(live.url + "/")
+        first.evaluate(
+            """() => {
+                localStorage.setItem("metarec.userId", "web-forgotten");
+                localStorage.setItem("metarec.created.web-forgotten", "1");
+                localStorage.setItem("metarec.ratings", JSON.stringify([
+                    ["added-then-lost", {title: "Gone Since", rating: 5}],
+                    ["50", {title: "Star Wars (1977)", rating: 5}]]));
+            }"""
+        )
+        first.reload()
+        expect(first.locator("#mine li .title")).to_have_text(["Star Wars (1977)"])
+        expect(first.locator("#recs")).to_have_attribute("data-ratings", "1")
+        expect(first.get_by_role("alert")).to_be_hidden()
+        stored = httpx.get(f"{live.url}/v1/users/web-forgotten", timeout=30).json()
+        assert [h["item_id"] for h in stored["history"]] == ["50"]
+
+        second = context.new_page()
+        second.goto(live.url + "/")
+        expect(second.locator("#mine li")).to_have_count(1)
+        rate_from_search(first, *RATED[0], stars=4)  # Fargo, in the first tab
+        expect(second.locator("#mine li .title")).to_have_text(["Star Wars (1977)", "Fargo (1996)"])
+        rate_from_search(second, *RATED[2], stars=3)  # Toy Story, in the second
+        both = ["Star Wars (1977)", "Fargo (1996)", "Toy Story (1995)"]
+        expect(second.locator("#recs")).to_have_attribute("data-ratings", "3")
+        expect(first.locator("#mine li .title")).to_have_text(both)
+        expect(first.locator("#recs-status")).to_contain_text("3 ratings")
+        kept = second.evaluate("JSON.parse(localStorage.getItem('metarec.ratings'))")
+        assert [item for item, _ in kept] == ["50", "100", "1"]
+    finally:
+        context.close()
+
+
+def test_search_says_when_it_shows_the_first_results_and_shows_more(
+    tab: Tab, live_server: str
+) -> None:
+    # "20 matching" read as the total, and nothing past the 20th could be reached
+    page = tab.page
+    page.goto(live_server + "/")
+    page.get_by_label("Title").fill("the")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#search-status")).to_have_text("The first 20 items matching “the”.")
+    page.get_by_role("button", name="Show more").click()
+    expect(page.locator("#results li")).to_have_count(40)
+    page.get_by_label("Title").fill("fargo")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#search-status")).to_have_text("1 item matching “fargo”.")
+    expect(page.get_by_role("button", name="Show more")).to_be_hidden()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    # a key no header can carry was "the service cannot be reached" at the next rating
+    page.get_by_text("Settings").click()
+    page.get_by_label("API key").fill("sekrit€")
+    page.get_by_role("button", name="Save key").click()
+    expect(page.get_by_role("alert")).to_contain_text("visible ASCII")
+    assert page.evaluate("localStorage.getItem('metarec.apiKey')") is None
+    tab.problems.clear()  # the page logs each error it shows
+    page.set_viewport_size({"width": 320, "height": 800})  # no sideways scrolling
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    assert not tab.problems, tab.problems
