@@ -27,6 +27,8 @@ def test_ndcg_melu_gain() -> None:
     assert M.ndcg_graded(PRED, TRUE, 3) == pytest.approx(dcg3 / idcg3)
     assert M.ndcg_graded(PRED, TRUE, 1) == pytest.approx(7 / 31)
     assert M.ndcg_graded(TRUE, TRUE, 4) == pytest.approx(1.0)
+    # a k past the list is the list's depth: 10**12 was a 7 TiB MemoryError
+    assert M.ndcg_graded(PRED, TRUE, 10**12) == M.ndcg_graded(PRED, TRUE, len(PRED))
 
 
 def test_ndcg_gain_on_a_scale_below_zero_starts_at_its_lowest_level() -> None:

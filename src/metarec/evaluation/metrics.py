@@ -137,7 +137,8 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
     pred, true = _pair(pred, true)
     _check_k(k)
     gains = 2.0 ** _gain_levels(true, _threshold(low, "low")) - 1.0
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    # as deep as the list goes: k = 10**12 allocated a discount per position, 7 TiB
+    disc = 1.0 / np.log2(np.arange(2, min(k, len(pred)) + 2))
     top = _order(pred)[:k]
     dcg = float((gains[top] * disc[: len(top)]).sum())
     ideal = np.sort(gains)[::-1][:k]
