@@ -156,3 +156,27 @@ def test_no_layout(tmp_path: Path) -> None:
     assert detect_layout(tmp_path) is None
     with pytest.raises(DataError, match="no MovieLens files found"):
         load_movielens_raw(tmp_path)
+
+
+def test_a_copy_saved_as_utf8_reads_as_utf8(tmp_path: Path) -> None:
+    """GroupLens publishes Latin-1, but a copy saved again (an editor, a redistribution)
+    is UTF-8: forced to Latin-1 it read "Les MisÃ©rables", and validate said nothing."""
+    import warnings
+
+    for layout, write, file, item, title, latin in [
+        ("ml-100k", write_ml100k, "u.item", "2", "Misérables, Les",
+         f"4|Amélie (2001)|01-Jan-2001||http://z|{flags(5)}\n"),
+        ("ml-1m", write_ml1m, "movies.dat", "3", "Café au Lait", "4::Amélie (2001)::Comedy\n"),
+    ]:  # fmt: skip
+        d = write(tmp_path / layout)
+        published = load_movielens_raw(d).items.set_index("item_id")
+        path = d / file
+        path.write_bytes(path.read_bytes().decode("latin-1").encode("utf-8"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # either encoding is this file's own: no warning
+            saved = load_movielens_raw(d).items.set_index("item_id")
+        assert published.loc[item, "title"] == saved.loc[item, "title"] == title, layout
+        # one that mixes the two is refused, not read half as mojibake
+        path.write_bytes(path.read_bytes() + latin.encode("latin-1"))
+        with pytest.raises(DataError, match="mixes encodings"):
+            load_movielens_raw(d)

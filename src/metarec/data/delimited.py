@@ -133,9 +133,13 @@ def read_delimited(
     every value parses (otherwise left as text for the caller to coerce). A
     multi-character ``sep`` (GroupLens' ``::``) is handled by substitution.
     ``encoding`` defaults to UTF-8, falling back to Latin-1 (older exports,
-    GroupLens' among them, are Latin-1). Adds ``_line`` and ``attrs["source"]``.
+    GroupLens' among them, are Latin-1) with a warning; :data:`UTF8_ELSE_LATIN1`
+    takes a file that is not UTF-8 as Latin-1 without one. Adds ``_line`` and
+    ``attrs["source"]``.
     """
     data = read_bytes(path)
+    if encoding == UTF8_ELSE_LATIN1:
+        encoding = _utf8_else_latin1(data, path)
     if len(sep) > 1:
         free = next(c for c in ("\t", "\x1f", "\x1e", "\x1d") if c.encode() not in data)
         data, sep = data.replace(sep.encode(), free.encode()), free
@@ -330,6 +334,21 @@ def _read_csv_fast(
 
 
 _MULTIBYTE = re.compile("[^\x00-\x7f\ufffd]")
+# GroupLens' encoding, for its files: Latin-1 as published, UTF-8 as many a copy is saved
+# again (an editor, a re-distribution), which read as Latin-1 was "Les MisÃ©rables"
+UTF8_ELSE_LATIN1 = "utf-8, else latin-1"
+
+
+def _utf8_else_latin1(data: bytes, path: str | Path) -> str:
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Latin-1 is what the file is meant to be
+        legacy_encoding(data, path)  # refuses a file that mixes encodings
+    return "latin-1"
 
 
 def legacy_encoding(data: bytes, path: str | Path) -> str:

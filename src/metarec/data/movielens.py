@@ -3,9 +3,10 @@
 Layouts (see each archive's README):
 
 * ml-100k: ``u.data`` (tab: user, item, rating, timestamp), ``u.item`` (pipe,
-  Latin-1: id, "Title (Year)", release date, video release date, IMDb URL, 19
-  genre flags), ``u.user`` (pipe: user, age, gender, occupation, zip code).
-* ml-1m: ``ratings.dat``, ``movies.dat`` (Latin-1, ``|``-joined genres),
+  Latin-1, or UTF-8 where a copy was saved so: id, "Title (Year)", release date,
+  video release date, IMDb URL, 19 genre flags), ``u.user`` (pipe: user, age,
+  gender, occupation, zip code).
+* ml-1m: ``ratings.dat``, ``movies.dat`` (Latin-1 or UTF-8, ``|``-joined genres),
   ``users.dat`` (user, gender, age, occupation, zip code), all ``::``-separated.
 * ml-latest / ml-latest-small: ``ratings.csv`` and ``movies.csv`` with headers,
   titles quoted where they contain commas; no user table.
@@ -19,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from metarec.data.columns import LINE_COL
-from metarec.data.delimited import read_delimited, warn_if_cut_short
+from metarec.data.delimited import UTF8_ELSE_LATIN1, read_delimited, warn_if_cut_short
 from metarec.data.generic import finish_interactions, finish_items, finish_users
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig, normalise_genres, split_title_year
@@ -104,7 +105,9 @@ def _ml100k(d: Path, text: ItemTextConfig | None, drop: Sequence[str]) -> _Frame
     path = d / "u.item"
     flags = [f"g{i}" for i in range(len(ML100K_GENRES))]
     names = ["item_id", "title", "release_date", "video_release_date", "imdb_url", *flags]
-    raw = read_delimited(path, sep="|", names=names, header=False, encoding="latin-1", quoted=False)
+    raw = read_delimited(
+        path, sep="|", names=names, header=False, encoding=UTF8_ELSE_LATIN1, quoted=False
+    )
     titles, years = split_title_year(raw["title"])
     # Some titles lack "(Year)"; the release date ("01-Jan-1995") still has it.
     date_years = pd.to_numeric(raw["release_date"].str[-4:], errors="coerce")
@@ -146,7 +149,7 @@ def _ml1m(d: Path, text: ItemTextConfig | None, drop: Sequence[str]) -> _Frames:
         sep="::",
         names=["item_id", "title", "genres"],
         header=False,
-        encoding="latin-1",
+        encoding=UTF8_ELSE_LATIN1,
         quoted=False,
     )
     items = _items_from_titles(raw, path, text)
