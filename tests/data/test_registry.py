@@ -114,6 +114,12 @@ def test_root_may_be_the_dataset_folder_itself(tmp_path: Path) -> None:
     ]
     # A folder holding another MovieLens release is not taken for this one.
     assert registry.find_local("ml-1m", folder) is None
+    # nor one of the same layout that GroupLens' name says is another release: ml-10M
+    # was loaded as ml-1m, every half-star rating dropped as off the 1-5 scale
+    other = write_raw(tmp_path / "ml-10M100K")
+    assert registry.find_local("ml-100k", other) is None
+    assert registry.find_local("ml-100k", other.parent) is None
+    assert registry.find_local("ml-100k", write_raw(tmp_path / "ml-100k")) is not None
 
 
 def test_metarec_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,8 +119,24 @@ def find_local(name: str, directory: str | Path) -> tuple[Kind, Path] | None:
     for folder in (d / name, d):
         layout = detect_layout(folder)
         if layout is not None and (known is None or layout == known.layout):
+            if folder == d and _another_release(d.name, name):
+                continue
             return "raw", folder
     return None
+
+
+# the folders GroupLens' archives unpack into: layouts are shared between releases
+# (ml-10M100K's files are ml-1m's, ml-25m's ml-latest-small's), so a folder of one of
+# these names holds that release and no other (ml-10M was loaded as ml-1m, every
+# half-star rating dropped as off its scale)
+GROUPLENS_FOLDERS = frozenset(
+    {"ml-100k", "ml-1m", "ml-10m100k", "ml-20m", "ml-25m", "ml-32m", "ml-latest",
+     "ml-latest-small"}
+)  # fmt: skip
+
+
+def _another_release(folder: str, name: str) -> bool:
+    return folder.lower() in GROUPLENS_FOLDERS and folder.lower() != name.lower()
 
 
 def load_path(
