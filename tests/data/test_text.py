@@ -144,6 +144,9 @@ def test_split_title_year() -> None:
 def test_normalise_genres_drops_placeholders() -> None:
     out = normalise_genres(pd.Series(["Action|unknown", "(no genres listed)", "a, b", None]))
     assert out.tolist() == ["Action", "", "a|b", ""]
+    # split on spaces (RecBole's token_seq), the placeholder was three genres
+    spaced = normalise_genres(pd.Series(["(no genres listed)", "Drama Comedy"]), r"\s+")
+    assert spaced.tolist() == ["", "Drama|Comedy"]
 
 
 def test_a_year_past_four_digits_is_unknown() -> None:

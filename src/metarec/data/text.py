@@ -249,7 +249,10 @@ def normalise_genres(values: pd.Series, sep: str = r"\s*[|,;]\s*") -> pd.Series:
     def one(raw: str) -> str:
         got = cache.get(raw)
         if got is None:
-            parts = [p.strip() for p in pattern.split(raw)]
+            # whole first: split on spaces (RecBole's token_seq), "(no genres listed)" was
+            # three genres, "(no", "genres" and "listed)"
+            whole = raw.strip().lower() in GENRE_PLACEHOLDERS
+            parts = [] if whole else [p.strip() for p in pattern.split(raw)]
             got = "|".join(p for p in parts if p and p.lower() not in GENRE_PLACEHOLDERS)
             cache[raw] = got
         return got
