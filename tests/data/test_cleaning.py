@@ -552,14 +552,19 @@ def test_multiindex_columns_are_refused_by_name() -> None:
 def test_an_unknown_item_written_as_another_number_says_how(tmp_path: Path) -> None:
     # a spreadsheet wrote one file's ids as 1.0 or 01: "not in the items table" alone
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu,1,4\nu,2,3\nu,3,5\n")
-    (tmp_path / "i.csv").write_text("item_id,title\n1.0,A\n02,B\n3,C\n")
+    (tmp_path / "i.csv").write_text("item_id,title\n1.0,A\n02,B\nx,C\n")
     problems = validate(load_table(tmp_path / "r.csv", tmp_path / "i.csv"))
-    assert problems[0].startswith("interactions: 2 rows: item id not in the items table")
+    assert problems[0].startswith("interactions: 3 rows: item id not in the items table")
     assert (
         "item '1' is not in the items table (it has '1.0': they differ in how a number is "
         "written; ids are text, so 1, 01 and 1.0 are three)" in problems[0]
     )
     assert "item '2' is not in the items table (it has '02'" in problems[0]
+    # ids that are all whole numbers, some written as floats, are read as JSON's are
+    (tmp_path / "j.csv").write_text("item_id,title\n1.0,A\n02,B\n3,C\n")
+    with pytest.warns(UserWarning, match=r"'1\.0'\); read as '1'"):
+        problems = validate(load_table(tmp_path / "r.csv", tmp_path / "j.csv"))
+    assert problems[0].startswith("interactions: 1 row: item id not in the items table")
 
 
 def test_epoch_milliseconds_built_in_memory_are_scaled_as_a_files_are() -> None:

@@ -1036,3 +1036,26 @@ def test_unix_times_in_a_year_column_are_read_as_their_years() -> None:
     said = [str(w.message) for w in caught]
     assert any("4 year(s) are Unix times, read as their year" in m for m in said), said
     assert any("1 year(s) hold no year" in m for m in said), said
+
+
+def test_ids_written_as_floats_read_alike_from_csv_and_json_lines(tmp_path: Path) -> None:
+    """pandas writes an id column as 10.0 once it held a missing value: read from JSON
+    Lines it was "10", from CSV "10.0", which matched no item of a "10" items file."""
+    (tmp_path / "i.csv").write_text("item_id,title\n10,Ten\n20,Twenty\n")
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,10.0,4\n1,20.0,5\n2.0,10.0,3\n")
+    (tmp_path / "r.jsonl").write_text(
+        '{"user_id": 1, "item_id": 10.0, "rating": 4}\n'
+        '{"user_id": 1, "item_id": 20.0, "rating": 5}\n'
+        '{"user_id": 2.0, "item_id": 10.0, "rating": 3}\n'
+    )
+    from_json = load_table(tmp_path / "r.jsonl", tmp_path / "i.csv").interactions
+    with pytest.warns(UserWarning, match=r"r\.csv: column 'item_id' holds whole numbers"):
+        from_csv = load_table(tmp_path / "r.csv", tmp_path / "i.csv").interactions
+    for column in ("user_id", "item_id"):
+        assert from_csv[column].tolist() == from_json[column].tolist(), column
+    assert from_csv["item_id"].tolist() == ["10", "20", "10"]
+    # a column of text ids that only begins so is left as written
+    (tmp_path / "s.csv").write_text("user_id,item_id,rating\n1,10.0,4\n1,v2.5,5\n")
+    (tmp_path / "j.csv").write_text("item_id,title\n10.0,Ten\nv2.5,Twenty\n")
+    kept = load_table(tmp_path / "s.csv", tmp_path / "j.csv").interactions
+    assert kept["item_id"].tolist() == ["10.0", "v2.5"]

@@ -54,8 +54,8 @@ from metarec.values import float32_decimal
 def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.DataFrame:
     """Normalise to ``user_id, item_id, rating, timestamp`` (+ internal columns)."""
     out = pd.DataFrame(index=frame.index)
-    out["user_id"] = str_ids(frame["user_id"])
-    out["item_id"] = str_ids(frame["item_id"])
+    out["user_id"] = file_ids(frame["user_id"], source)
+    out["item_id"] = file_ids(frame["item_id"], source)
     refuse_boolean_ratings(frame, source)
     rating, raw_rating = numeric_with_raw(_decimal_commas(frame["rating"], source), "rating")
     # ratings are float32 from here on: "inf", or 1e308 that would become inf in the
@@ -78,6 +78,31 @@ def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.Da
             out[raw.name] = raw
     _carry_internal(frame, out, source)
     return out.reset_index(drop=True)
+
+
+_WHOLE_NUMBER = r"[+-]?\d+(?:\.0+)?"
+
+
+def file_ids(values: pd.Series, source: str | Path | None) -> pd.Series:
+    """A file's id column as text ids (:func:`str_ids`). A text column whose ids are
+    whole numbers, some written as floats ("10.0": pandas writes an id column so once it
+    held a missing value), is read as those numbers, said in a warning, as a JSON or
+    Parquet file's float ids are: the same catalogue as CSV kept "10.0" and as JSON
+    Lines gave "10", so one of them matched no item of the other's items file."""
+    ids = str_ids(values)
+    known = ids.dropna()
+    floated = known.str.endswith(".0")
+    if not floated.any() or not known.str.fullmatch(_WHOLE_NUMBER).all():
+        return ids
+    first = str(known[floated].iloc[0])
+    warnings.warn(
+        f"{source or 'table'}: column {values.name!r} holds whole numbers written as floats "
+        f"({first!r}); read as {first.split('.')[0].lstrip('+')!r} and so on, as the JSON "
+        "Lines and Parquet readers read them",
+        UserWarning,
+        stacklevel=3,
+    )
+    return ids.str.replace(r"\.0+$", "", regex=True).str.lstrip("+")
 
 
 _DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+\s*$"
@@ -116,7 +141,7 @@ def finish_items(
     ``genres`` must already be ``|``-joined; ``year`` may be text or numbers.
     """
     out = pd.DataFrame(index=frame.index)
-    out["item_id"] = str_ids(frame["item_id"])
+    out["item_id"] = file_ids(frame["item_id"], source)
     if "title" in frame.columns:
         out["title"] = text_values(join_lists(frame["title"], ", "))
     else:
@@ -239,7 +264,7 @@ def finish_users(
     ``_`` column is left out with a warning, a list value refused (see
     :mod:`metarec.data.users`)."""
     out = pd.DataFrame(index=frame.index)
-    out["user_id"] = str_ids(frame["user_id"])
+    out["user_id"] = file_ids(frame["user_id"], source)
     cols = [c for c in frame.columns if c != "user_id" and c not in drop]
     feats = own_columns(cols, source, "user features")
     check_single_values(frame, feats, source, ONE_FEATURE_VALUE)
