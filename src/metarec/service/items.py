@@ -79,7 +79,10 @@ def apply_items(rec: ServedModel, frame: pd.DataFrame, vectors: np.ndarray) -> t
     """
     if isinstance(rec, EnsembleRecommender):
         rec.check_items()
-    known = frame["item_id"].isin(rec.item_index).to_numpy()
+    # a lookup per new id: Series.isin(dict) ran a Python loop over the whole catalogue's
+    # keys (pandas' Arrow strings), 0.6 s at 150,000 items, under the write lock
+    index = rec.item_index
+    known = np.fromiter((i in index for i in frame["item_id"]), dtype=bool, count=len(frame))
     idx = [rec.item_index[i] for i in frame.loc[known, "item_id"]]  # appending keeps them
     if (~known).any():
         # indexes the rows it appends alone, so it comes first: the update's whole
