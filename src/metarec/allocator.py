@@ -19,9 +19,10 @@ objective's smaller tensors saw no difference.
 threshold to the 32 MiB glibc's own adjustment stops at), once per process, so
 freed blocks are reused from the heap. The cost is that the process keeps its
 peak memory until it exits rather than shrinking between steps. The ``metarec``
-command calls it at start (``METAREC_KEEP_FREED_MEMORY=0`` turns that off); code using the Python API may call it too, or preload jemalloc
-or tcmalloc, which PyTorch's CPU tuning guide recommends for the same reason.
-It does nothing, and says so by returning False, where the C library is not glibc.
+command calls it at start (``METAREC_KEEP_FREED_MEMORY=0`` turns that off); code
+using the Python API may call it too, or preload jemalloc or tcmalloc, which
+PyTorch's CPU tuning guide recommends for the same reason. It does nothing, and
+says so by returning False, where the C library is not glibc.
 """
 
 from __future__ import annotations
