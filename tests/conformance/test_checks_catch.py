@@ -257,6 +257,79 @@ class DropsUsersInPlace(LikedCounts):
         return super().fit(data)
 
 
+class ConstantWhenEmpty(LikedCounts):
+    """No ranking at all for a user with no ratings (P2 at K = 0)."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        out[[len(t.support_items) == 0 for t in tasks]] = 1.0
+        return out
+
+
+class ReversedTop(LikedCounts):
+    """The best unseen items, worst of them first."""
+
+    def recommend(
+        self,
+        tasks: Sequence[Task],
+        k: int = 10,
+        users: pd.DataFrame | None = None,
+        *,
+        exclude_seen: bool = True,
+    ) -> np.ndarray:
+        top = super().recommend(tasks, k, users, exclude_seen=exclude_seen)
+        return np.ascontiguousarray(top[:, ::-1]) if exclude_seen else top
+
+
+class ReversedWithSeen(ReversedTop):
+    """Only the list with the seen items in it out of order."""
+
+    def recommend(
+        self,
+        tasks: Sequence[Task],
+        k: int = 10,
+        users: pd.DataFrame | None = None,
+        *,
+        exclude_seen: bool = True,
+    ) -> np.ndarray:
+        top = LikedCounts.recommend(self, tasks, k, users, exclude_seen=exclude_seen)
+        return top if exclude_seen else np.ascontiguousarray(top[:, ::-1])
+
+
+class RatingsOffTheScale(LikedCounts):
+    """Said to predict ratings, centred on the scale but spread far past its ends."""
+
+    predicts_ratings = True
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        centred = out - out.mean(axis=1, keepdims=True)
+        return 3.0 + 20.0 * centred / centred.std(axis=1, keepdims=True)
+
+
+class RefitsAlmostAlike(LikedCounts):
+    """Refitted with the same seed, a thousandth apart: noise from an unseeded draw."""
+
+    def fit(self, data: TrainingData) -> RefitsAlmostAlike:
+        super().fit(data)
+        self.scores = self.scores + np.random.default_rng().random(self.n_items) * 1e-3
+        return self
+
+
+class NaNWithoutFeatures(LikedCounts):
+    """Scores nothing for a user whose side features are not given."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = super().score_catalogue(tasks, users)
+        return out if users is not None else out * np.nan
+
+
 def test_a_model_that_changes_what_it_is_given_is_named_for_it(world: World) -> None:
     # centring the support in place failed five checks, none of which named the cause,
     # and corrupted the world for every later call; dropping rows of fit's data passed
@@ -308,6 +381,13 @@ def test_a_model_that_keeps_the_contract_passes_every_check(world: World) -> Non
         (ReadsTaskUser, "scored_from_support", "under another user index"),
         (CentresByBatch, "scored_from_support", "the second of a batch alone"),
         (FailsOnEmptyBatches, "empty_support", "raised ValueError"),
+        # each passed every check while that check's own test was switched off
+        (ConstantWhenEmpty, "empty_support", "an empty support gave every item one score"),
+        (ReversedTop, "recommend_excludes_seen", "the top 20 are not the best unseen"),
+        (ReversedWithSeen, "recommend_excludes_seen", "exclude_seen=False is not the score"),
+        (RatingsOffTheScale, "predict_tasks", "predicts_ratings, but predictions run"),
+        (RefitsAlmostAlike, "same_seed", "refitted with the same seed"),
+        (NaNWithoutFeatures, "scored_from_support", "no side features"),
     ],
 )
 def test_each_broken_model_fails_the_check_it_breaks(
