@@ -44,6 +44,11 @@ def test_adapt_by_title_and_id_recommends_unseen(fitted: Recommender) -> None:
     assert not set(top["item_id"]) & {"1", "2", fitted.items.item_id[user.seen[2]]}
     with_seen = fitted.recommend(user, k=fitted.n_items, exclude_seen=False)
     assert len(with_seen) == fitted.n_items
+    # the whole unseen catalogue: the rated items rarely reach a top 10, so the check
+    # above passed with exclude_seen switched off
+    rated = set(fitted.items.item_id.iloc[list(user.seen)])
+    unseen = fitted.recommend(user, k=fitted.n_items)
+    assert len(unseen) == fitted.n_items - 3 and not set(unseen["item_id"]) & rated
 
 
 def test_ratings_change_the_list(fitted: Recommender) -> None:

@@ -242,6 +242,14 @@ def test_proportion_statistics_by_hand() -> None:
     assert lift == pytest.approx(0.5)
     assert lo == pytest.approx(math.exp(0.069782) - 1, abs=1e-4)
     assert hi == pytest.approx(math.exp(0.741148) - 1, abs=1e-4)
+    # arms of unequal size (each rate's variance over its own arm: swapped, equal arms
+    # hid it) and a 90 % level (z = 1.644854; the level was never read back):
+    # 50/500 against 75/1000, se = sqrt(0.9/50 + 0.925/75) = 0.174165, log 0.75 = -0.287682
+    lift, lo, hi = lift_ci(50, 500, 75, 1000)
+    assert lift == pytest.approx(-0.25)
+    assert (lo, hi) == pytest.approx((math.exp(-0.629039) - 1, math.exp(0.053674) - 1), abs=1e-5)
+    _, lo, hi = lift_ci(50, 500, 75, 1000, level=0.9)
+    assert (lo, hi) == pytest.approx((math.exp(-0.574157) - 1, math.exp(-0.001207) - 1), abs=1e-5)
     # Wilson, 50/500: z² = 3.841459; centre = (0.1 + z²/1000) / (1 + z²/500) = 0.10304;
     # half = z/(1 + z²/500) · sqrt(0.1·0.9/500 + z²/(4·500²)) = 0.026372
     wlo, whi = wilson_ci(50, 500)
@@ -411,6 +419,13 @@ def test_interleave_credits_and_report() -> None:
     ca, cb = interleave_credits(top_a, top_b, liked, 2, seed=0)
     # k = 2: one item from each team whatever the coin, 1 for A and 3 for B
     assert ca.tolist() == [0, 1, 0] and cb.tolist() == [1, 1, 0]
+    # one generator serves the users in turn: one started afresh per user gave every user
+    # the same first pick, a position bias in every comparison. At k = 1 each user takes
+    # one coin, and the team it names contributes the one item shown
+    users = 40
+    ca, cb = interleave_credits([[1]] * users, [[2]] * users, [[1, 2]] * users, 1, seed=7)
+    coins = np.random.default_rng(7).integers(2, size=users)
+    assert ca.tolist() == (coins == 0).astype(int).tolist() and (ca + cb == 1).all()
     rep = interleave_report(np.array([1, 0, 2, 0, 1]), np.array([0, 1, 2, 3, 0]))
     # wins A: users 0, 4; wins B: 1, 3; tie: 2 → Δ = 0; sign test 2 of 4 → p = 1
     assert (rep["wins_a"], rep["wins_b"], rep["ties"]) == (2, 2, 1)

@@ -159,6 +159,10 @@ def test_ranking_table_k_beyond_the_list_and_empty_slots() -> None:
     # -1 marks an empty slot and never matches
     t = M.ranking_table(np.array([[4, -1, -1]]), [np.array([4])], 3)
     assert t["precision@3"][0] == pytest.approx(1 / 3) and t["ndcg@3"][0] == 1.0
+    # also beside another user's relevant items: users' items share one key space, where
+    # a -1 of the second user lands on the first user's last key
+    t = M.ranking_table(np.array([[0, -1], [1, -1]]), [np.array([9]), np.array([2])], 2)
+    assert t["hit@2"].tolist() == [0.0, 0.0] and t["mrr@2"].tolist() == [0.0, 0.0]
     # a list of no items (top [n, 0]) shows nothing: argmax of an empty sequence before
     t = M.ranking_table(np.zeros((2, 0)), [np.array([2]), np.array([], dtype=int)], 3)
     assert [t[m][0] for m in ("ndcg@3", "recall@3", "precision@3", "f1@3", "hit@3", "mrr@3")] == [

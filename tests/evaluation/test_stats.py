@@ -126,6 +126,11 @@ def test_compare_to_peers() -> None:
     # higher-is-better flips the direction of "better", not the test
     flipped = compare_to_peers(per_user, "metarec", ["bias"], lower_is_better=False)
     assert not flipped["bias"]["better"] and flipped["bias"]["p"] == bias["p"]
+    # the bootstrap draws from the seed given: the same seed, the same interval; another
+    # seed, another (seed=0 was used whatever was asked)
+    again = compare_to_peers(per_user, "metarec", ["bias"], True)["bias"]["ci"]
+    other = compare_to_peers(per_user, "metarec", ["bias"], True, seed=1)["bias"]["ci"]
+    assert again == bias["ci"] and other != bias["ci"]
     strict = compare_to_peers(per_user, "metarec", ["bias"], True, alpha=np.float64(1e-300))
     assert not strict["bias"]["significant"] and strict["bias"]["p"] == bias["p"]
     with pytest.raises(InputError, match=r"no per-user values for \['nope'\]"):

@@ -284,3 +284,32 @@ def test_support_encoder_starts_as_a_no_op_and_then_shifts_the_user() -> None:
         expected = encoded.user.context + encoded.user.encoder(pooled)
     # the closed-form steps move only bias and taste vector, so the context is the encoder's
     torch.testing.assert_close(c["context"][0], expected)
+
+
+def test_support_and_query_together_keep_each_bpr_positive_with_its_negative() -> None:
+    """bpr lays each side out as [positives | negatives], paired by position: joined end
+    to end, Reptile and transfer paired support negatives against query positives."""
+    from metarec.data.tasks import TaskBatch
+
+    t = torch.tensor
+    batch = TaskBatch(
+        t([0]), t([[1]]),
+        t([[1, 2, 11, 12]]), t([[1.0, 1.0, 0.0, 0.0]]), t([[1.0, 1.0, 1.0, 1.0]]),
+        t([[3, 13]]), t([[1.0, 0.0]]), t([[1.0, 0.0]]),
+    )  # fmt: skip
+    both = _support_and_query(batch, "bpr")
+    assert both.support_items.tolist() == [[1, 2, 3, 11, 12, 13]]
+    assert both.support_y.tolist() == [[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]]
+    assert both.support_mask.tolist() == [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0]]
+    assert both.query_items.tolist() == both.support_items.tolist()
+    plain = _support_and_query(batch, "rating")  # other objectives: end to end
+    assert plain.support_items.tolist() == [[1, 2, 11, 12, 3, 13]]
+
+
+def test_metasgd_step_sizes_start_at_the_inner_learning_rate() -> None:
+    # started ten times larger, nothing noticed: only that they exist and learn was tested
+    learner, _ = _tiny("metasgd")
+    assert learner.step_sizes and all(
+        torch.equal(p, torch.full_like(p, learner.cfg.inner_lr))
+        for p in learner.step_sizes.values()
+    )

@@ -338,3 +338,21 @@ def test_an_ensemble_recommender_of_something_else_says_how_to_load_one() -> Non
 
     with pytest.raises(ConfigError, match=r"expected an Ensemble, got str; .*load_run\(path\)"):
         EnsembleRecommender("runs/ens")  # type: ignore[arg-type]
+
+
+def test_rating_weights_are_judged_on_each_users_latest_ratings() -> None:
+    """Support: the first ratings by time; query: the last ``query_size``, as the
+    docstring says (the ratings right after the support passed as well)."""
+    from metarec.data.tasks import UserRatings
+
+    data = _data()
+    index = {f"i{i}": i for i in range(N_ITEMS)}
+    val = UserRatings.from_frame(data.validation, index)
+    ens = Ensemble({"a": Constant(), "b": Oracle(3, "o")}, mode="rating", query_size=5)
+    tasks = ens._validation_tasks(val, shot=3)
+    assert len(tasks) == len(val)
+    for task in tasks:
+        items, _, times = val.history(task.user)
+        by_time = items[np.argsort(times, kind="stable")]
+        assert task.support_items.tolist() == by_time[:3].tolist()
+        assert task.query_items.tolist() == by_time[-5:].tolist()
