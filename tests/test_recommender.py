@@ -1845,3 +1845,18 @@ def test_a_reindex_never_shows_readers_a_half_filled_index(
     assert seen_mid_rebuild == [True]
     assert set(fitted.item_index) == ids
     assert fitted.resolve("Toy Story (1995)") == fitted.item_index["1"]
+
+
+def test_softmax_over_a_large_catalogue_warns_of_its_cost() -> None:
+    # 18,000 users of 150,000 items trained on silently and did not end an epoch in ten
+    # minutes: softmax scores the whole catalogue at every inner step
+    from metarec.config import TrainConfig
+    from metarec.pipeline import _warn_of_softmax_cost
+
+    cfg = TrainConfig(objective="softmax", inner_steps=5)
+    with pytest.warns(UserWarning, match=r"about 16 billion item scores an epoch.*bce or bpr"):
+        _warn_of_softmax_cost(cfg, 18_000, 150_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_of_softmax_cost(cfg, 658, 1_682)  # P2 on ml-100k
+        _warn_of_softmax_cost(TrainConfig(objective="bce"), 18_000, 150_000)
