@@ -1099,3 +1099,32 @@ def test_quoted_files_read_by_pandas_as_the_csv_module_reads_them(
             pd.testing.assert_frame_equal(fast, slow, check_dtype=False, obj=path.name)
         assert delimited.read_delimited(path, sep=",").equals(slow)
     assert used_fast > 30  # the usual file goes the fast way
+    # files the two readers take otherwise: a doubled quote opening a field (refused by
+    # the csv module, read as the text after it by pandas), a quote ending an unquoted
+    # field (the quote count's parity then misplaced the lines), one column with a blank
+    # looking row, a line of tabs
+    for n, body in enumerate([
+        'item_id,title\n1,Heat\n2,""Big"" Night\n',
+        'user_id,item_id,rating\n1,""10,4\n',
+        'a,b\nx",1\n"p,\n,q",2\n',
+        'a\n1\n""\n3\n',
+        'a\n1\n"  "\n3\n',
+        't\nab"\ncd"\n\t\n',
+        'a,b\n1,"x"\n\t\n2,"y"\n',
+        'a,b\n"1","open\n',
+    ]):  # fmt: skip
+        path = tmp_path / f"odd{n}.csv"
+        path.write_bytes(body.encode())
+        outcomes = []
+        for fast_path in (True, False):
+            with monkeypatch.context() as m:
+                if not fast_path:
+                    m.setattr(delimited, "_read_quoted_fast", lambda *a: None)
+                try:
+                    outcomes.append(delimited.read_delimited(path, sep=","))
+                except DataError as e:
+                    outcomes.append(str(e))
+        if isinstance(outcomes[1], str):
+            assert isinstance(outcomes[0], str) and outcomes[0] == outcomes[1], body
+        else:
+            pd.testing.assert_frame_equal(outcomes[0], outcomes[1], obj=repr(body))

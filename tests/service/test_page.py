@@ -260,6 +260,27 @@ def test_search_says_when_it_shows_the_first_results_and_shows_more(
     expect(page.get_by_role("alert")).to_contain_text("visible ASCII")
     assert page.evaluate("localStorage.getItem('metarec.apiKey')") is None
     tab.problems.clear()  # the page logs each error it shows
+    page.get_by_label("API key").fill("my secret key")  # spaces inside, as the server takes
+    page.get_by_role("button", name="Save key").click()
+    expect(page.get_by_role("alert")).to_be_hidden()
+    assert page.evaluate("localStorage.getItem('metarec.apiKey')") == "my secret key"
     page.set_viewport_size({"width": 320, "height": 800})  # no sideways scrolling
     assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    assert not tab.problems, tab.problems
+
+
+def test_show_more_stops_at_the_servers_search_cap(
+    tab: Tab, make_server: Callable[..., Any]
+) -> None:
+    # a fixed 100 asked a server capped lower for more than it gives: a 422
+    live = make_server(max_search_results=30)
+    page = tab.page
+    page.goto(live.url + "/")
+    page.get_by_label("Title").fill("the")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name="Show more").click()
+    expect(page.locator("#results li")).to_have_count(30)
+    expect(page.locator("#search-status")).to_contain_text("type more of the title")
+    expect(page.get_by_role("button", name="Show more")).to_be_hidden()
+    expect(page.get_by_role("alert")).to_be_hidden()
     assert not tab.problems, tab.problems

@@ -510,37 +510,52 @@ def _read_quoted_fast(
 
 def _record_first_lines(data: bytes, sep: str, fields: int | None) -> np.ndarray | None:
     """The line on which each record that is not blank starts, from the quotes; None
-    where a record has other than ``fields`` fields (None: the first record's), quotes
-    are not only whole fields' or a line holds nothing but spaces, which the two
-    readers may take otherwise. numpy over the bytes, no Python loop."""
+    where the two readers may take the file otherwise: a record of other than
+    ``fields`` fields (None: the first record's; one field alone is never vouched for,
+    as a blank-looking row is read differently), a quote that neither opens a field,
+    closes one or doubles another inside one (``""x`` is refused by the csv module and
+    read as ``x`` by pandas; ``12"`` is a plain character to both but flips the count),
+    or a line of nothing but spaces and tabs. numpy over the bytes, no Python loop."""
     raw = np.frombuffer(data, dtype=np.uint8)
+    if not len(raw):
+        return None
     newlines = np.flatnonzero(raw == 10)
     quotes = np.flatnonzero(raw == 34)
+    if len(quotes):
+        # the n-th quote opens a field (n even) at the field's start, or is the second of
+        # a doubled quote inside one; it closes one (n odd) before the field's end, or is
+        # the first of a doubled quote
+        n = np.arange(len(quotes))
+        before = np.where(quotes > 0, raw[np.maximum(quotes - 1, 0)], 10)
+        after = np.where(quotes < len(raw) - 1, raw[np.minimum(quotes + 1, len(raw) - 1)], 10)
+        edge = np.array([ord(sep), 10, 13])
+        doubled_second = np.concatenate([[False], quotes[1:] == quotes[:-1] + 1]) & (n % 2 == 0)
+        doubled_first = np.concatenate([quotes[1:] == quotes[:-1] + 1, [False]]) & (n % 2 == 1)
+        opens = (n % 2 == 0) & (np.isin(before, edge) | doubled_second)
+        closes = (n % 2 == 1) & (np.isin(after, edge) | doubled_first)
+        if not (opens | closes).all() or len(quotes) % 2:
+            return None
     ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]  # outside any quotes
     starts = np.concatenate([[0], ends + 1])
-    stops = np.concatenate([ends, [len(data)]])
-    # a record's bytes less a trailing \r: blank where none are left
-    last = raw[np.maximum(stops - 1, 0)] if len(data) else np.zeros(0, dtype=np.uint8)
+    stops = np.concatenate([ends, [len(raw)]])
+    # blank where a record holds nothing but spaces, tabs and a \r: skipped where empty,
+    # refused where not (blank to one reader, a row of empty fields to the other)
+    # comparisons, not np.isin, which widened the file's bytes to int64 (8 times its size)
+    solid = raw > 32
+    solid |= (raw < 32) & (raw != 9) & (raw != 10) & (raw != 13)
+    has_solid = np.logical_or.reduceat(solid, np.minimum(starts, len(raw) - 1))
+    has_solid &= stops > starts
+    last = raw[np.maximum(stops - 1, 0)]
     lengths = stops - starts - ((stops > starts) & (last == 13))
-    kept = lengths > 0
-    first = raw[np.minimum(starts, max(len(data) - 1, 0))] if len(data) else last
-    if (kept & (first == 32)).any():
-        return None  # " " lines: blank to one reader, a row of one field to the other
-    # a quote inside a field ('5" floppy') is a plain character to both readers, and its
-    # count throws the record bounds off: only quotes that open or close a field count
-    if len(quotes):
-        before = raw[np.maximum(quotes - 1, 0)]
-        after = raw[np.minimum(quotes + 1, len(data) - 1)]
-        edge = {ord(sep), 10, 13, 34}
-        at_start = (quotes == 0) | np.isin(before, list(edge))
-        at_end = (quotes == len(data) - 1) | np.isin(after, list(edge))
-        if not (at_start | at_end).all():
-            return None
+    if (~has_solid & (lengths > 0)).any():
+        return None
+    kept = has_solid
     outside = np.flatnonzero(raw == ord(sep))
     outside = outside[np.searchsorted(quotes, outside) % 2 == 0]
-    counts = np.diff(np.searchsorted(outside, np.concatenate([starts, [len(data) + 1]])))
+    counts = np.diff(np.searchsorted(outside, np.concatenate([starts, [len(raw) + 1]])))
     counts = counts[kept] + 1
-    if len(counts) and (counts != (counts[0] if fields is None else fields)).any():
+    expected = counts[0] if fields is None and len(counts) else fields
+    if not len(counts) or expected == 1 or (counts != expected).any():
         return None
     return np.searchsorted(newlines, starts[kept]) + 1
 

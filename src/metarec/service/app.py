@@ -92,6 +92,10 @@ WRITE_ERRORS = _errors(401, 403, 413, 415, 503)
 def _page(settings: ServiceSettings) -> str:
     path = STATIC / "index.html"
     page = path.read_text(encoding="utf-8") if path.exists() else PLACEHOLDER_PAGE
+    page = page.replace(
+        '<meta name="metarec-search-limit" content="100">',
+        f'<meta name="metarec-search-limit" content="{int(settings.max_search_results)}">',
+    )
     if settings.page_api_key and settings.api_key:
         page = page.replace(
             '<meta name="metarec-api-key" content="">',
