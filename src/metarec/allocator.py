@@ -10,10 +10,10 @@ them arrives as untouched pages and page-faults on every 4 KiB as it is first
 written. On a 2-core VM a ReLU over a 27 MB tensor took 11.5 ms with glibc's
 defaults and 4.7 ms with freed memory kept. In training
 (``benchmarks/results/training-paths.md``) it matters where tensors are large:
-an epoch of P2's softmax meta-training made 218,000 minor page faults with the
-defaults and 2,000 kept (4 % less time) on the hand-written path, 1,050,000
-against 47,000 (14 % less time) on the ``torch.func`` path; the rating
-objective's smaller tensors saw no difference.
+an epoch of P2's softmax meta-training made 194,000 minor page faults with the
+defaults and 20 kept (4 % less time) on the hand-written path, 961,000 against
+34,000 (16 % less time) on the ``torch.func`` path; the rating objective's
+smaller tensors saw no difference.
 
 :func:`keep_freed_memory` raises both thresholds with ``mallopt`` (the mmap
 threshold to the 32 MiB glibc's own adjustment stops at), once per process, so
