@@ -1112,6 +1112,10 @@ def test_quoted_files_read_by_pandas_as_the_csv_module_reads_them(
         't\nab"\ncd"\n\t\n',
         'a,b\n1,"x"\n\t\n2,"y"\n',
         'a,b\n"1","open\n',
+        'a,"b"\n1,2\r\r\n3,4\n',  # a lone \r ends a line to both readers
+        'a,"b"\n \t\r1,2\n',
+        '" ",b\n1,2\n',  # a blank name: "Unnamed: 0" the csv module's way
+        'a,,"Unnamed: 1"\n1,2,3\n',
     ]):  # fmt: skip
         path = tmp_path / f"odd{n}.csv"
         path.write_bytes(body.encode())

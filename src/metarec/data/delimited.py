@@ -504,8 +504,24 @@ def _read_quoted_fast(
     rows = lines[1:] if header else lines
     if len(frame) != len(rows) or bool(frame.isna().any().any()):
         return None
+    if header and names is None and list(frame.columns) != _csv_header(data, encoding, sep):
+        return None  # a blank name (" "), or a name pandas renames where the csv way does not
     number_lines(frame, rows, path)
     return frame
+
+
+def _csv_header(data: bytes, encoding: str, sep: str) -> list[str]:
+    """The column names the csv module's way gives the header (an empty or blank name as
+    "Unnamed: i"), read from the file's first 64 KiB: a longer header comes out cut,
+    and so unlike pandas' names, which sends the file the csv module's way."""
+    text = data[:65536].decode(encoding, errors="ignore")
+    try:
+        for row in csv.reader(io.StringIO(text, newline=""), delimiter=sep):
+            if row and not (len(row) == 1 and not row[0].strip(" ")):
+                return [n if n.strip() else f"Unnamed: {i}" for i, n in enumerate(row)]
+    except csv.Error:  # the csv module's way names what is wrong
+        pass
+    return []
 
 
 def _record_first_lines(data: bytes, sep: str, fields: int | None) -> np.ndarray | None:
@@ -535,6 +551,12 @@ def _record_first_lines(data: bytes, sep: str, fields: int | None) -> np.ndarray
         closes = (n % 2 == 1) & (np.isin(after, edge) | doubled_first)
         if not (opens | closes).all() or len(quotes) % 2:
             return None
+    # a carriage return ends a line to both readers, not only before \n: outside quotes
+    # and alone it is left to the csv module's way (the counts here go by \n)
+    returns = np.flatnonzero(raw == 13)
+    lone = returns[np.searchsorted(quotes, returns) % 2 == 0]
+    if (raw[np.minimum(lone + 1, len(raw) - 1)] != 10).any():  # one last in the file too
+        return None
     ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]  # outside any quotes
     starts = np.concatenate([[0], ends + 1])
     stops = np.concatenate([ends, [len(raw)]])
