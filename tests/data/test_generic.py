@@ -1114,6 +1114,7 @@ def test_quoted_files_read_by_pandas_as_the_csv_module_reads_them(
         'a,b\n"1","open\n',
         'a,"b"\n1,2\r\r\n3,4\n',  # a lone \r ends a line to both readers
         'a,"b"\n \t\r1,2\n',
+        'a,b\n"x\ry",1\n2,3\n',  # inside quotes it counts as a line to the csv module
         '" ",b\n1,2\n',  # a blank name: "Unnamed: 0" the csv module's way
         'a,,"Unnamed: 1"\n1,2,3\n',
     ]):  # fmt: skip

@@ -551,11 +551,11 @@ def _record_first_lines(data: bytes, sep: str, fields: int | None) -> np.ndarray
         closes = (n % 2 == 1) & (np.isin(after, edge) | doubled_first)
         if not (opens | closes).all() or len(quotes) % 2:
             return None
-    # a carriage return ends a line to both readers, not only before \n: outside quotes
-    # and alone it is left to the csv module's way (the counts here go by \n)
+    # a carriage return alone ends a line to both readers (and, inside quotes, counts as
+    # one in the csv module's line numbers), where the counts here go by \n: such a file
+    # is left to the csv module's way
     returns = np.flatnonzero(raw == 13)
-    lone = returns[np.searchsorted(quotes, returns) % 2 == 0]
-    if (raw[np.minimum(lone + 1, len(raw) - 1)] != 10).any():  # one last in the file too
+    if (raw[np.minimum(returns + 1, len(raw) - 1)] != 10).any():  # one last in the file too
         return None
     ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]  # outside any quotes
     starts = np.concatenate([[0], ends + 1])
