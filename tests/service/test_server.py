@@ -399,3 +399,11 @@ def test_a_store_url_no_store_takes_is_refused_before_the_run_loads(
     res = cli("serve", str(service_run), "--db", url, "--port", "0")
     assert res.returncode == 2, res.stderr
     assert needle in res.stderr, res.stderr
+
+
+def test_a_key_handed_to_the_page_is_one_a_browser_can_send() -> None:
+    # 'clé' is a key curl sends as UTF-8; a browser sends é as one byte, or refuses it
+    with pytest.raises(ConfigError, match="page_api_key: the page's browser cannot send"):
+        ServiceSettings(run=Path("run"), api_key="clé", page_api_key=True)
+    assert ServiceSettings(run=Path("run"), api_key="clé").api_key == "clé"  # curl's to send
+    assert ServiceSettings(run=Path("run"), api_key="my key", page_api_key=True).page_api_key

@@ -88,6 +88,13 @@ class ServiceSettings:
         if self.page_api_key and self.api_key is None:
             # it did nothing, and the page asked every visitor for a key it could not have
             raise ConfigError("page_api_key: hands the page the API key, and none is set (api_key)")
+        if self.page_api_key and not (self.api_key or "").isascii():
+            # a browser sends a header's characters as single bytes: every write of the
+            # page failed, and the key form it would have asked with is hidden
+            raise ConfigError(
+                "page_api_key: the page's browser cannot send a key with characters past "
+                "ASCII (fetch refuses it, or sends other bytes); give the page an ASCII key"
+            )
         if self.device is not None:  # a device this machine lacks fails before the store opens
             resolve_device(self.device, "--device")
         if isinstance(self.cors_origins, str) or not isinstance(self.cors_origins, tuple):
