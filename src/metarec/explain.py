@@ -169,6 +169,7 @@ def explain_indices(
     titles: Sequence[str] | None = None,
     ids: Sequence[str] | Mapping[int, str] | None = None,
     history_said: Mapping[int, str] | None = None,
+    scores: np.ndarray | None = None,
 ) -> list[Explanation]:
     """Explanations for catalogue indices ``items`` (e.g. a recommended list);
     ``titles``/``ids``: display titles and item ids (as text) of the whole catalogue,
@@ -176,7 +177,8 @@ def explain_indices(
     the explanation). ``history_said``: what to say of an item the user already acted
     on, by index, where the caller knows what they did (the service knows a click from
     a rating; ``user.history`` holds only the rating it stands for, and not at all a
-    dislike that no rating expresses)."""
+    dislike that no rating expresses). ``scores``: the user's catalogue scores, where the
+    caller has them (a user with no ratings is explained by them, else scored here)."""
     top = check_whole(top, "explain: top", 1)  # -1 dropped the last reason, 2.5 a TypeError
     rec._check_user(user)  # None was an AttributeError, another run's state an IndexError
     idx = _indices(items)
@@ -192,7 +194,7 @@ def explain_indices(
         ids = {int(i): str(column.iat[i]) for i in [*idx, *(j for j, _ in user.history)]}
     said = history_said or {}
     if not user.history:
-        prior = zip(idx, _prior_reasons(rec, user, idx), strict=True)
+        prior = zip(idx, _prior_reasons(rec, user, idx, scores), strict=True)
         return [Explanation(str(ids[i]), said.get(int(i), why)) for i, why in prior]
     pull = pulls(rec, user.history, idx)
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
@@ -220,13 +222,16 @@ def explain_indices(
     return out
 
 
-def _prior_reasons(rec: ServedModel, user: UserState, items: np.ndarray) -> list[str]:
+def _prior_reasons(
+    rec: ServedModel, user: UserState, items: np.ndarray, scores: np.ndarray | None
+) -> list[str]:
     """What the prior says of ``items`` for a user with no ratings: how it ranks each
-    among the items rated in training (one catalogue scoring, as a served list costs)."""
+    among the items rated in training (``scores``, the user's over the catalogue, or
+    one catalogue scoring here)."""
     rated = np.asarray(rec.popularity) > 0
     if not rated[items].any():
         return [NEW_ITEM] * len(items)
-    scores = np.asarray(rec.score(user), dtype=np.float64)
+    scores = np.asarray(rec.score(user) if scores is None else scores, dtype=np.float64)
     median = float(np.median(scores[rated]))
     return [
         NEW_ITEM if not rated[i] else POPULAR if scores[i] >= median else LESS_LIKED for i in items

@@ -149,16 +149,19 @@ class TopK:
         *,
         exclude_seen: bool = True,
         candidates: Sequence[str | int] | None = None,
+        scores: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Catalogue indices of the top ``k`` items, best first, and their scores
-        (what :meth:`recommend` shows, without building a frame: the serving path)."""
+        (what :meth:`recommend` shows, without building a frame: the serving path).
+        ``scores``: the user's catalogue scores where the caller has them already (not
+        scored again)."""
         check_k(k)
         if not isinstance(exclude_seen, (bool, np.bool_)):  # "no" is truthy
             raise DataError(f"exclude_seen: expected True or False, got {exclude_seen!r}")
         candidates = item_keys(candidates, "candidates")
         if candidates is not None:
             return self._top_of(user, k, exclude_seen, candidates)
-        scores = np.array(self.score(user), dtype=np.float64, copy=True)
+        scores = np.array(self.score(user) if scores is None else scores, dtype=np.float64)
         _refuse_nan(scores)
         allowed = np.ones(self.n_items, dtype=bool)
         if exclude_seen:

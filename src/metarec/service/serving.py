@@ -656,11 +656,16 @@ class ModelHolder:
         state, said = self.user_state(served, user)
         rec = served.rec
         with served.lock.read(), TORCH_LOCK:
-            idx, scores = rec.top(state, k, exclude_seen=exclude_seen, candidates=candidates)
+            # a user with no ratings is explained by the catalogue's ranking: scored once
+            # for the list and its reasons
+            every = None if state.history else rec.score(state)
+            idx, scores = rec.top(
+                state, k, exclude_seen=exclude_seen, candidates=candidates, scores=every
+            )
             # one catalogue for the whole answer: adding items rebuilds both lists
             ids, titles = served.item_ids, served.titles
             reasons = explain_indices(
-                rec, state, idx.tolist(), titles=titles, ids=ids, history_said=said
+                rec, state, idx.tolist(), titles=titles, ids=ids, history_said=said, scores=every
             )
         ratings = None if rec.cutpoints is None else rec.median_ratings(scores).tolist()
         return [
