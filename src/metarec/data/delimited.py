@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -305,6 +305,7 @@ def _read_csv_fast(
     sep: str,
     header: int | None,
     names: list[str] | None,
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE,
 ) -> pd.DataFrame:
     def read(dtype: Any, na_values: dict[str, list[str]] | None) -> pd.DataFrame:
         return pd.read_csv(
@@ -312,7 +313,7 @@ def _read_csv_fast(
             sep=sep,
             header=header,
             names=names,
-            quoting=csv.QUOTE_NONE,
+            quoting=quoting,
             keep_default_na=False,
             engine="c",
             encoding=encoding,
@@ -481,28 +482,25 @@ def _read_quoted_fast(
     Vouched for: every record's first line and field count are known from the quotes
     (a newline or separator ends a record or field where an even number of quotes
     precede it), every record has the header's fields (pandas pads a short row with
-    empty ones, which the csv module's rule refuses), and pandas finds as many records
-    as that count."""
+    empty fields, which the csv module's rule refuses, so only the count tells), and
+    pandas finds as many records as that count."""
     lines = _record_first_lines(data, sep, None if names is None else len(names))
     if lines is None:
         return None
     try:
-        frame = pd.read_csv(
-            io.BytesIO(data),
-            sep=sep,
-            header=0 if header else None,
-            names=list(names) if names is not None else None,
-            dtype=str,
-            na_filter=False,
+        frame = _read_csv_fast(
+            data,
+            (),  # every column as text, as the csv module's way reads it
+            encoding,
+            sep,
+            0 if header else None,
+            list(names) if names is not None else None,
             quoting=csv.QUOTE_MINIMAL,
-            skip_blank_lines=True,
-            engine="c",
-            encoding=encoding,
         )
     except (ValueError, UnicodeDecodeError):  # pandas' ParserError is a ValueError
         return None
     rows = lines[1:] if header else lines
-    if len(frame) != len(rows) or bool(frame.isna().any().any()):
+    if len(frame) != len(rows):
         return None
     if header and names is None and list(frame.columns) != _csv_header(data, encoding, sep):
         return None  # a blank name (" "), or a name pandas renames where the csv way does not
