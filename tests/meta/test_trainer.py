@@ -124,6 +124,28 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.allclose(v, w, atol=1e-6), k
 
 
+def test_a_checkpoint_keeps_the_frozen_item_vectors_once(tmp_path: Path) -> None:
+    """The best state's buffers equal the model's (training leaves them alone): written
+    twice they doubled a 150,000-item checkpoint; the resumed run takes them back."""
+    from metarec.io import load_tensors
+
+    vectors, src = _source(1)
+    full = _trainer(vectors, 4)
+    full.fit(src, src)
+    _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    saved = load_tensors(tmp_path / meta["tensors"])
+    assert "model.model.tower.item_vectors" in saved
+    assert any(k.startswith("best.") for k in saved)
+    assert not [k for k in saved if k.startswith("best.") and "item_vectors" in k]
+    resumed = _trainer(vectors, 4)
+    resumed.fit(src, src, checkpoint_dir=tmp_path)
+    for (k, v), w in zip(
+        full.learner.state_dict().items(), resumed.learner.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(v, w, atol=1e-6), k
+
+
 def test_an_interruption_between_the_checkpoints_two_writes_resumes_the_earlier_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
