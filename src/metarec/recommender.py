@@ -14,6 +14,7 @@ in :mod:`metarec.run_folder`.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 import time
@@ -218,15 +219,10 @@ class Recommender(TopK):
         touched_titles: set[str] = set()
         touched_ids: set[str] = set()
         for i in range(start, len(ids)):
-            add(_norm(titles[i]), i)
-            # "Toy Story (1995)" — the form people type — is the text's first sentence;
-            # GroupLens' "Lion King, The (1994)" is accepted as well
-            head = heads[i]
-            add(_norm(head), i)
-            year = _TRAILING_YEAR.search(head)
-            if year:
-                add(_norm(f"{titles[i]} ({year.group(1)})"), i)
-                loose = _norm(head[: year.start()])
+            keys, loose = _title_keys(str(titles[i]), heads[i])
+            for key in keys:
+                add(key, i)
+            if loose is not None:
                 loose_title_items.setdefault(loose, []).append(i)
                 touched_titles.add(loose)
             key = _loose_id(str(ids[i]))
@@ -248,6 +244,47 @@ class Recommender(TopK):
         )
         self.item_index = item_index
         self._refresh_cache()
+
+    def _retitle(self, idx: Sequence[int], titles: Sequence[str], texts: Sequence[str]) -> None:
+        """New titles and texts for catalogue items ``idx``, whose LM vectors the caller
+        has already replaced: only their title keys and cached (h, b) are made anew.
+        Re-indexing the whole catalogue made updating one item of 150,000 take 2.9 s,
+        under the service's write lock. Ids stay, so ``item_index`` does not change."""
+        from metarec.explain import display_title
+
+        heads = list(self._displays())  # a copy: lists handed out stay as they were
+        shared, first = self.shared_titles, self.title_index
+        loose_items, touched = self._loose_title_items, set()
+        now: dict[int, tuple[str, str]] = {}  # written to the frame at once, at the end
+        for i, title, text in zip(map(int, idx), map(str, titles), map(str, texts), strict=True):
+            was = now[i][0] if i in now else str(self.items.at[i, "title"])
+            old_keys, old_loose = _title_keys(was, heads[i])
+            for key in old_keys:
+                _drop_owner(first, shared, key, i)
+            if old_loose is not None:
+                loose_items[old_loose].remove(i)
+                if not loose_items[old_loose]:
+                    del loose_items[old_loose]
+                touched.add(old_loose)
+            now[i] = (title, text)
+            heads[i] = display_title(title, text)
+            keys, loose = _title_keys(title, heads[i])
+            for key in keys:
+                _add_owner(first, shared, key, i)
+            if loose is not None:
+                bisect.insort(loose_items.setdefault(loose, []), i)
+                touched.add(loose)
+        rows = list(now)
+        self.items.loc[rows, "title"] = [now[i][0] for i in rows]
+        self.items.loc[rows, "text"] = [now[i][1] for i in rows]
+        self.loose_titles = _single_owners(loose_items, touched, self.loose_titles)
+        self._display_cache = (self.items, heads)
+        with torch.no_grad():
+            at = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
+            h, b = self.learner.scorer.tower_out(at)
+            self._h[at], self._b[at] = h, b
+        # the direct path's catalogue side is derived from (h, b): built again when used
+        self.learner.scorer.catalogue = (self._h, self._b)
 
     def _display_titles_from(self, start: int) -> list[str]:
         """Every item's display title, those from ``start`` on made anew (the ones before
@@ -924,6 +961,45 @@ def _warn_dropped(ids: pd.Series, previous: np.ndarray, unrated: np.ndarray) -> 
         )
 
 
+def _title_keys(title: str, head: str) -> tuple[list[str], str | None]:
+    """The keys an item's title is looked up by, and its loose key (the display title
+    without its year), which names it only where no other item has it."""
+    # "Toy Story (1995)" — the form people type — is the text's first sentence;
+    # GroupLens' "Lion King, The (1994)" is accepted as well
+    keys = [_norm(title), _norm(head)]
+    year = _TRAILING_YEAR.search(head)
+    if not year:
+        return keys, None
+    keys.append(_norm(f"{title} ({year.group(1)})"))
+    return keys, _norm(head[: year.start()])
+
+
+def _drop_owner(first: dict[str, int], shared: dict[str, list[int]], key: str, i: int) -> None:
+    """Item ``i`` no longer has title key ``key`` (see :meth:`Recommender._retitle`)."""
+    held = shared.get(key)
+    if held is None:
+        if first.get(key) == i:
+            del first[key]
+        return
+    if i in held:
+        held.remove(i)
+    first[key] = held[0]
+    if len(held) == 1:  # one owner left: the key names it
+        del shared[key]
+
+
+def _add_owner(first: dict[str, int], shared: dict[str, list[int]], key: str, i: int) -> None:
+    """Item ``i`` has title key ``key``; owners stay in catalogue order, as a whole
+    re-index lists them, so the first is the same either way."""
+    owner = first.setdefault(key, i)
+    if owner == i and key not in shared:
+        return
+    held = shared.setdefault(key, [owner])
+    if i not in held:
+        bisect.insort(held, i)
+    first[key] = held[0]
+
+
 def _single_owners(
     items: dict[str, list[int]], touched: set[str], kept: dict[str, int] | None
 ) -> dict[str, int]:
@@ -933,7 +1009,7 @@ def _single_owners(
         return {k: v[0] for k, v in items.items() if len(v) == 1}
     out = dict(kept)
     for key in touched:
-        if len(items[key]) == 1:
+        if len(items.get(key, ())) == 1:
             out[key] = items[key][0]
         else:
             out.pop(key, None)

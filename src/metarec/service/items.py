@@ -109,7 +109,5 @@ def _update_items(
         tower.item_vectors[torch.as_tensor(idx)] = torch.as_tensor(
             vectors, dtype=tower.item_vectors.dtype, device=tower.item_vectors.device
         )
-    rec.items.loc[idx, "title"] = rows["title"].to_numpy()
-    rec.items.loc[idx, "text"] = rows["text"].to_numpy()
-    # Recommender has no public "update item"; re-index titles and the cached h/b
-    rec._reindex()
+    # Recommender has no public "update item": its title keys and cached (h, b) anew
+    rec._retitle(idx, rows["title"].tolist(), rows["text"].tolist())
