@@ -73,6 +73,9 @@ def test_items_added_to_a_served_ensemble(
         assert "ens-new" in [it["item_id"] for it in recs["items"]]
         upd = c.put("/v1/items", json={"items": [new | {"title": "Toy Story Four"}]}).json()
         assert upd["added"] == 0 and upd["updated"] == 1
+        assert c.get("/v1/items/ens-new").json()["title"] == "Toy Story Four (2019)"
+        hits = c.get("/v1/items", params={"q": "toy story four"}).json()["items"]
+        assert [h["item_id"] for h in hits] == ["ens-new"]
         assert c.post("/v1/admin/reload").status_code == 200  # re-applies the stored items
         assert c.get("/v1/items/ens-new").json()["title"] == "Toy Story Four (2019)"
         # fold-in corrects one run's item biases; an ensemble says so instead of half-doing it
