@@ -964,6 +964,15 @@ def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommen
         ([("u", "1", 5)], DataError, "expected a DataFrame"),
         (pd.DataFrame([["u", "1", 5, 4]], columns=["user_id", "item_id", "rating", "rating"]),
          DataError, r"column\(s\) \['rating'\] appear more than once"),
+        # by position, as the other messages: two frames joined gave "rows 0 and 0"
+        (pd.concat([pd.DataFrame({"user_id": ["a", "b"], "item_id": ["1", "2"],
+                                  "rating": [5, 3]})] * 2), DataError,
+         r"user 'a' rated item '1' more than once \(rows 0 and 2\)"),
+        # one item by its id and by its title: compared as text they differed, and row
+        # order chose which rating counted (an offset's sign with it)
+        (pd.DataFrame({"user_id": ["a", "b", "a"], "item_id": ["1", "2", "Toy Story (1995)"],
+                       "rating": [5, 3, 1]}), DataError,
+         r"user 'a' rated item '1' more than once \(rows 0 and 2, as '1' and 'Toy Story"),
     ],
 )  # fmt: skip
 def test_fold_in_items_rejects_bad_rows_and_keeps_offsets(
@@ -1123,6 +1132,35 @@ def test_new_items_text_is_built_with_the_runs_text_columns(fitted: Recommender)
     finally:
         del fitted.metadata["data_spec"]
     assert "Agatha Christie" in text[0] and "Anon" in text[1]  # no description: left out
+
+
+def test_a_new_items_text_is_built_as_the_loader_built_its_files(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    # a column that is the genres (--genre-col) and one of --text-cols too was renamed
+    # to genres, and that part of a new item's text left empty: the same row from the
+    # items file was encoded unlike the item trained on
+    from metarec import load_table
+
+    items = pd.DataFrame({"book_id": ["b1", "b2"], "name": ["Roses", "Soil"],
+                          "category": ["gardening", "science; nature"],
+                          "description": ["A book about roses.", "About soil."],
+                          "pub_year": [2001, 2003]})  # fmt: skip
+    items.to_csv(tmp_path / "items.csv", index=False)
+    pd.DataFrame({"reader": ["u1", "u1"], "book_id": ["b1", "b2"], "stars": [4, 5]}).to_csv(
+        tmp_path / "r.csv", index=False
+    )
+    cols = {"item_col": "book_id", "title_col": "name", "genre_col": "category",
+            "year_col": "pub_year"}  # fmt: skip
+    ds = load_table(tmp_path / "r.csv", tmp_path / "items.csv", user_col="reader",
+                    rating_col="stars", text_cols=["description", "category"], **cols)  # fmt: skip
+    fitted.metadata["data_spec"] = cols | {"text_cols": "description,category"}
+    try:
+        new = fitted.prepare_items(items.assign(book_id=["n1", "n2"]))
+    finally:
+        del fitted.metadata["data_spec"]
+    assert new["text"].tolist() == ds.items["text"].tolist()
+    assert new["genres"].tolist() == ["gardening", "science|nature"]
 
 
 def test_a_title_two_items_share_names_both(fitted: Recommender) -> None:

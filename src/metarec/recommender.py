@@ -694,7 +694,13 @@ class Recommender(TopK):
         twice = sorted({str(c) for c in items.columns[items.columns.duplicated()]})
         if twice:  # frame[col] would be a frame: an AttributeError deep in pandas
             raise DataError(f"add_items: column(s) {twice} appear more than once; keep one")
-        frame = items.rename(columns=self._file_columns(items)).reset_index(drop=True)
+        renames = self._file_columns(items)
+        frame = items.rename(columns=renames).reset_index(drop=True)
+        for theirs in renames:
+            # kept under the file's name too, as the loader keeps it: a column that is
+            # the genres and one of --text-cols (a category) is in the text twice, and a
+            # new item lacking it there was encoded unlike every item trained on
+            frame[theirs] = items[theirs].to_numpy()
         if "item_id" not in frame.columns:
             raise DataError(
                 f"add_items: needs an item_id column (or the id column of the file the run "
@@ -778,6 +784,22 @@ class Recommender(TopK):
                 renames[theirs] = ours
         return renames
 
+    def _refuse_two_names(self, ratings: pd.DataFrame, user: str, rows: list) -> None:
+        """A DataError: ``user``'s ``rows`` name one item twice (an id and its title, or
+        an id with stray spaces), which the text comparison of ids did not see."""
+        at = np.flatnonzero(ratings["user_id"].astype(str).to_numpy() == user)
+        first: dict[int, int] = {}
+        for n, (item, _) in zip(at, rows, strict=True):
+            i = self.resolve(item)
+            if i in first:
+                was = rows[int(np.searchsorted(at, first[i]))][0]
+                raise DataError(
+                    f"fold_in_items: user {user!r} rated item {self.items['item_id'].iat[i]!r} "
+                    f"more than once (rows {first[i]} and {n}, as {was!r} and {item!r}); give "
+                    "each user's latest rating of an item once"
+                )
+            first[i] = int(n)
+
     def add_items(
         self,
         items: pd.DataFrame,
@@ -852,14 +874,15 @@ class Recommender(TopK):
         if not isinstance(keep_unrated, bool):
             raise ConfigError(f"keep_unrated: expected True or False, got {keep_unrated!r:.40}")
         check_rating_frame(ratings, self.rating_range, "fold_in_items")
-        repeated = repeated_rating(ratings)
+        # rows by position, as check_rating_frame names them
+        repeated = repeated_rating(ratings, positions=True)
         if repeated is not None:
             # one of them was kept by row order: the same feedback in another order gave
             # an item's offset the other sign
             user, item, rows = repeated
             raise DataError(
                 f"fold_in_items: user {user!r} rated item {item!r} more than once (rows "
-                f"{rows[0]!r} and {rows[1]!r}); give each user's latest rating of an item once"
+                f"{rows[0]} and {rows[1]}); give each user's latest rating of an item once"
             )
         rows_by_user: dict[str, list[tuple[Any, Any]]] = {}
         for u, item, r in zip(
@@ -868,6 +891,9 @@ class Recommender(TopK):
             rows_by_user.setdefault(u, []).append((item, r))
         # every row is checked before anything changes
         histories = [self._history_pairs(rows) for rows in rows_by_user.values()]
+        for (user, rows), pairs in zip(rows_by_user.items(), histories, strict=True):
+            if len(pairs) < len(rows):  # one item named twice: by its id and its title
+                self._refuse_two_names(ratings, user, rows)
         new_items = self.model.tower.id_known.cpu().numpy() == 0
         # each user adapts to all their ratings; only the new items' ones are evidence
         tasks = []

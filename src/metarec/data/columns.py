@@ -268,14 +268,19 @@ def numeric_with_raw(values: pd.Series, name: str) -> tuple[pd.Series, pd.Series
     return num, raw.where(bad, None).rename(f"{RAW_PREFIX}{name}")
 
 
-def repeated_rating(frame: pd.DataFrame) -> tuple[str, str, list[Any]] | None:
+def repeated_rating(
+    frame: pd.DataFrame, *, positions: bool = False
+) -> tuple[str, str, list[Any]] | None:
     """The first user and item ``frame`` rates more than once (ids compared as text, as
-    they resolve) and the labels of its first two rows, or None: which of them counts
-    is a matter of row order, which says nothing."""
+    they resolve) and the labels of its first two rows (their positions, counting from
+    0, with ``positions``: a frame joined without ``ignore_index`` has labels "0 and
+    0"), or None: which of them counts is a matter of row order, which says nothing."""
     pair = frame[["user_id", "item_id"]].astype(str)
     twice = pair.duplicated(keep=False).to_numpy()
     if not twice.any():
         return None
     user, item = pair[twice].iloc[0]
     same = ((pair["user_id"] == user) & (pair["item_id"] == item)).to_numpy()
+    if positions:
+        return user, item, [int(r) for r in np.flatnonzero(same)[:2]]
     return user, item, [plain(r) for r in frame.index[same][:2]]
