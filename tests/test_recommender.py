@@ -115,6 +115,10 @@ def test_a_bad_history_in_a_batch_is_named_by_its_place(fitted: Recommender) -> 
     np.testing.assert_array_equal(
         fitted.score(fitted.adapt(p for p in pairs)), fitted.score(fitted.adapt(pairs))
     )
+    # ratings by item as a Series, as a dict (iterated, it gave its ratings alone)
+    np.testing.assert_array_equal(
+        fitted.score(fitted.adapt(pd.Series(dict(pairs)))), fitted.score(fitted.adapt(pairs))
+    )
 
 
 @pytest.mark.parametrize("k", [0, -1, "5", 2.5, True])

@@ -33,6 +33,7 @@ from metarec.data.tasks import Task
 from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError, why_missing
 from metarec.inputs import (
     History,
+    ItemKeys,
     adapt_many_args,
     check_new_vectors,
     check_readable_features,
@@ -274,7 +275,7 @@ class EnsembleRecommender(TopK):
         for s, row in zip(states, scores, strict=True):
             s.scores = row.astype(np.float64)
 
-    def score(self, user: UserState, items: Sequence[str | int] | None = None) -> np.ndarray:
+    def score(self, user: UserState, items: ItemKeys | None = None) -> np.ndarray:
         state = self._check_user(user)
         if len(state.scores) != self.n_items:  # the catalogue grew since: adapt anew
             self._score_states([state])

@@ -50,6 +50,7 @@ from metarec.recommender import UserState
 
 if TYPE_CHECKING:
     from metarec.ensemble_run import ServedModel
+    from metarec.inputs import ItemKeys
 
 POPULAR = "Well liked by users overall"
 LESS_LIKED = "Less liked by users overall"
@@ -273,7 +274,7 @@ def reason_text(because: Sequence[tuple[str, str, float]]) -> str:
 
 
 def explain(
-    rec: ServedModel, user: UserState, items: Sequence[str | int], *, top: int = 2
+    rec: ServedModel, user: UserState, items: ItemKeys, *, top: int = 2
 ) -> list[Explanation]:
     """Explanations for items given by id or exact title."""
     keys = item_keys(items, "explain: items")  # "12" was explained as items 1 and 2
@@ -286,7 +287,7 @@ def recommend_with_reasons(
     k: int = 10,
     *,
     exclude_seen: bool = True,
-    candidates: Sequence[str | int] | None = None,
+    candidates: ItemKeys | None = None,
     top: int = 2,
 ) -> pd.DataFrame:
     """``rec.recommend`` plus a ``reason`` column."""

@@ -8,7 +8,7 @@ refuse a bad argument with the same DataError.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -20,7 +20,18 @@ from metarec.data.features import FeatureReaders, UserFeatureEncoder
 from metarec.errors import DataError
 from metarec.values import off_scale
 
-History: TypeAlias = Iterable[tuple[str, float]] | Mapping[str, float] | pd.DataFrame
+# item ids are text or whole numbers (ml-100k's "50" is also 50); a mapping's key type
+# is invariant, so each kind of key is its own member
+History: TypeAlias = (
+    Iterable[tuple[str | int, float]]
+    | Mapping[str, float]
+    | Mapping[int, float]
+    | Mapping[str | int, float]
+    | pd.Series
+    | pd.DataFrame
+)
+# items to score or rank: a list, or a frame's column or its values as they come
+ItemKeys: TypeAlias = Sequence[str | int] | pd.Series | pd.Index | np.ndarray
 
 
 def history_pairs(
@@ -44,7 +55,8 @@ def history_pairs(
         if missing:
             raise DataError(f"{where} needs columns item_id and rating; missing {sorted(missing)}")
         rows: Iterable[tuple[Any, Any]] = zip(history["item_id"], history["rating"], strict=True)
-    elif isinstance(history, Mapping):
+    elif isinstance(history, Mapping | pd.Series):  # a Series of ratings by item
+        # (iterated, a Series gave its ratings alone: "expected (item, rating), got 5")
         rows = history.items()
     elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
         # iterating a string would read its characters as entries

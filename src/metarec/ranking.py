@@ -9,7 +9,7 @@ item), ``resolve(key)`` (id or title → catalogue index), ``n_items``, ``items`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,9 @@ from metarec.data.columns import not_index, plain
 from metarec.errors import DataError, ModelError, UnsupportedError
 from metarec.models.base import check_k, tie_order, tie_ranks
 from metarec.models.cutpoints import RatingCutpoints
+
+if TYPE_CHECKING:
+    from metarec.inputs import ItemKeys
 
 
 def item_keys(keys: Any, what: str) -> Sequence[str | int] | None:
@@ -81,7 +84,7 @@ class TopK:
     rating_range: tuple[float, float]  # the data's (lowest, highest) rating
 
     # what the host class provides
-    def score(self, user: Any, items: Sequence[str | int] | None = None) -> np.ndarray:
+    def score(self, user: Any, items: ItemKeys | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def resolve(self, key: str | int) -> int:
@@ -148,7 +151,7 @@ class TopK:
         k: int = 10,
         *,
         exclude_seen: bool = True,
-        candidates: Sequence[str | int] | None = None,
+        candidates: ItemKeys | None = None,
         scores: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Catalogue indices of the top ``k`` items, best first, and their scores
@@ -205,7 +208,7 @@ class TopK:
         k: int = 10,
         *,
         exclude_seen: bool = True,
-        candidates: Sequence[str | int] | None = None,
+        candidates: ItemKeys | None = None,
     ) -> pd.DataFrame:
         """Top-``k`` items as a frame: rank, item_id, title, score."""
         top, scores = self.top(user, k, exclude_seen=exclude_seen, candidates=candidates)

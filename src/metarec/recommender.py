@@ -45,6 +45,7 @@ from metarec.errors import (
 )
 from metarec.inputs import (
     History,
+    ItemKeys,
     adapt_many_args,
     check_feature_codes,
     check_features,
@@ -94,7 +95,7 @@ class UserState:
 class Recommender(TopK):
     """A meta-trained model with its catalogue: adapt a user from a few ratings, then
     score or recommend every item (new items scored from their text). Made by
-    :func:`metarec.train`, read back with :meth:`load`; :class:`metarec.models.MetaModel`
+    :func:`metarec.train`, read back with :meth:`load`; :class:`metarec.models.meta_model.MetaModel`
     wraps one as a :class:`~metarec.models.base.ScoringModel` for benchmarks and ensembles."""
 
     def __init__(
@@ -518,7 +519,7 @@ class Recommender(TopK):
 
     # -- scoring ------------------------------------------------------------
     @torch.no_grad()
-    def score(self, user: UserState, items: Sequence[str | int] | None = None) -> np.ndarray:
+    def score(self, user: UserState, items: ItemKeys | None = None) -> np.ndarray:
         """Scores for ``items`` (ids or titles), or for the whole catalogue."""
         self._check_user(user)
         items = item_keys(items, "items")
@@ -538,7 +539,7 @@ class Recommender(TopK):
         if not isinstance(user, UserState) or not user.params:
             raise DataError(
                 f"user: expected the UserState this recommender's adapt() returns, got "
-                f"{type(user).__name__}; e.g. rec.recommend(rec.adapt([('Heat (1995)', 5)]))"
+                f"{type(user).__name__}; e.g. rec.recommend(rec.adapt([(item_id, rating), ...]))"
             )
         # a state adapted by this model saved and loaded again is fine; another model's
         # has parameters of other shapes, or seen items past this catalogue's end

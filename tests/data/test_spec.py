@@ -130,3 +130,29 @@ def test_a_command_on_a_run_reads_its_recorded_data_with_the_strictness_given(
         spec_for_run(make_spec({}), None, "runs/a")
     named = make_spec({"interactions": str(own_files / "r.csv")})
     assert spec_for_run(named, recorded, "runs/a")["user_col"] == "who"  # filled in
+
+
+def test_spec_flags_read_the_same_files_again(own_files: Path) -> None:
+    # a benchmark run from Python on load_table's data wrote "--dataset NAME" as its
+    # command, which no CLI could read; every key of a spec must come back as given
+    import shlex
+
+    from metarec.cli import build_parser
+    from metarec.cli.options import data_spec
+    from metarec.data.spec import spec_flags
+
+    spec = make_spec(
+        {"interactions": str(own_files / "r.csv"), "items": str(own_files / "i.csv"),
+         "user_col": "u", "item_col": "i", "rating_col": "stars", "title_col": "name",
+         "text_cols": "about", "item_id_col": "i", "strict": True}
+    )  # fmt: skip
+    flags = spec_flags(spec, (2.0, 11.0))
+    assert flags is not None and "--items-id-col i" in flags and flags.endswith("--strict")
+    args = build_parser().parse_args(["benchmark", *shlex.split(flags)])
+    read = {k: None if v == "" else v for k, v in data_spec(args).items()}  # CLI defaults
+    assert read == spec | {"rating_range": "2,11"}
+    assert load_from_spec(data_spec(args)).rating_range == (2.0, 11.0)
+    # a folder of atomic files is a --dataset; a known data set's spec, or none, no flags
+    assert spec_flags(make_spec({"data": str(own_files)}), (1, 5)) == f"--dataset {own_files}"
+    assert spec_flags(None, (1, 5)) is None
+    assert spec_flags({"dataset": "ml-100k", "data": "/d"}, (1, 5)) is None

@@ -302,6 +302,8 @@ def test_split_files_are_written_with_the_report_not_before(
     record = benchmark.run_benchmark("p2", ds, out=out, folds=folds, seed=1, **TINY_RUN)
     assert _read_back(capsys.readouterr().out) == ["popularity"]  # it did resume
     assert record["seed"] == 1
+    # data made in Python: no CLI option names it ("--dataset tiny" was written)
+    assert record["command"].endswith("name its files (--interactions, --items)")
     # beside seed 0's, under names of their own: seed 1's split files replaced seed 0's
     # while seed 0's report stayed
     assert {n: (out / n).read_bytes() for n in names} == seed0
@@ -423,3 +425,24 @@ def test_uncommitted_source_is_part_of_the_key_new_files_too(tmp_path: Path) -> 
         (package / "evaluation" / "machine.py").read_text() + "\n# edited\n"
     )
     assert copied.uncommitted_digest() is not None
+
+
+def test_a_run_from_python_on_files_writes_the_command_that_reads_them(
+    tmp_path: Path,
+) -> None:
+    import shlex
+
+    from metarec.cli import build_parser
+    from metarec.cli.options import data_spec
+    from metarec.data import clean, load_table
+
+    tiny = _tiny()
+    tiny.interactions.rename(columns={"user_id": "member"}).to_csv(tmp_path / "r.csv", index=False)
+    tiny.items.to_csv(tmp_path / "films.csv", index=False)
+    ds = clean(load_table(tmp_path / "r.csv", tmp_path / "films.csv", user_col="member"))
+    record = benchmark.run_benchmark("p2", ds, out=tmp_path / "out", **TINY_RUN)
+    words = shlex.split(record["command"])
+    assert words[:2] == ["metarec", "benchmark"] and "#" not in words
+    args = build_parser().parse_args(words[1:])
+    assert data_spec(args)["interactions"] == str(tmp_path / "r.csv")
+    assert args.user_col == "member" and args.rating_range == "1,5"

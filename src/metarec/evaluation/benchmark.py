@@ -852,6 +852,7 @@ def _command(
     max_episodes: int | None = None,
     own: Sequence[str] = (),
     model_args: Sequence[str] | None = None,
+    in_memory: bool = False,
 ) -> str:
     """The CLI line that reproduces a run (non-default options only). ``data_args``:
     how the data was named when it is not a known dataset (``--interactions ...``);
@@ -889,6 +890,8 @@ def _command(
         cmd += "".join(f" --model {shlex.quote(spec)}" for spec in model_args)
     elif own:
         cmd += f"  # plus models given in Python: {', '.join(own)}"
+    if in_memory:
+        cmd += "  # the data was built in Python: name its files (--interactions, --items)"
     return cmd
 
 
@@ -1082,6 +1085,14 @@ def run_benchmark(
 
         require_clean(ds)
     ds = replace(ds, name=ds_name)  # split files and reports are named after it
+    in_memory = False  # data no CLI option names: the command says so
+    if data_args is None and isinstance(dataset, Dataset):
+        from metarec.data.registry import known_names
+        from metarec.data.spec import spec_flags
+
+        # a Dataset from Python: "--dataset books" named no data the CLI could find
+        data_args = spec_flags(ds.spec, ds.rating_range)
+        in_memory = data_args is None and not (ds.spec is None and ds_name in known_names())
     like = (
         inferred_like_threshold(
             ds.interactions["rating"], ds.rating_range, "--like-threshold X, or like_threshold="
@@ -1301,6 +1312,7 @@ def run_benchmark(
                 max_episodes=max_episodes,
                 own=list(own),
                 model_args=model_args,
+                in_memory=in_memory,
             ),
         }
         if own_key:
