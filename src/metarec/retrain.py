@@ -40,6 +40,7 @@ from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
 
 if TYPE_CHECKING:
+    from metarec.catalogue import Catalogue
     from metarec.service.store import FeedbackStore
 
 FEEDBACK_PREFIX = "feedback:"  # keeps service user ids apart from the dataset's
@@ -78,7 +79,7 @@ class RetrainResult:
             + (f" ({dropped} for items outside the catalogue left out)" if dropped else "")
             + (
                 f"; {kept} items the run holds beyond the data's items file (added in "
-                "Python) kept in its catalogue"
+                "Python or through the service) kept in its catalogue"
                 if kept
                 else ""
             )
@@ -304,6 +305,9 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
 
         raw = load_json(run / HELD_OUT_FILE)
         with reading(run / HELD_OUT_FILE, "retrain held-out users file"):
+            missing = [k for k in ("users", "rule") if not isinstance(raw, dict) or k not in raw]
+            if missing:  # [] said "list indices must be integers or slices, not str"
+                raise TypeError(f"expected an object with users and rule; {missing[0]} missing")
             users, rule = raw["users"], str(raw["rule"])
             if not isinstance(users, list):
                 raise TypeError(f"users must be a list of ids, got {type(users).__name__}")
@@ -364,6 +368,20 @@ def _catalogue_loss(rec: Recommender, tasks: list[Task], rows: Any) -> float:
         ndcg.append(table[f"ndcg@{CATALOGUE_K}"])
     values = np.concatenate(ndcg)
     return float(1.0 - np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _add_missing_items(old: Recommender, catalogue: Catalogue) -> int:
+    """Give the old run the catalogue's items it lacks, scored from their text as the
+    service scores an item added to it, so that both runs are judged on the same
+    held-out ratings: data grown by an item a held-out user rated (the loop's normal
+    course) failed after training with "unknown item". Returns how many."""
+    index = old.item_index
+    ids = catalogue.items["item_id"].astype(str)
+    missing = np.fromiter((i not in index for i in ids), dtype=bool, count=len(ids))
+    if missing.any():
+        rows = catalogue.items.loc[missing, ["item_id", "title", "text"]].reset_index(drop=True)
+        old.add_items(rows, vectors=catalogue.vectors[missing])
+    return int(missing.sum())
 
 
 def _gate_loss(
@@ -477,6 +495,11 @@ def _retrain(
             "train a new run to change it"
         )
     spec = spec_for_run(spec, old.metadata.get("data_spec"), str(run))
+    if not spec.get("rating_range"):
+        # read on the run's scale, as the new run trains on it: a 9 among 1-5 stars was
+        # read as a scale of 1-9, and refused after encoding as "train: row 81600", a
+        # place in no file; cleaning drops it and says so (--strict: names file and line)
+        spec = {**spec, "rating_range": ",".join(f"{v:g}" for v in old.rating_range)}
     ds = load_from_spec(spec)
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:
@@ -529,7 +552,7 @@ def _retrain(
                 f"max_train_users {cfg.max_train_users:,} leaves no room for the data "
                 f"set's users: the store holds {n_feedback:,} feedback users, who all train; "
                 f"raise it (--set max_train_users=N, more than {n_feedback:,}) or lift it "
-                "(--set max_train_users=null)"
+                "(--set max_train_users=none)"
             )
         users_rest = np.sort(rest["user_id"].unique())
         n_keep = cfg.max_train_users - n_feedback
@@ -551,6 +574,7 @@ def _retrain(
             stacklevel=2,
         )
     catalogue = encode_catalogue(items, encoder, cache_dir=cache_dir, progress=progress)
+    grown = _add_missing_items(old, catalogue)
     new, history = fit_recommender(
         catalogue,
         train,
@@ -587,6 +611,7 @@ def _retrain(
             "held_out": held_rule,
             "feedback_items_dropped": dropped,
             "run_items_kept": len(run_only),
+            "items_new_to_the_run": grown,
             "feedback_ratings_clipped": int(feedback.attrs.get("clipped", 0)),
             "rating_range": list(old.rating_range),
             "best_epoch": history.best_epoch,

@@ -144,13 +144,18 @@ def test_feedback_on_items_outside_the_catalogue_is_left_out_and_counted(
 def test_a_retrained_run_without_its_held_out_users_is_refused(tmp_path: Path) -> None:
     # judged on a fresh draw of users, some of which it trained on (which favours the
     # old model), without a word
-    from metarec.errors import ModelError
+    from metarec.errors import DataError, ModelError
 
     with pytest.raises(ModelError, match=r"heldout\.json: missing; a retrained run is judged"):
         _held_out_users(tmp_path, None, _old({"holdout": "retrain"}))
     # nor a P1 run without its split: a fresh draw held half its training users
     with pytest.raises(ModelError, match=r"split\.json: missing; this run was trained on a P1"):
         _held_out_users(tmp_path, None, _old({"holdout": "p1"}))
+    # a damaged one names what it lacks ("list indices must be integers or slices")
+    for damaged, what in (("[]", "users"), ('{"users": []}', "rule")):
+        (tmp_path / "heldout.json").write_text(damaged)
+        with pytest.raises(DataError, match=f"expected an object with users and rule; {what}"):
+            _held_out_users(tmp_path, None, _old({"holdout": "retrain"}))
 
 
 def _old(metadata: dict[str, Any], seed: int = 3) -> Any:
@@ -613,8 +618,10 @@ def test_a_cap_the_feedback_users_fill_is_refused_before_training(
     out = tmp_path / "new"
     argv = ["retrain", str(service_run), "--db", feedback_db, "--out", str(out), "--force"]
     assert main([*argv, *FAST, "--set", "max_train_users=2"]) == 2
+    said = capsys.readouterr().err
     assert ("max_train_users 2 leaves no room for the data set's users: the store holds 2 "
-            "feedback users") in capsys.readouterr().err  # fmt: skip
+            "feedback users") in said  # fmt: skip
+    assert "(--set max_train_users=none)" in said  # the spelling --set takes ("null" is not)
     assert not out.exists()
 
 
@@ -682,3 +689,51 @@ def test_retrain_reads_the_runs_files_given_again_with_its_recorded_columns(
         retrain(tmp_path / "run", missing, tmp_path / "out",
                 spec={"interactions": str(plays), "items": str(episodes)})  # fmt: skip
     assert "no-feedback.db" in str(caught.value) and "not found" not in str(caught.value)
+
+
+def test_data_grown_by_an_item_held_out_users_rated_is_retrained_and_judged(
+    tmp_path: Path,
+) -> None:
+    # the loop's normal course: the data gained an item since the run, and held-out
+    # users rated it. The old run lacked it, and the gate failed with "unknown item"
+    # after the whole training; the old run now scores it from its text, as served.
+    # A 9 among 1-5 stars in the grown file is read on the run's scale and dropped by
+    # cleaning, not refused after encoding as "train: row N", a place in no file
+    import metarec as mr
+    from metarec.retrain import retrain
+
+    rows = [f"r{u},m{(u * 7 + j) % 30},{1 + (u + j) % 5}" for u in range(60) for j in range(14)]
+    plays, episodes = tmp_path / "plays.csv", tmp_path / "episodes.csv"
+    plays.write_text("listener,episode,stars\n" + "\n".join(rows) + "\n")
+    shows = "".join(f"m{i},episode {i} of a show\n" for i in range(30))
+    episodes.write_text("id,headline\n" + shows)
+    cols = {"user_col": "listener", "item_col": "episode", "rating_col": "stars",
+            "item_id_col": "id", "title_col": "headline"}  # fmt: skip
+    ds = mr.load_table(plays, episodes, **cols)  # type: ignore[arg-type]
+    mr.train(ds, {"epochs": 1}, encoder="tfidf", run_dir=tmp_path / "run", progress=False)
+    held = json.loads((tmp_path / "run" / "recommender.json").read_text())
+    db = f"sqlite:///{tmp_path / 'feedback.db'}"
+    store = FeedbackStore(db)
+    store.create_user("fan", {})
+    store.add_events("fan", [NewEvent("e1", "m1", "rating", 5.0, 1.0)])
+    store.close()
+    from metarec.pipeline import recorded_validation_split
+
+    _, drawn = recorded_validation_split(ds.interactions, held["metadata"], 0)
+    raters = sorted(drawn["user_id"].unique())[:5]
+    assert raters
+    grown_plays = tmp_path / "plays2.csv"
+    grown_plays.write_text(
+        plays.read_text()
+        + "".join(f"{u},m99,{4 + n % 2}\n" for n, u in enumerate(raters))
+        + "r0,m2,9\n"
+    )
+    grown_items = tmp_path / "episodes2.csv"
+    grown_items.write_text(episodes.read_text() + "m99,a brand new episode of the show\n")
+    result = retrain(
+        tmp_path / "run", db, tmp_path / "out", force=True,
+        spec={"interactions": str(grown_plays), "items": str(grown_items)},
+    )  # fmt: skip
+    assert result.details["items_new_to_the_run"] == 1
+    assert np.isfinite(result.old_mae) and np.isfinite(result.new_mae)
+    assert "m99" in Recommender.load(tmp_path / "out").item_index
