@@ -212,6 +212,13 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
             f"n_items is {model.n_items}, the catalogue has {world.data.n_items}"
         )
     _finite(scores, (1, model.n_items), "one user")
+    # noise at scoring time would read as the lookups below: told apart first
+    _close(
+        model.score_catalogue([task], user)[0],
+        scores[0],
+        "the same user scored twice",
+        why=": score_catalogue is not deterministic (unseeded noise when scoring?)",
+    )
     # the task's user index is no key to anyone's history: an unknown user has none
     other = replace(task, user=world.tasks[1].user)
     _close(
@@ -233,6 +240,13 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
     gap = float(np.abs(pair[0] - pair[1]).max())
     lo, hi = world.data.rating_range
     what = "opposite ratings" if hi > lo else "another user's items"
+    if hi > lo:
+        # which items were rated, not how, is what a content profile or an implicit
+        # model reads: such a model personalises, and was told it did not
+        items = replace(task, support_items=world.tasks[1].support_items,
+                        support_ratings=world.tasks[1].support_ratings)  # fmt: skip
+        moved = float(np.abs(model.score_catalogue([items], user)[0] - scores[0]).max())
+        what, gap = "opposite ratings or another user's items", max(gap, moved)
     if personalised and gap <= 1e-4:  # more than a last bit: the bias model moves all alike
         raise ConformanceError(
             f"{what} moved no score by more than {gap:.1e} (a model not meant to "
@@ -247,7 +261,16 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
 
 def check_empty_support(model: ScoringModel, world: World) -> None:
     """A user with no ratings yet gets finite scores that still rank the catalogue, in a
-    batch with others and in a batch of such users alone (P2 at K = 0)."""
+    batch with others and in a batch of such users alone (P2 at K = 0); so does one
+    with a single rating (P2 at K = 1), or with every rating one value (a spread of
+    0: a model that z-scores the support passed, then scored NaN in a benchmark)."""
+    first = world.tasks[0]
+    one = replace(first, support_items=first.support_items[:1],
+                  support_ratings=first.support_ratings[:1])  # fmt: skip
+    same = np.full_like(first.support_ratings, first.support_ratings[0])
+    level = replace(first, support_ratings=same)
+    for few, what in ((one, "a support of one rating"), (level, "a support of one rating value")):
+        _finite(model.score_catalogue([few], world.users.iloc[:1]), (1, model.n_items), what)
     tasks = [emptied(world.tasks[0]), world.tasks[1], emptied(world.tasks[2])]
     scores = model.score_catalogue(tasks, world.users.iloc[:3])
     _finite(scores, (3, model.n_items), "empty supports in a batch")
@@ -621,7 +644,13 @@ def run_checks(
         return build(label, factory, s, field="factory")
 
     model = make(seed)
-    if seeded and not takes_seed(factory):
+    if seeded and isinstance(factory, ScoringModel):
+        seedless = (
+            f"{label} was given built, so every seed is that one model: give its class or "
+            f"a function of the seed (lambda seed: {label}(seed=seed)), or say it has no "
+            "randomness (seeded=False, --unseeded)"
+        )
+    elif seeded and not takes_seed(factory):
         seedless = (
             f"{label} takes no seed, so every seed builds the same model: give it a seed "
             "parameter, or say it has no randomness (seeded=False, --unseeded)"

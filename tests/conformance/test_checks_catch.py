@@ -369,7 +369,11 @@ def test_a_model_that_keeps_the_contract_passes_every_check(world: World) -> Non
         (IgnoresSeed, "same_seed", "a different seed gave the same model"),
         (RecommendsSeen, "recommend_excludes_seen", "recommended an item of its support set"),
         (NaNWhenNew, "empty_support", "scores hold NaN"),
-        (IgnoresSupport, "scored_from_support", "opposite ratings moved no score"),
+        (
+            IgnoresSupport,
+            "scored_from_support",
+            "opposite ratings or another user's items moved no score",
+        ),
         (MovesOldItems, "new_items", "the old items' scores after adding items"),
         (TakesAnyNewItems, "new_items", "add_items with None as the items: TypeError"),
         (TakesAnyK, "any_k", "k=2.5"),
@@ -488,6 +492,9 @@ def test_what_a_benchmark_takes_the_checks_take(world: World) -> None:
     assert check_model(LikedCounts, world) == list(CHECKS)
     with pytest.raises(ConformanceError, match="Seedless takes no seed, so every seed"):
         check_model(Seedless, world)
+    # one given built does take a seed: the advice is to give its class or a function
+    with pytest.raises(ConformanceError, match=r"LikedCounts was given built, .*lambda seed"):
+        check_model(LikedCounts(seed=3), world)
     assert check_model(Seedless, world, seeded=False) == list(CHECKS)
 
 
@@ -497,6 +504,76 @@ def test_noise_at_scoring_time_is_not_called_reading_the_answers(world: World) -
     message = str(caught.value)
     assert "query_never_read: the same tasks scored twice" in message
     assert "not deterministic" in message and "were read" not in message
+    # nor a history looked up by the task's user index, which the first check said
+    assert "scored_from_support: the same user scored twice" in message
+    assert "under another user index" not in message
+
+
+class ZScored(LikedCounts):
+    """Z-scores the support's ratings, as many do: NaN for one rating, or one value."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = np.tile(self.scores, (len(tasks), 1))
+        for row, task in enumerate(tasks):
+            if len(task.support_ratings):
+                r = task.support_ratings.astype(np.float64)
+                z = (r - r.mean()) / r.std()
+                for item, w in zip(task.support_items, z, strict=True):
+                    out[row, max(int(item) - 5, 0) : int(item) + 6] += w
+        return out
+
+
+class ItemsNotRatings(LikedCounts):
+    """Personalised by which items were rated, not how: a content profile's way."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        out = np.tile(self.scores, (len(tasks), 1))
+        for row, task in enumerate(tasks):
+            for item in task.support_items:
+                out[row, max(int(item) - 5, 0) : int(item) + 6] += 1.0
+        return out
+
+
+def test_a_support_of_one_rating_or_one_value_is_scored(world: World) -> None:
+    # passed every check (ten ratings each time), then scored NaN in a P2 benchmark at
+    # K = 1; a support of one rating value does the same
+    with pytest.raises(ConformanceError) as caught:
+        check_model(ZScored, world, skip=["same_seed"])
+    assert "empty_support: a support of one rating: scores hold NaN" in str(caught.value)
+
+
+def test_a_model_personalised_by_the_items_rated_is_personalised(world: World) -> None:
+    # told "opposite ratings moved no score (a model not meant to personalise)"
+    assert check_model(ItemsNotRatings, world, skip=["same_seed"]) == [
+        c for c in CHECKS if c != "same_seed"
+    ]
+    with pytest.raises(ConformanceError, match="said not to personalise moved scores"):
+        check_model(ItemsNotRatings, world, personalised=False, skip=["same_seed"])
+
+
+class CheckedNowhere:
+    """A mixin's score_catalogue: the model class after it in the bases never wrapped
+    it in the input checks a model's own gets."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        return LikedCounts.score_catalogue.__wrapped__(self, tasks, users)  # type: ignore[attr-defined]
+
+
+class MixedIn(CheckedNowhere, LikedCounts):
+    pass
+
+
+def test_a_mixins_score_catalogue_checks_its_tasks(world: World) -> None:
+    model = MixedIn(seed=0).fit(world.data.copied())
+    with pytest.raises(DataError, match=r"support item -1 is not in \[0, "):
+        model.score_catalogue([Task(0, np.array([-1]), np.array([4.0], dtype=np.float32),
+                                    np.array([], dtype=np.int64), np.array([]))])  # fmt: skip
 
 
 class NaNItem(LikedCounts):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from metarec.errors import ConfigError, ModelError
@@ -225,6 +226,31 @@ def test_kept_progress_is_keyed_on_the_models_settings_too() -> None:
     assert fingerprint("a", small, 0) == fingerprint("a", partial(make_peer, "als", factors=8), 0)
     # the seed a factory is built with is a setting: another seed, another run
     assert fingerprint("a", small, 0)["settings"] != fingerprint("a", small, 1)["settings"]
+
+
+def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
+    # a set's repr changes order from process to process (string hashing is salted):
+    # such a model never resumed; a frame's attributes end in reprs that frames of
+    # other values share: a factory reading an edited prior.csv resumed the old figures
+    from metarec.evaluation.own_models import _settings
+
+    code = (
+        "from metarec.evaluation.own_models import _settings; "
+        "print(_settings({'Drama', 'War', 'Comedy', 'Sci-Fi'}))"
+    )
+    seen = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(n)}, check=True).stdout
+        for n in range(4)
+    }  # fmt: skip
+    assert len(seen) == 1
+    values = pd.Series(np.arange(1000.0))
+    edited = values.copy()
+    edited[500] = -1.0
+    assert _settings(values) == _settings(values.copy()) != _settings(edited)
+    frame = pd.DataFrame({"w": values})
+    assert _settings(frame) != _settings(pd.DataFrame({"w": edited}))
+    assert _settings(frame) != _settings(frame.rename(columns={"w": "v"}))
 
 
 def test_a_model_without_a_source_file_is_warned_about() -> None:

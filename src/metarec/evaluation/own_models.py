@@ -318,6 +318,19 @@ def _settings(value: Any, depth: int = 0) -> Any:
         return [_settings(v, depth + 1) for v in value]
     if isinstance(value, dict):
         return {str(k): _settings(v, depth + 1) for k, v in value.items()}
+    import pandas as pd  # here: the CLI imports this module before it needs pandas
+
+    if isinstance(value, set | frozenset):  # its repr's order changes from process to process
+        return sorted((_settings(v, depth + 1) for v in value), key=repr)
+    if isinstance(value, pd.Series | pd.DataFrame | pd.Index):
+        # by its values and labels: its attributes end in reprs ("NumpyBlock: 1000
+        # dtype: float64") that two frames of other values share
+        digest = hashlib.sha256(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+        if isinstance(value, pd.DataFrame):
+            digest.update(repr([(str(c), str(t)) for c, t in value.dtypes.items()]).encode())
+        else:
+            digest.update(f"{value.name!r}{value.dtype}".encode())
+        return f"{type(value).__name__}{value.shape}:" + digest.hexdigest()[:16]
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):

@@ -197,7 +197,8 @@ class ScoringModel(ABC):
         """:meth:`score_catalogue` checks its tasks as :meth:`recommend` does: called
         directly, the peers read an item index of -1 as the last item, 5,000 as an
         IndexError, and a support rating of 99 on 1-5 stars as a rating."""
-        score = cls.__dict__.get("score_catalogue")
+        # its own or a mixin's (a mixin before the model class was never checked)
+        score = getattr(cls, "score_catalogue", None)
         if (
             score is None
             or getattr(score, "_checks_tasks", False)
