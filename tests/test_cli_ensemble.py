@@ -251,12 +251,27 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
     assert "--peers: unknown ['nope']; known peers for an ensemble: popularity," in (
         _error_line(capsys.readouterr().err)
     )
-    assert main(["ensemble", str(run), "--mode", "rating", "--out", str(out)]) == 2
-    assert "rating mode" in _error_line(capsys.readouterr().err)
+    # refused once the data had loaded, naming no flag
+    rating = ["ensemble", str(run), "--mode", "rating", "--out", str(out)]
+    assert main([*rating, "--peers", "bias,popularity"]) == 2
+    assert (
+        "--peers bias,popularity: --mode rating blends predicted ratings, and of the "
+        "peers only bias predicts them, not popularity" in _error_line(capsys.readouterr().err)
+    )
     assert main(["ensemble", str(run), "--max-items", "0", "--out", str(out)]) == 2
     assert "--max-items: must be >= 1, got 0" in _error_line(capsys.readouterr().err)
     assert main(["ensemble", str(run), "--max-episodes", "-1", "--out", str(out)]) == 2
     assert "--max-episodes: must be >= 1, got -1" in _error_line(capsys.readouterr().err)
+    # taken without a word where no peer reads them
+    assert main(["ensemble", str(run), "--max-items", "10", "--out", str(out)]) == 2
+    assert (
+        "--max-items: applies to the peers episodic and stacked, which --peers "
+        "(popularity) does not name" in _error_line(capsys.readouterr().err)
+    )
+    episodic = ["--peers", "episodic", "--max-episodes", "5"]
+    assert main(["ensemble", str(run), *episodic, "--out", str(out)]) == 2
+    assert "--max-episodes: applies to the peers stacked" in _error_line(capsys.readouterr().err)
+    assert not out.exists()
     # the same member twice (one run by two spellings, a peer listed twice)
     assert main(["ensemble", str(run), str(run / ".." / run.name), "--out", str(out)]) == 2
     assert f"run {run.resolve()} given twice" in _error_line(capsys.readouterr().err)
@@ -336,6 +351,17 @@ def test_abtest_takes_an_ensemble_as_an_arm(
 
 
 @pytest.mark.slow
+def test_a_rating_ensemble_is_anchored_on_the_bias_model_by_default(
+    run: Path, tmp_path: Path
+) -> None:
+    # the default anchor, popularity, predicts no rating: --mode rating always failed
+    ens = tmp_path / "ens"
+    args = ["ensemble", str(run), "--mode", "rating", "--buckets", "0,5", "--out", str(ens)]
+    assert main(args) == 0
+    manifest = json.loads((ens / "ensemble.json").read_text())
+    assert [m["kind"] for m in manifest["members"]] == ["metarec", "bias"]
+
+
 def test_ensemble_carries_a_ranking_model(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -657,6 +657,11 @@ def test_a_results_folder_is_reported_whole_or_not_at_all(
     (tmp_path / "p2-a.json").unlink()  # nothing left to report: refused, not silent
     assert main(["report", str(tmp_path)]) == 2
     assert "no benchmark results in it, only other JSON files" in capsys.readouterr().err
+    # a training run stopped before its model was saved: said as `train` would resume it
+    unfinished = tmp_path / "run"
+    (unfinished / "checkpoint").mkdir(parents=True)
+    assert main(["report", str(unfinished)]) == 2
+    assert "an unfinished training run (its checkpoint/ is here" in capsys.readouterr().err
 
 
 def test_a_number_past_what_a_float_holds_is_named_not_a_traceback(
@@ -1006,6 +1011,9 @@ def test_run_benchmark_writes_no_record_it_could_not_report_whole(
 
     folds: list[dict[str, Any]] = []
     monkeypatch.setattr(benchmark, "_fold_run", lambda *a, **k: folds[0])
+    # the faked folds write a split file that is no split, which a later run would
+    # refuse to replace (see test_run_store)
+    monkeypatch.setattr(benchmark, "_check_split_files", lambda *a, **k: None)
 
     def run() -> dict[str, Any]:
         return benchmark.run_benchmark(

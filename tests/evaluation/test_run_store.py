@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from metarec.errors import ConfigError
 from metarec.evaluation import benchmark
 from metarec.evaluation.run_store import RunStore
 
@@ -446,3 +447,25 @@ def test_a_run_from_python_on_files_writes_the_command_that_reads_them(
     args = build_parser().parse_args(words[1:])
     assert data_spec(args)["interactions"] == str(tmp_path / "r.csv")
     assert args.user_col == "member" and args.rating_range == "1,5"
+
+
+def test_a_run_that_would_replace_another_reports_split_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    # seed 1 read seed 0's split files (--splits falls back to them) and wrote them as
+    # seed 1's, over the file seed 1's earlier report beside it was run on
+    ds = _tiny()
+    benchmark.run_benchmark("p2", ds, out=tmp_path / "zero", **TINY_RUN)
+    mixed = tmp_path / "mixed"
+    benchmark.run_benchmark("p2", ds, out=mixed, seed=1, **TINY_RUN)
+    kept = (mixed / "p2-tiny-seed1-split.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"p2-tiny-seed1-split\.json: holds another split"):
+        benchmark.run_benchmark(
+            "p2", ds, out=mixed, seed=1, splits=tmp_path / "zero",
+            **{**TINY_RUN, "peers": ["popularity"]},
+        )  # fmt: skip
+    assert (mixed / "p2-tiny-seed1-split.json").read_bytes() == kept
+    # the same split again (the same command, or its own files read back) is no conflict
+    benchmark.run_benchmark(
+        "p2", ds, out=mixed, seed=1, splits=mixed, **{**TINY_RUN, "peers": ["popularity"]}
+    )

@@ -349,6 +349,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             if not p.name.endswith("-split.json")
         )
         if not found:
+            if (path / "checkpoint").is_dir():
+                from metarec.ensemble_run import run_kind
+
+                run_kind(path)  # an unfinished training run: says how to resume it
             raise ConfigError(
                 f"{path}: no benchmark results (p1-*.json, p2-*.json, speed*.json) in it"
             )

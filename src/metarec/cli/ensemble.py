@@ -30,10 +30,9 @@ def register(sub: Any) -> None:
     )
     en.add_argument(
         "--peers",
-        default="popularity",
         help="comma-separated models fitted on the runs' training data: the peers "
         "popularity, bias, knn, and metarec's ranking models episodic, stacked "
-        "(default popularity; '' for none)",
+        "(default popularity, and bias with --mode rating; '' for none)",
     )
     en.add_argument(
         "--mode",
@@ -74,8 +73,20 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     for run in runs:  # bad paths fail here, before any data is loaded
         if run_kind(run) != "run":
             raise ConfigError(f"{run}: is an ensemble; give the run folders to blend")
-    peers = comma_list(args.peers, "--peers") or []
+    # the anchor a blend falls back on for users with few ratings: in rating mode the
+    # bias model (popularity predicts no rating, and was refused once the data loaded)
+    given = (
+        args.peers
+        if args.peers is not None
+        else ("bias" if args.mode == "rating" else "popularity")
+    )
+    peers = comma_list(given, "--peers") or []
     check_members(runs, peers)
+    if args.mode == "rating" and [p for p in peers if p != "bias"]:
+        raise ConfigError(
+            f"--peers {given}: --mode rating blends predicted ratings, and of the peers only "
+            f"bias predicts them, not {', '.join(p for p in peers if p != 'bias')}"
+        )
     # "" is refused by int_list: it was taken for the default buckets without a word
     buckets = int_list(args.buckets, "--buckets") if args.buckets is not None else None
     if buckets is not None and (sorted(set(buckets)) != buckets or buckets[0] != 0):
@@ -83,9 +94,16 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--buckets: support sizes that start at 0 and increase, got {args.buckets!r}"
         )
-    for flag, value in (("--max-items", args.max_items), ("--max-episodes", args.max_episodes)):
+    for flag, value, readers in (("--max-items", args.max_items, ("episodic", "stacked")),
+                                 ("--max-episodes", args.max_episodes, ("stacked",))):  # fmt: skip
         if value is not None and value < 1:
             raise ConfigError(f"{flag}: must be >= 1, got {value}")
+        if value is not None and not set(readers) & set(peers):
+            # taken without a word, as if it had capped something (benchmark refuses it)
+            raise ConfigError(
+                f"{flag}: applies to the peers {' and '.join(readers)}, which --peers "
+                f"({given or 'none'}) does not name"
+            )
     out = Path(args.out)
     if out.resolve() in {r.resolve() for r in runs}:
         raise ConfigError(f"--out {out}: must not be one of the runs")

@@ -38,7 +38,7 @@ from metarec.data.schema import (
     inferred_like_threshold,
 )
 from metarec.data.tasks import wrote_into_read_only
-from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
+from metarec.errors import ConfigError, DataError, MetarecError, ModelError, UnsupportedError
 from metarec.evaluation.machine import git_commit, machine_info, uncommitted_digest
 from metarec.evaluation.own_models import OwnModel
 from metarec.evaluation.own_models import build as build_own
@@ -774,6 +774,30 @@ def _check_model_options(
         )
 
 
+def _check_split_files(
+    out: Path, protocol: str, stem: str, drawn: Sequence[tuple[int | None, Any]], ds: Dataset
+) -> None:
+    """Refuse a run whose split files would replace other splits in ``out``: a split
+    file's name says the protocol, data, seed and fold, not the seed bags nor where
+    ``--splits`` read it from, and a run over another report's file left that report
+    beside a split it was not run on, without a word. Before any model is fitted."""
+    from metarec.evaluation.splits import split_file_name
+
+    for fold, split in drawn:
+        path = out / split_file_name(protocol, stem, fold)
+        if not path.is_file():
+            continue
+        try:
+            same = type(split).load(path, ds).digest() == split.digest()
+        except MetarecError:  # not this data's split at all
+            same = False
+        if not same:
+            raise ConfigError(
+                f"{path}: holds another split than this run's, which the report it was "
+                "written with was run on; give another --out (or move that file away)"
+            )
+
+
 def _warn_few_users(protocol: str, n_users: Mapping[str, int]) -> None:
     """Say where the test users are too few for the figures to mean much, as `evaluate`
     does: a P2 run on one's own data judged 4 users without a word."""
@@ -1168,6 +1192,7 @@ def run_benchmark(
                 else f"{ds_name}: the P2 split" + (f" of fold {f}" if f is not None else "")
             ),
         )
+    _check_split_files(out, protocol, stem, drawn, ds)
     del drawn
     name = (
         f"{protocol}-{stem}"
