@@ -240,6 +240,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.router.route_class = StrictJsonRoute  # set before the routes are added, which take it
     app.state.settings = settings
+    # refused by size before validation (json_body): the endpoints check again
+    app.state.body_caps = {
+        ("POST", "/v1/users/{user_id}/events"): ("events", settings.max_events_per_batch),
+        ("POST", "/v1/users"): ("ratings", settings.max_events_per_batch),
+        ("PUT", "/v1/items"): ("items", settings.max_items_per_request),
+    }
     app.state.holder = holder
     app.state.store = store
     app.state.metrics = metrics

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastapi import HTTPException
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
@@ -101,20 +102,39 @@ def parse(body: bytes) -> Any:
 
 
 class _StrictJsonRequest(Request):
+    # (field, limit) of the list this route's body may hold at most ``limit`` of
+    cap: tuple[str, int] | None = None
+
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             self._json = parse(await self.body())
+            if self.cap is not None:
+                _check_cap(self._json, *self.cap)
         return self._json
+
+
+def _check_cap(value: Any, field: str, limit: int) -> None:
+    """A 413 for a list past the server's limit, before validation: 300,000 empty
+    events (under the 1 MB body limit) were validated one by one, and their 900,000
+    errors described, on the event loop: 7 s in which no other request was answered."""
+    listed = value.get(field) if isinstance(value, dict) else None
+    if isinstance(listed, list) and len(listed) > limit:
+        raise HTTPException(413, f"{field}: {len(listed)} in one request; the limit is {limit}")
 
 
 class StrictJsonRoute(APIRoute):
     """A route whose JSON body is read by :func:`parse` (FastAPI reads it via
-    ``Request.json``, so a request class of our own is the one place to do it)."""
+    ``Request.json``, so a request class of our own is the one place to do it), with
+    the list caps the app keeps in ``app.state.body_caps`` by (method, path)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
+        keys = [(method, self.path) for method in self.methods or ()]
 
         async def strict(request: Request) -> Response:
-            return await handle(_StrictJsonRequest(request.scope, request.receive))
+            strict_request = _StrictJsonRequest(request.scope, request.receive)
+            caps = getattr(request.app.state, "body_caps", {})
+            strict_request.cap = next((caps[k] for k in keys if k in caps), None)
+            return await handle(strict_request)
 
         return strict
