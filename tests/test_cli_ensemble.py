@@ -271,6 +271,13 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
     episodic = ["--peers", "episodic", "--max-episodes", "5"]
     assert main(["ensemble", str(run), *episodic, "--out", str(out)]) == 2
     assert "--max-episodes: applies to the peers stacked" in _error_line(capsys.readouterr().err)
+    # a typo is named as one before the checks that read the peers' kinds
+    assert main([*rating, "--peers", "bais"]) == 2
+    assert "--peers: unknown ['bais']; known peers" in _error_line(capsys.readouterr().err)
+    assert (
+        main(["ensemble", str(run), "--peers", "nope", "--max-items", "5", "--out", str(out)]) == 2
+    )
+    assert "--peers: unknown ['nope']" in _error_line(capsys.readouterr().err)
     assert not out.exists()
     # the same member twice (one run by two spellings, a peer listed twice)
     assert main(["ensemble", str(run), str(run / ".." / run.name), "--out", str(out)]) == 2

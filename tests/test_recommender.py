@@ -115,9 +115,12 @@ def test_a_bad_history_in_a_batch_is_named_by_its_place(fitted: Recommender) -> 
     np.testing.assert_array_equal(
         fitted.score(fitted.adapt(p for p in pairs)), fitted.score(fitted.adapt(pairs))
     )
-    # ratings by item as a Series, as a dict (iterated, it gave its ratings alone)
+    # a Series of numbers is ratings by item, or a rating column given by mistake (its
+    # labels then row numbers): said, not guessed; a Series of pairs is pairs
+    with pytest.raises(DataError, match=r"history: a Series of numbers is not a history: giv"):
+        fitted.adapt(pd.Series(dict(pairs)))
     np.testing.assert_array_equal(
-        fitted.score(fitted.adapt(pd.Series(dict(pairs)))), fitted.score(fitted.adapt(pairs))
+        fitted.score(fitted.adapt(pd.Series(pairs))), fitted.score(fitted.adapt(pairs))
     )
 
 

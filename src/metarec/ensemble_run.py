@@ -499,6 +499,18 @@ def run_split(run: Path, rec: Recommender, ds: Any) -> tuple[pd.DataFrame, pd.Da
     return recorded_validation_split(ds.interactions, rec.metadata, rec.cfg.seed)
 
 
+def check_peer_names(peers: Sequence[str]) -> None:
+    """Refuse a name that is no peer an ensemble takes, before any other check of the
+    peers (a typo was told it "cannot be saved", or that it predicts no rating)."""
+    from metarec.models.persist import RANKERS, SAVEABLE
+    from metarec.peers import PEERS
+
+    unknown = [p for p in peers if not isinstance(p, str) or (p not in PEERS and p not in RANKERS)]
+    if unknown:
+        usable = ", ".join(s for s in SAVEABLE if s != "metarec")
+        raise ConfigError(f"peers: unknown {unknown}; known peers for an ensemble: {usable}")
+
+
 def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
     """Refuse a run or peer named twice: the same member twice only doubles its share of
     the blend's starting point and its cost, so it is a slip (a shell glob, a pasted list)."""
@@ -565,7 +577,7 @@ def fit_from_runs(
     from metarec.models.base import ScoringModel, TrainingData, check_seed
     from metarec.models.ensemble import DEFAULT_BUCKETS
     from metarec.models.persist import RANKERS, SAVEABLE, make_ranker
-    from metarec.peers import PEERS, make_peer
+    from metarec.peers import make_peer
 
     for what, names in (("runs", runs), ("peers", peers)):
         if isinstance(names, str | bytes | Path):  # "run" read letter by letter: "r" twice
@@ -579,9 +591,7 @@ def fit_from_runs(
     if not runs:
         raise ConfigError("ensemble: give at least one run folder")
     usable = ", ".join(s for s in SAVEABLE if s != "metarec")
-    unknown = [p for p in peers if not isinstance(p, str) or (p not in PEERS and p not in RANKERS)]
-    if unknown:  # a typo was told it "cannot be saved", as if the name were a peer
-        raise ConfigError(f"peers: unknown {unknown}; known peers for an ensemble: {usable}")
+    check_peer_names(peers)
     folders = [Path(r) for r in runs]  # given as text too, as load_run takes them
     check_members(folders, peers)
     unsaveable = [p for p in peers if p not in SAVEABLE]

@@ -27,7 +27,6 @@ History: TypeAlias = (
     | Mapping[str, float]
     | Mapping[int, float]
     | Mapping[str | int, float]
-    | pd.Series
     | pd.DataFrame
 )
 # items to score or rank: a list, or a frame's column or its values as they come
@@ -55,9 +54,16 @@ def history_pairs(
         if missing:
             raise DataError(f"{where} needs columns item_id and rating; missing {sorted(missing)}")
         rows: Iterable[tuple[Any, Any]] = zip(history["item_id"], history["rating"], strict=True)
-    elif isinstance(history, Mapping | pd.Series):  # a Series of ratings by item
-        # (iterated, a Series gave its ratings alone: "expected (item, rating), got 5")
+    elif isinstance(history, Mapping):
         rows = history.items()
+    elif isinstance(history, pd.Series) and history.dtype != object:
+        # its numbers read one by one said "expected (item, rating), got 5"; read by
+        # their labels, a frame's rating column given by mistake was a history of the
+        # row numbers: which one is meant is the caller's to say
+        raise DataError(
+            f"{where}: a Series of numbers is not a history: give dict(series) for ratings "
+            "by the item ids in its index, or a frame with item_id and rating columns"
+        )
     elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
         # iterating a string would read its characters as entries
         raise DataError(

@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
-    from metarec.ensemble_run import check_members, run_kind
+    from metarec.ensemble_run import check_members, check_peer_names, run_kind
     from metarec.locks import exclusive
     from metarec.models.persist import check_target
 
@@ -81,6 +81,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         else ("bias" if args.mode == "rating" else "popularity")
     )
     peers = comma_list(given, "--peers") or []
+    with named_as_flags({"peers": "--peers"}):
+        check_peer_names(peers)
     check_members(runs, peers)
     if args.mode == "rating" and [p for p in peers if p != "bias"]:
         raise ConfigError(

@@ -16,27 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from metarec.errors import ConfigError
+from metarec.file_options import FILE_ARGS, file_flags
 
 DEFAULT_RUN = "runs/quickstart"
-
-# your own files: (flag, attribute, default) in the order a reproduction command lists them
-FILE_ARGS: tuple[tuple[str, str, str | None], ...] = (
-    ("--interactions", "interactions", None),
-    ("--items", "items", None),
-    ("--users", "users", None),
-    ("--user-col", "user_col", None),
-    ("--item-col", "item_col", None),
-    ("--rating-col", "rating_col", None),
-    ("--timestamp-col", "timestamp_col", None),
-    ("--title-col", "title_col", None),
-    ("--genre-col", "genre_col", None),
-    ("--year-col", "year_col", None),
-    ("--text-cols", "text_cols", ""),
-    ("--user-feature-cols", "user_feature_cols", ""),
-    ("--rating-range", "rating_range", None),
-    ("--items-id-col", "item_id_col", None),
-    ("--users-id-col", "users_id_col", None),
-)
 
 
 def seed(value: str) -> int:
@@ -305,14 +287,7 @@ def data_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 def file_args_command(args: argparse.Namespace) -> str:
     """The own-files options as given (non-default ones), for a reproduction command."""
-    parts: list[str] = []
-    for flag, attr, default in FILE_ARGS:
-        value = getattr(args, attr, None)
-        if value is not None and value != default:
-            parts += [flag, str(value)]
-    if getattr(args, "strict", False):
-        parts.append("--strict")
-    return shlex.join(parts)
+    return shlex.join(file_flags(vars(args)))
 
 
 def train_config(args: argparse.Namespace) -> Any:

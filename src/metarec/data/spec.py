@@ -178,28 +178,21 @@ def with_recorded_columns(spec: dict[str, Any], recorded: dict[str, Any] | None)
     return {**spec, **filled}
 
 
-# the CLI's flags for the spec keys not spelt as the key is
-_FLAGS = {"item_id_col": "--items-id-col", "users_id_col": "--users-id-col"}
-
-
 def spec_flags(spec: dict[str, Any] | None, rating_range: tuple[float, float]) -> str | None:
     """The CLI's data options that read the files of ``spec`` again, on the scale
     ``rating_range`` a data set was cleaned to (given in Python, it is in no spec), or
     None where ``spec`` names no files (a known data set's, or a frame built in memory)."""
     import shlex
 
+    from metarec.file_options import file_flags
+
     if not spec:
         return None
     if not spec.get("interactions"):
         data = spec.get("data")
         return shlex.join(["--dataset", str(data)]) if data and not spec.get("dataset") else None
-    parts: list[str] = []
-    for key in SPEC_KEYS:
-        value = spec.get(key)
-        if key not in ("dataset", "data", "strict", "rating_range") and value not in (None, ""):
-            parts += [_FLAGS.get(key, "--" + key.replace("_", "-")), str(value)]
-    parts += ["--rating-range", ",".join(f"{v:g}" for v in rating_range)]
-    return shlex.join(parts + (["--strict"] if spec.get("strict") else []))
+    scale = ",".join(f"{v:g}" for v in rating_range)
+    return shlex.join(file_flags({**spec, "rating_range": scale}))
 
 
 def names_data(spec: dict[str, Any] | None) -> bool:

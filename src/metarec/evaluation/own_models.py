@@ -325,7 +325,12 @@ def _settings(value: Any, depth: int = 0) -> Any:
     if isinstance(value, pd.Series | pd.DataFrame | pd.Index):
         # by its values and labels: its attributes end in reprs ("NumpyBlock: 1000
         # dtype: float64") that two frames of other values share
-        digest = hashlib.sha256(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+        try:
+            hashed = pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes()
+        except TypeError:  # cells pandas cannot hash (lists, dicts): their JSON
+            table = value.to_series() if isinstance(value, pd.Index) else value
+            hashed = table.to_json(orient="split", default_handler=repr).encode()
+        digest = hashlib.sha256(hashed)
         if isinstance(value, pd.DataFrame):
             digest.update(repr([(str(c), str(t)) for c, t in value.dtypes.items()]).encode())
         else:

@@ -85,9 +85,9 @@ def apply_items(rec: ServedModel, frame: pd.DataFrame, vectors: np.ndarray) -> t
     known = np.fromiter((i in index for i in frame["item_id"]), dtype=bool, count=len(frame))
     idx = [rec.item_index[i] for i in frame.loc[known, "item_id"]]  # appending keeps them
     if (~known).any():
-        # indexes the rows it appends alone, so it comes first: the update's whole
-        # re-index below then sees every title as it now is (after an update, the
-        # append's kept the updated items' old titles in the index and the display list)
+        # each indexes its own rows alone (the append its new ones, the update its
+        # changed ones) on top of the other's, so either order leaves every title as it
+        # now is in the index and the display list
         rec.add_items(frame.loc[~known].reset_index(drop=True), vectors=vectors[~known])
     if known.any():
         _update_items(rec, idx, frame.loc[known], vectors[known])
