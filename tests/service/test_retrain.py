@@ -666,23 +666,33 @@ def test_on_clicks_the_release_rule_ranks_the_catalogue(shared_data: Path) -> No
     assert not not_worse(good, bad, 0.0)
 
 
+def _podcast_run(tmp_path: Path, *, n_users: int, per_user: int) -> tuple[Path, Path, Any]:
+    """Files with their own column names (plays.csv, episodes.csv), their data set, and a
+    run trained on it in ``tmp_path / "run"``."""
+    import metarec as mr
+
+    rows = [f"r{u},m{(u * 7 + j) % 30},{1 + (u + j) % 5}" for u in range(n_users)
+            for j in range(per_user)]  # fmt: skip
+    plays, episodes = tmp_path / "plays.csv", tmp_path / "episodes.csv"
+    plays.write_text("listener,episode,stars\n" + "\n".join(rows) + "\n")
+    episodes.write_text(
+        "id,headline\n" + "".join(f"m{i},episode {i} of a show\n" for i in range(30))
+    )
+    ds = mr.load_table(plays, episodes, user_col="listener", item_col="episode",
+                       rating_col="stars", item_id_col="id", title_col="headline")  # fmt: skip
+    mr.train(ds, {"epochs": 1}, encoder="tfidf", run_dir=tmp_path / "run", progress=False)
+    return plays, episodes, ds
+
+
 def test_retrain_reads_the_runs_files_given_again_with_its_recorded_columns(
     tmp_path: Path,
 ) -> None:
     # a run records its files' column options, and retrain is told the files: they were
     # read as if their columns had the default names ("user column 'user_id' not found")
-    import metarec as mr
     from metarec.errors import ConfigError, DataError
     from metarec.retrain import retrain
 
-    rows = [f"r{u},m{(u * 7 + j) % 30},{1 + (u + j) % 5}" for u in range(40) for j in range(12)]
-    plays, episodes = tmp_path / "plays.csv", tmp_path / "episodes.csv"
-    plays.write_text("listener,episode,stars\n" + "\n".join(rows) + "\n")
-    titles = "".join(f"m{i},episode {i} of a show\n" for i in range(30))
-    episodes.write_text("id,headline\n" + titles)
-    ds = mr.load_table(plays, episodes, user_col="listener", item_col="episode",
-                       rating_col="stars", item_id_col="id", title_col="headline")  # fmt: skip
-    mr.train(ds, {"epochs": 1}, encoder="tfidf", run_dir=tmp_path / "run", progress=False)
+    plays, episodes, _ = _podcast_run(tmp_path, n_users=40, per_user=12)
     missing = f"sqlite:///{tmp_path / 'no-feedback.db'}"
     # the data is read as the run recorded it; what stops the retrain is the store
     with pytest.raises((ConfigError, DataError)) as caught:
@@ -699,18 +709,9 @@ def test_data_grown_by_an_item_held_out_users_rated_is_retrained_and_judged(
     # after the whole training; the old run now scores it from its text, as served.
     # A 9 among 1-5 stars in the grown file is read on the run's scale and dropped by
     # cleaning, not refused after encoding as "train: row N", a place in no file
-    import metarec as mr
     from metarec.retrain import retrain
 
-    rows = [f"r{u},m{(u * 7 + j) % 30},{1 + (u + j) % 5}" for u in range(60) for j in range(14)]
-    plays, episodes = tmp_path / "plays.csv", tmp_path / "episodes.csv"
-    plays.write_text("listener,episode,stars\n" + "\n".join(rows) + "\n")
-    shows = "".join(f"m{i},episode {i} of a show\n" for i in range(30))
-    episodes.write_text("id,headline\n" + shows)
-    cols = {"user_col": "listener", "item_col": "episode", "rating_col": "stars",
-            "item_id_col": "id", "title_col": "headline"}  # fmt: skip
-    ds = mr.load_table(plays, episodes, **cols)  # type: ignore[arg-type]
-    mr.train(ds, {"epochs": 1}, encoder="tfidf", run_dir=tmp_path / "run", progress=False)
+    plays, episodes, ds = _podcast_run(tmp_path, n_users=60, per_user=14)
     held = json.loads((tmp_path / "run" / "recommender.json").read_text())
     db = f"sqlite:///{tmp_path / 'feedback.db'}"
     store = FeedbackStore(db)
