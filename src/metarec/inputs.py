@@ -56,7 +56,7 @@ def history_pairs(
         rows: Iterable[tuple[Any, Any]] = zip(history["item_id"], history["rating"], strict=True)
     elif isinstance(history, Mapping):
         rows = history.items()
-    elif isinstance(history, pd.Series) and history.dtype != object:
+    elif isinstance(history, pd.Series) and _numbers(history):
         # its numbers read one by one said "expected (item, rating), got 5"; read by
         # their labels, a frame's rating column given by mistake was a history of the
         # row numbers: which one is meant is the caller's to say
@@ -96,6 +96,18 @@ def history_pairs(
             )
         pairs[resolve(key)] = rating  # a repeated item keeps its latest rating
     return list(pairs.items())
+
+
+def _numbers(series: pd.Series) -> bool:
+    """Whether ``series`` holds numbers (of a numeric dtype, or as Python objects),
+    not the (item, rating) pairs a history's entries are."""
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return True
+    return (
+        series.dtype == object
+        and len(series) > 0
+        and all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in series)
+    )
 
 
 def vector_rows(

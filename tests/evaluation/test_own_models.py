@@ -254,6 +254,19 @@ def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
     # cells pandas cannot hash: the fingerprint failed, and with it the benchmark
     tags = pd.DataFrame({"tags": [["a", "b"], ["c"]]})
     assert _settings(tags) == _settings(tags.copy()) != _settings(tags.assign(tags=[["a"], ["c"]]))
+    # each cell exactly (JSON kept ten digits), and a set in a cell the same in every process
+    close = pd.DataFrame({"w": [[0.123456789012], [1.0]]})
+    assert _settings(close) != _settings(pd.DataFrame({"w": [[0.123456789019], [1.0]]}))
+    sets = (
+        "import pandas as pd; from metarec.evaluation.own_models import _settings; "
+        "print(_settings(pd.DataFrame({'s': [{'alpha', 'beta', 'gamma', 'delta'}, {'x'}]})))"
+    )
+    seen = {
+        subprocess.run([sys.executable, "-c", sets], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(n)}, check=True).stdout
+        for n in range(3)
+    }  # fmt: skip
+    assert len(seen) == 1
 
 
 def test_a_model_without_a_source_file_is_warned_about() -> None:

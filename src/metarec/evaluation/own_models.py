@@ -327,9 +327,14 @@ def _settings(value: Any, depth: int = 0) -> Any:
         # dtype: float64") that two frames of other values share
         try:
             hashed = pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes()
-        except TypeError:  # cells pandas cannot hash (lists, dicts): their JSON
+        except TypeError:  # cells pandas cannot hash (lists, sets, arrays): each one's
+            # settings, as an attribute's (exact floats, sets in order); their JSON kept
+            # ten digits and set order, so other settings matched, and one never did
             table = value.to_series() if isinstance(value, pd.Index) else value
-            hashed = table.to_json(orient="split", default_handler=repr).encode()
+            frame = table.to_frame() if isinstance(table, pd.Series) else table
+            cells = [[_settings(v, depth + 1) for v in frame[c].tolist()] for c in frame]
+            labels = [repr(i) for i in frame.index.tolist()]
+            hashed = json.dumps([labels, cells], default=repr).encode()
         digest = hashlib.sha256(hashed)
         if isinstance(value, pd.DataFrame):
             digest.update(repr([(str(c), str(t)) for c, t in value.dtypes.items()]).encode())
