@@ -259,7 +259,9 @@ class ItemIn(_Strict):
 
 
 class ItemsIn(_Strict):
-    items: list[ItemIn] = Field(min_length=1)
+    # fail_fast: a long list of bad entries stops at the first (each one's errors were
+    # built and described on the event loop)
+    items: list[ItemIn] = Field(min_length=1, fail_fast=True)
 
 
 class ItemsOut(BaseModel):
@@ -278,7 +280,7 @@ class RatingIn(_Strict):
 class UserIn(_Strict):
     user_id: NewUserId
     features: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict)
-    ratings: list[RatingIn] = Field(default_factory=list)
+    ratings: list[RatingIn] = Field(default_factory=list, fail_fast=True)
 
     @field_validator("ratings")
     @classmethod
@@ -434,7 +436,7 @@ def _utc(moment: datetime) -> datetime:
 class EventsIn(_Strict):
     """``{"events": [...]}``; a single event object is accepted as well."""
 
-    events: list[EventIn] = Field(min_length=1)
+    events: list[EventIn] = Field(min_length=1, fail_fast=True)
     # sent as one bare event: its fields are named as sent ("value"), not "events[0].value"
     _bare: bool = PrivateAttr(False)
 
