@@ -117,11 +117,11 @@ def test_a_bad_history_in_a_batch_is_named_by_its_place(fitted: Recommender) -> 
     )
     # a Series of numbers is ratings by item, or a rating column given by mistake (its
     # labels then row numbers): said, not guessed; a Series of pairs is pairs
-    for numbers in (pd.Series(dict(pairs)), pd.Series(dict(pairs), dtype=object)):
-        with pytest.raises(DataError, match=r"history: a Series of numbers is not a history"):
-            fitted.adapt(numbers)
-    with pytest.raises(DataError, match=r"history entry 0: expected \(item, rating\), got '1'"):
-        fitted.adapt(pd.Series(["1", "2"]))  # ids alone: not called numbers
+    for values in (pd.Series(dict(pairs)), pd.Series(dict(pairs), dtype=object),
+                   pd.Series([5, 4], dtype="category"), pd.Series([5, None], dtype=object),
+                   pd.Series(["1", "2"])):  # fmt: skip
+        with pytest.raises(DataError, match=r"history: a Series is read as \(item, rating\) "):
+            fitted.adapt(values)
     np.testing.assert_array_equal(
         fitted.score(fitted.adapt(pd.Series(pairs))), fitted.score(fitted.adapt(pairs))
     )

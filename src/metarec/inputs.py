@@ -56,13 +56,14 @@ def history_pairs(
         rows: Iterable[tuple[Any, Any]] = zip(history["item_id"], history["rating"], strict=True)
     elif isinstance(history, Mapping):
         rows = history.items()
-    elif isinstance(history, pd.Series) and _numbers(history):
-        # its numbers read one by one said "expected (item, rating), got 5"; read by
+    elif isinstance(history, pd.Series) and not all(isinstance(v, tuple | list) for v in history):
+        # its values read one by one said "expected (item, rating), got 5"; read by
         # their labels, a frame's rating column given by mistake was a history of the
         # row numbers: which one is meant is the caller's to say
         raise DataError(
-            f"{where}: a Series of numbers is not a history: give dict(series) for ratings "
-            "by the item ids in its index, or a frame with item_id and rating columns"
+            f"{where}: a Series is read as (item, rating) pairs, and this one holds "
+            f"{plain(history.iloc[0])!r:.40}: give dict(series) for ratings by the item ids in "
+            "its index, or a frame with item_id and rating columns"
         )
     elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
         # iterating a string would read its characters as entries
@@ -96,18 +97,6 @@ def history_pairs(
             )
         pairs[resolve(key)] = rating  # a repeated item keeps its latest rating
     return list(pairs.items())
-
-
-def _numbers(series: pd.Series) -> bool:
-    """Whether ``series`` holds numbers (of a numeric dtype, or as Python objects),
-    not the (item, rating) pairs a history's entries are."""
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        return True
-    return (
-        series.dtype == object
-        and len(series) > 0
-        and all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in series)
-    )
 
 
 def vector_rows(

@@ -259,7 +259,8 @@ def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
     assert _settings(close) != _settings(pd.DataFrame({"w": [[0.123456789019], [1.0]]}))
     sets = (
         "import pandas as pd; from metarec.evaluation.own_models import _settings; "
-        "print(_settings(pd.DataFrame({'s': [{'alpha', 'beta', 'gamma', 'delta'}, {'x'}]})))"
+        "print(_settings(pd.DataFrame({'s': [{'alpha', 'beta', 'gamma', 'delta'}, {'x'}]},"
+        " index=[frozenset({'alpha', 'beta', 'gamma'}), frozenset({'y'})])))"
     )
     seen = {
         subprocess.run([sys.executable, "-c", sets], capture_output=True, text=True,
@@ -267,6 +268,10 @@ def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
         for n in range(3)
     }  # fmt: skip
     assert len(seen) == 1
+    # two columns of one name (a frame then, not a column): the fingerprint raised
+    twice = pd.DataFrame([[["a"], ["b"]]], columns=["tags", "tags"])
+    other = pd.DataFrame([[["a"], ["c"]]], columns=["tags", "tags"])
+    assert _settings(twice) != _settings(other)
 
 
 def test_a_model_without_a_source_file_is_warned_about() -> None:

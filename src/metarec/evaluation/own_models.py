@@ -332,8 +332,12 @@ def _settings(value: Any, depth: int = 0) -> Any:
             # ten digits and set order, so other settings matched, and one never did
             table = value.to_series() if isinstance(value, pd.Index) else value
             frame = table.to_frame() if isinstance(table, pd.Series) else table
-            cells = [[_settings(v, depth + 1) for v in frame[c].tolist()] for c in frame]
-            labels = [repr(i) for i in frame.index.tolist()]
+            # by position: a name two columns share reads as a frame
+            cells = [
+                [_settings(v, depth + 1) for v in frame.iloc[:, j].tolist()]
+                for j in range(frame.shape[1])
+            ]
+            labels = [_settings(i, depth + 1) for i in frame.index.tolist()]
             hashed = json.dumps([labels, cells], default=repr).encode()
         digest = hashlib.sha256(hashed)
         if isinstance(value, pd.DataFrame):
