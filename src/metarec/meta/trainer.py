@@ -416,12 +416,12 @@ class Trainer:
         if best_state is not None:
             # Buffers training leaves alone (the frozen item vectors: 230 MB at 150,000
             # items) are written once, under model.; _restore takes them from there.
-            frozen = dict(self.learner.named_buffers())
+            frozen = {k for k, _ in self.learner.named_buffers()}
             tensors.update(
                 {
                     f"best.{k}": v
                     for k, v in best_state.items()
-                    if k not in frozen or k not in model or not torch.equal(v, model[k])
+                    if k not in frozen or not torch.equal(v, model[k])
                 }
             )
         opt = self.optimizer.state_dict()
@@ -484,7 +484,7 @@ class Trainer:
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
         if best is not None:  # buffers unchanged since the best epoch are kept once
-            frozen = dict(self.learner.named_buffers())
+            frozen = {k for k, _ in self.learner.named_buffers()}
             best = {**{k: model[k] for k in frozen if k in model and k not in best}, **best}
         # load_state_dict casts another dtype without a word, and a best state of the
         # wrong shape failed after training, outside this check

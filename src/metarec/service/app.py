@@ -240,12 +240,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.router.route_class = StrictJsonRoute  # set before the routes are added, which take it
     app.state.settings = settings
-    # refused by size before validation (json_body): the endpoints check again
-    app.state.body_caps = {
-        ("POST", "/v1/users/{user_id}/events"): ("events", settings.max_events_per_batch),
-        ("POST", "/v1/users"): ("ratings", settings.max_events_per_batch),
-        ("PUT", "/v1/items"): ("items", settings.max_items_per_request),
-    }
+    app.state.body_caps = {route: (field, limit) for route, _, field, limit in _list_caps(settings)}
     app.state.holder = holder
     app.state.store = store
     app.state.metrics = metrics
@@ -332,14 +327,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 422,
                 "validation_error",
                 f"{where}: rating {value!r} is outside the model's rating range [{lo:g}, {hi:g}]",
-            )
-
-    def check_batch(n: int, what: str) -> None:
-        if n > settings.max_events_per_batch:
-            raise ApiError(
-                413,
-                "too_large",
-                f"{what}: {n} in one request; the limit is {settings.max_events_per_batch}",
             )
 
     def unknown_user(user_id: str) -> ApiError:
@@ -450,13 +437,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @in_thread_pool
     def put_items(body: schemas.ItemsIn) -> dict[str, int]:
         """Add items (or re-encode existing ids); recommendable as soon as this returns."""
-        if len(body.items) > settings.max_items_per_request:
-            raise ApiError(
-                413,
-                "too_large",
-                f"items: {len(body.items)} in one request; "
-                f"the limit is {settings.max_items_per_request}",
-            )
         ids = [it.item_id for it in body.items]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:
@@ -480,7 +460,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @in_thread_pool
     def create_user(body: schemas.UserIn) -> dict[str, Any]:
         s = served(wait=bool(body.ratings))
-        check_batch(len(body.ratings), "ratings")
         unreadable = features_problem(s.rec, body.features)
         if unreadable is not None:
             raise ApiError(422, "validation_error", f"features.{unreadable}")
@@ -571,7 +550,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ],
     ) -> dict[str, int]:
         s = served(wait=True)
-        check_batch(len(body.events), "events")
         batch = []
         try:
             for n, ev in enumerate(body.events):
@@ -676,6 +654,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     return app
 
 
+def _list_caps(settings: ServiceSettings) -> tuple[tuple[tuple[str, str], str, str, int], ...]:
+    """Each capped list of a request body: its route, its schema model, its field and its
+    limit. Refused by size (413) before validation (:class:`~metarec.service.json_body.
+    StrictJsonRoute`), and stated as ``maxItems`` in the OpenAPI document."""
+    return (
+        (("POST", "/v1/users/{user_id}/events"), "EventsIn", "events",
+         settings.max_events_per_batch),
+        (("POST", "/v1/users"), "UserIn", "ratings", settings.max_events_per_batch),
+        (("PUT", "/v1/items"), "ItemsIn", "items", settings.max_items_per_request),
+    )  # fmt: skip
+
+
 def _described_as_served(app: FastAPI, settings: ServiceSettings) -> Callable[[], dict[str, Any]]:
     """``app.openapi`` with the document mended where FastAPI's generation says other
     than the server does. FastAPI merges ``openapi_extra`` into what it generated, so
@@ -699,11 +689,7 @@ def _described_as_served(app: FastAPI, settings: ServiceSettings) -> Callable[[]
                     if status[0] in "45" and "application/json" not in content and content:
                         response["content"] = {"application/json": content.popitem()[1]}
         models = doc["components"]["schemas"]
-        for model, field, limit in (
-            ("EventsIn", "events", settings.max_events_per_batch),
-            ("UserIn", "ratings", settings.max_events_per_batch),
-            ("ItemsIn", "items", settings.max_items_per_request),
-        ):
+        for _, model, field, limit in _list_caps(settings):
             models[model]["properties"][field]["maxItems"] = limit
         return doc
 
