@@ -228,22 +228,28 @@ def test_kept_progress_is_keyed_on_the_models_settings_too() -> None:
     assert fingerprint("a", small, 0)["settings"] != fingerprint("a", small, 1)["settings"]
 
 
-def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
-    # a set's repr changes order from process to process (string hashing is salted):
-    # such a model never resumed; a frame's attributes end in reprs that frames of
-    # other values share: a factory reading an edited prior.csv resumed the old figures
-    from metarec.evaluation.own_models import _settings
-
+def _one_output_in_every_process(expression: str) -> bool:
+    """Whether ``expression`` (of pd and _settings) prints the same under four string
+    hash seeds, each in a process of its own (a set's order follows the seed)."""
     code = (
-        "from metarec.evaluation.own_models import _settings; "
-        "print(_settings({'Drama', 'War', 'Comedy', 'Sci-Fi'}))"
+        "import pandas as pd; from metarec.evaluation.own_models import _settings; "
+        f"print({expression})"
     )
     seen = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONHASHSEED": str(n)}, check=True).stdout
         for n in range(4)
     }  # fmt: skip
-    assert len(seen) == 1
+    return len(seen) == 1
+
+
+def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
+    # a set's repr changes order from process to process (string hashing is salted):
+    # such a model never resumed; a frame's attributes end in reprs that frames of
+    # other values share: a factory reading an edited prior.csv resumed the old figures
+    from metarec.evaluation.own_models import _settings
+
+    assert _one_output_in_every_process("_settings({'Drama', 'War', 'Comedy', 'Sci-Fi'})")
     values = pd.Series(np.arange(1000.0))
     edited = values.copy()
     edited[500] = -1.0
@@ -257,17 +263,10 @@ def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
     # each cell exactly (JSON kept ten digits), and a set in a cell the same in every process
     close = pd.DataFrame({"w": [[0.123456789012], [1.0]]})
     assert _settings(close) != _settings(pd.DataFrame({"w": [[0.123456789019], [1.0]]}))
-    sets = (
-        "import pandas as pd; from metarec.evaluation.own_models import _settings; "
-        "print(_settings(pd.DataFrame({'s': [{'alpha', 'beta', 'gamma', 'delta'}, {'x'}]},"
-        " index=[frozenset({'alpha', 'beta', 'gamma'}), frozenset({'y'})])))"
+    assert _one_output_in_every_process(
+        "_settings(pd.DataFrame({'s': [{'alpha', 'beta', 'gamma', 'delta'}, {'x'}]},"
+        " index=[frozenset({'alpha', 'beta', 'gamma'}), frozenset({'y'})]))"
     )
-    seen = {
-        subprocess.run([sys.executable, "-c", sets], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONHASHSEED": str(n)}, check=True).stdout
-        for n in range(3)
-    }  # fmt: skip
-    assert len(seen) == 1
     # two columns of one name (a frame then, not a column): the fingerprint raised
     twice = pd.DataFrame([[["a"], ["b"]]], columns=["tags", "tags"])
     other = pd.DataFrame([[["a"], ["c"]]], columns=["tags", "tags"])
