@@ -511,6 +511,16 @@ def check_peer_names(peers: Sequence[str]) -> None:
         raise ConfigError(f"peers: unknown {unknown}; known peers for an ensemble: {usable}")
 
 
+def rating_peers() -> list[str]:
+    """The peers an ensemble can keep that predict ratings (``predicts_ratings``), which
+    alone a rating-mode blend takes."""
+    from metarec.models.persist import RANKERS, SAVEABLE
+    from metarec.peers import PEERS
+
+    kinds: dict[str, Any] = {**PEERS, **RANKERS}
+    return [p for p in SAVEABLE if p in kinds and getattr(kinds[p], "predicts_ratings", False)]
+
+
 def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
     """Refuse a run or peer named twice: the same member twice only doubles its share of
     the blend's starting point and its cost, so it is a slip (a shell glob, a pasted list)."""

@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Blend trained runs (and peers fitted on their training data) into a saved ensemble."""
-    from metarec.ensemble_run import check_members, check_peer_names, run_kind
+    from metarec.ensemble_run import check_members, check_peer_names, rating_peers, run_kind
     from metarec.locks import exclusive
     from metarec.models.persist import check_target
 
@@ -84,10 +84,12 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     with named_as_flags({"peers": "--peers"}):
         check_peer_names(peers)
     check_members(runs, peers)
-    if args.mode == "rating" and [p for p in peers if p != "bias"]:
+    rating = rating_peers()
+    if args.mode == "rating" and [p for p in peers if p not in rating]:
         raise ConfigError(
             f"--peers {given}: --mode rating blends predicted ratings, and of the peers only "
-            f"bias predicts them, not {', '.join(p for p in peers if p != 'bias')}"
+            f"{' and '.join(rating)} predicts them, not "
+            f"{', '.join(p for p in peers if p not in rating)}"
         )
     # "" is refused by int_list: it was taken for the default buckets without a word
     buckets = int_list(args.buckets, "--buckets") if args.buckets is not None else None
