@@ -156,3 +156,19 @@ def test_spec_flags_read_the_same_files_again(own_files: Path) -> None:
     assert spec_flags(make_spec({"data": str(own_files)}), (1, 5)) == f"--dataset {own_files}"
     assert spec_flags(None, (1, 5)) is None
     assert spec_flags({"dataset": "ml-100k", "data": "/d"}, (1, 5)) is None
+
+
+def test_strict_cleaning_is_kept_in_the_spec(own_files: Path) -> None:
+    # cleaned strictly in Python, a benchmark's recorded command lacked --strict: the
+    # figures matched, but the command read the files as the CLI does without it
+    from metarec.data import clean, load_table
+    from metarec.data.spec import spec_flags
+
+    raw = load_table(own_files / "r.csv", own_files / "i.csv", user_col="u", item_col="i",
+                     rating_col="stars", title_col="name", rating_range=(2, 11))  # fmt: skip
+    strict, lax = clean(raw, strict=True), clean(raw)
+    assert strict.spec is not None and strict.spec["strict"] is True
+    assert lax.spec == raw.spec and not (lax.spec or {}).get("strict")
+    assert (spec_flags(strict.spec, strict.rating_range) or "").endswith("--strict")
+    assert "--strict" not in (spec_flags(lax.spec, lax.rating_range) or "")
+    assert raw.spec is not None and not raw.spec.get("strict")  # the input is left as it was

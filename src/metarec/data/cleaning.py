@@ -115,6 +115,9 @@ def clean(
     if "timestamp" not in inter.columns:
         inter["timestamp"] = np.nan
     report.rows_out = len(inter)
+    # the spec is what a run records to read these files again; cleaned strictly, it
+    # says so, as `--strict` does on the CLI (a Python benchmark's command lacked it)
+    spec = dataset.spec if not (strict and dataset.spec) else {**dataset.spec, "strict": True}
     return replace(
         dataset,
         interactions=inter,
@@ -122,6 +125,7 @@ def clean(
         users=users,
         rating_range=(lo, hi),
         report=report,
+        spec=spec,
     )
 
 
