@@ -106,3 +106,36 @@ def test_a_staged_folder_sweeps_what_killed_writers_of_it_left(
     with staged_folder(tmp_path / "e[1]") as tmp:
         (tmp / "manifest.json").write_text("{}")
     assert not odd.exists() and other.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name a descriptor")
+def test_renames_into_place_are_synced_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a rename lives in the folder: without syncing it, a power loss after the rename
+    # could bring back the old name though the new file's bytes were on disk
+    import numpy as np
+
+    from metarec.encoders.cache import EmbeddingCache
+    from metarec.models.persist import staged_folder
+
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    save_json(tmp_path / "a" / "x.json", {"a": 1})
+    assert synced == [tmp_path / "a"]
+    synced.clear()
+    for _ in range(2):  # a new folder, then one replacing it
+        with staged_folder(tmp_path / "run") as tmp:
+            (tmp / "f").write_text("x")
+        assert synced[-1] == tmp_path
+    cache = EmbeddingCache(tmp_path / "cache")
+    synced.clear()
+    cache.store("enc", ["h"], np.ones((1, 3), dtype=np.float32))
+    assert synced == [cache.encoder_dir("enc")]

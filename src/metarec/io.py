@@ -27,7 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from metarec.errors import DataError, MetarecError, ModelError
-from metarec.tempfiles import create_temp_file
+from metarec.tempfiles import create_temp_file, sync_directory
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -43,6 +43,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        sync_directory(path.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise _about(exc, path) from None

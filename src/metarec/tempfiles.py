@@ -7,7 +7,8 @@ renamed into place, so those permissions would stick to run folders, result
 files, the encoding cache and the unpacked model: a service running as another
 account could not read the run a training job wrote. These helpers make the
 same unguessable, exclusive names with ``0666`` / ``0777`` masked by the umask,
-as ``open`` and ``mkdir`` would.
+as ``open`` and ``mkdir`` would. Once renamed, :func:`sync_directory` makes the
+rename itself durable.
 """
 
 from __future__ import annotations
@@ -74,3 +75,20 @@ def remove_stale(parent: str | Path, *patterns: str, age_s: float | None = None)
                     path.unlink(missing_ok=True)
             except OSError:
                 continue  # gone already, or not ours to remove
+
+
+def sync_directory(folder: str | Path) -> None:
+    """Flush ``folder``'s entries to disk: a rename is in the folder, not the file, so a
+    power loss after ``os.replace`` could bring back the old name though the new file's
+    bytes were synced. Best effort: where a folder cannot be opened for it (Windows),
+    the rename stays atomic, only not yet durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -41,7 +41,7 @@ from safetensors.numpy import save
 from metarec.encoders.base import Encoder, FittableEncoder, check_texts, needs_fit
 from metarec.errors import BusyError, ModelError
 from metarec.locks import exclusive
-from metarec.tempfiles import create_temp_file
+from metarec.tempfiles import create_temp_file, sync_directory
 
 __all__ = ["EmbeddingCache", "cached_encode", "default_cache", "text_hash"]
 
@@ -313,6 +313,7 @@ def _publish(tmp: Path, directory: Path) -> None:
             # A hard link fails if the name is taken, unlike os.replace, so a
             # concurrent writer that picked the same number cannot be clobbered.
             os.link(tmp, final)
+            sync_directory(directory)
             return
         except FileExistsError:
             n += 1
@@ -322,6 +323,7 @@ def _publish(tmp: Path, directory: Path) -> None:
                 n += 1
                 continue
             os.replace(tmp, final)
+            sync_directory(directory)
             return
 
 

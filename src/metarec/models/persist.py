@@ -52,7 +52,7 @@ from metarec.peers.bias import Bias
 from metarec.peers.knn import ContentKNN
 from metarec.peers.popularity import Popularity
 from metarec.recommender import Recommender
-from metarec.tempfiles import create_temp_dir, remove_stale
+from metarec.tempfiles import create_temp_dir, remove_stale, sync_directory
 from metarec.values import as_scale, is_finite_number, is_number, is_whole
 
 MANIFEST = "ensemble.json"
@@ -381,6 +381,7 @@ def staged_folder(target: Path) -> Iterator[Path]:
 def _move_into_place(tmp: Path, target: Path) -> None:
     if not target.exists():
         os.rename(tmp, target)
+        sync_directory(target.parent)
         return
     # a directory cannot be swapped in one rename: move the old one aside first and
     # back again if the second rename fails, so that one of the two is always in place
@@ -391,6 +392,7 @@ def _move_into_place(tmp: Path, target: Path) -> None:
     except BaseException:
         os.rename(old, target)
         raise
+    sync_directory(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
