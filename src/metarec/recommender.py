@@ -664,7 +664,9 @@ class Recommender(TopK):
                 raise EncoderUnavailableError(
                     f"the run's encoder cannot be rebuilt to encode new items: {exc}"
                 ) from None
-            self._encoder_changed = changed_model(self.encoder_config.get("id"), built.id)
+            self._encoder_changed = changed_model(
+                self.encoder_config.get("id"), built.id, getattr(built, "former_ids", None)
+            )
             self._encoder_judged = time.monotonic()
             self._encoder = built
         if self._encoder_changed is not None and not changed_ok:

@@ -333,6 +333,46 @@ def test_an_unreachable_hub_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ConfigError, match="stop here"):
         SentenceEncoder("metarec-tests/cached-model").encode([TOY])
     assert asked["local_files_only"] is True
+    # and so where the hub answers: fetched, main could be a newer revision than the
+    # one the id names, and its vectors were cached under the old revision's key
+    asked.clear()
+    monkeypatch.setattr(sentence_mod, "_hub_reachable", lambda timeout=3.0: True)
+    with pytest.raises(ConfigError, match="stop here"):
+        SentenceEncoder("metarec-tests/cached-model").encode([TOY])
+    assert asked["local_files_only"] is True
+
+
+def test_a_downloaded_model_is_cached_under_its_revision(
+    minilm: SentenceEncoder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not yet downloaded, a hub model's id names no revision: vectors kept under it
+    came back after the hub cache was emptied and another revision downloaded."""
+    import sentence_transformers
+
+    from metarec.encoders import EmbeddingCache, cached_encode
+    from metarec.encoders.cache import text_hash
+
+    downloaded: list[str] = []
+    monkeypatch.setattr(sentence_mod, "_in_hub_cache", lambda name: bool(downloaded))
+    monkeypatch.setattr(sentence_mod, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(sentence_mod, "_hub_lacks", lambda name: False)
+    monkeypatch.setattr(sentence_mod, "_hub_revision", lambda name: "ab12" if downloaded else None)
+
+    def download(source: str, **kwargs: object) -> object:
+        assert kwargs["local_files_only"] is False
+        downloaded.append(source)
+        return minilm.load()
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", download)
+    cache = EmbeddingCache(tmp_path)
+    stale = np.full((1, 384), 0.05, dtype=np.float32)
+    cache.store("sentence:org/model:max128", [text_hash(TOY)], stale)
+    encoder = SentenceEncoder("org/model", device="cpu")
+    assert encoder.id == "sentence:org/model:max128"
+    vector = cached_encode(encoder, [TOY], cache)
+    assert downloaded and not np.allclose(vector, stale)  # encoded, not the stale row
+    assert encoder.id == "sentence:org/model@ab12:max128"
+    assert cache.lookup(encoder.id, [text_hash(TOY)])  # kept under it
 
 
 @pytest.mark.parametrize(
@@ -586,3 +626,39 @@ def test_a_model_not_yet_downloaded_is_not_a_changed_one() -> None:
     assert changed_model(saved, "sentence:renamed@e8c3b32edf5e:max128") is None
     for other in ("sentence:other/model:max128", "sentence:org/model:max256", "tfidf-svd:d64:ab"):
         assert changed_model(saved, other) is not None, other
+
+
+def test_files_no_model_loads_leave_a_folder_the_same_model(
+    minilm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`hf download --local-dir` rewrites its metadata in .cache/ on every download, a
+    file manager leaves .DS_Store, a trainer its checkpoints: each changed the id, and
+    a run saved with the folder refused every new item as of a changed model."""
+    from metarec.encoders.base import changed_model
+
+    folder = _copy_of_minilm(minilm_cache_dir, monkeypatch, tmp_path / "m")
+    (folder / sentence_mod.CHECKSUMS).unlink(missing_ok=True)
+    first = SentenceEncoder(str(folder)).id
+    meta = folder / ".cache" / "huggingface" / "download"
+    meta.mkdir(parents=True)
+    (meta / "model.safetensors.metadata").write_text("etag\n1764000000.0\n")
+    (folder / ".DS_Store").write_bytes(b"\0\1")
+    (folder / "checkpoint-500").mkdir()
+    (folder / "checkpoint-500" / "model.safetensors").write_bytes(b"other weights")
+    (folder / "runs").mkdir()
+    (folder / "runs" / "events.out").write_bytes(b"log")
+    for name in ("trainer_state.json", "optimizer.pt", "rng_state_1.pth"):
+        (folder / name).write_bytes(b"{}")
+    later = SentenceEncoder(str(folder))
+    assert later.id == first
+    # a run saved before this: its id hashed those files too, and is still this model
+    legacy = f"sentence:m@{sentence_mod._dir_fingerprint(folder, every_file=True)}:max128"
+    assert legacy != first and later.former_ids() == (legacy,)
+    assert changed_model(legacy, later.id, later.former_ids) is None
+    # what the model loads still makes another model, under either id
+    pooling = folder / "1_Pooling" / "config.json"
+    pooling.write_text(pooling.read_text().replace("true", "false", 1))
+    changed = SentenceEncoder(str(folder))
+    assert changed.id != first
+    for saved in (first, legacy):
+        assert changed_model(saved, changed.id, changed.former_ids) is not None

@@ -232,11 +232,24 @@ def _unknown_weights(saved: str, current: str) -> bool:
     return _id_parts(current) == (kind, name, None, limit)
 
 
-def changed_model(saved: object, current: str) -> str | None:
+def weights_unknown(encoder_id: str) -> bool:
+    """Whether ``encoder_id`` names a hub model without its revision (one not yet
+    downloaded): the encoding cache neither reads nor keeps vectors under it, as the
+    revision the download brings may not be the one an earlier download did."""
+    kind, _, weights, _ = _id_parts(encoder_id)
+    return kind == "sentence" and weights is None
+
+
+def changed_model(
+    saved: object, current: str, former: Callable[[], Sequence[str]] | None = None
+) -> str | None:
     """Why an encoder rebuilt from a run's saved config is not the model the run saved
     (None: it is): its weights changed since, so new items' vectors would not be the
-    run's kind."""
+    run's kind. ``former``: the ids earlier versions gave the current model (an
+    encoder's ``former_ids``), asked for only when ``saved`` is not ``current``."""
     if saved is None or same_model(str(saved), current) or _unknown_weights(str(saved), current):
+        return None
+    if former is not None and any(same_model(str(saved), old) for old in former()):
         return None
     return (
         f"its model changed since the run was saved (saved {str(saved)!r}, now {current!r}), "
@@ -273,7 +286,7 @@ def encoder_from_config(
         raise ModelError(
             f"unknown encoder type {kind!r} in saved config; expected 'sentence' or 'tfidf'"
         )
-    changed = changed_model(config.get("id"), encoder.id)
+    changed = changed_model(config.get("id"), encoder.id, getattr(encoder, "former_ids", None))
     if changed is not None:
         warnings.warn(f"encoder: {changed}", RuntimeWarning, stacklevel=2)
     return encoder

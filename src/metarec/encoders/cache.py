@@ -38,7 +38,13 @@ import numpy.typing as npt
 from safetensors import safe_open
 from safetensors.numpy import save
 
-from metarec.encoders.base import Encoder, FittableEncoder, check_texts, needs_fit
+from metarec.encoders.base import (
+    Encoder,
+    FittableEncoder,
+    check_texts,
+    needs_fit,
+    weights_unknown,
+)
 from metarec.errors import BusyError, ModelError
 from metarec.locks import exclusive
 from metarec.tempfiles import create_temp_file, sync_directory
@@ -440,7 +446,10 @@ def cached_encode(
     for i, h in enumerate(hashes):
         first.setdefault(h, i)
 
-    found = cache.lookup(encoder.id, list(first)) if cache is not None else {}
+    # a hub model not yet downloaded: which revision the download brings is not known,
+    # so nothing is read under its id; once downloaded, its id names the revision
+    known = cache is not None and not weights_unknown(encoder.id)
+    found = cache.lookup(encoder.id, list(first)) if cache is not None and known else {}
     missing = [h for h in first if h not in found]
     if missing:
         new = _checked(encoder, [items[first[h]] for h in missing], progress)
@@ -452,7 +461,7 @@ def cached_encode(
                 f"{cache.encoder_dir(encoder.id)} holds {dims.pop()}-dim ones; the encoder id "
                 "misses a setting that changes its output — delete that directory"
             )
-        if cache is not None:
+        if cache is not None and not weights_unknown(encoder.id):
             cache.store(encoder.id, missing, new)
         found.update(zip(missing, new, strict=True))
     return np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)

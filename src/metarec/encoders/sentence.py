@@ -19,6 +19,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -62,6 +63,16 @@ _KNOWN_DIMS = {DEFAULT_MODEL: 384}
 # default; hashing them would only slow down computing the id.
 _SKIP_SUFFIXES = frozenset({".h5", ".msgpack", ".ot", ".onnx", ".md"})
 _SKIP_DIRS = frozenset({".git", "onnx", "openvino"})
+# What a model folder holds that no model loads. Hashed, each made the model "changed
+# since the run was saved" and the run refused new items: `hf download --local-dir`
+# rewrites its metadata in .cache/ on every download, unchanged or not; a file manager
+# leaves .DS_Store; metarec keeps its checksums beside an unpacked copy; a trainer saving
+# into the folder adds its checkpoints, logs and state.
+_TRAINING_DIRS = re.compile(r"^(checkpoint-\d+|runs)$")
+_TRAINING_FILES = re.compile(
+    r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|trainer_state\.json|training_args\.bin"
+    r"|rng_state(_\d+)?\.pth)$"
+)
 
 
 # beside an unpacked copy of the bundled model: each file's size and CRC-32 from the zip
@@ -185,8 +196,10 @@ def _looks_like_path(name: str, *, on_disk: bool = True) -> bool:
     )
 
 
-def _dir_fingerprint(path: Path) -> str:
-    """Short content hash of the files sentence-transformers would load."""
+def _dir_fingerprint(path: Path, *, every_file: bool = False) -> str:
+    """Short content hash of the files sentence-transformers would load; with
+    ``every_file`` of every file but other formats' weights, as runs saved before
+    2026-12-06 recorded it (:meth:`SentenceEncoder.former_ids`)."""
     h = hashlib.sha256()
     seen: set[str] = set()
     # linked folders too (a pooling module kept elsewhere): left out, a change there kept
@@ -197,12 +210,16 @@ def _dir_fingerprint(path: Path) -> str:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        dirs[:] = sorted(
+            d for d in dirs if d not in _SKIP_DIRS and (every_file or _loaded(d, True))
+        )
         for name in sorted(files):
             file = Path(root) / name
             # a link to nothing (a pruned hub snapshot) or a pipe (which would block the
             # read forever) is nothing a model loads
             if file.suffix in _SKIP_SUFFIXES or not file.is_file():
+                continue
+            if not (every_file or _loaded(name, False)):
                 continue
             h.update(file.relative_to(path).as_posix().encode() + b"\0")
             try:
@@ -212,6 +229,13 @@ def _dir_fingerprint(path: Path) -> str:
             except OSError as e:
                 raise ConfigError(f"encoder {path}: cannot read {file}: {e.strerror}") from None
     return h.hexdigest()[:12]
+
+
+def _loaded(name: str, folder: bool) -> bool:
+    """Whether a file or folder of this name in a model folder may be what a model loads."""
+    if name.startswith("."):
+        return False
+    return not (_TRAINING_DIRS if folder else _TRAINING_FILES).match(name)
 
 
 class SentenceEncoder:
@@ -301,6 +325,19 @@ class SentenceEncoder:
             self._id = f"sentence:{label}:max{limit}"
         return self._id
 
+    def former_ids(self) -> tuple[str, ...]:
+        """The ids earlier versions gave this model where they differ from :attr:`id`:
+        a folder's fingerprint covered files no model loads (a ``.cache/`` or
+        ``.DS_Store`` in it) until 2026-12-06, and a run saved then is still of this
+        model. Read only when a saved id does not match, as it reads the folder again."""
+        if self._local_dir is None:
+            return ()
+        every = _dir_fingerprint(self._local_dir, every_file=True)
+        now = self.id
+        head, _, limit = now.rpartition(":")
+        former = f"{head.rpartition('@')[0]}@{every}:{limit}"
+        return () if former == now else (former,)
+
     @property
     def dim(self) -> int:
         if self._dim is None:
@@ -346,20 +383,22 @@ class SentenceEncoder:
                     "was saved to (SentenceTransformer.save), or a model name"
                 )
             return source, True
-        cached = _in_hub_cache(source)
-        if not _hub_reachable():
-            # huggingface_hub retries an unreachable hub for about 90 s per name: a
-            # cached model is read from the cache alone, and for any other name an
-            # offline machine (or a typo) hears at once what to do instead
-            if not cached:
-                raise ConfigError(
-                    f"cannot load model {source!r}: it is not in the Hugging Face cache and "
-                    f"{_hub_address()[0]} cannot be reached from here. Pass a local model "
-                    f'directory, or the default encoder "minilm" (the bundled {DEFAULT_MODEL})'
-                    + self._install_hint()
-                )
+        if _in_hub_cache(source):
+            # read from the cache alone, the hub reachable or not: the id names the
+            # revision cached as main, and a fetch could bring a newer one, whose vectors
+            # the encoding cache would keep under the old revision's key (`hf download
+            # NAME` brings the newer one, and the next id names it). Offline, this also
+            # spares huggingface_hub's 90 s of retries
             return source, True
-        if not cached and _hub_lacks(source):
+        if not _hub_reachable():
+            # for any other name an offline machine (or a typo) hears at once what to do
+            raise ConfigError(
+                f"cannot load model {source!r}: it is not in the Hugging Face cache and "
+                f"{_hub_address()[0]} cannot be reached from here. Pass a local model "
+                f'directory, or the default encoder "minilm" (the bundled {DEFAULT_MODEL})'
+                + self._install_hint()
+            )
+        if _hub_lacks(source):
             also = "" if "/" in source else f" (nor sentence-transformers/{source})"
             raise ConfigError(
                 f"cannot load model {source!r}: {_hub_address()[0]} has no model of that "
@@ -383,6 +422,11 @@ class SentenceEncoder:
                 raise ConfigError(f"{source}: differs from {_bundled_zip()}")
             with _quiet_loading():
                 model = SentenceTransformer(source, device=device, local_files_only=local)
+            if not local:
+                # downloaded: the id read before named no revision, and the encoding
+                # cache keeps nothing under it (weights_unknown); read again, it names
+                # the revision now cached
+                self._id = None
         except Exception as first:  # loading errors come in many types (OSError, ValueError)
             error: Exception = first
             if isinstance(first, ConfigError) or (own_copy and _damaged(Path(source))):
