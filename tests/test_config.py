@@ -128,6 +128,8 @@ def test_implicit_options_are_validated() -> None:
         ({"patience": 0}, "patience: must be > 0"),
         # Reptile trained with 1 step without a word while evaluation adapted with 0
         ({"algorithm": "reptile", "inner_steps": 0}, "so it needs at least 1 step"),
+        # Meta-SGD's step sizes were never applied, so never learned, and then served
+        ({"algorithm": "metasgd", "inner_steps": 0}, "so it needs at least 1 step"),
         ({"eval_inner_steps": -1}, "eval_inner_steps: must be >= 0"),
         ({"eval_inner_steps": 1001}, "eval_inner_steps: must be <= 1000, got 1001"),
         ({"inner_steps": 10**6}, "inner_steps: must be <= 1000, got 1000000"),
@@ -269,3 +271,13 @@ def test_settings_that_are_read_are_not_warned_about() -> None:
         TrainConfig().with_overrides(["objective=bce", "negatives=8", "support_positives=liked"])
         TrainConfig().with_overrides(["rating_loss=mse", "like_threshold=4"])
         TrainConfig().with_overrides(["model.support_encoder=true"])
+
+
+def test_a_saved_meta_sgd_run_of_no_inner_steps_still_loads_serving_its_start() -> None:
+    # accepted before it was refused: such a run trained without adapting, and served so
+    saved = TrainConfig.from_saved({"algorithm": "metasgd", "inner_steps": 0}, source="run")
+    assert (saved.inner_steps, saved.steps_at_eval) == (1, 0)
+    kept = TrainConfig.from_saved(
+        {"algorithm": "metasgd", "inner_steps": 0, "eval_inner_steps": 2}, source="run"
+    )
+    assert kept.steps_at_eval == 2

@@ -254,6 +254,13 @@ class TrainConfig:
                 "inner_steps: Reptile moves its start toward each user's adapted weights, "
                 "so it needs at least 1 step (eval_inner_steps=0 still serves the start)"
             )
+        if self.algorithm == "metasgd" and self.inner_steps == 0:
+            # its step sizes were never applied, so never learned, and with
+            # eval_inner_steps > 0 served as they started (inner_lr)
+            raise ConfigError(
+                "inner_steps: Meta-SGD learns each weight's step size from the steps it "
+                "takes, so it needs at least 1 step (eval_inner_steps=0 still serves the start)"
+            )
         if self.seed >= 2**32:  # torch's seed is seed * 100003 + epoch, a 64-bit integer
             raise ConfigError(f"seed: must be below 2**32, got {self.seed}")
         if not 0.0 <= self.model.dropout < 1.0:
@@ -304,12 +311,13 @@ class TrainConfig:
         """:meth:`from_dict` for a config a run saved: values that trained before a rule
         refused them are read as what they did, so those runs still load (patience 0
         stopped after one epoch, as patience 1 does after a first epoch that did not
-        improve; Reptile with 0 inner steps trained with 1 and served the start)."""
+        improve; Reptile with 0 inner steps trained with 1 and served the start; Meta-SGD
+        with 0 served the start too, its step sizes unlearned)."""
         if isinstance(data, dict):
             data = dict(data)
             if data.get("patience") == 0:
                 data["patience"] = 1
-            if data.get("algorithm") == "reptile" and data.get("inner_steps") == 0:
+            if data.get("algorithm") in ("reptile", "metasgd") and data.get("inner_steps") == 0:
                 data["inner_steps"] = 1
                 if data.get("eval_inner_steps") is None:
                     data["eval_inner_steps"] = 0

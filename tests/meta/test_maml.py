@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -313,3 +315,28 @@ def test_metasgd_step_sizes_start_at_the_inner_learning_rate() -> None:
         torch.equal(p, torch.full_like(p, learner.cfg.inner_lr))
         for p in learner.step_sizes.values()
     )
+
+
+def test_a_support_floor_few_users_reach_is_warned_of() -> None:
+    # accepted without a word, a run "on 419 users" trained on the 2 who had more
+    # than min_support ratings
+    import pandas as pd
+
+    sizes = [12] * 2 + [5] * 8  # two users past a floor of 10, eight under it
+    frame = pd.DataFrame(
+        [(f"u{u}", str(i), 1.0 + (u + i) % 5) for u, n in enumerate(sizes) for i in range(n)],
+        columns=["user_id", "item_id", "rating"],
+    )
+    ratings = UserRatings.from_frame(frame, {str(i): i for i in range(12)})
+    mc = ModelConfig(hidden=4, tower_hidden=8, use_item_ids=False, use_user_features=False)
+    net = PreferenceNet(torch.nn.functional.normalize(torch.randn(12, 8), dim=-1), mc, [], 3.0)
+
+    def check(floor: int) -> None:
+        cfg = TrainConfig(min_support=floor, max_support=20, device="cpu", model=mc)
+        Trainer(MetaLearner(net, cfg), cfg, progress=False)._check_episodes(ratings)
+
+    with pytest.warns(UserWarning, match=r"min_support=10: only 2 of 10 training users have"):
+        check(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check(4)  # every user reaches it

@@ -381,6 +381,16 @@ class Trainer:
         lo = max(self.cfg.min_support, 1)
         counts = np.diff(ratings.offsets)
         if len(counts) and counts.max() > lo:
+            able = int((counts > lo).sum())
+            if self.cfg.min_support > 1 and able < len(counts) / 2:
+                # the others make no episode: a run "on 419 users" trained on 2 of them
+                warnings.warn(
+                    f"min_support={self.cfg.min_support}: only {able:,} of {len(counts):,} "
+                    f"training users have more than {lo} ratings; the others make no "
+                    "episode and are not trained on (lower min_support to use them)",
+                    UserWarning,
+                    stacklevel=3,
+                )
             return
         most = int(counts.max()) if len(counts) else 0
         if self.cfg.min_support <= 1:  # lowering it helps no one
