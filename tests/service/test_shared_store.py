@@ -222,6 +222,52 @@ def test_an_item_change_that_cannot_be_stored_is_not_served(
     assert store.added_items() == []
 
 
+def test_an_item_is_named_only_once_the_store_has_it(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model took an item, then the store was asked to keep it: an event naming it
+    in between was accepted and kept, on an item the store then refused (a 503), which
+    no process and no restart has."""
+    import threading
+
+    a = make_server()
+    store = a.app.state.store
+    asked, answered = threading.Event(), threading.Event()
+
+    def slow_then_locked(*args: Any, **kwargs: Any) -> Any:
+        asked.set()  # the model holds the item now
+        answered.wait(timeout=2)  # the event below has been sent (and, rightly, waits)
+        _database_locked()
+
+    with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
+        assert ca.post("/v1/users", json={"user_id": "v"}).status_code == 201
+        monkeypatch.setattr(store, "bump_served_state", slow_then_locked)
+        put: dict[str, int] = {}
+        item = {"item_id": "ghost", "title": "Night Train"}
+        thread = threading.Thread(
+            target=lambda: put.update(code=ca.put("/v1/items", json={"items": [item]}).status_code)
+        )
+        thread.start()
+        assert asked.wait(timeout=30)
+        timer = threading.Timer(0.5, answered.set)
+        timer.start()
+        event = {"event_id": "on-ghost", "type": "like", "item_id": "ghost"}
+        got = cb.post("/v1/users/v/events", json=event)
+        new_user = {"user_id": "w", "ratings": [{"item_id": "ghost", "rating": 4}]}
+        created = cb.post("/v1/users", json=new_user)
+        thread.join(timeout=30)
+        timer.cancel()
+        assert put["code"] == 503
+        # refused, or unknown once the model was read afresh: never accepted
+        assert got.status_code in (422, 503), got.text
+        assert created.status_code in (422, 503), created.text
+        assert cb.get("/v1/items/ghost").status_code == 404
+    assert [ev.item_id for ev in store.events_for("v")] == []
+    assert store.user("w") is None
+
+
 def test_every_server_scores_an_added_item_alike(
     make_server: Callable[..., LiveServer], server_api_key: str
 ) -> None:
@@ -419,6 +465,42 @@ def test_a_fold_in_that_raced_a_reload_is_refused_and_the_reload_stands(
         monkeypatch.setattr(store, "last_event_id", real)
         assert cb.get("/ready").json()["model"].startswith("two@")  # B caught up
         assert ca.get("/ready").json()["model"].startswith("two@")
+
+
+def test_a_reload_is_served_only_once_the_store_records_it(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    two: Path,
+    service_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the new run answered while the store was asked to record it, and the store refused
+    import threading
+
+    a = make_server()
+    store = a.app.state.store
+    asked, answered = threading.Event(), threading.Event()
+
+    def slow_then_locked(*args: Any, **kwargs: Any) -> Any:
+        asked.set()
+        answered.wait(timeout=30)
+        _database_locked()
+
+    with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
+        monkeypatch.setattr(store, "bump_served_state", slow_then_locked)
+        code: dict[str, int] = {}
+        thread = threading.Thread(
+            target=lambda: code.update(
+                reload=ca.post("/v1/admin/reload", json={"run": str(two)}).status_code
+            )
+        )
+        thread.start()
+        assert asked.wait(timeout=60)
+        meanwhile = cb.get("/ready").json()["model"]
+        answered.set()
+        thread.join(timeout=60)
+    assert code["reload"] == 503
+    assert meanwhile.startswith(service_run.name + "@"), meanwhile
 
 
 def test_a_reload_the_store_did_not_record_is_not_served(

@@ -464,14 +464,19 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if unreadable is not None:
             raise ApiError(422, "validation_error", f"features.{unreadable}")
         initial = []
-        for n, r in enumerate(body.ratings):
-            known_item(s, r.item_id, f"ratings[{n}].item_id")
-            check_rating(s, r.rating, f"ratings[{n}].rating")
-            initial.append(NewEvent(f"init-{uuid.uuid4().hex}", r.item_id, "rating", r.rating))
-        try:
-            n_events = store.create_user(body.user_id, body.features, initial)
-        except UserExistsError:
-            raise ApiError(409, "user_exists", f"user {body.user_id!r} already exists") from None
+        # the items read and the ratings stored under one read lock: an item being added
+        # is named only once the store has it (see Served.reading)
+        with s.reading():
+            for n, r in enumerate(body.ratings):
+                known_item(s, r.item_id, f"ratings[{n}].item_id")
+                check_rating(s, r.rating, f"ratings[{n}].rating")
+                initial.append(NewEvent(f"init-{uuid.uuid4().hex}", r.item_id, "rating", r.rating))
+            try:
+                n_events = store.create_user(body.user_id, body.features, initial)
+            except UserExistsError:
+                raise ApiError(
+                    409, "user_exists", f"user {body.user_id!r} already exists"
+                ) from None
         metrics.count_events(n_events, 0)
         return {"user_id": body.user_id, "n_events": n_events}
 
@@ -551,25 +556,30 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     ) -> dict[str, int]:
         s = served(wait=True)
         batch = []
-        try:
-            for n, ev in enumerate(body.events):
-                known_item(s, ev.item_id, f"{body.where(n)}item_id")
-                if ev.type == "rating":
-                    check_rating(s, ev.value, f"{body.where(n)}value")
-                elif ev.value is not None and not math.isfinite(ev.value):
-                    raise ApiError(422, "validation_error", f"{body.where(n)}value: must be finite")
-                batch.append(NewEvent(ev.event_id, ev.item_id, ev.type, ev.value, ev.epoch()))
-        except ApiError:
-            # the resource before its fields: a 404 for an unknown user, not an item's
-            # 422; looked up only here, as storing the events finds the user anyway
-            user_or_404(user_id)
-            raise
-        try:
-            accepted, duplicates = store.add_events(user_id, batch)
-        except UnknownUserError:
-            raise unknown_user(user_id) from None
-        except EventConflictError as exc:  # nothing of the request was stored
-            raise ApiError(409, "event_conflict", str(exc)) from None
+        # the items read and the events stored under one read lock: an item being added
+        # is named only once the store has it (see Served.reading)
+        with s.reading():
+            try:
+                for n, ev in enumerate(body.events):
+                    known_item(s, ev.item_id, f"{body.where(n)}item_id")
+                    if ev.type == "rating":
+                        check_rating(s, ev.value, f"{body.where(n)}value")
+                    elif ev.value is not None and not math.isfinite(ev.value):
+                        raise ApiError(
+                            422, "validation_error", f"{body.where(n)}value: must be finite"
+                        )
+                    batch.append(NewEvent(ev.event_id, ev.item_id, ev.type, ev.value, ev.epoch()))
+            except ApiError:
+                # the resource before its fields: a 404 for an unknown user, not an item's
+                # 422; looked up only here, as storing the events finds the user anyway
+                user_or_404(user_id)
+                raise
+            try:
+                accepted, duplicates = store.add_events(user_id, batch)
+            except UnknownUserError:
+                raise unknown_user(user_id) from None
+            except EventConflictError as exc:  # nothing of the request was stored
+                raise ApiError(409, "event_conflict", str(exc)) from None
         metrics.count_events(accepted, duplicates)
         if accepted:
             holder.cache.invalidate(user_id)

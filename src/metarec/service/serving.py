@@ -30,8 +30,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
@@ -132,6 +133,22 @@ class Served:
     # a word no title holds, this 7 (benchmarks/results/title-search.md)
     haystack: str = ""
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # set under the write lock when a change the model took is refused by the store:
+    # what waited for the lock must not act on it (an event on an item no store has)
+    withdrawn: bool = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """The read lock, refused (:class:`OutOfStepError`) on a model withdrawn while
+        it was waited for: a request that names items and stores what it read holds it
+        until stored, so an item is named only once the store has it."""
+        with self.lock.read():
+            if self.withdrawn:
+                raise OutOfStepError(
+                    "this server process holds a change the feedback store refused and is "
+                    "reading the store afresh; nothing was stored, retry"
+                )
+            yield
 
     def refresh(self) -> None:
         """Recompute search data after the catalogue changed (caller holds the write lock)."""
@@ -393,15 +410,17 @@ class ModelHolder:
             self._generation += 1
             served = Served(rec, given, name, self._generation, path)
             served.refresh()
-            self._current = served
-            self._unstored = False
             if publish:
+                # recorded before it serves: a store that refuses leaves the old model
+                # serving, where answers came meanwhile from a run no store recorded
                 self._announce(version, ref=ref)
             elif in_step:
                 self._ref, self._seen = ref, version
             else:  # loaded another folder than the one recorded (a reload landed while
                 # this loaded): out of step, so the next request's sync loads the recorded one
                 self._ref = None
+            self._current = served
+            self._unstored = False
             self.cache.clear()
         log.info(
             "serving %s (%d items; through the API: %d added, %d updated)",
@@ -522,18 +541,25 @@ class ModelHolder:
             vectors = encode(served.rec, frame)  # may raise before anything changes
             refused: Exception | None = None
             try:
-                with served.lock.write(), TORCH_LOCK:
-                    added, updated = apply_items(served.rec, frame, vectors)
-                    if updated and foldable(served.rec) and self._ref is not None:
-                        # a re-encoded item's offset was fitted to its old vector: fold
-                        # in again up to the same cut-off, as a load of (run, store) does
-                        self._fold_in(served.rec, self._ref.events_upto)
-                    if updated:
-                        served.revision += 1
-                    served.refresh()
-                # stored once the model took them (a refused item is never stored, so no
-                # later start fails on it), and acknowledged once stored
-                self._announce(self._seen, items=rows)
+                with served.lock.write():
+                    try:
+                        with TORCH_LOCK:
+                            added, updated = apply_items(served.rec, frame, vectors)
+                            if updated and foldable(served.rec) and self._ref is not None:
+                                # a re-encoded item's offset was fitted to its old vector:
+                                # fold in again up to the same cut-off, as a load does
+                                self._fold_in(served.rec, self._ref.events_upto)
+                            if updated:
+                                served.revision += 1
+                            served.refresh()
+                        # stored once the model took them (a refused item is never stored,
+                        # so no later start fails on it), and acknowledged once stored;
+                        # under the lock (not the model's), so an event naming a new item
+                        # waits for the store's answer, not accepted for an item it refuses
+                        self._announce(self._seen, items=rows)
+                    except BaseException:
+                        served.withdrawn = True  # what waited for the lock reads it afresh
+                        raise
             except Exception as exc:
                 refused = exc
             if refused is None and updated:
@@ -655,7 +681,7 @@ class ModelHolder:
     ) -> list[dict[str, Any]]:
         state, said = self.user_state(served, user)
         rec = served.rec
-        with served.lock.read(), TORCH_LOCK:
+        with served.reading(), TORCH_LOCK:
             # a user with no ratings is explained by the catalogue's ranking: scored once
             # for the list and its reasons
             every = None if state.history else rec.score(state)
