@@ -1668,3 +1668,33 @@ def test_items_are_refused_when_the_runs_encoder_model_changed(
         assert r.json()["error"]["code"] == "encoder_unavailable"
         assert "restore the model the run was trained with" in r.json()["error"]["message"]
         assert c.get("/v1/items/n1").status_code == 404
+
+
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
+def test_a_transaction_postgresql_rolled_back_whole_is_503_to_retry(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sqlstate: str,
+) -> None:
+    # a deadlock (two batches inserting the same event ids in opposite orders) was a
+    # retry only because PostgreSQL's English message says "blocked by process": in
+    # another lc_messages it was a 500
+    from sqlalchemy.exc import OperationalError
+
+    class Localised(Exception):
+        def __init__(self) -> None:
+            super().__init__("interblocage détecté")
+            self.sqlstate = sqlstate
+
+    live = make_server()
+    store = live.app.state.store
+
+    def rolled_back(*args: object, **kwargs: object) -> None:
+        raise OperationalError("INSERT INTO events", {}, Localised())
+
+    with live.client(server_api_key) as c:
+        assert c.post("/v1/users", json={"user_id": "dl"}).status_code == 201
+        monkeypatch.setattr(store, "add_events", rolled_back)
+        r = c.post("/v1/users/dl/events", json={"event_id": "e", "item_id": "1", "type": "click"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_busy", r.text

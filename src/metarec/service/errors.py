@@ -21,6 +21,10 @@ from starlette.routing import Match, Route
 from metarec.service.json_body import UnreadableJson
 from metarec.service.store import FILE_GONE, INSUFFICIENT_PRIVILEGE, unreachable
 
+# PostgreSQL's SQLSTATEs of a transaction refused whole that a retry may pass: a lock
+# wait past lock_timeout, a serialisation failure, a deadlock
+_RETRY_STATES = frozenset({"55P03", "40001", "40P01"})
+
 log = logging.getLogger("metarec.service")
 
 _CODES = {
@@ -281,8 +285,10 @@ def install(app: FastAPI) -> None:
                 "the feedback store cannot be reached; nothing was stored, retry",
                 **{"Retry-After": "5"},
             )
-        # PostgreSQL: a lock wait past its lock_timeout (the fold-in cut-off's)
-        if "locked" in said or "busy" in said or getattr(exc.orig, "sqlstate", "") == "55P03":
+        # PostgreSQL: a lock wait past its lock_timeout (the fold-in cut-off's), and a
+        # deadlock (two batches of events inserting the same ids in opposite orders)
+        # or a serialisation failure, which roll the transaction back whole: a retry will do
+        if "locked" in said or "busy" in said or getattr(exc.orig, "sqlstate", "") in _RETRY_STATES:
             log.warning("feedback store busy on %s %s: %s", request.method, request.url.path,
                         exc.orig)  # fmt: skip
             return error_response(
