@@ -490,6 +490,21 @@ def test_train_evaluate_recommend(
         "user_cold", "item_cold", "both_cold", "item_cold_pooled", "both_cold_pooled"
     }  # fmt: skip
     assert 0.5 < metrics["summary"]["user_cold"]["bias"]["mae"] < 1.2
+    # the data given again without its users file: every user was scored as "unknown"
+    # on age, gender and occupation, and every figure moved without a word
+    bare = tmp_path / "bare" / "ml-100k"
+    bare.mkdir(parents=True)
+    for part in ("inter", "item"):
+        (bare / f"ml-100k.{part}").symlink_to(shared_data / "ml-100k" / f"ml-100k.{part}")
+    proc = cli("evaluate", str(run), "--dataset", "ml-100k", "--data", str(bare.parent))
+    assert proc.returncode == 0, proc.stderr
+    assert "the run reads the user features age, gender, occupation, which the data" in (
+        proc.stderr
+    )
+    assert cli("evaluate", str(run)).stderr.count("user features") == 0
+    # --data DIR holding the run's data set, as the not-found message advises: it was
+    # read as the data set's own folder, "no data set found"
+    assert cli("evaluate", str(run), "--data", str(shared_data)).returncode == 0
     proc = run_cli(
         "recommend",
         str(run),
@@ -603,6 +618,23 @@ def test_warnings_are_one_line(
         "looking in METAREC_DATA and the cache"
     ]
     assert "users: 943" in res.stdout
+
+
+def test_a_data_set_name_wins_over_a_folder_of_that_name_here(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # in the data folder itself (the README's form, `--data .`), or beside any folder
+    # called ml-100k, the name was read as that folder: "not both", or "no data set"
+    monkeypatch.chdir(shared_data)
+    res = cli("data", "describe", "ml-100k", "--data", ".")
+    assert res.returncode == 0, res.stderr
+    assert "users: 943" in res.stdout
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ml-100k").mkdir()
+    res = cli("data", "describe", "ml-100k", "--data", str(shared_data))
+    assert res.returncode == 0 and "users: 943" in res.stdout, res.stderr
+    # written as a path it is the folder
+    assert_one_line_error(cli("data", "describe", "./ml-100k"), "no data set found")
 
 
 def test_an_interrupt_says_what_resumes(
@@ -751,6 +783,20 @@ def test_evaluate_waits_for_no_one_writing_its_run(
     assert_one_line_error(proc, f"process {pid} is writing it", "then evaluate")
 
 
+def test_a_run_trained_on_every_user_is_not_evaluated_on_a_split_beside_it(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # it records no split digest: a split.json copied from another run was read as its
+    # own, and its "new" users, on whom the model had trained, scored at exit 0
+    run = tmp_path / "run"
+    args = _small_ratings(files)
+    assert cli("train", *args, "--holdout", "none", "--out", str(run)).returncode == 0
+    (run / "split.json").write_text('{"protocol": "p1"}')
+    proc = cli("evaluate", str(run), *args[:4])
+    assert_one_line_error(proc, "trained on every user (holdout none", "--holdout p1")
+    assert not (run / "metrics.json").exists()
+
+
 def test_a_support_floor_no_user_reaches_is_refused(
     files: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
@@ -869,6 +915,15 @@ def test_implicit_feedback_trains_on_every_user_by_default(
     assert "holdout: none (every rating is 1, implicit feedback" in proc.stdout
     assert not (out / "split.json").exists()
     assert json.loads((out / "recommender.json").read_text())["metadata"]["holdout"] == "none"
+    # every model's list has the same fields, as the HTTP API's: a click model's had no
+    # rating, and --no-reasons no reason, so a client failed on one model, not another
+    for extra in ([], ["--no-reasons"]):
+        proc = cli("recommend", str(out), "--rate", "0=1", "-k", "2", "--json", *extra)
+        listed = json.loads(proc.stdout)
+        assert [list(r) for r in listed] == [
+            ["rank", "item_id", "title", "score", "rating", "reason"]
+        ] * 2, listed
+        assert listed[0]["rating"] is None and (listed[0]["reason"] is None) == bool(extra)
 
 
 def test_ids_written_differently_in_two_files_are_named(

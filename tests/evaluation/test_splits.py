@@ -553,10 +553,39 @@ def test_new_items_that_are_not_the_ones_the_year_rule_names_are_refused(
     assert split.rule == "released in 1998 or later"
     split.new_items = split.new_items[:-3]
     split.save(tmp_path / "s.json")
-    with pytest.raises(DataError, match=r"released in 1998 or later, but 3 items are on one side"):
+    with pytest.raises(DataError, match=r"1998 or later, but 3 rated items are on one side"):
         P1Split.load(tmp_path / "s.json", ml1m)
     # a reader of its new users alone, on data that may have grown, does not ask it
     assert P1Split.load(tmp_path / "s.json", ml1m, check_rule=False).new_users
+
+
+def test_a_p1_split_holds_on_data_grown_since_and_says_what_changed(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """An item added since that nobody rated changes no figure, and was refused as "1
+    items on one side only", blamed on the split; data without years was told the same."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from metarec.evaluation.p1 import P1Split
+
+    ml1m = load_dataset("ml-1m", root=shared_data)
+    split = make_p1_split(ml1m, seed=0)
+    path = tmp_path / "split.json"
+    split.save(path)
+    added = pd.DataFrame([{**ml1m.items.iloc[0].to_dict(), "item_id": "new", "year": 2001.0}])
+    grown = replace(ml1m, items=pd.concat([ml1m.items, added], ignore_index=True))
+    assert P1Split.load(path, grown).new_items == split.new_items
+    # a rated item's year changed: named
+    first = split.new_items[0]
+    aged = ml1m.items.copy()
+    aged.loc[aged["item_id"].astype(str) == first, "year"] = 1950.0
+    with pytest.raises(DataError, match=r"first: .*, in new_items, not so in ml-1m"):
+        P1Split.load(path, replace(ml1m, items=aged))
+    yearless = replace(ml1m, items=ml1m.items.assign(year=np.nan))
+    with pytest.raises(DataError, match="no item of ml-1m has a release year"):
+        P1Split.load(path, yearless)
 
 
 def test_splits_are_read_under_the_runs_seed_else_seed_0s(tmp_path: Path) -> None:

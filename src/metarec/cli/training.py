@@ -343,6 +343,7 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
     from metarec.io import jsonable, save_json
     from metarec.models.bias import BiasModel
     from metarec.models.cutpoints import MedianView, rating_levels
+    from metarec.trained_users import TRAINED_USERS
 
     if ds.rating_range[0] == ds.rating_range[1]:
         raise ConfigError(
@@ -360,6 +361,31 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
         raise ConfigError(
             f"{ds.name}: read on the rating scale [{lo:g}, {hi:g}] (--rating-range?), and "
             f"{run} was trained on [{run_lo:g}, {run_hi:g}]; evaluate it on its own scale"
+        )
+    read = list(rec.features.columns)
+    given = set() if ds.users is None else set(ds.users.columns)
+    missing = [c for c in read if c not in given]
+    if missing:
+        # the same files given again without --users: every user scored as "unknown" on
+        # every feature, and every figure moved without a word
+        trained = (rec.metadata.get("data_spec") or {}).get("users")
+        warnings.warn(
+            f"the run reads the user features {', '.join(missing)}, which the data given "
+            "lacks: every user is scored as unknown on them, unlike in training"
+            + (f"; give --users {trained}" if trained else "; give the users file (--users)"),
+            UserWarning,
+            stacklevel=2,
+        )
+    holdout = rec.metadata.get("holdout")
+    if holdout not in (None, "p1") or (run / TRAINED_USERS).is_file():
+        # a run trained on every user (--holdout none, retrain) records no digest: a
+        # split.json copied beside it was read as its own, and its "new" users scored
+        # though the model had trained on them
+        raise ConfigError(
+            f"{run / 'split.json'}: this run was trained on every user (holdout "
+            f"{holdout or 'none'}, {TRAINED_USERS}), so it has no P1 split of its own "
+            "(copied from another run?); evaluating on it would test the model on users it "
+            "trained on. Train with --holdout p1 to evaluate with protocol P1"
         )
     split = P1Split.load(run / "split.json", ds)
     recorded = rec.metadata.get("split_digest")
@@ -508,9 +534,12 @@ def warn_repeated_rates(rec: Any, rates: Sequence[tuple[str, float]]) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    import json
+
     from metarec.ensemble_run import load_run
     from metarec.explain import recommend_with_reasons
     from metarec.inputs import history_pairs
+    from metarec.io import jsonable
 
     rates = parse_rates(args.rate or [])  # before the slow part: loading the model
     with named_as_flags({"device": "--device"}):  # as serve names it
@@ -526,7 +555,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     )
     top = with_ratings(rec, top)
     if args.json:
-        print(top.to_json(orient="records", indent=2) if len(top) else "[]")
+        # the same fields for every model, as the HTTP API answers: rating null where the
+        # model predicts none, reason null with --no-reasons (a ranking ensemble's list
+        # lacked the key, so a client reading it failed on one model and not another)
+        records = top.to_dict(orient="records")
+        fields = ("rank", "item_id", "title", "score", "rating", "reason")
+        shown = [{f: r.get(f) for f in fields} | r for r in records]
+        print(json.dumps(jsonable(shown), indent=2))
     elif not len(top):  # pandas printed "Empty DataFrame / Columns: [...] / Index: []"
         print(f"no items left to recommend: the user rated all {rec.n_items:,}", file=sys.stderr)
     else:

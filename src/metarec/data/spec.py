@@ -138,6 +138,13 @@ def spec_for_run(
     ``where``: the run, for messages."""
     given = given or {}
     if names_data(given):
+        named = recorded.get("dataset") if isinstance(recorded, dict) else None
+        data = given.get("data")
+        alone = data and not (given.get("dataset") or given.get("interactions"))
+        # `--data DIR` where DIR holds the run's data set, as the not-found message
+        # advises: it was read as the data set's own folder ("no data set found")
+        if named and alone and (Path(str(data)).expanduser() / str(named)).is_dir():
+            given = {**given, "dataset": named}
         return with_recorded_columns(given, recorded)
     if not recorded:
         raise ConfigError(

@@ -107,13 +107,27 @@ class P1Split(SplitFile):
             # the report prints the rule as the new items' definition: an edited rule
             # over other new items (random ones) would be printed as if it held
             years = pd.to_numeric(dataset.items["year"], errors="coerce")
+            if years.isna().all():
+                raise DataError(
+                    f"its rule says the new items are those {self.rule}, but no item of "
+                    f"{dataset.name} has a release year (no items file given, or not its "
+                    "year column?)",
+                    path=path,
+                )
+            # over the rated items: one added since that nobody rated changes no figure
+            # and was refused, blamed on the split
+            rated = set(dataset.interactions["item_id"].astype(str))
             late = set(dataset.items.loc[years >= float(year[1]), "item_id"].astype(str))
-            if late != set(self.new_items):
+            late &= rated
+            new = set(self.new_items) & rated
+            if late != new:
+                odd = sorted(late ^ new)
                 raise DataError(
                     f"its rule says the new items are those {self.rule}, but "
-                    f"{len(late ^ set(self.new_items)):,} items are on one side only "
-                    f"({len(self.new_items):,} new_items, {len(late):,} such items in "
-                    f"{dataset.name}): edited, or drawn from other data?",
+                    f"{len(odd):,} rated items are on one side only (first: {odd[0]!r}, "
+                    f"{'not in new_items' if odd[0] in late else 'in new_items, not so'} "
+                    f"in {dataset.name}): edited, drawn from other data, or a year changed "
+                    "since?",
                     path=path,
                 )
 
