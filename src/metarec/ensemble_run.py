@@ -455,7 +455,7 @@ def run_kind(path: str | Path) -> str:
     if (p / "checkpoint").is_dir():
         raise ModelError(
             f"{p}: an unfinished training run (its checkpoint/ is here, no model yet): run "
-            "the same metarec train again to resume it"
+            "the same metarec train (or quickstart) again to resume it"
         )
     raise ModelError(
         f"{p}: neither a metarec run (no recommender.json) nor an ensemble (no ensemble.json)"

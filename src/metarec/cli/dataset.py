@@ -14,10 +14,24 @@ from metarec.errors import ConfigError, MetarecError
 def register(sub: Any) -> None:
     d = sub.add_parser("data", help="describe or validate a dataset")
     d.add_argument("action", choices=["describe", "validate"])
-    d.add_argument("source", nargs="?", help="dataset name or folder (or use --interactions ...)")
+    d.add_argument(
+        "source",
+        nargs="?",
+        help="dataset name (a folder of that name: ./NAME) or folder (or --interactions ...)",
+    )
     d.add_argument("--json", action="store_true", help="print JSON (both actions)")
     add_data_args(d)
     d.set_defaults(func=cmd_data)
+
+
+def _a_folder(source: str) -> bool:
+    """Whether ``source`` names a folder rather than a known data set: a known name wins
+    unless written as a path (``./ml-100k``), as for ``--dataset``. A folder of that name
+    where the command ran (the data folder itself, say) took it over."""
+    from metarec.data.registry import known_names
+
+    as_path = source.startswith((".", "~")) or "/" in source or "\\" in source
+    return (as_path or source not in known_names()) and Path(source).expanduser().exists()
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -33,7 +47,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     # one of the two was dropped without a word: `describe ml-100k --dataset ml-1m`
     # described ml-100k, `describe DIR --dataset ml-1m` ml-1m. With a name, --data is
     # the folder that holds it (as for every command); with a folder it is a second one
-    is_folder = bool(args.source) and Path(args.source).exists()
+    is_folder = bool(args.source) and _a_folder(args.source)
     named = [
         flag
         for flag, key in (("--dataset", "dataset"), ("--data", "data"))
@@ -42,7 +56,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.source and named:
         raise ConfigError(f"give a data set ({args.source!r}) or {named[0]}, not both")
     if args.source:
-        if Path(args.source).exists():
+        if is_folder:
             spec["data"] = str(Path(args.source).resolve())
         else:
             spec["dataset"] = args.source
