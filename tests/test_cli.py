@@ -502,6 +502,17 @@ def test_train_evaluate_recommend(
         proc.stderr
     )
     assert cli("evaluate", str(run)).stderr.count("user features") == 0
+    # the features the run reads, from the command line too: none could be given
+    plain = json.loads(cli("recommend", str(run), "--rate", "1=5", "--json").stdout)
+    given = cli("recommend", str(run), "--rate", "1=5", "--json",
+                "--feature", "age=25", "--feature", "gender=F")  # fmt: skip
+    assert given.returncode == 0, given.stderr
+    assert [r["score"] for r in json.loads(given.stdout)] != [r["score"] for r in plain]
+    assert_one_line_error(
+        cli("recommend", str(run), "--feature", "agee=25"),
+        "--feature agee: not a feature of this run (it reads age, gender, occupation)",
+    )
+    assert_one_line_error(cli("recommend", str(run), "--feature", "age=old"), "--feature age:")
     # --data DIR holding the run's data set, as the not-found message advises: it was
     # read as the data set's own folder, "no data set found"
     assert cli("evaluate", str(run), "--data", str(shared_data)).returncode == 0

@@ -87,6 +87,13 @@ def register(sub: Any) -> None:
         metavar="ITEM=RATING",
         help="an item id or exact title and its rating (repeatable)",
     )
+    r.add_argument(
+        "--feature",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a user feature the run was trained with, a column of its users file "
+        "(age=25, gender=F; repeatable); those not given are unknown",
+    )
     r.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     r.add_argument("--json", action="store_true", help="print the list as JSON instead of a table")
     add_device_arg(r)
@@ -499,6 +506,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_features(given: Sequence[str]) -> dict[str, str]:
+    """``--feature KEY=VALUE`` values as a user's features, read as a users file's row
+    is (text; a number where the run bins it). A key given twice is refused."""
+    out: dict[str, str] = {}
+    for entry in given:
+        key, sep, value = entry.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ConfigError(f"--feature {entry!r}: expected KEY=VALUE, e.g. --feature age=25")
+        if key in out:
+            raise ConfigError(f"--feature {key}: given twice ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out
+
+
+def check_features_read(rec: Any, features: dict[str, str]) -> None:
+    """Each ``--feature`` one the run reads, with a value it can read. A key it reads
+    no feature of is refused, as the HTTP API refuses it: in Python it is only warned
+    of, and a misspelt ``--feature agee=25`` scored the user as if no age was given."""
+    from metarec.data.features import feature_readers
+
+    readers = feature_readers(rec)
+    read = readers.columns
+    unknown = next((k for k in features if k not in read), None)
+    if unknown is not None and not read:
+        raise ConfigError(
+            f"--feature {unknown}: this run reads no user features (it was trained "
+            "without a users file)"
+        )
+    if unknown is not None:
+        raise ConfigError(
+            f"--feature {unknown}: not a feature of this run (it reads {', '.join(read)})"
+        )
+    unreadable = readers.problem(features, json_types=False)
+    if unreadable is not None:
+        raise ConfigError(f"--feature {unreadable}")
+
+
 def parse_rates(rates: Sequence[str]) -> list[tuple[str, float]]:
     """``--rate ITEM=RATING`` values as (item, rating) pairs."""
     out = []
@@ -542,12 +587,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.io import jsonable
 
     rates = parse_rates(args.rate or [])  # before the slow part: loading the model
+    features = parse_features(args.feature or [])
     with named_as_flags({"device": "--device"}):  # as serve names it
         rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder
     # checked as the flag's: "history entry 0" named nothing on this command line
     history_pairs(rates, rec.rating_range, rec.resolve, "--rate")
     warn_repeated_rates(rec, rates)
-    user = rec.adapt(rates)
+    check_features_read(rec, features)
+    user = rec.adapt(rates, user_features=features or None)
     top = (
         rec.recommend(user, k=args.k)
         if args.no_reasons
