@@ -631,6 +631,19 @@ def test_warnings_are_one_line(
     assert "users: 943" in res.stdout
 
 
+def test_validate_under_strict_says_the_fixes_are_not_made(
+    tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # each problem says what cleaning does with it ("cleaning keeps the latest"), which
+    # --strict does not: train and describe refuse the file there
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,1,5\n1,1,3\n2,1,4\n")
+    args = ["data", "validate", "--interactions", str(tmp_path / "r.csv")]
+    assert "with --strict" not in cli(*args).stdout
+    proc = cli(*args, "--strict")
+    assert proc.returncode == 1
+    assert "with --strict, train and describe stop at the first of these instead" in proc.stdout
+
+
 def test_a_data_set_name_wins_over_a_folder_of_that_name_here(
     shared_data: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,6 +87,9 @@ def cmd_data(args: argparse.Namespace) -> int:
             for n in cleaning_notes:
                 print(f"note: {n}")
             print("ok: no problems found" if not problems else f"{len(problems)} problem(s)")
+            if problems and spec.get("strict"):
+                # each problem says what cleaning does with it; --strict does none of that
+                print("with --strict, train and describe stop at the first of these instead")
         return 0 if not problems else 1
     ds = load_from_spec(spec)
     info = ds.describe()
