@@ -94,8 +94,23 @@ def test_a_reload_through_one_server_moves_the_other(
 
 
 def test_a_fold_in_through_one_server_reaches_the_other(
-    make_server: Callable[..., LiveServer], server_api_key: str
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from metarec import retrain
+    from metarec.service import serving
+
+    # the stored feedback is read before the model lock: read under it, a catch-up held
+    # every request of its process (0.9 s at 82,000 events)
+    held: list[bool] = []
+    real = retrain.feedback_frame
+
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        held.append(serving.TORCH_LOCK.locked())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retrain, "feedback_frame", reading)
     a, b = make_server(), make_server()
     twins = [{"item_id": i, "title": "Night Train", "year": 2001} for i in ("loved", "hated")]
     pick = {"candidates": "loved,hated", "k": 2}
@@ -114,6 +129,7 @@ def test_a_fold_in_through_one_server_reaches_the_other(
         # B never folded in itself: it serves what A's fold-in made the state
         ranked = cb.get("/v1/users/new/recommendations", params=pick).json()["items"]
         assert [r["item_id"] for r in ranked] == ["loved", "hated"]
+    assert len(held) >= 3 and not any(held), held  # starts, A's fold-in, B's catch-up
 
 
 def test_a_change_that_cannot_be_loaded_leaves_the_other_serving(
