@@ -483,6 +483,49 @@ def test_a_fold_in_that_raced_a_reload_is_refused_and_the_reload_stands(
         assert ca.get("/ready").json()["model"].startswith("two@")
 
 
+def test_a_put_waiting_on_the_store_holds_up_no_reader(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the store write under the model's lock held every recommendation, search and item
+    # lookup of the process for as long as the store took (30 s at most)
+    import threading
+
+    import httpx
+
+    a = make_server()
+    store = a.app.state.store
+    real = store.bump_served_state
+    asked, answered = threading.Event(), threading.Event()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        asked.set()
+        answered.wait(timeout=60)  # until the reads below have been answered
+        return real(*args, **kwargs)
+
+    with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
+        cb.timeout = httpx.Timeout(20)  # a read held up fails here, not after the PUT
+        assert ca.post("/v1/users", json={"user_id": "r"}).status_code == 201
+        monkeypatch.setattr(store, "bump_served_state", slow)
+        put: dict[str, int] = {}
+        item = {"item_id": "late", "title": "Night Train"}
+        thread = threading.Thread(
+            target=lambda: put.update(code=ca.put("/v1/items", json={"items": [item]}).status_code)
+        )
+        thread.start()
+        try:
+            assert asked.wait(timeout=30)
+            assert cb.get("/v1/users/r/recommendations").status_code == 200
+            assert cb.get("/v1/items/1").status_code == 200
+            assert cb.get("/v1/items", params={"q": "a"}).status_code == 200
+        finally:
+            answered.set()
+            thread.join(timeout=60)
+        assert put["code"] == 200
+        assert cb.get("/v1/items/late").status_code == 200
+
+
 def test_a_reload_is_served_only_once_the_store_records_it(
     make_server: Callable[..., LiveServer],
     server_api_key: str,

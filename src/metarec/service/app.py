@@ -464,12 +464,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if unreadable is not None:
             raise ApiError(422, "validation_error", f"features.{unreadable}")
         initial = []
-        # the items read and the ratings stored under one read lock: an item being added
-        # is named only once the store has it (see Served.reading)
-        with s.reading():
+        # the items read and the ratings stored under one lock: an item being added is
+        # named only once the store has it (see storing_item_names)
+        naming = holder.storing_item_names() if body.ratings else contextlib.nullcontext(s)
+        with naming as now:
             for n, r in enumerate(body.ratings):
-                known_item(s, r.item_id, f"ratings[{n}].item_id")
-                check_rating(s, r.rating, f"ratings[{n}].rating")
+                known_item(now, r.item_id, f"ratings[{n}].item_id")
+                check_rating(now, r.rating, f"ratings[{n}].rating")
                 initial.append(NewEvent(f"init-{uuid.uuid4().hex}", r.item_id, "rating", r.rating))
             try:
                 n_events = store.create_user(body.user_id, body.features, initial)
@@ -554,11 +555,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             Body(description='one event, or {"events": [...]}; retried event_ids count once'),
         ],
     ) -> dict[str, int]:
-        s = served(wait=True)
+        holder.sync(wait=True)  # may read the store afresh: not under the lock below
         batch = []
-        # the items read and the events stored under one read lock: an item being added
-        # is named only once the store has it (see Served.reading)
-        with s.reading():
+        # the items read and the events stored under one lock: an item being added is
+        # named only once the store has it (see storing_item_names)
+        with holder.storing_item_names() as s:
             try:
                 for n, ev in enumerate(body.events):
                     known_item(s, ev.item_id, f"{body.where(n)}item_id")

@@ -134,22 +134,6 @@ class Served:
     # a word no title holds, this 7 (benchmarks/results/title-search.md)
     haystack: str = ""
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    # set under the write lock when a change the model took is refused by the store:
-    # what waited for the lock must not act on it (an event on an item no store has)
-    withdrawn: bool = False
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """The read lock, refused (:class:`OutOfStepError`) on a model withdrawn while
-        it was waited for: a request that names items and stores what it read holds it
-        until stored, so an item is named only once the store has it."""
-        with self.lock.read():
-            if self.withdrawn:
-                raise OutOfStepError(
-                    "this server process holds a change the feedback store refused and is "
-                    "reading the store afresh; nothing was stored, retry"
-                )
-            yield
 
     def refresh(self) -> None:
         """Recompute search data after the catalogue changed (caller holds the write lock)."""
@@ -286,6 +270,11 @@ class ModelHolder:
         # the model serves a change the store refused, and reading it afresh failed too:
         # answers from it would show what no other process and no restart serves
         self._unstored = False
+        # held to write by a PUT that adds items from applying them until the store has
+        # them (or the model is read afresh), and to read by requests that store what
+        # names items (see storing_item_names); not the model's lock, which a slow store
+        # would hold for every read
+        self._new_items = ReadWriteLock()
 
     @property
     def current(self) -> Served:
@@ -538,6 +527,13 @@ class ModelHolder:
             item_id, why = next(iter(bad.items()))
             raise DataError(f"items: item {item_id!r}: {why}")
         self.sync(wait=True)  # apply on top of what the other processes serve
+        # a new item is named (an event, a new user's rating) only once the store has it:
+        # one accepted between the model taking it and the store refusing it was kept,
+        # on an item no process and no restart has
+        with self._new_items.write():
+            return self._upsert(frame, rows)
+
+    def _upsert(self, frame: pd.DataFrame, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
         with self._swap:
             served = self.current
             if isinstance(served.rec, EnsembleRecommender):
@@ -545,26 +541,19 @@ class ModelHolder:
             vectors = encode(served.rec, frame)  # may raise before anything changes
             refused: Exception | None = None
             try:
-                with served.lock.write():
-                    try:
-                        with TORCH_LOCK:
-                            added, updated = apply_items(served.rec, frame, vectors)
-                            if updated and foldable(served.rec) and self._ref is not None:
-                                # a re-encoded item's offset was fitted to its old vector:
-                                # fold in again up to the same cut-off, as a load does
-                                feedback = self._feedback(served.rec, self._ref.events_upto)
-                                self._fold_in(served.rec, feedback)
-                            if updated:
-                                served.revision += 1
-                            served.refresh()
-                        # stored once the model took them (a refused item is never stored,
-                        # so no later start fails on it), and acknowledged once stored;
-                        # under the lock (not the model's), so an event naming a new item
-                        # waits for the store's answer, not accepted for an item it refuses
-                        self._announce(self._seen, items=rows)
-                    except BaseException:
-                        served.withdrawn = True  # what waited for the lock reads it afresh
-                        raise
+                with served.lock.write(), TORCH_LOCK:
+                    added, updated = apply_items(served.rec, frame, vectors)
+                    if updated and foldable(served.rec) and self._ref is not None:
+                        # a re-encoded item's offset was fitted to its old vector: fold
+                        # in again up to the same cut-off, as a load of (run, store) does
+                        feedback = self._feedback(served.rec, self._ref.events_upto)
+                        self._fold_in(served.rec, feedback)
+                    if updated:
+                        served.revision += 1
+                    served.refresh()
+                # stored once the model took them (a refused item is never stored, so no
+                # later start fails on it), and acknowledged once stored
+                self._announce(self._seen, items=rows)
             except Exception as exc:
                 refused = exc
             if refused is None and updated:
@@ -577,6 +566,15 @@ class ModelHolder:
         if self.freeze_heap:
             gc.freeze()  # the rebuilt indexes and titles; the old ones went by refcount
         return added, updated
+
+    @contextmanager
+    def storing_item_names(self) -> Iterator[Served]:
+        """The served model to check a request's items against, held until what the
+        request stores is stored: an item a PUT is adding is named only once the store
+        has it, or, refused, once the model no longer holds it. Call :meth:`sync` first
+        (it may reload, which must not wait on this)."""
+        with self._new_items.read():
+            yield self.current
 
     def _restore(self, served: Served) -> None:
         """After a refused change: the model may have taken part of it first (an update
@@ -692,7 +690,7 @@ class ModelHolder:
     ) -> list[dict[str, Any]]:
         state, said = self.user_state(served, user)
         rec = served.rec
-        with served.reading(), TORCH_LOCK:
+        with served.lock.read(), TORCH_LOCK:
             # a user with no ratings is explained by the catalogue's ranking: scored once
             # for the list and its reasons
             every = None if state.history else rec.score(state)
