@@ -334,12 +334,19 @@ def test_an_unreachable_hub_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
         SentenceEncoder("metarec-tests/cached-model").encode([TOY])
     assert asked["local_files_only"] is True
     # and so where the hub answers: fetched, main could be a newer revision than the
-    # one the id names, and its vectors were cached under the old revision's key
-    asked.clear()
+    # one the id names, and its vectors were cached under the old revision's key. Only
+    # a cached copy that does not load (a download cut short) is fetched
+    tries: list[object] = []
+
+    def cut_short(source: str, **kwargs: object) -> None:
+        tries.append(kwargs["local_files_only"])
+        raise OSError("no file named model.safetensors")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", cut_short)
     monkeypatch.setattr(sentence_mod, "_hub_reachable", lambda timeout=3.0: True)
-    with pytest.raises(ConfigError, match="stop here"):
+    with pytest.raises(ConfigError, match=r"a download cut short\? `hf download metarec-te"):
         SentenceEncoder("metarec-tests/cached-model").encode([TOY])
-    assert asked["local_files_only"] is True
+    assert tries == [True, False]
 
 
 def test_a_downloaded_model_is_cached_under_its_revision(

@@ -448,6 +448,22 @@ class SentenceEncoder:
                         return self._finish(model, str(fresh))
                 except Exception as again:
                     error = again
+            from_hub_cache = local and self._local_dir is None and not own_copy
+            if from_hub_cache and _hub_reachable():
+                # a snapshot cut short (a first download interrupted) or cached at
+                # another revision only: fetched, as before the cache was read alone
+                try:
+                    with _quiet_loading():
+                        model = SentenceTransformer(source, device=device, local_files_only=False)
+                    self._source, self._id = (source, False), None  # its revision is read anew
+                    return self._finish(model, source)
+                except Exception as again:
+                    error = again
+            if from_hub_cache:
+                raise ConfigError(
+                    f"cannot load model {source!r} from the Hugging Face cache (a download "
+                    f"cut short? `hf download {source}` completes it): {error}"
+                ) from error
             if local:
                 raise ConfigError(
                     f"cannot load sentence-transformers model from {source}: {error}"
