@@ -77,7 +77,9 @@ def test_every_package_the_code_imports_is_declared() -> None:
     def norm(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    project = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())["project"]
+    # beside the tests (a clone or the sdist), not the package, which may be installed
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text())["project"]
     extras = {k: v for k, v in project["optional-dependencies"].items() if k != "dev"}
     requirements = [*project["dependencies"], *(r for group in extras.values() for r in group)]
     declared = {norm(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in requirements}  # type: ignore[union-attr]

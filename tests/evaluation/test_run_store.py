@@ -414,6 +414,7 @@ def test_uncommitted_source_is_part_of_the_key_new_files_too(tmp_path: Path) -> 
     copied = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(copied)
     assert copied.uncommitted_digest() is None  # committed: the commit says it all
+    assert copied.git_commit() is not None
     (package / "newmod.py").write_text("X = 1\n")
     first = copied.uncommitted_digest()
     (package / "newmod.py").write_text("X = 2\n")
@@ -469,3 +470,30 @@ def test_a_run_that_would_replace_another_reports_split_file_is_refused(
     benchmark.run_benchmark(
         "p2", ds, out=mixed, seed=1, splits=mixed, **{**TINY_RUN, "peers": ["popularity"]}
     )
+
+
+def test_metarec_installed_inside_another_repository_records_no_commit(tmp_path: Path) -> None:
+    # a .venv inside the user's own repository is in its work tree: the user's commit was
+    # recorded as metarec's, and every commit of theirs threw away a benchmark's folds
+    import importlib.util
+    import shutil
+    import subprocess
+
+    from metarec.evaluation import machine
+
+    installed = tmp_path / ".venv" / "site-packages" / "metarec" / "evaluation"
+    installed.mkdir(parents=True)
+    shutil.copy(machine.__file__, installed / "machine.py")
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    (tmp_path / "app.py").write_text("print('theirs')\n")
+    roles, parts = ("AUTHOR", "COMMITTER"), ("NAME", "EMAIL")
+    env = {**{f"GIT_{r}_{p}": "t" for r in roles for p in parts}, "HOME": str(tmp_path),
+           "PATH": os.environ["PATH"]}  # fmt: skip
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "their project"]):
+        subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True, capture_output=True)
+    spec = importlib.util.spec_from_file_location("installed", installed / "machine.py")
+    assert spec is not None and spec.loader is not None
+    copied = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copied)
+    assert copied.git_commit() is None
+    assert copied.uncommitted_digest() is None

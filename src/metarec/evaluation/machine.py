@@ -16,21 +16,34 @@ from typing import Any
 import torch
 
 
-def git_commit() -> str | None:
-    """The checkout's commit, when metarec runs from a git work tree (else None)."""
+def _git(*args: str, timeout: float = 5) -> bytes | None:
+    """``git ARGS`` run in this package's folder: its output, None where it fails."""
     import subprocess
 
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+            ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+            timeout=timeout,
+        )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _in_own_checkout() -> bool:
+    """Whether metarec runs from a git work tree that holds its code: one installed into
+    a ``.venv`` inside the user's own repository is in that work tree too, and its
+    commit (the user's) was recorded as metarec's, and keyed every resume to it."""
+    return _git("ls-files", "--error-unmatch", Path(__file__).name) is not None
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, when metarec runs from a git work tree of its own code
+    (else None)."""
+    if not _in_own_checkout():
+        return None
+    out = _git("rev-parse", "HEAD")
+    return (out.decode().strip() or None) if out is not None else None
 
 
 def uncommitted_digest() -> str | None:
@@ -49,6 +62,8 @@ def uncommitted_digest() -> str | None:
             return None
         return out.stdout if out.returncode == 0 else None
 
+    if not _in_own_checkout():
+        return None
     diff = git("diff", "HEAD", "--", ".")
     # a new module not yet added is no part of the diff, and is code all the same
     untracked = git("ls-files", "-z", "--others", "--exclude-standard", "--", ".")
