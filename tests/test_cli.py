@@ -657,8 +657,11 @@ def test_a_data_set_name_wins_over_a_folder_of_that_name_here(
     (tmp_path / "ml-100k").mkdir()
     res = cli("data", "describe", "ml-100k", "--data", str(shared_data))
     assert res.returncode == 0 and "users: 943" in res.stdout, res.stderr
-    # written as a path it is the folder
+    # written as a path it is the folder, and said so where the name alone is given
     assert_one_line_error(cli("data", "describe", "./ml-100k"), "no data set found")
+    monkeypatch.setenv("METAREC_DATA", str(shared_data))
+    res = cli("data", "describe", "ml-100k")
+    assert res.returncode == 0 and "for the folder of that name here give ./ml-100k" in res.stderr
 
 
 def test_an_interrupt_says_what_resumes(

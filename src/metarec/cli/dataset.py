@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,15 @@ def cmd_data(args: argparse.Namespace) -> int:
             spec["data"] = str(Path(args.source).resolve())
         else:
             spec["dataset"] = args.source
+            if not spec.get("data") and Path(args.source).exists():
+                # looked for where data sets are kept (METAREC_DATA, the cache, the
+                # download): a failure there said nothing of the folder right here
+                warnings.warn(
+                    f"{args.source!r} is read as the data set's name; for the folder of "
+                    f"that name here give ./{args.source}",
+                    UserWarning,
+                    stacklevel=2,
+                )
     rating_range = spec_rating_range(spec)  # a bad flag before minutes of loading
     if args.action == "validate":
         raw = load_from_spec(spec, cleaned=False)

@@ -533,7 +533,7 @@ def check_features_read(rec: Any, features: dict[str, str]) -> None:
     if unknown is not None and not read:
         raise ConfigError(
             f"--feature {unknown}: this run reads no user features (it was trained "
-            "without a users file)"
+            "without a users file, or with model.use_user_features off)"
         )
     if unknown is not None:
         raise ConfigError(
