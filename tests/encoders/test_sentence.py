@@ -662,6 +662,12 @@ def test_files_no_model_loads_leave_a_folder_the_same_model(
     legacy = f"sentence:m@{sentence_mod._dir_fingerprint(folder, every_file=True)}:max128"
     assert legacy != first and later.former_ids() == (legacy,)
     assert changed_model(legacy, later.id, later.former_ids) is None
+    # and two runs of it, one saved before and one since, blend as one encoder's
+    from metarec.models.members import same_encoder
+
+    config = later.to_config() | {"dim": 384}
+    assert same_encoder(config | {"id": legacy}, config)
+    assert not same_encoder(config | {"id": legacy.replace("@", "@0")}, config)
     # what the model loads still makes another model, under either id
     pooling = folder / "1_Pooling" / "config.json"
     pooling.write_text(pooling.read_text().replace("true", "false", 1))

@@ -17,7 +17,29 @@ def same_encoder(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     from metarec.encoders.base import same_model
 
     x, y = str(a.get("id")), str(b.get("id"))
-    return same_model(x, y) or same_model(y, x)
+    return same_model(x, y) or same_model(y, x) or _one_folder_fingerprinted_twice(a, b)
+
+
+def _one_folder_fingerprinted_twice(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether ``a`` and ``b`` name one model folder, one by the fingerprint runs saved
+    before 2026-12-06 took (over its hidden files too) and one by today's: two runs of
+    one model were refused as two encoders. Read only where the ids differ."""
+    from metarec.encoders.base import same_model
+    from metarec.encoders.sentence import SentenceEncoder
+    from metarec.errors import MetarecError
+
+    keys = ("type", "model", "max_seq_length")
+    if a.get("type") != "sentence" or any(a.get(k) != b.get(k) for k in keys):
+        return False
+    try:
+        encoder = SentenceEncoder.from_config(a)
+        former = encoder.former_ids()  # none but for a folder holding such files
+        known = (encoder.id, *former)
+    except (MetarecError, OSError):
+        return False
+    if not former:
+        return False
+    return all(any(same_model(str(c.get("id")), k) for k in known) for c in (a, b))
 
 
 def unlike_member(
