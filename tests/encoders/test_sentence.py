@@ -675,3 +675,26 @@ def test_files_no_model_loads_leave_a_folder_the_same_model(
     assert changed.id != first
     for saved in (first, legacy):
         assert changed_model(saved, changed.id, changed.former_ids) is not None
+
+
+def test_the_default_name_found_in_the_hub_cache_loads_without_the_bundle(
+    minilm: SentenceEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without the bundled package, all-MiniLM-L6-v2 from the Hugging Face cache was
+    # taken for the bundle's own copy, checked against a zip there is none of ("differs
+    # from None"), and never loaded
+    import sentence_transformers
+
+    monkeypatch.setattr(sentence_mod, "_bundled_zip", lambda: None)
+    monkeypatch.setattr(sentence_mod, "bundled_model_dir", lambda: None)
+    monkeypatch.setattr(sentence_mod, "_in_hub_cache", lambda name: True)
+    asked: list[str] = []
+
+    def from_cache(source: str, **kwargs: object) -> object:
+        asked.append(source)
+        assert kwargs["local_files_only"] is True
+        return minilm.load()
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", from_cache)
+    assert SentenceEncoder(device="cpu").encode([TOY]).shape == (1, 384)
+    assert asked == ["all-MiniLM-L6-v2"]

@@ -238,18 +238,29 @@ def test_an_item_change_that_cannot_be_stored_is_not_served(
     assert store.added_items() == []
 
 
+@pytest.mark.parametrize("read_afresh", ["works", "fails"])
 def test_an_item_is_named_only_once_the_store_has_it(
     make_server: Callable[..., LiveServer],
     server_api_key: str,
     monkeypatch: pytest.MonkeyPatch,
+    read_afresh: str,
 ) -> None:
     """The model took an item, then the store was asked to keep it: an event naming it
     in between was accepted and kept, on an item the store then refused (a 503), which
-    no process and no restart has."""
+    no process and no restart has. So too where reading the run afresh then failed, and
+    the model still held the item."""
     import threading
+
+    from metarec.service import serving
 
     a = make_server()
     store = a.app.state.store
+    if read_afresh == "fails":
+
+        def unreadable(*args: Any, **kwargs: Any) -> Any:
+            raise OSError("the run folder cannot be read")
+
+        monkeypatch.setattr(serving, "load_run", unreadable)
     asked, answered = threading.Event(), threading.Event()
 
     def slow_then_locked(*args: Any, **kwargs: Any) -> Any:
@@ -279,7 +290,7 @@ def test_an_item_is_named_only_once_the_store_has_it(
         # refused, or unknown once the model was read afresh: never accepted
         assert got.status_code in (422, 503), got.text
         assert created.status_code in (422, 503), created.text
-        assert cb.get("/v1/items/ghost").status_code == 404
+        assert cb.get("/v1/items/ghost").status_code == (404 if read_afresh == "works" else 503)
     assert [ev.item_id for ev in store.events_for("v")] == []
     assert store.user("w") is None
 
@@ -481,6 +492,59 @@ def test_a_fold_in_that_raced_a_reload_is_refused_and_the_reload_stands(
         monkeypatch.setattr(store, "last_event_id", real)
         assert cb.get("/ready").json()["model"].startswith("two@")  # B caught up
         assert ca.get("/ready").json()["model"].startswith("two@")
+
+
+def test_a_request_naming_items_waits_for_a_put_only_while_it_is_stored(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an event waited for the PUT's encoding too (seconds with a sentence encoder on a
+    # CPU), and for as long as the store took: queued events took every worker thread
+    import threading
+
+    from metarec.service import serving
+
+    a = make_server()
+    store = a.app.state.store
+    monkeypatch.setattr(serving, "ITEM_CHANGE_WAIT_S", 0.5)
+    real_encode, real_bump = serving.encode, store.bump_served_state
+    reached, go_on = threading.Event(), threading.Event()
+
+    def held(real: Callable[..., Any]) -> Callable[..., Any]:
+        def wait_then(*args: Any, **kwargs: Any) -> Any:
+            reached.set()
+            go_on.wait(timeout=60)
+            return real(*args, **kwargs)
+
+        return wait_then
+
+    with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
+        assert ca.post("/v1/users", json={"user_id": "v"}).status_code == 201
+
+        def click_during_put(item_id: str) -> int:
+            """An event on an existing item while a PUT of a new one is held."""
+            reached.clear()
+            go_on.clear()
+            item = {"item_id": item_id, "title": "Night Train"}
+            put = threading.Thread(target=lambda: ca.put("/v1/items", json={"items": [item]}))
+            put.start()
+            try:
+                assert reached.wait(timeout=30)
+                event = {"event_id": f"on-1-{item_id}", "type": "click", "item_id": "1"}
+                return int(cb.post("/v1/users/v/events", json=event).status_code)
+            finally:
+                go_on.set()
+                put.join(timeout=60)
+
+        monkeypatch.setattr(serving, "encode", held(real_encode))
+        assert click_during_put("encoding") == 200  # not waited for
+        monkeypatch.setattr(serving, "encode", real_encode)
+        monkeypatch.setattr(store, "bump_served_state", held(real_bump))
+        assert click_during_put("storing") == 503  # waited for a while, then "retry"
+        monkeypatch.setattr(store, "bump_served_state", real_bump)
+        event = {"event_id": "after", "type": "click", "item_id": "storing"}
+        assert cb.post("/v1/users/v/events", json=event).status_code == 200
 
 
 def test_a_put_waiting_on_the_store_holds_up_no_reader(

@@ -298,6 +298,7 @@ class SentenceEncoder:
         self._dim: int | None = None if self._local_dir else _KNOWN_DIMS.get(self._short_name)
         self._id: str | None = None
         self._source: tuple[str, bool] | None = None
+        self._unpacked: str | None = None  # the bundled model's folder, once found
         self._lock = threading.Lock()
 
     @property
@@ -414,7 +415,10 @@ class SentenceEncoder:
             self._source = self._find_source()
         source, local = self._source
         device = self.device
-        own_copy = self._local_dir is None and self.model_name in _DEFAULT_ALIASES and local
+        # the bundled model unpacked (an absolute folder), not its name found in the
+        # Hugging Face cache where the bundle is missing: checked against a zip there is
+        # none of, that copy was "damaged" and never loaded
+        own_copy = local and source == self._unpacked
         try:
             if own_copy and _differs_from_its_checksums(Path(source)):
                 # it may load, and give wrong vectors that the cache keeps under the
@@ -527,7 +531,8 @@ class SentenceEncoder:
         if self.model_name in _DEFAULT_ALIASES:
             bundled = bundled_model_dir()
             if bundled is not None:
-                return str(bundled), True
+                self._unpacked = str(bundled)
+                return self._unpacked, True
         return self.model_name, False
 
     def _install_hint(self) -> str:

@@ -64,10 +64,12 @@ class ReadWriteLock:
         self._waiting_writers = 0
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self, timeout: float | None = None) -> Iterator[None]:
+        """Held to read; ``timeout``: a TimeoutError past it, not holding the lock."""
         with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
+            free = lambda: not (self._writer or self._waiting_writers)  # noqa: E731
+            if not self._cond.wait_for(free, timeout=timeout):
+                raise TimeoutError("lock not free to read")
             self._readers += 1
         try:
             yield

@@ -62,6 +62,8 @@ SYNC_RETRY_S = 10.0
 # threads at once: concurrent transforms trip an internal functorch assertion. All model
 # math in the service runs under this one lock; torch still uses every core inside a call.
 TORCH_LOCK = threading.Lock()
+# how long a request naming items waits for a PUT being stored (see storing_item_names)
+ITEM_CHANGE_WAIT_S = 5.0
 
 Announce = Literal["never", "if_moved", "always"]
 
@@ -527,27 +529,44 @@ class ModelHolder:
             item_id, why = next(iter(bad.items()))
             raise DataError(f"items: item {item_id!r}: {why}")
         self.sync(wait=True)  # apply on top of what the other processes serve
+        encoded = self.current
+        if isinstance(encoded.rec, EnsembleRecommender):
+            encoded.rec.check_items()  # refuse before anything changes
+        # before any lock: with a sentence encoder on a CPU, seconds for a large PUT
+        vectors = encode(encoded.rec, frame)
         # a new item is named (an event, a new user's rating) only once the store has it:
         # one accepted between the model taking it and the store refusing it was kept,
         # on an item no process and no restart has
         with self._new_items.write():
-            return self._upsert(frame, rows)
+            return self._upsert(frame, rows, encoded, vectors)
 
-    def _upsert(self, frame: pd.DataFrame, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    def _upsert(
+        self,
+        frame: pd.DataFrame,
+        rows: Sequence[dict[str, Any]],
+        encoded: Served,
+        vectors: np.ndarray,
+    ) -> tuple[int, int]:
         with self._swap:
             served = self.current
-            if isinstance(served.rec, EnsembleRecommender):
-                served.rec.check_items()  # refuse before anything changes
-            vectors = encode(served.rec, frame)  # may raise before anything changes
+            if served is not encoded:  # swapped meanwhile (a reload): its encoder's vectors
+                if isinstance(served.rec, EnsembleRecommender):
+                    served.rec.check_items()
+                vectors = encode(served.rec, frame)
+            # a re-encoded item's offset was fitted to its old vector: folded in again
+            # below up to the same cut-off, as a load of (run, store) does, from feedback
+            # read before the model's lock (on the items it will then hold)
+            rec, index = served.rec, served.rec.item_index
+            ids = [str(i) for i in frame["item_id"]]
+            feedback = None
+            if foldable(rec) and self._ref is not None and any(i in index for i in ids):
+                feedback = self._feedback(rec, self._ref.events_upto, {*index, *ids})
             refused: Exception | None = None
             try:
                 with served.lock.write(), TORCH_LOCK:
                     added, updated = apply_items(served.rec, frame, vectors)
-                    if updated and foldable(served.rec) and self._ref is not None:
-                        # a re-encoded item's offset was fitted to its old vector: fold
-                        # in again up to the same cut-off, as a load of (run, store) does
-                        feedback = self._feedback(served.rec, self._ref.events_upto)
-                        self._fold_in(served.rec, feedback)
+                    if updated and feedback is not None and foldable(rec):
+                        self._fold_in(rec, feedback)
                     if updated:
                         served.revision += 1
                     served.refresh()
@@ -572,9 +591,25 @@ class ModelHolder:
         """The served model to check a request's items against, held until what the
         request stores is stored: an item a PUT is adding is named only once the store
         has it, or, refused, once the model no longer holds it. Call :meth:`sync` first
-        (it may reload, which must not wait on this)."""
-        with self._new_items.read():
-            yield self.current
+        (it may reload, which must not wait on this). Waits at most
+        :data:`ITEM_CHANGE_WAIT_S` for a PUT being stored (an :class:`OutOfStepError`,
+        503, after): requests queued behind a slow store took every worker thread, and
+        readers then waited too."""
+        try:
+            with self._new_items.read(timeout=ITEM_CHANGE_WAIT_S):
+                if self._unstored:
+                    # a refused PUT whose model could not be read afresh: it still holds
+                    # the refused items
+                    raise OutOfStepError(
+                        "this server process holds items the feedback store refused and has "
+                        "not yet read the store afresh; nothing was stored, retry"
+                    )
+                yield self.current
+        except TimeoutError:
+            raise OutOfStepError(
+                "items are being stored by another request and the feedback store is slow "
+                "to take them; nothing was stored, retry"
+            ) from None
 
     def _restore(self, served: Served) -> None:
         """After a refused change: the model may have taken part of it first (an update
@@ -612,15 +647,17 @@ class ModelHolder:
             gc.freeze()
         return {"model": served.name, **summary}
 
-    def _feedback(self, rec: Recommender, upto: int | None) -> pd.DataFrame:
-        """The stored feedback on ``rec``'s items up to event ``upto`` (None: all of
-        it), as the ratings a fold-in learns from."""
+    def _feedback(
+        self, rec: Recommender, upto: int | None, items: set[str] | None = None
+    ) -> pd.DataFrame:
+        """The stored feedback on ``items`` (default: ``rec``'s) up to event ``upto``
+        (None: all of it), as the ratings a fold-in learns from."""
         from metarec.retrain import feedback_frame
 
         frame, _ = feedback_frame(
             self.store,
             rec.rating_range,
-            set(rec.item_index),
+            set(rec.item_index) if items is None else items,
             negatives=reads_negatives(rec),
             upto=upto,
         )
