@@ -590,6 +590,51 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader(
         assert cb.get("/v1/items/late").status_code == 200
 
 
+def test_a_put_waiting_on_the_store_holds_up_no_reader_with_two_servers(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # another server's change made this one's next reader catch up, and the catch-up
+    # waited for this server's PUT being stored; every request naming an item waited
+    # behind it, a lookup of an item the server had all along included
+    import threading
+
+    import httpx
+
+    a, b = make_server(), make_server()
+    store = a.app.state.store
+    real = store.bump_served_state
+    asked, answered = threading.Event(), threading.Event()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        asked.set()
+        answered.wait(timeout=60)
+        return real(*args, **kwargs)
+
+    with a.client(server_api_key) as ca, a.client(server_api_key) as reader:
+        reader.timeout = httpx.Timeout(20)
+        assert ca.post("/v1/users", json={"user_id": "r"}).status_code == 201
+        monkeypatch.setattr(store, "bump_served_state", slow)
+        item = {"item_id": "late", "title": "Night Train"}
+        put = threading.Thread(target=lambda: ca.put("/v1/items", json={"items": [item]}))
+        put.start()
+        try:
+            assert asked.wait(timeout=30)
+            with b.client(server_api_key) as cb:  # b's own change bumps the version
+                other = {"item_id": "other", "title": "Day Train"}
+                assert cb.put("/v1/items", json={"items": [other]}).status_code == 200
+            assert reader.get("/v1/items", params={"q": "a"}).status_code == 200
+            assert reader.get("/v1/items/1").status_code == 200
+            picked = {"candidates": "1,2", "k": 1}
+            assert reader.get("/v1/users/r/recommendations", params=picked).status_code == 200
+        finally:
+            answered.set()
+            put.join(timeout=60)
+        # and an item only the other server had is waited for, and found
+        assert reader.get("/v1/items/other").status_code == 200
+
+
 def test_a_reload_is_served_only_once_the_store_records_it(
     make_server: Callable[..., LiveServer],
     server_api_key: str,

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -312,6 +312,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         holder.sync(wait=wait)
         return holder.current
 
+    def any_unknown(item_ids: Iterable[str]) -> bool:
+        """Whether this process's model lacks one of ``item_ids``: only then is an item
+        added through another process waited for (a catch-up); one it knows is answered
+        at once, where every such request waited for a catch-up, and with it for a
+        change of this process's own being stored (a PUT on a slow store)."""
+        index = holder.current.rec.item_index
+        return any(i not in index for i in item_ids)
+
     def known_item(s: Served, item_id: str, where: str) -> int:
         idx = s.rec.item_index.get(item_id)
         if idx is None:
@@ -415,7 +423,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     @in_thread_pool
     def get_item(item_id: Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]) -> Any:
-        s = served(wait=True)
+        s = served(wait=any_unknown([item_id]))
         with s.lock.read():  # an item being added is in the index before its title
             idx = s.rec.item_index.get(item_id)
             if idx is None:
@@ -459,7 +467,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     @in_thread_pool
     def create_user(body: schemas.UserIn) -> dict[str, Any]:
-        s = served(wait=bool(body.ratings))
+        s = served(wait=any_unknown(r.item_id for r in body.ratings))
         unreadable = features_problem(s.rec, body.features)
         if unreadable is not None:
             raise ApiError(422, "validation_error", f"features.{unreadable}")
@@ -555,7 +563,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             Body(description='one event, or {"events": [...]}; retried event_ids count once'),
         ],
     ) -> dict[str, int]:
-        holder.sync(wait=True)  # may read the store afresh: not under the lock below
+        # may read the store afresh: not under the lock below
+        holder.sync(wait=any_unknown(ev.item_id for ev in body.events))
         batch = []
         # the items read and the events stored under one lock: an item being added is
         # named only once the store has it (see storing_item_names)
@@ -602,11 +611,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             Query(max_length=MAX_CANDIDATES_CHARS, description="comma-separated item ids"),
         ] = None,
     ) -> dict[str, Any]:
-        s = served(wait=candidates is not None)
+        named = [] if candidates is None else [c.strip() for c in candidates.split(",")]
+        s = served(wait=any_unknown(c for c in named if c))
         user = user_or_404(user_id)  # the resource first: a 404 before a field's 422
         pool = None
         if candidates is not None:
-            pool = [c.strip() for c in candidates.split(",") if c.strip()]
+            pool = [c for c in named if c]
             if not pool:
                 raise ApiError(422, "validation_error", "candidates: no item ids given")
             for c in pool:

@@ -462,10 +462,16 @@ class ModelHolder:
             try:
                 # under the swap lock: a reload of this process that has bumped the
                 # version but not yet recorded it as seen finishes first, rather than
-                # being loaded a second time as another process's change
-                with self._swap:
+                # being loaded a second time as another process's change. A request
+                # that names no item does not wait for it (a PUT here waiting on a slow
+                # store held it, and with it every request behind this one's _sync)
+                if not self._swap.acquire(blocking=wait):
+                    return
+                try:
                     version, text = self.store.served_state()
                     seen = self._seen
+                finally:
+                    self._swap.release()
                 if version == seen or self._waiting_to_retry(version):
                     return  # another request caught up first, or the change was ours
                 ref = ServedRef.parse(text)
