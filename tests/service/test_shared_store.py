@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from metarec.service.serving import ServedRef
@@ -25,6 +27,37 @@ def _database_locked(*args: Any, **kwargs: Any) -> Any:
     from sqlalchemy.exc import OperationalError
 
     raise OperationalError("UPDATE service_state", {}, Exception("database is locked"))
+
+
+class HeldStoreWrite:
+    """The store's writes of the served state (a PUT's items, a reload's run) held from
+    now on: ``reached`` is set when one waits, and ``released`` lets it go through, or
+    fail as a database locked past its wait (``fails``)."""
+
+    def __init__(self, store: Any, monkeypatch: pytest.MonkeyPatch, *, fails: bool) -> None:
+        self.reached, self.released = threading.Event(), threading.Event()
+        real = store.bump_served_state
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self.reached.set()
+            self.released.wait(timeout=60)
+            return _database_locked() if fails else real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "bump_served_state", held)
+
+
+class Background:
+    """``call`` run in a thread; :meth:`answer` waits for what it returned."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._got: list[Any] = []
+        self._thread = threading.Thread(target=lambda: self._got.append(call()), daemon=True)
+        self._thread.start()
+
+    def answer(self) -> Any:
+        self._thread.join(timeout=60)
+        assert self._got, "the request did not finish"
+        return self._got[0]
 
 
 @pytest.fixture
@@ -249,8 +282,6 @@ def test_an_item_is_named_only_once_the_store_has_it(
     in between was accepted and kept, on an item the store then refused (a 503), which
     no process and no restart has. So too where reading the run afresh then failed, and
     the model still held the item."""
-    import threading
-
     from metarec.service import serving
 
     a = make_server()
@@ -261,32 +292,18 @@ def test_an_item_is_named_only_once_the_store_has_it(
             raise OSError("the run folder cannot be read")
 
         monkeypatch.setattr(serving, "load_run", unreadable)
-    asked, answered = threading.Event(), threading.Event()
-
-    def slow_then_locked(*args: Any, **kwargs: Any) -> Any:
-        asked.set()  # the model holds the item now
-        answered.wait(timeout=2)  # the event below has been sent (and, rightly, waits)
-        _database_locked()
-
     with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
         assert ca.post("/v1/users", json={"user_id": "v"}).status_code == 201
-        monkeypatch.setattr(store, "bump_served_state", slow_then_locked)
-        put: dict[str, int] = {}
+        held = HeldStoreWrite(store, monkeypatch, fails=True)
         item = {"item_id": "ghost", "title": "Night Train"}
-        thread = threading.Thread(
-            target=lambda: put.update(code=ca.put("/v1/items", json={"items": [item]}).status_code)
-        )
-        thread.start()
-        assert asked.wait(timeout=30)
-        timer = threading.Timer(0.5, answered.set)
-        timer.start()
+        put = Background(lambda: ca.put("/v1/items", json={"items": [item]}))
+        assert held.reached.wait(timeout=30)  # the model holds the item now
+        threading.Timer(0.5, held.released.set).start()  # once the event below waits
         event = {"event_id": "on-ghost", "type": "like", "item_id": "ghost"}
         got = cb.post("/v1/users/v/events", json=event)
         new_user = {"user_id": "w", "ratings": [{"item_id": "ghost", "rating": 4}]}
         created = cb.post("/v1/users", json=new_user)
-        thread.join(timeout=30)
-        timer.cancel()
-        assert put["code"] == 503
+        assert put.answer().status_code == 503
         # refused, or unknown once the model was read afresh: never accepted
         assert got.status_code in (422, 503), got.text
         assert created.status_code in (422, 503), created.text
@@ -501,8 +518,6 @@ def test_a_request_naming_items_waits_for_a_put_only_while_it_is_stored(
 ) -> None:
     # an event waited for the PUT's encoding too (seconds with a sentence encoder on a
     # CPU), and for as long as the store took: queued events took every worker thread
-    import threading
-
     from metarec.service import serving
 
     a = make_server()
@@ -554,40 +569,22 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader(
 ) -> None:
     # the store write under the model's lock held every recommendation, search and item
     # lookup of the process for as long as the store took (30 s at most)
-    import threading
-
-    import httpx
-
     a = make_server()
-    store = a.app.state.store
-    real = store.bump_served_state
-    asked, answered = threading.Event(), threading.Event()
-
-    def slow(*args: Any, **kwargs: Any) -> Any:
-        asked.set()
-        answered.wait(timeout=60)  # until the reads below have been answered
-        return real(*args, **kwargs)
-
-    with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
-        cb.timeout = httpx.Timeout(20)  # a read held up fails here, not after the PUT
+    with a.client(server_api_key) as ca, a.client(server_api_key) as reader:
+        reader.timeout = httpx.Timeout(20)  # a read held up fails here, not after the PUT
         assert ca.post("/v1/users", json={"user_id": "r"}).status_code == 201
-        monkeypatch.setattr(store, "bump_served_state", slow)
-        put: dict[str, int] = {}
+        held = HeldStoreWrite(a.app.state.store, monkeypatch, fails=False)
         item = {"item_id": "late", "title": "Night Train"}
-        thread = threading.Thread(
-            target=lambda: put.update(code=ca.put("/v1/items", json={"items": [item]}).status_code)
-        )
-        thread.start()
+        put = Background(lambda: ca.put("/v1/items", json={"items": [item]}))
         try:
-            assert asked.wait(timeout=30)
-            assert cb.get("/v1/users/r/recommendations").status_code == 200
-            assert cb.get("/v1/items/1").status_code == 200
-            assert cb.get("/v1/items", params={"q": "a"}).status_code == 200
+            assert held.reached.wait(timeout=30)
+            assert reader.get("/v1/users/r/recommendations").status_code == 200
+            assert reader.get("/v1/items/1").status_code == 200
+            assert reader.get("/v1/items", params={"q": "a"}).status_code == 200
         finally:
-            answered.set()
-            thread.join(timeout=60)
-        assert put["code"] == 200
-        assert cb.get("/v1/items/late").status_code == 200
+            held.released.set()
+        assert put.answer().status_code == 200
+        assert reader.get("/v1/items/late").status_code == 200
 
 
 def test_a_put_waiting_on_the_store_holds_up_no_reader_with_two_servers(
@@ -598,29 +595,15 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader_with_two_servers(
     # another server's change made this one's next reader catch up, and the catch-up
     # waited for this server's PUT being stored; every request naming an item waited
     # behind it, a lookup of an item the server had all along included
-    import threading
-
-    import httpx
-
     a, b = make_server(), make_server()
-    store = a.app.state.store
-    real = store.bump_served_state
-    asked, answered = threading.Event(), threading.Event()
-
-    def slow(*args: Any, **kwargs: Any) -> Any:
-        asked.set()
-        answered.wait(timeout=60)
-        return real(*args, **kwargs)
-
     with a.client(server_api_key) as ca, a.client(server_api_key) as reader:
         reader.timeout = httpx.Timeout(20)
         assert ca.post("/v1/users", json={"user_id": "r"}).status_code == 201
-        monkeypatch.setattr(store, "bump_served_state", slow)
+        held = HeldStoreWrite(a.app.state.store, monkeypatch, fails=False)
         item = {"item_id": "late", "title": "Night Train"}
-        put = threading.Thread(target=lambda: ca.put("/v1/items", json={"items": [item]}))
-        put.start()
+        put = Background(lambda: ca.put("/v1/items", json={"items": [item]}))
         try:
-            assert asked.wait(timeout=30)
+            assert held.reached.wait(timeout=30)
             with b.client(server_api_key) as cb:  # b's own change bumps the version
                 other = {"item_id": "other", "title": "Day Train"}
                 assert cb.put("/v1/items", json={"items": [other]}).status_code == 200
@@ -629,8 +612,8 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader_with_two_servers(
             picked = {"candidates": "1,2", "k": 1}
             assert reader.get("/v1/users/r/recommendations", params=picked).status_code == 200
         finally:
-            answered.set()
-            put.join(timeout=60)
+            held.released.set()
+        assert put.answer().status_code == 200
         # and an item only the other server had is waited for, and found
         assert reader.get("/v1/items/other").status_code == 200
 
@@ -643,31 +626,14 @@ def test_a_reload_is_served_only_once_the_store_records_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the new run answered while the store was asked to record it, and the store refused
-    import threading
-
     a = make_server()
-    store = a.app.state.store
-    asked, answered = threading.Event(), threading.Event()
-
-    def slow_then_locked(*args: Any, **kwargs: Any) -> Any:
-        asked.set()
-        answered.wait(timeout=30)
-        _database_locked()
-
     with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
-        monkeypatch.setattr(store, "bump_served_state", slow_then_locked)
-        code: dict[str, int] = {}
-        thread = threading.Thread(
-            target=lambda: code.update(
-                reload=ca.post("/v1/admin/reload", json={"run": str(two)}).status_code
-            )
-        )
-        thread.start()
-        assert asked.wait(timeout=60)
+        held = HeldStoreWrite(a.app.state.store, monkeypatch, fails=True)
+        reload = Background(lambda: ca.post("/v1/admin/reload", json={"run": str(two)}))
+        assert held.reached.wait(timeout=60)
         meanwhile = cb.get("/ready").json()["model"]
-        answered.set()
-        thread.join(timeout=60)
-    assert code["reload"] == 503
+        held.released.set()
+        assert reload.answer().status_code == 503
     assert meanwhile.startswith(service_run.name + "@"), meanwhile
 
 
