@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from metarec.service.cache import AdaptationCache, ReadWriteLock
 
 
@@ -54,3 +56,38 @@ def test_writer_excludes_readers_and_is_not_starved() -> None:
         t.join()
     assert not any(overlap) and len(overlap) > 10
     assert waited < 2.0  # four busy readers did not starve the writer
+
+
+def test_readers_are_not_starved_by_writers_back_to_back() -> None:
+    # two clients' PUTs of a catalogue import: another writer was always waiting, so a
+    # reader (an event, waiting a few seconds at most) never got in
+    lock = ReadWriteLock()
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with lock.write():
+                time.sleep(0.02)
+
+    writers = [threading.Thread(target=writer) for _ in range(2)]
+    for t in writers:
+        t.start()
+    try:
+        time.sleep(0.05)
+        got_in = 0
+        for _ in range(5):
+            try:
+                with lock.read(timeout=2.0):
+                    got_in += 1
+            except TimeoutError:
+                pass
+    finally:
+        stop.set()
+        for t in writers:
+            t.join()
+    assert got_in == 5
+    # and a reader that times out leaves the lock as it was
+    with lock.write(), pytest.raises(TimeoutError), lock.read(timeout=0.01):
+        pass
+    with lock.read(timeout=0.5), lock.read(timeout=0.5):
+        pass

@@ -594,7 +594,11 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader_with_two_servers(
 ) -> None:
     # another server's change made this one's next reader catch up, and the catch-up
     # waited for this server's PUT being stored; every request naming an item waited
-    # behind it, a lookup of an item the server had all along included
+    # behind it, a lookup of an item the server had all along included. One naming an
+    # item this server lacks waits a while at most, then is told to retry
+    from metarec.service import serving
+
+    monkeypatch.setattr(serving, "ITEM_CHANGE_WAIT_S", 0.5)
     a, b = make_server(), make_server()
     with a.client(server_api_key) as ca, a.client(server_api_key) as reader:
         reader.timeout = httpx.Timeout(20)
@@ -611,6 +615,9 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader_with_two_servers(
             assert reader.get("/v1/items/1").status_code == 200
             picked = {"candidates": "1,2", "k": 1}
             assert reader.get("/v1/users/r/recommendations", params=picked).status_code == 200
+            assert reader.get("/v1/items/other").status_code == 503
+            event = {"event_id": "on-other", "type": "click", "item_id": "other"}
+            assert reader.post("/v1/users/r/events", json=event).status_code == 503
         finally:
             held.released.set()
         assert put.answer().status_code == 200

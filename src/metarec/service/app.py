@@ -309,7 +309,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """The model to answer with, after catching up with what another server process
         on the store changed; ``wait``: for requests that name items, which must see an
         item just added through another process."""
-        holder.sync(wait=wait)
+        holder.sync(wait=wait, bounded=True)
         return holder.current
 
     def any_unknown(item_ids: Iterable[str]) -> bool:
@@ -564,7 +564,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         ],
     ) -> dict[str, int]:
         # may read the store afresh: not under the lock below
-        holder.sync(wait=any_unknown(ev.item_id for ev in body.events))
+        holder.sync(wait=any_unknown(ev.item_id for ev in body.events), bounded=True)
         batch = []
         # the items read and the events stored under one lock: an item being added is
         # named only once the store has it (see storing_item_names)

@@ -55,22 +55,35 @@ class AdaptationCache(Generic[V]):
 
 
 class ReadWriteLock:
-    """Many readers or one writer; a waiting writer stops new readers (no starvation)."""
+    """Many readers or one writer, neither starved: a waiting writer stops new readers,
+    and a writer leaving lets the readers waiting then in before the next writer. Where
+    writers came back to back (two clients' PUTs of a catalogue import), a reader never
+    got in, and one that waits at most a few seconds was refused for the whole import."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
         self._waiting_writers = 0
+        self._waiting_readers = 0
+        # set as a writer leaves with readers waiting: they go before the next writer,
+        # until none is left waiting
+        self._readers_turn = False
 
     @contextlib.contextmanager
     def read(self, timeout: float | None = None) -> Iterator[None]:
         """Held to read; ``timeout``: a TimeoutError past it, not holding the lock."""
         with self._cond:
-            free = lambda: not (self._writer or self._waiting_writers)  # noqa: E731
-            if not self._cond.wait_for(free, timeout=timeout):
-                raise TimeoutError("lock not free to read")
-            self._readers += 1
+            self._waiting_readers += 1
+            try:
+                if not self._cond.wait_for(self._reader_may_enter, timeout=timeout):
+                    raise TimeoutError("lock not free to read")
+                self._readers += 1
+            finally:
+                self._waiting_readers -= 1
+                if self._waiting_readers == 0 and self._readers_turn:
+                    self._readers_turn = False
+                    self._cond.notify_all()  # a writer waiting for the turn to end
         try:
             yield
         finally:
@@ -79,11 +92,14 @@ class ReadWriteLock:
                 if self._readers == 0:
                     self._cond.notify_all()
 
+    def _reader_may_enter(self) -> bool:
+        return not self._writer and (self._readers_turn or not self._waiting_writers)
+
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:
             self._waiting_writers += 1
-            while self._writer or self._readers:
+            while self._writer or self._readers or self._readers_turn:
                 self._cond.wait()
             self._waiting_writers -= 1
             self._writer = True
@@ -92,4 +108,5 @@ class ReadWriteLock:
         finally:
             with self._cond:
                 self._writer = False
+                self._readers_turn = self._waiting_readers > 0
                 self._cond.notify_all()

@@ -23,6 +23,7 @@ reasons come from the ensemble's first metarec member's item vectors.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import hashlib
@@ -63,7 +64,12 @@ SYNC_RETRY_S = 10.0
 # math in the service runs under this one lock; torch still uses every core inside a call.
 TORCH_LOCK = threading.Lock()
 # how long a request naming items waits for a PUT being stored (see storing_item_names)
+# or for a catch-up (see sync)
 ITEM_CHANGE_WAIT_S = 5.0
+_HELD_UP = (
+    "this server process is taking a change (its own, or another process's) and the "
+    "feedback store is slow; nothing was stored, retry"
+)
 
 Announce = Literal["never", "if_moved", "always"]
 
@@ -429,19 +435,21 @@ class ModelHolder:
         return served
 
     # -- server processes sharing one store -----------------------------------
-    def sync(self, *, wait: bool = False) -> None:
+    def sync(self, *, wait: bool = False, bounded: bool = False) -> None:
         """:meth:`_catch_up`, then refuse to answer from a model that holds items the
         store refused (:class:`OutOfStepError`, a 503) until reading it afresh works:
         a catch-up that failed, or a request that found another catching up, served
-        them."""
-        self._catch_up(wait=wait)
+        them. ``bounded`` (a request's): ``wait`` waits :data:`ITEM_CHANGE_WAIT_S` at
+        most for another catch-up, or for a change of this process's own being stored,
+        then an :class:`OutOfStepError`."""
+        self._catch_up(wait=wait, most_s=ITEM_CHANGE_WAIT_S if bounded else None)
         if self._unstored:
             raise OutOfStepError(
                 "this server process holds items the feedback store refused and has not "
                 "yet read the store afresh; nothing was stored, retry"
             )
 
-    def _catch_up(self, *, wait: bool = False) -> None:
+    def _catch_up(self, *, wait: bool = False, most_s: float | None = None) -> None:
         """Catch up with a change another server process made to the served state (items
         added, a fold-in, a reload to another run: :meth:`FeedbackStore.served_state`) by
         reloading (run, store), as a restart would. One read of one row when nothing
@@ -456,16 +464,27 @@ class ModelHolder:
             return
         if version == self._seen or self._waiting_to_retry(version):
             return
-        if not self._sync.acquire(blocking=wait):
+
+        def take(lock: threading.Lock) -> bool:
+            if not wait:
+                return lock.acquire(blocking=False)
+            return lock.acquire(timeout=-1 if most_s is None else most_s)
+
+        if not take(self._sync):
+            if wait:
+                raise OutOfStepError(_HELD_UP)
             return  # another request is catching up: serve the model we have
+        held_up = False
         try:
             try:
                 # under the swap lock: a reload of this process that has bumped the
                 # version but not yet recorded it as seen finishes first, rather than
                 # being loaded a second time as another process's change. A request
                 # that names no item does not wait for it (a PUT here waiting on a slow
-                # store held it, and with it every request behind this one's _sync)
-                if not self._swap.acquire(blocking=wait):
+                # store held it, and with it every request behind this one's _sync);
+                # one that does waits most_s at most
+                if not take(self._swap):
+                    held_up = wait
                     return
                 try:
                     version, text = self.store.served_state()
@@ -489,6 +508,8 @@ class ModelHolder:
             log.info("caught up with the shared store (version %d): %s", version, folder)
         finally:
             self._sync.release()
+            if held_up:
+                raise OutOfStepError(_HELD_UP)
 
     def _waiting_to_retry(self, version: int) -> bool:
         failed = self._failed
@@ -601,21 +622,22 @@ class ModelHolder:
         :data:`ITEM_CHANGE_WAIT_S` for a PUT being stored (an :class:`OutOfStepError`,
         503, after): requests queued behind a slow store took every worker thread, and
         readers then waited too."""
-        try:
-            with self._new_items.read(timeout=ITEM_CHANGE_WAIT_S):
-                if self._unstored:
-                    # a refused PUT whose model could not be read afresh: it still holds
-                    # the refused items
-                    raise OutOfStepError(
-                        "this server process holds items the feedback store refused and has "
-                        "not yet read the store afresh; nothing was stored, retry"
-                    )
-                yield self.current
-        except TimeoutError:
-            raise OutOfStepError(
-                "items are being stored by another request and the feedback store is slow "
-                "to take them; nothing was stored, retry"
-            ) from None
+        with contextlib.ExitStack() as held:
+            try:  # the wait alone: a TimeoutError of the caller's is its own
+                held.enter_context(self._new_items.read(timeout=ITEM_CHANGE_WAIT_S))
+            except TimeoutError:
+                raise OutOfStepError(
+                    "items are being stored by another request and the feedback store is "
+                    "slow to take them; nothing was stored, retry"
+                ) from None
+            if self._unstored:
+                # a refused PUT whose model could not be read afresh: it still holds the
+                # refused items
+                raise OutOfStepError(
+                    "this server process holds items the feedback store refused and has "
+                    "not yet read the store afresh; nothing was stored, retry"
+                )
+            yield self.current
 
     def _restore(self, served: Served) -> None:
         """After a refused change: the model may have taken part of it first (an update
