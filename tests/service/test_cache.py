@@ -91,3 +91,39 @@ def test_readers_are_not_starved_by_writers_back_to_back() -> None:
         pass
     with lock.read(timeout=0.5), lock.read(timeout=0.5):
         pass
+
+
+def test_a_bounded_catch_up_waits_its_bound_once_not_per_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a second request naming an item this process lacks waited the bound for the first
+    # request's catch-up (_sync), then the bound again for this process's own change
+    # being stored (_swap): twice the 5 s the README promises
+    from metarec.service import serving
+    from metarec.service.serving import ModelHolder, OutOfStepError
+
+    monkeypatch.setattr(serving, "ITEM_CHANGE_WAIT_S", 1.0)
+
+    class Changed:  # another process's change: version 2, where this one has seen 1
+        def served_state(self) -> tuple[int, None]:
+            return 2, None
+
+    holder = ModelHolder.__new__(ModelHolder)  # the locks and state a catch-up reads
+    holder.store, holder._seen, holder._failed, holder._unstored = Changed(), 1, None, False
+    holder._sync, holder._swap = threading.Lock(), threading.Lock()
+    holder._swap.acquire()  # this process's own change, being stored
+    took: dict[str, float] = {}
+
+    def request(name: str) -> None:
+        start = time.monotonic()
+        with pytest.raises(OutOfStepError):
+            holder.sync(wait=True, bounded=True)
+        took[name] = time.monotonic() - start
+
+    first = threading.Thread(target=request, args=("first",))
+    first.start()
+    time.sleep(0.1)  # the first holds _sync, waiting on _swap
+    request("second")
+    first.join()
+    holder._swap.release()
+    assert took["first"] < 1.6 and took["second"] < 1.6, took

@@ -99,9 +99,12 @@ class ReadWriteLock:
     def write(self) -> Iterator[None]:
         with self._cond:
             self._waiting_writers += 1
-            while self._writer or self._readers or self._readers_turn:
-                self._cond.wait()
-            self._waiting_writers -= 1
+            try:
+                while self._writer or self._readers or self._readers_turn:
+                    self._cond.wait()
+            finally:  # interrupted (Ctrl-C), it must not stop readers for good
+                self._waiting_writers -= 1
+                self._cond.notify_all()
             self._writer = True
         try:
             yield

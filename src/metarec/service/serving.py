@@ -67,8 +67,8 @@ TORCH_LOCK = threading.Lock()
 # or for a catch-up (see sync)
 ITEM_CHANGE_WAIT_S = 5.0
 _HELD_UP = (
-    "this server process is taking a change (its own, or another process's) and the "
-    "feedback store is slow; nothing was stored, retry"
+    "this server process is still taking a change (another process's, read from the "
+    "feedback store, or one of its own being stored); nothing was stored, retry"
 )
 
 Announce = Literal["never", "if_moved", "always"]
@@ -465,10 +465,15 @@ class ModelHolder:
         if version == self._seen or self._waiting_to_retry(version):
             return
 
+        deadline = None if most_s is None else time.monotonic() + most_s
+
         def take(lock: threading.Lock) -> bool:
+            """``lock`` taken: at once, or (``wait``) by the one deadline of both locks."""
             if not wait:
                 return lock.acquire(blocking=False)
-            return lock.acquire(timeout=-1 if most_s is None else most_s)
+            if deadline is None:
+                return lock.acquire()
+            return lock.acquire(timeout=max(deadline - time.monotonic(), 0.0))
 
         if not take(self._sync):
             if wait:
