@@ -466,7 +466,8 @@ class SentenceEncoder:
             if from_hub_cache:
                 raise ConfigError(
                     f"cannot load model {source!r} from the Hugging Face cache (a download "
-                    f"cut short? `hf download {source}` completes it): {error}"
+                    f"cut short? `hf download {source}`, or `huggingface-cli download "
+                    f"{source}`, completes it): {error}"
                 ) from error
             if local:
                 raise ConfigError(

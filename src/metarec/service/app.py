@@ -307,8 +307,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     def served(*, wait: bool = False) -> Served:
         """The model to answer with, after catching up with what another server process
-        on the store changed; ``wait``: for requests that name items, which must see an
-        item just added through another process."""
+        on the store changed; ``wait``: for requests that name an item this process
+        lacks (:func:`any_unknown`), which must see one just added through another
+        process, waiting 5 s at most (then a 503)."""
         holder.sync(wait=wait, bounded=True)
         return holder.current
 

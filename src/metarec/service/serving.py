@@ -178,8 +178,10 @@ class Served:
 
 
 class OutOfStepError(MetarecError):
-    """A server process whose model holds a change the store refused, not yet read
-    afresh: answered with 503 ``store_unavailable`` and Retry-After."""
+    """A request this process cannot answer yet, nothing stored: its model holds a change
+    the store refused, not yet read afresh; or a bounded wait for a change being taken
+    (a catch-up, a PUT being stored) ran out. Answered with 503 ``store_unavailable``
+    and Retry-After."""
 
 
 class AdaptBatcher:
@@ -454,8 +456,8 @@ class ModelHolder:
         added, a fold-in, a reload to another run: :meth:`FeedbackStore.served_state`) by
         reloading (run, store), as a restart would. One read of one row when nothing
         changed. The request that finds a change reloads; requests meanwhile keep the
-        model they have, unless ``wait`` (those that name items: an item just added
-        through another process must be found). A catch-up that fails is tried again
+        model they have, unless ``wait`` (those that name an item this process lacks:
+        one just added through another process must be found). A catch-up that fails is tried again
         after :data:`SYNC_RETRY_S`, not on every request."""
         try:
             version, _ = self.store.served_state()
@@ -632,8 +634,8 @@ class ModelHolder:
                 held.enter_context(self._new_items.read(timeout=ITEM_CHANGE_WAIT_S))
             except TimeoutError:
                 raise OutOfStepError(
-                    "items are being stored by another request and the feedback store is "
-                    "slow to take them; nothing was stored, retry"
+                    "items are being added by another request (applied to the model and "
+                    "stored); nothing was stored, retry"
                 ) from None
             if self._unstored:
                 # a refused PUT whose model could not be read afresh: it still holds the
