@@ -248,18 +248,17 @@ class TrainConfig:
             limit = MAX_LAYERS if name == "model.head_layers" else MAX_WIDTH
             if value > limit:
                 raise ConfigError(f"{name}: must be <= {limit:_}, got {value:_}")
-        if self.algorithm == "reptile" and self.inner_steps == 0:
-            # it trained with 1 step without a word, while evaluation adapted with 0
+        # Reptile trained with 1 step without a word, while evaluation adapted with 0;
+        # Meta-SGD's step sizes were never applied, so never learned, and with
+        # eval_inner_steps > 0 served as they started (inner_lr)
+        needs_steps = {
+            "reptile": "Reptile moves its start toward each user's adapted weights",
+            "metasgd": "Meta-SGD learns each weight's step size from the steps it takes",
+        }
+        if self.inner_steps == 0 and self.algorithm in needs_steps:
             raise ConfigError(
-                "inner_steps: Reptile moves its start toward each user's adapted weights, "
-                "so it needs at least 1 step (eval_inner_steps=0 still serves the start)"
-            )
-        if self.algorithm == "metasgd" and self.inner_steps == 0:
-            # its step sizes were never applied, so never learned, and with
-            # eval_inner_steps > 0 served as they started (inner_lr)
-            raise ConfigError(
-                "inner_steps: Meta-SGD learns each weight's step size from the steps it "
-                "takes, so it needs at least 1 step (eval_inner_steps=0 still serves the start)"
+                f"inner_steps: {needs_steps[self.algorithm]}, so it needs at least 1 step "
+                "(eval_inner_steps=0 still serves the start)"
             )
         if self.seed >= 2**32:  # torch's seed is seed * 100003 + epoch, a 64-bit integer
             raise ConfigError(f"seed: must be below 2**32, got {self.seed}")

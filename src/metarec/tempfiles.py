@@ -13,6 +13,7 @@ rename itself durable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -87,8 +88,7 @@ def sync_directory(folder: str | Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)

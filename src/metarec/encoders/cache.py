@@ -448,8 +448,11 @@ def cached_encode(
 
     # a hub model not yet downloaded: which revision the download brings is not known,
     # so nothing is read under its id; once downloaded, its id names the revision
-    known = cache is not None and not weights_unknown(encoder.id)
-    found = cache.lookup(encoder.id, list(first)) if cache is not None and known else {}
+    found = (
+        cache.lookup(encoder.id, list(first))
+        if cache is not None and not weights_unknown(encoder.id)
+        else {}
+    )
     missing = [h for h in first if h not in found]
     if missing:
         new = _checked(encoder, [items[first[h]] for h in missing], progress)

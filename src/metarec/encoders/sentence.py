@@ -415,9 +415,9 @@ class SentenceEncoder:
             self._source = self._find_source()
         source, local = self._source
         device = self.device
-        # the bundled model unpacked (an absolute folder), not its name found in the
-        # Hugging Face cache where the bundle is missing: checked against a zip there is
-        # none of, that copy was "damaged" and never loaded
+        # the bundled model's unpacked folder, not its name found in the Hugging Face
+        # cache where the bundle is missing: checked against a zip there is none of,
+        # that copy was "damaged" and never loaded
         own_copy = local and source == self._unpacked
         try:
             if own_copy and _differs_from_its_checksums(Path(source)):

@@ -16,13 +16,14 @@ from typing import Any
 import torch
 
 
-def _git(*args: str, timeout: float = 5) -> bytes | None:
-    """``git ARGS`` run in this package's folder: its output, None where it fails."""
+def _git(*args: str, cwd: Path | None = None, timeout: float = 5) -> bytes | None:
+    """``git ARGS`` run in ``cwd`` (default: this module's folder): its output, None
+    where it fails."""
     import subprocess
 
     try:
         out = subprocess.run(
-            ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+            ["git", *args], cwd=cwd or Path(__file__).resolve().parent, capture_output=True,
             timeout=timeout,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
@@ -51,22 +52,14 @@ def uncommitted_digest() -> str | None:
     folder), None where there are none or no git work tree: a benchmark resumed after
     an edit that is not committed yet must not take the earlier code's folds."""
     import hashlib
-    import subprocess
 
     here = Path(__file__).resolve().parent.parent  # src/metarec
-
-    def git(*args: str) -> bytes | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=here, capture_output=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout if out.returncode == 0 else None
-
     if not _in_own_checkout():
         return None
-    diff = git("diff", "HEAD", "--", ".")
+    diff = _git("diff", "HEAD", "--", ".", cwd=here, timeout=10)
     # a new module not yet added is no part of the diff, and is code all the same
-    untracked = git("ls-files", "-z", "--others", "--exclude-standard", "--", ".")
+    untracked = _git("ls-files", "-z", "--others", "--exclude-standard", "--", ".", cwd=here,
+                     timeout=10)  # fmt: skip
     if diff is None or untracked is None:
         return None
     digest = hashlib.blake2b(diff, digest_size=8)

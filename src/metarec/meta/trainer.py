@@ -405,6 +405,11 @@ class Trainer:
             f"ratings (the most is {most}); lower min_support"
         )
 
+    def _buffer_names(self) -> set[str]:
+        """The learner's buffers: state training leaves alone (the frozen item vectors),
+        which a checkpoint writes once, not again for the best epoch."""
+        return {k for k, _ in self.learner.named_buffers()}
+
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
 
@@ -426,7 +431,7 @@ class Trainer:
         if best_state is not None:
             # Buffers training leaves alone (the frozen item vectors: 230 MB at 150,000
             # items) are written once, under model.; _restore takes them from there.
-            frozen = {k for k, _ in self.learner.named_buffers()}
+            frozen = self._buffer_names()
             tensors.update(
                 {
                     f"best.{k}": v
@@ -494,7 +499,7 @@ class Trainer:
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
         if best is not None:  # buffers unchanged since the best epoch are kept once
-            frozen = {k for k, _ in self.learner.named_buffers()}
+            frozen = self._buffer_names()
             best = {**{k: model[k] for k in frozen if k in model and k not in best}, **best}
         # load_state_dict casts another dtype without a word, and a best state of the
         # wrong shape failed after training, outside this check

@@ -66,6 +66,10 @@ TORCH_LOCK = threading.Lock()
 # how long a request naming items waits for a PUT being stored (see storing_item_names)
 # or for a catch-up (see sync)
 ITEM_CHANGE_WAIT_S = 5.0
+_UNSTORED = (
+    "this server process holds items the feedback store refused and has not yet read "
+    "the store afresh; nothing was stored, retry"
+)
 _HELD_UP = (
     "this server process is still taking a change (another process's, read from the "
     "feedback store, or one of its own being stored); nothing was stored, retry"
@@ -227,6 +231,14 @@ class AdaptBatcher:
             return
         for job, state in zip(jobs, states, strict=True):
             job[3].set_result(state)
+
+
+def _encode_for(served: Served, frame: pd.DataFrame) -> np.ndarray:
+    """``frame``'s items encoded for ``served``; an ensemble that cannot take items is
+    refused first. Changes nothing, so it may raise before anything changes."""
+    if isinstance(served.rec, EnsembleRecommender):
+        served.rec.check_items()
+    return encode(served.rec, frame)
 
 
 def foldable(rec: ServedModel) -> TypeGuard[Recommender]:
@@ -446,10 +458,7 @@ class ModelHolder:
         then an :class:`OutOfStepError`."""
         self._catch_up(wait=wait, most_s=ITEM_CHANGE_WAIT_S if bounded else None)
         if self._unstored:
-            raise OutOfStepError(
-                "this server process holds items the feedback store refused and has not "
-                "yet read the store afresh; nothing was stored, retry"
-            )
+            raise OutOfStepError(_UNSTORED)
 
     def _catch_up(self, *, wait: bool = False, most_s: float | None = None) -> None:
         """Catch up with a change another server process made to the served state (items
@@ -564,10 +573,8 @@ class ModelHolder:
             raise DataError(f"items: item {item_id!r}: {why}")
         self.sync(wait=True)  # apply on top of what the other processes serve
         encoded = self.current
-        if isinstance(encoded.rec, EnsembleRecommender):
-            encoded.rec.check_items()  # refuse before anything changes
         # before any lock: with a sentence encoder on a CPU, seconds for a large PUT
-        vectors = encode(encoded.rec, frame)
+        vectors = _encode_for(encoded, frame)
         # a new item is named (an event, a new user's rating) only once the store has it:
         # one accepted between the model taking it and the store refusing it was kept,
         # on an item no process and no restart has
@@ -584,9 +591,7 @@ class ModelHolder:
         with self._swap:
             served = self.current
             if served is not encoded:  # swapped meanwhile (a reload): its encoder's vectors
-                if isinstance(served.rec, EnsembleRecommender):
-                    served.rec.check_items()
-                vectors = encode(served.rec, frame)
+                vectors = _encode_for(served, frame)
             # a re-encoded item's offset was fitted to its old vector: folded in again
             # below up to the same cut-off, as a load of (run, store) does, from feedback
             # read before the model's lock (on the items it will then hold)
@@ -637,13 +642,8 @@ class ModelHolder:
                     "items are being added by another request (applied to the model and "
                     "stored); nothing was stored, retry"
                 ) from None
-            if self._unstored:
-                # a refused PUT whose model could not be read afresh: it still holds the
-                # refused items
-                raise OutOfStepError(
-                    "this server process holds items the feedback store refused and has "
-                    "not yet read the store afresh; nothing was stored, retry"
-                )
+            if self._unstored:  # a refused PUT's model, not read afresh: it holds them
+                raise OutOfStepError(_UNSTORED)
             yield self.current
 
     def _restore(self, served: Served) -> None:
