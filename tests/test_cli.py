@@ -512,7 +512,10 @@ def test_train_evaluate_recommend(
         cli("recommend", str(run), "--feature", "agee=25"),
         "--feature agee: not a feature of this run (it reads age, gender, occupation)",
     )
-    assert_one_line_error(cli("recommend", str(run), "--feature", "age=old"), "--feature age:")
+    assert_one_line_error(
+        cli("recommend", str(run), "--feature", "age=old"),
+        "--feature age: must be a number or left empty",
+    )
     # --data DIR holding the run's data set, as the not-found message advises: it was
     # read as the data set's own folder, "no data set found"
     assert cli("evaluate", str(run), "--data", str(shared_data)).returncode == 0

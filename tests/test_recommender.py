@@ -190,12 +190,12 @@ def test_user_features_the_model_cannot_read_are_named(
 
     task = Task.support_only([0], np.array([5.0], np.float32))
     for features, needle in [
-        ({"age": "twenty"}, "age: must be a number or null (got 'twenty')"),
-        ({"gender": ["F"]}, "gender: must be a number, a string or null"),
+        ({"age": "twenty"}, "age: must be a number or left empty (None) (got 'twenty')"),
+        ({"gender": ["F"]}, "gender: must be a number, a string or left empty (None)"),
         # True was read as age 1, infinity as the top age bin
-        ({"age": True}, "age: must be a number or null (got True)"),
-        ({"age": float("inf")}, "age: must be a finite number or null (got inf)"),
-        ({"age": "-inf"}, "age: must be a finite number or null (got '-inf')"),
+        ({"age": True}, "age: must be a number or left empty (None) (got True)"),
+        ({"age": float("inf")}, "age: must be a finite number or left empty (None) (got inf)"),
+        ({"age": "-inf"}, "age: must be a finite number or left empty (None) (got '-inf')"),
     ]:
         with pytest.raises(DataError, match=re.escape(f"user_features: {needle}")):
             fitted.adapt([("1", 5)], user_features=features)

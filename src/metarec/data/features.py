@@ -215,9 +215,11 @@ class UserFeatureEncoder:
 
     def _value_problem(self, key: str, value: Any, *, json_types: bool) -> str | None:
         """What is wrong with one present value of column ``key`` (None: nothing)."""
+        # null is JSON's word; a table's field or a CLI value is left empty, Python's None
+        nothing = "null" if json_types else "left empty (None)"
         if isinstance(value, list | tuple | dict | set | np.ndarray):
             # read as the text of its repr: an unknown category without a word
-            return f"{key}: must be a number, a string or null (got {value!r:.40})"
+            return f"{key}: must be a number, a string or {nothing} (got {value!r:.40})"
         if key not in self.bins:
             return None  # any one value is a category, an unseen one "unknown"
         # True is 1.0 to float(): a flag, not an age
@@ -225,9 +227,9 @@ class UserFeatureEncoder:
             value, bool | np.bool_
         )
         if not numeric and (json_types or not _reads_as_number(value)):
-            return f"{key}: must be a number or null (got {value!r:.40})"
+            return f"{key}: must be a number or {nothing} (got {value!r:.40})"
         if not _finite(value):  # inf landed in the top bin, "nan" text there too
-            return f"{key}: must be a finite number or null (got {value!r:.40})"
+            return f"{key}: must be a finite number or {nothing} (got {value!r:.40})"
         return None
 
     def to_dict(self) -> dict[str, Any]:
