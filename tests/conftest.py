@@ -74,3 +74,19 @@ def held_lock() -> Iterator[Callable[[Path], int]]:
     for holder in holders:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture()
+def fsync_log(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The paths ``os.fsync`` is called on from now, in order (read from Linux's /proc)."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name a file descriptor's path")
+    paths: list[Path] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return paths

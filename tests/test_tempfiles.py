@@ -139,3 +139,21 @@ def test_renames_into_place_are_synced_to_disk(
     synced.clear()
     cache.store("enc", ["h"], np.ones((1, 3), dtype=np.float32))
     assert synced == [cache.encoder_dir("enc")]
+
+
+def test_sync_tree_flushes_every_file_and_folder(tmp_path: Path, fsync_log: list[Path]) -> None:
+    from metarec.tempfiles import sync_tree
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("top.txt", "a/one.bin", "a/b/two.json"):
+        (tmp_path / name).write_text(name)
+    sync_tree(tmp_path)
+    assert set(fsync_log) == {
+        tmp_path / "top.txt", tmp_path / "a" / "one.bin", tmp_path / "a" / "b" / "two.json",
+        tmp_path / "a" / "b", tmp_path / "a", tmp_path,
+    }  # fmt: skip
+    # a folder after what it holds: its entries name flushed files
+    assert fsync_log.index(tmp_path / "a" / "b") > fsync_log.index(
+        tmp_path / "a" / "b" / "two.json"
+    )
+    assert fsync_log[-1] == tmp_path

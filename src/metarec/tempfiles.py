@@ -8,7 +8,8 @@ files, the encoding cache and the unpacked model: a service running as another
 account could not read the run a training job wrote. These helpers make the
 same unguessable, exclusive names with ``0666`` / ``0777`` masked by the umask,
 as ``open`` and ``mkdir`` would. Once renamed, :func:`sync_directory` makes the
-rename itself durable.
+rename itself durable; :func:`sync_tree` first makes an unpacked folder's files
+durable, so that a power loss cannot leave a complete-looking folder of empty files.
 """
 
 from __future__ import annotations
@@ -92,3 +93,22 @@ def sync_directory(folder: str | Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_tree(folder: str | Path) -> None:
+    """Flush every file and folder under ``folder`` to disk, before it is renamed into
+    place: ``ZipFile.extractall`` leaves its files' bytes in the page cache, and after
+    a power loss the renamed folder could hold its names with empty or torn contents.
+    Best effort, as :func:`sync_directory`."""
+    for root, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        sync_directory(root)

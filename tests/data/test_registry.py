@@ -225,6 +225,21 @@ def test_download_verifies_unpacks_and_then_uses_the_cache(
     assert len(isolated.calls) == 1
 
 
+def test_an_installed_data_set_is_on_disk_before_and_after_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener, fsync_log: list[Path]
+) -> None:
+    # extractall leaves the files' bytes in the page cache and the rename was not
+    # flushed: a power loss could leave the cache's folder with empty files, which
+    # looks complete and is read as data
+    pin_fake_zip(monkeypatch)
+    isolated.payload = FAKE_ZIP
+    load_dataset("ml-100k")
+    cache = tmp_path / "cache" / "datasets"
+    synced_files = [p for p in fsync_log if p.name == "u.data"]
+    assert synced_files and synced_files[0].parent != cache / "ml-100k"  # before the rename
+    assert fsync_log[-1] == cache  # the rename, after
+
+
 def test_unsafe_archive_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
 ) -> None:

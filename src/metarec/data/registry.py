@@ -35,7 +35,7 @@ from metarec.data.movielens import detect_layout, load_movielens_raw
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig
 from metarec.errors import ConfigError, DataError, DatasetNotFoundError
-from metarec.tempfiles import create_temp_dir, create_temp_file
+from metarec.tempfiles import create_temp_dir, create_temp_file, sync_directory, sync_tree
 
 ENV_DATA = "METAREC_DATA"
 ENV_CACHE = "METAREC_CACHE"
@@ -406,8 +406,10 @@ def _install(folder: Path, target: Path, known: KnownDataset) -> None:
         if detect_layout(target) == known.layout:
             return  # another process finished first
         shutil.rmtree(target)  # a stale, incomplete folder
+    sync_tree(folder)
     try:
         os.replace(folder, target)
+        sync_directory(target.parent)
     except OSError:
         # another loader installed it between the check and the rename (the rename
         # then meets a non-empty folder): theirs is as good as ours

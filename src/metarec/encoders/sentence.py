@@ -36,7 +36,7 @@ import numpy.typing as npt
 from metarec.device import check_device, resolve_device
 from metarec.encoders.base import check_texts
 from metarec.errors import ConfigError, DataError, EncoderUnavailableError, ModelError
-from metarec.tempfiles import create_temp_dir, remove_stale
+from metarec.tempfiles import create_temp_dir, remove_stale, sync_directory, sync_tree
 from metarec.values import is_whole
 
 if TYPE_CHECKING:
@@ -165,8 +165,10 @@ def bundled_model_dir() -> Path | None:
             ) from e
         if not (tmp / "modules.json").is_file():
             raise ConfigError(f"{zip_path} holds no sentence-transformers model (no modules.json)")
+        sync_tree(tmp)
         try:
             os.rename(tmp, target)
+            sync_directory(parent)
         except OSError as e:
             if not (target / "modules.json").is_file() and target.is_dir():
                 # a copy that lost its modules.json (the mark of a complete one) stood
@@ -178,6 +180,7 @@ def bundled_model_dir() -> Path | None:
                 shutil.rmtree(aside, ignore_errors=True)
                 with contextlib.suppress(OSError):
                     os.rename(tmp, target)
+                    sync_directory(parent)
             if not (target / "modules.json").is_file():
                 raise ConfigError(f"cannot move unpacked model to {target}: {e}") from e
     finally:
