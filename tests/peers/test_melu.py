@@ -71,6 +71,9 @@ def test_vectorised_local_update_matches_a_per_user_loop(melu: MeLU, small: Smal
             user = net.user_embeddings(codes[i : i + 1])[0]
             want = net.predict(params, items, user).detach().numpy()
             np.testing.assert_allclose(scores[i], want, rtol=1e-4, atol=1e-4)
+            # one user alone takes the plain autograd path: the same steps
+            alone = melu.score_catalogue([task], small.users.iloc[i : i + 1])
+            np.testing.assert_allclose(alone[0], scores[i], rtol=1e-5, atol=1e-5)
         unadapted = melu.score_catalogue([Task(0, tasks[0].support_items[:0],
                                                tasks[0].support_ratings[:0], [], [])])  # fmt: skip
         assert np.abs(scores[0] - unadapted[0]).max() > 1e-3  # the update did something
