@@ -110,7 +110,8 @@ def main() -> None:
         "",
         f"Machine: {machine.get('cpu', '?')}; commit {machine.get('git_commit', '?')}. "
         "One fit per fresh process on P2's "
-        "training users (seed 0); peak resident memory over the fit less the peak before it.",
+        "training users (seed 0); peak resident memory over the fit less the memory "
+        "resident before it (Linux; elsewhere less the peak before it).",
         "Reproduce: `python benchmarks/ranker_memory.py --data ../shared/data`.",
         "",
         "| data | model | items | fit s | peak MB | bytes per item pair |",

@@ -56,7 +56,27 @@ def test_speed_benchmark_reports_both_systems(
     assert record["max_train_users"] == 60 and record["melu"]["local_steps"] == 5
     md = (tmp_path / "speed.md").read_text()
     assert "Adaptation latency" in md and "MeLU" in md
+    # a reduced run named the full command, under figures that command does not give
+    assert record["command"] == (
+        'python -c "from metarec.evaluation.speed import run_speed_benchmark; '
+        "run_speed_benchmark(dataset='ml-100k', seed=0, repeats=3, encoder='tfidf', "
+        'max_train_users=60)"'
+    )
+    assert f"Reproduce: `{record['command']}`" in md
     assert "— (under 100 calls)" in md and "Torch threads each row ran on: 1: " in md
+
+
+def test_a_run_at_every_default_is_reproduced_by_the_cli_command() -> None:
+    from metarec.evaluation.speed import _speed_command
+
+    defaults = {"repeats": 200, "quickstart": True, "encoder": "minilm",
+                "max_train_users": None, "train_epochs": 3}  # fmt: skip
+    assert _speed_command("ml-1m", 3, **defaults) == (
+        "metarec benchmark --protocol speed --dataset ml-1m --seed 3"
+    )
+    assert _speed_command("ml-1m", 3, **defaults | {"quickstart": False}).endswith(
+        "run_speed_benchmark(dataset='ml-1m', seed=3, quickstart=False)\""
+    )
 
 
 def test_quickstart_reads_ml_100k_where_the_data_look_finds_it(
@@ -82,7 +102,7 @@ def test_a_failed_quickstart_is_said_in_the_report() -> None:
     record = json.loads((Path(__file__).parents[2] / "benchmarks/results/speed.json").read_text())
     record |= {"quickstart": None, "quickstart_failed": "speed benchmark: ... failed: x"}
     md = speed_markdown(record)
-    assert "| `metarec quickstart`: wall s / peak MB | failed (see the record" in md
+    assert "| `metarec quickstart`: wall s / peak MiB | failed (see the record" in md
     del record["quickstart_failed"]
     assert "| not run | not run |" in speed_markdown(record)
 

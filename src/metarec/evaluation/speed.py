@@ -30,6 +30,7 @@ records stay comparable. Records from 2026-12-06 carry the config they timed.
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def _child_wall_and_peak(args: list[str]) -> dict[str, Any]:
             f"speed benchmark: `python {' '.join(args)}` did not report its peak memory "
             f"(its output ended with {ended})"
         )
+    # ru_maxrss is KiB on Linux: the figure is MiB, under the key records have always had
     return {"wall_s": wall, "peak_rss_mb": int(lines[-1]) / 1024, "ok": True}
 
 
@@ -467,7 +469,15 @@ def run_speed_benchmark(
         "repeats": repeats,
         **result,
         "machine": machine_info(),
-        "command": f"metarec benchmark --protocol speed --dataset {dataset} --seed {seed}",
+        "command": _speed_command(
+            dataset,
+            seed,
+            repeats=repeats,
+            quickstart=quickstart,
+            encoder=encoder,
+            max_train_users=max_train_users,
+            train_epochs=train_epochs,
+        ),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -495,13 +505,13 @@ def _quickstart_pair(root: str | None, log: Callable[[str], None]) -> dict[str, 
             ["-m", "metarec.cli", "quickstart", "--quiet", "--data", folder,
              "--out", str(Path(tmp) / "run")]
         )  # fmt: skip
-    log(f"quickstart: {ours['wall_s']:.1f} s, peak {ours['peak_rss_mb']:.0f} MB")
+    log(f"quickstart: {ours['wall_s']:.1f} s, peak {ours['peak_rss_mb']:.0f} MiB")
     # MeLU on its own default thread count (one), as make_peer builds it
     theirs = _child_wall_and_peak(
         ["-c", "import sys; from metarec.evaluation.speed import melu_quickstart; "
          "melu_quickstart(sys.argv[1])", folder]
     )  # fmt: skip
-    log(f"the same job with MeLU-5: {theirs['wall_s']:.1f} s, peak {theirs['peak_rss_mb']:.0f} MB")
+    log(f"the same job with MeLU-5: {theirs['wall_s']:.1f} s, peak {theirs['peak_rss_mb']:.0f} MiB")
     return {"quickstart": ours, "quickstart_melu": theirs}
 
 
@@ -544,6 +554,23 @@ def check_speed_fields(record: dict[str, Any], source: str | Path) -> None:
                 ">= 0 expected; damaged or edited?)",
                 path=source,
             )
+
+
+def _speed_command(dataset: str, seed: int, **options: Any) -> str:
+    """What reproduces a record: the CLI's command where every option had its default
+    (the command has no flags for them), else the Python call with the ones that did
+    not. A reduced run (tests) named the full command, under figures it does not give."""
+    defaults = inspect.signature(run_speed_benchmark).parameters
+    changed = {k: v for k, v in options.items() if v != defaults[k].default}
+    if not changed:
+        return f"metarec benchmark --protocol speed --dataset {dataset} --seed {seed}"
+    given = ", ".join(
+        f"{k}={v!r}" for k, v in {"dataset": dataset, "seed": seed, **changed}.items()
+    )
+    return (
+        'python -c "from metarec.evaluation.speed import run_speed_benchmark; '
+        f'run_speed_benchmark({given})"'
+    )
 
 
 def speed_markdown(record: dict[str, Any]) -> str:
@@ -643,10 +670,10 @@ def speed_markdown(record: dict[str, Any]) -> str:
             if record.get("quickstart_failed")
             else "not run"
         )
-        lines.append(f"| `metarec quickstart`: wall s / peak MB | {said} | {said} |")
+        lines.append(f"| `metarec quickstart`: wall s / peak MiB | {said} | {said} |")
     else:
         lines.append(
-            f"| `metarec quickstart` (ml-100k, cached encodings{melu}): wall s / peak MB | "
+            f"| `metarec quickstart` (ml-100k, cached encodings{melu}): wall s / peak MiB | "
             f"{q['wall_s']:.0f} / {q['peak_rss_mb']:.0f} | "
             + (f"{m['wall_s']:.0f} / {m['peak_rss_mb']:.0f} |" if m else "n/a (not timed) |")
         )
