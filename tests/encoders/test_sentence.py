@@ -362,6 +362,17 @@ def test_an_unreachable_hub_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ConfigError, match=r"a download cut short\? `hf download metarec-te"):
         SentenceEncoder("metarec-tests/cached-model").encode([TOY])
     assert tries == [True, False]
+    # out of memory is no download's fault: nothing is fetched, nothing blamed on one
+    tries.clear()
+
+    def no_memory(source: str, **kwargs: object) -> None:
+        tries.append(kwargs["local_files_only"])
+        raise MemoryError("cannot allocate 90 MB")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", no_memory)
+    with pytest.raises(ConfigError, match=r"out of memory \(cannot allocate 90 MB\)") as caught:
+        SentenceEncoder("metarec-tests/cached-model").encode([TOY])
+    assert tries == [True] and "cut short" not in str(caught.value)
 
 
 def test_a_downloaded_model_is_cached_under_its_revision(

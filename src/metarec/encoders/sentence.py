@@ -435,6 +435,15 @@ class SentenceEncoder:
                 # the revision now cached
                 self._id = None
         except Exception as first:  # loading errors come in many types (OSError, ValueError)
+            import torch
+
+            if isinstance(first, MemoryError | torch.cuda.OutOfMemoryError):
+                # no copy is at fault: neither unpacked again, fetched, nor blamed on a
+                # download cut short
+                raise ConfigError(
+                    f"cannot load model {source!r} on {device}: "
+                    f'out of memory ({first}); free memory, or load it on the CPU (device "cpu")'
+                ) from first
             error: Exception = first
             if isinstance(first, ConfigError) or (own_copy and _damaged(Path(source))):
                 # our own unpacked copy, damaged since (a disk error, a cut copy): unpack
