@@ -39,6 +39,31 @@ def test_wilcoxon_drops_nan_pairs_and_all_zero_means_p_one() -> None:
     assert math.isnan(paired_wilcoxon([np.nan], [1.0]).pvalue)
 
 
+def test_wilcoxon_users_on_whom_models_agree_leave_the_exact_test_exact() -> None:
+    # five users better by 0.01..0.05: all 2^5 sign patterns, W- = 0 for one of them,
+    # so the exact two-sided p is 2/32 = 0.0625, however many users the models tie on.
+    # With 55 ties scipy chose the normal approximation by the count before dropping
+    # them (p = 0.043), and the report marked a win that five users cannot show
+    better = [0.71, 0.72, 0.73, 0.74, 0.75]
+    for ties in (0, 9, 55):
+        res = paired_wilcoxon(better + [0.8] * ties, [0.7] * 5 + [0.8] * ties)
+        assert res.pvalue == pytest.approx(0.0625) and res.n == 5 + ties
+    tied = compare_to_peers(
+        {"m": better + [0.8] * 55, "peer": [0.7] * 5 + [0.8] * 55}, "m", ["peer"], False
+    )
+    assert not tied["peer"]["significant"]
+
+
+def test_wilcoxon_differences_of_rounding_are_ties() -> None:
+    # equal values summed in another order differ by 4e-16 with a consistent sign: read
+    # as 1,000 real differences, p was 2e-50 and the report marked a significant loss
+    x = np.random.default_rng(0).uniform(0.2, 1.5, 1000)
+    twin = 0.7 * x + 0.3 * x
+    assert np.any(twin != x)
+    assert paired_wilcoxon(twin, x).pvalue == 1.0
+    assert paired_wilcoxon(x + 1e-9, x).pvalue < 1e-100  # a real shift, however small
+
+
 def test_wilcoxon_detects_a_consistent_shift() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(size=200)
