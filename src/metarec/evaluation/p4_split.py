@@ -193,7 +193,9 @@ def p4_tasks(
         if user not in row_of:
             raise DataError(f"user {user!r} of the split has no ratings in the data")
         row = row_of[user]
-        # the stream shuffles only a user with no timestamps
+        # the stream shuffles only a user with no timestamps. As in P2, "later" is after
+        # the first k in time order, ties of one second ordered by item id: README says
+        # what share of the later ratings share the support's last second
         items, ratings = ordered(*ur.history(row), "time", user_stream(split.seed, user))
         k = split.support
         if len(items) <= k:
