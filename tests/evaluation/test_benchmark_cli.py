@@ -484,7 +484,7 @@ def test_report_renders_and_rewrites_a_speed_record(
     del record["quickstart"]
     (tmp_path / "speed.json").write_text(json.dumps(record))
     assert main(["report", str(tmp_path / "speed.json")]) == 0
-    assert "| `metarec quickstart`: wall s / peak MB | not run | not run |" in (
+    assert "| `metarec quickstart`: wall s / peak MiB | not run | not run |" in (
         capsys.readouterr().out
     )
 
