@@ -517,7 +517,9 @@ def test_a_request_naming_items_waits_for_a_put_only_while_it_is_stored(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # an event waited for the PUT's encoding too (seconds with a sentence encoder on a
-    # CPU), and for as long as the store took: queued events took every worker thread
+    # CPU), and for as long as the store took: queued events took every worker thread.
+    # Then every event waited while a PUT was stored, though only one naming an item of
+    # the PUT can be refused with it
     from metarec.service import serving
 
     a = make_server()
@@ -537,28 +539,44 @@ def test_a_request_naming_items_waits_for_a_put_only_while_it_is_stored(
     with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
         assert ca.post("/v1/users", json={"user_id": "v"}).status_code == 201
 
-        def click_during_put(item_id: str) -> int:
-            """An event on an existing item while a PUT of a new one is held."""
+        def event_during_put(put_ids: list[str], named: str) -> int:
+            """An event on ``named`` while a PUT of ``put_ids`` is held."""
             reached.clear()
             go_on.clear()
-            item = {"item_id": item_id, "title": "Night Train"}
-            put = threading.Thread(target=lambda: ca.put("/v1/items", json={"items": [item]}))
+            items = [{"item_id": i, "title": "Night Train"} for i in put_ids]
+            put = threading.Thread(target=lambda: ca.put("/v1/items", json={"items": items}))
             put.start()
             try:
                 assert reached.wait(timeout=30)
-                event = {"event_id": f"on-1-{item_id}", "type": "click", "item_id": "1"}
+                event = {"event_id": f"on-{named}-{put_ids[0]}", "type": "click", "item_id": named}
                 return int(cb.post("/v1/users/v/events", json=event).status_code)
             finally:
                 go_on.set()
                 put.join(timeout=60)
 
         monkeypatch.setattr(serving, "encode", held(real_encode))
-        assert click_during_put("encoding") == 200  # not waited for
+        assert event_during_put(["encoding"], "1") == 200  # not waited for
         monkeypatch.setattr(serving, "encode", real_encode)
         monkeypatch.setattr(store, "bump_served_state", held(real_bump))
-        assert click_during_put("storing") == 503  # waited for a while, then "retry"
+        # an item the model held and the PUT does not name is stored: not waited for
+        assert event_during_put(["storing"], "1") == 200
+        # the PUT's new item, and an item it updates: waited for a while, then "retry"
+        assert event_during_put(["storing-2"], "storing-2") == 503
+        assert event_during_put(["storing-3", "2"], "2") == 503
+        new_user = {"user_id": "w", "ratings": [{"item_id": "1", "rating": 4}]}
+        reached.clear()
+        go_on.clear()
+        put = Background(
+            lambda: ca.put("/v1/items", json={"items": [{"item_id": "s4", "title": "Dusk"}]})
+        )
+        try:
+            assert reached.wait(timeout=30)
+            assert cb.post("/v1/users", json=new_user).status_code == 201
+        finally:
+            go_on.set()
+            assert put.answer().status_code == 200
         monkeypatch.setattr(store, "bump_served_state", real_bump)
-        event = {"event_id": "after", "type": "click", "item_id": "storing"}
+        event = {"event_id": "after", "type": "click", "item_id": "storing-2"}
         assert cb.post("/v1/users/v/events", json=event).status_code == 200
 
 

@@ -475,7 +475,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         initial = []
         # the items read and the ratings stored under one lock: an item being added is
         # named only once the store has it (see storing_item_names)
-        naming = holder.storing_item_names() if body.ratings else contextlib.nullcontext(s)
+        naming = (
+            holder.storing_item_names(r.item_id for r in body.ratings)
+            if body.ratings
+            else contextlib.nullcontext(s)
+        )
         with naming as now:
             for n, r in enumerate(body.ratings):
                 known_item(now, r.item_id, f"ratings[{n}].item_id")
@@ -569,7 +573,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         batch = []
         # the items read and the events stored under one lock: an item being added is
         # named only once the store has it (see storing_item_names)
-        with holder.storing_item_names() as s:
+        with holder.storing_item_names(ev.item_id for ev in body.events) as s:
             try:
                 for n, ev in enumerate(body.events):
                     known_item(s, ev.item_id, f"{body.where(n)}item_id")

@@ -31,7 +31,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -297,6 +297,11 @@ class ModelHolder:
         # names items (see storing_item_names); not the model's lock, which a slow store
         # would hold for every read
         self._new_items = ReadWriteLock()
+        # the items of the PUT holding _new_items to write, set before it applies them:
+        # a request naming none of them, only items the model held already, names stored
+        # items and does not wait for the PUT (see storing_item_names)
+        self._adding: frozenset[str] = frozenset()
+        self._adding_lock = threading.Lock()
 
     @property
     def current(self) -> Served:
@@ -579,7 +584,13 @@ class ModelHolder:
         # one accepted between the model taking it and the store refusing it was kept,
         # on an item no process and no restart has
         with self._new_items.write():
-            return self._upsert(frame, rows, encoded, vectors)
+            with self._adding_lock:
+                self._adding = frozenset(str(i) for i in frame["item_id"])
+            try:
+                return self._upsert(frame, rows, encoded, vectors)
+            finally:
+                with self._adding_lock:  # after _restore: _unstored is set by now
+                    self._adding = frozenset()
 
     def _upsert(
         self,
@@ -626,14 +637,29 @@ class ModelHolder:
         return added, updated
 
     @contextmanager
-    def storing_item_names(self) -> Iterator[Served]:
-        """The served model to check a request's items against, held until what the
-        request stores is stored: an item a PUT is adding is named only once the store
-        has it, or, refused, once the model no longer holds it. Call :meth:`sync` first
-        (it may reload, which must not wait on this). Waits at most
+    def storing_item_names(self, names: Iterable[str]) -> Iterator[Served]:
+        """The served model to check a request's items (``names``) against, held until
+        what the request stores is stored: an item a PUT is adding is named only once
+        the store has it, or, refused, once the model no longer holds it. Call
+        :meth:`sync` first (it may reload, which must not wait on this).
+
+        A request whose items the model holds and no PUT in flight is adding goes at
+        once: those items are stored, whatever the PUT's fate. Any other waits at most
         :data:`ITEM_CHANGE_WAIT_S` for a PUT being stored (an :class:`OutOfStepError`,
         503, after): requests queued behind a slow store took every worker thread, and
-        readers then waited too."""
+        readers then waited too; and every event waited for any PUT before."""
+        wanted = set(names)
+        with self._adding_lock:
+            # read with the PUT's items, which it sets before the model takes them: an
+            # item the model holds here and the PUT does not name was stored before
+            served = self.current
+            index = served.rec.item_index
+            stored = not self._unstored and all(
+                i in index and i not in self._adding for i in wanted
+            )
+        if stored:
+            yield served
+            return
         with contextlib.ExitStack() as held:
             try:  # the wait alone: a TimeoutError of the caller's is its own
                 held.enter_context(self._new_items.read(timeout=ITEM_CHANGE_WAIT_S))
