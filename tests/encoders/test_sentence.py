@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from metarec.encoders import Encoder, SentenceEncoder, encoder_from_config, make_encoder
 from metarec.encoders import sentence as sentence_mod
@@ -371,7 +372,19 @@ def test_an_unreachable_hub_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", no_memory)
     with pytest.raises(ConfigError, match=r"out of memory \(cannot allocate 90 MB\)") as caught:
-        SentenceEncoder("metarec-tests/cached-model").encode([TOY])
+        SentenceEncoder("metarec-tests/cached-model", device="cpu").encode([TOY])
+    assert tries == [True] and "cut short" not in str(caught.value)
+    assert "load it on the CPU" not in str(caught.value)  # it was on the CPU
+    # torch's CPU allocator says it with a RuntimeError, the usual case on a CPU
+    tries.clear()
+
+    def no_cpu_memory(source: str, **kwargs: object) -> None:
+        tries.append(kwargs["local_files_only"])
+        torch.empty(2**62, dtype=torch.uint8)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", no_cpu_memory)
+    with pytest.raises(ConfigError, match="out of memory") as caught:
+        SentenceEncoder("metarec-tests/cached-model", device="cpu").encode([TOY])
     assert tries == [True] and "cut short" not in str(caught.value)
 
 

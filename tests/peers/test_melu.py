@@ -74,6 +74,10 @@ def test_vectorised_local_update_matches_a_per_user_loop(melu: MeLU, small: Smal
             # one user alone takes the plain autograd path: the same steps
             alone = melu.score_catalogue([task], small.users.iloc[i : i + 1])
             np.testing.assert_allclose(alone[0], scores[i], rtol=1e-5, atol=1e-5)
+            # inference mode records no graph for that loop: the vmapped path there
+            with torch.inference_mode():
+                inferred = melu.score_catalogue([task], small.users.iloc[i : i + 1])
+            np.testing.assert_allclose(inferred[0], scores[i], rtol=1e-5, atol=1e-5)
         unadapted = melu.score_catalogue([Task(0, tasks[0].support_items[:0],
                                                tasks[0].support_ratings[:0], [], [])])  # fmt: skip
         assert np.abs(scores[0] - unadapted[0]).max() > 1e-3  # the update did something

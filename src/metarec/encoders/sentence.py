@@ -435,14 +435,13 @@ class SentenceEncoder:
                 # the revision now cached
                 self._id = None
         except Exception as first:  # loading errors come in many types (OSError, ValueError)
-            import torch
-
-            if isinstance(first, MemoryError | torch.cuda.OutOfMemoryError):
+            if _out_of_memory(first):
                 # no copy is at fault: neither unpacked again, fetched, nor blamed on a
                 # download cut short
+                elsewhere = "" if device == "cpu" else ', or load it on the CPU (device "cpu")'
                 raise ConfigError(
-                    f"cannot load model {source!r} on {device}: "
-                    f'out of memory ({first}); free memory, or load it on the CPU (device "cpu")'
+                    f"cannot load model {source!r} on {device}: out of memory ({first}); "
+                    f"free memory{elsewhere}"
                 ) from first
             error: Exception = first
             if isinstance(first, ConfigError) or (own_copy and _damaged(Path(source))):
@@ -625,6 +624,20 @@ class SentenceEncoder:
         # holds it (an ensemble's members, kept to roll back a failed add_items)
         # shares it, as it shares the 90 MB of weights it would otherwise duplicate
         return self
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether loading failed for want of memory: Python's MemoryError, a GPU's
+    OutOfMemoryError, or torch's CPU allocator's RuntimeError ("DefaultCPUAllocator:
+    can't allocate memory"), the usual one on a CPU."""
+    import torch
+
+    if isinstance(exc, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
 
 
 def _token_limit(model: SentenceTransformer) -> int | None:

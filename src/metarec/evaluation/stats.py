@@ -4,9 +4,11 @@ Benchmarks compare models user by user (every model sees the same users), so
 the tests are paired:
 
 * :func:`paired_wilcoxon` — two-sided Wilcoxon signed-rank test of the
-  per-user differences (``scipy.stats.wilcoxon``; zero differences, and those
-  within rounding of zero, dropped before the exact distribution or the normal
-  approximation is chosen by their count, exact up to 50). Pairs with a NaN on either side are
+  per-user differences (``scipy.stats.wilcoxon``). Zero differences, and those
+  under 1e-12 of max(|a|, |b|, 1) (rounding; the metrics here are of order 1),
+  are dropped before scipy chooses its method by their count: the exact
+  distribution up to 50 without ties, a permutation test up to 13 with ties, the
+  normal approximation otherwise. Pairs with a NaN on either side are
   dropped; when every difference is zero the two models agree exactly and
   p = 1.
 * :func:`holm` — Holm–Bonferroni step-down adjustment: sort the m p-values

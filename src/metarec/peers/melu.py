@@ -250,8 +250,13 @@ class MeLU(ScoringModel):
         leading batch dimension. ``x``: support item embeddings [B, S, 2d]; ``user``: [B, Fd]."""
         init = net.head_params()
         lr, steps, first_order = self.local_lr, self.local_steps, self.first_order
-        if x.shape[0] == 1 and not torch.is_grad_enabled():
-            # one user served: the published code's plain autograd loop. torch.func's
+        if (
+            x.shape[0] == 1
+            and not torch.is_grad_enabled()
+            and not torch.is_inference_mode_enabled()  # no graph there: autograd fails
+        ):
+            # one user served: a plain autograd loop over the head, as the published
+            # code's loop (which differentiates the embeddings too). torch.func's
             # dispatch costs about 1 ms a step at this size, which the speed benchmark
             # then charged to MeLU; from a few users on, vmap wins
             return self._adapt_one(net, init, x[0], y[0], mask[0], user[0])
