@@ -574,6 +574,7 @@ def fit_from_runs(
     progress: bool = False,
     max_items: int | None = None,
     max_episodes: int | None = None,
+    min_bucket_users: int = 20,
 ) -> Ensemble:
     """Blend trained runs and freshly fitted peers, weights learned on the runs' validation
     users (as the benchmark's ensemble: :meth:`Ensemble.fit` with ``fit_members=False``).
@@ -581,6 +582,8 @@ def fit_from_runs(
     ``max_items``: fit those two on that many of the most rated items only
     (:mod:`metarec.models.universe`), for catalogues too large for their dense fits;
     ``max_episodes``: the stacked ranker's trees on that many training episodes a bag;
+    ``min_bucket_users``: a bucket judged on fewer validation users takes the weights of
+    the bucket below (:class:`Ensemble`);
     ``log``: where the progress lines go (None: nowhere)."""
     from metarec.catalogue import Catalogue
     from metarec.data.cleaning import require_dataset
@@ -696,6 +699,7 @@ def fit_from_runs(
         buckets=tuple(buckets) if buckets is not None else DEFAULT_BUCKETS,
         fit_members=False,
         seed=seed,
+        min_bucket_users=min_bucket_users,
     )
     for p in peers:
         log(f"fitting peer {p} ...")
@@ -720,7 +724,18 @@ def format_weights(ens: Ensemble) -> str:
     table = ens.weight_table()
     names = list(ens.members)
     width = max(8, *(len(n) for n in names))
-    lines = [f"{'support':<8}" + "".join(f"{n:>{width + 2}}" for n in names)]
-    for bucket, row in table.items():
-        lines.append(f"{bucket:<8}" + "".join(f"{row[n]:>{width + 2}.2f}" for n in names))
+    counts = ens.bucket_users
+    # how many validation users chose each row: "-" where it took the row above's
+    users = [("-" if c == 0 else str(c)) for c in counts] if counts is not None else None
+    lines = [
+        f"{'support':<8}"
+        + "".join(f"{n:>{width + 2}}" for n in names)
+        + ("  users" if users is not None else "")
+    ]
+    for b, (bucket, row) in enumerate(table.items()):
+        lines.append(
+            f"{bucket:<8}"
+            + "".join(f"{row[n]:>{width + 2}.2f}" for n in names)
+            + (f"  {users[b]:>5}" if users is not None else "")
+        )
     return "\n".join(lines)

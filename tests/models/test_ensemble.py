@@ -258,6 +258,45 @@ def test_a_support_size_no_validation_user_reaches_keeps_the_last_learned_weight
     assert ens.weights[1][1] > 0.5
 
 
+def test_a_support_size_few_validation_users_reach_takes_the_weights_below() -> None:
+    # three users with 30 ratings, 27 with 12: K >= 15 (15 + 10 ratings) was judged on
+    # three users alone, whose weights then served every user with 15 ratings or more
+    data = _data()
+    keep = data.validation.sort_values("timestamp").groupby("user_id").head(12)
+    rich = data.validation["user_id"].isin(["u00", "u01", "u02"])
+    frame = pd.concat([keep, data.validation[rich]]).drop_duplicates()
+    few = TrainingData(frame, data.catalogue, None, frame, (1.0, 5.0), 0)
+    members = {"a": Constant(), "b": Oracle(1, "o")}
+    with pytest.warns(UserWarning, match=r"K >= 15 had 3 \(takes K >= 1's\).*min_bucket_users=20"):
+        ens = Ensemble(members, mode="rating", buckets=(0, 1, 15)).fit(few)
+    np.testing.assert_array_equal(ens.weights[2], ens.weights[1])
+    assert ens.bucket_users == [30, 30, 0]
+    from metarec.ensemble_run import format_weights
+
+    table = format_weights(ens).splitlines()
+    assert table[0].endswith("users") and table[1].endswith("30") and table[3].endswith("-")
+    # allowed three users, it learns from them
+    ens = Ensemble(members, mode="rating", buckets=(0, 1, 15), min_bucket_users=3).fit(few)
+    assert ens.bucket_users == [30, 30, 3]
+    with pytest.raises(ConfigError, match="min_bucket_users"):
+        Ensemble(members, min_bucket_users=0)
+
+
+class NaNRating(Constant):
+    def score_catalogue(self, tasks: Sequence[Task], users: pd.DataFrame | None = None):
+        out = super().score_catalogue(tasks, users)
+        out[:, 5] = np.nan
+        return out
+
+
+def test_a_member_predicting_nan_ratings_is_named() -> None:
+    # found only as "rating cutpoints: need 1 finite non-decreasing cuts; got (nan,)"
+    from metarec.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"member 'nan' predicted NaN or infinity"):
+        Ensemble({"a": Constant(), "nan": NaNRating()}, mode="rating").fit(_data())
+
+
 def test_a_support_size_with_nothing_liked_after_it_keeps_the_last_learned_weights() -> None:
     # ranking weights are chosen by the liked items after the support: where no
     # validation user has one, K >= 20 took K >= 0's weights (the constant model)

@@ -101,6 +101,9 @@ def test_round_trip_gives_identical_scores(world: World, mode: str, tmp_path: Pa
     assert loaded.weight_table() == ens.weight_table()
     assert loaded.metadata == {"note": "test"}
     assert loaded.learn_weights
+    # the users each bucket's weights rest on, and the rule that chose them
+    assert ens.bucket_users is not None and loaded.bucket_users == ens.bucket_users
+    assert loaded.min_bucket_users == ens.min_bucket_users == 20
     assert loaded.cutpoints == ens.cutpoints
     assert (ens.cutpoints is not None) == (mode == "rating")  # median cuts for ratings only
     np.testing.assert_array_equal(
@@ -264,8 +267,11 @@ def test_bad_manifest_names_file_and_field(
         ("ranking", lambda m: m["members"][1].update(path=""),
          ["'members[1].path'", "must be a relative path inside the folder: ''"]),
         ("ranking", lambda m: m["members"][1].update(path="."), ["'members[1].path'"]),
+        ("ranking", lambda m: m.update(bucket_users=[1, -2]),
+         ["'bucket_users'", "whole numbers >= 0 or null"]),
     ],
-    ids=["bool-weight", "same-member-folder", "level-off-scale", "empty-path", "dot-path"],
+    ids=["bool-weight", "same-member-folder", "level-off-scale", "empty-path", "dot-path",
+         "bucket-users"],
 )  # fmt: skip
 def test_more_hand_edits_are_named(
     world: World, tmp_path: Path, which: str, edit: Any, needles: list[str]

@@ -43,6 +43,13 @@ def register(sub: Any) -> None:
     )
     en.add_argument("--buckets", help="support-size buckets (default 0,1,3,5,10,20)")
     en.add_argument(
+        "--min-bucket-users",
+        type=int,
+        default=20,
+        help="a bucket judged on fewer validation users takes the weights of the bucket "
+        "below it (default 20)",
+    )
+    en.add_argument(
         "--max-items",
         type=int,
         help="fit episodic and stacked on this many of the most rated items only and rank "
@@ -98,6 +105,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--buckets: support sizes that start at 0 and increase, got {args.buckets!r}"
         )
+    if args.min_bucket_users < 1:  # found by the ensemble after the runs had loaded
+        raise ConfigError(f"--min-bucket-users: must be >= 1, got {args.min_bucket_users}")
     for flag, value, readers in (("--max-items", args.max_items, ("episodic", "stacked")),
                                  ("--max-episodes", args.max_episodes, ("stacked",))):  # fmt: skip
         if value is not None and value < 1:
@@ -158,6 +167,7 @@ def _blend(
             progress=True,
             max_items=args.max_items,
             max_episodes=args.max_episodes,
+            min_bucket_users=args.min_bucket_users,
         )
     ens.metadata["data_spec"] = spec
     print("\nweights by support size (ratings the user has):")

@@ -19,7 +19,16 @@ Two modes:
 
 Weights are found by a seeded search over the simplex (an exact grid for up
 to four members, Dirichlet samples beyond), which needs no gradients of the
-members and optimises the metric that is reported, not a surrogate.
+members and optimises the metric that is reported, not a surrogate. A tie goes
+to the candidate searched first: on the grid (up to four members) all weight on
+the last member (the anchor peer, where benchmarks list it last), beyond it all
+weight on the first.
+
+A bucket judged on fewer than ``min_bucket_users`` validation users (20 by
+default) takes the weights of the bucket below it, which every one of its users
+also reached, with a warning: two users who had rated 60 films set the weights of
+every served user with 60 or more. ``bucket_users`` records how many users each
+bucket's weights rest on (0 where it took the bucket below's).
 
 With ``learn_weights=False`` the weights stay equal in every bucket: a *seed
 bag*, the same model fitted with several seeds and averaged. Averaging cancels
@@ -79,6 +88,7 @@ class Ensemble(ScoringModel):
         k: int = 10,
         learn_weights: bool = True,
         like_threshold: float | None = None,
+        min_bucket_users: int = 20,
     ) -> None:
         if not isinstance(members, Mapping):  # a list has no names to weigh by
             raise ConfigError(
@@ -116,7 +126,12 @@ class Ensemble(ScoringModel):
         for option, flag in (("fit_members", fit_members), ("learn_weights", learn_weights)):
             if not isinstance(flag, bool | np.bool_):  # "no" is truthy: members were refit
                 raise ConfigError(f"ensemble {option}: expected True or False, got {flag!r:.40}")
-        for option, value in (("samples", samples), ("query_size", query_size), ("k", k)):
+        for option, value in (
+            ("samples", samples),
+            ("query_size", query_size),
+            ("k", k),
+            ("min_bucket_users", min_bucket_users),
+        ):
             check_whole(value, f"ensemble {option}", 1)
         # saved as the manifest's names: an int or "" saved a folder load refused, over
         # the good one that was there
@@ -134,10 +149,12 @@ class Ensemble(ScoringModel):
         self.query_size = query_size
         self.k = k
         self.learn_weights = learn_weights
+        self.min_bucket_users = int(min_bucket_users)
         self._like_option(like_threshold)  # None: the data's scale, at fit
         self.predicts_ratings = mode == "rating"
         n = len(self.members)
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
+        self.bucket_users: list[int] | None = None  # fitted: users each bucket rests on
         self._n_fit_items = 0
         self.metadata: dict[str, Any] = {}  # saved with the ensemble (e.g. the runs it blends)
 
@@ -175,6 +192,9 @@ class Ensemble(ScoringModel):
         # of an earlier fit on other data
         n = len(self.members)
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
+        counts = [0] * len(self.buckets)
+        self.bucket_users = counts if self.learn_weights else None
+        few: list[str] = []
         for b, shot in enumerate(self.buckets if self.learn_weights else ()):
             tasks = self._validation_tasks(val, shot)
             if b == 0 and not tasks:  # so none for the larger buckets either
@@ -185,14 +205,26 @@ class Ensemble(ScoringModel):
                     stacklevel=2,
                 )
             users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
-            best = self._best_weights(tasks, users) if tasks else None
-            if best is not None:
+            best, judged = self._best_weights(tasks, users) if tasks else (None, 0)
+            if best is not None and (b == 0 or judged >= self.min_bucket_users):
                 self.weights[b] = best
+                counts[b] = judged
+                if judged < self.min_bucket_users:  # nothing below to take instead
+                    few.append(f"K >= {shot} on {judged} users")
             elif b > 0:
-                # no validation user with this many ratings (or, ranking, with a liked
-                # item after them): the nearest smaller support size's weights, not an
-                # even split nothing chose
+                # too few validation users with this many ratings (or, ranking, with a
+                # liked item after them): the nearest smaller support size's weights,
+                # judged on more users (every one of these among them), not an even
+                # split nothing chose or weights a handful of users chose
                 self.weights[b] = self.weights[b - 1]
+                if judged:
+                    few.append(f"K >= {shot} had {judged} (takes K >= {self.buckets[b - 1]}'s)")
+        if few:
+            warnings.warn(
+                f"ensemble: {'; '.join(few)}: fewer validation users than "
+                f"min_bucket_users={self.min_bucket_users} to learn weights from",
+                stacklevel=2,
+            )
         if self.mode == "rating":
             # the blend's own median-rating cuts, on P1-shaped validation tasks
             self.cutpoints = fit_validation_cutpoints(
@@ -248,12 +280,23 @@ class Ensemble(ScoringModel):
                 pairs.append(row)
         return np.vstack([out, *pairs]) if pairs else out
 
-    def _best_weights(self, tasks: list[Task], users: pd.DataFrame | None) -> np.ndarray | None:
+    def _best_weights(
+        self, tasks: list[Task], users: pd.DataFrame | None
+    ) -> tuple[np.ndarray | None, int]:
+        """The best candidate weights and how many users judged them (None, 0: none
+        could: in ranking, no user liked an item after the support)."""
         cands = self._candidates()
         if self.mode == "rating":
             preds = np.stack(
                 [np.concatenate(m.predict_tasks(tasks, users)) for m in self.members.values()]
             )  # [M, total query ratings]
+            for name, row in zip(self.members, preds, strict=True):
+                if not np.isfinite(row).all():
+                    # as in ranking: found only as a NaN in the blend's cuts, naming no one
+                    raise ModelError(
+                        f"{self.name}: member {name!r} predicted NaN or infinity; a blend "
+                        "needs finite predictions from every member"
+                    )
             truth = np.concatenate([t.query_ratings for t in tasks])
             owner = np.repeat(np.arange(len(tasks)), [len(t.query_items) for t in tasks])
             counts = np.bincount(owner)
@@ -261,12 +304,12 @@ class Ensemble(ScoringModel):
             err = np.abs(blended - truth[None, :])
             per_user = np.stack([np.bincount(owner, weights=e) / counts for e in err])
             loss = per_user.mean(axis=1)
-            return cands[int(np.argmin(loss))]
+            return cands[int(np.argmin(loss))], len(tasks)
         # ranking: nDCG@k of the blended, standardised catalogue scores
         relevant = liked_query_items(tasks, self.like_threshold)
         keep = [i for i, r in enumerate(relevant) if len(r)]
         if not keep:  # nothing to rank for: nothing to choose weights by
-            return None
+            return None, 0
         tasks = [tasks[i] for i in keep]
         relevant = [relevant[i] for i in keep]
         users = users.iloc[keep].reset_index(drop=True) if users is not None else None
@@ -289,7 +332,7 @@ class Ensemble(ScoringModel):
             score = float(((hits * disc).sum(axis=1) / ideal).mean())
             if score > best + 1e-12:
                 best, best_w = score, w
-        return best_w
+        return best_w, len(tasks)
 
     # -- scoring ------------------------------------------------------------
     def _member_z(self, tasks: Sequence[Task], users: pd.DataFrame | None) -> np.ndarray:

@@ -348,6 +348,9 @@ def save_ensemble(
             "grid_step": ens.grid_step,
             "samples": ens.samples,
             "learn_weights": ens.learn_weights,
+            "min_bucket_users": ens.min_bucket_users,
+            # the validation users each bucket's weights rest on (null: never fitted)
+            "bucket_users": ens.bucket_users,
             # as fitted; an ensemble never fitted keeps its option (None: from the data)
             "like_threshold": ens.like_threshold if ens._n_fit_items else ens.like_given,
             "rating_cutpoints": None if ens.cutpoints is None else ens.cutpoints.to_dict(),
@@ -492,10 +495,13 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             k=man.get("k", int, 10),
             learn_weights=man.get("learn_weights", bool, True),
             like_threshold=like,
+            # ensembles saved before the option learned their weights with none
+            min_bucket_users=man.get("min_bucket_users", int, 20),
         )
     except ConfigError as exc:  # e.g. a ranking-only member in rating mode
         raise ModelError(f"{path}: {exc}") from None
     ens.weights = np.asarray(weights, dtype=np.float64)
+    ens.bucket_users = _bucket_users(man, len(buckets))
     ens._n_fit_items = zscore_items
     # the scale its members were fitted on (its runs'): support ratings off it refused
     for model in (ens, *members.values()):
@@ -630,6 +636,23 @@ def _check_weights(man: _Fields, weights: list[Any], n_buckets: int, n_members: 
             raise man.bad(field, f"weights must be finite and >= 0, got {row}")
         if abs(sum(row) - 1.0) > 1e-6:
             raise man.bad(field, f"weights must sum to 1, got {sum(row):g}")
+
+
+def _bucket_users(man: _Fields, n_buckets: int) -> list[int] | None:
+    """The manifest's ``bucket_users``: None where it has none (saved before the field,
+    or never fitted), else a count >= 0 a bucket."""
+    counts = man.raw.get("bucket_users")
+    if counts is None:
+        return None
+    if (
+        not isinstance(counts, list)
+        or len(counts) != n_buckets
+        or not all(is_whole(c) and c >= 0 for c in counts)
+    ):
+        raise man.bad(
+            "bucket_users", f"expected {n_buckets} whole numbers >= 0 or null, got {counts!r:.80}"
+        )
+    return [int(c) for c in counts]
 
 
 class _Fields:
