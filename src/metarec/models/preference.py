@@ -73,7 +73,11 @@ class ItemTower(nn.Module):
         h = self.out(F.gelu(F.linear(self.item_vectors[items], self.proj.weight, shift)))
         gate = (self.id_known if id_keep is None else self.id_known * id_keep)[items]
         if self.id_emb is not None:
-            h = h + self.id_emb[items] * gate.unsqueeze(-1)
+            # embedding, not id_emb[items]: indexing's backward sums a repeated item's
+            # rows in an order that varies between runs on several CPU threads (each of
+            # 30 identical backward passes differed), and Reptile's support-and-query
+            # batches repeat items, so the same seed gave other figures in each run
+            h = h + F.embedding(items, self.id_emb) * gate.unsqueeze(-1)
         # a dropped-out item loses its rating history too, so text alone must carry it
         return h, self.bias(h).squeeze(-1) + self.base_bias[items] * gate
 
