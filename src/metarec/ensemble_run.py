@@ -725,8 +725,13 @@ def format_weights(ens: Ensemble) -> str:
     names = list(ens.members)
     width = max(8, *(len(n) for n in names))
     counts = ens.bucket_users
-    # how many validation users chose each row: "-" where it took the row above's
-    users = [("-" if c == 0 else str(c)) for c in counts] if counts is not None else None
+    # how many validation users chose each row: "-" where it took the row above's (the
+    # first row has none above: 0, an even split no user chose)
+    users = (
+        [("-" if c == 0 and b > 0 else str(c)) for b, c in enumerate(counts)]
+        if counts is not None
+        else None
+    )
     lines = [
         f"{'support':<8}"
         + "".join(f"{n:>{width + 2}}" for n in names)

@@ -388,6 +388,31 @@ def test_an_unreachable_hub_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
     assert tries == [True] and "cut short" not in str(caught.value)
 
 
+def test_out_of_memory_is_known_however_the_loader_says_it() -> None:
+    import errno
+
+    try:
+        torch.empty(2**62, dtype=torch.uint8)
+    except RuntimeError as exc:
+        allocator = exc
+    wrapped = OSError("Unable to load weights from model.safetensors")
+    wrapped.__cause__ = allocator
+    for error in (
+        MemoryError(),
+        allocator,
+        wrapped,  # a loader's own error raised from the allocator's
+        OSError(errno.ENOMEM, "Cannot allocate memory"),  # a failed mmap
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ):
+        assert sentence_mod._out_of_memory(error), error
+    for error in (
+        OSError("no file named model.safetensors"),
+        RuntimeError("CUDA error: an illegal memory access was encountered"),
+        ValueError("Unrecognized model in folder"),
+    ):
+        assert not sentence_mod._out_of_memory(error), error
+
+
 def test_a_downloaded_model_is_cached_under_its_revision(
     minilm: SentenceEncoder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -282,6 +282,21 @@ def test_a_support_size_few_validation_users_reach_takes_the_weights_below() -> 
         Ensemble(members, min_bucket_users=0)
 
 
+def test_a_first_bucket_no_user_could_judge_says_so() -> None:
+    # ranking weights are judged by liked items: with none, K >= 0 kept an even split
+    # without a word, and the weights table marked it "-", "the row above's"
+    data = _data()
+    frame = data.validation.assign(rating=data.validation["rating"].clip(upper=3.0))
+    flat = TrainingData(frame, data.catalogue, None, frame, (1.0, 5.0), 0)
+    with pytest.warns(UserWarning, match="no validation user liked an item after their first 0"):
+        ens = Ensemble({"a": Constant(), "b": Oracle(3, "o")}, buckets=(0, 3)).fit(flat)
+    from metarec.ensemble_run import format_weights
+
+    assert ens.bucket_users == [0, 0]
+    rows = format_weights(ens).splitlines()
+    assert rows[1].endswith(" 0") and rows[2].endswith("-")
+
+
 class NaNRating(Constant):
     def score_catalogue(self, tasks: Sequence[Task], users: pd.DataFrame | None = None):
         out = super().score_catalogue(tasks, users)

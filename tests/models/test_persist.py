@@ -104,6 +104,14 @@ def test_round_trip_gives_identical_scores(world: World, mode: str, tmp_path: Pa
     # the users each bucket's weights rest on, and the rule that chose them
     assert ens.bucket_users is not None and loaded.bucket_users == ens.bucket_users
     assert loaded.min_bucket_users == ens.min_bucket_users == 20
+    # one saved before the fields: its weights were learned with no minimum
+    manifest = json.loads((out / "ensemble.json").read_text())
+    del manifest["min_bucket_users"], manifest["bucket_users"]
+    (out / "ensemble.json").write_text(json.dumps(manifest))
+    old = Ensemble.load(out)
+    assert old.min_bucket_users == 1 and old.bucket_users is None
+    np.testing.assert_array_equal(old.weights, ens.weights)
+    out = ens.save(tmp_path / "ens", metadata={"note": "test"})
     assert loaded.cutpoints == ens.cutpoints
     assert (ens.cutpoints is not None) == (mode == "rating")  # median cuts for ratings only
     np.testing.assert_array_equal(

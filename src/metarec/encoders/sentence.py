@@ -628,16 +628,29 @@ class SentenceEncoder:
 
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether loading failed for want of memory: Python's MemoryError, a GPU's
-    OutOfMemoryError, or torch's CPU allocator's RuntimeError ("DefaultCPUAllocator:
-    can't allocate memory"), the usual one on a CPU."""
+    OutOfMemoryError, torch's CPU allocator's RuntimeError ("DefaultCPUAllocator:
+    can't allocate memory"), the usual one on a CPU, or an mmap's ENOMEM; also where
+    the loader raised another error from one of them."""
+    import errno
+
     import torch
 
-    if isinstance(exc, MemoryError | torch.cuda.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "can't allocate memory" in text or "out of memory" in text.lower()
-    )
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # a loader may wrap the error
+        seen.add(id(cause))
+        if isinstance(cause, MemoryError | torch.cuda.OutOfMemoryError):
+            return True
+        if isinstance(cause, OSError) and cause.errno == errno.ENOMEM:  # a failed mmap
+            return True
+        text = str(cause).lower()
+        if isinstance(cause, RuntimeError | OSError) and any(
+            said in text
+            for said in ("can't allocate memory", "cannot allocate memory", "out of memory")
+        ):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _token_limit(model: SentenceTransformer) -> int | None:

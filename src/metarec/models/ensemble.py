@@ -206,6 +206,12 @@ class Ensemble(ScoringModel):
                 )
             users = user_rows(data.users, [val.user_ids[t.user] for t in tasks])
             best, judged = self._best_weights(tasks, users) if tasks else (None, 0)
+            if b == 0 and tasks and best is None:
+                warnings.warn(
+                    f"ensemble: no validation user liked an item after their first {shot} "
+                    "ratings, so no blend can be judged; every member keeps an even weight",
+                    stacklevel=2,
+                )
             if best is not None and (b == 0 or judged >= self.min_bucket_users):
                 self.weights[b] = best
                 counts[b] = judged

@@ -495,8 +495,9 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
             k=man.get("k", int, 10),
             learn_weights=man.get("learn_weights", bool, True),
             like_threshold=like,
-            # ensembles saved before the option learned their weights with none
-            min_bucket_users=man.get("min_bucket_users", int, 20),
+            # ensembles saved before the option learned their weights with none: a refit
+            # keeps that rule, and a save says so
+            min_bucket_users=man.get("min_bucket_users", int, 1),
         )
     except ConfigError as exc:  # e.g. a ranking-only member in rating mode
         raise ModelError(f"{path}: {exc}") from None
