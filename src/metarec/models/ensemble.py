@@ -245,7 +245,12 @@ class Ensemble(ScoringModel):
 
     def _validation_tasks(self, val: UserRatings, shot: int) -> list[Task]:
         """Support = first ``shot`` interactions by time; the rest (or the last
-        ``query_size`` for ratings) is what the blend is judged on."""
+        ``query_size`` for ratings) is what the blend is judged on.
+
+        Time order, as a served user's support is their first ratings. P1 judges on
+        tasks drawn in shuffled order, as do the rating blend's median cuts
+        (:func:`fit_validation_cutpoints`); a reviewer's weights fitted on shuffled
+        tasks moved P1's MAE by about 0.002 either way, within one seed's noise."""
         rng = np.random.default_rng([self.seed, shot])
         tasks = []
         need = shot + (self.query_size if self.mode == "rating" else 1)
