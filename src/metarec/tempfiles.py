@@ -84,8 +84,14 @@ def sync_directory(folder: str | Path) -> None:
     power loss after ``os.replace`` could bring back the old name though the new file's
     bytes were synced. Best effort: where a folder cannot be opened for it (Windows),
     the rename stays atomic, only not yet durable."""
+    _fsync(folder)
+
+
+def _fsync(path: str | Path) -> None:
+    """fsync ``path`` (a file or a folder), best effort: one that cannot be opened or
+    synced is left as it is."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -102,13 +108,5 @@ def sync_tree(folder: str | Path) -> None:
     Best effort, as :func:`sync_directory`."""
     for root, _dirs, files in os.walk(folder, topdown=False):
         for name in files:
-            try:
-                fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                with contextlib.suppress(OSError):
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        sync_directory(root)
+            _fsync(os.path.join(root, name))
+        _fsync(root)
