@@ -614,7 +614,7 @@ def test_validate_says_what_all_one_ratings_need(files: Path, cli: Callable[...,
     args = ["--interactions", str(files / "clicks.csv"), "--items", str(files / "items.csv")]
     res = cli("data", "validate", *args)
     assert res.returncode == 0, res.stderr
-    assert "note: every rating is 1 (implicit feedback): train with --set objective=bce" in (
+    assert "note: every rating is 1 (implicit feedback): train with --set objective=softmax" in (
         res.stdout
     )
     assert "implicit feedback" in cli("data", "describe", *args).stdout
@@ -918,7 +918,7 @@ def test_a_rating_model_on_implicit_feedback_is_refused(
     (files / "ratings.csv").write_text("\n".join([rows[0], *ones]) + "\n")
     out = tmp_path / "run"
     proc = cli("train", *args, "--out", str(out))
-    assert_one_line_error(proc, "every rating is 1 (implicit feedback)", "objective=bce")
+    assert_one_line_error(proc, "every rating is 1 (implicit feedback)", "objective=softmax")
     assert not out.exists()
 
 

@@ -142,8 +142,9 @@ def check_objective(objective: str, rating_range: tuple[float, float], name: str
     if objective == "rating" and lo == hi:
         raise ConfigError(
             f"{name}: every rating is {lo:g} (implicit feedback), so a rating model learns "
-            "nothing from it; train with objective=bce (or bpr, softmax: --set objective=bce) "
-            "and --holdout none, and compare models with benchmark --protocol p2"
+            "nothing from it; train with objective=softmax (--set objective=softmax; bce or "
+            "bpr where the catalogue is too large for it) and --holdout none, and compare "
+            "models with benchmark --protocol p2"
         )
 
 
@@ -262,8 +263,9 @@ class Dataset:
             # `data validate` said "ok" and a default `train` then refused the data
             return [
                 f"every rating is {levels[0]:g} (implicit feedback): train with --set "
-                "objective=bce (or bpr, softmax) and --holdout none, and compare models with "
-                "benchmark --protocol p2 (P1 and evaluate measure predicted ratings)"
+                "objective=softmax (bce or bpr where the catalogue is too large for it) and "
+                "--holdout none, and compare models with benchmark --protocol p2 (P1 and "
+                "evaluate measure predicted ratings)"
             ]
         rest = levels[1:]
         if len(rest) < 3 or levels[0] != 0 or rest[0] != 1 or not (rest == rest.round()).all():
