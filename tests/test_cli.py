@@ -514,7 +514,7 @@ def test_train_evaluate_recommend(
     )
     assert_one_line_error(
         cli("recommend", str(run), "--feature", "age=old"),
-        "--feature age: must be a number or left empty",
+        "--feature age: must be a number or left out (got 'old')",
     )
     # --data DIR holding the run's data set, as the not-found message advises: it was
     # read as the data set's own folder, "no data set found"

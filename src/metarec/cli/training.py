@@ -539,7 +539,7 @@ def check_features_read(rec: Any, features: dict[str, str]) -> None:
         raise ConfigError(
             f"--feature {unknown}: not a feature of this run (it reads {', '.join(read)})"
         )
-    unreadable = readers.problem(features, json_types=False)
+    unreadable = readers.problem(features, json_types=False, unset="left out")
     if unreadable is not None:
         raise ConfigError(f"--feature {unreadable}")
 

@@ -137,7 +137,9 @@ class UserFeatureEncoder:
             out[j] = self.vocab[col].get(token, 0)
         return out
 
-    def problem(self, features: Mapping[str, Any], *, json_types: bool = True) -> str | None:
+    def problem(
+        self, features: Mapping[str, Any], *, json_types: bool = True, unset: str | None = None
+    ) -> str | None:
         """What this encoder cannot read in one user's ``features`` (None: nothing).
 
         ``json_types`` (the HTTP API, whose clients send JSON): a key it has no column
@@ -147,6 +149,8 @@ class UserFeatureEncoder:
         cannot read, a list or a mapping, or text that is no number where it bins.
         Either way a boolean (True is no age 1) or infinity (no bin) where it bins.
         A category it has not seen is readable: it counts as unknown, as a new one should.
+        ``unset``: how the caller's user says "no value" in a message (the CLI: leave
+        the option out), where JSON's is null and Python's None.
         An encoder without columns (a model that uses no user features) reads none: it
         refuses any over JSON, and Python's reading (which warns of them) none."""
         if not self.columns:
@@ -163,7 +167,7 @@ class UserFeatureEncoder:
                 return f"{key}: not a feature of this model (it reads {', '.join(self.columns)})"
             if _missing(value) or (not json_types and blank(value)):
                 continue  # None, NaN, pd.NA; and a file's empty field, read from a table
-            unreadable = self._value_problem(key, value, json_types=json_types)
+            unreadable = self._value_problem(key, value, json_types=json_types, unset=unset)
             if unreadable is not None:
                 return unreadable
         return None
@@ -213,10 +217,12 @@ class UserFeatureEncoder:
                 return f"row {row}{who}: {self._value_problem(col, value, json_types=False)}"
         return None
 
-    def _value_problem(self, key: str, value: Any, *, json_types: bool) -> str | None:
+    def _value_problem(
+        self, key: str, value: Any, *, json_types: bool, unset: str | None = None
+    ) -> str | None:
         """What is wrong with one present value of column ``key`` (None: nothing)."""
-        # null is JSON's word; a table's field or a CLI value is left empty, Python's None
-        nothing = "null" if json_types else "left empty (None)"
+        # null is JSON's word; a table's field is left empty, Python's value None
+        nothing = unset or ("null" if json_types else "left empty (None)")
         if isinstance(value, list | tuple | dict | set | np.ndarray):
             # read as the text of its repr: an unknown category without a word
             return f"{key}: must be a number, a string or {nothing} (got {value!r:.40})"
@@ -289,12 +295,14 @@ class FeatureReaders:
                 merged.setdefault(key, codes)
         return merged
 
-    def problem(self, features: Mapping[str, Any], *, json_types: bool = True) -> str | None:
+    def problem(
+        self, features: Mapping[str, Any], *, json_types: bool = True, unset: str | None = None
+    ) -> str | None:
         """:meth:`UserFeatureEncoder.problem` for them all: a key none reads (over JSON),
         or a value one that reads its key cannot."""
         reading = [e for e in self.encoders if e.columns]
         if not reading:
-            return UserFeatureEncoder().problem(features, json_types=json_types)
+            return UserFeatureEncoder().problem(features, json_types=json_types, unset=unset)
         if json_types:
             read = self.columns
             unknown = next((k for k in features if k not in read), None)
@@ -302,7 +310,7 @@ class FeatureReaders:
                 return f"{unknown}: not a feature of this model (it reads {', '.join(read)})"
         for enc in reading:
             mine = {k: v for k, v in features.items() if k in enc.vocab}
-            unreadable = enc.problem(mine, json_types=json_types)
+            unreadable = enc.problem(mine, json_types=json_types, unset=unset)
             if unreadable is not None:
                 return unreadable
         return None

@@ -216,7 +216,7 @@ class Ensemble(ScoringModel):
                 self.weights[b] = best
                 counts[b] = judged
                 if judged < self.min_bucket_users:  # nothing below to take instead
-                    few.append(f"K >= {shot} on {judged} users")
+                    few.append(f"K >= {shot} learned from {judged} (no bucket below)")
             elif b > 0:
                 # too few validation users with this many ratings (or, ranking, with a
                 # liked item after them): the nearest smaller support size's weights,
