@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +30,30 @@ def _database_locked(*args: Any, **kwargs: Any) -> Any:
     raise OperationalError("UPDATE service_state", {}, Exception("database is locked"))
 
 
-class HeldStoreWrite:
-    """The store's writes of the served state (a PUT's items, a reload's run) held from
-    now on: ``reached`` is set when one waits, and ``released`` lets it go through, or
-    fail as a database locked past its wait (``fails``)."""
+class HeldCall:
+    """``owner.name`` held from now on: ``reached`` is set when a call waits, and
+    ``released`` lets it go through, or fail as a database locked past its wait
+    (``fails``)."""
 
-    def __init__(self, store: Any, monkeypatch: pytest.MonkeyPatch, *, fails: bool) -> None:
+    def __init__(
+        self, owner: Any, name: str, monkeypatch: pytest.MonkeyPatch, *, fails: bool = False
+    ) -> None:
         self.reached, self.released = threading.Event(), threading.Event()
-        real = store.bump_served_state
+        real = getattr(owner, name)
 
         def held(*args: Any, **kwargs: Any) -> Any:
             self.reached.set()
             self.released.wait(timeout=60)
             return _database_locked() if fails else real(*args, **kwargs)
 
-        monkeypatch.setattr(store, "bump_served_state", held)
+        monkeypatch.setattr(owner, name, held)
+
+
+class HeldStoreWrite(HeldCall):
+    """The store's writes of the served state (a PUT's items, a reload's run) held."""
+
+    def __init__(self, store: Any, monkeypatch: pytest.MonkeyPatch, *, fails: bool) -> None:
+        super().__init__(store, "bump_served_state", monkeypatch, fails=fails)
 
 
 class Background:
@@ -58,6 +68,18 @@ class Background:
         self._thread.join(timeout=60)
         assert self._got, "the request did not finish"
         return self._got[0]
+
+
+@contextmanager
+def put_while_held(client: httpx.Client, held: HeldCall, *item_ids: str) -> Iterator[Background]:
+    """A PUT of ``item_ids`` started and stopped at ``held`` until the block ends."""
+    items = [{"item_id": i, "title": "Night Train"} for i in item_ids]
+    put = Background(lambda: client.put("/v1/items", json={"items": items}))
+    try:
+        assert held.reached.wait(timeout=30)
+        yield put
+    finally:
+        held.released.set()
 
 
 @pytest.fixture
@@ -525,57 +547,32 @@ def test_a_request_naming_items_waits_for_a_put_only_while_it_is_stored(
     a = make_server()
     store = a.app.state.store
     monkeypatch.setattr(serving, "ITEM_CHANGE_WAIT_S", 0.5)
-    real_encode, real_bump = serving.encode, store.bump_served_state
-    reached, go_on = threading.Event(), threading.Event()
-
-    def held(real: Callable[..., Any]) -> Callable[..., Any]:
-        def wait_then(*args: Any, **kwargs: Any) -> Any:
-            reached.set()
-            go_on.wait(timeout=60)
-            return real(*args, **kwargs)
-
-        return wait_then
-
     with a.client(server_api_key) as ca, a.client(server_api_key) as cb:
         assert ca.post("/v1/users", json={"user_id": "v"}).status_code == 201
 
-        def event_during_put(put_ids: list[str], named: str) -> int:
-            """An event on ``named`` while a PUT of ``put_ids`` is held."""
-            reached.clear()
-            go_on.clear()
-            items = [{"item_id": i, "title": "Night Train"} for i in put_ids]
-            put = threading.Thread(target=lambda: ca.put("/v1/items", json={"items": items}))
-            put.start()
-            try:
-                assert reached.wait(timeout=30)
-                event = {"event_id": f"on-{named}-{put_ids[0]}", "type": "click", "item_id": named}
-                return int(cb.post("/v1/users/v/events", json=event).status_code)
-            finally:
-                go_on.set()
-                put.join(timeout=60)
+        def click(named: str, put: str) -> int:
+            event = {"event_id": f"on-{named}-{put}", "type": "click", "item_id": named}
+            return int(cb.post("/v1/users/v/events", json=event).status_code)
 
-        monkeypatch.setattr(serving, "encode", held(real_encode))
-        assert event_during_put(["encoding"], "1") == 200  # not waited for
-        monkeypatch.setattr(serving, "encode", real_encode)
-        monkeypatch.setattr(store, "bump_served_state", held(real_bump))
-        # an item the model held and the PUT does not name is stored: not waited for
-        assert event_during_put(["storing"], "1") == 200
-        # the PUT's new item, and an item it updates: waited for a while, then "retry"
-        assert event_during_put(["storing-2"], "storing-2") == 503
-        assert event_during_put(["storing-3", "2"], "2") == 503
-        new_user = {"user_id": "w", "ratings": [{"item_id": "1", "rating": 4}]}
-        reached.clear()
-        go_on.clear()
-        put = Background(
-            lambda: ca.put("/v1/items", json={"items": [{"item_id": "s4", "title": "Dusk"}]})
-        )
-        try:
-            assert reached.wait(timeout=30)
-            assert cb.post("/v1/users", json=new_user).status_code == 201
-        finally:
-            go_on.set()
+        with put_while_held(ca, HeldCall(serving, "encode", monkeypatch), "encoding") as put:
+            assert click("1", "encoding") == 200  # not waited for
+        assert put.answer().status_code == 200
+        for put_ids, named, code in (
+            # an item the model held and the PUT does not name is stored: not waited for
+            (["storing"], "1", 200),
+            # the PUT's new item, and an item it updates: waited for a while, then "retry"
+            (["storing-2"], "storing-2", 503),
+            (["storing-3", "2"], "2", 503),
+        ):
+            held = HeldStoreWrite(store, monkeypatch, fails=False)
+            with put_while_held(ca, held, *put_ids) as put:
+                assert click(named, put_ids[0]) == code
             assert put.answer().status_code == 200
-        monkeypatch.setattr(store, "bump_served_state", real_bump)
+        new_user = {"user_id": "w", "ratings": [{"item_id": "1", "rating": 4}]}
+        held = HeldStoreWrite(store, monkeypatch, fails=False)
+        with put_while_held(ca, held, "s4") as put:
+            assert cb.post("/v1/users", json=new_user).status_code == 201
+        assert put.answer().status_code == 200
         event = {"event_id": "after", "type": "click", "item_id": "storing-2"}
         assert cb.post("/v1/users/v/events", json=event).status_code == 200
 
@@ -592,15 +589,10 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader(
         reader.timeout = httpx.Timeout(20)  # a read held up fails here, not after the PUT
         assert ca.post("/v1/users", json={"user_id": "r"}).status_code == 201
         held = HeldStoreWrite(a.app.state.store, monkeypatch, fails=False)
-        item = {"item_id": "late", "title": "Night Train"}
-        put = Background(lambda: ca.put("/v1/items", json={"items": [item]}))
-        try:
-            assert held.reached.wait(timeout=30)
+        with put_while_held(ca, held, "late") as put:
             assert reader.get("/v1/users/r/recommendations").status_code == 200
             assert reader.get("/v1/items/1").status_code == 200
             assert reader.get("/v1/items", params={"q": "a"}).status_code == 200
-        finally:
-            held.released.set()
         assert put.answer().status_code == 200
         assert reader.get("/v1/items/late").status_code == 200
 
@@ -622,10 +614,7 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader_with_two_servers(
         reader.timeout = httpx.Timeout(20)
         assert ca.post("/v1/users", json={"user_id": "r"}).status_code == 201
         held = HeldStoreWrite(a.app.state.store, monkeypatch, fails=False)
-        item = {"item_id": "late", "title": "Night Train"}
-        put = Background(lambda: ca.put("/v1/items", json={"items": [item]}))
-        try:
-            assert held.reached.wait(timeout=30)
+        with put_while_held(ca, held, "late") as put:
             with b.client(server_api_key) as cb:  # b's own change bumps the version
                 other = {"item_id": "other", "title": "Day Train"}
                 assert cb.put("/v1/items", json={"items": [other]}).status_code == 200
@@ -636,8 +625,6 @@ def test_a_put_waiting_on_the_store_holds_up_no_reader_with_two_servers(
             assert reader.get("/v1/items/other").status_code == 503
             event = {"event_id": "on-other", "type": "click", "item_id": "other"}
             assert reader.post("/v1/users/r/events", json=event).status_code == 503
-        finally:
-            held.released.set()
         assert put.answer().status_code == 200
         # and an item only the other server had is waited for, and found
         assert reader.get("/v1/items/other").status_code == 200
