@@ -18,14 +18,18 @@ from .test_maml import _double, _finite_difference, live_net
 MODEL = ModelConfig(hidden=8, tower_hidden=16, user_embedding_dim=2, factors=4)
 
 
-def _learner(objective: str, algorithm: str = "fomaml", **model: object) -> MetaLearner:
+def _learner(
+    objective: str, algorithm: str = "fomaml", adapt: str = "context", **model: object
+) -> MetaLearner:
     mc = ModelConfig(**{**vars(MODEL), "implicit_fold_in": True, **model})
     net = live_net(mc)
     with torch.no_grad():  # a projection far from its ~0 start, so the solve is not all ridge
         assert net.user.factor is not None
         net.user.factor.weight.normal_(0, 0.5)
         net.user.factor_ridge_raw.fill_(-0.5)
-    cfg = TrainConfig(algorithm=algorithm, objective=objective, inner_steps=2, model=mc)
+    cfg = TrainConfig(
+        algorithm=algorithm, objective=objective, adapt=adapt, inner_steps=2, model=mc
+    )
     return MetaLearner(net, cfg).double()
 
 
@@ -63,9 +67,15 @@ def _newton(loss, start: torch.Tensor, ridge: torch.Tensor) -> torch.Tensor:
     return x - torch.linalg.solve(hess, g)
 
 
-@pytest.mark.parametrize("objective", ["bce", "bpr"])
-def test_the_start_is_one_newton_step_of_the_supports_logistic_loss(objective: str) -> None:
-    learner = _learner(objective)
+@pytest.mark.parametrize(
+    "objective, adapt, encoder",
+    [("bce", "context", False), ("bpr", "context", False),
+     ("bce", "head", True), ("bpr", "all", True)],
+)  # fmt: skip
+def test_the_start_is_one_newton_step_of_the_supports_logistic_loss(
+    objective: str, adapt: str, encoder: bool
+) -> None:
+    learner = _learner(objective, adapt=adapt, support_encoder=encoder)
     batch = _clicks(objective)
     with torch.no_grad():
         got = learner.adapt(batch, steps=0)
@@ -84,7 +94,11 @@ def _reference_start(
     m, items, y = batch.support_mask[i], batch.support_items[i], batch.support_y[i]
     with torch.no_grad():
         h, b = learner.model.tower(items)
-        zero = {"context": user.context, "user_bias": torch.zeros_like(user.user_bias),
+        # the support encoder's shifts come first (the pooled positives' read-out)
+        shifts = user.encode_support(h, m * y, (m * y).sum())
+        context = user.context + shifts.get("context", 0.0)
+        start = user.user_factor + shifts.get("user_factor", 0.0)
+        zero = {"context": context, "user_bias": torch.zeros_like(user.user_bias),
                 "user_factor": torch.zeros_like(user.user_factor)}  # fmt: skip
         base = learner.scorer.scores(zero, items, h, b, batch.user_features[i])
         p = user.factor(h)
@@ -96,7 +110,7 @@ def _reference_start(
             return -(F.logsigmoid(s[:half] - s[half:]) * m[:half]).sum()
         return (F.binary_cross_entropy_with_logits(s, y, reduction="none") * m).sum()
 
-    bias, factor = user.user_bias.detach(), user.user_factor.detach()
+    bias, factor = user.user_bias.detach(), start
     if objective == "bce":  # bpr: a pair's two scores share the bias, which stays
         damping = user.bias_damping().detach()
         bias = _newton(lambda x: support_loss(x, factor), bias, damping)

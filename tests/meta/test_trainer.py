@@ -201,6 +201,18 @@ def test_a_checkpoint_written_before_item_vectors_were_fingerprinted_resumes(
         assert torch.allclose(v, w, atol=1e-6), k
 
 
+def test_an_option_added_later_leaves_the_fingerprints_of_earlier_configs() -> None:
+    # model.implicit_fold_in changed every config's fingerprint, so a checkpoint written
+    # the day before was thrown away as "another config"; these are the fingerprints
+    # before it. A new option changes them again unless it joins LATER_OPTIONS.
+    from metarec.meta.trainer import config_fingerprint
+
+    assert config_fingerprint(TrainConfig()) == "bfd0266a7c76fcd9"
+    assert config_fingerprint(TrainConfig(objective="bce")) == "a4e31cfe2c611377"
+    on = TrainConfig(objective="bce", model=ModelConfig(implicit_fold_in=True))
+    assert config_fingerprint(on) != "a4e31cfe2c611377"
+
+
 def test_fewer_epochs_than_the_checkpoint_trained_start_afresh(tmp_path: Path) -> None:
     """A finished 3-epoch checkpoint asked for 2 epochs: resuming kept the 3-epoch
     model (best epoch 3) under a config that says 2; a fresh 2-epoch run is what the

@@ -600,8 +600,22 @@ def inputs_fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+# options added after checkpoints were first written, each with the value every run
+# before it had: left out of the fingerprint while they hold it, so that a checkpoint
+# written before the option existed still resumes (each new one changed every
+# fingerprint, and an unchanged config trained from the start)
+LATER_OPTIONS: dict[tuple[str, ...], object] = {("model", "implicit_fold_in"): False}
+
+
 def config_fingerprint(cfg: TrainConfig) -> str:
     """What a checkpoint must match to be resumed; more epochs or patience may be asked
     for (``_fit`` trains afresh where fewer would have stopped earlier)."""
     data = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "patience", "device")}
+    for path, before in LATER_OPTIONS.items():
+        *sections, key = path
+        section = data
+        for name in sections:
+            section = section[name]
+        if section.get(key) == before:
+            del section[key]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
