@@ -762,6 +762,21 @@ def test_describe_notes_zeros_below_a_one_to_n_scale(
     assert json.loads(proc.stdout)["notes"] == []
 
 
+def test_validate_says_how_two_valued_feedback_is_read(
+    tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # 0/1 impressions were "ok" without a word, and training read the 0s as clicks
+    rows = [f"u{u},b{i},{int((u + i) % 4 == 0)}" for u in range(8) for i in range(6)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    (tmp_path / "i.csv").write_text("item_id,title\n" + "".join(f"b{i},B{i}\n" for i in range(6)))
+    args = ["data", "validate", "--interactions", str(tmp_path / "r.csv"),
+            "--items", str(tmp_path / "i.csv"), "--title-col", "title"]  # fmt: skip
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "ratings take two values, 0 and 1 (binary feedback" in proc.stdout
+    assert "reads a 1 as liked and a 0 as not (support_positives = liked" in proc.stdout
+
+
 def _small_ratings(files: Path) -> list[str]:
     """Twelve users rating ten items: enough to meta-train for one epoch in seconds."""
     titles = ["Heat", "Fargo", "Alien", "Brazil", "Ran", "Jaws", "Big", "Rocky", "Psycho", "Up"]
@@ -992,6 +1007,39 @@ def test_the_p1_table_says_which_states_had_no_or_few_test_users() -> None:
     assert "both_cold            0  not evaluated: no test user in this state" in table
     assert "few test users in item_cold (3): those figures are rough" in table
     assert "user_cold (55)" not in table
+
+
+def test_the_p1_table_shows_a_ranking_models_missing_errors_as_such() -> None:
+    # an implicit run evaluated on P1 printed "nan" for its MAE beside the bias model's
+    from metarec.cli.training import format_p1_table
+
+    bias = {"mae": 0.8, "rmse": 1.0, "ndcg@3": 0.7, "precision@5": 0.5, "mrr@5": 0.6}
+    ranker = {**bias, "mae": float("nan"), "rmse": float("nan"), "ndcg@3": 0.75}
+    table = format_p1_table({
+        "summary": {"user_cold": {"bias": bias, "metarec-fomaml": ranker}},
+        "n_users": {"user_cold": 55},
+    })  # fmt: skip
+    assert "nan" not in table
+    row = next(line for line in table.splitlines() if "metarec-fomaml" in line)
+    assert row.split()[3:6] == ["—", "—", "0.7500"]
+    assert "metarec-fomaml rank(s) items and predict(s) no rating" in table
+    assert "bias rank" not in table
+
+
+def test_a_bare_rate_takes_a_one_value_runs_rating_and_is_refused_elsewhere() -> None:
+    # on a run of clicks read as all 1s, "--rate i5" was refused with an example
+    # ("=5") that run refused in turn
+    from metarec.cli.training import parse_rates, rated_on_scale
+    from metarec.errors import ConfigError
+
+    given = parse_rates(["i5", "Heat (1995)=1"])
+    assert given == [("i5", None), ("Heat (1995)", 1.0)]
+    assert rated_on_scale(given, (1.0, 1.0)) == [("i5", 1.0), ("Heat (1995)", 1.0)]
+    with pytest.raises(ConfigError, match=r"--rate 'i5': give its rating, ITEM=RATING on "
+                       r"this run's scale \[1, 5\], e\.g\. --rate \"i5=5\""):  # fmt: skip
+        rated_on_scale(given, (1.0, 5.0))
+    with pytest.raises(ConfigError, match="expected ITEM=RATING"):
+        parse_rates(["=4"])
 
 
 def test_too_few_users_for_a_p1_holdout_is_not_blamed_on_its_rule() -> None:

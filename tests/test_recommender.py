@@ -1006,6 +1006,7 @@ def test_like_threshold_comes_from_the_rating_scale_unless_set(shared_data: Path
     assert rec.cfg.like_threshold == 8.0
     rec, _ = fit_recommender(catalogue, ds.interactions, cfg, progress=False)
     assert rec.cfg.like_threshold == 4.0  # 1-5 stars: the threshold every P2 figure used
+    assert rec.cfg.support_positives == "rated"  # five levels: a film rated was watched
     mine = cfg.with_overrides(["like_threshold=9"])
     rec, _ = fit_recommender(catalogue, doubled, mine, rating_range=(2.0, 10.0), progress=False)
     assert rec.cfg.like_threshold == 9.0

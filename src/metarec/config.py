@@ -143,8 +143,11 @@ class TrainConfig:
     # ratings at or above count as "liked" (implicit objectives); None: the top quarter of
     # the training data's rating scale (4 on 1-5 stars), set when training starts
     like_threshold: float | None = None
-    # implicit objectives: support positives are the liked or all rated items
-    support_positives: str = "rated"
+    # implicit objectives: support positives are the liked or all rated items. None: set
+    # from the training data when training starts: "liked" where its ratings take two
+    # values (0/1 impressions and clicks, thumbs down and up: the lower one is a "no",
+    # which "rated" read as a click), "rated" otherwise (a film rated at all was watched)
+    support_positives: str | None = None
     # how episodes split a user's ratings: at random, or first-k-by-time as support and
     # what came after as query (see metarec.data.tasks.sample_episodes)
     episode_order: EpisodeOrder = "shuffle"
@@ -174,7 +177,7 @@ class TrainConfig:
             )
         if self.adapt not in get_args(AdaptScope):
             raise ConfigError(f"adapt: {self.adapt!r} is not one of context, head, all")
-        if self.support_positives not in ("liked", "rated"):
+        if self.support_positives not in ("liked", "rated", None):
             raise ConfigError(
                 f"support_positives: {self.support_positives!r} is not one of liked, rated"
             )
@@ -286,6 +289,12 @@ class TrainConfig:
     def steps_at_eval(self) -> int:
         """Inner steps when adapting at evaluation and serving time."""
         return self.inner_steps if self.eval_inner_steps is None else self.eval_inner_steps
+
+    def support_rule(self) -> str:
+        """:attr:`support_positives` as a support set is built: where training has not
+        set it from the data (a config used directly), "rated", the rule before it could
+        be left to the data."""
+        return self.support_positives or "rated"
 
     def to_dict(self) -> dict[str, Any]:
         """Every key as plain JSON/TOML values (what a run saves as config.json)."""

@@ -30,6 +30,7 @@ from metarec.data.schema import (
     check_objective,
     has_timestamps,
     inferred_like_threshold,
+    support_rule_for,
 )
 from metarec.data.spec import ADDED_ITEMS
 from metarec.data.tasks import UserRatings
@@ -160,10 +161,11 @@ def fit_recommender(
     like = cfg.like_threshold
     if like is None:
         like = inferred_like_threshold(train["rating"], rating_range)
-    # saved with the run as the number it became
+    # saved with the run as the number and the rule they became
     cfg = dataclasses.replace(
         cfg,
         like_threshold=check_like_threshold(like, rating_range, "like_threshold"),
+        support_positives=cfg.support_positives or support_rule_for(train["rating"]),
         encoder=folder_named(cfg.encoder) or cfg.encoder,  # a folder, as read from here
     )
     torch.manual_seed(cfg.seed)

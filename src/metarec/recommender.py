@@ -509,7 +509,7 @@ class Recommender(TopK):
                 like_threshold=self.cfg.like_threshold,
                 negative_pool=self._negative_pool,
                 rng=lambda t: np.random.default_rng([self.cfg.seed, *t.support_items.tolist()]),
-                support_positives=self.cfg.support_positives,
+                support_positives=self.cfg.support_rule(),
             )
         batch = batch.to(self.device)
         batch.user_features = codes.to(self.device)

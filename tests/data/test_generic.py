@@ -774,6 +774,16 @@ def test_a_stray_top_rating_that_leaves_nothing_liked_is_refused_before_any_fit(
     clicks = load_table(tmp_path / "r.csv", tmp_path / "i.csv")
     fitted = mr.train(clicks, {"epochs": 1, "objective": "bce"}, encoder="tfidf", progress=False)
     assert fitted.cfg.like_threshold == 0.75
+    # and an impression left unclicked is a "no", not a click: read as one (every rated
+    # item a positive), four 0s made a user's top 8 all of their kind
+    assert fitted.cfg.support_positives == "liked"
+    unclicked = fitted.adapt([(str(i), 0) for i in range(4)])
+    np.testing.assert_array_equal(fitted.score(unclicked), fitted.score(fitted.adapt([])))
+    clicked = fitted.adapt([(str(i), 1) for i in range(4)])
+    assert not np.array_equal(fitted.score(clicked), fitted.score(fitted.adapt([])))
+    told = mr.train(clicks, {"epochs": 1, "objective": "bce", "support_positives": "rated"},
+                    encoder="tfidf", progress=False)  # fmt: skip
+    assert told.cfg.support_positives == "rated"  # the user's word wins
 
 
 def test_ratings_without_an_items_file_are_said_to_leave_items_without_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shlex
 import shutil
 import sys
@@ -85,7 +86,8 @@ def register(sub: Any) -> None:
         "--rate",
         action="append",
         metavar="ITEM=RATING",
-        help="an item id or exact title and its rating (repeatable)",
+        help="an item id or exact title and its rating (repeatable; a bare ITEM on a run "
+        "of clicks read as one value)",
     )
     r.add_argument(
         "--feature",
@@ -464,10 +466,25 @@ P1_TABLE_METRICS = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
 def format_p1_table(result: dict[str, Any]) -> str:
     metrics = P1_TABLE_METRICS
     lines = [f"{'state':<16} {'users':>5}  {'model':<18}" + "".join(f"{m:>12}" for m in metrics)]
+    unrated: set[str] = set()
     for state, models in result["summary"].items():
         for name, vals in models.items():
             row = f"{state:<16} {result['n_users'][state]:>5}  {name:<18}"
-            lines.append(row + "".join(f"{vals[m]:>12.4f}" for m in metrics))
+            # "nan" beside the bias model's figures read as a failed run: a ranking
+            # model (an implicit objective) predicts no rating to take an error of
+            if not math.isfinite(vals["mae"]):
+                unrated.add(name)
+            lines.append(
+                row
+                + "".join(
+                    f"{vals[m]:>12.4f}" if math.isfinite(vals[m]) else f"{'—':>12}" for m in metrics
+                )
+            )
+    if unrated:
+        lines.append(
+            f"—: no value; {', '.join(sorted(unrated))} rank(s) items and predict(s) no "
+            "rating (an implicit objective), so MAE and RMSE do not apply"
+        )
     for state, n in result["n_users"].items():
         if n == 0:  # a row left out without a word read as a state not asked for
             lines.append(f"{state:<16} {0:>5}  not evaluated: no test user in this state")
@@ -544,12 +561,16 @@ def check_features_read(rec: Any, features: dict[str, str]) -> None:
         raise ConfigError(f"--feature {unreadable}")
 
 
-def parse_rates(rates: Sequence[str]) -> list[tuple[str, float]]:
-    """``--rate ITEM=RATING`` values as (item, rating) pairs."""
-    out = []
+def parse_rates(rates: Sequence[str]) -> list[tuple[str, float | None]]:
+    """``--rate ITEM=RATING`` values as (item, rating) pairs; a bare ``ITEM`` has no
+    rating yet (None), which :func:`rated_on_scale` settles once the run is loaded."""
+    out: list[tuple[str, float | None]] = []
     for r in rates:
         title, sep, value = r.rpartition("=")
-        if not sep or not title.strip():
+        if not sep and r.strip():
+            out.append((r.strip(), None))
+            continue
+        if not title.strip():
             raise ConfigError(
                 f'--rate {r!r}: expected ITEM=RATING, e.g. --rate "Toy Story (1995)=5"'
             )
@@ -578,6 +599,26 @@ def warn_repeated_rates(rec: Any, rates: Sequence[tuple[str, float]]) -> None:
             )
 
 
+def rated_on_scale(
+    rates: list[tuple[str, float | None]], rating_range: tuple[float, float]
+) -> list[tuple[str, float]]:
+    """Bare ``--rate ITEM`` values given the run's one rating (clicks read as all 1s,
+    where "ITEM=5" is off the scale and the error's own example was refused);
+    refused on a scale of several values, naming it."""
+    lo, hi = rating_range
+    out = []
+    for item, rating in rates:
+        if rating is None:
+            if lo != hi:
+                raise ConfigError(
+                    f"--rate {item!r}: give its rating, ITEM=RATING on this run's scale "
+                    f'[{lo:g}, {hi:g}], e.g. --rate "{item}={hi:g}"'
+                )
+            rating = lo
+        out.append((item, rating))
+    return out
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     import json
 
@@ -586,10 +627,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.inputs import history_pairs
     from metarec.io import jsonable
 
-    rates = parse_rates(args.rate or [])  # before the slow part: loading the model
+    given = parse_rates(args.rate or [])  # before the slow part: loading the model
     features = parse_features(args.feature or [])
     with named_as_flags({"device": "--device"}):  # as serve names it
         rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder
+    rates = rated_on_scale(given, rec.rating_range)
     # checked as the flag's: "history entry 0" named nothing on this command line
     history_pairs(rates, rec.rating_range, rec.resolve, "--rate")
     warn_repeated_rates(rec, rates)

@@ -97,6 +97,17 @@ def check_like_threshold(value: float, rating_range: tuple[float, float], what: 
     return float(value)
 
 
+def support_rule_for(ratings: object) -> str:
+    """The implicit objectives' support positives for training ``ratings`` when the
+    config leaves them open: "liked" where the ratings take exactly two values. There
+    the lower is an answer, not an interaction (an impression left unclicked, a thumbs
+    down), and "rated" read it as a click: four unclicked science-fiction films made a
+    user's top 8 all science fiction. On a scale of more levels a low rating still
+    says the user chose the item (a film rated at all was watched), so "rated"."""
+    values = np.asarray(ratings, dtype=np.float64)
+    return "liked" if len(np.unique(values[np.isfinite(values)])) == 2 else "rated"
+
+
 def inferred_like_threshold(
     ratings: object,
     rating_range: tuple[float, float],
@@ -142,9 +153,10 @@ def check_objective(objective: str, rating_range: tuple[float, float], name: str
     if objective == "rating" and lo == hi:
         raise ConfigError(
             f"{name}: every rating is {lo:g} (implicit feedback), so a rating model learns "
-            "nothing from it; train with objective=softmax (--set objective=softmax; bce or "
-            "bpr where the catalogue is too large for it) and --holdout none, and compare "
-            "models with benchmark --protocol p2"
+            "nothing from it; train an implicit objective (--set objective=softmax, or "
+            'objective="softmax" in a config or metarec.train; bce or bpr where the catalogue '
+            "is too large for it) holding out no P1 users (--holdout none; metarec.train "
+            "holds none out), and compare models with benchmark --protocol p2"
         )
 
 
@@ -266,6 +278,16 @@ class Dataset:
                 "objective=softmax (bce or bpr where the catalogue is too large for it) and "
                 "--holdout none, and compare models with benchmark --protocol p2 (P1 and "
                 "evaluate measure predicted ratings)"
+            ]
+        if len(levels) == 2:
+            # 0/1 impressions passed as "ok" without a word on how training reads them
+            lo, hi = (f"{x:g}" for x in levels)
+            return [
+                f"ratings take two values, {lo} and {hi} (binary feedback such as "
+                f"impressions and clicks): an implicit objective (--set objective=softmax, "
+                f"bce or bpr) reads a {hi} as liked and a {lo} as not (support_positives = "
+                "liked, which training picks for two values); compare models with "
+                "benchmark --protocol p2"
             ]
         rest = levels[1:]
         if len(rest) < 3 or levels[0] != 0 or rest[0] != 1 or not (rest == rest.round()).all():

@@ -96,7 +96,7 @@ class Trainer:
                 like_threshold=self.cfg.like_threshold,
                 negative_pool=self.negative_pool,
                 rng=rng,
-                support_positives=self.cfg.support_positives,
+                support_positives=self.cfg.support_rule(),
             ).to(self.device)
             for i in range(0, len(tasks), size)
         ]

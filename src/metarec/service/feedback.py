@@ -20,7 +20,8 @@ changed their mind.
 Some runs cannot read a low rating as "not this": a run trained on implicit
 feedback read as all 1s (a one-value range, no rating below the others), and a
 run of an implicit objective (bce, bpr, softmax) whose support positives are every
-rated item (``support_positives = "rated"``, the default), for which a rating of 1
+rated item (``support_positives = "rated"``, what training picks on a scale of more
+than two values), for which a rating of 1
 is an interaction like any other. There a dislike or a skip stands for no rating
 (None): the item is left out of the user's adaptation and of their
 recommendations, and out of retraining's data.
@@ -81,7 +82,7 @@ def reads_negatives(model: object) -> bool:
     cfg = getattr(model, "cfg", None) or getattr(getattr(model, "primary", None), "cfg", None)
     if cfg is None:
         return True
-    return bool(cfg.objective == "rating" or cfg.support_positives == "liked")
+    return bool(cfg.objective == "rating" or cfg.support_rule() == "liked")
 
 
 def latest_events(events: Iterable[StoredEvent]) -> dict[str, StoredEvent]:
