@@ -611,6 +611,7 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     """What a checkpoint must match to be resumed; more epochs or patience may be asked
     for (``_fit`` trains afresh where fewer would have stopped earlier)."""
     data = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "patience", "device")}
+    data["support_positives"] = cfg.support_rule()  # the rule the support sets were built by
     for path, before in LATER_OPTIONS.items():
         *sections, key = path
         section = data
