@@ -1022,8 +1022,15 @@ def test_the_p1_table_shows_a_ranking_models_missing_errors_as_such() -> None:
     assert "nan" not in table
     row = next(line for line in table.splitlines() if "metarec-fomaml" in line)
     assert row.split()[3:6] == ["—", "—", "0.7500"]
-    assert "metarec-fomaml rank(s) items and predict(s) no rating" in table
-    assert "bias rank" not in table
+    assert table.splitlines()[-1].startswith("—: no value; metarec-fomaml rank(s) items")
+    assert "bias rank" not in table and "without a test user" not in table
+    # a rating model's ranking metric no user could give: blank, and said why
+    unliked = {**bias, "precision@5": float("nan")}
+    table = format_p1_table({"summary": {"user_cold": {"bias": unliked}},
+                             "n_users": {"user_cold": 55}})  # fmt: skip
+    assert table.splitlines()[-1] == (
+        "—: no value; a ranking metric without a test user who liked a query item"
+    )
 
 
 def test_a_bare_rate_takes_a_one_value_runs_rating_and_is_refused_elsewhere() -> None:
@@ -1040,6 +1047,11 @@ def test_a_bare_rate_takes_a_one_value_runs_rating_and_is_refused_elsewhere() ->
         rated_on_scale(given, (1.0, 5.0))
     with pytest.raises(ConfigError, match="expected ITEM=RATING"):
         parse_rates(["=4"])
+    # a bare title with "=" in it, or a mistyped rating: the scale tells which
+    given = parse_rates(["Film =3 SciFi", "Heat=five"])
+    assert rated_on_scale(given[:1], (1.0, 1.0)) == [("Film =3 SciFi", 1.0)]
+    with pytest.raises(ConfigError, match=r"--rate 'Heat=five': rating 'five' is not a number"):
+        rated_on_scale(given[1:], (1.0, 5.0))
 
 
 def test_too_few_users_for_a_p1_holdout_is_not_blamed_on_its_rule() -> None:

@@ -144,9 +144,10 @@ class TrainConfig:
     # the training data's rating scale (4 on 1-5 stars), set when training starts
     like_threshold: float | None = None
     # implicit objectives: support positives are the liked or all rated items. None: set
-    # from the training data when training starts: "liked" where its ratings take two
-    # values (0/1 impressions and clicks, thumbs down and up: the lower one is a "no",
-    # which "rated" read as a click), "rated" otherwise (a film rated at all was watched)
+    # from the training data when an implicit objective trains: "liked" where its
+    # ratings take two values either side of like_threshold (0/1 impressions and
+    # clicks, thumbs down and up: the lower one is a "no", which "rated" read as a
+    # click), "rated" otherwise (a film rated at all was watched); a rating run keeps None
     support_positives: str | None = None
     # how episodes split a user's ratings: at random, or first-k-by-time as support and
     # what came after as query (see metarec.data.tasks.sample_episodes)

@@ -165,7 +165,12 @@ def fit_recommender(
     cfg = dataclasses.replace(
         cfg,
         like_threshold=check_like_threshold(like, rating_range, "like_threshold"),
-        support_positives=cfg.support_positives or support_rule_for(train["rating"]),
+        # a rating model builds no positives: left open, as its fingerprint was
+        support_positives=(
+            cfg.support_positives
+            if cfg.support_positives is not None or cfg.objective == "rating"
+            else support_rule_for(train["rating"], like)
+        ),
         encoder=folder_named(cfg.encoder) or cfg.encoder,  # a folder, as read from here
     )
     torch.manual_seed(cfg.seed)

@@ -784,6 +784,31 @@ def test_a_stray_top_rating_that_leaves_nothing_liked_is_refused_before_any_fit(
     told = mr.train(clicks, {"epochs": 1, "objective": "bce", "support_positives": "rated"},
                     encoder="tfidf", progress=False)  # fmt: skip
     assert told.cfg.support_positives == "rated"  # the user's word wins
+    # a benchmark's record says the rule that ran, not the null its config held
+    from metarec.evaluation.benchmark import _config_run
+    from metarec.models.meta_model import MetaModel
+
+    model = MetaModel({"objective": "bce"})
+    model.recommender = fitted
+    assert _config_run(model)["support_positives"] == "liked"
+    # a rating model builds no positives: left open, so its checkpoints' fingerprint
+    # stays what it was before the rule could follow the data
+    rating = mr.train(clicks, {"epochs": 1}, encoder="tfidf", progress=False)
+    assert rating.cfg.support_positives is None
+
+
+def test_only_two_values_either_side_of_the_like_threshold_are_binary_feedback() -> None:
+    from metarec.data.schema import support_rule_for, two_sided
+
+    assert two_sided([0, 1, 1, np.nan], 0.75) == (0.0, 1.0)
+    assert support_rule_for([0, 1, 1], 0.75) == "liked"
+    assert support_rule_for([1, 2, 2], 1.75) == "liked"  # thumbs down and up as 1 and 2
+    # both liked (4s and 5s of 1-5 stars) or neither: a 4 is no "no", so every rated
+    # item stays a positive
+    assert two_sided([4, 5, 5], 4.0) is None and support_rule_for([4, 5], 4.0) == "rated"
+    assert support_rule_for([1, 2], 4.0) == "rated"
+    assert support_rule_for([1, 2, 3, 4, 5], 4.0) == "rated"
+    assert support_rule_for([1, 1], 1.0) == "rated"  # one value: clicks read as all 1s
 
 
 def test_ratings_without_an_items_file_are_said_to_leave_items_without_text(

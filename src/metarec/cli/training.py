@@ -467,6 +467,7 @@ def format_p1_table(result: dict[str, Any]) -> str:
     metrics = P1_TABLE_METRICS
     lines = [f"{'state':<16} {'users':>5}  {'model':<18}" + "".join(f"{m:>12}" for m in metrics)]
     unrated: set[str] = set()
+    blank = False
     for state, models in result["summary"].items():
         for name, vals in models.items():
             row = f"{state:<16} {result['n_users'][state]:>5}  {name:<18}"
@@ -474,20 +475,31 @@ def format_p1_table(result: dict[str, Any]) -> str:
             # model (an implicit objective) predicts no rating to take an error of
             if not math.isfinite(vals["mae"]):
                 unrated.add(name)
+            # ranking metrics no user could give (no liked query item) are blank too
+            blank = blank or any(
+                not math.isfinite(vals[m])
+                for m in metrics
+                if name not in unrated or m not in ("mae", "rmse")
+            )
             lines.append(
                 row
                 + "".join(
                     f"{vals[m]:>12.4f}" if math.isfinite(vals[m]) else f"{'—':>12}" for m in metrics
                 )
             )
-    if unrated:
-        lines.append(
-            f"—: no value; {', '.join(sorted(unrated))} rank(s) items and predict(s) no "
-            "rating (an implicit objective), so MAE and RMSE do not apply"
-        )
     for state, n in result["n_users"].items():
         if n == 0:  # a row left out without a word read as a state not asked for
             lines.append(f"{state:<16} {0:>5}  not evaluated: no test user in this state")
+    why = []
+    if unrated:
+        why.append(
+            f"{', '.join(sorted(unrated))} rank(s) items and predict(s) no rating (an "
+            "implicit objective), so MAE and RMSE do not apply"
+        )
+    if blank:
+        why.append("a ranking metric without a test user who liked a query item")
+    if why:
+        lines.append("—: no value; " + "; ".join(why))
     few = [f"{s} ({n})" for s, n in result["n_users"].items() if isinstance(n, int) and 0 < n < 20]
     if few:
         lines.append(
@@ -577,7 +589,9 @@ def parse_rates(rates: Sequence[str]) -> list[tuple[str, float | None]]:
         try:
             out.append((title.strip(), float(value)))
         except ValueError:
-            raise ConfigError(f"--rate {r!r}: rating {value!r} is not a number") from None
+            # a bare title with "=" in it ("Film =3 SciFi"), or a rating mistyped: which
+            # one, only the run's scale says (rated_on_scale)
+            out.append((r.strip(), None))
     return out
 
 
@@ -609,6 +623,9 @@ def rated_on_scale(
     out = []
     for item, rating in rates:
         if rating is None:
+            title, sep, value = item.rpartition("=")
+            if lo != hi and sep and title.strip():
+                raise ConfigError(f"--rate {item!r}: rating {value!r} is not a number")
             if lo != hi:
                 raise ConfigError(
                     f"--rate {item!r}: give its rating, ITEM=RATING on this run's scale "

@@ -97,15 +97,25 @@ def check_like_threshold(value: float, rating_range: tuple[float, float], what: 
     return float(value)
 
 
-def support_rule_for(ratings: object) -> str:
-    """The implicit objectives' support positives for training ``ratings`` when the
-    config leaves them open: "liked" where the ratings take exactly two values. There
-    the lower is an answer, not an interaction (an impression left unclicked, a thumbs
-    down), and "rated" read it as a click: four unclicked science-fiction films made a
-    user's top 8 all science fiction. On a scale of more levels a low rating still
-    says the user chose the item (a film rated at all was watched), so "rated"."""
+def two_sided(ratings: object, like_threshold: float) -> tuple[float, float] | None:
+    """The two values of binary feedback (an impression left unclicked and a click, a
+    thumbs down and up): ``ratings`` that take exactly two, one under
+    ``like_threshold`` and one at or above it; None otherwise."""
     values = np.asarray(ratings, dtype=np.float64)
-    return "liked" if len(np.unique(values[np.isfinite(values)])) == 2 else "rated"
+    levels = np.unique(values[np.isfinite(values)])
+    if len(levels) == 2 and levels[0] < like_threshold <= levels[1]:
+        return float(levels[0]), float(levels[1])
+    return None
+
+
+def support_rule_for(ratings: object, like_threshold: float) -> str:
+    """The implicit objectives' support positives for training ``ratings`` when the
+    config leaves them open: "liked" for binary feedback (:func:`two_sided`). There
+    the lower value is an answer, not an interaction, and "rated" read it as a click:
+    four unclicked science-fiction films made a user's top 8 all science fiction. On
+    a scale of more levels a low rating still says the user chose the item (a film
+    rated at all was watched), so "rated"."""
+    return "liked" if two_sided(ratings, like_threshold) is not None else "rated"
 
 
 def inferred_like_threshold(
@@ -279,9 +289,10 @@ class Dataset:
                 "--holdout none, and compare models with benchmark --protocol p2 (P1 and "
                 "evaluate measure predicted ratings)"
             ]
-        if len(levels) == 2:
+        binary = two_sided(levels, self.like_threshold)
+        if binary is not None:
             # 0/1 impressions passed as "ok" without a word on how training reads them
-            lo, hi = (f"{x:g}" for x in levels)
+            lo, hi = (f"{x:g}" for x in binary)
             return [
                 f"ratings take two values, {lo} and {hi} (binary feedback such as "
                 f"impressions and clicks): an implicit objective (--set objective=softmax, "

@@ -198,16 +198,25 @@ def meta_configs(models: dict[str, ScoringModel]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, m in models.items():
         if isinstance(m, MetaModel):
-            out[name] = {"config": m.cfg.to_dict(), "best_epoch": _best_epoch(m)}
+            out[name] = {"config": _config_run(m), "best_epoch": _best_epoch(m)}
         elif isinstance(m, Ensemble) and not m.learn_weights:
             bag = [b for b in m.members.values() if isinstance(b, MetaModel)]
             if bag:
                 out[name] = {
-                    "config": bag[0].cfg.to_dict(),
+                    "config": _config_run(bag[0]),
                     "seeds": [b.cfg.seed for b in bag],
                     "best_epoch": [_best_epoch(b) for b in bag],
                 }
     return out
+
+
+def _config_run(model: MetaModel) -> dict[str, Any]:
+    """``model``'s config with what training set from the data (support_positives left
+    open is the rule it picked: the record said null where "liked" ran)."""
+    data = model.cfg.to_dict()
+    if model.recommender is not None:
+        data["support_positives"] = model.recommender.cfg.support_positives
+    return data
 
 
 def _best_epoch(model: MetaModel) -> int | None:
