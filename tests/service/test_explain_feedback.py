@@ -56,16 +56,16 @@ def test_event_rating(kind: str, value: float | None, lo_hi: tuple, expected: fl
 def test_a_model_that_reads_every_rated_item_as_positive_gets_no_dislike() -> None:
     from types import SimpleNamespace
 
+    from metarec.config import TrainConfig
     from metarec.service.feedback import reads_negatives
 
-    def run(objective: str, positives: str = "rated") -> object:
-        return SimpleNamespace(
-            cfg=SimpleNamespace(objective=objective, support_positives=positives)
-        )
+    def run(objective: str, positives: str | None = "rated") -> object:
+        return SimpleNamespace(cfg=TrainConfig(objective=objective, support_positives=positives))
 
     # bce on 1-5 ratings, support positives "rated": a dislike sent as a 1 would be a
     # positive like any other interaction, so it stands for no rating
     assert not reads_negatives(run("bce"))
+    assert not reads_negatives(run("bce", None))  # left open, as a config used directly: rated
     assert reads_negatives(run("rating")) and reads_negatives(run("bce", "liked"))
     assert event_rating("dislike", None, (1, 5), negatives=False) is None
     assert event_rating("skip", None, (1, 5), negatives=False) is None
