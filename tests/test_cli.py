@@ -934,6 +934,7 @@ def test_a_rating_model_on_implicit_feedback_is_refused(
     out = tmp_path / "run"
     proc = cli("train", *args, "--out", str(out))
     assert_one_line_error(proc, "every rating is 1 (implicit feedback)", "objective=softmax")
+    assert 'objective="softmax" in a config or metarec.train' in proc.stderr
     assert not out.exists()
 
 
@@ -1022,7 +1023,7 @@ def test_the_p1_table_shows_a_ranking_models_missing_errors_as_such() -> None:
     assert "nan" not in table
     row = next(line for line in table.splitlines() if "metarec-fomaml" in line)
     assert row.split()[3:6] == ["—", "—", "0.7500"]
-    assert table.splitlines()[-1].startswith("—: no value; metarec-fomaml rank(s) items")
+    assert table.splitlines()[-1].startswith("—: no value; metarec-fomaml ranks items and predicts")
     assert "bias rank" not in table and "without a test user" not in table
     # a rating model's ranking metric no user could give: blank, and said why
     unliked = {**bias, "precision@5": float("nan")}
@@ -1152,6 +1153,14 @@ def test_report_of_a_run_with_a_damaged_metrics_file_prints_nothing_but_the_erro
         (run / "metrics.json").write_text(json.dumps(edited))
         proc = cli("report", str(run))
         assert proc.returncode == 2 and proc.stdout == "" and needle in proc.stderr, proc.stderr
+    # a ranking model's errors (null) print as the evaluate table prints them, with its note
+    ranker = {"mae": None, "rmse": None, "ndcg@3": 0.5, "precision@5": 0.4, "mrr@5": 0.6}
+    edited = {"protocol": "p1", "n_users": {"user_cold": 3},
+              "summary": {"user_cold": {"metarec-bce": ranker}}}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(edited))
+    proc = cli("report", str(run))
+    assert proc.returncode == 0 and "| metarec-bce | — | — | 0.5000 |" in proc.stdout
+    assert "—: no value; metarec-bce ranks items and predicts no rating" in proc.stdout
     (run / "metrics.json").write_text('{"protocol": "p2", "summary": {}, "n_users": {}}')
     proc = cli("report", str(run))
     assert proc.returncode == 2 and "field 'protocol' is 'p2', expected 'p1'" in proc.stderr

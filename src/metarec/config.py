@@ -145,9 +145,10 @@ class TrainConfig:
     like_threshold: float | None = None
     # implicit objectives: support positives are the liked or all rated items. None: set
     # from the training data when an implicit objective trains: "liked" where its
-    # ratings take two values either side of like_threshold (0/1 impressions and
-    # clicks, thumbs down and up: the lower one is a "no", which "rated" read as a
-    # click), "rated" otherwise (a film rated at all was watched); a rating run keeps None
+    # ratings take two values, the scale's ends either side of like_threshold (0/1
+    # impressions and clicks, thumbs down and up: the lower one is a "no", which "rated"
+    # read as a click), "rated" otherwise (a film rated at all was watched); a rating
+    # run keeps None
     support_positives: str | None = None
     # how episodes split a user's ratings: at random, or first-k-by-time as support and
     # what came after as query (see metarec.data.tasks.sample_episodes)

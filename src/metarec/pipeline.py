@@ -169,7 +169,7 @@ def fit_recommender(
         support_positives=(
             cfg.support_positives
             if cfg.support_positives is not None or cfg.objective == "rating"
-            else support_rule_for(train["rating"], like)
+            else support_rule_for(train["rating"], like, rating_range)
         ),
         encoder=folder_named(cfg.encoder) or cfg.encoder,  # a folder, as read from here
     )

@@ -800,15 +800,17 @@ def test_a_stray_top_rating_that_leaves_nothing_liked_is_refused_before_any_fit(
 def test_only_two_values_either_side_of_the_like_threshold_are_binary_feedback() -> None:
     from metarec.data.schema import support_rule_for, two_sided
 
-    assert two_sided([0, 1, 1, np.nan], 0.75) == (0.0, 1.0)
-    assert support_rule_for([0, 1, 1], 0.75) == "liked"
-    assert support_rule_for([1, 2, 2], 1.75) == "liked"  # thumbs down and up as 1 and 2
-    # both liked (4s and 5s of 1-5 stars) or neither: a 4 is no "no", so every rated
-    # item stays a positive
-    assert two_sided([4, 5, 5], 4.0) is None and support_rule_for([4, 5], 4.0) == "rated"
-    assert support_rule_for([1, 2], 4.0) == "rated"
-    assert support_rule_for([1, 2, 3, 4, 5], 4.0) == "rated"
-    assert support_rule_for([1, 1], 1.0) == "rated"  # one value: clicks read as all 1s
+    assert two_sided([0, 1, 1, np.nan], 0.75, (0, 1)) == (0.0, 1.0)
+    assert support_rule_for([0, 1, 1], 0.75, (0, 1)) == "liked"
+    assert support_rule_for([1, 2, 2], 1.75, (1, 2)) == "liked"  # thumbs down and up
+    assert support_rule_for([1, 5, 5], 4.0, (1, 5)) == "liked"  # the scale's two ends
+    # both liked (4s and 5s of 1-5 stars), or two values inside a wider scale (3s and
+    # 5s): a 4 or a 3 is no "no", so every rated item stays a positive
+    assert two_sided([4, 5, 5], 4.0, (1, 5)) is None
+    assert support_rule_for([3, 5], 4.0, (1, 5)) == "rated"
+    assert support_rule_for([1, 2], 1.75, (1, 5)) == "rated"
+    assert support_rule_for([1, 2, 3, 4, 5], 4.0, (1, 5)) == "rated"
+    assert support_rule_for([1, 1], 1.0, (1, 1)) == "rated"  # one value: clicks as all 1s
 
 
 def test_ratings_without_an_items_file_are_said_to_leave_items_without_text(

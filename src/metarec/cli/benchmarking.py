@@ -483,7 +483,7 @@ def _epoch_cell(value: object) -> str:
 def _print_run_metrics(metrics: dict[str, Any]) -> None:
     """What ``metarec evaluate`` wrote (``metrics.json``), as Markdown: one row per
     state and model. A damaged file meets ``reading``'s one-line error."""
-    from metarec.cli.training import P1_TABLE_METRICS
+    from metarec.cli.training import P1_TABLE_METRICS, blank_metrics_note
     from metarec.values import is_finite_number, is_whole
 
     if metrics.get("protocol", "p1") != "p1":  # a benchmark record copied in: all dashes
@@ -512,6 +512,9 @@ def _print_run_metrics(metrics: dict[str, Any]) -> None:
                 "—" if vals.get(m) is None else f"{float(vals[m]):.4f}" for m in P1_TABLE_METRICS
             ]
             print(f"| {state} | {int(n_users[state])} | {name} | " + " | ".join(cells) + " |")
+    note = blank_metrics_note(summary)
+    if note:
+        print(f"\n{note}")
 
 
 def _render_result(path: Path, record: dict[str, Any]) -> str:

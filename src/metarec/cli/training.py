@@ -463,43 +463,59 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
 P1_TABLE_METRICS = ("mae", "rmse", "ndcg@3", "precision@5", "mrr@5")
 
 
+def _valued(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def blank_metrics_note(summary: dict[str, dict[str, dict[str, Any]]]) -> str | None:
+    """Why cells of a P1 table are "—" (NaN in memory, null in metrics.json), or None
+    where none is. A bare "nan" beside the bias model's figures read as a failed run."""
+    unrated = sorted(
+        {
+            n
+            for models in summary.values()
+            for n, vals in models.items()
+            if not _valued(vals.get("mae"))
+        }
+    )
+    # ranking metrics no user could give (no liked query item) are blank too
+    unliked = any(
+        not _valued(vals.get(m))
+        for models in summary.values()
+        for name, vals in models.items()
+        for m in P1_TABLE_METRICS
+        if name not in unrated or m not in ("mae", "rmse")
+    )
+    why = []
+    if unrated:
+        verbs = "ranks items and predicts" if len(unrated) == 1 else "rank items and predict"
+        why.append(
+            f"{', '.join(unrated)} {verbs} no rating (an implicit objective), so MAE and "
+            "RMSE do not apply"
+        )
+    if unliked:
+        why.append("a ranking metric without a test user who liked a query item")
+    return "—: no value; " + "; ".join(why) if why else None
+
+
 def format_p1_table(result: dict[str, Any]) -> str:
     metrics = P1_TABLE_METRICS
     lines = [f"{'state':<16} {'users':>5}  {'model':<18}" + "".join(f"{m:>12}" for m in metrics)]
-    unrated: set[str] = set()
-    blank = False
     for state, models in result["summary"].items():
         for name, vals in models.items():
             row = f"{state:<16} {result['n_users'][state]:>5}  {name:<18}"
-            # "nan" beside the bias model's figures read as a failed run: a ranking
-            # model (an implicit objective) predicts no rating to take an error of
-            if not math.isfinite(vals["mae"]):
-                unrated.add(name)
-            # ranking metrics no user could give (no liked query item) are blank too
-            blank = blank or any(
-                not math.isfinite(vals[m])
-                for m in metrics
-                if name not in unrated or m not in ("mae", "rmse")
-            )
             lines.append(
                 row
                 + "".join(
-                    f"{vals[m]:>12.4f}" if math.isfinite(vals[m]) else f"{'—':>12}" for m in metrics
+                    f"{vals[m]:>12.4f}" if _valued(vals[m]) else f"{'—':>12}" for m in metrics
                 )
             )
     for state, n in result["n_users"].items():
         if n == 0:  # a row left out without a word read as a state not asked for
             lines.append(f"{state:<16} {0:>5}  not evaluated: no test user in this state")
-    why = []
-    if unrated:
-        why.append(
-            f"{', '.join(sorted(unrated))} rank(s) items and predict(s) no rating (an "
-            "implicit objective), so MAE and RMSE do not apply"
-        )
-    if blank:
-        why.append("a ranking metric without a test user who liked a query item")
-    if why:
-        lines.append("—: no value; " + "; ".join(why))
+    note = blank_metrics_note(result["summary"])
+    if note:
+        lines.append(note)
     few = [f"{s} ({n})" for s, n in result["n_users"].items() if isinstance(n, int) and 0 < n < 20]
     if few:
         lines.append(
@@ -644,7 +660,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.inputs import history_pairs
     from metarec.io import jsonable
 
-    given = parse_rates(args.rate or [])  # before the slow part: loading the model
+    # before the slow part, loading the model; a value that is no number is judged after
+    # it, as on a one-value run it may be part of a bare title
+    given = parse_rates(args.rate or [])
     features = parse_features(args.feature or [])
     with named_as_flags({"device": "--device"}):  # as serve names it
         rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder

@@ -97,25 +97,32 @@ def check_like_threshold(value: float, rating_range: tuple[float, float], what: 
     return float(value)
 
 
-def two_sided(ratings: object, like_threshold: float) -> tuple[float, float] | None:
+def two_sided(
+    ratings: object, like_threshold: float, rating_range: tuple[float, float]
+) -> tuple[float, float] | None:
     """The two values of binary feedback (an impression left unclicked and a click, a
-    thumbs down and up): ``ratings`` that take exactly two, one under
-    ``like_threshold`` and one at or above it; None otherwise."""
+    thumbs down and up): ``ratings`` that take exactly two, the ends of the rating
+    scale, one under ``like_threshold`` and one at or above it; None otherwise. Two
+    values inside a wider scale (only 3s and 5s of 1-5 stars) are ratings that
+    happen to be few, where a 3 still says the user chose the item."""
     values = np.asarray(ratings, dtype=np.float64)
     levels = np.unique(values[np.isfinite(values)])
-    if len(levels) == 2 and levels[0] < like_threshold <= levels[1]:
-        return float(levels[0]), float(levels[1])
+    lo, hi = (float(x) for x in rating_range)
+    if len(levels) == 2 and (levels[0], levels[1]) == (lo, hi) and lo < like_threshold <= hi:
+        return lo, hi
     return None
 
 
-def support_rule_for(ratings: object, like_threshold: float) -> str:
+def support_rule_for(
+    ratings: object, like_threshold: float, rating_range: tuple[float, float]
+) -> str:
     """The implicit objectives' support positives for training ``ratings`` when the
     config leaves them open: "liked" for binary feedback (:func:`two_sided`). There
     the lower value is an answer, not an interaction, and "rated" read it as a click:
     four unclicked science-fiction films made a user's top 8 all science fiction. On
     a scale of more levels a low rating still says the user chose the item (a film
     rated at all was watched), so "rated"."""
-    return "liked" if two_sided(ratings, like_threshold) is not None else "rated"
+    return "liked" if two_sided(ratings, like_threshold, rating_range) is not None else "rated"
 
 
 def inferred_like_threshold(
@@ -289,7 +296,7 @@ class Dataset:
                 "--holdout none, and compare models with benchmark --protocol p2 (P1 and "
                 "evaluate measure predicted ratings)"
             ]
-        binary = two_sided(levels, self.like_threshold)
+        binary = two_sided(levels, self.like_threshold, self.rating_range)
         if binary is not None:
             # 0/1 impressions passed as "ok" without a word on how training reads them
             lo, hi = (f"{x:g}" for x in binary)
@@ -297,7 +304,7 @@ class Dataset:
                 f"ratings take two values, {lo} and {hi} (binary feedback such as "
                 f"impressions and clicks): an implicit objective (--set objective=softmax, "
                 f"bce or bpr) reads a {hi} as liked and a {lo} as not (support_positives = "
-                "liked, which training picks for two values); compare models with "
+                "liked, which training picks for such data); compare models with "
                 "benchmark --protocol p2"
             ]
         rest = levels[1:]

@@ -599,8 +599,9 @@ class Scorer:
     ) -> Params:
         """One user's implicit fold-in: one Newton (IRLS) step of the support's logistic
         loss, first in the user bias (bce only: a pair's two scores share it, so bpr
-        has no bias to fit), then in the taste vector, whose Hessian takes the
-        meta-learned damping and ridge as the rating path's solves do.
+        has no bias to fit), then in the taste vector. The bias step's curvature takes
+        the meta-learned damping and the taste vector's Hessian the meta-learned ridge,
+        as the rating path's two solves do.
 
         Why: the projection starts near zero, so gradient steps on a logistic loss
         barely move the taste vector, and bce and bpr users stayed close to the
