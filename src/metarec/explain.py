@@ -194,21 +194,26 @@ def explain_indices(
         column = rec.items["item_id"]
         ids = {int(i): str(column.iat[i]) for i in [*idx, *(j for j, _ in user.history)]}
     said = history_said or {}
-    if not user.history:
-        prior = zip(idx, _prior_reasons(rec, user, idx, scores), strict=True)
-        return [Explanation(str(ids[i]), said.get(int(i), why)) for i, why in prior]
-    pull = pulls(rec, user.history, idx)
-    order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     rated = {j: r for j, r in user.history}  # the latest rating of an item rated twice
     lo, hi = rec.rating_range  # one level (clicks): no rating to quote
+
+    def you(i: int) -> str:  # what the user did with an item of their own history
+        if i in said:
+            return said[i]
+        return f"You rated it {rated[i]:g}" if hi > lo else ALREADY_CHOSEN
+
+    if not moves_user(rec, user.history):
+        prior = zip(idx, _prior_reasons(rec, user, idx, scores), strict=True)
+        return [
+            Explanation(str(ids[i]), you(int(i)) if int(i) in rated else said.get(int(i), why))
+            for i, why in prior
+        ]
+    pull = pulls(rec, user.history, idx)
+    order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     out = []
     for row, i in enumerate(idx):
-        if int(i) in said:
-            out.append(Explanation(str(ids[i]), said[int(i)]))
-            continue
-        if int(i) in rated:
-            you = f"You rated it {rated[int(i)]:g}" if hi > lo else ALREADY_CHOSEN
-            out.append(Explanation(str(ids[i]), you))
+        if int(i) in said or int(i) in rated:
+            out.append(Explanation(str(ids[i]), you(int(i))))
             continue
         because = []
         for col in order[row]:
@@ -221,6 +226,21 @@ def explain_indices(
             because.append((str(ids[j]), name, float(pull[row, col])))
         out.append(Explanation(str(ids[i]), reason_text(because), because))
     return out
+
+
+def moves_user(rec: ServedModel, history: Sequence[tuple[int, float]]) -> bool:
+    """Whether ``history`` moves the user off the prior at all. A run of an implicit
+    objective that takes only liked items as its support (support_positives "liked",
+    binary feedback) adapts to no rating under the like threshold: a user with nothing
+    but 0s of 0/1 impressions gets the prior's list, which "Fits the pattern of your
+    ratings" explained as theirs."""
+    if not history:
+        return False
+    cfg = rec.cfg
+    if cfg.objective == "rating" or cfg.support_rule() != "liked":
+        return True
+    floor = like_floor(rec)
+    return any(r >= floor for _, r in history)
 
 
 def _prior_reasons(

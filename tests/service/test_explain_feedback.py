@@ -75,6 +75,17 @@ def test_a_model_that_reads_every_rated_item_as_positive_gets_no_dislike() -> No
     assert history_from_events(events, (1.0, 5.0), negatives=False) == {"x": None}
 
 
+def test_what_you_did_quotes_no_rating_on_a_one_value_run() -> None:
+    # clicks read as 1s: "You rated it 1" named a scale the page never shows
+    from metarec.explain import ALREADY_CHOSEN
+    from metarec.service.feedback import what_you_did
+
+    rated = StoredEvent("a", "x", "rating", 1.0, 1.0)
+    assert what_you_did(rated, (1.0, 1.0)) == ALREADY_CHOSEN
+    assert what_you_did(rated, (1.0, 5.0)) == "You rated it 1"
+    assert what_you_did(StoredEvent("b", "x", "click", None, 1.0), (1.0, 1.0)) == "You clicked it"
+
+
 def test_event_rating_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="needs a value"):
         event_rating("rating", None, (1, 5))

@@ -33,6 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from metarec.explain import ALREADY_CHOSEN
+
 EventType = Literal["rating", "click", "skip", "like", "dislike"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
@@ -117,12 +119,15 @@ def ratings_of(
     }
 
 
-def what_you_did(event: StoredEvent) -> str:
+def what_you_did(event: StoredEvent, rating_range: tuple[float, float]) -> str:
     """An item's reason in a user's list when the user already has it in their history:
     what they did, in their words (a click is not "You rated it 4", the rating it
-    stands for in adaptation)."""
+    stands for in adaptation). On a one-value run (clicks read as 1s) a rating quotes
+    no number, as the library's explanations do: "You rated it 1" named a scale the
+    page never shows (its one star is "I chose this")."""
     if event.type == "rating":
-        return f"You rated it {event.value:g}"
+        lo, hi = rating_range
+        return f"You rated it {event.value:g}" if hi > lo else ALREADY_CHOSEN
     return {"click": "You clicked it", "skip": "You skipped it"}.get(
         event.type, f"You {event.type}d it"
     )

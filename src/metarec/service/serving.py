@@ -752,7 +752,9 @@ class ModelHolder:
         latest = latest_events(self.store.events_for(user.user_id))
         history = ratings_of(latest, rec.rating_range, negatives=reads_negatives(rec))
         index = rec.item_index
-        said = {index[i]: what_you_did(ev) for i, ev in latest.items() if i in index}
+        said = {
+            index[i]: what_you_did(ev, rec.rating_range) for i, ev in latest.items() if i in index
+        }
         lo, hi = rec.rating_range
         # items this model does not know (a swapped-in run without them) are left out;
         # ratings are clipped in case the new run's rating range is narrower
