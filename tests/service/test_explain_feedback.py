@@ -86,6 +86,26 @@ def test_what_you_did_quotes_no_rating_on_a_one_value_run() -> None:
     assert what_you_did(StoredEvent("b", "x", "click", None, 1.0), (1.0, 1.0)) == "You clicked it"
 
 
+def test_the_pages_stars_post_only_what_the_model_reads() -> None:
+    # five stars on a 0/1 run of bce posted 0, 0.25 and 0.5: three ways to say "no"
+    from types import SimpleNamespace
+
+    from metarec.config import TrainConfig
+    from metarec.service.feedback import star_values
+
+    def run(scale: tuple[float, float], objective: str, positives: str | None = None) -> object:
+        cfg = TrainConfig(objective=objective, support_positives=positives)
+        return SimpleNamespace(rating_range=scale, cfg=cfg)
+
+    assert star_values(run((1, 5), "rating")) == [1, 2, 3, 4, 5]
+    assert star_values(run((1, 10), "rating")) == [1, 3.25, 5.5, 7.75, 10]
+    assert star_values(run((0, 1), "bce", "liked")) == [0, 1]  # no, yes
+    assert star_values(run((1, 5), "softmax", "rated")) == [5]  # every rated item a positive
+    assert star_values(run((1, 1), "bce")) == [1]  # clicks read as 1s
+    ensemble = SimpleNamespace(rating_range=(0, 1), cfg=None, primary=run((0, 1), "bpr", "liked"))
+    assert star_values(ensemble) == [0, 1]
+
+
 def test_event_rating_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="needs a value"):
         event_rating("rating", None, (1, 5))

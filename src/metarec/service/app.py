@@ -40,7 +40,7 @@ from metarec.service import errors, schemas
 from metarec.service.access import ApiKeyGuard, KeylessHostGuard
 from metarec.service.early_sighup import EARLY_SIGHUP
 from metarec.service.errors import ApiError, cut, error_response
-from metarec.service.feedback import event_rating, reads_negatives
+from metarec.service.feedback import event_rating, reads_negatives, star_values
 from metarec.service.json_body import StrictJsonRoute
 from metarec.service.metrics import Metrics
 from metarec.service.middleware import (
@@ -370,8 +370,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             log.warning("readiness: database unreachable: %s", exc)
             return error_response(503, "not_ready", "database unreachable")
         s = served()
-        lo, hi = s.rec.rating_range  # what the page's stars spread over
-        return JSONResponse({"status": "ready", "model": s.name, "rating_range": [lo, hi]})
+        lo, hi = s.rec.rating_range
+        return JSONResponse(
+            {
+                "status": "ready",
+                "model": s.name,
+                "rating_range": [lo, hi],
+                "stars": star_values(s.rec),  # what the page's stars post
+            }
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     async def prometheus() -> PlainTextResponse:

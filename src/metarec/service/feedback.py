@@ -87,6 +87,22 @@ def reads_negatives(model: object) -> bool:
     return bool(cfg.objective == "rating" or cfg.support_rule() == "liked")
 
 
+def star_values(model: object) -> list[float]:
+    """The ratings a client's stars post, one per star, lowest first: five spread over
+    the scale for a model that reads a rating's value; where it reads less, only the
+    values it tells apart, as five stars on a 0/1 run of bce posted 0, 0.25 and 0.5 as
+    three ways to say "no". A one-value run, or an implicit objective whose support
+    positives are every rated item: one star (I chose this). An implicit objective that
+    takes the liked items only: two, the scale's ends (no, yes)."""
+    lo, hi = model.rating_range  # type: ignore[attr-defined]
+    if hi == lo:
+        return [lo]
+    cfg = getattr(model, "cfg", None) or getattr(getattr(model, "primary", None), "cfg", None)
+    if cfg is not None and cfg.objective != "rating":
+        return [lo, hi] if cfg.support_rule() == "liked" else [hi]
+    return [lo + k * (hi - lo) / 4 for k in range(5)]
+
+
 def latest_events(events: Iterable[StoredEvent]) -> dict[str, StoredEvent]:
     """item_id → the event that stands for the user's view of it: the latest by
     timestamp, then by arrival (``events`` in store order)."""

@@ -193,8 +193,11 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: str
     model: str
-    # the scale a client draws its stars over: [low, high]
+    # the model's rating scale: [low, high]
     rating_range: tuple[float, float]
+    # the rating each of a client's stars posts, lowest first (five over the scale; one
+    # or two where the model reads no more: see metarec.service.feedback.star_values)
+    stars: list[float]
 
 
 class ItemOut(BaseModel):
