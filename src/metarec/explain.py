@@ -239,8 +239,15 @@ def moves_user(rec: ServedModel, history: Sequence[tuple[int, float]]) -> bool:
     cfg = rec.cfg
     if cfg.objective == "rating" or cfg.support_rule() != "liked":
         return True
-    floor = like_floor(rec)
-    return any(r >= floor for _, r in history)
+    return any(r >= support_floor(rec) for _, r in history)
+
+
+def support_floor(rec: ServedModel) -> float:
+    """The rating from which the run's support counts an item as a positive: its
+    training's threshold (an ensemble's primary's), where :func:`like_floor` takes an
+    ensemble's own, which ``metarec ensemble`` leaves at the scale's."""
+    given = rec.cfg.like_threshold
+    return like_threshold_for(rec.rating_range) if given is None else float(given)
 
 
 def _prior_reasons(

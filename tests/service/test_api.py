@@ -42,6 +42,7 @@ def test_operations_endpoints(live_server: str) -> None:
         assert ready.status_code == 200 and ready.json()["model"].startswith("ml100k-small@")
         assert ready.json()["rating_range"] == [1.0, 5.0]
         assert ready.json()["stars"] == [1.0, 2.0, 3.0, 4.0, 5.0]  # what the page's stars post
+        assert ready.json()["like_threshold"] == 4.0
         page = c.get("/")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert c.get("/docs").status_code == 200
@@ -94,7 +95,7 @@ def test_the_openapi_document_lists_what_the_service_answers(live_server: str) -
         # /ready's body, as sent
         ready = doc["components"]["schemas"]["Ready"]
         assert set(ready["required"]) == set(c.get("/ready").json()) == {
-            "status", "model", "rating_range", "stars"
+            "status", "model", "rating_range", "stars", "like_threshold"
         }  # fmt: skip
         # one event object is a body the schema allows, as the server does
         body = paths["/v1/users/{user_id}/events"]["post"]["requestBody"]

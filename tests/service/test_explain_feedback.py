@@ -106,6 +106,24 @@ def test_the_pages_stars_post_only_what_the_model_reads() -> None:
     assert star_values(ensemble) == [0, 1]
 
 
+def test_a_history_moves_a_liked_run_from_the_threshold_its_support_used() -> None:
+    # an ensemble's own like threshold (the scale's 4) said a user who rated 3s on a run
+    # trained with like_threshold=3 had not moved, and explained their list as the prior's
+    from types import SimpleNamespace
+
+    from metarec.config import TrainConfig
+    from metarec.explain import moves_user
+
+    cfg = TrainConfig(objective="bce", support_positives="liked", like_threshold=3.0)
+    ens = SimpleNamespace(cfg=cfg, rating_range=(1.0, 5.0),
+                          ensemble=SimpleNamespace(like_threshold=4.0))  # fmt: skip
+    assert moves_user(ens, [(0, 3.0)]) and not moves_user(ens, [(0, 2.0)])
+    assert not moves_user(ens, [])
+    rated = SimpleNamespace(cfg=TrainConfig(objective="bce", support_positives="rated"),
+                            rating_range=(1.0, 5.0))  # fmt: skip
+    assert moves_user(rated, [(0, 1.0)])  # every rated item a positive
+
+
 def test_event_rating_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="needs a value"):
         event_rating("rating", None, (1, 5))

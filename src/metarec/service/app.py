@@ -36,6 +36,7 @@ from metarec.errors import (
     UnknownItemError,
     UnsupportedError,
 )
+from metarec.explain import support_floor
 from metarec.service import errors, schemas
 from metarec.service.access import ApiKeyGuard, KeylessHostGuard
 from metarec.service.early_sighup import EARLY_SIGHUP
@@ -377,6 +378,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "model": s.name,
                 "rating_range": [lo, hi],
                 "stars": star_values(s.rec),  # what the page's stars post
+                # from which rating the model's support counts an item as liked: where a
+                # page's two stars (no, yes) split a rating that is neither
+                "like_threshold": support_floor(s.rec),
             }
         )
 

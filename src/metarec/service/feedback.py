@@ -33,8 +33,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from metarec.explain import ALREADY_CHOSEN
-
 EventType = Literal["rating", "click", "skip", "like", "dislike"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
@@ -142,6 +140,8 @@ def what_you_did(event: StoredEvent, rating_range: tuple[float, float]) -> str:
     no number, as the library's explanations do: "You rated it 1" named a scale the
     page never shows (its one star is "I chose this")."""
     if event.type == "rating":
+        from metarec.explain import ALREADY_CHOSEN  # here: explain loads torch, a store not
+
         lo, hi = rating_range
         return f"You rated it {event.value:g}" if hi > lo else ALREADY_CHOSEN
     return {"click": "You clicked it", "skip": "You skipped it"}.get(

@@ -198,6 +198,8 @@ class Ready(BaseModel):
     # the rating each of a client's stars posts, lowest first (five over the scale; one
     # or two where the model reads no more: see metarec.service.feedback.star_values)
     stars: list[float]
+    # the rating from which the model counts an item as liked
+    like_threshold: float
 
 
 class ItemOut(BaseModel):
