@@ -284,3 +284,48 @@ def test_show_more_stops_at_the_servers_search_cap(
     expect(page.get_by_role("button", name="Show more")).to_be_hidden()
     expect(page.get_by_role("alert")).to_be_hidden()
     assert not tab.problems, tab.problems
+
+
+def test_a_run_of_binary_feedback_draws_two_stars_that_post_its_ends(
+    tab: Tab,
+    make_server: Callable[..., Any],
+    server_api_key: str,
+    shared_data: Path,
+    tmp_path: Path,
+) -> None:
+    """Five stars on a 0/1 run of bce posted 0, 0.25 and 0.5 as three ways to say no:
+    the page draws what /ready's ``stars`` say, here a no and a yes."""
+    from metarec.config import TrainConfig
+    from metarec.data import load_dataset
+    from metarec.pipeline import encode_catalogue, fit_recommender
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    liked = ds.interactions.assign(rating=(ds.interactions["rating"] >= 4).astype(float))
+    catalogue = encode_catalogue(ds.items, "tfidf", cache_dir=tmp_path / "emb", progress=False)
+    cfg = TrainConfig(objective="bce", epochs=1, max_train_users=60, seed=0, device="cpu")
+    rec, _ = fit_recommender(catalogue, liked, cfg, rating_range=(0.0, 1.0), progress=False)
+    assert rec.cfg.support_positives == "liked"
+    rec.save(tmp_path / "binary")
+    live = make_server(run=tmp_path / "binary", page_api_key=True)
+    page = tab.page
+    page.goto(live.url + "/")
+    for (query, title), answer in zip(RATED[:2], ("Yes", "No"), strict=True):
+        page.get_by_label("Title").fill(query)
+        page.get_by_role("button", name="Search").click()
+        row = page.locator("#results li").filter(has_text=title)
+        expect(row.locator(".stars button")).to_have_count(2)
+        row.get_by_role("button", name=answer).click()
+        expect(page.locator("#mine li").filter(has_text=title)).to_have_count(1)
+    # the answers, drawn back: yes lights both stars, no the first
+    yes = page.locator("#mine li").filter(has_text=RATED[0][1])
+    expect(yes.locator(".stars button.on")).to_have_count(2)
+    no = page.locator("#mine li").filter(has_text=RATED[1][1])
+    expect(no.locator(".stars button.on")).to_have_count(1)
+    user_id = page.locator("#user-id").text_content()  # in the closed settings: no inner text
+    got = httpx.get(
+        f"{live.url}/v1/users/{user_id}", headers={"X-API-Key": server_api_key}, timeout=30
+    )
+    assert got.status_code == 200, got.text
+    ratings = sorted(h["rating"] for h in got.json()["history"] if h["type"] == "rating")
+    assert ratings == [0.0, 1.0]
+    assert not tab.problems, tab.problems
