@@ -124,9 +124,7 @@ def like_floor(rec: ServedModel) -> float:
     the scale's."""
     ensemble = getattr(rec, "ensemble", None)
     given = getattr(ensemble, "like_threshold", None) if ensemble is not None else None
-    if given is None:
-        given = getattr(rec.cfg, "like_threshold", None)
-    return like_threshold_for(rec.rating_range) if given is None else float(given)
+    return support_floor(rec) if given is None else float(given)
 
 
 def pulls(rec: ServedModel, history: Sequence[tuple[int, float]], items: np.ndarray) -> np.ndarray:
@@ -205,7 +203,7 @@ def explain_indices(
     if not moves_user(rec, user.history):
         prior = zip(idx, _prior_reasons(rec, user, idx, scores), strict=True)
         return [
-            Explanation(str(ids[i]), you(int(i)) if int(i) in rated else said.get(int(i), why))
+            Explanation(str(ids[i]), you(int(i)) if int(i) in said or int(i) in rated else why)
             for i, why in prior
         ]
     pull = pulls(rec, user.history, idx)
@@ -246,7 +244,7 @@ def support_floor(rec: ServedModel) -> float:
     """The rating from which the run's support counts an item as a positive: its
     training's threshold (an ensemble's primary's), where :func:`like_floor` takes an
     ensemble's own, which ``metarec ensemble`` leaves at the scale's."""
-    given = rec.cfg.like_threshold
+    given = getattr(rec.cfg, "like_threshold", None)
     return like_threshold_for(rec.rating_range) if given is None else float(given)
 
 

@@ -594,7 +594,7 @@ class Scorer:
         b: torch.Tensor,
         y: torch.Tensor,
         mask: torch.Tensor,
-        uf: torch.Tensor,
+        user_features: torch.Tensor,
         id_keep: torch.Tensor | None,
     ) -> Params:
         """One user's implicit fold-in: one Newton (IRLS) step of the support's logistic
@@ -613,7 +613,7 @@ class Scorer:
         user = self.model.user
         assert user.factor is not None
         params = dict(params)
-        s = self.scores(params, items, h, b, uf, id_keep)
+        s = self.scores(params, items, h, b, user_features, id_keep)
         p = user.factor(h)
         if self.objective == "bpr":
             half = s.shape[-1] // 2

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 EventType = Literal["rating", "click", "skip", "like", "dislike"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
@@ -79,10 +79,16 @@ def reads_negatives(model: object) -> bool:
     """Whether ``model`` (a run, or an ensemble through its primary run) reads a low
     rating as a dislike: a rating objective, or an implicit one whose positives are
     the liked items only."""
-    cfg = getattr(model, "cfg", None) or getattr(getattr(model, "primary", None), "cfg", None)
+    cfg = _run_config(model)
     if cfg is None:
         return True
     return bool(cfg.objective == "rating" or cfg.support_rule() == "liked")
+
+
+def _run_config(model: object) -> Any:
+    """The training config of ``model`` (a run's, or an ensemble's primary run's), or
+    None where it has none."""
+    return getattr(model, "cfg", None) or getattr(getattr(model, "primary", None), "cfg", None)
 
 
 def star_values(model: object) -> list[float]:
@@ -95,7 +101,7 @@ def star_values(model: object) -> list[float]:
     lo, hi = model.rating_range  # type: ignore[attr-defined]
     if hi == lo:
         return [lo]
-    cfg = getattr(model, "cfg", None) or getattr(getattr(model, "primary", None), "cfg", None)
+    cfg = _run_config(model)
     if cfg is not None and cfg.objective != "rating":
         return [lo, hi] if cfg.support_rule() == "liked" else [hi]
     return [lo + k * (hi - lo) / 4 for k in range(5)]
