@@ -72,8 +72,16 @@ class RetrainResult:
         kept = int(self.details.get("run_items_kept", 0))
         clipped = int(self.details.get("feedback_ratings_clipped", 0))
         scale = self.details.get("rating_range")
+        from metarec.evaluation.p1 import MIN_STATE_RATINGS
+
         return (
-            f"held-out users: {self.n_eval_users}; {self.metric} old {self.old_mae:.4f}, "
+            f"held-out users: {self.n_eval_users}"
+            + (
+                f" (none has the {MIN_STATE_RATINGS} ratings a comparison needs)"
+                if not self.n_eval_users
+                else ""
+            )
+            + f"; {self.metric} old {self.old_mae:.4f}, "
             f"new {self.new_mae:.4f} ({self.verdict()}); feedback: {self.n_feedback_ratings} "
             f"ratings from {self.n_feedback_users} users"
             + (f" ({dropped} for items outside the catalogue left out)" if dropped else "")
@@ -468,6 +476,7 @@ def _retrain(
         spec_for_run,
         spec_problem,
     )
+    from metarec.evaluation.p1 import MIN_STATE_RATINGS, MIN_SUPPORT, QUERY_SIZE
     from metarec.pipeline import encode_catalogue, ensure_text, fit_recommender, split_users
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
@@ -538,6 +547,15 @@ def _retrain(
             f"held-out users ({held_rule}): none of the {len(held):,} is in the data, so the "
             "new run could not be judged against the old (an edited heldout.json, or other "
             "data?); force=True writes it unjudged"
+        )
+    most = int(evaluation.groupby("user_id").size().max()) if len(evaluation) else 0
+    if 0 < most < MIN_STATE_RATINGS and not force:
+        # found only after training, as "held-out users: 0 ... not comparable"
+        raise ConfigError(
+            f"held-out users ({held_rule}): none of the {evaluation['user_id'].nunique():,} "
+            f"has the {MIN_STATE_RATINGS} ratings a comparison needs ({MIN_SUPPORT} to "
+            f"adapt on, {QUERY_SIZE} to judge; the most any has is {most}), so the new "
+            "run could not be judged against the old; force=True writes it unjudged"
         )
     rest, validation = split_users(
         inter[~inter["user_id"].isin(held)], VALIDATION_FRACTION, cfg.seed

@@ -738,3 +738,29 @@ def test_data_grown_by_an_item_held_out_users_rated_is_retrained_and_judged(
     assert result.details["items_new_to_the_run"] == 1
     assert np.isfinite(result.old_mae) and np.isfinite(result.new_mae)
     assert "m99" in Recommender.load(tmp_path / "out").item_index
+
+
+def test_held_out_users_too_short_to_judge_are_refused_before_training_with_why(
+    tmp_path: Path,
+) -> None:
+    # eight ratings a user: no held-out user had the 3 + 10 a comparison needs, found
+    # after training as "held-out users: 0 ... (not comparable)" without a reason
+    from metarec.errors import ConfigError
+    from metarec.retrain import retrain
+
+    plays, episodes, _ = _podcast_run(tmp_path, n_users=40, per_user=8)
+    db = f"sqlite:///{tmp_path / 'feedback.db'}"
+    store = FeedbackStore(db)
+    store.create_user("fan", {})
+    store.add_events("fan", [NewEvent("e1", "m1", "rating", 5.0, 1.0)])
+    store.close()
+    spec = {"interactions": str(plays), "items": str(episodes)}
+    with pytest.raises(ConfigError) as caught:
+        retrain(tmp_path / "run", db, tmp_path / "out", spec=spec)
+    message = str(caught.value)
+    assert "has the 13 ratings a comparison needs (3 to adapt on, 10 to judge" in message
+    assert "the most any has is 8" in message and "force=True" in message
+    assert not (tmp_path / "out").exists()
+    result = retrain(tmp_path / "run", db, tmp_path / "out", spec=spec, force=True)
+    assert result.written and result.n_eval_users == 0
+    assert "none has the 13 ratings a comparison needs" in result.summary()

@@ -63,8 +63,9 @@ ALL_STATES = (*STATES, *POOLED)
 IN_SAMPLE = ("warm",)
 POOL_SOURCES = ("item_cold", "both_cold")
 QUERY_SIZE = 10
+MIN_SUPPORT = 3  # a state's user adapts on at least this many ratings
 MELU_NEW_ITEM_YEAR = 1998.0  # MeLU's new items on MovieLens: released in 1998 or later
-MIN_STATE_RATINGS = 13
+MIN_STATE_RATINGS = MIN_SUPPORT + QUERY_SIZE
 
 
 @dataclass
@@ -96,7 +97,7 @@ class P1Split(SplitFile):
         if self.min_ratings < MIN_STATE_RATINGS:
             raise DataError(
                 f"min_ratings {self.min_ratings}: a P1 task needs at least "
-                f"{MIN_STATE_RATINGS} ratings (3 support + {QUERY_SIZE} query)"
+                f"{MIN_STATE_RATINGS} ratings ({MIN_SUPPORT} support + {QUERY_SIZE} query)"
             )
         super().check_rule()
 
@@ -339,7 +340,9 @@ def state_tasks(
 ) -> tuple[list[Task], list[str]]:
     """P1 tasks of one state, and the user id of each task."""
     ur = UserRatings.from_frame(frame, index)
-    tasks = fixed_tasks(ur, query_size=QUERY_SIZE, order="shuffle", seed=seed, min_support=3)
+    tasks = fixed_tasks(
+        ur, query_size=QUERY_SIZE, order="shuffle", seed=seed, min_support=MIN_SUPPORT
+    )
     # read-only: the query ratings are the answers the models are judged against
     return read_only(tasks), [str(ur.user_ids[t.user]) for t in tasks]
 
