@@ -291,6 +291,7 @@ def test_a_run_of_binary_feedback_draws_two_stars_that_post_its_ends(
     make_server: Callable[..., Any],
     server_api_key: str,
     shared_data: Path,
+    service_run: Path,
     tmp_path: Path,
 ) -> None:
     """Five stars on a 0/1 run of bce posted 0, 0.25 and 0.5 as three ways to say no:
@@ -328,4 +329,22 @@ def test_a_run_of_binary_feedback_draws_two_stars_that_post_its_ends(
     assert got.status_code == 200, got.text
     ratings = sorted(h["rating"] for h in got.json()["history"] if h["type"] == "rating")
     assert ratings == [0.0, 1.0]
+    assert not tab.problems, tab.problems
+    # a reload onto a run of five stars: the page kept drawing two (no, yes) until the
+    # person reloaded it; the next recommendations name the new model and the stars follow
+    reloaded = httpx.post(
+        f"{live.url}/v1/admin/reload",
+        json={"run": str(service_run)},
+        headers={"X-API-Key": server_api_key},
+        timeout=60,
+    )
+    assert reloaded.status_code == 200, reloaded.text
+    page.get_by_label("Title").fill(RATED[2][0])
+    page.get_by_role("button", name="Search").click()
+    row = page.locator("#results li").filter(has_text=RATED[2][1])
+    expect(row.locator(".stars button")).to_have_count(2)  # still the run the page read
+    row.get_by_role("button", name="Yes").click()
+    expect(page.locator("#recs li").first).to_be_visible()
+    expect(row.locator(".stars button")).to_have_count(5)
+    expect(page.locator("#mine li").first.locator(".stars button")).to_have_count(5)
     assert not tab.problems, tab.problems
