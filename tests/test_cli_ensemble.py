@@ -91,6 +91,12 @@ def test_ensemble_then_recommend(
     assert main(["report", str(ens)]) == 0
     shown = capsys.readouterr().out
     assert shown.startswith(f"# Ensemble {ens}") and "| 5+ |" in shown and "bias" in shown
+    # with the users each bucket's weights rest on, as `metarec ensemble` printed them
+    saved = json.loads((ens / "ensemble.json").read_text())
+    counts = saved["bucket_users"]
+    assert "| support size | fomaml-run | popularity | bias | users |" in shown
+    first = next(line for line in shown.splitlines() if line.startswith("| 0+ |"))
+    assert first.endswith(f"| {counts[0]} |")
     assert main(["evaluate", str(ens)]) == 2
     assert "an ensemble folder; evaluate scores a single run" in _error_line(
         capsys.readouterr().err
@@ -565,7 +571,11 @@ def test_retrain_of_an_ensemble_says_what_to_do(
     db = f"sqlite:///{tmp_path / 'fb.db'}"
     FeedbackStore(db).close()
     assert main(["retrain", str(ens_dir), "--db", db, "--out", str(tmp_path / "o")]) == 2
-    assert "is an ensemble; retrain its member runs one by one" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    # it used to advise retraining the member runs and blending them, which `metarec
+    # ensemble` refuses: the advice now is what works
+    assert "is an ensemble, which retrain cannot update" in said
+    assert "Retrain one of its runs (metarec retrain RUN) and serve that" in said
 
 
 def test_runs_on_another_scale_or_other_users_are_not_one_ensemble(

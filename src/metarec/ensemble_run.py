@@ -55,9 +55,9 @@ if TYPE_CHECKING:
 # the service's fold-in says the same: `metarec retrain` runs cannot be blended
 # (fit_from_runs refuses them), so retraining the members is not the way
 ENSEMBLE_FOLD_IN = (
-    "fold-in corrects one run's item biases; an ensemble is updated by retraining its "
-    "members: train the runs on data with the new ratings and build the ensemble again "
-    "(`metarec ensemble`)"
+    "fold-in corrects one run's item biases; an ensemble is updated by training its runs "
+    "again on data files that hold the new ratings and building the ensemble again "
+    "(`metarec ensemble`); `metarec retrain` updates a single run from the stored feedback"
 )
 
 
@@ -87,7 +87,7 @@ class EnsembleRecommender(TopK):
     ``popularity``, ``model``, ``cfg``.
 
     Refused (:class:`UnsupportedError`): :meth:`fold_in_items` (one run's item
-    biases; an ensemble is updated by retraining its members) and adapting with
+    biases; an ensemble is updated by training its runs again on data files) and adapting with
     ``steps`` (each member adapts with its own). Per-member state (``learner``,
     ``item_offsets``, ``encoder_config``) is each run's: :meth:`metarec_members`.
     A user state works only with the ensemble object that adapted it.
@@ -719,19 +719,22 @@ def _quiet(line: str) -> None:
     """``log=None``: the progress lines go nowhere."""
 
 
+def bucket_users_shown(ens: Ensemble) -> list[str] | None:
+    """How many validation users chose each bucket's weights, as the tables print it:
+    "-" where a bucket took the row above's (the first row has none above: 0, an even
+    split no user chose); None for weights that were not learned."""
+    counts = ens.bucket_users
+    if counts is None:
+        return None
+    return [("-" if c == 0 and b > 0 else str(c)) for b, c in enumerate(counts)]
+
+
 def format_weights(ens: Ensemble) -> str:
     """The weight table as text: one row per support-size bucket."""
     table = ens.weight_table()
     names = list(ens.members)
     width = max(8, *(len(n) for n in names))
-    counts = ens.bucket_users
-    # how many validation users chose each row: "-" where it took the row above's (the
-    # first row has none above: 0, an even split no user chose)
-    users = (
-        [("-" if c == 0 and b > 0 else str(c)) for b, c in enumerate(counts)]
-        if counts is not None
-        else None
-    )
+    users = bucket_users_shown(ens)
     lines = [
         f"{'support':<8}"
         + "".join(f"{n:>{width + 2}}" for n in names)

@@ -489,8 +489,11 @@ def _retrain(
 
     if is_ensemble_dir(run):  # "not a metarec run (no recommender.json)" said nothing of it
         raise ConfigError(
-            f"{run}: is an ensemble; retrain its member runs one by one (metarec retrain "
-            "RUN for each) and build the ensemble again from them (metarec ensemble)"
+            f"{run}: is an ensemble, which retrain cannot update: `metarec ensemble` fits "
+            "its peers and weights from data files, and a retrained run trains on the "
+            "store's feedback, which no data file holds (so it refuses retrained runs). "
+            "Retrain one of its runs (metarec retrain RUN) and serve that, or add the new "
+            "ratings to the data files, train the runs again and build the ensemble again"
         )
     old = Recommender.load(run)
     cfg = old.cfg.with_overrides(list(overrides))

@@ -408,19 +408,26 @@ def _is_benchmark_record(record: object) -> bool:
 def _print_ensemble(path: Path) -> None:
     """An ensemble folder's members and learned weights as Markdown (it is loaded, so
     a damaged folder is refused as every command refuses it)."""
-    from metarec.ensemble_run import EnsembleRecommender, load_run
+    from metarec.ensemble_run import EnsembleRecommender, bucket_users_shown, load_run
 
     rec = load_run(path, device="cpu")
     assert isinstance(rec, EnsembleRecommender)
     ens = rec.ensemble
     names = list(ens.members)
+    users = bucket_users_shown(ens)
     print(f"# Ensemble {path}\n")
     print(f"Mode: {ens.mode}; members: {', '.join(names)}; items: {rec.n_items}\n")
-    print("Weights by support size (ratings the user has, from each bucket's floor):\n")
-    print("| support size | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 1) + "|")
-    for floor, row in zip(ens.buckets, ens.weights, strict=True):
-        print(f"| {floor}+ | " + " | ".join(f"{w:.2f}" for w in row) + " |")
+    print("Weights by support size (ratings the user has, from each bucket's floor)")
+    if users is not None:
+        print("and the validation users each bucket's weights were learned on:\n")
+    else:
+        print("(not learned):\n")
+    extra = [] if users is None else ["users"]
+    print("| support size | " + " | ".join([*names, *extra]) + " |")
+    print("|---" * (len(names) + len(extra) + 1) + "|")
+    for b, (floor, row) in enumerate(zip(ens.buckets, ens.weights, strict=True)):
+        cells = [f"{w:.2f}" for w in row] + ([] if users is None else [users[b]])
+        print(f"| {floor}+ | " + " | ".join(cells) + " |")
 
 
 def _print_run(path: Path, meta: dict[str, Any]) -> None:
