@@ -381,6 +381,8 @@ class TrainConfig:
             raise ConfigError(f"{path}: config file not found") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: not a JSON config ({exc})") from None
+        except RecursionError:  # [[[[...]]]] past the parser's depth
+            raise ConfigError(f"{path}: not a JSON config (nested too deeply)") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected an object of options, got {data!r:.40}")
         # another of a run's files, picked in the folder by mistake: its keys were each

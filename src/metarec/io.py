@@ -121,6 +121,8 @@ def load_json(path: str | Path) -> Any:
         raise ModelError(f"{path}: not valid JSON ({exc.msg}: {where})") from None
     except UnicodeDecodeError:
         raise ModelError(f"{path}: not UTF-8 text, so not JSON metarec wrote") from None
+    except RecursionError:  # [[[[...]]]] past the parser's depth: a traceback, exit 1
+        raise ModelError(f"{path}: nested too deeply, so not JSON metarec wrote") from None
 
 
 @contextmanager

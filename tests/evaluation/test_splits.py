@@ -194,6 +194,13 @@ def test_p1_split_takes_a_year_as_any_whole_number(ds: Dataset) -> None:
 def test_a_missing_split_file_names_the_file(ds, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no p2-ml-100k-fold4-split\.json in"):
         load_split("p2", ds, tmp_path, fold=4, n_folds=5)
+    # the file itself given for the folder: "no p2-ml-100k-split.json in p2-ml-100k-split.json"
+    from metarec.evaluation.splits import read_stem
+
+    path = tmp_path / split_file_name("p2", ds.name, None)
+    make_p2_split(ds, seed=0).save(path)
+    with pytest.raises(ConfigError, match=rf"--splits: {path} is a file; give the folder"):
+        read_stem("p2", ds.name, 0, path, 1)
 
 
 @pytest.mark.parametrize(
@@ -292,12 +299,21 @@ def test_fold_files_that_are_no_cross_validation_together_are_refused(ds, tmp_pa
     one = json.loads((tmp_path / split_file_name("p2", ds.name, 0)).read_text())
     two = json.loads((tmp_path / split_file_name("p2", ds.name, 1)).read_text())
     first, *rest = two["test_users"]
+    counts = ds.interactions["user_id"].astype(str).value_counts()
+    looser = sorted(counts[(counts >= 20) & (counts < 25)].index)  # drawn at 20, not 25
     for edited, needle in [
         # each file sound alone; together fold 0's users tested twice, fold 1's never
         (one | {"fold": 1}, "test_users of fold 1 and of fold 0 share user"),
-        (two | {"test_users": two["test_users"][:3]}, "fold 1 splits"),
+        # most of fold 1's test users taken out: every file holds all its rule draws
+        (
+            two | {"test_users": two["test_users"][:3]},
+            "users of ml-100k that its rule draws are in none",
+        ),
         # the same users drawn by a looser rule in one fold: the report states one rule
-        (two | {"min_ratings": 20}, "fold 1 draws users with at least 20 ratings"),
+        (
+            two | {"min_ratings": 20, "train_users": [*two["train_users"], *looser]},
+            "fold 1 draws users with at least 20 ratings",
+        ),
         # one test user moved to training: the same users, none tested twice, but no fold
         # tests that user, whom cross-validation would then never score
         (
@@ -601,3 +617,103 @@ def test_splits_are_read_under_the_runs_seed_else_seed_0s(tmp_path: Path) -> Non
     (tmp_path / "p2-x-seed1-fold1-split.json").write_text("{}")  # one of the seed's: its set
     assert read_stem("p2", "x", 1, tmp_path, 2) == "x-seed1"
     assert read_stem("p2", "x", 0, tmp_path, 2) == "x"
+
+
+@pytest.mark.parametrize("protocol", ["p1", "p2"])
+def test_a_split_without_users_its_rule_draws_is_refused(
+    ds: Dataset, tmp_path: Path, protocol: str
+) -> None:
+    """A split that left out users its rule draws (the hard ones, say) passed every
+    check, and its run was reported as the protocol's; a fold file so edited passed as
+    one of a cross-validation."""
+    from metarec.evaluation.p1 import P1Split
+    from metarec.evaluation.p2 import P2Split
+
+    make = make_p1_split if protocol == "p1" else make_p2_split
+    cls = P1Split if protocol == "p1" else P2Split
+    held = "new_users" if protocol == "p1" else "test_users"
+    for fold, n_folds in ((None, None), (2, 3)):
+        path = tmp_path / split_file_name(protocol, ds.name, fold)
+        make(ds, seed=0, fold=fold, n_folds=n_folds).save(path)
+        raw = json.loads(path.read_text())
+        gone = raw[held].pop()
+        path.write_text(json.dumps(raw))
+        with pytest.raises(
+            DataError,
+            match=rf"1 users of ml-100k that its rule draws are in none .*first: {gone!r}",
+        ):
+            cls.load(path, ds)
+
+
+def test_a_split_read_on_other_ratings_says_so_and_shuffled_rows_do_not(
+    ds: Dataset, tmp_path: Path
+) -> None:
+    """One rating deleted or an item renamed keeps every user's place in the split, and
+    the run gave other figures without a word; the same rows in another order give the
+    same split and figures, so they are the same data."""
+    from dataclasses import replace
+
+    from metarec.evaluation.p2 import P2Split
+
+    path = tmp_path / "split.json"
+    make_p2_split(ds, seed=0).save(path)
+    split = P2Split.load(path, ds)
+    inter = ds.interactions
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        P2Split.load(path, replace(ds, interactions=inter.sample(frac=1.0, random_state=3)))
+    user = split.test_users[0]
+    first = inter.index[inter["user_id"].astype(str) == user][0]
+    for edited, needle in [
+        (inter.drop(index=first), "100,000 ratings then, 99,999 now"),
+        (inter.assign(rating=inter["rating"].where(inter.index != first, 0.5)),
+         r"as many ratings \(100,000\), not the same ones"),
+    ]:  # fmt: skip
+        with pytest.warns(UserWarning, match=needle) as caught:
+            P2Split.load(path, replace(ds, interactions=edited))
+        assert str(path) in str(caught[0].message)
+    # files written before the digest was recorded load as they did, and hash as before
+    raw = json.loads(path.read_text())
+    del raw["data_digest"]
+    path.write_text(json.dumps(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        old = P2Split.load(path, replace(ds, interactions=inter.drop(index=first)))
+    fields = {k: v for k, v in raw.items() if k != "protocol" and k != "min_ratings"}
+    assert old.digest() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "rule, keep, needle",
+    [
+        ("hello world", 1.0, "rule 'hello world': expected 'released in YEAR or later'"),
+        ("random 20% of items", 0.5, r"lists 168 of ml-100k's 1,682 \(10.0%\)"),
+    ],
+)
+def test_a_p1_rule_the_new_items_do_not_follow_is_refused(
+    ds: Dataset, tmp_path: Path, rule: str, keep: float, needle: str
+) -> None:
+    # printed as the new items' definition in the report ("new items: hello world")
+    from metarec.evaluation.p1 import P1Split
+
+    path = tmp_path / "split.json"
+    make_p1_split(ds, seed=0).save(path)
+    raw = json.loads(path.read_text())
+    assert raw["rule"] == "random 20% of items"
+    raw["rule"] = rule
+    raw["new_items"] = raw["new_items"][: round(len(raw["new_items"]) * keep)]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=needle):
+        P1Split.load(path, ds)
+
+
+def test_json_nested_past_the_parsers_depth_is_refused_by_name(tmp_path: Path) -> None:
+    # a RecursionError's traceback, exit 1, for a split file (or any of metarec's JSON)
+    from metarec.errors import MetarecError
+    from metarec.evaluation.p2 import P2Split
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(MetarecError, match="nested too deeply") as info:
+        P2Split.load(path, None)  # type: ignore[arg-type]
+    assert str(path) in str(info.value)

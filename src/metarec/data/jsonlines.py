@@ -67,6 +67,8 @@ def read_json_lines(data: bytes, path: str | Path) -> pd.DataFrame:
             ) from None
         except ValueError as exc:  # a repeated key
             raise DataError(str(exc), path=path, row=n) from None
+        except RecursionError:  # [[[[...]]]] past the parser's depth
+            raise DataError("not JSON this reads (nested too deeply)", path=path, row=n) from None
         if not isinstance(value, dict):
             raise DataError(
                 f"expected one JSON object a line, got {type(value).__name__} {line.strip()!r:.40}",

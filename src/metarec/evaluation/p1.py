@@ -50,7 +50,7 @@ from metarec.data.schema import Dataset
 from metarec.data.tasks import Task, UserRatings, fixed_tasks, read_only
 from metarec.errors import ConfigError, DataError, InputError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
-from metarec.evaluation.splits import SplitFile, check_folds, has_protocol_rule
+from metarec.evaluation.splits import SplitFile, check_folds, data_digest, has_protocol_rule
 from metarec.models.base import TaskPredictor, check_seed, check_whole
 from metarec.models.item_evidence import ItemEvidence, fitted_residuals
 from metarec.values import is_number
@@ -85,6 +85,7 @@ class P1Split(SplitFile):
     n_folds: int | None = None
     min_ratings: int = 13  # every user has min_ratings to max_ratings ratings (MeLU's rule)
     max_ratings: int = 100
+    data_digest: str | None = None  # the ratings it was drawn from (splits.data_digest)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -104,6 +105,25 @@ class P1Split(SplitFile):
     def check_groups(self, dataset: Dataset, path: str | Path, *, check_rule: bool = True) -> None:
         super().check_groups(dataset, path, check_rule=check_rule)
         year = re.fullmatch(r"released in (-?[0-9]+(?:\.[0-9]+)?) or later", self.rule)
+        share = re.fullmatch(r"random ([0-9]+(?:\.[0-9]+)?)% of items", self.rule)
+        if check_rule and self.rule and year is None and share is None:
+            # printed as the new items' definition, whatever it says ("hello world")
+            raise DataError(
+                f"rule {self.rule!r:.60}: expected 'released in YEAR or later' or "
+                "'random N% of items', as make_p1_split writes it",
+                path=path,
+            )
+        if check_rule and share is not None:
+            n_items = len(dataset.items)
+            drawn = len(self.new_items) / max(n_items, 1)
+            # the rule prints the fraction to a whole percent (12.5 % reads "12%")
+            if abs(drawn - float(share[1]) / 100) > 0.005 + 1 / max(n_items, 1):
+                raise DataError(
+                    f"its rule says the new items are a {self.rule}, but it lists "
+                    f"{len(self.new_items):,} of {dataset.name}'s {n_items:,} ({drawn:.1%}): "
+                    "edited, or drawn from other data?",
+                    path=path,
+                )
         if check_rule and year is not None:
             # the report prints the rule as the new items' definition: an edited rule
             # over other new items (random ones) would be printed as if it held
@@ -265,6 +285,7 @@ def make_p1_split(
         n_folds,
         min_ratings,
         max_ratings,
+        data_digest(inter),
     )
     split.frames = _frames(inter, split)
     return split

@@ -40,7 +40,7 @@ from metarec.data.tasks import (
 )
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.metrics import coverage, ranking_table, summarise
-from metarec.evaluation.splits import SplitFile, check_folds
+from metarec.evaluation.splits import SplitFile, check_folds, data_digest
 from metarec.models.base import ScoringModel, check_seed, check_whole
 from metarec.values import is_whole
 
@@ -62,6 +62,7 @@ class P2Split(SplitFile):
     fold: int | None = None
     n_folds: int | None = None
     min_ratings: int = 25  # every user has at least this many ratings
+    data_digest: str | None = None  # the ratings it was drawn from (splits.data_digest)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -121,6 +122,7 @@ def make_p2_split(
         fold,
         n_folds,
         min_ratings,
+        data_digest(dataset.interactions),
     )
     split.frames = _frames(dataset.interactions, split)
     return split

@@ -1,6 +1,6 @@
 """Protocol P4's split: held-out users, their arms, and each user's support and later ratings.
 
-Held-out users; per user, ratings sorted by time (ties by position; a
+Held-out users; per user, ratings sorted by time (ties by item id; a
 data set without timestamps falls back to a seeded shuffle); the *support*
 is the first K ratings (what the policy may adapt on), *later* is the rest.
 Users are randomised (seeded) 50/50 into arms A and B; the split is saved as

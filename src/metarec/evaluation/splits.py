@@ -16,11 +16,13 @@ import dataclasses
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from metarec.data.schema import Dataset
@@ -44,6 +46,9 @@ class SplitFile:
     # those files did (see digest). Never edit, even when the defaults change.
     rule_before_recorded: ClassVar[dict[str, int]]
     frames: dict[str, pd.DataFrame]
+    # fields added after files were written without them: left out of :meth:`digest`
+    # while unset (None), so that such files still match the runs that recorded them
+    later_fields: ClassVar[tuple[str, ...]] = ("data_digest",)
 
     def rebuild_frames(self, interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
         raise NotImplementedError
@@ -58,6 +63,7 @@ class SplitFile:
             name: value
             for name, value in self._fields().items()
             if self.rule_before_recorded.get(name, object()) != value
+            and not (name in self.later_fields and value is None)
         }
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
@@ -108,8 +114,34 @@ class SplitFile:
             raise DataError(str(exc), path=path) from None
         split.check_fits(dataset, path)
         split.check_groups(dataset, path, check_rule=check_rule)
+        if check_rule:  # readers of its held-out users only take grown data by design
+            split.check_data(dataset, path)
         split.frames = split.rebuild_frames(dataset.interactions)
         return split
+
+    def check_data(self, dataset: Dataset, path: str | Path) -> None:
+        """Warn where the ratings differ from those the split was drawn from (its
+        ``data_digest``; files written before 2026-12-06 hold none). Its users may all
+        still fit (a rating deleted, an item renamed), and the run then gives other
+        figures than the one that wrote the split, without a word."""
+        recorded = getattr(self, "data_digest", None)
+        if recorded is None:
+            return
+        now = data_digest(dataset.interactions)
+        if now != recorded:
+            then_n, now_n = recorded.split(":")[0], now.split(":")[0]
+            counts = (
+                f"{int(then_n):,} ratings then, {int(now_n):,} now"
+                if then_n != now_n and then_n.isdigit()
+                else f"as many ratings ({int(now_n):,}), not the same ones"
+            )
+            warnings.warn(
+                f"{path}: drawn from other ratings than {dataset.name}'s here ({counts}); "
+                "its users fit them, but the figures will not repeat those of the run "
+                "that wrote it",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def rating_bounds(self) -> tuple[int, int | None]:
         """The fewest and most ratings (None: no limit) a user of the split has."""
@@ -159,6 +191,23 @@ class SplitFile:
                     "data the split was drawn from?",
                     path=path,
                 )
+        if check_rule:
+            # the other direction: a split holds every user its rule draws, so one with
+            # users taken out (the hard ones) is not reported as the protocol's run
+            drawn = (
+                counts[(counts >= low) & (counts <= high)]
+                if high is not None
+                else (counts[counts >= low])
+            )
+            left = sorted(set(drawn.index) - set().union(*groups.values()))
+            if left:
+                raise DataError(
+                    f"{len(left):,} users of {dataset.name} that its rule draws are in none "
+                    f"of its groups (first: {left[0]!r} with {int(counts[left[0]])} "
+                    f"ratings; it draws users with {_rule_words(self)}), and a split holds "
+                    "every user its rule draws: edited, or drawn from other data?",
+                    path=path,
+                )
         for (a, ia), (b, ib) in combinations(groups.items(), 2):
             both = sorted(ia & ib)
             if both:
@@ -176,6 +225,22 @@ class SplitFile:
         name = getattr(self, "dataset", None)
         if name is not None and name != dataset.name:
             raise DataError(f"a split of {name!r}, not of {dataset.name!r}", path=path)
+
+
+def data_digest(interactions: pd.DataFrame) -> str:
+    """The ratings a split is drawn from, as ``"rows:hash"``: each row's user, item,
+    rating and time, hashed in any order (the same rows shuffled give the same split
+    and the same figures), with ids as text so that ``1`` and ``"1"`` agree."""
+    columns = {
+        c: interactions[c].astype(str)
+        if c in ("user_id", "item_id")
+        else pd.to_numeric(interactions[c], errors="coerce").astype("float64")
+        for c in ("user_id", "item_id", "rating", "timestamp")
+        if c in interactions.columns
+    }
+    rows = pd.util.hash_pandas_object(pd.DataFrame(columns), index=False).to_numpy()
+    blob = np.ascontiguousarray(np.sort(rows)).tobytes()
+    return f"{len(interactions)}:{hashlib.blake2b(blob, digest_size=8).hexdigest()}"
 
 
 def _rule_words(split: SplitFile) -> str:
@@ -217,6 +282,10 @@ def _field_value(f: dataclasses.Field[Any], raw: dict[str, Any]) -> Any:
         return value
     if f.type == "str":
         return str(value)
+    if f.type == "str | None":
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{f.name} must be text or null, got {type(value).__name__}")
+        return value
     if f.type == "int | None":
         if value is not None and not is_whole(value):
             raise TypeError(f"{f.name} must be a whole number or null, got {value!r}")
@@ -236,6 +305,7 @@ def read_stem(protocol: str, dataset: str, seed: int, folder: str | Path, folds:
     """The stem of the split files ``--splits`` reads from ``folder``: the run's seed's
     where the folder holds them, else the data set's own (seed 0's), so that one split
     can be read back under other model seeds."""
+    _check_folder(folder)
     seeded = split_stem(dataset, seed)
     fold_ids: list[int | None] = [None] if folds == 1 else list(range(folds))
 
@@ -251,6 +321,16 @@ def read_stem(protocol: str, dataset: str, seed: int, folder: str | Path, folds:
     return seeded if holds(seeded) else dataset
 
 
+def _check_folder(folder: str | Path) -> None:
+    """``--splits`` names a folder: a split file given there was told "no
+    p2-ml-100k-split.json in p2-ml-100k-split.json"."""
+    if Path(folder).is_file():
+        raise ConfigError(
+            f"--splits: {folder} is a file; give the folder a benchmark wrote its split "
+            f"files to ({Path(folder).parent or '.'}, if it is one of them)"
+        )
+
+
 def split_file_name(protocol: str, dataset: str, fold: int | None) -> str:
     """``dataset``: the data set's :func:`split_stem`."""
     return f"{protocol}-{dataset}" + (f"-fold{fold}" if fold is not None else "") + "-split.json"
@@ -258,6 +338,7 @@ def split_file_name(protocol: str, dataset: str, fold: int | None) -> str:
 
 def split_path(protocol: str, dataset: str, folder: str | Path, fold: int | None) -> Path:
     """Where a benchmark wrote that fold's split in ``folder``; a missing file is refused."""
+    _check_folder(folder)
     path = Path(folder) / split_file_name(protocol, dataset, fold)
     if not path.is_file():
         raise ConfigError(
