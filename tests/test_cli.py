@@ -1132,6 +1132,28 @@ def test_a_final_save_that_fails_leaves_no_run_files_and_says_the_checkpoint_is_
     assert not (out / "config.json").exists() and not (out / "trained-users.json").exists()
 
 
+def test_an_interrupt_once_the_model_is_saved_keeps_the_runs_records(
+    files: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C while the folder synced after recommender.json was renamed into place: the
+    # run loaded, and its config.json and trained-users.json (split.json) were deleted
+    import metarec.run_folder
+    from metarec.recommender import Recommender
+
+    real = metarec.run_folder.write_run
+
+    def then_interrupted(rec: Recommender, out: Path) -> Path:
+        real(rec, out)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metarec.run_folder, "write_run", then_interrupted)
+    out = tmp_path / "run"
+    proc = cli("train", *_small_ratings(files), "--holdout", "none", "--out", str(out))
+    assert proc.returncode == 130, proc.stderr
+    assert (out / "recommender.json").is_file()
+    assert (out / "config.json").is_file() and (out / "trained-users.json").is_file()
+
+
 def test_report_of_a_run_with_a_damaged_metrics_file_prints_nothing_but_the_error(
     files: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:

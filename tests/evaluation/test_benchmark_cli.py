@@ -86,7 +86,15 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     # to a looser one the same users meet, is the report's to state (the protocol's is not)
     assert "user_rule" not in record
     split_file = tmp_path / "p2-ml-100k-split.json"
-    split_file.write_text(json.dumps(json.loads(split_file.read_text()) | {"min_ratings": 20}))
+    from metarec.data import load_dataset
+
+    counts = load_dataset("ml-100k", shared_data).interactions["user_id"].value_counts()
+    looser = [str(u) for u in counts[(counts >= 20) & (counts < 25)].index]  # it draws them too
+    edited = json.loads(split_file.read_text())
+    # (as validation users: popularity, fitted on the training users, is then unchanged)
+    looser += edited["validation_users"]
+    edited |= {"min_ratings": 20, "comment": "mine", "validation_users": sorted(looser)}
+    split_file.write_text(json.dumps(edited))
     again = tmp_path / "again"
     proc = run_cli(
         "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data", str(shared_data),
@@ -94,6 +102,8 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
         "--splits", str(tmp_path), "--out", str(again), "--quiet", "--no-plots", *TINY, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # said once, not again when the fold read the file it had checked
+    assert proc.stderr.count("key(s) 'comment' not read") == 1, proc.stderr[-2000:]
     # a seed but 0 is in the names: into one folder, seed 1's split file replaced seed
     # 0's beside seed 0's report
     rerun = json.loads((again / "p2-ml-100k-seed1.json").read_text())

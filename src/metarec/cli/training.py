@@ -283,6 +283,11 @@ def train_run(
                 save_trained_users(out, seen)
             write_run(rec, out)  # under this command's lock, beside the records it wrote
         except BaseException as exc:
+            if (out / "recommender.json").is_file():
+                # written last (write_run removes an old one first): the model is whole,
+                # and a Ctrl-C while its folder synced took its records away with it
+                # (evaluate then said "train with --holdout p1" of a run that had)
+                raise
             # a full disk at the end: the checkpoint stays to resume from, the files
             # written for the model go with it
             for path in written:

@@ -353,9 +353,14 @@ def _fold_run(
         user_rule,
     )
 
-    split = _split(
-        protocol, ds, seed=seed, fold=fold, n_folds=n_folds, splits=splits, stem=splits_stem
-    )
+    with warnings.catch_warnings():
+        # read once before any fold (run_benchmark's check of them all), which said
+        # what there was to say of it: an unknown key, other ratings
+        if splits is not None:
+            warnings.simplefilter("ignore", UserWarning)
+        split = _split(
+            protocol, ds, seed=seed, fold=fold, n_folds=n_folds, splits=splits, stem=splits_stem
+        )
     if splits is not None and split.digest() != split_digest:
         # the run's kept progress is keyed on the split it began with (_run_key)
         raise DataError(
