@@ -9,6 +9,7 @@ tests that build it are marked slow.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -562,20 +563,62 @@ def test_an_ensemble_offers_a_runs_python_api(ens_dir: Path, tmp_path: Path) -> 
         rec.save(None)  # type: ignore[arg-type]
 
 
-def test_retrain_of_an_ensemble_says_what_to_do(
-    ens_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.slow
+def test_retrain_of_an_ensemble_refits_it_on_the_feedback_and_judges_it(
+    ens_dir: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # "not a metarec run (no recommender.json)" said nothing of ensembles
-    from metarec.service.store import FeedbackStore
+    """The feedback loop of a served ensemble: retrain told users to retrain each member
+    run and blend them again, which `metarec ensemble` refuses (a retrained run trained
+    on feedback no data file holds). It retrains the ensemble as a whole: every member
+    and the weights, on the data plus the store's feedback, judged on the P1 split's new
+    users, which no member trained or weighed on."""
+    from metarec.ensemble_run import EnsembleRecommender, load_run
+    from metarec.service.store import FeedbackStore, NewEvent
 
     db = f"sqlite:///{tmp_path / 'fb.db'}"
-    FeedbackStore(db).close()
-    assert main(["retrain", str(ens_dir), "--db", db, "--out", str(tmp_path / "o")]) == 2
-    said = capsys.readouterr().err
-    # it used to advise retraining the member runs and blending them, which `metarec
-    # ensemble` refuses: the advice now is what works
-    assert "is an ensemble, which retrain cannot update" in said
-    assert "Retrain one of its runs (metarec retrain RUN) and serve that" in said
+    store = FeedbackStore(db)
+    store.create_user("fan", {}, [NewEvent(f"e{i}", item, "rating", 5.0, 1.0)
+                                  for i, item in enumerate(("1", "50", "100"))])  # fmt: skip
+    store.close()
+    out = tmp_path / "ens2"
+    argv = ["retrain", str(ens_dir), "--db", db, "--out", str(out), "--force", "--quiet"]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    # a ranking blend's scores are no ratings: judged by 1 - nDCG@3, not MAE
+    assert re.search(r"held-out users: [1-9]\d*; 1 - nDCG@3 old 0\.\d+, new 0\.\d+", said)
+    assert "feedback: 3 ratings from 1 users" in said
+    new = load_run(out)
+    old = load_run(ens_dir)
+    assert isinstance(new, EnsembleRecommender) and isinstance(old, EnsembleRecommender)
+    assert list(new.ensemble.members) == list(old.ensemble.members)
+    assert new.ensemble.bucket_users is not None  # weights learned again
+    split = json.loads((run / "split.json").read_text())
+    held = json.loads((out / "heldout.json").read_text())
+    assert held == {"rule": "the P1 split's new users", "users": sorted(split["new_users"])}
+    trained = set(json.loads((out / "trained-users.json").read_text())["users"])
+    assert "feedback:fan" in trained and not trained & set(split["new_users"])
+    record = json.loads((out / "retrain.json").read_text())
+    assert record["retrained_from"] == str(ens_dir) and record["metric"] == "1 - nDCG@3"
+    assert set(record["best_epochs"]) == {"fomaml-run"}
+    # its metarec member trained again (the old one's weights are not the new one's)
+    old_w = old.primary.learner.state_dict()
+    new_w = new.primary.learner.state_dict()
+    assert any(not torch.equal(old_w[k], new_w[k]) for k in old_w)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert "best epochs fomaml-run" in capsys.readouterr().out
+
+    # the next round is judged on the same users; abtest knows whom it trained on
+    again = tmp_path / "ens3"
+    assert main(["retrain", str(out), "--db", db, "--out", str(again), "--force", "--quiet"]) == 0
+    assert json.loads((again / "heldout.json").read_text()) == held
+    capsys.readouterr()
+    assert main(["abtest", str(ens_dir), str(out), "--users", str(run / "split.json")]) == 0
+    assert main(["abtest", str(ens_dir), str(out), "--users", "heldout:0.1"]) == 0
+    # without its heldout.json it is not judged on a fresh draw
+    (out / "heldout.json").unlink()
+    assert main(["retrain", str(out), "--db", db, "--out", str(tmp_path / "x")]) == 2
+    assert "heldout.json: missing; a retrained ensemble is judged" in capsys.readouterr().err
 
 
 def test_runs_on_another_scale_or_other_users_are_not_one_ensemble(
@@ -597,6 +640,8 @@ def test_runs_on_another_scale_or_other_users_are_not_one_ensemble(
     other = tmp_path / "other"
     shutil.copytree(run, other)
     split = json.loads((other / "split.json").read_text())
+    # five of its training users held out instead: a whole split, of other users
+    split["new_users"] = sorted([*split["new_users"], *split["train_users"][-5:]])
     split["train_users"] = split["train_users"][:-5]
     (other / "split.json").write_text(json.dumps(split))
     with pytest.raises(ConfigError, match="was trained on other users than"):

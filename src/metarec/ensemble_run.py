@@ -52,12 +52,10 @@ from metarec.trained_users import recorded_training_users
 if TYPE_CHECKING:
     from metarec.data.schema import Dataset
 
-# the service's fold-in says the same: `metarec retrain` runs cannot be blended
-# (fit_from_runs refuses them), so retraining the members is not the way
+# the service's fold-in says the same
 ENSEMBLE_FOLD_IN = (
-    "fold-in corrects one run's item biases; an ensemble is updated by training its runs "
-    "again on data files that hold the new ratings and building the ensemble again "
-    "(`metarec ensemble`); `metarec retrain` updates a single run from the stored feedback"
+    "fold-in corrects one run's item biases; an ensemble learns from the stored feedback "
+    "by `metarec retrain ENSEMBLE`, which fits every member and the weights again"
 )
 
 
@@ -87,7 +85,7 @@ class EnsembleRecommender(TopK):
     ``popularity``, ``model``, ``cfg``.
 
     Refused (:class:`UnsupportedError`): :meth:`fold_in_items` (one run's item
-    biases; an ensemble is updated by training its runs again on data files) and adapting with
+    biases; an ensemble learns from feedback by ``metarec retrain``) and adapting with
     ``steps`` (each member adapts with its own). Per-member state (``learner``,
     ``item_offsets``, ``encoder_config``) is each run's: :meth:`metarec_members`.
     A user state works only with the ensemble object that adapted it.
@@ -487,7 +485,8 @@ def run_split(run: Path, rec: Recommender, ds: Any) -> tuple[pd.DataFrame, pd.Da
     if holdout == "retrain":
         raise ConfigError(
             f"{run}: a retrained run learned from logged feedback that is not in the data; "
-            "build ensembles from runs of `metarec train`"
+            "build ensembles from runs of `metarec train` (an ensemble learns from the "
+            "feedback by `metarec retrain ENSEMBLE`)"
         )
     if holdout == "p1" or (run / "split.json").exists():
         from metarec.evaluation.p1 import P1Split

@@ -286,6 +286,22 @@ def with_runs_encoder(
 HELD_OUT_FILE = "heldout.json"
 
 
+def read_held_out(folder: Path) -> tuple[set[str], str]:
+    """The users a retrain held out, as its ``heldout.json`` in ``folder`` lists them,
+    and the rule that chose them."""
+    from metarec.io import load_json, reading
+
+    raw = load_json(folder / HELD_OUT_FILE)
+    with reading(folder / HELD_OUT_FILE, "retrain held-out users file"):
+        missing = [k for k in ("users", "rule") if not isinstance(raw, dict) or k not in raw]
+        if missing:  # [] said "list indices must be integers or slices, not str"
+            raise TypeError(f"expected an object with users and rule; {missing[0]} missing")
+        users, rule = raw["users"], str(raw["rule"])
+        if not isinstance(users, list):
+            raise TypeError(f"users must be a list of ids, got {type(users).__name__}")
+    return set(map(str, users)), rule
+
+
 def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str]:
     """The users the old run neither fitted nor early-stopped with, and how they were
     chosen: its retrain's held-out users, its P1 split's new users, or the validation
@@ -309,17 +325,7 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
         )
     if (run / HELD_OUT_FILE).exists():
         # a retrained run: the users its own retrain held out (and trained without)
-        from metarec.io import load_json, reading
-
-        raw = load_json(run / HELD_OUT_FILE)
-        with reading(run / HELD_OUT_FILE, "retrain held-out users file"):
-            missing = [k for k in ("users", "rule") if not isinstance(raw, dict) or k not in raw]
-            if missing:  # [] said "list indices must be integers or slices, not str"
-                raise TypeError(f"expected an object with users and rule; {missing[0]} missing")
-            users, rule = raw["users"], str(raw["rule"])
-            if not isinstance(users, list):
-                raise TypeError(f"users must be a list of ids, got {type(users).__name__}")
-        return set(map(str, users)), rule
+        return read_held_out(run)
     if (run / "split.json").exists():
         from metarec.evaluation.p1 import P1Split
 
@@ -341,7 +347,7 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
 CATALOGUE_METRIC = f"1 - nDCG@{CATALOGUE_K} over the catalogue"
 
 
-def gate_metric(rec: Recommender, ratings: np.ndarray | None = None) -> str:
+def gate_metric(rec: Any, ratings: np.ndarray | None = None) -> str:
     """The loss the release rule compares: MAE where scores are ratings; otherwise
     1 - nDCG@3 of each held-out user's query items ranked by score (gain 2^r - 1),
     as the MAE of a bce or softmax score against ratings would measure nothing.
@@ -355,10 +361,12 @@ def gate_metric(rec: Recommender, ratings: np.ndarray | None = None) -> str:
     low, high = rec.rating_range
     if low == high or (ratings is not None and len(np.unique(ratings)) == 1):
         return CATALOGUE_METRIC
-    return "MAE" if rec.cfg.objective == "rating" else "1 - nDCG@3"
+    blend = getattr(rec, "ensemble", None)  # a ranking blend's scores are no ratings
+    rates = blend.mode == "rating" if blend is not None else rec.cfg.objective == "rating"
+    return "MAE" if rates else "1 - nDCG@3"
 
 
-def _catalogue_loss(rec: Recommender, tasks: list[Task], rows: Any) -> float:
+def _catalogue_loss(rec: Any, tasks: list[Task], rows: Any) -> float:
     """1 - mean binary nDCG@10 of the query items among the catalogue, scored in
     batches: one [users, items] matrix at a time stays small for large catalogues."""
     from metarec.evaluation.metrics import ranking_table
@@ -378,7 +386,7 @@ def _catalogue_loss(rec: Recommender, tasks: list[Task], rows: Any) -> float:
     return float(1.0 - np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def _add_missing_items(old: Recommender, catalogue: Catalogue) -> int:
+def _add_missing_items(old: Any, catalogue: Catalogue) -> int:
     """Give the old run the catalogue's items it lacks, scored from their text as the
     service scores an item added to it, so that both runs are judged on the same
     held-out ratings: data grown by an item a held-out user rated (the loop's normal
@@ -393,7 +401,7 @@ def _add_missing_items(old: Recommender, catalogue: Catalogue) -> int:
 
 
 def _gate_loss(
-    rec: Recommender, frame: pd.DataFrame, users: pd.DataFrame | None, seed: int, metric: str
+    rec: Any, frame: pd.DataFrame, users: pd.DataFrame | None, seed: int, metric: str
 ) -> tuple[float, int]:
     """``metric`` (:func:`gate_metric` of the old run, so both runs are judged alike)
     over the held-out users in ``frame``, and how many there were."""
@@ -456,56 +464,40 @@ def retrain(
         )  # fmt: skip
 
 
-def _retrain(
+@dataclass
+class RetrainInputs:
+    """What a retrain trains and judges on, read from the run's data and the store."""
+
+    ds: Any
+    spec: dict[str, Any]
+    data_items: pd.DataFrame  # the data's items (item_id, title, text)
+    run_only: pd.DataFrame  # the run's items beyond the data's, added after training
+    items: pd.DataFrame  # the catalogue: the data's, the run's and the store's items
+    feedback: pd.DataFrame  # the store's ratings, on the data's levels
+    dropped: int  # feedback ratings of items outside the catalogue
+    users: pd.DataFrame | None  # the data's users and the feedback users' features
+
+    @property
+    def added(self) -> list[str]:
+        """The run's and the service's additions, which its data does not list."""
+        return sorted(set(self.items["item_id"]) - set(self.data_items["item_id"]))
+
+
+def read_inputs(
     run: Path,
-    db_url: str,
-    out: Path,
-    *,
+    old: Any,
     spec: dict[str, Any] | None,
-    overrides: Sequence[str],
-    tolerance: float,
+    db_url: str,
     force: bool,
-    progress: bool,
-    cache_dir: str | Path | None,
-    t0: float,
-) -> RetrainResult:
-    from metarec.data.spec import (
-        ADDED_ITEMS,
-        added_items,
-        load_from_spec,
-        spec_for_run,
-        spec_problem,
-    )
-    from metarec.evaluation.p1 import MIN_STATE_RATINGS, MIN_SUPPORT, QUERY_SIZE
-    from metarec.pipeline import encode_catalogue, ensure_text, fit_recommender, split_users
+) -> RetrainInputs:
+    """The data ``old`` (a run, or an ensemble) was trained on, read as it recorded it
+    (``spec`` wins), and the store's items and feedback; refuses a store with no
+    feedback unless ``force``."""
+    from metarec.data.spec import added_items, load_from_spec, spec_for_run
+    from metarec.pipeline import ensure_text
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
 
-    problem = None if spec is None else spec_problem(spec)
-    if problem is not None:
-        # the new run records it: one it could not read back would be saved unloadable
-        raise ConfigError(f"spec: {problem}")
-    from metarec.models.persist import is_ensemble_dir
-
-    if is_ensemble_dir(run):  # "not a metarec run (no recommender.json)" said nothing of it
-        raise ConfigError(
-            f"{run}: is an ensemble, which retrain cannot update: `metarec ensemble` fits "
-            "its peers and weights from data files, and a retrained run trains on the "
-            "store's feedback, which no data file holds (so it refuses retrained runs). "
-            "Retrain one of its runs (metarec retrain RUN) and serve that, or add the new "
-            "ratings to the data files, train the runs again and build the ensemble again"
-        )
-    old = Recommender.load(run)
-    cfg = old.cfg.with_overrides(list(overrides))
-    cfg = with_runs_encoder(cfg, old.cfg.encoder, old.encoder_config)
-    if cfg.objective != old.cfg.objective:
-        # the gate compares old and new on one measure (MAE of ratings, or 1 - nDCG@3 of
-        # a ranking): a bce model's scores judged by their MAE as ratings read 3.9 "worse"
-        raise ConfigError(
-            f"objective: retrain keeps the run's objective ({old.cfg.objective!r}), got "
-            f"{cfg.objective!r}, as the new run is judged against the old on one measure; "
-            "train a new run to change it"
-        )
     spec = spec_for_run(spec, old.metadata.get("data_spec"), str(run))
     if not spec.get("rating_range"):
         # read on the run's scale, as the new run trains on it: a 9 among 1-5 stars was
@@ -527,7 +519,6 @@ def _retrain(
         fb_features = store.all_user_features()
     finally:
         store.close()
-
     if feedback.empty and not force:
         # the "new" model would differ from the old only by the users it sampled
         raise ConfigError(
@@ -536,8 +527,15 @@ def _retrain(
             + "); force=True retrains anyway"
         )
     feedback = on_levels(feedback, ds.interactions["rating"].to_numpy())
-    held, held_rule = _held_out_users(run, ds, old)
-    inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
+    users = _users_frame(ds.users, fb_features)
+    return RetrainInputs(ds, spec, data_items, run_only, items, feedback, dropped, users)
+
+
+def judged_rows(inter: pd.DataFrame, held: set[str], held_rule: str, force: bool) -> pd.DataFrame:
+    """The held-out users' ratings, which old and new are judged on; refused, before
+    any training and unless ``force``, where they cannot judge."""
+    from metarec.evaluation.p1 import MIN_STATE_RATINGS, MIN_SUPPORT, QUERY_SIZE
+
     evaluation = inter[inter["user_id"].isin(held)]
     if not held and not force:
         raise ConfigError(
@@ -560,41 +558,122 @@ def _retrain(
             f"adapt on, {QUERY_SIZE} to judge; the most any has is {most}), so the new "
             "run could not be judged against the old; force=True writes it unjudged"
         )
-    rest, validation = split_users(
-        inter[~inter["user_id"].isin(held)], VALIDATION_FRACTION, cfg.seed
-    )
-    if cfg.max_train_users is not None:
-        # subsample here so that every feedback user stays in training
+    return evaluation
+
+
+def training_rows(
+    inter: pd.DataFrame,
+    held: set[str],
+    feedback: pd.DataFrame,
+    seed: int,
+    cap: int | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows: the data's users but the held-out and validation ones, and every
+    feedback rating; validation rows: a seeded share of the data's other users). Where
+    ``cap`` (max_train_users) limits the users, the data's users are subsampled here,
+    so that every feedback user stays in training."""
+    from metarec.pipeline import split_users
+
+    rest, validation = split_users(inter[~inter["user_id"].isin(held)], VALIDATION_FRACTION, seed)
+    if cap is not None:
         n_feedback = int(feedback["user_id"].nunique())
-        if n_feedback >= cfg.max_train_users:
+        if n_feedback >= cap:
             # else the data set's users all went, and fit_recommender's own subsample
             # then dropped feedback users too, while trained-users.json listed them
             raise ConfigError(
-                f"max_train_users {cfg.max_train_users:,} leaves no room for the data "
+                f"max_train_users {cap:,} leaves no room for the data "
                 f"set's users: the store holds {n_feedback:,} feedback users, who all train; "
                 f"raise it (--set max_train_users=N, more than {n_feedback:,}) or lift it "
                 "(--set max_train_users=none)"
             )
         users_rest = np.sort(rest["user_id"].unique())
-        n_keep = cfg.max_train_users - n_feedback
+        n_keep = cap - n_feedback
         if len(users_rest) > n_keep:
-            keep = np.random.default_rng(cfg.seed).choice(users_rest, n_keep, replace=False)
+            keep = np.random.default_rng(seed).choice(users_rest, n_keep, replace=False)
             rest = rest[rest["user_id"].isin(set(keep))]
     train = pd.concat(
         [rest, feedback[rest.columns.intersection(feedback.columns)]], ignore_index=True
     )
-    users = _users_frame(ds.users, fb_features)
+    return train, validation
 
-    encoder = old.encoder(changed_ok=True)
-    if old.encoder_changed is not None:
+
+def encoded_catalogue(
+    old: Any, items: pd.DataFrame, cache_dir: str | Path | None, progress: bool
+) -> Catalogue:
+    """``items`` encoded by ``old``'s encoder as it is now (warned of where it changed
+    since the run), and the items ``old`` lacks added to it (see _add_missing_items)."""
+    from metarec.pipeline import encode_catalogue
+
+    run = getattr(old, "primary", old)  # an ensemble's encoder is its primary run's
+    encoder = run.encoder(changed_ok=True)
+    changed = run.encoder_changed
+    if changed is not None:
         # every item is encoded anew below, so the new run is of one model throughout
         warnings.warn(
-            f"encoder: {old.encoder_changed}; the new run encodes its whole catalogue with "
+            f"encoder: {changed}; the new run encodes its whole catalogue with "
             "the model as it is now",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    catalogue = encode_catalogue(items, encoder, cache_dir=cache_dir, progress=progress)
+    return encode_catalogue(items, encoder, cache_dir=cache_dir, progress=progress)
+
+
+def retrained_config(
+    old_cfg: TrainConfig, overrides: Sequence[str], encoder: dict[str, Any]
+) -> TrainConfig:
+    """The run's config with the retrain's overrides, which may change neither its
+    encoder nor its objective."""
+    cfg = old_cfg.with_overrides(list(overrides))
+    cfg = with_runs_encoder(cfg, old_cfg.encoder, encoder)
+    if cfg.objective != old_cfg.objective:
+        # the gate compares old and new on one measure (MAE of ratings, or 1 - nDCG@3 of
+        # a ranking): a bce model's scores judged by their MAE as ratings read 3.9 "worse"
+        raise ConfigError(
+            f"objective: retrain keeps the run's objective ({old_cfg.objective!r}), got "
+            f"{cfg.objective!r}, as the new run is judged against the old on one measure; "
+            "train a new run to change it"
+        )
+    return cfg
+
+
+def _retrain(
+    run: Path,
+    db_url: str,
+    out: Path,
+    *,
+    spec: dict[str, Any] | None,
+    overrides: Sequence[str],
+    tolerance: float,
+    force: bool,
+    progress: bool,
+    cache_dir: str | Path | None,
+    t0: float,
+) -> RetrainResult:
+    from metarec.data.spec import ADDED_ITEMS, spec_problem
+    from metarec.models.persist import is_ensemble_dir
+    from metarec.pipeline import fit_recommender
+
+    problem = None if spec is None else spec_problem(spec)
+    if problem is not None:
+        # the new run records it: one it could not read back would be saved unloadable
+        raise ConfigError(f"spec: {problem}")
+    if is_ensemble_dir(run):
+        from metarec.retrain_ensemble import retrain_ensemble
+
+        return retrain_ensemble(
+            run, db_url, out, spec=spec, overrides=overrides, tolerance=tolerance,
+            force=force, progress=progress, cache_dir=cache_dir, t0=t0,
+        )  # fmt: skip
+    old = Recommender.load(run)
+    cfg = retrained_config(old.cfg, overrides, old.encoder_config)
+    got = read_inputs(run, old, spec, db_url, force)
+    ds, feedback = got.ds, got.feedback
+    held, held_rule = _held_out_users(run, ds, old)
+    inter = ds.interactions.assign(user_id=ds.interactions["user_id"].astype(str))
+    evaluation = judged_rows(inter, held, held_rule, force)
+    train, validation = training_rows(inter, held, feedback, cfg.seed, cfg.max_train_users)
+    users = got.users
+    catalogue = encoded_catalogue(old, got.items, cache_dir, progress)
     grown = _add_missing_items(old, catalogue)
     new, history = fit_recommender(
         catalogue,
@@ -606,12 +685,11 @@ def _retrain(
         progress=progress,
         metadata={
             "dataset": ds.name,
-            "data_spec": spec,
+            "data_spec": got.spec,
             "holdout": "retrain",
             "retrained_from": str(run),
             "feedback_ratings": len(feedback),
-            # the run's and the service's additions, which its data does not list
-            ADDED_ITEMS: sorted(set(items["item_id"]) - set(data_items["item_id"])),
+            ADDED_ITEMS: got.added,
         },
     )
     metric = gate_metric(old, evaluation["rating"].to_numpy())
@@ -630,8 +708,8 @@ def _retrain(
         metric=metric,
         details={
             "held_out": held_rule,
-            "feedback_items_dropped": dropped,
-            "run_items_kept": len(run_only),
+            "feedback_items_dropped": got.dropped,
+            "run_items_kept": len(got.run_only),
             "items_new_to_the_run": grown,
             "feedback_ratings_clipped": int(feedback.attrs.get("clipped", 0)),
             "rating_range": list(old.rating_range),
@@ -644,21 +722,28 @@ def _retrain(
         # staged and moved into place whole: a run stopped part way (before heldout.json,
         # say) would load, and the next round of the loop would judge it on other users
         with staged_folder(out) as folder:
-            # what keeps `abtest` from testing the new model on users it learned from
-            # (the held-out users are not among them)
-            trained = {*train["user_id"].astype(str), *validation["user_id"].astype(str)}
-            record = (held_rule, held)
-            if not held:
-                # the old run held out no one (it trained on every user); the new one
-                # did, its early-stopping users, as a --holdout none run is judged on:
-                # the old reason, kept, refused every later retrain of it
-                record = (
-                    f"its early-stopping users (a seeded {VALIDATION_FRACTION:.0%}), as the "
-                    "run it was retrained from held out none",
-                    set(validation["user_id"].astype(str)),
-                )
+            trained, record = users_record(train, validation, held, held_rule)
             _write_new_run(folder, new, cfg, result, run, record, trained)
     return result
+
+
+def users_record(
+    train: pd.DataFrame, validation: pd.DataFrame, held: set[str], held_rule: str
+) -> tuple[set[str], tuple[str, Collection[str]]]:
+    """(the users the new model trained and early-stopped on, what keeps `abtest` from
+    testing it on them; the held-out users and their rule, for heldout.json)."""
+    trained = {*train["user_id"].astype(str), *validation["user_id"].astype(str)}
+    record: tuple[str, Collection[str]] = (held_rule, held)
+    if not held:
+        # the old run held out no one (it trained on every user); the new one did, its
+        # early-stopping users, as a --holdout none run is judged on: the old reason,
+        # kept, refused every later retrain of it
+        record = (
+            f"its early-stopping users (a seeded {VALIDATION_FRACTION:.0%}), as the "
+            "run it was retrained from held out none",
+            set(validation["user_id"].astype(str)),
+        )
+    return trained, record
 
 
 def _write_new_run(

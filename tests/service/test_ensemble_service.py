@@ -81,8 +81,8 @@ def test_items_added_to_a_served_ensemble(
         # fold-in corrects one run's item biases; an ensemble says so instead of half-doing it
         folded = c.post("/v1/admin/fold-in")
         assert folded.status_code == 422 and folded.json()["error"]["code"] == "unsupported"
-        # `metarec retrain` runs cannot be blended, so that is not the advice
-        assert "build the ensemble again" in folded.json()["error"]["message"]
+        # the feedback loop of an ensemble is its retrain as a whole
+        assert "by `metarec retrain ENSEMBLE`" in folded.json()["error"]["message"]
         recs = c.get("/v1/users/e2/recommendations", params={"candidates": "ens-new"}).json()
     assert [it["item_id"] for it in recs["items"]] == ["ens-new"]
 

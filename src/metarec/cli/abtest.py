@@ -450,6 +450,10 @@ def ensemble_trained_users(
             "(split.json or trained-users.json)"
         )
 
+    # a retrained ensemble trained its members itself, and lists their users
+    recorded = recorded_training_users(folder)
+    if recorded is not None:
+        return recorded[0]
     runs = rec.metadata.get("runs")
     members = [
         (name, m.recommender)

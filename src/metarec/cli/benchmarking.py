@@ -428,6 +428,11 @@ def _print_ensemble(path: Path) -> None:
     for b, (floor, row) in enumerate(zip(ens.buckets, ens.weights, strict=True)):
         cells = [f"{w:.2f}" for w in row] + ([] if users is None else [users[b]])
         print(f"| {floor}+ | " + " | ".join(cells) + " |")
+    if (path / "retrain.json").exists():  # a retrained ensemble: its verdict, as a run's
+        from metarec.io import load_json, reading
+
+        with reading(path / "retrain.json", "metarec retrain's retrain.json"):
+            _print_retrain(load_json(path / "retrain.json"))
 
 
 def _print_run(path: Path, meta: dict[str, Any]) -> None:
@@ -468,11 +473,17 @@ def _print_retrain(record: dict[str, Any]) -> None:
 
     verdict = "accepted" if record["accepted"] else "refused, written with --force"
     tolerance = float(record.get("tolerance", 0.0))
+    epochs = record.get("best_epochs")  # a retrained ensemble's, one per metarec member
+    best = (
+        "best epochs " + ", ".join(f"{name} {epoch}" for name, epoch in epochs.items())
+        if isinstance(epochs, dict)
+        else f"best epoch {record.get('best_epoch', '?')}"
+    )
     # built whole before it is printed: a damaged file prints no half of it
     text = (
         f"\n## Retrained from {record['retrained_from']}\n\n"
         f"Feedback: {int(record['feedback_ratings']):,} ratings from "
-        f"{int(record['feedback_users']):,} users; best epoch {record.get('best_epoch', '?')}.\n"
+        f"{int(record['feedback_users']):,} users; {best}.\n"
         # runs retrained before the metric was recorded (2026-12-02) were judged on MAE
         f"{record.get('metric', 'MAE')} on {int(record['n_eval_users']):,} held-out users "
         f"({record.get('held_out', '?')}): old {loss('old_mae')}, new {loss('new_mae')} "

@@ -85,17 +85,20 @@ def register(sub: Any) -> None:
     rt = sub.add_parser(
         "retrain", help="meta-train on the data plus logged feedback; keep it only if not worse"
     )
-    rt.add_argument("run", type=path_arg, help="the run being served")
+    rt.add_argument(
+        "run", type=path_arg, help="the run or ensemble being served (an ensemble: every member)"
+    )
     rt.add_argument("--db", type=store_url, required=True, help="feedback store URL (as for serve)")
     rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
     add_data_args(rt, recorded=True)
     rt.add_argument("--root", type=path_arg, help="same as --data")
-    add_set_arg(rt, "override the run's config")
+    add_set_arg(rt, "override the run's config (an ensemble's: each metarec member's)")
     rt.add_argument(
         "--tolerance",
         type=float,
         default=0.0,
-        help="held-out MAE (1 - nDCG@3 for implicit objectives, 1 - nDCG@10 over the "
+        help="held-out MAE (1 - nDCG@3 for implicit objectives and ranking ensembles, "
+        "1 - nDCG@10 over the "
         "catalogue on one-level data such as clicks) the new model may lose and "
         "still be written (negative: the "
         "gain it must show; default 0)",

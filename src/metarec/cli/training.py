@@ -86,8 +86,9 @@ def register(sub: Any) -> None:
         "--rate",
         action="append",
         metavar="ITEM=RATING",
-        help="an item id or exact title and its rating (repeatable; a bare ITEM on a run "
-        "of clicks read as one value)",
+        help="an item id or title and its rating (repeatable; a title in any case, its "
+        "year left out where one item has it; a bare ITEM on a run of clicks read as "
+        "one value)",
     )
     r.add_argument(
         "--feature",

@@ -1,0 +1,238 @@
+"""``metarec retrain`` of an ensemble: the feedback loop where the served model is a blend.
+
+A single run's retrain (:mod:`metarec.retrain`) trains one model again on the data plus
+the store's feedback and judges it against the old on held-out users. An ensemble is
+retrained the same way as a whole: every member, metarec runs and peers alike, is fitted
+afresh (each metarec member with its own config, the peers with their own options) on
+the same training rows, data and feedback, and the weights are learned again on the
+same validation users, none of whom any member trained on. The new ensemble is judged
+against the old on the held-out users, and written only if it is not worse.
+
+Why not retrain each member run and blend them (``metarec ensemble``)? A retrained run
+trained partly on the store's feedback, which no data file holds, so the blend could not
+rebuild the rows its peers and weights need; here they are at hand.
+
+The held-out users: the users ``heldout.json`` lists for an ensemble retrained before;
+else those of the ensemble's first run (its P1 new users, read from the run folder's
+``split.json``, which must still be the split that run was trained with; or, for a run
+trained with ``--holdout none``, its early-stopping users, on whom the old ensemble's
+weights were also learned, which favours it, as for a single run).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metarec.errors import ConfigError, ModelError
+from metarec.models.base import ScoringModel, TrainingData
+from metarec.models.meta_model import MetaModel
+from metarec.models.persist import staged_folder
+from metarec.retrain import (
+    HELD_OUT_FILE,
+    RetrainResult,
+    _add_missing_items,
+    _gate_loss,
+    encoded_catalogue,
+    gate_metric,
+    judged_rows,
+    not_worse,
+    read_held_out,
+    read_inputs,
+    retrained_config,
+    training_rows,
+    users_record,
+)
+
+
+def retrain_ensemble(
+    run: Path,
+    db_url: str,
+    out: Path,
+    *,
+    spec: dict[str, Any] | None,
+    overrides: Sequence[str],
+    tolerance: float,
+    force: bool,
+    progress: bool,
+    cache_dir: str | Path | None,
+    t0: float,
+) -> RetrainResult:
+    """:func:`metarec.retrain.retrain` of the ensemble folder ``run`` (called from it,
+    under its lock on ``out``)."""
+    from metarec.data.spec import ADDED_ITEMS
+    from metarec.ensemble_run import EnsembleRecommender
+    from metarec.models.ensemble import Ensemble
+
+    old = EnsembleRecommender.load(run)
+    ens = old.ensemble
+    configs = {
+        name: retrained_config(m.recommender.cfg, overrides, m.recommender.encoder_config)
+        for name, m in ens.members.items()
+        if isinstance(m, MetaModel) and m.recommender is not None
+    }
+    got = read_inputs(run, old, spec, db_url, force)
+    held, held_rule = _held_out_users(run, got.ds, old)
+    inter = got.ds.interactions.assign(user_id=got.ds.interactions["user_id"].astype(str))
+    evaluation = judged_rows(inter, held, held_rule, force)
+    # one set of rows for every member, so that the weights are learned on validation
+    # users none of them trained on: capped at the smallest max_train_users among them
+    caps = [c.max_train_users for c in configs.values() if c.max_train_users is not None]
+    train, validation = training_rows(
+        inter, held, got.feedback, ens.seed, min(caps) if caps else None
+    )
+    catalogue = encoded_catalogue(old, got.items, cache_dir, progress)
+    grown = _add_missing_items(old, catalogue)
+    members: dict[str, ScoringModel] = {
+        name: MetaModel(configs[name], name=name, progress=progress)
+        if name in configs
+        else _unfitted(name, m, ens.seed)
+        for name, m in ens.members.items()
+    }
+    new_ens = Ensemble(
+        members,
+        mode=ens.mode,
+        buckets=ens.buckets,
+        name=ens.name,
+        seed=ens.seed,
+        fit_members=True,
+        grid_step=ens.grid_step,
+        samples=ens.samples,
+        query_size=ens.query_size,
+        k=ens.k,
+        learn_weights=ens.learn_weights,
+        like_threshold=getattr(ens, "like_given", None),
+        min_bucket_users=ens.min_bucket_users,
+    )
+    new_ens.fit(TrainingData(train, catalogue, got.users, validation, old.rating_range, ens.seed))
+    new_ens.metadata = {
+        "runs": [],  # its members are its own, trained here: no run folder holds them
+        "peers": [n for n in members if n not in configs],
+        "dataset": got.ds.name,
+        "data_spec": got.spec,
+        "holdout": "retrain",
+        "retrained_from": str(run),
+        "feedback_ratings": len(got.feedback),
+        ADDED_ITEMS: got.added,
+    }
+    new = EnsembleRecommender(new_ens)
+    metric = gate_metric(old, evaluation["rating"].to_numpy())
+    old_loss, n_eval = _gate_loss(old, evaluation, got.users, ens.seed, metric)
+    new_loss, _ = _gate_loss(new, evaluation, got.users, ens.seed, metric)
+    accepted = not_worse(old_loss, new_loss, tolerance)
+    epochs = {
+        name: int(getattr(m.history, "best_epoch", 0))
+        for name, m in members.items()
+        if isinstance(m, MetaModel) and getattr(m, "history", None) is not None
+    }
+    result = RetrainResult(
+        old_loss,
+        new_loss,
+        n_eval,
+        int(got.feedback["user_id"].nunique()),
+        len(got.feedback),
+        accepted,
+        written=accepted or force,
+        out=out,
+        metric=metric,
+        details={
+            "held_out": held_rule,
+            "feedback_items_dropped": got.dropped,
+            "run_items_kept": len(got.run_only),
+            "items_new_to_the_run": grown,
+            "feedback_ratings_clipped": int(got.feedback.attrs.get("clipped", 0)),
+            "rating_range": list(old.rating_range),
+            # the smallest: a member that learned nothing is what the CLI warns of
+            "best_epoch": min(epochs.values()) if epochs else None,
+            "best_epochs": epochs,
+            "tolerance": tolerance,
+        },
+    )
+    result.seconds = time.perf_counter() - t0
+    if result.written:
+        from metarec.io import jsonable, save_json
+        from metarec.trained_users import save_trained_users
+
+        trained, (rule, users) = users_record(train, validation, held, held_rule)
+        # staged and moved into place whole, as a run's retrain is: an ensemble without
+        # its heldout.json would be judged on other users at the next round
+        with staged_folder(out) as folder:
+            new_ens.save(folder)
+            save_trained_users(folder, trained)
+            save_json(folder / HELD_OUT_FILE, {"rule": rule, "users": sorted(users)})
+            save_json(
+                folder / "retrain.json",
+                jsonable(
+                    {
+                        "retrained_from": str(run),
+                        "metric": result.metric,
+                        "old_mae": result.old_mae,
+                        "new_mae": result.new_mae,
+                        "n_eval_users": result.n_eval_users,
+                        "accepted": result.accepted,
+                        "forced": not result.accepted,
+                        "feedback_users": result.n_feedback_users,
+                        "feedback_ratings": result.n_feedback_ratings,
+                        **result.details,
+                    }
+                ),
+            )
+    return result
+
+
+def _unfitted(name: str, model: ScoringModel, seed: int) -> ScoringModel:
+    """A fresh, unfitted peer of ``model``'s kind and options (as the ensemble saved it)."""
+    from metarec.models.persist import RANKERS, _peer_state, make_ranker
+    from metarec.peers import make_peer
+
+    kind, options, _, _ = _peer_state(name, model)
+    if kind in RANKERS:
+        return make_ranker(kind, **options)
+    return make_peer(kind, seed=seed, **options)
+
+
+def _held_out_users(run: Path, ds: Any, old: Any) -> tuple[set[str], str]:
+    """The users neither the old ensemble nor the new one trains or weighs on (see the
+    module notes), and how they were chosen."""
+    from metarec.evaluation.p1 import P1Split
+    from metarec.pipeline import recorded_validation_split
+
+    if (run / HELD_OUT_FILE).exists():
+        return read_held_out(run)
+    if old.metadata.get("holdout") == "retrain":
+        raise ModelError(
+            f"{run / HELD_OUT_FILE}: missing; a retrained ensemble is judged on the users "
+            "its retrain held out, which that file lists (restore it)"
+        )
+    primary = old.primary
+    runs = old.metadata.get("runs")
+    first = Path(str(runs[0])) if isinstance(runs, list) and runs else None
+    digest = primary.metadata.get("split_digest")
+    if digest is not None or primary.metadata.get("holdout") == "p1":
+        # its P1 new users: the ensemble's weights were learned on the split's
+        # validation users, its members trained on its training users
+        split_file = None if first is None else first / "split.json"
+        if split_file is None or not split_file.is_file():
+            raise ConfigError(
+                f"{run}: its first run was trained on a P1 split, and the ensemble is judged "
+                f"on that split's new users; {split_file or 'the run folder'} is not there "
+                "(the ensemble records the runs it was built from in ensemble.json)"
+            )
+        split = P1Split.load(split_file, ds, check_rule=False)
+        if digest is not None and digest != split.digest():
+            raise ConfigError(
+                f"{split_file}: no longer the split the ensemble's first run was trained "
+                "with (the run trained again, or the file edited)"
+            )
+        return set(map(str, split.new_users)), "the P1 split's new users"
+    try:
+        _, held = recorded_validation_split(ds.interactions, primary.metadata, primary.cfg.seed)
+    except ModelError as exc:
+        raise ModelError(f"{run}: its first run: {exc}") from None
+    if held.empty:
+        return set(), "none: the ensemble's runs were trained on every user"
+    return set(map(str, held["user_id"].unique())), (
+        "its runs' early-stopping users, on whom its weights were learned"
+    )
