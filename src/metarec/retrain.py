@@ -18,6 +18,9 @@
    (P1-style tasks: 10 query ratings per user, the rest support);
 5. writes NEW_RUN only when the new model is not worse (``new <= old +
    tolerance``), unless forced.
+
+An ensemble folder as RUN is retrained as a whole by :mod:`metarec.retrain_ensemble`,
+with the steps here that read the data and the store, choose the rows and judge.
 """
 
 from __future__ import annotations
