@@ -615,10 +615,49 @@ def test_retrain_of_an_ensemble_refits_it_on_the_feedback_and_judges_it(
     capsys.readouterr()
     assert main(["abtest", str(ens_dir), str(out), "--users", str(run / "split.json")]) == 0
     assert main(["abtest", str(ens_dir), str(out), "--users", "heldout:0.1"]) == 0
+    # its members record their retrain: blended alone, or retrained alone, each refused
+    member = out / "members" / "0"
+    assert json.loads((member / "recommender.json").read_text())["metadata"]["holdout"] == (
+        "retrain"
+    )
+    assert main(["ensemble", str(member), "--out", str(tmp_path / "e")]) == 2
+    assert "a retrained run learned from logged feedback" in capsys.readouterr().err
     # without its heldout.json it is not judged on a fresh draw
     (out / "heldout.json").unlink()
     assert main(["retrain", str(out), "--db", db, "--out", str(tmp_path / "x")]) == 2
     assert "heldout.json: missing; a retrained ensemble is judged" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_retrain_of_an_ensemble_keeps_its_members_seeds_and_peers_options(
+    run: Path, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --set seed=N trained every member with it (a seed bag became one model), and the
+    # episodic peer was rebuilt with seed 0 where the ensemble's was 3
+    from metarec.ensemble_run import EnsembleRecommender, fit_from_runs, load_run
+    from metarec.service.store import FeedbackStore, NewEvent
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    twin = tmp_path / "runs" / "twin"
+    shutil.copytree(run, twin)
+    ens = fit_from_runs([run, twin], ds, peers=["episodic"], seed=3, log=lambda _: None)
+    ens_dir = ens.save(tmp_path / "ens")
+    db = f"sqlite:///{tmp_path / 'fb.db'}"
+    store = FeedbackStore(db)
+    store.create_user("fan", {}, [NewEvent("e1", "1", "rating", 5.0, 1.0)])
+    store.close()
+    argv = ["retrain", str(ens_dir), "--db", db, "--force", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "x"), "--set", "seed=1"]) == 2
+    assert "--set seed=1: an ensemble's metarec members keep their own seeds" in (
+        capsys.readouterr().err
+    )
+    assert main([*argv, "--out", str(tmp_path / "new")]) == 0
+    new = load_run(tmp_path / "new")
+    assert isinstance(new, EnsembleRecommender)
+    episodic = new.ensemble.members["episodic"]
+    old_episodic = ens.members["episodic"]
+    assert episodic.seed == 3 and episodic.name == "episodic"  # type: ignore[attr-defined]
+    assert episodic.to_state()[0] == old_episodic.to_state()[0]  # type: ignore[attr-defined]
 
 
 def test_runs_on_another_scale_or_other_users_are_not_one_ensemble(

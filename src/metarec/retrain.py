@@ -302,6 +302,8 @@ def read_held_out(folder: Path) -> tuple[set[str], str]:
         users, rule = raw["users"], str(raw["rule"])
         if not isinstance(users, list):
             raise TypeError(f"users must be a list of ids, got {type(users).__name__}")
+    # not checked against trained-users.json: a run retrained from one trained on every
+    # user is judged on its early-stopping users, which that file lists too
     return set(map(str, users)), rule
 
 
@@ -578,26 +580,34 @@ def training_rows(
     from metarec.pipeline import split_users
 
     rest, validation = split_users(inter[~inter["user_id"].isin(held)], VALIDATION_FRACTION, seed)
-    if cap is not None:
-        n_feedback = int(feedback["user_id"].nunique())
-        if n_feedback >= cap:
-            # else the data set's users all went, and fit_recommender's own subsample
-            # then dropped feedback users too, while trained-users.json listed them
-            raise ConfigError(
-                f"max_train_users {cap:,} leaves no room for the data "
-                f"set's users: the store holds {n_feedback:,} feedback users, who all train; "
-                f"raise it (--set max_train_users=N, more than {n_feedback:,}) or lift it "
-                "(--set max_train_users=none)"
-            )
-        users_rest = np.sort(rest["user_id"].unique())
-        n_keep = cap - n_feedback
-        if len(users_rest) > n_keep:
-            keep = np.random.default_rng(seed).choice(users_rest, n_keep, replace=False)
-            rest = rest[rest["user_id"].isin(set(keep))]
     train = pd.concat(
         [rest, feedback[rest.columns.intersection(feedback.columns)]], ignore_index=True
     )
-    return train, validation
+    return capped(train, feedback, cap, seed), validation
+
+
+def capped(train: pd.DataFrame, feedback: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+    """``train`` with at most ``cap`` users (max_train_users): every feedback user, and
+    a seeded draw of the data's users. Drawn here, as fit_recommender's own subsample
+    would drop feedback users too, while trained-users.json listed them."""
+    if cap is None:
+        return train
+    fed = set(feedback["user_id"])
+    n_feedback = len(fed)
+    if n_feedback >= cap:
+        # else the data set's users all went
+        raise ConfigError(
+            f"max_train_users {cap:,} leaves no room for the data "
+            f"set's users: the store holds {n_feedback:,} feedback users, who all train; "
+            f"raise it (--set max_train_users=N, more than {n_feedback:,}) or lift it "
+            "(--set max_train_users=none)"
+        )
+    data_users = np.sort([u for u in train["user_id"].unique() if u not in fed])
+    n_keep = cap - n_feedback
+    if len(data_users) <= n_keep:
+        return train
+    keep = set(np.random.default_rng(seed).choice(data_users, n_keep, replace=False))
+    return train[train["user_id"].isin(keep | fed)].reset_index(drop=True)
 
 
 def encoded_catalogue(

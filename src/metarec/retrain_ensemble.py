@@ -35,6 +35,7 @@ from metarec.retrain import (
     RetrainResult,
     _add_missing_items,
     _gate_loss,
+    capped,
     encoded_catalogue,
     gate_metric,
     judged_rows,
@@ -68,6 +69,14 @@ def retrain_ensemble(
 
     old = EnsembleRecommender.load(run)
     ens = old.ensemble
+    metarec_members = [n for n, m in ens.members.items() if isinstance(m, MetaModel)]
+    seeded = [o for o in overrides if str(o).split("=", 1)[0].strip() == "seed"]
+    if seeded and len(metarec_members) > 1:
+        # every member would be trained with it: the seeds of a seed bag, one model
+        raise ConfigError(
+            f"--set {seeded[0]}: an ensemble's metarec members keep their own seeds "
+            f"({', '.join(metarec_members)}); one seed for all would make them one model"
+        )
     configs = {
         name: retrained_config(m.recommender.cfg, overrides, m.recommender.encoder_config)
         for name, m in ens.members.items()
@@ -77,27 +86,49 @@ def retrain_ensemble(
     held, held_rule = _held_out_users(run, got.ds, old)
     inter = got.ds.interactions.assign(user_id=got.ds.interactions["user_id"].astype(str))
     evaluation = judged_rows(inter, held, held_rule, force)
-    # one set of rows for every member, so that the weights are learned on validation
-    # users none of them trained on: capped at the smallest max_train_users among them
-    caps = [c.max_train_users for c in configs.values() if c.max_train_users is not None]
-    train, validation = training_rows(
-        inter, held, got.feedback, ens.seed, min(caps) if caps else None
-    )
+    # one validation draw for every member, so that the weights are learned on users
+    # none of them trained on; each metarec member trains under its own
+    # max_train_users (every feedback user kept), the peers on all the training rows
+    train, validation = training_rows(inter, held, got.feedback, ens.seed, None)
     catalogue = encoded_catalogue(old, got.items, cache_dir, progress)
     grown = _add_missing_items(old, catalogue)
-    members: dict[str, ScoringModel] = {
-        name: MetaModel(configs[name], name=name, progress=progress)
-        if name in configs
-        else _unfitted(name, m, ens.seed)
-        for name, m in ens.members.items()
+    metadata = {
+        "dataset": got.ds.name,
+        "data_spec": got.spec,
+        "holdout": "retrain",  # `metarec ensemble` and retrain refuse a member alone
+        "retrained_from": str(run),
+        "feedback_ratings": len(got.feedback),
+        ADDED_ITEMS: got.added,
     }
+    members: dict[str, ScoringModel] = {}
+    for name, m in ens.members.items():
+        if name in configs:
+            cfg = configs[name]
+            member = MetaModel(cfg, name=name, progress=progress, metadata=dict(metadata))
+            member.fit(
+                TrainingData(
+                    capped(train, got.feedback, cfg.max_train_users, cfg.seed),
+                    catalogue,
+                    got.users,
+                    validation,
+                    old.rating_range,
+                    ens.seed,
+                )
+            )
+            members[name] = member
+        else:
+            members[name] = _unfitted(name, m, ens.seed)
+    data = TrainingData(train, catalogue, got.users, validation, old.rating_range, ens.seed)
+    for name in members:
+        if name not in configs:
+            members[name].fit(data)
     new_ens = Ensemble(
         members,
         mode=ens.mode,
         buckets=ens.buckets,
         name=ens.name,
         seed=ens.seed,
-        fit_members=True,
+        fit_members=False,
         grid_step=ens.grid_step,
         samples=ens.samples,
         query_size=ens.query_size,
@@ -106,16 +137,11 @@ def retrain_ensemble(
         like_threshold=getattr(ens, "like_given", None),
         min_bucket_users=ens.min_bucket_users,
     )
-    new_ens.fit(TrainingData(train, catalogue, got.users, validation, old.rating_range, ens.seed))
+    new_ens.fit(data)  # the weights, on the validation users
     new_ens.metadata = {
         "runs": [],  # its members are its own, trained here: no run folder holds them
         "peers": [n for n in members if n not in configs],
-        "dataset": got.ds.name,
-        "data_spec": got.spec,
-        "holdout": "retrain",
-        "retrained_from": str(run),
-        "feedback_ratings": len(got.feedback),
-        ADDED_ITEMS: got.added,
+        **metadata,
     }
     new = EnsembleRecommender(new_ens)
     metric = gate_metric(old, evaluation["rating"].to_numpy())
@@ -189,7 +215,8 @@ def _unfitted(name: str, model: ScoringModel, seed: int) -> ScoringModel:
 
     kind, options, _, _ = _peer_state(name, model)
     if kind in RANKERS:
-        return make_ranker(kind, **options)
+        # the seed and name are the ensemble's, as fit_from_runs gives them
+        return make_ranker(kind, seed=seed, name=name, **options)
     return make_peer(kind, seed=seed, **options)
 
 
@@ -233,6 +260,4 @@ def _held_out_users(run: Path, ds: Any, old: Any) -> tuple[set[str], str]:
         raise ModelError(f"{run}: its first run: {exc}") from None
     if held.empty:
         return set(), "none: the ensemble's runs were trained on every user"
-    return set(map(str, held["user_id"].unique())), (
-        "its runs' early-stopping users, on whom its weights were learned"
-    )
+    return set(map(str, held["user_id"].unique())), "the early-stopping users of its runs"

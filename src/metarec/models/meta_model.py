@@ -31,11 +31,13 @@ class MetaModel(ScoringModel):
         name: str | None = None,
         progress: bool = False,
         checkpoint_dir: str | Path | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = TrainConfig.given(cfg, "MetaModel: cfg")  # a dict too, as train() takes
         self.name = name or self.cfg.algorithm
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
+        self.metadata = metadata  # what the fitted run records (its data, how it trained)
         self.recommender: Recommender | None = None
         self.history: object = None
         self.predicts_ratings = self.cfg.objective == "rating"
@@ -58,6 +60,7 @@ class MetaModel(ScoringModel):
             rating_range=data.rating_range,
             checkpoint_dir=self.checkpoint_dir,
             progress=self.progress,
+            metadata=self.metadata,
         )
         return self
 
