@@ -622,6 +622,8 @@ def test_retrain_of_an_ensemble_refits_it_on_the_feedback_and_judges_it(
     )
     assert main(["ensemble", str(member), "--out", str(tmp_path / "e")]) == 2
     assert "a retrained run learned from logged feedback" in capsys.readouterr().err
+    assert main(["retrain", str(member), "--db", db, "--out", str(tmp_path / "m")]) == 2
+    assert "a member of an ensemble retrained from" in capsys.readouterr().err
     # without its heldout.json it is not judged on a fresh draw
     (out / "heldout.json").unlink()
     assert main(["retrain", str(out), "--db", db, "--out", str(tmp_path / "x")]) == 2

@@ -287,6 +287,8 @@ def with_runs_encoder(
 
 
 HELD_OUT_FILE = "heldout.json"
+# in the metadata of a retrained ensemble's metarec members: judged with it, never alone
+MEMBER = "member_of_retrained_ensemble"
 
 
 def read_held_out(folder: Path) -> tuple[set[str], str]:
@@ -320,6 +322,13 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
             f"{run / 'split.json'}: missing; this run was trained on a P1 split and is judged "
             "on its new users, which that file lists (restore it)"
         )
+    if retrained and not (run / HELD_OUT_FILE).exists() and old.metadata.get(MEMBER):
+        # held-out users are the ensemble's: its members were judged as one
+        raise ConfigError(
+            f"{run}: a member of an ensemble retrained from {old.metadata.get('retrained_from')}"
+            "; it has no held-out users of its own: retrain the ensemble (metarec retrain "
+            "ENSEMBLE), or train a run"
+        )
     if retrained and not (run / HELD_OUT_FILE).exists():
         # the fallbacks below drew users this run trained on, and judged the old model
         # partly on them (which favours it) without a word
@@ -336,6 +345,13 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
 
         # only its new users matter here, on data that may have grown since the split
         split = P1Split.load(run / "split.json", ds, check_rule=False)
+        digest = old.metadata.get("split_digest")
+        if digest is not None and digest != split.digest():
+            # an edited split (groups swapped) would judge the old run on its own users
+            raise ModelError(
+                f"{run / 'split.json'}: no longer the split the run was trained with (the "
+                "run trained again, or the file edited)"
+            )
         return set(map(str, split.new_users)), "the P1 split's new users"
     from metarec.pipeline import recorded_validation_split
 
@@ -770,13 +786,23 @@ def _write_new_run(
 ) -> None:
     """The retrained run's files: the model, its config, the retrain's verdict and the
     users it was judged on, so the next round of the loop is judged on the same ones."""
-    from metarec.io import jsonable, save_json
+    from metarec.io import save_json
     from metarec.run_folder import write_run
     from metarec.trained_users import save_trained_users
 
     save_trained_users(folder, trained)
     write_run(new, folder)  # under retrain's lock on --out
     save_json(folder / "config.json", cfg.to_dict())
+    write_verdict(folder, result, run, held_out)
+
+
+def write_verdict(
+    folder: Path, result: RetrainResult, run: Path, held_out: tuple[str, Collection[str]]
+) -> None:
+    """``retrain.json`` (what the new model was judged on, and how it did) and
+    ``heldout.json`` (the users the next round is judged on) in ``folder``."""
+    from metarec.io import jsonable, save_json
+
     save_json(
         folder / "retrain.json",
         jsonable(

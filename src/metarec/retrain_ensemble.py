@@ -3,9 +3,10 @@
 A single run's retrain (:mod:`metarec.retrain`) trains one model again on the data plus
 the store's feedback and judges it against the old on held-out users. An ensemble is
 retrained the same way as a whole: every member, metarec runs and peers alike, is fitted
-afresh (each metarec member with its own config, the peers with their own options) on
-the same training rows, data and feedback, and the weights are learned again on the
-same validation users, none of whom any member trained on. The new ensemble is judged
+afresh on the data and the feedback (each metarec member with its own config, under its
+own max_train_users, the peers with their own options on every training row), and the
+weights are learned again on one draw of validation users, none of whom any member
+trained on. The new ensemble is judged
 against the old on the held-out users, and written only if it is not worse.
 
 Why not retrain each member run and blend them (``metarec ensemble``)? A retrained run
@@ -32,6 +33,7 @@ from metarec.models.meta_model import MetaModel
 from metarec.models.persist import staged_folder
 from metarec.retrain import (
     HELD_OUT_FILE,
+    MEMBER,
     RetrainResult,
     _add_missing_items,
     _gate_loss,
@@ -45,6 +47,7 @@ from metarec.retrain import (
     retrained_config,
     training_rows,
     users_record,
+    write_verdict,
 )
 
 
@@ -104,7 +107,9 @@ def retrain_ensemble(
     for name, m in ens.members.items():
         if name in configs:
             cfg = configs[name]
-            member = MetaModel(cfg, name=name, progress=progress, metadata=dict(metadata))
+            member = MetaModel(
+                cfg, name=name, progress=progress, metadata={**metadata, MEMBER: True}
+            )
             member.fit(
                 TrainingData(
                     capped(train, got.feedback, cfg.max_train_users, cfg.seed),
@@ -178,33 +183,15 @@ def retrain_ensemble(
     )
     result.seconds = time.perf_counter() - t0
     if result.written:
-        from metarec.io import jsonable, save_json
         from metarec.trained_users import save_trained_users
 
-        trained, (rule, users) = users_record(train, validation, held, held_rule)
+        trained, record = users_record(train, validation, held, held_rule)
         # staged and moved into place whole, as a run's retrain is: an ensemble without
         # its heldout.json would be judged on other users at the next round
         with staged_folder(out) as folder:
             new_ens.save(folder)
             save_trained_users(folder, trained)
-            save_json(folder / HELD_OUT_FILE, {"rule": rule, "users": sorted(users)})
-            save_json(
-                folder / "retrain.json",
-                jsonable(
-                    {
-                        "retrained_from": str(run),
-                        "metric": result.metric,
-                        "old_mae": result.old_mae,
-                        "new_mae": result.new_mae,
-                        "n_eval_users": result.n_eval_users,
-                        "accepted": result.accepted,
-                        "forced": not result.accepted,
-                        "feedback_users": result.n_feedback_users,
-                        "feedback_ratings": result.n_feedback_ratings,
-                        **result.details,
-                    }
-                ),
-            )
+            write_verdict(folder, result, run, record)
     return result
 
 
@@ -223,8 +210,7 @@ def _unfitted(name: str, model: ScoringModel, seed: int) -> ScoringModel:
 def _held_out_users(run: Path, ds: Any, old: Any) -> tuple[set[str], str]:
     """The users neither the old ensemble nor the new one trains or weighs on (see the
     module notes), and how they were chosen."""
-    from metarec.evaluation.p1 import P1Split
-    from metarec.pipeline import recorded_validation_split
+    from metarec.retrain import _held_out_users as runs_held_out
 
     if (run / HELD_OUT_FILE).exists():
         return read_held_out(run)
@@ -233,31 +219,13 @@ def _held_out_users(run: Path, ds: Any, old: Any) -> tuple[set[str], str]:
             f"{run / HELD_OUT_FILE}: missing; a retrained ensemble is judged on the users "
             "its retrain held out, which that file lists (restore it)"
         )
-    primary = old.primary
     runs = old.metadata.get("runs")
     first = Path(str(runs[0])) if isinstance(runs, list) and runs else None
-    digest = primary.metadata.get("split_digest")
-    if digest is not None or primary.metadata.get("holdout") == "p1":
-        # its P1 new users: the ensemble's weights were learned on the split's
-        # validation users, its members trained on its training users
-        split_file = None if first is None else first / "split.json"
-        if split_file is None or not split_file.is_file():
-            raise ConfigError(
-                f"{run}: its first run was trained on a P1 split, and the ensemble is judged "
-                f"on that split's new users; {split_file or 'the run folder'} is not there "
-                "(the ensemble records the runs it was built from in ensemble.json)"
-            )
-        split = P1Split.load(split_file, ds, check_rule=False)
-        if digest is not None and digest != split.digest():
-            raise ConfigError(
-                f"{split_file}: no longer the split the ensemble's first run was trained "
-                "with (the run trained again, or the file edited)"
-            )
-        return set(map(str, split.new_users)), "the P1 split's new users"
-    try:
-        _, held = recorded_validation_split(ds.interactions, primary.metadata, primary.cfg.seed)
-    except ModelError as exc:
-        raise ModelError(f"{run}: its first run: {exc}") from None
-    if held.empty:
-        return set(), "none: the ensemble's runs were trained on every user"
-    return set(map(str, held["user_id"].unique())), "the early-stopping users of its runs"
+    if first is None or not (first / "recommender.json").is_file():
+        # its first run's split (or its early-stopping draw) names the users
+        raise ConfigError(
+            f"{run}: the ensemble is judged on the held-out users of its first run, "
+            f"{first or '(ensemble.json records none)'}, which is not there (the ensemble "
+            "records the runs it was built from in ensemble.json)"
+        )
+    return runs_held_out(first, ds, old.primary)

@@ -667,11 +667,16 @@ def test_a_split_read_on_other_ratings_says_so_and_shuffled_rows_do_not(
     for edited, needle in [
         (inter.drop(index=first), "100,000 ratings then, 99,999 now"),
         (inter.assign(rating=inter["rating"].where(inter.index != first, 0.5)),
-         r"as many ratings \(100,000\), not the same ones"),
+         r"as many ratings \(100,000\), not the same ones or times"),
     ]:  # fmt: skip
         with pytest.warns(UserWarning, match=needle) as caught:
             P2Split.load(path, replace(ds, interactions=edited))
         assert str(path) in str(caught[0].message)
+    # the same ratings as a frame of one's own (float64, no time column) are the same
+    from metarec.evaluation.splits import data_digest
+
+    own = inter.drop(columns="timestamp").astype({"rating": "float64"})
+    assert data_digest(own) == data_digest(inter.assign(timestamp=np.nan))
     # files written before the digest was recorded load as they did, and hash as before
     raw = json.loads(path.read_text())
     del raw["data_digest"]

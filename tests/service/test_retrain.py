@@ -158,6 +158,28 @@ def test_a_retrained_run_without_its_held_out_users_is_refused(tmp_path: Path) -
             _held_out_users(tmp_path, None, _old({"holdout": "retrain"}))
 
 
+def test_a_p1_run_whose_split_was_edited_since_is_not_judged_on_it(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # its new users swapped for training users: the old run was judged on users it
+    # learned from (evaluate refuses such a split by the digest the run records)
+    from metarec.data import load_dataset
+    from metarec.errors import ModelError
+    from metarec.evaluation.p1 import make_p1_split
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    split = make_p1_split(ds, seed=0)
+    split.save(tmp_path / "split.json")
+    meta = {"holdout": "p1", "split_digest": split.digest()}
+    held, _ = _held_out_users(tmp_path, ds, _old(meta))
+    assert held == set(split.new_users)
+    raw = json.loads((tmp_path / "split.json").read_text())
+    raw["new_users"], raw["train_users"] = raw["train_users"], raw["new_users"]
+    (tmp_path / "split.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="no longer the split the run was trained with"):
+        _held_out_users(tmp_path, ds, _old(meta))
+
+
 def _old(metadata: dict[str, Any], seed: int = 3) -> Any:
     """What _held_out_users reads of the old run."""
     return SimpleNamespace(metadata=metadata, cfg=SimpleNamespace(seed=seed))

@@ -133,7 +133,7 @@ class SplitFile:
             counts = (
                 f"{int(then_n):,} ratings then, {int(now_n):,} now"
                 if then_n != now_n and then_n.isdigit()
-                else f"as many ratings ({int(now_n):,}), not the same ones"
+                else f"as many ratings ({int(now_n):,}), not the same ones or times"
             )
             warnings.warn(
                 f"{path}: drawn from other ratings than {dataset.name}'s here ({counts}); "
@@ -230,13 +230,22 @@ class SplitFile:
 def data_digest(interactions: pd.DataFrame) -> str:
     """The ratings a split is drawn from, as ``"rows:hash"``: each row's user, item,
     rating and time, hashed in any order (the same rows shuffled give the same split
-    and the same figures), with ids as text so that ``1`` and ``"1"`` agree."""
+    and the same figures). Read as the loaders leave them, so that the same ratings
+    hash alike from any file or frame: ids as text (``1`` and ``"1"``), ratings at
+    the loaders' float32 (a frame's float64 4.2 is their 4.2), no time column as the
+    loaders' all-NaN one."""
+
+    def numbers(column: str, dtype: type[np.floating[Any]]) -> np.ndarray:
+        if column not in interactions.columns:
+            return np.full(len(interactions), np.nan)
+        values = pd.to_numeric(interactions[column], errors="coerce").to_numpy(np.float64)
+        return values.astype(dtype).astype(np.float64)
+
     columns = {
-        c: interactions[c].astype(str)
-        if c in ("user_id", "item_id")
-        else pd.to_numeric(interactions[c], errors="coerce").astype("float64")
-        for c in ("user_id", "item_id", "rating", "timestamp")
-        if c in interactions.columns
+        "user_id": interactions["user_id"].astype(str).to_numpy(),
+        "item_id": interactions["item_id"].astype(str).to_numpy(),
+        "rating": numbers("rating", np.float32),
+        "timestamp": numbers("timestamp", np.float64),
     }
     rows = pd.util.hash_pandas_object(pd.DataFrame(columns), index=False).to_numpy()
     blob = np.ascontiguousarray(np.sort(rows)).tobytes()
