@@ -721,16 +721,47 @@ def _retrain(
             ADDED_ITEMS: got.added,
         },
     )
+    result = judged(
+        old, new, evaluation, got, seed=cfg.seed, held_rule=held_rule, grown=grown,
+        tolerance=tolerance, force=force, out=out, t0=t0, best_epoch=history.best_epoch,
+    )  # fmt: skip
+    if result.written:
+        # staged and moved into place whole: a run stopped part way (before heldout.json,
+        # say) would load, and the next round of the loop would judge it on other users
+        with staged_folder(out) as folder:
+            trained, record = users_record(train, validation, held, held_rule)
+            _write_new_run(folder, new, cfg, result, run, record, trained)
+    return result
+
+
+def judged(
+    old: Any,
+    new: Any,
+    evaluation: pd.DataFrame,
+    got: RetrainInputs,
+    *,
+    seed: int,
+    held_rule: str,
+    grown: int,
+    tolerance: float,
+    force: bool,
+    out: Path,
+    t0: float,
+    **details: Any,
+) -> RetrainResult:
+    """Old and new judged on the held-out users' ratings by the old one's
+    :func:`gate_metric`, and the release rule's verdict; ``details``: what the
+    new model's training adds to the record (its best epoch or epochs)."""
     metric = gate_metric(old, evaluation["rating"].to_numpy())
-    old_mae, n_eval = _gate_loss(old, evaluation, users, cfg.seed, metric)
-    new_mae, _ = _gate_loss(new, evaluation, users, cfg.seed, metric)
-    accepted = not_worse(old_mae, new_mae, tolerance)
+    old_loss, n_eval = _gate_loss(old, evaluation, got.users, seed, metric)
+    new_loss, _ = _gate_loss(new, evaluation, got.users, seed, metric)
+    accepted = not_worse(old_loss, new_loss, tolerance)
     result = RetrainResult(
-        old_mae,
-        new_mae,
+        old_loss,
+        new_loss,
         n_eval,
-        int(feedback["user_id"].nunique()),
-        len(feedback),
+        int(got.feedback["user_id"].nunique()),
+        len(got.feedback),
         accepted,
         written=accepted or force,
         out=out,
@@ -740,19 +771,13 @@ def _retrain(
             "feedback_items_dropped": got.dropped,
             "run_items_kept": len(got.run_only),
             "items_new_to_the_run": grown,
-            "feedback_ratings_clipped": int(feedback.attrs.get("clipped", 0)),
+            "feedback_ratings_clipped": int(got.feedback.attrs.get("clipped", 0)),
             "rating_range": list(old.rating_range),
-            "best_epoch": history.best_epoch,
+            **details,
             "tolerance": tolerance,
         },
     )
     result.seconds = time.perf_counter() - t0
-    if result.written:
-        # staged and moved into place whole: a run stopped part way (before heldout.json,
-        # say) would load, and the next round of the loop would judge it on other users
-        with staged_folder(out) as folder:
-            trained, record = users_record(train, validation, held, held_rule)
-            _write_new_run(folder, new, cfg, result, run, record, trained)
     return result
 
 

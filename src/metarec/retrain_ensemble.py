@@ -22,7 +22,6 @@ weights were also learned, which favours it, as for a single run).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,10 @@ from metarec.retrain import (
     MEMBER,
     RetrainResult,
     _add_missing_items,
-    _gate_loss,
     capped,
     encoded_catalogue,
-    gate_metric,
+    judged,
     judged_rows,
-    not_worse,
     read_held_out,
     read_inputs,
     retrained_config,
@@ -149,39 +146,17 @@ def retrain_ensemble(
         **metadata,
     }
     new = EnsembleRecommender(new_ens)
-    metric = gate_metric(old, evaluation["rating"].to_numpy())
-    old_loss, n_eval = _gate_loss(old, evaluation, got.users, ens.seed, metric)
-    new_loss, _ = _gate_loss(new, evaluation, got.users, ens.seed, metric)
-    accepted = not_worse(old_loss, new_loss, tolerance)
     epochs = {
         name: int(getattr(m.history, "best_epoch", 0))
         for name, m in members.items()
         if isinstance(m, MetaModel) and getattr(m, "history", None) is not None
     }
-    result = RetrainResult(
-        old_loss,
-        new_loss,
-        n_eval,
-        int(got.feedback["user_id"].nunique()),
-        len(got.feedback),
-        accepted,
-        written=accepted or force,
-        out=out,
-        metric=metric,
-        details={
-            "held_out": held_rule,
-            "feedback_items_dropped": got.dropped,
-            "run_items_kept": len(got.run_only),
-            "items_new_to_the_run": grown,
-            "feedback_ratings_clipped": int(got.feedback.attrs.get("clipped", 0)),
-            "rating_range": list(old.rating_range),
-            # the smallest: a member that learned nothing is what the CLI warns of
-            "best_epoch": min(epochs.values()) if epochs else None,
-            "best_epochs": epochs,
-            "tolerance": tolerance,
-        },
-    )
-    result.seconds = time.perf_counter() - t0
+    result = judged(
+        old, new, evaluation, got, seed=ens.seed, held_rule=held_rule, grown=grown,
+        tolerance=tolerance, force=force, out=out, t0=t0,
+        # the smallest: a member that learned nothing is what the CLI warns of
+        best_epoch=min(epochs.values()) if epochs else None, best_epochs=epochs,
+    )  # fmt: skip
     if result.written:
         from metarec.trained_users import save_trained_users
 
