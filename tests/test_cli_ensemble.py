@@ -662,6 +662,39 @@ def test_retrain_of_an_ensemble_keeps_its_members_seeds_and_peers_options(
     assert episodic.to_state()[0] == old_episodic.to_state()[0]  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
+def test_an_ensemble_of_runs_trained_on_every_user_is_judged_on_their_early_stopping_users(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # its first run's folder was read for a split.json: gone, the retrain was refused;
+    # trained again with P1, the ensemble was judged on users its runs had trained on
+    from metarec.pipeline import recorded_validation_split
+    from metarec.service.store import FeedbackStore, NewEvent
+
+    first = tmp_path / "runs" / "none"
+    train = ["train", "--dataset", "ml-100k", "--data", str(shared_data), "--quiet", "--set",
+             "epochs=1", "--set", "encoder=tfidf", "--set", "max_train_users=60"]  # fmt: skip
+    assert main([*train, "--holdout", "none", "--out", str(first)]) == 0
+    assert (
+        main(["ensemble", str(first), "--peers", "popularity", "--out", str(tmp_path / "e")]) == 0
+    )
+    meta = json.loads((first / "recommender.json").read_text())["metadata"]
+    ds = load_dataset("ml-100k", root=shared_data)
+    _, val = recorded_validation_split(ds.interactions, meta, 0)
+    db = f"sqlite:///{tmp_path / 'fb.db'}"
+    store = FeedbackStore(db)
+    store.create_user("fan", {}, [NewEvent("e1", "1", "rating", 5.0, 1.0)])
+    store.close()
+    shutil.rmtree(first)
+    assert main([*train, "--out", str(first)]) == 0  # the folder, now of a P1 run
+    capsys.readouterr()
+    argv = ["retrain", str(tmp_path / "e"), "--db", db, "--force", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "new")]) == 0, capsys.readouterr().err
+    held = json.loads((tmp_path / "new" / "heldout.json").read_text())
+    assert held["users"] == sorted(set(val["user_id"].astype(str)))
+    assert held["rule"] == "the early-stopping users of its runs"
+
+
 def test_runs_on_another_scale_or_other_users_are_not_one_ensemble(
     run: Path, tmp_path: Path, shared_data: Path
 ) -> None:

@@ -341,28 +341,40 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
         # a retrained run: the users its own retrain held out (and trained without)
         return read_held_out(run)
     if (run / "split.json").exists():
-        from metarec.evaluation.p1 import P1Split
+        return p1_new_users(run / "split.json", ds, old.metadata.get("split_digest"))
+    held = early_stopping_users(ds, old, run / "recommender.json")
+    fraction = old.metadata.get("validation_fraction", VALIDATION_FRACTION)
+    if not held:
+        return set(), "none: the run was trained on every user (validation_fraction 0)"
+    return held, f"a seeded {fraction:.0%} of users"
 
-        # only its new users matter here, on data that may have grown since the split
-        split = P1Split.load(run / "split.json", ds, check_rule=False)
-        digest = old.metadata.get("split_digest")
-        if digest is not None and digest != split.digest():
-            # an edited split (groups swapped) would judge the old run on its own users
-            raise ModelError(
-                f"{run / 'split.json'}: no longer the split the run was trained with (the "
-                "run trained again, or the file edited)"
-            )
-        return set(map(str, split.new_users)), "the P1 split's new users"
+
+def p1_new_users(path: Path, ds: Any, digest: str | None) -> tuple[set[str], str]:
+    """The new users of the P1 split in ``path``, which must be the split the run was
+    trained with where it recorded its ``digest``."""
+    from metarec.evaluation.p1 import P1Split
+
+    # only its new users matter here, on data that may have grown since the split
+    split = P1Split.load(path, ds, check_rule=False)
+    if digest is not None and digest != split.digest():
+        # an edited split (groups swapped) would judge the old run on its own users
+        raise ModelError(
+            f"{path}: no longer the split the run was trained with (the run trained "
+            "again, or the file edited)"
+        )
+    return set(map(str, split.new_users)), "the P1 split's new users"
+
+
+def early_stopping_users(ds: Any, run: Any, where: Path) -> set[str]:
+    """The users ``run`` drew for early stopping, as its metadata records the draw
+    (``where``: the file named where the record cannot be read)."""
     from metarec.pipeline import recorded_validation_split
 
     try:
-        _, held = recorded_validation_split(ds.interactions, old.metadata, old.cfg.seed)
+        _, held = recorded_validation_split(ds.interactions, run.metadata, run.cfg.seed)
     except ModelError as exc:
-        raise ModelError(f"{run / 'recommender.json'}: {exc}") from None
-    fraction = old.metadata.get("validation_fraction", VALIDATION_FRACTION)
-    if held.empty:
-        return set(), "none: the run was trained on every user (validation_fraction 0)"
-    return set(map(str, held["user_id"].unique())), f"a seeded {fraction:.0%} of users"
+        raise ModelError(f"{where}: {exc}") from None
+    return set(map(str, held["user_id"].unique()))
 
 
 CATALOGUE_METRIC = f"1 - nDCG@{CATALOGUE_K} over the catalogue"

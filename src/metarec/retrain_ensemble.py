@@ -36,9 +36,11 @@ from metarec.retrain import (
     RetrainResult,
     _add_missing_items,
     capped,
+    early_stopping_users,
     encoded_catalogue,
     judged,
     judged_rows,
+    p1_new_users,
     read_held_out,
     read_inputs,
     retrained_config,
@@ -184,9 +186,8 @@ def _unfitted(name: str, model: ScoringModel, seed: int) -> ScoringModel:
 
 def _held_out_users(run: Path, ds: Any, old: Any) -> tuple[set[str], str]:
     """The users neither the old ensemble nor the new one trains or weighs on (see the
-    module notes), and how they were chosen."""
-    from metarec.retrain import _held_out_users as runs_held_out
-
+    module notes), and how they were chosen: decided by how its first run trained, as
+    that run's model in the ensemble records it, whatever its folder holds now."""
     if (run / HELD_OUT_FILE).exists():
         return read_held_out(run)
     if old.metadata.get("holdout") == "retrain":
@@ -194,13 +195,22 @@ def _held_out_users(run: Path, ds: Any, old: Any) -> tuple[set[str], str]:
             f"{run / HELD_OUT_FILE}: missing; a retrained ensemble is judged on the users "
             "its retrain held out, which that file lists (restore it)"
         )
-    runs = old.metadata.get("runs")
-    first = Path(str(runs[0])) if isinstance(runs, list) and runs else None
-    if first is None or not (first / "recommender.json").is_file():
-        # its first run's split (or its early-stopping draw) names the users
-        raise ConfigError(
-            f"{run}: the ensemble is judged on the held-out users of its first run, "
-            f"{first or '(ensemble.json records none)'}, which is not there (the ensemble "
-            "records the runs it was built from in ensemble.json)"
-        )
-    return runs_held_out(first, ds, old.primary)
+    primary = old.primary
+    digest = primary.metadata.get("split_digest")
+    if digest is not None or primary.metadata.get("holdout") == "p1":
+        # its P1 new users: the weights were learned on the split's validation users
+        runs = old.metadata.get("runs")
+        first = Path(str(runs[0])) if isinstance(runs, list) and runs else None
+        split_file = None if first is None else first / "split.json"
+        if split_file is None or not split_file.is_file():
+            raise ConfigError(
+                f"{run}: its first run was trained on a P1 split, and the ensemble is judged "
+                f"on that split's new users; {split_file or 'the run folder'} is not there "
+                "(the ensemble records the runs it was built from in ensemble.json)"
+            )
+        return p1_new_users(split_file, ds, digest)
+    # drawn from the data by the seed and share the first run recorded: no folder needed
+    held = early_stopping_users(ds, primary, run / "ensemble.json")
+    if not held:
+        return set(), "none: the ensemble's runs were trained on every user"
+    return held, "the early-stopping users of its runs"
