@@ -6,8 +6,8 @@ retrained the same way as a whole: every member, metarec runs and peers alike, i
 afresh on the data and the feedback (each metarec member with its own config, under its
 own max_train_users, the peers with their own options on every training row), and the
 weights are learned again on one draw of validation users, none of whom any member
-trained on. The new ensemble is judged
-against the old on the held-out users, and written only if it is not worse.
+trained on. The new ensemble is judged against the old on the held-out users, and
+written only if it is not worse.
 
 Why not retrain each member run and blend them (``metarec ensemble``)? A retrained run
 trained partly on the store's feedback, which no data file holds, so the blend could not
