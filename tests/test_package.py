@@ -57,7 +57,6 @@ def test_every_package_the_code_imports_is_declared() -> None:
     import ast
     import re
     from importlib.metadata import packages_distributions
-    from pathlib import Path
 
     if sys.version_info >= (3, 11):
         import tomllib
@@ -90,39 +89,3 @@ def test_every_package_the_code_imports_is_declared() -> None:
         if not {norm(d) for d in dists.get(module, [module])} & declared
     }
     assert third_party and not undeclared, sorted(undeclared)
-
-
-USER_PROGRAM = """
-import numpy as np
-import pandas as pd
-
-import metarec as mr
-from metarec.explain import explain
-
-
-def use(rec: mr.Recommender) -> np.ndarray:
-    u1 = rec.adapt({50: 5.0})  # ml-100k's ids are whole numbers
-    u2 = rec.adapt([(50, 5), ("Heat (1995)", 2.0)])
-    u3 = rec.adapt({"50": 4})
-    top: pd.DataFrame = rec.recommend(u1, k=10)
-    rec.score(u2, top["item_id"])  # a frame's column, its values, a list
-    rec.score(u3, top["item_id"].to_numpy())
-    rec.score(u3, ["1", 2])
-    rec.recommend(u1, k=3, candidates=top["item_id"])
-    explain(rec, u1, top["item_id"])
-    return rec.score(u1)
-"""
-
-
-@pytest.mark.slow
-def test_a_typed_users_program_checks_without_casts(tmp_path: Path) -> None:
-    """py.typed promises types a user's mypy can use: integer ids in a history and a
-    frame's column of items ran, but were type errors (Mapping[str, float] only)."""
-    pytest.importorskip("mypy")
-    (tmp_path / "user.py").write_text(USER_PROGRAM)
-    out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
-         "--no-error-summary", str(tmp_path / "user.py")],
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
