@@ -746,11 +746,7 @@ def test_describe_notes_zeros_below_a_one_to_n_scale(
 ) -> None:
     """Book-Crossing writes 0 for "read, not rated" beside 1-10 ratings: read as the
     strongest dislike without a word, where giving the scale drops them."""
-    rows = [f"u{u},b{i},{(u + i) % 11}" for u in range(8) for i in range(6)]
-    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
-    (tmp_path / "i.csv").write_text("item_id,title\n" + "".join(f"b{i},B{i}\n" for i in range(6)))
-    args = ["data", "describe", "--interactions", str(tmp_path / "r.csv"),
-            "--items", str(tmp_path / "i.csv"), "--title-col", "title"]  # fmt: skip
+    args = ["data", "describe", *_eight_readers(tmp_path, lambda u, i: (u + i) % 11)]
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     zeros = sum((u + i) % 11 == 0 for u in range(8) for i in range(6))
@@ -766,15 +762,21 @@ def test_validate_says_how_two_valued_feedback_is_read(
     tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
     # 0/1 impressions were "ok" without a word, and training read the 0s as clicks
-    rows = [f"u{u},b{i},{int((u + i) % 4 == 0)}" for u in range(8) for i in range(6)]
-    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
-    (tmp_path / "i.csv").write_text("item_id,title\n" + "".join(f"b{i},B{i}\n" for i in range(6)))
-    args = ["data", "validate", "--interactions", str(tmp_path / "r.csv"),
-            "--items", str(tmp_path / "i.csv"), "--title-col", "title"]  # fmt: skip
+    args = ["data", "validate", *_eight_readers(tmp_path, lambda u, i: int((u + i) % 4 == 0))]
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     assert "ratings take two values, 0 and 1 (binary feedback" in proc.stdout
     assert "reads a 1 as liked and a 0 as not (support_positives = liked" in proc.stdout
+
+
+def _eight_readers(tmp_path: Path, rating: Callable[[int, int], int]) -> list[str]:
+    """Data options for 8 users who each rated all 6 books, ``rating(user, book)``, as
+    CSV files in ``tmp_path``."""
+    rows = [f"u{u},b{i},{rating(u, i)}" for u in range(8) for i in range(6)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    (tmp_path / "i.csv").write_text("item_id,title\n" + "".join(f"b{i},B{i}\n" for i in range(6)))
+    return ["--interactions", str(tmp_path / "r.csv"), "--items", str(tmp_path / "i.csv"),
+            "--title-col", "title"]  # fmt: skip
 
 
 def _small_ratings(files: Path) -> list[str]:

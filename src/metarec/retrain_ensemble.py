@@ -71,19 +71,18 @@ def retrain_ensemble(
 
     old = EnsembleRecommender.load(run)
     ens = old.ensemble
-    metarec_members = [n for n, m in ens.members.items() if isinstance(m, MetaModel)]
-    seeded = [o for o in overrides if str(o).split("=", 1)[0].strip() == "seed"]
-    if seeded and len(metarec_members) > 1:
-        # every member would be trained with it: the seeds of a seed bag, one model
-        raise ConfigError(
-            f"--set {seeded[0]}: an ensemble's metarec members keep their own seeds "
-            f"({', '.join(metarec_members)}); one seed for all would make them one model"
-        )
     configs = {
         name: retrained_config(m.recommender.cfg, overrides, m.recommender.encoder_config)
         for name, m in ens.members.items()
         if isinstance(m, MetaModel) and m.recommender is not None
     }
+    seeded = [o for o in overrides if str(o).split("=", 1)[0].strip() == "seed"]
+    if seeded and len(configs) > 1:
+        # every member would be trained with it: the seeds of a seed bag, one model
+        raise ConfigError(
+            f"--set {seeded[0]}: an ensemble's metarec members keep their own seeds "
+            f"({', '.join(configs)}); one seed for all would make them one model"
+        )
     got = read_inputs(run, old, spec, db_url, force)
     held, held_rule = _held_out_users(run, got.ds, old)
     inter = got.ds.interactions.assign(user_id=got.ds.interactions["user_id"].astype(str))
