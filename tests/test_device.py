@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from metarec.device import check_device, resolve_device
+from metarec.device import (
+    CUBLAS_WORKSPACE,
+    check_device,
+    deterministic_on,
+    float64_device,
+    resolve_device,
+)
 from metarec.errors import ConfigError
 from metarec.models.episodic import EpisodicLinear
 from metarec.peers.melu import MeLU
@@ -46,3 +54,36 @@ def test_models_check_the_name_when_built() -> None:
         EpisodicLinear(device="gpu")
     with pytest.raises(ConfigError, match="melu-5: device: 'GPU'"):
         MeLU(local_steps=5, device="GPU")
+
+
+@pytest.mark.parametrize(
+    ("name", "runs_on"), [("mps", "cpu"), ("cuda:1", "cuda:1"), ("cpu", "cpu")]
+)
+def test_float64_work_leaves_only_a_device_without_float64(name: str, runs_on: str) -> None:
+    assert float64_device(torch.device(name)) == torch.device(runs_on)
+
+
+def test_cuda_work_runs_with_deterministic_kernels_and_restores_the_callers_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # only flags and the environment change: no CUDA device is touched
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_on(torch.device("cpu")):
+        assert not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with deterministic_on(torch.device("cuda", 0)):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+    assert not torch.are_deterministic_algorithms_enabled()
+    try:  # a caller's strict mode stays strict after, and its workspace setting stays
+        torch.use_deterministic_algorithms(True)
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        with pytest.raises(RuntimeError), deterministic_on(torch.device("cuda")):
+            raise RuntimeError("the block failed")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(False)

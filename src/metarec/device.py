@@ -9,13 +9,26 @@ with a :class:`~metarec.errors.ConfigError` when the name is not one of these or
 this machine does not have it; torch's own errors for these cases are an
 ``AssertionError`` or a ``RuntimeError`` listing twenty device types.
 
+Two more rules hold on every device. Apple's GPU has no float64, so the few
+float64 computations (a ridge's Cholesky solve, a tree walk against float64
+thresholds, the catalogue's mean vector) run on the CPU there
+(:func:`float64_device`) rather than fail. And on CUDA, training runs with
+torch's deterministic kernels (:func:`deterministic_on`), since a float sum by
+atomic adds (``index_add_``, ``scatter_add_``) adds in a different order on each
+run and the same seed would not give the same numbers. metarec's tests run on
+the CPU only; these two rules follow torch's documentation, not a test on that
+hardware.
+
 The names are checked without importing torch, so validating a config stays
 cheap (the command line checks ``--set device=...`` before loading anything).
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from metarec.errors import ConfigError
@@ -67,3 +80,37 @@ def device_available(name: str) -> bool:
     if device.type == "xpu":
         return hasattr(torch, "xpu") and bool(torch.xpu.is_available())
     return True
+
+
+def float64_device(device: torch.device) -> torch.device:
+    """``device``, or the CPU where ``device`` has no float64 (Apple's MPS)."""
+    import torch
+
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+# cuBLAS's deterministic workspace size from torch's reproducibility notes; it must
+# be in the environment before cuBLAS first runs in the process, and a user's own
+# setting is kept
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextmanager
+def deterministic_on(device: torch.device) -> Iterator[None]:
+    """On a CUDA device, torch's deterministic kernels while the block runs, and the
+    caller's setting after; elsewhere nothing changes (the CPU's kernels used here add
+    in a fixed order already). ``warn_only``: an op with no deterministic kernel
+    warns rather than stopping a long fit."""
+    import torch
+
+    if device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    was = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=was_warn_only)

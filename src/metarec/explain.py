@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from metarec.data.schema import like_threshold_for
+from metarec.device import float64_device
 from metarec.errors import DataError
 from metarec.models.base import check_whole
 from metarec.ranking import item_keys
@@ -154,7 +155,8 @@ def catalogue_centre(vectors: torch.Tensor) -> np.ndarray:
     if kept is not None and kept[0] == version:
         return kept[1]
     with torch.no_grad():
-        centre = vectors.mean(0, dtype=torch.float64).cpu().numpy()
+        on = vectors.to(float64_device(vectors.device))
+        centre = on.mean(0, dtype=torch.float64).cpu().numpy()
     vectors._metarec_centre = (version, centre)  # type: ignore[attr-defined]
     return centre
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from metarec.config import TrainConfig
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_tasks, sample_episodes
-from metarec.device import resolve_device
+from metarec.device import deterministic_on, resolve_device
 from metarec.errors import ConfigError, MetarecError, ModelError
 from metarec.io import (
     check_tensors_like,
@@ -198,7 +198,8 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
     ) -> TrainHistory:
-        with self.reproducible_threads():
+        device = next(self.learner.parameters()).device
+        with self.reproducible_threads(), deterministic_on(device):
             return self._fit(train, validation, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch)
 
     @contextmanager

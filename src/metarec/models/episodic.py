@@ -86,7 +86,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metarec.data.tasks import Task, UserRatings, ordered
-from metarec.device import check_device, resolve_device
+from metarec.device import check_device, float64_device, resolve_device
 from metarec.errors import ConfigError, DataError, ModelError
 from metarec.evaluation.metrics import ranking_table
 from metarec.inputs import check_new_items
@@ -425,12 +425,14 @@ class EpisodicLinear(ScoringModel):
 
     @staticmethod
     def _solve(gram: np.ndarray, xty: np.ndarray, lam: float, dev: torch.device) -> np.ndarray:
-        """``(gram + lam I)^-1 xty`` by Cholesky in float64 on ``dev``.
+        """``(gram + lam I)^-1 xty`` by Cholesky in float64 on ``dev`` (on the CPU where
+        ``dev`` has no float64).
 
         One factorisation per ``lam`` rather than one eigendecomposition for the
         grid: on a busy 2-core machine LAPACK's symmetric eigensolver ran 10-50x
         slower than a Cholesky solve of the same size.
         """
+        dev = float64_device(dev)
         a = torch.as_tensor(gram, dtype=torch.float64, device=dev).clone()
         a.diagonal().add_(lam)
         chol = torch.linalg.cholesky(a)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarec.device import float64_device
 from metarec.errors import ModelError
 
 TREE_FIELDS = ("feature", "threshold", "missing_left", "left", "right", "is_leaf", "value")
@@ -198,8 +199,9 @@ class TreeEnsemble:
     def decision(
         self, x: np.ndarray, device: torch.device | str = "cpu", chunk: int = 8192
     ) -> np.ndarray:
-        """Raw scores (log-odds) of the rows of ``x`` [R, F]."""
-        dev = torch.device(device)
+        """Raw scores (log-odds) of the rows of ``x`` [R, F]; the walk compares in float64,
+        on the CPU where ``device`` has none."""
+        dev = float64_device(torch.device(device))
         t = self._tensors.get(str(dev))
         if t is None:  # once per device, not per call: scoring calls this per chunk
             t = {k: torch.as_tensor(v, device=dev) for k, v in self.arrays.items()}

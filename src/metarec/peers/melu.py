@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate
-from metarec.device import check_device, resolve_device
+from metarec.device import check_device, deterministic_on, resolve_device
 from metarec.errors import ConfigError, DataError, UnsupportedError
 from metarec.inputs import check_users_frame
 from metarec.models.base import ScoringModel, TrainingData, check_seed
@@ -313,7 +313,7 @@ class MeLU(ScoringModel):
 
     def fit(self, data: TrainingData) -> MeLU:
         device = resolve_device(self.device, f"{self.name}: device")
-        with cpu_threads(self.threads, device):
+        with cpu_threads(self.threads, device), deterministic_on(device):
             return self._fit(data, device)
 
     def _fit(self, data: TrainingData, device: torch.device) -> MeLU:
