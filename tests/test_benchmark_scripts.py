@@ -62,40 +62,79 @@ def test_every_import_of_metarec_a_script_makes_resolves(script: str) -> None:
                 pytest.fail(f"{script}:{line}: from {module} import {name}: no such name")
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=BENCHMARKS
-    )
+# Each script run as `python SCRIPT ARGS` would run it, but all in one child process:
+# a process each paid the 2 s that importing torch costs, 14 times over, for runs
+# that end at argparse. The child is still apart from the tests, and every script
+# gets a fresh __main__ namespace; what a script leaves behind (a module it imported)
+# is harmless to the next one's --help.
+_DRIVER = """
+import contextlib, io, json, runpy, sys, traceback
+sys.path.insert(0, sys.argv[1])  # what `python SCRIPT` puts first: the script's folder
+answers = []
+for argv in json.loads(sys.stdin.read()):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        sys.argv = argv
+        try:
+            runpy.run_path(argv[0], run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            if not isinstance(exc.code, (int, type(None))):
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    answers.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(answers))
+"""
+
+BAD_INPUT = [
+    (["compiled_outer_step.py", "--epochs", "0"], "argument --epochs: must be > 0, got 0"),
+    (["time_popularity.py", "--data", "/no/such/folder"], "/no/such/folder: no such folder"),
+    (["stacked_variants.py", "x", '{"nope": 1}'], "['nope'] are not StackedRanker options"),
+    (["time_popularity.py", "--out", "AFILE"], "--out AFILE: is a file"),
+]
+
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
+    """Exit code, stdout and stderr of every run the tests below check, by its
+    command line."""
+    afile = tmp_path_factory.mktemp("out") / "afile"
+    afile.write_text("")
+    runs = [[script, "--help"] for script in SCRIPTS]
+    runs += [[str(afile) if a == "AFILE" else a for a in args] for args, _ in BAD_INPUT]
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER, str(BENCHMARKS)],
+        input=json.dumps(runs), capture_output=True, text=True, timeout=300, cwd=BENCHMARKS,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    replies = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(replies) == len(runs)
+    # the temporary file's path read as AFILE, in the command line and the messages
+    return {
+        " ".join(run).replace(str(afile), "AFILE"): (code, out, err.replace(str(afile), "AFILE"))
+        for run, (code, out, err) in zip(runs, replies, strict=True)
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_every_script_starts(script: str) -> None:
-    proc = _run(script, "--help")
-    assert proc.returncode == 0, proc.stderr
-    assert "--data" in proc.stdout and "--out" in proc.stdout
+def test_every_script_starts(script: str, answers: dict[str, tuple[int, str, str]]) -> None:
+    code, out, err = answers[f"{script} --help"]
+    assert code == 0, err
+    assert "--data" in out and "--out" in out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "args, needle",
-    [
-        (["compiled_outer_step.py", "--epochs", "0"], "argument --epochs: must be > 0, got 0"),
-        (["time_popularity.py", "--data", "/no/such/folder"], "/no/such/folder: no such folder"),
-        (["stacked_variants.py", "x", '{"nope": 1}'], "['nope'] are not StackedRanker options"),
-        (["time_popularity.py", "--out", "afile"], "--out afile: is a file"),
-    ],
-)
+@pytest.mark.parametrize(("args", "needle"), BAD_INPUT)
 def test_bad_input_is_one_line_and_exit_2(
-    args: list[str], needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    args: list[str], needle: str, answers: dict[str, tuple[int, str, str]]
 ) -> None:
-    if "afile" in args:
-        (tmp_path / "afile").write_text("")
-        args = [str(tmp_path / a) if a == "afile" else a for a in args]
-        needle = needle.replace("afile", str(tmp_path / "afile"))
-    proc = _run(*args)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and needle in proc.stderr.strip().splitlines()[-1]
+    code, _, err = answers[" ".join(args)]
+    assert code == 2, err
+    assert "Traceback" not in err and needle in err.strip().splitlines()[-1]
 
 
 def test_service_benchmark_client_keeps_connections_and_replaces_closed_ones(

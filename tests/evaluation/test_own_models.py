@@ -152,19 +152,30 @@ def test_the_shell_imports_a_model_from_the_current_folder(
     ],
 )
 def test_a_bad_model_flag_is_one_line_exit_2_before_the_data_loads(
-    spec: str, needle: str, tmp_path: Path, shared_data: Path
+    spec: str,
+    needle: str,
+    tmp_path: Path,
+    shared_data: Path,
+    cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # in this process, as the shell's import from the current folder has its own test
+    # above: the folder it adds to sys.path, and the module, go when the test does
     (tmp_path / "mymodels.py").write_text(MODULE.replace("{scale}", "1e-3"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "metarec.cli", "benchmark", "--protocol", "p2",
-         "--dataset", "ml-100k", "--data", str(shared_data), "--peers", "popularity",
-         "--out", "out", "--model", spec],
-        cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, "METAREC_CACHE": str(tmp_path / "cache")},
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    assert needle in proc.stderr
-    assert "Traceback" not in proc.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "mymodels", raising=False)
+    try:
+        res = cli(
+            "benchmark", "--protocol", "p2", "--dataset", "ml-100k", "--data",
+            str(shared_data), "--peers", "popularity", "--out", "out", "--model", spec,
+        )  # fmt: skip
+    finally:
+        sys.modules.pop("mymodels", None)
+    assert res.returncode == 2, res.stderr
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
 
 
