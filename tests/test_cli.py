@@ -173,7 +173,7 @@ def test_wrong_atomic_header(tmp_path: Path) -> None:
         # a device this machine lacks: refused before the data is loaded
         (
             ["train", "--dataset", "ml-100k", "--out", "x", "--set", "device=cuda:63"],
-            ["'cuda:63' asked for"],
+            ["--set device: 'cuda:63' asked for"],
         ),
         (["train", "--dataset", "ml-100k", "--out", "x", "--set", "negatives=0"], ["negatives"]),
         (["train", "--dataset", "nope", "--out", "x"], ["nope", "ml-100k"]),
@@ -238,6 +238,7 @@ def test_files_the_system_or_our_readers_refuse_are_one_line(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cfgdir").mkdir()
     (tmp_path / "five.toml").write_text("train = 5\n")
+    (tmp_path / "gpu.toml").write_text('[train]\ndevice = "cuda:63"\n')
     (tmp_path / "list.json").write_text("[]")
     (tmp_path / "run").mkdir()
     (tmp_path / "taken").mkdir()
@@ -245,6 +246,8 @@ def test_files_the_system_or_our_readers_refuse_are_one_line(
     for args, needles in [
         (["train", "--config", "cfgdir", "--out", "x"], ["cfgdir", "is a folder; a TOML"]),
         (["train", "--config", "five.toml", "--out", "x"], ["five.toml", "table"]),
+        # where the device was asked for: the file, not a --set the user never gave
+        (["train", "--config", "gpu.toml", "--out", "x"], ["gpu.toml: device: 'cuda:63' asked"]),
         (["report", "list.json"], ["list.json", "not a benchmark result"]),
         # saving over another run would leave its split and metrics beside the new model
         (["retrain", "run", "--db", "sqlite:///f.db", "--out", "taken"], ["taken", "exists"]),

@@ -295,9 +295,16 @@ def train_config(args: argparse.Namespace) -> Any:
     from metarec.config import TrainConfig
     from metarec.device import resolve_device
 
-    cfg = TrainConfig.from_toml(args.config) if getattr(args, "config", None) else TrainConfig()
-    cfg = cfg.with_overrides(list(getattr(args, "set", None) or []))
-    resolve_device(cfg.device)  # a device this machine lacks: refused before the data loads
+    config = getattr(args, "config", None)
+    cfg = TrainConfig.from_toml(config) if config else TrainConfig()
+    sets = list(getattr(args, "set", None) or [])
+    cfg = cfg.with_overrides(sets)
+    # a device this machine lacks: refused before the data loads, naming where it was asked
+    if any(s.split("=", 1)[0].strip() == "device" for s in sets):
+        where = "--set device"
+    else:
+        where = f"{config}: device" if config else "device"
+    resolve_device(cfg.device, where)
     return cfg
 
 
