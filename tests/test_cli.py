@@ -595,6 +595,10 @@ def test_train_evaluate_recommend(
         (run / "recommender.json").write_text(json.dumps(manifest | {field: value}))
         # was "'str' object has no attribute 'get'"
         assert_one_line_error(cli("report", str(run)), "recommender.json", "field 'metadata")
+    # a run of a format this metarec does not read: refused as `recommend` refuses it,
+    # where the report was printed as if it were this one's
+    (run / "recommender.json").write_text(json.dumps(manifest | {"format_version": 9}))
+    assert_one_line_error(cli("report", str(run)), "recommender.json", "format_version 9 is newer")
 
 
 def test_describe_shows_the_scale_and_what_counts_as_liked(files: Path) -> None:

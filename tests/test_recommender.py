@@ -586,11 +586,21 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
         Recommender.load(tmp_path)
     run = fitted.save(tmp_path / "run")
     meta = json.loads((run / "recommender.json").read_text())
-    meta["format_version"] = 99
+    assert meta["format_version"] == 2 and meta["written_by"].startswith("metarec ")
+    for version, said in [
+        (99, r"format_version 99 is newer than this metarec \(.+\) reads \(up to 2\): upgrade"),
+        (0, r"format_version 0 is older than this metarec \(.+\) reads \(1 to 2\): train it"),
+        (True, r"format_version True is not a whole number"),  # True == 1 let it through
+        (1.0, r"format_version 1\.0 is not a whole number"),
+        (None, r"no format_version \(not written by metarec"),
+    ]:
+        meta["format_version"] = version
+        (run / "recommender.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match=r"recommender\.json: " + said):
+            Recommender.load(run)
+    meta["format_version"] = 1  # a run written before version 2 still loads
     (run / "recommender.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match=r"recommender\.json: format_version 99 is not 1"):
-        Recommender.load(run)
-    meta["format_version"] = 1
+    assert Recommender.load(run).n_items == fitted.n_items
     meta["rating_cutpoints"] = {"levels": [1, 2, 3], "cuts": [2.0, 1.0]}
     (run / "recommender.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"recommender\.json.*non-decreasing"):
@@ -618,6 +628,13 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
         (run / "items.json").write_text(json.dumps(edit))
         with pytest.raises(ModelError, match=needle):
             Recommender.load(run)
+    # a column beside the three a run writes is not read: one of another length was
+    # pandas' "All arrays must be of the same length", one of this length a fourth
+    # column of the served catalogue
+    (run / "recommender.json").write_text(json.dumps(meta | {"rating_cutpoints": None}))
+    for extra in (["x"], ["x"] * len(items["item_id"])):
+        (run / "items.json").write_text(json.dumps(items | {"extra": extra}))
+        assert list(Recommender.load(run).items.columns) == ["item_id", "title", "text"]
     (run / "items.json").write_text(json.dumps(items))
     # hand-edited or foreign: one ModelError naming the folder, never a traceback
     good = json.loads(json.dumps(meta | {"rating_cutpoints": None}))
@@ -665,10 +682,31 @@ def test_load_rejects_incomplete_runs(fitted: Recommender, tmp_path: Path) -> No
             good | {"encoder": {k: v for k, v in good["encoder"].items() if k != "vocabulary"}},
             r"encoder: saved TF-IDF config lacks 'vocabulary' \(mapping\) or 'idf' \(list\)",
         ),
+        # met only at the first added item, in a message that named no file
+        (
+            good | {"encoder": good["encoder"] | {"format": 2}},
+            r"run: encoder: unsupported TF-IDF encoder format 2 \(this metarec reads format 1\)",
+        ),
     ]:
         (run / "recommender.json").write_text(json.dumps(damaged))
         with pytest.raises(ModelError, match=needle):
             Recommender.load(run)
+
+
+def test_a_config_key_taken_out_of_a_run_is_warned_of(fitted: Recommender, tmp_path: Path) -> None:
+    # read at today's default without a word: an objective or inner_lr the run was not
+    # trained with would have served it
+    run = fitted.save(tmp_path / "run")
+    meta = json.loads((run / "recommender.json").read_text())
+    del meta["config"]["inner_lr"], meta["config"]["model"]["hidden"]
+    (run / "recommender.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=r"config\.inner_lr, config\.model\.hidden missing"):
+        Recommender.load(run)
+    meta["format_version"] = 1  # may predate a key: read at its default, which keeps
+    (run / "recommender.json").write_text(json.dumps(meta))  # the behaviour before it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Recommender.load(run)
 
 
 def test_load_refuses_non_finite_weights(fitted: Recommender, tmp_path: Path) -> None:

@@ -141,6 +141,33 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
         raise DataError(f"not a {what} (damaged or edited?): {exc}", path=path) from None
 
 
+def check_format_version(
+    found: object, readable: range, path: str | Path, field: str = "format_version"
+) -> int:
+    """``found`` as an int if this metarec reads that format version (one of
+    ``readable``), else a ModelError naming the file, the version and what to do: a
+    newer file needs a newer metarec; an older one, a run trained again. A bool or
+    1.0 is no version (``True == 1`` let one through)."""
+    from metarec import __version__
+
+    newest = readable[-1]
+    if found is None:
+        raise ModelError(f"{path}: no {field} (not written by metarec, or damaged)")
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise ModelError(f"{path}: {field} {found!r:.40} is not a whole number (damaged?)")
+    if found > newest:
+        raise ModelError(
+            f"{path}: {field} {found} is newer than this metarec ({__version__}) reads "
+            f"(up to {newest}): upgrade metarec to load it"
+        )
+    if found not in readable:
+        raise ModelError(
+            f"{path}: {field} {found} is older than this metarec ({__version__}) reads "
+            f"({readable[0]} to {newest}): train it again with this version"
+        )
+    return found
+
+
 def warn_unknown_keys(
     raw: Mapping[str, Any], known: Collection[str], path: str | Path, what: str
 ) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metarec import __version__ as metarec_version
 from metarec.config import TrainConfig
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.schema import check_like_threshold
@@ -31,6 +32,7 @@ from metarec.data.spec import ADDED_ITEMS, check_recorded
 from metarec.device import device_available, resolve_device
 from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 from metarec.io import (
+    check_format_version,
     check_tensors_like,
     json_bytes,
     load_json,
@@ -51,7 +53,12 @@ if TYPE_CHECKING:
     # only for annotations: the recommender module imports this one
     from metarec.recommender import Recommender
 
-FORMAT_VERSION = 1
+# 2: runs that may hold item_offsets, rating_cutpoints and metadata.added_items, which
+# appeared while the version stayed 1; a metarec that reads only 1 refuses such a run
+# by its version rather than misreading it. Version 1 runs still load: those fields are
+# optional and read as absent there, as they always were.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = range(1, FORMAT_VERSION + 1)
 
 
 def save_run(rec: Recommender, directory: str | Path) -> Path:
@@ -140,6 +147,7 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
     out = _save_target(directory)
     manifest = {
         "format_version": FORMAT_VERSION,
+        "written_by": f"metarec {metarec_version}",
         "config": rec.cfg.to_dict(),
         "features": rec.features.to_dict(),
         "encoder": rec.encoder_config,
@@ -226,11 +234,9 @@ def _read_run_once(
     meta = load_json(path / "recommender.json")
     if not isinstance(meta, dict):
         raise ModelError(f"{path / 'recommender.json'}: not a JSON object")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelError(
-            f"{path / 'recommender.json'}: format_version {meta.get('format_version')!r} "
-            f"is not {FORMAT_VERSION}"
-        )
+    version = check_format_version(
+        meta.get("format_version"), READABLE_VERSIONS, path / "recommender.json"
+    )
     for part in ("config", "features", "encoder", "metadata"):
         if not isinstance(meta.get(part, {} if part == "metadata" else None), dict):
             raise ModelError(
@@ -242,6 +248,8 @@ def _read_run_once(
         cfg = TrainConfig.from_saved(meta["config"], source=str(path / "recommender.json"))
     except ConfigError as exc:  # the saved values, not the caller's: a damaged run
         raise ModelError(str(exc)) from None
+    if version >= 2:
+        _warn_missing_keys(meta["config"], cfg.to_dict(), path / "recommender.json")
     rating_range = _rating_range(meta.get("rating_range"), path)
     if cfg.like_threshold is not None:
         # training refuses a threshold off the scale; one edited in afterwards made
@@ -344,11 +352,38 @@ def _read_items(path: Path) -> pd.DataFrame:
             f"{path}: item_id[{blank}] is {raw['item_id'][blank]!r}, an empty id "
             "(damaged or edited?)"
         )
-    items = pd.DataFrame(raw)
+    # the three columns a run writes, whatever else an edit added beside them: a list of
+    # another length was "All arrays must be of the same length", one of this length a
+    # fourth column of the served catalogue
+    items = pd.DataFrame({col: raw[col] for col in ("item_id", "title", "text")})
     repeated = items["item_id"][items["item_id"].duplicated()]
     if len(repeated):  # the second of two items with one id no request could reach
         raise ModelError(f"{path}: item_id {repeated.iloc[0]!r} is repeated (damaged or edited?)")
     return items
+
+
+def _warn_missing_keys(saved: dict, full: dict, source: Path) -> None:
+    """Warn of the config keys a run of format 2 or later lacks. Such a run was written
+    with every key, so one missing was taken out by hand, and is read at today's
+    default, which need not be what the run trained with. (A format 1 run may predate
+    a key; its default is the behaviour from before the key, so it loads silently.)"""
+    missing = _missing_keys(saved, full, "config")
+    if missing:
+        warnings.warn(
+            f"{source}: {', '.join(missing)} missing (edited by hand?): read at the "
+            "default, which may not be what the run trained with",
+            stacklevel=3,
+        )
+
+
+def _missing_keys(saved: dict, full: dict, prefix: str) -> list[str]:
+    missing = []
+    for key, value in full.items():
+        if key not in saved:
+            missing.append(f"{prefix}.{key}")
+        elif isinstance(value, dict) and isinstance(saved[key], dict):
+            missing += _missing_keys(saved[key], value, f"{prefix}.{key}")
+    return missing
 
 
 def build_learner(

@@ -231,8 +231,46 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     FeedbackStore(url).close()
     with sqlite3.connect(tmp_path / "s.db") as raw:
         raw.execute("INSERT INTO schema_version VALUES (99, 'future', 0)")
-    with pytest.raises(ConfigError, match="schema version 99 is newer"):
+    with pytest.raises(
+        ConfigError, match=r"database sqlite:///.*s\.db: schema version 99 is newer"
+    ):
         FeedbackStore(url)
+
+
+def test_a_store_edited_under_its_schema_is_refused_at_open(tmp_path: Path) -> None:
+    """Found by name when the store opens, not as a constraint error, a traceback from
+    the first fold-in, or a 500 on every write."""
+
+    def edited(*statements: str) -> str:
+        path = tmp_path / f"s{len(list(tmp_path.glob('*.db')))}.db"
+        FeedbackStore(f"sqlite:///{path}").close()
+        with sqlite3.connect(path) as raw:
+            for statement in statements:
+                raw.execute(statement)
+        return f"sqlite:///{path}"
+
+    url = edited("DELETE FROM schema_version")  # was "UNIQUE constraint failed: ..."
+    with pytest.raises(ConfigError, match="tables are there but schema_version records no"):
+        FeedbackStore(url)
+    url = edited("ALTER TABLE events DROP COLUMN value")
+    with pytest.raises(ConfigError, match=r"s1\.db: table events lacks column\(s\) value at"):
+        FeedbackStore(url)
+    url = edited(
+        "DROP TABLE service_state",
+        "CREATE TABLE service_state (id INTEGER PRIMARY KEY, version BIGINT NOT NULL, "
+        "run TEXT, owner TEXT NOT NULL)",
+    )
+    with pytest.raises(ConfigError, match=r"service_state has column\(s\) owner that metarec"):
+        FeedbackStore(url)
+    # a column that may be empty, or has a default, is no obstacle to metarec's writes
+    url = edited(
+        "ALTER TABLE events ADD COLUMN note TEXT",
+        "ALTER TABLE items ADD COLUMN n INT NOT NULL DEFAULT 0",
+    )
+    store = FeedbackStore(url)
+    store.create_user("u", {}, [ev("e", "1", "rating", 4.0)])
+    assert store.user("u") is not None
+    store.close()
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:

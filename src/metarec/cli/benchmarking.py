@@ -295,10 +295,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def _print_run_report(path: Path) -> None:
     """A run folder's report: its training, a retrain's verdict, its P1 figures."""
-    from metarec.io import load_json, reading
+    from metarec.io import check_format_version, load_json, reading
+    from metarec.run_folder import READABLE_VERSIONS
 
     with reading(path / "recommender.json", "metarec run's recommender.json"):
-        _print_run(path, load_json(path / "recommender.json"))
+        meta = load_json(path / "recommender.json")
+        # as every other command reads it: a run of another format is not reported on
+        # as if it were this one's
+        check_format_version(
+            meta.get("format_version"), READABLE_VERSIONS, path / "recommender.json"
+        )
+        _print_run(path, meta)
     if (path / "retrain.json").exists():
         with reading(path / "retrain.json", "metarec retrain's retrain.json"):
             _print_retrain(load_json(path / "retrain.json"))

@@ -182,8 +182,7 @@ class TfidfSvdEncoder:
         """Rebuild from :meth:`to_config` and :meth:`state_tensors` output."""
         if config.get("type") != "tfidf":
             raise ModelError(f"not a TF-IDF encoder config: type={config.get('type')!r}")
-        if config.get("format", _FORMAT) != _FORMAT:
-            raise ModelError(f"unsupported TF-IDF encoder format {config.get('format')!r}")
+        _check_format(config)
         enc = _unfitted(config)
         if not config.get("fitted", False):
             return enc
@@ -289,11 +288,21 @@ def _unfitted(config: Mapping[str, Any]) -> TfidfSvdEncoder:
         raise ModelError(f"saved TF-IDF encoder settings are invalid: {e}") from e
 
 
+def _check_format(config: Mapping[str, Any]) -> None:
+    # a config without "format" predates the field, and is this format
+    if config.get("format", _FORMAT) != _FORMAT:
+        raise ModelError(
+            f"unsupported TF-IDF encoder format {config.get('format')!r} (this metarec "
+            f"reads format {_FORMAT})"
+        )
+
+
 def check_saved_state(config: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
     """A ModelError unless a saved TF-IDF config's settings are valid and its state has
     its parts (what a run's load checks before any item is added, and the rebuild
     reads): cheap, no array is built. A bad ``ngram_range`` loaded and was met, as a
     bare TypeError, at the first added item."""
+    _check_format(config)
     _unfitted(config)
     if not isinstance(config.get("vocabulary"), Mapping) or not isinstance(
         config.get("idf"), Sequence

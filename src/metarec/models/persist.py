@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarec import __version__ as metarec_version
 from metarec.data.spec import check_recorded
 from metarec.errors import ConfigError, ModelError, UnsupportedError
-from metarec.io import load_json, load_tensors, save_json, save_tensors
+from metarec.io import check_format_version, load_json, load_tensors, save_json, save_tensors
 from metarec.models.base import ScoringModel
 from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.ensemble import Ensemble
@@ -332,6 +333,7 @@ def save_ensemble(
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "written_by": f"metarec {metarec_version}",
             "name": ens.name,
             "mode": ens.mode,
             "buckets": list(ens.buckets),
@@ -564,6 +566,7 @@ def save_model(model: ScoringModel, directory: str | Path) -> Path:
         manifest = {
             "format": MODEL_FORMAT,
             "format_version": FORMAT_VERSION,
+            "written_by": f"metarec {metarec_version}",
             "name": model.name,
             "seed": int(getattr(model, "seed", 0)),
             "n_items": model.n_items,
@@ -615,8 +618,7 @@ def _read_manifest(path: Path, kind: str) -> _Fields:
     man = _Fields(path, raw)
     if raw.get("format") != kind:
         raise man.bad("format", f"expected {kind!r}, got {raw.get('format')!r}")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise man.bad("format_version", f"{raw.get('format_version')!r} is not {FORMAT_VERSION}")
+    check_format_version(raw.get("format_version"), range(1, FORMAT_VERSION + 1), path)
     return man
 
 

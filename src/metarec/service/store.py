@@ -243,8 +243,17 @@ def migrate(engine: Engine) -> int:
         current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
         if current > SCHEMA_VERSION:
             raise ConfigError(
-                f"database schema version {current} is newer than this metarec's "
-                f"({SCHEMA_VERSION}); upgrade metarec or use another database"
+                f"database {engine.url}: schema version {current} is newer than this "
+                f"metarec's ({SCHEMA_VERSION}); upgrade metarec or use another database"
+            )
+        ours = {t.name for t in (users, events, items, service_state)}
+        if current == 0 and ours & set(inspect(conn).get_table_names()):
+            # the migrations would run over tables they did not make: a UNIQUE
+            # constraint's failure at best, items renumbered at worst
+            raise ConfigError(
+                f"database {engine.url}: metarec's tables are there but schema_version "
+                "records no version (damaged or edited by hand?); restore it from a "
+                "backup, or use another database"
             )
         for version, description, step in MIGRATIONS:
             if version > current:
@@ -275,7 +284,37 @@ def migrate(engine: Engine) -> int:
                 f"{max(current, SCHEMA_VERSION)} (damaged or edited by hand?); restore it from a "
                 "backup, or use another database"
             )
+        _check_columns(conn, engine)
     return int(current)
+
+
+def _check_columns(conn: Connection, engine: Engine) -> None:
+    """A column dropped by hand was "no such column" in a traceback from the first
+    fold-in, and a required one added without a default failed every write as a 500;
+    both are refused here, at start. An added column that may be empty is harmless."""
+    for table in (users, events, items, service_state):
+        found = {c["name"]: c for c in inspect(conn).get_columns(table.name)}
+        lost = [c.name for c in table.columns if c.name not in found]
+        required = [
+            name
+            for name, c in found.items()
+            if name not in table.columns
+            and not c.get("nullable", True)
+            and c.get("default") is None
+            and not c.get("autoincrement", False)
+        ]
+        if lost or required:
+            said = (
+                f"lacks column(s) {', '.join(lost)}"
+                if lost
+                else f"has column(s) {', '.join(required)} that metarec does not write, "
+                "required and without a default"
+            )
+            raise ConfigError(
+                f"database {engine.url}: table {table.name} {said} at schema version "
+                f"{SCHEMA_VERSION} (damaged or edited by hand?); restore it from a backup, "
+                "or use another database"
+            )
 
 
 # -- engine -------------------------------------------------------------------
