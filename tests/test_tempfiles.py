@@ -157,3 +157,49 @@ def test_sync_tree_flushes_every_file_and_folder(tmp_path: Path, fsync_log: list
         tmp_path / "a" / "b" / "two.json"
     )
     assert fsync_log[-1] == tmp_path
+
+
+def test_a_file_is_synced_before_its_rename_and_an_interrupt_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rename is durable only over bytes already on disk: file first, then the name
+    steps: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        steps.append((kind, Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        steps.append(("rename", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_json(tmp_path / "x.json", {"a": 1})
+    assert [kind for kind, _ in steps] == ["file", "rename", "dir"]
+    assert steps[0][1].startswith(".x.json.") and steps[0][1].endswith(".tmp")
+
+    def interrupted(src: str | Path, dst: str | Path) -> None:
+        raise KeyboardInterrupt  # Ctrl-C between the write and the rename
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_json(tmp_path / "y.json", {"b": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_a_temp_folder_renamed_a_moment_ago_is_not_stale_whatever_its_mtime(
+    tmp_path: Path,
+) -> None:
+    from metarec.tempfiles import remove_stale
+
+    young = tmp_path / ".run.0123456789ab.tmp"
+    young.mkdir()
+    hours_ago = os.stat(young).st_mtime - 7200
+    os.utime(young, (hours_ago, hours_ago))  # its ctime is now, as after a rename
+    remove_stale(tmp_path, ".run.*.tmp", age_s=60)
+    assert young.exists()
+    remove_stale(tmp_path, ".run.*.tmp", age_s=0)
+    assert not young.exists()

@@ -641,3 +641,21 @@ def test_a_decimal_scales_own_ends_are_on_it(tmp_path: Path) -> None:
     index = {"a": 0, "b": 1}
     pairs = history_pairs([("a", 0.1), ("b", 1.0)], ends, index.__getitem__, "adapt")
     assert pairs == [(0, 0.1), (1, 1.0)]
+
+
+def test_text_of_only_spaces_is_no_text() -> None:
+    # "   " passed as text (a frame built in memory; the file readers strip it): the
+    # encoder then read blanks for the item, not its title
+    ds = Dataset(
+        name="w",
+        interactions=pd.DataFrame(
+            {"user_id": ["1", "1"], "item_id": ["10", "11"], "rating": [4.0, 5.0]}
+        ),
+        items=pd.DataFrame(
+            {"item_id": ["10", "11"], "title": ["Foo", "Bar"], "text": ["   ", "real text"]}
+        ),
+    )
+    out = clean(ds)
+    assert out.items["text"].tolist() == ["Foo", "real text"]
+    assert out.report is not None
+    assert any(n.startswith("1 items had no text and use their title") for n in out.report.notes)

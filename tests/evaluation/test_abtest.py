@@ -252,6 +252,24 @@ def test_proportion_statistics_by_hand() -> None:
     assert (lo, hi) == pytest.approx((math.exp(-0.574157) - 1, math.exp(-0.001207) - 1), abs=1e-5)
     # Wilson, 50/500: z² = 3.841459; centre = (0.1 + z²/1000) / (1 + z²/500) = 0.10304;
     # half = z/(1 + z²/500) · sqrt(0.1·0.9/500 + z²/(4·500²)) = 0.026372
+    # the pooled rate over both arms' users, not the mean of the two rates (arms of
+    # unequal size tell them apart): 50/500 against 75/1000, p̄ = 125/1500 = 0.083333;
+    # se = sqrt(0.083333·0.916667·(1/500 + 1/1000)) = 0.0151383, z = -0.025/se
+    z, p = two_proportion_test(50, 500, 75, 1000)
+    assert z == pytest.approx(-1.65145, abs=1e-4)
+    assert p == pytest.approx(math.erfc(1.651446 / math.sqrt(2)), rel=1e-4)
+    # A all successes (B not): ½ added to each cell for the CI, not only when B's rate
+    # is 0 or 1; 20.5/21 against 10.5/21: log ratio log(10.5/20.5) = -0.669050, se =
+    # sqrt(1/10.5 - 1/21 + 1/20.5 - 1/21) = 0.220863; the lift itself is uncorrected
+    lift, lo, hi = lift_ci(20, 20, 10, 20)
+    assert lift == pytest.approx(-0.5)
+    assert (lo, hi) == pytest.approx(
+        (
+            math.exp(-0.669050 - 1.959964 * 0.220863) - 1,
+            math.exp(-0.669050 + 1.959964 * 0.220863) - 1,
+        ),
+        abs=1e-5,
+    )
     wlo, whi = wilson_ci(50, 500)
     assert wlo == pytest.approx(0.10304 - 0.026372, abs=1e-4)
     assert whi == pytest.approx(0.10304 + 0.026372, abs=1e-4)

@@ -235,3 +235,21 @@ def test_p2_never_lists_a_users_own_support_items() -> None:
     index = {f"i{i}": i for i in range(30)}
     res = evaluate_p2({"support-first": SupportFirst()}, frame, index, shots=(3,), k=5)
     assert res["summary"]["3"]["support-first"]["ndcg@5"] == pytest.approx(1.0)
+
+
+def test_a_user_with_no_rating_left_for_the_query_has_no_task() -> None:
+    # a user with exactly K ratings: an empty query judges nothing, and counted in
+    # n_users it would say more users were scored than were
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a"] * 3 + ["b"] * 4,
+            "item_id": ["x", "y", "z", "x", "y", "z", "w"],
+            "rating": [5.0, 4.0, 3.0, 5.0, 4.0, 3.0, 2.0],
+            "timestamp": [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    index = {"x": 0, "y": 1, "z": 2, "w": 3}
+    tasks, ids = shot_tasks(frame, index, 3)
+    assert ids == ["b"]
+    assert tasks[0].support_items.tolist() == [0, 1, 2] and tasks[0].query_items.tolist() == [3]
+    assert shot_tasks(frame, index, 2)[1] == ["a", "b"]

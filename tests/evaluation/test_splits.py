@@ -722,3 +722,39 @@ def test_json_nested_past_the_parsers_depth_is_refused_by_name(tmp_path: Path) -
     with pytest.raises(MetarecError, match="nested too deeply") as info:
         P2Split.load(path, None)  # type: ignore[arg-type]
     assert str(path) in str(info.value)
+
+
+def test_p1_states_keep_a_user_with_exactly_the_ratings_a_task_needs() -> None:
+    """Each state's frame, by hand: a user with 13 ratings in a state (3 support + 10
+    query) is in it, one with 12 is not; item-cold holds the new items' ratings of
+    training and validation users alike, and training sees no new item."""
+    import pandas as pd
+
+    from metarec.evaluation.p1 import MIN_STATE_RATINGS, P1Split
+
+    assert MIN_STATE_RATINGS == 13
+    old = [f"o{i}" for i in range(20)]
+    new = [f"n{i}" for i in range(13)]
+    rated = {
+        "t": old + new,  # training user: 20 old, 13 new
+        "v": old[:13] + new,  # validation user: 13 old, 13 new
+        "u": old[:13] + new[:12],  # new user: 13 old (user-cold), 12 new (too few)
+    }
+    inter = pd.DataFrame(
+        [(u, i, 4.0, 0.0) for u, items in rated.items() for i in items],
+        columns=["user_id", "item_id", "rating", "timestamp"],
+    )
+    split = P1Split(
+        dataset="d", seed=0, new_items=new, train_users=["t"], validation_users=["v"],
+        new_users=["u"],
+    )  # fmt: skip
+    frames = split.rebuild_frames(inter)
+
+    def users(state: str) -> dict[str, int]:
+        return frames[state].groupby("user_id").size().to_dict()
+
+    assert users("train") == {"t": 20}
+    assert users("warm") == users("validation") == {"v": 13}
+    assert users("user_cold") == {"u": 13}
+    assert users("item_cold") == {"t": 13, "v": 13}
+    assert users("both_cold") == {}

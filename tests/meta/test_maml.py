@@ -340,3 +340,18 @@ def test_a_support_floor_few_users_reach_is_warned_of() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check(4)  # every user reaches it
+
+
+def test_task_losses_by_hand() -> None:
+    """Each objective's masked mean loss of one task, against its formula; a flipped
+    BPR sign trained and validated on the same wrong loss, and nothing else saw it."""
+    from metarec.meta.inner import task_loss
+
+    pred, y, mask = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.0]), torch.ones(2)
+    # BPR: positive 2.0 paired with negative 0.0 → -log σ(2) = log(1 + e^-2) = 0.126928
+    assert float(task_loss(pred, y, mask, "bpr")) == pytest.approx(0.126928, abs=1e-6)
+    # BCE: (log(1 + e^-2) + log(1 + e^0)) / 2 = (0.126928 + 0.693147) / 2
+    assert float(task_loss(pred, y, mask, "bce")) == pytest.approx(0.410038, abs=1e-6)
+    # squared and absolute error, the padding (mask 0) left out of the mean
+    assert float(task_loss(pred, y, torch.tensor([1.0, 0.0]), "rating")) == pytest.approx(1.0)
+    assert float(task_loss(pred, torch.tensor([1.0, 3.0]), mask, "rating_l1")) == pytest.approx(2.0)

@@ -251,6 +251,32 @@ def test_new_items_are_refused_when_a_member_cannot_score_them() -> None:
     assert both.n_items == N_ITEMS + 1
 
 
+class Loud(Growing):
+    """Scores an added item far above the catalogue it was fitted on."""
+
+    def __init__(self, slope: float) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def score_catalogue(self, tasks: Sequence[Task], users: pd.DataFrame | None = None):
+        fitted = np.tile(self.slope * np.linspace(5, 1, N_ITEMS), (len(tasks), 1))
+        return np.hstack([fitted, np.full((len(tasks), self.n - N_ITEMS), 100.0)])
+
+
+@pytest.mark.parametrize("mode", ["ranking", "rating"])
+def test_adding_items_leaves_the_blended_scores_of_the_others_unchanged(mode: str) -> None:
+    # each member's scores are standardised by the catalogue it was fitted on: over the
+    # grown one, an added item scored 100 moved every other item's blended score
+    ens = Ensemble({"a": Loud(1.0), "b": Loud(-0.5)}, mode=mode)  # type: ignore[arg-type]
+    ens.fit(_data())
+    tasks = list(_zero_and_six_ratings())
+    before = ens.score_catalogue(tasks)
+    ens.add_items(pd.DataFrame({"item_id": ["new", "newer"]}), np.zeros((2, 2), np.float32))
+    after = ens.score_catalogue(tasks)
+    assert after.shape == (2, N_ITEMS + 2)
+    np.testing.assert_allclose(after[:, :N_ITEMS], before, rtol=1e-12)
+
+
 def test_a_support_size_no_validation_user_reaches_keeps_the_last_learned_weights() -> None:
     ens = Ensemble({"a": Constant(), "b": Oracle(3, "o")}, buckets=(0, 3, 1000)).fit(_data())
     # before: an even split nothing chose, while K >= 3 had learned to trust the oracle

@@ -311,7 +311,12 @@ def test_event_ids_are_unique_across_users(store: FeedbackStore) -> None:
         store.add_events("b", [ev("fresh", "9"), ev("same")])
     with pytest.raises(EventConflictError, match="already stored as click of item"):
         store.add_events("a", [ev("same", "9")])
-    assert store.user("b").n_events == 0 and store.user("a").n_events == 1
+    # a retry repeats the event whole: the same id with another rating is a conflict,
+    # not a duplicate whose new rating would be dropped without a word
+    assert store.add_events("a", [ev("r1", "7", "rating", 2.0)]) == (1, 0)
+    with pytest.raises(EventConflictError, match=r"already stored as rating of item '7' \(2"):
+        store.add_events("a", [ev("r1", "7", "rating", 5.0)])
+    assert store.user("b").n_events == 0 and store.user("a").n_events == 2
 
 
 def test_events_come_back_in_time_order_and_latest_wins(store: FeedbackStore) -> None:
