@@ -133,3 +133,20 @@ def test_the_cli_refuses_a_folder_another_run_is_writing(
     # nothing of the refused run: no kept progress, no run files (the killed holder's
     # lock file stays, unlocked, and is reused)
     assert [p.name for p in tmp_path.iterdir() if p != lock_path(target)] == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX locks")
+def test_a_link_planted_as_the_lock_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    # the lock is emptied and given our pid: through a link, any file the user can
+    # write (a shared folder's neighbour could plant one) lost its contents
+    from metarec.errors import ConfigError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    lock_path(tmp_path / "run").symlink_to(victim)
+    with (
+        pytest.raises(ConfigError, match=r"\.run\.lock is a symbolic link, not a lock"),
+        exclusive(tmp_path / "run", "hint"),
+    ):
+        pass
+    assert victim.read_text() == "keep me"

@@ -16,13 +16,14 @@ missing (Windows) no lock is taken.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from metarec.errors import BusyError
+from metarec.errors import BusyError, ConfigError
 
 
 def lock_path(target: str | Path) -> Path:
@@ -78,7 +79,17 @@ def _acquire(path: Path, target: Path, hint: str) -> int:
     import fcntl
 
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            # not through a link: the lock is emptied and written with our pid, and a
+            # link planted under its name made that the fate of any file it pointed at
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise ConfigError(
+                f"{target}: its lock {path} is a symbolic link, not a lock metarec made; "
+                "remove the link (metarec writes its process id into the lock)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
