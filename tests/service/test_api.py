@@ -1262,6 +1262,35 @@ def test_page_can_be_handed_the_key(make_server: Callable[..., LiveServer]) -> N
     assert "connect-src 'self'" in response.headers["content-security-policy"]
 
 
+def test_a_page_that_carries_the_key_is_not_handed_to_a_rebound_name(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    # a site pointing its own name at the server read the key off "/" and then wrote
+    # with it: a server with --page-api-key checks Host as a keyless one does
+    live = make_server(page_api_key=True, allowed_hosts=("demo.lan",))
+    port = live.url.rsplit(":", 1)[1]
+    key = live.settings.api_key
+    assert key is not None
+    with live.client() as c:
+        for host, status in [
+            (f"evil.example:{port}", 403),
+            (f"127.0.0.1:{port}", 200),
+            (f"demo.lan:{port}", 200),
+        ]:
+            r = c.get("/", headers={"Host": host})
+            assert r.status_code == status, (host, r.text)
+            assert (key in r.text) == (status == 200)
+        r = c.post(
+            "/v1/users",
+            json={"user_id": "planted"},
+            headers={"Host": f"evil.example:{port}", "X-API-Key": key},
+        )
+        assert r.status_code == 403 and "--page-api-key" in r.json()["error"]["message"]
+    keyed = make_server()  # a key kept off the page: reached under any name, as before
+    with keyed.client() as c:
+        assert c.get("/", headers={"Host": "metarec.example.com"}).status_code == 200
+
+
 def test_copying_a_run_keeps_its_name_by_content(service_run: Path, tmp_path: Path) -> None:
     from metarec.service.serving import run_name
 

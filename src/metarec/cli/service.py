@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
         "--allowed-host",
         action="append",
         metavar="NAME",
-        help="host name under which a server without --api-key answers (repeatable; IP "
+        help="host name under which a server without --api-key, or with --page-api-key, "
+        "answers (repeatable; IP "
         "addresses, localhost and the --host name always are; any other name is refused, "
         "so a site cannot point its own name at the server and read the API)",
     )
@@ -138,8 +139,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
-    """``--allowed-host`` names, and for a keyless server bound to a name (``--host vm``)
-    that name: the address it announces was refused as a name it was not given."""
+    """``--allowed-host`` names, and for a server that checks Host (keyless, or with
+    ``--page-api-key``) bound to a name (``--host vm``) that name: the address it
+    announces was refused as a name it was not given."""
     import ipaddress
 
     from metarec.service.settings import HOST_NAME, ServiceSettings
@@ -149,8 +151,8 @@ def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
     try:
         ipaddress.ip_address(bound)
     except ValueError:
-        keyless = ServiceSettings.key_from_env(args.api_key) is None
-        if keyless and HOST_NAME.fullmatch(bound) and bound not in names:
+        checks = ServiceSettings.key_from_env(args.api_key) is None or args.page_api_key
+        if checks and HOST_NAME.fullmatch(bound) and bound not in names:
             names += (bound,)
     return names
 

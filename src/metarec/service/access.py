@@ -154,8 +154,9 @@ class KeylessHostGuard:
     requests still name the site in ``Host``, and an IP address cannot be rebound.
     Judged for every client, not only loopback ones: uvicorn takes a loopback client's
     ``X-Forwarded-For`` as its address, which such a page can set. A server with a key
-    takes no part: it is meant to be reached, and its reads are open to whoever
-    reaches it."""
+    takes no part (it is meant to be reached, and its reads are open to whoever
+    reaches it) unless its page carries the key (``--page-api-key``): a rebinding
+    site read the key off the page, then wrote as it pleased."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], max_body_bytes: int) -> None:
         self.app = app
@@ -167,10 +168,11 @@ class KeylessHostGuard:
             host = self._refused_host(scope)
             if host is not None:
                 message = (
-                    f"Host {cut(host)}: a server without an API key answers only when it "
-                    "is reached by IP address or as localhost (a site's page can point its "
-                    "own name at the server's address and read the API); list the name "
-                    "with --allowed-host, or start the server with --api-key"
+                    f"Host {cut(host)}: a server without an API key, or one that hands its "
+                    "key to its page (--page-api-key), answers only when it is reached by "
+                    "IP address or as localhost (a site's page can point its own name at "
+                    "the server's address and read the API, or the key); list the name "
+                    "with --allowed-host"
                 )
                 await refuse(
                     scope, receive, send, 403, "forbidden", message, budget=self.max_body_bytes

@@ -275,7 +275,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         allowed_origins=settings.cors_origins,
         allowed_hosts=settings.allowed_hosts,
     )
-    if settings.api_key is None:
+    if settings.checks_host:
         app.add_middleware(
             KeylessHostGuard,
             allowed_hosts=settings.allowed_hosts,

@@ -108,13 +108,21 @@ class ServiceSettings:
             raise ConfigError(
                 f"allowed_hosts: expected a tuple of host names, got {self.allowed_hosts!r:.60}"
             )
-        if self.allowed_hosts and self.api_key is not None:
+        if self.allowed_hosts and not self.checks_host:
             # a server with a key does not check Host at all: the names would do nothing
             raise ConfigError(
-                "allowed_hosts: only a server without an API key checks the Host its "
-                "clients name, and this one has a key (api_key)"
+                "allowed_hosts: only a server without an API key, or one that hands its "
+                "key to the page (page_api_key), checks the Host its clients name, and "
+                "this one has a key (api_key)"
             )
         object.__setattr__(self, "allowed_hosts", tuple(map(host_only, self.allowed_hosts)))
+
+    @property
+    def checks_host(self) -> bool:
+        """Whether requests must name this server by address, localhost or an allowed
+        name: a server whose reads a rebinding site could take as its own origin (no
+        key), or whose page hands such a site the key (``page_api_key``)."""
+        return self.api_key is None or self.page_api_key
 
     @staticmethod
     def key_from_env(explicit: str | None) -> str | None:
