@@ -128,6 +128,9 @@ def test_a_keyless_server_bound_to_a_name_answers_to_it(monkeypatch: pytest.Monk
     for host in ("127.0.0.1", "::", "[::1]", "0.0.0.0"):
         assert allowed_hosts(Namespace(host=host, api_key=None, allowed_host=None)) == ()
     assert allowed_hosts(Namespace(host="vm", api_key="k", allowed_host=None)) == ()
+    # a keyed server whose page carries the key checks Host too, its bound name allowed
+    page = Namespace(host="vm", api_key="k", allowed_host=None, page_api_key=True)
+    assert allowed_hosts(page) == ("vm",)
 
 
 def test_serve_names_the_flag_of_an_allowed_host_that_would_do_nothing(
