@@ -1729,3 +1729,51 @@ def test_a_transaction_postgresql_rolled_back_whole_is_503_to_retry(
         monkeypatch.setattr(store, "add_events", rolled_back)
         r = c.post("/v1/users/dl/events", json={"event_id": "e", "item_id": "1", "type": "click"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "store_busy", r.text
+
+
+def test_a_head_past_the_limit_is_431_and_a_large_one_within_it_is_served(
+    live_server: str,
+) -> None:
+    # every header line a client sent was kept: one endless request grew the server by
+    # whatever it sent (no key needed, as this comes before any route)
+    from metarec.service.protocol import MAX_HEAD_BYTES
+
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    flood = b"GET /health HTTP/1.1\r\nHost: x\r\n" + pad * (MAX_HEAD_BYTES // len(pad) + 50)
+    status, headers, body = _raw_reply(live_server, flood + b"\r\n")
+    assert status == "HTTP/1.1 431 Request Header Fields Too Large", body
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == "headers_too_large" and f"{MAX_HEAD_BYTES:,} bytes" in error["message"]
+    # 60 KiB of headers beside a URL at its limit is a request like any other
+    within = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + pad * 60 + b"\r\n"
+    status, _, _ = _raw_reply(live_server, within)
+    assert status == "HTTP/1.1 200 OK"
+
+
+def test_a_head_that_does_not_arrive_in_time_is_408_and_the_connection_closed(
+    make_server: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a connection that sent nothing, or a header line every few seconds, was held for
+    # good, and a few hundred of them left no file descriptor for anyone else
+    from metarec.service import protocol
+
+    monkeypatch.setattr(protocol, "HEAD_TIMEOUT_S", 0.5)
+    live = make_server()
+    host, port = live.url.removeprefix("http://").rsplit(":", 1)
+    for sent in (b"", b"GET /health HTTP/1.1\r\nHost: x\r\n"):  # silent; a head cut short
+        started = time.monotonic()
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(sent)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408 Request Timeout"), reply
+        assert b'"code":"request_timeout"' in reply.replace(b" ", b"")
+        assert time.monotonic() - started < 10
+    # a client between requests is left to the keep-alive timeout, and one whose head
+    # arrives in time is served, also after the head timeout has passed once
+    with live.client() as c:
+        assert c.get("/health").status_code == 200
+        time.sleep(0.7)
+        assert c.get("/health").status_code == 200

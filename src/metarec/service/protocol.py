@@ -13,6 +13,9 @@ cannot be trusted after a parse error. httptools is a dependency, so its protoco
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from metarec.service.errors import error_response
@@ -28,6 +31,20 @@ MAX_URL_BYTES = 65_535
 # a comma three bytes (%2C): 20,000 ASCII characters stay under it so encoded, with
 # room for the path, a long user id and the other parameters
 MAX_CANDIDATES_CHARS = 20_000
+# a request's head (request line and headers): the parser kept every header line a
+# client sent, so one endless request grew the server by what it sent (700 MB in a
+# review); browsers send a few KiB of headers, but a candidates list may fill the URL
+# to MAX_URL_BYTES, so the head may hold that and 64 KiB of headers more
+MAX_HEAD_BYTES = MAX_URL_BYTES + 1 + 64 * 1024
+HEAD_TOO_LARGE = "headers_too_large"
+# a head must arrive within this time from its first byte (or from the connection,
+# for the first): a client that sent nothing, or a header line every few seconds, held
+# its connection for good, and a few hundred of them left no file descriptor to accept
+# anyone else with ("slowloris"); the keep-alive timeout covers the wait between requests
+HEAD_TIMEOUT_S = 20.0
+HEAD_TIMEOUT = "request_timeout"
+# how long a refused connection goes on reading (and dropping) what its client sends
+LINGER_S = 2.0
 
 
 def bad_http_response(
@@ -50,10 +67,107 @@ def bad_http_response(
 
 
 class JsonErrorHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol whose parse errors are JSON."""
+    """uvicorn's httptools protocol whose parse errors are JSON, and which bounds what a
+    request's head may take: :data:`MAX_HEAD_BYTES` of memory (``431``) and
+    :data:`HEAD_TIMEOUT_S` of time (``408``), neither of which uvicorn limits."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reading_head = True
+        self._head_bytes = 0
+        self._head_done = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._parsed_head = 0  # the URL and header lines parsed so far, in bytes
+        self._head_too_large = False
+        self._discarding = False  # refused: what arrives is read and dropped
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding or self.transport.is_closing():
+            return  # refused already: the rest of what the client sends is dropped
+        counting = self._reading_head
+        if counting and self._head_timer is None:
+            self._start_head_timer()  # the first byte of a request after another
+        self._head_done = False
+        super().data_received(data)
+        # only bytes that were all head count (a chunk that ended a body may have begun
+        # the next head, and is not counted: the count stays at or under the truth)
+        if counting and not self._head_done and self._reading_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._refuse_large_head()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._parsed_head = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._parsed_head += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        # a whole head within one read is parsed before data_received could count it
+        self._parsed_head += len(name) + len(value) + 4
+        if self._parsed_head > MAX_HEAD_BYTES:
+            self._head_too_large = True
+            raise ValueError("head too large")  # the parser stops: send_400_response
+
+    def _refuse_large_head(self) -> None:
+        self._refuse(
+            (431, b"Request Header Fields Too Large", HEAD_TOO_LARGE),
+            f"the request's head (request line and headers) passed {MAX_HEAD_BYTES:,} "
+            "bytes, all this server reads",
+        )
+
+    def on_headers_complete(self) -> None:
+        self._reading_head, self._head_done = False, True
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_head, self._head_bytes = True, 0  # the next request's, if any
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._reading_head and not (self._discarding or self.transport.is_closing()):
+            self._refuse(
+                (408, b"Request Timeout", HEAD_TIMEOUT),
+                f"the request's head did not arrive within {HEAD_TIMEOUT_S:g} s",
+            )
+
+    def _refuse(self, status: tuple[int, bytes, str], message: str) -> None:
+        """Answer and end the connection, reading on for a moment: closed at once over
+        the rest of a long head still arriving, the socket was reset, and the client
+        lost the answer before it read it."""
+        self._stop_head_timer()
+        self.transport.write(bad_http_response(self.server_state.default_headers, message, status))
+        self._discarding = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the answer is all: the client sees its end
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
         url = getattr(self, "url", b"")  # what the parser read of the URL so far
+        if self._head_too_large:
+            self._refuse_large_head()
+            return
         if len(url) > MAX_URL_BYTES:
             # a long candidates list: say so, not that the bytes were no HTTP
             message = (
