@@ -448,9 +448,10 @@ def _gate_loss(
     if metric == CATALOGUE_METRIC:
         return _catalogue_loss(rec, tasks, rows), len(tasks)
     preds = rec.predict_tasks(tasks, rows)
-    low = float(rec.rating_range[0])
+    low, high = (float(end) for end in rec.rating_range)
     try:
-        summary = summarise(per_user_table(preds, [t.query_ratings for t in tasks], low=low))
+        trues = [t.query_ratings for t in tasks]
+        summary = summarise(per_user_table(preds, trues, low=low, high=high))
     except ValueError:  # a diverged model's NaN predictions: no loss, so never accepted
         return float("nan"), len(tasks)
     loss = summary["mae"] if metric == "MAE" else 1.0 - summary["ndcg@3"]

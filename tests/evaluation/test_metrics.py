@@ -327,3 +327,27 @@ def test_the_table_names_the_user_whose_ratings_fall_below_the_scale() -> None:
     ok, low = np.array([3.0, 4.0]), np.array([3.0, 0.5])
     with pytest.raises(InputError, match=r"user 2 of 3: true rating 0.5 is below low=1"):
         M.per_user_table([ok, ok, ok], [ok, ok, low], low=1.0)
+
+
+def test_ndcg_on_a_known_scale_is_the_same_in_any_units() -> None:
+    # the scale mapped onto MeLU's 1-5 first: the identity on 1-5, so MovieLens'
+    # figures are MeLU's; on 0-100 raw 2^r made every gain but the top one vanish
+    assert M.ndcg_graded(PRED, TRUE, 3, low=1.0, high=5.0) == M.ndcg_graded(PRED, TRUE, 3)
+    hundred = (TRUE - 1.0) * 25.0  # 1-5 as 0-100
+    for k in (1, 3, 5):
+        on_100 = M.ndcg_graded(PRED, hundred, k, low=0.0, high=100.0)
+        assert on_100 == pytest.approx(M.ndcg_graded(PRED, TRUE, k))
+    assert M.ndcg_graded(PRED, hundred, 3) < 0.85 * M.ndcg_graded(PRED, TRUE, 3)  # raw 2^r
+    # and past 1,000 units, where 2^r overflowed: refused without a scale, scored with one
+    huge = TRUE * 1e9
+    with pytest.raises(ValueError, match="overflows"):
+        M.ndcg_graded(PRED, huge, 3)
+    assert M.ndcg_graded(PRED, huge, 3, low=1e9, high=5e9) == pytest.approx(
+        M.ndcg_graded(PRED, TRUE, 3)
+    )
+    table = M.per_user_table([PRED], [hundred], threshold=75.0, low=0.0, high=100.0)
+    assert table["ndcg@3"][0] == pytest.approx(M.ndcg_graded(PRED, TRUE, 3))
+    with pytest.raises(ValueError, match="true rating 5 is above high=4"):
+        M.ndcg_graded(PRED, TRUE, 3, low=1.0, high=4.0)
+    with pytest.raises(ValueError, match="high=1 must be above low=1"):
+        M.ndcg_graded(PRED, TRUE, 3, low=1.0, high=1.0)

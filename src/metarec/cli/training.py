@@ -444,6 +444,7 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
         like_threshold=(
             ds.like_threshold if rec.cfg.like_threshold is None else rec.cfg.like_threshold
         ),
+        rating_range=rec.rating_range,
     )
     # shown first: a write that fails still leaves the figures on the screen
     print(f"\nProtocol P1 on {ds.name} (new items: {split.rule}); lower MAE/RMSE is better")

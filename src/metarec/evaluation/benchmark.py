@@ -403,6 +403,7 @@ def _fold_run(
                 ds.users,
                 states=P1_STATES,
                 like_threshold=like_threshold,
+                rating_range=ds.rating_range,
             )
         return evaluate_p2(
             chosen,

@@ -126,17 +126,22 @@ def rmse(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 # -- P1: ranking the query set ---------------------------------------------
-def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) -> float:
-    """MeLU's nDCG@k with gain 2^(r - min(low, 0)) - 1.
+def ndcg_graded(
+    pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0, high: float | None = None
+) -> float:
+    """MeLU's nDCG@k with gain 2^r - 1.
 
-    ``low`` is the rating scale's lowest level. On a scale that starts at 0 or
-    above (MovieLens' 1-5) the gain is MeLU's 2^r - 1 unchanged; on one that
-    goes below 0 (Jester's -10..10) 2^r - 1 turns negative and nDCG leaves
-    [0, 1], so the scale is shifted to start at 0 first.
+    ``low`` (and ``high``) are the rating scale's ends. Given both, a rating is first
+    mapped linearly onto MeLU's 1-5 (``1 + 4 (r - low) / (high - low)``): the identity
+    on MovieLens' 1-5, and what makes the figure the same in any units. Raw 2^r on a
+    0-100 scale made every gain but the top rating's vanish beside it (nDCG@3 0.0008
+    for every model in a review), and past 1,000 it overflowed. Without ``high``: the
+    gain is taken on the rating itself, shifted to start at 0 on a scale that goes
+    below 0 (Jester's -10..10), where 2^r - 1 turns negative and nDCG leaves [0, 1].
     """
     pred, true = _pair(pred, true)
     _check_k(k)
-    gains = 2.0 ** _gain_levels(true, _threshold(low, "low")) - 1.0
+    gains = 2.0 ** _gain_levels(true, *_scale(low, high)) - 1.0
     # as deep as the list goes: k = 10**12 allocated a discount per position, 7 TiB
     disc = 1.0 / np.log2(np.arange(2, min(k, len(pred)) + 2))
     top = _order(pred)[:k]
@@ -146,13 +151,30 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, k: int, low: float = 0.0) ->
     return dcg / idcg if idcg > 0 else 0.0
 
 
-def _gain_levels(true: np.ndarray, low: float) -> np.ndarray:
-    """Ratings as levels above the scale's start (any shape), for the 2^r gain."""
+def _scale(low: float, high: float | None) -> tuple[float, float | None]:
+    low = _threshold(low, "low")
+    if high is not None:
+        high = _threshold(high, "high")
+        if not high > low:
+            raise InputError(f"high={high:g} must be above low={low:g}")
+    return low, high
+
+
+def _gain_levels(true: np.ndarray, low: float, high: float | None = None) -> np.ndarray:
+    """Ratings as the levels of the 2^r gain (any shape): mapped onto 1-5 with ``high``,
+    else levels above the scale's start (see :func:`ndcg_graded`)."""
     if (true < low).any():
         # a rating under the scale's lowest level has a gain below 0: nDCG leaves [0, 1]
         raise InputError(
             f"true rating {true[true < low][0]:g} is below low={low:g}, the scale's lowest level"
         )
+    if high is not None:
+        if (true > high).any():
+            raise InputError(
+                f"true rating {true[true > high][0]:g} is above high={high:g}, the scale's "
+                "highest level"
+            )
+        return 1.0 + 4.0 * (true - low) / (high - low)
     levels = true - min(low, 0.0)
     if levels.max() > _MAX_GAIN_LEVEL:
         raise InputError(
@@ -270,18 +292,23 @@ P1_METRICS = (
 
 
 def p1_user_metrics(
-    pred: np.ndarray, true: np.ndarray, threshold: float = 4.0, low: float = 0.0
+    pred: np.ndarray,
+    true: np.ndarray,
+    threshold: float = 4.0,
+    low: float = 0.0,
+    high: float | None = None,
 ) -> dict[str, float]:
-    """All P1 metrics for one user's query set (``low``: the scale's lowest level)."""
+    """All P1 metrics for one user's query set (``low``, ``high``: the scale's ends, for
+    nDCG's gain; see :func:`ndcg_graded`)."""
     pred, true = _pair(pred, true)
     precision = precision_at(pred, true, 5, threshold)
     recall = recall_at(pred, true, 5, threshold)
     return {
         "mae": mae(pred, true),
         "rmse": rmse(pred, true),
-        "ndcg@1": ndcg_graded(pred, true, 1, low),
-        "ndcg@3": ndcg_graded(pred, true, 3, low),
-        "ndcg@5": ndcg_graded(pred, true, 5, low),
+        "ndcg@1": ndcg_graded(pred, true, 1, low, high),
+        "ndcg@3": ndcg_graded(pred, true, 3, low, high),
+        "ndcg@5": ndcg_graded(pred, true, 5, low, high),
         "precision@5": precision,
         "recall@5": recall,
         "f1@5": float(f1(precision, recall)),
@@ -295,8 +322,10 @@ def per_user_table(
     trues: Sequence[np.ndarray],
     threshold: float = 4.0,
     low: float = 0.0,
+    high: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Metric name → per-user values (NaN where undefined, e.g. recall without relevant items)."""
+    """Metric name → per-user values (NaN where undefined, e.g. recall without relevant
+    items); ``low``, ``high``: the scale's ends, for nDCG's gain (:func:`ndcg_graded`)."""
     for name, lists in (("preds", preds), ("trues", trues)):
         if isinstance(lists, str | bytes) or not hasattr(lists, "__len__"):
             # None or a generator met len() as a TypeError naming neither
@@ -309,7 +338,7 @@ def per_user_table(
             pairs.append(_pair(p, t))
         except ValueError as exc:
             raise InputError(f"user {user} of {len(preds)}: {exc}") from None
-    threshold, low = _threshold(threshold), _threshold(low, "low")
+    threshold, (low, high) = _threshold(threshold), _scale(low, high)
     out = {m: np.empty(len(pairs), dtype=np.float64) for m in P1_METRICS}
     # Users with query sets of one length are scored as one matrix: one user at a time
     # (p1_user_metrics, the reference these equal) took a second for 3,000 users, and a
@@ -320,28 +349,28 @@ def per_user_table(
         pred = np.stack([pairs[u][0] for u in users])
         true = np.stack([pairs[u][1] for u in users])
         try:
-            values = _p1_block(pred, true, threshold, low)
+            values = _p1_block(pred, true, threshold, low, high)
         except ValueError as exc:  # the first user the block refuses, named as above
-            bad = next(u for u in users if not _p1_ok(*pairs[u], low))
+            bad = next(u for u in users if not _p1_ok(*pairs[u], low, high))
             raise InputError(f"user {bad} of {len(preds)}: {exc}") from None
         for m, v in values.items():
             out[m][users] = v
     return out
 
 
-def _p1_ok(pred: np.ndarray, true: np.ndarray, low: float) -> bool:
+def _p1_ok(pred: np.ndarray, true: np.ndarray, low: float, high: float | None) -> bool:
     try:
-        _gain_levels(true, low)
+        _gain_levels(true, low, high)
     except InputError:
         return False
     return True
 
 
 def _p1_block(
-    pred: np.ndarray, true: np.ndarray, threshold: float, low: float
+    pred: np.ndarray, true: np.ndarray, threshold: float, low: float, high: float | None
 ) -> dict[str, np.ndarray]:
     """:func:`p1_user_metrics` for ``[users, q]`` predictions and ratings at once."""
-    levels = _gain_levels(true, low)
+    levels = _gain_levels(true, low, high)
     q = true.shape[1]
     err = pred - true
     order = np.argsort(-pred, axis=1, kind="stable")  # _order's ties, row by row

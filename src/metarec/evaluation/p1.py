@@ -376,6 +376,7 @@ def evaluate_p1(
     *,
     states: tuple[str, ...] = ("user_cold", "item_cold"),
     like_threshold: float = 4.0,
+    rating_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Metrics per state and model: ``{"summary": {state: {model: {metric: v}}},
     "per_user": {state: {model: {metric: [..]}}}, "n_users": {state: n},
@@ -385,7 +386,9 @@ def evaluate_p1(
     with each rating model's predictions corrected by the new items' ratings in
     every user's support set (:func:`support_evidence`); ranking-only models
     are left out of it. ``like_threshold``: the rating at or above which a query
-    item counts as relevant for precision, recall, MRR and AUC.
+    item counts as relevant for precision, recall, MRR and AUC. ``rating_range``: the
+    scale, onto whose 1-5 image nDCG's gains are taken (the same figures in any units;
+    MovieLens' own unchanged); without it, the ratings themselves.
     """
     unknown = [s for s in states if s not in STATES and s not in POOLED]
     if unknown:
@@ -404,8 +407,13 @@ def evaluate_p1(
             preds_of[st, name] = models[name].predict_tasks(tasks, rows_of[st]) if tasks else []
         return preds_of[st, name]
 
-    # the scale's lowest level, for nDCG's gain on scales that go below 0
-    low = min((float(f["rating"].min()) for f in split.frames.values() if len(f)), default=0.0)
+    # the scale, for nDCG's gain: mapped onto MeLU's 1-5 where the scale is known
+    # (metrics.ndcg_graded); else the data's lowest level, for scales below 0
+    if rating_range is not None:
+        low, high = float(rating_range[0]), float(rating_range[1])
+    else:
+        low = min((float(f["rating"].min()) for f in split.frames.values() if len(f)), default=0.0)
+        high = None
     summary: dict[str, dict[str, dict[str, float]]] = {}
     per_user: dict[str, dict[str, dict[str, list[float]]]] = {}
     n_users: dict[str, int] = {}
@@ -436,7 +444,7 @@ def evaluate_p1(
             else:
                 preds = predictions(st, name)
             try:
-                table = per_user_table(preds, trues, like_threshold, low)
+                table = per_user_table(preds, trues, like_threshold, low, high)
             except ValueError as exc:
                 raise ModelError(f"model {name!r} on {st}: {exc}") from None
             cuts = getattr(model, "cutpoints", None)
