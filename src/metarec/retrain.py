@@ -451,7 +451,9 @@ def _gate_loss(
     low, high = (float(end) for end in rec.rating_range)
     try:
         trues = [t.query_ratings for t in tasks]
-        summary = summarise(per_user_table(preds, trues, low=low, high=high))
+        # a one-value scale (clicks) has no span to map nDCG's gains onto
+        table = per_user_table(preds, trues, low=low, high=high if high > low else None)
+        summary = summarise(table)
     except ValueError:  # a diverged model's NaN predictions: no loss, so never accepted
         return float("nan"), len(tasks)
     loss = summary["mae"] if metric == "MAE" else 1.0 - summary["ndcg@3"]

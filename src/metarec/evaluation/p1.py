@@ -409,7 +409,7 @@ def evaluate_p1(
 
     # the scale, for nDCG's gain: mapped onto MeLU's 1-5 where the scale is known
     # (metrics.ndcg_graded); else the data's lowest level, for scales below 0
-    if rating_range is not None:
+    if rating_range is not None and rating_range[1] > rating_range[0]:
         low, high = float(rating_range[0]), float(rating_range[1])
     else:
         low = min((float(f["rating"].min()) for f in split.frames.values() if len(f)), default=0.0)
