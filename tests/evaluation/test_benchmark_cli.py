@@ -1145,7 +1145,7 @@ def test_p2_on_data_without_timestamps_says_its_support_is_drawn_at_random(
     record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
     assert "drawn at random" not in render_markdown(record)
     record["support_order"] = "random"
-    assert "; support: K ratings drawn at random per user (the data has no timestamps)" in (
+    assert "; support: K ratings drawn at random per user (the data has no times that" in (
         render_markdown(record)
     )
 

@@ -253,3 +253,20 @@ def test_a_user_with_no_rating_left_for_the_query_has_no_task() -> None:
     assert ids == ["b"]
     assert tasks[0].support_items.tolist() == [0, 1, 2] and tasks[0].query_items.tolist() == [3]
     assert shot_tasks(frame, index, 2)[1] == ["a", "b"]
+
+
+def test_one_time_for_every_rating_orders_nothing(ds) -> None:
+    # "time" order was then the ids' order as text: each user's alphabetically first
+    # items as the support, without a word; drawn at random as without times instead
+    from metarec.data.schema import has_timestamps
+
+    split = make_p2_split(ds, seed=0)
+    index = {item: i for i, item in enumerate(ds.items["item_id"].astype(str))}
+    untimed = split.frames["test"].drop(columns="timestamp")
+    one_time = untimed.assign(timestamp=1e9)
+    assert not has_timestamps(one_time) and has_timestamps(split.frames["test"])
+
+    def supports(frame: pd.DataFrame, seed: int) -> list[list[int]]:
+        return [t.support_items.tolist() for t in shot_tasks(frame, index, 5, seed=seed)[0]]
+
+    assert supports(one_time, 3) == supports(untimed, 3) != supports(one_time, 4)

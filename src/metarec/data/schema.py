@@ -178,10 +178,12 @@ def check_objective(objective: str, rating_range: tuple[float, float], name: str
 
 
 def has_timestamps(interactions: pd.DataFrame) -> bool:
-    """Whether any rating has a time, by which P2's and P4's supports are ordered (a
-    frame built in memory may have no timestamp column at all)."""
+    """Whether the ratings have times that order them, by which P2's and P4's supports
+    are ordered: a frame built in memory may have no timestamp column at all, and one
+    time for every rating orders nothing (a support is then drawn at random, as
+    :func:`metarec.data.tasks.ordered` draws it, and said so)."""
     stamps = interactions.get("timestamp")
-    return stamps is not None and bool(stamps.notna().any())
+    return stamps is not None and stamps.nunique(dropna=True) > 1
 
 
 def check_table(frame: object, table: str) -> pd.DataFrame:

@@ -196,8 +196,11 @@ def ordered(
     """Items and ratings in time order or shuffled by ``rng``.
 
     Ties in time (and NaN, last) keep the order they come in, which
-    :class:`UserRatings` makes canonical: by item id."""
-    if order == "time" and not np.isnan(timestamps).all():
+    :class:`UserRatings` makes canonical: by item id. A user whose ratings all carry
+    one time (or none) has no order in time, and is shuffled as well: "time" order
+    was then the item ids' order as text, a support of one's alphabetically first
+    items, without a word."""
+    if order == "time" and len(np.unique(timestamps[~np.isnan(timestamps)])) > 1:
         idx = np.argsort(np.nan_to_num(timestamps, nan=np.inf), kind="stable")
     else:
         idx = rng.permutation(len(items))

@@ -1150,7 +1150,8 @@ def run_benchmark(
         # at random (seeded), which the report then says, and so does this warning
         warnings.warn(
             f"{ds_name}: no timestamps, so each test user's support is K of their ratings "
-            "drawn at random (seeded), not their first K by time",
+            "drawn at random (seeded), not their first K by time (one time for every "
+            "rating counts as none)",
             UserWarning,
             stacklevel=2,
         )

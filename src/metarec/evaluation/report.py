@@ -333,7 +333,8 @@ def _header(record: dict[str, Any]) -> list[str]:
         + (f"; new items: {record['split_rule']}" if record.get("split_rule") else "")
         + _user_rule(record)
         + (
-            "; support: K ratings drawn at random per user (the data has no timestamps)"
+            "; support: K ratings drawn at random per user (the data has no times that order "
+            "its ratings)"
             if record.get("support_order") == "random"
             else ""
         )
