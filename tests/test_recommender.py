@@ -709,6 +709,38 @@ def test_a_config_key_taken_out_of_a_run_is_warned_of(fitted: Recommender, tmp_p
         Recommender.load(run)
 
 
+# the config keys a run of format 2 holds: one added without a format bump would have
+# every format 2 run warned of as edited by hand (run_folder.FORMAT_VERSION's note)
+FORMAT_2_CONFIG_KEYS = {
+    "algorithm", "adapt", "objective", "rating_loss", "inner_steps", "inner_lr",
+    "eval_inner_steps", "outer_lr", "weight_decay", "meta_batch_size", "epochs", "patience",
+    "min_support", "max_support", "query_size", "train_query_size", "negatives",
+    "like_threshold", "support_positives", "episode_order", "seed", "device", "encoder",
+    "max_train_users", "model", "model.hidden", "model.tower_hidden", "model.head_layers",
+    "model.user_embedding_dim", "model.factors", "model.fold_in", "model.implicit_fold_in",
+    "model.support_encoder", "model.use_item_ids", "model.item_id_dropout",
+    "model.use_user_features", "model.dropout",
+}  # fmt: skip
+
+
+def test_a_new_config_key_comes_with_a_format_version() -> None:
+    from metarec.run_folder import FORMAT_VERSION
+
+    def keys(d: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in d.items():
+            out.add(prefix + k)
+            if isinstance(v, dict):
+                out |= keys(v, f"{prefix}{k}.")
+        return out
+
+    now = keys(TrainConfig().to_dict())
+    assert FORMAT_VERSION > 2 or now == FORMAT_2_CONFIG_KEYS, (
+        f"config keys {sorted(now ^ FORMAT_2_CONFIG_KEYS)} changed under format 2: bump "
+        "run_folder.FORMAT_VERSION and list this version's keys here"
+    )
+
+
 def test_load_refuses_non_finite_weights(fitted: Recommender, tmp_path: Path) -> None:
     # an intact header over NaN weights would otherwise rank by garbage with exit 0
     from safetensors.torch import load_file, save_file

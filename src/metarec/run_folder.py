@@ -56,7 +56,10 @@ if TYPE_CHECKING:
 # 2: runs that may hold item_offsets, rating_cutpoints and metadata.added_items, which
 # appeared while the version stayed 1; a metarec that reads only 1 refuses such a run
 # by its version rather than misreading it. Version 1 runs still load: those fields are
-# optional and read as absent there, as they always were.
+# optional and read as absent there, as they always were. A new config key (or field
+# a reader must understand) bumps the version: a run of this version is read as holding
+# every key (a missing one is warned of), and tests/test_recommender.py holds the keys
+# of version 2 to say when one was added without a bump.
 FORMAT_VERSION = 2
 READABLE_VERSIONS = range(1, FORMAT_VERSION + 1)
 

@@ -266,6 +266,8 @@ def test_a_store_edited_under_its_schema_is_refused_at_open(tmp_path: Path) -> N
     url = edited(
         "ALTER TABLE events ADD COLUMN note TEXT",
         "ALTER TABLE items ADD COLUMN n INT NOT NULL DEFAULT 0",
+        # computed by the database: required, but never metarec's to write
+        "ALTER TABLE events ADD COLUMN twice REAL GENERATED ALWAYS AS (value * 2) NOT NULL",
     )
     store = FeedbackStore(url)
     store.create_user("u", {}, [ev("e", "1", "rating", 4.0)])

@@ -97,6 +97,8 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             self._start_head_timer()  # the first byte of a request after another
         self._head_done = False
         super().data_received(data)
+        if self._discarding:
+            return  # refused within the parse (a head too large): answered once already
         # only bytes that were all head count (a chunk that ended a body may have begun
         # the next head, and is not counted: the count stays at or under the truth)
         if counting and not self._head_done and self._reading_head:
@@ -146,11 +148,18 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._reading_head and not (self._discarding or self.transport.is_closing()):
-            self._refuse(
-                (408, b"Request Timeout", HEAD_TIMEOUT),
-                f"the request's head did not arrive within {HEAD_TIMEOUT_S:g} s",
-            )
+        if not self._reading_head or self._discarding or self.transport.is_closing():
+            return
+        if (self.cycle is not None and not self.cycle.response_complete) or self.pipeline:
+            # the last request's answer is still being computed: bytes after its body (a
+            # stray blank line, the next pipelined head) wait for it, and its client got
+            # a 408 in place of the answer; the head's time counts again from here
+            self._start_head_timer()
+            return
+        self._refuse(
+            (408, b"Request Timeout", HEAD_TIMEOUT),
+            f"the request's head did not arrive within {HEAD_TIMEOUT_S:g} s",
+        )
 
     def _refuse(self, status: tuple[int, bytes, str], message: str) -> None:
         """Answer and end the connection, reading on for a moment: closed at once over

@@ -302,6 +302,8 @@ def _check_columns(conn: Connection, engine: Engine) -> None:
             and not c.get("nullable", True)
             and c.get("default") is None
             and not c.get("autoincrement", False)
+            and not c.get("computed")  # written by the database itself
+            and not c.get("identity")
         ]
         if lost or required:
             said = (

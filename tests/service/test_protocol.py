@@ -1,0 +1,86 @@
+"""The request-head limits of the service's HTTP protocol, on a real uvicorn over a
+loopback socket with an app of its own: one whose answer takes longer than the head
+timeout, which the service's endpoints do not reliably."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from metarec.service import protocol
+from metarec.service.server import listening_socket, uvicorn_config
+
+
+async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await asyncio.sleep(1.0)  # twice the head timeout below
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+def slow_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    import uvicorn
+
+    monkeypatch.setattr(protocol, "HEAD_TIMEOUT_S", 0.5)
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn_config(slow_app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.02)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def replies(port: int, first: bytes, later: bytes, answers: int) -> list[bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(first)
+        time.sleep(0.2)
+        sock.sendall(later)
+        got = b""
+        while got.count(b"HTTP/1.1 ") < answers or not got.endswith((b"ok", b"}")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    return [line for line in got.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+def test_bytes_after_a_request_wait_for_its_answer_past_the_head_timeout(
+    slow_server: int,
+) -> None:
+    # a blank line after a body, which servers should take (RFC 9112 2.2), started the
+    # head timer while the answer was being computed: its client got a 408 in place of
+    # the answer to a request that had run
+    first = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    assert replies(slow_server, first, b"\r\n", 1) == [b"HTTP/1.1 200 OK"]
+
+
+def test_a_head_too_large_is_answered_once(
+    slow_server: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # answered twice, the second write met the closed sending side: "Fatal error on
+    # transport" in the log, and the connection torn down under its client
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + pad * (protocol.MAX_HEAD_BYTES // len(pad) + 5)
+    with caplog.at_level(logging.ERROR):
+        got = replies(slow_server, head, b"", 1)
+        time.sleep(0.3)
+    assert got == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+    assert not [r for r in caplog.records if "Fatal error" in r.getMessage()]
