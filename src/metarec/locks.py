@@ -84,7 +84,7 @@ def _acquire(path: Path, target: Path, hint: str) -> int:
             # link planted under its name made that the fate of any file it pointed at
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
-            if exc.errno != errno.ELOOP:
+            if exc.errno not in (errno.ELOOP, errno.EMLINK):  # EMLINK: FreeBSD's
                 raise
             raise ConfigError(
                 f"{target}: its lock {path} is a symbolic link, not a lock metarec made; "
