@@ -151,8 +151,8 @@ def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
     try:
         ipaddress.ip_address(bound)
     except ValueError:
-        checks = ServiceSettings.key_from_env(args.api_key) is None or bool(
-            getattr(args, "page_api_key", False)
+        checks = ServiceSettings.host_checked(
+            ServiceSettings.key_from_env(args.api_key), bool(getattr(args, "page_api_key", False))
         )
         if checks and HOST_NAME.fullmatch(bound) and bound not in names:
             names += (bound,)

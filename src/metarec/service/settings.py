@@ -119,10 +119,14 @@ class ServiceSettings:
 
     @property
     def checks_host(self) -> bool:
-        """Whether requests must name this server by address, localhost or an allowed
+        return self.host_checked(self.api_key, self.page_api_key)
+
+    @staticmethod
+    def host_checked(api_key: str | None, page_api_key: bool) -> bool:
+        """Whether requests must name the server by address, localhost or an allowed
         name: a server whose reads a rebinding site could take as its own origin (no
         key), or whose page hands such a site the key (``page_api_key``)."""
-        return self.api_key is None or self.page_api_key
+        return api_key is None or page_api_key
 
     @staticmethod
     def key_from_env(explicit: str | None) -> str | None:

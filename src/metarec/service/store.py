@@ -133,6 +133,8 @@ service_state = Table(
     Column("version", BigInteger, nullable=False),
     Column("run", Text, nullable=True),
 )
+# the tables metarec serves from (schema_version beside them records their migrations)
+STORE_TABLES = (users, events, items, service_state)
 
 
 # The statements run on every recommendation request are built once, with the user id
@@ -246,8 +248,8 @@ def migrate(engine: Engine) -> int:
                 f"database {engine.url}: schema version {current} is newer than this "
                 f"metarec's ({SCHEMA_VERSION}); upgrade metarec or use another database"
             )
-        ours = {t.name for t in (users, events, items, service_state)}
-        if current == 0 and ours & set(inspect(conn).get_table_names()):
+        present = set(inspect(conn).get_table_names())
+        if current == 0 and any(t.name in present for t in STORE_TABLES):
             # the migrations would run over tables they did not make: a UNIQUE
             # constraint's failure at best, items renumbered at worst
             raise ConfigError(
@@ -277,7 +279,7 @@ def migrate(engine: Engine) -> int:
         # a table dropped by hand under a recorded version, which no migration recreates:
         # "no such table: events" from deep in the first fold-in
         present = set(inspect(conn).get_table_names())
-        missing = [t.name for t in (users, events, items, service_state) if t.name not in present]
+        missing = [t.name for t in STORE_TABLES if t.name not in present]
         if missing:
             raise ConfigError(
                 f"database {engine.url}: table(s) {', '.join(missing)} missing at schema version "
@@ -292,7 +294,7 @@ def _check_columns(conn: Connection, engine: Engine) -> None:
     """A column dropped by hand was "no such column" in a traceback from the first
     fold-in, and a required one added without a default failed every write as a 500;
     both are refused here, at start. An added column that may be empty is harmless."""
-    for table in (users, events, items, service_state):
+    for table in STORE_TABLES:
         found = {c["name"]: c for c in inspect(conn).get_columns(table.name)}
         lost = [c.name for c in table.columns if c.name not in found]
         required = [
