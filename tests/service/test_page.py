@@ -348,3 +348,39 @@ def test_a_run_of_binary_feedback_draws_two_stars_that_post_its_ends(
     expect(row.locator(".stars button")).to_have_count(5)
     expect(page.locator("#mine li").first.locator(".stars button")).to_have_count(5)
     assert not tab.problems, tab.problems
+
+
+def _serve_cdn(page: Any, bodies: dict[str, bytes]) -> list[str]:
+    """Answer the docs pages' CDN requests from ``bodies`` (the test machine has no
+    internet); the browser still sees them as cdn.jsdelivr.net's, so its integrity and
+    content-policy checks apply. Returns the URLs asked for."""
+    asked: list[str] = []
+
+    def fulfil(route: Any) -> None:
+        url = route.request.url
+        asked.append(url)
+        kind = "text/css" if url.endswith(".css") else "application/javascript"
+        headers = {"access-control-allow-origin": "*"}  # as jsDelivr answers
+        route.fulfill(status=200, body=bodies[url], content_type=kind, headers=headers)
+
+    page.route("https://cdn.jsdelivr.net/**", fulfil)
+    return asked
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_the_docs_pages_run_no_cdn_script_other_than_the_pinned_one(
+    tab: Tab, live_server: str, path: str
+) -> None:
+    """The docs pages' scripts come from a CDN and run on the origin where the page keeps
+    the API key: a changed file must not run. Each CDN file here is answered with a
+    script that marks the window, which the integrity hash must stop."""
+    from metarec.service.docs_pages import PINNED_ASSETS
+
+    tampered = b"window.tampered = true; document.title = 'tampered';"
+    asked = _serve_cdn(tab.page, {a.url: tampered for a in PINNED_ASSETS})
+    tab.page.goto(live_server + path)
+    tab.page.wait_for_load_state("load")
+    assert asked and set(asked) <= {a.url for a in PINNED_ASSETS}
+    assert tab.page.evaluate("window.tampered === undefined")
+    assert "tampered" not in tab.page.title()
+    assert any("integrity" in p for p in tab.problems), tab.problems

@@ -37,7 +37,7 @@ from metarec.errors import (
     UnsupportedError,
 )
 from metarec.explain import support_floor
-from metarec.service import errors, schemas
+from metarec.service import docs_pages, errors, schemas
 from metarec.service.access import ApiKeyGuard, KeylessHostGuard
 from metarec.service.early_sighup import EARLY_SIGHUP
 from metarec.service.errors import ApiError, cut, error_response
@@ -232,6 +232,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         redirect_slashes=False,
         dependencies=[Depends(query_guard())],
         title="metarec",
+        # served below, pinned with integrity hashes (service/docs_pages.py)
+        docs_url=None,
+        redoc_url=None,
         summary="Cold-start recommendations that adapt to every piece of feedback.",
         version="1",
         lifespan=lifespan,
@@ -352,6 +355,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def swagger_docs() -> HTMLResponse:
+        return HTMLResponse(docs_pages.swagger_page(app.title, app.openapi_url or ""))
+
+    @app.get("/redoc", response_class=HTMLResponse, include_in_schema=False)
+    async def redoc_docs() -> HTMLResponse:
+        return HTMLResponse(docs_pages.redoc_page(app.title, app.openapi_url or ""))
 
     @app.get("/health", response_model=schemas.Health, tags=["operations"])
     async def health() -> dict[str, str]:

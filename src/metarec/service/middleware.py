@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from metarec.service.docs_pages import DOCS_POLICY
 from metarec.service.errors import INTERNAL, cut, error_response
 from metarec.service.metrics import Metrics
 
@@ -392,12 +393,15 @@ _ALWAYS = (
     (b"cache-control", b"no-store"),
 )
 _ON_THE_PAGE = (*_ALWAYS, (b"content-security-policy", PAGE_POLICY.encode()))
+_ON_THE_DOCS = (*_ALWAYS, (b"content-security-policy", DOCS_POLICY.encode()))
+_EXTRA_BY_PATH = {"/": _ON_THE_PAGE, "/docs": _ON_THE_DOCS, "/redoc": _ON_THE_DOCS}
 
 
 class SecurityHeaders:
     """Headers every answer carries: no content sniffing, no framing (the page in
     another site's frame could be clicked through), no caching of answers that hold a
-    user's history or the page's API key, no referrer; the page its content policy."""
+    user's history or the page's API key, no referrer; the page and the API's docs
+    pages their content policies."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -406,7 +410,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = _ON_THE_PAGE if scope["path"] == "/" else _ALWAYS
+        extra = _EXTRA_BY_PATH.get(scope["path"], _ALWAYS)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -1,0 +1,120 @@
+"""The API's documentation pages, ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc).
+
+FastAPI's own pages load their scripts from a CDN by major version (``swagger-ui-dist@5``)
+with no integrity hash. Those scripts run on the service's origin, where the page at
+``/`` keeps a typed API key in localStorage: whoever could change the CDN's file could
+read the key. Here each script and style sheet is pinned to one release and carries its
+Subresource Integrity hash, so a browser runs only the bytes published in that npm
+release (jsDelivr serves npm's files unchanged); the pages' content policy lets them
+load nothing else from outside. FastAPI's third-party favicon and ReDoc's Google fonts
+are left out: a visit need not be announced to either.
+
+To move to a newer release: take its files from ``npm pack swagger-ui-dist@X`` (or
+``redoc@X``) and write ``openssl dgst -sha384 -binary FILE | openssl base64 -A``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PinnedAsset:
+    url: str
+    integrity: str  # "sha384-<base64>" of the file as npm publishes it
+
+
+_JSDELIVR = "https://cdn.jsdelivr.net/npm"
+SWAGGER_JS = PinnedAsset(
+    f"{_JSDELIVR}/swagger-ui-dist@5.36.0/swagger-ui-bundle.js",
+    "sha384-fUpRgC19yPykTqzdrUbdAg8NTiu16NEKf9U12J+IJWCg8/1mEI8f2+PEIz60Wyd+",
+)
+SWAGGER_CSS = PinnedAsset(
+    f"{_JSDELIVR}/swagger-ui-dist@5.36.0/swagger-ui.css",
+    "sha384-z/AtSaOHGn5MJ5auAHXUypohywlIWLBZo1jeGmhdpVIbCnFhxAH92cwdV41oyINc",
+)
+REDOC_JS = PinnedAsset(
+    f"{_JSDELIVR}/redoc@2.5.4/bundles/redoc.standalone.js",
+    "sha384-w447zOpYfw/1Tv/5AK9NfHTlQIqE3RVR6KY62jCyy9zNDgO64cMwGGP1Fj0zJVf5",
+)
+PINNED_ASSETS = (SWAGGER_JS, SWAGGER_CSS, REDOC_JS)
+
+# Inline script: Swagger UI's start-up call. Inline style and data: images: both UIs
+# draw with them. blob: workers: ReDoc's search index runs in one. connect-src 'self':
+# the schema and "Try it out" reach this server only.
+DOCS_POLICY = (
+    "default-src 'none'; "
+    f"script-src {_JSDELIVR}/ 'unsafe-inline'; "
+    f"style-src {_JSDELIVR}/ 'unsafe-inline'; "
+    "img-src 'self' data:; font-src data:; worker-src blob:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def _script(asset: PinnedAsset) -> str:
+    return (
+        f'<script src="{asset.url}" integrity="{asset.integrity}" crossorigin="anonymous"></script>'
+    )
+
+
+def _style(asset: PinnedAsset) -> str:
+    return (
+        f'<link rel="stylesheet" href="{asset.url}" integrity="{asset.integrity}" '
+        'crossorigin="anonymous">'
+    )
+
+
+def swagger_page(title: str, openapi_url: str) -> str:
+    # validatorUrl null: Swagger UI would otherwise send the schema's URL to
+    # validator.swagger.io for a badge
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)} - Swagger UI</title>
+{_style(SWAGGER_CSS)}
+</head>
+<body>
+<div id="swagger-ui"></div>
+{_script(SWAGGER_JS)}
+<script>
+window.ui = SwaggerUIBundle({{
+  url: {_js_string(openapi_url)},
+  dom_id: "#swagger-ui",
+  layout: "BaseLayout",
+  deepLinking: true,
+  showExtensions: true,
+  showCommonExtensions: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
+}});
+</script>
+</body>
+</html>
+"""
+
+
+def redoc_page(title: str, openapi_url: str) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)} - ReDoc</title>
+<style>body {{ margin: 0; padding: 0; }}</style>
+</head>
+<body>
+<noscript>ReDoc needs JavaScript; the schema itself is at {html.escape(openapi_url)}.</noscript>
+<redoc spec-url="{html.escape(openapi_url)}"></redoc>
+{_script(REDOC_JS)}
+</body>
+</html>
+"""
+
+
+def _js_string(text: str) -> str:
+    # a JSON string is a JS string; "</" escaped so it cannot end the script element
+    return json.dumps(text).replace("</", "<\\/")
