@@ -569,6 +569,27 @@ def test_median_ratings_without_cutpoints_stay_on_the_scale(
         fitted.median_ratings(np.array([0.5]))
 
 
+def test_too_few_validation_ratings_for_cutpoints_is_said_at_training(
+    shared_data: Path,
+) -> None:
+    """Cutpoints need MIN_RATINGS validation query ratings; with fewer, a run's ratings
+    are its scores clipped to the scale, and training says so (it used to leave the
+    service's rating null without a word)."""
+    from metarec.models.cutpoints import MIN_RATINGS
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    cfg = TrainConfig(epochs=1, max_train_users=40, inner_steps=1, seed=0, device="cpu")
+    train, val = split_users(ds.interactions, 0.1, seed=3)
+    few = val[val["user_id"] == val["user_id"].iloc[0]]  # one user: 10 query ratings
+    with pytest.warns(UserWarning, match=f"cutpoints not fitted: .* fewer than {MIN_RATINGS}"):
+        rec, _ = fit_recommender(catalogue, train, cfg, validation=few, progress=False)
+    assert rec.cutpoints is None
+    scores = rec.score(rec.adapt([("Toy Story (1995)", 5)]))
+    ratings = rec.median_ratings(scores)
+    assert ratings.min() >= 1.0 and ratings.max() <= 5.0
+
+
 def test_paths_no_folder_can_have_are_refused_by_name(fitted: Recommender, tmp_path: Path) -> None:
     # bare OSError (name too long) and ValueError (embedded null byte) before
     long = tmp_path / ("x" * 300)
@@ -907,6 +928,11 @@ def test_a_title_without_its_year_and_an_id_as_typed_resolve_where_unambiguous(
     assert rec.resolve(" x1 ") == rec.item_index["x1"]
     # an id with stray spaces is the id, before any title: a film is titled "187"
     assert rec.resolve(" 187") == rec.resolve("187 ") == rec.item_index["187"]
+    # ids are matched in their own letter case (two may differ only in it), and one
+    # typed in another case is offered: an ISBN's check digit typed "x" for "X"
+    rec.add_items(pd.DataFrame({"item_id": ["080442957X"], "title": ["A Book"]}))
+    with pytest.raises(UnknownItemError, match=r"'080442957x'; close matches: '080442957X'"):
+        rec.resolve("080442957x")
 
 
 def test_fold_in_items_learns_new_items_from_first_ratings(

@@ -365,7 +365,15 @@ class Recommender(TopK):
         close = _close_matches(_norm(skey), self.title_index)
         # the GroupLens and the display form of one title are two keys of one item
         display = list(dict.fromkeys(self._display(self.title_index[c]) for c in close))
-        raise UnknownItemError(skey, [*self._same_number(skey), *display])
+        raise UnknownItemError(skey, [*self._same_number(skey), *self._other_case(typed), *display])
+
+    def _other_case(self, typed: str) -> list[str]:
+        """Ids that are ``typed`` in another letter case (an ISBN's "x" for "X"). Ids are
+        matched as written, unlike titles: two ids may differ only in case. Looked for
+        on a miss only, so a catalogue's lookups keep no case-folded copy of every id."""
+        folded = typed.casefold()
+        ids = self.items["item_id"].astype(str)
+        return [i for i in ids[ids.str.casefold() == folded]][:3]
 
     def _same_number(self, key: str) -> list[str]:
         """Ids that write ``key``'s number another way ("007" for 7): ids are text, so

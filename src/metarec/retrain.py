@@ -84,8 +84,8 @@ class RetrainResult:
                 if not self.n_eval_users
                 else ""
             )
-            + f"; {self.metric} old {self.old_mae:.4f}, "
-            f"new {self.new_mae:.4f} ({self.verdict()}); feedback: {self.n_feedback_ratings} "
+            + f"; {self.metric} old {self.written_maes()[0]}, "
+            f"new {self.written_maes()[1]} ({self.verdict()}); feedback: {self.n_feedback_ratings} "
             f"ratings from {self.n_feedback_users} users"
             + (f" ({dropped} for items outside the catalogue left out)" if dropped else "")
             + (
@@ -102,6 +102,15 @@ class RetrainResult:
                 else ""
             )
         )
+
+    def written_maes(self) -> tuple[str, str]:
+        """The old and new figures with four decimals, or as many more as they need to
+        differ: "old 1.1445, new 1.1445 (worse)" read as a tie the rule had refused."""
+        old, new = self.old_mae, self.new_mae
+        for places in range(4, 13):
+            if f"{old:.{places}f}" != f"{new:.{places}f}":
+                return f"{old:.{places}f}", f"{new:.{places}f}"
+        return f"{old:.4f}", f"{new:.4f}"
 
     def verdict(self) -> str:
         """In words: a negative tolerance asks for a gain, so a model that is better but

@@ -1777,3 +1777,25 @@ def test_a_head_that_does_not_arrive_in_time_is_408_and_the_connection_closed(
         assert c.get("/health").status_code == 200
         time.sleep(0.7)
         assert c.get("/health").status_code == 200
+
+
+def test_a_rating_run_without_cutpoints_still_answers_a_rating(
+    make_server: Callable[..., LiveServer], service_run: Path, tmp_path: Path
+) -> None:
+    """A run whose validation users were too few for cutpoints (a small catalogue's) is
+    still a rating model: its rating is the score clipped to the scale, as the README and
+    ``median_ratings`` say. The service answered null, as for a ranking model."""
+    run = tmp_path / "no-cuts"
+    shutil.copytree(service_run, run)
+    manifest = json.loads((run / "recommender.json").read_text())
+    assert manifest["rating_cutpoints"] is not None
+    manifest["rating_cutpoints"] = None
+    (run / "recommender.json").write_text(json.dumps(manifest))
+    live = make_server(run=run)
+    ratings = [{"item_id": i, "rating": 5} for i in ("50", "100", "181")]
+    with live.client(live.settings.api_key) as c:
+        created = c.post("/v1/users", json={"user_id": "u", "ratings": ratings})
+        assert created.status_code == 201, created.text
+        items = c.get("/v1/users/u/recommendations", params={"k": 10}).json()["items"]
+    got = [(it["rating"], it["score"]) for it in items]
+    assert all(rating == min(max(score, 1.0), 5.0) for rating, score in got), got

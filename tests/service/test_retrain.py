@@ -54,6 +54,24 @@ def test_release_rule(old: float, new: float, tolerance: float, ok: bool) -> Non
     assert not_worse(old, new, tolerance) is ok
 
 
+@pytest.mark.parametrize(
+    "old, new, written",
+    [
+        (0.81234, 0.79876, ("0.8123", "0.7988")),
+        (1.14451, 1.14453, ("1.14451", "1.14453")),  # read "1.1445, 1.1445 (worse)"
+        (0.8, 0.8, ("0.8000", "0.8000")),
+        (3.2e-10, 3.1e-10, ("0.00000000032", "0.00000000031")),  # a scale 1e-9 wide
+    ],
+)
+def test_a_refusal_writes_its_figures_with_the_places_that_tell_them_apart(
+    old: float, new: float, written: tuple[str, str], tmp_path: Path
+) -> None:
+    result = RetrainResult(old, new, 5, 1, 3, accepted=False, written=False, out=tmp_path)
+    got = result.written_maes()
+    assert got == written
+    assert f"MAE old {got[0]}, new {got[1]}" in result.summary()
+
+
 def test_the_ranking_gate_loss_is_one_minus_ndcg() -> None:
     # were the gate's loss for an implicit run nDCG@3 itself, the model that ranked the
     # held-out users' items better would be the one refused.

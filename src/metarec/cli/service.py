@@ -207,7 +207,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return 0
     print(
         f"metarec: the retrained model is not accepted ({result.verdict()}): held-out "
-        f"{result.metric} {result.new_mae:.4f} vs {result.old_mae:.4f} for {args.run} "
+        f"{result.metric} {result.written_maes()[1]} vs {result.written_maes()[0]} for {args.run} "
         f"(tolerance {args.tolerance:g}); {args.out} not written (--force writes it anyway)",
         file=sys.stderr,
     )

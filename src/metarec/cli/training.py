@@ -701,11 +701,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def with_ratings(rec: Any, top: pd.DataFrame) -> pd.DataFrame:
-    """``top`` with a ``rating`` column after ``score`` where the run has cutpoints:
-    the scale level the user most plausibly gives, as the service shows it (which
-    leaves it null otherwise). A score is not clipped (a strong match can pass the
-    scale's top); the rating is a level of the scale."""
-    if rec.cutpoints is None:
+    """``top`` with a ``rating`` column after ``score`` where the scores are ratings:
+    the scale level the user most plausibly gives (the score clipped to the scale
+    where the run has no cutpoints), as the service shows it (which leaves it null
+    for ranking models). A score is not clipped (a strong match can pass the scale's
+    top); the rating is on the scale."""
+    if not rec.scores_are_ratings:
         return top
     top = top.copy()
     ratings = rec.median_ratings(top["score"].to_numpy(dtype=float))

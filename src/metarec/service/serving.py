@@ -802,7 +802,9 @@ class ModelHolder:
             reasons = explain_indices(
                 rec, state, idx.tolist(), titles=titles, ids=ids, history_said=said, scores=every
             )
-        ratings = None if rec.cutpoints is None else rec.median_ratings(scores).tolist()
+        # a rating model's without cutpoints too (too few validation ratings, or a
+        # continuous scale): its score clipped to the scale, as median_ratings says
+        ratings = rec.median_ratings(scores).tolist() if rec.scores_are_ratings else None
         return [
             {
                 "rank": rank,
