@@ -255,6 +255,20 @@ def test_bad_timestamps_are_noted_not_dropped(tmp_path: Path) -> None:
         clean(ds, strict=True)
 
 
+def test_blank_timestamps_among_times_are_counted_as_the_oldest(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,ts\n1,10,4,100\n1,11,4,\n1,12,3,soon\n2,10,5,7\n")
+    out = clean(load_table(p, timestamp_col="ts"))
+    assert out.report is not None
+    # the blank one, not the unreadable one, which has its own note
+    assert "1 ratings have no timestamp and count as the oldest" in " ".join(out.report.notes)
+    # no note where no rating has a time, or every one has
+    q = tmp_path / "q.csv"
+    q.write_text("user_id,item_id,rating,ts\n1,10,4,\n1,11,4,\n")
+    quiet = clean(load_table(q, timestamp_col="ts")).report
+    assert quiet is not None and not any("no timestamp" in n for n in quiet.notes)
+
+
 def test_in_memory_dataset_without_line_numbers() -> None:
     ds = Dataset(
         name="mem",

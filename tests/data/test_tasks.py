@@ -36,6 +36,16 @@ def test_fixed_tasks_by_time_put_latest_in_query(ratings: UserRatings) -> None:
     assert list(b.support_items) == [5, 6] and len(b.query_items) == 10
 
 
+def test_a_rating_without_a_time_is_the_oldest_in_time_order() -> None:
+    """Last, it was held out as the user's latest rating: in P2's and P4's queries."""
+    from metarec.data.tasks import ordered
+
+    items = np.array([0, 1, 2, 3])
+    ts = np.array([30.0, np.nan, 10.0, 20.0])
+    got, _ = ordered(items, items.astype(np.float32), ts, "time", np.random.default_rng(0))
+    assert got.tolist() == [1, 2, 3, 0]
+
+
 def test_fixed_tasks_shuffle_is_seeded_and_disjoint(ratings: UserRatings) -> None:
     one = fixed_tasks(ratings, query_size=10, seed=1)
     two = fixed_tasks(ratings, query_size=10, seed=1)

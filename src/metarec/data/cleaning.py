@@ -87,6 +87,7 @@ def clean(
     inter = apply(inter, _missing_ids(inter, "user_id", "item_id"))
     inter = apply(inter, _bad_ratings(inter))
     _note_bad_timestamps(inter, report, strict)
+    _note_missing_timestamps(inter, report)
 
     items = apply(items, _missing_ids(items, "item_id"), ITEMS_TABLE)
     items = apply(items, _duplicates(items, ["item_id"], keep="first"), ITEMS_TABLE)
@@ -321,6 +322,23 @@ def _note_bad_timestamps(inter: pd.DataFrame, report: CleaningReport, strict: bo
         f"{len(found.rows):,} timestamps could not be read as times and are treated as unknown "
         f"(e.g. {'; '.join(found.examples)})"
     )
+
+
+def _note_missing_timestamps(inter: pd.DataFrame, report: CleaningReport) -> None:
+    """Blank times in a column that has times: such a rating counts as its user's
+    oldest (in time-ordered supports, and as the one a duplicate's later row replaces),
+    which a reader of the data should know rather than find in a split."""
+    if "timestamp" not in inter.columns:
+        return
+    blank = inter["timestamp"].isna().to_numpy()
+    raw = inter.get(f"{RAW_PREFIX}timestamp")
+    if raw is not None:  # unreadable ones are noted on their own
+        blank = blank & raw.isna().to_numpy()
+    if blank.any() and not blank.all():
+        report.notes.append(
+            f"{int(blank.sum()):,} ratings have no timestamp and count as the oldest of "
+            "their user's in time order"
+        )
 
 
 def _duplicates(frame: pd.DataFrame, cols: list[str], keep: str) -> _Finding | None:

@@ -195,13 +195,14 @@ def ordered(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Items and ratings in time order or shuffled by ``rng``.
 
-    Ties in time (and NaN, last) keep the order they come in, which
-    :class:`UserRatings` makes canonical: by item id. A user whose ratings all carry
-    one time (or none) has no order in time, and is shuffled as well: "time" order
-    was then the item ids' order as text, a support of one's alphabetically first
-    items, without a word."""
+    Ties in time keep the order they come in, which :class:`UserRatings` makes
+    canonical: by item id. A rating without a time comes first, as the oldest (as
+    cleaning's rule for duplicates has it): last, it was held out as the latest. A
+    user whose ratings all carry one time (or none) has no order in time, and is
+    shuffled as well: "time" order was then the item ids' order as text, a support
+    of one's alphabetically first items, without a word."""
     if order == "time" and len(np.unique(timestamps[~np.isnan(timestamps)])) > 1:
-        idx = np.argsort(np.nan_to_num(timestamps, nan=np.inf), kind="stable")
+        idx = np.argsort(np.nan_to_num(timestamps, nan=-np.inf), kind="stable")
     else:
         idx = rng.permutation(len(items))
     return items[idx], ratings[idx]
