@@ -935,6 +935,31 @@ def test_a_title_without_its_year_and_an_id_as_typed_resolve_where_unambiguous(
         rec.resolve("080442957x")
 
 
+def test_the_catalogue_is_computed_in_one_input_shape_whatever_its_size(
+    fitted: Recommender, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """oneDNN keeps compiled code per input shape: computed whole at each size, a
+    service adding an item per request grew by ~3 MB per item. The chunks, the last
+    padded, give what one pass over the catalogue gives."""
+    import metarec.recommender as module
+
+    rec = Recommender.load(fitted.save(tmp_path / "run"))
+    scorer = rec.learner.scorer
+    whole = scorer.tower_out(torch.arange(rec.n_items))
+    monkeypatch.setattr(module, "CATALOGUE_CHUNK", 500)  # 1682 items: 4 chunks, 1 padded
+    chunked = module.catalogue_tower(scorer, rec.n_items, torch.device("cpu"))
+    for got, want in zip(chunked, whole, strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    shapes: list[int] = []
+    real = scorer.tower_out
+    monkeypatch.setattr(scorer, "tower_out", lambda rows: shapes.append(len(rows)) or real(rows))
+    for n in (1, 3):
+        ids = [f"new-{n}-{i}" for i in range(n)]
+        rec.add_items(pd.DataFrame({"item_id": ids, "title": ["A Film"] * n}))
+    assert shapes and set(shapes) == {500}, shapes
+
+
 def test_fold_in_items_learns_new_items_from_first_ratings(
     fitted: Recommender, tmp_path: Path
 ) -> None:
