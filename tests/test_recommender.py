@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 import warnings
@@ -1863,8 +1864,55 @@ def test_a_run_rewritten_while_it_is_read_is_read_again(
         return real(path)
 
     monkeypatch.setattr(run_folder, "load_tensors", always_rewritten)
-    with pytest.raises(ModelError, match="changed while it was read, 3 times"):
+    with pytest.raises(ModelError, match="changed while it was read, 5 times"):
         Recommender.load(first)
+
+
+def test_a_read_that_meets_half_of_a_write_waits_and_reads_again(
+    fitted: Recommender, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reviewer's loop of loads beside a loop of saves met "items.json has 1682 items,
+    the model 1684", a weights file shorter than its header, and "not a metarec run":
+    halves of a write, said as a damaged run, where a wait and a second read load it."""
+    import threading
+
+    import metarec.run_folder as run_folder
+    from metarec.locks import exclusive
+
+    first = fitted.save(tmp_path / "run")
+    other = Recommender.load(first)
+    real, calls = run_folder.load_tensors, []
+
+    def half_written(path: Path) -> dict[str, torch.Tensor]:
+        calls.append(path)
+        if len(calls) == 1:  # the other save lands, and this read saw its half
+            other.metadata = {**other.metadata, "note": "the second writer"}
+            other.save(first)
+            raise ModelError(f"{first}: items.json has 1682 items, the model 1684")
+        return real(path)
+
+    monkeypatch.setattr(run_folder, "load_tensors", half_written)
+    assert Recommender.load(first).metadata["note"] == "the second writer"
+    monkeypatch.setattr(run_folder, "load_tensors", real)
+
+    # the manifest gone while a writer holds the lock: it comes back, and is read
+    manifest = first / "recommender.json"
+    text = manifest.read_bytes()
+    with exclusive(first, "test"):
+        manifest.unlink()
+        threading.Timer(0.1, manifest.write_bytes, [text]).start()
+        assert Recommender.load(first).metadata["note"] == "the second writer"
+        manifest.unlink()  # and one that does not come back is named with its writer
+        with pytest.raises(ModelError, match=rf"no recommender\.json while process {os.getpid()}"):
+            Recommender.load(first)
+    # damage that is not a write in progress is said at once, with no wait
+    manifest.write_bytes(text)
+    (first / "items.json").write_text("[]")
+    waits: list[float] = []
+    monkeypatch.setattr(run_folder.time, "sleep", waits.append)
+    with pytest.raises(ModelError, match=r"items\.json: expected an object of columns"):
+        Recommender.load(first)
+    assert waits == []
 
 
 def test_a_run_read_again_warns_of_its_missing_device_once(

@@ -16,6 +16,7 @@ names the file and field rather than loaded into a model that misbehaves later.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,7 +183,8 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
     return out
 
 
-_READ_TRIES = 3
+_READ_TRIES = 5
+_FIRST_WAIT_S = 0.05  # doubled at each try: 0.75 s in all, for a writer to finish
 
 
 def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommender:
@@ -194,11 +196,25 @@ def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommen
     The folder's files are read one by one, and a ``train`` into the folder meanwhile
     gave a model of one manifest's cutpoints and another's weights, served without a
     word. A writer removes ``recommender.json`` first and writes it last, so a read
-    during which it changed (or went) is read again."""
-    for _ in range(_READ_TRIES):
-        before = _stamp(path / "recommender.json")
-        rec, trained_for = _read_run_once(cls, path, device)
-        if before is not None and _stamp(path / "recommender.json") == before:
+    during which it changed (or went) is read again, after a short wait. So is one
+    that failed meanwhile: half of a write ("items.json has 1682 items, the model
+    1684", a weights file still being written) is not a damaged run, nor is a folder
+    without its manifest while its lock is held."""
+    manifest = path / "recommender.json"
+    for attempt in range(_READ_TRIES):
+        if attempt:
+            time.sleep(_FIRST_WAIT_S * 2 ** (attempt - 1))
+        before = _stamp(manifest)
+        try:
+            rec, trained_for = _read_run_once(cls, path, device)
+        except ModelError:
+            now = _stamp(manifest)
+            if now is None and lock_path(path).exists():  # a writer's, or one just gone
+                continue
+            if now == before:  # the run as it stands: damaged, not being written
+                raise
+            continue
+        if before is not None and _stamp(manifest) == before:
             if trained_for is not None:  # said once, of the read that is kept
                 warnings.warn(
                     f"{path}: trained for device {trained_for!r}, which this machine lacks; "
@@ -207,10 +223,22 @@ def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommen
                     stacklevel=3,  # read_run's caller: Recommender.load
                 )
             return rec
+    if _stamp(manifest) is None:  # what the last read met was half of a write
+        raise _no_manifest(path)
     raise ModelError(
         f"{path}: changed while it was read, {_READ_TRIES} times: another process is writing "
         "it; load it once that is done"
     )
+
+
+def _no_manifest(path: Path) -> ModelError:
+    writer = holder(path)
+    if writer is not None:  # a train removes the manifest first and writes it last
+        return ModelError(
+            f"{path}: no recommender.json while process {writer} is writing the folder "
+            f"(lock {lock_path(path)}): load it once that is done"
+        )
+    return ModelError(f"{path}: not a metarec run (no recommender.json)")
 
 
 def _stamp(manifest: Path) -> tuple[int, int, int] | None:
@@ -227,13 +255,7 @@ def _read_run_once(
     """The run, and the device it was trained for where this machine lacks it and
     ``auto`` was taken instead (None otherwise)."""
     if not (path / "recommender.json").exists():
-        writer = holder(path)
-        if writer is not None:  # a train removes the manifest first and writes it last
-            raise ModelError(
-                f"{path}: no recommender.json while process {writer} is writing the folder "
-                f"(lock {lock_path(path)}): load it once that is done"
-            )
-        raise ModelError(f"{path}: not a metarec run (no recommender.json)")
+        raise _no_manifest(path)
     meta = load_json(path / "recommender.json")
     if not isinstance(meta, dict):
         raise ModelError(f"{path / 'recommender.json'}: not a JSON object")
