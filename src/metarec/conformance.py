@@ -37,6 +37,7 @@ from metarec.data.tasks import Task, UserRatings
 from metarec.errors import ConfigError, DataError, MetarecError, UnsupportedError
 from metarec.evaluation.own_models import OwnModel, build, takes_seed
 from metarec.models.base import ScoringModel, TrainingData
+from metarec.values import check_whole
 
 Factory = Callable[[int], ScoringModel]
 
@@ -97,11 +98,17 @@ def make_world(
     not the minute MiniLM takes on a CPU; any encoder name works."""
     from metarec.pipeline import encode_catalogue
 
+    if not isinstance(ds, Dataset):
+        raise ConfigError(f"make_world: ds: expected a Dataset (load_dataset), got {ds!r:.60}")
+    # a negative n_train sliced from the end: the held-out users were fitted on
+    seed = check_whole(seed, "make_world: seed", 0)
+    n_train = check_whole(n_train, "make_world: n_train", 1)
+    n_validation = check_whole(n_validation, "make_world: n_validation", 0)
+    # the checks batch three users (an empty support among others)
+    n_test = check_whole(n_test, "make_world: n_test", 3)
     catalogue = encode_catalogue(ds.items, encoder, cache_dir=cache_dir, progress=False)
     counts = ds.interactions.groupby("user_id").size()
     users = np.random.default_rng(seed).permutation(np.sort(ds.interactions["user_id"].unique()))
-    if n_test < 3:  # the checks batch three users (an empty support among others)
-        raise ConfigError(f"n_test: {n_test}; a conformance world needs at least 3")
     held_out = [u for u in users[n_train + n_validation :] if counts[u] >= 20][:n_test]
     if len(held_out) < 3:
         others = len(users) - n_train - n_validation

@@ -459,7 +459,7 @@ def test_the_shells_check_names_are_the_librarys() -> None:
 def test_a_world_needs_three_held_out_users(shared_data: Path, tmp_path: Path) -> None:
     # the checks batch three users (an empty support among them): fewer crashed them
     ds = load_dataset("ml-100k", root=shared_data)
-    with pytest.raises(ConfigError, match="n_test: 2; a conformance world needs at least 3"):
+    with pytest.raises(ConfigError, match="make_world: n_test: must be a whole number >= 3, got 2"):
         make_world(ds, n_test=2)
     with pytest.raises(DataError, match=r"at least 3 more with 20 ratings each; .* 2 of the"):
         make_world(ds, n_train=911, n_validation=30, cache_dir=tmp_path)  # 943 users
@@ -467,6 +467,12 @@ def test_a_world_needs_three_held_out_users(shared_data: Path, tmp_path: Path) -
     # others there were none of
     with pytest.raises(DataError, match=r"it has 943 users, none beyond those$"):
         make_world(ds, n_train=930, n_validation=30, cache_dir=tmp_path)
+    # a negative count sliced from the end: every held-out user was fitted on
+    for arg, value in (("n_train", -5), ("n_validation", -1), ("seed", -1), ("n_train", "10")):
+        with pytest.raises(ConfigError, match=f"make_world: {arg}: must be a whole number"):
+            make_world(ds, **{arg: value})
+    with pytest.raises(ConfigError, match="make_world: ds: expected a Dataset"):
+        make_world(None)  # type: ignore[arg-type]
 
 
 def test_on_clicks_a_personalised_model_is_told_by_another_users_items(

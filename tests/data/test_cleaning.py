@@ -48,6 +48,7 @@ def test_clean_drops_each_problem_and_reports_it(messy: Dataset) -> None:
     report = out.report
     assert report is not None
     assert report.rows_in == 9 and report.rows_out == 3
+    assert str(report) == report.summary()  # print(ds.report), as the README has it
     assert report.dropped == {
         "missing user or item id": 1,
         "missing or non-numeric rating": 1,

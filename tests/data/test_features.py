@@ -153,6 +153,11 @@ def test_user_rows_match_ids_as_the_loaders_write_them() -> None:
         user_rows([1], ["1"])  # type: ignore[arg-type]
     with pytest.raises(DataError, match=r"got columns \['age'\]"):
         user_rows(ints.drop(columns="user_id"), ["1"])
+    # a string of ids was one id per character: users "1", "9" and "6" for "196"
+    for ids in ("196", None, 5):
+        with pytest.raises(DataError, match="user_rows: ids: expected a list of user ids"):
+            user_rows(ints, ids)  # type: ignore[arg-type]
+    assert user_rows(ints, pd.Series(["1"]))["age"].tolist() == [20]
 
 
 def test_a_missing_time_is_an_unknown_age_in_a_table_as_in_one_user() -> None:

@@ -172,6 +172,17 @@ def test_ranking_table_k_beyond_the_list_and_empty_slots() -> None:
     # a wider list is cut at k
     t = M.ranking_table(np.array([[0, 1, 2, 3]]), [np.array([3])], 2)
     assert t["hit@2"][0] == 0.0
+    # indices near 2**62: user * (largest + 1) + item wrapped past int64, and user 0's
+    # shown item 7 met another user's key for the relevant item 2**62 - 1
+    big = 2**62 - 1
+    one = [np.array([1])] * 3
+    t = M.ranking_table(np.array([[7], [0], [0], [0], [0]]), [np.array([big]), *one, [7]], 1)
+    assert t["hit@1"].tolist() == [0.0, 0.0, 0.0, 0.0, 0.0]
+    t = M.ranking_table(np.array([[big], [7]]), [np.array([big]), np.array([7])], 1)
+    assert t["hit@1"].tolist() == [1.0, 1.0]
+    # True and False are no items, though numpy reads them as 1 and 0
+    with pytest.raises(InputError, match=r"top: expected .* whole catalogue indices"):
+        M.ranking_table(np.array([[True, False]]), [np.array([1])], 2)
 
 
 def test_ranking_table_matches_a_loop_over_users() -> None:

@@ -22,3 +22,9 @@ def use(rec: mr.Recommender) -> np.ndarray:
     rec.recommend(u1, k=3, candidates=top["item_id"])
     explain(rec, u1, top["item_id"])
     return rec.score(u1)
+
+
+def load(root: str) -> None:
+    # the README's first lines: `ds.report.summary()` was a union-attr error there
+    ds = mr.load_dataset("ml-100k", root=root)
+    print(ds.report)

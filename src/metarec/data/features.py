@@ -39,6 +39,11 @@ def user_rows(
             + (f"columns {list(users.columns)[:8]}" if isinstance(users, pd.DataFrame) else
                type(users).__name__)
         )  # fmt: skip
+    if isinstance(ids, str | bytes) or not isinstance(
+        ids, Sequence | np.ndarray | pd.Index | pd.Series
+    ):
+        # "196" was users "1", "9" and "6": other people's features, without a word
+        raise DataError(f"user_rows: ids: expected a list of user ids, got {ids!r:.60}")
     # str() wrote 1.0 as "1.0", which no id "1" matched: every user went unknown
     table = users.assign(user_id=str_ids(users["user_id"])).drop_duplicates("user_id")
     keys = [_id_text(i) for i in ids]

@@ -64,6 +64,9 @@ class CleaningReport:
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
+    def __str__(self) -> str:  # print(ds.report): a Dataset's report may be None
+        return self.summary()
+
     def to_dict(self) -> dict[str, object]:
         return {
             "rows_in": self.rows_in,

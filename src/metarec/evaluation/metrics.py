@@ -432,10 +432,17 @@ def _hits(top: np.ndarray, relevant: list[np.ndarray], k: int) -> np.ndarray:
     shown = top[:, : min(k, width)]
     lengths = np.array([len(r) for r in relevant], dtype=np.int64)
     rel_items = np.concatenate(relevant) if lengths.sum() else np.zeros(0, dtype=np.int64)
-    span = int(max(shown.max(initial=0), rel_items.max(initial=0))) + 1
-    rel_keys = np.repeat(np.arange(n_users, dtype=np.int64), lengths) * span + rel_items
-    keys = np.arange(n_users, dtype=np.int64)[:, None] * span + shown
-    return np.isin(keys, rel_keys) & (shown >= 0)
+    # items renumbered densely first: user * (largest index + 1) + item wrapped past
+    # int64 for indices near 2**62, and another user's item counted as a hit
+    valid = shown >= 0
+    n_shown = int(valid.sum())
+    _, codes = np.unique(np.concatenate([shown[valid], rel_items]), return_inverse=True)
+    span = int(codes.max(initial=0)) + 1
+    shown_codes = np.zeros(shown.shape, dtype=np.int64)
+    shown_codes[valid] = codes[:n_shown]
+    rel_keys = np.repeat(np.arange(n_users, dtype=np.int64), lengths) * span + codes[n_shown:]
+    keys = np.arange(n_users, dtype=np.int64)[:, None] * span + shown_codes
+    return np.isin(keys, rel_keys) & valid
 
 
 def _index_lists(lists: object, name: str) -> list[np.ndarray]:
@@ -478,7 +485,8 @@ def _top_lists(top: object) -> np.ndarray:
         raise InputError(
             "top: expected [n_users, k] catalogue indices, rows of one length"
         ) from None
-    if arr.ndim != 2 or (raw.size and not (arr == raw).all()):
+    # True and False are no items, though numpy reads them as 1 and 0
+    if arr.ndim != 2 or (raw.size and (raw.dtype.kind == "b" or not (arr == raw).all())):
         raise InputError(
             f"top: expected [n_users, k] whole catalogue indices; got shape {arr.shape}, "
             f"dtype {raw.dtype}"

@@ -182,7 +182,7 @@ class ScoringModel(ABC):
             if not isinstance(data, TrainingData):
                 raise DataError(
                     f"{getattr(self, 'name', type(self).__name__)}: fit: expected TrainingData "
-                    f"(metarec.models.TrainingData(interactions, catalogue, ...)), got "
+                    f"(metarec.models.base.TrainingData(interactions, catalogue, ...)), got "
                     f"{type(data).__name__}"
                 )
             out = fit(self, data, *args, **kw)
