@@ -1648,6 +1648,13 @@ def test_an_ensembles_user_features_are_checked_against_every_member() -> None:
     assert features_problem(ensemble(ages, jobs), {"agee": 20}) == (
         "agee: not a feature of this model (it reads age, gender, job)"
     )
+    # a request's key may be 100,000 characters: the answer names its start
+    long = features_problem(ensemble(ages, jobs), {"x" * 100_000: 20}) or ""
+    assert long.startswith("x" * 59 + "…: not a feature") and len(long) < 200
+    long = features_problem(ensemble(none, none), {"y" * 100_000: 20}) or ""
+    assert long.startswith("y" * 59 + "…: this model reads no") and len(long) < 200
+    alone = ages.problem({"z" * 100_000: 1}, json_types=True) or ""
+    assert alone.startswith("z" * 59 + "…: not a feature") and len(alone) < 200
     assert "age: " in (features_problem(ensemble(none, ages), {"age": "old"}) or "")
     assert features_problem(ensemble(none, none), {"age": 20}) == (
         "age: this model reads no user features (it was trained without them); send none"

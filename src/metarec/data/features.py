@@ -50,6 +50,13 @@ def user_rows(
     return table.set_index("user_id").reindex(keys).reset_index()
 
 
+def _short(key: object, width: int = 60) -> str:
+    """A feature name as a message names it: a request's key may be 100,000
+    characters, all of which a 422 echoed back."""
+    text = str(key)
+    return text if len(text) <= width else f"{text[: width - 1]}…"
+
+
 def _id_text(value: object) -> str:
     """One id as :func:`~metarec.data.columns.str_ids` writes a column of them."""
     value = plain(value)
@@ -161,7 +168,7 @@ class UserFeatureEncoder:
         if not self.columns:
             if json_types and features:
                 return (
-                    f"{next(iter(features))}: this model reads no user features (it was "
+                    f"{_short(next(iter(features)))}: this model reads no user features (it was "
                     "trained without them); send none"
                 )
             return None
@@ -169,7 +176,8 @@ class UserFeatureEncoder:
             if key not in self.vocab:
                 if not json_types:
                     continue
-                return f"{key}: not a feature of this model (it reads {', '.join(self.columns)})"
+                read = ", ".join(self.columns)
+                return f"{_short(key)}: not a feature of this model (it reads {read})"
             if _missing(value) or (not json_types and blank(value)):
                 continue  # None, NaN, pd.NA; and a file's empty field, read from a table
             unreadable = self._value_problem(key, value, json_types=json_types, unset=unset)
@@ -312,7 +320,9 @@ class FeatureReaders:
             read = self.columns
             unknown = next((k for k in features if k not in read), None)
             if unknown is not None:
-                return f"{unknown}: not a feature of this model (it reads {', '.join(read)})"
+                return (
+                    f"{_short(unknown)}: not a feature of this model (it reads {', '.join(read)})"
+                )
         for enc in reading:
             mine = {k: v for k, v in features.items() if k in enc.vocab}
             unreadable = enc.problem(mine, json_types=json_types, unset=unset)
