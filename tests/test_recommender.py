@@ -393,6 +393,16 @@ def test_candidates_filter(fitted: Recommender) -> None:
     assert set(top["item_id"]) == {"10", "11", "12"}
 
 
+def test_a_list_left_empty_by_what_the_user_rated_is_said(fitted: Recommender) -> None:
+    user = fitted.adapt([("1", 5), ("2", 3)])
+    with pytest.warns(UserWarning, match="the user has rated every candidate, so none is left"):
+        assert fitted.recommend(user, 5, candidates=["1", "2"]).empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(fitted.recommend(user, 5, candidates=["1", "2"], exclude_seen=False)) == 2
+        assert len(fitted.recommend(user, 5, candidates=["1", "2", "3"])) == 1
+
+
 def test_chosen_items_are_scored_without_the_rest_of_the_catalogue(
     fitted: Recommender, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ item), ``resolve(key)`` (id or title → catalogue index), ``n_items``, ``items`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -210,8 +211,18 @@ class TopK:
         exclude_seen: bool = True,
         candidates: ItemKeys | None = None,
     ) -> pd.DataFrame:
-        """Top-``k`` items as a frame: rank, item_id, title, score."""
+        """Top-``k`` items as a frame: rank, item_id, title, score. Empty, with a
+        warning, where the user has rated every item (or every candidate)."""
         top, scores = self.top(user, k, exclude_seen=exclude_seen, candidates=candidates)
+        if not len(top) and exclude_seen and k:
+            # an empty frame alone read as a fault of the model
+            among = "candidate" if candidates is not None else "item"
+            warnings.warn(
+                f"recommend: the user has rated every {among}, so none is left to "
+                "recommend (exclude_seen=False ranks them all)",
+                UserWarning,
+                stacklevel=2,
+            )
         return pd.DataFrame(
             {
                 "rank": np.arange(1, len(top) + 1),
