@@ -1556,6 +1556,12 @@ def test_the_start_line_writes_an_ipv6_host_as_a_url_does(
 
     _announce(ServiceSettings(run=tmp_path, api_key="k"), "m@1", "sqlite", "::1", 8000)
     assert "on http://[::1]:8000/" in capsys.readouterr().err
+    # a --page-api-key server checks Host as a keyless one does, and says so at start
+    page = ServiceSettings(run=tmp_path, api_key="k", page_api_key=True, allowed_hosts=("vm",))
+    _announce(page, "m@1", "sqlite", "127.0.0.1", 8000)
+    said = capsys.readouterr().err
+    assert "must name this server by IP address or localhost or vm" in said
+    assert "WARNING: no API key" not in said
 
 
 def test_an_unexpected_error_is_a_json_500_logged_once_and_the_connection_kept(

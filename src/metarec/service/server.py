@@ -175,6 +175,15 @@ def _announce(
             + (f" or {', '.join(settings.allowed_hosts)}" if settings.allowed_hosts else ""),
             file=sys.stderr,
         )
+    elif settings.checks_host:  # --page-api-key: the page's key must not be read off
+        # a DNS-rebound name, so such a server checks Host as a keyless one does
+        print(
+            "metarec: the page carries the API key (--page-api-key): every client must "
+            "name this server by IP address or localhost"
+            + (f" or {', '.join(settings.allowed_hosts)}" if settings.allowed_hosts else "")
+            + " (--allowed-host adds a name)",
+            file=sys.stderr,
+        )
 
 
 def _worker(settings: ServiceSettings, sock: socket.socket, report: Any, supervisor: int) -> None:
