@@ -8,6 +8,7 @@ protocols to train on a split without re-encoding the catalogue.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -260,14 +261,17 @@ def _check_not_diverged(
     than predicting any one rating of the scale: adaptation steps that blow up (inner_lr
     near its limit) leave finite weights that score -375,137 and were saved as a model,
     with an MAE that looked ordinary only because it came from the cutpoints."""
-    if cfg.objective != "rating" or not any("val_loss" in row for row in history.epochs):
-        return
+    if cfg.objective != "rating" or not math.isfinite(history.best_score):
+        return  # no finite epoch at all: the trainer refuses that itself
+    # without validation users the epoch was kept by its training loss, the same error
+    # on the training users' queries: a first epoch at 4e24 beat the start's infinity
+    judged = "validation" if any("val_loss" in row for row in history.epochs) else "training"
     span = float(rating_range[1] - rating_range[0])
     limit = span if cfg.rating_loss == "l1" else span**2
     if span > 0 and history.best_score > limit:
         what = "mean absolute error" if cfg.rating_loss == "l1" else "mean squared error"
         raise ModelError(
-            f"meta-training diverged: the best epoch's validation {what} is "
+            f"meta-training diverged: the best epoch's {judged} {what} is "
             f"{history.best_score:.4g}, more than any one rating of the scale "
             f"{rating_range[0]:g} to {rating_range[1]:g} would give ({limit:g}); lower "
             f"inner_lr ({cfg.inner_lr}) or outer_lr ({cfg.outer_lr})"

@@ -415,11 +415,18 @@ def test_an_optimiser_state_blown_up_under_finite_losses_is_a_divergence(
         return loss
 
     monkeypatch.setattr(trainer, "train_epoch", overflowing)
-    with pytest.warns(UserWarning, match=r"diverged at epoch 2 \(its loss or optimiser state"):
+    with pytest.warns(UserWarning, match=r"diverged at epoch 2 \(its ") as said:
         hist = trainer.fit(src, src, checkpoint_dir=tmp_path)
     # the epoch whose moments overflowed is judged as any other (its weights are finite)
     losses = [e["val_loss"] for e in hist.epochs]
     assert hist.diverged_at == 2 and len(losses) == 3
+    # kept, it is not said to have a loss that is not finite ("diverged at epoch 2 ...
+    # kept epoch 2" read as a contradiction)
+    text = str(said[0].message)
+    if hist.best_epoch == 2:
+        assert "(its optimiser state is not finite, though its loss is)" in text
+    else:
+        assert "(its loss or optimiser state is not finite)" in text
     assert hist.best_epoch == int(np.argmin(losses)) or losses[0] - min(losses) <= 1e-5
     with pytest.warns(UserWarning, match="diverged at epoch 2"):
         _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)  # resumed, not refused
@@ -527,3 +534,24 @@ def test_a_kept_model_worse_than_any_rating_of_the_scale_is_refused(
     else:
         _check_not_diverged(history, cfg, (1.0, 5.0))
     _check_not_diverged(history, TrainConfig(objective="bce"), (1.0, 5.0))  # no such scale
+    # without validation users the epoch is kept by its training loss: a first epoch
+    # at 4e24 beat the start's infinity, and was saved with exit 0
+    trained = TrainHistory(epochs=[{"epoch": 1, "train_loss": 4e24}], best_epoch=1, best_score=4e24)
+    with pytest.raises(ModelError, match=r"diverged: the best epoch's training mean absolute"):
+        _check_not_diverged(trained, TrainConfig(inner_lr=2.0), (1.0, 5.0))
+
+
+def test_validation_users_too_short_for_any_task_are_said_not_passed_over() -> None:
+    """query_size past every validation user's ratings skipped them all: patience and
+    the untrained candidate went with them, the epoch chosen by training loss."""
+    import dataclasses
+
+    vectors, src = _source(0)  # 15 ratings a user
+    trainer = _trainer(vectors, 1)
+    trainer.cfg = dataclasses.replace(trainer.cfg, query_size=15)
+    with pytest.warns(
+        UserWarning,
+        match=r"no validation user has query_size \(15\) ratings and "
+        r"one more \(the most any of the 60 has is 15\): early stopping is off",
+    ):
+        trainer.fit(src, src)

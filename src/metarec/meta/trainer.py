@@ -287,6 +287,21 @@ class Trainer:
                 ) from None
         self._check_episodes(train.ratings)
         val_tasks = self._validation_tasks(validation)
+        if validation is not None and len(validation.ratings) and not val_tasks:
+            # every validation user skipped: patience and the untrained candidate went
+            # with them, and the epoch was chosen by training loss without a word
+            most = int(np.diff(validation.ratings.offsets).max())
+            needs = (
+                f"query_size ({cfg.query_size}) ratings and one more"
+                if cfg.episode_order != "time"
+                else f"min_support ({cfg.min_support}) ratings and one more"
+            )
+            warnings.warn(
+                f"no validation user has {needs} (the most any of the "
+                f"{len(validation.ratings):,} has is {most}): early stopping is off and the "
+                "epoch is chosen by training loss; lower query_size",
+                stacklevel=2,
+            )
         bar = tqdm(
             range(start, cfg.epochs),
             desc=f"meta-training ({cfg.algorithm})",
@@ -357,9 +372,16 @@ class Trainer:
                 )  # fmt: skip
         if history.diverged_at is not None:  # this run's, or the resumed checkpoint's
             kept = history.best_epoch
+            # the same epoch where its losses were finite and the optimiser's moments,
+            # which the next step would spread to the weights, were not
+            why = (
+                "its optimiser state is not finite, though its loss is"
+                if kept == history.diverged_at
+                else "its loss or optimiser state is not finite"
+            )
             warnings.warn(
-                f"meta-training diverged at epoch {history.diverged_at} (its loss or "
-                f"optimiser state is not finite); kept epoch {kept}, the best up to it"
+                f"meta-training diverged at epoch {history.diverged_at} ({why}); kept "
+                f"epoch {kept}, the best up to it"
                 + (" (the untrained model)" if kept == 0 else "")
                 + ". To train further, "
                 + lower,
