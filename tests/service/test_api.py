@@ -89,6 +89,21 @@ def test_the_openapi_document_lists_what_the_service_answers(live_server: str) -
         # writes: key, host, size, media type and a busy store; events their conflict
         for path, method in (("/v1/items", "put"), ("/v1/users", "post")):
             assert {"401", "403", "413", "415", "503"} <= statuses(path, method)
+        # refused before any route, so on every operation: a keyless server's Host
+        # check, a body too large or not JSON (a GET's too), a head too large or slow
+        for path, operations in paths.items():
+            for operation in operations.values():
+                assert {"403", "408", "413", "415", "431"} <= set(operation["responses"]), path
+                for status, headers in (("503", "Retry-After"), ("405", "Allow")):
+                    if status in operation["responses"]:
+                        assert headers in operation["responses"][status]["headers"], path
+        assert "503" in statuses("/v1/items", "get") and "503" in statuses(
+            "/v1/items/{item_id}", "get"
+        )
+        told = c.request("GET", "/health", content=b"hello", headers={"Content-Type": "text/plain"})
+        assert told.status_code == 415 and "415" in statuses("/health", "get")
+        refused = c.request("PROPFIND", "/health")
+        assert refused.status_code == 405 and "GET" in refused.headers["allow"]
         assert "409" in statuses("/v1/users/{user_id}/events", "post")
         bad_type = c.post("/v1/users", content=b"{}", headers={"Content-Type": "text/plain"})
         assert bad_type.status_code == 415 and bad_type.json()["error"]["code"]

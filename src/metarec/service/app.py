@@ -238,9 +238,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         summary="Cold-start recommendations that adapt to every piece of feedback.",
         version="1",
         lifespan=lifespan,
-        # what any route can answer (500: a damaged store, or a fault of the server's);
-        # the writes add WRITE_ERRORS, routes their own
-        responses=_errors(400, 405, 414, 422, 500),
+        # what any route can answer (500: a damaged store, or a fault of the server's),
+        # the refusals before routing among them: a head too large or too slow (431,
+        # 408), a keyless server named by another Host (403), a body too large or not
+        # JSON (413, 415; a GET's too); the writes add WRITE_ERRORS, routes their own
+        responses=_errors(400, 403, 405, 408, 413, 414, 415, 422, 431, 500),
     )
     app.router.route_class = StrictJsonRoute  # set before the routes are added, which take it
     app.state.settings = settings
@@ -421,7 +423,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # -- catalogue ------------------------------------------------------------
-    @app.get("/v1/items", response_model=schemas.ItemList, tags=["items"])
+    # 503: a catalogue change another process made that this one cannot read yet
+    @app.get("/v1/items", response_model=schemas.ItemList, tags=["items"], responses=_errors(503))
     @in_thread_pool
     def search_items(
         q: Annotated[str, Query(max_length=200, description="part of a title")] = "",
@@ -442,7 +445,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/items/{item_id:path}",
         response_model=schemas.ItemDetail,
         tags=["items"],
-        responses=_errors(404),
+        responses=_errors(404, 503),
     )
     @in_thread_pool
     def get_item(item_id: Annotated[str, PathParam(min_length=1, max_length=ID_LENGTH)]) -> Any:
@@ -714,6 +717,19 @@ def _list_caps(settings: ServiceSettings) -> tuple[tuple[tuple[str, str], str, s
     )  # fmt: skip
 
 
+# the headers an error answer carries, which FastAPI's responses cannot state
+_HEADERS: dict[str, dict[str, Any]] = {
+    "405": {"Allow": {"description": "the methods the path answers", "schema": {"type": "string"}}},
+    "503": {
+        "Retry-After": {
+            "description": "seconds to wait before trying again, where a retry will do "
+            "(store_busy 1, store_unavailable 5)",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
+
+
 def _described_as_served(app: FastAPI, settings: ServiceSettings) -> Callable[[], dict[str, Any]]:
     """``app.openapi`` with the document mended where FastAPI's generation says other
     than the server does. FastAPI merges ``openapi_extra`` into what it generated, so
@@ -736,6 +752,8 @@ def _described_as_served(app: FastAPI, settings: ServiceSettings) -> Callable[[]
                     content = response.get("content", {})
                     if status[0] in "45" and "application/json" not in content and content:
                         response["content"] = {"application/json": content.popitem()[1]}
+                    if status in _HEADERS:
+                        response["headers"] = dict(_HEADERS[status])
         models = doc["components"]["schemas"]
         for _, model, field, limit in _list_caps(settings):
             models[model]["properties"][field]["maxItems"] = limit
