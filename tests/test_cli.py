@@ -549,7 +549,7 @@ def test_train_evaluate_recommend(
     bad = cli("recommend", str(run), "--rate", "Toy Stori (1995)=5")
     assert_one_line_error(bad, "Toy Stori", "Toy Story (1995)")
     bad = cli("recommend", str(run), "--rate", "Toy Story (1995)=9")
-    assert_one_line_error(bad, "--rate entry 0 ('Toy Story (1995)'): rating 9 is outside [1, 5]")
+    assert_one_line_error(bad, "--rate entry 1 ('Toy Story (1995)'): rating 9 is outside [1, 5]")
     # one item twice (by title and by id): the last rating is used, and said so
     twice = cli("recommend", str(run), "--rate", "Toy Story (1995)=5", "--rate", "1=2")
     assert twice.returncode == 0

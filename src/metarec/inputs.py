@@ -38,11 +38,13 @@ def history_pairs(
     rating_range: tuple[float, float],
     resolve: Callable[[str | int], int],
     where: str = "history",
+    first: int = 0,
 ) -> list[tuple[int, float]]:
     """A user's history as (catalogue index, rating) pairs, or a DataError naming the
     entry that is no (item, rating) on the scale. ``resolve`` maps an id or title to
     its catalogue index; ``where`` names the history in messages (``histories[3]``
-    in a batch)."""
+    in a batch), and ``first`` is the number of its first entry there (0 in Python, 1
+    for a command line's flags, which a person counts from one)."""
     if history is None:
         return []
     if isinstance(history, pd.DataFrame):
@@ -74,7 +76,7 @@ def history_pairs(
         rows = history
     lo, hi = rating_range
     pairs: dict[int, float] = {}
-    for n, row in enumerate(rows):
+    for n, row in enumerate(rows, start=first):
         try:
             key, value = row
         except (TypeError, ValueError):

@@ -674,8 +674,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     with named_as_flags({"device": "--device"}):  # as serve names it
         rec = load_run(args.run, device=args.device)  # a run folder or an ensemble folder
     rates = rated_on_scale(given, rec.rating_range)
-    # checked as the flag's: "history entry 0" named nothing on this command line
-    history_pairs(rates, rec.rating_range, rec.resolve, "--rate")
+    # checked as the flag's: "history entry 0" named nothing on this command line, and
+    # "--rate entry 0" the first --rate
+    history_pairs(rates, rec.rating_range, rec.resolve, "--rate", first=1)
     warn_repeated_rates(rec, rates)
     check_features_read(rec, features)
     user = rec.adapt(rates, user_features=features or None)

@@ -52,7 +52,7 @@ from metarec.io import json_bytes
 from metarec.locks import exclusive
 from metarec.models.base import ScoringModel, TrainingData, check_whole
 from metarec.models.cutpoints import MedianView, rating_levels
-from metarec.models.ensemble import Ensemble
+from metarec.models.ensemble import DEFAULT_BUCKETS, Ensemble
 from metarec.models.meta_model import MetaModel
 from metarec.models.persist import RANKERS, make_ranker
 from metarec.values import is_number, is_whole, safe_name
@@ -230,8 +230,10 @@ def add_ensemble(
     members: Sequence[str],
     log: Callable[[str], None],
     like_threshold: float = 4.0,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
 ) -> dict[str, Any]:
-    """Blend already-fitted members with weights learned on the validation users."""
+    """Blend already-fitted members with weights learned on the validation users, one
+    set per support-size bucket (P2: one per K evaluated)."""
     chosen = {m: models[m] for m in members if m in models}
     if len(chosen) < 2:
         return {}
@@ -242,6 +244,7 @@ def add_ensemble(
         fit_members=False,
         seed=data.seed,
         like_threshold=like_threshold,
+        buckets=buckets,
     )
     ens.fit(data)
     models["metarec-ensemble"] = ens
@@ -461,7 +464,10 @@ def _fold_run(
             del models[name]
 
     mode = "rating" if protocol == "p1" else "ranking"
-    weights = add_ensemble(models, data, mode, members, log, like_threshold)
+    # P2's buckets are the Ks it evaluates: with --shots 0,1,3 the default buckets
+    # warned of too few users at K >= 5, 10 and 20, which no figure used
+    buckets: Sequence[int] = sorted({0, *shots}) if protocol == "p2" else DEFAULT_BUCKETS
+    weights = add_ensemble(models, data, mode, members, log, like_threshold, buckets)
     late: dict[str, Any] = {m: models[m] for m in ("metarec-ensemble",) if m in models}
     if protocol == "p1" and "bias" in models and data.validation_ratings is not None:
         # the bias model with median cuts of its own: the share of metarec's MAE
