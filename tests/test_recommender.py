@@ -169,6 +169,10 @@ def test_a_feature_the_model_has_no_column_for_is_warned_about(fitted: Recommend
         typo = fitted.adapt([("1", 5)], user_features={"agee": 34})
     plain = fitted.adapt([("1", 5)])
     np.testing.assert_allclose(fitted.score(typo), fitted.score(plain))
+    # a key of 100,000 characters is named by its start, not echoed whole
+    with pytest.warns(UserWarning) as said:
+        fitted.adapt([("1", 5)], user_features={"x" * 100_000: 1})
+    assert len(str(said[0].message)) < 300
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fitted.adapt([("1", 5)], user_features={"user_id": "u1", "age": 34})  # a row's own id
@@ -401,6 +405,7 @@ def test_a_list_left_empty_by_what_the_user_rated_is_said(fitted: Recommender) -
         warnings.simplefilter("error")
         assert len(fitted.recommend(user, 5, candidates=["1", "2"], exclude_seen=False)) == 2
         assert len(fitted.recommend(user, 5, candidates=["1", "2", "3"])) == 1
+        assert fitted.recommend(user, 5, candidates=[]).empty  # none asked for: no warning
 
 
 def test_chosen_items_are_scored_without_the_rest_of_the_catalogue(
@@ -1887,7 +1892,7 @@ def test_a_read_that_meets_half_of_a_write_waits_and_reads_again(
     import threading
 
     import metarec.run_folder as run_folder
-    from metarec.locks import exclusive
+    from metarec.locks import exclusive, lock_path
 
     first = fitted.save(tmp_path / "run")
     other = Recommender.load(first)
@@ -1915,11 +1920,17 @@ def test_a_read_that_meets_half_of_a_write_waits_and_reads_again(
         manifest.unlink()  # and one that does not come back is named with its writer
         with pytest.raises(ModelError, match=rf"no recommender\.json while process {os.getpid()}"):
             Recommender.load(first)
+    # a lock a killed process left (a dead pid): no writer to wait for
+    waits: list[float] = []
+    monkeypatch.setattr(run_folder.time, "sleep", waits.append)
+    lock_path(first).write_text("999999999\n")  # the manifest is still gone
+    with pytest.raises(ModelError, match=r"not a metarec run \(no recommender\.json\)"):
+        Recommender.load(first)
+    assert waits == []
+    lock_path(first).unlink()
     # damage that is not a write in progress is said at once, with no wait
     manifest.write_bytes(text)
     (first / "items.json").write_text("[]")
-    waits: list[float] = []
-    monkeypatch.setattr(run_folder.time, "sleep", waits.append)
     with pytest.raises(ModelError, match=r"items\.json: expected an object of columns"):
         Recommender.load(first)
     assert waits == []

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from metarec.data.columns import boolean_values, check_frame, not_index, plain
-from metarec.data.features import FeatureReaders, UserFeatureEncoder
+from metarec.data.features import FeatureReaders, UserFeatureEncoder, short_name
 from metarec.errors import DataError
 from metarec.values import off_scale
 
@@ -217,7 +217,9 @@ def warn_unused_features(
     hold more than one model uses."""
     if not isinstance(user_features, Mapping):
         return
-    unused = [repr(k) for k in user_features if k not in encoder.vocab and k != "user_id"]
+    unused = [
+        repr(short_name(k)) for k in user_features if k not in encoder.vocab and k != "user_id"
+    ]
     if unused:
         # A model trained without user features reads none: saying so, rather than
         # nothing, tells a caller their profile made no difference.

@@ -44,7 +44,7 @@ from metarec.locks import exclusive
 from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.base import check_seed
 from metarec.models.bias import item_baseline
-from metarec.models.cutpoints import MIN_RATINGS, fit_validation_cutpoints, rating_levels
+from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels, warn_if_unfitted
 from metarec.recommender import Recommender
 from metarec.run_folder import build_learner
 from metarec.trained_users import clear_for_new_model, save_trained_users
@@ -242,15 +242,7 @@ def fit_recommender(
         rec.cutpoints = fit_validation_cutpoints(
             rec, val_src.ratings, users, levels=levels, seed=cfg.seed, query_size=cfg.query_size
         )
-        if rec.cutpoints is None and levels is not None:
-            # the service's and recommend's rating is then the score clipped to the
-            # scale, not a scale level: said once, here, rather than left to be found
-            warnings.warn(
-                f"rating cutpoints not fitted: the validation users hold fewer than "
-                f"{MIN_RATINGS} query ratings to place them on, so a rating will be the "
-                "score clipped to the scale rather than a scale level",
-                stacklevel=2,
-            )
+        warn_if_unfitted(rec.cutpoints, levels, "train")
     return rec, history
 
 

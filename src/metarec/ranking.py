@@ -213,8 +213,14 @@ class TopK:
     ) -> pd.DataFrame:
         """Top-``k`` items as a frame: rank, item_id, title, score. Empty, with a
         warning, where the user has rated every item (or every candidate)."""
+        # none asked for (candidates=[]) is no list emptied by what the user rated
+        some = (
+            self.n_items > 0
+            if candidates is None
+            else not hasattr(candidates, "__len__") or len(candidates) > 0
+        )
         top, scores = self.top(user, k, exclude_seen=exclude_seen, candidates=candidates)
-        if not len(top) and exclude_seen and k:
+        if not len(top) and exclude_seen and k and some:
             # an empty frame alone read as a fault of the model
             among = "candidate" if candidates is not None else "item"
             warnings.warn(

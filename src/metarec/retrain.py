@@ -110,6 +110,8 @@ class RetrainResult:
         for places in range(4, 13):
             if f"{old:.{places}f}" != f"{new:.{places}f}":
                 return f"{old:.{places}f}", f"{new:.{places}f}"
+        if old != new:  # closer still: every digit a float has (repr's shortest form)
+            return repr(float(old)), repr(float(new))
         return f"{old:.4f}", f"{new:.4f}"
 
     def verdict(self) -> str:

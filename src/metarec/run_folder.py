@@ -209,7 +209,7 @@ def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommen
             rec, trained_for = _read_run_once(cls, path, device)
         except ModelError:
             now = _stamp(manifest)
-            if now is None and lock_path(path).exists():  # a writer's, or one just gone
+            if now is None and _writer_at_work(path):
                 continue
             if now == before:  # the run as it stands: damaged, not being written
                 raise
@@ -229,6 +229,17 @@ def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommen
         f"{path}: changed while it was read, {_READ_TRIES} times: another process is writing "
         "it; load it once that is done"
     )
+
+
+def _writer_at_work(path: Path) -> bool:
+    """Whether ``path``'s lock is held by a live process, or is being taken (a writer
+    empties it before writing its pid). A lock a killed process left names a dead pid:
+    no wait for it, since no one will write the manifest."""
+    try:
+        text = lock_path(path).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return False
+    return not text.isdigit() or holder(path) is not None
 
 
 def _no_manifest(path: Path) -> ModelError:

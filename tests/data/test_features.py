@@ -158,6 +158,10 @@ def test_user_rows_match_ids_as_the_loaders_write_them() -> None:
         with pytest.raises(DataError, match="user_rows: ids: expected a list of user ids"):
             user_rows(ints, ids)  # type: ignore[arg-type]
     assert user_rows(ints, pd.Series(["1"]))["age"].tolist() == [20]
+    # what people pass: a column's unique() (an ArrowStringArray), a dict's keys
+    text = pd.Series(["2", "1"], dtype="string")
+    assert user_rows(ints, text.unique())["age"].tolist() == [30, 20]
+    assert user_rows(ints, {"1": 0}.keys())["age"].tolist() == [20]
 
 
 def test_a_missing_time_is_an_unknown_age_in_a_table_as_in_one_user() -> None:

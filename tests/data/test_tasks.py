@@ -44,6 +44,17 @@ def test_a_rating_without_a_time_is_the_oldest_in_time_order() -> None:
     ts = np.array([30.0, np.nan, 10.0, 20.0])
     got, _ = ordered(items, items.astype(np.float32), ts, "time", np.random.default_rng(0))
     assert got.tolist() == [1, 2, 3, 0]
+    # one known time and a blank are an order too (the guard counted known times only)
+    for seed in range(10):
+        got, _ = ordered(items[:2], items[:2], ts[:2], "time", np.random.default_rng(seed))
+        assert got.tolist() == [1, 0]
+    # blanks alone are no order: shuffled, as a user without times
+    blank = np.full(4, np.nan)
+    drawn = {
+        tuple(ordered(items, items, blank, "time", np.random.default_rng(s))[0].tolist())
+        for s in range(10)
+    }
+    assert len(drawn) > 1
 
 
 def test_fixed_tasks_shuffle_is_seeded_and_disjoint(ratings: UserRatings) -> None:

@@ -18,7 +18,7 @@ from metarec.meta.trainer import TaskSource, Trainer
 from metarec.models.preference import PreferenceNet
 
 
-def _source(seed: int, n_users: int = 60) -> tuple[torch.Tensor, TaskSource]:
+def _source(seed: int, n_users: int = 60, per_user: int = 15) -> tuple[torch.Tensor, TaskSource]:
     rng = np.random.default_rng(seed)
     vectors = torch.nn.functional.normalize(
         torch.as_tensor(rng.normal(size=(40, 8)), dtype=torch.float32), dim=-1
@@ -26,7 +26,7 @@ def _source(seed: int, n_users: int = 60) -> tuple[torch.Tensor, TaskSource]:
     rows = [
         (f"u{u}", str(i), float(rng.integers(1, 6)))
         for u in range(n_users)
-        for i in rng.choice(40, 15, replace=False)
+        for i in rng.choice(40, per_user, replace=False)
     ]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
     ur = UserRatings.from_frame(frame, {str(i): i for i in range(40)})
@@ -420,13 +420,21 @@ def test_an_optimiser_state_blown_up_under_finite_losses_is_a_divergence(
     # the epoch whose moments overflowed is judged as any other (its weights are finite)
     losses = [e["val_loss"] for e in hist.epochs]
     assert hist.diverged_at == 2 and len(losses) == 3
-    # kept, it is not said to have a loss that is not finite ("diverged at epoch 2 ...
-    # kept epoch 2" read as a contradiction)
     text = str(said[0].message)
-    if hist.best_epoch == 2:
-        assert "(its optimiser state is not finite, though its loss is)" in text
-    else:
-        assert "(its loss or optimiser state is not finite)" in text
+    assert hist.best_epoch != 2 and "(its loss or optimiser state is not finite)" in text
+    # kept, it is not said to have a loss that is not finite ("diverged at epoch 2 ...
+    # kept epoch 2" read as a contradiction): validation losses that fall make it best
+    trainer = _trainer(vectors, 3)
+    real = trainer.train_epoch
+    monkeypatch.setattr(trainer, "train_epoch", overflowing)
+    falling = iter([5.0, 4.0, 3.0, 2.0])
+    monkeypatch.setattr(trainer, "validation_loss", lambda *a: next(falling))
+    with pytest.warns(UserWarning, match="diverged at epoch 2") as said:
+        kept = trainer.fit(src, src)
+    assert kept.best_epoch == kept.diverged_at == 2
+    assert "(its optimiser state is not finite, though its loss is); kept epoch 2" in str(
+        said[0].message
+    )
     assert hist.best_epoch == int(np.argmin(losses)) or losses[0] - min(losses) <= 1e-5
     with pytest.warns(UserWarning, match="diverged at epoch 2"):
         _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)  # resumed, not refused
@@ -555,3 +563,9 @@ def test_validation_users_too_short_for_any_task_are_said_not_passed_over() -> N
         r"one more \(the most any of the 60 has is 15\): early stopping is off",
     ):
         trainer.fit(src, src)
+    # time-ordered episodes are judged on min_support, which is then what to lower
+    _, short = _source(1, per_user=10)
+    trainer = _trainer(vectors, 1)
+    trainer.cfg = dataclasses.replace(trainer.cfg, episode_order="time", min_support=12)
+    with pytest.warns(UserWarning, match=r"has min_support \(12\) .*; lower min_support$"):
+        trainer.fit(src, short)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -306,6 +307,20 @@ def test_a_support_size_few_validation_users_reach_takes_the_weights_below() -> 
     assert ens.bucket_users == [30, 30, 3]
     with pytest.raises(ConfigError, match="min_bucket_users"):
         Ensemble(members, min_bucket_users=0)
+
+
+def test_a_rating_blend_whose_validation_users_cannot_place_cutpoints_says_so() -> None:
+    # served, its rating is then the score clipped to the scale, not a scale level
+    data = _data()
+    one = data.validation[data.validation["user_id"] == "u00"]  # 10 query ratings, < 50
+    few = TrainingData(data.interactions, data.catalogue, None, one, (1.0, 5.0), 0)
+    members = {"a": Constant(), "b": Oracle(1, "o")}
+    with pytest.warns(UserWarning, match=r"ensemble .*: rating cutpoints not fitted: .* fewer"):
+        ens = Ensemble(members, mode="rating", buckets=(0,)).fit(few)
+    assert ens.cutpoints is None
+    with warnings.catch_warnings():  # enough of them: no word
+        warnings.simplefilter("error", UserWarning)
+        assert Ensemble(members, mode="rating", buckets=(0,)).fit(data).cutpoints is not None
 
 
 def test_a_first_bucket_no_user_could_judge_says_so() -> None:

@@ -61,6 +61,7 @@ def test_release_rule(old: float, new: float, tolerance: float, ok: bool) -> Non
         (1.14451, 1.14453, ("1.14451", "1.14453")),  # read "1.1445, 1.1445 (worse)"
         (0.8, 0.8, ("0.8000", "0.8000")),
         (3.2e-10, 3.1e-10, ("0.00000000032", "0.00000000031")),  # a scale 1e-9 wide
+        (0.7, 0.7 + 2**-53, ("0.7", "0.7000000000000001")),  # one unit in the last place
     ],
 )
 def test_a_refusal_writes_its_figures_with_the_places_that_tell_them_apart(

@@ -577,11 +577,11 @@ def check_features_read(rec: Any, features: dict[str, str]) -> None:
     """Each ``--feature`` one the run reads, with a value it can read. A key it reads
     no feature of is refused, as the HTTP API refuses it: in Python it is only warned
     of, and a misspelt ``--feature agee=25`` scored the user as if no age was given."""
-    from metarec.data.features import feature_readers
+    from metarec.data.features import feature_readers, short_name
 
     readers = feature_readers(rec)
     read = readers.columns
-    unknown = next((k for k in features if k not in read), None)
+    unknown = next((short_name(k) for k in features if k not in read), None)
     if unknown is not None and not read:
         raise ConfigError(
             f"--feature {unknown}: this run reads no user features (it was trained "

@@ -87,7 +87,6 @@ def clean(
     inter = apply(inter, _missing_ids(inter, "user_id", "item_id"))
     inter = apply(inter, _bad_ratings(inter))
     _note_bad_timestamps(inter, report, strict)
-    _note_missing_timestamps(inter, report)
 
     items = apply(items, _missing_ids(items, "item_id"), ITEMS_TABLE)
     items = apply(items, _duplicates(items, ["item_id"], keep="first"), ITEMS_TABLE)
@@ -104,6 +103,7 @@ def clean(
     # after the unknown items, as the scale read from the data leaves their rows out
     inter = apply(inter, _out_of_range(inter, lo, hi))
     inter = apply(inter, _latest_duplicates(inter, acting=not strict))
+    _note_missing_timestamps(inter, report)  # of the rows kept
 
     if users is not None:
         users = apply(users, _missing_ids(users, "user_id"), "users table: ")
@@ -325,16 +325,20 @@ def _note_bad_timestamps(inter: pd.DataFrame, report: CleaningReport, strict: bo
 
 
 def _note_missing_timestamps(inter: pd.DataFrame, report: CleaningReport) -> None:
-    """Blank times in a column that has times: such a rating counts as its user's
-    oldest (in time-ordered supports, and as the one a duplicate's later row replaces),
-    which a reader of the data should know rather than find in a split."""
+    """Blank times of users who have a time: such a rating counts as the user's oldest
+    (in time-ordered supports, and as the one a duplicate's later row replaces), which
+    a reader of the data should know rather than find in a split. A user without any
+    time is shuffled instead, and not counted."""
     if "timestamp" not in inter.columns:
         return
-    blank = inter["timestamp"].isna().to_numpy()
+    missing = inter["timestamp"].isna()
+    blank = missing.to_numpy()
     raw = inter.get(f"{RAW_PREFIX}timestamp")
     if raw is not None:  # unreadable ones are noted on their own
         blank = blank & raw.isna().to_numpy()
-    if blank.any() and not blank.all():
+    timed = (~missing).groupby(inter["user_id"], sort=False).transform("any").to_numpy()
+    blank = blank & timed
+    if blank.any():
         report.notes.append(
             f"{int(blank.sum()):,} ratings have no timestamp and count as the oldest of "
             "their user's in time order"

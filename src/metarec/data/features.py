@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,10 +39,10 @@ def user_rows(
             + (f"columns {list(users.columns)[:8]}" if isinstance(users, pd.DataFrame) else
                type(users).__name__)
         )  # fmt: skip
-    if isinstance(ids, str | bytes) or not isinstance(
-        ids, Sequence | np.ndarray | pd.Index | pd.Series
-    ):
-        # "196" was users "1", "9" and "6": other people's features, without a word
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        # "196" was users "1", "9" and "6": other people's features, without a word.
+        # Any other iterable is a list of ids: pandas' unique() of a text column is an
+        # ArrowStringArray, no Sequence
         raise DataError(f"user_rows: ids: expected a list of user ids, got {ids!r:.60}")
     # str() wrote 1.0 as "1.0", which no id "1" matched: every user went unknown
     table = users.assign(user_id=str_ids(users["user_id"])).drop_duplicates("user_id")
@@ -50,7 +50,7 @@ def user_rows(
     return table.set_index("user_id").reindex(keys).reset_index()
 
 
-def _short(key: object, width: int = 60) -> str:
+def short_name(key: object, width: int = 60) -> str:
     """A feature name as a message names it: a request's key may be 100,000
     characters, all of which a 422 echoed back."""
     text = str(key)
@@ -167,9 +167,10 @@ class UserFeatureEncoder:
         refuses any over JSON, and Python's reading (which warns of them) none."""
         if not self.columns:
             if json_types and features:
+                first = short_name(next(iter(features)))
                 return (
-                    f"{_short(next(iter(features)))}: this model reads no user features (it was "
-                    "trained without them); send none"
+                    f"{first}: this model reads no user features (it was trained without "
+                    "them); send none"
                 )
             return None
         for key, value in features.items():
@@ -177,7 +178,7 @@ class UserFeatureEncoder:
                 if not json_types:
                     continue
                 read = ", ".join(self.columns)
-                return f"{_short(key)}: not a feature of this model (it reads {read})"
+                return f"{short_name(key)}: not a feature of this model (it reads {read})"
             if _missing(value) or (not json_types and blank(value)):
                 continue  # None, NaN, pd.NA; and a file's empty field, read from a table
             unreadable = self._value_problem(key, value, json_types=json_types, unset=unset)
@@ -320,9 +321,8 @@ class FeatureReaders:
             read = self.columns
             unknown = next((k for k in features if k not in read), None)
             if unknown is not None:
-                return (
-                    f"{_short(unknown)}: not a feature of this model (it reads {', '.join(read)})"
-                )
+                names = ", ".join(read)
+                return f"{short_name(unknown)}: not a feature of this model (it reads {names})"
         for enc in reading:
             mine = {k: v for k, v in features.items() if k in enc.vocab}
             unreadable = enc.problem(mine, json_types=json_types, unset=unset)

@@ -201,7 +201,11 @@ def ordered(
     user whose ratings all carry one time (or none) has no order in time, and is
     shuffled as well: "time" order was then the item ids' order as text, a support
     of one's alphabetically first items, without a word."""
-    if order == "time" and len(np.unique(timestamps[~np.isnan(timestamps)])) > 1:
+    known = ~np.isnan(timestamps)
+    # a blank time is a time of its own, before every other: one known time and a
+    # blank are an order; blanks alone are none
+    times = len(np.unique(timestamps[known])) + int(not known.all())
+    if order == "time" and known.any() and times > 1:
         idx = np.argsort(np.nan_to_num(timestamps, nan=-np.inf), kind="stable")
     else:
         idx = rng.permutation(len(items))

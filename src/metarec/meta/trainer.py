@@ -291,16 +291,13 @@ class Trainer:
             # every validation user skipped: patience and the untrained candidate went
             # with them, and the epoch was chosen by training loss without a word
             most = int(np.diff(validation.ratings.offsets).max())
-            needs = (
-                f"query_size ({cfg.query_size}) ratings and one more"
-                if cfg.episode_order != "time"
-                else f"min_support ({cfg.min_support}) ratings and one more"
-            )
+            # time-ordered episodes are judged on min_support; shuffled ones on query_size
+            knob = "min_support" if cfg.episode_order == "time" else "query_size"
             warnings.warn(
-                f"no validation user has {needs} (the most any of the "
-                f"{len(validation.ratings):,} has is {most}): early stopping is off and the "
-                "epoch is chosen by training loss; lower query_size",
-                stacklevel=2,
+                f"no validation user has {knob} ({getattr(cfg, knob)}) ratings and one more "
+                f"(the most any of the {len(validation.ratings):,} has is {most}): early "
+                f"stopping is off and the epoch is chosen by training loss; lower {knob}",
+                stacklevel=3,
             )
         bar = tqdm(
             range(start, cfg.epochs),

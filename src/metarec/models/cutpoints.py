@@ -33,6 +33,7 @@ median need not be a level.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -221,6 +222,23 @@ def fit_validation_cutpoints(
     preds = model.predict_tasks(tasks, rows)
     scores = np.concatenate([np.asarray(p, dtype=np.float64) for p in preds])
     return RatingCutpoints.fit(scores, truth.astype(np.float64), levels, method)
+
+
+def warn_if_unfitted(
+    cutpoints: RatingCutpoints | None, levels: Sequence[float] | None, who: str
+) -> None:
+    """Say where validation users were given but too few to place cuts on (a levelled
+    scale: a continuous one has none to place): a rating, in recommend and the
+    service, is then the score clipped to the scale, not a scale level, which was
+    found only in an answer."""
+    if cutpoints is None and levels is not None:
+        warnings.warn(
+            f"{who}: rating cutpoints not fitted: the validation users hold fewer than "
+            f"{MIN_RATINGS} query ratings to place them on, so a rating will be the score "
+            "clipped to the scale rather than a scale level",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class MedianView:

@@ -59,7 +59,7 @@ from metarec.models.base import (
     check_tasks,
     check_whole,
 )
-from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels
+from metarec.models.cutpoints import fit_validation_cutpoints, rating_levels, warn_if_unfitted
 from metarec.models.members import unlike_member
 from metarec.values import is_number, is_whole
 
@@ -233,14 +233,12 @@ class Ensemble(ScoringModel):
             )
         if self.mode == "rating":
             # the blend's own median-rating cuts, on P1-shaped validation tasks
+            levels = rating_levels(data.ratings.ratings)
             self.cutpoints = fit_validation_cutpoints(
-                self,
-                val,
-                data.users,
-                levels=rating_levels(data.ratings.ratings),
-                seed=self.seed,
-                query_size=self.query_size,
+                self, val, data.users, levels=levels, seed=self.seed, query_size=self.query_size
             )
+            if val is not None and len(val):
+                warn_if_unfitted(self.cutpoints, levels, f"ensemble {self.name}")
         return self
 
     def _validation_tasks(self, val: UserRatings, shot: int) -> list[Task]:
