@@ -974,6 +974,18 @@ def test_the_catalogue_is_computed_in_one_input_shape_whatever_its_size(
         ids = [f"new-{n}-{i}" for i in range(n)]
         rec.add_items(pd.DataFrame({"item_id": ids, "title": ["A Film"] * n}))
     assert shapes and set(shapes) == {500}, shapes
+    # a catalogue smaller than a chunk takes the power of two it fits in: 1,686 in 2,048
+    monkeypatch.setattr(module, "CATALOGUE_CHUNK", 4096)
+    shapes.clear()
+    rec.add_items(pd.DataFrame({"item_id": ["one-more"], "title": ["A Film"]}))
+    assert shapes == [2048], shapes
+    for n in (1, 2, 3, 5):  # and pads none of them wrong
+        for got, want in zip(
+            module.catalogue_tower(scorer, n, torch.device("cpu")),
+            real(torch.arange(n)),
+            strict=True,
+        ):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_fold_in_items_learns_new_items_from_first_ratings(

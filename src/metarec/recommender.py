@@ -1064,18 +1064,20 @@ CATALOGUE_CHUNK = 4096
 def catalogue_tower(
     scorer: Any, n_items: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tower's (h, b) for every item, in chunks of :data:`CATALOGUE_CHUNK` rows, the
-    last padded with its final item. On the CPU torch's oneDNN keeps compiled code for
-    each input shape it meets (up to 1,024 of them): a catalogue computed whole at each
-    size, as a service adding one item per request does, grew the process by about
-    3 MB per item added, to some 3 GB."""
+    """The tower's (h, b) for every item, in chunks of :data:`CATALOGUE_CHUNK` rows (or
+    of the power of two a smaller catalogue fits in), the last padded with its final
+    item. On the CPU torch's oneDNN keeps compiled code for each input shape it meets
+    (up to 1,024 of them): a catalogue computed whole at each size, as a service adding
+    one item per request does, grew the process by about 3 MB per item added, to some
+    3 GB. Here there are 13 shapes at most."""
     if n_items == 0:
         return scorer.tower_out(torch.arange(0, device=device))
+    chunk = min(CATALOGUE_CHUNK, 1 << (n_items - 1).bit_length())
     hs, bs = [], []
-    for start in range(0, n_items, CATALOGUE_CHUNK):
-        rows = torch.arange(start, start + CATALOGUE_CHUNK, device=device).clamp_(max=n_items - 1)
+    for start in range(0, n_items, chunk):
+        rows = torch.arange(start, start + chunk, device=device).clamp_(max=n_items - 1)
         h, b = scorer.tower_out(rows)
-        kept = min(CATALOGUE_CHUNK, n_items - start)
+        kept = min(chunk, n_items - start)
         hs.append(h[:kept])
         bs.append(b[:kept])
     if len(hs) == 1:
