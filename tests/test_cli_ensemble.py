@@ -583,7 +583,21 @@ def test_retrain_of_an_ensemble_refits_it_on_the_feedback_and_judges_it(
     store.close()
     out = tmp_path / "ens2"
     argv = ["retrain", str(ens_dir), "--db", db, "--out", str(out), "--force", "--quiet"]
-    assert main(argv) == 0
+    # stopped after its member trained: the rerun takes the member from its checkpoint
+    from metarec.meta.trainer import Trainer
+    from metarec.models.ensemble import Ensemble
+
+    with pytest.MonkeyPatch.context() as mp:
+        real_fit, epochs = Ensemble.fit, []
+        mp.setattr(Ensemble, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert main(argv) == 130
+        checkpoints = tmp_path / ".ens2.retrain-checkpoint"
+        assert (checkpoints / "fomaml-run" / "checkpoint.json").exists()
+        mp.setattr(Ensemble, "fit", real_fit)
+        real_epoch = Trainer.train_epoch
+        mp.setattr(Trainer, "train_epoch", lambda *a: epochs.append(a[2]) or real_epoch(*a))
+        assert main(argv) == 0
+    assert epochs == [] and not checkpoints.exists()
     said = capsys.readouterr().out
     # a ranking blend's scores are no ratings: judged by 1 - nDCG@3, not MAE
     assert re.search(r"held-out users: [1-9]\d*; 1 - nDCG@3 old 0\.\d+, new 0\.\d+", said)

@@ -25,6 +25,7 @@ with the steps here that read the data and the store, choose the rows and judge.
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from collections.abc import Collection, Sequence
@@ -730,6 +731,7 @@ def _retrain(
     users = got.users
     catalogue = encoded_catalogue(old, got.items, cache_dir, progress)
     grown = _add_missing_items(old, catalogue)
+    checkpoint = retrain_checkpoint(out)
     new, history = fit_recommender(
         catalogue,
         train,
@@ -738,6 +740,7 @@ def _retrain(
         validation=validation,
         rating_range=old.rating_range,
         progress=progress,
+        checkpoint_dir=checkpoint,
         metadata={
             "dataset": ds.name,
             "data_spec": got.spec,
@@ -757,7 +760,18 @@ def _retrain(
         with staged_folder(out) as folder:
             trained, record = users_record(train, validation, held, held_rule)
             _write_new_run(folder, new, cfg, result, run, record, trained)
+    shutil.rmtree(checkpoint, ignore_errors=True)  # judged: nothing left to resume
+    result.details["resumed_from"] = history.resumed_from
     return result
+
+
+def retrain_checkpoint(out: Path) -> Path:
+    """Where a retrain into ``out`` keeps its epochs until it is judged: beside ``out``
+    (which is written whole at the end, or not at all), under the same lock. A rerun
+    of an interrupted retrain resumes there; a finished one removes it. The trainer's
+    fingerprint holds the config and the ratings, so a rerun on grown feedback starts
+    afresh rather than finishing the other data's model."""
+    return out.parent / f".{out.name}.retrain-checkpoint"
 
 
 def judged(

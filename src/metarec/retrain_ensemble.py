@@ -22,6 +22,7 @@ weights were also learned, which favours it, as for a single run).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,13 @@ from metarec.retrain import (
     p1_new_users,
     read_held_out,
     read_inputs,
+    retrain_checkpoint,
     retrained_config,
     training_rows,
     users_record,
     write_verdict,
 )
+from metarec.values import safe_name
 
 
 def retrain_ensemble(
@@ -102,11 +105,16 @@ def retrain_ensemble(
         ADDED_ITEMS: got.added,
     }
     members: dict[str, ScoringModel] = {}
+    checkpoints = retrain_checkpoint(out)  # one folder a member, resumed as a run's is
     for name, m in ens.members.items():
         if name in configs:
             cfg = configs[name]
             member = MetaModel(
-                cfg, name=name, progress=progress, metadata={**metadata, MEMBER: True}
+                cfg,
+                name=name,
+                progress=progress,
+                metadata={**metadata, MEMBER: True},
+                checkpoint_dir=checkpoints / safe_name(name),
             )
             member.fit(
                 TrainingData(
@@ -168,6 +176,7 @@ def retrain_ensemble(
             new_ens.save(folder)
             save_trained_users(folder, trained)
             write_verdict(folder, result, run, record)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # judged: nothing left to resume
     return result
 
 

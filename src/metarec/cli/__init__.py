@@ -48,6 +48,7 @@ _RESUMES = {
     "train": "; run the same command again to resume from the last finished epoch, if any",
     "quickstart": "; run the same command again to resume from the last finished epoch, if any",
     "benchmark": "; run the same command again to resume at the model it was fitting",
+    "retrain": "; run the same command again to resume from the last finished epoch, if any",
 }
 
 

@@ -197,6 +197,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     print(result.summary())
+    if result.details.get("resumed_from"):  # as train's closing line says it
+        print(f"resumed after epoch {result.details['resumed_from']}")
     if result.written and result.details.get("best_epoch") == 0:  # as train says it
         from metarec.cli.training import UNTRAINED_NOTE
 
