@@ -123,7 +123,9 @@ class RetrainResult:
             return "not worse" if tolerance >= 0 else f"better by at least {-tolerance:g}"
         if not (np.isfinite(self.old_mae) and np.isfinite(self.new_mae)):
             return "not comparable"
-        if self.new_mae <= self.old_mae:
+        if self.new_mae == self.old_mae:  # "better" read oddly beside two equal figures
+            return f"equal, not better by {-tolerance:g}"
+        if self.new_mae < self.old_mae:
             return f"better, but not by {-tolerance:g}"
         return "worse" if tolerance <= 0 else f"worse by more than {tolerance:g}"
 

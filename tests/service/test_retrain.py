@@ -70,6 +70,9 @@ def test_a_refusal_writes_its_figures_with_the_places_that_tell_them_apart(
     result = RetrainResult(old, new, 5, 1, 3, accepted=False, written=False, out=tmp_path)
     got = result.written_maes()
     assert got == written
+    if old == new:  # a gain asked for, none made: not "better" beside two equal figures
+        result.details["tolerance"] = -1.0
+        assert result.verdict() == "equal, not better by 1"
     assert f"MAE old {got[0]}, new {got[1]}" in result.summary()
 
 

@@ -290,6 +290,28 @@ def _serve_then_stop(
     return log.read_text()
 
 
+def test_the_serving_line_comes_once_the_port_takes_connections(
+    service_run: Path, tmp_path: Path
+) -> None:
+    """A script that connects on reading "serving ... on" was refused: the socket was
+    bound, but listened on only once uvicorn's loop had started."""
+    import re
+    import socket
+
+    connected: list[int] = []
+
+    def connect_at_the_line(_proc: subprocess.Popen[bytes], log: Path) -> bool:
+        said = re.search(r"serving \S+ on http://127\.0\.0\.1:(\d+)/", log.read_text())
+        if said is None:
+            return False
+        with socket.create_connection(("127.0.0.1", int(said.group(1))), timeout=10):
+            connected.append(int(said.group(1)))
+        return True
+
+    _serve_then_stop(service_run, tmp_path, connect_at_the_line, 60)
+    assert connected
+
+
 def test_one_server_process_stopped_while_it_loads_exits_0(
     service_run: Path, tmp_path: Path
 ) -> None:

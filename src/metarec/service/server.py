@@ -74,6 +74,9 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
 
 
 MAX_WORKERS = 64
+# listened on before "serving ... on" is printed (uvicorn's own backlog): a client that
+# connects on reading that line was refused until uvicorn's loop had started
+BACKLOG = 2048
 STOP_GRACE_S = 30.0  # what a stopping worker gets to finish its requests before SIGKILL
 
 
@@ -99,6 +102,7 @@ def serve(
             with _stopped_cleanly():
                 logging.getLogger("metarec.service").info("loading %s", settings.run)
                 app = _server_app(settings)
+                sock.listen(BACKLOG)  # before the line a script waits for: then it connects
                 _announce(settings, app.state.holder.current.name, app.state.store.url, host, port)
                 _run_uvicorn(app, sock)
         else:
@@ -296,6 +300,7 @@ class Supervisor:
             if EARLY_SIGHUP.is_set():  # one came before these handlers: every worker reloads
                 EARLY_SIGHUP.clear()
                 self._on_signal(signal.SIGHUP, None)
+            self.sock.listen(BACKLOG)  # the workers' socket: queued until one accepts
             _announce(self.settings, model, store_url, host, port, self.workers)
             self._watch()
         finally:
