@@ -592,13 +592,14 @@ def test_retrain_of_an_ensemble_refits_it_on_the_feedback_and_judges_it(
         mp.setattr(Ensemble, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
         assert main(argv) == 130
         checkpoints = tmp_path / ".ens2.retrain-checkpoint"
-        assert (checkpoints / "fomaml-run" / "checkpoint.json").exists()
+        assert (checkpoints / "0" / "checkpoint.json").exists()  # the member's place
         mp.setattr(Ensemble, "fit", real_fit)
         real_epoch = Trainer.train_epoch
         mp.setattr(Trainer, "train_epoch", lambda *a: epochs.append(a[2]) or real_epoch(*a))
         assert main(argv) == 0
     assert epochs == [] and not checkpoints.exists()
     said = capsys.readouterr().out
+    assert "resumed fomaml-run after epoch 1" in said
     # a ranking blend's scores are no ratings: judged by 1 - nDCG@3, not MAE
     assert re.search(r"held-out users: [1-9]\d*; 1 - nDCG@3 old 0\.\d+, new 0\.\d+", said)
     assert "feedback: 3 ratings from 1 users" in said

@@ -979,6 +979,10 @@ def test_the_catalogue_is_computed_in_one_input_shape_whatever_its_size(
     shapes.clear()
     rec.add_items(pd.DataFrame({"item_id": ["one-more"], "title": ["A Film"]}))
     assert shapes == [2048], shapes
+    # and items updated in place (PUT /v1/items, 1 to 500 a request): 3 rows in 4
+    shapes.clear()
+    rec._retitle([0, 1, 2], ["A", "B", "C"], ["A.", "B.", "C."])
+    assert shapes == [4], shapes
     for n in (1, 2, 3, 5):  # and pads none of them wrong
         for got, want in zip(
             module.catalogue_tower(scorer, n, torch.device("cpu")),

@@ -282,7 +282,7 @@ class Recommender(TopK):
         self._display_cache = (self.items, heads)
         with torch.no_grad():
             at = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
-            h, b = self.learner.scorer.tower_out(at)
+            h, b = tower_rows(self.learner.scorer, at)
             self._h[at], self._b[at] = h, b
         # the direct path's catalogue side is derived from (h, b): built again when used
         self.learner.scorer.catalogue = (self._h, self._b)
@@ -1064,20 +1064,29 @@ CATALOGUE_CHUNK = 4096
 def catalogue_tower(
     scorer: Any, n_items: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tower's (h, b) for every item, in chunks of :data:`CATALOGUE_CHUNK` rows (or
-    of the power of two a smaller catalogue fits in), the last padded with its final
-    item. On the CPU torch's oneDNN keeps compiled code for each input shape it meets
-    (up to 1,024 of them): a catalogue computed whole at each size, as a service adding
-    one item per request does, grew the process by about 3 MB per item added, to some
-    3 GB. Here there are 13 shapes at most."""
-    if n_items == 0:
-        return scorer.tower_out(torch.arange(0, device=device))
-    chunk = min(CATALOGUE_CHUNK, 1 << (n_items - 1).bit_length())
+    """The tower's (h, b) for every item (:func:`tower_rows` of them all)."""
+    return tower_rows(scorer, torch.arange(n_items, device=device))
+
+
+def tower_rows(scorer: Any, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tower's (h, b) for the items at ``rows``, in chunks of
+    :data:`CATALOGUE_CHUNK` rows (or of the power of two fewer rows fit in), the last
+    padded with its final row. On the CPU torch's oneDNN keeps compiled code for each
+    input shape it meets (up to 1,024 of them): a catalogue computed whole at each size,
+    as a service adding one item per request does, grew the process by about 3 MB per
+    item added, to some 3 GB; updated items, 1 to 500 a request, grew it too. Here
+    there are 13 shapes at most."""
+    n = len(rows)
+    if n == 0:
+        return scorer.tower_out(rows)
+    chunk = min(CATALOGUE_CHUNK, 1 << (n - 1).bit_length())
     hs, bs = [], []
-    for start in range(0, n_items, chunk):
-        rows = torch.arange(start, start + chunk, device=device).clamp_(max=n_items - 1)
-        h, b = scorer.tower_out(rows)
-        kept = min(chunk, n_items - start)
+    for start in range(0, n, chunk):
+        part = rows[start : start + chunk]
+        kept = len(part)
+        if kept < chunk:
+            part = torch.cat([part, part[-1:].expand(chunk - kept)])
+        h, b = scorer.tower_out(part)
         hs.append(h[:kept])
         bs.append(b[:kept])
     if len(hs) == 1:

@@ -762,15 +762,16 @@ def _retrain(
         with staged_folder(out) as folder:
             trained, record = users_record(train, validation, held, held_rule)
             _write_new_run(folder, new, cfg, result, run, record, trained)
-    shutil.rmtree(checkpoint, ignore_errors=True)  # judged: nothing left to resume
+        shutil.rmtree(checkpoint, ignore_errors=True)  # written: nothing left to resume
     result.details["resumed_from"] = history.resumed_from
     return result
 
 
 def retrain_checkpoint(out: Path) -> Path:
-    """Where a retrain into ``out`` keeps its epochs until it is judged: beside ``out``
-    (which is written whole at the end, or not at all), under the same lock. A rerun
-    of an interrupted retrain resumes there; a finished one removes it. The trainer's
+    """Where a retrain into ``out`` keeps its epochs: beside ``out`` (which is written
+    whole at the end, or not at all), under the same lock. A rerun of an interrupted
+    retrain resumes there, and so does the ``--force`` a refusal suggests (the same
+    model, written without training again); a written one removes it. The trainer's
     fingerprint holds the config and the ratings, so a rerun on grown feedback starts
     afresh rather than finishing the other data's model."""
     return out.parent / f".{out.name}.retrain-checkpoint"

@@ -50,7 +50,6 @@ from metarec.retrain import (
     users_record,
     write_verdict,
 )
-from metarec.values import safe_name
 
 
 def retrain_ensemble(
@@ -105,8 +104,11 @@ def retrain_ensemble(
         ADDED_ITEMS: got.added,
     }
     members: dict[str, ScoringModel] = {}
-    checkpoints = retrain_checkpoint(out)  # one folder a member, resumed as a run's is
-    for name, m in ens.members.items():
+    # one folder a member, by its place (as members/{i} saves it): names made safe
+    # for a path collided ("fomaml-run" and "fomaml-run+")
+    checkpoints = retrain_checkpoint(out)
+    resumed: dict[str, int] = {}
+    for place, (name, m) in enumerate(ens.members.items()):
         if name in configs:
             cfg = configs[name]
             member = MetaModel(
@@ -114,7 +116,7 @@ def retrain_ensemble(
                 name=name,
                 progress=progress,
                 metadata={**metadata, MEMBER: True},
-                checkpoint_dir=checkpoints / safe_name(name),
+                checkpoint_dir=checkpoints / str(place),
             )
             member.fit(
                 TrainingData(
@@ -127,6 +129,9 @@ def retrain_ensemble(
                 )
             )
             members[name] = member
+            after = getattr(member.history, "resumed_from", None)
+            if after:
+                resumed[name] = int(after)
         else:
             members[name] = _unfitted(name, m, ens.seed)
     data = TrainingData(train, catalogue, got.users, validation, old.rating_range, ens.seed)
@@ -176,7 +181,8 @@ def retrain_ensemble(
             new_ens.save(folder)
             save_trained_users(folder, trained)
             write_verdict(folder, result, run, record)
-    shutil.rmtree(checkpoints, ignore_errors=True)  # judged: nothing left to resume
+        shutil.rmtree(checkpoints, ignore_errors=True)  # written: nothing left to resume
+    result.details["resumed_from"] = resumed or None
     return result
 
 

@@ -398,8 +398,22 @@ def test_retrain_refuses_a_model_that_is_not_good_enough(
     assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, captured.err
     assert "not written" in captured.err and not out.exists()
     # a better model that misses the demanded gain is not called worse
-    better = float(m.group(1)) <= float(m.group(2))
-    assert ("(better, but not by 10)" if better else "(worse)") in captured.err
+    better = float(m.group(1)) < float(m.group(2))
+    equal = float(m.group(1)) == float(m.group(2))
+    said = (
+        "(equal, not better by 10)" if equal else "(better, but not by 10)" if better else "(worse)"
+    )
+    assert said in captured.err
+    # the --force the refusal suggests writes that model without training again
+    assert (tmp_path / ".refused.retrain-checkpoint" / "checkpoint.json").exists()
+    from metarec.meta.trainer import Trainer
+
+    epochs: list[int] = []
+    real = Trainer.train_epoch
+    monkeypatch.setattr(Trainer, "train_epoch", lambda *a: epochs.append(a[2]) or real(*a))
+    assert main([*argv, "--force", *FAST]) == 0
+    assert epochs == [] and out.exists()
+    assert not (tmp_path / ".refused.retrain-checkpoint").exists()
 
 
 @pytest.mark.slow

@@ -197,8 +197,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     print(result.summary())
-    if result.details.get("resumed_from"):  # as train's closing line says it
-        print(f"resumed after epoch {result.details['resumed_from']}")
+    resumed = result.details.get("resumed_from")
+    if isinstance(resumed, dict):  # an ensemble's metarec members, each its own
+        print("resumed " + ", ".join(f"{n} after epoch {e}" for n, e in resumed.items()))
+    elif resumed:  # as train's closing line says it
+        print(f"resumed after epoch {resumed}")
     if result.written and result.details.get("best_epoch") == 0:  # as train says it
         from metarec.cli.training import UNTRAINED_NOTE
 
@@ -210,7 +213,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(
         f"metarec: the retrained model is not accepted ({result.verdict()}): held-out "
         f"{result.metric} {result.written_maes()[1]} vs {result.written_maes()[0]} for {args.run} "
-        f"(tolerance {args.tolerance:g}); {args.out} not written (--force writes it anyway)",
+        f"(tolerance {args.tolerance:g}); {args.out} not written (--force writes it anyway, "
+        "from the training kept beside it)",
         file=sys.stderr,
     )
     return 1
