@@ -723,13 +723,18 @@ def test_sigterm_stops_a_long_command_like_ctrl_c(
     assert res.returncode == 143 and time.perf_counter() - t0 < 4
     assert "metarec: terminated; run the same command again to resume" in res.stderr
     assert signal.getsignal(signal.SIGTERM) == before
-    # a command with nothing to resume (retrain) stops so too, its locks let go: it
+    # a command with nothing to resume (ensemble) stops so too, its locks let go: it
     # died of the signal, 143 without a word, before
-    from metarec.cli import service
+    from metarec.cli import ensemble, service
 
+    monkeypatch.setattr(ensemble, "cmd_ensemble", terminated)
+    res = cli("ensemble", "run", "--out", "o")
+    assert (res.returncode, res.stderr.strip()) == (143, "metarec: terminated")
+    # retrain keeps its epochs beside --out, and says that the same command resumes
     monkeypatch.setattr(service, "cmd_retrain", terminated)
     res = cli("retrain", "run", "--db", "sqlite:///x.db", "--out", "o")
-    assert (res.returncode, res.stderr.strip()) == (143, "metarec: terminated")
+    assert res.returncode == 143
+    assert "metarec: terminated; run the same command again to resume" in res.stderr
 
 
 def test_describe_json_is_strict_json_even_for_empty_data(
