@@ -39,7 +39,7 @@ from metarec.errors import (
 from metarec.explain import support_floor
 from metarec.service import docs_pages, errors, schemas
 from metarec.service.access import ApiKeyGuard, KeylessHostGuard
-from metarec.service.early_sighup import EARLY_SIGHUP
+from metarec.service.early_sighup import EARLY_SIGHUP, STOP_ASKED
 from metarec.service.errors import ApiError, cut, error_response
 from metarec.service.feedback import event_rating, reads_negatives, star_values
 from metarec.service.json_body import StrictJsonRoute
@@ -205,6 +205,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             if EARLY_SIGHUP.is_set():  # one came while the run loaded: re-read it now
                 EARLY_SIGHUP.clear()
                 _reload_in_background()
+            if STOP_ASKED.is_set():
+                # asked to stop before uvicorn's handlers were in place, its raise
+                # dropped: sent again, to them, it shuts the server down gracefully
+                signal.raise_signal(signal.SIGTERM)
         yield
         store.close()
 

@@ -12,6 +12,11 @@ import signal
 import threading
 
 EARLY_SIGHUP = threading.Event()
+# a SIGTERM or Ctrl-C one server process was asked to stop with: set by its handler
+# before it raises, since Python drops an exception raised where the signal happened to
+# land in a garbage collector's callback ("Exception ignored in ..."), and the server
+# then served on; read once uvicorn's own handlers are in place, which take it again
+STOP_ASKED = threading.Event()
 
 
 def catch_early_sighup() -> None:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from metarec.errors import ConfigError, MetarecError, ModelError
-from metarec.service.early_sighup import EARLY_SIGHUP, catch_early_sighup
+from metarec.service.early_sighup import EARLY_SIGHUP, STOP_ASKED, catch_early_sighup
 from metarec.service.settings import ServiceSettings
 from metarec.values import is_whole
 
@@ -104,6 +104,8 @@ def serve(
                 app = _server_app(settings)
                 sock.listen(BACKLOG)  # before the line a script waits for: then it connects
                 _announce(settings, app.state.holder.current.name, app.state.store.url, host, port)
+                if STOP_ASKED.is_set():  # a stop whose raise was dropped: not served
+                    raise _StopAsked
                 _run_uvicorn(app, sock)
         else:
             with contextlib.suppress(_Stopped):
@@ -126,6 +128,7 @@ def _stopped_cleanly() -> Iterator[None]:
         return
 
     def stop(_sig: int, _frame: Any) -> None:
+        STOP_ASKED.set()  # kept, should the raise be dropped (see STOP_ASKED)
         raise _StopAsked
 
     # uvicorn puts its own handlers in while it serves, and once it has shut down
