@@ -595,7 +595,7 @@ def test_too_few_validation_ratings_for_cutpoints_is_said_at_training(
 
     ds = load_dataset("ml-100k", root=shared_data)
     catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
-    cfg = TrainConfig(epochs=1, max_train_users=40, inner_steps=1, seed=0, device="cpu")
+    cfg = TrainConfig(epochs=1, max_train_users=10, inner_steps=1, seed=0, device="cpu")
     train, val = split_users(ds.interactions, 0.1, seed=3)
     few = val[val["user_id"] == val["user_id"].iloc[0]]  # one user: 10 query ratings
     with pytest.warns(UserWarning, match=f"cutpoints not fitted: .* fewer than {MIN_RATINGS}"):

@@ -332,6 +332,8 @@ def _note_missing_timestamps(inter: pd.DataFrame, report: CleaningReport) -> Non
     if "timestamp" not in inter.columns:
         return
     missing = inter["timestamp"].isna()
+    if not missing.any():  # every rating timed (MovieLens): no grouping to pay for
+        return
     blank = missing.to_numpy()
     raw = inter.get(f"{RAW_PREFIX}timestamp")
     if raw is not None:  # unreadable ones are noted on their own
