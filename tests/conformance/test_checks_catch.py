@@ -10,9 +10,10 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -418,7 +419,12 @@ def test_what_is_not_a_model_is_refused(world: World) -> None:
         check_model(LikedCounts, world, skip=["same-seed"])
 
 
-def test_check_model_at_the_shell(shared_data: Path, tmp_path: Path) -> None:
+def test_check_model_at_the_shell(
+    shared_data: Path,
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """``metarec check-model``: each check's outcome, exit 1 when one fails, 0 when all
     pass, 2 for a factory it cannot import."""
     source = Path(__file__).read_text()
@@ -436,16 +442,27 @@ def test_check_model_at_the_shell(shared_data: Path, tmp_path: Path) -> None:
     good = run("mine:LikedCounts")
     assert good.returncode == 0, good.stderr[-2000:]
     assert "liked-counts: 9 of 9 checks passed on ml-100k" in good.stdout
-    bad = run("mine:ReadsQuery")
+    # the other outcomes in this process, from the same folder: a process each paid
+    # the seconds importing torch takes
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "mine", None)  # restored after: the test's alone
+    del sys.modules["mine"]
+
+    def here(*args: str) -> Any:
+        return cli("check-model", *args, "--data", str(shared_data), "--skip", "same_seed")
+
+    bad = here("mine:ReadsQuery")
     assert bad.returncode == 1, bad.stderr[-2000:]
     assert "FAIL query_never_read" in bad.stdout and "8 of 9 checks passed" in bad.stdout
     assert "ok   scored_from_support" in bad.stdout
     # the commonest first mistake: one line and exit 1, not a traceback
-    forgot = run("mine:ForgetsSelf")
+    forgot = here("mine:ForgetsSelf")
     assert forgot.returncode == 1, forgot.stderr[-2000:]
     assert "FAIL fit" in forgot.stdout and "must return the model itself" in forgot.stdout
     assert "Traceback" not in forgot.stderr
-    missing = run("mine:Missing")
+    missing = here("mine:Missing")
     assert missing.returncode == 2 and "mine has no 'Missing'" in missing.stderr
     assert "Traceback" not in missing.stderr
 

@@ -260,7 +260,12 @@ def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
     # other values share: a factory reading an edited prior.csv resumed the old figures
     from metarec.evaluation.own_models import _settings
 
-    assert _one_output_in_every_process("_settings({'Drama', 'War', 'Comedy', 'Sci-Fi'})")
+    # both in one process a seed: each process imports metarec (and torch), 2 s
+    assert _one_output_in_every_process(
+        "_settings({'Drama', 'War', 'Comedy', 'Sci-Fi'}), "
+        "_settings(pd.DataFrame({'s': [{'alpha', 'beta', 'gamma', 'delta'}, {'x'}]},"
+        " index=[frozenset({'alpha', 'beta', 'gamma'}), frozenset({'y'})]))"
+    )
     values = pd.Series(np.arange(1000.0))
     edited = values.copy()
     edited[500] = -1.0
@@ -271,13 +276,9 @@ def test_settings_of_sets_and_frames_are_digested_by_what_they_hold() -> None:
     # cells pandas cannot hash: the fingerprint failed, and with it the benchmark
     tags = pd.DataFrame({"tags": [["a", "b"], ["c"]]})
     assert _settings(tags) == _settings(tags.copy()) != _settings(tags.assign(tags=[["a"], ["c"]]))
-    # each cell exactly (JSON kept ten digits), and a set in a cell the same in every process
+    # each cell exactly (JSON kept ten digits); a set in a cell: checked above
     close = pd.DataFrame({"w": [[0.123456789012], [1.0]]})
     assert _settings(close) != _settings(pd.DataFrame({"w": [[0.123456789019], [1.0]]}))
-    assert _one_output_in_every_process(
-        "_settings(pd.DataFrame({'s': [{'alpha', 'beta', 'gamma', 'delta'}, {'x'}]},"
-        " index=[frozenset({'alpha', 'beta', 'gamma'}), frozenset({'y'})]))"
-    )
     # two columns of one name (a frame then, not a column): the fingerprint raised
     twice = pd.DataFrame([[["a"], ["b"]]], columns=["tags", "tags"])
     other = pd.DataFrame([[["a"], ["c"]]], columns=["tags", "tags"])
