@@ -371,7 +371,7 @@ class Recommender(TopK):
         on a miss only, so a catalogue's lookups keep no case-folded copy of every id."""
         folded = typed.casefold()
         ids = self.items["item_id"].astype(str)
-        return [i for i in ids[ids.str.casefold() == folded]][:3]
+        return ids[ids.str.casefold() == folded].tolist()[:3]
 
     def _same_number(self, key: str) -> list[str]:
         """Ids that write ``key``'s number another way ("007" for 7): ids are text, so

@@ -209,9 +209,8 @@ def read_run(cls: type[Recommender], path: Path, device: str | None) -> Recommen
             rec, trained_for = _read_run_once(cls, path, device)
         except ModelError:
             now = _stamp(manifest)
-            if now is None and _writer_at_work(path):
-                continue
-            if now == before:  # the run as it stands: damaged, not being written
+            # the run as it stands, no write under way: damaged
+            if now == before and not (now is None and _writer_at_work(path)):
                 raise
             continue
         if before is not None and _stamp(manifest) == before:

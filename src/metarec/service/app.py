@@ -362,13 +362,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
+    swagger = docs_pages.swagger_page(app.title, app.openapi_url or "")  # made once
+    redoc = docs_pages.redoc_page(app.title, app.openapi_url or "")
+
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     async def swagger_docs() -> HTMLResponse:
-        return HTMLResponse(docs_pages.swagger_page(app.title, app.openapi_url or ""))
+        return HTMLResponse(swagger)
 
     @app.get("/redoc", response_class=HTMLResponse, include_in_schema=False)
     async def redoc_docs() -> HTMLResponse:
-        return HTMLResponse(docs_pages.redoc_page(app.title, app.openapi_url or ""))
+        return HTMLResponse(redoc)
 
     @app.get("/health", response_model=schemas.Health, tags=["operations"])
     async def health() -> dict[str, str]:

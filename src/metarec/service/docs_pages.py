@@ -66,21 +66,28 @@ def _style(asset: PinnedAsset) -> str:
     )
 
 
-def swagger_page(title: str, openapi_url: str) -> str:
-    # validatorUrl null: Swagger UI would otherwise send the schema's URL to
-    # validator.swagger.io for a badge
+def _document(title: str, head: str, body: str) -> str:
+    """One docs page: the shared head (charset, viewport, title) around ``head`` and
+    ``body``."""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)} - Swagger UI</title>
-{_style(SWAGGER_CSS)}
+<title>{html.escape(title)}</title>
+{head}
 </head>
 <body>
-<div id="swagger-ui"></div>
-{_script(SWAGGER_JS)}
-<script>
+{body}
+</body>
+</html>
+"""
+
+
+def swagger_page(title: str, openapi_url: str) -> str:
+    # validatorUrl null: Swagger UI would otherwise send the schema's URL to
+    # validator.swagger.io for a badge
+    start = f"""<script>
 window.ui = SwaggerUIBundle({{
   url: {_js_string(openapi_url)},
   dom_id: "#swagger-ui",
@@ -91,28 +98,18 @@ window.ui = SwaggerUIBundle({{
   validatorUrl: null,
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
 }});
-</script>
-</body>
-</html>
-"""
+</script>"""
+    body = f'<div id="swagger-ui"></div>\n{_script(SWAGGER_JS)}\n{start}'
+    return _document(f"{title} - Swagger UI", _style(SWAGGER_CSS), body)
 
 
 def redoc_page(title: str, openapi_url: str) -> str:
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)} - ReDoc</title>
-<style>body {{ margin: 0; padding: 0; }}</style>
-</head>
-<body>
-<noscript>ReDoc needs JavaScript; the schema itself is at {html.escape(openapi_url)}.</noscript>
-<redoc spec-url="{html.escape(openapi_url)}"></redoc>
-{_script(REDOC_JS)}
-</body>
-</html>
-"""
+    url = html.escape(openapi_url)
+    body = (
+        f"<noscript>ReDoc needs JavaScript; the schema itself is at {url}.</noscript>\n"
+        f'<redoc spec-url="{url}"></redoc>\n{_script(REDOC_JS)}'
+    )
+    return _document(f"{title} - ReDoc", "<style>body { margin: 0; padding: 0; }</style>", body)
 
 
 def _js_string(text: str) -> str:
