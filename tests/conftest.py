@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from metarec.cli import main
+
+# pytest-xdist runs the suite in several worker processes (addopts in pyproject.toml):
+# each takes its share of the cores for torch, so two workers on two cores do not run
+# four threads against each other. Subprocesses the tests start keep torch's default.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, torch.get_num_threads() // _WORKERS))
 
 # The MovieLens copies kept next to the project (never inside it): ../shared/data.
 _FALLBACK_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -493,6 +493,11 @@ def test_a_name_the_hub_does_not_know_is_reported_before_loading(
     threading.Thread(target=hub.serve_forever, daemon=True).start()
     try:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        # huggingface_hub reads HF_HUB_OFFLINE once, at import: a test before this one in
+        # the same process (test_cli's offline answer) may have imported it offline
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.server_address[1]}")
         with pytest.raises(ConfigError, match=r"'no-such-modl': 127\.0\.0\.1 has no model of"):
             SentenceEncoder("no-such-modl").check_source()
