@@ -25,6 +25,18 @@ if _WORKERS > 1:
 _FALLBACK_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """metarec's cache (encoded catalogues, the unpacked bundled model) in this run's
+    temporary folder, never the user's ``~/.cache/metarec``: vectors left there by an
+    earlier run, or written meanwhile by another worker, decided what tests read.
+    Subprocesses inherit it; a test that needs a cache of its own sets its own."""
+    cache = tmp_path_factory.mktemp("metarec-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METAREC_CACHE", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder holding ml-100k/ and ml-1m/ (RecBole atomic files), or skip."""

@@ -8,14 +8,17 @@ for tests that need one to themselves.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +44,33 @@ def reset_postgres(url: str) -> None:
     engine.dispose()
 
 
+@contextmanager
+def database_to_itself(url: str) -> Iterator[None]:
+    """Waits until no other test process uses the database at ``url``, and keeps it
+    for the block: the tests drop its tables and close every connection to it, so two
+    pytest-xdist workers (or two runs) on the one database deadlocked and failed each
+    other's tests. Without ``fcntl`` (Windows) nothing is waited for."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"metarec-test-postgres-{key}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def fresh_postgres() -> Iterator[str]:
-    """The test database emptied before and after, or a skip saying how to get one."""
+    """The test database emptied before and after, or a skip saying how to get one;
+    held by this test alone meanwhile."""
     url = os.environ.get(PG_ENV)
     if not url:
         pytest.skip(f"PostgreSQL: set {PG_ENV}=postgresql://user:pw@host/db to run")
-    reset_postgres(url)
-    yield url
-    reset_postgres(url)
+    with database_to_itself(url):
+        reset_postgres(url)
+        yield url
+        reset_postgres(url)
 
 
 @pytest.fixture
