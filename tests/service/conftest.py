@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -107,12 +107,6 @@ def server_api_key() -> str:
     return "test-" + secrets.token_hex(12)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class LiveServer:
     url: str
@@ -181,13 +175,34 @@ def make_server(
         live.stop()
 
 
-def serve_subprocess(run: Path, db: Path, key: str, port: int, log: Path) -> subprocess.Popen:
-    """``metarec serve`` as its own process (for tests that kill it)."""
+def serve_subprocess(run: Path, db: Path, key: str, log: Path) -> subprocess.Popen:
+    """``metarec serve`` as its own process (for tests that kill it), on a port the
+    system picks: :func:`served_url` reads which from ``log``."""
     env = {**os.environ, "METAREC_API_KEY": key, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "metarec.cli", "serve", str(run), "--db", f"sqlite:///{db}"]
-    cmd += ["--port", str(port)]
+    cmd += ["--port", "0"]
     with open(log, "ab") as fh:
         return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+
+_SERVING = re.compile(r"^metarec: serving .+ on (http://[^/\s]+)/", re.M)
+
+
+def served_url(log: Path, proc: subprocess.Popen, timeout: float = 120.0, nth: int = 1) -> str:
+    """The address that the ``nth`` ``metarec serve --port 0`` writing to ``log`` says it
+    serves on. The server binds the free port itself: one a test found free and handed
+    over could be taken meanwhile by a server of another pytest-xdist worker."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found = _SERVING.findall(text)
+        if len(found) >= nth:
+            return str(found[nth - 1])
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{text[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no serving line in {timeout:.0f} s:\n{text[-2000:]}")
+        time.sleep(0.05)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from metarec.service.store import FeedbackStore
 
-from .conftest import LiveServer, free_port, serve_subprocess, wait_ready
+from .conftest import LiveServer, serve_subprocess, served_url, wait_ready
 
 N_EVENTS = 20_000
 N_CLIENTS = 16
@@ -107,9 +107,8 @@ def test_kill_9_loses_no_acknowledged_event(
     service_run: Path, server_api_key: str, tmp_path: Path
 ) -> None:
     db, log = tmp_path / "feedback.db", tmp_path / "server.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = serve_subprocess(service_run, db, server_api_key, port, log)
+    proc = serve_subprocess(service_run, db, server_api_key, log)
+    url = served_url(log, proc)
     acked: set[str] = set()
     lock = threading.Lock()
     stop = threading.Event()
@@ -147,7 +146,8 @@ def test_kill_9_loses_no_acknowledged_event(
         for t in threads:
             t.join(timeout=30)
         assert len(acked) >= 2000, log.read_text()[-2000:]
-        proc = serve_subprocess(service_run, db, server_api_key, port, log)
+        proc = serve_subprocess(service_run, db, server_api_key, log)
+        url = served_url(log, proc, nth=2)  # the log is appended to
         wait_ready(url, proc)
         with httpx.Client(base_url=url) as c:
             counts = [c.get(f"/v1/users/k{n}").json()["n_events"] for n in range(4)]
@@ -185,8 +185,7 @@ def test_a_reload_asked_for_while_the_server_starts_does_not_stop_it(
     """SIGHUP's default action ends the process: one in the first seconds of `metarec
     serve` (a `systemctl reload` right after a start), before the server's imports put
     its handler in place, stopped the service with exit code 129."""
-    port = free_port()
-    proc = serve_subprocess(service_run, tmp_path / "f.db", server_api_key, port, tmp_path / "log")
+    proc = serve_subprocess(service_run, tmp_path / "f.db", server_api_key, tmp_path / "log")
     try:
         deadline = time.monotonic() + 30
         while not _catches(proc.pid, signal.SIGTERM):  # the command has begun
@@ -194,7 +193,7 @@ def test_a_reload_asked_for_while_the_server_starts_does_not_stop_it(
             time.sleep(0.01)
         time.sleep(0.3)  # long before the server's imports are done
         proc.send_signal(signal.SIGHUP)
-        url = f"http://127.0.0.1:{port}"
+        url = served_url(tmp_path / "log", proc)
         wait_ready(url, proc)
         deadline = time.monotonic() + 30  # and the reload asked for happens once it serves
         while "metarec_model_generation 2" not in httpx.get(url + "/metrics").text:

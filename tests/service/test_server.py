@@ -22,7 +22,7 @@ from metarec.errors import ConfigError
 from metarec.service.server import listening_socket
 from metarec.service.settings import ServiceSettings
 
-from .conftest import free_port, wait_ready
+from .conftest import served_url, wait_ready
 
 
 @pytest.mark.parametrize("port", [-1, 65536, 99999, True, "80"])
@@ -249,13 +249,12 @@ def test_one_server_process_stops_on_a_signal_with_exit_code_0(
 ) -> None:
     # as the supervisor of several: a stop asked for is not a failure (uvicorn raised
     # the signal again after its graceful shutdown, so the process died of SIGTERM)
-    port = free_port()
     command = ["metarec", "serve", str(service_run), "--db", f"sqlite:///{tmp_path / 'f.db'}"]
     log = tmp_path / "serve.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([*command, "--port", str(port)], stdout=fh, stderr=fh)
+        proc = subprocess.Popen([*command, "--port", "0"], stdout=fh, stderr=fh)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, timeout=120)
+        wait_ready(served_url(log, proc), proc, timeout=120)
         _stop_with_exit_0(proc, sig, log)
     finally:
         proc.kill()

@@ -4,6 +4,7 @@ replaced, SIGTERM stops them all with exit code 0)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import pytest
 from metarec.errors import ConfigError
 from metarec.service.server import check_workers
 
-from .conftest import free_port, wait_ready
+from .conftest import served_url, wait_ready
 
 
 @pytest.mark.parametrize("workers", [0, -1, 65, True, 2.0, "2"])
@@ -51,15 +52,22 @@ class Workers:
     """A `metarec serve --workers 2` process, its log and its URL."""
 
     def __init__(self, run: Path, tmp: Path, key: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "serve.log"
         self.key = key
         env = {**os.environ, "METAREC_API_KEY": key, "PYTHONUNBUFFERED": "1"}
         cmd = ["metarec", "serve", str(run), "--db", f"sqlite:///{tmp / 'feedback.db'}"]
-        cmd += ["--port", str(self.port), "--workers", "2"]
+        cmd += ["--port", "0", "--workers", "2"]
         with open(self.log, "wb") as fh:
             self.proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+    @functools.cached_property
+    def url(self) -> str:
+        """Where the supervisor says it serves (once it has said so)."""
+        return served_url(self.log, self.proc)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
