@@ -570,7 +570,7 @@ def test_run_abtest_with_two_policies() -> None:
     assert "K ratings drawn at random per user (the data has no timestamps)" in format_report(
         rep_u, {}
     )
-    with pytest.raises(ConfigError, match="k"):
+    with pytest.raises(ConfigError, match=r"^k: must be a whole number > 0, got 0$"):
         run_abtest(bad, good, inter, split, index, k=0)
     # a served run (another recommend()) or a name: a raw TypeError or AttributeError
     with pytest.raises(ConfigError, match=r"policy_b: expected a fitted model .* got str"):
