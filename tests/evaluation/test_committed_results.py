@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from metarec.evaluation.report import render_markdown
+from metarec.evaluation.report import plot_title, render_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -345,3 +345,21 @@ def test_item_cold_bounds_quoted_in_the_readmes_are_the_committed_ones() -> None
     for variant, value in means.items():
         row = next(line for line in table.splitlines() if line.startswith(f"| {variant} |"))
         assert row.rstrip(" |").endswith(f"{value:.4f}"), row
+
+
+def test_a_k_fold_records_plots_say_they_are_over_folds() -> None:
+    # the 5-fold plots were titled as one split's, though their points are the folds'
+    # means and their intervals are drawn over the pooled users
+    five = json.loads((RESULTS / "p1-ml-1m-5fold-seeds3.json").read_text())
+    assert plot_title(five, "mae") == (
+        "P1 on ml-1m over 5 folds: mean of the folds' mae per model with 95 % bootstrap "
+        "CIs over the pooled users"
+    )
+    one = json.loads((RESULTS / "p1-ml-1m.json").read_text())
+    assert plot_title(one, "mae") == "P1 on ml-1m: mean mae per model with 95 % bootstrap CIs"
+    p2 = json.loads((RESULTS / "p2-ml-100k-5fold.json").read_text())
+    assert plot_title(p2) == (
+        "P2 on ml-100k over 5 folds: mean of the folds' nDCG@10 and recall@10 by support size"
+    )
+    p2_one = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    assert plot_title(p2_one) == "P2 on ml-100k: nDCG@10 and recall@10 by support size"

@@ -642,7 +642,7 @@ def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
             ax.grid(alpha=0.3)
         # beside the panels, not over the curves at small K
         axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-        fig.suptitle(f"P2 on {record['dataset']}: nDCG@10 and recall@10 by support size")
+        fig.suptitle(plot_title(record))
         fig.tight_layout()
         written[stem.with_name(stem.name + "-curves.png")] = _png(fig)
     else:
@@ -685,12 +685,25 @@ def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
                 ax.set_title(f"{state} ({metric})")
                 ax.tick_params(axis="y", labelsize=7)
                 ax.grid(axis="x", alpha=0.3)
-            fig.suptitle(
-                f"P1 on {record['dataset']}: mean {metric} per model with 95 % bootstrap CIs"
-            )
+            fig.suptitle(plot_title(record, metric))
             fig.tight_layout()
             written[stem.with_name(stem.name + f"-{metric.replace('@', '')}.png")] = _png(fig)
     return written
+
+
+def plot_title(record: dict[str, Any], metric: str = "ndcg@10") -> str:
+    """The title of a record's P1 plot of ``metric``, or of its P2 curves. A k-fold
+    record's says so, and what its points and intervals are: a plot shown alone must
+    not pass for one split's."""
+    folds = record.get("folds") or 1
+    over, mean = (f" over {folds} folds", "mean of the folds' ") if folds > 1 else ("", "")
+    if record["protocol"] == "p2":
+        return f"P2 on {record['dataset']}{over}: {mean}nDCG@10 and recall@10 by support size"
+    pooled = " over the pooled users" if folds > 1 else ""
+    return (
+        f"P1 on {record['dataset']}{over}: {mean or 'mean '}{metric} per model "
+        f"with 95 % bootstrap CIs{pooled}"
+    )
 
 
 def pyplot() -> Any:
