@@ -26,13 +26,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from metarec.config import TrainConfig
 from metarec.data import load_dataset
 from metarec.pipeline import encode_catalogue, fit_recommender, split_users
 from metarec.service import ServiceSettings, create_app
 from metarec.service.server import listening_socket, uvicorn_config
-from metarec.service.store import make_engine, metadata
+from metarec.service.store import make_engine, metadata, normalise_url
 
 PG_ENV = "METAREC_TEST_POSTGRES_URL"
 
@@ -55,7 +56,10 @@ def database_to_itself(url: str) -> Iterator[None]:
     except ImportError:
         yield
         return
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    # the database, however the URL names it (localhost or 127.0.0.1, a driver or none)
+    where = make_url(normalise_url(url))
+    host = "localhost" if where.host in (None, "", "127.0.0.1", "::1") else where.host
+    key = hashlib.sha256(f"{host}:{where.port or 5432}/{where.database}".encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"metarec-test-postgres-{key}.lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
         yield
