@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from metarec.cli import main
@@ -19,6 +20,7 @@ from metarec.data import load_dataset
 from metarec.data.schema import Dataset
 from metarec.evaluation.p1 import make_p1_split
 from metarec.pipeline import encode_catalogue, fit_recommender
+from metarec.recommender import Recommender
 from metarec.trained_users import save_trained_users
 
 
@@ -435,10 +437,25 @@ def test_abtest_runs_with_different_catalogues(
     other = tmp_path / "other"
     shutil.copytree(a, other)
     items = json.loads((other / "items.json").read_text())
+    first = items["item_id"][0]
     items["item_id"][0] = "renamed"
     (other / "items.json").write_text(json.dumps(items))
     code = main(["abtest", str(a), str(other), "--users", "heldout:0.1"])
-    _assert_one_line_error(code, capsys.readouterr().err, "different catalogues")
+    _assert_one_line_error(
+        code,
+        capsys.readouterr().err,
+        f"different catalogues (1 item(s) only in A, such as {first!r}; "
+        "1 item(s) only in B, such as 'renamed')",
+    )
+    # a run that took new items (as a served run does, then retrained): said why
+    shutil.rmtree(other)
+    grown = Recommender.load(a)
+    grown.add_items(pd.DataFrame({"item_id": ["n1"], "title": ["A new film (2030)"]}))
+    grown.save(other)
+    code = main(["abtest", str(a), str(other), "--users", "heldout:0.1"])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "(1 item(s) only in B (added after training), such as 'n1')"
+    )
     # the same catalogue on another scale: named, not met deep in scoring as "support
     # rating 5 is off the model's scale"
     shutil.rmtree(other)

@@ -136,7 +136,8 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         }
     if list(recs["A"].items["item_id"]) != list(recs["B"].items["item_id"]):
         raise ConfigError(
-            f"{args.run_a} and {args.run_b} have different catalogues; "
+            f"{args.run_a} and {args.run_b} have different catalogues "
+            f"({_catalogue_difference(recs['A'], recs['B'])}); "
             "an A/B test needs two runs trained on the same data"
         )
     scales = [tuple(map(float, recs[arm].rating_range)) for arm in ("A", "B")]
@@ -487,3 +488,20 @@ def ensemble_trained_users(
             )
         trained |= {*split.train_users, *split.validation_users}
     return trained
+
+
+def _catalogue_difference(a: Any, b: Any) -> str:
+    """How arm B's catalogue differs from arm A's, in a few words: which items one has
+    alone (an example of each, and whether the run records them as added after
+    training, as a served run that took new items and was retrained does), or an order."""
+    from metarec.data.spec import added_items
+
+    ids_a, ids_b = [str(i) for i in a.items["item_id"]], [str(i) for i in b.items["item_id"]]
+    parts = []
+    for arm, rec, mine, theirs in (("A", a, ids_a, set(ids_b)), ("B", b, ids_b, set(ids_a))):
+        alone = [i for i in mine if i not in theirs]
+        if alone:
+            added = added_items(rec.metadata) or set()
+            late = " (added after training)" if added.issuperset(alone) else ""
+            parts.append(f"{len(alone)} item(s) only in {arm}{late}, such as {alone[0]!r}")
+    return "; ".join(parts) or "the same items in another order"
