@@ -150,3 +150,12 @@ def test_a_link_planted_as_the_lock_is_refused_and_its_target_untouched(tmp_path
     ):
         pass
     assert victim.read_text() == "keep me"
+
+
+def test_a_run_folder_that_is_not_there_is_said_to_be_missing(tmp_path: Path) -> None:
+    # was "not a metarec run (no recommender.json)", as if a folder were there
+    from metarec.errors import ModelError
+    from metarec.recommender import Recommender
+
+    with pytest.raises(ModelError, match=r"/typo: no such folder; expected a metarec run's"):
+        Recommender.load(tmp_path / "typo")

@@ -248,6 +248,8 @@ def _no_manifest(path: Path) -> ModelError:
             f"{path}: no recommender.json while process {writer} is writing the folder "
             f"(lock {lock_path(path)}): load it once that is done"
         )
+    if not path.exists():
+        return ModelError(f"{path}: no such folder; expected a metarec run's folder")
     return ModelError(f"{path}: not a metarec run (no recommender.json)")
 
 

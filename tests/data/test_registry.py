@@ -254,8 +254,12 @@ def test_unsafe_archive_is_refused(
 def test_load_path(tmp_path: Path) -> None:
     assert load_path(write_raw(tmp_path / "raw")).name == "raw"
     assert load_path(write_atomic(tmp_path / "atomic" / "mine")).name == "mine"
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(DataError, match="no data set found"):
         load_path(tmp_path / "nothing")
+    # a typo: said to be missing, not searched for files that are not there
+    with pytest.raises(DataError, match=r"/typo: no such folder \(nor RecBole atomic files"):
+        load_path(tmp_path / "typo")
     # a folder of one's own files: ratings.csv alone is no MovieLens layout (it needs
     # movies.csv), and the message said only "ratings.csv", which it holds
     own = tmp_path / "books"
@@ -358,5 +362,14 @@ def test_a_cache_that_is_a_file_and_a_missing_path_are_named(
 
 def test_a_path_given_as_a_data_set_name_is_pointed_to_data() -> None:
     # `metarec data validate a/ok/ok` said only "unknown data set"
-    with pytest.raises(ConfigError, match=r"'a/ok/ok' looks like a path: give it with --data"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'a/ok/ok' looks like a path \(given with --data a/ok/ok, load_path in Python\), "
+        "but there is no such file or folder",
+    ):
         load_dataset("a/ok/ok")
+
+
+def test_an_existing_folder_given_as_a_data_set_name_is_pointed_to_data(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"looks like a path: give it with --data /"):
+        load_dataset(str(tmp_path))

@@ -161,6 +161,12 @@ def load_path(
         return load_atomic(p, name, text=text, rating_range=rating_range)
     if p.suffix == ".inter" and p.is_file():
         return load_atomic(p, text=text, rating_range=rating_range)
+    if not p.exists():  # a typo: not "no data set found" in a folder that is not there
+        raise DataError(
+            "no such folder (nor RecBole atomic files that it prefixes, "
+            f"{p.name}.inter); check the path",
+            path=p,
+        )
     if p.is_file():
         raise DataError(
             "is a file, where a data set folder or a RecBole prefix is expected; a ratings "
@@ -271,9 +277,13 @@ def _known(name: str) -> KnownDataset:
         return KNOWN_DATASETS[name]
     except KeyError:
         looks_like_path = isinstance(name, str) and ("/" in name or os.sep in name)
+        there = isinstance(name, str) and os.path.lexists(name)
         hint = (
             f"; {name!r} looks like a path: give it with --data {name} (load_path in Python)"
-            if looks_like_path or (isinstance(name, str) and os.path.lexists(name))
+            if there
+            else f"; {name!r} looks like a path (given with --data {name}, load_path in "
+            "Python), but there is no such file or folder"
+            if looks_like_path
             else ""
         )
         raise ConfigError(
