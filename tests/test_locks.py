@@ -157,5 +157,7 @@ def test_a_run_folder_that_is_not_there_is_said_to_be_missing(tmp_path: Path) ->
     from metarec.errors import ModelError
     from metarec.recommender import Recommender
 
-    with pytest.raises(ModelError, match=r"/typo: no such folder; expected a metarec run's"):
+    with pytest.raises(
+        ModelError, match=r"/typo: no such file or directory; expected a metarec run's"
+    ):
         Recommender.load(tmp_path / "typo")

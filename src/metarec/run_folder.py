@@ -31,7 +31,7 @@ from metarec.data.features import UserFeatureEncoder
 from metarec.data.schema import check_like_threshold
 from metarec.data.spec import ADDED_ITEMS, check_recorded
 from metarec.device import device_available, resolve_device
-from metarec.errors import ConfigError, DataError, MetarecError, ModelError
+from metarec.errors import ConfigError, DataError, MetarecError, ModelError, why_missing
 from metarec.io import (
     check_format_version,
     check_tensors_like,
@@ -249,7 +249,7 @@ def _no_manifest(path: Path) -> ModelError:
             f"(lock {lock_path(path)}): load it once that is done"
         )
     if not path.exists():
-        return ModelError(f"{path}: no such folder; expected a metarec run's folder")
+        return ModelError(f"{path}: {why_missing(path)}; expected a metarec run's folder")
     return ModelError(f"{path}: not a metarec run (no recommender.json)")
 
 

@@ -258,7 +258,9 @@ def test_load_path(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no data set found"):
         load_path(tmp_path / "nothing")
     # a typo: said to be missing, not searched for files that are not there
-    with pytest.raises(DataError, match=r"/typo: no such folder \(nor RecBole atomic files"):
+    with pytest.raises(
+        DataError, match=r"/typo: no such file or directory \(nor RecBole atomic files"
+    ):
         load_path(tmp_path / "typo")
     # a folder of one's own files: ratings.csv alone is no MovieLens layout (it needs
     # movies.csv), and the message said only "ratings.csv", which it holds

@@ -34,7 +34,7 @@ from metarec.data.cleaning import clean as clean_dataset
 from metarec.data.movielens import detect_layout, load_movielens_raw
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig
-from metarec.errors import ConfigError, DataError, DatasetNotFoundError
+from metarec.errors import ConfigError, DataError, DatasetNotFoundError, why_missing
 from metarec.tempfiles import create_temp_dir, create_temp_file, sync_directory, sync_tree
 
 ENV_DATA = "METAREC_DATA"
@@ -163,8 +163,8 @@ def load_path(
         return load_atomic(p, text=text, rating_range=rating_range)
     if not p.exists():  # a typo: not "no data set found" in a folder that is not there
         raise DataError(
-            "no such folder (nor RecBole atomic files that it prefixes, "
-            f"{p.name}.inter); check the path",
+            f"{why_missing(p)} (nor RecBole atomic files that it prefixes, {p.name}.inter); "
+            "check the path",
             path=p,
         )
     if p.is_file():
@@ -276,16 +276,14 @@ def _known(name: str) -> KnownDataset:
     try:
         return KNOWN_DATASETS[name]
     except KeyError:
-        looks_like_path = isinstance(name, str) and ("/" in name or os.sep in name)
-        there = isinstance(name, str) and os.path.lexists(name)
-        hint = (
-            f"; {name!r} looks like a path: give it with --data {name} (load_path in Python)"
-            if there
-            else f"; {name!r} looks like a path (given with --data {name}, load_path in "
-            "Python), but there is no such file or folder"
-            if looks_like_path
-            else ""
-        )
+        hint = ""
+        if isinstance(name, str) and os.path.lexists(name):
+            hint = f"; {name!r} looks like a path: give it with --data {name} (load_path in Python)"
+        elif isinstance(name, str) and ("/" in name or os.sep in name):
+            hint = (
+                f"; {name!r} looks like a path (given with --data {name}, load_path in "
+                "Python), but there is no such file or folder"
+            )
         raise ConfigError(
             f"unknown data set {name!r}; known: {', '.join(known_names())} "
             f"(or load your own files with load_table / --interactions){hint}"
