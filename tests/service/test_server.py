@@ -249,17 +249,12 @@ def test_one_server_process_stops_on_a_signal_with_exit_code_0(
 ) -> None:
     # as the supervisor of several: a stop asked for is not a failure (uvicorn raised
     # the signal again after its graceful shutdown, so the process died of SIGTERM)
-    command = ["metarec", "serve", str(service_run), "--db", f"sqlite:///{tmp_path / 'f.db'}"]
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([*command, "--port", "0"], stdout=fh, stderr=fh)
-    try:
+
+    def ready(proc: subprocess.Popen[bytes], log: Path) -> bool:
         wait_ready(served_url(log, proc), proc, timeout=120)
-        _stop_with_exit_0(proc, sig, log)
-    finally:
-        proc.kill()
-        proc.wait()
-    text = log.read_text()
+        return True
+
+    text = _serve_then_stop(service_run, tmp_path, ready, 120, sig)
     assert "Traceback" not in text and "interrupted" not in text, text
     assert "Finished server process" in text, text
 
