@@ -1515,11 +1515,13 @@ def test_an_unknown_id_names_the_id_that_writes_its_number_otherwise(
 
     rec = Recommender.load(fitted.save(tmp_path / "run"))
     rec.add_items(pd.DataFrame({"item_id": ["0099999"], "title": ["A Padded Id"]}))
-    with pytest.raises(UnknownItemError, match=r"unknown item '99999'; close matches: '0099999'"):
+    with pytest.raises(UnknownItemError, match=r"'99999': .*; close matches: '0099999'"):
         rec.resolve("99999")
     with pytest.raises(UnknownItemError) as caught:
         rec.resolve("99998")
     assert "0099999" not in caught.value.suggestions
+    # with nothing close, the message still says that both ids and titles were tried
+    assert str(caught.value) == "unknown item '99998': no item has this id or title"
     # exactly: read through a float, 18 digits named another item's id
     rec.add_items(pd.DataFrame({"item_id": ["123456789012345678"], "title": ["Long Id"]}))
     with pytest.raises(UnknownItemError) as caught:

@@ -64,10 +64,10 @@ class DatasetNotFoundError(MetarecError):
 class UnknownItemError(MetarecError, KeyError):
     """An item id or title is not in the catalogue."""
 
-    def __init__(self, key: str, suggestions: Sequence[str] = ()) -> None:
+    def __init__(self, key: str, suggestions: Sequence[str] = (), why: str = "") -> None:
         self.key = key
         self.suggestions = list(suggestions)
-        msg = f"unknown item {key!r}"
+        msg = f"unknown item {key!r}" + (f": {why}" if why else "")
         if self.suggestions:
             msg += "; close matches: " + ", ".join(repr(s) for s in self.suggestions)
         super().__init__(msg)

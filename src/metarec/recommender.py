@@ -363,7 +363,12 @@ class Recommender(TopK):
         close = _close_matches(_norm(skey), self.title_index)
         # the GroupLens and the display form of one title are two keys of one item
         display = list(dict.fromkeys(self._display(self.title_index[c]) for c in close))
-        raise UnknownItemError(skey, [*self._same_number(skey), *self._other_case(typed), *display])
+        # a title with no close match said only "unknown item 'X'", as if ids were not tried
+        raise UnknownItemError(
+            skey,
+            [*self._same_number(skey), *self._other_case(typed), *display],
+            why="no item has this id or title",
+        )
 
     def _other_case(self, typed: str) -> list[str]:
         """Ids that are ``typed`` in another letter case (an ISBN's "x" for "X"). Ids are
