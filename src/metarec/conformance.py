@@ -636,6 +636,16 @@ def run_checks(
     ``reads_text``: a new item is scored from its text vector; ``skip``: checks not
     to run (``"same_seed"`` fits the model twice more).
     """
+    # the harness's own options, checked as its own: a seed of -1 came back as the
+    # model's "fit" failing, and personalised="no" was taken as True
+    seed = check_whole(seed, "run_checks: seed", 0)
+    for flag, value in (
+        ("personalised", personalised),
+        ("seeded", seeded),
+        ("reads_text", reads_text),
+    ):
+        if not isinstance(value, bool | np.bool_):
+            raise ConfigError(f"run_checks: {flag}: expected True or False, got {value!r:.40}")
     if isinstance(skip, str):  # one name, not its letters: "unknown check(s) ['_', 'a', ...]"
         skip = [skip]
     unknown = sorted(set(skip) - set(CHECKS))
@@ -736,10 +746,28 @@ def check_inputs_unchanged(changed_by_fit: bool) -> None:
         )
 
 
-def check_model(factory: OwnModel, world: World, **options: Any) -> list[str]:
+def check_model(
+    factory: OwnModel,
+    world: World,
+    *,
+    seed: int = 5,
+    personalised: bool = True,
+    seeded: bool = True,
+    reads_text: bool = False,
+    skip: Sequence[str] = (),
+) -> list[str]:
     """:func:`run_checks` (same options), raising :class:`ConformanceError` that lists
     every failed check; the names of the checks run when all passed."""
-    outcome = run_checks(factory, world, **options)
+    # the options spelt out, not **options: a type checker then catches personalized=
+    outcome = run_checks(
+        factory,
+        world,
+        seed=seed,
+        personalised=personalised,
+        seeded=seeded,
+        reads_text=reads_text,
+        skip=skip,
+    )
     if outcome.failed:
         raise ConformanceError(
             f"{outcome.model}: {len(outcome.failed)} of {len(outcome.results)} checks failed:"

@@ -26,6 +26,7 @@ from metarec.conformance import (
     check_model,
     check_scored_from_support,
     make_world,
+    run_checks,
 )
 from metarec.data import load_dataset
 from metarec.data.tasks import Task
@@ -417,6 +418,26 @@ def test_what_is_not_a_model_is_refused(world: World) -> None:
         check_model(lambda seed: "a model", world)  # type: ignore[arg-type,return-value]
     with pytest.raises(ConfigError, match=r"skip: unknown check\(s\) \['same-seed'\]"):
         check_model(LikedCounts, world, skip=["same-seed"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seed": -1}, "run_checks: seed: must be a whole number >= 0, got -1"),
+        ({"seed": 1.5}, "run_checks: seed: must be a whole number >= 0, got 1.5"),
+        ({"seed": "5"}, "run_checks: seed: must be a whole number >= 0, got '5'"),
+        ({"personalised": "no"}, "run_checks: personalised: expected True or False, got 'no'"),
+        ({"seeded": 0}, "run_checks: seeded: expected True or False, got 0"),
+        ({"reads_text": None}, "run_checks: reads_text: expected True or False, got None"),
+    ],
+)
+def test_the_harness_options_are_checked_as_its_own(
+    world: World, options: dict[str, Any], message: str
+) -> None:
+    # a seed of -1 was reported as the model's fit failing, and "no" was taken as True
+    with pytest.raises(ConfigError) as caught:
+        run_checks(LikedCounts, world, **options)
+    assert str(caught.value) == message
 
 
 def test_check_model_at_the_shell(
