@@ -20,17 +20,21 @@ from metarec.data.features import FeatureReaders, UserFeatureEncoder, short_name
 from metarec.errors import DataError
 from metarec.values import off_scale
 
-# item ids are text or whole numbers (ml-100k's "50" is also 50); a mapping's key type
-# is invariant, so each kind of key is its own member
+# item ids are text or whole numbers (ml-100k's "50" is also 50), numpy's included, as
+# a frame's values come; ratings are numbers, numpy's too (np.float32 is no float to a
+# type checker, though the checks take it)
+ItemKey: TypeAlias = str | int | np.integer[Any]
+RatingValue: TypeAlias = float | np.floating[Any] | np.integer[Any]
+# a mapping's key type is invariant, so each kind of key is its own member
 History: TypeAlias = (
-    Iterable[tuple[str | int, float]]
-    | Mapping[str, float]
-    | Mapping[int, float]
-    | Mapping[str | int, float]
+    Iterable[tuple[ItemKey, RatingValue]]
+    | Mapping[str, RatingValue]
+    | Mapping[int, RatingValue]
+    | Mapping[str | int, RatingValue]
     | pd.DataFrame
 )
 # items to score or rank: a list, or a frame's column or its values as they come
-ItemKeys: TypeAlias = Sequence[str | int] | pd.Series | pd.Index | np.ndarray
+ItemKeys: TypeAlias = Sequence[ItemKey] | pd.Series | pd.Index | np.ndarray
 
 
 def history_pairs(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from metarec.data.columns import not_index, plain
 from metarec.errors import DataError, ModelError, UnsupportedError
@@ -112,7 +113,7 @@ class TopK:
         raise NotImplementedError
 
     # what it gets
-    def median_ratings(self, scores: np.ndarray) -> np.ndarray:
+    def median_ratings(self, scores: ArrayLike) -> np.ndarray:
         """The scale level a user most plausibly gives for each mean ``score``
         (the median, which minimises absolute error). Without cutpoints (a
         continuous scale, or no validation users to fit them on) a score is only
@@ -149,7 +150,7 @@ class TopK:
     def top(
         self,
         user: Any,
-        k: int = 10,
+        k: int | np.integer[Any] = 10,
         *,
         exclude_seen: bool = True,
         candidates: ItemKeys | None = None,
@@ -160,6 +161,7 @@ class TopK:
         ``scores``: the user's catalogue scores where the caller has them already (not
         scored again)."""
         check_k(k)
+        k = int(k)  # a numpy integer is a whole k too
         if not isinstance(exclude_seen, (bool, np.bool_)):  # "no" is truthy
             raise DataError(f"exclude_seen: expected True or False, got {exclude_seen!r}")
         candidates = item_keys(candidates, "candidates")
@@ -206,7 +208,7 @@ class TopK:
     def recommend(
         self,
         user: Any,
-        k: int = 10,
+        k: int | np.integer[Any] = 10,
         *,
         exclude_seen: bool = True,
         candidates: ItemKeys | None = None,

@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 
 import metarec as mr
+from metarec.conformance import World, check_model
 from metarec.explain import explain
+from metarec.models.base import ScoringModel
+
+
+class MostLiked(ScoringModel):
+    name = "most-liked"
 
 
 def use(rec: mr.Recommender) -> np.ndarray:
@@ -21,7 +27,18 @@ def use(rec: mr.Recommender) -> np.ndarray:
     rec.score(u3, ["1", 2])
     rec.recommend(u1, k=3, candidates=top["item_id"])
     explain(rec, u1, top["item_id"])
+    # numpy's numbers, as a frame's values come: np.float32 and np.int64 are no float
+    # or int to mypy, and rejected these calls that run
+    u4 = rec.adapt([(np.int64(50), np.float32(4.0)), ("1", np.int64(3))])
+    rec.adapt({"50": np.float32(4.0)})
+    rec.recommend(u4, k=np.int64(5))
+    rec.median_ratings([3.2, 4.1])
     return rec.score(u1)
+
+
+def conform(world: World) -> list[str]:
+    # the options spelt out: a misspelt one (personalized=) is a type error here
+    return check_model(MostLiked, world, personalised=False, seeded=False, skip=["same_seed"])
 
 
 def load(root: str) -> None:
