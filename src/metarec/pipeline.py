@@ -54,13 +54,13 @@ from metarec.values import is_number
 def ensure_text(items: pd.DataFrame) -> pd.DataFrame:
     """``items`` with a text for every item: its own where it has one, else one built
     from its title, year and genres (:func:`~metarec.data.text.fill_item_text`)."""
-    from metarec.data.text import fill_item_text
+    from metarec.data.text import fill_item_text, ids_for_titles
 
     items = items.copy()
     if "title" not in items.columns and "item_id" in items.columns:
         # as cleaning reads a frame built in memory: the id stands in for the title. It
         # was left out here, and training ended in a KeyError after its last epoch
-        items["title"] = str_ids(items["item_id"])
+        items = ids_for_titles(items, str_ids(items["item_id"]))
     items["text"] = fill_item_text(items)
     return items
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from metarec.data.schema import Dataset
 from metarec.data.text import (
     ItemTextConfig,
     build_item_text,
@@ -172,3 +174,23 @@ def test_an_item_text_config_that_could_not_work_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(needle)):
         ItemTextConfig(**options)  # type: ignore[arg-type]
+
+
+def test_items_with_neither_title_nor_text_are_warned_about() -> None:
+    # the ids stood in as the whole text ("1.") without a word, and TF-IDF's "empty
+    # vocabulary" was the first sign of it
+    from metarec.data import clean
+    from metarec.pipeline import ensure_text
+
+    bare = pd.DataFrame({"item_id": ["1", "2"]})
+    message = r"neither a title nor a text column \(has: item_id\): each item's id stands in"
+    with pytest.warns(UserWarning, match=message):
+        assert ensure_text(bare)["text"].tolist() == ["1.", "2."]
+    ratings = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["1", "2"], "rating": [4, 5]})
+    with pytest.warns(UserWarning, match=message):
+        clean(Dataset("bare", ratings, bare, users=None, rating_range=(1.0, 5.0)))
+    # a text of its own, or a title, is enough: nothing said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ensure_text(bare.assign(text=["a heist film", "a comedy"]))
+        ensure_text(bare.assign(title=["Heat", "Fargo"]))

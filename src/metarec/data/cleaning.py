@@ -33,7 +33,7 @@ from metarec.data.columns import (
 )
 from metarec.data.generic import check_rating_range
 from metarec.data.schema import ITEMS_TABLE, CleaningReport, Dataset, check_table
-from metarec.data.text import build_item_text
+from metarec.data.text import build_item_text, ids_for_titles
 from metarec.data.timestamps import read_timestamps, timestamp_problem
 from metarec.errors import ConfigError, DataError
 from metarec.values import is_whole, off_scale
@@ -713,7 +713,7 @@ def _require_columns(dataset: Dataset) -> None:
 def _with_text(items: pd.DataFrame) -> pd.DataFrame:
     # Frames built in memory may lack title or text; derive them as loaders do.
     if "title" not in items.columns:
-        items = items.assign(title=items["item_id"].astype(str))
+        items = ids_for_titles(items, items["item_id"].astype(str))
     if "text" not in items.columns:
         items = items.assign(text=build_item_text(items))
     return items

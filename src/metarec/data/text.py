@@ -95,6 +95,23 @@ class ItemTextConfig:
         _template_fields(self.template)  # malformed or formatted fields are named now
 
 
+def ids_for_titles(items: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    """``items`` with ``ids`` as their titles, where a frame built in memory has no
+    title column, as loaders read one; said in a warning where it has no ``text``
+    either, as the item's vector then reads little more than its id ("1.")."""
+    if "text" not in items.columns:
+        example = str(ids.iloc[0]) if len(ids) else ""
+        has = [str(c) for c in items.columns if not str(c).startswith("_")]  # not metarec's
+        warnings.warn(
+            f"items have neither a title nor a text column (has: {', '.join(has)}): "
+            "each item's id stands in for its "
+            f"title ({example!r}), so its text says little of it; give the items a "
+            "'title' or 'text' column",
+            stacklevel=3,
+        )
+    return items.assign(title=ids)
+
+
 def fix_title_articles(title: str) -> str:
     """Turn GroupLens' ``"Matrix, The (1999)"`` into ``"The Matrix (1999)"``.
 
