@@ -35,19 +35,20 @@ DATASET = "ml-1m"
 CAPS: tuple[int | None, ...] = (2500, 5000, 10000, None)
 
 
-def write(rows: list[dict[str, Any]], baselines: dict[str, dict[str, float]], out: Path) -> None:
+def write(
+    rows: list[dict[str, Any]], baselines: dict[str, dict[str, float]], n_users: int, out: Path
+) -> None:
     machine = machine_info()
-    save_json(
-        out / "stacked-episodes.json",
-        {"dataset": DATASET, "runs": rows, "baselines": baselines, "machine": machine},
-    )
+    record = {"dataset": DATASET, "n_test_users": n_users, "runs": rows, "baselines": baselines}
+    save_json(out / "stacked-episodes.json", {**record, "machine": machine})
     shots = [str(k) for k in SHOTS]
     lines = [
         f"# What `max_episodes` costs (P2 on {DATASET}, held-out users, nDCG@10)",
         "",
         f"Machine: {machine.get('cpu', '?')}; commit {machine.get('git_commit', '?')}. "
-        "P2's split (seed 0); the stacked ranker with one bag, its trees trained on a "
-        "seeded sample of `max_episodes` training episodes (all: every episode).",
+        f"P2's split (seed 0, {n_users:,} test users); the stacked ranker with one bag, "
+        "its trees trained on a seeded sample of `max_episodes` training episodes "
+        "(all: every episode).",
         "Reproduce: `python benchmarks/stacked_episodes.py --data ../shared/data`.",
         "",
         "| model | episodes | tree rows | fit s | "
@@ -103,7 +104,7 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-        write(rows, baselines, out)
+        write(rows, baselines, test["user_id"].nunique(), out)
 
 
 if __name__ == "__main__":
