@@ -1292,7 +1292,16 @@ def test_new_items_text_is_built_with_the_runs_text_columns(fitted: Recommender)
     try:
         books = pd.DataFrame({"item_id": ["b1", "b2"], "title": ["Murder", "Quiet"],
                               "author": ["Agatha Christie", "Anon"]})  # fmt: skip
-        text = fitted.prepare_items(books)["text"].tolist()
+        # both were silent, and such items were encoded from less than the run's own
+        lacking = r"text has column\(s\) \['description'\] too, which the new items lack"
+        with pytest.warns(UserWarning, match=lacking):
+            text = fitted.prepare_items(books)["text"].tolist()
+        unread = r"column\(s\) \['blurb'\] not read: .* title, year, genres, author, descr"
+        with pytest.warns(UserWarning, match=unread):
+            fitted.prepare_items(books.assign(description="x", blurb=["a", "b"]))
+        with warnings.catch_warnings():  # a whole text of its own needs no description
+            warnings.simplefilter("error")
+            fitted.prepare_items(books.assign(text=["a whole text", "another"]))
     finally:
         del fitted.metadata["data_spec"]
     assert "Agatha Christie" in text[0] and "Anon" in text[1]  # no description: left out
@@ -1320,7 +1329,9 @@ def test_a_new_items_text_is_built_as_the_loader_built_its_files(
                     rating_col="stars", text_cols=["description", "category"], **cols)  # fmt: skip
     fitted.metadata["data_spec"] = cols | {"text_cols": "description,category"}
     try:
-        new = fitted.prepare_items(items.assign(book_id=["n1", "n2"]))
+        with warnings.catch_warnings():  # every column of the file's rows is read
+            warnings.simplefilter("error")
+            new = fitted.prepare_items(items.assign(book_id=["n1", "n2"]))
     finally:
         del fitted.metadata["data_spec"]
     assert new["text"].tolist() == ds.items["text"].tolist()
@@ -1566,7 +1577,8 @@ def test_added_items_may_come_in_the_shape_of_the_runs_item_file(
     assert "book_id" in theirs.columns and "item_id" not in theirs.columns  # left as given
     # metarec's own names win where a frame has both
     both = ours.assign(item_id=["b2"], book_id=["b3"])
-    rec.add_items(both)
+    with pytest.warns(UserWarning, match=r"column\(s\) \['book_id'\] not read"):
+        rec.add_items(both)
     assert rec.items["item_id"].iloc[-1] == "b2"
 
 

@@ -42,6 +42,7 @@ from metarec.errors import (
     ModelError,
     UnknownItemError,
     UnsupportedError,
+    outside_metarec,
 )
 from metarec.inputs import (
     History,
@@ -768,6 +769,7 @@ class Recommender(TopK):
             # but not the file's `text` column: a new item's `text` is its whole text, and
             # filled in as an empty extra column it left an item without one no text
             text = ItemTextConfig(extra=tuple(c for c in cols if c != "text"))
+        _warn_of_unread(items, frame, renames, text.extra)
         for col in text.extra:  # a new item may lack some of them: that part is empty
             if col not in frame.columns:
                 frame[col] = ""
@@ -1142,3 +1144,31 @@ def _whole(text: str) -> int:
 
 def _loose_id(item: str) -> str:
     return unicodedata.normalize("NFC", item).strip()
+
+
+def _warn_of_unread(
+    items: pd.DataFrame, frame: pd.DataFrame, renames: Mapping[str, str], extra: Sequence[str]
+) -> None:
+    """Warn of what ``add_items`` leaves out of new items' text: a column it does not
+    read (a "blurb" beside a run's "description"), and a text column of the run that
+    items without a ``text`` of their own lack. Both were silent, and the items were
+    encoded from their titles alone, unlike every item the run trained on."""
+    read = {"item_id", "title", "year", "genres", "text", *extra, *renames}
+    unread = [str(c) for c in items.columns if str(c) not in read and not str(c).startswith("_")]
+    if unread:
+        fields = ", ".join(["item_id", "title", "year", "genres", *extra])
+        warnings.warn(
+            f"add_items: column(s) {unread} not read: a new item is read from its {fields} "
+            "and text columns (or the run's file's names for the first four, where these "
+            "are absent); its text is built from them unless 'text' gives the whole text",
+            stacklevel=outside_metarec(),
+        )
+    lacking = [c for c in extra if c not in frame.columns]
+    given = frame["text"] if "text" in frame.columns else pd.Series("", index=frame.index)
+    built = given.isna() | given.astype(str).str.strip().eq("")  # as fill_item_text reads it
+    if lacking and built.any():
+        warnings.warn(
+            f"add_items: the run's item text has column(s) {lacking} too, which the new "
+            "items lack: their text leaves that part out",
+            stacklevel=outside_metarec(),
+        )
