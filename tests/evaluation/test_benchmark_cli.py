@@ -1218,3 +1218,24 @@ def test_a_p1_benchmark_on_histories_too_short_for_its_rule_says_so(
     own = P1Split("x", 0, [], [], [], [], min_ratings=30, max_ratings=60)
     with pytest.raises(DataError, match=r"keeps users with 30 to 60 ratings: 0 of 9 users"):
         check_p1_groups(own, 9, "x")
+
+
+def test_a_p1_benchmark_says_once_that_items_without_a_year_count_as_existing(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # each fold's split was drawn twice, in the check of them all and in its turn, and
+    # the warning came twice
+    rows = [f"u{u},i{(u * 7 + n) % 40},{1 + (u * n) % 5}" for u in range(60) for n in range(20)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    years = ["" if n < 4 else "2000" if n >= 32 else "1990" for n in range(40)]
+    (tmp_path / "i.csv").write_text(
+        "item_id,title,year\n" + "".join(f"i{n},Item {n},{y}\n" for n, y in enumerate(years))
+    )
+    proc = run_cli(
+        "benchmark", "--protocol", "p1", "--interactions", str(tmp_path / "r.csv"),
+        "--items", str(tmp_path / "i.csv"), "--out", str(tmp_path / "o"), "--quiet",
+        "--no-plots", "--peers", "bias", "--algorithms", "fomaml", *TINY, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = "r: 4 of 40 items have no year, so P1 counts them as existing items, never new"
+    assert proc.stderr.count(said) == 1, proc.stderr

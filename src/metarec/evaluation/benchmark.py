@@ -357,10 +357,10 @@ def _fold_run(
     )
 
     with warnings.catch_warnings():
-        # read once before any fold (run_benchmark's check of them all), which said
-        # what there was to say of it: an unknown key, other ratings
-        if splits is not None:
-            warnings.simplefilter("ignore", UserWarning)
+        # read or drawn once before any fold (run_benchmark's check of them all), which
+        # said what there was to say of it: an unknown key, other ratings, items without
+        # a year (said twice, once here, when the split was drawn from the seed)
+        warnings.simplefilter("ignore", UserWarning)
         split = _split(
             protocol, ds, seed=seed, fold=fold, n_folds=n_folds, splits=splits, stem=splits_stem
         )
