@@ -106,3 +106,22 @@ def why_missing(path: str | Path) -> str:
         if Path(path).is_symlink():
             return f"a symbolic link to {os.readlink(path)}, which does not exist"
     return "no such file or directory"
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def outside_metarec() -> int:
+    """The ``stacklevel`` at which a warning raised by the caller names the first frame
+    outside metarec: the user's line. A fixed stacklevel fits one call path only, and
+    a loader's warning reached through ``load_table`` named a line of metarec's own
+    (``generic.py:581``), where the same warning through another path named the user's.
+    (Python 3.12's ``skip_file_prefixes`` does this; metarec supports 3.10.)"""
+    import sys
+
+    frame = sys._getframe(1)  # the function that warns: stacklevel 1
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level

@@ -1193,3 +1193,15 @@ def test_quoted_files_read_by_pandas_as_the_csv_module_reads_them(
             assert isinstance(outcomes[0], str) and outcomes[0] == outcomes[1], body
         else:
             pd.testing.assert_frame_equal(outcomes[0], outcomes[1], obj=repr(body))
+
+
+def test_a_loaders_warning_names_the_callers_line(tmp_path: Path) -> None:
+    # a fixed stacklevel fits one call path: through load_table, the year warnings named
+    # a line of metarec's own loader (generic.py), where others named the user's
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,i1,4\nu1,i2,5\n")
+    (tmp_path / "i.csv").write_text("item_id,title,year\ni1,A,978307200\ni2,B,1999/2000\n")
+    with pytest.warns(UserWarning) as caught:
+        load_table(tmp_path / "r.csv", tmp_path / "i.csv")
+    years = [w for w in caught if "year(s)" in str(w.message)]
+    assert len(years) == 2
+    assert {w.filename for w in years} == {__file__}

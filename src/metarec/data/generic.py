@@ -47,7 +47,7 @@ from metarec.data.text import (
 )
 from metarec.data.timestamps import read_timestamps
 from metarec.data.users import ONE_FEATURE_VALUE, default_feature_columns
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, outside_metarec
 from metarec.values import float32_decimal
 
 
@@ -100,7 +100,7 @@ def file_ids(values: pd.Series, source: str | Path | None) -> pd.Series:
         f"({first!r}); read as {first.split('.')[0].lstrip('+')!r} and so on, as the JSON "
         "Lines and Parquet readers read them",
         UserWarning,
-        stacklevel=3,
+        stacklevel=outside_metarec(),
     )
     return ids.str.replace(r"\.0+$", "", regex=True).str.lstrip("+")
 
@@ -126,7 +126,7 @@ def _decimal_commas(values: pd.Series, source: str | Path | None) -> pd.Series:
         f"comma ({text[comma].iloc[0].strip()!r} as "
         f"{text[comma].iloc[0].strip().replace(',', '.')})",
         UserWarning,
-        stacklevel=4,
+        stacklevel=outside_metarec(),
     )
     return text.where(~comma, text.str.replace(",", ".", regex=False))
 
@@ -197,7 +197,7 @@ def read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
             f"have none (e.g.{_line_of(frame, first)}: {years[first]:g}); write years as "
             "whole numbers from 1 to 9999",
             UserWarning,
-            stacklevel=4,
+            stacklevel=outside_metarec(),
         )
         years = years.where(~odd)
     text = text_values(values).str.strip()
@@ -215,7 +215,7 @@ def read_years(frame: pd.DataFrame, source: str | Path | None) -> pd.Series:
             f"{source or 'items'}: {len(left):,} year(s) hold no year, and those items "
             f"have none (e.g.{line}: {text[first]!r:.40}); write years as 1995",
             UserWarning,
-            stacklevel=4,
+            stacklevel=outside_metarec(),
         )
     return years
 
@@ -250,7 +250,7 @@ def _years_of_unix_times(
         f"{source or 'items'}: {int(big.sum()):,} year(s) are Unix times, read as their "
         f"year (e.g.{line}: {frame['year'][first]!r:.40} as {years[first]:.0f})",
         UserWarning,
-        stacklevel=5,
+        stacklevel=outside_metarec(),
     )
     return years
 
@@ -305,7 +305,7 @@ def infer_rating_range(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple
     if not len(r):
         return (1.0, 5.0)
     for message in stray_extremes(r):
-        warnings.warn(message, UserWarning, stacklevel=2)
+        warnings.warn(message, UserWarning, stacklevel=outside_metarec())
     return (float32_decimal(r.min()), float32_decimal(r.max()))
 
 
@@ -529,7 +529,7 @@ def load_table(
                 f"--users-id-col {users_id_col}: names a column of the users file, and none "
                 "was given (--users FILE, or users_path=)",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=outside_metarec(),
             )
     users_id = users_id_col or user_col
     # the id column is renamed user_id: a feature of either name would be a second
@@ -597,7 +597,7 @@ def load_table(
             "known by their ids alone, so the encoder reads ids as text and a new item "
             f"has no text to be scored from{unread_flags}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=outside_metarec(),
         )
         ids = pd.unique(interactions["item_id"].dropna())
         items = finish_items(pd.DataFrame({"item_id": ids, "title": ids}), None, text)
@@ -619,7 +619,7 @@ def load_table(
             warnings.warn(
                 f"{users_path}: its 'user_id' column is not used as a user feature: the "
                 f"users' id is {id_col!r}",
-                stacklevel=2,
+                stacklevel=outside_metarec(),
             )
         for col in feats:
             _require(users_raw, users_path, {"user feature": col})
@@ -689,7 +689,7 @@ def _load_items(
         warnings.warn(
             f"{path}: no 'title' or 'text' column and no --title-col or --text-cols: items "
             "are known by their ids alone, so a new item has no text to be scored from",
-            stacklevel=3,
+            stacklevel=outside_metarec(),
         )
     wanted = {"item id": id_col, "title": title_col, "year": year_col, "genre": genre_col}
     _require(raw, path, wanted)

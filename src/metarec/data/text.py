@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, outside_metarec
 
 DEFAULT_TEMPLATE = "{title} ({year}). Genres: {genres}."
 
@@ -107,7 +107,7 @@ def ids_for_titles(items: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
             "each item's id stands in for its "
             f"title ({example!r}), so its text says little of it; give the items a "
             "'title' or 'text' column",
-            stacklevel=3,
+            stacklevel=outside_metarec(),
         )
     return items.assign(title=ids)
 
@@ -170,7 +170,7 @@ def title_and_year(
             f"column's (e.g. {titles.iloc[i]!r} with {years.iloc[i]:g}); both are in the "
             "item text",
             UserWarning,
-            stacklevel=3,
+            stacklevel=outside_metarec(),
         )
     return titles.where(~split, bare), years.where(~split, in_title).astype("float64")
 
