@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -117,8 +118,6 @@ def outside_metarec() -> int:
     a loader's warning reached through ``load_table`` named a line of metarec's own
     (``generic.py:581``), where the same warning through another path named the user's.
     (Python 3.12's ``skip_file_prefixes`` does this; metarec supports 3.10.)"""
-    import sys
-
     frame = sys._getframe(1)  # the function that warns: stacklevel 1
     level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):

@@ -103,10 +103,9 @@ def ids_for_titles(items: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
         example = str(ids.iloc[0]) if len(ids) else ""
         has = [str(c) for c in items.columns if not str(c).startswith("_")]  # not metarec's
         warnings.warn(
-            f"items have neither a title nor a text column (has: {', '.join(has)}): "
-            "each item's id stands in for its "
-            f"title ({example!r}), so its text says little of it; give the items a "
-            "'title' or 'text' column",
+            f"items have neither a title nor a text column (has: {', '.join(has)}): each "
+            f"item's id stands in for its title ({example!r}), so its text says little of "
+            "it; give the items a 'title' or 'text' column",
             stacklevel=outside_metarec(),
         )
     return items.assign(title=ids)
