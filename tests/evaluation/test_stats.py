@@ -64,6 +64,18 @@ def test_wilcoxon_differences_of_rounding_are_ties() -> None:
     assert paired_wilcoxon(x + 1e-9, x).pvalue < 1e-100  # a real shift, however small
 
 
+def test_wilcoxon_differences_equal_but_for_rounding_share_a_rank() -> None:
+    # 0.6 - 0.4 and 0.6 - 0.8 are 0.19999999999999996 and -0.20000000000000007: ranked
+    # apart, 10 users better by 0.2 and 10 worse gave p = 0.05 where there is no evidence
+    a = np.full(20, 0.6)
+    b = np.array([0.4] * 10 + [0.8] * 10)
+    assert len(set(np.abs(a - b))) == 2  # what the test sees before it snaps them
+    got = paired_wilcoxon(a, b)
+    assert (got.statistic, got.pvalue) == (105.0, 1.0)  # W+ = W- = 105: no side wins
+    # with more users the wrong p only shrank (200 of them: 3e-10)
+    assert paired_wilcoxon(np.full(200, 0.6), np.repeat([0.4, 0.8], 100)).pvalue == 1.0
+
+
 def test_wilcoxon_detects_a_consistent_shift() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(size=200)
