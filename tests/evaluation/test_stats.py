@@ -114,6 +114,10 @@ def test_bootstrap_ci_edge_cases() -> None:
     assert all(math.isnan(v) for v in bootstrap_ci([np.nan]))
     with pytest.raises(ValueError, match="level"):
         bootstrap_ci([1.0], level=1.5)
+    # a table's cells were pooled as if each were a user, and one number was taken
+    for table in ([[1.0, 2.0], [3.0, 4.0]], 2.0):
+        with pytest.raises(InputError, match=r"values must be a 1-d list, one a user"):
+            bootstrap_ci(table)  # type: ignore[arg-type]
 
 
 def test_bootstrap_ci_at_a_level_is_the_central_interval_of_that_level() -> None:

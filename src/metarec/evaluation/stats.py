@@ -138,6 +138,8 @@ def bootstrap_ci(
         )
     check_seed(seed, "bootstrap_ci: seed")  # "x" was a raw numpy SeedSequence error
     x = as_numbers(values, "bootstrap_ci: values")
+    if x.ndim != 1:  # a table's cells were pooled as if each were a user
+        raise InputError(f"bootstrap_ci: values must be a 1-d list, one a user, got {x.shape}")
     x = x[np.isfinite(x)]
     if len(x) == 0:
         return float("nan"), float("nan")
