@@ -1557,7 +1557,12 @@ def test_a_deleted_database_file_is_not_ready_and_stores_nothing(
         assert c.get("/ready").status_code == 200
         for f in tmp_path.glob("gone.db*"):
             f.unlink()
-        assert c.get("/ready").status_code == 503
+        gone = c.get("/ready")
+        assert gone.status_code == 503
+        # why, as the writes say it, not only "unreachable" (and no path: /ready is open)
+        assert gone.json()["error"]["message"] == (
+            "database unreachable: the database file is gone (deleted or moved while serving)"
+        )
         r = c.post("/v1/users", json={"user_id": "lost"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
         assert "the database file is gone" in r.json()["error"]["message"]

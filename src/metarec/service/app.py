@@ -57,6 +57,7 @@ from metarec.service.protocol import MAX_CANDIDATES_CHARS
 from metarec.service.serving import ModelHolder, OutOfStepError, Served, ServedRef
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
+    FILE_GONE,
     ID_LENGTH,
     DamagedStoreError,
     EventConflictError,
@@ -389,7 +390,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             store.ping()
         except Exception as exc:
             log.warning("readiness: database unreachable: %s", exc)
-            return error_response(503, "not_ready", "database unreachable")
+            # a deleted SQLite file is the operator's to put back, not a network fault to
+            # wait out: writes already said so, and the probe said only "unreachable"
+            why = f": {FILE_GONE}" if FILE_GONE in str(exc) else ""
+            return error_response(503, "not_ready", f"database unreachable{why}")
         s = served()
         lo, hi = s.rec.rating_range
         return JSONResponse(
