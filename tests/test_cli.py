@@ -1259,3 +1259,16 @@ def test_a_ctrl_c_before_the_command_runs_is_one_line(
     monkeypatch.setattr(sys, "argv", ["metarec", "train"])
     assert launch() == 130
     assert capsys.readouterr().err == "\nmetarec: interrupted\n"
+
+
+def test_metarecs_own_warnings_print_as_its_own_lines(tmp_path: Path) -> None:
+    # when loader warnings began to name the caller's line, the command's caller was the
+    # console script or runpy, and each printed as "UserWarning from metarec:6: ..."
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,i1,4\nu1,i2,5\n")
+    (tmp_path / "i.csv").write_text("item_id,title,year\ni1,A,978307200\ni2,B,1999/2000\n")
+    res = run_cli("data", "describe", "--interactions", "r.csv", "--items", "i.csv", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    said = [line for line in res.stderr.splitlines() if "warning" in line]
+    assert len(said) == 2, res.stderr
+    assert all(line.startswith("metarec: warning: ") for line in said), said
+    assert not any(" from " in line for line in said), said

@@ -111,13 +111,22 @@ def why_missing(path: str | Path) -> str:
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
+# True while the `metarec` command runs (metarec.cli.main): no user's line called what
+# warns, and the command prints a warning raised in metarec's files as its own line
+# (a process-wide flag, not a context variable: the service's worker threads see it)
+IN_COMMAND = False
+
 
 def outside_metarec() -> int:
     """The ``stacklevel`` at which a warning raised by the caller names the first frame
     outside metarec: the user's line. A fixed stacklevel fits one call path only, and
     a loader's warning reached through ``load_table`` named a line of metarec's own
     (``generic.py:581``), where the same warning through another path named the user's.
-    (Python 3.12's ``skip_file_prefixes`` does this; metarec supports 3.10.)"""
+    (Python 3.12's ``skip_file_prefixes`` does this; metarec supports 3.10.) Under the
+    ``metarec`` command, 1: the warning's own line, which the command knows for its
+    own, where the first frame outside was the console script or runpy."""
+    if IN_COMMAND:
+        return 1
     frame = sys._getframe(1)  # the function that warns: stacklevel 1
     level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):

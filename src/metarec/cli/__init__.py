@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from metarec import errors
 from metarec.allocator import keep_freed_memory
 from metarec.cli import (
     abtest,
@@ -104,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_freed_memory()  # large tensors reuse freed memory (see metarec.allocator)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
-        return _run(args)
+        errors.IN_COMMAND = True  # metarec's warnings name metarec's lines: see _show_warning
+        try:
+            return _run(args)
+        finally:
+            errors.IN_COMMAND = False
 
 
 def _innermost(
