@@ -74,6 +74,14 @@ def test_wilcoxon_differences_equal_but_for_rounding_share_a_rank() -> None:
     assert (got.statistic, got.pvalue) == (105.0, 1.0)  # W+ = W- = 105: no side wins
     # with more users the wrong p only shrank (200 of them: 3e-10)
     assert paired_wilcoxon(np.full(200, 0.6), np.repeat([0.4, 0.8], 100)).pvalue == 1.0
+    # each difference tied on its own pair's scale: one grid for all pairs, sized by the
+    # largest value, made these five real differences of 1e-9 zeros again (p = 1)
+    small = paired_wilcoxon([1e4] + [0.5] * 5, [1e4 - 1] + [0.5 - 1e-9] * 5)
+    assert small.pvalue == pytest.approx(0.03125)  # six of six positive: exact 2 / 2**6
+    # and a tie that fell on a half-step of the grid was split by its rounding
+    x = 1 / 8192
+    split = paired_wilcoxon([x, -x * (1 + 2**-52), x, -x], [0.0] * 4)
+    assert split.statistic == 5.0 and split.pvalue == 1.0
 
 
 def test_wilcoxon_detects_a_consistent_shift() -> None:
