@@ -126,6 +126,10 @@ def test_bootstrap_ci_edge_cases() -> None:
     for table in ([[1.0, 2.0], [3.0, 4.0]], 2.0):
         with pytest.raises(InputError, match=r"values must be a 1-d list, one a user"):
             bootstrap_ci(table)  # type: ignore[arg-type]
+        # the paired tests too: a mask flattened the tables before any check saw them
+        for paired in (paired_bootstrap_ci, paired_wilcoxon):
+            with pytest.raises(InputError, match=r"paired values must be 1-d lists"):
+                paired(table, table)  # type: ignore[arg-type]
 
 
 def test_bootstrap_ci_at_a_level_is_the_central_interval_of_that_level() -> None:

@@ -61,6 +61,8 @@ def _finite_pairs(
     b = as_numbers(b, f"{where}: b")
     if a.shape != b.shape:
         raise InputError(f"{where}: paired values need equal shapes, got {a.shape} and {b.shape}")
+    if a.ndim != 1:  # a mask flattens a table: its cells were pooled as if each were a user
+        raise InputError(f"{where}: paired values must be 1-d lists, one a user, got {a.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     return a[keep], b[keep]
 
