@@ -639,6 +639,8 @@ def run_checks(
     # the harness's own options, checked as its own: a seed of -1 came back as the
     # model's "fit" failing, and personalised="no" was taken as True
     seed = check_whole(seed, "run_checks: seed", 0)
+    if seed >= 2**64 - 1:  # torch takes seeds below 2**64, and same_seed fits seed + 1
+        raise ConfigError(f"run_checks: seed: must be below 2**64 - 1, got {seed}")
     for flag, value in (
         ("personalised", personalised),
         ("seeded", seeded),

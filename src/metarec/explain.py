@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -311,7 +311,7 @@ def explain(
 def recommend_with_reasons(
     rec: ServedModel,
     user: UserState,
-    k: int = 10,
+    k: int | np.integer[Any] = 10,
     *,
     exclude_seen: bool = True,
     candidates: ItemKeys | None = None,

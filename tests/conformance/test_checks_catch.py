@@ -426,6 +426,7 @@ def test_what_is_not_a_model_is_refused(world: World) -> None:
         ({"seed": -1}, "run_checks: seed: must be a whole number >= 0, got -1"),
         ({"seed": 1.5}, "run_checks: seed: must be a whole number >= 0, got 1.5"),
         ({"seed": "5"}, "run_checks: seed: must be a whole number >= 0, got '5'"),
+        ({"seed": 2**64 - 1}, f"run_checks: seed: must be below 2**64 - 1, got {2**64 - 1}"),
         ({"personalised": "no"}, "run_checks: personalised: expected True or False, got 'no'"),
         ({"seeded": 0}, "run_checks: seeded: expected True or False, got 0"),
         ({"reads_text": None}, "run_checks: reads_text: expected True or False, got None"),

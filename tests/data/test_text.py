@@ -194,3 +194,4 @@ def test_items_with_neither_title_nor_text_are_warned_about() -> None:
         warnings.simplefilter("error")
         ensure_text(bare.assign(text=["a heist film", "a comedy"]))
         ensure_text(bare.assign(title=["Heat", "Fargo"]))
+        ensure_text(bare.iloc[:0])  # no items: no id stood in for anything

@@ -9,7 +9,7 @@ import pandas as pd
 
 import metarec as mr
 from metarec.conformance import World, check_model
-from metarec.explain import explain
+from metarec.explain import explain, recommend_with_reasons
 from metarec.models.base import ScoringModel
 
 
@@ -32,6 +32,7 @@ def use(rec: mr.Recommender) -> np.ndarray:
     u4 = rec.adapt([(np.int64(50), np.float32(4.0)), ("1", np.int64(3))])
     rec.adapt({"50": np.float32(4.0)})
     rec.recommend(u4, k=np.int64(5))
+    recommend_with_reasons(rec, u4, k=np.int64(5))
     rec.median_ratings([3.2, 4.1])
     return rec.score(u1)
 

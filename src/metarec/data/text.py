@@ -99,8 +99,8 @@ def ids_for_titles(items: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     """``items`` with ``ids`` as their titles, where a frame built in memory has no
     title column, as loaders read one; said in a warning where it has no ``text``
     either, as the item's vector then reads little more than its id ("1.")."""
-    if "text" not in items.columns:
-        example = str(ids.iloc[0]) if len(ids) else ""
+    if "text" not in items.columns and len(items):  # no items, nothing stood in for
+        example = str(ids.iloc[0])
         has = [str(c) for c in items.columns if not str(c).startswith("_")]  # not metarec's
         warnings.warn(
             f"items have neither a title nor a text column (has: {', '.join(has)}): each "
