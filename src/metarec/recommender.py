@@ -34,6 +34,7 @@ from metarec.data.columns import plain, repeated_rating, str_ids
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.spec import ADDED_ITEMS
 from metarec.data.tasks import Task, TaskBatch, collate
+from metarec.data.text import blank
 from metarec.errors import (
     ConfigError,
     DataError,
@@ -1165,8 +1166,7 @@ def _warn_of_unread(
         )
     lacking = [c for c in extra if c not in frame.columns]
     given = frame["text"] if "text" in frame.columns else pd.Series("", index=frame.index)
-    built = given.isna() | given.astype(str).str.strip().eq("")  # as fill_item_text reads it
-    if lacking and built.any():
+    if lacking and blank(given).any():  # the items whose text fill_item_text builds
         warnings.warn(
             f"add_items: the run's item text has column(s) {lacking} too, which the new "
             "items lack: their text leaves that part out",

@@ -18,6 +18,7 @@ import pandas as pd
 
 from metarec.data.text import (
     LIST_TYPES,
+    blank,
     is_mixed,
 )
 from metarec.errors import DataError
@@ -127,7 +128,7 @@ def refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> No
 
 def missing_ids(values: pd.Series) -> pd.Series:
     """Where an id column holds no id: missing, or only spaces (a CSV's empty field)."""
-    return values.isna() | values.astype(str).str.strip().eq("")
+    return blank(values)
 
 
 def str_ids(values: pd.Series) -> pd.Series:

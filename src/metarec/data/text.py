@@ -326,6 +326,11 @@ def build_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) -
     return pd.Series(out, index=items.index, dtype=object).astype(str)
 
 
+def blank(values: pd.Series) -> pd.Series:
+    """Where ``values`` hold nothing: missing, or only spaces (a CSV's empty field)."""
+    return values.isna() | values.astype(str).str.strip().eq("")
+
+
 def fill_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) -> pd.Series:
     """Each item's ``text`` where it has one, and where it has none (no ``text`` column,
     a missing or blank value) the text :func:`build_item_text` makes of its columns, as
@@ -334,7 +339,7 @@ def fill_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) ->
     if "text" not in items.columns:
         return build_item_text(items, config)
     given = items["text"]
-    missing = given.isna() | given.astype(str).str.strip().eq("")
+    missing = blank(given)
     out = given.astype(object).where(~missing, "").astype(str)
     if missing.any():
         out[missing] = build_item_text(items[missing], config)
