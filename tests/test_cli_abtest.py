@@ -183,6 +183,20 @@ def test_abtest_table_and_skipped_users(
     )  # fmt: skip
 
 
+def test_a_heldout_draw_points_to_a_split_file_only_where_a_run_has_one(
+    runs: tuple[Path, Path], shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = runs
+    args = ["abtest", "--method", "interleave", *_data(shared_data), "--users", "heldout:0.05"]
+    assert main([*args, str(b), str(a)]) == 0, capsys.readouterr().err
+    assert f"--users {a}/split.json tests new users only" in capsys.readouterr().out
+    # run B trained on every user (implicit feedback's default): it has no split.json
+    assert main([*args, str(b), str(b)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "split.json" not in out
+    assert "leave them out of its training data and give their ids: --users FILE" in out
+
+
 @pytest.mark.slow
 def test_abtest_refuses_an_ensembles_training_users(
     runs: tuple[Path, Path], ensemble: Path, shared_data: Path, tmp_path: Path,

@@ -95,6 +95,9 @@ def test_unknown_title_lists_close_matches(fitted: Recommender) -> None:
         ([("Toy Story (1995)",)], "expected (item, rating)"),
         ([("Toy Story (1995)", float("nan"))], "rating nan is not a number"),
         ("Toy Story (1995)", "expected (item, rating) pairs"),  # not read letter by letter
+        # items without ratings: a two-letter id was read as item "5" rated "0", text
+        (["50"], "history entry 0: '50' is an item without a rating; give ('50', RATING)"),
+        ([50, ("1", 4)], "history entry 0: 50 is an item without a rating"),
         # looked up as the titles 'None', 'True', 'nan': "unknown item 'None'; close
         # matches: 'Nixon (1995)'"
         ([(None, 5)], "item None: an item is named by its id or title (text or a number)"),

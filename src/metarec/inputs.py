@@ -81,6 +81,13 @@ def history_pairs(
     lo, hi = rating_range
     pairs: dict[int, float] = {}
     for n, row in enumerate(rows, start=first):
+        if isinstance(row, (str, bytes, int, np.integer)):
+            # an item without its rating: "n1" unpacked as item "n" rated "1", text
+            one = f"({row!r}, {lo:g})" if lo == hi else f"({row!r}, RATING)"
+            raise DataError(
+                f"{where} entry {n}: {row!r} is an item without a rating; give {one}"
+                + (f": every rating of this run is {lo:g}" if lo == hi else "")
+            )
         try:
             key, value = row
         except (TypeError, ValueError):

@@ -128,7 +128,13 @@ def test_bad_rating_is_kept_for_cleaning_with_its_line(tmp_path: Path) -> None:
             4,
             "expected 4 tab-separated fields, found 3",
         ),
-        ("user_id:token\titem_id:token\ttimestamp:float\n", 1, "required field(s) rating missing"),
+        # a click log's, with the hint the plain-file readers give
+        (
+            "user_id:token\titem_id:token\ttimestamp:float\n",
+            1,
+            "required field(s) rating missing from the header (found: user_id, item_id, "
+            "timestamp) (implicit feedback, clicks or purchases, needs a column of 1s)",
+        ),
     ],
 )
 def test_structural_errors_name_file_and_line(

@@ -678,3 +678,21 @@ def test_text_of_only_spaces_is_no_text() -> None:
     assert out.items["text"].tolist() == ["Foo", "real text"]
     assert out.report is not None
     assert any(n.startswith("1 items had no text and use their title") for n in out.report.notes)
+
+
+def test_an_item_without_a_rating_is_told_the_value_a_click_run_takes() -> None:
+    from metarec.inputs import history_pairs
+
+    index = {"n1": 0, "n250": 1}
+    # a run of clicks (every rating 1): the one value to give is known
+    with pytest.raises(DataError, match=re.escape(
+        "history entry 0: 'n1' is an item without a rating; give ('n1', 1): every rating "
+        "of this run is 1"
+    )):  # fmt: skip
+        history_pairs(["n1", "n250"], (1.0, 1.0), index.__getitem__)
+    with pytest.raises(
+        DataError,
+        match=re.escape("entry 1: 'n250' is an item without a rating; give ('n250', RATING)") + "$",
+    ):
+        history_pairs([("n1", 4), "n250"], (1.0, 5.0), index.__getitem__, first=0)
+    assert history_pairs([("n1", 1)], (1.0, 1.0), index.__getitem__) == [(0, 1.0)]

@@ -633,3 +633,26 @@ def test_the_names_abtest_had_before_the_split_still_import_from_it() -> None:
             assert getattr(abtest, name) is getattr(module, name), name
     own = ["Method", "format_report", "replay_hits", "replay_report", "run_abtest"]
     assert sorted(abtest.__all__) == sorted([*own, *(n for ns in homes.values() for n in ns)])
+
+
+def test_a_click_log_is_told_as_clicks_not_as_ratings() -> None:
+    # every interaction is 1 (clicks): "rated >= 1" read as a scale that is not there
+    inter = _frame({f"u{i}": 12 for i in range(20)}).assign(rating=1.0)
+    index = {str(i): i for i in range(12)}
+    good = FixedScores(np.where(np.arange(12) % 2 == 0, 1.0, 0.0), "good")
+    bad = FixedScores(np.where(np.arange(12) % 2 == 0, 0.0, 1.0), "bad")
+    split = make_p4_split(inter, inter["user_id"].unique(), support=3, seed=0, dataset="toy")
+    clicks = run_abtest(bad, good, inter, split, index, k=2, threshold=1.0)
+    assert clicks["liked"] == "interacted with"
+    assert (
+        clicks["replay"]["success"]
+        == "at least one of the top k interacted with later than the support"
+    )
+    text = format_report(clicks, {})
+    assert "Replay: success = at least one of the top 2 interacted with later" in text
+    assert "rated >=" not in text
+    # ratings keep their threshold, in the record and in the text
+    rated = _frame({f"u{i}": 12 for i in range(20)})
+    ratings = run_abtest(bad, good, rated, split, index, k=2, threshold=4.0)
+    assert ratings["liked"] == "rated >= 4"
+    assert "at least one of the top 2 rated >= 4 later" in format_report(ratings, {})

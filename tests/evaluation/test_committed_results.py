@@ -363,3 +363,17 @@ def test_a_k_fold_records_plots_say_they_are_over_folds() -> None:
     )
     p2_one = json.loads((RESULTS / "p2-ml-100k.json").read_text())
     assert plot_title(p2_one) == "P2 on ml-100k: nDCG@10 and recall@10 by support size"
+
+
+def test_a_click_log_record_says_clicks_where_a_rating_record_says_ratings() -> None:
+    record = _load("p2-ml-100k.json")
+    rated = render_markdown(record)
+    assert "Liked (relevant): rated >= 4 on a 1-5 scale." in rated
+    assert "Success: at least one of the top-k items rated >= 4 after" in rated
+    # the same record as a click log would write it: one value, which every item clears
+    clicks = {**record, "rating_range": [1.0, 1.0], "like_threshold": 1.0}
+    clicks["abtest"] = {k: v for k, v in record["abtest"].items() if k != "liked"}
+    told = render_markdown(clicks)
+    assert "Liked (relevant): interacted with." in told
+    assert "Success: at least one of the top-k items interacted with after" in told
+    assert "rated >=" not in told and "1-1 scale" not in told

@@ -237,9 +237,22 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             file=note,
         )
     if heldout is not None:  # said, as a replay of its split file would not show it
+        split_files = [
+            f"{run}/split.json"
+            for run in (args.run_a, args.run_b)
+            if (Path(run) / "split.json").is_file()
+        ]
+        # runs trained on every user (implicit feedback's default) have no split.json:
+        # the hint named one all the same
+        instead = (
+            f"--users {split_files[0]} tests new users only"
+            if split_files
+            else "to test users neither run trained on, leave them out of its training "
+            "data and give their ids: --users FILE"
+        )
         print(
             f"users drawn by {split.users_from}: from all of {ds.name}'s users, so some may "
-            "have trained the runs (--users RUN/split.json tests new users only)",
+            f"have trained the runs ({instead})",
             file=note,
         )
     if heldout is None:  # heldout:FRACTION may hold training users, as documented

@@ -182,9 +182,11 @@ def _read(path: Path, required: Sequence[str], floats: Sequence[str]) -> pd.Data
     names = [n for n, _ in fields]
     missing = [c for c in required if c not in names]
     if missing:
+        # as the plain-file readers say it: a click log has no rating to leave out
+        clicks = " (implicit feedback, clicks or purchases, needs a column of 1s)"
         raise DataError(
             f"required field(s) {', '.join(missing)} missing from the header "
-            f"(found: {', '.join(names)})",
+            f"(found: {', '.join(names)})" + (clicks if "rating" in missing else ""),
             path=path,
             row=1,
             field=missing[0],

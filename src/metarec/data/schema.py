@@ -90,6 +90,15 @@ def like_threshold_for(rating_range: tuple[float, float]) -> float:
     return lo + 0.75 * (hi - lo)
 
 
+def liked_words(threshold: float, lowest: float | None) -> str:
+    """How reports word "liked": a rating at or above ``threshold``, or, where the
+    data's ``lowest`` rating clears it (implicit feedback: every click or play is one
+    value), any interaction: "rated >= 1 on a 1-1 scale" told a click log nothing."""
+    if lowest is not None and threshold <= lowest:
+        return "interacted with"
+    return f"rated >= {threshold:g}"
+
+
 def check_like_threshold(value: float, rating_range: tuple[float, float], what: str) -> float:
     """``value`` if it is a rating on the scale, else ConfigError naming ``what``: above
     the top rating nothing is ever liked, and every ranking model and metric would

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.features import user_rows
-from metarec.data.schema import has_timestamps
+from metarec.data.schema import has_timestamps, liked_words
 from metarec.data.tasks import Task, liked_query_items
 from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.ab_stats import (
@@ -213,6 +213,7 @@ def run_abtest(
             f"{top:g}): nothing could be liked, so neither arm could succeed"
         )
     liked = liked_query_items(tasks, threshold)
+    lowest = float(pd.to_numeric(interactions["rating"], errors="coerce").min())
     n = len(tasks)
     report: dict[str, Any] = {
         "protocol": "p4",
@@ -221,6 +222,8 @@ def run_abtest(
         "k": k,
         "seed": split.seed,
         "threshold": threshold,
+        # what success counted, in words: on click logs every later item is "liked"
+        "liked": liked_words(threshold, lowest),
         "users": n,
         "skipped": split.skipped,
         # P4's support is a user's first K ratings by time; without times, K drawn at
@@ -242,6 +245,9 @@ def run_abtest(
             shown[mask_a], shown[~mask_a] = top_a, top_b
         success, rate = replay_hits(shown, liked, k)
         report["replay"] = replay_report(success, rate, split.arms)
+        report["replay"]["success"] = (
+            f"at least one of the top k {report['liked']} later than the support"
+        )
     if need_all:
         ca, cb = interleave_credits(top_a, top_b, liked, k, seed=split.seed)
         report["interleave"] = interleave_report(ca, cb)
@@ -270,8 +276,8 @@ def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
     if rep:
         lines += [
             "",
-            f"Replay: success = at least one of the top {report['k']} rated "
-            f">= {report['threshold']:g} later",
+            f"Replay: success = at least one of the top {report['k']} "
+            f"{report.get('liked') or liked_words(report['threshold'], None)} later",
             f"{'arm':<4} {'run':<28} {'users':>6} {'successes':>9} {'rate':>7} "
             f"{'95% CI':>17} {'hits/k':>7}",
         ]

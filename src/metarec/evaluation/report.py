@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from metarec.data.schema import liked_words
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation.metrics import P1_METRICS
 from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
@@ -301,8 +302,9 @@ def _liked(record: dict[str, Any]) -> str:
     if "like_threshold" not in record:
         return ""
     lo, hi = record.get("rating_range") or (None, None)
-    scale = f" on a {lo:g}-{hi:g} scale" if lo is not None else ""
-    return f" Liked (relevant): rated >= {record['like_threshold']:g}{scale}."
+    liked = liked_words(record["like_threshold"], lo)
+    scale = f" on a {lo:g}-{hi:g} scale" if lo is not None and lo != hi else ""
+    return f" Liked (relevant): {liked}{scale}."
 
 
 def _header(record: dict[str, Any]) -> list[str]:
@@ -560,8 +562,15 @@ def render_markdown(record: dict[str, Any]) -> str:
             f"support K = {ab['support']}, top {ab['k']}"
             + (f", the first fold's {a['users'] + b['users']} test users" if first else ""),
             "",
-            "Success: at least one of the top-k items rated >= "
-            f"{record.get('like_threshold', 4):g} after the support period. " + _ab_choice(ab),
+            "Success: at least one of the top-k items "
+            + (
+                ab.get("liked")
+                or liked_words(
+                    record.get("like_threshold", 4), (record.get("rating_range") or [None])[0]
+                )
+            )
+            + " after the support period. "
+            + _ab_choice(ab),
             "",
             "| arm | users | success rate | 95 % CI | hits per k |",
             "|---|---|---|---|---|",
@@ -742,7 +751,8 @@ def abtest_png(ab: dict[str, Any]) -> bytes:
     ]
     ax.barh([names["A"], names["B"]], rates, xerr=err, color=["tab:gray", "tab:blue"], capsize=3)
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"success rate (a top-{ab['k']} item rated >= {ab['threshold']:g} later)")
+    liked = ab.get("liked") or liked_words(ab["threshold"], None)
+    ax.set_xlabel(f"success rate (a top-{ab['k']} item {liked} later)")
     lift = rp.get("lift")
     ax.set_title(
         f"replay, {arms[0]['users']} + {arms[1]['users']} users: lift "
