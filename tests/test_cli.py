@@ -674,6 +674,56 @@ def test_a_data_set_name_wins_over_a_folder_of_that_name_here(
     assert res.returncode == 0 and "for the folder of that name here give ./ml-100k" in res.stderr
 
 
+def test_a_second_ctrl_c_while_the_first_is_told_is_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pressed twice, Ctrl-C's second press raised inside the handling of the first (and
+    in torch's exit hooks after it): a traceback under the one-line message."""
+    import io
+    import signal
+
+    from metarec.cli import benchmarking
+
+    def interrupted(args: Any) -> int:
+        raise KeyboardInterrupt
+
+    handlers: list[tuple[Any, Any]] = []
+
+    class Told(io.StringIO):
+        def write(self, text: str) -> int:
+            handlers.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+            return super().write(text)
+
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    told = Told()
+    monkeypatch.setattr(benchmarking, "cmd_report", interrupted)
+    monkeypatch.setattr(sys, "stderr", told)
+    assert main(["report", "x.json"]) == 130
+    assert "metarec: interrupted" in told.getvalue()
+    assert handlers and all(h == (signal.SIG_IGN, signal.SIG_IGN) for h in handlers)
+    # called in a process of one's own (a notebook, these tests): its handlers come back
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_the_command_ignores_stops_once_it_has_stopped() -> None:
+    # what runs after main() returns 130 (the interpreter's exit, torch's atexit hooks)
+    # must not take a second Ctrl-C or a SIGTERM as a new interruption
+    code = (
+        "import signal, sys\n"
+        "import metarec.cli\n"
+        "metarec.cli.main = lambda: 130\n"
+        "from metarec.launch import main\n"
+        "sys.argv = ['metarec', 'train']\n"
+        "print(main(), signal.getsignal(signal.SIGINT) is signal.SIG_IGN,\n"
+        "      signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)\n"
+        "metarec.cli.main = lambda: 0\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "print(main(), signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == ["130", "True", "True", "0", "True"], res.stderr
+
+
 def test_an_interrupt_says_what_resumes(
     cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ which imports nothing), for the server to act on once it serves.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 
@@ -22,9 +23,16 @@ def main() -> int:
             catch_early_sighup()
         from metarec.cli import main as run_command
 
-        return run_command()
+        code = run_command()
     except KeyboardInterrupt:
         # a Ctrl-C while the command modules import or the arguments are read, before a
         # command's own handler: a traceback through numpy's import
         print("\nmetarec: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if code in (130, 143) and threading.current_thread() is threading.main_thread():
+        # stopped by the user: a second Ctrl-C or SIGTERM during the interpreter's exit
+        # (torch's atexit hooks) printed "Exception ignored in atexit callback" and a
+        # traceback after the one-line message
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code

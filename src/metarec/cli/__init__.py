@@ -170,6 +170,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"metarec: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        if main_thread:
+            # the user has asked to stop: a second Ctrl-C (people press it twice) or a
+            # SIGTERM after it, while this one is told and the process ends, printed a
+            # traceback from torch's exit hooks; the finally below gives an in-process
+            # caller its own handlers back, and metarec.launch keeps a process of its
+            # own ignoring them to its end
+            ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if previous_int is None and ignored is not None:
+                previous_int = ignored
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stopped = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         # the speed benchmark keeps nothing: its measures are of one uninterrupted process
         speed = args.command == "benchmark" and getattr(args, "protocol", None) == "speed"
