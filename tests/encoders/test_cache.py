@@ -99,6 +99,42 @@ def test_only_missing_texts_are_encoded_into_a_new_shard(tmp_path: Path) -> None
     ]
 
 
+class StopsAtCall(Counting):
+    """Ctrl-C in the middle of its ``n``-th batch."""
+
+    def __init__(self, inner: HashEncoder, n: int) -> None:
+        super().__init__(inner)
+        self.n = n
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
+        if len(self.calls) + 1 == self.n:
+            raise KeyboardInterrupt
+        return super().encode(texts, progress=progress)
+
+
+def test_an_interrupted_encoding_keeps_the_chunks_it_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one store at the end lost every vector of an interrupted encoding: minutes of a
+    # large catalogue's, encoded again from the first text
+    from metarec.encoders import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "ENCODE_CHUNK", 2)
+    texts = ["a", "b", "a", "c", "d", "e", "f", "g"]  # distinct: a b | c d | e f | g
+    stopped = StopsAtCall(HashEncoder(), 3)
+    with pytest.raises(KeyboardInterrupt):
+        cached_encode(stopped, texts, EmbeddingCache(tmp_path))
+    assert stopped.calls == [["a", "b"], ["c", "d"]]
+    rerun = Counting(HashEncoder())
+    out = cached_encode(rerun, texts, EmbeddingCache(tmp_path))
+    assert rerun.calls == [["e", "f"], ["g"]]  # the same chunks as a run never stopped
+    np.testing.assert_array_equal(out, HashEncoder().encode(texts))
+    # chunks are cut from the distinct texts, then what is cached leaves them
+    again = Counting(HashEncoder())
+    cached_encode(again, ["a", "x", "c", "y", "z"], EmbeddingCache(tmp_path))
+    assert again.calls == [["x"], ["y"], ["z"]]  # a x | c y | z
+
+
 def test_shard_layout(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path)
     enc = HashEncoder(name="org/model:v1")

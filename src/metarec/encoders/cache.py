@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from safetensors import safe_open
 from safetensors.numpy import save
+from tqdm.auto import tqdm
 
 from metarec.encoders.base import (
     Encoder,
@@ -56,6 +57,10 @@ _SHARD_RE = re.compile(r"^shard-(\d+)\.safetensors$")
 # Bounds the JSON hash list in a shard header (~65 bytes a row) well below
 # safetensors' header size limit.
 _MAX_ROWS_PER_SHARD = 100_000
+# texts encoded, then stored, at a time: what an interrupted encoding keeps (about 40 s
+# of MiniLM on a CPU core); a lookup of 500,000 items then reads the few dozen shards
+# the merges leave
+ENCODE_CHUNK = 4096
 # shards of one size tier merged into one (see the module's docstring)
 _MERGE_AT = 16
 
@@ -453,20 +458,39 @@ def cached_encode(
         if cache is not None and not weights_unknown(encoder.id)
         else {}
     )
-    missing = [h for h in first if h not in found]
-    if missing:
-        new = _checked(encoder, [items[first[h]] for h in missing], progress)
-        dims = {v.shape[0] for v in found.values()}
-        if dims and dims != {new.shape[1]}:
-            assert cache is not None
-            raise ModelError(
-                f"encoder {encoder.id!r} now gives {new.shape[1]}-dim vectors but "
-                f"{cache.encoder_dir(encoder.id)} holds {dims.pop()}-dim ones; the encoder id "
-                "misses a setting that changes its output — delete that directory"
-            )
-        if cache is not None and not weights_unknown(encoder.id):
-            cache.store(encoder.id, missing, new)
-        found.update(zip(missing, new, strict=True))
+    # stored a chunk at a time: one store at the end lost a whole interrupted encoding
+    # (minutes of a large catalogue's) to Ctrl-C. Chunks are cut from the distinct texts
+    # in order, not from the missing ones, so that a rerun encodes the chunk it was
+    # stopped in with the same batch neighbours as a run never stopped
+    distinct = list(first)
+    chunks = [
+        [h for h in distinct[i : i + ENCODE_CHUNK] if h not in found]
+        for i in range(0, len(distinct), ENCODE_CHUNK)
+    ]
+    chunks = [c for c in chunks if c]
+    several = len(chunks) > 1
+    bar = tqdm(
+        total=sum(map(len, chunks)),
+        desc="encoding item texts",
+        unit="text",
+        disable=not (progress and several),
+    )
+    with bar:
+        for missing in chunks:
+            # one chunk shows the encoder's own progress, as before; several, this bar
+            new = _checked(encoder, [items[first[h]] for h in missing], progress and not several)
+            dims = {v.shape[0] for v in found.values()}
+            if dims and dims != {new.shape[1]}:
+                assert cache is not None
+                raise ModelError(
+                    f"encoder {encoder.id!r} now gives {new.shape[1]}-dim vectors but "
+                    f"{cache.encoder_dir(encoder.id)} holds {dims.pop()}-dim ones; the encoder "
+                    "id misses a setting that changes its output — delete that directory"
+                )
+            if cache is not None and not weights_unknown(encoder.id):
+                cache.store(encoder.id, missing, new)
+            found.update(zip(missing, new, strict=True))
+            bar.update(len(missing))
     return np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)
 
 
