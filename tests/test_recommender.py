@@ -2206,3 +2206,25 @@ def test_title_keys_are_the_normalised_title_head_and_dated_title() -> None:
         for head in (f"{title} (1995)", title, f"{title.strip()} (2001)", f"{title}(1995)"):
             keys, loose = _title_keys(title, head)
             assert (set(keys), loose) == plain_keys(title, head), (repr(title), repr(head))
+
+
+def test_quickstart_says_how_much_of_its_list_a_user_with_no_ratings_gets_too(
+    fitted: Recommender,
+) -> None:
+    # quickstart's own run shows the list every new user gets, as if chosen by the ratings
+    from metarec.cli.training import shared_with_zero_shot
+
+    demo = [("Toy Story (1995)", 5.0), ("Scream (1996)", 1.0)]
+    prior = fitted.recommend(fitted.adapt([]), k=12)
+    rated = {"1", fitted.items["item_id"].iloc[fitted.resolve("Scream (1996)")]}
+    unrated = prior[~prior["item_id"].isin(rated)].head(10)
+    assert shared_with_zero_shot(fitted, demo, unrated).startswith(
+        "(all 10 are what a new user with no ratings gets: this small run's lists do not "
+        "follow a user's ratings"
+    )
+    # three of them swapped for items far down the prior's list
+    tail = fitted.recommend(fitted.adapt([]), k=fitted.n_items).tail(3)
+    mixed = pd.concat([unrated.head(7), tail])
+    assert shared_with_zero_shot(fitted, demo, mixed) == (
+        "(7 of these 10 are also what a new user with no ratings gets)"
+    )
