@@ -23,8 +23,9 @@ A user with no ratings gets the meta-learned prior, so the reason says so:
 ranks in the top half of them (it ranks by how users in general take an item, not
 by how many rated it), "Less liked by users overall" for the other half (a
 requested candidate the prior ranks last was called well liked), "New in the
-catalogue" for items no training user rated: those added since, and a P1 run's
-held-out new items, which that run treats as new (``--holdout none`` trains on all).
+catalogue" for items added since training, and "Judged from its description alone"
+for the other items no training user rated (a P1 run's held-out new items, and items
+only users outside its training rated), which the run scores from their text.
 
 An item the user rated (listed when ``exclude_seen`` is off) is explained by that
 rating, "You rated it 4": it was its own strongest reason ("because you liked"
@@ -43,6 +44,7 @@ import pandas as pd
 import torch
 
 from metarec.data.schema import like_threshold_for
+from metarec.data.spec import added_items
 from metarec.device import float64_device
 from metarec.errors import DataError
 from metarec.models.base import check_whole
@@ -56,6 +58,10 @@ if TYPE_CHECKING:
 POPULAR = "Well liked by users overall"
 LESS_LIKED = "Less liked by users overall"
 NEW_ITEM = "New in the catalogue"
+# an item of the training catalogue no training user rated: a P1 run's held-out new
+# items, and old films only its validation, held-out or heavy raters rated (Casino,
+# 91 ratings in ml-100k, was "new in the catalogue"); the run scores it from its text
+FROM_TEXT = "Judged from its description alone"
 FROM_RATINGS = "Fits the pattern of your ratings"
 ALREADY_CHOSEN = "Already in your history"
 
@@ -257,13 +263,30 @@ def _prior_reasons(
     among the items rated in training (``scores``, the user's over the catalogue, or
     one catalogue scoring here)."""
     rated = np.asarray(rec.popularity) > 0
+    unrated = _unrated_reasons(rec, items[~rated[items]])
     if not rated[items].any():
-        return [NEW_ITEM] * len(items)
+        return [unrated[int(i)] for i in items]
     scores = np.asarray(rec.score(user) if scores is None else scores, dtype=np.float64)
     median = float(np.median(scores[rated]))
     return [
-        NEW_ITEM if not rated[i] else POPULAR if scores[i] >= median else LESS_LIKED for i in items
+        unrated[int(i)] if not rated[i] else POPULAR if scores[i] >= median else LESS_LIKED
+        for i in items
     ]
+
+
+def _unrated_reasons(rec: ServedModel, items: np.ndarray) -> dict[int, str]:
+    """ "New in the catalogue" for the items added since training, "Judged from its
+    description alone" for the other items no training user rated; every one new for a
+    run saved before additions were recorded, which cannot tell them apart."""
+    if not len(items):
+        return {}
+    model = getattr(rec, "primary", rec)  # an ensemble's items are its primary run's
+    added = added_items(getattr(model, "metadata", None) or {})
+    ids = rec.items["item_id"].to_numpy()[items].astype(str)
+    return {
+        int(i): NEW_ITEM if added is None or item in added else FROM_TEXT
+        for i, item in zip(items, ids, strict=True)
+    }
 
 
 def _indices(items: object) -> np.ndarray:

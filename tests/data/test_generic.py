@@ -782,10 +782,10 @@ def test_a_stray_top_rating_that_leaves_nothing_liked_is_refused_before_any_fit(
     clicked = fitted.adapt([(str(i), 1) for i in range(4)])
     assert not np.array_equal(fitted.score(clicked), fitted.score(fitted.adapt([])))
     # the prior's list, explained as the prior's, not as "Fits the pattern of your ratings"
-    from metarec.explain import LESS_LIKED, NEW_ITEM, POPULAR, recommend_with_reasons
+    from metarec.explain import FROM_TEXT, LESS_LIKED, NEW_ITEM, POPULAR, recommend_with_reasons
 
     mine = recommend_with_reasons(fitted, unclicked, k=4)
-    assert set(mine["reason"]) <= {POPULAR, LESS_LIKED, NEW_ITEM}, mine["reason"]
+    assert set(mine["reason"]) <= {POPULAR, LESS_LIKED, NEW_ITEM, FROM_TEXT}, mine["reason"]
     shown = recommend_with_reasons(fitted, unclicked, k=10, exclude_seen=False)
     assert set(shown.set_index("item_id").reindex(["0", "1"])["reason"]) == {"You rated it 0"}
     told = mr.train(clicks, {"epochs": 1, "objective": "bce", "support_positives": "rated"},

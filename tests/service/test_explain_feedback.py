@@ -11,6 +11,7 @@ import pytest
 from metarec.errors import ConfigError, DataError
 from metarec.explain import (
     FROM_RATINGS,
+    FROM_TEXT,
     LESS_LIKED,
     NEW_ITEM,
     POPULAR,
@@ -261,6 +262,17 @@ def test_zero_shot_reasons(rec: Recommender, tmp_path: Path) -> None:
     copy.add_items(pd.DataFrame({"item_id": ["n"], "title": ["Brand New"], "year": [2020]}))
     [why] = explain(copy, copy.adapt([]), ["n"])
     assert why.reason == NEW_ITEM
+    # an item of the catalogue the run learned no rating of (a P1 new item, or one only
+    # users outside training rated) was "new in the catalogue" too: Casino (1995) was
+    unrated = np.flatnonzero(np.asarray(copy.popularity) == 0)
+    old = [i for i in copy.items["item_id"].to_numpy()[unrated] if i != "n"]
+    assert old, "the run holds every catalogue item rated in training"
+    said = {e.item_id: e.reason for e in explain(copy, copy.adapt([]), [old[0], "n"])}
+    assert said == {old[0]: FROM_TEXT, "n": NEW_ITEM}
+    # a run saved before additions were recorded cannot tell them apart: both are new
+    copy.metadata.pop("added_items")
+    said = {e.item_id: e.reason for e in explain(copy, copy.adapt([]), [old[0], "n"])}
+    assert said == {old[0]: NEW_ITEM, "n": NEW_ITEM}
 
 
 def test_an_added_titles_year_is_read_once(rec: Recommender, tmp_path: Path) -> None:
