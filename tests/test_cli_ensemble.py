@@ -290,6 +290,13 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
     # the same member twice (one run by two spellings, a peer listed twice)
     assert main(["ensemble", str(run), str(run / ".." / run.name), "--out", str(out)]) == 2
     assert f"run {run.resolve()} given twice" in _error_line(capsys.readouterr().err)
+    # or a copy of it (cp -r): the two split one model's weight between them
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert main(["ensemble", str(run), str(copy), "--out", str(out)]) == 2
+    assert f"run {copy} holds the same model as {run} (a copy?); give each once" in (
+        _error_line(capsys.readouterr().err)
+    )
     assert main(["ensemble", str(run), "--peers", "bias,bias", "--out", str(out)]) == 2
     assert "--peers: 'bias' given twice" in _error_line(capsys.readouterr().err)
     # taken for "no peers" and the default buckets without a word

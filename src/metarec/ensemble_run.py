@@ -17,6 +17,7 @@ ensemble from trained runs (what ``metarec ensemble`` does).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -527,6 +528,25 @@ def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ConfigError(f"ensemble: {what} {repeated[0]} given twice; give each once")
+    # a copy of a run (cp -r) is the same member under another name: the two split one
+    # model's weight between them. Known by its weights file's bytes; a folder without
+    # one is left for the loading to name
+    seen: dict[str, Path] = {}
+    for run in map(Path, runs):
+        weights = run / "model.safetensors"
+        if not weights.is_file():
+            continue
+        sha = hashlib.sha256()
+        with weights.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+        digest = sha.hexdigest()
+        if digest in seen:
+            raise ConfigError(
+                f"ensemble: run {run} holds the same model as {seen[digest]} (a copy?); "
+                "give each once"
+            )
+        seen[digest] = run
 
 
 def data_mismatch(ds: Dataset, rec: Recommender | EnsembleRecommender) -> str | None:
