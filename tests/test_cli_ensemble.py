@@ -773,3 +773,28 @@ def test_a_run_holding_items_added_in_python_is_blended(
     assert "added_items" not in old.metadata
     code = main(["ensemble", str(grown), "--peers", "popularity", "--out", str(tmp_path / "e2")])
     assert code == 0, capsys.readouterr().err
+
+
+def test_a_member_that_kept_its_untrained_model_is_said_to(
+    run: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    # blended as a meta-learned member without a word, though it is the bias model
+    from metarec.ensemble_run import fit_from_runs
+    from metarec.recommender import Recommender
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    rec = Recommender.load(run)
+    said: list[str] = []
+    fit_from_runs([run], ds, peers=[], log=said.append)
+    kept_untrained = f"note: {run} kept its untrained model"
+    assert (rec.metadata["best_epoch"] == 0) == any(kept_untrained in s for s in said)
+    untrained = tmp_path / "untrained"
+    rec.metadata["best_epoch"] = 0
+    rec.save(untrained)
+    shutil.copy(run / "split.json", untrained / "split.json")
+    said.clear()
+    fit_from_runs([untrained], ds, peers=[], log=said.append)
+    assert (
+        f"note: {untrained} kept its untrained model (epoch 0: no epoch beat it on its "
+        "validation users), so it adds the bias model to the blend"
+    ) in said

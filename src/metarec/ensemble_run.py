@@ -667,6 +667,14 @@ def fit_from_runs(
             name += "+"
         members[name] = MetaModel.from_recommender(rec, name=name)
         splits.append(run_split(run, rec, ds))
+        if rec.metadata.get("best_epoch") == 0:
+            # blended as a meta-learned member though it is the bias model in all but its
+            # cutpoints: said, as training said it when it kept epoch 0
+            untrained = "the bias model" if rec.cfg.objective == "rating" else "popularity"
+            log(
+                f"note: {run} kept its untrained model (epoch 0: no epoch beat it on its "
+                f"validation users), so it adds {untrained} to the blend"
+            )
     assert primary is not None
     # runs of other data: a P1 split names its data, but runs trained on every user
     # (--holdout none) were rebuilt from the first run's data and never compared
