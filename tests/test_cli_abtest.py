@@ -184,8 +184,9 @@ def test_abtest_table_and_skipped_users(
 
 
 def test_a_heldout_draw_points_to_a_split_file_only_where_a_run_has_one(
-    runs: tuple[Path, Path], shared_data: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     a, b = runs
     args = ["abtest", "--method", "interleave", *_data(shared_data), "--users", "heldout:0.05"]
     assert main([*args, str(b), str(a)]) == 0, capsys.readouterr().err
@@ -194,7 +195,15 @@ def test_a_heldout_draw_points_to_a_split_file_only_where_a_run_has_one(
     assert main([*args, str(b), str(b)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "split.json" not in out
-    assert "leave them out of its training data and give their ids: --users FILE" in out
+    assert "leave them out of their training data and give their ids: --users FILE" in out
+    # a run split with another seed trained on some of A's new users: A's split.json
+    # was offered all the same, and refused when given
+    other = tmp_path / "other-split"
+    shutil.copytree(a, other)
+    make_p1_split(load_dataset("ml-100k", root=shared_data), seed=1).save(other / "split.json")
+    assert main([*args, str(a), str(other)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "split.json" not in out and "--users FILE" in out
 
 
 @pytest.mark.slow
@@ -528,6 +537,11 @@ def test_abtest_on_data_the_runs_were_not_trained_on(
     _assert_one_line_error(
         code, capsys.readouterr().err,
         "--data: ml-100k's ratings are on [2, 10], the run's on [1, 5]",
+    )  # fmt: skip
+    # another data set named alone was blamed on a --data never given
+    code = main([*argv[:-1], "--dataset", "ml-1m", "--root", str(shared_data)])
+    _assert_one_line_error(
+        code, capsys.readouterr().err, "--dataset ml-1m: ml-1m's catalogue (3,883 items) is not "
     )  # fmt: skip
     # metarec ensemble said so only after fitting its peers, in the same words
     code = main(["ensemble", str(a), "--data", str(tmp_path / "doubled" / "ml-100k"),

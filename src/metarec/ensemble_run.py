@@ -529,17 +529,20 @@ def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
         if repeated:
             raise ConfigError(f"ensemble: {what} {repeated[0]} given twice; give each once")
     # a copy of a run (cp -r) is the same member under another name: the two split one
-    # model's weight between them. Known by its weights file's bytes; a folder without
-    # one is left for the loading to name
+    # model's weight between them. Known by the bytes of the files that make a run (a
+    # copy edited since is left for the checks of scale and split to judge); a folder
+    # without weights is left for the loading to name
     seen: dict[str, Path] = {}
     for run in map(Path, runs):
-        weights = run / "model.safetensors"
-        if not weights.is_file():
+        if not (run / "model.safetensors").is_file():
             continue
         sha = hashlib.sha256()
-        with weights.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                sha.update(chunk)
+        for name in ("model.safetensors", "recommender.json", "split.json", "trained-users.json"):
+            sha.update(name.encode() + b"\0")
+            if (run / name).is_file():
+                with (run / name).open("rb") as f:
+                    while chunk := f.read(1 << 20):
+                        sha.update(chunk)
         digest = sha.hexdigest()
         if digest in seen:
             raise ConfigError(

@@ -86,8 +86,9 @@ class RetrainResult:
                 else ""
             )
             + f"; {self.metric} old {self.written_maes()[0]}, "
-            f"new {self.written_maes()[1]} ({self.verdict()}); feedback: {self.n_feedback_ratings} "
-            f"ratings from {self.n_feedback_users} users"
+            f"new {self.written_maes()[1]} ({self.verdict()}); feedback: "
+            f"{_count(self.n_feedback_ratings, 'rating')} from "
+            f"{_count(self.n_feedback_users, 'user')}"
             + (f" ({dropped} for items outside the catalogue left out)" if dropped else "")
             + (
                 f"; {kept} items the run holds beyond the data's items file (added in "
@@ -908,3 +909,8 @@ def _users_frame(
         columns=["user_id", *cols],
     )
     return pd.concat([users, extra], ignore_index=True) if len(extra) else users
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 user``, ``3 users``: "3 ratings from 1 users" was printed."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

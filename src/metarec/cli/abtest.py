@@ -117,7 +117,6 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     from metarec.io import jsonable, save_json, write_bytes_atomic
     from metarec.models.base import ScoringModel
     from metarec.models.meta_model import MetaModel
-    from metarec.trained_users import TRAINED_USERS, recorded_training_users
 
     support = 5 if args.support is None else args.support
     if support < 0:
@@ -155,8 +154,16 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     ds = load_from_spec(spec)
     problem = data_mismatch(ds, recs["A"])  # A's catalogue and scale are B's (above)
     if problem:
+        # the flag given: "--data" was said of --dataset ml-1m alone
+        flag = (
+            f"--dataset {args.dataset}"
+            if args.dataset
+            else "--data"
+            if args.data
+            else f"{args.run_a}'s recorded data"
+        )
         raise ConfigError(
-            f"--data: {problem} ({args.run_a} and {args.run_b}); give the data they were trained on"
+            f"{flag}: {problem} ({args.run_a} and {args.run_b}); give the data they were trained on"
         )
     note = sys.stderr if args.json else sys.stdout  # keep --json output parseable
     if Path(args.run_a).resolve() == Path(args.run_b).resolve():
@@ -237,17 +244,21 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             file=note,
         )
     if heldout is not None:  # said, as a replay of its split file would not show it
-        split_files = [
-            f"{run}/split.json"
-            for run in (args.run_a, args.run_b)
-            if (Path(run) / "split.json").is_file()
-        ]
-        # runs trained on every user (implicit feedback's default) have no split.json:
-        # the hint named one all the same
+        # a run's split.json, where neither arm trained on its new users: runs trained on
+        # every user (implicit feedback's default) have none, and one of two runs split
+        # with other seeds holds users the other trained on; the hint named either
+        untrained = next(
+            (
+                path
+                for path in (Path(args.run_a) / "split.json", Path(args.run_b) / "split.json")
+                if path.is_file() and _nobody_trained_on(path, args, recs, ds)
+            ),
+            None,
+        )
         instead = (
-            f"--users {split_files[0]} tests new users only"
-            if split_files
-            else "to test users neither run trained on, leave them out of its training "
+            f"--users {untrained} tests new users only"
+            if untrained is not None
+            else "to test users neither run trained on, leave them out of their training "
             "data and give their ids: --users FILE"
         )
         print(
@@ -257,21 +268,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         )
     if heldout is None:  # heldout:FRACTION may hold training users, as documented
         for arm, run in (("A", args.run_a), ("B", args.run_b)):
-            rec = recs[arm]
-            if isinstance(rec, EnsembleRecommender):
-                trained = ensemble_trained_users(rec, arm, run, ds, args.users)
-                source = f"the split.json or {TRAINED_USERS} of a run it blends"
-            else:
-                recorded = recorded_training_users(run)
-                if recorded is None:
-                    raise ConfigError(
-                        f"--users {args.users}: run {arm} ({run}) does not record its "
-                        f"training users (no split.json or {TRAINED_USERS}: saved by other "
-                        "code, or trained before runs recorded them), so the test cannot "
-                        "keep them out; train it again with metarec train, or test it on "
-                        "--users heldout:FRACTION (which may hold training users)"
-                    )
-                trained, source = recorded
+            trained, source = trained_users_of(arm, run, recs[arm], ds, args.users)
             seen = sorted(trained & set(split.users))
             if seen:
                 raise DataError(
@@ -431,6 +428,46 @@ def blended_runs(folder: str) -> list[str]:
     meta = raw.get("metadata") if isinstance(raw, dict) else None
     runs = meta.get("runs") if isinstance(meta, dict) else None
     return [r for r in runs if isinstance(r, str)] if isinstance(runs, list) else []
+
+
+def trained_users_of(arm: str, run: str, rec: Any, ds: Dataset, users: str) -> tuple[set[str], str]:
+    """The users arm ``arm`` (``run``) learned from and where that is recorded, or a
+    ConfigError where the run records none."""
+    from metarec.ensemble_run import EnsembleRecommender
+    from metarec.trained_users import TRAINED_USERS, recorded_training_users
+
+    if isinstance(rec, EnsembleRecommender):
+        trained = ensemble_trained_users(rec, arm, run, ds, users)
+        return trained, f"the split.json or {TRAINED_USERS} of a run it blends"
+    recorded = recorded_training_users(run)
+    if recorded is None:
+        raise ConfigError(
+            f"--users {users}: run {arm} ({run}) does not record its "
+            f"training users (no split.json or {TRAINED_USERS}: saved by other "
+            "code, or trained before runs recorded them), so the test cannot "
+            "keep them out; train it again with metarec train, or test it on "
+            "--users heldout:FRACTION (which may hold training users)"
+        )
+    return recorded
+
+
+def _nobody_trained_on(
+    split_file: Path, args: argparse.Namespace, recs: dict[str, Any], ds: Dataset
+) -> bool:
+    """Whether ``split_file``'s new users are users neither arm learned from (False where
+    that cannot be told: the file unreadable, a run recording none)."""
+    from metarec.evaluation.users_spec import users_from_spec
+
+    try:
+        users = users_from_spec(split_file, ds)
+        if not isinstance(users, list):
+            return False
+        return not any(
+            trained_users_of(arm, run, recs[arm], ds, str(split_file))[0] & set(users)
+            for arm, run in (("A", args.run_a), ("B", args.run_b))
+        )
+    except MetarecError:
+        return False
 
 
 def ensemble_trained_users(
