@@ -46,11 +46,10 @@ def register(sub: Any) -> None:
         "--data",
         type=path_arg,
         metavar="PATH",
-        help="folder holding the data set (atomic or GroupLens files)",
+        help="the data set's folder (atomic or GroupLens files), or with --dataset the "
+        "folder holding it, as every command reads --data",
     )
-    ab.add_argument(
-        "--root", type=path_arg, metavar="DIR", help="folder holding the named --dataset"
-    )
+    ab.add_argument("--root", type=path_arg, metavar="DIR", help="same as --data")
     ab.add_argument(
         "--users",
         required=True,
