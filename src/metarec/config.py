@@ -118,8 +118,9 @@ class TrainConfig:
     ``metasgd`` (learned per-parameter inner step sizes) or ``transfer``
     (global training, then fine-tuning on the support set; the non-meta control).
     ``adapt``: which parameters the inner loop changes per user: ``context``
-    (the user vector z and bias), ``head`` (plus the scoring MLP, MeLU's
-    choice) or ``all`` (plus the item tower; slowest).
+    (the user vector z, bias and taste vector), ``head`` (plus the scoring MLP,
+    MeLU's choice) or ``all`` (plus the user-feature embeddings and the item tower
+    but its id embeddings; slowest).
     """
 
     algorithm: Algorithm = "fomaml"

@@ -127,6 +127,27 @@ def test_first_order_differs_from_second_order() -> None:
     assert torch.nn.functional.cosine_similarity(g1.flatten(), g2.flatten(), dim=0) > 0.5
 
 
+@pytest.mark.parametrize("adapt", ["context", "head"])
+def test_metasgd_is_first_order_meta_sgd(adapt: str) -> None:
+    # as the README defines it: the initial values take first-order MAML's gradient, and
+    # the step sizes' gradient is the exact one where there is one inner step (with more
+    # it leaves out how a step size moves the later steps' gradients, as documented)
+    sgd, batch = _tiny("metasgd", adapt)
+    fo, _ = _tiny("fomaml", adapt)
+    sgd.cfg.inner_steps = fo.cfg.inner_steps = 1
+    sgd.outer_loss(batch).backward()
+    fo.outer_loss(batch).backward()
+    for (name, mine), (_, theirs) in zip(
+        sgd.model.named_parameters(), fo.model.named_parameters(), strict=True
+    ):
+        if theirs.grad is not None:
+            torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-9, atol=1e-12, msg=name)
+    for name, step in sgd.step_sizes.items():
+        idx = tuple(0 for _ in step.shape)
+        analytic = step.grad[idx].item()
+        assert analytic == pytest.approx(_finite_difference(sgd, batch, step, idx), abs=1e-6), name
+
+
 def test_metasgd_learns_step_sizes() -> None:
     learner, batch = _tiny("metasgd")
     learner.outer_loss(batch).backward()

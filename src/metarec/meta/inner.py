@@ -6,10 +6,12 @@ the batch, that user's adapted values (leading batch dimension). It is one
 ``vmap`` over a Python loop of ``grad`` steps, so a batch of 1,000 users costs
 one set of batched matrix products per step, not 1,000 small ones.
 
-``first_order=True`` stops the gradient through the inner gradients (FOMAML;
-Meta-SGD's step sizes still get their gradient, which needs only first
-order). With ``first_order=False`` an outer ``backward`` differentiates
-through every inner step (MAML).
+``first_order=True`` stops the gradient through the inner gradients (FOMAML, and
+Meta-SGD as metarec trains it: its step sizes still get a gradient, the exact one
+for a single inner step; with more, it leaves out how a step size moves the later
+steps' gradients, which Li et al.'s second-order Meta-SGD keeps). With
+``first_order=False`` an outer ``backward`` differentiates through every inner
+step (MAML).
 
 The direct path. For the default scope (``context``: the context vector, the
 user bias and the taste vector) and the rating objective, the inner loss's

@@ -8,7 +8,8 @@ standard optimiser step on the model's parameters.
 * ``maml``: query loss after adaptation, differentiated through the inner steps.
 * ``fomaml``: the same without second-order terms.
 * ``metasgd``: like fomaml, plus a learned step size per adapted parameter
-  entry (its gradient only needs first order).
+  entry: first-order Meta-SGD (Li et al. differentiate through the steps; here
+  the step sizes' gradient is exact for one inner step only).
 * ``reptile``: adapt on the task's support and query, then move the shared
   initial values toward the mean adapted values (fed to the optimiser as the
   gradient ``(init - mean(adapted)) / (inner_lr * inner_steps)``: for plain gradient
