@@ -191,6 +191,10 @@ def test_a_heldout_draw_points_to_a_split_file_only_where_a_run_has_one(
     args = ["abtest", "--method", "interleave", *_data(shared_data), "--users", "heldout:0.05"]
     assert main([*args, str(b), str(a)]) == 0, capsys.readouterr().err
     assert f"--users {a}/split.json tests new users only" in capsys.readouterr().out
+    # --root alone is --data alone, as its help says (it was refused without --dataset)
+    alone = ["abtest", "--method", "interleave", "--root", str(shared_data / "ml-100k")]
+    assert main([*alone, "--users", "heldout:0.05", str(a), str(a)]) == 0, capsys.readouterr()
+    capsys.readouterr()
     # run B trained on every user (implicit feedback's default): it has no split.json
     assert main([*args, str(b), str(b)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out

@@ -98,6 +98,10 @@ def test_unknown_title_lists_close_matches(fitted: Recommender) -> None:
         # items without ratings: a two-letter id was read as item "5" rated "0", text
         (["50"], "history entry 0: '50' is an item without a rating; give ('50', RATING)"),
         ([50, ("1", 4)], "history entry 0: 50 is an item without a rating"),
+        # shown as a user would write them, not as numpy's reprs
+        ([np.int64(50)], "history entry 0: 50 is an item without a rating; give (50, RATING)"),
+        ([np.str_("50")], "history entry 0: '50' is an item without a rating"),
+        ([True], "history entry 0: expected (item, rating), got True"),
         # looked up as the titles 'None', 'True', 'nan': "unknown item 'None'; close
         # matches: 'Nixon (1995)'"
         ([(None, 5)], "item None: an item is named by its id or title (text or a number)"),
@@ -2219,8 +2223,7 @@ def test_quickstart_says_how_much_of_its_list_a_user_with_no_ratings_gets_too(
     rated = {"1", fitted.items["item_id"].iloc[fitted.resolve("Scream (1996)")]}
     unrated = prior[~prior["item_id"].isin(rated)].head(10)
     assert shared_with_zero_shot(fitted, demo, unrated).startswith(
-        "(all 10 are what a new user with no ratings gets: this small run's lists do not "
-        "follow a user's ratings"
+        "(all 10 are what a new user with no ratings gets: this list does not follow these ratings"
     )
     # three of them swapped for items far down the prior's list
     tail = fitted.recommend(fitted.adapt([]), k=fitted.n_items).tail(3)

@@ -81,11 +81,14 @@ def history_pairs(
     lo, hi = rating_range
     pairs: dict[int, float] = {}
     for n, row in enumerate(rows, start=first):
-        if isinstance(row, (str, bytes, int, np.integer)):
+        if isinstance(row, (str, bytes, int, np.integer, np.str_)) and not isinstance(
+            row, (bool, np.bool_)
+        ):
             # an item without its rating: "n1" unpacked as item "n" rated "1", text
-            one = f"({row!r}, {lo:g})" if lo == hi else f"({row!r}, RATING)"
+            item = plain(row)
+            one = f"({item!r}, {lo:g})" if lo == hi else f"({item!r}, RATING)"
             raise DataError(
-                f"{where} entry {n}: {row!r} is an item without a rating; give {one}"
+                f"{where} entry {n}: {item!r} is an item without a rating; give {one}"
                 + (f": every rating of this run is {lo:g}" if lo == hi else "")
             )
         try:

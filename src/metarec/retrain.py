@@ -42,6 +42,7 @@ from metarec.data.tasks import Task
 from metarec.errors import ConfigError, ModelError
 from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
+from metarec.values import counted
 
 if TYPE_CHECKING:
     from metarec.catalogue import Catalogue
@@ -87,8 +88,8 @@ class RetrainResult:
             )
             + f"; {self.metric} old {self.written_maes()[0]}, "
             f"new {self.written_maes()[1]} ({self.verdict()}); feedback: "
-            f"{_count(self.n_feedback_ratings, 'rating')} from "
-            f"{_count(self.n_feedback_users, 'user')}"
+            f"{counted(self.n_feedback_ratings, 'rating')} from "
+            f"{counted(self.n_feedback_users, 'user')}"
             + (f" ({dropped} for items outside the catalogue left out)" if dropped else "")
             + (
                 f"; {kept} items the run holds beyond the data's items file (added in "
@@ -909,8 +910,3 @@ def _users_frame(
         columns=["user_id", *cols],
     )
     return pd.concat([users, extra], ignore_index=True) if len(extra) else users
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 user``, ``3 users``: "3 ratings from 1 users" was printed."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -98,3 +98,8 @@ def off_scale(ratings: object, low: float, high: float) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):  # 1e300: inf in float32, off it
         r = np.asarray(ratings, dtype=np.float32)
         return (r < np.float32(low)) | (r > np.float32(high))
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 user``, ``1,200 users``: "3 ratings from 1 users" was printed."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

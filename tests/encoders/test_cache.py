@@ -135,6 +135,29 @@ def test_an_interrupted_encoding_keeps_the_chunks_it_finished(
     assert again.calls == [["x"], ["y"], ["z"]]  # a x | c y | z
 
 
+class WidensAfterFirstCall(HashEncoder):
+    def __init__(self) -> None:
+        super().__init__(dim=8, name="widens")
+        self.calls = 0
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        return HashEncoder(dim=8 if self.calls == 1 else 9).encode(texts)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_an_encoder_whose_width_changes_between_chunks_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool
+) -> None:
+    # without a cache the check read as an AssertionError; with one it blamed the cache
+    from metarec.encoders import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "ENCODE_CHUNK", 2)
+    cache = EmbeddingCache(tmp_path) if cached else None
+    with pytest.raises(ModelError, match=r"gave 8-dim vectors for some texts and 9-dim ones"):
+        cached_encode(WidensAfterFirstCall(), ["a", "b", "c"], cache)
+
+
 def test_shard_layout(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path)
     enc = HashEncoder(name="org/model:v1")

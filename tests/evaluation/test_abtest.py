@@ -655,4 +655,6 @@ def test_a_click_log_is_told_as_clicks_not_as_ratings() -> None:
     rated = _frame({f"u{i}": 12 for i in range(20)})
     ratings = run_abtest(bad, good, rated, split, index, k=2, threshold=4.0)
     assert ratings["liked"] == "rated >= 4"
+    # every rating (2s and 5s) clears a threshold of 2: ratings still, not clicks
+    assert run_abtest(bad, good, rated, split, index, k=2, threshold=2.0)["liked"] == "rated >= 2"
     assert "at least one of the top 2 rated >= 4 later" in format_report(ratings, {})

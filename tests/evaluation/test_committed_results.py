@@ -377,3 +377,6 @@ def test_a_click_log_record_says_clicks_where_a_rating_record_says_ratings() -> 
     assert "Liked (relevant): interacted with." in told
     assert "Success: at least one of the top-k items interacted with after" in told
     assert "rated >=" not in told and "1-1 scale" not in told
+    # a threshold at the bottom of a scale of ratings is still a threshold
+    bottom = render_markdown({**record, "like_threshold": 1.0})
+    assert "Liked (relevant): rated >= 1 on a 1-5 scale." in bottom

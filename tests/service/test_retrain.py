@@ -515,6 +515,15 @@ def test_a_retrain_that_kept_the_untrained_model_says_so(
     assert f"MAE on {verdict['n_eval_users']:,} held-out users" in shown
     assert f"old {verdict['old_mae']:.4f}, new {verdict['new_mae']:.4f}" in shown
     assert "tolerance 10)" in shown
+    n, users = verdict["feedback_ratings"], verdict["feedback_users"]
+    assert (
+        f"Feedback: {n:,} rating{'s' * (n != 1)} from {users:,} user{'s' * (users != 1)};" in shown
+    )
+    # one user is "1 user": "3 ratings from 1 users" was printed
+    (out / "retrain.json").write_text(json.dumps({**verdict, "feedback_users": 1}))
+    assert main(["report", str(out)]) == 0
+    assert f"Feedback: {n:,} ratings from 1 user;" in capsys.readouterr().out
+    (out / "retrain.json").write_text(json.dumps(verdict))
     # written before the metric was recorded: judged on MAE, and reported so
     unnamed = {k: v for k, v in verdict.items() if k != "metric"}
     (out / "retrain.json").write_text(json.dumps(unnamed))

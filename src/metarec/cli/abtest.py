@@ -123,8 +123,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise ConfigError(f"-k: must be > 0, got {args.top_k}")
     heldout = check_users_spec(args.users)  # before the slow part: loading runs and data
-    if args.root and not args.dataset:
-        raise ConfigError("--root DIR needs --dataset NAME (or give the folder as --data PATH)")
+    # --root alone is --data alone (the data set's folder), as its help and retrain say
     data = data_or_root(args)
     # either arm may be a run folder or a saved ensemble
     with named_as_flags({"device": "--device"}):  # as serve names it
@@ -465,7 +464,8 @@ def _nobody_trained_on(
             trained_users_of(arm, run, recs[arm], ds, str(split_file))[0] & set(users)
             for arm, run in (("A", args.run_a), ("B", args.run_b))
         )
-    except MetarecError:
+    except (MetarecError, OSError, ValueError, KeyError, TypeError):
+        # a damaged split.json: no hint from it (a command that uses it says why)
         return False
 
 

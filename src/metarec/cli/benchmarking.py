@@ -26,7 +26,7 @@ from metarec.cli.options import (
     seed,
 )
 from metarec.errors import ConfigError, DataError, why_missing
-from metarec.values import safe_name
+from metarec.values import counted, safe_name
 
 
 def register(sub: Any) -> None:
@@ -489,8 +489,8 @@ def _print_retrain(record: dict[str, Any]) -> None:
     # built whole before it is printed: a damaged file prints no half of it
     text = (
         f"\n## Retrained from {record['retrained_from']}\n\n"
-        f"Feedback: {int(record['feedback_ratings']):,} ratings from "
-        f"{int(record['feedback_users']):,} users; {best}.\n"
+        f"Feedback: {counted(int(record['feedback_ratings']), 'rating')} from "
+        f"{counted(int(record['feedback_users']), 'user')}; {best}.\n"
         # runs retrained before the metric was recorded (2026-12-02) were judged on MAE
         f"{record.get('metric', 'MAE')} on {int(record['n_eval_users']):,} held-out users "
         f"({record.get('held_out', '?')}): old {loss('old_mae')}, new {loss('new_mae')} "

@@ -732,7 +732,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print("\nA new user with no ratings yet (the meta-learned prior):")
     top = with_ratings(rec, rec.recommend(rec.adapt(demo), k=10))
     print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    if demo:
+    if demo and len(top):
         print(shared_with_zero_shot(rec, demo, top))
     print(
         f"\nrun folder: {out}  (model.safetensors, recommender.json, items.json, "
@@ -758,9 +758,9 @@ def shared_with_zero_shot(rec: Any, demo: list[tuple[str, float]], top: pd.DataF
     same = len(set(top["item_id"]) & set(unrated))
     if same == len(top):
         return (
-            f"(all {same} are what a new user with no ratings gets: this small run's lists "
-            "do not follow a user's ratings; see the README, How far a new user's ratings "
-            "move their list)"
+            f"(all {same} are what a new user with no ratings gets: this list does not "
+            "follow these ratings; see the README, How far a new user's ratings move their "
+            "list)"
         )
     return f"({same} of these {len(top)} are also what a new user with no ratings gets)"
 

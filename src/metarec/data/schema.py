@@ -17,6 +17,7 @@ users (optional)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,11 +91,12 @@ def like_threshold_for(rating_range: tuple[float, float]) -> float:
     return lo + 0.75 * (hi - lo)
 
 
-def liked_words(threshold: float, lowest: float | None) -> str:
-    """How reports word "liked": a rating at or above ``threshold``, or, where the
-    data's ``lowest`` rating clears it (implicit feedback: every click or play is one
-    value), any interaction: "rated >= 1 on a 1-1 scale" told a click log nothing."""
-    if lowest is not None and threshold <= lowest:
+def liked_words(threshold: float, scale: Sequence[float] | None) -> str:
+    """How reports word "liked": a rating at or above ``threshold``, or, on a ``scale``
+    of one value (implicit feedback: every click or play is one value), any
+    interaction: "rated >= 1 on a 1-1 scale" told a click log nothing. A threshold at
+    the bottom of a scale of ratings stays a threshold."""
+    if scale is not None and len(scale) == 2 and scale[0] == scale[1]:
         return "interacted with"
     return f"rated >= {threshold:g}"
 

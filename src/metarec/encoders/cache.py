@@ -475,18 +475,26 @@ def cached_encode(
         unit="text",
         disable=not (progress and several),
     )
+    # the cached width, which the first chunk is held to; each later chunk to the first's
+    cached = {v.shape[0] for v in found.values()}
+    width = cached.pop() if cached else None
     with bar:
-        for missing in chunks:
+        for n, missing in enumerate(chunks):
             # one chunk shows the encoder's own progress, as before; several, this bar
             new = _checked(encoder, [items[first[h]] for h in missing], progress and not several)
-            dims = {v.shape[0] for v in found.values()}
-            if dims and dims != {new.shape[1]}:
-                assert cache is not None
+            if width is not None and new.shape[1] != width:
+                if n == 0 and cache is not None and found:
+                    raise ModelError(
+                        f"encoder {encoder.id!r} now gives {new.shape[1]}-dim vectors but "
+                        f"{cache.encoder_dir(encoder.id)} holds {width}-dim ones; the encoder "
+                        "id misses a setting that changes its output — delete that directory"
+                    )
                 raise ModelError(
-                    f"encoder {encoder.id!r} now gives {new.shape[1]}-dim vectors but "
-                    f"{cache.encoder_dir(encoder.id)} holds {dims.pop()}-dim ones; the encoder "
-                    "id misses a setting that changes its output — delete that directory"
+                    f"encoder {encoder.id!r} gave {width}-dim vectors for some texts and "
+                    f"{new.shape[1]}-dim ones for others in one call; nothing of it was "
+                    "cached after that"
                 )
+            width = new.shape[1]
             if cache is not None and not weights_unknown(encoder.id):
                 cache.store(encoder.id, missing, new)
             found.update(zip(missing, new, strict=True))

@@ -214,6 +214,7 @@ def run_abtest(
         )
     liked = liked_query_items(tasks, threshold)
     lowest = float(pd.to_numeric(interactions["rating"], errors="coerce").min())
+    scale = (lowest, top)  # one value: a click log, whose every later item counts
     n = len(tasks)
     report: dict[str, Any] = {
         "protocol": "p4",
@@ -223,7 +224,7 @@ def run_abtest(
         "seed": split.seed,
         "threshold": threshold,
         # what success counted, in words: on click logs every later item is "liked"
-        "liked": liked_words(threshold, lowest),
+        "liked": liked_words(threshold, scale),
         "users": n,
         "skipped": split.skipped,
         # P4's support is a user's first K ratings by time; without times, K drawn at

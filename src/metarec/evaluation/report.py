@@ -302,7 +302,7 @@ def _liked(record: dict[str, Any]) -> str:
     if "like_threshold" not in record:
         return ""
     lo, hi = record.get("rating_range") or (None, None)
-    liked = liked_words(record["like_threshold"], lo)
+    liked = liked_words(record["like_threshold"], record.get("rating_range"))
     scale = f" on a {lo:g}-{hi:g} scale" if lo is not None and lo != hi else ""
     return f" Liked (relevant): {liked}{scale}."
 
@@ -565,9 +565,7 @@ def render_markdown(record: dict[str, Any]) -> str:
             "Success: at least one of the top-k items "
             + (
                 ab.get("liked")
-                or liked_words(
-                    record.get("like_threshold", 4), (record.get("rating_range") or [None])[0]
-                )
+                or liked_words(record.get("like_threshold", 4), record.get("rating_range"))
             )
             + " after the support period. "
             + _ab_choice(ab),
