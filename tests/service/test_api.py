@@ -608,6 +608,9 @@ def test_unparseable_http_gets_a_json_400(live_server: str, raw: bytes) -> None:
     assert int(headers["content-length"]) == len(body) and headers["connection"] == "close"
     error = json.loads(body)["error"]
     assert error["code"] == "bad_http" and "not an HTTP/1.1 request" in error["message"]
+    # answered before the app's middleware, but with the headers every answer carries
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "deny"
+    assert headers["cache-control"] == "no-store" and headers["referrer-policy"] == "no-referrer"
 
 
 def _raw_reply(live_server: str, raw: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -635,6 +638,7 @@ def test_a_candidates_list_past_what_a_url_holds_is_named(live_server: str) -> N
         live_server, f"GET {path}{'1,' * 40_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     )
     assert status == "HTTP/1.1 414 URI Too Long" and headers["content-type"] == "application/json"
+    assert headers["x-frame-options"] == "deny" and headers["cache-control"] == "no-store"
     error = json.loads(body)["error"]
     assert error["code"] == "uri_too_long"
     said = error["message"]
@@ -1270,7 +1274,7 @@ def test_page_can_be_handed_the_key(make_server: Callable[..., LiveServer]) -> N
     assert "access-control-allow-origin" not in response.headers
     # nor framed, sniffed or cached; the page's script may reach its own origin only
     for r in (response, api):
-        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-frame-options"] == "deny"
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]

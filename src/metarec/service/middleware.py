@@ -386,14 +386,14 @@ PAGE_POLICY = (
 )
 
 
-_ALWAYS = (
+SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 )
-_ON_THE_PAGE = (*_ALWAYS, (b"content-security-policy", PAGE_POLICY.encode()))
-_ON_THE_DOCS = (*_ALWAYS, (b"content-security-policy", DOCS_POLICY.encode()))
+_ON_THE_PAGE = (*SECURITY_HEADERS, (b"content-security-policy", PAGE_POLICY.encode()))
+_ON_THE_DOCS = (*SECURITY_HEADERS, (b"content-security-policy", DOCS_POLICY.encode()))
 _EXTRA_BY_PATH = {"/": _ON_THE_PAGE, "/docs": _ON_THE_DOCS, "/redoc": _ON_THE_DOCS}
 
 
@@ -410,7 +410,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = _EXTRA_BY_PATH.get(scope["path"], _ALWAYS)
+        extra = _EXTRA_BY_PATH.get(scope["path"], SECURITY_HEADERS)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -19,6 +19,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from metarec.service.errors import error_response
+from metarec.service.middleware import SECURITY_HEADERS
 
 BAD_HTTP = "bad_http"
 
@@ -57,7 +58,10 @@ def bad_http_response(
     code, reason, error = status
     body = error_response(code, error, message).body
     head = [b"HTTP/1.1 %d %s\r\n" % (code, reason)]
-    head += [name + b": " + value + b"\r\n" for name, value in default_headers]
+    # the headers every other answer carries: these never pass the app's middleware
+    head += [
+        name + b": " + value + b"\r\n" for name, value in (*default_headers, *SECURITY_HEADERS)
+    ]
     head += [
         b"content-type: application/json\r\n",
         b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
