@@ -1274,7 +1274,7 @@ def test_page_can_be_handed_the_key(make_server: Callable[..., LiveServer]) -> N
     assert "access-control-allow-origin" not in response.headers
     # nor framed, sniffed or cached; the page's script may reach its own origin only
     for r in (response, api):
-        assert r.headers["x-frame-options"] == "deny"
+        assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
