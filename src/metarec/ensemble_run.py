@@ -48,7 +48,7 @@ from metarec.models.meta_model import MetaModel
 from metarec.models.persist import is_ensemble_dir, load_recommender
 from metarec.ranking import TopK, item_keys
 from metarec.recommender import Recommender, UserState
-from metarec.trained_users import recorded_training_users
+from metarec.trained_users import SPLIT, TRAINED_USERS, recorded_training_users
 
 if TYPE_CHECKING:
     from metarec.data.schema import Dataset
@@ -537,7 +537,7 @@ def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
         if not (run / "model.safetensors").is_file():
             continue
         sha = hashlib.sha256()
-        for name in ("model.safetensors", "recommender.json", "split.json", "trained-users.json"):
+        for name in ("model.safetensors", "recommender.json", SPLIT, TRAINED_USERS):
             sha.update(name.encode() + b"\0")
             if (run / name).is_file():
                 with (run / name).open("rb") as f:

@@ -81,9 +81,7 @@ def history_pairs(
     lo, hi = rating_range
     pairs: dict[int, float] = {}
     for n, row in enumerate(rows, start=first):
-        if isinstance(row, (str, bytes, int, np.integer, np.str_)) and not isinstance(
-            row, (bool, np.bool_)
-        ):
+        if isinstance(row, (str, bytes, int, np.integer)) and not isinstance(row, (bool, np.bool_)):
             # an item without its rating: "n1" unpacked as item "n" rated "1", text
             item = plain(row)
             one = f"({item!r}, {lo:g})" if lo == hi else f"({item!r}, RATING)"

@@ -173,9 +173,9 @@ def _run(args: argparse.Namespace) -> int:
         if main_thread:
             # the user has asked to stop: a second Ctrl-C (people press it twice) or a
             # SIGTERM after it, while this one is told and the process ends, printed a
-            # traceback from torch's exit hooks; the finally below gives an in-process
-            # caller its own handlers back, and metarec.launch keeps a process of its
-            # own ignoring them to its end
+            # traceback from torch's exit hooks; ignored until it is told (the finally
+            # below gives an in-process caller its own handlers back), and after that
+            # metarec.launch has them end a process of its own at once
             ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
             if previous_int is None and ignored is not None:
                 previous_int = ignored

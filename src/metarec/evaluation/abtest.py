@@ -90,9 +90,14 @@ def replay_hits(
 
 
 def replay_report(
-    success: np.ndarray, hit_rate: np.ndarray, arms: Sequence[str], level: float = 0.95
+    success: np.ndarray,
+    hit_rate: np.ndarray,
+    arms: Sequence[str],
+    level: float = 0.95,
+    liked: str = "rated >= threshold",
 ) -> dict[str, Any]:
-    """Per-arm success rates and CIs, lift, p-value and users per arm for 80 % power."""
+    """Per-arm success rates and CIs, lift, p-value and users per arm for 80 % power;
+    ``liked``: what counted as a liked later item, in words (:func:`liked_words`)."""
     where = "replay_report"
     if isinstance(arms, str | bytes):  # "AB" would be one label, not two users
         raise InputError(
@@ -139,7 +144,7 @@ def replay_report(
     z, p = two_proportion_test(a["successes"], a["users"], b["successes"], b["users"])
     lift, low, high = lift_ci(a["successes"], a["users"], b["successes"], b["users"], level)
     return {
-        "success": "at least one of the top k rated >= threshold later than the support",
+        "success": f"at least one of the top k {liked} later than the support",
         "arms": per_arm,
         "lift": lift,
         "lift_ci": [low, high],
@@ -206,15 +211,15 @@ def run_abtest(
             "two on the same users with method interleave"
         )
     tasks = p4_tasks(interactions, split, item_index)
-    top = float(pd.to_numeric(interactions["rating"], errors="coerce").max())
+    ratings = pd.to_numeric(interactions["rating"], errors="coerce")
+    top = float(ratings.max())
     if threshold > top:  # past the data's top rating: 0 successes in both arms, always
         raise DataError(
             f"threshold: {threshold:g} is above every rating in the data (the highest is "
             f"{top:g}): nothing could be liked, so neither arm could succeed"
         )
     liked = liked_query_items(tasks, threshold)
-    lowest = float(pd.to_numeric(interactions["rating"], errors="coerce").min())
-    scale = (lowest, top)  # one value: a click log, whose every later item counts
+    scale = (float(ratings.min()), top)  # one value: a click log, whose every later item counts
     n = len(tasks)
     report: dict[str, Any] = {
         "protocol": "p4",
@@ -245,10 +250,7 @@ def run_abtest(
         else:
             shown[mask_a], shown[~mask_a] = top_a, top_b
         success, rate = replay_hits(shown, liked, k)
-        report["replay"] = replay_report(success, rate, split.arms)
-        report["replay"]["success"] = (
-            f"at least one of the top k {report['liked']} later than the support"
-        )
+        report["replay"] = replay_report(success, rate, split.arms, liked=report["liked"])
     if need_all:
         ca, cb = interleave_credits(top_a, top_b, liked, k, seed=split.seed)
         report["interleave"] = interleave_report(ca, cb)
