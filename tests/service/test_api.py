@@ -494,9 +494,13 @@ def _bad_requests(key: str) -> list[Case]:
         ("PUT", "/v1/items", body({"items": [{"item_id": "c", "title": "T\u0000"}]}),
          422, "validation_error", "U+0000"),
         # feature values JSON or the feature encoder cannot hold
+        # named by key, as the model's own check names them ("features: age:" before)
         *[("POST", "/v1/users", {"content": b'{"user_id": "f", "features": {"age": ' + v + b"}}",
-                                 "headers": js}, 422, "validation_error", "features")
-          for v in (b"1" + b"0" * 400, b"[1]")],
+                                 "headers": js}, 422, "validation_error", "features.age: " + m)
+          for v, m in ((b"1" + b"0" * 400, "integers must lie within"),
+                       (b"1e400", "must be finite (got inf)"),
+                       (b"[1]", "must be a string, a number"),
+                       (b'"' + b"x" * 201 + b'"', "longer than 200 characters"))],
         # ids the API could not address again: paths, the candidates list
         ("POST", "/v1/users", body({"user_id": "a/b"}), 422, "validation_error", "'/'"),
         ("POST", "/v1/users", body({"user_id": " a"}), 422, "validation_error", "space"),

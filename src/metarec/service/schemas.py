@@ -282,9 +282,35 @@ class RatingIn(_Strict):
     _no_boolean = field_validator("rating", mode="before")(_a_number)
 
 
+def _plain_feature(value: Any) -> Any:
+    """A feature value as JSON and the feature encoder both hold it: NaN, infinities and
+    integers past a double's would survive neither. Checked per value, so an error's
+    location names the key (``features.age``), as the model's own check does."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if len(value) > 200:
+            raise ValueError("longer than 200 characters")
+        # a lone surrogate never gets here: json_body refuses it with the body
+    elif isinstance(value, int):
+        if abs(value) > INT_RANGE:
+            raise ValueError("integers must lie within ±2^53")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"must be finite (got {value})")
+    else:
+        raise ValueError("must be a string, a number, a boolean or null")
+    return value
+
+
+FeatureValue = Annotated[Any, AfterValidator(_plain_feature)]
+
+
 class UserIn(_Strict):
     user_id: NewUserId
-    features: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict)
+    features: dict[Annotated[str, Field(max_length=100)], FeatureValue] = Field(
+        default_factory=dict
+    )
     ratings: list[RatingIn] = Field(default_factory=list, fail_fast=True)
 
     @field_validator("ratings")
@@ -300,28 +326,6 @@ class UserIn(_Strict):
                 )
             seen[r.item_id] = n
         return ratings
-
-    @field_validator("features")
-    @classmethod
-    def _plain_values(cls, features: dict[str, Any]) -> dict[str, Any]:
-        # stored as JSON and read by the feature encoder: NaN, infinities and integers
-        # past a double's would not survive either
-        for key, value in features.items():
-            if value is None or isinstance(value, bool):
-                continue
-            if isinstance(value, str):
-                if len(value) > 200:
-                    raise ValueError(f"{key}: longer than 200 characters")
-                # a lone surrogate never gets here: json_body refuses it with the body
-            elif isinstance(value, int):
-                if abs(value) > INT_RANGE:
-                    raise ValueError(f"{key}: integers must lie within ±2^53")
-            elif isinstance(value, float):
-                if not math.isfinite(value):
-                    raise ValueError(f"{key}: must be finite (got {value})")
-            else:
-                raise ValueError(f"{key}: must be a string, a number, a boolean or null")
-        return features
 
 
 class UserCreated(BaseModel):
