@@ -520,6 +520,10 @@ def _bad_requests(key: str) -> list[Case]:
         ("GET", "/v1/items/1%2F", {}, 404, "unknown_item", "unknown item '1/'"),
         ("GET", "/v1/items/", {}, 422, "validation_error", "item_id"),
         ("POST", events + "/", event(), 404, "not_found", "events/'"),
+        # a final '/' is not taken away (item "1/" is not "1"), but said where it is the
+        # only difference
+        ("GET", "/docs/", {}, 404, "not_found", "no endpoint at '/docs/' (did you mean '/docs'?)"),
+        ("POST", events + "/", event(), 404, "not_found", f"(did you mean '{events}'?)"),
         # a typo'd parameter was ignored, and the list looked like the one asked for
         ("GET", recs + "?k=1&candidate=50", {}, 422, "validation_error",
          "unknown query parameter(s) ['candidate'] (this endpoint takes: candidates, "

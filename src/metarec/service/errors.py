@@ -217,6 +217,20 @@ def field_path(loc: Any) -> str:
     return out
 
 
+def _without_final_slash(request: Request) -> str | None:
+    """The request's path less its final '/' where a route takes that path (``/docs/``:
+    ``/docs``), else None. Redirecting there is left out on purpose: ``/v1/items/1/``
+    is item "1/", and a redirect would answer for another id and re-send writes."""
+    path = request.url.path
+    if not path.endswith("/") or path == "/":
+        return None
+    scope = {**request.scope, "path": path.rstrip("/") or "/"}
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+            return str(scope["path"])
+    return None
+
+
 def allowed_methods(request: Request) -> str:
     """Every method some route at the request's path takes, for a 405's ``Allow``.
     Starlette's names the first route whose path matched alone: ``/v1/items`` "took
@@ -251,7 +265,10 @@ def install(app: FastAPI) -> None:
         code = _CODES.get(exc.status_code, f"http_{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else code
         if exc.status_code == 404 and detail == "Not Found":  # no route: say which path
-            detail = f"no endpoint at {cut(request.url.path, 300)} (see /docs)"
+            path = request.url.path
+            bare = _without_final_slash(request)
+            hint = f"did you mean {cut(bare, 300)}?" if bare else "see /docs"
+            detail = f"no endpoint at {cut(path, 300)} ({hint})"
         headers = dict(exc.headers or {})
         if exc.status_code == 405 and headers.get("Allow"):  # say what the path takes
             headers["Allow"] = allowed_methods(request)
