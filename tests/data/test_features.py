@@ -80,6 +80,28 @@ def test_a_users_file_with_gaps_still_bins_its_numbers_and_reads_whole_floats() 
     assert len(codes.vocab["zip"]) == 2
 
 
+def test_a_gap_written_as_na_leaves_exact_ages_binned() -> None:
+    """R's write.csv writes a gap as "NA": one such cell made 40 exact ages categories,
+    "NA" one of them, and a served user of an age training lacked unknown; a text
+    column keeps "NA" as the category it may be (Namibia)."""
+    gaps = ["NA", "NaN", " null ", "N/A", "None"]
+    ages = [str(18 + i) for i in range(40)] + gaps
+    country = ["NA" if i % 2 else "DE" for i in range(len(ages))]
+    users = pd.DataFrame({"user_id": [f"u{i}" for i in range(len(ages))], "age": ages,
+                          "country": country})  # fmt: skip
+    enc = UserFeatureEncoder.fit(users)
+    assert "age" in enc.bins and not any(k in enc.vocab["age"] for k in gaps)
+    assert set(enc.vocab["country"]) == {"DE", "NA"}
+    assert enc.encode_one({"age": 37})[0] != 0  # an age training lacked, binned
+    gap_rows = enc.transform(users, users["user_id"].to_numpy()[-len(gaps) :])
+    assert gap_rows[:, 0].tolist() == [0] * len(gaps)  # unknown, as a blank is
+    # the table it was fitted on passes the check every scored users table goes through
+    assert enc.frame_problem(users) is None
+    assert enc.problem({"age": "NA"}, json_types=False) is None
+    assert enc.problem({"age": "NA"}) is not None  # JSON has null for "no value"
+    assert enc.problem({"age": "old"}, json_types=False) is not None
+
+
 def test_a_run_saved_with_float_categories_reads_a_requests_whole_number() -> None:
     saved = {"columns": ["job"], "vocab": {"job": {"3.0": 1, "4.0": 2, "x": 3}}, "bins": {}}
     enc = UserFeatureEncoder.from_dict(saved)

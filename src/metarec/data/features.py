@@ -181,6 +181,8 @@ class UserFeatureEncoder:
                 return f"{short_name(key)}: not a feature of this model (it reads {read})"
             if _missing(value) or (not json_types and blank(value)):
                 continue  # None, NaN, pd.NA; and a file's empty field, read from a table
+            if not json_types and key in self.bins and gap_word(value):
+                continue  # a file's "NA" where it bins numbers: a gap, as fitting read it
             unreadable = self._value_problem(key, value, json_types=json_types, unset=unset)
             if unreadable is not None:
                 return unreadable
@@ -218,7 +220,9 @@ class UserFeatureEncoder:
             else:
                 rows = np.flatnonzero(
                     [
-                        not blank(v) and self._value_problem(col, v, json_types=False) is not None
+                        not blank(v)
+                        and not gap_word(v)  # a gap in a binned column, as fitting read it
+                        and self._value_problem(col, v, json_types=False) is not None
                         for v in values
                     ]
                 )
@@ -357,9 +361,23 @@ def many_numbers(values: pd.Series) -> pd.Series | None:
     file's "34.0". None for a column of categories."""
     present = values[~values.map(blank).to_numpy(dtype=bool)]
     numbers = pd.to_numeric(present, errors="coerce")
+    # a gap written out (R's write.csv: "NA") made exact ages categories, "NA" one of
+    # them and every age training did not see unknown: here it is a gap, as a blank
+    # is, where every other value is a number (a column of text keeps "NA", Namibia)
+    numbers = numbers[~present.map(gap_word).to_numpy(dtype=bool)]
     if len(numbers) and numbers.notna().all() and numbers.nunique() > MAX_LEVELS:
         return numbers
     return None
+
+
+# how files write a missing number: R and pandas ("NA", "NaN"), SQL dumps ("NULL"),
+# spreadsheets ("N/A"), Python's str(None)
+_GAP_WORDS = frozenset({"na", "n/a", "nan", "null", "none"})
+
+
+def gap_word(value: Any) -> bool:
+    """Text a file writes for a missing number ("NA", "NaN", "NULL", "N/A", "None")."""
+    return isinstance(value, str) and value.strip().lower() in _GAP_WORDS
 
 
 V = TypeVar("V")
