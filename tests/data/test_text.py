@@ -141,6 +141,10 @@ def test_split_title_year() -> None:
     assert titles.tolist() == ["Toy Story", "Seven (Se7en)", "Show", ""]
     assert years.iloc[0] == 1995.0 and np.isnan(years.iloc[1]) and years.iloc[2] == 2005.0
     assert np.isnan(years.iloc[3])
+    # a quoted CSV title may hold a line break: its year was lost, and with it the item's
+    # place among P1's new items
+    titles, years = split_title_year(pd.Series(["Matrix, The\nReloaded (1996)"]))
+    assert titles.tolist() == ["Matrix, The\nReloaded"] and years.tolist() == [1996.0]
 
 
 def test_normalise_genres_drops_placeholders() -> None:

@@ -49,7 +49,8 @@ _ARTICLE_RE = re.compile(r"^(?P<name>.+), (?P<art>" + "|".join(map(re.escape, _A
 _TAIL_GROUPS_RE = re.compile(r"^(?P<main>.*?)(?P<tail>(?:\s*\([^()]*\))*)\s*$", re.DOTALL)
 _GROUP_RE = re.compile(r"(\s*)\(([^()]*)\)")
 # "Title (1995)", also "Show (2005-2007)" and "Show (2016-)" as in ml-latest.
-_TITLE_YEAR_RE = r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$"
+# (?s): a quoted title may hold a line break, and its year was lost
+_TITLE_YEAR_RE = r"(?s)^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$"
 # Genre values that mean "no genre" in MovieLens releases.
 GENRE_PLACEHOLDERS = frozenset({"unknown", "(no genres listed)", "(no genre listed)"})
 
