@@ -544,6 +544,9 @@ def test_float_ids_are_written_value_by_value() -> None:
     "raw, needle",
     [
         ("user_id,item_id,rating\nu1,i1,4\n".encode("utf-16"), "UTF-16 text"),
+        # without the byte-order mark: "line 3: expected 3 fields, found 1" before
+        ("user_id,item_id,rating\nu1,i1,4\n".encode("utf-16-le"), "UTF-16 text"),
+        ("user_id,item_id,rating\nu1,i1,4\n".encode("utf-16-be"), "UTF-16 text"),
         (b"user_id,item_id,rating\ru1,i1,4\r", "bare carriage return"),
     ],
 )

@@ -62,7 +62,7 @@ def read_bytes(path: str | Path) -> bytes:
     path = Path(path)
     require_file(path)
     data = read_data_bytes(path)
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_without_mark(data):
         # Excel's "Unicode text": read as bytes it is a field count error on a line
         # the file does not have
         raise DataError("UTF-16 text (Excel's 'Unicode text'); save it as UTF-8", path=path)
@@ -73,6 +73,19 @@ def read_bytes(path: str | Path) -> bytes:
             path=path,
         )
     return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def _utf16_without_mark(data: bytes) -> bool:
+    """UTF-16 saved without its byte-order mark (Python's "utf-16-le", some exports):
+    one byte of every two is NUL (the high byte of each Latin character), the other
+    almost never. UTF-8 text holds no NUL, so a few hundred NULs at every other
+    position are no accident."""
+    head = data[:4096]
+    half = len(head) // 2
+    if half < 16:
+        return False
+    even, odd = head[0 : 2 * half : 2].count(0), head[1 : 2 * half : 2].count(0)
+    return max(even, odd) >= half // 2 and min(even, odd) <= half // 20
 
 
 def delimiter_name(sep: str) -> str:
