@@ -26,7 +26,8 @@ class DataError(MetarecError):
     """A data file or frame is malformed.
 
     ``path``, ``row`` (1-based line number in the file, header = line 1) and
-    ``field`` are kept as attributes so callers can act on them.
+    ``field`` are kept as attributes so callers can act on them. A message about a
+    frame built in memory names "row N": its position, ``frame.iloc[N]``, from 0.
     """
 
     def __init__(

@@ -151,17 +151,18 @@ def test_validate_checks_each_row_as_cleaning_does(tmp_path: Path) -> None:
 
 
 def test_rows_built_in_memory_are_named_as_given_after_earlier_drops() -> None:
-    # each check ran on the rows the ones before left, and counted its "row N" from them
+    # each check ran on the rows the ones before left, and counted its "row N" from them;
+    # N is the position (iloc), from 0, as in every message on a frame built in memory
     inter = pd.DataFrame({"user_id": ["u1", None, "u2", "u2"], "item_id": ["i1"] * 4,
                           "rating": [4, 3, 2, 5], "timestamp": [1, 2, 3, 4]})  # fmt: skip
     ds = Dataset("x", inter, pd.DataFrame({"item_id": ["i1"], "title": ["A"]}), None, (1, 5))
     problems = validate(ds)
-    assert "row 2: no user_id" in problems[0]
-    assert "row 3: user 'u2' rated item 'i1' at row 4 too, later in time" in problems[1]
+    assert "row 1: no user_id" in problems[0]
+    assert "row 2: user 'u2' rated item 'i1' at row 3 too, later in time" in problems[1]
     report = clean(ds).report
     assert report is not None
     [dup] = report.examples["duplicate (user, item) rating (kept the latest)"]
-    assert dup.startswith("row 3: user 'u2' rated item 'i1' at row 4 too")
+    assert dup.startswith("row 2: user 'u2' rated item 'i1' at row 3 too")
     assert "_row" not in clean(ds).interactions.columns
 
 
@@ -285,7 +286,7 @@ def test_in_memory_dataset_without_line_numbers() -> None:
     )
     out = clean(ds)
     assert out.report is not None
-    assert out.report.examples["rating outside [1, 5]"] == ["row 2: rating 7 is outside [1, 5]"]
+    assert out.report.examples["rating outside [1, 5]"] == ["row 1: rating 7 is outside [1, 5]"]
     assert out.report.dropped["users table: duplicate user_id (kept the first)"] == 1
     assert out.interactions["timestamp"].isna().all()
     assert out.items["text"].tolist() == ["X.", "Y."]
@@ -331,7 +332,7 @@ def test_a_data_set_built_in_memory_is_checked_and_cleaned_like_a_loaded_one() -
     problems = validate(ds)
     # ids as numbers would never match the loaders' text ids: said, and cleaned to text
     assert any("item_id holds floating values, not text" in p for p in problems)
-    assert any("row 3: rating 'x' is not a number" in p for p in problems)
+    assert any("row 2: rating 'x' is not a number" in p for p in problems)
     # no timestamp column: the later row of a repeated (user, item) is kept
     assert any("duplicate (user, item)" in p for p in problems)
     cleaned = clean(ds)
@@ -387,7 +388,7 @@ def test_timestamps_built_in_memory_are_read_as_seconds_or_named() -> None:
                           "rating": [4, 5, 3], "timestamp": stamps})  # fmt: skip
     ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
     assert any(
-        "row 2: timestamp 'yesterday' names the clock at loading, not a date" in p
+        "row 1: timestamp 'yesterday' names the clock at loading, not a date" in p
         for p in validate(ds)
     )
     # as a file's bad timestamp: unknown, and the dated rating of the pair is kept
@@ -408,15 +409,15 @@ def test_timestamps_built_in_memory_are_read_as_seconds_or_named() -> None:
 def test_a_list_valued_id_built_in_memory_is_refused() -> None:
     inter = pd.DataFrame({"user_id": [["u"]], "item_id": ["a"], "rating": [4]})
     ds = Dataset("mem", inter, pd.DataFrame({"item_id": ["a"], "title": ["A"]}))
-    with pytest.raises(DataError, match=r"row 1: user_id \['u'\] holds several values"):
+    with pytest.raises(DataError, match=r"row 0: user_id \['u'\] holds several values"):
         clean(ds)
 
 
 @pytest.mark.parametrize(
     "users, shown",
-    [([True, False], "row 1: user_id True"),  # a flag column taken for ids: users "True"
-     (["u1", np.False_], "row 2: user_id False"),
-     (pd.array([None, True], dtype="boolean"), "row 2: user_id True")],
+    [([True, False], "row 0: user_id True"),  # a flag column taken for ids: users "True"
+     (["u1", np.False_], "row 1: user_id False"),
+     (pd.array([None, True], dtype="boolean"), "row 1: user_id True")],
 )  # fmt: skip
 def test_a_boolean_id_is_refused(users: object, shown: str) -> None:
     inter = pd.DataFrame({"user_id": users, "item_id": ["a", "a"], "rating": [4, 5]})
@@ -427,9 +428,9 @@ def test_a_boolean_id_is_refused(users: object, shown: str) -> None:
 
 @pytest.mark.parametrize(
     "ratings, shown",
-    [([True, False, True], "row 1: True"),  # bool dtype
-     ([4.0, np.True_, 5.0], "row 2: True"),  # a stray one among numbers (object dtype)
-     (pd.array([True, None, False], dtype="boolean"), "row 1: True")],
+    [([True, False, True], "row 0: True"),  # bool dtype
+     ([4.0, np.True_, 5.0], "row 1: True"),  # a stray one among numbers (object dtype)
+     (pd.array([True, None, False], dtype="boolean"), "row 0: True")],
 )  # fmt: skip
 def test_a_boolean_rating_column_is_refused_not_read_as_one_and_zero(
     ratings: object, shown: str

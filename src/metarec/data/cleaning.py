@@ -202,15 +202,16 @@ def validate(
     return problems
 
 
-# 1-based row of the table as given, for frames without file lines (built in memory):
-# a check after rows were dropped counted from the rows left, and named other rows
+# the row's position in the table as given (iloc, from 0, as every other message about
+# a frame built in memory counts), for frames without file lines: a check after rows
+# were dropped counted from the rows left, and named other rows
 _ROW_COL = "_row"
 
 
 def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
     if LINE_COL in frame.columns or _ROW_COL in frame.columns:
         return frame
-    numbered = frame.assign(**{_ROW_COL: np.arange(1, len(frame) + 1)})
+    numbered = frame.assign(**{_ROW_COL: np.arange(len(frame))})
     numbered.attrs = dict(frame.attrs)
     return numbered
 
@@ -218,7 +219,7 @@ def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
 def _row_numbers(frame: pd.DataFrame) -> np.ndarray:
     if _ROW_COL in frame.columns:
         return frame[_ROW_COL].to_numpy()
-    return np.arange(1, len(frame) + 1)
+    return np.arange(len(frame))
 
 
 def _without(frame: pd.DataFrame, found: _Finding) -> pd.DataFrame:

@@ -121,7 +121,7 @@ def refuse_boolean_ratings(frame: pd.DataFrame, source: str | Path | None) -> No
         line = int(frame[LINE_COL].iloc[row])
         raise DataError(f"column 'rating' holds booleans ({value!r}), {fix}", path=source, row=line)
     raise DataError(
-        f"interactions table: column 'rating' holds booleans (row {row + 1}: {value!r}), {fix}",
+        f"interactions table: column 'rating' holds booleans (row {row}: {value!r}), {fix}",
         path=source,
     )
 
@@ -205,7 +205,7 @@ def check_single_ids(frame: pd.DataFrame, cols: Sequence[str], source: str | Pat
             i = int(np.flatnonzero(flags)[0])
             line = int(frame[LINE_COL].iloc[i]) if LINE_COL in frame.columns else None
             raise DataError(
-                ("" if line is not None else f"row {i + 1}: ")
+                ("" if line is not None else f"row {i}: ")
                 + f"{col} {plain(values.iloc[i])!r} is a boolean; an id is one number or text "
                 "(is another column the id?)",
                 path=source,
@@ -232,7 +232,7 @@ def check_single_values(
         shown = value.tolist() if isinstance(value, np.ndarray) else value
         line = int(frame[LINE_COL].iloc[i]) if LINE_COL in frame.columns else None
         raise DataError(
-            ("" if line is not None else f"row {i + 1}: ")
+            ("" if line is not None else f"row {i}: ")
             + f"{col} {shown!r:.80} holds several values; {expected}",
             path=source,
             row=line,
