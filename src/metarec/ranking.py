@@ -23,6 +23,7 @@ from metarec.models.cutpoints import RatingCutpoints
 
 if TYPE_CHECKING:
     from metarec.inputs import ItemKeys
+    from metarec.recommender import UserState
 
 
 def item_keys(keys: Any, what: str) -> Sequence[str | int] | None:
@@ -86,7 +87,7 @@ class TopK:
     rating_range: tuple[float, float]  # the data's (lowest, highest) rating
 
     # what the host class provides
-    def score(self, user: Any, items: ItemKeys | None = None) -> np.ndarray:
+    def score(self, user: UserState, items: ItemKeys | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def resolve(self, key: str | int) -> int:
@@ -149,7 +150,7 @@ class TopK:
 
     def top(
         self,
-        user: Any,
+        user: UserState,
         k: int | np.integer[Any] = 10,
         *,
         exclude_seen: bool = True,
@@ -207,7 +208,7 @@ class TopK:
 
     def recommend(
         self,
-        user: Any,
+        user: UserState,
         k: int | np.integer[Any] = 10,
         *,
         exclude_seen: bool = True,

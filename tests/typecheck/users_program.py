@@ -37,6 +37,15 @@ def use(rec: mr.Recommender) -> np.ndarray:
     return rec.score(u1)
 
 
+def misuse(rec: mr.Recommender) -> None:
+    # type errors a user's mypy must report (strict mypy fails on an ignore that
+    # silences nothing): a user is the UserState adapt returns, not an id; recommend
+    # and top took Any, and "196" was found only when run
+    rec.recommend("196", k=10)  # type: ignore[arg-type]
+    rec.top("196")  # type: ignore[arg-type]
+    rec.score("196")  # type: ignore[arg-type]
+
+
 def conform(world: World) -> list[str]:
     # the options spelt out: a misspelt one (personalized=) is a type error here
     return check_model(MostLiked, world, personalised=False, seeded=False, skip=["same_seed"])
