@@ -50,6 +50,9 @@ def test_adapt_by_title_and_id_recommends_unseen(fitted: Recommender) -> None:
     rated = set(fitted.items.item_id.iloc[list(user.seen)])
     unseen = fitted.recommend(user, k=fitted.n_items)
     assert len(unseen) == fitted.n_items - 3 and not set(unseen["item_id"]) & rated
+    # printed in a notebook: what it is, not every parameter tensor (1,136 characters)
+    shown = repr(user)
+    assert shown.startswith("UserState(n_ratings=3, seen=3 items, params=") and len(shown) < 120
 
 
 def test_ratings_change_the_list(fitted: Recommender) -> None:

@@ -60,7 +60,7 @@ ENSEMBLE_FOLD_IN = (
 )
 
 
-@dataclass
+@dataclass(repr=False)  # UserState's short repr, not every tensor and score
 class EnsembleUserState(UserState):
     """A user adapted by every member: the blended catalogue scores, and what produced them."""
 

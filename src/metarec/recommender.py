@@ -66,6 +66,7 @@ from metarec.models.cutpoints import RatingCutpoints
 from metarec.models.preference import PreferenceNet
 from metarec.ranking import TopK, item_keys, seen_indices
 from metarec.run_folder import FORMAT_VERSION, build_learner, read_run, save_run
+from metarec.values import counted
 
 # the checks and the run-folder names lived here before they had modules of their
 # own, and code outside metarec (the tests among it) still imports them from here
@@ -83,7 +84,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(repr=False)
 class UserState:
     """One user's adapted parameters plus what they have already seen."""
 
@@ -92,6 +93,16 @@ class UserState:
     user_features: torch.Tensor  # [F] codes
     n_ratings: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        # the dataclass's printed every parameter tensor: a thousand characters for one
+        # user in a notebook
+        size = sum(int(t.numel()) for t in self.params.values())
+        return (
+            f"{type(self).__name__}(n_ratings={self.n_ratings}, "
+            f"seen={counted(len(self.seen), 'item')}, "
+            f"params={counted(len(self.params), 'tensor')} of {counted(size, 'value')})"
+        )
 
 
 class Recommender(TopK):
@@ -162,14 +173,17 @@ class Recommender(TopK):
     # -- catalogue ----------------------------------------------------------
     @property
     def model(self) -> PreferenceNet:
+        """The meta-trained network (item tower, user head) that scores the catalogue."""
         return self.learner.model
 
     @property
     def device(self) -> torch.device:
+        """Where the model and the catalogue's item vectors are (see :meth:`load`)."""
         return self.model.tower.item_vectors.device
 
     @property
     def n_items(self) -> int:
+        """How many items the catalogue holds, added ones included."""
         return len(self.items)
 
     @property
