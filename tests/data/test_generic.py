@@ -1208,3 +1208,30 @@ def test_a_loaders_warning_names_the_callers_line(tmp_path: Path) -> None:
     years = [w for w in caught if "year(s)" in str(w.message)]
     assert len(years) == 2
     assert {w.filename for w in years} == {__file__}
+
+
+@pytest.mark.parametrize(
+    "header, needle",
+    [("user_id::item_id::rating", "separated by '::', as in MovieLens 1M's .dat files"),
+     ("user_id:token\titem_id:token\trating:float", "a RecBole atomic file"),
+     ("196\t242\t3\t881250949", "the first line looks like data, not column names"),
+     ("user_id, item_id, rating", "' item_id' has spaces around its name"),
+     ("User_ID,item_id,rating", "did you mean 'User_ID'?"),
+     ("1|Toy Story (1995)|0|0", "the first line looks like data")],
+)  # fmt: skip
+def test_a_header_that_shows_why_a_column_is_missing_says_so(
+    tmp_path: Path, header: str, needle: str
+) -> None:
+    """Each was "column 'user_id' not found; columns are: ..." (or a repeated '0'),
+    with nothing to say that the layout, not the name, was the trouble."""
+    p = tmp_path / "r.txt"
+    sep = next((s for s in ("::", "\t", "|", ",") if s in header), ",")
+    p.write_text(header + "\n" + sep.join(["1"] * len(header.split(sep))) + "\n")
+    with pytest.raises(DataError, match=re.escape(needle)):
+        load_table(p)
+    # a plain header gets no such guess
+    ok = tmp_path / "ok.csv"
+    ok.write_text("user,item_id,rating\n1,2,3\n")
+    with pytest.raises(DataError) as info:
+        load_table(ok)
+    assert "—" not in str(info.value)

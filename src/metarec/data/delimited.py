@@ -251,10 +251,28 @@ def _check_header_names(header: list[str], path: str | Path, line: int) -> None:
     if repeated:
         raise DataError(
             f"column {repeated[0]!r} appears more than once in the header; each column "
-            "needs its own name",
+            "needs its own name" + (no_header_hint(header) or ""),
             path=path,
             row=line,
         )
+
+
+def no_header_hint(header: Sequence[object]) -> str | None:
+    """What to say where a file's first line looks like data rather than column names
+    (GroupLens' u.data and u.item have none): half or more of its fields numbers, or
+    empty. None where it looks like names."""
+    fields = [str(f).strip() for f in header]
+    numeric = sum(1 for f in fields if not f or _NUMBER.fullmatch(f))
+    if len(fields) < 2 or 2 * numeric < len(fields):
+        return None
+    return (
+        " — the first line looks like data, not column names: a file needs a header line "
+        "naming its columns (MovieLens' own files are read with --dataset and --data, "
+        "load_dataset in Python)"
+    )
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _expected_fields(path: str | Path, names: Sequence[str] | None, header: bool, got: int) -> int:

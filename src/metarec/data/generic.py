@@ -35,7 +35,7 @@ from metarec.data.columns import (
     text_values,
 )
 from metarec.data.compressed import data_stem, data_suffix
-from metarec.data.delimited import read_table
+from metarec.data.delimited import no_header_hint, read_table
 from metarec.data.schema import Dataset
 from metarec.data.text import (
     ItemTextConfig,
@@ -393,6 +393,7 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
                     "but its name says tab-separated; named .csv, or with no known ending, "
                     "its separator is found from its header)"
                 )
+            hint += _layout_hint([str(c) for c in have], col)
             raise DataError(
                 # repr: "user_id,  item_id" hid the space that made ' item_id' no match
                 f"{role} column {col!r} not found; columns are: {', '.join(map(repr, have))}"
@@ -400,6 +401,37 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
                 path=path,
                 field=col,
             )
+
+
+def _layout_hint(have: list[str], col: str) -> str:
+    """Why ``col`` is not among the header's names ``have``, where the header shows a
+    cause: a layout metarec's readers do not take, a file without a header, or a name
+    that differs only in letter case or spaces. Empty where none shows."""
+    if len(have) == 1 and "::" in have[0]:
+        return (
+            " — its fields are separated by '::', as in MovieLens 1M's .dat files: read "
+            "MovieLens' own files with --dataset ml-1m --data FOLDER (load_dataset in "
+            "Python); metarec's files are tab-, comma-, semicolon- or pipe-separated"
+        )
+    if any(c.split(":", 1)[0] == col and ":" in c for c in have):
+        return (
+            " — a RecBole atomic file ('user_id:token'): give the folder holding its .inter "
+            "and .item files with --data and the data set's name with --dataset "
+            "(load_dataset in Python)"
+        )
+    headless = no_header_hint(have)
+    if headless:
+        return headless
+    spaced = [c for c in have if c.strip() == col]
+    if spaced:
+        return (
+            f" — {spaced[0]!r} has spaces around its name: are the fields separated by "
+            "', '? Separate them by the comma alone"
+        )
+    cased = [c for c in have if c.strip().lower() == col.lower()]
+    if cased:
+        return f" — names are matched exactly: did you mean {cased[0]!r}?"
+    return ""
 
 
 def _check_paths(**paths: object) -> None:
