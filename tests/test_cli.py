@@ -79,6 +79,10 @@ def test_a_link_loop_given_as_a_file_is_one_line(files: Path) -> None:
     (files / "loop.csv").symlink_to(files / "loop.csv")
     proc = run_cli("data", "validate", "--interactions", str(files / "loop.csv"))
     assert_one_line_error(proc, "loop.csv", "points back to itself")
+    # a dangling link was named by its target: "/gone: file not found"
+    (files / "dangling.csv").symlink_to(files / "gone.csv")
+    proc = run_cli("data", "validate", "--interactions", str(files / "dangling.csv"))
+    assert_one_line_error(proc, "dangling.csv: is a symbolic link to", "which does not exist")
 
 
 def test_a_bad_rating_range_is_the_flags_error(files: Path) -> None:

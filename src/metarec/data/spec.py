@@ -10,6 +10,7 @@ used from any working directory.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,12 +51,20 @@ def make_spec(values: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {k: values.get(k) for k in SPEC_KEYS}
     for k in PATH_KEYS:
         if spec[k]:
+            given = Path(spec[k])
             try:
                 spec[k] = str(Path(spec[k]).resolve())
             except (OSError, RuntimeError):  # RuntimeError: a symlink loop before 3.13
                 raise DataError(
                     "is a symbolic link that points back to itself (a loop)", path=spec[k]
                 ) from None
+            if given.is_symlink() and not given.exists():
+                # resolved, it was "/nonexistent: file not found", a path the user never gave
+                raise DataError(
+                    f"is a symbolic link to {os.readlink(given)}, which does not exist; give "
+                    "the file itself",
+                    path=given,
+                )
     return spec
 
 
