@@ -21,6 +21,7 @@ from metarec.explain import (
     liked_weights,
     pulls,
     recommend_with_reasons,
+    similar_floor,
 )
 from metarec.recommender import Recommender
 from metarec.service.feedback import StoredEvent, event_rating, history_from_events
@@ -239,11 +240,33 @@ def test_pulls_are_centred_cosine_times_liking(rec: Recommender) -> None:
     v = v - v.mean(0)  # centred on the catalogue: what every text shares explains nothing
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
     weights = np.array([5.0, 4.0, 1.0]) - 10.0 / 3
+    # the floor: the 90th percentile of the centred cosine over every pair of distinct
+    # items (ml-100k's 1,682 are under the sample size, so all pairs count)
+    floor = np.quantile((v @ v.T)[np.triu_indices(len(v), 1)], 0.9)
+    assert floor == pytest.approx(similar_floor(rec.model.tower.item_vectors), abs=1e-9)
+    kept = 0
     for r, i in enumerate(items):
         for c, (j, _) in enumerate(history):
-            expected = max(v[i] @ v[j], 0.0) * max(weights[c], 0.0)
+            cos = v[i] @ v[j]
+            expected = cos * (cos >= floor) * max(weights[c], 0.0)
+            kept += bool(expected)
             assert got[r, c] == pytest.approx(expected, abs=1e-9)
+    assert kept  # the pair of Aladdin and Toy Story is past the floor
     assert got[:, 2].max() == 0.0  # a disliked item never explains anything
+
+
+def test_an_item_barely_closer_than_average_explains_nothing(rec: Recommender) -> None:
+    """Any positive centred cosine counted: half the items cited in quickstart's run
+    were under 0.08, where half of all pairs are over -0.01."""
+    v = rec.model.tower.item_vectors.double().numpy()
+    v = v - v.mean(0)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    toy = rec.resolve("Toy Story (1995)")
+    floor = similar_floor(rec.model.tower.item_vectors)
+    cos = v @ v[toy]
+    weak = int(np.flatnonzero((cos > 0) & (cos < floor / 2))[0])  # closer than average
+    got = pulls(rec, [(toy, 5.0), (rec.resolve("Scream (1996)"), 1.0)], np.array([weak]))
+    assert got[0, 0] == 0.0
 
 
 def test_zero_shot_reasons(rec: Recommender, tmp_path: Path) -> None:
