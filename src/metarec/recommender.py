@@ -557,9 +557,11 @@ class Recommender(TopK):
                 return np.zeros(0, dtype=np.float32)
             rows = torch.tensor([self.resolve(i) for i in items], dtype=torch.int64)
             rows = rows.to(self.device)
-        scores = self.learner.scorer.scores_over_catalogue(
-            user.params, user.user_features[None], rows
-        )
+        # a state from another device (pickled on a GPU machine, read on a CPU one) is
+        # moved to the model's; free where it is there already
+        params = {k: v.to(self.device) for k, v in user.params.items()}
+        codes = user.user_features.to(self.device)[None]
+        scores = self.learner.scorer.scores_over_catalogue(params, codes, rows)
         return scores[0].cpu().numpy()
 
     def _check_user(self, user: object) -> None:
