@@ -1239,3 +1239,58 @@ def test_a_p1_benchmark_says_once_that_items_without_a_year_count_as_existing(
     assert proc.returncode == 0, proc.stderr[-2000:]
     said = "r: 4 of 40 items have no year, so P1 counts them as existing items, never new"
     assert proc.stderr.count(said) == 1, proc.stderr
+
+
+def test_peers_blind_on_the_data_are_left_out_of_the_defaults_and_said(tmp_path: Path) -> None:
+    """On clicks of a catalogue with neither year nor genres, MeLU saw one unknown item
+    (AUC 0.5) and the bias model a tie (the same ten items for everyone), and the
+    report marked metarec's wins over both significant, without a word."""
+    import pandas as pd
+
+    from metarec.data import Dataset, clean
+    from metarec.evaluation.benchmark import run_benchmark
+    from metarec.evaluation.blind_peers import blind_note, blind_peers
+    from metarec.evaluation.report import render_markdown
+
+    rows = [(f"u{u}", f"b{(u * 7 + n * 3) % 40}", 1.0, float(n)) for u in range(30)
+            for n in range(30)]  # fmt: skip
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    inter = inter.drop_duplicates(["user_id", "item_id"])
+    items = pd.DataFrame(
+        {
+            "item_id": [f"b{n}" for n in range(40)],
+            "title": [f"Book {n}" for n in range(40)],
+            "description": [f"A tale of {n % 4} kings" for n in range(40)],
+        }
+    )
+    ds = clean(Dataset("books", inter, items, rating_range=(1.0, 1.0)))
+    with pytest.warns(UserWarning, match="peer melu-1 left out of the default peers: the "
+                                         "catalogue has no year or genres"):  # fmt: skip
+        record = run_benchmark(
+            "p2",
+            ds,
+            out=tmp_path,
+            algorithms=["episodic"],
+            shots=[0, 5],
+            overrides=["encoder=tfidf"],
+            progress=False,
+            plots=False,
+        )
+    ran = set(record["summary"]["5"])
+    assert {"popularity", "knn", "als", "transfer"} <= ran
+    assert not ran & {"melu-1", "melu-5", "bias"}
+    assert record["blind_peers"]["bias"] == {
+        "why": "every rating is 1, so every bias is 0 and its list is the tie order",
+        "left_out": True,
+    }
+    assert "--peers" not in record["command"]  # the defaults, left out again on a rerun
+    md = render_markdown(record)
+    assert "**Peers blind on this data.** Left out: melu-1, melu-5 (the catalogue has no " in md
+    assert "; bias (every rating is 1, so every bias is 0 and its list is the tie order)." in md
+    # named, a blind peer is kept, and the report says what a win over it is worth
+    named = {p: {"why": w, "left_out": False} for p, w in blind_peers(ds, ["bias"]).items()}
+    assert blind_note(named).startswith("Kept as named, but blind here: bias (every rating")
+    assert blind_note(named).endswith("A win over a blind peer says nothing of metarec.")
+    # MovieLens' items have years and genres, and ratings on 1-5: no peer is blind
+    ml = Dataset("ml", inter.assign(rating=4.0), items.assign(year=1990.0), rating_range=(1, 5))
+    assert blind_peers(ml, ["melu-1", "melu-5", "bias", "bias-median"]) == {}

@@ -39,6 +39,7 @@ from metarec.data.schema import (
 )
 from metarec.data.tasks import wrote_into_read_only
 from metarec.errors import ConfigError, DataError, MetarecError, ModelError, UnsupportedError
+from metarec.evaluation.blind_peers import blind_peers
 from metarec.evaluation.machine import git_commit, machine_info, uncommitted_digest
 from metarec.evaluation.own_models import OwnModel
 from metarec.evaluation.own_models import build as build_own
@@ -1081,7 +1082,9 @@ def run_benchmark(
             raise ConfigError(
                 f"{what}: expected a list, got the string {names!r}; write [{names!r}]"
             )
+    peers_named = peers is not None  # a blind peer named is kept; a default one left out
     peers = list(P1_PEERS if protocol == "p1" else P2_PEERS) if peers is None else list(peers)
+    command_peers = list(peers)  # the command's --peers: none where the defaults ran
     algorithms = list(default_algorithms(protocol) if algorithms is None else algorithms)
     # before the data is loaded and encoded, not a minute into the run
     check_model_names(protocol, algorithms, peers)
@@ -1173,6 +1176,18 @@ def run_benchmark(
             f"{ds_name}: every rating is {ds.rating_range[0]:g} (implicit feedback); P1 predicts "
             "ratings, so use protocol P2"
         )
+    blind = blind_peers(ds, peers)
+    for peer, why in blind.items():
+        warnings.warn(
+            f"{ds_name}: peer {peer} "
+            + ("kept as named, but " if peers_named else "left out of the default peers: ")
+            + why,
+            UserWarning,
+            stacklevel=2,
+        )
+    if not peers_named:
+        peers = [p for p in peers if p not in blind]
+    blind_record = {p: {"why": why, "left_out": not peers_named} for p, why in blind.items()}
     # Every split read (and so checked) or drawn here, before the run store discards
     # what an interrupted run of another command kept: a refused --splits file, or data
     # too small to split, cost that run's progress when found inside the session.
@@ -1343,6 +1358,7 @@ def run_benchmark(
                 "total_s": store.earlier_s + time.perf_counter() - t0,
             },
             "split_files": [r["split_file"] for r in runs],
+            **({"blind_peers": blind_record} if blind_record else {}),
             "machine": machine_info(),
             "command": command
             or _command(
@@ -1351,7 +1367,7 @@ def run_benchmark(
                 seed,
                 folds,
                 algorithms,
-                peers,
+                command_peers,
                 shots,
                 seeds,
                 root,

@@ -18,6 +18,7 @@ from typing import Any
 
 from metarec.data.schema import liked_words
 from metarec.errors import ConfigError, DataError
+from metarec.evaluation.blind_peers import blind_note
 from metarec.evaluation.metrics import P1_METRICS
 from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
 from metarec.evaluation.stats import choice_p
@@ -84,6 +85,7 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "max_items": (int, None),
     "max_episodes": (int, None),
     "own_models": (list,),
+    "blind_peers": (dict,),
 }
 _JSON_NAMES: dict[type | None, str] = {
     str: "a string",
@@ -346,6 +348,7 @@ def _header(record: dict[str, Any]) -> list[str]:
         "",
         f"Reproduce: `{record['command']}`" + _own_models(record),
         "",
+        *_blind_lines(record),
         "**Bold**: the best mean (on each model that ties for it). "
         + ("`p` columns" if record["protocol"] == "p1" else "`(p …)` in the nDCG@10 cells")
         + ": Holm-corrected paired Wilcoxon p-value of the "
@@ -377,6 +380,12 @@ def _reference(record: dict[str, Any], group: str) -> str:
     """The reference model of a state or K, with how many it was picked from."""
     n = record.get("reference_chosen_from", {}).get(group)
     return record["reference"][group] + ("" if n is None else f", best of {n}")
+
+
+def _blind_lines(record: dict[str, Any]) -> list[str]:
+    """The peers that score every item alike on this data (:mod:`blind_peers`)."""
+    note = blind_note(record.get("blind_peers") or {})
+    return [f"**Peers blind on this data.** {note}", ""] if note else []
 
 
 def _user_rule(record: dict[str, Any]) -> str:
