@@ -1235,3 +1235,24 @@ def test_a_header_that_shows_why_a_column_is_missing_says_so(
     with pytest.raises(DataError) as info:
         load_table(ok)
     assert "—" not in str(info.value)
+
+
+def test_a_title_ending_in_a_number_is_split_only_where_titles_carry_years(
+    tmp_path: Path,
+) -> None:
+    """ "Tea Bags (1000)" became "Tea Bags" of the year 1000, and "Copy Paper (5000)"
+    of 5000, in a catalogue whose titles carry no years."""
+    r = tmp_path / "r.csv"
+    r.write_text("user_id,item_id,rating\n" + "".join(f"u,p{i},4\n" for i in range(6)))
+    products = ["Copy Paper A4 (5000)", "Tea Bags (1000)", "Kettle", "Mug", "Spoon", "Tray"]
+    i = tmp_path / "i.csv"
+    i.write_text("item_id,title\n" + "".join(f"p{n},{t}\n" for n, t in enumerate(products)))
+    items = load_table(r, i).items
+    assert items["title"].tolist() == products and items["year"].isna().all()
+    # titles written "Title (Year)", most of them: read so, a quantity past 2100 not
+    films = ["Heat (1995)", "Fargo (1996)", "Casino (1995)", "Alien (1979)", "Big", "X (5000)"]
+    i.write_text("item_id,title\n" + "".join(f"p{n},{t}\n" for n, t in enumerate(films)))
+    items = load_table(r, i).items
+    assert items["title"].tolist() == ["Heat", "Fargo", "Casino", "Alien", "Big", "X (5000)"]
+    assert items["year"].tolist()[:4] == [1995.0, 1996.0, 1995.0, 1979.0]
+    assert items["year"].iloc[4:].isna().all()

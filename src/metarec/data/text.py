@@ -151,6 +151,10 @@ def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out_titles, years
 
 
+# a title's bracketed number from here on is no release year
+LAST_TITLE_YEAR = 2100
+
+
 def title_and_year(
     titles: pd.Series, years: pd.Series, where: str | None
 ) -> tuple[pd.Series, pd.Series]:
@@ -159,9 +163,18 @@ def title_and_year(
     was written twice into the text, "Toy Story (1995) (1995)". A title whose year
     differs from the column's is left whole, with a warning naming ``where`` (the
     file, or add_items): both years reach the text, and one of them is likely wrong.
+    Without a year column, titles are split only where at least half of them end in a
+    year before :data:`LAST_TITLE_YEAR` (a catalogue written "Title (Year)").
     ``where`` None: no warning (the caller's data is warned about elsewhere)."""
     bare, in_title = split_title_year(titles)
-    split = in_title.notna() & (years.isna() | (years == in_title))
+    # a number in brackets past any release year is a quantity ("Copy Paper (5000)")
+    in_title = in_title.where(in_title < LAST_TITLE_YEAR)
+    # without the year column's word, a title's "(1000)" is its year only where the
+    # titles are written "Title (Year)", as MovieLens writes them: where most are. Two
+    # products of 668 ending "(1000)" ("Tea Bags (1000)") lost it to a year 1000
+    named = int((titles.astype(str).str.strip() != "").sum())
+    convention = 2 * int(in_title.notna().sum()) >= max(named, 1)
+    split = in_title.notna() & ((years == in_title) | (years.isna() & convention))
     differ = in_title.notna() & years.notna() & (years != in_title)
     if where is not None and differ.any():
         i = int(np.flatnonzero(differ.to_numpy())[0])
