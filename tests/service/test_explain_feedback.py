@@ -93,14 +93,27 @@ def test_the_pages_stars_post_only_what_the_model_reads() -> None:
     from types import SimpleNamespace
 
     from metarec.config import TrainConfig
+    from metarec.models.cutpoints import RatingCutpoints
     from metarec.service.feedback import star_values
 
-    def run(scale: tuple[float, float], objective: str, positives: str | None = None) -> object:
+    def run(
+        scale: tuple[float, float],
+        objective: str,
+        positives: str | None = None,
+        levels: tuple[float, ...] | None = None,
+    ) -> object:
         cfg = TrainConfig(objective=objective, support_positives=positives)
-        return SimpleNamespace(rating_range=scale, cfg=cfg)
+        cuts = None if levels is None else RatingCutpoints(levels, levels[:-1])
+        return SimpleNamespace(rating_range=scale, cfg=cfg, cutpoints=cuts)
 
     assert star_values(run((1, 5), "rating")) == [1, 2, 3, 4, 5]
-    assert star_values(run((1, 10), "rating")) == [1, 3.25, 5.5, 7.75, 10]
+    assert star_values(run((1, 10), "rating")) == [1, 3.25, 5.5, 7.75, 10]  # no levels kept
+    # the scale's levels where the run keeps them: 3.25 was posted, a rating no one gives
+    whole = tuple(float(v) for v in range(1, 11))
+    assert star_values(run((1, 10), "rating", levels=whole)) == [1, 3, 5, 8, 10]
+    halves = tuple(v / 2 for v in range(1, 11))
+    assert star_values(run((0.5, 5), "rating", levels=halves)) == [0.5, 1.5, 2.5, 4, 5]
+    assert star_values(run((1, 3), "rating", levels=(1.0, 2.0, 3.0))) == [1, 2, 3]
     assert star_values(run((0, 1), "bce", "liked")) == [0, 1]  # no, yes
     assert star_values(run((1, 5), "softmax", "rated")) == [5]  # every rated item a positive
     assert star_values(run((1, 1), "bce")) == [1]  # clicks read as 1s

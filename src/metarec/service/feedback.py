@@ -104,7 +104,13 @@ def star_values(model: object) -> list[float]:
     cfg = _run_config(model)
     if cfg is not None and cfg.objective != "rating":
         return [lo, hi] if cfg.support_rule() == "liked" else [hi]
-    return [lo + k * (hi - lo) / 4 for k in range(5)]
+    spread = [lo + k * (hi - lo) / 4 for k in range(5)]
+    levels = getattr(getattr(model, "cutpoints", None), "levels", None)
+    if not levels:
+        return spread
+    # each star the scale's level nearest it: on 1-10 in whole stars the second star
+    # posted 3.25, a rating no one gives, and retraining learnt from it
+    return sorted({min(map(float, levels), key=lambda v: (abs(v - x), v)) for x in spread})
 
 
 def latest_events(events: Iterable[StoredEvent]) -> dict[str, StoredEvent]:
