@@ -69,6 +69,8 @@ NEW_ITEM = "New in the catalogue"
 # 91 ratings in ml-100k, was "new in the catalogue"); the run scores it from its text
 FROM_TEXT = "Judged from its description alone"
 FROM_RATINGS = "Fits the pattern of your ratings"
+# a one-value run (clicks, purchases read as 1s): its users chose, and rated nothing
+FROM_CHOICES = "Fits the pattern of what you chose"
 ALREADY_CHOSEN = "Already in your history"
 
 # "Mr. Holland's Opus (1995). Genres: Drama." → "Mr. Holland's Opus (1995)": up to the year,
@@ -265,7 +267,7 @@ def explain_indices(
             # columns for each name, 0.4 s for ten reasons at 100,000 items
             name = titles[j] if titles is not None else rec._display(j)
             because.append((str(ids[j]), name, float(pull[row, col])))
-        out.append(Explanation(str(ids[i]), reason_text(because), because))
+        out.append(Explanation(str(ids[i]), reason_text(because, chose=hi == lo), because))
     return out
 
 
@@ -349,13 +351,16 @@ def _isolated(title: str) -> str:
     return "\u2068" + "".join(c for c in title if c not in _BIDI_CONTROLS) + "\u2069"
 
 
-def reason_text(because: Sequence[tuple[str, str, float]]) -> str:
+def reason_text(because: Sequence[tuple[str, str, float]], *, chose: bool = False) -> str:
+    """The reason's words; ``chose``: a one-value run, whose users chose items and
+    rated none ("Because you liked" and "your ratings" said what they never did)."""
     titles = [_isolated(t) for _, t, _ in because]
     if not titles:
-        return FROM_RATINGS
+        return FROM_CHOICES if chose else FROM_RATINGS
+    verb = "chose" if chose else "liked"
     if len(titles) == 1:
-        return f"Because you liked {titles[0]}"
-    return f"Because you liked {', '.join(titles[:-1])} and {titles[-1]}"
+        return f"Because you {verb} {titles[0]}"
+    return f"Because you {verb} {', '.join(titles[:-1])} and {titles[-1]}"
 
 
 def explain(

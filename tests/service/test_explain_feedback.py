@@ -244,6 +244,20 @@ def test_a_liked_item_unlike_the_recommendation_does_not_explain_it(rec: Recomme
     assert why.reason == "Because you liked Toy Story (1995)"
 
 
+def test_a_one_value_run_says_chose_not_liked(
+    rec: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On clicks read as 1s the user rated nothing: "Because you liked" and "your
+    ratings" said what they never did."""
+    from metarec.explain import FROM_CHOICES
+
+    user = rec.adapt([("Toy Story (1995)", 5), ("Heat (1995)", 5)])
+    monkeypatch.setattr(rec, "rating_range", (1.0, 1.0))  # every rating one value
+    [near, far] = explain(rec, user, ["Aladdin (1992)", "Schindler's List (1993)"])
+    assert near.reason == "Because you chose Toy Story (1995)"
+    assert far.reason == FROM_CHOICES == "Fits the pattern of what you chose"
+
+
 def test_pulls_are_centred_cosine_times_liking(rec: Recommender) -> None:
     history = [(rec.resolve("Toy Story (1995)"), 5.0), (rec.resolve("Heat (1995)"), 4.0),
                (rec.resolve("Scream (1996)"), 1.0)]  # fmt: skip
