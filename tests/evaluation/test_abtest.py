@@ -226,6 +226,12 @@ def test_fisher_exact_p_by_hand() -> None:
     head = {"dataset": "d", "users": 6, "support": 5, "k": 10, "seed": 0, "threshold": 4}
     text = format_report(head | {"replay": report}, {"A": "a", "B": "b"})
     assert "(two-proportion z-test, two-sided); Fisher's exact p = 0.1" in text
+    # z = 40 (1,500 of 5,000 against 3,500): p underflows to 0.0, printed "p = 0"
+    wide = np.r_[np.arange(5000) < 1500, np.arange(5000) < 3500]
+    far = replay_report(wide, wide.astype(float), ["A"] * 5000 + ["B"] * 5000)
+    assert far["p"] == 0.0
+    text = format_report(head | {"users": 10_000, "replay": far}, {"A": "a", "B": "b"})
+    assert "p < 1e-300 (two-proportion z-test" in text and "p = 0 " not in text
 
 
 def test_proportion_statistics_by_hand() -> None:

@@ -308,6 +308,9 @@ def test_p_values_and_bold_follow_the_printed_figures() -> None:
     assert (_fmt_p(0.04987), _fmt_p(0.0504), _fmt_p(0.012), _fmt_p(1.0)) == (
         "0.0499", "0.05", "0.012", "1",
     )  # fmt: skip
+    # a p below a double's reach (every one of 2,000 users on one side) is 0.0: "0" read
+    # as a certainty
+    assert _fmt_p(0.0) == "<1e-300"
     # one of two models that both print 0.8526 was bolded alone, by float noise
     models = {"a": {"mae": 0.85257199128}, "b": {"mae": 0.85257199387}, "c": {"mae": 0.86}}
     assert _best(models, "mae") == {"a", "b"}

@@ -266,6 +266,10 @@ def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
     def num(x: float | None, fmt: str = ".3f") -> str:
         return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
 
+    def p_num(x: float | None) -> str:
+        # a p below a double's reach is 0.0: "p = 0" read as a certainty no test gives
+        return "< 1e-300" if x == 0 else f"= {num(x, '.4g')}"
+
     lines = [
         f"P4 offline A/B test on {report['dataset'] or 'the data'}: {report['users']:,} users, "
         f"support K = {report['support']}, top-{report['k']}, seed {report['seed']}"
@@ -302,8 +306,8 @@ def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
         lines += [
             f"lift (B/A - 1): {pct(rep['lift'])}  95% CI [{pct(rep['lift_ci'][0])}, "
             f"{pct(rep['lift_ci'][1])}] (delta method, log ratio)",
-            f"p = {num(rep['p'], '.4g')} (two-proportion z-test, two-sided)"
-            + (f"; Fisher's exact p = {num(rep['p_exact'], '.4g')}" if "p_exact" in rep else ""),
+            f"p {p_num(rep['p'])} (two-proportion z-test, two-sided)"
+            + (f"; Fisher's exact p {p_num(rep['p_exact'])}" if "p_exact" in rep else ""),
             "users per arm for 80% power at alpha 0.05 at these rates: " + power,
         ]
     inter = report.get("interleave")
@@ -315,6 +319,6 @@ def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
             f"B wins {inter['wins_b']} ({num(inter['share_b'], '.1%')}), "
             f"ties {inter['ties']} ({num(inter['share_ties'], '.1%')})",
             f"  delta = (wins B - wins A) / n = {num(inter['delta'], '+.3f')}, "
-            f"p = {num(inter['p'], '.4g')} (sign test, two-sided)",
+            f"p {p_num(inter['p'])} (sign test, two-sided)",
         ]
     return "\n".join(lines)

@@ -281,7 +281,10 @@ def _sig_note(record: dict[str, Any], group: str, metric: str, model: str) -> st
 def _fmt_p(p: float, threshold: float = 0.05) -> str:
     """``p`` to two significant digits, or more where two would cross ``threshold``:
     0.0499 read 0.05* against a legend that marks p < 0.05 (or 0.0083 against a mark
-    at 0.05 / 6, which 0.008334 misses)."""
+    at 0.05 / 6, which 0.008334 misses). A p below a double's reach is 0.0, and read
+    "0", a certainty no test gives: it is written as below 1e-300."""
+    if p == 0:
+        return "<1e-300"
     for digits in (2, 3, 4, 6):
         text = f"{p:.{digits}g}"
         if (float(text) < threshold) == (p < threshold):
