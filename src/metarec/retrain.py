@@ -579,6 +579,10 @@ def read_inputs(
             + "); force=True retrains anyway"
         )
     feedback = on_levels(feedback, ds.interactions["rating"].to_numpy())
+    # the features of feedback users who rated something: a category only users with no
+    # rating hold got an embedding row training never moved, where "unknown" is trained
+    rated = set(feedback["user_id"])
+    fb_features = {u: f for u, f in fb_features.items() if FEEDBACK_PREFIX + u in rated}
     users = _users_frame(ds.users, fb_features)
     return RetrainInputs(ds, spec, data_items, run_only, items, feedback, dropped, users)
 

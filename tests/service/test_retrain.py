@@ -843,3 +843,20 @@ def test_held_out_users_too_short_to_judge_are_refused_before_training_with_why(
     result = retrain(tmp_path / "run", db, tmp_path / "out", spec=spec, force=True)
     assert result.written and result.n_eval_users == 0
     assert "none has the 13 ratings a comparison needs" in result.summary()
+
+
+def test_features_of_feedback_users_without_ratings_are_not_trained_on(
+    service_run: Path, feedback_db: str
+) -> None:
+    """A service user who rated nothing added their feature values to the new run's
+    vocabulary: a category only such users hold got an embedding row that training
+    never moved, where "unknown" is trained."""
+    store = FeedbackStore(feedback_db)
+    store.create_user("ghost", {"age": 77})
+    store.close()
+    old = Recommender.load(service_run)
+    got = metarec.retrain.read_inputs(service_run, old, None, feedback_db, force=False)
+    assert got.users is not None
+    fed = got.users[got.users["user_id"].str.startswith("feedback:")]
+    assert set(fed["user_id"]) == {"feedback:kid", "feedback:noir"}  # both rated
+    assert fed.set_index("user_id").loc["feedback:kid", "age"] == 9
