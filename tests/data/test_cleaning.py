@@ -697,3 +697,25 @@ def test_an_item_without_a_rating_is_told_the_value_a_click_run_takes() -> None:
     ):
         history_pairs([("n1", 4), "n250"], (1.0, 5.0), index.__getitem__, first=0)
     assert history_pairs([("n1", 1)], (1.0, 1.0), index.__getitem__) == [(0, 1.0)]
+
+
+def test_a_click_logs_repeats_are_merged_with_a_note_not_a_problem() -> None:
+    """A user who clicked an item twice failed `data validate` (exit 1) and --strict,
+    as two ratings that disagree would: on one value, nothing differs between them."""
+    inter = pd.DataFrame({"user_id": ["u", "u", "u", "v"], "item_id": ["a", "a", "b", "a"],
+                          "rating": [1.0] * 4, "timestamp": [1, 5, 2, 3]})  # fmt: skip
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"]})
+    ds = Dataset("clicks", inter, items, None, (1.0, 1.0))
+    assert validate(ds) == []
+    for strict in (False, True):
+        out = clean(ds, strict=strict)
+        assert sorted(map(tuple, out.interactions[["user_id", "item_id", "timestamp"]].values)) == [
+            ("u", "a", 5.0), ("u", "b", 2.0), ("v", "a", 3.0)
+        ]  # fmt: skip
+        assert out.report is not None and out.report.notes == [
+            "1 repeated interaction of a user with an item merged into one (every rating is "
+            "1; the latest time is kept)"
+        ]
+    # ratings on a scale still disagree: a problem, as before
+    rated = Dataset("stars", inter.assign(rating=[5.0, 1.0, 3.0, 4.0]), items, None, (1.0, 5.0))
+    assert any("duplicate (user, item) rating" in p for p in validate(rated))

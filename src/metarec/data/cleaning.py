@@ -102,7 +102,10 @@ def clean(
     inter = apply(inter, _unknown_items(inter, items))
     # after the unknown items, as the scale read from the data leaves their rows out
     inter = apply(inter, _out_of_range(inter, lo, hi))
-    inter = apply(inter, _latest_duplicates(inter, acting=not strict))
+    if lo == hi:
+        inter = _merge_repeats(inter, report, lo)
+    else:
+        inter = apply(inter, _latest_duplicates(inter, acting=not strict))
     _note_missing_timestamps(inter, report)  # of the rows kept
 
     if users is not None:
@@ -128,6 +131,22 @@ def clean(
         report=report,
         spec=spec,
     )
+
+
+def _merge_repeats(inter: pd.DataFrame, report: CleaningReport, value: float) -> pd.DataFrame:
+    """A one-value log's repeats (a user who clicked an item twice) as one interaction,
+    the latest, with a note: every rating is ``value``, so no repeat says anything its
+    kept row does not; counted as a problem, a click log failed `data validate` (and
+    ``strict``) for what click logs are."""
+    found = _latest_duplicates(inter, acting=True)
+    if found is None:
+        return inter
+    n = len(found.rows)
+    report.notes.append(
+        f"{n:,} repeated interaction{'s' if n != 1 else ''} of a user with an item merged "
+        f"into one (every rating is {value:g}; the latest time is kept)"
+    )
+    return _without(inter, found)
 
 
 def require_clean(dataset: Dataset) -> None:
@@ -170,7 +189,9 @@ def validate(
         _bad_timestamps,  # noted, not dropped
         lambda f: _unknown_items(f, items),
         lambda f: _out_of_range(f, lo, hi),
-        _latest_duplicates,
+        # one value (a click log): a repeat is the same interaction again, merged by
+        # cleaning with a note, not two ratings that disagree
+        _latest_duplicates if lo != hi else lambda f: None,
     ]
     rest = inter
     for check in checks:
