@@ -715,6 +715,7 @@ class Recommender(TopK):
         from metarec.data.text import (
             LIST_TYPES,
             ItemTextConfig,
+            dated_catalogue,
             fill_item_text,
             normalise_genres,
             title_and_year,
@@ -774,7 +775,10 @@ class Recommender(TopK):
         # "Matrix Redux (1999)" beside 1999 is read as a file's row is: once in the text,
         # not "Matrix Redux (1999) (1999)"
         frame["title"], frame["year"] = title_and_year(
-            frame["title"], read_years(frame, "add_items"), "add_items"
+            frame["title"],
+            read_years(frame, "add_items"),
+            "add_items",
+            dated=dated_catalogue(self.items["text"]),  # the run's titles, not the batch's
         )
         frame["genres"] = normalise_genres(frame["genres"])
         if text is not None and not isinstance(text, ItemTextConfig):

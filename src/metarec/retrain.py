@@ -237,7 +237,7 @@ def combined_items(
     items = ensure_text(base).reset_index(drop=True)[["item_id", "title", "text"]].astype(str)
     if not added:
         return items
-    extra = item_frame(added)[["item_id", "title", "text"]]
+    extra = item_frame(added, items["text"])[["item_id", "title", "text"]]
     # the service stores no such item; one written by hand was blamed on a row of the
     # data's items file ("items: row 1682 (item_id 'new1') has no text to encode")
     bad = unusable(extra)

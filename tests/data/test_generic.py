@@ -1256,3 +1256,23 @@ def test_a_title_ending_in_a_number_is_split_only_where_titles_carry_years(
     assert items["title"].tolist() == ["Heat", "Fargo", "Casino", "Alien", "Big", "X (5000)"]
     assert items["year"].tolist()[:4] == [1995.0, 1996.0, 1995.0, 1979.0]
     assert items["year"].iloc[4:].isna().all()
+
+
+def test_items_added_to_a_run_take_its_title_convention_not_their_batchs() -> None:
+    """Judged on the batch, one "Tea Bags (1000)" added to a products run was a year
+    1000, and "Heat 2 (2026)" added with two undated items to a MovieLens run lost its
+    year; a year of 2100 or later that the year column confirms was written twice."""
+    from metarec.service.items import item_frame
+
+    films = pd.Series(["Heat (1995). Action.", "Fargo (1996). Crime.", "Big (1988)."])
+    shop = pd.Series(["Mug. A mug.", "Pen. A pen.", "Tray."])
+    tea = item_frame([{"item_id": "t", "title": "Tea Bags (1000)"}], shop)
+    assert tea[["title", "year"]].values.tolist()[0][0] == "Tea Bags (1000)"
+    assert tea["year"].isna().all()
+    batch = [{"item_id": "h", "title": "Heat 2 (2026)"}, {"item_id": "a", "title": "Doc A"},
+             {"item_id": "b", "title": "Doc B"}]  # fmt: skip
+    added = item_frame(batch, films)
+    assert added["title"].tolist() == ["Heat 2", "Doc A", "Doc B"]
+    assert added["year"].iloc[0] == 2026.0
+    future = item_frame([{"item_id": "f", "title": "Future (2150)", "year": 2150}], films)
+    assert future["text"].iloc[0].count("2150") == 1

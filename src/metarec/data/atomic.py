@@ -30,7 +30,7 @@ from metarec.data.generic import (
     infer_rating_range,
 )
 from metarec.data.schema import Dataset
-from metarec.data.text import ItemTextConfig, normalise_genres, split_title_year
+from metarec.data.text import ItemTextConfig, dated_titles, normalise_genres, split_title_year
 from metarec.errors import DataError
 
 TYPES = ("token", "token_seq", "float", "float_seq")
@@ -217,7 +217,11 @@ def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
     year_col = _first(raw, YEAR_FIELDS)
     genre_col = _first(raw, GENRE_FIELDS)
     # ml-1m names items "Title (Year)"; without a title field that id is the title.
-    titles, title_years = split_title_year(raw[title_col] if title_col else raw["item_id"])
+    named = raw[title_col] if title_col else raw["item_id"]
+    titles, title_years = split_title_year(named)
+    if year_col is None and not dated_titles(named):  # "Tea Bags (1000)" names no year
+        titles = named.astype(object).where(named.notna(), "").astype(str)
+        title_years = pd.Series(float("nan"), index=named.index, dtype="float64")
     frame = pd.DataFrame({"item_id": raw["item_id"], "title": titles}, index=raw.index)
     years = pd.to_numeric(raw[year_col], errors="coerce") if year_col else title_years
     # A year field that does not parse ("unkonwn", "V" in ml-100k) falls back to

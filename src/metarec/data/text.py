@@ -155,26 +155,45 @@ def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
 LAST_TITLE_YEAR = 2100
 
 
+def dated_catalogue(texts: pd.Series) -> bool | None:
+    """Whether a run's catalogue gave its items years, read from their encoder texts
+    (the default template writes "Title (1995)."), for items added to it: a batch of
+    one judged alone made "Tea Bags (1000)" a year on a products run, and a mixed batch
+    lost a film's year on a MovieLens run. None for an empty catalogue."""
+    if not len(texts):
+        return None
+    return bool(texts.astype(str).str.contains(r"\(\d{4}\)", regex=True).mean() >= 0.5)
+
+
+def dated_titles(titles: pd.Series) -> bool:
+    """Whether a catalogue's titles are written "Title (Year)": at least half of those
+    not empty end in a year before :data:`LAST_TITLE_YEAR`."""
+    _, in_title = split_title_year(titles)
+    named = int((titles.fillna("").astype(str).str.strip() != "").sum())
+    return 2 * int((in_title < LAST_TITLE_YEAR).sum()) >= max(named, 1)
+
+
 def title_and_year(
-    titles: pd.Series, years: pd.Series, where: str | None
+    titles: pd.Series, years: pd.Series, where: str | None, *, dated: bool | None = None
 ) -> tuple[pd.Series, pd.Series]:
     """Titles and years as the item text takes them: "Toy Story (1995)" beside a year
     1995 (or none) is "Toy Story" of 1995, as MovieLens' own files are read; the year
     was written twice into the text, "Toy Story (1995) (1995)". A title whose year
     differs from the column's is left whole, with a warning naming ``where`` (the
     file, or add_items): both years reach the text, and one of them is likely wrong.
-    Without a year column, titles are split only where at least half of them end in a
-    year before :data:`LAST_TITLE_YEAR` (a catalogue written "Title (Year)").
+    Without a year column's word, a title's year is read only in a catalogue written
+    "Title (Year)" (:func:`dated_titles`; ``dated``: the caller's catalogue's, where
+    ``titles`` are only items added to it) and before :data:`LAST_TITLE_YEAR`.
     ``where`` None: no warning (the caller's data is warned about elsewhere)."""
     bare, in_title = split_title_year(titles)
-    # a number in brackets past any release year is a quantity ("Copy Paper (5000)")
-    in_title = in_title.where(in_title < LAST_TITLE_YEAR)
+    if dated is None:
+        dated = dated_titles(titles)
     # without the year column's word, a title's "(1000)" is its year only where the
-    # titles are written "Title (Year)", as MovieLens writes them: where most are. Two
-    # products of 668 ending "(1000)" ("Tea Bags (1000)") lost it to a year 1000
-    named = int((titles.astype(str).str.strip() != "").sum())
-    convention = 2 * int(in_title.notna().sum()) >= max(named, 1)
-    split = in_title.notna() & ((years == in_title) | (years.isna() & convention))
+    # titles are written "Title (Year)", as MovieLens writes them. Two products of 668
+    # ending "(1000)" ("Tea Bags (1000)") lost it to a year 1000; a number in brackets
+    # past any release year is a quantity ("Copy Paper (5000)")
+    guessed = years.isna() & dated & (in_title < LAST_TITLE_YEAR)
+    split = in_title.notna() & ((years == in_title) | guessed)
     differ = in_title.notna() & years.notna() & (years != in_title)
     if where is not None and differ.any():
         i = int(np.flatnonzero(differ.to_numpy())[0])

@@ -15,13 +15,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec.data.text import build_item_text, title_and_year
+from metarec.data.text import build_item_text, dated_catalogue, title_and_year
 from metarec.encoders import cached_encode, default_cache
 from metarec.ensemble_run import EnsembleRecommender, ServedModel
 
 
-def item_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """item_id, title, text (the encoder text) for rows as the API and store hold them."""
+def item_frame(rows: Sequence[dict[str, Any]], catalogue: pd.Series | None = None) -> pd.DataFrame:
+    """item_id, title, text (the encoder text) for rows as the API and store hold them;
+    ``catalogue``: the encoder texts of the catalogue they join, whose items say whether
+    a title's "(1999)" is a year (:func:`dated_catalogue`)."""
     frame = pd.DataFrame(
         {
             "item_id": [str(r["item_id"]) for r in rows],
@@ -36,7 +38,10 @@ def item_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         # item kept the year in its title where an added one did not. A year that
         # differs is warned about by add_items (an update keeps it as it is); not here,
         # where catching the warning would silence every other thread of the server
-        frame["title"], frame["year"] = title_and_year(frame["title"], frame["year"], None)
+        dated = dated_catalogue(catalogue) if catalogue is not None else None
+        frame["title"], frame["year"] = title_and_year(
+            frame["title"], frame["year"], None, dated=dated
+        )
     base = build_item_text(frame) if len(frame) else pd.Series([], dtype=object)
     extra = [str(r.get("text") or "").strip() for r in rows]
     frame["text"] = [f"{b} {e}".strip() for b, e in zip(base, extra, strict=True)]

@@ -396,7 +396,7 @@ class ModelHolder:
             rows = self.store.added_items()
             added = updated = 0
             if rows:
-                frame = item_frame(rows)
+                frame = item_frame(rows, rec.items["text"])
                 # a store written before items were checked may hold one no model can
                 # take: serve without it rather than refuse to start
                 skipped = unusable(frame)
@@ -571,7 +571,7 @@ class ModelHolder:
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
         """Encode, apply to the served model, then store (with the announcement to the
         other processes, in one transaction); → (added, updated)."""
-        frame = item_frame(rows)
+        frame = item_frame(rows, self.current.rec.items["text"])
         bad = unusable(frame)
         if bad:
             item_id, why = next(iter(bad.items()))
