@@ -1291,6 +1291,24 @@ def test_peers_blind_on_the_data_are_left_out_of_the_defaults_and_said(tmp_path:
     named = {p: {"why": w, "left_out": False} for p, w in blind_peers(ds, ["bias"]).items()}
     assert blind_note(named).startswith("Kept as named, but blind here: bias (every rating")
     assert blind_note(named).endswith("A win over a blind peer says nothing of metarec.")
+    # the default list named: blind peers kept, and the command names them, or a rerun
+    # of it would leave them out
+    from metarec.evaluation.benchmark import P2_PEERS
+
+    with pytest.warns(UserWarning, match="peer bias kept as named, but every rating is 1"):
+        kept = run_benchmark("p2", ds, out=tmp_path / "named", algorithms=["episodic"],
+                             peers=list(P2_PEERS), shots=[0, 5], overrides=["encoder=tfidf"],
+                             progress=False, plots=False)  # fmt: skip
+    assert {"melu-1", "bias"} <= set(kept["summary"]["5"])
+    assert f"--peers {','.join(P2_PEERS)}" in kept["command"]
+    assert "Kept as named, but blind here: melu-1, melu-5 (" in render_markdown(kept)
+    # an edited entry is named, not an AttributeError in the renderer
+    from metarec.errors import DataError
+    from metarec.evaluation.report import check_record_fields
+
+    with pytest.raises(DataError, match=r"r\.json, field 'blind_peers\.bias': expected"):
+        saved = json.loads(json.dumps(record))  # as the record is read back
+        check_record_fields({**saved, "blind_peers": {"bias": "x"}}, "r.json")
     # MovieLens' items have years and genres, and ratings on 1-5: no peer is blind
     ml = Dataset("ml", inter.assign(rating=4.0), items.assign(year=1990.0), rating_range=(1, 5))
     assert blind_peers(ml, ["melu-1", "melu-5", "bias", "bias-median"]) == {}

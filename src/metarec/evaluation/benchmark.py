@@ -903,8 +903,11 @@ def _command(
     own: Sequence[str] = (),
     model_args: Sequence[str] | None = None,
     in_memory: bool = False,
+    peers_named: bool = False,
 ) -> str:
-    """The CLI line that reproduces a run (non-default options only). ``data_args``:
+    """The CLI line that reproduces a run (non-default options only; ``peers_named``:
+    the peers were named, which keeps blind ones the defaults leave out, so --peers is
+    written even where they are the default list). ``data_args``:
     how the data was named when it is not a known dataset (``--interactions ...``);
     ``model_args``: the ``--model`` specs of models of one's own (``own``, their names),
     which a run from Python has not: the line then says which models it leaves out."""
@@ -918,7 +921,7 @@ def _command(
         cmd += f" --folds {folds}"
     if list(algorithms) != list(default_algorithms(protocol)):
         cmd += f" --algorithms {','.join(algorithms)}"
-    if list(peers) != list(P1_PEERS if protocol == "p1" else P2_PEERS):
+    if peers_named or list(peers) != list(P1_PEERS if protocol == "p1" else P2_PEERS):
         cmd += f" --peers {','.join(peers)}"
     if protocol == "p2" and tuple(shots) != tuple(SHOTS):
         cmd += f" --shots {','.join(map(str, shots))}"
@@ -1380,6 +1383,8 @@ def run_benchmark(
                 own=list(own),
                 model_args=model_args,
                 in_memory=in_memory,
+                # named and blind: without --peers a rerun would leave the blind out
+                peers_named=peers_named and bool(blind),
             ),
         }
         if own_key:

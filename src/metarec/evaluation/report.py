@@ -188,6 +188,13 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         for where, value in leaves(f"ensemble_weights[{n}]", row, 2):  # bucket, model
             if not (is_number(value) and not math.isinf(value)):
                 raise bad(where, "a finite weight", value)
+    for where, entry in cells("blind_peers", 1):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("why"), str)
+            and isinstance(entry.get("left_out"), bool)
+        ):
+            raise bad(where, '{"why": text, "left_out": true or false}', entry)
     for where, value in cells("timings", 1):
         if where == "timings.fit_s":  # a list of folds, each model: seconds
             for n, fold in enumerate(value if isinstance(value, list) else [value]):
