@@ -1235,6 +1235,12 @@ def test_a_header_that_shows_why_a_column_is_missing_says_so(
     with pytest.raises(DataError) as info:
         load_table(ok)
     assert "—" not in str(info.value)
+    # a Parquet file's columns are named by the file itself: no header line to miss
+    pq = tmp_path / "r.parquet"
+    pd.DataFrame({"0": [1], "1": [2], "2": [3]}).to_parquet(pq)
+    with pytest.raises(DataError) as info:
+        load_table(pq)
+    assert "first line" not in str(info.value)
 
 
 def test_a_title_ending_in_a_number_is_split_only_where_titles_carry_years(

@@ -36,6 +36,7 @@ from metarec.data.columns import (
 )
 from metarec.data.compressed import data_stem, data_suffix
 from metarec.data.delimited import no_header_hint, read_table
+from metarec.data.jsonlines import JSON_LINES_SUFFIXES
 from metarec.data.schema import Dataset
 from metarec.data.text import (
     ItemTextConfig,
@@ -393,7 +394,9 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
                     "but its name says tab-separated; named .csv, or with no known ending, "
                     "its separator is found from its header)"
                 )
-            hint += _layout_hint([str(c) for c in have], col)
+            # a Parquet or JSON file's names are its columns' own: no header line to miss
+            texts = data_suffix(Path(path)) not in (".parquet", ".pq", *JSON_LINES_SUFFIXES)
+            hint += _layout_hint([str(c) for c in have], col, header_line=texts)
             raise DataError(
                 # repr: "user_id,  item_id" hid the space that made ' item_id' no match
                 f"{role} column {col!r} not found; columns are: {', '.join(map(repr, have))}"
@@ -403,7 +406,7 @@ def _require(frame: pd.DataFrame, path: str | Path, wanted: dict[str, str | None
             )
 
 
-def _layout_hint(have: list[str], col: str) -> str:
+def _layout_hint(have: list[str], col: str, *, header_line: bool = True) -> str:
     """Why ``col`` is not among the header's names ``have``, where the header shows a
     cause: a layout metarec's readers do not take, a file without a header, or a name
     that differs only in letter case or spaces. Empty where none shows."""
@@ -419,7 +422,7 @@ def _layout_hint(have: list[str], col: str) -> str:
             "and .item files with --data and the data set's name with --dataset "
             "(load_dataset in Python)"
         )
-    headless = no_header_hint(have)
+    headless = no_header_hint(have) if header_line else None
     if headless:
         return headless
     spaced = [c for c in have if c.strip() == col]
