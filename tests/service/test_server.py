@@ -465,3 +465,25 @@ def test_a_key_handed_to_the_page_is_one_a_browser_can_send() -> None:
         ServiceSettings(run=Path("run"), api_key="clé", page_api_key=True)
     assert ServiceSettings(run=Path("run"), api_key="clé").api_key == "clé"  # curl's to send
     assert ServiceSettings(run=Path("run"), api_key="my key", page_api_key=True).page_api_key
+
+
+def test_a_keyless_server_says_so_once_and_no_empty_fold_in(
+    service_run: Path, tmp_path: Path
+) -> None:
+    """`metarec serve` without a key printed the warning twice (its own line and the
+    app's log, in capitals), and 'fold-in: 0 new items from 0 ratings' on a new store."""
+    env = {k: v for k, v in os.environ.items() if k != "METAREC_API_KEY"}
+    env["PYTHONUNBUFFERED"] = "1"
+    log = tmp_path / "log"
+    cmd = [sys.executable, "-m", "metarec.cli", "serve", str(service_run),
+           "--db", f"sqlite:///{tmp_path / 'f.db'}", "--port", "0"]  # fmt: skip
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(served_url(log, proc), proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    text = log.read_text()
+    assert text.lower().count("no api key") == 1, text
+    assert "fold-in:" not in text, text

@@ -192,7 +192,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         folder=folder,
         announce="never" if settings.follow_store else "if_moved",
     )
-    if settings.api_key is None:
+    if settings.api_key is None and settings.warn_no_api_key:
         log.warning(
             "NO API KEY CONFIGURED: write endpoints accept loopback clients only, and "
             "every request must name the server by IP address, localhost or an allowed host "

@@ -158,7 +158,9 @@ def _server_app(settings: ServiceSettings) -> Any:
     from metarec.service.app import create_app
 
     torch.set_num_threads(settings.torch_threads)
-    return create_app(dataclasses.replace(settings, install_sighup=True, freeze_heap=True))
+    return create_app(
+        dataclasses.replace(settings, install_sighup=True, freeze_heap=True, warn_no_api_key=False)
+    )
 
 
 def _run_uvicorn(app: Any, sock: socket.socket) -> None:

@@ -729,6 +729,8 @@ class ModelHolder:
         # the run's own offsets (a fold-in in Python, saved with it) stay for the items
         # the store has no rating of: the model served is the run plus the store
         summary = rec.fold_in_items(feedback, keep_unrated=True)
+        if not summary["ratings_used"]:  # a store without feedback yet: nothing to say
+            return summary
         log.info(
             "fold-in: %d new items from %d ratings (shrinkage %g)",
             summary["items_updated"],

@@ -54,6 +54,9 @@ class ServiceSettings:
     torch_threads: int = 1
     install_sighup: bool = False  # only the CLI's server installs a SIGHUP handler
     freeze_heap: bool = False  # only the CLI's server: see serving.settle_heap
+    # the CLI's server says it once on stderr, beside where it serves; an app built in
+    # Python (create_app) logs it, and the CLI printed both, per worker process
+    warn_no_api_key: bool = True
     # torch device for the served models; None: each run's own, or auto where it is missing
     device: str | None = None
     # a worker of `serve --workers N` other than the first: serve the run the feedback
