@@ -1160,6 +1160,12 @@ def test_a_run_that_kept_its_untrained_model_says_so(
     assert "no epoch of meta-training beat the untrained model" in proc.stderr
     proc = cli("train", *args, "--set", "epochs=2", "--out", str(tmp_path / "other"))
     assert proc.returncode == 0 and "untrained" not in proc.stderr, proc.stdout
+    # an early stop is said as one: the bar ended at "6/30" with no word why
+    held = [a for a in args if a not in ("--holdout", "none")]
+    proc = cli("train", *held[:-1], str(tmp_path / "early"), "--set", "epochs=30",
+               "--set", "outer_lr=1e-9", "--set", "patience=2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "of 2 trained: stopped early, 2 epochs without a better validation loss" in (proc.stdout)
     shown = cli("report", str(tmp_path / "other")).stdout
     assert "No P1 figures: trained with --holdout none" in shown
 

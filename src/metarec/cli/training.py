@@ -303,7 +303,15 @@ def train_run(
         secs = time.perf_counter() - t0
         # the seconds are this command's: say so when earlier epochs came from a checkpoint
         resumed = f", resumed after epoch {history.resumed_from}" if history.resumed_from else ""
-        print(f"saved {out} (best epoch {history.best_epoch}{resumed}, {secs:.0f} s)")
+        ran = max((int(row["epoch"] or 0) for row in history.epochs), default=0)
+        # early stopping said as such: the bar ended at "7/30" with no word why
+        stopped = (
+            f" of {ran} trained: stopped early, {rec.cfg.patience} epochs without a better "
+            "validation loss"
+            if history.diverged_at is None and 0 < ran < rec.cfg.epochs
+            else ""
+        )
+        print(f"saved {out} (best epoch {history.best_epoch}{stopped}{resumed}, {secs:.0f} s)")
         if history.best_epoch == 0 and len(history.epochs) > 1:
             # exit 0 and "best epoch 0" read as a trained model; it is the starting one
             print(UNTRAINED_NOTE, file=sys.stderr)

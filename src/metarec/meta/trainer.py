@@ -299,8 +299,9 @@ class Trainer:
                 f"stopping is off and the epoch is chosen by training loss; lower {knob}",
                 stacklevel=3,
             )
+        # counted by hand, not by iterating the bar: an early stop's break left tqdm's own
+        # count an epoch short ("6/30" after 7)
         bar = tqdm(
-            range(start, cfg.epochs),
             desc=f"meta-training ({cfg.algorithm})",
             unit="epoch",
             disable=not self.progress,
@@ -316,38 +317,42 @@ class Trainer:
                 history.best_score, history.best_epoch = score, 0
                 best_state = self._snapshot()
         diverged: int | None = None
-        for epoch in bar:
-            train_loss = self.train_epoch(train, epoch)
-            row = {"epoch": epoch + 1, "train_loss": train_loss}
-            score = train_loss
-            if val_tasks and validation is not None:
-                score = self.validation_loss(val_tasks, validation)
-                row["val_loss"] = score
-            if not (math.isfinite(train_loss) and math.isfinite(score)):
-                # the weights are NaN or infinite now, and every later epoch with them; the
-                # row keeps null for what is not finite (JSON has no NaN), the best stands
-                history.epochs.append({k: _finite_or_none(v) for k, v in row.items()})
-                diverged = epoch + 1
-                break
-            history.epochs.append(dict(row))
-            if score < history.best_score - 1e-5:
-                history.best_score, history.best_epoch, bad = score, epoch + 1, 0
-                best_state = self._snapshot()
-            else:
-                bad += 1
-            if not self._optimiser_finite():
-                # finite weights and losses, but moments the next step spreads to the
-                # weights: this epoch is judged as any other, and training ends here
-                diverged = epoch + 1
-                break
-            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
-            if on_epoch is not None:
-                on_epoch(row)
-            stop = bool(val_tasks) and bad >= cfg.patience
-            if ckpt is not None:
-                self._save(ckpt, epoch + 1, bad, best_state, history, fingerprint, done=stop)
-            if stop:
-                break
+        try:
+            for epoch in range(start, cfg.epochs):
+                train_loss = self.train_epoch(train, epoch)
+                row = {"epoch": epoch + 1, "train_loss": train_loss}
+                score = train_loss
+                if val_tasks and validation is not None:
+                    score = self.validation_loss(val_tasks, validation)
+                    row["val_loss"] = score
+                bar.update(1)
+                if not (math.isfinite(train_loss) and math.isfinite(score)):
+                    # the weights are NaN or infinite now, and every later epoch with them; the
+                    # row keeps null for what is not finite (JSON has no NaN), the best stands
+                    history.epochs.append({k: _finite_or_none(v) for k, v in row.items()})
+                    diverged = epoch + 1
+                    break
+                history.epochs.append(dict(row))
+                if score < history.best_score - 1e-5:
+                    history.best_score, history.best_epoch, bad = score, epoch + 1, 0
+                    best_state = self._snapshot()
+                else:
+                    bad += 1
+                if not self._optimiser_finite():
+                    # finite weights and losses, but moments the next step spreads to the
+                    # weights: this epoch is judged as any other, and training ends here
+                    diverged = epoch + 1
+                    break
+                bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
+                if on_epoch is not None:
+                    on_epoch(row)
+                stop = bool(val_tasks) and bad >= cfg.patience
+                if ckpt is not None:
+                    self._save(ckpt, epoch + 1, bad, best_state, history, fingerprint, done=stop)
+                if stop:
+                    break
+        finally:
+            bar.close()
         lower = f"lower inner_lr ({cfg.inner_lr}) or outer_lr ({cfg.outer_lr})"
         if best_state is not None:
             self.learner.load_state_dict(best_state)
