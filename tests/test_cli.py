@@ -1338,3 +1338,25 @@ def test_metarecs_own_warnings_print_as_its_own_lines(tmp_path: Path) -> None:
     assert len(said) == 2, res.stderr
     assert all(line.startswith("metarec: warning: ") for line in said), said
     assert not any(" from " in line for line in said), said
+
+
+def test_every_commands_help_page_says_what_it_does() -> None:
+    """`metarec quickstart --help` went from its usage straight to the options; the
+    one line `metarec --help` lists for each command now heads its own page too."""
+    import argparse
+
+    from metarec.cli import build_parser
+
+    def pages(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, str | None]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += [(f"{path} {name}", sub.description), *pages(sub, f"{path} {name}")]
+        return found
+
+    described = pages(build_parser(), "metarec")
+    assert len(described) >= 12 and all(d for _, d in described), described
+    assert dict(described)["metarec quickstart"] == (
+        "ml-100k: clean, encode, meta-train, evaluate (P1), recommend."
+    )

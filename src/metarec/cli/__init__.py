@@ -82,7 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     # the order `metarec --help` lists them in: a run's life, then evaluation, then serving
     for group in (training, dataset, ensemble, benchmarking, conformance, abtest, service):
         group.register(sub)
+    _describe(sub)
     return p
+
+
+def _describe(sub: Any) -> None:
+    """Each command's one-line help as its own page's description, where it has none:
+    `metarec quickstart --help` went from its usage straight to the options."""
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    for name, parser in sub.choices.items():
+        if parser.description is None and helps.get(name):
+            parser.description = f"{helps[name]}."  # as listed, "ml-100k: ..." uncapitalised
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _describe(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
