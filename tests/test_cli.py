@@ -548,6 +548,13 @@ def test_train_evaluate_recommend(
     # disliked one never does
     from metarec.explain import FROM_RATINGS
 
+    # the table says what its columns are: a score past 5 beside a rating of 5 read as
+    # a bug
+    table = run_cli("recommend", str(run), "--rate", "Toy Story (1995)=5", "-k", "3").stdout
+    assert table.rstrip().endswith(
+        "(score: the predicted rating, not clipped to the scale; rating: the level of the "
+        "1-5 scale the user most plausibly gives)"
+    ), table
     reasons = {r["title"]: r["reason"] for r in every}
     assert set(reasons.values()) == {"Because you liked Toy Story (1995)", FROM_RATINGS}
     assert reasons["Aladdin (1992)"] == "Because you liked Toy Story (1995)"

@@ -706,7 +706,20 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"no items left to recommend: the user rated all {rec.n_items:,}", file=sys.stderr)
     else:
         print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        print(columns_legend(rec, top))
     return 0
+
+
+def columns_legend(rec: Any, top: pd.DataFrame) -> str:
+    """What the table's score and rating columns are: a score of 5.59 beside a rating of
+    5 on 1-5 stars read as a bug where nothing said the score is not clipped."""
+    if "rating" not in top.columns:
+        return "(score: how the model ranks the items for this user, higher first)"
+    lo, hi = rec.rating_range
+    return (
+        "(score: the predicted rating, not clipped to the scale; rating: the level of the "
+        f"{lo:g}-{hi:g} scale the user most plausibly gives)"
+    )
 
 
 def with_ratings(rec: Any, top: pd.DataFrame) -> pd.DataFrame:
@@ -740,6 +753,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print("\nA new user with no ratings yet (the meta-learned prior):")
     top = with_ratings(rec, rec.recommend(rec.adapt(demo), k=10))
     print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if len(top):
+        print(columns_legend(rec, top))
     if demo and len(top):
         print(shared_with_zero_shot(rec, demo, top))
     print(
