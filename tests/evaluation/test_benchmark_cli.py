@@ -366,6 +366,13 @@ def test_like_threshold_is_the_top_quarter_of_the_rating_scale() -> None:
     assert like_threshold_for((0.5, 5)) == 3.875  # half stars: 4 and up
     assert like_threshold_for((0, 1)) == 0.75  # 0/1 feedback: the 1s
     assert like_threshold_for((1, 1)) == 1.0  # implicit: every interaction
+    # reports say it as a reader counts stars: "rated >= 7.75" left them to work out 8
+    from metarec.data.schema import liked_words
+
+    assert liked_words(7.75, (1, 10)) == "rated >= 7.75 (8 and up in whole numbers)"
+    assert liked_words(3.875, (0.5, 5)) == "rated >= 3.875 (4 and up in halves)"
+    assert liked_words(4.0, (1, 5)) == "rated >= 4"
+    assert liked_words(1.0, (1, 1)) == "interacted with"
 
 
 def test_p1_on_implicit_feedback_is_refused_before_any_fit(

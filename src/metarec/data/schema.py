@@ -98,7 +98,17 @@ def liked_words(threshold: float, scale: Sequence[float] | None) -> str:
     the bottom of a scale of ratings stays a threshold."""
     if scale is not None and len(scale) == 2 and scale[0] == scale[1]:
         return "interacted with"
-    return f"rated >= {threshold:g}"
+    said = f"rated >= {threshold:g}"
+    # the top quarter of 1-10 is 7.75: "rated >= 7.75" made a reader work out that
+    # whole stars mean 8 and up (and half stars on 0.5-5, 4 and up)
+    for step, unit in ((1.0, "whole numbers"), (0.5, "halves")):
+        if scale is None or len(scale) != 2:
+            break
+        if all(float(v / step).is_integer() for v in scale):
+            if not float(threshold / step).is_integer():
+                said += f" ({math.ceil(threshold / step) * step:g} and up in {unit})"
+            break
+    return said
 
 
 def check_like_threshold(value: float, rating_range: tuple[float, float], what: str) -> float:
