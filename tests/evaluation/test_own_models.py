@@ -457,3 +457,22 @@ def test_a_model_of_fewer_items_than_the_catalogue_is_named(
             "p2", "ml-100k", root=str(shared_data), out=tmp_path, models={"few": TooFewItems()},
             **QUICK,
         )  # fmt: skip
+
+
+class ReturnsNothing(Popularity):
+    """Fits, but forgets ``return self``."""
+
+    def fit(self, data: Any) -> Any:
+        super().fit(data)
+
+
+def test_a_fit_that_returns_no_model_is_refused_as_check_model_refuses_it(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # check-model failed it ("fit returned NoneType"), the benchmark gave it a row
+    with pytest.raises(ModelError, match=r"models: 'lazy' failed: .*fit returned NoneType; "
+                       r"fit\(\) must return the model itself"):  # fmt: skip
+        run_benchmark(
+            "p2", "ml-100k", root=str(shared_data), out=tmp_path, models={"lazy": ReturnsNothing()},
+            **QUICK,
+        )  # fmt: skip

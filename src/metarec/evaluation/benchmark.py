@@ -434,7 +434,13 @@ def _fold_run(
             with _own_model_named(name, own):
                 # a model of one's own fits on a copy: one that centred the ratings (or
                 # dropped users) in place changed what every model after it fitted on
-                model.fit(data.copied() if mine else data)
+                fitted = model.fit(data.copied() if mine else data)
+                if mine and fitted is not model:
+                    # check-model fails it; the run went on with the object fit changed
+                    raise ValueError(
+                        f"fit returned {type(fitted).__name__}; fit() must return the "
+                        "model itself (return self)"
+                    )
                 if mine and model.n_items != data.n_items:
                     # scores for fewer items were ranked as if they were the catalogue's
                     raise ValueError(
