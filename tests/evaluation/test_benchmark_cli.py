@@ -1291,6 +1291,7 @@ def test_peers_blind_on_the_data_are_left_out_of_the_defaults_and_said(tmp_path:
         "left_out": True,
     }
     assert "--peers" not in record["command"]  # the defaults, left out again on a rerun
+    assert record["encoder_id"].startswith("tfidf")  # the encoder by its fit, not its name
     md = render_markdown(record)
     assert "**Peers blind on this data.** Left out: melu-1, melu-5 (the catalogue has no " in md
     assert "; bias (every rating is 1, so every bias is 0 and its list is the tie order)." in md

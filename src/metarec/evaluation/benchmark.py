@@ -1359,6 +1359,9 @@ def run_benchmark(
             "abtest": runs[0].get("abtest"),
             "per_fold": [r["summary"] for r in runs] if folds > 1 else None,
             "configs": runs[0]["configs"],
+            # the encoder by its weights: a model folder's path alone ("encoder=../m1")
+            # could be retrained under the same command
+            "encoder_id": encoder.id,
             "overrides": list(overrides),
             "timings": {
                 "load_and_encode_s": encode_s,

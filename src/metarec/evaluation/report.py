@@ -86,6 +86,7 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "max_episodes": (int, None),
     "own_models": (list,),
     "blind_peers": (dict,),
+    "encoder_id": (str,),
 }
 _JSON_NAMES: dict[type | None, str] = {
     str: "a string",
