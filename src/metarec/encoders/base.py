@@ -201,7 +201,7 @@ def folder_named(name: str) -> str | None:
     return str(folder.resolve()) if folder.is_dir() else None
 
 
-def id_parts(encoder_id: str) -> tuple[str, str, str | None, str]:
+def _id_parts(encoder_id: str) -> tuple[str, str, str | None, str]:
     """``kind:name@weights:limit`` as (kind, name, weights or None, limit)."""
     kind, _, rest = encoder_id.partition(":")
     label, _, limit = rest.rpartition(":")
@@ -217,8 +217,8 @@ def same_model(saved: str, current: str) -> bool:
     those match any weights of that name."""
     if saved == current:
         return True
-    kind, name, weights, limit = id_parts(saved)
-    now_kind, now_name, now_weights, now_limit = id_parts(current)
+    kind, name, weights, limit = _id_parts(saved)
+    now_kind, now_name, now_weights, now_limit = _id_parts(current)
     if (kind, limit) != (now_kind, now_limit):
         return False
     return name == now_name if weights is None else weights == now_weights
@@ -228,15 +228,15 @@ def _unknown_weights(saved: str, current: str) -> bool:
     """Whether ``current`` names ``saved``'s model without its weights (no ``@``): a hub
     model not yet in this machine's cache, whose revision is known once it downloads.
     Unknown is not changed; another name, kind or input limit is."""
-    kind, name, _, limit = id_parts(saved)
-    return id_parts(current) == (kind, name, None, limit)
+    kind, name, _, limit = _id_parts(saved)
+    return _id_parts(current) == (kind, name, None, limit)
 
 
 def weights_unknown(encoder_id: str) -> bool:
     """Whether ``encoder_id`` names a hub model without its revision (one not yet
     downloaded): the encoding cache neither reads nor keeps vectors under it, as the
     revision the download brings may not be the one an earlier download did."""
-    kind, _, weights, _ = id_parts(encoder_id)
+    kind, _, weights, _ = _id_parts(encoder_id)
     return kind == "sentence" and weights is None
 
 

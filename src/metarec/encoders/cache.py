@@ -43,7 +43,6 @@ from metarec.encoders.base import (
     Encoder,
     FittableEncoder,
     check_texts,
-    id_parts,
     needs_fit,
     weights_unknown,
 )
@@ -92,16 +91,10 @@ class EmbeddingCache:
         self._index: dict[Path, tuple[tuple[int, int], _ShardIndex | None]] = {}
 
     def encoder_dir(self, encoder_id: str) -> Path:
-        """Directory holding the shards for ``encoder_id``: keyed by the model's weights
-        where the id names them (``sentence:NAME@WEIGHTS:LIMIT``), not by its name, so
-        that a model folder copied or renamed reads the vectors its twin wrote (a copy
-        encoded the whole catalogue again, though the README promises vectors "cached by
-        the encoder's weights")."""
-        kind, _, weights, limit = id_parts(encoder_id)
-        key = f"{kind}@{weights}:{limit}" if weights else encoder_id
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:80] or "encoder"
+        """Directory holding the shards for ``encoder_id``."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_id).strip("._")[:80] or "encoder"
         # Sanitising can map distinct ids to one name; the hash keeps them apart.
-        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        digest = hashlib.sha256(encoder_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         return self.directory / f"{safe}-{digest}"
 
     def lookup(self, encoder_id: str, hashes: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
