@@ -716,6 +716,12 @@ def test_a_click_logs_repeats_are_merged_with_a_note_not_a_problem() -> None:
             "1 repeated interaction of a user with an item merged into one (every rating is "
             "1; the latest time is kept)"
         ]
+    # a Dataset not cleaned is refused before training, as clean would change it
+    from metarec.data.cleaning import require_clean
+
+    with pytest.raises(DataError, match=r"1 repeated \(user, item\) row\(s\), which clean merges"):
+        require_clean(ds)
+    require_clean(clean(ds))
     # ratings on a scale still disagree: a problem, as before
     rated = Dataset("stars", inter.assign(rating=[5.0, 1.0, 3.0, 4.0]), items, None, (1.0, 5.0))
     assert any("duplicate (user, item) rating" in p for p in validate(rated))

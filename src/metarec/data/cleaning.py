@@ -142,9 +142,11 @@ def _merge_repeats(inter: pd.DataFrame, report: CleaningReport, value: float) ->
     if found is None:
         return inter
     n = len(found.rows)
+    timed = "timestamp" in inter.columns and bool(inter["timestamp"].notna().any())
     report.notes.append(
         f"{n:,} repeated interaction{'s' if n != 1 else ''} of a user with an item merged "
-        f"into one (every rating is {value:g}; the latest time is kept)"
+        f"into one (every rating is {value:g}; "
+        + ("the latest time is kept)" if timed else "the last row is kept)")
     )
     return _without(inter, found)
 
@@ -155,6 +157,17 @@ def require_clean(dataset: Dataset) -> None:
     with ``clean=False``) says before it starts, where a bad row otherwise failed inside
     the first fit, at a row number of neither the file nor the frame."""
     problems = validate(dataset)
+    lo, hi = dataset.rating_range
+    if not problems and lo == hi:
+        # a click log's repeats are no problem to report, but clean merges them, and
+        # one left in could put an item in a user's support and query set alike
+        inter = _tables(dataset)[0]
+        repeated = _latest_duplicates(_numbered(inter))
+        if repeated is not None:
+            problems = [
+                f"interactions: {len(repeated.rows):,} repeated (user, item) row(s), which "
+                f"clean merges (e.g. {'; '.join(repeated.examples)})"
+            ]
     if problems:
         raise DataError(
             f"{dataset.name}: {len(problems)} problem(s) in the data, the first: "
