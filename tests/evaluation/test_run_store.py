@@ -497,3 +497,29 @@ def test_metarec_installed_inside_another_repository_records_no_commit(tmp_path:
     spec.loader.exec_module(copied)
     assert copied.git_commit() is None
     assert copied.uncommitted_digest() is None
+
+
+def test_the_key_names_the_encoders_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shared_data: Path
+) -> None:
+    """A model folder retrained under the same `--set encoder=PATH` resumed the folds
+    of the old weights, and the record then named the new ones for all of them."""
+    from metarec.encoders import SentenceEncoder
+
+    keys: list[dict[str, Any]] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(out: Path, name: str, key: dict[str, Any]) -> None:
+        keys.append(key)
+        raise Stop
+
+    monkeypatch.setattr(benchmark, "RunStore", capture)
+    for encoder in ("minilm", "tfidf"):
+        with pytest.raises(Stop):
+            benchmark.run_benchmark("p2", "ml-100k", root=str(shared_data), out=tmp_path,
+                                    peers=["popularity"], algorithms=["episodic"],
+                                    overrides=[f"encoder={encoder}"], progress=False)  # fmt: skip
+    assert keys[0]["encoder"] == SentenceEncoder().id  # the bundled weights' digest
+    assert keys[1]["encoder"] is None  # a TF-IDF fit follows from the data in the key
