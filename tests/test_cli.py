@@ -1367,3 +1367,19 @@ def test_every_commands_help_page_says_what_it_does() -> None:
     assert dict(described)["metarec quickstart"] == (
         "ml-100k: clean, encode, meta-train, evaluate (P1), recommend."
     )
+
+
+def test_the_legend_says_a_rating_is_a_clipped_score_where_the_run_has_no_cuts() -> None:
+    # "the level of the scale" was said beside a rating of 4.312
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from metarec.cli.training import columns_legend
+
+    top = pd.DataFrame({"score": [4.312], "rating": [4.312]})
+    clipped = SimpleNamespace(rating_range=(1.0, 5.0), cutpoints=None)
+    assert "rating: the score clipped to the 1-5 scale" in columns_legend(clipped, top)
+    levels = SimpleNamespace(rating_range=(1.0, 5.0), cutpoints=object())
+    assert "rating: the level of the 1-5 scale" in columns_legend(levels, top)
+    assert columns_legend(levels, top.drop(columns="rating")).startswith("(score: how the model")

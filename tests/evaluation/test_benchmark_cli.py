@@ -369,8 +369,10 @@ def test_like_threshold_is_the_top_quarter_of_the_rating_scale() -> None:
     # reports say it as a reader counts stars: "rated >= 7.75" left them to work out 8
     from metarec.data.schema import liked_words
 
-    assert liked_words(7.75, (1, 10)) == "rated >= 7.75 (8 and up in whole numbers)"
-    assert liked_words(3.875, (0.5, 5)) == "rated >= 3.875 (4 and up in halves)"
+    assert liked_words(7.75, (1, 10)) == "rated >= 7.75 (of ratings in whole numbers: 8 and up)"
+    assert liked_words(3.875, (0.5, 5)) == "rated >= 3.875 (of ratings in halves: 4 and up)"
+    # a threshold given is said as given: 4.25 on 1-5 may be half stars, 4.5 liked
+    assert liked_words(4.25, (1, 5)) == "rated >= 4.25"
     assert liked_words(4.0, (1, 5)) == "rated >= 4"
     assert liked_words(1.0, (1, 1)) == "interacted with"
 

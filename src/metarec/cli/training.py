@@ -716,10 +716,12 @@ def columns_legend(rec: Any, top: pd.DataFrame) -> str:
     if "rating" not in top.columns:
         return "(score: how the model ranks the items for this user, higher first)"
     lo, hi = rec.rating_range
-    return (
-        "(score: the predicted rating, not clipped to the scale; rating: the level of the "
-        f"{lo:g}-{hi:g} scale the user most plausibly gives)"
+    rating = (
+        f"the level of the {lo:g}-{hi:g} scale the user most plausibly gives"
+        if rec.cutpoints is not None
+        else f"the score clipped to the {lo:g}-{hi:g} scale (the run has no rating cuts)"
     )
+    return f"(score: the predicted rating, not clipped to the scale; rating: {rating})"
 
 
 def with_ratings(rec: Any, top: pd.DataFrame) -> pd.DataFrame:

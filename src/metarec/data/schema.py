@@ -99,14 +99,15 @@ def liked_words(threshold: float, scale: Sequence[float] | None) -> str:
     if scale is not None and len(scale) == 2 and scale[0] == scale[1]:
         return "interacted with"
     said = f"rated >= {threshold:g}"
-    # the top quarter of 1-10 is 7.75: "rated >= 7.75" made a reader work out that
-    # whole stars mean 8 and up (and half stars on 0.5-5, 4 and up)
+    if scale is None or len(scale) != 2 or threshold != like_threshold_for((scale[0], scale[1])):
+        return said  # a threshold given: the user's own words, no reading added
+    # the default, the top quarter, is 7.75 on 1-10: "rated >= 7.75" made a reader work
+    # out that whole stars mean 8 and up (and half stars on 0.5-5, 4 and up). Said of
+    # ratings in such steps, which is true whatever steps the data's ratings take
     for step, unit in ((1.0, "whole numbers"), (0.5, "halves")):
-        if scale is None or len(scale) != 2:
-            break
         if all(float(v / step).is_integer() for v in scale):
             if not float(threshold / step).is_integer():
-                said += f" ({math.ceil(threshold / step) * step:g} and up in {unit})"
+                said += f" (of ratings in {unit}: {math.ceil(threshold / step) * step:g} and up)"
             break
     return said
 

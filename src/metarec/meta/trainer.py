@@ -299,6 +299,14 @@ class Trainer:
                 f"stopping is off and the epoch is chosen by training loss; lower {knob}",
                 stacklevel=3,
             )
+        if val_tasks and validation is not None and start == 0:
+            # the untrained model is a real candidate: training must beat it to be kept
+            # (unless its loss is not finite, which no later epoch could then beat)
+            score = self.validation_loss(val_tasks, validation)
+            history.epochs.append({"epoch": 0, "val_loss": _finite_or_none(score)})
+            if math.isfinite(score):
+                history.best_score, history.best_epoch = score, 0
+                best_state = self._snapshot()
         # counted by hand, not by iterating the bar: an early stop's break left tqdm's own
         # count an epoch short ("6/30" after 7)
         bar = tqdm(
@@ -308,14 +316,6 @@ class Trainer:
             initial=start,
             total=cfg.epochs,
         )
-        if val_tasks and validation is not None and start == 0:
-            # the untrained model is a real candidate: training must beat it to be kept
-            # (unless its loss is not finite, which no later epoch could then beat)
-            score = self.validation_loss(val_tasks, validation)
-            history.epochs.append({"epoch": 0, "val_loss": _finite_or_none(score)})
-            if math.isfinite(score):
-                history.best_score, history.best_epoch = score, 0
-                best_state = self._snapshot()
         diverged: int | None = None
         try:
             for epoch in range(start, cfg.epochs):
