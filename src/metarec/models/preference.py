@@ -139,8 +139,9 @@ class UserHead(nn.Module):
                 layers.append(nn.Dropout(cfg.dropout))
             width = hdim
         last = nn.Linear(width, 1)
-        # Zero output at the start: the untrained model is exactly the bias model
-        # (offset + item bias + closed-form user bias), and training adds to it.
+        # Zero output at the start: the untrained model after the closed-form steps is
+        # the bias model (offset + item bias + closed-form user bias), and training adds
+        # to it (the inner gradient steps then refit the user bias, less shrunk).
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         layers.append(last)

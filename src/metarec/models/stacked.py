@@ -58,11 +58,11 @@ Choices
   "is this item liked later") and LightGBM's LambdaMART (``lambdarank``: the
   order of each episode's candidates, weighted toward its top 20) -- and
   averages their decisions, each divided by its spread on the training rows.
-  On P2's validation users (5 folds of ml-100k, never the test users) the
-  blend beat log-loss alone at K = 3 to 20 (nDCG@10 x 1.178 of popularity at
-  K = 10 against x 1.161, x 1.121 against x 1.105 at K = 5) and tied it at
-  K = 1 (x 0.992 against x 0.995); LambdaMART alone gave x 1.173 at K = 10
-  but lost 2 % at K = 1 and 4 % at K = 20. ``"logloss"`` and
+  On P2's validation users (5 folds of ml-100k, never the test users; one bag
+  each, ``benchmarks/results/stacked-variants.md``) the blend gave nDCG@10
+  x 1.138 of popularity at K = 10 against x 1.121 for log-loss alone and
+  x 1.102 for LambdaMART alone, ahead of both at K = 1, 5 and 20; at K = 3
+  log-loss alone was 0.4 % ahead. ``"logloss"`` and
   ``"lambdarank"`` remain as options (the blend fits about three times as long).
   Scoring walks the exported trees in torch
   (:class:`metarec.models.trees.TreeEnsemble`), so a fitted model is plain
