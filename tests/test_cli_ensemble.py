@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import torch
 
 from metarec.cli import main
 from metarec.config import TrainConfig
-from metarec.data import load_dataset
+from metarec.data import clean, load_dataset
 from metarec.evaluation.p1 import make_p1_split
 from metarec.pipeline import encode_catalogue, fit_recommender
 from metarec.recommender import Recommender
@@ -174,6 +175,13 @@ def test_a_member_given_twice_is_refused_in_python_before_any_loading(
     ds = load_dataset("ml-100k", root=shared_data)
     with pytest.raises(ConfigError, match="seed"):
         fit_from_runs([str(tmp_path / "a")], ds, seed=-1)
+    # on clicks the bias model scores every item alike: its weight table said 0.9 of the
+    # blend where the blend ranked as the runs alone
+    clicks = clean(replace(ds, interactions=ds.interactions.assign(rating=1.0),
+                           rating_range=(1.0, 1.0)))  # fmt: skip
+    with pytest.raises(ConfigError, match="peers: bias cannot tell one item from another "
+                                          "here: every rating is 1"):  # fmt: skip
+        fit_from_runs([str(tmp_path / "a")], clicks, peers=["popularity", "bias"])
 
 
 def test_fit_from_runs_names_an_unknown_peer_and_a_log_it_cannot_call(tmp_path: Path) -> None:

@@ -633,6 +633,16 @@ def fit_from_runs(
     if unsaveable:  # before the slow part
         raise ConfigError(f"peers: {unsaveable} cannot be saved in an ensemble; use {usable}")
     require_dataset(ds)
+    from metarec.evaluation.blind_peers import blind_peers
+
+    blind = blind_peers(ds, peers)
+    if blind:
+        # a constant member standardises to zeros: the blend ranked as the others alone
+        # while its weight table gave the bias model 0.9 of a click log's users
+        peer, why = next(iter(blind.items()))
+        raise ConfigError(
+            f"peers: {peer} cannot tell one item from another here: {why}; leave it out"
+        )
     check_seed(seed)  # before the runs load and the peers fit, not after
     members: dict[str, ScoringModel] = {}
     splits = []
