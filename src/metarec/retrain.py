@@ -202,7 +202,9 @@ def feedback_frame(
     return frame, dropped
 
 
-def _warn_if_served_another(store: FeedbackStore, run: Path) -> None:
+def _warn_if_served_another(
+    store: FeedbackStore, run: Path, scale: tuple[float, float] | None = None, force: bool = False
+) -> None:
     """Warn where the store records serving another run than ``run``: its added items
     and feedback are of that run's catalogue, and an item id both share is taken as an
     update of this run's item (a store of an ml-1m service retrained an ml-100k run,
@@ -222,6 +224,32 @@ def _warn_if_served_another(store: FeedbackStore, run: Path) -> None:
             UserWarning,
             stacklevel=4,
         )
+        served = _served_scale(ref.run)
+        if scale is not None and served is not None and served != tuple(map(float, scale)):
+            # a click run's "chose it" (1) read as the worst rating of a 1-10 run; values
+            # past the scale are clipped with a warning, but these are on it
+            lo, hi = served
+            message = (
+                f"database {store.url}: its feedback was given to {ref.run}, on ratings "
+                f"[{lo:g}, {hi:g}], and would be read as ratings of {run} on "
+                f"[{scale[0]:g}, {scale[1]:g}]"
+            )
+            if not force:
+                raise ConfigError(f"{message}; retrain the run it served, or force=True")
+            warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _served_scale(folder: str) -> tuple[float, float] | None:
+    """The rating scale of the run or ensemble a store records serving; None where it
+    can no longer be read (moved, deleted)."""
+    from metarec.ensemble_run import load_run
+    from metarec.errors import MetarecError
+
+    try:
+        lo, hi = load_run(folder).rating_range
+    except (MetarecError, OSError):
+        return None
+    return float(lo), float(hi)
 
 
 def combined_items(
@@ -559,7 +587,7 @@ def read_inputs(
     ds = load_from_spec(spec)
     store = FeedbackStore(db_url, create=False)  # a mistyped --db is not "no feedback"
     try:
-        _warn_if_served_another(store, run)
+        _warn_if_served_another(store, run, old.rating_range, force)
         data_items = ensure_text(ds.items)[["item_id", "title", "text"]].astype(str)
         run_only = run_only_items(data_items, old.items, added_items(old.metadata))
         items = combined_items(

@@ -18,6 +18,7 @@ import pytest
 
 import metarec.retrain
 from metarec.cli import main
+from metarec.errors import ConfigError
 from metarec.recommender import Recommender
 from metarec.retrain import (
     RetrainResult,
@@ -860,3 +861,27 @@ def test_features_of_feedback_users_without_ratings_are_not_trained_on(
     fed = got.users[got.users["user_id"].str.startswith("feedback:")]
     assert set(fed["user_id"]) == {"feedback:kid", "feedback:noir"}  # both rated
     assert fed.set_index("user_id").loc["feedback:kid", "age"] == 9
+
+
+def test_feedback_given_to_a_run_on_another_scale_is_refused(
+    service_run: Path, feedback_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A click run's "chose it" (1) was read as the worst rating of a 1-10 run, with
+    only the warning that the store served another run."""
+    assert metarec.retrain._served_scale(str(service_run)) == (1.0, 5.0)
+    assert metarec.retrain._served_scale(str(tmp_path / "gone")) is None
+    other = tmp_path / "other"
+    shutil.copytree(service_run, other)  # another folder than the one the store served
+    old = Recommender.load(other)
+    monkeypatch.setattr(metarec.retrain, "_served_scale", lambda folder: (1.0, 1.0))
+    with pytest.warns(UserWarning, match="records serving"), pytest.raises(
+        ConfigError, match=r"its feedback was given to .*, on ratings \[1, 1\], and would be "
+        r"read as ratings of .* on \[1, 5\]; retrain the run it served, or force=True"
+    ):  # fmt: skip
+        metarec.retrain.read_inputs(other, old, None, feedback_db, force=False)
+    with pytest.warns(UserWarning, match=r"on ratings \[1, 1\]"):
+        metarec.retrain.read_inputs(other, old, None, feedback_db, force=True)
+    # the same scale, as the real served run has: no refusal
+    monkeypatch.setattr(metarec.retrain, "_served_scale", lambda folder: (1.0, 5.0))
+    with pytest.warns(UserWarning, match="records serving"):
+        metarec.retrain.read_inputs(other, old, None, feedback_db, force=False)
