@@ -224,19 +224,21 @@ def _warn_if_served_another(
             UserWarning,
             stacklevel=4,
         )
-        served = _served_scale(ref.run)
-        if scale is not None and served is not None and served != tuple(map(float, scale)):
-            # a click run's "chose it" (1) read as the worst rating of a 1-10 run; values
-            # past the scale are clipped with a warning, but these are on it
-            lo, hi = served
-            message = (
-                f"database {store.url}: its feedback was given to {ref.run}, on ratings "
-                f"[{lo:g}, {hi:g}], and would be read as ratings of {run} on "
-                f"[{scale[0]:g}, {scale[1]:g}]"
-            )
-            if not force:
-                raise ConfigError(f"{message}; retrain the run it served, or force=True")
-            warnings.warn(message, UserWarning, stacklevel=4)
+    # the folder the server loaded, not the path it was given: a link moved since may
+    # name this very run, and the feedback was still given on the folder's scale
+    served = _served_scale(ref.folder) if Path(ref.folder).resolve() != here else None
+    if scale is not None and served is not None and served != tuple(map(float, scale)):
+        # a click run's "chose it" (1) read as the worst rating of a 1-10 run; values
+        # past the scale are clipped with a warning, but these are on it
+        lo, hi = served
+        message = (
+            f"database {store.url}: its feedback was given to {ref.folder}, on ratings "
+            f"[{lo:g}, {hi:g}], and would be read as ratings of {run} on "
+            f"[{scale[0]:g}, {scale[1]:g}]"
+        )
+        if not force:
+            raise ConfigError(f"{message}; retrain the run it served, or force=True")
+        warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def _served_scale(folder: str) -> tuple[float, float] | None:

@@ -873,12 +873,17 @@ def test_feedback_given_to_a_run_on_another_scale_is_refused(
     other = tmp_path / "other"
     shutil.copytree(service_run, other)  # another folder than the one the store served
     old = Recommender.load(other)
-    monkeypatch.setattr(metarec.retrain, "_served_scale", lambda folder: (1.0, 1.0))
+    asked: list[str] = []
+    monkeypatch.setattr(
+        metarec.retrain, "_served_scale", lambda folder: asked.append(folder) or (1.0, 1.0)
+    )
     with pytest.warns(UserWarning, match="records serving"), pytest.raises(
         ConfigError, match=r"its feedback was given to .*, on ratings \[1, 1\], and would be "
         r"read as ratings of .* on \[1, 5\]; retrain the run it served, or force=True"
     ):  # fmt: skip
         metarec.retrain.read_inputs(other, old, None, feedback_db, force=False)
+    # the folder the server loaded, not a link's path, which may have moved since
+    assert Path(asked[0]).resolve() == service_run.resolve()
     with pytest.warns(UserWarning, match=r"on ratings \[1, 1\]"):
         metarec.retrain.read_inputs(other, old, None, feedback_db, force=True)
     # the same scale, as the real served run has: no refusal
