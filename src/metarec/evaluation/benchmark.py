@@ -38,7 +38,7 @@ from metarec.data.schema import (
     inferred_like_threshold,
 )
 from metarec.data.tasks import wrote_into_read_only
-from metarec.encoders.base import needs_fit
+from metarec.encoders.base import needs_fit, weights_unknown
 from metarec.errors import ConfigError, DataError, MetarecError, ModelError, UnsupportedError
 from metarec.evaluation.blind_peers import blind_peers
 from metarec.evaluation.machine import git_commit, machine_info, uncommitted_digest
@@ -1266,7 +1266,8 @@ def run_benchmark(
         max_items=max_items, max_episodes=max_episodes, models=own_key,
         # the weights, where known before encoding: a model folder retrained under the same
         # --set encoder=PATH is another run (a TF-IDF fit follows from the data, hashed above)
-        encoder=None if needs_fit(encoder) else encoder.id,
+        # (a hub model not yet downloaded names no revision until it loads: no key then)
+        encoder=None if needs_fit(encoder) or weights_unknown(encoder.id) else encoder.id,
     ))  # fmt: skip
     # one run at a time per report: another would take over this one's kept progress
     with (
