@@ -811,3 +811,31 @@ def test_a_member_that_kept_its_untrained_model_is_said_to(
         f"note: {untrained} kept its untrained model (epoch 0: no epoch beat it on its "
         "validation users), so it adds the bias model to the blend"
     ) in said
+
+
+def test_retrain_of_an_ensemble_refuses_a_peer_blind_on_its_data(
+    ens_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`metarec ensemble` refuses a peer that scores every item alike; retrain refitted
+    one and gave it weight again (an ensemble built before, or in Python)."""
+    import metarec.evaluation.blind_peers as blind
+    from metarec.errors import ConfigError
+    from metarec.retrain import retrain
+    from metarec.service.store import FeedbackStore, NewEvent
+
+    db = f"sqlite:///{tmp_path / 'fb.db'}"
+    store = FeedbackStore(db)
+    store.create_user("fan", {}, [NewEvent("e0", "1", "rating", 5.0, 1.0)])
+    store.close()
+    seen: list[list[str]] = []
+
+    def blind_popularity(ds: Any, peers: list[str]) -> dict[str, str]:
+        seen.append(list(peers))
+        return {p: "as if on clicks" for p in peers if p == "popularity"}
+
+    monkeypatch.setattr(blind, "blind_peers", blind_popularity)
+    said = "peer popularity cannot tell one item from another here: as if on clicks; rebuild"
+    with pytest.raises(ConfigError, match=said):
+        retrain(ens_dir, db, tmp_path / "out", progress=False)
+    assert seen == [["popularity"]]  # the peers alone, not the metarec member
+    assert not (tmp_path / "out").exists()

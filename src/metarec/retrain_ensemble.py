@@ -23,6 +23,7 @@ weights were also learned, which favours it, as for a single run).
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,15 @@ def retrain_ensemble(
             f"({', '.join(configs)}); one seed for all would make them one model"
         )
     got = read_inputs(run, old, spec, db_url, force)
+    from metarec.evaluation.blind_peers import blind_peers
+
+    # as `metarec ensemble` refuses it: a peer scoring every item alike gets weight
+    blind = blind_peers(got.ds, [n for n in ens.members if n not in configs])
+    for peer, why in blind.items():
+        said = f"peer {peer} cannot tell one item from another here: {why}"
+        if not force:
+            raise ConfigError(f"{said}; rebuild the ensemble without it, or force=True")
+        warnings.warn(said, UserWarning, stacklevel=3)
     held, held_rule = _held_out_users(run, got.ds, old)
     inter = got.ds.interactions.assign(user_id=got.ds.interactions["user_id"].astype(str))
     evaluation = judged_rows(inter, held, held_rule, force)
