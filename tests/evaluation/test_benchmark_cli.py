@@ -1320,5 +1320,9 @@ def test_peers_blind_on_the_data_are_left_out_of_the_defaults_and_said(tmp_path:
         saved = json.loads(json.dumps(record))  # as the record is read back
         check_record_fields({**saved, "blind_peers": {"bias": "x"}}, "r.json")
     # MovieLens' items have years and genres, and ratings on 1-5: no peer is blind
-    ml = Dataset("ml", inter.assign(rating=4.0), items.assign(year=1990.0), rating_range=(1, 5))
+    stars = [float(1 + i % 5) for i in range(len(inter))]
+    ml = Dataset("ml", inter.assign(rating=stars), items.assign(year=1990.0), rating_range=(1, 5))
     assert blind_peers(ml, ["melu-1", "melu-5", "bias", "bias-median"]) == {}
+    # clicks declared on a 0-1 scale are every one 1 all the same
+    ones = Dataset("ml", inter, items.assign(year=1990.0), rating_range=(0, 1))
+    assert set(blind_peers(ones, ["bias", "melu-1"])) == {"bias"}

@@ -42,8 +42,12 @@ def blind_peers(ds: Dataset, peers: Sequence[str]) -> dict[str, str]:
             )
             blind.update({p: why for p in peers if p in MELU_PEERS})
     lo, hi = ds.rating_range
-    if lo == hi:
-        why = f"every rating is {lo:g}, so every bias is 0 and its list is the tie order"
+    # the data's values, not only its declared scale: clicks of 1 read on a 0-1 scale
+    # (--rating-range 0,1) are as blind to it
+    values = ds.interactions["rating"].dropna().unique()
+    if lo == hi or len(values) == 1:
+        one = lo if lo == hi else float(values[0])
+        why = f"every rating is {one:g}, so every bias is 0 and its list is the tie order"
         blind.update({p: why for p in peers if p in BIAS_PEERS})
     return blind
 
