@@ -62,13 +62,16 @@ class Opener:
 
     def __init__(self, payload: bytes | None = None) -> None:
         self.payload = payload
+        self.headers: dict[str, str] = {}  # the response's, as a server sends them
         self.calls: list[str] = []
 
     def __call__(self, url: str, timeout: float | None = None) -> io.BytesIO:
         self.calls.append(url)
         if self.payload is None:
             raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-        return io.BytesIO(self.payload)
+        response = io.BytesIO(self.payload)
+        response.headers = self.headers  # type: ignore[attr-defined]
+        return response
 
 
 @pytest.fixture(autouse=True)
@@ -205,6 +208,38 @@ def test_a_download_cut_short_says_so(
     pin_fake_zip(monkeypatch)
     isolated.payload = FAKE_ZIP[:-40]
     with pytest.raises(DatasetNotFoundError, match=r"stopped short: .* bytes of"):
+        load_dataset("ml-100k")
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_a_page_instead_of_the_archive_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
+) -> None:
+    """A proxy's or login page's whole answer was reported as a download that 'stopped
+    short; try again', which never helps."""
+    pin_fake_zip(monkeypatch)
+    page = b"<html><body>Please log in</body></html>"
+    isolated.payload = page
+    isolated.headers = {"Content-Length": str(len(page)), "Content-Type": "text/html"}
+    with pytest.raises(DatasetNotFoundError, match=r"answered with \d+ bytes of text/html, not "
+                       r"the [\d,]+-byte archive \(a proxy or login page\?\)"):  # fmt: skip
+        load_dataset("ml-100k")
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_a_full_disk_while_unpacking_names_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
+) -> None:
+    # a bare "[Errno 28] No space left on device", naming no folder
+    pin_fake_zip(monkeypatch)
+    isolated.payload = FAKE_ZIP
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", full)
+    with pytest.raises(DatasetNotFoundError, match=r"unpacking into the download cache .*datasets "
+                       r"failed \(No space left on device\); free space there"):  # fmt: skip
         load_dataset("ml-100k")
     assert files_under(tmp_path / "cache") == []
 

@@ -322,8 +322,16 @@ def fetch(known: KnownDataset, cache: Path | None = None) -> Path:
             f"${ENV_CACHE} to a folder you can write, or give the data with --data DIR / root="
         ) from None
     try:
-        digest = _download(known.url, part)
+        digest, declared, kind = _download(known.url, part, known.size)
         got = part.stat().st_size
+        if known.size is not None and got < known.size and declared == got:
+            # every byte the server declared came: a login or proxy page, not the archive
+            # ("stopped short, try again" sent the user to retry what never helps)
+            raise DatasetNotFoundError(
+                f"{known.url} answered with {got:,} bytes of {kind or 'an unnamed type'}, "
+                f"not the {known.size:,}-byte archive (a proxy or login page?); it was "
+                "discarded: download the archive yourself and give its folder with --data"
+            )
         if known.size is not None and got < known.size:
             # a connection closed early ends a read without an error: say so, rather
             # than blame the checksum on a proxy or a new release (which the checksum
@@ -333,8 +341,15 @@ def fetch(known: KnownDataset, cache: Path | None = None) -> Path:
                 f"{known.size:,}; it was discarded, try again"
             )
         _verify(known, digest)
-        folder = _extract(part, unpack, known)
-        _install(folder, target, known)
+        try:
+            folder = _extract(part, unpack, known)
+            _install(folder, target, known)
+        except OSError as exc:  # a full disk while unpacking was a bare errno message
+            raise DatasetNotFoundError(
+                f"{known.name}: unpacking into the download cache {cache} failed "
+                f"({exc.strerror or exc}); free space there, set ${ENV_CACHE} to another "
+                "folder, or give the data with --data DIR / root="
+            ) from None
     finally:
         part.unlink(missing_ok=True)
         shutil.rmtree(unpack, ignore_errors=True)
@@ -360,17 +375,34 @@ def _sweep_leftovers(cache: Path, name: str) -> None:
             continue  # gone already, or not ours to remove
 
 
-def _download(url: str, dest: Path) -> str:
+def _download(url: str, dest: Path, size: int | None = None) -> tuple[str, int | None, str]:
+    """The sha256 of what ``url`` sent into ``dest``, the length its server declared
+    (None: none) and its content type; a progress bar where stderr is a terminal (a
+    download was silent, and a slow link looked like a hang)."""
+    from tqdm.auto import tqdm
+
     sha = hashlib.sha256()
     try:
         with urlopen(url, timeout=60) as resp, dest.open("wb") as out:
-            while chunk := resp.read(1 << 20):
-                sha.update(chunk)
-                out.write(chunk)
+            headers = getattr(resp, "headers", None) or {}
+            length = str(headers.get("Content-Length") or "")
+            declared = int(length) if length.isdigit() else None
+            kind = str(headers.get("Content-Type") or "")
+            with tqdm(
+                total=declared or size,
+                desc=f"downloading {url}",
+                unit="B",
+                unit_scale=True,
+                disable=None,  # off where stderr is no terminal: logs, CI
+            ) as bar:
+                while chunk := resp.read(1 << 20):
+                    sha.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # URLError and timeouts are OSErrors; ValueError covers a malformed URL.
-        raise DatasetNotFoundError(f"downloading {url} failed ({exc})") from exc
-    return sha.hexdigest()
+        raise DatasetNotFoundError(f"downloading {url} into {dest.parent} failed ({exc})") from exc
+    return sha.hexdigest(), declared, kind
 
 
 def _verify(known: KnownDataset, digest: str) -> None:
