@@ -199,7 +199,9 @@ def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
 ) -> None:
     """A server on a fresh store forgot the user and an item added through the API: the
     page re-sent that rating with the rest at every try, and no rating could be saved
-    again. Two tabs each counted their own ratings and wrote them over the other's."""
+    again; so it did a rating kept from a run on another scale (a 9, of a 1-10 run served
+    at this address before). Two tabs each counted their own ratings and wrote them over
+    the other's."""
     live = make_server(page_api_key=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
@@ -211,6 +213,7 @@ def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
                 localStorage.setItem("metarec.created.web-forgotten", "1");
                 localStorage.setItem("metarec.ratings", JSON.stringify([
                     ["added-then-lost", {title: "Gone Since", rating: 5}],
+                    ["181", {title: "Return of the Jedi (1983)", rating: 9}],
                     ["50", {title: "Star Wars (1977)", rating: 5}]]));
             }"""
         )
@@ -233,6 +236,36 @@ def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
         expect(first.locator("#recs-status")).to_contain_text("3 ratings")
         kept = second.evaluate("JSON.parse(localStorage.getItem('metarec.ratings'))")
         assert [item for item, _ in kept] == ["50", "100", "1"]
+    finally:
+        context.close()
+
+
+def test_stars_read_before_a_reload_onto_another_scale_are_read_again(
+    browser: Any, make_server: Callable[..., Any]
+) -> None:
+    """After a reload onto a run of another scale, the page kept its old stars, and every
+    rating it posted was refused until the page itself was reloaded. Here the stars are
+    first read from a 2-10 run (a /ready answered as one would have), then the 1-5 run's
+    server refuses the 10 the fifth star posts."""
+    import json
+
+    live = make_server(page_api_key=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        ready = httpx.get(f"{live.url}/ready", timeout=30).json()
+        before = {**ready, "model": "another@run", "rating_range": [2, 10],
+                  "stars": [2, 4, 6, 8, 10], "like_threshold": 8}  # fmt: skip
+        page.route("**/ready", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(before)))  # fmt: skip
+        page.goto(live.url + "/")
+        page.wait_for_load_state("networkidle")  # the faked /ready read
+        page.unroute("**/ready")  # the server as it is from now on: a 1-5 run
+        rate_from_search(page, *RATED[0], stars=5)  # posts 10: refused on 1-5
+        expect(page.get_by_role("alert")).to_contain_text("now serves another model")
+        rate_from_search(page, *RATED[0], stars=5)  # the stars read again: posts 5
+        expect(page.get_by_role("alert")).to_be_hidden()
+        expect(page.locator("#recs")).to_have_attribute("data-ratings", "1")
     finally:
         context.close()
 
