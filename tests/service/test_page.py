@@ -270,6 +270,32 @@ def test_stars_read_before_a_reload_onto_another_scale_are_read_again(
         context.close()
 
 
+def test_a_run_of_one_value_speaks_of_choices(browser: Any, live_server: str) -> None:
+    """On a click run the star said "I chose this", and the page around it "Rate a few
+    items", "Your ratings" and "rates 1 (of 1–1)"."""
+    import json
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        ready = httpx.get(f"{live_server}/ready", timeout=30).json()
+        clicks = {**ready, "rating_range": [1, 1], "stars": [1], "like_threshold": 1}
+        page.route("**/ready", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(clicks)))  # fmt: skip
+        page.goto(live_server + "/")
+        expect(page.locator("#tagline")).to_have_text(
+            "Choose a few items; the recommendations adapt after every choice."
+        )
+        expect(page.locator("#mine-heading")).to_contain_text("Your choices")
+        expect(page.locator("#recs-status")).to_have_text("Choose an item to get recommendations.")
+        page.get_by_label("Title").fill("fargo")
+        page.get_by_role("button", name="Search").click()
+        star = page.locator("#results li").first.get_by_role("button", name="I chose this")
+        expect(star).to_have_attribute("title", "I chose this")
+    finally:
+        context.close()
+
+
 def test_search_says_when_it_shows_the_first_results_and_shows_more(
     tab: Tab, live_server: str
 ) -> None:
