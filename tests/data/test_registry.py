@@ -3,6 +3,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
+import time
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -410,3 +412,45 @@ def test_a_path_given_as_a_data_set_name_is_pointed_to_data() -> None:
 def test_an_existing_folder_given_as_a_data_set_name_is_pointed_to_data(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"looks like a path: give it with --data /"):
         load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "payload, needle",
+    [(FAKE_ZIP[: len(FAKE_ZIP) // 2], "is not a zip"),  # its checksum pinned as it is
+     (zip_bytes({"ml-100k/u.data": U_DATA}), "does not hold the expected ml-100k files")],
+)  # fmt: skip
+def test_an_archive_that_is_no_data_set_is_refused_and_nothing_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener, payload: bytes, needle: str
+) -> None:
+    pin_fake_zip(monkeypatch, payload)
+    isolated.payload = payload
+    with pytest.raises(DatasetNotFoundError, match=needle):
+        load_dataset("ml-100k")
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_metarec_data_comes_before_the_cache_and_a_typo_in_it_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's order (--data, then METAREC_DATA, then the cache) was tested only in
+    part; a mistyped METAREC_DATA fell through to the cache without a word."""
+    write_raw(tmp_path / "cache" / "datasets" / "ml-100k")  # two ratings in the cache
+    env = tmp_path / "env"
+    write_atomic(env / "ml-100k" / "ml-100k")  # and two others in METAREC_DATA
+    monkeypatch.setenv(registry.ENV_DATA, str(env))
+    assert set(load_dataset("ml-100k").items["item_id"]) == {"10"}  # METAREC_DATA's
+    monkeypatch.setenv(registry.ENV_DATA, str(tmp_path / "envv"))
+    with pytest.warns(UserWarning, match=r"METAREC_DATA names .*envv, which is no folder"):
+        assert set(load_dataset("ml-100k").items["item_id"]) == {"242", "302"}  # the cache's
+
+
+def test_a_killed_downloads_leftovers_go_once_the_data_set_is_cached(tmp_path: Path) -> None:
+    # swept only by a later download, which a cached data set never needs
+    datasets = tmp_path / "cache" / "datasets"
+    write_raw(datasets / "ml-100k")
+    part = datasets / ".ml-100k-abc.zip.part"
+    part.write_bytes(b"half")
+    old = time.time() - registry.LEFTOVER_AGE_S - 60
+    os.utime(part, (old, old))
+    load_dataset("ml-100k")
+    assert not part.exists()

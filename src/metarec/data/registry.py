@@ -216,13 +216,20 @@ def locate(
         )
     env = os.environ.get(ENV_DATA)
     for d in (env or "").split(os.pathsep):
-        if d:
+        if d and not Path(d).expanduser().is_dir():
+            # a typo fell through to the cache or a download without a word, where a
+            # mistyped --data is refused
+            warnings.warn(f"{ENV_DATA} names {d}, which is no folder; it is skipped", stacklevel=2)
+        elif d:
             found = find_local(name, d)
             if found:
                 return found
     looked.append(f"{ENV_DATA}={env}" if env else f"{ENV_DATA} (not set)")
     cached = find_local(name, cache_root())
     if cached:
+        # what a killed download left beside it: swept only by a download before, which
+        # a data set in the cache never needs again
+        _sweep_leftovers(cache_root(), name)
         return cached
     looked.append(f"the cache {cache_root() / name}")
     if not download:
