@@ -270,6 +270,34 @@ def test_stars_read_before_a_reload_onto_another_scale_are_read_again(
         context.close()
 
 
+def test_a_refusal_after_a_model_change_keeps_its_own_words_unless_off_the_scale(
+    browser: Any, make_server: Callable[..., Any]
+) -> None:
+    """Any 422 after a change of model was told as "another rating scale", where the
+    scale was the same and the item unknown to the new run."""
+    import json
+
+    live = make_server(page_api_key=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        ready = httpx.get(f"{live.url}/ready", timeout=30).json()
+        page.route("**/ready", lambda route: route.fulfill(
+            status=200, content_type="application/json",
+            body=json.dumps({**ready, "model": "another@run"})))  # fmt: skip
+        gone = {"items": [{"item_id": "zz-gone", "title": "Zzyzx Road Test"}]}
+        page.route("**/v1/items?*", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(gone)))  # fmt: skip
+        page.goto(live.url + "/")
+        page.wait_for_load_state("networkidle")
+        page.unroute("**/ready")  # the model served now has another name, the same scale
+        rate_from_search(page, "zzyzx", "Zzyzx Road Test", stars=4)
+        expect(page.get_by_role("alert")).to_contain_text("unknown item 'zz-gone'")
+        expect(page.get_by_role("alert")).not_to_contain_text("another rating scale")
+    finally:
+        context.close()
+
+
 def test_a_run_of_one_value_speaks_of_choices(browser: Any, live_server: str) -> None:
     """On a click run the star said "I chose this", and the page around it "Rate a few
     items", "Your ratings" and "rates 1 (of 1–1)"."""
