@@ -320,6 +320,9 @@ def test_a_run_of_one_value_speaks_of_choices(browser: Any, live_server: str) ->
         page.get_by_role("button", name="Search").click()
         star = page.locator("#results li").first.get_by_role("button", name="I chose this")
         expect(star).to_have_attribute("title", "I chose this")
+        expect(page.locator("#results li .stars").first).to_have_attribute(
+            "aria-label", "Choose Fargo (1996)"
+        )
         # a finger's target on a phone: WCAG 2.2's 24 px at the least (23.4 x 25.6 before)
         page.set_viewport_size({"width": 360, "height": 740})
         box = star.bounding_box()
