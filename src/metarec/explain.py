@@ -151,14 +151,23 @@ def pulls(rec: ServedModel, history: Sequence[tuple[int, float]], items: np.ndar
     vectors = rec.model.tower.item_vectors
     # one gather of the candidates' and the rated items' rows, then numpy: a dozen small
     # torch calls cost more than the arithmetic (this runs on every served list)
-    rows = torch.as_tensor(np.concatenate([np.asarray(items, dtype=np.int64), rated]))
-    with torch.no_grad():
-        picked = vectors[rows.to(vectors.device)].cpu().numpy().astype(np.float64)
-    picked -= catalogue_centre(vectors)
-    picked /= np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)  # as F.normalize
+    picked = centred_units(vectors, np.concatenate([np.asarray(items, dtype=np.int64), rated]))
     sim = picked[: len(items)] @ picked[len(items) :].T
     sim[sim < similar_floor(vectors)] = 0.0
     return np.clip(sim, 0.0, None) * weights[None, :]
+
+
+def centred_units(vectors: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+    """Catalogue ``rows`` of ``vectors`` in float64, centred on the catalogue's mean and
+    scaled to unit length (as F.normalize): the space both the pulls and their floor
+    measure cosines in. One gather, then numpy: a dozen small torch calls cost more than
+    the arithmetic (this runs on every served list)."""
+    with torch.no_grad():
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64)).to(vectors.device)
+        picked = vectors[index].cpu().numpy().astype(np.float64)
+    picked -= catalogue_centre(vectors)
+    picked /= np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)
+    return picked
 
 
 SIMILAR_QUANTILE = 0.9
@@ -179,10 +188,7 @@ def similar_floor(vectors: torch.Tensor) -> float:
     rows = np.arange(n)
     if n > _FLOOR_SAMPLE:
         rows = np.sort(np.random.default_rng(0).choice(n, _FLOOR_SAMPLE, replace=False))
-    with torch.no_grad():
-        picked = vectors[torch.as_tensor(rows).to(vectors.device)].cpu().numpy()
-    picked = picked.astype(np.float64) - catalogue_centre(vectors)
-    picked /= np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)
+    picked = centred_units(vectors, rows)
     cos = (picked @ picked.T)[np.triu_indices(len(rows), 1)]
     floor = float(np.quantile(cos, SIMILAR_QUANTILE)) if len(cos) else 0.0
     vectors._metarec_floor = (version, floor)  # type: ignore[attr-defined]
