@@ -61,6 +61,20 @@ def write_lines_atomic(path: str | Path, lines: list[str]) -> None:
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 
+def temp_name(name: str) -> str:
+    """The longest temporary name :func:`write_bytes_atomic` writes ``name`` through."""
+    return f".{name}.{'0' * 12}.tmp"
+
+
+def name_limit(folder: str | Path) -> int:
+    """The longest file name, in bytes, that ``folder`` (or where it would be made)
+    takes: 255 on most file systems, 143 on eCryptfs."""
+    try:
+        return int(os.pathconf(nearest_existing(folder), "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no answer
+        return 255
+
+
 def remove_orphan_temps(folder: str | Path) -> None:
     """Remove the temporary files and folders killed writers left in ``folder``.
 

@@ -847,6 +847,25 @@ def test_result_names_keep_letters_of_any_script() -> None:
     assert safe_name("///") == "data"
 
 
+def test_a_long_data_file_name_gives_result_names_a_file_system_takes(tmp_path: Path) -> None:
+    from metarec.errors import ConfigError
+    from metarec.evaluation.benchmark import _check_outputs
+    from metarec.values import MAX_NAME_BYTES, safe_name
+
+    # a 225-character name failed with "File name too long" once every model was fitted
+    long, other = "b" * 225, "b" * 224 + "c"
+    assert len(safe_name(long).encode()) <= MAX_NAME_BYTES
+    assert safe_name(long) != safe_name(other)  # cut at one length, yet two results
+    assert safe_name(long).startswith("b" * 80)
+    cjk = safe_name("日本語の書籍" * 13)  # 78 characters, 234 bytes, cut at a character
+    assert len(cjk.encode()) <= MAX_NAME_BYTES and cjk.startswith("日本語")
+    assert safe_name("b" * MAX_NAME_BYTES) == "b" * MAX_NAME_BYTES  # short enough: as it was
+    for name in (safe_name(long), cjk):  # the longest result name, with its seeds and folds
+        _check_outputs(tmp_path, [tmp_path / f"p2-{name}-5fold-seeds3-abtest.png"])
+    with pytest.raises(ConfigError, match=r"too long a file name .* up to \d+ bytes"):
+        _check_outputs(tmp_path / "new", [tmp_path / "new" / f"p2-{long}-abtest.png"])
+
+
 def test_a_run_beside_another_fold_plans_split_files_is_refused_before_any_work(
     shared_data: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,7 +51,7 @@ from metarec.evaluation.p1 import ALL_STATES
 from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
 from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
-from metarec.io import json_bytes
+from metarec.io import json_bytes, name_limit, nearest_existing, temp_name
 from metarec.locks import exclusive
 from metarec.models.base import ScoringModel, TrainingData, check_whole
 from metarec.models.cutpoints import MedianView, rating_levels
@@ -870,6 +871,13 @@ def _check_outputs(out: Path, paths: Sequence[Path]) -> None:
             raise ConfigError(
                 f"out: {path} is a folder, where the run writes a result file; move it "
                 f"away or give another out folder than {out}"
+            )
+        longest = name_limit(path.parent)
+        if len(os.fsencode(temp_name(path.name))) > longest:
+            raise ConfigError(
+                f"out: {path.name} is too long a file name for {nearest_existing(out)} "
+                f"(it takes names up to {longest} bytes, and the file is first written "
+                "under a longer temporary name); give a shorter data file name"
             )
 
 

@@ -253,7 +253,7 @@ def _fmt(value: float | None, std: float | None = None) -> str:
     if not _defined(value):
         return "—"
     text = f"{value:.4f}"
-    if std:
+    if std is not None:  # a std of exactly 0 too: one table mixed "0.0300" and "0.0250 ± 0.0000"
         text += f" ± {std:.4f}"
     return text
 
