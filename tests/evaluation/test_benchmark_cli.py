@@ -1344,4 +1344,9 @@ def test_peers_blind_on_the_data_are_left_out_of_the_defaults_and_said(tmp_path:
     assert blind_peers(ml, ["melu-1", "melu-5", "bias", "bias-median"]) == {}
     # clicks declared on a 0-1 scale are every one 1 all the same
     ones = Dataset("ml", inter, items.assign(year=1990.0), rating_range=(0, 1))
-    assert set(blind_peers(ones, ["bias", "melu-1"])) == {"bias"}
+    # and MeLU, fitted to one rating, learns nothing from the years and genres it reads
+    assert blind_peers(ones, ["bias", "melu-1", "knn"]) == {
+        "bias": "every rating is 1, so every bias is 0 and its list is the tie order",
+        "melu-1": "every rating is 1, so MeLU, a regressor of the rating, learns nothing "
+        "that tells one item from another",
+    }

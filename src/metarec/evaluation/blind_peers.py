@@ -12,6 +12,10 @@ Two cases are known:
 * The bias model (``bias``, ``bias-median``) on one-value ratings (clicks read as 1s):
   every item's and user's bias is 0, so its list is the catalogue's tie order, the
   same ten items for everyone.
+* MeLU on one-value ratings too, years and genres or not: a regressor fitted to one
+  target learns nothing that tells items apart, and its list is what its random
+  initial weights leave (on a click log with categories, the same ten items for
+  everyone, nDCG@10 0.30 against popularity's 0.72, marked a significant loss).
 
 :func:`run_benchmark <metarec.evaluation.benchmark.run_benchmark>` leaves such a
 peer out of its default set, and keeps one named in ``peers`` with a warning; the
@@ -49,6 +53,13 @@ def blind_peers(ds: Dataset, peers: Sequence[str]) -> dict[str, str]:
         one = lo if lo == hi else float(values[0])
         why = f"every rating is {one:g}, so every bias is 0 and its list is the tie order"
         blind.update({p: why for p in peers if p in BIAS_PEERS})
+        fitted = (
+            f"every rating is {one:g}, so MeLU, a regressor of the rating, learns nothing "
+            "that tells one item from another"
+        )
+        for p in peers:
+            if p in MELU_PEERS:
+                blind.setdefault(p, fitted)  # no year or genres either: said first, above
     return blind
 
 
