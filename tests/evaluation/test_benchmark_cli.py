@@ -1312,6 +1312,13 @@ def test_peers_blind_on_the_data_are_left_out_of_the_defaults_and_said(tmp_path:
         "left_out": True,
     }
     assert "--peers" not in record["command"]  # the defaults, left out again on a rerun
+    # what it warned of on stderr is in the record and the report: 3 validation users
+    # gave the K >= 5 weights no bucket of their own, which the weights table hid
+    assert any("K >= 5 had 3 (takes K >= 0's)" in w for w in record["warnings"])
+    assert not any("left out of the default peers" in w for w in record["warnings"])  # said
+    assert "**Warnings while it ran.**\n\n- ensemble: K >= 0 learned from 3" in render_markdown(
+        record
+    )
     assert record["encoder_id"].startswith("tfidf")  # the encoder by its fit, not its name
     md = render_markdown(record)
     assert "**Peers blind on this data.** Left out: melu-1, melu-5 (the catalogue has no " in md
@@ -1331,6 +1338,17 @@ def test_peers_blind_on_the_data_are_left_out_of_the_defaults_and_said(tmp_path:
     assert {"melu-1", "bias"} <= set(kept["summary"]["5"])
     assert f"--peers {','.join(P2_PEERS)}" in kept["command"]
     assert "Kept as named, but blind here: melu-1, melu-5 (" in render_markdown(kept)
+    # without K = 5 among the shots there is no A/B test, and the report says so (its
+    # section and -abtest.png were missing without a word)
+    with pytest.warns(UserWarning, match=r"books: no offline A/B test: it is run at K = 5"):
+        no_ab = run_benchmark("p2", ds, out=tmp_path / "no5", algorithms=["episodic"],
+                              peers=["popularity"], shots=[0, 3], overrides=["encoder=tfidf"],
+                              progress=False, plots=False)  # fmt: skip
+    assert no_ab["abtest"] is None
+    assert "## Offline A/B test (P4)\n\nNot run: it is run at K = 5, and the support sizes " in (
+        render_markdown(no_ab)
+    )
+    assert "abtest_not_run" not in record and record["abtest"]
     # an edited entry is named, not an AttributeError in the renderer
     from metarec.errors import DataError
     from metarec.evaluation.report import check_record_fields

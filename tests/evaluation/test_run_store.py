@@ -38,6 +38,24 @@ def test_only_the_same_commands_folds_are_read(tmp_path: Path) -> None:
     assert not other.dir.exists()
 
 
+def test_the_warnings_of_an_interrupted_session_reach_the_resumed_runs_report(
+    tmp_path: Path,
+) -> None:
+    # a fold read back warns no more: what it warned of is kept with the progress
+    store = RunStore(tmp_path, "p2-x", {"seed": 0})
+    with pytest.raises(KeyboardInterrupt), store.session(resume=True):
+        store.warned.append("ensemble: K >= 5 had 3 (takes K >= 0's)")
+        store.save(0, {"summary": {}})
+        raise KeyboardInterrupt
+    again = RunStore(tmp_path, "p2-x", {"seed": 0})
+    with again.session(resume=True) as finished:
+        assert set(finished) == {0}
+        assert again.warned == ["ensemble: K >= 5 had 3 (takes K >= 0's)"]
+    other = RunStore(tmp_path, "p2-x", {"seed": 1})  # another command's: not its warnings
+    with pytest.warns(UserWarning, match="not reused"), other.session(resume=True):
+        assert other.warned == []
+
+
 def test_a_kept_model_is_read_back_only_when_whole(tmp_path: Path) -> None:
     import numpy as np
 

@@ -594,6 +594,17 @@ def _p2_abtest(
     return jsonable({"A": "popularity", "B": best, **choice, **report})
 
 
+def _why_no_abtest(protocol: str, peers: Sequence[str], shots: Sequence[int]) -> str | None:
+    """Why a P2 run will hold no A/B test (:func:`_p2_abtest`), or None."""
+    if protocol != "p2":
+        return None
+    if AB_SUPPORT not in shots:
+        return f"it is run at K = {AB_SUPPORT}, and the support sizes (shots) leave it out"
+    if "popularity" not in peers:
+        return "it pits popularity (arm A) against the best model, and the peers leave it out"
+    return None
+
+
 AB_CHOICE_METRIC = "ndcg@10"
 
 
@@ -861,6 +872,31 @@ def _check_validation_users(
                 f"{where(fold)}: no validation users: the meta-learners stop early and the "
                 "ensemble learns its weights on them"
             )
+
+
+@contextlib.contextmanager
+def _noting_warnings(into: list[str]) -> Iterator[None]:
+    """Show each UserWarning as before, and add its text to ``into`` (once) for the
+    record: "rating cutpoints not fitted" made the median rows the mean rows, and was
+    said on stderr alone, which neither the JSON nor the Markdown kept."""
+    shown = warnings.showwarning
+
+    def note(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        text = str(message)
+        if issubclass(category, UserWarning) and text not in into:
+            into.append(text)
+        shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():  # puts showwarning back however the run ends
+        warnings.showwarning = note
+        yield
 
 
 def _check_outputs(out: Path, paths: Sequence[Path]) -> None:
@@ -1206,6 +1242,7 @@ def run_benchmark(
     if not peers_named:
         peers = [p for p in peers if p not in blind]
     blind_record = {p: {"why": why, "left_out": not peers_named} for p, why in blind.items()}
+    no_abtest = _why_no_abtest(protocol, peers, shots)
     # Every split read (and so checked) or drawn here, before the run store discards
     # what an interrupted run of another command kept: a refused --splits file, or data
     # too small to split, cost that run's progress when found inside the session.
@@ -1266,6 +1303,8 @@ def run_benchmark(
         *(plot_paths(protocol, out / name) if plots else []),
         *(out / split_file_name(protocol, stem, f) for f in fold_ids),
     ])  # fmt: skip
+    if no_abtest:  # the report and its -abtest.png were simply missing, without a word
+        warnings.warn(f"{ds_name}: no offline A/B test: {no_abtest}", UserWarning, stacklevel=2)
     out.mkdir(parents=True, exist_ok=True)  # only once every option and file checked out
     # what an interrupted run of this same command finished: folds, and models within one
     store = RunStore(out, name, _run_key(
@@ -1281,6 +1320,7 @@ def run_benchmark(
     with (
         exclusive(out / name, "wait for it to finish, or give another out folder (--out)"),
         store.session(resume=resume, started=t0) as finished,
+        _noting_warnings(store.warned),
     ):
         catalogue = encode_catalogue(ds.items, encoder, progress=progress)
         encode_s = time.perf_counter() - t0
@@ -1384,6 +1424,8 @@ def run_benchmark(
             },
             "split_files": [r["split_file"] for r in runs],
             **({"blind_peers": blind_record} if blind_record else {}),
+            **({"abtest_not_run": no_abtest} if no_abtest else {}),
+            **({"warnings": list(store.warned)} if store.warned else {}),
             "machine": machine_info(),
             "command": command
             or _command(

@@ -87,6 +87,8 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "own_models": (list,),
     "blind_peers": (dict,),
     "encoder_id": (str,),
+    "warnings": (list,),
+    "abtest_not_run": (str,),
 }
 _JSON_NAMES: dict[type | None, str] = {
     str: "a string",
@@ -189,6 +191,9 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         for where, value in leaves(f"ensemble_weights[{n}]", row, 2):  # bucket, model
             if not (is_number(value) and not math.isinf(value)):
                 raise bad(where, "a finite weight", value)
+    for n, text in enumerate(record.get("warnings") or []):
+        if not isinstance(text, str):
+            raise bad(f"warnings[{n}]", "a string", text)
     for where, entry in cells("blind_peers", 1):
         if not (
             isinstance(entry, dict)
@@ -354,12 +359,13 @@ def _header(record: dict[str, Any]) -> list[str]:
             else ""
         )
         + f". Machine: {describe_machine(m)}"
-        + f". Total time {record['timings']['total_s'] / 60:.1f} min."
+        + f". Total time {_duration(record['timings']['total_s'])}."
         + _liked(record),
         "",
         f"Reproduce: `{record['command']}`" + _own_models(record),
         "",
         *_blind_lines(record),
+        *_warning_lines(record),
         "**Bold**: the best mean (on each model that ties for it). "
         + ("`p` columns" if record["protocol"] == "p1" else "`(p …)` in the nDCG@10 cells")
         + ": Holm-corrected paired Wilcoxon p-value of the "
@@ -397,6 +403,21 @@ def _blind_lines(record: dict[str, Any]) -> list[str]:
     """The peers that score every item alike on this data (:mod:`blind_peers`)."""
     note = blind_note(record.get("blind_peers") or {})
     return [f"**Peers blind on this data.** {note}", ""] if note else []
+
+
+def _duration(seconds: float) -> str:
+    """A run's time in minutes, or seconds under one ("0.0 min" for a small run's 2 s)."""
+    return f"{seconds:.0f} s" if seconds < 59.5 else f"{seconds / 60:.1f} min"
+
+
+def _warning_lines(record: dict[str, Any]) -> list[str]:
+    """What the run warned of while it worked: rating cuts not fitted (so a "median"
+    row is the mean row), an ensemble's support-size buckets copying a smaller one's
+    weights, too few test users; said on stderr alone, the tables read as if none held."""
+    said = record.get("warnings") or []
+    if not said:
+        return []
+    return ["**Warnings while it ran.**", "", *(f"- {text}" for text in said), ""]
 
 
 def _user_rule(record: dict[str, Any]) -> str:
@@ -570,6 +591,8 @@ def render_markdown(record: dict[str, Any]) -> str:
             lines.append(f"| {bucket} | " + " | ".join(f"{row[m]:.2f}" for m in members) + " |")
         lines.append("")
     ab = record.get("abtest")
+    if not ab and record.get("abtest_not_run"):
+        lines += ["## Offline A/B test (P4)", "", f"Not run: {record['abtest_not_run']}.", ""]
     if ab and ab.get("replay"):
         rp, il = ab["replay"], ab.get("interleave") or {}
         a, b = rp["arms"]["A"], rp["arms"]["B"]

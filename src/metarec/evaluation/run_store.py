@@ -8,7 +8,7 @@ fingerprint and the code's commit):
 
 - ``foldF.json``: a finished fold's figures, the per-user values included.
 - ``elapsed.json``: the time the interrupted sessions ran, added to the report's
-  total.
+  total, and the warnings they gave (:attr:`RunStore.warned`), which the report lists.
 - ``FOLD/MODEL/``: within the fold being run (``split`` for a single split), each
   model that has been fitted and evaluated: ``result.json`` (its figures, fit time
   and config) and, for a model the ensemble or the A/B test still needs, the
@@ -62,6 +62,9 @@ class RunStore:
         # as it reads back from JSON, so a saved key compares equal to a fresh one
         self.key = json.loads(json.dumps(key, default=str))
         self.earlier_s = 0.0  # what interrupted sessions of this command ran (see session)
+        # the warnings every session of this command gave, in order: the caller adds
+        # this session's (the models refitted in it warn again, those read back cannot)
+        self.warned: list[str] = []
         self._same = self._same_command()
         self._started = False  # this command's key recorded, another's progress gone
         self._drop_quietly = False  # --no-resume: dropping its own progress was asked for
@@ -140,6 +143,7 @@ class RunStore:
             self._drop_quietly = True
         finished = self.finished()
         self.earlier_s = self._earlier_seconds()
+        self.warned = self._earlier_warnings()
         if self._same:
             self.start()  # its own progress: nothing to discard
         elif self.dir.exists() and not self._drop_quietly:
@@ -156,7 +160,7 @@ class RunStore:
                 self.clear()
             elif self.dir.exists():
                 spent = self.earlier_s + time.perf_counter() - began
-                save_json(self.dir / ELAPSED, {"seconds": spent})
+                save_json(self.dir / ELAPSED, {"seconds": spent, "warnings": self.warned})
                 if isinstance(exc, KeyboardInterrupt):
                     # where, for the command's closing words (it said "OUT/.NAME.partial/")
                     # (add_note, but Python 3.10 lacks it; 3.11's keeps notes there too)
@@ -171,6 +175,15 @@ class RunStore:
             return float(seconds) if isinstance(seconds, (int, float)) else 0.0
         except (ModelError, AttributeError):  # none kept (interrupted before this existed)
             return 0.0
+
+    def _earlier_warnings(self) -> list[str]:
+        if not self._same:
+            return []
+        try:
+            said = load_json(self.dir / ELAPSED).get("warnings", [])
+        except (ModelError, AttributeError):
+            return []
+        return [w for w in said if isinstance(w, str)] if isinstance(said, list) else []
 
     def save(self, fold: int, run: dict[str, Any]) -> None:
         self._begin()
