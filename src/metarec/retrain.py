@@ -224,17 +224,23 @@ def _warn_if_served_another(
             UserWarning,
             stacklevel=4,
         )
-    # the folder the server loaded, not the path it was given: a link moved since may
-    # name this very run, and the feedback was still given on the folder's scale
-    served = _served_scale(ref.folder) if Path(ref.folder).resolve() != here else None
-    if scale is not None and served is not None and served != tuple(map(float, scale)):
+    # every scale the store served with feedback on it, not only the last run's: a 1-5
+    # run served, then a 1-10 one, left 1-5 ratings read as 1-10 ones. A ref recorded
+    # before the scales were kept: the folder the server loaded, not the path it was
+    # given (a link moved since may name this very run, on the folder's scale)
+    ours = None if scale is None else (float(scale[0]), float(scale[1]))
+    served = next((s for s in ref.scales if s != ours), None)
+    if not ref.scales and Path(ref.folder).resolve() != here:
+        served = _served_scale(ref.folder)
+    if ours is not None and served is not None and served != ours:
         # a click run's "chose it" (1) read as the worst rating of a 1-10 run; values
         # past the scale are clipped with a warning, but these are on it
         lo, hi = served
+        given_to = ref.folder if not ref.scales else "a run it served"
         message = (
-            f"database {store.url}: its feedback was given to {ref.folder}, on ratings "
+            f"database {store.url}: its feedback was given to {given_to}, on ratings "
             f"[{lo:g}, {hi:g}], and would be read as ratings of {run} on "
-            f"[{scale[0]:g}, {scale[1]:g}]"
+            f"[{ours[0]:g}, {ours[1]:g}]"
         )
         if not force:
             raise ConfigError(f"{message}; retrain the run it served, or force=True")

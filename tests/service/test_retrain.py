@@ -8,6 +8,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -868,8 +869,28 @@ def test_feedback_given_to_a_run_on_another_scale_is_refused(
 ) -> None:
     """A click run's "chose it" (1) was read as the worst rating of a 1-10 run, with
     only the warning that the store served another run."""
+    from metarec.service.serving import ServedRef
+
     assert metarec.retrain._served_scale(str(service_run)) == (1.0, 5.0)
     assert metarec.retrain._served_scale(str(tmp_path / "gone")) is None
+    store = FeedbackStore(feedback_db)
+    served = ServedRef.parse(store.served_state()[1])
+    assert served is not None and served.scales == ((1.0, 5.0),)  # recorded by the service
+    # a run on 1-10 served after it (a warning at its start) keeps the 1-5 ratings'
+    # scale on record; with no feedback stored, a scale nothing was given on is dropped
+    assert served.serving((1.0, 10.0), feedback=True) == ((1.0, 5.0), (1.0, 10.0))
+    assert served.serving((1.0, 10.0), feedback=False) == ((1.0, 10.0),)
+    assert served.serving((1, 5), feedback=True) == ((1.0, 5.0),)
+    # only the last run served was compared: this very run, retrained, read ratings
+    # given to the 1-10 run before it as its own
+    store.bump_served_state(replace(served, scales=((1.0, 10.0), (1.0, 5.0))).dumps())
+    with pytest.raises(ConfigError, match=r"given to a run it served, on ratings \[1, 10\], "):
+        metarec.retrain.read_inputs(service_run, Recommender.load(service_run), None,
+                                    feedback_db, force=False)  # fmt: skip
+    # a ref recorded before the scales were kept: the served folder's scale, as before
+    legacy = {"run": served.run, "folder": served.folder, "events_upto": served.events_upto}
+    store.bump_served_state(json.dumps(legacy))
+    store.close()
     other = tmp_path / "other"
     shutil.copytree(service_run, other)  # another folder than the one the store served
     old = Recommender.load(other)

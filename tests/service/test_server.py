@@ -438,6 +438,11 @@ def test_the_command_catches_a_sighup_before_its_imports(monkeypatch: pytest.Mon
         ("bogus://x", "unsupported database 'bogus'"),
         ("sqlite://", "the SQLite store must be a file"),
         ("not a url", "not a database URL"),
+        # a port that is no number: a ValueError's traceback and exit code 1
+        ("postgresql://u:secret@127.0.0.1:notaport/db", "'postgresql://u:***@127.0.0.1:notaport"),
+        # echoed whole, password and all
+        ("mysql://metarec:secret@127.0.0.1/x", "--db 'mysql://metarec:***@127.0.0.1/x'"),
+        ("bogus://u@h/x?sslmode=require&password=secret", "?sslmode=require&password=***'"),
     ],
 )
 def test_a_store_url_no_store_takes_is_refused_before_the_run_loads(
@@ -457,6 +462,21 @@ def test_a_store_url_no_store_takes_is_refused_before_the_run_loads(
     res = cli("serve", str(service_run), "--db", url, "--port", "0")
     assert res.returncode == 2, res.stderr
     assert needle in res.stderr, res.stderr
+    assert "secret" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_store_shows_its_url_without_a_password(tmp_path: Path) -> None:
+    from metarec.service.store import FeedbackStore, shown_url
+
+    # libpq's ?password= form reached the startup line ("feedback store ...&password=")
+    assert shown_url("postgresql://u@h/db?password=pw&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )
+    assert shown_url("postgresql://u:p%40w@h:5/db?SSLPASSWORD=k") == (
+        "postgresql://u:***@h:5/db?SSLPASSWORD=***"
+    )
+    db = tmp_path / "f.db"
+    assert FeedbackStore(f"sqlite:///{db}").url.startswith(f"sqlite:///{db}")
 
 
 def test_a_key_handed_to_the_page_is_one_a_browser_can_send() -> None:

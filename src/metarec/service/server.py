@@ -154,10 +154,15 @@ def _configure_logging() -> None:
 def _server_app(settings: ServiceSettings) -> Any:
     """The app as a server process runs it: its torch threads, SIGHUP, a frozen heap."""
     import torch
+    from tqdm.std import tqdm
 
     from metarec.service.app import create_app
 
     torch.set_num_threads(settings.torch_threads)
+    # a server shows no bars, yet encoding added items makes one (disabled), and tqdm's
+    # first bar makes a multiprocessing lock: a named semaphore, which a worker killed
+    # with -9 left for the resource tracker to report "leaked" at the server's stop
+    tqdm.set_lock(threading.RLock())
     return create_app(
         dataclasses.replace(settings, install_sighup=True, freeze_heap=True, warn_no_api_key=False)
     )
@@ -218,7 +223,11 @@ def _worker(settings: ServiceSettings, sock: socket.socket, report: Any, supervi
         raise
     report.send(("ready", app.state.holder.current.name, app.state.store.url))
     report.close()
-    _run_uvicorn(app, sock)
+    # uvicorn raises SIGTERM again once it has shut down; unhandled, it killed the worker
+    # (exit -15) before multiprocessing's finalizers ran, and the resource tracker warned
+    # of "leaked semaphore objects" (tqdm's lock, made by any encoding) at every stop
+    with _stopped_cleanly():
+        _run_uvicorn(app, sock)
 
 
 def _stop_with(parent: int) -> None:
@@ -364,7 +373,9 @@ class Supervisor:
             while receive is not None and receive.poll(0):
                 message = receive.recv()
                 if message[0] == "failed":
-                    self.log.error("a restarted worker failed to start: %s", message[1])
+                    # "ConfigError\tdatabase ...": the tab split kind from text for _wait_ready
+                    kind, _, text = message[1].partition("\t")
+                    self.log.error("a restarted worker failed to start: %s: %s", kind, text)
                 else:
                     self._serving(self.processes[slot].pid)
         except (EOFError, OSError):

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
@@ -76,6 +76,7 @@ _HELD_UP = (
 )
 
 Announce = Literal["never", "if_moved", "always"]
+Scale = tuple[float, float]  # a run's rating scale, (low, high)
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,28 @@ class ServedRef:
     the run as given (a link, which SIGHUP follows), the folder it led to when loaded
     (what the others load, so a link moved since is not followed by some processes
     and not others), and the last event the fold-in learned from (so processes that
-    load at different times learn the same offsets)."""
+    load at different times learn the same offsets).
+
+    ``scales``: the rating scale of every run served on the store since it last held no
+    feedback, so that ``retrain`` can refuse feedback given on another scale: a 1-5
+    run served, then a 1-10 run (a warning at its start), and the 1-5 ratings were
+    read as 1-10 ones, where only the last run served was compared. Empty in a ref
+    recorded before this was kept."""
 
     run: str
     folder: str
     events_upto: int | None
+    scales: tuple[Scale, ...] = ()
 
     def dumps(self) -> str:
-        return json.dumps({"run": self.run, "folder": self.folder, "events_upto": self.events_upto})
+        return json.dumps(
+            {
+                "run": self.run,
+                "folder": self.folder,
+                "events_upto": self.events_upto,
+                "scales": [list(scale) for scale in self.scales],
+            }
+        )
 
     @staticmethod
     def parse(text: str | None) -> ServedRef | None:
@@ -100,9 +115,19 @@ class ServedRef:
         try:
             d = json.loads(text)
             upto = d["events_upto"]
-            return ServedRef(str(d["run"]), str(d["folder"]), None if upto is None else int(upto))
+            scales = tuple((float(lo), float(hi)) for lo, hi in d.get("scales") or ())
+            return ServedRef(
+                str(d["run"]), str(d["folder"]), None if upto is None else int(upto), scales
+            )
         except (ValueError, TypeError, KeyError, OverflowError):
             return ServedRef(text, text, None)  # a bare path, as first recorded
+
+    def serving(self, scale: Scale, feedback: bool) -> tuple[Scale, ...]:
+        """The scales to record once a run on ``scale`` is served after this ref's:
+        its own are kept while the store holds ``feedback`` given on them."""
+        here = (float(scale[0]), float(scale[1]))
+        kept = self.scales if feedback else ()
+        return kept if here in kept else (*kept, here)
 
 
 def run_name(run: Path) -> str:
@@ -374,7 +399,13 @@ class ModelHolder:
                 if announce == "if_moved" and in_step and recorded is not None:
                     # the same model under a new name: the same fold-in cut-off
                     upto = recorded.events_upto if recorded.events_upto is not None else upto
-                ref: ServedRef | None = ServedRef(str(given), str(path), upto)
+                scale = (float(rec.rating_range[0]), float(rec.rating_range[1]))
+                scales = (
+                    (scale,)
+                    if recorded is None
+                    else recorded.serving(scale, self.store.last_event_id() > 0)
+                )
+                ref: ServedRef | None = ServedRef(str(given), str(path), upto, scales)
                 publish = True
                 if announce == "if_moved" and not in_step and self._current is None:
                     # a start on another run than the store's: often a restart with the
@@ -703,7 +734,7 @@ class ModelHolder:
             base = self._ref or ServedRef(str(served.run), str(served.folder), None)
             # the others fold in as they reload; refused if a reload (say) landed while
             # this folded in, which the new ref would otherwise undo
-            self._announce(self._seen, ref=ServedRef(base.run, base.folder, upto), expect=True)
+            self._announce(self._seen, ref=replace(base, events_upto=upto), expect=True)
         if self.freeze_heap:
             gc.freeze()
         return {"model": served.name, **summary}

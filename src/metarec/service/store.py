@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -245,7 +246,7 @@ def migrate(engine: Engine) -> int:
         current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
         if current > SCHEMA_VERSION:
             raise ConfigError(
-                f"database {engine.url}: schema version {current} is newer than this "
+                f"database {shown_url(engine.url)}: schema version {current} is newer than this "
                 f"metarec's ({SCHEMA_VERSION}); upgrade metarec or use another database"
             )
         present = set(inspect(conn).get_table_names())
@@ -253,7 +254,7 @@ def migrate(engine: Engine) -> int:
             # the migrations would run over tables they did not make: a UNIQUE
             # constraint's failure at best, items renumbered at worst
             raise ConfigError(
-                f"database {engine.url}: metarec's tables are there but schema_version "
+                f"database {shown_url(engine.url)}: metarec's tables are there but schema_version "
                 "records no version (damaged or edited by hand?); restore it from a "
                 "backup, or use another database"
             )
@@ -271,7 +272,7 @@ def migrate(engine: Engine) -> int:
                         raise
                     said = " ".join(str(exc.orig).split())
                     raise ConfigError(
-                        f"database {engine.url}: its schema (version {current}) needs "
+                        f"database {shown_url(engine.url)}: its schema (version {current}) needs "
                         f"migrating to version {version} ({description}), which this role "
                         f"may not do ({said}); start metarec once with the role that owns "
                         "the tables, then this one"
@@ -282,7 +283,8 @@ def migrate(engine: Engine) -> int:
         missing = [t.name for t in STORE_TABLES if t.name not in present]
         if missing:
             raise ConfigError(
-                f"database {engine.url}: table(s) {', '.join(missing)} missing at schema version "
+                f"database {shown_url(engine.url)}: table(s) {', '.join(missing)} missing at "
+                "schema version "
                 f"{max(current, SCHEMA_VERSION)} (damaged or edited by hand?); restore it from a "
                 "backup, or use another database"
             )
@@ -315,7 +317,7 @@ def _check_columns(conn: Connection, engine: Engine) -> None:
                 "required and without a default"
             )
             raise ConfigError(
-                f"database {engine.url}: table {table.name} {said} at schema version "
+                f"database {shown_url(engine.url)}: table {table.name} {said} at schema version "
                 f"{SCHEMA_VERSION} (damaged or edited by hand?); restore it from a backup, "
                 "or use another database"
             )
@@ -357,25 +359,40 @@ POSTGRES_LOCK_WAIT_MS = int(SQLITE_BUSY_TIMEOUT_S * 1000)
 LOCK_WAIT_OURS = "metarec_lock_wait"  # the connection's flag: the wait is ours to set
 
 
+# a password in a URL's user part or in libpq's ?password= (and ?sslpassword=) form
+_USER_SECRET = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+
+
+def shown_url(url: str | URL) -> str:
+    """``url`` as messages and logs show it, with any password as ``***``: SQLAlchemy
+    hides the user part's alone, so ``?password=`` reached the startup line, and a URL
+    refused as unsupported was echoed whole."""
+    text = url.render_as_string(hide_password=True) if isinstance(url, URL) else str(url)
+    return _QUERY_SECRET.sub(r"\1***", _USER_SECRET.sub(r"\1***@", text))
+
+
 def check_db_url(url: str) -> URL:
     """``url`` parsed, or a ConfigError naming it unless it is a SQLite file or a
     PostgreSQL database: what ``serve`` checks before loading the run (a bogus URL was
     refused only after the model had loaded)."""
-    url = normalise_url(url)
+    given, url = url, normalise_url(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number
         raise ConfigError(
-            f"--db {url!r}: not a database URL; expected sqlite:///path.db or "
+            f"--db {shown_url(given)!r}: not a database URL; expected sqlite:///path.db or "
             "postgresql://user:password@host/dbname"
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise ConfigError(f"--db {url!r}: the SQLite store must be a file (sqlite:///path.db)")
+            raise ConfigError(
+                f"--db {shown_url(given)!r}: the SQLite store must be a file (sqlite:///path.db)"
+            )
     elif backend != "postgresql":
         raise ConfigError(
-            f"--db {url!r}: unsupported database {backend!r}; use sqlite or postgresql"
+            f"--db {shown_url(given)!r}: unsupported database {backend!r}; use sqlite or postgresql"
         )
     return parsed
 
@@ -561,7 +578,7 @@ class FeedbackStore:
         """``create=False``: the database must already hold a store (``metarec retrain``
         reads what a service wrote; a mistyped URL must not read as "no feedback")."""
         self.engine = make_engine(url)
-        self.url = self.engine.url.render_as_string(hide_password=True)
+        self.url = shown_url(self.engine.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         database = self.engine.url.database
         # the database file, for ping (None: in memory)
