@@ -1580,6 +1580,35 @@ def test_a_deleted_database_file_is_not_ready_and_stores_nothing(
         assert "the database file is gone" in r.json()["error"]["message"]
 
 
+def test_a_connection_lost_at_commit_says_the_write_may_have_landed(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the answer said "nothing was stored, retry"; the user had been created, and the
+    # retry got 409 user_exists
+    import sqlite3
+
+    live = make_server(db_url=f"sqlite:///{tmp_path / 'f.db'}")
+    dialect = live.app.state.store.engine.dialect
+    committed = dialect.do_commit
+
+    def lost_after_commit(connection: Any) -> None:
+        committed(connection)
+        monkeypatch.setattr(dialect, "do_commit", committed)  # once
+        raise sqlite3.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(dialect, "do_commit", lost_after_commit)
+    with live.client(server_api_key) as c:
+        r = c.post("/v1/users", json={"user_id": "maybe"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+        said = r.json()["error"]["message"]
+        assert "may have been stored" in said and "nothing was stored" not in said, said
+        assert c.get("/v1/users/maybe").status_code == 200  # it had landed
+        assert c.post("/v1/users", json={"user_id": "maybe"}).status_code == 409
+
+
 def test_the_start_line_writes_an_ipv6_host_as_a_url_does(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from metarec.service.json_body import UnreadableJson
-from metarec.service.store import FILE_GONE, INSUFFICIENT_PRIVILEGE, unreachable
+from metarec.service.store import COMMIT_UNKNOWN, FILE_GONE, INSUFFICIENT_PRIVILEGE, unreachable
 
 # PostgreSQL's SQLSTATEs of a transaction refused whole that a retry may pass: a lock
 # wait past lock_timeout, a serialisation failure, a deadlock
@@ -296,10 +296,20 @@ def install(app: FastAPI) -> None:
         if unreachable(exc):  # PostgreSQL down, restarting or refusing: one line, not a trace
             log.error("feedback store unreachable on %s %s: %s", request.method,
                       request.url.path, " ".join(str(exc.orig).split())[:300])  # fmt: skip
+            if getattr(exc, COMMIT_UNKNOWN, False):
+                outcome = (
+                    "the connection was lost as the write was committed, so it may have "
+                    "been stored: retry (a repeated event is counted as a duplicate; a "
+                    "user answered 409 user_exists was created)"
+                )
+            elif request.method in ("GET", "HEAD"):
+                outcome = "retry"
+            else:
+                outcome = "nothing was stored, retry"
             return error_response(
                 503,
                 "store_unavailable",
-                "the feedback store cannot be reached; nothing was stored, retry",
+                f"the feedback store cannot be reached; {outcome}",
                 **{"Retry-After": "5"},
             )
         # PostgreSQL: a lock wait past its lock_timeout (the fold-in cut-off's), and a

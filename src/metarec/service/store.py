@@ -485,8 +485,20 @@ def _write(engine: Engine, busy_ms: int | None = None) -> Iterator[Connection]:
             raw = conn.connection.driver_connection
             raw.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         try:
-            with conn.begin():
+            tx = conn.begin()
+            try:
                 yield conn
+            except BaseException:
+                tx.rollback()
+                raise
+            try:
+                tx.commit()
+            except DBAPIError as exc:
+                # the connection lost while it committed: the server may have taken the
+                # write, so "nothing was stored" (said of a lost connection before) may
+                # be false (a client that retried a new user got 409 user_exists)
+                setattr(exc, COMMIT_UNKNOWN, True)
+                raise
         finally:
             if raw is not None:  # the pool hands the connection to others
                 raw.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
@@ -546,6 +558,10 @@ _UNREACHABLE = (
     "timeout expired",
     "consuming input failed",
 )
+
+
+# set on a DBAPIError raised by a write's COMMIT: whether it landed is unknown
+COMMIT_UNKNOWN = "metarec_commit_unknown"
 
 
 def unreachable(exc: DBAPIError) -> bool:
