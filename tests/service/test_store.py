@@ -790,6 +790,31 @@ def test_a_table_dropped_by_hand_is_named_at_start(tmp_path: Path) -> None:
         FeedbackStore(f"sqlite:///{path}")
 
 
+def test_another_applications_table_is_not_called_metarecs_damaged(tmp_path: Path) -> None:
+    # "metarec's tables are there ... (damaged or edited by hand?); restore it from a
+    # backup", for a database whose "users" another application made
+    from metarec.errors import ConfigError
+
+    path = tmp_path / "shared.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.close()
+    with pytest.raises(ConfigError, match=r"holds table\(s\) users that metarec did not make"):
+        FeedbackStore(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # nothing of metarec's left behind by the refusal
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert names == {"users"}
+    # metarec's own versions table emptied by hand: damage, as before
+    store_path = tmp_path / "store.db"
+    FeedbackStore(f"sqlite:///{store_path}").close()
+    with sqlite3.connect(store_path) as conn:
+        conn.execute("DELETE FROM schema_version")
+    conn.close()
+    with pytest.raises(ConfigError, match=r"records no version \(damaged or edited by hand"):
+        FeedbackStore(f"sqlite:///{store_path}")
+
+
 def test_a_damaged_sqlite_file_is_named_not_met_as_a_traceback(tmp_path: Path) -> None:
     from metarec.service.store import DamagedStoreError
 

@@ -242,6 +242,7 @@ def migrate(engine: Engine) -> int:
             # store's events re-dated, a large index built), not a request's 30 s
             conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        had_versions = inspect(conn).has_table(schema_version.name)
         schema_version.create(conn, checkfirst=True)
         current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
         if current > SCHEMA_VERSION:
@@ -250,7 +251,16 @@ def migrate(engine: Engine) -> int:
                 f"metarec's ({SCHEMA_VERSION}); upgrade metarec or use another database"
             )
         present = set(inspect(conn).get_table_names())
-        if current == 0 and any(t.name in present for t in STORE_TABLES):
+        clash = [t.name for t in STORE_TABLES if t.name in present]
+        if current == 0 and clash and not had_versions:
+            # another application's "users" was called metarec's, damaged, to restore
+            raise ConfigError(
+                f"database {shown_url(engine.url)}: it holds table(s) {', '.join(clash)} "
+                "that metarec did not make (another application's?); give metarec a "
+                "database of its own, or on PostgreSQL a schema of its own "
+                "(?options=-csearch_path%3Dmetarec)"
+            )
+        if current == 0 and clash:
             # the migrations would run over tables they did not make: a UNIQUE
             # constraint's failure at best, items renumbered at worst
             raise ConfigError(
