@@ -286,6 +286,10 @@ def test_new_items_of_another_catalogue_are_its_newest_fifth(ds) -> None:
     # a MovieLens data set keeps MeLU's rule: on ml-100k too few items are that late
     assert make_p1_split(ds, seed=0).rule == "random 20% of items"
     assert make_p1_split(replace(ds, items=books.items), seed=0).rule == "released in 1998 or later"
+    # a file of one's own that happens to be named ml-100k.csv (read with column options)
+    # is another catalogue: its newest fifth, not MeLU's 1998
+    own = replace(books, name=ds.name, spec={"interactions": "ml-100k.csv"})
+    assert make_p1_split(own, seed=0).rule == split.rule
 
 
 def test_fold_files_that_are_no_cross_validation_together_are_refused(ds, tmp_path: Path) -> None:

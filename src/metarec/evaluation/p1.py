@@ -239,7 +239,9 @@ def make_p1_split(
         if new_item_year == "auto":
             new_item_year = (
                 MELU_NEW_ITEM_YEAR
-                if dataset.name in known_names() or years.isna().all()
+                # a known data set as its loader reads it (no column options): a file of
+                # one's own named ml-100k.csv took MeLU's 1998 for its new items
+                if (dataset.name in known_names() and dataset.spec is None) or years.isna().all()
                 else _newest_year(years, new_item_fraction, dataset.name)
             )
         late = (
