@@ -511,6 +511,26 @@ def test_report_renders_and_rewrites_a_speed_record(
     )
 
 
+def test_a_figure_missing_from_a_record_carries_no_test_mark() -> None:
+    from metarec.evaluation.report import check_record_fields, render_markdown
+
+    # "— (p 0.003*)": a significance mark on no figure
+    record = json.loads((RESULTS / "p2-ml-100k-5fold.json").read_text())
+    record["summary"]["10"]["knn"]["ndcg@10"] = None
+    check_record_fields(record, "r.json")  # a metric a model has not: null, as NaN is written
+    ndcg = render_markdown(record).split("## ndcg@10 by support size K")[1].split("\n## ")[0]
+    knn = next(line for line in ndcg.splitlines() if line.startswith("| knn |"))
+    assert knn.split(" | ")[5] == "—", knn  # K = 10
+    p1 = json.loads((RESULTS / "p1-ml-1m.json").read_text())
+    p1["summary"]["user_cold"]["bias"]["mae"] = None
+    row = next(
+        line
+        for line in render_markdown(p1).split("## user_cold")[1].splitlines()
+        if line.startswith("| bias |")
+    )
+    assert row.split(" | ")[-2] == "", row  # p (mae) left empty
+
+
 def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -487,8 +487,11 @@ def _p1_markdown(record: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {label} | "
                 + " | ".join(cells)
-                + f" | {_sig_note(record, state, 'mae', name)}"
-                + f" | {_sig_note(record, state, 'ndcg@3', name)} |"
+                + "".join(
+                    f" | {_sig_note(record, state, c, name) if _defined(vals.get(c)) else ''}"
+                    for c in ("mae", "ndcg@3")
+                )
+                + " |"
             )
         lines.append("")
     return lines
@@ -530,7 +533,7 @@ def _p2_markdown(record: dict[str, Any]) -> list[str]:
                 vals = record["summary"][k].get(name, {})
                 sd = spread.get(k, {}).get(name, {}).get(metric)
                 cell = _fmt(vals.get(metric), sd if record["folds"] > 1 else None)
-                if metric == "ndcg@10":
+                if metric == "ndcg@10" and _defined(vals.get(metric)):  # no test of "—"
                     note = _sig_note(record, k, metric, name)
                     cell += f" (p {note})" if note else ""
                 cells.append(f"**{cell}**" if name in best[k] else cell)
