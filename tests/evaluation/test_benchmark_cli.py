@@ -529,6 +529,9 @@ def test_a_figure_missing_from_a_record_carries_no_test_mark() -> None:
         if line.startswith("| bias |")
     )
     assert row.split(" | ")[-2] == "", row  # p (mae) left empty
+    # a data set's name as written: "a-b-_c_" set part of the heading in italics
+    p1["dataset"] = "a-b-_c_"
+    assert render_markdown(p1).split("\n")[0].endswith(" on a-b-\\_c\\_")
 
 
 def test_report_refuses_a_damaged_record_and_bolds_every_tied_best(

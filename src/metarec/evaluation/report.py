@@ -12,6 +12,7 @@ committed result file without rerunning anything.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -335,7 +336,7 @@ def _header(record: dict[str, Any]) -> list[str]:
     seeds = int(record.get("seeds", 1))
     seed = int(record["seed"])
     lines = [
-        f"# {title} on {record['dataset']}",
+        f"# {title} on {md_text(record['dataset'])}",
         "",
         (
             f"Seeds {seed} to {seed + seeds - 1} (each meta-learning algorithm a seed bag: "
@@ -403,6 +404,12 @@ def _blind_lines(record: dict[str, Any]) -> list[str]:
     """The peers that score every item alike on this data (:mod:`blind_peers`)."""
     note = blind_note(record.get("blind_peers") or {})
     return [f"**Peers blind on this data.** {note}", ""] if note else []
+
+
+def md_text(text: str) -> str:
+    """``text`` to read as written in Markdown: a data set named ``a-b-_c_`` set part
+    of a report's heading in italics."""
+    return re.sub(r"([\\`*_\[\]<>#|])", r"\\\1", text)
 
 
 def _duration(seconds: float) -> str:

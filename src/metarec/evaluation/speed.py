@@ -47,7 +47,7 @@ import torch
 from metarec.config import Algorithm, TrainConfig
 from metarec.data.tasks import Task, collate
 from metarec.errors import DataError, MetarecError, ModelError
-from metarec.evaluation.report import describe_machine
+from metarec.evaluation.report import describe_machine, md_text
 from metarec.io import save_json, write_bytes_atomic
 from metarec.values import is_finite_number, is_number
 
@@ -576,7 +576,7 @@ def _speed_command(dataset: str, seed: int, **options: Any) -> str:
 def speed_markdown(record: dict[str, Any]) -> str:
     m = record["machine"]
     lines = [
-        f"# Speed on {record['dataset']}: metarec beside MeLU-as-published",
+        f"# Speed on {md_text(record['dataset'])}: metarec beside MeLU-as-published",
         "",
         f"Machine: {describe_machine(m)}. Reproduce: `{record['command']}`",
         "",
