@@ -1383,3 +1383,21 @@ def test_the_legend_says_a_rating_is_a_clipped_score_where_the_run_has_no_cuts()
     levels = SimpleNamespace(rating_range=(1.0, 5.0), cutpoints=object())
     assert "rating: the level of the 1-5 scale" in columns_legend(levels, top)
     assert columns_legend(levels, top.drop(columns="rating")).startswith("(score: how the model")
+
+
+def test_a_long_title_does_not_pad_every_row_of_the_table() -> None:
+    import pandas as pd
+
+    from metarec.cli.training import WIDEST_CELL, table_text
+
+    # one title of 600 characters made every row of `recommend`'s table 600 wide
+    long = "A " * 300
+    strangelove = "Dr. Strangelove or: How I Learned to Stop Worrying and Love the Bomb (1963)"
+    top = pd.DataFrame(
+        {"rank": [1, 2], "item_id": ["1", "2"], "title": [long, strangelove], "score": [4.5, 4.0]}
+    )
+    lines = table_text(top).splitlines()
+    assert max(map(len, lines)) < WIDEST_CELL + 30
+    assert "…" in lines[1] and "4.500" in lines[1]
+    assert strangelove in lines[2]  # MovieLens' longest title stays whole
+    assert "4.000" in lines[2]

@@ -705,9 +705,32 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     elif not len(top):  # pandas printed "Empty DataFrame / Columns: [...] / Index: []"
         print(f"no items left to recommend: the user rated all {rec.n_items:,}", file=sys.stderr)
     else:
-        print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        print(table_text(top))
         print(columns_legend(rec, top))
     return 0
+
+
+# a title of 600 characters padded every row of the table to its width; MovieLens'
+# longest (Dr. Strangelove's full title, 75) stays whole
+WIDEST_CELL = 80
+
+
+def table_text(top: pd.DataFrame) -> str:
+    """``top`` as the terminal table ``recommend`` and ``quickstart`` print: scores to
+    three decimals, text cells past :data:`WIDEST_CELL` characters cut with an
+    ellipsis (``--json`` has them whole)."""
+    from pandas.api.types import is_numeric_dtype
+
+    def cut(value: object) -> object:
+        if isinstance(value, str) and len(value) > WIDEST_CELL:
+            return value[: WIDEST_CELL - 1] + "…"
+        return value
+
+    shown = top.copy()
+    for column in shown.columns:
+        if not is_numeric_dtype(shown[column]):
+            shown[column] = shown[column].map(cut)
+    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}")
 
 
 def columns_legend(rec: Any, top: pd.DataFrame) -> str:
@@ -754,7 +777,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     else:  # a catalogue of one's own holds none of the demo's films
         print("\nA new user with no ratings yet (the meta-learned prior):")
     top = with_ratings(rec, rec.recommend(rec.adapt(demo), k=10))
-    print(top.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(table_text(top))
     if len(top):
         print(columns_legend(rec, top))
     if demo and len(top):
