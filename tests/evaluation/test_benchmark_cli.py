@@ -529,6 +529,11 @@ def test_a_figure_missing_from_a_record_carries_no_test_mark() -> None:
         if line.startswith("| bias |")
     )
     assert row.split(" | ")[-2] == "", row  # p (mae) left empty
+    # a support drawn at random (no times in the data) has no "after"
+    p2 = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    assert "rated >= 4 after the support period." in render_markdown(p2)
+    p2["support_order"] = "random"
+    assert "among the user's other ratings (the support drawn at random" in render_markdown(p2)
     # a data set's name as written: "a-b-_c_" set part of the heading in italics
     p1["dataset"] = "a-b-_c_"
     assert render_markdown(p1).split("\n")[0].endswith(" on a-b-\\_c\\_")

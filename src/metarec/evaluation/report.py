@@ -620,7 +620,13 @@ def render_markdown(record: dict[str, Any]) -> str:
                 ab.get("liked")
                 or liked_words(record.get("like_threshold", 4), record.get("rating_range"))
             )
-            + " after the support period. "
+            + (
+                # the support was drawn at random, so nothing comes "after" it
+                " among the user's other ratings (the support drawn at random: the data "
+                "has no times). "
+                if record.get("support_order") == "random"
+                else " after the support period. "
+            )
             + _ab_choice(ab),
             "",
             "| arm | users | success rate | 95 % CI | hits per k |",
@@ -669,7 +675,10 @@ def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
     written: dict[Path, bytes] = {}
     ab = record.get("abtest")
     if ab and ab.get("replay"):
-        written[stem.with_name(stem.name + "-abtest.png")] = abtest_png(ab)
+        untimed = record.get("support_order") == "random"
+        written[stem.with_name(stem.name + "-abtest.png")] = abtest_png(
+            ab, later="outside the support" if untimed else "later"
+        )
     if record["protocol"] == "p2":
         shots = list(record["summary"])
         xs = [int(k) for k in shots]
@@ -681,7 +690,16 @@ def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
         ours = [n for n in names if n.startswith("metarec-")]
         theirs = [n for n in names if not n.startswith("metarec-")]
         colour = {n: palette((2 * i) % 20) for i, n in enumerate(ours)}
-        colour.update({n: palette((2 * i + 1) % 20) for i, n in enumerate(theirs)})
+        # peers first take the strong hues no metarec model has, then pale ones: the
+        # i-th peer in the pale shade of the i-th metarec model's hue made pairs that
+        # read as one model (transfer and the ensemble, both pink)
+        free = list(range(len(ours), 10))
+        for j, n in enumerate(theirs):
+            colour[n] = (
+                palette(2 * free[j]) if j < len(free) else palette(2 * ((j - len(free)) % 10) + 1)
+            )
+        lo, hi = record.get("rating_range") or (0.0, 1.0)
+        seen = "interactions" if lo == hi else "ratings"
         fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
         for ax, metric in zip(axes, ("ndcg@10", "recall@10"), strict=True):
             for name in names:
@@ -694,10 +712,13 @@ def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
                     label=name,
                     color=colour[name],
                     linewidth=2 if "ensemble" in name else 1.2,
+                    # a peer's dashes over metarec's lines: one that ties a metarec model
+                    # (popularity and a network at K = 0) was hidden under it
+                    zorder=3 if not name.startswith("metarec-") else 2,
                 )
             ax.set_xscale("symlog", linthresh=1)
             ax.set_xticks(xs, [str(x) for x in xs])
-            ax.set_xlabel("support size K (ratings seen)")
+            ax.set_xlabel(f"support size K ({seen} seen)")
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
         # beside the panels, not over the curves at small K
@@ -786,7 +807,7 @@ def pyplot() -> Any:
     return plt
 
 
-def abtest_png(ab: dict[str, Any]) -> bytes:
+def abtest_png(ab: dict[str, Any], later: str = "later") -> bytes:
     """A P4 report (with its arms' names as ``A`` and ``B``) as a PNG: replay success
     per arm with Wilson 95 % CIs, and the interleaving verdicts when it has them."""
     plt = pyplot()
@@ -803,7 +824,7 @@ def abtest_png(ab: dict[str, Any]) -> bytes:
     ax.barh([names["A"], names["B"]], rates, xerr=err, color=["tab:gray", "tab:blue"], capsize=3)
     ax.set_xlim(0, 1)
     liked = ab.get("liked") or liked_words(ab["threshold"], None)
-    ax.set_xlabel(f"success rate (a top-{ab['k']} item {liked} later)")
+    ax.set_xlabel(f"success rate (a top-{ab['k']} item {liked} {later})")
     lift = rp.get("lift")
     ax.set_title(
         f"replay, {arms[0]['users']} + {arms[1]['users']} users: lift "
