@@ -511,6 +511,21 @@ def test_report_renders_and_rewrites_a_speed_record(
     )
 
 
+def test_characters_the_plot_font_lacks_are_said_once(tmp_path: Path) -> None:
+    import warnings
+
+    from metarec.evaluation.report import render_plots
+
+    record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    record["dataset"] = "日本語の書籍"  # eight lines of "Glyph ... missing from font(s)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = render_plots(record, tmp_path / "p2")
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and said[0].startswith("plots: the font has no の, 日, 書, 本, 籍"), said
+    assert len(written) == 2  # the curves and the A/B test, drawn all the same
+
+
 def test_a_figure_missing_from_a_record_carries_no_test_mark() -> None:
     from metarec.evaluation.report import check_record_fields, render_markdown
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -668,6 +669,30 @@ def plot(record: dict[str, Any], stem: Path) -> list[Path]:
 def render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
     """PNG plots by path: P2 metric-vs-K curves; P1 per-state means with 95 % CIs; the
     P4 A/B test of the run, when it has one. The speed benchmark has none."""
+    # a name in a script the plotting font lacks (日本語の書籍) drew boxes, with a
+    # warning per glyph and per draw (eight lines of them): said once, here
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = _render_plots(record, stem)
+    missing = set()
+    for w in caught:
+        found = re.match(r"Glyph (\d+) .*missing from font", str(w.message))
+        if found:
+            missing.add(chr(int(found.group(1))))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        warnings.warn(
+            f"plots: the font has no {', '.join(sorted(missing)[:5])}"
+            + (f" and {len(missing) - 5} more characters" if len(missing) > 5 else "")
+            + ", drawn as boxes in the plots' titles; the Markdown has them",
+            UserWarning,
+            stacklevel=2,
+        )
+    return written
+
+
+def _render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
     if record.get("benchmark") == "speed":
         return {}
     plt = pyplot()
