@@ -1401,3 +1401,15 @@ def test_a_long_title_does_not_pad_every_row_of_the_table() -> None:
     assert "…" in lines[1] and "4.500" in lines[1]
     assert strangelove in lines[2]  # MovieLens' longest title stays whole
     assert "4.000" in lines[2]
+
+
+def test_the_speed_benchmark_refuses_files_before_reading_them(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    # it named a missing user_id column first, then, with the columns right, the refusal
+    ratings = tmp_path / "books.csv"
+    ratings.write_text("reader,book,stars\nr1,b1,8\n")
+    res = cli("benchmark", "--protocol", "speed", "--interactions", str(ratings))
+    assert res.returncode == 2, res.stderr
+    assert "runs on a known dataset (e.g. ml-100k), not files" in res.stderr
+    assert "user_id" not in res.stderr

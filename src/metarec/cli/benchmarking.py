@@ -213,6 +213,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
         pyplot()  # an MPLBACKEND matplotlib cannot use: named before the work
     models = own_models(args.model)
+    if args.protocol == "speed" and getattr(args, "interactions", None):
+        # before the files are read: a missing user_id column was named first
+        raise ConfigError("--protocol speed: runs on a known dataset (e.g. ml-100k), not files")
     datasets = benchmark_datasets(args)
     check_writable(args.out, "--out")
     if args.protocol == "speed":
