@@ -459,6 +459,15 @@ def test_runs_of_several_seeds_with_one_split_seed_blend(
                      "--split-seed", "0"]) == 0  # fmt: skip
     runs = [str(tmp_path / "seed1"), str(tmp_path / "seed2")]
     assert main(["ensemble", *runs, "--peers", "popularity", "--out", str(tmp_path / "bag")]) == 0
+    # "--config OLD_RUN/config.json trains a run again": a bag member came back on its
+    # own seed's split (a plain seed=1 run), its holdout and split seed not carried
+    capsys.readouterr()
+    config = str(tmp_path / "seed1" / "config.json")
+    again = tmp_path / "again"
+    assert main(["train", *data, "--out", str(again), "--config", config, "--quiet"]) == 0
+    assert "holdout none, split seed 0 (--holdout and --split-seed" in capsys.readouterr().out
+    model = "model.safetensors"
+    assert (again / model).read_bytes() == (tmp_path / "seed1" / model).read_bytes()
     assert main(["train", *data, "--out", str(tmp_path / "seed3"), *tiny, "--set", "seed=3"]) == 0
     capsys.readouterr()
     other = [runs[0], str(tmp_path / "seed3")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import shlex
 import shutil
@@ -347,15 +348,43 @@ def nothing_left(ds: Any) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     check_writable(args.out, "--out")
+    holdout, split_seed = args.holdout, args.split_seed
+    recorded = _recorded_split(args.config)
+    if recorded is not None:
+        # "--config OLD_RUN/config.json trains a run again": config.json holds the
+        # training settings alone, and a seed-bag member (--split-seed 0 --set seed=1)
+        # came back on another split, a plain seed=1 run, without a word
+        holdout = recorded[0] if holdout is None else holdout
+        split_seed = recorded[1] if split_seed is None else split_seed
+        print(
+            f"users' split as {Path(args.config).parent} drew it: holdout {holdout}, "
+            f"split seed {split_seed} (--holdout and --split-seed choose others)"
+        )
     train_run(
         data_spec(args),
         cfg,
         Path(args.out),
-        holdout=args.holdout,
+        holdout=holdout,
         progress=not args.quiet,
-        split_seed=args.split_seed,
+        split_seed=split_seed,
     )
     return 0
+
+
+def _recorded_split(config: str | None) -> tuple[str, int] | None:
+    """(holdout, split seed) of the run whose ``config.json`` ``config`` is, where its
+    ``recommender.json`` beside it records them; None for any other config file."""
+    if not config or Path(config).name != "config.json":
+        return None
+    manifest = Path(config).parent / "recommender.json"
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8")).get("metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    holdout, seed = meta.get("holdout"), meta.get("split_seed")
+    if holdout not in ("p1", "none") or not isinstance(seed, int) or isinstance(seed, bool):
+        return None
+    return holdout, seed
 
 
 def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
