@@ -156,6 +156,16 @@ def test_the_key_follows_the_data_and_takes_any_catalogue() -> None:
     assert key["interactions"].startswith("1:")
     rerated = Dataset("mine", inter.assign(rating=5.0), items, None, (1.0, 5.0), None)
     assert benchmark._run_key("p2", rerated, splits=None, seed=0, shots=(1, 3)) != key
+    # resumed at another thread count, a fold mixed models of both (softmax training
+    # follows the thread count): another run
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert benchmark._run_key("p2", ds, splits=None, seed=0, shots=(1, 3)) != key
+    finally:
+        torch.set_num_threads(threads)
     # the same rows in another order are another run: ties in time follow the order (P2's
     # first K ratings), and the two orders' folds were mixed in one report
     two = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["i", "j"], "rating": [4.0, 2.0]})

@@ -1042,6 +1042,10 @@ def _run_key(
         "uncommitted": uncommitted_digest(),
         "metarec": metarec_version,
         "torch": torch.__version__,
+        # a fold's models fitted on two threads and the rest on one matched neither
+        # uninterrupted run (the softmax objective's training follows the thread count),
+        # and the record named one thread count for all
+        "threads": torch.get_num_threads(),
         # what a kept fold holds: without a commit, a fold kept before its results named
         # their users (user_ids, 2026-12-04) would pool with newer ones as if it did
         "fold_format": FOLD_FORMAT,
