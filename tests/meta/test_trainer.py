@@ -106,15 +106,19 @@ def test_second_order_maml_trains_on_one_cpu_thread(
         torch.set_num_threads(before)
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     vectors, src = _source(1)
     full = _trainer(vectors, 4)
     full_hist = full.fit(src, src)
     part = _trainer(vectors, 2)
     part.fit(src, src, checkpoint_dir=tmp_path)  # "interrupted" after two epochs
     resumed = _trainer(vectors, 4)
+    resumed.progress = True  # as the command line runs it: the resume said at its start
     hist = resumed.fit(src, src, checkpoint_dir=tmp_path)
     assert hist.resumed_from == 2
+    assert f"resuming from {tmp_path} after epoch 2\n" in capsys.readouterr().err
     assert [round(e["val_loss"], 6) for e in hist.epochs] == [
         round(e["val_loss"], 6) for e in full_hist.epochs
     ]

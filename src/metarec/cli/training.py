@@ -307,8 +307,8 @@ def train_run(
         ran = max((int(row["epoch"] or 0) for row in history.epochs), default=0)
         # early stopping said as such: the bar ended at "7/30" with no word why
         stopped = (
-            f" of {ran} trained: stopped early, {rec.cfg.patience} epochs without a better "
-            "validation loss"
+            f" of {ran} trained: stopped early, {rec.cfg.patience} "
+            f"epoch{'' if rec.cfg.patience == 1 else 's'} without a better validation loss"
             if history.diverged_at is None and 0 < ran < rec.cfg.epochs
             else ""
         )

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import secrets
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -267,6 +268,8 @@ class Trainer:
                 past = same and (int(meta["epoch"]) > cfg.epochs or stop is not None)
                 if same and not past:
                     start, bad, best_state = self._restore(ckpt, meta, history)
+                    if self.progress:  # else only the bar's "3/12" said so, until the end
+                        print(f"resuming from {ckpt} after epoch {start}", file=sys.stderr)
                 else:
                     what = "of another config or other data"
                     if past and stop is not None:
