@@ -63,7 +63,12 @@ def register(sub: Any) -> None:
         "a seeded sample (default: every episode)",
     )
     en.add_argument(
-        "--seed", type=seed, default=0, help="seeds the peers and the weight search (default 0)"
+        "--seed",
+        type=seed,
+        default=0,
+        help="seeds the peers, the order of validation ratings given at one time (all of "
+        "them where the data has no times) and the weight search beyond four members (up "
+        "to four it is an exact grid, the same for every seed); default 0",
     )
     en.add_argument("--out", type=path_arg, required=True, help="ensemble folder to write")
     add_data_args(en, recorded=True)
