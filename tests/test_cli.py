@@ -1413,3 +1413,25 @@ def test_the_speed_benchmark_refuses_files_before_reading_them(
     assert res.returncode == 2, res.stderr
     assert "runs on a known dataset (e.g. ml-100k), not files" in res.stderr
     assert "user_id" not in res.stderr
+
+
+@pytest.mark.slow
+def test_training_again_keeps_the_figures_of_the_same_model_only(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a rerun of a finished command wrote the same model again and deleted the
+    # metrics.json that evaluate had written of it
+    from metarec.cli import main
+
+    run = tmp_path / "run"
+    train = ["train", "--dataset", "ml-100k", "--data", str(shared_data), "--out", str(run),
+             "--quiet", "--set", "encoder=tfidf", "--set", "epochs=1",
+             "--set", "max_train_users=60", "--set", "inner_steps=1"]  # fmt: skip
+    assert main(train) == 0
+    assert main(["evaluate", str(run)]) == 0
+    figures = (run / "metrics.json").read_bytes()
+    assert main(train) == 0
+    assert (run / "metrics.json").read_bytes() == figures
+    assert main([*train, "--set", "seed=1"]) == 0  # another model: its figures are to come
+    assert not (run / "metrics.json").exists()
+    capsys.readouterr()

@@ -169,7 +169,7 @@ def train_run(
     )
     from metarec.data.spec import check_not_overwriting, load_from_spec
     from metarec.evaluation.p1 import make_p1_split
-    from metarec.io import remove_orphan_temps, save_json
+    from metarec.io import remove_orphan_temps, save_json, write_bytes_atomic
     from metarec.locks import exclusive
     from metarec.pipeline import encode_catalogue, fit_recommender, ready_encoder, split_users
     from metarec.trained_users import (
@@ -268,6 +268,9 @@ def train_run(
             raise
         from metarec.run_folder import write_run
 
+        # a rerun of a finished command writes the same model again: evaluate's figures
+        # of it stay (they were deleted as an old model's)
+        before = {n: _bytes(out / n) for n in ("model.safetensors", SPLIT, "metrics.json")}
         clear_for_new_model(out, has_split=split is not None)
         # written with the model, so a failed run leaves no config that looks like a run
         written = [out / "config.json", out / (SPLIT if split is not None else TRAINED_USERS)]
@@ -301,6 +304,13 @@ def train_run(
                 ) from None
             raise
         remove_orphan_temps(out)  # a kill during an earlier save; the lock is ours
+        kept = before.pop("metrics.json")
+        if (
+            kept is not None
+            and before["model.safetensors"] is not None
+            and all(_bytes(out / name) == data for name, data in before.items())
+        ):
+            write_bytes_atomic(out / "metrics.json", kept)
         secs = time.perf_counter() - t0
         # the seconds are this command's: say so when earlier epochs came from a checkpoint
         resumed = f", resumed after epoch {history.resumed_from}" if history.resumed_from else ""
@@ -369,6 +379,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         split_seed=split_seed,
     )
     return 0
+
+
+def _bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _recorded_split(config: str | None) -> tuple[str, int] | None:
