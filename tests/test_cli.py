@@ -1432,6 +1432,10 @@ def test_training_again_keeps_the_figures_of_the_same_model_only(
     figures = (run / "metrics.json").read_bytes()
     assert main(train) == 0
     assert (run / "metrics.json").read_bytes() == figures
+    # the same model under another threshold: evaluate's precision moves with it
+    assert main([*train, "--set", "like_threshold=4.5"]) == 0
+    assert not (run / "metrics.json").exists()
+    assert main(["evaluate", str(run)]) == 0
     assert main([*train, "--set", "seed=1"]) == 0  # another model: its figures are to come
     assert not (run / "metrics.json").exists()
     capsys.readouterr()

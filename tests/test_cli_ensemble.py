@@ -468,6 +468,11 @@ def test_runs_of_several_seeds_with_one_split_seed_blend(
     assert "holdout none, split seed 0 (--holdout and --split-seed" in capsys.readouterr().out
     model = "model.safetensors"
     assert (again / model).read_bytes() == (tmp_path / "seed1" / model).read_bytes()
+    # a split seed given: only what was taken from the run is said to be its
+    assert main(["train", *data, "--out", str(tmp_path / "again5"), "--config", config,
+                 "--split-seed", "5", "--quiet"]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert "drew it: holdout none (--holdout" in said and "split seed 5" not in said, said
     assert main(["train", *data, "--out", str(tmp_path / "seed3"), *tiny, "--set", "seed=3"]) == 0
     capsys.readouterr()
     other = [runs[0], str(tmp_path / "seed3")]

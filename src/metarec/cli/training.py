@@ -268,9 +268,12 @@ def train_run(
             raise
         from metarec.run_folder import write_run
 
-        # a rerun of a finished command writes the same model again: evaluate's figures
-        # of it stay (they were deleted as an old model's)
-        before = {n: _bytes(out / n) for n in ("model.safetensors", SPLIT, "metrics.json")}
+        # a rerun of a finished command writes the same run again: evaluate's figures of
+        # it stay (they were deleted as an old model's). The same model is not enough:
+        # evaluate reads the config too (like_threshold set anew made them stale)
+        kept = _bytes(out / "metrics.json")
+        same_run = ("model.safetensors", SPLIT, "config.json", "recommender.json")
+        before = {n: _bytes(out / n) for n in same_run} if kept is not None else {}
         clear_for_new_model(out, has_split=split is not None)
         # written with the model, so a failed run leaves no config that looks like a run
         written = [out / "config.json", out / (SPLIT if split is not None else TRAINED_USERS)]
@@ -304,10 +307,9 @@ def train_run(
                 ) from None
             raise
         remove_orphan_temps(out)  # a kill during an earlier save; the lock is ours
-        kept = before.pop("metrics.json")
         if (
             kept is not None
-            and before["model.safetensors"] is not None
+            and before.get("model.safetensors") is not None
             and all(_bytes(out / name) == data for name, data in before.items())
         ):
             write_bytes_atomic(out / "metrics.json", kept)
@@ -359,19 +361,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     check_writable(args.out, "--out")
     holdout, split_seed = args.holdout, args.split_seed
-    recorded = _recorded_split(args.config)
+    spec = data_spec(args)
+    recorded = _recorded_split(args.config, spec)
     if recorded is not None:
         # "--config OLD_RUN/config.json trains a run again": config.json holds the
         # training settings alone, and a seed-bag member (--split-seed 0 --set seed=1)
-        # came back on another split, a plain seed=1 run, without a word
-        holdout = recorded[0] if holdout is None else holdout
-        split_seed = recorded[1] if split_seed is None else split_seed
-        print(
-            f"users' split as {Path(args.config).parent} drew it: holdout {holdout}, "
-            f"split seed {split_seed} (--holdout and --split-seed choose others)"
-        )
+        # came back on another split, a plain seed=1 run, without a word. On the same
+        # data only: another data set's holdout may not fit it (p1 on clicks)
+        taken = []
+        if holdout is None:
+            holdout = recorded[0]
+            taken.append(f"holdout {holdout}")
+        if split_seed is None:
+            split_seed = recorded[1]
+            taken.append(f"split seed {split_seed}")
+        if taken:
+            print(
+                f"the users' split as {Path(args.config).parent} drew it: "
+                f"{', '.join(taken)} (--holdout and --split-seed choose others)"
+            )
     train_run(
-        data_spec(args),
+        spec,
         cfg,
         Path(args.out),
         holdout=holdout,
@@ -388,15 +398,20 @@ def _bytes(path: Path) -> bytes | None:
         return None
 
 
-def _recorded_split(config: str | None) -> tuple[str, int] | None:
+def _recorded_split(config: str | None, spec: dict[str, Any]) -> tuple[str, int] | None:
     """(holdout, split seed) of the run whose ``config.json`` ``config`` is, where its
-    ``recommender.json`` beside it records them; None for any other config file."""
+    ``recommender.json`` beside it records them and the data ``spec`` is the run's
+    (the folder it was read from aside); None otherwise."""
     if not config or Path(config).name != "config.json":
         return None
     manifest = Path(config).parent / "recommender.json"
     try:
         meta = json.loads(manifest.read_text(encoding="utf-8")).get("metadata") or {}
     except (OSError, ValueError, AttributeError):
+        return None
+    given = {k: v for k, v in json.loads(json.dumps(spec, default=str)).items() if k != "data"}
+    ran = meta.get("data_spec")
+    if not isinstance(ran, dict) or {k: v for k, v in ran.items() if k != "data"} != given:
         return None
     holdout, seed = meta.get("holdout"), meta.get("split_seed")
     if holdout not in ("p1", "none") or not isinstance(seed, int) or isinstance(seed, bool):
