@@ -1411,8 +1411,15 @@ def test_the_speed_benchmark_refuses_files_before_reading_them(
     ratings.write_text("reader,book,stars\nr1,b1,8\n")
     res = cli("benchmark", "--protocol", "speed", "--interactions", str(ratings))
     assert res.returncode == 2, res.stderr
-    assert "runs on a known dataset (e.g. ml-100k), not files" in res.stderr
+    assert "runs on a known dataset (e.g. ml-100k), not files of one's own" in res.stderr
     assert "user_id" not in res.stderr
+    # a folder of atomic files likewise, read and cleaned before its refusal
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "books.inter").write_text("reader:token\tbook:token\nr1\tb1\n")
+    res = cli("benchmark", "--protocol", "speed", "--dataset", str(folder))
+    assert res.returncode == 2, res.stderr
+    assert f"runs on a known dataset (e.g. ml-100k), not '{folder}'" in res.stderr, res.stderr
 
 
 @pytest.mark.slow

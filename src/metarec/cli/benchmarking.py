@@ -213,9 +213,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
         pyplot()  # an MPLBACKEND matplotlib cannot use: named before the work
     models = own_models(args.model)
-    if args.protocol == "speed" and getattr(args, "interactions", None):
-        # before the files are read: a missing user_id column was named first
-        raise ConfigError("--protocol speed: runs on a known dataset (e.g. ml-100k), not files")
+    if args.protocol == "speed":
+        from metarec.data.registry import known_names
+
+        own = [name for name in args.dataset or [] if name not in known_names()]
+        if getattr(args, "interactions", None) or own:
+            # before the data is read: a missing user_id column was named first
+            raise ConfigError(
+                "--protocol speed: runs on a known dataset (e.g. ml-100k), not "
+                + (f"{own[0]!r}" if own else "files of one's own")
+            )
     datasets = benchmark_datasets(args)
     check_writable(args.out, "--out")
     if args.protocol == "speed":
@@ -242,9 +249,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag}: applies to --protocol p2, not speed")
         if len(datasets) > 1:  # the others were dropped without a word
             raise ConfigError("--dataset: --protocol speed runs on one dataset; give one")
-        dataset, named = datasets[0]
-        if named is not None:
-            raise ConfigError("--protocol speed: runs on a known dataset (e.g. ml-100k)")
+        dataset, _ = datasets[0]
         from metarec.evaluation.speed import run_speed_benchmark
 
         run_speed_benchmark(
