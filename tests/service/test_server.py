@@ -475,6 +475,12 @@ def test_a_store_shows_its_url_without_a_password(tmp_path: Path) -> None:
     assert shown_url("postgresql://u:p%40w@h:5/db?SSLPASSWORD=k") == (
         "postgresql://u:***@h:5/db?SSLPASSWORD=***"
     )
+    # a password holding / ? # or @, which SQLAlchemy takes, was shown whole or in part
+    for secret in ("pa/ss", "pa?ss", "pa#ss", "p@ss"):
+        assert shown_url(f"mysql://u:{secret}@h/x") == "mysql://u:***@h/x", secret
+    assert shown_url("postgresql://h:5432/db?application_name=a") == (
+        "postgresql://h:5432/db?application_name=a"  # no password: nothing hidden
+    )
     db = tmp_path / "f.db"
     assert FeedbackStore(f"sqlite:///{db}").url.startswith(f"sqlite:///{db}")
 

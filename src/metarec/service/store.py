@@ -369,17 +369,26 @@ POSTGRES_LOCK_WAIT_MS = int(SQLITE_BUSY_TIMEOUT_S * 1000)
 LOCK_WAIT_OURS = "metarec_lock_wait"  # the connection's flag: the wait is ours to set
 
 
-# a password in a URL's user part or in libpq's ?password= (and ?sslpassword=) form
-_USER_SECRET = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
+# a password in libpq's ?password= (and ?sslpassword=) form, and, in a URL SQLAlchemy
+# cannot parse, in the user part: all up to the last "@" (a password may hold / ? # @)
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+_USER_SECRET = re.compile(r"(://[^:/@?#]*:).*@(?=[^@]*$)")
+# and in one it parsed: up to the last "@" before the path ("u:p@ss@h" is password p of
+# host ss@h to SQLAlchemy, which hid only the p)
+_AUTH_SECRET = re.compile(r"(://[^:/@?#]*:)[^/?#]*@")
 
 
 def shown_url(url: str | URL) -> str:
     """``url`` as messages and logs show it, with any password as ``***``: SQLAlchemy
     hides the user part's alone, so ``?password=`` reached the startup line, and a URL
     refused as unsupported was echoed whole."""
-    text = url.render_as_string(hide_password=True) if isinstance(url, URL) else str(url)
-    return _QUERY_SECRET.sub(r"\1***", _USER_SECRET.sub(r"\1***@", text))
+    if not isinstance(url, URL):
+        try:
+            url = make_url(url)
+        except (ArgumentError, ValueError):
+            return _QUERY_SECRET.sub(r"\1***", _USER_SECRET.sub(r"\1***@", str(url)))
+    text = _AUTH_SECRET.sub(r"\1***@", url.render_as_string(hide_password=True))
+    return _QUERY_SECRET.sub(r"\1***", text)
 
 
 def check_db_url(url: str) -> URL:
