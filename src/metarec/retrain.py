@@ -242,8 +242,16 @@ def _warn_if_served_another(
             f"[{lo:g}, {hi:g}], and would be read as ratings of {run} on "
             f"[{ours[0]:g}, {ours[1]:g}]"
         )
+        # where the store records each scale it served, no run retrains on it cleanly:
+        # "retrain the run it served" named this very run when it was served last
+        remedy = (
+            "retrain the run it served"
+            if not ref.scales
+            else "its feedback is on more than one scale; use a store that served runs "
+            f"on [{ours[0]:g}, {ours[1]:g}] alone"
+        )
         if not force:
-            raise ConfigError(f"{message}; retrain the run it served, or force=True")
+            raise ConfigError(f"{message}; {remedy}, or force=True")
         warnings.warn(message, UserWarning, stacklevel=4)
 
 

@@ -159,7 +159,10 @@ def live_server(
 
 @pytest.fixture
 def make_server(
-    service_run: Path, server_api_key: str, tmp_path: Path
+    service_run: Path,
+    server_api_key: str,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., LiveServer]]:
     started: list[LiveServer] = []
 
@@ -168,6 +171,8 @@ def make_server(
             "run": service_run,
             "db_url": f"sqlite:///{tmp_path / 'feedback.db'}",
             "api_key": server_api_key,
+            # the tests' runs sit in their own temporary folders, not beside service_run
+            "runs_dir": tmp_path_factory.getbasetemp(),
         }
         fields.update(overrides)
         live = start_server(ServiceSettings(**fields))

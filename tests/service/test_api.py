@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
 import threading
@@ -510,9 +511,11 @@ def _bad_requests(key: str) -> list[Case]:
          422, "validation_error", "items[0].author: not a field of an item"),
         ("PUT", "/v1/items", body({"items": [{"item_id": "blank", "title": "   "}]}),
          422, "validation_error", "items[0].title"),
-        ("POST", reload, body({"run": "/no/such/run"}), 422, "invalid_run", "/no/such/run"),
+        # outside the folder reloads may load: refused before it is looked at
+        ("POST", reload, body({"run": "/no/such/run"}), 403, "run_outside_runs_dir",
+         "/no/such/run"),
         ("POST", reload, body({"run": "a\x00b"}), 422, "invalid_run", "NUL"),
-        ("POST", reload, body({"run": "x" * 5000}), 422, "invalid_run", "too long"),
+        ("POST", reload, body({"run": "x" * 5000}), 403, "run_outside_runs_dir", "is not under"),
         ("POST", reload, {"json": {"run": "/no/such/run"}}, 401, "missing_api_key", "X-API-Key"),
         ("GET", "/no/such/route", {}, 404, "not_found", "no endpoint at '/no/such/route'"),
         # "1/" is not item "1": a 307 to it answered for another id and re-sent writes
@@ -1020,15 +1023,58 @@ def test_ready_is_503_when_the_database_is_unreachable(
 
 
 def test_a_reload_to_a_symlink_loop_is_422(
-    live_server: str, server_api_key: str, tmp_path: Path
+    make_server: Callable[..., LiveServer], server_api_key: str, tmp_path: Path
 ) -> None:
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
-    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
+    live = make_server(runs_dir=tmp_path)
+    with live.client(server_api_key) as c:
         r = c.post("/v1/admin/reload", json={"run": str(tmp_path / "a")})
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_run", r.text
         assert "symbolic link loop" in r.json()["error"]["message"]  # a 500 before
         assert c.get("/ready").status_code == 200  # the served model stays
+
+
+def test_a_reload_loads_regular_run_folders_under_the_runs_dir_alone(
+    make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
+) -> None:
+    """Any path was taken: a client with the write key probed the file system
+    (/proc/self/cwd named the working directory), read other files' values through a
+    run linking to them, and hung worker threads on a FIFO."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fifo_run = runs / "fifo"
+    shutil.copytree(service_run, fifo_run)
+    (fifo_run / "items.json").unlink()
+    os.mkfifo(fifo_run / "items.json")
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"format_version": "hunter2"}')
+    leaky = runs / "leaky"
+    shutil.copytree(service_run, leaky)
+    (leaky / "recommender.json").unlink()
+    (leaky / "recommender.json").symlink_to(secret)
+    good = runs / "good"
+    shutil.copytree(service_run, good)
+    live = make_server(runs_dir=runs)
+    with live.client(server_api_key) as c:
+        for outside in ("/proc/self/cwd", str(tmp_path), str(runs / ".." / "secret.json")):
+            r = c.post("/v1/admin/reload", json={"run": outside})
+            assert r.status_code == 403, r.text
+            assert r.json()["error"]["code"] == "run_outside_runs_dir"
+            assert str(Path.cwd()) not in r.text or str(Path.cwd()) in outside
+        r = c.post("/v1/admin/reload", json={"run": str(leaky)})
+        assert r.status_code == 403 and "recommender.json links out of" in r.text, r.text
+        assert "hunter2" not in r.text
+        r = c.post("/v1/admin/reload", json={"run": str(fifo_run)})  # hung for good
+        assert r.status_code == 422 and "items.json is not a regular file" in r.text, r.text
+        assert c.post("/v1/admin/reload", json={"run": str(good)}).status_code == 200
+        # the run being served may be read again wherever it is
+        assert c.post("/v1/admin/reload", json={"run": str(good)}).status_code == 200
+    # by default the folder holding the served run: a retrained run written beside it
+    beside = make_server(run=good, db_url=f"sqlite:///{tmp_path / 'b.db'}", runs_dir=None)
+    with beside.client(server_api_key) as c:
+        assert c.post("/v1/admin/reload", json={"run": str(runs / "good")}).status_code == 200
+        assert c.post("/v1/admin/reload", json={"run": str(service_run)}).status_code == 403
 
 
 def test_a_store_locked_by_another_process_is_503_then_the_retry_lands(

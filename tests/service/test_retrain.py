@@ -876,6 +876,9 @@ def test_feedback_given_to_a_run_on_another_scale_is_refused(
     store = FeedbackStore(feedback_db)
     served = ServedRef.parse(store.served_state()[1])
     assert served is not None and served.scales == ((1.0, 5.0),)  # recorded by the service
+    # scales of another form leave the rest read (the whole ref became a "bare path")
+    odd = {"run": "r", "folder": "f", "events_upto": 3, "scales": [[1, 5, 7]]}
+    assert ServedRef.parse(json.dumps(odd)) == ServedRef("r", "f", 3)
     # a run on 1-10 served after it (a warning at its start) keeps the 1-5 ratings'
     # scale on record; with no feedback stored, a scale nothing was given on is dropped
     assert served.serving((1.0, 10.0), feedback=True) == ((1.0, 5.0), (1.0, 10.0))
@@ -884,7 +887,11 @@ def test_feedback_given_to_a_run_on_another_scale_is_refused(
     # only the last run served was compared: this very run, retrained, read ratings
     # given to the 1-10 run before it as its own
     store.bump_served_state(replace(served, scales=((1.0, 10.0), (1.0, 5.0))).dumps())
-    with pytest.raises(ConfigError, match=r"given to a run it served, on ratings \[1, 10\], "):
+    with pytest.raises(
+        ConfigError,
+        match=r"given to a run it served, on ratings \[1, 10\], .*"
+        r"on more than one scale; use a store that served runs on \[1, 5\] alone",
+    ):
         metarec.retrain.read_inputs(service_run, Recommender.load(service_run), None,
                                     feedback_db, force=False)  # fmt: skip
     # a ref recorded before the scales were kept: the served folder's scale, as before

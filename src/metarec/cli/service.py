@@ -75,6 +75,12 @@ def register(sub: Any) -> None:
         help="threads for model work in each worker (default 1)",
     )
     sv.add_argument(
+        "--runs-dir",
+        type=path_arg,
+        help="the folder whose run folders POST /v1/admin/reload may load (default: the "
+        "folder holding RUN, where `metarec retrain --out` writes beside it)",
+    )
+    sv.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -130,7 +136,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             cache_size=args.cache_size,
             torch_threads=args.torch_threads,
             device=args.device,
+            runs_dir=None if args.runs_dir is None else Path(args.runs_dir),
         )
+    if settings.runs_dir is not None and not settings.runs_dir.is_dir():
+        from metarec.errors import ConfigError
+
+        raise ConfigError(f"--runs-dir {settings.runs_dir}: no such folder")
     check_db_url(settings.db_url)  # before the run loads: "bogus://x" was refused after it
     serve(settings, host=args.host, port=args.port, workers=args.workers)
     # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:

@@ -54,6 +54,7 @@ from metarec.service.middleware import (
     Unexpected,
 )
 from metarec.service.protocol import MAX_CANDIDATES_CHARS
+from metarec.service.reload_paths import check_reloadable, runs_root
 from metarec.service.serving import ModelHolder, OutOfStepError, Served, ServedRef
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
@@ -681,6 +682,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         run = body.run if body is not None and body.run else str(holder.current.run)
         if "\x00" in run:
             raise ApiError(422, "invalid_run", "run: a path cannot contain a NUL character")
+        if body is not None and body.run:
+            check_reloadable(run, runs_root(settings), holder.current.folder)
         try:
             s = holder.reload(run)
         except (DamagedStoreError, StoreForbiddenError):  # the store's fault, not the run's

@@ -115,12 +115,14 @@ class ServedRef:
         try:
             d = json.loads(text)
             upto = d["events_upto"]
-            scales = tuple((float(lo), float(hi)) for lo, hi in d.get("scales") or ())
-            return ServedRef(
-                str(d["run"]), str(d["folder"]), None if upto is None else int(upto), scales
-            )
+            ref = ServedRef(str(d["run"]), str(d["folder"]), None if upto is None else int(upto))
         except (ValueError, TypeError, KeyError, OverflowError):
             return ServedRef(text, text, None)  # a bare path, as first recorded
+        try:  # on its own: a scales field of another form leaves the rest of the ref read
+            scales = tuple((float(lo), float(hi)) for lo, hi in d.get("scales") or ())
+        except (ValueError, TypeError, OverflowError):
+            return ref
+        return replace(ref, scales=scales)
 
     def serving(self, scale: Scale, feedback: bool) -> tuple[Scale, ...]:
         """The scales to record once a run on ``scale`` is served after this ref's:
@@ -395,16 +397,12 @@ class ModelHolder:
             # a ref without a cut-off (as first recorded) is replaced by one that has one
             moved = not in_step or recorded is None or recorded.events_upto is None or renamed
             if announce == "always" or (announce == "if_moved" and moved):
-                upto = self.store.last_event_id()
+                latest = upto = self.store.last_event_id()
                 if announce == "if_moved" and in_step and recorded is not None:
                     # the same model under a new name: the same fold-in cut-off
                     upto = recorded.events_upto if recorded.events_upto is not None else upto
                 scale = (float(rec.rating_range[0]), float(rec.rating_range[1]))
-                scales = (
-                    (scale,)
-                    if recorded is None
-                    else recorded.serving(scale, self.store.last_event_id() > 0)
-                )
+                scales = (scale,) if recorded is None else recorded.serving(scale, latest > 0)
                 ref: ServedRef | None = ServedRef(str(given), str(path), upto, scales)
                 publish = True
                 if announce == "if_moved" and not in_step and self._current is None:

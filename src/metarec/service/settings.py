@@ -62,6 +62,11 @@ class ServiceSettings:
     # a worker of `serve --workers N` other than the first: serve the run the feedback
     # store records (a reload may have moved it since the server started), not ``run``
     follow_store: bool = False
+    # the folder under which POST /v1/admin/reload may load run folders; None: the one
+    # holding ``run`` (a retrained run written beside it). Any path was taken: a client
+    # with the write key (every visitor of a --page-api-key page) probed the file
+    # system, read values of files through a crafted run, and hung workers on a FIFO
+    runs_dir: Path | None = None
 
     def __post_init__(self) -> None:
         for name in (
