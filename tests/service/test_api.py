@@ -1316,6 +1316,19 @@ def test_a_keyless_server_answers_loopback_only_under_a_name_it_was_given(
         assert c.get("/health", headers={"Host": "metarec.example.com"}).status_code == 200
 
 
+def test_a_forwarded_for_header_never_names_the_client(
+    make_server: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvicorn read the client's address from X-Forwarded-For where $FORWARDED_ALLOW_IPS
+    # trusted its sender ("*" in many container images): a remote client that wrote
+    # "X-Forwarded-For: 127.0.0.1" was taken for loopback by a keyless server
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    live = make_server(api_key=None)
+    with live.client() as c:
+        r = c.post("/v1/users", json={"user_id": "x"}, headers={"X-Forwarded-For": "203.0.113.9"})
+        assert r.status_code == 201, r.text  # the connection's peer, loopback, decides
+
+
 def test_page_can_be_handed_the_key(make_server: Callable[..., LiveServer]) -> None:
     live = make_server(page_api_key=True, cors_origins=("*",))
     with live.client() as c:

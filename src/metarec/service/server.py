@@ -70,7 +70,18 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
 
     from metarec.service.protocol import JsonErrorHttpProtocol
 
-    return uvicorn.Config(app, workers=1, access_log=False, http=JsonErrorHttpProtocol, **options)
+    # proxy_headers off: the TCP peer is the client. uvicorn's default took a client
+    # address from X-Forwarded-For where $FORWARDED_ALLOW_IPS trusts the sender (often
+    # "*" in container images), and a keyless server's loopback-only writes were then
+    # taken from anywhere that sent "X-Forwarded-For: 127.0.0.1"
+    return uvicorn.Config(
+        app,
+        workers=1,
+        access_log=False,
+        http=JsonErrorHttpProtocol,
+        proxy_headers=False,
+        **options,
+    )
 
 
 MAX_WORKERS = 64
