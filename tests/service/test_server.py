@@ -485,6 +485,17 @@ def test_a_store_shows_its_url_without_a_password(tmp_path: Path) -> None:
     assert FeedbackStore(f"sqlite:///{db}").url.startswith(f"sqlite:///{db}")
 
 
+def test_every_origin_on_a_keyless_server_is_refused(
+    service_run: Path, cli: Callable[..., Any]
+) -> None:
+    # any website open in the machine's browser wrote to it, reloads included
+    with pytest.raises(ConfigError, match=r"cors_origins: '\*' on a server without an API key"):
+        ServiceSettings(run=Path("run"), cors_origins=("*",))
+    assert ServiceSettings(run=Path("run"), api_key="k", cors_origins=("*",)).cors_origins
+    res = cli("serve", str(service_run), "--cors", "*", "--port", "0")
+    assert res.returncode == 2 and "--cors: '*' on a server without an API key" in res.stderr
+
+
 def test_a_key_handed_to_the_page_is_one_a_browser_can_send() -> None:
     # 'clé' is a key curl sends as UTF-8; a browser sends é as one byte, or refuses it
     with pytest.raises(ConfigError, match="page_api_key: the page's browser cannot send"):

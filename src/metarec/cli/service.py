@@ -179,6 +179,7 @@ _FLAGS = {
     "api key": "--api-key (or $METAREC_API_KEY)",
     "page_api_key": "--page-api-key",
     "allowed_hosts": "--allowed-host",
+    "cors_origins": "--cors",
 }
 _WITHIN = {"(api_key)": "(--api-key or $METAREC_API_KEY)"}
 

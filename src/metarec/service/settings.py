@@ -112,6 +112,13 @@ class ServiceSettings:
             )
         # as a browser writes them, which is what the CORS check compares
         object.__setattr__(self, "cors_origins", tuple(map(browser_origin, self.cors_origins)))
+        if self.api_key is None and "*" in self.cors_origins:
+            # a keyless server takes writes from this machine, and "*" let every site open
+            # in its browser make them (reloads included)
+            raise ConfigError(
+                "cors_origins: '*' on a server without an API key would let every website "
+                "open in this machine's browser write to it; give a key, or list origins"
+            )
         if isinstance(self.allowed_hosts, str) or not isinstance(self.allowed_hosts, tuple):
             raise ConfigError(
                 f"allowed_hosts: expected a tuple of host names, got {self.allowed_hosts!r:.60}"
