@@ -156,7 +156,8 @@ def test_serve_names_the_flag_of_an_allowed_host_that_would_do_nothing(
     ],
 )
 def test_settings_take_browser_origins(origin: str, sent: str) -> None:
-    assert ServiceSettings(run=Path("run"), cors_origins=(origin,)).cors_origins == (sent,)
+    settings = ServiceSettings(run=Path("run"), api_key="k", cors_origins=(origin,))
+    assert settings.cors_origins == (sent,)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
