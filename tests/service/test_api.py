@@ -1383,6 +1383,12 @@ def test_copying_a_run_keeps_its_name_by_content(service_run: Path, tmp_path: Pa
     copy = tmp_path / "ml100k-small"
     shutil.copytree(service_run, copy)
     assert run_name(copy) == run_name(service_run)
+    # a folder named to forge a log line: its newline and ANSI escape shown as escapes
+    forged = tmp_path / "run\n2026-12-07 CRITICAL forged \x1b[31m"
+    shutil.copytree(service_run, forged)
+    name = run_name(forged)
+    assert name.startswith("run\\n2026-12-07 CRITICAL forged \\x1b[31m@"), name
+    assert name.isprintable()
 
 
 def test_fold_in_learns_new_items_from_feedback_and_survives_restart(

@@ -146,7 +146,10 @@ def run_name(run: Path) -> str:
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-    return f"{run.resolve().name}@{digest.hexdigest()[:8]}"
+    # a folder named with a newline and an ANSI escape wrote a forged line into the log
+    # (and the /ready answer): such characters are shown as escapes
+    folder = "".join(c if c.isprintable() else repr(c)[1:-1] for c in run.resolve().name)
+    return f"{folder}@{digest.hexdigest()[:8]}"
 
 
 _SEP = "\x00"  # between titles in Served.haystack
