@@ -790,6 +790,22 @@ def test_a_table_dropped_by_hand_is_named_at_start(tmp_path: Path) -> None:
         FeedbackStore(f"sqlite:///{path}")
 
 
+def test_a_new_sqlite_store_is_its_owners_alone(tmp_path: Path) -> None:
+    import os
+
+    # users' histories and features were readable by every account (the umask's 0644)
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'new.db'}")
+    store.create_user("u", {"age": 30}, [ev("e1", "1")])
+    store.close()
+    for path in tmp_path.glob("new.db*"):
+        assert os.stat(path).st_mode & 0o777 == 0o600, path
+    kept = tmp_path / "kept.db"  # one that is there keeps the mode its operator gave it
+    kept.touch(mode=0o640)
+    os.chmod(kept, 0o640)
+    FeedbackStore(f"sqlite:///{kept}").close()
+    assert os.stat(kept).st_mode & 0o777 == 0o640
+
+
 def test_another_applications_table_is_not_called_metarecs_damaged(tmp_path: Path) -> None:
     # "metarec's tables are there ... (damaged or edited by hand?); restore it from a
     # backup", for a database whose "users" another application made

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -600,6 +601,18 @@ def unreachable(exc: DBAPIError) -> bool:
     return any(words in said for words in _UNREACHABLE)
 
 
+def _create_private(path: Path) -> None:
+    """A new SQLite store file readable by its owner alone: it holds users' histories
+    and features (age, gender, occupation), and the umask's 0644 let every account on
+    the machine read them. SQLite gives its -wal and -shm files the database's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return  # the store as its operator left it
+    except OSError:
+        return  # a folder not there or not writable: SQLite's own error names it
+
+
 class StoreForbiddenError(ConfigError):
     """The database role lacks a grant the store needs (PostgreSQL's permission denied):
     the operator's to fix, so the command line exits 2 naming it and the service answers
@@ -636,6 +649,8 @@ class FeedbackStore:
                 raise ConfigError(
                     f"database {self.url}: {missing}; give the --db the service wrote to"
                 )
+            if create and self._file is not None:
+                _create_private(self._file)
             self.previous_version = migrate(self.engine)
         except DatabaseError as exc:  # unreachable, or a file that is not a database
             said = " ".join(str(exc.orig).split())  # drivers' hints come on a second line
