@@ -84,3 +84,21 @@ def test_a_head_too_large_is_answered_once(
         time.sleep(0.3)
     assert got == [b"HTTP/1.1 431 Request Header Fields Too Large"]
     assert not [r for r in caplog.records if "Fatal error" in r.getMessage()]
+
+
+def test_a_body_that_does_not_arrive_is_refused(
+    slow_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ten bytes of a declared million held the connection, and what it had sent, for
+    # good: the head's timeout ended at the head
+    monkeypatch.setattr(protocol, "BODY_TIMEOUT_S", 0.5)
+    with socket.create_connection(("127.0.0.1", slow_server), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n0123456789")
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), got
+    assert b"body did not arrive within 0.5 s of its head" in got
+    # a whole body sent in time is answered as ever, past the body timeout
+    first = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    assert replies(slow_server, first, b"", 1) == [b"HTTP/1.1 200 OK"]

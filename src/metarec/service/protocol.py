@@ -44,6 +44,10 @@ HEAD_TOO_LARGE = "headers_too_large"
 # anyone else with ("slowloris"); the keep-alive timeout covers the wait between requests
 HEAD_TIMEOUT_S = 20.0
 HEAD_TIMEOUT = "request_timeout"
+# and for its body, from the end of the head (a megabyte at 17 kB/s): a body sent a
+# few bytes at a time held its connection, and what it had sent, for good; three
+# thousand such requests to a server with a key stayed open past a minute
+BODY_TIMEOUT_S = 60.0
 # how long a refused connection goes on reading (and dropping) what its client sends
 LINGER_S = 2.0
 
@@ -84,6 +88,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         self._parsed_head = 0  # the URL and header lines parsed so far, in bytes
         self._head_too_large = False
         self._discarding = False  # refused: what arrives is read and dropped
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -91,6 +96,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -136,11 +142,30 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head, self._head_done = False, True
         self._stop_head_timer()
+        self._body_timer = self.loop.call_later(BODY_TIMEOUT_S, self._body_timed_out)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self._stop_body_timer()
         super().on_message_complete()
         self._reading_head, self._head_bytes = True, 0  # the next request's, if any
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self._discarding or self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # answered already (a refusal draining the body): done
+            return
+        self._refuse(
+            (408, b"Request Timeout", HEAD_TIMEOUT),
+            f"the request's body did not arrive within {BODY_TIMEOUT_S:g} s of its head",
+        )
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
