@@ -51,6 +51,13 @@ def test_the_warnings_of_an_interrupted_session_reach_the_resumed_runs_report(
     with again.session(resume=True) as finished:
         assert set(finished) == {0}
         assert again.warned == ["ensemble: K >= 5 had 3 (takes K >= 0's)"]
+    # kept with each fold too: a kill -9 or an OOM runs no exception path
+    killed = RunStore(tmp_path, "p2-k", {"seed": 0})
+    with killed.session(resume=True):
+        killed.warned.append("few test users at K = 5 (3)")
+        killed.save(0, {"summary": {}})
+        seen = RunStore(tmp_path, "p2-k", {"seed": 0})._earlier_warnings()
+        assert seen == ["few test users at K = 5 (3)"]
     other = RunStore(tmp_path, "p2-x", {"seed": 1})  # another command's: not its warnings
     with pytest.warns(UserWarning, match="not reused"), other.session(resume=True):
         assert other.warned == []

@@ -415,6 +415,8 @@ def md_text(text: str) -> str:
 
 def _duration(seconds: float) -> str:
     """A run's time in minutes, or seconds under one ("0.0 min" for a small run's 2 s)."""
+    if seconds < 0.5:
+        return "under 1 s"
     return f"{seconds:.0f} s" if seconds < 59.5 else f"{seconds / 60:.1f} min"
 
 

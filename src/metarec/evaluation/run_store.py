@@ -187,6 +187,8 @@ class RunStore:
 
     def save(self, fold: int, run: dict[str, Any]) -> None:
         self._begin()
+        if self.warned:  # with the fold: a kill -9 or an OOM skips the session's own save
+            save_json(self.dir / ELAPSED, {"seconds": self.earlier_s, "warnings": self.warned})
         save_json(self.dir / f"fold{fold}.json", run)  # atomic: a fold is whole or absent
         shutil.rmtree(self._fold_dir(fold), ignore_errors=True)  # its models: in the fold now
 
