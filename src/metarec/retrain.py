@@ -258,14 +258,9 @@ def _warn_if_served_another(
 def _served_scale(folder: str) -> tuple[float, float] | None:
     """The rating scale of the run or ensemble a store records serving; None where it
     can no longer be read (moved, deleted)."""
-    from metarec.ensemble_run import load_run
-    from metarec.errors import MetarecError
+    from metarec.service.serving import recorded_scale
 
-    try:
-        lo, hi = load_run(folder).rating_range
-    except (MetarecError, OSError):
-        return None
-    return float(lo), float(hi)
+    return recorded_scale(folder)
 
 
 def combined_items(

@@ -864,6 +864,34 @@ def test_features_of_feedback_users_without_ratings_are_not_trained_on(
     assert fed.set_index("user_id").loc["feedback:kid", "age"] == 9
 
 
+def test_a_store_recorded_before_scales_were_kept_keeps_its_runs_scale(
+    service_run: Path,
+    feedback_db: str,
+    make_server: Callable[..., LiveServer],
+    tmp_path: Path,
+) -> None:
+    # the first run on another scale served after an upgrade recorded its own scale
+    # alone, and the 1-5 feedback before it was read as its ratings
+    from metarec.service.serving import ServedRef
+
+    store = FeedbackStore(feedback_db)
+    served = ServedRef.parse(store.served_state()[1])
+    assert served is not None
+    legacy = {"run": served.run, "folder": served.folder, "events_upto": served.events_upto}
+    store.bump_served_state(json.dumps(legacy))
+    store.close()
+    ten = tmp_path / "ten"
+    shutil.copytree(service_run, ten)
+    manifest = json.loads((ten / "recommender.json").read_text())
+    manifest.update(rating_range=[1, 10], rating_cutpoints=None)
+    (ten / "recommender.json").write_text(json.dumps(manifest))
+    make_server(run=ten, db_url=feedback_db).stop()
+    store = FeedbackStore(feedback_db)
+    now = ServedRef.parse(store.served_state()[1])
+    store.close()
+    assert now is not None and now.scales == ((1.0, 5.0), (1.0, 10.0))
+
+
 def test_feedback_given_to_a_run_on_another_scale_is_refused(
     service_run: Path, feedback_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -132,6 +132,24 @@ class ServedRef:
         return kept if here in kept else (*kept, here)
 
 
+def recorded_scale(folder: str) -> Scale | None:
+    """The rating scale of the run or ensemble in ``folder``; None where it cannot be
+    read (moved, deleted). A run's manifest says it; an ensemble is loaded."""
+    try:
+        raw = json.loads((Path(folder) / "recommender.json").read_text(encoding="utf-8"))
+        lo, hi = raw["rating_range"]
+        return float(lo), float(hi)
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    from metarec.ensemble_run import load_run
+
+    try:
+        lo, hi = load_run(folder).rating_range
+    except (MetarecError, OSError):
+        return None
+    return float(lo), float(hi)
+
+
 def run_name(run: Path) -> str:
     """``<run folder>@<first 8 hex of the model file's SHA-256>``: changes with every retrain.
 
@@ -405,6 +423,12 @@ class ModelHolder:
                     # the same model under a new name: the same fold-in cut-off
                     upto = recorded.events_upto if recorded.events_upto is not None else upto
                 scale = (float(rec.rating_range[0]), float(rec.rating_range[1]))
+                if recorded is not None and not recorded.scales and not in_step and latest:
+                    # a ref from before the scales were kept: its run's, read once, so
+                    # the first switch after an upgrade does not forget them
+                    earlier = recorded_scale(recorded.folder)
+                    if earlier is not None:
+                        recorded = replace(recorded, scales=(earlier,))
                 scales = (scale,) if recorded is None else recorded.serving(scale, latest > 0)
                 ref: ServedRef | None = ServedRef(str(given), str(path), upto, scales)
                 publish = True
