@@ -526,6 +526,26 @@ def test_characters_the_plot_font_lacks_are_said_once(tmp_path: Path) -> None:
     assert len(written) == 2  # the curves and the A/B test, drawn all the same
 
 
+def test_the_ab_plot_of_a_random_support_says_no_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.axes import Axes
+
+    from metarec.evaluation.report import abtest_png
+
+    labels: list[str] = []
+    drawn = Axes.set_xlabel
+
+    def noted(self: Any, text: str, *args: Any, **kwargs: Any) -> Any:
+        labels.append(text)
+        return drawn(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_xlabel", noted)
+    ab = json.loads((RESULTS / "p2-ml-100k.json").read_text())["abtest"]
+    abtest_png(ab)
+    assert labels[0].endswith("later)"), labels
+    abtest_png({**ab, "support_order": "random"})  # as `metarec abtest` reports it
+    assert labels[-2].endswith("outside the support)"), labels
+
+
 def test_a_figure_missing_from_a_record_carries_no_test_mark() -> None:
     from metarec.evaluation.report import check_record_fields, render_markdown
 

@@ -851,6 +851,8 @@ def abtest_png(ab: dict[str, Any], later: str = "later") -> bytes:
     ax.barh([names["A"], names["B"]], rates, xerr=err, color=["tab:gray", "tab:blue"], capsize=3)
     ax.set_xlim(0, 1)
     liked = ab.get("liked") or liked_words(ab["threshold"], None)
+    if ab.get("support_order") == "random":  # `metarec abtest`'s own report says so
+        later = "outside the support"
     ax.set_xlabel(f"success rate (a top-{ab['k']} item {liked} {later})")
     lift = rp.get("lift")
     ax.set_title(
