@@ -1446,3 +1446,26 @@ def test_training_again_keeps_the_figures_of_the_same_model_only(
     assert main([*train, "--set", "seed=1"]) == 0  # another model: its figures are to come
     assert not (run / "metrics.json").exists()
     capsys.readouterr()
+
+
+def test_a_runs_split_is_carried_onto_its_own_data_only(tmp_path: Path) -> None:
+    from metarec.cli.training import _recorded_split
+
+    config = tmp_path / "run" / "config.json"
+    config.parent.mkdir()
+    config.write_text("{}")
+
+    def recorded(spec: dict[str, Any]) -> None:
+        meta = {"data_spec": spec, "holdout": "p1", "split_seed": 7}
+        (config.parent / "recommender.json").write_text(json.dumps({"metadata": meta}))
+
+    known = {"dataset": "ml-100k", "data": None, "interactions": None}
+    recorded(known)
+    assert _recorded_split(str(config), {**known, "data": "/elsewhere"}) == ("p1", 7)
+    assert _recorded_split(str(config), {**known, "dataset": "ml-1m"}) is None
+    # a folder of atomic files is the data itself: another folder is other data
+    folder = {"dataset": None, "data": "/x/clicks", "interactions": None}
+    recorded(folder)
+    assert _recorded_split(str(config), folder) == ("p1", 7)
+    assert _recorded_split(str(config), {**folder, "data": "/y/ratings"}) is None
+    assert _recorded_split(str(tmp_path / "cfg.toml"), folder) is None  # no run's config

@@ -515,7 +515,7 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", reload, body({"run": "/no/such/run"}), 403, "run_outside_runs_dir",
          "/no/such/run"),
         ("POST", reload, body({"run": "a\x00b"}), 422, "invalid_run", "NUL"),
-        ("POST", reload, body({"run": "x" * 5000}), 403, "run_outside_runs_dir", "is not under"),
+        ("POST", reload, body({"run": "x" * 5000}), 403, "run_outside_runs_dir", "is not in the"),
         ("POST", reload, {"json": {"run": "/no/such/run"}}, 401, "missing_api_key", "X-API-Key"),
         ("GET", "/no/such/route", {}, 404, "not_found", "no endpoint at '/no/such/route'"),
         # "1/" is not item "1": a 307 to it answered for another id and re-sent writes
@@ -1063,8 +1063,20 @@ def test_a_reload_loads_regular_run_folders_under_the_runs_dir_alone(
             assert r.json()["error"]["code"] == "run_outside_runs_dir"
             assert str(Path.cwd()) not in r.text or str(Path.cwd()) in outside
         r = c.post("/v1/admin/reload", json={"run": str(leaky)})
-        assert r.status_code == 403 and "recommender.json links out of" in r.text, r.text
+        assert r.status_code == 422, r.text
+        assert "recommender.json links out of the run folder" in r.text, r.text
         assert "hunter2" not in r.text
+        # a link made outside the folder, into it: recorded as given, a reload without a
+        # path followed it once it was moved elsewhere
+        elsewhere = tmp_path / "l"
+        elsewhere.symlink_to(good)
+        r = c.post("/v1/admin/reload", json={"run": str(elsewhere)})
+        assert r.status_code == 403 and str(runs) not in r.text, r.text  # the root unsaid
+        # a link inside the folder is the operator's: followed wherever it leads
+        (runs / "current").symlink_to(good)
+        assert c.post("/v1/admin/reload", json={"run": str(runs / "current")}).status_code == 200
+        assert c.post("/v1/admin/reload").status_code == 200  # the recorded path, again
+        assert c.post("/v1/admin/reload", json={"run": str(runs)}).status_code == 403
         r = c.post("/v1/admin/reload", json={"run": str(fifo_run)})  # hung for good
         assert r.status_code == 422 and "items.json is not a regular file" in r.text, r.text
         assert c.post("/v1/admin/reload", json={"run": str(good)}).status_code == 200

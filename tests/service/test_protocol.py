@@ -102,3 +102,23 @@ def test_a_body_that_does_not_arrive_is_refused(
     # a whole body sent in time is answered as ever, past the body timeout
     first = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
     assert replies(slow_server, first, b"", 1) == [b"HTTP/1.1 200 OK"]
+
+
+def test_a_pipelined_body_waits_for_the_answer_before_it(
+    slow_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # behind a request whose answer takes a second, the next one's body is not read:
+    # its timer wrote a 408 in place of the first request's answer
+    monkeypatch.setattr(protocol, "BODY_TIMEOUT_S", 0.3)
+    body = b"x" * 300_000
+    first = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    second = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    with socket.create_connection(("127.0.0.1", slow_server), timeout=10) as sock:
+        sock.sendall(first + second)
+        got = b""
+        while got.count(b"HTTP/1.1 ") < 2 or not got.endswith(b"ok"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    assert got.count(b"HTTP/1.1 200 OK\r\n") == 2 and b" 408 " not in got, got

@@ -409,9 +409,14 @@ def _recorded_split(config: str | None, spec: dict[str, Any]) -> tuple[str, int]
         meta = json.loads(manifest.read_text(encoding="utf-8")).get("metadata") or {}
     except (OSError, ValueError, AttributeError):
         return None
-    given = {k: v for k, v in json.loads(json.dumps(spec, default=str)).items() if k != "data"}
+    given = json.loads(json.dumps(spec, default=str))
     ran = meta.get("data_spec")
-    if not isinstance(ran, dict) or {k: v for k, v in ran.items() if k != "data"} != given:
+    # a known data set is the same read from another folder (--data); without one,
+    # --data is the data set itself (a folder of atomic files), and another is other data
+    aside = {"data"} if given.get("dataset") else set()
+    if not isinstance(ran, dict) or {k: v for k, v in ran.items() if k not in aside} != {
+        k: v for k, v in given.items() if k not in aside
+    }:
         return None
     holdout, seed = meta.get("holdout"), meta.get("split_seed")
     if holdout not in ("p1", "none") or not isinstance(seed, int) or isinstance(seed, bool):

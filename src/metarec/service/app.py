@@ -682,8 +682,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         run = body.run if body is not None and body.run else str(holder.current.run)
         if "\x00" in run:
             raise ApiError(422, "invalid_run", "run: a path cannot contain a NUL character")
-        if body is not None and body.run:
-            check_reloadable(run, runs_root(settings), holder.current.folder)
+        # a reload without a path re-reads the one the store records, which a reload
+        # with one set: checked alike, as a link it went through may have moved
+        check_reloadable(run, runs_root(settings), Path(settings.run))
         try:
             s = holder.reload(run)
         except (DamagedStoreError, StoreForbiddenError):  # the store's fault, not the run's

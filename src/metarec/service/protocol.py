@@ -159,6 +159,12 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         self._body_timer = None
         if self._discarding or self.transport.is_closing():
             return
+        if self.pipeline or getattr(self.flow, "read_paused", False):
+            # the server is not reading: an earlier request's answer is being computed
+            # (this one waits in the pipeline), or the app has not taken what came; a
+            # 408 written now took the place of that earlier answer
+            self._body_timer = self.loop.call_later(BODY_TIMEOUT_S, self._body_timed_out)
+            return
         if self.cycle is not None and self.cycle.response_started:
             self.transport.close()  # answered already (a refusal draining the body): done
             return

@@ -649,7 +649,8 @@ class FeedbackStore:
                 raise ConfigError(
                     f"database {self.url}: {missing}; give the --db the service wrote to"
                 )
-            if create and self._file is not None:
+            if create and self._file is not None and not self.engine.url.query:
+                # (a URL with options, ?mode=ro&uri=true, names its file otherwise)
                 _create_private(self._file)
             self.previous_version = migrate(self.engine)
         except DatabaseError as exc:  # unreachable, or a file that is not a database
