@@ -486,6 +486,17 @@ def test_a_store_shows_its_url_without_a_password(tmp_path: Path) -> None:
     assert FeedbackStore(f"sqlite:///{db}").url.startswith(f"sqlite:///{db}")
 
 
+def test_a_runs_dir_that_is_no_folder_is_refused(
+    service_run: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"runs_dir: .* is not a folder"):
+        ServiceSettings(run=Path("run"), runs_dir=tmp_path / "missing")
+    res = cli("serve", str(service_run), "--runs-dir", str(service_run / "items.json"))
+    assert (
+        res.returncode == 2 and "--runs-dir: " in res.stderr and "is not a folder" in (res.stderr)
+    ), res.stderr
+
+
 def test_every_origin_on_a_keyless_server_is_refused(
     service_run: Path, cli: Callable[..., Any]
 ) -> None:

@@ -138,10 +138,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             device=args.device,
             runs_dir=None if args.runs_dir is None else Path(args.runs_dir),
         )
-    if settings.runs_dir is not None and not settings.runs_dir.is_dir():
-        from metarec.errors import ConfigError
-
-        raise ConfigError(f"--runs-dir {settings.runs_dir}: no such folder")
     check_db_url(settings.db_url)  # before the run loads: "bogus://x" was refused after it
     serve(settings, host=args.host, port=args.port, workers=args.workers)
     # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:
@@ -180,6 +176,7 @@ _FLAGS = {
     "page_api_key": "--page-api-key",
     "allowed_hosts": "--allowed-host",
     "cors_origins": "--cors",
+    "runs_dir": "--runs-dir",
 }
 _WITHIN = {"(api_key)": "(--api-key or $METAREC_API_KEY)"}
 

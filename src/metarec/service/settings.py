@@ -131,6 +131,8 @@ class ServiceSettings:
                 "this one has a key (api_key)"
             )
         object.__setattr__(self, "allowed_hosts", tuple(map(host_only, self.allowed_hosts)))
+        if self.runs_dir is not None and not Path(self.runs_dir).is_dir():
+            raise ConfigError(f"runs_dir: {self.runs_dir} is not a folder")
 
     @property
     def checks_host(self) -> bool:
