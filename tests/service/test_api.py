@@ -1401,6 +1401,26 @@ def test_copying_a_run_keeps_its_name_by_content(service_run: Path, tmp_path: Pa
     name = run_name(forged)
     assert name.startswith("run\\n2026-12-07 CRITICAL forged \\x1b[31m@"), name
     assert name.isprintable()
+    from metarec.service.serving import printable  # the other log lines that name folders
+
+    assert printable(forged) == str(forged).replace("\n", "\\n").replace("\x1b", "\\x1b")
+
+
+def test_a_runs_folder_others_may_write_to_is_warned_of(
+    make_server: Callable[..., LiveServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # as /tmp is, where a run in /tmp is served from
+    with caplog.at_level(logging.WARNING, logger="metarec.service"):
+        make_server(runs_dir=shared)
+    assert f"reloads load runs from {shared}, which every account" in caplog.text
+    caplog.clear()
+    own = tmp_path / "own"
+    own.mkdir(mode=0o755)
+    with caplog.at_level(logging.WARNING, logger="metarec.service"):
+        make_server(runs_dir=own, db_url=f"sqlite:///{tmp_path / 'own.db'}")
+    assert "every account" not in caplog.text
 
 
 def test_fold_in_learns_new_items_from_feedback_and_survives_restart(

@@ -54,7 +54,7 @@ from metarec.service.middleware import (
     Unexpected,
 )
 from metarec.service.protocol import MAX_CANDIDATES_CHARS
-from metarec.service.reload_paths import check_reloadable, runs_root
+from metarec.service.reload_paths import check_reloadable, runs_root, warn_if_shared
 from metarec.service.serving import ModelHolder, OutOfStepError, Served, ServedRef
 from metarec.service.settings import ServiceSettings
 from metarec.service.store import (
@@ -193,6 +193,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         folder=folder,
         announce="never" if settings.follow_store else "if_moved",
     )
+    warn_if_shared(runs_root(settings))
     if settings.api_key is None and settings.warn_no_api_key:
         log.warning(
             "NO API KEY CONFIGURED: write endpoints accept loopback clients only, and "

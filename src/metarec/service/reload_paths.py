@@ -34,6 +34,22 @@ log = logging.getLogger("metarec.service")
 _MOST_ENTRIES = 10_000
 
 
+def warn_if_shared(root: Path) -> None:
+    """Log a warning where other accounts may write in ``root`` (``/tmp``, where a run
+    in /tmp is served from): a run they put there, or a file they swap in between the
+    check and the load, is what a reload then reads."""
+    try:
+        mode = root.stat().st_mode
+    except OSError:
+        return
+    if mode & stat.S_IWOTH:
+        log.warning(
+            "reloads load runs from %s, which every account on this machine may write "
+            "to: give --runs-dir a folder of your own",
+            root,
+        )
+
+
 def runs_root(settings: ServiceSettings) -> Path:
     """The folder whose run folders a reload may load."""
     if settings.runs_dir is not None:

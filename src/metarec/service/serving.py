@@ -164,10 +164,13 @@ def run_name(run: Path) -> str:
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-    # a folder named with a newline and an ANSI escape wrote a forged line into the log
-    # (and the /ready answer): such characters are shown as escapes
-    folder = "".join(c if c.isprintable() else repr(c)[1:-1] for c in run.resolve().name)
-    return f"{folder}@{digest.hexdigest()[:8]}"
+    return f"{printable(run.resolve().name)}@{digest.hexdigest()[:8]}"
+
+
+def printable(text: object) -> str:
+    """``text`` with its unprintable characters as escapes: a folder named with a newline
+    and an ANSI escape wrote a forged line into the log (and the /ready answer)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 _SEP = "\x00"  # between titles in Served.haystack
@@ -443,8 +446,8 @@ class ModelHolder:
                         "server process on the store now serves %s. To restart on the "
                         "served run, start on a link that reloads move (README: Closing "
                         "the loop)",
-                        path,
-                        recorded.folder,
+                        printable(path),
+                        printable(recorded.folder),
                         name,
                     )
             else:
@@ -582,7 +585,7 @@ class ModelHolder:
                 self._failed = (version, time.monotonic() + SYNC_RETRY_S)
                 return
             self._failed = None
-            log.info("caught up with the shared store (version %d): %s", version, folder)
+            log.info("caught up with the shared store (version %d): %s", version, printable(folder))
         finally:
             self._sync.release()
             if held_up:
