@@ -558,3 +558,24 @@ def test_the_key_names_the_encoders_weights(
                                     overrides=[f"encoder={encoder}"], progress=False)  # fmt: skip
     assert keys[0]["encoder"] == SentenceEncoder().id  # the bundled weights' digest
     assert keys[1]["encoder"] is None  # a TF-IDF fit follows from the data in the key
+
+
+def test_a_records_warnings_are_metarecs_and_the_callers_not_other_libraries() -> None:
+    import warnings
+
+    from metarec.evaluation.benchmark import _noting_warnings
+
+    kept: list[str] = []
+    with warnings.catch_warnings(record=True) as shown, _noting_warnings(kept):
+        warnings.simplefilter("always")
+        places = ["/venv/lib/site-packages/torch/nn/x.py", "/venv/lib/site-packages/metarec/a.py"]
+        places += ["/work/src/metarec/models/base.py", "/home/me/script.py"]
+        for where in places:
+            warnings.warn_explicit(f"from {where}", UserWarning, where, 1)
+        warnings.warn_explicit("old", DeprecationWarning, "/work/src/metarec/x.py", 1)
+    assert kept == [
+        "from /venv/lib/site-packages/metarec/a.py",
+        "from /work/src/metarec/models/base.py",
+        "from /home/me/script.py",
+    ]
+    assert len(shown) == 5  # every one still shown

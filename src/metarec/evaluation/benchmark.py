@@ -890,7 +890,10 @@ def _noting_warnings(into: list[str]) -> Iterator[None]:
         line: str | None = None,
     ) -> None:
         text = str(message)
-        if issubclass(category, UserWarning) and text not in into:
+        # another library's own warning (a deprecation said as a UserWarning inside
+        # torch or matplotlib) says nothing of the figures: shown, not kept
+        theirs = "site-packages" in Path(filename).parts and "metarec" not in Path(filename).parts
+        if issubclass(category, UserWarning) and not theirs and text not in into:
             into.append(text)
         shown(message, category, filename, lineno, file, line)
 
