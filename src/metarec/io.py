@@ -27,14 +27,14 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from metarec.errors import DataError, MetarecError, ModelError
-from metarec.tempfiles import create_temp_file, sync_directory
+from metarec.tempfiles import TOKEN_BYTES, create_temp_file, sync_directory
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = create_temp_file(path.parent, f".{path.name}.", ".tmp")
+        fd, tmp = create_temp_file(path.parent, *_temp_affixes(path.name))
     except OSError as exc:
         raise _about(exc, path) from None
     try:
@@ -61,9 +61,17 @@ def write_lines_atomic(path: str | Path, lines: list[str]) -> None:
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 
+def _temp_affixes(name: str) -> tuple[str, str]:
+    """What :func:`write_bytes_atomic` puts around the random part of ``name``'s
+    temporary name."""
+    return f".{name}.", ".tmp"
+
+
 def temp_name(name: str) -> str:
-    """The longest temporary name :func:`write_bytes_atomic` writes ``name`` through."""
-    return f".{name}.{'0' * 12}.tmp"
+    """The temporary name, random part aside, :func:`write_bytes_atomic` writes ``name``
+    through: as long as any it makes."""
+    prefix, suffix = _temp_affixes(name)
+    return f"{prefix}{'0' * 2 * TOKEN_BYTES}{suffix}"
 
 
 def name_limit(folder: str | Path) -> int:

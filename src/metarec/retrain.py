@@ -210,7 +210,7 @@ def _warn_if_served_another(
     update of this run's item (a store of an ml-1m service retrained an ml-100k run,
     rewriting Toy Story's text, without a word). A warning, not a refusal: retraining
     an older run of the same service from its store is a use."""
-    from metarec.service.serving import ServedRef
+    from metarec.service.serving import ServedRef, recorded_scale
 
     ref = ServedRef.parse(store.served_state()[1])
     if ref is None:
@@ -231,7 +231,7 @@ def _warn_if_served_another(
     ours = None if scale is None else (float(scale[0]), float(scale[1]))
     served = next((s for s in ref.scales if s != ours), None)
     if not ref.scales and Path(ref.folder).resolve() != here:
-        served = _served_scale(ref.folder)
+        served = recorded_scale(ref.folder)
     if ours is not None and served is not None and served != ours:
         # a click run's "chose it" (1) read as the worst rating of a 1-10 run; values
         # past the scale are clipped with a warning, but these are on it
@@ -253,14 +253,6 @@ def _warn_if_served_another(
         if not force:
             raise ConfigError(f"{message}; {remedy}, or force=True")
         warnings.warn(message, UserWarning, stacklevel=4)
-
-
-def _served_scale(folder: str) -> tuple[float, float] | None:
-    """The rating scale of the run or ensemble a store records serving; None where it
-    can no longer be read (moved, deleted)."""
-    from metarec.service.serving import recorded_scale
-
-    return recorded_scale(folder)
 
 
 def combined_items(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 _ATTEMPTS = 100  # a clash of 48 random bits is next to impossible; this only bounds the loop
+TOKEN_BYTES = 6  # of the random part of a temporary name: 12 hex digits
 # a live writer holds its temporary file or folder for seconds to minutes; one this old
 # was left by a process killed mid-write (kill -9 skips every cleanup)
 STALE_AGE_S = 3600.0
@@ -51,7 +52,7 @@ def _fresh(parent: str | Path, prefix: str, suffix: str, make: Callable[[Path], 
     FileExistsError where the name is taken)."""
     for _ in range(_ATTEMPTS):
         try:
-            return make(Path(parent) / f"{prefix}{secrets.token_hex(6)}{suffix}")
+            return make(Path(parent) / f"{prefix}{secrets.token_hex(TOKEN_BYTES)}{suffix}")
         except FileExistsError:
             continue
     raise FileExistsError(f"{parent}: no free temporary name after {_ATTEMPTS} tries")

@@ -897,10 +897,11 @@ def test_feedback_given_to_a_run_on_another_scale_is_refused(
 ) -> None:
     """A click run's "chose it" (1) was read as the worst rating of a 1-10 run, with
     only the warning that the store served another run."""
+    from metarec.service import serving
     from metarec.service.serving import ServedRef
 
-    assert metarec.retrain._served_scale(str(service_run)) == (1.0, 5.0)
-    assert metarec.retrain._served_scale(str(tmp_path / "gone")) is None
+    assert serving.recorded_scale(str(service_run)) == (1.0, 5.0)
+    assert serving.recorded_scale(str(tmp_path / "gone")) is None
     store = FeedbackStore(feedback_db)
     served = ServedRef.parse(store.served_state()[1])
     assert served is not None and served.scales == ((1.0, 5.0),)  # recorded by the service
@@ -931,7 +932,7 @@ def test_feedback_given_to_a_run_on_another_scale_is_refused(
     old = Recommender.load(other)
     asked: list[str] = []
     monkeypatch.setattr(
-        metarec.retrain, "_served_scale", lambda folder: asked.append(folder) or (1.0, 1.0)
+        serving, "recorded_scale", lambda folder: asked.append(folder) or (1.0, 1.0)
     )
     with pytest.warns(UserWarning, match="records serving"), pytest.raises(
         ConfigError, match=r"its feedback was given to .*, on ratings \[1, 1\], and would be "
@@ -943,6 +944,6 @@ def test_feedback_given_to_a_run_on_another_scale_is_refused(
     with pytest.warns(UserWarning, match=r"on ratings \[1, 1\]"):
         metarec.retrain.read_inputs(other, old, None, feedback_db, force=True)
     # the same scale, as the real served run has: no refusal
-    monkeypatch.setattr(metarec.retrain, "_served_scale", lambda folder: (1.0, 5.0))
+    monkeypatch.setattr(serving, "recorded_scale", lambda folder: (1.0, 5.0))
     with pytest.warns(UserWarning, match="records serving"):
         metarec.retrain.read_inputs(other, old, None, feedback_db, force=False)

@@ -702,10 +702,9 @@ def _render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
     written: dict[Path, bytes] = {}
     ab = record.get("abtest")
     if ab and ab.get("replay"):
-        untimed = record.get("support_order") == "random"
-        written[stem.with_name(stem.name + "-abtest.png")] = abtest_png(
-            ab, later="outside the support" if untimed else "later"
-        )
+        # the support's order is the record's, beside the test, which abtest_png reads
+        timed = {"support_order": record.get("support_order"), **ab}
+        written[stem.with_name(stem.name + "-abtest.png")] = abtest_png(timed)
     if record["protocol"] == "p2":
         shots = list(record["summary"])
         xs = [int(k) for k in shots]
@@ -834,7 +833,7 @@ def pyplot() -> Any:
     return plt
 
 
-def abtest_png(ab: dict[str, Any], later: str = "later") -> bytes:
+def abtest_png(ab: dict[str, Any]) -> bytes:
     """A P4 report (with its arms' names as ``A`` and ``B``) as a PNG: replay success
     per arm with Wilson 95 % CIs, and the interleaving verdicts when it has them."""
     plt = pyplot()
@@ -851,8 +850,8 @@ def abtest_png(ab: dict[str, Any], later: str = "later") -> bytes:
     ax.barh([names["A"], names["B"]], rates, xerr=err, color=["tab:gray", "tab:blue"], capsize=3)
     ax.set_xlim(0, 1)
     liked = ab.get("liked") or liked_words(ab["threshold"], None)
-    if ab.get("support_order") == "random":  # `metarec abtest`'s own report says so
-        later = "outside the support"
+    # a support drawn at random (no times in the data) has no "later"
+    later = "outside the support" if ab.get("support_order") == "random" else "later"
     ax.set_xlabel(f"success rate (a top-{ab['k']} item {liked} {later})")
     lift = rp.get("lift")
     ax.set_title(

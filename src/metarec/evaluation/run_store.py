@@ -159,8 +159,7 @@ class RunStore:
             if isinstance(exc, Exception) and not kept:
                 self.clear()
             elif self.dir.exists():
-                spent = self.earlier_s + time.perf_counter() - began
-                save_json(self.dir / ELAPSED, {"seconds": spent, "warnings": self.warned})
+                self._save_elapsed(self.earlier_s + time.perf_counter() - began)
                 if isinstance(exc, KeyboardInterrupt):
                     # where, for the command's closing words (it said "OUT/.NAME.partial/")
                     # (add_note, but Python 3.10 lacks it; 3.11's keeps notes there too)
@@ -176,6 +175,9 @@ class RunStore:
         except (ModelError, AttributeError):  # none kept (interrupted before this existed)
             return 0.0
 
+    def _save_elapsed(self, seconds: float) -> None:
+        save_json(self.dir / ELAPSED, {"seconds": seconds, "warnings": self.warned})
+
     def _earlier_warnings(self) -> list[str]:
         if not self._same:
             return []
@@ -188,7 +190,7 @@ class RunStore:
     def save(self, fold: int, run: dict[str, Any]) -> None:
         self._begin()
         if self.warned:  # with the fold: a kill -9 or an OOM skips the session's own save
-            save_json(self.dir / ELAPSED, {"seconds": self.earlier_s, "warnings": self.warned})
+            self._save_elapsed(self.earlier_s)
         save_json(self.dir / f"fold{fold}.json", run)  # atomic: a fold is whole or absent
         shutil.rmtree(self._fold_dir(fold), ignore_errors=True)  # its models: in the fold now
 

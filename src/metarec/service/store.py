@@ -237,6 +237,7 @@ def migrate(engine: Engine) -> int:
     PostgreSQL a transaction-scoped advisory lock, on SQLite its one writer (the
     ``BEGIN IMMEDIATE`` of every write). Without it, two would both find the schema
     missing, and the second's ``CREATE TABLE`` or version row fail."""
+    where = f"database {shown_url(engine.url)}"  # as every refusal names it
     with _write(engine) as conn:
         if engine.dialect.name == "postgresql":
             # a server starting waits however long another one's migration takes (a
@@ -248,7 +249,7 @@ def migrate(engine: Engine) -> int:
         current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
         if current > SCHEMA_VERSION:
             raise ConfigError(
-                f"database {shown_url(engine.url)}: schema version {current} is newer than this "
+                f"{where}: schema version {current} is newer than this "
                 f"metarec's ({SCHEMA_VERSION}); upgrade metarec or use another database"
             )
         present = set(inspect(conn).get_table_names())
@@ -256,7 +257,7 @@ def migrate(engine: Engine) -> int:
         if current == 0 and clash and not had_versions:
             # another application's "users" was called metarec's, damaged, to restore
             raise ConfigError(
-                f"database {shown_url(engine.url)}: it holds table(s) {', '.join(clash)} "
+                f"{where}: it holds table(s) {', '.join(clash)} "
                 "that metarec did not make (another application's?); give metarec a "
                 "database of its own, or on PostgreSQL a schema of its own "
                 "(?options=-csearch_path%3Dmetarec)"
@@ -265,7 +266,7 @@ def migrate(engine: Engine) -> int:
             # the migrations would run over tables they did not make: a UNIQUE
             # constraint's failure at best, items renumbered at worst
             raise ConfigError(
-                f"database {shown_url(engine.url)}: metarec's tables are there but schema_version "
+                f"{where}: metarec's tables are there but schema_version "
                 "records no version (damaged or edited by hand?); restore it from a "
                 "backup, or use another database"
             )
@@ -283,7 +284,7 @@ def migrate(engine: Engine) -> int:
                         raise
                     said = " ".join(str(exc.orig).split())
                     raise ConfigError(
-                        f"database {shown_url(engine.url)}: its schema (version {current}) needs "
+                        f"{where}: its schema (version {current}) needs "
                         f"migrating to version {version} ({description}), which this role "
                         f"may not do ({said}); start metarec once with the role that owns "
                         "the tables, then this one"
@@ -294,16 +295,16 @@ def migrate(engine: Engine) -> int:
         missing = [t.name for t in STORE_TABLES if t.name not in present]
         if missing:
             raise ConfigError(
-                f"database {shown_url(engine.url)}: table(s) {', '.join(missing)} missing at "
+                f"{where}: table(s) {', '.join(missing)} missing at "
                 "schema version "
                 f"{max(current, SCHEMA_VERSION)} (damaged or edited by hand?); restore it from a "
                 "backup, or use another database"
             )
-        _check_columns(conn, engine)
+        _check_columns(conn, where)
     return int(current)
 
 
-def _check_columns(conn: Connection, engine: Engine) -> None:
+def _check_columns(conn: Connection, where: str) -> None:
     """A column dropped by hand was "no such column" in a traceback from the first
     fold-in, and a required one added without a default failed every write as a 500;
     both are refused here, at start. An added column that may be empty is harmless."""
@@ -328,7 +329,7 @@ def _check_columns(conn: Connection, engine: Engine) -> None:
                 "required and without a default"
             )
             raise ConfigError(
-                f"database {shown_url(engine.url)}: table {table.name} {said} at schema version "
+                f"{where}: table {table.name} {said} at schema version "
                 f"{SCHEMA_VERSION} (damaged or edited by hand?); restore it from a backup, "
                 "or use another database"
             )
@@ -607,10 +608,8 @@ def _create_private(path: Path) -> None:
     the machine read them. SQLite gives its -wal and -shm files the database's mode."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        return  # the store as its operator left it
-    except OSError:
-        return  # a folder not there or not writable: SQLite's own error names it
+    except OSError:  # there already (as its operator left it), or no folder to make it
+        return  # in: SQLite's own error names that
 
 
 class StoreForbiddenError(ConfigError):
