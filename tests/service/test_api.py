@@ -388,6 +388,9 @@ def _bad_requests(key: str) -> list[Case]:
         ("POST", events, body(rating), 422, "validation_error", "value"),
         ("POST", events, event(type="poke"), 422, "validation_error", "type"),
         ("POST", events, event(event_id=""), 422, "validation_error", "event_id"),
+        # the prefix of the ids a user's initial ratings get: such an event read as one
+        ("POST", events, event(event_id="init-abc"), 422, "validation_error",
+         "event_id: ids starting 'init-' are the server's"),
         ("POST", events, event(event_id="x" * 129), 422, "validation_error", "event_id"),
         ("POST", events, event(colour="red"), 422, "validation_error", "colour"),
         ("POST", events, body({"events": []}), 422, "validation_error", "events"),
@@ -499,9 +502,12 @@ def _bad_requests(key: str) -> list[Case]:
         *[("POST", "/v1/users", {"content": b'{"user_id": "f", "features": {"age": ' + v + b"}}",
                                  "headers": js}, 422, "validation_error", "features.age: " + m)
           for v, m in ((b"1" + b"0" * 400, "integers must lie within"),
-                       (b"1e400", "must be finite (got inf)"),
+                       (b"1e400", "must be finite (got inf)$"),  # not said twice
                        (b"[1]", "must be a string, a number"),
                        (b'"' + b"x" * 201 + b'"', "longer than 200 characters"))],
+        # a feature's name too long: named once, in its place, not again as "(got ...)"
+        ("POST", "/v1/users", body({"user_id": "f", "features": {"a" * 101: 1}}), 422,
+         "validation_error", "String should have at most 100 characters$"),
         # ids the API could not address again: paths, the candidates list
         ("POST", "/v1/users", body({"user_id": "a/b"}), 422, "validation_error", "'/'"),
         ("POST", "/v1/users", body({"user_id": " a"}), 422, "validation_error", "space"),
@@ -595,6 +601,8 @@ def test_malformed_requests_get_json_4xx(live_server: str, server_api_key: str) 
             needle = needle.replace("{u}", user)
             if needle.startswith("^"):
                 assert body["error"]["message"].startswith(needle[1:]), where
+            elif needle.endswith("$"):
+                assert body["error"]["message"].endswith(needle[:-1]), where
             else:
                 assert needle in body["error"]["message"], where
             if status == 405:  # the header and the message name the same methods
@@ -768,6 +776,18 @@ def test_added_items_are_recommendable_at_once_and_survive_restart(
         upd = c.put("/v1/items", json={"items": [new | {"title": "Toy Story Four"}]}).json()
         assert upd["added"] == 0 and upd["updated"] == 1
         assert upd["n_items"] == live.app.state.holder.current.rec.n_items
+        # the same update sent again (a retry) changes nothing: it re-encoded the item,
+        # dropped every user's cached adaptation and made the other workers reload
+        holder = live.app.state.holder
+        revision, version = holder.current.revision, holder.store.served_state()[0]
+        c.get("/v1/users/kid/recommendations")  # adapted since the update, and cached
+        adapted = _metric(live, "metarec_adaptations_total")
+        retry = c.put("/v1/items", json={"items": [new | {"title": "Toy Story Four"}]}).json()
+        assert (retry["added"], retry["updated"], retry["unchanged"]) == (0, 0, 1)
+        assert holder.current.revision == revision
+        assert holder.store.served_state()[0] == version
+        c.get("/v1/users/kid/recommendations")
+        assert _metric(live, "metarec_adaptations_total") == adapted  # still cached
         # a title with its year beside the same year is read once, added or updated:
         # "Matrix Redux (1999) (1999)" was the text, and the title of an updated item
         matrix = {"item_id": "mx", "title": "Matrix Redux (1999)", "year": 1999}
@@ -1323,6 +1343,15 @@ def test_a_keyless_server_answers_loopback_only_under_a_name_it_was_given(
         )
         assert r.status_code == 403, r.text
         assert c.get("/v1/users/planted").status_code == 404
+    # two Host headers: the guard read the first, the cross-origin check the last
+    host, _ = live.url.removeprefix("http://").split(":")
+    for first, second in [("localhost", "evil.example"), ("evil.example", "localhost")]:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                f"GET /health HTTP/1.1\r\nHost: {first}\r\nHost: {second}\r\n\r\n".encode()
+            )
+            status, _, payload = _read_response(sock)
+        assert status == 400 and b"the Host header is given 2 times" in payload, payload
     keyed = make_server()  # a key: meant to be reached, under whatever name
     with keyed.client() as c:
         assert c.get("/health", headers={"Host": "metarec.example.com"}).status_code == 200

@@ -50,6 +50,7 @@ from metarec.service.middleware import (
     JsonCORSMiddleware,
     RequestMetrics,
     SecurityHeaders,
+    SingleHost,
     StrictTarget,
     Unexpected,
 )
@@ -276,7 +277,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return error_response(422, code, str(exc))
 
     # outermost last: metrics see everything, CORS answers preflights, then size, then
-    # Host (a keyless server's), then key, then the request target; innermost, HEAD
+    # one Host, then Host (a keyless server's), then key, then the request target; innermost, HEAD
     # reaches the routes as GET
     app.add_middleware(HeadAsGet)
     app.add_middleware(StrictTarget, max_body_bytes=settings.max_body_bytes)
@@ -293,6 +294,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             allowed_hosts=settings.allowed_hosts,
             max_body_bytes=settings.max_body_bytes,
         )
+    app.add_middleware(SingleHost, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Unexpected)  # inside CORS and metrics: a 500 is seen by both
     # without --cors too (no origin allowed), so a preflight is refused as cors_refused,
@@ -492,8 +494,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         for row in rows:
             if isinstance(row["genres"], list):
                 row["genres"] = "|".join(row["genres"])  # stored as MovieLens writes genres
-        added, updated = holder.upsert_items(rows)
-        return {"added": added, "updated": updated, "n_items": holder.current.rec.n_items}
+        added, updated, same = holder.upsert_items(rows)
+        return {
+            "added": added,
+            "updated": updated,
+            "unchanged": same,
+            "n_items": holder.current.rec.n_items,
+        }
 
     # -- users ----------------------------------------------------------------
     @app.post(
@@ -522,7 +529,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             for n, r in enumerate(body.ratings):
                 known_item(now, r.item_id, f"ratings[{n}].item_id")
                 check_rating(now, r.rating, f"ratings[{n}].rating")
-                initial.append(NewEvent(f"init-{uuid.uuid4().hex}", r.item_id, "rating", r.rating))
+                event_id = f"{schemas.INITIAL_EVENT_PREFIX}{uuid.uuid4().hex}"
+                initial.append(NewEvent(event_id, r.item_id, "rating", r.rating))
             try:
                 n_events = store.create_user(body.user_id, body.features, initial)
             except UserExistsError:
@@ -739,7 +747,9 @@ _HEADERS: dict[str, dict[str, Any]] = {
     "503": {
         "Retry-After": {
             "description": "seconds to wait before trying again, where a retry will do "
-            "(store_busy 1, store_unavailable 5)",
+            "(store_busy 1; store_unavailable 5 while the database is unreachable or a "
+            "change is being caught up with; absent where a retry will not do, such as a "
+            "SQLite file removed while serving)",
             "schema": {"type": "integer", "minimum": 0},
         }
     },

@@ -103,7 +103,11 @@ def describe_validation(
                 ' (several events go in {"events": [...]})' if body_of == "events" else ""
             )
         value = err.get("input")
-        shown = "" if isinstance(value, dict | list) or value is None else f" (got {cut(value)})"
+        # not where the message or the location names the value already: a non-finite
+        # feature said "(got inf) (got inf)", and a bad feature name was named twice
+        named = "(got " in msg or tuple(err.get("loc", ()))[-1:] == ("[key]",)
+        plain = not (named or isinstance(value, dict | list) or value is None)
+        shown = f" (got {cut(value)})" if plain else ""
         if not loc and _NAMES_ITS_FIELD.match(msg):
             # a check across fields (a rating event's value) names the field itself; a
             # bare event's fields are named as sent, not as parts of "body"

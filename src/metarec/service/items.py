@@ -75,6 +75,21 @@ def encode(rec: ServedModel, frame: pd.DataFrame) -> np.ndarray:
     return cached_encode(rec.encoder(), frame["text"].tolist(), default_cache(), progress=False)
 
 
+def unchanged(rec: ServedModel, frame: pd.DataFrame) -> np.ndarray:
+    """Which rows of an :func:`item_frame` the model holds already, title and encoder
+    text alike: sent again (a client's retry after a timeout), such an item is left as
+    it is. Re-encoding it anyway bumped the served revision, so every user's cached
+    adaptation was dropped and, under several workers, every other process reloaded."""
+    index, items = rec.item_index, rec.items
+    same = np.zeros(len(frame), dtype=bool)
+    for n, (item_id, title, text) in enumerate(
+        zip(frame["item_id"], frame["title"], frame["text"], strict=True)
+    ):
+        i = index.get(item_id)
+        same[n] = i is not None and items.at[i, "title"] == title and items.at[i, "text"] == text
+    return same
+
+
 def apply_items(rec: ServedModel, frame: pd.DataFrame, vectors: np.ndarray) -> tuple[int, int]:
     """Add new ids and re-encode existing ones in place; → (added, updated).
 

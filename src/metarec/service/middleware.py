@@ -352,6 +352,25 @@ class StrictTarget:
         await self.app(scope, receive, send)
 
 
+class SingleHost:
+    """Refuse a request naming its ``Host`` more than once (400, as RFC 9112 asks): the
+    keyless server's Host guard read the first and its cross-origin check the last, so
+    the two judged different hosts."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.budget = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hosts = sum(1 for name, _ in scope.get("headers", ()) if name == b"host")
+            if hosts > 1:
+                message = f"the Host header is given {hosts} times; give it once"
+                await refuse(scope, receive, send, 400, "bad_request", message, budget=self.budget)
+                return
+        await self.app(scope, receive, send)
+
+
 def _target_problem(scope: Scope) -> tuple[int, str, str] | None:
     raw = scope.get("raw_path") or scope.get("path", "").encode()
     try:

@@ -24,12 +24,13 @@ from pydantic import (
     model_validator,
 )
 
+from metarec.data.timestamps import MAX_EPOCH_S
 from metarec.service.feedback import EventType
 from metarec.service.store import FUTURE_SLACK_S, ID_LENGTH
 
 ID = Annotated[str, Field(min_length=1, max_length=ID_LENGTH)]
 # epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: what a date-time can hold
-EPOCH_RANGE = (-62_135_596_800, 253_402_299_199)
+EPOCH_RANGE = (-62_135_596_800, MAX_EPOCH_S)
 _NUMERIC = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
@@ -272,6 +273,7 @@ class ItemsIn(_Strict):
 class ItemsOut(BaseModel):
     added: int
     updated: int
+    unchanged: int  # sent again as the model holds them: left as they were
     n_items: int
 
 
@@ -354,7 +356,23 @@ class UserOut(BaseModel):
     history: list[HistoryEntry] = Field(description="the latest events, oldest first")
 
 
-EventId = Annotated[ID, AfterValidator(lambda v: no_control(v, allowed=""))]
+# the ids the server gives a new user's initial ratings (POST /v1/users): a client's
+# own event under this prefix read as one of them in the user's history
+INITIAL_EVENT_PREFIX = "init-"
+
+
+def _not_reserved(event_id: str) -> str:
+    if event_id.startswith(INITIAL_EVENT_PREFIX):
+        raise ValueError(
+            f"ids starting {INITIAL_EVENT_PREFIX!r} are the server's, for the ratings a "
+            "user is created with; choose another"
+        )
+    return event_id
+
+
+EventId = Annotated[
+    ID, AfterValidator(lambda v: no_control(v, allowed="")), AfterValidator(_not_reserved)
+]
 
 
 class EventIn(_Strict):

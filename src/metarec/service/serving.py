@@ -50,7 +50,7 @@ from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
 from metarec.service.feedback import latest_events, ratings_of, reads_negatives, what_you_did
-from metarec.service.items import apply_items, encode, item_frame, unusable
+from metarec.service.items import apply_items, encode, item_frame, unchanged, unusable
 from metarec.service.metrics import Metrics
 from metarec.service.store import FeedbackStore, UserSummary
 
@@ -627,9 +627,10 @@ class ModelHolder:
         """Load ``run`` and make every server process on the store serve it."""
         return self.load(run, announce="always")
 
-    def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int, int]:
         """Encode, apply to the served model, then store (with the announcement to the
-        other processes, in one transaction); → (added, updated)."""
+        other processes, in one transaction); → (added, updated, unchanged): an item
+        sent again as the model holds it is neither re-encoded nor stored again."""
         frame = item_frame(rows, self.current.rec.items["text"])
         bad = unusable(frame)
         if bad:
@@ -657,11 +658,17 @@ class ModelHolder:
         rows: Sequence[dict[str, Any]],
         encoded: Served,
         vectors: np.ndarray,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         with self._swap:
             served = self.current
             if served is not encoded:  # swapped meanwhile (a reload): its encoder's vectors
                 vectors = _encode_for(served, frame)
+            same = unchanged(served.rec, frame)  # under _swap: no other change between
+            if same.any():
+                frame, vectors = frame.loc[~same].reset_index(drop=True), vectors[~same]
+                rows = [row for row, kept in zip(rows, same, strict=True) if not kept]
+            if not len(frame):
+                return 0, 0, int(same.sum())  # nothing to apply, store or announce
             # a re-encoded item's offset was fitted to its old vector: folded in again
             # below up to the same cut-off, as a load of (run, store) does, from feedback
             # read before the model's lock (on the items it will then hold)
@@ -693,7 +700,7 @@ class ModelHolder:
             raise refused
         if self.freeze_heap:
             gc.freeze()  # the rebuilt indexes and titles; the old ones went by refcount
-        return added, updated
+        return added, updated, int(same.sum())
 
     @contextmanager
     def storing_item_names(self, names: Iterable[str]) -> Iterator[Served]:
