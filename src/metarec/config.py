@@ -120,7 +120,10 @@ class TrainConfig:
     ``adapt``: which parameters the inner loop changes per user: ``context``
     (the user vector z, bias and taste vector), ``head`` (plus the scoring MLP,
     MeLU's choice) or ``all`` (plus the user-feature embeddings and the item tower
-    but its id embeddings; slowest).
+    but its id embeddings; slowest). Never adapted per user, in any scope: the
+    taste projection (shared by all users: a user's taste vector is what moves),
+    the bias solve's damping and the taste ridge (meta-learned through the solves),
+    and the item id embeddings (one per item, not a user's to change).
     """
 
     algorithm: Algorithm = "fomaml"

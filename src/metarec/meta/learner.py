@@ -12,9 +12,13 @@ standard optimiser step on the model's parameters.
   the step sizes' gradient is exact for one inner step only).
 * ``reptile``: adapt on the task's support and query, then move the shared
   initial values toward the mean adapted values (fed to the optimiser as the
-  gradient ``(init - mean(adapted)) / (inner_lr * inner_steps)``: for plain gradient
-  steps the mean inner-loop gradient, whose scale does not depend on the inner
-  settings).
+  gradient ``(init - mean(adapted)) / (inner_lr * inner_steps)``: for parameters
+  moved by gradient steps alone, the mean inner-loop gradient, whose scale does not
+  depend on the inner settings. The user bias and taste vector start each task at
+  their closed-form solves, so their jump is mostly the solve's and this "gradient"
+  grows as 1 / (inner_lr * inner_steps); the outer Adam divides that scale out, and
+  they move toward the mean solved-then-stepped values, not where Reptile with
+  gradient steps alone would take them).
   Parameters that are not adapted (the item tower, the solve's damping and
   ridge) get first-order MAML's query gradient, since Reptile has no update
   rule for them.

@@ -205,7 +205,7 @@ class Trainer:
 
     @contextmanager
     def reproducible_threads(self) -> Iterator[None]:
-        """Second-order MAML, and any algorithm adapting the whole network
+        """Second-order MAML, and any algorithm adapting every per-user weight
         (``adapt = "all"``), train on one thread on a multi-threaded CPU.
 
         With two threads MKL's threaded kernels returned results differing in
