@@ -135,6 +135,20 @@ def test_validate_lists_a_scale_one_typo_stretched(files: Path) -> None:
     assert run_cli(*args, "--rating-range", "1,5").returncode == 1  # the 99 is out of range
     (files / "ratings.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows))
     assert run_cli(*args).returncode == 0
+    # a lone half star beside the typo made the rest no even scale: "ok", then train
+    # refused the data for the like threshold the 7 set
+    many = [f"{u},{10 + u % 2},{1 + u % 5}" for u in range(1200)]
+    stray = "\n".join([*many, "x,10,7", "y,11,4.5"])
+    (files / "ratings.csv").write_text("user_id,item_id,rating\n" + stray)
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "problem: rating scale read from the data as [1, 7], but 1 rating(s) of 7" in (
+        proc.stdout
+    )
+    assert "problem: like threshold 5.5, the top quarter of the rating scale [1, 7]" in (
+        proc.stdout
+    )
+    assert "train with --set like_threshold=X" in proc.stdout
 
 
 def test_validate_shows_what_cleaning_notes_but_keeps(files: Path) -> None:

@@ -274,6 +274,10 @@ def test_ensemble_refuses_unsaveable_peers_before_work(
         "--peers bias,popularity: --mode rating blends predicted ratings, and of the "
         "peers only bias predicts them, not popularity" in _error_line(capsys.readouterr().err)
     )
+    # one member alone was saved as an "ensemble" of weight 1 and served as a blend
+    assert main(["ensemble", str(run), "--peers", "", "--out", str(out)]) == 2
+    assert "a blend needs at least two members" in _error_line(capsys.readouterr().err)
+    assert not out.exists()
     assert main(["ensemble", str(run), "--max-items", "0", "--out", str(out)]) == 2
     assert "--max-items: must be >= 1, got 0" in _error_line(capsys.readouterr().err)
     assert main(["ensemble", str(run), "--max-episodes", "-1", "--out", str(out)]) == 2
@@ -498,8 +502,8 @@ def test_fit_from_runs_with_log_none_prints_nothing(
     from metarec.ensemble_run import fit_from_runs
 
     ds = load_dataset("ml-100k", root=shared_data)
-    ens = fit_from_runs([run], ds, peers=[], buckets=(0,), log=None)  # was a TypeError
-    assert list(ens.members) == [run.name]
+    ens = fit_from_runs([run], ds, peers=["popularity"], buckets=(0,), log=None)  # TypeError
+    assert list(ens.members) == [run.name, "popularity"]
     assert capsys.readouterr().out == ""
 
 
@@ -812,7 +816,7 @@ def test_a_member_that_kept_its_untrained_model_is_said_to(
     ds = load_dataset("ml-100k", root=shared_data)
     rec = Recommender.load(run)
     said: list[str] = []
-    fit_from_runs([run], ds, peers=[], log=said.append)
+    fit_from_runs([run], ds, peers=["popularity"], log=said.append)
     kept_untrained = f"note: {run} kept its untrained model"
     assert (rec.metadata["best_epoch"] == 0) == any(kept_untrained in s for s in said)
     untrained = tmp_path / "untrained"
@@ -820,7 +824,7 @@ def test_a_member_that_kept_its_untrained_model_is_said_to(
     rec.save(untrained)
     shutil.copy(run / "split.json", untrained / "split.json")
     said.clear()
-    fit_from_runs([untrained], ds, peers=[], log=said.append)
+    fit_from_runs([untrained], ds, peers=["popularity"], log=said.append)
     assert (
         f"note: {untrained} kept its untrained model (epoch 0: no epoch beat it on its "
         "validation users), so it adds the bias model to the blend"

@@ -5,7 +5,9 @@ Until 2026-12-06 ``paired_wilcoxon`` passed tied users to scipy, whose "auto" me
 then chose between the exact test and the normal approximation by the count with the
 ties, and it counted differences of rounding as real (``--former 2026-12-06``, the
 default). Until 2026-12-07 it dropped those ties but ranked differences equal but for
-rounding (0.6 − 0.4 against 0.6 − 0.8) apart (``--former 2026-12-07``). This runs
+rounding (0.6 − 0.4 against 0.6 − 0.8) apart (``--former 2026-12-07``). Later that day
+it still took scipy's normal approximation for 14 to 200 tied differences, where it now
+takes their exact distribution (``--former tied-normal``). This runs
 ``metarec ARGS`` with every ``compare_to_peers`` computed twice, under that rule and the
 current one, on the same per-user values, writes one JSON line a comparison to
 ``--log`` (the counts of users and of non-zero differences, both p-values and both
@@ -63,7 +65,23 @@ def unsnapped_wilcoxon(a: Sequence[float], b: Sequence[float]) -> stats.Wilcoxon
     return stats.WilcoxonResult(float(res.statistic), float(res.pvalue), len(diff))
 
 
-FORMER = {"2026-12-06": former_wilcoxon, "2026-12-07": unsnapped_wilcoxon}
+def normal_tied_wilcoxon(a: Sequence[float], b: Sequence[float]) -> stats.WilcoxonResult:
+    """The rule until the exact tied distribution came (committed 2026-12-07): ties of
+    rounding snapped, and 14 to 200 tied differences left to scipy's normal
+    approximation."""
+    saved = stats.EXACT_TIED_MAX
+    stats.EXACT_TIED_MAX = 13  # up to 13, scipy's permutation test: the same p
+    try:
+        return CURRENT(a, b)
+    finally:
+        stats.EXACT_TIED_MAX = saved
+
+
+FORMER = {
+    "2026-12-06": former_wilcoxon,
+    "2026-12-07": unsnapped_wilcoxon,
+    "tied-normal": normal_tied_wilcoxon,
+}
 
 
 def side_by_side(log: Path, former: Any = former_wilcoxon) -> Any:

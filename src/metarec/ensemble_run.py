@@ -523,7 +523,14 @@ def rating_peers() -> list[str]:
 
 def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
     """Refuse a run or peer named twice: the same member twice only doubles its share of
-    the blend's starting point and its cost, so it is a slip (a shell glob, a pasted list)."""
+    the blend's starting point and its cost, so it is a slip (a shell glob, a pasted list).
+    And one member alone: its "ensemble" is that member at weight 1, saved and served as a
+    blend of nothing."""
+    if len(runs) + len(peers) < 2:
+        raise ConfigError(
+            f"ensemble: {len(runs)} run and {len(peers)} peers: a blend needs at least two "
+            "members (give more runs, or peers with --peers)"
+        )
     for what, names in (("run", [str(Path(r).resolve()) for r in runs]), ("peer", list(peers))):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:

@@ -31,6 +31,17 @@ def test_ndcg_melu_gain() -> None:
     assert M.ndcg_graded(PRED, TRUE, 10**12) == M.ndcg_graded(PRED, TRUE, len(PRED))
 
 
+def test_ndcg_with_no_gain_to_order_is_undefined() -> None:
+    # every query rating at the bottom of a scale read without its top: each gain is
+    # 2^0 - 1 = 0, so every order is ideal and none better; 0 (not NaN) entered the
+    # mean as the worst possible list
+    zeros = np.zeros(4)
+    assert math.isnan(M.ndcg_graded(PRED, zeros, 3))
+    per_user = M.per_user_table([PRED, PRED], [zeros, TRUE], 3.0)
+    assert math.isnan(per_user["ndcg@3"][0])
+    assert per_user["ndcg@3"][1] == pytest.approx(M.ndcg_graded(PRED, TRUE, 3))
+
+
 def test_ndcg_gain_on_a_scale_below_zero_starts_at_its_lowest_level() -> None:
     # a -2..2 scale shifted to 0..4: ranked true ratings 0, 2, 1, -2 → 2, 4, 3, 0
     # → gains 3, 15, 7, 0 (2^r - 1 would give 0, 3, 1, -0.75 and a "nDCG" above 1)

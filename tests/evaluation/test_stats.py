@@ -84,6 +84,21 @@ def test_wilcoxon_differences_equal_but_for_rounding_share_a_rank() -> None:
     assert split.statistic == 5.0 and split.pvalue == 1.0
 
 
+def test_wilcoxon_of_differences_of_one_size_is_exact_past_thirteen() -> None:
+    # a hit@k: 12 users better by 1, 4 worse by 1. Given the tied ranks, W+ counts the
+    # positive signs, so the test is the sign test: p = 2 P(Bin(16, 1/2) <= 4)
+    # = 2 (1 + 16 + 120 + 560 + 1820) / 2^16 = 0.0768. The normal approximation scipy
+    # used past 13 ties said z = (102 - 68) / 17 = 2, p = 0.0455: a win it cannot show
+    got = paired_wilcoxon([1.0] * 12 + [0.0] * 4, [0.0] * 12 + [1.0] * 4)
+    assert got.pvalue == pytest.approx(2 * 2517 / 2**16)
+    assert got.statistic == 4 * 8.5  # W- over the midrank 8.5 of sixteen ties
+    # and two sizes of tie, by hand: |d| = 1, 1, 2, 2 have midranks 1.5, 1.5, 3.5, 3.5;
+    # signs +, +, +, -: W- = 3.5, and of the 16 sign patterns W- <= 3.5 for {}, {a},
+    # {b}, {a, b}, {c}, {d}: 6/16, two-sided 0.75
+    two = paired_wilcoxon([1, 1, 2, -2], [0, 0, 0, 0])
+    assert (two.statistic, two.pvalue) == (3.5, pytest.approx(0.75))
+
+
 def test_wilcoxon_detects_a_consistent_shift() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(size=200)
@@ -120,6 +135,7 @@ def test_bootstrap_ci_edge_cases() -> None:
     assert bootstrap_ci([3.0, 3.0, 3.0]) == (3.0, 3.0)
     assert bootstrap_ci([1.0, np.nan, 1.0]) == (1.0, 1.0)  # NaN dropped
     assert all(math.isnan(v) for v in bootstrap_ci([np.nan]))
+    assert all(math.isnan(v) for v in bootstrap_ci([0.7, np.nan]))  # one user: no spread seen
     with pytest.raises(ValueError, match="level"):
         bootstrap_ci([1.0], level=1.5)
     # a table's cells were pooled as if each were a user, and one number was taken

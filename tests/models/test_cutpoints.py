@@ -129,6 +129,13 @@ def test_levels_of_a_scale() -> None:
     assert rating_levels(np.array([1, 5, 3, 3, 4])) == (1.0, 3.0, 4.0, 5.0)
     assert rating_levels(np.linspace(0, 1, 50)) is None  # continuous: no levels
     assert rating_levels(np.array([4.0, 4.0])) is None
+    # one stray half star among 6,640 whole ones is no level: it was the rating shown
+    # for every top item of a whole-star catalogue
+    whole = np.tile(np.arange(1.0, 6.0), 1328)
+    assert rating_levels(np.append(whole, 4.5)) == (1.0, 2.0, 3.0, 4.0, 5.0)
+    assert rating_levels(np.append(whole, [4.5] * 10)) == (1.0, 2.0, 3.0, 4.0, 4.5, 5.0)
+    # a click log's rare 1s stay a level: without them there is no scale
+    assert rating_levels(np.append(np.zeros(5000), 1.0)) == (0.0, 1.0)
 
 
 def test_a_decimal_scales_levels_are_the_values_the_data_wrote() -> None:

@@ -92,6 +92,7 @@ def test_a_body_that_does_not_arrive_is_refused(
     # ten bytes of a declared million held the connection, and what it had sent, for
     # good: the head's timeout ended at the head
     monkeypatch.setattr(protocol, "BODY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(protocol, "BODY_MIN_RATE", 10**9)  # no longer for its size
     with socket.create_connection(("127.0.0.1", slow_server), timeout=10) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n0123456789")
         got = b""
@@ -104,12 +105,32 @@ def test_a_body_that_does_not_arrive_is_refused(
     assert replies(slow_server, first, b"", 1) == [b"HTTP/1.1 200 OK"]
 
 
+def test_a_large_declared_body_gets_time_for_its_size(
+    slow_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a server started with a larger --max-body-bytes: 60 s cut an upload on a slow
+    # link however large a body the server took
+    monkeypatch.setattr(protocol, "BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(protocol, "BODY_MIN_RATE", 1000)  # 3,000 bytes: 3 s
+    body = b"x" * 3000
+    with socket.create_connection(("127.0.0.1", slow_server), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n" + body[:1000])
+        time.sleep(1.0)  # past BODY_TIMEOUT_S, within the size's time
+        sock.sendall(body[1000:])
+        got = sock.recv(65536)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
+    assert protocol.body_timeout([(b"content-length", b"3000")]) == 3.0
+    assert protocol.body_timeout([(b"content-length", b"10")]) == 0.3
+    assert protocol.body_timeout([]) == 0.3  # chunked: the plain limit
+
+
 def test_a_pipelined_body_waits_for_the_answer_before_it(
     slow_server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # behind a request whose answer takes a second, the next one's body is not read:
     # its timer wrote a 408 in place of the first request's answer
     monkeypatch.setattr(protocol, "BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(protocol, "BODY_MIN_RATE", 10**9)
     body = b"x" * 300_000
     first = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
     second = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body

@@ -35,6 +35,23 @@ def _a_folder(source: str) -> bool:
     return (as_path or source not in known_names()) and Path(source).expanduser().exists()
 
 
+def _like_threshold_problem(cleaned: Any) -> list[str]:
+    """What ``train`` (without a like threshold given) refuses the cleaned data for."""
+    from metarec.data.schema import inferred_like_threshold
+
+    if not len(cleaned.interactions):
+        return []
+    try:
+        inferred_like_threshold(
+            cleaned.interactions["rating"],
+            cleaned.rating_range,
+            "train with --set like_threshold=X",
+        )
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from metarec.data import clean, validate
     from metarec.data.spec import load_from_spec, spec_rating_range
@@ -85,6 +102,9 @@ def cmd_data(args: argparse.Namespace) -> int:
             report = cleaned.report
             # and what describe says of the scale (all 1s: no rating model can learn)
             scale_notes = cleaned.scale_notes() if len(cleaned.interactions) else []
+            # train's refusal of a scale almost no rating reaches the top quarter of:
+            # "ok" here, then train stopped on it
+            problems = [*problems, *_like_threshold_problem(cleaned)]
         except MetarecError:  # a table cleaning cannot read: the problems say why
             report, scale_notes = None, []
         cleaning_notes = [*(report.notes if report is not None else []), *scale_notes]

@@ -347,16 +347,22 @@ def stray_extremes(values: np.ndarray) -> list[str]:
     (one message an end) when an end value is rare (under 1 % of ratings) and farther
     from the next value than three times the span of the rest, or, where the rest is a
     scale of 4 to 11 evenly spaced levels, farther than its step (a 10 or a 7 among 1-5
-    stars; levels with gaps, such as implicit weights 1, 2 and 5, stay quiet)."""
+    stars; levels with gaps, such as implicit weights 1, 2 and 5, stay quiet). Whether
+    the rest is such a scale is judged on its common values (each over 0.1 % of the
+    ratings): a lone 4.5 among whole stars hid a 7 from ``data validate``, which then
+    said "ok" to data that ``train`` refused."""
     levels, counts = np.unique(values, return_counts=True)
     if len(levels) < 3:
         return []
+    common = counts > 0.001 * len(values)
     said = []
     for end, nxt, far, count, rest in (
-        (levels[-1], levels[-2], levels[0], counts[-1], levels[:-1]),
-        (levels[0], levels[1], levels[-1], counts[0], levels[1:]),
+        (levels[-1], levels[-2], levels[0], counts[-1], levels[:-1][common[:-1]]),
+        (levels[0], levels[1], levels[-1], counts[0], levels[1:][common[1:]]),
     ):
         gap, steps = abs(end - nxt), np.diff(rest)
+        if not len(steps):
+            continue
         # a scale: a few evenly spaced levels (1-5 stars, 0.5 to 5 in halves); counts and
         # weights, whose top values spread out, are not one
         scale = 4 <= len(rest) <= 11 and float(np.ptp(steps)) <= 1e-9 * float(steps.max())

@@ -10,8 +10,14 @@ Replay (one arm, one policy per user). The arm's policy recommends k items,
 the support excluded. A user is a *success* when at least one of the k was
 rated >= ``threshold`` (4) in the later period — the logged analogue of "the
 user clicked something we showed"; users without any later-liked item count
-as failures, as they would online. The secondary rate is hits / k (how many
-of the k were liked later), per user, averaged over the arm.
+as failures. The secondary rate is hits / k (how many of the k were liked
+later), per user, averaged over the arm.
+
+An offline proxy: a shown item the user never rated counts as a miss, and ratings
+are not missing at random (people rate what they found), so it favours policies
+that show popular items; it is not Li et al.'s (2011) unbiased replay, which needs
+logs of a uniformly random policy. Its lift and power figures size an online test;
+they do not forecast one (``benchmarks/README.md``, P4).
 
 The statistics take top-k lists or counts (pure functions, tested without
 models); :func:`run_abtest` feeds them from two

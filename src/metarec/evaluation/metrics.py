@@ -10,9 +10,12 @@ Rating metrics (P1, per user, over the query set):
     user, then over users — the MeLU / RecBole-MetaRec convention).
 
 P1 — ranking the query items by predicted score (ties keep query order):
-    ndcg@k (MeLU gain)  = DCG@k / IDCG@k with gain 2^r - 1 and discount
-    log2(1 + rank), rank starting at 1; IDCG sorts by the true ratings. On a
-    scale with levels below 0 the gain is 2^(r - low) - 1, low the lowest level.
+    ndcg@k (MeLU gain)  = DCG@k / IDCG@k with gain 2^g - 1 and discount
+    log2(1 + rank), rank starting at 1; IDCG sorts by the true ratings. g is the
+    rating mapped linearly onto MeLU's 1-5 where the scale's ends are known, as P1
+    passes them (g = 1 + 4 (r - low) / (high - low): r itself on MovieLens' 1-5);
+    without the top end, g = r, or r - low on a scale with levels below 0. NaN
+    when IDCG is 0 (every query rating at g = 0: no order to reward).
     precision@k = |relevant ∩ top-k| / k, relevant = rating >= threshold
     recall@k    = |relevant ∩ top-k| / |relevant| (users with none: NaN)
     f1@k        = 2·P·R / (P + R), 0 when P = R = 0 (NaN when R is)
@@ -148,7 +151,7 @@ def ndcg_graded(
     dcg = float((gains[top] * disc[: len(top)]).sum())
     ideal = np.sort(gains)[::-1][:k]
     idcg = float((ideal * disc[: len(ideal)]).sum())
-    return dcg / idcg if idcg > 0 else 0.0
+    return dcg / idcg if idcg > 0 else float("nan")  # no gain anywhere: undefined
 
 
 def _scale(low: float, high: float | None) -> tuple[float, float | None]:
@@ -385,7 +388,7 @@ def _p1_block(
     for k in (1, 3, 5):
         dcg = (ranked_gains[:, :k] * disc[:k]).sum(axis=1)
         idcg = (ideal[:, :k] * disc[:k]).sum(axis=1)
-        out[f"ndcg@{k}"] = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 0.0)
+        out[f"ndcg@{k}"] = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan)
     rel = rated_at_least(true, threshold)
     hits = np.take_along_axis(rel, order, axis=1)[:, :5]
     n_rel = rel.sum(axis=1)

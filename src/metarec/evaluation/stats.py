@@ -9,7 +9,10 @@ the tests are paired:
   are dropped before scipy chooses its method by their count, and differences
   equal but for rounding (0.6 − 0.4 and 0.8 − 0.6) are made equal, so that they tie
   (scipy's documentation asks for this): the exact distribution up to 50 without
-  ties, a permutation test up to 13 with ties (scipy ≥ 1.15), the normal
+  ties; with ties, the exact distribution of W+ given those (mid)ranks up to
+  :data:`EXACT_TIED_MAX` differences (:func:`_tied_exact_p`; scipy's normal
+  approximation past 13 was too liberal where every difference had one size, as on a
+  hit@k: 7.7 % of 16 such pairs under the null came out below 0.05); the normal
   approximation otherwise. Pairs with a NaN on either side are
   dropped; when every difference is zero the two models agree exactly and
   p = 1.
@@ -110,8 +113,40 @@ def paired_wilcoxon(
     # zeros dropped here, not by scipy: its "auto" picks the exact distribution or the
     # normal approximation by the count before it drops them, so users on whom both
     # models agree moved a test of 5 differences (exact p >= 0.0625) to p = 0.043
+    magnitudes = np.abs(nonzero)
+    if len(np.unique(magnitudes)) < len(magnitudes) and len(nonzero) <= EXACT_TIED_MAX:
+        statistic, pvalue = _tied_exact_p(nonzero)
+        return WilcoxonResult(statistic, pvalue, len(diff))
     res = wilcoxon(nonzero, alternative="two-sided")
     return WilcoxonResult(float(res.statistic), float(res.pvalue), len(diff))
+
+
+# tied differences up to this many get the exact conditional distribution: its table
+# has n(n+1) + 1 entries, built in n steps (a few ms at 200)
+EXACT_TIED_MAX = 200
+
+
+def _tied_exact_p(nonzero: np.ndarray) -> tuple[float, float]:
+    """(min(W+, W−), two-sided p) of the signed-rank test on non-zero differences with
+    ties, from the exact distribution of W+ under the null given their midranks: each
+    sign + or − with probability 1/2, so W+ is a sum over ranks of Bernoulli halves,
+    whose distribution is the product of (1 + x^rank) / 2. Midranks are halves, so the
+    table is kept in doubled ranks, which are whole. The permutation test scipy runs up
+    to 13 differences is this same distribution, enumerated."""
+    from scipy.stats import rankdata
+
+    doubled = np.rint(2 * rankdata(np.abs(nonzero))).astype(np.int64)
+    total = int(doubled.sum())
+    dist = np.zeros(total + 1)
+    dist[0] = 1.0
+    for r in doubled:  # one sign at a time: P(W+ = w) = (P_before(w) + P_before(w - r)) / 2
+        shifted = np.zeros_like(dist)
+        shifted[r:] = dist[:-r]
+        dist = 0.5 * (dist + shifted)
+    plus = int(doubled[nonzero > 0].sum())
+    low = min(plus, total - plus)  # the distribution is symmetric about total / 2
+    pvalue = min(1.0, 2.0 * float(dist[: low + 1].sum()))
+    return low / 2.0, pvalue
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -144,7 +179,8 @@ def bootstrap_ci(
     """Percentile bootstrap CI of the mean of ``values`` (NaN dropped; seeded).
 
     Resamples users with replacement ``n_boot`` times and takes the
-    (1 − level)/2 and (1 + level)/2 quantiles of the resampled means.
+    (1 − level)/2 and (1 + level)/2 quantiles of the resampled means. NaN with
+    fewer than two values, which say nothing of the spread.
     """
     check_probability("bootstrap_ci", "level", level)
     if not is_whole(n_boot) or not 0 < n_boot <= MAX_BOOT:
@@ -157,7 +193,7 @@ def bootstrap_ci(
     if x.ndim != 1:  # a table's cells were pooled as if each were a user
         raise InputError(f"bootstrap_ci: values must be a 1-d list, one a user, got {x.shape}")
     x = x[np.isfinite(x)]
-    if len(x) == 0:
+    if len(x) < 2:  # one user's every resample is that user: an interval of width 0
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)

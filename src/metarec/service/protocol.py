@@ -48,6 +48,10 @@ HEAD_TIMEOUT = "request_timeout"
 # few bytes at a time held its connection, and what it had sent, for good; three
 # thousand such requests to a server with a key stayed open past a minute
 BODY_TIMEOUT_S = 60.0
+# ... or longer for a large declared body (--max-body-bytes past the default): a second
+# for each BODY_MIN_RATE bytes, the rate 60 s gives a megabyte, so a 20 MB upload on a
+# slow link is not cut at a minute while a body that trickles is still stopped
+BODY_MIN_RATE = 16_000
 # how long a refused connection goes on reading (and dropping) what its client sends
 LINGER_S = 2.0
 
@@ -74,6 +78,18 @@ def bad_http_response(
     return b"".join(head) + bytes(body)
 
 
+def body_timeout(headers: list[tuple[bytes, bytes]]) -> float:
+    """Seconds a request's body may take from its head: :data:`BODY_TIMEOUT_S`, or a
+    second per :data:`BODY_MIN_RATE` bytes its ``Content-Length`` declares where that is
+    longer (a declared size past the server's limit is refused before it is read)."""
+    declared = [value for name, value in headers if name == b"content-length"]
+    try:
+        size = int(declared[0]) if len(declared) == 1 else 0
+    except ValueError:
+        size = 0  # the parser refuses it
+    return max(BODY_TIMEOUT_S, size / BODY_MIN_RATE)
+
+
 class JsonErrorHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol whose parse errors are JSON, and which bounds what a
     request's head may take: :data:`MAX_HEAD_BYTES` of memory (``431``) and
@@ -89,6 +105,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         self._head_too_large = False
         self._discarding = False  # refused: what arrives is read and dropped
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_timeout = BODY_TIMEOUT_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -142,7 +159,8 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head, self._head_done = False, True
         self._stop_head_timer()
-        self._body_timer = self.loop.call_later(BODY_TIMEOUT_S, self._body_timed_out)
+        self._body_timeout = body_timeout(self.headers)
+        self._body_timer = self.loop.call_later(self._body_timeout, self._body_timed_out)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -163,14 +181,14 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             # the server is not reading: an earlier request's answer is being computed
             # (this one waits in the pipeline), or the app has not taken what came; a
             # 408 written now took the place of that earlier answer
-            self._body_timer = self.loop.call_later(BODY_TIMEOUT_S, self._body_timed_out)
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_timed_out)
             return
         if self.cycle is not None and self.cycle.response_started:
             self.transport.close()  # answered already (a refusal draining the body): done
             return
         self._refuse(
             (408, b"Request Timeout", HEAD_TIMEOUT),
-            f"the request's body did not arrive within {BODY_TIMEOUT_S:g} s of its head",
+            f"the request's body did not arrive within {self._body_timeout:g} s of its head",
         )
 
     def _start_head_timer(self) -> None:
