@@ -579,3 +579,38 @@ def test_a_records_warnings_are_metarecs_and_the_callers_not_other_libraries() -
         "from /home/me/script.py",
     ]
     assert len(shown) == 5  # every one still shown
+
+
+def test_a_cross_validations_warnings_name_their_folds_once_each() -> None:
+    """A fold's warning did not say which fold's tables it concerned; kept once a fold,
+    the report says it once, naming the folds."""
+    import warnings
+
+    from metarec.evaluation.benchmark import _noting_warnings
+    from metarec.evaluation.report import _warning_lines
+
+    kept: list[str] = []
+    fold: list[int | None] = [None]
+    with warnings.catch_warnings(record=True), _noting_warnings(kept, lambda: fold[0]):
+        warnings.simplefilter("always")
+        warnings.warn("encoding", UserWarning, stacklevel=1)  # before any fold
+        for fold[0] in (0, 1, 2, 3):
+            warnings.warn("too few test users", UserWarning, stacklevel=1)
+            if fold[0] == 2:
+                warnings.warn("cuts not fitted", UserWarning, stacklevel=1)
+    assert kept == [
+        "encoding",
+        "fold 0: too few test users",
+        "fold 1: too few test users",
+        "fold 2: too few test users",
+        "fold 2: cuts not fitted",
+        "fold 3: too few test users",
+    ]
+    assert _warning_lines({"warnings": kept}) == [
+        "**Warnings while it ran.**",
+        "",
+        "- encoding",
+        "- folds 0, 1, 2 and 3: too few test users",
+        "- fold 2: cuts not fitted",
+        "",
+    ]

@@ -49,6 +49,7 @@ from metarec.evaluation.own_models import check_names as check_own_names
 from metarec.evaluation.own_models import fingerprints as own_fingerprints
 from metarec.evaluation.p1 import ALL_STATES
 from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
+from metarec.evaluation.report import FOLD_PREFIX
 from metarec.evaluation.run_store import RunStore
 from metarec.evaluation.stats import bootstrap_ci, compare_to_peers
 from metarec.io import json_bytes, name_limit, nearest_existing, temp_name
@@ -875,10 +876,14 @@ def _check_validation_users(
 
 
 @contextlib.contextmanager
-def _noting_warnings(into: list[str]) -> Iterator[None]:
+def _noting_warnings(
+    into: list[str], where: Callable[[], int | None] = lambda: None
+) -> Iterator[None]:
     """Show each UserWarning as before, and add its text to ``into`` (once) for the
     record: "rating cutpoints not fitted" made the median rows the mean rows, and was
-    said on stderr alone, which neither the JSON nor the Markdown kept."""
+    said on stderr alone, which neither the JSON nor the Markdown kept. ``where``: the
+    fold being fitted, if any, whose number heads the text ("fold 2: ..."): a
+    cross-validation's warning did not say which fold's tables it concerned."""
     shown = warnings.showwarning
 
     def note(
@@ -889,7 +894,8 @@ def _noting_warnings(into: list[str]) -> Iterator[None]:
         file: Any = None,
         line: str | None = None,
     ) -> None:
-        text = str(message)
+        fold = where()
+        text = str(message) if fold is None else f"{FOLD_PREFIX}{fold}: {message}"  # report
         # another library's own warning (a deprecation said as a UserWarning inside
         # torch or matplotlib) says nothing of the figures: shown, not kept
         theirs = "site-packages" in Path(filename).parts and "metarec" not in Path(filename).parts
@@ -1323,16 +1329,18 @@ def run_benchmark(
         # (a hub model not yet downloaded names no revision until it loads: no key then)
         encoder=None if needs_fit(encoder) or weights_unknown(encoder.id) else encoder.id,
     ))  # fmt: skip
+    fitting: int | None = None  # the fold a warning concerns, named in the record
     # one run at a time per report: another would take over this one's kept progress
     with (
         exclusive(out / name, "wait for it to finish, or give another out folder (--out)"),
         store.session(resume=resume, started=t0) as finished,
-        _noting_warnings(store.warned),
+        _noting_warnings(store.warned, lambda: fitting),
     ):
         catalogue = encode_catalogue(ds.items, encoder, progress=progress)
         encode_s = time.perf_counter() - t0
         runs = []
         for position, fold in enumerate(fold_ids):
+            fitting = fold
             if fold in finished:
                 log(f"fold {fold}: kept from an earlier, stopped run of this command; not refitted")
                 runs.append(finished[fold])
@@ -1368,6 +1376,7 @@ def run_benchmark(
             )
             if fold is not None:
                 store.save(fold, runs[-1])
+        fitting = None  # what follows is the pooled folds'
         pooled = _pool(runs)
         headline = P1_HEADLINE if protocol == "p1" else P2_HEADLINE
         sig: dict[str, Any] = {}

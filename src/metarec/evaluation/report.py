@@ -427,7 +427,37 @@ def _warning_lines(record: dict[str, Any]) -> list[str]:
     said = record.get("warnings") or []
     if not said:
         return []
-    return ["**Warnings while it ran.**", "", *(f"- {text}" for text in said), ""]
+    return ["**Warnings while it ran.**", "", *(f"- {text}" for text in _by_fold(said)), ""]
+
+
+FOLD_PREFIX = "fold "  # a cross-validation's warning, as the record keeps it: "fold 2: ..."
+_FOLD_WARNING = re.compile(rf"{FOLD_PREFIX}(\d+): (.*)", re.S)
+
+
+def _by_fold(said: list[str]) -> list[str]:
+    """One line a warning, naming the folds that gave it ("folds 0, 2 and 4: ..."): the
+    record keeps it once a fold, and five copies of one text buried the others."""
+    folds: dict[str, list[int]] = {}
+    lines: list[tuple[bool, str]] = []  # (said of folds, text), in the record's order
+    for text in map(str, said):
+        found = _FOLD_WARNING.fullmatch(text)
+        if found is None:
+            lines.append((False, text))
+            continue
+        body = found.group(2)
+        if body not in folds:
+            folds[body] = []
+            lines.append((True, body))  # placed where its first fold said it
+        folds[body].append(int(found.group(1)))
+    out = []
+    for of_folds, text in lines:
+        if not of_folds:
+            out.append(text)
+            continue
+        names = [str(n) for n in sorted(set(folds[text]))]
+        which = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        out.append(f"fold{'s' if len(names) > 1 else ''} {which}: {text}")
+    return out
 
 
 def _user_rule(record: dict[str, Any]) -> str:
