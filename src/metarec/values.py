@@ -96,6 +96,18 @@ def rated_at_least(ratings: object, threshold: float) -> np.ndarray:
     return np.asarray(ratings, dtype=np.float32) >= np.float32(threshold)
 
 
+# a rating value held by no more than this share of the ratings is a stray, not a level
+# of the scale: said by data validate's scale check and left out of the rating levels
+RARE_VALUE_SHARE = 0.001
+
+
+def common_values(counts: np.ndarray) -> np.ndarray:
+    """Which of the distinct rating values, counted ``counts`` times, are more than a
+    stray (:data:`RARE_VALUE_SHARE` of all the ratings)."""
+    counts = np.asarray(counts)
+    return counts > RARE_VALUE_SHARE * counts.sum()
+
+
 def float32_decimal(value: float | np.floating[Any]) -> float:
     """The shortest decimal a float32 ``value`` reads back as: ratings are held in
     float32, where 0.7 is 0.699999988 as a float64; a scale's end or level read from

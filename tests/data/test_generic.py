@@ -729,6 +729,12 @@ def test_a_stray_rating_read_as_the_scales_end_is_warned_about(tmp_path: Path) -
         )
         with pytest.warns(UserWarning, match=rf"1 rating\(s\) of {typo} .* \(1 to 5\)"):
             load_table(tmp_path / "r.csv")
+    # the span rule holds where too few common values are left to judge a scale by: a
+    # stray 2 among 2,000 1s left one, and the 100 went unsaid
+    from metarec.data.generic import stray_extremes
+
+    said = stray_extremes(np.array([1.0] * 2000 + [2.0, 100.0]))
+    assert len(said) == 1 and "1 rating(s) of 100 stand far from the others (1 to 2)" in said[0]
     # a scale whose end is merely rare, or a small file, is not warned about
     rare_ten = [f"{u},{i},{1 + (u + i) % 9}" for u in range(40) for i in range(10)]
     rare_ten[-1] = "39,9,10"

@@ -586,18 +586,24 @@ def test_a_cross_validations_warnings_name_their_folds_once_each() -> None:
     the report says it once, naming the folds."""
     import warnings
 
-    from metarec.evaluation.benchmark import _noting_warnings
+    from metarec.evaluation.benchmark import _fold_scope, _noting_warnings
     from metarec.evaluation.report import _warning_lines
 
     kept: list[str] = []
     fold: list[int | None] = [None]
-    with warnings.catch_warnings(record=True), _noting_warnings(kept, lambda: fold[0]):
-        warnings.simplefilter("always")
-        warnings.warn("encoding", UserWarning, stacklevel=1)  # before any fold
-        for fold[0] in (0, 1, 2, 3):
-            warnings.warn("too few test users", UserWarning, stacklevel=1)
-            if fold[0] == 2:
-                warnings.warn("cuts not fitted", UserWarning, stacklevel=1)
+    # the default filters, as a run has them: a line's warning is said once, and folds
+    # after the first went unnamed
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda *args, **kwargs: None  # not on the test's stderr
+        with _noting_warnings(kept, lambda: fold[0]):
+            warnings.warn("encoding", UserWarning, stacklevel=1)  # before any fold
+            for fold[0] in (0, 1, 2, 3):
+                with _fold_scope():
+                    warnings.warn("too few test users", UserWarning, stacklevel=1)
+                    if fold[0] == 2:
+                        warnings.warn("cuts not fitted", UserWarning, stacklevel=1)
     assert kept == [
         "encoding",
         "fold 0: too few test users",

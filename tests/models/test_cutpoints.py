@@ -136,6 +136,10 @@ def test_levels_of_a_scale() -> None:
     assert rating_levels(np.append(whole, [4.5] * 10)) == (1.0, 2.0, 3.0, 4.0, 4.5, 5.0)
     # a click log's rare 1s stay a level: without them there is no scale
     assert rating_levels(np.append(np.zeros(5000), 1.0)) == (0.0, 1.0)
+    # and a rare end stays one: dropped, retrain read a user's 1 star as a 2
+    twos_up = np.append(np.tile(np.arange(2.0, 6.0), 2500), [1.0] * 10)
+    assert rating_levels(twos_up) == (1.0, 2.0, 3.0, 4.0, 5.0)
+    assert rating_levels(np.array([])) is None
 
 
 def test_a_decimal_scales_levels_are_the_values_the_data_wrote() -> None:

@@ -133,7 +133,9 @@ def start_server(settings: ServiceSettings) -> LiveServer:
     app = create_app(settings)
     sock = listening_socket("127.0.0.1", 0)  # what `metarec serve` binds, on a free port
     port = sock.getsockname()[1]
-    config = uvicorn_config(app, log_level="warning", lifespan="on")  # as `metarec serve`
+    config = uvicorn_config(  # as `metarec serve`
+        app, max_body_bytes=settings.max_body_bytes, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

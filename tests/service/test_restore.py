@@ -78,3 +78,23 @@ def test_a_reload_that_landed_first_is_not_undone(
     with pytest.raises(DataError, match="refused"):
         holder.upsert_items(NEW)
     assert holder.current.folder == two
+
+
+def test_a_put_behind_a_refused_one_does_not_call_its_items_unchanged(
+    runs: tuple[Path, Path, Path], holder: ModelHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PUT refused by the store after the model took its items, whose model could not be
+    read afresh, leaves a model holding items no store has. A second PUT of the same
+    items, already past its catch-up and waiting for the first, compared against that
+    model and answered "unchanged": nothing was stored, and the next catch-up dropped
+    them. It waits for the store instead (503), as every request does meanwhile."""
+    from metarec.service.items import encode, item_frame
+
+    holder.load(runs[2])
+    frame = item_frame(NEW, holder.current.rec.items["text"])
+    vectors = encode(holder.current.rec, frame)
+    holder.current.rec.add_items(frame, vectors=vectors)  # what the refused PUT left
+    holder._unstored = True
+    with pytest.raises(serving.OutOfStepError, match="nothing was stored"):
+        holder._upsert(frame, NEW, holder.current, vectors)
+    assert not holder.store.added_items()

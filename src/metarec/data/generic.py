@@ -49,7 +49,7 @@ from metarec.data.text import (
 from metarec.data.timestamps import read_timestamps
 from metarec.data.users import ONE_FEATURE_VALUE, default_feature_columns
 from metarec.errors import ConfigError, DataError, outside_metarec
-from metarec.values import float32_decimal
+from metarec.values import common_values, float32_decimal
 
 
 def finish_interactions(frame: pd.DataFrame, source: str | Path | None) -> pd.DataFrame:
@@ -354,15 +354,13 @@ def stray_extremes(values: np.ndarray) -> list[str]:
     levels, counts = np.unique(values, return_counts=True)
     if len(levels) < 3:
         return []
-    common = counts > 0.001 * len(values)
+    common = common_values(counts)
     said = []
     for end, nxt, far, count, rest in (
         (levels[-1], levels[-2], levels[0], counts[-1], levels[:-1][common[:-1]]),
         (levels[0], levels[1], levels[-1], counts[0], levels[1:][common[1:]]),
     ):
         gap, steps = abs(end - nxt), np.diff(rest)
-        if not len(steps):
-            continue
         # a scale: a few evenly spaced levels (1-5 stars, 0.5 to 5 in halves); counts and
         # weights, whose top values spread out, are not one
         scale = 4 <= len(rest) <= 11 and float(np.ptp(steps)) <= 1e-9 * float(steps.max())

@@ -908,6 +908,15 @@ def _noting_warnings(
         yield
 
 
+def _fold_scope() -> contextlib.AbstractContextManager[Any]:
+    """Around one fold's fitting: a warning an earlier fold gave is said again, and kept
+    naming this fold too. Python's default filter says a line's warning once, so the
+    record named the first fold alone; entering ``catch_warnings`` makes the filters
+    anew (the caller's own, "error" or "ignore", still hold), which forgets what was
+    said."""
+    return warnings.catch_warnings()
+
+
 def _check_outputs(out: Path, paths: Sequence[Path]) -> None:
     """Refuse a result file's place taken by a folder before the run, not after every
     model is fitted, when writing it failed with 'Is a directory'."""
@@ -1349,31 +1358,32 @@ def run_benchmark(
                 f"fold {fold if fold is not None else '-'}: splitting and fitting "
                 f"{len(peers)} peers and {len(algorithms)} metarec algorithms"
             )
-            runs.append(
-                _fold_run(
-                    protocol,
-                    ds,
-                    catalogue,
-                    seed=seed,
-                    fold=fold,
-                    n_folds=n_folds,
-                    algorithms=algorithms,
-                    peers=peers,
-                    overrides=overrides,
-                    shots=shots,
-                    seeds=seeds,
-                    splits=split_folder,
-                    splits_stem=splits_stem,
-                    split_digest=None if split_digests is None else split_digests[position],
-                    progress=progress,
-                    log=log,
-                    like_threshold=like,
-                    max_items=max_items,
-                    max_episodes=max_episodes,
-                    store=store,
-                    own=own,
+            with _fold_scope():
+                runs.append(
+                    _fold_run(
+                        protocol,
+                        ds,
+                        catalogue,
+                        seed=seed,
+                        fold=fold,
+                        n_folds=n_folds,
+                        algorithms=algorithms,
+                        peers=peers,
+                        overrides=overrides,
+                        shots=shots,
+                        seeds=seeds,
+                        splits=split_folder,
+                        splits_stem=splits_stem,
+                        split_digest=None if split_digests is None else split_digests[position],
+                        progress=progress,
+                        log=log,
+                        like_threshold=like,
+                        max_items=max_items,
+                        max_episodes=max_episodes,
+                        store=store,
+                        own=own,
+                    )
                 )
-            )
             if fold is not None:
                 store.save(fold, runs[-1])
         fitting = None  # what follows is the pooled folds'

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.special import expit
 
 from metarec.errors import ModelError
-from metarec.values import float32_decimal
+from metarec.values import common_values, float32_decimal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from metarec.data.tasks import Task, UserRatings
 
 MAX_LEVELS = 20
-RARE_LEVEL_SHARE = 0.001  # a value this rare in the training ratings is no level
 MIN_RATINGS = 50  # fewer validation ratings than this: the cuts would be noise
 CutMethod = Literal["logistic", "exact"]
 RIDGE = 1e-3  # on the standardised score's slope: keeps separable validation data finite
@@ -184,14 +183,17 @@ def _best_threshold(s: np.ndarray, above: np.ndarray) -> float:
 def rating_levels(ratings: np.ndarray) -> tuple[float, ...] | None:
     """The scale seen in training ratings, or None for a (near-)continuous scale.
 
-    A value no more than :data:`RARE_LEVEL_SHARE` of the ratings hold is not a level
-    (where at least two others are): one stray 4.5 among 6,640 whole stars made 4.5 a
-    level, the rating shown for every top item. Such a rating still counts where it
-    lies between the levels when the cuts are fitted."""
+    A value between two others that no more than
+    :data:`~metarec.values.RARE_VALUE_SHARE` of the ratings hold is not a level: one
+    stray 4.5 among 6,640 whole stars made 4.5 a level, the rating shown for every top
+    item. Such a rating still counts where it lies between the levels when the cuts are
+    fitted. The lowest and highest values stay levels however rare (a stray end is
+    data validate's to say): dropped, a user's 1-star feedback read as a 2 at retrain."""
     lv, counts = np.unique(np.asarray(ratings, dtype=np.float64), return_counts=True)
-    common = counts > RARE_LEVEL_SHARE * counts.sum()
-    if common.sum() >= 2:
-        lv = lv[common]
+    kept = common_values(counts)
+    if len(kept):
+        kept[[0, -1]] = True
+    lv = lv[kept]
     if not 2 <= len(lv) <= MAX_LEVELS:
         return None
     # as the data wrote them: a float32 0.9 was reported as the level 0.8999999762

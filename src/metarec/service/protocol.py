@@ -78,22 +78,36 @@ def bad_http_response(
     return b"".join(head) + bytes(body)
 
 
-def body_timeout(headers: list[tuple[bytes, bytes]]) -> float:
+def body_timeout(headers: list[tuple[bytes, bytes]], limit: int | None = None) -> float:
     """Seconds a request's body may take from its head: :data:`BODY_TIMEOUT_S`, or a
     second per :data:`BODY_MIN_RATE` bytes its ``Content-Length`` declares where that is
-    longer (a declared size past the server's limit is refused before it is read)."""
+    longer, counting at most ``limit`` bytes (the server's --max-body-bytes): a body
+    declared past the limit is read and dropped before its 413, and a declared 64 MiB
+    held the connection 70 minutes, from any client, key or none."""
     declared = [value for name, value in headers if name == b"content-length"]
     try:
         size = int(declared[0]) if len(declared) == 1 else 0
     except ValueError:
         size = 0  # the parser refuses it
+    if limit is not None:
+        size = min(size, limit)
     return max(BODY_TIMEOUT_S, size / BODY_MIN_RATE)
+
+
+def with_body_limit(
+    protocol: type[JsonErrorHttpProtocol], limit: int | None
+) -> type[JsonErrorHttpProtocol]:
+    """``protocol`` giving bodies time for at most ``limit`` bytes (uvicorn builds the
+    protocol itself, from a class, so the server's limit travels as a class attribute)."""
+    return type(protocol.__name__, (protocol,), {"max_body_bytes": limit})
 
 
 class JsonErrorHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol whose parse errors are JSON, and which bounds what a
     request's head may take: :data:`MAX_HEAD_BYTES` of memory (``431``) and
     :data:`HEAD_TIMEOUT_S` of time (``408``), neither of which uvicorn limits."""
+
+    max_body_bytes: int | None = None  # the server's limit (with_body_limit)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -159,7 +173,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head, self._head_done = False, True
         self._stop_head_timer()
-        self._body_timeout = body_timeout(self.headers)
+        self._body_timeout = body_timeout(self.headers, self.max_body_bytes)
         self._body_timer = self.loop.call_later(self._body_timeout, self._body_timed_out)
         super().on_headers_complete()
 

@@ -63,12 +63,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
+def uvicorn_config(app: Any, *, max_body_bytes: int | None, **options: Any) -> uvicorn.Config:
     """uvicorn's settings for the service: one worker, no access log (the metrics count
-    requests), and the HTTP protocol whose parse errors are JSON like every other error."""
+    requests), and the HTTP protocol whose parse errors are JSON like every other error,
+    which gives a body time for its size up to ``max_body_bytes``, the server's limit
+    (:func:`~metarec.service.protocol.body_timeout`; None: as declared)."""
     import uvicorn
 
-    from metarec.service.protocol import JsonErrorHttpProtocol
+    from metarec.service.protocol import JsonErrorHttpProtocol, with_body_limit
 
     # proxy_headers off: the TCP peer is the client. uvicorn's default took a client
     # address from X-Forwarded-For where $FORWARDED_ALLOW_IPS trusts the sender (often
@@ -78,7 +80,7 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
         app,
         workers=1,
         access_log=False,
-        http=JsonErrorHttpProtocol,
+        http=with_body_limit(JsonErrorHttpProtocol, max_body_bytes),
         proxy_headers=False,
         **options,
     )
@@ -117,7 +119,7 @@ def serve(
                 _announce(settings, app.state.holder.current.name, app.state.store.url, host, port)
                 if STOP_ASKED.is_set():  # a stop whose raise was dropped: not served
                     raise _StopAsked
-                _run_uvicorn(app, sock)
+                _run_uvicorn(app, sock, settings.max_body_bytes)
         else:
             with contextlib.suppress(_Stopped):
                 Supervisor(settings, sock, workers).run(host, port)
@@ -179,10 +181,11 @@ def _server_app(settings: ServiceSettings) -> Any:
     )
 
 
-def _run_uvicorn(app: Any, sock: socket.socket) -> None:
+def _run_uvicorn(app: Any, sock: socket.socket, max_body_bytes: int) -> None:
     import uvicorn
 
-    uvicorn.Server(uvicorn_config(app, log_level="info")).run(sockets=[sock])
+    config = uvicorn_config(app, max_body_bytes=max_body_bytes, log_level="info")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _announce(
@@ -238,7 +241,7 @@ def _worker(settings: ServiceSettings, sock: socket.socket, report: Any, supervi
     # (exit -15) before multiprocessing's finalizers ran, and the resource tracker warned
     # of "leaked semaphore objects" (tqdm's lock, made by any encoding) at every stop
     with _stopped_cleanly():
-        _run_uvicorn(app, sock)
+        _run_uvicorn(app, sock, settings.max_body_bytes)
 
 
 def _stop_with(parent: int) -> None:

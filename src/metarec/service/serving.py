@@ -630,7 +630,8 @@ class ModelHolder:
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int, int]:
         """Encode, apply to the served model, then store (with the announcement to the
         other processes, in one transaction); → (added, updated, unchanged): an item
-        sent again as the model holds it is neither re-encoded nor stored again."""
+        sent again as the model holds it (its vector a cache hit) is neither applied nor
+        stored again."""
         frame = item_frame(rows, self.current.rec.items["text"])
         bad = unusable(frame)
         if bad:
@@ -663,6 +664,8 @@ class ModelHolder:
             served = self.current
             if served is not encoded:  # swapped meanwhile (a reload): its encoder's vectors
                 vectors = _encode_for(served, frame)
+            if self._unstored:  # a refused PUT's model, not read afresh: its items are
+                raise OutOfStepError(_UNSTORED)  # no evidence of what the store holds
             same = unchanged(served.rec, frame)  # under _swap: no other change between
             if same.any():
                 frame, vectors = frame.loc[~same].reset_index(drop=True), vectors[~same]
