@@ -560,7 +560,7 @@ def test_train_evaluate_recommend(
     assert all(r["rating"] in (1, 2, 3, 4, 5) for r in top), top
     # each item says why: the liked rating pulls where the item is like it, the
     # disliked one never does
-    from metarec.explain import FROM_RATINGS
+    from metarec.explain import FROM_RATINGS, FROM_TEXT, LESS_LIKED, NEW_ITEM, POPULAR
 
     # the table says what its columns are: a score past 5 beside a rating of 5 read as
     # a bug
@@ -569,9 +569,12 @@ def test_train_evaluate_recommend(
         "(score: the predicted rating, not clipped to the scale; rating: the level of the "
         "1-5 scale the user most plausibly gives)"
     ), table
+    # this small run's ratings move every score by one amount (its lists are the
+    # prior's), so every reason is the prior's: "Because you liked Toy Story" and "Fits
+    # the pattern of your ratings" were said of items the ratings had not raised
     reasons = {r["title"]: r["reason"] for r in every}
-    assert set(reasons.values()) == {"Because you liked Toy Story (1995)", FROM_RATINGS}
-    assert reasons["Aladdin (1992)"] == "Because you liked Toy Story (1995)"
+    assert set(reasons.values()) <= {POPULAR, LESS_LIKED, FROM_TEXT, NEW_ITEM}
+    assert FROM_RATINGS not in reasons.values()
     # the error paths in-process: a subprocess each would add seconds of imports
     bad = cli("recommend", str(run), "--rate", "Toy Stori (1995)=5")
     assert_one_line_error(bad, "Toy Stori", "Toy Story (1995)")

@@ -27,6 +27,19 @@ from metarec.recommender import Recommender
 from metarec.service.feedback import StoredEvent, event_rating, history_from_events
 
 
+@pytest.fixture()
+def all_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every item counted as raised by the user's ratings, for the tests of which liked
+    item a reason names: this small run's ratings move every score by one amount, so
+    it raises none, and its reasons are the prior's (see the test of ``lifted``)."""
+    import metarec.explain as explain_module
+
+    def every(rec: object, user: object, items: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        return np.ones(len(items), dtype=bool), [POPULAR] * len(items)
+
+    monkeypatch.setattr(explain_module, "lifted", every)
+
+
 @pytest.fixture(scope="module")
 def rec(service_run: Path) -> Recommender:
     return Recommender.load(service_run)
@@ -159,15 +172,21 @@ def test_history_latest_wins_by_time_then_arrival() -> None:
 
 
 def test_liked_weights_are_relative_to_the_users_mean() -> None:
-    np.testing.assert_allclose(liked_weights(np.array([5, 3, 1]), (1, 5)), [2, 0, 0])
-    np.testing.assert_allclose(liked_weights(np.array([5, 5]), (1, 5)), [2, 2])  # no spread
+    # half a star (an eighth of the scale) for any liked item, plus its rise over the mean
+    np.testing.assert_allclose(liked_weights(np.array([5, 3, 1]), (1, 5)), [2.5, 0, 0])
+    np.testing.assert_allclose(liked_weights(np.array([5, 5]), (1, 5)), [2.5, 2.5])  # no spread
     np.testing.assert_allclose(liked_weights(np.array([1, 1]), (1, 5)), [0, 0])
     # above the user's own mean is not liked: a 2 among 1s (a skip is stored as a 2) and
     # a 3 were "because you liked"; liked starts at the like threshold, 4 on 1-5
     np.testing.assert_allclose(liked_weights(np.array([1, 1, 2]), (1, 5)), [0, 0, 0])
-    np.testing.assert_allclose(liked_weights(np.array([1, 3, 5]), (1, 5)), [0, 0, 2])
-    np.testing.assert_allclose(liked_weights(np.array([1, 3, 5]), (1, 5), 3.0), [0, 0, 2])
-    np.testing.assert_allclose(liked_weights(np.array([1, 2, 3]), (1, 5), 2.0), [0, 0, 1])
+    np.testing.assert_allclose(liked_weights(np.array([1, 3, 5]), (1, 5)), [0, 0, 2.5])
+    np.testing.assert_allclose(liked_weights(np.array([1, 3, 5]), (1, 5), 3.0), [0, 0.5, 2.5])
+    np.testing.assert_allclose(liked_weights(np.array([1, 2, 3]), (1, 5), 2.0), [0, 0.5, 1.5])
+    # and a liked 4 below the mean of a user's 5s still counts: it weighed 0, and a film
+    # like the 4 alone "fitted the pattern of your ratings"
+    np.testing.assert_allclose(
+        liked_weights(np.array([4, 5, 5]), (1, 5)), [0.5, 0.5 + 1 / 3, 0.5 + 1 / 3]
+    )
 
 
 def test_rated_items_are_explained_by_their_rating_and_low_ones_never_as_liked(
@@ -200,7 +219,7 @@ def test_display_title(title: str, text: str, shown: str) -> None:
     assert display_title(title, text) == shown
 
 
-def test_a_bad_top_or_index_is_named(rec: Recommender) -> None:
+def test_a_bad_top_or_index_is_named(rec: Recommender, all_raised: None) -> None:
     # top=-1 dropped the last reason, 0 said "fits the pattern", 2.5 was a TypeError;
     # index -1 explained the last item, 10**6 was an IndexError
     user = rec.adapt([("Toy Story (1995)", 5), ("Heat (1995)", 4)])
@@ -223,7 +242,7 @@ def test_a_bad_top_or_index_is_named(rec: Recommender) -> None:
     assert len(explain(rec, user, ["Aladdin (1992)"], top=1)[0].because) == 1
 
 
-def test_reasons_name_liked_similar_items(rec: Recommender) -> None:
+def test_reasons_name_liked_similar_items(rec: Recommender, all_raised: None) -> None:
     user = rec.adapt([("Toy Story (1995)", 5), ("Scream (1996)", 1), ("Heat (1995)", 3)])
     [why] = explain(rec, user, ["Aladdin (1992)"])
     names = [t for _, t, _ in why.because]
@@ -231,7 +250,9 @@ def test_reasons_name_liked_similar_items(rec: Recommender) -> None:
     assert why.reason == "Because you liked Toy Story (1995)"
 
 
-def test_a_liked_item_unlike_the_recommendation_does_not_explain_it(rec: Recommender) -> None:
+def test_a_liked_item_unlike_the_recommendation_does_not_explain_it(
+    rec: Recommender, all_raised: None
+) -> None:
     """Every text of a catalogue shares a direction, so uncentred every liked item had a
     pull on every recommendation: a war drama was "because you liked Toy Story"."""
     user = rec.adapt([("Toy Story (1995)", 5), ("Scream (1996)", 1)])
@@ -245,7 +266,7 @@ def test_a_liked_item_unlike_the_recommendation_does_not_explain_it(rec: Recomme
 
 
 def test_a_one_value_run_says_chose_not_liked(
-    rec: Recommender, monkeypatch: pytest.MonkeyPatch
+    rec: Recommender, monkeypatch: pytest.MonkeyPatch, all_raised: None
 ) -> None:
     """On clicks read as 1s the user rated nothing: "Because you liked" and "your
     ratings" said what they never did."""
@@ -266,7 +287,7 @@ def test_pulls_are_centred_cosine_times_liking(rec: Recommender) -> None:
     v = rec.model.tower.item_vectors.double().numpy()
     v = v - v.mean(0)  # centred on the catalogue: what every text shares explains nothing
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
-    weights = np.array([5.0, 4.0, 1.0]) - 10.0 / 3
+    weights = 0.5 + np.array([5.0, 4.0, 1.0]) - 10.0 / 3  # half a star + the rise
     # the floor: the 90th percentile of the centred cosine over every pair of distinct
     # items (ml-100k's 1,682 are under the sample size, so all pairs count)
     floor = np.quantile((v @ v.T)[np.triu_indices(len(v), 1)], 0.9)
@@ -351,3 +372,72 @@ def test_a_title_with_direction_marks_is_isolated_in_a_reason() -> None:
     # a mark of its own that would close the isolate early is dropped
     escape = [("a", "Alpha\u2069\u202e", 5.0), ("b", "Beta", 4.0)]
     assert reason_text(escape) == "Because you liked \u2068Alpha\u2069 and Beta"
+
+
+class _Shifted:
+    """A run whose scores for a user are the prior's plus ``lift`` (per item): enough of
+    a model for :func:`metarec.explain.lifted`."""
+
+    def __init__(self, lift: np.ndarray, rated: np.ndarray) -> None:
+        self.n_items = len(lift)
+        self.items = pd.DataFrame({"item_id": [str(i) for i in range(len(lift))]})
+        self.popularity = rated.astype(float)
+        self.metadata = {"added_items": []}
+        self._prior = np.linspace(1.0, 5.0, len(lift))
+        self._lift = lift
+
+    def adapt(self, history: list[object]) -> str:
+        return "prior"
+
+    def score(self, user: str, keys: list[str] | None = None) -> np.ndarray:
+        rows = np.arange(self.n_items) if keys is None else np.array([int(k) for k in keys])
+        return self._prior[rows] + (0.0 if user == "prior" else self._lift[rows])
+
+
+def test_reasons_are_the_users_only_where_their_ratings_raised_the_item() -> None:
+    """A run whose ratings move every score by one amount (a bias model in all but
+    level, as quickstart's is on ml-100k) gave the prior's list with "Fits the pattern
+    of your ratings", and "Because you liked" a film whose rating had pulled the item
+    down against the rest. Raised means past the catalogue's median move by 5 % of the
+    prior's spread."""
+    from metarec.explain import lifted
+
+    n = 2000
+    rated = np.ones(n, dtype=bool)
+    rated[-1] = False  # no training user rated it
+    items = np.array([0, 1, n - 2, n - 1])
+    shift = np.full(n, 0.3)  # every score up by one amount: nothing is the user's
+    raised, why = lifted(_Shifted(shift, rated), "user", items)  # type: ignore[arg-type]
+    assert not raised.any()
+    # the prior's words: its lower half less liked, its upper half well liked
+    assert why[:3] == [LESS_LIKED, LESS_LIKED, POPULAR] and why[3] in (NEW_ITEM, FROM_TEXT)
+    shift[1] += 0.2  # the prior's spread is 1.15: 0.2 is past 5 % of it
+    shift[n - 2] += 0.01  # within it
+    raised, _ = lifted(_Shifted(shift, rated), "user", items)  # type: ignore[arg-type]
+    assert raised.tolist() == [False, True, False, False]
+    shift[0] -= 0.2  # pulled down: not the user's either
+    assert not lifted(_Shifted(shift, rated), "user", items)[0][0]  # type: ignore[arg-type]
+
+
+def test_the_priors_scores_are_kept_until_the_run_changes(service_run: Path) -> None:
+    """Kept for every user's explanation, and scored anew once an item's vector (an
+    update through the service) or the catalogue (an addition) changes."""
+    import torch
+
+    from metarec.explain import prior_catalogue_scores
+
+    rec = Recommender.load(service_run)  # its own copy: changed below
+    first = prior_catalogue_scores(rec)
+    assert prior_catalogue_scores(rec) is first  # kept
+    np.testing.assert_allclose(first, rec.score(rec.adapt([])), rtol=1e-6)
+    with torch.no_grad():
+        rec.model.tower.item_vectors[0] += 1.0  # in place, as an updated item's text
+    rec._refresh_cache()  # as the update does (_retitle)
+    again = prior_catalogue_scores(rec)
+    assert again is not first and again[0] != first[0]
+    rec.item_offsets = rec.item_offsets.copy()  # a fold-in: new offsets, the cache anew
+    rec.item_offsets[1] += 0.5
+    rec._refresh_cache()
+    assert prior_catalogue_scores(rec)[1] == pytest.approx(again[1] + 0.5, abs=1e-5)
+    rec.add_items(pd.DataFrame({"item_id": ["zz"], "title": ["Zed"], "text": ["Zed. A film."]}))
+    assert len(prior_catalogue_scores(rec)) == rec.n_items == len(first) + 1
