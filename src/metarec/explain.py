@@ -300,12 +300,22 @@ SCORED_WHOLE = 20_000  # catalogues up to this size are scored whole (under 1 ms
 def lifted(rec: ServedModel, user: UserState, items: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Which ``items`` the user's ratings raised against the catalogue, and the prior's
     reason for each (used for the others). An item's lift is its score for the user less
-    its score for the prior (no ratings), taken past the median lift of a fixed sample of
-    the catalogue: raised when that passes :data:`LIFT_SHARE` of the prior's spread of
-    scores over the sample. A run whose ratings move every score by one amount (a bias
-    model in all but level) raised nothing, and its list, the prior's, was said to "fit
-    the pattern of your ratings", or to be there "because you liked" a film whose rating
-    had pulled it down against the rest."""
+    its score with no ratings (and the user's own features, which are not ratings), taken
+    past the median lift of a fixed sample of the catalogue: raised when that passes
+    :data:`LIFT_SHARE` of the prior's spread of scores over the sample. A run whose
+    ratings move every score by one amount (a bias model in all but level) raised
+    nothing, and its list, the prior's, was said to "fit the pattern of your ratings",
+    or to be there "because you liked" a film whose rating had pulled it down against
+    the rest. An ensemble is not judged so (every item counts as raised, as before): its
+    blend's weights change with the number of ratings, so its lift would be that change,
+    the same for every user; its reasons come from its first metarec member's pulls."""
+    from metarec.ensemble_run import EnsembleRecommender
+
+    k = len(items)
+    if isinstance(rec, EnsembleRecommender):
+        prior = np.asarray(rec.score(rec.adapt([])), dtype=np.float64)
+        return np.ones(k, dtype=bool), _prior_words(rec, items, prior)
+    prior = prior_catalogue_scores(rec, user)
     n = rec.n_items
     sample = np.arange(n)
     if n > LIFT_SAMPLE:
@@ -316,41 +326,67 @@ def lifted(rec: ServedModel, user: UserState, items: np.ndarray) -> tuple[np.nda
     else:  # the rows alone, by id (one take of the column, not one lookup a row)
         keys = rec.items["item_id"].take(rows).astype(str).tolist()
         mine = np.asarray(rec.score(user, keys), dtype=np.float64)
-    prior_scores = prior_catalogue_scores(rec)[rows]
-    lift = mine - prior_scores
-    k = len(items)
-    spread = float(np.std(prior_scores[k:])) or 1.0
+    lift = mine - prior[rows]
+    spread = float(np.std(prior[sample])) or 1.0
     raised = lift[:k] - float(np.median(lift[k:])) > LIFT_SHARE * spread
+    return raised, _prior_words(rec, items, prior)
+
+
+def _prior_words(rec: ServedModel, items: np.ndarray, prior: np.ndarray) -> list[str]:
+    """What the prior says of ``items``, from its catalogue scores ``prior``: the same
+    words :func:`_prior_reasons` gives a user with no ratings (the median over every item
+    rated in training; a sample's moved 15 of 941 labels)."""
     popular = np.asarray(rec.popularity) > 0
-    known = popular[sample]
-    median = float(np.median(prior_scores[k:][known])) if known.any() else 0.0
+    median = float(np.median(prior[popular])) if popular.any() else 0.0
     unrated = _unrated_reasons(rec, items[~popular[items]])
-    why = [
-        unrated[int(i)] if not popular[i] else POPULAR if s >= median else LESS_LIKED
-        for i, s in zip(items, prior_scores[:k], strict=True)
+    return [
+        unrated[int(i)] if not popular[i] else POPULAR if prior[i] >= median else LESS_LIKED
+        for i in items
     ]
-    return raised, why
 
 
-def prior_catalogue_scores(rec: ServedModel) -> np.ndarray:
-    """The catalogue's scores for a user with no ratings (float64), kept on the run with
-    its tensors' identities and version counts, which any change of its weights, its
-    items' vectors, their offsets or its catalogue moves: the same for every user, and
-    twice the cost of the rest of an explanation. An ensemble's are scored each time."""
-    model = getattr(rec, "model", None)
-    if model is None:
-        return np.asarray(rec.score(rec.adapt([])), dtype=np.float64)
-    # the weights, and the catalogue's cached side, which a change of items or of their
-    # offsets (a fold-in) makes anew
-    catalogue = getattr(getattr(rec, "learner", None), "scorer", None)
-    cached = tuple(getattr(catalogue, "catalogue", None) or ())
-    tensors = [*model.parameters(), *model.buffers(), *cached]
-    key = (rec.n_items, tuple((id(t), t._version) for t in tensors))
-    kept = getattr(rec, "_metarec_prior", None)
-    if kept is not None and kept[0] == key:
-        return kept[1]
-    scores = np.asarray(rec.score(rec.adapt([])), dtype=np.float64)
-    rec._metarec_prior = (key, scores)  # type: ignore[union-attr]
+# users' feature codes whose no-ratings scores are kept, per run: a new set replaces them
+_PRIORS_KEPT = 64
+
+
+def prior_catalogue_scores(rec: Any, user: UserState) -> np.ndarray:
+    """The catalogue's scores for ``user``'s features with no ratings (float64), kept on
+    the run (by feature codes) while its weights, its catalogue's cached side (remade by
+    any change of items, their vectors or their offsets: a fold-in) and its size stay
+    the same tensors at the same versions, compared by identity: ids alone were reused
+    by the next refresh's tensors, and a fold-in's new offsets went unseen."""
+    from metarec.data.tasks import Task
+
+    model = rec.model
+    tensors = (*model.parameters(), *model.buffers(), *(rec.learner.scorer.catalogue or ()))
+    versions = tuple(t._version for t in tensors)
+    kept = getattr(rec, "_metarec_priors", None)
+    fresh = (
+        kept is not None
+        and kept[0] == rec.n_items
+        and len(kept[1]) == len(tensors)
+        and all(a is b for a, b in zip(kept[1], tensors, strict=True))
+        and kept[2] == versions
+    )
+    if not fresh:
+        kept = (rec.n_items, tensors, versions, {})
+        rec._metarec_priors = kept
+    by_codes: dict[tuple[int, ...], np.ndarray] = kept[3]  # type: ignore[index]
+    codes = tuple(int(c) for c in user.user_features.flatten().tolist())
+    scores = by_codes.get(codes)
+    if scores is None:
+        empty = Task.support_only([], np.zeros(0, dtype=np.float32))
+        features = user.user_features.to(rec.device)[None]
+        _, params = rec._adapt_tasks([empty], features)
+        state = UserState(
+            {name: v[0:1].detach().clone() for name, v in params.items()},
+            np.zeros(0, dtype=np.int64),
+            user.user_features,
+        )
+        scores = np.asarray(rec.score(state), dtype=np.float64)
+        if len(by_codes) >= _PRIORS_KEPT:
+            by_codes.clear()
+        by_codes[codes] = scores
     return scores
 
 

@@ -394,14 +394,18 @@ class _Shifted:
         return self._prior[rows] + (0.0 if user == "prior" else self._lift[rows])
 
 
-def test_reasons_are_the_users_only_where_their_ratings_raised_the_item() -> None:
+def test_reasons_are_the_users_only_where_their_ratings_raised_the_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A run whose ratings move every score by one amount (a bias model in all but
     level, as quickstart's is on ml-100k) gave the prior's list with "Fits the pattern
     of your ratings", and "Because you liked" a film whose rating had pulled the item
     down against the rest. Raised means past the catalogue's median move by 5 % of the
     prior's spread."""
+    import metarec.explain as explain_module
     from metarec.explain import lifted
 
+    monkeypatch.setattr(explain_module, "prior_catalogue_scores", lambda rec, user: rec._prior)
     n = 2000
     rated = np.ones(n, dtype=bool)
     rated[-1] = False  # no training user rated it
@@ -421,23 +425,34 @@ def test_reasons_are_the_users_only_where_their_ratings_raised_the_item() -> Non
 
 def test_the_priors_scores_are_kept_until_the_run_changes(service_run: Path) -> None:
     """Kept for every user's explanation, and scored anew once an item's vector (an
-    update through the service) or the catalogue (an addition) changes."""
+    update through the service), its offsets (a fold-in, which remakes the catalogue's
+    cached side, twice where it re-folds: the second's tensors took the freed first's
+    ids) or the catalogue (an addition) changes; per user features, which are not
+    ratings (a user's features read as their ratings' lift)."""
     import torch
 
     from metarec.explain import prior_catalogue_scores
 
     rec = Recommender.load(service_run)  # its own copy: changed below
-    first = prior_catalogue_scores(rec)
-    assert prior_catalogue_scores(rec) is first  # kept
-    np.testing.assert_allclose(first, rec.score(rec.adapt([])), rtol=1e-6)
+    nobody = rec.adapt([])
+    first = prior_catalogue_scores(rec, nobody)
+    assert prior_catalogue_scores(rec, nobody) is first  # kept
+    np.testing.assert_allclose(first, rec.score(nobody), rtol=1e-6)
     with torch.no_grad():
         rec.model.tower.item_vectors[0] += 1.0  # in place, as an updated item's text
     rec._refresh_cache()  # as the update does (_retitle)
-    again = prior_catalogue_scores(rec)
+    again = prior_catalogue_scores(rec, nobody)
     assert again is not first and again[0] != first[0]
-    rec.item_offsets = rec.item_offsets.copy()  # a fold-in: new offsets, the cache anew
-    rec.item_offsets[1] += 0.5
-    rec._refresh_cache()
-    assert prior_catalogue_scores(rec)[1] == pytest.approx(again[1] + 0.5, abs=1e-5)
+    for shift in (0.5, 0.7):  # two refreshes in a row, as a fold-in's re-fold makes
+        rec.item_offsets = rec.item_offsets.copy()
+        rec.item_offsets[1] = shift
+        rec._refresh_cache()
+        rec._refresh_cache()
+        got = prior_catalogue_scores(rec, nobody)[1]
+        assert got == pytest.approx(again[1] + shift, abs=1e-5)  # item 1 had no offset
     rec.add_items(pd.DataFrame({"item_id": ["zz"], "title": ["Zed"], "text": ["Zed. A film."]}))
-    assert len(prior_catalogue_scores(rec)) == rec.n_items == len(first) + 1
+    assert len(prior_catalogue_scores(rec, nobody)) == rec.n_items == len(first) + 1
+    # a user with features: the prior of those features, not of none
+    if rec.features.columns:
+        older = rec.adapt([], user_features={"age": 60})
+        np.testing.assert_allclose(prior_catalogue_scores(rec, older), rec.score(older), rtol=1e-6)
