@@ -42,6 +42,7 @@ the item itself), or a 1 was explained by liked items near it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ from metarec.device import float64_device
 from metarec.errors import DataError
 from metarec.models.base import check_whole
 from metarec.ranking import item_keys
-from metarec.recommender import UserState
+from metarec.recommender import Recommender, UserState
 
 if TYPE_CHECKING:
     from metarec.ensemble_run import ServedModel
@@ -268,7 +269,7 @@ def explain_indices(
         ]
     pull = pulls(rec, user.history, idx)
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
-    raised, prior_why = lifted(rec, user, idx)
+    raised, prior_why = lifted(rec, user, idx, scores)
     out = []
     for row, i in enumerate(idx):
         if int(i) in said or int(i) in rated:
@@ -297,7 +298,9 @@ LIFT_SHARE = 0.05
 SCORED_WHOLE = 20_000  # catalogues up to this size are scored whole (under 1 ms at 1,682)
 
 
-def lifted(rec: ServedModel, user: UserState, items: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def lifted(
+    rec: ServedModel, user: UserState, items: np.ndarray, scores: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Which ``items`` the user's ratings raised against the catalogue, and the prior's
     reason for each (used for the others). An item's lift is its score for the user less
     its score with no ratings (and the user's own features, which are not ratings), taken
@@ -308,7 +311,9 @@ def lifted(rec: ServedModel, user: UserState, items: np.ndarray) -> tuple[np.nda
     or to be there "because you liked" a film whose rating had pulled it down against
     the rest. An ensemble is not judged so (every item counts as raised, as before): its
     blend's weights change with the number of ratings, so its lift would be that change,
-    the same for every user; its reasons come from its first metarec member's pulls."""
+    the same for every user; its reasons come from its first metarec member's pulls.
+    ``scores``: the user's over the catalogue, where the caller has them (the service
+    scores a user once for the list and its reasons)."""
     from metarec.ensemble_run import EnsembleRecommender
 
     k = len(items)
@@ -316,12 +321,11 @@ def lifted(rec: ServedModel, user: UserState, items: np.ndarray) -> tuple[np.nda
         prior = np.asarray(rec.score(rec.adapt([])), dtype=np.float64)
         return np.ones(k, dtype=bool), _prior_words(rec, items, prior)
     prior = prior_catalogue_scores(rec, user)
-    n = rec.n_items
-    sample = np.arange(n)
-    if n > LIFT_SAMPLE:
-        sample = np.sort(np.random.default_rng(0).choice(n, LIFT_SAMPLE, replace=False))
+    sample = lift_sample(rec.n_items)
     rows = np.concatenate([np.asarray(items, dtype=np.int64), sample])
-    if n <= SCORED_WHOLE:  # scored whole, one head call: cheaper than by id
+    if scores is not None:
+        mine = np.asarray(scores, dtype=np.float64)[rows]
+    elif rec.n_items <= SCORED_WHOLE:  # scored whole, one head call: cheaper than by id
         mine = np.asarray(rec.score(user), dtype=np.float64)[rows]
     else:  # the rows alone, by id (one take of the column, not one lookup a row)
         keys = rec.items["item_id"].take(rows).astype(str).tolist()
@@ -332,10 +336,23 @@ def lifted(rec: ServedModel, user: UserState, items: np.ndarray) -> tuple[np.nda
     return raised, _prior_words(rec, items, prior)
 
 
+@functools.lru_cache(maxsize=8)
+def lift_sample(n: int) -> np.ndarray:
+    """The fixed catalogue rows whose lifts are the reference (all of a catalogue up to
+    :data:`LIFT_SAMPLE`): drawn once per catalogue size, not on every served list."""
+    if n <= LIFT_SAMPLE:
+        rows = np.arange(n)
+    else:
+        rows = np.sort(np.random.default_rng(0).choice(n, LIFT_SAMPLE, replace=False))
+    rows.flags.writeable = False  # shared by every caller
+    return rows
+
+
 def _prior_words(rec: ServedModel, items: np.ndarray, prior: np.ndarray) -> list[str]:
-    """What the prior says of ``items``, from its catalogue scores ``prior``: the same
-    words :func:`_prior_reasons` gives a user with no ratings (the median over every item
-    rated in training; a sample's moved 15 of 941 labels)."""
+    """What the prior says of ``items``, from its catalogue scores ``prior``: how it ranks
+    each among the items rated in training ("well liked" in the top half, by the median
+    over all of them: a sample's moved 15 of 941 labels), or why no training user rated
+    it."""
     popular = np.asarray(rec.popularity) > 0
     median = float(np.median(prior[popular])) if popular.any() else 0.0
     unrated = _unrated_reasons(rec, items[~popular[items]])
@@ -349,14 +366,12 @@ def _prior_words(rec: ServedModel, items: np.ndarray, prior: np.ndarray) -> list
 _PRIORS_KEPT = 64
 
 
-def prior_catalogue_scores(rec: Any, user: UserState) -> np.ndarray:
+def prior_catalogue_scores(rec: Recommender, user: UserState) -> np.ndarray:
     """The catalogue's scores for ``user``'s features with no ratings (float64), kept on
     the run (by feature codes) while its weights, its catalogue's cached side (remade by
     any change of items, their vectors or their offsets: a fold-in) and its size stay
     the same tensors at the same versions, compared by identity: ids alone were reused
     by the next refresh's tensors, and a fold-in's new offsets went unseen."""
-    from metarec.data.tasks import Task
-
     model = rec.model
     tensors = (*model.parameters(), *model.buffers(), *(rec.learner.scorer.catalogue or ()))
     versions = tuple(t._version for t in tensors)
@@ -370,20 +385,12 @@ def prior_catalogue_scores(rec: Any, user: UserState) -> np.ndarray:
     )
     if not fresh:
         kept = (rec.n_items, tensors, versions, {})
-        rec._metarec_priors = kept
+        rec._metarec_priors = kept  # type: ignore[attr-defined]
     by_codes: dict[tuple[int, ...], np.ndarray] = kept[3]  # type: ignore[index]
     codes = tuple(int(c) for c in user.user_features.flatten().tolist())
     scores = by_codes.get(codes)
     if scores is None:
-        empty = Task.support_only([], np.zeros(0, dtype=np.float32))
-        features = user.user_features.to(rec.device)[None]
-        _, params = rec._adapt_tasks([empty], features)
-        state = UserState(
-            {name: v[0:1].detach().clone() for name, v in params.items()},
-            np.zeros(0, dtype=np.int64),
-            user.user_features,
-        )
-        scores = np.asarray(rec.score(state), dtype=np.float64)
+        scores = np.asarray(rec.score(rec.without_ratings(user)), dtype=np.float64)
         if len(by_codes) >= _PRIORS_KEPT:
             by_codes.clear()
         by_codes[codes] = scores
@@ -415,19 +422,13 @@ def support_floor(rec: ServedModel) -> float:
 def _prior_reasons(
     rec: ServedModel, user: UserState, items: np.ndarray, scores: np.ndarray | None
 ) -> list[str]:
-    """What the prior says of ``items`` for a user with no ratings: how it ranks each
-    among the items rated in training (``scores``, the user's over the catalogue, or
-    one catalogue scoring here)."""
-    rated = np.asarray(rec.popularity) > 0
-    unrated = _unrated_reasons(rec, items[~rated[items]])
-    if not rated[items].any():
-        return [unrated[int(i)] for i in items]
-    scores = np.asarray(rec.score(user) if scores is None else scores, dtype=np.float64)
-    median = float(np.median(scores[rated]))
-    return [
-        unrated[int(i)] if not rated[i] else POPULAR if scores[i] >= median else LESS_LIKED
-        for i in items
-    ]
+    """What the prior says of ``items`` for a user with no ratings (:func:`_prior_words`
+    of ``scores``, the user's over the catalogue, or of one catalogue scoring here; none
+    where no item is one training users rated)."""
+    if not (np.asarray(rec.popularity)[items] > 0).any():
+        return _prior_words(rec, items, np.zeros(rec.n_items))
+    prior = np.asarray(rec.score(user) if scores is None else scores, dtype=np.float64)
+    return _prior_words(rec, items, prior)
 
 
 def _unrated_reasons(rec: ServedModel, items: np.ndarray) -> dict[int, str]:

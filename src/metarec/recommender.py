@@ -471,6 +471,20 @@ class Recommender(TopK):
             else np.zeros((0, len(self.features.columns)), dtype=np.int64),
             device=self.device,
         )
+        return self._states(all_pairs, codes, steps)
+
+    def without_ratings(self, user: UserState) -> UserState:
+        """The state ``user`` would have with no ratings: the prior, for their features
+        (which are not ratings, so an explanation measures what the ratings did from
+        here)."""
+        self._check_user(user)
+        return self._states([[]], user.user_features.to(self.device)[None], None)[0]
+
+    def _states(
+        self, all_pairs: Sequence[list[tuple[int, float]]], codes: torch.Tensor, steps: int | None
+    ) -> list[UserState]:
+        """One adapted state per user: their (catalogue index, rating) pairs and feature
+        codes [users, F]."""
         tasks = [
             Task.support_only([i for i, _ in p], np.array([r for _, r in p], dtype=np.float32))
             for p in all_pairs

@@ -34,7 +34,9 @@ def all_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     it raises none, and its reasons are the prior's (see the test of ``lifted``)."""
     import metarec.explain as explain_module
 
-    def every(rec: object, user: object, items: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def every(
+        rec: object, user: object, items: np.ndarray, scores: object = None
+    ) -> tuple[np.ndarray, list[str]]:
         return np.ones(len(items), dtype=bool), [POPULAR] * len(items)
 
     monkeypatch.setattr(explain_module, "lifted", every)
@@ -431,9 +433,16 @@ def test_the_priors_scores_are_kept_until_the_run_changes(service_run: Path) -> 
     ratings (a user's features read as their ratings' lift)."""
     import torch
 
-    from metarec.explain import prior_catalogue_scores
+    from metarec.explain import lifted, prior_catalogue_scores
 
     rec = Recommender.load(service_run)  # its own copy: changed below
+    # the service's scores, passed through, judge as scoring here does
+    fan = rec.adapt([("Toy Story (1995)", 5), ("Heat (1995)", 2)])
+    some = np.arange(0, rec.n_items, 97)
+    given, said = lifted(rec, fan, some, rec.score(fan))
+    alone, said_alone = lifted(rec, fan, some)
+    np.testing.assert_array_equal(given, alone)
+    assert said == said_alone
     nobody = rec.adapt([])
     first = prior_catalogue_scores(rec, nobody)
     assert prior_catalogue_scores(rec, nobody) is first  # kept

@@ -45,7 +45,7 @@ from sqlalchemy.exc import DatabaseError
 from metarec.data.features import feature_readers
 from metarec.ensemble_run import ENSEMBLE_FOLD_IN, EnsembleRecommender, ServedModel, load_run
 from metarec.errors import DataError, MetarecError, ModelError, UnsupportedError
-from metarec.explain import explain_indices
+from metarec.explain import SCORED_WHOLE, explain_indices
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
@@ -862,9 +862,12 @@ class ModelHolder:
         state, said = self.user_state(served, user)
         rec = served.rec
         with served.lock.read(), TORCH_LOCK:
-            # a user with no ratings is explained by the catalogue's ranking: scored once
-            # for the list and its reasons
-            every = None if state.history else rec.score(state)
+            # scored once for the list and its reasons, which read the whole catalogue's
+            # scores: a user with no ratings is explained by its ranking, and one with
+            # ratings by how they raised each item against it (scored twice before); a
+            # catalogue past SCORED_WHOLE is read by rows for the reasons
+            whole = not state.history or rec.n_items <= SCORED_WHOLE
+            every = rec.score(state) if whole else None
             idx, scores = rec.top(
                 state, k, exclude_seen=exclude_seen, candidates=candidates, scores=every
             )
