@@ -167,6 +167,8 @@ def test_rate_and_get_recommendations_in_a_browser(
     expect(
         page.locator(f'#mine li[data-item-id="{top_id}"] button[data-rating="4"]')
     ).to_be_focused()
+    # the rating shows in the stars' shape, not only their colour: four filled, one outline
+    expect(page.locator(f'#mine li[data-item-id="{top_id}"] .stars')).to_have_text("★★★★☆")
 
     shot = artifact_dir(tmp_path) / "page.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -185,6 +187,15 @@ def test_rate_and_get_recommendations_in_a_browser(
     expect(page.locator("#mine li .title")).to_have_text([t for _, t in RATED] + [top_title])
     expect(page.locator("#recs")).to_have_attribute("data-ratings", "4")
     assert [item for item, _ in recommendations(page)] == [item for item, _ in after]
+    # a keyboard passes the search results' stars (five Tab stops an item) in one step
+    page.locator("body").focus()
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to your recommendations")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    expect(page.locator("#recs li .stars button").first).to_be_focused()
     assert not tab.problems, tab.problems
 
 
