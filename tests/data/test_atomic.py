@@ -248,7 +248,9 @@ def test_a_file_cut_mid_row_is_warned_about(tmp_path: Path) -> None:
 
 
 def test_other_layouts_item_text_is_read_from_their_fields(tmp_path: Path) -> None:
-    # RecBole's book-crossing layout: a *_title and token_seq words, no MovieLens names
+    # RecBole's book-crossing layout: a *_title, a *_year and token_seq words, no
+    # MovieLens names (its publication_year went unread: no book had a year, and P1's
+    # new items were a random fifth instead of the newest)
     d = write(
         tmp_path,
         "bx",
@@ -260,8 +262,9 @@ def test_other_layouts_item_text_is_read_from_their_fields(tmp_path: Path) -> No
     )
     items = load_atomic(d).items
     assert items["title"].tolist() == ["Classical Mythology"]
+    assert items["year"].tolist() == [2002]
     assert items["text"].tolist() == [
-        "Classical Mythology. Mark P. O. Morford. Oxford University Press"
+        "Classical Mythology (2002). Mark P. O. Morford. Oxford University Press"
     ]
     # with no word of text at all, said as load_table says it
     (d / "bx.item").write_text("item_id:token\tprice:float\n0195153448\t3\n")

@@ -1068,6 +1068,20 @@ def test_an_items_files_years_are_read_from_dates_and_titles(tmp_path: Path) -> 
     assert items["text"].iloc[0] == "Toy Story (1995)."
 
 
+def test_a_bracketed_number_in_undated_titles_is_no_year_to_differ(tmp_path: Path) -> None:
+    # a books or products catalogue's "Tea Bags (1000)" beside its year column was
+    # warned of as a title whose year differs, on every command that read the files
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\nu1,1,4\n")
+    (tmp_path / "i.csv").write_text(
+        "item_id,title,year\n1,Tea Bags (1000),1957\n2,Emma,1815\n3,Copy Paper,2001\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        items = load_table(tmp_path / "r.csv", tmp_path / "i.csv").items
+    assert items["title"].tolist() == ["Tea Bags (1000)", "Emma", "Copy Paper"]
+    assert items["text"].iloc[0] == "Tea Bags (1000) (1957)."
+
+
 def test_decimal_commas_in_ratings_are_read_and_said(tmp_path: Path) -> None:
     # Excel's CSV in the semicolon locales writes 4,5: every half star was "not a
     # number" and dropped, leaving a 3-4 scale

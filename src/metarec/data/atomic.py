@@ -58,7 +58,8 @@ def load_atomic(
     user, so it identifies rather than describes.
     ``rating_range``: the scale, when known; else it is read from the data.
     An item's text is its title field (``movie_title``, ``title``, ``name`` or any
-    ``*_title``), year and genres, then, unless ``text`` says otherwise, its other
+    ``*_title``), year (``release_year``, ``year`` or any ``*_year``) and genres
+    (``class``, ``genre`` or ``genres``), then, unless ``text`` says otherwise, its other
     ``token_seq`` fields (words: an author, a publisher). A ``.item`` or ``.user``
     path that is there but cannot be read (a folder, a broken link) is an error.
     """
@@ -214,7 +215,11 @@ def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
     title_col = _first(raw, TITLE_FIELDS) or next(
         (c for c in raw.columns if str(c).endswith("_title")), None
     )
-    year_col = _first(raw, YEAR_FIELDS)
+    # Book-Crossing's publication_year: unread, a book had no year and P1's new items
+    # were a random fifth, not the newest, with nothing said
+    year_col = _first(raw, YEAR_FIELDS) or next(
+        (c for c in raw.columns if str(c).endswith("_year")), None
+    )
     genre_col = _first(raw, GENRE_FIELDS)
     # ml-1m names items "Title (Year)"; without a title field that id is the title.
     named = raw[title_col] if title_col else raw["item_id"]
