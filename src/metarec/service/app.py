@@ -445,7 +445,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         q: Annotated[str, Query(max_length=200, description="part of a title")] = "",
         limit: Annotated[int, Query(ge=1, le=settings.max_search_results)] = 20,
     ) -> dict[str, Any]:
-        """Titles containing ``q`` (case-insensitive), most rated first; empty ``q``: most rated."""
+        """Titles containing ``q`` (ignoring case and accents), most rated first; empty
+        ``q``: most rated."""
         try:
             # a NUL or an escape is in no title (a title's control characters are
             # searched as spaces): "q=%00" listed every title with a space in it

@@ -29,8 +29,10 @@ import gc
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -174,6 +176,18 @@ def printable(text: object) -> str:
 
 
 _SEP = "\x00"  # between titles in Served.haystack
+# the Latin, Greek and Cyrillic accents a decomposed title carries: a search for "kyoto"
+# found no "Kyōto", nor "amelie" "Amélie". Other marks stay, on both sides alike: a
+# kana's voicing mark (が against か) tells two words apart
+_ACCENTS = re.compile("[\u0300-\u036f]")
+
+
+def search_key(text: str) -> str:
+    """``text`` as a title search compares it: case-folded, accents dropped."""
+    folded = text.casefold()
+    if folded.isascii():  # most titles: no decomposition to pay for on a refresh
+        return folded
+    return _ACCENTS.sub("", unicodedata.normalize("NFKD", folded))
 
 
 @dataclass
@@ -206,15 +220,15 @@ class Served:
         self.item_ids = [str(i) for i in self.rec.items["item_id"].tolist()]
         self.by_popularity = np.argsort(-self.rec.popularity, kind="stable")
         # a NUL in a title would let a match run over two titles: searched as a space
-        folded = [self.titles[i].casefold().replace(_SEP, " ") for i in self.by_popularity]
+        folded = [search_key(self.titles[i]).replace(_SEP, " ") for i in self.by_popularity]
         self.haystack = "".join(_SEP + t for t in folded)
         lengths = np.fromiter((len(t) + 1 for t in folded), dtype=np.int64, count=len(folded))
         self.starts = np.cumsum(lengths) - lengths + 1  # where each title begins
 
     def search(self, q: str, limit: int) -> list[dict[str, str]]:
-        """Up to ``limit`` items whose title contains ``q`` (case-insensitive), most
-        rated first."""
-        needle = q.casefold().strip().replace(_SEP, " ")
+        """Up to ``limit`` items whose title contains ``q`` (ignoring case and accents:
+        :func:`search_key`), most rated first."""
+        needle = search_key(q.strip()).replace(_SEP, " ")
         out: list[dict[str, str]] = []
         with self.lock.read():  # the fields below are rebuilt together as items are added
             hay, starts = self.haystack, self.starts
