@@ -79,3 +79,53 @@ def test_the_cli_tunes_the_allocator_unless_told_not_to(env, calls, monkeypatch,
         monkeypatch.setenv("METAREC_KEEP_FREED_MEMORY", env)
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
     assert len(seen) == calls
+
+
+# A server's pattern in a fresh interpreter: blocks of 100 KiB (a request's temporaries)
+# each followed by a small one that stays (a cached user's tensors), then the large ones
+# freed. The small ones pin every hole, so the freed memory stays resident until
+# HeapTrimmer trims; prints the resident MiB before and after, and whether it trimmed.
+_PINNED = """
+import ctypes, ctypes.util
+from metarec.allocator import HeapTrimmer, resident_bytes
+trimmer = HeapTrimmer(growth={growth}, every=1)
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+large, kept = [], []
+for _ in range(2000):
+    block = libc.malloc(100 << 10)
+    ctypes.memset(block, 1, 100 << 10)  # written, so resident
+    large.append(block)
+    kept.append(libc.malloc(64))
+for block in large:
+    libc.free(block)
+before = resident_bytes()
+trimmed = trimmer.note()
+print(before >> 20, resident_bytes() >> 20, trimmed, trimmer.trims)
+"""
+
+
+def _pinned(growth: int) -> tuple[int, int, bool, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", _PINNED.format(growth=growth)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    before, after, trimmed, trims = out.stdout.split()
+    return int(before), int(after), trimmed == "True", int(trims)
+
+
+def test_a_heap_grown_past_its_allowance_gives_pinned_holes_back() -> None:
+    _glibc()
+    before, after, trimmed, trims = _pinned(growth=64 << 20)
+    # 2,000 freed blocks of 100 KiB, 195 MiB, held resident by the small blocks between
+    assert trimmed and trims == 1
+    assert before - after > 150, (before, after)
+
+
+def test_a_heap_within_its_allowance_is_left_alone() -> None:
+    _glibc()
+    before, after, trimmed, trims = _pinned(growth=1 << 30)
+    assert not trimmed and trims == 0
+    assert abs(before - after) < 20, (before, after)

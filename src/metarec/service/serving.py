@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.exc import DatabaseError
 
+from metarec.allocator import HeapTrimmer
 from metarec.data.features import feature_readers
 from metarec.ensemble_run import ENSEMBLE_FOLD_IN, EnsembleRecommender, ServedModel, load_run
 from metarec.errors import DataError, MetarecError, ModelError, UnsupportedError
@@ -344,6 +345,7 @@ class ModelHolder:
         self.device = device
         self.metrics = metrics
         self.cache: AdaptationCache[tuple[UserState, dict[int, str]]] = AdaptationCache(cache_size)
+        self.heap = HeapTrimmer()
         self._swap = threading.Lock()  # one swap or catalogue change at a time
         self._current: Served | None = None
         self._generation = 0
@@ -862,6 +864,7 @@ class ModelHolder:
             state.seen = np.union1d(state.seen, np.asarray(rejected, dtype=np.int64))
         self.metrics.observe_adaptation(time.perf_counter() - t0)
         self.cache.put(user.user_id, version, (state, said))
+        self.heap.note()  # each kept state pins freed memory (see HeapTrimmer)
         return state, said
 
     def recommend(
