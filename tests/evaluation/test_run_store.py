@@ -21,8 +21,8 @@ def test_only_the_same_commands_folds_are_read(tmp_path: Path) -> None:
     store = RunStore(tmp_path, "p2-x-3fold", {"seed": 0, "shots": (1, 3)})
     assert store.finished() == {}
     store.start()
-    store.save(0, {"summary": {"3": {"m": {"ndcg@10": 0.5}}}})
-    store.save(2, {"summary": {}})
+    store.save(0, _fold_record(0.5))
+    store.save(2, _fold_record(0.25))
     (store.dir / "fold1.json").write_text('{"cut sh')  # a fold cut short: fitted again
     again = RunStore(tmp_path, "p2-x-3fold", {"seed": 0, "shots": [1, 3]})
     assert set(again.finished()) == {0, 2}
@@ -45,7 +45,7 @@ def test_the_warnings_of_an_interrupted_session_reach_the_resumed_runs_report(
     store = RunStore(tmp_path, "p2-x", {"seed": 0})
     with pytest.raises(KeyboardInterrupt), store.session(resume=True):
         store.warned.append("ensemble: K >= 5 had 3 (takes K >= 0's)")
-        store.save(0, {"summary": {}})
+        store.save(0, _fold_record())
         raise KeyboardInterrupt
     again = RunStore(tmp_path, "p2-x", {"seed": 0})
     with again.session(resume=True) as finished:
@@ -55,7 +55,7 @@ def test_the_warnings_of_an_interrupted_session_reach_the_resumed_runs_report(
     killed = RunStore(tmp_path, "p2-k", {"seed": 0})
     with killed.session(resume=True):
         killed.warned.append("few test users at K = 5 (3)")
-        killed.save(0, {"summary": {}})
+        killed.save(0, _fold_record())
         seen = RunStore(tmp_path, "p2-k", {"seed": 0})._earlier_warnings()
         assert seen == ["few test users at K = 5 (3)"]
     other = RunStore(tmp_path, "p2-x", {"seed": 1})  # another command's: not its warnings
@@ -70,17 +70,19 @@ def test_a_kept_model_is_read_back_only_when_whole(tmp_path: Path) -> None:
 
     popularity = Popularity()
     popularity.scores = np.array([3.0, 1.0, 2.0])  # as fitted
-    record: dict[str, Any] = {"fit_s": 0.1, "config": None, "result": {"summary": {"3": {}}}}
     store = RunStore(tmp_path, "p2-x", {"seed": 0})
     store.start()
-    store.save_model(None, 0, "popularity", record, popularity)
+    store.save_model(None, 0, "popularity", _model_record("popularity"), popularity)
+    record = _model_record("knn")
     store.save_model(None, 1, "knn", record, None)  # nothing needs it later: figures only
 
     again = RunStore(tmp_path, "p2-x", {"seed": 0})
     kept = again.finished_model(None, 0, "popularity", needed=True)
     assert kept is not None and kept[0]["fit_s"] == 0.1
     assert isinstance(kept[1], Popularity) and np.array_equal(kept[1].scores, popularity.scores)
-    assert again.finished_model(None, 1, "knn", needed=False) == ({"name": "knn", **record}, None)
+    figures = again.finished_model(None, 1, "knn", needed=False)
+    assert figures is not None and figures[1] is None
+    assert json.dumps(figures[0]) == json.dumps({"name": "knn", **record})
     assert again.finished_model(None, 1, "knn", needed=True) is None  # no model kept: refit
     assert again.finished_model(None, 1, "als", needed=False) is None  # another model there
     assert again.finished_model(0, 0, "popularity", needed=False) is None  # another fold
@@ -92,6 +94,74 @@ def test_a_kept_model_is_read_back_only_when_whole(tmp_path: Path) -> None:
     again.clear()  # what --no-resume does before the run
     assert again.finished_model(None, 1, "knn", needed=False) is None
     assert not again.dir.exists()
+
+
+def _fold_record(ndcg: float = 0.5) -> dict[str, Any]:
+    """A kept fold's record, as a P2 run with K = 3 and one model writes it."""
+    figures = _model_record("m")["result"]
+    figures["summary"]["3"]["m"]["ndcg@10"] = ndcg
+    return {**figures, "timings": {"m": 0.1}, "configs": {}, "split": {"protocol": "p2"}}
+
+
+def _model_record(name: str) -> dict[str, Any]:
+    """A kept model's record as a P2 run with K = 3 writes it."""
+    return {
+        "fit_s": 0.1,
+        "config": None,
+        "result": {
+            "summary": {"3": {name: {"ndcg@10": 0.5, "recall@10": 0.25}}},
+            "per_user": {"3": {name: {"ndcg@10": [0.4, 0.6], "recall@10": [0.0, float("nan")]}}},
+            "n_users": {"3": 2},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda r: r.update(result=None), r"field 'result': expected an object, got None"),
+        (lambda r: r.update(fit_s="abc"), r"field 'fit_s': expected seconds >= 0, got 'abc'"),
+        (lambda r: r["result"]["summary"]["3"]["knn"].update({"ndcg@10": "x"}),
+         r"field 'summary\.3\.knn\.ndcg@10': expected a finite number or null, got 'x'"),
+        (lambda r: r["result"]["summary"]["3"]["knn"].update({"ndcg@10": 42.0}),
+         r"field 'summary\.3\.knn\.ndcg@10': expected a number in \[0, 1\], got 42\.0"),
+        (lambda r: r["result"]["per_user"]["3"]["knn"]["recall@10"].append(-1),
+         r"field 'per_user\.3\.knn\.recall@10\[2\]': expected a number >= 0, got -1"),
+        (lambda r: r["result"]["per_user"]["3"].update(als=r["result"]["per_user"]["3"]["knn"]),
+         r"field 'per_user\.3': expected the figures of \['knn'\]"),
+        (lambda r: r["result"].pop("n_users"), r"field 'n_users': expected an object, got None"),
+    ],
+)  # fmt: skip
+def test_a_damaged_kept_model_record_is_fitted_again_with_a_word(
+    tmp_path: Path, damage: Callable[[dict[str, Any]], Any], said: str
+) -> None:
+    """A kept record was merged as it was: a null result ended the resumed run in a
+    traceback, an nDCG of 42 reached the report."""
+    store = RunStore(tmp_path, "p2-x", {"seed": 0})
+    store.start()
+    store.save_model(None, 0, "knn", _model_record("knn"), None)
+    path = store.dir / "split" / "00-knn" / "result.json"
+    record = json.loads(path.read_text())
+    kept = store.finished_model(None, 0, "knn", needed=False)  # as kept
+    assert kept is not None and json.dumps(kept[0]) == json.dumps(record)
+    damage(record)
+    path.write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match=said + r".*; fitting knn again"):
+        assert (
+            RunStore(tmp_path, "p2-x", {"seed": 0}).finished_model(None, 0, "knn", needed=False)
+            is None
+        )
+
+
+def test_a_damaged_kept_fold_is_fitted_again_with_a_word(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "p2-x", {"seed": 0})
+    store.start()
+    fold = _fold_record()
+    store.save(0, fold)
+    store.save(1, {**fold, "timings": {"knn": None}})
+    with pytest.warns(UserWarning, match=r"fold1\.json, field 'timings': .*; fitting fold 1 again"):
+        done = RunStore(tmp_path, "p2-x", {"seed": 0}).finished()
+    assert list(done) == [0]
 
 
 @pytest.mark.slow
@@ -389,10 +459,9 @@ def test_another_commands_progress_goes_only_once_this_one_keeps_something(
 ) -> None:
     from contextlib import AbstractContextManager, nullcontext
 
-    record: dict[str, Any] = {"fit_s": 0.1, "config": None, "result": {}}
     first = RunStore(tmp_path, "p2-x", {"seed": 0})
     first.start()
-    first.save_model(None, 0, "knn", record, None)
+    first.save_model(None, 0, "knn", _model_record("knn"), None)
     kept = sorted(first.dir.rglob("*"))
 
     # refused (or stopped) before its first model: what the first command kept stays
@@ -415,7 +484,7 @@ def test_another_commands_progress_goes_only_once_this_one_keeps_something(
     other = RunStore(tmp_path, "p2-x", {"seed": 1})
     with pytest.warns(UserWarning, match="not reused") as said, other.session(resume=True):
         assert other.finished_model(None, 0, "knn", needed=False) is None
-        other.save_model(None, 1, "als", record, None)
+        other.save_model(None, 1, "als", _model_record("als"), None)
     # metarec's own: the CLI printed one said from contextlib as another library's
     assert {Path(w.filename).name for w in said} == {"run_store.py"}
     assert sorted(p.name for p in (other.dir / "split").iterdir()) == ["01-als"]

@@ -133,6 +133,65 @@ def check_record_fields(record: dict[str, Any], source: str | Path) -> None:
 _ERROR_METRICS = frozenset({"mae", "rmse", "mae_mean"})
 
 
+def _metric_problem(metric: str, value: Any) -> str | None:
+    """What a metric's value should have been, or None where it is one."""
+    if value is None:
+        return None
+    # an undefined value is null (NaN in records before 2026-11-30); Infinity is no
+    # value of a metric in [0, 1] or of a rating error: an edit
+    if not (is_finite_number(value) or (isinstance(value, float) and math.isnan(value))):
+        return "a finite number or null"
+    # a metric past its range printed and was bolded as the best (1.7000)
+    if value < 0:
+        return "a number >= 0"
+    if metric not in _ERROR_METRICS and value > 1 + 1e-9:  # a ratio's rounding may pass 1
+        return "a number in [0, 1]"
+    return None
+
+
+def check_evaluation(result: Any, source: str | Path, *, models: set[str] | None = None) -> None:
+    """An evaluation's figures as a benchmark keeps them for a resumed run (a model's,
+    or a fold's): ``summary`` (group, model, metric: a mean), ``per_user`` (the same,
+    a list of values), ``n_users`` (group: a count), each value of the type and range
+    the benchmark writes, and, given ``models``, of those models alone. A damaged or
+    edited file had been merged into the report as it was: a null became Python's
+    TypeError, an nDCG of 42 a figure."""
+
+    def bad(where: str, expected: str, value: Any) -> DataError:
+        return DataError(
+            f"expected {expected}, got {value!r:.40} (damaged or edited?)", path=source, field=where
+        )
+
+    if not isinstance(result, dict):
+        raise bad("result", "an object", result)
+    for name in ("summary", "per_user", "n_users"):
+        if not isinstance(result.get(name), dict):
+            raise bad(name, "an object", result.get(name))
+    _check_tables({"summary": result["summary"], "n_users": result["n_users"]}, source)
+    for field in ("summary", "per_user"):
+        for group, by_model in result[field].items():
+            if not isinstance(by_model, dict):
+                raise bad(f"{field}.{group}", "an object", by_model)
+            if models is not None and set(by_model) != models:
+                raise bad(f"{field}.{group}", f"the figures of {sorted(models)}", sorted(by_model))
+            if field == "summary":
+                continue
+            for model, metrics in by_model.items():
+                if not isinstance(metrics, dict):
+                    raise bad(f"per_user.{group}.{model}", "an object", metrics)
+                for metric, values in metrics.items():
+                    where = f"per_user.{group}.{model}.{metric}"
+                    if not isinstance(values, list):
+                        raise bad(where, "a list of values", values)
+                    for n, value in enumerate(values):
+                        expected = _metric_problem(metric, value)
+                        if expected:
+                            raise bad(f"{where}[{n}]", expected, value)
+    user_ids = result.get("user_ids", {})
+    if not isinstance(user_ids, dict) or not all(isinstance(v, list) for v in user_ids.values()):
+        raise bad("user_ids", "an object of lists of user ids", user_ids)
+
+
 def _check_tables(record: dict[str, Any], source: str | Path) -> None:
     """The nested tables the report reads, each value of the type the benchmark writes:
     a hand-edited number (a string, an interval of one end) is named by its full path
@@ -160,19 +219,9 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
 
     for name in ("summary", "std"):
         for where, value in cells(name, 3):
-            # an undefined mean is null (NaN in records before 2026-11-30); Infinity
-            # is no mean of metrics in [0, 1] or of rating errors: an edit
-            finite_or_nan = is_finite_number(value) or (
-                isinstance(value, float) and math.isnan(value)
-            )
-            if value is not None and not finite_or_nan:
-                raise bad(where, "a finite number or null", value)
-            # a metric past its range printed and was bolded as the best (1.7000)
-            metric = where.rsplit(".", 1)[-1]
-            if value is not None and value < 0:
-                raise bad(where, "a number >= 0", value)
-            if value is not None and metric not in _ERROR_METRICS and value > 1:
-                raise bad(where, "a number in [0, 1]", value)
+            expected = _metric_problem(where.rsplit(".", 1)[-1], value)
+            if expected:
+                raise bad(where, expected, value)
     for where, value in cells("ci95", 3):
         ends = value if isinstance(value, list) and len(value) == 2 else None
         if ends is None or not all(e is None or is_number(e) for e in ends):

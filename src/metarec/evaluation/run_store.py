@@ -42,9 +42,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from metarec.errors import MetarecError, ModelError
+from metarec.errors import DataError, MetarecError, ModelError
+from metarec.evaluation.report import check_evaluation
 from metarec.io import load_json, save_json
 from metarec.models.base import ScoringModel
+from metarec.values import is_finite_number
 
 RESULT = "result.json"
 MODEL = "model"
@@ -82,9 +84,17 @@ class RunStore:
         done: dict[int, dict[str, Any]] = {}
         for path in self.dir.glob("fold*.json"):
             try:
-                done[int(path.stem.removeprefix("fold"))] = load_json(path)
+                fold = int(path.stem.removeprefix("fold"))
+                record = load_json(path)
             except (ModelError, ValueError):
                 continue  # a fold written by hand or cut short: fitted again
+            try:
+                check_evaluation(record, path)
+                _check_kept_fold(record, path)
+            except DataError as exc:
+                warnings.warn(f"{exc}; fitting fold {fold} again", stacklevel=1)
+                continue
+            done[fold] = record
         return done
 
     def start(self) -> None:
@@ -226,6 +236,10 @@ class RunStore:
             return None
         if not isinstance(record, dict) or record.get("name") != name:
             return None
+        problem = _kept_model_problem(record, name, where / RESULT)
+        if problem:
+            warnings.warn(f"{problem}; fitting {name} again", stacklevel=1)
+            return None
         if not needed:
             return record, None
         from metarec.models.persist import load_model
@@ -253,3 +267,37 @@ class RunStore:
         if model is not None:
             save_model(model, where / MODEL)
         save_json(where / RESULT, {"name": name, **record})
+
+
+def _kept_model_problem(record: dict[str, Any], name: str, path: Path) -> str | None:
+    """Why a kept model's record cannot be read back (it is fitted again), or None: it
+    had been merged as it was, so a damaged or edited one ended the resumed run in a
+    traceback (a null result) or wrote its figures into the report (an nDCG of 42)."""
+    try:
+        fit_s = record.get("fit_s")
+        if not is_finite_number(fit_s) or fit_s < 0:
+            raise DataError(f"expected seconds >= 0, got {fit_s!r:.40}", path=path, field="fit_s")
+        if record.get("config") is not None and not isinstance(record["config"], dict):
+            raise DataError(
+                f"expected an object or null, got {record['config']!r:.40}", path=path,
+                field="config",
+            )  # fmt: skip
+        check_evaluation(record.get("result"), path, models={name})
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def _check_kept_fold(record: dict[str, Any], path: Path) -> None:
+    """The fields of a kept fold the report reads besides its figures."""
+    timings = record.get("timings")
+    if not isinstance(timings, dict) or not all(
+        is_finite_number(v) and v >= 0 for v in timings.values()
+    ):
+        raise DataError(
+            f"expected seconds >= 0 by model, got {timings!r:.60}", path=path, field="timings"
+        )
+    for field in ("configs", "split"):
+        if not isinstance(record.get(field), dict):
+            raise DataError(f"expected an object, got {record.get(field)!r:.40}", path=path,
+                            field=field)  # fmt: skip
