@@ -293,6 +293,36 @@ def test_an_out_path_the_file_system_refuses_is_one_line(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "quickstart"])
+def test_a_folder_that_holds_no_run_is_no_runs_out(
+    command: str, shared_data: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # a model written in among someone's notes, or into an ensemble's folder, which
+    # then read as neither; a run folder is trained again, an empty one made a run
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("hi")
+    blend = tmp_path / "blend"
+    blend.mkdir()
+    (blend / "ensemble.json").write_text("{}")
+    for out, said in ((notes, "holds todo.txt and no run"), (blend, "is an ensemble folder")):
+        proc = cli(command, "--dataset", "ml-100k", "--data", str(shared_data), "--quiet",
+                   "--set", "encoder=tfidf", "--out", str(out))  # fmt: skip
+        assert_one_line_error(proc, f"--out {out}: {said}")
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+    assert sorted(p.name for p in blend.iterdir()) == ["ensemble.json"]
+
+
+def test_a_run_folder_and_an_empty_one_are_runs_outs(tmp_path: Path) -> None:
+    from metarec.cli.options import check_run_out
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)  # an interrupted run's
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    for out in ("empty", "run", "new"):
+        check_run_out(tmp_path / out, "--out")
+
+
 @pytest.mark.parametrize("command", ["train", "benchmark"])
 def test_a_model_that_cannot_be_found_is_refused_before_the_work(
     shared_data: Path,

@@ -98,6 +98,37 @@ def check_writable(value: str | os.PathLike[str], flag: str, *, file: bool = Fal
         ) from None
 
 
+# what `train` leaves in a run folder, finished or (checkpoint/) interrupted
+RUN_ENTRIES = frozenset({
+    "recommender.json", "model.safetensors", "items.json", "config.json", "split.json",
+    "trained-users.json", "metrics.json", "heldout.json", "retrain.json", "checkpoint",
+})  # fmt: skip
+
+
+def check_run_out(value: str | os.PathLike[str], flag: str) -> None:
+    """Refuse a run's output folder that holds something other than a run: `train`
+    writes its files into the folder it is given, and mixed a model into a folder of
+    notes (or into an ensemble's, which then read as neither). A run folder is trained
+    again (resumed from its checkpoint where the command is the same); a new or empty
+    folder is made a run."""
+    out = Path(value)
+    if not out.is_dir():
+        return
+    from metarec.models.persist import is_ensemble_dir  # here: persist imports torch
+
+    if is_ensemble_dir(out):
+        raise ConfigError(
+            f"{flag} {value}: is an ensemble folder; train writes a run, give a new folder"
+        )
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if names and not RUN_ENTRIES.intersection(names):
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3:,} more" if len(names) > 3 else "")
+        raise ConfigError(
+            f"{flag} {value}: holds {shown} and no run; a run's files are written into "
+            "the folder given, so give a new or empty one"
+        )
+
+
 def add_data_args(
     p: argparse.ArgumentParser, *, recorded: bool = False, default: str | None = None
 ) -> None:

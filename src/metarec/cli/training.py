@@ -20,6 +20,7 @@ from metarec.cli.options import (
     add_data_args,
     add_device_arg,
     add_train_args,
+    check_run_out,
     check_writable,
     data_spec,
     named_as_flags,
@@ -360,6 +361,7 @@ def nothing_left(ds: Any) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     check_writable(args.out, "--out")
+    check_run_out(args.out, "--out")
     holdout, split_seed = args.holdout, args.split_seed
     spec = data_spec(args)
     recorded = _recorded_split(args.config, spec)
@@ -833,6 +835,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     if not any(spec.get(k) for k in ("dataset", "interactions")):
         spec["dataset"] = "ml-100k"
     check_writable(args.out, "--out")
+    check_run_out(args.out, "--out")
     out = Path(args.out)
     run = train_run(spec, cfg, out, holdout="p1", progress=not args.quiet, holdout_flag=False)
     evaluate_run(out, run["dataset"], run["recommender"])
