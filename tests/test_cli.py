@@ -648,6 +648,10 @@ def test_train_evaluate_recommend(
     assert "| state | users | model | mae |" in shown.stdout
     assert "| user_cold | " in shown.stdout
     assert_one_line_error(cli("report", str(run), "--write"), "--write", "is a run folder")
+    blend = run.parent / "blend"  # the check reads the manifest's name alone
+    blend.mkdir()
+    (blend / "ensemble.json").write_text("{}")
+    assert_one_line_error(cli("report", str(blend), "--write"), "--write", "is an ensemble folder")
     (run / "metrics.json").unlink()  # the table ended at training, without a word why
     assert f"Not evaluated yet: `metarec evaluate {run}`" in cli("report", str(run)).stdout
     manifest = json.loads((run / "recommender.json").read_text())

@@ -344,6 +344,8 @@ def test_folders_that_are_neither_run_nor_ensemble(
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     (tmp_path / "unfinished" / "checkpoint").mkdir(parents=True)
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "odd" / "recommender.json").mkdir(parents=True)
+    (tmp_path / "odd" / "checkpoint").mkdir()
     cases = {
         "missing": "no such file or directory",
         "empty": "neither a metarec run",
@@ -352,11 +354,13 @@ def test_folders_that_are_neither_run_nor_ensemble(
         "loop": "a symbolic link that points back to itself (a loop)",
         "dangling": f"a symbolic link to {tmp_path / 'gone'}, which does not exist",
         "unfinished": "an unfinished training run (its checkpoint/ is here, no model yet)",
+        # told it was an unfinished run
+        "odd": "recommender.json: is not a file; a run's manifest is a JSON file",
     }
     for name, needle in cases.items():
         assert main([command, str(tmp_path / name), *extra]) == 2
         assert needle in _error_line(capsys.readouterr().err)
-    left = ["dangling", "empty", "file.txt", "loop", "unfinished"]
+    left = ["dangling", "empty", "file.txt", "loop", "odd", "unfinished"]
     assert sorted(p.name for p in tmp_path.iterdir()) == left
 
 

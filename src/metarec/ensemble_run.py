@@ -451,6 +451,11 @@ def run_kind(path: str | Path) -> str:
         return "ensemble"
     if (p / "recommender.json").is_file():
         return "run"
+    if (p / "recommender.json").exists():  # a folder, say: not the unfinished run below
+        raise ModelError(
+            f"{p / 'recommender.json'}: is not a file; a run's manifest is a JSON file "
+            "(damaged? train the run again)"
+        )
     if (p / "checkpoint").is_dir():
         raise ModelError(
             f"{p}: an unfinished training run (its checkpoint/ is here, no model yet): run "

@@ -320,6 +320,11 @@ def _edit_checkpoint(folder: Path, fields: dict, tensors: Callable[[dict], None]
         ({"best_score": None}, None, "best_score: expected a number, got None"),  # float(None)
         # saved as three epochs into the run, which `metarec report` then refused
         ({"history": "abc"}, None, "history: expected a list of epoch rows"),
+        # int()'s "invalid literal for int() with base 10: 'x'"
+        ({"epoch": "x"}, None, "epoch: expected a whole number >= 0, got 'x'"),
+        # torch's KeyError: "cannot be resumed ('params')"
+        ({"param_groups": [{"lr": "x"}]}, None,
+         r"param_groups\[0\]: expected an optimiser group with its params"),
         # Adam loads any shape and failed in its first step, outside the check
         ({}, lambda t: t.update({"opt.0.exp_avg": torch.zeros(3)}), r"opt\.0\.exp_avg: shape"),
         # resumed with fresh moments, not where it stopped

@@ -339,11 +339,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = Path(args.run)
     from metarec.ensemble_run import is_ensemble_dir
 
-    run_folder = path.is_dir() and (is_ensemble_dir(path) or (path / "recommender.json").exists())
+    ensemble = path.is_dir() and is_ensemble_dir(path)
+    run_folder = ensemble or (path.is_dir() and (path / "recommender.json").exists())
     if run_folder and args.write:  # it was a silent no-op, exit 0
         raise ConfigError(
             f"--write: rewrites a benchmark's report (a .json or a results folder); {path} "
-            "is a run folder, whose report is printed only"
+            f"is {'an ensemble' if ensemble else 'a run'} folder, whose report is printed only"
         )
     if path.is_dir() and is_ensemble_dir(path):
         _print_ensemble(path)

@@ -264,6 +264,8 @@ class Trainer:
                 same = isinstance(meta, dict) and meta.get("fingerprint") == wanted
                 # more epochs or patience continue a checkpoint; fewer cannot: its model
                 # may be from an epoch past where a fresh run would have stopped
+                if same:  # read below as numbers: "x" was int()'s words
+                    _check_numbers(meta, None)
                 stop = _stop_epoch(meta["history"], cfg.patience) if same else None
                 past = same and (int(meta["epoch"]) > cfg.epochs or stop is not None)
                 if same and not past:
@@ -558,7 +560,7 @@ class Trainer:
         return epoch, bad, best
 
 
-def _check_numbers(meta: dict, epochs: int) -> None:
+def _check_numbers(meta: dict, epochs: int | None) -> None:
     """ValueError unless a checkpoint's counters and history are what ``_save`` writes:
     epoch 1.7 resumed "after epoch 1" with epoch 2's weights, -3 failed in numpy, and a
     history of "abc" was saved as three epochs a report then refused."""
@@ -574,8 +576,23 @@ def _check_numbers(meta: dict, epochs: int) -> None:
         isinstance(r, dict) and is_whole(r.get("epoch")) for r in rows
     ):
         raise ValueError(f"history: expected a list of epoch rows, got {rows!r:.60}")
-    if not isinstance(meta.get("param_groups"), list):
-        raise ValueError(f"param_groups: expected a list, got {meta.get('param_groups')!r:.40}")
+    groups = meta.get("param_groups")
+    if not isinstance(groups, list):
+        raise ValueError(f"param_groups: expected a list, got {groups!r:.40}")
+    for n, group in enumerate(groups):
+        # torch's load_state_dict said only "('params')" of a group without its indices
+        ok = (
+            isinstance(group, dict)
+            and isinstance(group.get("params"), list)
+            and all(is_whole(i) and i >= 0 for i in group["params"])
+            and is_number(group.get("lr"))
+            and group["lr"] >= 0
+        )
+        if not ok:
+            raise ValueError(
+                f"param_groups[{n}]: expected an optimiser group with its params (indices) "
+                f"and lr (a number >= 0), got {group!r:.60}"
+            )
 
 
 def _finite_or_none(value: float | None) -> float | None:
