@@ -333,6 +333,9 @@ def _edit_checkpoint(folder: Path, fields: dict, tensors: Callable[[dict], None]
         # cast without a word
         ({}, lambda t: t.update({k: t[k].double() for k in t if k.startswith("model.")}),
          "float64 of shape"),
+        # resumed without a word, and failed when loaded after the training
+        ({}, lambda t: t.pop(next(k for k in t if k.startswith("best."))),
+         r"tensors missing \['best\."),
         # failed after training, outside the check
         ({}, lambda t: t.update({k: torch.zeros(2) for k in t if k.startswith("best.")}),
          "best.* of shape"),

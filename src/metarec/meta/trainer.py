@@ -534,8 +534,11 @@ class Trainer:
         # load_state_dict casts another dtype without a word, and a best state of the
         # wrong shape failed after training, outside this check
         kept = self.learner.state_dict()
-        for part, values in (("model", model), ("best", best or {})):
-            check_tensors_like(kept, values, name, prefix=f"{part}.", whole=part == "model")
+        # whole, the best state too: one missing a tensor resumed without a word and
+        # failed when it was loaded, after the training
+        for part, values in (("model", model), ("best", best)):
+            if values is not None:
+                check_tensors_like(kept, values, name, prefix=f"{part}.", whole=True)
         self.learner.load_state_dict(model)
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
