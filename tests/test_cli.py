@@ -864,6 +864,9 @@ def test_describe_json_is_strict_json_even_for_empty_data(
 
     info = json.loads(proc.stdout, parse_constant=refuse)
     assert info["interactions"] == 0 and info["rating_mean"] is None  # the mean of nothing
+    # a scale read from no rating: [1, 5] and 4 were shown as the data's
+    assert any("no ratings: the rating range and like threshold shown are the defaults" in n
+               for n in info["notes"]), info["notes"]  # fmt: skip
 
 
 def test_describe_notes_zeros_below_a_one_to_n_scale(

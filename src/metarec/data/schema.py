@@ -314,7 +314,12 @@ class Dataset:
         ratings = pd.to_numeric(self.interactions["rating"], errors="coerce")
         levels = np.unique(ratings.dropna().to_numpy(dtype=np.float64))
         if not len(levels):
-            return []
+            # described as if it had a scale: [1, 5] and a like threshold of 4, read
+            # from no rating (data validate says "no rows")
+            return [
+                "no ratings: the rating range and like threshold shown are the defaults "
+                "(or --rating-range), not read from the data"
+            ]
         if len(levels) == 1 and self.rating_range[0] == self.rating_range[1]:
             # `data validate` said "ok" and a default `train` then refused the data
             return [
