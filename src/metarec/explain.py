@@ -336,6 +336,18 @@ def lifted(
     return raised, _prior_words(rec, items, prior)
 
 
+def prepare(rec: ServedModel) -> None:
+    """Do now what the first explained list after a load or a change of the catalogue
+    would: the catalogue's centre and similarity floor, and the lift's sample. On
+    150,000 items that list took 200 to 280 ms where the next took 40 to 70; 70 ms of
+    it was this, which the change (holding the catalogue's write lock) pays instead."""
+    with torch.no_grad():
+        vectors = rec.model.tower.item_vectors  # as pulls reads them
+        catalogue_centre(vectors)
+        similar_floor(vectors)
+    lift_sample(rec.n_items)
+
+
 @functools.lru_cache(maxsize=8)
 def lift_sample(n: int) -> np.ndarray:
     """The fixed catalogue rows whose lifts are the reference (all of a catalogue up to

@@ -89,3 +89,30 @@ def test_search_ignores_accents_but_not_a_kanas_voicing(served: Served) -> None:
 
 def test_search_sees_items_added_after_a_refresh(served: Served) -> None:
     assert [h["item_id"] for h in served.search("beta", 50)][-1:] == ["s2"]
+
+
+def test_a_refresh_readies_what_explanations_read(service_run: Path) -> None:
+    """The first explained list after a load or a change of the catalogue computed the
+    catalogue's centre and similarity floor (70 of its 200 to 280 ms on 150,000
+    items); the change computes them now, for the catalogue it leaves."""
+    from metarec.explain import catalogue_centre, lift_sample, similar_floor
+
+    rec = Recommender.load(service_run)
+    served = Served(rec, service_run, "test", 1, service_run)
+    for added in ([], ["r1", "r2"]):
+        if added:
+            rec.add_items(
+                pd.DataFrame({"item_id": added, "title": ["Gamma", "Delta"]}),
+                vectors=np.ones((2, rec.model.tower.item_vectors.shape[1]), dtype=np.float32),
+            )
+        with served.lock.write():
+            served.refresh()
+        vectors = rec.model.tower.item_vectors
+        centre = getattr(vectors, "_metarec_centre", None)
+        floor = getattr(vectors, "_metarec_floor", None)
+        assert centre is not None and floor is not None
+        assert centre[0] == floor[0] == vectors._version  # for this catalogue as it is
+        assert centre[1] is catalogue_centre(vectors) and floor[1] == similar_floor(vectors)
+        hits = lift_sample.cache_info().hits
+        lift_sample(rec.n_items)
+        assert lift_sample.cache_info().hits == hits + 1

@@ -49,6 +49,7 @@ from metarec.data.features import feature_readers
 from metarec.ensemble_run import ENSEMBLE_FOLD_IN, EnsembleRecommender, ServedModel, load_run
 from metarec.errors import DataError, MetarecError, ModelError, UnsupportedError
 from metarec.explain import SCORED_WHOLE, explain_indices
+from metarec.explain import prepare as prepare_explanations
 from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
@@ -225,6 +226,7 @@ class Served:
         self.haystack = "".join(_SEP + t for t in folded)
         lengths = np.fromiter((len(t) + 1 for t in folded), dtype=np.int64, count=len(folded))
         self.starts = np.cumsum(lengths) - lengths + 1  # where each title begins
+        prepare_explanations(self.rec)
 
     def search(self, q: str, limit: int) -> list[dict[str, str]]:
         """Up to ``limit`` items whose title contains ``q`` (ignoring case and accents:
