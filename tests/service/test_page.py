@@ -354,6 +354,36 @@ def test_a_run_of_one_value_speaks_of_choices(browser: Any, live_server: str) ->
         context.close()
 
 
+def test_a_list_changed_out_of_sight_says_where_it_is(
+    tab: Tab, live_server: str, server_api_key: str
+) -> None:
+    # on a phone the lists stack: the recommendations a rating changed lay below twenty
+    # search results, and nothing on screen said they had changed
+    page = tab.page
+    page.set_viewport_size({"width": 400, "height": 740})
+    page.goto(live_server + "/")
+    page.locator("#settings summary").click()
+    page.get_by_label("API key").fill(server_api_key)
+    page.get_by_role("button", name="Save key").click()
+    page.locator("#settings summary").click()
+    to_recs = page.get_by_role("link", name="Your recommendations changed")
+    expect(page.locator("#results li")).to_have_count(20)  # the most popular, unsearched
+    page.locator("#results li").nth(2).get_by_role("button", name="5 stars").click()
+    expect(page.locator("#recs")).to_have_attribute("data-ratings", "1")
+    expect(to_recs).to_be_visible()
+    expect(page.locator("#recs-heading")).not_to_be_in_viewport()
+    to_recs.click()
+    expect(page.locator("#recs-heading")).to_be_in_viewport()
+    expect(to_recs).to_be_hidden()
+    # on a wide screen the list is in view beside the search: nothing to say
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.evaluate("window.scrollTo(0, 0)")
+    rate_from_search(page, *RATED[1], stars=5)
+    expect(page.locator("#recs")).to_have_attribute("data-ratings", "2")
+    expect(to_recs).to_be_hidden()
+    assert not tab.problems, tab.problems
+
+
 def test_search_says_when_it_shows_the_first_results_and_shows_more(
     tab: Tab, live_server: str
 ) -> None:
