@@ -358,13 +358,13 @@ def _bad_requests(key: str) -> list[Case]:
          'expected a JSON object, got a list (several events go in {"events": [...]})'),
         # the user before the item: a 404 for the resource, not a 422 for a field
         ("POST", "/v1/users/nobody/events", event(item_id="nope"), 404, "unknown_user", "nobody"),
-        ("GET", "/v1/users/nobody/recommendations?candidates=nope", {}, 404, "unknown_user",
-         "nobody"),
+        ("GET", "/v1/users/nobody/recommendations?candidates=nope", {"headers": h}, 404,
+         "unknown_user", "nobody"),
         # a NUL is in no title: it matched every title with a space
         ("GET", "/v1/items?q=%00", {}, 422, "validation_error",
          "q: must not contain the control character U+0000"),
         # PostgreSQL holds no NUL in text: a 500 "store damaged" there, a 404 here
-        ("GET", "/v1/users/a%00b", {}, 422, "validation_error",
+        ("GET", "/v1/users/a%00b", {"headers": h}, 422, "validation_error",
          "user_id: must not contain the control character U+0000"),
         ("POST", "/v1/users/a%0Ab/events", event(), 422, "validation_error",
          "user_id: must not contain the control character U+000A"),
@@ -411,11 +411,16 @@ def _bad_requests(key: str) -> list[Case]:
         ("DELETE", "/v1/items", {}, 401, "missing_api_key", "X-API-Key"),
         ("POST", "/v1/no-such-route", body(ok), 404, "not_found", "/v1/no-such-route"),
         ("POST", "/v1/users/nobody/events", body(ok), 404, "unknown_user", "nobody"),
-        ("GET", "/v1/users/nobody/recommendations", {}, 404, "unknown_user", "nobody"),
-        ("GET", "/v1/users/nobody", {}, 404, "unknown_user", "nobody"),
-        ("GET", recs + "?k=0", {}, 422, "validation_error", "k"),
-        ("GET", recs + "?k=101", {}, 422, "validation_error", "k"),
-        ("GET", recs + "?candidates=1,nope", {}, 422, "unknown_item", "nope"),
+        ("GET", "/v1/users/nobody/recommendations", {"headers": h}, 404, "unknown_user", "nobody"),
+        ("GET", "/v1/users/nobody", {"headers": h}, 404, "unknown_user", "nobody"),
+        # a user's data is read with the key: features and histories were open to
+        # whoever reached the port, and which users exist with them
+        ("GET", "/v1/users/nobody", {}, 401, "missing_api_key", "X-API-Key"),
+        ("GET", recs, {"headers": {"X-API-Key": "no"}}, 401, "invalid_api_key", "X"),
+        ("GET", "/v1/users", {}, 401, "missing_api_key", "X-API-Key"),
+        ("GET", recs + "?k=0", {"headers": h}, 422, "validation_error", "k"),
+        ("GET", recs + "?k=101", {"headers": h}, 422, "validation_error", "k"),
+        ("GET", recs + "?candidates=1,nope", {"headers": h}, 422, "unknown_item", "nope"),
         ("GET", "/v1/items/no-such-item", {}, 404, "unknown_item", "no-such-item"),
         ("GET", "/v1/items?limit=0", {}, 422, "validation_error", "limit"),
         ("POST", "/v1/users", body({"user_id": "{u}"}), 409, "user_exists", "{u}"),
@@ -534,10 +539,11 @@ def _bad_requests(key: str) -> list[Case]:
         ("GET", "/docs/", {}, 404, "not_found", "no endpoint at '/docs/' (did you mean '/docs'?)"),
         ("POST", events + "/", event(), 404, "not_found", f"(did you mean '{events}'?)"),
         # a typo'd parameter was ignored, and the list looked like the one asked for
-        ("GET", recs + "?k=1&candidate=50", {}, 422, "validation_error",
+        ("GET", recs + "?k=1&candidate=50", {"headers": h}, 422, "validation_error",
          "unknown query parameter(s) ['candidate'] (this endpoint takes: candidates, "
          "exclude_seen, k)"),
-        ("GET", recs + "?exclude-seen=false", {}, 422, "validation_error", "['exclude-seen']"),
+        ("GET", recs + "?exclude-seen=false", {"headers": h}, 422, "validation_error",
+         "['exclude-seen']"),
         # control characters in the idempotency key, as in every other id
         ("POST", events, event(event_id="e\u0000x"), 422, "validation_error", "U+0000"),
         # genres: '|' joins them in the stored text, so "Dra|ma" came back as two
@@ -588,6 +594,7 @@ def _bad_requests(key: str) -> list[Case]:
 
 def test_malformed_requests_get_json_4xx(live_server: str, server_api_key: str) -> None:
     user = uid()
+    key = {"X-API-Key": server_api_key}
     with httpx.Client(base_url=live_server, timeout=60) as c:
         c.post("/v1/users", json={"user_id": user}, headers={"X-API-Key": server_api_key})
         for method, path, kw, status, code, needle in _bad_requests(server_api_key):
@@ -609,7 +616,7 @@ def test_malformed_requests_get_json_4xx(live_server: str, server_api_key: str) 
                 assert body["error"]["message"].endswith(f"it takes {r.headers['allow']}"), where
             assert "Traceback" not in r.text
         # nothing above was stored
-        assert c.get(f"/v1/users/{user}").json()["n_events"] == 0
+        assert c.get(f"/v1/users/{user}", headers=key).json()["n_events"] == 0
 
 
 @pytest.mark.parametrize(
@@ -644,13 +651,16 @@ def _raw_reply(live_server: str, raw: bytes) -> tuple[str, dict[str, str], bytes
     return lines[0], dict(line.lower().split(": ", 1) for line in lines[1:]), body
 
 
-def test_a_candidates_list_past_what_a_url_holds_is_named(live_server: str) -> None:
+def test_a_candidates_list_past_what_a_url_holds_is_named(
+    live_server: str, server_api_key: str
+) -> None:
     """The endpoint declared 200,000 characters of candidates, but a URL past 65,535
     bytes failed in the parser as "not an HTTP/1.1 request": the limit is now one a
     URL can hold even percent-encoded (requests sends a comma as %2C), and a longer
     URL a 414 saying why."""
     path = "/v1/users/nobody/recommendations?candidates="
-    over = httpx.get(live_server + path + "1," * 30_001, timeout=30)
+    key = {"X-API-Key": server_api_key}
+    over = httpx.get(live_server + path + "1," * 30_001, headers=key, timeout=30)
     assert over.status_code == 422, over.text
     assert "candidates" in over.text and "20000" in over.text
     status, headers, body = _raw_reply(
@@ -666,7 +676,9 @@ def test_a_candidates_list_past_what_a_url_holds_is_named(live_server: str) -> N
     # the most the limit takes, sent as clients send it (each comma as %2C), still
     # reaches the endpoint: here, to be told the user is unknown
     most = ",".join(["1"] * 10_000)
-    within = httpx.get(live_server + path[: path.index("?")], params={"candidates": most})
+    within = httpx.get(
+        live_server + path[: path.index("?")], params={"candidates": most}, headers=key
+    )
     assert within.status_code == 404 and within.json()["error"]["code"] == "unknown_user"
 
 
@@ -799,7 +811,7 @@ def test_added_items_are_recommendable_at_once_and_survive_restart(
             assert text.startswith("Matrix Redux (1999).") and "(1999) (1999)" not in text
     live.stop()
     again = make_server()  # same SQLite file
-    with again.client() as c:
+    with again.client(server_api_key) as c:
         assert c.get("/v1/items/new-toy-4").json()["title"] == "Toy Story Four (2019)"
         assert c.get("/ready").status_code == 200
         recs = c.get("/v1/users/kid/recommendations", params={"candidates": "new-toy-4"}).json()
@@ -834,7 +846,7 @@ def test_restart_rebuilds_users_from_the_store(
         c.post("/v1/users", json={"user_id": "back", "features": {"age": 30}, "ratings": ratings})
         before = c.get("/v1/users/back/recommendations").json()
     live.stop()
-    with make_server().client() as c:
+    with make_server().client(server_api_key) as c:
         after = c.get("/v1/users/back/recommendations").json()
         user = c.get("/v1/users/back").json()
     assert after["items"] == before["items"] and after["n_events"] == 3
@@ -1008,7 +1020,7 @@ def test_requests_keep_working_while_the_model_is_swapped(
     stop = threading.Event()
 
     def hammer() -> None:
-        with live.client() as c:
+        with live.client(server_api_key) as c:
             while not stop.is_set():
                 statuses.append(c.get("/v1/users/busy/recommendations").status_code)
 
@@ -1179,7 +1191,7 @@ def test_a_preflight_without_cors_is_refused_as_one(live_server: str) -> None:
     assert plain.status_code == 200 and not any(h.startswith("access-") for h in plain.headers)
 
 
-def test_head_answers_as_get_without_a_body(live_server: str) -> None:
+def test_head_answers_as_get_without_a_body(live_server: str, server_api_key: str) -> None:
     # uptime checks and load balancers probe with HEAD; it was 405 on every route
     with httpx.Client(base_url=live_server) as c:
         for path in ("/health", "/ready", "/v1/items?limit=2"):
@@ -1188,11 +1200,14 @@ def test_head_answers_as_get_without_a_body(live_server: str) -> None:
             assert (
                 head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
             )
-        assert c.head("/v1/users/nobody").status_code == 404
+        assert c.head("/v1/users/nobody", headers={"X-API-Key": server_api_key}).status_code == 404
+        assert c.head("/v1/users/nobody").status_code == 401  # a user's data: with the key
 
 
-def test_a_request_target_the_routes_would_misread_is_refused(live_server: str) -> None:
-    with httpx.Client(base_url=live_server) as c:
+def test_a_request_target_the_routes_would_misread_is_refused(
+    live_server: str, server_api_key: str
+) -> None:
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": server_api_key}) as c:
         # %ff decoded with replacement named the user "\ufffd"
         r = c.get("/v1/users/%ff")
         assert r.status_code == 400 and "not UTF-8" in r.json()["error"]["message"], r.text
@@ -1258,6 +1273,19 @@ def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveSe
     denied = guard._check(remote)
     assert denied is not None and denied[0] == 403 and "loopback" in denied[2]
     assert guard._check(remote | {"client": ("::1", 5000)}) is None
+    # users' data is read under the same rule (features and histories were open to any
+    # client that reached the port); the catalogue and the probes are not
+    from metarec.service.access import guarded
+
+    for method, path, needs in [
+        ("GET", "/v1/users/u1", True), ("GET", "/v1/users/u1/recommendations", True),
+        ("HEAD", "/v1/users/u1", True), ("GET", "/v1/users", True),
+        ("GET", "/v1/usersx", False), ("GET", "/v1/items", False), ("GET", "/ready", False),
+        ("PUT", "/v1/items", True), ("POST", "/v1/admin/reload", True), ("POST", "/x", False),
+    ]:  # fmt: skip
+        assert guarded(method, path) is needs, (method, path)
+    with live.client() as c:  # loopback: its own users' data, as its writes
+        assert c.get("/v1/users/local").status_code == 200
     # a page of another site, open in this host's browser, posted to it as loopback:
     # any site could reload the model or fold feedback in
     with live.client() as c:
@@ -1484,7 +1512,7 @@ def test_fold_in_learns_new_items_from_feedback_and_survives_restart(
     assert [it["item_id"] for it in after] == ["loved", "hated"]
     assert after[0]["score"] - after[1]["score"] > 1.0
     live.stop()
-    with make_server().client() as c:  # same SQLite file: the load folds the feedback in again
+    with make_server().client(server_api_key) as c:  # same SQLite file: folds the feedback in again
         again = c.get("/v1/users/newcomer/recommendations", params=pick).json()["items"]
     assert [(it["item_id"], round(it["score"], 4)) for it in again] == [
         (it["item_id"], round(it["score"], 4)) for it in after
@@ -1665,7 +1693,7 @@ def test_metrics_count_what_happened(
             assert c.head("/health").status_code == 200
         plain = {"Content-Type": "text/plain", "X-API-Key": server_api_key}
         assert c.post("/v1/users", content=b"{}", headers=plain).status_code == 415
-        assert c.get("/v1/users/u1/recommendations?k=3&k=4").status_code == 422
+        assert c.get("/v1/users/u1/recommendations?k=3&k=4", headers=plain).status_code == 422
         assert c.get("/v1/nothing/here").status_code == 404
 
     def count(route: str, method: str, status: int) -> float:

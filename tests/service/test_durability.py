@@ -93,7 +93,7 @@ def test_20000_events_from_16_clients_with_retries(
         }
     finally:
         store.close()
-    with live.client() as c:
+    with live.client(server_api_key) as c:
         metrics = c.get("/metrics").text
         recs = c.get(f"/v1/users/{users[0]}/recommendations").json()
     assert f"metarec_events_stored_total {N_EVENTS}" in metrics
@@ -149,7 +149,7 @@ def test_kill_9_loses_no_acknowledged_event(
         proc = serve_subprocess(service_run, db, server_api_key, log)
         url = served_url(log, proc, nth=2)  # the log is appended to
         wait_ready(url, proc)
-        with httpx.Client(base_url=url) as c:
+        with httpx.Client(base_url=url, headers={"X-API-Key": server_api_key}) as c:
             counts = [c.get(f"/v1/users/k{n}").json()["n_events"] for n in range(4)]
         store = FeedbackStore(f"sqlite:///{db}")
         try:

@@ -176,7 +176,8 @@ def test_rate_and_get_recommendations_in_a_browser(
 
     # what the page showed is what the server stored
     user_id = page.locator("#user-id").inner_text()
-    stored = httpx.get(f"{live_server}/v1/users/{user_id}", timeout=30).json()
+    key = {"X-API-Key": server_api_key}  # a user's data is read with the key
+    stored = httpx.get(f"{live_server}/v1/users/{user_id}", headers=key, timeout=30).json()
     ratings = {h["item_id"]: h["rating"] for h in stored["history"] if h["type"] == "rating"}
     assert ratings[top_id] == 4.0 and len(ratings) == 4
     assert sorted(v for k, v in ratings.items() if k != top_id) == [5.0, 5.0, 5.0]
@@ -244,7 +245,8 @@ def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
         expect(first.locator("#mine li .title")).to_have_text(["Star Wars (1977)"])
         expect(first.locator("#recs")).to_have_attribute("data-ratings", "1")
         expect(first.get_by_role("alert")).to_be_hidden()
-        stored = httpx.get(f"{live.url}/v1/users/web-forgotten", timeout=30).json()
+        key = {"X-API-Key": live.settings.api_key}
+        stored = httpx.get(f"{live.url}/v1/users/web-forgotten", headers=key, timeout=30).json()
         assert [h["item_id"] for h in stored["history"]] == ["50"]
 
         second = context.new_page()

@@ -390,7 +390,7 @@ def test_a_worker_started_later_learns_what_the_others_folded_in(
         _fresh_item_rated_low(ca)
         on_a = _score_of_fresh(ca)
     late = make_server(follow_store=True)
-    with late.client() as cl:
+    with late.client(server_api_key) as cl:
         on_late = _score_of_fresh(cl)
     assert on_late == pytest.approx(on_a, abs=1e-5)
 

@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     add_device_arg(sv)
     sv.add_argument(
         "--api-key",
-        help="key for write endpoints (default: $METAREC_API_KEY; without one, writes are "
+        help="key for writes and users' data (default: $METAREC_API_KEY; without one, they are "
         "taken from loopback only, which behind a proxy on this host is every client)",
     )
     sv.add_argument(

@@ -16,6 +16,16 @@ from metarec.service.errors import cut
 from metarec.service.middleware import refuse
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# users' own data (features, histories, and the lists that reveal their tastes): read
+# under the writes' rule, where a keyed server had it open to whoever reached its port
+USERS_PATH = "/v1/users"
+
+
+def guarded(method: str, path: str) -> bool:
+    """Whether a request needs the key (or, without one, a loopback client): every write
+    under /v1/, and every request for users' data."""
+    users = path == USERS_PATH or path.startswith(USERS_PATH + "/")
+    return users or (method in WRITE_METHODS and path.startswith("/v1/"))
 
 
 def is_loopback(host: str | None) -> bool:
@@ -31,12 +41,13 @@ def is_loopback(host: str | None) -> bool:
 
 
 class ApiKeyGuard:
-    """Write requests under /v1/ need ``X-API-Key``; checked before routing and before the
-    body is parsed, so a client without the key learns nothing about which write routes
-    exist (an unknown path or a wrong method is 401, not 404 or 405) or how bodies are
+    """Write requests under /v1/, and every request for users' data (:func:`guarded`),
+    need ``X-API-Key``; checked before routing and before the body is parsed, so a
+    client without the key learns nothing about which write routes exist (an unknown
+    path or a wrong method is 401, not 404 or 405), which users exist, or how bodies are
     validated (the body is read and dropped: answering while it is still arriving would
     reset the connection and lose the 401). With no key configured, only loopback
-    clients may write.
+    clients may make them.
 
     ``max_body_bytes``: the body limit's, which :class:`BodyLimit` (outside this guard)
     has already enforced, so the body read and dropped is never longer."""
@@ -56,11 +67,7 @@ class ApiKeyGuard:
         self.allowed_hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] in WRITE_METHODS
-            and scope["path"].startswith("/v1/")
-        ):
+        if scope["type"] == "http" and guarded(scope["method"], scope["path"]):
             denied = self._check(scope)
             if denied is not None:
                 await refuse(scope, receive, send, *denied, budget=self.max_body_bytes)
@@ -75,8 +82,9 @@ class ApiKeyGuard:
             return (
                 403,
                 "forbidden",
-                "no API key is configured on this server, so it accepts writes from "
-                "loopback clients only; start it with --api-key or METAREC_API_KEY",
+                "no API key is configured on this server, so it accepts writes, and "
+                "reads of users' data, from loopback clients only; start it with "
+                "--api-key or METAREC_API_KEY",
             )
         keys = [value for name, value in scope.get("headers", ()) if name == b"x-api-key"]
         if not keys:

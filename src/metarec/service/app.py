@@ -197,7 +197,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     warn_if_shared(runs_root(settings))
     if settings.api_key is None and settings.warn_no_api_key:
         log.warning(
-            "NO API KEY CONFIGURED: write endpoints accept loopback clients only, and "
+            "NO API KEY CONFIGURED: writes and users' data accept loopback clients only, and "
             "every request must name the server by IP address, localhost or an allowed host "
             "(set --api-key or METAREC_API_KEY)"
         )
@@ -545,7 +545,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/users/{user_id}",
         response_model=schemas.UserOut,
         tags=["users"],
-        responses=_errors(404, 503),
+        responses=_errors(401, 403, 404, 503),
+        dependencies=write,  # a user's data is read under the writes' rule
     )
     @in_thread_pool
     def get_user(user_id: UserId) -> dict[str, Any]:
@@ -651,7 +652,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/users/{user_id}/recommendations",
         response_model=schemas.Recommendations,
         tags=["users"],
-        responses=_errors(404, 503),
+        responses=_errors(401, 403, 404, 503),
+        dependencies=write,
     )
     @in_thread_pool
     def recommendations(

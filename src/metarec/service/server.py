@@ -198,7 +198,7 @@ def _announce(
     if settings.api_key is None:
         print(
             "metarec: WARNING: no API key configured (--api-key or METAREC_API_KEY): "
-            "write endpoints accept loopback clients only, and every client must name "
+            "writes and users' data accept loopback clients only, and every client must name "
             "this server by IP address or localhost"
             + (f" or {', '.join(settings.allowed_hosts)}" if settings.allowed_hosts else ""),
             file=sys.stderr,
