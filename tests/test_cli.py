@@ -1523,3 +1523,19 @@ def test_a_runs_split_is_carried_onto_its_own_data_only(tmp_path: Path) -> None:
     assert _recorded_split(str(config), folder) == ("p1", 7)
     assert _recorded_split(str(config), {**folder, "data": "/y/ratings"}) is None
     assert _recorded_split(str(tmp_path / "cfg.toml"), folder) is None  # no run's config
+
+
+def test_the_store_url_may_come_from_the_environment(
+    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL URL's password in --db was readable by every account in ps."""
+    from metarec.cli.options import DB_ENV, db_from_env
+
+    monkeypatch.delenv(DB_ENV, raising=False)
+    assert db_from_env(None, required=False) is None
+    assert_one_line_error(cli("retrain", "run", "--out", "o"), "--db: required", f"${DB_ENV}")
+    monkeypatch.setenv(DB_ENV, "postgresql://svc:pw@db/feedback")
+    assert db_from_env(None, required=True) == "postgresql://svc:pw@db/feedback"
+    assert db_from_env("sqlite:///given.db", required=True) == "sqlite:///given.db"  # --db wins
+    monkeypatch.setenv(DB_ENV, " ")
+    assert_one_line_error(cli("retrain", "run", "--out", "o"), f"${DB_ENV}: empty")

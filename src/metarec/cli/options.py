@@ -51,6 +51,26 @@ def store_url(value: str) -> str:
     return value
 
 
+# the store's URL, where a password in --db would be readable by every account in ps
+DB_ENV = "METAREC_DB"
+
+
+def db_from_env(given: str | None, *, required: bool) -> str | None:
+    """``--db`` wins, then ``$METAREC_DB``; None where neither is set and the command
+    has a default. An empty ``$METAREC_DB`` is refused, as an empty ``--db`` is."""
+    if given is not None:
+        return given
+    value = os.environ.get(DB_ENV)
+    if value is None:
+        if required:
+            raise ConfigError(f"--db: required, a store URL (sqlite:///feedback.db, "
+                              f"postgresql://...), or set ${DB_ENV}")  # fmt: skip
+        return None
+    if not value.strip():
+        raise ConfigError(f"${DB_ENV}: empty; give a store URL, or unset it")
+    return value
+
+
 @contextlib.contextmanager
 def named_as_flags(
     flags: Mapping[str, str], within: Mapping[str, str] | None = None

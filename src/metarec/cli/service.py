@@ -14,6 +14,7 @@ from metarec.cli.options import (
     check_writable,
     data_or_root,
     data_spec,
+    db_from_env,
     named_as_flags,
     path_arg,
     store_url,
@@ -27,7 +28,8 @@ def register(sub: Any) -> None:
         "--db",
         type=store_url,
         help="feedback store URL: sqlite:///path.db or postgresql://user:pw@host/db "
-        "(default: sqlite file metarec-feedback.db in the current directory)",
+        "(default: $METAREC_DB, which keeps a password out of ps, else the sqlite file "
+        "metarec-feedback.db in the current directory)",
     )
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sv.add_argument(
@@ -95,7 +97,9 @@ def register(sub: Any) -> None:
     rt.add_argument(
         "run", type=path_arg, help="the run or ensemble being served (an ensemble: every member)"
     )
-    rt.add_argument("--db", type=store_url, required=True, help="feedback store URL (as for serve)")
+    rt.add_argument(
+        "--db", type=store_url, help="feedback store URL (as for serve; default: $METAREC_DB)"
+    )
     rt.add_argument("--out", type=path_arg, required=True, help="folder for the new run")
     add_data_args(rt, recorded=True)
     rt.add_argument("--root", type=path_arg, help="same as --data")
@@ -126,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with named_as_flags(_FLAGS, _WITHIN):
         settings = ServiceSettings(
             run=Path(args.run),
-            db_url=default_db_url() if args.db is None else args.db,
+            db_url=db_from_env(args.db, required=False) or default_db_url(),
             api_key=ServiceSettings.key_from_env(args.api_key),
             cors_origins=tuple(args.cors or ()),
             allowed_hosts=allowed_hosts(args),
@@ -192,6 +196,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from metarec.retrain import retrain
 
     check_writable(args.out, "--out")
+    args.db = db_from_env(args.db, required=True)
     args.data = data_or_root(args)
     within = {"force=True": "--force", "spec=": "--dataset/--data or --interactions"}
     with named_as_flags(_RETRAIN_FLAGS, within):
