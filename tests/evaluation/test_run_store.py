@@ -346,6 +346,37 @@ def _read_back(out: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
+def test_a_resumed_p1_run_reads_back_a_model_that_predicts_no_ratings(
+    shared_data: Path,
+    tmp_path: Path,
+    stop_at_bias: Callable[[int], None],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """P1's pooled states leave popularity out (it predicts no ratings): its kept record
+    was refused as damaged, refitted, and the report said its files had been edited."""
+    import warnings
+
+    monkeypatch.setenv("METAREC_CACHE", str(tmp_path / "cache"))
+    options: dict[str, Any] = dict(
+        root=str(shared_data), peers=["popularity", "bias"], algorithms=["fomaml"], plots=False,
+        overrides=["encoder=tfidf", "epochs=1", "max_train_users=60", "inner_steps=1"],
+    )  # fmt: skip
+    stop_at_bias(1)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_benchmark("p1", "ml-100k", out=tmp_path, **options)
+    kept = json.loads(next(tmp_path.rglob("00-popularity/result.json")).read_text())
+    assert kept["result"]["summary"]["item_cold_pooled"] == {}  # what was refused
+    stop_at_bias(0)
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*fitting .* again")
+        result = benchmark.run_benchmark("p1", "ml-100k", out=tmp_path, **options)
+    assert _read_back(capsys.readouterr().out) == ["popularity"]
+    assert not [w for w in result.get("warnings", []) if "again" in w]
+
+
 def test_a_split_file_edited_before_the_resume_refits_every_model(
     tmp_path: Path, stop_at_bias: Callable[[int], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
