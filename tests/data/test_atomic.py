@@ -266,6 +266,19 @@ def test_other_layouts_item_text_is_read_from_their_fields(tmp_path: Path) -> No
     assert items["text"].tolist() == [
         "Classical Mythology (2002). Mark P. O. Morford. Oxford University Press"
     ]
+    # a number in brackets is no year in titles not written "Title (Year)": it was
+    # taken from the title once a year field was read (the load_table rule, and the
+    # one for items added later)
+    (d / "bx.item").write_text(
+        "item_id:token\tbook_title:token_seq\tpublication_year:float\n"
+        "1\tTea Bags (1000)\t2002\n2\tChronicle (1066)\t\n3\tEmma\t1815\n"
+        "4\tPersuasion\t1817\n5\tLa Peste\t1947\n"
+    )
+    books = load_atomic(d).items
+    assert books["title"].tolist() == [
+        "Tea Bags (1000)", "Chronicle (1066)", "Emma", "Persuasion", "La Peste"
+    ]  # fmt: skip
+    assert books["year"].fillna(0).tolist() == [2002, 0, 1815, 1817, 1947]
     # with no word of text at all, said as load_table says it
     (d / "bx.item").write_text("item_id:token\tprice:float\n0195153448\t3\n")
     with pytest.warns(UserWarning, match=r"bx\.item: no title field .* ids alone"):

@@ -224,11 +224,22 @@ def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
     # ml-1m names items "Title (Year)"; without a title field that id is the title.
     named = raw[title_col] if title_col else raw["item_id"]
     titles, title_years = split_title_year(named)
-    if year_col is None and not dated_titles(named):  # "Tea Bags (1000)" names no year
-        titles = named.astype(object).where(named.notna(), "").astype(str)
-        title_years = pd.Series(float("nan"), index=named.index, dtype="float64")
-    frame = pd.DataFrame({"item_id": raw["item_id"], "title": titles}, index=raw.index)
     years = pd.to_numeric(raw[year_col], errors="coerce") if year_col else title_years
+    if not dated_titles(named):
+        # "Tea Bags (1000)" names no year: in titles not written "Title (Year)" a
+        # title's year is read only where it is the year field's, or where that field
+        # holds a slip ("V", ml-100k's item 1412) rather than nothing. With Book-
+        # Crossing's publication_year read, every bracketed number was split off, and
+        # an empty year took one for the book's
+        field = raw[year_col] if year_col else pd.Series(pd.NA, index=raw.index)
+        slip = years.isna() & field.notna() & field.astype(str).str.strip().ne("")
+        read = title_years.notna() & ((title_years == years) | slip)
+        if year_col is None:  # the title alone: no field to agree with
+            read[:] = False
+        whole = named.astype(object).where(named.notna(), "").astype(str)
+        titles = titles.where(read, whole)
+        title_years = title_years.where(read)
+    frame = pd.DataFrame({"item_id": raw["item_id"], "title": titles}, index=raw.index)
     # A year field that does not parse ("unkonwn", "V" in ml-100k) falls back to
     # the year in the title, where there is one.
     frame["year"] = years.fillna(title_years)
