@@ -319,7 +319,10 @@ def test_a_run_folder_and_an_empty_one_are_runs_outs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "run" / "checkpoint").mkdir(parents=True)  # an interrupted run's
     (tmp_path / "run" / "notes.txt").write_text("mine")
-    for out in ("empty", "run", "new"):
+    (tmp_path / "logged").mkdir()  # `metarec train --out logged 2> logged/train.log`
+    (tmp_path / "logged" / "train.log").write_text("")
+    (tmp_path / "mounted" / "lost+found").mkdir(parents=True)  # a file system's root
+    for out in ("empty", "run", "new", "logged", "mounted"):
         check_run_out(tmp_path / out, "--out")
 
 

@@ -18,7 +18,9 @@ smaller tensors saw no difference.
 :func:`keep_freed_memory` raises both thresholds with ``mallopt`` (the mmap
 threshold to the 32 MiB glibc's own adjustment stops at), once per process, so
 freed blocks are reused from the heap. The cost is that the process keeps its
-peak memory until it exits rather than shrinking between steps. The ``metarec``
+peak memory until it exits rather than shrinking between steps; a long-running
+server that keeps small objects from each request gives pages back with
+:class:`HeapTrimmer`. The ``metarec``
 command calls it at start (``METAREC_KEEP_FREED_MEMORY=0`` turns that off); code
 using the Python API may call it too, or preload jemalloc or tcmalloc, which
 PyTorch's CPU tuning guide recommends for the same reason. It does nothing, and

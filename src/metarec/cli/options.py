@@ -140,7 +140,13 @@ def check_run_out(value: str | os.PathLike[str], flag: str) -> None:
         raise ConfigError(
             f"{flag} {value}: is an ensemble folder; train writes a run, give a new folder"
         )
-    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    # what a run folder may hold beside the run: the command's own log (`2> run/log`
+    # creates it first) and a fresh file system's lost+found
+    names = sorted(
+        p.name
+        for p in out.iterdir()
+        if not (p.name.startswith(".") or p.name.endswith(".log") or p.name == "lost+found")
+    )
     if names and not RUN_ENTRIES.intersection(names):
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3:,} more" if len(names) > 3 else "")
         raise ConfigError(

@@ -232,6 +232,8 @@ class Served:
         """Up to ``limit`` items whose title contains ``q`` (ignoring case and accents:
         :func:`search_key`), most rated first."""
         needle = search_key(q.strip()).replace(_SEP, " ")
+        if not needle and q.strip():  # accents alone: no title holds nothing but them
+            return []
         out: list[dict[str, str]] = []
         with self.lock.read():  # the fields below are rebuilt together as items are added
             hay, starts = self.haystack, self.starts
