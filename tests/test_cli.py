@@ -1529,7 +1529,7 @@ def test_a_runs_split_is_carried_onto_its_own_data_only(tmp_path: Path) -> None:
 
 
 def test_the_store_url_may_come_from_the_environment(
-    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A PostgreSQL URL's password in --db was readable by every account in ps."""
     from metarec.cli.options import DB_ENV, db_from_env
@@ -1542,3 +1542,11 @@ def test_the_store_url_may_come_from_the_environment(
     assert db_from_env("sqlite:///given.db", required=True) == "sqlite:///given.db"  # --db wins
     monkeypatch.setenv(DB_ENV, " ")
     assert_one_line_error(cli("retrain", "run", "--out", "o"), f"${DB_ENV}: empty")
+    # serve reads it, and a bad one is named as what it came from, not a --db never given
+    monkeypatch.setenv(DB_ENV, "bogus://svc:pw@db/feedback")
+    (tmp_path / "ens").mkdir()  # an ensemble's folder, by its manifest's name: the URL is
+    (tmp_path / "ens" / "ensemble.json").write_text("{}")  # refused before a run loads
+    assert_one_line_error(
+        cli("serve", str(tmp_path / "ens"), "--port", "0"),
+        f"${DB_ENV} 'bogus://svc:***@db/feedback': unsupported database",
+    )

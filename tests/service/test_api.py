@@ -1286,6 +1286,12 @@ def test_without_a_key_only_loopback_may_write(make_server: Callable[..., LiveSe
         assert guarded(method, path) is needs, (method, path)
     with live.client() as c:  # loopback: its own users' data, as its writes
         assert c.get("/v1/users/local").status_code == 200
+        # but not for a page of another site open in this host's browser
+        r = c.get("/v1/users/local", headers={"Origin": "http://localhost:18742"})
+        assert r.status_code == 403, r.text
+        assert (
+            "a read of a user's data from a page of another origin" in r.json()["error"]["message"]
+        )
     # a page of another site, open in this host's browser, posted to it as loopback:
     # any site could reload the model or fold feedback in
     with live.client() as c:

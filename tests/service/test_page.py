@@ -122,7 +122,7 @@ def test_rate_and_get_recommendations_in_a_browser(
     rate_from_search(page, *RATED[0], stars=5)
     alert = page.get_by_role("alert")
     expect(alert).to_be_visible()
-    expect(alert).to_contain_text("Saving ratings needs this server's API key")
+    expect(alert).to_contain_text("Your ratings are read and saved with this server's API key")
     expect(page.locator("#mine li")).to_have_count(0)
     # over the page, not in it: the banner pushed the lists down, and the next click at
     # the same place rated another film
@@ -377,6 +377,24 @@ def test_a_list_changed_out_of_sight_says_where_it_is(
     to_recs.click()
     expect(page.locator("#recs-heading")).to_be_in_viewport()
     expect(to_recs).to_be_hidden()
+    # a reload changes nothing, and says nothing changed
+    page.reload()
+    expect(page.locator("#recs")).to_have_attribute("data-ratings", "1")
+    expect(to_recs).to_be_hidden()
+    # a browser whose key is gone: the user's ratings are read with the key too; once
+    # it is saved again they are read in, without a reload
+    page.evaluate("localStorage.removeItem('metarec.apiKey')")
+    page.reload()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("Your ratings are read and saved with this server's API key")
+    expect(page.locator("#recs li")).to_have_count(0)
+    tab.problems.clear()  # the refused read, logged by the browser as a 401
+    page.get_by_label("API key").fill(server_api_key)
+    page.get_by_role("button", name="Save key").click()
+    expect(page.locator("#recs")).to_have_attribute("data-ratings", "1")
+    expect(page.locator("#recs li")).to_have_count(10)
+    expect(alert).to_be_hidden()
+    page.locator("#settings summary").click()
     # on a wide screen the list is in view beside the search: nothing to say
     page.set_viewport_size({"width": 1280, "height": 900})
     page.evaluate("window.scrollTo(0, 0)")

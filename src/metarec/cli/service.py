@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from metarec.cli.options import (
+    DB_ENV,
     add_data_args,
     add_device_arg,
     add_set_arg,
@@ -19,6 +23,7 @@ from metarec.cli.options import (
     path_arg,
     store_url,
 )
+from metarec.errors import MetarecError
 
 
 def register(sub: Any) -> None:
@@ -142,7 +147,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             device=args.device,
             runs_dir=None if args.runs_dir is None else Path(args.runs_dir),
         )
-    check_db_url(settings.db_url)  # before the run loads: "bogus://x" was refused after it
+    with _store_named(args.db):
+        check_db_url(settings.db_url)  # before the run loads: "bogus://x" was refused after it
     serve(settings, host=args.host, port=args.port, workers=args.workers)
     # Ctrl-C and SIGTERM reach uvicorn, which drains in-flight requests and returns:
     # a clean stop, so 0, as uvicorn and gunicorn exit (not 130 like an interrupted job)
@@ -192,14 +198,26 @@ _RETRAIN_FLAGS = {
 }
 
 
+@contextlib.contextmanager
+def _store_named(given: str | None) -> Iterator[None]:
+    """Errors about a store URL read from ``$METAREC_DB`` name it, not a --db never
+    given (the messages name --db, as most URLs come from it)."""
+    try:
+        yield
+    except MetarecError as exc:
+        if given is None and os.environ.get(DB_ENV) is not None and "--db" in str(exc):
+            exc.args = (str(exc).replace("--db", f"${DB_ENV}"),)
+        raise
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from metarec.retrain import retrain
 
     check_writable(args.out, "--out")
-    args.db = db_from_env(args.db, required=True)
+    given, args.db = args.db, db_from_env(args.db, required=True)
     args.data = data_or_root(args)
     within = {"force=True": "--force", "spec=": "--dataset/--data or --interactions"}
-    with named_as_flags(_RETRAIN_FLAGS, within):
+    with _store_named(given), named_as_flags(_RETRAIN_FLAGS, within):
         result = retrain(
             args.run,
             args.db,

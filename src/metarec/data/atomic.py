@@ -30,13 +30,21 @@ from metarec.data.generic import (
     infer_rating_range,
 )
 from metarec.data.schema import Dataset
-from metarec.data.text import ItemTextConfig, dated_titles, normalise_genres, split_title_year
+from metarec.data.text import (
+    LAST_TITLE_YEAR,
+    ItemTextConfig,
+    dated_titles,
+    normalise_genres,
+    split_title_year,
+)
 from metarec.errors import DataError
 
 TYPES = ("token", "token_seq", "float", "float_seq")
 _HEADER_FIELD = re.compile(r"^(?P<name>[^:\s]+):(?P<type>\S+)$")
 
 TITLE_FIELDS = ("movie_title", "title", "name")
+# the earliest title year read where a year field holds a slip (ml-100k's "V")
+FIRST_SLIP_YEAR = 1800
 YEAR_FIELDS = ("release_year", "year")
 GENRE_FIELDS = ("class", "genre", "genres")
 
@@ -232,7 +240,10 @@ def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
         # Crossing's publication_year read, every bracketed number was split off, and
         # an empty year took one for the book's
         field = raw[year_col] if year_col else pd.Series(pd.NA, index=raw.index)
-        slip = years.isna() & field.notna() & field.astype(str).str.strip().ne("")
+        # a slip's title year is a plausible release year: "Tea Bags (1000)" beside an
+        # "unknown" is no book of the year 1000, nor "Copy Paper (5000)" one of 5000
+        plausible = (title_years >= FIRST_SLIP_YEAR) & (title_years < LAST_TITLE_YEAR)
+        slip = plausible & years.isna() & field.notna() & field.astype(str).str.strip().ne("")
         read = title_years.notna() & ((title_years == years) | slip)
         if year_col is None:  # the title alone: no field to agree with
             read[:] = False

@@ -97,10 +97,11 @@ class ApiKeyGuard:
         return None
 
     def _cross_origin(self, scope: Scope) -> tuple[int, str, str] | None:
-        """A keyless server's loopback write sent by a page of another origin (a site
-        the user has open, whose script posts to 127.0.0.1): refused, unless --cors
-        lists that origin. Such a request comes from the browser on this host, so the
-        loopback rule let any site reload the model or fold feedback in."""
+        """A keyless server's loopback write, or read of a user's data, sent by a page of
+        another origin (a site the user has open, whose script posts to 127.0.0.1):
+        refused, unless --cors lists that origin. Such a request comes from the browser
+        on this host, so the loopback rule let any site reload the model or fold
+        feedback in."""
         headers = dict(scope.get("headers", ()))
         origin = headers.get(b"origin", b"").decode("latin-1")
         if not origin:
@@ -110,11 +111,12 @@ class ApiKeyGuard:
         host = headers.get(b"host", b"").decode("latin-1")
         if origin != "null" and _same_origin(origin, host, self.allowed_hosts):
             return None
+        kind = "write" if scope["method"] in WRITE_METHODS else "read of a user's data"
         return (
             403,
             "forbidden",
-            f"a write from a page of another origin ({cut(origin)}) to a server without an "
-            "API key; start it with --api-key, or list the origin with --cors",
+            f"a {kind} from a page of another origin ({cut(origin)}) to a server without "
+            "an API key; start it with --api-key, or list the origin with --cors",
         )
 
 
@@ -162,9 +164,10 @@ class KeylessHostGuard:
     requests still name the site in ``Host``, and an IP address cannot be rebound.
     Judged for every client, not only loopback ones: uvicorn takes a loopback client's
     ``X-Forwarded-For`` as its address, which such a page can set. A server with a key
-    takes no part (it is meant to be reached, and its reads are open to whoever
-    reaches it) unless its page carries the key (``--page-api-key``): a rebinding
-    site read the key off the page, then wrote as it pleased."""
+    takes no part (it is meant to be reached: its catalogue reads are open to whoever
+    reaches it, and a user's data needs its key) unless its page carries the key
+    (``--page-api-key``): a rebinding site read the key off the page, then wrote as it
+    pleased."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], max_body_bytes: int) -> None:
         self.app = app
