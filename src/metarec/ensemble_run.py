@@ -111,6 +111,9 @@ class EnsembleRecommender(TopK):
         self.rating_range = self.primary.rating_range
         # stamped on every state this object adapts (see EnsembleUserState.adapted_by)
         self._key = uuid.uuid4().hex
+        # changes to its members in place (items added, peers' vectors updated): what
+        # is kept from its scores (explain.ensemble_prior) is remade after one
+        self.changes = 0
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None) -> EnsembleRecommender:
@@ -395,6 +398,7 @@ class EnsembleRecommender(TopK):
             )
         else:
             vectors = check_new_vectors(vectors, frame["item_id"], self.model.tower.item_vectors)
+        self.changes += 1  # before: a failure part way may have changed some members
         self.ensemble.add_items(frame, np.asarray(vectors, dtype=np.float32))
         return len(frame)
 
@@ -424,6 +428,7 @@ class EnsembleRecommender(TopK):
             vectors, ids, self.model.tower.item_vectors, "update_peer_vectors"
         )
         unit = _unit_rows(checked.astype(np.float64))
+        self.changes += 1
         for m in self.ensemble.members.values():
             if isinstance(m, ContentKNN) and m.vectors is not None:
                 m.vectors[rows] = unit

@@ -61,7 +61,7 @@ from metarec.ranking import item_keys
 from metarec.recommender import Recommender, UserState
 
 if TYPE_CHECKING:
-    from metarec.ensemble_run import ServedModel
+    from metarec.ensemble_run import EnsembleRecommender, ServedModel
     from metarec.inputs import ItemKeys
 
 POPULAR = "Well liked by users overall"
@@ -318,8 +318,7 @@ def lifted(
 
     k = len(items)
     if isinstance(rec, EnsembleRecommender):
-        prior = np.asarray(rec.score(rec.adapt([])), dtype=np.float64)
-        return np.ones(k, dtype=bool), _prior_words(rec, items, prior)
+        return np.ones(k, dtype=bool), _prior_words(rec, items, ensemble_prior(rec))
     prior = prior_catalogue_scores(rec, user)
     sample = lift_sample(rec.n_items)
     rows = np.concatenate([np.asarray(items, dtype=np.int64), sample])
@@ -378,27 +377,51 @@ def _prior_words(rec: ServedModel, items: np.ndarray, prior: np.ndarray) -> list
 _PRIORS_KEPT = 64
 
 
-def prior_catalogue_scores(rec: Recommender, user: UserState) -> np.ndarray:
-    """The catalogue's scores for ``user``'s features with no ratings (float64), kept on
-    the run (by feature codes) while its weights, its catalogue's cached side (remade by
-    any change of items, their vectors or their offsets: a fold-in) and its size stay
-    the same tensors at the same versions, compared by identity: ids alone were reused
-    by the next refresh's tensors, and a fold-in's new offsets went unseen."""
-    model = rec.model
-    tensors = (*model.parameters(), *model.buffers(), *(rec.learner.scorer.catalogue or ()))
+def _kept_while_unchanged(
+    owner: object, runs: Sequence[Recommender], stamp: tuple[object, ...] = ()
+) -> dict[Any, np.ndarray]:
+    """A dict kept on ``owner`` while the ``runs``' weights, their catalogues' cached side
+    (remade by any change of items, their vectors or their offsets: a fold-in) and
+    ``stamp`` stay the same tensors at the same versions, compared by identity: ids
+    alone were reused by the next refresh's tensors, and a fold-in's new offsets went
+    unseen. An empty one otherwise."""
+    tensors = tuple(
+        t
+        for rec in runs
+        for t in (*rec.model.parameters(), *rec.model.buffers(),
+                  *(rec.learner.scorer.catalogue or ()))
+    )  # fmt: skip
     versions = tuple(t._version for t in tensors)
-    kept = getattr(rec, "_metarec_priors", None)
+    kept = getattr(owner, "_metarec_priors", None)
     fresh = (
         kept is not None
-        and kept[0] == rec.n_items
+        and kept[0] == stamp
         and len(kept[1]) == len(tensors)
         and all(a is b for a, b in zip(kept[1], tensors, strict=True))
         and kept[2] == versions
     )
     if not fresh:
-        kept = (rec.n_items, tensors, versions, {})
-        rec._metarec_priors = kept  # type: ignore[attr-defined]
-    by_codes: dict[tuple[int, ...], np.ndarray] = kept[3]  # type: ignore[index]
+        kept = (stamp, tensors, versions, {})
+        owner._metarec_priors = kept  # type: ignore[attr-defined]
+    return kept[3]  # type: ignore[index]
+
+
+def ensemble_prior(rec: EnsembleRecommender) -> np.ndarray:
+    """An ensemble's catalogue scores for a user with no ratings, kept while it and its
+    metarec members stay as they were (:func:`_kept_while_unchanged`, and the
+    ensemble's count of changes to its peers): every explained list scored it anew,
+    the work of a cold request to every member."""
+    kept = _kept_while_unchanged(rec, rec.metarec_members(), (rec.n_items, rec.changes))
+    scores = kept.get(())
+    if scores is None:
+        scores = kept[()] = np.asarray(rec.score(rec.adapt([])), dtype=np.float64)
+    return scores
+
+
+def prior_catalogue_scores(rec: Recommender, user: UserState) -> np.ndarray:
+    """The catalogue's scores for ``user``'s features with no ratings (float64), kept on
+    the run (by feature codes) while it stays as it was (:func:`_kept_while_unchanged`)."""
+    by_codes = _kept_while_unchanged(rec, [rec], (rec.n_items,))
     codes = tuple(int(c) for c in user.user_features.flatten().tolist())
     scores = by_codes.get(codes)
     if scores is None:

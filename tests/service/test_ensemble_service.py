@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from metarec.config import TrainConfig
@@ -150,3 +151,38 @@ def test_each_member_is_served_the_user_features_it_reads(
     scores = {it["item_id"]: it["score"] for it in served}
     expected = {i: float(with_them[rec.item_index[i]]) for i in scores}
     assert scores == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_ensembles_prior_is_scored_once_until_it_changes(ensemble_dir: Path) -> None:
+    """Every explained list of an ensemble scored its no-ratings prior anew, a cold
+    request's work for every member; kept now until items or vectors change."""
+    import numpy as np
+
+    from metarec.explain import ensemble_prior, explain_indices
+
+    rec = load_run(ensemble_dir)
+    assert isinstance(rec, EnsembleRecommender)
+    user = rec.adapt(RATINGS)
+    calls: list[int] = []
+    score = rec.score
+
+    def counted(state: object, items: object = None) -> np.ndarray:
+        calls.append(1)
+        return score(state, items)  # type: ignore[arg-type]
+
+    rec.score = counted  # type: ignore[method-assign]
+    first = ensemble_prior(rec)
+    explain_indices(rec, user, [0, 1, 2])
+    explain_indices(rec, user, [3, 4])
+    assert len(calls) == 1 and ensemble_prior(rec) is first
+    rec.score = score  # type: ignore[method-assign]
+    assert np.array_equal(first, rec.score(rec.adapt([])))  # what it stands for
+    rec.add_items(
+        pd.DataFrame({"item_id": ["p-new"], "title": ["Night Train"]}),
+        vectors=np.ones((1, rec.model.tower.item_vectors.shape[1]), dtype=np.float32),
+    )
+    again = ensemble_prior(rec)
+    assert len(again) == len(first) + 1  # made again for the grown catalogue
+    before = rec.changes
+    rec.update_peer_vectors([0], np.ones((1, rec.model.tower.item_vectors.shape[1])))
+    assert rec.changes == before + 1 and ensemble_prior(rec) is not again
