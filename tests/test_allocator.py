@@ -87,8 +87,10 @@ def test_the_cli_tunes_the_allocator_unless_told_not_to(env, calls, monkeypatch,
 # HeapTrimmer trims; prints the resident MiB before and after, and whether it trimmed.
 _PINNED = """
 import ctypes, ctypes.util
-from metarec.allocator import HeapTrimmer, resident_bytes
-trimmer = HeapTrimmer(growth={growth}, every=1)
+from metarec.allocator import HeapTrimmer, keep_freed_memory, resident_bytes
+keep_freed_memory()  # as `metarec serve` runs: glibc's own thresholds gave freed blocks
+trimmer = HeapTrimmer(growth={growth}, every=1)  # back itself in some runs, not others
+base = resident_bytes()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
@@ -103,7 +105,7 @@ for block in large:
     libc.free(block)
 before = resident_bytes()
 trimmed = trimmer.note()
-print(before >> 20, resident_bytes() >> 20, trimmed, trimmer.trims)
+print(base >> 20, before >> 20, resident_bytes() >> 20, trimmed, trimmer.trims)
 """
 
 
@@ -112,7 +114,10 @@ def _pinned(growth: int) -> tuple[int, int, bool, int]:
         [sys.executable, "-c", _PINNED.format(growth=growth)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    before, after, trimmed, trims = out.stdout.split()
+    base, before, after, trimmed, trims = out.stdout.split()
+    if int(before) - int(base) < 150:
+        # glibc gave the freed blocks back by itself: nothing pinned is left to trim
+        pytest.skip(f"the freed blocks were not kept resident ({before} MiB from {base})")
     return int(before), int(after), trimmed == "True", int(trims)
 
 
