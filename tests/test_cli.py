@@ -1544,6 +1544,16 @@ def test_the_store_url_may_come_from_the_environment(
     assert_one_line_error(cli("retrain", "run", "--out", "o"), f"${DB_ENV}: empty")
     # serve reads it, and a bad one is named as what it came from, not a --db never given
     monkeypatch.setenv(DB_ENV, "bogus://svc:pw@db/feedback")
+    # the flag is renamed, not the URL's own "--db"
+    from metarec.cli.service import _store_named
+    from metarec.errors import MetarecError
+    from metarec.service.store import check_db_url
+
+    monkeypatch.setenv(DB_ENV, "bogus:///srv/feed--db.db")
+    said = r"^\$METAREC_DB 'bogus:///srv/feed--db\.db'"
+    with pytest.raises(MetarecError, match=said), _store_named(None):
+        check_db_url("bogus:///srv/feed--db.db")
+    monkeypatch.setenv(DB_ENV, "bogus://svc:pw@db/feedback")
     (tmp_path / "ens").mkdir()  # an ensemble's folder, by its manifest's name: the URL is
     (tmp_path / "ens" / "ensemble.json").write_text("{}")  # refused before a run loads
     assert_one_line_error(

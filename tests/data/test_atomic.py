@@ -283,6 +283,14 @@ def test_other_layouts_item_text_is_read_from_their_fields(tmp_path: Path) -> No
     ]  # fmt: skip
     # a field's slip ("V", as ml-100k's item 1412 has) takes a plausible title year
     assert books["year"].fillna(0).tolist()[:8] == [2002, 0, 1815, 1817, 1947, 0, 0, 1965]
+    # nor without a year field: "Tea Bags (1000)" was the year 1000 of a "Tea Bags"
+    (d / "bx.item").write_text(
+        "item_id:token\tbook_title:token_seq\n1\tTea Bags (1000)\n2\tSoap\n3\tPen\n"
+        "4\tCopy Paper (5000)\n"
+    )
+    shop = load_atomic(d).items
+    assert shop["title"].tolist() == ["Tea Bags (1000)", "Soap", "Pen", "Copy Paper (5000)"]
+    assert shop["year"].isna().all()
     # with no word of text at all, said as load_table says it
     (d / "bx.item").write_text("item_id:token\tprice:float\n0195153448\t3\n")
     with pytest.warns(UserWarning, match=r"bx\.item: no title field .* ids alone"):

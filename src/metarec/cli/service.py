@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,7 +207,8 @@ def _store_named(given: str | None) -> Iterator[None]:
         yield
     except MetarecError as exc:
         if given is None and os.environ.get(DB_ENV) is not None and "--db" in str(exc):
-            exc.args = (str(exc).replace("--db", f"${DB_ENV}"),)
+            # the flag as a word: a URL's own "feed--db.db" is left as it is
+            exc.args = (re.sub(r"(?<![\w-])--db(?![\w-])", f"${DB_ENV}", str(exc)),)
         raise
 
 

@@ -247,6 +247,7 @@ def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
         read = title_years.notna() & ((title_years == years) | slip)
         if year_col is None:  # the title alone: no field to agree with
             read[:] = False
+            years = pd.Series(float("nan"), index=raw.index, dtype="float64")
         whole = named.astype(object).where(named.notna(), "").astype(str)
         titles = titles.where(read, whole)
         title_years = title_years.where(read)
