@@ -314,7 +314,10 @@ def test_a_folder_that_holds_no_run_is_no_runs_out(
 
 
 def test_a_run_folder_and_an_empty_one_are_runs_outs(tmp_path: Path) -> None:
-    from metarec.cli.options import check_run_out
+    from metarec.cli.options import RUN_ENTRIES, check_run_out
+    from metarec.trained_users import SPLIT, TRAINED_USERS
+
+    assert {SPLIT, TRAINED_USERS} <= RUN_ENTRIES  # spelled out there, kept in step here
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "run" / "checkpoint").mkdir(parents=True)  # an interrupted run's

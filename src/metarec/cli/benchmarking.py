@@ -346,7 +346,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"--write: rewrites a benchmark's report (a .json or a results folder); {path} "
             f"is {'an ensemble' if ensemble else 'a run'} folder, whose report is printed only"
         )
-    if path.is_dir() and is_ensemble_dir(path):
+    if ensemble:
         _print_ensemble(path)
         return 0
     if path.is_dir() and (path / "recommender.json").exists():

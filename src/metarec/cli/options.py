@@ -118,7 +118,8 @@ def check_writable(value: str | os.PathLike[str], flag: str, *, file: bool = Fal
         ) from None
 
 
-# what `train` leaves in a run folder, finished or (checkpoint/) interrupted
+# what `train` leaves in a run folder, finished or (checkpoint/) interrupted; spelled
+# out, as metarec.trained_users (SPLIT, TRAINED_USERS) imports torch
 RUN_ENTRIES = frozenset({
     "recommender.json", "model.safetensors", "items.json", "config.json", "split.json",
     "trained-users.json", "metrics.json", "heldout.json", "retrain.json", "checkpoint",

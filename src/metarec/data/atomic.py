@@ -239,15 +239,18 @@ def _load_items(path: Path, text: ItemTextConfig | None) -> pd.DataFrame:
         # holds a slip ("V", ml-100k's item 1412) rather than nothing. With Book-
         # Crossing's publication_year read, every bracketed number was split off, and
         # an empty year took one for the book's
-        field = raw[year_col] if year_col else pd.Series(pd.NA, index=raw.index)
-        # a slip's title year is a plausible release year: "Tea Bags (1000)" beside an
-        # "unknown" is no book of the year 1000, nor "Copy Paper (5000)" one of 5000
-        plausible = (title_years >= FIRST_SLIP_YEAR) & (title_years < LAST_TITLE_YEAR)
-        slip = plausible & years.isna() & field.notna() & field.astype(str).str.strip().ne("")
-        read = title_years.notna() & ((title_years == years) | slip)
         if year_col is None:  # the title alone: no field to agree with
-            read[:] = False
+            read = pd.Series(False, index=raw.index)
             years = pd.Series(float("nan"), index=raw.index, dtype="float64")
+        else:
+            field = raw[year_col]
+            # a slip's title year is a plausible release year: "Tea Bags (1000)" beside
+            # "unknown" is no book of the year 1000, nor "Copy Paper (5000)" one of 5000
+            plausible = (title_years >= FIRST_SLIP_YEAR) & (title_years < LAST_TITLE_YEAR)
+            written = field.notna() & field.astype(str).str.strip().ne("")
+            read = title_years.notna() & (
+                (title_years == years) | (plausible & years.isna() & written)
+            )
         whole = named.astype(object).where(named.notna(), "").astype(str)
         titles = titles.where(read, whole)
         title_years = title_years.where(read)

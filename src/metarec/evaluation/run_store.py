@@ -236,9 +236,10 @@ class RunStore:
             return None
         if not isinstance(record, dict) or record.get("name") != name:
             return None
-        problem = _kept_model_problem(record, name, where / RESULT)
-        if problem:
-            warnings.warn(f"{problem}; fitting {name} again", stacklevel=1)
+        try:
+            _check_kept_model(record, name, where / RESULT)
+        except DataError as exc:
+            warnings.warn(f"{exc}; fitting {name} again", stacklevel=1)
             return None
         if not needed:
             return record, None
@@ -269,23 +270,19 @@ class RunStore:
         save_json(where / RESULT, {"name": name, **record})
 
 
-def _kept_model_problem(record: dict[str, Any], name: str, path: Path) -> str | None:
-    """Why a kept model's record cannot be read back (it is fitted again), or None: it
-    had been merged as it was, so a damaged or edited one ended the resumed run in a
-    traceback (a null result) or wrote its figures into the report (an nDCG of 42)."""
-    try:
-        fit_s = record.get("fit_s")
-        if not is_finite_number(fit_s) or fit_s < 0:
-            raise DataError(f"expected seconds >= 0, got {fit_s!r:.40}", path=path, field="fit_s")
-        if record.get("config") is not None and not isinstance(record["config"], dict):
-            raise DataError(
-                f"expected an object or null, got {record['config']!r:.40}", path=path,
-                field="config",
-            )  # fmt: skip
-        check_evaluation(record.get("result"), path, models={name})
-    except DataError as exc:
-        return str(exc)
-    return None
+def _check_kept_model(record: dict[str, Any], name: str, path: Path) -> None:
+    """DataError unless a kept model's record can be read back (else it is fitted
+    again): it had been merged as it was, so a damaged or edited one ended the resumed
+    run in a traceback (a null result) or wrote its figures into the report (an nDCG
+    of 42)."""
+    fit_s = record.get("fit_s")
+    if not is_finite_number(fit_s) or fit_s < 0:
+        raise DataError(f"expected seconds >= 0, got {fit_s!r:.40}", path=path, field="fit_s")
+    if record.get("config") is not None and not isinstance(record["config"], dict):
+        raise DataError(
+            f"expected an object or null, got {record['config']!r:.40}", path=path, field="config"
+        )
+    check_evaluation(record.get("result"), path, models={name})
 
 
 def _check_kept_fold(record: dict[str, Any], path: Path) -> None:

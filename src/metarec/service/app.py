@@ -311,7 +311,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=metrics)
 
     page = _page(settings)
-    write = [Security(_KEY_HEADER)]  # for the docs' "Authorize" button; ApiKeyGuard enforces
+    keyed = [Security(_KEY_HEADER)]  # for the docs' "Authorize" button; ApiKeyGuard enforces
     # no control characters, as in a new id: PostgreSQL cannot hold a NUL in text, and
     # a user id with one was a 500 "store damaged" there (404 on SQLite)
     UserId = Annotated[
@@ -481,7 +481,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/items",
         response_model=schemas.ItemsOut,
         tags=["items"],
-        dependencies=write,
+        dependencies=keyed,
         responses=WRITE_ERRORS,
     )
     @in_thread_pool
@@ -509,7 +509,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         status_code=201,
         response_model=schemas.UserCreated,
         tags=["users"],
-        dependencies=write,
+        dependencies=keyed,
         responses=WRITE_ERRORS | _errors(409),
     )
     @in_thread_pool
@@ -546,7 +546,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         response_model=schemas.UserOut,
         tags=["users"],
         responses=_errors(401, 403, 404, 503),
-        dependencies=write,  # a user's data is read under the writes' rule
+        dependencies=keyed,  # a user's data is read under the writes' rule
     )
     @in_thread_pool
     def get_user(user_id: UserId) -> dict[str, Any]:
@@ -589,7 +589,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/users/{user_id}/events",
         response_model=schemas.EventsOut,
         tags=["users"],
-        dependencies=write,
+        dependencies=keyed,
         responses=WRITE_ERRORS | _errors(404, 409),
         # one event object is taken as well as {"events": [...]} (schemas.EventsIn)
         openapi_extra={
@@ -653,7 +653,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         response_model=schemas.Recommendations,
         tags=["users"],
         responses=_errors(401, 403, 404, 503),
-        dependencies=write,
+        dependencies=keyed,
     )
     @in_thread_pool
     def recommendations(
@@ -683,7 +683,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/admin/reload",
         response_model=schemas.ReloadOut,
         tags=["admin"],
-        dependencies=write,
+        dependencies=keyed,
         responses=WRITE_ERRORS,
     )
     @in_thread_pool
@@ -712,7 +712,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/admin/fold-in",
         response_model=schemas.FoldInOut,
         tags=["admin"],
-        dependencies=write,
+        dependencies=keyed,
         responses=WRITE_ERRORS | _errors(409),
     )
     @in_thread_pool

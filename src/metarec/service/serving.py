@@ -215,7 +215,8 @@ class Served:
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def refresh(self) -> None:
-        """Recompute search data after the catalogue changed (caller holds the write lock)."""
+        """Recompute search data, and what explanations read, after the catalogue changed
+        (caller holds the write lock)."""
         # the model's own list, which an append extends rather than remakes; copied, as
         # answers read this one while the model changes
         self.titles = list(self.rec._displays())
