@@ -317,8 +317,9 @@ def install(app: FastAPI) -> None:
                 **{"Retry-After": "5"},
             )
         # PostgreSQL: a lock wait past its lock_timeout (the fold-in cut-off's), and a
-        # deadlock (two batches of events inserting the same ids in opposite orders)
-        # or a serialisation failure, which roll the transaction back whole: a retry will do
+        # deadlock (two users' batches inserting the same ids in opposite orders; one
+        # user's batches are written in turn) or a serialisation failure, which roll the
+        # transaction back whole: a retry will do
         if "locked" in said or "busy" in said or getattr(exc.orig, "sqlstate", "") in _RETRY_STATES:
             log.warning("feedback store busy on %s %s: %s", request.method, request.url.path,
                         exc.orig)  # fmt: skip

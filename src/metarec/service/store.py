@@ -73,6 +73,14 @@ ID_LENGTH = 128
 # a little fast, but "the latest event per item wins", so an event dated 2099
 # would outrank every later rating of that item for good
 FUTURE_SLACK_S = 600.0
+# A user's batches are written one after another on PostgreSQL. Each event id's index
+# entry is locked as its row goes in, so two batches of the same events in different
+# orders (a client's retry while the first send was still being written) deadlocked, and
+# one was refused. An advisory lock, not the user's row (FOR UPDATE needs the UPDATE
+# grant, which a role that only reads and inserts lacks); not rows sorted by id either:
+# where timestamps tie, a batch's order is its events' order. The first key keeps
+# metarec's locks apart from other users of advisory locks on the database ("metr").
+_ONE_WRITER_PER_USER = text("SELECT pg_advisory_xact_lock(1835365731, hashtext(:user_id))")
 _INSERT_CHUNK = 500  # rows per INSERT statement (SQLite caps bound parameters per statement)
 
 metadata = MetaData()
@@ -873,6 +881,8 @@ class FeedbackStore:
         """Store a batch for one user; → (accepted, duplicates). Returns after commit."""
         now = time.time()
         with self._tx() as conn:
+            if not self.is_sqlite:  # SQLite's writers are one at a time already
+                conn.execute(_ONE_WRITER_PER_USER, {"user_id": user_id})
             exists = conn.execute(select(users.c.user_id).where(users.c.user_id == user_id))
             if exists.first() is None:
                 raise UnknownUserError(f"unknown user {user_id!r}")
