@@ -1852,6 +1852,67 @@ def test_a_run_trained_in_python_builds_new_items_text_as_its_files_did(
     assert load_table(ratings, books, **{**options, "text": custom}).spec is None
 
 
+def test_a_text_template_lays_out_the_catalogue_and_every_new_item_alike(
+    tmp_path: Path,
+) -> None:
+    """A books catalogue's text laid out its own way ("by", "Shelves:") is recorded with
+    the run, so a new item from Python, the HTTP API or retrain's stored additions reads
+    to the encoder as the catalogue's items do; the default's "Genres:" otherwise."""
+    from metarec import clean, load_table, train
+    from metarec.data.spec import load_from_spec, recorded_item_text
+    from metarec.data.text import ItemTextConfig
+    from metarec.retrain import combined_items
+    from metarec.service.items import item_frame, layout_of
+
+    ratings, books = _books(tmp_path)
+    # a missing part goes with its brackets and its "Label:", not with other words
+    template = "{title}. Author: {author}. Shelves: {genres}."
+    options: dict[str, Any] = {
+        "user_col": "reader", "item_col": "book", "rating_col": "stars",
+        "item_id_col": "book_id", "title_col": "name", "genre_col": "category",
+        "text_cols": ["author"],
+    }  # fmt: skip
+    ds = clean(load_table(ratings, books, **options, text=ItemTextConfig(
+        template=template, extra=["author"])))  # fmt: skip
+    first = ds.items.set_index("item_id").loc["isbn001", "text"]
+    assert first == "Book number 1. Author: Writer 1. Shelves: Fantasy.", first
+    assert ds.spec is not None and ds.spec["text_template"] == template
+    pd.testing.assert_frame_equal(load_from_spec(ds.spec).items, ds.items)
+    cfg = TrainConfig(epochs=1, inner_steps=1, seed=0, device="cpu", encoder="tfidf")
+    train(ds, cfg, run_dir=tmp_path / "run", progress=False)
+    rec = Recommender.load(tmp_path / "run")
+    assert rec.metadata["data_spec"]["text_template"] == template
+    new = pd.DataFrame({"book_id": ["n1"], "name": ["A Dragon Saga"], "category": ["Fantasy"],
+                        "author": ["Someone"]})  # fmt: skip
+    made = rec.prepare_items(new)["text"].iloc[0]
+    assert made == "A Dragon Saga. Author: Someone. Shelves: Fantasy.", made
+    # the API takes no author: that part is left out with its label, the client's text after
+    row = {"item_id": "n2", "title": "Sea Song", "genres": ["Romance"], "text": "A love story."}
+    served = item_frame([row], rec.items["text"], layout_of(rec))["text"].iloc[0]
+    assert served == "Sea Song. Shelves: Romance. A love story.", served
+    kept = combined_items(rec.items, [row], layout=recorded_item_text(rec.metadata["data_spec"]))
+    assert kept["text"].iloc[-1] == served
+    # the default layout where none was recorded
+    assert item_frame([row])["text"].iloc[0] == "Sea Song. Genres: Romance. A love story."
+
+
+def test_a_text_template_is_checked_before_the_data_is_read(tmp_path: Path) -> None:
+    from metarec.data.spec import load_from_spec
+
+    ratings, books = _books(tmp_path)
+    spec = {"interactions": str(ratings), "items": str(books), "user_col": "reader",
+            "item_col": "book", "rating_col": "stars", "item_id_col": "book_id",
+            "title_col": "name", "text_cols": "author"}  # fmt: skip
+    for template, said in [
+        ("{title} by {writer}", r"\{writer\} is no item field; it may use \{title\}, "
+         r"\{year\}, \{genres\}, \{author\} \(name other columns"),
+        ("{title", "--text-template: item text template '{title' is malformed"),
+        ("{year:04d}", "use plain named fields"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match=said):
+            load_from_spec({**spec, "text_template": template})
+
+
 def test_time_ordered_episodes_without_timestamps_are_warned_about(shared_data: Path) -> None:
     # the episodes fell back to random order without a word
     ds = load_dataset("ml-100k", root=shared_data)

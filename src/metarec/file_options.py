@@ -23,6 +23,7 @@ FILE_ARGS: tuple[tuple[str, str, str | None], ...] = (
     ("--genre-col", "genre_col", None),
     ("--year-col", "year_col", None),
     ("--text-cols", "text_cols", ""),
+    ("--text-template", "text_template", None),
     ("--user-feature-cols", "user_feature_cols", ""),
     ("--rating-range", "rating_range", None),
     ("--items-id-col", "item_id_col", None),

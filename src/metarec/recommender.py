@@ -32,9 +32,9 @@ import torch
 from metarec.config import TrainConfig
 from metarec.data.columns import plain, repeated_rating, str_ids
 from metarec.data.features import UserFeatureEncoder
-from metarec.data.spec import ADDED_ITEMS
+from metarec.data.spec import ADDED_ITEMS, recorded_item_text
 from metarec.data.tasks import Task, TaskBatch, collate
-from metarec.data.text import blank
+from metarec.data.text import ItemTextConfig, blank
 from metarec.errors import (
     ConfigError,
     DataError,
@@ -723,12 +723,11 @@ class Recommender(TopK):
         """New items checked against this catalogue (ids present and unused, some text)
         with their text built as the catalogue's was: what :meth:`add_items` encodes.
         ``text``: the :class:`~metarec.data.text.ItemTextConfig` the catalogue was built
-        with; by default the run's ``--text-cols`` (from the CLI), else the default."""
+        with; by default the run's (:meth:`item_text`)."""
         from metarec.data.generic import read_years
         from metarec.data.schema import check_table
         from metarec.data.text import (
             LIST_TYPES,
-            ItemTextConfig,
             dated_catalogue,
             fill_item_text,
             normalise_genres,
@@ -798,12 +797,7 @@ class Recommender(TopK):
         if text is not None and not isinstance(text, ItemTextConfig):
             raise DataError(f"add_items: text: expected an ItemTextConfig, got {text!r:.60}")
         if text is None:
-            # a run trained from files with --text-cols built its text with those columns
-            spec = self.metadata.get("data_spec") or {}
-            cols = [c.strip() for c in str(spec.get("text_cols") or "").split(",") if c.strip()]
-            # but not the file's `text` column: a new item's `text` is its whole text, and
-            # filled in as an empty extra column it left an item without one no text
-            text = ItemTextConfig(extra=tuple(c for c in cols if c != "text"))
+            text = self.item_text()
         _warn_of_unread(items, frame, renames, text.extra)
         for col in text.extra:  # a new item may lack some of them: that part is empty
             if col not in frame.columns:
@@ -815,6 +809,12 @@ class Recommender(TopK):
             bad = frame.loc[empty, "item_id"].iloc[0]
             raise DataError(f"add_items: item {bad!r} has no text to encode (title and text empty)")
         return frame
+
+    def item_text(self) -> ItemTextConfig:
+        """How a new item's encoder text is laid out: as the run's data was (a run
+        trained from files with ``--text-cols`` or ``--text-template`` built its text
+        with them), so a new item reads to the encoder as the catalogue's items do."""
+        return recorded_item_text(self.metadata.get("data_spec"))
 
     def _file_columns(self, items: pd.DataFrame) -> dict[str, str]:
         """Renames from the item file's own column names (``--items-id-col``/``--item-col``,

@@ -39,6 +39,7 @@ import pandas as pd
 from metarec.config import VALIDATION_FRACTION, TrainConfig
 from metarec.data.features import user_rows
 from metarec.data.tasks import Task
+from metarec.data.text import ItemTextConfig
 from metarec.errors import ConfigError, ModelError
 from metarec.models.persist import staged_folder
 from metarec.recommender import Recommender
@@ -256,11 +257,15 @@ def _warn_if_served_another(
 
 
 def combined_items(
-    base: pd.DataFrame, added: list[dict[str, Any]], store: str = "the store"
+    base: pd.DataFrame,
+    added: list[dict[str, Any]],
+    store: str = "the store",
+    layout: ItemTextConfig | None = None,
 ) -> pd.DataFrame:
     """The dataset's items with API-added items appended and API-updated ones replaced
     in place (catalogue order of existing items is kept). ``store``: the database the
-    added items come from, named where one of them cannot be encoded."""
+    added items come from, named where one of them cannot be encoded; ``layout``: the
+    data's text layout, which the added items' text follows."""
     from metarec.pipeline import ensure_text
     from metarec.service.items import item_frame, unusable
     from metarec.service.store import DamagedStoreError
@@ -268,7 +273,7 @@ def combined_items(
     items = ensure_text(base).reset_index(drop=True)[["item_id", "title", "text"]].astype(str)
     if not added:
         return items
-    extra = item_frame(added, items["text"])[["item_id", "title", "text"]]
+    extra = item_frame(added, items["text"], layout)[["item_id", "title", "text"]]
     # the service stores no such item; one written by hand was blamed on a row of the
     # data's items file ("items: row 1682 (item_id 'new1') has no text to encode")
     bad = unusable(extra)
@@ -576,7 +581,12 @@ def read_inputs(
     """The data ``old`` (a run, or an ensemble) was trained on, read as it recorded it
     (``spec`` wins), and the store's items and feedback; refuses a store with no
     feedback unless ``force``."""
-    from metarec.data.spec import added_items, load_from_spec, spec_for_run
+    from metarec.data.spec import (
+        added_items,
+        load_from_spec,
+        recorded_item_text,
+        spec_for_run,
+    )
     from metarec.pipeline import ensure_text
     from metarec.service.feedback import reads_negatives
     from metarec.service.store import FeedbackStore
@@ -594,7 +604,10 @@ def read_inputs(
         data_items = ensure_text(ds.items)[["item_id", "title", "text"]].astype(str)
         run_only = run_only_items(data_items, old.items, added_items(old.metadata))
         items = combined_items(
-            pd.concat([data_items, run_only], ignore_index=True), store.added_items(), store.url
+            pd.concat([data_items, run_only], ignore_index=True),
+            store.added_items(),
+            store.url,
+            recorded_item_text(spec),
         )
         feedback, dropped = feedback_frame(
             store, old.rating_range, set(items["item_id"]), negatives=reads_negatives(old)

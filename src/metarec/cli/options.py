@@ -204,6 +204,13 @@ def add_file_args(g: Any) -> None:
     g.add_argument("--year-col", help="the items file's year column (default: year)")
     g.add_argument("--text-cols", default="", help="comma-separated extra item text columns")
     g.add_argument(
+        "--text-template",
+        help="how an item's encoder text is laid out, e.g. '{title}. Author: {author}. "
+        "Shelves: {genres}.' (fields: title, year, genres and the --text-cols; a missing "
+        "part goes with its brackets and its 'Label:'; default: '{title} ({year}). "
+        "Genres: {genres}.', then the --text-cols and the file's text column)",
+    )
+    g.add_argument(
         "--user-feature-cols",
         default="",
         help="comma-separated user feature columns (default: every users-file column but its id)",

@@ -39,6 +39,7 @@ from metarec.data.delimited import no_header_hint, read_table
 from metarec.data.jsonlines import JSON_LINES_SUFFIXES
 from metarec.data.schema import Dataset
 from metarec.data.text import (
+    DEFAULT_TEMPLATE,
     ItemTextConfig,
     build_item_text,
     join_lists,
@@ -614,7 +615,12 @@ def load_table(
     interactions = finish_interactions(inter, interactions_path)
     interactions.attrs[COLUMNS_ATTR] = {new: old for old, new in renamed.items()}
 
-    own_text = text  # a spec cannot say it: such data is not recorded with its runs
+    # a layout the data options cannot say (fields switched off, other extra columns) is
+    # not recorded with the runs trained on the data; a template over --text-cols is
+    own_text = text
+    plain = ItemTextConfig(template=getattr(text, "template", DEFAULT_TEMPLATE), extra=text_cols)
+    if text is not None and replace(text, extra=tuple(text.extra)) == plain:
+        own_text = None
     text = text or ItemTextConfig(extra=tuple(text_cols))
     if items_path is not None:
         items = _load_items(
@@ -673,6 +679,7 @@ def load_table(
         "users_id_col": users_id_col, "title_col": title_col, "genre_col": genre_col,
         "year_col": year_col, "text_cols": text_cols, "user_feature_cols": user_feature_cols,
         "rating_range": rating_range,
+        "text_template": None if text.template == DEFAULT_TEMPLATE else text.template,
     }  # fmt: skip
     return Dataset(
         name=name or data_stem(Path(interactions_path)),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec.data.schema import Dataset
+from metarec.data.text import DEFAULT_TEMPLATE, ItemTextConfig, template_fields
 from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 from metarec.values import is_whole
 
@@ -34,6 +35,7 @@ SPEC_KEYS = (
     "genre_col",
     "year_col",
     "text_cols",
+    "text_template",
     "user_feature_cols",
     "rating_range",
     "strict",
@@ -184,7 +186,8 @@ def with_recorded_columns(spec: dict[str, Any], recorded: dict[str, Any] | None)
     # an items or users file's options only where that file is given: the run's
     # --text-cols beside interactions alone was refused as if the user had typed it
     needs = {"item_id_col": "items", "title_col": "items", "genre_col": "items",
-             "year_col": "items", "text_cols": "items", "users_id_col": "users",
+             "year_col": "items", "text_cols": "items", "text_template": "items",
+             "users_id_col": "users",
              "user_feature_cols": "users"}  # fmt: skip
     filled = {
         k: recorded[k]
@@ -253,9 +256,47 @@ def _columns(value: str | None) -> list[str]:
     return [c.strip() for c in (value or "").split(",") if c.strip()]
 
 
+def spec_text(spec: Mapping[str, Any]) -> ItemTextConfig | None:
+    """How the spec's items' text is laid out: its ``text_template`` with its
+    ``text_cols`` (None: the default layout), checked now, the flag named."""
+    template = spec.get("text_template")
+    if not template:
+        return None
+    extra = tuple(_columns(spec.get("text_cols")))
+    try:
+        config = ItemTextConfig(template=str(template), extra=extra)
+    except ConfigError as exc:  # malformed: "{title", "{0}", "{title!r}"
+        raise ConfigError(f"--text-template: {exc}") from None
+    # not an items file's own `text` column (a description): it follows the template's
+    # text, as a new item's `text` does (add_items, the HTTP API), where it is the
+    # item's whole text or its description, never a part placed inside a layout
+    allowed = ("title", "year", "genres", *[c for c in extra if c != "text"])
+    unknown = [f for f in template_fields(config.template) if f not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"--text-template {template!r}: {{{unknown[0]}}} is no item field; it may use "
+            + ", ".join(f"{{{f}}}" for f in allowed)
+            + " (name other columns of the items file with --text-cols)"
+        )
+    return config
+
+
+def recorded_item_text(spec: object) -> ItemTextConfig:
+    """How a run's new items' text is laid out, from the data spec it recorded: as its
+    data's was, so a new item reads to the encoder as the catalogue's items do. Not
+    with the file's own ``text`` column as a part: a new item's ``text`` is its whole
+    text (filled in as an empty part, it left an item without one no text)."""
+    spec = spec if isinstance(spec, dict) else {}
+    template = spec.get("text_template")
+    template = template if isinstance(template, str) and template else DEFAULT_TEMPLATE
+    extra = tuple(c for c in _columns(spec.get("text_cols")) if c != "text")
+    return ItemTextConfig(template=template, extra=extra)
+
+
 def _load_raw(spec: dict[str, Any]) -> Dataset:
     from metarec.data import load_dataset, load_path, load_table
 
+    text = spec_text(spec)
     if spec.get("interactions"):
         return load_table(
             spec["interactions"],
@@ -273,11 +314,12 @@ def _load_raw(spec: dict[str, Any]) -> Dataset:
             text_cols=_columns(spec.get("text_cols")),
             user_feature_cols=_columns(spec.get("user_feature_cols")),
             rating_range=spec_rating_range(spec),
+            text=text,
         )
     if spec.get("dataset"):
-        return load_dataset(spec["dataset"], root=spec.get("data"), clean=False)
+        return load_dataset(spec["dataset"], root=spec.get("data"), clean=False, text=text)
     if spec.get("data"):
-        return load_path(spec["data"], rating_range=spec_rating_range(spec))
+        return load_path(spec["data"], rating_range=spec_rating_range(spec), text=text)
     raise ConfigError(
         "no data given: use --dataset NAME [--data DIR], --data DIR, or --interactions FILE"
     )

@@ -93,7 +93,7 @@ class ItemTextConfig:
             )
         if not isinstance(self.template, str):
             raise ConfigError(f"item text template: expected text, got {self.template!r:.40}")
-        _template_fields(self.template)  # malformed or formatted fields are named now
+        template_fields(self.template)  # malformed or formatted fields are named now
 
 
 def ids_for_titles(items: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
@@ -332,7 +332,7 @@ def format_year(year: pd.Series) -> pd.Series:
 def build_item_text(items: pd.DataFrame, config: ItemTextConfig | None = None) -> pd.Series:
     """The encoder text of each item, as a ``str`` series aligned with ``items``."""
     config = config or ItemTextConfig()
-    fields = _template_fields(config.template)
+    fields = template_fields(config.template)
     extra = list(config.extra)
     allowed = {"title", "year", "genres", *extra}
     unknown = [f for f in fields if f not in allowed]
@@ -405,7 +405,9 @@ def _filler(row: Sequence[str]) -> Callable[[re.Match[str]], str]:
     return lambda m: row[int(m.group(1))]
 
 
-def _template_fields(template: str) -> list[str]:
+def template_fields(template: str) -> list[str]:
+    """The fields a text template names, each once, in order; a ConfigError where it is
+    malformed or formats a field (``{year:04d}``), which the clean-up cannot take apart."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:

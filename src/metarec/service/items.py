@@ -1,7 +1,8 @@
 """Items added through the API: their encoder text and how they enter a model.
 
 An added item's encoder text is built exactly like a catalogue item's
-(``"Title (year). Genres: a, b."``) with the client's free ``text`` appended,
+(``"Title (year). Genres: a, b."``, or the run's ``--text-template``) with the
+client's free ``text`` appended,
 so the encoder sees new items in the form it saw in training and the display
 title ("Title (year)") is the text's head as for every other item.
 """
@@ -15,15 +16,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec.data.text import build_item_text, dated_catalogue, title_and_year
+from metarec.data.spec import recorded_item_text
+from metarec.data.text import ItemTextConfig, build_item_text, dated_catalogue, title_and_year
 from metarec.encoders import cached_encode, default_cache
 from metarec.ensemble_run import EnsembleRecommender, ServedModel
 
 
-def item_frame(rows: Sequence[dict[str, Any]], catalogue: pd.Series | None = None) -> pd.DataFrame:
+def item_frame(
+    rows: Sequence[dict[str, Any]],
+    catalogue: pd.Series | None = None,
+    layout: ItemTextConfig | None = None,
+) -> pd.DataFrame:
     """item_id, title, text (the encoder text) for rows as the API and store hold them;
     ``catalogue``: the encoder texts of the catalogue they join, whose items say whether
-    a title's "(1999)" is a year (:func:`dated_catalogue`)."""
+    a title's "(1999)" is a year (:func:`dated_catalogue`); ``layout``: how the
+    catalogue's text was laid out (:func:`~metarec.data.spec.recorded_item_text`; its
+    extra columns, which the API does not take, are left empty)."""
     frame = pd.DataFrame(
         {
             "item_id": [str(r["item_id"]) for r in rows],
@@ -42,10 +50,17 @@ def item_frame(rows: Sequence[dict[str, Any]], catalogue: pd.Series | None = Non
         frame["title"], frame["year"] = title_and_year(
             frame["title"], frame["year"], None, dated=dated
         )
-    base = build_item_text(frame) if len(frame) else pd.Series([], dtype=object)
+    layout = layout or ItemTextConfig()
+    parts = frame.assign(**{c: "" for c in layout.extra if c not in frame.columns})
+    base = build_item_text(parts, layout) if len(frame) else pd.Series([], dtype=object)
     extra = [str(r.get("text") or "").strip() for r in rows]
     frame["text"] = [f"{b} {e}".strip() for b, e in zip(base, extra, strict=True)]
     return frame[["item_id", "title", "text", "year", "genres"]]
+
+
+def layout_of(rec: ServedModel) -> ItemTextConfig:
+    """How ``rec``'s catalogue text is laid out, as its run recorded it."""
+    return recorded_item_text(rec.metadata.get("data_spec"))
 
 
 def unusable(frame: pd.DataFrame) -> dict[str, str]:

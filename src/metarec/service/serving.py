@@ -54,7 +54,14 @@ from metarec.models.persist import MANIFEST, is_ensemble_dir
 from metarec.recommender import Recommender, UserState
 from metarec.service.cache import AdaptationCache, ReadWriteLock
 from metarec.service.feedback import latest_events, ratings_of, reads_negatives, what_you_did
-from metarec.service.items import apply_items, encode, item_frame, unchanged, unusable
+from metarec.service.items import (
+    apply_items,
+    encode,
+    item_frame,
+    layout_of,
+    unchanged,
+    unusable,
+)
 from metarec.service.metrics import Metrics
 from metarec.service.store import FeedbackStore, UserSummary
 
@@ -476,7 +483,7 @@ class ModelHolder:
             rows = self.store.added_items()
             added = updated = 0
             if rows:
-                frame = item_frame(rows, rec.items["text"])
+                frame = item_frame(rows, rec.items["text"], layout_of(rec))
                 # a store written before items were checked may hold one no model can
                 # take: serve without it rather than refuse to start
                 skipped = unusable(frame)
@@ -653,7 +660,8 @@ class ModelHolder:
         other processes, in one transaction); → (added, updated, unchanged): an item
         sent again as the model holds it (its vector a cache hit) is neither applied nor
         stored again."""
-        frame = item_frame(rows, self.current.rec.items["text"])
+        rec = self.current.rec
+        frame = item_frame(rows, rec.items["text"], layout_of(rec))
         bad = unusable(frame)
         if bad:
             item_id, why = next(iter(bad.items()))
