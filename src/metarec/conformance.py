@@ -254,6 +254,8 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
                         support_ratings=world.tasks[1].support_ratings)  # fmt: skip
         moved = float(np.abs(model.score_catalogue([items], user)[0] - scores[0]).max())
         what, gap = "opposite ratings or another user's items", max(gap, moved)
+    if gap <= 1e-4:
+        _refuse_kept_state(model, world, what)
     if personalised and gap <= 1e-4:  # more than a last bit: the bias model moves all alike
         raise ConformanceError(
             f"{what} moved no score by more than {gap:.1e} (a model not meant to "
@@ -264,6 +266,23 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
             f"a model said not to personalise moved scores by {gap:.3g} on {what}"
         )
     _finite(model.score_catalogue([task], None), (1, model.n_items), "no side features")
+
+
+def _refuse_kept_state(model: ScoringModel, world: World, what: str) -> None:
+    """Different supports under one ``Task.user`` scored alike: a ConformanceError where
+    the model does read supports (different users' rows differ, side features left
+    out), so what hid the change is state kept from an earlier call (scores cached by
+    ``Task.user``, which P2 asks again at each K). It was told it did not personalise,
+    and with ``personalised=False`` it passed."""
+    rows = model.score_catalogue(world.tasks[:3], None)
+    spread = float(np.abs(rows - rows[0]).max())
+    if spread > 1e-4:
+        raise ConformanceError(
+            f"{what} under the same Task.user moved no score, yet different users' "
+            f"supports move scores by {spread:.3g}: the model keeps something of an "
+            "earlier call (scores cached by Task.user?); score each task from its own "
+            "support, as P2 asks one user again with more ratings"
+        )
 
 
 def check_empty_support(model: ScoringModel, world: World) -> None:

@@ -408,6 +408,36 @@ def test_each_broken_model_fails_the_check_it_breaks(
     assert check_model(broken, world, skip=[check]) == [c for c in CHECKS if c != check]
 
 
+class CachesByUser(LikedCounts):
+    """Keeps each row's scores by Task.user and support size: P2 asks one user again
+    with more ratings, and a cache keyed on the user alone answers K = 3 with K = 1's."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        cache = self.__dict__.setdefault("cache", {})
+        rows = []
+        for task in tasks:
+            key = (task.user, len(task.support_items))
+            if key not in cache:
+                cache[key] = super().score_catalogue([task], None)[0]
+            rows.append(cache[key])
+        return np.stack(rows)
+
+
+def test_scores_kept_from_an_earlier_call_are_named_not_taken_for_no_personalisation(
+    world: World,
+) -> None:
+    """Its stale rows were read as a model that does not personalise, and with that
+    said (--not-personalised) and same_seed skipped it passed every check."""
+    said = "keeps something of an earlier call (scores cached by Task.user?)"
+    for personalised in (True, False):
+        with pytest.raises(ConformanceError) as caught:
+            check_model(CachesByUser, world, personalised=personalised, skip=["same_seed"])
+        assert "\n  scored_from_support: " in str(caught.value) and said in str(caught.value)
+        assert "personalised=False" not in str(caught.value)
+
+
 def test_a_model_said_not_to_personalise_must_not(world: World) -> None:
     with pytest.raises(ConformanceError, match="said not to personalise moved scores"):
         check_model(LikedCounts, world, personalised=False, skip=["same_seed"])

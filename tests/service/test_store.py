@@ -336,6 +336,16 @@ def test_events_come_back_in_time_order_and_latest_wins(store: FeedbackStore) ->
     ]  # fmt: skip
 
 
+def test_events_of_one_time_keep_their_batchs_order(store: FeedbackStore) -> None:
+    """Events without times take the batch's time: the later in the batch wins, whatever
+    their ids (rows written in id order would make "z1"'s 1 lose to "a2"'s 5)."""
+    store.create_user("u", {})
+    store.add_events("u", [ev("z1", "7", "rating", 5.0), ev("a2", "7", "rating", 1.0)])
+    events = store.events_for("u")
+    assert [e.event_id for e in events] == ["z1", "a2"]
+    assert history_from_events(events, (1.0, 5.0)) == {"7": 1.0}
+
+
 def test_events_up_to_a_cut_off_include_the_event_at_it(store: FeedbackStore) -> None:
     # read as id < upto, fold-in (which learns from the events up to last_event_id())
     # would leave out the latest stored event, the cut-off itself

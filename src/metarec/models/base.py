@@ -56,6 +56,9 @@ class TrainingData:
     ``validation``: other users' rows for early stopping and weight tuning;
     ``users``: side features (user_id + columns) or None. Items never rated in
     ``interactions`` are *new*: a model scores them from text or not at all.
+    ``seed``: the run's seed, for what a model derives from the data (a benchmark
+    sets it); a model's own randomness comes from the ``seed`` it is built with,
+    which the conformance checks vary.
     """
 
     interactions: pd.DataFrame
