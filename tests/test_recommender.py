@@ -1894,6 +1894,12 @@ def test_a_text_template_lays_out_the_catalogue_and_every_new_item_alike(
     assert kept["text"].iloc[-1] == served
     # the default layout where none was recorded
     assert item_frame([row])["text"].iloc[0] == "Sea Song. Genres: Romance. A love story."
+    # a layout that places the file's own text is no spec's (a new item's text is whole)
+    described = pd.read_csv(books).assign(text="a tale")
+    described.to_csv(tmp_path / "described.csv", index=False)
+    placed = ItemTextConfig(template="{title}: {text}", extra=["author", "text"])
+    options["text_cols"] = ["author", "text"]
+    assert load_table(ratings, tmp_path / "described.csv", **options, text=placed).spec is None
 
 
 def test_a_text_template_is_checked_before_the_data_is_read(tmp_path: Path) -> None:
@@ -1907,6 +1913,7 @@ def test_a_text_template_is_checked_before_the_data_is_read(tmp_path: Path) -> N
         ("{title} by {writer}", r"\{writer\} is no item field; it may use \{title\}, "
          r"\{year\}, \{genres\}, \{author\} \(name other columns"),
         ("{title", "--text-template: item text template '{title' is malformed"),
+        ("{title}. {text}", r"\{text\}, the items file's own text column, follows the"),
         ("{year:04d}", "use plain named fields"),
     ]:  # fmt: skip
         with pytest.raises(ConfigError, match=said):

@@ -255,7 +255,7 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
         moved = float(np.abs(model.score_catalogue([items], user)[0] - scores[0]).max())
         what, gap = "opposite ratings or another user's items", max(gap, moved)
     if gap <= 1e-4:
-        _refuse_kept_state(model, world, what)
+        _refuse_kept_state(model, world, user, what)
     if personalised and gap <= 1e-4:  # more than a last bit: the bias model moves all alike
         raise ConformanceError(
             f"{what} moved no score by more than {gap:.1e} (a model not meant to "
@@ -268,13 +268,14 @@ def check_scored_from_support(model: ScoringModel, world: World, *, personalised
     _finite(model.score_catalogue([task], None), (1, model.n_items), "no side features")
 
 
-def _refuse_kept_state(model: ScoringModel, world: World, what: str) -> None:
+def _refuse_kept_state(model: ScoringModel, world: World, user: pd.DataFrame, what: str) -> None:
     """Different supports under one ``Task.user`` scored alike: a ConformanceError where
-    the model does read supports (different users' rows differ, side features left
-    out), so what hid the change is state kept from an earlier call (scores cached by
-    ``Task.user``, which P2 asks again at each K). It was told it did not personalise,
-    and with ``personalised=False`` it passed."""
-    rows = model.score_catalogue(world.tasks[:3], None)
+    the model does read supports (different users' supports move scores, each with
+    ``user``'s features, which the contrast had), so what hid the change is state kept
+    from an earlier call (scores cached by ``Task.user``, which P2 asks again at each
+    K). It was told it did not personalise, and with ``personalised=False`` it passed.
+    Not with no features: a model that reads the support only without them was blamed."""
+    rows = model.score_catalogue(world.tasks[:3], pd.concat([user] * 3))
     spread = float(np.abs(rows - rows[0]).max())
     if spread > 1e-4:
         raise ConformanceError(

@@ -438,6 +438,29 @@ def test_scores_kept_from_an_earlier_call_are_named_not_taken_for_no_personalisa
         assert "personalised=False" not in str(caught.value)
 
 
+class FeaturesElseSupport(LikedCounts):
+    """Scores from the user's age where side features are given, else from the support:
+    no state kept, so not to be blamed for any."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        if users is None or "age" not in users.columns:
+            return super().score_catalogue(tasks, None)
+        ages = pd.to_numeric(users["age"], errors="coerce").fillna(30).to_numpy(float)
+        out = np.tile(self.scores, (len(tasks), 1))
+        return out + np.outer(ages, np.linspace(0, 1, out.shape[1]))
+
+
+def test_a_model_without_kept_state_is_not_blamed_for_it(world: World) -> None:
+    assert "age" in world.users.columns  # else this would test nothing
+    with pytest.raises(ConformanceError) as caught:
+        check_model(FeaturesElseSupport, world, skip=["same_seed"])
+    assert "personalised=False" in str(caught.value) and "earlier call" not in str(caught.value)
+    passed = check_model(FeaturesElseSupport, world, personalised=False, skip=["same_seed"])
+    assert "scored_from_support" in passed
+
+
 def test_a_model_said_not_to_personalise_must_not(world: World) -> None:
     with pytest.raises(ConformanceError, match="said not to personalise moved scores"):
         check_model(LikedCounts, world, personalised=False, skip=["same_seed"])

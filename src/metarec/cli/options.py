@@ -206,8 +206,8 @@ def add_file_args(g: Any) -> None:
     g.add_argument(
         "--text-template",
         help="how an item's encoder text is laid out, e.g. '{title}. Author: {author}. "
-        "Shelves: {genres}.' (fields: title, year, genres and the --text-cols; a missing "
-        "part goes with its brackets and its 'Label:'; default: '{title} ({year}). "
+        "Shelves: {genres}.' (fields: title, year, genres and the --text-cols but text; a "
+        "missing part goes with its brackets and its 'Label:'; default: '{title} ({year}). "
         "Genres: {genres}.', then the --text-cols and the file's text column)",
     )
     g.add_argument(

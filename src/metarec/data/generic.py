@@ -45,6 +45,7 @@ from metarec.data.text import (
     join_lists,
     lists_in_text,
     normalise_genres,
+    template_fields,
     title_and_year,
 )
 from metarec.data.timestamps import read_timestamps
@@ -619,7 +620,9 @@ def load_table(
     # not recorded with the runs trained on the data; a template over --text-cols is
     own_text = text
     plain = ItemTextConfig(template=getattr(text, "template", DEFAULT_TEMPLATE), extra=text_cols)
-    if text is not None and replace(text, extra=tuple(text.extra)) == plain:
+    placed = text is not None and "text" in template_fields(text.template)
+    # {text} placed in a layout is no spec's: a new item's `text` is its whole text
+    if text is not None and replace(text, extra=tuple(text.extra)) == plain and not placed:
         own_text = None
     text = text or ItemTextConfig(extra=tuple(text_cols))
     if items_path is not None:

@@ -272,11 +272,17 @@ def spec_text(spec: Mapping[str, Any]) -> ItemTextConfig | None:
     # item's whole text or its description, never a part placed inside a layout
     allowed = ("title", "year", "genres", *[c for c in extra if c != "text"])
     unknown = [f for f in template_fields(config.template) if f not in allowed]
+    fields = ", ".join(f"{{{f}}}" for f in allowed)
+    if "text" in unknown:
+        raise ConfigError(
+            f"--text-template {template!r}: {{text}}, the items file's own text column, "
+            f"follows the layout (as a new item's text does) and is not placed in it; "
+            f"the layout may use {fields}"
+        )
     if unknown:
         raise ConfigError(
             f"--text-template {template!r}: {{{unknown[0]}}} is no item field; it may use "
-            + ", ".join(f"{{{f}}}" for f in allowed)
-            + " (name other columns of the items file with --text-cols)"
+            f"{fields} (name other columns of the items file with --text-cols)"
         )
     return config
 
