@@ -265,6 +265,46 @@ def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
         context.close()
 
 
+def test_a_refresh_overtaken_by_a_later_one_draws_nothing(
+    browser: Any, make_server: Callable[..., Any]
+) -> None:
+    """Another tab's ratings refresh this tab's list. Its first refresh answering only
+    after a later one was drawn: the page keeps the later list (it drew the earlier,
+    one rating short, over it)."""
+    live = make_server(page_api_key=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    held: list[tuple[Any, dict[str, Any]]] = []
+
+    def hold_first(route: Any) -> None:
+        answer = route.fetch()
+        if held or answer.status != 200:  # before the other tab created the user: a 404
+            route.fulfill(response=answer)
+            return
+        stale = answer.json()
+        stale["items"][0]["title"] = "STALE LIST"  # to tell it apart once drawn
+        held.append((route, stale))  # answered below, after a later list is drawn
+
+    try:
+        watcher, rater = context.new_page(), context.new_page()
+        watcher.route("**/recommendations?*", hold_first)
+        watcher.goto(live.url + "/")
+        rater.goto(live.url + "/")
+        rate_from_search(rater, *RATED[0], stars=5)
+        expect(rater.locator("#recs")).to_have_attribute("data-ratings", "1")
+        rate_from_search(rater, *RATED[1], stars=4)
+        expect(rater.locator("#recs")).to_have_attribute("data-ratings", "2")
+        expect(watcher.locator("#recs-status")).to_contain_text("from your 2 ratings")
+        drawn = watcher.locator("#recs li .title").all_inner_texts()
+        assert len(held) == 1 and len(drawn) == 10 and "STALE LIST" not in drawn
+        route, stale = held[0]
+        route.fulfill(json=stale)
+        watcher.wait_for_timeout(500)  # the late answer's turn to draw, were it drawn
+        assert watcher.locator("#recs li .title").all_inner_texts() == drawn
+        expect(watcher.locator("#recs-status")).to_contain_text("from your 2 ratings")
+    finally:
+        context.close()
+
+
 def test_stars_read_before_a_reload_onto_another_scale_are_read_again(
     browser: Any, make_server: Callable[..., Any]
 ) -> None:
