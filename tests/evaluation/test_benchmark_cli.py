@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
+from metarec.evaluation.benchmark import peer_alone
+
 # one inner step: adapting every user over the whole catalogue (P2's softmax objective)
 # five times was most of the P2 test's minute
 TINY = ["--set", "epochs=1", "--set", "max_train_users=60", "--set", "encoder=tfidf"]
@@ -63,10 +65,12 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     assert all(0 <= s["p_holm"] <= 1 for s in sig.values())
     # the reference is the best of the metarec models on these users: its marks say so
     n = record["reference_chosen_from"]["3"]
-    assert n == len({m for m in models if m.startswith("metarec-")}) == 2
+    alone = peer_alone(record["ensemble_weights"], "p2", "3")  # then not a candidate
+    assert ("3" in record["reference_excluded"]) == alone
+    assert n == len({m for m in models if m.startswith("metarec-")}) - alone == 2 - alone
     assert all(s["p_choice"] == pytest.approx(min(1, n * s["p_holm"])) for s in sig.values())
     assert all(s["significant"] == (s["p_choice"] < 0.05) for s in sig.values())
-    assert f"K=3: {ref}, best of 2" in (tmp_path / "p2-ml-100k.md").read_text()
+    assert f"K=3: {ref}, best of {n}" in (tmp_path / "p2-ml-100k.md").read_text()
     # the users the tests rest on, which the report states where fewer than the test users
     assert all(s["n"] == record["n_scored"]["3"] for s in sig.values())
     assert record["n_scored"]["3"] <= record["n_users"]["3"]
@@ -153,11 +157,19 @@ def test_p1_benchmark_reports_four_states_and_pooled_ones(
     assert record["significance"]["warm"] == {} and "warm" in record["reference_chosen_from"]
     comp = record["significance"]["user_cold"]["mae"]["bias"]
     n = record["reference_chosen_from"]["user_cold"]
-    assert n >= 2 and comp["p_choice"] == pytest.approx(min(1, n * comp["p_holm"]))
+    ours = {m for m in record["summary"]["user_cold"] if m.startswith("metarec-")}
+    assert n == len(ours - set(record["reference_excluded"].get("user_cold", [])))
+    assert comp["p_choice"] == pytest.approx(min(1, n * comp["p_holm"]))
     # the bias model with median cuts is reported beside it; its mean MAE is the bias row's
     assert cold["bias-median"]["mae_mean"] == pytest.approx(cold["bias"]["mae"])
     assert cold["bias-median"]["mae"] < cold["bias"]["mae"]
     assert cold["bias-median"]["rmse"] == pytest.approx(cold["bias"]["rmse"])
+    # an ensemble whose weights are the bias model's alone for a state's users is no
+    # metarec model to judge the peers against (this tiny run's often are)
+    for state in record["summary"]:
+        alone = peer_alone(record["ensemble_weights"], "p1", state)
+        assert (state in record["reference_excluded"]) == alone
+        assert not alone or record["reference"][state] != "metarec-ensemble"
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,34 @@ def test_a_mark_that_disagrees_with_its_p_choice_is_refused() -> None:
     record["reference_chosen_from"]["3"] = 0
     with pytest.raises(DataError, match=r"reference_chosen_from\.3': expected a whole number"):
         check_record_fields(record, "p2.json")
+
+
+def test_an_ensemble_that_is_a_peer_alone_is_not_the_reference() -> None:
+    """A run whose learned weights put everything on the bias model from K = 1 up made
+    "metarec-ensemble" the reference, the bias model with median cuts under another
+    name, reported as beating the bias model significantly."""
+    from metarec.evaluation.benchmark import peer_alone
+
+    def table(**rows: dict[str, float]) -> dict[str, dict[str, float]]:
+        return {f"K>={b.removeprefix('k')}": w for b, w in rows.items()}
+
+    ours, peer = {"metarec-fomaml": 1.0, "bias": 0.0}, {"metarec-fomaml": 0.0, "bias": 1.0}
+    # P1's users adapt on 3 ratings or more: the buckets from K >= 1 (up to 3) on don't count
+    biased = table(k0=ours, k1=ours, k3=peer, k5=peer, k10=peer, k20=peer)
+    assert peer_alone([biased], "p1", "user_cold")
+    assert not peer_alone([biased, table(k0=ours, k1=ours, k3=peer, k5=ours)], "p1", "item_cold")
+    assert not peer_alone([table(k0=peer, k1=peer, k3=ours)], "p1", "user_cold")
+    # P2: the bucket of each K alone
+    assert peer_alone([biased], "p2", "20") and peer_alone([biased], "p2", "4")
+    assert not peer_alone([biased], "p2", "1") and not peer_alone([biased], "p2", "0")
+    assert not peer_alone([{}], "p2", "20") and not peer_alone([], "p1", "warm")  # no ensemble
+
+    record = _load("p2-ml-100k.json")
+    assert record["reference"]["10"] == "metarec-stacked"
+    record["reference_excluded"] = {"10": ["metarec-ensemble"]}
+    check_record_fields(record, "p2.json")
+    said = "K=10: metarec-stacked, best of 7; not metarec-ensemble, a peer alone for these users"
+    assert said in render_markdown(record)
+    record["reference_excluded"] = {"20": [record["reference"]["20"]]}
+    with pytest.raises(DataError, match=r"'reference_excluded\.20': expected models other than"):
+        check_record_fields(record, "p2.json")

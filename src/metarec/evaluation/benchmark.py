@@ -88,6 +88,7 @@ P2_OVERRIDES = (
     "model.support_encoder=true",
 )
 P1_HEADLINE = (("mae", True), ("ndcg@3", False))
+ENSEMBLE = "metarec-ensemble"  # the benchmark's blend of its metarec models and a peer
 P2_HEADLINE = (("ndcg@10", False),)
 
 
@@ -251,7 +252,7 @@ def add_ensemble(
         buckets=buckets,
     )
     ens.fit(data)
-    models["metarec-ensemble"] = ens
+    models[ENSEMBLE] = ens
     log(f"fitted metarec-ensemble weights in {time.perf_counter() - t0:.1f} s")
     return ens.weight_table()
 
@@ -304,6 +305,38 @@ def metarec_candidates(summary: dict[str, dict[str, float]], metric: str) -> dic
         for m, v in summary.items()
         if m.startswith("metarec-") and np.isfinite(v.get(metric, np.nan))
     }
+
+
+def peer_alone(weights: Sequence[dict[str, dict[str, float]]], protocol: str, group: str) -> bool:
+    """Whether the ensemble is a peer alone for every user of ``group`` (a P1 state, a P2
+    support size) in every fold: its metarec members weigh nothing in each bucket those
+    users' support sizes fall in (P2: the bucket of K; P1: every bucket from
+    :data:`~metarec.evaluation.p1.MIN_SUPPORT` ratings up). Such a blend's figures are
+    the peer's (its bias model with median cuts, its popularity), and it is no metarec
+    model to judge the peers against: a run whose weights put everything on bias was
+    reported as metarec significantly beating bias."""
+    from metarec.evaluation.p1 import MIN_SUPPORT
+
+    def lower(bucket: str) -> int:
+        return int(bucket.removeprefix("K>="))
+
+    if not weights or not all(weights):
+        return False
+    for table in weights:
+        bounds = sorted(lower(b) for b in table)
+        if protocol == "p2":
+            k = int(group)
+            used = [max(b for b in bounds if b <= k)] if bounds and bounds[0] <= k else []
+        else:  # a bucket reaches up to the next one's bound
+            used = [
+                b
+                for n, b in enumerate(bounds)
+                if n + 1 == len(bounds) or bounds[n + 1] > MIN_SUPPORT
+            ]
+        for b in used:
+            if any(w > 0 for m, w in table[f"K>={b}"].items() if m.startswith("metarec-")):
+                return False
+    return True
 
 
 def is_tested(protocol: str, group: str) -> bool:
@@ -478,7 +511,7 @@ def _fold_run(
     # warned of too few users at K >= 5, 10 and 20, which no figure used
     buckets: Sequence[int] = sorted({0, *shots}) if protocol == "p2" else DEFAULT_BUCKETS
     weights = add_ensemble(models, data, mode, members, log, like_threshold, buckets)
-    late: dict[str, Any] = {m: models[m] for m in ("metarec-ensemble",) if m in models}
+    late: dict[str, Any] = {m: models[m] for m in (ENSEMBLE,) if m in models}
     if protocol == "p1" and "bias" in models and data.validation_ratings is not None:
         # the bias model with median cuts of its own: the share of metarec's MAE
         # gain that cuts alone would give
@@ -1393,12 +1426,17 @@ def run_benchmark(
         cis: dict[str, Any] = {}
         reference: dict[str, str] = {}
         chosen_from: dict[str, int] = {}
+        excluded: dict[str, list[str]] = {}
+        weights = [r["ensemble_weights"] for r in runs]
         for group, by_model in pooled["summary"].items():
             metric, lower = headline[0]
+            if ENSEMBLE in by_model and peer_alone(weights, protocol, group):
+                excluded[group] = [ENSEMBLE]
+            eligible = {m: v for m, v in by_model.items() if m not in excluded.get(group, ())}
             # the reference is the best on these same users, so its tests account for
             # the choice (compare_to_peers)
-            reference[group] = best_metarec(by_model, metric, lower)
-            chosen_from[group] = len(metarec_candidates(by_model, metric))
+            reference[group] = best_metarec(eligible, metric, lower)
+            chosen_from[group] = len(metarec_candidates(eligible, metric))
             tested = is_tested(protocol, group)
             sig[group] = significance(
                 pooled["per_user"][group], reference[group], headline, seed, chosen_from[group]
@@ -1433,6 +1471,7 @@ def run_benchmark(
             "ci95": cis,
             "reference": reference,
             "reference_chosen_from": chosen_from,
+            "reference_excluded": excluded,
             "significance": sig,
             "ensemble_weights": [r["ensemble_weights"] for r in runs],
             "abtest": runs[0].get("abtest"),

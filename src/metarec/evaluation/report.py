@@ -72,6 +72,7 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "ci95": (dict,),
     "reference": (dict,),
     "reference_chosen_from": (dict,),
+    "reference_excluded": (dict,),
     "significance": (dict,),
     "ensemble_weights": (list,),
     "abtest": (dict, None),
@@ -240,6 +241,12 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
     for where, model in cells("reference", 1):
         if models and model not in models:  # an empty summary is named where it is read
             raise bad(where, "one of the record's models", model)
+    for group, left in (record.get("reference_excluded") or {}).items():
+        where = f"reference_excluded.{group}"
+        if not isinstance(left, list) or not all(isinstance(m, str) for m in left):
+            raise bad(where, "a list of model names", left)
+        if record.get("reference", {}).get(group) in left:
+            raise bad(where, "models other than the reference", left)
     for n, row in enumerate(record.get("ensemble_weights") or []):
         for where, value in leaves(f"ensemble_weights[{n}]", row, 2):  # bucket, model
             if not (is_number(value) and not math.isinf(value)):
@@ -449,7 +456,11 @@ def _marks_legend(record: dict[str, Any]) -> str:
 def _reference(record: dict[str, Any], group: str) -> str:
     """The reference model of a state or K, with how many it was picked from."""
     n = record.get("reference_chosen_from", {}).get(group)
-    return record["reference"][group] + ("" if n is None else f", best of {n}")
+    out = record["reference"][group] + ("" if n is None else f", best of {n}")
+    left = record.get("reference_excluded", {}).get(group) or []
+    if left:  # its weights there are a peer's alone, so its figures are that peer's
+        out += "; not " + ", ".join(left) + ", a peer alone for these users"
+    return out
 
 
 def _blind_lines(record: dict[str, Any]) -> list[str]:
