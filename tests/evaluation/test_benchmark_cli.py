@@ -52,7 +52,8 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     # quiet: no progress, but the one line that says where the report went
-    assert proc.stdout == f"[p2 ml-100k] wrote {tmp_path / 'p2-ml-100k'}.json, .md, .png\n"
+    said = f"[p2 ml-100k] wrote {tmp_path / 'p2-ml-100k'}.json, -per-user.json, .md, .png\n"
+    assert proc.stdout == said
     record = json.loads((tmp_path / "p2-ml-100k.json").read_text())
     assert set(record["summary"]) == {"0", "3"}
     models = set(record["summary"]["3"])
@@ -71,6 +72,18 @@ def test_p2_benchmark_writes_json_markdown_png_and_report_renders_it(
     assert all(s["p_choice"] == pytest.approx(min(1, n * s["p_holm"])) for s in sig.values())
     assert all(s["significant"] == (s["p_choice"] < 0.05) for s in sig.values())
     assert f"K=3: {ref}, best of {n}" in (tmp_path / "p2-ml-100k.md").read_text()
+    # the per-user values the tests rest on are written beside the record, so its means
+    # and p-values can be checked from the files alone
+    from metarec.evaluation.stats import compare_to_peers
+
+    users = json.loads((tmp_path / "p2-ml-100k-per-user.json").read_text())["groups"]["3"]
+    values = {m: np.array(v["ndcg@10"], dtype=float) for m, v in users.items()}
+    for model, v in values.items():
+        assert np.nanmean(v) == pytest.approx(record["summary"]["3"][model]["ndcg@10"])
+    again = compare_to_peers(values, ref, sorted(sig), False, seed=0, chosen_from=n)
+    assert {m: c["p_holm"] for m, c in again.items()} == pytest.approx(
+        {m: s["p_holm"] for m, s in sig.items()}
+    )
     # the users the tests rest on, which the report states where fewer than the test users
     assert all(s["n"] == record["n_scored"]["3"] for s in sig.values())
     assert record["n_scored"]["3"] <= record["n_users"]["3"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 import warnings
@@ -337,6 +338,30 @@ def peer_alone(weights: Sequence[dict[str, dict[str, float]]], protocol: str, gr
             if any(w > 0 for m, w in table[f"K>={b}"].items() if m.startswith("metarec-")):
                 return False
     return True
+
+
+def per_user_bytes(per_user: dict[str, Any], metrics: Sequence[str]) -> bytes:
+    """The per-user values the significance tests and bootstrap intervals of a record
+    rest on, for its headline ``metrics``: ``{group: {model: {metric: [...]}}}``, the
+    users in one order for every model of a group (a user in several folds once, by
+    the mean of their folds), null where a user has no value (no relevant item). The
+    record holds means and tests; from this file they can be checked."""
+    out = {
+        group: {
+            model: {
+                m: [None if not np.isfinite(x) else float(x) for x in values[m]]
+                for m in metrics
+                if m in values
+            }
+            for model, values in by_model.items()
+        }
+        for group, by_model in per_user.items()
+    }
+    about = (
+        "per-user values of the headline metrics, users in one order within a group; "
+        "the record's Wilcoxon tests and bootstrap intervals are computed from these"
+    )
+    return (json.dumps({"about": about, "groups": out}, separators=(",", ":")) + "\n").encode()
 
 
 def is_tested(protocol: str, group: str) -> bool:
@@ -1354,7 +1379,7 @@ def run_benchmark(
     from metarec.evaluation.splits import split_file_name
 
     _check_outputs(out, [
-        out / f"{name}.json", out / f"{name}.md",
+        out / f"{name}.json", out / f"{name}.md", out / f"{name}-per-user.json",
         *(plot_paths(protocol, out / name) if plots else []),
         *(out / split_file_name(protocol, stem, f) for f in fold_ids),
     ])  # fmt: skip
@@ -1524,8 +1549,14 @@ def run_benchmark(
         # the report rendered whole before any file is written, the split files with it
         # (so they always match; see _fold_run), and the record last
         splits_out = {out / run["split_file"]: json_bytes(run["split"]) for run in runs}
+        splits_out[out / f"{name}-per-user.json"] = per_user_bytes(
+            pooled["per_user"], [m for m, _ in headline]
+        )
         write_report(record, out / name, plots=plots, save_record=True, extra=splits_out)
         store.clear()
         # said even when quiet: without it a quiet run ends without saying where it wrote
-        print(f"[{protocol} {ds_name}] wrote {out / name}.json, .md" + (", .png" if plots else ""))
+        print(
+            f"[{protocol} {ds_name}] wrote {out / name}.json, -per-user.json, .md"
+            + (", .png" if plots else "")
+        )
         return record
