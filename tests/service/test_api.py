@@ -1740,6 +1740,44 @@ def test_a_deleted_database_file_is_not_ready_and_stores_nothing(
         assert "the database file is gone" in r.json()["error"]["message"]
 
 
+def test_a_store_that_cannot_take_writes_answers_503_in_one_log_line(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store made read-only (or full, or failing) while serving: every write was a 500
+    internal_error and forty lines of traceback in the log; and a start that had to
+    record its run on such a store died with one (exit 1)."""
+    from sqlalchemy import event
+
+    from metarec.service.store import FeedbackStore, StoreUnwritableError
+
+    db = tmp_path / "ro.db"
+    live = make_server(db_url=f"sqlite:///{db}")
+    engine = live.app.state.store.engine
+    # SQLite's own refusal of a read-only file: "attempt to write a readonly database"
+    event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA query_only = ON"))
+    engine.dispose()
+    with live.client(server_api_key) as c, caplog.at_level("ERROR", logger="metarec.service"):
+        r = c.post("/v1/users", json={"user_id": "u1"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+        said = r.json()["error"]["message"]
+        assert "cannot be written (it is read-only); nothing was stored" in said, said
+        assert (
+            c.put("/v1/items", json={"items": [{"item_id": "n1", "title": "N"}]}).status_code == 503
+        )
+    logged = [rec for rec in caplog.records if rec.name == "metarec.service"]
+    assert logged and all(rec.exc_info is None for rec in logged)  # a line each, no trace
+    # what a start that records its run meets: the error serve and retrain exit 2 with
+    store = FeedbackStore(f"sqlite:///{db}")
+    event.listen(store.engine, "connect", lambda conn, _: conn.execute("PRAGMA query_only = ON"))
+    store.engine.dispose()
+    with pytest.raises(StoreUnwritableError, match=r"ro\.db\): cannot be written"):
+        store.bump_served_state(run="elsewhere")
+    store.close()
+
+
 def test_a_connection_lost_at_commit_says_the_write_may_have_landed(
     make_server: Callable[..., LiveServer],
     server_api_key: str,

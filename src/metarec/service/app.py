@@ -66,6 +66,7 @@ from metarec.service.store import (
     FeedbackStore,
     NewEvent,
     StoreForbiddenError,
+    StoreUnwritableError,
     UnknownUserError,
     UserExistsError,
 )
@@ -229,6 +230,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 if served is not current:
                     metrics.count_reload()
                 log.info("SIGHUP: now serving %s", served.name)
+            except MetarecError as exc:  # a run moved or refused: said in a line
+                log.error("SIGHUP reload failed; still serving the previous model: %s", exc)
             except Exception:
                 log.exception("SIGHUP reload failed; still serving the previous model")
 
@@ -264,6 +267,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def _metarec_error(request: Request, exc: MetarecError) -> JSONResponse:
         if isinstance(exc, OutOfStepError):  # waits for the store: a retry will do
             return error_response(503, "store_unavailable", str(exc), **{"Retry-After": "5"})
+        if isinstance(exc, StoreUnwritableError):  # the operator's to fix: one line, no trace
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return error_response(503, "store_unavailable", str(exc), **{"Retry-After": "30"})
         if isinstance(exc, DamagedStoreError | StoreForbiddenError | EncoderUnavailableError):
             # the server's to fix, not the client's: a 5xx, logged
             log.error("%s %s: %s", request.method, request.url.path, exc)
@@ -393,7 +399,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         try:
             store.ping()
         except Exception as exc:
-            log.warning("readiness: database unreachable: %s", exc)
+            # the driver's words in a line: SQLAlchemy's own add "[SQL: ping]" and a
+            # "Background on this error" link, three lines a probe
+            said = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            log.warning("readiness: database unreachable: %s", said)
             # a deleted SQLite file is the operator's to put back, not a network fault to
             # wait out: writes already said so, and the probe said only "unreachable"
             why = f": {FILE_GONE}" if FILE_GONE in str(exc) else ""

@@ -159,8 +159,11 @@ def _stopped_cleanly() -> Iterator[None]:
 
 
 def _configure_logging() -> None:
+    # the process id: under --workers each worker logs its own "serving ..." and
+    # fold-in lines, which could not be told apart when two disagreed
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO,
+        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
     )
 
 

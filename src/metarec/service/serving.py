@@ -608,6 +608,10 @@ class ModelHolder:
                 )
                 self.load(run, folder=folder)
                 self.metrics.count_reload()  # a swap as a reload's or SIGHUP's is
+            except MetarecError as exc:  # the operator's to fix (a run deleted): one line
+                log.error("catching up with the shared store failed; serving on: %s", exc)
+                self._failed = (version, time.monotonic() + SYNC_RETRY_S)
+                return
             except Exception:
                 log.exception("catching up with the shared store failed; serving on")
                 self._failed = (version, time.monotonic() + SYNC_RETRY_S)

@@ -568,6 +568,37 @@ class EventConflictError(MetarecError):
     retry must resend the same event, and a new event needs a new id."""
 
 
+class StoreUnwritableError(MetarecError):
+    """The store refuses writes (read-only, full, failing): the command line exits 2
+    naming it, the service answers 503 ``store_unavailable`` (nothing was stored)."""
+
+
+# what a store that cannot take writes says: SQLite's words, PostgreSQL's SQLSTATEs
+_UNWRITABLE = {
+    "attempt to write a readonly database": "it is read-only",
+    "disk i/o error": "a disk I/O error",
+    "database or disk is full": "the disk is full",
+    "unable to open database file": "its folder cannot be written",
+}
+_UNWRITABLE_STATES = {
+    "25006": "it is read-only",  # read_only_sql_transaction: a standby, or read-only set
+    "53100": "the disk is full",
+    "58030": "an I/O error",
+}
+
+
+def cannot_write(exc: DBAPIError) -> str | None:
+    """Why the store refused a write where it cannot take any (read-only, full, an I/O
+    error), in a few words; None for any other failure."""
+    state = str(getattr(exc.orig, "sqlstate", None) or "")
+    if state in _UNWRITABLE_STATES:
+        return _UNWRITABLE_STATES[state]
+    if not isinstance(exc, OperationalError):
+        return None  # its text may quote the client's values
+    said = str(exc.orig).lower()
+    return next((why for words, why in _UNWRITABLE.items() if words in said), None)
+
+
 class DamagedStoreError(DataError):
     """A row or page of the store that the service never wrote: the command line exits 2
     naming it, the service answers 500 ``store_damaged`` (the fault is not the client's)."""
@@ -749,6 +780,23 @@ class FeedbackStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
+        """A write transaction; a store that cannot take writes (a read-only file or
+        database, a full disk, an I/O error) is a :class:`StoreUnwritableError` naming
+        it, where the service answered 500 with a traceback a request and a start that
+        had to record its run died with one (exit 1)."""
+        try:
+            with self._transaction() as conn:
+                yield conn
+        except DBAPIError as exc:
+            why = cannot_write(exc)
+            if why is None:
+                raise
+            raise StoreUnwritableError(
+                f"database {self.url}: cannot be written ({why}); nothing was stored"
+            ) from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
         if self._write_lock is None:  # PostgreSQL: a role may lack a grant a write needs
             try:
                 with _write(self.engine) as conn:
