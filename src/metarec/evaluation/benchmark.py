@@ -721,7 +721,9 @@ def ab_challenger(
     if figures:
         best = max(figures, key=lambda m: figures[m])
         return best, {"chosen_on": "validation users", "choice": figures, "choice_users": users}
-    best = best_metarec(test_summary, AB_CHOICE_METRIC, lower=False)
+    # among the same candidates: the ensemble, left out above, won this fallback too
+    ours = {m: v for m, v in test_summary.items() if m in candidates}
+    best = best_metarec(ours, AB_CHOICE_METRIC, lower=False)
     return best, {"chosen_on": "test users"}
 
 
