@@ -35,8 +35,15 @@ ALPHA = 0.05
 def rejudge(record: dict[str, Any]) -> dict[str, Any]:
     """The record with the current rule's marks (a new dict; ``record`` is kept)."""
     metric = (P1_HEADLINE if record["protocol"] == "p1" else P2_HEADLINE)[0][0]
+    # not counting what the run left out of the choice (an ensemble that was a peer
+    # alone for the group's users: reference_excluded, from 2026-12-07)
+    left = record.get("reference_excluded") or {}
     chosen_from = {
-        group: len(metarec_candidates(by_model, metric))
+        group: len(
+            metarec_candidates(
+                {m: v for m, v in by_model.items() if m not in left.get(group, [])}, metric
+            )
+        )
         for group, by_model in record["summary"].items()
     }
     significance: dict[str, Any] = {}

@@ -764,6 +764,11 @@ def test_a_results_folder_is_reported_whole_or_not_at_all(
     captured = capsys.readouterr()
     assert "abtest-runs.json: not a benchmark result; left out" in captured.err
     assert captured.out.startswith("# P2")
+    # a run's per-user values sit beside its record: no report, and no warning
+    (tmp_path / "p2-a-per-user.json").write_text('{"about": "", "groups": {}}')
+    assert main(["report", str(tmp_path)]) == 0
+    assert "per-user" not in capsys.readouterr().err
+    (tmp_path / "p2-a-per-user.json").unlink()
     (tmp_path / "p2-a.json").unlink()  # nothing left to report: refused, not silent
     assert main(["report", str(tmp_path)]) == 2
     assert "no benchmark results in it, only other JSON files" in capsys.readouterr().err

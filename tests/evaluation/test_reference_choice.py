@@ -126,3 +126,15 @@ def test_an_ensemble_that_is_a_peer_alone_is_not_the_reference() -> None:
     record["reference_excluded"] = {"20": [record["reference"]["20"]]}
     with pytest.raises(DataError, match=r"'reference_excluded\.20': expected models other than"):
         check_record_fields(record, "p2.json")
+
+
+def test_rejudging_keeps_an_excluded_ensemble_out_of_the_count() -> None:
+    """The script recounted the candidates from the summary and so put the excluded
+    ensemble back: twice the p_choice, and marks lost."""
+    rejudge = _rejudge_module().rejudge
+    record = _load("p2-ml-100k-fomaml-repeat-a.json")
+    record["reference_excluded"] = {"10": ["metarec-ensemble"]}
+    ours = {m for m in record["summary"]["10"] if m.startswith("metarec-")}
+    again = rejudge(record)
+    assert again["reference_chosen_from"]["10"] == len(ours) - 1
+    assert rejudge(again) == again  # twice changes nothing

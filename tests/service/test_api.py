@@ -1778,6 +1778,33 @@ def test_a_store_that_cannot_take_writes_answers_503_in_one_log_line(
     store.close()
 
 
+def test_a_write_that_failed_as_it_committed_may_have_been_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite may keep a write whose COMMIT met an I/O error: "nothing was stored" was
+    said of a user that had been created."""
+    import sqlite3
+
+    from metarec.service.store import FeedbackStore, StoreUnwritableError
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'io.db'}")
+    dialect = store.engine.dialect
+    committed = dialect.do_commit
+
+    def failed_after_commit(connection: Any) -> None:
+        committed(connection)
+        monkeypatch.setattr(dialect, "do_commit", committed)  # once
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(dialect, "do_commit", failed_after_commit)
+    with pytest.raises(StoreUnwritableError) as caught:
+        store.create_user("u1", {})
+    assert "may have been stored" in str(caught.value)
+    assert "nothing was stored" not in str(caught.value)
+    assert store.user("u1") is not None  # it had landed
+    store.close()
+
+
 def test_a_connection_lost_at_commit_says_the_write_may_have_landed(
     make_server: Callable[..., LiveServer],
     server_api_key: str,

@@ -362,7 +362,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             p
             for pattern in ("p[12]-*.json", "speed*.json")
             for p in path.glob(pattern)
-            if not p.name.endswith("-split.json")
+            # a run's split files and its per-user values are no reports of their own
+            if not p.name.endswith(("-split.json", "-per-user.json"))
         )
         if not found:
             if (path / "checkpoint").is_dir():

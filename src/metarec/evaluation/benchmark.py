@@ -344,8 +344,10 @@ def per_user_bytes(per_user: dict[str, Any], metrics: Sequence[str]) -> bytes:
     """The per-user values the significance tests and bootstrap intervals of a record
     rest on, for its headline ``metrics``: ``{group: {model: {metric: [...]}}}``, the
     users in one order for every model of a group (a user in several folds once, by
-    the mean of their folds), null where a user has no value (no relevant item). The
-    record holds means and tests; from this file they can be checked."""
+    the mean of their folds), null where a user has no value (no relevant item): what
+    the record's tests and intervals are computed from, so those can be checked from
+    it. On one split the record's means are these values' means too; over folds they
+    are the folds' means, which these (a user once) do not give."""
     out = {
         group: {
             model: {

@@ -578,7 +578,9 @@ _UNWRITABLE = {
     "attempt to write a readonly database": "it is read-only",
     "disk i/o error": "a disk I/O error",
     "database or disk is full": "the disk is full",
-    "unable to open database file": "its folder cannot be written",
+    # SQLite's "can't open": a folder it cannot write its journal in, or no file
+    # handles left; the operator's to fix either way
+    "unable to open database file": "it cannot be opened: a read-only folder? no file handles?",
 }
 _UNWRITABLE_STATES = {
     "25006": "it is read-only",  # read_only_sql_transaction: a standby, or read-only set
@@ -791,8 +793,16 @@ class FeedbackStore:
             why = cannot_write(exc)
             if why is None:
                 raise
+            # failed as it committed: SQLite may have kept the write (an I/O error at
+            # COMMIT may or may not roll back), so "nothing was stored" may be false
+            outcome = (
+                "the write may have been stored as it failed; retry (a repeated event "
+                "counts as a duplicate)"
+                if getattr(exc, COMMIT_UNKNOWN, False)
+                else "nothing was stored"
+            )
             raise StoreUnwritableError(
-                f"database {self.url}: cannot be written ({why}); nothing was stored"
+                f"database {self.url}: cannot be written ({why}); {outcome}"
             ) from None
 
     @contextlib.contextmanager
