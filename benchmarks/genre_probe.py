@@ -39,7 +39,7 @@ from metarec.data.tasks import Task
 from metarec.ensemble_run import fit_from_runs
 from metarec.evaluation.benchmark import P2_OVERRIDES
 from metarec.evaluation.machine import machine_info
-from metarec.io import save_json, write_lines_atomic
+from metarec.io import json_bytes, write_bytes_atomic, write_lines_atomic
 
 DATASET = "ml-100k"
 RATED = 12  # films a probe user rates
@@ -72,7 +72,7 @@ def probe_tasks(ds: Any, ids: list[str]) -> list[tuple[str, float, Task, list[in
     return out
 
 
-def persistence(ds: Any) -> dict[str, dict[str, float]]:
+def persistence(ds: Any) -> dict[str, dict[str, float | None]]:
     """How much taste for a genre the data holds: among users with at least 25 ratings,
     by time, the genre's share of the ratings after the first ten, for all of them and
     for those whose first ten are at least 30 % the genre."""
@@ -91,7 +91,7 @@ def persistence(ds: Any) -> dict[str, dict[str, float]]:
             "users": len(first),
             "rest_share": float(rest.mean()),
             "keen_users": len(keen),
-            "keen_rest_share": float(rest[keen].mean()) if len(keen) else float("nan"),
+            "keen_rest_share": float(rest[keen].mean()) if len(keen) else None,  # none keen
         }
     return out
 
@@ -147,16 +147,14 @@ def main() -> None:
 
 def write(
     rows: dict[str, list[dict[str, Any]]],
-    taste: dict[str, dict[str, float]],
+    taste: dict[str, dict[str, float | None]],
     seconds: float,
     out: Path,
 ) -> None:
     machine = machine_info()
-    save_json(
-        out / "genre-probe.json",
-        {"dataset": DATASET, "rated": RATED, "models": rows, "data_taste": taste,
-         "seconds": seconds, "machine": machine},
-    )  # fmt: skip
+    record = {"dataset": DATASET, "rated": RATED, "models": rows, "data_taste": taste,
+              "seconds": seconds, "machine": machine}  # fmt: skip
+    write_bytes_atomic(out / "genre-probe.json", json_bytes(record, strict=True))
     probes = next(iter(rows.values()))
     head = [f"{r['genre']} {'liked' if r['value'] >= 4 else 'disliked'}" for r in probes]
     lines = [
@@ -193,9 +191,10 @@ def write(
         "|---|---|---|---|---|",
     ]
     for genre, t in taste.items():
+        keen = t["keen_rest_share"]
         lines.append(
             f"| {genre} | {t['users']} | {t['rest_share']:.3f} | {t['keen_users']} "
-            f"| {t['keen_rest_share']:.3f} |"
+            f"| {'—' if keen is None else f'{keen:.3f}'} |"
         )
     write_lines_atomic(out / "genre-probe.md", lines)
 
