@@ -233,6 +233,42 @@ def test_a_server_started_later_serves_what_the_store_records(
     assert not [r for r in caplog.records if "shared store records" in r.getMessage()]
 
 
+def test_a_run_folder_rewritten_in_place_is_said_by_the_process_that_reads_it(
+    make_server: Callable[..., LiveServer],
+    server_api_key: str,
+    service_run: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker replacing a dead one read the folder's new files while the others kept
+    what they had loaded, without a word: workers served different models."""
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(service_run, tmp_path / "served"))
+    first = make_server(run=folder)
+    with first.client() as c:
+        served = c.get("/ready").json()["model"]
+    weights = load_file(folder / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.numel() > 1)
+    weights[name] = weights[name] * 1.01  # a retrain written over the served folder
+    save_file(weights, folder / "model.safetensors")
+    with caplog.at_level(logging.WARNING, logger="metarec.service"):
+        follower = make_server(run=folder, follow_store=True)
+    with follower.client() as c:
+        now = c.get("/ready").json()["model"]
+    assert now != served
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"holds {now}, not {served}" in m and "rewritten in place" in m for m in said)
+    # the fix the warning gives: a reload records what the folder now holds, and a
+    # process reading it later says nothing
+    with first.client(server_api_key) as c:
+        assert c.post("/v1/admin/reload", json={"run": str(folder)}).json()["model"] == now
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metarec.service"):
+        make_server(follow_store=True)
+    assert not [r for r in caplog.records if "rewritten in place" in r.getMessage()]
+
+
 def test_a_catch_up_holds_up_only_requests_that_name_items(
     make_server: Callable[..., LiveServer], server_api_key: str
 ) -> None:

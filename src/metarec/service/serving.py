@@ -108,6 +108,9 @@ class ServedRef:
     folder: str
     events_upto: int | None
     scales: tuple[Scale, ...] = ()
+    # the model the folder held when recorded (run_name: its digest), so that a process
+    # loading the folder later can tell it was rewritten in place; None before 2026-12-07
+    model: str | None = None
 
     def dumps(self) -> str:
         return json.dumps(
@@ -116,6 +119,7 @@ class ServedRef:
                 "folder": self.folder,
                 "events_upto": self.events_upto,
                 "scales": [list(scale) for scale in self.scales],
+                **({"model": self.model} if self.model is not None else {}),
             }
         )
 
@@ -127,6 +131,8 @@ class ServedRef:
             d = json.loads(text)
             upto = d["events_upto"]
             ref = ServedRef(str(d["run"]), str(d["folder"]), None if upto is None else int(upto))
+            model = d.get("model")
+            ref = replace(ref, model=model if isinstance(model, str) else None)
         except (ValueError, TypeError, KeyError, OverflowError):
             return ServedRef(text, text, None)  # a bare path, as first recorded
         try:  # on its own: a scales field of another form leaves the rest of the ref read
@@ -461,7 +467,7 @@ class ModelHolder:
                     if earlier is not None:
                         recorded = replace(recorded, scales=(earlier,))
                 scales = (scale,) if recorded is None else recorded.serving(scale, latest > 0)
-                ref: ServedRef | None = ServedRef(str(given), str(path), upto, scales)
+                ref: ServedRef | None = ServedRef(str(given), str(path), upto, scales, name)
                 publish = True
                 if announce == "if_moved" and not in_step and self._current is None:
                     # a start on another run than the store's: often a restart with the
@@ -480,6 +486,17 @@ class ModelHolder:
                     )
             else:
                 ref, publish = recorded, False
+                if recorded is not None and recorded.model not in (None, name):
+                    log.warning(
+                        "%s now holds %s, not %s, which the shared store records as served: "
+                        "the folder was rewritten in place while served, so this process "
+                        "serves another model than those that loaded it before. Give a "
+                        "retrained run a new folder, and reload (POST /v1/admin/reload, or "
+                        "a moved link and SIGHUP) to put every process on one",
+                        printable(path),
+                        name,
+                        recorded.model,
+                    )
             rows = self.store.added_items()
             added = updated = 0
             if rows:
@@ -802,7 +819,9 @@ class ModelHolder:
                 summary = self._fold_in(rec, feedback)
                 served.revision += 1
             self.cache.clear()  # adaptation reads the corrected item biases: free them early
-            base = self._ref or ServedRef(str(served.run), str(served.folder), None)
+            base = self._ref or ServedRef(
+                str(served.run), str(served.folder), None, model=served.name
+            )
             # the others fold in as they reload; refused if a reload (say) landed while
             # this folded in, which the new ref would otherwise undo
             self._announce(self._seen, ref=replace(base, events_upto=upto), expect=True)
