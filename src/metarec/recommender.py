@@ -723,7 +723,7 @@ class Recommender(TopK):
         """New items checked against this catalogue (ids present and unused, some text)
         with their text built as the catalogue's was: what :meth:`add_items` encodes.
         ``text``: the :class:`~metarec.data.text.ItemTextConfig` the catalogue was built
-        with; by default the run's (:meth:`item_text`)."""
+        with; by default the run's (:func:`~metarec.data.spec.recorded_item_text`)."""
         from metarec.data.generic import read_years
         from metarec.data.schema import check_table
         from metarec.data.text import (
@@ -796,8 +796,8 @@ class Recommender(TopK):
         frame["genres"] = normalise_genres(frame["genres"])
         if text is not None and not isinstance(text, ItemTextConfig):
             raise DataError(f"add_items: text: expected an ItemTextConfig, got {text!r:.60}")
-        if text is None:
-            text = self.item_text()
+        if text is None:  # as the run's data was laid out (--text-cols, --text-template)
+            text = recorded_item_text(self.metadata.get("data_spec"))
         _warn_of_unread(items, frame, renames, text.extra)
         for col in text.extra:  # a new item may lack some of them: that part is empty
             if col not in frame.columns:
@@ -809,12 +809,6 @@ class Recommender(TopK):
             bad = frame.loc[empty, "item_id"].iloc[0]
             raise DataError(f"add_items: item {bad!r} has no text to encode (title and text empty)")
         return frame
-
-    def item_text(self) -> ItemTextConfig:
-        """How a new item's encoder text is laid out: as the run's data was (a run
-        trained from files with ``--text-cols`` or ``--text-template`` built its text
-        with them), so a new item reads to the encoder as the catalogue's items do."""
-        return recorded_item_text(self.metadata.get("data_spec"))
 
     def _file_columns(self, items: pd.DataFrame) -> dict[str, str]:
         """Renames from the item file's own column names (``--items-id-col``/``--item-col``,

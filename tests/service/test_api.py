@@ -1740,6 +1740,30 @@ def test_a_deleted_database_file_is_not_ready_and_stores_nothing(
         assert "the database file is gone" in r.json()["error"]["message"]
 
 
+def _read_only(engine: Any) -> None:
+    """Every new connection of ``engine`` refuses writes as a read-only SQLite file does
+    ("attempt to write a readonly database")."""
+    from sqlalchemy import event
+
+    event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA query_only = ON"))
+    engine.dispose()
+
+
+def _fail_after_commit(monkeypatch: pytest.MonkeyPatch, engine: Any, error: str) -> None:
+    """The next commit of ``engine`` lands, then raises SQLite's ``error``."""
+    import sqlite3
+
+    dialect = engine.dialect
+    committed = dialect.do_commit
+
+    def failed_after_commit(connection: Any) -> None:
+        committed(connection)
+        monkeypatch.setattr(dialect, "do_commit", committed)  # once
+        raise sqlite3.OperationalError(error)
+
+    monkeypatch.setattr(dialect, "do_commit", failed_after_commit)
+
+
 def test_a_store_that_cannot_take_writes_answers_503_in_one_log_line(
     make_server: Callable[..., LiveServer],
     server_api_key: str,
@@ -1749,16 +1773,11 @@ def test_a_store_that_cannot_take_writes_answers_503_in_one_log_line(
     """A store made read-only (or full, or failing) while serving: every write was a 500
     internal_error and forty lines of traceback in the log; and a start that had to
     record its run on such a store died with one (exit 1)."""
-    from sqlalchemy import event
-
     from metarec.service.store import FeedbackStore, StoreUnwritableError
 
     db = tmp_path / "ro.db"
     live = make_server(db_url=f"sqlite:///{db}")
-    engine = live.app.state.store.engine
-    # SQLite's own refusal of a read-only file: "attempt to write a readonly database"
-    event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA query_only = ON"))
-    engine.dispose()
+    _read_only(live.app.state.store.engine)
     with live.client(server_api_key) as c, caplog.at_level("ERROR", logger="metarec.service"):
         r = c.post("/v1/users", json={"user_id": "u1"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
@@ -1771,8 +1790,7 @@ def test_a_store_that_cannot_take_writes_answers_503_in_one_log_line(
     assert logged and all(rec.exc_info is None for rec in logged)  # a line each, no trace
     # what a start that records its run meets: the error serve and retrain exit 2 with
     store = FeedbackStore(f"sqlite:///{db}")
-    event.listen(store.engine, "connect", lambda conn, _: conn.execute("PRAGMA query_only = ON"))
-    store.engine.dispose()
+    _read_only(store.engine)
     with pytest.raises(StoreUnwritableError, match=r"ro\.db\): cannot be written"):
         store.bump_served_state(run="elsewhere")
     store.close()
@@ -1783,20 +1801,10 @@ def test_a_write_that_failed_as_it_committed_may_have_been_stored(
 ) -> None:
     """SQLite may keep a write whose COMMIT met an I/O error: "nothing was stored" was
     said of a user that had been created."""
-    import sqlite3
-
     from metarec.service.store import FeedbackStore, StoreUnwritableError
 
     store = FeedbackStore(f"sqlite:///{tmp_path / 'io.db'}")
-    dialect = store.engine.dialect
-    committed = dialect.do_commit
-
-    def failed_after_commit(connection: Any) -> None:
-        committed(connection)
-        monkeypatch.setattr(dialect, "do_commit", committed)  # once
-        raise sqlite3.OperationalError("disk I/O error")
-
-    monkeypatch.setattr(dialect, "do_commit", failed_after_commit)
+    _fail_after_commit(monkeypatch, store.engine, "disk I/O error")
     with pytest.raises(StoreUnwritableError) as caught:
         store.create_user("u1", {})
     assert "may have been stored" in str(caught.value)
@@ -1813,18 +1821,9 @@ def test_a_connection_lost_at_commit_says_the_write_may_have_landed(
 ) -> None:
     # the answer said "nothing was stored, retry"; the user had been created, and the
     # retry got 409 user_exists
-    import sqlite3
-
     live = make_server(db_url=f"sqlite:///{tmp_path / 'f.db'}")
-    dialect = live.app.state.store.engine.dialect
-    committed = dialect.do_commit
-
-    def lost_after_commit(connection: Any) -> None:
-        committed(connection)
-        monkeypatch.setattr(dialect, "do_commit", committed)  # once
-        raise sqlite3.OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(dialect, "do_commit", lost_after_commit)
+    engine = live.app.state.store.engine
+    _fail_after_commit(monkeypatch, engine, "server closed the connection unexpectedly")
     with live.client(server_api_key) as c:
         r = c.post("/v1/users", json={"user_id": "maybe"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text

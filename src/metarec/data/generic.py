@@ -616,14 +616,8 @@ def load_table(
     interactions = finish_interactions(inter, interactions_path)
     interactions.attrs[COLUMNS_ATTR] = {new: old for old, new in renamed.items()}
 
-    # a layout the data options cannot say (fields switched off, other extra columns) is
-    # not recorded with the runs trained on the data; a template over --text-cols is
-    own_text = text
-    plain = ItemTextConfig(template=getattr(text, "template", DEFAULT_TEMPLATE), extra=text_cols)
-    placed = text is not None and "text" in template_fields(text.template)
-    # {text} placed in a layout is no spec's: a new item's `text` is its whole text
-    if text is not None and replace(text, extra=tuple(text.extra)) == plain and not placed:
-        own_text = None
+    # a layout the data options cannot say is not recorded with the runs trained on it
+    own_text = None if text is None or _said_by_options(text, text_cols) else text
     text = text or ItemTextConfig(extra=tuple(text_cols))
     if items_path is not None:
         items = _load_items(
@@ -691,6 +685,16 @@ def load_table(
         users=users,
         rating_range=(float(rr[0]), float(rr[1])),
         spec=None if own_text is not None or sep is not None else _spec_of(options),
+    )
+
+
+def _said_by_options(text: ItemTextConfig, text_cols: Sequence[str]) -> bool:
+    """Whether ``text`` is a layout the data options say (``--text-template`` over
+    ``--text-cols``): not one with fields switched off or other extra columns, nor one
+    that places ``{text}`` (a new item's ``text`` is its whole text)."""
+    said = ItemTextConfig(template=text.template, extra=tuple(text_cols))
+    return replace(text, extra=tuple(text.extra)) == said and (
+        "text" not in template_fields(text.template)
     )
 
 

@@ -1502,7 +1502,7 @@ def run_benchmark(
             "reference_chosen_from": chosen_from,
             "reference_excluded": excluded,
             "significance": sig,
-            "ensemble_weights": [r["ensemble_weights"] for r in runs],
+            "ensemble_weights": weights,
             "abtest": runs[0].get("abtest"),
             "per_fold": [r["summary"] for r in runs] if folds > 1 else None,
             "configs": runs[0]["configs"],

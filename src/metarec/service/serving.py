@@ -130,9 +130,13 @@ class ServedRef:
         try:
             d = json.loads(text)
             upto = d["events_upto"]
-            ref = ServedRef(str(d["run"]), str(d["folder"]), None if upto is None else int(upto))
             model = d.get("model")
-            ref = replace(ref, model=model if isinstance(model, str) else None)
+            ref = ServedRef(
+                str(d["run"]),
+                str(d["folder"]),
+                None if upto is None else int(upto),
+                model=model if isinstance(model, str) else None,
+            )
         except (ValueError, TypeError, KeyError, OverflowError):
             return ServedRef(text, text, None)  # a bare path, as first recorded
         try:  # on its own: a scales field of another form leaves the rest of the ref read
