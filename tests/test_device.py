@@ -87,3 +87,23 @@ def test_cuda_work_runs_with_deterministic_kernels_and_restores_the_callers_sett
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_choosing_cuda_sets_cublas_workspace_before_any_cuda_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cuBLAS reads its workspace size once, when it first runs; the catalogue is
+    encoded on the GPU before training starts, so setting it on entering the
+    deterministic kernels came too late. It is set where CUDA is chosen, a user's
+    own value kept."""
+    from metarec import device
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    resolve_device("cpu")
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    monkeypatch.setattr(device, "device_available", lambda name: True)  # a machine with CUDA
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    resolve_device("cuda")
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"

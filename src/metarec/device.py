@@ -57,13 +57,20 @@ def resolve_device(name: str, where: str = "device") -> torch.device:
     import torch
 
     if check_device(name, where) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not device_available(name):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif not device_available(name):
         raise ConfigError(
             f"{where}: {name!r} asked for, but torch sees no such device here; "
             "use auto (a GPU when there is one) or cpu"
         )
-    return torch.device(name)
+    else:
+        device = torch.device(name)
+    if device.type == "cuda":
+        # here, where metarec first chooses CUDA: cuBLAS reads it once, when it first
+        # runs, and the catalogue's encoding on the GPU comes before any training
+        # (set only in deterministic_on, it came too late to count)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    return device
 
 
 def device_available(name: str) -> bool:

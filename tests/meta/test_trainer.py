@@ -14,7 +14,7 @@ import torch
 from metarec.config import ModelConfig, TrainConfig
 from metarec.data.tasks import UserRatings, fixed_tasks
 from metarec.meta.learner import MetaLearner
-from metarec.meta.trainer import TaskSource, Trainer
+from metarec.meta.trainer import TaskSource, Trainer, TrainHistory
 from metarec.models.preference import PreferenceNet
 
 
@@ -41,6 +41,7 @@ def _trainer(
     dropout: float = 0.0,
     adapt: str = "context",
     patience: int = 100,
+    device: str = "cpu",
 ) -> Trainer:
     mc = ModelConfig(hidden=8, tower_hidden=16, factors=4, dropout=dropout)
     cfg = TrainConfig(
@@ -54,7 +55,7 @@ def _trainer(
         meta_batch_size=16,
         inner_steps=1,
         seed=5,
-        device="cpu",
+        device=device,
         model=mc,
     )
     torch.manual_seed(cfg.seed)
@@ -126,6 +127,23 @@ def test_resume_matches_an_uninterrupted_run(
         full.learner.state_dict().items(), resumed.learner.state_dict().values(), strict=True
     ):
         assert torch.allclose(v, w, atol=1e-6), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the CPU is one device")
+def test_a_resume_on_cuda_keeps_its_best_state_on_the_gpu(tmp_path: Path) -> None:
+    """A checkpoint's tensors load on the CPU: the best state it restores must move to
+    the learner's device, or the next epoch without a better validation loss failed in
+    _save (torch.equal of a CPU and a CUDA tensor) and the end loaded CPU weights."""
+    vectors, src = _source(1)
+    _trainer(vectors, 2, device="cuda").fit(src, src, checkpoint_dir=tmp_path)
+    resumed = _trainer(vectors, 4, device="cuda")
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    _, _, best = resumed._restore(tmp_path, meta, TrainHistory())
+    assert best is not None
+    assert {v.device.type for v in best.values()} == {"cuda"}
+    # a plateau after the resume: every later epoch writes the restored best state
+    hist = _trainer(vectors, 6, device="cuda").fit(src, src, checkpoint_dir=tmp_path)
+    assert hist.resumed_from == 2
 
 
 def test_a_checkpoint_keeps_the_frozen_item_vectors_once(tmp_path: Path) -> None:

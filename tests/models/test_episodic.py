@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from metarec.catalogue import Catalogue
 from metarec.errors import ConfigError, DataError, ModelError
@@ -323,3 +324,24 @@ def test_a_capped_state_round_trips_and_an_old_state_loads_the_same() -> None:
     assert got[0, N_ITEMS] == pytest.approx(expected[0].min() - 0.01 * spread - 1e-6)
     with pytest.raises(ModelError, match="n_fit_items 13"):
         EpisodicLinear.from_state(options, {**fitted, "n_fit_items": 13}, arrays)
+
+
+def test_a_solve_too_large_for_the_gpu_runs_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory check reads the host's memory: a GPU with less room raised CUDA's
+    out-of-memory error mid-fit. The solve falls back to the CPU, with a warning, and
+    gives the CPU's answer. (torch's "meta" device stands in for a full GPU here.)"""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6))
+    gram, xty = x.T @ x, x.T @ rng.normal(size=(40, 3))
+    expected = EpisodicLinear._solve(gram, xty, 0.5, torch.device("cpu"))
+    cholesky = torch.linalg.cholesky
+
+    def full_gpu(a: torch.Tensor) -> torch.Tensor:
+        if a.device.type != "cpu":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 21.6 GiB")
+        return cholesky(a)
+
+    monkeypatch.setattr(torch.linalg, "cholesky", full_gpu)
+    with pytest.warns(RuntimeWarning, match="does not fit in meta's memory; it runs on the CPU"):
+        solved = EpisodicLinear._solve(gram, xty, 0.5, torch.device("meta"))
+    np.testing.assert_allclose(solved, expected)

@@ -540,6 +540,12 @@ class Trainer:
             if values is not None:
                 check_tensors_like(kept, values, name, prefix=f"{part}.", whole=True)
         self.learner.load_state_dict(model)
+        if best is not None:
+            # a file's tensors load on the CPU; the best state is compared with the
+            # learner's (torch.equal in _save refuses two devices) and loaded back
+            # into it, so it lives where the learner does (a resume on CUDA failed at
+            # its first epoch without a better validation loss)
+            best = {k: v.to(kept[k].device) for k, v in best.items()}
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
             if k.startswith("opt."):

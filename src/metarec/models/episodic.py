@@ -75,6 +75,7 @@ Choices
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -433,11 +434,23 @@ class EpisodicLinear(ScoringModel):
         slower than a Cholesky solve of the same size.
         """
         dev = float64_device(dev)
-        a = torch.as_tensor(gram, dtype=torch.float64, device=dev).clone()
-        a.diagonal().add_(lam)
-        chol = torch.linalg.cholesky(a)
-        b = torch.as_tensor(xty, dtype=torch.float64, device=dev)
-        return torch.cholesky_solve(b, chol).cpu().numpy()
+        try:
+            return _cholesky_solve(gram, xty, lam, dev)
+        except torch.cuda.OutOfMemoryError:
+            # require_memory measures the host's memory, and the host holds the Gram
+            # matrix already: a GPU with less room than that failed the fit with
+            # CUDA's traceback where the CPU solves it, slower
+            if dev.type == "cpu":
+                raise
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()  # the failed attempt's blocks, for the rest of the fit
+            warnings.warn(
+                f"the episodic ridge's solve over {len(gram):,} features does not fit in "
+                f"{dev}'s memory; it runs on the CPU (slower; the rest stays on {dev})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return _cholesky_solve(gram, xty, lam, torch.device("cpu"))
 
     # -- scoring ------------------------------------------------------------
     def _w(self) -> np.ndarray:
@@ -597,3 +610,11 @@ class EpisodicLinear(ScoringModel):
         model.n_episodes = int(fitted.get("n_episodes", 0))
         model.validation = {str(k): float(v) for k, v in dict(fitted.get("validation", {})).items()}
         return model
+
+
+def _cholesky_solve(gram: np.ndarray, xty: np.ndarray, lam: float, dev: torch.device) -> np.ndarray:
+    a = torch.as_tensor(gram, dtype=torch.float64, device=dev).clone()
+    a.diagonal().add_(lam)
+    chol = torch.linalg.cholesky(a)
+    b = torch.as_tensor(xty, dtype=torch.float64, device=dev)
+    return torch.cholesky_solve(b, chol).cpu().numpy()

@@ -10,7 +10,8 @@ which includes its training rows (they grow with users, not items). So 10,000
 items want about 18 GB for the episodic ridge alone. A catalogue too large for the memory
 available (the machine's, or a container's cgroup limit where that is less) is
 refused with a message that says so before any work, instead of the process
-being killed half-way through a fit. The meta-learned network
+being killed half-way through a fit. The check reads the host's memory; on a GPU with less room the
+episodic ridge's solve runs on the CPU instead (``EpisodicLinear._solve``). The meta-learned network
 (:class:`metarec.models.meta_model.MetaModel`) and the peers grow linearly with
 the catalogue and are not limited this way.
 """
