@@ -590,3 +590,23 @@ def test_outputs_over_the_data_read_are_refused(
     assert sorted(p.name for p in (tmp_path / "ml-100k").iterdir()) == [
         "ml-100k.inter", "ml-100k.item", "ml-100k.user"
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_abtest_data_folder_holding_the_runs_data_set(
+    runs: tuple[Path, Path], shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`--data DIR` where DIR holds the data set the run records reads it from there, as
+    evaluate, ensemble and retrain do; abtest read DIR as the data set's own folder
+    ("no data set found") although the run said which one it was."""
+    a, b = runs
+    rec = Recommender.load(a)
+    rec.metadata["data_spec"] = {"dataset": "ml-100k"}  # as `metarec train` records it
+    rec.save(tmp_path / "a")
+    shutil.copy(a / "split.json", tmp_path / "a")
+    code = main(["abtest", str(tmp_path / "a"), str(b), "--users", str(a / "split.json"),
+                 "--data", str(shared_data), "--method", "interleave", "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["interleave"]["wins_a"] >= 0

@@ -108,7 +108,12 @@ def cmd_abtest(args: argparse.Namespace) -> int:
         pyplot()  # an MPLBACKEND matplotlib cannot use: named before the work
 
     from metarec.data.schema import has_timestamps
-    from metarec.data.spec import check_not_overwriting, load_from_spec, make_spec, names_data
+    from metarec.data.spec import (
+        check_not_overwriting,
+        load_from_spec,
+        make_spec,
+        spec_for_run,
+    )
     from metarec.ensemble_run import EnsembleRecommender, data_mismatch, load_run
     from metarec.evaluation.abtest import format_report, run_abtest
     from metarec.evaluation.p4_split import P4Split, make_p4_split
@@ -144,9 +149,13 @@ def cmd_abtest(args: argparse.Namespace) -> int:
             f"{args.run_a} was trained on ratings {shown[0]} and {args.run_b} on {shown[1]}; "
             "an A/B test needs two runs trained on the same data"
         )
-    spec = make_spec({"dataset": args.dataset, "data": data})
-    if not names_data(spec):
-        spec = recs["A"].metadata.get("data_spec") or {}
+    # as evaluate, ensemble and retrain read a run's data: `--data DIR` holding the
+    # run's data set takes it from there (it was read as the data set's own folder)
+    spec = spec_for_run(
+        make_spec({"dataset": args.dataset, "data": data}),
+        recs["A"].metadata.get("data_spec") or None,
+        args.run_a,
+    )
     for flag, path in outputs(args):
         check_not_overwriting(spec, flag, path, folder=False)
     ds = load_from_spec(spec)
