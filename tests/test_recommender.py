@@ -1281,6 +1281,39 @@ def test_add_items_refuses_bad_ids_and_vectors(fitted: Recommender) -> None:
     assert fitted.n_items == n
 
 
+def test_add_items_refuses_text_fields_that_are_not_text(fitted: Recommender) -> None:
+    """Bytes failed in pandas with a UnicodeDecodeError; a list, a mapping or True was
+    encoded as its repr. A number is a title ("1984"), and genres may be a list."""
+    n = fitted.n_items
+    for column, value, needle in [
+        ("title", b"caf\xe9", r"row 1: title b'caf\\xe9' is bytes: decode them"),
+        ("title", ["a", "b"], r"row 1: title \['a', 'b'\] is a list, not text"),
+        ("text", {"a": 1}, r"row 1: text \{'a': 1\} is a dict, not text"),
+        ("genres", True, "row 1: genres True is a bool, not text"),
+        ("genres", b"Drama", "row 1: genres b'Drama' is bytes"),
+    ]:
+        items = pd.DataFrame({"item_id": ["ok", "bad"], "title": ["Fine", "Also fine"]})
+        items[column] = pd.Series(["Fine", value], dtype=object)
+        with pytest.raises(DataError, match=needle):
+            fitted.add_items(items)
+    assert fitted.n_items == n
+    added = pd.DataFrame({"item_id": ["t1984", "tg"], "title": [1984, "Listed"],
+                          "genres": [np.nan, ["Drama", "Comedy"]]})  # fmt: skip
+    texts = fitted.prepare_items(added)["text"].tolist()
+    assert texts[0].startswith("1984") and "Drama" in texts[1] and "Comedy" in texts[1]
+
+
+def test_an_added_id_that_is_another_items_title_is_warned_of(fitted: Recommender) -> None:
+    """Ids are looked up before titles: the new id took the title over as typed but not
+    in other letter cases, so "Heat (1995)" and "heat (1995)" named two items."""
+    title = str(fitted.items["title"].iat[5])
+    with pytest.warns(UserWarning, match=re.escape(f"item id {title!r} is the title of item")):
+        fitted.prepare_items(pd.DataFrame({"item_id": [title], "title": ["Another film"]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.prepare_items(pd.DataFrame({"item_id": ["no-such-title"], "title": ["Film"]}))
+
+
 def test_only_new_items_without_text_get_it_built(fitted: Recommender) -> None:
     from metarec.pipeline import ensure_text
 

@@ -781,6 +781,12 @@ class Recommender(TopK):
         for col, default in (("title", ""), ("year", np.nan), ("genres", "")):
             if col not in frame.columns:
                 frame[col] = default
+        if text is not None and not isinstance(text, ItemTextConfig):
+            raise DataError(f"add_items: text: expected an ItemTextConfig, got {text!r:.60}")
+        if text is None:  # as the run's data was laid out (--text-cols, --text-template)
+            text = recorded_item_text(self.metadata.get("data_spec"))
+        _refuse_non_text(frame, ["title", "genres", "text", *text.extra])
+        self._warn_of_ids_that_are_titles(frame["item_id"])
         frame["title"] = frame["title"].fillna("").astype(str)
         # as the loaders read an items file: a year column of dates (or Unix times) as
         # their years, which the text left out, and genres as a list or separated by
@@ -794,10 +800,6 @@ class Recommender(TopK):
             dated=dated_catalogue(self.items["text"]),  # the run's titles, not the batch's
         )
         frame["genres"] = normalise_genres(frame["genres"])
-        if text is not None and not isinstance(text, ItemTextConfig):
-            raise DataError(f"add_items: text: expected an ItemTextConfig, got {text!r:.60}")
-        if text is None:  # as the run's data was laid out (--text-cols, --text-template)
-            text = recorded_item_text(self.metadata.get("data_spec"))
         _warn_of_unread(items, frame, renames, text.extra)
         for col in text.extra:  # a new item may lack some of them: that part is empty
             if col not in frame.columns:
@@ -809,6 +811,22 @@ class Recommender(TopK):
             bad = frame.loc[empty, "item_id"].iloc[0]
             raise DataError(f"add_items: item {bad!r} has no text to encode (title and text empty)")
         return frame
+
+    def _warn_of_ids_that_are_titles(self, ids: pd.Series) -> None:
+        """A new id that is another item's title takes that title over, as typed (ids are
+        looked up first) but not in other letter cases: "Heat (1995)" became the new
+        item while "heat (1995)" stayed the film, without a word."""
+        for new_id in ids:
+            old = self.title_index.get(_norm(new_id))
+            if old is not None:
+                warnings.warn(
+                    f"add_items: item id {new_id!r} is the title of item "
+                    f"{str(self.items['item_id'].iat[old])!r}: written as this id it names "
+                    "the new item from now on (ids are looked up before titles); name "
+                    "the other by its id",
+                    stacklevel=3,
+                )
+                return
 
     def _file_columns(self, items: pd.DataFrame) -> dict[str, str]:
         """Renames from the item file's own column names (``--items-id-col``/``--item-col``,
@@ -1200,3 +1218,26 @@ def _warn_of_unread(
             "items lack: their text leaves that part out",
             stacklevel=outside_metarec(),
         )
+
+
+def _refuse_non_text(frame: pd.DataFrame, columns: Iterable[str]) -> None:
+    """DataError naming the first row whose text field is not text: bytes failed deep in
+    pandas (a UnicodeDecodeError), and a list, a mapping or True became its repr
+    ("['a', 'b']") in the text encoded. A number is text ("1984" read from a file);
+    genres may be a list of names."""
+    from metarec.data.text import LIST_TYPES
+
+    for col in dict.fromkeys(columns):
+        if col not in frame.columns or frame[col].dtype != object:
+            continue  # numbers or pandas' strings hold none of these
+        lists_ok = LIST_TYPES if col == "genres" else ()
+        for row, value in enumerate(frame[col]):
+            if isinstance(value, bytes | bytearray):
+                why = "is bytes: decode them to text (str) first"
+            elif isinstance(value, bool | np.bool_ | Mapping) or (
+                isinstance(value, LIST_TYPES) and not isinstance(value, lists_ok)
+            ):
+                why = f"is a {type(value).__name__}, not text"
+            else:
+                continue
+            raise DataError(f"add_items: row {row}: {col} {plain(value)!r:.60} {why}")
