@@ -1461,3 +1461,43 @@ def test_peers_blind_on_the_data_are_left_out_of_the_defaults_and_said(tmp_path:
         "melu-1": "every rating is 1, so MeLU, a regressor of the rating, learns nothing "
         "that tells one item from another",
     }
+
+
+def test_what_cleaning_dropped_is_said_recorded_and_reported(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A third of the ratings (items the items file lacks) were dropped without a word:
+    train printed the cleaning report, the benchmark neither printed nor recorded it,
+    and its report described data other than the files given."""
+    from metarec.evaluation.report import render_markdown
+
+    rows = [f"u{u},i{(u * 7 + n) % 40},{1 + (u * n) % 5}" for u in range(60) for n in range(20)]
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+    (tmp_path / "i.csv").write_text(  # items i0 to i3 missing; i4 has no text at all
+        "item_id,title\n" + "".join(f"i{n},{'' if n == 4 else f'Item {n}'}\n"
+                                    for n in range(4, 40))
+    )  # fmt: skip
+    proc = run_cli(
+        "benchmark", "--protocol", "p1", "--interactions", str(tmp_path / "r.csv"),
+        "--items", str(tmp_path / "i.csv"), "--out", str(tmp_path / "o"), "--quiet",
+        "--no-plots", "--peers", "bias", "--algorithms", "fomaml", *TINY, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(next((tmp_path / "o").glob("p1-*.json")).read_text())
+    dropped = record["cleaning"]["dropped"]
+    gone = sum(v for k, v in dropped.items() if not k.startswith("items table: "))
+    assert record["cleaning"]["rows_in"] == 1200 == record["cleaning"]["rows_out"] + gone
+    assert any(k.startswith("items table: ") and v == 1 for k, v in dropped.items())
+    said = f"r: cleaning dropped data before the benchmark: {record['cleaning']['rows_out']:,} of"
+    assert proc.stderr.count(said) == 1, proc.stderr[-2000:]
+    md = render_markdown(record)
+    assert f"**Data cleaned before the run.** {record['cleaning']['rows_out']:,} of 1,200" in md
+    assert "1 item (item has neither text nor title)" in md
+    assert not any("cleaning dropped" in w for w in record.get("warnings", []))  # said once
+    # a damaged record's cleaning is named, not rendered
+    from metarec.errors import DataError
+    from metarec.evaluation.report import check_record_fields
+
+    record["cleaning"]["dropped"] = {"x": "many"}
+    with pytest.raises(DataError, match=r"r\.json, field 'cleaning\.dropped\.x': expected a"):
+        check_record_fields(record, "r.json")

@@ -89,6 +89,7 @@ _RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "max_episodes": (int, None),
     "own_models": (list,),
     "blind_peers": (dict,),
+    "cleaning": (dict,),
     "encoder_id": (str,),
     "warnings": (list,),
     "abtest_not_run": (str,),
@@ -261,6 +262,13 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
             and isinstance(entry.get("left_out"), bool)
         ):
             raise bad(where, '{"why": text, "left_out": true or false}', entry)
+    cleaning = record.get("cleaning") or {}
+    for key, kind in (("rows_in", "a count"), ("rows_out", "a count")):
+        if key in cleaning and not is_whole(cleaning[key]):
+            raise bad(f"cleaning.{key}", kind, cleaning[key])
+    for where, value in leaves("cleaning.dropped", cleaning.get("dropped", {}), 1):
+        if not is_whole(value):
+            raise bad(where, "a count", value)
     for where, value in cells("timings", 1):
         if where == "timings.fit_s":  # a list of folds, each model: seconds
             for n, fold in enumerate(value if isinstance(value, list) else [value]):
@@ -424,6 +432,7 @@ def _header(record: dict[str, Any]) -> list[str]:
         "",
         f"Reproduce: `{record['command']}`" + _own_models(record),
         "",
+        *_cleaning_lines(record),
         *_blind_lines(record),
         *_warning_lines(record),
         "**Bold**: the best mean (on each model that ties for it). "
@@ -461,6 +470,33 @@ def _reference(record: dict[str, Any], group: str) -> str:
     if left:  # its weights there are a peer's alone, so its figures are that peer's
         out += "; not " + ", ".join(left) + ", a peer alone for these users"
     return out
+
+
+def dropped_words(cleaning: dict[str, Any]) -> str:
+    """What a record's ``cleaning`` (:meth:`CleaningReport.to_dict`) dropped, in one
+    sentence: the ratings kept of those read, then each reason with its count."""
+    from metarec.data.schema import ITEMS_TABLE
+
+    reasons = []
+    for reason, n in cleaning.get("dropped", {}).items():
+        if reason.startswith(ITEMS_TABLE):
+            reasons.append(f"{n:,} item{'' if n == 1 else 's'} ({reason[len(ITEMS_TABLE) :]})")
+        else:
+            reasons.append(f"{n:,} rating{'' if n == 1 else 's'} ({reason})")
+    rows_in, rows_out = cleaning.get("rows_in", 0), cleaning.get("rows_out", 0)
+    return (
+        f"{rows_out:,} of {rows_in:,} ratings kept; dropped "
+        + ", ".join(reasons)
+        + " (`metarec data describe` with the same data options lists examples)"
+    )
+
+
+def _cleaning_lines(record: dict[str, Any]) -> list[str]:
+    """What cleaning dropped before the run: the figures are of the data kept."""
+    cleaning = record.get("cleaning")
+    if not cleaning:
+        return []
+    return [f"**Data cleaned before the run.** {dropped_words(cleaning)}.", ""]
 
 
 def _blind_lines(record: dict[str, Any]) -> list[str]:
