@@ -187,6 +187,55 @@ def test_a_fold_in_through_one_server_reaches_the_other(
     assert len(held) >= 3 and not any(held), held  # starts, A's fold-in, B's catch-up
 
 
+def test_an_erased_user_leaves_the_fold_in_and_every_cache(
+    make_server: Callable[..., LiveServer], server_api_key: str
+) -> None:
+    """DELETE /v1/users/{id} erases a user's events; where a fold-in learned item offsets
+    from them, the run is reloaded so every process learns again without them, and a
+    user created again under the same id is adapted afresh everywhere, not served the
+    erased one's cached state (their event counts match)."""
+    a, b = make_server(), make_server()
+    twins = [{"item_id": i, "title": "Night Train", "year": 2001} for i in ("loved", "hated")]
+    pick = {"candidates": "loved,hated", "k": 2}
+    with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
+        ca.put("/v1/items", json={"items": twins})
+        for u in range(4):
+            ratings = [{"item_id": str(1 + u), "rating": 4}, {"item_id": "loved", "rating": 5},
+                       {"item_id": "hated", "rating": 1}]  # fmt: skip
+            ca.post("/v1/users", json={"user_id": f"fan{u}", "ratings": ratings})
+        cb.post("/v1/users", json={"user_id": "new", "ratings": [{"item_id": "1", "rating": 4}]})
+        assert ca.post("/v1/admin/fold-in").json()["items_updated"] == 2
+        ranked = cb.get("/v1/users/new/recommendations", params=pick).json()["items"]
+        assert ranked[0]["score"] - ranked[1]["score"] > 0.1
+        before = cb.get("/v1/users/fan0/recommendations", params={"k": 5}).json()["items"]
+        for u in range(4):
+            erased = ca.delete(f"/v1/users/fan{u}")
+            assert erased.status_code == 200, erased.text
+            assert erased.json() == {"user_id": f"fan{u}", "events_erased": 3,
+                                     "fold_in_redone": True}  # fmt: skip
+        assert cb.get("/v1/users/fan0").status_code == 404
+        gone = ca.delete("/v1/users/fan0")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "unknown_user"
+        tied = cb.get("/v1/users/new/recommendations", params=pick).json()["items"]
+        assert abs(tied[0]["score"] - tied[1]["score"]) < 1e-4  # no rating supports them now
+        # fan0 again, with as many events as before but other tastes: B adapts afresh
+        other = [{"item_id": str(200 + j), "rating": 1 + 4 * (j % 2)} for j in range(3)]
+        ca.post("/v1/users", json={"user_id": "fan0", "ratings": other})
+        after = cb.get("/v1/users/fan0/recommendations", params={"k": 5}).json()["items"]
+        fresh = ca.get("/v1/users/fan0/recommendations", params={"k": 5}).json()["items"]
+        assert after == fresh != before
+        # a user no fold-in read (created after it) reloads nothing, so B keeps its
+        # generation: its cached state of the erased user must not answer for the new one
+        top = [{"item_id": str(50 + j), "rating": 5 - 4 * (j % 2)} for j in range(3)]
+        ca.post("/v1/users", json={"user_id": "late", "ratings": top})
+        cached = cb.get("/v1/users/late/recommendations", params={"k": 5}).json()["items"]
+        assert ca.delete("/v1/users/late").json()["fold_in_redone"] is False
+        ca.post("/v1/users", json={"user_id": "late", "ratings": other})
+        after = cb.get("/v1/users/late/recommendations", params={"k": 5}).json()["items"]
+        fresh = ca.get("/v1/users/late/recommendations", params={"k": 5}).json()["items"]
+        assert after == fresh != cached
+
+
 def test_a_change_that_cannot_be_loaded_leaves_the_other_serving(
     make_server: Callable[..., LiveServer],
     server_api_key: str,

@@ -23,6 +23,7 @@ from metarec.service.store import (
     MIGRATION_LOCK,
     SCHEMA_VERSION,
     SQLITE_BUSY_TIMEOUT_S,
+    ErasedUser,
     EventConflictError,
     FeedbackStore,
     NewEvent,
@@ -301,6 +302,32 @@ def test_users_and_idempotent_events(store: FeedbackStore) -> None:
     assert user is not None and user.n_events == 4 and user.features == {"age": 30}
     assert store.user("ghost") is None
     assert store.count_events() == 4 and store.event_ids() == {"i1", "a", "b", "c"}
+
+
+def test_a_forgotten_user_leaves_no_row_and_others_keep_theirs(store: FeedbackStore) -> None:
+    store.create_user("gone", {"age": 30}, [ev("g1"), ev("g2", "2", "rating", 4.0)])
+    store.create_user("kept", {}, [ev("k1")])
+    store.add_events("gone", [ev("g3", "3")])
+    with store.engine.connect() as conn:
+        first = conn.execute(select(func.min(events.c.id)).where(events.c.user_id == "gone"))
+        first = first.scalar()
+    erased = store.forget_user("gone")
+    assert erased is not None and (erased.events, erased.first_event) == (3, first)
+    assert store.user("gone") is None and store.events_for("gone") == []
+    assert [u for u, _ in store.iter_all_events()] == ["kept"]
+    assert store.forget_user("gone") is None and store.forget_user("never") is None
+    # the id is free again: a new user under it starts from nothing, another creation
+    before = store.user("kept")
+    store.create_user("gone", {}, [])
+    again = store.user("gone")
+    assert again is not None and again.n_events == 0 and again.features == {}
+    assert before is not None and again.created_at >= before.created_at > 0
+    # its event ids too: a retried send of an erased event is stored anew, as the user's
+    assert store.add_events("gone", [ev("g1")]) == (1, 0)
+    quiet = store.forget_user("gone")
+    assert quiet is not None and quiet.events == 1
+    store.create_user("none", {})
+    assert store.forget_user("none") == ErasedUser(0, None)
 
 
 def test_event_ids_are_unique_across_users(store: FeedbackStore) -> None:
@@ -944,3 +971,30 @@ def test_unreachable_is_read_from_the_drivers_own_errors_only(tmp_path: Path) ->
                                            created_at=1.0))  # fmt: skip
     assert not unreachable(duplicate.value)
     store.close()
+
+
+def test_a_role_that_may_not_delete_is_told_the_grant_erasure_needs(pg_url: str) -> None:
+    """Erasing a user deletes rows, a grant a role that reads and inserts lacks: the
+    operator is told which, and nothing of the user is gone."""
+    from sqlalchemy.engine import make_url
+
+    from metarec.service.store import StoreForbiddenError
+
+    owner = FeedbackStore(pg_url)
+    owner.create_user("u", {}, [ev("a"), ev("b")])
+    role = "metarec_inserter"
+    with owner.engine.begin() as conn:
+        conn.execute(text(f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role}"))
+        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+    url = make_url(pg_url).set(username=role, password="metarec").render_as_string(False)
+    try:
+        inserter = FeedbackStore(url)
+    except ConfigError as exc:
+        owner.close()
+        pytest.skip(f"PostgreSQL: no role {role} with password 'metarec' (.ci/run makes it): {exc}")
+    with pytest.raises(StoreForbiddenError, match="DELETE on users and events"):
+        inserter.forget_user("u")
+    summary = owner.user("u")
+    assert summary is not None and summary.n_events == 2
+    inserter.close()
+    owner.close()

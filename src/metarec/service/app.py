@@ -308,7 +308,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(
         JsonCORSMiddleware,
         allow_origins=list(settings.cors_origins),
-        allow_methods=["GET", "POST", "PUT"],
+        allow_methods=["GET", "POST", "PUT", "DELETE"],  # DELETE: erasing a user
         allow_headers=["Content-Type", "X-API-Key"],
         # a 503's wait, which browser code cannot read unless exposed
         expose_headers=["Retry-After"] if settings.cors_origins else [],
@@ -593,6 +593,24 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             "n_events": user.n_events,
             "history": history,
         }
+
+    @app.delete(
+        "/v1/users/{user_id}",
+        response_model=schemas.UserErased,
+        tags=["users"],
+        dependencies=keyed,
+        responses=WRITE_ERRORS | _errors(404),
+    )
+    @in_thread_pool
+    def erase_user(user_id: UserId) -> dict[str, Any]:
+        """Erase a user and every event of theirs from the store (a request to be
+        forgotten). Runs trained on them keep what training learned until a retrain
+        without them; a fold-in that learned from their ratings is redone at once."""
+        erased = holder.forget_user(user_id)
+        if erased is None:
+            raise unknown_user(user_id)
+        summary, redone = erased
+        return {"user_id": user_id, "events_erased": summary.events, "fold_in_redone": redone}
 
     @app.post(
         "/v1/users/{user_id}/events",

@@ -335,6 +335,15 @@ class UserCreated(BaseModel):
     n_events: int
 
 
+class UserErased(BaseModel):
+    user_id: str
+    events_erased: int = Field(description="the user's stored events deleted with them")
+    fold_in_redone: bool = Field(
+        description="true where a fold-in had learned from their ratings and the run was "
+        "reloaded to learn again without them"
+    )
+
+
 class HistoryEntry(BaseModel):
     # the client's idempotency key, so a client can match what it sent to what is stored
     event_id: str

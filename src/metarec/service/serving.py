@@ -63,7 +63,7 @@ from metarec.service.items import (
     unusable,
 )
 from metarec.service.metrics import Metrics
-from metarec.service.store import FeedbackStore, UserSummary
+from metarec.service.store import ErasedUser, FeedbackStore, UserSummary
 
 log = logging.getLogger("metarec.service")
 # a catch-up with the shared store that failed (a run deleted, the database busy) is
@@ -865,12 +865,40 @@ class ModelHolder:
         return summary
 
     # -- users ----------------------------------------------------------------
+    def forget_user(self, user_id: str) -> tuple[ErasedUser, bool] | None:
+        """Erase a user from the store (None: no such user); → (what was erased,
+        whether a fold-in was redone). A fold-in that read their ratings learned item
+        offsets from them: the run is reloaded, as ``POST /v1/admin/reload`` does, so
+        every process folds in again from the run and the store without them (a fold-in
+        alone would keep an offset no stored rating supports any more)."""
+        erased = self.store.forget_user(user_id)
+        if erased is None:
+            return None
+        self.cache.invalidate(user_id)
+        served, ref = self.current, self._ref
+        read = erased.first_event is not None and (
+            ref is None or ref.events_upto is None or erased.first_event <= ref.events_upto
+        )
+        if not (read and foldable(served.rec)):
+            return erased, False
+        try:
+            self.reload(served.run)
+        except MetarecError as exc:  # erased all the same: the store no longer holds them
+            log.error(
+                "erased user %r, but reloading %s to fold in without them failed: %s",
+                user_id,
+                served.run,
+                exc,
+            )
+            return erased, False
+        return erased, True
+
     def user_state(self, served: Served, user: UserSummary) -> tuple[UserState, dict[int, str]]:
         """The user adapted, and what to say of each item of their history (catalogue
         index → "You skipped it") should it be listed."""
         # read before adapting: an adaptation that began before an in-place change is
         # cached under the revision it read, which no later request asks for
-        version = (served.generation, served.revision, user.n_events)
+        version = (served.generation, served.revision, user.created_at, user.n_events)
         cached = self.cache.get(user.user_id, version)
         if cached is not None:
             return cached

@@ -149,12 +149,14 @@ STORE_TABLES = (users, events, items, service_state)
 
 # The statements run on every recommendation request are built once, with the user id
 # bound at execution: building a statement (and its cache key) cost SQLAlchemy more than
-# running it. A user's features and event count (the version of their adapted state:
-# events are only ever added), in one statement:
+# running it. A user's features, creation time and event count (the version of their
+# adapted state: a user's events are only ever added, and an erased user's id created
+# again is another creation), in one statement:
 _OWN_EVENTS = events.c.user_id == bindparam("user_id")
 _USER_SUMMARY = select(
     users.c.features,
     select(func.count()).where(_OWN_EVENTS).scalar_subquery(),
+    users.c.created_at,
 ).where(users.c.user_id == bindparam("user_id"))
 _STATE = select(service_state.c.version, service_state.c.run).where(service_state.c.id == 1)
 # a run of None keeps the one recorded: only a reload (or a start on another run) sets it
@@ -548,6 +550,15 @@ class UserSummary:
     user_id: str
     features: dict[str, Any]
     n_events: int
+    created_at: float = 0.0  # tells a user erased and created again from the first
+
+
+@dataclass(frozen=True)
+class ErasedUser:
+    """What :meth:`FeedbackStore.forget_user` removed."""
+
+    events: int  # the user's events deleted
+    first_event: int | None  # the lowest row id among them (None: they had none)
 
 
 def _what(ev: NewEvent) -> tuple[str, str, float | None]:
@@ -743,9 +754,10 @@ class FeedbackStore:
         said = " ".join(str(exc.orig).split())
         raise StoreForbiddenError(
             f"database {self.url}: this role may not {doing} what the store needs ({said}); "
-            "the service's role needs SELECT and INSERT on every table of the store and "
-            "UPDATE on service_state and items (for added items, reloads and fold-ins): "
-            "grant them, or serve with the role that owns the tables"
+            "the service's role needs SELECT and INSERT on every table of the store, "
+            "UPDATE on service_state and items (for added items, reloads and fold-ins) "
+            "and DELETE on users and events (to erase a user): grant them, or serve "
+            "with the role that owns the tables"
         ) from None
 
     def _damaged(self, what: str, problem: str) -> DamagedStoreError:
@@ -932,7 +944,24 @@ class FeedbackStore:
             row = conn.execute(_USER_SUMMARY, {"user_id": user_id}).first()
         if row is None:
             return None
-        return UserSummary(user_id, self._features(user_id, row[0]), int(row[1]))
+        return UserSummary(user_id, self._features(user_id, row[0]), int(row[1]), float(row[2]))
+
+    def forget_user(self, user_id: str) -> ErasedUser | None:
+        """Erase a user (a data subject's request to be forgotten): their events and their
+        row, in one transaction; None for a user the store does not hold. What was
+        learned from them elsewhere (a fold-in, a retrained run) is the caller's to
+        undo: ``first_event`` says whether a fold-in up to some event read them."""
+        with self._tx() as conn:
+            if not self.is_sqlite:  # not between another writer's check and its insert
+                conn.execute(_ONE_WRITER_PER_USER, {"user_id": user_id})
+            exists = conn.execute(select(users.c.user_id).where(users.c.user_id == user_id))
+            if exists.first() is None:
+                return None
+            mine = {"user_id": user_id}
+            first = conn.execute(select(func.min(events.c.id)).where(_OWN_EVENTS), mine).scalar()
+            erased = conn.execute(events.delete().where(events.c.user_id == user_id)).rowcount
+            conn.execute(users.delete().where(users.c.user_id == user_id))
+        return ErasedUser(int(erased), None if first is None else int(first))
 
     # -- events ---------------------------------------------------------------
     def add_events(self, user_id: str, batch: Sequence[NewEvent]) -> tuple[int, int]:
