@@ -2335,3 +2335,18 @@ def test_quickstart_says_how_much_of_its_list_a_user_with_no_ratings_gets_too(
     assert shared_with_zero_shot(fitted, demo, mixed) == (
         "(7 of these 10 are also what a new user with no ratings gets)"
     )
+
+
+def test_a_catalogue_that_changed_while_saving_is_not_saved(
+    fitted: Recommender, tmp_path: Path
+) -> None:
+    """save reads the items and the model's vectors at different moments: items added
+    meanwhile by another thread were written as a folder no load accepts ("items.json
+    has 1691 items, the model 1692")."""
+    import copy
+
+    torn = copy.copy(fitted)
+    torn.items = pd.concat([fitted.items, fitted.items.tail(1)], ignore_index=True)
+    with pytest.raises(ModelError, match="the catalogue changed while it was being saved"):
+        torn.save(tmp_path / "run")
+    assert not (tmp_path / "run" / "recommender.json").exists()

@@ -171,6 +171,19 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
     tensors = {f"learner.{k}": v for k, v in rec.learner.state_dict().items()}
     tensors["popularity"] = torch.as_tensor(rec.popularity)
     tensors["item_offsets"] = torch.as_tensor(rec.item_offsets)
+    # read above at different moments: items added meanwhile by another thread (which
+    # the README says to lock out) were saved as a folder no load accepts
+    rows = {
+        "items.json": len(rec.items),
+        "item vectors": int(tensors["learner.model.tower.item_vectors"].shape[0]),
+        "popularity": len(rec.popularity),
+        "item offsets": len(rec.item_offsets),
+    }
+    if len(set(rows.values())) > 1:
+        raise ModelError(
+            f"{out}: not saved: the catalogue changed while it was being saved ({rows}); "
+            "hold one lock around add_items and save (a Recommender is not thread-safe)"
+        )
     tensors.update({f"encoder.{k}": v for k, v in rec.encoder_tensors.items()})
     try:
         out.mkdir(parents=True, exist_ok=True)

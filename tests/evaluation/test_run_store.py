@@ -670,6 +670,11 @@ def test_a_records_warnings_are_metarecs_and_the_callers_not_other_libraries() -
         warnings.simplefilter("always")
         places = ["/venv/lib/site-packages/torch/nn/x.py", "/venv/lib/site-packages/metarec/a.py"]
         places += ["/work/src/metarec/models/base.py", "/home/me/script.py"]
+        # a checkout named metarec with its venv inside, and Debian's system packages:
+        # both were kept as metarec's or the caller's
+        places += ["/home/me/metarec/.venv/lib/python3.11/site-packages/torch/nn/x.py",
+                   "/usr/lib/python3/dist-packages/matplotlib/x.py",
+                   "/usr/lib/python3/dist-packages/metarec/b.py"]  # fmt: skip
         for where in places:
             warnings.warn_explicit(f"from {where}", UserWarning, where, 1)
         warnings.warn_explicit("old", DeprecationWarning, "/work/src/metarec/x.py", 1)
@@ -677,8 +682,9 @@ def test_a_records_warnings_are_metarecs_and_the_callers_not_other_libraries() -
         "from /venv/lib/site-packages/metarec/a.py",
         "from /work/src/metarec/models/base.py",
         "from /home/me/script.py",
+        "from /usr/lib/python3/dist-packages/metarec/b.py",
     ]
-    assert len(shown) == 5  # every one still shown
+    assert len(shown) == 8  # every one still shown
 
 
 def test_a_cross_validations_warnings_name_their_folds_once_each() -> None:

@@ -960,14 +960,38 @@ def _noting_warnings(
         text = str(message) if fold is None else f"{FOLD_PREFIX}{fold}: {message}"  # report
         # another library's own warning (a deprecation said as a UserWarning inside
         # torch or matplotlib) says nothing of the figures: shown, not kept
-        theirs = "site-packages" in Path(filename).parts and "metarec" not in Path(filename).parts
-        if issubclass(category, UserWarning) and not theirs and text not in into:
+        ours = not another_librarys(filename)
+        if issubclass(category, UserWarning) and ours and text not in into:
             into.append(text)
         shown(message, category, filename, lineno, file, line)
 
     with warnings.catch_warnings():  # puts showwarning back however the run ends
         warnings.showwarning = note
         yield
+
+
+_OWN_PACKAGE = Path(__file__).resolve().parents[1]  # src/metarec, or site-packages/metarec
+
+
+def another_librarys(filename: str) -> bool:
+    """Whether a warning's file is another installed library's (torch's, matplotlib's),
+    not metarec's nor the caller's own code. By the package folder a file lies in: a
+    checkout in a folder named metarec (its .venv inside) counted every library as
+    metarec's, and Debian's dist-packages as the caller's."""
+    path = Path(filename)
+    parts = path.parts
+    found = [i for i, part in enumerate(parts) if part in ("site-packages", "dist-packages")]
+    if found:
+        return parts[found[-1] + 1 : found[-1] + 2] != ("metarec",)
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # "<string>" and the like resolve; a loop does not
+        return False
+    if resolved.is_relative_to(_OWN_PACKAGE):
+        return False
+    from metarec.evaluation.own_models import installed_path
+
+    return installed_path(str(resolved))
 
 
 def _fold_scope() -> contextlib.AbstractContextManager[Any]:

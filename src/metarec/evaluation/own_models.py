@@ -272,7 +272,7 @@ def _own_module_file(module: Any) -> str | None:
     if not isinstance(source, str) or not source.endswith(".py") or not Path(source).is_file():
         return None
     resolved = str(Path(source).resolve())
-    return None if _installed(resolved) else resolved
+    return None if installed_path(resolved) else resolved
 
 
 def _ones_own(cls: type) -> bool:
@@ -287,10 +287,10 @@ def _ones_own(cls: type) -> bool:
         source = inspect.getsourcefile(cls)
     except (TypeError, OSError):  # OSError: __main__ without a file (`python -c`)
         return module in ("__main__", "builtins")  # defined at the prompt: no file
-    return source is None or not _installed(str(Path(source).resolve()))
+    return source is None or not installed_path(str(Path(source).resolve()))
 
 
-def _installed(resolved: str) -> bool:
+def installed_path(resolved: str) -> bool:
     """Whether a resolved file path lies with installed packages or the standard library."""
     return any(resolved.startswith(p) for p in _INSTALLED)
 
