@@ -903,6 +903,29 @@ def test_validate_says_how_two_valued_feedback_is_read(
     assert "reads a 1 as liked and a 0 as not (support_positives = liked" in proc.stdout
 
 
+def test_counts_read_as_a_rating_scale_are_noted(tmp_path: Path, cli: Callable[..., Any]) -> None:
+    """Play counts of 1 to 260 were read as a rating scale without a word: liked, the
+    top quarter, was a few of the heaviest plays, and validate said "ok"."""
+    import pandas as pd
+
+    from metarec.data.schema import counts_note, inferred_threshold_said
+
+    args = ["data", "validate", *_eight_readers(tmp_path, lambda u, i: 1 + (u * 6 + i) ** 3 // 400)]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "ratings are whole numbers from 1 to 260" in proc.stdout
+    assert "counts (plays, purchases) rather than a rating scale?" in proc.stdout
+    assert "(--set like_threshold=N for train, --like-threshold N for benchmark)" in proc.stdout
+    plays = pd.Series([float(1 + k**3 // 400) for k in range(48)])
+    with pytest.warns(UserWarning, match=r"plays: ratings are whole numbers from 1 to 260 \("):
+        assert inferred_threshold_said(plays, (1.0, 260.0), "plays") == 195.25
+    # a 0-100 review score sits high in its range; ten levels are a scale; halves too
+    scores = pd.Series([float(55 + k % 45) for k in range(48)])
+    assert counts_note(scores, (0.0, 100.0), 75.0) is None
+    assert counts_note(pd.Series([float(1 + k % 10) for k in range(48)]), (1, 100), 75) is None
+    assert counts_note(plays + 0.5, (1.5, 260.5), 195.25) is None
+
+
 def _eight_readers(tmp_path: Path, rating: Callable[[int, int], int]) -> list[str]:
     """Data options for 8 users who each rated all 6 books, ``rating(user, book)``, as
     CSV files in ``tmp_path``."""

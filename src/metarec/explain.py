@@ -74,6 +74,9 @@ FROM_TEXT = "Judged from its description alone"
 FROM_RATINGS = "Fits the pattern of your ratings"
 # a one-value run (clicks, purchases read as 1s): its users chose, and rated nothing
 FROM_CHOICES = "Fits the pattern of what you chose"
+# a run of an implicit objective over two or more values: its users say yes or no (the
+# service's stars post the scale's ends), click or skip, which no one calls ratings
+FROM_FEEDBACK = "Fits the pattern of your feedback"
 ALREADY_CHOSEN = "Already in your history"
 
 # "Mr. Holland's Opus (1995). Genres: Drama." → "Mr. Holland's Opus (1995)": up to the year,
@@ -255,6 +258,7 @@ def explain_indices(
     said = history_said or {}
     rated = {j: r for j, r in user.history}  # the latest rating of an item rated twice
     lo, hi = rec.rating_range  # one level (clicks): no rating to quote
+    implicit = getattr(getattr(rec, "cfg", None), "objective", "rating") != "rating"
 
     def you(i: int) -> str:  # what the user did with an item of their own history
         if i in said:
@@ -287,7 +291,8 @@ def explain_indices(
             # columns for each name, 0.4 s for ten reasons at 100,000 items
             name = titles[j] if titles is not None else rec._display(j)
             because.append((str(ids[j]), name, float(pull[row, col])))
-        out.append(Explanation(str(ids[i]), reason_text(because, chose=hi == lo), because))
+        words = reason_text(because, chose=hi == lo, feedback=implicit)
+        out.append(Explanation(str(ids[i]), words, because))
     return out
 
 
@@ -506,12 +511,16 @@ def _isolated(title: str) -> str:
     return "\u2068" + "".join(c for c in title if c not in _BIDI_CONTROLS) + "\u2069"
 
 
-def reason_text(because: Sequence[tuple[str, str, float]], *, chose: bool = False) -> str:
+def reason_text(
+    because: Sequence[tuple[str, str, float]], *, chose: bool = False, feedback: bool = False
+) -> str:
     """The reason's words; ``chose``: a one-value run, whose users chose items and
-    rated none ("Because you liked" and "your ratings" said what they never did)."""
+    rated none ("Because you liked" and "your ratings" said what they never did);
+    ``feedback``: a run of an implicit objective, whose users' yes is a liked item but
+    whose clicks and skips are not "ratings"."""
     titles = [_isolated(t) for _, t, _ in because]
     if not titles:
-        return FROM_CHOICES if chose else FROM_RATINGS
+        return FROM_CHOICES if chose else FROM_FEEDBACK if feedback else FROM_RATINGS
     verb = "chose" if chose else "liked"
     if len(titles) == 1:
         return f"Because you {verb} {titles[0]}"

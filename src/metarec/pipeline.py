@@ -31,6 +31,7 @@ from metarec.data.schema import (
     check_objective,
     has_timestamps,
     inferred_like_threshold,
+    inferred_threshold_said,
     support_rule_for,
 )
 from metarec.data.spec import ADDED_ITEMS
@@ -407,7 +408,7 @@ def train(
     _check_folder_arg("run_dir", run_dir)  # before the encoding, not after it
     cleaning.require_clean(dataset)  # a hand-built or uncleaned Dataset is checked here
     if cfg.like_threshold is None:  # before the encoding; fit_recommender checks its rows
-        inferred_like_threshold(dataset.interactions["rating"], dataset.rating_range)
+        inferred_threshold_said(dataset.interactions["rating"], dataset.rating_range, dataset.name)
     catalogue = encode_catalogue(
         dataset.items,
         encoder or cfg.encoder,

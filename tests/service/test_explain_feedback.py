@@ -281,6 +281,24 @@ def test_a_one_value_run_says_chose_not_liked(
     assert far.reason == FROM_CHOICES == "Fits the pattern of what you chose"
 
 
+def test_an_implicit_runs_reasons_speak_of_feedback_not_ratings(
+    rec: Recommender, monkeypatch: pytest.MonkeyPatch, all_raised: None
+) -> None:
+    """On 0/1 clicks and skips (an implicit objective over two values) the reason for an
+    item no liked one explains was "Fits the pattern of your ratings"."""
+    import dataclasses
+
+    from metarec.explain import FROM_FEEDBACK
+
+    user = rec.adapt([("Toy Story (1995)", 5), ("Heat (1995)", 5)])
+    [far] = explain(rec, user, ["Schindler's List (1993)"])
+    assert far.reason == FROM_RATINGS
+    monkeypatch.setattr(rec, "cfg", dataclasses.replace(rec.cfg, objective="softmax"))
+    [near, far] = explain(rec, user, ["Aladdin (1992)", "Schindler's List (1993)"])
+    assert near.reason == "Because you liked Toy Story (1995)"  # a 1 is a liked item
+    assert far.reason == FROM_FEEDBACK == "Fits the pattern of your feedback"
+
+
 def test_pulls_are_centred_cosine_times_liking(rec: Recommender) -> None:
     history = [(rec.resolve("Toy Story (1995)"), 5.0), (rec.resolve("Heat (1995)"), 4.0),
                (rec.resolve("Scream (1996)"), 1.0)]  # fmt: skip

@@ -166,7 +166,7 @@ def train_run(
     from metarec.data.schema import (
         check_like_threshold,
         check_objective,
-        inferred_like_threshold,
+        inferred_threshold_said,
     )
     from metarec.data.spec import check_not_overwriting, load_from_spec
     from metarec.evaluation.p1 import make_p1_split
@@ -204,7 +204,7 @@ def train_run(
         if cfg.like_threshold is not None:
             check_like_threshold(cfg.like_threshold, ds.rating_range, "like_threshold")
         else:
-            inferred_like_threshold(ds.interactions["rating"], ds.rating_range)
+            inferred_threshold_said(ds.interactions["rating"], ds.rating_range, ds.name)
         holdout = _holdout_for(holdout, ds, holdout_flag)
         drawn = cfg.seed if split_seed is None else split_seed
         split = make_p1_split(ds, seed=drawn) if holdout == "p1" else None

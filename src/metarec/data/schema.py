@@ -17,6 +17,7 @@ users (optional)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,6 +188,51 @@ def inferred_like_threshold(
     )
 
 
+COUNT_LEVELS = 20  # more whole-number values than this, over a range this wide, may be counts
+
+
+def counts_note(
+    ratings: pd.Series, rating_range: tuple[float, float], like_threshold: float
+) -> str | None:
+    """What to check where the ratings look like counts (plays, purchases, views): whole
+    numbers over a wide range, most near its bottom. Read as a rating scale, only the
+    top quarter counts as liked, so "liked" (P2's relevant items, the ranking models'
+    positives, P4's successes) was a handful of the heaviest plays, without a word.
+    None where they look like a scale (a 0-100 review score sits high in its range)."""
+    values = pd.to_numeric(ratings, errors="coerce").dropna().to_numpy(dtype=np.float64)
+    lo, hi = (float(x) for x in rating_range)
+    if not len(values) or hi - lo < COUNT_LEVELS or lo < 0 or (values != values.round()).any():
+        return None
+    levels = np.unique(values)
+    median = float(np.median(values))
+    if len(levels) <= COUNT_LEVELS or median > lo + 0.25 * (hi - lo):
+        return None
+    liked = float((values >= like_threshold).mean())
+    return (
+        f"ratings are whole numbers from {lo:g} to {hi:g} ({len(levels):,} values, median "
+        f"{median:g}): counts (plays, purchases) rather than a rating scale? Read as a "
+        f"scale, liked is its top quarter, {like_threshold:g} and up ({liked:.1%} of the "
+        "rows). To count every interaction as liked, give them as 1s (implicit feedback); "
+        "to keep the counts, say from which count an item is liked (--set like_threshold=N "
+        "for train, --like-threshold N for benchmark)"
+    )
+
+
+def inferred_threshold_said(
+    ratings: pd.Series,
+    rating_range: tuple[float, float],
+    name: str,
+    flags: str = "--set like_threshold=X, or like_threshold=",
+) -> float:
+    """:func:`inferred_like_threshold`, with a warning where the ratings look like counts
+    (:func:`counts_note`): training and the benchmark read them as a scale silently."""
+    like = inferred_like_threshold(ratings, rating_range, flags)
+    note = counts_note(ratings, rating_range, like)
+    if note is not None:
+        warnings.warn(f"{name}: {note}", UserWarning, stacklevel=3)
+    return like
+
+
 def check_objective(objective: str, rating_range: tuple[float, float], name: str) -> None:
     """A rating model on data whose ratings are all one value (clicks, purchases read as
     1s) learns nothing and predicts that value for every item: refused, naming the
@@ -339,6 +385,9 @@ class Dataset:
                 "liked, which training picks for such data); compare models with "
                 "benchmark --protocol p2"
             ]
+        counts = counts_note(ratings, self.rating_range, self.like_threshold)
+        if counts is not None:
+            return [counts]
         rest = levels[1:]
         if len(rest) < 3 or levels[0] != 0 or rest[0] != 1 or not (rest == rest.round()).all():
             return []

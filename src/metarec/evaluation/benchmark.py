@@ -37,7 +37,7 @@ from metarec.data.schema import (
     Dataset,
     check_like_threshold,
     has_timestamps,
-    inferred_like_threshold,
+    inferred_threshold_said,
 )
 from metarec.data.tasks import wrote_into_read_only
 from metarec.encoders.base import needs_fit, weights_unknown
@@ -1317,8 +1317,11 @@ def run_benchmark(
         data_args = spec_flags(ds.spec, ds.rating_range)
         in_memory = data_args is None and not (ds.spec is None and ds_name in known_names())
     like = (
-        inferred_like_threshold(
-            ds.interactions["rating"], ds.rating_range, "--like-threshold X, or like_threshold="
+        inferred_threshold_said(
+            ds.interactions["rating"],
+            ds.rating_range,
+            ds_name,
+            "--like-threshold X, or like_threshold=",
         )
         if like_threshold is None
         else float(like_threshold)
