@@ -1112,7 +1112,9 @@ def test_fold_in_items_without_new_item_ratings_changes_nothing(fitted: Recommen
     )
     before = fitted.item_offsets.copy()
     assert fitted.fold_in_items(known)["items_updated"] == 0
-    assert fitted.fold_in_items(known.iloc[:0])["ratings_used"] == 0
+    nothing = fitted.fold_in_items(known.iloc[:0])
+    assert nothing["ratings_used"] == 0
+    assert nothing["shrinkage"] is None  # was 1e9, the largest tried, read as a finding
     np.testing.assert_array_equal(fitted.item_offsets, before)
 
 

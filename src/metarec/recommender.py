@@ -1001,7 +1001,8 @@ class Recommender(TopK):
         return {
             "items_updated": rated,
             "ratings_used": int(evidence.counts.sum()),
-            "shrinkage": evidence.shrinkage,
+            # none where no rating chose it (the largest tried, 1e9, read as a finding)
+            "shrinkage": evidence.shrinkage if evidence.counts.sum() else None,
         }
 
     # -- persistence --------------------------------------------------------

@@ -532,4 +532,7 @@ class FoldInOut(BaseModel):
     model: str
     items_updated: int
     ratings_used: int
-    shrinkage: float
+    shrinkage: float | None = Field(
+        description="the pseudo-count that pulled the items' offsets toward 0, chosen by "
+        "leave-one-rating-out; null where no rating of such an item was stored"
+    )
