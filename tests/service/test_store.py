@@ -328,6 +328,36 @@ def test_a_forgotten_user_leaves_no_row_and_others_keep_theirs(store: FeedbackSt
     assert quiet is not None and quiet.events == 1
     store.create_user("none", {})
     assert store.forget_user("none") == ErasedUser(0, None)
+    if store.is_sqlite:  # erased rows are overwritten in the file, not left in free pages
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+
+
+def test_an_erasure_the_served_state_read_is_announced_with_it(store: FeedbackStore) -> None:
+    """Where the recorded served state (a fold-in's cut-off) read the user's events,
+    the erasure bumps its version in the same transaction, so every process reloads;
+    else the version stays, and nothing else of the state changes either way."""
+    store.bump_served_state('{"run": "r"}')
+    version, run = store.served_state()
+    store.create_user("a", {}, [ev("a1")])
+    store.create_user("b", {}, [ev("b1")])
+    seen: list[tuple[int, str | None]] = []
+
+    def read(first: int, recorded: str | None) -> bool:
+        seen.append((first, recorded))
+        return recorded == '{"run": "r"}'
+
+    erased = store.forget_user("a", read)
+    assert erased is not None and erased.announced
+    assert seen == [(erased.first_event, run)]
+    assert store.served_state() == (version + 1, run)
+    assert store.forget_user("b", lambda first, recorded: False) == ErasedUser(
+        1, erased.first_event + 1, False
+    )
+    assert store.served_state() == (version + 1, run)  # not announced: no version taken
+    store.create_user("c", {})
+    assert store.forget_user("c", read) == ErasedUser(0, None, False)  # no events to read
+    assert store.served_state() == (version + 1, run)
 
 
 def test_event_ids_are_unique_across_users(store: FeedbackStore) -> None:

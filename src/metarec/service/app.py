@@ -604,13 +604,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @in_thread_pool
     def erase_user(user_id: UserId) -> dict[str, Any]:
         """Erase a user and every event of theirs from the store (a request to be
-        forgotten). Runs trained on them keep what training learned until a retrain
-        without them; a fold-in that learned from their ratings is redone at once."""
+        forgotten). Runs trained on them keep what training learned; a fold-in that
+        learned from their ratings is redone, in every server process."""
         erased = holder.forget_user(user_id)
         if erased is None:
             raise unknown_user(user_id)
-        summary, redone = erased
-        return {"user_id": user_id, "events_erased": summary.events, "fold_in_redone": redone}
+        summary, fold_in = erased
+        return {"user_id": user_id, "events_erased": summary.events, "fold_in": fold_in}
 
     @app.post(
         "/v1/users/{user_id}/events",

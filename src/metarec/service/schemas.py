@@ -11,7 +11,7 @@ import re
 import time
 import unicodedata
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -338,9 +338,12 @@ class UserCreated(BaseModel):
 class UserErased(BaseModel):
     user_id: str
     events_erased: int = Field(description="the user's stored events deleted with them")
-    fold_in_redone: bool = Field(
-        description="true where a fold-in had learned from their ratings and the run was "
-        "reloaded to learn again without them"
+    fold_in: Literal["unaffected", "redone", "pending"] = Field(
+        description="what the served model learned from their ratings: 'unaffected' (no "
+        "fold-in had read them), 'redone' (the run was reloaded here to fold in without "
+        "them, and every other server process reloads at its next request), 'pending' "
+        "(announced to every process, but this one could not reload yet: it answers 503 "
+        "until it has)"
     )
 
 

@@ -66,6 +66,10 @@ from metarec.service.metrics import Metrics
 from metarec.service.store import ErasedUser, FeedbackStore, UserSummary
 
 log = logging.getLogger("metarec.service")
+# what became of a fold-in after an erasure: it had not read the user; it was redone
+# without them here and is announced to the others; announced, but this process could
+# not reload yet (it answers 503 until it does)
+FoldInAfterErasure = Literal["unaffected", "redone", "pending"]
 # a catch-up with the shared store that failed (a run deleted, the database busy) is
 # tried again after this long, not on every request
 SYNC_RETRY_S = 10.0
@@ -327,6 +331,13 @@ def _encode_for(served: Served, frame: pd.DataFrame) -> np.ndarray:
     if isinstance(served.rec, EnsembleRecommender):
         served.rec.check_items()
     return encode(served.rec, frame)
+
+
+def _read_by_recorded(first_event: int, recorded: str | None) -> bool:
+    """Whether the served state the store records folded in events from
+    ``first_event`` on: no cut-off recorded means all of them."""
+    ref = ServedRef.parse(recorded)
+    return ref is None or ref.events_upto is None or first_event <= ref.events_upto
 
 
 def foldable(rec: ServedModel) -> TypeGuard[Recommender]:
@@ -865,33 +876,28 @@ class ModelHolder:
         return summary
 
     # -- users ----------------------------------------------------------------
-    def forget_user(self, user_id: str) -> tuple[ErasedUser, bool] | None:
-        """Erase a user from the store (None: no such user); → (what was erased,
-        whether a fold-in was redone). A fold-in that read their ratings learned item
-        offsets from them: the run is reloaded, as ``POST /v1/admin/reload`` does, so
-        every process folds in again from the run and the store without them (a fold-in
-        alone would keep an offset no stored rating supports any more)."""
-        erased = self.store.forget_user(user_id)
+    def forget_user(self, user_id: str) -> tuple[ErasedUser, FoldInAfterErasure] | None:
+        """Erase a user from the store (None: no such user); → what was erased, and what
+        became of the fold-in. A fold-in that read their ratings learned item offsets
+        from them: the erasure then bumps the served state in its own transaction
+        (:meth:`FeedbackStore.forget_user`), so every process, this one first, reloads
+        the recorded run and store at the recorded cut-off, as a store that never held
+        the user gives (a fold-in alone would keep an offset no stored rating supports).
+        Judged on what the store records, not on what this process has loaded."""
+        self.sync(wait=True)  # a store this process cannot follow: a 503, nothing erased
+        check = _read_by_recorded if foldable(self.current.rec) else None
+        erased = self.store.forget_user(user_id, check)
         if erased is None:
             return None
         self.cache.invalidate(user_id)
-        served, ref = self.current, self._ref
-        read = erased.first_event is not None and (
-            ref is None or ref.events_upto is None or erased.first_event <= ref.events_upto
-        )
-        if not (read and foldable(served.rec)):
-            return erased, False
+        if not erased.announced:
+            return erased, "unaffected"
         try:
-            self.reload(served.run)
-        except MetarecError as exc:  # erased all the same: the store no longer holds them
-            log.error(
-                "erased user %r, but reloading %s to fold in without them failed: %s",
-                user_id,
-                served.run,
-                exc,
-            )
-            return erased, False
-        return erased, True
+            self.sync(wait=True)  # this process's reload; the others' come with their requests
+        except MetarecError as exc:  # announced all the same: it catches up when it can
+            log.error("an erasure's fold-in is not redone in this process yet: %s", exc)
+            return erased, "pending"
+        return erased, "redone"
 
     def user_state(self, served: Served, user: UserSummary) -> tuple[UserState, dict[int, str]]:
         """The user adapted, and what to say of each item of their history (catalogue

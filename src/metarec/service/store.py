@@ -159,6 +159,12 @@ _USER_SUMMARY = select(
     users.c.created_at,
 ).where(users.c.user_id == bindparam("user_id"))
 _STATE = select(service_state.c.version, service_state.c.run).where(service_state.c.id == 1)
+# an erasure's bump taken back where the served state read none of the user's events
+_UNBUMP = (
+    service_state.update()
+    .where(service_state.c.id == 1)
+    .values(version=service_state.c.version - 1)
+)
 # a run of None keeps the one recorded: only a reload (or a start on another run) sets it
 _BUMP = (
     service_state.update()
@@ -494,6 +500,9 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
     cur.execute("PRAGMA synchronous=FULL")  # a committed event is on disk
     cur.execute("PRAGMA foreign_keys=ON")
+    # an erased user's rows are overwritten, not left in free pages (SQLite's default
+    # where a build leaves it off); only deletes pay for it, and only erasures delete
+    cur.execute("PRAGMA secure_delete=ON")
     cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cur.close()
 
@@ -559,6 +568,7 @@ class ErasedUser:
 
     events: int  # the user's events deleted
     first_event: int | None  # the lowest row id among them (None: they had none)
+    announced: bool = False  # the served state bumped with it: every process reloads
 
 
 def _what(ev: NewEvent) -> tuple[str, str, float | None]:
@@ -946,11 +956,18 @@ class FeedbackStore:
             return None
         return UserSummary(user_id, self._features(user_id, row[0]), int(row[1]), float(row[2]))
 
-    def forget_user(self, user_id: str) -> ErasedUser | None:
+    def forget_user(
+        self, user_id: str, read_by_served: Callable[[int, str | None], bool] | None = None
+    ) -> ErasedUser | None:
         """Erase a user (a data subject's request to be forgotten): their events and their
-        row, in one transaction; None for a user the store does not hold. What was
-        learned from them elsewhere (a fold-in, a retrained run) is the caller's to
-        undo: ``first_event`` says whether a fold-in up to some event read them."""
+        row, in one transaction; None for a user the store does not hold.
+        ``read_by_served(first_event, recorded)``: whether the served state the store
+        records (:meth:`served_state`'s run) learned from events from ``first_event`` on
+        (a fold-in's cut-off); if so, the served state is bumped in the same transaction,
+        so every server process reloads the recorded run and store, at the recorded
+        cut-off, without the user. Erasure and announcement land together or not at all:
+        a process that failed to announce after the erasure left the user's ratings in
+        every model served."""
         with self._tx() as conn:
             if not self.is_sqlite:  # not between another writer's check and its insert
                 conn.execute(_ONE_WRITER_PER_USER, {"user_id": user_id})
@@ -959,9 +976,19 @@ class FeedbackStore:
                 return None
             mine = {"user_id": user_id}
             first = conn.execute(select(func.min(events.c.id)).where(_OWN_EVENTS), mine).scalar()
+            announced = False
+            if read_by_served is not None and first is not None:
+                # the bump first, as every change to the served state takes it: its row
+                # lock orders this against a reload or fold-in committing meanwhile
+                bumped = conn.execute(_BUMP, {"run": None}).scalar()
+                state = conn.execute(_STATE).first()
+                recorded = None if state is None else state[1]
+                announced = bumped is not None and read_by_served(int(first), recorded)
+                if not announced:
+                    conn.execute(_UNBUMP)
             erased = conn.execute(events.delete().where(events.c.user_id == user_id)).rowcount
             conn.execute(users.delete().where(users.c.user_id == user_id))
-        return ErasedUser(int(erased), None if first is None else int(first))
+        return ErasedUser(int(erased), None if first is None else int(first), announced)
 
     # -- events ---------------------------------------------------------------
     def add_events(self, user_id: str, batch: Sequence[NewEvent]) -> tuple[int, int]:
