@@ -919,6 +919,14 @@ def test_counts_read_as_a_rating_scale_are_noted(tmp_path: Path, cli: Callable[.
     plays = pd.Series([float(1 + k**3 // 400) for k in range(48)])
     with pytest.warns(UserWarning, match=r"plays: ratings are whole numbers from 1 to 260 \("):
         assert inferred_threshold_said(plays, (1.0, 260.0), "plays") == 195.25
+    # so skewed that under 1 % reach the top quarter: refused with the counts' advice,
+    # not the scale typo's (--rating-range would drop the heaviest plays)
+    from metarec.errors import ConfigError
+
+    heavy = pd.Series([float(2 + k % 39) for k in range(499)] + [172.0])
+    with pytest.raises(ConfigError, match=r"heavy: ratings are whole numbers from 2 to 172") as e:
+        inferred_threshold_said(heavy, (2.0, 172.0), "heavy")
+    assert "--rating-range" not in str(e.value)
     # a 0-100 review score sits high in its range; ten levels are a scale; halves too
     scores = pd.Series([float(55 + k % 45) for k in range(48)])
     assert counts_note(scores, (0.0, 100.0), 75.0) is None

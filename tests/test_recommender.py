@@ -1283,26 +1283,37 @@ def test_add_items_refuses_bad_ids_and_vectors(fitted: Recommender) -> None:
     assert fitted.n_items == n
 
 
-def test_add_items_refuses_text_fields_that_are_not_text(fitted: Recommender) -> None:
-    """Bytes failed in pandas with a UnicodeDecodeError; a list, a mapping or True was
-    encoded as its repr. A number is a title ("1984"), and genres may be a list."""
+def test_add_items_refuses_bytes_and_truth_values_and_joins_lists(fitted: Recommender) -> None:
+    """Bytes failed in pandas with a UnicodeDecodeError and True was encoded as "True";
+    a list or an object as a title or text was encoded as its repr ("['a', 'b']"),
+    where the loaders join them. A number is a title ("1984"), and genres may be a list."""
     n = fitted.n_items
     for column, value, needle in [
         ("title", b"caf\xe9", r"row 1: title b'caf\\xe9' is bytes: decode them"),
-        ("title", ["a", "b"], r"row 1: title \['a', 'b'\] is a list, not text"),
-        ("text", {"a": 1}, r"row 1: text \{'a': 1\} is a dict, not text"),
-        ("genres", True, "row 1: genres True is a bool, not text"),
+        ("text", bytearray(b"x"), r"row 1: text bytearray\(b'x'\) is bytes"),
+        ("genres", True, r"row 1: genres True is a truth value \(bool\), not text"),
         ("genres", b"Drama", "row 1: genres b'Drama' is bytes"),
     ]:
         items = pd.DataFrame({"item_id": ["ok", "bad"], "title": ["Fine", "Also fine"]})
         items[column] = pd.Series(["Fine", value], dtype=object)
         with pytest.raises(DataError, match=needle):
             fitted.add_items(items)
+    flags = pd.DataFrame({"item_id": ["f"], "title": [True]})  # a column of truth values
+    with pytest.raises(DataError, match=r"row 0: title True is a truth value"):
+        fitted.add_items(flags)
     assert fitted.n_items == n
-    added = pd.DataFrame({"item_id": ["t1984", "tg"], "title": [1984, "Listed"],
-                          "genres": [np.nan, ["Drama", "Comedy"]]})  # fmt: skip
+    added = pd.DataFrame(
+        {
+            "item_id": ["t1984", "tg", "tl"],
+            "title": [1984, "Listed", ["A", "B"]],
+            "genres": [np.nan, ["Drama", "Comedy"], np.nan],
+            "text": [np.nan, np.nan, {"Publisher": "Acme", "Pages": 300}],
+        }
+    )
     texts = fitted.prepare_items(added)["text"].tolist()
     assert texts[0].startswith("1984") and "Drama" in texts[1] and "Comedy" in texts[1]
+    assert texts[2] == "Publisher: Acme, Pages: 300"  # its own text, joined
+    assert fitted.prepare_items(added)["title"].tolist()[2] == "A, B"
 
 
 def test_an_added_id_that_is_another_items_title_is_warned_of(fitted: Recommender) -> None:
@@ -2340,15 +2351,27 @@ def test_quickstart_says_how_much_of_its_list_a_user_with_no_ratings_gets_too(
 
 
 def test_a_catalogue_that_changed_while_saving_is_not_saved(
-    fitted: Recommender, tmp_path: Path
+    fitted: Recommender, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """save reads the items and the model's vectors at different moments: items added
     meanwhile by another thread were written as a folder no load accepts ("items.json
-    has 1691 items, the model 1692")."""
+    has 1682 items, the model 1683"). Here the addition lands right after the items
+    are serialised, as a thread's would."""
     import copy
 
-    torn = copy.copy(fitted)
-    torn.items = pd.concat([fitted.items, fitted.items.tail(1)], ignore_index=True)
+    from metarec import run_folder
+
+    rec = copy.deepcopy(fitted)
+    real = run_folder.json_bytes
+    added: list[int] = []
+
+    def then_add(value: Any, **kwargs: Any) -> bytes:
+        out = real(value, **kwargs)
+        if isinstance(value, dict) and "item_id" in value and not added:
+            added.append(rec.add_items(pd.DataFrame({"item_id": ["mid"], "title": ["Mid-save"]})))
+        return out
+
+    monkeypatch.setattr(run_folder, "json_bytes", then_add)
     with pytest.raises(ModelError, match="the catalogue changed while it was being saved"):
-        torn.save(tmp_path / "run")
-    assert not (tmp_path / "run" / "recommender.json").exists()
+        rec.save(tmp_path / "run")
+    assert added and not (tmp_path / "run" / "recommender.json").exists()

@@ -730,6 +730,7 @@ class Recommender(TopK):
             LIST_TYPES,
             dated_catalogue,
             fill_item_text,
+            join_lists,
             normalise_genres,
             title_and_year,
         )
@@ -785,7 +786,13 @@ class Recommender(TopK):
             raise DataError(f"add_items: text: expected an ItemTextConfig, got {text!r:.60}")
         if text is None:  # as the run's data was laid out (--text-cols, --text-template)
             text = recorded_item_text(self.metadata.get("data_spec"))
-        _refuse_non_text(frame, ["title", "genres", "text", *text.extra])
+        textual = ["title", "genres", "text", *text.extra]
+        _refuse_non_text(frame, textual)
+        for col in dict.fromkeys(textual):
+            if col != "genres" and col in frame.columns:
+                # as the loaders read a file's lists and objects (an authors list, a
+                # details object): their items joined, not their repr
+                frame[col] = join_lists(frame[col], ", ")
         self._warn_of_ids_that_are_titles(frame["item_id"])
         frame["title"] = frame["title"].fillna("").astype(str)
         # as the loaders read an items file: a year column of dates (or Unix times) as
@@ -824,7 +831,7 @@ class Recommender(TopK):
                     f"{str(self.items['item_id'].iat[old])!r}: written as this id it names "
                     "the new item from now on (ids are looked up before titles); name "
                     "the other by its id",
-                    stacklevel=3,
+                    stacklevel=outside_metarec(),
                 )
                 return
 
@@ -1222,23 +1229,27 @@ def _warn_of_unread(
 
 
 def _refuse_non_text(frame: pd.DataFrame, columns: Iterable[str]) -> None:
-    """DataError naming the first row whose text field is not text: bytes failed deep in
-    pandas (a UnicodeDecodeError), and a list, a mapping or True became its repr
-    ("['a', 'b']") in the text encoded. A number is text ("1984" read from a file);
-    genres may be a list of names."""
-    from metarec.data.text import LIST_TYPES
-
+    """DataError naming the first row whose text field is bytes or a truth value: bytes
+    failed deep in pandas (a UnicodeDecodeError) and True was encoded as the word
+    "True". A number is text ("1984" read from a file); lists and objects are joined
+    as the loaders join them (:func:`~metarec.data.text.join_lists`)."""
     for col in dict.fromkeys(columns):
-        if col not in frame.columns or frame[col].dtype != object:
-            continue  # numbers or pandas' strings hold none of these
-        lists_ok = LIST_TYPES if col == "genres" else ()
-        for row, value in enumerate(frame[col]):
-            if isinstance(value, bytes | bytearray):
-                why = "is bytes: decode them to text (str) first"
-            elif isinstance(value, bool | np.bool_ | Mapping) or (
-                isinstance(value, LIST_TYPES) and not isinstance(value, lists_ok)
-            ):
-                why = f"is a {type(value).__name__}, not text"
-            else:
-                continue
+        if col not in frame.columns:
+            continue
+        values = frame[col]
+        if pd.api.types.is_bool_dtype(values.dtype):
+            bad = np.ones(len(values), dtype=bool)
+        elif values.dtype == object:  # numbers or pandas' strings hold none of these
+            kinds = values.map(lambda v: isinstance(v, bytes | bytearray | bool | np.bool_))
+            bad = kinds.to_numpy(dtype=bool)
+        else:
+            continue
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = values.iat[row]
+            why = (
+                "is bytes: decode them to text (str) first"
+                if isinstance(value, bytes | bytearray)
+                else f"is a truth value ({type(value).__name__}), not text"
+            )
             raise DataError(f"add_items: row {row}: {col} {plain(value)!r:.60} {why}")

@@ -149,6 +149,7 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
     that hold the folder's lock and wrote its records (training, retraining);
     :func:`save_run` for anyone else."""
     out = _save_target(directory)
+    n_items = rec.n_items
     manifest = {
         "format_version": FORMAT_VERSION,
         "written_by": f"metarec {metarec_version}",
@@ -156,7 +157,7 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
         "features": rec.features.to_dict(),
         "encoder": rec.encoder_config,
         "rating_range": list(rec.rating_range),
-        "n_items": rec.n_items,
+        "n_items": n_items,
         "item_vector_dim": int(rec.model.tower.item_vectors.shape[1]),
         "metadata": rec.metadata,
         "rating_cutpoints": None if rec.cutpoints is None else rec.cutpoints.to_dict(),
@@ -167,17 +168,20 @@ def write_run(rec: Recommender, directory: str | Path) -> Path:
         raise ModelError(
             f"{out}: not saved: metadata must be JSON (strings, numbers, lists, dicts): {exc}"
         ) from None
-    items_bytes = json_bytes({c: rec.items[c].tolist() for c in ("item_id", "title", "text")})
+    items = rec.items  # add_items replaces the frame: this one is what is written
+    items_bytes = json_bytes({c: items[c].tolist() for c in ("item_id", "title", "text")})
     tensors = {f"learner.{k}": v for k, v in rec.learner.state_dict().items()}
     tensors["popularity"] = torch.as_tensor(rec.popularity)
     tensors["item_offsets"] = torch.as_tensor(rec.item_offsets)
-    # read above at different moments: items added meanwhile by another thread (which
-    # the README says to lock out) were saved as a folder no load accepts
+    # each read above at its own moment: items added meanwhile by another thread (which
+    # the README says to lock out) were saved as a folder no load accepts. The sizes
+    # of what is written, not read again (those agree once the addition is done)
     rows = {
-        "items.json": len(rec.items),
+        "recommender.json": n_items,
+        "items.json": len(items),
         "item vectors": int(tensors["learner.model.tower.item_vectors"].shape[0]),
-        "popularity": len(rec.popularity),
-        "item offsets": len(rec.item_offsets),
+        "popularity": int(tensors["popularity"].shape[0]),
+        "item offsets": int(tensors["item_offsets"].shape[0]),
     }
     if len(set(rows.values())) > 1:
         raise ModelError(

@@ -37,16 +37,19 @@ def _a_folder(source: str) -> bool:
 
 def _like_threshold_problem(cleaned: Any) -> list[str]:
     """What ``train`` (without a like threshold given) refuses the cleaned data for."""
-    from metarec.data.schema import inferred_like_threshold
+    from metarec.data.schema import inferred_threshold_said
 
     if not len(cleaned.interactions):
         return []
     try:
-        inferred_like_threshold(
-            cleaned.interactions["rating"],
-            cleaned.rating_range,
-            "train with --set like_threshold=X",
-        )
+        with warnings.catch_warnings():  # the counts' note is among the notes already
+            warnings.simplefilter("ignore", UserWarning)
+            inferred_threshold_said(
+                cleaned.interactions["rating"],
+                cleaned.rating_range,
+                cleaned.name,
+                "train with --set like_threshold=X",
+            )
     except ConfigError as exc:
         return [str(exc)]
     return []

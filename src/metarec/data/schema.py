@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec.errors import ConfigError, DataError
+from metarec.errors import ConfigError, DataError, outside_metarec
 from metarec.values import as_scale
 
 ITEMS_TABLE = "items table: "  # the prefix of reasons that count items, not ratings
@@ -225,11 +225,18 @@ def inferred_threshold_said(
     flags: str = "--set like_threshold=X, or like_threshold=",
 ) -> float:
     """:func:`inferred_like_threshold`, with a warning where the ratings look like counts
-    (:func:`counts_note`): training and the benchmark read them as a scale silently."""
-    like = inferred_like_threshold(ratings, rating_range, flags)
-    note = counts_note(ratings, rating_range, like)
+    (:func:`counts_note`): training and the benchmark read them as a scale silently.
+    Counts so skewed that under 1 % reach the top quarter are refused with the counts'
+    advice, not the scale typo's (``--rating-range``, which would drop the heaviest)."""
+    note = counts_note(ratings, rating_range, like_threshold_for(rating_range))
+    try:
+        like = inferred_like_threshold(ratings, rating_range, flags)
+    except ConfigError:
+        if note is None:
+            raise
+        raise ConfigError(f"{name}: {note}") from None
     if note is not None:
-        warnings.warn(f"{name}: {note}", UserWarning, stacklevel=3)
+        warnings.warn(f"{name}: {note}", UserWarning, stacklevel=outside_metarec())
     return like
 
 

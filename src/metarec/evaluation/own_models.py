@@ -295,13 +295,15 @@ def installed_path(resolved: str) -> bool:
     return any(resolved.startswith(p) for p in _INSTALLED)
 
 
-# where installed packages and the standard library live (``pip install --user`` too)
+# where installed packages and the standard library live (``pip install --user`` and
+# Debian's dist-packages too); not the whole prefix: with a system Python it is /usr,
+# and an app in /usr/src/app was taken for an installed package
+_LIBRARY_PATHS = ("stdlib", "platstdlib", "purelib", "platlib")
 _INSTALLED = tuple(
     str(Path(p).resolve())
     for p in {
-        *sysconfig.get_paths().values(),
-        sys.prefix,
-        sys.base_prefix,
+        *(sysconfig.get_paths().get(key) for key in _LIBRARY_PATHS),
+        *site.getsitepackages(),
         site.getusersitepackages(),
     }
     if p and Path(p).is_dir() and Path(p).resolve() != Path.cwd().resolve()
