@@ -247,11 +247,76 @@ def test_an_erased_user_leaves_the_fold_in_and_every_cache(
         top = [{"item_id": str(50 + j), "rating": 5 - 4 * (j % 2)} for j in range(3)]
         ca.post("/v1/users", json={"user_id": "late", "ratings": top})
         cached = cb.get("/v1/users/late/recommendations", params={"k": 5}).json()["items"]
-        assert ca.delete("/v1/users/late").json()["fold_in"] == "unaffected"
+        assert ca.delete("/v1/users/late").json()["fold_in"] == "redone"  # any may have read it
         ca.post("/v1/users", json={"user_id": "late", "ratings": other})
         after = cb.get("/v1/users/late/recommendations", params={"k": 5}).json()["items"]
         fresh = ca.get("/v1/users/late/recommendations", params={"k": 5}).json()["items"]
         assert after == fresh != cached
+
+
+def test_a_fold_in_that_read_an_erased_users_ratings_does_not_publish_them(
+    make_server: Callable[..., LiveServer], server_api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold-in that had read the feedback when an erasure committed, and published
+    after it: judged by the cut-off recorded then, the erasure announced nothing, and
+    the fold-in's process served the erased ratings on. Every erasure on a run that
+    folds in now moves the served state, so the fold-in is refused and caught up."""
+    from metarec.service import serving
+
+    a, b = make_server(), make_server()
+    twins = [{"item_id": i, "title": "Night Train", "year": 2001} for i in ("loved", "hated")]
+    pick = {"candidates": "loved,hated", "k": 2}
+
+    def gap(client: Any) -> float:
+        ranked = client.get("/v1/users/new/recommendations", params=pick).json()["items"]
+        score = {r["item_id"]: r["score"] for r in ranked}
+        return score["loved"] - score["hated"]
+
+    folding, go = threading.Event(), threading.Event()
+    real = serving.ModelHolder._feedback
+    armed = [False]
+
+    def paused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        read = real(self, *args, **kwargs)
+        if armed[0]:  # the first read after arming: A's fold-in, before it folds in
+            armed[0] = False
+            folding.set()
+            go.wait(60)
+        return read
+
+    monkeypatch.setattr(serving.ModelHolder, "_feedback", paused)
+    answers: list[httpx.Response] = []
+    with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
+        ca.put("/v1/items", json={"items": twins})
+        for u in range(3):
+            ratings = [{"item_id": "loved", "rating": 5}, {"item_id": "hated", "rating": 1}]
+            ca.post("/v1/users", json={"user_id": f"fan{u}", "ratings": ratings})
+        ca.post("/v1/users", json={"user_id": "new", "ratings": [{"item_id": "1", "rating": 4}]})
+        armed[0] = True
+        folder = threading.Thread(target=lambda: answers.append(ca.post("/v1/admin/fold-in")))
+        folder.start()
+        assert folding.wait(60)
+        for u in range(3):  # through B, while A's fold-in holds the fans' ratings
+            assert cb.delete(f"/v1/users/fan{u}").json()["fold_in"] == "redone"
+        go.set()
+        folder.join(60)
+        assert answers[0].status_code == 409, answers[0].text  # the state moved on
+        assert abs(gap(ca)) < 1e-4 and abs(gap(cb)) < 1e-4
+
+
+def test_an_erasure_a_process_cannot_reload_after_says_pending(
+    make_server: Callable[..., LiveServer], server_api_key: str, service_run: Path, tmp_path: Path
+) -> None:
+    """The reload after an erasure failed (the run folder gone) and the answer said
+    "redone": a catch-up that fails serves on, so only the version it reached tells."""
+    run = shutil.copytree(service_run, tmp_path / "mine")
+    a = make_server(run=run)
+    with a.client(server_api_key) as ca:
+        ca.post("/v1/users", json={"user_id": "fan", "ratings": [{"item_id": "1", "rating": 5}]})
+        shutil.rmtree(run)
+        erased = ca.delete("/v1/users/fan")
+    assert erased.status_code == 200, erased.text
+    assert erased.json() == {"user_id": "fan", "events_erased": 1, "fold_in": "pending"}
 
 
 def test_a_change_that_cannot_be_loaded_leaves_the_other_serving(

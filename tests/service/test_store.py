@@ -333,31 +333,24 @@ def test_a_forgotten_user_leaves_no_row_and_others_keep_theirs(store: FeedbackSt
             assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
 
 
-def test_an_erasure_the_served_state_read_is_announced_with_it(store: FeedbackStore) -> None:
-    """Where the recorded served state (a fold-in's cut-off) read the user's events,
-    the erasure bumps its version in the same transaction, so every process reloads;
-    else the version stays, and nothing else of the state changes either way."""
+def test_an_announced_erasure_moves_the_served_state_with_it(store: FeedbackStore) -> None:
+    """Announced (a served run that folds in feedback), an erasure of a user with events
+    bumps the served state's version in its own transaction, so every process reloads
+    and a fold-in that read the user before it is refused; the run recorded stays."""
     store.bump_served_state('{"run": "r"}')
     version, run = store.served_state()
     store.create_user("a", {}, [ev("a1")])
     store.create_user("b", {}, [ev("b1")])
-    seen: list[tuple[int, str | None]] = []
-
-    def read(first: int, recorded: str | None) -> bool:
-        seen.append((first, recorded))
-        return recorded == '{"run": "r"}'
-
-    erased = store.forget_user("a", read)
-    assert erased is not None and erased.announced
-    assert seen == [(erased.first_event, run)]
+    erased = store.forget_user("a", announce=True)
+    assert erased is not None and erased.version == version + 1
     assert store.served_state() == (version + 1, run)
-    assert store.forget_user("b", lambda first, recorded: False) == ErasedUser(
-        1, erased.first_event + 1, False
-    )
-    assert store.served_state() == (version + 1, run)  # not announced: no version taken
+    quiet = store.forget_user("b")  # not announced: the state stays
+    assert quiet is not None and quiet.version is None and quiet.events == 1
     store.create_user("c", {})
-    assert store.forget_user("c", read) == ErasedUser(0, None, False)  # no events to read
+    assert store.forget_user("c", announce=True) == ErasedUser(0, None, None)  # no events
     assert store.served_state() == (version + 1, run)
+    with pytest.raises(BusyError):  # a fold-in that read the state before the erasure
+        store.bump_served_state('{"run": "r2"}', expect=version)
 
 
 def test_event_ids_are_unique_across_users(store: FeedbackStore) -> None:

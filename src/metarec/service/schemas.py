@@ -339,11 +339,11 @@ class UserErased(BaseModel):
     user_id: str
     events_erased: int = Field(description="the user's stored events deleted with them")
     fold_in: Literal["unaffected", "redone", "pending"] = Field(
-        description="what the served model learned from their ratings: 'unaffected' (no "
-        "fold-in had read them), 'redone' (the run was reloaded here to fold in without "
-        "them, and every other server process reloads at its next request), 'pending' "
-        "(announced to every process, but this one could not reload yet: it answers 503 "
-        "until it has)"
+        description="what the served model learned from their ratings: 'unaffected' (they "
+        "had no events, or the run folds in no feedback), 'redone' (the run was reloaded "
+        "here to fold in without them, and every other server process reloads at its "
+        "next request), 'pending' (announced to every process, but this one could not "
+        "reload yet: it retries, serving on meanwhile)"
     )
 
 

@@ -66,9 +66,9 @@ from metarec.service.metrics import Metrics
 from metarec.service.store import ErasedUser, FeedbackStore, UserSummary
 
 log = logging.getLogger("metarec.service")
-# what became of a fold-in after an erasure: it had not read the user; it was redone
-# without them here and is announced to the others; announced, but this process could
-# not reload yet (it answers 503 until it does)
+# what became of a fold-in after an erasure: none can have read the user (no events, or
+# a run that folds in nothing); redone without them here and announced to the others;
+# announced, but this process could not reload yet (it retries, serving on meanwhile)
 FoldInAfterErasure = Literal["unaffected", "redone", "pending"]
 # a catch-up with the shared store that failed (a run deleted, the database busy) is
 # tried again after this long, not on every request
@@ -331,13 +331,6 @@ def _encode_for(served: Served, frame: pd.DataFrame) -> np.ndarray:
     if isinstance(served.rec, EnsembleRecommender):
         served.rec.check_items()
     return encode(served.rec, frame)
-
-
-def _read_by_recorded(first_event: int, recorded: str | None) -> bool:
-    """Whether the served state the store records folded in events from
-    ``first_event`` on: no cut-off recorded means all of them."""
-    ref = ServedRef.parse(recorded)
-    return ref is None or ref.events_upto is None or first_event <= ref.events_upto
 
 
 def foldable(rec: ServedModel) -> TypeGuard[Recommender]:
@@ -878,26 +871,27 @@ class ModelHolder:
     # -- users ----------------------------------------------------------------
     def forget_user(self, user_id: str) -> tuple[ErasedUser, FoldInAfterErasure] | None:
         """Erase a user from the store (None: no such user); → what was erased, and what
-        became of the fold-in. A fold-in that read their ratings learned item offsets
-        from them: the erasure then bumps the served state in its own transaction
+        became of the fold-in. A served run that folds in feedback may have learned item
+        offsets from their ratings (a fold-in recorded, or one in flight in any
+        process): the erasure then bumps the served state in its own transaction
         (:meth:`FeedbackStore.forget_user`), so every process, this one first, reloads
         the recorded run and store at the recorded cut-off, as a store that never held
-        the user gives (a fold-in alone would keep an offset no stored rating supports).
-        Judged on what the store records, not on what this process has loaded."""
+        the user gives (a fold-in alone would keep an offset no stored rating supports)."""
         self.sync(wait=True)  # a store this process cannot follow: a 503, nothing erased
-        check = _read_by_recorded if foldable(self.current.rec) else None
-        erased = self.store.forget_user(user_id, check)
+        erased = self.store.forget_user(user_id, announce=foldable(self.current.rec))
         if erased is None:
             return None
         self.cache.invalidate(user_id)
-        if not erased.announced:
+        if erased.version is None:
             return erased, "unaffected"
         try:
             self.sync(wait=True)  # this process's reload; the others' come with their requests
-        except MetarecError as exc:  # announced all the same: it catches up when it can
+        except MetarecError as exc:
             log.error("an erasure's fold-in is not redone in this process yet: %s", exc)
-            return erased, "pending"
-        return erased, "redone"
+        # a catch-up that failed serves on (and retries): this process is then behind
+        if self._seen >= erased.version:
+            return erased, "redone"
+        return erased, "pending"
 
     def user_state(self, served: Served, user: UserSummary) -> tuple[UserState, dict[int, str]]:
         """The user adapted, and what to say of each item of their history (catalogue

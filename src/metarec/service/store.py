@@ -159,12 +159,7 @@ _USER_SUMMARY = select(
     users.c.created_at,
 ).where(users.c.user_id == bindparam("user_id"))
 _STATE = select(service_state.c.version, service_state.c.run).where(service_state.c.id == 1)
-# an erasure's bump taken back where the served state read none of the user's events
-_UNBUMP = (
-    service_state.update()
-    .where(service_state.c.id == 1)
-    .values(version=service_state.c.version - 1)
-)
+
 # a run of None keeps the one recorded: only a reload (or a start on another run) sets it
 _BUMP = (
     service_state.update()
@@ -568,7 +563,9 @@ class ErasedUser:
 
     events: int  # the user's events deleted
     first_event: int | None  # the lowest row id among them (None: they had none)
-    announced: bool = False  # the served state bumped with it: every process reloads
+    # the served state's version the erasure bumped it to (every process reloads); None
+    # where it was not announced
+    version: int | None = None
 
 
 def _what(ev: NewEvent) -> tuple[str, str, float | None]:
@@ -956,18 +953,16 @@ class FeedbackStore:
             return None
         return UserSummary(user_id, self._features(user_id, row[0]), int(row[1]), float(row[2]))
 
-    def forget_user(
-        self, user_id: str, read_by_served: Callable[[int, str | None], bool] | None = None
-    ) -> ErasedUser | None:
+    def forget_user(self, user_id: str, *, announce: bool = False) -> ErasedUser | None:
         """Erase a user (a data subject's request to be forgotten): their events and their
-        row, in one transaction; None for a user the store does not hold.
-        ``read_by_served(first_event, recorded)``: whether the served state the store
-        records (:meth:`served_state`'s run) learned from events from ``first_event`` on
-        (a fold-in's cut-off); if so, the served state is bumped in the same transaction,
-        so every server process reloads the recorded run and store, at the recorded
-        cut-off, without the user. Erasure and announcement land together or not at all:
-        a process that failed to announce after the erasure left the user's ratings in
-        every model served."""
+        row, in one transaction; None for a user the store does not hold. ``announce``
+        (a served model that folds in feedback): where the user had events, the served
+        state's version is bumped in the same transaction, so every server process
+        reloads the recorded run and store, at the recorded cut-off, without them; and
+        a fold-in or reload that read the feedback before this committed, and publishes
+        after, is refused or caught up by the version it finds moved. Judged by the
+        recorded cut-off alone, such an in-flight fold-in published the erased ratings
+        as its own. Erasure and announcement land together or not at all."""
         with self._tx() as conn:
             if not self.is_sqlite:  # not between another writer's check and its insert
                 conn.execute(_ONE_WRITER_PER_USER, {"user_id": user_id})
@@ -976,19 +971,16 @@ class FeedbackStore:
                 return None
             mine = {"user_id": user_id}
             first = conn.execute(select(func.min(events.c.id)).where(_OWN_EVENTS), mine).scalar()
-            announced = False
-            if read_by_served is not None and first is not None:
-                # the bump first, as every change to the served state takes it: its row
-                # lock orders this against a reload or fold-in committing meanwhile
-                bumped = conn.execute(_BUMP, {"run": None}).scalar()
-                state = conn.execute(_STATE).first()
-                recorded = None if state is None else state[1]
-                announced = bumped is not None and read_by_served(int(first), recorded)
-                if not announced:
-                    conn.execute(_UNBUMP)
+            version = None
+            if announce and first is not None:
+                version = conn.execute(_BUMP, {"run": None}).scalar()
             erased = conn.execute(events.delete().where(events.c.user_id == user_id)).rowcount
             conn.execute(users.delete().where(users.c.user_id == user_id))
-        return ErasedUser(int(erased), None if first is None else int(first), announced)
+        return ErasedUser(
+            int(erased),
+            None if first is None else int(first),
+            None if version is None else int(version),
+        )
 
     # -- events ---------------------------------------------------------------
     def add_events(self, user_id: str, batch: Sequence[NewEvent]) -> tuple[int, int]:
