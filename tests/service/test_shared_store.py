@@ -187,6 +187,18 @@ def test_a_fold_in_through_one_server_reaches_the_other(
     assert len(held) >= 3 and not any(held), held  # starts, A's fold-in, B's catch-up
 
 
+# two items of one text: only ratings (a fold-in's offsets) can tell them apart
+TWINS = [{"item_id": i, "title": "Night Train", "year": 2001} for i in ("loved", "hated")]
+
+
+def gap(client: Any) -> float:
+    """User "new"'s score of the loved twin less the hated one's."""
+    params = {"candidates": "loved,hated", "k": 2}
+    ranked = client.get("/v1/users/new/recommendations", params=params).json()["items"]
+    score = {r["item_id"]: r["score"] for r in ranked}
+    return score["loved"] - score["hated"]
+
+
 def test_an_erased_user_leaves_the_fold_in_and_every_cache(
     make_server: Callable[..., LiveServer], server_api_key: str, tmp_path: Path
 ) -> None:
@@ -198,16 +210,8 @@ def test_an_erased_user_leaves_the_fold_in_and_every_cache(
     that came since (the erasure moved the cut-off to now). A user created again under
     the id is adapted afresh everywhere, not served the erased one's cached state."""
     a, b = make_server(), make_server()
-    twins = [{"item_id": i, "title": "Night Train", "year": 2001} for i in ("loved", "hated")]
-    pick = {"candidates": "loved,hated", "k": 2}
-
-    def gap(client: Any) -> float:
-        ranked = client.get("/v1/users/new/recommendations", params=pick).json()["items"]
-        score = {r["item_id"]: r["score"] for r in ranked}
-        return score["loved"] - score["hated"]
-
     with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
-        ca.put("/v1/items", json={"items": twins})
+        ca.put("/v1/items", json={"items": TWINS})
         for u in range(4):
             ratings = [{"item_id": str(1 + u), "rating": 4}, {"item_id": "loved", "rating": 5},
                        {"item_id": "hated", "rating": 1}]  # fmt: skip
@@ -264,14 +268,6 @@ def test_a_fold_in_that_read_an_erased_users_ratings_does_not_publish_them(
     from metarec.service import serving
 
     a, b = make_server(), make_server()
-    twins = [{"item_id": i, "title": "Night Train", "year": 2001} for i in ("loved", "hated")]
-    pick = {"candidates": "loved,hated", "k": 2}
-
-    def gap(client: Any) -> float:
-        ranked = client.get("/v1/users/new/recommendations", params=pick).json()["items"]
-        score = {r["item_id"]: r["score"] for r in ranked}
-        return score["loved"] - score["hated"]
-
     folding, go = threading.Event(), threading.Event()
     real = serving.ModelHolder._feedback
     armed = [False]
@@ -287,7 +283,7 @@ def test_a_fold_in_that_read_an_erased_users_ratings_does_not_publish_them(
     monkeypatch.setattr(serving.ModelHolder, "_feedback", paused)
     answers: list[httpx.Response] = []
     with a.client(server_api_key) as ca, b.client(server_api_key) as cb:
-        ca.put("/v1/items", json={"items": twins})
+        ca.put("/v1/items", json={"items": TWINS})
         for u in range(3):
             ratings = [{"item_id": "loved", "rating": 5}, {"item_id": "hated", "rating": 1}]
             ca.post("/v1/users", json={"user_id": f"fan{u}", "ratings": ratings})
