@@ -308,11 +308,8 @@ def test_a_forgotten_user_leaves_no_row_and_others_keep_theirs(store: FeedbackSt
     store.create_user("gone", {"age": 30}, [ev("g1"), ev("g2", "2", "rating", 4.0)])
     store.create_user("kept", {}, [ev("k1")])
     store.add_events("gone", [ev("g3", "3")])
-    with store.engine.connect() as conn:
-        first = conn.execute(select(func.min(events.c.id)).where(events.c.user_id == "gone"))
-        first = first.scalar()
     erased = store.forget_user("gone")
-    assert erased is not None and (erased.events, erased.first_event) == (3, first)
+    assert erased == ErasedUser(3, None)  # not announced: no version
     assert store.user("gone") is None and store.events_for("gone") == []
     assert [u for u, _ in store.iter_all_events()] == ["kept"]
     assert store.forget_user("gone") is None and store.forget_user("never") is None
@@ -333,6 +330,18 @@ def test_a_forgotten_user_leaves_no_row_and_others_keep_theirs(store: FeedbackSt
             assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
 
 
+def test_an_erased_user_is_not_left_in_sqlites_write_ahead_log(tmp_path: Path) -> None:
+    """secure_delete clears the database file's pages, not the log: the erased user's
+    id stayed readable in store.db-wal while the service ran."""
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'store.db'}")
+    store.create_user("kept", {}, [ev("k1")])
+    store.create_user("erase-me-7f3a", {}, [ev("e1-7f3a"), ev("e2-7f3a", "2")])
+    store.forget_user("erase-me-7f3a")
+    for path in tmp_path.glob("store.db*"):
+        assert b"7f3a" not in path.read_bytes(), path.name
+    store.close()
+
+
 def test_an_announced_erasure_moves_the_served_state_with_it(store: FeedbackStore) -> None:
     """Announced (a served run that folds in feedback), an erasure of a user with events
     bumps the served state's version in its own transaction, so every process reloads
@@ -347,10 +356,17 @@ def test_an_announced_erasure_moves_the_served_state_with_it(store: FeedbackStor
     quiet = store.forget_user("b")  # not announced: the state stays
     assert quiet is not None and quiet.version is None and quiet.events == 1
     store.create_user("c", {})
-    assert store.forget_user("c", announce=True) == ErasedUser(0, None, None)  # no events
+    assert store.forget_user("c", announce=True) == ErasedUser(0, None)  # no events
     assert store.served_state() == (version + 1, run)
     with pytest.raises(BusyError):  # a fold-in that read the state before the erasure
         store.bump_served_state('{"run": "r2"}', expect=version)
+    # a served-state row deleted by hand is put back, as any change puts it back: the
+    # erasure is announced all the same (it was not, and answered "unaffected")
+    with store.engine.begin() as conn:
+        conn.execute(service_state.delete())
+    store.create_user("d", {}, [ev("d1")])
+    restored = store.forget_user("d", announce=True)
+    assert restored is not None and restored.version == store.served_state()[0] == 1
 
 
 def test_event_ids_are_unique_across_users(store: FeedbackStore) -> None:

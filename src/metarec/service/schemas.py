@@ -340,10 +340,10 @@ class UserErased(BaseModel):
     events_erased: int = Field(description="the user's stored events deleted with them")
     fold_in: Literal["unaffected", "redone", "pending"] = Field(
         description="what the served model learned from their ratings: 'unaffected' (they "
-        "had no events, or the run folds in no feedback), 'redone' (the run was reloaded "
-        "here to fold in without them, and every other server process reloads at its "
-        "next request), 'pending' (announced to every process, but this one could not "
-        "reload yet: it retries, serving on meanwhile)"
+        "had no events), 'redone' (the run was reloaded here to fold in without them, and "
+        "every other server process reloads at its next request), 'pending' (announced to "
+        "every process, but this one could not reload yet: it tries again, as after any "
+        "change it cannot load)"
     )
 
 

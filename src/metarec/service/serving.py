@@ -66,9 +66,9 @@ from metarec.service.metrics import Metrics
 from metarec.service.store import ErasedUser, FeedbackStore, UserSummary
 
 log = logging.getLogger("metarec.service")
-# what became of a fold-in after an erasure: none can have read the user (no events, or
-# a run that folds in nothing); redone without them here and announced to the others;
-# announced, but this process could not reload yet (it retries, serving on meanwhile)
+# what became of a fold-in after an erasure: none can have read the user (no events);
+# redone without them here and announced to the others; announced, but this process
+# could not reload yet (it tries again, as after any change it cannot load)
 FoldInAfterErasure = Literal["unaffected", "redone", "pending"]
 # a catch-up with the shared store that failed (a run deleted, the database busy) is
 # tried again after this long, not on every request
@@ -871,14 +871,15 @@ class ModelHolder:
     # -- users ----------------------------------------------------------------
     def forget_user(self, user_id: str) -> tuple[ErasedUser, FoldInAfterErasure] | None:
         """Erase a user from the store (None: no such user); → what was erased, and what
-        became of the fold-in. A served run that folds in feedback may have learned item
-        offsets from their ratings (a fold-in recorded, or one in flight in any
-        process): the erasure then bumps the served state in its own transaction
-        (:meth:`FeedbackStore.forget_user`), so every process, this one first, reloads
-        the recorded run and store at the recorded cut-off, as a store that never held
-        the user gives (a fold-in alone would keep an offset no stored rating supports)."""
-        self.sync(wait=True)  # a store this process cannot follow: a 503, nothing erased
-        erased = self.store.forget_user(user_id, announce=foldable(self.current.rec))
+        became of the fold-in. Any process's fold-in, recorded or still running, may
+        have learned item offsets from their ratings, whatever this process serves (it
+        may be behind the store): the erasure of a user with events bumps the served
+        state in its own transaction (:meth:`FeedbackStore.forget_user`), so every
+        process, this one first, reloads the recorded run and store at the recorded
+        cut-off, as a store that never held the user gives, and a fold-in in flight is
+        refused (a fold-in alone would keep an offset no stored rating supports)."""
+        self.sync(wait=True)
+        erased = self.store.forget_user(user_id, announce=True)
         if erased is None:
             return None
         self.cache.invalidate(user_id)
@@ -888,7 +889,7 @@ class ModelHolder:
             self.sync(wait=True)  # this process's reload; the others' come with their requests
         except MetarecError as exc:
             log.error("an erasure's fold-in is not redone in this process yet: %s", exc)
-        # a catch-up that failed serves on (and retries): this process is then behind
+        # a catch-up that failed serves on (and tries again): this process is then behind
         if self._seen >= erased.version:
             return erased, "redone"
         return erased, "pending"

@@ -562,7 +562,6 @@ class ErasedUser:
     """What :meth:`FeedbackStore.forget_user` removed."""
 
     events: int  # the user's events deleted
-    first_event: int | None  # the lowest row id among them (None: they had none)
     # the served state's version the erasure bumped it to (every process reloads); None
     # where it was not announced
     version: int | None = None
@@ -883,6 +882,20 @@ class FeedbackStore:
             return 0, None
         return int(row[0]), row[1]
 
+    def _bump(self, conn: Connection, run: str | None) -> tuple[int, bool]:
+        """The served state's version bumped (and ``run`` recorded) in ``conn``'s
+        transaction; → (the version after, whether the row had to be put back first)."""
+        after = conn.execute(_BUMP, {"run": run}).scalar()
+        if after is not None:
+            return int(after), False
+        # the row is gone (a hand-edited table): put it back
+        conn.execute(
+            self._insert(service_state)
+            .values(id=1, version=0, run=None)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        return int(conn.execute(_BUMP, {"run": run}).scalar_one()), True
+
     def bump_served_state(
         self,
         run: str | None = None,
@@ -900,15 +913,8 @@ class FeedbackStore:
         with self._tx() as conn:
             # the bump first: its row lock queues another process's change behind this
             # one, so the items' order numbers (read from the table) are never shared
-            after = conn.execute(_BUMP, {"run": run}).scalar()
-            if after is None:  # the row is gone (a hand-edited table): put it back
-                conn.execute(
-                    self._insert(service_state)
-                    .values(id=1, version=0, run=None)
-                    .on_conflict_do_nothing(index_elements=["id"])
-                )
-                after = conn.execute(_BUMP, {"run": run}).scalar_one()
-            elif expect is not None and int(after) - 1 != expect:
+            after, restored = self._bump(conn, run)
+            if not restored and expect is not None and after - 1 != expect:
                 # judged on the version the bump itself moved from, which is the row as
                 # committed once its lock is ours: a version read before the bump, under
                 # PostgreSQL's read committed, missed a reload committing meanwhile, and
@@ -971,16 +977,23 @@ class FeedbackStore:
                 return None
             mine = {"user_id": user_id}
             first = conn.execute(select(func.min(events.c.id)).where(_OWN_EVENTS), mine).scalar()
-            version = None
-            if announce and first is not None:
-                version = conn.execute(_BUMP, {"run": None}).scalar()
+            version = self._bump(conn, None)[0] if announce and first is not None else None
             erased = conn.execute(events.delete().where(events.c.user_id == user_id)).rowcount
             conn.execute(users.delete().where(users.c.user_id == user_id))
-        return ErasedUser(
-            int(erased),
-            None if first is None else int(first),
-            None if version is None else int(version),
-        )
+        if self.is_sqlite and erased:
+            self._drop_old_frames()
+        return ErasedUser(int(erased), version)
+
+    def _drop_old_frames(self) -> None:
+        """Empty SQLite's write-ahead log after an erasure: the deleted rows' old frames
+        stayed readable in the -wal file while the service ran (secure_delete clears
+        the database file's pages, not the log). Best effort: with readers in the log
+        it is emptied at a later checkpoint."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except DBAPIError as exc:
+            log.warning("after an erasure, the write-ahead log was not emptied: %s", exc)
 
     # -- events ---------------------------------------------------------------
     def add_events(self, user_id: str, batch: Sequence[NewEvent]) -> tuple[int, int]:
