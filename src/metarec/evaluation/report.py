@@ -25,7 +25,7 @@ from metarec.evaluation.metrics import P1_METRICS
 from metarec.evaluation.p1 import IN_SAMPLE as P1_IN_SAMPLE
 from metarec.evaluation.stats import choice_p
 from metarec.io import json_bytes, jsonable, write_bytes_atomic
-from metarec.values import is_finite_number, is_number, is_whole
+from metarec.values import counted, is_finite_number, is_number, is_whole
 
 # every P1 metric, in the order metrics.py defines them, with the mean's MAE beside the
 # model's own (its median rating's, where it has cutpoints)
@@ -477,12 +477,12 @@ def dropped_words(cleaning: dict[str, Any]) -> str:
     sentence: the ratings kept of those read, then each reason with its count."""
     from metarec.data.schema import ITEMS_TABLE
 
-    reasons = []
-    for reason, n in cleaning.get("dropped", {}).items():
-        if reason.startswith(ITEMS_TABLE):
-            reasons.append(f"{n:,} item{'' if n == 1 else 's'} ({reason[len(ITEMS_TABLE) :]})")
-        else:
-            reasons.append(f"{n:,} rating{'' if n == 1 else 's'} ({reason})")
+    reasons = [
+        f"{counted(n, 'item')} ({reason.removeprefix(ITEMS_TABLE)})"
+        if reason.startswith(ITEMS_TABLE)
+        else f"{counted(n, 'rating')} ({reason})"
+        for reason, n in cleaning.get("dropped", {}).items()
+    ]
     rows_in, rows_out = cleaning.get("rows_in", 0), cleaning.get("rows_out", 0)
     return (
         f"{rows_out:,} of {rows_in:,} ratings kept; dropped "

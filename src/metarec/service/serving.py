@@ -633,12 +633,11 @@ class ModelHolder:
                 )
                 self.load(run, folder=folder)
                 self.metrics.count_reload()  # a swap as a reload's or SIGHUP's is
-            except MetarecError as exc:  # the operator's to fix (a run deleted): one line
-                log.error("catching up with the shared store failed; serving on: %s", exc)
-                self._failed = (version, time.monotonic() + SYNC_RETRY_S)
-                return
-            except Exception:
-                log.exception("catching up with the shared store failed; serving on")
+            except Exception as exc:
+                if isinstance(exc, MetarecError):  # the operator's to fix (a run deleted)
+                    log.error("catching up with the shared store failed; serving on: %s", exc)
+                else:
+                    log.exception("catching up with the shared store failed; serving on")
                 self._failed = (version, time.monotonic() + SYNC_RETRY_S)
                 return
             self._failed = None

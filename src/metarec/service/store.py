@@ -970,16 +970,13 @@ class FeedbackStore:
         recorded cut-off alone, such an in-flight fold-in published the erased ratings
         as its own. Erasure and announcement land together or not at all."""
         with self._tx() as conn:
-            if not self.is_sqlite:  # not between another writer's check and its insert
-                conn.execute(_ONE_WRITER_PER_USER, {"user_id": user_id})
+            self._one_writer(conn, user_id)  # not between another writer's check and insert
             exists = conn.execute(select(users.c.user_id).where(users.c.user_id == user_id))
             if exists.first() is None:
                 return None
-            mine = {"user_id": user_id}
-            first = conn.execute(select(func.min(events.c.id)).where(_OWN_EVENTS), mine).scalar()
-            version = self._bump(conn, None)[0] if announce and first is not None else None
             erased = conn.execute(events.delete().where(events.c.user_id == user_id)).rowcount
             conn.execute(users.delete().where(users.c.user_id == user_id))
+            version = self._bump(conn, None)[0] if announce and erased else None
         if self.is_sqlite and erased:
             self._drop_old_frames()
         return ErasedUser(int(erased), version)
@@ -1000,12 +997,17 @@ class FeedbackStore:
         """Store a batch for one user; → (accepted, duplicates). Returns after commit."""
         now = time.time()
         with self._tx() as conn:
-            if not self.is_sqlite:  # SQLite's writers are one at a time already
-                conn.execute(_ONE_WRITER_PER_USER, {"user_id": user_id})
+            self._one_writer(conn, user_id)
             exists = conn.execute(select(users.c.user_id).where(users.c.user_id == user_id))
             if exists.first() is None:
                 raise UnknownUserError(f"unknown user {user_id!r}")
             return self._insert_events(conn, user_id, batch, now)
+
+    def _one_writer(self, conn: Connection, user_id: str) -> None:
+        """This transaction the only writer of ``user_id``'s rows until it ends
+        (:data:`_ONE_WRITER_PER_USER`); SQLite's writers are one at a time already."""
+        if not self.is_sqlite:
+            conn.execute(_ONE_WRITER_PER_USER, {"user_id": user_id})
 
     def _insert_events(
         self, conn: Connection, user_id: str, batch: Sequence[NewEvent], now: float
