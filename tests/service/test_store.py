@@ -54,6 +54,19 @@ def store(store_url: str) -> Iterator[FeedbackStore]:
     s.close()
 
 
+INSERTER = "metarec_inserter"  # a role that may only read and insert (.ci/run makes it)
+
+
+def _inserter_url(owner: FeedbackStore, pg_url: str) -> str:
+    """``pg_url`` as the role that may only read and insert, granted that on the store."""
+    from sqlalchemy.engine import make_url
+
+    with owner.engine.begin() as conn:
+        conn.execute(text(f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {INSERTER}"))
+        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {INSERTER}"))
+    return make_url(pg_url).set(username=INSERTER, password="metarec").render_as_string(False)
+
+
 def ev(event_id: str, item: str = "1", kind: str = "click", value: float | None = None,
        ts: float | None = None) -> NewEvent:  # fmt: skip
     return NewEvent(event_id, item, kind, value, ts)
@@ -620,21 +633,15 @@ def test_a_role_that_cannot_lock_events_still_gets_a_cut_off(
 ) -> None:
     """SHARE mode needs UPDATE on the table or its ownership; a service role that only
     reads and inserts gets the cut-off as before, with a warning, not a failed fold-in."""
-    from sqlalchemy.engine import make_url
-
     owner = FeedbackStore(pg_url)
     owner.create_user("u", {})
     owner.add_events("u", [ev("a"), ev("b")])
-    role = "metarec_inserter"
-    with owner.engine.begin() as conn:
-        conn.execute(text(f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role}"))
-        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
-    url = make_url(pg_url).set(username=role, password="metarec")
+    url = _inserter_url(owner, pg_url)
     try:
-        inserter = FeedbackStore(url.render_as_string(hide_password=False))
+        inserter = FeedbackStore(url)
     except ConfigError as exc:
         owner.close()
-        pytest.skip(f"PostgreSQL: no role {role} with password 'metarec' (.ci/run makes it): {exc}")
+        pytest.skip(f"PostgreSQL: no role {INSERTER}, password 'metarec' (.ci/run makes it): {exc}")
     # its batches are written in turn without a row lock, which would need UPDATE
     assert inserter.add_events("u", [ev("c"), ev("b")]) == (1, 1)
     with caplog.at_level("WARNING", logger="metarec.service"):
@@ -649,20 +656,14 @@ def test_a_role_that_cannot_lock_events_still_gets_a_cut_off(
 def test_a_role_that_may_not_migrate_is_told_which_role_may(pg_url: str) -> None:
     """Version 4 re-dates events (an UPDATE): a role that only reads and inserts is
     told the schema needs migrating by the tables' owner, with nothing half-done."""
-    from sqlalchemy.engine import make_url
-
     owner = FeedbackStore(pg_url)
     owner.create_user("u", {}, [ev("far", ts=time.time() + 3e9)])
-    role = "metarec_inserter"
-    with owner.engine.begin() as conn:
-        conn.execute(text(f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role}"))
-        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
-    url = make_url(pg_url).set(username=role, password="metarec").render_as_string(False)
+    url = _inserter_url(owner, pg_url)
     try:
         FeedbackStore(url).close()  # at the current version: nothing to migrate
     except ConfigError as exc:
         owner.close()
-        pytest.skip(f"PostgreSQL: no role {role} with password 'metarec' (.ci/run makes it): {exc}")
+        pytest.skip(f"PostgreSQL: no role {INSERTER}, password 'metarec' (.ci/run makes it): {exc}")
     with owner.engine.begin() as conn:
         conn.execute(text("DELETE FROM schema_version WHERE version >= 4"))
     with pytest.raises(
@@ -1015,22 +1016,16 @@ def test_unreachable_is_read_from_the_drivers_own_errors_only(tmp_path: Path) ->
 def test_a_role_that_may_not_delete_is_told_the_grant_erasure_needs(pg_url: str) -> None:
     """Erasing a user deletes rows, a grant a role that reads and inserts lacks: the
     operator is told which, and nothing of the user is gone."""
-    from sqlalchemy.engine import make_url
-
     from metarec.service.store import StoreForbiddenError
 
     owner = FeedbackStore(pg_url)
     owner.create_user("u", {}, [ev("a"), ev("b")])
-    role = "metarec_inserter"
-    with owner.engine.begin() as conn:
-        conn.execute(text(f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role}"))
-        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
-    url = make_url(pg_url).set(username=role, password="metarec").render_as_string(False)
+    url = _inserter_url(owner, pg_url)
     try:
         inserter = FeedbackStore(url)
     except ConfigError as exc:
         owner.close()
-        pytest.skip(f"PostgreSQL: no role {role} with password 'metarec' (.ci/run makes it): {exc}")
+        pytest.skip(f"PostgreSQL: no role {INSERTER}, password 'metarec' (.ci/run makes it): {exc}")
     with pytest.raises(StoreForbiddenError, match="DELETE on users and events"):
         inserter.forget_user("u")
     summary = owner.user("u")
