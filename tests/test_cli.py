@@ -622,6 +622,10 @@ def test_train_evaluate_recommend(
     assert "--rate: Toy Story (1995)=5, 1=2 rate the same item; the last (2) is used" in (
         twice.stderr
     )
+    # an id starting with "-" is an item, not an option argparse found no value for
+    dashed = cli("recommend", str(run), "--rate", "-5=4")
+    assert_one_line_error(dashed, "'-5'")
+    assert "expected one argument" not in dashed.stderr
     # an edited split.json tested the model on users it trained on, with exit 0
     original = (run / "split.json").read_text()
     for edit, needle in [
@@ -1594,3 +1598,20 @@ def test_the_store_url_may_come_from_the_environment(
         cli("serve", str(tmp_path / "ens"), "--port", "0"),
         f"${DB_ENV} 'bogus://svc:***@db/feedback': unsupported database",
     )
+
+
+def test_a_pair_value_starting_with_a_dash_is_glued_to_its_option() -> None:
+    from metarec.cli import _glued_pairs
+
+    assert _glued_pairs(["recommend", "r", "--rate", "-5=4", "-k", "3"]) == [
+        "recommend",
+        "r",
+        "--rate=-5=4",
+        "-k",
+        "3",
+    ]
+    # an option after a pair option is left to argparse, which says its value is missing
+    assert _glued_pairs(["--rate", "--json"]) == ["--rate", "--json"]
+    assert _glued_pairs(["--set", "-x"]) == ["--set", "-x"]  # no "=": an option
+    assert _glued_pairs(["--", "--rate", "-5=4"]) == ["--", "--rate", "-5=4"]
+    assert _glued_pairs(["--rate"]) == ["--rate"]

@@ -100,7 +100,7 @@ def _describe(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _glued_pairs(list(sys.argv[1:] if argv is None else argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # parse_args would report them with the top-level usage, which lists commands,
@@ -123,6 +123,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         finally:
             errors.IN_COMMAND = False
+
+
+# the options whose value is KEY=VALUE, where the key is free text (an item id)
+_PAIR_OPTIONS = ("--rate", "--feature", "--set")
+
+
+def _glued_pairs(argv: list[str]) -> list[str]:
+    """``argv`` with ``--rate -5=4`` written as ``--rate=-5=4``: argparse reads a value
+    starting with ``-`` as an option, so item ``-5`` was refused as "--rate: expected
+    one argument". A pair's value never starts with ``--``, which stays an option."""
+    out: list[str] = []
+    pending = iter(argv)
+    for arg in pending:
+        if arg == "--":
+            out.append(arg)
+            out.extend(pending)
+            break
+        if arg in _PAIR_OPTIONS:
+            value = next(pending, None)
+            if value is not None and re.match(r"-[^-].*=", value):
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
 
 
 def _innermost(
