@@ -330,6 +330,14 @@ def test_default_algorithms_depend_on_the_protocol() -> None:
         max_items=500, max_episodes=2000,
     )  # fmt: skip
     assert capped.endswith("--algorithms stacked --max-items 500 --max-episodes 2000")
+    # what the shell splits or drops is quoted: the line is pasted, and "--peers " (no
+    # peers) and "--data my data" failed there
+    quoted = _command(
+        "p2", "ml-100k", 0, 1, ["fomaml"], [], shots, 1, "my data", splits="s p.json",
+        peers_named=True,
+    )  # fmt: skip
+    assert "--peers '' " in quoted and "--splits 's p.json'" in quoted
+    assert quoted.endswith("--data 'my data'")
     models = build_models(
         "p2", algorithms=["episodic", "stacked"], peers=[], seed=0, max_items=500,
         max_episodes=2000,
@@ -381,6 +389,15 @@ def test_pooling_folds_skips_missing_metrics_without_warnings() -> None:
     mixed = _pool([fold(1.0), fold(float("nan")), fold(3.0)])
     assert mixed["summary"]["g"]["m"]["mae"] == 2.0 and mixed["std"]["g"]["m"]["mae"] == 1.0
     assert mixed["n_users"]["g"] == 3
+    # a state with no user in the first fold is pooled from the folds that have it: it
+    # was dropped from the report, neither a table nor "no test user"
+    small = fold(2.0)
+    small["summary"]["h"] = small["summary"].pop("g")
+    small["per_user"]["h"] = small["per_user"].pop("g")
+    small["n_users"] = {"g": 0, "h": 1}
+    pooled = _pool([fold(1.0), small])
+    assert pooled["summary"]["h"]["m"]["mae"] == 2.0 and pooled["n_users"]["h"] == 1
+    assert pooled["per_user"]["h"]["m"]["mae"] == [2.0]
 
 
 def test_like_threshold_is_the_top_quarter_of_the_rating_scale() -> None:
@@ -549,6 +566,22 @@ def test_characters_the_plot_font_lacks_are_said_once(tmp_path: Path) -> None:
     said = [str(w.message) for w in caught]
     assert len(said) == 1 and said[0].startswith("plots: the font has no の, 日, 書, 本, 籍"), said
     assert len(written) == 2  # the curves and the A/B test, drawn all the same
+
+
+def test_a_p1_state_of_one_user_draws_its_point_without_a_bar(tmp_path: Path) -> None:
+    from metarec.evaluation.report import render_plots, write_report
+    from metarec.evaluation.stats import bootstrap_ci
+
+    record = json.loads((RESULTS / "p1-ml-1m.json").read_text())
+    # one user's value has no CI (NaN from the bootstrap, null in a saved record): the
+    # axis limits became NaN and the benchmark wrote none of its files
+    record["ci95"]["both_cold"]["bias"]["mae"] = list(bootstrap_ci(np.array([0.7])))
+    written = write_report(record, tmp_path / "p1", save_record=True)
+    assert tmp_path / "p1-mae.png" in written
+    saved = json.loads((tmp_path / "p1.json").read_text())
+    assert saved["ci95"]["both_cold"]["bias"]["mae"] == [None, None]
+    saved["ci95"]["both_cold"]["bias"]["ndcg@3"] = [0.7, None]
+    assert len(render_plots(saved, tmp_path / "again")) == len(written) - 2  # md, json
 
 
 def test_the_ab_plot_of_a_random_support_says_no_later(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1240,6 +1273,22 @@ def test_report_write_of_a_damaged_record_writes_nothing(
     assert {name: (tmp_path / name).read_bytes() for name in old} == old
 
 
+def test_a_p2_record_missing_a_model_at_one_k_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarec.cli import main
+
+    # missing at the first K: left out of every table and curve without a word; at a
+    # later K: "missing field 'popularity'", which named no place
+    for k in ("0", "20"):
+        record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+        del record["summary"][k]["popularity"]
+        (tmp_path / "p2.json").write_text(json.dumps(record))
+        assert main(["report", str(tmp_path / "p2.json")]) == 2
+        err = capsys.readouterr().err
+        assert f"summary.{k}.popularity" in err and "at every K" in err, err
+
+
 def _thirty_users(folder: Path, ratings_each: int) -> None:
     """r.csv: 30 users rating ``ratings_each`` of 40 items (no timestamps); i.csv: titles."""
     rows = [
@@ -1501,3 +1550,21 @@ def test_what_cleaning_dropped_is_said_recorded_and_reported(
     record["cleaning"]["dropped"] = {"x": "many"}
     with pytest.raises(DataError, match=r"r\.json, field 'cleaning\.dropped\.x': expected a"):
         check_record_fields(record, "r.json")
+
+
+def test_a_long_model_name_is_cut_in_the_plots_not_across_them(tmp_path: Path) -> None:
+    import warnings
+
+    from metarec.evaluation.report import _label, render_plots
+
+    long = "mine-" + "x" * 240 + "-v2"
+    record = json.loads((RESULTS / "p2-ml-100k.json").read_text())
+    for by_model in record["summary"].values():
+        by_model[long] = by_model.pop("popularity")
+    with warnings.catch_warnings():
+        # a 250-character legend entry pushed the panels out: "Tight layout not applied"
+        warnings.simplefilter("error")
+        assert render_plots({**record, "abtest": None}, tmp_path / "p2")
+    assert _label("metarec-fomaml") == "metarec-fomaml"
+    assert len(_label(long)) == 40 and _label(long).startswith("mine-x")
+    assert _label(long).endswith("x-v2") and "…" in _label(long)

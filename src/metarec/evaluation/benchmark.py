@@ -772,10 +772,14 @@ def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
     spread: dict[str, Any] = {}
     per_user: dict[str, Any] = {}
     n_users: dict[str, int] = {}
-    for group in folds[0]["summary"]:
+    # a state with no user in the first fold (a small both-cold) is another fold's: read
+    # from the first only, it was dropped from the report without a word
+    groups = list(dict.fromkeys(g for f in folds for g in f["summary"]))
+    for group in groups:
         summary[group], spread[group], per_user[group] = {}, {}, {}
         owners = _owners([f.get("user_ids", {}).get(group) for f in folds if group in f["summary"]])
-        for model in folds[0]["summary"][group]:
+        first = next(f for f in folds if group in f["summary"])
+        for model in first["summary"][group]:
             rows = [f["summary"][group][model] for f in folds if group in f["summary"]]
             summary[group][model] = {
                 m: _finite_stat(np.mean, [r[m] for r in rows]) for m in rows[0]
@@ -794,11 +798,11 @@ def _pool(folds: list[dict[str, Any]]) -> dict[str, Any]:
                     ],
                     owners,
                 )
-                for m in folds[0]["per_user"][group][model]
+                for m in first["per_user"][group][model]
             }
         if owners is not None:
             n_users[group] = int(owners.max()) + 1 if len(owners) else 0
-    for g in folds[0]["n_users"]:
+    for g in dict.fromkeys(g for f in folds for g in f["n_users"]):
         n_users.setdefault(g, int(sum(f["n_users"].get(g, 0) for f in folds)))
     return {"summary": summary, "std": spread, "per_user": per_user, "n_users": n_users}
 
@@ -1077,7 +1081,7 @@ def _command(
     if list(algorithms) != list(default_algorithms(protocol)):
         cmd += f" --algorithms {','.join(algorithms)}"
     if peers_named or list(peers) != list(P1_PEERS if protocol == "p1" else P2_PEERS):
-        cmd += f" --peers {','.join(peers)}"
+        cmd += f" --peers {shlex.quote(','.join(peers))}"  # "" for none
     if protocol == "p2" and tuple(shots) != tuple(SHOTS):
         cmd += f" --shots {','.join(map(str, shots))}"
     if max_items is not None:
@@ -1087,13 +1091,13 @@ def _command(
     if seeds > 1:
         cmd += f" --seeds {seeds}"
     if splits is not None:
-        cmd += f" --splits {splits}"
+        cmd += f" --splits {shlex.quote(str(splits))}"
     if like_threshold is not None:
         cmd += f" --like-threshold {like_threshold:g}"
     for override in overrides:
         cmd += f" --set {shlex.quote(override)}"
     if data_args is None and root:
-        cmd += f" --data {root}"  # the data folder as it was given
+        cmd += f" --data {shlex.quote(str(root))}"  # the data folder as it was given
     if model_args is not None:
         cmd += "".join(f" --model {shlex.quote(spec)}" for spec in model_args)
     elif own:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +239,13 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
         if name in record and record[name] < 1:
             raise bad(name, "a whole number >= 1", record[name])
     models = {m for group in record.get("summary", {}).values() for m in group}
+    if record.get("protocol") == "p2":
+        # every model at every K (P1's states may leave out a model that predicts no
+        # ratings): one missing at the first K was left out of every table and curve
+        # without a word, at a later K a bare "missing field 'popularity'"
+        for k, group in record.get("summary", {}).items():
+            for model in sorted(models - set(group)):
+                raise bad(f"summary.{k}.{model}", "the model's figures at every K", None)
     for where, model in cells("reference", 1):
         if models and model not in models:  # an empty summary is named where it is read
             raise bad(where, "one of the record's models", model)
@@ -315,6 +322,27 @@ def _check_tables(record: dict[str, Any], source: str | Path) -> None:
     for where, n in cells("reference_chosen_from", 1):
         if not is_whole(n) or n < 1:
             raise bad(where, "a whole number >= 1", n)
+
+
+# a plot's longest model name: a model of one's own may be named at any length, and a
+# 100-character one ran across the next panel (the tables keep the whole name)
+LABEL_CHARACTERS = 40
+
+
+def _label(name: str) -> str:
+    """``name`` for a plot, its middle cut where longer than :data:`LABEL_CHARACTERS`
+    (both ends kept, where names of one family differ)."""
+    if len(name) <= LABEL_CHARACTERS:
+        return name
+    tail = LABEL_CHARACTERS // 3
+    return name[: LABEL_CHARACTERS - tail - 1] + "…" + name[-tail:]
+
+
+def _bounds(ci: Sequence[float | None] | None) -> tuple[float, float] | None:
+    """A CI's (low, high) where both ends exist, else None."""
+    if not ci or not all(_defined(end) for end in ci):
+        return None
+    return float(ci[0]), float(ci[1])  # type: ignore[arg-type]
 
 
 def _defined(value: float | None) -> bool:
@@ -863,7 +891,7 @@ def _render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
                     xs,
                     ys,
                     style,
-                    label=name,
+                    label=_label(name),
                     color=colour[name],
                     linewidth=2 if "ensemble" in name else 1.2,
                     # a peer's dashes over metarec's lines: one that ties a metarec model
@@ -893,7 +921,9 @@ def _render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
             for ax, state in zip(axes, states, strict=False):
                 models = [m for m, v in record["summary"][state].items() if _defined(v.get(metric))]
                 means = [record["summary"][state][m][metric] for m in models]
-                cis = [record["ci95"][state].get(m, {}).get(metric) for m in models]
+                # a bound that is null or NaN (bootstrap_ci of one user's value) draws no
+                # bar: it set the axis limits to NaN, and no file of the run was written
+                cis = [_bounds(record["ci95"][state].get(m, {}).get(metric)) for m in models]
                 err = [
                     [mu - ci[0] if ci else 0 for mu, ci in zip(means, cis, strict=True)],
                     [ci[1] - mu if ci else 0 for mu, ci in zip(means, cis, strict=True)],
@@ -909,7 +939,7 @@ def _render_plots(record: dict[str, Any], stem: Path) -> dict[Path, bytes]:
                         color="tab:blue" if m.startswith("metarec-") else "tab:gray",
                         capsize=3,
                     )
-                ax.set_yticks(range(len(models)), models)
+                ax.set_yticks(range(len(models)), [_label(m) for m in models])
                 ax.invert_yaxis()  # the table's order, top to bottom
                 lo = min(c[0] for c in cis if c) if any(cis) else min(means)
                 hi = max(c[1] for c in cis if c) if any(cis) else max(means)
@@ -966,7 +996,7 @@ def abtest_png(ab: dict[str, Any]) -> bytes:
     per arm with Wilson 95 % CIs, and the interleaving verdicts when it has them."""
     plt = pyplot()
     rp, il = ab["replay"], ab.get("interleave")
-    names = {"A": f"A: {ab['A']}", "B": f"B: {ab['B']}"}
+    names = {"A": f"A: {_label(ab['A'])}", "B": f"B: {_label(ab['B'])}"}
     fig, axes = plt.subplots(1, 2 if il else 1, figsize=(11 if il else 6, 3.6), squeeze=False)
     ax = axes[0][0]
     arms = [rp["arms"][a] for a in ("A", "B")]
