@@ -28,7 +28,7 @@ from __future__ import annotations
 import shutil
 import time
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -394,6 +394,8 @@ def _held_out_users(run: Path, ds: Any, old: Recommender) -> tuple[set[str], str
         return read_held_out(run)
     if (run / "split.json").exists():
         return p1_new_users(run / "split.json", ds, old.metadata.get("split_digest"))
+    if not records_its_users(old.metadata):
+        return set(), UNRECORDED_USERS
     held = early_stopping_users(ds, old, run / "recommender.json")
     fraction = old.metadata.get("validation_fraction", VALIDATION_FRACTION)
     if not held:
@@ -415,6 +417,25 @@ def p1_new_users(path: Path, ds: Any, digest: str | None) -> tuple[set[str], str
             "again, or the file edited)"
         )
     return set(map(str, split.new_users)), "the P1 split's new users"
+
+
+# how a model fitted in Python and saved is judged: not at all, unless forced
+UNRECORDED_USERS = (
+    "none: the model records no split of its users (fitted in Python and saved, not "
+    "trained by metarec train or metarec.train), so which users it learned from is unknown"
+)
+
+
+def records_its_users(metadata: Mapping[str, Any]) -> bool:
+    """Whether a model's metadata says how its users were drawn: what the CLI and
+    :func:`metarec.train` record (runs before ``holdout`` was recorded drew the 10 %
+    :func:`recorded_validation_split` takes). A model fitted in Python records none:
+    the users it learned from are the caller's, and a 10 % draw judged the old model
+    mostly on them, in a release gate that then favoured it."""
+    return any(
+        key in metadata
+        for key in ("holdout", "validation_fraction", "split_seed", "dataset", "data_spec")
+    )
 
 
 def early_stopping_users(ds: Any, run: Any, where: Path) -> set[str]:

@@ -35,6 +35,7 @@ from metarec.models.persist import staged_folder
 from metarec.retrain import (
     HELD_OUT_FILE,
     MEMBER,
+    UNRECORDED_USERS,
     RetrainResult,
     _add_missing_items,
     capped,
@@ -45,6 +46,7 @@ from metarec.retrain import (
     p1_new_users,
     read_held_out,
     read_inputs,
+    records_its_users,
     retrain_checkpoint,
     retrained_config,
     training_rows,
@@ -233,6 +235,8 @@ def _held_out_users(run: Path, ds: Any, old: Any) -> tuple[set[str], str]:
                 "(the ensemble records the runs it was built from in ensemble.json)"
             )
         return p1_new_users(split_file, ds, digest)
+    if not records_its_users(primary.metadata):  # an ensemble fitted in Python
+        return set(), UNRECORDED_USERS
     # drawn from the data by the seed and share the first run recorded: no folder needed
     held = early_stopping_users(ds, primary, run / "ensemble.json")
     if not held:

@@ -222,9 +222,12 @@ def test_held_out_users_are_the_draw_the_run_early_stopped_on(tmp_path: Path) ->
         meta = {"split_seed": 5, "validation_fraction": fraction}
         held, rule = _held_out_users(tmp_path, ds, _old(meta))
         assert held == set(val["user_id"]) and rule == f"a seeded {fraction:.0%} of users"
-    # a run recorded before the share was: the CLI's 10 %
+    # a run recorded before the share was (the CLI recorded its data): the CLI's 10 %
     _, val = split_users(frame, 0.1, 3)
-    assert _held_out_users(tmp_path, ds, _old({}))[0] == set(val["user_id"])
+    assert _held_out_users(tmp_path, ds, _old({"dataset": "d"}))[0] == set(val["user_id"])
+    # a model fitted in Python records nothing of its users: no one to judge it on
+    held, rule = _held_out_users(tmp_path, ds, _old({}))
+    assert held == set() and "records no split of its users" in rule
     held, rule = _held_out_users(tmp_path, ds, _old({"validation_fraction": 0.0}))
     assert held == set() and "trained on every user" in rule
     with pytest.raises(ModelError, match="validation_fraction 'x' is no share of users"):
@@ -431,6 +434,29 @@ def _copy_with_metadata(run: Path, to: Path, **changes: Any) -> Path:
     manifest["metadata"] |= changes
     (to / "recommender.json").write_text(json.dumps(manifest))
     return to
+
+
+def test_a_model_that_records_no_split_of_its_users_is_retrained_only_by_force(
+    service_run: Path,
+    feedback_db: str,
+    shared_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # fitted in Python and saved: a 10 % draw by its seed judged the old model mostly on
+    # users it trained on, as "the early-stopping users", in a gate that then favoured it
+    run = tmp_path / "python-fitted"
+    shutil.copytree(service_run, run)
+    manifest = json.loads((run / "recommender.json").read_text())
+    for key in ("holdout", "validation_fraction", "split_seed", "dataset", "data_spec"):
+        manifest["metadata"].pop(key, None)
+    (run / "recommender.json").write_text(json.dumps(manifest))
+    data = ["--dataset", "ml-100k", "--data", str(shared_data)]
+    assert main(retrain_argv(run, feedback_db, tmp_path / "new", 10) + data + FAST) == 2
+    err = capsys.readouterr().err
+    assert "the model records no split of its users" in err, err
+    assert "there is no user neither model trains on" in err and "--force" in err, err
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow
