@@ -72,7 +72,9 @@ def test_operations_endpoints(live_server: str) -> None:
         assert f"\n{name}" in text  # fmt: skip
 
 
-def test_the_openapi_document_lists_what_the_service_answers(live_server: str) -> None:
+def test_the_openapi_document_lists_what_the_service_answers(
+    live_server: str, server_api_key: str
+) -> None:
     """A client generated from /openapi.json: the statuses the server sends, /ready's
     body, the single-event form of events, and a rating always sent."""
     with httpx.Client(base_url=live_server) as c:
@@ -120,6 +122,17 @@ def test_the_openapi_document_lists_what_the_service_answers(live_server: str) -
         assert refs == {"#/components/schemas/EventsIn", "#/components/schemas/EventIn"}
         # a $ref beside the anyOf holds too in OpenAPI 3.1: only {"events": [...]} passed
         assert "$ref" not in schema
+        # a feature's value is typed, with an example the service takes: "Try it out"
+        # sent {"additionalProp1": {}}, the schema's "any", and was refused
+        features = doc["components"]["schemas"]["UserIn"]["properties"]["features"]
+        assert features["additionalProperties"] == {"type": ["string", "number", "boolean", "null"]}
+        example = features["examples"][0]
+        created = c.post(
+            "/v1/users",
+            json={"user_id": "openapi-example", "features": example},
+            headers={"X-API-Key": server_api_key},
+        )
+        assert created.status_code == 201, created.text
         # fold-in's refusal when another process moved the state; a damaged store
         assert {"409", "500"} <= statuses("/v1/admin/fold-in", "post")
         # errors are JSON on /metrics as everywhere, though its 200 is text

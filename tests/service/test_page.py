@@ -242,10 +242,20 @@ def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
             }"""
         )
         first.reload()
+        # not sent again at load: the server may have erased them (see the test below);
+        # the page says so and sends them at the person's word
+        expect(first.locator("#forgotten")).to_be_visible()
+        expect(first.locator("#recs-status")).to_have_text(
+            "The service does not hold your ratings."
+        )
+        key = {"X-API-Key": live.settings.api_key}
+        gone = httpx.get(f"{live.url}/v1/users/web-forgotten", headers=key, timeout=30)
+        assert gone.status_code == 404
+        first.get_by_role("button", name="Send them again").click()
         expect(first.locator("#mine li .title")).to_have_text(["Star Wars (1977)"])
         expect(first.locator("#recs")).to_have_attribute("data-ratings", "1")
+        expect(first.locator("#forgotten")).to_be_hidden()
         expect(first.get_by_role("alert")).to_be_hidden()
-        key = {"X-API-Key": live.settings.api_key}
         stored = httpx.get(f"{live.url}/v1/users/web-forgotten", headers=key, timeout=30).json()
         assert [h["item_id"] for h in stored["history"]] == ["50"]
 
@@ -261,6 +271,42 @@ def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
         expect(first.locator("#recs-status")).to_contain_text("3 ratings")
         kept = second.evaluate("JSON.parse(localStorage.getItem('metarec.ratings'))")
         assert [item for item, _ in kept] == ["50", "100", "1"]
+    finally:
+        context.close()
+
+
+def test_an_erased_user_stays_erased_and_starting_over_erases(
+    browser: Any, make_server: Callable[..., Any]
+) -> None:
+    """DELETE /v1/users/ID, then the page opened again: it re-created the user with
+    every rating it kept, undoing a request to be forgotten. "Start over" left the old
+    user's ratings on the server, under an id no one would use again."""
+    live = make_server(page_api_key=True)
+    key = {"X-API-Key": live.settings.api_key}
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(live.url + "/")
+        rate_from_search(page, *RATED[0], stars=5)
+        expect(page.locator("#recs")).to_have_attribute("data-ratings", "1")
+        user = page.evaluate("localStorage.getItem('metarec.userId')")
+        url = f"{live.url}/v1/users/{user}"
+        assert httpx.delete(url, headers=key, timeout=30).status_code == 200
+        page.reload()
+        expect(page.locator("#forgotten")).to_be_visible()
+        expect(page.locator("#mine li")).to_have_count(1)  # still in this browser
+        assert httpx.get(url, headers=key, timeout=30).status_code == 404
+        # a rating is the person's word: the kept ones go with it
+        rate_from_search(page, *RATED[1], stars=4)
+        expect(page.locator("#recs")).to_have_attribute("data-ratings", "2")
+        expect(page.locator("#forgotten")).to_be_hidden()
+        assert len(httpx.get(url, headers=key, timeout=30).json()["history"]) == 2
+        page.locator("#settings summary").click()
+        page.get_by_role("button", name="Start over as a new user").click()
+        expect(page.locator("#mine li")).to_have_count(0)
+        expect(page.locator("#user-id")).not_to_have_text(user)
+        assert httpx.get(url, headers=key, timeout=30).status_code == 404
+        expect(page.get_by_role("alert")).to_be_hidden()
     finally:
         context.close()
 
@@ -591,3 +637,9 @@ def test_the_docs_pages_run_no_cdn_script_other_than_the_pinned_one(
     assert tab.page.evaluate("window.tampered === undefined")
     assert "tampered" not in tab.page.title()
     assert any("integrity" in p for p in tab.problems), tab.problems
+    # a viewer that did not load left a blank page: it says so, and where the schema is
+    unloaded = tab.page.locator("#unloaded")
+    expect(unloaded).to_be_visible()
+    expect(unloaded).to_contain_text("could not be loaded from jsDelivr")
+    expect(unloaded.get_by_role("link", name="/openapi.json")).to_be_visible()
+    assert not any("favicon" in p for p in tab.problems), tab.problems

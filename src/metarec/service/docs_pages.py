@@ -42,13 +42,15 @@ REDOC_JS = PinnedAsset(
 PINNED_ASSETS = (SWAGGER_JS, SWAGGER_CSS, REDOC_JS)
 
 # Inline script: Swagger UI's start-up call. Inline style and data: images: both UIs
-# draw with them. blob: workers: ReDoc's search index runs in one. connect-src 'self':
-# the schema and "Try it out" reach this server only.
+# draw with them. cdn.redoc.ly: ReDoc's footer logo, an image (refused, it logged a
+# violation and showed a broken image). blob: workers: ReDoc's search index runs in
+# one. connect-src 'self': the schema and "Try it out" reach this server only.
 DOCS_POLICY = (
     "default-src 'none'; "
     f"script-src {_JSDELIVR}/ 'unsafe-inline'; "
     f"style-src {_JSDELIVR}/ 'unsafe-inline'; "
-    "img-src 'self' data:; font-src data:; worker-src blob:; connect-src 'self'; "
+    "img-src 'self' data: https://cdn.redoc.ly; font-src data:; worker-src blob:; "
+    "connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
@@ -75,6 +77,7 @@ def _document(title: str, head: str, body: str) -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
+<link rel="icon" href="data:,">
 {head}
 </head>
 <body>
@@ -84,11 +87,24 @@ def _document(title: str, head: str, body: str) -> str:
 """
 
 
+def _unloaded(openapi_url: str, viewer: str, loaded: str) -> str:
+    """What the page says where ``viewer`` did not load (no internet, a blocked CDN, a
+    file that fails its integrity check): the page was blank, and only a script-less
+    browser got the pointer to the schema. ``loaded``: the JS test that it did."""
+    url = html.escape(openapi_url)
+    return f"""<p id="unloaded" hidden style="font: 16px/1.5 sans-serif; margin: 2rem">
+{viewer} could not be loaded from jsDelivr (offline, or blocked). The schema it
+shows is at <a href="{url}">{url}</a>.</p>
+<script>
+if (!({loaded})) document.getElementById("unloaded").hidden = false;
+</script>"""
+
+
 def swagger_page(title: str, openapi_url: str) -> str:
     # validatorUrl null: Swagger UI would otherwise send the schema's URL to
     # validator.swagger.io for a badge
     start = f"""<script>
-window.ui = SwaggerUIBundle({{
+if (window.SwaggerUIBundle) window.ui = SwaggerUIBundle({{
   url: {_js_string(openapi_url)},
   dom_id: "#swagger-ui",
   layout: "BaseLayout",
@@ -99,7 +115,8 @@ window.ui = SwaggerUIBundle({{
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
 }});
 </script>"""
-    body = f'<div id="swagger-ui"></div>\n{_script(SWAGGER_JS)}\n{start}'
+    unloaded = _unloaded(openapi_url, "Swagger UI", "window.SwaggerUIBundle")
+    body = f'<div id="swagger-ui"></div>\n{_script(SWAGGER_JS)}\n{start}\n{unloaded}'
     return _document(f"{title} - Swagger UI", _style(SWAGGER_CSS), body)
 
 
@@ -107,7 +124,8 @@ def redoc_page(title: str, openapi_url: str) -> str:
     url = html.escape(openapi_url)
     body = (
         f"<noscript>ReDoc needs JavaScript; the schema itself is at {url}.</noscript>\n"
-        f'<redoc spec-url="{url}"></redoc>\n{_script(REDOC_JS)}'
+        f'<redoc spec-url="{url}"></redoc>\n{_script(REDOC_JS)}\n'
+        + _unloaded(openapi_url, "ReDoc", "window.Redoc")
     )
     return _document(f"{title} - ReDoc", "<style>body { margin: 0; padding: 0; }</style>", body)
 

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -305,13 +306,19 @@ def _plain_feature(value: Any) -> Any:
     return value
 
 
-FeatureValue = Annotated[Any, AfterValidator(_plain_feature)]
+# Any, so that the check above words the refusal; the schema says what it takes, where
+# "additionalProperties: true" had Swagger's "Try it out" send {} and be refused
+FeatureValue = Annotated[
+    Any,
+    AfterValidator(_plain_feature),
+    WithJsonSchema({"type": ["string", "number", "boolean", "null"]}),
+]
 
 
 class UserIn(_Strict):
     user_id: NewUserId
     features: dict[Annotated[str, Field(max_length=100)], FeatureValue] = Field(
-        default_factory=dict
+        default_factory=dict, examples=[{"age": 25, "gender": "F"}]
     )
     ratings: list[RatingIn] = Field(default_factory=list, fail_fast=True)
 
