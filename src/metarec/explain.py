@@ -271,9 +271,14 @@ def explain_indices(
             Explanation(str(ids[i]), you(int(i)) if int(i) in said or int(i) in rated else why)
             for i, why in prior
         ]
+    if scores is None and rec.n_items <= SCORED_WHOLE:
+        scores = rec.score(user)  # once, for the lift and for each rating's own effect
     pull = pulls(rec, user.history, idx)
-    order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     raised, prior_why = lifted(rec, user, idx, scores)
+    own = np.array([int(i) in said or int(i) in rated for i in idx], dtype=bool)
+    pull[~raised | own] = 0.0  # only a raised item of no history of theirs names one
+    pull[~held_up_by(rec, user, idx, pull, ids, scores)] = 0.0
+    order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     out = []
     for row, i in enumerate(idx):
         if int(i) in said or int(i) in rated:
@@ -296,6 +301,80 @@ def explain_indices(
     return out
 
 
+# the most of a user's rated items that are checked (each left out in turn) before
+# one is named: the strongest pulls first; those past it are not named
+NAMED_CHECKED = 16
+
+
+def held_up_by(
+    rec: ServedModel,
+    user: UserState,
+    items: np.ndarray,
+    pull: np.ndarray,
+    ids: Sequence[str] | Mapping[int, str],
+    scores: np.ndarray | None = None,
+) -> np.ndarray:
+    """[len(items), len(history)]: whether the user's rating of each rated item raised
+    each item against the catalogue, where ``pull`` would name it (> 0): the user is
+    adapted once more without that rating (all of them in one batch), and the item's
+    score with it, less without, must pass the median of the same difference over the
+    lift's sample (:func:`lift_sample`). The pull reads text alone: 45 % of the items a
+    click run named ("Because you chose A Thousand Acres") had lowered the item they
+    explained, and the list without them ranked it higher. ``scores``: the user's
+    catalogue scores, where the caller has them."""
+    held = np.zeros(pull.shape, dtype=bool)
+    strength = pull.max(axis=0, initial=0.0)
+    cols = [int(c) for c in np.argsort(-strength, kind="stable") if strength[c] > 0]
+    cols = sorted(cols[:NAMED_CHECKED])
+    if not cols:
+        return held
+    k = len(items)
+    rows = np.concatenate([np.asarray(items, dtype=np.int64), lift_sample(rec.n_items)])
+    mine = row_scores(rec, user, rows, scores)
+    for col, without in zip(cols, _scores_without_each(rec, user, cols, rows, ids), strict=True):
+        effect = mine - without
+        held[:, col] = effect[:k] - float(np.median(effect[k:])) > 0
+    return held & (pull > 0)
+
+
+def _scores_without_each(
+    rec: ServedModel,
+    user: UserState,
+    cols: Sequence[int],
+    rows: np.ndarray,
+    ids: Sequence[str] | Mapping[int, str],
+) -> list[np.ndarray]:
+    """The scores of catalogue ``rows`` for ``user`` adapted without each of the
+    history's entries ``cols`` in turn (one batch): their features kept."""
+    from metarec.ensemble_run import EnsembleRecommender
+
+    histories = [[p for n, p in enumerate(user.history) if n != c] for c in cols]
+    if isinstance(rec, EnsembleRecommender):
+        features = getattr(user, "features", None)
+        states: Sequence[UserState] = rec.adapt_many(
+            [[(str(ids[j]), r) for j, r in h] for h in histories], [features] * len(histories)
+        )
+    else:
+        codes = user.user_features.to(rec.device)[None].expand(len(histories), -1)
+        states = rec._states(histories, codes, None)
+    return [row_scores(rec, state, rows) for state in states]
+
+
+def row_scores(
+    rec: ServedModel, user: UserState, rows: np.ndarray, scores: np.ndarray | None = None
+) -> np.ndarray:
+    """``user``'s scores of catalogue ``rows`` (float64): from ``scores`` (the whole
+    catalogue's) where given, else the catalogue scored whole up to
+    :data:`SCORED_WHOLE` items (one head call, cheaper than by id), else the rows alone
+    by id (one take of the column, not one lookup a row)."""
+    if scores is not None:
+        return np.asarray(scores, dtype=np.float64)[rows]
+    if rec.n_items <= SCORED_WHOLE:
+        return np.asarray(rec.score(user), dtype=np.float64)[rows]
+    keys = rec.items["item_id"].take(rows).astype(str).tolist()
+    return np.asarray(rec.score(user, keys), dtype=np.float64)
+
+
 # items scored to learn how the user's ratings moved the catalogue as a whole, and the
 # share of the prior's spread of scores an item must rise by past that to be theirs
 LIFT_SAMPLE = 512
@@ -314,27 +393,22 @@ def lifted(
     ratings move every score by one amount (a bias model in all but level) raised
     nothing, and its list, the prior's, was said to "fit the pattern of your ratings",
     or to be there "because you liked" a film whose rating had pulled it down against
-    the rest. An ensemble is not judged so (every item counts as raised, as before): its
-    blend's weights change with the number of ratings, so its lift would be that change,
-    the same for every user; its reasons come from its first metarec member's pulls.
-    ``scores``: the user's over the catalogue, where the caller has them (the service
-    scores a user once for the list and its reasons)."""
+    the rest. An ensemble's prior is its members' with no ratings, blended with the
+    weights of the user's number of ratings (:func:`ensemble_prior`): its weights change
+    with that number, so from the blend at no ratings every item of a list a peer alone
+    shaped (weight 1 on the bias model) counted as raised, and "Because you liked" was
+    said of the bias model's list. ``scores``: the user's over the catalogue, where the
+    caller has them (the service scores a user once for the list and its reasons)."""
     from metarec.ensemble_run import EnsembleRecommender
 
     k = len(items)
     if isinstance(rec, EnsembleRecommender):
-        return np.ones(k, dtype=bool), _prior_words(rec, items, ensemble_prior(rec))
-    prior = prior_catalogue_scores(rec, user)
+        prior = ensemble_prior(rec, len(user.history))
+    else:
+        prior = prior_catalogue_scores(rec, user)
     sample = lift_sample(rec.n_items)
     rows = np.concatenate([np.asarray(items, dtype=np.int64), sample])
-    if scores is not None:
-        mine = np.asarray(scores, dtype=np.float64)[rows]
-    elif rec.n_items <= SCORED_WHOLE:  # scored whole, one head call: cheaper than by id
-        mine = np.asarray(rec.score(user), dtype=np.float64)[rows]
-    else:  # the rows alone, by id (one take of the column, not one lookup a row)
-        keys = rec.items["item_id"].take(rows).astype(str).tolist()
-        mine = np.asarray(rec.score(user, keys), dtype=np.float64)
-    lift = mine - prior[rows]
+    lift = row_scores(rec, user, rows, scores) - prior[rows]
     spread = float(np.std(prior[sample])) or 1.0
     raised = lift[:k] - float(np.median(lift[k:])) > LIFT_SHARE * spread
     return raised, _prior_words(rec, items, prior)
@@ -411,16 +485,20 @@ def _kept_while_unchanged(
     return kept[3]  # type: ignore[index]
 
 
-def ensemble_prior(rec: EnsembleRecommender) -> np.ndarray:
-    """An ensemble's catalogue scores for a user with no ratings, kept while it and its
-    metarec members stay as they were (:func:`_kept_while_unchanged`, and the
-    ensemble's count of changes to its peers): every explained list scored it anew,
-    the work of a cold request to every member."""
+def ensemble_prior(rec: EnsembleRecommender, n_ratings: int = 0) -> np.ndarray:
+    """An ensemble's catalogue scores for a user with no ratings, its members' blended
+    with the weights of ``n_ratings`` ratings (float64). The members' are kept while
+    the ensemble and its metarec members stay as they were
+    (:func:`_kept_while_unchanged`, and the ensemble's count of changes to its peers):
+    every explained list scored them anew, the work of a cold request to every member."""
+    from metarec.data.tasks import Task
+
     kept = _kept_while_unchanged(rec, rec.metarec_members(), (rec.n_items, rec.changes))
-    scores = kept.get(())
-    if scores is None:
-        scores = kept[()] = np.asarray(rec.score(rec.adapt([])), dtype=np.float64)
-    return scores
+    members = kept.get(())
+    if members is None:
+        none = Task.support_only([], np.zeros(0, dtype=np.float32))
+        members = kept[()] = rec.ensemble.member_scores([none])[:, 0].astype(np.float64)
+    return rec.ensemble.weights_for(n_ratings) @ members
 
 
 def prior_catalogue_scores(rec: Recommender, user: UserState) -> np.ndarray:

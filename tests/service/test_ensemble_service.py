@@ -155,7 +155,9 @@ def test_each_member_is_served_the_user_features_it_reads(
 
 def test_an_ensembles_prior_is_scored_once_until_it_changes(ensemble_dir: Path) -> None:
     """Every explained list of an ensemble scored its no-ratings prior anew, a cold
-    request's work for every member; kept now until items or vectors change."""
+    request's work for every member; kept now until items or vectors change. What is
+    kept is the members' prior, blended with the weights of the user's number of
+    ratings."""
     import numpy as np
 
     from metarec.explain import ensemble_prior, explain_indices
@@ -163,26 +165,41 @@ def test_an_ensembles_prior_is_scored_once_until_it_changes(ensemble_dir: Path) 
     rec = load_run(ensemble_dir)
     assert isinstance(rec, EnsembleRecommender)
     user = rec.adapt(RATINGS)
-    calls: list[int] = []
-    score = rec.score
+    priors: list[int] = []  # the members scored for a user with no ratings
+    member_scores = rec.ensemble.member_scores
 
-    def counted(state: object, items: object = None) -> np.ndarray:
-        calls.append(1)
-        return score(state, items)  # type: ignore[arg-type]
+    def counted(tasks: list, users: object = None) -> np.ndarray:
+        if all(len(t.support_items) == 0 for t in tasks):
+            priors.append(1)
+        return member_scores(tasks, users)  # type: ignore[arg-type]
 
-    rec.score = counted  # type: ignore[method-assign]
+    rec.ensemble.member_scores = counted  # type: ignore[method-assign]
     first = ensemble_prior(rec)
     explain_indices(rec, user, [0, 1, 2])
     explain_indices(rec, user, [3, 4])
-    assert len(calls) == 1 and ensemble_prior(rec) is first
-    rec.score = score  # type: ignore[method-assign]
-    assert np.array_equal(first, rec.score(rec.adapt([])))  # what it stands for
+    assert len(priors) == 1
+    np.testing.assert_array_equal(ensemble_prior(rec), first)
+    # what it stands for: the blend at no ratings, and at the user's own weights
+    np.testing.assert_allclose(first, rec.score(rec.adapt([])), rtol=1e-5, atol=1e-5)
+    weights = rec.ensemble.weights_for(len(RATINGS))
+    at_k = ensemble_prior(rec, len(RATINGS))
+    np.testing.assert_allclose(at_k, weights @ rec.ensemble.member_scores([_nobody()])[:, 0])
     rec.add_items(
         pd.DataFrame({"item_id": ["p-new"], "title": ["Night Train"]}),
         vectors=np.ones((1, rec.model.tower.item_vectors.shape[1]), dtype=np.float32),
     )
+    made = len(priors)
     again = ensemble_prior(rec)
-    assert len(again) == len(first) + 1  # made again for the grown catalogue
+    assert len(again) == len(first) + 1 and len(priors) == made + 1  # for the grown catalogue
     before = rec.changes
     rec.update_peer_vectors([0], np.ones((1, rec.model.tower.item_vectors.shape[1])))
-    assert rec.changes == before + 1 and ensemble_prior(rec) is not again
+    ensemble_prior(rec)
+    assert rec.changes == before + 1 and len(priors) == made + 2
+
+
+def _nobody() -> object:
+    import numpy as np
+
+    from metarec.data.tasks import Task
+
+    return Task.support_only([], np.zeros(0, dtype=np.float32))

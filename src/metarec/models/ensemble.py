@@ -370,16 +370,23 @@ class Ensemble(ScoringModel):
     def n_items(self) -> int:
         return next(iter(self.members.values())).n_items
 
+    def weights_for(self, n_support: int) -> np.ndarray:
+        """[M] the members' weights for a user with ``n_support`` ratings."""
+        return self.weights[self._bucket(n_support)]
+
+    def member_scores(self, tasks: Sequence[Task], users: pd.DataFrame | None = None) -> np.ndarray:
+        """[M, U, N] each member's catalogue scores as the blend weighs them: as scored
+        (rating mode), or z-scored over the catalogue as fitted (ranking mode)."""
+        if self.mode == "rating":
+            return np.stack([m.score_catalogue(tasks, users) for m in self.members.values()])
+        return self._member_z(tasks, users)
+
     def score_catalogue(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
     ) -> np.ndarray:
         # its tasks are checked on the way in, as every ScoringModel's are
         w = self.weights[[self._bucket(len(t.support_items)) for t in tasks]]  # [U, M]
-        if self.mode == "rating":
-            s = np.stack([m.score_catalogue(tasks, users) for m in self.members.values()])
-        else:
-            s = self._member_z(tasks, users)
-        return np.einsum("um,mun->un", w, s).astype(np.float32)
+        return np.einsum("um,mun->un", w, self.member_scores(tasks, users)).astype(np.float32)
 
     def predict_tasks(
         self, tasks: Sequence[Task], users: pd.DataFrame | None = None
