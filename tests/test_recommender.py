@@ -36,6 +36,22 @@ def fitted(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Recom
     return rec
 
 
+def test_training_leaves_the_callers_random_state_as_it_was(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # it was left at the last epoch's seed: a caller's torch.manual_seed(11) and (22)
+    # drew the same numbers after a training
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", cache_dir=tmp_path, progress=False)
+    cfg = TrainConfig(epochs=1, max_train_users=20, inner_steps=1, seed=3, device="cpu")
+    train = ds.interactions[ds.interactions["user_id"].isin(ds.interactions["user_id"][:400])]
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    fit_recommender(catalogue, train, cfg, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_adapt_by_title_and_id_recommends_unseen(fitted: Recommender) -> None:
     user = fitted.adapt([("Toy Story (1995)", 5), ("2", 1.0), ("heat (1995)", 4)])
     assert user.n_ratings == 3
@@ -321,6 +337,11 @@ def test_save_refuses_before_writing_anything(fitted: Recommender, tmp_path: Pat
         fitted.save(tmp_path / "afile" / "run")  # a raw NotADirectoryError before
     with pytest.raises(DataError, match="save: expected a folder path, got ''"):
         fitted.save("")  # the working folder, silently, before
+    # where its lock cannot be made (a read-only place, here a folder in its way): a
+    # bare OSError named the hidden lock file
+    (tmp_path / ".locked.lock").mkdir()
+    with pytest.raises(ModelError, match=r"locked: not saved: Is a directory"):
+        fitted.save(tmp_path / "locked")
 
 
 def test_save_leaves_no_other_models_records_and_no_run_where_it_is_not_read(

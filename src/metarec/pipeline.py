@@ -142,7 +142,39 @@ def fit_recommender(
     ``validation`` rows (other users) drive early stopping. Items in ``train``
     become *known* (their id embeddings are learned); every other catalogue
     item is scored from its text alone.
+
+    Training seeds torch's generators from ``cfg.seed`` (the weights' draw, every
+    epoch's dropout); the caller's random state is restored afterwards (it was left
+    at the last epoch's seed, whatever the caller had set).
     """
+    from metarec.device import cuda_in_use
+
+    with torch.random.fork_rng(devices=cuda_in_use(getattr(cfg, "device", "auto"))):
+        return _fit_recommender(
+            catalogue,
+            train,
+            cfg,
+            users=users,
+            validation=validation,
+            rating_range=rating_range,
+            checkpoint_dir=checkpoint_dir,
+            progress=progress,
+            metadata=metadata,
+        )
+
+
+def _fit_recommender(
+    catalogue: Catalogue,
+    train: pd.DataFrame,
+    cfg: TrainConfig,
+    *,
+    users: pd.DataFrame | None,
+    validation: pd.DataFrame | None,
+    rating_range: tuple[float, float],
+    checkpoint_dir: str | Path | None,
+    progress: bool,
+    metadata: dict[str, Any] | None,
+) -> tuple[Recommender, TrainHistory]:
     _check_fit_args(catalogue, cfg, users, metadata, checkpoint_dir)
     cfg.validate()
     rating_range = check_rating_range(rating_range, "rating_range")

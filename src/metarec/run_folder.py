@@ -81,9 +81,14 @@ def save_run(rec: Recommender, directory: str | Path) -> Path:
     for manifest, what in ((MANIFEST, "an ensemble"), (MODEL_MANIFEST, "a saved model")):
         if (out / manifest).is_file():  # loading the folder opens that, never this run
             raise ModelError(f"{out}: holds {what}; not writing a run into it")
-    with exclusive(out, "wait for it to finish, or save into another folder"):
-        _drop_other_models_records(rec, out)
-        return write_run(rec, out)
+    try:
+        with exclusive(out, "wait for it to finish, or save into another folder"):
+            _drop_other_models_records(rec, out)
+            return write_run(rec, out)
+    except OSError as exc:
+        # the lock's file beside the folder, in a read-only place: a bare OSError that
+        # named the hidden lock, where write_run's own failures name the folder
+        raise ModelError(f"{out}: not saved: {exc.strerror or exc}") from None
 
 
 def _drop_other_models_records(rec: Recommender, out: Path) -> None:
@@ -500,6 +505,13 @@ def _item_array(
         raise ModelError(
             f"{source}: {name}: expected one value per item ({n_items}), got shape "
             f"{tuple(values.shape)} (damaged or edited?)"
+        )
+    if values.dtype not in (torch.float32, torch.float64):
+        # a bool popularity read every count as 0 or 1 without a word (the "well liked"
+        # reasons and the popularity order); the learner's tensors were refused so
+        raise ModelError(
+            f"{source}: {name}: expected float64 values (float32 in older runs), got "
+            f"{str(values.dtype).removeprefix('torch.')} (damaged or edited?)"
         )
     array = values.numpy()  # cast to float64 once, by the constructor
     # popularity is a count of training ratings: a negative one (or a NaN in an integer

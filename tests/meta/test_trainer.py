@@ -371,6 +371,43 @@ def test_a_checkpoint_edited_by_hand_is_refused_before_it_is_resumed(
         _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)
 
 
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        # each loaded, and failed in the first step with a traceback (exit 1)
+        (lambda m: m["param_groups"][0].update(eps="x"), r"\.eps: expected a number"),
+        (lambda m: m["param_groups"][0].update(betas="x"), r"param_groups\[0\]\.betas: expected 2"),
+        (lambda m: m["param_groups"][0].update(weight_decay=None), r"decay: expected a number"),
+        (lambda m: m["param_groups"][0].update(amsgrad=True), r"amsgrad: expected False"),
+        # resumed, and saved with the run as a loss its report printed
+        (lambda m: m["history"][1].update(val_loss="x"), r"\[1\]\.val_loss: expected a number"),
+    ],
+)  # fmt: skip
+def test_a_checkpoints_optimiser_options_and_losses_are_checked_before_it_is_resumed(
+    tmp_path: Path, edit: Callable[[dict], None], needle: str
+) -> None:
+    from metarec.errors import ModelError
+
+    vectors, src = _source(1)
+    _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    edit(meta)
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=rf"cannot be resumed \(.*{needle}.*delete that folder"):
+        _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)
+
+
+@pytest.mark.parametrize("step", [torch.zeros(2), torch.tensor(-5.0)])
+def test_a_checkpoints_step_count_is_one_count(tmp_path: Path, step: torch.Tensor) -> None:
+    from metarec.errors import ModelError
+
+    vectors, src = _source(1)
+    _trainer(vectors, 2).fit(src, src, checkpoint_dir=tmp_path)
+    _edit_checkpoint(tmp_path, {}, lambda t: t.update({"opt.0.step": step}))
+    with pytest.raises(ModelError, match=r"opt\.0\.step: expected one count >= 0"):
+        _trainer(vectors, 3).fit(src, src, checkpoint_dir=tmp_path)
+
+
 def test_a_diverged_training_is_an_error_not_a_model_of_nans() -> None:
     from metarec.errors import ModelError
 

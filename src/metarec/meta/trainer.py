@@ -511,10 +511,49 @@ class Trainer:
             if not 0 <= idx < len(params):
                 raise ValueError(f"{name}: opt.{idx}: no such parameter ({len(params)} of them)")
             for key, value in values.items():
+                # Adam's step count: one whole number >= 0 (a shape [2] or a -5 failed in
+                # the first step, outside the resume check)
+                if key == "step" and (value.numel() != 1 or not float(value.flatten()[0]) >= 0):
+                    raise ValueError(
+                        f"{name}: opt.{idx}.step: expected one count >= 0, got "
+                        f"{value.flatten()[:3].tolist()} of shape {tuple(value.shape)}"
+                    )
                 if key != "step" and value.shape != params[idx].shape:
                     raise ValueError(
                         f"{name}: opt.{idx}.{key}: shape {tuple(value.shape)}, expected "
                         f"{tuple(params[idx].shape)}"
+                    )
+
+    def _check_options(self, groups: list[dict[str, object]]) -> None:
+        """ValueError unless each saved optimiser group's options are of the kinds this
+        run's optimiser holds: an eps of "x" or null betas loaded, and failed in the
+        first step outside the resume check; amsgrad switched on wanted moments the
+        checkpoint never had. A switch (a bool, a str, None) must be this run's own;
+        a number must be one (>= 0); betas two numbers in [0, 1)."""
+        current = self.optimizer.param_groups
+        if len(groups) != len(current):
+            raise ValueError(f"param_groups: {len(groups)} groups, expected {len(current)}")
+        for n, (saved, ours) in enumerate(zip(groups, current, strict=True)):
+            for key, value in saved.items():
+                if key in ("params", "lr") or key not in ours:
+                    continue  # params and lr: _check_numbers; a key of another torch
+                mine = ours[key]
+                where = f"param_groups[{n}].{key}"
+                if isinstance(mine, bool | str) or mine is None:
+                    if value != mine or type(value) is not type(mine):
+                        raise ValueError(
+                            f"{where}: expected {mine!r} (this run's), got {value!r:.40}"
+                        )
+                elif isinstance(mine, int | float):
+                    if not (is_number(value) and value >= 0):
+                        raise ValueError(f"{where}: expected a number >= 0, got {value!r:.40}")
+                elif isinstance(mine, tuple | list) and not (
+                    isinstance(value, list | tuple)
+                    and len(value) == len(mine)
+                    and all(is_number(v) and 0 <= v < 1 for v in value)
+                ):
+                    raise ValueError(
+                        f"{where}: expected {len(mine)} numbers in [0, 1), got {value!r:.40}"
                     )
 
     def _restore(
@@ -552,6 +591,7 @@ class Trainer:
                 _, idx, key = k.split(".", 2)
                 state.setdefault(int(idx), {})[key] = v
         self._check_moments(state, meta, name)
+        self._check_options(meta["param_groups"])
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         history.epochs = list(meta["history"])
         history.best_epoch = int(meta["best_epoch"])
@@ -585,6 +625,13 @@ def _check_numbers(meta: dict, epochs: int | None) -> None:
         isinstance(r, dict) and is_whole(r.get("epoch")) for r in rows
     ):
         raise ValueError(f"history: expected a list of epoch rows, got {rows!r:.60}")
+    for n, row in enumerate(rows):
+        # a loss of "x" was resumed and saved with the run, whose report printed it
+        for key in ("train_loss", "val_loss"):
+            if key in row and row[key] is not None and not is_number(row[key]):
+                raise ValueError(
+                    f"history[{n}].{key}: expected a number or null, got {row[key]!r:.40}"
+                )
     groups = meta.get("param_groups")
     if not isinstance(groups, list):
         raise ValueError(f"param_groups: expected a list, got {groups!r:.40}")
