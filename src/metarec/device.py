@@ -73,20 +73,13 @@ def resolve_device(name: str, where: str = "device") -> torch.device:
     return device
 
 
-def cuda_in_use(name: object) -> list[int]:
-    """The CUDA device index that ``name`` would train on, as a list for
-    ``torch.random.fork_rng`` (whose default forks every device, and warns past one);
-    none where it names the CPU, no CUDA is here, or it names no device at all (that
-    is refused where it is read)."""
+def cuda_devices() -> list[int]:
+    """Every CUDA device's index, for ``torch.random.fork_rng``: ``torch.manual_seed``
+    reseeds them all, whatever device a training runs on (one on the CPU too), and
+    fork_rng's default forks them all with a warning past one."""
     import torch
 
-    if not isinstance(name, str) or not torch.cuda.is_available():
-        return []
-    try:
-        device = torch.device("cuda" if name == "auto" else name)
-    except RuntimeError:
-        return []
-    return [device.index or 0] if device.type == "cuda" else []
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
 def device_available(name: str) -> bool:

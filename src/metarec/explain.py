@@ -356,7 +356,9 @@ def _scores_without_each(
         )
     else:
         codes = user.user_features.to(rec.device)[None].expand(len(histories), -1)
-        states = rec._states(histories, codes, None)
+        # with the user's own steps: the run's default, against a user adapted with
+        # adapt(steps=20), read the steps' difference as the rating's effect
+        states = rec._states(histories, codes, user.steps)
     return [row_scores(rec, state, rows) for state in states]
 
 
@@ -403,7 +405,7 @@ def lifted(
 
     k = len(items)
     if isinstance(rec, EnsembleRecommender):
-        prior = ensemble_prior(rec, len(user.history))
+        prior = ensemble_prior(rec, len(user.history), getattr(user, "features", None))
     else:
         prior = prior_catalogue_scores(rec, user)
     sample = lift_sample(rec.n_items)
@@ -485,19 +487,28 @@ def _kept_while_unchanged(
     return kept[3]  # type: ignore[index]
 
 
-def ensemble_prior(rec: EnsembleRecommender, n_ratings: int = 0) -> np.ndarray:
-    """An ensemble's catalogue scores for a user with no ratings, its members' blended
-    with the weights of ``n_ratings`` ratings (float64). The members' are kept while
-    the ensemble and its metarec members stay as they were
+def ensemble_prior(
+    rec: EnsembleRecommender, n_ratings: int = 0, features: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """An ensemble's catalogue scores for a user with no ratings and ``features`` (which
+    are not ratings: the lift measures what the ratings did from there), its members'
+    blended with the weights of ``n_ratings`` ratings (float64). The members' are kept
+    per features while the ensemble and its metarec members stay as they were
     (:func:`_kept_while_unchanged`, and the ensemble's count of changes to its peers):
     every explained list scored them anew, the work of a cold request to every member."""
     from metarec.data.tasks import Task
 
     kept = _kept_while_unchanged(rec, rec.metarec_members(), (rec.n_items, rec.changes))
-    members = kept.get(())
+    key = tuple(sorted((str(k), repr(v)) for k, v in (features or {}).items()))
+    members = kept.get(key)
     if members is None:
         none = Task.support_only([], np.zeros(0, dtype=np.float32))
-        members = kept[()] = rec.ensemble.member_scores([none])[:, 0].astype(np.float64)
+        # a synthetic id, as the ensemble's own scoring names its users
+        users = pd.DataFrame([{**dict(features), "user_id": "_u0"}]) if features else None
+        if len(kept) >= _PRIORS_KEPT:
+            kept.clear()
+        scored = rec.ensemble.member_scores([none], users)[:, 0]
+        members = kept[key] = scored.astype(np.float64)
     return rec.ensemble.weights_for(n_ratings) @ members
 
 

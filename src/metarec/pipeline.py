@@ -147,9 +147,9 @@ def fit_recommender(
     epoch's dropout); the caller's random state is restored afterwards (it was left
     at the last epoch's seed, whatever the caller had set).
     """
-    from metarec.device import cuda_in_use
+    from metarec.device import cuda_devices
 
-    with torch.random.fork_rng(devices=cuda_in_use(getattr(cfg, "device", "auto"))):
+    with torch.random.fork_rng(devices=cuda_devices()):
         return _fit_recommender(
             catalogue,
             train,

@@ -93,6 +93,9 @@ class UserState:
     user_features: torch.Tensor  # [F] codes
     n_ratings: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
+    # the inner steps it was adapted with, where not the run's own (adapt(steps=...)):
+    # what an explanation adapts it again with, leaving out one rating at a time
+    steps: int | None = None
 
     def __repr__(self) -> str:
         # the dataclass's printed every parameter tensor: a thousand characters for one
@@ -510,6 +513,7 @@ class Recommender(TopK):
                     codes[i],
                     len(all_pairs[i]),
                     all_pairs[i],
+                    steps,
                 )
         return [s for s in out if s is not None]
 

@@ -184,6 +184,15 @@ def test_an_ensembles_prior_is_scored_once_until_it_changes(ensemble_dir: Path) 
     weights = rec.ensemble.weights_for(len(RATINGS))
     at_k = ensemble_prior(rec, len(RATINGS))
     np.testing.assert_allclose(at_k, weights @ rec.ensemble.member_scores([_nobody()])[:, 0])
+    # a user's features are not ratings: the prior the lift starts from has them
+    features = {"age": 70, "gender": "F", "occupation": "retired"}
+    np.testing.assert_allclose(
+        ensemble_prior(rec, 0, features),
+        rec.score(rec.adapt([], user_features=features)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert not np.allclose(ensemble_prior(rec, 0, features), first, atol=1e-4)
     rec.add_items(
         pd.DataFrame({"item_id": ["p-new"], "title": ["Night Train"]}),
         vectors=np.ones((1, rec.model.tower.item_vectors.shape[1]), dtype=np.float32),

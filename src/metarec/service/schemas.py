@@ -318,7 +318,12 @@ FeatureValue = Annotated[
 class UserIn(_Strict):
     user_id: NewUserId
     features: dict[Annotated[str, Field(max_length=100)], FeatureValue] = Field(
-        default_factory=dict, examples=[{"age": 25, "gender": "F"}]
+        default_factory=dict,
+        # {} where an example is drawn: a run without user features refuses any, and
+        # Swagger's "Try it out" sent {"additionalProp1": {}}, which every run refuses
+        examples=[{}],
+        description="the user-file columns the served run was trained with, e.g. "
+        '{"age": 25, "gender": "F"} for ml-100k; a run trained without them takes none',
     )
     ratings: list[RatingIn] = Field(default_factory=list, fail_fast=True)
 
