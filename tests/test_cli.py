@@ -556,9 +556,7 @@ def test_train_evaluate_recommend(
         (bare / f"ml-100k.{part}").symlink_to(shared_data / "ml-100k" / f"ml-100k.{part}")
     proc = cli("evaluate", str(run), "--dataset", "ml-100k", "--data", str(bare.parent))
     assert proc.returncode == 0, proc.stderr
-    assert "the run reads the user features age, gender, occupation, which the data" in (
-        proc.stderr
-    )
+    assert "reads the user features age, gender, occupation, which the data" in (proc.stderr)
     assert cli("evaluate", str(run)).stderr.count("user features") == 0
     # the features the run reads, from the command line too: none could be given
     plain = json.loads(cli("recommend", str(run), "--rate", "1=5", "--json").stdout)

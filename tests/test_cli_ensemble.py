@@ -861,3 +861,27 @@ def test_retrain_of_an_ensemble_refuses_a_peer_blind_on_its_data(
         retrain(ens_dir, db, tmp_path / "out", progress=False)
     assert seen == [["popularity"]]  # the peers alone, not the metarec member
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_whose_features_the_first_runs_data_lacks_is_warned_about(
+    run: Path, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ensemble and an A/B test read the first run's data: one trained without a
+    users file left the second run's features unread (every user "unknown") while its
+    weights were learned, or it was judged, without a word."""
+    bare = tmp_path / "bare" / "ml-100k"
+    bare.mkdir(parents=True)
+    for part in ("inter", "item"):
+        (bare / f"ml-100k.{part}").symlink_to(shared_data / "ml-100k" / f"ml-100k.{part}")
+    first = tmp_path / "first"
+    shutil.copytree(run, first)
+    manifest = json.loads((first / "recommender.json").read_text())
+    manifest["metadata"]["data_spec"] = {"dataset": "ml-100k", "data": str(bare.parent)}
+    (first / "recommender.json").write_text(json.dumps(manifest))
+    argv = ["ensemble", str(first), str(run), "--peers", "popularity"]
+    assert main([*argv, "--out", str(tmp_path / "e")]) == 0
+    said = capsys.readouterr().err
+    assert f"{run} reads the user features age, gender, occupation" in said, said
+    ab = ["abtest", str(first), str(run), "--users", str(first / "split.json"), "--json"]
+    assert main(ab) == 0
+    assert f"{run} reads the user features age, gender, occupation" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -569,6 +570,26 @@ def check_members(runs: Sequence[str | Path], peers: Sequence[str]) -> None:
         seen[digest] = run
 
 
+def warn_of_unread_features(ds: Dataset, rec: Any, run: str) -> None:
+    """Warn where ``rec`` reads user features the data ``ds`` lacks: every user is then
+    scored as unknown on them, unlike in training. The data a command reads is its
+    first run's: an ensemble or A/B test whose first run was trained without a users
+    file learned its weights on, or judged, a run that reads them without them."""
+    read = list(rec.features.columns)
+    given = set() if ds.users is None else set(ds.users.columns)
+    missing = [c for c in read if c not in given]
+    if not missing:
+        return
+    trained = (rec.metadata.get("data_spec") or {}).get("users")
+    warnings.warn(
+        f"{run} reads the user features {', '.join(missing)}, which the data given "
+        "lacks: every user is scored as unknown on them, unlike in training"
+        + (f"; give --users {trained}" if trained else "; give the users file (--users)"),
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def data_mismatch(ds: Dataset, rec: Recommender | EnsembleRecommender) -> str | None:
     """How ``ds`` cannot be the data ``rec`` was trained on, as far as a run can tell
     (None: it may be): another catalogue, or ratings past the run's scale, which failed
@@ -692,6 +713,7 @@ def fit_from_runs(
                 f"({rec.encoder_config.get('id')!r}, {primary.encoder_config.get('id')!r}); "
                 "an ensemble's runs share one encoder"
             )
+        warn_of_unread_features(ds, rec, str(run))  # the weights are learned on them
         name = run.resolve().name
         while name in members or name in peers:
             name += "+"

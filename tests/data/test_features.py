@@ -215,3 +215,24 @@ def test_a_model_without_user_features_refuses_them_over_json_only() -> None:
         "age: this model reads no user features (it was trained without them); send none"
     )
     assert enc.problem({"age": 25}, json_types=False) is None  # Python warns instead
+
+
+def test_a_truth_value_finds_its_category_in_any_usual_spelling() -> None:
+    from metarec.data.features import UserFeatureEncoder
+
+    # a users file writing "true"/"false": JSON's true (Python's True) was unknown
+    written = pd.DataFrame({"user_id": ["a", "b", "c"], "premium": ["true", "false", "true"]})
+    enc = UserFeatureEncoder.fit(written)
+    as_text = enc.encode_one({"premium": "true"})
+    assert as_text[0] != 0
+    assert enc.encode_one({"premium": True}).tolist() == as_text.tolist()
+    assert enc.encode_one({"premium": False})[0] not in (0, as_text[0])
+    frame = pd.DataFrame({"user_id": ["x"], "premium": [True]})
+    assert enc.transform(frame, np.array(["x"])).tolist() == [as_text.tolist()]
+    # a file pandas read as booleans: "true" in a request is the same category
+    read = pd.DataFrame({"user_id": ["a", "b"], "premium": [True, False]})
+    enc = UserFeatureEncoder.fit(read)
+    assert (
+        enc.encode_one({"premium": "true"}).tolist() == enc.encode_one({"premium": True}).tolist()
+    )
+    assert enc.encode_one({"premium": "maybe"})[0] == 0  # an unseen category stays unknown

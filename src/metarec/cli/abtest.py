@@ -159,6 +159,14 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     for flag, path in outputs(args):
         check_not_overwriting(spec, flag, path, folder=False)
     ds = load_from_spec(spec)
+    from metarec.ensemble_run import warn_of_unread_features
+
+    for arm, run in (("A", args.run_a), ("B", args.run_b)):
+        rec = recs[arm]
+        members = rec.metarec_members() if hasattr(rec, "metarec_members") else [rec]
+        for member in members:
+            # A's data: B trained with a users file was judged without it, unwarned
+            warn_of_unread_features(ds, member, run)
     problem = data_mismatch(ds, recs["A"])  # A's catalogue and scale are B's (above)
     if problem:
         # the flag given: "--data" was said of --dataset ml-1m alone

@@ -453,20 +453,11 @@ def evaluate_run(run: Path, ds: Any, rec: Any) -> dict[str, Any]:
             f"{ds.name}: read on the rating scale [{lo:g}, {hi:g}] (--rating-range?), and "
             f"{run} was trained on [{run_lo:g}, {run_hi:g}]; evaluate it on its own scale"
         )
-    read = list(rec.features.columns)
-    given = set() if ds.users is None else set(ds.users.columns)
-    missing = [c for c in read if c not in given]
-    if missing:
-        # the same files given again without --users: every user scored as "unknown" on
-        # every feature, and every figure moved without a word
-        trained = (rec.metadata.get("data_spec") or {}).get("users")
-        warnings.warn(
-            f"the run reads the user features {', '.join(missing)}, which the data given "
-            "lacks: every user is scored as unknown on them, unlike in training"
-            + (f"; give --users {trained}" if trained else "; give the users file (--users)"),
-            UserWarning,
-            stacklevel=2,
-        )
+    from metarec.ensemble_run import warn_of_unread_features
+
+    # the same files given again without --users: every user scored as "unknown" on
+    # every feature, and every figure moved without a word
+    warn_of_unread_features(ds, rec, str(run))
     holdout = rec.metadata.get("holdout")
     if holdout not in (None, "p1") or (run / TRAINED_USERS).is_file():
         # a run trained on every user (--holdout none, retrain) records no digest: a

@@ -125,7 +125,7 @@ class UserFeatureEncoder:
             if col not in table.columns:
                 continue
             vocab = self.vocab[col]
-            out[:, j] = [vocab.get(v, 0) for v in self._raw(col, table[col])]
+            out[:, j] = [code_of(vocab, v) for v in self._raw(col, table[col])]
         return out
 
     def encode_one(self, features: dict[str, Any] | None) -> np.ndarray:
@@ -146,7 +146,7 @@ class UserFeatureEncoder:
                 token = f"bin{int(np.searchsorted(np.asarray(self.bins[col]), x, side='right'))}"
             else:
                 token = category(value)
-            out[j] = self.vocab[col].get(token, 0)
+            out[j] = code_of(self.vocab[col], token)
         return out
 
     def problem(
@@ -392,6 +392,24 @@ def rekeyed(table: Mapping[str, V]) -> dict[str, V]:
 
 
 _WHOLE_DECIMAL = re.compile(r"([+-]?)([0-9]+)\.0*")  # ASCII digits: "١٢.0" is no 12
+
+
+_TRUTH = ("true", "false")
+
+
+def code_of(vocab: Mapping[str, int], token: str) -> int:
+    """``token``'s code in a column's ``vocab`` (0: unknown). A truth value matches in
+    any of its usual spellings: JSON's true (Python's "True") was unknown in a column a
+    users file wrote as "true", and a file pandas read as booleans ("True") refused
+    nothing a request spelled "true" and knew it not."""
+    code = vocab.get(token)
+    if code is not None:
+        return code
+    if token.lower() in _TRUTH:
+        for spelling in (token.lower(), token.capitalize(), token.upper()):
+            if spelling in vocab:
+                return vocab[spelling]
+    return 0
 
 
 def category(value: Any) -> str:
