@@ -152,6 +152,13 @@ def test_item_and_user_features() -> None:
     assert enc.columns == ["age", "zip_code"]
     assert "age" in enc.bins and "zip_code" not in enc.bins  # postcodes stay categories
     assert len(enc.vocab["zip_code"]) == 40
+    # a blank zip is unknown (0), as a served user's missing one is; zips pandas read as
+    # floats (a column with gaps) are found by the number a request sends
+    gappy = users.assign(zip_code=[float(10000 + i) for i in range(39)] + [None])
+    enc = user_encoder(gappy)
+    assert enc.encode_one({"zip_code": "10003"})[1] == enc.vocab["zip_code"]["10003"] != 0
+    assert enc.transform(gappy, gappy["user_id"].to_numpy())[-1, 1] == 0
+    assert enc.encode_one({"zip_code": None})[1] == 0 and "" not in enc.vocab["zip_code"]
 
 
 def test_new_items_scored_from_year_and_genres(melu: MeLU, small: Small) -> None:

@@ -85,6 +85,9 @@ def user_encoder(users: pd.DataFrame | None) -> UserFeatureEncoder:
     enc = UserFeatureEncoder.fit(users, columns)
     if "zip_code" in enc.bins:
         del enc.bins["zip_code"]
-        levels = sorted({"" if pd.isna(v) else str(v) for v in users["zip_code"]})
+        # read as the fit reads categories (blank is unknown, code 0; 10000.0 from a
+        # column with gaps is "10000"): str() coded a blank zip 1 in training, unknown
+        # when served, and no zip pandas read as a float matched a served one
+        levels = sorted(set(enc._raw("zip_code", users["zip_code"])) - {""})
         enc.vocab["zip_code"] = {v: i + 1 for i, v in enumerate(levels)}
     return enc
