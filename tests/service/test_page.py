@@ -251,7 +251,13 @@ def test_a_forgotten_user_comes_back_without_items_gone_and_tabs_share_ratings(
         key = {"X-API-Key": live.settings.api_key}
         gone = httpx.get(f"{live.url}/v1/users/web-forgotten", headers=key, timeout=30)
         assert gone.status_code == 404
+        other = context.new_page()  # told the same, then sees the list the first sent
+        other.goto(live.url + "/")
+        expect(other.locator("#forgotten")).to_be_visible()
         first.get_by_role("button", name="Send them again").click()
+        expect(other.locator("#forgotten")).to_be_hidden()
+        expect(other.locator("#recs")).to_have_attribute("data-ratings", "1")
+        other.close()
         expect(first.locator("#mine li .title")).to_have_text(["Star Wars (1977)"])
         expect(first.locator("#recs")).to_have_attribute("data-ratings", "1")
         expect(first.locator("#forgotten")).to_be_hidden()
