@@ -886,6 +886,9 @@ def test_load_refuses_popularity_of_another_length_or_sign(
         ("popularity", -pop - 1, r"popularity\[0\] is -\d+; expected a count of ratings"),
         ("popularity", pop.clone().fill_(float("inf")), r"tensor 'popularity' holds \d+ NaN"),
         ("item_offsets", intact["item_offsets"][:10].clone(), r"item_offsets: expected one"),
+        # a bool popularity read every count as 0 or 1 without a word
+        ("popularity", pop > 0, r"popularity: expected float64 values .*got bool"),
+        ("item_offsets", intact["item_offsets"].long(), r"item_offsets: expected .*got int64"),
     ]:
         save_file(intact | {name: value}, str(run / "model.safetensors"))
         with pytest.raises(ModelError, match=r"model\.safetensors: .*" + needle):
