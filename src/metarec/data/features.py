@@ -448,7 +448,11 @@ def _finite(value: Any) -> bool:
 
 
 def _reads_as_number(value: Any) -> bool:
-    if isinstance(value, bool | np.bool_):
+    """Whether ``value`` is a number as training read the column (pandas' to_numeric):
+    Python's float also reads "25_0" (250) and b"25", which training never took."""
+    if isinstance(value, bool | np.bool_ | bytes | bytearray):
+        return False
+    if isinstance(value, str) and "_" in value:
         return False
     try:
         float(value)
