@@ -271,13 +271,14 @@ def explain_indices(
             Explanation(str(ids[i]), you(int(i)) if int(i) in said or int(i) in rated else why)
             for i, why in prior
         ]
-    if scores is None and rec.n_items <= SCORED_WHOLE:
-        scores = rec.score(user)  # once, for the lift and for each rating's own effect
+    # the user's scores of the items and the lift's sample, once: the lift and each
+    # rating's own effect both read them
+    mine = row_scores(rec, user, lift_rows(rec, idx), scores)
     pull = pulls(rec, user.history, idx)
-    raised, prior_why = lifted(rec, user, idx, scores)
+    raised, prior_why = _lifted(rec, user, idx, mine)
     own = np.array([int(i) in said or int(i) in rated for i in idx], dtype=bool)
     pull[~raised | own] = 0.0  # only a raised item of no history of theirs names one
-    pull[~held_up_by(rec, user, idx, pull, ids, scores)] = 0.0
+    pull[~held_up_by(rec, user, idx, pull, ids, mine)] = 0.0
     order = np.argsort(-pull, axis=1, kind="stable")[:, :top]
     out = []
     for row, i in enumerate(idx):
@@ -312,7 +313,7 @@ def held_up_by(
     items: np.ndarray,
     pull: np.ndarray,
     ids: Sequence[str] | Mapping[int, str],
-    scores: np.ndarray | None = None,
+    mine: np.ndarray,
 ) -> np.ndarray:
     """[len(items), len(history)]: whether the user's rating of each rated item raised
     each item against the catalogue, where ``pull`` would name it (> 0): the user is
@@ -320,8 +321,8 @@ def held_up_by(
     score with it, less without, must pass the median of the same difference over the
     lift's sample (:func:`lift_sample`). The pull reads text alone: 45 % of the items a
     click run named ("Because you chose A Thousand Acres") had lowered the item they
-    explained, and the list without them ranked it higher. ``scores``: the user's
-    catalogue scores, where the caller has them."""
+    explained, and the list without them ranked it higher. ``mine``: the user's scores
+    of :func:`lift_rows`."""
     held = np.zeros(pull.shape, dtype=bool)
     strength = pull.max(axis=0, initial=0.0)
     cols = [int(c) for c in np.argsort(-strength, kind="stable") if strength[c] > 0]
@@ -329,8 +330,7 @@ def held_up_by(
     if not cols:
         return held
     k = len(items)
-    rows = np.concatenate([np.asarray(items, dtype=np.int64), lift_sample(rec.n_items)])
-    mine = row_scores(rec, user, rows, scores)
+    rows = lift_rows(rec, items)
     for col, without in zip(cols, _scores_without_each(rec, user, cols, rows, ids), strict=True):
         effect = mine - without
         held[:, col] = effect[:k] - float(np.median(effect[k:])) > 0
@@ -360,6 +360,11 @@ def _scores_without_each(
         # adapt(steps=20), read the steps' difference as the rating's effect
         states = rec._states(histories, codes, user.steps)
     return [row_scores(rec, state, rows) for state in states]
+
+
+def lift_rows(rec: ServedModel, items: np.ndarray) -> np.ndarray:
+    """``items`` then the lift's fixed sample of the catalogue (:func:`lift_sample`)."""
+    return np.concatenate([np.asarray(items, dtype=np.int64), lift_sample(rec.n_items)])
 
 
 def row_scores(
@@ -401,6 +406,13 @@ def lifted(
     shaped (weight 1 on the bias model) counted as raised, and "Because you liked" was
     said of the bias model's list. ``scores``: the user's over the catalogue, where the
     caller has them (the service scores a user once for the list and its reasons)."""
+    return _lifted(rec, user, items, row_scores(rec, user, lift_rows(rec, items), scores))
+
+
+def _lifted(
+    rec: ServedModel, user: UserState, items: np.ndarray, mine: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """:func:`lifted`, from ``mine``: the user's scores of :func:`lift_rows`."""
     from metarec.ensemble_run import EnsembleRecommender
 
     k = len(items)
@@ -409,8 +421,8 @@ def lifted(
     else:
         prior = prior_catalogue_scores(rec, user)
     sample = lift_sample(rec.n_items)
-    rows = np.concatenate([np.asarray(items, dtype=np.int64), sample])
-    lift = row_scores(rec, user, rows, scores) - prior[rows]
+    rows = lift_rows(rec, items)
+    lift = mine - prior[rows]
     spread = float(np.std(prior[sample])) or 1.0
     raised = lift[:k] - float(np.median(lift[k:])) > LIFT_SHARE * spread
     return raised, _prior_words(rec, items, prior)

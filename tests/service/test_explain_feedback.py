@@ -35,11 +35,11 @@ def all_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     import metarec.explain as explain_module
 
     def every(
-        rec: object, user: object, items: np.ndarray, scores: object = None
+        rec: object, user: object, items: np.ndarray, mine: object
     ) -> tuple[np.ndarray, list[str]]:
         return np.ones(len(items), dtype=bool), [POPULAR] * len(items)
 
-    monkeypatch.setattr(explain_module, "lifted", every)
+    monkeypatch.setattr(explain_module, "_lifted", every)  # what explain_indices calls
     # and every liked item its pull names as one whose rating raised it (the test of
     # held_up_by checks that on a run whose ratings do move items)
     monkeypatch.setattr(
