@@ -25,11 +25,12 @@ cheap (the command line checks ``--set device=...`` before loading anything).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from metarec.errors import ConfigError
 
@@ -80,6 +81,25 @@ def cuda_devices() -> list[int]:
     import torch
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def own_random_state(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` with the caller's torch random state put back after it: a
+    ``torch.manual_seed`` inside (a seeded training) left the caller's generators, the
+    CPU's and every CUDA device's, at its own seed."""
+
+    @functools.wraps(fn)
+    def kept(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        import torch
+
+        with torch.random.fork_rng(devices=cuda_devices()):
+            return fn(*args, **kwargs)
+
+    return kept
 
 
 def device_available(name: str) -> bool:

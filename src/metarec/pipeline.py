@@ -36,6 +36,7 @@ from metarec.data.schema import (
 )
 from metarec.data.spec import ADDED_ITEMS
 from metarec.data.tasks import UserRatings
+from metarec.device import own_random_state
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cache, make_encoder
 from metarec.encoders.base import encoder_state_tensors, folder_named
 from metarec.errors import ConfigError, DataError, ModelError
@@ -125,6 +126,7 @@ def encode_catalogue(
     return Catalogue(items, vectors, enc)
 
 
+@own_random_state
 def fit_recommender(
     catalogue: Catalogue,
     train: pd.DataFrame,
@@ -144,37 +146,10 @@ def fit_recommender(
     item is scored from its text alone.
 
     Training seeds torch's generators from ``cfg.seed`` (the weights' draw, every
-    epoch's dropout); the caller's random state is restored afterwards (it was left
-    at the last epoch's seed, whatever the caller had set).
+    epoch's dropout); the caller's random state is restored afterwards
+    (:func:`~metarec.device.own_random_state`: it was left at the last epoch's seed,
+    whatever the caller had set).
     """
-    from metarec.device import cuda_devices
-
-    with torch.random.fork_rng(devices=cuda_devices()):
-        return _fit_recommender(
-            catalogue,
-            train,
-            cfg,
-            users=users,
-            validation=validation,
-            rating_range=rating_range,
-            checkpoint_dir=checkpoint_dir,
-            progress=progress,
-            metadata=metadata,
-        )
-
-
-def _fit_recommender(
-    catalogue: Catalogue,
-    train: pd.DataFrame,
-    cfg: TrainConfig,
-    *,
-    users: pd.DataFrame | None,
-    validation: pd.DataFrame | None,
-    rating_range: tuple[float, float],
-    checkpoint_dir: str | Path | None,
-    progress: bool,
-    metadata: dict[str, Any] | None,
-) -> tuple[Recommender, TrainHistory]:
     _check_fit_args(catalogue, cfg, users, metadata, checkpoint_dir)
     cfg.validate()
     rating_range = check_rating_range(rating_range, "rating_range")

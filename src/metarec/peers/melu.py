@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from metarec.data.features import UserFeatureEncoder
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate
-from metarec.device import check_device, deterministic_on, resolve_device
+from metarec.device import check_device, cuda_devices, deterministic_on, resolve_device
 from metarec.errors import ConfigError, DataError, UnsupportedError
 from metarec.inputs import check_users_frame
 from metarec.models.base import ScoringModel, TrainingData, check_seed
@@ -329,10 +329,9 @@ class MeLU(ScoringModel):
                 f"{self.name}: no training user has at least {self.min_ratings} ratings"
             )
         codes = self.user_features.transform(data.users, data.ratings.user_ids)
-        # manual_seed reseeds every CUDA device too: fork the one in use, so that the
-        # caller's random state there is restored as the CPU's is
-        cuda = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
+        # manual_seed reseeds every CUDA device too, whichever this trains on: fork them
+        # all, so that the caller's random state is restored on each as on the CPU
+        with torch.random.fork_rng(devices=cuda_devices()):
             torch.manual_seed(self.seed)
             net = MeLUNet(
                 self.item_features.n_years,
