@@ -67,6 +67,17 @@ def _inserter_url(owner: FeedbackStore, pg_url: str) -> str:
     return make_url(pg_url).set(username=INSERTER, password="metarec").render_as_string(False)
 
 
+def _inserter(owner: FeedbackStore, pg_url: str) -> FeedbackStore:
+    """The store opened as the role that may only read and insert (:func:`_inserter_url`);
+    the test is skipped, ``owner`` closed, where the server has no such role."""
+    url = _inserter_url(owner, pg_url)
+    try:
+        return FeedbackStore(url)
+    except ConfigError as exc:
+        owner.close()
+        pytest.skip(f"PostgreSQL: no role {INSERTER}, password 'metarec' (.ci/run makes it): {exc}")
+
+
 def ev(event_id: str, item: str = "1", kind: str = "click", value: float | None = None,
        ts: float | None = None) -> NewEvent:  # fmt: skip
     return NewEvent(event_id, item, kind, value, ts)
@@ -636,12 +647,7 @@ def test_a_role_that_cannot_lock_events_still_gets_a_cut_off(
     owner = FeedbackStore(pg_url)
     owner.create_user("u", {})
     owner.add_events("u", [ev("a"), ev("b")])
-    url = _inserter_url(owner, pg_url)
-    try:
-        inserter = FeedbackStore(url)
-    except ConfigError as exc:
-        owner.close()
-        pytest.skip(f"PostgreSQL: no role {INSERTER}, password 'metarec' (.ci/run makes it): {exc}")
+    inserter = _inserter(owner, pg_url)
     # its batches are written in turn without a row lock, which would need UPDATE
     assert inserter.add_events("u", [ev("c"), ev("b")]) == (1, 1)
     with caplog.at_level("WARNING", logger="metarec.service"):
@@ -658,12 +664,9 @@ def test_a_role_that_may_not_migrate_is_told_which_role_may(pg_url: str) -> None
     told the schema needs migrating by the tables' owner, with nothing half-done."""
     owner = FeedbackStore(pg_url)
     owner.create_user("u", {}, [ev("far", ts=time.time() + 3e9)])
-    url = _inserter_url(owner, pg_url)
-    try:
-        FeedbackStore(url).close()  # at the current version: nothing to migrate
-    except ConfigError as exc:
-        owner.close()
-        pytest.skip(f"PostgreSQL: no role {INSERTER}, password 'metarec' (.ci/run makes it): {exc}")
+    inserter = _inserter(owner, pg_url)  # at the current version: nothing to migrate
+    url = inserter.engine.url.render_as_string(hide_password=False)
+    inserter.close()
     with owner.engine.begin() as conn:
         conn.execute(text("DELETE FROM schema_version WHERE version >= 4"))
     with pytest.raises(
@@ -1020,12 +1023,7 @@ def test_a_role_that_may_not_delete_is_told_the_grant_erasure_needs(pg_url: str)
 
     owner = FeedbackStore(pg_url)
     owner.create_user("u", {}, [ev("a"), ev("b")])
-    url = _inserter_url(owner, pg_url)
-    try:
-        inserter = FeedbackStore(url)
-    except ConfigError as exc:
-        owner.close()
-        pytest.skip(f"PostgreSQL: no role {INSERTER}, password 'metarec' (.ci/run makes it): {exc}")
+    inserter = _inserter(owner, pg_url)
     with pytest.raises(StoreForbiddenError, match="DELETE on users and events"):
         inserter.forget_user("u")
     summary = owner.user("u")
