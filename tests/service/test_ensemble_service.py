@@ -56,6 +56,10 @@ def test_ensemble_serves_recommendations_with_reasons(
     assert again["items"] == first["items"]  # served from the adaptation cache
     assert "metarec_adaptations_total 2" in metrics  # one per feedback state, not per request
     assert after["n_events"] == 5 and "50" not in [it["item_id"] for it in after["items"]]
+    with live.client(server_api_key) as c:
+        # an ensemble never folds in, so nothing it serves learned from the user
+        erased = c.delete("/v1/users/e1").json()
+    assert erased == {"user_id": "e1", "events_erased": 5, "fold_in": "none"}
 
 
 def test_items_added_to_a_served_ensemble(

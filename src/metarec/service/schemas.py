@@ -350,12 +350,13 @@ class UserCreated(BaseModel):
 class UserErased(BaseModel):
     user_id: str
     events_erased: int = Field(description="the user's stored events deleted with them")
-    fold_in: Literal["unaffected", "redone", "pending"] = Field(
+    fold_in: Literal["unaffected", "redone", "pending", "none"] = Field(
         description="what the served model learned from their ratings: 'unaffected' (they "
         "had no events), 'redone' (the run was reloaded here to fold in without them, and "
         "every other server process reloads at its next request), 'pending' (announced to "
         "every process, but this one could not reload yet: it tries again, as after any "
-        "change it cannot load)"
+        "change it cannot load), 'none' (the served model never folds in feedback: an "
+        "ensemble, or a run whose scores are not ratings)"
     )
 
 

@@ -68,8 +68,9 @@ from metarec.service.store import ErasedUser, FeedbackStore, UserSummary
 log = logging.getLogger("metarec.service")
 # what became of a fold-in after an erasure: none can have read the user (no events);
 # redone without them here and announced to the others; announced, but this process
-# could not reload yet (it tries again, as after any change it cannot load)
-FoldInAfterErasure = Literal["unaffected", "redone", "pending"]
+# could not reload yet (it tries again, as after any change it cannot load); none is
+# served (an ensemble, a run whose scores are not ratings), so none learned from them
+FoldInAfterErasure = Literal["unaffected", "redone", "pending", "none"]
 # a catch-up with the shared store that failed (a run deleted, the database busy) is
 # tried again after this long, not on every request
 SYNC_RETRY_S = 10.0
@@ -889,9 +890,11 @@ class ModelHolder:
         except MetarecError as exc:
             log.error("an erasure's fold-in is not redone in this process yet: %s", exc)
         # a catch-up that failed serves on (and tries again): this process is then behind
-        if self._seen >= erased.version:
-            return erased, "redone"
-        return erased, "pending"
+        if self._seen < erased.version:
+            return erased, "pending"
+        # announced all the same: another process may be publishing a run that does
+        # fold in, from feedback it read before the erasure; the bump makes it read again
+        return erased, "redone" if foldable(self.current.rec) else "none"
 
     def user_state(self, served: Served, user: UserSummary) -> tuple[UserState, dict[int, str]]:
         """The user adapted, and what to say of each item of their history (catalogue
