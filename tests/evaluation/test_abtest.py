@@ -373,6 +373,30 @@ def test_replay_report() -> None:
     assert rep["lift"] == pytest.approx(0.5)
     assert rep["p"] == pytest.approx(two_proportion_test(2, 4, 3, 4)[1])
     assert rep["users_per_arm_80"] == users_per_arm(0.5, 0.75)
+    assert rep["users_per_arm_80_note"] is None
+    assert rep["lift_ci_method"] == "delta method on log(p_B / p_A)"  # no rate of 0 or 1
+
+
+def test_replay_report_says_how_it_read_the_edge_cases() -> None:
+    """Strict JSON writes an infinity and a NaN alike as null, and the lift's method
+    said "delta method" where its interval had ½ added to each cell: the record says
+    which, in words."""
+    both = np.ones(4, dtype=bool)
+    equal = replay_report(both, np.full(4, 0.1), ["A", "A", "B", "B"])
+    assert math.isinf(equal["users_per_arm_80"])
+    assert equal["users_per_arm_80_note"] == (
+        "the arms' rates are equal: no number of users detects a difference"
+    )
+    assert equal["lift_ci_method"].endswith("1/2 added to each cell (an arm's rate is 0 or 1)")
+    one_arm = replay_report(both[:2], np.full(2, 0.1), ["A", "A"])
+    assert math.isnan(one_arm["users_per_arm_80"])
+    assert one_arm["users_per_arm_80_note"] == "an arm has no users: no rates to compare"
+    # 2 of 4 against 1 of 4: rates inside (0, 1), the plain delta method
+    mixed = replay_report(
+        np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=bool), np.zeros(8), [*"AAAABBBB"]
+    )
+    assert mixed["lift_ci_method"] == "delta method on log(p_B / p_A)"
+    assert mixed["users_per_arm_80_note"] is None and mixed["users_per_arm_80"] > 0
 
 
 @pytest.mark.parametrize(

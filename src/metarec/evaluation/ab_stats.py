@@ -121,7 +121,7 @@ def lift_ci(
         return float("nan"), float("nan"), float("nan")
     lift = (x_b / n_b) / (x_a / n_a) - 1
     xa, na, xb, nb = float(x_a), float(n_a), float(x_b), float(n_b)
-    if x_a == n_a or x_b in (0, n_b):
+    if lift_ci_corrected(x_a, n_a, x_b, n_b):
         xa, na, xb, nb = xa + 0.5, na + 1, xb + 0.5, nb + 1
     p_a, p_b = xa / na, xb / nb
     z = float(norm.ppf(0.5 + level / 2.0))
@@ -131,6 +131,13 @@ def lift_ci(
     # the interval is the corrected estimate's; it must still hold the observed lift
     # (B without a success: -100 %, just below a corrected lower bound of -99.7 %)
     return lift, min(low, lift), max(high, lift)
+
+
+def lift_ci_corrected(x_a: int, n_a: int, x_b: int, n_b: int) -> bool:
+    """Whether :func:`lift_ci` takes its interval with ½ added to each cell: a rate of 0
+    or 1, where the delta method's variance is 0 or infinite (A without a success has
+    no lift to correct)."""
+    return n_a > 0 and n_b > 0 and x_a > 0 and (x_a == n_a or x_b in (0, n_b))
 
 
 def users_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -42,6 +42,7 @@ from metarec.errors import ConfigError, DataError, InputError
 from metarec.evaluation.ab_stats import (
     fisher_exact_p,
     lift_ci,
+    lift_ci_corrected,
     two_proportion_test,
     users_per_arm,
     wilson_ci,
@@ -148,21 +149,38 @@ def replay_report(
         }
     a, b = per_arm["A"], per_arm["B"]
     z, p = two_proportion_test(a["successes"], a["users"], b["successes"], b["users"])
-    lift, low, high = lift_ci(a["successes"], a["users"], b["successes"], b["users"], level)
+    counts = (a["successes"], a["users"], b["successes"], b["users"])
+    lift, low, high = lift_ci(*counts, level)
+    method = "delta method on log(p_B / p_A)"
+    if lift_ci_corrected(*counts):
+        method += HALF_PER_CELL
+    need = users_per_arm(a["rate"], b["rate"])
+    # strict JSON writes an infinity and a NaN alike as null: the note tells them apart
+    if not a["users"] or not b["users"]:
+        need_note: str | None = "an arm has no users: no rates to compare"
+    elif math.isinf(need):
+        need_note = "the arms' rates are equal: no number of users detects a difference"
+    else:
+        need_note = None
     return {
         "success": f"at least one of the top k {liked} later than the support",
         "arms": per_arm,
         "lift": lift,
         "lift_ci": [low, high],
-        "lift_ci_method": "delta method on log(p_B / p_A)",
+        "lift_ci_method": method,
         "z": z,
         "p": p,
         "test": "two-proportion z-test (pooled), two-sided",
         "p_exact": fisher_exact_p(a["successes"], a["users"], b["successes"], b["users"]),
         "exact_test": "Fisher's exact test, two-sided",
-        "users_per_arm_80": users_per_arm(a["rate"], b["rate"]),
+        "users_per_arm_80": need,
+        "users_per_arm_80_note": need_note,
         "power_formula": "pooled (Fleiss), alpha 0.05 two-sided, power 0.8",
     }
+
+
+# how the lift's method reads where its interval was taken with a continuity correction
+HALF_PER_CELL = ", 1/2 added to each cell (an arm's rate is 0 or 1)"
 
 
 # -- running two policies -----------------------------------------------------
@@ -311,7 +329,8 @@ def format_report(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
             power = f"{need:,.0f}"
         lines += [
             f"lift (B/A - 1): {pct(rep['lift'])}  95% CI [{pct(rep['lift_ci'][0])}, "
-            f"{pct(rep['lift_ci'][1])}] (delta method, log ratio)",
+            f"{pct(rep['lift_ci'][1])}] (delta method, log ratio"
+            + (", 1/2 added per cell)" if HALF_PER_CELL in rep.get("lift_ci_method", "") else ")"),
             f"p {p_num(rep['p'])} (two-proportion z-test, two-sided)"
             + (f"; Fisher's exact p {p_num(rep['p_exact'])}" if "p_exact" in rep else ""),
             "users per arm for 80% power at alpha 0.05 at these rates: " + power,

@@ -800,7 +800,7 @@ def render_markdown(record: dict[str, Any]) -> str:
             f"({rp['test']}"
             + (f"; Fisher's exact p = {num(rp['p_exact'], '.3g')}" if "p_exact" in rp else "")
             + "); users per arm for 80 % power: "
-            f"{num(rp['users_per_arm_80'], ',.0f')}.",
+            f"{rp.get('users_per_arm_80_note') or num(rp['users_per_arm_80'], ',.0f')}.",
             "",
         ]
         if il:
