@@ -308,8 +308,23 @@ def test_an_erased_user_stays_erased_and_starting_over_erases(
         expect(page.locator("#forgotten")).to_be_hidden()
         assert len(httpx.get(url, headers=key, timeout=30).json()["history"]) == 2
         page.locator("#settings summary").click()
+        asked: list[str] = []
+        # erasing takes a second word: a dismissed question erases nothing
+        page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        page.get_by_role("button", name="Start over as a new user").click()
+        expect(page.locator("#mine li")).to_have_count(2)
+        assert asked == [
+            "Erase your 2 ratings from the service and start over as a new user? "
+            "This cannot be undone."
+        ]
+        assert httpx.get(url, headers=key, timeout=30).status_code == 200
+        page.once("dialog", lambda d: d.accept())
         page.get_by_role("button", name="Start over as a new user").click()
         expect(page.locator("#mine li")).to_have_count(0)
+        expect(page.locator("#recs-status")).to_have_text(
+            "You are a new user: your earlier ratings were erased. "
+            "Rate an item to get recommendations."
+        )
         expect(page.locator("#user-id")).not_to_have_text(user)
         assert httpx.get(url, headers=key, timeout=30).status_code == 404
         expect(page.get_by_role("alert")).to_be_hidden()
@@ -649,3 +664,77 @@ def test_the_docs_pages_run_no_cdn_script_other_than_the_pinned_one(
     expect(unloaded).to_contain_text("could not be loaded from jsDelivr")
     expect(unloaded.get_by_role("link", name="/openapi.json")).to_be_visible()
     assert not any("favicon" in p for p in tab.problems), tab.problems
+
+
+def test_a_keyboard_rates_without_losing_its_place(
+    browser: Any, make_server: Callable[..., Any]
+) -> None:
+    """Keyboard use, as a screen-reader user meets it. Each item's stars were five Tab
+    stops; a rating out disabled every star, so focus fell to the page's body, Tab
+    skipped every star, and the answer pulled focus back to the star even from a field
+    the person had moved on to; a hidden banner or notice dropped focus on the body;
+    Start over erased at one key press."""
+    live = make_server(page_api_key=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(live.url + "/")
+        expect(page.locator("#results li")).to_have_count(20)
+        # the lists redrawn at each rating are not live regions: the status line speaks
+        assert page.locator("[aria-live]").count() == 0
+        first = page.locator("#results li").nth(0).locator(".stars button")
+        second = page.locator("#results li").nth(1).locator(".stars button")
+        first.nth(0).focus()
+        page.keyboard.press("Tab")  # one stop an item
+        expect(second.nth(0)).to_be_focused()
+        page.keyboard.press("Shift+Tab")
+        page.keyboard.press("End")
+        expect(first.nth(4)).to_be_focused()
+        page.keyboard.press("ArrowLeft")
+        expect(first.nth(3)).to_be_focused()
+        expect(first.nth(3)).to_have_accessible_name("4 stars out of 5")
+
+        # a slow answer: focus stays on the star, then stays where the person moved
+        held: list[Any] = []
+        page.route("**/v1/users", lambda route: held.append(route))
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelector('#recs').ariaBusy === 'true'")
+        expect(first.nth(3)).to_be_focused()
+        expect(first.nth(3)).to_have_attribute("aria-disabled", "true")
+        page.get_by_label("Title").focus()
+        while not held:
+            page.wait_for_timeout(50)
+        held[0].continue_()
+        expect(page.locator("#recs")).to_have_attribute("data-ratings", "1")
+        expect(page.get_by_label("Title")).to_be_focused()
+        rated = page.locator("#results li").nth(0).locator(".stars button")
+        expect(rated.nth(3)).to_have_attribute("aria-current", "true")
+        expect(rated.nth(3)).to_have_attribute("tabindex", "0")  # the group's stop: its rating
+
+        # the error banner leaves the focused control's room free, closes at Escape and
+        # gives focus back from its Dismiss button
+        page.route("**/v1/users/*/events", lambda route: route.fulfill(status=503))
+        rated.nth(4).focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("alert")).to_be_visible()
+        banner = page.locator("#error").bounding_box()
+        padding = page.evaluate("document.documentElement.style.scrollPaddingTop")
+        assert banner is not None and float(padding.removesuffix("px")) >= banner["height"]
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("alert")).to_be_hidden()
+        expect(rated.nth(4)).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("alert")).to_be_visible()
+        page.locator("#error-close").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("alert")).to_be_hidden()
+        expect(rated.nth(4)).to_be_focused()
+        page.unroute("**/v1/users/*/events")
+
+        # "Show more" goes on to the first new result
+        page.locator("#more").focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#results li")).to_have_count(40)
+        expect(page.locator("#results li").nth(20).locator(".stars button").nth(0)).to_be_focused()
+    finally:
+        context.close()
