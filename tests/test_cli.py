@@ -1286,6 +1286,27 @@ def test_train_interrupted_before_its_first_checkpoint_leaves_no_folder(
     assert proc.returncode == 130 and not out.exists()
 
 
+def test_train_says_what_cleaning_noted_where_it_dropped_no_row(
+    files: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the cleaning summary was printed only where a row was dropped: a users file whose
+    # ids matched no rating user ('001' for 1) trained every user without features,
+    # without a word
+    import metarec.pipeline
+
+    def interrupted(*_: Any, **__: Any) -> Any:  # what was said before training is enough
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metarec.pipeline, "fit_recommender", interrupted)
+    users = files / "users.csv"
+    users.write_text("user_id,age\n" + "".join(f"{u:03d},{20 + u}\n" for u in range(12)))
+    args = [*_small_ratings(files), "--users", str(users), "--holdout", "none"]
+    proc = cli("train", *args, "--out", str(tmp_path / "run"))
+    assert proc.returncode == 130
+    assert "note: none of the 12 rating users has a row in the users table" in proc.stdout
+    assert "(it has '000' for '0': they differ in how a number is written" in proc.stdout
+
+
 def test_a_final_save_that_fails_leaves_no_run_files_and_says_the_checkpoint_is_kept(
     files: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -725,3 +725,24 @@ def test_a_click_logs_repeats_are_merged_with_a_note_not_a_problem() -> None:
     # ratings on a scale still disagree: a problem, as before
     rated = Dataset("stars", inter.assign(rating=[5.0, 1.0, 3.0, 4.0]), items, None, (1.0, 5.0))
     assert any("duplicate (user, item) rating" in p for p in validate(rated))
+
+
+def test_a_users_table_of_another_id_scheme_is_said_to_match_no_one() -> None:
+    """A users file writing '001' where the ratings write 1 matched no rating user, and
+    the note said only "2 rating users have no row": every user was trained without
+    features. It now says none matched, and why, as for item ids."""
+    ratings = pd.DataFrame({"user_id": ["1", "2"], "item_id": ["x", "y"], "rating": [3.0, 4.0]})
+    items = pd.DataFrame({"item_id": ["x", "y"], "title": ["X", "Y"]})
+
+    def note(users: list[str]) -> str:
+        ds = Dataset("mem", ratings, items, users=pd.DataFrame({"user_id": users, "age": "1"}))
+        report = clean(ds).report
+        assert report is not None
+        return next(n for n in report.notes if "users table" in n)
+
+    assert note(["001", "002"]) == (
+        "none of the 2 rating users has a row in the users table (e.g. '1', '2'): every "
+        "user is read without features (it has '001' for '1': they differ in how a number "
+        "is written; ids are text, so 1, 01 and 1.0 are three)"
+    )
+    assert note(["1", "b"]) == "1 rating users have no row in the users table (e.g. '2')"

@@ -1302,3 +1302,37 @@ def test_items_added_to_a_run_take_its_title_convention_not_their_batchs() -> No
     assert added["year"].iloc[0] == 2026.0
     future = item_frame([{"item_id": "f", "title": "Future (2150)", "year": 2150}], films)
     assert future["text"].iloc[0].count("2150") == 1
+
+
+@pytest.mark.parametrize(
+    "ratings_header, items_header, needle",
+    [("user_id,item_id,rating", "item_id,Title,genres", "column 'Title' is read as 'title'"),
+     ("user_id,item_id,rating", "item_id,title,Genres", "give --genre-col 'Genres'"),
+     ("user_id,item_id,rating", "item_id,title,YEAR", "column 'YEAR' is read as 'year'"),
+     ("user_id,item_id,rating", "item_id,Text", "column 'Text' is read as 'text'"),
+     ("user_id,item_id,rating,Timestamp", "item_id,title", "give --timestamp-col 'Timestamp'"),
+     ("user_id,item_id,rating", "item_id, title", "separate them by the comma alone")],
+)  # fmt: skip
+def test_a_conventional_column_named_nearly_so_is_refused(
+    tmp_path: Path, ratings_header: str, items_header: str, needle: str
+) -> None:
+    """An items file's `Title` was read as no title at all: the catalogue was encoded
+    from its ids, with a clean `data validate`. `Genres` dropped the genres and
+    `Timestamp` the times (every time-ordered step fell back to random order), without
+    a word. Required columns' near misses were refused by name already."""
+    r, i = tmp_path / "r.csv", tmp_path / "i.csv"
+    extra = ",100" if "imestamp" in ratings_header else ""
+    r.write_text(f"{ratings_header}\nu1,a,4{extra}\nu1,b,5{extra}\n")
+    fields = len(items_header.split(","))
+    i.write_text(
+        items_header + "\n" + "".join(f"{x}" + ",Words" * (fields - 1) + "\n" for x in "ab")
+    )
+    with pytest.raises(DataError, match=re.escape(needle)):
+        load_table(r, i)
+    # an option naming the column reads it: the name is the user's to choose
+    if "Title" in items_header:
+        ds = load_table(r, i, title_col="Title")
+        assert ds.items["title"].tolist() == ["Words", "Words"]
+        # and a column an option names is no near miss, read as text here
+        ds = load_table(r, i, text_cols=["Title"])
+        assert "Words" in ds.items["text"].iloc[0]

@@ -195,7 +195,9 @@ def train_run(
             f"data: {ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, "
             f"{len(ds.interactions):,} ratings"
         )
-        if ds.report is not None and ds.report.dropped:
+        # its notes too: a users file matching no rating user, timestamps in two units,
+        # said by `data validate` alone where cleaning dropped no row
+        if ds.report is not None and (ds.report.dropped or ds.report.notes):
             print(ds.report.summary())
         if ds.interactions.empty:
             raise DataError(nothing_left(ds))

@@ -615,11 +615,25 @@ def _note_users_without_features(
 ) -> None:
     seen = pd.Index(inter["user_id"].unique())
     missing = seen.difference(pd.Index(users["user_id"]))
-    if len(missing):
-        ids = ", ".join(repr(v) for v in missing[:_EXAMPLES])
-        report.notes.append(
-            f"{len(missing):,} rating users have no row in the users table (e.g. {ids})"
+    if not len(missing):
+        return
+    ids = ", ".join(repr(v) for v in missing[:_EXAMPLES])
+    if len(missing) == len(seen):  # a users file of another id scheme: features unused
+        note = (
+            f"none of the {len(seen):,} rating users has a row in the users table (e.g. "
+            f"{ids}): every user is read without features"
         )
+    else:
+        note = f"{len(missing):,} rating users have no row in the users table (e.g. {ids})"
+    # '001' in the users file, 1 in the ratings: the note says why, as for items
+    loose = {_loose_id(str(u)): str(u) for u in users["user_id"].dropna()}
+    twin = next(
+        ((str(m), loose[_loose_id(str(m))]) for m in missing[:1000] if _loose_id(str(m)) in loose),
+        None,
+    )
+    if twin is not None:
+        note += f" (it has {twin[1]!r} for {twin[0]!r}: {_how_ids_differ(*twin)})"
+    report.notes.append(note)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -599,10 +599,14 @@ def load_table(
             raise ConfigError(f"{flag} {col!r}: is also {seen[col]}; each names its own column")
         seen[col] = flag
     inter_raw = read_table(interactions_path, sep)
-    if timestamp_col is None and "timestamp" in inter_raw.columns and "timestamp" not in seen:
+    if timestamp_col is None and "timestamp" not in seen:
         # read as the ids and the rating are, by its usual name: ignored, it let a
-        # column of times go unread (and unchecked) without a word
-        timestamp_col = "timestamp"
+        # column of times go unread (and unchecked) without a word, and so does a
+        # name that differs from it in case or spaces (refused: every time-ordered
+        # step fell back to random order)
+        timestamp_col = _present(
+            inter_raw, interactions_path, "--timestamp-col", "timestamp", named=seen
+        )
     _require(
         inter_raw,
         interactions_path,
@@ -716,9 +720,31 @@ def _spec_of(options: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
-def _present(raw: pd.DataFrame, *names: str) -> str | None:
-    """The first of ``names`` that ``raw`` has as a column (exactly as written)."""
-    return next((n for n in names if n in raw.columns), None)
+def _present(
+    raw: pd.DataFrame, path: str | Path, flag: str, *names: str, named: Iterable[object] = ()
+) -> str | None:
+    """The first of ``names`` that ``raw`` has as a column (exactly as written), or None.
+    A column that differs from one only in letter case or spaces (``Title``, `` title``)
+    is refused by name, as a required column's near miss is: read as absent, the titles
+    went unused and every item was encoded from its id, without a word. Columns the
+    caller's options name (``named``) are theirs, not near misses."""
+    exact = next((n for n in names if n in raw.columns), None)
+    if exact is not None:
+        return exact
+    taken = set(named)
+    have = [str(c) for c in raw.columns if c != LINE_COL and c not in taken]
+    for name in names:
+        near = next((c for c in have if c.strip().lower() == name), None)
+        if near is None:
+            continue
+        spaced = " (are the fields separated by ', '? separate them by the comma alone)"
+        raise DataError(
+            f"column {near!r} is read as {name!r} only when named exactly so: rename it "
+            f"{name!r}, or give {flag} {near.strip()!r}" + (spaced if near != near.strip() else ""),
+            path=path,
+            field=near,
+        )
+    return None
 
 
 def _load_items(
@@ -735,10 +761,12 @@ def _load_items(
     # the conventional names are read without options, as user_id/item_id/rating are:
     # an items file with a `title` column whose titles went unused would leave every
     # new item to be scored from its id
-    title_col = title_col or _present(raw, "title")
-    year_col = year_col or _present(raw, "year")
-    genre_col = genre_col or _present(raw, "genres", "genre")
-    if title_col is None and not text_cols and "text" not in raw.columns:
+    named = {id_col, title_col, year_col, genre_col, *text_cols}
+    title_col = title_col or _present(raw, path, "--title-col", "title", named=named)
+    year_col = year_col or _present(raw, path, "--year-col", "year", named=named)
+    genre_col = genre_col or _present(raw, path, "--genre-col", "genres", "genre", named=named)
+    has_text = _present(raw, path, "--text-cols", "text", named=named) is not None
+    if title_col is None and not text_cols and not has_text:
         warnings.warn(
             f"{path}: no 'title' or 'text' column and no --title-col or --text-cols: items "
             "are known by their ids alone, so a new item has no text to be scored from",
