@@ -2115,3 +2115,14 @@ def test_a_rating_run_without_cutpoints_still_answers_a_rating(
         items = c.get("/v1/users/u/recommendations", params={"k": 10}).json()["items"]
     got = [(it["rating"], it["score"]) for it in items]
     assert all(rating == min(max(score, 1.0), 5.0) for rating, score in got), got
+
+
+def test_a_refused_reload_is_logged_with_its_path_quoted_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from metarec.service.errors import ApiError
+    from metarec.service.reload_paths import check_reloadable
+
+    with caplog.at_level("WARNING", logger="metarec.service"), pytest.raises(ApiError):
+        check_reloadable("/etc", tmp_path, tmp_path / "run")
+    assert "reload of '/etc' refused" in caplog.text  # was "'/etc'" in double quotes

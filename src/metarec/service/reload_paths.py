@@ -64,7 +64,7 @@ def check_reloadable(run: str, root: Path, started: Path) -> None:
     folder is read, so a refusal says nothing of what is there."""
     written, top = Path(os.path.abspath(run)), Path(os.path.abspath(root))
     if written != Path(os.path.abspath(started)) and not _below(written, top):
-        log.warning("reload of %r refused: not below %s (--runs-dir)", cut(run, 200), root)
+        log.warning("reload of %s refused: not below %s (--runs-dir)", cut(run, 200), root)
         raise ApiError(
             403,
             "run_outside_runs_dir",
