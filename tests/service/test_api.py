@@ -198,6 +198,10 @@ def test_new_user_gets_a_list_then_feedback_changes_it(
             "duplicates": 0,
         }
         second = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+        bare = c.get(
+            f"/v1/users/{user}/recommendations", params={"k": 10, "reasons": "false"}
+        ).json()
+        bad = c.get(f"/v1/users/{user}/recommendations", params={"reasons": "perhaps"})
         # listed again (exclude_seen off), each says what the user did: a skip was
         # "You rated it 2", the rating it stands for, and a dislike "Because you liked"
         seen = c.get(
@@ -214,6 +218,11 @@ def test_new_user_gets_a_list_then_feedback_changes_it(
     }
     assert second["n_events"] == 8
     assert [it["item_id"] for it in second["items"]] != ids
+    # without reasons: the same list and scores, each reason null (the reasons' check
+    # adapts the user again without each named rating: a client that shows none
+    # need not pay for it)
+    assert [{**it, "reason": None} for it in second["items"]] == bare["items"]
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
     rated_titles = set(liked) | {"Alien (1979)", "The Terminator (1984)", "Die Hard (1988)"}
     reasons = [it["reason"] for it in second["items"]]
     because = [r for r in reasons if r.startswith("Because you liked")]

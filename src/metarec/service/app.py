@@ -691,6 +691,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             str | None,
             Query(max_length=MAX_CANDIDATES_CHARS, description="comma-separated item ids"),
         ] = None,
+        reasons: Annotated[
+            bool,
+            Query(
+                description="false: no reason per item (null), which saves checking each "
+                "named rating by adapting the user again without it (24 ms a list for a "
+                "softmax run on ml-100k)"
+            ),
+        ] = True,
     ) -> dict[str, Any]:
         named = [] if candidates is None else [c.strip() for c in candidates.split(",")]
         s = served(wait=any_unknown(c for c in named if c))
@@ -702,7 +710,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 raise ApiError(422, "validation_error", "candidates: no item ids given")
             for c in pool:
                 known_item(s, c, "candidates")
-        items = holder.recommend(s, user, k, exclude_seen=exclude_seen, candidates=pool)
+        items = holder.recommend(
+            s, user, k, exclude_seen=exclude_seen, candidates=pool, reasons=reasons
+        )
         return {"user_id": user_id, "model": s.name, "n_events": user.n_events, "items": items}
 
     # -- admin ----------------------------------------------------------------

@@ -518,7 +518,8 @@ class Recommendation(BaseModel):
     # the rating the user most plausibly gives (a scale level); null for ranking models,
     # and always sent (required, so generated clients do not type it as absent)
     rating: float | None
-    reason: str
+    # null where the request asked for none (reasons=false); required, as rating is
+    reason: str | None
 
 
 class Recommendations(BaseModel):

@@ -946,7 +946,9 @@ class ModelHolder:
         *,
         exclude_seen: bool,
         candidates: list[str] | None,
+        reasons: bool = True,
     ) -> list[dict[str, Any]]:
+        """The user's top ``k``, each with its reason unless not ``reasons`` (None)."""
         state, said = self.user_state(served, user)
         rec = served.rec
         with served.lock.read(), TORCH_LOCK:
@@ -954,16 +956,25 @@ class ModelHolder:
             # scores: a user with no ratings is explained by its ranking, and one with
             # ratings by how they raised each item against it (scored twice before); a
             # catalogue past SCORED_WHOLE is read by rows for the reasons
-            whole = not state.history or rec.n_items <= SCORED_WHOLE
+            whole = reasons and (not state.history or rec.n_items <= SCORED_WHOLE)
             every = rec.score(state) if whole else None
             idx, scores = rec.top(
                 state, k, exclude_seen=exclude_seen, candidates=candidates, scores=every
             )
             # one catalogue for the whole answer: adding items rebuilds both lists
             ids, titles = served.item_ids, served.titles
-            reasons = explain_indices(
-                rec, state, idx.tolist(), titles=titles, ids=ids, history_said=said, scores=every
-            )
+            said_why: list[str | None] = [None] * len(idx)
+            if reasons:
+                explained = explain_indices(
+                    rec,
+                    state,
+                    idx.tolist(),
+                    titles=titles,
+                    ids=ids,
+                    history_said=said,
+                    scores=every,
+                )
+                said_why = [why.reason for why in explained]
         # a rating model's without cutpoints too (too few validation ratings, or a
         # continuous scale): its score clipped to the scale, as median_ratings says
         ratings = rec.median_ratings(scores).tolist() if rec.scores_are_ratings else None
@@ -974,7 +985,7 @@ class ModelHolder:
                 "title": titles[i],
                 "score": float(score),
                 "rating": None if ratings is None else ratings[rank - 1],
-                "reason": why.reason,
+                "reason": why,
             }
-            for rank, (i, score, why) in enumerate(zip(idx, scores, reasons, strict=True), 1)
+            for rank, (i, score, why) in enumerate(zip(idx, scores, said_why, strict=True), 1)
         ]
