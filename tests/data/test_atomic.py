@@ -135,6 +135,13 @@ def test_bad_rating_is_kept_for_cleaning_with_its_line(tmp_path: Path) -> None:
             "required field(s) rating missing from the header (found: user_id, item_id, "
             "timestamp) (implicit feedback, clicks or purchases, needs a column of 1s)",
         ),
+        # a name in other letter case: named, and no click-log hint beside a Rating
+        (
+            "User_ID:token\titem_id:token\tRating:float\n",
+            1,
+            "required field(s) user_id, rating missing from the header (found: User_ID, "
+            "item_id, Rating) — names are matched exactly: did you mean 'User_ID', 'Rating'?",
+        ),
     ],
 )
 def test_structural_errors_name_file_and_line(

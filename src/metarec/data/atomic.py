@@ -191,11 +191,19 @@ def _read(path: Path, required: Sequence[str], floats: Sequence[str]) -> pd.Data
     names = [n for n, _ in fields]
     missing = [c for c in required if c not in names]
     if missing:
-        # as the plain-file readers say it: a click log has no rating to leave out
-        clicks = " (implicit feedback, clicks or purchases, needs a column of 1s)"
+        # a name that differs in case or spaces alone ('User_ID:token') is named
+        cased = {c: n for c in missing for n in names if n.strip().lower() == c}
+        hint = (
+            f" — names are matched exactly: did you mean {', '.join(map(repr, cased.values()))}?"
+            if cased
+            else ""
+        )
+        if "rating" in missing and "rating" not in cased:
+            # as the plain-file readers say it: a click log has no rating to leave out
+            hint += " (implicit feedback, clicks or purchases, needs a column of 1s)"
         raise DataError(
             f"required field(s) {', '.join(missing)} missing from the header "
-            f"(found: {', '.join(names)})" + (clicks if "rating" in missing else ""),
+            f"(found: {', '.join(names)})" + hint,
             path=path,
             row=1,
             field=missing[0],
