@@ -1336,3 +1336,22 @@ def test_a_conventional_column_named_nearly_so_is_refused(
         # and a column an option names is no near miss, read as text here
         ds = load_table(r, i, text_cols=["Title"])
         assert "Words" in ds.items["text"].iloc[0]
+
+
+def test_zero_timestamps_among_clock_times_are_warned_of(tmp_path: Path) -> None:
+    """A 0 (what many exports write for "no time") beside times of 2000 was read as
+    1970-01-01 without a word: the rating came first in its user's time order. A
+    column of offsets from the data's own start holds a real 0 and is not warned of."""
+    items = tmp_path / "i.csv"
+    items.write_text("item_id,title\na,Alpha\nb,Beta\n")
+    clock = tmp_path / "clock.csv"
+    clock.write_text("user_id,item_id,rating,timestamp\nu,a,4,0\nu,b,3,978300760\n")
+    with pytest.warns(UserWarning, match=r"1 timestamp\(s\) are 0 \(1970-01-01\) beside times "
+                      r"around 2000") as caught:  # fmt: skip
+        load_table(clock, items)
+    assert {w.filename for w in caught if "are 0" in str(w.message)} == {__file__}
+    offsets = tmp_path / "offsets.csv"
+    offsets.write_text("user_id,item_id,rating,timestamp\nu,a,4,0\nu,b,3,3600\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_table(offsets, items)

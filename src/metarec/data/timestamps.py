@@ -28,7 +28,7 @@ from metarec.data.columns import (
     reads_as_numbers,
     text_values,
 )
-from metarec.errors import DataError
+from metarec.errors import DataError, outside_metarec
 
 
 def read_timestamps(
@@ -60,7 +60,32 @@ def read_timestamps(
         ts, raw_ts = _off_unit(ts, raw_ts, values)
     if raw_ts is not None:
         ts, raw_ts = _datetimes_as_seconds(values, ts, raw_ts, source)
+    _warn_of_zeros(ts, source)
     return ts, raw_ts
+
+
+# a column whose middle time is past this (1973) is a clock's, not offsets from the
+# data's own start, which begin at 0
+_CLOCK_TIMES_FROM = 1e8
+
+
+def _warn_of_zeros(ts: pd.Series, source: str | Path | None) -> None:
+    """Warn of 0s among times of a clock: what many exports write for "no time", read
+    as 1970-01-01, they sort before every other rating of their user. Kept, not set
+    aside: a column of offsets from the data's start holds a real 0."""
+    zero = ts == 0
+    if not zero.any():
+        return
+    others = ts[ts.notna() & ~zero].to_numpy(dtype=np.float64)
+    if not len(others) or float(np.median(others)) < _CLOCK_TIMES_FROM:
+        return
+    year = pd.Timestamp(float(np.median(others)), unit="s").year
+    warnings.warn(
+        f"{source or 'interactions'}: {int(zero.sum()):,} timestamp(s) are 0 (1970-01-01) "
+        f"beside times around {year}: read as that time, they come before every other "
+        "rating of their user; if 0 stands for no time, leave those cells empty",
+        stacklevel=outside_metarec(),
+    )
 
 
 def is_datetimes(values: pd.Series) -> bool:
