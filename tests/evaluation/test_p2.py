@@ -290,3 +290,30 @@ def test_one_time_for_every_rating_orders_nothing(ds) -> None:
         return [t.support_items.tolist() for t in shot_tasks(frame, index, 5, seed=seed)[0]]
 
     assert supports(one_time, 3) == supports(untimed, 3) != supports(one_time, 4)
+
+
+class _ByIndex(SupportFirst):
+    """The catalogue in index order, whoever the user is."""
+
+    def score_catalogue(
+        self, tasks: Sequence[Task], users: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        return np.tile(-np.arange(self.n_items, dtype=np.float64), (len(tasks), 1))
+
+
+def test_liked_is_the_top_quarter_of_the_scale_unless_given() -> None:
+    """evaluate_p2 (and evaluate_p1) counted a rating of 4 or more as liked on any
+    scale: on 2-10 stars, 4 of 10 was a hit. Now the top quarter, as run_benchmark's."""
+    rows = [(f"u{u}", f"i{j}", float(2 + 2 * ((j + u) % 5)), j)
+            for u in range(6) for j in range(12)]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    index = {f"i{i}": i for i in range(30)}
+
+    def precision(**given: Any) -> float:
+        res = evaluate_p2({"m": _ByIndex()}, frame, index, shots=(2,), k=5, **given)
+        return float(res["summary"]["2"]["m"]["precision@5"])
+
+    assert precision() == precision(like_threshold=8.0) == precision(rating_range=(2.0, 10.0))
+    assert precision() == pytest.approx(0.4) and precision(like_threshold=4.0) == pytest.approx(0.8)
+    with pytest.raises(ConfigError, match="like_threshold must be a number"):
+        precision(like_threshold="4")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.errors import ConfigError, DataError, outside_metarec
-from metarec.values import as_scale
+from metarec.values import as_scale, is_number
 
 ITEMS_TABLE = "items table: "  # the prefix of reasons that count items, not ratings
 
@@ -90,6 +90,27 @@ def like_threshold_for(rating_range: tuple[float, float]) -> float:
     """
     lo, hi = (float(x) for x in rating_range)
     return lo + 0.75 * (hi - lo)
+
+
+def threshold_or_scale(
+    like_threshold: float | None,
+    rating_range: tuple[float, float] | None,
+    ratings: Sequence[pd.Series],
+    where: str,
+) -> float:
+    """``like_threshold`` where given; else the top quarter (:func:`like_threshold_for`)
+    of ``rating_range``, or of the lowest and highest of ``ratings`` without one. A
+    fixed default of 4 counted 4 of 10 as liked on a 1-10 scale, without a word."""
+    if like_threshold is not None:
+        if not is_number(like_threshold) or not math.isfinite(like_threshold):
+            raise ConfigError(f"{where}: like_threshold must be a number, got {like_threshold!r}")
+        return float(like_threshold)
+    if rating_range is None:
+        known = [r for r in ratings if len(r)]
+        if not known:
+            return 0.0  # nothing to score: no rating is liked or not
+        rating_range = (min(float(r.min()) for r in known), max(float(r.max()) for r in known))
+    return like_threshold_for(rating_range)
 
 
 def liked_words(threshold: float, scale: Sequence[float] | None) -> str:

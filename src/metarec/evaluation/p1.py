@@ -46,7 +46,7 @@ import pandas as pd
 from metarec.data.cleaning import require_dataset
 from metarec.data.features import user_rows
 from metarec.data.registry import known_names
-from metarec.data.schema import Dataset
+from metarec.data.schema import Dataset, threshold_or_scale
 from metarec.data.tasks import Task, UserRatings, fixed_tasks, read_only
 from metarec.errors import ConfigError, DataError, InputError, ModelError
 from metarec.evaluation.metrics import per_user_table, summarise
@@ -377,7 +377,7 @@ def evaluate_p1(
     users: pd.DataFrame | None = None,
     *,
     states: tuple[str, ...] = ("user_cold", "item_cold"),
-    like_threshold: float = 4.0,
+    like_threshold: float | None = None,
     rating_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Metrics per state and model: ``{"summary": {state: {model: {metric: v}}},
@@ -388,10 +388,18 @@ def evaluate_p1(
     with each rating model's predictions corrected by the new items' ratings in
     every user's support set (:func:`support_evidence`); ranking-only models
     are left out of it. ``like_threshold``: the rating at or above which a query
-    item counts as relevant for precision, recall, MRR and AUC. ``rating_range``: the
-    scale, onto whose 1-5 image nDCG's gains are taken (the same figures in any units;
-    MovieLens' own unchanged); without it, the ratings themselves.
+    item counts as relevant for precision, recall, MRR and AUC; by default the top
+    quarter of ``rating_range``, or of the split's lowest and highest rating without
+    one (4 on MovieLens' 1-5 stars). ``rating_range``: the scale, onto whose 1-5 image
+    nDCG's gains are taken (the same figures in any units; MovieLens' own unchanged);
+    without it, the ratings themselves.
     """
+    like_threshold = threshold_or_scale(
+        like_threshold,
+        rating_range,
+        [f["rating"] for f in split.frames.values()],
+        "evaluate_p1",
+    )
     unknown = [s for s in states if s not in STATES and s not in POOLED]
     if unknown:
         raise DataError(f"unknown P1 state(s) {unknown}; expected some of {[*STATES, *POOLED]}")

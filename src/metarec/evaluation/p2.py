@@ -29,7 +29,7 @@ import pandas as pd
 from metarec.data.cleaning import require_dataset
 from metarec.data.columns import check_frame, plain, repeated_rating
 from metarec.data.features import user_rows
-from metarec.data.schema import Dataset
+from metarec.data.schema import Dataset, threshold_or_scale
 from metarec.data.tasks import (
     Task,
     UserRatings,
@@ -198,12 +198,19 @@ def evaluate_p2(
     *,
     shots: Sequence[int] = SHOTS,
     k: int = TOP_K,
-    like_threshold: float = 4.0,
+    like_threshold: float | None = None,
     seed: int = 0,
+    rating_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """``{"summary": {K: {model: {metric: mean}}}, "per_user": {K: {model: {metric: [..]}}},
     "n_users": {K: n}}`` — K as a string key (JSON). ``seed``: the order of a user
-    without timestamps (:func:`shot_tasks`)."""
+    without timestamps (:func:`shot_tasks`). ``like_threshold``: the rating at or above
+    which a later item is relevant; by default the top quarter of ``rating_range``, or
+    of ``frame``'s lowest and highest rating without one (4 on MovieLens' 1-5 stars;
+    give the data set's ``rating_range`` where ``frame`` may not reach both ends)."""
+    like_threshold = threshold_or_scale(
+        like_threshold, rating_range, [frame["rating"]], "evaluate_p2"
+    )
     summary: dict[str, dict[str, dict[str, float]]] = {}
     per_user: dict[str, dict[str, dict[str, list[float]]]] = {}
     n_users: dict[str, int] = {}
