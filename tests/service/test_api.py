@@ -563,7 +563,7 @@ def _bad_requests(key: str) -> list[Case]:
         # a typo'd parameter was ignored, and the list looked like the one asked for
         ("GET", recs + "?k=1&candidate=50", {"headers": h}, 422, "validation_error",
          "unknown query parameter(s) ['candidate'] (this endpoint takes: candidates, "
-         "exclude_seen, k)"),
+         "exclude_seen, k, reasons)"),
         ("GET", recs + "?exclude-seen=false", {"headers": h}, 422, "validation_error",
          "['exclude-seen']"),
         # control characters in the idempotency key, as in every other id
