@@ -2399,3 +2399,26 @@ def test_a_catalogue_that_changed_while_saving_is_not_saved(
     with pytest.raises(ModelError, match="the catalogue changed while it was being saved"):
         rec.save(tmp_path / "run")
     assert added and not (tmp_path / "run" / "recommender.json").exists()
+
+
+def test_a_contrast_objective_with_nothing_unrated_to_contrast_is_refused(
+    shared_data: Path,
+) -> None:
+    """bpr on users who rated every training item stopped in a reshape's RuntimeError
+    (no negative to pair), or, where only some batches had none, the first such batch
+    did; bce saved a model scoring every item alike."""
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    items = ds.items["item_id"].tolist()[:3]
+    full = pd.DataFrame(
+        [(f"u{u}", i, float(1 + (u + n) % 5)) for u in range(20) for n, i in enumerate(items)],
+        columns=["user_id", "item_id", "rating"],
+    )
+    cfg = TrainConfig(epochs=1, inner_steps=1, seed=0, device="cpu", objective="bpr")
+    for objective in ("bpr", "bce"):
+        with pytest.raises(ConfigError, match=f"objective {objective}: every training user "
+                           "rated all 3 items"):  # fmt: skip
+            fit_recommender(catalogue, full, replace(cfg, objective=objective), progress=False)
+    # one user short of one item: bpr trains, batches of users with nothing unrated too
+    partly = full.iloc[1:]
+    fit_recommender(catalogue, partly, replace(cfg, meta_batch_size=1), progress=False)

@@ -192,6 +192,7 @@ def fit_recommender(
         train = train[train["user_id"].isin(set(train_ur.user_ids[keep]))]
         train_ur = UserRatings.from_frame(train, index)
     _warn_of_softmax_cost(cfg, len(train_ur), len(catalogue.items))
+    _check_something_unseen(cfg.objective, train)
     features = (
         UserFeatureEncoder.fit(users)
         if users is not None and cfg.model.use_user_features
@@ -366,6 +367,21 @@ def _spec_metadata(dataset: Dataset) -> dict[str, Any]:
 # ml-100k scores about 7 million and takes seconds; 18,000 users of a 150,000-item
 # catalogue did not finish one in ten minutes
 SOFTMAX_SCORES_WARNED = 10**9
+
+
+def _check_something_unseen(objective: str, train: pd.DataFrame) -> None:
+    """bce and bpr contrast a user's liked items with training items they never rated:
+    where every training user rated every one, there is none, and bpr stopped in a
+    reshape's RuntimeError while bce saved a model that scored every item alike."""
+    if objective not in ("bce", "bpr"):
+        return
+    n_items = train["item_id"].nunique()
+    if (train.groupby("user_id")["item_id"].nunique() >= n_items).all():
+        raise ConfigError(
+            f"objective {objective}: every training user rated all {n_items:,} items, so "
+            "no item is left to contrast their likes with (its negatives are items a user "
+            "has not rated); train objective=rating on ratings, or softmax"
+        )
 
 
 def _warn_of_softmax_cost(cfg: TrainConfig, n_users: int, n_items: int) -> None:

@@ -414,7 +414,7 @@ class Scorer:
             start += part.numel()
             out.append(
                 (
-                    h.index_select(0, idx).view(*part.shape, -1),
+                    h.index_select(0, idx).view(*part.shape, h.shape[-1]),
                     b.index_select(0, idx).view(part.shape),
                 )
             )
