@@ -1286,6 +1286,18 @@ def test_train_interrupted_before_its_first_checkpoint_leaves_no_folder(
     assert proc.returncode == 130 and not out.exists()
 
 
+def test_a_diverged_training_leaves_no_checkpoint_to_resume(
+    files: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # refused as diverged after its last epoch, its checkpoint stayed: every other
+    # command then called the folder an unfinished run to resume, which ended the same way
+    out = tmp_path / "run"
+    args = [*_small_ratings(files), "--holdout", "none", "--set", "inner_lr=10"]
+    proc = cli("train", *args, "--out", str(out))
+    assert proc.returncode == 2 and "meta-training diverged" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
 def test_train_says_what_cleaning_noted_where_it_dropped_no_row(
     files: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

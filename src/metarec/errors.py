@@ -88,6 +88,11 @@ class EncoderUnavailableError(ModelError):
     client's: the service answers 500 ``encoder_unavailable``."""
 
 
+class DivergedError(ModelError):
+    """Meta-training ended with a model past the scale's error: refused, not saved, and
+    not resumable either (its checkpoint would finish the same way)."""
+
+
 class BusyError(MetarecError):
     """Another process is writing the folder this one was asked to write."""
 

@@ -39,7 +39,7 @@ from metarec.data.tasks import UserRatings
 from metarec.device import own_random_state
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cache, make_encoder
 from metarec.encoders.base import encoder_state_tensors, folder_named
-from metarec.errors import ConfigError, DataError, ModelError
+from metarec.errors import ConfigError, DataError, DivergedError, ModelError
 from metarec.inputs import check_rating_frame
 from metarec.io import remove_orphan_temps, save_json
 from metarec.locks import exclusive
@@ -271,7 +271,7 @@ def _check_not_diverged(
     limit = span if cfg.rating_loss == "l1" else span**2
     if span > 0 and history.best_score > limit:
         what = "mean absolute error" if cfg.rating_loss == "l1" else "mean squared error"
-        raise ModelError(
+        raise DivergedError(
             f"meta-training diverged: the best epoch's {judged} {what} is "
             f"{history.best_score:.4g}, more than any one rating of the scale "
             f"{rating_range[0]:g} to {rating_range[1]:g} would give ({limit:g}); lower "

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from metarec.config import TrainConfig
 from metarec.data.tasks import Task, TaskBatch, UserRatings, collate, fixed_tasks, sample_episodes
 from metarec.device import deterministic_on, resolve_device
-from metarec.errors import ConfigError, MetarecError, ModelError
+from metarec.errors import ConfigError, DivergedError, MetarecError, ModelError
 from metarec.io import (
     check_tensors_like,
     load_json,
@@ -367,7 +367,7 @@ class Trainer:
             # no finite epoch to fall back on (no validation, or none finite): a model
             # of NaN weights would be saved and score everything NaN
             losses = [row.get("val_loss", row.get("train_loss")) for row in history.epochs]
-            raise ModelError(f"meta-training diverged (losses by epoch: {losses[-5:]}); {lower}")
+            raise DivergedError(f"meta-training diverged (losses by epoch: {losses[-5:]}); {lower}")
         if diverged is not None:
             history.diverged_at = diverged
             if ckpt is not None:
