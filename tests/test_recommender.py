@@ -2422,3 +2422,16 @@ def test_a_contrast_objective_with_nothing_unrated_to_contrast_is_refused(
     # one user short of one item: bpr trains, batches of users with nothing unrated too
     partly = full.iloc[1:]
     fit_recommender(catalogue, partly, replace(cfg, meta_batch_size=1), progress=False)
+
+
+def test_a_validation_share_that_rounds_to_no_user_says_so() -> None:
+    """Four users and a 10 % validation share: none held out, and training chose its
+    epoch by training loss, with no cutpoints, without a word."""
+    frame = pd.DataFrame({"user_id": list("abcd"), "item_id": list("wxyz"), "rating": 4.0})
+    with pytest.warns(UserWarning, match=r"10% of 4 user\(s\) rounds to none held out"):
+        rest, held = split_users(frame, 0.1, seed=0)
+    assert len(rest) == 4 and held.empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_users(frame, 0.0, seed=0)  # none asked for: nothing to say
+        assert len(split_users(frame, 0.25, seed=0)[1]) == 1

@@ -39,7 +39,7 @@ from metarec.data.tasks import UserRatings
 from metarec.device import own_random_state
 from metarec.encoders import EmbeddingCache, Encoder, cached_encode, default_cache, make_encoder
 from metarec.encoders.base import encoder_state_tensors, folder_named
-from metarec.errors import ConfigError, DataError, DivergedError, ModelError
+from metarec.errors import ConfigError, DataError, DivergedError, ModelError, outside_metarec
 from metarec.inputs import check_rating_frame
 from metarec.io import remove_orphan_temps, save_json
 from metarec.locks import exclusive
@@ -329,7 +329,18 @@ def split_users(
     check_seed(seed)
     users = np.sort(frame["user_id"].unique())
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(users, size=round(len(users) * fraction), replace=False))
+    size = round(len(users) * fraction)
+    if fraction > 0 and size == 0 and len(users):
+        # every caller holds these users out for validation: with none, training went
+        # on without a word, its epoch chosen by training loss
+        warnings.warn(
+            f"{fraction:.0%} of {len(users)} user(s) rounds to none held out for validation: "
+            "early stopping is off (the epoch is chosen by training loss) and rating "
+            "cutpoints are not fitted",
+            UserWarning,
+            stacklevel=outside_metarec(),
+        )
+    held = set(rng.choice(users, size=size, replace=False))
     mask = frame["user_id"].isin(held)
     return frame[~mask], frame[mask]
 
