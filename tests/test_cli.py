@@ -1527,6 +1527,19 @@ def test_a_long_title_does_not_pad_every_row_of_the_table() -> None:
     assert "…" in lines[1] and "4.500" in lines[1]
     assert strangelove in lines[2]  # MovieLens' longest title stays whole
     assert "4.000" in lines[2]
+    # a scale of millionths: three decimals printed every score as 0.000
+    tiny = pd.DataFrame({"item_id": ["1", "2"], "score": [5.43e-6, 5.1e-6], "rating": [5e-6, 4e-6]})
+    assert table_text(tiny).split() == [
+        "item_id",
+        "score",
+        "rating",
+        "1",
+        "5.43e-06",
+        "5e-06",
+        "2",
+        "5.1e-06",
+        "4e-06",
+    ]
 
 
 def test_the_speed_benchmark_refuses_files_before_reading_them(

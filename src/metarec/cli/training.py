@@ -782,7 +782,8 @@ WIDEST_CELL = 80
 
 def table_text(top: pd.DataFrame) -> str:
     """``top`` as the terminal table ``recommend`` and ``quickstart`` print: scores to
-    three decimals, text cells past :data:`WIDEST_CELL` characters cut with an
+    three decimals (three significant digits in a column whose numbers are all below
+    0.01), text cells past :data:`WIDEST_CELL` characters cut with an
     ellipsis (``--json`` has them whole)."""
     from pandas.api.types import is_numeric_dtype
 
@@ -792,10 +793,17 @@ def table_text(top: pd.DataFrame) -> str:
         return value
 
     shown = top.copy()
+    formats: dict[str, Any] = {}
     for column in shown.columns:
         if not is_numeric_dtype(shown[column]):
             shown[column] = shown[column].map(cut)
-    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}")
+        elif shown[column].dtype.kind == "f":
+            # a column of small numbers (ratings on a 0-1e-5 scale) in significant
+            # digits: three decimals printed every score of it as 0.000
+            most = float(shown[column].abs().max()) if len(shown) else 0.0
+            small = 0 < most < 0.01
+            formats[column] = (lambda x: f"{x:.3g}") if small else (lambda x: f"{x:.3f}")
+    return shown.to_string(index=False, formatters=formats)
 
 
 def columns_legend(rec: Any, top: pd.DataFrame) -> str:
