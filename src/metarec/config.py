@@ -227,7 +227,8 @@ class TrainConfig:
         # ends in a degenerate model or overflows inside the optimiser (1e300)
         for name, value in (("inner_lr", self.inner_lr), ("outer_lr", self.outer_lr)):
             if value > 10:
-                raise ConfigError(f"{name}: must be <= 10, got {value} (defaults 0.05, 0.002)")
+                default = TrainConfig.__dataclass_fields__[name].default
+                raise ConfigError(f"{name}: must be <= 10, got {value} (default {default:g})")
         not_negative = {
             "inner_steps": self.inner_steps,
             "eval_inner_steps": 0 if self.eval_inner_steps is None else self.eval_inner_steps,
