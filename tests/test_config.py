@@ -48,7 +48,8 @@ def test_none_resets_an_optional_key_and_is_refused_for_a_required_one() -> None
         ("inner_steps", "expected key=value"),
         ("epochs=0", "epochs: must be > 0"),
         ("inner_steps.x=1", "not a config section"),
-        ("outer_lr=1e300", "outer_lr: must be <= 10, got 1e+300 (default 0.002)"),  # overflowed inside Adam
+        # overflowed inside Adam
+        ("outer_lr=1e300", "outer_lr: must be <= 10, got 1e+300 (default 0.002)"),
         ("inner_lr=100", "inner_lr: must be <= 10, got 100.0 (default 0.05)"),
         # a traceback, after the data loaded (or out of memory), where the key is named now
         ("inner_lr=" + "1" * 400, "inner_lr: 111111"),
