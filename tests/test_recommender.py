@@ -2435,3 +2435,24 @@ def test_a_validation_share_that_rounds_to_no_user_says_so() -> None:
         warnings.simplefilter("error")
         split_users(frame, 0.0, seed=0)  # none asked for: nothing to say
         assert len(split_users(frame, 0.25, seed=0)[1]) == 1
+
+
+def test_another_runs_state_of_the_same_shapes_is_refused(
+    fitted: Recommender, shared_data: Path, tmp_path: Path
+) -> None:
+    """A user adapted by one run was scored by another of the same shapes (two seeds of
+    one config in a notebook) without a word: a list from neither model. The same run
+    loaded again takes it (a state kept across a restart of the notebook)."""
+    user = fitted.adapt([("Toy Story (1995)", 5), ("Heat (1995)", 2)])
+    again = Recommender.load(fitted.save(tmp_path / "again"))
+    assert again.recommend(user, k=3)["item_id"].tolist() == (
+        fitted.recommend(user, k=3)["item_id"].tolist()
+    )
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    cfg = replace(fitted.cfg, epochs=1, max_train_users=20, seed=4)
+    other, _ = fit_recommender(catalogue, ds.interactions, cfg, users=ds.users, progress=False)
+    assert other._fast_shapes == fitted._fast_shapes
+    with pytest.raises(DataError, match=r"adapted by another model \(another run, or this "):
+        other.recommend(user, k=3)
+    other.recommend(other.adapt([("Toy Story (1995)", 5)]), k=3)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import hashlib
 import re
 import time
 import unicodedata
@@ -96,6 +97,10 @@ class UserState:
     # the inner steps it was adapted with, where not the run's own (adapt(steps=...)):
     # what an explanation adapts it again with, leaving out one rating at a time
     steps: int | None = None
+    # the model that adapted it (a digest of the meta-learned start it adapted from):
+    # another run's state of the same shapes was scored as this one's without a word.
+    # Empty for a state made by hand, which the shapes alone check
+    adapted_by: str = ""
 
     def __repr__(self) -> str:
         # the dataclass's printed every parameter tensor: a thousand characters for one
@@ -169,6 +174,7 @@ class Recommender(TopK):
         # what an adapted user's parameters look like (no tower parameter that grows
         # with the catalogue is adapted): checked on every score, computed once
         self._fast_shapes = {k: v.shape for k, v in learner.fast_init().items()}
+        self._digest_of: tuple[tuple[tuple[str, tuple[int, ...]], ...], str] | None = None
         # the largest code of each user feature (codes 1..c, 0 for unknown), likewise
         self._feature_limits = torch.as_tensor(features.cardinalities, dtype=torch.int64)
         self._reindex()
@@ -514,6 +520,7 @@ class Recommender(TopK):
                     len(all_pairs[i]),
                     all_pairs[i],
                     steps,
+                    self._start_digest(),
                 )
         return [s for s in out if s is not None]
 
@@ -610,6 +617,26 @@ class Recommender(TopK):
                 "user: this UserState was adapted by another model (its parameters or "
                 "items do not fit this one); adapt the user with this recommender"
             )
+        if user.adapted_by and user.adapted_by != self._start_digest():
+            raise DataError(
+                "user: this UserState was adapted by another model (another run, or this "
+                "one trained again); adapt the user with this recommender"
+            )
+
+    def _start_digest(self) -> str:
+        """A digest of the meta-learned start every user adapts from: the same for the
+        same run loaded twice (or on another device), another for another run. Taken
+        again only where the start's shapes changed (items added to a run that adapts
+        its item tower)."""
+        start = self.learner.fast_init()
+        shapes = tuple((k, tuple(v.shape)) for k, v in sorted(start.items()))
+        if self._digest_of is None or self._digest_of[0] != shapes:
+            sha = hashlib.sha256()
+            for name, tensor in sorted(start.items()):
+                sha.update(name.encode())
+                sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._digest_of = (shapes, sha.hexdigest()[:16])
+        return self._digest_of[1]
 
     @torch.no_grad()
     def predict_tasks(
