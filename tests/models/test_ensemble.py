@@ -11,7 +11,7 @@ import pytest
 
 from metarec.catalogue import Catalogue
 from metarec.data.tasks import Task
-from metarec.errors import ConfigError, DataError, UnsupportedError
+from metarec.errors import ConfigError, DataError, ModelError, UnsupportedError
 from metarec.models.base import ScoringModel, TrainingData
 from metarec.models.ensemble import Ensemble
 
@@ -90,6 +90,8 @@ def test_weights_follow_the_member_that_wins_at_each_support_size(mode: str) -> 
         mode=mode,  # type: ignore[arg-type]
         buckets=(0, 5),
     )
+    with pytest.raises(ModelError, match="not fitted; call fit"):  # the equal start, as learned
+        ens.weight_table()
     ens.fit(data)
     table = ens.weight_table()
     # with >= 5 ratings the oracle is perfect: it must carry the blend (in rating

@@ -156,6 +156,9 @@ class Ensemble(ScoringModel):
         self.weights = np.full((len(self.buckets), n), 1.0 / n)
         self.bucket_users: list[int] | None = None  # fitted: users each bucket rests on
         self._n_fit_items = 0
+        # fit() or a load: until then the weights are the equal start, which
+        # weight_table reported as if learned
+        self.fitted = False
         self.metadata: dict[str, Any] = {}  # saved with the ensemble (e.g. the runs it blends)
 
     # -- fitting ------------------------------------------------------------
@@ -231,6 +234,7 @@ class Ensemble(ScoringModel):
                 f"min_bucket_users={self.min_bucket_users} to learn weights from",
                 stacklevel=2,
             )
+        self.fitted = True
         if self.mode == "rating":
             # the blend's own median-rating cuts, on P1-shaped validation tasks
             levels = rating_levels(data.ratings.ratings)
@@ -434,6 +438,8 @@ class Ensemble(ScoringModel):
 
     def weight_table(self) -> dict[str, dict[str, float]]:
         """``{"K>=b": {member: weight}}`` — what the report prints."""
+        if not self.fitted:
+            raise ModelError(f"{self.name}: not fitted; call fit() first")
         names = list(self.members)
         return {
             f"K>={b}": {n: round(float(w), 4) for n, w in zip(names, row, strict=True)}

@@ -506,6 +506,7 @@ def load_ensemble(directory: str | Path, *, device: str | None = None) -> Ensemb
     ens.weights = np.asarray(weights, dtype=np.float64)
     ens.bucket_users = _bucket_users(man, len(buckets))
     ens._n_fit_items = zscore_items
+    ens.fitted = True
     # the scale its members were fitted on (its runs'): support ratings off it refused
     for model in (ens, *members.values()):
         model.rating_range = scale
