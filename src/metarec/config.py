@@ -124,6 +124,10 @@ class TrainConfig:
     taste projection (shared by all users: a user's taste vector is what moves),
     the bias solve's damping and the taste ridge (meta-learned through the solves),
     and the item id embeddings (one per item, not a user's to change).
+    ``objective``: ``rating`` (predict the rating; P1), or ``softmax``, ``bce`` or ``bpr``
+    (rank what the user will like next; P2, and clicks or purchases). Every field is
+    explained in the README's "How the model works"; for a first try in seconds,
+    ``TrainConfig(epochs=2, encoder="tfidf", max_train_users=300)``.
     """
 
     algorithm: Algorithm = "fomaml"

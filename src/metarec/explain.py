@@ -87,6 +87,10 @@ _YEAR_AT_END = re.compile(r"\s*\(\d{4}\)$")
 
 @dataclass(frozen=True)
 class Explanation:
+    """Why an item is listed: its ``reason`` in words, and ``because`` the rated items
+    behind it as (item id, display title, pull), strongest first (empty where the
+    reason names none)."""
+
     item_id: str
     reason: str
     # (item_id, display title, pull) of the rated items behind it, strongest first

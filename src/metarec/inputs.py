@@ -355,9 +355,11 @@ def renamed_users(users: Any, user_features: Any, where: str) -> Any:
 
 
 def check_new_items(name: str, items: object, vectors: object) -> np.ndarray | None:
-    """The new items' vectors as a float64 [len(items), d] array (None stays None), or a
-    DataError naming the peer: None as the items was a bare TypeError, text vectors a
-    bare ValueError, and a NaN vector was zeroed (scoring 0, mid-list) without a word."""
+    """What an ``add_items`` override checks first: ``items`` a DataFrame, and ``vectors``
+    (None stays None) one finite row of numbers per item, returned as a float64
+    [len(items), d] array; else a DataError naming the model ``name``. (Unchecked, None
+    as the items was a bare TypeError, text vectors a bare ValueError, and a NaN vector
+    was zeroed, scoring 0 mid-list, without a word.)"""
     if not isinstance(items, pd.DataFrame):
         raise DataError(
             f"{name}.add_items: items: expected a DataFrame of the new items, got "

@@ -50,6 +50,11 @@ TOP_K = 10
 
 @dataclass
 class P2Split(SplitFile):
+    """P2's users drawn for one data set and seed: training, validation and test users
+    (each test user's support is their first K ratings in time, the rest the query),
+    written to and read from a file (:meth:`save`, :meth:`load`) so a run is repeatable
+    elsewhere; ``frames`` holds each part's ratings."""
+
     protocol: ClassVar[str] = "p2"
     held_out: ClassVar[str] = "test_users"
     rule_before_recorded: ClassVar[dict[str, int]] = {"min_ratings": 25}

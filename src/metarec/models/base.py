@@ -329,7 +329,10 @@ class ScoringModel(ABC):
     def add_items(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         """Append new items (rows in catalogue order and their LM vectors).
 
-        Models that score from text support it; others refuse clearly.
+        Models that score from text support it; others refuse clearly. An override
+        checks its arguments first with :func:`metarec.inputs.check_new_items`, which
+        the conformance suite's ``new_items`` check expects (None as the items, text or
+        NaN vectors refused by name).
         """
         del items, vectors
         raise UnsupportedError(

@@ -458,6 +458,8 @@ class Ensemble(ScoringModel):
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | None = None) -> Ensemble:
+        """An ensemble :meth:`save` wrote, its members and learned weights as saved;
+        ``device`` for its metarec members (default: a GPU where there is one)."""
         from metarec.models.persist import load_ensemble
 
         return load_ensemble(directory, device=device)

@@ -24,6 +24,14 @@ from metarec.recommender import Recommender
 
 
 class MetaModel(ScoringModel):
+    """metarec's meta-trained model as a :class:`~metarec.models.base.ScoringModel`, so
+    it is benchmarked, ensembled and conformance-checked beside the peers: ``fit``
+    meta-trains a :class:`~metarec.recommender.Recommender` with ``cfg`` (a
+    :class:`~metarec.config.TrainConfig` or a dict of its fields), and every method
+    scores through it, adapting each task's user from their support ratings.
+    ``name`` (default the algorithm's) is what reports call it; ``checkpoint_dir``
+    makes the training resumable; ``metadata`` is saved with the run."""
+
     def __init__(
         self,
         cfg: TrainConfig | dict[str, Any] | None = None,
@@ -44,6 +52,8 @@ class MetaModel(ScoringModel):
 
     @classmethod
     def from_recommender(cls, rec: Recommender, name: str | None = None) -> MetaModel:
+        """A fitted MetaModel around ``rec`` (one trained by :func:`metarec.train` or read
+        with :meth:`Recommender.load`), for evaluating or ensembling a run as it is."""
         model = cls(rec.cfg, name=name)
         model.recommender = rec
         return model

@@ -48,6 +48,9 @@ from metarec.peers._common import (
 
 
 class ALS(ScoringModel):
+    """Implicit ALS (the module notes: confidences, fold-in of a new user from their
+    support, popularity for a user with none); refuses new items."""
+
     name = "als"
     predicts_ratings = False
 

@@ -22,6 +22,9 @@ from metarec.peers._common import check_new_items, popularity_scores, require
 
 
 class Popularity(ScoringModel):
+    """The same list for everyone, by training likes (the module notes); ``like_threshold``
+    None takes the top quarter of the data's scale at fit."""
+
     name = "popularity"
     predicts_ratings = False
 
