@@ -96,6 +96,10 @@ def replay_hits(
     return np.asarray(hits.any(axis=1)), hits.sum(axis=1) / k
 
 
+# how the lift's method reads where its interval was taken with a continuity correction
+HALF_PER_CELL = ", 1/2 added to each cell (an arm's rate is 0 or 1)"
+
+
 def replay_report(
     success: np.ndarray,
     hit_rate: np.ndarray,
@@ -177,10 +181,6 @@ def replay_report(
         "users_per_arm_80_note": need_note,
         "power_formula": "pooled (Fleiss), alpha 0.05 two-sided, power 0.8",
     }
-
-
-# how the lift's method reads where its interval was taken with a continuity correction
-HALF_PER_CELL = ", 1/2 added to each cell (an arm's rate is 0 or 1)"
 
 
 # -- running two policies -----------------------------------------------------
