@@ -634,7 +634,8 @@ class Recommender(TopK):
             sha = hashlib.sha256()
             for name, tensor in sorted(start.items()):
                 sha.update(name.encode())
-                sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+                # as bytes, whatever the dtype (numpy has no bfloat16)
+                sha.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
             self._digest_of = (shapes, sha.hexdigest()[:16])
         return self._digest_of[1]
 
