@@ -1659,3 +1659,14 @@ def test_a_pair_value_starting_with_a_dash_is_glued_to_its_option() -> None:
     assert _glued_pairs(["--set", "-x"]) == ["--set", "-x"]  # no "=": an option
     assert _glued_pairs(["--", "--rate", "-5=4"]) == ["--", "--rate", "-5=4"]
     assert _glued_pairs(["--rate"]) == ["--rate"]
+
+
+def test_a_path_under_a_user_who_is_not_there_is_an_error_not_a_traceback(
+    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pathlib's expanduser raised RuntimeError("Could not determine home directory.")
+    monkeypatch.setenv("METAREC_CACHE", "~no-such-user-here/cache")
+    monkeypatch.delenv("METAREC_DATA", raising=False)
+    proc = cli("data", "describe", "ml-100k")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "a path starting with ~NAME names no user here" in proc.stderr

@@ -454,3 +454,36 @@ def test_a_killed_downloads_leftovers_go_once_the_data_set_is_cached(tmp_path: P
     os.utime(part, (old, old))
     load_dataset("ml-100k")
     assert not part.exists()
+
+
+def test_a_damaged_download_cache_is_fetched_again_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Opener
+) -> None:
+    """A cached copy cut short or edited after unpacking was read as it was (a warning
+    at most, none for an edit or a lost u.user): it is now checked against what was
+    unpacked from the verified archive, and fetched again, or refused offline."""
+    pin_fake_zip(monkeypatch)
+    isolated.payload = FAKE_ZIP
+    load_dataset("ml-100k")
+    folder = tmp_path / "cache" / "datasets" / "ml-100k"
+    data = folder / "u.data"
+    data.write_text(data.read_text().replace("242", "243"))  # one id edited
+    with pytest.warns(UserWarning, match=r"damaged \(u.data changed or missing .*again"):
+        ds = load_dataset("ml-100k")
+    assert ds.interactions["item_id"].tolist() == ["242", "302"] and len(isolated.calls) == 2
+    data.write_text("")  # offline, and emptied: refused, naming the folder to delete
+    isolated.payload = None
+    with pytest.raises(DataError, match=r"damaged .*delete this folder") as info:
+        load_dataset("ml-100k", download=False)
+    assert info.value.path == str(folder)
+
+
+def test_a_zip_given_as_the_data_folder_is_told_to_be_unzipped(tmp_path: Path) -> None:
+    # what the failed download asks for, given as it comes: "is a file" sent users to
+    # --interactions
+    archive = tmp_path / "ml-100k.zip"
+    archive.write_bytes(FAKE_ZIP)
+    with pytest.raises(DataError, match="is a zip archive: unzip it and give the folder"):
+        registry.load_path(archive)
+    with pytest.raises(DataError, match="is a zip archive: unzip it and give the folder that"):
+        load_dataset("ml-100k", root=archive)

@@ -234,6 +234,16 @@ def _run(args: argparse.Namespace) -> int:
                 resumes += f" (finished folds and models are {kept[0]}/)"
         print(f"\nmetarec: {stopped}{resumes}", file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
+    except RuntimeError as exc:
+        if "home directory" not in str(exc):
+            raise
+        # pathlib's expanduser of a "~name/..." with no such user (in --data, an option,
+        # $METAREC_DATA or $METAREC_CACHE) ended in a traceback
+        print(
+            f"metarec: error: a path starting with ~NAME names no user here ({exc})",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:
         # the reader went away (`metarec report ... | head`): not an error of ours; point
         # stdout at devnull so the interpreter's final flush does not raise again

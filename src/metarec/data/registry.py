@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import time
@@ -34,7 +35,13 @@ from metarec.data.cleaning import clean as clean_dataset
 from metarec.data.movielens import detect_layout, load_movielens_raw
 from metarec.data.schema import Dataset
 from metarec.data.text import ItemTextConfig
-from metarec.errors import ConfigError, DataError, DatasetNotFoundError, why_missing
+from metarec.errors import (
+    ConfigError,
+    DataError,
+    DatasetNotFoundError,
+    outside_metarec,
+    why_missing,
+)
 from metarec.tempfiles import create_temp_dir, create_temp_file, sync_directory, sync_tree
 
 ENV_DATA = "METAREC_DATA"
@@ -168,6 +175,10 @@ def load_path(
             path=p,
         )
     if p.is_file():
+        if zipfile.is_zipfile(p):  # the archive a failed download asks for, as fetched
+            raise DataError(
+                "is a zip archive: unzip it and give the folder it unpacks into", path=p
+            )
         raise DataError(
             "is a file, where a data set folder or a RecBole prefix is expected; a ratings "
             "file is read with --interactions FILE (and --items FILE for its items)",
@@ -204,28 +215,37 @@ def locate(
         if not Path(root).expanduser().is_dir():
             # a mistyped folder fell back to METAREC_DATA, the cache or a download with
             # only a warning, and the run trained on data from elsewhere
-            what = "is a file" if Path(root).expanduser().exists() else "no such folder"
-            raise DataError(f"{what}; give the folder that holds the data sets", path=root)
+            where = Path(root).expanduser()
+            what = "is a file;" if where.exists() else "no such folder;"
+            if where.is_file() and zipfile.is_zipfile(where):
+                what = "is a zip archive: unzip it and"
+            raise DataError(f"{what} give the folder that holds the data sets", path=root)
         found = find_local(name, root)
         if found:
             return found
         looked.append(f"root {root}")
         warnings.warn(
-            f"data set {name!r} is not in {root}; looking in {ENV_DATA} and the cache",
-            stacklevel=2,
+            f"data set {name!r} is not in {root}; looking in {ENV_DATA}, the cache, then "
+            "GroupLens' download",
+            stacklevel=outside_metarec(),
         )
     env = os.environ.get(ENV_DATA)
     for d in (env or "").split(os.pathsep):
         if d and not Path(d).expanduser().is_dir():
             # a typo fell through to the cache or a download without a word, where a
             # mistyped --data is refused
-            warnings.warn(f"{ENV_DATA} names {d}, which is no folder; it is skipped", stacklevel=2)
+            warnings.warn(
+                f"{ENV_DATA} names {d}, which is no folder; it is skipped",
+                stacklevel=outside_metarec(),
+            )
         elif d:
             found = find_local(name, d)
             if found:
                 return found
     looked.append(f"{ENV_DATA}={env}" if env else f"{ENV_DATA} (not set)")
     cached = find_local(name, cache_root())
+    if cached and not _intact(cached[1], download):
+        cached = None  # removed, to be downloaded again
     if cached:
         # what a killed download left beside it: swept only by a download before, which
         # a data set in the cache never needs again
@@ -448,11 +468,69 @@ def _extract(archive: Path, dest: Path, known: KnownDataset) -> Path:
     return inner
 
 
+# in a downloaded data set's folder: each file's SHA-256 as unpacked from the verified
+# archive, so a copy truncated or edited since is found (it was read as it was, with a
+# warning at most, and a truncated ratings file trained as the data set)
+UNPACKED = ".metarec-unpacked.json"
+
+
+def _record_unpacked(folder: Path) -> None:
+    files = {
+        str(f.relative_to(folder)): _sha256(f)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and f.name != UNPACKED
+    }
+    (folder / UNPACKED).write_text(json.dumps(files, indent=1) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _intact(folder: Path, download: bool) -> bool:
+    """Whether a cached data set's files are as unpacked from its verified archive. A
+    damaged copy is removed where it can be downloaded again, else refused, naming
+    the folder to delete. A folder unpacked by a version that kept no record is read
+    as it is (load_dataset still checks its count of ratings)."""
+    record = folder / UNPACKED
+    if not record.is_file():
+        return True
+    try:
+        files = json.loads(record.read_text(encoding="utf-8"))
+        damaged = [
+            name for name, digest in files.items()
+            if not (folder / name).is_file() or _sha256(folder / name) != digest
+        ]  # fmt: skip
+    except (OSError, ValueError, AttributeError) as exc:
+        damaged = [f"{UNPACKED} ({exc})"]
+    if not damaged:
+        return True
+    said = f"{', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}"
+    if not download:
+        raise DataError(
+            f"the downloaded copy is damaged ({said} changed or missing since it was "
+            "unpacked): delete this folder to download it again",
+            path=folder,
+        )
+    warnings.warn(
+        f"{folder}: the downloaded copy is damaged ({said} changed or missing since it was "
+        "unpacked): downloading it again",
+        stacklevel=outside_metarec(),
+    )
+    shutil.rmtree(folder, ignore_errors=True)  # another loader may be removing it too
+    return False
+
+
 def _install(folder: Path, target: Path, known: KnownDataset) -> None:
     if target.exists():
         if detect_layout(target) == known.layout:
             return  # another process finished first
-        shutil.rmtree(target)  # a stale, incomplete folder
+        shutil.rmtree(target, ignore_errors=True)  # a stale, incomplete folder
+    _record_unpacked(folder)
     sync_tree(folder)
     try:
         os.replace(folder, target)
