@@ -2415,10 +2415,14 @@ def test_a_contrast_objective_with_nothing_unrated_to_contrast_is_refused(
         columns=["user_id", "item_id", "rating"],
     )
     cfg = TrainConfig(epochs=1, inner_steps=1, seed=0, device="cpu", objective="bpr")
-    for objective in ("bpr", "bce"):
-        with pytest.raises(ConfigError, match=f"objective {objective}: every training user "
-                           "rated all 3 items"):  # fmt: skip
-            fit_recommender(catalogue, full, replace(cfg, objective=objective), progress=False)
+    every = "every training user rated all 3 items"
+    with pytest.raises(ConfigError, match=f"objective bpr: {every}"):
+        fit_recommender(catalogue, full, cfg, progress=False)
+    # bce where every rating is a like too; beside unliked ratings it learns from likes
+    liked = full.assign(rating=5.0)
+    with pytest.raises(ConfigError, match=f"objective bce: {every}"):
+        fit_recommender(catalogue, liked, replace(cfg, objective="bce"), progress=False)
+    fit_recommender(catalogue, full, replace(cfg, objective="bce"), progress=False)
     # one user short of one item: bpr trains, batches of users with nothing unrated too
     partly = full.iloc[1:]
     fit_recommender(catalogue, partly, replace(cfg, meta_batch_size=1), progress=False)

@@ -192,7 +192,7 @@ def fit_recommender(
         train = train[train["user_id"].isin(set(train_ur.user_ids[keep]))]
         train_ur = UserRatings.from_frame(train, index)
     _warn_of_softmax_cost(cfg, len(train_ur), len(catalogue.items))
-    _check_something_unseen(cfg.objective, train)
+    _check_something_unseen(cfg, train)
     features = (
         UserFeatureEncoder.fit(users)
         if users is not None and cfg.model.use_user_features
@@ -380,14 +380,20 @@ def _spec_metadata(dataset: Dataset) -> dict[str, Any]:
 SOFTMAX_SCORES_WARNED = 10**9
 
 
-def _check_something_unseen(objective: str, train: pd.DataFrame) -> None:
-    """bce and bpr contrast a user's liked items with training items they never rated:
-    where every training user rated every one, there is none, and bpr stopped in a
-    reshape's RuntimeError while bce saved a model that scored every item alike."""
+def _check_something_unseen(cfg: TrainConfig, train: pd.DataFrame) -> None:
+    """bce and bpr contrast a user's liked items with training items they never rated.
+    Where every training user rated every one there is none: bpr has no pair to learn
+    from (it stopped in a reshape's RuntimeError), and bce, where every rating is a
+    like too, learned to score every item alike. (bce beside unliked ratings, such as
+    impressions never clicked, still learns where each item starts: from its likes.)"""
+    objective = cfg.objective
     if objective not in ("bce", "bpr"):
         return
     n_items = train["item_id"].nunique()
-    if (train.groupby("user_id")["item_id"].nunique() >= n_items).all():
+    if not (train.groupby("user_id")["item_id"].nunique() >= n_items).all():
+        return
+    threshold = cfg.like_threshold if cfg.like_threshold is not None else -np.inf
+    if objective == "bpr" or bool((train["rating"] >= threshold).all()):
         raise ConfigError(
             f"objective {objective}: every training user rated all {n_items:,} items, so "
             "no item is left to contrast their likes with (its negatives are items a user "
