@@ -1671,3 +1671,20 @@ def test_a_path_under_a_user_who_is_not_there_is_an_error_not_a_traceback(
     proc = cli("data", "describe", "ml-100k")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "a path starting with ~NAME names no user here" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["recommend", "RUN", "-k", "5", "-k", "2"],
+     ["data", "describe", "--dataset", "ml-1m", "--dataset", "ml-100k"],
+     ["train", "--dataset", "ml-100k", "--out", "a", "--out", "b"]],
+)  # fmt: skip
+def test_an_option_of_one_value_given_twice_is_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    # argparse kept the last without a word: --out a --out b wrote b, -k 5 -k 2 listed two
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    flag = argv[-2]
+    assert info.value.code == 2
+    assert f"error: {flag}: given twice; give it once" in capsys.readouterr().err

@@ -53,11 +53,47 @@ _RESUMES = {
 }
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option's value, refused when the option is given twice: argparse kept the last
+    (``--out a --out b`` wrote b, ``-k 5 -k 2`` listed two) without a word. Repeatable
+    options say so (``action="append"``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given: set[str] = namespace.__dict__.setdefault(_GIVEN, set())
+        if option_string is not None and self.dest in given:
+            parser.error(f"{option_string}: given twice; give it once")
+        given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
+_GIVEN = "_metarec_options_given"  # the options a parse has met, dropped once it ends
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a bad option value reported in one line, as every other bad value
     is: ``metarec recommend: error: --device: 'cuda:x' is not a device; ...``. A
     missing, unknown or valueless option, or an unknown command, still gets the usage,
-    which shows what the command takes."""
+    which shows what the command takes. An option of one value given twice is refused
+    (:class:`_StoreOnce`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # the registry its argument groups share too
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        parsed.__dict__.pop(_GIVEN, None)
+        return parsed, rest
 
     def error(self, message: str) -> NoReturn:
         flag, sep, detail = message.partition(": ")
