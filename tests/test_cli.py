@@ -1492,7 +1492,7 @@ def test_every_commands_help_page_says_what_it_does() -> None:
     described = pages(build_parser(), "metarec")
     assert len(described) >= 12 and all(d for _, d in described), described
     assert dict(described)["metarec quickstart"] == (
-        "ml-100k: clean, encode, meta-train, evaluate (P1), recommend."
+        "clean, encode, meta-train, evaluate (P1), recommend (ml-100k unless --dataset)."
     )
 
 

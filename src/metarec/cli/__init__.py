@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     from metarec import __version__
 
     p.add_argument("--version", action="version", version=f"metarec {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    # named in the usage as COMMAND: the list of every command ran to 103 columns
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # the order `metarec --help` lists them in: a run's life, then evaluation, then serving
     for group in (training, dataset, ensemble, benchmarking, conformance, abtest, service):
         group.register(sub)
@@ -128,7 +129,7 @@ def _describe(sub: Any) -> None:
     helps = {action.dest: action.help for action in sub._choices_actions}
     for name, parser in sub.choices.items():
         if parser.description is None and helps.get(name):
-            parser.description = f"{helps[name]}."  # as listed, "ml-100k: ..." uncapitalised
+            parser.description = f"{helps[name]}."  # as listed, uncapitalised
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _describe(action)

@@ -60,10 +60,14 @@ def register(sub: Any) -> None:
         "fraction of all users; they may have been in the runs' training data)",
     )
     ab.add_argument(
-        "--support", type=int, default=None, metavar="K", help="K: first K ratings (default 5)"
+        "--support",
+        type=int,
+        default=None,
+        metavar="K",
+        help="each user's first K ratings adapt them (default 5; a P4 split file's own K)",
     )
     ab.add_argument(
-        "-k", dest="top_k", type=int, default=10, metavar="N", help="items recommended (10)"
+        "-k", dest="top_k", type=int, default=10, metavar="N", help="items recommended (default 10)"
     )
     ab.add_argument("--seed", type=seed, help="arm assignment and interleaving coins (default 0)")
     ab.add_argument(

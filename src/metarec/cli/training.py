@@ -45,7 +45,8 @@ DEMO_USER = [
 
 def register(sub: Any) -> None:
     q = sub.add_parser(
-        "quickstart", help="ml-100k: clean, encode, meta-train, evaluate (P1), recommend"
+        "quickstart",
+        help="clean, encode, meta-train, evaluate (P1), recommend (ml-100k unless --dataset)",
     )
     add_data_args(q, default="ml-100k")
     add_train_args(q)
@@ -70,7 +71,7 @@ def register(sub: Any) -> None:
         "--split-seed",
         type=seed,
         default=None,
-        help="seed of the users' split (default: the training seed); runs of several "
+        help="seed of the users' split (default: the training seed, --set seed=N); runs of several "
         "seeds with one split seed share their validation users, so `metarec ensemble` "
         "can blend them (a seed bag)",
     )
