@@ -14,7 +14,12 @@ from metarec.errors import ConfigError, MetarecError
 
 def register(sub: Any) -> None:
     d = sub.add_parser("data", help="describe or validate a dataset")
-    d.add_argument("action", choices=["describe", "validate"])
+    d.add_argument(
+        "action",
+        choices=["describe", "validate"],
+        help="describe: counts, scale and notes of the data as cleaned; validate: every "
+        "problem cleaning would act on, one a line (exit status 1 where there is one)",
+    )
     d.add_argument(
         "source",
         nargs="?",

@@ -231,8 +231,8 @@ def add_file_args(g: Any) -> None:
         "--strict",
         action="store_true",
         help="fail on the first bad value (rating, unknown item, empty text) instead of "
-        "dropping it and reporting (not for a benchmark of a known dataset, whose cleaning "
-        "is fixed)",
+        "dropping it and reporting (data validate lists them all either way; not for a "
+        "benchmark of a known dataset, whose cleaning is fixed)",
     )
 
 
