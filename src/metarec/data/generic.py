@@ -725,8 +725,9 @@ def _present(
 ) -> str | None:
     """The first of ``names`` that ``raw`` has as a column (exactly as written), or None.
     A column that differs from one only in letter case or spaces (``Title``, `` title``)
-    is refused by name, as a required column's near miss is: read as absent, the titles
-    went unused and every item was encoded from its id, without a word. Columns the
+    is warned of: left unread without a word, the titles went unused and every item was
+    encoded from its id. Warned, not refused: it may be another column (a review's
+    ``Text``), and runs recorded such files' options as they were. Columns the
     caller's options name (``named``) are theirs, not near misses."""
     exact = next((n for n in names if n in raw.columns), None)
     if exact is not None:
@@ -738,11 +739,11 @@ def _present(
         if near is None:
             continue
         spaced = " (are the fields separated by ', '? separate them by the comma alone)"
-        raise DataError(
-            f"column {near!r} is read as {name!r} only when named exactly so: rename it "
-            f"{name!r}, or give {flag} {near.strip()!r}" + (spaced if near != near.strip() else ""),
-            path=path,
-            field=near,
+        warnings.warn(
+            f"{path}: column {near!r} is not read as {name!r}, as names are matched "
+            f"exactly: to read it so, rename it {name!r} or give {flag} {near.strip()!r}"
+            + (spaced if near != near.strip() else ""),
+            stacklevel=outside_metarec(),
         )
     return None
 
