@@ -2460,3 +2460,22 @@ def test_another_runs_state_of_the_same_shapes_is_refused(
     with pytest.raises(DataError, match=r"adapted by another model \(another run, or this "):
         other.recommend(user, k=3)
     other.recommend(other.adapt([("Toy Story (1995)", 5)]), k=3)
+
+
+def test_a_diverged_training_leaves_no_checkpoint_in_python_either(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Only `metarec train` removed a diverged run's checkpoint: `metarec.train`'s
+    run_dir and retrain's checkpoint folder kept it, to resume into the same end."""
+    from metarec.errors import DivergedError
+
+    ds = load_dataset("ml-100k", root=shared_data)
+    catalogue = encode_catalogue(ds.items, "tfidf", progress=False)
+    cfg = TrainConfig(epochs=2, max_train_users=40, inner_lr=10.0, seed=0, device="cpu")
+    train, val = split_users(ds.interactions, 0.1, seed=3)
+    checkpoint = tmp_path / "checkpoint"
+    with pytest.raises(DivergedError, match="meta-training diverged"):
+        fit_recommender(
+            catalogue, train, cfg, validation=val, checkpoint_dir=checkpoint, progress=False
+        )
+    assert not checkpoint.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -223,8 +224,16 @@ def fit_recommender(
     if validation is not None and len(validation):
         val_ur = UserRatings.from_frame(validation, index)
         val_src = TaskSource(val_ur, features.transform(users, val_ur.user_ids))
-    history = trainer.fit(train_src, val_src, checkpoint_dir=checkpoint_dir)
-    _check_not_diverged(history, cfg, rating_range)
+    try:
+        history = trainer.fit(train_src, val_src, checkpoint_dir=checkpoint_dir)
+        _check_not_diverged(history, cfg, rating_range)
+    except DivergedError:
+        # a finished training refused: resumed, it ends the same way, and kept, every
+        # command called its folder an unfinished run to resume (train, retrain, and
+        # metarec.train's run_dir alike)
+        if checkpoint_dir is not None:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        raise
     popularity = np.bincount(train_ur.items, minlength=len(catalogue.items)).astype(np.float64)
     meta = {
         "history": history.epochs,

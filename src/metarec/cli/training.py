@@ -29,7 +29,7 @@ from metarec.cli.options import (
     train_config,
 )
 from metarec.config import VALIDATION_FRACTION
-from metarec.errors import ConfigError, DataError, DivergedError, MetarecError, ModelError
+from metarec.errors import ConfigError, DataError, MetarecError, ModelError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -263,14 +263,11 @@ def train_run(
                     **({"split_digest": split.digest()} if split is not None else {}),
                 },
             )
-        except BaseException as exc:
-            if isinstance(exc, DivergedError):
-                # a finished training refused: resumed, it ends the same way, and kept,
-                # every other command called the folder an unfinished run to resume
-                shutil.rmtree(out / "checkpoint", ignore_errors=True)
-            # refused before the first checkpoint (a config the data cannot take), or
-            # interrupted before it (Ctrl-C, SIGTERM: not Exceptions): leave no empty run
-            # folder behind; an interruption after it keeps its checkpoint
+        except BaseException:
+            # refused before the first checkpoint (a config the data cannot take), or as
+            # diverged (which removes it), or interrupted before it (Ctrl-C, SIGTERM: not
+            # Exceptions): leave no empty run folder behind; an interruption after it
+            # keeps its checkpoint
             if created and not any(p.is_file() for p in out.rglob("*")):
                 shutil.rmtree(out, ignore_errors=True)
             raise
