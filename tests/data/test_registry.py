@@ -476,6 +476,15 @@ def test_a_damaged_download_cache_is_fetched_again_or_refused(
     with pytest.raises(DataError, match=r"damaged .*delete this folder") as info:
         load_dataset("ml-100k", download=False)
     assert info.value.path == str(folder)
+    # a download that fails keeps the damaged copy for the user to mend or delete
+    failed = r"damaged .*a fresh one was not fetched"
+    with (
+        pytest.warns(UserWarning, match="downloading it again"),
+        pytest.raises(DatasetNotFoundError, match=failed),
+    ):
+        load_dataset("ml-100k")
+    assert data.is_file() and data.read_text() == ""
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["ml-100k"]  # nothing aside
 
 
 def test_a_zip_given_as_the_data_folder_is_told_to_be_unzipped(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import hashlib
 import http.client
 import json
 import os
+import secrets
 import shutil
 import time
 import urllib.request
@@ -244,8 +245,23 @@ def locate(
                 return found
     looked.append(f"{ENV_DATA}={env}" if env else f"{ENV_DATA} (not set)")
     cached = find_local(name, cache_root())
-    if cached and not _intact(cached[1], download):
-        cached = None  # removed, to be downloaded again
+    damaged = _damaged(cached[1]) if cached else ""
+    if cached and damaged:
+        # replaced by a fresh download, not deleted first: offline, the user kept a copy
+        # to delete or mend by hand, and another loader reading it was not pulled from
+        # under (the fresh one is moved in whole, the damaged one aside)
+        said = (
+            f"the downloaded copy is damaged ({damaged} changed or missing since it was unpacked)"
+        )
+        if not download:
+            raise DataError(f"{said}: delete this folder to download it again", path=cached[1])
+        warnings.warn(f"{cached[1]}: {said}: downloading it again", stacklevel=outside_metarec())
+        try:
+            return "raw", fetch(known)
+        except DatasetNotFoundError as exc:
+            raise DatasetNotFoundError(
+                f"{cached[1]}: {said}, and a fresh one was not fetched: {exc}"
+            ) from exc
     if cached:
         # what a killed download left beside it: swept only by a download before, which
         # a data set in the cache never needs again
@@ -491,14 +507,13 @@ def _sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
-def _intact(folder: Path, download: bool) -> bool:
-    """Whether a cached data set's files are as unpacked from its verified archive. A
-    damaged copy is removed where it can be downloaded again, else refused, naming
-    the folder to delete. A folder unpacked by a version that kept no record is read
-    as it is (load_dataset still checks its count of ratings)."""
+def _damaged(folder: Path) -> str:
+    """The files of a cached data set that differ from what was unpacked from its
+    verified archive, named ("" where none does). A folder unpacked by a version that
+    kept no record is read as it is (load_dataset still checks its count of ratings)."""
     record = folder / UNPACKED
     if not record.is_file():
-        return True
+        return ""
     try:
         files = json.loads(record.read_text(encoding="utf-8"))
         damaged = [
@@ -507,29 +522,21 @@ def _intact(folder: Path, download: bool) -> bool:
         ]  # fmt: skip
     except (OSError, ValueError, AttributeError) as exc:
         damaged = [f"{UNPACKED} ({exc})"]
-    if not damaged:
-        return True
-    said = f"{', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}"
-    if not download:
-        raise DataError(
-            f"the downloaded copy is damaged ({said} changed or missing since it was "
-            "unpacked): delete this folder to download it again",
-            path=folder,
-        )
-    warnings.warn(
-        f"{folder}: the downloaded copy is damaged ({said} changed or missing since it was "
-        "unpacked): downloading it again",
-        stacklevel=outside_metarec(),
-    )
-    shutil.rmtree(folder, ignore_errors=True)  # another loader may be removing it too
-    return False
+    return f"{', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}"
 
 
 def _install(folder: Path, target: Path, known: KnownDataset) -> None:
+    aside = None
     if target.exists():
-        if detect_layout(target) == known.layout:
-            return  # another process finished first
-        shutil.rmtree(target, ignore_errors=True)  # a stale, incomplete folder
+        if detect_layout(target) == known.layout and not _damaged(target):
+            return  # another process finished (or mended it) first
+        # a stale, incomplete or damaged folder: moved aside whole, where the sweep of
+        # a killed loader's leftovers finds it, and removed once ours is in place
+        aside = target.with_name(f".{target.name}-unpack-old-{secrets.token_hex(4)}")
+        try:
+            os.replace(target, aside)
+        except FileNotFoundError:  # another loader moved it first
+            aside = None
     _record_unpacked(folder)
     sync_tree(folder)
     try:
@@ -541,3 +548,6 @@ def _install(folder: Path, target: Path, known: KnownDataset) -> None:
         if target.exists() and detect_layout(target) == known.layout:
             return
         raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
