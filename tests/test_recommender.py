@@ -2433,11 +2433,12 @@ def test_a_validation_share_that_rounds_to_no_user_says_so() -> None:
     epoch by training loss, with no cutpoints, without a word."""
     frame = pd.DataFrame({"user_id": list("abcd"), "item_id": list("wxyz"), "rating": 4.0})
     with pytest.warns(UserWarning, match=r"10% of 4 user\(s\) rounds to none held out"):
-        rest, held = split_users(frame, 0.1, seed=0)
+        rest, held = split_users(frame, 0.1, seed=0, for_training=True)
     assert len(rest) == 4 and held.empty
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        split_users(frame, 0.0, seed=0)  # none asked for: nothing to say
+        split_users(frame, 0.0, seed=0, for_training=True)  # none asked for: nothing to say
+        split_users(frame, 0.1, seed=0)  # an existing run's split drawn again: no training
         assert len(split_users(frame, 0.25, seed=0)[1]) == 1
 
 

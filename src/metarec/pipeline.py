@@ -330,18 +330,19 @@ def _check_folder_arg(name: str, folder: object) -> None:
 
 
 def split_users(
-    frame: pd.DataFrame, fraction: float, seed: int
+    frame: pd.DataFrame, fraction: float, seed: int, *, for_training: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded split of ``frame``'s users: (the rest, ``fraction`` of users)."""
+    """Seeded split of ``frame``'s users: (the rest, ``fraction`` of users).
+    ``for_training``: the share is a training's validation users, and where it rounds
+    to none that is said (not where an existing run's split is drawn again)."""
     if not is_number(fraction) or not 0 <= fraction < 1:
         raise ConfigError(f"fraction: must be a number in [0, 1), got {fraction!r:.40}")
     check_seed(seed)
     users = np.sort(frame["user_id"].unique())
     rng = np.random.default_rng(seed)
     size = round(len(users) * fraction)
-    if fraction > 0 and size == 0 and len(users):
-        # every caller holds these users out for validation: with none, training went
-        # on without a word, its epoch chosen by training loss
+    if for_training and fraction > 0 and size == 0 and len(users):
+        # with none, training went on without a word, its epoch chosen by training loss
         warnings.warn(
             f"{fraction:.0%} of {len(users)} user(s) rounds to none held out for validation: "
             "early stopping is off (the epoch is chosen by training loss) and rating "
@@ -465,7 +466,9 @@ def train(
         progress=progress,
         device=cfg.device,  # as the CLI does: "cpu" held for training, not for encoding
     )
-    fit_rows, val_rows = split_users(dataset.interactions, validation_fraction, cfg.seed)
+    fit_rows, val_rows = split_users(
+        dataset.interactions, validation_fraction, cfg.seed, for_training=True
+    )
     # a second train into the same run folder would resume from this one's checkpoint
     lock = exclusive(run_dir, "wait for it, or choose another run_dir") if run_dir else None
     with lock or nullcontext():

@@ -695,7 +695,9 @@ def training_rows(
     so that every feedback user stays in training."""
     from metarec.pipeline import split_users
 
-    rest, validation = split_users(inter[~inter["user_id"].isin(held)], VALIDATION_FRACTION, seed)
+    rest, validation = split_users(
+        inter[~inter["user_id"].isin(held)], VALIDATION_FRACTION, seed, for_training=True
+    )
     train = pd.concat(
         [rest, feedback[rest.columns.intersection(feedback.columns)]], ignore_index=True
     )

@@ -215,7 +215,9 @@ def train_run(
             _check_p1_groups(split, ds.n_users, ds.name, holdout_flag)
             train_rows, val_rows = split.frames["train"], split.frames["validation"]
         else:
-            train_rows, val_rows = split_users(ds.interactions, VALIDATION_FRACTION, drawn)
+            train_rows, val_rows = split_users(
+                ds.interactions, VALIDATION_FRACTION, drawn, for_training=True
+            )
         if train_rows.empty:
             # refused before the run folder exists, so a failed start leaves nothing behind
             raise DataError(
