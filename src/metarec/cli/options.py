@@ -236,21 +236,6 @@ def add_file_args(g: Any) -> None:
     )
 
 
-class _Once(argparse.Action):
-    """An option given at most once: argparse kept the last of two without a word."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        if getattr(namespace, self.dest, None) is not None:
-            parser.error(f"{option_string}: given twice; give it once")
-        setattr(namespace, self.dest, values)
-
-
 def add_set_arg(p: argparse.ArgumentParser, what: str) -> None:
     """``--set KEY=VALUE`` (repeatable): ``what`` it overrides, for the help."""
     p.add_argument(
@@ -264,8 +249,8 @@ def add_set_arg(p: argparse.ArgumentParser, what: str) -> None:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
-        type=path_arg,  # "" trained with the defaults without a word
-        action=_Once,
+        type=path_arg,  # "" trained with the defaults without a word (twice: refused,
+        # as every option of one value is, metarec.cli._StoreOnce)
         help="TOML file ([train] table or top-level keys), or a run's config.json",
     )
     add_set_arg(p, "override a config value")
