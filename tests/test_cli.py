@@ -1688,3 +1688,11 @@ def test_an_option_of_one_value_given_twice_is_refused(
     flag = argv[-2]
     assert info.value.code == 2
     assert f"error: {flag}: given twice; give it once" in capsys.readouterr().err
+
+
+def test_an_abbreviated_option_is_not_read_as_another(capsys: pytest.CaptureFixture[str]) -> None:
+    # `--split 3` was --split-seed 3: an option added later would change what it means
+    with pytest.raises(SystemExit) as info:
+        main(["recommend", "RUN", "--rat", "1=5"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --rat 1=5" in capsys.readouterr().err

@@ -83,6 +83,9 @@ class _Parser(argparse.ArgumentParser):
     (:class:`_StoreOnce`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # no abbreviations: `--split 3` was read as --split-seed, and an option added
+        # later would have made a script's abbreviation ambiguous, or another option's
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         # the registry its argument groups share too
         self.register("action", None, _StoreOnce)
