@@ -746,3 +746,16 @@ def test_a_users_table_of_another_id_scheme_is_said_to_match_no_one() -> None:
         "is written; ids are text, so 1, 01 and 1.0 are three)"
     )
     assert note(["1", "b"]) == "1 rating users have no row in the users table (e.g. '2')"
+
+
+def test_a_dataset_prints_as_a_summary_not_its_frames() -> None:
+    # print(ds) in a notebook printed three whole frames
+    ratings = pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "x"], "rating": [3.0, 4.0]})
+    items = pd.DataFrame({"item_id": ["x"], "title": ["X"]})
+    users = pd.DataFrame({"user_id": ["a"], "age": ["1"]})
+    ds = Dataset("mem", ratings, items, users=users, rating_range=(1, 10))
+    assert repr(ds) == (
+        "Dataset('mem': 2 ratings, 1 item, 2 users, scale [1, 10], user features ['age'])"
+    )
+    bare = Dataset("bare", ratings.drop(columns="user_id"), items)
+    assert repr(bare) == "Dataset('bare': 2 ratings, 1 item, users unknown, scale [1, 5])"

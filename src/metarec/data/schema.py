@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.errors import ConfigError, DataError, outside_metarec
-from metarec.values import as_scale, is_number
+from metarec.values import as_scale, counted, is_number
 
 ITEMS_TABLE = "items table: "  # the prefix of reasons that count items, not ratings
 
@@ -333,6 +333,22 @@ class Dataset:
                 f"rating_range: expected (low, high) with low <= high, got {self.rating_range!r}"
             )
         self.rating_range = scale
+
+    def __repr__(self) -> str:
+        # the dataclass's printed three whole frames: print(ds) in a notebook
+        ratings = self.interactions
+        users = ratings["user_id"].nunique() if "user_id" in ratings.columns else None
+        said = [
+            counted(len(ratings), "rating"),
+            counted(len(self.items), "item"),
+            "users unknown" if users is None else counted(int(users), "user"),
+        ]
+        lo, hi = self.rating_range
+        features = f", user features {self.user_feature_columns}" if self.users is not None else ""
+        return (
+            f"{type(self).__name__}({self.name!r}: {', '.join(said)}, scale [{lo:g}, {hi:g}]"
+            f"{features})"
+        )
 
     @property
     def n_users(self) -> int:
