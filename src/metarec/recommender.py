@@ -174,7 +174,7 @@ class Recommender(TopK):
         # what an adapted user's parameters look like (no tower parameter that grows
         # with the catalogue is adapted): checked on every score, computed once
         self._fast_shapes = {k: v.shape for k, v in learner.fast_init().items()}
-        self._digest_of: tuple[tuple[tuple[str, tuple[int, ...]], ...], str] | None = None
+        self._digest: str | None = None  # _start_digest's, taken at its first call
         # the largest code of each user feature (codes 1..c, 0 for unknown), likewise
         self._feature_limits = torch.as_tensor(features.cardinalities, dtype=torch.int64)
         self._reindex()
@@ -626,13 +626,12 @@ class Recommender(TopK):
     def _start_digest(self) -> str:
         """A digest of the meta-learned start every user adapts from: the same for the
         same run loaded twice (or on another device), another for another run. Taken
-        once: a start changed in place since (weights edited by hand) keeps the old
-        digest, which lets its states through rather than refusing them."""
-        start = self.learner.fast_init()
-        shapes = tuple((k, tuple(v.shape)) for k, v in sorted(start.items()))
-        if self._digest_of is None or self._digest_of[0] != shapes:
-            self._digest_of = (shapes, tensors_digest(start)[:16])
-        return self._digest_of[1]
+        once, as the start is fixed once trained (adding items changes none of its
+        tensors): every score checks a state against it. A start edited in place by
+        hand keeps the old digest, which lets its states through rather than refusing."""
+        if self._digest is None:
+            self._digest = tensors_digest(self.learner.fast_init())[:16]
+        return self._digest
 
     @torch.no_grad()
     def predict_tasks(
